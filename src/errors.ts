@@ -1,0 +1,22 @@
+/**
+ * Named error classes. Every message says what was wrong (quoting the bad value, file or tensor)
+ * and what to do about it.
+ * @module
+ */
+
+/** Base class of every error qvq throws on purpose. */
+export class QvqError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A model file (config, safetensors, tokenizer, image) is missing, malformed or inconsistent. */
+export class ModelFileError extends QvqError {}
+
+/** A caller passed a bad argument or request (bad parameter, bad message, bad image). */
+export class InvalidInputError extends QvqError {}
+
+/** No usable WebGPU adapter, a device lost, or a GPU limit exceeded (e.g. out of memory). */
+export class GpuError extends QvqError {}

@@ -1,0 +1,1 @@
+//! qvq-image: see the crate's modules.

@@ -1,0 +1,1 @@
+//! qvq-safetensors: see the crate's modules.

@@ -1,0 +1,1 @@
+//! qvq-tokenizer: see the crate's modules.
