@@ -1,0 +1,155 @@
+/**
+ * What every kernel builder shares: compile a WGSL family with defines into a cached pipeline with
+ * an explicit bind group layout (never `layout: "auto"`, which drops unused bindings and then
+ * silently skips dispatches), and bind buffers + params once into a reusable {@link Dispatch}.
+ * @module
+ */
+import type { Gpu } from "../src/gpu/device.ts";
+import { GpuError } from "../src/errors.ts";
+import { type Defines, preprocess } from "./_preprocess.ts";
+import type { ParamsLayout, ScalarType } from "./_params.ts";
+import { WGSL } from "./_wgsl.ts";
+
+/** How a kernel uses one storage binding, in binding order (the params uniform comes last). */
+export type Access = "read" | "read_write";
+
+/** A compiled kernel variant. */
+export interface KernelVariant {
+  /** Descriptive cache key and GPU label, e.g. `norm.rms_norm[F16]`. */
+  readonly key: string;
+  readonly pipeline: GPUComputePipeline;
+  readonly layout: GPUBindGroupLayout;
+  readonly bindings: readonly Access[];
+  readonly params?: ParamsLayout<Record<string, ScalarType>>;
+}
+
+/** What a builder asks for. */
+export interface VariantSpec {
+  /** `.wgsl` file name without extension. */
+  family: string;
+  /** Entry point in that file. */
+  entry: string;
+  /** Storage bindings @binding(0..n-1) in order; params (if any) is @binding(n) uniform. */
+  bindings: readonly Access[];
+  params?: ParamsLayout<Record<string, ScalarType>>;
+  /** Preprocessor defines; `F16: true` also emits `enable f16;`. */
+  defines?: Defines;
+}
+
+/** Compiles (or fetches from the cache) the pipeline for `spec`. */
+export function variant(gpu: Gpu, spec: VariantSpec): KernelVariant {
+  const defs = spec.defines ?? {};
+  const defKey = Object.keys(defs).sort().filter((k) => defs[k] !== false)
+    .map((k) => (defs[k] === true ? k : `${k}=${defs[k]}`)).join(",");
+  const key = `${spec.family}.${spec.entry}[${defKey}]`;
+  const src = WGSL[spec.family];
+  if (src === undefined) throw new Error(`no kernels/${spec.family}.wgsl (is _wgsl.ts stale?)`);
+  const n = spec.bindings.length;
+  const layoutKey = spec.bindings.join(",") + (spec.params ? ",uniform" : "");
+  const layout = gpu.layout(layoutKey, () =>
+    gpu.device.createBindGroupLayout({
+      label: layoutKey,
+      entries: [
+        ...spec.bindings.map((a, i): GPUBindGroupLayoutEntry => ({
+          binding: i,
+          visibility: GPUShaderStage.COMPUTE,
+          buffer: { type: a === "read" ? "read-only-storage" : "storage" },
+        })),
+        ...(spec.params
+          ? [{ binding: n, visibility: GPUShaderStage.COMPUTE, buffer: { type: "uniform" as const } }]
+          : []),
+      ],
+    }));
+  const pipeline = gpu.pipeline(key, () => {
+    if (defs.F16 && !gpu.features.f16) {
+      throw new GpuError(`kernel ${key} needs shader-f16, which this adapter lacks; use f32 weights`);
+    }
+    const code = [
+      defs.F16 ? "enable f16;" : "",
+      spec.params ? spec.params.wgsl("Params") : "",
+      preprocess(src, { ...defs, PARAMS_BINDING: n }),
+    ].join("\n");
+    const module = gpu.device.createShaderModule({ label: key, code });
+    return gpu.device.createComputePipeline({
+      label: key,
+      layout: gpu.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+      compute: { module, entryPoint: spec.entry },
+    });
+  });
+  return { key, pipeline, layout, bindings: spec.bindings, params: spec.params };
+}
+
+/** A buffer or a byte range of one, as bound to a storage binding. */
+export type BufferArg = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+
+/**
+ * One bound kernel call: the bind group and params are made once, so a decode step can be
+ * encoded again and again without allocations.
+ */
+export class Dispatch {
+  readonly variant: KernelVariant;
+  readonly bindGroup: GPUBindGroup;
+  readonly workgroups: readonly [number, number, number];
+  readonly #paramsBuffer?: GPUBuffer;
+
+  constructor(
+    gpu: Gpu,
+    v: KernelVariant,
+    buffers: readonly BufferArg[],
+    params: ArrayBuffer | undefined,
+    workgroups: readonly [number, number?, number?],
+  ) {
+    if (buffers.length !== v.bindings.length) {
+      throw new Error(`${v.key}: expected ${v.bindings.length} buffers, got ${buffers.length}`);
+    }
+    const max = gpu.limits.maxComputeWorkgroupsPerDimension;
+    const wg = [workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1] as const;
+    if (wg.some((x) => x > max || !Number.isInteger(x) || x < 0)) {
+      throw new Error(`${v.key}: workgroup grid ${wg.join("×")} exceeds ${max} per dimension`);
+    }
+    this.variant = v;
+    this.workgroups = wg;
+    const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({
+      binding: i,
+      resource: b instanceof GPUBuffer ? { buffer: b } : b,
+    }));
+    if (v.params) {
+      if (!params) throw new Error(`${v.key}: params missing`);
+      this.#paramsBuffer = gpu.device.createBuffer({
+        label: `${v.key}.params`,
+        size: params.byteLength,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      });
+      gpu.device.queue.writeBuffer(this.#paramsBuffer, 0, params);
+      entries.push({ binding: buffers.length, resource: { buffer: this.#paramsBuffer } });
+    }
+    this.bindGroup = gpu.device.createBindGroup({ label: v.key, layout: v.layout, entries });
+  }
+
+  /** Records the dispatch into an open compute pass. Skips empty grids. */
+  encode(pass: GPUComputePassEncoder): void {
+    if (this.workgroups.some((x) => x === 0)) return;
+    pass.setPipeline(this.variant.pipeline);
+    pass.setBindGroup(0, this.bindGroup);
+    pass.dispatchWorkgroups(...this.workgroups);
+  }
+
+  /** Frees the params buffer (bound buffers belong to the caller). */
+  destroy(): void {
+    this.#paramsBuffer?.destroy();
+  }
+}
+
+/** Encodes dispatches in one compute pass and submits them. */
+export function run(gpu: Gpu, dispatches: readonly Dispatch[], label = "qvq"): void {
+  const enc = gpu.device.createCommandEncoder({ label });
+  const pass = enc.beginComputePass({ label });
+  for (const d of dispatches) d.encode(pass);
+  pass.end();
+  gpu.device.queue.submit([enc.finish()]);
+}
+
+/** Ceil division, for workgroup counts. */
+export function ceilDiv(a: number, b: number): number {
+  return Math.floor((a + b - 1) / b);
+}

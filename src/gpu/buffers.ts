@@ -1,0 +1,68 @@
+/**
+ * Moving arrays between the CPU and GPU buffers.
+ * @module
+ */
+import type { Gpu } from "./device.ts";
+
+/** Usage for tensors the kernels read and write, and that can be copied in and out. */
+export const STORAGE: GPUBufferUsageFlags = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST |
+  GPUBufferUsage.COPY_SRC;
+
+/** Creates a storage buffer of `byteSize` bytes (rounded up to 4), zero-filled. */
+export function createStorage(gpu: Gpu, byteSize: number, label = "tensor"): GPUBuffer {
+  return gpu.device.createBuffer({ label, size: Math.max(4, Math.ceil(byteSize / 4) * 4), usage: STORAGE });
+}
+
+/** Creates a storage buffer holding `data` (its bytes, padded to a multiple of 4). */
+export function uploadArray(gpu: Gpu, data: ArrayBufferView, label = "tensor"): GPUBuffer {
+  const buf = createStorage(gpu, data.byteLength, label);
+  writeArray(gpu, buf, data);
+  return buf;
+}
+
+/** Writes `data` into `buffer` at `byteOffset`, padding the tail so the size is a multiple of 4. */
+export function writeArray(gpu: Gpu, buffer: GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
+  const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+  const whole = bytes.byteLength & ~3;
+  if (whole) gpu.device.queue.writeBuffer(buffer, byteOffset, bytes, 0, whole);
+  if (whole !== bytes.byteLength) {
+    const tail = new Uint8Array(4);
+    tail.set(bytes.subarray(whole));
+    gpu.device.queue.writeBuffer(buffer, byteOffset + whole, tail);
+  }
+}
+
+/** Copies `byteSize` bytes of `buffer` (from `byteOffset`) back to the CPU. One round trip. */
+export async function readBytes(
+  gpu: Gpu,
+  buffer: GPUBuffer,
+  byteSize = buffer.size,
+  byteOffset = 0,
+): Promise<ArrayBuffer> {
+  const size = Math.ceil(byteSize / 4) * 4;
+  const staging = gpu.device.createBuffer({
+    label: "readback",
+    size,
+    usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
+  });
+  const enc = gpu.device.createCommandEncoder({ label: "readback" });
+  enc.copyBufferToBuffer(buffer, byteOffset, staging, 0, size);
+  gpu.device.queue.submit([enc.finish()]);
+  await staging.mapAsync(GPUMapMode.READ);
+  const out = staging.getMappedRange().slice(0, byteSize);
+  staging.unmap();
+  staging.destroy();
+  return out;
+}
+
+/** Reads `count` f32 values (default: the whole buffer). */
+export async function readF32(gpu: Gpu, buffer: GPUBuffer, count?: number, offset = 0): Promise<Float32Array> {
+  const n = count ?? buffer.size / 4;
+  return new Float32Array(await readBytes(gpu, buffer, n * 4, offset * 4));
+}
+
+/** Reads `count` u32 values (default: the whole buffer). */
+export async function readU32(gpu: Gpu, buffer: GPUBuffer, count?: number, offset = 0): Promise<Uint32Array> {
+  const n = count ?? buffer.size / 4;
+  return new Uint32Array(await readBytes(gpu, buffer, n * 4, offset * 4));
+}

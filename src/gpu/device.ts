@@ -1,0 +1,192 @@
+/**
+ * The WebGPU device: one place that asks the adapter for its real limits and the features the
+ * kernels use, turns validation and out-of-memory errors into exceptions, and caches pipelines.
+ * @module
+ */
+import { GpuError } from "../errors.ts";
+
+/** Features a kernel may branch on. */
+export interface GpuFeatures {
+  /** WGSL `f16` (`enable f16;`) is available. */
+  f16: boolean;
+  /** Subgroup built-ins (not listed by Deno's adapters but granted when requested). */
+  subgroups: boolean;
+  /** Timestamp queries for kernel timing. */
+  timestampQuery: boolean;
+}
+
+/** A WebGPU device with the limits it was created with and a pipeline cache. */
+export class Gpu {
+  readonly device: GPUDevice;
+  readonly features: GpuFeatures;
+  readonly limits: GPUSupportedLimits;
+  readonly adapterInfo: GPUAdapterInfo;
+  readonly #pipelines = new Map<string, GPUComputePipeline>();
+  readonly #layouts = new Map<string, GPUBindGroupLayout>();
+  #lost = false;
+
+  constructor(device: GPUDevice, adapterInfo: GPUAdapterInfo, features: GpuFeatures) {
+    this.device = device;
+    this.adapterInfo = adapterInfo;
+    this.features = features;
+    this.limits = device.limits;
+    device.lost.then((info) => {
+      this.#lost = true;
+      if (info.reason !== "destroyed") console.error(`qvq: WebGPU device lost: ${info.message}`);
+    });
+  }
+
+  /** Largest byte size one storage binding may have (128 MiB on lavapipe, 2 GiB on an H100). */
+  get maxBinding(): number {
+    return this.limits.maxStorageBufferBindingSize;
+  }
+
+  /** Whether the device was lost (driver reset, destroyed). */
+  get lost(): boolean {
+    return this.#lost;
+  }
+
+  /** Returns the cached pipeline for `key`, creating it with `create` on first use. */
+  pipeline(key: string, create: () => GPUComputePipeline): GPUComputePipeline {
+    let p = this.#pipelines.get(key);
+    if (!p) {
+      p = create();
+      this.#pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  /** Returns the cached bind group layout for `key`. */
+  layout(key: string, create: () => GPUBindGroupLayout): GPUBindGroupLayout {
+    let l = this.#layouts.get(key);
+    if (!l) {
+      l = create();
+      this.#layouts.set(key, l);
+    }
+    return l;
+  }
+
+  /** Creates a buffer, turning an out-of-memory into a GpuError that says how much was asked. */
+  async createBufferChecked(desc: GPUBufferDescriptor): Promise<GPUBuffer> {
+    if (desc.size > this.limits.maxBufferSize) {
+      throw new GpuError(
+        `buffer "${desc.label ?? "?"}" needs ${fmtBytes(desc.size)}, over this adapter's ` +
+          `maxBufferSize of ${fmtBytes(this.limits.maxBufferSize)}; split it into smaller buffers`,
+      );
+    }
+    this.device.pushErrorScope("out-of-memory");
+    const buffer = this.device.createBuffer(desc);
+    const err = await this.device.popErrorScope();
+    if (err) {
+      buffer.destroy();
+      throw new GpuError(
+        `out of GPU memory allocating "${desc.label ?? "?"}" (${fmtBytes(desc.size)}): ${err.message}. ` +
+          `Use a smaller model, a quantized one (q8/q4), or a shorter maximum context`,
+      );
+    }
+    return buffer;
+  }
+
+  /** Runs `fn` and throws a GpuError if it produced a WebGPU validation error. */
+  async checked<T>(what: string, fn: () => T): Promise<T> {
+    this.device.pushErrorScope("validation");
+    const result = fn();
+    const err = await this.device.popErrorScope();
+    if (err) throw new GpuError(`WebGPU validation error in ${what}: ${err.message}`);
+    return result;
+  }
+
+  /** Destroys the device and everything on it. */
+  destroy(): void {
+    this.device.destroy();
+  }
+}
+
+/** Options for {@link requestGpu}. */
+export interface RequestGpuOptions {
+  powerPreference?: GPUPowerPreference;
+  /** Throw on any uncaptured WebGPU error instead of printing it (tests set this). */
+  strict?: boolean;
+}
+
+/**
+ * Requests an adapter and a device with the adapter's full limits (the defaults are far lower:
+ * 128 MiB bindings, 16 KiB workgroup memory, 256 threads) and the features qvq uses.
+ */
+export async function requestGpu(options: RequestGpuOptions = {}): Promise<Gpu> {
+  if (typeof navigator === "undefined" || !("gpu" in navigator) || !navigator.gpu) {
+    throw new GpuError(noAdapterHelp("this runtime has no navigator.gpu"));
+  }
+  const adapter = await navigator.gpu.requestAdapter({
+    powerPreference: options.powerPreference ?? "high-performance",
+  });
+  if (!adapter) throw new GpuError(noAdapterHelp("navigator.gpu.requestAdapter() returned null"));
+  const wanted: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
+  const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
+  // `subgroups` is absent from Deno's adapter.features but granted when requested: try it first.
+  let device: GPUDevice | undefined;
+  let subgroups = false;
+  const requiredLimits = pickLimits(adapter.limits);
+  try {
+    device = await adapter.requestDevice({
+      requiredFeatures: [...requiredFeatures, "subgroups" as GPUFeatureName],
+      requiredLimits,
+    });
+    subgroups = device.features.has("subgroups");
+  } catch {
+    device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
+  }
+  if (options.strict) {
+    device.addEventListener("uncapturederror", (e) => {
+      throw new GpuError(`uncaptured WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
+    });
+  }
+  return new Gpu(device, adapter.info, {
+    f16: device.features.has("shader-f16"),
+    subgroups,
+    timestampQuery: device.features.has("timestamp-query"),
+  });
+}
+
+function pickLimits(l: GPUSupportedLimits): Record<string, number> {
+  const names = [
+    "maxStorageBufferBindingSize",
+    "maxBufferSize",
+    "maxComputeWorkgroupStorageSize",
+    "maxComputeInvocationsPerWorkgroup",
+    "maxComputeWorkgroupSizeX",
+    "maxComputeWorkgroupSizeY",
+    "maxComputeWorkgroupsPerDimension",
+    "maxStorageBuffersPerShaderStage",
+    "maxBindGroups",
+    "maxUniformBufferBindingSize",
+  ] as const;
+  const out: Record<string, number> = {};
+  for (const n of names) out[n] = l[n];
+  return out;
+}
+
+function noAdapterHelp(why: string): string {
+  return `no WebGPU adapter (${why}). qvq needs WebGPU: on a machine with a GPU install its ` +
+    `Vulkan driver; without one, install Mesa's software adapter (Debian/Ubuntu: ` +
+    `apt-get install mesa-vulkan-drivers) — slow, but enough for the tiny test model`;
+}
+
+/** Formats a byte count for messages: `1.50 GiB`. */
+export function fmtBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${n.toFixed(i ? 2 : 0)} ${units[i]}`;
+}
+
+let shared: Promise<Gpu> | undefined;
+
+/** A process-wide device for tests and simple uses (strict: validation errors throw). */
+export function sharedGpu(): Promise<Gpu> {
+  shared ??= requestGpu({ strict: true });
+  return shared;
+}
