@@ -1,0 +1,59 @@
+/**
+ * The types that connect generation to its callers (the module API, the server, the CLI).
+ * @module
+ */
+
+/** One part of a message's content. Images travel as encoded bytes (PNG/JPEG/WebP). */
+export type ContentPart =
+  | { type: "text"; text: string }
+  | { type: "image"; image: Uint8Array };
+
+/** A chat message. `content` as a string is one text part. */
+export interface ChatMessage {
+  role: "system" | "user" | "assistant";
+  content: string | ContentPart[];
+}
+
+/** Sampling and stopping options; unset fields come from the model's generation_config.json. */
+export interface GenerateOptions {
+  /** Most tokens to generate (1..8192). */
+  maxNewTokens?: number;
+  /** 0 = greedy. */
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  repetitionPenalty?: number;
+  /** Same seed, same options, same prompt → same text. */
+  seed?: number;
+  /** Strings that end the answer (not included in it). */
+  stop?: string[];
+  /** Stop with finishReason "loop" when the text keeps repeating itself. */
+  stopOnLoop?: boolean;
+  /** Cancels generation; the KV cache is freed. */
+  signal?: AbortSignal;
+}
+
+/** Why generation ended. */
+export type FinishReason = "stop" | "length" | "loop" | "abort";
+
+/** The record that ends a stream. */
+export interface GenerationResult {
+  finishReason: FinishReason;
+  /** The full generated text (without the stop string). */
+  text: string;
+  usage: { promptTokens: number; completionTokens: number; imageTokens: number };
+  timings: { visionMs: number; prefillMs: number; decodeMs: number; tokensPerSecond: number };
+}
+
+/** What a stream yields: text as it is written, then one final record. */
+export type GenerationEvent =
+  | { type: "delta"; text: string }
+  | { type: "done"; result: GenerationResult };
+
+/** Anything that can answer chat messages: the real pipeline, or a fake in server tests. */
+export interface ChatEngine {
+  /** The id clients name in requests (e.g. "Qwen/QVQ-72B-Preview"). */
+  readonly modelId: string;
+  /** Streams the answer to `messages`. Must stop promptly and free resources when `options.signal` aborts. */
+  generate(messages: ChatMessage[], options?: GenerateOptions): AsyncIterable<GenerationEvent>;
+}
