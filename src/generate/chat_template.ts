@@ -1,0 +1,177 @@
+/**
+ * The model's own jinja chat template (chat_template.json or tokenizer_config.json's
+ * `chat_template`), rendered the way transformers' `apply_chat_template` does: messages in, prompt
+ * text out, one `<|vision_start|><|image_pad|><|vision_end|>` per image.
+ * @module
+ */
+import { Template } from "@huggingface/jinja";
+import { InvalidInputError, ModelFileError } from "../errors.ts";
+import { preview } from "./options.ts";
+import type { ChatMessage, ContentPart } from "./types.ts";
+
+const ROLES = new Set(["system", "user", "assistant"]);
+
+/** Options of {@link ChatTemplate.render}. */
+export interface RenderOptions {
+  /** Append the assistant header so the model answers (default true). */
+  addGenerationPrompt?: boolean;
+  /** Qwen2-VL templates: prefix each image with "Picture N: " (default false, as transformers). */
+  addVisionId?: boolean;
+}
+
+/**
+ * A compiled chat template.
+ *
+ * @example
+ * ```ts
+ * import { ChatTemplate } from "./chat_template.ts";
+ * const t = new ChatTemplate(
+ *   "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}" +
+ *     "{% if add_generation_prompt %}<|assistant|>{% endif %}",
+ * );
+ * console.assert(t.render([{ role: "user", content: "hi" }]) === "<|user|>hi<|assistant|>");
+ * ```
+ */
+export class ChatTemplate {
+  readonly source: string;
+  readonly #template: Template;
+  readonly #specialTokens: Record<string, string>;
+
+  /**
+   * @param source the jinja text
+   * @param specialTokens `bos_token`, `eos_token`, … as the template may reference them
+   */
+  constructor(source: string, specialTokens: Record<string, string> = {}, file = "chat template") {
+    this.source = source;
+    this.#specialTokens = specialTokens;
+    try {
+      this.#template = new Template(source);
+    } catch (e) {
+      throw new ModelFileError(
+        `${file}: the chat template does not parse: ${(e as Error).message}`,
+      );
+    }
+  }
+
+  /**
+   * Builds the template from the model directory's files (already JSON-decoded): chat_template.json
+   * wins over tokenizer_config.json's `chat_template`, as in transformers' processors. Throws
+   * ModelFileError when neither has one.
+   */
+  static fromConfigs(chatTemplateJson: unknown, tokenizerConfig: unknown): ChatTemplate {
+    const special = specialTokensOf(tokenizerConfig);
+    const fromCt = pickTemplate(chatTemplateJson, "chat_template.json");
+    if (fromCt !== undefined) return new ChatTemplate(fromCt, special, "chat_template.json");
+    const fromTc = pickTemplate(tokenizerConfig, "tokenizer_config.json");
+    if (fromTc !== undefined) return new ChatTemplate(fromTc, special, "tokenizer_config.json");
+    throw new ModelFileError(
+      `the model has no chat template: neither chat_template.json nor tokenizer_config.json's ` +
+        `"chat_template" exists; add one of them to the model directory`,
+    );
+  }
+
+  /** Renders `messages` (validated) to the prompt text. Images become the template's image placeholders. */
+  render(messages: readonly ChatMessage[], options: RenderOptions = {}): string {
+    validateMessages(messages);
+    const msgs = messages.map((m) => ({
+      role: m.role,
+      content: typeof m.content === "string" ? m.content : m.content.map((
+        p,
+      ) => (p.type === "text" ? { type: "text", text: p.text } : { type: "image" })),
+    }));
+    try {
+      return this.#template.render({
+        ...this.#specialTokens,
+        messages: msgs,
+        add_generation_prompt: options.addGenerationPrompt ?? true,
+        add_vision_id: options.addVisionId ?? false,
+      });
+    } catch (e) {
+      // includes the template's own raise_exception('...')
+      throw new InvalidInputError(
+        `the chat template failed on these messages: ${(e as Error).message}`,
+      );
+    }
+  }
+}
+
+/** The images of `messages`, in prompt order (the order of their placeholders). */
+export function collectImages(messages: readonly ChatMessage[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const m of messages) {
+    if (typeof m.content === "string") continue;
+    for (const p of m.content) if (p.type === "image") out.push(p.image);
+  }
+  return out;
+}
+
+/** Throws InvalidInputError naming the first malformed message or part. */
+export function validateMessages(messages: readonly ChatMessage[]): void {
+  if (!Array.isArray(messages) || messages.length === 0) {
+    throw new InvalidInputError(`messages must be a non-empty array, got ${preview(messages)}`);
+  }
+  messages.forEach((m, i) => {
+    if (m === null || typeof m !== "object") {
+      throw new InvalidInputError(`messages[${i}] must be an object, got ${preview(m)}`);
+    }
+    if (!ROLES.has(m.role)) {
+      throw new InvalidInputError(
+        `messages[${i}].role must be "system", "user" or "assistant", got ${preview(m.role)}`,
+      );
+    }
+    if (typeof m.content === "string") return;
+    if (!Array.isArray(m.content)) {
+      throw new InvalidInputError(
+        `messages[${i}].content must be a string or an array of parts, got ${preview(m.content)}`,
+      );
+    }
+    (m.content as ContentPart[]).forEach((p, j) => {
+      const where = `messages[${i}].content[${j}]`;
+      if (p?.type === "text") {
+        if (typeof p.text !== "string") {
+          throw new InvalidInputError(`${where}.text must be a string, got ${preview(p.text)}`);
+        }
+      } else if (p?.type === "image") {
+        if (!(p.image instanceof Uint8Array) || p.image.length === 0) {
+          throw new InvalidInputError(
+            `${where}.image must be the image file's bytes (a non-empty Uint8Array)`,
+          );
+        }
+      } else {
+        throw new InvalidInputError(
+          `${where}.type must be "text" or "image", got ${
+            preview((p as { type?: unknown })?.type)
+          }`,
+        );
+      }
+    });
+  });
+}
+
+function pickTemplate(json: unknown, file: string): string | undefined {
+  if (json === undefined || json === null) return undefined;
+  if (typeof json !== "object") {
+    throw new ModelFileError(`${file}: expected a JSON object, got ${preview(json)}`);
+  }
+  const t = (json as Record<string, unknown>).chat_template;
+  if (t === undefined || t === null) return undefined;
+  if (typeof t === "string") return t;
+  // tokenizer_config.json may list named templates: [{name: "default", template: "..."}, ...]
+  if (Array.isArray(t)) {
+    const named = t.find((x) => x?.name === "default") ?? t[0];
+    if (typeof named?.template === "string") return named.template;
+  }
+  throw new ModelFileError(`${file}: "chat_template" must be a string, got ${preview(t)}`);
+}
+
+function specialTokensOf(tokenizerConfig: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (tokenizerConfig === null || typeof tokenizerConfig !== "object") return out;
+  for (const key of ["bos_token", "eos_token", "pad_token", "unk_token"]) {
+    const v = (tokenizerConfig as Record<string, unknown>)[key];
+    // a string, or an AddedToken object {content: "..."}
+    const s = typeof v === "string" ? v : (v as { content?: unknown })?.content;
+    if (typeof s === "string") out[key] = s;
+  }
+  return out;
+}

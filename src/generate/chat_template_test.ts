@@ -1,0 +1,137 @@
+import assert from "node:assert/strict";
+import { InvalidInputError, ModelFileError } from "../errors.ts";
+import { ChatTemplate, collectImages } from "./chat_template.ts";
+import type { ChatMessage } from "./types.ts";
+
+const DIR = new URL("../../tests/fixtures/tiny-qwen2vl/", import.meta.url);
+const readJson = async (f: string) => JSON.parse(await Deno.readTextFile(new URL(f, DIR)));
+const fixtureTemplate = async () =>
+  ChatTemplate.fromConfigs(
+    await readJson("chat_template.json"),
+    await readJson("tokenizer_config.json"),
+  );
+const PNG = new Uint8Array([0x89, 0x50, 0x4e, 0x47]);
+const SYS = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n";
+
+Deno.test("ChatTemplate.render() gives Qwen2-VL's prompt with the default system prompt and images first", async () => {
+  const t = await fixtureTemplate();
+  const text = t.render([{
+    role: "user",
+    content: [{ type: "image", image: PNG }, { type: "image", image: PNG }, {
+      type: "text",
+      text: "Compare.",
+    }],
+  }]);
+  assert.equal(
+    text,
+    SYS + "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>" +
+      "<|vision_start|><|image_pad|><|vision_end|>Compare.<|im_end|>\n<|im_start|>assistant\n",
+  );
+});
+
+Deno.test("ChatTemplate.render() handles string content, a system message, history and no generation prompt", async () => {
+  const t = await fixtureTemplate();
+  const msgs: ChatMessage[] = [
+    { role: "system", content: "Be brief." },
+    { role: "user", content: "Hi" },
+    { role: "assistant", content: "Hello." },
+    { role: "user", content: [{ type: "text", text: "Again" }] },
+  ];
+  assert.equal(
+    t.render(msgs, { addGenerationPrompt: false }),
+    "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n" +
+      "<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\nAgain<|im_end|>\n",
+  );
+});
+
+Deno.test("ChatTemplate.render() numbers pictures with addVisionId", async () => {
+  const t = await fixtureTemplate();
+  const text = t.render([{
+    role: "user",
+    content: [{ type: "image", image: PNG }, { type: "image", image: PNG }],
+  }], {
+    addVisionId: true,
+  });
+  assert.match(text, /Picture 1: <\|vision_start\|>.*Picture 2: <\|vision_start\|>/);
+});
+
+Deno.test("ChatTemplate.fromConfigs() falls back to tokenizer_config.json, also its named-template list", () => {
+  const t1 = ChatTemplate.fromConfigs(undefined, {
+    chat_template: "A{{ eos_token }}",
+    eos_token: "<|e|>",
+  });
+  assert.equal(t1.render([{ role: "user", content: "x" }]), "A<|e|>");
+  const t2 = ChatTemplate.fromConfigs(undefined, {
+    chat_template: [{ name: "tool_use", template: "T" }, { name: "default", template: "D" }],
+  });
+  assert.equal(t2.render([{ role: "user", content: "x" }]), "D");
+});
+
+Deno.test("ChatTemplate.fromConfigs() says which file lacks or breaks the template", () => {
+  assert.throws(
+    () => ChatTemplate.fromConfigs(undefined, {}),
+    (e: Error) => e instanceof ModelFileError && /chat_template\.json/.test(e.message),
+  );
+  assert.throws(
+    () => ChatTemplate.fromConfigs({ chat_template: "{% if %}" }, {}),
+    (e: Error) =>
+      e instanceof ModelFileError && /chat_template\.json.*does not parse/.test(e.message),
+  );
+  assert.throws(
+    () => ChatTemplate.fromConfigs({ chat_template: 5 }, {}),
+    /"chat_template" must be a string, got 5/,
+  );
+});
+
+Deno.test("ChatTemplate.render() rejects malformed messages naming the bad field", async () => {
+  const t = await fixtureTemplate();
+  const bad: [unknown, RegExp][] = [
+    [[], /non-empty array/],
+    [[{ role: "tool", content: "x" }], /messages\[0\]\.role.*"tool"/],
+    [[{ role: "user", content: 5 }], /messages\[0\]\.content.*5/],
+    [
+      [{ role: "user", content: [{ type: "audio" }] }],
+      /messages\[0\]\.content\[0\]\.type.*"audio"/,
+    ],
+    [
+      [{ role: "user", content: [{ type: "image", image: "x.png" }] }],
+      /content\[0\]\.image must be/,
+    ],
+    [
+      [{ role: "user", content: [{ type: "text", text: 3 }] }],
+      /content\[0\]\.text must be a string, got 3/,
+    ],
+  ];
+  for (const [msgs, re] of bad) {
+    assert.throws(
+      () => t.render(msgs as ChatMessage[]),
+      (e: Error) => e instanceof InvalidInputError && re.test(e.message),
+    );
+  }
+});
+
+Deno.test("ChatTemplate.render() turns the template's raise_exception into InvalidInputError", () => {
+  const t = new ChatTemplate("{{ raise_exception('only user turns') }}");
+  assert.throws(
+    () => t.render([{ role: "user", content: "x" }]),
+    (e: Error) => e instanceof InvalidInputError && /only user turns/.test(e.message),
+  );
+});
+
+Deno.test("collectImages() returns images in placeholder order across messages", () => {
+  const a = new Uint8Array([1]), b = new Uint8Array([2]), c = new Uint8Array([3]);
+  assert.deepEqual(
+    collectImages([
+      {
+        role: "user",
+        content: [{ type: "image", image: a }, { type: "text", text: "t" }, {
+          type: "image",
+          image: b,
+        }],
+      },
+      { role: "assistant", content: "ok" },
+      { role: "user", content: [{ type: "image", image: c }] },
+    ]),
+    [a, b, c],
+  );
+});

@@ -1,0 +1,269 @@
+/**
+ * Generation options: the model's generation_config.json (defaults and stop ids) and the one
+ * validator every caller's {@link GenerateOptions} go through.
+ * @module
+ */
+import { InvalidInputError, ModelFileError } from "../errors.ts";
+import type { GenerateOptions } from "./types.ts";
+
+/** Hard ceiling on `maxNewTokens` (QVQ's reasoning fits; longer runs are loops in practice). */
+export const MAX_NEW_TOKENS_LIMIT = 8192;
+/** `maxNewTokens` when neither the caller nor generation_config.json sets it. */
+export const DEFAULT_MAX_NEW_TOKENS = 2048;
+/** Most stop strings per request; each is matched against every new piece of text. */
+export const MAX_STOP_STRINGS = 16;
+/** Longest stop string in UTF-16 code units. */
+export const MAX_STOP_LENGTH = 256;
+
+/** What generation_config.json says, with transformers' defaults for absent fields. */
+export interface GenerationConfig {
+  /** Token ids that end generation (`eos_token_id`: an int or a list in the file). */
+  eosTokenIds: number[];
+  bosTokenId?: number;
+  padTokenId?: number;
+  /** false → greedy unless the caller sets a temperature. */
+  doSample: boolean;
+  temperature: number;
+  topK: number;
+  topP: number;
+  repetitionPenalty: number;
+  /** `max_new_tokens` if the file has it. */
+  maxNewTokens?: number;
+}
+
+/**
+ * Parses generation_config.json (already JSON-decoded). Missing fields take transformers'
+ * GenerationConfig defaults (do_sample false, temperature 1, top_k 50, top_p 1, penalty 1).
+ * @param fallbackEos eos ids to use when the file has none (e.g. config.json's eos_token_id).
+ */
+export function parseGenerationConfig(
+  json: unknown,
+  file = "generation_config.json",
+  fallbackEos: number[] = [],
+): GenerationConfig {
+  if (json === null || typeof json !== "object" || Array.isArray(json)) {
+    throw new ModelFileError(`${file}: expected a JSON object, got ${preview(json)}`);
+  }
+  const j = json as Record<string, unknown>;
+  const num = (key: string, dflt: number): number => {
+    const v = j[key];
+    if (v === undefined || v === null) return dflt;
+    if (typeof v !== "number" || !Number.isFinite(v)) {
+      throw new ModelFileError(`${file}: "${key}" must be a number, got ${preview(v)}`);
+    }
+    return v;
+  };
+  const id = (key: string): number | undefined => {
+    const v = j[key];
+    if (v === undefined || v === null) return undefined;
+    if (!isTokenId(v)) {
+      throw new ModelFileError(`${file}: "${key}" must be a token id, got ${preview(v)}`);
+    }
+    return v;
+  };
+  let eos = fallbackEos;
+  const e = j.eos_token_id;
+  if (e !== undefined && e !== null) {
+    const list = Array.isArray(e) ? e : [e];
+    if (!list.every(isTokenId)) {
+      throw new ModelFileError(
+        `${file}: "eos_token_id" must be a token id or a list of them, got ${preview(e)}`,
+      );
+    }
+    eos = list as number[];
+  }
+  const doSample = j.do_sample ?? false;
+  if (typeof doSample !== "boolean") {
+    throw new ModelFileError(
+      `${file}: "do_sample" must be true or false, got ${preview(doSample)}`,
+    );
+  }
+  const maxNew = j.max_new_tokens;
+  return {
+    eosTokenIds: [...new Set(eos)],
+    bosTokenId: id("bos_token_id"),
+    padTokenId: id("pad_token_id"),
+    doSample,
+    temperature: num("temperature", 1),
+    topK: num("top_k", 50),
+    topP: num("top_p", 1),
+    repetitionPenalty: num("repetition_penalty", 1),
+    maxNewTokens: maxNew === undefined || maxNew === null ? undefined : num("max_new_tokens", 0),
+  };
+}
+
+/** Options after validation and defaulting: every field set. */
+export interface ResolvedOptions {
+  maxNewTokens: number;
+  /** 0 = greedy (argmax, lowest id on ties). */
+  temperature: number;
+  /** 0 = no top-k filter. */
+  topK: number;
+  /** 1 = no top-p filter. */
+  topP: number;
+  /** 1 = no penalty. */
+  repetitionPenalty: number;
+  /** Integer in [0, 2^53): the GPU RNG takes its low and high 32 bits. */
+  seed: number;
+  stop: string[];
+  /** Token ids that end generation (not part of the text). */
+  stopTokenIds: number[];
+  stopOnLoop: boolean;
+  signal?: AbortSignal;
+}
+
+/**
+ * Validates `options` and fills the unset fields from `config`. Throws InvalidInputError naming
+ * the field and quoting its bad value.
+ *
+ * @example
+ * ```ts
+ * import { parseGenerationConfig, resolveOptions } from "./options.ts";
+ * const cfg = parseGenerationConfig({ eos_token_id: [151645, 151643], do_sample: false });
+ * const o = resolveOptions({ maxNewTokens: 64, stop: ["\n\n"] }, cfg);
+ * console.assert(o.temperature === 0 && o.stopTokenIds.length === 2);
+ * ```
+ */
+export function resolveOptions(
+  options: GenerateOptions | undefined,
+  config: GenerationConfig,
+): ResolvedOptions {
+  const o = (options ?? {}) as Record<string, unknown>;
+  if (typeof o !== "object" || Array.isArray(o)) {
+    throw new InvalidInputError(`generation options must be an object, got ${preview(options)}`);
+  }
+  const maxNewTokens = intField(
+    o,
+    "maxNewTokens",
+    Math.min(config.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT),
+    1,
+    MAX_NEW_TOKENS_LIMIT,
+  );
+  // transformers samples only with do_sample; a caller who sets a temperature > 0 asks for it.
+  const temperature = numField(
+    o,
+    "temperature",
+    config.doSample ? config.temperature : 0,
+    (v) => v >= 0 && v <= 100,
+    "a number in [0, 100] (0 = greedy)",
+  );
+  const topK = intField(o, "topK", Math.max(0, Math.round(config.topK)), 0, 2 ** 31 - 1);
+  const topP = numField(
+    o,
+    "topP",
+    clampTopP(config.topP),
+    (v) => v > 0 && v <= 1,
+    "a number in (0, 1]",
+  );
+  const repetitionPenalty = numField(
+    o,
+    "repetitionPenalty",
+    config.repetitionPenalty > 0 ? config.repetitionPenalty : 1,
+    (v) => v > 0 && v <= 100,
+    "a number in (0, 100] (1 = no penalty)",
+  );
+  const seed = intField(o, "seed", randomSeed(), 0, Number.MAX_SAFE_INTEGER);
+  const stop = stopField(o.stop);
+  const stopOnLoop = o.stopOnLoop ?? false;
+  if (typeof stopOnLoop !== "boolean") {
+    throw new InvalidInputError(`stopOnLoop must be true or false, got ${preview(stopOnLoop)}`);
+  }
+  const signal = o.signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new InvalidInputError(`signal must be an AbortSignal, got ${preview(signal)}`);
+  }
+  return {
+    maxNewTokens,
+    temperature,
+    topK,
+    topP,
+    repetitionPenalty,
+    seed,
+    stop,
+    stopTokenIds: [...config.eosTokenIds],
+    stopOnLoop,
+    signal,
+  };
+}
+
+function clampTopP(v: number): number {
+  return v > 0 && v <= 1 ? v : 1;
+}
+
+function numField(
+  o: Record<string, unknown>,
+  key: string,
+  dflt: number,
+  ok: (v: number) => boolean,
+  want: string,
+): number {
+  const v = o[key];
+  if (v === undefined) return dflt;
+  if (typeof v !== "number" || !Number.isFinite(v) || !ok(v)) {
+    throw new InvalidInputError(`${key} must be ${want}, got ${preview(v)}`);
+  }
+  return v;
+}
+
+function intField(
+  o: Record<string, unknown>,
+  key: string,
+  dflt: number,
+  min: number,
+  max: number,
+): number {
+  return numField(
+    o,
+    key,
+    dflt,
+    (v) => Number.isInteger(v) && v >= min && v <= max,
+    `an integer in [${min}, ${max}]`,
+  );
+}
+
+function stopField(v: unknown): string[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) {
+    throw new InvalidInputError(`stop must be an array of strings, got ${preview(v)}`);
+  }
+  if (v.length > MAX_STOP_STRINGS) {
+    throw new InvalidInputError(
+      `stop has ${v.length} strings; at most ${MAX_STOP_STRINGS} are allowed`,
+    );
+  }
+  for (const [i, s] of v.entries()) {
+    if (typeof s !== "string" || s.length === 0 || s.length > MAX_STOP_LENGTH) {
+      throw new InvalidInputError(
+        `stop[${i}] must be a non-empty string of at most ${MAX_STOP_LENGTH} characters, got ${
+          preview(s)
+        }`,
+      );
+    }
+  }
+  return [...new Set(v as string[])];
+}
+
+function randomSeed(): number {
+  const [hi, lo] = crypto.getRandomValues(new Uint32Array(2));
+  return (hi & 0x1fffff) * 2 ** 32 + lo;
+}
+
+function isTokenId(v: unknown): v is number {
+  return typeof v === "number" && Number.isInteger(v) && v >= 0 && v < 2 ** 31;
+}
+
+/** A short printable form of a bad value for error messages. */
+export function preview(v: unknown): string {
+  let s: string;
+  try {
+    s = typeof v === "string"
+      ? JSON.stringify(v)
+      : v === undefined
+      ? "undefined"
+      : JSON.stringify(v) ?? String(v);
+  } catch {
+    s = String(v);
+  }
+  if (typeof v === "number" && !Number.isFinite(v)) s = String(v);
+  return s.length > 80 ? s.slice(0, 77) + "..." : s;
+}

@@ -1,0 +1,118 @@
+import assert from "node:assert/strict";
+import { InvalidInputError, ModelFileError } from "../errors.ts";
+import { DEFAULT_MAX_NEW_TOKENS, parseGenerationConfig, resolveOptions } from "./options.ts";
+
+const FIXTURE = new URL(
+  "../../tests/fixtures/tiny-qwen2vl/generation_config.json",
+  import.meta.url,
+);
+
+Deno.test("parseGenerationConfig() reads the fixture's eos list and greedy default", async () => {
+  const cfg = parseGenerationConfig(JSON.parse(await Deno.readTextFile(FIXTURE)));
+  assert.deepEqual(cfg.eosTokenIds, [151645, 151643]);
+  assert.equal(cfg.bosTokenId, 151643);
+  assert.equal(cfg.padTokenId, 151643);
+  assert.equal(cfg.doSample, false);
+  // transformers' defaults for the absent fields
+  assert.deepEqual([cfg.temperature, cfg.topK, cfg.topP, cfg.repetitionPenalty], [1, 50, 1, 1]);
+  assert.equal(cfg.maxNewTokens, undefined);
+});
+
+Deno.test("parseGenerationConfig() takes eos_token_id as a single int, or falls back", () => {
+  assert.deepEqual(parseGenerationConfig({ eos_token_id: 7 }).eosTokenIds, [7]);
+  assert.deepEqual(parseGenerationConfig({}, "g.json", [3, 3]).eosTokenIds, [3]);
+});
+
+Deno.test("parseGenerationConfig() names the file and field of a bad value", () => {
+  assert.throws(
+    () => parseGenerationConfig({ eos_token_id: "x" }, "g.json"),
+    (e: Error) =>
+      e instanceof ModelFileError && /g\.json/.test(e.message) && /eos_token_id/.test(e.message) &&
+      /"x"/.test(e.message),
+  );
+  assert.throws(() => parseGenerationConfig({ temperature: "hot" }), /temperature.*"hot"/);
+  assert.throws(() => parseGenerationConfig([1]), ModelFileError);
+});
+
+// QVQ-72B-Preview's generation_config.json
+const QVQ = parseGenerationConfig({
+  bos_token_id: 151643,
+  do_sample: true,
+  eos_token_id: [151645, 151643],
+  pad_token_id: 151643,
+  repetition_penalty: 1.05,
+  temperature: 0.01,
+  top_k: 1,
+  top_p: 0.001,
+});
+
+Deno.test("resolveOptions() fills unset fields from generation_config.json", () => {
+  const o = resolveOptions({}, QVQ);
+  assert.equal(o.maxNewTokens, DEFAULT_MAX_NEW_TOKENS);
+  assert.equal(o.temperature, 0.01);
+  assert.equal(o.topK, 1);
+  assert.equal(o.topP, 0.001);
+  assert.equal(o.repetitionPenalty, 1.05);
+  assert.deepEqual(o.stopTokenIds, [151645, 151643]);
+  assert.deepEqual(o.stop, []);
+  assert.equal(o.stopOnLoop, false);
+  assert.ok(Number.isSafeInteger(o.seed) && o.seed >= 0);
+});
+
+Deno.test("resolveOptions() is greedy when do_sample is false and no temperature is given", () => {
+  const cfg = parseGenerationConfig({ do_sample: false, temperature: 0.7 });
+  assert.equal(resolveOptions(undefined, cfg).temperature, 0);
+  assert.equal(resolveOptions({ temperature: 0.5 }, cfg).temperature, 0.5);
+});
+
+Deno.test("resolveOptions() keeps the caller's values", () => {
+  const ac = new AbortController();
+  const o = resolveOptions({
+    maxNewTokens: 8192,
+    temperature: 0,
+    topK: 0,
+    topP: 1,
+    repetitionPenalty: 1,
+    seed: 42,
+    stop: ["END", "END", "\n\n"],
+    stopOnLoop: true,
+    signal: ac.signal,
+  }, QVQ);
+  assert.deepEqual(
+    [o.maxNewTokens, o.temperature, o.topK, o.topP, o.repetitionPenalty, o.seed, o.stopOnLoop],
+    [8192, 0, 0, 1, 1, 42, true],
+  );
+  assert.deepEqual(o.stop, ["END", "\n\n"]);
+  assert.equal(o.signal, ac.signal);
+});
+
+Deno.test("resolveOptions() rejects every bad option with its field and value", () => {
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ maxNewTokens: 0 }, /maxNewTokens.*\b0\b/],
+    [{ maxNewTokens: 8193 }, /maxNewTokens.*8193/],
+    [{ maxNewTokens: 1.5 }, /maxNewTokens.*1\.5/],
+    [{ maxNewTokens: "10" }, /maxNewTokens.*"10"/],
+    [{ temperature: -0.1 }, /temperature.*-0\.1/],
+    [{ temperature: NaN }, /temperature.*NaN/],
+    [{ topP: 0 }, /topP.*\b0\b/],
+    [{ topP: 1.2 }, /topP.*1\.2/],
+    [{ topK: -1 }, /topK.*-1/],
+    [{ topK: 2.5 }, /topK.*2\.5/],
+    [{ repetitionPenalty: 0 }, /repetitionPenalty.*\b0\b/],
+    [{ seed: -3 }, /seed.*-3/],
+    [{ seed: 2 ** 60 }, /seed/],
+    [{ stop: "x" }, /stop must be an array.*"x"/],
+    [{ stop: [""] }, /stop\[0\].*""/],
+    [{ stop: ["a", 5] }, /stop\[1\].*5/],
+    [{ stop: Array.from({ length: 17 }, (_, i) => `s${i}`) }, /stop has 17/],
+    [{ stopOnLoop: "yes" }, /stopOnLoop.*"yes"/],
+    [{ signal: {} }, /signal must be an AbortSignal/],
+  ];
+  for (const [opts, msg] of bad) {
+    assert.throws(() => resolveOptions(opts, QVQ), (e: Error) => {
+      assert.ok(e instanceof InvalidInputError, `${JSON.stringify(opts)}: ${e}`);
+      assert.match(e.message, msg);
+      return true;
+    });
+  }
+});
