@@ -1,0 +1,115 @@
+/**
+ * Rotary position embedding kernels (kernels/rope.wgsl): the decoder's M-RoPE and the vision
+ * tower's 2D rope, in place on q/k. Tables come from src/ref/rope.ts ({@link mropeTable},
+ * {@link visionRopeTable}); reference: {@link applyRope}.
+ * @module
+ */
+import type { Gpu } from "../src/gpu/device.ts";
+import { uploadArray } from "../src/gpu/buffers.ts";
+import { InvalidInputError } from "../src/errors.ts";
+import type { RopeTable } from "../src/ref/rope.ts";
+import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
+import { defineParams } from "./_params.ts";
+import { grid2d } from "./_grid.ts";
+
+export { mropeTable, type RopeTable, visionRopeTable } from "../src/ref/rope.ts";
+
+const Params = defineParams({
+  seq: "u32",
+  heads: "u32",
+  half: "u32",
+  stride: "u32",
+  offset: "u32",
+  naxes: "u32",
+  npos: "u32",
+});
+const WG = 256;
+
+/** A rope table on the GPU. */
+export interface GpuRopeTable {
+  /** (2, npos, half) f32: the cos rows, then the sin rows. */
+  readonly table: GPUBuffer;
+  /** (half) u32: the position axis of each rotary index. */
+  readonly axis: GPUBuffer;
+  readonly npos: number;
+  readonly half: number;
+  readonly naxes: number;
+  destroy(): void;
+}
+
+/**
+ * Uploads a table built by {@link mropeTable} or {@link visionRopeTable}.
+ * @example
+ * ```ts ignore
+ * const rt = uploadRopeTable(gpu, mropeTable(128, 1e6, [16, 24, 24], 32768 + 1024));
+ * ```
+ */
+export function uploadRopeTable(gpu: Gpu, t: RopeTable, label = "rope"): GpuRopeTable {
+  const both = new Float32Array(2 * t.npos * t.half);
+  both.set(t.cos);
+  both.set(t.sin, t.npos * t.half);
+  const table = uploadArray(gpu, both, `${label}.table`);
+  const axis = uploadArray(gpu, t.axis, `${label}.axis`);
+  return {
+    table,
+    axis,
+    npos: t.npos,
+    half: t.half,
+    naxes: t.naxes,
+    destroy() {
+      table.destroy();
+      axis.destroy();
+    },
+  };
+}
+
+/** Where the rotated heads sit in x. */
+export interface RopeShape {
+  /** Tokens (rows of x). */
+  seq: number;
+  /** Heads to rotate, consecutive from `offset`. */
+  heads: number;
+  /** Elements per token row of x (default heads · head_dim: x is (seq, heads, head_dim)). */
+  stride?: number;
+  /** Column of the first rotated head (default 0). A fused qkv row rotates q and k in one call. */
+  offset?: number;
+}
+
+function pack(t: GpuRopeTable, s: RopeShape, what: string): ArrayBuffer {
+  const headDim = 2 * t.half;
+  const stride = s.stride ?? s.heads * headDim, offset = s.offset ?? 0;
+  if (offset + s.heads * headDim > stride) {
+    throw new InvalidInputError(
+      `${what}: heads ${s.heads} × head_dim ${headDim} from column ${offset} overrun the row stride ${stride}`,
+    );
+  }
+  return Params.pack({ seq: s.seq, heads: s.heads, half: t.half, stride, offset, naxes: t.naxes, npos: t.npos });
+}
+
+/**
+ * Rotates `heads` heads of every token of x in place by the positions in `pos`.
+ * @param x (seq, stride) f32, rotated in place
+ * @param pos (seq, naxes) u32: (t, h, w) positions for M-RoPE, (h, w) for vision
+ */
+export function rope(gpu: Gpu, x: BufferArg, pos: BufferArg, t: GpuRopeTable, s: RopeShape): Dispatch {
+  const v = variant(gpu, { family: "rope", entry: "main", bindings: ["read_write", "read", "read", "read"], params: Params });
+  return new Dispatch(gpu, v, [x, t.table, t.axis, pos], pack(t, s, "rope"), grid2d(ceilDiv(s.seq * s.heads * t.half, WG)));
+}
+
+/**
+ * Decode rope: rotates one token's heads by `state.position` on every axis (after the prompt,
+ * Qwen2-VL's three M-RoPE axes advance together).
+ * @param x (1, stride) f32, rotated in place
+ * @param state the decode state buffer (kernels/state.ts)
+ */
+export function ropeAt(gpu: Gpu, x: BufferArg, state: BufferArg, t: GpuRopeTable, s: Omit<RopeShape, "seq">): Dispatch {
+  const v = variant(gpu, {
+    family: "rope",
+    entry: "main",
+    bindings: ["read_write", "read", "read", "read"],
+    params: Params,
+    defines: { DECODE: true },
+  });
+  const sh = { ...s, seq: 1 };
+  return new Dispatch(gpu, v, [x, t.table, t.axis, state], pack(t, sh, "ropeAt"), [ceilDiv(s.heads * t.half, WG)]);
+}

@@ -1,0 +1,105 @@
+import assert from "node:assert/strict";
+import { sharedGpu } from "../src/gpu/device.ts";
+import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
+import { InvalidInputError } from "../src/errors.ts";
+import {
+  applyRope,
+  mropeTable,
+  mropeTransformers,
+  visionRopeTable,
+  visionRopeTransformers,
+} from "../src/ref/rope.ts";
+import { assertClose, randn, seeded } from "../src/ref/_random.ts";
+import { rope, ropeAt, uploadRopeTable } from "./rope.ts";
+import { createDecodeState, writeDecodeState } from "./state.ts";
+import { run } from "./_kernel.ts";
+
+// The GPU may fuse a·c − b·s into one FMA where the reference rounds each product: a few ulps of
+// |x| (≈ 4 for these N(0,1) inputs), far below any indexing mistake (which is O(1)).
+const TOL = 1e-6;
+
+function randomPositions(rng: () => number, n: number, max: number): Uint32Array {
+  return Uint32Array.from({ length: n }, () => Math.floor(rng() * max));
+}
+
+Deno.test("mropeTable() + applyRope() equal transformers' apply_multimodal_rotary_pos_emb exactly", () => {
+  const rng = seeded(10);
+  for (const [headDim, section] of [[16, [2, 3, 3]], [128, [16, 24, 24]]] as const) {
+    const seq = 7, heads = 3;
+    const posTS = randomPositions(rng, 3 * seq, 5000); // (3, seq) transformers layout
+    const pos = new Uint32Array(seq * 3); // (seq, 3) kernel layout
+    for (let t = 0; t < seq; t++) for (let a = 0; a < 3; a++) pos[t * 3 + a] = posTS[a * seq + t];
+    const x = randn(rng, seq * heads * headDim);
+    const table = mropeTable(headDim, 1e6, section, 5000);
+    const got = applyRope(x, pos, table, { seq, heads, stride: heads * headDim, offset: 0 });
+    const want = mropeTransformers(x, posTS, { seq, heads, headDim, theta: 1e6, mropeSection: section });
+    assert.deepEqual(got, want, `head_dim ${headDim}`);
+  }
+});
+
+Deno.test("visionRopeTable() + applyRope() equal transformers' apply_rotary_pos_emb_vision exactly", () => {
+  const rng = seeded(11);
+  for (const headDim of [16, 80]) {
+    const seq = 9, heads = 2;
+    const pos = randomPositions(rng, seq * 2, 40); // (seq, 2) (h, w)
+    const x = randn(rng, seq * heads * headDim);
+    const got = applyRope(x, pos, visionRopeTable(headDim, 40), { seq, heads, stride: heads * headDim, offset: 0 });
+    assert.deepEqual(got, visionRopeTransformers(x, pos, { seq, heads, headDim }), `head_dim ${headDim}`);
+  }
+});
+
+Deno.test("mropeTable() rejects an mrope_section that does not cover head_dim/2", () => {
+  assert.throws(() => mropeTable(128, 1e6, [16, 24, 16], 10), /mrope_section \[16,24,16\]/);
+});
+
+Deno.test("rope() matches the CPU reference for M-RoPE and vision tables over random shapes", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(12);
+  // [table, seq, heads, stride, offset]: plain (seq, heads, head_dim) and q+k rotated inside a
+  // fused qkv row (7B: 28 q + 4 k heads of 128 in a 4608-wide row; tiny: 2 + 1 heads of 16).
+  const cases = [
+    { t: mropeTable(16, 1e6, [2, 3, 3], 700), seq: 5, heads: 3, stride: 64, offset: 0 },
+    { t: mropeTable(128, 1e6, [16, 24, 24], 33000), seq: 37, heads: 32, stride: 4608, offset: 0 },
+    { t: visionRopeTable(80, 64), seq: 600, heads: 16, stride: 3 * 1280, offset: 1280 },
+    { t: visionRopeTable(16, 8), seq: 1, heads: 2, stride: 32, offset: 0 },
+  ];
+  for (const c of cases) {
+    const x = randn(rng, c.seq * c.stride);
+    const pos = randomPositions(rng, c.seq * c.t.naxes, c.t.npos);
+    const gt = uploadRopeTable(gpu, c.t);
+    const [bx, bp] = [uploadArray(gpu, x), uploadArray(gpu, pos)];
+    const d = rope(gpu, bx, bp, gt, c);
+    run(gpu, [d]);
+    const want = applyRope(x, pos, c.t, c);
+    assertClose(await readF32(gpu, bx), want, TOL, `rope hd=${2 * c.t.half} seq=${c.seq}`);
+    [bx, bp].forEach((b) => b.destroy());
+    gt.destroy();
+    d.destroy();
+  }
+});
+
+Deno.test("ropeAt() rotates by state.position on every axis, like rope() with that position", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(13);
+  const t = mropeTable(128, 1e6, [16, 24, 24], 4096);
+  const gt = uploadRopeTable(gpu, t);
+  const heads = 8, stride = 1280, offset = 128;
+  const x = randn(rng, stride);
+  const state = createDecodeState(gpu);
+  writeDecodeState(gpu, state, { cacheLen: 3000, position: 2345, step: 7 });
+  const bx = uploadArray(gpu, x);
+  run(gpu, [ropeAt(gpu, bx, state, gt, { heads, stride, offset })]);
+  const want = applyRope(x, [2345, 2345, 2345], t, { seq: 1, heads, stride, offset });
+  assertClose(await readF32(gpu, bx), want, TOL, "ropeAt");
+  [bx, state].forEach((b) => b.destroy());
+  gt.destroy();
+});
+
+Deno.test("rope() rejects heads that overrun the row stride", async () => {
+  const gpu = await sharedGpu();
+  const gt = uploadRopeTable(gpu, visionRopeTable(16, 4));
+  const b = createStorage(gpu, 64 * 4);
+  assert.throws(() => rope(gpu, b, b, gt, { seq: 1, heads: 3, stride: 40, offset: 0 }), InvalidInputError);
+  b.destroy();
+  gt.destroy();
+});
