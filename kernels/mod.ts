@@ -1,0 +1,8 @@
+/**
+ * Kernel registry: every kernel family's builders, one line per family.
+ * @module
+ */
+export * from "./norm.ts";
+export * from "./linear.ts";
+export * from "./rope.ts";
+export * from "./state.ts";

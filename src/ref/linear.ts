@@ -1,0 +1,33 @@
+/**
+ * Plain-loop reference for kernels/linear.wgsl. Sums in f64, so it is the exact product of the
+ * f32 inputs up to one final rounding; GPU results differ by their f32 summation error only.
+ * @module
+ */
+
+/**
+ * y = x · wᵀ (+ bias) (+ y0), PyTorch's nn.Linear with w in (out_features, in_features) layout.
+ * @param x (m, k) f32
+ * @param w (n, k) f32 (an f16 weight is passed as its f16-rounded values)
+ * @param bias (n) f32 or null
+ * @param y0 (m, n) f32 added to the result (the fused residual), or undefined
+ * @returns (m, n) f32
+ */
+export function linear(
+  x: Float32Array,
+  w: Float32Array,
+  bias: Float32Array | null,
+  m: number,
+  n: number,
+  k: number,
+  y0?: Float32Array,
+): Float32Array {
+  const y = new Float32Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = bias ? bias[j] : 0;
+      for (let t = 0; t < k; t++) s += x[i * k + t] * w[j * k + t];
+      y[i * n + j] = y0 ? s + y0[i * n + j] : s;
+    }
+  }
+  return y;
+}
