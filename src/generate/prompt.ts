@@ -1,0 +1,68 @@
+/**
+ * Prompt text → input ids, with each image's single `<|image_pad|>` expanded to the number of
+ * vision tokens the image becomes, as Qwen2VLProcessor does. From transformers'
+ * processing_qwen2_vl.py:
+ * ```python
+ * merge_length = self.image_processor.merge_size**2
+ * for i in range(len(text)):
+ *     while self.image_token in text[i]:
+ *         num_image_tokens = image_grid_thw[index].prod() // merge_length
+ *         text[i] = text[i].replace(self.image_token, "<|placeholder|>" * num_image_tokens, 1)
+ *         index += 1
+ *     text[i] = text[i].replace("<|placeholder|>", self.image_token)
+ * ```
+ * The tokenizer splits special tokens out before anything else, so tokenizing the text with one
+ * pad per image and repeating the pad id afterwards gives the same ids.
+ * @module
+ */
+import { InvalidInputError } from "../errors.ts";
+
+/** An image's patch grid: (temporal, height, width) in patches, as image_grid_thw. */
+export type GridThw = readonly [number, number, number];
+
+/** Vision tokens per image after the merger: t·h·w / merge². */
+export function imageTokenCounts(gridThw: readonly GridThw[], mergeSize: number): number[] {
+  const m2 = mergeSize * mergeSize;
+  return gridThw.map(([t, h, w]) => {
+    const n = t * h * w;
+    if (!(n > 0) || h % mergeSize !== 0 || w % mergeSize !== 0) {
+      throw new InvalidInputError(
+        `image grid ${t}×${h}×${w} is not a whole number of ${mergeSize}×${mergeSize} merges`,
+      );
+    }
+    return n / m2;
+  });
+}
+
+/**
+ * Replaces the k-th `imageTokenId` in `ids` by `counts[k]` copies of it.
+ * Throws InvalidInputError when the number of pads differs from the number of images (e.g. the
+ * text itself contains "<|image_pad|>").
+ * @returns (seq) i32
+ */
+export function expandImagePads(
+  ids: ArrayLike<number>,
+  imageTokenId: number,
+  counts: readonly number[],
+): Int32Array {
+  let pads = 0;
+  for (let i = 0; i < ids.length; i++) if (ids[i] === imageTokenId) pads++;
+  if (pads !== counts.length) {
+    throw new InvalidInputError(
+      `the prompt has ${pads} image placeholder(s) (token ${imageTokenId}) but ${counts.length} image(s) ` +
+        `were given; give one image per placeholder and do not type "<|image_pad|>" in text`,
+    );
+  }
+  const total = ids.length - pads + counts.reduce((a, b) => a + b, 0);
+  const out = new Int32Array(total);
+  let o = 0, k = 0;
+  for (let i = 0; i < ids.length; i++) {
+    if (ids[i] === imageTokenId) {
+      out.fill(imageTokenId, o, o + counts[k]);
+      o += counts[k++];
+    } else {
+      out[o++] = ids[i];
+    }
+  }
+  return out;
+}

@@ -1,0 +1,73 @@
+import assert from "node:assert/strict";
+import { sharedGpu } from "../gpu/device.ts";
+import { createStorage, uploadArray } from "../gpu/buffers.ts";
+import { type BatchRecorder, pumpTokens } from "./token_pump.ts";
+
+/** A fake decode: "step i" copies script[i] into ring[i] on the GPU queue, as a sampler would. */
+async function fakeDecode(n: number) {
+  const gpu = await sharedGpu();
+  const script = uploadArray(gpu, Uint32Array.from({ length: n }, (_, i) => 1000 + i * 7));
+  const ring = createStorage(gpu, n * 4, "ring");
+  const calls: [number, number][] = [];
+  const record: BatchRecorder = (enc, first, count) => {
+    calls.push([first, count]);
+    enc.copyBufferToBuffer(script, first * 4, ring, first * 4, count * 4);
+  };
+  return { gpu, ring, calls, record, dispose: () => [script, ring].forEach((b) => b.destroy()) };
+}
+
+Deno.test("pumpTokens() yields every ring entry in order, in batches growing 1, 2, 4 … maxBatch", async () => {
+  const f = await fakeDecode(100);
+  const batches: number[][] = [];
+  for await (const ids of pumpTokens(f.gpu, f.ring, f.record, { total: 100, maxBatch: 16 })) {
+    batches.push([...ids]);
+  }
+  assert.deepEqual(batches.map((b) => b.length), [1, 2, 4, 8, 16, 16, 16, 16, 16, 5]);
+  assert.deepEqual(batches.flat(), Array.from({ length: 100 }, (_, i) => 1000 + i * 7));
+  assert.deepEqual(f.calls.map(([first]) => first), [0, 1, 3, 7, 15, 31, 47, 63, 79, 95]);
+  f.dispose();
+});
+
+Deno.test("pumpTokens() keeps a batch queued behind the one being awaited", async () => {
+  const f = await fakeDecode(40);
+  const seen: number[] = [];
+  for await (const ids of pumpTokens(f.gpu, f.ring, f.record, { total: 40, maxBatch: 8 })) {
+    // when batch k is handed over, batches k + 1 and k + 2 are already submitted (if any are left)
+    seen.push(f.calls.length);
+    assert.ok(ids.length > 0);
+  }
+  assert.deepEqual(seen, [3, 4, 5, 6, 7, 8, 8, 8]);
+  f.dispose();
+});
+
+Deno.test("pumpTokens() submits nothing more once the consumer stops", async () => {
+  const f = await fakeDecode(64);
+  let got = 0;
+  for await (const ids of pumpTokens(f.gpu, f.ring, f.record, { total: 64 })) {
+    got += ids.length;
+    if (got >= 3) break;
+  }
+  assert.equal(got, 3);
+  assert.deepEqual(
+    f.calls,
+    [[0, 1], [1, 2], [3, 4], [7, 8]],
+    "only the batches queued ahead ran past the stop",
+  );
+  f.dispose();
+});
+
+Deno.test("pumpTokens() honours firstBatch and an empty budget, and refuses a budget over the ring", async () => {
+  const f = await fakeDecode(10);
+  const sizes: number[] = [];
+  for await (const ids of pumpTokens(f.gpu, f.ring, f.record, { total: 10, firstBatch: 4 })) {
+    sizes.push(ids.length);
+  }
+  assert.deepEqual(sizes, [4, 6]);
+  for await (const _ of pumpTokens(f.gpu, f.ring, f.record, { total: 0 })) {
+    assert.fail("no batch expected");
+  }
+  await assert.rejects(async () => {
+    for await (const _ of pumpTokens(f.gpu, f.ring, f.record, { total: 11 }));
+  }, RangeError);
+  f.dispose();
+});
