@@ -6,3 +6,4 @@ export * from "./norm.ts";
 export * from "./linear.ts";
 export * from "./rope.ts";
 export * from "./state.ts";
+export * from "./embedding.ts";
