@@ -1,0 +1,349 @@
+/**
+ * The weight plan: which checkpoint tensors a Qwen2-VL needs, under either naming (the hub's
+ * legacy `model.layers.N…` / `visual.…` or transformers 5's `model.language_model.…` /
+ * `model.visual.…`), their expected shapes and dtypes, how they map onto GPU tensors (q/k/v fused
+ * into one matrix, gate_proj and up_proj into one, the Conv3d patch embedding flattened to a
+ * matrix), how each GPU matrix is split into chunks that fit one storage binding, and how much GPU
+ * memory the whole model needs. Everything here is checked BEFORE any GPU allocation.
+ * @module
+ */
+import { ModelFileError } from "../errors.ts";
+import { DTYPE_BYTES, type WeightDType } from "../gpu/tensor.ts";
+import type { Qwen2VLConfig } from "./config.ts";
+
+/** What the plan needs to know about one stored tensor. */
+export interface StoredTensor {
+  /** safetensors dtype name: "BF16", "F16", "F32", ... */
+  dtype: string;
+  shape: readonly number[];
+  /** The shard file holding it (for messages). */
+  file: string;
+}
+
+/** Looks a tensor up by its checkpoint name. */
+export type TensorLookup = (name: string) => StoredTensor | undefined;
+
+/** Checkpoint naming schemes. */
+export type Naming = "legacy" | "transformers5";
+
+/** Rows [rowStart, rowStart + rows) of a stored tensor viewed as a (rows, cols) matrix. */
+export interface RowSource {
+  name: string;
+  rowStart: number;
+  rows: number;
+}
+
+/** A GPU tensor the model uses, assembled from row ranges of stored tensors. */
+export interface PlannedTensor {
+  /** Logical name, e.g. `text.layers.3.qkv`, `vision.blocks.0.norm1.bias`. */
+  key: string;
+  /** Matrices are Weights (chunked, f32 or f16); vectors (biases, norms) are one f32 buffer. */
+  kind: "matrix" | "vector";
+  rows: number;
+  cols: number;
+  dtype: WeightDType;
+  /** Concatenated by rows, in order. */
+  sources: RowSource[];
+  /** Rows per chunk (matrices); one chunk holds ≤ maxBinding bytes. */
+  rowsPerChunk: number;
+  chunks: number;
+  /** Bytes on the GPU. */
+  bytes: number;
+}
+
+/** GPU memory the model needs, in bytes. */
+export interface MemoryEstimate {
+  weights: number;
+  /** K and V of every layer for maxContext tokens, f32. */
+  kvCache: number;
+  /** Prefill/vision scratch activations and logits (upper bound for the planned chunk sizes). */
+  activations: number;
+  total: number;
+  /** The largest single buffer. */
+  largestBuffer: number;
+}
+
+/** The checked plan for loading a checkpoint. */
+export interface WeightPlan {
+  naming: Naming;
+  /** Matrix dtype on the GPU. */
+  dtype: WeightDType;
+  /** Binding limit the chunking used. */
+  maxBinding: number;
+  /** By logical key; a tied lm_head is absent (the model reuses `text.embed`). */
+  tensors: Map<string, PlannedTensor>;
+  /** Stored tensors the plan reads (each exactly once unless tied). */
+  storedNames: string[];
+  weightBytes: number;
+}
+
+/** Float dtypes a weight may be stored in. */
+const FLOAT_DTYPES = new Set(["BF16", "F16", "F32"]);
+
+/** Prefixes of the two naming schemes. */
+function prefixes(naming: Naming) {
+  return naming === "legacy"
+    ? { text: "model.", vision: "visual." }
+    : { text: "model.language_model.", vision: "model.visual." };
+}
+
+/**
+ * Which naming a checkpoint uses: transformers 5 saves `model.language_model.embed_tokens.weight`,
+ * the hub's Qwen2-VL files `model.embed_tokens.weight`.
+ */
+export function detectNaming(lookup: TensorLookup, where: string): Naming {
+  if (lookup("model.embed_tokens.weight")) return "legacy";
+  if (lookup("model.language_model.embed_tokens.weight")) return "transformers5";
+  throw new ModelFileError(
+    `${where}: no embedding tensor ("model.embed_tokens.weight" or ` +
+      `"model.language_model.embed_tokens.weight"); is this a Qwen2-VL checkpoint?`,
+  );
+}
+
+/** One stored tensor the model reads, with the shape it must have. */
+interface Expected {
+  name: string;
+  shape: number[];
+}
+
+/**
+ * Rows per chunk, as src/gpu/tensor.ts `createWeight` splits: as many whole rows as fit the
+ * binding (and the buffer size) limit; f16 with odd cols keeps an even count so chunks stay
+ * 4-byte aligned.
+ */
+export function rowsPerChunk(
+  rows: number,
+  cols: number,
+  dtype: WeightDType,
+  limit: number,
+): number {
+  const rowBytes = cols * DTYPE_BYTES[dtype];
+  let per = Math.floor(limit / rowBytes);
+  if (dtype === "f16" && cols % 2 === 1 && per < rows) per &= ~1;
+  return Math.min(per, rows);
+}
+
+/** Options of {@link planWeights}. */
+export interface PlanOptions {
+  /** Matrix dtype on the GPU. */
+  dtype: WeightDType;
+  /** Largest storage binding (gpu.maxBinding). */
+  maxBinding: number;
+  /** Largest buffer (gpu.limits.maxBufferSize); defaults to maxBinding. */
+  maxBufferSize?: number;
+  /** Where the tensors come from, for messages (e.g. the index file). */
+  where: string;
+}
+
+/**
+ * Plans and validates the load: every needed tensor exists with the right shape and a float
+ * dtype; nothing is read and nothing is allocated.
+ * @throws ModelFileError naming the tensor, its file and expected vs found shape/dtype
+ */
+export function planWeights(
+  cfg: Qwen2VLConfig,
+  lookup: TensorLookup,
+  opts: PlanOptions,
+): WeightPlan {
+  const naming = detectNaming(lookup, opts.where);
+  const p = prefixes(naming);
+  const t = cfg.text, v = cfg.vision;
+  const H = t.hiddenSize, I = t.intermediateSize, V = t.vocabSize;
+  const kvd = t.numKvHeads * t.headDim;
+  const E = v.embedDim, M = v.mlpHidden, D = v.mergedDim;
+  const limit = Math.min(opts.maxBinding, opts.maxBufferSize ?? opts.maxBinding);
+  const tensors = new Map<string, PlannedTensor>();
+  const stored = new Set<string>();
+
+  const check = (e: Expected): StoredTensor => {
+    const s = lookup(e.name);
+    if (!s) {
+      throw new ModelFileError(
+        `${opts.where}: tensor "${e.name}" is missing (expected shape [${e.shape.join(", ")}]); ` +
+          `the checkpoint is incomplete or not a Qwen2-VL matching its config.json`,
+      );
+    }
+    if (s.shape.length !== e.shape.length || s.shape.some((d, i) => d !== e.shape[i])) {
+      throw new ModelFileError(
+        `${s.file}: tensor "${e.name}" has shape [${s.shape.join(", ")}], expected ` +
+          `[${e.shape.join(", ")}] from config.json`,
+      );
+    }
+    if (!FLOAT_DTYPES.has(s.dtype)) {
+      throw new ModelFileError(
+        `${s.file}: tensor "${e.name}" has dtype ${s.dtype}; weights must be BF16, F16 or F32`,
+      );
+    }
+    stored.add(e.name);
+    return s;
+  };
+  /** A matrix from whole stored tensors stacked by rows; shapes are (rows_i, cols) except Conv3d. */
+  const matrix = (key: string, parts: Expected[], cols: number) => {
+    const sources: RowSource[] = parts.map((e) => {
+      check(e);
+      return { name: e.name, rowStart: 0, rows: e.shape[0] };
+    });
+    addMatrix(key, sources, cols);
+  };
+  const addMatrix = (key: string, sources: RowSource[], cols: number) => {
+    const rows = sources.reduce((a, s) => a + s.rows, 0);
+    const per = rowsPerChunk(rows, cols, opts.dtype, limit);
+    if (per < 1) {
+      throw new ModelFileError(
+        `${opts.where}: one row of "${key}" (${cols} ${opts.dtype}) exceeds the ${limit}-byte binding limit`,
+      );
+    }
+    tensors.set(key, {
+      key,
+      kind: "matrix",
+      rows,
+      cols,
+      dtype: opts.dtype,
+      sources,
+      rowsPerChunk: per,
+      chunks: Math.ceil(rows / per),
+      bytes: rows * cols * DTYPE_BYTES[opts.dtype],
+    });
+  };
+  const vector = (key: string, parts: Expected[]) => {
+    const sources = parts.map((e) => {
+      check(e);
+      return { name: e.name, rowStart: 0, rows: e.shape[0] };
+    });
+    const n = sources.reduce((a, s) => a + s.rows, 0);
+    tensors.set(key, {
+      key,
+      kind: "vector",
+      rows: n,
+      cols: 1,
+      dtype: "f32",
+      sources,
+      rowsPerChunk: n,
+      chunks: 1,
+      bytes: n * 4,
+    });
+  };
+
+  // --- language model ---
+  const tp = p.text;
+  matrix("text.embed", [{ name: `${tp}embed_tokens.weight`, shape: [V, H] }], H);
+  for (let i = 0; i < t.numLayers; i++) {
+    const l = `${tp}layers.${i}.`, k = `text.layers.${i}.`;
+    vector(k + "input_norm", [{ name: `${l}input_layernorm.weight`, shape: [H] }]);
+    vector(k + "post_norm", [{ name: `${l}post_attention_layernorm.weight`, shape: [H] }]);
+    // One (H + 2·kvd, H) matrix: a token's row of the product is [q | k | v].
+    matrix(k + "qkv", [
+      { name: `${l}self_attn.q_proj.weight`, shape: [H, H] },
+      { name: `${l}self_attn.k_proj.weight`, shape: [kvd, H] },
+      { name: `${l}self_attn.v_proj.weight`, shape: [kvd, H] },
+    ], H);
+    vector(k + "qkv_bias", [
+      { name: `${l}self_attn.q_proj.bias`, shape: [H] },
+      { name: `${l}self_attn.k_proj.bias`, shape: [kvd] },
+      { name: `${l}self_attn.v_proj.bias`, shape: [kvd] },
+    ]);
+    matrix(k + "o", [{ name: `${l}self_attn.o_proj.weight`, shape: [H, H] }], H);
+    // One (2I, H) matrix: a token's row is [gate | up], as siluMul expects.
+    matrix(k + "gate_up", [
+      { name: `${l}mlp.gate_proj.weight`, shape: [I, H] },
+      { name: `${l}mlp.up_proj.weight`, shape: [I, H] },
+    ], H);
+    matrix(k + "down", [{ name: `${l}mlp.down_proj.weight`, shape: [H, I] }], I);
+  }
+  vector("text.norm", [{ name: `${tp}norm.weight`, shape: [H] }]);
+  if (!cfg.tieWordEmbeddings) {
+    matrix("text.lm_head", [{ name: "lm_head.weight", shape: [V, H] }], H);
+  }
+
+  // --- vision tower ---
+  const vp = p.vision;
+  const pe = `${vp}patch_embed.proj.weight`;
+  // Conv3d (E, C, T, P, P) with kernel = stride ≡ Linear over the flattened patch (C·T·P·P).
+  check({ name: pe, shape: [E, v.inChannels, v.temporalPatchSize, v.patchSize, v.patchSize] });
+  addMatrix("vision.patch_embed", [{ name: pe, rowStart: 0, rows: E }], v.patchDim);
+  for (let i = 0; i < v.depth; i++) {
+    const b = `${vp}blocks.${i}.`, k = `vision.blocks.${i}.`;
+    for (const n of ["norm1", "norm2"]) {
+      vector(`${k}${n}.weight`, [{ name: `${b}${n}.weight`, shape: [E] }]);
+      vector(`${k}${n}.bias`, [{ name: `${b}${n}.bias`, shape: [E] }]);
+    }
+    matrix(k + "qkv", [{ name: `${b}attn.qkv.weight`, shape: [3 * E, E] }], E);
+    vector(k + "qkv_bias", [{ name: `${b}attn.qkv.bias`, shape: [3 * E] }]);
+    matrix(k + "proj", [{ name: `${b}attn.proj.weight`, shape: [E, E] }], E);
+    vector(k + "proj_bias", [{ name: `${b}attn.proj.bias`, shape: [E] }]);
+    matrix(k + "fc1", [{ name: `${b}mlp.fc1.weight`, shape: [M, E] }], E);
+    vector(k + "fc1_bias", [{ name: `${b}mlp.fc1.bias`, shape: [M] }]);
+    matrix(k + "fc2", [{ name: `${b}mlp.fc2.weight`, shape: [E, M] }], M);
+    vector(k + "fc2_bias", [{ name: `${b}mlp.fc2.bias`, shape: [E] }]);
+  }
+  const mg = `${vp}merger.`;
+  vector("vision.merger.ln_q.weight", [{ name: `${mg}ln_q.weight`, shape: [E] }]);
+  vector("vision.merger.ln_q.bias", [{ name: `${mg}ln_q.bias`, shape: [E] }]);
+  matrix("vision.merger.fc1", [{ name: `${mg}mlp.0.weight`, shape: [D, D] }], D);
+  vector("vision.merger.fc1_bias", [{ name: `${mg}mlp.0.bias`, shape: [D] }]);
+  matrix("vision.merger.fc2", [{ name: `${mg}mlp.2.weight`, shape: [H, D] }], D);
+  vector("vision.merger.fc2_bias", [{ name: `${mg}mlp.2.bias`, shape: [H] }]);
+
+  for (const pt of tensors.values()) {
+    if (pt.kind === "vector" && pt.bytes > limit) {
+      throw new ModelFileError(
+        `${opts.where}: vector "${pt.key}" (${pt.bytes} bytes) exceeds the binding limit`,
+      );
+    }
+  }
+  let weightBytes = 0;
+  for (const pt of tensors.values()) weightBytes += pt.bytes;
+  return {
+    naming,
+    dtype: opts.dtype,
+    maxBinding: limit,
+    tensors,
+    storedNames: [...stored],
+    weightBytes,
+  };
+}
+
+/**
+ * Prefill processes the prompt in chunks of at most this many tokens, so activations stay
+ * bounded (and within one binding) whatever the prompt length.
+ */
+export function prefillChunkTokens(cfg: Qwen2VLConfig, maxBinding: number): number {
+  const t = cfg.text;
+  // Widest per-token activation: the (chunk, 2I) gate|up product, f32.
+  const widest = Math.max(2 * t.intermediateSize, t.hiddenSize + 2 * t.numKvHeads * t.headDim);
+  return Math.max(1, Math.min(512, Math.floor(maxBinding / (widest * 4))));
+}
+
+/**
+ * GPU memory for weights, KV cache for `maxContext` tokens and prefill activations.
+ * @param maxContext tokens the KV cache holds (prompt + generated)
+ */
+export function estimateMemory(
+  cfg: Qwen2VLConfig,
+  plan: WeightPlan,
+  maxContext: number,
+): MemoryEstimate {
+  const t = cfg.text;
+  const kvd = t.numKvHeads * t.headDim;
+  const kvCache = 2 * t.numLayers * maxContext * kvd * 4;
+  const chunk = prefillChunkTokens(cfg, plan.maxBinding);
+  const qkv = t.hiddenSize + 2 * kvd;
+  // x, normed x, qkv, attention out, gate|up, mlp act; and the logits of one row.
+  const perToken = 4 * (3 * t.hiddenSize + qkv + 3 * t.intermediateSize);
+  const activations = chunk * perToken + t.vocabSize * 4;
+  let largest = 0;
+  for (const pt of plan.tensors.values()) {
+    const bytes = pt.kind === "matrix"
+      ? pt.rowsPerChunk * pt.cols * DTYPE_BYTES[pt.dtype]
+      : pt.bytes;
+    largest = Math.max(largest, bytes);
+  }
+  largest = Math.max(largest, maxContext * kvd * 4);
+  return {
+    weights: plan.weightBytes,
+    kvCache,
+    activations,
+    total: plan.weightBytes + kvCache + activations,
+    largestBuffer: largest,
+  };
+}

@@ -1,0 +1,147 @@
+import assert from "node:assert/strict";
+import { ModelFileError } from "../errors.ts";
+import { parseConfig } from "./config.ts";
+import { PRESETS } from "./presets.ts";
+import {
+  estimateMemory,
+  planWeights,
+  rowsPerChunk,
+  type StoredTensor,
+  type TensorLookup,
+} from "./weights.ts";
+import { checkpointTensors, type HeaderTensor } from "./_sparse.ts";
+import { TINY_DIR } from "./_fixture.ts";
+
+const MiB = 1024 * 1024, GiB = 1024 * MiB;
+
+function lookupOf(tensors: HeaderTensor[], file = "model.safetensors"): TensorLookup {
+  const m = new Map<string, StoredTensor>(
+    tensors.map((t) => [t.name, { dtype: t.dtype, shape: t.shape, file }]),
+  );
+  return (name) => m.get(name);
+}
+
+Deno.test("planWeights() fuses q/k/v and gate/up and flattens the patch embedding (tiny model)", () => {
+  const cfg = parseConfig(JSON.parse(Deno.readTextFileSync(`${TINY_DIR}config.json`)));
+  const plan = planWeights(cfg, lookupOf(checkpointTensors(cfg, "legacy")), {
+    dtype: "f32",
+    maxBinding: 128 * MiB,
+    where: "index",
+  });
+  assert.equal(plan.naming, "legacy");
+  const qkv = plan.tensors.get("text.layers.1.qkv")!;
+  assert.deepEqual([qkv.rows, qkv.cols], [32 + 2 * 16, 32]);
+  assert.deepEqual(qkv.sources.map((s) => s.name), [
+    "model.layers.1.self_attn.q_proj.weight",
+    "model.layers.1.self_attn.k_proj.weight",
+    "model.layers.1.self_attn.v_proj.weight",
+  ]);
+  assert.equal(plan.tensors.get("text.layers.0.qkv_bias")!.rows, 64);
+  assert.deepEqual([
+    plan.tensors.get("text.layers.0.gate_up")!.rows,
+    plan.tensors.get("text.layers.0.gate_up")!.cols,
+  ], [128, 32]);
+  const pe = plan.tensors.get("vision.patch_embed")!;
+  assert.deepEqual([pe.rows, pe.cols], [32, 1176]);
+  // Tied: no lm_head tensor is planned, the embedding serves both.
+  assert.equal(plan.tensors.has("text.lm_head"), false);
+  // 57 stored tensors in the fixture's index, all read.
+  assert.equal(plan.storedNames.length, 57);
+  const embed = plan.tensors.get("text.embed")!;
+  assert.equal(embed.chunks, 1);
+  assert.equal(embed.bytes, 151936 * 32 * 4);
+});
+
+Deno.test("planWeights() at QVQ-72B shapes: names, chunk counts at 2 GiB and 128 MiB, memory", () => {
+  const cfg = parseConfig(PRESETS["QVQ-72B-Preview"]);
+  for (const naming of ["legacy", "transformers5"] as const) {
+    const tensors = checkpointTensors(cfg, naming);
+    const lookup = lookupOf(tensors);
+    const h100 = planWeights(cfg, lookup, {
+      dtype: "f16",
+      maxBinding: 2 * GiB,
+      maxBufferSize: 4 * GiB,
+      where: "x",
+    });
+    assert.equal(h100.naming, naming);
+    assert.equal(h100.storedNames.length, tensors.length);
+    // embed/lm_head: 152064 × 8192 f16 = 2.32 GiB → 2 chunks of 131072 rows at 2 GiB.
+    const lm = h100.tensors.get("text.lm_head")!;
+    assert.equal(lm.rowsPerChunk, 131072);
+    assert.equal(lm.chunks, 2);
+    // gate|up: 59136 × 8192 f16 = 0.9 GiB: one chunk.
+    assert.equal(h100.tensors.get("text.layers.79.gate_up")!.chunks, 1);
+    const lava = planWeights(cfg, lookup, {
+      dtype: "f16",
+      maxBinding: 128 * MiB,
+      maxBufferSize: 2 * GiB,
+      where: "x",
+    });
+    assert.equal(lava.tensors.get("text.embed")!.rowsPerChunk, 8192);
+    assert.equal(lava.tensors.get("text.embed")!.chunks, Math.ceil(152064 / 8192)); // 19
+    assert.equal(lava.tensors.get("text.layers.0.gate_up")!.chunks, Math.ceil(59136 / 8192)); // 8
+    assert.equal(
+      lava.tensors.get("text.layers.0.down")!.chunks,
+      Math.ceil(8192 / Math.floor(128 * MiB / (29568 * 2))),
+    );
+    // 72B parameters + vision: ≈ 73.4 G parameters in f16.
+    const params = tensors.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
+    const vectors = [...h100.tensors.values()].filter((t) => t.kind === "vector").reduce(
+      (a, t) => a + t.rows,
+      0,
+    );
+    assert.equal(h100.weightBytes, (params - vectors) * 2 + vectors * 4);
+    assert.ok(params > 73.0e9 && params < 73.6e9, `${params}`);
+    const mem = estimateMemory(cfg, h100, 32768);
+    // K and V: 80 layers × 32768 tokens × 8 heads × 128 × 4 bytes × 2 = 20 GiB.
+    assert.equal(mem.kvCache, 20 * GiB);
+    assert.equal(mem.largestBuffer, 131072 * 8192 * 2);
+    assert.ok(mem.total > 155e9 && mem.total < 170e9, `${mem.total}`);
+  }
+});
+
+Deno.test("planWeights() names tensor, file and expected vs found shape", () => {
+  const cfg = parseConfig(PRESETS["Qwen2-VL-7B-Instruct"]);
+  const base = checkpointTensors(cfg, "legacy");
+  const opts = {
+    dtype: "f16" as const,
+    maxBinding: 2 * GiB,
+    where: "model.safetensors.index.json",
+  };
+  const edits: [(ts: HeaderTensor[]) => HeaderTensor[], RegExp][] = [
+    [
+      (ts) => ts.filter((t) => t.name !== "model.layers.27.mlp.up_proj.weight"),
+      /model\.safetensors\.index\.json: tensor "model\.layers\.27\.mlp\.up_proj\.weight" is missing \(expected shape \[18944, 3584\]\)/,
+    ],
+    [
+      (ts) =>
+        ts.map((t) =>
+          t.name === "model.layers.3.self_attn.k_proj.weight" ? { ...t, shape: [3584, 3584] } : t
+        ),
+      /shard\.safetensors: tensor "model\.layers\.3\.self_attn\.k_proj\.weight" has shape \[3584, 3584\], expected \[512, 3584\]/,
+    ],
+    [(ts) => ts.filter((t) => t.name !== "lm_head.weight"), /tensor "lm_head\.weight" is missing/],
+    [
+      (ts) =>
+        ts.map((t) => t.name === "visual.blocks.0.norm1.bias" ? { ...t, dtype: "I8" as any } : t),
+      /tensor "visual\.blocks\.0\.norm1\.bias" has dtype I8/,
+    ],
+    [(ts) => ts.filter((t) => !t.name.startsWith("model.embed")), /no embedding tensor/],
+  ];
+  for (const [edit, msg] of edits) {
+    assert.throws(
+      () => planWeights(cfg, lookupOf(edit(base), "shard.safetensors"), opts),
+      (e: Error) => {
+        assert.ok(e instanceof ModelFileError, String(e));
+        assert.match(e.message, msg);
+        return true;
+      },
+    );
+  }
+});
+
+Deno.test("rowsPerChunk() keeps f16 chunks of odd width 4-byte aligned", () => {
+  assert.equal(rowsPerChunk(100, 3, "f16", 30), 4); // 5 rows fit, 4 keep the next chunk aligned
+  assert.equal(rowsPerChunk(5, 3, "f16", 30), 5); // the whole weight fits: one chunk
+  assert.equal(rowsPerChunk(100, 3, "f32", 30), 2);
+});
