@@ -1,0 +1,76 @@
+/**
+ * Command-line parsing shared by the qvq subcommands: node:util's strict parseArgs, with every
+ * mistake turned into a {@link UsageError} that carries the command's usage text (exit code 2).
+ * @module
+ */
+import { parseArgs } from "node:util";
+
+/** Bad command-line usage: printed with the usage text, exit code 2. */
+export class UsageError extends Error {
+  readonly usage: string;
+  constructor(message: string, usage: string) {
+    super(message);
+    this.name = "UsageError";
+    this.usage = usage;
+  }
+}
+
+/** Where a command writes. Tests pass collectors; the CLI passes stdout/stderr. */
+export interface Io {
+  /** Writes to stdout (no newline added). */
+  out(text: string): void | Promise<void>;
+  /** Writes to stderr (no newline added). */
+  err(text: string): void | Promise<void>;
+}
+
+/** The process's stdout and stderr. */
+export const stdio: Io = {
+  out: (t) => writeAll(Deno.stdout, t),
+  err: (t) => writeAll(Deno.stderr, t),
+};
+
+async function writeAll(w: { write(p: Uint8Array): Promise<number> }, text: string): Promise<void> {
+  let bytes = new TextEncoder().encode(text);
+  while (bytes.length > 0) bytes = bytes.subarray(await w.write(bytes));
+}
+
+type OptionSpec = { type: "string" | "boolean"; multiple?: boolean; short?: string };
+
+/** Parsed option values: strings, string lists (multiple) or booleans. */
+export type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+/** Parses `args` strictly against `options`; unknown options and stray arguments are UsageErrors. */
+export function parseCommand(args: string[], options: Record<string, OptionSpec>, usage: string): Values {
+  try {
+    const { values, positionals } = parseArgs({ args, options, strict: true, allowPositionals: true });
+    if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`, usage);
+    return values as Values;
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    throw new UsageError((e as Error).message, usage);
+  }
+}
+
+/** The value of required string option `--name`. */
+export function requireString(v: Values, name: string, usage: string): string {
+  const s = v[name];
+  if (typeof s !== "string" || s === "") throw new UsageError(`--${name} is required`, usage);
+  return s;
+}
+
+/** The values of a repeatable string option (empty when absent). */
+export function stringList(v: Values, name: string): string[] {
+  const s = v[name];
+  return s === undefined ? [] : (Array.isArray(s) ? s : [s]).map(String);
+}
+
+/** A numeric option, or undefined when absent; `integer` rejects fractions. */
+export function numberOption(v: Values, name: string, usage: string, integer = false): number | undefined {
+  const s = v[name];
+  if (s === undefined) return undefined;
+  const n = typeof s === "string" && s.trim() !== "" ? Number(s) : NaN;
+  if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) {
+    throw new UsageError(`--${name} must be ${integer ? "an integer" : "a number"}, got "${s}"`, usage);
+  }
+  return n;
+}

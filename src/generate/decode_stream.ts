@@ -1,0 +1,151 @@
+/**
+ * From generated token ids to the events a caller sees: text deltas that never split a UTF-8
+ * character nor show the beginning of a stop string, then one final record. Applies every stop
+ * rule in the order transformers would see the tokens: stop ids, stop strings, loop detection,
+ * the token budget; and the AbortSignal between (and during) batches.
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { LoopDetector } from "./loop_detector.ts";
+import type { ResolvedOptions } from "./options.ts";
+import { StopStringFilter } from "./stop_strings.ts";
+import { type BatchRecorder, type PumpOptions, pumpTokens } from "./token_pump.ts";
+import type { FinishReason, GenerationEvent, GenerationResult } from "./types.ts";
+
+/** Incremental detokenizer: text that became complete with this id ("" while a character is pending). */
+export interface TokenTextDecoder {
+  push(id: number): string;
+  /** Whatever is still pending at the end (e.g. an incomplete UTF-8 sequence as U+FFFD). */
+  flush(): string;
+}
+
+/** The GPU side of one generation, after its prefill was submitted. */
+export interface DecodeRun {
+  gpu: Gpu;
+  /** (capacity) u32 ring: entry i = the i-th generated token. */
+  ring: GPUBuffer;
+  /** Records the work writing ring entries [first, first + count): entry 0 is the prefill's sample. */
+  record: BatchRecorder;
+}
+
+/** What the caller measured before decoding, for the final record. */
+export interface PromptStats {
+  promptTokens: number;
+  imageTokens: number;
+  visionMs: number;
+  /** performance.now() when the prefill started: the first token's arrival ends the prefill time. */
+  prefillStart: number;
+}
+
+/** Options of {@link decodeStream} beyond the generation options. */
+export interface DecodeStreamOptions {
+  /** Batch schedule (tests); the total comes from options.maxNewTokens. */
+  pump?: Omit<PumpOptions, "total">;
+  /** Loop detector factory (tests use small thresholds). */
+  loopDetector?: () => LoopDetector;
+}
+
+/**
+ * Streams the generation: yields `{type: "delta"}` events, then `{type: "done"}`.
+ * `prefillMs` runs until the first token is on the CPU (prefill + first sample + one readback);
+ * `tokensPerSecond` counts the tokens after the first over the time after the first.
+ */
+export async function* decodeStream(
+  run: DecodeRun,
+  options: ResolvedOptions,
+  decoder: TokenTextDecoder,
+  stats: PromptStats,
+  extra: DecodeStreamOptions = {},
+): AsyncGenerator<GenerationEvent, GenerationResult, undefined> {
+  const stopIds = new Set(options.stopTokenIds);
+  const filter = new StopStringFilter(options.stop);
+  const loop = options.stopOnLoop ? (extra.loopDetector?.() ?? new LoopDetector()) : null;
+  const signal = options.signal;
+  let text = "";
+  let completion = 0;
+  let firstAt = NaN;
+  let finish: FinishReason | null = null;
+
+  const batches = pumpTokens(run.gpu, run.ring, run.record, {
+    ...extra.pump,
+    total: options.maxNewTokens,
+  });
+  // Resolves when the signal aborts, so a long batch does not delay the cancellation.
+  let onAbort = () => {};
+  const aborted = new Promise<"abort">((resolve) => {
+    onAbort = () => resolve("abort");
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+  // Set while a batch is awaited; return() on the pump then waits for it, so on abort we do not.
+  let waiting = false;
+  try {
+    while (finish === null) {
+      if (signal?.aborted) {
+        finish = "abort";
+        break;
+      }
+      waiting = true;
+      const next = await Promise.race([batches.next(), aborted]);
+      if (next === "abort") {
+        finish = "abort";
+        break;
+      }
+      waiting = false;
+      if (next.done) {
+        finish = "length"; // budget used up (the loop below normally says so first)
+        break;
+      }
+      if (Number.isNaN(firstAt)) firstAt = performance.now();
+      let delta = "";
+      for (const id of next.value) {
+        completion++;
+        if (stopIds.has(id)) {
+          finish = "stop";
+          break;
+        }
+        const r = filter.push(decoder.push(id));
+        delta += r.text;
+        if (r.stopped) finish = "stop";
+        else if (loop?.push(id)) finish = "loop";
+        else if (completion >= options.maxNewTokens) finish = "length";
+        if (finish !== null) break;
+      }
+      if (delta) {
+        text += delta;
+        yield { type: "delta", text: delta };
+      }
+    }
+    // The decoder's pending bytes and the text held back for a possible stop string belong to
+    // the answer unless a stop string was found.
+    let tail = filter.push(decoder.flush()).text;
+    tail += filter.flush();
+    if (tail) {
+      text += tail;
+      yield { type: "delta", text: tail };
+    }
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    const closing = batches.return(undefined).catch(() => {});
+    if (!waiting) await closing;
+  }
+  const end = performance.now();
+  const first = Number.isNaN(firstAt) ? end : firstAt;
+  const decodeMs = end - first;
+  const result: GenerationResult = {
+    finishReason: finish ?? "abort",
+    text,
+    usage: {
+      promptTokens: stats.promptTokens,
+      completionTokens: completion,
+      imageTokens: stats.imageTokens,
+    },
+    timings: {
+      visionMs: stats.visionMs,
+      prefillMs: first - stats.prefillStart,
+      decodeMs,
+      tokensPerSecond: completion > 1 && decodeMs > 0 ? (completion - 1) / (decodeMs / 1000) : 0,
+    },
+  };
+  yield { type: "done", result };
+  return result;
+}
