@@ -1,0 +1,269 @@
+/**
+ * Attention kernels (kernels/attention.wgsl): causal prefill with grouped-query attention, the
+ * vision tower's block-diagonal attention, and split-K decode over the KV cache.
+ * Reference: src/ref/attention.ts.
+ * @module
+ */
+import type { Gpu } from "../src/gpu/device.ts";
+import { InvalidInputError } from "../src/errors.ts";
+import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
+import { defineParams } from "./_params.ts";
+
+export { cuSeqlens } from "../src/ref/attention.ts";
+
+// Strides and offsets are in vec4 units (4 f32).
+const Params = defineParams({
+  seq: "u32",
+  heads: "u32",
+  group: "u32",
+  q_stride: "u32",
+  q_off: "u32",
+  k_stride: "u32",
+  k_off: "u32",
+  v_stride: "u32",
+  v_off: "u32",
+  offset: "u32",
+  n_cu: "u32",
+  nchunks: "u32",
+  scale: "f32",
+});
+
+/** Queries per prefill workgroup and keys per tile (kernels/attention.wgsl BQ, BK). */
+const BQ = 32, BK = 16;
+/** Keys per decode chunk and decode workgroup size (CHUNK). */
+const CHUNK = 128;
+
+/**
+ * Rows of heads inside a wider buffer: head h of token t starts at element
+ * `t · stride + offset + h · headDim`. A fused qkv projection output, or the KV cache.
+ */
+export interface HeadRows {
+  buffer: BufferArg;
+  /** Elements per row (default: heads · headDim of this tensor, i.e. a plain (rows, heads, headDim)). */
+  stride?: number;
+  /** Element column of head 0 (default 0). */
+  offset?: number;
+}
+
+/** Heads of an attention call. */
+export interface AttentionHeads {
+  /** Query heads. */
+  heads: number;
+  /** Key/value heads; heads / kvHeads query heads share one (GQA). Default: heads. */
+  kvHeads?: number;
+  /** Multiple of 16 (16, 80, 128 in Qwen2-VL). */
+  headDim: number;
+}
+
+interface Resolved {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  group: number;
+  q: [number, number];
+  k: [number, number];
+  v: [number, number];
+}
+
+function resolve(what: string, s: AttentionHeads, q: HeadRows, k: HeadRows, v: HeadRows): Resolved {
+  const { heads, headDim } = s;
+  const kvHeads = s.kvHeads ?? heads;
+  if (!(headDim > 0 && headDim % 16 === 0 && headDim <= 512)) {
+    throw new InvalidInputError(`${what}: head_dim ${headDim} must be a multiple of 16 up to 512`);
+  }
+  if (!(kvHeads > 0 && heads % kvHeads === 0)) {
+    throw new InvalidInputError(`${what}: ${heads} query heads are not a multiple of ${kvHeads} KV heads`);
+  }
+  const rows = (r: HeadRows, n: number, name: string): [number, number] => {
+    const stride = r.stride ?? n * headDim, offset = r.offset ?? 0;
+    if (stride % 4 || offset % 4 || offset + n * headDim > stride) {
+      throw new InvalidInputError(
+        `${what}: ${name} rows (stride ${stride}, offset ${offset}) must be multiples of 4 and hold ` +
+          `${n} heads of ${headDim}`,
+      );
+    }
+    return [stride / 4, offset / 4];
+  };
+  return {
+    heads,
+    kvHeads,
+    headDim,
+    group: heads / kvHeads,
+    q: rows(q, heads, "q"),
+    k: rows(k, kvHeads, "k"),
+    v: rows(v, kvHeads, "v"),
+  };
+}
+
+function pack(r: Resolved, x: { seq: number; offset?: number; nCu?: number; nchunks?: number }): ArrayBuffer {
+  return Params.pack({
+    seq: x.seq,
+    heads: r.heads,
+    group: r.group,
+    q_stride: r.q[0],
+    q_off: r.q[1],
+    k_stride: r.k[0],
+    k_off: r.k[1],
+    v_stride: r.v[0],
+    v_off: r.v[1],
+    offset: x.offset ?? 0,
+    n_cu: x.nCu ?? 0,
+    nchunks: x.nchunks ?? 0,
+    scale: 1 / Math.sqrt(r.headDim),
+  });
+}
+
+function checkWorkgroupMemory(gpu: Gpu, what: string, bytes: number): void {
+  const max = gpu.limits.maxComputeWorkgroupStorageSize;
+  if (bytes > max) {
+    throw new InvalidInputError(`${what}: needs ${bytes} bytes of workgroup memory, this adapter has ${max}`);
+  }
+}
+
+function prefillVariant(gpu: Gpu, what: string, headDim: number, vision: boolean) {
+  checkWorkgroupMemory(gpu, what, (BQ + BK) * headDim * 4 + BQ * BK * 4);
+  return variant(gpu, {
+    family: "attention",
+    entry: "prefill",
+    bindings: vision ? ["read", "read", "read", "read_write", "read"] : ["read", "read", "read", "read_write"],
+    params: Params,
+    defines: { HD: headDim, VISION: vision },
+  });
+}
+
+/** Shape of a causal prefill. */
+export interface CausalAttentionShape extends AttentionHeads {
+  /** New tokens (query rows). */
+  seq: number;
+  /** Tokens already in the cache before these: query i sits at position offset + i. Default 0. */
+  offset?: number;
+}
+
+/**
+ * Causal prefill attention: query i (at cache row offset + i) attends to cache rows 0..offset+i.
+ * Write the new tokens' K/V into the cache first (kernels/kv_cache.ts).
+ * @param out (seq, heads · headDim) f32
+ * @param q (seq, ·) queries, e.g. the q part of a fused qkv row after rope
+ * @param k (offset + seq, ·) the layer's K cache
+ * @param v (offset + seq, ·) the layer's V cache
+ */
+export function causalAttention(
+  gpu: Gpu,
+  out: BufferArg,
+  q: HeadRows,
+  k: HeadRows,
+  v: HeadRows,
+  s: CausalAttentionShape,
+): Dispatch {
+  const r = resolve("causalAttention", s, q, k, v);
+  const vt = prefillVariant(gpu, "causalAttention", s.headDim, false);
+  return new Dispatch(gpu, vt, [q.buffer, k.buffer, v.buffer, out], pack(r, { seq: s.seq, offset: s.offset }), [
+    ceilDiv(s.seq, BQ),
+    s.heads,
+  ]);
+}
+
+/** Shape of a vision attention call. */
+export interface VisionAttentionShape {
+  /** Patches of all images (query rows = key rows). */
+  seq: number;
+  heads: number;
+  headDim: number;
+  /** Entries of cu_seqlens: frames + 1. */
+  nCu: number;
+}
+
+/**
+ * The vision tower's attention: non-causal, block-diagonal by cu_seqlens (each frame of each image
+ * attends only to itself; see {@link cuSeqlens}).
+ * @param out (seq, heads · headDim) f32
+ * @param q (seq, ·) e.g. `{ buffer: qkv, stride: 3 · embed, offset: 0 }`
+ * @param k (seq, ·) e.g. `{ buffer: qkv, stride: 3 · embed, offset: embed }`
+ * @param v (seq, ·) e.g. `{ buffer: qkv, stride: 3 · embed, offset: 2 · embed }`
+ * @param cu (nCu) u32 cu_seqlens, first 0 and last seq
+ */
+export function visionAttention(
+  gpu: Gpu,
+  out: BufferArg,
+  q: HeadRows,
+  k: HeadRows,
+  v: HeadRows,
+  cu: BufferArg,
+  s: VisionAttentionShape,
+): Dispatch {
+  if (!(s.nCu >= 2)) throw new InvalidInputError(`visionAttention: cu_seqlens needs ≥ 2 entries, got ${s.nCu}`);
+  const r = resolve("visionAttention", s, q, k, v);
+  const vt = prefillVariant(gpu, "visionAttention", s.headDim, true);
+  return new Dispatch(gpu, vt, [q.buffer, k.buffer, v.buffer, out, cu], pack(r, { seq: s.seq, nCu: s.nCu }), [
+    ceilDiv(s.seq, BQ),
+    s.heads,
+  ]);
+}
+
+/** Shape of a decode attention call. */
+export interface DecodeAttentionShape extends AttentionHeads {
+  /** Rows of the KV cache (the most keys a step can attend to). */
+  maxTokens: number;
+}
+
+/** Byte size of the scratch buffer {@link decodeAttention} needs (one may serve every layer). */
+export function decodeAttentionScratchBytes(s: DecodeAttentionShape): number {
+  return s.heads * ceilDiv(s.maxTokens, CHUNK) * (s.headDim + 4) * 4;
+}
+
+/** Query heads per decode workgroup: the largest divisor of the GQA group that fits in memory. */
+function decodeGroup(gpu: Gpu, group: number, headDim: number): number {
+  const hd4 = headDim / 4, dg = Math.floor(CHUNK / hd4);
+  const bytes = (g: number) => g * (headDim * 4 + 2 * CHUNK * 4 + dg * headDim * 4);
+  for (let g = group; g >= 1; g--) {
+    if (group % g === 0 && bytes(g) <= gpu.limits.maxComputeWorkgroupStorageSize) return g;
+  }
+  throw new InvalidInputError(`decodeAttention: head_dim ${headDim} needs more workgroup memory than the adapter has`);
+}
+
+/**
+ * Decode attention: the single query (this step's token, its K/V already written at cache row
+ * state.cache_len) attends to cache rows 0..state.cache_len. Two dispatches: per-chunk partial
+ * softmax sums over CHUNK keys, then a per-head merge. The grid covers maxTokens; chunks past the
+ * context exit at once, so the same Dispatches serve every step.
+ * @param out (1, heads · headDim) f32
+ * @param q (1, ·) this step's queries after rope
+ * @param k (maxTokens, ·) the layer's K cache
+ * @param v (maxTokens, ·) the layer's V cache
+ * @param state decode state (kernels/state.ts)
+ * @param scratch {@link decodeAttentionScratchBytes} bytes
+ */
+export function decodeAttention(
+  gpu: Gpu,
+  out: BufferArg,
+  q: HeadRows,
+  k: HeadRows,
+  v: HeadRows,
+  state: BufferArg,
+  scratch: BufferArg,
+  s: DecodeAttentionShape,
+): Dispatch[] {
+  const r = resolve("decodeAttention", s, q, k, v);
+  const group = decodeGroup(gpu, r.group, s.headDim);
+  const nchunks = ceilDiv(s.maxTokens, CHUNK);
+  const defines = { HD: s.headDim, GROUP: group, DECODE: true };
+  const part = variant(gpu, {
+    family: "attention",
+    entry: "decode_part",
+    bindings: ["read", "read", "read", "read", "read_write"],
+    params: Params,
+    defines: { ...defines, PART: true },
+  });
+  const combine = variant(gpu, {
+    family: "attention",
+    entry: "decode_combine",
+    bindings: ["read", "read", "read_write"],
+    params: Params,
+    defines,
+  });
+  const params = pack(r, { seq: 1, nchunks });
+  return [
+    new Dispatch(gpu, part, [q.buffer, k.buffer, v.buffer, state, scratch], params, [nchunks, s.heads / group]),
+    new Dispatch(gpu, combine, [scratch, state, out], params, [s.heads]),
+  ];
+}

@@ -1,0 +1,208 @@
+import assert from "node:assert/strict";
+import { sharedGpu } from "../src/gpu/device.ts";
+import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
+import { InvalidInputError } from "../src/errors.ts";
+import { attention as attentionRef, cuSeqlens } from "../src/ref/attention.ts";
+import { assertClose, randn, seeded } from "../src/ref/_random.ts";
+import { causalAttention, decodeAttention, decodeAttentionScratchBytes, visionAttention } from "./attention.ts";
+import { createDecodeState, writeDecodeState } from "./state.ts";
+import { run } from "./_kernel.ts";
+
+// f32 dot products and exp against an f64 reference: scores of N(0,1) inputs are O(1) and the
+// output a convex mix of v, so errors stay at a few f32 ulps of |v| (≈ 4); an off-by-one key or
+// a wrong head is O(0.1) or more.
+const TOL = 2e-6;
+
+/** Copies the (rows, n, hd) heads at `offset` of a (rows, stride) matrix into a dense array. */
+function gather(x: Float32Array, rows: number, stride: number, offset: number, width: number): Float32Array {
+  const out = new Float32Array(rows * width);
+  for (let r = 0; r < rows; r++) out.set(x.subarray(r * stride + offset, r * stride + offset + width), r * width);
+  return out;
+}
+
+interface Case {
+  headDim: number;
+  heads: number;
+  kvHeads: number;
+  seq: number;
+  offset: number;
+}
+
+// head_dim 16 (tiny), 80 (vision), 128 (decoder); GQA ratios 1, 2, 7 (28/4), 8 (64/8); seq 1, 5,
+// 37, 600 (> 512: many key tiles); cache offsets for a second turn.
+const CASES: Case[] = [
+  { headDim: 16, heads: 2, kvHeads: 1, seq: 1, offset: 0 },
+  { headDim: 16, heads: 2, kvHeads: 1, seq: 5, offset: 3 },
+  { headDim: 80, heads: 4, kvHeads: 2, seq: 37, offset: 0 },
+  { headDim: 128, heads: 7, kvHeads: 1, seq: 37, offset: 11 },
+  { headDim: 128, heads: 8, kvHeads: 1, seq: 5, offset: 40 },
+  { headDim: 128, heads: 2, kvHeads: 2, seq: 600, offset: 0 },
+  { headDim: 80, heads: 2, kvHeads: 1, seq: 77, offset: 530 },
+];
+
+/** Random queries inside a fused qkv-like row and a dense K/V cache of offset + seq rows. */
+function makeInputs(rng: () => number, c: Case) {
+  const qStride = (c.heads + 2 * c.kvHeads) * c.headDim;
+  const keys = c.offset + c.seq;
+  const kvWidth = c.kvHeads * c.headDim;
+  return {
+    qkv: randn(rng, c.seq * qStride),
+    qStride,
+    keys,
+    kvWidth,
+    kc: randn(rng, keys * kvWidth),
+    vc: randn(rng, keys * kvWidth),
+  };
+}
+
+Deno.test("causalAttention() matches the CPU reference over head dims, GQA ratios, lengths and offsets", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(20);
+  for (const c of CASES) {
+    const x = makeInputs(rng, c);
+    const bufs = [x.qkv, x.kc, x.vc].map((a) => uploadArray(gpu, a));
+    const out = createStorage(gpu, c.seq * c.heads * c.headDim * 4);
+    const d = causalAttention(gpu, out, { buffer: bufs[0], stride: x.qStride }, { buffer: bufs[1] }, {
+      buffer: bufs[2],
+    }, c);
+    run(gpu, [d]);
+    const q = gather(x.qkv, c.seq, x.qStride, 0, c.heads * c.headDim);
+    const want = attentionRef(q, x.kc, x.vc, c);
+    assertClose(await readF32(gpu, out), want, TOL, JSON.stringify(c));
+    [...bufs, out].forEach((b) => b.destroy());
+    d.destroy();
+  }
+});
+
+Deno.test("causalAttention() of a second turn at an offset equals one long prefill", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(21);
+  const headDim = 128, heads = 4, kvHeads = 2, first = 45, second = 30;
+  const c: Case = { headDim, heads, kvHeads, seq: first + second, offset: 0 };
+  const x = makeInputs(rng, c);
+  const [bq, bk, bv] = [x.qkv, x.kc, x.vc].map((a) => uploadArray(gpu, a));
+  const width = heads * headDim;
+  const whole = createStorage(gpu, c.seq * width * 4), turns = createStorage(gpu, c.seq * width * 4);
+  const k = { buffer: bk }, v = { buffer: bv };
+  const ds = [
+    causalAttention(gpu, whole, { buffer: bq, stride: x.qStride }, k, v, c),
+    causalAttention(gpu, turns, { buffer: bq, stride: x.qStride }, k, v, { ...c, seq: first }),
+    causalAttention(
+      gpu,
+      { buffer: turns, offset: first * width * 4 },
+      { buffer: { buffer: bq, offset: first * x.qStride * 4 }, stride: x.qStride },
+      k,
+      v,
+      { ...c, seq: second, offset: first },
+    ),
+  ];
+  run(gpu, ds);
+  // Same key tiles in the same order for every query row: the results agree to rounding.
+  assertClose(await readF32(gpu, turns), await readF32(gpu, whole), 1e-6, "two turns vs one");
+  [bq, bk, bv, whole, turns].forEach((b) => b.destroy());
+});
+
+Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query n-1", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(22);
+  const maxTokens = 700;
+  const state = createDecodeState(gpu);
+  for (
+    const [headDim, heads, kvHeads, n] of [[16, 2, 1, 1], [80, 4, 2, 37], [128, 7, 1, 300], [128, 8, 1, 600], [
+      128,
+      4,
+      4,
+      129,
+    ]]
+  ) {
+    const s = { headDim, heads, kvHeads, maxTokens };
+    const kvWidth = kvHeads * headDim, width = heads * headDim;
+    const kc = randn(rng, maxTokens * kvWidth), vc = randn(rng, maxTokens * kvWidth);
+    const q = randn(rng, width);
+    const [bq, bk, bv] = [q, kc, vc].map((a) => uploadArray(gpu, a));
+    const out = createStorage(gpu, width * 4);
+    const scratch = createStorage(gpu, decodeAttentionScratchBytes(s));
+    const ds = decodeAttention(gpu, out, { buffer: bq }, { buffer: bk }, { buffer: bv }, state, scratch, s);
+    // The same Dispatches at two context lengths, as successive decode steps use them.
+    for (const len of [n, Math.min(n + 130, maxTokens)]) {
+      writeDecodeState(gpu, state, { cacheLen: len - 1, position: len - 1, step: 0 });
+      run(gpu, ds);
+      // Query len-1 of a causal prefill over keys 0..len-1: its row is the decode result.
+      const want = attentionRef(q, kc.subarray(0, len * kvWidth), vc.subarray(0, len * kvWidth), {
+        seq: 1,
+        heads,
+        kvHeads,
+        headDim,
+        offset: len - 1,
+      });
+      assertClose(await readF32(gpu, out), want, TOL, `decode hd=${headDim} ${heads}/${kvHeads} len=${len}`);
+    }
+    [bq, bk, bv, out, scratch].forEach((b) => b.destroy());
+    ds.forEach((d) => d.destroy());
+  }
+  state.destroy();
+});
+
+Deno.test("decodeAttention() agrees with causalAttention() on the same cache", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(23);
+  const c: Case = { headDim: 128, heads: 7, kvHeads: 1, seq: 10, offset: 190 };
+  const x = makeInputs(rng, c);
+  const [bq, bk, bv] = [x.qkv, x.kc, x.vc].map((a) => uploadArray(gpu, a));
+  const width = c.heads * c.headDim;
+  const pre = createStorage(gpu, c.seq * width * 4), dec = createStorage(gpu, width * 4);
+  const s = { ...c, maxTokens: x.keys };
+  const scratch = createStorage(gpu, decodeAttentionScratchBytes(s));
+  const state = createDecodeState(gpu);
+  writeDecodeState(gpu, state, { cacheLen: x.keys - 1, position: 0, step: 0 });
+  const qLast = { buffer: { buffer: bq, offset: (c.seq - 1) * x.qStride * 4 }, stride: x.qStride };
+  run(gpu, [
+    causalAttention(gpu, pre, { buffer: bq, stride: x.qStride }, { buffer: bk }, { buffer: bv }, c),
+    ...decodeAttention(gpu, dec, qLast, { buffer: bk }, { buffer: bv }, state, scratch, s),
+  ]);
+  const last = (await readF32(gpu, pre)).subarray((c.seq - 1) * width);
+  assertClose(await readF32(gpu, dec), last, TOL, "decode vs prefill");
+  [bq, bk, bv, pre, dec, scratch, state].forEach((b) => b.destroy());
+});
+
+Deno.test("visionAttention() keeps each frame of each image to itself", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(24);
+  // Three images of different sizes, the second with 2 frames: blocks of 16, 6, 6 and 48 patches.
+  const grids: [number, number, number][][] = [[[1, 4, 4], [2, 2, 3], [1, 6, 8]], [[1, 20, 30]]];
+  for (const [headDim, heads, grid] of [[80, 2, grids[0]], [16, 2, grids[0]], [80, 1, grids[1]]] as const) {
+    const cu = cuSeqlens(grid);
+    const seq = cu[cu.length - 1], embed = heads * headDim;
+    const qkv = randn(rng, seq * 3 * embed); // (seq, 3, heads, headDim) as the vision qkv Linear
+    const [bqkv, bcu] = [uploadArray(gpu, qkv), uploadArray(gpu, cu)];
+    const out = createStorage(gpu, seq * embed * 4);
+    const rows = (part: number) => ({ buffer: bqkv, stride: 3 * embed, offset: part * embed });
+    const d = visionAttention(gpu, out, rows(0), rows(1), rows(2), bcu, { seq, heads, headDim, nCu: cu.length });
+    run(gpu, [d]);
+    const [q, k, v] = [0, 1, 2].map((p) => gather(qkv, seq, 3 * embed, p * embed, embed));
+    const want = attentionRef(q, k, v, { seq, heads, kvHeads: heads, headDim, cuSeqlens: cu });
+    assertClose(await readF32(gpu, out), want, TOL, `vision hd=${headDim} cu=${cu}`);
+    [bqkv, bcu, out].forEach((b) => b.destroy());
+    d.destroy();
+  }
+});
+
+Deno.test("cuSeqlens() makes one block per frame, as repeat_interleave(h·w, t).cumsum()", () => {
+  assert.deepEqual([...cuSeqlens([[1, 4, 4], [2, 2, 3]])], [0, 16, 22, 28]);
+});
+
+Deno.test("attention builders reject bad head shapes with the values in the message", async () => {
+  const gpu = await sharedGpu();
+  const b = createStorage(gpu, 4096);
+  const r = { buffer: b };
+  assert.throws(() => causalAttention(gpu, b, r, r, r, { seq: 1, heads: 2, headDim: 72 }), /head_dim 72/);
+  assert.throws(
+    () => causalAttention(gpu, b, r, r, r, { seq: 1, heads: 7, kvHeads: 2, headDim: 16 }),
+    InvalidInputError,
+  );
+  assert.throws(
+    () => causalAttention(gpu, b, { buffer: b, stride: 30 }, r, r, { seq: 1, heads: 2, headDim: 16 }),
+    /stride 30/,
+  );
+  b.destroy();
+});
