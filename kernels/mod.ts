@@ -7,3 +7,4 @@ export * from "./linear.ts";
 export * from "./rope.ts";
 export * from "./state.ts";
 export * from "./embedding.ts";
+export * from "./attention.ts";
