@@ -8,3 +8,4 @@ export * from "./rope.ts";
 export * from "./state.ts";
 export * from "./embedding.ts";
 export * from "./attention.ts";
+export * from "./kv_cache.ts";

@@ -1,0 +1,102 @@
+/**
+ * KV cache writes (kernels/kv_cache.wgsl): a layer's cache is a K and a V buffer of
+ * (maxTokens, kvHeads · headDim) f32; prefill writes its rows at a known offset, a decode step its
+ * one row at state.cache_len.
+ * @module
+ */
+import type { Gpu } from "../src/gpu/device.ts";
+import { InvalidInputError } from "../src/errors.ts";
+import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
+import { defineParams } from "./_params.ts";
+import { grid2d } from "./_grid.ts";
+
+// Widths, strides and offsets in vec4 units.
+const Params = defineParams({
+  seq: "u32",
+  width: "u32",
+  src_stride: "u32",
+  k_off: "u32",
+  v_off: "u32",
+  dst_stride: "u32",
+  row0: "u32",
+  max_rows: "u32",
+});
+const WG = 256;
+
+/** Where K and V sit in the source rows and how big the cache is. */
+export interface KvWriteShape {
+  /** Tokens to write. */
+  seq: number;
+  /** Elements of K (and of V) per token: kvHeads · headDim. */
+  width: number;
+  /** Elements per source row (a fused qkv row: (heads + 2 · kvHeads) · headDim). */
+  srcStride: number;
+  /** Element column of K in a source row. */
+  kOffset: number;
+  /** Element column of V in a source row. */
+  vOffset: number;
+  /** Rows of the cache buffers; writes at or past it are dropped. */
+  maxTokens: number;
+}
+
+function pack(s: KvWriteShape, row0: number, what: string): ArrayBuffer {
+  const vals = [s.width, s.srcStride, s.kOffset, s.vOffset];
+  if (vals.some((x) => x % 4) || s.kOffset + s.width > s.srcStride || s.vOffset + s.width > s.srcStride) {
+    throw new InvalidInputError(
+      `${what}: width ${s.width}, stride ${s.srcStride}, K at ${s.kOffset}, V at ${s.vOffset} must be ` +
+        `multiples of 4 with K and V inside the row`,
+    );
+  }
+  if (row0 + s.seq > s.maxTokens) {
+    throw new InvalidInputError(`${what}: rows ${row0}..${row0 + s.seq - 1} overrun the ${s.maxTokens}-token cache`);
+  }
+  return Params.pack({
+    seq: s.seq,
+    width: s.width / 4,
+    src_stride: s.srcStride / 4,
+    k_off: s.kOffset / 4,
+    v_off: s.vOffset / 4,
+    dst_stride: s.width / 4,
+    row0,
+    max_rows: s.maxTokens,
+  });
+}
+
+/**
+ * Writes `seq` tokens' K and V into cache rows offset..offset+seq-1.
+ * @param src (seq, srcStride) f32 (K already rotated)
+ * @param k (maxTokens, width) f32 K cache
+ * @param v (maxTokens, width) f32 V cache
+ */
+export function kvWrite(
+  gpu: Gpu,
+  k: BufferArg,
+  v: BufferArg,
+  src: BufferArg,
+  s: KvWriteShape & { offset: number },
+): Dispatch {
+  const vt = variant(gpu, { family: "kv_cache", entry: "main", bindings: ["read", "read_write", "read_write"], params: Params });
+  return new Dispatch(gpu, vt, [src, k, v], pack(s, s.offset, "kvWrite"), grid2d(ceilDiv((s.seq * s.width) / 4, WG)));
+}
+
+/**
+ * Decode write: this step's token at cache row state.cache_len.
+ * @param src (1, srcStride) f32
+ */
+export function kvWriteAt(
+  gpu: Gpu,
+  k: BufferArg,
+  v: BufferArg,
+  src: BufferArg,
+  state: BufferArg,
+  s: Omit<KvWriteShape, "seq">,
+): Dispatch {
+  const vt = variant(gpu, {
+    family: "kv_cache",
+    entry: "main",
+    bindings: ["read", "read_write", "read_write", "read"],
+    params: Params,
+    defines: { DECODE: true },
+  });
+  return new Dispatch(gpu, vt, [src, k, v, state], pack({ ...s, seq: 1 }, 0, "kvWriteAt"), [ceilDiv(s.width / 4, WG)]);
+}
