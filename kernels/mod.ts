@@ -7,5 +7,6 @@ export * from "./linear.ts";
 export * from "./rope.ts";
 export * from "./state.ts";
 export * from "./embedding.ts";
+export * from "./elementwise.ts";
 export * from "./attention.ts";
 export * from "./kv_cache.ts";
