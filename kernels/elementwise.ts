@@ -18,7 +18,11 @@ const WG = 256;
 /** Activation functions {@link activation} applies. */
 export type Activation = "gelu" | "quickGelu" | "silu";
 
-const ACT_DEFINE: Record<Activation, string> = { gelu: "GELU", quickGelu: "QUICK_GELU", silu: "SILU" };
+const ACT_DEFINE: Record<Activation, string> = {
+  gelu: "GELU",
+  quickGelu: "QUICK_GELU",
+  silu: "SILU",
+};
 
 /** Whether two bindings are the same bytes (same buffer, same offset). */
 function sameBinding(a: BufferArg, b: BufferArg): boolean {
@@ -39,7 +43,9 @@ function assertNoAlias(what: string, out: BufferArg, ...ins: BufferArg[]): void 
 
 function positive(what: string, v: Record<string, number>): void {
   for (const [k, x] of Object.entries(v)) {
-    if (!Number.isInteger(x) || x < 1) throw new InvalidInputError(`${what}: ${k} must be a positive integer, got ${x}`);
+    if (!Number.isInteger(x) || x < 1) {
+      throw new InvalidInputError(`${what}: ${k} must be a positive integer, got ${x}`);
+    }
   }
 }
 
@@ -59,7 +65,12 @@ function flatDispatch(
     params: Params,
     defines,
   });
-  const params = Params.pack({ n: p.n, cols: p.cols ?? 1, src_row: p.src_row ?? 0, dst_row: p.dst_row ?? 0 });
+  const params = Params.pack({
+    n: p.n,
+    cols: p.cols ?? 1,
+    src_row: p.src_row ?? 0,
+    dst_row: p.dst_row ?? 0,
+  });
   return new Dispatch(gpu, v, buffers, params, grid2d(ceilDiv(p.n, WG)));
 }
 
@@ -86,7 +97,12 @@ export function add(gpu: Gpu, y: BufferArg, a: BufferArg, b: BufferArg, n: numbe
  * @param y (rows, cols) f32, in place
  * @param bias (cols) f32
  */
-export function addBias(gpu: Gpu, y: BufferArg, bias: BufferArg, s: { rows: number; cols: number }): Dispatch {
+export function addBias(
+  gpu: Gpu,
+  y: BufferArg,
+  bias: BufferArg,
+  s: { rows: number; cols: number },
+): Dispatch {
   positive("addBias", s);
   checkSize("y", y, s.rows * s.cols * 4);
   checkSize("bias", bias, s.cols * 4);
@@ -103,13 +119,21 @@ export function addBias(gpu: Gpu, y: BufferArg, bias: BufferArg, s: { rows: numb
  * @param y (n) f32
  * @param x (n) f32
  */
-export function activation(gpu: Gpu, y: BufferArg, x: BufferArg, n: number, fn: Activation): Dispatch {
+export function activation(
+  gpu: Gpu,
+  y: BufferArg,
+  x: BufferArg,
+  n: number,
+  fn: Activation,
+): Dispatch {
   positive(fn, { n });
   if (!(fn in ACT_DEFINE)) throw new InvalidInputError(`activation: unknown function "${fn}"`);
   checkSize("x", x, n * 4);
   checkSize("y", y, n * 4);
   const defines = { UNARY: true, [ACT_DEFINE[fn]]: true };
-  if (sameBinding(y, x)) return flatDispatch(gpu, "unary", { ...defines, INPLACE: true }, [y], 0, { n });
+  if (sameBinding(y, x)) {
+    return flatDispatch(gpu, "unary", { ...defines, INPLACE: true }, [y], 0, { n });
+  }
   assertNoAlias(fn, y, x);
   return flatDispatch(gpu, "unary", defines, [x, y], 1, { n });
 }
@@ -129,12 +153,20 @@ export function quickGelu(gpu: Gpu, y: BufferArg, x: BufferArg, n: number): Disp
  * @param y (rows, cols) f32
  * @param gateUp (rows, 2·cols) f32, each row [gate | up]
  */
-export function siluMul(gpu: Gpu, y: BufferArg, gateUp: BufferArg, s: { rows: number; cols: number }): Dispatch {
+export function siluMul(
+  gpu: Gpu,
+  y: BufferArg,
+  gateUp: BufferArg,
+  s: { rows: number; cols: number },
+): Dispatch {
   positive("siluMul", s);
   checkSize("gateUp", gateUp, s.rows * 2 * s.cols * 4);
   checkSize("y", y, s.rows * s.cols * 4);
   assertNoAlias("siluMul", y, gateUp);
-  return flatDispatch(gpu, "silu_mul", { SILU_MUL: true }, [gateUp, y], 1, { n: s.rows * s.cols, cols: s.cols });
+  return flatDispatch(gpu, "silu_mul", { SILU_MUL: true }, [gateUp, y], 1, {
+    n: s.rows * s.cols,
+    cols: s.cols,
+  });
 }
 
 /**
@@ -155,7 +187,10 @@ export function scatterRows(
   checkSize("src", src, s.n * s.cols * 4);
   checkSize("rowIdx", rowIdx, s.n * 4);
   assertNoAlias("scatterRows", dst, src, rowIdx);
-  return flatDispatch(gpu, "scatter_rows", { SCATTER: true }, [src, rowIdx, dst], 2, { n: s.n * s.cols, cols: s.cols });
+  return flatDispatch(gpu, "scatter_rows", { SCATTER: true }, [src, rowIdx, dst], 2, {
+    n: s.n * s.cols,
+    cols: s.cols,
+  });
 }
 
 /**
@@ -174,7 +209,9 @@ export function copyRows(
   const srcRow = s.srcRow ?? 0, dstRow = s.dstRow ?? 0;
   positive("copyRows", { n: s.n, cols: s.cols });
   if (!Number.isInteger(srcRow) || srcRow < 0 || !Number.isInteger(dstRow) || dstRow < 0) {
-    throw new InvalidInputError(`copyRows: srcRow ${srcRow} and dstRow ${dstRow} must be integers ≥ 0`);
+    throw new InvalidInputError(
+      `copyRows: srcRow ${srcRow} and dstRow ${dstRow} must be integers ≥ 0`,
+    );
   }
   checkSize("src", src, (srcRow + s.n) * s.cols * 4);
   checkSize("dst", dst, (dstRow + s.n) * s.cols * 4);

@@ -4,7 +4,15 @@ import type { Gpu } from "../src/gpu/device.ts";
 import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
 import * as ref from "../src/ref/elementwise.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
-import { type Activation, activation, add, addBias, copyRows, scatterRows, siluMul } from "./elementwise.ts";
+import {
+  type Activation,
+  activation,
+  add,
+  addBias,
+  copyRows,
+  scatterRows,
+  siluMul,
+} from "./elementwise.ts";
 import { type Dispatch, run } from "./_kernel.ts";
 
 /** Runs `d`, reads `out` back, frees the dispatch. */
@@ -18,7 +26,18 @@ async function runRead(gpu: Gpu, d: Dispatch, out: GPUBuffer): Promise<Float32Ar
 function activationInputs(): Float32Array {
   const grid = Array.from({ length: 24 * 64 + 1 }, (_, i) => -12 + i / 64);
   const edge = [0.927734375, 0.92773437].flatMap((t) => [t * Math.SQRT2, -t * Math.SQRT2]);
-  return Float32Array.from([...grid, ...edge, 0, -0, 1e-30, -40, 40, -200, 200, ...randn(seeded(41), 500, 3)]);
+  return Float32Array.from([
+    ...grid,
+    ...edge,
+    0,
+    -0,
+    1e-30,
+    -40,
+    40,
+    -200,
+    200,
+    ...randn(seeded(41), 500, 3),
+  ]);
 }
 
 // Bound on |got − want| / max(1, |want|) against f64: the f32 evaluation (erf approximation within
@@ -27,15 +46,22 @@ function activationInputs(): Float32Array {
 // (2.5e-6) or quick_gelu's 1.702 as 1.7 (3e-4) fails.
 const ACT_TOL = 4e-7;
 
-for (const [fn, want] of [["gelu", ref.gelu], ["quickGelu", ref.quickGelu], ["silu", ref.silu]] as const) {
+for (
+  const [fn, want] of [["gelu", ref.gelu], ["quickGelu", ref.quickGelu], [
+    "silu",
+    ref.silu,
+  ]] as const
+) {
   Deno.test(`activation("${fn}") matches the f64 reference within ${ACT_TOL} relative, out of place and in place`, async () => {
     const gpu = await sharedGpu();
     const x = activationInputs(), w = want(x);
     const bx = uploadArray(gpu, x), by = createStorage(gpu, x.byteLength);
-    for (const got of [
-      await runRead(gpu, activation(gpu, by, bx, x.length, fn as Activation), by),
-      await runRead(gpu, activation(gpu, bx, bx, x.length, fn as Activation), bx),
-    ]) {
+    for (
+      const got of [
+        await runRead(gpu, activation(gpu, by, bx, x.length, fn as Activation), by),
+        await runRead(gpu, activation(gpu, bx, bx, x.length, fn as Activation), bx),
+      ]
+    ) {
       let worst = 0, at = 0;
       for (let i = 0; i < x.length; i++) {
         const e = Math.abs(got[i] - w[i]) / Math.max(1, Math.abs(w[i]));
@@ -57,7 +83,11 @@ Deno.test("add() is exact out of place, in place on a, in place on b, and addBia
   assert.deepEqual(await runRead(gpu, add(gpu, bb, ba, bb, n), bb), ref.add(want, b), "b = a + b");
   const rows = 7, cols = 143, y = randn(rng, rows * cols), bias = randn(rng, cols);
   const [bY, bBias] = [uploadArray(gpu, y), uploadArray(gpu, bias)];
-  assert.deepEqual(await runRead(gpu, addBias(gpu, bY, bBias, { rows, cols }), bY), ref.add(y, bias), "bias");
+  assert.deepEqual(
+    await runRead(gpu, addBias(gpu, bY, bBias, { rows, cols }), bY),
+    ref.add(y, bias),
+    "bias",
+  );
   [ba, bb, by, bY, bBias].forEach((q) => q.destroy());
 });
 
@@ -114,7 +144,10 @@ Deno.test("elementwise builders reject aliasing they cannot do and short buffers
   const gpu = await sharedGpu();
   const x = createStorage(gpu, 1024), y = createStorage(gpu, 1024);
   assert.throws(() => siluMul(gpu, x, x, { rows: 1, cols: 32 }), /also an input/);
-  assert.throws(() => add(gpu, { buffer: x, offset: 0, size: 128 }, { buffer: x, offset: 256 }, y, 32), /also an input/);
+  assert.throws(
+    () => add(gpu, { buffer: x, offset: 0, size: 128 }, { buffer: x, offset: 256 }, y, 32),
+    /also an input/,
+  );
   assert.throws(() => activation(gpu, y, x, 257, "gelu"), /x buffer/);
   assert.throws(() => addBias(gpu, y, x, { rows: 0, cols: 4 }), /rows must be a positive integer/);
   [x, y].forEach((b) => b.destroy());

@@ -26,9 +26,17 @@ const STATE_BYTES = 16;
  * run(gpu, embedding(gpu, hidden, idsBuf, embedTokens, { n: inputIds.length }));
  * ```
  */
-export function embedding(gpu: Gpu, y: BufferArg, ids: BufferArg, table: Weight, s: { n: number }): Dispatch[] {
+export function embedding(
+  gpu: Gpu,
+  y: BufferArg,
+  ids: BufferArg,
+  table: Weight,
+  s: { n: number },
+): Dispatch[] {
   const { n } = s;
-  if (!Number.isInteger(n) || n < 1) throw new InvalidInputError(`embedding: n must be a positive integer, got ${n}`);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new InvalidInputError(`embedding: n must be a positive integer, got ${n}`);
+  }
   checkSize("ids", ids, n * 4);
   checkSize("y", y, n * table.cols * 4);
   const v = variant(gpu, {
@@ -52,7 +60,13 @@ export function embedding(gpu: Gpu, y: BufferArg, ids: BufferArg, table: Weight,
  * @param state DecodeState {cache_len, position, step, seed_hi} u32
  * @param table (vocab, hidden) f32 or f16
  */
-export function embeddingAt(gpu: Gpu, y: BufferArg, tokens: BufferArg, state: BufferArg, table: Weight): Dispatch[] {
+export function embeddingAt(
+  gpu: Gpu,
+  y: BufferArg,
+  tokens: BufferArg,
+  state: BufferArg,
+  table: Weight,
+): Dispatch[] {
   checkSize("state", state, STATE_BYTES);
   checkSize("tokens", tokens, 4);
   checkSize("y", y, table.cols * 4);

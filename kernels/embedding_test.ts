@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 import { sharedGpu } from "../src/gpu/device.ts";
 import type { Gpu } from "../src/gpu/device.ts";
 import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
-import { createWeight, destroyWeight, type Weight, type WeightDType, writeWeightRows } from "../src/gpu/tensor.ts";
+import {
+  createWeight,
+  destroyWeight,
+  type Weight,
+  type WeightDType,
+  writeWeightRows,
+} from "../src/gpu/tensor.ts";
 import { embedding as embeddingRef } from "../src/ref/embedding.ts";
 import { randn, seeded } from "../src/ref/_random.ts";
 import { embedding, embeddingAt } from "./embedding.ts";
@@ -10,7 +16,14 @@ import { run } from "./_kernel.ts";
 
 // A gather copies values: results must equal the (f16-rounded) table rows exactly.
 
-function makeTable(gpu: Gpu, data: Float32Array, rows: number, cols: number, dtype: WeightDType, maxChunkBytes?: number) {
+function makeTable(
+  gpu: Gpu,
+  data: Float32Array,
+  rows: number,
+  cols: number,
+  dtype: WeightDType,
+  maxChunkBytes?: number,
+) {
   const w = createWeight(gpu, rows, cols, dtype, "table", maxChunkBytes);
   writeWeightRows(gpu, w, 0, data);
   return { w, held: dtype === "f16" ? data.map(Math.f16round) : data };
@@ -18,7 +31,8 @@ function makeTable(gpu: Gpu, data: Float32Array, rows: number, cols: number, dty
 
 async function gather(gpu: Gpu, table: Weight, ids: Uint32Array): Promise<Float32Array> {
   // y starts as 7s so a row the kernel forgets to write (the zero row too) shows.
-  const bi = uploadArray(gpu, ids), by = uploadArray(gpu, new Float32Array(ids.length * table.cols).fill(7));
+  const bi = uploadArray(gpu, ids),
+    by = uploadArray(gpu, new Float32Array(ids.length * table.cols).fill(7));
   const ds = embedding(gpu, by, bi, table, { n: ids.length });
   run(gpu, ds);
   const y = await readF32(gpu, by);
@@ -35,7 +49,14 @@ Deno.test("embedding() gathers table rows across chunk borders, f32 and f16", as
     const data = randn(rng, rows * cols);
     // 6 rows per chunk: ids on both sides of every border, repeats, the first and last rows, and
     // an id past the table (zero row).
-    const { w, held } = makeTable(gpu, data, rows, cols, dtype, 6 * cols * (dtype === "f16" ? 2 : 4));
+    const { w, held } = makeTable(
+      gpu,
+      data,
+      rows,
+      cols,
+      dtype,
+      6 * cols * (dtype === "f16" ? 2 : 4),
+    );
     assert.equal(w.chunks.length, 9);
     const ids = new Uint32Array([5, 6, 11, 12, 0, 49, 48, 6, 17, 18, 30, 50, 1000]);
     assert.deepEqual(await gather(gpu, w, ids), embeddingRef(held, ids, cols), dtype);
@@ -55,7 +76,14 @@ Deno.test("embedding() handles more than 65535 ids through the 2D grid", async (
 Deno.test("embeddingAt() gathers tokens[state.step] and follows state changes", async () => {
   const gpu = await sharedGpu();
   const rows = 40, cols = 20;
-  const { w, held } = makeTable(gpu, randn(seeded(33), rows * cols), rows, cols, "f16", 7 * cols * 2);
+  const { w, held } = makeTable(
+    gpu,
+    randn(seeded(33), rows * cols),
+    rows,
+    cols,
+    "f16",
+    7 * cols * 2,
+  );
   const tokens = uploadArray(gpu, new Uint32Array([3, 39, 7, 21]));
   const state = uploadArray(gpu, new Uint32Array([10, 10, 1, 0]));
   const y = createStorage(gpu, cols * 4);
@@ -64,7 +92,11 @@ Deno.test("embeddingAt() gathers tokens[state.step] and follows state changes", 
     gpu.device.queue.writeBuffer(state, 8, new Uint32Array([step]));
     run(gpu, ds);
     const id = [3, 39, 7, 21][step];
-    assert.deepEqual(await readF32(gpu, y), held.subarray(id * cols, (id + 1) * cols), `step ${step}`);
+    assert.deepEqual(
+      await readF32(gpu, y),
+      held.subarray(id * cols, (id + 1) * cols),
+      `step ${step}`,
+    );
   }
   [tokens, state, y].forEach((b) => b.destroy());
   ds.forEach((d) => d.destroy());

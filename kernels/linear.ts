@@ -90,7 +90,9 @@ export function linear(
   });
   return w.chunks.map((c) => {
     const params = Params.pack({ m, n: w.rows, k: w.cols, row_start: c.rowStart, rows: c.rows });
-    const grid = gemv ? grid2d(ceilDiv(c.rows, GEMV_ROWS)) : [ceilDiv(c.rows, TILE_N), ceilDiv(m, 16 * TILE_TM)] as const;
+    const grid = gemv
+      ? grid2d(ceilDiv(c.rows, GEMV_ROWS))
+      : [ceilDiv(c.rows, TILE_N), ceilDiv(m, 16 * TILE_TM)] as const;
     const buffers = bias ? [x, c.buffer, bias, y] : [x, c.buffer, y];
     return new Dispatch(gpu, v, buffers, params, grid);
   });

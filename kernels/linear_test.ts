@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { sharedGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
-import { createWeight, destroyWeight, type Weight, type WeightDType, writeWeightRows } from "../src/gpu/tensor.ts";
+import {
+  createWeight,
+  destroyWeight,
+  type Weight,
+  type WeightDType,
+  writeWeightRows,
+} from "../src/gpu/tensor.ts";
 import { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { linear as linearRef } from "../src/ref/linear.ts";
@@ -71,7 +77,12 @@ for (const dtype of ["f32", "f16"] as const) {
       const bias = idx % 2 ? randn(rng, n) : null;
       const { w, held } = makeWeight(gpu, wData, n, k, dtype);
       const got = await runLinear(gpu, x, w, bias, m);
-      assertClose(got, linearRef(x, held, bias, m, n, k), TOL, `${dtype} ${m}x${n}x${k} bias=${!!bias}`);
+      assertClose(
+        got,
+        linearRef(x, held, bias, m, n, k),
+        TOL,
+        `${dtype} ${m}x${n}x${k} bias=${!!bias}`,
+      );
       destroyWeight(w);
     }
   });
@@ -103,7 +114,12 @@ Deno.test("linear() over a weight split into several chunks gives the same bits 
       const want = await runLinear(gpu, x, one.w, bias, m);
       const got = await runLinear(gpu, x, split.w, bias, m);
       assert.deepEqual(got, want, `${dtype} ${m}x${n}x${k}`);
-      assertClose(got, linearRef(x, one.held, bias, m, n, k), TOL, `${dtype} ${m}x${n}x${k} vs ref`);
+      assertClose(
+        got,
+        linearRef(x, one.held, bias, m, n, k),
+        TOL,
+        `${dtype} ${m}x${n}x${k} vs ref`,
+      );
       destroyWeight(one.w);
       destroyWeight(split.w);
     }

@@ -52,10 +52,14 @@ export function createWeight(
   maxChunkBytes: number = gpu.maxBinding,
 ): Weight {
   if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1) {
-    throw new InvalidInputError(`weight "${label}": shape (${rows}, ${cols}) must be positive integers`);
+    throw new InvalidInputError(
+      `weight "${label}": shape (${rows}, ${cols}) must be positive integers`,
+    );
   }
   if (dtype !== "f32" && dtype !== "f16") {
-    throw new InvalidInputError(`weight "${label}": dtype "${dtype}" is not supported; use "f32" or "f16"`);
+    throw new InvalidInputError(
+      `weight "${label}": dtype "${dtype}" is not supported; use "f32" or "f16"`,
+    );
   }
   const limit = Math.min(maxChunkBytes, gpu.maxBinding, gpu.limits.maxBufferSize);
   const rowBytes = cols * DTYPE_BYTES[dtype];
@@ -100,9 +104,16 @@ export function f16BitsToF32(bits: Uint16Array): Float32Array {
  * that start and end on an even element of their chunk (an even row count from an even row), or
  * that run to the chunk's end.
  */
-export function writeWeightRows(gpu: Gpu, w: Weight, rowStart: number, data: Float32Array | Uint16Array): void {
+export function writeWeightRows(
+  gpu: Gpu,
+  w: Weight,
+  rowStart: number,
+  data: Float32Array | Uint16Array,
+): void {
   const n = data.length / w.cols;
-  if (!Number.isInteger(n) || !Number.isInteger(rowStart) || rowStart < 0 || rowStart + n > w.rows) {
+  if (
+    !Number.isInteger(n) || !Number.isInteger(rowStart) || rowStart < 0 || rowStart + n > w.rows
+  ) {
     throw new InvalidInputError(
       `writeWeightRows: ${data.length} values from row ${rowStart} do not fit whole rows of a ` +
         `(${w.rows}, ${w.cols}) weight`,

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { sharedGpu } from "./device.ts";
 import { readBytes } from "./buffers.ts";
 import { InvalidInputError } from "../errors.ts";
-import { seeded, randn } from "../ref/_random.ts";
+import { randn, seeded } from "../ref/_random.ts";
 import {
   createWeight,
   destroyWeight,
@@ -20,7 +20,10 @@ async function readWeight(gpu: Gpu, w: Weight): Promise<Float32Array> {
   for (const c of w.chunks) {
     const n = c.rows * w.cols;
     const bytes = await readBytes(gpu, c.buffer, n * (w.dtype === "f16" ? 2 : 4));
-    out.set(w.dtype === "f16" ? f16BitsToF32(new Uint16Array(bytes)) : new Float32Array(bytes), c.rowStart * w.cols);
+    out.set(
+      w.dtype === "f16" ? f16BitsToF32(new Uint16Array(bytes)) : new Float32Array(bytes),
+      c.rowStart * w.cols,
+    );
   }
   return out;
 }

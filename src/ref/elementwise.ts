@@ -68,9 +68,16 @@ export function siluMul(gateUp: Float32Array, rows: number, cols: number): Float
  * @param dst (rows, cols) f32
  * @param src (n, cols) f32
  */
-export function scatterRows(dst: Float32Array, src: Float32Array, rowIdx: ArrayLike<number>, cols: number): Float32Array {
+export function scatterRows(
+  dst: Float32Array,
+  src: Float32Array,
+  rowIdx: ArrayLike<number>,
+  cols: number,
+): Float32Array {
   const out = dst.slice();
-  for (let i = 0; i < rowIdx.length; i++) out.set(src.subarray(i * cols, (i + 1) * cols), rowIdx[i] * cols);
+  for (let i = 0; i < rowIdx.length; i++) {
+    out.set(src.subarray(i * cols, (i + 1) * cols), rowIdx[i] * cols);
+  }
   return out;
 }
 
