@@ -1,0 +1,69 @@
+/**
+ * Errors in OpenAI's wire format: `{ error: { message, type, param, code } }` with the matching
+ * HTTP status, so the official clients raise their usual typed errors (BadRequestError, ...).
+ * @module
+ */
+import { GpuError, InvalidInputError, ModelFileError, QvqError } from "../errors.ts";
+
+/** The `error` object OpenAI returns. */
+export interface OpenAIErrorBody {
+  message: string;
+  type: string;
+  param: string | null;
+  code: string | null;
+}
+
+/** An error that becomes one HTTP response; `param` names the offending request field. */
+export class HttpError extends QvqError {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly type = "invalid_request_error",
+    readonly param: string | null = null,
+    readonly code: string | null = null,
+    /** Extra response headers, e.g. `Retry-After`. */
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+
+  /** The JSON body OpenAI sends for this error. */
+  toJSON(): { error: OpenAIErrorBody } {
+    return {
+      error: { message: this.message, type: this.type, param: this.param, code: this.code },
+    };
+  }
+}
+
+/** 400 for a request field that is missing, of the wrong type or out of range. */
+export function badRequest(
+  param: string | null,
+  message: string,
+  code = "invalid_value",
+): HttpError {
+  return new HttpError(400, message, "invalid_request_error", param, code);
+}
+
+/**
+ * Maps anything thrown while serving a request to an HttpError. Input errors the engine detects
+ * (an image it cannot decode, a prompt longer than the context) are the client's fault: 400.
+ * Everything else is a 500 whose message hides internals unless they are ours.
+ */
+export function toHttpError(error: unknown): HttpError {
+  if (error instanceof HttpError) return error;
+  if (error instanceof InvalidInputError) return badRequest(null, error.message);
+  if (error instanceof GpuError || error instanceof ModelFileError) {
+    return new HttpError(500, error.message, "server_error", null, error.name);
+  }
+  if (error instanceof QvqError) return new HttpError(500, error.message, "server_error");
+  return new HttpError(
+    500,
+    "The server had an error while processing your request; see the server log.",
+    "server_error",
+  );
+}
+
+/** The Response for an HttpError. */
+export function errorResponse(error: HttpError): Response {
+  return Response.json(error.toJSON(), { status: error.status, headers: error.headers });
+}

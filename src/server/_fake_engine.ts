@@ -1,0 +1,143 @@
+/**
+ * A scripted ChatEngine for tests of the server, the web page and the CLI: it answers with words
+ * derived from the request (so a test can check what reached the engine), one word per token,
+ * honours maxNewTokens, stop strings and the abort signal, and records what it was asked and how
+ * many generations overlapped.
+ * @module
+ */
+import type {
+  ChatEngine,
+  ChatMessage,
+  FinishReason,
+  GenerateOptions,
+  GenerationEvent,
+} from "../generate/types.ts";
+
+/** How the fake behaves. */
+export interface FakeEngineOptions {
+  modelId?: string;
+  /** The answer; by default "I see N image(s). You said: <last user text>". */
+  answer?: (messages: ChatMessage[]) => string;
+  /** Wait between tokens, ms. */
+  tokenDelayMs?: number;
+  /** Wait before the first token (vision + prefill), ms. */
+  prefillDelayMs?: number;
+  /** Reason reported when the whole answer was produced. Default "stop". */
+  finishReason?: FinishReason;
+  /** Thrown when generation starts (after the queue), e.g. an InvalidInputError. */
+  error?: Error;
+}
+
+/** What one call of generate() received and how it ended. */
+export interface FakeCall {
+  messages: ChatMessage[];
+  options: GenerateOptions;
+  finishReason?: FinishReason;
+  /** True once the generator was closed (finished, returned early or aborted). */
+  closed: boolean;
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (ms <= 0 || signal?.aborted) return resolve();
+    const id = setTimeout(done, ms);
+    function done() {
+      clearTimeout(id);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+
+/** The default answer: describes what the engine received. */
+export function describeRequest(messages: ChatMessage[]): string {
+  const parts = messages.flatMap((m) => (typeof m.content === "string" ? [] : m.content));
+  const images = parts.filter((p) => p.type === "image").length;
+  const lastUser = [...messages].reverse().find((m) => m.role === "user");
+  const text = typeof lastUser?.content === "string"
+    ? lastUser.content
+    : (lastUser?.content ?? []).flatMap((p) => (p.type === "text" ? [p.text] : [])).join(" ");
+  return `I see ${images} image${images === 1 ? "" : "s"}. You said: ${text}`;
+}
+
+/** A ChatEngine that streams a scripted answer word by word. */
+export class FakeEngine implements ChatEngine {
+  readonly modelId: string;
+  /** Every generate() call, in order. */
+  readonly calls: FakeCall[] = [];
+  /** Generations running right now, and the most that ever ran at once. */
+  active = 0;
+  maxActive = 0;
+  #options: FakeEngineOptions;
+
+  constructor(options: FakeEngineOptions = {}) {
+    this.modelId = options.modelId ?? "fake/qvq-test";
+    this.#options = options;
+  }
+
+  async *generate(
+    messages: ChatMessage[],
+    options: GenerateOptions = {},
+  ): AsyncGenerator<GenerationEvent> {
+    const call: FakeCall = { messages, options, closed: false };
+    this.calls.push(call);
+    this.active++;
+    this.maxActive = Math.max(this.maxActive, this.active);
+    const o = this.#options;
+    try {
+      if (o.error) throw o.error;
+      await sleep(o.prefillDelayMs ?? 0, options.signal);
+      const answer = (o.answer ?? describeRequest)(messages);
+      // Tokens: each word with the space before it.
+      const tokens = answer.match(/\s*\S+/g) ?? [];
+      const max = options.maxNewTokens ?? Infinity;
+      let text = "";
+      let reason: FinishReason = o.finishReason ?? "stop";
+      let count = 0;
+      for (const token of tokens) {
+        if (options.signal?.aborted) {
+          reason = "abort";
+          break;
+        }
+        if (count === max) {
+          reason = "length";
+          break;
+        }
+        const next = text + token;
+        const stopAt = Math.min(
+          ...(options.stop ?? []).map((s) => next.indexOf(s)).filter((i) => i >= 0),
+        );
+        if (Number.isFinite(stopAt)) {
+          if (stopAt > text.length) yield { type: "delta", text: next.slice(text.length, stopAt) };
+          text = next.slice(0, stopAt);
+          count++;
+          reason = "stop";
+          break;
+        }
+        count++;
+        text = next;
+        yield { type: "delta", text: token };
+        await sleep(o.tokenDelayMs ?? 0, options.signal);
+      }
+      call.finishReason = reason;
+      const images = messages.flatMap((m) => (typeof m.content === "string" ? [] : m.content))
+        .filter((p) => p.type === "image").length;
+      yield {
+        type: "done",
+        result: {
+          finishReason: reason,
+          text,
+          usage: {
+            promptTokens: 10 + 4 * images,
+            completionTokens: count,
+            imageTokens: 4 * images,
+          },
+          timings: { visionMs: 1, prefillMs: 2, decodeMs: 3, tokensPerSecond: 42 },
+        },
+      };
+    } finally {
+      call.closed = true;
+      this.active--;
+    }
+  }
+}

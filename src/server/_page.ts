@@ -1,0 +1,429 @@
+/**
+ * The chat page served at `/`: one self-contained HTML document (no build step, no external
+ * assets) that talks to this server's `/v1/chat/completions` with fetch and reads the SSE stream
+ * itself, so the answer appears as it is written. Kept as a string module so it ships inside the
+ * package (JSR, bundles) with no file reads.
+ * @module
+ */
+
+// String.raw keeps the page's backslashes ("\n" in its script) as written.
+/** The page's HTML. */
+export const PAGE_HTML: string = String.raw`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>QVQ chat</title>
+<style>
+  :root { --bg: #f6f7f9; --panel: #fff; --ink: #1d2430; --muted: #6b7280; --line: #e3e6eb;
+          --accent: #4f46e5; --user: #eef0ff; --err: #b91c1c; color-scheme: light dark; }
+  @media (prefers-color-scheme: dark) {
+    :root { --bg: #14161a; --panel: #1c1f25; --ink: #e6e8eb; --muted: #9aa1ab; --line: #2c313a;
+            --accent: #8b85ff; --user: #262a3d; --err: #f87171; }
+  }
+  * { box-sizing: border-box; }
+  body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; background: var(--bg);
+         color: var(--ink); display: flex; flex-direction: column; height: 100vh; }
+  header { display: flex; align-items: center; gap: .75rem; padding: .6rem 1rem; background: var(--panel);
+           border-bottom: 1px solid var(--line); }
+  header h1 { font-size: 1.05rem; margin: 0; }
+  #model { color: var(--muted); font-size: .85rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+  header details { margin-left: auto; font-size: .85rem; position: relative; }
+  header summary { cursor: pointer; color: var(--muted); list-style: none; }
+  #settings { position: absolute; right: 0; top: 1.8rem; z-index: 2; background: var(--panel); border: 1px solid var(--line);
+              border-radius: 8px; padding: .75rem; display: grid; gap: .5rem; width: 16rem; box-shadow: 0 6px 24px #0002; }
+  #settings label { display: grid; gap: .15rem; color: var(--muted); }
+  #settings input { font: inherit; padding: .3rem .4rem; border: 1px solid var(--line); border-radius: 6px;
+                    background: var(--bg); color: var(--ink); }
+  main { flex: 1; overflow-y: auto; padding: 1rem; }
+  #messages { max-width: 52rem; margin: 0 auto; display: flex; flex-direction: column; gap: .8rem; }
+  .empty { color: var(--muted); text-align: center; margin-top: 20vh; }
+  .msg { padding: .7rem .9rem; border-radius: 12px; max-width: 100%; }
+  .msg.user { background: var(--user); align-self: flex-end; max-width: 85%; }
+  .msg.assistant { background: var(--panel); border: 1px solid var(--line); }
+  .msg .text { white-space: pre-wrap; word-wrap: break-word; }
+  .msg.assistant.streaming .text::after { content: "▍"; color: var(--accent); animation: blink 1s steps(1) infinite; }
+  @keyframes blink { 50% { opacity: 0; } }
+  .msg img { max-width: 14rem; max-height: 14rem; border-radius: 8px; display: block; margin-bottom: .4rem; }
+  .stats { color: var(--muted); font-size: .78rem; margin-top: .35rem; }
+  .error { color: var(--err); }
+  footer { background: var(--panel); border-top: 1px solid var(--line); padding: .7rem 1rem; }
+  form { max-width: 52rem; margin: 0 auto; display: grid; grid-template-columns: auto 1fr auto; gap: .5rem; align-items: end; }
+  #attachments { grid-column: 1 / -1; display: flex; gap: .5rem; flex-wrap: wrap; }
+  #attachments:empty { display: none; }
+  .thumb { position: relative; }
+  .thumb img { height: 3.5rem; border-radius: 6px; border: 1px solid var(--line); display: block; }
+  .thumb button { position: absolute; top: -.4rem; right: -.4rem; border: 0; border-radius: 50%; width: 1.2rem; height: 1.2rem;
+                  font-size: .75rem; line-height: 1; background: var(--ink); color: var(--panel); cursor: pointer; padding: 0; }
+  textarea { font: inherit; resize: none; padding: .55rem .7rem; border: 1px solid var(--line); border-radius: 10px;
+             background: var(--bg); color: var(--ink); min-height: 2.6rem; max-height: 12rem; }
+  textarea:focus { outline: 2px solid var(--accent); outline-offset: -1px; }
+  .button { font: inherit; border: 1px solid var(--line); border-radius: 10px; height: 2.6rem; padding: 0 .9rem;
+            background: var(--bg); color: var(--ink); cursor: pointer; display: inline-flex; align-items: center; }
+  #send { background: var(--accent); border-color: var(--accent); color: #fff; font-weight: 600; }
+  #send.stop { background: var(--err); border-color: var(--err); }
+  input[type=file] { display: none; }
+</style>
+</head>
+<body>
+<header>
+  <h1>QVQ</h1>
+  <span id="model">connecting…</span>
+  <details>
+    <summary>Settings</summary>
+    <div id="settings">
+      <label>Max tokens <input id="max-tokens" type="number" min="1" max="8192" value="2048"></label>
+      <label>Temperature <input id="temperature" type="number" min="0" max="2" step="0.1" value="0"></label>
+      <label>API key <input id="api-key" type="password" placeholder="only if the server needs one"></label>
+    </div>
+  </details>
+</header>
+<main><div id="messages"><p class="empty">Ask about an image: attach one, type a question, press Enter.</p></div></main>
+<footer>
+  <form id="form">
+    <div id="attachments"></div>
+    <label class="button" title="Attach an image">📎<input id="file" type="file" accept="image/png,image/jpeg,image/webp" multiple></label>
+    <textarea id="prompt" rows="1" placeholder="Message QVQ (Shift+Enter for a new line)"></textarea>
+    <button id="send" class="button" type="submit">Send</button>
+  </form>
+</footer>
+<script type="module">
+const $ = (id) => document.getElementById(id);
+const history = [];          // OpenAI messages sent so far
+let attached = [];           // data: URLs waiting for the next message
+let model = null;
+let running = null;          // AbortController of the answer being streamed
+
+const apiKey = $("api-key");
+apiKey.value = localStorage.getItem("qvq-api-key") || "";
+apiKey.addEventListener("change", () => { localStorage.setItem("qvq-api-key", apiKey.value); loadModel(); });
+
+function headers() {
+  const h = { "content-type": "application/json" };
+  if (apiKey.value) h.authorization = "Bearer " + apiKey.value;
+  return h;
+}
+
+async function loadModel() {
+  try {
+    const response = await fetch("v1/models", { headers: headers() });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
+    model = body.data[0].id;
+    $("model").textContent = model;
+  } catch (error) {
+    $("model").textContent = "no model: " + error.message;
+  }
+}
+
+function addMessage(role, text, images) {
+  const empty = document.querySelector(".empty");
+  if (empty) empty.remove();
+  const div = document.createElement("div");
+  div.className = "msg " + role;
+  for (const url of images || []) {
+    const img = document.createElement("img");
+    img.src = url;
+    div.append(img);
+  }
+  const body = document.createElement("div");
+  body.className = "text";
+  body.textContent = text;
+  div.append(body);
+  $("messages").append(div);
+  div.scrollIntoView({ block: "end" });
+  return div;
+}
+
+function showAttachments() {
+  const box = $("attachments");
+  box.replaceChildren(...attached.map((url, i) => {
+    const thumb = document.createElement("div");
+    thumb.className = "thumb";
+    const img = document.createElement("img");
+    img.src = url;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "×";
+    remove.title = "Remove";
+    remove.onclick = () => { attached.splice(i, 1); showAttachments(); };
+    thumb.append(img, remove);
+    return thumb;
+  }));
+}
+
+function attach(files) {
+  for (const file of files) {
+    if (!file.type.startsWith("image/")) continue;
+    const reader = new FileReader();
+    reader.onload = () => { attached.push(reader.result); showAttachments(); };
+    reader.readAsDataURL(file);
+  }
+}
+
+$("file").addEventListener("change", (e) => { attach(e.target.files); e.target.value = ""; });
+document.addEventListener("paste", (e) => attach(e.clipboardData ? e.clipboardData.files : []));
+document.addEventListener("dragover", (e) => e.preventDefault());
+document.addEventListener("drop", (e) => { e.preventDefault(); attach(e.dataTransfer.files); });
+
+const prompt = $("prompt");
+prompt.addEventListener("input", () => { prompt.style.height = "auto"; prompt.style.height = prompt.scrollHeight + "px"; });
+prompt.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("form").requestSubmit(); }
+});
+
+// Yields the JSON payload of each "data:" event until "[DONE]".
+async function* events(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
+      if (!data) continue;                 // a keep-alive comment
+      if (data === "[DONE]") return;
+      yield JSON.parse(data);
+    }
+  }
+}
+
+function setRunning(controller) {
+  running = controller;
+  $("send").textContent = controller ? "Stop" : "Send";
+  $("send").classList.toggle("stop", !!controller);
+}
+
+$("form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  if (running) { running.abort(); return; }
+  const text = prompt.value.trim();
+  if (!text && attached.length === 0) return;
+  if (!model) await loadModel();
+  const images = attached;
+  const content = [...images.map((url) => ({ type: "image_url", image_url: { url } }))];
+  if (text) content.push({ type: "text", text });
+  history.push({ role: "user", content });
+  addMessage("user", text, images);
+  attached = [];
+  showAttachments();
+  prompt.value = "";
+  prompt.style.height = "auto";
+
+  const div = addMessage("assistant", "");
+  div.classList.add("streaming");
+  const out = div.querySelector(".text");
+  const controller = new AbortController();
+  setRunning(controller);
+  let answer = "";
+  try {
+    const response = await fetch("v1/chat/completions", {
+      method: "POST",
+      headers: headers(),
+      signal: controller.signal,
+      body: JSON.stringify({
+        model, messages: history, stream: true, stream_options: { include_usage: true },
+        max_tokens: Number($("max-tokens").value) || undefined,
+        temperature: Number($("temperature").value),
+      }),
+    });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(body.error ? body.error.message : "HTTP " + response.status);
+    }
+    let usage = null, timings = null, reason = null;
+    for await (const chunk of events(response)) {
+      if (chunk.error) throw new Error(chunk.error.message);
+      const choice = chunk.choices[0];
+      if (choice && choice.delta.content) {
+        answer += choice.delta.content;
+        out.textContent = answer;
+        div.scrollIntoView({ block: "end" });
+      }
+      if (choice && choice.finish_reason) reason = choice.native_finish_reason || choice.finish_reason;
+      if (chunk.timings) timings = chunk.timings;
+      if (chunk.usage) usage = chunk.usage;
+    }
+    const stats = document.createElement("div");
+    stats.className = "stats";
+    const parts = [];
+    if (usage) parts.push(usage.completion_tokens + " tokens");
+    if (timings) parts.push(timings.tokens_per_second.toFixed(1) + " tokens/s");
+    if (reason && reason !== "stop") parts.push("ended: " + reason);
+    stats.textContent = parts.join(" · ");
+    div.append(stats);
+  } catch (error) {
+    $("model").textContent = "no model: " + error.message;
+  }
+}
+
+function addMessage(role, text, images) {
+  const empty = document.querySelector(".empty");
+  if (empty) empty.remove();
+  const div = document.createElement("div");
+  div.className = "msg " + role;
+  for (const url of images || []) {
+    const img = document.createElement("img");
+    img.src = url;
+    div.append(img);
+  }
+  const body = document.createElement("div");
+  body.className = "text";
+  body.textContent = text;
+  div.append(body);
+  $("messages").append(div);
+  div.scrollIntoView({ block: "end" });
+  return div;
+}
+
+function showAttachments() {
+  const box = $("attachments");
+  box.replaceChildren(...attached.map((url, i) => {
+    const thumb = document.createElement("div");
+    thumb.className = "thumb";
+    const img = document.createElement("img");
+    img.src = url;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "×";
+    remove.title = "Remove";
+    remove.onclick = () => { attached.splice(i, 1); showAttachments(); };
+    thumb.append(img, remove);
+    return thumb;
+  }));
+}
+
+function attach(files) {
+  for (const file of files) {
+    if (!file.type.startsWith("image/")) continue;
+    const reader = new FileReader();
+    reader.onload = () => { attached.push(reader.result); showAttachments(); };
+    reader.readAsDataURL(file);
+  }
+}
+
+$("file").addEventListener("change", (e) => { attach(e.target.files); e.target.value = ""; });
+document.addEventListener("paste", (e) => attach(e.clipboardData ? e.clipboardData.files : []));
+document.addEventListener("dragover", (e) => e.preventDefault());
+document.addEventListener("drop", (e) => { e.preventDefault(); attach(e.dataTransfer.files); });
+
+const prompt = $("prompt");
+prompt.addEventListener("input", () => { prompt.style.height = "auto"; prompt.style.height = prompt.scrollHeight + "px"; });
+prompt.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("form").requestSubmit(); }
+});
+
+// Yields the JSON payload of each "data:" event until "[DONE]".
+async function* events(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
+      if (!data) continue;                 // a keep-alive comment
+      if (data === "[DONE]") return;
+      yield JSON.parse(data);
+    }
+  }
+}
+
+function setRunning(controller) {
+  running = controller;
+  $("send").textContent = controller ? "Stop" : "Send";
+  $("send").classList.toggle("stop", !!controller);
+}
+
+$("form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  if (running) { running.abort(); return; }
+  const text = prompt.value.trim();
+  if (!text && attached.length === 0) return;
+  if (!model) await loadModel();
+  const images = attached;
+  const content = [...images.map((url) => ({ type: "image_url", image_url: { url } }))];
+  if (text) content.push({ type: "text", text });
+  history.push({ role: "user", content });
+  addMessage("user", text, images);
+  attached = [];
+  showAttachments();
+  prompt.value = "";
+  prompt.style.height = "auto";
+
+  const div = addMessage("assistant", "");
+  div.classList.add("streaming");
+  const out = div.querySelector(".text");
+  const controller = new AbortController();
+  setRunning(controller);
+  let answer = "";
+  try {
+    const response = await fetch("v1/chat/completions", {
+      method: "POST",
+      headers: headers(),
+      signal: controller.signal,
+      body: JSON.stringify({
+        model, messages: history, stream: true, stream_options: { include_usage: true },
+        max_tokens: Number($("max-tokens").value) || undefined,
+        temperature: Number($("temperature").value),
+      }),
+    });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(body.error ? body.error.message : "HTTP " + response.status);
+    }
+    const stats = document.createElement("div");
+    stats.className = "stats";
+    for await (const chunk of events(response)) {
+      if (chunk.error) throw new Error(chunk.error.message);
+      const choice = chunk.choices[0];
+      if (choice && choice.delta.content) {
+        answer += choice.delta.content;
+        out.textContent = answer;
+        div.scrollIntoView({ block: "end" });
+      }
+      if (chunk.usage) {
+        const t = chunk.timings ? " · " + chunk.timings.tokens_per_second.toFixed(1) + " tokens/s" : "";
+        stats.textContent = chunk.usage.completion_tokens + " tokens" + t;
+        div.append(stats);
+      }
+      if (choice && choice.finish_reason) {
+        if (chunk.timings) stats.dataset.speed = chunk.timings.tokens_per_second;
+        if (choice.native_finish_reason && choice.native_finish_reason !== "stop") {
+          stats.dataset.reason = choice.native_finish_reason;
+        }
+      }
+    }
+    if (stats.dataset.speed && !stats.isConnected) {
+      stats.textContent = Number(stats.dataset.speed).toFixed(1) + " tokens/s";
+      div.append(stats);
+    }
+    if (stats.dataset.reason) stats.textContent += " · ended: " + stats.dataset.reason;
+  } catch (error) {
+    if (error.name !== "AbortError") {
+      const p = document.createElement("div");
+      p.className = "error";
+      p.textContent = error.message;
+      div.append(p);
+    }
+  } finally {
+    div.classList.remove("streaming");
+    history.push({ role: "assistant", content: answer });
+    setRunning(null);
+    prompt.focus();
+  }
+});
+
+loadModel();
+</script>
+</body>
+</html>
+`;

@@ -1,0 +1,323 @@
+/**
+ * Validation of a `POST /v1/chat/completions` body. Every field is checked before any work starts,
+ * and every failure is a 400 naming the field (OpenAI's `param`), so a malformed request can never
+ * reach the engine or turn into a 500.
+ *
+ * Request shapes follow OpenAI's API reference for chat completions (as typed in openai-node,
+ * src/resources/chat/completions/completions.ts, Apache-2.0); only the fields qvq honours are typed.
+ * @module
+ */
+import type { ChatMessage, ContentPart, GenerateOptions } from "../generate/types.ts";
+import { badRequest } from "./_errors.ts";
+import { type ImagePolicy, loadImage } from "./_images.ts";
+
+/** The most tokens one request may ask for (GenerateOptions.maxNewTokens' range). */
+export const MAX_COMPLETION_TOKENS = 8192;
+/** OpenAI accepts at most 4 stop sequences. */
+const MAX_STOP_SEQUENCES = 4;
+
+/** One content part of a request message, images not yet fetched. */
+export type RequestPart =
+  | { type: "text"; text: string }
+  | { type: "image_url"; url: string; param: string };
+
+/** A validated message; images are still URLs. */
+export interface RequestMessage {
+  role: ChatMessage["role"];
+  content: string | RequestPart[];
+}
+
+/** A validated chat completion request. */
+export interface ChatRequest {
+  model: string;
+  messages: RequestMessage[];
+  /** Generation options, everything but `signal`. */
+  options: Omit<GenerateOptions, "signal">;
+  stream: boolean;
+  /** `stream_options.include_usage`: send a last chunk with usage and empty choices. */
+  includeUsage: boolean;
+}
+
+type Json = Record<string, unknown>;
+
+const isObject = (x: unknown): x is Json =>
+  typeof x === "object" && x !== null && !Array.isArray(x);
+
+function typeName(x: unknown): string {
+  return x === null ? "null" : Array.isArray(x) ? "array" : typeof x;
+}
+
+interface NumberRule {
+  min?: number;
+  max?: number;
+  /** `min` itself is not allowed. */
+  exclusiveMin?: boolean;
+  integer?: boolean;
+}
+
+/** `body[name]` as a number within `rule`, or undefined when absent or null (OpenAI: null = default). */
+function optionalNumber(body: Json, name: string, rule: NumberRule): number | undefined {
+  const x = body[name];
+  if (x === undefined || x === null) return undefined;
+  if (typeof x !== "number" || !Number.isFinite(x)) {
+    throw badRequest(name, `${name} must be a number; got ${JSON.stringify(x)}.`, "invalid_type");
+  }
+  const { min = -Infinity, max = Infinity, exclusiveMin = false, integer = false } = rule;
+  if (integer && !Number.isSafeInteger(x)) {
+    throw badRequest(name, `${name} must be an integer; got ${x}.`, "invalid_type");
+  }
+  if (x < min || (exclusiveMin && x === min) || x > max) {
+    const low = min === -Infinity ? "" : `${exclusiveMin ? ">" : ">="} ${min}`;
+    const high = max === Infinity ? "" : `<= ${max}`;
+    throw badRequest(
+      name,
+      `${name} must be ${[low, high].filter(Boolean).join(" and ")}; got ${x}.`,
+    );
+  }
+  return x;
+}
+
+/** `body[name]` as a boolean, or undefined when absent or null; `param` is its full path. */
+function optionalBoolean(body: Json, name: string, param = name): boolean | undefined {
+  const x = body[name];
+  if (x === undefined || x === null) return undefined;
+  if (typeof x !== "boolean") {
+    throw badRequest(
+      param,
+      `${param} must be true or false; got ${JSON.stringify(x)}.`,
+      "invalid_type",
+    );
+  }
+  return x;
+}
+
+function parseStop(body: Json): string[] | undefined {
+  const stop = body.stop;
+  if (stop === undefined || stop === null) return undefined;
+  const list = typeof stop === "string" ? [stop] : stop;
+  if (!Array.isArray(list) || !list.every((s) => typeof s === "string" && s !== "")) {
+    throw badRequest(
+      "stop",
+      "stop must be a non-empty string or an array of non-empty strings.",
+      "invalid_type",
+    );
+  }
+  if (list.length > MAX_STOP_SEQUENCES) {
+    throw badRequest(
+      "stop",
+      `stop takes at most ${MAX_STOP_SEQUENCES} sequences; got ${list.length}.`,
+    );
+  }
+  return list.length ? list : undefined;
+}
+
+/** Fields OpenAI defines that qvq cannot honour; sending them with a non-default value is a 400. */
+function refuseUnsupported(body: Json): void {
+  for (const name of ["frequency_penalty", "presence_penalty"]) {
+    const x = optionalNumber(body, name, { min: -2, max: 2 });
+    if (x !== undefined && x !== 0) {
+      throw badRequest(
+        name,
+        `${name} is not supported by this server (only 0); use repetition_penalty (e.g. 1.05) instead.`,
+        "unsupported_parameter",
+      );
+    }
+  }
+  const n = optionalNumber(body, "n", { integer: true, min: 1 });
+  if (n !== undefined && n !== 1) {
+    throw badRequest(
+      "n",
+      `n must be 1; this server generates one choice per request, got ${n}.`,
+      "unsupported_value",
+    );
+  }
+  if (optionalBoolean(body, "logprobs")) {
+    throw badRequest(
+      "logprobs",
+      "logprobs is not supported by this server.",
+      "unsupported_parameter",
+    );
+  }
+  for (const name of ["tools", "functions", "audio"]) {
+    const x = body[name];
+    if (x !== undefined && x !== null && !(Array.isArray(x) && x.length === 0)) {
+      throw badRequest(name, `${name} is not supported by this server.`, "unsupported_parameter");
+    }
+  }
+  const format = body.response_format;
+  if (format !== undefined && format !== null && !(isObject(format) && format.type === "text")) {
+    throw badRequest(
+      "response_format",
+      'response_format: only {"type":"text"} is supported by this server.',
+      "unsupported_parameter",
+    );
+  }
+}
+
+function parsePart(part: unknown, param: string, role: string): RequestPart {
+  if (!isObject(part)) {
+    throw badRequest(
+      param,
+      `${param} must be an object like {"type":"text","text":"..."}; got ${typeName(part)}.`,
+      "invalid_type",
+    );
+  }
+  if (part.type === "text") {
+    if (typeof part.text !== "string") {
+      throw badRequest(`${param}.text`, `${param}.text must be a string.`, "invalid_type");
+    }
+    return { type: "text", text: part.text };
+  }
+  if (part.type === "image_url") {
+    if (role !== "user") {
+      throw badRequest(param, `${param}: images are only allowed in user messages, not "${role}".`);
+    }
+    const image = part.image_url;
+    if (!isObject(image) || typeof image.url !== "string") {
+      throw badRequest(
+        `${param}.image_url`,
+        `${param}.image_url must be an object like {"url":"data:image/png;base64,..."}.`,
+        "invalid_type",
+      );
+    }
+    return { type: "image_url", url: image.url, param: `${param}.image_url.url` };
+  }
+  throw badRequest(
+    `${param}.type`,
+    `${param}.type must be "text" or "image_url"; got ${JSON.stringify(part.type)}.`,
+  );
+}
+
+const ROLES: Record<string, ChatMessage["role"]> = {
+  system: "system",
+  // OpenAI's newer name for system instructions.
+  developer: "system",
+  user: "user",
+  assistant: "assistant",
+};
+
+function parseMessage(message: unknown, i: number): RequestMessage {
+  const param = `messages[${i}]`;
+  if (!isObject(message)) {
+    throw badRequest(
+      param,
+      `${param} must be an object with "role" and "content"; got ${typeName(message)}.`,
+      "invalid_type",
+    );
+  }
+  const role = typeof message.role === "string" ? ROLES[message.role] : undefined;
+  if (!role) {
+    throw badRequest(
+      `${param}.role`,
+      `${param}.role must be "system", "developer", "user" or "assistant"; got ${
+        JSON.stringify(message.role)
+      }.`,
+    );
+  }
+  const content = message.content;
+  if (typeof content === "string") return { role, content };
+  if (Array.isArray(content)) {
+    return { role, content: content.map((p, j) => parsePart(p, `${param}.content[${j}]`, role)) };
+  }
+  throw badRequest(
+    `${param}.content`,
+    `${param}.content must be a string or an array of parts; got ${typeName(content)}.`,
+    "invalid_type",
+  );
+}
+
+/** Server settings validation depends on. */
+export interface RequestLimits {
+  /** Default of the `stop_on_loop` extension. */
+  stopOnLoop: boolean;
+  /** Most images in one request. */
+  maxImages: number;
+}
+
+/** Validates a parsed JSON body (the model name is checked by the caller, who knows the engine). */
+export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequest {
+  if (!isObject(body)) {
+    throw badRequest(
+      null,
+      `The request body must be a JSON object; got ${typeName(body)}.`,
+      "invalid_type",
+    );
+  }
+  if (typeof body.model !== "string" || body.model === "") {
+    throw badRequest(
+      "model",
+      "model must be a non-empty string (see GET /v1/models).",
+      "invalid_type",
+    );
+  }
+  if (!Array.isArray(body.messages) || body.messages.length === 0) {
+    throw badRequest("messages", "messages must be a non-empty array of messages.", "invalid_type");
+  }
+  const messages = body.messages.map(parseMessage);
+  const images = messages.flatMap((m) => (typeof m.content === "string" ? [] : m.content))
+    .filter((p) => p.type === "image_url");
+  if (images.length > limits.maxImages) {
+    throw badRequest(
+      images[limits.maxImages].param.replace(/\.image_url\.url$/, ""),
+      `A request may carry at most ${limits.maxImages} images; this one has ${images.length}.`,
+      "too_many_images",
+    );
+  }
+  refuseUnsupported(body);
+  const maxTokens = optionalNumber(body, "max_tokens", {
+    integer: true,
+    min: 1,
+    max: MAX_COMPLETION_TOKENS,
+  });
+  const maxCompletion = optionalNumber(body, "max_completion_tokens", {
+    integer: true,
+    min: 1,
+    max: MAX_COMPLETION_TOKENS,
+  });
+  const stream = optionalBoolean(body, "stream") ?? false;
+  const streamOptions = body.stream_options;
+  if (streamOptions !== undefined && streamOptions !== null) {
+    if (!stream) {
+      throw badRequest("stream_options", "stream_options is only allowed when stream is true.");
+    }
+    if (!isObject(streamOptions)) {
+      throw badRequest("stream_options", "stream_options must be an object.", "invalid_type");
+    }
+  }
+  const includeUsage = isObject(streamOptions) &&
+    (optionalBoolean(streamOptions, "include_usage", "stream_options.include_usage") ?? false);
+  const options: ChatRequest["options"] = {
+    maxNewTokens: maxCompletion ?? maxTokens,
+    temperature: optionalNumber(body, "temperature", { min: 0, max: 2 }),
+    topP: optionalNumber(body, "top_p", { min: 0, max: 1, exclusiveMin: true }),
+    topK: optionalNumber(body, "top_k", { integer: true, min: 1 }),
+    repetitionPenalty: optionalNumber(body, "repetition_penalty", { min: 0, exclusiveMin: true }),
+    seed: optionalNumber(body, "seed", { integer: true }),
+    stop: parseStop(body),
+    stopOnLoop: optionalBoolean(body, "stop_on_loop") ?? limits.stopOnLoop,
+  };
+  // Leave unset fields out, so the engine's defaults (generation_config.json) apply.
+  for (const key of Object.keys(options) as (keyof typeof options)[]) {
+    if (options[key] === undefined) delete options[key];
+  }
+  return { model: body.model, messages, options, stream, includeUsage };
+}
+
+/** Fetches or decodes every image of validated messages, in order. */
+export function loadMessages(
+  messages: RequestMessage[],
+  policy: ImagePolicy,
+  signal?: AbortSignal,
+): Promise<ChatMessage[]> {
+  return Promise.all(messages.map(async ({ role, content }): Promise<ChatMessage> => {
+    if (typeof content === "string") return { role, content };
+    const parts = await Promise.all(
+      content.map(async (part): Promise<ContentPart> =>
+        part.type === "text"
+          ? part
+          : { type: "image", image: await loadImage(part.url, part.param, policy, signal) }
+      ),
+    );
+    return { role, content: parts };
+  }));
+}

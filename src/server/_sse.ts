@@ -1,0 +1,67 @@
+/**
+ * A server-sent-events response fed by an async producer. Each event is written as soon as it is
+ * sent (no batching), a comment line keeps idle connections alive (while queued, or during a long
+ * prefill) so proxies and clients do not time out, and a client that goes away aborts the
+ * producer's signal.
+ * @module
+ */
+
+/** Sends one `data:` event: a string as is (e.g. "[DONE]"), anything else as JSON. */
+export type SendEvent = (data: unknown) => void;
+
+const encoder = new TextEncoder();
+
+/**
+ * A streaming Response that runs `produce` until it returns. `signal` given to `produce` aborts
+ * when the client disconnects (stream cancelled or `requestSignal` aborted); after that, `send`
+ * does nothing. Errors thrown by `produce` end the stream (report them with `send` first).
+ */
+export function sseResponse(
+  produce: (send: SendEvent, signal: AbortSignal) => Promise<void>,
+  options: { keepAliveMs: number; controller: AbortController },
+): Response {
+  const { keepAliveMs, controller: abort } = options;
+  let timer: ReturnType<typeof setInterval> | undefined;
+  let open = true;
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      let idle = false;
+      const write = (text: string) => {
+        if (!open) return;
+        idle = false;
+        controller.enqueue(encoder.encode(text));
+      };
+      // Every tick: a comment if nothing was written since the last one.
+      timer = setInterval(() => {
+        if (idle) write(": keep-alive\n\n");
+        idle = true;
+      }, keepAliveMs);
+      const send: SendEvent = (data) =>
+        write(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`);
+      produce(send, abort.signal)
+        .catch((error) => {
+          if (!abort.signal.aborted) console.error("qvq server: stream failed:", error);
+        })
+        .finally(() => {
+          clearInterval(timer);
+          if (open) {
+            open = false;
+            controller.close();
+          }
+        });
+    },
+    cancel(reason) {
+      open = false;
+      clearInterval(timer);
+      abort.abort(reason ?? new DOMException("The client disconnected.", "AbortError"));
+    },
+  });
+  return new Response(body, {
+    headers: {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-cache",
+      // Tells nginx-style proxies not to buffer the stream.
+      "x-accel-buffering": "no",
+    },
+  });
+}

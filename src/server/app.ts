@@ -1,0 +1,320 @@
+/**
+ * The OpenAI-compatible HTTP API as a Hono app: `POST /v1/chat/completions` (streaming or not,
+ * text and images), `GET /v1/models`, `GET /health`, and a chat web page at `/`.
+ *
+ * @example Mount it in your own Hono app
+ * ```ts ignore
+ * import { Hono } from "hono";
+ * import { createApp, Pipeline } from "@qvq/webgpu";
+ *
+ * const engine = await Pipeline.load("tests/fixtures/tiny-qwen2vl");
+ * const app = new Hono();
+ * app.route("/qvq", createApp(engine, { apiKey: "secret" }));
+ * Deno.serve({ port: 8000 }, app.fetch);
+ * ```
+ * @module
+ */
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import type { ChatEngine, ChatMessage, GenerateOptions } from "../generate/types.ts";
+import { errorResponse, HttpError, toHttpError } from "./_errors.ts";
+import type { ImagePolicy } from "./_images.ts";
+import { chunkObject, completionHeader, completionObject } from "./_openai.ts";
+import { PAGE_HTML } from "./_page.ts";
+import { GenerationQueue, type Ticket } from "./_queue.ts";
+import { type ChatRequest, loadMessages, parseChatRequest } from "./_request.ts";
+import { sseResponse } from "./_sse.ts";
+
+/** Limits and switches of the HTTP API; every field has a safe default. */
+export interface ServerOptions {
+  /** Require `Authorization: Bearer <apiKey>` on /v1/* (401 otherwise). Default: no key. */
+  apiKey?: string;
+  /** Requests that may wait while one generates; more get 503 with Retry-After. Default 16. */
+  maxQueue?: number;
+  /** `Retry-After` seconds sent with a 503 when the queue is full. Default 10. */
+  retryAfterSeconds?: number;
+  /** Largest request body in bytes (images travel base64 inside it); more is a 413. Default 32 MiB. */
+  maxBodyBytes?: number;
+  /** Largest image in bytes; more is a 413. Default 20 MiB. */
+  maxImageBytes?: number;
+  /** Most images in one request. Default 8. */
+  maxImages?: number;
+  /** Fetch http(s) `image_url`s. Default false: only `data:` URLs. */
+  allowRemoteImages?: boolean;
+  /** Let remote image fetches reach loopback/private/link-local addresses. Default false. */
+  allowPrivateImageHosts?: boolean;
+  /** Time limit for fetching one remote image, in ms. Default 10 000. */
+  imageFetchTimeoutMs?: number;
+  /** A streamed response idle this long (queued, or in a long prefill) gets an SSE comment. Default 15 000 ms. */
+  keepAliveMs?: number;
+  /** Default of the `stop_on_loop` request extension: end answers that repeat themselves. Default true. */
+  stopOnLoop?: boolean;
+  /** Serve the chat page at `/`. Default true. */
+  webPage?: boolean;
+}
+
+type Settings = Required<Omit<ServerOptions, "apiKey">> & { apiKey?: string };
+
+const DEFAULTS: Settings = {
+  maxQueue: 16,
+  retryAfterSeconds: 10,
+  maxBodyBytes: 32 * 1024 * 1024,
+  maxImageBytes: 20 * 1024 * 1024,
+  maxImages: 8,
+  allowRemoteImages: false,
+  allowPrivateImageHosts: false,
+  imageFetchTimeoutMs: 10_000,
+  keepAliveMs: 15_000,
+  stopOnLoop: true,
+  webPage: true,
+};
+
+/** Status for a response whose client already left (nginx's convention); nobody reads it. */
+const CLIENT_CLOSED = 499;
+
+async function readJson(request: Request): Promise<unknown> {
+  const text = await request.text();
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new HttpError(
+      400,
+      `The request body is not valid JSON (${(error as Error).message}).`,
+      "invalid_request_error",
+      null,
+      "invalid_json",
+    );
+  }
+}
+
+/** Constant-time string comparison, so response timing does not reveal the key. */
+function sameKey(given: string, expected: string): boolean {
+  const a = new TextEncoder().encode(given), b = new TextEncoder().encode(expected);
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < b.length; i++) diff |= (a[i] ?? 0) ^ b[i];
+  return diff === 0;
+}
+
+/** Runs `work` when the ticket's turn comes, and always gives the turn back. */
+async function inTurn<T>(ticket: Ticket, work: () => Promise<T>): Promise<T> {
+  try {
+    await ticket.ready;
+    return await work();
+  } finally {
+    ticket.release();
+  }
+}
+
+/**
+ * Builds the HTTP app for `engine` (or for the promise of one still loading: requests wait for it,
+ * `/health` says "loading"). Use `app.fetch` as a fetch handler (`Deno.serve(app.fetch)`,
+ * `export default app` for `deno serve`), or mount it with `parent.route(prefix, app)`.
+ *
+ * @example Answer one request without a listening server
+ * ```ts ignore
+ * const app = createApp(engine);
+ * const response = await app.request("/v1/chat/completions", {
+ *   method: "POST",
+ *   body: JSON.stringify({ model: engine.modelId, messages: [{ role: "user", content: "Hi" }] }),
+ * });
+ * console.log((await response.json()).choices[0].message.content);
+ * ```
+ */
+export function createApp(
+  engine: ChatEngine | Promise<ChatEngine>,
+  options: ServerOptions = {},
+): Hono {
+  const settings: Settings = { ...DEFAULTS, ...options };
+  const queue = new GenerationQueue(settings.maxQueue);
+  const policy: ImagePolicy = {
+    allowRemote: settings.allowRemoteImages,
+    allowPrivate: settings.allowPrivateImageHosts,
+    maxBytes: settings.maxImageBytes,
+    timeoutMs: settings.imageFetchTimeoutMs,
+  };
+  let loaded: ChatEngine | undefined;
+  let loadError: unknown;
+  const engineReady = Promise.resolve(engine).then(
+    (e) => (loaded = e),
+    (error) => {
+      loadError = error;
+      throw error;
+    },
+  );
+  engineReady.catch(() => {}); // reported by /health and by each request
+
+  const app = new Hono();
+
+  app.onError((error) => {
+    const http = toHttpError(error);
+    if (http.status === 500) console.error("qvq server:", error);
+    return errorResponse(http);
+  });
+  app.notFound((c) =>
+    errorResponse(
+      new HttpError(
+        404,
+        `No route for ${c.req.method} ${c.req.path}.`,
+        "invalid_request_error",
+        null,
+        "not_found",
+      ),
+    )
+  );
+
+  app.get("/health", (c) => {
+    if (loadError) return c.json({ status: "error", error: String(loadError) }, 500);
+    if (!loaded) return c.json({ status: "loading" }, 503);
+    return c.json({
+      status: "ok",
+      model: loaded.modelId,
+      queue: { running: queue.running, waiting: queue.waiting, max: queue.maxWaiting },
+    });
+  });
+
+  if (settings.webPage) {
+    app.get("/", (c) => c.html(PAGE_HTML));
+  }
+
+  if (settings.apiKey !== undefined) {
+    const key = settings.apiKey;
+    app.use("/v1/*", async (c, next) => {
+      const header = c.req.header("authorization") ?? "";
+      const given = header.match(/^Bearer\s+(.+)$/i)?.[1]?.trim();
+      if (given === undefined || !sameKey(given, key)) {
+        throw new HttpError(
+          401,
+          given === undefined
+            ? "Missing API key: send it as 'Authorization: Bearer <key>'."
+            : "Incorrect API key provided.",
+          "invalid_request_error",
+          null,
+          "invalid_api_key",
+        );
+      }
+      await next();
+    });
+  }
+
+  const modelObject = (e: ChatEngine) => ({
+    id: e.modelId,
+    object: "model",
+    created: 0,
+    owned_by: "qvq",
+  });
+
+  app.get("/v1/models", async (c) => {
+    return c.json({ object: "list", data: [modelObject(await engineReady)] });
+  });
+
+  app.get("/v1/models/:id{.+}", async (c) => {
+    const e = await engineReady;
+    if (c.req.param("id") !== e.modelId) throw modelNotFound(c.req.param("id"), e);
+    return c.json(modelObject(e));
+  });
+
+  app.post(
+    "/v1/chat/completions",
+    bodyLimit({
+      maxSize: settings.maxBodyBytes,
+      onError: () => {
+        throw new HttpError(
+          413,
+          `The request body is larger than ${settings.maxBodyBytes} bytes; send smaller or fewer images.`,
+          "invalid_request_error",
+          null,
+          "request_too_large",
+        );
+      },
+    }),
+    async (c) => {
+      const request = parseChatRequest(await readJson(c.req.raw), settings);
+      const e = await engineReady;
+      if (request.model !== e.modelId) throw modelNotFound(request.model, e);
+      // One signal for everything this request starts: aborted when its client disconnects.
+      const abort = new AbortController();
+      const clientSignal = c.req.raw.signal;
+      const onGone = () => abort.abort(clientSignal.reason);
+      if (clientSignal.aborted) onGone();
+      else clientSignal.addEventListener("abort", onGone, { once: true });
+
+      // Images are fetched before queueing: a bad image is a 400, not a stream that fails.
+      const messages = await loadMessages(request.messages, policy, abort.signal);
+      const ticket = queue.enter(abort.signal);
+      if (!ticket) {
+        throw new HttpError(
+          503,
+          `The server is busy: ${queue.waiting} requests are already waiting for the model. ` +
+            `Retry in ${settings.retryAfterSeconds} s.`,
+          "server_error",
+          null,
+          "queue_full",
+          { "retry-after": String(settings.retryAfterSeconds) },
+        );
+      }
+      const options: GenerateOptions = { ...request.options, signal: abort.signal };
+      if (request.stream) return streamCompletion(e, messages, options, request, ticket, abort);
+      try {
+        const result = await inTurn(ticket, async () => {
+          for await (const event of e.generate(messages, options)) {
+            if (event.type === "done") return event.result;
+          }
+          throw new Error("the engine's stream ended without a result");
+        });
+        return c.json(completionObject(completionHeader(e.modelId), result));
+      } catch (error) {
+        if (abort.signal.aborted) return new Response(null, { status: CLIENT_CLOSED });
+        throw error;
+      }
+    },
+  );
+
+  function streamCompletion(
+    e: ChatEngine,
+    messages: ChatMessage[],
+    options: GenerateOptions,
+    request: ChatRequest,
+    ticket: Ticket,
+    abort: AbortController,
+  ): Response {
+    const header = completionHeader(e.modelId);
+    const usage = { include: request.includeUsage };
+    return sseResponse(async (send, signal) => {
+      try {
+        await inTurn(ticket, async () => {
+          send(chunkObject(header, { delta: { role: "assistant", content: "" } }, usage));
+          for await (const event of e.generate(messages, options)) {
+            if (signal.aborted) break;
+            if (event.type === "delta") {
+              if (event.text) send(chunkObject(header, { delta: { content: event.text } }, usage));
+            } else {
+              send(chunkObject(header, { delta: {}, result: event.result }, usage));
+              if (usage.include) {
+                send(chunkObject(header, null, { include: true, result: event.result }));
+              }
+            }
+          }
+        });
+        send("[DONE]");
+      } catch (error) {
+        if (signal.aborted) return;
+        const http = toHttpError(error);
+        if (http.status === 500) console.error("qvq server:", error);
+        // OpenAI's clients raise an APIError for a data event carrying `error`.
+        send(http.toJSON());
+      }
+    }, { keepAliveMs: settings.keepAliveMs, controller: abort });
+  }
+
+  return app;
+}
+
+function modelNotFound(model: string, engine: ChatEngine): HttpError {
+  return new HttpError(
+    404,
+    `The model "${model}" does not exist on this server; it serves "${engine.modelId}".`,
+    "invalid_request_error",
+    "model",
+    "model_not_found",
+  );
+}

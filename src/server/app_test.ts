@@ -1,0 +1,536 @@
+import assert from "node:assert/strict";
+import { InvalidInputError } from "../errors.ts";
+import { createApp, type ServerOptions } from "./app.ts";
+import { FakeEngine, type FakeEngineOptions } from "./_fake_engine.ts";
+
+const PNG = await Deno.readFile(
+  new URL("../../tests/fixtures/tiny-qwen2vl/reference/case0_0.png", import.meta.url),
+);
+const PNG_URL = `data:image/png;base64,${PNG.toBase64()}`;
+const MODEL = "fake/qvq-test";
+
+function setup(engine: FakeEngineOptions = {}, options: ServerOptions = {}) {
+  const fake = new FakeEngine(engine);
+  return { fake, app: createApp(fake, options) };
+}
+
+function post(
+  app: ReturnType<typeof createApp>,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<Response> {
+  return Promise.resolve(app.request("/v1/chat/completions", {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  }));
+}
+
+const hello = { model: MODEL, messages: [{ role: "user", content: "Hello there" }] };
+
+/** The `data:` payloads of an SSE body, in order (comments dropped). */
+async function sseData(response: Response): Promise<string[]> {
+  const text = await response.text();
+  return text.split("\n\n").filter((b) => b.startsWith("data: ")).map((b) => b.slice(6));
+}
+
+Deno.test("POST /v1/chat/completions answers in OpenAI's chat.completion format", async () => {
+  const { app } = setup();
+  const response = await post(app, hello);
+  assert.equal(response.status, 200);
+  const body = await response.json();
+  assert.match(body.id, /^chatcmpl-[0-9a-f]{32}$/);
+  assert.equal(body.object, "chat.completion");
+  assert.equal(body.model, MODEL);
+  assert.equal(typeof body.created, "number");
+  assert.deepEqual(body.choices, [{
+    index: 0,
+    message: { role: "assistant", content: "I see 0 images. You said: Hello there", refusal: null },
+    logprobs: null,
+    finish_reason: "stop",
+    native_finish_reason: "stop",
+  }]);
+  assert.deepEqual(body.usage, {
+    prompt_tokens: 10,
+    completion_tokens: 8,
+    total_tokens: 18,
+    prompt_tokens_details: { cached_tokens: 0, image_tokens: 0 },
+  });
+  assert.deepEqual(body.timings, {
+    vision_ms: 1,
+    prefill_ms: 2,
+    decode_ms: 3,
+    tokens_per_second: 42,
+  });
+});
+
+Deno.test("POST /v1/chat/completions passes text and image parts and every option to the engine", async () => {
+  const { app, fake } = setup();
+  const response = await post(app, {
+    model: MODEL,
+    messages: [
+      { role: "developer", content: "Think step by step." },
+      {
+        role: "user",
+        content: [
+          { type: "image_url", image_url: { url: PNG_URL, detail: "high" } },
+          { type: "text", text: "What is this?" },
+        ],
+      },
+      { role: "assistant", content: [{ type: "text", text: "A square." }] },
+      { role: "user", content: "Sure?" },
+    ],
+    max_completion_tokens: 100,
+    temperature: 0.7,
+    top_p: 0.9,
+    top_k: 20,
+    seed: 7,
+    stop: "END",
+    repetition_penalty: 1.05,
+    frequency_penalty: 0,
+    presence_penalty: 0,
+    n: 1,
+    user: "ignored",
+  });
+  assert.equal(response.status, 200);
+  const [call] = fake.calls;
+  assert.deepEqual(call.messages, [
+    { role: "system", content: "Think step by step." },
+    {
+      role: "user",
+      content: [{ type: "image", image: PNG }, { type: "text", text: "What is this?" }],
+    },
+    { role: "assistant", content: [{ type: "text", text: "A square." }] },
+    { role: "user", content: "Sure?" },
+  ]);
+  const { signal, ...options } = call.options;
+  assert.ok(signal instanceof AbortSignal);
+  assert.deepEqual(options, {
+    maxNewTokens: 100,
+    temperature: 0.7,
+    topP: 0.9,
+    topK: 20,
+    seed: 7,
+    stop: ["END"],
+    repetitionPenalty: 1.05,
+    stopOnLoop: true,
+  });
+});
+
+Deno.test("POST /v1/chat/completions leaves unset options to the engine's defaults", async () => {
+  const { app, fake } = setup({}, { stopOnLoop: false });
+  await (await post(app, { ...hello, max_tokens: 5, temperature: null, stop: ["a", "b"] })).json();
+  const { signal: _, ...options } = fake.calls[0].options;
+  assert.deepEqual(options, { maxNewTokens: 5, stop: ["a", "b"], stopOnLoop: false });
+});
+
+Deno.test("POST /v1/chat/completions maps finish reasons: length, and loop as stop with the native reason", async () => {
+  const long = await (await post(setup().app, { ...hello, max_tokens: 3 })).json();
+  assert.equal(long.choices[0].finish_reason, "length");
+  assert.equal(long.choices[0].message.content, "I see 0");
+  const loop = await (await post(setup({ finishReason: "loop" }).app, hello)).json();
+  assert.equal(loop.choices[0].finish_reason, "stop");
+  assert.equal(loop.choices[0].native_finish_reason, "loop");
+});
+
+Deno.test("stream: true sends role, content deltas, finish and usage chunks, then [DONE]", async () => {
+  const { app } = setup();
+  const response = await post(app, {
+    ...hello,
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get("content-type"), "text/event-stream; charset=utf-8");
+  const data = await sseData(response);
+  assert.equal(data.at(-1), "[DONE]");
+  const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+  const ids = new Set(chunks.map((c) => c.id));
+  assert.equal(ids.size, 1);
+  for (const c of chunks) {
+    assert.equal(c.object, "chat.completion.chunk");
+    assert.equal(c.model, MODEL);
+  }
+  assert.deepEqual(chunks[0].choices, [{
+    index: 0,
+    delta: { role: "assistant", content: "" },
+    logprobs: null,
+    finish_reason: null,
+  }]);
+  assert.equal(chunks[0].usage, null);
+  const deltas = chunks.slice(1, -2).map((c) => c.choices[0].delta.content);
+  assert.deepEqual(deltas, ["I", " see", " 0", " images.", " You", " said:", " Hello", " there"]);
+  const finish = chunks.at(-2);
+  assert.deepEqual(finish.choices[0].delta, {});
+  assert.equal(finish.choices[0].finish_reason, "stop");
+  assert.equal(finish.choices[0].native_finish_reason, "stop");
+  assert.equal(finish.usage, null);
+  const usage = chunks.at(-1);
+  assert.deepEqual(usage.choices, []);
+  assert.equal(usage.usage.completion_tokens, 8);
+  assert.equal(usage.usage.total_tokens, 18);
+});
+
+Deno.test("stream: true without include_usage sends no usage field and no usage chunk", async () => {
+  const data = await sseData(await post(setup().app, { ...hello, stream: true }));
+  const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+  assert.ok(chunks.every((c) => !("usage" in c) && c.choices.length === 1));
+  assert.equal(chunks.at(-1).choices[0].finish_reason, "stop");
+});
+
+Deno.test("an engine error before streaming is a 400 for bad input; in a stream it is an error event", async () => {
+  const engine = { error: new InvalidInputError('image 0: cannot decode "PNG" (bad CRC)') };
+  const plain = await post(setup(engine).app, hello);
+  assert.equal(plain.status, 400);
+  assert.match((await plain.json()).error.message, /bad CRC/);
+  const data = await sseData(await post(setup(engine).app, { ...hello, stream: true }));
+  const last = JSON.parse(data.at(-1)!);
+  assert.match(last.error.message, /bad CRC/);
+  assert.equal(last.error.type, "invalid_request_error");
+  assert.ok(!data.includes("[DONE]"));
+});
+
+Deno.test("an unexpected engine failure is a 500 that does not leak internals", async () => {
+  const original = console.error;
+  console.error = () => {};
+  try {
+    const response = await post(
+      setup({ error: new TypeError("x is undefined at secret.ts:12") }).app,
+      hello,
+    );
+    assert.equal(response.status, 500);
+    const { error } = await response.json();
+    assert.equal(error.type, "server_error");
+    assert.doesNotMatch(error.message, /secret/);
+  } finally {
+    console.error = original;
+  }
+});
+
+/** Bodies that must be refused with a 4xx naming the field, never a 500. */
+const MALFORMED: [string, unknown, number, string | null][] = [
+  ["invalid JSON", "{model:", 400, null],
+  ["a JSON array", "[]", 400, null],
+  ["a JSON string", '"hi"', 400, null],
+  ["null", "null", 400, null],
+  ["no model", { messages: hello.messages }, 400, "model"],
+  ["model of wrong type", { ...hello, model: 3 }, 400, "model"],
+  ["unknown model", { ...hello, model: "gpt-4o" }, 404, "model"],
+  ["no messages", { model: MODEL }, 400, "messages"],
+  ["empty messages", { model: MODEL, messages: [] }, 400, "messages"],
+  ["messages not an array", { model: MODEL, messages: "hi" }, 400, "messages"],
+  ["a message that is a string", { model: MODEL, messages: ["hi"] }, 400, "messages[0]"],
+  [
+    "unknown role",
+    { model: MODEL, messages: [{ role: "wizard", content: "hi" }] },
+    400,
+    "messages[0].role",
+  ],
+  [
+    "tool role",
+    { model: MODEL, messages: [{ role: "tool", content: "hi" }] },
+    400,
+    "messages[0].role",
+  ],
+  ["no role", { model: MODEL, messages: [{ content: "hi" }] }, 400, "messages[0].role"],
+  [
+    "content a number",
+    { model: MODEL, messages: [{ role: "user", content: 5 }] },
+    400,
+    "messages[0].content",
+  ],
+  [
+    "content null",
+    { model: MODEL, messages: [{ role: "user", content: null }] },
+    400,
+    "messages[0].content",
+  ],
+  [
+    "part not an object",
+    { model: MODEL, messages: [{ role: "user", content: ["hi"] }] },
+    400,
+    "messages[0].content[0]",
+  ],
+  [
+    "unknown part type",
+    { model: MODEL, messages: [{ role: "user", content: [{ type: "audio" }] }] },
+    400,
+    "messages[0].content[0].type",
+  ],
+  [
+    "text part without text",
+    { model: MODEL, messages: [{ role: "user", content: [{ type: "text" }] }] },
+    400,
+    "messages[0].content[0].text",
+  ],
+  [
+    "image_url a string",
+    {
+      model: MODEL,
+      messages: [{ role: "user", content: [{ type: "image_url", image_url: PNG_URL }] }],
+    },
+    400,
+    "messages[0].content[0].image_url",
+  ],
+  [
+    "image in a system message",
+    {
+      model: MODEL,
+      messages: [{ role: "system", content: [{ type: "image_url", image_url: { url: PNG_URL } }] }],
+    },
+    400,
+    "messages[0].content[0]",
+  ],
+  [
+    "bad base64",
+    imageBody("data:image/png;base64,!!!!"),
+    400,
+    "messages[0].content[0].image_url.url",
+  ],
+  [
+    "data URL without base64",
+    imageBody("data:image/png,abc"),
+    400,
+    "messages[0].content[0].image_url.url",
+  ],
+  [
+    "a text data URL",
+    imageBody(`data:text/plain;base64,${btoa("hello world")}`),
+    400,
+    "messages[0].content[0].image_url.url",
+  ],
+  [
+    "an image data URL of text bytes",
+    imageBody(`data:image/png;base64,${btoa("hello world")}`),
+    400,
+    "messages[0].content[0].image_url.url",
+  ],
+  ["a file: URL", imageBody("file:///etc/passwd"), 400, "messages[0].content[0].image_url.url"],
+  ["a local path", imageBody("/etc/passwd"), 400, "messages[0].content[0].image_url.url"],
+  [
+    "an http URL while remote images are off",
+    imageBody("https://example.com/cat.png"),
+    400,
+    "messages[0].content[0].image_url.url",
+  ],
+  [
+    "too many images",
+    {
+      model: MODEL,
+      messages: [{
+        role: "user",
+        content: Array(9).fill({ type: "image_url", image_url: { url: PNG_URL } }),
+      }],
+    },
+    400,
+    "messages[0].content[8]",
+  ],
+  ["max_tokens 0", { ...hello, max_tokens: 0 }, 400, "max_tokens"],
+  ["max_tokens fractional", { ...hello, max_tokens: 1.5 }, 400, "max_tokens"],
+  ["max_tokens a string", { ...hello, max_tokens: "10" }, 400, "max_tokens"],
+  [
+    "max_completion_tokens too large",
+    { ...hello, max_completion_tokens: 100000 },
+    400,
+    "max_completion_tokens",
+  ],
+  ["temperature negative", { ...hello, temperature: -1 }, 400, "temperature"],
+  ["temperature too high", { ...hello, temperature: 3 }, 400, "temperature"],
+  ["top_p 0", { ...hello, top_p: 0 }, 400, "top_p"],
+  ["top_k 0", { ...hello, top_k: 0 }, 400, "top_k"],
+  ["seed fractional", { ...hello, seed: 0.5 }, 400, "seed"],
+  ["stop a number", { ...hello, stop: 5 }, 400, "stop"],
+  ["stop with an empty string", { ...hello, stop: [""] }, 400, "stop"],
+  ["five stop strings", { ...hello, stop: ["a", "b", "c", "d", "e"] }, 400, "stop"],
+  ["n 2", { ...hello, n: 2 }, 400, "n"],
+  ["frequency_penalty 0.5", { ...hello, frequency_penalty: 0.5 }, 400, "frequency_penalty"],
+  ["presence_penalty 1", { ...hello, presence_penalty: 1 }, 400, "presence_penalty"],
+  ["repetition_penalty 0", { ...hello, repetition_penalty: 0 }, 400, "repetition_penalty"],
+  ["stream a string", { ...hello, stream: "yes" }, 400, "stream"],
+  [
+    "stream_options without stream",
+    { ...hello, stream_options: { include_usage: true } },
+    400,
+    "stream_options",
+  ],
+  [
+    "include_usage a string",
+    { ...hello, stream: true, stream_options: { include_usage: "y" } },
+    400,
+    "stream_options.include_usage",
+  ],
+  ["logprobs", { ...hello, logprobs: true }, 400, "logprobs"],
+  ["tools", { ...hello, tools: [{ type: "function", function: { name: "f" } }] }, 400, "tools"],
+  [
+    "json response_format",
+    { ...hello, response_format: { type: "json_object" } },
+    400,
+    "response_format",
+  ],
+];
+
+function imageBody(url: string) {
+  return {
+    model: MODEL,
+    messages: [{ role: "user", content: [{ type: "image_url", image_url: { url } }] }],
+  };
+}
+
+Deno.test("malformed requests get OpenAI error JSON with the right status and field, never a 500", async () => {
+  const { app, fake } = setup();
+  for (const [name, body, status, param] of MALFORMED) {
+    const response = await post(app, body);
+    assert.equal(response.status, status, name);
+    const json = await response.json();
+    assert.deepEqual(Object.keys(json.error).sort(), ["code", "message", "param", "type"], name);
+    assert.equal(json.error.type, "invalid_request_error", name);
+    assert.equal(json.error.param, param, name);
+    assert.ok(json.error.message.length > 10, name);
+  }
+  assert.equal(fake.calls.length, 0);
+});
+
+Deno.test("a body over maxBodyBytes is a 413, with or without Content-Length", async () => {
+  const { app } = setup({}, { maxBodyBytes: 1000 });
+  const big = JSON.stringify({ ...hello, messages: [{ role: "user", content: "x".repeat(2000) }] });
+  const sized = await post(app, big);
+  assert.equal(sized.status, 413);
+  assert.equal((await sized.json()).error.code, "request_too_large");
+  const chunked = await app.request("/v1/chat/completions", {
+    method: "POST",
+    headers: { "transfer-encoding": "chunked" },
+    body: ReadableStream.from([new TextEncoder().encode(big)]),
+  });
+  assert.equal(chunked.status, 413);
+});
+
+Deno.test("an image over maxImageBytes is a 413 naming the image", async () => {
+  const { app } = setup({}, { maxImageBytes: 500 });
+  const response = await post(app, imageBody(PNG_URL));
+  assert.equal(response.status, 413);
+  const { error } = await response.json();
+  assert.equal(error.param, "messages[0].content[0].image_url.url");
+  assert.match(error.message, /720 bytes.*500 bytes/);
+});
+
+Deno.test("with an API key, /v1 needs 'Authorization: Bearer <key>' (401 otherwise); /health does not", async () => {
+  const { app } = setup({}, { apiKey: "sk-test" });
+  const attempts: Record<string, string>[] = [{}, { authorization: "Bearer nope" }, {
+    authorization: "sk-test",
+  }];
+  for (const headers of attempts) {
+    const response = await post(app, hello, headers);
+    assert.equal(response.status, 401);
+    assert.equal((await response.json()).error.code, "invalid_api_key");
+  }
+  assert.equal((await app.request("/v1/models")).status, 401);
+  assert.equal((await post(app, hello, { authorization: "Bearer sk-test" })).status, 200);
+  assert.equal((await app.request("/health")).status, 200);
+});
+
+Deno.test("GET /v1/models lists the engine's model; /v1/models/<id> finds it or 404s", async () => {
+  const { app } = setup();
+  assert.deepEqual(await (await app.request("/v1/models")).json(), {
+    object: "list",
+    data: [{ id: MODEL, object: "model", created: 0, owned_by: "qvq" }],
+  });
+  assert.equal((await (await app.request(`/v1/models/${MODEL}`)).json()).id, MODEL);
+  const missing = await app.request("/v1/models/other");
+  assert.equal(missing.status, 404);
+  assert.equal((await missing.json()).error.code, "model_not_found");
+});
+
+Deno.test("GET /health says loading until the engine promise resolves, then ok with the queue", async () => {
+  let resolve!: (e: FakeEngine) => void;
+  const app = createApp(new Promise<FakeEngine>((r) => (resolve = r)));
+  const loading = await app.request("/health");
+  assert.equal(loading.status, 503);
+  assert.deepEqual(await loading.json(), { status: "loading" });
+  const pending = post(app, hello); // waits for the engine
+  resolve(new FakeEngine());
+  assert.equal((await pending).status, 200);
+  assert.deepEqual(await (await app.request("/health")).json(), {
+    status: "ok",
+    model: MODEL,
+    queue: { running: false, waiting: 0, max: 16 },
+  });
+});
+
+Deno.test("unknown routes are OpenAI-style 404s", async () => {
+  const response = await setup().app.request("/v1/completions", { method: "POST" });
+  assert.equal(response.status, 404);
+  assert.equal((await response.json()).error.code, "not_found");
+});
+
+Deno.test("GET / serves the chat page unless webPage is false", async () => {
+  const page = await setup().app.request("/");
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-type")!, /text\/html/);
+  assert.match(await page.text(), /v1\/chat\/completions/);
+  assert.equal((await setup({}, { webPage: false }).app.request("/")).status, 404);
+});
+
+Deno.test("concurrent requests run one at a time in arrival order; a full queue is a 503 with Retry-After", async () => {
+  const { app, fake } = setup({ tokenDelayMs: 5 }, { maxQueue: 2, retryAfterSeconds: 3 });
+  const say = (text: string) =>
+    post(app, { model: MODEL, messages: [{ role: "user", content: text }] });
+  const running = [say("one"), say("two"), say("three")];
+  await new Promise((r) => setTimeout(r, 0));
+  const refused = await say("four");
+  assert.equal(refused.status, 503);
+  assert.equal(refused.headers.get("retry-after"), "3");
+  assert.equal((await refused.json()).error.code, "queue_full");
+  const answers = await Promise.all(
+    running.map(async (r) => (await (await r).json()).choices[0].message.content as string),
+  );
+  assert.deepEqual(answers.map((a) => a.split(": ")[1]), ["one", "two", "three"]);
+  assert.deepEqual(fake.calls.map((c) => c.messages[0].content), ["one", "two", "three"]);
+  assert.equal(fake.maxActive, 1);
+});
+
+Deno.test("a streaming client that disconnects aborts its generation and frees the queue", async () => {
+  const { app, fake } = setup({ tokenDelayMs: 20, answer: () => "word ".repeat(1000) });
+  const response = await post(app, { ...hello, stream: true });
+  const reader = response.body!.getReader();
+  await reader.read(); // the role chunk
+  await reader.read(); // a first word
+  await reader.cancel();
+  for (let i = 0; i < 50 && !fake.calls[0].closed; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(fake.calls[0].closed, true);
+  assert.equal(fake.calls[0].options.signal?.aborted, true);
+  assert.equal(fake.calls[0].finishReason, "abort");
+  // The next request gets the engine at once.
+  const next = await post(app, { ...hello, max_tokens: 2 });
+  assert.equal((await next.json()).choices[0].message.content, "word word");
+});
+
+Deno.test("a queued request whose client disconnects leaves the queue without generating", async () => {
+  const { app, fake } = setup({ tokenDelayMs: 10 });
+  const first = post(app, hello);
+  const gone = new AbortController();
+  const queued = app.request("/v1/chat/completions", {
+    method: "POST",
+    body: JSON.stringify({ ...hello, stream: true }),
+    signal: gone.signal,
+  });
+  const response = await queued;
+  const reader = response.body!.getReader();
+  gone.abort();
+  await reader.cancel();
+  await first;
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(fake.calls.length, 1);
+  assert.equal((await (await app.request("/health")).json()).queue.waiting, 0);
+  const again = await post(app, hello);
+  assert.equal(again.status, 200);
+  assert.equal(fake.calls.length, 2);
+});
+
+Deno.test("a streamed answer waiting in the queue gets SSE keep-alive comments before its first chunk", async () => {
+  const { app } = setup({ prefillDelayMs: 100 }, { keepAliveMs: 20 });
+  const first = post(app, hello);
+  const text = await (await post(app, { ...hello, stream: true })).text();
+  await first;
+  assert.match(text.slice(0, text.indexOf("data: ")), /^(: keep-alive\n\n){2,}$/);
+  assert.match(text, /data: \[DONE\]\n\n$/);
+});
