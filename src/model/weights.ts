@@ -7,8 +7,18 @@
  * memory the whole model needs. Everything here is checked BEFORE any GPU allocation.
  * @module
  */
-import { ModelFileError } from "../errors.ts";
-import { DTYPE_BYTES, type WeightDType } from "../gpu/tensor.ts";
+import { GpuError, ModelFileError } from "../errors.ts";
+import { fmtBytes, type Gpu } from "../gpu/device.ts";
+import { uploadArray } from "../gpu/buffers.ts";
+import {
+  createWeight,
+  destroyWeight,
+  DTYPE_BYTES,
+  type Weight,
+  type WeightDType,
+  writeWeightRows,
+} from "../gpu/tensor.ts";
+import type { SafetensorsCheckpoint } from "../safetensors.ts";
 import type { Qwen2VLConfig } from "./config.ts";
 
 /** What the plan needs to know about one stored tensor. */
@@ -346,4 +356,123 @@ export function estimateMemory(
     total: plan.weightBytes + kvCache + activations,
     largestBuffer: largest,
   };
+}
+
+/** The model's tensors on the GPU, by the plan's logical keys. */
+export class GpuWeights {
+  readonly #matrices = new Map<string, Weight>();
+  readonly #vectors = new Map<string, GPUBuffer>();
+
+  /** A matrix by key; `text.lm_head` falls back to `text.embed` when tied. */
+  matrix(key: string): Weight {
+    const w = this.#matrices.get(key) ??
+      (key === "text.lm_head" ? this.#matrices.get("text.embed") : undefined);
+    if (!w) throw new Error(`no matrix "${key}" was loaded`);
+    return w;
+  }
+
+  /** A vector (bias, norm weight) by key: one f32 buffer. */
+  vector(key: string): GPUBuffer {
+    const b = this.#vectors.get(key);
+    if (!b) throw new Error(`no vector "${key}" was loaded`);
+    return b;
+  }
+
+  /** @internal */
+  set(key: string, t: Weight | GPUBuffer): void {
+    if (t instanceof GPUBuffer) this.#vectors.set(key, t);
+    else this.#matrices.set(key, t);
+  }
+
+  /** Frees every buffer. */
+  destroy(): void {
+    for (const w of this.#matrices.values()) destroyWeight(w);
+    for (const b of this.#vectors.values()) b.destroy();
+    this.#matrices.clear();
+    this.#vectors.clear();
+  }
+}
+
+/** Bytes read and converted per slice while streaming a tensor to the GPU. */
+const UPLOAD_SLICE_BYTES = 32 << 20;
+
+/**
+ * Streams every planned tensor from the checkpoint to the GPU, slice by slice (never a whole
+ * shard, nor a whole 2 GB tensor, in memory), converting BF16/F16/F32 to the plan's dtype.
+ * Allocation failures become a GpuError that says how much the model needs.
+ * @param onProgress called after each tensor with bytes uploaded so far and the total
+ */
+export async function uploadWeights(
+  gpu: Gpu,
+  ckpt: SafetensorsCheckpoint,
+  plan: WeightPlan,
+  onProgress?: (done: number, total: number) => void,
+): Promise<GpuWeights> {
+  const out = new GpuWeights();
+  let done = 0;
+  try {
+    for (const pt of plan.tensors.values()) {
+      if (pt.kind === "vector") {
+        const data = new Float32Array(pt.rows);
+        let at = 0;
+        for (const s of pt.sources) {
+          data.set(await ckpt.readF32(s.name), at);
+          at += s.rows;
+        }
+        out.set(
+          pt.key,
+          await allocChecked(gpu, pt.bytes, pt.key, plan, () => uploadArray(gpu, data, pt.key)),
+        );
+      } else {
+        const w = await allocChecked(
+          gpu,
+          pt.bytes,
+          pt.key,
+          plan,
+          () => createWeight(gpu, pt.rows, pt.cols, pt.dtype, pt.key, plan.maxBinding),
+        );
+        out.set(pt.key, w);
+        const rowBytes = pt.cols * DTYPE_BYTES[pt.dtype];
+        // Whole rows per slice; an even count keeps odd-width f16 writes 4-byte aligned.
+        const sliceRows = Math.max(2, Math.floor(UPLOAD_SLICE_BYTES / rowBytes) & ~1);
+        let dst = 0;
+        for (const s of pt.sources) {
+          const to = pt.dtype === "f16" ? "f16" : "f32";
+          for await (const c of ckpt.readChunks(s.name, { to, maxBytes: sliceRows * rowBytes })) {
+            writeWeightRows(gpu, w, dst + c.rowStart, c.data);
+          }
+          dst += s.rows;
+        }
+      }
+      done += pt.bytes;
+      onProgress?.(done, plan.weightBytes);
+    }
+  } catch (e) {
+    out.destroy();
+    throw e;
+  }
+  return out;
+}
+
+/** Runs an allocation inside an out-of-memory error scope. */
+async function allocChecked<T>(
+  gpu: Gpu,
+  bytes: number,
+  key: string,
+  plan: WeightPlan,
+  alloc: () => T,
+): Promise<T> {
+  gpu.device.pushErrorScope("out-of-memory");
+  const t = alloc();
+  const err = await gpu.device.popErrorScope();
+  if (err) {
+    if (t instanceof GPUBuffer) t.destroy();
+    else destroyWeight(t as Weight);
+    throw new GpuError(
+      `out of GPU memory allocating "${key}" (${fmtBytes(bytes)}); the model's weights need ` +
+        `${fmtBytes(plan.weightBytes)} in ${plan.dtype}. Use f16 weights, a smaller model, or a ` +
+        `quantized one`,
+    );
+  }
+  return t;
 }

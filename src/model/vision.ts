@@ -1,0 +1,215 @@
+/**
+ * The vision tower (ViT with 2D rotary attention) and the patch merger, on the GPU:
+ * pixel_values (patches, 1176) → image embeddings (patches / 4, LLM hidden).
+ * @module
+ */
+import { InvalidInputError } from "../errors.ts";
+import { fmtBytes, type Gpu } from "../gpu/device.ts";
+import { createStorage, uploadArray } from "../gpu/buffers.ts";
+import type { Dispatch } from "../../kernels/_kernel.ts";
+import {
+  gelu,
+  type GpuRopeTable,
+  layerNorm,
+  linear,
+  quickGelu,
+  rope,
+  uploadRopeTable,
+  visionAttention,
+  visionRopeTable,
+} from "../../kernels/mod.ts";
+import type { VisionConfig } from "./config.ts";
+import { type GridThw, visionCuSeqlens, visionPositionIds } from "./rope_index.ts";
+import type { GpuWeights } from "./weights.ts";
+
+/** Image embeddings on the GPU, ready to be placed at a prompt's image-pad tokens. */
+export interface ImageEmbeds {
+  /** (tokens, hidden) f32: every image's merged patches, in image order. */
+  readonly buffer: GPUBuffer;
+  /** Σ t·h·w / merge² over the images. */
+  readonly tokens: number;
+  readonly hidden: number;
+  readonly grids: readonly GridThw[];
+  destroy(): void;
+}
+
+/** Checks grids and pixel_values against the config; returns the patch count. */
+export function checkImages(
+  v: VisionConfig,
+  pixelValues: Float32Array,
+  grids: readonly GridThw[],
+): number {
+  if (grids.length === 0) throw new InvalidInputError("encodeImages: no image grids given");
+  let patches = 0;
+  grids.forEach(([t, h, w], i) => {
+    if (
+      ![t, h, w].every((d) => Number.isInteger(d) && d > 0) || h % v.spatialMergeSize ||
+      w % v.spatialMergeSize
+    ) {
+      throw new InvalidInputError(
+        `encodeImages: image ${i} grid [${t}, ${h}, ${w}] must be positive integers with h and w ` +
+          `multiples of spatial_merge_size ${v.spatialMergeSize} (as the image processor makes them)`,
+      );
+    }
+    patches += t * h * w;
+  });
+  if (pixelValues.length !== patches * v.patchDim) {
+    throw new InvalidInputError(
+      `encodeImages: pixel_values has ${pixelValues.length} values, but the grids need ${patches} ` +
+        `patches × ${v.patchDim} = ${patches * v.patchDim}`,
+    );
+  }
+  return patches;
+}
+
+/** The vision tower bound to its weights; one per model. */
+export class VisionTower {
+  readonly #gpu: Gpu;
+  readonly #cfg: VisionConfig;
+  readonly #w: GpuWeights;
+  /** Rotary table for grid rows/columns 0..npos-1, grown on demand. */
+  #rope?: GpuRopeTable;
+
+  constructor(gpu: Gpu, cfg: VisionConfig, weights: GpuWeights) {
+    this.#gpu = gpu;
+    this.#cfg = cfg;
+    this.#w = weights;
+  }
+
+  #ropeTable(npos: number): GpuRopeTable {
+    if (!this.#rope || this.#rope.npos < npos) {
+      this.#rope?.destroy();
+      this.#rope = uploadRopeTable(
+        this.#gpu,
+        visionRopeTable(this.#cfg.headDim, npos, this.#cfg.ropeTheta),
+        "vision.rope",
+      );
+    }
+    return this.#rope;
+  }
+
+  /**
+   * Runs the tower on all images at once (attention stays within each frame).
+   *
+   * transformers `Qwen2VisionTransformerPretrainedModel.forward` and the modules it calls:
+   * ```python
+   * hidden_states = self.patch_embed(hidden_states)           # Conv3d ≡ Linear(1176 → embed_dim)
+   * for blk in self.blocks:
+   *     hidden_states = hidden_states + self.attn(self.norm1(hidden_states), cu_seqlens, position_embeddings)
+   *     hidden_states = hidden_states + self.mlp(self.norm2(hidden_states))   # fc2(quick_gelu(fc1(x)))
+   * merged_hidden_states = self.merger(hidden_states)  # mlp(ln_q(x).view(-1, hidden_size)): Linear, GELU, Linear
+   * # VisionAttention: q, k, v = self.qkv(x).reshape(seq, 3, heads, -1).permute(1, 0, 2, 3).unbind(0)
+   * #   q, k = apply_rotary_pos_emb_vision(q, k, cos, sin); softmax(q kᵀ · head_dim**-0.5) v per cu_seqlens block
+   * ```
+   * @param pixelValues (patches, 1176) f32 from the image processor
+   * @param grids one (t, h, w) per image
+   */
+  encode(pixelValues: Float32Array, grids: readonly GridThw[]): ImageEmbeds {
+    const gpu = this.#gpu, v = this.#cfg, w = this.#w;
+    const P = checkImages(v, pixelValues, grids);
+    const E = v.embedDim, M = v.mlpHidden, D = v.mergedDim, H = v.outHidden;
+    const merged = P / (v.spatialMergeSize * v.spatialMergeSize);
+    for (
+      const [what, bytes] of [["pixel_values", P * v.patchDim * 4], ["vision MLP", P * M * 4], [
+        "qkv",
+        P * 3 * E * 4,
+      ]] as const
+    ) {
+      if (bytes > gpu.maxBinding) {
+        throw new InvalidInputError(
+          `encodeImages: ${P} patches need a ${what} buffer of ${fmtBytes(bytes)}, over this ` +
+            `adapter's ${fmtBytes(gpu.maxBinding)} binding limit; use smaller images (max_pixels)`,
+        );
+      }
+    }
+    const buf = (bytes: number, label: string) => createStorage(gpu, bytes, label);
+    const pv = uploadArray(gpu, pixelValues, "vision.pixel_values"); // (P, 1176) f32
+    const pos = uploadArray(gpu, visionPositionIds(grids, v.spatialMergeSize), "vision.pos"); // (P, 2) u32
+    const cuHost = visionCuSeqlens(grids);
+    const cu = uploadArray(gpu, cuHost, "vision.cu_seqlens"); // (frames + 1) u32
+    const x = buf(P * E * 4, "vision.x"); // (P, E) f32 residual stream
+    const h = buf(P * E * 4, "vision.h"); // (P, E) f32 normed; after ln_q viewed as (P/4, 4E)
+    const qkv = buf(P * 3 * E * 4, "vision.qkv"); // (P, 3E) f32 rows [q | k | v]
+    const o = buf(P * E * 4, "vision.attn"); // (P, E) f32
+    const f = buf(P * M * 4, "vision.mlp"); // (P, M) f32
+    const m1 = buf(merged * D * 4, "vision.merger"); // (P/4, D) f32
+    const out = buf(merged * H * 4, "image_embeds"); // (P/4, H) f32
+    let maxSide = 1;
+    for (const [, gh, gw] of grids) maxSide = Math.max(maxSide, gh, gw);
+    const table = this.#ropeTable(maxSide);
+    const ln = { rows: P, cols: E, eps: v.layerNormEps };
+
+    const ds: Dispatch[] = [...linear(gpu, x, pv, w.matrix("vision.patch_embed"), null, { m: P })];
+    for (let i = 0; i < v.depth; i++) {
+      const k = `vision.blocks.${i}.`;
+      ds.push(
+        layerNorm(gpu, h, x, w.vector(k + "norm1.weight"), w.vector(k + "norm1.bias"), ln),
+        ...linear(gpu, qkv, h, w.matrix(k + "qkv"), w.vector(k + "qkv_bias"), { m: P }),
+        // q heads then k heads are contiguous at the row's start: one call rotates both.
+        rope(gpu, qkv, pos, table, { seq: P, heads: 2 * v.numHeads, stride: 3 * E, offset: 0 }),
+        visionAttention(
+          gpu,
+          o,
+          { buffer: qkv, stride: 3 * E, offset: 0 },
+          { buffer: qkv, stride: 3 * E, offset: E },
+          { buffer: qkv, stride: 3 * E, offset: 2 * E },
+          cu,
+          { seq: P, heads: v.numHeads, headDim: v.headDim, nCu: cuHost.length },
+        ),
+        ...linear(gpu, x, o, w.matrix(k + "proj"), w.vector(k + "proj_bias"), {
+          m: P,
+          accumulate: true,
+        }),
+        layerNorm(gpu, h, x, w.vector(k + "norm2.weight"), w.vector(k + "norm2.bias"), ln),
+        ...linear(gpu, f, h, w.matrix(k + "fc1"), w.vector(k + "fc1_bias"), { m: P }),
+        quickGelu(gpu, f, f, P * M),
+        ...linear(gpu, x, f, w.matrix(k + "fc2"), w.vector(k + "fc2_bias"), {
+          m: P,
+          accumulate: true,
+        }),
+      );
+    }
+    // Patches come in 2×2 merge-block order, so 4 consecutive rows of h are one merged token.
+    ds.push(
+      layerNorm(
+        gpu,
+        h,
+        x,
+        w.vector("vision.merger.ln_q.weight"),
+        w.vector("vision.merger.ln_q.bias"),
+        ln,
+      ),
+      ...linear(gpu, m1, h, w.matrix("vision.merger.fc1"), w.vector("vision.merger.fc1_bias"), {
+        m: merged,
+      }),
+      gelu(gpu, m1, m1, merged * D),
+      ...linear(gpu, out, m1, w.matrix("vision.merger.fc2"), w.vector("vision.merger.fc2_bias"), {
+        m: merged,
+      }),
+    );
+    submit(gpu, ds, "vision");
+    for (const b of [pv, pos, cu, x, h, qkv, o, f, m1]) b.destroy();
+    return {
+      buffer: out,
+      tokens: merged,
+      hidden: H,
+      grids: grids.map((g) => [...g] as unknown as GridThw),
+      destroy: () => out.destroy(),
+    };
+  }
+
+  /** Frees the rope table (the weights belong to the model). */
+  destroy(): void {
+    this.#rope?.destroy();
+  }
+}
+
+/** Encodes dispatches in one compute pass, submits, and frees their params buffers. */
+export function submit(gpu: Gpu, ds: readonly Dispatch[], label: string): void {
+  const enc = gpu.device.createCommandEncoder({ label });
+  const pass = enc.beginComputePass({ label });
+  for (const d of ds) d.encode(pass);
+  pass.end();
+  gpu.device.queue.submit([enc.finish()]);
+  for (const d of ds) d.destroy();
+}
