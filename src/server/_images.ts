@@ -82,9 +82,11 @@ export function decodeDataUrl(url: string, param: string, maxBytes: number): Uin
     );
   }
   const payload = url.slice(comma + 1);
-  // Every 4 base64 characters carry 3 bytes: refuse oversized images before allocating them.
-  const estimate = Math.floor(payload.length / 4) * 3;
-  if (estimate > maxBytes + 3) throw tooLarge(param, estimate, maxBytes);
+  // Every 4 base64 characters carry 3 bytes, less the "=" padding: refuse oversized images before
+  // allocating them (exact unless the payload holds whitespace, which data URLs in JSON do not).
+  const padding = payload.endsWith("==") ? 2 : payload.endsWith("=") ? 1 : 0;
+  const size = Math.floor(((payload.length - padding) * 3) / 4);
+  if (size > maxBytes) throw tooLarge(param, size, maxBytes);
   let bytes: Uint8Array;
   try {
     bytes = Uint8Array.fromBase64(payload);

@@ -1,0 +1,29 @@
+import assert from "node:assert/strict";
+import { GpuError, InvalidInputError } from "../errors.ts";
+import { badRequest, errorResponse, HttpError, toHttpError } from "./_errors.ts";
+
+Deno.test("errorResponse() sends OpenAI's error JSON with the status and extra headers", async () => {
+  const error = new HttpError(503, "busy", "server_error", null, "queue_full", {
+    "retry-after": "2",
+  });
+  const response = errorResponse(error);
+  assert.equal(response.status, 503);
+  assert.equal(response.headers.get("retry-after"), "2");
+  assert.deepEqual(await response.json(), {
+    error: { message: "busy", type: "server_error", param: null, code: "queue_full" },
+  });
+});
+
+Deno.test("toHttpError() makes input errors 400s, GPU errors 500s with their message, others opaque 500s", () => {
+  assert.deepEqual(toHttpError(badRequest("seed", "bad seed")).toJSON().error.param, "seed");
+  const input = toHttpError(new InvalidInputError("prompt of 40000 tokens exceeds the context"));
+  assert.equal(input.status, 400);
+  assert.match(input.message, /40000 tokens/);
+  const gpu = toHttpError(new GpuError("out of GPU memory allocating kv cache"));
+  assert.equal(gpu.status, 500);
+  assert.equal(gpu.code, "GpuError");
+  assert.match(gpu.message, /kv cache/);
+  const other = toHttpError(new RangeError("index 7 out of range in secret.ts"));
+  assert.equal(other.status, 500);
+  assert.doesNotMatch(other.message, /secret/);
+});

@@ -1,0 +1,61 @@
+import assert from "node:assert/strict";
+import type { GenerationResult } from "../generate/types.ts";
+import { chunkObject, completionHeader, completionObject, openAIFinishReason } from "./_openai.ts";
+
+const RESULT: GenerationResult = {
+  finishReason: "loop",
+  text: "ok",
+  usage: { promptTokens: 30, completionTokens: 2, imageTokens: 16 },
+  timings: { visionMs: 1.234, prefillMs: 20.06, decodeMs: 33.333, tokensPerSecond: 60.0061 },
+};
+
+Deno.test("openAIFinishReason() keeps stop and length and reports loop and abort as stop", () => {
+  assert.deepEqual(
+    (["stop", "length", "loop", "abort"] as const).map(openAIFinishReason),
+    ["stop", "length", "stop", "stop"],
+  );
+});
+
+Deno.test("completionObject() has OpenAI's fields plus native_finish_reason, image tokens and timings", () => {
+  const header = completionHeader("org/model");
+  assert.match(header.id, /^chatcmpl-[0-9a-f]{32}$/);
+  assert.ok(Math.abs(header.created - Date.now() / 1000) < 5);
+  const body = completionObject(header, RESULT) as Record<string, any>;
+  assert.equal(body.object, "chat.completion");
+  assert.equal(body.choices[0].finish_reason, "stop");
+  assert.equal(body.choices[0].native_finish_reason, "loop");
+  assert.deepEqual(body.usage, {
+    prompt_tokens: 30,
+    completion_tokens: 2,
+    total_tokens: 32,
+    prompt_tokens_details: { cached_tokens: 0, image_tokens: 16 },
+  });
+  assert.deepEqual(body.timings, {
+    vision_ms: 1.2,
+    prefill_ms: 20.1,
+    decode_ms: 33.3,
+    tokens_per_second: 60.01,
+  });
+});
+
+Deno.test("chunkObject() builds delta, finish and usage-only chunks", () => {
+  const header = completionHeader("m");
+  const delta = chunkObject(header, { delta: { content: "x" } }, { include: true }) as Record<
+    string,
+    any
+  >;
+  assert.deepEqual(delta.choices, [{
+    index: 0,
+    delta: { content: "x" },
+    logprobs: null,
+    finish_reason: null,
+  }]);
+  assert.equal(delta.usage, null);
+  const finish = chunkObject(header, { delta: {}, result: RESULT }) as Record<string, any>;
+  assert.equal(finish.choices[0].finish_reason, "stop");
+  assert.equal(finish.choices[0].native_finish_reason, "loop");
+  assert.ok(!("usage" in finish));
+  const usage = chunkObject(header, null, { include: true, result: RESULT }) as Record<string, any>;
+  assert.deepEqual(usage.choices, []);
+  assert.equal(usage.usage.total_tokens, 32);
+});

@@ -1,0 +1,118 @@
+import assert from "node:assert/strict";
+import { HttpError } from "./_errors.ts";
+import { loadMessages, parseChatRequest } from "./_request.ts";
+
+const LIMITS = { stopOnLoop: true, maxImages: 2 };
+const PNG = await Deno.readFile(
+  new URL("../../tests/fixtures/tiny-qwen2vl/reference/case0_0.png", import.meta.url),
+);
+const PNG_URL = `data:image/png;base64,${PNG.toBase64()}`;
+const base = { model: "m", messages: [{ role: "user", content: "hi" }] };
+
+function refusal(body: unknown): HttpError {
+  try {
+    parseChatRequest(body, LIMITS);
+  } catch (error) {
+    if (error instanceof HttpError) return error;
+    throw error;
+  }
+  assert.fail(`accepted ${JSON.stringify(body)}`);
+}
+
+Deno.test("parseChatRequest() maps OpenAI fields to GenerateOptions, preferring max_completion_tokens", () => {
+  const request = parseChatRequest({
+    ...base,
+    max_tokens: 10,
+    max_completion_tokens: 20,
+    stop_on_loop: false,
+    stream: true,
+    stream_options: { include_usage: true },
+  }, LIMITS);
+  assert.deepEqual(request, {
+    model: "m",
+    messages: [{ role: "user", content: "hi" }],
+    options: { maxNewTokens: 20, stopOnLoop: false },
+    stream: true,
+    includeUsage: true,
+  });
+});
+
+Deno.test("parseChatRequest() treats null as unset, as OpenAI does", () => {
+  const nulls = Object.fromEntries(
+    [
+      "max_tokens",
+      "temperature",
+      "top_p",
+      "top_k",
+      "seed",
+      "stop",
+      "n",
+      "stream",
+      "stream_options",
+      "frequency_penalty",
+      "presence_penalty",
+      "repetition_penalty",
+      "logprobs",
+      "tools",
+      "response_format",
+    ]
+      .map((k) => [k, null]),
+  );
+  const request = parseChatRequest({ ...base, ...nulls }, LIMITS);
+  assert.deepEqual(request.options, { stopOnLoop: true });
+  assert.equal(request.stream, false);
+});
+
+Deno.test("parseChatRequest() keeps parts in order and records each image's field path", () => {
+  const { messages } = parseChatRequest({
+    model: "m",
+    messages: [
+      { role: "developer", content: "be brief" },
+      {
+        role: "user",
+        content: [{ type: "text", text: "a" }, { type: "image_url", image_url: { url: "data:x" } }],
+      },
+    ],
+  }, LIMITS);
+  assert.deepEqual(messages, [
+    { role: "system", content: "be brief" },
+    {
+      role: "user",
+      content: [
+        { type: "text", text: "a" },
+        { type: "image_url", url: "data:x", param: "messages[1].content[1].image_url.url" },
+      ],
+    },
+  ]);
+});
+
+Deno.test("parseChatRequest() names the bad field and the bad value in its 400s", () => {
+  const e = refusal({ ...base, temperature: "hot" });
+  assert.equal(e.status, 400);
+  assert.equal(e.param, "temperature");
+  assert.match(e.message, /"hot"/);
+  assert.match(refusal({ ...base, top_p: 1.5 }).message, /top_p must be > 0 and <= 1; got 1.5/);
+  assert.match(refusal({ ...base, frequency_penalty: 0.5 }).message, /repetition_penalty/);
+  const images = Array(3).fill({ type: "image_url", image_url: { url: PNG_URL } });
+  const tooMany = refusal({ model: "m", messages: [{ role: "user", content: images }] });
+  assert.equal(tooMany.param, "messages[0].content[2]");
+  assert.match(tooMany.message, /at most 2 images; this one has 3/);
+});
+
+Deno.test("loadMessages() decodes images into ContentPart bytes and leaves text alone", async () => {
+  const { messages } = parseChatRequest({
+    model: "m",
+    messages: [
+      { role: "system", content: "s" },
+      {
+        role: "user",
+        content: [{ type: "image_url", image_url: { url: PNG_URL } }, { type: "text", text: "t" }],
+      },
+    ],
+  }, LIMITS);
+  const policy = { allowRemote: false, allowPrivate: false, maxBytes: 1 << 20, timeoutMs: 1000 };
+  assert.deepEqual(await loadMessages(messages, policy), [
+    { role: "system", content: "s" },
+    { role: "user", content: [{ type: "image", image: PNG }, { type: "text", text: "t" }] },
+  ]);
+});
