@@ -1,0 +1,219 @@
+/**
+ * The Qwen2 decoder layer as GPU dispatches: one function builds a layer for any number of
+ * tokens; only the attention part (rope, KV-cache write, attention) differs between prefill (a
+ * chunk of prompt tokens at a known offset) and decode (one token, everything position-dependent
+ * read from the GPU decode state).
+ * @module
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { createStorage } from "../gpu/buffers.ts";
+import type { Dispatch } from "../../kernels/_kernel.ts";
+import {
+  causalAttention,
+  decodeAttention,
+  type GpuRopeTable,
+  kvWrite,
+  kvWriteAt,
+  linear,
+  rmsNorm,
+  rope,
+  ropeAt,
+  siluMul,
+} from "../../kernels/mod.ts";
+import type { TextConfig } from "./config.ts";
+import type { GpuWeights } from "./weights.ts";
+
+/** Activations of a decoder pass over up to `rows` tokens. */
+export interface DecoderBuffers {
+  rows: number;
+  /** (rows, H) f32: the residual stream. */
+  x: GPUBuffer;
+  /** (rows, H) f32: RMS-normed x. */
+  h: GPUBuffer;
+  /** (rows, H + 2·kvd) f32: rows [q | k | v]. */
+  qkv: GPUBuffer;
+  /** (rows, H) f32: attention output (heads concatenated). */
+  attn: GPUBuffer;
+  /** (rows, 2I) f32: rows [gate | up]. */
+  gateUp: GPUBuffer;
+  /** (rows, I) f32: silu(gate) · up. */
+  act: GPUBuffer;
+  destroy(): void;
+}
+
+/** Width of a fused qkv row: H + 2 · kvHeads · headDim. */
+export function qkvWidth(t: TextConfig): number {
+  return t.hiddenSize + 2 * t.numKvHeads * t.headDim;
+}
+
+/** Allocates the activations for `rows` tokens. */
+export function createDecoderBuffers(
+  gpu: Gpu,
+  t: TextConfig,
+  rows: number,
+  label: string,
+): DecoderBuffers {
+  const H = t.hiddenSize, I = t.intermediateSize;
+  const mk = (cols: number, name: string) =>
+    createStorage(gpu, rows * cols * 4, `${label}.${name}`);
+  const b = {
+    rows,
+    x: mk(H, "x"),
+    h: mk(H, "h"),
+    qkv: mk(qkvWidth(t), "qkv"),
+    attn: mk(H, "attn"),
+    gateUp: mk(2 * I, "gate_up"),
+    act: mk(I, "act"),
+  };
+  return {
+    ...b,
+    destroy: () => [b.x, b.h, b.qkv, b.attn, b.gateUp, b.act].forEach((x) => x.destroy()),
+  };
+}
+
+/** A layer's KV cache: K and V of (maxTokens, kvHeads · headDim) f32. */
+export interface LayerCache {
+  k: GPUBuffer;
+  v: GPUBuffer;
+}
+
+/**
+ * One decoder layer over m tokens of `b`, with `attend` (rope + cache write + attention from
+ * b.qkv into b.attn) in the middle. Residual adds are fused into o_proj and down_proj.
+ *
+ * transformers `Qwen2VLDecoderLayer.forward` / `Qwen2MLP.forward`:
+ * ```python
+ * residual = hidden_states
+ * hidden_states = self.input_layernorm(hidden_states)
+ * hidden_states, _ = self.self_attn(hidden_states=hidden_states, ...)   # q/k/v_proj (bias), rope, attn, o_proj
+ * hidden_states = residual + hidden_states
+ * residual = hidden_states
+ * hidden_states = self.post_attention_layernorm(hidden_states)
+ * hidden_states = self.mlp(hidden_states)        # down_proj(act_fn(gate_proj(x)) * up_proj(x))
+ * hidden_states = residual + hidden_states
+ * ```
+ */
+export function layerDispatches(
+  gpu: Gpu,
+  t: TextConfig,
+  w: GpuWeights,
+  layer: number,
+  b: DecoderBuffers,
+  m: number,
+  attend: Dispatch[],
+): Dispatch[] {
+  const k = `text.layers.${layer}.`;
+  const norm = { rows: m, cols: t.hiddenSize, eps: t.rmsNormEps };
+  return [
+    rmsNorm(gpu, b.h, b.x, w.vector(k + "input_norm"), norm),
+    ...linear(gpu, b.qkv, b.h, w.matrix(k + "qkv"), w.vector(k + "qkv_bias"), { m }),
+    ...attend,
+    ...linear(gpu, b.x, b.attn, w.matrix(k + "o"), null, { m, accumulate: true }),
+    rmsNorm(gpu, b.h, b.x, w.vector(k + "post_norm"), norm),
+    ...linear(gpu, b.gateUp, b.h, w.matrix(k + "gate_up"), null, { m }),
+    siluMul(gpu, b.act, b.gateUp, { rows: m, cols: t.intermediateSize }),
+    ...linear(gpu, b.x, b.act, w.matrix(k + "down"), null, { m, accumulate: true }),
+  ];
+}
+
+/** Where q, k, v sit in a fused qkv row, and the cache-write shape. */
+function qkvLayout(t: TextConfig) {
+  const H = t.hiddenSize, kvd = t.numKvHeads * t.headDim, stride = qkvWidth(t);
+  return {
+    stride,
+    // q heads then k heads are contiguous from column 0: one rope call rotates both.
+    ropeHeads: t.numHeads + t.numKvHeads,
+    kv: { width: kvd, srcStride: stride, kOffset: H, vOffset: H + kvd },
+    heads: { heads: t.numHeads, kvHeads: t.numKvHeads, headDim: t.headDim },
+  };
+}
+
+/**
+ * Prefill attention for n tokens at cache rows offset..offset+n-1.
+ *
+ * transformers `Qwen2VLAttention.forward` (M-RoPE via Qwen2VLRotaryEmbedding, causal mask, GQA):
+ * ```python
+ * query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
+ * key_states, value_states = cache.update(key_states, value_states, self.layer_idx)
+ * attn_output = softmax(q @ repeat_kv(k).T * self.scaling + causal_mask) @ repeat_kv(v)
+ * ```
+ * @param pos (n, 3) u32 M-RoPE positions (t, h, w) of the n tokens
+ */
+export function prefillAttend(
+  gpu: Gpu,
+  t: TextConfig,
+  b: DecoderBuffers,
+  cache: LayerCache,
+  maxTokens: number,
+  table: GpuRopeTable,
+  pos: GPUBuffer,
+  n: number,
+  offset: number,
+): Dispatch[] {
+  const l = qkvLayout(t);
+  return [
+    rope(gpu, b.qkv, pos, table, { seq: n, heads: l.ropeHeads, stride: l.stride, offset: 0 }),
+    kvWrite(gpu, cache.k, cache.v, b.qkv, { ...l.kv, seq: n, maxTokens, offset }),
+    causalAttention(gpu, b.attn, { buffer: b.qkv, stride: l.stride }, { buffer: cache.k }, {
+      buffer: cache.v,
+    }, {
+      ...l.heads,
+      seq: n,
+      offset,
+    }),
+  ];
+}
+
+/**
+ * Decode attention for the token at cache row state.cache_len, rotated by state.position on all
+ * three M-RoPE axes (text tokens after the prompt: transformers adds rope_deltas to
+ * `cache_position`, the same on every axis).
+ * @param scratch {@link decodeAttentionScratchBytes} bytes, shared by all layers
+ */
+export function decodeAttend(
+  gpu: Gpu,
+  t: TextConfig,
+  b: DecoderBuffers,
+  cache: LayerCache,
+  maxTokens: number,
+  table: GpuRopeTable,
+  state: GPUBuffer,
+  scratch: GPUBuffer,
+): Dispatch[] {
+  const l = qkvLayout(t);
+  return [
+    ropeAt(gpu, b.qkv, state, table, { heads: l.ropeHeads, stride: l.stride, offset: 0 }),
+    kvWriteAt(gpu, cache.k, cache.v, b.qkv, state, { ...l.kv, maxTokens }),
+    ...decodeAttention(
+      gpu,
+      b.attn,
+      { buffer: b.qkv, stride: l.stride },
+      { buffer: cache.k },
+      { buffer: cache.v },
+      state,
+      scratch,
+      { ...l.heads, maxTokens },
+    ),
+  ];
+}
+
+/**
+ * Final norm and lm_head over m rows of `x` (already the rows to score).
+ *
+ * transformers: `hidden_states = self.norm(hidden_states)` then `logits = self.lm_head(hidden_states)`.
+ * @param logits (m, vocab) f32
+ */
+export function headDispatches(
+  gpu: Gpu,
+  t: TextConfig,
+  w: GpuWeights,
+  logits: GPUBuffer,
+  h: GPUBuffer,
+  x: GPUBuffer,
+  m: number,
+): Dispatch[] {
+  return [
+    rmsNorm(gpu, h, x, w.vector("text.norm"), { rows: m, cols: t.hiddenSize, eps: t.rmsNormEps }),
+    ...linear(gpu, logits, h, w.matrix("text.lm_head"), null, { m }),
+  ];
+}

@@ -1,0 +1,363 @@
+/**
+ * Qwen2-VL (and QVQ-72B-Preview) on WebGPU: load a checkpoint, encode images, prefill a prompt
+ * into a session's KV cache, and record decode steps that run without any CPU work per token.
+ *
+ * @example
+ * ```ts ignore
+ * const model = await Qwen2VLModel.load("path/to/Qwen2-VL-2B-Instruct");
+ * const images = model.encodeImages(pixelValues, [[1, 24, 32]]);
+ * const session = model.createSession(4096);
+ * await model.prefill(session, inputIds, images);
+ * // sample tokens[0] from session.logits, then per step:
+ * //   model.encodeDecodeStep(pass, session); sampler → tokens[step + 1]; advance(state)
+ * ```
+ * @module
+ */
+import { GpuError, InvalidInputError } from "../errors.ts";
+import { fmtBytes, type Gpu, requestGpu } from "../gpu/device.ts";
+import { createStorage, readF32, uploadArray, writeArray } from "../gpu/buffers.ts";
+import type { WeightDType } from "../gpu/tensor.ts";
+import { type ModelSource, openModelSource } from "../model_files.ts";
+import { SafetensorsCheckpoint } from "../safetensors.ts";
+import type { Dispatch } from "../../kernels/_kernel.ts";
+import {
+  copyRows,
+  embedding,
+  embeddingAt,
+  type GpuRopeTable,
+  mropeTable,
+  uploadRopeTable,
+  writeDecodeState,
+} from "../../kernels/mod.ts";
+import { parseConfig, type Qwen2VLConfig } from "./config.ts";
+import {
+  createDecoderBuffers,
+  decodeAttend,
+  headDispatches,
+  layerDispatches,
+  prefillAttend,
+} from "./decoder.ts";
+import { getRopeIndex, type GridThw } from "./rope_index.ts";
+import { Session } from "./session.ts";
+import { type ImageEmbeds, submit, VisionTower } from "./vision.ts";
+import {
+  estimateMemory,
+  type GpuWeights,
+  type MemoryEstimate,
+  planWeights,
+  prefillChunkTokens,
+  uploadWeights,
+  type WeightPlan,
+} from "./weights.ts";
+
+export type { ImageEmbeds } from "./vision.ts";
+export { Session } from "./session.ts";
+
+/** Options of {@link Qwen2VLModel.load}. */
+export interface LoadOptions {
+  /** The device (default: a new one from requestGpu()). */
+  gpu?: Gpu;
+  /** Weight dtype on the GPU: default f16 where the adapter has shader-f16, else f32. */
+  dtype?: WeightDType;
+  /** Longest context (prompt + generated) a session may hold; default the config's max_position_embeddings. */
+  maxContext?: number;
+  /** Refuse to load when the estimated GPU memory exceeds this many bytes (WebGPU cannot tell the device's size). */
+  memoryLimit?: number;
+  /** Prompt tokens per prefill pass (default: as many as fit, up to 512). Tests force small chunks. */
+  prefillChunk?: number;
+  /** Called as weights stream to the GPU. */
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
+/** Options of {@link Qwen2VLModel.prefill}. */
+export interface PrefillOptions {
+  /** Also read back the logits of every prompt position (tests, the `logits` CLI): (seq, vocab) f32. */
+  allLogits?: boolean;
+}
+
+/** A loaded Qwen2-VL. */
+export class Qwen2VLModel {
+  readonly config: Qwen2VLConfig;
+  readonly gpu: Gpu;
+  readonly plan: WeightPlan;
+  /** The up-front GPU memory estimate at maxContext. */
+  readonly memory: MemoryEstimate;
+  readonly maxContext: number;
+  readonly #w: GpuWeights;
+  readonly #vision: VisionTower;
+  readonly #rope: GpuRopeTable;
+  readonly #chunk: number;
+  #disposed = false;
+
+  private constructor(
+    cfg: Qwen2VLConfig,
+    gpu: Gpu,
+    plan: WeightPlan,
+    memory: MemoryEstimate,
+    maxContext: number,
+    w: GpuWeights,
+    chunk: number,
+  ) {
+    this.config = cfg;
+    this.gpu = gpu;
+    this.plan = plan;
+    this.memory = memory;
+    this.maxContext = maxContext;
+    this.#w = w;
+    this.#chunk = chunk;
+    this.#vision = new VisionTower(gpu, cfg.vision, w);
+    const t = cfg.text;
+    this.#rope = uploadRopeTable(
+      gpu,
+      mropeTable(t.headDim, t.ropeTheta, t.mropeSection, maxContext),
+      "text.rope",
+    );
+  }
+
+  /**
+   * Loads config.json and the safetensors weights from a directory, URL or ModelSource. The config
+   * and every tensor's name, shape and dtype are checked, and the memory estimated, before any
+   * GPU allocation; then weights stream to the GPU tensor by tensor.
+   * @throws ModelFileError for a bad config or checkpoint, GpuError when it does not fit
+   */
+  static async load(source: ModelSource | string, opts: LoadOptions = {}): Promise<Qwen2VLModel> {
+    const src = typeof source === "string" ? openModelSource(source) : source;
+    const cfg = parseConfig(await src.readJson("config.json"), src.pathOf("config.json"));
+    const ckpt = await SafetensorsCheckpoint.open(src);
+    try {
+      const gpu = opts.gpu ?? await requestGpu();
+      const dtype = opts.dtype ?? (gpu.features.f16 ? "f16" : "f32");
+      if (dtype === "f16" && !gpu.features.f16) {
+        throw new GpuError(
+          `dtype "f16" needs shader-f16, which this adapter (${
+            gpu.adapterInfo.description || gpu.adapterInfo.vendor
+          }) lacks; use dtype "f32"`,
+        );
+      }
+      const maxContext = opts.maxContext ?? cfg.text.maxPositionEmbeddings;
+      if (!Number.isInteger(maxContext) || maxContext < 2) {
+        throw new InvalidInputError(`maxContext must be an integer ≥ 2, got ${maxContext}`);
+      }
+      const plan = planWeights(cfg, (n) => (ckpt.has(n) ? ckpt.get(n) : undefined), {
+        dtype,
+        maxBinding: gpu.maxBinding,
+        maxBufferSize: gpu.limits.maxBufferSize,
+        where: ckpt.origin,
+      });
+      const memory = estimateMemory(cfg, plan, maxContext);
+      if (opts.memoryLimit !== undefined && memory.total > opts.memoryLimit) {
+        throw new GpuError(
+          `the model needs about ${fmtBytes(memory.total)} of GPU memory (weights ` +
+            `${fmtBytes(memory.weights)} ${dtype}, KV cache ${fmtBytes(memory.kvCache)} for ` +
+            `${maxContext} tokens, activations ${fmtBytes(memory.activations)}), over the ` +
+            `${fmtBytes(opts.memoryLimit)} limit; use f16 weights or a shorter maxContext`,
+        );
+      }
+      const chunk = opts.prefillChunk ?? prefillChunkTokens(cfg, gpu.maxBinding);
+      if (!Number.isInteger(chunk) || chunk < 1) {
+        throw new InvalidInputError(`prefillChunk must be a positive integer, got ${chunk}`);
+      }
+      const w = await uploadWeights(gpu, ckpt, plan, opts.onProgress);
+      return new Qwen2VLModel(cfg, gpu, plan, memory, maxContext, w, chunk);
+    } finally {
+      ckpt.close();
+    }
+  }
+
+  /**
+   * Vision tower + merger on all images of a prompt.
+   * @param pixelValues (Σ t·h·w, 1176) f32 from the image processor
+   * @param gridThw one (t, h, w) per image, in prompt order
+   * @returns (Σ t·h·w / 4, hidden) f32 on the GPU; destroy() it when the prompt is prefilled
+   */
+  encodeImages(pixelValues: Float32Array, gridThw: readonly GridThw[]): ImageEmbeds {
+    this.#alive();
+    return this.#vision.encode(pixelValues, gridThw);
+  }
+
+  /** A session for up to `maxTokens` tokens (prompt + generated). Allocation failures surface in prefill. */
+  createSession(maxTokens: number): Session {
+    this.#alive();
+    if (maxTokens > this.maxContext) {
+      throw new InvalidInputError(
+        `createSession: maxTokens ${maxTokens} exceeds the model's maxContext ${this.maxContext} (set at load)`,
+      );
+    }
+    const gpu = this.gpu, t = this.config.text;
+    const s = new Session(gpu, t, maxTokens);
+    const b = s.decodeBuffers;
+    const ds: Dispatch[] = [
+      ...embeddingAt(gpu, b.x, s.tokens, s.state, this.#w.matrix("text.embed")),
+    ];
+    for (let i = 0; i < t.numLayers; i++) {
+      const attend = decodeAttend(
+        gpu,
+        t,
+        b,
+        s.cache[i],
+        maxTokens,
+        this.#rope,
+        s.state,
+        s.attnScratch,
+      );
+      ds.push(...layerDispatches(gpu, t, this.#w, i, b, 1, attend));
+    }
+    ds.push(...headDispatches(gpu, t, this.#w, s.logits, b.h, b.x, 1));
+    s.decodeDispatches = ds;
+    return s;
+  }
+
+  /**
+   * Runs the prompt through the model, filling the session's KV cache from row 0 (a new
+   * conversation), leaving the last position's logits in `session.logits` and the decode state at
+   * `{ cache_len: seq, position: seq + ropeDelta, step: 0 }`. Image embeddings replace the
+   * `<|image_pad|>` tokens' embeddings (transformers: `inputs_embeds.masked_scatter(image_mask,
+   * image_embeds)`), positions come from {@link getRopeIndex}. Long prompts run in chunks.
+   * @param inputIds (seq) token ids, image pads already expanded to each image's token count
+   * @returns (seq, vocab) f32 logits when `opts.allLogits`, else undefined
+   */
+  async prefill(
+    session: Session,
+    inputIds: ArrayLike<number>,
+    images?: ImageEmbeds,
+    opts: PrefillOptions = {},
+  ): Promise<Float32Array | undefined> {
+    this.#alive();
+    await session.ready();
+    const gpu = this.gpu, cfg = this.config, t = cfg.text, H = t.hiddenSize, V = t.vocabSize;
+    const S = inputIds.length;
+    if (S < 1 || S >= session.maxTokens) {
+      throw new InvalidInputError(
+        `prefill: the prompt has ${S} tokens; it needs 1 to ${
+          session.maxTokens - 1
+        } for this session ` +
+          `(maxTokens ${session.maxTokens}, one left to generate)`,
+      );
+    }
+    const ids = new Uint32Array(S);
+    const runs: { start: number; len: number }[] = []; // image-pad runs in prompt order
+    for (let i = 0; i < S; i++) {
+      const id = inputIds[i];
+      if (!Number.isInteger(id) || id < 0 || id >= V) {
+        throw new InvalidInputError(
+          `prefill: token ${i} is ${id}, outside the vocabulary 0..${V - 1}`,
+        );
+      }
+      ids[i] = id;
+      if (id === cfg.imageTokenId) {
+        const last = runs[runs.length - 1];
+        if (last && last.start + last.len === i) last.len++;
+        else runs.push({ start: i, len: 1 });
+      }
+    }
+    const nImage = runs.reduce((a, r) => a + r.len, 0);
+    if (nImage !== (images?.tokens ?? 0)) {
+      throw new InvalidInputError(
+        `prefill: the prompt has ${nImage} image tokens (id ${cfg.imageTokenId}) but ${
+          images?.tokens ?? 0
+        } ` +
+          `image embeddings were given; expand each image placeholder to its grid's token count`,
+      );
+    }
+    const { positions, ropeDelta } = getRopeIndex(
+      ids,
+      images?.grids ?? [],
+      cfg.imageTokenId,
+      cfg.vision.spatialMergeSize,
+    );
+    const pos = new Uint32Array(S * 3); // (S, 3) u32, the rope kernel's layout
+    for (let i = 0; i < S; i++) {
+      for (let a = 0; a < 3; a++) pos[i * 3 + a] = positions[a * S + i];
+    }
+
+    let chunk = this.#chunk;
+    if (opts.allLogits) chunk = Math.max(1, Math.min(chunk, Math.floor(gpu.maxBinding / (V * 4))));
+    chunk = Math.min(chunk, S);
+    const b = createDecoderBuffers(gpu, t, chunk, "prefill");
+    const last = createStorage(gpu, H * 4, "prefill.last_x"); // (1, H) f32
+    const lastH = createStorage(gpu, H * 4, "prefill.last_h");
+    const logitsAll = opts.allLogits
+      ? createStorage(gpu, chunk * V * 4, "prefill.logits")
+      : undefined;
+    const out = opts.allLogits ? new Float32Array(S * V) : undefined;
+    const embed = this.#w.matrix("text.embed");
+    // Image embedding rows used so far: runs consume images.buffer rows in order.
+    const runRow = runs.map((_, i) => runs.slice(0, i).reduce((a, r) => a + r.len, 0));
+    try {
+      for (let c = 0; c < S; c += chunk) {
+        const n = Math.min(chunk, S - c);
+        const idsBuf = uploadArray(gpu, ids.subarray(c, c + n), "prefill.ids");
+        const posBuf = uploadArray(gpu, pos.subarray(c * 3, (c + n) * 3), "prefill.pos");
+        const ds: Dispatch[] = [...embedding(gpu, b.x, idsBuf, embed, { n })];
+        runs.forEach((r, i) => {
+          const lo = Math.max(r.start, c), hi = Math.min(r.start + r.len, c + n);
+          if (lo < hi) {
+            ds.push(copyRows(gpu, b.x, images!.buffer, {
+              n: hi - lo,
+              cols: H,
+              srcRow: runRow[i] + lo - r.start,
+              dstRow: lo - c,
+            }));
+          }
+        });
+        for (let l = 0; l < t.numLayers; l++) {
+          const attend = prefillAttend(
+            gpu,
+            t,
+            b,
+            session.cache[l],
+            session.maxTokens,
+            this.#rope,
+            posBuf,
+            n,
+            c,
+          );
+          ds.push(...layerDispatches(gpu, t, this.#w, l, b, n, attend));
+        }
+        if (c + n === S) {
+          ds.push(copyRows(gpu, last, b.x, { n: 1, cols: H, srcRow: n - 1 }));
+          ds.push(...headDispatches(gpu, t, this.#w, session.logits, lastH, last, 1));
+        }
+        if (logitsAll) ds.push(...headDispatches(gpu, t, this.#w, logitsAll, b.h, b.x, n));
+        submit(gpu, ds, "prefill");
+        idsBuf.destroy();
+        posBuf.destroy();
+        if (logitsAll) out!.set(await readF32(gpu, logitsAll, n * V), c * V);
+      }
+    } finally {
+      b.destroy();
+      last.destroy();
+      lastH.destroy();
+      logitsAll?.destroy();
+    }
+    writeArray(gpu, session.prompt, ids);
+    writeDecodeState(gpu, session.state, { cacheLen: S, position: S + ropeDelta, step: 0 });
+    session.promptLength = S;
+    session.ropeDelta = ropeDelta;
+    return out;
+  }
+
+  /**
+   * Records one decode step into `pass`: embedding of `tokens[state.step]` → all layers (K/V at
+   * row state.cache_len, rope at state.position) → `session.logits`. The same prebuilt dispatches
+   * every step; no CPU work beyond encoding. The caller then records its sampler (writing
+   * `tokens[step + 1]`) and `advance(state)`.
+   */
+  encodeDecodeStep(pass: GPUComputePassEncoder, session: Session): void {
+    if (session.disposed) throw new InvalidInputError("encodeDecodeStep: the session was disposed");
+    for (const d of session.decodeDispatches) d.encode(pass);
+  }
+
+  /** Frees every GPU buffer of the model (sessions are disposed separately). */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#vision.destroy();
+    this.#rope.destroy();
+    this.#w.destroy();
+  }
+
+  #alive(): void {
+    if (this.#disposed) throw new InvalidInputError("this model was disposed; load it again");
+  }
+}

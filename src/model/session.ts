@@ -1,0 +1,128 @@
+/**
+ * A generation session: the GPU state of one conversation — KV cache, decode state, token ring,
+ * logits and the decode step's activations with its prebuilt dispatches.
+ * @module
+ */
+import { GpuError, InvalidInputError } from "../errors.ts";
+import { fmtBytes, type Gpu } from "../gpu/device.ts";
+import { createStorage } from "../gpu/buffers.ts";
+import type { Dispatch } from "../../kernels/_kernel.ts";
+import { createDecodeState, decodeAttentionScratchBytes } from "../../kernels/mod.ts";
+import type { TextConfig } from "./config.ts";
+import { createDecoderBuffers, type DecoderBuffers, type LayerCache } from "./decoder.ts";
+
+/**
+ * Created by `Qwen2VLModel.createSession(maxTokens)`. After `prefill`, the GPU holds the prompt's
+ * K/V, `logits` holds the last prompt position's logits and `state` is
+ * `{ cache_len: prompt length, position: next text position, step: 0 }` (kernels/state.wgsl).
+ * Each decode step (`encodeDecodeStep`) reads its input token from `tokens[state.step]` and
+ * writes `logits`; the caller's sampler writes `tokens[step + 1]` and `advance` moves the state.
+ */
+export class Session {
+  /** Tokens the KV cache holds: prompt + generated. */
+  readonly maxTokens: number;
+  /** DecodeState {cache_len, position, step, reserved} u32 (kernels/state.wgsl). */
+  readonly state: GPUBuffer;
+  /** (maxTokens) u32 token ring: tokens[0] is the first generated token (sampled after prefill). */
+  readonly tokens: GPUBuffer;
+  /** (maxTokens) f32: the sampler's largest processed score per ring entry (parallel to tokens). */
+  readonly scores: GPUBuffer;
+  /** (maxTokens) u32: the prompt ids of the last prefill (the repetition penalty's history). */
+  readonly prompt: GPUBuffer;
+  /** (vocab) f32 logits of the last prefill position or of the last decode step. */
+  readonly logits: GPUBuffer;
+  /** Per layer K and V, (maxTokens, kvHeads · headDim) f32 each. */
+  readonly cache: readonly LayerCache[];
+  /** Prompt tokens of the last prefill (0 before). */
+  promptLength = 0;
+  /** M-RoPE delta of the last prompt: a decode token at cache row c has position c + ropeDelta. */
+  ropeDelta = 0;
+
+  /** @internal one-token activations of the decode step */
+  readonly decodeBuffers: DecoderBuffers;
+  /** @internal decode attention partial sums, shared by all layers */
+  readonly attnScratch: GPUBuffer;
+  /** @internal the decode step, built once by the model */
+  decodeDispatches: Dispatch[] = [];
+  readonly #allocError: Promise<GPUError | null>;
+  #disposed = false;
+
+  /** @internal use Qwen2VLModel.createSession */
+  constructor(gpu: Gpu, t: TextConfig, maxTokens: number) {
+    if (!Number.isInteger(maxTokens) || maxTokens < 2) {
+      throw new InvalidInputError(
+        `createSession: maxTokens must be an integer ≥ 2, got ${maxTokens}`,
+      );
+    }
+    const kvd = t.numKvHeads * t.headDim;
+    const layerBytes = maxTokens * kvd * 4;
+    if (layerBytes > gpu.maxBinding) {
+      throw new GpuError(
+        `createSession: a ${maxTokens}-token KV cache needs ${
+          fmtBytes(layerBytes)
+        } per layer for K ` +
+          `(and as much for V), over this adapter's ${fmtBytes(gpu.maxBinding)} binding limit; ` +
+          `use a smaller maxTokens (at most ${Math.floor(gpu.maxBinding / (kvd * 4))})`,
+      );
+    }
+    this.maxTokens = maxTokens;
+    gpu.device.pushErrorScope("out-of-memory");
+    this.state = createDecodeState(gpu, "session.state");
+    this.tokens = createStorage(gpu, maxTokens * 4, "session.tokens");
+    this.scores = createStorage(gpu, maxTokens * 4, "session.scores");
+    this.prompt = createStorage(gpu, maxTokens * 4, "session.prompt");
+    this.logits = createStorage(gpu, t.vocabSize * 4, "session.logits");
+    this.cache = Array.from({ length: t.numLayers }, (_, i) => ({
+      k: createStorage(gpu, layerBytes, `kv.${i}.k`),
+      v: createStorage(gpu, layerBytes, `kv.${i}.v`),
+    }));
+    this.decodeBuffers = createDecoderBuffers(gpu, t, 1, "decode");
+    this.attnScratch = createStorage(
+      gpu,
+      decodeAttentionScratchBytes({
+        heads: t.numHeads,
+        kvHeads: t.numKvHeads,
+        headDim: t.headDim,
+        maxTokens,
+      }),
+      "decode.attn_scratch",
+    );
+    const totalKv = 2 * t.numLayers * layerBytes;
+    this.#allocError = gpu.device.popErrorScope().then((e) =>
+      e && new GpuError(
+        `out of GPU memory creating a ${maxTokens}-token session (KV cache ${
+          fmtBytes(totalKv)
+        }): ` +
+          `${e.message}. Use a smaller maxTokens`,
+      )
+    );
+  }
+
+  /** Throws the GpuError of a failed allocation (checked by prefill). */
+  async ready(): Promise<void> {
+    if (this.#disposed) throw new InvalidInputError("this session was disposed; create a new one");
+    const e = await this.#allocError;
+    if (e) throw e;
+  }
+
+  /** Whether dispose() was called. */
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** Frees the session's GPU memory. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const d of this.decodeDispatches) d.destroy();
+    this.decodeDispatches = [];
+    for (const c of this.cache) {
+      c.k.destroy();
+      c.v.destroy();
+    }
+    this.decodeBuffers.destroy();
+    for (
+      const b of [this.state, this.tokens, this.scores, this.prompt, this.logits, this.attnScratch]
+    ) b.destroy();
+  }
+}
