@@ -27,11 +27,25 @@ import { grid2d } from "./_grid.ts";
 
 const Params = defineParams({ m: "u32", n: "u32", k: "u32", row_start: "u32", rows: "u32" });
 
-/** GEMV: threads per workgroup (a power of two ≥ every subgroup size) and rows per workgroup. */
-const GEMV_WG = 256;
-const GEMV_ROWS = 4;
-/** Tiled path: output tile rows = 16 · TM (TM a multiple of 4), columns = 64. */
-const TILE_TM = 4;
+/** Kernel shape knobs of {@link linear}; benchmarks override them, callers use the defaults. */
+export interface LinearTuning {
+  /** GEMV threads per workgroup: a power of two ≥ every subgroup size. */
+  gemvWg: number;
+  /** GEMV output rows per workgroup (each x element loaded once is used for all of them). */
+  gemvRows: number;
+  /** GEMV over f16 weights with k % 8 == 0 reads 16 bytes (8 halves) per load. */
+  gemvPack8: boolean;
+  /** Tiled path: each thread computes tileTm × 4 outputs of a (16 · tileTm) × 64 tile; a multiple of 4. */
+  tileTm: number;
+}
+
+/** Default {@link LinearTuning}. */
+export const LINEAR_TUNING: Readonly<LinearTuning> = {
+  gemvWg: 256,
+  gemvRows: 4,
+  gemvPack8: true,
+  tileTm: 4,
+};
 const TILE_N = 64;
 
 /** Shape and options of a linear call. */
@@ -48,6 +62,7 @@ export interface LinearShape {
  * @param x (m, w.cols) f32
  * @param w (w.rows, w.cols) f32 or f16
  * @param bias (w.rows) f32, or null
+ * @param tuning overrides of {@link LINEAR_TUNING} (benchmarks)
  * @example
  * ```ts ignore
  * const ds = linear(gpu, y, x, qProj, qBias, { m: 1 });
@@ -61,8 +76,17 @@ export function linear(
   w: Weight,
   bias: BufferArg | null,
   s: LinearShape,
+  tuning: Partial<LinearTuning> = {},
 ): Dispatch[] {
   const { m } = s;
+  const t = { ...LINEAR_TUNING, ...tuning };
+  if (
+    !(t.gemvWg >= 4 && t.gemvWg <= gpu.limits.maxComputeInvocationsPerWorkgroup &&
+      (t.gemvWg & (t.gemvWg - 1)) === 0) ||
+    !(Number.isInteger(t.gemvRows) && t.gemvRows >= 1) || !(t.tileTm >= 4 && t.tileTm % 4 === 0)
+  ) {
+    throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
+  }
   if (!Number.isInteger(m) || m < 1) {
     throw new InvalidInputError(`linear: m must be a positive integer, got ${m}`);
   }
@@ -72,27 +96,29 @@ export function linear(
   if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError("linear: y must not alias x");
   const gemv = m === 1;
   const subgroups = gemv && gpu.features.subgroups &&
-    (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= GEMV_WG;
+    (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= t.gemvWg;
+  const pack8 = gemv && t.gemvPack8 && w.dtype === "f16" && w.cols % 8 === 0;
   const v = variant(gpu, {
     family: "linear",
     entry: "main",
     bindings: bias ? ["read", "read", "read", "read_write"] : ["read", "read", "read_write"],
     params: Params,
     defines: {
-      F16: w.dtype === "f16",
+      F16: w.dtype === "f16" && !pack8,
+      PACK8: pack8,
       VEC: w.cols % 4 === 0,
       BIAS: bias !== null,
       ACC: s.accumulate === true,
       GEMV: gemv,
       SUBGROUPS: subgroups,
-      ...(gemv ? { WG: GEMV_WG, ROWS: GEMV_ROWS } : { TM: TILE_TM }),
+      ...(gemv ? { WG: t.gemvWg, ROWS: t.gemvRows } : { TM: t.tileTm }),
     },
   });
   return w.chunks.map((c) => {
     const params = Params.pack({ m, n: w.rows, k: w.cols, row_start: c.rowStart, rows: c.rows });
     const grid = gemv
-      ? grid2d(ceilDiv(c.rows, GEMV_ROWS))
-      : [ceilDiv(c.rows, TILE_N), ceilDiv(m, 16 * TILE_TM)] as const;
+      ? grid2d(ceilDiv(c.rows, t.gemvRows))
+      : [ceilDiv(c.rows, TILE_N), ceilDiv(m, 16 * t.tileTm)] as const;
     const buffers = bias ? [x, c.buffer, bias, y] : [x, c.buffer, y];
     return new Dispatch(gpu, v, buffers, params, grid);
   });

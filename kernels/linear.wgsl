@@ -7,6 +7,8 @@
 // path: a workgroup computes a (TM·16) × 64 output tile from shared-memory tiles of BK = 16.
 // #if SUBGROUPS (GEMV only): reduce with subgroupAdd; the host enables it only when every
 // subgroup size the adapter may use divides WG.
+// #if PACK8 (GEMV only, f16, k % 8 == 0): w is read 8 halves at a time as vec4<u32> (16-byte
+// loads) and unpacked with unpack2x16float; needs no shader-f16.
 
 #if VEC
 alias XV = vec4<f32>;
@@ -25,7 +27,11 @@ alias WV = f32;
 #endif
 
 @group(0) @binding(0) var<storage, read> x: array<XV>;         // (m, k) f32
+#if PACK8
+@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;  // (rows, k / 8) 8 × f16: this chunk
+#else
 @group(0) @binding(1) var<storage, read> w: array<WV>;         // (rows, k) f32|f16: this chunk
+#endif
 #if BIAS
 @group(0) @binding(2) var<storage, read> bias: array<f32>;     // (n) f32, indexed by output column
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;  // (m, n) f32
@@ -34,12 +40,19 @@ alias WV = f32;
 #endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
-// Elements per XV / WV.
+// Elements per x / w array element (PACK8: per vec4<u32> of w).
+#if PACK8
+const V: u32 = 8u;
+#else
 #if VEC
 const V: u32 = 4u;
-fn dot_xw(a: XV, b: XV) -> f32 { return dot(a, b); }
 #else
 const V: u32 = 1u;
+#endif
+#endif
+#if VEC
+fn dot_xw(a: XV, b: XV) -> f32 { return dot(a, b); }
+#else
 fn dot_xw(a: XV, b: XV) -> f32 { return a * b; }
 #endif
 
@@ -86,10 +99,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // Each x element is loaded once and used for ROWS weight rows. Rows past the chunk's end read
   // the last row again (in bounds, branch-free) and are not stored.
   for (var j = lid; j < kv; j += WG) {
+#if PACK8
+    let xa = x[2u * j];
+    let xb = x[2u * j + 1u];
+#else
     let xv = x[j];
+#endif
     for (var r = 0u; r < ROWS; r++) {
       let row = min(r0 + r, p.rows - 1u);
+#if PACK8
+      let q = w[row * kv + j];
+      let wa = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+      let wb = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+      acc[r] += dot(wa, xa) + dot(wb, xb);
+#else
       acc[r] += dot_xw(XV(w[row * kv + j]), xv);
+#endif
     }
   }
 #if SUBGROUPS

@@ -12,7 +12,7 @@ import { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { linear as linearRef } from "../src/ref/linear.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
-import { linear } from "./linear.ts";
+import { linear, type LinearTuning } from "./linear.ts";
 import { run } from "./_kernel.ts";
 
 // The GPU sums k f32 products sequentially per thread (in another order than the f64
@@ -43,11 +43,12 @@ async function runLinear(
   bias: Float32Array | null,
   m: number,
   y0?: Float32Array,
+  tuning?: Partial<LinearTuning>,
 ): Promise<Float32Array> {
   const bx = uploadArray(gpu, x, "x");
   const bb = bias ? uploadArray(gpu, bias, "bias") : null;
   const by = y0 ? uploadArray(gpu, y0, "y") : createStorage(gpu, m * w.rows * 4, "y");
-  const ds = linear(gpu, by, bx, w, bb, { m, accumulate: y0 !== undefined });
+  const ds = linear(gpu, by, bx, w, bb, { m, accumulate: y0 !== undefined }, tuning);
   run(gpu, ds);
   const y = await readF32(gpu, by, m * w.rows);
   [bx, bb, by].forEach((b) => b?.destroy());
@@ -153,18 +154,39 @@ Deno.test("linear() rejects buffers too small for the shape", async () => {
   destroyWeight(w);
 });
 
-Deno.test("linear() GEMV gives the same results with and without subgroup reductions", async () => {
+Deno.test("linear() gives the same results for every kernel variant and tuning", async () => {
   const gpu = await sharedGpu();
-  if (!gpu.features.subgroups) return; // the fallback is what the other tests already ran
-  // The same device, told it has no subgroups: the shared-memory tree reduction.
+  // The same device, told it has no subgroups: the GEMV's shared-memory tree reduction.
   const noSub = new Gpu(gpu.device, gpu.adapterInfo, { ...gpu.features, subgroups: false });
   const rng = seeded(16);
-  for (const [n, k] of [[47, 33], [130, 1176]]) {
-    const x = randn(rng, k), bias = randn(rng, n);
-    const { w, held } = makeWeight(gpu, randn(rng, n * k), n, k, "f16");
-    const want = linearRef(x, held, bias, 1, n, k);
-    assertClose(await runLinear(gpu, x, w, bias, 1), want, TOL, `subgroups ${n}x${k}`);
-    assertClose(await runLinear(noSub, x, w, bias, 1), want, TOL, `tree ${n}x${k}`);
-    destroyWeight(w);
+  const variants: [string, Gpu, Partial<LinearTuning>, number][] = [
+    ["default", gpu, {}, 1],
+    ["no subgroups", noSub, {}, 1],
+    ["vec4<f16> loads", gpu, { gemvPack8: false }, 1],
+    ["64 threads, 3 rows", gpu, { gemvWg: 64, gemvRows: 3 }, 1],
+    ["tree, 1 row", noSub, { gemvWg: 128, gemvRows: 1, gemvPack8: false }, 1],
+    ["tile 128 × 64", gpu, { tileTm: 8 }, 150],
+  ];
+  for (const [n, k] of [[47, 40], [130, 1176]]) {
+    for (const [name, g, tuning, m] of variants) {
+      const x = randn(rng, m * k), bias = randn(rng, n);
+      const { w, held } = makeWeight(gpu, randn(rng, n * k), n, k, "f16");
+      const got = await runLinear(g, x, w, bias, m, undefined, tuning);
+      assertClose(got, linearRef(x, held, bias, m, n, k), TOL, `${name} ${m}x${n}x${k}`);
+      destroyWeight(w);
+    }
   }
+  assert.throws(
+    () =>
+      linear(
+        gpu,
+        createStorage(gpu, 4),
+        createStorage(gpu, 4),
+        createWeight(gpu, 1, 1, "f32", "w"),
+        null,
+        { m: 1 },
+        { gemvWg: 100 },
+      ),
+    /bad tuning/,
+  );
 });
