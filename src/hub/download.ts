@@ -1,0 +1,519 @@
+/**
+ * Downloads a Qwen2-VL / QVQ checkpoint from the Hugging Face hub into the standard hub cache
+ * (shared with Python's huggingface_hub), resuming interrupted downloads and checking every file's
+ * size and, for LFS files, its sha256.
+ *
+ * Protocol (as huggingface_hub's `hf_hub_download`): `HEAD <endpoint>/<repo>/resolve/<revision>/<file>`
+ * without following the redirect to the CDN gives the commit (`X-Repo-Commit`), the blob name
+ * (`X-Linked-Etag` or `ETag`) and the size (`X-Linked-Size` or `Content-Length`); the file is then
+ * fetched from the redirect's target into `blobs/<etag>.incomplete`, with `Range` to resume.
+ *
+ * @example
+ * ```ts ignore
+ * import { downloadModel } from "./download.ts";
+ * const dir = await downloadModel("Qwen/Qwen2-VL-2B-Instruct");
+ * // dir: ~/.cache/huggingface/hub/models--Qwen--Qwen2-VL-2B-Instruct/snapshots/<commit>
+ * ```
+ * @module
+ */
+import { createHash, type Hash } from "node:crypto";
+import { join } from "node:path";
+import { ModelFileError } from "../errors.ts";
+import { checkFileName } from "../model_files.ts";
+import { defaultCacheDir, fileSize, RepoCache } from "./_cache.ts";
+import { ProgressBar, type ProgressSink, stderrSink } from "./_progress.ts";
+
+/** How to reach the hub and where to cache; unset fields come from the environment. */
+export interface DownloadOptions {
+  /** Branch, tag or commit hash. Default "main". */
+  revision?: string;
+  /** The hub's base URL. Default `HF_ENDPOINT`, else https://huggingface.co. */
+  endpoint?: string;
+  /** Access token for gated or private models. Default `HF_TOKEN`. */
+  token?: string;
+  /** Cache root. Default `HF_HUB_CACHE`, else `$HF_HOME/hub`, else ~/.cache/huggingface/hub. */
+  cacheDir?: string;
+  /** Use only the cache (no network). Default: `HF_HUB_OFFLINE=1`. */
+  offline?: boolean;
+  /** A progress bar on stderr (true), none (false), or your own sink. Default: when stderr is a terminal. */
+  progress?: boolean | ProgressSink;
+  /** Times a dropped download is resumed before giving up. Default 5. */
+  retries?: number;
+  /** Files downloaded at once. Default 4. */
+  concurrency?: number;
+  /** Cancels the download; the partial file stays and is resumed next time. */
+  signal?: AbortSignal;
+}
+
+/** The files a checkpoint needs besides its weights; `optional` ones may be absent from the repo. */
+export const MODEL_FILES: readonly { name: string; optional: boolean }[] = [
+  { name: "config.json", optional: false },
+  { name: "generation_config.json", optional: true },
+  { name: "preprocessor_config.json", optional: false },
+  { name: "tokenizer.json", optional: false },
+  { name: "tokenizer_config.json", optional: false },
+  { name: "chat_template.json", optional: true },
+];
+const INDEX = "model.safetensors.index.json";
+const SINGLE = "model.safetensors";
+const DEFAULT_ENDPOINT = "https://huggingface.co";
+
+function env(name: string): string | undefined {
+  try {
+    return Deno.env.get(name) || undefined;
+  } catch {
+    return undefined; // no --allow-env: behave as if unset
+  }
+}
+
+/** What HEAD says about one file. */
+interface FileMeta {
+  name: string;
+  /** Where to GET it (the CDN URL for LFS files). */
+  url: string;
+  commit: string;
+  etag: string;
+  size: number;
+}
+
+interface Context {
+  repoId: string;
+  endpoint: string;
+  headers: Record<string, string>;
+  cache: RepoCache;
+  retries: number;
+  signal?: AbortSignal;
+}
+
+/** huggingface_hub's `_normalize_etag`: drop a weak `W/` prefix and the quotes. */
+function normalizeEtag(etag: string): string {
+  return etag.replace(/^W\//, "").replace(/^"|"$/g, "");
+}
+
+/** The hub's reason for a failed request, from its X-Error-Code header. */
+function hubError(
+  ctx: Context,
+  file: string,
+  revision: string,
+  response: Response,
+): ModelFileError {
+  const code = response.headers.get("x-error-code");
+  const where = `${ctx.endpoint}/${ctx.repoId}`;
+  if (code === "GatedRepo" || response.status === 403) {
+    return new ModelFileError(
+      `"${ctx.repoId}" is gated: accept its license on ${where} and set HF_TOKEN to a token of that account.`,
+    );
+  }
+  if (code === "RepoNotFound" || response.status === 401) {
+    return new ModelFileError(
+      `No model "${ctx.repoId}" on ${ctx.endpoint} (or it is private: set HF_TOKEN). ` +
+        `Check the id, e.g. "Qwen/Qwen2-VL-2B-Instruct", or pass a local model directory.`,
+    );
+  }
+  if (code === "RevisionNotFound") {
+    return new ModelFileError(
+      `"${ctx.repoId}" has no revision "${revision}"; use a branch, tag or commit hash.`,
+    );
+  }
+  return new ModelFileError(
+    `Downloading "${file}" of "${ctx.repoId}" failed: HTTP ${response.status} from ${where} ` +
+      `(${code ?? response.statusText}).`,
+  );
+}
+
+function resolveUrl(ctx: Context, revision: string, file: string): string {
+  return `${ctx.endpoint}/${ctx.repoId}/resolve/${encodeURIComponent(revision)}/${file}`;
+}
+
+/**
+ * HEAD of one file; undefined when the repo has no such file. Relative redirects (a renamed repo)
+ * are followed; an absolute one is the CDN, whose URL becomes the download URL.
+ */
+async function headFile(
+  ctx: Context,
+  revision: string,
+  name: string,
+): Promise<FileMeta | undefined> {
+  let url = resolveUrl(ctx, revision, name);
+  for (let hop = 0; hop < 5; hop++) {
+    const response = await fetch(url, {
+      method: "HEAD",
+      redirect: "manual",
+      headers: ctx.headers,
+      signal: ctx.signal,
+    });
+    await response.body?.cancel();
+    const location = response.headers.get("location");
+    const isRedirect = response.status >= 300 && response.status < 400 && location;
+    if (isRedirect && !/^https?:\/\//i.test(location)) {
+      url = new URL(location, url).href;
+      continue;
+    }
+    if (!isRedirect && !response.ok) {
+      if (response.status === 404 && response.headers.get("x-error-code") === "EntryNotFound") {
+        return;
+      }
+      if (response.status === 404 && !response.headers.get("x-error-code")) return; // a plain file server
+      throw hubError(ctx, name, revision, response);
+    }
+    const h = response.headers;
+    const commit = h.get("x-repo-commit");
+    const etag = h.get("x-linked-etag") ?? h.get("etag");
+    const size = Number(h.get("x-linked-size") ?? h.get("content-length") ?? NaN);
+    if (!commit || !etag || !Number.isSafeInteger(size)) {
+      throw new ModelFileError(
+        `${url} did not answer like the Hugging Face hub (missing X-Repo-Commit, ETag or size). ` +
+          `Check HF_ENDPOINT ("${ctx.endpoint}").`,
+      );
+    }
+    return { name, url: isRedirect ? location : url, commit, etag: normalizeEtag(etag), size };
+  }
+  throw new ModelFileError(`Too many redirects for "${name}" of "${ctx.repoId}" (${url}).`);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** sha256 fed chunk by chunk (a multi-GB shard never sits in memory); `clear()` starts over. */
+class Sha256 {
+  #hash: Hash = createHash("sha256");
+  update(bytes: Uint8Array): void {
+    this.#hash.update(bytes);
+  }
+  clear(): void {
+    this.#hash = createHash("sha256");
+  }
+  hex(): string {
+    return this.#hash.digest("hex");
+  }
+}
+
+/** Feeds the first `length` bytes of `path` to `hash` (the part a resumed download already has). */
+async function hashPrefix(hash: Sha256, path: string, length: number): Promise<void> {
+  using file = await Deno.open(path, { read: true });
+  const buffer = new Uint8Array(1 << 20);
+  for (let left = length; left > 0;) {
+    const n = await file.read(buffer.subarray(0, Math.min(left, buffer.length)));
+    if (n === null) break;
+    hash.update(buffer.subarray(0, n));
+    left -= n;
+  }
+}
+
+async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  for (let at = 0; at < bytes.length;) at += await file.write(bytes.subarray(at));
+}
+
+/** A dropped connection or server hiccup worth resuming after (not a wrong file or a 4xx). */
+class Transient extends Error {}
+
+/**
+ * One attempt: appends to `partial` from its current length. Returns when the server has sent
+ * everything; throws Transient for a dropped connection or a 5xx, ModelFileError for a wrong size.
+ */
+async function fetchInto(
+  ctx: Context,
+  meta: FileMeta,
+  partial: string,
+  hash: Sha256 | undefined,
+  progress: ProgressBar | undefined,
+): Promise<void> {
+  let have = (await fileSize(partial)) ?? 0;
+  const headers = { ...ctx.headers, ...(have > 0 ? { range: `bytes=${have}-` } : {}) };
+  let response: Response;
+  try {
+    response = await fetch(meta.url, { headers, signal: ctx.signal });
+  } catch (error) {
+    if (ctx.signal?.aborted) throw error;
+    throw new Transient(`request failed: ${error}`);
+  }
+  if (response.status === 416 && have === meta.size) return; // already complete
+  if (response.status >= 500) {
+    await response.body?.cancel();
+    throw new Transient(`HTTP ${response.status}`);
+  }
+  if (!response.ok) {
+    await response.body?.cancel();
+    throw hubError(ctx, meta.name, meta.commit, response);
+  }
+  if (response.status === 200 && have > 0) {
+    // The server ignored Range: start over.
+    await Deno.truncate(partial, 0);
+    have = 0;
+    hash?.clear();
+  }
+  const total = response.status === 206
+    ? Number(response.headers.get("content-range")?.match(/\/(\d+)$/)?.[1] ?? NaN)
+    : Number(response.headers.get("content-length") ?? NaN);
+  if (Number.isFinite(total) && total !== meta.size) {
+    await response.body?.cancel();
+    throw new ModelFileError(
+      `"${meta.name}" of "${ctx.repoId}": the hub announced ${meta.size} bytes but the download is ` +
+        `${total} bytes (${meta.url}). The file changed or the server is misconfigured; try again later.`,
+    );
+  }
+  using file = await Deno.open(partial, { write: true, create: true, append: true });
+  try {
+    for await (const chunk of response.body ?? []) {
+      have += chunk.length;
+      if (have > meta.size) {
+        throw new ModelFileError(
+          `"${meta.name}" of "${ctx.repoId}": received more than the announced ${meta.size} bytes.`,
+        );
+      }
+      hash?.update(chunk);
+      await writeAll(file, chunk);
+      progress?.add(chunk.length);
+    }
+  } catch (error) {
+    if (error instanceof ModelFileError || ctx.signal?.aborted) throw error;
+    throw new Transient(`connection dropped after ${have} bytes: ${error}`);
+  }
+}
+
+/** Downloads one blob into the cache (resuming its .incomplete file), verifying size and sha256. */
+async function downloadBlob(
+  ctx: Context,
+  cacheDir: string,
+  meta: FileMeta,
+  progress?: ProgressBar,
+): Promise<void> {
+  const blob = ctx.cache.blob(meta.etag);
+  const lockDir = join(cacheDir, ".locks", ctx.cache.dir.split(/[\\/]/).at(-1)!);
+  await Deno.mkdir(lockDir, { recursive: true });
+  await Deno.mkdir(join(blob, ".."), { recursive: true });
+  // The same lock file huggingface_hub uses, so Python and qvq never write one blob at once.
+  using lock = await Deno.open(join(lockDir, `${meta.etag}.lock`), { write: true, create: true });
+  await lock.lock(true);
+  try {
+    if ((await fileSize(blob)) === meta.size) return progress?.add(meta.size);
+    const partial = `${blob}.incomplete`;
+    const have = (await fileSize(partial)) ?? 0;
+    if (have > meta.size) await Deno.truncate(partial, 0);
+    // Only LFS files can be verified: their ETag is their sha256.
+    const hash = /^[0-9a-f]{64}$/.test(meta.etag) ? new Sha256() : undefined;
+    if (hash && have > 0 && have <= meta.size) await hashPrefix(hash, partial, have);
+    progress?.add(have <= meta.size ? have : 0);
+    for (let attempt = 0;; attempt++) {
+      try {
+        await fetchInto(ctx, meta, partial, hash, progress);
+        break;
+      } catch (error) {
+        if (!(error instanceof Transient) || attempt >= ctx.retries) {
+          if (error instanceof Transient) {
+            throw new ModelFileError(
+              `Downloading "${meta.name}" of "${ctx.repoId}" failed ${
+                attempt + 1
+              } times (${error.message}). ` +
+                `Run again to resume from ${(await fileSize(partial)) ?? 0} bytes.`,
+            );
+          }
+          throw error;
+        }
+        await sleep(attempt === 0 ? 0 : 1000 * 2 ** (attempt - 1));
+      }
+    }
+    const got = (await fileSize(partial)) ?? 0;
+    if (got !== meta.size) {
+      throw new ModelFileError(
+        `"${meta.name}" of "${ctx.repoId}": downloaded ${got} bytes, the hub announced ${meta.size}. ` +
+          `Delete ${partial} and try again.`,
+      );
+    }
+    if (hash) {
+      const digest = hash.hex();
+      if (digest !== meta.etag) {
+        await Deno.remove(partial);
+        throw new ModelFileError(
+          `"${meta.name}" of "${ctx.repoId}" is corrupt: sha256 ${digest}, expected ${meta.etag}. ` +
+            `The partial file was deleted; run again to download it afresh.`,
+        );
+      }
+    }
+    await Deno.rename(partial, blob);
+  } finally {
+    await lock.unlock();
+  }
+}
+
+/**
+ * Runs `work` on every item, at most `limit` at once. After a failure no new item starts, and the
+ * first error is thrown once the running ones have ended (so no download is left writing).
+ */
+async function pool<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const errors: unknown[] = [];
+  const worker = async () => {
+    while (next < items.length && errors.length === 0) {
+      await work(items[next++]).catch((e) => errors.push(e));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (errors.length > 0) throw errors[0];
+}
+
+/** Shard names listed by an index file's weight_map, each checked to stay inside the repo. */
+async function shardNames(path: string, repoId: string): Promise<string[]> {
+  let index: { weight_map?: Record<string, string> };
+  try {
+    index = JSON.parse(await Deno.readTextFile(path));
+  } catch (error) {
+    throw new ModelFileError(`${INDEX} of "${repoId}" is not valid JSON (${path}): ${error}`);
+  }
+  if (typeof index.weight_map !== "object" || index.weight_map === null) {
+    throw new ModelFileError(`${INDEX} of "${repoId}" has no "weight_map" object (${path}).`);
+  }
+  return [...new Set(Object.values(index.weight_map))].map(checkFileName);
+}
+
+/** The snapshot of `revision` if the cache holds every file it needs, else undefined. */
+async function cachedSnapshot(cache: RepoCache, revision: string): Promise<string | undefined> {
+  const commit = await cache.readRef(revision);
+  if (!commit) return;
+  const dir = cache.snapshot(commit);
+  const has = async (name: string) => (await fileSize(join(dir, name))) !== undefined;
+  for (const f of MODEL_FILES) if (!f.optional && !(await has(f.name))) return;
+  if (await has(INDEX)) {
+    for (const shard of await shardNames(join(dir, INDEX), cache.repoId)) {
+      if (!(await has(shard))) return;
+    }
+    return dir;
+  }
+  return (await has(SINGLE)) ? dir : undefined;
+}
+
+/**
+ * Downloads the files of hub model `repoId` that are not cached yet and returns the local snapshot
+ * directory (`<cache>/models--Org--Name/snapshots/<commit>`), ready for `Pipeline.load`.
+ * Offline, or when the hub cannot be reached, a complete cached snapshot is used instead.
+ *
+ * @example
+ * ```ts ignore
+ * const dir = await downloadModel("Qwen/QVQ-72B-Preview", { revision: "main" });
+ * ```
+ */
+export async function downloadModel(
+  repoId: string,
+  options: DownloadOptions = {},
+): Promise<string> {
+  if (
+    !/^[\w.-]+\/[\w.-]+$/.test(repoId) || repoId.split("/").some((p) => p === "." || p === "..")
+  ) {
+    throw new ModelFileError(
+      `"${repoId}" is not a hub model id; use "org/name", e.g. "Qwen/QVQ-72B-Preview".`,
+    );
+  }
+  const revision = options.revision ?? "main";
+  const cacheDir = options.cacheDir ?? defaultCacheDir(env);
+  const cache = new RepoCache(cacheDir, repoId);
+  const offline = options.offline ??
+    ["1", "true", "yes", "on"].includes(env("HF_HUB_OFFLINE")?.toLowerCase() ?? "");
+  if (offline) {
+    const dir = await cachedSnapshot(cache, revision);
+    if (dir) return dir;
+    throw new ModelFileError(
+      `Offline (HF_HUB_OFFLINE), and the cache ${cache.dir} has no complete snapshot of "${repoId}" ` +
+        `at "${revision}". Download it once online.`,
+    );
+  }
+  const token = options.token ?? env("HF_TOKEN");
+  const ctx: Context = {
+    repoId,
+    endpoint: (options.endpoint ?? env("HF_ENDPOINT") ?? DEFAULT_ENDPOINT).replace(/\/+$/, ""),
+    // identity: sizes must be the file's bytes, not a compressed transfer's.
+    headers: {
+      "accept-encoding": "identity",
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+    },
+    cache,
+    retries: options.retries ?? 5,
+    signal: options.signal,
+  };
+
+  // The first answer pins the commit, so a push during the download cannot mix two versions.
+  let first: FileMeta | undefined;
+  try {
+    first = await headFile(ctx, revision, MODEL_FILES[0].name);
+  } catch (error) {
+    if (!(error instanceof TypeError) || options.signal?.aborted) throw error;
+    const dir = await cachedSnapshot(cache, revision);
+    if (dir) return dir; // the hub is unreachable, the cache is complete
+    throw new ModelFileError(
+      `Cannot reach ${ctx.endpoint} to download "${repoId}" (${error.message}), and it is not in the cache ${cache.dir}.`,
+    );
+  }
+  if (!first) {
+    throw new ModelFileError(
+      `"${repoId}" at "${revision}" has no config.json: is it a model repository?`,
+    );
+  }
+  const commit = first.commit;
+  const heads = async (names: string[]) =>
+    await Promise.all(names.map((n) => headFile(ctx, commit, n)));
+  const metas: FileMeta[] = [first];
+  const rest = await heads([...MODEL_FILES.slice(1).map((f) => f.name), INDEX]);
+  MODEL_FILES.slice(1).forEach((f, i) => {
+    if (rest[i]) metas.push(rest[i]!);
+    else if (!f.optional) throw new ModelFileError(`"${repoId}" at ${commit} has no ${f.name}.`);
+  });
+  const index = rest.at(-1);
+
+  const sink =
+    options.progress === true || (options.progress === undefined && Deno.stderr.isTerminal())
+      ? stderrSink()
+      : options.progress || undefined;
+  const fetchAll = async (files: FileMeta[]) => {
+    const missing: FileMeta[] = [];
+    for (const m of files) if ((await fileSize(cache.blob(m.etag))) !== m.size) missing.push(m);
+    const total = missing.reduce((n, m) => n + m.size, 0);
+    const bar = sink && total > 0 ? new ProgressBar(`${repoId}`, total, sink) : undefined;
+    await pool(missing, options.concurrency ?? 4, (m) => downloadBlob(ctx, cacheDir, m, bar));
+    bar?.finish();
+    for (const m of files) await cache.link(commit, m.name, m.etag);
+  };
+
+  if (index) {
+    await fetchAll([...metas, index]);
+    const shards = await heads(await shardNames(join(cache.snapshot(commit), INDEX), repoId));
+    const absent = shards.findIndex((s) => !s);
+    if (absent >= 0) {
+      throw new ModelFileError(`"${repoId}" at ${commit}: ${INDEX} names a shard the repo lacks.`);
+    }
+    await fetchAll(shards as FileMeta[]);
+  } else {
+    const single = (await heads([SINGLE]))[0];
+    if (!single) {
+      throw new ModelFileError(`"${repoId}" at ${commit} has neither ${INDEX} nor ${SINGLE}.`);
+    }
+    await fetchAll([...metas, single]);
+  }
+  await cache.writeRef(revision, commit);
+  return cache.snapshot(commit);
+}
+
+/**
+ * A model directory for `model`: the directory itself when it exists, else the snapshot of the hub
+ * model id it names (`org/name` or `org/name@revision`), downloaded if needed.
+ *
+ * @example
+ * ```ts ignore
+ * await resolveModel("tests/fixtures/tiny-qwen2vl"); // → "tests/fixtures/tiny-qwen2vl"
+ * await resolveModel("Qwen/Qwen2-VL-2B-Instruct"); // → ~/.cache/huggingface/hub/.../snapshots/<commit>
+ * ```
+ */
+export async function resolveModel(model: string, options: DownloadOptions = {}): Promise<string> {
+  try {
+    if ((await Deno.stat(model)).isDirectory) return model;
+    throw new ModelFileError(
+      `"${model}" is a file; pass a model directory or a hub id like "Qwen/QVQ-72B-Preview".`,
+    );
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  const match = model.match(/^([\w.-]+\/[\w.-]+)(?:@([\w./-]+))?$/);
+  if (!match) {
+    throw new ModelFileError(
+      `"${model}" is neither a model directory nor a hub model id like "Qwen/QVQ-72B-Preview".`,
+    );
+  }
+  return await downloadModel(match[1], { ...options, revision: match[2] ?? options.revision });
+}
