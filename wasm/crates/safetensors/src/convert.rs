@@ -89,6 +89,18 @@ impl fmt::Display for ConvertError {
 
 impl std::error::Error for ConvertError {}
 
+/// The simd128 bulk conversion (wasm release build) or nothing: returns what the scalar loop
+/// still has to convert. Native builds and tests run the scalar loop over everything.
+macro_rules! simd {
+    ($f:ident, $src:expr, $dst:expr) => {{
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        let r = crate::simd::$f($src, $dst);
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        let r = ($src, $dst);
+        r
+    }};
+}
+
 /// Converts the little-endian elements in `src` (dtype `from`) into `dst` (little-endian
 /// `to` elements). `dst.len()` must be `src.len() / from.size() * to.size()`.
 pub fn convert(from: DType, to: Target, src: &[u8], dst: &mut [u8]) -> Result<(), ConvertError> {
@@ -105,18 +117,30 @@ pub fn convert(from: DType, to: Target, src: &[u8], dst: &mut [u8]) -> Result<()
         (DType::F16, Target::F16) | (DType::F32, Target::F32) | (DType::I32, Target::I32) => {
             dst.copy_from_slice(src)
         }
-        (DType::BF16, Target::F16) => map(src, dst, |b: [u8; 2]| {
-            f32_to_f16_bits((u16::from_le_bytes(b) as u32) << 16).to_le_bytes()
-        }),
-        (DType::F32, Target::F16) => map(src, dst, |b: [u8; 4]| {
-            f32_to_f16_bits(u32::from_le_bytes(b)).to_le_bytes()
-        }),
-        (DType::BF16, Target::F32) => map(src, dst, |b: [u8; 2]| {
-            ((u16::from_le_bytes(b) as u32) << 16).to_le_bytes()
-        }),
-        (DType::F16, Target::F32) => map(src, dst, |b: [u8; 2]| {
-            f16_to_f32_bits(u16::from_le_bytes(b)).to_le_bytes()
-        }),
+        (DType::BF16, Target::F16) => {
+            let (src, dst) = simd!(bf16_to_f16, src, dst);
+            map(src, dst, |b: [u8; 2]| {
+                f32_to_f16_bits((u16::from_le_bytes(b) as u32) << 16).to_le_bytes()
+            })
+        }
+        (DType::F32, Target::F16) => {
+            let (src, dst) = simd!(f32_to_f16, src, dst);
+            map(src, dst, |b: [u8; 4]| {
+                f32_to_f16_bits(u32::from_le_bytes(b)).to_le_bytes()
+            })
+        }
+        (DType::BF16, Target::F32) => {
+            let (src, dst) = simd!(bf16_to_f32, src, dst);
+            map(src, dst, |b: [u8; 2]| {
+                ((u16::from_le_bytes(b) as u32) << 16).to_le_bytes()
+            })
+        }
+        (DType::F16, Target::F32) => {
+            let (src, dst) = simd!(f16_to_f32, src, dst);
+            map(src, dst, |b: [u8; 2]| {
+                f16_to_f32_bits(u16::from_le_bytes(b)).to_le_bytes()
+            })
+        }
         (DType::I64, Target::I32) => return i64_to_i32(src, dst),
         _ => return Err(ConvertError::Unsupported { from, to }),
     }

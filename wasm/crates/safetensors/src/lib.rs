@@ -9,6 +9,8 @@ pub mod convert;
 pub mod dtype;
 pub mod header;
 pub mod json;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd;
 
 pub use convert::{ConvertError, Target, convert};
 pub use dtype::DType;
