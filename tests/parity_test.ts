@@ -9,8 +9,15 @@ import { sharedGpu } from "../src/gpu/device.ts";
 import { readF32, readU32 } from "../src/gpu/buffers.ts";
 import type { WeightDType } from "../src/gpu/tensor.ts";
 import { Qwen2VLModel, type Session } from "../src/model/qwen2vl.ts";
-import { getRopeIndex } from "../src/model/rope_index.ts";
-import { CASES, readReferenceCase, type ReferenceCase, TINY_DIR } from "../src/model/_fixture.ts";
+import { getRopeIndex, type GridThw } from "../src/model/rope_index.ts";
+import {
+  CASES,
+  readReference,
+  readReferenceCase,
+  type ReferenceCase,
+  SYNTHETIC_DIR,
+  TINY_DIR,
+} from "../src/model/_fixture.ts";
 import { advance } from "../kernels/state.ts";
 import { createSamplingParams, sample, writeSamplingParams } from "../kernels/sample.ts";
 import type { Dispatch } from "../kernels/_kernel.ts";
@@ -144,7 +151,7 @@ function checkLogits(
 for (let c = 0; c < CASES; c++) {
   Deno.test(`tiny model f32 matches transformers on case ${c}: positions, image embeds, logits, 12 greedy steps`, async () => {
     const model = await tiny("f32");
-    const ref = readReferenceCase(c);
+    const ref = await readReferenceCase(c);
     const cfg = model.config, V = cfg.text.vocabSize;
 
     const rope = getRopeIndex(
@@ -197,7 +204,7 @@ Deno.test("tiny model with f16 weights: logits close to transformers and the sam
   if (!gpu.features.f16) return; // the f32 tests above cover adapters without shader-f16
   const model = await tiny("f16");
   for (let c = 0; c < CASES; c++) {
-    const ref = readReferenceCase(c);
+    const ref = await readReferenceCase(c);
     const images = ref.gridThw.length
       ? model.encodeImages(ref.pixelValues, ref.gridThw)
       : undefined;
@@ -217,6 +224,137 @@ Deno.test("tiny model with f16 weights: logits close to transformers and the sam
       s.dispose();
       images?.destroy();
     }
+  }
+});
+
+/**
+ * Greedy decoding one command buffer per token, reading the logits each step (the synthetic
+ * reference has every step's full logits).
+ * @returns the ring's tokens and each step's (vocab) logits, concatenated
+ */
+async function greedyStepwise(
+  model: Qwen2VLModel,
+  s: Session,
+  steps: number,
+): Promise<{ ids: Uint32Array; logits: Float32Array }> {
+  const gpu = model.gpu, V = model.config.text.vocabSize;
+  const params = createSamplingParams(gpu);
+  writeSamplingParams(gpu, params, {
+    doSample: false,
+    temperature: 0,
+    topK: 0,
+    topP: 1,
+    repetitionPenalty: 1,
+    seed: 0,
+    promptLength: s.promptLength,
+  });
+  const bufs = {
+    logits: s.logits,
+    prompt: s.prompt,
+    params,
+    state: s.state,
+    tokens: s.tokens,
+    scores: s.scores,
+  };
+  const shape = { vocab: V, capacity: s.maxTokens };
+  const first = sample(gpu, bufs, { ...shape, afterPrefill: true });
+  const next = sample(gpu, bufs, shape);
+  const adv = advance(gpu, s.state);
+  const logits = new Float32Array(steps * V);
+  for (let i = 0; i < steps; i++) {
+    const enc = gpu.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    if (i === 0) first.encode(pass);
+    else {
+      model.encodeDecodeStep(pass, s);
+      next.encode(pass);
+      adv.encode(pass);
+    }
+    pass.end();
+    gpu.device.queue.submit([enc.finish()]);
+    logits.set(await readF32(gpu, s.logits, V), i * V);
+  }
+  const ids = await readU32(gpu, s.tokens, steps);
+  for (const d of [first, next, adv] as Dispatch[]) d.destroy();
+  params.destroy();
+  return { ids, logits };
+}
+
+/** max |got − want| ≤ tol · max |want|, naming the worst index. */
+function assertRelClose(
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  tol: number,
+  what: string,
+) {
+  assert.equal(got.length, want.length, `${what}: length`);
+  const scale = maxAbs(want);
+  let err = 0, at = -1;
+  for (let i = 0; i < got.length; i++) {
+    const e = Math.abs(got[i] - want[i]);
+    if (e > err) [err, at] = [e, i];
+  }
+  assert.ok(
+    err <= tol * scale,
+    `${what}: max err ${err} at [${at}] (got ${got[at]}, want ${want[at]}) > ${tol} × ${scale}`,
+  );
+}
+
+Deno.test("synthetic model (transformers-5 names, nested config, untied lm_head, head_dim 32, two images, chunked prefill) matches transformers", async () => {
+  const gpu = await sharedGpu();
+  // Chunks of 16 tokens: the first image's run (tokens 11..16) straddles a chunk border.
+  const model = await Qwen2VLModel.load(SYNTHETIC_DIR, {
+    gpu,
+    dtype: "f32",
+    maxContext: 128,
+    prefillChunk: 16,
+  });
+  const r = await readReference(`${SYNTHETIC_DIR}reference.safetensors`);
+  const V = model.config.text.vocabSize;
+  assert.equal(model.config.tieWordEmbeddings, false);
+  assert.equal(model.plan.naming, "transformers5");
+  try {
+    const g = r.i32("image_grid_thw");
+    const grids: GridThw[] = [[g[0], g[1], g[2]], [g[3], g[4], g[5]]];
+    const ids = r.i32("input_ids");
+    const rope = getRopeIndex(ids, grids, model.config.imageTokenId, 2);
+    assert.deepEqual(Array.from(rope.positions), Array.from(r.i32("position_ids")));
+    assert.equal(rope.ropeDelta, r.i32("rope_deltas")[0]);
+    const images = model.encodeImages(r.f32("pixel_values"), grids);
+    // f32 vs f32 on identical weights (F16-stored vision weights are exact): summation order only.
+    assertRelClose(
+      await readF32(gpu, images.buffer, images.tokens * images.hidden),
+      r.f32("image_embeds"),
+      1e-5,
+      "image_embeds",
+    );
+    const s = model.createSession(64);
+    const all = await model.prefill(s, ids, images, { allLogits: true });
+    images.destroy();
+    // Same reasoning as the tiny model's 1e-4: measured errors are ~1e-6 of max |logit|.
+    assertRelClose(all!, r.f32("logits"), 1e-4, "prompt logits");
+    const gen = await greedyStepwise(model, s, 10);
+    assert.deepEqual(Array.from(gen.ids), Array.from(r.i32("generated_ids")), "generated_ids");
+    assertRelClose(gen.logits, r.f32("generated_logits"), 1e-4, "decode logits");
+    s.dispose();
+
+    // Text only, 21 tokens in chunks of 16 and 5.
+    const t = await model.prefill(model.createSession(32), r.i32("text_input_ids"), undefined, {
+      allLogits: true,
+    });
+    assertRelClose(t!, r.f32("text_logits"), 1e-4, "text prompt logits");
+    const s2 = model.createSession(32);
+    await model.prefill(s2, r.i32("text_input_ids"));
+    const gen2 = await greedyStepwise(model, s2, 6);
+    assert.deepEqual(
+      Array.from(gen2.ids),
+      Array.from(r.i32("text_generated_ids")),
+      "text generated_ids",
+    );
+    assertRelClose(gen2.logits, r.f32("text_generated_logits"), 1e-4, "text decode logits");
+    s2.dispose();
+  } finally {
+    model.dispose();
   }
 });
 

@@ -1,12 +1,17 @@
 /**
- * Test helpers: the tiny fixture model's directory and its transformers reference outputs
+ * Test helpers: the fixture models' directories and their transformers reference outputs
  * (tests/fixtures/tiny-qwen2vl/reference/case*.safetensors, small files read whole).
  * @module
  */
+import { readSafetensors } from "../safetensors.ts";
 
 /** The tiny random Qwen2-VL checkpoint the parity tests run. */
 export const TINY_DIR: string =
   new URL("../../tests/fixtures/tiny-qwen2vl/", import.meta.url).pathname;
+
+/** A synthetic Qwen2-VL of another shape (tests/fixtures/synthetic-qwen2vl/make.py). */
+export const SYNTHETIC_DIR: string =
+  new URL("../../tests/fixtures/synthetic-qwen2vl/", import.meta.url).pathname;
 
 /** One case's reference tensors, by name. */
 export interface ReferenceCase {
@@ -38,34 +43,44 @@ export const CASES: number = JSON.parse(
 ).cases.length;
 
 /** Reads reference case `i` (a safetensors file of F32 / I32 tensors). */
-export function readReferenceCase(i: number): ReferenceCase {
-  const bytes = Deno.readFileSync(`${TINY_DIR}reference/case${i}.safetensors`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const n = Number(view.getBigUint64(0, true));
-  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
-  const get = <T extends Float32Array | Int32Array>(
-    name: string,
-    ctor: new (b: ArrayBuffer) => T,
-  ): T => {
-    const h = header[name];
-    if (!h) throw new Error(`case${i}.safetensors has no tensor "${name}"`);
-    const [a, b] = h.data_offsets as [number, number];
-    return new ctor(bytes.slice(8 + n + a, 8 + n + b).buffer);
-  };
-  const grid = get("image_grid_thw", Int32Array);
+export async function readReferenceCase(i: number): Promise<ReferenceCase> {
+  const r = await readReference(`${TINY_DIR}reference/case${i}.safetensors`);
+  const grid = r.i32("image_grid_thw");
   const gridThw: [number, number, number][] = [];
   for (let k = 0; k < grid.length; k += 3) gridThw.push([grid[k], grid[k + 1], grid[k + 2]]);
   return {
-    inputIds: get("input_ids", Int32Array),
-    pixelValues: get("pixel_values", Float32Array),
+    inputIds: r.i32("input_ids"),
+    pixelValues: r.f32("pixel_values"),
     gridThw,
-    positionIds: get("position_ids", Int32Array),
-    ropeDelta: get("rope_deltas", Int32Array)[0],
-    imageEmbeds: get("image_embeds", Float32Array),
-    logitsLast: get("logits_last", Float32Array),
-    logitsArgmax: get("logits_argmax", Int32Array),
-    logitsMax: get("logits_max", Float32Array),
-    generatedIds: get("generated_ids", Int32Array),
-    generatedScoresMax: get("generated_scores_max", Float32Array),
+    positionIds: r.i32("position_ids"),
+    ropeDelta: r.i32("rope_deltas")[0],
+    imageEmbeds: r.f32("image_embeds"),
+    logitsLast: r.f32("logits_last"),
+    logitsArgmax: r.i32("logits_argmax"),
+    logitsMax: r.f32("logits_max"),
+    generatedIds: r.i32("generated_ids"),
+    generatedScoresMax: r.f32("generated_scores_max"),
+  };
+}
+
+/** Typed getters over a reference safetensors file. */
+export interface Reference {
+  f32(name: string): Float32Array;
+  i32(name: string): Int32Array;
+  shape(name: string): number[];
+}
+
+/** Reads a whole reference file (F32 and I32 tensors). */
+export async function readReference(path: string): Promise<Reference> {
+  const m = await readSafetensors(await Deno.readFile(path), path);
+  const get = (name: string) => {
+    const t = m.get(name);
+    if (!t) throw new Error(`${path} has no tensor "${name}"`);
+    return t;
+  };
+  return {
+    f32: (name) => get(name).data as Float32Array,
+    i32: (name) => get(name).data as Int32Array,
+    shape: (name) => get(name).shape,
   };
 }

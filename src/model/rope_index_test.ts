@@ -11,9 +11,9 @@ import { CASES, readReferenceCase } from "./_fixture.ts";
 
 const IMAGE = 151655;
 
-Deno.test("getRopeIndex() gives transformers' position_ids and rope_deltas for every reference case", () => {
+Deno.test("getRopeIndex() gives transformers' position_ids and rope_deltas for every reference case", async () => {
   for (let c = 0; c < CASES; c++) {
-    const ref = readReferenceCase(c);
+    const ref = await readReferenceCase(c);
     const got = getRopeIndex(ref.inputIds, ref.gridThw, IMAGE, 2);
     assert.deepEqual(Array.from(got.positions), Array.from(ref.positionIds), `case ${c} positions`);
     assert.equal(got.ropeDelta, ref.ropeDelta, `case ${c} rope delta`);

@@ -24,7 +24,7 @@ Deno.test("VisionTower.encode() gives transformers' image_embeds for every image
   const tower = new VisionTower(gpu, cfg.vision, w);
   try {
     for (let c = 0; c < CASES; c++) {
-      const ref = readReferenceCase(c);
+      const ref = await readReferenceCase(c);
       if (!ref.gridThw.length) continue;
       const emb = tower.encode(ref.pixelValues, ref.gridThw);
       const got = await readF32(gpu, emb.buffer, emb.tokens * emb.hidden);
