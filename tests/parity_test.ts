@@ -310,7 +310,6 @@ Deno.test("synthetic model (transformers-5 names, nested config, untied lm_head,
     prefillChunk: 16,
   });
   const r = await readReference(`${SYNTHETIC_DIR}reference.safetensors`);
-  const V = model.config.text.vocabSize;
   assert.equal(model.config.tieWordEmbeddings, false);
   assert.equal(model.plan.naming, "transformers5");
   try {
