@@ -10,3 +10,4 @@ export * from "./embedding.ts";
 export * from "./elementwise.ts";
 export * from "./attention.ts";
 export * from "./kv_cache.ts";
+export * from "./sample.ts";

@@ -1,0 +1,145 @@
+/**
+ * Token sampling on the GPU (kernels/sample.wgsl): repetition penalty, greedy argmax or
+ * temperature → top-k → top-p → seeded draw, in one dispatch with no readback. The chosen id goes
+ * to the token ring and the largest processed score beside it. Reference: src/ref/sample.ts.
+ * @module
+ */
+import type { Gpu } from "../src/gpu/device.ts";
+import { STORAGE } from "../src/gpu/buffers.ts";
+import { InvalidInputError } from "../src/errors.ts";
+import { type BufferArg, Dispatch, variant } from "./_kernel.ts";
+import { defineParams } from "./_params.ts";
+
+const Params = defineParams({ vocab: "u32", ahead: "u32", capacity: "u32" });
+
+/** Byte size of the per-request sampling settings buffer (struct Sampling in the shader). */
+export const SAMPLING_BYTES = 32;
+
+/** Per-request sampling settings (transformers' names and meanings). */
+export interface SamplingSettings {
+  /** false or temperature 0: greedy argmax. */
+  doSample: boolean;
+  /** > 0 when sampling. */
+  temperature: number;
+  /** Keep the k most likely tokens (ties at the k-th all kept); 0: off. */
+  topK: number;
+  /** Keep the smallest most-likely set with probability ≥ topP; 1: off. In (0, 1]. */
+  topP: number;
+  /** > 0; 1: off. Penalises every distinct prompt or generated id once. */
+  repetitionPenalty: number;
+  /** Integer in [0, 2^53): the same seed gives the same tokens. */
+  seed: number;
+  /** Ids at the start of the prompt buffer the penalty looks at (the whole prompt). */
+  promptLength: number;
+}
+
+/** Creates the 32-byte sampling settings buffer. */
+export function createSamplingParams(gpu: Gpu, label = "sampling"): GPUBuffer {
+  return gpu.device.createBuffer({ label, size: SAMPLING_BYTES, usage: STORAGE });
+}
+
+/**
+ * Validates `s` and writes it (queued: applies to command buffers submitted after this call).
+ * @example
+ * ```ts ignore
+ * writeSamplingParams(gpu, buf, { doSample: true, temperature: 0.7, topK: 50, topP: 0.9,
+ *   repetitionPenalty: 1.05, seed: 42, promptLength: ids.length });
+ * ```
+ */
+export function writeSamplingParams(gpu: Gpu, buffer: GPUBuffer, s: SamplingSettings): void {
+  const bad = (name: string, v: unknown, want: string) => {
+    throw new InvalidInputError(`sampling ${name} must be ${want}, got ${v}`);
+  };
+  if (!(s.temperature >= 0) || !Number.isFinite(s.temperature)) bad("temperature", s.temperature, "≥ 0");
+  if (!(Number.isInteger(s.topK) && s.topK >= 0 && s.topK < 2 ** 32)) bad("topK", s.topK, "an integer ≥ 0");
+  if (!(s.topP > 0 && s.topP <= 1)) bad("topP", s.topP, "in (0, 1]");
+  if (!(s.repetitionPenalty > 0) || !Number.isFinite(s.repetitionPenalty)) {
+    bad("repetitionPenalty", s.repetitionPenalty, "> 0");
+  }
+  if (!(Number.isSafeInteger(s.seed) && s.seed >= 0)) bad("seed", s.seed, "an integer in [0, 2^53)");
+  if (!(Number.isInteger(s.promptLength) && s.promptLength >= 0)) bad("promptLength", s.promptLength, "≥ 0");
+  const greedy = !s.doSample || s.temperature === 0;
+  const buf = new ArrayBuffer(SAMPLING_BYTES);
+  const v = new DataView(buf);
+  v.setFloat32(0, greedy ? 1 : s.temperature, true);
+  v.setUint32(4, s.topK, true);
+  v.setFloat32(8, s.topP, true);
+  v.setFloat32(12, s.repetitionPenalty, true);
+  v.setUint32(16, s.seed >>> 0, true);
+  v.setUint32(20, Math.floor(s.seed / 2 ** 32), true);
+  v.setUint32(24, greedy ? 1 : 0, true);
+  v.setUint32(28, s.promptLength, true);
+  gpu.device.queue.writeBuffer(buffer, 0, buf);
+}
+
+/** Buffers a sampler reads and writes. */
+export interface SampleBuffers {
+  /** (vocab) f32 logits of the position being sampled. */
+  logits: BufferArg;
+  /** (≥ promptLength) u32 prompt ids, for the repetition penalty. */
+  prompt: BufferArg;
+  /** {@link createSamplingParams} buffer. */
+  params: BufferArg;
+  /** Decode state (kernels/state.ts). */
+  state: BufferArg;
+  /** (capacity) u32 token ring. */
+  tokens: BufferArg;
+  /** (capacity) f32: the largest processed score of each sampled position (transformers' `scores` max). */
+  scores: BufferArg;
+}
+
+/** Shape of a sampler. */
+export interface SampleShape {
+  vocab: number;
+  /** Entries of the token ring; a write at or past it is dropped. */
+  capacity: number;
+  /**
+   * true for the sampler that follows prefill: it writes tokens[state.step] (= tokens[0]); the
+   * decode step's sampler writes tokens[state.step + 1] (see kernels/state.wgsl).
+   */
+  afterPrefill?: boolean;
+  /**
+   * false: top-p and the draw always pass over the whole vocabulary instead of over the compacted
+   * candidates (same tokens, slower; tests compare the two paths). Default true.
+   */
+  candidates?: boolean;
+}
+
+/**
+ * One-dispatch sampler: writes tokens[w] and scores[w], w = state.step + (afterPrefill ? 0 : 1).
+ * The settings come from the params buffer, so one Dispatch serves every request.
+ */
+export function sample(gpu: Gpu, b: SampleBuffers, s: SampleShape): Dispatch {
+  const wg = sampleWorkgroupSize(gpu);
+  const words = Math.ceil(s.vocab / 32);
+  // Workgroup memory: history bitmap, reduction array, digit histogram, a few scalars; the rest
+  // (up to 2048 slots of 8 bytes) holds the compacted top-k/top-p candidates.
+  const fixed = words * 4 + wg * 4 + 256 * 4 + 16;
+  const cap = Math.min(2048, Math.floor((gpu.limits.maxComputeWorkgroupStorageSize - fixed) / 8));
+  const bytes = fixed + 8 * 64;
+  if (cap < 64) {
+    throw new InvalidInputError(
+      `sample: a ${s.vocab}-token vocabulary needs ${bytes} bytes of workgroup memory, this adapter has ` +
+        `${gpu.limits.maxComputeWorkgroupStorageSize}`,
+    );
+  }
+  const v = variant(gpu, {
+    family: "sample",
+    entry: "main",
+    bindings: ["read", "read", "read", "read", "read_write", "read_write"],
+    params: Params,
+    defines: { WG: wg, WORDS: words, CAP: cap, NO_CANDIDATES: s.candidates === false },
+  });
+  return new Dispatch(
+    gpu,
+    v,
+    [b.logits, b.prompt, b.params, b.state, b.tokens, b.scores],
+    Params.pack({ vocab: s.vocab, ahead: s.afterPrefill ? 0 : 1, capacity: s.capacity }),
+    [1],
+  );
+}
+
+/** Threads of the sampler workgroup on this device (the draw order depends on it). */
+export function sampleWorkgroupSize(gpu: Gpu): number {
+  return Math.min(1024, 2 ** Math.floor(Math.log2(gpu.limits.maxComputeInvocationsPerWorkgroup)));
+}

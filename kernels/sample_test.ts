@@ -1,0 +1,282 @@
+import assert from "node:assert/strict";
+import { sharedGpu } from "../src/gpu/device.ts";
+import type { Gpu } from "../src/gpu/device.ts";
+import { createStorage, readF32, readU32, uploadArray, writeArray } from "../src/gpu/buffers.ts";
+import { InvalidInputError } from "../src/errors.ts";
+import {
+  argmax,
+  drawInKernelOrder,
+  processScores,
+  type SamplingRefOptions,
+  samplingProbs,
+  uniform01,
+} from "../src/ref/sample.ts";
+import { randn, seeded } from "../src/ref/_random.ts";
+import {
+  createSamplingParams,
+  sample,
+  type SamplingSettings,
+  sampleWorkgroupSize,
+  writeSamplingParams,
+} from "./sample.ts";
+import { advance, createDecodeState, writeDecodeState } from "./state.ts";
+import { type Dispatch, run } from "./_kernel.ts";
+
+const VOCAB = 151936;
+const GREEDY: SamplingSettings = {
+  doSample: false,
+  temperature: 1,
+  topK: 0,
+  topP: 1,
+  repetitionPenalty: 1,
+  seed: 0,
+  promptLength: 0,
+};
+
+/** Buffers and the two samplers (after prefill, decode step) over one vocabulary. */
+class Harness {
+  readonly logits: GPUBuffer;
+  readonly prompt: GPUBuffer;
+  readonly params: GPUBuffer;
+  readonly state: GPUBuffer;
+  readonly tokens: GPUBuffer;
+  readonly scores: GPUBuffer;
+  readonly first: Dispatch;
+  readonly next: Dispatch;
+  readonly advance: Dispatch;
+
+  constructor(
+    readonly gpu: Gpu,
+    readonly vocab: number,
+    readonly capacity: number,
+    candidates = true,
+    maxPrompt = 4096,
+  ) {
+    this.logits = createStorage(gpu, vocab * 4);
+    this.prompt = createStorage(gpu, maxPrompt * 4);
+    this.params = createSamplingParams(gpu);
+    this.state = createDecodeState(gpu);
+    this.tokens = createStorage(gpu, capacity * 4);
+    this.scores = createStorage(gpu, capacity * 4);
+    const b = this;
+    this.first = sample(gpu, b, { vocab, capacity, afterPrefill: true, candidates });
+    this.next = sample(gpu, b, { vocab, capacity, candidates });
+    this.advance = advance(gpu, this.state);
+  }
+
+  /** Sets logits, prompt and settings, then samples after prefill and for `steps` decode steps. */
+  async run(logits: Float32Array, s: SamplingSettings, prompt: Uint32Array = new Uint32Array(), steps = 0) {
+    writeArray(this.gpu, this.logits, logits);
+    if (prompt.length) writeArray(this.gpu, this.prompt, prompt);
+    writeSamplingParams(this.gpu, this.params, { ...s, promptLength: prompt.length });
+    writeDecodeState(this.gpu, this.state, { cacheLen: 0, position: 0, step: 0 });
+    writeArray(this.gpu, this.tokens, new Uint32Array(this.capacity).fill(0xffffffff));
+    const ds = [this.first];
+    for (let i = 0; i < steps; i++) ds.push(this.next, this.advance);
+    for (let i = 0; i < ds.length; i += 512) run(this.gpu, ds.slice(i, i + 512));
+    return {
+      tokens: await readU32(this.gpu, this.tokens, steps + 1),
+      scores: await readF32(this.gpu, this.scores, steps + 1),
+    };
+  }
+
+  destroy() {
+    [this.logits, this.prompt, this.params, this.state, this.tokens, this.scores].forEach((b) => b.destroy());
+    [this.first, this.next, this.advance].forEach((d) => d.destroy());
+  }
+}
+
+function refOptions(s: SamplingSettings): SamplingRefOptions {
+  return { ...s, doSample: s.doSample && s.temperature > 0 };
+}
+
+Deno.test("sample() greedy picks the lowest index among tied maxima and reports the max score", async () => {
+  const gpu = await sharedGpu();
+  const h = new Harness(gpu, VOCAB, 4);
+  const wg = sampleWorkgroupSize(gpu);
+  const logits = randn(seeded(40), VOCAB, 2);
+  // Ties owned by one thread (i and i + wg) and by different threads.
+  for (const tied of [[3000 + wg, 3000, 70000], [1030, 6, VOCAB - 1]]) {
+    const x = logits.slice();
+    for (const i of tied) x[i] = 15.5;
+    const got = await h.run(x, GREEDY);
+    assert.equal(got.tokens[0], Math.min(...tied), `ties at ${tied}`);
+    assert.equal(got.scores[0], 15.5);
+  }
+  h.destroy();
+});
+
+Deno.test("sample() greedy equals argmax; temperature 0, top_k 1 and a tiny top_p do too", async () => {
+  const gpu = await sharedGpu();
+  const h = new Harness(gpu, VOCAB, 4);
+  const rng = seeded(41);
+  for (let c = 0; c < 3; c++) {
+    const x = randn(rng, VOCAB, 3);
+    const want = argmax(x);
+    const sampled = { ...GREEDY, doSample: true, seed: c };
+    for (
+      const s of [GREEDY, { ...sampled, temperature: 0 }, { ...sampled, topK: 1 }, { ...sampled, topP: 1e-6 }]
+    ) {
+      const got = await h.run(x, s, undefined, 2);
+      assert.deepEqual([...got.tokens], [want, want, want], JSON.stringify(s));
+    }
+  }
+  h.destroy();
+});
+
+Deno.test("sample() repetition penalty picks the same token as the CPU reference", async () => {
+  const gpu = await sharedGpu();
+  const h = new Harness(gpu, VOCAB, 2);
+  // Penalised once, id 7 (10 → 8.33) still beats id 9 (8); penalised twice it would not. Negative
+  // logits are multiplied: id 11 at -0.5 must not become the winner.
+  const x = new Float32Array(VOCAB).fill(-1);
+  x[7] = 10, x[9] = 8, x[11] = -0.5;
+  const s = { ...GREEDY, repetitionPenalty: 1.2 };
+  const got = await h.run(x, s, Uint32Array.from([7, 11, 7, 7]));
+  assert.equal(got.tokens[0], 7);
+  assert.equal(got.scores[0], Math.fround(10 / 1.2));
+  const rng = seeded(42);
+  for (let c = 0; c < 8; c++) {
+    const y = randn(rng, VOCAB, 2);
+    // History: the current top 20 (so the penalty decides the winner) and random ids, repeated.
+    const top = Array.from(y.keys()).sort((a, b) => y[b] - y[a]).slice(0, 20);
+    const hist = Uint32Array.from([...top, ...top.slice(0, 5), ...Array.from({ length: 50 }, () => Math.floor(rng() * VOCAB))]);
+    const sp = { ...GREEDY, repetitionPenalty: 1 + rng() };
+    const want = processScores(y, hist, refOptions(sp));
+    const r = await h.run(y, sp, hist);
+    assert.equal(r.tokens[0], argmax(want), `case ${c}`);
+    // The shader's f32 division may be off by an ulp or two (Vulkan allows 2.5 ulp).
+    assert.ok(Math.abs(r.scores[0] - want[argmax(want)]) <= 1e-6 * Math.abs(want[argmax(want)]), `score ${c}`);
+  }
+  h.destroy();
+});
+
+Deno.test("sample() counts generated tokens in the repetition history", async () => {
+  const gpu = await sharedGpu();
+  const h = new Harness(gpu, 64, 4);
+  // Greedy with a strong penalty: the leader is generated, penalised, and the runner-up takes over.
+  const x = new Float32Array(64).fill(0);
+  x[5] = 4, x[6] = 3, x[7] = 2.5;
+  const got = await h.run(x, { ...GREEDY, repetitionPenalty: 2 }, undefined, 3);
+  assert.deepEqual([...got.tokens], [5, 6, 7, 5]);
+});
+
+Deno.test("sample() with a seed replays the CPU reference draw and is reproducible", async () => {
+  const gpu = await sharedGpu();
+  const wg = sampleWorkgroupSize(gpu);
+  // A smaller vocabulary keeps the CPU replay quick; the 151936 one runs in the greedy tests.
+  const vocab = 32000;
+  // Both paths: compacted candidates where they fit, and whole-vocabulary passes only.
+  const hs = [new Harness(gpu, vocab, 8), new Harness(gpu, vocab, 8, false)];
+  const rng = seeded(43);
+  const flat = randn(rng, vocab, 2.5);
+  // Peaked like a language model's: 30 tokens well above the rest, so top-p keeps few tokens
+  // and runs on the compacted candidates; the flat logits exercise the whole-vocabulary passes.
+  const peaked = flat.slice();
+  for (let i = 0; i < 30; i++) peaked[Math.floor(rng() * vocab)] += 12;
+  const prompt = Uint32Array.from({ length: 30 }, () => Math.floor(rng() * vocab));
+  const base = { doSample: true, temperature: 1, topK: 0, topP: 1, repetitionPenalty: 1, seed: 1, promptLength: 0 };
+  const settings: [Float32Array, SamplingSettings][] = [
+    [flat, base],
+    [flat, { ...base, temperature: 0.7, topK: 50, topP: 0.9, seed: 2 ** 40 + 5 }],
+    [flat, { ...base, temperature: 1.3, topP: 0.8, seed: 77 }],
+    [flat, { ...base, temperature: 0.9, topK: 20, repetitionPenalty: 1.1, seed: 123456789 }],
+    [peaked, { ...base, temperature: 0.8, topP: 0.95, repetitionPenalty: 1.3, seed: 9 }],
+    [peaked, { ...base, seed: 10 }],
+  ];
+  for (const [x, s] of settings) for (const h of hs) {
+    const steps = 5;
+    const got = await h.run(x, s, prompt, steps);
+    // Replay step by step: each draw's history is the prompt plus the tokens before it.
+    for (let w = 0; w <= steps; w++) {
+      const hist = [...prompt, ...got.tokens.subarray(0, w)];
+      const probs = samplingProbs(processScores(x, hist, refOptions(s)), refOptions(s));
+      const want = drawInKernelOrder(probs, uniform01(s.seed, w), wg);
+      assert.equal(got.tokens[w], want, `${JSON.stringify(s)} step ${w}`);
+    }
+    const again = await h.run(x, s, prompt, steps);
+    assert.deepEqual(again.tokens, got.tokens, "same seed, same tokens");
+    const other = await h.run(x, { ...s, seed: s.seed + 1 }, prompt, steps);
+    assert.notDeepEqual(other.tokens, got.tokens, "another seed, other tokens");
+  }
+  hs.forEach((h) => h.destroy());
+});
+
+Deno.test("sample() at temperature 1 follows the softmax (chi-square, fixed seed)", async () => {
+  const gpu = await sharedGpu();
+  const n = 2000, vocab = 8;
+  const h = new Harness(gpu, vocab, n + 1);
+  const x = Float32Array.from([0.5, -1, 2, 0, 1.2, -0.3, 0.9, 1.5]);
+  const probs = samplingProbs(x, { doSample: true, temperature: 1, topK: 0, topP: 1, repetitionPenalty: 1 });
+  const got = await h.run(x, { ...GREEDY, doSample: true, seed: 2024 }, undefined, n);
+  const counts = new Array(vocab).fill(0);
+  for (const t of got.tokens) counts[t]++;
+  const total = n + 1;
+  const chi2 = counts.reduce((a, c, i) => a + (c - total * probs[i]) ** 2 / (total * probs[i]), 0);
+  // 7 degrees of freedom: P(χ² > 24.3) = 0.001 for a correct sampler.
+  assert.ok(chi2 < 24.3, `χ² = ${chi2.toFixed(2)}, counts ${counts}, expected ${[...probs].map((p) => (p * total).toFixed(0))}`);
+  h.destroy();
+});
+
+Deno.test("sample() draws exactly from transformers' top-k / top-p token sets", async () => {
+  const gpu = await sharedGpu();
+  const n = 100, vocab = 100;
+  // Probabilities 0.5, 0.3, 0.15, 0.05 on tokens 40, 7, 93, 2 (the rest ~0): top_p 0.75 keeps
+  // {40, 7} (ascending cumsum 0.05, 0.2 ≤ 0.25 removed), 0.85 keeps {40, 7, 93}; top_k 3 keeps
+  // the three best whatever top_p allows.
+  const x = new Float32Array(vocab).fill(-100);
+  [[40, 0.5], [7, 0.3], [93, 0.15], [2, 0.05]].forEach(([i, p]) => (x[i] = Math.log(p)));
+  const cases: [Partial<SamplingSettings>, number[]][] = [
+    [{ topP: 0.75 }, [40, 7]],
+    [{ topP: 0.85 }, [40, 7, 93]],
+    [{ topK: 3 }, [40, 7, 93]],
+    [{ topK: 3, topP: 0.7 }, [40, 7]],
+    [{ topK: 1 }, [40]],
+  ];
+  for (const candidates of [true, false]) {
+    const h = new Harness(gpu, vocab, n + 1, candidates);
+    for (const [c, want] of cases) {
+      const got = await h.run(x, { ...GREEDY, doSample: true, seed: 5, ...c }, undefined, n);
+      assert.deepEqual([...new Set(got.tokens)].sort(), want.sort(), `${JSON.stringify(c)} candidates ${candidates}`);
+    }
+    h.destroy();
+  }
+});
+
+Deno.test("sample() drops a write past the token ring", async () => {
+  const gpu = await sharedGpu();
+  const h = new Harness(gpu, 16, 2);
+  const x = new Float32Array(16);
+  x[3] = 1;
+  writeArray(gpu, h.logits, x);
+  writeSamplingParams(gpu, h.params, GREEDY);
+  writeDecodeState(gpu, h.state, { cacheLen: 0, position: 0, step: 1 }); // decode writes tokens[2]
+  writeArray(gpu, h.tokens, Uint32Array.from([9, 9]));
+  run(gpu, [h.next]);
+  assert.deepEqual([...(await readU32(gpu, h.tokens))], [9, 9]);
+  h.destroy();
+});
+
+Deno.test("writeSamplingParams() rejects out-of-range settings naming the field", async () => {
+  const gpu = await sharedGpu();
+  const b = createSamplingParams(gpu);
+  assert.throws(() => writeSamplingParams(gpu, b, { ...GREEDY, topP: 0 }), /topP must be in \(0, 1\], got 0/);
+  assert.throws(() => writeSamplingParams(gpu, b, { ...GREEDY, temperature: -1 }), InvalidInputError);
+  assert.throws(() => writeSamplingParams(gpu, b, { ...GREEDY, seed: 1.5 }), /seed/);
+  assert.throws(() => writeSamplingParams(gpu, b, { ...GREEDY, repetitionPenalty: 0 }), /repetitionPenalty/);
+  b.destroy();
+});
+
+Deno.test("uniform01() is uniform enough: mean and spread over 10^5 indices", () => {
+  let sum = 0, sq = 0;
+  const n = 100000;
+  for (let i = 0; i < n; i++) {
+    const u = uniform01(99, i);
+    assert.ok(u >= 0 && u < 1);
+    sum += u;
+    sq += u * u;
+  }
+  // Mean 1/2 ± 5σ (σ = 1/sqrt(12n) ≈ 0.0009); variance 1/12.
+  assert.ok(Math.abs(sum / n - 0.5) < 0.005, `mean ${sum / n}`);
+  assert.ok(Math.abs(sq / n - (sum / n) ** 2 - 1 / 12) < 0.003, "variance");
+});

@@ -1,0 +1,117 @@
+/**
+ * Reference for kernels/sample.wgsl: transformers' logits processing (RepetitionPenaltyLogitsProcessor,
+ * TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper) written as it is there, greedy
+ * argmax, and the kernel's RNG and draw order, so a seeded GPU draw can be replayed on the CPU.
+ * @module
+ */
+
+/** Sampling settings, as transformers' generation config names them. */
+export interface SamplingRefOptions {
+  /** false: greedy argmax (temperature and the filters are ignored, as transformers does). */
+  doSample: boolean;
+  temperature: number;
+  /** 0: off. */
+  topK: number;
+  /** ≥ 1: off. */
+  topP: number;
+  /** 1: off. */
+  repetitionPenalty: number;
+}
+
+/**
+ * Scores after the repetition penalty (each distinct history id once: `where(x < 0, x·p, x/p)`) and,
+ * when sampling, the temperature, in f32 like transformers.
+ * @param logits (vocab) f32
+ * @param history prompt ids followed by the generated ids
+ */
+export function processScores(logits: Float32Array, history: ArrayLike<number>, o: SamplingRefOptions): Float32Array {
+  const out = logits.slice();
+  const p = o.repetitionPenalty;
+  if (p !== 1) {
+    for (const id of new Set(Array.from(history))) {
+      if (id < logits.length) out[id] = logits[id] < 0 ? logits[id] * p : logits[id] / p;
+    }
+  }
+  if (o.doSample) for (let i = 0; i < out.length; i++) out[i] = out[i] / o.temperature;
+  return out;
+}
+
+/** torch.argmax: the first index of the maximum. */
+export function argmax(x: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+/**
+ * The probabilities a seeded draw follows: top-k, then top-p, then softmax over what is left,
+ * transcribed from transformers (`scores < topk(scores, k)[0][-1]` removed; top-p sorts ascending,
+ * removes `softmax(sorted).cumsum() <= 1 - top_p` and keeps the last token). f64.
+ * @param scores (vocab) processed scores (after {@link processScores})
+ * @returns (vocab) probabilities, 0 for removed tokens
+ */
+export function samplingProbs(scores: Float32Array, o: SamplingRefOptions): Float64Array {
+  const n = scores.length;
+  const s = Float64Array.from(scores);
+  if (o.topK > 0 && o.topK < n) {
+    const kth = Float64Array.from(s).sort().reverse()[o.topK - 1];
+    for (let i = 0; i < n; i++) if (s[i] < kth) s[i] = -Infinity;
+  }
+  if (o.topP < 1) {
+    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => s[a] - s[b] || a - b);
+    const probs = softmax(order.map((i) => s[i]));
+    let cum = 0;
+    const remove: number[] = [];
+    for (let r = 0; r < n - 1; r++) { // the last (largest) is always kept
+      cum += probs[r];
+      if (cum <= 1 - o.topP) remove.push(order[r]);
+    }
+    for (const i of remove) s[i] = -Infinity;
+  }
+  return Float64Array.from(softmax(Array.from(s)));
+}
+
+function softmax(x: number[]): number[] {
+  let mx = -Infinity;
+  for (const v of x) mx = Math.max(mx, v);
+  const e = x.map((v) => (v === -Infinity ? 0 : Math.exp(v - mx)));
+  const z = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / z);
+}
+
+function mix(x: number): number {
+  x = (x ^ (x >>> 16)) >>> 0;
+  x = Math.imul(x, 0x7feb352d) >>> 0;
+  x = (x ^ (x >>> 15)) >>> 0;
+  x = Math.imul(x, 0x846ca68b) >>> 0;
+  return (x ^ (x >>> 16)) >>> 0;
+}
+
+/** The kernel's counter-based uniform in [0, 1) for a 64-bit seed and a token-ring index. */
+export function uniform01(seed: number, index: number): number {
+  const lo = seed >>> 0, hi = Math.floor(seed / 2 ** 32) >>> 0;
+  const h = mix((lo ^ mix((hi ^ mix((index ^ 0x9e3779b9) >>> 0)) >>> 0)) >>> 0);
+  return (h >>> 8) / 16777216;
+}
+
+/**
+ * Replays the kernel's draw: tokens with probability > 0 in the kernel's order (thread l of `wg`
+ * owns indices l, l + wg, ...; threads in turn), the first whose running sum passes u · total.
+ * @param probs (vocab) from {@link samplingProbs}
+ */
+export function drawInKernelOrder(probs: Float64Array, u: number, wg: number): number {
+  let total = 0;
+  for (const x of probs) total += x;
+  const goal = u * total;
+  let acc = 0, last = -1;
+  for (let l = 0; l < wg; l++) {
+    for (let i = l; i < probs.length; i += wg) {
+      if (probs[i] > 0) {
+        last = i;
+        acc += probs[i];
+        if (acc > goal) return i;
+      }
+    }
+  }
+  return last;
+}
