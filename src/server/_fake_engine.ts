@@ -18,7 +18,7 @@ export interface FakeEngineOptions {
   modelId?: string;
   /** The answer; by default "I see N image(s). You said: <last user text>". */
   answer?: (messages: ChatMessage[]) => string;
-  /** Wait between tokens, ms. */
+  /** Wait between tokens, ms. Default 0: only yield to the event loop, as a GPU readback does. */
   tokenDelayMs?: number;
   /** Wait before the first token (vision + prefill), ms. */
   prefillDelayMs?: number;
@@ -84,6 +84,14 @@ export class FakeEngine implements ChatEngine {
     this.active++;
     this.maxActive = Math.max(this.maxActive, this.active);
     const o = this.#options;
+    // Between tokens a real engine awaits the GPU, so the event loop turns (and the server flushes).
+    // setTimeout(0) takes milliseconds here; a MessageChannel hop takes microseconds.
+    const channel = new MessageChannel();
+    const turn = () =>
+      new Promise<void>((resolve) => {
+        channel.port1.onmessage = () => resolve();
+        channel.port2.postMessage(0);
+      });
     try {
       if (o.error) throw o.error;
       await sleep(o.prefillDelayMs ?? 0, options.signal);
@@ -117,7 +125,8 @@ export class FakeEngine implements ChatEngine {
         count++;
         text = next;
         yield { type: "delta", text: token };
-        await sleep(o.tokenDelayMs ?? 0, options.signal);
+        if (o.tokenDelayMs) await sleep(o.tokenDelayMs, options.signal);
+        else await turn();
       }
       call.finishReason = reason;
       const images = messages.flatMap((m) => (typeof m.content === "string" ? [] : m.content))
@@ -136,6 +145,7 @@ export class FakeEngine implements ChatEngine {
         },
       };
     } finally {
+      channel.port1.close();
       call.closed = true;
       this.active--;
     }

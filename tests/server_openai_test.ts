@@ -1,0 +1,168 @@
+/**
+ * The official `openai` npm client, unmodified, against a real listening server (Deno.serve on
+ * 127.0.0.1, port 0): first with the scripted fake engine, then with the bundled tiny model.
+ */
+import assert from "node:assert/strict";
+import OpenAI from "openai";
+import type { ChatEngine } from "../src/generate/types.ts";
+import { createApp, type ServerOptions } from "../src/server/app.ts";
+import { FakeEngine } from "../src/server/_fake_engine.ts";
+
+const PNG = await Deno.readFile(
+  new URL("./fixtures/tiny-qwen2vl/reference/case1_0.png", import.meta.url),
+);
+const IMAGE_URL = `data:image/png;base64,${PNG.toBase64()}`;
+const KEY = "sk-qvq-test";
+
+/** A listening server for `engine` and an OpenAI client pointed at it. */
+function serve(engine: ChatEngine, options: ServerOptions = {}) {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    createApp(engine, { apiKey: KEY, ...options }).fetch,
+  );
+  const baseURL = `http://127.0.0.1:${server.addr.port}/v1`;
+  const client = new OpenAI({ apiKey: KEY, baseURL, maxRetries: 0 });
+  return { server, baseURL, client, [Symbol.asyncDispose]: () => server.shutdown() };
+}
+
+const question: OpenAI.Chat.ChatCompletionMessageParam[] = [
+  { role: "system", content: "You are a careful visual reasoner." },
+  {
+    role: "user",
+    content: [
+      { type: "image_url", image_url: { url: IMAGE_URL } },
+      { type: "text", text: "What is in the picture?" },
+    ],
+  },
+];
+
+Deno.test("the openai client gets a non-streaming answer to a question with an image", async () => {
+  const engine = new FakeEngine();
+  await using s = serve(engine);
+  const completion = await s.client.chat.completions.create({
+    model: engine.modelId,
+    messages: question,
+    max_completion_tokens: 64,
+    temperature: 0,
+    seed: 1,
+  });
+  assert.equal(completion.object, "chat.completion");
+  assert.equal(completion.model, engine.modelId);
+  assert.equal(completion.choices[0].message.role, "assistant");
+  assert.equal(
+    completion.choices[0].message.content,
+    "I see 1 image. You said: What is in the picture?",
+  );
+  assert.equal(completion.choices[0].finish_reason, "stop");
+  assert.deepEqual(completion.usage, {
+    prompt_tokens: 14,
+    completion_tokens: 11,
+    total_tokens: 25,
+    prompt_tokens_details: { cached_tokens: 0, image_tokens: 4 },
+  });
+  const received = engine.calls[0].messages[1].content;
+  assert.ok(Array.isArray(received) && received[0].type === "image");
+  assert.deepEqual(received[0].type === "image" && received[0].image, PNG);
+});
+
+Deno.test("the openai client streams an answer with an image, then usage", async () => {
+  const engine = new FakeEngine({ tokenDelayMs: 2 });
+  await using s = serve(engine);
+  const stream = await s.client.chat.completions.create({
+    model: engine.modelId,
+    messages: question,
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  const deltas: string[] = [];
+  let finish: string | null = null;
+  let usage: OpenAI.CompletionUsage | null | undefined;
+  for await (const chunk of stream) {
+    if (chunk.choices[0]?.delta.content) deltas.push(chunk.choices[0].delta.content);
+    finish = chunk.choices[0]?.finish_reason ?? finish;
+    usage = chunk.usage ?? usage;
+  }
+  assert.equal(deltas.length, 11);
+  assert.equal(deltas.join(""), "I see 1 image. You said: What is in the picture?");
+  assert.equal(finish, "stop");
+  assert.equal(usage?.completion_tokens, 11);
+});
+
+Deno.test("the openai client raises its typed errors: 400 with the field, 401, 404, 503", async () => {
+  const engine = new FakeEngine({ prefillDelayMs: 300 });
+  await using s = serve(engine, { maxQueue: 0 });
+  const bad = await s.client.chat.completions.create({
+    model: engine.modelId,
+    messages: question,
+    n: 3,
+  }).catch((e) => e);
+  assert.ok(bad instanceof OpenAI.BadRequestError);
+  assert.equal(bad.param, "n");
+  assert.match(bad.message, /n must be 1/);
+
+  const wrongKey = new OpenAI({ apiKey: "sk-wrong", baseURL: s.baseURL, maxRetries: 0 });
+  assert.ok((await wrongKey.models.list().catch((e) => e)) instanceof OpenAI.AuthenticationError);
+  const missing = await s.client.chat.completions.create({ model: "gpt-4o", messages: question })
+    .catch((e) => e);
+  assert.ok(missing instanceof OpenAI.NotFoundError);
+  assert.equal(missing.code, "model_not_found");
+
+  const busy = s.client.chat.completions.create({ model: engine.modelId, messages: question });
+  await new Promise((r) => setTimeout(r, 50));
+  const refused = await s.client.chat.completions.create({
+    model: engine.modelId,
+    messages: question,
+  })
+    .catch((e) => e);
+  assert.ok(refused instanceof OpenAI.InternalServerError);
+  assert.equal(refused.status, 503);
+  assert.equal(refused.headers.get("retry-after"), "10");
+  await busy;
+});
+
+Deno.test("the openai client lists the served model", async () => {
+  const engine = new FakeEngine();
+  await using s = serve(engine);
+  const models = [];
+  for await (const m of s.client.models.list()) models.push(m.id);
+  assert.deepEqual(models, [engine.modelId]);
+});
+
+Deno.test("a client that stops reading a stream aborts the generation on the server", async () => {
+  const engine = new FakeEngine({ tokenDelayMs: 10, answer: () => "step ".repeat(2000) });
+  await using s = serve(engine);
+  const stream = await s.client.chat.completions.create({
+    model: engine.modelId,
+    messages: question,
+    stream: true,
+  });
+  let seen = 0;
+  for await (const _ of stream) if (++seen === 5) break;
+  for (let i = 0; i < 100 && !engine.calls[0].closed; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.equal(engine.calls[0].closed, true);
+  assert.equal(engine.calls[0].finishReason, "abort");
+});
+
+Deno.test("a long answer streams steadily, one chunk per token as it is written", async () => {
+  const engine = new FakeEngine({ answer: () => "reason ".repeat(3000) });
+  await using s = serve(engine);
+  const stream = await s.client.chat.completions.create({
+    model: engine.modelId,
+    messages: question,
+    stream: true,
+    max_tokens: 3000,
+  });
+  let tokens = 0;
+  let firstAt = 0;
+  const start = performance.now();
+  for await (const chunk of stream) {
+    if (chunk.choices[0]?.delta.content) {
+      if (tokens++ === 0) firstAt = performance.now() - start;
+    }
+  }
+  assert.equal(tokens, 3000);
+  // The first token arrives long before the last: nothing is buffered until the end.
+  assert.ok(firstAt < (performance.now() - start) / 4, `first token after ${firstAt} ms`);
+});
