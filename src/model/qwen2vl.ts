@@ -75,6 +75,64 @@ export interface PrefillOptions {
   allLogits?: boolean;
 }
 
+/** Options of {@link planModel}. */
+export interface PlanModelOptions {
+  dtype: WeightDType;
+  /** The adapter's maxStorageBufferBindingSize (128 MiB lavapipe, 2 GiB H100). */
+  maxBinding: number;
+  /** The adapter's maxBufferSize (default: maxBinding). */
+  maxBufferSize?: number;
+  /** Default: the config's max_position_embeddings. */
+  maxContext?: number;
+}
+
+/** What {@link planModel} finds: everything checked, nothing uploaded. */
+export interface ModelPlan {
+  config: Qwen2VLConfig;
+  plan: WeightPlan;
+  memory: MemoryEstimate;
+  maxContext: number;
+  /** The open checkpoint (headers only); close() it when done. */
+  checkpoint: SafetensorsCheckpoint;
+}
+
+/**
+ * Reads config.json and the safetensors headers and checks that every tensor the model needs is
+ * there with the right shape and dtype, plans chunking for the given binding limit and estimates
+ * GPU memory — without a GPU and without reading any weight data.
+ * @throws ModelFileError for a bad config or checkpoint
+ */
+export async function planModel(
+  source: ModelSource | string,
+  opts: PlanModelOptions,
+): Promise<ModelPlan> {
+  const src = typeof source === "string" ? openModelSource(source) : source;
+  const config = parseConfig(await src.readJson("config.json"), src.pathOf("config.json"));
+  const maxContext = opts.maxContext ?? config.text.maxPositionEmbeddings;
+  if (!Number.isInteger(maxContext) || maxContext < 2) {
+    throw new InvalidInputError(`maxContext must be an integer ≥ 2, got ${maxContext}`);
+  }
+  const checkpoint = await SafetensorsCheckpoint.open(src);
+  try {
+    const plan = planWeights(config, (n) => (checkpoint.has(n) ? checkpoint.get(n) : undefined), {
+      dtype: opts.dtype,
+      maxBinding: opts.maxBinding,
+      maxBufferSize: opts.maxBufferSize,
+      where: checkpoint.origin,
+    });
+    return {
+      config,
+      plan,
+      memory: estimateMemory(config, plan, maxContext),
+      maxContext,
+      checkpoint,
+    };
+  } catch (e) {
+    checkpoint.close();
+    throw e;
+  }
+}
+
 /** A loaded Qwen2-VL. */
 export class Qwen2VLModel {
   readonly config: Qwen2VLConfig;
@@ -87,6 +145,7 @@ export class Qwen2VLModel {
   readonly #vision: VisionTower;
   readonly #rope: GpuRopeTable;
   readonly #chunk: number;
+  readonly #ownsGpu: boolean;
   #disposed = false;
 
   private constructor(
@@ -97,7 +156,9 @@ export class Qwen2VLModel {
     maxContext: number,
     w: GpuWeights,
     chunk: number,
+    ownsGpu: boolean,
   ) {
+    this.#ownsGpu = ownsGpu;
     this.config = cfg;
     this.gpu = gpu;
     this.plan = plan;
@@ -122,29 +183,23 @@ export class Qwen2VLModel {
    */
   static async load(source: ModelSource | string, opts: LoadOptions = {}): Promise<Qwen2VLModel> {
     const src = typeof source === "string" ? openModelSource(source) : source;
-    const cfg = parseConfig(await src.readJson("config.json"), src.pathOf("config.json"));
-    const ckpt = await SafetensorsCheckpoint.open(src);
+    const gpu = opts.gpu ?? await requestGpu();
+    let p: ModelPlan | undefined;
     try {
-      const gpu = opts.gpu ?? await requestGpu();
       const dtype = opts.dtype ?? (gpu.features.f16 ? "f16" : "f32");
       if (dtype === "f16" && !gpu.features.f16) {
         throw new GpuError(
-          `dtype "f16" needs shader-f16, which this adapter (${
-            gpu.adapterInfo.description || gpu.adapterInfo.vendor
-          }) lacks; use dtype "f32"`,
+          `dtype "f16" needs shader-f16, which this adapter ` +
+            `(${gpu.adapterInfo.description || gpu.adapterInfo.vendor}) lacks; use dtype "f32"`,
         );
       }
-      const maxContext = opts.maxContext ?? cfg.text.maxPositionEmbeddings;
-      if (!Number.isInteger(maxContext) || maxContext < 2) {
-        throw new InvalidInputError(`maxContext must be an integer ≥ 2, got ${maxContext}`);
-      }
-      const plan = planWeights(cfg, (n) => (ckpt.has(n) ? ckpt.get(n) : undefined), {
+      p = await planModel(src, {
         dtype,
         maxBinding: gpu.maxBinding,
         maxBufferSize: gpu.limits.maxBufferSize,
-        where: ckpt.origin,
+        maxContext: opts.maxContext,
       });
-      const memory = estimateMemory(cfg, plan, maxContext);
+      const { config: cfg, plan, memory, maxContext } = p;
       if (opts.memoryLimit !== undefined && memory.total > opts.memoryLimit) {
         throw new GpuError(
           `the model needs about ${fmtBytes(memory.total)} of GPU memory (weights ` +
@@ -157,10 +212,13 @@ export class Qwen2VLModel {
       if (!Number.isInteger(chunk) || chunk < 1) {
         throw new InvalidInputError(`prefillChunk must be a positive integer, got ${chunk}`);
       }
-      const w = await uploadWeights(gpu, ckpt, plan, opts.onProgress);
-      return new Qwen2VLModel(cfg, gpu, plan, memory, maxContext, w, chunk);
+      const w = await uploadWeights(gpu, p.checkpoint, plan, opts.onProgress);
+      return new Qwen2VLModel(cfg, gpu, plan, memory, maxContext, w, chunk, !opts.gpu);
+    } catch (e) {
+      if (!opts.gpu) gpu.destroy();
+      throw e;
     } finally {
-      ckpt.close();
+      p?.checkpoint.close();
     }
   }
 
@@ -348,13 +406,17 @@ export class Qwen2VLModel {
     for (const d of session.decodeDispatches) d.encode(pass);
   }
 
-  /** Frees every GPU buffer of the model (sessions are disposed separately). */
+  /**
+   * Frees every GPU buffer of the model (sessions are disposed separately), and the device when
+   * load() created it.
+   */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
     this.#vision.destroy();
     this.#rope.destroy();
     this.#w.destroy();
+    if (this.#ownsGpu) this.gpu.destroy();
   }
 
   #alive(): void {

@@ -199,8 +199,9 @@ export function planWeights(
     const rows = sources.reduce((a, s) => a + s.rows, 0);
     const per = rowsPerChunk(rows, cols, opts.dtype, limit);
     if (per < 1) {
-      throw new ModelFileError(
-        `${opts.where}: one row of "${key}" (${cols} ${opts.dtype}) exceeds the ${limit}-byte binding limit`,
+      throw new GpuError(
+        `one row of "${key}" (${cols} ${opts.dtype} values) exceeds this adapter's ` +
+          `${fmtBytes(limit)} storage binding limit`,
       );
     }
     tensors.set(key, {

@@ -1,0 +1,183 @@
+import assert from "node:assert/strict";
+import { GpuError, InvalidInputError, ModelFileError } from "../errors.ts";
+import { sharedGpu } from "../gpu/device.ts";
+import { readF32 } from "../gpu/buffers.ts";
+import { readDecodeState } from "../../kernels/state.ts";
+import { assertClose } from "../ref/_random.ts";
+import { parseConfig } from "./config.ts";
+import { PRESETS } from "./presets.ts";
+import { planModel, Qwen2VLModel } from "./qwen2vl.ts";
+import { checkpointTensors, writeSparseCheckpoint } from "./_sparse.ts";
+import { readReference, SYNTHETIC_DIR, TINY_DIR } from "./_fixture.ts";
+
+const MiB = 1024 * 1024, GiB = 1024 * MiB;
+
+Deno.test("planModel() checks a sparse QVQ-72B checkpoint (real headers, no data) at 2 GiB and 128 MiB bindings", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "qvq72b-" });
+  try {
+    const cfg = parseConfig(PRESETS["QVQ-72B-Preview"]);
+    const tensors = checkpointTensors(cfg, "legacy");
+    await writeSparseCheckpoint(dir, tensors, 4 * GiB);
+    await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(PRESETS["QVQ-72B-Preview"]));
+    const h100 = await planModel(dir, {
+      dtype: "f16",
+      maxBinding: 2 * GiB,
+      maxBufferSize: 4 * GiB,
+      maxContext: 32768,
+    });
+    h100.checkpoint.close();
+    assert.equal(h100.checkpoint.files().length, 36); // 4 GiB shards (the hub uses 38 of ≈ 4 GB)
+    assert.equal(h100.plan.storedNames.length, tensors.length);
+    assert.equal(h100.plan.tensors.get("text.embed")!.chunks, 2);
+    assert.equal(h100.plan.tensors.get("text.lm_head")!.chunks, 2);
+    assert.equal(h100.memory.kvCache, 20 * GiB);
+    assert.ok(
+      h100.memory.weights > 146e9 && h100.memory.weights < 147.5e9,
+      `${h100.memory.weights}`,
+    );
+    const lava = await planModel(dir, {
+      dtype: "f16",
+      maxBinding: 128 * MiB,
+      maxBufferSize: 2 * GiB,
+      maxContext: 4096,
+    });
+    lava.checkpoint.close();
+    assert.equal(lava.plan.tensors.get("text.embed")!.chunks, 19);
+    assert.equal(lava.plan.tensors.get("text.layers.40.gate_up")!.chunks, 8);
+    assert.equal(lava.plan.tensors.get("vision.merger.fc1")!.chunks, 1); // 5120² f16 = 50 MiB
+    assert.equal(lava.memory.weights, h100.memory.weights);
+    assert.equal(lava.memory.kvCache, 80 * 2 * 4096 * 1024 * 4);
+    // The data regions were never written: the 147 GB set takes a few MB of disk.
+    let used = 0;
+    for await (const e of Deno.readDir(dir)) {
+      used += (await Deno.stat(`${dir}/${e.name}`)).blocks ?? 0;
+    }
+    assert.ok(used * 512 < 64 * MiB, `${used * 512} bytes on disk`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A copy of the tiny fixture whose files can be edited. */
+async function tinyCopy(): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "qvq-tiny-" });
+  for await (const e of Deno.readDir(TINY_DIR)) {
+    if (e.isFile) await Deno.copyFile(`${TINY_DIR}${e.name}`, `${dir}/${e.name}`);
+  }
+  return dir;
+}
+
+Deno.test("Qwen2VLModel.load() rejects a config that does not match the weights, before any GPU allocation", async () => {
+  const dir = await tinyCopy();
+  try {
+    const cfg = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+    cfg.intermediate_size = 96;
+    await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(cfg));
+    const gpu = await sharedGpu();
+    await assert.rejects(
+      () => Qwen2VLModel.load(dir, { gpu, dtype: "f32" }),
+      (e: Error) => {
+        assert.ok(e instanceof ModelFileError, String(e));
+        assert.match(
+          e.message,
+          /model-00002-of-00002\.safetensors: tensor "model\.layers\.0\.mlp\.gate_proj\.weight" has shape \[64, 32\], expected \[96, 32\]/,
+        );
+        return true;
+      },
+    );
+    cfg.intermediate_size = 64;
+    cfg.model_type = "llava";
+    await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(cfg));
+    await assert.rejects(
+      () => Qwen2VLModel.load(dir, { gpu, dtype: "f32" }),
+      /config\.json: model_type is "llava"/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Qwen2VLModel.load() refuses a model over memoryLimit, saying how much it needs", async () => {
+  const gpu = await sharedGpu();
+  await assert.rejects(
+    () =>
+      Qwen2VLModel.load(TINY_DIR, { gpu, dtype: "f32", maxContext: 1024, memoryLimit: 8 * MiB }),
+    (e: Error) => {
+      assert.ok(e instanceof GpuError, String(e));
+      assert.match(
+        e.message,
+        /needs about 20\.45 MiB of GPU memory \(weights 18\.94 MiB f32, KV cache 256\.00 KiB for 1024 tokens/,
+      );
+      return true;
+    },
+  );
+});
+
+Deno.test("prefill() in chunks gives the same logits and decode state as in one pass", async () => {
+  const gpu = await sharedGpu();
+  const r = await readReference(`${SYNTHETIC_DIR}reference.safetensors`);
+  const ids = r.i32("text_input_ids"); // 21 tokens
+  const results = [];
+  for (const prefillChunk of [512, 4, 7]) {
+    const model = await Qwen2VLModel.load(SYNTHETIC_DIR, {
+      gpu,
+      dtype: "f32",
+      maxContext: 64,
+      prefillChunk,
+    });
+    const s = model.createSession(32);
+    const all = await model.prefill(s, ids, undefined, { allLogits: true });
+    const last = await readF32(gpu, s.logits);
+    assert.deepEqual(await readDecodeState(gpu, s.state), { cacheLen: 21, position: 21, step: 0 });
+    // session.logits comes from the m = 1 GEMV, the rows from the tiled GEMM: same sums, other order.
+    assertClose(last, all!.subarray(20 * 1000), 1e-6, "session.logits = last row");
+    results.push(all!);
+    s.dispose();
+    model.dispose();
+  }
+  // A chunk changes only summation order (21 = 5·4 + 1: the last 1-token chunk takes the GEMV
+  // path): f32 ulps of the largest logit.
+  assertClose(results[1], results[0], 1e-6, "chunks of 4");
+  assertClose(results[2], results[0], 1e-6, "chunks of 7");
+});
+
+Deno.test("prefill() sets the decode position from the rope delta and rejects bad prompts", async () => {
+  const gpu = await sharedGpu();
+  const model = await Qwen2VLModel.load(SYNTHETIC_DIR, { gpu, dtype: "f32", maxContext: 64 });
+  const r = await readReference(`${SYNTHETIC_DIR}reference.safetensors`);
+  const ids = r.i32("input_ids"), g = r.i32("image_grid_thw");
+  const s = model.createSession(48);
+  try {
+    const images = model.encodeImages(r.f32("pixel_values"), [[g[0], g[1], g[2]], [
+      g[3],
+      g[4],
+      g[5],
+    ]]);
+    await assert.rejects(
+      () => model.prefill(s, ids),
+      /has 9 image tokens \(id 900\) but 0 image embeddings/,
+    );
+    await assert.rejects(
+      () => model.prefill(s, [1, 2, 1000], images),
+      /token 2 is 1000, outside the vocabulary 0\.\.999/,
+    );
+    await assert.rejects(
+      () => model.prefill(s, new Int32Array(48)),
+      /the prompt has 48 tokens; it needs 1 to 47/,
+    );
+    await model.prefill(s, ids, images);
+    images.destroy();
+    const delta = r.i32("rope_deltas")[0];
+    assert.equal(s.ropeDelta, delta);
+    assert.deepEqual(await readDecodeState(gpu, s.state), {
+      cacheLen: 40,
+      position: 40 + delta,
+      step: 0,
+    });
+    assert.throws(() => model.createSession(65), InvalidInputError);
+  } finally {
+    s.dispose();
+    model.dispose();
+  }
+  assert.throws(() => model.createSession(8), /disposed/);
+});
