@@ -7,12 +7,11 @@
  * src/resources/chat/completions/completions.ts, Apache-2.0); only the fields qvq honours are typed.
  * @module
  */
+import { MAX_NEW_TOKENS_LIMIT } from "../generate/options.ts";
 import type { ChatMessage, ContentPart, GenerateOptions } from "../generate/types.ts";
 import { badRequest } from "./_errors.ts";
 import { type ImagePolicy, loadImage } from "./_images.ts";
 
-/** The most tokens one request may ask for (GenerateOptions.maxNewTokens' range). */
-export const MAX_COMPLETION_TOKENS = 8192;
 /** OpenAI accepts at most 4 stop sequences. */
 const MAX_STOP_SEQUENCES = 4;
 
@@ -267,12 +266,12 @@ export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequ
   const maxTokens = optionalNumber(body, "max_tokens", {
     integer: true,
     min: 1,
-    max: MAX_COMPLETION_TOKENS,
+    max: MAX_NEW_TOKENS_LIMIT,
   });
   const maxCompletion = optionalNumber(body, "max_completion_tokens", {
     integer: true,
     min: 1,
-    max: MAX_COMPLETION_TOKENS,
+    max: MAX_NEW_TOKENS_LIMIT,
   });
   const stream = optionalBoolean(body, "stream") ?? false;
   const streamOptions = body.stream_options;

@@ -1,0 +1,217 @@
+/**
+ * `qvq chat`: an interactive chat in the terminal. Each line is a user message; the answer streams
+ * as it is written. `/image <path>` attaches an image to the next message, `/reset` starts over,
+ * `/exit` (or end of input) quits; Ctrl+C stops the answer being written. Works with piped stdin
+ * too (no prompt is printed then), which is how it is tested.
+ * @module
+ */
+import type { ChatEngine, ChatMessage, ContentPart, GenerateOptions } from "../generate/types.ts";
+import { type Io, numberOption, parseCommand, requireString, stdio, type Values } from "./_args.ts";
+
+const USAGE = `usage: qvq chat --model <dir|org/name> [options]
+
+Chat with a Qwen2-VL / QVQ model in the terminal; the answer streams as it is written.
+
+options:
+  --model <dir|id>          a model directory, or a Hugging Face hub id (downloaded and cached)
+  --system <text>           a system prompt
+  --max-tokens <n>          most tokens per answer
+  --temperature <t>         0 = greedy
+  --top-p <p>  --top-k <k>  --seed <n>  --repetition-penalty <r>
+
+in the chat:
+  /image <path>   attach an image (PNG, JPEG, WebP) to your next message
+  /reset          forget the conversation
+  /exit           quit (also Ctrl+D); Ctrl+C stops the current answer
+`;
+
+const HELP = "commands: /image <path>, /reset, /exit\n";
+
+/** Where the chat reads and writes; the CLI passes the terminal, tests pass streams. */
+export interface ChatIo extends Io {
+  /** Lines typed by the user. */
+  input: ReadableStream<Uint8Array>;
+  /** Print a prompt before each line (when input is a terminal). */
+  interactive: boolean;
+  /** Reads an attached image. */
+  readFile(path: string): Promise<Uint8Array>;
+}
+
+/** Lines of `input`, without their line endings. */
+async function* lines(input: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let buffer = "";
+  for await (const text of input.pipeThrough(new TextDecoderStream())) {
+    buffer += text;
+    let end;
+    while ((end = buffer.indexOf("\n")) >= 0) {
+      yield buffer.slice(0, end).replace(/\r$/, "");
+      buffer = buffer.slice(end + 1);
+    }
+  }
+  if (buffer) yield buffer;
+}
+
+/** Stops the current answer on Ctrl+C (in a terminal); outside an answer Ctrl+C quits as usual. */
+function onInterrupt(abort: AbortController): () => void {
+  const handler = () => abort.abort(new DOMException("Stopped with Ctrl+C.", "AbortError"));
+  try {
+    Deno.addSignalListener("SIGINT", handler);
+  } catch {
+    return () => {}; // no signals here (Windows without a console, or no permission)
+  }
+  return () => Deno.removeSignalListener("SIGINT", handler);
+}
+
+/**
+ * Runs the chat loop over `io` with a loaded engine until `/exit` or the end of input.
+ * Options apply to every answer.
+ */
+export async function runChat(
+  engine: ChatEngine,
+  io: ChatIo,
+  options: Omit<GenerateOptions, "signal"> & { system?: string } = {},
+): Promise<void> {
+  const { system, ...generateOptions } = options;
+  const start: ChatMessage[] = system ? [{ role: "system", content: system }] : [];
+  let history = [...start];
+  let images: { path: string; bytes: Uint8Array }[] = [];
+  const prompt = () => (io.interactive ? io.out("\n> ") : undefined);
+
+  if (io.interactive) await io.err(`qvq chat with ${engine.modelId}. ${HELP}`);
+  await prompt();
+  for await (const raw of lines(io.input)) {
+    const line = raw.trim();
+    if (line === "/exit" || line === "/quit") break;
+    if (line === "" || line === "/help") {
+      if (line === "/help") await io.err(HELP);
+      await prompt();
+      continue;
+    }
+    if (line === "/reset") {
+      history = [...start];
+      images = [];
+      await io.err("(conversation cleared)\n");
+      await prompt();
+      continue;
+    }
+    const image = line.match(/^\/image\s+(.+)$/);
+    if (image) {
+      const path = image[1].trim().replace(/^(["'])(.*)\1$/, "$2");
+      try {
+        images.push({ path, bytes: await io.readFile(path) });
+        await io.err(`(attached ${path}; it goes with your next message)\n`);
+      } catch (error) {
+        await io.err(`error: cannot read image "${path}": ${(error as Error).message}\n`);
+      }
+      await prompt();
+      continue;
+    }
+    if (line.startsWith("/")) {
+      await io.err(`error: unknown command "${line.split(/\s/)[0]}". ${HELP}`);
+      await prompt();
+      continue;
+    }
+
+    const content: ContentPart[] = [
+      ...images.map(({ bytes }): ContentPart => ({ type: "image", image: bytes })),
+      { type: "text", text: line },
+    ];
+    const turn: ChatMessage = { role: "user", content: images.length ? content : line };
+    images = [];
+    const abort = new AbortController();
+    const stopListening = io.interactive ? onInterrupt(abort) : () => {};
+    let answer = "";
+    try {
+      for await (
+        const event of engine.generate([...history, turn], {
+          ...generateOptions,
+          signal: abort.signal,
+        })
+      ) {
+        if (event.type === "delta") {
+          answer += event.text;
+          await io.out(event.text);
+        } else {
+          const { usage, timings, finishReason } = event.result;
+          answer = event.result.text;
+          const ended = finishReason === "stop" ? "" : `, ended: ${finishReason}`;
+          await io.out("\n");
+          await io.err(
+            `[${usage.completionTokens} tokens, ${
+              timings.tokensPerSecond.toFixed(1)
+            } tokens/s${ended}]\n`,
+          );
+        }
+      }
+      history.push(turn, { role: "assistant", content: answer });
+    } catch (error) {
+      // The turn is dropped: the user can fix the image or message and try again.
+      await io.out("\n");
+      await io.err(`error: ${(error as Error).message}\n`);
+    } finally {
+      stopListening();
+    }
+    await prompt();
+  }
+}
+
+/** Generation options from the command line. */
+function generateOptions(v: Values): Omit<GenerateOptions, "signal"> {
+  const options: Omit<GenerateOptions, "signal"> = {
+    maxNewTokens: numberOption(v, "max-tokens", USAGE, true),
+    temperature: numberOption(v, "temperature", USAGE),
+    topP: numberOption(v, "top-p", USAGE),
+    topK: numberOption(v, "top-k", USAGE, true),
+    seed: numberOption(v, "seed", USAGE, true),
+    repetitionPenalty: numberOption(v, "repetition-penalty", USAGE),
+  };
+  for (const key of Object.keys(options) as (keyof typeof options)[]) {
+    if (options[key] === undefined) delete options[key];
+  }
+  return options;
+}
+
+/** Loads a chat engine from a model directory or hub id. */
+export type EngineLoader = (model: string) => Promise<ChatEngine>;
+
+/**
+ * `qvq chat`: parses `args`, loads the model and chats on stdin/stdout until `/exit` or Ctrl+D.
+ * `load` and `input` are for tests; the CLI passes neither.
+ *
+ * @example
+ * ```ts ignore
+ * await chatCommand(["--model", "tests/fixtures/tiny-qwen2vl"]);
+ * ```
+ */
+export async function chatCommand(
+  args: string[],
+  io: Io = stdio,
+  load?: EngineLoader,
+  input: ReadableStream<Uint8Array> = Deno.stdin.readable,
+): Promise<number> {
+  const v = parseCommand(args, {
+    model: { type: "string" },
+    system: { type: "string" },
+    "max-tokens": { type: "string" },
+    temperature: { type: "string" },
+    "top-p": { type: "string" },
+    "top-k": { type: "string" },
+    seed: { type: "string" },
+    "repetition-penalty": { type: "string" },
+    help: { type: "boolean", short: "h" },
+  }, USAGE);
+  if (v.help) {
+    await io.out(USAGE);
+    return 0;
+  }
+  const model = requireString(v, "model", USAGE);
+  const options = generateOptions(v);
+  const engine = await (load ?? (await import("../server/_engine.ts")).loadEngine)(model);
+  await runChat(engine, {
+    ...io,
+    input,
+    interactive: input === Deno.stdin.readable && Deno.stdin.isTerminal(),
+    readFile: (path) => Deno.readFile(path),
+  }, { ...options, system: typeof v.system === "string" ? v.system : undefined });
+  return 0;
+}

@@ -1,0 +1,112 @@
+import assert from "node:assert/strict";
+import { FakeEngine } from "../server/_fake_engine.ts";
+import { chatCommand, type ChatIo, runChat } from "./_chat.ts";
+
+const PNG_PATH =
+  new URL("../../tests/fixtures/tiny-qwen2vl/reference/case0_0.png", import.meta.url).pathname;
+const PNG = await Deno.readFile(PNG_PATH);
+
+/** Piped stdin of `text`, and collectors for stdout and stderr. */
+function pipe(text: string): ChatIo & { stdout: string[]; stderr: string[] } {
+  const stdout: string[] = [], stderr: string[] = [];
+  return {
+    stdout,
+    stderr,
+    out: (t) => void stdout.push(t),
+    err: (t) => void stderr.push(t),
+    input: ReadableStream.from([new TextEncoder().encode(text)]),
+    interactive: false,
+    readFile: (path) => Deno.readFile(path),
+  };
+}
+
+Deno.test("runChat() answers each piped line, streaming deltas, and keeps the conversation", async () => {
+  const engine = new FakeEngine();
+  const io = pipe("Hello\nHow are you?\n");
+  await runChat(engine, io, { system: "Be brief.", maxNewTokens: 50 });
+  assert.equal(
+    io.stdout.join(""),
+    "I see 0 images. You said: Hello\nI see 0 images. You said: How are you?\n",
+  );
+  assert.ok(io.stdout.length > 4, "deltas are written one by one");
+  assert.deepEqual(io.stderr, ["[7 tokens, 42.0 tokens/s]\n", "[9 tokens, 42.0 tokens/s]\n"]);
+  assert.deepEqual(engine.calls[1].messages, [
+    { role: "system", content: "Be brief." },
+    { role: "user", content: "Hello" },
+    { role: "assistant", content: "I see 0 images. You said: Hello" },
+    { role: "user", content: "How are you?" },
+  ]);
+  assert.equal(engine.calls[1].options.maxNewTokens, 50);
+});
+
+Deno.test("runChat() attaches /image files to the next message only", async () => {
+  const engine = new FakeEngine();
+  const io = pipe(`/image ${PNG_PATH}\n/image "${PNG_PATH}"\nCompare them\nAnd now?\n`);
+  await runChat(engine, io);
+  assert.deepEqual(engine.calls[0].messages, [{
+    role: "user",
+    content: [{ type: "image", image: PNG }, { type: "image", image: PNG }, {
+      type: "text",
+      text: "Compare them",
+    }],
+  }]);
+  assert.deepEqual(engine.calls[1].messages.at(-1), { role: "user", content: "And now?" });
+  assert.match(io.stdout.join(""), /^I see 2 images\. You said: Compare them\n/);
+});
+
+Deno.test("runChat() reports unreadable images and unknown commands, /reset forgets, /exit stops", async () => {
+  const engine = new FakeEngine();
+  const io = pipe("/image /no/such.png\n/frobnicate\nOne\n/reset\nTwo\n/exit\nThree\n");
+  await runChat(engine, io);
+  const err = io.stderr.join("");
+  assert.match(err, /error: cannot read image "\/no\/such\.png"/);
+  assert.match(err, /error: unknown command "\/frobnicate"/);
+  assert.match(err, /conversation cleared/);
+  assert.equal(engine.calls.length, 2);
+  assert.deepEqual(engine.calls[1].messages, [{ role: "user", content: "Two" }]);
+});
+
+Deno.test("runChat() prints an engine error and carries on with the next line", async () => {
+  let first = true;
+  const engine = new FakeEngine({
+    answer: () => {
+      if (first) {
+        first = false;
+        throw new Error("image 0 is 1x1 pixels; the smallest is 28x28");
+      }
+      return "fine";
+    },
+  });
+  const io = pipe("bad\ngood\n");
+  await runChat(engine, io);
+  assert.match(io.stderr.join(""), /error: image 0 is 1x1 pixels/);
+  assert.equal(io.stdout.join("").trim(), "fine");
+  assert.deepEqual(engine.calls[1].messages, [{ role: "user", content: "good" }]);
+});
+
+Deno.test("chatCommand() parses its options and chats over the given input", async () => {
+  const engine = new FakeEngine();
+  const out: string[] = [];
+  const io = { out: (t: string) => void out.push(t), err: () => {} };
+  let loaded = "";
+  const code = await chatCommand(
+    ["--model", "org/name", "--temperature", "0.5", "--seed", "3", "--system", "S"],
+    io,
+    (model) => {
+      loaded = model;
+      return Promise.resolve(engine);
+    },
+    ReadableStream.from([new TextEncoder().encode("Hi\n")]),
+  );
+  assert.equal(code, 0);
+  assert.equal(loaded, "org/name");
+  assert.equal(out.join(""), "I see 0 images. You said: Hi\n");
+  const { signal: _, ...options } = engine.calls[0].options;
+  assert.deepEqual(options, { temperature: 0.5, seed: 3 });
+  assert.deepEqual(engine.calls[0].messages[0], { role: "system", content: "S" });
+  await assert.rejects(
+    chatCommand(["--model", "m", "--seed", "x"], io),
+    /--seed must be an integer/,
+  );
+  await assert.rejects(chatCommand([], io), /--model is required/);
+});

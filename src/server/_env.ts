@@ -1,0 +1,49 @@
+/**
+ * Server settings from environment variables, for `deno serve src/server/serve.ts`.
+ * @module
+ */
+import { fileURLToPath } from "node:url";
+import { InvalidInputError } from "../errors.ts";
+import type { ServerOptions } from "./app.ts";
+
+/** Reads one environment variable (undefined when unset). */
+export type Env = (name: string) => string | undefined;
+
+function wholeNumber(name: string, value: string | undefined): number | undefined {
+  if (value === undefined || value === "") return undefined;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new InvalidInputError(`${name} must be a whole number ≥ 0; got "${value}".`);
+  }
+  return n;
+}
+
+/**
+ * `QVQ_MODEL`, or else the bundled tiny model (random weights: it proves the pipeline, not the
+ * answers) when running from a checkout (`moduleUrl` is a file: URL).
+ */
+export function modelFromEnv(env: Env, moduleUrl: string): string {
+  const model = env("QVQ_MODEL");
+  if (model) return model;
+  const tiny = new URL("../../tests/fixtures/tiny-qwen2vl", moduleUrl);
+  if (tiny.protocol !== "file:") {
+    throw new InvalidInputError(
+      'Set QVQ_MODEL to a model directory or a hub id such as "Qwen/Qwen2-VL-2B-Instruct" ' +
+        "(the bundled tiny model only ships with a checkout).",
+    );
+  }
+  return fileURLToPath(tiny);
+}
+
+/** Server options from `QVQ_API_KEY`, `QVQ_MAX_QUEUE` and `QVQ_ALLOW_REMOTE_IMAGES`. */
+export function optionsFromEnv(env: Env): ServerOptions {
+  const options: ServerOptions = {};
+  const key = env("QVQ_API_KEY");
+  if (key) options.apiKey = key;
+  const maxQueue = wholeNumber("QVQ_MAX_QUEUE", env("QVQ_MAX_QUEUE"));
+  if (maxQueue !== undefined) options.maxQueue = maxQueue;
+  if (/^(1|true|yes|on)$/i.test(env("QVQ_ALLOW_REMOTE_IMAGES") ?? "")) {
+    options.allowRemoteImages = true;
+  }
+  return options;
+}

@@ -1,0 +1,32 @@
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { modelFromEnv, optionsFromEnv } from "./_env.ts";
+
+const vars = (v: Record<string, string>) => (name: string) => v[name];
+
+Deno.test("modelFromEnv() takes QVQ_MODEL, else the bundled tiny model of a checkout", () => {
+  const here = new URL("./serve.ts", import.meta.url).href;
+  assert.equal(
+    modelFromEnv(vars({ QVQ_MODEL: "Qwen/QVQ-72B-Preview" }), here),
+    "Qwen/QVQ-72B-Preview",
+  );
+  const tiny = modelFromEnv(vars({}), here);
+  assert.equal(tiny, fileURLToPath(new URL("../../tests/fixtures/tiny-qwen2vl", import.meta.url)));
+  assert.ok(Deno.statSync(`${tiny}/config.json`).isFile);
+  assert.throws(
+    () => modelFromEnv(vars({}), "https://jsr.io/@qvq/webgpu/0.1.0/src/server/serve.ts"),
+    /Set QVQ_MODEL/,
+  );
+});
+
+Deno.test("optionsFromEnv() reads the API key, the queue length and the remote-image switch", () => {
+  assert.deepEqual(optionsFromEnv(vars({})), {});
+  assert.deepEqual(
+    optionsFromEnv(vars({ QVQ_API_KEY: "k", QVQ_MAX_QUEUE: "0", QVQ_ALLOW_REMOTE_IMAGES: "true" })),
+    { apiKey: "k", maxQueue: 0, allowRemoteImages: true },
+  );
+  assert.throws(
+    () => optionsFromEnv(vars({ QVQ_MAX_QUEUE: "lots" })),
+    /QVQ_MAX_QUEUE must be a whole number.*"lots"/,
+  );
+});

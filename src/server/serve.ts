@@ -1,0 +1,41 @@
+/**
+ * The server for `deno serve` (`deno task serve`): the model named by `QVQ_MODEL` (a directory or
+ * a Hugging Face hub id; default: the bundled tiny model, which has random weights and proves the
+ * pipeline, not the answers) behind the OpenAI-compatible API and the chat page.
+ *
+ * The port comes from `deno serve --port` (`PORT` in `deno task serve`). The server listens at
+ * once; `/health` says "loading" until the model is ready, and requests wait for it.
+ *
+ * Environment:
+ * - `QVQ_MODEL`: model directory or hub id (e.g. `Qwen/QVQ-72B-Preview`, `Qwen/Qwen2-VL-2B-Instruct`)
+ * - `QVQ_API_KEY`: require `Authorization: Bearer <key>` on /v1
+ * - `QVQ_MAX_QUEUE`: requests that may wait for the model (default 16)
+ * - `QVQ_ALLOW_REMOTE_IMAGES=1`: fetch http(s) image URLs (public addresses only)
+ * - `HF_TOKEN`, `HF_ENDPOINT`, `HF_HOME`, `HF_HUB_OFFLINE`: as for huggingface_hub
+ *
+ * @example
+ * ```sh
+ * QVQ_MODEL=Qwen/Qwen2-VL-2B-Instruct deno serve -A --port 8000 src/server/serve.ts
+ * ```
+ * @module
+ */
+import { createApp } from "./app.ts";
+import { loadEngine } from "./_engine.ts";
+import { modelFromEnv, optionsFromEnv } from "./_env.ts";
+
+const env = (name: string) => Deno.env.get(name);
+const model = modelFromEnv(env, import.meta.url);
+const engine = loadEngine(model);
+engine.then(
+  (e) => console.error(`qvq: serving ${e.modelId} (from ${model})`),
+  (error) => {
+    // A server without its model is of no use: say why and stop.
+    console.error(
+      `qvq: cannot load the model "${model}": ${error instanceof Error ? error.message : error}`,
+    );
+    Deno.exit(1);
+  },
+);
+
+/** The fetch handler `deno serve` runs. */
+export default createApp(engine, optionsFromEnv(env)) satisfies Deno.ServeDefaultExport;
