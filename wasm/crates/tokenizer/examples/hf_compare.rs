@@ -22,8 +22,10 @@ fn main() {
         }
         "decode" => {
             let ids: Vec<Vec<u32>> = serde_json::from_str(&input).unwrap();
-            let texts: Vec<[String; 2]> =
-                ids.iter().map(|i| [tok.decode(i, false).unwrap(), tok.decode(i, true).unwrap()]).collect();
+            let texts: Vec<[String; 2]> = ids
+                .iter()
+                .map(|i| [tok.decode(i, false).unwrap(), tok.decode(i, true).unwrap()])
+                .collect();
             serde_json::to_string(&texts)
         }
         _ => panic!("mode must be encode or decode"),

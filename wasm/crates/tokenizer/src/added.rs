@@ -37,7 +37,11 @@ struct Matcher {
 impl Matcher {
     fn new(mut patterns: Vec<(String, u32)>) -> Matcher {
         patterns.retain(|(p, _)| !p.is_empty());
-        patterns.sort_by(|(a, _), (b, _)| a.as_bytes()[0].cmp(&b.as_bytes()[0]).then(b.len().cmp(&a.len())));
+        patterns.sort_by(|(a, _), (b, _)| {
+            a.as_bytes()[0]
+                .cmp(&b.as_bytes()[0])
+                .then(b.len().cmp(&a.len()))
+        });
         let mut first = vec![0u32; 257];
         for (p, _) in &patterns {
             first[p.as_bytes()[0] as usize + 1] += 1;
@@ -110,12 +114,17 @@ impl AddedVocabulary {
             if token.content.is_empty() {
                 continue;
             }
-            if let Some(id) = self.by_content.get(&token.content) {
-                if self.by_id.get(id) == Some(&token) {
-                    continue;
-                }
+            if let Some(id) = self.by_content.get(&token.content)
+                && self.by_id.get(id) == Some(&token)
+            {
+                continue;
             }
-            let id = match self.by_content.get(&token.content).copied().or_else(|| model_id(&token.content)) {
+            let id = match self
+                .by_content
+                .get(&token.content)
+                .copied()
+                .or_else(|| model_id(&token.content))
+            {
                 Some(id) => id,
                 None => {
                     next_id += 1;
@@ -201,11 +210,20 @@ impl AddedVocabulary {
                 }
             }
             if t.lstrip {
-                let ws = s[..start].chars().rev().take_while(|&c| is_space(c)).map(char::len_utf8).sum::<usize>();
+                let ws = s[..start]
+                    .chars()
+                    .rev()
+                    .take_while(|&c| is_space(c))
+                    .map(char::len_utf8)
+                    .sum::<usize>();
                 start = (start - ws).max(done);
             }
             if t.rstrip {
-                stop += s[stop..].chars().take_while(|&c| is_space(c)).map(char::len_utf8).sum::<usize>();
+                stop += s[stop..]
+                    .chars()
+                    .take_while(|&c| is_space(c))
+                    .map(char::len_utf8)
+                    .sum::<usize>();
             }
             if done < start {
                 out.push(Split::Text(done, start));
@@ -236,7 +254,12 @@ mod tests {
 
     fn vocab(tokens: Vec<AddedToken>) -> AddedVocabulary {
         let mut v = AddedVocabulary::default();
-        v.add(tokens, 100, |s| (s == "known").then_some(7), |s| s.to_lowercase());
+        v.add(
+            tokens,
+            100,
+            |s| (s == "known").then_some(7),
+            |s| s.to_lowercase(),
+        );
         v
     }
 
@@ -249,7 +272,12 @@ mod tests {
     #[test]
     fn add_assigns_ids_after_the_model_vocab() {
         let mut v = AddedVocabulary::default();
-        let taken = v.add([token("<a>"), token("known"), token("<b>")], 100, |s| (s == "known").then_some(7), |s| s.into());
+        let taken = v.add(
+            [token("<a>"), token("known"), token("<b>")],
+            100,
+            |s| (s == "known").then_some(7),
+            |s| s.into(),
+        );
         let ids: Vec<u32> = taken.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, [100, 7, 101]);
         assert_eq!(v.id("<b>"), Some(101));
@@ -274,7 +302,10 @@ mod tests {
         t.rstrip = true;
         let v = vocab(vec![t]);
         use Split::*;
-        assert_eq!(split(&v, "a \u{3000}<m>\n b"), [Text(0, 1), Token(100), Text(10, 11)]);
+        assert_eq!(
+            split(&v, "a \u{3000}<m>\n b"),
+            [Text(0, 1), Token(100), Text(10, 11)]
+        );
         assert_eq!(split(&v, "<m> <m>"), [Token(100), Token(100)]);
     }
 
@@ -296,6 +327,10 @@ mod tests {
         v.split_normalized("xabc", &mut out);
         assert_eq!(out, [Split::Text(0, 1), Split::Token(100)]);
         assert_eq!(v.decoder_string(100), Some("abc"));
-        assert!(split(&v, "ABC").iter().all(|s| matches!(s, Split::Text(..))));
+        assert!(
+            split(&v, "ABC")
+                .iter()
+                .all(|s| matches!(s, Split::Text(..)))
+        );
     }
 }

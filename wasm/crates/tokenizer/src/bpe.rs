@@ -2,9 +2,9 @@
 //! applying the lowest-ranked merge available and the leftmost one among equals — the order
 //! Hugging Face's priority queue produces.
 
-use std::sync::{Mutex, MutexGuard};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::{Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
 
@@ -33,7 +33,12 @@ impl MergeMap {
     /// An empty map for about `n` merges.
     pub fn with_capacity(n: usize) -> MergeMap {
         let size = (n * 2).next_power_of_two().max(16);
-        MergeMap { keys: vec![NONE; size], vals: vec![NONE; size], shift: 64 - size.trailing_zeros(), len: 0 }
+        MergeMap {
+            keys: vec![NONE; size],
+            vals: vec![NONE; size],
+            shift: 64 - size.trailing_zeros(),
+            len: 0,
+        }
     }
 
     #[inline]
@@ -114,7 +119,11 @@ pub struct Bpe {
 impl Bpe {
     /// A model from its merge table and the ids of the 256 single-byte tokens.
     pub fn new(merges: MergeMap, byte_ids: [Option<u32>; 256]) -> Bpe {
-        Bpe { merges, byte_ids, cache: Mutex::default() }
+        Bpe {
+            merges,
+            byte_ids,
+            cache: Mutex::default(),
+        }
     }
 
     /// The word cache, for one encode call; None while another thread holds it (that call then
@@ -235,7 +244,11 @@ impl Bpe {
                 prev[next[pos]] = pos;
             }
             if prev[pos] != END {
-                push(&mut heap, prev[pos], self.merges.get(syms[prev[pos]], syms[pos]));
+                push(
+                    &mut heap,
+                    prev[pos],
+                    self.merges.get(syms[prev[pos]], syms[pos]),
+                );
             }
             if next[pos] != END {
                 push(&mut heap, pos, self.merges.get(syms[pos], syms[next[pos]]));
@@ -298,12 +311,17 @@ mod tests {
         let mut next = 256u32;
         let mut seed = 12345u64;
         let mut rnd = |k: u32| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((seed >> 33) % k as u64) as u32
         };
         let mut pool: Vec<u32> = vec![97, 98, 99, 100];
         for _ in 0..60 {
-            let (a, b) = (pool[rnd(pool.len() as u32) as usize], pool[rnd(pool.len() as u32) as usize]);
+            let (a, b) = (
+                pool[rnd(pool.len() as u32) as usize],
+                pool[rnd(pool.len() as u32) as usize],
+            );
             if !merges.contains(&(a, b)) {
                 merges.push((a, b));
                 pool.push(next);

@@ -17,7 +17,10 @@ pub struct StreamDecoder {
 impl StreamDecoder {
     /// A decoder that drops special tokens when `skip_special` is set.
     pub fn new(skip_special: bool) -> StreamDecoder {
-        StreamDecoder { skip_special, pending: Vec::new() }
+        StreamDecoder {
+            skip_special,
+            pending: Vec::new(),
+        }
     }
 
     /// Adds one id; returns the text it completes (often all of it, maybe "").

@@ -5,12 +5,12 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::added::AddedToken;
-use crate::error::{model_file, Error};
+use crate::error::{Error, model_file};
 use crate::pretokenize::QWEN2_PATTERN;
 
 /// A JSON string, borrowed from the input when it has no escapes.
@@ -124,14 +124,21 @@ impl<'de: 'a, 'a> Deserialize<'de> for Merge<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<'a>(std::marker::PhantomData<&'a ()>);
         fn halves<'a, E: de::Error>(s: Cow<'a, str>) -> Result<Merge<'a>, E> {
-            let bad = || E::custom(format!("merge {s:?} is not two tokens separated by one space"));
+            let bad = || {
+                E::custom(format!(
+                    "merge {s:?} is not two tokens separated by one space"
+                ))
+            };
             let i = s.find(' ').ok_or_else(bad)?;
             if s[i + 1..].contains(' ') {
                 return Err(bad());
             }
             Ok(match s {
                 Cow::Borrowed(b) => Merge(Cow::Borrowed(&b[..i]), Cow::Borrowed(&b[i + 1..])),
-                Cow::Owned(o) => Merge(Cow::Owned(o[..i].to_string()), Cow::Owned(o[i + 1..].to_string())),
+                Cow::Owned(o) => Merge(
+                    Cow::Owned(o[..i].to_string()),
+                    Cow::Owned(o[i + 1..].to_string()),
+                ),
             })
         }
         impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
@@ -181,22 +188,31 @@ impl<'de: 'a, 'a> Deserialize<'de> for MergesJson<'a> {
 
 /// Parses tokenizer.json.
 pub fn parse(json: &[u8]) -> Result<TokenizerJson<'_>, Error> {
-    serde_json::from_slice(json).map_err(|e| model_file(format!("tokenizer.json is not valid: {e}")))
+    serde_json::from_slice(json)
+        .map_err(|e| model_file(format!("tokenizer.json is not valid: {e}")))
 }
 
 /// Parses tokenizer_config.json's `added_tokens_decoder` object (`{"151643": {...}, ...}`) into
 /// tokens in id order.
 pub fn parse_added_tokens_decoder(json: &[u8]) -> Result<Vec<AddedToken>, Error> {
     let bad = |e: String| model_file(format!("added_tokens_decoder is not valid: {e}"));
-    let map: Vec<(String, AddedTokenJson)> = serde_json::from_slice::<serde_json::Map<String, Value>>(json)
-        .map_err(|e| bad(e.to_string()))?
-        .into_iter()
-        .map(|(k, v)| Ok((k, AddedTokenJson::deserialize(v).map_err(|e| bad(e.to_string()))?)))
-        .collect::<Result<_, Error>>()?;
+    let map: Vec<(String, AddedTokenJson)> =
+        serde_json::from_slice::<serde_json::Map<String, Value>>(json)
+            .map_err(|e| bad(e.to_string()))?
+            .into_iter()
+            .map(|(k, v)| {
+                Ok((
+                    k,
+                    AddedTokenJson::deserialize(v).map_err(|e| bad(e.to_string()))?,
+                ))
+            })
+            .collect::<Result<_, Error>>()?;
     let mut with_ids = map
         .into_iter()
         .map(|(k, t)| {
-            let id: u32 = k.parse().map_err(|_| bad(format!("key {k:?} is not a token id")))?;
+            let id: u32 = k
+                .parse()
+                .map_err(|_| bad(format!("key {k:?} is not a token id")))?;
             Ok((id, t.token()))
         })
         .collect::<Result<Vec<_>, Error>>()?;
@@ -218,7 +234,11 @@ fn kind(v: &Value) -> Option<&str> {
 
 fn describe(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 300 { format!("{}…", &s[..s.floor_char_boundary(300)]) } else { s }
+    if s.len() > 300 {
+        format!("{}…", &s[..s.floor_char_boundary(300)])
+    } else {
+        s
+    }
 }
 
 /// Checks that tokenizer.json describes a Qwen2-style byte-level BPE tokenizer.
@@ -231,29 +251,49 @@ pub fn check(t: &TokenizerJson) -> Result<Config, Error> {
         ))
     };
     let m = &t.model;
-    if let Some(k) = &m.kind {
-        if k != "BPE" {
-            return Err(model_file(format!(
-                "tokenizer.json has model type {k:?}; qvq only implements byte-level \"BPE\" \
+    if let Some(k) = &m.kind
+        && k != "BPE"
+    {
+        return Err(model_file(format!(
+            "tokenizer.json has model type {k:?}; qvq only implements byte-level \"BPE\" \
                  tokenizers (the Qwen2 family)"
-            )));
-        }
+        )));
     }
     let model_option = |name: &str, bad: bool, v: String| {
-        if bad { Err(model_file(format!("tokenizer.json's BPE model sets {name} to {v}, which qvq does not implement; use a Qwen2 tokenizer.json"))) } else { Ok(()) }
+        if bad {
+            Err(model_file(format!(
+                "tokenizer.json's BPE model sets {name} to {v}, which qvq does not implement; use a Qwen2 tokenizer.json"
+            )))
+        } else {
+            Ok(())
+        }
     };
-    model_option("dropout", m.dropout.is_some_and(|d| d != 0.0), format!("{:?}", m.dropout))?;
+    model_option(
+        "dropout",
+        m.dropout.is_some_and(|d| d != 0.0),
+        format!("{:?}", m.dropout),
+    )?;
     model_option("byte_fallback", m.byte_fallback, "true".into())?;
     let prefix = m.continuing_subword_prefix.as_deref().unwrap_or("");
-    model_option("continuing_subword_prefix", !prefix.is_empty(), format!("{prefix:?}"))?;
+    model_option(
+        "continuing_subword_prefix",
+        !prefix.is_empty(),
+        format!("{prefix:?}"),
+    )?;
     let suffix = m.end_of_word_suffix.as_deref().unwrap_or("");
-    model_option("end_of_word_suffix", !suffix.is_empty(), format!("{suffix:?}"))?;
+    model_option(
+        "end_of_word_suffix",
+        !suffix.is_empty(),
+        format!("{suffix:?}"),
+    )?;
 
     let nfc = match &t.normalizer {
         Value::Null => false,
         v if kind(v) == Some("NFC") => true,
         v if kind(v) == Some("Sequence")
-            && v["normalizers"].as_array().is_some_and(|a| a.len() == 1 && kind(&a[0]) == Some("NFC")) =>
+            && v["normalizers"]
+                .as_array()
+                .is_some_and(|a| a.len() == 1 && kind(&a[0]) == Some("NFC")) =>
         {
             true
         }
@@ -261,7 +301,10 @@ pub fn check(t: &TokenizerJson) -> Result<Config, Error> {
     };
 
     let pre = &t.pre_tokenizer;
-    let steps = pre["pretokenizers"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let steps = pre["pretokenizers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
     let qwen2 = kind(pre) == Some("Sequence")
         && steps.len() == 2
         && kind(&steps[0]) == Some("Split")
@@ -278,7 +321,10 @@ pub fn check(t: &TokenizerJson) -> Result<Config, Error> {
     if !(t.post_processor.is_null() || kind(&t.post_processor) == Some("ByteLevel")) {
         return Err(unsupported("post_processor", &t.post_processor));
     }
-    Ok(Config { nfc, ignore_merges: m.ignore_merges })
+    Ok(Config {
+        nfc,
+        ignore_merges: m.ignore_merges,
+    })
 }
 
 /// A ByteLevel step without its own regex and without a prefix space.

@@ -24,6 +24,7 @@ mod error;
 mod json;
 pub mod pretokenize;
 mod tokenizer;
+#[rustfmt::skip] // generated; one line per several ranges
 mod unicode_tables;
 mod vocab;
 

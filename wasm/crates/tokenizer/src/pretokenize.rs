@@ -8,7 +8,7 @@
 //! alternatives are tried left to right and the first that matches wins. Every character starts
 //! some alternative, so the pieces tile the text without gaps and none is empty.
 
-use crate::chars::{class, Class};
+use crate::chars::{Class, class};
 
 /// The `Split` pattern this scanner implements, as it appears in tokenizer.json.
 pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -58,16 +58,20 @@ pub fn piece_end(s: &str, i: usize) -> usize {
     let (c, n) = char_at(s, i);
     let k = class(c);
     // (?i:'s|'t|'re|'ve|'m|'ll|'d)
-    if c == '\'' {
-        if let Some(end) = contraction_end(s, i) {
-            return end;
-        }
+    if c == '\''
+        && let Some(end) = contraction_end(s, i)
+    {
+        return end;
     }
     // [^\r\n\p{L}\p{N}]?\p{L}+
     if k == Class::Letter {
         return run_end(s, i + n, Class::Letter);
     }
-    let next = if i + n < s.len() { Some(char_at(s, i + n)) } else { None };
+    let next = if i + n < s.len() {
+        Some(char_at(s, i + n))
+    } else {
+        None
+    };
     let next_class = next.map(|(c2, _)| class(c2));
     if k != Class::Number && c != '\r' && c != '\n' && next_class == Some(Class::Letter) {
         return run_end(s, i + n, Class::Letter);
@@ -86,7 +90,10 @@ pub fn piece_end(s: &str, i: usize) -> usize {
     };
     if let Some(p) = punct_start {
         let end = run_end(s, p, Class::Other);
-        let tail = s.as_bytes()[end..].iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+        let tail = s.as_bytes()[end..]
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
         return end + tail;
     }
     // Only whitespace is left. Find its run, the last line break in it and its last character.

@@ -3,12 +3,12 @@
 
 use std::borrow::Cow;
 
-use unicode_normalization_alignments::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+use unicode_normalization_alignments::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 
 use crate::added::{AddedToken, AddedVocabulary, Split};
 use crate::bpe::{Bpe, Cache, MergeMap};
-use crate::byte_level::{token_bytes, BYTE_CHARS};
-use crate::error::{model_file, Error};
+use crate::byte_level::{BYTE_CHARS, token_bytes};
+use crate::error::{Error, model_file};
 use crate::json::{self, Config};
 use crate::pretokenize;
 use crate::vocab::Vocab;
@@ -53,7 +53,9 @@ impl Tokenizer {
             if !vocab.insert(token, *id) {
                 let other = vocab.token(*id).map(str::to_string);
                 return Err(model_file(match other {
-                    Some(o) if o != **token => format!("tokenizer.json's vocab gives id {id} to both {o:?} and {token:?}"),
+                    Some(o) if o != **token => {
+                        format!("tokenizer.json's vocab gives id {id} to both {o:?} and {token:?}")
+                    }
                     _ => format!("tokenizer.json's vocab lists {token:?} twice"),
                 }));
             }
@@ -98,7 +100,13 @@ impl Tokenizer {
             tokens,
             vocab.len() as u32,
             |s| vocab.get(s),
-            |s| if nfc_on { nfc(s).into_owned() } else { s.to_string() },
+            |s| {
+                if nfc_on {
+                    nfc(s).into_owned()
+                } else {
+                    s.to_string()
+                }
+            },
         );
         for (id, t) in &taken {
             if let Some(other) = self.vocab.token(*id).filter(|o| *o != t.content) {
@@ -119,7 +127,9 @@ impl Tokenizer {
         let mut spans = vec![None; end];
         let mut special = vec![false; end];
         for id in 0..end as u32 {
-            let Some(s) = self.id_to_token(id) else { continue };
+            let Some(s) = self.id_to_token(id) else {
+                continue;
+            };
             let start = bytes.len() as u32;
             token_bytes(s, &mut bytes);
             spans[id as usize] = Some((start, bytes.len() as u32));
@@ -142,7 +152,9 @@ impl Tokenizer {
 
     /// The token string of an id (for vocab entries, byte-level characters: `"Ġhello"`).
     pub fn id_to_token(&self, id: u32) -> Option<&str> {
-        self.added.decoder_string(id).or_else(|| self.vocab.token(id))
+        self.added
+            .decoder_string(id)
+            .or_else(|| self.vocab.token(id))
     }
 
     /// The ids of `text`, with added and special tokens recognised in it.
@@ -159,13 +171,19 @@ impl Tokenizer {
                 }
                 Split::Text(a, b) => (a, b),
             };
-            let segment = if self.config.nfc { nfc(&text[a..b]) } else { Cow::Borrowed(&text[a..b]) };
+            let segment = if self.config.nfc {
+                nfc(&text[a..b])
+            } else {
+                Cow::Borrowed(&text[a..b])
+            };
             normalized.clear();
             self.added.split_normalized(&segment, &mut normalized);
             for split in &normalized {
                 match *split {
                     Split::Token(id) => ids.push(id),
-                    Split::Text(a, b) => self.encode_model(&segment[a..b], cache.as_deref_mut(), &mut ids),
+                    Split::Text(a, b) => {
+                        self.encode_model(&segment[a..b], cache.as_deref_mut(), &mut ids)
+                    }
                 }
             }
         }
@@ -188,7 +206,12 @@ impl Tokenizer {
     }
 
     /// Appends the bytes `id` decodes to, unless it is special and `skip_special` is set.
-    pub(crate) fn push_bytes(&self, id: u32, skip_special: bool, out: &mut Vec<u8>) -> Result<(), Error> {
+    pub(crate) fn push_bytes(
+        &self,
+        id: u32,
+        skip_special: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
         let Some(Some((a, b))) = self.decode_spans.get(id as usize) else {
             return Err(Error::InvalidInput(format!(
                 "token id {id} is not in the vocabulary (ids run from 0 to {}); pass ids this tokenizer produced",

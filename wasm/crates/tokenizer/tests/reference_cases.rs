@@ -35,7 +35,12 @@ fn cases() -> Vec<Case> {
         .iter()
         .map(|c| Case {
             text: c["text"].as_str().unwrap().to_string(),
-            ids: c["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect(),
+            ids: c["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_u64().unwrap() as u32)
+                .collect(),
             decoded: c["decoded"].as_str().unwrap().to_string(),
         })
         .collect()
@@ -45,14 +50,28 @@ fn cases() -> Vec<Case> {
 fn encode_gives_hf_ids_for_every_reference_case() {
     let cases = cases();
     assert_eq!(cases.len(), 89);
-    let bad: Vec<_> = cases.iter().filter(|c| tokenizer().encode(&c.text) != c.ids).map(|c| &c.text).collect();
-    assert!(bad.is_empty(), "{} of {} cases differ: {bad:?}", bad.len(), cases.len());
+    let bad: Vec<_> = cases
+        .iter()
+        .filter(|c| tokenizer().encode(&c.text) != c.ids)
+        .map(|c| &c.text)
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} cases differ: {bad:?}",
+        bad.len(),
+        cases.len()
+    );
 }
 
 #[test]
 fn decode_of_encode_gives_hf_text_for_every_reference_case() {
     for c in cases() {
-        assert_eq!(tokenizer().decode(&c.ids, false).unwrap(), c.decoded, "{:?}", c.text);
+        assert_eq!(
+            tokenizer().decode(&c.ids, false).unwrap(),
+            c.decoded,
+            "{:?}",
+            c.text
+        );
     }
 }
 
@@ -64,7 +83,11 @@ fn stream_decoder_deltas_add_up_to_decode() {
         let mut text = String::new();
         for &id in &c.ids {
             let delta = d.push(tok, id).unwrap();
-            assert!(!delta.contains('\u{FFFD}') || c.decoded.contains('\u{FFFD}'), "{:?}", c.text);
+            assert!(
+                !delta.contains('\u{FFFD}') || c.decoded.contains('\u{FFFD}'),
+                "{:?}",
+                c.text
+            );
             text.push_str(&delta);
         }
         text.push_str(&d.flush());
@@ -90,8 +113,16 @@ fn stream_decoder_holds_back_partial_characters() {
 fn stream_decoder_replaces_invalid_bytes_like_decode() {
     let tok = tokenizer();
     // Byte tokens: 0xF0 0x9F (start of a 4-byte character), then "a", then a lone 0xF0 at the end.
-    let byte = |b: u8| tok.token_to_id(qvq_tokenizer::byte_level::BYTE_CHARS[b as usize].encode_utf8(&mut [0; 4])).unwrap();
-    let ids = [byte(0xF0), byte(0x9F), tok.token_to_id("a").unwrap(), byte(0xF0)];
+    let byte = |b: u8| {
+        tok.token_to_id(qvq_tokenizer::byte_level::BYTE_CHARS[b as usize].encode_utf8(&mut [0; 4]))
+            .unwrap()
+    };
+    let ids = [
+        byte(0xF0),
+        byte(0x9F),
+        tok.token_to_id("a").unwrap(),
+        byte(0xF0),
+    ];
     let mut d = StreamDecoder::new(false);
     assert_eq!(d.push(tok, ids[0]).unwrap(), "");
     assert_eq!(d.push(tok, ids[1]).unwrap(), "");
@@ -104,8 +135,12 @@ fn stream_decoder_replaces_invalid_bytes_like_decode() {
 #[test]
 fn decode_skips_special_tokens_on_request() {
     let tok = tokenizer();
-    let ids = tok.encode("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>hi<|im_end|>");
-    assert_eq!(ids, [151644, 872, 198, 151652, 151655, 151653, 6023, 151645]);
+    let ids =
+        tok.encode("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>hi<|im_end|>");
+    assert_eq!(
+        ids,
+        [151644, 872, 198, 151652, 151655, 151653, 6023, 151645]
+    );
     assert_eq!(tok.decode(&ids, true).unwrap(), "user\nhi");
     let mut d = StreamDecoder::new(true);
     let streamed: String = ids.iter().map(|&id| d.push(tok, id).unwrap()).collect();
@@ -115,8 +150,15 @@ fn decode_skips_special_tokens_on_request() {
 #[test]
 fn decode_rejects_unknown_ids() {
     let err = tokenizer().decode(&[9707, 151657], false).unwrap_err();
-    assert!(matches!(&err, Error::InvalidInput(m) if m.contains("151657") && m.contains("151656")), "{err}");
-    assert!(StreamDecoder::new(false).push(tokenizer(), u32::MAX).is_err());
+    assert!(
+        matches!(&err, Error::InvalidInput(m) if m.contains("151657") && m.contains("151656")),
+        "{err}"
+    );
+    assert!(
+        StreamDecoder::new(false)
+            .push(tokenizer(), u32::MAX)
+            .is_err()
+    );
 }
 
 #[test]
@@ -151,7 +193,10 @@ fn added_tokens_decoder_adds_and_updates_tokens() {
     }"#;
     tok.add_tokens_decoder(config).unwrap();
     assert_eq!(tok.encode("hi  <|im_end|>\n<tool>"), [6023, 151645, 151657]);
-    assert_eq!(tok.decode(&[6023, 151657, 151645], true).unwrap(), "hi<tool>");
+    assert_eq!(
+        tok.decode(&[6023, 151657, 151645], true).unwrap(),
+        "hi<tool>"
+    );
     assert_eq!(tok.vocab_size(), 151658);
 }
 
@@ -165,7 +210,11 @@ fn from_json_rejects_bad_files_with_clear_errors() {
     };
     assert!(err("{").contains("not valid"));
     assert!(err(r#"{"model": {"type": "WordPiece", "vocab": {}}}"#).contains("\"WordPiece\""));
-    let no_nfc = json.replacen(r#""normalizer": {"type": "NFC"}"#, r#""normalizer": {"type": "NFKC"}"#, 1);
+    let no_nfc = json.replacen(
+        r#""normalizer": {"type": "NFC"}"#,
+        r#""normalizer": {"type": "NFKC"}"#,
+        1,
+    );
     assert!(err(&no_nfc).contains("NFKC"));
     let gpt2 = json.replacen("(?i:'s|'t", "(?:'s|'t", 1);
     assert!(err(&gpt2).contains("pre_tokenizer"));

@@ -1,0 +1,36 @@
+/* tslint:disable */
+/* eslint-disable */
+export const memory: WebAssembly.Memory;
+export const __wbg_imgpatches_free: (a: number, b: number) => void;
+export const __wbg_imgrgb_free: (a: number, b: number) => void;
+export const __wbg_stconverter_free: (a: number, b: number) => void;
+export const __wbg_tokstreamdecoder_free: (a: number, b: number) => void;
+export const __wbg_toktokenizer_free: (a: number, b: number) => void;
+export const imgDecode: (a: number, b: number) => [number, number, number];
+export const imgPreprocess: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number, j: number, k: number, l: number) => [number, number, number];
+export const imgpatches_gridThw: (a: number) => [number, number];
+export const imgpatches_takePixelValues: (a: number) => [number, number];
+export const imgrgb_height: (a: number) => number;
+export const imgrgb_takeData: (a: number) => [number, number];
+export const imgrgb_width: (a: number) => number;
+export const stHeaderLength: (a: number, b: number, c: number) => [number, number, number];
+export const stMemory: () => any;
+export const stParseHeader: (a: number, b: number, c: number) => [number, number, number, number];
+export const stconverter_convert: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number) => [number, number, number];
+export const stconverter_new: () => number;
+export const stconverter_outputPtr: (a: number) => number;
+export const tokstreamdecoder_flush: (a: number) => [number, number];
+export const tokstreamdecoder_push: (a: number, b: number) => [number, number, number, number];
+export const toktokenizer_decode: (a: number, b: number, c: number, d: number) => [number, number, number, number];
+export const toktokenizer_encode: (a: number, b: number, c: number) => [number, number];
+export const toktokenizer_fromJson: (a: number, b: number, c: number, d: number) => [number, number, number];
+export const toktokenizer_idToToken: (a: number, b: number) => [number, number];
+export const toktokenizer_streamDecoder: (a: number, b: number) => number;
+export const toktokenizer_tokenToId: (a: number, b: number, c: number) => number;
+export const toktokenizer_vocabSize: (a: number) => number;
+export const __wbindgen_externrefs: WebAssembly.Table;
+export const __wbindgen_malloc: (a: number, b: number) => number;
+export const __wbindgen_free: (a: number, b: number, c: number) => void;
+export const __externref_table_dealloc: (a: number) => void;
+export const __wbindgen_realloc: (a: number, b: number, c: number, d: number) => number;
+export const __wbindgen_start: () => void;
