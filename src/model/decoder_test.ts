@@ -1,0 +1,194 @@
+import { sharedGpu } from "../gpu/device.ts";
+import { createStorage, readF32, uploadArray, writeArray } from "../gpu/buffers.ts";
+import { createWeight, writeWeightRows } from "../gpu/tensor.ts";
+import { assertClose, randn, seeded } from "../ref/_random.ts";
+import { linear as linearRef } from "../ref/linear.ts";
+import { rmsNorm as rmsNormRef } from "../ref/norm.ts";
+import { mropeTransformers } from "../ref/rope.ts";
+import { attention as attentionRef } from "../ref/attention.ts";
+import { siluMul as siluMulRef } from "../ref/elementwise.ts";
+import {
+  advance,
+  createDecodeState,
+  mropeTable,
+  uploadRopeTable,
+  writeDecodeState,
+} from "../../kernels/mod.ts";
+import type { TextConfig } from "./config.ts";
+import {
+  createDecoderBuffers,
+  decodeAttend,
+  type LayerCache,
+  layerDispatches,
+  prefillAttend,
+  qkvWidth,
+} from "./decoder.ts";
+import { getRopeIndex } from "./rope_index.ts";
+import { submit } from "./vision.ts";
+import { GpuWeights } from "./weights.ts";
+import { decodeAttentionScratchBytes } from "../../kernels/attention.ts";
+
+// The released models' head size and M-RoPE split, with GQA, at a small width.
+const T: TextConfig = {
+  vocabSize: 16,
+  hiddenSize: 256,
+  intermediateSize: 192,
+  numLayers: 1,
+  numHeads: 2,
+  numKvHeads: 1,
+  headDim: 128,
+  rmsNormEps: 1e-6,
+  ropeTheta: 1e6,
+  mropeSection: [16, 24, 24],
+  maxPositionEmbeddings: 64,
+};
+
+/** transformers' decoder layer in plain loops over the whole sequence (src/ref building blocks). */
+function layerRef(
+  x: Float32Array,
+  pos: Int32Array, // (3, seq)
+  w: Record<string, Float32Array>,
+  seq: number,
+): Float32Array {
+  const H = T.hiddenSize, I = T.intermediateSize, kvd = T.numKvHeads * T.headDim, Q = qkvWidth(T);
+  const h = rmsNormRef(x, w.inNorm, seq, H, T.rmsNormEps);
+  const qkv = linearRef(h, w.qkv, w.qkvBias, seq, Q, H);
+  const q = new Float32Array(seq * H),
+    k = new Float32Array(seq * kvd),
+    v = new Float32Array(seq * kvd);
+  for (let i = 0; i < seq; i++) {
+    q.set(qkv.subarray(i * Q, i * Q + H), i * H);
+    k.set(qkv.subarray(i * Q + H, i * Q + H + kvd), i * kvd);
+    v.set(qkv.subarray(i * Q + H + kvd, (i + 1) * Q), i * kvd);
+  }
+  const rot = { seq, headDim: T.headDim, theta: T.ropeTheta, mropeSection: T.mropeSection };
+  const qr = mropeTransformers(q, pos, { ...rot, heads: T.numHeads });
+  const kr = mropeTransformers(k, pos, { ...rot, heads: T.numKvHeads });
+  const o = attentionRef(qr, kr, v, {
+    seq,
+    heads: T.numHeads,
+    kvHeads: T.numKvHeads,
+    headDim: T.headDim,
+  });
+  const x1 = linearRef(o, w.o, null, seq, H, H, x);
+  const h2 = rmsNormRef(x1, w.postNorm, seq, H, T.rmsNormEps);
+  const act = siluMulRef(linearRef(h2, w.gateUp, null, seq, 2 * I, H), seq, I);
+  return linearRef(act, w.down, null, seq, H, I, x1);
+}
+
+Deno.test("a decoder layer (head_dim 128, GQA, M-RoPE [16, 24, 24]) matches transformers' math over chunked prefill and decode steps", async () => {
+  const gpu = await sharedGpu();
+  const H = T.hiddenSize, I = T.intermediateSize, Q = qkvWidth(T), kvd = T.numKvHeads * T.headDim;
+  const rng = seeded(7);
+  const w: Record<string, Float32Array> = {
+    inNorm: randn(rng, H, 0.2).map((v) => 1 + v),
+    postNorm: randn(rng, H, 0.2).map((v) => 1 + v),
+    qkv: randn(rng, Q * H, 1 / 16),
+    qkvBias: randn(rng, Q, 0.1),
+    o: randn(rng, H * H, 1 / 16),
+    gateUp: randn(rng, 2 * I * H, 1 / 16),
+    down: randn(rng, H * I, 1 / Math.sqrt(I)),
+  };
+  const gw = new GpuWeights();
+  const matrix = (key: string, data: Float32Array, rows: number, cols: number) => {
+    const m = createWeight(gpu, rows, cols, "f32", key);
+    writeWeightRows(gpu, m, 0, data);
+    gw.set(key, m);
+  };
+  gw.set("text.layers.0.input_norm", uploadArray(gpu, w.inNorm));
+  gw.set("text.layers.0.post_norm", uploadArray(gpu, w.postNorm));
+  gw.set("text.layers.0.qkv_bias", uploadArray(gpu, w.qkvBias));
+  matrix("text.layers.0.qkv", w.qkv, Q, H);
+  matrix("text.layers.0.o", w.o, H, H);
+  matrix("text.layers.0.gate_up", w.gateUp, 2 * I, H);
+  matrix("text.layers.0.down", w.down, H, I);
+
+  // 8 text tokens, an 8×12-patch image (24 tokens), 8 text tokens; then 3 decode steps.
+  const IMG = 9;
+  const ids = [...Array(8).fill(1), ...Array(24).fill(IMG), ...Array(8).fill(2)];
+  const S = ids.length, STEPS = 3, N = S + STEPS, maxTokens = 48;
+  const { positions, ropeDelta } = getRopeIndex(ids, [[1, 8, 12]], IMG, 2);
+  const posAll = new Int32Array(3 * N); // (3, N): decode tokens at c + delta on every axis
+  for (let a = 0; a < 3; a++) {
+    posAll.set(positions.subarray(a * S, (a + 1) * S), a * N);
+    for (let c = S; c < N; c++) posAll[a * N + c] = c + ropeDelta;
+  }
+  const x = randn(rng, N * H);
+  const want = layerRef(x, posAll, w, N);
+
+  const table = uploadRopeTable(gpu, mropeTable(T.headDim, T.ropeTheta, T.mropeSection, 64));
+  const cache: LayerCache = {
+    k: createStorage(gpu, maxTokens * kvd * 4, "k"),
+    v: createStorage(gpu, maxTokens * kvd * 4, "v"),
+  };
+  const b = createDecoderBuffers(gpu, T, 24, "prefill");
+  const got = new Float32Array(N * H);
+  // Prefill in chunks of 24 and 16 tokens: the second attends to the first's cached K/V.
+  for (const [c, n] of [[0, 24], [24, 16]]) {
+    const pos = new Uint32Array(n * 3);
+    for (let i = 0; i < n; i++) {
+      for (let a = 0; a < 3; a++) pos[i * 3 + a] = positions[a * S + c + i];
+    }
+    const posBuf = uploadArray(gpu, pos);
+    writeArray(gpu, b.x, x.subarray(c * H, (c + n) * H));
+    submit(
+      gpu,
+      layerDispatches(
+        gpu,
+        T,
+        gw,
+        0,
+        b,
+        n,
+        prefillAttend(gpu, T, b, cache, maxTokens, table, posBuf, n, c),
+      ),
+      "t",
+    );
+    got.set(await readF32(gpu, b.x, n * H), c * H);
+    posBuf.destroy();
+  }
+  // Decode: the same Dispatches every step, positions and cache row from the state buffer.
+  const state = createDecodeState(gpu);
+  writeDecodeState(gpu, state, { cacheLen: S, position: S + ropeDelta, step: 0 });
+  const d = createDecoderBuffers(gpu, T, 1, "decode");
+  const scratch = createStorage(
+    gpu,
+    decodeAttentionScratchBytes({
+      heads: T.numHeads,
+      kvHeads: T.numKvHeads,
+      headDim: T.headDim,
+      maxTokens,
+    }),
+  );
+  const step = [
+    ...layerDispatches(
+      gpu,
+      T,
+      gw,
+      0,
+      d,
+      1,
+      decodeAttend(gpu, T, d, cache, maxTokens, table, state, scratch),
+    ),
+    advance(gpu, state),
+  ];
+  for (let c = S; c < N; c++) {
+    writeArray(gpu, d.x, x.subarray(c * H, (c + 1) * H));
+    const enc = gpu.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    for (const s of step) s.encode(pass);
+    pass.end();
+    gpu.device.queue.submit([enc.finish()]);
+    got.set(await readF32(gpu, d.x, H), c * H);
+  }
+  // f32 kernels vs f64-summing references: f32 rounding through ~7 ops of K ≤ 256 sums
+  // (measured 5e-7 of the largest value).
+  assertClose(got.subarray(0, S * H), want.subarray(0, S * H), 5e-6, "prefill rows");
+  assertClose(got.subarray(S * H), want.subarray(S * H), 5e-6, "decode rows");
+  for (const s of step) s.destroy();
+  [cache.k, cache.v, state, scratch].forEach((x) => x.destroy());
+  b.destroy();
+  d.destroy();
+  table.destroy();
+  gw.destroy();
+});
