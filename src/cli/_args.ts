@@ -21,6 +21,8 @@ export interface Io {
   out(text: string): void | Promise<void>;
   /** Writes to stderr (no newline added). */
   err(text: string): void | Promise<void>;
+  /** Standard input (default: the process's stdin). */
+  stdin?(): ReadableStream<Uint8Array>;
 }
 
 /** The process's stdout and stderr. */
@@ -40,10 +42,21 @@ type OptionSpec = { type: "string" | "boolean"; multiple?: boolean; short?: stri
 export type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
 /** Parses `args` strictly against `options`; unknown options and stray arguments are UsageErrors. */
-export function parseCommand(args: string[], options: Record<string, OptionSpec>, usage: string): Values {
+export function parseCommand(
+  args: string[],
+  options: Record<string, OptionSpec>,
+  usage: string,
+): Values {
   try {
-    const { values, positionals } = parseArgs({ args, options, strict: true, allowPositionals: true });
-    if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`, usage);
+    const { values, positionals } = parseArgs({
+      args,
+      options,
+      strict: true,
+      allowPositionals: true,
+    });
+    if (positionals.length > 0) {
+      throw new UsageError(`unexpected argument "${positionals[0]}"`, usage);
+    }
     return values as Values;
   } catch (e) {
     if (e instanceof UsageError) throw e;
@@ -65,12 +78,20 @@ export function stringList(v: Values, name: string): string[] {
 }
 
 /** A numeric option, or undefined when absent; `integer` rejects fractions. */
-export function numberOption(v: Values, name: string, usage: string, integer = false): number | undefined {
+export function numberOption(
+  v: Values,
+  name: string,
+  usage: string,
+  integer = false,
+): number | undefined {
   const s = v[name];
   if (s === undefined) return undefined;
   const n = typeof s === "string" && s.trim() !== "" ? Number(s) : NaN;
   if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) {
-    throw new UsageError(`--${name} must be ${integer ? "an integer" : "a number"}, got "${s}"`, usage);
+    throw new UsageError(
+      `--${name} must be ${integer ? "an integer" : "a number"}, got "${s}"`,
+      usage,
+    );
   }
   return n;
 }

@@ -66,10 +66,15 @@ export async function* decodeStream(
   let firstAt = NaN;
   let finish: FinishReason | null = null;
 
-  const batches = pumpTokens(run.gpu, run.ring, run.record, {
-    ...extra.pump,
-    total: options.maxNewTokens,
-  });
+  const batches = pumpTokens(
+    run.gpu,
+    run.ring,
+    (enc, first, count) => run.record(enc, first, count),
+    {
+      ...extra.pump,
+      total: options.maxNewTokens,
+    },
+  );
   // Resolves when the signal aborts, so a long batch does not delay the cancellation.
   let onAbort = () => {};
   const aborted = new Promise<"abort">((resolve) => {

@@ -66,3 +66,15 @@ export function expandImagePads(
   }
   return out;
 }
+
+/** A prompt ready for the model: ids with expanded image pads and the preprocessed images. */
+export interface PreparedPrompt {
+  /** (seq) i32 */
+  inputIds: Int32Array;
+  /** (Σ t·h·w, channels · temporal_patch · patch²) f32, empty without images */
+  pixelValues: Float32Array;
+  /** One (t, h, w) per image, in prompt order. */
+  gridThw: GridThw[];
+  /** Σ vision tokens (image pads in inputIds). */
+  imageTokens: number;
+}

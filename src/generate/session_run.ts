@@ -1,0 +1,81 @@
+/**
+ * Binds a model session to the decode loop: the sampler that follows prefill, the decode step's
+ * sampler and the state's `advance`, built once per generation and re-encoded for every step.
+ * Ring entry 0 comes from the prefill's logits; entry i ≥ 1 from decode step i − 1, which reads
+ * tokens[i − 1] (kernels/state.wgsl).
+ * @module
+ */
+import type { Dispatch } from "../../kernels/_kernel.ts";
+import { createSamplingParams, sample, writeSamplingParams } from "../../kernels/sample.ts";
+import { advance } from "../../kernels/state.ts";
+import type { Qwen2VLModel, Session } from "../model/qwen2vl.ts";
+import type { DecodeRun } from "./decode_stream.ts";
+import type { ResolvedOptions } from "./options.ts";
+
+/** A {@link DecodeRun} over a prefilled session. Dispose it before the session. */
+export class SessionRun implements DecodeRun {
+  readonly gpu;
+  readonly ring: GPUBuffer;
+  readonly #model: Qwen2VLModel;
+  readonly #session: Session;
+  readonly #params: GPUBuffer;
+  readonly #first: Dispatch;
+  readonly #next: Dispatch;
+  readonly #advance: Dispatch;
+
+  /**
+   * @param session prefilled (its promptLength is the repetition penalty's prompt history)
+   * @param o the validated options (temperature 0 = greedy)
+   */
+  constructor(model: Qwen2VLModel, session: Session, o: ResolvedOptions) {
+    const gpu = model.gpu;
+    this.gpu = gpu;
+    this.#model = model;
+    this.#session = session;
+    this.ring = session.tokens;
+    this.#params = createSamplingParams(gpu, "generate.sampling");
+    writeSamplingParams(gpu, this.#params, {
+      doSample: o.temperature > 0,
+      temperature: o.temperature,
+      topK: o.topK,
+      topP: o.topP,
+      repetitionPenalty: o.repetitionPenalty,
+      seed: o.seed,
+      promptLength: session.promptLength,
+    });
+    const bufs = {
+      logits: session.logits,
+      prompt: session.prompt,
+      params: this.#params,
+      state: session.state,
+      tokens: session.tokens,
+      scores: session.scores,
+    };
+    const shape = { vocab: model.config.text.vocabSize, capacity: session.maxTokens };
+    this.#first = sample(gpu, bufs, { ...shape, afterPrefill: true });
+    this.#next = sample(gpu, bufs, shape);
+    this.#advance = advance(gpu, session.state);
+  }
+
+  /** Records ring entries [first, first + count): one compute pass, no CPU work per step. */
+  record(encoder: GPUCommandEncoder, first: number, count: number): void {
+    const pass = encoder.beginComputePass({ label: `decode ${first}..${first + count}` });
+    let i = first;
+    if (i === 0 && count > 0) {
+      this.#first.encode(pass);
+      i++;
+    }
+    for (; i < first + count; i++) {
+      this.#model.encodeDecodeStep(pass, this.#session);
+      this.#next.encode(pass);
+      this.#advance.encode(pass);
+    }
+    pass.end();
+  }
+
+  /** Frees the sampler's buffers (the session is the caller's). */
+  dispose(): void {
+    for (const d of [this.#first, this.#next, this.#advance]) d.destroy();
+    this.#params.destroy();
+  }
+}
