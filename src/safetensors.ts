@@ -179,6 +179,39 @@ async function readHeader(
   return { tensors, metadata: parsed.metadata };
 }
 
+/** Buffers kept for reuse by one checkpoint (a few slices' worth, until close()). */
+const MAX_POOLED_BUFFERS = 4;
+
+/**
+ * Reusable byte buffers for reads and conversions: a fresh large allocation costs more than the
+ * conversion itself (the OS zero-fills its pages on first touch), so slices reuse a few buffers.
+ */
+class BufferPool {
+  #free: Uint8Array[] = [];
+
+  /** A view of `n` bytes of the smallest free buffer that fits, or of a new one. */
+  take(n: number): Uint8Array {
+    let best = -1;
+    this.#free.forEach((b, i) => {
+      if (b.length >= n && (best < 0 || b.length < this.#free[best].length)) best = i;
+    });
+    const b = best >= 0 ? this.#free.splice(best, 1)[0] : new Uint8Array(n);
+    return b.subarray(0, n);
+  }
+
+  /** Returns a buffer from {@link take}; past the cap, the smallest free buffer is dropped. */
+  give(view: Uint8Array): void {
+    this.#free.push(new Uint8Array(view.buffer));
+    if (this.#free.length > MAX_POOLED_BUFFERS) {
+      this.#free.sort((a, b) => b.length - a.length).pop();
+    }
+  }
+
+  clear(): void {
+    this.#free = [];
+  }
+}
+
 /** Options of {@link SafetensorsCheckpoint.open}. */
 export interface OpenOptions {
   /**
@@ -193,6 +226,7 @@ export class SafetensorsCheckpoint {
   readonly #source: ModelSource;
   readonly #tensors: Map<string, TensorInfo>;
   readonly #metadata: Map<string, Record<string, string>>;
+  readonly #pool = new BufferPool();
   /** The file the checkpoint was opened from (single file or index), for messages. */
   readonly origin: string;
 
@@ -375,14 +409,22 @@ export class SafetensorsCheckpoint {
     const direct = isDirect(t.dtype, to);
     if (!direct) this.#convert(t, to, new Uint8Array(0), 0); // unsupported: fail before reading
     const perChunk = rowOut === 0 ? Math.max(rows, 1) : Math.floor(maxBytes / rowOut);
-    // Two read buffers, so the next read can fill one while the caller holds the other.
-    const scratch = direct && !reuse ? null : [0, 1].map(() => new Uint8Array(perChunk * rowIn));
+    // Up to two read buffers, so the next read can fill one while the caller holds the other.
+    const taken: Uint8Array[] = [];
+    const take = (n: number) => {
+      const b = this.#pool.take(n);
+      taken.push(b);
+      return b;
+    };
+    const slots: Uint8Array[] = [];
     const read = (rowStart: number, k: number) => {
       const n = Math.min(perChunk, rows - rowStart) * rowIn;
-      const dest = scratch ? scratch[k % 2].subarray(0, n) : new Uint8Array(n);
+      const dest = direct && !reuse
+        ? new Uint8Array(n)
+        : (slots[k % 2] ??= take(perChunk * rowIn)).subarray(0, n);
       return this.#source.readInto(t.file, t.byteOffset + rowStart * rowIn, dest).then(() => dest);
     };
-    const out = reuse && !direct ? new Uint8Array(perChunk * rowOut) : null;
+    const out = reuse && !direct ? take(perChunk * rowOut) : null;
     let pending: Promise<Uint8Array> | null = rows > 0 ? read(0, 0) : null;
     try {
       for (let rowStart = 0, k = 0; rowStart < rows; rowStart += perChunk, k++) {
@@ -396,6 +438,7 @@ export class SafetensorsCheckpoint {
       }
     } finally {
       await pending?.catch(() => {}); // a caller that stops early leaves no read running
+      for (const b of taken) this.#pool.give(b);
     }
   }
 
@@ -425,6 +468,7 @@ export class SafetensorsCheckpoint {
 
   /** Closes open files of the source. */
   close(): void {
+    this.#pool.clear();
     this.#source.close();
   }
 }
@@ -462,22 +506,27 @@ export interface ReadSafetensorsResult {
 
 /**
  * Every tensor of a whole safetensors file held in memory (reference fixtures, CLI outputs).
- * Same validation and errors as {@link SafetensorsCheckpoint}.
+ * Same validation and errors as {@link SafetensorsCheckpoint}; `path` (where the bytes came from)
+ * is what error messages name.
  *
  * @example
  * ```ts ignore
- * const ref = await readSafetensors(await Deno.readFile("reference/case0.safetensors"));
+ * const path = "tests/fixtures/tiny-qwen2vl/reference/case0.safetensors";
+ * const ref = await readSafetensors(await Deno.readFile(path), path);
  * const ids = ref.get("input_ids")!.data as Int32Array;
  * ```
  */
 export async function readSafetensors(
   bytes: Uint8Array,
-  name = "safetensors bytes",
+  path = SINGLE_FILE,
 ): Promise<Map<string, ReadSafetensorsResult>> {
+  const cut = path.lastIndexOf("/");
+  const file = path.slice(cut + 1) || SINGLE_FILE;
+  const location = cut < 0 ? "memory" : path.slice(0, cut) || "/";
   const ckpt = await SafetensorsCheckpoint.open(
-    new MemoryModelSource({ [SINGLE_FILE]: bytes }, name),
+    new MemoryModelSource({ [file]: bytes }, location),
     {
-      file: SINGLE_FILE,
+      file,
     },
   );
   const out = new Map<string, ReadSafetensorsResult>();

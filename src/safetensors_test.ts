@@ -550,3 +550,18 @@ Deno.test("writeSafetensorsStream() writes the same bytes as writeSafetensors()"
   assert.equal(size, whole.length);
   assert.deepEqual(streamed, whole);
 });
+
+Deno.test("readSafetensors() names the path it is given in errors", async () => {
+  const good = writeSafetensors({ a: { dtype: "F32", shape: [2], data: new Float32Array(2) } });
+  await assert.rejects(
+    readSafetensors(good.subarray(0, good.length - 1), "out/case0.safetensors"),
+    (e: Error) => {
+      assert.ok(e instanceof ModelFileError);
+      assert.match(
+        e.message,
+        /^Malformed safetensors file out\/case0\.safetensors: tensor 'a' has data_offsets \[0, 8\] past the end of the 7-byte data buffer/,
+      );
+      return true;
+    },
+  );
+});

@@ -76,30 +76,24 @@ fn store(d: &mut [u8], v: v128) {
 }
 
 /// BF16 → f16, eight lanes of 16 bits. Normal f16 values need no rounding (bf16 has 7 mantissa
-/// bits, f16 has 10): rebias the exponent. Past f16's range: ±inf, or NaN with the payload moved
-/// up. Only f16 subnormals round, so only they take the f32 path (the 0.5-add of `f32x4_to_f16`).
+/// bits, f16 has 10): rebias the exponent and shift. Only lanes below f16's normal range (which
+/// round) or above it (±inf, NaN) need more; in real weights few blocks have any, so those blocks
+/// take the general f32 path of `f32x4_to_f16` and the rest skip it.
 pub fn bf16_to_f16<'a, 'b>(src: &'a [u8], dst: &'b mut [u8]) -> (&'a [u8], &'b mut [u8]) {
     blocks::<16, 16>(src, dst, |s, d| {
         let v = load(s);
-        let sign = v128_and(v, u16x8_splat(0x8000));
         let a = v128_and(v, u16x8_splat(0x7FFF));
-        let normal = i16x8_shl(i16x8_sub(a, u16x8_splat(112 << 7)), 3);
-        let nan = v128_or(
-            u16x8_splat(0x7E00),
-            i16x8_shl(v128_and(a, u16x8_splat(0x7F)), 3),
-        );
-        let big = v128_bitselect(nan, u16x8_splat(0x7C00), u16x8_gt(a, u16x8_splat(0x7F80)));
-        let sub_half = |w: v128| {
-            let f = f32x4_add(u32x4_shl(w, 16), f32x4_splat(0.5));
-            i32x4_sub(f, u32x4_splat(0x3F00_0000))
+        // a - 113<<7 (wrapping) < 30<<7 exactly when 113 <= exponent < 143: f16 normal range
+        let normal_range = u16x8_lt(i16x8_sub(a, u16x8_splat(113 << 7)), u16x8_splat(30 << 7));
+        let out = if u16x8_all_true(normal_range) {
+            let mag = i16x8_shl(i16x8_sub(a, u16x8_splat(112 << 7)), 3);
+            v128_or(mag, v128_and(v, u16x8_splat(0x8000)))
+        } else {
+            let lo = f32x4_to_f16(u32x4_shl(u32x4_extend_low_u16x8(v), 16));
+            let hi = f32x4_to_f16(u32x4_shl(u32x4_extend_high_u16x8(v), 16));
+            u16x8_narrow_i32x4(lo, hi)
         };
-        let sub = u16x8_narrow_i32x4(
-            sub_half(u32x4_extend_low_u16x8(a)),
-            sub_half(u32x4_extend_high_u16x8(a)),
-        );
-        let small = v128_bitselect(sub, normal, u16x8_lt(a, u16x8_splat(113 << 7)));
-        let mag = v128_bitselect(big, small, u16x8_ge(a, u16x8_splat(143 << 7)));
-        store(d, v128_or(mag, sign));
+        store(d, out);
     })
 }
 
