@@ -1,1 +1,106 @@
-//! wasm-bindgen wrappers for qvq-image.
+//! wasm-bindgen wrappers for qvq-image: bytes and numbers in, typed arrays out. Errors cross as
+//! JS `Error`s whose `name` is the TypeScript class src/image.ts rethrows them as.
+
+use qvq_image::{ImageError, ProcessorConfig};
+use wasm_bindgen::prelude::*;
+
+fn js_error(e: ImageError) -> JsValue {
+    let name = match e {
+        ImageError::BadConfig { .. } => "ModelFileError",
+        _ => "InvalidInputError",
+    };
+    let err = js_sys::Error::new(&e.to_string());
+    err.set_name(name);
+    err.into()
+}
+
+/// A decoded image: (height, width, 3) u8 RGB.
+#[wasm_bindgen(js_name = ImgRgb)]
+pub struct ImageRgb {
+    inner: qvq_image::RgbImage,
+}
+
+#[wasm_bindgen(js_class = ImgRgb)]
+impl ImageRgb {
+    #[wasm_bindgen(getter)]
+    pub fn width(&self) -> u32 {
+        self.inner.width as u32
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn height(&self) -> u32 {
+        self.inner.height as u32
+    }
+
+    /// Moves the pixels out (a `Uint8Array` copy); the object is empty afterwards.
+    #[wasm_bindgen(js_name = takeData)]
+    pub fn take_data(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.inner.data)
+    }
+}
+
+/// One preprocessed image.
+#[wasm_bindgen(js_name = ImgPatches)]
+pub struct ImagePatches {
+    inner: qvq_image::Preprocessed,
+}
+
+#[wasm_bindgen(js_class = ImgPatches)]
+impl ImagePatches {
+    /// `[t, h, w]` in patches.
+    #[wasm_bindgen(getter, js_name = gridThw)]
+    pub fn grid_thw(&self) -> Vec<u32> {
+        self.inner.grid_thw.iter().map(|&v| v as u32).collect()
+    }
+
+    /// Moves the (patches, 3 * t * p * p) f32 values out as a `Float32Array`.
+    #[wasm_bindgen(js_name = takePixelValues)]
+    pub fn take_pixel_values(&mut self) -> Vec<f32> {
+        std::mem::take(&mut self.inner.pixel_values)
+    }
+}
+
+/// Decodes PNG / JPEG / WebP bytes to RGB like PIL's `convert("RGB")`.
+#[wasm_bindgen(js_name = imgDecode)]
+pub fn image_decode(bytes: &[u8]) -> Result<ImageRgb, JsValue> {
+    qvq_image::decode(bytes)
+        .map(|inner| ImageRgb { inner })
+        .map_err(js_error)
+}
+
+/// Decodes, resizes and flattens one image as Qwen2-VL's processor does.
+#[wasm_bindgen(js_name = imgPreprocess)]
+#[allow(clippy::too_many_arguments)]
+pub fn image_preprocess(
+    bytes: &[u8],
+    patch_size: u32,
+    temporal_patch_size: u32,
+    merge_size: u32,
+    min_pixels: f64,
+    max_pixels: f64,
+    image_mean: &[f32],
+    image_std: &[f32],
+    rescale_factor: f64,
+) -> Result<ImagePatches, JsValue> {
+    let triple = |v: &[f32], field: &'static str| -> Result<[f32; 3], JsValue> {
+        v.try_into().map_err(|_| {
+            js_error(ImageError::BadConfig {
+                field,
+                detail: format!("has {} values, not 3", v.len()),
+            })
+        })
+    };
+    let config = ProcessorConfig {
+        patch_size: patch_size as usize,
+        temporal_patch_size: temporal_patch_size as usize,
+        merge_size: merge_size as usize,
+        min_pixels: min_pixels as u64,
+        max_pixels: max_pixels as u64,
+        image_mean: triple(image_mean, "image_mean")?,
+        image_std: triple(image_std, "image_std")?,
+        rescale_factor,
+    };
+    qvq_image::preprocess(bytes, &config)
+        .map(|inner| ImagePatches { inner })
+        .map_err(js_error)
+}

@@ -1,1 +1,58 @@
-//! qvq-image: see the crate's modules.
+//! qvq-image: Qwen2-VL image preprocessing, bit-compatible with transformers 5.17's default
+//! (torchvision-backend) `Qwen2VLImageProcessor`.
+//!
+//! The data path, one module per step:
+//! 1. [`decode`]: PNG / JPEG / WebP bytes → 8-bit RGB like PIL's `convert("RGB")`.
+//! 2. [`smart_resize`]: the target size, multiples of `patch_size * merge_size`.
+//! 3. [`resample`]: antialiased bicubic, torchvision's (or Pillow's) fixed-point arithmetic.
+//! 4. [`patchify`]: `(x - mean) / std` in f32 and the `(patches, 3 * 2 * 14 * 14)` layout.
+
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod patchify;
+pub mod resample;
+pub mod smart_resize;
+
+pub use config::ProcessorConfig;
+pub use decode::{RgbImage, decode};
+pub use error::ImageError;
+pub use resample::{Backend, resize_bicubic};
+pub use smart_resize::smart_resize;
+
+/// Most pixels a decoded image may have: 2^26 = 67,108,864 (8192 x 8192, a 64 Mpx photo).
+/// Checked against the file header before any pixel buffer exists, so a small file announcing a
+/// huge image fails fast. 2^26 is 5x Qwen2-VL's largest `max_pixels` (12,845,056) and keeps the
+/// worst case — a 16-bit RGBA PNG, 8 bytes a pixel, plus its RGB copy — near 700 MB of wasm
+/// memory, well inside wasm32's 4 GiB; PIL refuses from about 179 Mpx.
+pub const MAX_DECODED_PIXELS: u64 = 1 << 26;
+
+/// One image after preprocessing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocessed {
+    /// (grid_t * grid_h * grid_w, 3 * temporal_patch_size * patch_size^2) f32
+    pub pixel_values: Vec<f32>,
+    /// (grid_t, grid_h, grid_w) in patches; grid_t is 1 for a still image.
+    pub grid_thw: [usize; 3],
+}
+
+/// Decodes, resizes, normalises and flattens one encoded image.
+pub fn preprocess(bytes: &[u8], config: &ProcessorConfig) -> Result<Preprocessed, ImageError> {
+    config.validate()?;
+    let img = decode(bytes)?;
+    let factor = config.factor() as u64;
+    let (height, width) = smart_resize(
+        img.height as u64,
+        img.width as u64,
+        factor,
+        config.min_pixels,
+        config.max_pixels,
+    )?;
+    let img = resize_bicubic(&img, width as usize, height as usize, Backend::Torchvision);
+    let mut pixel_values = Vec::new();
+    let (grid_h, grid_w) = patchify::patchify_into(&img, config, &mut pixel_values);
+    Ok(Preprocessed {
+        pixel_values,
+        grid_thw: [1, grid_h, grid_w],
+    })
+}

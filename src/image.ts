@@ -1,0 +1,387 @@
+/**
+ * Qwen2-VL image preprocessing, run in WebAssembly (`wasm/crates/image`): PNG / JPEG / WebP bytes
+ * → the `pixel_values` and `image_grid_thw` that transformers 5.17's `Qwen2VLImageProcessor`
+ * gives for the same file. The steps are PIL's `convert("RGB")` (alpha dropped, EXIF orientation
+ * ignored, as transformers does), `smart_resize` to multiples of `patch_size * merge_size`,
+ * torchvision's antialiased uint8 bicubic resize (bit-exact), `(x / 255 - mean) / std` in f32,
+ * and the patch layout with each still image repeated over `temporal_patch_size` frames.
+ *
+ * PNG and WebP pixels equal PIL's exactly, so PNG inputs give transformers' values bit for bit;
+ * JPEG decoding differs from libjpeg-turbo by at most a few levels at some pixels.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { imageTokenCount, parsePreprocessorConfig, preprocessImages } from "./image.ts";
+ * const dir = new URL("../tests/fixtures/tiny-qwen2vl/", import.meta.url);
+ * const config = parsePreprocessorConfig(
+ *   JSON.parse(await Deno.readTextFile(new URL("preprocessor_config.json", dir))),
+ * );
+ * const png = await Deno.readFile(new URL("reference/case1_0.png", dir)); // 123 x 77
+ * const { pixelValues, gridThw } = await preprocessImages([png], config);
+ * assert.deepEqual(gridThw, [[1, 6, 8]]); // resized to 112 x 84
+ * assert.equal(pixelValues.length, 48 * 1176); // (patches, 3 * 2 * 14 * 14)
+ * assert.equal(imageTokenCount(gridThw[0], config.mergeSize), 12);
+ * ```
+ * @module
+ */
+import { loadWasm, wasm } from "./_wasm.ts";
+import { InvalidInputError, ModelFileError, type QvqError } from "./errors.ts";
+
+/** The settings of preprocessor_config.json that shape the output. */
+export interface ImageProcessorConfig {
+  /** Side of a ViT patch in pixels (`patch_size`, 14). */
+  patchSize: number;
+  /** Frames per temporal patch (`temporal_patch_size`, 2); a still image fills every frame. */
+  temporalPatchSize: number;
+  /** Patches merged per side by the vision merger (`merge_size`, 2). */
+  mergeSize: number;
+  /** Smallest resized area in pixels (`min_pixels` or `size.shortest_edge`). */
+  minPixels: number;
+  /** Largest resized area in pixels (`max_pixels` or `size.longest_edge`). */
+  maxPixels: number;
+  /** Per-channel mean of the 0..1 pixel values (`image_mean`, CLIP's). */
+  imageMean: [number, number, number];
+  /** Per-channel standard deviation of the 0..1 pixel values (`image_std`). */
+  imageStd: [number, number, number];
+  /** Multiplier from 0..255 to 0..1 (`rescale_factor`); 1/255 when left out. */
+  rescaleFactor?: number;
+}
+
+/** `[t, h, w]`: an image's size in patches; `t` is 1 for a still image. */
+export type GridThw = [t: number, h: number, w: number];
+
+/** The processor's output for a list of images. */
+export interface PreprocessedImages {
+  /** (sum of t·h·w over the images, 3 · temporalPatchSize · patchSize²) f32, images in order */
+  pixelValues: Float32Array;
+  /** One `[t, h, w]` per image. */
+  gridThw: GridThw[];
+}
+
+/** An image decoded to 8-bit RGB. */
+export interface DecodedImage {
+  width: number;
+  height: number;
+  /** (height, width, 3) u8 */
+  data: Uint8Array;
+}
+
+/**
+ * Most pixels a decoded image may have (2^26, e.g. 8192 x 8192): larger images are refused from
+ * their header, before any memory is allocated. Mirrors `MAX_DECODED_PIXELS` in the Rust crate.
+ */
+export const MAX_IMAGE_PIXELS = 2 ** 26;
+
+/** Largest accepted `max(h, w) / min(h, w)`, as in transformers. */
+export const MAX_ASPECT_RATIO = 200;
+
+/** transformers' `Qwen2VLImageProcessor` class defaults, for fields a config leaves out. */
+export const DEFAULT_IMAGE_PROCESSOR_CONFIG: Readonly<Required<ImageProcessorConfig>> = {
+  patchSize: 14,
+  temporalPatchSize: 2,
+  mergeSize: 2,
+  minPixels: 56 * 56,
+  maxPixels: 28 * 28 * 1280,
+  imageMean: [0.48145466, 0.4578275, 0.40821073],
+  imageStd: [0.26862954, 0.26130258, 0.27577711],
+  rescaleFactor: 1 / 255,
+};
+
+const FILE = "preprocessor_config.json";
+
+function configError(field: string, problem: string, value: unknown): ModelFileError {
+  return new ModelFileError(
+    `${FILE}: "${field}" ${problem}, got ${JSON.stringify(value) ?? String(value)}; ` +
+      `fix the file or remove the field to use the default.`,
+  );
+}
+
+function positiveInt(obj: Record<string, unknown>, field: string, fallback: number): number {
+  const v = obj[field];
+  if (v === undefined) return fallback;
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1 || v > 1024) {
+    throw configError(field, "must be an integer from 1 to 1024", v);
+  }
+  return v;
+}
+
+function pixelCount(v: unknown, field: string): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
+    throw configError(field, "must be a non-negative integer pixel count", v);
+  }
+  return v;
+}
+
+function triple(
+  obj: Record<string, unknown>,
+  field: string,
+  fallback: readonly number[],
+  positive: boolean,
+): [number, number, number] {
+  const v = obj[field];
+  if (v === undefined) return [fallback[0], fallback[1], fallback[2]];
+  // transformers also accepts one number for all channels.
+  const values = typeof v === "number" ? [v, v, v] : v;
+  if (
+    !Array.isArray(values) || values.length !== 3 ||
+    !values.every((x) => typeof x === "number" && Number.isFinite(x) && (!positive || x > 0))
+  ) {
+    throw configError(field, `must be 3 finite${positive ? " positive" : ""} numbers`, v);
+  }
+  return [values[0], values[1], values[2]];
+}
+
+/**
+ * Reads the image settings of a parsed preprocessor_config.json. Pixel bounds come from
+ * `min_pixels` / `max_pixels` when present (as the Qwen2-VL checkpoints write them), else from
+ * `size.shortest_edge` / `size.longest_edge` (newer transformers) or `size.min_pixels` /
+ * `size.max_pixels` (older); missing fields take transformers' defaults. Throws ModelFileError
+ * naming the bad field.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parsePreprocessorConfig } from "./image.ts";
+ * const c = parsePreprocessorConfig({ size: { shortest_edge: 3136, longest_edge: 1003520 } });
+ * assert.deepEqual([c.minPixels, c.maxPixels, c.patchSize], [3136, 1003520, 14]);
+ * ```
+ */
+export function parsePreprocessorConfig(json: unknown): ImageProcessorConfig {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new ModelFileError(
+      `${FILE} must hold a JSON object, got ${Array.isArray(json) ? "an array" : String(json)}.`,
+    );
+  }
+  const obj = json as Record<string, unknown>;
+  for (const flag of ["do_resize", "do_rescale", "do_normalize", "do_convert_rgb"]) {
+    if (obj[flag] === false) {
+      throw configError(
+        flag,
+        "must be true (qvq always runs this step, as Qwen2-VL expects)",
+        false,
+      );
+    }
+  }
+  const size = obj.size ?? {};
+  if (typeof size !== "object" || size === null || Array.isArray(size)) {
+    throw configError("size", "must be an object", size);
+  }
+  const s = size as Record<string, unknown>;
+  const d = DEFAULT_IMAGE_PROCESSOR_CONFIG;
+  const minPixels = pixelCount(obj.min_pixels, "min_pixels") ??
+    pixelCount(s.shortest_edge, "size.shortest_edge") ??
+    pixelCount(s.min_pixels, "size.min_pixels") ?? d.minPixels;
+  const maxPixels = pixelCount(obj.max_pixels, "max_pixels") ??
+    pixelCount(s.longest_edge, "size.longest_edge") ??
+    pixelCount(s.max_pixels, "size.max_pixels") ?? d.maxPixels;
+  if (maxPixels < 1) throw configError("max_pixels", "must be at least 1", maxPixels);
+  if (minPixels > maxPixels) {
+    throw configError("min_pixels", `must not exceed max_pixels (${maxPixels})`, minPixels);
+  }
+  if (minPixels > MAX_IMAGE_PIXELS) {
+    throw configError("min_pixels", `must not exceed ${MAX_IMAGE_PIXELS}`, minPixels);
+  }
+  const rescaleFactor = obj.rescale_factor ?? d.rescaleFactor;
+  if (
+    typeof rescaleFactor !== "number" || !(rescaleFactor > 0) || !Number.isFinite(rescaleFactor)
+  ) {
+    throw configError("rescale_factor", "must be a positive number", rescaleFactor);
+  }
+  return {
+    patchSize: positiveInt(obj, "patch_size", d.patchSize),
+    temporalPatchSize: positiveInt(obj, "temporal_patch_size", d.temporalPatchSize),
+    mergeSize: positiveInt(obj, "merge_size", d.mergeSize),
+    minPixels,
+    maxPixels,
+    imageMean: triple(obj, "image_mean", d.imageMean, false),
+    imageStd: triple(obj, "image_std", d.imageStd, true),
+    rescaleFactor,
+  };
+}
+
+/** Python's `round()`: halves go to the even neighbour (2.5 → 2, 3.5 → 4). */
+function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * The size Qwen2-VL resizes a `height` x `width` image to: `[h, w]`, multiples of
+ * `patchSize * mergeSize` with `minPixels <= h * w <= maxPixels` and about the same aspect ratio.
+ * A line-by-line port of transformers' `smart_resize` (Python `round` is half-to-even; the
+ * float operations are the same IEEE doubles), so sizes always agree. Throws InvalidInputError
+ * for empty images and aspect ratios over 200.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { DEFAULT_IMAGE_PROCESSOR_CONFIG as defaults, smartResize } from "./image.ts";
+ * assert.deepEqual(smartResize(960, 1280, { ...defaults, maxPixels: 12845056 }), [952, 1288]);
+ * assert.deepEqual(smartResize(960, 1280, defaults), [840, 1148]); // over 1003520 px: shrunk
+ * ```
+ */
+export function smartResize(
+  height: number,
+  width: number,
+  config: Pick<ImageProcessorConfig, "patchSize" | "mergeSize" | "minPixels" | "maxPixels">,
+): [number, number] {
+  for (const [name, v] of [["height", height], ["width", width]] as const) {
+    if (!Number.isSafeInteger(v) || v < 1) {
+      throw new InvalidInputError(`Image ${name} must be a positive integer, got ${v}.`);
+    }
+  }
+  const factor = config.patchSize * config.mergeSize;
+  const ratio = Math.max(height, width) / Math.min(height, width);
+  if (ratio > MAX_ASPECT_RATIO) {
+    throw new InvalidInputError(
+      `Image aspect ratio is too extreme (${width}x${height} pixels, ratio ${ratio.toFixed(1)}): ` +
+        `Qwen2-VL accepts at most ${MAX_ASPECT_RATIO}:1, crop or pad the image.`,
+    );
+  }
+  let h = roundHalfEven(height / factor) * factor;
+  let w = roundHalfEven(width / factor) * factor;
+  if (h * w > config.maxPixels) {
+    const beta = Math.sqrt((height * width) / config.maxPixels);
+    h = Math.max(factor, Math.floor(height / beta / factor) * factor);
+    w = Math.max(factor, Math.floor(width / beta / factor) * factor);
+  } else if (h * w < config.minPixels) {
+    const beta = Math.sqrt(config.minPixels / (height * width));
+    h = Math.ceil(height * beta / factor) * factor;
+    w = Math.ceil(width * beta / factor) * factor;
+  }
+  if (h === 0 || w === 0) {
+    throw new InvalidInputError(
+      `Image of ${width}x${height} pixels resizes to an empty grid with min_pixels = ` +
+        `${config.minPixels}: set min_pixels to at least ${factor * factor}.`,
+    );
+  }
+  return [h, w];
+}
+
+/**
+ * How many `<|image_pad|>` tokens an image takes in the prompt: `t·h·w / mergeSize²` (the
+ * merger turns each mergeSize x mergeSize block of patches into one token).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { imageTokenCount } from "./image.ts";
+ * assert.equal(imageTokenCount([1, 24, 32], 2), 192);
+ * ```
+ */
+export function imageTokenCount(
+  gridThw: readonly [number, number, number],
+  mergeSize: number,
+): number {
+  const [t, h, w] = gridThw;
+  if (h % mergeSize !== 0 || w % mergeSize !== 0) {
+    throw new InvalidInputError(
+      `Image grid [${gridThw.join(", ")}] is not divisible by merge_size ${mergeSize}: ` +
+        `h and w must be multiples of it.`,
+    );
+  }
+  return (t * h * w) / (mergeSize * mergeSize);
+}
+
+const ERRORS: Record<string, new (message: string) => QvqError> = {
+  ModelFileError,
+  InvalidInputError,
+};
+
+/** Runs a wasm call, turning its named JS errors into qvq's error classes (with a prefix). */
+function call<T>(prefix: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    const cls = e instanceof Error ? ERRORS[e.name] : undefined;
+    if (cls) throw new cls(`${prefix}${(e as Error).message}`);
+    throw e;
+  }
+}
+
+function checkBytes(bytes: unknown, what: string): Uint8Array {
+  if (!(bytes instanceof Uint8Array)) {
+    throw new InvalidInputError(
+      `${what} must be a Uint8Array of encoded PNG, JPEG or WebP bytes, got ${typeof bytes}.`,
+    );
+  }
+  return bytes;
+}
+
+/**
+ * Decodes PNG, JPEG or WebP bytes to 8-bit RGB exactly as PIL's `Image.open(f).convert("RGB")`
+ * (JPEG within a few levels). Throws InvalidInputError for unsupported, corrupt, empty or
+ * oversized ({@link MAX_IMAGE_PIXELS}) images.
+ */
+export async function decodeImage(bytes: Uint8Array): Promise<DecodedImage> {
+  checkBytes(bytes, "The image");
+  await loadWasm();
+  const img = call("", () => wasm.imgDecode(bytes));
+  try {
+    return { width: img.width, height: img.height, data: img.takeData() };
+  } finally {
+    img.free();
+  }
+}
+
+/**
+ * Preprocesses encoded images (PNG, JPEG or WebP bytes) as transformers' Qwen2-VL image
+ * processor does: one `[t, h, w]` per image, and their patches concatenated in order. Throws
+ * InvalidInputError naming the image (by index) that is unsupported, corrupt, empty, oversized or
+ * too elongated, and ModelFileError for impossible settings.
+ */
+export async function preprocessImages(
+  images: Uint8Array[],
+  config: ImageProcessorConfig,
+): Promise<PreprocessedImages> {
+  if (!Array.isArray(images)) {
+    throw new InvalidInputError(`images must be an array of Uint8Array, got ${typeof images}.`);
+  }
+  images.forEach((bytes, i) => checkBytes(bytes, `Image ${i}`));
+  // Ranges are checked in Rust; here only what would be silently truncated crossing into wasm.
+  for (
+    const key of ["patchSize", "temporalPatchSize", "mergeSize", "minPixels", "maxPixels"] as const
+  ) {
+    if (!Number.isSafeInteger(config[key]) || config[key] < 0) {
+      throw new InvalidInputError(
+        `config.${key} must be a non-negative integer, got ${config[key]}.`,
+      );
+    }
+  }
+  await loadWasm();
+  const mean = Float32Array.from(config.imageMean);
+  const std = Float32Array.from(config.imageStd);
+  const parts: Float32Array[] = [];
+  const gridThw: GridThw[] = [];
+  for (const [i, bytes] of images.entries()) {
+    const out = call(`Image ${i}: `, () =>
+      wasm.imgPreprocess(
+        bytes,
+        config.patchSize,
+        config.temporalPatchSize,
+        config.mergeSize,
+        config.minPixels,
+        config.maxPixels,
+        mean,
+        std,
+        config.rescaleFactor ?? DEFAULT_IMAGE_PROCESSOR_CONFIG.rescaleFactor,
+      ));
+    try {
+      const [t, h, w] = out.gridThw;
+      gridThw.push([t, h, w]);
+      parts.push(out.takePixelValues());
+    } finally {
+      out.free();
+    }
+  }
+  if (parts.length === 1) return { pixelValues: parts[0], gridThw };
+  const pixelValues = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const p of parts) {
+    pixelValues.set(p, offset);
+    offset += p.length;
+  }
+  return { pixelValues, gridThw };
+}

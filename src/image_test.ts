@@ -1,0 +1,355 @@
+import assert from "node:assert/strict";
+import { InvalidInputError, ModelFileError } from "./errors.ts";
+import {
+  decodeImage,
+  DEFAULT_IMAGE_PROCESSOR_CONFIG,
+  type ImageProcessorConfig,
+  imageTokenCount,
+  MAX_IMAGE_PIXELS,
+  parsePreprocessorConfig,
+  preprocessImages,
+  smartResize,
+} from "./image.ts";
+import { readSafetensors } from "./safetensors.ts";
+
+const FIXTURES = new URL("../tests/fixtures/", import.meta.url);
+const MODEL = new URL("tiny-qwen2vl/", FIXTURES);
+const IMAGES = new URL("images/", FIXTURES);
+
+const readJson = async (url: URL) => JSON.parse(await Deno.readTextFile(url));
+const fixtureConfig = async () =>
+  parsePreprocessorConfig(await readJson(new URL("preprocessor_config.json", MODEL)));
+
+/** (height, width, 3) u8 hash noise, the same as `noise()` in tests/tools/make_image_refs.py. */
+function noise(height: number, width: number, seed: number): Uint8Array {
+  const out = new Uint8Array(height * width * 3);
+  let i = 0;
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      for (let c = 0; c < 3; c++) {
+        let v =
+          (Math.imul(x, 73856093) ^ Math.imul(y, 19349663) ^ Math.imul(c + 3 * seed, 83492791)) >>>
+          0;
+        v = Math.imul(v ^ (v >>> 13), 0x5bd1e995) >>> 0;
+        out[i++] = (v ^ (v >>> 15)) & 255;
+      }
+    }
+  }
+  return out;
+}
+
+const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+
+function crc32(bytes: Uint8Array): number {
+  let c = 0xffffffff;
+  for (const b of bytes) c = CRC_TABLE[(c ^ b) & 255] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** A minimal 8-bit RGB PNG encoder (zlib via CompressionStream), for generated test images. */
+async function encodePng(width: number, height: number, rgb: Uint8Array): Promise<Uint8Array> {
+  const raw = new Uint8Array(height * (1 + width * 3)); // filter byte 0 + the row
+  for (let y = 0; y < height; y++) {
+    raw.set(rgb.subarray(y * width * 3, (y + 1) * width * 3), y * (1 + width * 3) + 1);
+  }
+  const zlib = new Uint8Array(
+    await new Response(new Blob([raw]).stream().pipeThrough(new CompressionStream("deflate")))
+      .arrayBuffer(),
+  );
+  const chunk = (type: string, data: Uint8Array) => {
+    const out = new Uint8Array(12 + data.length);
+    const view = new DataView(out.buffer);
+    view.setUint32(0, data.length);
+    out.set(new TextEncoder().encode(type), 4);
+    out.set(data, 8);
+    view.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)));
+    return out;
+  };
+  const ihdr = new Uint8Array(13);
+  new DataView(ihdr.buffer).setUint32(0, width);
+  new DataView(ihdr.buffer).setUint32(4, height);
+  ihdr.set([8, 2, 0, 0, 0], 8); // 8-bit, truecolour, deflate, no filter, no interlace
+  const parts = [
+    new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk("IHDR", ihdr),
+    chunk("IDAT", zlib),
+    chunk("IEND", new Uint8Array()),
+  ];
+  const png = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    png.set(p, o);
+    o += p.length;
+  }
+  return png;
+}
+
+async function referencePixelValues(i: number) {
+  const path = new URL(`reference/case${i}.safetensors`, MODEL).pathname;
+  const ref = await readSafetensors(await Deno.readFile(path), path);
+  return {
+    pixelValues: ref.get("pixel_values")!.data as Float32Array,
+    gridThw: Array.from(ref.get("image_grid_thw")!.data as Int32Array),
+  };
+}
+
+/** The model fixture cases that have an image: [case index, PNG bytes]. */
+async function imageCases(): Promise<[number, Uint8Array][]> {
+  const { cases } = await readJson(new URL("reference/cases.json", MODEL));
+  const out: [number, Uint8Array][] = [];
+  for (const [i, c] of cases.entries()) {
+    if (c.images.length) {
+      out.push([i, await Deno.readFile(new URL(`reference/${c.images[0]}`, MODEL))]);
+    }
+  }
+  return out;
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let max = 0;
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
+  return max;
+}
+
+Deno.test("preprocessImages() gives transformers' pixel_values and image_grid_thw bit for bit for every reference case", async () => {
+  const config = await fixtureConfig();
+  const cases = await imageCases();
+  assert.equal(cases.length, 3);
+  for (const [i, png] of cases) {
+    const ref = await referencePixelValues(i);
+    const out = await preprocessImages([png], config);
+    assert.deepEqual(out.gridThw, [ref.gridThw], `case ${i}`);
+    // case0 and case2 need no resize, case1 (123x77 → 112x84) does: torchvision's integer
+    // bicubic and torch's f32 normalisation are reproduced exactly, so 0 is the only tolerance.
+    assert.equal(maxAbsDiff(out.pixelValues, ref.pixelValues), 0, `case ${i}`);
+  }
+});
+
+Deno.test("preprocessImages() concatenates several images' patches in order", async () => {
+  const config = await fixtureConfig();
+  const cases = await imageCases();
+  const out = await preprocessImages(cases.map(([, png]) => png), config);
+  const refs = await Promise.all(cases.map(([i]) => referencePixelValues(i)));
+  assert.deepEqual(out.gridThw, refs.map((r) => r.gridThw));
+  let offset = 0;
+  for (const r of refs) {
+    const part = out.pixelValues.subarray(offset, offset + r.pixelValues.length);
+    assert.equal(maxAbsDiff(part, r.pixelValues), 0);
+    offset += r.pixelValues.length;
+  }
+  assert.equal(offset, out.pixelValues.length);
+  assert.deepEqual(await preprocessImages([], config), {
+    pixelValues: new Float32Array(),
+    gridThw: [],
+  });
+});
+
+Deno.test("preprocessImages() lays out patches as transformers' reshape/permute for other patch, merge and temporal sizes", async () => {
+  // 64x96 with patch 16, merge 2: sides are multiples of 32 and the area is in bounds, so no
+  // resize; the layout is then checked against a direct transcription of transformers' patchify:
+  // reshape(c, gh/m, m, p, gw/m, m, p).permute(gh/m, gw/m, m, m, c, [t], p, p).
+  const [height, width, p, m] = [64, 96, 16, 2];
+  for (const t of [1, 2, 3]) {
+    const config: ImageProcessorConfig = {
+      ...DEFAULT_IMAGE_PROCESSOR_CONFIG,
+      patchSize: p,
+      mergeSize: m,
+      temporalPatchSize: t,
+      minPixels: 1024,
+      maxPixels: 16384 * 1024,
+    };
+    const rgb = noise(height, width, 5);
+    const out = await preprocessImages([await encodePng(width, height, rgb)], config);
+    const [gh, gw] = [height / p, width / p];
+    assert.deepEqual(out.gridThw, [[1, gh, gw]]);
+    const f = Math.fround;
+    const norm = (v: number, c: number) =>
+      f(f(v - f(f(config.imageMean[c]) * 255)) / f(f(config.imageStd[c]) * 255));
+    const expected: number[] = [];
+    for (let by = 0; by < gh / m; by++) {
+      for (let bx = 0; bx < gw / m; bx++) {
+        for (let iy = 0; iy < m; iy++) {
+          for (let ix = 0; ix < m; ix++) {
+            for (let c = 0; c < 3; c++) {
+              for (let frame = 0; frame < t; frame++) {
+                for (let py = 0; py < p; py++) {
+                  for (let px = 0; px < p; px++) {
+                    const y = (by * m + iy) * p + py;
+                    const x = (bx * m + ix) * p + px;
+                    expected.push(norm(rgb[(y * width + x) * 3 + c], c));
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    assert.equal(out.pixelValues.length, gh * gw * 3 * t * p * p);
+    assert.equal(maxAbsDiff(out.pixelValues, expected), 0, `temporal ${t}`);
+  }
+});
+
+Deno.test("decodeImage() gives PIL's convert('RGB') pixels for every reference PNG, JPEG and WebP", async () => {
+  const cases = await readJson(new URL("decode_cases.json", IMAGES));
+  assert.ok(cases.length >= 25);
+  for (const c of cases) {
+    const img = await decodeImage(await Deno.readFile(new URL(c.file, IMAGES)));
+    assert.deepEqual([img.width, img.height], [c.width, c.height], c.file);
+    const expected = await Deno.readFile(new URL(c.expected, IMAGES));
+    const max = maxAbsDiff(img.data, expected);
+    if (!c.file.endsWith(".jpg")) {
+      // PNG (every colour type, bit depth, tRNS, interlacing) and WebP (lossy too) are exact.
+      assert.equal(max, 0, c.file);
+    } else {
+      // zune-jpeg rounds its IDCT, chroma upsampling and YCbCr → RGB differently from
+      // libjpeg-turbo: at most 3 levels on these pictures (natively and in wasm alike).
+      let sum = 0;
+      for (let i = 0; i < expected.length; i++) sum += Math.abs(img.data[i] - expected[i]);
+      assert.ok(max <= 3 && sum / expected.length <= 0.5, `${c.file}: max ${max}`);
+    }
+  }
+});
+
+Deno.test("smartResize() agrees with transformers' smart_resize on every reference case", async () => {
+  const cases = await readJson(new URL("smart_resize_cases.json", IMAGES));
+  assert.ok(cases.length > 100);
+  for (const c of cases) {
+    const config = {
+      patchSize: c.factor / 2,
+      mergeSize: 2,
+      minPixels: c.min_pixels,
+      maxPixels: c.max_pixels,
+    };
+    const label = JSON.stringify(c);
+    if (c.error) {
+      assert.throws(() => smartResize(c.height, c.width, config), InvalidInputError, label);
+    } else if (c.expected.includes(0)) {
+      // transformers returns 0x0 here (min_pixels 0) and fails later; we refuse up front.
+      assert.throws(() => smartResize(c.height, c.width, config), /empty grid/, label);
+    } else {
+      assert.deepEqual(smartResize(c.height, c.width, config), c.expected, label);
+    }
+  }
+});
+
+Deno.test("smartResize() rounds halves to even like Python's round()", () => {
+  const config = { patchSize: 14, mergeSize: 2, minPixels: 3136, maxPixels: 12845056 };
+  assert.deepEqual(smartResize(42, 84, config), [56, 84]); // 1.5 → 2
+  assert.deepEqual(smartResize(70, 84, config), [56, 84]); // 2.5 → 2
+  assert.deepEqual(smartResize(98, 84, config), [112, 84]); // 3.5 → 4
+  assert.throws(() => smartResize(0, 84, config), /positive integer/);
+  assert.throws(() => smartResize(10, 2001, config), /at most 200:1/);
+});
+
+Deno.test("parsePreprocessorConfig() reads the fixture, size dicts of both generations and defaults", async () => {
+  assert.deepEqual(await fixtureConfig(), {
+    patchSize: 14,
+    temporalPatchSize: 2,
+    mergeSize: 2,
+    minPixels: 3136,
+    maxPixels: 12845056,
+    imageMean: [0.48145466, 0.4578275, 0.40821073],
+    imageStd: [0.26862954, 0.26130258, 0.27577711],
+    rescaleFactor: 1 / 255,
+  });
+  assert.deepEqual(parsePreprocessorConfig({}), DEFAULT_IMAGE_PROCESSOR_CONFIG);
+  const newer = parsePreprocessorConfig({
+    size: { shortest_edge: 65536, longest_edge: 16777216 },
+    patch_size: 16,
+  });
+  assert.deepEqual([newer.minPixels, newer.maxPixels, newer.patchSize], [65536, 16777216, 16]);
+  const older = parsePreprocessorConfig({ size: { min_pixels: 3136, max_pixels: 1003520 } });
+  assert.deepEqual([older.minPixels, older.maxPixels], [3136, 1003520]);
+  // Top-level min_pixels / max_pixels win over size, as in transformers' __init__.
+  const both = parsePreprocessorConfig({
+    min_pixels: 100,
+    max_pixels: 200,
+    size: { shortest_edge: 1, longest_edge: 2 },
+  });
+  assert.deepEqual([both.minPixels, both.maxPixels], [100, 200]);
+  assert.deepEqual(parsePreprocessorConfig({ image_mean: 0.5, image_std: 0.5 }).imageStd, [
+    0.5,
+    0.5,
+    0.5,
+  ]);
+});
+
+Deno.test("parsePreprocessorConfig() names the bad field", () => {
+  const bad: [unknown, RegExp][] = [
+    [[], /JSON object, got an array/],
+    [null, /JSON object/],
+    [{ patch_size: "14" }, /"patch_size" must be an integer/],
+    [{ merge_size: 0 }, /"merge_size"/],
+    [{ temporal_patch_size: 2.5 }, /"temporal_patch_size"/],
+    [{ min_pixels: -1 }, /"min_pixels" must be a non-negative integer/],
+    [{ size: { longest_edge: "big" } }, /"size.longest_edge"/],
+    [{ size: 5 }, /"size" must be an object/],
+    [{ min_pixels: 10, max_pixels: 5 }, /"min_pixels" must not exceed max_pixels/],
+    [{ image_mean: [0.5, 0.5] }, /"image_mean" must be 3 finite numbers/],
+    [{ image_std: [0.5, 0, 0.5] }, /"image_std" must be 3 finite positive numbers/],
+    [{ rescale_factor: 0 }, /"rescale_factor"/],
+    [{ do_resize: false }, /"do_resize" must be true/],
+  ];
+  for (const [json, message] of bad) {
+    assert.throws(
+      () => parsePreprocessorConfig(json),
+      (e) => e instanceof ModelFileError && message.test(e.message),
+      message.source,
+    );
+  }
+});
+
+Deno.test("imageTokenCount() is t·h·w / merge_size² per image", () => {
+  assert.equal(imageTokenCount([1, 4, 4], 2), 4);
+  assert.equal(imageTokenCount([1, 6, 8], 2), 12);
+  assert.equal(imageTokenCount([1, 24, 32], 2), 192);
+  assert.equal(imageTokenCount([2, 6, 6], 3), 8);
+  assert.throws(() => imageTokenCount([1, 3, 4], 2), InvalidInputError);
+});
+
+Deno.test("preprocessImages() refuses unsupported, truncated, empty and oversized images with InvalidInputError", async () => {
+  const config = await fixtureConfig();
+  const [[, png]] = await imageCases();
+  const bad = async (file: string) => await Deno.readFile(new URL(`bad/${file}`, IMAGES));
+  const cases: [Uint8Array, RegExp][] = [
+    [
+      await bad("gif_1x1.gif"),
+      /^Image 1: unsupported image format \(GIF\): pass PNG, JPEG or WebP/,
+    ],
+    [png.subarray(0, png.length / 2), /^Image 1: cannot decode PNG image: .*truncated or corrupt/],
+    [new Uint8Array(), /empty input/],
+    [await bad("png_zero_width.png"), /PNG/],
+    [
+      await bad("png_bomb.png"),
+      new RegExp(`100000x100000 = 10000000000 pixels, more than the limit of ${MAX_IMAGE_PIXELS}`),
+    ],
+    [await bad("jpeg_bomb.jpg"), /JPEG image is 65000x65000/],
+    [await bad("webp_bomb.webp"), /WebP image is 16383x16383/],
+    [
+      await encodePng(300, 1, noise(1, 300, 1)),
+      /aspect ratio is too extreme \(300x1 pixels, ratio 300.0\)/,
+    ],
+  ];
+  for (const [bytes, message] of cases) {
+    await assert.rejects(
+      preprocessImages([png, bytes], config),
+      (e) => e instanceof InvalidInputError && message.test(e.message),
+      message.source,
+    );
+  }
+  await assert.rejects(decodeImage(await bad("gif_1x1.gif")), InvalidInputError);
+  // Not bytes at all.
+  await assert.rejects(
+    preprocessImages(["x" as unknown as Uint8Array], config),
+    /Image 0 must be a Uint8Array/,
+  );
+  await assert.rejects(preprocessImages([png], { ...config, patchSize: 14.5 }), /config.patchSize/);
+  // Ranges the TypeScript types allow but the processor cannot use are the model file's fault.
+  await assert.rejects(preprocessImages([png], { ...config, imageStd: [1, 0, 1] }), ModelFileError);
+});
