@@ -14,6 +14,7 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>QVQ chat</title>
+<link rel="icon" href="data:,">
 <style>
   :root { --bg: #f6f7f9; --panel: #fff; --ink: #1d2430; --muted: #6b7280; --line: #e3e6eb;
           --accent: #4f46e5; --user: #eef0ff; --err: #b91c1c; color-scheme: light dark; }
@@ -82,15 +83,15 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
 <footer>
   <form id="form">
     <div id="attachments"></div>
-    <label class="button" title="Attach an image">📎<input id="file" type="file" accept="image/png,image/jpeg,image/webp" multiple></label>
+    <label class="button" title="Attach an image"><svg viewBox="0 0 24 24" width="20" height="20" fill="none" stroke="currentColor" stroke-width="2" stroke-linejoin="round" aria-hidden="true"><rect x="3" y="4" width="18" height="16" rx="2"/><circle cx="9" cy="10" r="2"/><path d="M21 16l-5-5-9 9"/></svg><input id="file" type="file" accept="image/png,image/jpeg,image/webp" multiple></label>
     <textarea id="prompt" rows="1" placeholder="Message QVQ (Shift+Enter for a new line)"></textarea>
     <button id="send" class="button" type="submit">Send</button>
   </form>
 </footer>
 <script type="module">
 const $ = (id) => document.getElementById(id);
-const history = [];          // OpenAI messages sent so far
-let attached = [];           // data: URLs waiting for the next message
+const history = [];          // OpenAI messages of the conversation so far
+let attached = [];           // data: URLs going with the next message
 let model = null;
 let running = null;          // AbortController of the answer being streamed
 
@@ -104,12 +105,17 @@ function headers() {
   return h;
 }
 
+// The server's error message, or the HTTP status.
+async function failure(response) {
+  const body = await response.json().catch(() => ({}));
+  return new Error(body.error ? body.error.message : "HTTP " + response.status);
+}
+
 async function loadModel() {
   try {
     const response = await fetch("v1/models", { headers: headers() });
-    const body = await response.json();
-    if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
-    model = body.data[0].id;
+    if (!response.ok) throw await failure(response);
+    model = (await response.json()).data[0].id;
     $("model").textContent = model;
   } catch (error) {
     $("model").textContent = "no model: " + error.message;
@@ -136,8 +142,7 @@ function addMessage(role, text, images) {
 }
 
 function showAttachments() {
-  const box = $("attachments");
-  box.replaceChildren(...attached.map((url, i) => {
+  $("attachments").replaceChildren(...attached.map((url, i) => {
     const thumb = document.createElement("div");
     thumb.className = "thumb";
     const img = document.createElement("img");
@@ -172,7 +177,7 @@ prompt.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("form").requestSubmit(); }
 });
 
-// Yields the JSON payload of each "data:" event until "[DONE]".
+// Yields the JSON payload of each SSE "data:" event until "[DONE]"; comments (keep-alives) are skipped.
 async function* events(response) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
@@ -185,7 +190,7 @@ async function* events(response) {
       const block = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
       const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
-      if (!data) continue;                 // a keep-alive comment
+      if (!data) continue;
       if (data === "[DONE]") return;
       yield JSON.parse(data);
     }
@@ -198,215 +203,42 @@ function setRunning(controller) {
   $("send").classList.toggle("stop", !!controller);
 }
 
-$("form").addEventListener("submit", async (e) => {
-  e.preventDefault();
-  if (running) { running.abort(); return; }
-  const text = prompt.value.trim();
-  if (!text && attached.length === 0) return;
-  if (!model) await loadModel();
-  const images = attached;
-  const content = [...images.map((url) => ({ type: "image_url", image_url: { url } }))];
-  if (text) content.push({ type: "text", text });
-  history.push({ role: "user", content });
-  addMessage("user", text, images);
-  attached = [];
-  showAttachments();
-  prompt.value = "";
-  prompt.style.height = "auto";
-
-  const div = addMessage("assistant", "");
-  div.classList.add("streaming");
+// Streams the answer to the conversation into div; returns the text written.
+async function answer(div, signal) {
   const out = div.querySelector(".text");
-  const controller = new AbortController();
-  setRunning(controller);
-  let answer = "";
+  let text = "", usage = null, timings = null, reason = null;
   try {
     const response = await fetch("v1/chat/completions", {
       method: "POST",
       headers: headers(),
-      signal: controller.signal,
+      signal,
       body: JSON.stringify({
         model, messages: history, stream: true, stream_options: { include_usage: true },
         max_tokens: Number($("max-tokens").value) || undefined,
         temperature: Number($("temperature").value),
       }),
     });
-    if (!response.ok) {
-      const body = await response.json().catch(() => ({}));
-      throw new Error(body.error ? body.error.message : "HTTP " + response.status);
-    }
-    let usage = null, timings = null, reason = null;
+    if (!response.ok) throw await failure(response);
     for await (const chunk of events(response)) {
       if (chunk.error) throw new Error(chunk.error.message);
       const choice = chunk.choices[0];
       if (choice && choice.delta.content) {
-        answer += choice.delta.content;
-        out.textContent = answer;
+        text += choice.delta.content;
+        out.textContent = text;
         div.scrollIntoView({ block: "end" });
       }
       if (choice && choice.finish_reason) reason = choice.native_finish_reason || choice.finish_reason;
       if (chunk.timings) timings = chunk.timings;
       if (chunk.usage) usage = chunk.usage;
     }
-    const stats = document.createElement("div");
-    stats.className = "stats";
     const parts = [];
     if (usage) parts.push(usage.completion_tokens + " tokens");
     if (timings) parts.push(timings.tokens_per_second.toFixed(1) + " tokens/s");
     if (reason && reason !== "stop") parts.push("ended: " + reason);
-    stats.textContent = parts.join(" · ");
-    div.append(stats);
-  } catch (error) {
-    $("model").textContent = "no model: " + error.message;
-  }
-}
-
-function addMessage(role, text, images) {
-  const empty = document.querySelector(".empty");
-  if (empty) empty.remove();
-  const div = document.createElement("div");
-  div.className = "msg " + role;
-  for (const url of images || []) {
-    const img = document.createElement("img");
-    img.src = url;
-    div.append(img);
-  }
-  const body = document.createElement("div");
-  body.className = "text";
-  body.textContent = text;
-  div.append(body);
-  $("messages").append(div);
-  div.scrollIntoView({ block: "end" });
-  return div;
-}
-
-function showAttachments() {
-  const box = $("attachments");
-  box.replaceChildren(...attached.map((url, i) => {
-    const thumb = document.createElement("div");
-    thumb.className = "thumb";
-    const img = document.createElement("img");
-    img.src = url;
-    const remove = document.createElement("button");
-    remove.type = "button";
-    remove.textContent = "×";
-    remove.title = "Remove";
-    remove.onclick = () => { attached.splice(i, 1); showAttachments(); };
-    thumb.append(img, remove);
-    return thumb;
-  }));
-}
-
-function attach(files) {
-  for (const file of files) {
-    if (!file.type.startsWith("image/")) continue;
-    const reader = new FileReader();
-    reader.onload = () => { attached.push(reader.result); showAttachments(); };
-    reader.readAsDataURL(file);
-  }
-}
-
-$("file").addEventListener("change", (e) => { attach(e.target.files); e.target.value = ""; });
-document.addEventListener("paste", (e) => attach(e.clipboardData ? e.clipboardData.files : []));
-document.addEventListener("dragover", (e) => e.preventDefault());
-document.addEventListener("drop", (e) => { e.preventDefault(); attach(e.dataTransfer.files); });
-
-const prompt = $("prompt");
-prompt.addEventListener("input", () => { prompt.style.height = "auto"; prompt.style.height = prompt.scrollHeight + "px"; });
-prompt.addEventListener("keydown", (e) => {
-  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("form").requestSubmit(); }
-});
-
-// Yields the JSON payload of each "data:" event until "[DONE]".
-async function* events(response) {
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value.replace(/\r\n/g, "\n");
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
-      if (!data) continue;                 // a keep-alive comment
-      if (data === "[DONE]") return;
-      yield JSON.parse(data);
-    }
-  }
-}
-
-function setRunning(controller) {
-  running = controller;
-  $("send").textContent = controller ? "Stop" : "Send";
-  $("send").classList.toggle("stop", !!controller);
-}
-
-$("form").addEventListener("submit", async (e) => {
-  e.preventDefault();
-  if (running) { running.abort(); return; }
-  const text = prompt.value.trim();
-  if (!text && attached.length === 0) return;
-  if (!model) await loadModel();
-  const images = attached;
-  const content = [...images.map((url) => ({ type: "image_url", image_url: { url } }))];
-  if (text) content.push({ type: "text", text });
-  history.push({ role: "user", content });
-  addMessage("user", text, images);
-  attached = [];
-  showAttachments();
-  prompt.value = "";
-  prompt.style.height = "auto";
-
-  const div = addMessage("assistant", "");
-  div.classList.add("streaming");
-  const out = div.querySelector(".text");
-  const controller = new AbortController();
-  setRunning(controller);
-  let answer = "";
-  try {
-    const response = await fetch("v1/chat/completions", {
-      method: "POST",
-      headers: headers(),
-      signal: controller.signal,
-      body: JSON.stringify({
-        model, messages: history, stream: true, stream_options: { include_usage: true },
-        max_tokens: Number($("max-tokens").value) || undefined,
-        temperature: Number($("temperature").value),
-      }),
-    });
-    if (!response.ok) {
-      const body = await response.json().catch(() => ({}));
-      throw new Error(body.error ? body.error.message : "HTTP " + response.status);
-    }
     const stats = document.createElement("div");
     stats.className = "stats";
-    for await (const chunk of events(response)) {
-      if (chunk.error) throw new Error(chunk.error.message);
-      const choice = chunk.choices[0];
-      if (choice && choice.delta.content) {
-        answer += choice.delta.content;
-        out.textContent = answer;
-        div.scrollIntoView({ block: "end" });
-      }
-      if (chunk.usage) {
-        const t = chunk.timings ? " · " + chunk.timings.tokens_per_second.toFixed(1) + " tokens/s" : "";
-        stats.textContent = chunk.usage.completion_tokens + " tokens" + t;
-        div.append(stats);
-      }
-      if (choice && choice.finish_reason) {
-        if (chunk.timings) stats.dataset.speed = chunk.timings.tokens_per_second;
-        if (choice.native_finish_reason && choice.native_finish_reason !== "stop") {
-          stats.dataset.reason = choice.native_finish_reason;
-        }
-      }
-    }
-    if (stats.dataset.speed && !stats.isConnected) {
-      stats.textContent = Number(stats.dataset.speed).toFixed(1) + " tokens/s";
-      div.append(stats);
-    }
-    if (stats.dataset.reason) stats.textContent += " · ended: " + stats.dataset.reason;
+    stats.textContent = parts.join(" · ");
+    div.append(stats);
   } catch (error) {
     if (error.name !== "AbortError") {
       const p = document.createElement("div");
@@ -414,12 +246,34 @@ $("form").addEventListener("submit", async (e) => {
       p.textContent = error.message;
       div.append(p);
     }
-  } finally {
-    div.classList.remove("streaming");
-    history.push({ role: "assistant", content: answer });
-    setRunning(null);
-    prompt.focus();
   }
+  return text;
+}
+
+$("form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  if (running) { running.abort(); return; }
+  const text = prompt.value.trim();
+  if (!text && attached.length === 0) return;
+  if (!model) await loadModel();
+  const content = attached.map((url) => ({ type: "image_url", image_url: { url } }));
+  if (text) content.push({ type: "text", text });
+  history.push({ role: "user", content });
+  addMessage("user", text, attached);
+  attached = [];
+  showAttachments();
+  prompt.value = "";
+  prompt.style.height = "auto";
+
+  const div = addMessage("assistant", "");
+  div.classList.add("streaming");
+  const controller = new AbortController();
+  setRunning(controller);
+  const reply = await answer(div, controller.signal);
+  div.classList.remove("streaming");
+  history.push({ role: "assistant", content: reply });
+  setRunning(null);
+  prompt.focus();
 });
 
 loadModel();

@@ -95,6 +95,18 @@ function sameKey(given: string, expected: string): boolean {
   return diff === 0;
 }
 
+/**
+ * Aborts `abort` when the client's request signal does, until the returned function is called.
+ * Detach once the response is complete: Deno also aborts a request's signal after a successful
+ * response (its legacy behaviour), which is not a disconnect.
+ */
+function follow(clientSignal: AbortSignal, abort: AbortController): () => void {
+  const onGone = () => abort.abort(clientSignal.reason);
+  if (clientSignal.aborted) onGone();
+  else clientSignal.addEventListener("abort", onGone, { once: true });
+  return () => clientSignal.removeEventListener("abort", onGone);
+}
+
 /** Runs `work` when the ticket's turn comes, and always gives the turn back. */
 async function inTurn<T>(ticket: Ticket, work: () => Promise<T>): Promise<T> {
   try {
@@ -233,28 +245,28 @@ export function createApp(
       if (request.model !== e.modelId) throw modelNotFound(request.model, e);
       // One signal for everything this request starts: aborted when its client disconnects.
       const abort = new AbortController();
-      const clientSignal = c.req.raw.signal;
-      const onGone = () => abort.abort(clientSignal.reason);
-      if (clientSignal.aborted) onGone();
-      else clientSignal.addEventListener("abort", onGone, { once: true });
-
-      // Images are fetched before queueing: a bad image is a 400, not a stream that fails.
-      const messages = await loadMessages(request.messages, policy, abort.signal);
-      const ticket = queue.enter(abort.signal);
-      if (!ticket) {
-        throw new HttpError(
-          503,
-          `The server is busy: ${queue.waiting} requests are already waiting for the model. ` +
-            `Retry in ${settings.retryAfterSeconds} s.`,
-          "server_error",
-          null,
-          "queue_full",
-          { "retry-after": String(settings.retryAfterSeconds) },
-        );
-      }
-      const options: GenerateOptions = { ...request.options, signal: abort.signal };
-      if (request.stream) return streamCompletion(e, messages, options, request, ticket, abort);
+      const detach = follow(c.req.raw.signal, abort);
+      let streaming = false;
       try {
+        // Images are fetched before queueing: a bad image is a 400, not a stream that fails.
+        const messages = await loadMessages(request.messages, policy, abort.signal);
+        const ticket = queue.enter(abort.signal);
+        if (!ticket) {
+          throw new HttpError(
+            503,
+            `The server is busy: ${queue.waiting} requests are already waiting for the model. ` +
+              `Retry in ${settings.retryAfterSeconds} s.`,
+            "server_error",
+            null,
+            "queue_full",
+            { "retry-after": String(settings.retryAfterSeconds) },
+          );
+        }
+        const options: GenerateOptions = { ...request.options, signal: abort.signal };
+        if (request.stream) {
+          streaming = true;
+          return streamCompletion(e, messages, options, request, ticket, abort, detach);
+        }
         const result = await inTurn(ticket, async () => {
           for await (const event of e.generate(messages, options)) {
             if (event.type === "done") return event.result;
@@ -265,6 +277,8 @@ export function createApp(
       } catch (error) {
         if (abort.signal.aborted) return new Response(null, { status: CLIENT_CLOSED });
         throw error;
+      } finally {
+        if (!streaming) detach();
       }
     },
   );
@@ -276,6 +290,7 @@ export function createApp(
     request: ChatRequest,
     ticket: Ticket,
     abort: AbortController,
+    detach: () => void,
   ): Response {
     const header = completionHeader(e.modelId);
     const usage = { include: request.includeUsage };
@@ -302,6 +317,8 @@ export function createApp(
         if (http.status === 500) console.error("qvq server:", error);
         // OpenAI's clients raise an APIError for a data event carrying `error`.
         send(http.toJSON());
+      } finally {
+        detach();
       }
     }, { keepAliveMs: settings.keepAliveMs, controller: abort });
   }
