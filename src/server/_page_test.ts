@@ -1,0 +1,15 @@
+import assert from "node:assert/strict";
+import { PAGE_HTML } from "./_page.ts";
+
+Deno.test("PAGE_HTML is one self-contained document whose script compiles", () => {
+  assert.match(PAGE_HTML, /^<!doctype html>/);
+  // No external assets: the page must work offline and from any mount point.
+  assert.doesNotMatch(PAGE_HTML, /(src|href)="(https?:)?\/\//);
+  const scripts = [...PAGE_HTML.matchAll(/<script type="module">([\s\S]*?)<\/script>/g)];
+  assert.equal(scripts.length, 1);
+  // Compiling (not running) the script catches syntax errors without a browser.
+  assert.doesNotThrow(() => new Function(scripts[0][1]));
+  // Relative API paths, so the page also works when the app is mounted under a prefix.
+  assert.match(scripts[0][1], /fetch\("v1\/chat\/completions"/);
+  assert.match(scripts[0][1], /fetch\("v1\/models"/);
+});
