@@ -238,6 +238,24 @@ mod tests {
     }
 
     #[test]
+    fn resize_bicubic_handles_every_small_size_pair() {
+        // Shapes and flatness from every 1..=12 x 1..=12 input to small and upscaled outputs, so
+        // no tap window can reach outside the image at any scale.
+        let outs = [1, 2, 5, 12, 28];
+        for (iw, ih) in (1..=12).flat_map(|w| (1..=12).map(move |h| (w, h))) {
+            let img = RgbImage::new(iw, ih, [7u8, 128, 250].repeat(iw * ih));
+            for (ow, oh) in outs.iter().flat_map(|&w| outs.iter().map(move |&h| (w, h))) {
+                for backend in [Backend::Torchvision, Backend::Pillow] {
+                    let out = resize_bicubic(&img, ow, oh, backend);
+                    assert_eq!((out.width, out.height), (ow, oh));
+                    let flat = out.data.chunks_exact(3).all(|p| p == [7, 128, 250]);
+                    assert!(flat, "{iw}x{ih} → {ow}x{oh} {backend:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn resize_bicubic_keeps_a_flat_image_flat() {
         let img = RgbImage::new(9, 5, [10u8, 200, 255].repeat(45));
         for backend in [Backend::Torchvision, Backend::Pillow] {
