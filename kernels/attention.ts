@@ -24,13 +24,13 @@ const Params = defineParams({
   v_off: "u32",
   offset: "u32",
   n_cu: "u32",
-  nchunks: "u32",
+  nsplit: "u32",
   scale: "f32",
 });
 
 /** Queries per prefill workgroup and keys per tile (kernels/attention.wgsl BQ, BK). */
 const BQ = 32, BK = 16;
-/** Keys per decode chunk and decode workgroup size (CHUNK). */
+/** Keys per decode step of a workgroup, and its size (CHUNK). */
 const CHUNK = 128;
 
 /**
@@ -72,7 +72,9 @@ function resolve(what: string, s: AttentionHeads, q: HeadRows, k: HeadRows, v: H
     throw new InvalidInputError(`${what}: head_dim ${headDim} must be a multiple of 16 up to 512`);
   }
   if (!(kvHeads > 0 && heads % kvHeads === 0)) {
-    throw new InvalidInputError(`${what}: ${heads} query heads are not a multiple of ${kvHeads} KV heads`);
+    throw new InvalidInputError(
+      `${what}: ${heads} query heads are not a multiple of ${kvHeads} KV heads`,
+    );
   }
   const rows = (r: HeadRows, n: number, name: string): [number, number] => {
     const stride = r.stride ?? n * headDim, offset = r.offset ?? 0;
@@ -95,7 +97,10 @@ function resolve(what: string, s: AttentionHeads, q: HeadRows, k: HeadRows, v: H
   };
 }
 
-function pack(r: Resolved, x: { seq: number; offset?: number; nCu?: number; nchunks?: number }): ArrayBuffer {
+function pack(
+  r: Resolved,
+  x: { seq: number; offset?: number; nCu?: number; nsplit?: number },
+): ArrayBuffer {
   return Params.pack({
     seq: x.seq,
     heads: r.heads,
@@ -108,7 +113,7 @@ function pack(r: Resolved, x: { seq: number; offset?: number; nCu?: number; nchu
     v_off: r.v[1],
     offset: x.offset ?? 0,
     n_cu: x.nCu ?? 0,
-    nchunks: x.nchunks ?? 0,
+    nsplit: x.nsplit ?? 0,
     scale: 1 / Math.sqrt(r.headDim),
   });
 }
@@ -116,7 +121,9 @@ function pack(r: Resolved, x: { seq: number; offset?: number; nCu?: number; nchu
 function checkWorkgroupMemory(gpu: Gpu, what: string, bytes: number): void {
   const max = gpu.limits.maxComputeWorkgroupStorageSize;
   if (bytes > max) {
-    throw new InvalidInputError(`${what}: needs ${bytes} bytes of workgroup memory, this adapter has ${max}`);
+    throw new InvalidInputError(
+      `${what}: needs ${bytes} bytes of workgroup memory, this adapter has ${max}`,
+    );
   }
 }
 
@@ -125,7 +132,9 @@ function prefillVariant(gpu: Gpu, what: string, headDim: number, vision: boolean
   return variant(gpu, {
     family: "attention",
     entry: "prefill",
-    bindings: vision ? ["read", "read", "read", "read_write", "read"] : ["read", "read", "read", "read_write"],
+    bindings: vision
+      ? ["read", "read", "read", "read_write", "read"]
+      : ["read", "read", "read", "read_write"],
     params: Params,
     defines: { HD: headDim, VISION: vision },
   });
@@ -157,10 +166,16 @@ export function causalAttention(
 ): Dispatch {
   const r = resolve("causalAttention", s, q, k, v);
   const vt = prefillVariant(gpu, "causalAttention", s.headDim, false);
-  return new Dispatch(gpu, vt, [q.buffer, k.buffer, v.buffer, out], pack(r, { seq: s.seq, offset: s.offset }), [
-    ceilDiv(s.seq, BQ),
-    s.heads,
-  ]);
+  return new Dispatch(
+    gpu,
+    vt,
+    [q.buffer, k.buffer, v.buffer, out],
+    pack(r, { seq: s.seq, offset: s.offset }),
+    [
+      ceilDiv(s.seq, BQ),
+      s.heads,
+    ],
+  );
 }
 
 /** Shape of a vision attention call. */
@@ -191,41 +206,66 @@ export function visionAttention(
   cu: BufferArg,
   s: VisionAttentionShape,
 ): Dispatch {
-  if (!(s.nCu >= 2)) throw new InvalidInputError(`visionAttention: cu_seqlens needs ≥ 2 entries, got ${s.nCu}`);
+  if (!(s.nCu >= 2)) {
+    throw new InvalidInputError(`visionAttention: cu_seqlens needs ≥ 2 entries, got ${s.nCu}`);
+  }
   const r = resolve("visionAttention", s, q, k, v);
   const vt = prefillVariant(gpu, "visionAttention", s.headDim, true);
-  return new Dispatch(gpu, vt, [q.buffer, k.buffer, v.buffer, out, cu], pack(r, { seq: s.seq, nCu: s.nCu }), [
-    ceilDiv(s.seq, BQ),
-    s.heads,
-  ]);
+  return new Dispatch(
+    gpu,
+    vt,
+    [q.buffer, k.buffer, v.buffer, out, cu],
+    pack(r, { seq: s.seq, nCu: s.nCu }),
+    [
+      ceilDiv(s.seq, BQ),
+      s.heads,
+    ],
+  );
 }
 
 /** Shape of a decode attention call. */
 export interface DecodeAttentionShape extends AttentionHeads {
   /** Rows of the KV cache (the most keys a step can attend to). */
   maxTokens: number;
+  /**
+   * Most workgroups sharing one head's keys (flash-decoding splits). Default: enough that about
+   * 512 workgroups cover a full cache; a short context uses one split per 128 keys.
+   */
+  splits?: number;
+}
+
+function splitsOf(s: DecodeAttentionShape): number {
+  const want = s.splits ?? Math.max(16, Math.ceil(512 / (s.kvHeads ?? s.heads)));
+  return Math.max(1, Math.min(want, ceilDiv(s.maxTokens, CHUNK)));
+}
+
+/** Key groups of the weighted sum of V in a decode workgroup (DG in the shader). */
+function keyGroups(headDim: number): number {
+  return Math.floor(CHUNK / (headDim / 4));
 }
 
 /** Byte size of the scratch buffer {@link decodeAttention} needs (one may serve every layer). */
 export function decodeAttentionScratchBytes(s: DecodeAttentionShape): number {
-  return s.heads * ceilDiv(s.maxTokens, CHUNK) * (s.headDim + 4) * 4;
+  return s.heads * splitsOf(s) * (keyGroups(s.headDim) * s.headDim + 4) * 4;
 }
 
 /** Query heads per decode workgroup: the largest divisor of the GQA group that fits in memory. */
 function decodeGroup(gpu: Gpu, group: number, headDim: number): number {
-  const hd4 = headDim / 4, dg = Math.floor(CHUNK / hd4);
-  const bytes = (g: number) => g * (headDim * 4 + 2 * CHUNK * 4 + dg * headDim * 4);
+  const bytes = (g: number) => g * (headDim * 4 + 2 * CHUNK * 4);
   for (let g = group; g >= 1; g--) {
     if (group % g === 0 && bytes(g) <= gpu.limits.maxComputeWorkgroupStorageSize) return g;
   }
-  throw new InvalidInputError(`decodeAttention: head_dim ${headDim} needs more workgroup memory than the adapter has`);
+  throw new InvalidInputError(
+    `decodeAttention: head_dim ${headDim} needs more workgroup memory than the adapter has`,
+  );
 }
 
 /**
  * Decode attention: the single query (this step's token, its K/V already written at cache row
- * state.cache_len) attends to cache rows 0..state.cache_len. Two dispatches: per-chunk partial
- * softmax sums over CHUNK keys, then a per-head merge. The grid covers maxTokens; chunks past the
- * context exit at once, so the same Dispatches serve every step.
+ * state.cache_len) attends to cache rows 0..state.cache_len. Two dispatches (flash-decoding): the
+ * keys are split over several workgroups per head, each writing partial softmax sums, then a
+ * per-head merge. The split size follows the context length read from the state, so the same
+ * Dispatches serve every step.
  * @param out (1, heads · headDim) f32
  * @param q (1, ·) this step's queries after rope
  * @param k (maxTokens, ·) the layer's K cache
@@ -245,7 +285,7 @@ export function decodeAttention(
 ): Dispatch[] {
   const r = resolve("decodeAttention", s, q, k, v);
   const group = decodeGroup(gpu, r.group, s.headDim);
-  const nchunks = ceilDiv(s.maxTokens, CHUNK);
+  const nsplit = splitsOf(s);
   const defines = { HD: s.headDim, GROUP: group, DECODE: true };
   const part = variant(gpu, {
     family: "attention",
@@ -261,9 +301,12 @@ export function decodeAttention(
     params: Params,
     defines,
   });
-  const params = pack(r, { seq: 1, nchunks });
+  const params = pack(r, { seq: 1, nsplit });
   return [
-    new Dispatch(gpu, part, [q.buffer, k.buffer, v.buffer, state, scratch], params, [nchunks, s.heads / group]),
+    new Dispatch(gpu, part, [q.buffer, k.buffer, v.buffer, state, scratch], params, [
+      nsplit,
+      s.heads / group,
+    ]),
     new Dispatch(gpu, combine, [scratch, state, out], params, [s.heads]),
   ];
 }

@@ -9,10 +9,10 @@
 //                     sees keys 0..offset+i) or, #if VISION, block-diagonal by cu_seqlens (query i
 //                     in block b sees keys cu[b]..cu[b+1]-1: each image frame attends to itself).
 //   decode_part     — #if DECODE: one query per head against cache rows 0..state.cache_len, split
-//                     into CHUNK-key chunks; one workgroup per (block of GROUP query heads sharing
-//                     one KV head, chunk), so each K/V row is read once per block. Writes per-chunk
+//                     into nsplit ranges; one workgroup per (block of GROUP query heads sharing
+//                     one KV head, split), so each K/V row is read once per block. Writes per-split
 //                     partial results.
-//   decode_combine  — #if DECODE: merges the chunks of each head (log-sum-exp rescaling).
+//   decode_combine  — #if DECODE: merges the splits of each head (log-sum-exp rescaling).
 
 #if DECODE
 // Layout: kernels/state.wgsl.
@@ -138,17 +138,21 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 
 #if DECODE
 // ---------------------------------------------------------------------------------------------
-const CHUNK: u32 = 128u;    // keys per workgroup; also the workgroup size (one key per thread)
+// Flash-decoding: the keys 0..n-1 (n = cache_len + 1) are cut into p.nsplit splits of `len` keys
+// (a multiple of CHUNK, so short contexts use few splits); each workgroup walks its split CHUNK
+// keys at a time with an online softmax and writes unnormalised partials, which decode_combine
+// merges. Workgroup memory stays small: WebGPU zero-fills it for every workgroup, idle ones too.
+const CHUNK: u32 = 128u;        // keys per step; also the workgroup size (one key per thread)
 const WG: u32 = CHUNK;
 const GROUP: u32 = {{GROUP}}u;  // query heads per workgroup, all on one KV head
-const DG: u32 = WG / HD4;   // key groups in the weighted sum of V (threads = DG · HD4 ≤ WG)
+const DG: u32 = WG / HD4;       // key groups in Σ p·v (threads = DG · HD4 ≤ WG)
 
 #if PART
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;          // (1, q_stride) f32
 @group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;          // (max_tokens, k_stride) f32
 @group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;          // (max_tokens, v_stride) f32
 @group(0) @binding(3) var<storage, read> state: DecodeState;
-@group(0) @binding(4) var<storage, read_write> part: array<vec4<f32>>; // see scratch layout below
+@group(0) @binding(4) var<storage, read_write> part: array<vec4<f32>>; // scratch, layout below
 #else
 @group(0) @binding(0) var<storage, read> part: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> state: DecodeState;
@@ -156,19 +160,25 @@ const DG: u32 = WG / HD4;   // key groups in the weighted sum of V (threads = DG
 #endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
-// Scratch, in vec4 units: acc (heads, nchunks, HD4) unnormalised Σ p·v of each chunk, then stats
-// (heads, nchunks) as vec4(m, l, 0, 0): the chunk's max score and Σ exp(s - m).
-fn stats_at(h: u32, c: u32) -> u32 { return p.heads * p.nchunks * HD4 + h * p.nchunks + c; }
+// Scratch, in vec4 units: acc (heads, nsplit, DG, HD4) unnormalised Σ p·v of each split and key
+// group, then stats (heads, nsplit) as vec4(m, l, 0, 0): the split's max score and Σ exp(s − m).
+fn acc_at(h: u32, sp: u32, g: u32) -> u32 { return ((h * p.nsplit + sp) * DG + g) * HD4; }
+fn stats_at(h: u32, sp: u32) -> u32 { return p.heads * p.nsplit * DG * HD4 + h * p.nsplit + sp; }
+// Keys per split for a context of n keys: the same in both entries.
+fn split_len(n: u32) -> u32 {
+  let per = (n + p.nsplit - 1u) / p.nsplit;
+  return (per + CHUNK - 1u) / CHUNK * CHUNK;
+}
 
 #if PART
 var<workgroup> qs: array<vec4<f32>, GROUP * HD4>;    // (GROUP, HD) scaled queries
-var<workgroup> ss: array<f32, GROUP * CHUNK>;        // (GROUP, CHUNK) scores, then probabilities
+var<workgroup> ps: array<f32, GROUP * CHUNK>;        // (GROUP, CHUNK) probabilities of this step
 var<workgroup> red: array<f32, GROUP * WG>;          // (GROUP, WG) reduction scratch
-var<workgroup> sums: array<vec4<f32>, DG * GROUP * HD4>; // (DG, GROUP, HD) partial Σ p·v
 
-// Tree reduction of red[r][*] for every r at once (max or sum); leaves results in red[r][0].
+// Tree reduction of red[r][*] for every r at once; results in red[r][0].
 fn reduce_rows(lid: u32, is_max: bool) {
   for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    workgroupBarrier();
     if (lid < s) {
       for (var r = 0u; r < GROUP; r++) {
         let a = red[r * WG + lid];
@@ -176,74 +186,77 @@ fn reduce_rows(lid: u32, is_max: bool) {
         red[r * WG + lid] = select(a + b, max(a, b), is_max);
       }
     }
-    workgroupBarrier();
   }
+  workgroupBarrier();
 }
 
 @compute @workgroup_size(WG)
 fn decode_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let c = wid.x;
+  let split = wid.x;
   let h0 = wid.y * GROUP;     // first query head of the block
   let kvh = h0 / p.group;
   let n = state.cache_len + 1u;
-  let start = c * CHUNK;
-  if (start >= n) { return; }   // chunk past the context: the combine step does not read it
+  let len = split_len(n);
+  let start = split * len;
+  if (start >= n) { return; }   // split past the context: decode_combine does not read it
+  let end = min(n, start + len);
 
   for (var idx = lid; idx < GROUP * HD4; idx += WG) {
-    let hh = h0 + idx / HD4;
-    qs[idx] = q[p.q_off + hh * HD4 + idx % HD4] * p.scale;
+    qs[idx] = q[p.q_off + (h0 + idx / HD4) * HD4 + idx % HD4] * p.scale;
   }
   workgroupBarrier();
 
-  // Scores: thread lid takes key start + lid for all GROUP heads, reading its K row once.
-  let key = start + lid;
-  var s: array<f32, GROUP>;
-  for (var r = 0u; r < GROUP; r++) { s[r] = NEG; }
-  if (key < n) {
-    for (var r = 0u; r < GROUP; r++) { s[r] = 0.0; }
-    let kbase = key * p.k_stride + p.k_off + kvh * HD4;
-    for (var d = 0u; d < HD4; d++) {
-      let kv = k[kbase + d];
-      for (var r = 0u; r < GROUP; r++) { s[r] += dot(qs[r * HD4 + d], kv); }
-    }
-  }
-  for (var r = 0u; r < GROUP; r++) { red[r * WG + lid] = s[r]; }
-  workgroupBarrier();
-  reduce_rows(lid, true);
-  var mx: array<f32, GROUP>;
-  for (var r = 0u; r < GROUP; r++) { mx[r] = red[r * WG]; }
-  workgroupBarrier();
-  for (var r = 0u; r < GROUP; r++) {
-    var pr = 0.0;
-    if (key < n) { pr = exp(s[r] - mx[r]); }
-    ss[r * CHUNK + lid] = pr;
-    red[r * WG + lid] = pr;
-  }
-  workgroupBarrier();
-  reduce_rows(lid, false);
-
-  // Σ p·v: thread (g, d) sums keys g, g + DG, ... of column d for all heads, each V row read once.
-  let g = lid / HD4;
+  let g = lid / HD4;          // Σ p·v: thread (g, d) sums keys g, g + DG, ... of column d
   let d = lid % HD4;
-  if (g < DG) {
-    var acc: array<vec4<f32>, GROUP>;
-    for (var r = 0u; r < GROUP; r++) { acc[r] = vec4<f32>(0.0); }
-    let kend = min(CHUNK, n - start);
-    for (var j = g; j < kend; j += DG) {
-      let vv = v[(start + j) * p.v_stride + p.v_off + kvh * HD4 + d];
-      for (var r = 0u; r < GROUP; r++) { acc[r] += ss[r * CHUNK + j] * vv; }
+  var m: array<f32, GROUP>;   // running max per head (the same in every thread)
+  var l: array<f32, GROUP>;   // this thread's share of Σ exp(s − m)
+  var acc: array<vec4<f32>, GROUP>;
+  for (var r = 0u; r < GROUP; r++) { m[r] = NEG; l[r] = 0.0; acc[r] = vec4<f32>(0.0); }
+
+  for (var c0 = start; c0 < end; c0 += CHUNK) {
+    // Scores of key c0 + lid for all GROUP heads, its K row read once.
+    let key = c0 + lid;
+    var s: array<f32, GROUP>;
+    for (var r = 0u; r < GROUP; r++) { s[r] = NEG; }
+    if (key < end) {
+      for (var r = 0u; r < GROUP; r++) { s[r] = 0.0; }
+      let kbase = key * p.k_stride + p.k_off + kvh * HD4;
+      for (var dd = 0u; dd < HD4; dd++) {
+        let kv = k[kbase + dd];
+        for (var r = 0u; r < GROUP; r++) { s[r] += dot(qs[r * HD4 + dd], kv); }
+      }
     }
-    for (var r = 0u; r < GROUP; r++) { sums[(g * GROUP + r) * HD4 + d] = acc[r]; }
+    for (var r = 0u; r < GROUP; r++) { red[r * WG + lid] = s[r]; }
+    reduce_rows(lid, true);
+    var alpha: array<f32, GROUP>;
+    for (var r = 0u; r < GROUP; r++) {
+      let mx = max(m[r], red[r * WG]);
+      alpha[r] = exp(m[r] - mx);
+      m[r] = mx;
+      var pr = 0.0;
+      if (key < end) { pr = exp(s[r] - mx); }
+      ps[r * CHUNK + lid] = pr;
+      l[r] = l[r] * alpha[r] + pr;
+    }
+    workgroupBarrier();
+    if (g < DG) {
+      for (var r = 0u; r < GROUP; r++) { acc[r] *= alpha[r]; }
+      let kend = min(CHUNK, end - c0);
+      for (var j = g; j < kend; j += DG) {
+        let vv = v[(c0 + j) * p.v_stride + p.v_off + kvh * HD4 + d];
+        for (var r = 0u; r < GROUP; r++) { acc[r] += ps[r * CHUNK + j] * vv; }
+      }
+    }
+    workgroupBarrier();   // ps and red are rewritten by the next step
   }
-  workgroupBarrier();
-  for (var idx = lid; idx < GROUP * HD4; idx += WG) {
-    var tot = vec4<f32>(0.0);
-    for (var gg = 0u; gg < DG; gg++) { tot += sums[gg * GROUP * HD4 + idx]; }
-    let hh = h0 + idx / HD4;
-    part[(hh * p.nchunks + c) * HD4 + idx % HD4] = tot;
+
+  if (g < DG) {
+    for (var r = 0u; r < GROUP; r++) { part[acc_at(h0 + r, split, g) + d] = acc[r]; }
   }
+  for (var r = 0u; r < GROUP; r++) { red[r * WG + lid] = l[r]; }
+  reduce_rows(lid, false);
   if (lid < GROUP) {
-    part[stats_at(h0 + lid, c)] = vec4<f32>(mx[lid], red[lid * WG], 0.0, 0.0);
+    part[stats_at(h0 + lid, split)] = vec4<f32>(m[lid], red[lid * WG], 0.0, 0.0);
   }
 }
 #else
@@ -251,20 +264,23 @@ fn decode_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 fn decode_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let h = wid.x;
   let n = state.cache_len + 1u;
-  let nc = min((n + CHUNK - 1u) / CHUNK, p.nchunks);
+  let len = split_len(n);
+  let ns = min((n + len - 1u) / len, p.nsplit);
   var big = NEG;
-  for (var c = 0u; c < nc; c++) { big = max(big, part[stats_at(h, c)].x); }
+  for (var sp = 0u; sp < ns; sp++) { big = max(big, part[stats_at(h, sp)].x); }
   var l = 0.0;
-  for (var c = 0u; c < nc; c++) {
-    let st = part[stats_at(h, c)];
+  for (var sp = 0u; sp < ns; sp++) {
+    let st = part[stats_at(h, sp)];
     l += st.y * exp(st.x - big);
   }
-  for (var d = lid; d < HD4; d += 64u) {
+  for (var dd = lid; dd < HD4; dd += 64u) {
     var acc = vec4<f32>(0.0);
-    for (var c = 0u; c < nc; c++) {
-      acc += part[(h * p.nchunks + c) * HD4 + d] * exp(part[stats_at(h, c)].x - big);
+    for (var sp = 0u; sp < ns; sp++) {
+      var a = vec4<f32>(0.0);
+      for (var g = 0u; g < DG; g++) { a += part[acc_at(h, sp, g) + dd]; }
+      acc += a * exp(part[stats_at(h, sp)].x - big);
     }
-    out[h * HD4 + d] = acc / l;
+    out[h * HD4 + dd] = acc / l;
   }
 }
 #endif

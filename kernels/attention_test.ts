@@ -4,7 +4,12 @@ import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { attention as attentionRef, cuSeqlens } from "../src/ref/attention.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
-import { causalAttention, decodeAttention, decodeAttentionScratchBytes, visionAttention } from "./attention.ts";
+import {
+  causalAttention,
+  decodeAttention,
+  decodeAttentionScratchBytes,
+  visionAttention,
+} from "./attention.ts";
 import { createDecodeState, writeDecodeState } from "./state.ts";
 import { run } from "./_kernel.ts";
 
@@ -14,9 +19,17 @@ import { run } from "./_kernel.ts";
 const TOL = 2e-6;
 
 /** Copies the (rows, n, hd) heads at `offset` of a (rows, stride) matrix into a dense array. */
-function gather(x: Float32Array, rows: number, stride: number, offset: number, width: number): Float32Array {
+function gather(
+  x: Float32Array,
+  rows: number,
+  stride: number,
+  offset: number,
+  width: number,
+): Float32Array {
   const out = new Float32Array(rows * width);
-  for (let r = 0; r < rows; r++) out.set(x.subarray(r * stride + offset, r * stride + offset + width), r * width);
+  for (let r = 0; r < rows; r++) {
+    out.set(x.subarray(r * stride + offset, r * stride + offset + width), r * width);
+  }
   return out;
 }
 
@@ -62,9 +75,16 @@ Deno.test("causalAttention() matches the CPU reference over head dims, GQA ratio
     const x = makeInputs(rng, c);
     const bufs = [x.qkv, x.kc, x.vc].map((a) => uploadArray(gpu, a));
     const out = createStorage(gpu, c.seq * c.heads * c.headDim * 4);
-    const d = causalAttention(gpu, out, { buffer: bufs[0], stride: x.qStride }, { buffer: bufs[1] }, {
-      buffer: bufs[2],
-    }, c);
+    const d = causalAttention(
+      gpu,
+      out,
+      { buffer: bufs[0], stride: x.qStride },
+      { buffer: bufs[1] },
+      {
+        buffer: bufs[2],
+      },
+      c,
+    );
     run(gpu, [d]);
     const q = gather(x.qkv, c.seq, x.qStride, 0, c.heads * c.headDim);
     const want = attentionRef(q, x.kc, x.vc, c);
@@ -82,7 +102,8 @@ Deno.test("causalAttention() of a second turn at an offset equals one long prefi
   const x = makeInputs(rng, c);
   const [bq, bk, bv] = [x.qkv, x.kc, x.vc].map((a) => uploadArray(gpu, a));
   const width = heads * headDim;
-  const whole = createStorage(gpu, c.seq * width * 4), turns = createStorage(gpu, c.seq * width * 4);
+  const whole = createStorage(gpu, c.seq * width * 4),
+    turns = createStorage(gpu, c.seq * width * 4);
   const k = { buffer: bk }, v = { buffer: bv };
   const ds = [
     causalAttention(gpu, whole, { buffer: bq, stride: x.qStride }, k, v, c),
@@ -107,22 +128,35 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
   const rng = seeded(22);
   const maxTokens = 700;
   const state = createDecodeState(gpu);
-  for (
-    const [headDim, heads, kvHeads, n] of [[16, 2, 1, 1], [80, 4, 2, 37], [128, 7, 1, 300], [128, 8, 1, 600], [
-      128,
-      4,
-      4,
-      129,
-    ]]
-  ) {
-    const s = { headDim, heads, kvHeads, maxTokens };
+  // [headDim, heads, kvHeads, n, splits]: splits 1 and 2 make one workgroup walk several
+  // 128-key steps (online softmax); the default spreads the keys over up to 6 splits.
+  const cases = [
+    [16, 2, 1, 1, undefined],
+    [80, 4, 2, 37, undefined],
+    [128, 7, 1, 300, undefined],
+    [128, 8, 1, 600, undefined],
+    [128, 4, 4, 129, undefined],
+    [128, 7, 1, 300, 1],
+    [80, 2, 1, 600, 2],
+  ] as const;
+  for (const [headDim, heads, kvHeads, n, splits] of cases) {
+    const s = { headDim, heads, kvHeads, maxTokens, splits };
     const kvWidth = kvHeads * headDim, width = heads * headDim;
     const kc = randn(rng, maxTokens * kvWidth), vc = randn(rng, maxTokens * kvWidth);
     const q = randn(rng, width);
     const [bq, bk, bv] = [q, kc, vc].map((a) => uploadArray(gpu, a));
     const out = createStorage(gpu, width * 4);
     const scratch = createStorage(gpu, decodeAttentionScratchBytes(s));
-    const ds = decodeAttention(gpu, out, { buffer: bq }, { buffer: bk }, { buffer: bv }, state, scratch, s);
+    const ds = decodeAttention(
+      gpu,
+      out,
+      { buffer: bq },
+      { buffer: bk },
+      { buffer: bv },
+      state,
+      scratch,
+      s,
+    );
     // The same Dispatches at two context lengths, as successive decode steps use them.
     for (const len of [n, Math.min(n + 130, maxTokens)]) {
       writeDecodeState(gpu, state, { cacheLen: len - 1, position: len - 1, step: 0 });
@@ -135,7 +169,12 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
         headDim,
         offset: len - 1,
       });
-      assertClose(await readF32(gpu, out), want, TOL, `decode hd=${headDim} ${heads}/${kvHeads} len=${len}`);
+      assertClose(
+        await readF32(gpu, out),
+        want,
+        TOL,
+        `decode hd=${headDim} ${heads}/${kvHeads} len=${len} splits=${splits}`,
+      );
     }
     [bq, bk, bv, out, scratch].forEach((b) => b.destroy());
     ds.forEach((d) => d.destroy());
@@ -170,14 +209,25 @@ Deno.test("visionAttention() keeps each frame of each image to itself", async ()
   const rng = seeded(24);
   // Three images of different sizes, the second with 2 frames: blocks of 16, 6, 6 and 48 patches.
   const grids: [number, number, number][][] = [[[1, 4, 4], [2, 2, 3], [1, 6, 8]], [[1, 20, 30]]];
-  for (const [headDim, heads, grid] of [[80, 2, grids[0]], [16, 2, grids[0]], [80, 1, grids[1]]] as const) {
+  for (
+    const [headDim, heads, grid] of [[80, 2, grids[0]], [16, 2, grids[0]], [
+      80,
+      1,
+      grids[1],
+    ]] as const
+  ) {
     const cu = cuSeqlens(grid);
     const seq = cu[cu.length - 1], embed = heads * headDim;
     const qkv = randn(rng, seq * 3 * embed); // (seq, 3, heads, headDim) as the vision qkv Linear
     const [bqkv, bcu] = [uploadArray(gpu, qkv), uploadArray(gpu, cu)];
     const out = createStorage(gpu, seq * embed * 4);
     const rows = (part: number) => ({ buffer: bqkv, stride: 3 * embed, offset: part * embed });
-    const d = visionAttention(gpu, out, rows(0), rows(1), rows(2), bcu, { seq, heads, headDim, nCu: cu.length });
+    const d = visionAttention(gpu, out, rows(0), rows(1), rows(2), bcu, {
+      seq,
+      heads,
+      headDim,
+      nCu: cu.length,
+    });
     run(gpu, [d]);
     const [q, k, v] = [0, 1, 2].map((p) => gather(qkv, seq, 3 * embed, p * embed, embed));
     const want = attentionRef(q, k, v, { seq, heads, kvHeads: heads, headDim, cuSeqlens: cu });
@@ -195,13 +245,17 @@ Deno.test("attention builders reject bad head shapes with the values in the mess
   const gpu = await sharedGpu();
   const b = createStorage(gpu, 4096);
   const r = { buffer: b };
-  assert.throws(() => causalAttention(gpu, b, r, r, r, { seq: 1, heads: 2, headDim: 72 }), /head_dim 72/);
+  assert.throws(
+    () => causalAttention(gpu, b, r, r, r, { seq: 1, heads: 2, headDim: 72 }),
+    /head_dim 72/,
+  );
   assert.throws(
     () => causalAttention(gpu, b, r, r, r, { seq: 1, heads: 7, kvHeads: 2, headDim: 16 }),
     InvalidInputError,
   );
   assert.throws(
-    () => causalAttention(gpu, b, { buffer: b, stride: 30 }, r, r, { seq: 1, heads: 2, headDim: 16 }),
+    () =>
+      causalAttention(gpu, b, { buffer: b, stride: 30 }, r, r, { seq: 1, heads: 2, headDim: 16 }),
     /stride 30/,
   );
   b.destroy();

@@ -41,14 +41,19 @@ export interface KvWriteShape {
 
 function pack(s: KvWriteShape, row0: number, what: string): ArrayBuffer {
   const vals = [s.width, s.srcStride, s.kOffset, s.vOffset];
-  if (vals.some((x) => x % 4) || s.kOffset + s.width > s.srcStride || s.vOffset + s.width > s.srcStride) {
+  if (
+    vals.some((x) => x % 4) || s.kOffset + s.width > s.srcStride ||
+    s.vOffset + s.width > s.srcStride
+  ) {
     throw new InvalidInputError(
       `${what}: width ${s.width}, stride ${s.srcStride}, K at ${s.kOffset}, V at ${s.vOffset} must be ` +
         `multiples of 4 with K and V inside the row`,
     );
   }
   if (row0 + s.seq > s.maxTokens) {
-    throw new InvalidInputError(`${what}: rows ${row0}..${row0 + s.seq - 1} overrun the ${s.maxTokens}-token cache`);
+    throw new InvalidInputError(
+      `${what}: rows ${row0}..${row0 + s.seq - 1} overrun the ${s.maxTokens}-token cache`,
+    );
   }
   return Params.pack({
     seq: s.seq,
@@ -75,8 +80,19 @@ export function kvWrite(
   src: BufferArg,
   s: KvWriteShape & { offset: number },
 ): Dispatch {
-  const vt = variant(gpu, { family: "kv_cache", entry: "main", bindings: ["read", "read_write", "read_write"], params: Params });
-  return new Dispatch(gpu, vt, [src, k, v], pack(s, s.offset, "kvWrite"), grid2d(ceilDiv((s.seq * s.width) / 4, WG)));
+  const vt = variant(gpu, {
+    family: "kv_cache",
+    entry: "main",
+    bindings: ["read", "read_write", "read_write"],
+    params: Params,
+  });
+  return new Dispatch(
+    gpu,
+    vt,
+    [src, k, v],
+    pack(s, s.offset, "kvWrite"),
+    grid2d(ceilDiv((s.seq * s.width) / 4, WG)),
+  );
 }
 
 /**
@@ -98,5 +114,7 @@ export function kvWriteAt(
     params: Params,
     defines: { DECODE: true },
   });
-  return new Dispatch(gpu, vt, [src, k, v, state], pack({ ...s, seq: 1 }, 0, "kvWriteAt"), [ceilDiv(s.width / 4, WG)]);
+  return new Dispatch(gpu, vt, [src, k, v, state], pack({ ...s, seq: 1 }, 0, "kvWriteAt"), [
+    ceilDiv(s.width / 4, WG),
+  ]);
 }

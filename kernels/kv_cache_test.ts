@@ -10,18 +10,30 @@ import { run } from "./_kernel.ts";
 const S = { width: 16, srcStride: 64, kOffset: 32, vOffset: 48, maxTokens: 12 };
 
 /** The expected cache after copying K/V of `src` rows to cache rows starting at `row0`. */
-function expectCache(cache: Float32Array, src: Float32Array, rows: number, row0: number, off: number): void {
+function expectCache(
+  cache: Float32Array,
+  src: Float32Array,
+  rows: number,
+  row0: number,
+  off: number,
+): void {
   for (let t = 0; t < rows; t++) {
-    cache.set(src.subarray(t * S.srcStride + off, t * S.srcStride + off + S.width), (row0 + t) * S.width);
+    cache.set(
+      src.subarray(t * S.srcStride + off, t * S.srcStride + off + S.width),
+      (row0 + t) * S.width,
+    );
   }
 }
 
 Deno.test("kvWrite() and kvWriteAt() put K and V at the prefill offset and at state.cache_len", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(30);
-  const prompt = randn(rng, 5 * S.srcStride), tok = randn(rng, S.srcStride), tok2 = randn(rng, S.srcStride);
+  const prompt = randn(rng, 5 * S.srcStride),
+    tok = randn(rng, S.srcStride),
+    tok2 = randn(rng, S.srcStride);
   const [bp, bt] = [uploadArray(gpu, prompt), uploadArray(gpu, tok)];
-  const kc = createStorage(gpu, S.maxTokens * S.width * 4), vc = createStorage(gpu, S.maxTokens * S.width * 4);
+  const kc = createStorage(gpu, S.maxTokens * S.width * 4),
+    vc = createStorage(gpu, S.maxTokens * S.width * 4);
   const state = createDecodeState(gpu);
   writeDecodeState(gpu, state, { cacheLen: 7, position: 7, step: 0 });
   const at = kvWriteAt(gpu, kc, vc, bt, state, S);
@@ -55,6 +67,9 @@ Deno.test("kvWriteAt() drops a write past the cache instead of overrunning it", 
 Deno.test("kvWrite() rejects rows past the cache", async () => {
   const gpu = await sharedGpu();
   const b = createStorage(gpu, 4096);
-  assert.throws(() => kvWrite(gpu, b, b, b, { ...S, seq: 5, offset: 10 }), /rows 10\.\.14 overrun the 12-token cache/);
+  assert.throws(
+    () => kvWrite(gpu, b, b, b, { ...S, seq: 5, offset: 10 }),
+    /rows 10\.\.14 overrun the 12-token cache/,
+  );
   b.destroy();
 });

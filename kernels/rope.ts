@@ -83,7 +83,15 @@ function pack(t: GpuRopeTable, s: RopeShape, what: string): ArrayBuffer {
       `${what}: heads ${s.heads} × head_dim ${headDim} from column ${offset} overrun the row stride ${stride}`,
     );
   }
-  return Params.pack({ seq: s.seq, heads: s.heads, half: t.half, stride, offset, naxes: t.naxes, npos: t.npos });
+  return Params.pack({
+    seq: s.seq,
+    heads: s.heads,
+    half: t.half,
+    stride,
+    offset,
+    naxes: t.naxes,
+    npos: t.npos,
+  });
 }
 
 /**
@@ -91,9 +99,26 @@ function pack(t: GpuRopeTable, s: RopeShape, what: string): ArrayBuffer {
  * @param x (seq, stride) f32, rotated in place
  * @param pos (seq, naxes) u32: (t, h, w) positions for M-RoPE, (h, w) for vision
  */
-export function rope(gpu: Gpu, x: BufferArg, pos: BufferArg, t: GpuRopeTable, s: RopeShape): Dispatch {
-  const v = variant(gpu, { family: "rope", entry: "main", bindings: ["read_write", "read", "read", "read"], params: Params });
-  return new Dispatch(gpu, v, [x, t.table, t.axis, pos], pack(t, s, "rope"), grid2d(ceilDiv(s.seq * s.heads * t.half, WG)));
+export function rope(
+  gpu: Gpu,
+  x: BufferArg,
+  pos: BufferArg,
+  t: GpuRopeTable,
+  s: RopeShape,
+): Dispatch {
+  const v = variant(gpu, {
+    family: "rope",
+    entry: "main",
+    bindings: ["read_write", "read", "read", "read"],
+    params: Params,
+  });
+  return new Dispatch(
+    gpu,
+    v,
+    [x, t.table, t.axis, pos],
+    pack(t, s, "rope"),
+    grid2d(ceilDiv(s.seq * s.heads * t.half, WG)),
+  );
 }
 
 /**
@@ -102,7 +127,13 @@ export function rope(gpu: Gpu, x: BufferArg, pos: BufferArg, t: GpuRopeTable, s:
  * @param x (1, stride) f32, rotated in place
  * @param state the decode state buffer (kernels/state.ts)
  */
-export function ropeAt(gpu: Gpu, x: BufferArg, state: BufferArg, t: GpuRopeTable, s: Omit<RopeShape, "seq">): Dispatch {
+export function ropeAt(
+  gpu: Gpu,
+  x: BufferArg,
+  state: BufferArg,
+  t: GpuRopeTable,
+  s: Omit<RopeShape, "seq">,
+): Dispatch {
   const v = variant(gpu, {
     family: "rope",
     entry: "main",
@@ -111,5 +142,7 @@ export function ropeAt(gpu: Gpu, x: BufferArg, state: BufferArg, t: GpuRopeTable
     defines: { DECODE: true },
   });
   const sh = { ...s, seq: 1 };
-  return new Dispatch(gpu, v, [x, t.table, t.axis, state], pack(t, sh, "ropeAt"), [ceilDiv(s.heads * t.half, WG)]);
+  return new Dispatch(gpu, v, [x, t.table, t.axis, state], pack(t, sh, "ropeAt"), [
+    ceilDiv(s.heads * t.half, WG),
+  ]);
 }

@@ -32,7 +32,13 @@ Deno.test("mropeTable() + applyRope() equal transformers' apply_multimodal_rotar
     const x = randn(rng, seq * heads * headDim);
     const table = mropeTable(headDim, 1e6, section, 5000);
     const got = applyRope(x, pos, table, { seq, heads, stride: heads * headDim, offset: 0 });
-    const want = mropeTransformers(x, posTS, { seq, heads, headDim, theta: 1e6, mropeSection: section });
+    const want = mropeTransformers(x, posTS, {
+      seq,
+      heads,
+      headDim,
+      theta: 1e6,
+      mropeSection: section,
+    });
     assert.deepEqual(got, want, `head_dim ${headDim}`);
   }
 });
@@ -43,8 +49,17 @@ Deno.test("visionRopeTable() + applyRope() equal transformers' apply_rotary_pos_
     const seq = 9, heads = 2;
     const pos = randomPositions(rng, seq * 2, 40); // (seq, 2) (h, w)
     const x = randn(rng, seq * heads * headDim);
-    const got = applyRope(x, pos, visionRopeTable(headDim, 40), { seq, heads, stride: heads * headDim, offset: 0 });
-    assert.deepEqual(got, visionRopeTransformers(x, pos, { seq, heads, headDim }), `head_dim ${headDim}`);
+    const got = applyRope(x, pos, visionRopeTable(headDim, 40), {
+      seq,
+      heads,
+      stride: heads * headDim,
+      offset: 0,
+    });
+    assert.deepEqual(
+      got,
+      visionRopeTransformers(x, pos, { seq, heads, headDim }),
+      `head_dim ${headDim}`,
+    );
   }
 });
 
@@ -99,7 +114,10 @@ Deno.test("rope() rejects heads that overrun the row stride", async () => {
   const gpu = await sharedGpu();
   const gt = uploadRopeTable(gpu, visionRopeTable(16, 4));
   const b = createStorage(gpu, 64 * 4);
-  assert.throws(() => rope(gpu, b, b, gt, { seq: 1, heads: 3, stride: 40, offset: 0 }), InvalidInputError);
+  assert.throws(
+    () => rope(gpu, b, b, gt, { seq: 1, heads: 3, stride: 40, offset: 0 }),
+    InvalidInputError,
+  );
   b.destroy();
   gt.destroy();
 });

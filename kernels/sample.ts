@@ -1,16 +1,24 @@
 /**
  * Token sampling on the GPU (kernels/sample.wgsl): repetition penalty, greedy argmax or
- * temperature → top-k → top-p → seeded draw, in one dispatch with no readback. The chosen id goes
- * to the token ring and the largest processed score beside it. Reference: src/ref/sample.ts.
+ * temperature → top-k → top-p → seeded draw, in two dispatches with no readback. The chosen id
+ * goes to the token ring and the largest processed score beside it. Reference: src/ref/sample.ts.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
-import { STORAGE } from "../src/gpu/buffers.ts";
+import { createStorage, STORAGE } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, Dispatch, variant } from "./_kernel.ts";
+import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 
-const Params = defineParams({ vocab: "u32", ahead: "u32", capacity: "u32" });
+const Params = defineParams({
+  vocab: "u32",
+  ahead: "u32",
+  capacity: "u32",
+  nvec: "u32",
+  nslices: "u32",
+});
+/** Tokens per first-stage workgroup (SLICE in the shader). */
+const SLICE = 1024;
 
 /** Byte size of the per-request sampling settings buffer (struct Sampling in the shader). */
 export const SAMPLING_BYTES = 32;
@@ -50,14 +58,22 @@ export function writeSamplingParams(gpu: Gpu, buffer: GPUBuffer, s: SamplingSett
   const bad = (name: string, v: unknown, want: string) => {
     throw new InvalidInputError(`sampling ${name} must be ${want}, got ${v}`);
   };
-  if (!(s.temperature >= 0) || !Number.isFinite(s.temperature)) bad("temperature", s.temperature, "≥ 0");
-  if (!(Number.isInteger(s.topK) && s.topK >= 0 && s.topK < 2 ** 32)) bad("topK", s.topK, "an integer ≥ 0");
+  if (!(s.temperature >= 0) || !Number.isFinite(s.temperature)) {
+    bad("temperature", s.temperature, "≥ 0");
+  }
+  if (!(Number.isInteger(s.topK) && s.topK >= 0 && s.topK < 2 ** 32)) {
+    bad("topK", s.topK, "an integer ≥ 0");
+  }
   if (!(s.topP > 0 && s.topP <= 1)) bad("topP", s.topP, "in (0, 1]");
   if (!(s.repetitionPenalty > 0) || !Number.isFinite(s.repetitionPenalty)) {
     bad("repetitionPenalty", s.repetitionPenalty, "> 0");
   }
-  if (!(Number.isSafeInteger(s.seed) && s.seed >= 0)) bad("seed", s.seed, "an integer in [0, 2^53)");
-  if (!(Number.isInteger(s.promptLength) && s.promptLength >= 0)) bad("promptLength", s.promptLength, "≥ 0");
+  if (!(Number.isSafeInteger(s.seed) && s.seed >= 0)) {
+    bad("seed", s.seed, "an integer in [0, 2^53)");
+  }
+  if (!(Number.isInteger(s.promptLength) && s.promptLength >= 0)) {
+    bad("promptLength", s.promptLength, "≥ 0");
+  }
   const greedy = !s.doSample || s.temperature === 0;
   const buf = new ArrayBuffer(SAMPLING_BYTES);
   const v = new DataView(buf);
@@ -99,47 +115,84 @@ export interface SampleShape {
    */
   afterPrefill?: boolean;
   /**
-   * false: top-p and the draw always pass over the whole vocabulary instead of over the compacted
-   * candidates (same tokens, slower; tests compare the two paths). Default true.
+   * false: thresholds and the draw always pass over the whole vocabulary instead of over the
+   * compacted candidates (same tokens, slower; tests compare the two paths). Default true.
    */
   candidates?: boolean;
 }
 
-/**
- * One-dispatch sampler: writes tokens[w] and scores[w], w = state.step + (afterPrefill ? 0 : 1).
- * The settings come from the params buffer, so one Dispatch serves every request.
- */
-export function sample(gpu: Gpu, b: SampleBuffers, s: SampleShape): Dispatch {
-  const wg = sampleWorkgroupSize(gpu);
-  const words = Math.ceil(s.vocab / 32);
-  // Workgroup memory: history bitmap, reduction array, digit histogram, a few scalars; the rest
-  // (up to 2048 slots of 8 bytes) holds the compacted top-k/top-p candidates.
-  const fixed = words * 4 + wg * 4 + 256 * 4 + 16;
-  const cap = Math.min(2048, Math.floor((gpu.limits.maxComputeWorkgroupStorageSize - fixed) / 8));
-  const bytes = fixed + 8 * 64;
-  if (cap < 64) {
-    throw new InvalidInputError(
-      `sample: a ${s.vocab}-token vocabulary needs ${bytes} bytes of workgroup memory, this adapter has ` +
-        `${gpu.limits.maxComputeWorkgroupStorageSize}`,
-    );
-  }
-  const v = variant(gpu, {
-    family: "sample",
-    entry: "main",
-    bindings: ["read", "read", "read", "read", "read_write", "read_write"],
-    params: Params,
-    defines: { WG: wg, WORDS: words, CAP: cap, NO_CANDIDATES: s.candidates === false },
-  });
-  return new Dispatch(
-    gpu,
-    v,
-    [b.logits, b.prompt, b.params, b.state, b.tokens, b.scores],
-    Params.pack({ vocab: s.vocab, ahead: s.afterPrefill ? 0 : 1, capacity: s.capacity }),
-    [1],
-  );
-}
-
-/** Threads of the sampler workgroup on this device (the draw order depends on it). */
+/** Threads of the sampler's second-stage workgroup on this device (the draw order depends on it). */
 export function sampleWorkgroupSize(gpu: Gpu): number {
   return Math.min(1024, 2 ** Math.floor(Math.log2(gpu.limits.maxComputeInvocationsPerWorkgroup)));
+}
+
+/**
+ * A bound sampler: records its two kernels (per-slice scores, then the pick) with one `encode`,
+ * and owns its scratch buffer. It is a {@link Dispatch}, so a decode loop treats it like any other.
+ */
+export class Sampler extends Dispatch {
+  readonly #pick: Dispatch;
+  readonly #scratch: GPUBuffer;
+
+  constructor(gpu: Gpu, b: SampleBuffers, s: SampleShape) {
+    const wg = sampleWorkgroupSize(gpu);
+    const nslices = ceilDiv(s.vocab, SLICE), nvec = (nslices * SLICE) / 4; // proc padded to whole slices
+    if (nslices > wg) {
+      throw new InvalidInputError(
+        `sample: a ${s.vocab}-token vocabulary is over the ${wg * SLICE} this adapter handles`,
+      );
+    }
+    // Workgroup memory of the pick: reduction array, digit histogram, a few scalars; the rest (up
+    // to 1024 slots of 8 bytes) holds the compacted candidates.
+    const fixed = wg * 4 + 256 * 4 + 16;
+    const cap = Math.min(1024, Math.floor((gpu.limits.maxComputeWorkgroupStorageSize - fixed) / 8));
+    const scratch = createStorage(gpu, (4 * nvec + 4 * nslices) * 4, "sample.scratch");
+    const params = Params.pack({
+      vocab: s.vocab,
+      ahead: s.afterPrefill ? 0 : 1,
+      capacity: s.capacity,
+      nvec,
+      nslices,
+    });
+    const scores = variant(gpu, {
+      family: "sample",
+      entry: "scores_pass",
+      bindings: ["read", "read", "read", "read", "read", "read_write"],
+      params: Params,
+      defines: { STAGE1: true },
+    });
+    super(gpu, scores, [b.logits, b.prompt, b.params, b.state, b.tokens, scratch], params, [
+      nslices,
+    ]);
+    const pick = variant(gpu, {
+      family: "sample",
+      entry: "pick",
+      bindings: ["read", "read", "read_write", "read_write", "read"],
+      params: Params,
+      defines: { WG: wg, CAP: cap, NO_CANDIDATES: s.candidates === false },
+    });
+    this.#pick = new Dispatch(gpu, pick, [b.params, b.state, b.tokens, b.scores, scratch], params, [
+      1,
+    ]);
+    this.#scratch = scratch;
+  }
+
+  override encode(pass: GPUComputePassEncoder): void {
+    super.encode(pass);
+    this.#pick.encode(pass);
+  }
+
+  override destroy(): void {
+    super.destroy();
+    this.#pick.destroy();
+    this.#scratch.destroy();
+  }
+}
+
+/**
+ * Builds a sampler writing tokens[w] and scores[w], w = state.step + (afterPrefill ? 0 : 1). The
+ * settings come from the params buffer, so one sampler serves every request.
+ */
+export function sample(gpu: Gpu, b: SampleBuffers, s: SampleShape): Sampler {
+  return new Sampler(gpu, b, s);
 }

@@ -1,24 +1,29 @@
-// Token sampling on the GPU, one workgroup of WG threads over the whole vocabulary, no readback:
-// transformers' order — repetition penalty (logits processor), then temperature → top-k → top-p
-// (warpers) — then a draw from a counter-based RNG keyed by (seed, ring index). Greedy = argmax
-// with the lowest index winning ties (torch.argmax).
+// Token sampling on the GPU, no readback: transformers' order — repetition penalty (logits
+// processor), then temperature → top-k → top-p (warpers) — then a draw from a counter-based RNG
+// keyed by (seed, ring index). Greedy = argmax with the lowest index winning ties (torch.argmax).
 //
-// Token ring convention (kernels/state.wgsl): this call writes ring index w = state.step + ahead
+// Two entries:
+//   scores_pass — #if STAGE1, many workgroups, one slice of SLICE tokens each: processed scores
+//                 (penalty from the slice's bits of the history, temperature) into `proc`, and the
+//                 slice's max, lowest argmax and Σ exp(s − slice max).
+//   pick        — one workgroup: merges the slices; greedy (or top_k 1) ends there. Otherwise it
+//                 finds the top-k / top-p thresholds and draws.
+//
+// Token ring convention (kernels/state.wgsl): the call writes ring index w = state.step + ahead
 // (ahead = 0 for the sampler after prefill, 1 in a decode step); the history for the repetition
 // penalty is the prompt ids plus tokens[0..w).
 //
-// Scores are compared through key(): the order-preserving u32 image of an f32.
-//   top-k: τ_k = the k-th largest key, by radix select (4 passes of 8-bit digit histograms); every
-//          token with key ≥ τ_k stays (ties at the k-th all kept, like transformers'
-//          `scores < topk(scores, k)[0][-1]` removal).
+// Thresholds compare key(s), the order-preserving u32 image of an f32 score:
+//   top-k: τ_k = the k-th largest key; every token with key ≥ τ_k stays (ties at the k-th all
+//          kept, like transformers' `scores < topk(scores, k)[0][-1]` removal).
 //   top-p: τ_p = the smallest t with mass{key > t} < top_p (bisection over keys): the token at which
 //          the descending cumulative probability first reaches top_p is kept with everything above
 //          it, as transformers' ascending `cumsum <= 1 - top_p` removal that keeps ≥ 1 token.
-// After top-k, the tokens that can still be drawn — within CUT of the max (the rest weigh < e^-30
-// each) and above top-p's lower bound — are compacted, in draw order, into workgroup memory when
-// they fit (CAP); top-p and the draw then run there. Else both make passes over the vocabulary.
-// Draw order: thread l owns tokens l, l + WG, l + 2·WG, ...; threads in turn (src/ref/sample.ts
-// drawInKernelOrder replays it).
+// The tokens that can be drawn at all — within CUT of the max (the rest weigh < e^-30 each) and,
+// for top-p alone, above its lower bound — are compacted in draw order into workgroup memory when
+// they fit (CAP), and the thresholds and the draw run there; else on passes over `proc`.
+// Draw order: thread l of `pick` owns tokens 4j..4j+3 for j = l, l + WG, ...; threads in turn
+// (src/ref/sample.ts drawInKernelOrder replays it).
 
 // Layout: kernels/state.wgsl.
 struct DecodeState { cache_len: u32, position: u32, step: u32, reserved: u32 }
@@ -34,40 +39,103 @@ struct Sampling {
   prompt_len: u32,     // ids in `prompt` used for the penalty
 }
 
-@group(0) @binding(0) var<storage, read> logits: array<f32>;      // (vocab) f32
-@group(0) @binding(1) var<storage, read> prompt: array<u32>;      // (≥ prompt_len) u32 prompt ids
+const NONE: u32 = 0xffffffffu;
+const LOWEST: f32 = -3.4028235e38;
+const SLICE: u32 = 1024u;         // tokens per scores_pass workgroup (one vec4 per thread)
+
+// Scratch (vec4 units): proc (nvec = nslices · SLICE / 4) processed scores, padded with LOWEST;
+// then one vec4(max, bitcast(argmax), Σ exp(s − max), 0) per slice.
+
+#if STAGE1
+@group(0) @binding(0) var<storage, read> logits: array<f32>;       // (vocab) f32
+@group(0) @binding(1) var<storage, read> prompt: array<u32>;       // (≥ prompt_len) u32 prompt ids
 @group(0) @binding(2) var<storage, read> sp: Sampling;
 @group(0) @binding(3) var<storage, read> state: DecodeState;
-@group(0) @binding(4) var<storage, read_write> tokens: array<u32>; // (capacity) u32 token ring
-@group(0) @binding(5) var<storage, read_write> scores: array<f32>; // (capacity) f32 max processed score
+@group(0) @binding(4) var<storage, read> tokens: array<u32>;       // (capacity) u32 token ring
+@group(0) @binding(5) var<storage, read_write> scratch: array<vec4<f32>>;
+@group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
+
+const WG: u32 = SLICE / 4u;
+var<workgroup> seen: array<atomic<u32>, SLICE / 32u>;   // bit i: token base + i is in the history
+var<workgroup> red: array<f32, WG>;
+var<workgroup> redi: array<u32, WG>;
+
+fn mark(id: u32, base: u32) {
+  if (id >= base && id < base + SLICE) { atomicOr(&seen[(id - base) >> 5u], 1u << ((id - base) & 31u)); }
+}
+
+@compute @workgroup_size(WG)
+fn scores_pass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let w = state.step + p.ahead;
+  let base = wid.x * SLICE;
+  if (sp.penalty != 1.0) {
+    for (var i = lid; i < sp.prompt_len; i += WG) { mark(prompt[i], base); }
+    for (var i = lid; i < min(w, p.capacity); i += WG) { mark(tokens[i], base); }
+  }
+  workgroupBarrier();
+  let t = select(sp.temperature, 1.0, sp.greedy != 0u);
+  var s4 = vec4<f32>(LOWEST);
+  var best = LOWEST;
+  var besti = NONE;
+  for (var c = 0u; c < 4u; c++) {
+    let i = base + lid * 4u + c;
+    if (i < p.vocab) {
+      var x = logits[i];
+      if ((atomicLoad(&seen[(lid * 4u + c) >> 5u]) & (1u << ((lid * 4u + c) & 31u))) != 0u) {
+        x = select(x / sp.penalty, x * sp.penalty, x < 0.0);
+      }
+      x = x / t;
+      s4[c] = x;
+      if (x > best || besti == NONE) { best = x; besti = i; }
+    }
+  }
+  scratch[base / 4u + lid] = s4;
+  // Slice max and its lowest index.
+  red[lid] = best;
+  redi[lid] = besti;
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    workgroupBarrier();
+    if (lid < s) {
+      let ov = red[lid + s];
+      let oi = redi[lid + s];
+      if (ov > red[lid] || (ov == red[lid] && oi < redi[lid])) { red[lid] = ov; redi[lid] = oi; }
+    }
+  }
+  let mx = workgroupUniformLoad(&red[0]);
+  let arg = redi[0];
+  var z = 0.0;
+  for (var c = 0u; c < 4u; c++) { z += exp(s4[c] - mx); }
+  workgroupBarrier();
+  red[lid] = z;
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    workgroupBarrier();
+    if (lid < s) { red[lid] += red[lid + s]; }
+  }
+  workgroupBarrier();
+  if (lid == 0u) { scratch[p.nvec + wid.x] = vec4<f32>(mx, bitcast<f32>(arg), red[0], 0.0); }
+}
+#else
+@group(0) @binding(0) var<storage, read> sp: Sampling;
+@group(0) @binding(1) var<storage, read> state: DecodeState;
+@group(0) @binding(2) var<storage, read_write> tokens: array<u32>;  // (capacity) u32 token ring
+@group(0) @binding(3) var<storage, read_write> scores: array<f32>;  // (capacity) f32 max processed score
+@group(0) @binding(4) var<storage, read> scratch: array<vec4<f32>>;
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
 const WG: u32 = {{WG}}u;
-const WORDS: u32 = {{WORDS}}u;    // ceil(vocab / 32)
 const CAP: u32 = {{CAP}}u;        // candidate slots
 const CUT: f32 = 30.0;            // candidates: score ≥ max − CUT
-const NONE: u32 = 0xffffffffu;
 
-var<workgroup> seen: array<atomic<u32>, WORDS>;  // bit i: token i is in the history
 var<workgroup> red: array<u32, WG>;              // reductions and scans (f32 as bits)
 var<workgroup> hist: array<atomic<u32>, 256>;    // radix-select digit histogram
 var<workgroup> cand_i: array<u32, CAP>;          // compacted candidates, in draw order
 var<workgroup> cand_s: array<f32, CAP>;
-var<workgroup> pick: atomic<u32>;
+var<workgroup> pick_at: atomic<u32>;
 var<workgroup> shared_u: u32;
 
 fn key(x: f32) -> u32 {
   let b = bitcast<u32>(x);
   return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
-}
-
-// Processed score of token i: repetition penalty, then temperature (t = 1 when greedy).
-fn score(i: u32, t: f32) -> f32 {
-  var x = logits[i];
-  if ((atomicLoad(&seen[i >> 5u]) & (1u << (i & 31u))) != 0u) {
-    x = select(x / sp.penalty, x * sp.penalty, x < 0.0);
-  }
-  return x / t;
 }
 
 const SUM: u32 = 0u;
@@ -92,9 +160,8 @@ fn wg_reduce(v: u32, lid: u32, op: u32) -> u32 {
 }
 fn wg_sum(v: f32, lid: u32) -> f32 { return bitcast<f32>(wg_reduce(bitcast<u32>(v), lid, SUM)); }
 
-// Inclusive prefix sum of one f32 per thread (Hillis–Steele); returns this thread's, and leaves
-// the total in red[WG - 1].
-fn wg_scan(v: f32, lid: u32) -> f32 {
+// Inclusive prefix sum of one f32 per thread (Hillis–Steele); returns this thread's and the total.
+fn wg_scan(v: f32, lid: u32) -> vec2<f32> {
   workgroupBarrier();
   red[lid] = bitcast<u32>(v);
   for (var s = 1u; s < WG; s = s << 1u) {
@@ -105,11 +172,7 @@ fn wg_scan(v: f32, lid: u32) -> f32 {
     red[lid] = bitcast<u32>(bitcast<f32>(red[lid]) + add);
   }
   workgroupBarrier();
-  return bitcast<f32>(red[lid]);
-}
-
-fn mark(id: u32) {
-  if (id < p.vocab) { atomicOr(&seen[id >> 5u], 1u << (id & 31u)); }
+  return vec2<f32>(bitcast<f32>(red[lid]), bitcast<f32>(workgroupUniformLoad(&red[WG - 1u])));
 }
 
 // Counter-based RNG (lowbias32 rounds): uniform in [0, 1) from (seed, index).
@@ -125,8 +188,28 @@ fn uniform01(index: u32) -> f32 {
   return f32(h >> 8u) * (1.0 / 16777216.0);
 }
 
-// The k-th largest key among all tokens (radix select, most significant digit first).
-fn kth_largest(k: u32, t: f32, lid: u32) -> u32 {
+// Mass Σ exp(s − mx) of this thread's tokens with key ≥ lo and key > above (NONE: no upper test).
+fn own_mass(lid: u32, use_cand: bool, n_cand: u32, lo: u32, above: u32, mx: f32) -> f32 {
+  var m = 0.0;
+  if (use_cand) {
+    for (var j = lid; j < n_cand; j += WG) {
+      let k = key(cand_s[j]);
+      if (k >= lo && (above == NONE || k > above)) { m += exp(cand_s[j] - mx); }
+    }
+  } else {
+    for (var v = lid; v < p.nvec; v += WG) {
+      let s4 = scratch[v];
+      for (var c = 0u; c < 4u; c++) {
+        let k = key(s4[c]);
+        if (k >= lo && (above == NONE || k > above)) { m += exp(s4[c] - mx); }
+      }
+    }
+  }
+  return m;
+}
+
+// The k-th largest key: radix select (most significant digit first) over the candidates or proc.
+fn kth_largest(k: u32, lid: u32, use_cand: bool, n_cand: u32) -> u32 {
   var prefix = 0u;
   var remaining = k;
   for (var digit = 0u; digit < 4u; digit++) {
@@ -134,11 +217,22 @@ fn kth_largest(k: u32, t: f32, lid: u32) -> u32 {
     workgroupBarrier();
     for (var b = lid; b < 256u; b += WG) { atomicStore(&hist[b], 0u); }
     workgroupBarrier();
-    for (var i = lid; i < p.vocab; i += WG) {
-      let kk = key(score(i, t));
-      // Same higher digits as the prefix found so far (all keys on the first pass).
-      if (digit == 0u || (kk >> (shift + 8u)) == (prefix >> (shift + 8u))) {
-        atomicAdd(&hist[(kk >> shift) & 255u], 1u);
+    if (use_cand) {
+      for (var j = lid; j < n_cand; j += WG) {
+        let kk = key(cand_s[j]);
+        if (digit == 0u || (kk >> (shift + 8u)) == (prefix >> (shift + 8u))) {
+          atomicAdd(&hist[(kk >> shift) & 255u], 1u);
+        }
+      }
+    } else {
+      for (var v = lid; v < p.nvec; v += WG) {
+        let s4 = scratch[v];
+        for (var c = 0u; c < 4u; c++) {
+          let kk = key(s4[c]);
+          if (4u * v + c < p.vocab && (digit == 0u || (kk >> (shift + 8u)) == (prefix >> (shift + 8u)))) {
+            atomicAdd(&hist[(kk >> shift) & 255u], 1u);
+          }
+        }
       }
     }
     workgroupBarrier();
@@ -161,100 +255,72 @@ fn kth_largest(k: u32, t: f32, lid: u32) -> u32 {
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(local_invocation_index) lid: u32) {
+fn pick(@builtin(local_invocation_index) lid: u32) {
   let w = state.step + p.ahead;
   if (w >= p.capacity) { return; }   // ring full: never write past it
+  if (lid == 0u) { atomicStore(&pick_at, 0u); }
 
-  for (var i = lid; i < WORDS; i += WG) { atomicStore(&seen[i], 0u); }
-  if (lid == 0u) { atomicStore(&pick, 0u); }
-  workgroupBarrier();
-  if (sp.penalty != 1.0) {
-    for (var i = lid; i < sp.prompt_len; i += WG) { mark(prompt[i]); }
-    for (var i = lid; i < w; i += WG) { mark(tokens[i]); }
-  }
-  workgroupBarrier();
-
-  let greedy = sp.greedy != 0u;
-  let t = select(sp.temperature, 1.0, greedy);
-
-  // Max; then the lowest index holding it.
-  var best = -3.4028235e38;
-  for (var i = lid; i < p.vocab; i += WG) { best = max(best, score(i, t)); }
-  let mx = bitcast<f32>(wg_reduce(bitcast<u32>(best), lid, MAX));
-  if (greedy) {
-    var first = NONE;
-    for (var i = lid; i < p.vocab; i += WG) {
-      if (score(i, t) == mx) { first = i; break; }
-    }
-    let argmax = wg_reduce(first, lid, MIN_U);
+  // Merge the slices: max, its lowest index, and z = Σ exp(s − max) over all tokens.
+  var sl = vec4<f32>(LOWEST, bitcast<f32>(NONE), 0.0, 0.0);
+  if (lid < p.nslices) { sl = scratch[p.nvec + lid]; }
+  let mx = bitcast<f32>(wg_reduce(bitcast<u32>(sl.x), lid, MAX));
+  let argmax = wg_reduce(select(NONE, bitcast<u32>(sl.y), sl.x == mx), lid, MIN_U);
+  let z_all = wg_sum(sl.z * exp(sl.x - mx), lid);
+  if (sp.greedy != 0u || sp.top_k == 1u) {
+    // top_k 1 keeps only the maximum (ties aside: it takes the lowest index, as greedy).
     if (lid == 0u) { tokens[w] = argmax; scores[w] = mx; }
     return;
   }
+  let topk = sp.top_k > 0u && sp.top_k < p.vocab;
 
-  var tau = 0u;
-  if (sp.top_k > 0u && sp.top_k < p.vocab) { tau = kth_largest(sp.top_k, t, lid); }
-  // z: Σ exp(s − max) over the top-k survivors, the top-p normaliser.
-  var z = 0.0;
+  // Candidates. Top-p alone: the last token it keeps has probability ≥ (1 − top_p) / vocab (at
+  // least that much mass lies at or below it, on at most vocab tokens); under that bound (with a
+  // margin for rounding) nothing can be drawn, so the cut is exact.
   var cut = mx - CUT;
-  if (sp.top_p < 1.0) {
-    var zl = 0.0;
-    for (var i = lid; i < p.vocab; i += WG) {
-      let s = score(i, t);
-      if (key(s) >= tau) { zl += exp(s - mx); }
-    }
-    z = wg_sum(zl, lid);
-    // The last token top-p keeps has probability ≥ (1 − top_p) / vocab: at least that much mass
-    // lies at or below it, on at most vocab tokens. Tokens under that bound (with a margin for
-    // rounding) cannot be kept, so leaving them out of the candidates is exact.
-    cut = max(cut, mx + log(z * (1.0 - sp.top_p) / f32(p.vocab)) - 0.01);
-  }
-  let floor_key = max(tau, key(cut));
-
-  // Compact the candidates in draw order: count per thread, scan, write.
+  if (sp.top_p < 1.0 && !topk) { cut = max(cut, mx + log(z_all * (1.0 - sp.top_p) / f32(p.vocab)) - 0.01); }
+  let floor_key = key(cut);
   var mine = 0u;
-  for (var i = lid; i < p.vocab; i += WG) { mine += select(0u, 1u, key(score(i, t)) >= floor_key); }
-  let incl = wg_scan(f32(mine), lid);
-  let n_cand = u32(bitcast<f32>(workgroupUniformLoad(&red[WG - 1u])));
+  for (var v = lid; v < p.nvec; v += WG) {
+    let s4 = scratch[v];
+    for (var c = 0u; c < 4u; c++) { mine += select(0u, 1u, key(s4[c]) >= floor_key); }
+  }
+  let cnt = wg_scan(f32(mine), lid);
+  let n_cand = u32(cnt.y);
 #if NO_CANDIDATES
   let use_cand = false;
 #else
   let use_cand = n_cand <= CAP;
 #endif
   if (use_cand) {
-    var at = u32(incl) - mine;
-    for (var i = lid; i < p.vocab; i += WG) {
-      let s = score(i, t);
-      if (key(s) >= floor_key) { cand_i[at] = i; cand_s[at] = s; at += 1u; }
+    var at = u32(cnt.x) - mine;
+    for (var v = lid; v < p.nvec; v += WG) {
+      let s4 = scratch[v];
+      for (var c = 0u; c < 4u; c++) {
+        if (key(s4[c]) >= floor_key) { cand_i[at] = 4u * v + c; cand_s[at] = s4[c]; at += 1u; }
+      }
     }
   }
   workgroupBarrier();
 
+  // top-k; with candidates, fewer than k of them means everything left is kept.
+  var tau = 0u;
+  if (topk && (!use_cand || n_cand > sp.top_k)) { tau = kth_largest(sp.top_k, lid, use_cand, n_cand); }
+
+  // top-p over the top-k survivors' softmax.
   if (sp.top_p < 1.0) {
-    let need = sp.top_p * z;
+    let need = sp.top_p * wg_sum(own_mass(lid, use_cand, n_cand, tau, NONE, mx), lid);
     var lo = tau;
     var hi = key(mx);
     while (lo < hi) {
       let mid = lo + (hi - lo) / 2u;
-      var m = 0.0;
-      if (use_cand) {
-        for (var j = lid; j < n_cand; j += WG) {
-          if (key(cand_s[j]) > mid) { m += exp(cand_s[j] - mx); }
-        }
-      } else {
-        for (var i = lid; i < p.vocab; i += WG) {
-          let s = score(i, t);
-          let k = key(s);
-          if (k > mid && k >= tau) { m += exp(s - mx); }
-        }
-      }
-      if (wg_sum(m, lid) < need) { hi = mid; } else { lo = mid + 1u; }
+      if (wg_sum(own_mass(lid, use_cand, n_cand, tau, mid, mx), lid) < need) { hi = mid; } else { lo = mid + 1u; }
     }
     tau = lo;
   }
 
   // Draw: a prefix sum over the threads finds the one whose run crosses u · total; that thread
   // walks its run. Candidates: thread l owns the contiguous slots [l·per, (l+1)·per), which keeps
-  // the compacted order; otherwise tokens l, l + WG, ...
+  // the compacted order; otherwise its own vec4s of proc.
   let per = (n_cand + WG - 1u) / WG;
   var own = 0.0;
   if (use_cand) {
@@ -262,34 +328,37 @@ fn main(@builtin(local_invocation_index) lid: u32) {
       if (key(cand_s[j]) >= tau) { own += exp(cand_s[j] - mx); }
     }
   } else {
-    for (var i = lid; i < p.vocab; i += WG) {
-      let s = score(i, t);
-      if (key(s) >= tau) { own += exp(s - mx); }
-    }
+    own = own_mass(lid, false, 0u, tau, NONE, mx);
   }
-  let before = wg_scan(own, lid) - own;
-  let total = bitcast<f32>(workgroupUniformLoad(&red[WG - 1u]));
-  let goal = uniform01(w) * total;
-  if (own > 0.0 && before <= goal) { atomicMax(&pick, lid + 1u); }
-  let chosen = workgroupUniformLoad(&pick);
+  let sc = wg_scan(own, lid);
+  let before = sc.x - own;
+  let goal = uniform01(w) * sc.y;
+  if (own > 0.0 && before <= goal) { atomicMax(&pick_at, lid + 1u); }
+  let chosen = workgroupUniformLoad(&pick_at);
   if (lid + 1u == chosen) {
     var acc = before;
     var tok = NONE;
+    // Only tokens of positive weight can be picked (not padding, not a -inf logit), also when
+    // rounding leaves the walk short of the goal and the run's last such token is taken.
     if (use_cand) {
       for (var j = lid * per; j < min(n_cand, lid * per + per); j++) {
-        if (key(cand_s[j]) >= tau) {
+        let e = exp(cand_s[j] - mx);
+        if (key(cand_s[j]) >= tau && e > 0.0) {
           tok = cand_i[j];
-          acc += exp(cand_s[j] - mx);
+          acc += e;
           if (acc > goal) { break; }
         }
       }
     } else {
-      for (var i = lid; i < p.vocab; i += WG) {
-        let s = score(i, t);
-        if (key(s) >= tau) {
-          tok = i;
-          acc += exp(s - mx);
-          if (acc > goal) { break; }
+      for (var v = lid; v < p.nvec && acc <= goal; v += WG) {
+        let s4 = scratch[v];
+        for (var c = 0u; c < 4u; c++) {
+          let e = exp(s4[c] - mx);
+          if (key(s4[c]) >= tau && e > 0.0) {
+            tok = 4u * v + c;
+            acc += e;
+            if (acc > goal) { break; }
+          }
         }
       }
     }
@@ -297,3 +366,4 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     scores[w] = mx;
   }
 }
+#endif

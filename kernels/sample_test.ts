@@ -1,22 +1,22 @@
 import assert from "node:assert/strict";
 import { sharedGpu } from "../src/gpu/device.ts";
 import type { Gpu } from "../src/gpu/device.ts";
-import { createStorage, readF32, readU32, uploadArray, writeArray } from "../src/gpu/buffers.ts";
+import { createStorage, readF32, readU32, writeArray } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import {
   argmax,
   drawInKernelOrder,
   processScores,
-  type SamplingRefOptions,
   samplingProbs,
+  type SamplingRefOptions,
   uniform01,
 } from "../src/ref/sample.ts";
 import { randn, seeded } from "../src/ref/_random.ts";
 import {
   createSamplingParams,
   sample,
-  type SamplingSettings,
   sampleWorkgroupSize,
+  type SamplingSettings,
   writeSamplingParams,
 } from "./sample.ts";
 import { advance, createDecodeState, writeDecodeState } from "./state.ts";
@@ -58,14 +58,18 @@ class Harness {
     this.state = createDecodeState(gpu);
     this.tokens = createStorage(gpu, capacity * 4);
     this.scores = createStorage(gpu, capacity * 4);
-    const b = this;
-    this.first = sample(gpu, b, { vocab, capacity, afterPrefill: true, candidates });
-    this.next = sample(gpu, b, { vocab, capacity, candidates });
+    this.first = sample(gpu, this, { vocab, capacity, afterPrefill: true, candidates });
+    this.next = sample(gpu, this, { vocab, capacity, candidates });
     this.advance = advance(gpu, this.state);
   }
 
   /** Sets logits, prompt and settings, then samples after prefill and for `steps` decode steps. */
-  async run(logits: Float32Array, s: SamplingSettings, prompt: Uint32Array = new Uint32Array(), steps = 0) {
+  async run(
+    logits: Float32Array,
+    s: SamplingSettings,
+    prompt: Uint32Array = new Uint32Array(),
+    steps = 0,
+  ) {
     writeArray(this.gpu, this.logits, logits);
     if (prompt.length) writeArray(this.gpu, this.prompt, prompt);
     writeSamplingParams(this.gpu, this.params, { ...s, promptLength: prompt.length });
@@ -81,7 +85,9 @@ class Harness {
   }
 
   destroy() {
-    [this.logits, this.prompt, this.params, this.state, this.tokens, this.scores].forEach((b) => b.destroy());
+    [this.logits, this.prompt, this.params, this.state, this.tokens, this.scores].forEach((b) =>
+      b.destroy()
+    );
     [this.first, this.next, this.advance].forEach((d) => d.destroy());
   }
 }
@@ -93,10 +99,9 @@ function refOptions(s: SamplingSettings): SamplingRefOptions {
 Deno.test("sample() greedy picks the lowest index among tied maxima and reports the max score", async () => {
   const gpu = await sharedGpu();
   const h = new Harness(gpu, VOCAB, 4);
-  const wg = sampleWorkgroupSize(gpu);
   const logits = randn(seeded(40), VOCAB, 2);
-  // Ties owned by one thread (i and i + wg) and by different threads.
-  for (const tied of [[3000 + wg, 3000, 70000], [1030, 6, VOCAB - 1]]) {
+  // Ties inside one thread's four tokens, across threads and across 1024-token slices.
+  for (const tied of [[3001, 3000, 70000], [1030, 6, VOCAB - 1], [513, 700]]) {
     const x = logits.slice();
     for (const i of tied) x[i] = 15.5;
     const got = await h.run(x, GREEDY);
@@ -115,7 +120,10 @@ Deno.test("sample() greedy equals argmax; temperature 0, top_k 1 and a tiny top_
     const want = argmax(x);
     const sampled = { ...GREEDY, doSample: true, seed: c };
     for (
-      const s of [GREEDY, { ...sampled, temperature: 0 }, { ...sampled, topK: 1 }, { ...sampled, topP: 1e-6 }]
+      const s of [GREEDY, { ...sampled, temperature: 0 }, { ...sampled, topK: 1 }, {
+        ...sampled,
+        topP: 1e-6,
+      }]
     ) {
       const got = await h.run(x, s, undefined, 2);
       assert.deepEqual([...got.tokens], [want, want, want], JSON.stringify(s));
@@ -140,13 +148,20 @@ Deno.test("sample() repetition penalty picks the same token as the CPU reference
     const y = randn(rng, VOCAB, 2);
     // History: the current top 20 (so the penalty decides the winner) and random ids, repeated.
     const top = Array.from(y.keys()).sort((a, b) => y[b] - y[a]).slice(0, 20);
-    const hist = Uint32Array.from([...top, ...top.slice(0, 5), ...Array.from({ length: 50 }, () => Math.floor(rng() * VOCAB))]);
+    const hist = Uint32Array.from([
+      ...top,
+      ...top.slice(0, 5),
+      ...Array.from({ length: 50 }, () => Math.floor(rng() * VOCAB)),
+    ]);
     const sp = { ...GREEDY, repetitionPenalty: 1 + rng() };
     const want = processScores(y, hist, refOptions(sp));
     const r = await h.run(y, sp, hist);
     assert.equal(r.tokens[0], argmax(want), `case ${c}`);
     // The shader's f32 division may be off by an ulp or two (Vulkan allows 2.5 ulp).
-    assert.ok(Math.abs(r.scores[0] - want[argmax(want)]) <= 1e-6 * Math.abs(want[argmax(want)]), `score ${c}`);
+    assert.ok(
+      Math.abs(r.scores[0] - want[argmax(want)]) <= 1e-6 * Math.abs(want[argmax(want)]),
+      `score ${c}`,
+    );
   }
   h.destroy();
 });
@@ -175,7 +190,15 @@ Deno.test("sample() with a seed replays the CPU reference draw and is reproducib
   const peaked = flat.slice();
   for (let i = 0; i < 30; i++) peaked[Math.floor(rng() * vocab)] += 12;
   const prompt = Uint32Array.from({ length: 30 }, () => Math.floor(rng() * vocab));
-  const base = { doSample: true, temperature: 1, topK: 0, topP: 1, repetitionPenalty: 1, seed: 1, promptLength: 0 };
+  const base = {
+    doSample: true,
+    temperature: 1,
+    topK: 0,
+    topP: 1,
+    repetitionPenalty: 1,
+    seed: 1,
+    promptLength: 0,
+  };
   const settings: [Float32Array, SamplingSettings][] = [
     [flat, base],
     [flat, { ...base, temperature: 0.7, topK: 50, topP: 0.9, seed: 2 ** 40 + 5 }],
@@ -184,20 +207,22 @@ Deno.test("sample() with a seed replays the CPU reference draw and is reproducib
     [peaked, { ...base, temperature: 0.8, topP: 0.95, repetitionPenalty: 1.3, seed: 9 }],
     [peaked, { ...base, seed: 10 }],
   ];
-  for (const [x, s] of settings) for (const h of hs) {
-    const steps = 5;
-    const got = await h.run(x, s, prompt, steps);
-    // Replay step by step: each draw's history is the prompt plus the tokens before it.
-    for (let w = 0; w <= steps; w++) {
-      const hist = [...prompt, ...got.tokens.subarray(0, w)];
-      const probs = samplingProbs(processScores(x, hist, refOptions(s)), refOptions(s));
-      const want = drawInKernelOrder(probs, uniform01(s.seed, w), wg);
-      assert.equal(got.tokens[w], want, `${JSON.stringify(s)} step ${w}`);
+  for (const [x, s] of settings) {
+    for (const h of hs) {
+      const steps = 5;
+      const got = await h.run(x, s, prompt, steps);
+      // Replay step by step: each draw's history is the prompt plus the tokens before it.
+      for (let w = 0; w <= steps; w++) {
+        const hist = [...prompt, ...got.tokens.subarray(0, w)];
+        const probs = samplingProbs(processScores(x, hist, refOptions(s)), refOptions(s));
+        const want = drawInKernelOrder(probs, uniform01(s.seed, w), wg);
+        assert.equal(got.tokens[w], want, `${JSON.stringify(s)} step ${w}`);
+      }
+      const again = await h.run(x, s, prompt, steps);
+      assert.deepEqual(again.tokens, got.tokens, "same seed, same tokens");
+      const other = await h.run(x, { ...s, seed: s.seed + 1 }, prompt, steps);
+      assert.notDeepEqual(other.tokens, got.tokens, "another seed, other tokens");
     }
-    const again = await h.run(x, s, prompt, steps);
-    assert.deepEqual(again.tokens, got.tokens, "same seed, same tokens");
-    const other = await h.run(x, { ...s, seed: s.seed + 1 }, prompt, steps);
-    assert.notDeepEqual(other.tokens, got.tokens, "another seed, other tokens");
   }
   hs.forEach((h) => h.destroy());
 });
@@ -207,14 +232,25 @@ Deno.test("sample() at temperature 1 follows the softmax (chi-square, fixed seed
   const n = 2000, vocab = 8;
   const h = new Harness(gpu, vocab, n + 1);
   const x = Float32Array.from([0.5, -1, 2, 0, 1.2, -0.3, 0.9, 1.5]);
-  const probs = samplingProbs(x, { doSample: true, temperature: 1, topK: 0, topP: 1, repetitionPenalty: 1 });
+  const probs = samplingProbs(x, {
+    doSample: true,
+    temperature: 1,
+    topK: 0,
+    topP: 1,
+    repetitionPenalty: 1,
+  });
   const got = await h.run(x, { ...GREEDY, doSample: true, seed: 2024 }, undefined, n);
   const counts = new Array(vocab).fill(0);
   for (const t of got.tokens) counts[t]++;
   const total = n + 1;
   const chi2 = counts.reduce((a, c, i) => a + (c - total * probs[i]) ** 2 / (total * probs[i]), 0);
   // 7 degrees of freedom: P(χ² > 24.3) = 0.001 for a correct sampler.
-  assert.ok(chi2 < 24.3, `χ² = ${chi2.toFixed(2)}, counts ${counts}, expected ${[...probs].map((p) => (p * total).toFixed(0))}`);
+  assert.ok(
+    chi2 < 24.3,
+    `χ² = ${chi2.toFixed(2)}, counts ${counts}, expected ${
+      [...probs].map((p) => (p * total).toFixed(0))
+    }`,
+  );
   h.destroy();
 });
 
@@ -237,7 +273,11 @@ Deno.test("sample() draws exactly from transformers' top-k / top-p token sets", 
     const h = new Harness(gpu, vocab, n + 1, candidates);
     for (const [c, want] of cases) {
       const got = await h.run(x, { ...GREEDY, doSample: true, seed: 5, ...c }, undefined, n);
-      assert.deepEqual([...new Set(got.tokens)].sort(), want.sort(), `${JSON.stringify(c)} candidates ${candidates}`);
+      assert.deepEqual(
+        [...new Set(got.tokens)].sort(),
+        want.sort(),
+        `${JSON.stringify(c)} candidates ${candidates}`,
+      );
     }
     h.destroy();
   }
@@ -260,10 +300,19 @@ Deno.test("sample() drops a write past the token ring", async () => {
 Deno.test("writeSamplingParams() rejects out-of-range settings naming the field", async () => {
   const gpu = await sharedGpu();
   const b = createSamplingParams(gpu);
-  assert.throws(() => writeSamplingParams(gpu, b, { ...GREEDY, topP: 0 }), /topP must be in \(0, 1\], got 0/);
-  assert.throws(() => writeSamplingParams(gpu, b, { ...GREEDY, temperature: -1 }), InvalidInputError);
+  assert.throws(
+    () => writeSamplingParams(gpu, b, { ...GREEDY, topP: 0 }),
+    /topP must be in \(0, 1\], got 0/,
+  );
+  assert.throws(
+    () => writeSamplingParams(gpu, b, { ...GREEDY, temperature: -1 }),
+    InvalidInputError,
+  );
   assert.throws(() => writeSamplingParams(gpu, b, { ...GREEDY, seed: 1.5 }), /seed/);
-  assert.throws(() => writeSamplingParams(gpu, b, { ...GREEDY, repetitionPenalty: 0 }), /repetitionPenalty/);
+  assert.throws(
+    () => writeSamplingParams(gpu, b, { ...GREEDY, repetitionPenalty: 0 }),
+    /repetitionPenalty/,
+  );
   b.destroy();
 });
 

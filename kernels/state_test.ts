@@ -18,7 +18,13 @@ Deno.test("advance() increments cache_len, position and step once per encode", a
 Deno.test("writeDecodeState() rejects values that are not u32", async () => {
   const gpu = await sharedGpu();
   const state = createDecodeState(gpu);
-  assert.throws(() => writeDecodeState(gpu, state, { cacheLen: -1, position: 0, step: 0 }), InvalidInputError);
-  assert.throws(() => writeDecodeState(gpu, state, { cacheLen: 0, position: 1.5, step: 0 }), InvalidInputError);
+  assert.throws(
+    () => writeDecodeState(gpu, state, { cacheLen: -1, position: 0, step: 0 }),
+    InvalidInputError,
+  );
+  assert.throws(
+    () => writeDecodeState(gpu, state, { cacheLen: 0, position: 1.5, step: 0 }),
+    InvalidInputError,
+  );
   state.destroy();
 });

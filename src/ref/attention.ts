@@ -27,7 +27,12 @@ export interface AttentionRefShape extends AttentionMask {
  * @param v (keys, kvHeads, headDim) f32
  * @returns (seq, heads, headDim) f32
  */
-export function attention(q: Float32Array, k: Float32Array, v: Float32Array, s: AttentionRefShape): Float32Array {
+export function attention(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  s: AttentionRefShape,
+): Float32Array {
   const { seq, heads, kvHeads, headDim: hd } = s;
   const group = heads / kvHeads;
   const scale = 1 / Math.sqrt(hd);
@@ -40,7 +45,9 @@ export function attention(q: Float32Array, k: Float32Array, v: Float32Array, s: 
       let mx = -Infinity;
       for (let j = lo; j < hi; j++) {
         let d = 0;
-        for (let c = 0; c < hd; c++) d += q[(i * heads + h) * hd + c] * k[(j * kvHeads + kvh) * hd + c];
+        for (let c = 0; c < hd; c++) {
+          d += q[(i * heads + h) * hd + c] * k[(j * kvHeads + kvh) * hd + c];
+        }
         w[j - lo] = d * scale;
         mx = Math.max(mx, w[j - lo]);
       }
@@ -72,6 +79,8 @@ function keyRange(i: number, m: AttentionMask): [number, number] {
  */
 export function cuSeqlens(gridThw: readonly (readonly [number, number, number])[]): Uint32Array {
   const out = [0];
-  for (const [t, h, w] of gridThw) for (let f = 0; f < t; f++) out.push(out[out.length - 1] + h * w);
+  for (const [t, h, w] of gridThw) {
+    for (let f = 0; f < t; f++) out.push(out[out.length - 1] + h * w);
+  }
   return Uint32Array.from(out);
 }

@@ -41,7 +41,12 @@ export function ropeInvFreq(dim: number, theta: number): Float32Array {
  * @param invFreq (half) f32: the inverse frequency rotary index i uses
  * @param axis (half): the position axis of rotary index i
  */
-export function buildRopeTable(invFreq: Float32Array, axis: Uint32Array, naxes: number, npos: number): RopeTable {
+export function buildRopeTable(
+  invFreq: Float32Array,
+  axis: Uint32Array,
+  naxes: number,
+  npos: number,
+): RopeTable {
   const half = invFreq.length;
   const cos = new Float32Array(npos * half), sin = new Float32Array(npos * half);
   for (let p = 0; p < npos; p++) {
@@ -60,12 +65,19 @@ export function buildRopeTable(invFreq: Float32Array, axis: Uint32Array, naxes: 
  * the indices into t, h, w runs (e.g. [16, 24, 24] for head_dim 128).
  * @param npos positions 0..npos-1 the table covers (max context + the largest rope delta)
  */
-export function mropeTable(headDim: number, theta: number, mropeSection: readonly number[], npos: number): RopeTable {
+export function mropeTable(
+  headDim: number,
+  theta: number,
+  mropeSection: readonly number[],
+  npos: number,
+): RopeTable {
   const half = headDim / 2;
   const total = mropeSection.reduce((a, b) => a + b, 0);
   if (mropeSection.length !== 3 || total !== half) {
     throw new RangeError(
-      `mrope_section ${JSON.stringify(mropeSection)} must have 3 entries summing to head_dim/2 = ${half}`,
+      `mrope_section ${
+        JSON.stringify(mropeSection)
+      } must have 3 entries summing to head_dim/2 = ${half}`,
     );
   }
   const axis = new Uint32Array(half);
@@ -84,7 +96,9 @@ export function mropeTable(headDim: number, theta: number, mropeSection: readonl
  */
 export function visionRopeTable(headDim: number, npos: number, theta = 10000): RopeTable {
   const half = headDim / 2, q = headDim / 4;
-  if (!Number.isInteger(q)) throw new RangeError(`vision head_dim ${headDim} must be a multiple of 4`);
+  if (!Number.isInteger(q)) {
+    throw new RangeError(`vision head_dim ${headDim} must be a multiple of 4`);
+  }
   const f = ropeInvFreq(half, theta);
   const invFreq = new Float32Array(half), axis = new Uint32Array(half);
   for (let i = 0; i < half; i++) {
@@ -134,7 +148,13 @@ export function applyRope(
 export function mropeTransformers(
   x: Float32Array,
   pos: ArrayLike<number>,
-  s: { seq: number; heads: number; headDim: number; theta: number; mropeSection: readonly number[] },
+  s: {
+    seq: number;
+    heads: number;
+    headDim: number;
+    theta: number;
+    mropeSection: readonly number[];
+  },
 ): Float32Array {
   const { seq, heads, headDim } = s;
   const invFreq = ropeInvFreq(headDim, s.theta);

@@ -24,7 +24,11 @@ export interface SamplingRefOptions {
  * @param logits (vocab) f32
  * @param history prompt ids followed by the generated ids
  */
-export function processScores(logits: Float32Array, history: ArrayLike<number>, o: SamplingRefOptions): Float32Array {
+export function processScores(
+  logits: Float32Array,
+  history: ArrayLike<number>,
+  o: SamplingRefOptions,
+): Float32Array {
   const out = logits.slice();
   const p = o.repetitionPenalty;
   if (p !== 1) {
@@ -32,7 +36,7 @@ export function processScores(logits: Float32Array, history: ArrayLike<number>, 
       if (id < logits.length) out[id] = logits[id] < 0 ? logits[id] * p : logits[id] / p;
     }
   }
-  if (o.doSample) for (let i = 0; i < out.length; i++) out[i] = out[i] / o.temperature;
+  if (o.doSample) { for (let i = 0; i < out.length; i++) out[i] = out[i] / o.temperature; }
   return out;
 }
 
@@ -96,7 +100,8 @@ export function uniform01(seed: number, index: number): number {
 
 /**
  * Replays the kernel's draw: tokens with probability > 0 in the kernel's order (thread l of `wg`
- * owns indices l, l + wg, ...; threads in turn), the first whose running sum passes u · total.
+ * owns tokens 4j..4j+3 for j = l, l + wg, ...; threads in turn), the first whose running sum
+ * passes u · total.
  * @param probs (vocab) from {@link samplingProbs}
  */
 export function drawInKernelOrder(probs: Float64Array, u: number, wg: number): number {
@@ -105,11 +110,13 @@ export function drawInKernelOrder(probs: Float64Array, u: number, wg: number): n
   const goal = u * total;
   let acc = 0, last = -1;
   for (let l = 0; l < wg; l++) {
-    for (let i = l; i < probs.length; i += wg) {
-      if (probs[i] > 0) {
-        last = i;
-        acc += probs[i];
-        if (acc > goal) return i;
+    for (let j = l; 4 * j < probs.length; j += wg) {
+      for (let i = 4 * j; i < Math.min(4 * j + 4, probs.length); i++) {
+        if (probs[i] > 0) {
+          last = i;
+          acc += probs[i];
+          if (acc > goal) return i;
+        }
       }
     }
   }
