@@ -35,8 +35,9 @@ export interface LinearTuning {
   gemvRows: number;
   /** GEMV over f16 weights with k % 8 == 0 reads 16 bytes (8 halves) per load. */
   gemvPack8: boolean;
-  /** Tiled path: each thread computes tileTm × 4 outputs of a (16 · tileTm) × 64 tile; a multiple of 4. */
+  /** Tiled path: each thread computes tileTm × tileTn outputs of a (16·tileTm) × (16·tileTn) tile; multiples of 4. */
   tileTm: number;
+  tileTn: number;
 }
 
 /** Default {@link LinearTuning}. */
@@ -45,9 +46,8 @@ export const LINEAR_TUNING: Readonly<LinearTuning> = {
   gemvRows: 4,
   gemvPack8: true,
   tileTm: 4,
+  tileTn: 4,
 };
-const TILE_N = 64;
-
 /** Shape and options of a linear call. */
 export interface LinearShape {
   /** Rows of x and y. */
@@ -83,7 +83,8 @@ export function linear(
   if (
     !(t.gemvWg >= 4 && t.gemvWg <= gpu.limits.maxComputeInvocationsPerWorkgroup &&
       (t.gemvWg & (t.gemvWg - 1)) === 0) ||
-    !(Number.isInteger(t.gemvRows) && t.gemvRows >= 1) || !(t.tileTm >= 4 && t.tileTm % 4 === 0)
+    !(Number.isInteger(t.gemvRows) && t.gemvRows >= 1) ||
+    ![t.tileTm, t.tileTn].every((v) => v >= 4 && v % 4 === 0)
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
@@ -111,14 +112,14 @@ export function linear(
       ACC: s.accumulate === true,
       GEMV: gemv,
       SUBGROUPS: subgroups,
-      ...(gemv ? { WG: t.gemvWg, ROWS: t.gemvRows } : { TM: t.tileTm }),
+      ...(gemv ? { WG: t.gemvWg, ROWS: t.gemvRows } : { TM: t.tileTm, TN: t.tileTn }),
     },
   });
   return w.chunks.map((c) => {
     const params = Params.pack({ m, n: w.rows, k: w.cols, row_start: c.rowStart, rows: c.rows });
     const grid = gemv
       ? grid2d(ceilDiv(c.rows, t.gemvRows))
-      : [ceilDiv(c.rows, TILE_N), ceilDiv(m, 16 * t.tileTm)] as const;
+      : [ceilDiv(c.rows, 16 * t.tileTn), ceilDiv(m, 16 * t.tileTm)] as const;
     const buffers = bias ? [x, c.buffer, bias, y] : [x, c.buffer, y];
     return new Dispatch(gpu, v, buffers, params, grid);
   });

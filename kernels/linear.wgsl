@@ -4,7 +4,7 @@
 // #if VEC: k % 4 == 0, so x and w are read as vec4 (w rows stay vec4-aligned).
 // #if BIAS: adds bias[col]. #if ACC: adds the old y (a fused residual add).
 // #if GEMV: m == 1 — each workgroup computes ROWS outputs, all WG threads split k; else the tiled
-// path: a workgroup computes a (TM·16) × 64 output tile from shared-memory tiles of BK = 16.
+// path: a workgroup computes a (16·TM) × (16·TN) output tile from shared-memory tiles of BK = 16.
 // #if SUBGROUPS (GEMV only): reduce with subgroupAdd; the host enables it only when every
 // subgroup size the adapter may use divides WG.
 // #if PACK8 (GEMV only, f16, k % 8 == 0): w is read 8 halves at a time as vec4<u32> (16-byte
@@ -143,12 +143,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 
 #else
-// Tiled: 256 threads as 16 × 16; thread (tx, ty) computes rows ty·TM.. and columns tx·4.. of the
-// tile. Shared tiles are stored k-major as vec4 along m (resp. n) so the inner loop reads two
-// vec4 and does TM vec4 FMAs.
+// Tiled: 256 threads as 16 × 16 compute a BM × BN = (16·TM) × (16·TN) output tile; thread
+// (tx, ty) owns rows ib·64 + ty·4 + (0..3) for ib < TM/4 and columns jb·64 + tx·4 + (0..3) for
+// jb < TN/4 (interleaved, so the shared-memory reads of a half-warp are consecutive vec4).
+// Shared tiles are k-major, vec4 along m (resp. n): per k, TM/4 + TN/4 vec4 reads feed TM·TN FMAs.
 const TM: u32 = {{TM}}u;
+const TN: u32 = {{TN}}u;
 const BM: u32 = 16u * TM;
-const BN: u32 = 64u;
+const BN: u32 = 16u * TN;
 const BK: u32 = 16u;
 var<workgroup> As: array<vec4<f32>, BK * BM / 4u>;  // [k][m / 4] of x
 var<workgroup> Bs: array<vec4<f32>, BK * BN / 4u>;  // [k][n / 4] of w
@@ -189,9 +191,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let m0 = wid.y * BM;
   let tx = lid % 16u;
   let ty = lid / 16u;
-  var acc: array<vec4<f32>, TM>;
-  for (var i = 0u; i < TM; i++) { acc[i] = vec4<f32>(0.0); }
-  // Loader roles: thread lid loads the vec4 of k [lk, lk + 4) for tile row lr (+ 64 per pass).
+  var acc: array<vec4<f32>, TM * TN / 4u>;  // [row i][column block jb]
+  for (var i = 0u; i < TM * TN / 4u; i++) { acc[i] = vec4<f32>(0.0); }
+  // Loader roles: thread lid loads the vec4 of k [lk, lk + 4) for tile rows lr + 64·pass.
   let lr = lid / 4u;
   let lk = (lid % 4u) * 4u;
   for (var k0 = 0u; k0 < p.k; k0 += BK) {
@@ -199,27 +201,35 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let v = load_x(m0 + mr, k0 + lk);
       for (var i = 0u; i < 4u; i++) { As[((lk + i) * BM + mr) / 4u][mr % 4u] = v[i]; }
     }
-    let wv = load_w(n0 + lr, k0 + lk);
-    for (var i = 0u; i < 4u; i++) { Bs[((lk + i) * BN + lr) / 4u][lr % 4u] = wv[i]; }
+    for (var nr = lr; nr < BN; nr += 64u) {
+      let v = load_w(n0 + nr, k0 + lk);
+      for (var i = 0u; i < 4u; i++) { Bs[((lk + i) * BN + nr) / 4u][nr % 4u] = v[i]; }
+    }
     workgroupBarrier();
     for (var k = 0u; k < BK; k++) {
-      let b = Bs[k * (BN / 4u) + tx];
-      for (var i = 0u; i < TM; i += 4u) {
-        let a = As[k * (BM / 4u) + ty * (TM / 4u) + i / 4u];
-        acc[i] += a.x * b;
-        acc[i + 1u] += a.y * b;
-        acc[i + 2u] += a.z * b;
-        acc[i + 3u] += a.w * b;
+      var b: array<vec4<f32>, TN / 4u>;
+      for (var jb = 0u; jb < TN / 4u; jb++) { b[jb] = Bs[k * (BN / 4u) + jb * 16u + tx]; }
+      for (var ib = 0u; ib < TM / 4u; ib++) {
+        let a = As[k * (BM / 4u) + ib * 16u + ty];
+        for (var jb = 0u; jb < TN / 4u; jb++) {
+          let r = ib * 4u * (TN / 4u) + jb;
+          acc[r] += a.x * b[jb];
+          acc[r + TN / 4u] += a.y * b[jb];
+          acc[r + 2u * (TN / 4u)] += a.z * b[jb];
+          acc[r + 3u * (TN / 4u)] += a.w * b[jb];
+        }
       }
     }
     workgroupBarrier();
   }
   for (var i = 0u; i < TM; i++) {
-    let row = m0 + ty * TM + i;
-    if (row >= p.m) { break; }
-    for (var j = 0u; j < 4u; j++) {
-      let c = n0 + tx * 4u + j;
-      if (c < p.rows) { store(row, c, acc[i][j]); }
+    let row = m0 + (i / 4u) * 64u + ty * 4u + i % 4u;
+    if (row >= p.m) { continue; }
+    for (var jb = 0u; jb < TN / 4u; jb++) {
+      for (var j = 0u; j < 4u; j++) {
+        let c = n0 + jb * 64u + tx * 4u + j;
+        if (c < p.rows) { store(row, c, acc[i * (TN / 4u) + jb][j]); }
+      }
     }
   }
 }
