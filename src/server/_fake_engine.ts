@@ -26,6 +26,8 @@ export interface FakeEngineOptions {
   finishReason?: FinishReason;
   /** Thrown when generation starts (after the queue), e.g. an InvalidInputError. */
   error?: Error;
+  /** Throw `error` after this many tokens instead of at the start. */
+  failAfterTokens?: number;
 }
 
 /** What one call of generate() received and how it ended. */
@@ -93,7 +95,7 @@ export class FakeEngine implements ChatEngine {
         channel.port2.postMessage(0);
       });
     try {
-      if (o.error) throw o.error;
+      if (o.error && !o.failAfterTokens) throw o.error;
       await sleep(o.prefillDelayMs ?? 0, options.signal);
       const answer = (o.answer ?? describeRequest)(messages);
       // Tokens: each word with the space before it.
@@ -107,6 +109,7 @@ export class FakeEngine implements ChatEngine {
           reason = "abort";
           break;
         }
+        if (o.error && count === o.failAfterTokens) throw o.error;
         if (count === max) {
           reason = "length";
           break;

@@ -16,7 +16,12 @@
  */
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import type { ChatEngine, ChatMessage, GenerateOptions } from "../generate/types.ts";
+import type {
+  ChatEngine,
+  ChatMessage,
+  GenerateOptions,
+  GenerationEvent,
+} from "../generate/types.ts";
 import { errorResponse, HttpError, toHttpError } from "./_errors.ts";
 import type { ImagePolicy } from "./_images.ts";
 import { chunkObject, completionHeader, completionObject } from "./_openai.ts";
@@ -107,13 +112,39 @@ function follow(clientSignal: AbortSignal, abort: AbortController): () => void {
   return () => clientSignal.removeEventListener("abort", onGone);
 }
 
-/** Runs `work` when the ticket's turn comes, and always gives the turn back. */
-async function inTurn<T>(ticket: Ticket, work: () => Promise<T>): Promise<T> {
+/** The engine's events once the ticket's turn comes; the turn is given back however they end. */
+async function* turnEvents(
+  ticket: Ticket,
+  engine: ChatEngine,
+  messages: ChatMessage[],
+  options: GenerateOptions,
+): AsyncGenerator<GenerationEvent> {
   try {
     await ticket.ready;
-    return await work();
+    yield* engine.generate(messages, options);
   } finally {
     ticket.release();
+  }
+}
+
+/**
+ * How long a streamed request waits for its first event before committing to a 200 SSE response.
+ * Errors found while preparing the prompt (an undecodable image, a prompt over the context) come
+ * within it and still get a proper 4xx; a request waiting in the queue starts its stream (and its
+ * keep-alives) after it.
+ */
+const STREAM_GRACE_MS = 1000;
+
+/** `first` if it settles within `ms`, else undefined (a rejection is passed on). */
+async function within<T>(first: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<undefined>((
+    resolve,
+  ) => (timer = setTimeout(() => resolve(undefined), ms)));
+  try {
+    return await Promise.race([first, timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -263,17 +294,20 @@ export function createApp(
           );
         }
         const options: GenerateOptions = { ...request.options, signal: abort.signal };
+        const events = turnEvents(ticket, e, messages, options);
         if (request.stream) {
+          const first = events.next();
+          first.catch(() => {}); // awaited below or in the stream
+          await within(first, Math.min(STREAM_GRACE_MS, settings.keepAliveMs));
           streaming = true;
-          return streamCompletion(e, messages, options, request, ticket, abort, detach);
+          return streamCompletion(e.modelId, events, first, request, abort, detach);
         }
-        const result = await inTurn(ticket, async () => {
-          for await (const event of e.generate(messages, options)) {
-            if (event.type === "done") return event.result;
+        for await (const event of events) {
+          if (event.type === "done") {
+            return c.json(completionObject(completionHeader(e.modelId), event.result));
           }
-          throw new Error("the engine's stream ended without a result");
-        });
-        return c.json(completionObject(completionHeader(e.modelId), result));
+        }
+        throw new Error("the engine's stream ended without a result");
       } catch (error) {
         if (abort.signal.aborted) return new Response(null, { status: CLIENT_CLOSED });
         throw error;
@@ -283,33 +317,31 @@ export function createApp(
     },
   );
 
+  /** The SSE response of a streamed request whose first event is `first`. */
   function streamCompletion(
-    e: ChatEngine,
-    messages: ChatMessage[],
-    options: GenerateOptions,
+    modelId: string,
+    events: AsyncGenerator<GenerationEvent>,
+    first: Promise<IteratorResult<GenerationEvent>>,
     request: ChatRequest,
-    ticket: Ticket,
     abort: AbortController,
     detach: () => void,
   ): Response {
-    const header = completionHeader(e.modelId);
+    const header = completionHeader(modelId);
     const usage = { include: request.includeUsage };
     return sseResponse(async (send, signal) => {
       try {
-        await inTurn(ticket, async () => {
-          send(chunkObject(header, { delta: { role: "assistant", content: "" } }, usage));
-          for await (const event of e.generate(messages, options)) {
-            if (signal.aborted) break;
-            if (event.type === "delta") {
-              if (event.text) send(chunkObject(header, { delta: { content: event.text } }, usage));
-            } else {
-              send(chunkObject(header, { delta: {}, result: event.result }, usage));
-              if (usage.include) {
-                send(chunkObject(header, null, { include: true, result: event.result }));
-              }
+        send(chunkObject(header, { delta: { role: "assistant", content: "" } }, usage));
+        for (let next = await first; !next.done && !signal.aborted; next = await events.next()) {
+          const event = next.value;
+          if (event.type === "delta") {
+            if (event.text) send(chunkObject(header, { delta: { content: event.text } }, usage));
+          } else {
+            send(chunkObject(header, { delta: {}, result: event.result }, usage));
+            if (usage.include) {
+              send(chunkObject(header, null, { include: true, result: event.result }));
             }
           }
-        });
+        }
         send("[DONE]");
       } catch (error) {
         if (signal.aborted) return;
@@ -318,6 +350,7 @@ export function createApp(
         // OpenAI's clients raise an APIError for a data event carrying `error`.
         send(http.toJSON());
       } finally {
+        await events.return(undefined); // closes the engine's generator if we left early
         detach();
       }
     }, { keepAliveMs: settings.keepAliveMs, controller: abort });

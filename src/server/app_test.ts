@@ -178,14 +178,25 @@ Deno.test("stream: true without include_usage sends no usage field and no usage 
   assert.equal(chunks.at(-1).choices[0].finish_reason, "stop");
 });
 
-Deno.test("an engine error before streaming is a 400 for bad input; in a stream it is an error event", async () => {
+Deno.test("an engine error at the start is a 400 even when streaming; a later one is an error event", async () => {
   const engine = { error: new InvalidInputError('image 0: cannot decode "PNG" (bad CRC)') };
-  const plain = await post(setup(engine).app, hello);
-  assert.equal(plain.status, 400);
-  assert.match((await plain.json()).error.message, /bad CRC/);
-  const data = await sseData(await post(setup(engine).app, { ...hello, stream: true }));
+  for (const stream of [false, true]) {
+    const response = await post(setup(engine).app, { ...hello, stream });
+    assert.equal(response.status, 400);
+    assert.match(response.headers.get("content-type")!, /application\/json/);
+    assert.match((await response.json()).error.message, /bad CRC/);
+  }
+  const late = {
+    failAfterTokens: 2,
+    error: new InvalidInputError("context of 32768 tokens is full"),
+  };
+  const data = await sseData(await post(setup(late).app, { ...hello, stream: true }));
+  assert.deepEqual(data.slice(1, 3).map((d) => JSON.parse(d).choices[0].delta.content), [
+    "I",
+    " see",
+  ]);
   const last = JSON.parse(data.at(-1)!);
-  assert.match(last.error.message, /bad CRC/);
+  assert.match(last.error.message, /context of 32768 tokens is full/);
   assert.equal(last.error.type, "invalid_request_error");
   assert.ok(!data.includes("[DONE]"));
 });
@@ -505,32 +516,35 @@ Deno.test("a streaming client that disconnects aborts its generation and frees t
 });
 
 Deno.test("a queued request whose client disconnects leaves the queue without generating", async () => {
-  const { app, fake } = setup({ tokenDelayMs: 10 });
+  const { app, fake } = setup({ tokenDelayMs: 20 });
   const first = post(app, hello);
   const gone = new AbortController();
-  const queued = app.request("/v1/chat/completions", {
+  const queued = Promise.resolve(app.request("/v1/chat/completions", {
     method: "POST",
     body: JSON.stringify({ ...hello, stream: true }),
     signal: gone.signal,
-  });
-  const response = await queued;
-  const reader = response.body!.getReader();
+  }));
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal((await (await app.request("/health")).json()).queue.waiting, 1);
   gone.abort();
-  await reader.cancel();
+  assert.equal((await queued).status, 499); // nobody reads it
+  assert.equal((await (await app.request("/health")).json()).queue.waiting, 0);
   await first;
   await new Promise((r) => setTimeout(r, 30));
   assert.equal(fake.calls.length, 1);
-  assert.equal((await (await app.request("/health")).json()).queue.waiting, 0);
-  const again = await post(app, hello);
-  assert.equal(again.status, 200);
+  assert.equal((await post(app, hello)).status, 200);
   assert.equal(fake.calls.length, 2);
 });
 
-Deno.test("a streamed answer waiting in the queue gets SSE keep-alive comments before its first chunk", async () => {
+Deno.test("a streamed answer waiting in the queue gets its role chunk, then SSE keep-alive comments", async () => {
   const { app } = setup({ prefillDelayMs: 100 }, { keepAliveMs: 20 });
   const first = post(app, hello);
   const text = await (await post(app, { ...hello, stream: true })).text();
   await first;
-  assert.match(text.slice(0, text.indexOf("data: ")), /^(: keep-alive\n\n){2,}$/);
+  const [role, ...rest] = text.split(/(?<=\n\n)/);
+  assert.match(role, /^data: .*"role":"assistant"/);
+  const waiting = rest.slice(0, rest.findIndex((b) => b.startsWith("data: ")));
+  assert.ok(waiting.length >= 2, text);
+  assert.ok(waiting.every((b) => b === ": keep-alive\n\n"));
   assert.match(text, /data: \[DONE\]\n\n$/);
 });
