@@ -16,22 +16,14 @@
  * @module
  */
 import { InvalidInputError } from "../errors.ts";
+import { imageTokenCount } from "../image.ts";
 
 /** An image's patch grid: (temporal, height, width) in patches, as image_grid_thw. */
 export type GridThw = readonly [number, number, number];
 
-/** Vision tokens per image after the merger: t·h·w / merge². */
+/** Vision tokens per image after the merger: t·h·w / merge² each. */
 export function imageTokenCounts(gridThw: readonly GridThw[], mergeSize: number): number[] {
-  const m2 = mergeSize * mergeSize;
-  return gridThw.map(([t, h, w]) => {
-    const n = t * h * w;
-    if (!(n > 0) || h % mergeSize !== 0 || w % mergeSize !== 0) {
-      throw new InvalidInputError(
-        `image grid ${t}×${h}×${w} is not a whole number of ${mergeSize}×${mergeSize} merges`,
-      );
-    }
-    return n / m2;
-  });
+  return gridThw.map((g) => imageTokenCount(g, mergeSize));
 }
 
 /**

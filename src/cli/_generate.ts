@@ -1,0 +1,167 @@
+/**
+ * `qvq generate`: one answer to a prompt (with images), streamed to stdout, or one JSON object at
+ * the end with `--json`. Also the model/prompt options `qvq logits` shares.
+ * @module
+ */
+import type {
+  ChatMessage,
+  ContentPart,
+  GenerateOptions,
+  GenerationResult,
+} from "../generate/types.ts";
+import type { WeightDType } from "../gpu/tensor.ts";
+import type { Pipeline } from "../pipeline.ts";
+import { InvalidInputError } from "../errors.ts";
+import {
+  type Io,
+  numberOption,
+  parseCommand,
+  requireString,
+  stringList,
+  UsageError,
+  type Values,
+} from "./_args.ts";
+
+const USAGE = `usage: qvq generate --model <dir|url|org/name> --prompt <text> [options]
+
+Answers one user message (images first, then the text) with the model's chat template and
+default system prompt; the answer streams to stdout.
+
+options:
+  --model <dir|url|id>      model directory, URL, or Hugging Face hub id (downloaded and cached)
+  --prompt <text>           the user's text
+  --image <file>            an image (PNG, JPEG, WebP); repeat for several
+  --system <text>           a system prompt instead of the template's default
+  --max-tokens <n>          most tokens to generate (1..8192)
+  --temperature <t>         0 = greedy (default: generation_config.json)
+  --top-p <p>  --top-k <k>  --repetition-penalty <r>
+  --seed <n>                same seed, same options → same answer
+  --stop <text>             stop before this text; repeat for several
+  --stop-on-loop            stop when the answer keeps repeating itself
+  --dtype <f16|f32>         weight dtype on the GPU (default f16 where supported)
+  --json                    print one JSON object at the end: text, finish reason, usage, timings
+`;
+
+/** The options every model command takes. */
+export const MODEL_OPTIONS = {
+  model: { type: "string" },
+  prompt: { type: "string" },
+  image: { type: "string", multiple: true },
+  system: { type: "string" },
+  dtype: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** The user turn (and optional system turn) of `--image… --prompt` as chat messages. */
+export async function promptMessages(v: Values, usage: string): Promise<ChatMessage[]> {
+  const text = requireString(v, "prompt", usage);
+  const content: ContentPart[] = [];
+  for (const path of stringList(v, "image")) {
+    let image: Uint8Array;
+    try {
+      image = await Deno.readFile(path);
+    } catch (e) {
+      throw new InvalidInputError(`cannot read image "${path}": ${(e as Error).message}`);
+    }
+    content.push({ type: "image", image });
+  }
+  content.push({ type: "text", text });
+  const messages: ChatMessage[] = [];
+  if (typeof v.system === "string") messages.push({ role: "system", content: v.system });
+  messages.push({ role: "user", content });
+  return messages;
+}
+
+/** Loads the pipeline of `--model` (a directory, a URL, or a hub id) with `--dtype`. */
+export async function loadPipeline(v: Values, usage: string): Promise<Pipeline> {
+  const model = requireString(v, "model", usage);
+  const dtype = v.dtype;
+  if (dtype !== undefined && dtype !== "f16" && dtype !== "f32") {
+    throw new UsageError(`--dtype must be f16 or f32, got "${dtype}"`, usage);
+  }
+  const { Pipeline } = await import("../pipeline.ts");
+  const location = /^(https?|file):/i.test(model)
+    ? model
+    : await (await import("../hub/download.ts")).resolveModel(model);
+  return await Pipeline.load(location, { dtype: dtype as WeightDType | undefined });
+}
+
+/** Sampling and stop options from the command line (validated later by resolveOptions). */
+function generateOptions(v: Values, usage: string): GenerateOptions {
+  const o: GenerateOptions = {};
+  const set = <K extends keyof GenerateOptions>(key: K, val: GenerateOptions[K] | undefined) => {
+    if (val !== undefined) o[key] = val;
+  };
+  set("maxNewTokens", numberOption(v, "max-tokens", usage, true));
+  set("temperature", numberOption(v, "temperature", usage));
+  set("topP", numberOption(v, "top-p", usage));
+  set("topK", numberOption(v, "top-k", usage, true));
+  set("repetitionPenalty", numberOption(v, "repetition-penalty", usage));
+  set("seed", numberOption(v, "seed", usage, true));
+  const stop = stringList(v, "stop");
+  if (stop.length) o.stop = stop;
+  if (v["stop-on-loop"]) o.stopOnLoop = true;
+  return o;
+}
+
+/** `qvq generate …`: returns the exit code. */
+export async function generateCommand(args: string[], io: Io): Promise<number> {
+  const v = parseCommand(args, {
+    ...MODEL_OPTIONS,
+    "max-tokens": { type: "string" },
+    temperature: { type: "string" },
+    "top-p": { type: "string" },
+    "top-k": { type: "string" },
+    "repetition-penalty": { type: "string" },
+    seed: { type: "string" },
+    stop: { type: "string", multiple: true },
+    "stop-on-loop": { type: "boolean" },
+    json: { type: "boolean" },
+  }, USAGE);
+  if (v.help) {
+    await io.out(USAGE);
+    return 0;
+  }
+  requireString(v, "model", USAGE);
+  const options = generateOptions(v, USAGE);
+  const messages = await promptMessages(v, USAGE);
+  const pipeline = await loadPipeline(v, USAGE);
+  const abort = new AbortController();
+  const stopOnCtrlC = onInterrupt(abort);
+  try {
+    let result: GenerationResult | undefined;
+    for await (const ev of pipeline.generate(messages, { ...options, signal: abort.signal })) {
+      if (ev.type === "done") result = ev.result;
+      else if (!v.json) await io.out(ev.text);
+    }
+    if (!result) throw new Error("generation ended without a result");
+    if (v.json) {
+      await io.out(JSON.stringify(result) + "\n");
+    } else {
+      const t = result.timings;
+      await io.out("\n");
+      await io.err(
+        `[${result.finishReason}] ${result.usage.promptTokens} prompt + ${result.usage.completionTokens} ` +
+          `generated tokens; vision ${t.visionMs.toFixed(0)} ms, prefill ${
+            t.prefillMs.toFixed(0)
+          } ms, ` +
+          `${t.tokensPerSecond.toFixed(1)} tokens/s\n`,
+      );
+    }
+    return 0;
+  } finally {
+    stopOnCtrlC();
+    pipeline.dispose();
+  }
+}
+
+/** Ctrl+C stops the answer (finish reason "abort") instead of killing the process mid-write. */
+function onInterrupt(abort: AbortController): () => void {
+  const handler = () => abort.abort(new DOMException("Stopped with Ctrl+C.", "AbortError"));
+  try {
+    Deno.addSignalListener("SIGINT", handler);
+  } catch {
+    return () => {};
+  }
+  return () => Deno.removeSignalListener("SIGINT", handler);
+}

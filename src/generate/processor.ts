@@ -1,0 +1,91 @@
+/**
+ * Chat messages → model inputs, without the GPU: transformers'
+ * `processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)` for
+ * Qwen2-VL — the chat template, the image processor, and the tokenizer with each image's
+ * placeholder expanded to its vision token count.
+ * @module
+ */
+import { type ImageProcessorConfig, parsePreprocessorConfig, preprocessImages } from "../image.ts";
+import type { ModelSource } from "../model_files.ts";
+import { parseConfig } from "../model/config.ts";
+import { Tokenizer } from "../tokenizer.ts";
+import { ChatTemplate, collectImages, type RenderOptions } from "./chat_template.ts";
+import { expandImagePads, type GridThw, imageTokenCounts, type PreparedPrompt } from "./prompt.ts";
+import type { ChatMessage } from "./types.ts";
+
+/**
+ * Turns chat messages into input ids and pixel values.
+ *
+ * @example
+ * ```ts ignore
+ * const proc = await ChatProcessor.load(openModelSource("tests/fixtures/tiny-qwen2vl"));
+ * const png = await Deno.readFile("tests/fixtures/tiny-qwen2vl/reference/case0_0.png");
+ * const p = await proc.prepare([{ role: "user", content: [
+ *   { type: "image", image: png }, { type: "text", text: "What value should be filled in the blank space?" },
+ * ] }]);
+ * // p.inputIds: 35 ids with 4 <|image_pad|>; p.gridThw: [[1, 4, 4]]
+ * ```
+ */
+export class ChatProcessor {
+  readonly template: ChatTemplate;
+  readonly tokenizer: Tokenizer;
+  readonly imageConfig: ImageProcessorConfig;
+  /** The `<|image_pad|>` id (config.json's image_token_id). */
+  readonly imageTokenId: number;
+
+  constructor(
+    template: ChatTemplate,
+    tokenizer: Tokenizer,
+    imageConfig: ImageProcessorConfig,
+    imageTokenId: number,
+  ) {
+    this.template = template;
+    this.tokenizer = tokenizer;
+    this.imageConfig = imageConfig;
+    this.imageTokenId = imageTokenId;
+  }
+
+  /**
+   * Reads config.json, the chat template (chat_template.json or tokenizer_config.json),
+   * preprocessor_config.json and the tokenizer (unless given) from a model location.
+   */
+  static async load(src: ModelSource, tokenizer?: Tokenizer): Promise<ChatProcessor> {
+    const optionalJson = async (name: string) =>
+      (await src.exists(name)) ? await src.readJson(name) : undefined;
+    const config = parseConfig(await src.readJson("config.json"), src.pathOf("config.json"));
+    const template = ChatTemplate.fromConfigs(
+      await optionalJson("chat_template.json"),
+      await optionalJson("tokenizer_config.json"),
+    );
+    const imageConfig = parsePreprocessorConfig(await src.readJson("preprocessor_config.json"));
+    return new ChatProcessor(
+      template,
+      tokenizer ?? await Tokenizer.load(src),
+      imageConfig,
+      config.imageTokenId,
+    );
+  }
+
+  /**
+   * The model inputs for `messages`: the template's text (with its default system prompt when
+   * the messages have none), tokenized, each image pad repeated t·h·w / merge² times.
+   * @throws InvalidInputError for malformed messages or images that do not decode
+   */
+  async prepare(
+    messages: readonly ChatMessage[],
+    options: RenderOptions = {},
+  ): Promise<PreparedPrompt> {
+    const text = this.template.render(messages, options);
+    const images = collectImages(messages);
+    const { pixelValues, gridThw } = images.length
+      ? await preprocessImages(images, this.imageConfig)
+      : { pixelValues: new Float32Array(0), gridThw: [] as GridThw[] };
+    const counts = imageTokenCounts(gridThw, this.imageConfig.mergeSize);
+    return {
+      inputIds: expandImagePads(this.tokenizer.encode(text), this.imageTokenId, counts),
+      pixelValues,
+      gridThw: gridThw.map(([t, h, w]) => [t, h, w] as const),
+      imageTokens: counts.reduce((a, b) => a + b, 0),
+    };
+  }
+}

@@ -1,0 +1,236 @@
+/**
+ * The high-level API: a model directory (or URL) in, chat answers out. Loads the tokenizer, the
+ * chat template, the image processor settings, generation_config.json and the model; turns chat
+ * messages into input ids and pixel values exactly as transformers' Qwen2VLProcessor does, and
+ * streams the answer from the GPU decode loop. One generation runs at a time (FIFO).
+ *
+ * @example
+ * ```ts ignore
+ * import { Pipeline } from "./pipeline.ts";
+ * const qvq = await Pipeline.load("path/to/QVQ-72B-Preview");
+ * const image = await Deno.readFile("chart.png");
+ * for await (const ev of qvq.generate([{ role: "user", content: [
+ *   { type: "image", image }, { type: "text", text: "What does the chart show?" },
+ * ] }], { maxNewTokens: 512, stopOnLoop: true })) {
+ *   if (ev.type === "delta") await Deno.stdout.write(new TextEncoder().encode(ev.text));
+ *   else console.error(ev.result.finishReason, ev.result.usage);
+ * }
+ * qvq.dispose();
+ * ```
+ * @module
+ */
+import type { Gpu } from "./gpu/device.ts";
+import { readF32 } from "./gpu/buffers.ts";
+import type { WeightDType } from "./gpu/tensor.ts";
+import { type ModelSource, openModelSource } from "./model_files.ts";
+import { Qwen2VLModel } from "./model/qwen2vl.ts";
+import type { Tokenizer } from "./tokenizer.ts";
+import { ChatProcessor } from "./generate/processor.ts";
+import { FifoLock } from "./generate/fifo_lock.ts";
+import { runGeneration } from "./generate/generate.ts";
+import { LoopDetector, type LoopDetectorOptions } from "./generate/loop_detector.ts";
+import {
+  type GenerationConfig,
+  parseGenerationConfig,
+  resolveOptions,
+} from "./generate/options.ts";
+import type { PreparedPrompt } from "./generate/prompt.ts";
+import type {
+  ChatEngine,
+  ChatMessage,
+  GenerateOptions,
+  GenerationEvent,
+  GenerationResult,
+} from "./generate/types.ts";
+
+/** Options of {@link Pipeline.load}. */
+export interface PipelineOptions {
+  /** Weight dtype on the GPU (default f16 where the adapter supports it, else f32). */
+  dtype?: WeightDType;
+  /** The WebGPU device (default: a new one). */
+  gpu?: Gpu;
+  /** The id clients use (default: the last segment of the model location). */
+  modelId?: string;
+  /** Longest prompt + answer in tokens (default: the model's max_position_embeddings). */
+  maxContext?: number;
+  /** Thresholds of the `stopOnLoop` detector (defaults: see LoopDetector). */
+  loopDetection?: LoopDetectorOptions;
+  /** Called as weights stream to the GPU. */
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
+/** What {@link Pipeline.forward} returns: one forward pass over a prompt, all on the CPU. */
+export interface ForwardResult {
+  prompt: PreparedPrompt;
+  /** (Σ image tokens, hidden) f32: the merger's output. */
+  imageEmbeds: Float32Array;
+  /** (vocab) f32 logits of the last prompt position. */
+  logitsLast: Float32Array;
+}
+
+/** A loaded model ready to chat: tokenizer + image processor + chat template + GPU model. */
+export class Pipeline implements ChatEngine {
+  readonly modelId: string;
+  readonly model: Qwen2VLModel;
+  /** Chat template + image processor + tokenizer. */
+  readonly processor: ChatProcessor;
+  readonly generationConfig: GenerationConfig;
+  readonly #lock = new FifoLock();
+  readonly #loop: LoopDetectorOptions;
+
+  private constructor(
+    modelId: string,
+    model: Qwen2VLModel,
+    processor: ChatProcessor,
+    generationConfig: GenerationConfig,
+    loop: LoopDetectorOptions,
+  ) {
+    this.modelId = modelId;
+    this.model = model;
+    this.processor = processor;
+    this.generationConfig = generationConfig;
+    this.#loop = loop;
+  }
+
+  /** The model's tokenizer. */
+  get tokenizer(): Tokenizer {
+    return this.processor.tokenizer;
+  }
+
+  /**
+   * Loads everything from a model directory, a `file:`/`http(s):` URL or a ModelSource. Small
+   * files are read and checked first, so a broken template or config fails before the weights
+   * are uploaded.
+   */
+  static async load(
+    location: string | URL | ModelSource,
+    opts: PipelineOptions = {},
+  ): Promise<Pipeline> {
+    const src = typeof location === "string" || location instanceof URL
+      ? openModelSource(location)
+      : location;
+    const config = await src.readJson<{ eos_token_id?: unknown }>("config.json");
+    const configEos = [config?.eos_token_id].flat().filter((x): x is number => Number.isInteger(x));
+    const generationConfig = parseGenerationConfig(
+      (await src.exists("generation_config.json"))
+        ? await src.readJson("generation_config.json")
+        : {},
+      src.pathOf("generation_config.json"),
+      configEos,
+    );
+    const processor = await ChatProcessor.load(src);
+    try {
+      const model = await Qwen2VLModel.load(src, {
+        gpu: opts.gpu,
+        dtype: opts.dtype,
+        maxContext: opts.maxContext,
+        onProgress: opts.onProgress,
+      });
+      const modelId = opts.modelId ?? lastSegment(src.location);
+      return new Pipeline(modelId, model, processor, generationConfig, opts.loopDetection ?? {});
+    } catch (e) {
+      processor.tokenizer.dispose();
+      throw e;
+    }
+  }
+
+  /**
+   * Chat messages → input ids (image pads expanded) and pixel values, as Qwen2VLProcessor with
+   * `apply_chat_template(messages, add_generation_prompt=True)`.
+   * @throws InvalidInputError for malformed messages or undecodable images
+   */
+  prepare(messages: readonly ChatMessage[]): Promise<PreparedPrompt> {
+    return this.processor.prepare(messages);
+  }
+
+  /**
+   * Streams the answer to `messages`: text deltas, then one `done` record. Options are checked
+   * before waiting for the GPU; an abort (also while queued) ends the stream with finishReason
+   * "abort" and frees the KV cache.
+   */
+  async *generate(
+    messages: readonly ChatMessage[],
+    options: GenerateOptions = {},
+  ): AsyncGenerator<GenerationEvent, void, undefined> {
+    const o = resolveOptions(options, this.generationConfig);
+    const prompt = await this.prepare(messages);
+    let release: (() => void) | undefined;
+    try {
+      release = await this.#lock.acquire(o.signal);
+    } catch (e) {
+      if (!o.signal?.aborted) throw e;
+      yield { type: "done", result: abortedBeforeStart(prompt) };
+      return;
+    }
+    try {
+      const loop = this.#loop;
+      yield* runGeneration(this.model, this.tokenizer, prompt, o, {
+        loopDetector: () => new LoopDetector(loop),
+      });
+    } finally {
+      release();
+    }
+  }
+
+  /** {@link generate} collected: the final record (its `text` is the whole answer). */
+  async chat(
+    messages: readonly ChatMessage[],
+    options: GenerateOptions = {},
+  ): Promise<GenerationResult> {
+    let result: GenerationResult | undefined;
+    for await (const ev of this.generate(messages, options)) {
+      if (ev.type === "done") result = ev.result;
+    }
+    return result!;
+  }
+
+  /**
+   * One forward pass over the prompt of `messages` (no generation): the processed inputs, the
+   * image embeddings and the last position's logits, read back to the CPU. The `logits` CLI.
+   */
+  async forward(messages: readonly ChatMessage[]): Promise<ForwardResult> {
+    const prompt = await this.prepare(messages);
+    const release = await this.#lock.acquire();
+    const m = this.model, gpu = m.gpu;
+    const images = prompt.gridThw.length
+      ? m.encodeImages(prompt.pixelValues, prompt.gridThw)
+      : undefined;
+    const session = m.createSession(prompt.inputIds.length + 1);
+    try {
+      const imageEmbeds = images
+        ? await readF32(gpu, images.buffer, images.tokens * images.hidden)
+        : new Float32Array(0);
+      await m.prefill(session, prompt.inputIds, images);
+      const logitsLast = await readF32(gpu, session.logits, m.config.text.vocabSize);
+      return { prompt, imageEmbeds, logitsLast };
+    } finally {
+      session.dispose();
+      images?.destroy();
+      release();
+    }
+  }
+
+  /** Frees the model's GPU memory and the tokenizer. */
+  dispose(): void {
+    this.model.dispose();
+    this.tokenizer.dispose();
+  }
+}
+
+function lastSegment(location: string): string {
+  const parts = location.replace(/[/\\]+$/, "").split(/[/\\]/);
+  return parts[parts.length - 1] || location;
+}
+
+function abortedBeforeStart(prompt: PreparedPrompt): GenerationResult {
+  return {
+    finishReason: "abort",
+    text: "",
+    usage: {
+      promptTokens: prompt.inputIds.length,
+      completionTokens: 0,
+      imageTokens: prompt.imageTokens,
+    },
+    timings: { visionMs: 0, prefillMs: 0, decodeMs: 0, tokensPerSecond: 0 },
+  };
+}
