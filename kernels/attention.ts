@@ -28,8 +28,8 @@ const Params = defineParams({
   scale: "f32",
 });
 
-/** Queries per prefill workgroup and keys per tile (kernels/attention.wgsl BQ, BK). */
-const BQ = 32, BK = 16;
+/** Keys per prefill tile (kernels/attention.wgsl BK). */
+const BK = 16;
 /** Keys per decode step of a workgroup, and its size (CHUNK). */
 const CHUNK = 128;
 
@@ -118,26 +118,34 @@ function pack(
   });
 }
 
-function checkWorkgroupMemory(gpu: Gpu, what: string, bytes: number): void {
+/** Prefill tiling for a head size: queries per workgroup and threads per row group. */
+function prefillTiles(gpu: Gpu, what: string, headDim: number): { bq: number; dgrp: number } {
+  const dgrp = (headDim / 4) % 8 === 0 ? 8 : 4;
+  const bytes = (bq: number) => bq * headDim * 4 + BK * (headDim + 4) * 4 + bq * BK * 4;
   const max = gpu.limits.maxComputeWorkgroupStorageSize;
-  if (bytes > max) {
+  const bq = [64, 32].find((b) => bytes(b) <= max);
+  if (!bq) {
     throw new InvalidInputError(
-      `${what}: needs ${bytes} bytes of workgroup memory, this adapter has ${max}`,
+      `${what}: head_dim ${headDim} needs ${
+        bytes(32)
+      } bytes of workgroup memory, this adapter has ${max}`,
     );
   }
+  return { bq, dgrp };
 }
 
 function prefillVariant(gpu: Gpu, what: string, headDim: number, vision: boolean) {
-  checkWorkgroupMemory(gpu, what, (BQ + BK) * headDim * 4 + BQ * BK * 4);
-  return variant(gpu, {
+  const { bq, dgrp } = prefillTiles(gpu, what, headDim);
+  const v = variant(gpu, {
     family: "attention",
     entry: "prefill",
     bindings: vision
       ? ["read", "read", "read", "read_write", "read"]
       : ["read", "read", "read", "read_write"],
     params: Params,
-    defines: { HD: headDim, VISION: vision },
+    defines: { HD: headDim, VISION: vision, BQ: bq, BK, DGRP: dgrp },
   });
+  return { v, bq };
 }
 
 /** Shape of a causal prefill. */
@@ -165,16 +173,13 @@ export function causalAttention(
   s: CausalAttentionShape,
 ): Dispatch {
   const r = resolve("causalAttention", s, q, k, v);
-  const vt = prefillVariant(gpu, "causalAttention", s.headDim, false);
+  const { v: vt, bq } = prefillVariant(gpu, "causalAttention", s.headDim, false);
   return new Dispatch(
     gpu,
     vt,
     [q.buffer, k.buffer, v.buffer, out],
     pack(r, { seq: s.seq, offset: s.offset }),
-    [
-      ceilDiv(s.seq, BQ),
-      s.heads,
-    ],
+    [ceilDiv(s.seq, bq), s.heads],
   );
 }
 
@@ -210,16 +215,13 @@ export function visionAttention(
     throw new InvalidInputError(`visionAttention: cu_seqlens needs ≥ 2 entries, got ${s.nCu}`);
   }
   const r = resolve("visionAttention", s, q, k, v);
-  const vt = prefillVariant(gpu, "visionAttention", s.headDim, true);
+  const { v: vt, bq } = prefillVariant(gpu, "visionAttention", s.headDim, true);
   return new Dispatch(
     gpu,
     vt,
     [q.buffer, k.buffer, v.buffer, out, cu],
     pack(r, { seq: s.seq, nCu: s.nCu }),
-    [
-      ceilDiv(s.seq, BQ),
-      s.heads,
-    ],
+    [ceilDiv(s.seq, bq), s.heads],
   );
 }
 

@@ -35,16 +35,24 @@ const NEG: f32 = -3.0e38;
 #endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
-const BQ: u32 = 32u;        // queries per workgroup
-const BK: u32 = 16u;        // keys per tile
-const LANES: u32 = 4u;      // threads per query row
-const WG: u32 = BQ * LANES;
-const KPL: u32 = BK / LANES; // scores per thread per tile
-const DPL: u32 = HD4 / LANES; // vec4 output columns per thread
+// Register tiling: thread (rg, dg) of RG × DGRP owns TQ = BQ / RG consecutive query rows. For
+// the scores it computes those rows against keys dg, dg + DGRP, ... of the tile (TK of them);
+// for the output it accumulates those rows over vec4 columns dg, dg + DGRP, ... (TD of them).
+// Interleaved columns and a padded K/V row stride keep workgroup-memory reads free of bank
+// conflicts; the micro-tiles reuse each loaded vec4 several times.
+const BQ: u32 = {{BQ}}u;        // queries per workgroup
+const BK: u32 = {{BK}}u;        // keys per tile
+const DGRP: u32 = {{DGRP}}u;    // threads sharing a row group
+const WG: u32 = 128u;
+const RG: u32 = WG / DGRP;      // row groups
+const TQ: u32 = BQ / RG;        // rows per thread
+const TK: u32 = BK / DGRP;      // keys per thread in the scores
+const TD: u32 = HD4 / DGRP;     // vec4 output columns per thread
+const KS: u32 = HD4 + 1u;       // padded row stride of the K/V tile (vec4)
 
 var<workgroup> qs: array<vec4<f32>, BQ * HD4>;   // (BQ, HD) scaled queries
-var<workgroup> kvs: array<vec4<f32>, BK * HD4>;  // (BK, HD) the K tile, then the V tile
-var<workgroup> ps: array<f32, BQ * BK>;          // (BQ, BK) scores of the tile
+var<workgroup> kvs: array<vec4<f32>, BK * KS>;   // (BK, HD) the K tile, then the V tile
+var<workgroup> ps: array<f32, BQ * BK>;          // (BQ, BK) raw scores, then probabilities
 
 // Keys [lo, hi) that query i may see.
 fn key_range(i: u32) -> vec2<u32> {
@@ -57,14 +65,32 @@ fn key_range(i: u32) -> vec2<u32> {
 #endif
 }
 
+// Loads keys kb..kb+BK-1 of `which` (0: K, 1: V) into kvs; rows at or past hi read as 0.
+fn load_tile(which: u32, kb: u32, hi: u32, kvh: u32, lid: u32) {
+  for (var idx = lid; idx < BK * HD4; idx += WG) {
+    let j = idx / HD4;
+    let c = idx % HD4;
+    let key = kb + j;
+    var val = vec4<f32>(0.0);
+    if (key < hi) {
+      if (which == 0u) {
+        val = k[key * p.k_stride + p.k_off + kvh * HD4 + c];
+      } else {
+        val = v[key * p.v_stride + p.v_off + kvh * HD4 + c];
+      }
+    }
+    kvs[j * KS + c] = val;
+  }
+}
+
 @compute @workgroup_size(WG)
 fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let q0 = wid.x * BQ;
   let h = wid.y;
   let kvh = h / p.group;
-  let r = lid / LANES;
-  let lane = lid % LANES;
-  let qi = q0 + r;
+  let rg = lid / DGRP;
+  let dg = lid % DGRP;
+  let r0 = rg * TQ;            // first row (in the tile) of this thread
   let last = min(q0 + BQ, p.seq) - 1u;
 
   for (var idx = lid; idx < BQ * HD4; idx += WG) {
@@ -73,64 +99,91 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     if (row < p.seq) { val = q[row * p.q_stride + p.q_off + h * HD4 + idx % HD4] * p.scale; }
     qs[idx] = val;
   }
-  let mine = key_range(min(qi, last));
   // Rows are consecutive and both range ends grow with i: the tile needs [lo(first), hi(last)).
   let lo_t = key_range(q0).x;
   let hi_t = key_range(last).y;
-
-  var m = NEG;
-  var l = 0.0;
-  var acc: array<vec4<f32>, DPL>;
-  for (var c = 0u; c < DPL; c++) { acc[c] = vec4<f32>(0.0); }
+  var lo: array<u32, TQ>;
+  var hi: array<u32, TQ>;
+  var m: array<f32, TQ>;
+  var l: array<f32, TQ>;      // this thread's share of the row sums (its keys only)
+  var acc: array<vec4<f32>, TQ * TD>;
+  for (var i = 0u; i < TQ; i++) {
+    let kr = key_range(min(q0 + r0 + i, last));
+    lo[i] = kr.x;
+    hi[i] = kr.y;
+    m[i] = NEG;
+    l[i] = 0.0;
+    for (var c = 0u; c < TD; c++) { acc[i * TD + c] = vec4<f32>(0.0); }
+  }
 
   for (var kb = lo_t; kb < hi_t; kb += BK) {
-    workgroupBarrier(); // previous V tile fully used (first pass: qs written)
-    for (var idx = lid; idx < BK * HD4; idx += WG) {
-      let key = kb + idx / HD4;
-      var val = vec4<f32>(0.0);
-      if (key < hi_t) { val = k[key * p.k_stride + p.k_off + kvh * HD4 + idx % HD4]; }
-      kvs[idx] = val;
-    }
+    workgroupBarrier();               // the previous V tile is used up (first pass: qs written)
+    load_tile(0u, kb, hi_t, kvh, lid);
     workgroupBarrier();
-    for (var jj = 0u; jj < KPL; jj++) {
-      let j = lane * KPL + jj;
-      let key = kb + j;
-      var s = NEG;
-      if (key >= mine.x && key < mine.y) {
-        var d = 0.0;
-        for (var c = 0u; c < HD4; c++) { d += dot(qs[r * HD4 + c], kvs[j * HD4 + c]); }
-        s = d;
+    var s: array<f32, TQ * TK>;
+    for (var i = 0u; i < TQ * TK; i++) { s[i] = 0.0; }
+    for (var c = 0u; c < HD4; c++) {
+      var kk: array<vec4<f32>, TK>;
+      for (var t = 0u; t < TK; t++) { kk[t] = kvs[(dg + t * DGRP) * KS + c]; }
+      for (var i = 0u; i < TQ; i++) {
+        let qq = qs[(r0 + i) * HD4 + c];
+        for (var t = 0u; t < TK; t++) { s[i * TK + t] += dot(qq, kk[t]); }
       }
-      ps[r * BK + j] = s;
+    }
+    for (var i = 0u; i < TQ; i++) {
+      for (var t = 0u; t < TK; t++) {
+        let key = kb + dg + t * DGRP;
+        if (key < lo[i] || key >= hi[i]) { s[i * TK + t] = NEG; }
+        ps[(r0 + i) * BK + dg + t * DGRP] = s[i * TK + t];
+      }
     }
     workgroupBarrier();
-    for (var idx = lid; idx < BK * HD4; idx += WG) {
-      let key = kb + idx / HD4;
-      var val = vec4<f32>(0.0);
-      if (key < hi_t) { val = v[key * p.v_stride + p.v_off + kvh * HD4 + idx % HD4]; }
-      kvs[idx] = val;
+    // Row maxima from every thread's scores; the K tile is no longer read, so V replaces it.
+    var alpha: array<f32, TQ>;
+    for (var i = 0u; i < TQ; i++) {
+      var mx = m[i];
+      for (var j = 0u; j < BK; j++) { mx = max(mx, ps[(r0 + i) * BK + j]); }
+      alpha[i] = exp(m[i] - mx);
+      m[i] = mx;
+      l[i] *= alpha[i];
+      for (var t = 0u; t < TK; t++) {
+        let e = select(0.0, exp(s[i * TK + t] - mx), s[i * TK + t] > NEG);
+        s[i * TK + t] = e;
+        l[i] += e;
+      }
+    }
+    load_tile(1u, kb, hi_t, kvh, lid);
+    workgroupBarrier();               // all raw scores read: overwrite them with probabilities
+    for (var i = 0u; i < TQ; i++) {
+      for (var t = 0u; t < TK; t++) { ps[(r0 + i) * BK + dg + t * DGRP] = s[i * TK + t]; }
     }
     workgroupBarrier();
-    // Every lane of a row computes the row's statistics itself (same inputs, same result).
-    var mx = m;
-    for (var j = 0u; j < BK; j++) { mx = max(mx, ps[r * BK + j]); }
-    let alpha = exp(m - mx);
-    l *= alpha;
-    for (var c = 0u; c < DPL; c++) { acc[c] *= alpha; }
+    for (var i = 0u; i < TQ; i++) {
+      for (var c = 0u; c < TD; c++) { acc[i * TD + c] *= alpha[i]; }
+    }
     for (var j = 0u; j < BK; j++) {
-      let s = ps[r * BK + j];
-      if (s > NEG) {
-        let pj = exp(s - mx);
-        l += pj;
-        for (var c = 0u; c < DPL; c++) { acc[c] += pj * kvs[j * HD4 + lane + c * LANES]; }
+      var vv: array<vec4<f32>, TD>;
+      for (var c = 0u; c < TD; c++) { vv[c] = kvs[j * KS + dg + c * DGRP]; }
+      for (var i = 0u; i < TQ; i++) {
+        let pj = ps[(r0 + i) * BK + j];
+        for (var c = 0u; c < TD; c++) { acc[i * TD + c] += pj * vv[c]; }
       }
     }
-    m = mx;
   }
-  if (qi < p.seq) {
-    let inv = 1.0 / l;
-    for (var c = 0u; c < DPL; c++) {
-      out[qi * p.heads * HD4 + h * HD4 + lane + c * LANES] = acc[c] * inv;
+
+  // Row sums: add the DGRP threads' shares through ps (free now), then normalise and write.
+  workgroupBarrier();
+  for (var i = 0u; i < TQ; i++) { ps[(r0 + i) * BK + dg] = l[i]; }
+  workgroupBarrier();
+  for (var i = 0u; i < TQ; i++) {
+    let row = q0 + r0 + i;
+    if (row < p.seq) {
+      var tot = 0.0;
+      for (var g = 0u; g < DGRP; g++) { tot += ps[(r0 + i) * BK + g]; }
+      let inv = 1.0 / tot;
+      for (var c = 0u; c < TD; c++) {
+        out[row * p.heads * HD4 + h * HD4 + dg + c * DGRP] = acc[i * TD + c] * inv;
+      }
     }
   }
 }
