@@ -112,19 +112,11 @@ function maxAbs(x: ArrayLike<number>): number {
 }
 
 /**
- * Checks a prompt's logits against the reference.
- * @param tol max abs error allowed, as a fraction of max |logit_last|
- * @param ties whether a different argmax is accepted where our logits of both ids are within the
- *   tolerance (a near-tie that weight rounding may flip); false demands the exact ids
+ * Checks a prompt's logits against the reference: the max at every position within `tol` of
+ * max |logit_last|, the argmax at every position exactly (lowest index on ties, as torch), and
+ * the whole last row.
  */
-function checkLogits(
-  all: Float32Array,
-  ref: ReferenceCase,
-  V: number,
-  tol: number,
-  ties: boolean,
-  what: string,
-) {
+function checkLogits(all: Float32Array, ref: ReferenceCase, V: number, tol: number, what: string) {
   const S = ref.inputIds.length;
   const scale = maxAbs(ref.logitsLast);
   const { arg, max } = rowArgMax(all, S, V);
@@ -134,18 +126,13 @@ function checkLogits(
       err <= tol * scale,
       `${what}: logits_max[${i}] ${max[i]} vs ${ref.logitsMax[i]} (err ${err} > ${tol} × ${scale})`,
     );
-    if (arg[i] !== ref.logitsArgmax[i]) {
-      const gap = all[i * V + arg[i]] - all[i * V + ref.logitsArgmax[i]];
-      assert.ok(
-        ties && gap <= tol * scale,
-        `${what}: argmax[${i}] ${arg[i]} vs ${ref.logitsArgmax[i]} (gap ${gap})`,
-      );
-    }
   }
-  const last = all.subarray((S - 1) * V, S * V);
-  let err = 0;
-  for (let j = 0; j < V; j++) err = Math.max(err, Math.abs(last[j] - ref.logitsLast[j]));
-  assert.ok(err <= tol * scale, `${what}: logits_last max err ${err} > ${tol} × ${scale}`);
+  assert.deepEqual(
+    Array.from(arg),
+    Array.from(ref.logitsArgmax),
+    `${what}: argmax at every position`,
+  );
+  assertRelClose(all.subarray((S - 1) * V, S * V), ref.logitsLast, tol, `${what}: logits_last`);
 }
 
 for (let c = 0; c < CASES; c++) {
@@ -182,7 +169,7 @@ for (let c = 0; c < CASES; c++) {
       const all = await model.prefill(s, ref.inputIds, images, { allLogits: true });
       // f32 on the same bf16-valued weights: errors are summation-order ulps (measured ≈ 4e-7 of
       // max |logit|); 1e-4 leaves room for other GPUs' FMA/reduction orders, far below the 1e-3 goal.
-      checkLogits(all!, ref, V, 1e-4, false, `case ${c}`);
+      checkLogits(all!, ref, V, 1e-4, `case ${c}`);
       const { ids, scores } = await greedy(model, s, STEPS);
       assert.deepEqual(Array.from(ids), Array.from(ref.generatedIds), "generated_ids");
       const scale = maxAbs(ref.logitsLast);
@@ -199,7 +186,7 @@ for (let c = 0; c < CASES; c++) {
   });
 }
 
-Deno.test("tiny model with f16 weights: logits close to transformers and the same greedy ids", async () => {
+Deno.test("tiny model with f16 weights: last logits close to transformers and the same 12 greedy ids", async () => {
   const gpu = await sharedGpu();
   if (!gpu.features.f16) return; // the f32 tests above cover adapters without shader-f16
   const model = await tiny("f16");
@@ -210,16 +197,23 @@ Deno.test("tiny model with f16 weights: logits close to transformers and the sam
       : undefined;
     const s = model.createSession(ref.inputIds.length + STEPS + 4);
     try {
-      const all = await model.prefill(s, ref.inputIds, images, { allLogits: true });
-      // bf16 → f16 is exact except for weights below f16's normal range (|w| < 6.1e-5), which
-      // lose low bits; measured error stays under 1e-4 of max |logit|: 1e-3 is the stated goal.
-      checkLogits(all!, ref, model.config.text.vocabSize, 1e-3, true, `f16 case ${c}`);
-      const { ids } = await greedy(model, s, STEPS);
+      await model.prefill(s, ref.inputIds, images);
+      // bf16 weights are exact in f16 unless below f16's normal range (|w| < 6.1e-5, where low
+      // bits are lost); here that changes nothing measurable (4e-7 of max |logit|, as f32), so the
+      // f32 tolerance holds. Every prompt position is checked by the f32 tests.
+      assertRelClose(
+        await readF32(gpu, s.logits),
+        ref.logitsLast,
+        1e-4,
+        `f16 case ${c} logits_last`,
+      );
+      const { ids, scores } = await greedy(model, s, STEPS);
       assert.deepEqual(
         Array.from(ids),
         Array.from(ref.generatedIds),
         `f16 case ${c} generated_ids`,
       );
+      assertRelClose(scores, ref.generatedScoresMax, 1e-4, `f16 case ${c} generated_scores_max`);
     } finally {
       s.dispose();
       images?.destroy();
