@@ -15,6 +15,7 @@ export const SYNTHETIC_DIR: string =
 
 /** One case's reference tensors, by name. */
 export interface ReferenceCase {
+  /** (seq) i32 prompt ids, image pads expanded */
   inputIds: Int32Array;
   /** (patches, 1176) f32 */
   pixelValues: Float32Array;
@@ -22,6 +23,7 @@ export interface ReferenceCase {
   gridThw: [number, number, number][];
   /** (3, seq) i32 */
   positionIds: Int32Array;
+  /** rope_deltas[0] */
   ropeDelta: number;
   /** (Σ image tokens, hidden) f32 */
   imageEmbeds: Float32Array;
@@ -65,8 +67,11 @@ export async function readReferenceCase(i: number): Promise<ReferenceCase> {
 
 /** Typed getters over a reference safetensors file. */
 export interface Reference {
+  /** An F32 tensor's data. */
   f32(name: string): Float32Array;
+  /** An I32 tensor's data. */
   i32(name: string): Int32Array;
+  /** A tensor's shape. */
   shape(name: string): number[];
 }
 

@@ -9,8 +9,11 @@ import type { Naming } from "./weights.ts";
 
 /** A tensor of a checkpoint's header. */
 export interface HeaderTensor {
+  /** Checkpoint name. */
   name: string;
+  /** Stored dtype. */
   dtype: "BF16" | "F16" | "F32";
+  /** Dimensions. */
   shape: number[];
 }
 

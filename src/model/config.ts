@@ -28,14 +28,19 @@ export interface VisionConfig {
   depth: number;
   /** ViT width (1280). */
   embedDim: number;
+  /** Attention heads (16). */
   numHeads: number;
   /** embedDim / numHeads (80). */
   headDim: number;
   /** fc1 width: int(embedDim · mlp_ratio) (5120). */
   mlpHidden: number;
+  /** Image channels (3). */
   inChannels: number;
+  /** Patch side in pixels (14). */
   patchSize: number;
+  /** Frames per patch (2; an image is repeated to fill them). */
   temporalPatchSize: number;
+  /** Side of the patch block the merger fuses into one LLM token (2). */
   spatialMergeSize: number;
   /** One patch row of pixel_values: inChannels · temporalPatchSize · patchSize² (1176). */
   patchDim: number;
@@ -51,30 +56,45 @@ export interface VisionConfig {
 
 /** The Qwen2 language model. */
 export interface TextConfig {
+  /** Rows of embed_tokens and lm_head (151936 for 2B, 152064 for 7B/72B). */
   vocabSize: number;
+  /** Residual width (1536 / 3584 / 8192). */
   hiddenSize: number;
+  /** MLP width per branch (gate, up). */
   intermediateSize: number;
+  /** Decoder layers. */
   numLayers: number;
+  /** Query heads. */
   numHeads: number;
+  /** Key/value heads (grouped-query attention). */
   numKvHeads: number;
   /** hiddenSize / numHeads (128 for the released models). */
   headDim: number;
+  /** RMSNorm epsilon. */
   rmsNormEps: number;
+  /** Rotary base. */
   ropeTheta: number;
   /** Rotary indices per M-RoPE axis (t, h, w); sums to headDim / 2. */
   mropeSection: [number, number, number];
+  /** The context the model was trained for (32768). */
   maxPositionEmbeddings: number;
 }
 
 /** A validated Qwen2-VL configuration. */
 export interface Qwen2VLConfig {
+  /** The language model. */
   text: TextConfig;
+  /** The vision tower and merger. */
   vision: VisionConfig;
   /** lm_head shares embed_tokens' weight (2B and the tiny test model; not 7B / QVQ-72B). */
   tieWordEmbeddings: boolean;
+  /** `<|image_pad|>`: the prompt positions image embeddings replace. */
   imageTokenId: number;
+  /** `<|video_pad|>` (videos are not supported yet). */
   videoTokenId: number;
+  /** `<|vision_start|>`. */
   visionStartTokenId: number;
+  /** `<|vision_end|>`. */
   visionEndTokenId: number;
   /** From config.json (generation_config.json may add more stop ids). */
   eosTokenIds: number[];

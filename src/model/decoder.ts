@@ -25,6 +25,7 @@ import type { GpuWeights } from "./weights.ts";
 
 /** Activations of a decoder pass over up to `rows` tokens. */
 export interface DecoderBuffers {
+  /** Tokens the buffers hold. */
   rows: number;
   /** (rows, H) f32: the residual stream. */
   x: GPUBuffer;
@@ -38,6 +39,7 @@ export interface DecoderBuffers {
   gateUp: GPUBuffer;
   /** (rows, I) f32: silu(gate) · up. */
   act: GPUBuffer;
+  /** Frees the buffers. */
   destroy(): void;
 }
 
@@ -73,7 +75,9 @@ export function createDecoderBuffers(
 
 /** A layer's KV cache: K and V of (maxTokens, kvHeads · headDim) f32. */
 export interface LayerCache {
+  /** (maxTokens, kvHeads · headDim) f32 rotated keys. */
   k: GPUBuffer;
+  /** (maxTokens, kvHeads · headDim) f32 values. */
   v: GPUBuffer;
 }
 

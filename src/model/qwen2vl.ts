@@ -77,6 +77,7 @@ export interface PrefillOptions {
 
 /** Options of {@link planModel}. */
 export interface PlanModelOptions {
+  /** Matrix dtype on the GPU. */
   dtype: WeightDType;
   /** The adapter's maxStorageBufferBindingSize (128 MiB lavapipe, 2 GiB H100). */
   maxBinding: number;
@@ -88,9 +89,13 @@ export interface PlanModelOptions {
 
 /** What {@link planModel} finds: everything checked, nothing uploaded. */
 export interface ModelPlan {
+  /** The validated config.json. */
   config: Qwen2VLConfig;
+  /** Every GPU tensor with its sources and chunking. */
   plan: WeightPlan;
+  /** GPU memory at maxContext. */
   memory: MemoryEstimate;
+  /** Longest context planned for. */
   maxContext: number;
   /** The open checkpoint (headers only); close() it when done. */
   checkpoint: SafetensorsCheckpoint;
@@ -135,11 +140,15 @@ export async function planModel(
 
 /** A loaded Qwen2-VL. */
 export class Qwen2VLModel {
+  /** The validated config.json. */
   readonly config: Qwen2VLConfig;
+  /** The device the weights live on. */
   readonly gpu: Gpu;
+  /** How the checkpoint was mapped onto GPU tensors. */
   readonly plan: WeightPlan;
   /** The up-front GPU memory estimate at maxContext. */
   readonly memory: MemoryEstimate;
+  /** Longest session (prompt + generated tokens) this model accepts; the rope table covers it. */
   readonly maxContext: number;
   readonly #w: GpuWeights;
   readonly #vision: VisionTower;

@@ -28,8 +28,11 @@ export interface ImageEmbeds {
   readonly buffer: GPUBuffer;
   /** Σ t·h·w / merge² over the images. */
   readonly tokens: number;
+  /** Columns: the LLM hidden size. */
   readonly hidden: number;
+  /** The images' grids, for get_rope_index. */
   readonly grids: readonly GridThw[];
+  /** Frees the buffer. */
   destroy(): void;
 }
 
@@ -70,6 +73,7 @@ export class VisionTower {
   /** Rotary table for grid rows/columns 0..npos-1, grown on demand. */
   #rope?: GpuRopeTable;
 
+  /** Binds the tower to loaded weights (keys `vision.*` of the plan). */
   constructor(gpu: Gpu, cfg: VisionConfig, weights: GpuWeights) {
     this.#gpu = gpu;
     this.#cfg = cfg;

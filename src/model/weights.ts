@@ -25,6 +25,7 @@ import type { Qwen2VLConfig } from "./config.ts";
 export interface StoredTensor {
   /** safetensors dtype name: "BF16", "F16", "F32", ... */
   dtype: string;
+  /** Dimensions, outermost first. */
   shape: readonly number[];
   /** The shard file holding it (for messages). */
   file: string;
@@ -38,8 +39,11 @@ export type Naming = "legacy" | "transformers5";
 
 /** Rows [rowStart, rowStart + rows) of a stored tensor viewed as a (rows, cols) matrix. */
 export interface RowSource {
+  /** Checkpoint tensor name. */
   name: string;
+  /** First row taken (always 0 today: whole tensors are stacked). */
   rowStart: number;
+  /** Rows taken (the first dimension). */
   rows: number;
 }
 
@@ -49,13 +53,17 @@ export interface PlannedTensor {
   key: string;
   /** Matrices are Weights (chunked, f32 or f16); vectors (biases, norms) are one f32 buffer. */
   kind: "matrix" | "vector";
+  /** Output features (matrices) or length (vectors). */
   rows: number;
+  /** Input features (1 for vectors). */
   cols: number;
+  /** GPU dtype (vectors are always f32). */
   dtype: WeightDType;
   /** Concatenated by rows, in order. */
   sources: RowSource[];
   /** Rows per chunk (matrices); one chunk holds ≤ maxBinding bytes. */
   rowsPerChunk: number;
+  /** Buffers the matrix is split into. */
   chunks: number;
   /** Bytes on the GPU. */
   bytes: number;
@@ -63,11 +71,13 @@ export interface PlannedTensor {
 
 /** GPU memory the model needs, in bytes. */
 export interface MemoryEstimate {
+  /** All planned tensors. */
   weights: number;
   /** K and V of every layer for maxContext tokens, f32. */
   kvCache: number;
   /** Prefill/vision scratch activations and logits (upper bound for the planned chunk sizes). */
   activations: number;
+  /** Sum of the above. */
   total: number;
   /** The largest single buffer. */
   largestBuffer: number;
@@ -75,6 +85,7 @@ export interface MemoryEstimate {
 
 /** The checked plan for loading a checkpoint. */
 export interface WeightPlan {
+  /** Which naming the checkpoint uses. */
   naming: Naming;
   /** Matrix dtype on the GPU. */
   dtype: WeightDType;
@@ -84,6 +95,7 @@ export interface WeightPlan {
   tensors: Map<string, PlannedTensor>;
   /** Stored tensors the plan reads (each exactly once unless tied). */
   storedNames: string[];
+  /** GPU bytes of all planned tensors. */
   weightBytes: number;
 }
 
