@@ -12,6 +12,7 @@ import type {
 import type { WeightDType } from "../gpu/tensor.ts";
 import type { Pipeline } from "../pipeline.ts";
 import { InvalidInputError } from "../errors.ts";
+import { parseGenerationConfig, resolveOptions } from "../generate/options.ts";
 import {
   type Io,
   numberOption,
@@ -124,6 +125,8 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
   }
   requireString(v, "model", USAGE);
   const options = generateOptions(v, USAGE);
+  // Ranges do not depend on the model: fail before loading gigabytes of weights.
+  resolveOptions(options, parseGenerationConfig({}));
   const messages = await promptMessages(v, USAGE);
   const pipeline = await loadPipeline(v, USAGE);
   const abort = new AbortController();

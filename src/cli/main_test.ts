@@ -1,0 +1,238 @@
+import assert from "node:assert/strict";
+import { readSafetensors } from "../safetensors.ts";
+import { readReferenceCase, TINY_DIR } from "../model/_fixture.ts";
+import type { Io } from "./_args.ts";
+import { main } from "./main.ts";
+
+const PNG0 = `${TINY_DIR}reference/case0_0.png`;
+const PROMPT0 = "What value should be filled in the blank space?";
+
+/** Runs the CLI in-process; returns the exit code and what it wrote. */
+async function cli(
+  args: string[],
+  stdin = "",
+): Promise<{ code: number; out: string; err: string }> {
+  let out = "", err = "";
+  const io: Io = {
+    out: (t) => void (out += t),
+    err: (t) => void (err += t),
+    stdin: () => new Blob([stdin]).stream(),
+  };
+  const code = await main(args, io);
+  return { code, out, err };
+}
+
+Deno.test("main() prints the overview: exit 2 without a command, 0 for help", async () => {
+  const none = await cli([]);
+  assert.equal(none.code, 2);
+  assert.match(none.err, /usage: qvq <command>/);
+  for (const c of ["tokenize", "detokenize", "preprocess", "generate", "logits", "chat"]) {
+    assert.match(none.err, new RegExp(`\\n  ${c} `));
+  }
+  const help = await cli(["help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.out, /commands:/);
+});
+
+Deno.test("main() answers bad usage with the command's usage and exit code 2", async () => {
+  const bad: [string[], RegExp][] = [
+    [["frobnicate"], /unknown command "frobnicate"/],
+    [["generate", "--prompt", "hi"], /--model is required/],
+    [["generate", "--model", TINY_DIR], /--prompt is required/],
+    [
+      ["generate", "--model", TINY_DIR, "--prompt", "hi", "--max-tokens", "ten"],
+      /--max-tokens must be an integer, got "ten"/,
+    ],
+    [
+      ["generate", "--model", TINY_DIR, "--prompt", "hi", "--seed", "1.5"],
+      /--seed must be an integer/,
+    ],
+    [["generate", "--model", TINY_DIR, "--prompt", "hi", "--frob"], /frob/],
+    [["generate", "--model", TINY_DIR, "--prompt", "hi", "stray"], /unexpected argument "stray"/],
+    [
+      ["generate", "--model", TINY_DIR, "--prompt", "hi", "--dtype", "f8"],
+      /--dtype must be f16 or f32, got "f8"/,
+    ],
+    [["logits", "--model", TINY_DIR, "--prompt", "hi"], /--out is required/],
+    [["preprocess", "--model", TINY_DIR, "--out", "x.safetensors"], /at least one --image/],
+    [["tokenize"], /--model is required/],
+    [["tokenize", "--model", TINY_DIR, "--skip-special-tokens"], /detokenize only/],
+  ];
+  for (const [args, msg] of bad) {
+    const r = await cli(args);
+    assert.equal(r.code, 2, args.join(" "));
+    assert.match(r.err, msg, args.join(" "));
+    assert.match(r.err, /usage: qvq/, args.join(" "));
+  }
+});
+
+Deno.test("main() --help on a command prints its usage and exits 0", async () => {
+  for (const c of ["generate", "logits", "preprocess", "tokenize"]) {
+    const r = await cli([c, "--help"]);
+    assert.equal(r.code, 0, c);
+    assert.match(r.out, new RegExp(`usage: qvq ${c}`));
+  }
+});
+
+Deno.test("qvq generate --json prints one JSON record with text, finish reason, usage, timings", async () => {
+  const r = await cli([
+    "generate",
+    "--model",
+    TINY_DIR,
+    "--dtype",
+    "f32",
+    "--image",
+    PNG0,
+    "--prompt",
+    PROMPT0,
+    "--max-tokens",
+    "3",
+    "--json",
+  ]);
+  assert.equal(r.code, 0, r.err);
+  const lines = r.out.trim().split("\n");
+  assert.equal(lines.length, 1);
+  const j = JSON.parse(lines[0]);
+  assert.equal(j.text, " retired retired retired");
+  assert.equal(j.finishReason, "length");
+  assert.deepEqual(j.usage, { promptTokens: 35, completionTokens: 3, imageTokens: 4 });
+  assert.deepEqual(Object.keys(j.timings).sort(), [
+    "decodeMs",
+    "prefillMs",
+    "tokensPerSecond",
+    "visionMs",
+  ]);
+});
+
+Deno.test("qvq generate streams the answer to stdout and a summary to stderr", async () => {
+  const r = await cli([
+    "generate",
+    "--model",
+    TINY_DIR,
+    "--dtype",
+    "f32",
+    "--prompt",
+    "Write one sentence about the sea.",
+    "--max-tokens",
+    "4",
+    "--stop",
+    "ed ret",
+  ]);
+  assert.equal(r.code, 0, r.err);
+  assert.equal(r.out, " retir\n");
+  assert.match(r.err, /^\[stop\] 26 prompt \+ 2 generated tokens/);
+});
+
+Deno.test("qvq generate reports a bad option value with exit code 1, before loading the model", async () => {
+  const r = await cli([
+    "generate",
+    "--model",
+    TINY_DIR,
+    "--dtype",
+    "f32",
+    "--prompt",
+    "hi",
+    "--temperature=-1",
+  ]);
+  assert.equal(r.code, 1, r.err);
+  assert.match(r.err, /temperature must be .* got -1/);
+});
+
+Deno.test("qvq logits writes the reference tensors, matching transformers on case 0", async () => {
+  const out = await Deno.makeTempFile({ suffix: ".safetensors" });
+  try {
+    const r = await cli([
+      "logits",
+      "--model",
+      TINY_DIR,
+      "--dtype",
+      "f32",
+      "--image",
+      PNG0,
+      "--prompt",
+      PROMPT0,
+      "--out",
+      out,
+    ]);
+    assert.equal(r.code, 0, r.err);
+    const got = await readSafetensors(await Deno.readFile(out));
+    const want = await readSafetensors(
+      await Deno.readFile(`${TINY_DIR}reference/case0.safetensors`),
+    );
+    for (
+      const name of ["input_ids", "image_grid_thw", "pixel_values", "image_embeds", "logits_last"]
+    ) {
+      const g = got.get(name)!, w = want.get(name)!;
+      assert.ok(g, `${name} written`);
+      assert.equal(g.dtype, w.dtype, `${name} dtype`);
+      assert.deepEqual(g.shape, w.shape, `${name} shape`);
+    }
+    for (const name of ["input_ids", "image_grid_thw", "pixel_values"]) {
+      assert.deepEqual(got.get(name)!.data, want.get(name)!.data, name);
+    }
+    const ref = await readReferenceCase(0);
+    const maxErr = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+      let m = 0;
+      for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+      return m;
+    };
+    const maxAbs = (a: ArrayLike<number>) => maxErr(a, new Float32Array(a.length));
+    // f32 weights: the model parity tests' tolerances (tests/parity_test.ts).
+    assert.ok(
+      maxErr(got.get("image_embeds")!.data, ref.imageEmbeds) <=
+        1e-5 * Math.max(1, maxAbs(ref.imageEmbeds)),
+    );
+    assert.ok(
+      maxErr(got.get("logits_last")!.data, ref.logitsLast) <= 1e-4 * maxAbs(ref.logitsLast),
+    );
+  } finally {
+    await Deno.remove(out);
+  }
+});
+
+Deno.test("qvq preprocess writes pixel_values and image_grid_thw equal to transformers'", async () => {
+  const out = await Deno.makeTempFile({ suffix: ".safetensors" });
+  try {
+    const png1 = `${TINY_DIR}reference/case1_0.png`;
+    const r = await cli([
+      "preprocess",
+      "--model",
+      TINY_DIR,
+      "--image",
+      PNG0,
+      "--image",
+      png1,
+      "--out",
+      out,
+    ]);
+    assert.equal(r.code, 0, r.err);
+    const got = await readSafetensors(await Deno.readFile(out));
+    const [c0, c1] = [await readReferenceCase(0), await readReferenceCase(1)];
+    assert.deepEqual(got.get("image_grid_thw")!.shape, [2, 3]);
+    assert.deepEqual(Array.from(got.get("image_grid_thw")!.data), [
+      ...c0.gridThw.flat(),
+      ...c1.gridThw.flat(),
+    ]);
+    assert.deepEqual(got.get("pixel_values")!.shape, [16 + 48, 1176]);
+    const pv = got.get("pixel_values")!.data as Float32Array;
+    assert.deepEqual(pv.subarray(0, 16 * 1176), c0.pixelValues);
+    assert.deepEqual(pv.subarray(16 * 1176), c1.pixelValues);
+  } finally {
+    await Deno.remove(out);
+  }
+});
+
+Deno.test("qvq tokenize and detokenize read JSON on stdin", async () => {
+  const t = await cli(["tokenize", "--model", TINY_DIR], '["Hello world"]');
+  assert.equal(t.code, 0, t.err);
+  assert.equal(t.out, "[[9707,1879]]\n");
+  const d = await cli(
+    ["detokenize", "--model", TINY_DIR, "--skip-special-tokens"],
+    "[[151644, 9707, 1879]]",
+  );
+  assert.equal(d.code, 0, d.err);
+  assert.equal(d.out, '["Hello world"]\n');
+  const bad = await cli(["tokenize", "--model", TINY_DIR], "not json");
+  assert.equal(bad.code, 1);
+  assert.match(bad.err, /not valid JSON/);
+});

@@ -1,0 +1,108 @@
+import assert from "node:assert/strict";
+import { InvalidInputError, ModelFileError } from "./errors.ts";
+import { sharedGpu } from "./gpu/device.ts";
+import { MemoryModelSource, openModelSource } from "./model_files.ts";
+import { readReferenceCase, TINY_DIR } from "./model/_fixture.ts";
+import { Pipeline } from "./pipeline.ts";
+import type { ChatMessage, GenerationEvent } from "./generate/types.ts";
+
+const pipeline = sharedGpu().then((gpu) =>
+  Pipeline.load(TINY_DIR, { gpu, dtype: "f32", maxContext: 64 })
+);
+const TEXT: ChatMessage[] = [{ role: "user", content: "Write one sentence about the sea." }];
+
+Deno.test("Pipeline.load() reads the model's id, generation config and chat template", async () => {
+  const p = await pipeline;
+  assert.equal(p.modelId, "tiny-qwen2vl");
+  assert.deepEqual(p.generationConfig.eosTokenIds, [151645, 151643]);
+  // case 3 is this text-only prompt
+  assert.deepEqual(
+    Array.from((await p.prepare(TEXT)).inputIds),
+    Array.from((await readReferenceCase(3)).inputIds),
+  );
+});
+
+Deno.test("Pipeline.chat() collects the answer into the final record", async () => {
+  const r = await (await pipeline).chat(TEXT, { maxNewTokens: 3 });
+  assert.equal(r.text, " retired retired retired");
+  assert.equal(r.finishReason, "length");
+  assert.deepEqual(r.usage, { promptTokens: 26, completionTokens: 3, imageTokens: 0 });
+});
+
+Deno.test("Pipeline.forward() gives transformers' image embeddings and last logits for case 0", async () => {
+  const p = await pipeline;
+  const ref = await readReferenceCase(0);
+  const image = await Deno.readFile(`${TINY_DIR}reference/case0_0.png`);
+  const r = await p.forward([{
+    role: "user",
+    content: [{ type: "image", image }, {
+      type: "text",
+      text: "What value should be filled in the blank space?",
+    }],
+  }]);
+  assert.deepEqual(Array.from(r.prompt.inputIds), Array.from(ref.inputIds));
+  const maxErr = (a: Float32Array, b: Float32Array) =>
+    a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0);
+  const scale = ref.logitsLast.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+  assert.equal(r.imageEmbeds.length, ref.imageEmbeds.length);
+  assert.equal(r.logitsLast.length, ref.logitsLast.length);
+  // f32 weights: the model's parity tolerance (tests/parity_test.ts), 1e-4 of the largest value.
+  assert.ok(
+    maxErr(r.imageEmbeds, ref.imageEmbeds) <= 1e-5 * Math.max(1, ...ref.imageEmbeds.map(Math.abs)),
+  );
+  assert.ok(maxErr(r.logitsLast, ref.logitsLast) <= 1e-4 * scale);
+});
+
+Deno.test("Pipeline.generate() runs concurrent requests one after the other, each complete", async () => {
+  const p = await pipeline;
+  const order: string[] = [];
+  const consume = async (name: string) => {
+    for await (
+      const ev of p.generate(TEXT, { maxNewTokens: 2 }) as AsyncIterable<GenerationEvent>
+    ) {
+      order.push(`${name}:${ev.type}`);
+    }
+  };
+  await Promise.all([consume("a"), consume("b")]);
+  const firstDone = order.indexOf("a:done");
+  assert.ok(
+    firstDone >= 0 && order.slice(0, firstDone + 1).every((e) => e.startsWith("a:")),
+    order.join(" "),
+  );
+  assert.equal(order.filter((e) => e === "b:done").length, 1);
+});
+
+Deno.test('Pipeline.generate() aborted while queued ends with "abort" without touching the GPU', async () => {
+  const p = await pipeline;
+  const ac = new AbortController();
+  const first = p.chat(TEXT, { maxNewTokens: 2 });
+  const queued = p.chat(TEXT, { maxNewTokens: 2, signal: ac.signal });
+  ac.abort();
+  const r = await queued;
+  assert.equal(r.finishReason, "abort");
+  assert.deepEqual(r.usage, { promptTokens: 26, completionTokens: 0, imageTokens: 0 });
+  assert.equal((await first).finishReason, "length");
+});
+
+Deno.test("Pipeline.generate() rejects bad options and messages before using the GPU", async () => {
+  const p = await pipeline;
+  await assert.rejects(
+    () => p.chat(TEXT, { topP: 2 }),
+    (e: Error) => e instanceof InvalidInputError && /topP.*2/.test(e.message),
+  );
+  await assert.rejects(() => p.chat([], {}), InvalidInputError);
+});
+
+Deno.test("Pipeline.load() names the missing file before loading weights", async () => {
+  const src = openModelSource(TINY_DIR);
+  const files: Record<string, Uint8Array> = {};
+  for (const f of ["config.json", "tokenizer.json", "generation_config.json"]) {
+    files[f] = await src.readBytes(f);
+  }
+  await assert.rejects(
+    () => Pipeline.load(new MemoryModelSource(files, "mem")),
+    (e: Error) => e instanceof ModelFileError && /chat_template/.test(e.message),
+  );
+});
+
+addEventListener("unload", () => pipeline.then((p) => p.dispose()));
