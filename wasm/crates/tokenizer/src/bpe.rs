@@ -22,9 +22,9 @@ const CACHE_MAX_ENTRIES: usize = 200_000;
 /// (left id, right id) → (rank, merged id), packed as `rank << 32 | merged`, in an
 /// open-addressing table: it is looked up for every pair of every uncached piece.
 pub struct MergeMap {
-    /// `left << 32 | right`, or NONE for an empty slot.
-    keys: Vec<u64>,
-    vals: Vec<u64>,
+    /// (`left << 32 | right`, value) with key NONE for an empty slot: key and value share a
+    /// cache line. Length is a power of two, at most 60% full.
+    slots: Vec<(u64, u64)>,
     shift: u32,
     len: usize,
 }
@@ -32,10 +32,9 @@ pub struct MergeMap {
 impl MergeMap {
     /// An empty map for about `n` merges.
     pub fn with_capacity(n: usize) -> MergeMap {
-        let size = (n * 2).next_power_of_two().max(16);
+        let size = (n * 5 / 3 + 1).next_power_of_two().max(16);
         MergeMap {
-            keys: vec![NONE; size],
-            vals: vec![NONE; size],
+            slots: vec![(NONE, NONE); size],
             shift: 64 - size.trailing_zeros(),
             len: 0,
         }
@@ -48,32 +47,35 @@ impl MergeMap {
 
     /// Records the merge of (`left`, `right`) into `merged` at `rank`; a later rank for the same
     /// pair replaces the earlier, as in Hugging Face's map. Grows as needed.
+    // Not inlined: a separate function tiers up in the wasm engine while loading runs.
+    #[inline(never)]
     pub fn insert(&mut self, left: u32, right: u32, rank: u32, merged: u32) {
+        if (self.len + 1) * 5 > self.slots.len() * 3 {
+            self.grow();
+        }
         let key = (left as u64) << 32 | right as u64;
-        let mask = self.keys.len() - 1;
+        let mask = self.slots.len() - 1;
         let mut i = self.slot(key);
-        loop {
-            if self.keys[i] == NONE {
-                if (self.len + 1) * 2 > self.keys.len() {
-                    self.grow();
-                    return self.insert(left, right, rank, merged);
-                }
-                self.keys[i] = key;
-                self.len += 1;
-                break;
-            }
-            if self.keys[i] == key {
-                break;
-            }
+        while self.slots[i].0 != NONE && self.slots[i].0 != key {
             i = (i + 1) & mask;
         }
-        self.vals[i] = (rank as u64) << 32 | merged as u64;
+        if self.slots[i].0 == NONE {
+            self.len += 1;
+        }
+        self.slots[i] = (key, (rank as u64) << 32 | merged as u64);
     }
 
     fn grow(&mut self) {
-        let old = std::mem::replace(self, MergeMap::with_capacity(self.keys.len()));
-        // with_capacity(size) makes 2 * size slots.
-        for (k, v) in old.keys.into_iter().zip(old.vals) {
+        let size = self.slots.len() * 2;
+        let old = std::mem::replace(
+            self,
+            MergeMap {
+                slots: vec![(NONE, NONE); size],
+                shift: 64 - size.trailing_zeros(),
+                len: 0,
+            },
+        );
+        for (k, v) in old.slots {
             if k != NONE {
                 self.insert((k >> 32) as u32, k as u32, (v >> 32) as u32, v as u32);
             }
@@ -84,12 +86,12 @@ impl MergeMap {
     #[inline]
     pub fn get(&self, left: u32, right: u32) -> u64 {
         let key = (left as u64) << 32 | right as u64;
-        let mask = self.keys.len() - 1;
+        let mask = self.slots.len() - 1;
         let mut i = self.slot(key);
         loop {
-            let k = self.keys[i];
+            let (k, v) = self.slots[i];
             if k == key {
-                return self.vals[i];
+                return v;
             }
             if k == NONE {
                 return NONE;
@@ -138,6 +140,8 @@ impl Bpe {
     }
 
     /// Appends the ids of one pre-tokenized piece (raw bytes, before the byte-level mapping).
+    // Not inlined into encode's loop, so the wasm engine optimizes it during a long first call.
+    #[inline(never)]
     pub fn encode_piece(&self, piece: &[u8], cache: Option<&mut Cache>, out: &mut Vec<u32>) {
         if piece.len() == 1 {
             out.extend(self.byte_ids[piece[0] as usize]);
@@ -341,6 +345,19 @@ mod tests {
                 assert_eq!(a, b, "{}", String::from_utf8_lossy(&word));
             }
         }
+    }
+
+    #[test]
+    fn merge_map_grows_and_keeps_the_last_rank_of_a_pair() {
+        let mut m = MergeMap::with_capacity(1);
+        for i in 0..1000 {
+            m.insert(i, i + 1, i, 5000 + i);
+        }
+        m.insert(7, 8, 99_999, 1);
+        assert_eq!(m.get(3, 4), 3 << 32 | 5003);
+        assert_eq!(m.get(7, 8), 99_999 << 32 | 1);
+        assert_eq!(m.get(4, 3), NONE);
+        assert_eq!(m.len, 1000);
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub fn char_byte(c: char) -> Option<u8> {
 /// Bytes of a token as the `ByteLevel` decoder produces them: the byte of every character when
 /// all are byte-level characters, else the token's own UTF-8 (so an added token such as
 /// `<|im_start|>` or one with a real space decodes to itself).
+// Not inlined: loading calls it for every token, and a separate function tiers up in the wasm
+// engine while loading runs.
+#[inline(never)]
 pub fn token_bytes(token: &str, out: &mut Vec<u8>) {
     let start = out.len();
     for c in token.chars() {

@@ -89,6 +89,19 @@ pub struct ModelJson<'a> {
     pub merges: MergesJson<'a>,
 }
 
+// The per-entry parsers of the two big tables are kept out of line: the wasm engine first runs
+// code unoptimized and only optimizes a function when it is called again, so a loop inlined into a
+// function that runs once (the whole load) would never be optimized.
+#[inline(never)]
+fn next_entry<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<(Str<'de>, u32)>, A::Error> {
+    map.next_entry()
+}
+
+#[inline(never)]
+fn next_element<'de, A: SeqAccess<'de>>(seq: &mut A) -> Result<Option<Merge<'de>>, A::Error> {
+    seq.next_element()
+}
+
 /// `model.vocab`: (token, id) in file order.
 #[derive(Default)]
 pub struct VocabJson<'a>(pub Vec<(Cow<'a, str>, u32)>);
@@ -103,7 +116,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for VocabJson<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut v = Vec::with_capacity(map.size_hint().unwrap_or(1 << 17));
-                while let Some((Str(k), id)) = map.next_entry::<Str<'de>, u32>()? {
+                while let Some((Str(k), id)) = next_entry(&mut map)? {
                     v.push((k, id));
                 }
                 Ok(VocabJson(v))
@@ -176,7 +189,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for MergesJson<'a> {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(1 << 17));
-                while let Some(Merge(a, b)) = seq.next_element::<Merge<'de>>()? {
+                while let Some(Merge(a, b)) = next_element(&mut seq)? {
                     v.push((a, b));
                 }
                 Ok(MergesJson(v))
@@ -188,8 +201,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for MergesJson<'a> {
 
 /// Parses tokenizer.json.
 pub fn parse(json: &[u8]) -> Result<TokenizerJson<'_>, Error> {
-    serde_json::from_slice(json)
-        .map_err(|e| model_file(format!("tokenizer.json is not valid: {e}")))
+    let bad = |e: &dyn fmt::Display| model_file(format!("tokenizer.json is not valid: {e}"));
+    // Validating the UTF-8 once up front is much cheaper than per string (300k of them).
+    let text = std::str::from_utf8(json).map_err(|e| bad(&e))?;
+    serde_json::from_str(text).map_err(|e| bad(&e))
 }
 
 /// Parses tokenizer_config.json's `added_tokens_decoder` object (`{"151643": {...}, ...}`) into

@@ -53,7 +53,9 @@ fn contraction_end(s: &str, i: usize) -> Option<usize> {
     }
 }
 
-/// Byte length of the piece of `s` that starts at byte `i` (`i < s.len()`).
+/// End (byte index) of the piece of `s` that starts at byte `i` (`i < s.len()`).
+// Not inlined into the caller's loop, so the wasm engine optimizes it during a long first call.
+#[inline(never)]
 pub fn piece_end(s: &str, i: usize) -> usize {
     let (c, n) = char_at(s, i);
     let k = class(c);

@@ -39,6 +39,36 @@ fn nfc(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// The merge table of `merges` (in rank order) over `vocab`, as Hugging Face builds it.
+fn merge_map(vocab: &Vocab, merges: &[(Cow<str>, Cow<str>)]) -> Result<MergeMap, Error> {
+    let mut map = MergeMap::with_capacity(merges.len());
+    let mut joined = String::new();
+    let mut last = None;
+    for (rank, (a, b)) in merges.iter().enumerate() {
+        let id = |s: &str| {
+            vocab.get(s).ok_or_else(|| {
+                model_file(format!(
+                    "tokenizer.json's merge {rank} ({a:?} {b:?}) uses {s:?}, which is not in the vocab"
+                ))
+            })
+        };
+        // Trained vocabs number merged tokens in merge order: try the id after the last one
+        // before hashing the joined string.
+        let guess = last.map_or(u32::MAX, |l: u32| l.wrapping_add(1));
+        let merged = if vocab.is_concat(guess, a, b) {
+            guess
+        } else {
+            joined.clear();
+            joined.push_str(a);
+            joined.push_str(b);
+            id(&joined)?
+        };
+        map.insert(id(a)?, id(b)?, rank as u32, merged);
+        last = Some(merged);
+    }
+    Ok(map)
+}
+
 impl Tokenizer {
     /// Loads tokenizer.json (its bytes).
     ///
@@ -61,18 +91,7 @@ impl Tokenizer {
             }
         }
         let byte_ids = std::array::from_fn(|b| vocab.get(BYTE_CHARS[b].encode_utf8(&mut [0; 4])));
-        let merges = &t.model.merges.0;
-        let mut map = MergeMap::with_capacity(merges.len());
-        let mut joined = String::new();
-        for (rank, (a, b)) in merges.iter().enumerate() {
-            let id = |s: &str| {
-                vocab.get(s).ok_or_else(|| model_file(format!("tokenizer.json's merge {rank} ({a:?} {b:?}) uses {s:?}, which is not in the vocab")))
-            };
-            joined.clear();
-            joined.push_str(a);
-            joined.push_str(b);
-            map.insert(id(a)?, id(b)?, rank as u32, id(&joined)?);
-        }
+        let map = merge_map(&vocab, &t.model.merges.0)?;
         let mut tok = Tokenizer {
             bpe: Bpe::new(map, byte_ids),
             vocab,
