@@ -233,7 +233,7 @@ export class Tokenizer {
     return new StreamDecoder(this.#get().streamDecoder(opts.skipSpecialTokens ?? false));
   }
 
-  /** Frees the wasm object (about 20 MB for Qwen2's 151k-token vocabulary). */
+  /** Frees the wasm object (about 18 MB of wasm memory for Qwen2's 151k-token vocabulary). */
   dispose(): void {
     this.#inner?.free();
     this.#inner = undefined;
