@@ -34,16 +34,8 @@ function tiny(dtype: WeightDType): Promise<Qwen2VLModel> {
   return m;
 }
 
-/**
- * Greedy generation of `steps` tokens the way the decode loop runs it: the sampler after prefill,
- * then (decode step, sampler, advance) × (steps − 1), all in one command buffer; one readback.
- * @returns the ring's tokens and the max processed score of each step
- */
-export async function greedy(
-  model: Qwen2VLModel,
-  s: Session,
-  steps: number,
-): Promise<{ ids: Uint32Array; scores: Float32Array }> {
+/** The greedy samplers of a session (after prefill, in a decode step) and the state advance. */
+function greedySampler(model: Qwen2VLModel, s: Session) {
   const gpu = model.gpu;
   const params = createSamplingParams(gpu);
   writeSamplingParams(gpu, params, {
@@ -64,23 +56,47 @@ export async function greedy(
     scores: s.scores,
   };
   const shape = { vocab: model.config.text.vocabSize, capacity: s.maxTokens };
-  const first = sample(gpu, bufs, { ...shape, afterPrefill: true });
-  const next = sample(gpu, bufs, shape);
-  const adv = advance(gpu, s.state);
+  const d: Dispatch[] = [
+    sample(gpu, bufs, { ...shape, afterPrefill: true }),
+    sample(gpu, bufs, shape),
+    advance(gpu, s.state),
+  ];
+  return {
+    first: d[0],
+    /** One decode step: the model's step, its sampler (tokens[step + 1]) and the advance. */
+    encodeStep(pass: GPUComputePassEncoder) {
+      model.encodeDecodeStep(pass, s);
+      d[1].encode(pass);
+      d[2].encode(pass);
+    },
+    destroy() {
+      d.forEach((x) => x.destroy());
+      params.destroy();
+    },
+  };
+}
+
+/**
+ * Greedy generation of `steps` tokens the way the decode loop runs it: the sampler after prefill,
+ * then (decode step, sampler, advance) × (steps − 1), all in one command buffer; one readback.
+ * @returns the ring's tokens and the max processed score of each step
+ */
+async function greedy(
+  model: Qwen2VLModel,
+  s: Session,
+  steps: number,
+): Promise<{ ids: Uint32Array; scores: Float32Array }> {
+  const gpu = model.gpu;
+  const g = greedySampler(model, s);
   const enc = gpu.device.createCommandEncoder();
   const pass = enc.beginComputePass();
-  first.encode(pass);
-  for (let i = 1; i < steps; i++) {
-    model.encodeDecodeStep(pass, s);
-    next.encode(pass);
-    adv.encode(pass);
-  }
+  g.first.encode(pass);
+  for (let i = 1; i < steps; i++) g.encodeStep(pass);
   pass.end();
   gpu.device.queue.submit([enc.finish()]);
   const ids = await readU32(gpu, s.tokens, steps);
   const scores = await readF32(gpu, s.scores, steps);
-  for (const d of [first, next, adv] as Dispatch[]) d.destroy();
-  params.destroy();
+  g.destroy();
   return { ids, scores };
 }
 
@@ -232,45 +248,19 @@ async function greedyStepwise(
   steps: number,
 ): Promise<{ ids: Uint32Array; logits: Float32Array }> {
   const gpu = model.gpu, V = model.config.text.vocabSize;
-  const params = createSamplingParams(gpu);
-  writeSamplingParams(gpu, params, {
-    doSample: false,
-    temperature: 0,
-    topK: 0,
-    topP: 1,
-    repetitionPenalty: 1,
-    seed: 0,
-    promptLength: s.promptLength,
-  });
-  const bufs = {
-    logits: s.logits,
-    prompt: s.prompt,
-    params,
-    state: s.state,
-    tokens: s.tokens,
-    scores: s.scores,
-  };
-  const shape = { vocab: V, capacity: s.maxTokens };
-  const first = sample(gpu, bufs, { ...shape, afterPrefill: true });
-  const next = sample(gpu, bufs, shape);
-  const adv = advance(gpu, s.state);
+  const g = greedySampler(model, s);
   const logits = new Float32Array(steps * V);
   for (let i = 0; i < steps; i++) {
     const enc = gpu.device.createCommandEncoder();
     const pass = enc.beginComputePass();
-    if (i === 0) first.encode(pass);
-    else {
-      model.encodeDecodeStep(pass, s);
-      next.encode(pass);
-      adv.encode(pass);
-    }
+    if (i === 0) g.first.encode(pass);
+    else g.encodeStep(pass);
     pass.end();
     gpu.device.queue.submit([enc.finish()]);
     logits.set(await readF32(gpu, s.logits, V), i * V);
   }
   const ids = await readU32(gpu, s.tokens, steps);
-  for (const d of [first, next, adv] as Dispatch[]) d.destroy();
-  params.destroy();
+  g.destroy();
   return { ids, logits };
 }
 
