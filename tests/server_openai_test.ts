@@ -7,12 +7,14 @@ import OpenAI from "openai";
 import type { ChatEngine } from "../src/generate/types.ts";
 import { createApp, type ServerOptions } from "../src/server/app.ts";
 import { FakeEngine } from "../src/server/_fake_engine.ts";
+import { loadEngine } from "../src/server/_engine.ts";
 
 const PNG = await Deno.readFile(
   new URL("./fixtures/tiny-qwen2vl/reference/case1_0.png", import.meta.url),
 );
 const IMAGE_URL = `data:image/png;base64,${PNG.toBase64()}`;
 const KEY = "sk-qvq-test";
+const TINY = new URL("./fixtures/tiny-qwen2vl", import.meta.url).pathname;
 
 /** A listening server for `engine` and an OpenAI client pointed at it. */
 function serve(engine: ChatEngine, options: ServerOptions = {}) {
@@ -165,4 +167,45 @@ Deno.test("a long answer streams steadily, one chunk per token as it is written"
   assert.equal(tokens, 3000);
   // The first token arrives long before the last: nothing is buffered until the end.
   assert.ok(firstAt < (performance.now() - start) / 4, `first token after ${firstAt} ms`);
+});
+
+Deno.test("the openai client gets transformers' greedy answer from the tiny model, streamed or not", async () => {
+  const cases = JSON.parse(
+    await Deno.readTextFile(
+      new URL("./fixtures/tiny-qwen2vl/reference/cases.json", import.meta.url),
+    ),
+  );
+  const ref = cases.cases[0]; // one image + one question, the template's default system prompt
+  const image = await Deno.readFile(
+    new URL(`./fixtures/tiny-qwen2vl/reference/${ref.images[0]}`, import.meta.url),
+  );
+  const engine = await loadEngine(TINY, { progress: false });
+  try {
+    await using s = serve(engine);
+    const params = {
+      model: "tiny-qwen2vl",
+      messages: [{
+        role: "user",
+        content: [
+          { type: "image_url", image_url: { url: `data:image/png;base64,${image.toBase64()}` } },
+          { type: "text", text: ref.prompt },
+        ],
+      }],
+      max_tokens: ref.generated_ids.length,
+      temperature: 0,
+      stop_on_loop: false, // the reference runs all 12 steps; its text does repeat itself
+    } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming;
+    const completion = await s.client.chat.completions.create(params);
+    assert.equal(completion.choices[0].message.content, ref.generated_text);
+    assert.equal(completion.choices[0].finish_reason, "length");
+    assert.equal(completion.usage?.prompt_tokens, ref.seq_len);
+    assert.equal(completion.usage?.completion_tokens, ref.generated_ids.length);
+
+    const stream = await s.client.chat.completions.create({ ...params, stream: true });
+    let text = "";
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
+    assert.equal(text, ref.generated_text);
+  } finally {
+    engine.dispose();
+  }
 });

@@ -1,14 +1,58 @@
 /**
- * Loads the real engine for a model directory or hub id: the one place the server and the CLI
- * chat turn a `--model` / `QVQ_MODEL` value into a ChatEngine.
+ * Loads the real engine for a `--model` / `QVQ_MODEL` value: a model directory, an http(s)/file
+ * URL, or a Hugging Face hub id (downloaded into the hub cache first). The one place the server
+ * and the terminal chat turn a model name into a Pipeline.
  * @module
  */
-import type { ChatEngine } from "../generate/types.ts";
-import { resolveModel } from "../hub/download.ts";
-import { QvqError } from "../errors.ts";
+import type { WeightDType } from "../gpu/tensor.ts";
+import { type DownloadOptions, resolveModel } from "../hub/download.ts";
+import { ProgressBar, type ProgressSink, stderrSink } from "../hub/_progress.ts";
+import { Pipeline } from "../pipeline.ts";
 
-/** A ChatEngine for `model` (a directory, or a hub id such as "Qwen/QVQ-72B-Preview", downloaded if needed). */
-export async function loadEngine(model: string): Promise<ChatEngine> {
-  const dir = await resolveModel(model);
-  throw new QvqError(`no pipeline yet to load ${dir}`);
+/** How to load. */
+export interface LoadEngineOptions {
+  /** Weight dtype on the GPU (default: the pipeline's choice). */
+  dtype?: WeightDType;
+  /** Hub download settings (default: from HF_* environment variables). */
+  download?: DownloadOptions;
+  /** A progress bar for the weight upload: true (stderr), false, or a sink. Default: when stderr is a terminal. */
+  progress?: boolean | ProgressSink;
+}
+
+/**
+ * A Pipeline for `model`. Clients see a hub id as the model id (not the snapshot's commit hash);
+ * a directory is known by its last path segment (e.g. "tiny-qwen2vl").
+ *
+ * @example
+ * ```ts ignore
+ * const engine = await loadEngine("Qwen/Qwen2-VL-2B-Instruct");
+ * engine.modelId; // "Qwen/Qwen2-VL-2B-Instruct"
+ * ```
+ */
+export async function loadEngine(
+  model: string,
+  options: LoadEngineOptions = {},
+): Promise<Pipeline> {
+  const isUrl = /^(https?|file):/i.test(model);
+  const location = isUrl ? model : await resolveModel(model, options.download);
+  const fromHub = !isUrl && location !== model;
+  const sink =
+    options.progress === true || (options.progress === undefined && Deno.stderr.isTerminal())
+      ? stderrSink()
+      : options.progress || undefined;
+  let bar: ProgressBar | undefined;
+  let shown = 0;
+  const pipeline = await Pipeline.load(location, {
+    dtype: options.dtype,
+    modelId: fromHub ? model.replace(/@.*$/, "") : undefined,
+    onProgress: sink
+      ? (done, total) => {
+        bar ??= new ProgressBar("loading weights", total, sink);
+        bar.add(done - shown);
+        shown = done;
+      }
+      : undefined,
+  });
+  bar?.finish();
+  return pipeline;
 }

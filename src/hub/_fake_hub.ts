@@ -1,0 +1,147 @@
+/**
+ * A local stand-in for huggingface.co serving the bundled tiny model, for tests of the downloader
+ * and of everything that loads a model by hub id (there is no network in CI).
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The tiny model the fake hub serves. */
+export const FIXTURE = fileURLToPath(
+  new URL("../../tests/fixtures/tiny-qwen2vl/", import.meta.url),
+);
+/** Its repo id on the fake hub, and the commit `main` points to. */
+export const REPO = "qvq-test/tiny-qwen2vl";
+export const COMMIT = "4f1c2a9be07d61c3a0b5e8d9f2c4a6b8d0e1f234";
+/** The files of the repo. */
+export const FILES = [
+  "config.json",
+  "generation_config.json",
+  "preprocessor_config.json",
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "chat_template.json",
+  "model.safetensors.index.json",
+  "model-00001-of-00002.safetensors",
+  "model-00002-of-00002.safetensors",
+];
+/** Weights are LFS files (sha256 ETag, served from the CDN); the rest are git files. */
+export const isLfs = (name: string) => name.endsWith(".safetensors");
+export const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+export const gitSha1 = (b: Uint8Array) =>
+  createHash("sha1").update(`blob ${b.length}\0`).update(b).digest("hex");
+
+export interface Faults {
+  /** Drop the connection after this many bytes, this many times, on GETs of this file. */
+  interrupt?: { file: string; after: number; times: number };
+  /** Announce a size off by `delta` for this file. */
+  wrongSize?: { file: string; delta: number };
+  /** Serve this file with one byte flipped (its announced sha256 stays). */
+  corrupt?: string;
+}
+
+/** Requests the fake hub saw: method, path, Range and Authorization. */
+export interface Seen {
+  method: string;
+  path: string;
+  range: string | null;
+  auth: string | null;
+  encoding: string | null;
+}
+
+/**
+ * A local stand-in for huggingface.co: `/<repo>/resolve/<rev>/<file>` answers like the hub (commit,
+ * ETag, X-Linked-* headers, 302 to `/cdn/<sha256>` for LFS files, X-Error-Code on errors), and the
+ * CDN honours Range. Faults are injected per test.
+ */
+export async function fakeHub(faults: Faults = {}, options: { gated?: boolean } = {}) {
+  const files = new Map<string, Uint8Array<ArrayBuffer>>();
+  for (const name of FILES) files.set(name, await Deno.readFile(join(FIXTURE, name)));
+  const byHash = new Map([...files].filter(([n]) => isLfs(n)).map(([n, b]) => [sha256(b), n]));
+  const seen: Seen[] = [];
+  let interruptions = faults.interrupt?.times ?? 0;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    const url = new URL(request.url);
+    seen.push({
+      method: request.method,
+      path: url.pathname,
+      range: request.headers.get("range"),
+      auth: request.headers.get("authorization"),
+      encoding: request.headers.get("accept-encoding"),
+    });
+    const error = (status: number, code: string) =>
+      new Response(code, { status, headers: { "x-error-code": code } });
+    const cdn = url.pathname.match(/^\/cdn\/([0-9a-f]{64})$/);
+    if (cdn) return serveBytes(request, byHash.get(cdn[1])!);
+    const m = url.pathname.match(/^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/);
+    if (!m) return error(404, "NotFound");
+    const [, repo, revision, name] = m;
+    if (repo !== REPO) return error(401, "RepoNotFound");
+    if (options.gated && request.headers.get("authorization") !== "Bearer hf_good") {
+      return error(403, "GatedRepo");
+    }
+    if (revision !== "main" && revision !== COMMIT) return error(404, "RevisionNotFound");
+    const bytes = files.get(name);
+    if (!bytes) return error(404, "EntryNotFound");
+    const size = bytes.length + (faults.wrongSize?.file === name ? faults.wrongSize.delta : 0);
+    const headers: Record<string, string> = { "x-repo-commit": COMMIT };
+    if (isLfs(name)) {
+      const hash = sha256(bytes);
+      Object.assign(headers, {
+        "x-linked-etag": `"${hash}"`,
+        "x-linked-size": String(size),
+        etag: `"${gitSha1(bytes)}"`,
+        location: `${url.origin}/cdn/${hash}`,
+      });
+      return new Response(null, { status: 302, headers });
+    }
+    headers.etag = `"${gitSha1(bytes)}"`;
+    if (request.method === "HEAD") {
+      return new Response(null, { headers: { ...headers, "content-length": String(size) } });
+    }
+    return serveBytes(request, name, headers);
+  });
+
+  function serveBytes(request: Request, name: string, extra: Record<string, string> = {}) {
+    let bytes = files.get(name)!;
+    if (faults.corrupt === name) {
+      bytes = bytes.slice();
+      bytes[bytes.length - 1] ^= 0xff;
+    }
+    const range = request.headers.get("range")?.match(/^bytes=(\d+)-$/);
+    const from = range ? Number(range[1]) : 0;
+    if (from >= bytes.length && range) {
+      return new Response(null, {
+        status: 416,
+        headers: { "content-range": `bytes */${bytes.length}` },
+      });
+    }
+    const body = bytes.slice(from);
+    const headers: Record<string, string> = { ...extra, "content-length": String(body.length) };
+    if (range) headers["content-range"] = `bytes ${from}-${bytes.length - 1}/${bytes.length}`;
+    const status = range ? 206 : 200;
+    if (request.method === "HEAD") return new Response(null, { status, headers });
+    if (faults.interrupt?.file === name && interruptions > 0) {
+      interruptions--;
+      const cut = faults.interrupt.after;
+      const stream = new ReadableStream<Uint8Array>({
+        start(c) {
+          c.enqueue(body.slice(0, cut));
+        },
+        pull(c) {
+          c.close(); // short of Content-Length: the client sees the connection drop
+        },
+      });
+      return new Response(stream, { status, headers });
+    }
+    return new Response(body, { status, headers });
+  }
+
+  return {
+    endpoint: `http://127.0.0.1:${server.addr.port}`,
+    seen,
+    [Symbol.asyncDispose]: () => server.shutdown(),
+    shutdown: () => server.shutdown(),
+  };
+}

@@ -1,0 +1,32 @@
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { fakeHub, REPO } from "../hub/_fake_hub.ts";
+import type { ProgressSink } from "../hub/_progress.ts";
+import { loadEngine } from "./_engine.ts";
+
+const TINY = fileURLToPath(new URL("../../tests/fixtures/tiny-qwen2vl", import.meta.url));
+
+Deno.test("loadEngine() names a directory's model by its folder and a hub model by its id", async () => {
+  const fromDir = await loadEngine(TINY, { progress: false });
+  try {
+    assert.equal(fromDir.modelId, "tiny-qwen2vl");
+  } finally {
+    fromDir.dispose();
+  }
+  await using hub = await fakeHub();
+  const cacheDir = await Deno.makeTempDir();
+  const lines: string[] = [];
+  const sink: ProgressSink = { write: (t) => lines.push(t), terminal: false };
+  try {
+    const download = { endpoint: hub.endpoint, cacheDir, progress: false };
+    const fromHub = await loadEngine(`${REPO}@main`, { download, progress: sink });
+    try {
+      assert.equal(fromHub.modelId, REPO); // not the snapshot's commit hash
+    } finally {
+      fromHub.dispose();
+    }
+    assert.match(lines.at(-1)!, /^loading weights \[#{24}\] 100% /);
+  } finally {
+    await Deno.remove(cacheDir, { recursive: true });
+  }
+});
