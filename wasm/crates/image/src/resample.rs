@@ -151,29 +151,30 @@ fn to_u8(acc: i32, precision: u32) -> u8 {
 }
 
 fn resample_horizontal(img: &RgbImage, out_width: usize, taps: &Taps) -> RgbImage {
-    let half = 1i32 << (taps.precision - 1);
-    // (height, out_width, 3) u8
-    let mut out = vec![0u8; img.height * out_width * 3];
-    for (src, dst) in img
-        .data
-        .chunks_exact(img.width * 3)
-        .zip(out.chunks_exact_mut(out_width * 3))
-    {
-        for (x, px) in dst.chunks_exact_mut(3).enumerate() {
-            let k = &taps.weights[x * taps.ksize..][..taps.len[x]];
-            let window = &src[taps.start[x] * 3..][..k.len() * 3];
-            let (mut r, mut g, mut b) = (half, half, half);
-            for (&w, p) in k.iter().zip(window.chunks_exact(3)) {
-                r += p[0] as i32 * w;
-                g += p[1] as i32 * w;
-                b += p[2] as i32 * w;
+    // A horizontal pass is a vertical pass over the transposed image: that form adds whole
+    // contiguous rows with one weight, which vectorises, where a per-pixel dot product of 4-7
+    // taps does not (3x fewer instructions, transposes included). The integer sums are the same.
+    transpose(&resample_vertical(&transpose(img), out_width, taps))
+}
+
+/// Swaps rows and columns: (h, w, 3) → (w, h, 3).
+fn transpose(img: &RgbImage) -> RgbImage {
+    let (w, h) = (img.width, img.height);
+    let (src, _) = img.data.as_chunks::<3>();
+    let mut out = vec![[0u8; 3]; w * h];
+    // Tiles keep both the reads and the writes within a few cache lines.
+    const TILE: usize = 32;
+    for y0 in (0..h).step_by(TILE) {
+        for x0 in (0..w).step_by(TILE) {
+            for y in y0..(y0 + TILE).min(h) {
+                let row = &src[y * w..][..w];
+                for x in x0..(x0 + TILE).min(w) {
+                    out[x * h + y] = row[x];
+                }
             }
-            px[0] = to_u8(r, taps.precision);
-            px[1] = to_u8(g, taps.precision);
-            px[2] = to_u8(b, taps.precision);
         }
     }
-    RgbImage::new(out_width, img.height, out)
+    RgbImage::new(h, w, out.into_flattened())
 }
 
 fn resample_vertical(img: &RgbImage, out_height: usize, taps: &Taps) -> RgbImage {
