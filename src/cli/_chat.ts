@@ -6,7 +6,16 @@
  * @module
  */
 import type { ChatEngine, ChatMessage, ContentPart, GenerateOptions } from "../generate/types.ts";
-import { type Io, numberOption, parseCommand, requireString, stdio, type Values } from "./_args.ts";
+import type { WeightDType } from "../gpu/tensor.ts";
+import {
+  type Io,
+  numberOption,
+  parseCommand,
+  requireString,
+  stdio,
+  UsageError,
+  type Values,
+} from "./_args.ts";
 
 const USAGE = `usage: qvq chat --model <dir|org/name> [options]
 
@@ -18,6 +27,7 @@ options:
   --max-tokens <n>          most tokens per answer
   --temperature <t>         0 = greedy
   --top-p <p>  --top-k <k>  --seed <n>  --repetition-penalty <r>
+  --dtype <f16|f32>         weight dtype on the GPU (default f16 where supported)
 
 in the chat:
   /image <path>   attach an image (PNG, JPEG, WebP) to your next message
@@ -171,8 +181,8 @@ function generateOptions(v: Values): Omit<GenerateOptions, "signal"> {
   return options;
 }
 
-/** Loads a chat engine from a model directory or hub id. */
-export type EngineLoader = (model: string) => Promise<ChatEngine>;
+/** Loads a chat engine from a model directory, URL or hub id. */
+export type EngineLoader = (model: string, options: { dtype?: WeightDType }) => Promise<ChatEngine>;
 
 /**
  * `qvq chat`: parses `args`, loads the model and chats on stdin/stdout until `/exit` or Ctrl+D.
@@ -198,6 +208,7 @@ export async function chatCommand(
     "top-k": { type: "string" },
     seed: { type: "string" },
     "repetition-penalty": { type: "string" },
+    dtype: { type: "string" },
     help: { type: "boolean", short: "h" },
   }, USAGE);
   if (v.help) {
@@ -206,7 +217,12 @@ export async function chatCommand(
   }
   const model = requireString(v, "model", USAGE);
   const options = generateOptions(v);
-  const engine = await (load ?? (await import("../server/_engine.ts")).loadEngine)(model);
+  const dtype = v.dtype;
+  if (dtype !== undefined && dtype !== "f16" && dtype !== "f32") {
+    throw new UsageError(`--dtype must be f16 or f32, got "${dtype}"`, USAGE);
+  }
+  const loader = load ?? (await import("../server/_engine.ts")).loadEngine;
+  const engine = await loader(model, { dtype });
   await runChat(engine, {
     ...io,
     input,

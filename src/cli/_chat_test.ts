@@ -90,16 +90,27 @@ Deno.test("chatCommand() parses its options and chats over the given input", asy
   const io = { out: (t: string) => void out.push(t), err: () => {} };
   let loaded = "";
   const code = await chatCommand(
-    ["--model", "org/name", "--temperature", "0.5", "--seed", "3", "--system", "S"],
+    [
+      "--model",
+      "org/name",
+      "--temperature",
+      "0.5",
+      "--seed",
+      "3",
+      "--system",
+      "S",
+      "--dtype",
+      "f32",
+    ],
     io,
-    (model) => {
-      loaded = model;
+    (model, { dtype }) => {
+      loaded = `${model} ${dtype}`;
       return Promise.resolve(engine);
     },
     ReadableStream.from([new TextEncoder().encode("Hi\n")]),
   );
   assert.equal(code, 0);
-  assert.equal(loaded, "org/name");
+  assert.equal(loaded, "org/name f32");
   assert.equal(out.join(""), "I see 0 images. You said: Hi\n");
   const { signal: _, ...options } = engine.calls[0].options;
   assert.deepEqual(options, { temperature: 0.5, seed: 3 });
@@ -109,4 +120,46 @@ Deno.test("chatCommand() parses its options and chats over the given input", asy
     /--seed must be an integer/,
   );
   await assert.rejects(chatCommand([], io), /--model is required/);
+  await assert.rejects(
+    chatCommand(["--model", "m", "--dtype", "f8"], io),
+    /--dtype must be f16 or f32/,
+  );
+});
+
+Deno.test("qvq chat with piped stdin answers with the tiny model as transformers does", async () => {
+  const root = new URL("../../", import.meta.url);
+  const cases = JSON.parse(
+    await Deno.readTextFile(new URL("tests/fixtures/tiny-qwen2vl/reference/cases.json", root)),
+  );
+  const ref = cases.cases[0]; // one image, one question, the template's default system prompt
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "src/cli/main.ts",
+      "chat",
+      "--model",
+      "tests/fixtures/tiny-qwen2vl",
+      "--max-tokens",
+      String(ref.generated_ids.length),
+      "--temperature",
+      "0",
+    ],
+    cwd: root,
+    env: { XDG_RUNTIME_DIR: "/tmp" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(
+    `/image tests/fixtures/tiny-qwen2vl/reference/${ref.images[0]}\n${ref.prompt}\n/exit\n`,
+  ));
+  await writer.close();
+  const { code, stdout, stderr } = await child.output();
+  const err = new TextDecoder().decode(stderr);
+  assert.equal(code, 0, err);
+  assert.equal(new TextDecoder().decode(stdout), `${ref.generated_text}\n`);
+  assert.match(err, /attached .*case0_0\.png/);
+  assert.match(err, /\[12 tokens, [\d.]+ tokens\/s, ended: length\]/);
 });
