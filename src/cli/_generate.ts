@@ -80,11 +80,8 @@ export async function loadPipeline(v: Values, usage: string): Promise<Pipeline> 
   if (dtype !== undefined && dtype !== "f16" && dtype !== "f32") {
     throw new UsageError(`--dtype must be f16 or f32, got "${dtype}"`, usage);
   }
-  const { Pipeline } = await import("../pipeline.ts");
-  const location = /^(https?|file):/i.test(model)
-    ? model
-    : await (await import("../hub/download.ts")).resolveModel(model);
-  return await Pipeline.load(location, { dtype: dtype as WeightDType | undefined });
+  const { loadEngine } = await import("../server/_engine.ts");
+  return await loadEngine(model, { dtype: dtype as WeightDType | undefined });
 }
 
 /** Sampling and stop options from the command line (validated later by resolveOptions). */
