@@ -28,10 +28,10 @@ const Params = defineParams({
   scale: "f32",
 });
 
-/** Keys per prefill tile (kernels/attention.wgsl BK). */
-const BK = 16;
-/** Keys per decode step of a workgroup, and its size (CHUNK). */
-const CHUNK = 128;
+/** Queries per prefill workgroup and keys per tile (kernels/attention.wgsl BQ, BK). */
+const BQ = 32, BK = 16;
+/** Keys per decode step of a workgroup (CHUNK) and its size (WG). */
+const CHUNK = 64, DECODE_WG = 256;
 
 /**
  * Rows of heads inside a wider buffer: head h of token t starts at element
@@ -118,34 +118,26 @@ function pack(
   });
 }
 
-/** Prefill tiling for a head size: queries per workgroup and threads per row group. */
-function prefillTiles(gpu: Gpu, what: string, headDim: number): { bq: number; dgrp: number } {
-  const dgrp = (headDim / 4) % 8 === 0 ? 8 : 4;
-  const bytes = (bq: number) => bq * headDim * 4 + BK * (headDim + 4) * 4 + bq * BK * 4;
+function checkWorkgroupMemory(gpu: Gpu, what: string, bytes: number): void {
   const max = gpu.limits.maxComputeWorkgroupStorageSize;
-  const bq = [64, 32].find((b) => bytes(b) <= max);
-  if (!bq) {
+  if (bytes > max) {
     throw new InvalidInputError(
-      `${what}: head_dim ${headDim} needs ${
-        bytes(32)
-      } bytes of workgroup memory, this adapter has ${max}`,
+      `${what}: needs ${bytes} bytes of workgroup memory, this adapter has ${max}`,
     );
   }
-  return { bq, dgrp };
 }
 
 function prefillVariant(gpu: Gpu, what: string, headDim: number, vision: boolean) {
-  const { bq, dgrp } = prefillTiles(gpu, what, headDim);
-  const v = variant(gpu, {
+  checkWorkgroupMemory(gpu, what, (BQ + BK) * headDim * 4 + BQ * BK * 4);
+  return variant(gpu, {
     family: "attention",
     entry: "prefill",
     bindings: vision
       ? ["read", "read", "read", "read_write", "read"]
       : ["read", "read", "read", "read_write"],
     params: Params,
-    defines: { HD: headDim, VISION: vision, BQ: bq, BK, DGRP: dgrp },
+    defines: { HD: headDim, VISION: vision },
   });
-  return { v, bq };
 }
 
 /** Shape of a causal prefill. */
@@ -173,13 +165,16 @@ export function causalAttention(
   s: CausalAttentionShape,
 ): Dispatch {
   const r = resolve("causalAttention", s, q, k, v);
-  const { v: vt, bq } = prefillVariant(gpu, "causalAttention", s.headDim, false);
+  const vt = prefillVariant(gpu, "causalAttention", s.headDim, false);
   return new Dispatch(
     gpu,
     vt,
     [q.buffer, k.buffer, v.buffer, out],
     pack(r, { seq: s.seq, offset: s.offset }),
-    [ceilDiv(s.seq, bq), s.heads],
+    [
+      ceilDiv(s.seq, BQ),
+      s.heads,
+    ],
   );
 }
 
@@ -215,13 +210,16 @@ export function visionAttention(
     throw new InvalidInputError(`visionAttention: cu_seqlens needs ≥ 2 entries, got ${s.nCu}`);
   }
   const r = resolve("visionAttention", s, q, k, v);
-  const { v: vt, bq } = prefillVariant(gpu, "visionAttention", s.headDim, true);
+  const vt = prefillVariant(gpu, "visionAttention", s.headDim, true);
   return new Dispatch(
     gpu,
     vt,
     [q.buffer, k.buffer, v.buffer, out, cu],
     pack(r, { seq: s.seq, nCu: s.nCu }),
-    [ceilDiv(s.seq, bq), s.heads],
+    [
+      ceilDiv(s.seq, BQ),
+      s.heads,
+    ],
   );
 }
 
@@ -231,7 +229,7 @@ export interface DecodeAttentionShape extends AttentionHeads {
   maxTokens: number;
   /**
    * Most workgroups sharing one head's keys (flash-decoding splits). Default: enough that about
-   * 512 workgroups cover a full cache; a short context uses one split per 128 keys.
+   * 512 workgroups cover a full cache; a short context uses one split per 64 keys.
    */
   splits?: number;
 }
@@ -241,20 +239,16 @@ function splitsOf(s: DecodeAttentionShape): number {
   return Math.max(1, Math.min(want, ceilDiv(s.maxTokens, CHUNK)));
 }
 
-/** Key groups of the weighted sum of V in a decode workgroup (DG in the shader). */
-function keyGroups(headDim: number): number {
-  return Math.floor(CHUNK / (headDim / 4));
-}
-
 /** Byte size of the scratch buffer {@link decodeAttention} needs (one may serve every layer). */
 export function decodeAttentionScratchBytes(s: DecodeAttentionShape): number {
-  return s.heads * splitsOf(s) * (keyGroups(s.headDim) * s.headDim + 4) * 4;
+  return s.heads * splitsOf(s) * (s.headDim + 4) * 4;
 }
 
 /** Query heads per decode workgroup: the largest divisor of the GQA group that fits in memory. */
 function decodeGroup(gpu: Gpu, group: number, headDim: number): number {
-  const bytes = (g: number) => g * (headDim * 4 + 2 * CHUNK * 4);
-  for (let g = group; g >= 1; g--) {
+  const bytes = (g: number) =>
+    DECODE_WG * 20 + g * (headDim * 4 + CHUNK * 4 * (DECODE_WG / CHUNK + 1) + 12);
+  for (let g = Math.min(group, 8); g >= 1; g--) {
     if (group % g === 0 && bytes(g) <= gpu.limits.maxComputeWorkgroupStorageSize) return g;
   }
   throw new InvalidInputError(

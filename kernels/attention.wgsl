@@ -35,24 +35,16 @@ const NEG: f32 = -3.0e38;
 #endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
-// Register tiling: thread (rg, dg) of RG × DGRP owns TQ = BQ / RG consecutive query rows. For
-// the scores it computes those rows against keys dg, dg + DGRP, ... of the tile (TK of them);
-// for the output it accumulates those rows over vec4 columns dg, dg + DGRP, ... (TD of them).
-// Interleaved columns and a padded K/V row stride keep workgroup-memory reads free of bank
-// conflicts; the micro-tiles reuse each loaded vec4 several times.
-const BQ: u32 = {{BQ}}u;        // queries per workgroup
-const BK: u32 = {{BK}}u;        // keys per tile
-const DGRP: u32 = {{DGRP}}u;    // threads sharing a row group
-const WG: u32 = 128u;
-const RG: u32 = WG / DGRP;      // row groups
-const TQ: u32 = BQ / RG;        // rows per thread
-const TK: u32 = BK / DGRP;      // keys per thread in the scores
-const TD: u32 = HD4 / DGRP;     // vec4 output columns per thread
-const KS: u32 = HD4 + 1u;       // padded row stride of the K/V tile (vec4)
+const BQ: u32 = 32u;        // queries per workgroup
+const BK: u32 = 16u;        // keys per tile
+const LANES: u32 = 4u;      // threads per query row
+const WG: u32 = BQ * LANES;
+const KPL: u32 = BK / LANES; // scores per thread per tile
+const DPL: u32 = HD4 / LANES; // vec4 output columns per thread
 
 var<workgroup> qs: array<vec4<f32>, BQ * HD4>;   // (BQ, HD) scaled queries
-var<workgroup> kvs: array<vec4<f32>, BK * KS>;   // (BK, HD) the K tile, then the V tile
-var<workgroup> ps: array<f32, BQ * BK>;          // (BQ, BK) raw scores, then probabilities
+var<workgroup> kvs: array<vec4<f32>, BK * HD4>;  // (BK, HD) the K tile, then the V tile
+var<workgroup> ps: array<f32, BQ * BK>;          // (BQ, BK) scores of the tile
 
 // Keys [lo, hi) that query i may see.
 fn key_range(i: u32) -> vec2<u32> {
@@ -65,32 +57,14 @@ fn key_range(i: u32) -> vec2<u32> {
 #endif
 }
 
-// Loads keys kb..kb+BK-1 of `which` (0: K, 1: V) into kvs; rows at or past hi read as 0.
-fn load_tile(which: u32, kb: u32, hi: u32, kvh: u32, lid: u32) {
-  for (var idx = lid; idx < BK * HD4; idx += WG) {
-    let j = idx / HD4;
-    let c = idx % HD4;
-    let key = kb + j;
-    var val = vec4<f32>(0.0);
-    if (key < hi) {
-      if (which == 0u) {
-        val = k[key * p.k_stride + p.k_off + kvh * HD4 + c];
-      } else {
-        val = v[key * p.v_stride + p.v_off + kvh * HD4 + c];
-      }
-    }
-    kvs[j * KS + c] = val;
-  }
-}
-
 @compute @workgroup_size(WG)
 fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let q0 = wid.x * BQ;
   let h = wid.y;
   let kvh = h / p.group;
-  let rg = lid / DGRP;
-  let dg = lid % DGRP;
-  let r0 = rg * TQ;            // first row (in the tile) of this thread
+  let r = lid / LANES;
+  let lane = lid % LANES;
+  let qi = q0 + r;
   let last = min(q0 + BQ, p.seq) - 1u;
 
   for (var idx = lid; idx < BQ * HD4; idx += WG) {
@@ -99,91 +73,64 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     if (row < p.seq) { val = q[row * p.q_stride + p.q_off + h * HD4 + idx % HD4] * p.scale; }
     qs[idx] = val;
   }
+  let mine = key_range(min(qi, last));
   // Rows are consecutive and both range ends grow with i: the tile needs [lo(first), hi(last)).
   let lo_t = key_range(q0).x;
   let hi_t = key_range(last).y;
-  var lo: array<u32, TQ>;
-  var hi: array<u32, TQ>;
-  var m: array<f32, TQ>;
-  var l: array<f32, TQ>;      // this thread's share of the row sums (its keys only)
-  var acc: array<vec4<f32>, TQ * TD>;
-  for (var i = 0u; i < TQ; i++) {
-    let kr = key_range(min(q0 + r0 + i, last));
-    lo[i] = kr.x;
-    hi[i] = kr.y;
-    m[i] = NEG;
-    l[i] = 0.0;
-    for (var c = 0u; c < TD; c++) { acc[i * TD + c] = vec4<f32>(0.0); }
-  }
+
+  var m = NEG;
+  var l = 0.0;
+  var acc: array<vec4<f32>, DPL>;
+  for (var c = 0u; c < DPL; c++) { acc[c] = vec4<f32>(0.0); }
 
   for (var kb = lo_t; kb < hi_t; kb += BK) {
-    workgroupBarrier();               // the previous V tile is used up (first pass: qs written)
-    load_tile(0u, kb, hi_t, kvh, lid);
-    workgroupBarrier();
-    var s: array<f32, TQ * TK>;
-    for (var i = 0u; i < TQ * TK; i++) { s[i] = 0.0; }
-    for (var c = 0u; c < HD4; c++) {
-      var kk: array<vec4<f32>, TK>;
-      for (var t = 0u; t < TK; t++) { kk[t] = kvs[(dg + t * DGRP) * KS + c]; }
-      for (var i = 0u; i < TQ; i++) {
-        let qq = qs[(r0 + i) * HD4 + c];
-        for (var t = 0u; t < TK; t++) { s[i * TK + t] += dot(qq, kk[t]); }
-      }
-    }
-    for (var i = 0u; i < TQ; i++) {
-      for (var t = 0u; t < TK; t++) {
-        let key = kb + dg + t * DGRP;
-        if (key < lo[i] || key >= hi[i]) { s[i * TK + t] = NEG; }
-        ps[(r0 + i) * BK + dg + t * DGRP] = s[i * TK + t];
-      }
+    workgroupBarrier(); // previous V tile fully used (first pass: qs written)
+    for (var idx = lid; idx < BK * HD4; idx += WG) {
+      let key = kb + idx / HD4;
+      var val = vec4<f32>(0.0);
+      if (key < hi_t) { val = k[key * p.k_stride + p.k_off + kvh * HD4 + idx % HD4]; }
+      kvs[idx] = val;
     }
     workgroupBarrier();
-    // Row maxima from every thread's scores; the K tile is no longer read, so V replaces it.
-    var alpha: array<f32, TQ>;
-    for (var i = 0u; i < TQ; i++) {
-      var mx = m[i];
-      for (var j = 0u; j < BK; j++) { mx = max(mx, ps[(r0 + i) * BK + j]); }
-      alpha[i] = exp(m[i] - mx);
-      m[i] = mx;
-      l[i] *= alpha[i];
-      for (var t = 0u; t < TK; t++) {
-        let e = select(0.0, exp(s[i * TK + t] - mx), s[i * TK + t] > NEG);
-        s[i * TK + t] = e;
-        l[i] += e;
+    for (var jj = 0u; jj < KPL; jj++) {
+      let j = lane * KPL + jj;
+      let key = kb + j;
+      var s = NEG;
+      if (key >= mine.x && key < mine.y) {
+        var d = 0.0;
+        for (var c = 0u; c < HD4; c++) { d += dot(qs[r * HD4 + c], kvs[j * HD4 + c]); }
+        s = d;
       }
-    }
-    load_tile(1u, kb, hi_t, kvh, lid);
-    workgroupBarrier();               // all raw scores read: overwrite them with probabilities
-    for (var i = 0u; i < TQ; i++) {
-      for (var t = 0u; t < TK; t++) { ps[(r0 + i) * BK + dg + t * DGRP] = s[i * TK + t]; }
+      ps[r * BK + j] = s;
     }
     workgroupBarrier();
-    for (var i = 0u; i < TQ; i++) {
-      for (var c = 0u; c < TD; c++) { acc[i * TD + c] *= alpha[i]; }
+    for (var idx = lid; idx < BK * HD4; idx += WG) {
+      let key = kb + idx / HD4;
+      var val = vec4<f32>(0.0);
+      if (key < hi_t) { val = v[key * p.v_stride + p.v_off + kvh * HD4 + idx % HD4]; }
+      kvs[idx] = val;
     }
+    workgroupBarrier();
+    // Every lane of a row computes the row's statistics itself (same inputs, same result).
+    var mx = m;
+    for (var j = 0u; j < BK; j++) { mx = max(mx, ps[r * BK + j]); }
+    let alpha = exp(m - mx);
+    l *= alpha;
+    for (var c = 0u; c < DPL; c++) { acc[c] *= alpha; }
     for (var j = 0u; j < BK; j++) {
-      var vv: array<vec4<f32>, TD>;
-      for (var c = 0u; c < TD; c++) { vv[c] = kvs[j * KS + dg + c * DGRP]; }
-      for (var i = 0u; i < TQ; i++) {
-        let pj = ps[(r0 + i) * BK + j];
-        for (var c = 0u; c < TD; c++) { acc[i * TD + c] += pj * vv[c]; }
+      let s = ps[r * BK + j];
+      if (s > NEG) {
+        let pj = exp(s - mx);
+        l += pj;
+        for (var c = 0u; c < DPL; c++) { acc[c] += pj * kvs[j * HD4 + lane + c * LANES]; }
       }
     }
+    m = mx;
   }
-
-  // Row sums: add the DGRP threads' shares through ps (free now), then normalise and write.
-  workgroupBarrier();
-  for (var i = 0u; i < TQ; i++) { ps[(r0 + i) * BK + dg] = l[i]; }
-  workgroupBarrier();
-  for (var i = 0u; i < TQ; i++) {
-    let row = q0 + r0 + i;
-    if (row < p.seq) {
-      var tot = 0.0;
-      for (var g = 0u; g < DGRP; g++) { tot += ps[(r0 + i) * BK + g]; }
-      let inv = 1.0 / tot;
-      for (var c = 0u; c < TD; c++) {
-        out[row * p.heads * HD4 + h * HD4 + dg + c * DGRP] = acc[i * TD + c] * inv;
-      }
+  if (qi < p.seq) {
+    let inv = 1.0 / l;
+    for (var c = 0u; c < DPL; c++) {
+      out[qi * p.heads * HD4 + h * HD4 + lane + c * LANES] = acc[c] * inv;
     }
   }
 }
@@ -194,11 +141,14 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 // Flash-decoding: the keys 0..n-1 (n = cache_len + 1) are cut into p.nsplit splits of `len` keys
 // (a multiple of CHUNK, so short contexts use few splits); each workgroup walks its split CHUNK
 // keys at a time with an online softmax and writes unnormalised partials, which decode_combine
-// merges. Workgroup memory stays small: WebGPU zero-fills it for every workgroup, idle ones too.
-const CHUNK: u32 = 128u;        // keys per step; also the workgroup size (one key per thread)
-const WG: u32 = CHUNK;
-const GROUP: u32 = {{GROUP}}u;  // query heads per workgroup, all on one KV head
+// merges. Every loop a thread runs is short (a quarter K row, CHUNK / DG keys of V): with little
+// reuse to exploit, the cost is memory latency, hidden by many threads rather than long loops.
+const CHUNK: u32 = 64u;         // keys per step
+const WG: u32 = 256u;
+const QT: u32 = WG / CHUNK;     // threads per key in the scores, each a strided quarter of the row
+const GROUP: u32 = {{GROUP}}u;  // query heads per workgroup (≤ 8), all on one KV head
 const DG: u32 = WG / HD4;       // key groups in Σ p·v (threads = DG · HD4 ≤ WG)
+const LANES: u32 = 32u;         // threads per head in the softmax statistics (2 keys each)
 
 #if PART
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;          // (1, q_stride) f32
@@ -213,34 +163,38 @@ const DG: u32 = WG / HD4;       // key groups in Σ p·v (threads = DG · HD4 �
 #endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
-// Scratch, in vec4 units: acc (heads, nsplit, DG, HD4) unnormalised Σ p·v of each split and key
-// group, then stats (heads, nsplit) as vec4(m, l, 0, 0): the split's max score and Σ exp(s − m).
-fn acc_at(h: u32, sp: u32, g: u32) -> u32 { return ((h * p.nsplit + sp) * DG + g) * HD4; }
-fn stats_at(h: u32, sp: u32) -> u32 { return p.heads * p.nsplit * DG * HD4 + h * p.nsplit + sp; }
+// Scratch, in vec4 units: acc (heads, nsplit, HD4) unnormalised Σ p·v of each split, then stats
+// (heads, nsplit) as vec4(m, l, 0, 0): the split's max score and Σ exp(s − m).
+fn acc_at(h: u32, sp: u32) -> u32 { return (h * p.nsplit + sp) * HD4; }
+fn stats_at(h: u32, sp: u32) -> u32 { return p.heads * p.nsplit * HD4 + h * p.nsplit + sp; }
 // Keys per split for a context of n keys: the same in both entries.
 fn split_len(n: u32) -> u32 {
   let per = (n + p.nsplit - 1u) / p.nsplit;
   return (per + CHUNK - 1u) / CHUNK * CHUNK;
 }
 
+var<workgroup> red: array<f32, WG>;
+var<workgroup> sums: array<vec4<f32>, WG>;           // (DG, HD4) partial Σ p·v of one head
+
 #if PART
 var<workgroup> qs: array<vec4<f32>, GROUP * HD4>;    // (GROUP, HD) scaled queries
+var<workgroup> part_s: array<f32, GROUP * CHUNK * QT>; // (GROUP, CHUNK, QT) partial scores
 var<workgroup> ps: array<f32, GROUP * CHUNK>;        // (GROUP, CHUNK) probabilities of this step
-var<workgroup> red: array<f32, GROUP * WG>;          // (GROUP, WG) reduction scratch
+var<workgroup> m_sm: array<f32, GROUP>;              // running max per head
+var<workgroup> l_sm: array<f32, GROUP>;              // running Σ exp(s − m) per head
+var<workgroup> alpha_sm: array<f32, GROUP>;          // this step's rescale exp(m_old − m_new)
 
-// Tree reduction of red[r][*] for every r at once; results in red[r][0].
-fn reduce_rows(lid: u32, is_max: bool) {
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+// Max (or sum) over the LANES threads of each head row; every lane gets its row's result.
+fn lanes_reduce(v: f32, lid: u32, is_max: bool) -> f32 {
+  workgroupBarrier();
+  red[lid] = v;
+  let lane = lid % LANES;
+  for (var s = LANES / 2u; s > 0u; s = s >> 1u) {
     workgroupBarrier();
-    if (lid < s) {
-      for (var r = 0u; r < GROUP; r++) {
-        let a = red[r * WG + lid];
-        let b = red[r * WG + lid + s];
-        red[r * WG + lid] = select(a + b, max(a, b), is_max);
-      }
-    }
+    if (lane < s) { red[lid] = select(red[lid] + red[lid + s], max(red[lid], red[lid + s]), is_max); }
   }
   workgroupBarrier();
+  return red[lid - lane];
 }
 
 @compute @workgroup_size(WG)
@@ -257,83 +211,122 @@ fn decode_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
   for (var idx = lid; idx < GROUP * HD4; idx += WG) {
     qs[idx] = q[p.q_off + (h0 + idx / HD4) * HD4 + idx % HD4] * p.scale;
   }
+  if (lid < GROUP) { m_sm[lid] = NEG; l_sm[lid] = 0.0; }
   workgroupBarrier();
 
+  let kj = lid / QT;          // scores: key kj of the step, quarter qd of its row
+  let qd = lid % QT;
+  let r_st = lid / LANES;     // statistics: head row r_st, keys lane and lane + LANES
+  let lane = lid % LANES;
   let g = lid / HD4;          // Σ p·v: thread (g, d) sums keys g, g + DG, ... of column d
   let d = lid % HD4;
-  var m: array<f32, GROUP>;   // running max per head (the same in every thread)
-  var l: array<f32, GROUP>;   // this thread's share of Σ exp(s − m)
   var acc: array<vec4<f32>, GROUP>;
-  for (var r = 0u; r < GROUP; r++) { m[r] = NEG; l[r] = 0.0; acc[r] = vec4<f32>(0.0); }
+  for (var r = 0u; r < GROUP; r++) { acc[r] = vec4<f32>(0.0); }
 
   for (var c0 = start; c0 < end; c0 += CHUNK) {
-    // Scores of key c0 + lid for all GROUP heads, its K row read once.
-    let key = c0 + lid;
-    var s: array<f32, GROUP>;
-    for (var r = 0u; r < GROUP; r++) { s[r] = NEG; }
+    let key = c0 + kj;
+    var sp: array<f32, GROUP>;
+    for (var r = 0u; r < GROUP; r++) { sp[r] = 0.0; }
     if (key < end) {
-      for (var r = 0u; r < GROUP; r++) { s[r] = 0.0; }
       let kbase = key * p.k_stride + p.k_off + kvh * HD4;
-      for (var dd = 0u; dd < HD4; dd++) {
+      for (var dd = qd; dd < HD4; dd += QT) {
         let kv = k[kbase + dd];
-        for (var r = 0u; r < GROUP; r++) { s[r] += dot(qs[r * HD4 + dd], kv); }
+        for (var r = 0u; r < GROUP; r++) { sp[r] += dot(qs[r * HD4 + dd], kv); }
       }
     }
-    for (var r = 0u; r < GROUP; r++) { red[r * WG + lid] = s[r]; }
-    reduce_rows(lid, true);
-    var alpha: array<f32, GROUP>;
-    for (var r = 0u; r < GROUP; r++) {
-      let mx = max(m[r], red[r * WG]);
-      alpha[r] = exp(m[r] - mx);
-      m[r] = mx;
-      var pr = 0.0;
-      if (key < end) { pr = exp(s[r] - mx); }
-      ps[r * CHUNK + lid] = pr;
-      l[r] = l[r] * alpha[r] + pr;
+    for (var r = 0u; r < GROUP; r++) { part_s[(r * CHUNK + kj) * QT + qd] = sp[r]; }
+    workgroupBarrier();
+
+    // Online softmax statistics, LANES threads per head row.
+    let r = min(r_st, GROUP - 1u);
+    var s2 = vec2<f32>(NEG);
+    for (var e = 0u; e < 2u; e++) {
+      let j = lane + e * LANES;
+      if (c0 + j < end) {
+        var t = 0.0;
+        for (var x = 0u; x < QT; x++) { t += part_s[(r * CHUNK + j) * QT + x]; }
+        s2[e] = t;
+      }
+    }
+    let mx = max(m_sm[r], lanes_reduce(max(s2.x, s2.y), lid, true));
+    let pa = select(0.0, exp(s2.x - mx), s2.x > NEG);
+    let pb = select(0.0, exp(s2.y - mx), s2.y > NEG);
+    if (r_st < GROUP) { ps[r * CHUNK + lane] = pa; ps[r * CHUNK + lane + LANES] = pb; }
+    let psum = lanes_reduce(pa + pb, lid, false);
+    if (r_st < GROUP && lane == 0u) {
+      let alpha = exp(m_sm[r] - mx);
+      alpha_sm[r] = alpha;
+      l_sm[r] = l_sm[r] * alpha + psum;
+      m_sm[r] = mx;
     }
     workgroupBarrier();
+
     if (g < DG) {
-      for (var r = 0u; r < GROUP; r++) { acc[r] *= alpha[r]; }
+      for (var rr = 0u; rr < GROUP; rr++) { acc[rr] *= alpha_sm[rr]; }
       let kend = min(CHUNK, end - c0);
       for (var j = g; j < kend; j += DG) {
         let vv = v[(c0 + j) * p.v_stride + p.v_off + kvh * HD4 + d];
-        for (var r = 0u; r < GROUP; r++) { acc[r] += ps[r * CHUNK + j] * vv; }
+        for (var rr = 0u; rr < GROUP; rr++) { acc[rr] += ps[rr * CHUNK + j] * vv; }
       }
     }
-    workgroupBarrier();   // ps and red are rewritten by the next step
+    workgroupBarrier();       // part_s, ps and the statistics are rewritten by the next step
   }
 
-  if (g < DG) {
-    for (var r = 0u; r < GROUP; r++) { part[acc_at(h0 + r, split, g) + d] = acc[r]; }
+  // Per head: add the DG key groups' partial sums, write them and the statistics.
+  for (var rr = 0u; rr < GROUP; rr++) {
+    if (g < DG) { sums[g * HD4 + d] = acc[rr]; }
+    workgroupBarrier();
+    if (lid < HD4) {
+      var tot = vec4<f32>(0.0);
+      for (var gg = 0u; gg < DG; gg++) { tot += sums[gg * HD4 + lid]; }
+      part[acc_at(h0 + rr, split) + lid] = tot;
+    }
+    workgroupBarrier();
   }
-  for (var r = 0u; r < GROUP; r++) { red[r * WG + lid] = l[r]; }
-  reduce_rows(lid, false);
-  if (lid < GROUP) {
-    part[stats_at(h0 + lid, split)] = vec4<f32>(m[lid], red[lid * WG], 0.0, 0.0);
-  }
+  if (lid < GROUP) { part[stats_at(h0 + lid, split)] = vec4<f32>(m_sm[lid], l_sm[lid], 0.0, 0.0); }
 }
 #else
-@compute @workgroup_size(64)
+fn wg_reduce(v: f32, lid: u32, is_max: bool) -> f32 {
+  workgroupBarrier();
+  red[lid] = v;
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    workgroupBarrier();
+    if (lid < s) { red[lid] = select(red[lid] + red[lid + s], max(red[lid], red[lid + s]), is_max); }
+  }
+  workgroupBarrier();
+  return red[0];
+}
+
+@compute @workgroup_size(WG)
 fn decode_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let h = wid.x;
   let n = state.cache_len + 1u;
   let len = split_len(n);
   let ns = min((n + len - 1u) / len, p.nsplit);
-  var big = NEG;
-  for (var sp = 0u; sp < ns; sp++) { big = max(big, part[stats_at(h, sp)].x); }
-  var l = 0.0;
-  for (var sp = 0u; sp < ns; sp++) {
+  var mine = NEG;
+  for (var sp = lid; sp < ns; sp += WG) { mine = max(mine, part[stats_at(h, sp)].x); }
+  let big = wg_reduce(mine, lid, true);
+  var lsum = 0.0;
+  for (var sp = lid; sp < ns; sp += WG) {
     let st = part[stats_at(h, sp)];
-    l += st.y * exp(st.x - big);
+    lsum += st.y * exp(st.x - big);
   }
-  for (var dd = lid; dd < HD4; dd += 64u) {
-    var acc = vec4<f32>(0.0);
-    for (var sp = 0u; sp < ns; sp++) {
-      var a = vec4<f32>(0.0);
-      for (var g = 0u; g < DG; g++) { a += part[acc_at(h, sp, g) + dd]; }
-      acc += a * exp(part[stats_at(h, sp)].x - big);
+  let l = wg_reduce(lsum, lid, false);
+  // Thread (g, d): splits g, g + DG, ... of column d; then the DG groups are added.
+  let g = lid / HD4;
+  let d = lid % HD4;
+  var acc = vec4<f32>(0.0);
+  if (g < DG) {
+    for (var sp = g; sp < ns; sp += DG) {
+      acc += part[acc_at(h, sp) + d] * exp(part[stats_at(h, sp)].x - big);
     }
-    out[h * HD4 + dd] = acc / l;
+    sums[g * HD4 + d] = acc;
+  }
+  workgroupBarrier();
+  if (lid < HD4) {
+    var tot = vec4<f32>(0.0);
+    for (var gg = 0u; gg < DG; gg++) { tot += sums[gg * HD4 + lid]; }
+    out[h * HD4 + lid] = tot / l;
   }
 }
 #endif

@@ -188,21 +188,54 @@ fn uniform01(index: u32) -> f32 {
   return f32(h >> 8u) * (1.0 / 16777216.0);
 }
 
+// Passes over proc: thread l takes vec4s l, l + WG, l + 2·WG, ... (the draw order), four per
+// iteration, all four loaded before any is used so that their memory latencies overlap.
+// proc vec4 j, LOWEST past the end.
+fn ld(j: u32) -> vec4<f32> { return select(vec4<f32>(LOWEST), scratch[min(j, p.nvec - 1u)], j < p.nvec); }
+
+// Σ exp(s − mx) over the scores with key ≥ lo and key > above (NONE: no upper test).
+fn mass1(x: f32, lo: u32, above: u32, mx: f32) -> f32 {
+  let k = key(x);
+  return select(0.0, exp(x - mx), k >= lo && (above == NONE || k > above));
+}
+fn mass4(s4: vec4<f32>, lo: u32, above: u32, mx: f32) -> f32 {
+  return mass1(s4.x, lo, above, mx) + mass1(s4.y, lo, above, mx) + mass1(s4.z, lo, above, mx) +
+    mass1(s4.w, lo, above, mx);
+}
+fn count4(s4: vec4<f32>, floor_key: u32) -> u32 {
+  return select(0u, 1u, key(s4.x) >= floor_key) + select(0u, 1u, key(s4.y) >= floor_key) +
+    select(0u, 1u, key(s4.z) >= floor_key) + select(0u, 1u, key(s4.w) >= floor_key);
+}
+// Appends vec4 j's candidates at `at`; returns the next free slot.
+fn compact4(s4: vec4<f32>, j: u32, floor_key: u32, at0: u32) -> u32 {
+  var at = at0;
+  for (var c = 0u; c < 4u; c++) {
+    if (key(s4[c]) >= floor_key) { cand_i[at] = 4u * j + c; cand_s[at] = s4[c]; at += 1u; }
+  }
+  return at;
+}
+// Radix-select histogram of vec4 j's tokens whose higher digits match the prefix.
+fn hist4(s4: vec4<f32>, j: u32, digit: u32, shift: u32, prefix: u32) {
+  for (var c = 0u; c < 4u; c++) {
+    let kk = key(s4[c]);
+    if (4u * j + c < p.vocab && (digit == 0u || (kk >> (shift + 8u)) == (prefix >> (shift + 8u)))) {
+      atomicAdd(&hist[(kk >> shift) & 255u], 1u);
+    }
+  }
+}
+
 // Mass Σ exp(s − mx) of this thread's tokens with key ≥ lo and key > above (NONE: no upper test).
 fn own_mass(lid: u32, use_cand: bool, n_cand: u32, lo: u32, above: u32, mx: f32) -> f32 {
   var m = 0.0;
   if (use_cand) {
-    for (var j = lid; j < n_cand; j += WG) {
-      let k = key(cand_s[j]);
-      if (k >= lo && (above == NONE || k > above)) { m += exp(cand_s[j] - mx); }
-    }
+    for (var j = lid; j < n_cand; j += WG) { m += mass1(cand_s[j], lo, above, mx); }
   } else {
-    for (var v = lid; v < p.nvec; v += WG) {
-      let s4 = scratch[v];
-      for (var c = 0u; c < 4u; c++) {
-        let k = key(s4[c]);
-        if (k >= lo && (above == NONE || k > above)) { m += exp(s4[c] - mx); }
-      }
+    for (var j = lid; j < p.nvec; j += 4u * WG) {
+      let a = ld(j);
+      let b = ld(j + WG);
+      let c = ld(j + 2u * WG);
+      let d = ld(j + 3u * WG);
+      m += mass4(a, lo, above, mx) + mass4(b, lo, above, mx) + mass4(c, lo, above, mx) + mass4(d, lo, above, mx);
     }
   }
   return m;
@@ -225,14 +258,15 @@ fn kth_largest(k: u32, lid: u32, use_cand: bool, n_cand: u32) -> u32 {
         }
       }
     } else {
-      for (var v = lid; v < p.nvec; v += WG) {
-        let s4 = scratch[v];
-        for (var c = 0u; c < 4u; c++) {
-          let kk = key(s4[c]);
-          if (4u * v + c < p.vocab && (digit == 0u || (kk >> (shift + 8u)) == (prefix >> (shift + 8u)))) {
-            atomicAdd(&hist[(kk >> shift) & 255u], 1u);
-          }
-        }
+      for (var j = lid; j < p.nvec; j += 4u * WG) {
+        let a = ld(j);
+        let b = ld(j + WG);
+        let c = ld(j + 2u * WG);
+        let d = ld(j + 3u * WG);
+        hist4(a, j, digit, shift, prefix);
+        hist4(b, j + WG, digit, shift, prefix);
+        hist4(c, j + 2u * WG, digit, shift, prefix);
+        hist4(d, j + 3u * WG, digit, shift, prefix);
       }
     }
     workgroupBarrier();
@@ -280,9 +314,12 @@ fn pick(@builtin(local_invocation_index) lid: u32) {
   if (sp.top_p < 1.0 && !topk) { cut = max(cut, mx + log(z_all * (1.0 - sp.top_p) / f32(p.vocab)) - 0.01); }
   let floor_key = key(cut);
   var mine = 0u;
-  for (var v = lid; v < p.nvec; v += WG) {
-    let s4 = scratch[v];
-    for (var c = 0u; c < 4u; c++) { mine += select(0u, 1u, key(s4[c]) >= floor_key); }
+  for (var j = lid; j < p.nvec; j += 4u * WG) {
+    let a = ld(j);
+    let b = ld(j + WG);
+    let c = ld(j + 2u * WG);
+    let d = ld(j + 3u * WG);
+    mine += count4(a, floor_key) + count4(b, floor_key) + count4(c, floor_key) + count4(d, floor_key);
   }
   let cnt = wg_scan(f32(mine), lid);
   let n_cand = u32(cnt.y);
@@ -293,11 +330,15 @@ fn pick(@builtin(local_invocation_index) lid: u32) {
 #endif
   if (use_cand) {
     var at = u32(cnt.x) - mine;
-    for (var v = lid; v < p.nvec; v += WG) {
-      let s4 = scratch[v];
-      for (var c = 0u; c < 4u; c++) {
-        if (key(s4[c]) >= floor_key) { cand_i[at] = 4u * v + c; cand_s[at] = s4[c]; at += 1u; }
-      }
+    for (var j = lid; j < p.nvec; j += 4u * WG) {
+      let a = ld(j);
+      let b = ld(j + WG);
+      let c = ld(j + 2u * WG);
+      let d = ld(j + 3u * WG);
+      at = compact4(a, j, floor_key, at);
+      at = compact4(b, j + WG, floor_key, at);
+      at = compact4(c, j + 2u * WG, floor_key, at);
+      at = compact4(d, j + 3u * WG, floor_key, at);
     }
   }
   workgroupBarrier();
@@ -350,14 +391,17 @@ fn pick(@builtin(local_invocation_index) lid: u32) {
         }
       }
     } else {
-      for (var v = lid; v < p.nvec && acc <= goal; v += WG) {
-        let s4 = scratch[v];
-        for (var c = 0u; c < 4u; c++) {
-          let e = exp(s4[c] - mx);
-          if (key(s4[c]) >= tau && e > 0.0) {
-            tok = 4u * v + c;
-            acc += e;
-            if (acc > goal) { break; }
+      for (var j0 = lid; j0 < p.nvec && acc <= goal; j0 += 4u * WG) {
+        let blk = array<vec4<f32>, 4>(ld(j0), ld(j0 + WG), ld(j0 + 2u * WG), ld(j0 + 3u * WG));
+        for (var b = 0u; b < 4u && acc <= goal; b++) {
+          for (var c = 0u; c < 4u; c++) {
+            let x = blk[b][c];
+            let e = exp(x - mx);
+            if (key(x) >= tau && e > 0.0) {
+              tok = 4u * (j0 + b * WG) + c;
+              acc += e;
+              if (acc > goal) { break; }
+            }
           }
         }
       }
