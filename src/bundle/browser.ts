@@ -5,12 +5,15 @@
  *
  * @example
  * ```js
- * import { Tokenizer } from "./qvq.js";
+ * import { Pipeline, Tokenizer } from "./qvq.js";
+ * const qvq = await Pipeline.load("https://huggingface.co/Qwen/Qwen2-VL-2B-Instruct/resolve/main/");
+ * const answer = await qvq.chat([{ role: "user", content: "Hello!" }], { maxNewTokens: 64 });
  * const tok = await Tokenizer.load("https://huggingface.co/Qwen/Qwen2-VL-2B-Instruct/resolve/main/");
  * console.log(tok.encode("Hello world")); // Int32Array [9707, 1879]
  * ```
  * @module
  */
+export { Pipeline, type PipelineOptions } from "../pipeline.ts";
 export { Tokenizer } from "../tokenizer.ts";
 export { openModelSource } from "../model_files.ts";
 export type { ModelSource } from "../model_files.ts";

@@ -106,6 +106,7 @@ Deno.test("the bundle runs in Chromium: it loads its wasm and tokenizes with a m
       "GpuError",
       "InvalidInputError",
       "ModelFileError",
+      "Pipeline",
       "QvqError",
       "Tokenizer",
       "openModelSource",
