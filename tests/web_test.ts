@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { Hono } from "hono";
 import { type Browser, chromium } from "playwright-core";
 import { createApp } from "../src/server/app.ts";
 import { FakeEngine } from "../src/server/_fake_engine.ts";
@@ -178,6 +179,29 @@ Deno.test("the chat page shows the server's error message", async () => {
       /accepts images up to 1000 bytes/,
     );
     assert.equal(engine.calls.length, 0);
+  } finally {
+    await browser.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("the chat page finds the API when the app is mounted under a prefix", async () => {
+  const engine = new FakeEngine({ answer: () => "mounted" });
+  const parent = new Hono();
+  parent.route("/qvq", createApp(engine));
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, parent.fetch);
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${server.addr.port}/qvq`); // no trailing slash
+    await page.waitForFunction(
+      (id) => document.getElementById("model")?.textContent === id,
+      engine.modelId,
+    );
+    await page.fill("#prompt", "Hello");
+    await page.press("#prompt", "Enter");
+    await page.waitForSelector(".msg.assistant:not(.streaming) .stats");
+    assert.equal(await page.textContent(".msg.assistant .text"), "mounted");
   } finally {
     await browser.close();
     await server.shutdown();

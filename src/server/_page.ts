@@ -99,6 +99,11 @@ const apiKey = $("api-key");
 apiKey.value = localStorage.getItem("qvq-api-key") || "";
 apiKey.addEventListener("change", () => { localStorage.setItem("qvq-api-key", apiKey.value); loadModel(); });
 
+// API URLs relative to the page's folder, so the page also works when the app is mounted under a
+// prefix and opened without the trailing slash ("/qvq" as well as "/qvq/").
+const base = location.origin + location.pathname.replace(/\/?$/, "/");
+const api = (path) => base + path;
+
 function headers() {
   const h = { "content-type": "application/json" };
   if (apiKey.value) h.authorization = "Bearer " + apiKey.value;
@@ -113,7 +118,7 @@ async function failure(response) {
 
 async function loadModel() {
   try {
-    const response = await fetch("v1/models", { headers: headers() });
+    const response = await fetch(api("v1/models"), { headers: headers() });
     if (!response.ok) throw await failure(response);
     model = (await response.json()).data[0].id;
     $("model").textContent = model;
@@ -208,7 +213,7 @@ async function answer(div, signal) {
   const out = div.querySelector(".text");
   let text = "", usage = null, timings = null, reason = null;
   try {
-    const response = await fetch("v1/chat/completions", {
+    const response = await fetch(api("v1/chat/completions"), {
       method: "POST",
       headers: headers(),
       signal,
