@@ -44,8 +44,9 @@ impl fmt::Display for ImageError {
             ),
             ImageError::Corrupt { format, detail } => write!(
                 f,
-                "cannot decode {format} image: {detail}; the file is truncated or corrupt, \
-                 re-encode or re-download it"
+                "cannot decode {format} image: {detail}; the file is truncated, corrupt or uses \
+                 a feature we do not decode (e.g. 12-bit or arithmetic-coded JPEG): re-download \
+                 it or re-encode it as 8-bit PNG or JPEG"
             ),
             ImageError::ZeroSize {
                 format,

@@ -80,7 +80,14 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
             }
             rgb
         }
-        ColorType::Indexed => unreachable!("EXPAND turns palette images into RGB"),
+        // EXPAND turns palette images into RGB; an error beats a panic, which would abort the wasm.
+        ColorType::Indexed => {
+            let detail = "palette samples were not expanded to RGB".to_string();
+            return Err(ImageError::Corrupt {
+                format: "PNG",
+                detail,
+            });
+        }
     };
     Ok(RgbImage::new(width, height, rgb))
 }
