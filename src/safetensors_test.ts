@@ -193,6 +193,29 @@ Deno.test("readChunks() yields row slices of at most maxBytes that rebuild the t
   }
 });
 
+Deno.test("readInto() fills a caller's buffer, e.g. a mapped GPU range, slice by slice", async () => {
+  const ckpt = await SafetensorsCheckpoint.open(openModelSource(FIXTURE));
+  try {
+    const name = "model.embed_tokens.weight"; // (151936, 32) bf16
+    const want = await ckpt.readF16Bits(name);
+    // A destination inside a larger buffer, in 1000-row slices.
+    const big = new Uint8Array(want.byteLength + 64);
+    await ckpt.readInto(name, "f16", big.subarray(64), { maxBytes: 64 * 1000 });
+    assert.deepEqual(big.subarray(64), bytesOf(want));
+    assert.deepEqual(big.subarray(0, 64), new Uint8Array(64));
+    const raw = new Uint8Array(151936 * 64);
+    await ckpt.readInto(name, "raw", raw);
+    assert.deepEqual(raw, await ckpt.readBytes(name));
+    await assert.rejects(ckpt.readInto(name, "f32", new Float32Array(10)), {
+      name: "InvalidInputError",
+      message: 'readInto() of tensor "model.embed_tokens.weight" (shape [151936,32]) as f32 ' +
+        "needs 19447808 bytes, got a destination of 40.",
+    });
+  } finally {
+    ckpt.close();
+  }
+});
+
 Deno.test("readChunks() over HTTP reads only Range slices of the shard", async () => {
   const whole = await Deno.readFile(`${FIXTURE}model-00001-of-00002.safetensors`);
   const ranges: string[] = [];
