@@ -35,18 +35,16 @@ export interface LinearTuning {
   gemvRows: number;
   /** GEMV over f16 weights with k % 8 == 0 reads 16 bytes (8 halves) per load. */
   gemvPack8: boolean;
-  /** Tiled path: each thread computes tileTm × tileTn outputs of a (16·tileTm) × (16·tileTn) tile; multiples of 4. */
-  tileTm: number;
-  tileTn: number;
+  /** Tiled path: each thread computes tile × tile outputs of a (16·tile)² output tile; 4 or 8. */
+  tile: 4 | 8;
 }
 
 /** Default {@link LinearTuning}. */
 export const LINEAR_TUNING: Readonly<LinearTuning> = {
   gemvWg: 256,
-  gemvRows: 4,
+  gemvRows: 2,
   gemvPack8: true,
-  tileTm: 4,
-  tileTn: 4,
+  tile: 4,
 };
 /** Shape and options of a linear call. */
 export interface LinearShape {
@@ -84,7 +82,7 @@ export function linear(
     !(t.gemvWg >= 4 && t.gemvWg <= gpu.limits.maxComputeInvocationsPerWorkgroup &&
       (t.gemvWg & (t.gemvWg - 1)) === 0) ||
     !(Number.isInteger(t.gemvRows) && t.gemvRows >= 1) ||
-    ![t.tileTm, t.tileTn].every((v) => v >= 4 && v % 4 === 0)
+    (t.tile !== 4 && t.tile !== 8)
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
@@ -112,14 +110,14 @@ export function linear(
       ACC: s.accumulate === true,
       GEMV: gemv,
       SUBGROUPS: subgroups,
-      ...(gemv ? { WG: t.gemvWg, ROWS: t.gemvRows } : { TM: t.tileTm, TN: t.tileTn }),
+      ...(gemv ? { WG: t.gemvWg, ROWS: t.gemvRows } : { TILE8: t.tile === 8 }),
     },
   });
   return w.chunks.map((c) => {
     const params = Params.pack({ m, n: w.rows, k: w.cols, row_start: c.rowStart, rows: c.rows });
     const grid = gemv
       ? grid2d(ceilDiv(c.rows, t.gemvRows))
-      : [ceilDiv(c.rows, 16 * t.tileTn), ceilDiv(m, 16 * t.tileTm)] as const;
+      : [ceilDiv(c.rows, 16 * t.tile), ceilDiv(m, 16 * t.tile)] as const;
     const buffers = bias ? [x, c.buffer, bias, y] : [x, c.buffer, y];
     return new Dispatch(gpu, v, buffers, params, grid);
   });

@@ -4,7 +4,7 @@
 // #if VEC: k % 4 == 0, so x and w are read as vec4 (w rows stay vec4-aligned).
 // #if BIAS: adds bias[col]. #if ACC: adds the old y (a fused residual add).
 // #if GEMV: m == 1 — each workgroup computes ROWS outputs, all WG threads split k; else the tiled
-// path: a workgroup computes a (16·TM) × (16·TN) output tile from shared-memory tiles of BK = 16.
+// path: a workgroup computes a 64 × 64 (128 × 128 with TILE8) output tile from shared-memory tiles.
 // #if SUBGROUPS (GEMV only): reduce with subgroupAdd; the host enables it only when every
 // subgroup size the adapter may use divides WG.
 // #if PACK8 (GEMV only, f16, k % 8 == 0): w is read 8 halves at a time as vec4<u32> (16-byte
@@ -143,17 +143,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 
 #else
-// Tiled: 256 threads as 16 × 16 compute a BM × BN = (16·TM) × (16·TN) output tile; thread
-// (tx, ty) owns rows ib·64 + ty·4 + (0..3) for ib < TM/4 and columns jb·64 + tx·4 + (0..3) for
-// jb < TN/4 (interleaved, so the shared-memory reads of a half-warp are consecutive vec4).
-// Shared tiles are k-major, vec4 along m (resp. n): per k, TM/4 + TN/4 vec4 reads feed TM·TN FMAs.
-const TM: u32 = {{TM}}u;
-const TN: u32 = {{TN}}u;
-const BM: u32 = 16u * TM;
-const BN: u32 = 16u * TN;
+// Tiled: 256 threads as 16 × 16 compute a BT × BT output tile, BT = 16·MT (MT = 4 or 8 with
+// #if TILE8); thread (tx, ty) owns the 4 × 4 blocks at rows ib·64 + ty·4 and columns
+// jb·64 + tx·4 (ib, jb < MT/4), held as named mat4x4 accumulators (column i = output row i) so
+// they stay in registers. Shared tiles are k-major, vec4 along m (resp. n): a half-warp reads
+// consecutive vec4 of Bs and one broadcast vec4 of As per k.
+#if TILE8
+const BT: u32 = 128u;
+#else
+const BT: u32 = 64u;
+#endif
 const BK: u32 = 16u;
-var<workgroup> As: array<vec4<f32>, BK * BM / 4u>;  // [k][m / 4] of x
-var<workgroup> Bs: array<vec4<f32>, BK * BN / 4u>;  // [k][n / 4] of w
+var<workgroup> As: array<vec4<f32>, BK * BT / 4u>;  // [k][m / 4] of x
+var<workgroup> Bs: array<vec4<f32>, BK * BT / 4u>;  // [k][n / 4] of w
+
+// c + outer(a, b): c[i] += a[i] · b.
+fn outer_acc(c: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(fma(vec4(a.x), b, c[0]), fma(vec4(a.y), b, c[1]), fma(vec4(a.z), b, c[2]), fma(vec4(a.w), b, c[3]));
+}
+
+// Stores the 4 × 4 block c at output rows row0.., chunk columns col0...
+fn store_block(row0: u32, col0: u32, c: mat4x4<f32>) {
+  for (var i = 0u; i < 4u; i++) {
+    if (row0 + i >= p.m) { return; }
+    for (var j = 0u; j < 4u; j++) {
+      if (col0 + j < p.rows) { store(row0 + i, col0 + j, c[i][j]); }
+    }
+  }
+}
 
 // Four consecutive k elements of a row of x (zero past m or k).
 fn load_x(row: u32, k: u32) -> vec4<f32> {
@@ -187,50 +204,48 @@ fn load_w(row: u32, k: u32) -> vec4<f32> {
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let n0 = wid.x * BN;  // first chunk row (output column) of the tile
-  let m0 = wid.y * BM;
+  let n0 = wid.x * BT;  // first chunk row (output column) of the tile
+  let m0 = wid.y * BT;
   let tx = lid % 16u;
   let ty = lid / 16u;
-  var acc: array<vec4<f32>, TM * TN / 4u>;  // [row i][column block jb]
-  for (var i = 0u; i < TM * TN / 4u; i++) { acc[i] = vec4<f32>(0.0); }
+  var c00 = mat4x4<f32>();
+#if TILE8
+  var c01 = mat4x4<f32>();
+  var c10 = mat4x4<f32>();
+  var c11 = mat4x4<f32>();
+#endif
   // Loader roles: thread lid loads the vec4 of k [lk, lk + 4) for tile rows lr + 64·pass.
   let lr = lid / 4u;
   let lk = (lid % 4u) * 4u;
   for (var k0 = 0u; k0 < p.k; k0 += BK) {
-    for (var mr = lr; mr < BM; mr += 64u) {
-      let v = load_x(m0 + mr, k0 + lk);
-      for (var i = 0u; i < 4u; i++) { As[((lk + i) * BM + mr) / 4u][mr % 4u] = v[i]; }
-    }
-    for (var nr = lr; nr < BN; nr += 64u) {
-      let v = load_w(n0 + nr, k0 + lk);
-      for (var i = 0u; i < 4u; i++) { Bs[((lk + i) * BN + nr) / 4u][nr % 4u] = v[i]; }
+    for (var r = lr; r < BT; r += 64u) {
+      let xv = load_x(m0 + r, k0 + lk);
+      let wv = load_w(n0 + r, k0 + lk);
+      for (var i = 0u; i < 4u; i++) {
+        As[((lk + i) * BT + r) / 4u][r % 4u] = xv[i];
+        Bs[((lk + i) * BT + r) / 4u][r % 4u] = wv[i];
+      }
     }
     workgroupBarrier();
     for (var k = 0u; k < BK; k++) {
-      var b: array<vec4<f32>, TN / 4u>;
-      for (var jb = 0u; jb < TN / 4u; jb++) { b[jb] = Bs[k * (BN / 4u) + jb * 16u + tx]; }
-      for (var ib = 0u; ib < TM / 4u; ib++) {
-        let a = As[k * (BM / 4u) + ib * 16u + ty];
-        for (var jb = 0u; jb < TN / 4u; jb++) {
-          let r = ib * 4u * (TN / 4u) + jb;
-          acc[r] += a.x * b[jb];
-          acc[r + TN / 4u] += a.y * b[jb];
-          acc[r + 2u * (TN / 4u)] += a.z * b[jb];
-          acc[r + 3u * (TN / 4u)] += a.w * b[jb];
-        }
-      }
+      let a0 = As[k * (BT / 4u) + ty];
+      let b0 = Bs[k * (BT / 4u) + tx];
+      c00 = outer_acc(c00, a0, b0);
+#if TILE8
+      let a1 = As[k * (BT / 4u) + 16u + ty];
+      let b1 = Bs[k * (BT / 4u) + 16u + tx];
+      c01 = outer_acc(c01, a0, b1);
+      c10 = outer_acc(c10, a1, b0);
+      c11 = outer_acc(c11, a1, b1);
+#endif
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < TM; i++) {
-    let row = m0 + (i / 4u) * 64u + ty * 4u + i % 4u;
-    if (row >= p.m) { continue; }
-    for (var jb = 0u; jb < TN / 4u; jb++) {
-      for (var j = 0u; j < 4u; j++) {
-        let c = n0 + jb * 64u + tx * 4u + j;
-        if (c < p.rows) { store(row, c, acc[i * (TN / 4u) + jb][j]); }
-      }
-    }
-  }
+  store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
+#if TILE8
+  store_block(m0 + ty * 4u, n0 + 64u + tx * 4u, c01);
+  store_block(m0 + 64u + ty * 4u, n0 + tx * 4u, c10);
+  store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
+#endif
 }
 #endif
