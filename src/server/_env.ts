@@ -3,6 +3,7 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
 import { InvalidInputError } from "../errors.ts";
 import type { ServerOptions } from "./app.ts";
 
@@ -46,4 +47,19 @@ export function optionsFromEnv(env: Env): ServerOptions {
     options.allowRemoteImages = true;
   }
   return options;
+}
+
+/** Where `deno task serve` listens: `--port`, else `PORT`, else 8000; `--host`, else 0.0.0.0. */
+export function listenOptions(args: string[], env: Env): { port: number; hostname: string } {
+  const { values } = parseArgs({
+    args,
+    options: { port: { type: "string" }, host: { type: "string" } },
+    strict: true,
+  });
+  const text = values.port ?? env("PORT") ?? "8000";
+  const port = Number(text);
+  if (!/^\d+$/.test(text) || port > 65535) {
+    throw new InvalidInputError(`The port must be 0..65535; got "${text}".`);
+  }
+  return { port, hostname: values.host ?? "0.0.0.0" };
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { modelFromEnv, optionsFromEnv } from "./_env.ts";
+import { listenOptions, modelFromEnv, optionsFromEnv } from "./_env.ts";
 
 const vars = (v: Record<string, string>) => (name: string) => v[name];
 
@@ -29,4 +29,16 @@ Deno.test("optionsFromEnv() reads the API key, the queue length and the remote-i
     () => optionsFromEnv(vars({ QVQ_MAX_QUEUE: "lots" })),
     /QVQ_MAX_QUEUE must be a whole number.*"lots"/,
   );
+});
+
+Deno.test("listenOptions() takes --port, else PORT, else 8000, and --host", () => {
+  assert.deepEqual(listenOptions([], vars({})), { port: 8000, hostname: "0.0.0.0" });
+  assert.deepEqual(listenOptions([], vars({ PORT: "9001" })), { port: 9001, hostname: "0.0.0.0" });
+  assert.deepEqual(listenOptions(["--port", "0", "--host", "127.0.0.1"], vars({ PORT: "9001" })), {
+    port: 0,
+    hostname: "127.0.0.1",
+  });
+  assert.throws(() => listenOptions(["--port", "http"], vars({})), /0\.\.65535; got "http"/);
+  assert.throws(() => listenOptions([], vars({ PORT: "70000" })), /got "70000"/);
+  assert.throws(() => listenOptions(["--verbose"], vars({})), /--verbose/);
 });

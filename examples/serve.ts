@@ -1,0 +1,23 @@
+/**
+ * The OpenAI-compatible API inside your own Hono app, for `deno serve`:
+ *
+ *   QVQ_MODEL=Qwen/Qwen2-VL-2B-Instruct deno serve -A --port 8000 examples/serve.ts
+ *
+ * Your routes stay yours; the model's API lives under /qvq (http://localhost:8000/qvq/v1, and the
+ * chat page at http://localhost:8000/qvq/). Without QVQ_MODEL it serves the bundled tiny model.
+ */
+import { Hono } from "hono";
+import { createApp, Pipeline, resolveModel } from "@qvq/webgpu";
+
+const model = Deno.env.get("QVQ_MODEL") ??
+  new URL("../tests/fixtures/tiny-qwen2vl", import.meta.url).pathname;
+const engine = await Pipeline.load(await resolveModel(model));
+
+const app = new Hono({ strict: false }); // /qvq and /qvq/ both reach the chat page
+app.get(
+  "/",
+  (c) => c.text("My app. The model is at /qvq/ (chat page) and /qvq/v1 (OpenAI API).\n"),
+);
+app.route("/qvq", createApp(engine, { apiKey: Deno.env.get("QVQ_API_KEY"), maxQueue: 4 }));
+
+export default app;

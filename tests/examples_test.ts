@@ -1,0 +1,127 @@
+/**
+ * Every example in examples/ runs and does what it says, against the bundled tiny model: as a
+ * module, the `deno task serve` server (src/server/main.ts) driven by curl and by the openai
+ * client, and the mounted app under `deno serve`.
+ */
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
+const CASES = JSON.parse(
+  await Deno.readTextFile(new URL("./fixtures/tiny-qwen2vl/reference/cases.json", import.meta.url)),
+);
+/** transformers' greedy answer to the question every example asks (case 0: its image and prompt). */
+const ANSWER: string = CASES.cases[0].generated_text;
+const ENV = { XDG_RUNTIME_DIR: "/tmp" };
+
+async function run(command: string, args: string[], env: Record<string, string> = {}) {
+  const { code, stdout, stderr } = await new Deno.Command(command, {
+    args,
+    cwd: ROOT,
+    env: { ...ENV, ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const [out, err] = [stdout, stderr].map((b) => new TextDecoder().decode(b));
+  assert.equal(code, 0, `${command} ${args.join(" ")} failed:\n${err}`);
+  return { out, err };
+}
+
+/**
+ * Starts a server process and waits for the address it prints; the model is loaded once /health
+ * says ok. Dispose to stop it.
+ */
+async function server(args: string[], listening: RegExp, health = "/health") {
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: ROOT,
+    env: ENV,
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let log = "";
+  let url: string | undefined;
+  while (!url) {
+    const { value, done } = await lines.read();
+    if (done) throw new Error(`server exited before listening:\n${log}`);
+    log += value;
+    url = log.match(listening)?.[1];
+  }
+  const base = url.replace(/\/$/, "").replace("0.0.0.0", "127.0.0.1");
+  for (let i = 0;; i++) {
+    const response = await fetch(base + health);
+    const body = await response.text();
+    if (response.ok) break;
+    if (i === 300) throw new Error(`${health} never became ok: ${body}\n${log}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    base,
+    async [Symbol.asyncDispose]() {
+      child.kill("SIGTERM");
+      await child.status;
+      await lines.cancel();
+    },
+  };
+}
+
+Deno.test("examples/module.ts streams the tiny model's answer", async () => {
+  const { out } = await run(Deno.execPath(), ["run", "-A", "examples/module.ts"]);
+  assert.ok(out.startsWith(`${ANSWER}\n[length: 12 tokens, `), out);
+});
+
+Deno.test("the server of deno task serve answers examples/curl.sh and examples/openai_client.ts", async () => {
+  // What `deno task serve --port 0` runs.
+  await using s = await server(
+    ["run", "-A", "src/server/main.ts", "--port", "0"],
+    /listening on (http:\/\/\S+?)\/? /,
+  );
+  const curl = await run("bash", ["examples/curl.sh", s.base]);
+  assert.match(curl.out, /== GET \/health\n\{"status":"ok","model":"tiny-qwen2vl"/);
+  assert.match(curl.out, /"data":\[\{"id":"tiny-qwen2vl","object":"model"/);
+  const completion = JSON.parse(curl.out.split("== POST /v1/chat/completions\n")[1].split("\n")[0]);
+  assert.equal(completion.choices[0].message.content, ANSWER);
+  const streamed = curl.out.split("streamed (-N: print each event as it arrives)\n")[1];
+  const deltas = streamed.split("\n\n").filter((e) => e.startsWith("data: {"))
+    .map((e) => JSON.parse(e.slice(6)).choices[0]?.delta.content ?? "");
+  assert.equal(deltas.join(""), ANSWER);
+  assert.match(streamed, /data: \[DONE\]\n\n$/);
+
+  const client = await run(Deno.execPath(), [
+    "run",
+    "-A",
+    "examples/openai_client.ts",
+    `${s.base}/v1`,
+  ]);
+  assert.equal(
+    client.out,
+    `tiny-qwen2vl: ${JSON.stringify(ANSWER)}\n` +
+      `usage: {"prompt_tokens":35,"completion_tokens":12,"total_tokens":47,` +
+      `"prompt_tokens_details":{"cached_tokens":0,"image_tokens":4}}\n` +
+      `${ANSWER}\nstreamed 12 tokens\n`,
+  );
+});
+
+Deno.test("examples/serve.ts mounts the API in its own app under deno serve", async () => {
+  await using s = await server(
+    ["serve", "-A", "--port", "0", "examples/serve.ts"],
+    /Listening on (http:\/\/\S+)/,
+    "/qvq/health",
+  );
+  assert.match(await (await fetch(`${s.base}/`)).text(), /^My app\./);
+  assert.match(await (await fetch(`${s.base}/qvq/`)).text(), /<title>QVQ chat<\/title>/);
+  const response = await fetch(`${s.base}/qvq/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      model: "tiny-qwen2vl",
+      messages: [{ role: "user", content: "Hi" }],
+      max_tokens: 3,
+    }),
+  });
+  assert.equal(response.status, 200);
+  const body = await response.json();
+  assert.equal(body.choices[0].finish_reason, "length");
+  assert.equal(body.usage.completion_tokens, 3);
+});
