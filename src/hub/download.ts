@@ -23,6 +23,8 @@ import { checkFileName } from "../model_files.ts";
 import { defaultCacheDir, fileSize, RepoCache } from "./_cache.ts";
 import { ProgressBar, type ProgressSink, stderrSink } from "./_progress.ts";
 
+export type { ProgressSink } from "./_progress.ts";
+
 /** How to reach the hub and where to cache; unset fields come from the environment. */
 export interface DownloadOptions {
   /** Branch, tag or commit hash. Default "main". */
