@@ -548,3 +548,28 @@ Deno.test("a streamed answer waiting in the queue gets its role chunk, then SSE 
   assert.ok(waiting.every((b) => b === ": keep-alive\n\n"));
   assert.match(text, /data: \[DONE\]\n\n$/);
 });
+
+Deno.test("image URLs are fetched only when the server allows it", async () => {
+  const images = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response(PNG),
+  );
+  try {
+    const url = `http://127.0.0.1:${images.addr.port}/cat.png`;
+    const body = imageBody(url);
+    const off = await post(setup().app, body);
+    assert.equal(off.status, 400);
+    assert.equal((await off.json()).error.code, "image_url_forbidden");
+    const publicOnly = await post(setup({}, { allowRemoteImages: true }).app, body);
+    assert.equal(publicOnly.status, 400);
+    assert.match(
+      (await publicOnly.json()).error.message,
+      /private or local address \(127\.0\.0\.1\)/,
+    );
+    const { app, fake } = setup({}, { allowRemoteImages: true, allowPrivateImageHosts: true });
+    assert.equal((await post(app, body)).status, 200);
+    assert.deepEqual(fake.calls[0].messages[0].content, [{ type: "image", image: PNG }]);
+  } finally {
+    await images.shutdown();
+  }
+});
