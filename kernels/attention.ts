@@ -30,8 +30,8 @@ const Params = defineParams({
 
 /** Queries per prefill workgroup and keys per tile (kernels/attention.wgsl BQ, BK). */
 const BQ = 32, BK = 16;
-/** Keys per decode step of a workgroup (CHUNK) and its size (WG). */
-const CHUNK = 64, DECODE_WG = 256;
+/** Decode workgroup size (WG in the shader). */
+const DECODE_WG = 256;
 
 /**
  * Rows of heads inside a wider buffer: head h of token t starts at element
@@ -232,11 +232,13 @@ export interface DecodeAttentionShape extends AttentionHeads {
    * 512 workgroups cover a full cache; a short context uses one split per 64 keys.
    */
   splits?: number;
+  /** Keys a decode workgroup takes per step: 32 or 64 (default; a tuning knob). */
+  chunk?: 32 | 64;
 }
 
 function splitsOf(s: DecodeAttentionShape): number {
   const want = s.splits ?? Math.max(16, Math.ceil(512 / (s.kvHeads ?? s.heads)));
-  return Math.max(1, Math.min(want, ceilDiv(s.maxTokens, CHUNK)));
+  return Math.max(1, Math.min(want, ceilDiv(s.maxTokens, s.chunk ?? 64)));
 }
 
 /** Byte size of the scratch buffer {@link decodeAttention} needs (one may serve every layer). */
@@ -245,9 +247,9 @@ export function decodeAttentionScratchBytes(s: DecodeAttentionShape): number {
 }
 
 /** Query heads per decode workgroup: the largest divisor of the GQA group that fits in memory. */
-function decodeGroup(gpu: Gpu, group: number, headDim: number): number {
+function decodeGroup(gpu: Gpu, group: number, headDim: number, chunk: number): number {
   const bytes = (g: number) =>
-    DECODE_WG * 20 + g * (headDim * 4 + CHUNK * 4 * (DECODE_WG / CHUNK + 1) + 12);
+    DECODE_WG * 20 + g * (headDim * 4 + chunk * 4 * (DECODE_WG / chunk + 1) + 12);
   for (let g = Math.min(group, 8); g >= 1; g--) {
     if (group % g === 0 && bytes(g) <= gpu.limits.maxComputeWorkgroupStorageSize) return g;
   }
@@ -280,9 +282,10 @@ export function decodeAttention(
   s: DecodeAttentionShape,
 ): Dispatch[] {
   const r = resolve("decodeAttention", s, q, k, v);
-  const group = decodeGroup(gpu, r.group, s.headDim);
+  const chunk = s.chunk ?? 64;
+  const group = decodeGroup(gpu, r.group, s.headDim, chunk);
   const nsplit = splitsOf(s);
-  const defines = { HD: s.headDim, GROUP: group, DECODE: true };
+  const defines = { HD: s.headDim, GROUP: group, CHUNK: chunk, DECODE: true };
   const part = variant(gpu, {
     family: "attention",
     entry: "decode_part",

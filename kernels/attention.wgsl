@@ -143,12 +143,13 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 // keys at a time with an online softmax and writes unnormalised partials, which decode_combine
 // merges. Every loop a thread runs is short (a quarter K row, CHUNK / DG keys of V): with little
 // reuse to exploit, the cost is memory latency, hidden by many threads rather than long loops.
-const CHUNK: u32 = 64u;         // keys per step
+const CHUNK: u32 = {{CHUNK}}u;  // keys per step (32 or 64)
 const WG: u32 = 256u;
-const QT: u32 = WG / CHUNK;     // threads per key in the scores, each a strided quarter of the row
+const QT: u32 = WG / CHUNK;     // threads per key in the scores, each a strided part of the row
 const GROUP: u32 = {{GROUP}}u;  // query heads per workgroup (≤ 8), all on one KV head
 const DG: u32 = WG / HD4;       // key groups in Σ p·v (threads = DG · HD4 ≤ WG)
-const LANES: u32 = 32u;         // threads per head in the softmax statistics (2 keys each)
+const LANES: u32 = 32u;         // threads per head in the softmax statistics
+const KPL: u32 = CHUNK / LANES; // keys per lane in the statistics
 
 #if PART
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;          // (1, q_stride) f32
@@ -214,9 +215,9 @@ fn decode_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
   if (lid < GROUP) { m_sm[lid] = NEG; l_sm[lid] = 0.0; }
   workgroupBarrier();
 
-  let kj = lid / QT;          // scores: key kj of the step, quarter qd of its row
+  let kj = lid / QT;          // scores: key kj of the step, part qd of its row
   let qd = lid % QT;
-  let r_st = lid / LANES;     // statistics: head row r_st, keys lane and lane + LANES
+  let r_st = lid / LANES;     // statistics: head row r_st, keys lane, lane + LANES, ...
   let lane = lid % LANES;
   let g = lid / HD4;          // Σ p·v: thread (g, d) sums keys g, g + DG, ... of column d
   let d = lid % HD4;
@@ -239,8 +240,8 @@ fn decode_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 
     // Online softmax statistics, LANES threads per head row.
     let r = min(r_st, GROUP - 1u);
-    var s2 = vec2<f32>(NEG);
-    for (var e = 0u; e < 2u; e++) {
+    var s2 = vec2<f32>(NEG);    // this lane's KPL (≤ 2) scores
+    for (var e = 0u; e < KPL; e++) {
       let j = lane + e * LANES;
       if (c0 + j < end) {
         var t = 0.0;
@@ -249,10 +250,11 @@ fn decode_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
       }
     }
     let mx = max(m_sm[r], lanes_reduce(max(s2.x, s2.y), lid, true));
-    let pa = select(0.0, exp(s2.x - mx), s2.x > NEG);
-    let pb = select(0.0, exp(s2.y - mx), s2.y > NEG);
-    if (r_st < GROUP) { ps[r * CHUNK + lane] = pa; ps[r * CHUNK + lane + LANES] = pb; }
-    let psum = lanes_reduce(pa + pb, lid, false);
+    let pr = select(vec2<f32>(0.0), exp(s2 - mx), s2 > vec2<f32>(NEG));
+    if (r_st < GROUP) {
+      for (var e = 0u; e < KPL; e++) { ps[r * CHUNK + lane + e * LANES] = pr[e]; }
+    }
+    let psum = lanes_reduce(pr.x + pr.y, lid, false);
     if (r_st < GROUP && lane == 0u) {
       let alpha = exp(m_sm[r] - mx);
       alpha_sm[r] = alpha;

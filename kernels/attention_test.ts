@@ -140,7 +140,15 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
     [80, 2, 1, 600, 2],
   ] as const;
   for (const [headDim, heads, kvHeads, n, splits] of cases) {
-    const s = { headDim, heads, kvHeads, maxTokens, splits };
+    // 32-key steps for the GQA-7 case, 64 (the default) elsewhere.
+    const s = {
+      headDim,
+      heads,
+      kvHeads,
+      maxTokens,
+      splits,
+      chunk: heads === 7 ? 32 as const : undefined,
+    };
     const kvWidth = kvHeads * headDim, width = heads * headDim;
     const kc = randn(rng, maxTokens * kvWidth), vc = randn(rng, maxTokens * kvWidth);
     const q = randn(rng, width);
