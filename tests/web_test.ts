@@ -8,40 +8,16 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { Hono } from "hono";
-import { type Browser, chromium } from "playwright-core";
+import { launchChromium as launch } from "../src/bundle/_chromium.ts";
 import { createApp } from "../src/server/app.ts";
 import { FakeEngine } from "../src/server/_fake_engine.ts";
 
 /** The page's document, inside functions that playwright runs in the browser. */
 declare const document: any;
 
-const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
 const PNG_PATH = fileURLToPath(
   new URL("./fixtures/tiny-qwen2vl/reference/case2_0.png", import.meta.url),
 );
-
-async function launch(): Promise<Browser> {
-  try {
-    await Deno.stat(CHROMIUM);
-  } catch {
-    throw new Error(
-      `No Chromium at ${CHROMIUM}: apt-get install -y chromium, or set CHROMIUM_PATH.`,
-    );
-  }
-  return await chromium.launch({
-    executablePath: CHROMIUM,
-    // Playwright adds --headless and a fresh temporary --user-data-dir itself.
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-}
 
 const ANSWER =
   "Let me look at the image step by step. First, the shapes: a red square and a blue " +

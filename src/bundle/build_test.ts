@@ -1,11 +1,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import { buildBundle } from "./build.ts";
+import { launchChromium } from "./_chromium.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
 
 Deno.test("buildBundle() writes one self-contained ES module with the wasm beside it", async () => {
   const out = await Deno.makeTempDir({ prefix: "qvq-dist-" });
@@ -73,18 +72,8 @@ Deno.test("the bundle runs in Chromium: it loads its wasm and tokenizes with a m
       headers: { "content-type": type, "content-length": String(bytes.length) },
     });
   });
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  const browser = await launchChromium();
+
   try {
     await buildBundle(out);
     const base = `http://127.0.0.1:${server.addr.port}`;
