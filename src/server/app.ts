@@ -138,9 +138,9 @@ const STREAM_GRACE_MS = 1000;
 /** `first` if it settles within `ms`, else undefined (a rejection is passed on). */
 async function within<T>(first: Promise<T>, ms: number): Promise<T | undefined> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<undefined>((
-    resolve,
-  ) => (timer = setTimeout(() => resolve(undefined), ms)));
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
   try {
     return await Promise.race([first, timeout]);
   } finally {
@@ -167,7 +167,9 @@ export function createApp(
   engine: ChatEngine | Promise<ChatEngine>,
   options: ServerOptions = {},
 ): Hono {
-  const settings: Settings = { ...DEFAULTS, ...options };
+  // Fields given as undefined keep their defaults (a spread would overwrite them).
+  const given = Object.entries(options).filter(([, v]) => v !== undefined);
+  const settings: Settings = { ...DEFAULTS, ...Object.fromEntries(given) };
   const queue = new GenerationQueue(settings.maxQueue);
   const policy: ImagePolicy = {
     allowRemote: settings.allowRemoteImages,
@@ -175,7 +177,7 @@ export function createApp(
     maxBytes: settings.maxImageBytes,
     timeoutMs: settings.imageFetchTimeoutMs,
   };
-  let loaded: ChatEngine | undefined;
+  let loaded: ChatEngine | undefined = engine instanceof Promise ? undefined : engine;
   let loadError: unknown;
   const engineReady = Promise.resolve(engine).then(
     (e) => (loaded = e),

@@ -481,6 +481,13 @@ Deno.test("GET / serves the chat page unless webPage is false", async () => {
   assert.equal((await setup({}, { webPage: false }).app.request("/")).status, 404);
 });
 
+Deno.test("options given as undefined keep their defaults", async () => {
+  const { app } = setup({}, { maxQueue: undefined, apiKey: undefined, webPage: undefined });
+  assert.equal((await (await app.request("/health")).json()).queue.max, 16);
+  assert.equal((await app.request("/")).status, 200);
+  assert.equal((await post(app, hello)).status, 200);
+});
+
 Deno.test("concurrent requests run one at a time in arrival order; a full queue is a 503 with Retry-After", async () => {
   const { app, fake } = setup({ tokenDelayMs: 5 }, { maxQueue: 2, retryAfterSeconds: 3 });
   const say = (text: string) =>
