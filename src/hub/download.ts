@@ -6,7 +6,7 @@
  * Protocol (as huggingface_hub's `hf_hub_download`): `HEAD <endpoint>/<repo>/resolve/<revision>/<file>`
  * without following the redirect to the CDN gives the commit (`X-Repo-Commit`), the blob name
  * (`X-Linked-Etag` or `ETag`) and the size (`X-Linked-Size` or `Content-Length`); the file is then
- * fetched from the redirect's target into `blobs/<etag>.incomplete`, with `Range` to resume.
+ * fetched (redirects followed) into `blobs/<etag>.incomplete`, with `Range` to resume.
  *
  * @example
  * ```ts ignore
@@ -71,7 +71,10 @@ function env(name: string): string | undefined {
 /** What HEAD says about one file. */
 interface FileMeta {
   name: string;
-  /** Where to GET it (the CDN URL for LFS files). */
+  /**
+   * Where to GET it: the resolve URL pinned to the commit. Each attempt follows its redirect anew,
+   * because the CDN URLs it leads to are signed and expire (a 72B download outlasts them).
+   */
   url: string;
   commit: string;
   etag: string;
@@ -129,7 +132,7 @@ function resolveUrl(ctx: Context, revision: string, file: string): string {
 
 /**
  * HEAD of one file; undefined when the repo has no such file. Relative redirects (a renamed repo)
- * are followed; an absolute one is the CDN, whose URL becomes the download URL.
+ * are followed; an absolute one leads to the CDN, and its headers describe the file.
  */
 async function headFile(
   ctx: Context,
@@ -168,7 +171,7 @@ async function headFile(
           `Check HF_ENDPOINT ("${ctx.endpoint}").`,
       );
     }
-    return { name, url: isRedirect ? location : url, commit, etag: normalizeEtag(etag), size };
+    return { name, url: resolveUrl(ctx, commit, name), commit, etag: normalizeEtag(etag), size };
   }
   throw new ModelFileError(`Too many redirects for "${name}" of "${ctx.repoId}" (${url}).`);
 }
