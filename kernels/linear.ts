@@ -2,28 +2,36 @@
  * Linear layers (kernels/linear.wgsl): y (m, n) f32 = x (m, k) f32 · wᵀ (+ bias) with w a
  * {@link Weight} (n, k) in f32 or f16, one dispatch per weight chunk. Reference: src/ref/linear.ts.
  *
- * Performance design (where to push for issue 5):
- * - m = 1 (decode) is a GEMV and purely bandwidth-bound: 7B f16 reads 14 GB of weights per token,
- *   so tokens/s ≈ achieved bandwidth / 14 GB. Each workgroup of WG threads computes ROWS output
- *   rows; all threads stride over k with vec4 loads (8 B of f16 / 16 B of f32 per load), each x
- *   vec4 is loaded once and reused for the ROWS rows, then a subgroupAdd (fallback: shared-memory
- *   tree) reduces. Knobs: WG, ROWS, vector width (vec4<f16> = 8 B loads; 16 B loads via
- *   array<vec4<u32>> + unpack2x16float may be faster), and rows per workgroup vs workgroup count
- *   (small n like 512-row k/v projections leave SMs idle: split-k would help there).
- * - m > 1 (prefill, vision) is a shared-memory tiled GEMM: 256 threads, a (16·TM) × 64 output
- *   tile, k steps of 16, TM × 4 outputs per thread, f32 FMA throughout. It is compute-bound for
- *   large m; the next steps are 8×8 micro-tiles / larger tiles, double-buffered shared tiles, and
- *   f16 shared tiles with f16 FMA where accuracy allows (transformers computes in f32 here).
- * Measured numbers live in the report of the engineer who measured them (bench/); re-measure
- * after any change with `deno task bench`.
+ * Performance design (where to push for issue 5). Numbers: H100 80GB HBM3 through Deno 2.9.6's
+ * WebGPU (Vulkan), f16 weights, measured with a bench of 28 distinct layers' weights (no L2 reuse),
+ * one compute pass, timings t(2R) − t(R) to drop submit overheads; ± 15 % between machines.
+ * - m = 1 (decode) is a GEMV, purely bandwidth-bound: 7B reads 14.1 GB of weights per token, so
+ *   tokens/s ≈ bandwidth / 14.1 GB. A workgroup of gemvWg threads computes gemvRows outputs; all
+ *   threads stride over k with 16-byte loads (PACK8: 8 halves as vec4<u32> + unpack2x16float;
+ *   vec4<f16> = 8-byte loads is 15 % slower), each x vec4 is loaded once for the gemvRows rows,
+ *   then subgroupAdd (fallback: shared-memory tree) reduces. The 169 GEMVs of a 7B decode step
+ *   (28 × q,k,v,o,gate_up,down + lm_head; no attention/norm) take 5.07 ms = 2.79 TB/s (run 1) and
+ *   6.08 ms = 2.33 TB/s (run 2, another machine): 70–83 % of the 3.35 TB/s peak. Run 1 against
+ *   gemvRows 2: rows 4 6.48 ms, rows 8 7.60, rows 4 with vec4<f16> loads 7.52, rows 4 with
+ *   gemvWg 128 7.14; run 2: rows 1 6.94. Per kind (run 2): gate_up / down ≈ 2.6 TB/s, lm_head
+ *   2.0, o 1.5, k / v 0.4–0.5 (3.7 MB each: launch- and tail-bound — fusing q,k,v into one
+ *   weight, or split-k for small n, is the next win).
+ * - m > 1 (prefill, vision) is a shared-memory tiled GEMM, f32 FMA: 256 threads, a 64² (tile 4)
+ *   or 128² (tile 8) output tile, k steps of 16, 4×4 blocks per thread as named mat4x4
+ *   accumulators (arrays indexed in loops spilled to local memory: 3× slower). 17–24 TFLOP/s on
+ *   vision (4096 × 1280 → 3840/5120) and 7B prefill (1024 × 3584 → 3584/37888, 18944 → 3584)
+ *   shapes; tile 8 wins by 16–28 % on four of six shapes, loses 4 % / 18 % on vision qkv / fc2
+ *   (one run each). A 10 TFLOP image ≈ 0.5 s. Next: double-
+ *   buffered shared tiles (one barrier per k step), 16-byte f16 tile loads, f16 shared tiles.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
-import type { Weight } from "../src/gpu/tensor.ts";
+import { isQuant, type Weight } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
+import { linearQ } from "./linear_q.ts";
 
 const Params = defineParams({ m: "u32", n: "u32", k: "u32", row_start: "u32", rows: "u32" });
 
@@ -35,8 +43,9 @@ export interface LinearTuning {
   gemvRows: number;
   /** GEMV over f16 weights with k % 8 == 0 reads 16 bytes (8 halves) per load. */
   gemvPack8: boolean;
-  /** Tiled path: each thread computes tile × tile outputs of a (16·tile)² output tile; 4 or 8. */
-  tile: 4 | 8;
+  /** Tiled path: each thread computes tile × tile outputs of a (16·tile)² output tile; 4 or 8.
+   * Default: 8 when m ≥ 128 (faster on large shapes), else 4 (less waste on short prompts). */
+  tile?: 4 | 8;
 }
 
 /** Default {@link LinearTuning}. */
@@ -44,8 +53,8 @@ export const LINEAR_TUNING: Readonly<LinearTuning> = {
   gemvWg: 256,
   gemvRows: 2,
   gemvPack8: true,
-  tile: 4,
 };
+
 /** Shape and options of a linear call. */
 export interface LinearShape {
   /** Rows of x and y. */
@@ -76,13 +85,15 @@ export function linear(
   s: LinearShape,
   tuning: Partial<LinearTuning> = {},
 ): Dispatch[] {
+  if (isQuant(w.dtype)) return linearQ(gpu, y, x, w, bias, s); // q8/q4: kernels/linear_q.ts
   const { m } = s;
   const t = { ...LINEAR_TUNING, ...tuning };
+  const tile = t.tile ?? (m >= 128 ? 8 : 4);
   if (
     !(t.gemvWg >= 4 && t.gemvWg <= gpu.limits.maxComputeInvocationsPerWorkgroup &&
       (t.gemvWg & (t.gemvWg - 1)) === 0) ||
     !(Number.isInteger(t.gemvRows) && t.gemvRows >= 1) ||
-    (t.tile !== 4 && t.tile !== 8)
+    (t.tile !== undefined && t.tile !== 4 && t.tile !== 8)
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
@@ -110,14 +121,14 @@ export function linear(
       ACC: s.accumulate === true,
       GEMV: gemv,
       SUBGROUPS: subgroups,
-      ...(gemv ? { WG: t.gemvWg, ROWS: t.gemvRows } : { TILE8: t.tile === 8 }),
+      ...(gemv ? { WG: t.gemvWg, ROWS: t.gemvRows } : { TILE8: tile === 8 }),
     },
   });
   return w.chunks.map((c) => {
     const params = Params.pack({ m, n: w.rows, k: w.cols, row_start: c.rowStart, rows: c.rows });
     const grid = gemv
       ? grid2d(ceilDiv(c.rows, t.gemvRows))
-      : [ceilDiv(c.rows, 16 * t.tile), ceilDiv(m, 16 * t.tile)] as const;
+      : [ceilDiv(c.rows, 16 * tile), ceilDiv(m, 16 * tile)] as const;
     const buffers = bias ? [x, c.buffer, bias, y] : [x, c.buffer, y];
     return new Dispatch(gpu, v, buffers, params, grid);
   });

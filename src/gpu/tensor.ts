@@ -13,6 +13,17 @@ import { InvalidInputError } from "../errors.ts";
 /** Element type of a weight on the GPU. */
 export type WeightDType = "f32" | "f16";
 
+/**
+ * Group-wise quantized weights (kernels/linear_q.ts): each run of {@link QUANT_GROUP} elements of a
+ * row is int8 ("q8") or int4 ("q4") codes times one f16 scale. A chunk's buffer holds the codes
+ * (rows, cols · bits / 32) u32, then from {@link quantLayout}'s `scalesOffset` the scales
+ * (rows · cols / 32) f16, row-major.
+ */
+export type QuantDType = "q8" | "q4";
+
+/** Elements per f16 scale of a quantized weight. */
+export const QUANT_GROUP = 32;
+
 /** Rows [rowStart, rowStart + rows) of a weight, in one buffer of rows · cols elements. */
 export interface WeightChunk {
   buffer: GPUBuffer;
@@ -22,14 +33,54 @@ export interface WeightChunk {
 
 /** A 2D weight (rows = out_features, cols = in_features), row-major, split by rows into chunks ≤ gpu.maxBinding bytes. */
 export interface Weight {
-  dtype: WeightDType;
+  dtype: WeightDType | QuantDType;
   rows: number;
   cols: number;
   chunks: WeightChunk[];
 }
 
-/** Bytes per element of each dtype. */
-export const DTYPE_BYTES: Record<WeightDType, number> = { f32: 4, f16: 2 };
+/** Bytes per element of each dtype (quantized: with the share of its group's f16 scale). */
+export const DTYPE_BYTES: Record<WeightDType | QuantDType, number> = {
+  f32: 4,
+  f16: 2,
+  q8: 1 + 2 / QUANT_GROUP,
+  q4: 0.5 + 2 / QUANT_GROUP,
+};
+
+/** Byte layout of one chunk of `rows` rows of a quantized weight. */
+export function quantLayout(
+  rows: number,
+  cols: number,
+  dtype: QuantDType,
+): { codesBytes: number; scalesOffset: number; size: number } {
+  const codesBytes = rows * cols * (dtype === "q8" ? 1 : 0.5);
+  const scalesOffset = Math.ceil(codesBytes / 256) * 256;
+  const size = scalesOffset + Math.ceil((rows * cols / QUANT_GROUP) * 2 / 4) * 4;
+  return { codesBytes, scalesOffset, size };
+}
+
+/** Whether a weight dtype is group-wise quantized. */
+export function isQuant(dtype: string): dtype is QuantDType {
+  return dtype === "q8" || dtype === "q4";
+}
+
+/**
+ * Rows per chunk of a (rows, cols) weight under a byte limit: as many whole rows as fit; f16 with
+ * an odd `cols` (or a quantized weight with an odd number of groups per row) keeps an even count
+ * so every chunk starts 4-byte aligned.
+ */
+export function chunkRows(
+  rows: number,
+  cols: number,
+  dtype: WeightDType | QuantDType,
+  limit: number,
+): number {
+  const q = isQuant(dtype);
+  let per = Math.floor((q ? limit - 256 : limit) / (cols * DTYPE_BYTES[dtype]));
+  const odd = q ? (cols / QUANT_GROUP) % 2 === 1 : dtype === "f16" && cols % 2 === 1;
+  if (odd && per < rows) per &= ~1;
+  return Math.min(per, rows);
+}
 
 /**
  * Allocates a zero-filled weight of `rows` × `cols` elements.
@@ -47,7 +98,7 @@ export function createWeight(
   gpu: Gpu,
   rows: number,
   cols: number,
-  dtype: WeightDType,
+  dtype: WeightDType | QuantDType,
   label: string,
   maxChunkBytes: number = gpu.maxBinding,
 ): Weight {
@@ -56,15 +107,19 @@ export function createWeight(
       `weight "${label}": shape (${rows}, ${cols}) must be positive integers`,
     );
   }
-  if (dtype !== "f32" && dtype !== "f16") {
+  if (dtype !== "f32" && dtype !== "f16" && !isQuant(dtype)) {
     throw new InvalidInputError(
-      `weight "${label}": dtype "${dtype}" is not supported; use "f32" or "f16"`,
+      `weight "${label}": dtype "${dtype}" is not supported; use "f32", "f16", "q8" or "q4"`,
+    );
+  }
+  if (isQuant(dtype) && cols % QUANT_GROUP !== 0) {
+    throw new InvalidInputError(
+      `weight "${label}": ${dtype} needs cols divisible by ${QUANT_GROUP}, got ${cols}; keep it f16`,
     );
   }
   const limit = Math.min(maxChunkBytes, gpu.maxBinding, gpu.limits.maxBufferSize);
   const rowBytes = cols * DTYPE_BYTES[dtype];
-  let perChunk = Math.floor(limit / rowBytes);
-  if (dtype === "f16" && cols % 2 === 1 && perChunk < rows) perChunk &= ~1;
+  const perChunk = chunkRows(rows, cols, dtype, limit);
   if (perChunk < 1) {
     throw new InvalidInputError(
       `weight "${label}": one row of ${cols} ${dtype} (${fmtBytes(rowBytes)}) exceeds the ` +
@@ -76,7 +131,7 @@ export function createWeight(
     const n = Math.min(perChunk, rows - rowStart);
     const buffer = gpu.device.createBuffer({
       label: chunks.length || n < rows ? `${label}[${chunks.length}]` : label,
-      size: Math.ceil((n * rowBytes) / 4) * 4,
+      size: isQuant(dtype) ? quantLayout(n, cols, dtype).size : Math.ceil((n * rowBytes) / 4) * 4,
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
     });
     chunks.push({ buffer, rowStart, rows: n });
@@ -110,6 +165,12 @@ export function writeWeightRows(
   rowStart: number,
   data: Float32Array | Uint16Array,
 ): void {
+  if (isQuant(w.dtype)) {
+    throw new InvalidInputError(
+      `writeWeightRows: weight is ${w.dtype}; quantize rows into it with writeQuantRows() ` +
+        `(kernels/linear_q.ts)`,
+    );
+  }
   const n = data.length / w.cols;
   if (
     !Number.isInteger(n) || !Number.isInteger(rowStart) || rowStart < 0 || rowStart + n > w.rows
@@ -143,7 +204,7 @@ export function destroyWeight(w: Weight): void {
   for (const c of w.chunks) c.buffer.destroy();
 }
 
-/** Total bytes of the weight's data (without the padding of each chunk to 4 bytes). */
+/** Total bytes of the weight's data (without the padding of each chunk; quantized: codes + scales). */
 export function weightBytes(w: Weight): number {
   return w.rows * w.cols * DTYPE_BYTES[w.dtype];
 }

@@ -1,0 +1,312 @@
+/**
+ * Linear layers over group-wise quantized weights (kernels/linear_q.wgsl), and the GPU kernels that
+ * quantize f16 rows into such weights and dequantize them back. Reference: src/ref/linear_q.ts.
+ *
+ * Format (src/gpu/tensor.ts {@link QuantDType}): groups of 32 consecutive elements of a row share
+ * one f16 scale d = max|v| / 7 (q4) or / 127 (q8), codes = round(v / d) — symmetric, no zero point,
+ * like GGUF's Q4_0 / Q8_0 with f16 scales. Bytes per weight: q8 1.0625, q4 0.5625.
+ *
+ * Decode (m = 1) runs a GEMV that reads the codes with 16-byte loads; prefill and vision (m > 1)
+ * dequantize slices of the weight into an f16 scratch buffer and run the f16 tiled GEMM of
+ * kernels/linear.ts (compute-bound there: the extra pass over the weight is ~1% of the time).
+ * @module
+ */
+import type { Gpu } from "../src/gpu/device.ts";
+import {
+  isQuant,
+  QUANT_GROUP,
+  quantLayout,
+  type QuantDType,
+  type Weight,
+  type WeightChunk,
+} from "../src/gpu/tensor.ts";
+import { f32ToF16Bits } from "../src/gpu/tensor.ts";
+import { createStorage, writeArray } from "../src/gpu/buffers.ts";
+import { InvalidInputError } from "../src/errors.ts";
+import { type BufferArg, ceilDiv, Dispatch, run, variant } from "./_kernel.ts";
+import { defineParams } from "./_params.ts";
+import { grid2d } from "./_grid.ts";
+import { bufferOf, checkSize, linear, type LinearShape } from "./linear.ts";
+
+const Params = defineParams({
+  n: "u32",
+  k: "u32",
+  row_start: "u32",
+  rows: "u32",
+  groups: "u32",
+  s_base: "u32",
+  row0: "u32",
+});
+
+/** GEMV shape knobs of {@link linearQ}; benchmarks sweep them, callers use the defaults. */
+export interface LinearQTuning {
+  /** Threads per workgroup: a power of two ≥ every subgroup size. */
+  wg: number;
+  /** Output rows per workgroup (each x element loaded once is used for all of them). */
+  rows: number;
+}
+
+/** Default {@link LinearQTuning}. */
+export const LINEAR_Q_TUNING: Readonly<LinearQTuning> = { wg: 64, rows: 4 };
+
+/** Bytes of the per-device f16 scratch that m > 1 products dequantize into, slice by slice. */
+const SCRATCH_BYTES = 64 << 20;
+const scratch = new WeakMap<Gpu, GPUBuffer>();
+const staging = new WeakMap<Gpu, GPUBuffer>();
+
+function perDevice(map: WeakMap<Gpu, GPUBuffer>, gpu: Gpu, label: string): GPUBuffer {
+  let b = map.get(gpu);
+  if (!b) {
+    b = createStorage(gpu, Math.min(SCRATCH_BYTES, gpu.maxBinding), label);
+    map.set(gpu, b);
+  }
+  return b;
+}
+
+/** Rows of a k-wide f16 matrix that fit the scratch, even (so slices stay on even groups). */
+function sliceRows(gpu: Gpu, k: number): number {
+  const n = Math.floor(Math.min(SCRATCH_BYTES, gpu.maxBinding) / (2 * k)) & ~1;
+  if (n < 2) throw new InvalidInputError(`linear_q: rows of ${k} f16 do not fit the scratch`);
+  return n;
+}
+
+function checkQuant(w: Weight, what: string): QuantDType {
+  if (!isQuant(w.dtype)) throw new InvalidInputError(`${what}: weight is ${w.dtype}, not q8/q4`);
+  if (w.cols % QUANT_GROUP !== 0) {
+    throw new InvalidInputError(`${what}: cols ${w.cols} is not a multiple of ${QUANT_GROUP}`);
+  }
+  return w.dtype;
+}
+
+/** Params of a chunk: the scale region's first u32 word, groups per row. */
+function chunkParams(w: Weight, c: WeightChunk, extra: { n?: number; row0?: number } = {}) {
+  const { scalesOffset } = quantLayout(c.rows, w.cols, w.dtype as QuantDType);
+  return Params.pack({
+    n: extra.n ?? w.rows,
+    k: w.cols,
+    row_start: c.rowStart,
+    rows: c.rows,
+    groups: w.cols / QUANT_GROUP,
+    s_base: scalesOffset / 4,
+    row0: extra.row0 ?? 0,
+  });
+}
+
+/**
+ * y = x · wᵀ (+ bias) (+ y when `s.accumulate`) for a q8/q4 weight; kernels/linear.ts's
+ * `linear()` forwards here for quantized weights.
+ * @param y (m, w.rows) f32; must not alias x
+ * @param x (m, w.cols) f32
+ * @param bias (w.rows) f32, or null
+ */
+export function linearQ(
+  gpu: Gpu,
+  y: BufferArg,
+  x: BufferArg,
+  w: Weight,
+  bias: BufferArg | null,
+  s: LinearShape,
+  tuning: Partial<LinearQTuning> = {},
+): Dispatch[] {
+  const q = checkQuant(w, "linearQ");
+  const { m } = s;
+  if (!Number.isInteger(m) || m < 1) {
+    throw new InvalidInputError(`linearQ: m must be a positive integer, got ${m}`);
+  }
+  checkSize("x", x, m * w.cols * 4);
+  checkSize("y", y, m * w.rows * 4);
+  if (bias) checkSize("bias", bias, w.rows * 4);
+  if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError("linearQ: y must not alias x");
+  if (m > 1) return dequantLinear(gpu, y, x, w, bias, s);
+  const t = { ...LINEAR_Q_TUNING, ...tuning };
+  if (
+    !(t.wg >= 4 && t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup && (t.wg & (t.wg - 1)) === 0) ||
+    !(Number.isInteger(t.rows) && t.rows >= 1)
+  ) {
+    throw new InvalidInputError(`linearQ: bad tuning ${JSON.stringify(t)}`);
+  }
+  const subgroups = gpu.features.subgroups && (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= t.wg;
+  const v = variant(gpu, {
+    family: "linear_q",
+    entry: "main",
+    bindings: bias ? ["read", "read", "read", "read_write"] : ["read", "read", "read_write"],
+    params: Params,
+    defines: {
+      GEMV: true,
+      Q4: q === "q4",
+      BIAS: bias !== null,
+      ACC: s.accumulate === true,
+      SUBGROUPS: subgroups,
+      WG: t.wg,
+      ROWS: t.rows,
+    },
+  });
+  return w.chunks.map((c) => {
+    const buffers = bias ? [x, c.buffer, bias, y] : [x, c.buffer, y];
+    return new Dispatch(gpu, v, buffers, chunkParams(w, c), grid2d(ceilDiv(c.rows, t.rows)));
+  });
+}
+
+/** m > 1: per slice of rows, dequantize into the scratch, then the f16 tiled GEMM on that slice. */
+function dequantLinear(
+  gpu: Gpu,
+  y: BufferArg,
+  x: BufferArg,
+  w: Weight,
+  bias: BufferArg | null,
+  s: LinearShape,
+): Dispatch[] {
+  const buf = perDevice(scratch, gpu, "linear_q.scratch");
+  const per = sliceRows(gpu, w.cols);
+  const out: Dispatch[] = [];
+  for (const c of w.chunks) {
+    for (let r = 0; r < c.rows; r += per) {
+      const n = Math.min(per, c.rows - r);
+      out.push(dequantize(gpu, buf, w, c, r, n));
+      const view: Weight = {
+        dtype: "f16",
+        rows: w.rows,
+        cols: w.cols,
+        chunks: [{ buffer: buf, rowStart: c.rowStart + r, rows: n }],
+      };
+      out.push(...linear(gpu, y, x, view, bias, s));
+    }
+  }
+  return out;
+}
+
+/**
+ * Dequantizes rows [row0, row0 + n) of chunk `c` into `out` as f16 (n, cols), row-major.
+ * @param out ≥ n · cols · 2 bytes
+ */
+export function dequantize(
+  gpu: Gpu,
+  out: BufferArg,
+  w: Weight,
+  c: WeightChunk,
+  row0: number,
+  n: number,
+): Dispatch {
+  const q = checkQuant(w, "dequantize");
+  if (!(Number.isInteger(row0) && Number.isInteger(n) && row0 >= 0 && n >= 1 && row0 + n <= c.rows)) {
+    throw new InvalidInputError(`dequantize: rows [${row0}, ${row0 + n}) outside the chunk's ${c.rows}`);
+  }
+  checkSize("out", out, n * w.cols * 2);
+  const v = variant(gpu, {
+    family: "linear_q",
+    entry: "main",
+    bindings: ["read", "read_write"],
+    params: Params,
+    defines: { DEQUANT: true, Q4: q === "q4" },
+  });
+  return new Dispatch(
+    gpu,
+    v,
+    [c.buffer, out],
+    chunkParams(w, c, { n, row0 }),
+    grid2d(ceilDiv((n * w.cols) / 2, 256)),
+  );
+}
+
+/**
+ * Quantizes n rows given as f16 pairs in `src` into rows [rowStart, rowStart + n) of `w`, on the
+ * GPU; the rows must lie in one chunk. With an odd number of groups per row, rowStart (within its
+ * chunk) must be even.
+ * @param src (n, cols) f16, row-major (two per u32 word)
+ */
+export function quantizeRows(
+  gpu: Gpu,
+  w: Weight,
+  rowStart: number,
+  src: BufferArg,
+  n: number,
+): Dispatch {
+  const q = checkQuant(w, "quantizeRows");
+  const c = w.chunks.find((c) => rowStart >= c.rowStart && rowStart < c.rowStart + c.rows);
+  if (!c || !Number.isInteger(n) || n < 1 || rowStart + n > c.rowStart + c.rows) {
+    throw new InvalidInputError(
+      `quantizeRows: rows [${rowStart}, ${rowStart + n}) do not lie in one chunk of "${
+        c?.buffer.label ?? "?"
+      }" (${w.rows} rows)`,
+    );
+  }
+  const row0 = rowStart - c.rowStart;
+  if ((row0 * (w.cols / QUANT_GROUP)) % 2 !== 0) {
+    throw new InvalidInputError(
+      `quantizeRows: with ${w.cols / QUANT_GROUP} groups per row, start at an even row of the chunk (got ${row0})`,
+    );
+  }
+  checkSize("src", src, n * w.cols * 2);
+  const v = variant(gpu, {
+    family: "linear_q",
+    entry: "main",
+    bindings: ["read", "read_write"],
+    params: Params,
+    defines: { QUANTIZE: true, Q4: q === "q4" },
+  });
+  const pairs = Math.ceil((n * w.cols) / QUANT_GROUP / 2);
+  return new Dispatch(gpu, v, [src, c.buffer], chunkParams(w, c, { n, row0 }), grid2d(ceilDiv(pairs, 64)));
+}
+
+/**
+ * Quantizes rows [rowStart, rowStart + n) of `w` from CPU data (f32 values or f16 bits) through a
+ * per-device staging buffer, crossing chunk borders; submits the work. Pieces start on even rows
+ * when a row has an odd number of groups (uploads in even row counts satisfy this).
+ */
+export function writeQuantRows(
+  gpu: Gpu,
+  w: Weight,
+  rowStart: number,
+  data: Float32Array | Uint16Array,
+): void {
+  checkQuant(w, "writeQuantRows");
+  const n = data.length / w.cols;
+  if (!Number.isInteger(n) || !Number.isInteger(rowStart) || rowStart < 0 || rowStart + n > w.rows) {
+    throw new InvalidInputError(
+      `writeQuantRows: ${data.length} values from row ${rowStart} do not fit whole rows of a ` +
+        `(${w.rows}, ${w.cols}) weight`,
+    );
+  }
+  const bits = data instanceof Float32Array ? f32ToF16Bits(data) : data;
+  const buf = perDevice(staging, gpu, "linear_q.staging");
+  const per = sliceRows(gpu, w.cols);
+  forEachSlice(w, rowStart, n, per, (r, len) => {
+    writeArray(gpu, buf, bits.subarray((r - rowStart) * w.cols, (r - rowStart + len) * w.cols));
+    const d = quantizeRows(gpu, w, r, buf, len);
+    run(gpu, [d], "quantize");
+    d.destroy();
+  });
+}
+
+/**
+ * Fills rows [rowStart, rowStart + n) of `w` on the GPU: `produce(staging, row, len)` writes
+ * `len` rows of f16 into the per-device staging buffer, then they are quantized. Used by
+ * synthetic weights (a seeded fill in place of file data).
+ */
+export function fillQuantRows(
+  gpu: Gpu,
+  w: Weight,
+  produce: (staging: GPUBuffer, row: number, len: number) => Dispatch,
+): void {
+  checkQuant(w, "fillQuantRows");
+  const buf = perDevice(staging, gpu, "linear_q.staging");
+  forEachSlice(w, 0, w.rows, sliceRows(gpu, w.cols), (r, len) => {
+    const ds = [produce(buf, r, len), quantizeRows(gpu, w, r, buf, len)];
+    run(gpu, ds, "quantize");
+    ds.forEach((d) => d.destroy());
+  });
+}
+
+/** Calls fn(row, len) over [rowStart, rowStart + n) in pieces of ≤ per rows within one chunk. */
+function forEachSlice(
+  w: Weight,
+  rowStart: number,
+  n: number,
+  per: number,
+  fn: (row: number, len: number) => void,
+): void {
+  for (const c of w.chunks) {
+    const r0 = Math.max(rowStart, c.rowStart), r1 = Math.min(rowStart + n, c.rowStart + c.rows);
+    for (let r = r0; r < r1; r += per) fn(r, Math.min(per, r1 - r));
+  }
+}
