@@ -10,11 +10,10 @@ import { type BufferArg, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
 import { checkSize } from "./linear.ts";
+import { DECODE_STATE_BYTES } from "./state.ts";
 
 const Params = defineParams({ n: "u32", cols: "u32", row_start: "u32", rows: "u32", vocab: "u32" });
 
-/** Byte size of kernels/state.wgsl's DecodeState {cache_len, position, step, seed_hi}. */
-const STATE_BYTES = 16;
 
 /**
  * y = table[ids]: row i of y is row ids[i] of the table (a zero row for an id ≥ table.rows).
@@ -57,7 +56,7 @@ export function embedding(
  * `advance` increments step).
  * @param y (1, table.cols) f32
  * @param tokens the token ring, u32
- * @param state DecodeState {cache_len, position, step, seed_hi} u32
+ * @param state DecodeState (kernels/state.wgsl)
  * @param table (vocab, hidden) f32 or f16
  */
 export function embeddingAt(
@@ -67,7 +66,7 @@ export function embeddingAt(
   state: BufferArg,
   table: Weight,
 ): Dispatch[] {
-  checkSize("state", state, STATE_BYTES);
+  checkSize("state", state, DECODE_STATE_BYTES);
   checkSize("tokens", tokens, 4);
   checkSize("y", y, table.cols * 4);
   const v = variant(gpu, {

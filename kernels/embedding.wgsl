@@ -11,10 +11,11 @@ alias WV = f32;
 
 #if AT
 @group(0) @binding(0) var<storage, read> ids: array<u32>;      // token ring (capacity) u32
-@group(0) @binding(1) var<storage, read> state: array<u32>;    // DecodeState {cache_len, position, step, seed_hi}
+// Layout: kernels/state.wgsl.
+struct DecodeState { cache_len: u32, position: u32, step: u32, reserved: u32 }
+@group(0) @binding(1) var<storage, read> state: DecodeState;
 @group(0) @binding(2) var<storage, read> table: array<WV>;     // (p.rows, p.cols) this chunk
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;  // (1, p.cols) f32
-const STATE_STEP: u32 = 2u;
 #else
 @group(0) @binding(0) var<storage, read> ids: array<u32>;      // (p.n) u32
 @group(0) @binding(1) var<storage, read> table: array<WV>;     // (p.rows, p.cols) this chunk
@@ -29,7 +30,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let i = wid.x + wid.y * 65535u;
   if (i >= p.n) { return; }
 #if AT
-  let id = ids[state[STATE_STEP]];
+  let id = ids[state.step];
 #else
   let id = ids[i];
 #endif
