@@ -16,7 +16,7 @@
 import { GpuError, InvalidInputError } from "../errors.ts";
 import { fmtBytes, type Gpu, requestGpu } from "../gpu/device.ts";
 import { createStorage, readF32, uploadArray, writeArray } from "../gpu/buffers.ts";
-import type { WeightDType } from "../gpu/tensor.ts";
+import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
 import { type ModelSource, openModelSource } from "../model_files.ts";
 import { SafetensorsCheckpoint } from "../safetensors.ts";
 import type { Dispatch } from "../../kernels/_kernel.ts";
@@ -59,6 +59,8 @@ export interface LoadOptions {
   gpu?: Gpu;
   /** Weight dtype on the GPU: default f16 where the adapter has shader-f16, else f32. */
   dtype?: WeightDType;
+  /** Quantize the decoder's matrices and lm_head to q8/q4 while loading (kernels/linear_q.ts). */
+  quant?: QuantDType;
   /** Longest context (prompt + generated) a session may hold; default the config's max_position_embeddings. */
   maxContext?: number;
   /** Refuse to load when the estimated GPU memory exceeds this many bytes (WebGPU cannot tell the device's size). */
@@ -79,6 +81,8 @@ export interface PrefillOptions {
 export interface PlanModelOptions {
   /** Matrix dtype on the GPU. */
   dtype: WeightDType;
+  /** Quantize the decoder's matrices and lm_head (see weights.ts PlanOptions.quant). */
+  quant?: QuantDType;
   /** The adapter's maxStorageBufferBindingSize (128 MiB lavapipe, 2 GiB H100). */
   maxBinding: number;
   /** The adapter's maxBufferSize (default: maxBinding). */
@@ -121,6 +125,7 @@ export async function planModel(
   try {
     const plan = planWeights(config, (n) => (checkpoint.has(n) ? checkpoint.get(n) : undefined), {
       dtype: opts.dtype,
+      quant: opts.quant,
       maxBinding: opts.maxBinding,
       maxBufferSize: opts.maxBufferSize,
       where: checkpoint.origin,
@@ -204,6 +209,7 @@ export class Qwen2VLModel {
       }
       p = await planModel(src, {
         dtype,
+        quant: opts.quant,
         maxBinding: gpu.maxBinding,
         maxBufferSize: gpu.limits.maxBufferSize,
         maxContext: opts.maxContext,
@@ -229,6 +235,24 @@ export class Qwen2VLModel {
     } finally {
       p?.checkpoint.close();
     }
+  }
+
+  /**
+   * Wraps weights already on the GPU, planned by {@link planWeights} for `config` (used by
+   * src/model/synthetic.ts, which fills them from a seed instead of reading files). The model
+   * takes ownership of `weights` (and of `gpu` when `ownsGpu`).
+   */
+  static fromGpuWeights(
+    gpu: Gpu,
+    config: Qwen2VLConfig,
+    plan: WeightPlan,
+    weights: GpuWeights,
+    opts: { maxContext?: number; prefillChunk?: number; ownsGpu?: boolean } = {},
+  ): Qwen2VLModel {
+    const maxContext = opts.maxContext ?? config.text.maxPositionEmbeddings;
+    const chunk = opts.prefillChunk ?? prefillChunkTokens(config, gpu.maxBinding);
+    const memory = estimateMemory(config, plan, maxContext);
+    return new Qwen2VLModel(config, gpu, plan, memory, maxContext, weights, chunk, !!opts.ownsGpu);
   }
 
   /**

@@ -11,13 +11,17 @@ import { GpuError, ModelFileError } from "../errors.ts";
 import { fmtBytes, type Gpu } from "../gpu/device.ts";
 import { uploadArray } from "../gpu/buffers.ts";
 import {
+  chunkRows,
   createWeight,
   destroyWeight,
   DTYPE_BYTES,
+  isQuant,
+  type QuantDType,
   type Weight,
   type WeightDType,
   writeWeightRows,
 } from "../gpu/tensor.ts";
+import { writeQuantRows } from "../../kernels/linear_q.ts";
 import type { SafetensorsCheckpoint } from "../safetensors.ts";
 import type { Qwen2VLConfig } from "./config.ts";
 
@@ -57,8 +61,8 @@ export interface PlannedTensor {
   rows: number;
   /** Input features (1 for vectors). */
   cols: number;
-  /** GPU dtype (vectors are always f32). */
-  dtype: WeightDType;
+  /** GPU dtype (vectors are always f32; quantized decoder matrices q8/q4). */
+  dtype: WeightDType | QuantDType;
   /** Concatenated by rows, in order. */
   sources: RowSource[];
   /** Rows per chunk (matrices); one chunk holds ≤ maxBinding bytes. */
@@ -89,6 +93,8 @@ export interface WeightPlan {
   naming: Naming;
   /** Matrix dtype on the GPU. */
   dtype: WeightDType;
+  /** Decoder matrices and lm_head quantized to this (see {@link PlanOptions.quant}). */
+  quant?: QuantDType;
   /** Binding limit the chunking used. */
   maxBinding: number;
   /** By logical key; a tied lm_head is absent (the model reuses `text.embed`). */
@@ -136,13 +142,10 @@ interface Expected {
 export function rowsPerChunk(
   rows: number,
   cols: number,
-  dtype: WeightDType,
+  dtype: WeightDType | QuantDType,
   limit: number,
 ): number {
-  const rowBytes = cols * DTYPE_BYTES[dtype];
-  let per = Math.floor(limit / rowBytes);
-  if (dtype === "f16" && cols % 2 === 1 && per < rows) per &= ~1;
-  return Math.min(per, rows);
+  return chunkRows(rows, cols, dtype, limit);
 }
 
 /** Options of {@link planWeights}. */
@@ -155,6 +158,12 @@ export interface PlanOptions {
   maxBufferSize?: number;
   /** Where the tensors come from, for messages (e.g. the index file). */
   where: string;
+  /**
+   * Quantize the decoder layers' matrices and lm_head (group-wise, kernels/linear_q.ts) while
+   * loading; the embedding (gathered one row per token) and the vision tower (compute-bound) stay
+   * in `dtype`. A tied lm_head becomes its own quantized copy of the embedding.
+   */
+  quant?: QuantDType;
 }
 
 /**
@@ -200,19 +209,20 @@ export function planWeights(
     return s;
   };
   /** A matrix from whole stored tensors stacked by rows; shapes are (rows_i, cols) except Conv3d. */
-  const matrix = (key: string, parts: Expected[], cols: number) => {
+  const matrix = (key: string, parts: Expected[], cols: number, quant = false) => {
     const sources: RowSource[] = parts.map((e) => {
       check(e);
       return { name: e.name, rowStart: 0, rows: e.shape[0] };
     });
-    addMatrix(key, sources, cols);
+    addMatrix(key, sources, cols, quant);
   };
-  const addMatrix = (key: string, sources: RowSource[], cols: number) => {
+  const addMatrix = (key: string, sources: RowSource[], cols: number, quant = false) => {
     const rows = sources.reduce((a, s) => a + s.rows, 0);
-    const per = rowsPerChunk(rows, cols, opts.dtype, limit);
+    const dtype = quant && opts.quant && cols % 32 === 0 ? opts.quant : opts.dtype;
+    const per = rowsPerChunk(rows, cols, dtype, limit);
     if (per < 1) {
       throw new GpuError(
-        `one row of "${key}" (${cols} ${opts.dtype} values) exceeds this adapter's ` +
+        `one row of "${key}" (${cols} ${dtype} values) exceeds this adapter's ` +
           `${fmtBytes(limit)} storage binding limit`,
       );
     }
@@ -221,11 +231,11 @@ export function planWeights(
       kind: "matrix",
       rows,
       cols,
-      dtype: opts.dtype,
+      dtype,
       sources,
       rowsPerChunk: per,
       chunks: Math.ceil(rows / per),
-      bytes: rows * cols * DTYPE_BYTES[opts.dtype],
+      bytes: rows * cols * DTYPE_BYTES[dtype],
     });
   };
   const vector = (key: string, parts: Expected[]) => {
@@ -259,23 +269,25 @@ export function planWeights(
       { name: `${l}self_attn.q_proj.weight`, shape: [H, H] },
       { name: `${l}self_attn.k_proj.weight`, shape: [kvd, H] },
       { name: `${l}self_attn.v_proj.weight`, shape: [kvd, H] },
-    ], H);
+    ], H, true);
     vector(k + "qkv_bias", [
       { name: `${l}self_attn.q_proj.bias`, shape: [H] },
       { name: `${l}self_attn.k_proj.bias`, shape: [kvd] },
       { name: `${l}self_attn.v_proj.bias`, shape: [kvd] },
     ]);
-    matrix(k + "o", [{ name: `${l}self_attn.o_proj.weight`, shape: [H, H] }], H);
+    matrix(k + "o", [{ name: `${l}self_attn.o_proj.weight`, shape: [H, H] }], H, true);
     // One (2I, H) matrix: a token's row is [gate | up], as siluMul expects.
     matrix(k + "gate_up", [
       { name: `${l}mlp.gate_proj.weight`, shape: [I, H] },
       { name: `${l}mlp.up_proj.weight`, shape: [I, H] },
-    ], H);
-    matrix(k + "down", [{ name: `${l}mlp.down_proj.weight`, shape: [H, I] }], I);
+    ], H, true);
+    matrix(k + "down", [{ name: `${l}mlp.down_proj.weight`, shape: [H, I] }], I, true);
   }
   vector("text.norm", [{ name: `${tp}norm.weight`, shape: [H] }]);
   if (!cfg.tieWordEmbeddings) {
-    matrix("text.lm_head", [{ name: "lm_head.weight", shape: [V, H] }], H);
+    matrix("text.lm_head", [{ name: "lm_head.weight", shape: [V, H] }], H, true);
+  } else if (opts.quant && H % 32 === 0) {
+    matrix("text.lm_head", [{ name: `${tp}embed_tokens.weight`, shape: [V, H] }], H, true);
   }
 
   // --- vision tower ---
@@ -319,6 +331,7 @@ export function planWeights(
   return {
     naming,
     dtype: opts.dtype,
+    quant: opts.quant,
     maxBinding: limit,
     tensors,
     storedNames: [...stored],
@@ -445,14 +458,17 @@ export async function uploadWeights(
           () => createWeight(gpu, pt.rows, pt.cols, pt.dtype, pt.key, plan.maxBinding),
         );
         out.set(pt.key, w);
-        const rowBytes = pt.cols * DTYPE_BYTES[pt.dtype];
-        // Whole rows per slice; an even count keeps odd-width f16 writes 4-byte aligned.
+        // Bytes of a row as read (quantized weights are read as f16 and quantized on the GPU).
+        const rowBytes = pt.cols * (pt.dtype === "f32" ? 4 : 2);
+        // Whole rows per slice; an even count keeps odd-width f16 (and odd-group quantized)
+        // writes 4-byte aligned.
         const sliceRows = Math.max(2, Math.floor(UPLOAD_SLICE_BYTES / rowBytes) & ~1);
         let dst = 0;
         for (const s of pt.sources) {
-          const to = pt.dtype === "f16" ? "f16" : "f32";
+          const to = pt.dtype === "f32" ? "f32" : "f16";
+          const write = isQuant(pt.dtype) ? writeQuantRows : writeWeightRows;
           for await (const c of ckpt.readChunks(s.name, { to, maxBytes: sliceRows * rowBytes })) {
-            writeWeightRows(gpu, w, dst + c.rowStart, c.data);
+            write(gpu, w, dst + c.rowStart, c.data);
           }
           dst += s.rows;
         }
