@@ -37,7 +37,12 @@ export type {
 
 // Serving: the OpenAI-compatible Hono app and the Hugging Face hub downloader.
 export { createApp, type ServerOptions } from "./src/server/app.ts";
-export { type DownloadOptions, downloadModel, resolveModel } from "./src/hub/download.ts";
+export {
+  type DownloadOptions,
+  downloadModel,
+  type ProgressSink,
+  resolveModel,
+} from "./src/hub/download.ts";
 
 // The stages, for tests and custom pipelines.
 export {
