@@ -1,0 +1,77 @@
+/**
+ * Quantized loading: which weights are quantized and how, the option parser the CLI and bench
+ * share, and the error metric the tests and benchmarks report.
+ *
+ * Where the work happens: `Qwen2VLModel.load(dir, { quant: "q4" })` plans the decoder layers'
+ * matrices and lm_head as q4 (weights.ts `PlanOptions.quant`); while loading, each slice of rows is
+ * read from the bf16/f16 safetensors as f16 (WASM conversion in src/safetensors.ts), written to a
+ * 64 MiB staging buffer and quantized there by a GPU kernel (kernels/linear_q.ts `writeQuantRows`),
+ * so quantizing adds no CPU pass over the weights. The embedding (a gather of one row per token)
+ * and the vision tower (compute-bound) keep the float dtype.
+ *
+ * Format: groups of 32 consecutive elements of a row share one f16 scale d = max|v| / qmax, codes
+ * round(v / d): q8 (qmax 127) 8.5 bits per weight, q4 (qmax 7) 4.5 bits per weight.
+ * @module
+ */
+import { InvalidInputError } from "../errors.ts";
+import type { QuantDType } from "../gpu/tensor.ts";
+
+/** The quantized weight types. */
+export const QUANT_TYPES: readonly QuantDType[] = ["q8", "q4"];
+
+/** Bits stored per weight, the f16 scale of each 32-group included. */
+export const BITS_PER_WEIGHT: Readonly<Record<QuantDType, number>> = { q8: 8.5, q4: 4.5 };
+
+/**
+ * Parses a `--quant` value: "f16"/"f32"/"none"/undefined mean no quantization.
+ * @throws InvalidInputError for anything else
+ */
+export function parseQuant(value: string | undefined): QuantDType | undefined {
+  if (value === undefined || value === "none" || value === "f16" || value === "f32") return undefined;
+  if ((QUANT_TYPES as readonly string[]).includes(value)) return value as QuantDType;
+  throw new InvalidInputError(
+    `quantization "${value}" is not supported; use one of ${QUANT_TYPES.join(", ")} (or f16)`,
+  );
+}
+
+/** How far quantized logits are from the float model's. */
+export interface LogitError {
+  /** max |Δ logit| over all positions and the vocabulary. */
+  maxAbs: number;
+  /** Root mean square of Δ logit. */
+  rms: number;
+  /** max |logit| of the reference, for scale. */
+  refMax: number;
+  /** Positions whose argmax (greedy id) agrees. */
+  argmaxAgree: number;
+  /** Positions compared. */
+  positions: number;
+}
+
+/**
+ * Compares (positions, vocab) logits of a quantized model with the float reference.
+ * @param ref (positions · vocab) f32
+ * @param got (positions · vocab) f32
+ */
+export function logitError(ref: Float32Array, got: Float32Array, vocab: number): LogitError {
+  if (ref.length !== got.length || ref.length % vocab !== 0) {
+    throw new InvalidInputError(
+      `logitError: ${ref.length} and ${got.length} logits are not the same whole rows of ${vocab}`,
+    );
+  }
+  const positions = ref.length / vocab;
+  let maxAbs = 0, sq = 0, refMax = 0, argmaxAgree = 0;
+  for (let p = 0; p < positions; p++) {
+    let a = -Infinity, ai = 0, b = -Infinity, bi = 0;
+    for (let v = p * vocab; v < (p + 1) * vocab; v++) {
+      const d = got[v] - ref[v];
+      maxAbs = Math.max(maxAbs, Math.abs(d));
+      sq += d * d;
+      refMax = Math.max(refMax, Math.abs(ref[v]));
+      if (ref[v] > a) [a, ai] = [ref[v], v];
+      if (got[v] > b) [b, bi] = [got[v], v];
+    }
+    if (ai === bi) argmaxAgree++;
+  }
+  return { maxAbs, rms: Math.sqrt(sq / ref.length), refMax, argmaxAgree, positions };
+}
