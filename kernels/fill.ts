@@ -45,10 +45,14 @@ export function fill(gpu: Gpu, y: BufferArg, s: FillSpec): Dispatch {
   const { count, dtype, seed, scale } = s;
   const base = s.base ?? 0;
   if (!Number.isInteger(count) || count < 1 || !Number.isInteger(base) || base < 0) {
-    throw new InvalidInputError(`fill: count ${count} and base ${base} must be integers (count ≥ 1)`);
+    throw new InvalidInputError(
+      `fill: count ${count} and base ${base} must be integers (count ≥ 1)`,
+    );
   }
   if (dtype === "f16" && base % 2 !== 0) {
-    throw new InvalidInputError(`fill: an f16 fill must start at an even element, got base ${base}`);
+    throw new InvalidInputError(
+      `fill: an f16 fill must start at an even element, got base ${base}`,
+    );
   }
   const words = dtype === "f16" ? Math.ceil(count / 2) : count;
   checkSize("y", y, words * 4);

@@ -65,7 +65,13 @@ Deno.test("fillWeight() gives the same values whatever the chunking", async () =
 Deno.test("fill() refuses an odd f16 base and a buffer too small", async () => {
   const gpu = await sharedGpu();
   const y = createStorage(gpu, 16);
-  assert.throws(() => fill(gpu, y, { count: 4, dtype: "f16", seed: 1, scale: 1, base: 3 }), InvalidInputError);
-  assert.throws(() => fill(gpu, y, { count: 5, dtype: "f32", seed: 1, scale: 1 }), InvalidInputError);
+  assert.throws(
+    () => fill(gpu, y, { count: 4, dtype: "f16", seed: 1, scale: 1, base: 3 }),
+    InvalidInputError,
+  );
+  assert.throws(
+    () => fill(gpu, y, { count: 5, dtype: "f32", seed: 1, scale: 1 }),
+    InvalidInputError,
+  );
   y.destroy();
 });

@@ -15,8 +15,8 @@ import type { Gpu } from "../src/gpu/device.ts";
 import {
   isQuant,
   QUANT_GROUP,
-  quantLayout,
   type QuantDType,
+  quantLayout,
   type Weight,
   type WeightChunk,
 } from "../src/gpu/tensor.ts";
@@ -120,7 +120,8 @@ export function linearQ(
   if (m > 1) return dequantLinear(gpu, y, x, w, bias, s);
   const t = { ...LINEAR_Q_TUNING, ...tuning };
   if (
-    !(t.wg >= 4 && t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup && (t.wg & (t.wg - 1)) === 0) ||
+    !(t.wg >= 4 && t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup &&
+      (t.wg & (t.wg - 1)) === 0) ||
     !(Number.isInteger(t.rows) && t.rows >= 1)
   ) {
     throw new InvalidInputError(`linearQ: bad tuning ${JSON.stringify(t)}`);
@@ -188,8 +189,12 @@ export function dequantize(
   n: number,
 ): Dispatch {
   const q = checkQuant(w, "dequantize");
-  if (!(Number.isInteger(row0) && Number.isInteger(n) && row0 >= 0 && n >= 1 && row0 + n <= c.rows)) {
-    throw new InvalidInputError(`dequantize: rows [${row0}, ${row0 + n}) outside the chunk's ${c.rows}`);
+  if (
+    !(Number.isInteger(row0) && Number.isInteger(n) && row0 >= 0 && n >= 1 && row0 + n <= c.rows)
+  ) {
+    throw new InvalidInputError(
+      `dequantize: rows [${row0}, ${row0 + n}) outside the chunk's ${c.rows}`,
+    );
   }
   checkSize("out", out, n * w.cols * 2);
   const v = variant(gpu, {
@@ -233,7 +238,9 @@ export function quantizeRows(
   const row0 = rowStart - c.rowStart;
   if ((row0 * (w.cols / QUANT_GROUP)) % 2 !== 0) {
     throw new InvalidInputError(
-      `quantizeRows: with ${w.cols / QUANT_GROUP} groups per row, start at an even row of the chunk (got ${row0})`,
+      `quantizeRows: with ${
+        w.cols / QUANT_GROUP
+      } groups per row, start at an even row of the chunk (got ${row0})`,
     );
   }
   checkSize("src", src, n * w.cols * 2);
@@ -245,7 +252,13 @@ export function quantizeRows(
     defines: { QUANTIZE: true, Q4: q === "q4" },
   });
   const pairs = Math.ceil((n * w.cols) / QUANT_GROUP / 2);
-  return new Dispatch(gpu, v, [src, c.buffer], chunkParams(w, c, { n, row0 }), grid2d(ceilDiv(pairs, 64)));
+  return new Dispatch(
+    gpu,
+    v,
+    [src, c.buffer],
+    chunkParams(w, c, { n, row0 }),
+    grid2d(ceilDiv(pairs, 64)),
+  );
 }
 
 /**
@@ -261,7 +274,9 @@ export function writeQuantRows(
 ): void {
   checkQuant(w, "writeQuantRows");
   const n = data.length / w.cols;
-  if (!Number.isInteger(n) || !Number.isInteger(rowStart) || rowStart < 0 || rowStart + n > w.rows) {
+  if (
+    !Number.isInteger(n) || !Number.isInteger(rowStart) || rowStart < 0 || rowStart + n > w.rows
+  ) {
     throw new InvalidInputError(
       `writeQuantRows: ${data.length} values from row ${rowStart} do not fit whole rows of a ` +
         `(${w.rows}, ${w.cols}) weight`,

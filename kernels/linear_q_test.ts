@@ -6,8 +6,8 @@ import {
   destroyWeight,
   f16BitsToF32,
   f32ToF16Bits,
-  quantLayout,
   type QuantDType,
+  quantLayout,
   type Weight,
   writeWeightRows,
 } from "../src/gpu/tensor.ts";
@@ -29,7 +29,13 @@ async function readQuant(gpu: Gpu, w: Weight): Promise<Quantized> {
   const codes = new Int8Array(w.rows * w.cols), scales = new Float32Array(w.rows * w.cols / 32);
   for (const c of w.chunks) {
     const l = quantLayout(c.rows, w.cols, w.dtype as QuantDType);
-    const q = unpack(await readBytes(gpu, c.buffer, l.size), c.rows, w.cols, w.dtype as QuantDType, l.scalesOffset);
+    const q = unpack(
+      await readBytes(gpu, c.buffer, l.size),
+      c.rows,
+      w.cols,
+      w.dtype as QuantDType,
+      l.scalesOffset,
+    );
     codes.set(q.codes, c.rowStart * w.cols);
     scales.set(q.scales, (c.rowStart * w.cols) / 32);
   }
@@ -37,7 +43,14 @@ async function readQuant(gpu: Gpu, w: Weight): Promise<Quantized> {
 }
 
 /** A quantized weight from random f16-rounded values, written through writeQuantRows. */
-function makeQuant(gpu: Gpu, rows: number, cols: number, dtype: QuantDType, seed: number, maxChunk?: number) {
+function makeQuant(
+  gpu: Gpu,
+  rows: number,
+  cols: number,
+  dtype: QuantDType,
+  seed: number,
+  maxChunk?: number,
+) {
   const data = randn(seeded(seed), rows * cols, 0.05).map(Math.f16round);
   const w = createWeight(gpu, rows, cols, dtype, "wq", maxChunk);
   writeQuantRows(gpu, w, 0, f32ToF16Bits(data));
@@ -47,7 +60,11 @@ function makeQuant(gpu: Gpu, rows: number, cols: number, dtype: QuantDType, seed
 Deno.test("writeQuantRows() gives src/ref/linear_q.ts's codes and scales, across chunks", async () => {
   const gpu = await sharedGpu();
   // (rows, cols): one group per row (odd groups: chunks keep even rows), several groups, 7B-like k.
-  const cases: [number, number, number | undefined][] = [[37, 32, 500], [19, 96, undefined], [8, 3584, undefined]];
+  const cases: [number, number, number | undefined][] = [[37, 32, 500], [19, 96, undefined], [
+    8,
+    3584,
+    undefined,
+  ]];
   for (const [rows, cols, maxChunk] of cases) {
     for (const dtype of DTYPES) {
       const { w, data } = makeQuant(gpu, rows, cols, dtype, rows + cols, maxChunk);
@@ -67,7 +84,10 @@ Deno.test("writeQuantRows() gives src/ref/linear_q.ts's codes and scales, across
       const deq = dequantRef(got);
       for (let i = 0; i < data.length; i++) {
         const d = got.scales[Math.floor(i / 32)];
-        assert.ok(Math.abs(deq[i] - data[i]) <= 0.5 * d * (1 + 1e-3) + 1e-12, `${dtype} err at ${i}`);
+        assert.ok(
+          Math.abs(deq[i] - data[i]) <= 0.5 * d * (1 + 1e-3) + 1e-12,
+          `${dtype} err at ${i}`,
+        );
       }
       destroyWeight(w);
     }
@@ -91,7 +111,11 @@ Deno.test("dequantize() gives d · code rounded to f16 for any row slice", async
 
 // m × n × k: decode GEMV (m = 1) at tiny, odd-n and 7B widths; prefill/vision (m > 1) through the
 // dequantized f16 scratch, with and without bias / accumulate.
-const SHAPES: [number, number, number][] = [[1, 3, 32], [1, 67, 96], [1, 130, 3584], [5, 67, 96], [33, 40, 1280]];
+const SHAPES: [number, number, number][] = [[1, 3, 32], [1, 67, 96], [1, 130, 3584], [5, 67, 96], [
+  33,
+  40,
+  1280,
+]];
 
 Deno.test("linearQ() matches the reference product with the dequantized weight", async () => {
   const gpu = await sharedGpu();
@@ -109,7 +133,12 @@ Deno.test("linearQ() matches the reference product with the dequantized weight",
         const ds = linear(gpu, by, bx, w, bb, { m, accumulate: acc });
         run(gpu, ds);
         const want = linearRef(x, held, useBias ? bias : null, m, n, k, acc ? y0 : undefined);
-        assertClose(await readF32(gpu, by, m * n), want, TOL, `${dtype} ${m}x${n}x${k} bias=${useBias}`);
+        assertClose(
+          await readF32(gpu, by, m * n),
+          want,
+          TOL,
+          `${dtype} ${m}x${n}x${k} bias=${useBias}`,
+        );
         [bx, bb, by].forEach((b) => b?.destroy());
         ds.forEach((d) => d.destroy());
       }
@@ -127,7 +156,12 @@ Deno.test("linearQ() GEMV tunings and chunked weights agree with the reference",
     const held = dequantRef(await readQuant(gpu, w));
     const x = randn(seeded(4), k);
     const want = linearRef(x, held, null, 1, n, k);
-    for (const tuning of [{ wg: 32, rows: 1 }, { wg: 64, rows: 4 }, { wg: 256, rows: 3 }, { wg: 128, rows: 8 }]) {
+    for (
+      const tuning of [{ wg: 32, rows: 1 }, { wg: 64, rows: 4 }, { wg: 256, rows: 3 }, {
+        wg: 128,
+        rows: 8,
+      }]
+    ) {
       const bx = uploadArray(gpu, x), by = createStorage(gpu, n * 4);
       const ds = linearQ(gpu, by, bx, w, null, { m: 1 }, tuning);
       run(gpu, ds);
@@ -142,11 +176,19 @@ Deno.test("fillQuantRows() quantizes what the producer writes into staging", asy
   const gpu = await sharedGpu();
   const [rows, cols] = [50, 64];
   const w = createWeight(gpu, rows, cols, "q4", "filled", 10 * cols);
-  fillQuantRows(gpu, w, (buf, row, len) =>
-    fill(gpu, buf, { count: len * cols, dtype: "f16", seed: 8, scale: 0.1, base: row * cols }));
+  fillQuantRows(
+    gpu,
+    w,
+    (buf, row, len) =>
+      fill(gpu, buf, { count: len * cols, dtype: "f16", seed: 8, scale: 0.1, base: row * cols }),
+  );
   const ref = createWeight(gpu, rows, cols, "f16", "ref");
-  run(gpu, [fill(gpu, ref.chunks[0].buffer, { count: rows * cols, dtype: "f16", seed: 8, scale: 0.1 })]);
-  const data = f16BitsToF32(new Uint16Array(await readBytes(gpu, ref.chunks[0].buffer, rows * cols * 2)));
+  run(gpu, [
+    fill(gpu, ref.chunks[0].buffer, { count: rows * cols, dtype: "f16", seed: 8, scale: 0.1 }),
+  ]);
+  const data = f16BitsToF32(
+    new Uint16Array(await readBytes(gpu, ref.chunks[0].buffer, rows * cols * 2)),
+  );
   const got = await readQuant(gpu, w), want = quantize(data, cols, "q4");
   assert.deepEqual([...got.scales], [...want.scales]);
   destroyWeight(w);

@@ -27,7 +27,9 @@ export const BITS_PER_WEIGHT: Readonly<Record<QuantDType, number>> = { q8: 8.5, 
  * @throws InvalidInputError for anything else
  */
 export function parseQuant(value: string | undefined): QuantDType | undefined {
-  if (value === undefined || value === "none" || value === "f16" || value === "f32") return undefined;
+  if (value === undefined || value === "none" || value === "f16" || value === "f32") {
+    return undefined;
+  }
   if ((QUANT_TYPES as readonly string[]).includes(value)) return value as QuantDType;
   throw new InvalidInputError(
     `quantization "${value}" is not supported; use one of ${QUANT_TYPES.join(", ")} (or f16)`,

@@ -17,7 +17,7 @@ import { fillQuantRows } from "../../kernels/linear_q.ts";
 import { run } from "../../kernels/_kernel.ts";
 import { parseConfig } from "./config.ts";
 import { Qwen2VLModel } from "./qwen2vl.ts";
-import { GpuWeights, planWeights, type PlannedTensor, type WeightPlan } from "./weights.ts";
+import { GpuWeights, type PlannedTensor, planWeights, type WeightPlan } from "./weights.ts";
 import { checkpointTensors } from "./_sparse.ts";
 
 /** Options of {@link syntheticModel}. */
@@ -124,14 +124,20 @@ async function generate(
     out.set(pt.key, w);
     const scale = STD * Math.sqrt(3); // uniform ±a has standard deviation a / √3
     if (isQuant(pt.dtype)) {
-      fillQuantRows(gpu, w, (buf, row, len) =>
-        fill(gpu, buf, { count: len * pt.cols, dtype: "f16", seed, scale, base: row * pt.cols }));
+      fillQuantRows(
+        gpu,
+        w,
+        (buf, row, len) =>
+          fill(gpu, buf, { count: len * pt.cols, dtype: "f16", seed, scale, base: row * pt.cols }),
+      );
     } else {
       run(gpu, fillWeight(gpu, w, { seed, scale }));
     }
   }
   const err = await gpu.device.popErrorScope();
   if (err) {
-    throw new GpuError(`out of GPU memory generating "${pt.key}" (${pt.bytes} bytes): ${err.message}`);
+    throw new GpuError(
+      `out of GPU memory generating "${pt.key}" (${pt.bytes} bytes): ${err.message}`,
+    );
   }
 }

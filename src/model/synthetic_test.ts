@@ -43,8 +43,15 @@ Deno.test("syntheticModel() equals loading a checkpoint that holds its seeded va
       row += s.rows;
     }
   }
-  const files = { "model.safetensors": writeSafetensors(tensors), "config.json": new TextEncoder().encode(JSON.stringify(tinyConfig)) };
-  const loaded = await Qwen2VLModel.load(new MemoryModelSource(files), { gpu, dtype: "f32", maxContext: 64 });
+  const files = {
+    "model.safetensors": writeSafetensors(tensors),
+    "config.json": new TextEncoder().encode(JSON.stringify(tinyConfig)),
+  };
+  const loaded = await Qwen2VLModel.load(new MemoryModelSource(files), {
+    gpu,
+    dtype: "f32",
+    maxContext: 64,
+  });
   const [a, b] = [await lastLogits(synth), await lastLogits(loaded)];
   // fill.wgsl may fuse offset + scale·(2u − 1) into an FMA: weights equal to 1 ulp, logits to ~1e-6.
   assertClose(a, b, 1e-5, "synthetic vs loaded logits");
@@ -65,7 +72,12 @@ Deno.test("syntheticModel() seeds: same seed same logits, another seed other log
   const make = (seed: number, quant?: "q4") =>
     syntheticModel(tinyConfig, { gpu, dtype: "f32", seed, quant, maxContext: 64 });
   const [m1, m2, m3, q] = await Promise.all([make(1), make(1), make(2), make(1, "q4")]);
-  const [a, b, c, d] = [await lastLogits(m1), await lastLogits(m2), await lastLogits(m3), await lastLogits(q)];
+  const [a, b, c, d] = [
+    await lastLogits(m1),
+    await lastLogits(m2),
+    await lastLogits(m3),
+    await lastLogits(q),
+  ];
   assert.deepEqual(a, b);
   assert.ok(a.some((v, i) => v !== c[i]));
   assert.equal(q.plan.tensors.get("text.layers.0.down")!.dtype, "q4");
@@ -96,6 +108,10 @@ Deno.test("syntheticPlan() at real shapes: bytes as counted from the architectur
   assert.ok(q72.weightBytes < 44.2e9, `${q72.weightBytes}`);
   // 2B ties lm_head: quantized, it gets its own q4 copy beside the f16 embedding.
   const c2 = count(1536, 8960, 28, 256, 151936, true);
-  const q2 = syntheticPlan(PRESETS["Qwen2-VL-2B-Instruct"], { dtype: "f16", quant: "q4", maxBinding });
+  const q2 = syntheticPlan(PRESETS["Qwen2-VL-2B-Instruct"], {
+    dtype: "f16",
+    quant: "q4",
+    maxBinding,
+  });
   assert.equal(q2.weightBytes, 0.5625 * (c2.decoder + c2.tiedHead) + 2 * c2.other + 4 * c2.vectors);
 });

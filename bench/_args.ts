@@ -1,0 +1,145 @@
+/**
+ * Command-line options of bench/main.ts.
+ * @module
+ */
+import { InvalidInputError } from "../src/errors.ts";
+import type { PresetName } from "../src/model/presets.ts";
+import { parseQuant } from "../src/model/quantize.ts";
+import type { QuantDType, WeightDType } from "../src/gpu/tensor.ts";
+
+/** Short shape names and the configs they stand for ("tiny" is the test fixture's). */
+export const SHAPES: Readonly<Record<string, PresetName | "tiny">> = {
+  "tiny": "tiny",
+  "qwen2-vl-2b": "Qwen2-VL-2B-Instruct",
+  "qwen2-vl-7b": "Qwen2-VL-7B-Instruct",
+  "qwen2-vl-72b": "Qwen2-VL-72B-Instruct",
+  "qvq-72b": "QVQ-72B-Preview",
+};
+
+/** What one bench run measures. */
+export interface BenchOptions {
+  /** A key of {@link SHAPES}. */
+  shape: string;
+  /** Float dtype of unquantized weights. */
+  dtype: WeightDType;
+  /** q8/q4 decoder weights, or none. */
+  quant?: QuantDType;
+  /** Prompt length in tokens, image tokens included. */
+  promptTokens: number;
+  /** Image size in pixels [width, height], or none. */
+  image?: [number, number];
+  /** Tokens generated in the timed decode. */
+  newTokens: number;
+  /** Decode steps recorded per command buffer. */
+  stepsPerSubmit: number;
+  /** Timed repetitions (the last is reported; the first includes shader compilation). */
+  repeat: number;
+  /** Weights' seed. */
+  seed: number;
+  /** Load this checkpoint directory instead of generating weights on the GPU. */
+  checkpoint?: string;
+  /** First write a synthetic bf16 checkpoint of the shape into `checkpoint` (if not there yet). */
+  writeCheckpoint: boolean;
+  /** Longest session; default prompt + new tokens + 1. */
+  maxContext?: number;
+}
+
+const USAGE = `deno task bench [options]
+  --shape tiny|qwen2-vl-2b|qwen2-vl-7b|qwen2-vl-72b|qvq-72b   (default qwen2-vl-7b)
+  --quant f16|q8|q4           decoder weights (default f16)
+  --dtype f16|f32             float weights (default f16; tiny on lavapipe: f32 works too)
+  --prompt-tokens N           prompt length incl. image tokens (default 478)
+  --image WxH                 an image of W×H pixels (e.g. 644x476 = 391 tokens)
+  --new-tokens N              decode steps timed (default 128)
+  --steps-per-submit N        decode steps per command buffer (default 32)
+  --repeat N                  runs; the last is reported (default 2)
+  --seed N                    weights' seed (default 0)
+  --max-context N             session length (default prompt + new + 1)
+  --checkpoint DIR            load a safetensors checkpoint instead of synthetic weights
+  --write-checkpoint          write a synthetic bf16 checkpoint of the shape to DIR first
+Prints one JSON line.`;
+
+/** Parses argv; throws InvalidInputError with the usage on a bad option. */
+export function parseArgs(argv: readonly string[]): BenchOptions {
+  const o: BenchOptions = {
+    shape: "qwen2-vl-7b",
+    dtype: "f16",
+    promptTokens: 478,
+    newTokens: 128,
+    stepsPerSubmit: 32,
+    repeat: 2,
+    seed: 0,
+    writeCheckpoint: false,
+  };
+  const bad = (msg: string): never => {
+    throw new InvalidInputError(`${msg}\n${USAGE}`);
+  };
+  const int = (name: string, v: string | undefined, min: number) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) bad(`${name} must be an integer ≥ ${min}, got ${v}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const [flag, inline] = a.includes("=") ? a.split("=", 2) : [a, undefined];
+    const val = () => inline ?? argv[++i];
+    switch (flag) {
+      case "--shape": {
+        const v = val();
+        if (!(v in SHAPES)) bad(`unknown --shape "${v}"`);
+        o.shape = v;
+        break;
+      }
+      case "--quant": {
+        const v = val();
+        o.quant = parseQuant(v);
+        if (v === "f32") o.dtype = "f32";
+        break;
+      }
+      case "--dtype": {
+        const v = val();
+        if (v !== "f16" && v !== "f32") bad(`--dtype must be f16 or f32, got ${v}`);
+        o.dtype = v as WeightDType;
+        break;
+      }
+      case "--prompt-tokens":
+        o.promptTokens = int(flag, val(), 1);
+        break;
+      case "--image": {
+        const m = /^(\d+)x(\d+)$/.exec(val() ?? "");
+        if (!m) bad(`--image must be WxH, e.g. 644x476`);
+        o.image = [Number(m![1]), Number(m![2])];
+        break;
+      }
+      case "--new-tokens":
+        o.newTokens = int(flag, val(), 1);
+        break;
+      case "--steps-per-submit":
+        o.stepsPerSubmit = int(flag, val(), 1);
+        break;
+      case "--repeat":
+        o.repeat = int(flag, val(), 1);
+        break;
+      case "--seed":
+        o.seed = int(flag, val(), 0);
+        break;
+      case "--max-context":
+        o.maxContext = int(flag, val(), 2);
+        break;
+      case "--checkpoint":
+        o.checkpoint = val();
+        break;
+      case "--write-checkpoint":
+        o.writeCheckpoint = true;
+        break;
+      case "--help":
+      case "-h":
+        bad("usage:");
+        break;
+      default:
+        bad(`unknown option "${a}"`);
+    }
+  }
+  if (o.writeCheckpoint && !o.checkpoint) bad("--write-checkpoint needs --checkpoint DIR");
+  return o;
+}

@@ -1,0 +1,321 @@
+/**
+ * The issue-5 benchmark: a Qwen2-VL at a real shape with weights generated on the GPU from a seed
+ * (or loaded from a checkpoint), timed end to end — load, vision tower, time to first token,
+ * decode tokens/s — and printed as one JSON line.
+ *
+ *   deno task bench --shape qwen2-vl-7b --quant f16 --prompt-tokens 478 --image 644x476
+ *   deno task bench --shape tiny --new-tokens 8        # runs on lavapipe (CI runs this)
+ *
+ * Timing: wall clock around submitted GPU work with ONE readback at the end of each measured
+ * region (a readback costs ~11 ms on the H100; it is counted once in TTFT, never per token).
+ * Decode records `--steps-per-submit` steps (model step + sampler + state advance) per command
+ * buffer, all with the same prebuilt dispatches. The first repetition includes shader
+ * compilation; the last one is reported.
+ * @module
+ */
+import { type Gpu, requestGpu } from "../src/gpu/device.ts";
+import { readF32, readU32 } from "../src/gpu/buffers.ts";
+import { QvqError } from "../src/errors.ts";
+import { PRESETS } from "../src/model/presets.ts";
+import { parseConfig, type Qwen2VLConfig } from "../src/model/config.ts";
+import { Qwen2VLModel } from "../src/model/qwen2vl.ts";
+import { syntheticModel } from "../src/model/synthetic.ts";
+import type { WeightPlan } from "../src/model/weights.ts";
+import { DEFAULT_IMAGE_PROCESSOR_CONFIG, smartResize } from "../src/image.ts";
+import { advance, createSamplingParams, sample, writeSamplingParams } from "../kernels/mod.ts";
+import { type BenchOptions, parseArgs, SHAPES } from "./_args.ts";
+import { writeSyntheticCheckpoint } from "./_checkpoint.ts";
+
+/** H100 SXM HBM3 bandwidth the roofline fraction divides by. */
+export const H100_BYTES_PER_S = 3.35e12;
+
+/** One bench run's results (the printed JSON line). */
+export interface BenchResult {
+  shape: string;
+  quant: string;
+  device: string;
+  /** Seconds to get the weights onto the GPU (generated, or loaded from `checkpoint`). */
+  load_s: number;
+  /** "synthetic" or "checkpoint". */
+  load_source: string;
+  /** Checkpoint bytes read per second of load (checkpoint loads only). */
+  load_gb_s?: number;
+  /** Vision tower + merger for the image (0 without an image). */
+  vision_s: number;
+  /** Prefill of the prompt (image embeddings given). */
+  prefill_s: number;
+  /** Pixels and ids in → first token id on the CPU: vision + prefill + sampler + one readback. */
+  ttft_s: number;
+  /** Generated tokens per second over `new_tokens` decode steps. */
+  decode_tok_s: number;
+  /** Estimated GPU memory: weights + KV cache + activations (WebGPU cannot query it). */
+  gpu_mem_gb: number;
+  /** Weights in GB. */
+  weights_gb: number;
+  /** Bytes a decode step must read: decoder + lm_head weights, one embedding row, the KV cache at mean length. */
+  bytes_per_token: number;
+  /** bytes_per_token · tok/s ÷ 3.35 TB/s (H100 SXM). */
+  roofline_fraction: number;
+  prompt_tokens: number;
+  image_tokens: number;
+  image_patches: number;
+  new_tokens: number;
+  dispatches_per_step: number;
+}
+
+/** The config object of a shape name. */
+async function shapeConfig(shape: string): Promise<Record<string, unknown>> {
+  const name = SHAPES[shape];
+  if (name === "tiny") {
+    const url = new URL("../tests/fixtures/tiny-qwen2vl/config.json", import.meta.url);
+    return JSON.parse(await Deno.readTextFile(url));
+  }
+  return PRESETS[name];
+}
+
+/** Bytes one decode step reads at a KV length of `ctx` tokens. */
+export function decodeBytes(cfg: Qwen2VLConfig, plan: WeightPlan, ctx: number): number {
+  const t = cfg.text;
+  let bytes = 0;
+  for (const pt of plan.tensors.values()) {
+    if (pt.key.startsWith("text.layers.") || pt.key === "text.norm" || pt.key === "text.lm_head") {
+      bytes += pt.bytes;
+    }
+  }
+  const embed = plan.tensors.get("text.embed")!;
+  if (!plan.tensors.has("text.lm_head")) bytes += embed.bytes; // tied, unquantized: read whole
+  else bytes += embed.bytes / embed.rows; // one row gathered
+  return bytes + 2 * t.numLayers * ctx * t.numKvHeads * t.headDim * 4; // K and V, f32
+}
+
+/** Prompt ids: chat-shaped text around one image's pads (or text only), `n` tokens in all. */
+function promptIds(cfg: Qwen2VLConfig, n: number, imageTokens: number): number[] {
+  const head = [151644, 872, 198]; // <|im_start|>user\n
+  const tail = [151645, 198, 151644, 77091, 198]; // <|im_end|>\n<|im_start|>assistant\n
+  const image = imageTokens ? [151652, ...Array(imageTokens).fill(cfg.imageTokenId), 151653] : [];
+  const text = n - head.length - tail.length - image.length;
+  if (text < 0) {
+    throw new QvqError(
+      `--prompt-tokens ${n} is too short for the ${imageTokens}-token image and the chat frame ` +
+        `(${head.length + tail.length + image.length} tokens)`,
+    );
+  }
+  return [
+    ...head,
+    ...image,
+    ...Array.from({ length: text }, (_, i) => 1000 + (i * 7919) % 50000),
+    ...tail,
+  ];
+}
+
+/** Runs the benchmark described by `o`. */
+export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResult> {
+  const json = await shapeConfig(o.shape);
+  const cfg = parseConfig(json, o.shape);
+  const gpu = gpuIn ?? await requestGpu();
+  const v = cfg.vision;
+  let grid: [number, number, number] | undefined;
+  if (o.image) {
+    const [h, w] = smartResize(o.image[1], o.image[0], {
+      ...DEFAULT_IMAGE_PROCESSOR_CONFIG,
+      maxPixels: 12845056, // the released Qwen2-VL preprocessor_config.json
+    });
+    grid = [1, h / v.patchSize, w / v.patchSize];
+  }
+  const patches = grid ? grid[1] * grid[2] : 0;
+  const imageTokens = patches / v.spatialMergeSize ** 2;
+  const ids = promptIds(cfg, o.promptTokens, imageTokens);
+  const maxTokens = o.maxContext ?? ids.length + o.newTokens + 1;
+
+  let t0 = performance.now();
+  let model: Qwen2VLModel;
+  let loadGbS: number | undefined;
+  if (o.checkpoint) {
+    if (o.writeCheckpoint) await writeSyntheticCheckpoint(json, o.checkpoint, o.seed);
+    t0 = performance.now();
+    model = await Qwen2VLModel.load(o.checkpoint, {
+      gpu,
+      dtype: o.dtype,
+      quant: o.quant,
+      maxContext: maxTokens,
+    });
+  } else {
+    model = await syntheticModel(json, {
+      gpu,
+      dtype: o.dtype,
+      quant: o.quant,
+      seed: o.seed,
+      maxContext: maxTokens,
+    });
+  }
+  await readF32(
+    gpu,
+    model.gpu.device.createBuffer({
+      size: 4,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
+    }),
+    1,
+  );
+  const loadS = (performance.now() - t0) / 1000;
+  if (o.checkpoint) {
+    let fileBytes = 0;
+    for await (const e of Deno.readDir(o.checkpoint)) {
+      if (e.name.endsWith(".safetensors")) {
+        fileBytes += (await Deno.stat(`${o.checkpoint}/${e.name}`)).size;
+      }
+    }
+    loadGbS = fileBytes / 1e9 / loadS;
+  }
+
+  // Pixel values: deterministic, image-like magnitudes (the vision cost does not depend on them).
+  const pixels = grid
+    ? new Float32Array(patches * v.patchDim).map((_, i) => Math.sin(i * 0.01))
+    : undefined;
+  const params = createSamplingParams(gpu);
+  let last!: Omit<
+    BenchResult,
+    "shape" | "quant" | "device" | "load_s" | "load_source" | "load_gb_s"
+  >;
+  try {
+    for (let rep = 0; rep < o.repeat; rep++) {
+      const s = model.createSession(maxTokens);
+      await s.ready();
+      writeSamplingParams(gpu, params, {
+        doSample: false,
+        temperature: 0,
+        topK: 0,
+        topP: 1,
+        repetitionPenalty: 1,
+        seed: 0,
+        promptLength: ids.length,
+      });
+      const bufs = {
+        logits: s.logits,
+        prompt: s.prompt,
+        params,
+        state: s.state,
+        tokens: s.tokens,
+        scores: s.scores,
+      };
+      const shape = { vocab: cfg.text.vocabSize, capacity: s.maxTokens };
+      const first = sample(gpu, bufs, { ...shape, afterPrefill: true });
+      const next = sample(gpu, bufs, shape);
+      const adv = advance(gpu, s.state);
+
+      // TTFT: vision → prefill → first token, one readback at the end. Vision and prefill are
+      // also timed alone (each with its own readback) in a second pass below.
+      const t1 = performance.now();
+      const img = grid ? model.encodeImages(pixels!, [grid]) : undefined;
+      await model.prefill(s, ids, img);
+      submit(gpu, (pass) => first.encode(pass));
+      await readU32(gpu, s.tokens, 1);
+      const ttft = (performance.now() - t1) / 1000;
+      img?.destroy();
+
+      let visionS = 0;
+      if (grid) {
+        const t2 = performance.now();
+        const im = model.encodeImages(pixels!, [grid]);
+        await readF32(gpu, im.buffer, 1);
+        visionS = (performance.now() - t2) / 1000;
+        im.destroy();
+      }
+      const s2 = model.createSession(maxTokens);
+      await s2.ready();
+      const im2 = grid ? model.encodeImages(pixels!, [grid]) : undefined;
+      if (im2) await readF32(gpu, im2.buffer, 1);
+      const t3 = performance.now();
+      await model.prefill(s2, ids, im2);
+      await readF32(gpu, s2.logits, 1);
+      const prefillS = (performance.now() - t3) / 1000;
+      im2?.destroy();
+      s2.dispose();
+
+      // Decode: one warm-up batch, then newTokens steps in batches, one readback at the end.
+      const steps = Math.min(o.newTokens, s.maxTokens - ids.length - 1);
+      const batch = (n: number) =>
+        submit(gpu, (pass) => {
+          for (let i = 0; i < n; i++) {
+            model.encodeDecodeStep(pass, s);
+            next.encode(pass);
+            adv.encode(pass);
+          }
+        });
+      const warm = Math.min(2, steps - 1);
+      if (warm > 0) {
+        batch(warm);
+        await readU32(gpu, s.tokens, 1);
+      }
+      const timed = steps - warm;
+      const t4 = performance.now();
+      for (let done = 0; done < timed; done += o.stepsPerSubmit) {
+        batch(Math.min(o.stepsPerSubmit, timed - done));
+      }
+      await readU32(gpu, s.tokens, 1);
+      const decodeS = (performance.now() - t4) / 1000;
+      const tokS = timed / decodeS;
+      const bytesPerToken = decodeBytes(cfg, model.plan, ids.length + steps / 2);
+      last = {
+        vision_s: round(visionS),
+        prefill_s: round(prefillS),
+        ttft_s: round(ttft),
+        decode_tok_s: round(tokS, 2),
+        gpu_mem_gb: round(
+          (model.memory.weights + model.memory.activations +
+            2 * cfg.text.numLayers * maxTokens * cfg.text.numKvHeads * cfg.text.headDim * 4) / 1e9,
+          3,
+        ),
+        weights_gb: round(model.plan.weightBytes / 1e9, 3),
+        bytes_per_token: Math.round(bytesPerToken),
+        roofline_fraction: round((bytesPerToken * tokS) / H100_BYTES_PER_S),
+        prompt_tokens: ids.length,
+        image_tokens: imageTokens,
+        image_patches: patches,
+        new_tokens: timed,
+        dispatches_per_step: s.decodeDispatches.length + 3, // + sampler (2 kernels) + advance
+      };
+      [first, next, adv].forEach((d) => d.destroy());
+      s.dispose();
+    }
+  } finally {
+    params.destroy();
+    model.dispose();
+  }
+  const info = gpu.adapterInfo;
+  return {
+    shape: o.shape,
+    quant: o.quant ?? o.dtype,
+    device: info.description || `${info.vendor} ${info.architecture} ${info.device}`.trim(),
+    load_s: round(loadS),
+    load_source: o.checkpoint ? "checkpoint" : "synthetic",
+    ...(loadGbS !== undefined ? { load_gb_s: round(loadGbS, 3) } : {}),
+    ...last,
+  };
+}
+
+function round(x: number, digits = 4): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+/** Records work into one compute pass and submits it. */
+function submit(gpu: Gpu, record: (pass: GPUComputePassEncoder) => void): void {
+  const enc = gpu.device.createCommandEncoder({ label: "bench" });
+  const pass = enc.beginComputePass({ label: "bench" });
+  record(pass);
+  pass.end();
+  gpu.device.queue.submit([enc.finish()]);
+}
+
+if (import.meta.main) {
+  try {
+    const r = await runBench(parseArgs(Deno.args));
+    console.log(JSON.stringify(r));
+  } catch (e) {
+    if (e instanceof QvqError) {
+      console.error(e.message);
+      Deno.exit(2);
+    }
+    throw e;
+  }
+}

@@ -1,0 +1,102 @@
+import assert from "node:assert/strict";
+import { sharedGpu } from "../src/gpu/device.ts";
+import { InvalidInputError } from "../src/errors.ts";
+import { PRESETS } from "../src/model/presets.ts";
+import { parseConfig } from "../src/model/config.ts";
+import { syntheticPlan } from "../src/model/synthetic.ts";
+import { decodeBytes, runBench } from "./main.ts";
+import { parseArgs } from "./_args.ts";
+
+Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
+  const o = parseArgs([
+    "--shape",
+    "qvq-72b",
+    "--quant=q4",
+    "--prompt-tokens",
+    "478",
+    "--image",
+    "644x476",
+    "--new-tokens",
+    "64",
+  ]);
+  assert.deepEqual([o.shape, o.quant, o.promptTokens, o.image, o.newTokens], [
+    "qvq-72b",
+    "q4",
+    478,
+    [644, 476],
+    64,
+  ]);
+  assert.equal(parseArgs([]).shape, "qwen2-vl-7b");
+  for (
+    const bad of [
+      ["--shape", "gpt"],
+      ["--quant", "q3"],
+      ["--image", "644"],
+      ["--new-tokens", "0"],
+      ["--frobnicate"],
+    ]
+  ) {
+    assert.throws(() => parseArgs(bad), InvalidInputError, bad.join(" "));
+  }
+});
+
+Deno.test("decodeBytes() counts 7B f16: 14.1 GB of decoder + lm_head weights, one embedding row, the KV cache", () => {
+  const cfg = parseConfig(PRESETS["Qwen2-VL-7B-Instruct"]);
+  const plan = syntheticPlan(PRESETS["Qwen2-VL-7B-Instruct"], {
+    dtype: "f16",
+    maxBinding: 2 ** 31 - 4,
+  });
+  const H = 3584, I = 18944, kvd = 512, L = 28, V = 152064;
+  const weights = 2 * (L * (H * (H + 2 * kvd) + H * H + 3 * I * H) + V * H) +
+    4 * (L * (3 * H + 2 * kvd) + H);
+  assert.equal(decodeBytes(cfg, plan, 0), weights + 2 * H);
+  assert.equal(decodeBytes(cfg, plan, 1000) - decodeBytes(cfg, plan, 0), 2 * L * 1000 * kvd * 4);
+  assert.ok(Math.abs(weights / 1e9 - 14.1) < 0.1, `${weights}`);
+});
+
+Deno.test("runBench() at the tiny shape: every number measured and plausible (f16 and q4, with an image)", async () => {
+  const gpu = await sharedGpu();
+  const dtype = gpu.features.f16 ? "f16" : "f32";
+  for (const quant of [undefined, "q4"] as const) {
+    const r = await runBench({
+      ...parseArgs([
+        "--shape",
+        "tiny",
+        "--prompt-tokens",
+        "24",
+        "--image",
+        "56x56",
+        "--new-tokens",
+        "6",
+        "--repeat",
+        "1",
+      ]),
+      dtype,
+      quant,
+    }, gpu);
+    assert.equal(r.quant, quant ?? dtype);
+    assert.equal(r.prompt_tokens, 24);
+    assert.equal(r.image_patches, 16);
+    assert.equal(r.image_tokens, 4);
+    assert.equal(r.new_tokens, 4); // 6 steps, 2 of them warm-up
+    for (
+      const k of [
+        "load_s",
+        "vision_s",
+        "prefill_s",
+        "ttft_s",
+        "decode_tok_s",
+        "gpu_mem_gb",
+        "bytes_per_token",
+      ] as const
+    ) {
+      assert.ok(Number.isFinite(r[k]) && r[k] > 0, `${k} = ${r[k]}`);
+    }
+    assert.ok(r.ttft_s >= r.prefill_s * 0.5, "ttft includes a prefill");
+    assert.equal(
+      r.roofline_fraction,
+      Math.round(r.bytes_per_token * r.decode_tok_s / 3.35e12 * 1e4) / 1e4,
+    );
+    assert.ok(r.dispatches_per_step > 10);
+  }
+});
