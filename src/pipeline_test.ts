@@ -3,6 +3,7 @@ import { InvalidInputError, ModelFileError } from "./errors.ts";
 import { sharedGpu } from "./gpu/device.ts";
 import { MemoryModelSource, openModelSource } from "./model_files.ts";
 import { readReferenceCase, TINY_DIR } from "./model/_fixture.ts";
+import { maxAbsDiff } from "./ref/_random.ts";
 import { Pipeline } from "./pipeline.ts";
 import type { ChatMessage, GenerationEvent } from "./generate/types.ts";
 
@@ -41,16 +42,15 @@ Deno.test("Pipeline.forward() gives transformers' image embeddings and last logi
     }],
   }]);
   assert.deepEqual(Array.from(r.prompt.inputIds), Array.from(ref.inputIds));
-  const maxErr = (a: Float32Array, b: Float32Array) =>
-    a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0);
   const scale = ref.logitsLast.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
   assert.equal(r.imageEmbeds.length, ref.imageEmbeds.length);
   assert.equal(r.logitsLast.length, ref.logitsLast.length);
   // f32 weights: the model's parity tolerance (tests/parity_test.ts), 1e-4 of the largest value.
   assert.ok(
-    maxErr(r.imageEmbeds, ref.imageEmbeds) <= 1e-5 * Math.max(1, ...ref.imageEmbeds.map(Math.abs)),
+    maxAbsDiff(r.imageEmbeds, ref.imageEmbeds) <=
+      1e-5 * Math.max(1, ...ref.imageEmbeds.map(Math.abs)),
   );
-  assert.ok(maxErr(r.logitsLast, ref.logitsLast) <= 1e-4 * scale);
+  assert.ok(maxAbsDiff(r.logitsLast, ref.logitsLast) <= 1e-4 * scale);
 });
 
 Deno.test("Pipeline.generate() runs concurrent requests one after the other, each complete", async () => {

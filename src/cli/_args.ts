@@ -4,6 +4,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { InvalidInputError } from "../errors.ts";
+import type { WeightDType } from "../gpu/tensor.ts";
 
 /** Bad command-line usage: printed with the usage text, exit code 2. */
 export class UsageError extends Error {
@@ -94,4 +96,36 @@ export function numberOption(
     );
   }
   return n;
+}
+
+/** `--dtype`: f16, f32, or undefined when absent (the loader picks). */
+export function dtypeOption(v: Values, usage: string): WeightDType | undefined {
+  const dtype = v.dtype;
+  if (dtype !== undefined && dtype !== "f16" && dtype !== "f32") {
+    throw new UsageError(`--dtype must be f16 or f32, got "${dtype}"`, usage);
+  }
+  return dtype;
+}
+
+/** The bytes of an `--image` file; an unreadable one is an InvalidInputError naming the path. */
+export async function readImageFile(path: string): Promise<Uint8Array> {
+  try {
+    return await Deno.readFile(path);
+  } catch (e) {
+    throw new InvalidInputError(`cannot read image "${path}": ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Ctrl+C stops the current answer (finish reason "abort") instead of killing the process
+ * mid-write; returns the function that stops listening.
+ */
+export function onInterrupt(abort: AbortController): () => void {
+  const handler = () => abort.abort(new DOMException("Stopped with Ctrl+C.", "AbortError"));
+  try {
+    Deno.addSignalListener("SIGINT", handler);
+  } catch {
+    return () => {}; // no signals here (Windows without a console, or no permission)
+  }
+  return () => Deno.removeSignalListener("SIGINT", handler);
 }

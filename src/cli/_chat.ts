@@ -7,15 +7,8 @@
  */
 import type { ChatEngine, ChatMessage, ContentPart, GenerateOptions } from "../generate/types.ts";
 import type { WeightDType } from "../gpu/tensor.ts";
-import {
-  type Io,
-  numberOption,
-  parseCommand,
-  requireString,
-  stdio,
-  UsageError,
-  type Values,
-} from "./_args.ts";
+import { dtypeOption, type Io, onInterrupt, parseCommand, requireString, stdio } from "./_args.ts";
+import { generateOptions, SAMPLING_OPTIONS } from "./_generate.ts";
 
 const USAGE = `usage: qvq chat --model <dir|org/name> [options]
 
@@ -59,17 +52,6 @@ async function* lines(input: ReadableStream<Uint8Array>): AsyncGenerator<string>
     }
   }
   if (buffer) yield buffer;
-}
-
-/** Stops the current answer on Ctrl+C (in a terminal); outside an answer Ctrl+C quits as usual. */
-function onInterrupt(abort: AbortController): () => void {
-  const handler = () => abort.abort(new DOMException("Stopped with Ctrl+C.", "AbortError"));
-  try {
-    Deno.addSignalListener("SIGINT", handler);
-  } catch {
-    return () => {}; // no signals here (Windows without a console, or no permission)
-  }
-  return () => Deno.removeSignalListener("SIGINT", handler);
 }
 
 /**
@@ -165,22 +147,6 @@ export async function runChat(
   }
 }
 
-/** Generation options from the command line. */
-function generateOptions(v: Values): Omit<GenerateOptions, "signal"> {
-  const options: Omit<GenerateOptions, "signal"> = {
-    maxNewTokens: numberOption(v, "max-tokens", USAGE, true),
-    temperature: numberOption(v, "temperature", USAGE),
-    topP: numberOption(v, "top-p", USAGE),
-    topK: numberOption(v, "top-k", USAGE, true),
-    seed: numberOption(v, "seed", USAGE, true),
-    repetitionPenalty: numberOption(v, "repetition-penalty", USAGE),
-  };
-  for (const key of Object.keys(options) as (keyof typeof options)[]) {
-    if (options[key] === undefined) delete options[key];
-  }
-  return options;
-}
-
 /** Loads a chat engine from a model directory, URL or hub id. */
 export type EngineLoader = (model: string, options: { dtype?: WeightDType }) => Promise<ChatEngine>;
 
@@ -202,12 +168,7 @@ export async function chatCommand(
   const v = parseCommand(args, {
     model: { type: "string" },
     system: { type: "string" },
-    "max-tokens": { type: "string" },
-    temperature: { type: "string" },
-    "top-p": { type: "string" },
-    "top-k": { type: "string" },
-    seed: { type: "string" },
-    "repetition-penalty": { type: "string" },
+    ...SAMPLING_OPTIONS,
     dtype: { type: "string" },
     help: { type: "boolean", short: "h" },
   }, USAGE);
@@ -216,11 +177,8 @@ export async function chatCommand(
     return 0;
   }
   const model = requireString(v, "model", USAGE);
-  const options = generateOptions(v);
-  const dtype = v.dtype;
-  if (dtype !== undefined && dtype !== "f16" && dtype !== "f32") {
-    throw new UsageError(`--dtype must be f16 or f32, got "${dtype}"`, USAGE);
-  }
+  const options = generateOptions(v, USAGE);
+  const dtype = dtypeOption(v, USAGE);
   const loader = load ?? (await import("../server/_engine.ts")).loadEngine;
   const engine = await loader(model, { dtype });
   await runChat(engine, {

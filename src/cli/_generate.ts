@@ -9,17 +9,17 @@ import type {
   GenerateOptions,
   GenerationResult,
 } from "../generate/types.ts";
-import type { WeightDType } from "../gpu/tensor.ts";
 import type { Pipeline } from "../pipeline.ts";
-import { InvalidInputError } from "../errors.ts";
 import { parseGenerationConfig, resolveOptions } from "../generate/options.ts";
 import {
+  dtypeOption,
   type Io,
   numberOption,
+  onInterrupt,
   parseCommand,
+  readImageFile,
   requireString,
   stringList,
-  UsageError,
   type Values,
 } from "./_args.ts";
 
@@ -58,13 +58,7 @@ export async function promptMessages(v: Values, usage: string): Promise<ChatMess
   const text = requireString(v, "prompt", usage);
   const content: ContentPart[] = [];
   for (const path of stringList(v, "image")) {
-    let image: Uint8Array;
-    try {
-      image = await Deno.readFile(path);
-    } catch (e) {
-      throw new InvalidInputError(`cannot read image "${path}": ${(e as Error).message}`);
-    }
-    content.push({ type: "image", image });
+    content.push({ type: "image", image: await readImageFile(path) });
   }
   content.push({ type: "text", text });
   const messages: ChatMessage[] = [];
@@ -76,16 +70,26 @@ export async function promptMessages(v: Values, usage: string): Promise<ChatMess
 /** Loads the pipeline of `--model` (a directory, a URL, or a hub id) with `--dtype`. */
 export async function loadPipeline(v: Values, usage: string): Promise<Pipeline> {
   const model = requireString(v, "model", usage);
-  const dtype = v.dtype;
-  if (dtype !== undefined && dtype !== "f16" && dtype !== "f32") {
-    throw new UsageError(`--dtype must be f16 or f32, got "${dtype}"`, usage);
-  }
+  const dtype = dtypeOption(v, usage);
   const { loadEngine } = await import("../server/_engine.ts");
-  return await loadEngine(model, { dtype: dtype as WeightDType | undefined });
+  return await loadEngine(model, { dtype });
 }
 
-/** Sampling and stop options from the command line (validated later by resolveOptions). */
-function generateOptions(v: Values, usage: string): GenerateOptions {
+/** The sampling options `qvq generate` and `qvq chat` both take (read by {@link generateOptions}). */
+export const SAMPLING_OPTIONS = {
+  "max-tokens": { type: "string" },
+  temperature: { type: "string" },
+  "top-p": { type: "string" },
+  "top-k": { type: "string" },
+  "repetition-penalty": { type: "string" },
+  seed: { type: "string" },
+} as const;
+
+/**
+ * Sampling options (and `--stop`/`--stop-on-loop` where the command takes them) from the command
+ * line, absent ones left out; ranges are checked later by resolveOptions.
+ */
+export function generateOptions(v: Values, usage: string): GenerateOptions {
   const o: GenerateOptions = {};
   const set = <K extends keyof GenerateOptions>(key: K, val: GenerateOptions[K] | undefined) => {
     if (val !== undefined) o[key] = val;
@@ -106,12 +110,7 @@ function generateOptions(v: Values, usage: string): GenerateOptions {
 export async function generateCommand(args: string[], io: Io): Promise<number> {
   const v = parseCommand(args, {
     ...MODEL_OPTIONS,
-    "max-tokens": { type: "string" },
-    temperature: { type: "string" },
-    "top-p": { type: "string" },
-    "top-k": { type: "string" },
-    "repetition-penalty": { type: "string" },
-    seed: { type: "string" },
+    ...SAMPLING_OPTIONS,
     stop: { type: "string", multiple: true },
     "stop-on-loop": { type: "boolean" },
     json: { type: "boolean" },
@@ -153,15 +152,4 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
     stopOnCtrlC();
     pipeline.dispose();
   }
-}
-
-/** Ctrl+C stops the answer (finish reason "abort") instead of killing the process mid-write. */
-function onInterrupt(abort: AbortController): () => void {
-  const handler = () => abort.abort(new DOMException("Stopped with Ctrl+C.", "AbortError"));
-  try {
-    Deno.addSignalListener("SIGINT", handler);
-  } catch {
-    return () => {};
-  }
-  return () => Deno.removeSignalListener("SIGINT", handler);
 }

@@ -3,11 +3,17 @@
  * Qwen2VLImageProcessor gives, saved as safetensors. Needs only preprocessor_config.json.
  * @module
  */
-import { InvalidInputError } from "../errors.ts";
 import { parsePreprocessorConfig, preprocessImages } from "../image.ts";
 import { openModelSource } from "../model_files.ts";
 import { writeSafetensors } from "../safetensors.ts";
-import { type Io, parseCommand, requireString, stringList, UsageError } from "./_args.ts";
+import {
+  type Io,
+  parseCommand,
+  readImageFile,
+  requireString,
+  stringList,
+  UsageError,
+} from "./_args.ts";
 
 const USAGE = `usage: qvq preprocess --model <dir|url> --image <file>... --out <file.safetensors>
 
@@ -32,13 +38,7 @@ export async function preprocessCommand(args: string[], io: Io): Promise<number>
   const paths = stringList(v, "image");
   if (paths.length === 0) throw new UsageError("give at least one --image", USAGE);
   const config = parsePreprocessorConfig(await src.readJson("preprocessor_config.json"));
-  const images = await Promise.all(paths.map(async (p) => {
-    try {
-      return await Deno.readFile(p);
-    } catch (e) {
-      throw new InvalidInputError(`cannot read image "${p}": ${(e as Error).message}`);
-    }
-  }));
+  const images = await Promise.all(paths.map(readImageFile));
   const { pixelValues, gridThw } = await preprocessImages(images, config);
   const patches = gridThw.reduce((a, [t, h, w]) => a + t * h * w, 0);
   await Deno.writeFile(

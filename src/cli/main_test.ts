@@ -1,11 +1,16 @@
 import assert from "node:assert/strict";
 import { readSafetensors } from "../safetensors.ts";
 import { readReferenceCase, TINY_DIR } from "../model/_fixture.ts";
+import { maxAbsDiff } from "../ref/_random.ts";
 import type { Io } from "./_args.ts";
 import { main } from "./main.ts";
 
 const PNG0 = `${TINY_DIR}reference/case0_0.png`;
 const PROMPT0 = "What value should be filled in the blank space?";
+/** The tiny model with f32 weights, for parity with transformers' fp32 references. */
+const TINY_F32 = ["--model", TINY_DIR, "--dtype", "f32"];
+/** Reference case 0's one user turn: its image, then its text. */
+const CASE0 = ["--image", PNG0, "--prompt", PROMPT0];
 
 /** Runs the CLI in-process; returns the exit code and what it wrote. */
 async function cli(
@@ -77,14 +82,8 @@ Deno.test("main() --help on a command prints its usage and exits 0", async () =>
 Deno.test("qvq generate --json prints one JSON record with text, finish reason, usage, timings", async () => {
   const r = await cli([
     "generate",
-    "--model",
-    TINY_DIR,
-    "--dtype",
-    "f32",
-    "--image",
-    PNG0,
-    "--prompt",
-    PROMPT0,
+    ...TINY_F32,
+    ...CASE0,
     "--max-tokens",
     "3",
     "--json",
@@ -107,10 +106,7 @@ Deno.test("qvq generate --json prints one JSON record with text, finish reason, 
 Deno.test("qvq generate streams the answer to stdout and a summary to stderr", async () => {
   const r = await cli([
     "generate",
-    "--model",
-    TINY_DIR,
-    "--dtype",
-    "f32",
+    ...TINY_F32,
     "--prompt",
     "Write one sentence about the sea.",
     "--max-tokens",
@@ -126,10 +122,7 @@ Deno.test("qvq generate streams the answer to stdout and a summary to stderr", a
 Deno.test("qvq generate reports a bad option value with exit code 1, before loading the model", async () => {
   const r = await cli([
     "generate",
-    "--model",
-    TINY_DIR,
-    "--dtype",
-    "f32",
+    ...TINY_F32,
     "--prompt",
     "hi",
     "--temperature=-1",
@@ -143,14 +136,8 @@ Deno.test("qvq logits writes the reference tensors, matching transformers on cas
   try {
     const r = await cli([
       "logits",
-      "--model",
-      TINY_DIR,
-      "--dtype",
-      "f32",
-      "--image",
-      PNG0,
-      "--prompt",
-      PROMPT0,
+      ...TINY_F32,
+      ...CASE0,
       "--out",
       out,
     ]);
@@ -171,19 +158,14 @@ Deno.test("qvq logits writes the reference tensors, matching transformers on cas
       assert.deepEqual(got.get(name)!.data, want.get(name)!.data, name);
     }
     const ref = await readReferenceCase(0);
-    const maxErr = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-      let m = 0;
-      for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-      return m;
-    };
-    const maxAbs = (a: ArrayLike<number>) => maxErr(a, new Float32Array(a.length));
+    const maxAbs = (a: ArrayLike<number>) => maxAbsDiff(a, new Float32Array(a.length));
     // f32 weights: the model parity tests' tolerances (tests/parity_test.ts).
     assert.ok(
-      maxErr(got.get("image_embeds")!.data, ref.imageEmbeds) <=
+      maxAbsDiff(got.get("image_embeds")!.data, ref.imageEmbeds) <=
         1e-5 * Math.max(1, maxAbs(ref.imageEmbeds)),
     );
     assert.ok(
-      maxErr(got.get("logits_last")!.data, ref.logitsLast) <= 1e-4 * maxAbs(ref.logitsLast),
+      maxAbsDiff(got.get("logits_last")!.data, ref.logitsLast) <= 1e-4 * maxAbs(ref.logitsLast),
     );
   } finally {
     await Deno.remove(out);
