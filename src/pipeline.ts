@@ -23,6 +23,7 @@ import type { Gpu } from "./gpu/device.ts";
 import { readF32 } from "./gpu/buffers.ts";
 import type { WeightDType } from "./gpu/tensor.ts";
 import { type ModelSource, openModelSource } from "./model_files.ts";
+import { parseConfig } from "./model/config.ts";
 import { Qwen2VLModel } from "./model/qwen2vl.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { ChatProcessor } from "./generate/processor.ts";
@@ -109,16 +110,17 @@ export class Pipeline implements ChatEngine {
     const src = typeof location === "string" || location instanceof URL
       ? openModelSource(location)
       : location;
-    const config = await src.readJson<{ eos_token_id?: unknown }>("config.json");
-    const configEos = [config?.eos_token_id].flat().filter((x): x is number => Number.isInteger(x));
+    // Parsed once for both: config.json's eos ids are the fallback when generation_config.json
+    // has none, and the processor needs its image token id.
+    const config = parseConfig(await src.readJson("config.json"), src.pathOf("config.json"));
     const generationConfig = parseGenerationConfig(
       (await src.exists("generation_config.json"))
         ? await src.readJson("generation_config.json")
         : {},
       src.pathOf("generation_config.json"),
-      configEos,
+      config.eosTokenIds,
     );
-    const processor = await ChatProcessor.load(src);
+    const processor = await ChatProcessor.load(src, undefined, config);
     try {
       const model = await Qwen2VLModel.load(src, {
         gpu: opts.gpu,

@@ -7,7 +7,7 @@
  */
 import { type ImageProcessorConfig, parsePreprocessorConfig, preprocessImages } from "../image.ts";
 import type { ModelSource } from "../model_files.ts";
-import { parseConfig } from "../model/config.ts";
+import { parseConfig, type Qwen2VLConfig } from "../model/config.ts";
 import { Tokenizer } from "../tokenizer.ts";
 import { ChatTemplate, collectImages, type RenderOptions } from "./chat_template.ts";
 import { expandImagePads, type GridThw, imageTokenCounts, type PreparedPrompt } from "./prompt.ts";
@@ -46,13 +46,18 @@ export class ChatProcessor {
   }
 
   /**
-   * Reads config.json, the chat template (chat_template.json or tokenizer_config.json),
-   * preprocessor_config.json and the tokenizer (unless given) from a model location.
+   * Reads config.json (unless given, already parsed), the chat template (chat_template.json or
+   * tokenizer_config.json), preprocessor_config.json and the tokenizer (unless given) from a
+   * model location.
    */
-  static async load(src: ModelSource, tokenizer?: Tokenizer): Promise<ChatProcessor> {
+  static async load(
+    src: ModelSource,
+    tokenizer?: Tokenizer,
+    config?: Qwen2VLConfig,
+  ): Promise<ChatProcessor> {
     const optionalJson = async (name: string) =>
       (await src.exists(name)) ? await src.readJson(name) : undefined;
-    const config = parseConfig(await src.readJson("config.json"), src.pathOf("config.json"));
+    config ??= parseConfig(await src.readJson("config.json"), src.pathOf("config.json"));
     const template = ChatTemplate.fromConfigs(
       await optionalJson("chat_template.json"),
       await optionalJson("tokenizer_config.json"),
