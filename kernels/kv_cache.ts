@@ -6,7 +6,7 @@
  */
 import type { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
+import { type BufferArg, ceilDiv, Dispatch, type KernelVariant, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
 
@@ -37,6 +37,19 @@ export interface KvWriteShape {
   vOffset: number;
   /** Rows of the cache buffers; writes at or past it are dropped. */
   maxTokens: number;
+}
+
+/** The write pipeline: src, K cache, V cache, and with `decode` the decode state for the row. */
+function kvVariant(gpu: Gpu, decode: boolean): KernelVariant {
+  return variant(gpu, {
+    family: "kv_cache",
+    entry: "main",
+    bindings: decode
+      ? ["read", "read_write", "read_write", "read"]
+      : ["read", "read_write", "read_write"],
+    params: Params,
+    defines: { DECODE: decode },
+  });
 }
 
 function pack(s: KvWriteShape, row0: number, what: string): ArrayBuffer {
@@ -80,12 +93,7 @@ export function kvWrite(
   src: BufferArg,
   s: KvWriteShape & { offset: number },
 ): Dispatch {
-  const vt = variant(gpu, {
-    family: "kv_cache",
-    entry: "main",
-    bindings: ["read", "read_write", "read_write"],
-    params: Params,
-  });
+  const vt = kvVariant(gpu, false);
   return new Dispatch(
     gpu,
     vt,
@@ -107,13 +115,7 @@ export function kvWriteAt(
   state: BufferArg,
   s: Omit<KvWriteShape, "seq">,
 ): Dispatch {
-  const vt = variant(gpu, {
-    family: "kv_cache",
-    entry: "main",
-    bindings: ["read", "read_write", "read_write", "read"],
-    params: Params,
-    defines: { DECODE: true },
-  });
+  const vt = kvVariant(gpu, true);
   return new Dispatch(gpu, vt, [src, k, v, state], pack({ ...s, seq: 1 }, 0, "kvWriteAt"), [
     ceilDiv(s.width / 4, WG),
   ]);

@@ -8,7 +8,7 @@ import type { Gpu } from "../src/gpu/device.ts";
 import { uploadArray } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import type { RopeTable } from "../src/ref/rope.ts";
-import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
+import { type BufferArg, ceilDiv, Dispatch, type KernelVariant, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
 
@@ -75,6 +75,17 @@ export interface RopeShape {
   offset?: number;
 }
 
+/** The rope pipeline; with `decode`, binding 3 is the decode state instead of the positions. */
+function ropeVariant(gpu: Gpu, decode: boolean): KernelVariant {
+  return variant(gpu, {
+    family: "rope",
+    entry: "main",
+    bindings: ["read_write", "read", "read", "read"],
+    params: Params,
+    defines: { DECODE: decode },
+  });
+}
+
 function pack(t: GpuRopeTable, s: RopeShape, what: string): ArrayBuffer {
   const headDim = 2 * t.half;
   const stride = s.stride ?? s.heads * headDim, offset = s.offset ?? 0;
@@ -106,12 +117,7 @@ export function rope(
   t: GpuRopeTable,
   s: RopeShape,
 ): Dispatch {
-  const v = variant(gpu, {
-    family: "rope",
-    entry: "main",
-    bindings: ["read_write", "read", "read", "read"],
-    params: Params,
-  });
+  const v = ropeVariant(gpu, false);
   return new Dispatch(
     gpu,
     v,
@@ -134,13 +140,7 @@ export function ropeAt(
   t: GpuRopeTable,
   s: Omit<RopeShape, "seq">,
 ): Dispatch {
-  const v = variant(gpu, {
-    family: "rope",
-    entry: "main",
-    bindings: ["read_write", "read", "read", "read"],
-    params: Params,
-    defines: { DECODE: true },
-  });
+  const v = ropeVariant(gpu, true);
   const sh = { ...s, seq: 1 };
   return new Dispatch(gpu, v, [x, t.table, t.axis, state], pack(t, sh, "ropeAt"), [
     ceilDiv(s.heads * t.half, WG),
