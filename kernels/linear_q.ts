@@ -118,7 +118,13 @@ export function linearQ(
   if (bias) checkSize("bias", bias, w.rows * 4);
   if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError("linearQ: y must not alias x");
   if (m > 1) return dequantLinear(gpu, y, x, w, bias, s);
-  const t = { ...LINEAR_Q_TUNING, ...tuning };
+  // Rows shorter than a workgroup's stride (the tiny model's k = 32 is one unit) would leave most
+  // threads idle: fewer threads per row, more rows per workgroup.
+  const units = w.cols / (q === "q4" ? 32 : 16);
+  const small = units < LINEAR_Q_TUNING.wg
+    ? { wg: Math.max(4, 2 ** Math.floor(Math.log2(units))), rows: 16 }
+    : {};
+  const t = { ...LINEAR_Q_TUNING, ...small, ...tuning };
   if (
     !(t.wg >= 4 && t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup &&
       (t.wg & (t.wg - 1)) === 0) ||

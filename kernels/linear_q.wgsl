@@ -125,10 +125,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (sg_lane == 0u) { red[r * (WG / 4u) + lid / sg_size] = s; }
   }
   workgroupBarrier();
-  if (lid < ROWS && r0 + lid < p.rows) {
+  // ROWS may exceed WG (short rows): each thread stores rows lid, lid + WG, ...
+  for (var r = lid; r < ROWS && r0 + r < p.rows; r += WG) {
     var t = 0.0;
-    for (var i = 0u; i < nsg; i++) { t += red[lid * (WG / 4u) + i]; }
-    store(r0 + lid, t);
+    for (var i = 0u; i < nsg; i++) { t += red[r * (WG / 4u) + i]; }
+    store(r0 + r, t);
   }
 #else
   for (var r = 0u; r < ROWS; r++) { red[r * WG + lid] = acc[r]; }
@@ -139,7 +140,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
   }
-  if (lid < ROWS && r0 + lid < p.rows) { store(r0 + lid, red[lid * WG]); }
+  for (var r = lid; r < ROWS && r0 + r < p.rows; r += WG) { store(r0 + r, red[r * WG]); }
 #endif
 }
 #endif
