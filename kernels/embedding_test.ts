@@ -2,32 +2,14 @@ import assert from "node:assert/strict";
 import { sharedGpu } from "../src/gpu/device.ts";
 import type { Gpu } from "../src/gpu/device.ts";
 import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
-import {
-  createWeight,
-  destroyWeight,
-  type Weight,
-  type WeightDType,
-  writeWeightRows,
-} from "../src/gpu/tensor.ts";
+import { createWeight, destroyWeight, type Weight } from "../src/gpu/tensor.ts";
 import { embedding as embeddingRef } from "../src/ref/embedding.ts";
 import { randn, seeded } from "../src/ref/_random.ts";
 import { embedding, embeddingAt } from "./embedding.ts";
 import { run } from "./_kernel.ts";
+import { uploadWeight } from "./_test_utils.ts";
 
 // A gather copies values: results must equal the (f16-rounded) table rows exactly.
-
-function makeTable(
-  gpu: Gpu,
-  data: Float32Array,
-  rows: number,
-  cols: number,
-  dtype: WeightDType,
-  maxChunkBytes?: number,
-) {
-  const w = createWeight(gpu, rows, cols, dtype, "table", maxChunkBytes);
-  writeWeightRows(gpu, w, 0, data);
-  return { w, held: dtype === "f16" ? data.map(Math.f16round) : data };
-}
 
 async function gather(gpu: Gpu, table: Weight, ids: Uint32Array): Promise<Float32Array> {
   // y starts as 7s so a row the kernel forgets to write (the zero row too) shows.
@@ -49,12 +31,13 @@ Deno.test("embedding() gathers table rows across chunk borders, f32 and f16", as
     const data = randn(rng, rows * cols);
     // 6 rows per chunk: ids on both sides of every border, repeats, the first and last rows, and
     // an id past the table (zero row).
-    const { w, held } = makeTable(
+    const { w, held } = uploadWeight(
       gpu,
       data,
       rows,
       cols,
       dtype,
+      "table",
       6 * cols * (dtype === "f16" ? 2 : 4),
     );
     assert.equal(w.chunks.length, 9);
@@ -67,7 +50,7 @@ Deno.test("embedding() gathers table rows across chunk borders, f32 and f16", as
 Deno.test("embedding() handles more than 65535 ids through the 2D grid", async () => {
   const gpu = await sharedGpu();
   const rows = 300, cols = 3, n = 70_000;
-  const { w, held } = makeTable(gpu, randn(seeded(32), rows * cols), rows, cols, "f16");
+  const { w, held } = uploadWeight(gpu, randn(seeded(32), rows * cols), rows, cols, "f16", "table");
   const ids = Uint32Array.from({ length: n }, (_, i) => (i * 7919) % rows);
   assert.deepEqual(await gather(gpu, w, ids), embeddingRef(held, ids, cols));
   destroyWeight(w);
@@ -76,12 +59,13 @@ Deno.test("embedding() handles more than 65535 ids through the 2D grid", async (
 Deno.test("embeddingAt() gathers tokens[state.step] and follows state changes", async () => {
   const gpu = await sharedGpu();
   const rows = 40, cols = 20;
-  const { w, held } = makeTable(
+  const { w, held } = uploadWeight(
     gpu,
     randn(seeded(33), rows * cols),
     rows,
     cols,
     "f16",
+    "table",
     7 * cols * 2,
   );
   const tokens = uploadArray(gpu, new Uint32Array([3, 39, 7, 21]));
