@@ -16,6 +16,10 @@
  *   gemvWg 128 7.14; run 2: rows 1 6.94. Per kind (run 2): gate_up / down ≈ 2.6 TB/s, lm_head
  *   2.0, o 1.5, k / v 0.4–0.5 (3.7 MB each: launch- and tail-bound — fusing q,k,v into one
  *   weight, or split-k for small n, is the next win).
+ * - m = 1 at small k (< 128 loads per row: only tiny / synthetic models) takes a second GEMV: a
+ *   power-of-two number of threads per row adapted to k ({@link gemvThreadsPerRow}), many rows per
+ *   workgroup, reduced by subgroupShuffleXor (or workgroup memory). The tiny model's lm_head
+ *   (151936 × 32 f16) on lavapipe: 543 ms → 7–9 ms per call (20 calls, one readback).
  * - m > 1 (prefill, vision) is a shared-memory tiled GEMM, f32 FMA: 256 threads, a 64² (tile 4)
  *   or 128² (tile 8) output tile, k steps of 16, 4×4 blocks per thread as named mat4x4
  *   accumulators (arrays indexed in loops spilled to local memory: 3× slower). 17–24 TFLOP/s on
@@ -43,6 +47,12 @@ export interface LinearTuning {
   gemvRows: number;
   /** GEMV over f16 weights with k % 8 == 0 reads 16 bytes (8 halves) per load. */
   gemvPack8: boolean;
+  /**
+   * GEMV threads per output row: a power of two ≤ gemvWg. Below gemvWg, the small-k path (gemvWg /
+   * gemvTpr rows per workgroup); gemvWg itself is the gemvRows path. Default: from k, see
+   * {@link gemvThreadsPerRow}.
+   */
+  gemvTpr?: number;
   /** Tiled path: each thread computes tile × tile outputs of a (16·tile)² output tile; 4 or 8.
    * Default: 8 when m ≥ 128 (faster on large shapes), else 4 (less waste on short prompts). */
   tile?: 4 | 8;
@@ -54,6 +64,25 @@ export const LINEAR_TUNING: Readonly<LinearTuning> = {
   gemvRows: 2,
   gemvPack8: true,
 };
+
+/** Below this many loads per weight row, an m = 1 linear takes the small-k GEMV path. */
+export const GEMV_SMALL_K_LOADS = 128;
+
+/**
+ * Default GEMV threads per output row for `loads` vector loads per weight row (k / 8 with 16-byte
+ * f16 loads, k / 4 with vec4 loads, else k): `wg` (all threads of a workgroup on gemvRows rows) at
+ * {@link GEMV_SMALL_K_LOADS} or more — every real model width (1536, 3584, 8192, …). Below, the
+ * power of two ≤ loads / 4 (about 4 loads per thread, at least 1), so a workgroup computes many
+ * short rows instead of leaving most of its threads idle (the tiny model's lm_head, 151936 × 32:
+ * 248 of 256 threads idle on the gemvRows path), at most `subgroupMin` (given when subgroups
+ * reduce the row groups): past it the reduction goes through workgroup memory and barriers, 3–5×
+ * slower on lavapipe (subgroup size 8) at k = 127 / 500 than 8 threads per row.
+ */
+export function gemvThreadsPerRow(loads: number, wg: number, subgroupMin = Infinity): number {
+  if (loads >= GEMV_SMALL_K_LOADS) return wg;
+  const tpr = 2 ** Math.floor(Math.log2(Math.max(1, Math.ceil(loads / 4))));
+  return Math.min(wg, subgroupMin, tpr);
+}
 
 /** Shape and options of a linear call. */
 export interface LinearShape {
@@ -93,6 +122,8 @@ export function linear(
     !(t.gemvWg >= 4 && t.gemvWg <= gpu.limits.maxComputeInvocationsPerWorkgroup &&
       (t.gemvWg & (t.gemvWg - 1)) === 0) ||
     !(Number.isInteger(t.gemvRows) && t.gemvRows >= 1) ||
+    (t.gemvTpr !== undefined &&
+      !(t.gemvTpr >= 1 && t.gemvTpr <= t.gemvWg && (t.gemvTpr & (t.gemvTpr - 1)) === 0)) ||
     (t.tile !== undefined && t.tile !== 4 && t.tile !== 8)
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
@@ -105,9 +136,18 @@ export function linear(
   if (bias) checkSize("bias", bias, w.rows * 4);
   if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError("linear: y must not alias x");
   const gemv = m === 1;
-  const subgroups = gemv && gpu.features.subgroups &&
-    (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= t.gemvWg;
   const pack8 = gemv && t.gemvPack8 && w.dtype === "f16" && w.cols % 8 === 0;
+  const loads = w.cols / (pack8 ? 8 : w.cols % 4 === 0 ? 4 : 1); // per weight row
+  // The small-k path shuffles within TPR lanes of one subgroup: it needs the minimum size.
+  const sgMin = gpu.features.subgroups ? gpu.adapterInfo.subgroupMinSize : undefined;
+  const tpr = gemv ? t.gemvTpr ?? gemvThreadsPerRow(loads, t.gemvWg, sgMin) : 0;
+  const smallK = gemv && tpr < t.gemvWg;
+  // The gemvRows path sums whole subgroups: each must divide gemvWg.
+  const subgroups = gemv && gpu.features.subgroups &&
+    (smallK
+      ? tpr > 1 && tpr <= (sgMin ?? 0)
+      : (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= t.gemvWg);
+  const rowsPerGroup = smallK ? t.gemvWg / tpr : t.gemvRows;
   const v = variant(gpu, {
     family: "linear",
     entry: "main",
@@ -121,13 +161,17 @@ export function linear(
       ACC: s.accumulate === true,
       GEMV: gemv,
       SUBGROUPS: subgroups,
-      ...(gemv ? { WG: t.gemvWg, ROWS: t.gemvRows } : { TILE8: tile === 8 }),
+      ...(!gemv
+        ? { TILE8: tile === 8 }
+        : smallK
+        ? { WG: t.gemvWg, TPR: tpr }
+        : { WG: t.gemvWg, ROWS: t.gemvRows }),
     },
   });
   return w.chunks.map((c) => {
     const params = Params.pack({ m, n: w.rows, k: w.cols, row_start: c.rowStart, rows: c.rows });
     const grid = gemv
-      ? grid2d(ceilDiv(c.rows, t.gemvRows))
+      ? grid2d(ceilDiv(c.rows, rowsPerGroup))
       : [ceilDiv(c.rows, 16 * tile), ceilDiv(m, 16 * tile)] as const;
     const buffers = bias ? [x, c.buffer, bias, y] : [x, c.buffer, y];
     return new Dispatch(gpu, v, buffers, params, grid);

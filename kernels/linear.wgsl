@@ -3,10 +3,11 @@
 // #if F16: weights are f16 (converted to f32 on load; accumulation stays f32).
 // #if VEC: k % 4 == 0, so x and w are read as vec4 (w rows stay vec4-aligned).
 // #if BIAS: adds bias[col]. #if ACC: adds the old y (a fused residual add).
-// #if GEMV: m == 1 — each workgroup computes ROWS outputs, all WG threads split k; else the tiled
+// #if GEMV: m == 1 — each workgroup computes ROWS outputs, all WG threads split k; with TPR set
+// (small k), TPR threads split each row's k and a workgroup computes WG / TPR rows. Else the tiled
 // path: a workgroup computes a 64 × 64 (128 × 128 with TILE8) output tile from shared-memory tiles.
-// #if SUBGROUPS (GEMV only): reduce with subgroupAdd; the host enables it only when every
-// subgroup size the adapter may use divides WG.
+// #if SUBGROUPS (GEMV only): reduce with subgroupAdd (with TPR: subgroupShuffleXor); the host
+// enables it only when every subgroup size the adapter may use divides WG (with TPR: is ≥ TPR).
 // #if PACK8 (GEMV only, f16, k % 8 == 0): w is read 8 halves at a time as vec4<u32> (16-byte
 // loads) and unpacked with unpack2x16float; needs no shader-f16.
 
@@ -72,6 +73,52 @@ fn store(row: u32, c: u32, acc: f32) {
 
 #if GEMV
 const WG: u32 = {{WG}}u;
+#if TPR
+// Small k (a row is a few dozen loads): TPR threads (a power of two) per output row, each doing
+// about 4 loads, so few threads idle; the row groups of a workgroup are WG / TPR consecutive rows.
+const TPR: u32 = {{TPR}}u;
+#ifnot SUBGROUPS
+var<workgroup> red: array<f32, WG>;  // one partial per thread, tree-reduced per row group
+#endif
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = (wid.x + wid.y * 65535u) * (WG / TPR) + lid / TPR;  // this thread's chunk row
+  let t = lid % TPR;                                          // its lane within the row group
+  // Rows past the chunk's end read the last row again (in bounds) and are not stored.
+  let base = min(r, p.rows - 1u) * (p.k / V);
+  var acc = 0.0;
+  for (var j = t; j < p.k / V; j += TPR) {
+#if PACK8
+    let q = w[base + j];
+    acc += dot(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), x[2u * j]) +
+      dot(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), x[2u * j + 1u]);
+#else
+    acc += dot_xw(XV(w[base + j]), x[j]);
+#endif
+  }
+  // Both reductions add in the same order (lane t takes t + s for s = TPR/2, …, 1), so they give
+  // the same bits.
+#if SUBGROUPS
+  // A 1D workgroup is split into subgroups of consecutive invocations (as the ROWS path assumes
+  // too) and TPR ≤ the subgroup size, both powers of two: a row group is TPR aligned lanes of one
+  // subgroup, closed under lane ^ s for s < TPR.
+  for (var s = TPR / 2u; s > 0u; s = s >> 1u) { acc += subgroupShuffleXor(acc, s); }
+#else
+  if (TPR > 1u) {
+    red[lid] = acc;
+    workgroupBarrier();
+    for (var s = TPR / 2u; s > 0u; s = s >> 1u) {
+      if (t < s) { red[lid] += red[lid + s]; }
+      workgroupBarrier();
+    }
+    acc = red[lid];
+  }
+#endif
+  if (t == 0u && r < p.rows) { store(0u, r, acc); }
+}
+
+#else
 const ROWS: u32 = {{ROWS}}u;
 
 #if SUBGROUPS
@@ -141,6 +188,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (lid < ROWS && r0 + lid < p.rows) { store(0u, r0 + lid, red[lid * WG]); }
 #endif
 }
+#endif
 
 #else
 // Tiled: 256 threads as 16 × 16 compute a BT × BT output tile, BT = 16·MT (MT = 4 or 8 with

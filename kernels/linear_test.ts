@@ -12,7 +12,7 @@ import { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { linear as linearRef } from "../src/ref/linear.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
-import { linear, type LinearTuning } from "./linear.ts";
+import { gemvThreadsPerRow, linear, type LinearTuning } from "./linear.ts";
 import { run } from "./_kernel.ts";
 
 // The GPU sums k f32 products sequentially per thread (in another order than the f64
@@ -101,6 +101,75 @@ Deno.test("linear() with accumulate adds x · wᵀ + bias to y", async () => {
   }
 });
 
+// Small k at m = 1 takes the small-k GEMV (1–8 threads per row here, see gemvThreadsPerRow):
+// every k the vector widths split differently (16-byte f16 loads at k % 8 == 0, vec4 at k % 4 == 0,
+// scalar at 33 and 47), with and without bias and accumulate, over a weight in 3 chunks of 300 rows
+// so chunk borders fall inside workgroups (256 rows per workgroup at 1 thread per row). TOL as
+// above: at k ≤ 80 the f32 summation error is far below it (≤ 80 · 2⁻²⁴ of the partial sums).
+Deno.test("linear() at small k (m = 1) matches the CPU reference with bias, accumulate and chunks", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(17);
+  const n = 700;
+  for (const dtype of ["f32", "f16"] as const) {
+    for (const k of [8, 16, 32, 33, 47, 64, 80]) {
+      const wData = randn(rng, n * k, 1 / Math.sqrt(k));
+      const { w, held } = makeWeight(gpu, wData, n, k, dtype, 300 * k * (dtype === "f16" ? 2 : 4));
+      assert.equal(w.chunks.length, 3);
+      for (const withBias of [false, true]) {
+        for (const acc of [false, true]) {
+          const x = randn(rng, k), bias = withBias ? randn(rng, n) : null;
+          const y0 = acc ? randn(rng, n, 2) : undefined;
+          const got = await runLinear(gpu, x, w, bias, 1, y0);
+          const what = `${dtype} k=${k} bias=${withBias} acc=${acc}`;
+          assertClose(got, linearRef(x, held, bias, 1, n, k, y0), TOL, what);
+        }
+      }
+      destroyWeight(w);
+    }
+  }
+});
+
+Deno.test("gemvThreadsPerRow() gives about 4 loads per thread below 128 loads, the whole workgroup above", () => {
+  // loads per row → threads per row (workgroup 256; subgroup minimum 8 caps it on lavapipe)
+  assert.equal(gemvThreadsPerRow(1, 256), 1);
+  assert.equal(gemvThreadsPerRow(4, 256), 1); // the tiny lm_head in f16: k = 32 = 4 × 8 halves
+  assert.equal(gemvThreadsPerRow(8, 256), 2);
+  assert.equal(gemvThreadsPerRow(47, 256), 8); // ⌈47 / 4⌉ = 12 → 8
+  assert.equal(gemvThreadsPerRow(127, 256), 32);
+  assert.equal(gemvThreadsPerRow(127, 256, 8), 8);
+  assert.equal(gemvThreadsPerRow(127, 16), 16);
+  assert.equal(gemvThreadsPerRow(128, 256), 256);
+  assert.equal(gemvThreadsPerRow(192, 256, 8), 256); // 1536 in f16
+});
+
+Deno.test("linear() takes the small-k GEMV below 128 loads per row and the row GEMV at model widths", async () => {
+  const gpu = await sharedGpu();
+  const sg = gpu.features.subgroups ? gpu.adapterInfo.subgroupMinSize : undefined;
+  const cases: [number, "f32" | "f16", string][] = [
+    [32, "f16", "TPR=1"], // tiny lm_head
+    [32, "f32", "TPR=2"],
+    [64, "f16", "TPR=2"],
+    [33, "f16", `TPR=${Math.min(8, sg ?? 8)}`],
+    [1016, "f16", `TPR=${Math.min(32, sg ?? 32)}`], // 127 16-byte loads
+    [1024, "f16", "ROWS=2"],
+    [1536, "f16", "ROWS=2"],
+    [1536, "f32", "ROWS=2"],
+    [3584, "f16", "ROWS=2"],
+    [8192, "f16", "ROWS=2"],
+  ];
+  for (const [k, dtype, want] of cases) {
+    const w = createWeight(gpu, 3, k, dtype, "w");
+    const x = createStorage(gpu, k * 4), y = createStorage(gpu, 3 * 4);
+    const ds = linear(gpu, y, x, w, null, { m: 1 });
+    const key = ds[0].variant.key;
+    assert.ok(key.split(/[[,\]]/).includes(want), `${dtype} k=${k}: ${key}, want ${want}`);
+    assert.equal(key.includes("TPR=") && key.includes("ROWS="), false, key);
+    ds.forEach((d) => d.destroy());
+    [x, y].forEach((b) => b.destroy());
+    destroyWeight(w);
+  }
+});
+
 Deno.test("linear() over a weight split into several chunks gives the same bits as one chunk", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(14);
@@ -130,14 +199,20 @@ Deno.test("linear() over a weight split into several chunks gives the same bits 
 Deno.test("linear() handles more rows than one grid dimension holds (lm_head-sized n)", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(15);
-  // 270000 rows: the GEMV's row groups (4 rows each) overflow 65535 workgroups and use the 2D grid.
+  // 270000 rows (in 3 chunks): 2 rows per workgroup (the row GEMV's default, or the small-k GEMV
+  // at 128 threads per row) overflow 65535 workgroups and use the 2D grid; the default small-k
+  // GEMV (1 thread per row, 256 rows per workgroup) and the tiled path (m = 3) need no 2D grid.
   const n = 270_000, k = 4;
   const wData = randn(rng, n * k);
   const { w, held } = makeWeight(gpu, wData, n, k, "f16", 2 ** 20);
-  for (const m of [1, 3]) {
+  const runs: [number, Partial<LinearTuning>][] = [[1, {}], [1, { gemvTpr: 128 }], [
+    1,
+    { gemvTpr: 256 },
+  ], [3, {}]];
+  for (const [m, tuning] of runs) {
     const x = randn(rng, m * k);
-    const got = await runLinear(gpu, x, w, null, m);
-    assertClose(got, linearRef(x, held, null, m, n, k), TOL, `m=${m}`);
+    const got = await runLinear(gpu, x, w, null, m, undefined, tuning);
+    assertClose(got, linearRef(x, held, null, m, n, k), TOL, `m=${m} ${JSON.stringify(tuning)}`);
   }
   destroyWeight(w);
 });
@@ -159,12 +234,21 @@ Deno.test("linear() gives the same results for every kernel variant and tuning",
   // The same device, told it has no subgroups: the GEMV's shared-memory tree reduction.
   const noSub = new Gpu(gpu.device, gpu.adapterInfo, { ...gpu.features, subgroups: false });
   const rng = seeded(16);
+  // The row GEMV (gemvTpr = gemvWg) at every k, the small-k GEMV at every k too (up to 256 threads
+  // per row, and over workgroup memory with or without subgroups).
   const variants: [string, Gpu, Partial<LinearTuning>, number][] = [
     ["default", gpu, {}, 1],
     ["no subgroups", noSub, {}, 1],
     ["vec4<f16> loads", gpu, { gemvPack8: false }, 1],
-    ["64 threads, 3 rows", gpu, { gemvWg: 64, gemvRows: 3 }, 1],
-    ["tree, 1 row", noSub, { gemvWg: 128, gemvRows: 1, gemvPack8: false }, 1],
+    ["rows", gpu, { gemvTpr: 256 }, 1],
+    ["rows, no subgroups", noSub, { gemvTpr: 256 }, 1],
+    ["rows, 64 threads, 3 rows", gpu, { gemvWg: 64, gemvRows: 3, gemvTpr: 64 }, 1],
+    ["rows, tree, 1 row", noSub, { gemvWg: 128, gemvRows: 1, gemvPack8: false, gemvTpr: 128 }, 1],
+    ["1 thread per row", gpu, { gemvTpr: 1 }, 1],
+    ["4 threads per row", gpu, { gemvTpr: 4, gemvPack8: false }, 1],
+    ["32 threads per row", gpu, { gemvTpr: 32 }, 1],
+    ["128 threads per row, no subgroups", noSub, { gemvTpr: 128 }, 1],
+    ["16 threads per row of 64", gpu, { gemvWg: 64, gemvTpr: 16 }, 1],
     ["tile 64 × 64", gpu, { tile: 4 }, 150],
     ["tile 128 × 128", gpu, { tile: 8 }, 37],
   ];
@@ -190,4 +274,37 @@ Deno.test("linear() gives the same results for every kernel variant and tuning",
       ),
     /bad tuning/,
   );
+  for (const gemvTpr of [0, 3, 512]) {
+    assert.throws(
+      () =>
+        linear(
+          gpu,
+          createStorage(gpu, 4),
+          createStorage(gpu, 4),
+          createWeight(gpu, 1, 1, "f32", "w"),
+          null,
+          {
+            m: 1,
+          },
+          { gemvTpr },
+        ),
+      /bad tuning/,
+    );
+  }
+});
+
+Deno.test("linear()'s small-k GEMV gives the same bits reduced by subgroup shuffles or in workgroup memory", async () => {
+  const gpu = await sharedGpu();
+  const noSub = new Gpu(gpu.device, gpu.adapterInfo, { ...gpu.features, subgroups: false });
+  const sgMin = gpu.features.subgroups ? gpu.adapterInfo.subgroupMinSize ?? 0 : 0;
+  const rng = seeded(18);
+  const n = 300, k = 80;
+  const x = randn(rng, k), bias = randn(rng, n);
+  const { w } = makeWeight(gpu, randn(rng, n * k), n, k, "f32");
+  for (let tpr = 2; tpr <= sgMin; tpr *= 2) {
+    const sub = await runLinear(gpu, x, w, bias, 1, undefined, { gemvTpr: tpr });
+    const shared = await runLinear(noSub, x, w, bias, 1, undefined, { gemvTpr: tpr });
+    assert.deepEqual(sub, shared, `${tpr} threads per row`);
+  }
+  destroyWeight(w);
 });
