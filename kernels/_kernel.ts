@@ -5,7 +5,7 @@
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
-import { GpuError } from "../src/errors.ts";
+import { GpuError, InvalidInputError } from "../src/errors.ts";
 import { type Defines, preprocess } from "./_preprocess.ts";
 import type { ParamsLayout, ScalarType } from "./_params.ts";
 import { WGSL } from "./_wgsl.ts";
@@ -56,13 +56,19 @@ export function variant(gpu: Gpu, spec: VariantSpec): KernelVariant {
           buffer: { type: a === "read" ? "read-only-storage" : "storage" },
         })),
         ...(spec.params
-          ? [{ binding: n, visibility: GPUShaderStage.COMPUTE, buffer: { type: "uniform" as const } }]
+          ? [{
+            binding: n,
+            visibility: GPUShaderStage.COMPUTE,
+            buffer: { type: "uniform" as const },
+          }]
           : []),
       ],
     }));
   const pipeline = gpu.pipeline(key, () => {
     if (defs.F16 && !gpu.features.f16) {
-      throw new GpuError(`kernel ${key} needs shader-f16, which this adapter lacks; use f32 weights`);
+      throw new GpuError(
+        `kernel ${key} needs shader-f16, which this adapter lacks; use f32 weights`,
+      );
     }
     const code = [
       defs.F16 ? "enable f16;" : "",
@@ -81,6 +87,27 @@ export function variant(gpu: Gpu, spec: VariantSpec): KernelVariant {
 
 /** A buffer or a byte range of one, as bound to a storage binding. */
 export type BufferArg = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+
+/** The GPUBuffer behind a BufferArg. */
+export function bufferOf(b: BufferArg): GPUBuffer {
+  return b instanceof GPUBuffer ? b : b.buffer;
+}
+
+/** Byte size a BufferArg binds. */
+export function bindSize(b: BufferArg): number {
+  if (b instanceof GPUBuffer) return b.size;
+  return b.size ?? b.buffer.size - (b.offset ?? 0);
+}
+
+/** Throws if `b` binds fewer than `bytes` bytes. */
+export function checkSize(name: string, b: BufferArg, bytes: number): void {
+  const have = bindSize(b);
+  if (have < bytes) {
+    throw new InvalidInputError(
+      `${name} buffer "${bufferOf(b).label}" holds ${have} bytes but the shape needs ${bytes}`,
+    );
+  }
+}
 
 /**
  * One bound kernel call: the bind group and params are made once, so a decode step can be

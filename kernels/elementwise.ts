@@ -6,11 +6,10 @@
  */
 import type { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
+import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import type { Defines } from "./_preprocess.ts";
 import { grid2d } from "./_grid.ts";
-import { bufferOf, checkSize } from "./linear.ts";
 
 const Params = defineParams({ n: "u32", cols: "u32", src_row: "u32", dst_row: "u32" });
 const WG = 256;

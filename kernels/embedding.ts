@@ -6,10 +6,9 @@
 import type { Gpu } from "../src/gpu/device.ts";
 import type { Weight } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, Dispatch, variant } from "./_kernel.ts";
+import { type BufferArg, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
-import { checkSize } from "./linear.ts";
 import { DECODE_STATE_BYTES } from "./state.ts";
 
 const Params = defineParams({ n: "u32", cols: "u32", row_start: "u32", rows: "u32", vocab: "u32" });

@@ -7,10 +7,9 @@
 import type { Gpu } from "../src/gpu/device.ts";
 import type { Weight } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
+import { type BufferArg, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
-import { checkSize } from "./linear.ts";
 
 const Params = defineParams({
   words: "u32",

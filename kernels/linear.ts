@@ -32,7 +32,7 @@
 import type { Gpu } from "../src/gpu/device.ts";
 import { isQuant, type Weight } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
+import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
 import { linearQ } from "./linear_q.ts";
@@ -176,25 +176,4 @@ export function linear(
     const buffers = bias ? [x, c.buffer, bias, y] : [x, c.buffer, y];
     return new Dispatch(gpu, v, buffers, params, grid);
   });
-}
-
-/** The GPUBuffer behind a BufferArg. */
-export function bufferOf(b: BufferArg): GPUBuffer {
-  return b instanceof GPUBuffer ? b : b.buffer;
-}
-
-/** Byte size a BufferArg binds. */
-export function bindSize(b: BufferArg): number {
-  if (b instanceof GPUBuffer) return b.size;
-  return b.size ?? b.buffer.size - (b.offset ?? 0);
-}
-
-/** Throws if `b` binds fewer than `bytes` bytes. */
-export function checkSize(name: string, b: BufferArg, bytes: number): void {
-  const have = bindSize(b);
-  if (have < bytes) {
-    throw new InvalidInputError(
-      `${name} buffer "${bufferOf(b).label}" holds ${have} bytes but the shape needs ${bytes}`,
-    );
-  }
 }

@@ -23,10 +23,10 @@ import {
 import { f32ToF16Bits } from "../src/gpu/tensor.ts";
 import { createStorage, writeArray } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, ceilDiv, Dispatch, run, variant } from "./_kernel.ts";
+import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, run, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
-import { bufferOf, checkSize, linear, type LinearShape } from "./linear.ts";
+import { linear, type LinearShape } from "./linear.ts";
 
 const Params = defineParams({
   n: "u32",
