@@ -19,7 +19,8 @@
  * - m = 1 at small k (< 128 loads per row: only tiny / synthetic models) takes a second GEMV: a
  *   power-of-two number of threads per row adapted to k ({@link gemvThreadsPerRow}), many rows per
  *   workgroup, reduced by subgroupShuffleXor (or workgroup memory). The tiny model's lm_head
- *   (151936 × 32 f16) on lavapipe: 543 ms → 7–9 ms per call (20 calls, one readback).
+ *   (151936 × 32 f16) on lavapipe (2 shared cores, noisy): 365–543 ms → 5–9 ms per call (20 calls,
+ *   one readback), as gemvTpr 256 (the gemvRows path) against the default.
  * - m > 1 (prefill, vision) is a shared-memory tiled GEMM, f32 FMA: 256 threads, a 64² (tile 4)
  *   or 128² (tile 8) output tile, k steps of 16, 4×4 blocks per thread as named mat4x4
  *   accumulators (arrays indexed in loops spilled to local memory: 3× slower). 17–24 TFLOP/s on
