@@ -220,10 +220,11 @@ export function dequantize(
 }
 
 /**
- * Quantizes n rows given as f16 pairs in `src` into rows [rowStart, rowStart + n) of `w`, on the
- * GPU; the rows must lie in one chunk. With an odd number of groups per row, rowStart (within its
- * chunk) must be even.
- * @param src (n, cols) f16, row-major (two per u32 word)
+ * Quantizes n rows given as f16 (or bf16) pairs in `src` into rows [rowStart, rowStart + n) of
+ * `w`, on the GPU; the rows must lie in one chunk. With an odd number of groups per row, rowStart
+ * (within its chunk) must be even.
+ * @param src (n, cols) f16 or bf16 bits, row-major (two per u32 word)
+ * @param srcType how `src` holds its values (bf16: a checkpoint's raw bytes, no CPU conversion)
  */
 export function quantizeRows(
   gpu: Gpu,
@@ -231,6 +232,7 @@ export function quantizeRows(
   rowStart: number,
   src: BufferArg,
   n: number,
+  srcType: "f16" | "bf16" = "f16",
 ): Dispatch {
   const q = checkQuant(w, "quantizeRows");
   const c = w.chunks.find((c) => rowStart >= c.rowStart && rowStart < c.rowStart + c.rows);
@@ -255,7 +257,7 @@ export function quantizeRows(
     entry: "main",
     bindings: ["read", "read_write"],
     params: Params,
-    defines: { QUANTIZE: true, Q4: q === "q4" },
+    defines: { QUANTIZE: true, Q4: q === "q4", SRC_BF16: srcType === "bf16" },
   });
   const pairs = Math.ceil((n * w.cols) / QUANT_GROUP / 2);
   return new Dispatch(
@@ -268,15 +270,17 @@ export function quantizeRows(
 }
 
 /**
- * Quantizes rows [rowStart, rowStart + n) of `w` from CPU data (f32 values or f16 bits) through a
- * per-device staging buffer, crossing chunk borders; submits the work. Pieces start on even rows
- * when a row has an odd number of groups (uploads in even row counts satisfy this).
+ * Quantizes rows [rowStart, rowStart + n) of `w` from CPU data (f32 values, or 16-bit bits: f16 by
+ * default, bf16 with `srcType` — a checkpoint's raw bytes, so loading needs no CPU conversion)
+ * through a per-device staging buffer, crossing chunk borders; submits the work. Pieces start on
+ * even rows when a row has an odd number of groups (uploads in even row counts satisfy this).
  */
 export function writeQuantRows(
   gpu: Gpu,
   w: Weight,
   rowStart: number,
   data: Float32Array | Uint16Array,
+  srcType: "f16" | "bf16" = "f16",
 ): void {
   checkQuant(w, "writeQuantRows");
   const n = data.length / w.cols;
@@ -293,7 +297,7 @@ export function writeQuantRows(
   const per = sliceRows(gpu, w.cols);
   forEachSlice(w, rowStart, n, per, (r, len) => {
     writeArray(gpu, buf, bits.subarray((r - rowStart) * w.cols, (r - rowStart + len) * w.cols));
-    const d = quantizeRows(gpu, w, r, buf, len);
+    const d = quantizeRows(gpu, w, r, buf, len, data instanceof Float32Array ? "f16" : srcType);
     run(gpu, [d], "quantize");
     d.destroy();
   });

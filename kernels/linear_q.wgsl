@@ -174,18 +174,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 
 #if QUANTIZE
-// Rows given as f16 pairs → codes and scales of chunk rows [p.row0, p.row0 + p.n). One thread per
-// two groups (64 elements), so each scale word has one writer; p.row0 · groups must be even.
-@group(0) @binding(0) var<storage, read> src: array<u32>;          // (n, k / 2) f16 pairs
+// Rows given as f16 (or with SRC_BF16, bf16) pairs → codes and scales of chunk rows
+// [p.row0, p.row0 + p.n). One thread per two groups (64 elements), so each scale word has one
+// writer; p.row0 · groups must be even.
+@group(0) @binding(0) var<storage, read> src: array<u32>;          // (n, k / 2) f16|bf16 pairs
 @group(0) @binding(1) var<storage, read_write> w: array<u32>;      // this chunk
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
+
+// Elements 2i, 2i + 1 of the source rows as f32.
+fn load_pair(i: u32) -> vec2<f32> {
+#if SRC_BF16
+  let q = src[i];  // bf16 is the upper half of an f32
+  return vec2<f32>(bitcast<f32>(q << 16u), bitcast<f32>(q & 0xffff0000u));
+#else
+  return unpack2x16float(src[i]);
+#endif
+}
 
 // Quantizes group fl of src into chunk group f; returns its scale.
 fn quant_group(fl: u32, f: u32) -> f32 {
   var v: array<f32, 32>;
   var amax = 0.0;
   for (var i = 0u; i < 16u; i++) {
-    let h = unpack2x16float(src[fl * 16u + i]);
+    let h = load_pair(fl * 16u + i);
     v[2u * i] = h.x;
     v[2u * i + 1u] = h.y;
     amax = max(amax, max(abs(h.x), abs(h.y)));

@@ -94,6 +94,25 @@ Deno.test("writeQuantRows() gives src/ref/linear_q.ts's codes and scales, across
   }
 });
 
+Deno.test("writeQuantRows() from bf16 bits quantizes the bf16 values themselves", async () => {
+  const gpu = await sharedGpu();
+  const [rows, cols] = [22, 96];
+  // bf16 bits: the upper halves of f32 values (truncated), values as the f32 they stand for.
+  const f = new Float32Array(randn(seeded(21), rows * cols, 0.05));
+  const bits = new Uint16Array(new Uint32Array(f.buffer).map((u) => u >>> 16));
+  const vals = new Float32Array(new Uint32Array(bits).map((b) => b << 16).buffer);
+  for (const dtype of DTYPES) {
+    const w = createWeight(gpu, rows, cols, dtype, "bf16");
+    writeQuantRows(gpu, w, 0, bits, "bf16");
+    const got = await readQuant(gpu, w), want = quantize(vals, cols, dtype);
+    assert.deepEqual([...got.scales], [...want.scales], dtype);
+    let off = 0;
+    for (let i = 0; i < got.codes.length; i++) off += Math.abs(got.codes[i] - want.codes[i]);
+    assert.ok(off <= 2, `${dtype}: ${off} codes off by one`);
+    destroyWeight(w);
+  }
+});
+
 Deno.test("dequantize() gives d · code rounded to f16 for any row slice", async () => {
   const gpu = await sharedGpu();
   for (const dtype of DTYPES) {

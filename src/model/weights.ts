@@ -465,10 +465,19 @@ export async function uploadWeights(
         const sliceRows = Math.max(2, Math.floor(UPLOAD_SLICE_BYTES / rowBytes) & ~1);
         let dst = 0;
         for (const s of pt.sources) {
-          const to = pt.dtype === "f32" ? "f32" : "f16";
-          const write = isQuant(pt.dtype) ? writeQuantRows : writeWeightRows;
-          for await (const c of ckpt.readChunks(s.name, { to, maxBytes: sliceRows * rowBytes })) {
-            write(gpu, w, dst + c.rowStart, c.data);
+          const maxBytes = sliceRows * rowBytes;
+          if (isQuant(pt.dtype) && ckpt.get(s.name).dtype === "BF16") {
+            // The stored bytes go to the GPU unconverted; the quantize kernel reads bf16.
+            for await (const c of ckpt.readChunks(s.name, { to: "raw", maxBytes })) {
+              const bits = new Uint16Array(c.data.buffer, c.data.byteOffset, c.data.length / 2);
+              writeQuantRows(gpu, w, dst + c.rowStart, bits, "bf16");
+            }
+          } else {
+            const to = pt.dtype === "f32" ? "f32" : "f16";
+            const write = isQuant(pt.dtype) ? writeQuantRows : writeWeightRows;
+            for await (const c of ckpt.readChunks(s.name, { to, maxBytes })) {
+              write(gpu, w, dst + c.rowStart, c.data);
+            }
           }
           dst += s.rows;
         }
