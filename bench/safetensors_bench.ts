@@ -143,7 +143,7 @@ if (adapter) {
     let offset = 0;
     for await (const c of ckpt.readChunks("embed", { to, maxBytes: SLICE_BYTES, reuse: true })) {
       if (offset + c.data.byteLength > size) offset = 0;
-      device.queue.writeBuffer(gpuBuffer, offset, c.data);
+      device.queue.writeBuffer(gpuBuffer, offset, c.data as ArrayBufferView<ArrayBuffer>);
       offset += c.data.byteLength;
     }
     await device.queue.onSubmittedWorkDone();

@@ -13,7 +13,6 @@ import { DECODE_STATE_BYTES } from "./state.ts";
 
 const Params = defineParams({ n: "u32", cols: "u32", row_start: "u32", rows: "u32", vocab: "u32" });
 
-
 /**
  * y = table[ids]: row i of y is row ids[i] of the table (a zero row for an id ≥ table.rows).
  * @param y (n, table.cols) f32
