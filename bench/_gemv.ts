@@ -24,14 +24,22 @@ const layers = Number(opt("--layers", "28"));
 const out = opt("--out", "");
 const gpu = await requestGpu();
 const H = 3584, I = 18944, QKV = 3584 + 1024, V = 152064;
-const shapes: [string, number, number][] = [["qkv", QKV, H], ["o", H, H], ["gate_up", 2 * I, H], ["down", H, I]];
+const shapes: [string, number, number][] = [["qkv", QKV, H], ["o", H, H], ["gate_up", 2 * I, H], [
+  "down",
+  H,
+  I,
+]];
 
 function make(rows: number, cols: number, dtype: "f16" | QuantDType, seed: number): Weight {
   const w = createWeight(gpu, rows, cols, dtype, `w${seed}`);
   if (dtype === "f16") run(gpu, fillWeight(gpu, w, { seed, scale: 0.03 }));
   else {
-    fillQuantRows(gpu, w, (buf, row, len) =>
-      fill(gpu, buf, { count: len * cols, dtype: "f16", seed, scale: 0.03, base: row * cols }));
+    fillQuantRows(
+      gpu,
+      w,
+      (buf, row, len) =>
+        fill(gpu, buf, { count: len * cols, dtype: "f16", seed, scale: 0.03, base: row * cols }),
+    );
   }
   return w;
 }
@@ -41,9 +49,14 @@ run(gpu, [fill(gpu, x, { count: I * 2, dtype: "f32", seed: 1, scale: 1 })]);
 const lines: string[] = [];
 for (const dtype of ["f16", "q8", "q4"] as const) {
   const ws: Weight[] = [];
-  for (let l = 0; l < layers; l++) for (const [, n, k] of shapes) ws.push(make(n, k, dtype, ws.length + 1));
+  for (let l = 0; l < layers; l++) {
+    for (const [, n, k] of shapes) ws.push(make(n, k, dtype, ws.length + 1));
+  }
   ws.push(make(V, H, dtype, 999));
-  const bytes = ws.reduce((a, w) => a + w.rows * w.cols * (dtype === "f16" ? 2 : dtype === "q8" ? 1.0625 : 0.5625), 0);
+  const bytes = ws.reduce(
+    (a, w) => a + w.rows * w.cols * (dtype === "f16" ? 2 : dtype === "q8" ? 1.0625 : 0.5625),
+    0,
+  );
   const tunings: (Partial<LinearQTuning> | null)[] = dtype === "f16"
     ? [null]
     : [32, 64, 128, 256].flatMap((wg) => [1, 2, 4, 8].map((rows) => ({ wg, rows })));
@@ -64,9 +77,21 @@ for (const dtype of ["f16", "q8", "q4"] as const) {
     await time(2); // compile + warm
     const R = 10;
     const ms = ((await time(2 * R)) - (await time(R))) / R;
-    const rec = { dtype, tuning: t, layers, dispatches: ds.length, gb: bytes / 1e9, ms_per_token: ms, tb_s: bytes / ms / 1e9 };
+    const rec = {
+      dtype,
+      tuning: t,
+      layers,
+      dispatches: ds.length,
+      gb: bytes / 1e9,
+      ms_per_token: ms,
+      tb_s: bytes / ms / 1e9,
+    };
     lines.push(JSON.stringify(rec));
-    console.log(`${dtype} ${JSON.stringify(t)}: ${ms.toFixed(3)} ms/token, ${(bytes / ms / 1e9).toFixed(2)} TB/s, ${(1000 / ms).toFixed(0)} tok/s (GEMVs only)`);
+    console.log(
+      `${dtype} ${JSON.stringify(t)}: ${ms.toFixed(3)} ms/token, ${
+        (bytes / ms / 1e9).toFixed(2)
+      } TB/s, ${(1000 / ms).toFixed(0)} tok/s (GEMVs only)`,
+    );
     ds.forEach((d) => d.destroy());
   }
   ws.forEach(destroyWeight);

@@ -265,11 +265,16 @@ export function planWeights(
     vector(k + "input_norm", [{ name: `${l}input_layernorm.weight`, shape: [H] }]);
     vector(k + "post_norm", [{ name: `${l}post_attention_layernorm.weight`, shape: [H] }]);
     // One (H + 2·kvd, H) matrix: a token's row of the product is [q | k | v].
-    matrix(k + "qkv", [
-      { name: `${l}self_attn.q_proj.weight`, shape: [H, H] },
-      { name: `${l}self_attn.k_proj.weight`, shape: [kvd, H] },
-      { name: `${l}self_attn.v_proj.weight`, shape: [kvd, H] },
-    ], H, true);
+    matrix(
+      k + "qkv",
+      [
+        { name: `${l}self_attn.q_proj.weight`, shape: [H, H] },
+        { name: `${l}self_attn.k_proj.weight`, shape: [kvd, H] },
+        { name: `${l}self_attn.v_proj.weight`, shape: [kvd, H] },
+      ],
+      H,
+      true,
+    );
     vector(k + "qkv_bias", [
       { name: `${l}self_attn.q_proj.bias`, shape: [H] },
       { name: `${l}self_attn.k_proj.bias`, shape: [kvd] },
@@ -277,10 +282,15 @@ export function planWeights(
     ]);
     matrix(k + "o", [{ name: `${l}self_attn.o_proj.weight`, shape: [H, H] }], H, true);
     // One (2I, H) matrix: a token's row is [gate | up], as siluMul expects.
-    matrix(k + "gate_up", [
-      { name: `${l}mlp.gate_proj.weight`, shape: [I, H] },
-      { name: `${l}mlp.up_proj.weight`, shape: [I, H] },
-    ], H, true);
+    matrix(
+      k + "gate_up",
+      [
+        { name: `${l}mlp.gate_proj.weight`, shape: [I, H] },
+        { name: `${l}mlp.up_proj.weight`, shape: [I, H] },
+      ],
+      H,
+      true,
+    );
     matrix(k + "down", [{ name: `${l}mlp.down_proj.weight`, shape: [H, I] }], I, true);
   }
   vector("text.norm", [{ name: `${tp}norm.weight`, shape: [H] }]);
