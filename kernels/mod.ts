@@ -11,3 +11,5 @@ export * from "./elementwise.ts";
 export * from "./attention.ts";
 export * from "./kv_cache.ts";
 export * from "./sample.ts";
+export * from "./fill.ts";
+export * from "./linear_q.ts";
