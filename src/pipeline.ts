@@ -21,7 +21,7 @@
  */
 import type { Gpu } from "./gpu/device.ts";
 import { readF32 } from "./gpu/buffers.ts";
-import type { WeightDType } from "./gpu/tensor.ts";
+import type { QuantDType, WeightDType } from "./gpu/tensor.ts";
 import { type ModelSource, openModelSource } from "./model_files.ts";
 import { parseConfig } from "./model/config.ts";
 import { Qwen2VLModel } from "./model/qwen2vl.ts";
@@ -48,6 +48,20 @@ import type {
 export interface PipelineOptions {
   /** Weight dtype on the GPU (default f16 where the adapter supports it, else f32). */
   dtype?: WeightDType;
+  /**
+   * Quantize the decoder's matrices and lm_head while loading (default: none, they keep `dtype`):
+   * groups of 32 weights share one f16 scale (src/model/quantize.ts). Memory: q8 stores 8.5 and q4
+   * 4.5 bits per weight instead of f16's 16 (about 53% / 28% of those matrices' bytes; the
+   * embedding and the vision tower stay `dtype`), and decode reads that much less per token. A tied
+   * lm_head (tie_word_embeddings, e.g. Qwen2-VL-2B) becomes its own quantized copy beside the float
+   * embedding, so a model dominated by its vocabulary can grow.
+   * Accuracy, measured on the tiny fixture model against the f32 path (BENCHMARKS.md
+   * "Quantization error"; hidden 32, every row a single group: a worst case): q8 moves logits by at
+   * most 0.485 (of ≈ 35) and keeps every argmax (98/98 positions; all 12 greedy steps of case 0,
+   * pipeline_test); q4 by up to 8.08, with the argmax agreeing at only 59/98 — measure a real
+   * checkpoint before relying on q4.
+   */
+  quant?: QuantDType;
   /** The WebGPU device (default: a new one). */
   gpu?: Gpu;
   /** The id clients use (default: the last segment of the model location). */
@@ -125,6 +139,7 @@ export class Pipeline implements ChatEngine {
       const model = await Qwen2VLModel.load(src, {
         gpu: opts.gpu,
         dtype: opts.dtype,
+        quant: opts.quant,
         maxContext: opts.maxContext,
         onProgress: opts.onProgress,
       });

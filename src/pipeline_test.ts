@@ -4,6 +4,7 @@ import { sharedGpu } from "./gpu/device.ts";
 import { MemoryModelSource, openModelSource } from "./model_files.ts";
 import { readReferenceCase, TINY_DIR } from "./model/_fixture.ts";
 import { maxAbsDiff } from "./ref/_random.ts";
+import { BITS_PER_WEIGHT, logitError } from "./model/quantize.ts";
 import { Pipeline } from "./pipeline.ts";
 import type { ChatMessage, GenerationEvent } from "./generate/types.ts";
 
@@ -11,6 +12,18 @@ const pipeline = sharedGpu().then((gpu) =>
   Pipeline.load(TINY_DIR, { gpu, dtype: "f32", maxContext: 64 })
 );
 const TEXT: ChatMessage[] = [{ role: "user", content: "Write one sentence about the sea." }];
+
+/** Reference case 0: its PNG, then its question, in one user turn. */
+async function case0(): Promise<ChatMessage[]> {
+  const image = await Deno.readFile(`${TINY_DIR}reference/case0_0.png`);
+  return [{
+    role: "user",
+    content: [{ type: "image", image }, {
+      type: "text",
+      text: "What value should be filled in the blank space?",
+    }],
+  }];
+}
 
 Deno.test("Pipeline.load() reads the model's id, generation config and chat template", async () => {
   const p = await pipeline;
@@ -33,14 +46,7 @@ Deno.test("Pipeline.chat() collects the answer into the final record", async () 
 Deno.test("Pipeline.forward() gives transformers' image embeddings and last logits for case 0", async () => {
   const p = await pipeline;
   const ref = await readReferenceCase(0);
-  const image = await Deno.readFile(`${TINY_DIR}reference/case0_0.png`);
-  const r = await p.forward([{
-    role: "user",
-    content: [{ type: "image", image }, {
-      type: "text",
-      text: "What value should be filled in the blank space?",
-    }],
-  }]);
+  const r = await p.forward(await case0());
   assert.deepEqual(Array.from(r.prompt.inputIds), Array.from(ref.inputIds));
   const scale = ref.logitsLast.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
   assert.equal(r.imageEmbeds.length, ref.imageEmbeds.length);
@@ -51,6 +57,47 @@ Deno.test("Pipeline.forward() gives transformers' image embeddings and last logi
       1e-5 * Math.max(1, ...ref.imageEmbeds.map(Math.abs)),
   );
   assert.ok(maxAbsDiff(r.logitsLast, ref.logitsLast) <= 1e-4 * scale);
+});
+
+Deno.test("Pipeline.load() with quant q8 quantizes the decoder and still gives transformers' 12 greedy ids for case 0", async () => {
+  const f32 = await pipeline;
+  const q8 = await Pipeline.load(TINY_DIR, {
+    gpu: f32.model.gpu,
+    dtype: "f32",
+    quant: "q8",
+    maxContext: 64,
+  });
+  try {
+    const plan = q8.model.plan;
+    const decoder = [...plan.tensors.values()].filter((t) =>
+      t.kind === "matrix" && t.key.startsWith("text.layers.")
+    );
+    assert.ok(decoder.length > 0);
+    for (const t of decoder) {
+      assert.equal(t.dtype, "q8", t.key);
+      assert.equal(t.bytes, (t.rows * t.cols * BITS_PER_WEIGHT.q8) / 8, t.key);
+    }
+    assert.equal(plan.tensors.get("text.embed")!.dtype, "f32", "the embedding stays float");
+    // The tiny model ties lm_head to the embedding: quantized, it becomes its own q8 copy.
+    assert.equal(plan.tensors.get("text.lm_head")!.dtype, "q8");
+
+    // The logits move (the weights really are quantized) but stay within quantize_test's
+    // measured q8 bound (max |Δ| ≤ 0.5 of ≈ 35), with the same argmax.
+    const messages = await case0();
+    const [a, b] = [await f32.forward(messages), await q8.forward(messages)];
+    const e = logitError(a.logitsLast, b.logitsLast, a.logitsLast.length);
+    assert.ok(e.maxAbs > 1e-3 && e.maxAbs <= 0.5, `max |Δ logit| ${e.maxAbs}`);
+    assert.equal(e.argmaxAgree, 1);
+
+    // Measured on lavapipe: all 12 greedy steps agree with transformers' fp32 ids (q4: none do).
+    const ref = await readReferenceCase(0);
+    const r = await q8.chat(messages, { maxNewTokens: ref.generatedIds.length, temperature: 0 });
+    assert.equal(r.text, q8.tokenizer.decode(ref.generatedIds, { skipSpecialTokens: true }));
+    assert.equal(r.finishReason, "length");
+    assert.deepEqual(r.usage, { promptTokens: 35, completionTokens: 12, imageTokens: 4 });
+  } finally {
+    q8.dispose();
+  }
 });
 
 Deno.test("Pipeline.generate() runs concurrent requests one after the other, each complete", async () => {

@@ -5,7 +5,8 @@
  */
 import { parseArgs } from "node:util";
 import { InvalidInputError } from "../errors.ts";
-import type { WeightDType } from "../gpu/tensor.ts";
+import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
+import { parseQuant } from "../model/quantize.ts";
 
 /** Bad command-line usage: printed with the usage text, exit code 2. */
 export class UsageError extends Error {
@@ -105,6 +106,21 @@ export function dtypeOption(v: Values, usage: string): WeightDType | undefined {
     throw new UsageError(`--dtype must be f16 or f32, got "${dtype}"`, usage);
   }
   return dtype;
+}
+
+/**
+ * `--quant`: q8, q4, or undefined when absent or "f16" (no quantization; the weights keep
+ * `--dtype`). Parsed by quantize.ts `parseQuant`, which names the accepted values.
+ */
+export function quantOption(v: Values, usage: string): QuantDType | undefined {
+  const quant = v.quant;
+  if (quant === undefined) return undefined;
+  try {
+    return parseQuant(String(quant));
+  } catch (e) {
+    if (e instanceof InvalidInputError) throw new UsageError(`--quant: ${e.message}`, usage);
+    throw e;
+  }
 }
 
 /** The bytes of an `--image` file; an unreadable one is an InvalidInputError naming the path. */

@@ -6,8 +6,16 @@
  * @module
  */
 import type { ChatEngine, ChatMessage, ContentPart, GenerateOptions } from "../generate/types.ts";
-import type { WeightDType } from "../gpu/tensor.ts";
-import { dtypeOption, type Io, onInterrupt, parseCommand, requireString, stdio } from "./_args.ts";
+import type { LoadEngineOptions } from "../server/_engine.ts";
+import {
+  dtypeOption,
+  type Io,
+  onInterrupt,
+  parseCommand,
+  quantOption,
+  requireString,
+  stdio,
+} from "./_args.ts";
 import { generateOptions, SAMPLING_OPTIONS } from "./_generate.ts";
 
 const USAGE = `usage: qvq chat --model <dir|org/name> [options]
@@ -21,6 +29,8 @@ options:
   --temperature <t>         0 = greedy
   --top-p <p>  --top-k <k>  --seed <n>  --repetition-penalty <r>
   --dtype <f16|f32>         weight dtype on the GPU (default f16 where supported)
+  --quant <q8|q4|f16>       quantize the decoder's matrices while loading: 8.5 / 4.5 bits per
+                            weight; q4 costs more accuracy (BENCHMARKS.md); f16: none (default)
 
 in the chat:
   /image <path>   attach an image (PNG, JPEG, WebP) to your next message
@@ -148,7 +158,10 @@ export async function runChat(
 }
 
 /** Loads a chat engine from a model directory, URL or hub id. */
-export type EngineLoader = (model: string, options: { dtype?: WeightDType }) => Promise<ChatEngine>;
+export type EngineLoader = (
+  model: string,
+  options: Pick<LoadEngineOptions, "dtype" | "quant">,
+) => Promise<ChatEngine>;
 
 /**
  * `qvq chat`: parses `args`, loads the model and chats on stdin/stdout until `/exit` or Ctrl+D.
@@ -170,6 +183,7 @@ export async function chatCommand(
     system: { type: "string" },
     ...SAMPLING_OPTIONS,
     dtype: { type: "string" },
+    quant: { type: "string" },
     help: { type: "boolean", short: "h" },
   }, USAGE);
   if (v.help) {
@@ -179,8 +193,9 @@ export async function chatCommand(
   const model = requireString(v, "model", USAGE);
   const options = generateOptions(v, USAGE);
   const dtype = dtypeOption(v, USAGE);
+  const quant = quantOption(v, USAGE);
   const loader = load ?? (await import("../server/_engine.ts")).loadEngine;
-  const engine = await loader(model, { dtype });
+  const engine = await loader(model, { dtype, quant });
   await runChat(engine, {
     ...io,
     input,

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { FakeEngine } from "../server/_fake_engine.ts";
+import { UsageError } from "./_args.ts";
 import { chatCommand, type ChatIo, runChat } from "./_chat.ts";
 
 const PNG_PATH =
@@ -101,16 +102,18 @@ Deno.test("chatCommand() parses its options and chats over the given input", asy
       "S",
       "--dtype",
       "f32",
+      "--quant",
+      "q8",
     ],
     io,
-    (model, { dtype }) => {
-      loaded = `${model} ${dtype}`;
+    (model, { dtype, quant }) => {
+      loaded = `${model} ${dtype} ${quant}`;
       return Promise.resolve(engine);
     },
     ReadableStream.from([new TextEncoder().encode("Hi\n")]),
   );
   assert.equal(code, 0);
-  assert.equal(loaded, "org/name f32");
+  assert.equal(loaded, "org/name f32 q8");
   assert.equal(out.join(""), "I see 0 images. You said: Hi\n");
   const { signal: _, ...options } = engine.calls[0].options;
   assert.deepEqual(options, { temperature: 0.5, seed: 3 });
@@ -123,6 +126,16 @@ Deno.test("chatCommand() parses its options and chats over the given input", asy
   await assert.rejects(
     chatCommand(["--model", "m", "--dtype", "f8"], io),
     /--dtype must be f16 or f32/,
+  );
+  await chatCommand(["--model", "m", "--quant", "f16"], io, (model, { dtype, quant }) => {
+    loaded = `${model} ${dtype} ${quant}`;
+    return Promise.resolve(engine);
+  }, ReadableStream.from([]));
+  assert.equal(loaded, "m undefined undefined", "--quant f16: no quantization");
+  await assert.rejects(
+    chatCommand(["--model", "m", "--quant", "q2"], io),
+    (e: Error) =>
+      e instanceof UsageError && /--quant: quantization "q2" is not supported/.test(e.message),
   );
 });
 

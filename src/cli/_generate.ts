@@ -17,6 +17,7 @@ import {
   numberOption,
   onInterrupt,
   parseCommand,
+  quantOption,
   readImageFile,
   requireString,
   stringList,
@@ -40,6 +41,8 @@ options:
   --stop <text>             stop before this text; repeat for several
   --stop-on-loop            stop when the answer keeps repeating itself
   --dtype <f16|f32>         weight dtype on the GPU (default f16 where supported)
+  --quant <q8|q4|f16>       quantize the decoder's matrices while loading: 8.5 / 4.5 bits per
+                            weight; q4 costs more accuracy (BENCHMARKS.md); f16: none (default)
   --json                    print one JSON object at the end: text, finish reason, usage, timings
 `;
 
@@ -50,6 +53,7 @@ export const MODEL_OPTIONS = {
   image: { type: "string", multiple: true },
   system: { type: "string" },
   dtype: { type: "string" },
+  quant: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -67,12 +71,13 @@ export async function promptMessages(v: Values, usage: string): Promise<ChatMess
   return messages;
 }
 
-/** Loads the pipeline of `--model` (a directory, a URL, or a hub id) with `--dtype`. */
+/** Loads the pipeline of `--model` (a directory, a URL, or a hub id) with `--dtype` and `--quant`. */
 export async function loadPipeline(v: Values, usage: string): Promise<Pipeline> {
   const model = requireString(v, "model", usage);
   const dtype = dtypeOption(v, usage);
+  const quant = quantOption(v, usage);
   const { loadEngine } = await import("../server/_engine.ts");
-  return await loadEngine(model, { dtype });
+  return await loadEngine(model, { dtype, quant });
 }
 
 /** The sampling options `qvq generate` and `qvq chat` both take (read by {@link generateOptions}). */

@@ -21,6 +21,8 @@ options:
   --image <file>         an image; repeat for several
   --system <text>        a system prompt instead of the template's default
   --dtype <f16|f32>      weight dtype on the GPU (f32 for parity with transformers' fp32)
+  --quant <q8|q4|f16>    quantize the decoder's matrices while loading (f16: none), to measure
+                         what quantization does to the logits
   --out <file>           where to write the safetensors file
 `;
 

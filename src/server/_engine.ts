@@ -4,7 +4,7 @@
  * and the terminal chat turn a model name into a Pipeline.
  * @module
  */
-import type { WeightDType } from "../gpu/tensor.ts";
+import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
 import { type DownloadOptions, resolveModel } from "../hub/download.ts";
 import { ProgressBar, type ProgressSink, stderrSink } from "../hub/_progress.ts";
 import { Pipeline } from "../pipeline.ts";
@@ -13,6 +13,8 @@ import { Pipeline } from "../pipeline.ts";
 export interface LoadEngineOptions {
   /** Weight dtype on the GPU (default: the pipeline's choice). */
   dtype?: WeightDType;
+  /** Quantize the decoder's matrices and lm_head (default: none; see PipelineOptions.quant). */
+  quant?: QuantDType;
   /** Hub download settings (default: from HF_* environment variables). */
   download?: DownloadOptions;
   /** A progress bar for the weight upload: true (stderr), false, or a sink. Default: when stderr is a terminal. */
@@ -44,6 +46,7 @@ export async function loadEngine(
   let shown = 0;
   const pipeline = await Pipeline.load(location, {
     dtype: options.dtype,
+    quant: options.quant,
     modelId: fromHub ? model.replace(/@.*$/, "") : undefined,
     onProgress: sink
       ? (done, total) => {

@@ -6,6 +6,17 @@ import { loadEngine } from "./_engine.ts";
 
 const TINY = fileURLToPath(new URL("../../tests/fixtures/tiny-qwen2vl", import.meta.url));
 
+Deno.test("loadEngine() passes quant to the model: its decoder matrices load as q4", async () => {
+  const engine = await loadEngine(TINY, { quant: "q4", progress: false });
+  try {
+    const { plan } = engine.model;
+    assert.equal(plan.quant, "q4");
+    assert.equal(plan.tensors.get("text.layers.0.qkv")!.dtype, "q4");
+  } finally {
+    engine.dispose();
+  }
+});
+
 Deno.test("loadEngine() names a directory's model by its folder and a hub model by its id", async () => {
   const fromDir = await loadEngine(TINY, { progress: false });
   try {

@@ -5,7 +5,9 @@
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { InvalidInputError } from "../errors.ts";
+import { parseQuant } from "../model/quantize.ts";
 import type { ServerOptions } from "./app.ts";
+import type { LoadEngineOptions } from "./_engine.ts";
 
 /** Reads one environment variable (undefined when unset). */
 export type Env = (name: string) => string | undefined;
@@ -34,6 +36,23 @@ export function modelFromEnv(env: Env, moduleUrl: string): string {
     );
   }
   return fileURLToPath(tiny);
+}
+
+/**
+ * How to load the model, from `QVQ_QUANT`: q8 or q4 quantize the decoder's matrices while
+ * loading; f16 or unset/empty: no quantization.
+ * @throws InvalidInputError for any other value, naming the variable and the accepted values
+ */
+export function loadOptionsFromEnv(env: Env): Pick<LoadEngineOptions, "quant"> {
+  const text = env("QVQ_QUANT");
+  if (text === undefined || text === "") return {};
+  let quant;
+  try {
+    quant = parseQuant(text);
+  } catch (e) {
+    throw e instanceof InvalidInputError ? new InvalidInputError(`QVQ_QUANT: ${e.message}`) : e;
+  }
+  return quant ? { quant } : {};
 }
 
 /** Server options from `QVQ_API_KEY`, `QVQ_MAX_QUEUE` and `QVQ_ALLOW_REMOTE_IMAGES`. */

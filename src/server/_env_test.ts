@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { listenOptions, modelFromEnv, optionsFromEnv } from "./_env.ts";
+import { InvalidInputError } from "../errors.ts";
+import { listenOptions, loadOptionsFromEnv, modelFromEnv, optionsFromEnv } from "./_env.ts";
 
 const vars = (v: Record<string, string>) => (name: string) => v[name];
 
@@ -29,6 +30,24 @@ Deno.test("optionsFromEnv() reads the API key, the queue length and the remote-i
     () => optionsFromEnv(vars({ QVQ_MAX_QUEUE: "lots" })),
     /QVQ_MAX_QUEUE must be a whole number.*"lots"/,
   );
+});
+
+Deno.test("loadOptionsFromEnv() reads QVQ_QUANT: q8/q4 quantize, f16/empty/unset do not, others fail", () => {
+  assert.deepEqual(loadOptionsFromEnv(vars({})), {});
+  assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_QUANT: "" })), {});
+  assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_QUANT: "f16" })), {});
+  assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_QUANT: "q8" })), { quant: "q8" });
+  assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_QUANT: "q4" })), { quant: "q4" });
+  for (const bad of ["q3", "Q4", "int8", " q8"]) {
+    assert.throws(
+      () => loadOptionsFromEnv(vars({ QVQ_QUANT: bad })),
+      (e: Error) =>
+        e instanceof InvalidInputError &&
+        e.message.includes(`QVQ_QUANT: quantization "${bad}" is not supported`) &&
+        /use one of q8, q4 \(or f16\)/.test(e.message),
+      bad,
+    );
+  }
 });
 
 Deno.test("listenOptions() takes --port, else PORT, else 8000, and --host", () => {

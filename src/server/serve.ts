@@ -8,6 +8,7 @@
  *
  * Environment:
  * - `QVQ_MODEL`: model directory or hub id (e.g. `Qwen/QVQ-72B-Preview`, `Qwen/Qwen2-VL-2B-Instruct`)
+ * - `QVQ_QUANT`: `q8` or `q4` quantize the decoder's matrices while loading (default `f16`: none)
  * - `QVQ_API_KEY`: require `Authorization: Bearer <key>` on /v1
  * - `QVQ_MAX_QUEUE`: requests that may wait for the model (default 16)
  * - `QVQ_ALLOW_REMOTE_IMAGES=1`: fetch http(s) image URLs (public addresses only)
@@ -21,11 +22,11 @@
  */
 import { createApp } from "./app.ts";
 import { loadEngine } from "./_engine.ts";
-import { modelFromEnv, optionsFromEnv } from "./_env.ts";
+import { loadOptionsFromEnv, modelFromEnv, optionsFromEnv } from "./_env.ts";
 
 const env = (name: string) => Deno.env.get(name);
 const model = modelFromEnv(env, import.meta.url);
-const engine = loadEngine(model);
+const engine = loadEngine(model, loadOptionsFromEnv(env));
 engine.then(
   (e) => console.error(`qvq: serving ${e.modelId} (from ${model})`),
   (error) => {
