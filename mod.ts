@@ -77,6 +77,7 @@ export {
 } from "./src/model/qwen2vl.ts";
 export { type Qwen2VLConfig } from "./src/model/config.ts";
 export { Gpu, type GpuFeatures, requestGpu, type RequestGpuOptions } from "./src/gpu/device.ts";
+export type { QuantDType, WeightDType } from "./src/gpu/tensor.ts";
 
 // Errors.
 export { GpuError, InvalidInputError, ModelFileError, QvqError } from "./src/errors.ts";
