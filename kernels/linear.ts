@@ -37,8 +37,16 @@ import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, variant } from 
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
 import { linearQ } from "./linear_q.ts";
+import { rmsNorm } from "./norm.ts";
 
-const Params = defineParams({ m: "u32", n: "u32", k: "u32", row_start: "u32", rows: "u32" });
+const Params = defineParams({
+  m: "u32",
+  n: "u32",
+  k: "u32",
+  row_start: "u32",
+  rows: "u32",
+  eps: "f32", // RMSNorm epsilon (NORM only)
+});
 
 /** Kernel shape knobs of {@link linear}; benchmarks override them, callers use the defaults. */
 export interface LinearTuning {
@@ -91,6 +99,12 @@ export interface LinearShape {
   m: number;
   /** Add the result to y's current contents (a fused residual add): y += x · wᵀ (+ bias). */
   accumulate?: boolean;
+  /**
+   * RMS-normalise x on load (a fused Qwen2RMSNorm): y = rmsNorm(x) · w · wᵀ (+ bias) (+ y), with
+   * `weight` (k) f32 and `eps` as in kernels/norm.ts. Only for m = 1 and f32/f16 weights (decode);
+   * elsewhere the caller runs {@link rmsNorm} first — see {@link normLinear}.
+   */
+  norm?: { weight: BufferArg; eps: number };
 }
 
 /**
@@ -115,8 +129,14 @@ export function linear(
   s: LinearShape,
   tuning: Partial<LinearTuning> = {},
 ): Dispatch[] {
+  const { m, norm } = s;
+  if (norm && (isQuant(w.dtype) || m !== 1)) {
+    throw new InvalidInputError(
+      `linear: a fused norm needs m = 1 and an f32/f16 weight, got m = ${m}, ${w.dtype}; ` +
+        "use normLinear(), which runs a separate rmsNorm there",
+    );
+  }
   if (isQuant(w.dtype)) return linearQ(gpu, y, x, w, bias, s); // q8/q4: kernels/linear_q.ts
-  const { m } = s;
   const t = { ...LINEAR_TUNING, ...tuning };
   const tile = t.tile ?? (m >= 128 ? 8 : 4);
   if (
@@ -135,6 +155,7 @@ export function linear(
   checkSize("x", x, m * w.cols * 4);
   checkSize("y", y, m * w.rows * 4);
   if (bias) checkSize("bias", bias, w.rows * 4);
+  if (norm) checkSize("norm weight", norm.weight, w.cols * 4);
   if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError("linear: y must not alias x");
   const gemv = m === 1;
   const pack8 = gemv && t.gemvPack8 && w.dtype === "f16" && w.cols % 8 === 0;
@@ -149,12 +170,17 @@ export function linear(
       ? tpr > 1 && tpr <= (sgMin ?? 0)
       : (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= t.gemvWg);
   const rowsPerGroup = smallK ? t.gemvWg / tpr : t.gemvRows;
+  // Bindings: x, w, [bias], [norm weight], y.
+  const inputs = [x, ...(bias ? [bias] : []), ...(norm ? [norm.weight] : [])];
   const v = variant(gpu, {
     family: "linear",
     entry: "main",
-    bindings: bias ? ["read", "read", "read", "read_write"] : ["read", "read", "read_write"],
+    bindings: [...inputs.map(() => "read" as const), "read", "read_write"],
     params: Params,
     defines: {
+      NORM: norm !== undefined,
+      ...(norm ? { NW_BINDING: inputs.length } : {}),
+      Y_BINDING: inputs.length + 1,
       F16: w.dtype === "f16" && !pack8,
       PACK8: pack8,
       VEC: w.cols % 4 === 0,
@@ -170,11 +196,48 @@ export function linear(
     },
   });
   return w.chunks.map((c) => {
-    const params = Params.pack({ m, n: w.rows, k: w.cols, row_start: c.rowStart, rows: c.rows });
+    const params = Params.pack({
+      m,
+      n: w.rows,
+      k: w.cols,
+      row_start: c.rowStart,
+      rows: c.rows,
+      eps: norm?.eps ?? 0,
+    });
     const grid = gemv
       ? grid2d(ceilDiv(c.rows, rowsPerGroup))
       : [ceilDiv(c.rows, 16 * tile), ceilDiv(m, 16 * tile)] as const;
-    const buffers = bias ? [x, c.buffer, bias, y] : [x, c.buffer, y];
+    const buffers = [x, c.buffer, ...inputs.slice(1), y];
     return new Dispatch(gpu, v, buffers, params, grid);
   });
+}
+
+/**
+ * y = rmsNorm(x) · nw · wᵀ (+ bias) (+ y when `s.accumulate`): one fused dispatch per weight chunk
+ * where {@link linear}'s `norm` applies (m = 1, f32/f16 weight), else {@link rmsNorm} into `h`
+ * then {@link linear} from `h`.
+ * @param y (m, w.rows) f32
+ * @param x (m, w.cols) f32
+ * @param h (m, w.cols) f32 scratch for the normed x (untouched when fused)
+ * @param nw (w.cols) f32 norm weight
+ * @param bias (w.rows) f32, or null
+ */
+export function normLinear(
+  gpu: Gpu,
+  y: BufferArg,
+  x: BufferArg,
+  h: BufferArg,
+  nw: BufferArg,
+  w: Weight,
+  bias: BufferArg | null,
+  s: { m: number; eps: number; accumulate?: boolean },
+): Dispatch[] {
+  const { m, eps, accumulate } = s;
+  if (m === 1 && !isQuant(w.dtype)) {
+    return linear(gpu, y, x, w, bias, { m, accumulate, norm: { weight: nw, eps } });
+  }
+  return [
+    rmsNorm(gpu, h, x, nw, { rows: m, cols: w.cols, eps }),
+    ...linear(gpu, y, h, w, bias, { m, accumulate }),
+  ];
 }

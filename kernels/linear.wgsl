@@ -10,6 +10,10 @@
 // enables it only when every subgroup size the adapter may use divides WG (with TPR: is ≥ TPR).
 // #if PACK8 (GEMV only, f16, k % 8 == 0): w is read 8 halves at a time as vec4<u32> (16-byte
 // loads) and unpacked with unpack2x16float; needs no shader-f16.
+// #if NORM (GEMV only): x is RMS-normed on load (a fused Qwen2RMSNorm before the linear):
+// y = inv_rms · (w · (x ∘ nw)ᵀ) (+ bias) (+ y), inv_rms = 1 / sqrt(mean(x²) + p.eps). Every
+// workgroup reduces mean(x²) itself (x is at most a few KiB, and cache-hot), which costs less than a
+// separate norm dispatch and its round trip through memory.
 
 #if VEC
 alias XV = vec4<f32>;
@@ -35,10 +39,8 @@ alias WV = f32;
 #endif
 #if BIAS
 @group(0) @binding(2) var<storage, read> bias: array<f32>;     // (n) f32, indexed by output column
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;  // (m, n) f32
-#else
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;  // (m, n) f32
 #endif
+@group(0) @binding({{Y_BINDING}}) var<storage, read_write> y: array<f32>;  // (m, n) f32
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
 // Elements per x / w array element (PACK8: per vec4<u32> of w).
@@ -51,6 +53,12 @@ const V: u32 = 4u;
 const V: u32 = 1u;
 #endif
 #endif
+// Elements per x array element.
+#if VEC
+const XW: u32 = 4u;
+#else
+const XW: u32 = 1u;
+#endif
 #if VEC
 fn dot_xw(a: XV, b: XV) -> f32 { return dot(a, b); }
 #else
@@ -61,7 +69,11 @@ fn dot_xw(a: XV, b: XV) -> f32 { return a * b; }
 fn store(row: u32, c: u32, acc: f32) {
   let col = p.row_start + c;
   let i = row * p.n + col;
+#if NORM
+  var v = acc * inv_rms;
+#else
   var v = acc;
+#endif
 #if BIAS
   v += bias[col];
 #endif
@@ -73,6 +85,31 @@ fn store(row: u32, c: u32, acc: f32) {
 
 #if GEMV
 const WG: u32 = {{WG}}u;
+
+#if NORM
+@group(0) @binding({{NW_BINDING}}) var<storage, read> nw: array<XV>;  // (k) f32 RMSNorm weight
+var<workgroup> nred: array<f32, WG>;
+var<private> inv_rms: f32;
+
+// Sets inv_rms from all of x (a tree over workgroup memory: the same bits on every path). Called
+// by every thread of the workgroup in uniform control flow.
+fn norm_init(lid: u32) {
+  var ss = 0.0;
+  for (var i = lid; i < p.k / XW; i += WG) { let e = x[i]; ss += dot_xw(e, e); }
+  nred[lid] = ss;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (lid < s) { nred[lid] += nred[lid + s]; }
+    workgroupBarrier();
+  }
+  inv_rms = inverseSqrt(nred[0] / f32(p.k) + p.eps);
+}
+
+// x element i (in XV units) times the norm weight; the 1 / rms factor is applied in store().
+fn xn(i: u32) -> XV { return x[i] * nw[i]; }
+#else
+fn xn(i: u32) -> XV { return x[i]; }
+#endif
 #if TPR
 // Small k (a row is a few dozen loads): TPR threads (a power of two) per output row, each doing
 // about 4 loads, so few threads idle; the row groups of a workgroup are WG / TPR consecutive rows.
@@ -85,16 +122,19 @@ var<workgroup> red: array<f32, WG>;  // one partial per thread, tree-reduced per
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let r = (wid.x + wid.y * 65535u) * (WG / TPR) + lid / TPR;  // this thread's chunk row
   let t = lid % TPR;                                          // its lane within the row group
+#if NORM
+  norm_init(lid);
+#endif
   // Rows past the chunk's end read the last row again (in bounds) and are not stored.
   let base = min(r, p.rows - 1u) * (p.k / V);
   var acc = 0.0;
   for (var j = t; j < p.k / V; j += TPR) {
 #if PACK8
     let q = w[base + j];
-    acc += dot(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), x[2u * j]) +
-      dot(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), x[2u * j + 1u]);
+    acc += dot(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), xn(2u * j)) +
+      dot(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), xn(2u * j + 1u));
 #else
-    acc += dot_xw(XV(w[base + j]), x[j]);
+    acc += dot_xw(XV(w[base + j]), xn(j));
 #endif
   }
   // Both reductions add in the same order (lane t takes t + s for s = TPR/2, …, 1), so they give
@@ -140,6 +180,9 @@ var<workgroup> red: array<f32, ROWS * WG>;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 #endif
   let r0 = (wid.x + wid.y * 65535u) * ROWS;  // first chunk row of this workgroup
+#if NORM
+  norm_init(lid);
+#endif
   let kv = p.k / V;
   var acc: array<f32, ROWS>;
   for (var r = 0u; r < ROWS; r++) { acc[r] = 0.0; }
@@ -147,10 +190,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // the last row again (in bounds, branch-free) and are not stored.
   for (var j = lid; j < kv; j += WG) {
 #if PACK8
-    let xa = x[2u * j];
-    let xb = x[2u * j + 1u];
+    let xa = xn(2u * j);
+    let xb = xn(2u * j + 1u);
 #else
-    let xv = x[j];
+    let xv = xn(j);
 #endif
     for (var r = 0u; r < ROWS; r++) {
       let row = min(r0 + r, p.rows - 1u);

@@ -15,7 +15,7 @@ import {
   kvWrite,
   kvWriteAt,
   linear,
-  rmsNorm,
+  normLinear,
   rope,
   ropeAt,
   siluMul,
@@ -83,7 +83,8 @@ export interface LayerCache {
 
 /**
  * One decoder layer over m tokens of `b`, with `attend` (rope + cache write + attention from
- * b.qkv into b.attn) in the middle. Residual adds are fused into o_proj and down_proj.
+ * b.qkv into b.attn) in the middle. Residual adds are fused into o_proj and down_proj; at m = 1
+ * (decode) the two RMSNorms are fused into qkv and gate_up ({@link normLinear}; b.h is unused).
  *
  * transformers `Qwen2VLDecoderLayer.forward` / `Qwen2MLP.forward`:
  * ```python
@@ -107,14 +108,30 @@ export function layerDispatches(
   attend: Dispatch[],
 ): Dispatch[] {
   const k = `text.layers.${layer}.`;
-  const norm = { rows: m, cols: t.hiddenSize, eps: t.rmsNormEps };
+  const norm = { m, eps: t.rmsNormEps };
   return [
-    rmsNorm(gpu, b.h, b.x, w.vector(k + "input_norm"), norm),
-    ...linear(gpu, b.qkv, b.h, w.matrix(k + "qkv"), w.vector(k + "qkv_bias"), { m }),
+    ...normLinear(
+      gpu,
+      b.qkv,
+      b.x,
+      b.h,
+      w.vector(k + "input_norm"),
+      w.matrix(k + "qkv"),
+      w.vector(k + "qkv_bias"),
+      norm,
+    ),
     ...attend,
     ...linear(gpu, b.x, b.attn, w.matrix(k + "o"), null, { m, accumulate: true }),
-    rmsNorm(gpu, b.h, b.x, w.vector(k + "post_norm"), norm),
-    ...linear(gpu, b.gateUp, b.h, w.matrix(k + "gate_up"), null, { m }),
+    ...normLinear(
+      gpu,
+      b.gateUp,
+      b.x,
+      b.h,
+      w.vector(k + "post_norm"),
+      w.matrix(k + "gate_up"),
+      null,
+      norm,
+    ),
     siluMul(gpu, b.act, b.gateUp, { rows: m, cols: t.intermediateSize }),
     ...linear(gpu, b.x, b.act, w.matrix(k + "down"), null, { m, accumulate: true }),
   ];
@@ -205,6 +222,7 @@ export function decodeAttend(
  * Final norm and lm_head over m rows of `x` (already the rows to score).
  *
  * transformers: `hidden_states = self.norm(hidden_states)` then `logits = self.lm_head(hidden_states)`.
+ * At m = 1 the norm is fused into lm_head ({@link normLinear}; h is unused).
  * @param logits (m, vocab) f32
  */
 export function headDispatches(
@@ -216,8 +234,9 @@ export function headDispatches(
   x: GPUBuffer,
   m: number,
 ): Dispatch[] {
-  return [
-    rmsNorm(gpu, h, x, w.vector("text.norm"), { rows: m, cols: t.hiddenSize, eps: t.rmsNormEps }),
-    ...linear(gpu, logits, h, w.matrix("text.lm_head"), null, { m }),
-  ];
+  const lmHead = w.matrix("text.lm_head");
+  return normLinear(gpu, logits, x, h, w.vector("text.norm"), lmHead, null, {
+    m,
+    eps: t.rmsNormEps,
+  });
 }

@@ -3,6 +3,7 @@
  * f32 inputs up to one final rounding; GPU results differ by their f32 summation error only.
  * @module
  */
+import { rmsNorm } from "./norm.ts";
 
 /**
  * y = x · wᵀ (+ bias) (+ y0), PyTorch's nn.Linear with w in (out_features, in_features) layout.
@@ -30,4 +31,27 @@ export function linear(
     }
   }
   return y;
+}
+
+/**
+ * The fused norm + linear of kernels/linear.wgsl's NORM variant: linear(rmsNorm(x) · nw).
+ * @param x (m, k) f32
+ * @param nw (k) f32 RMSNorm weight
+ * @param w (n, k) f32 (f16-rounded values for an f16 weight)
+ * @param bias (n) f32 or null
+ * @param y0 (m, n) f32 added to the result, or undefined
+ * @returns (m, n) f32
+ */
+export function normLinear(
+  x: Float32Array,
+  nw: Float32Array,
+  eps: number,
+  w: Float32Array,
+  bias: Float32Array | null,
+  m: number,
+  n: number,
+  k: number,
+  y0?: Float32Array,
+): Float32Array {
+  return linear(rmsNorm(x, nw, m, k, eps), w, bias, m, n, k, y0);
 }
