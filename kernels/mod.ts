@@ -13,3 +13,4 @@ export * from "./kv_cache.ts";
 export * from "./sample.ts";
 export * from "./fill.ts";
 export * from "./linear_q.ts";
+export * from "./convert.ts";

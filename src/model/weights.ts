@@ -9,7 +9,7 @@
  */
 import { GpuError, ModelFileError } from "../errors.ts";
 import { fmtBytes, type Gpu } from "../gpu/device.ts";
-import { uploadArray } from "../gpu/buffers.ts";
+import { createStorage, writeArray } from "../gpu/buffers.ts";
 import {
   chunkRows,
   createWeight,
@@ -19,9 +19,10 @@ import {
   type QuantDType,
   type Weight,
   type WeightDType,
-  writeWeightRows,
 } from "../gpu/tensor.ts";
 import { writeQuantRows } from "../../kernels/linear_q.ts";
+import { convertRows, type SourceDType } from "../../kernels/convert.ts";
+import { run } from "../../kernels/_kernel.ts";
 import type { SafetensorsCheckpoint } from "../safetensors.ts";
 import type { Qwen2VLConfig } from "./config.ts";
 
@@ -105,8 +106,9 @@ export interface WeightPlan {
   weightBytes: number;
 }
 
-/** Float dtypes a weight may be stored in. */
-const FLOAT_DTYPES = new Set(["BF16", "F16", "F32"]);
+/** Float dtypes a weight may be stored in, with their bytes per element. */
+const STORED_BYTES = { BF16: 2, F16: 2, F32: 4 } as const;
+const FLOAT_DTYPES = new Set(Object.keys(STORED_BYTES));
 
 /** Prefixes of the two naming schemes. */
 function prefixes(naming: Naming) {
@@ -429,76 +431,137 @@ export class GpuWeights {
   }
 }
 
-/** Bytes read and converted per slice while streaming a tensor to the GPU. */
+/** Stored bytes per slice while streaming a tensor to the GPU. */
 const UPLOAD_SLICE_BYTES = 32 << 20;
 
 /**
+ * Two GPU staging buffers for a checkpoint's stored bytes, filled in turn: slices (and runs of
+ * small tensors, packed one after another) are written into one buffer and converted on the GPU
+ * into their weights while the checkpoint reads the next slice from disk. Before a buffer is
+ * filled again, the conversions that read it must have finished: at most two buffers' worth is in
+ * flight, so CPU memory stays at a few slices however fast the disk is, and small tensors cost no
+ * wait each.
+ */
+class Staging {
+  readonly #gpu: Gpu;
+  readonly #size: number;
+  readonly #buffers: GPUBuffer[] = [];
+  readonly #done: Promise<unknown>[] = [];
+  #k = 0;
+  #at = 0;
+
+  constructor(gpu: Gpu, size: number) {
+    this.#gpu = gpu;
+    this.#size = size;
+  }
+
+  /**
+   * Converts `rows` rows of stored bytes into rows [rowStart, rowStart + rows) of `w`.
+   * @param bytes (rows, w.cols) elements of `from`, as stored (little-endian)
+   */
+  async write(w: Weight, rowStart: number, rows: number, bytes: Uint8Array, from: SourceDType) {
+    const gpu = this.#gpu, len = Math.ceil(bytes.length / 4) * 4;
+    let buf = this.#buffers[this.#k];
+    if (!buf || this.#at + len > buf.size) {
+      if (buf) {
+        this.#done[this.#k] = gpu.device.queue.onSubmittedWorkDone();
+        this.#k ^= 1;
+        this.#at = 0;
+      }
+      await this.#done[this.#k];
+      buf = this.#buffers[this.#k];
+      if (!buf || buf.size < len) {
+        buf?.destroy();
+        buf = this.#buffers[this.#k] = createStorage(
+          gpu,
+          Math.max(this.#size, len),
+          `upload.staging${this.#k}`,
+        );
+      }
+    }
+    writeArray(gpu, buf, bytes, this.#at);
+    const src = { buffer: buf, offset: this.#at, size: len };
+    const ds = convertRows(gpu, w, rowStart, src, from, rows);
+    run(gpu, ds, "upload");
+    ds.forEach((d) => d.destroy());
+    const align = gpu.limits.minStorageBufferOffsetAlignment;
+    this.#at += Math.ceil(len / align) * align;
+  }
+
+  /** Waits for the conversions in flight, then frees the buffers. */
+  async destroy(): Promise<void> {
+    await this.#gpu.device.queue.onSubmittedWorkDone();
+    for (const b of this.#buffers) b.destroy();
+  }
+}
+
+/**
  * Streams every planned tensor from the checkpoint to the GPU, slice by slice (never a whole
- * shard, nor a whole 2 GB tensor, in memory), converting BF16/F16/F32 to the plan's dtype.
- * Allocation failures become a GpuError that says how much the model needs.
+ * shard, nor a whole 2 GB tensor, in memory). The stored bytes (BF16, F16 or F32) are uploaded as
+ * they are and converted on the GPU (kernels/convert.ts; quantized matrices: kernels/linear_q.ts),
+ * so no element passes through a CPU conversion. Allocation failures become a GpuError that says
+ * how much the model needs.
  * @param onProgress called after each tensor with bytes uploaded so far and the total
+ * @param sliceBytes stored bytes per slice (tests pass small ones to cross slice borders)
  */
 export async function uploadWeights(
   gpu: Gpu,
   ckpt: SafetensorsCheckpoint,
   plan: WeightPlan,
   onProgress?: (done: number, total: number) => void,
+  sliceBytes: number = UPLOAD_SLICE_BYTES,
 ): Promise<GpuWeights> {
   const out = new GpuWeights();
+  const staging = new Staging(gpu, sliceBytes);
   let done = 0;
   try {
     for (const pt of plan.tensors.values()) {
-      if (pt.kind === "vector") {
-        const data = new Float32Array(pt.rows);
-        let at = 0;
-        for (const s of pt.sources) {
-          data.set(await ckpt.readF32(s.name), at);
-          at += s.rows;
-        }
-        out.set(
-          pt.key,
-          await allocChecked(gpu, pt.bytes, pt.key, plan, () => uploadArray(gpu, data, pt.key)),
-        );
-      } else {
-        const w = await allocChecked(
-          gpu,
-          pt.bytes,
-          pt.key,
-          plan,
-          () => createWeight(gpu, pt.rows, pt.cols, pt.dtype, pt.key, plan.maxBinding),
-        );
-        out.set(pt.key, w);
-        // Bytes of a row as read (quantized weights are read as f16 and quantized on the GPU).
-        const rowBytes = pt.cols * (pt.dtype === "f32" ? 4 : 2);
-        // Whole rows per slice; an even count keeps odd-width f16 (and odd-group quantized)
-        // writes 4-byte aligned.
-        const sliceRows = Math.max(2, Math.floor(UPLOAD_SLICE_BYTES / rowBytes) & ~1);
-        let dst = 0;
-        for (const s of pt.sources) {
-          const maxBytes = sliceRows * rowBytes;
-          if (isQuant(pt.dtype) && ckpt.get(s.name).dtype === "BF16") {
-            // The stored bytes go to the GPU unconverted; the quantize kernel reads bf16.
-            for await (const c of ckpt.readChunks(s.name, { to: "raw", maxBytes })) {
-              const bits = new Uint16Array(c.data.buffer, c.data.byteOffset, c.data.length / 2);
-              writeQuantRows(gpu, w, dst + c.rowStart, bits, "bf16");
-            }
-          } else {
-            const to = pt.dtype === "f32" ? "f32" : "f16";
-            const write = isQuant(pt.dtype) ? writeQuantRows : writeWeightRows;
-            for await (const c of ckpt.readChunks(s.name, { to, maxBytes })) {
-              write(gpu, w, dst + c.rowStart, c.data);
-            }
+      // A vector is an f32 (n, 1) matrix in one buffer, written by the same path.
+      const w = await allocChecked(
+        gpu,
+        pt.bytes,
+        pt.key,
+        plan,
+        () =>
+          pt.kind === "vector"
+            ? createWeight(gpu, pt.rows, 1, "f32", pt.key, plan.maxBinding)
+            : createWeight(gpu, pt.rows, pt.cols, pt.dtype, pt.key, plan.maxBinding),
+      );
+      out.set(pt.key, pt.kind === "vector" ? w.chunks[0].buffer : w);
+      let dst = 0;
+      for (const s of pt.sources) {
+        const stored = ckpt.get(s.name).dtype as keyof typeof STORED_BYTES;
+        // Bytes of a row as read (quantized weights are read as 16-bit and quantized on the GPU).
+        const rowBytes = pt.cols * (isQuant(pt.dtype) ? 2 : STORED_BYTES[stored]);
+        // Whole rows per slice; an even count keeps odd-group quantized writes 4-byte aligned.
+        const maxBytes = Math.max(2, Math.floor(sliceBytes / rowBytes) & ~1) * rowBytes;
+        if (!isQuant(pt.dtype)) {
+          const from = stored.toLowerCase() as SourceDType;
+          for await (const c of ckpt.readChunks(s.name, { to: "raw", maxBytes, reuse: true })) {
+            await staging.write(w, dst + c.rowStart, c.rows, c.data, from);
           }
-          dst += s.rows;
+        } else if (stored === "BF16") {
+          // The stored bytes go to the GPU unconverted; the quantize kernel reads bf16.
+          for await (const c of ckpt.readChunks(s.name, { to: "raw", maxBytes })) {
+            const bits = new Uint16Array(c.data.buffer, c.data.byteOffset, c.data.length / 2);
+            writeQuantRows(gpu, w, dst + c.rowStart, bits, "bf16");
+          }
+        } else {
+          for await (const c of ckpt.readChunks(s.name, { to: "f16", maxBytes })) {
+            writeQuantRows(gpu, w, dst + c.rowStart, c.data);
+          }
         }
+        dst += s.rows;
       }
       done += pt.bytes;
       onProgress?.(done, plan.weightBytes);
     }
   } catch (e) {
+    await staging.destroy().catch(() => {});
     out.destroy();
     throw e;
   }
+  await staging.destroy();
   return out;
 }
 

@@ -8,7 +8,12 @@ import {
   rowsPerChunk,
   type StoredTensor,
   type TensorLookup,
+  uploadWeights,
 } from "./weights.ts";
+import { sharedGpu } from "../gpu/device.ts";
+import { readBytes } from "../gpu/buffers.ts";
+import { openModelSource } from "../model_files.ts";
+import { SafetensorsCheckpoint } from "../safetensors.ts";
 import { checkpointTensors, type HeaderTensor } from "./_sparse.ts";
 import { TINY_DIR } from "./_fixture.ts";
 
@@ -145,3 +150,57 @@ Deno.test("rowsPerChunk() keeps f16 chunks of odd width 4-byte aligned", () => {
   assert.equal(rowsPerChunk(5, 3, "f16", 30), 5); // the whole weight fits: one chunk
   assert.equal(rowsPerChunk(100, 3, "f32", 30), 2);
 });
+
+Deno.test("uploadWeights() gives every tensor the WASM converter's bits (bf16 fixture → f16 and f32, small chunks and slices)", async () => {
+  const gpu = await sharedGpu();
+  const src = openModelSource(TINY_DIR);
+  const cfg = parseConfig(await src.readJson("config.json"));
+  const ckpt = await SafetensorsCheckpoint.open(src);
+  try {
+    for (const dtype of ["f16", "f32"] as const) {
+      // 1 MiB chunks split the embedding into 10-19 buffers; 300 kB slices cross chunk borders
+      // mid-slice and make most tensors several slices.
+      const plan = planWeights(cfg, (n) => (ckpt.has(n) ? ckpt.get(n) : undefined), {
+        dtype,
+        maxBinding: MiB,
+        where: ckpt.origin,
+      });
+      assert.ok(plan.tensors.get("text.embed")!.chunks >= 10);
+      const w = await uploadWeights(gpu, ckpt, plan, undefined, 300_000);
+      try {
+        for (const pt of plan.tensors.values()) {
+          const to = pt.kind === "vector" ? "f32" : dtype;
+          const want: Uint8Array[] = [];
+          for (const s of pt.sources) {
+            for await (const c of ckpt.readChunks(s.name, { to, maxBytes: 64 * MiB })) {
+              want.push(new Uint8Array(c.data.buffer, c.data.byteOffset, c.data.byteLength));
+            }
+          }
+          const buffers = pt.kind === "vector"
+            ? [{ buffer: w.vector(pt.key), rows: pt.rows }]
+            : w.matrix(pt.key).chunks;
+          const got: Uint8Array[] = [];
+          for (const c of buffers) {
+            const bytes = c.rows * pt.cols * (to === "f16" ? 2 : 4);
+            got.push(new Uint8Array(await readBytes(gpu, c.buffer, bytes)));
+          }
+          assert.deepEqual(concat(got), concat(want), `${pt.key} (${to})`);
+        }
+      } finally {
+        w.destroy();
+      }
+    }
+  } finally {
+    ckpt.close();
+  }
+});
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
