@@ -38,6 +38,7 @@ import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
 import { linearQ } from "./linear_q.ts";
 import { rmsNorm } from "./norm.ts";
+import { siluMul } from "./elementwise.ts";
 
 const Params = defineParams({
   m: "u32",
@@ -105,6 +106,11 @@ export interface LinearShape {
    * elsewhere the caller runs {@link rmsNorm} first — see {@link normLinear}.
    */
   norm?: { weight: BufferArg; eps: number };
+  /**
+   * x is (m, 2k) f32 rows [gate | up] and the linear reads silu(gate) · up (a fused
+   * {@link siluMul}). Only for m = 1 and f32/f16 weights, not with `norm` — see {@link siluMulLinear}.
+   */
+  siluMul?: boolean;
 }
 
 /**
@@ -130,10 +136,19 @@ export function linear(
   tuning: Partial<LinearTuning> = {},
 ): Dispatch[] {
   const { m, norm } = s;
+  const silu = s.siluMul === true;
   if (norm && (isQuant(w.dtype) || m !== 1)) {
     throw new InvalidInputError(
       `linear: a fused norm needs m = 1 and an f32/f16 weight, got m = ${m}, ${w.dtype}; ` +
         "use normLinear(), which runs a separate rmsNorm there",
+    );
+  }
+  if (silu && (isQuant(w.dtype) || m !== 1 || norm)) {
+    throw new InvalidInputError(
+      `linear: a fused siluMul needs m = 1, an f32/f16 weight and no norm, got m = ${m}, ` +
+        `${w.dtype}${
+          norm ? ", norm" : ""
+        }; use siluMulLinear(), which runs a separate siluMul there`,
     );
   }
   if (isQuant(w.dtype)) return linearQ(gpu, y, x, w, bias, s); // q8/q4: kernels/linear_q.ts
@@ -152,7 +167,7 @@ export function linear(
   if (!Number.isInteger(m) || m < 1) {
     throw new InvalidInputError(`linear: m must be a positive integer, got ${m}`);
   }
-  checkSize("x", x, m * w.cols * 4);
+  checkSize("x", x, m * w.cols * (silu ? 2 : 1) * 4);
   checkSize("y", y, m * w.rows * 4);
   if (bias) checkSize("bias", bias, w.rows * 4);
   if (norm) checkSize("norm weight", norm.weight, w.cols * 4);
@@ -179,6 +194,7 @@ export function linear(
     params: Params,
     defines: {
       NORM: norm !== undefined,
+      SILU: silu,
       ...(norm ? { NW_BINDING: inputs.length } : {}),
       Y_BINDING: inputs.length + 1,
       F16: w.dtype === "f16" && !pack8,
@@ -239,5 +255,33 @@ export function normLinear(
   return [
     rmsNorm(gpu, h, x, nw, { rows: m, cols: w.cols, eps }),
     ...linear(gpu, y, h, w, bias, { m, accumulate }),
+  ];
+}
+
+/**
+ * y = (silu(gate) · up) · wᵀ (+ bias) (+ y when `s.accumulate`) from gateUp rows [gate | up]: one
+ * fused dispatch per weight chunk where {@link linear}'s `siluMul` applies (m = 1, f32/f16 weight),
+ * else {@link siluMul} into `act` then {@link linear} from `act`.
+ * @param y (m, w.rows) f32
+ * @param gateUp (m, 2 · w.cols) f32
+ * @param act (m, w.cols) f32 scratch for silu(gate) · up (untouched when fused)
+ * @param bias (w.rows) f32, or null
+ */
+export function siluMulLinear(
+  gpu: Gpu,
+  y: BufferArg,
+  gateUp: BufferArg,
+  act: BufferArg,
+  w: Weight,
+  bias: BufferArg | null,
+  s: { m: number; accumulate?: boolean },
+): Dispatch[] {
+  const { m, accumulate } = s;
+  if (m === 1 && !isQuant(w.dtype)) {
+    return linear(gpu, y, gateUp, w, bias, { m, accumulate, siluMul: true });
+  }
+  return [
+    siluMul(gpu, act, gateUp, { rows: m, cols: w.cols }),
+    ...linear(gpu, y, act, w, bias, { m, accumulate }),
   ];
 }

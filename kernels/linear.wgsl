@@ -14,6 +14,8 @@
 // y = inv_rms · (w · (x ∘ nw)ᵀ) (+ bias) (+ y), inv_rms = 1 / sqrt(mean(x²) + p.eps). Every
 // workgroup reduces mean(x²) itself (x is at most a few KiB, and cache-hot), which costs less than a
 // separate norm dispatch and its round trip through memory.
+// #if SILU (GEMV only): x is (2k) f32 [gate | up] and the linear reads silu(gate) · up (the MLP's
+// act_fn(gate_proj(x)) * up_proj(x) fused into down_proj), as kernels/elementwise.wgsl's silu_mul.
 
 #if VEC
 alias XV = vec4<f32>;
@@ -108,7 +110,15 @@ fn norm_init(lid: u32) {
 // x element i (in XV units) times the norm weight; the 1 / rms factor is applied in store().
 fn xn(i: u32) -> XV { return x[i] * nw[i]; }
 #else
+#if SILU
+// silu(gate) · up at x element i (in XV units) of the k activations; up sits k elements after gate.
+fn xn(i: u32) -> XV {
+  let g = x[i];
+  return g / (XV(1.0) + exp(-g)) * x[i + p.k / XW];
+}
+#else
 fn xn(i: u32) -> XV { return x[i]; }
+#endif
 #endif
 #if TPR
 // Small k (a row is a few dozen loads): TPR threads (a power of two) per output row, each doing

@@ -10,9 +10,19 @@ import {
 } from "../src/gpu/tensor.ts";
 import { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { linear as linearRef, normLinear as normLinearRef } from "../src/ref/linear.ts";
+import {
+  linear as linearRef,
+  normLinear as normLinearRef,
+  siluMulLinear as siluMulLinearRef,
+} from "../src/ref/linear.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
-import { gemvThreadsPerRow, linear, type LinearTuning, normLinear } from "./linear.ts";
+import {
+  gemvThreadsPerRow,
+  linear,
+  type LinearTuning,
+  normLinear,
+  siluMulLinear,
+} from "./linear.ts";
 import { run } from "./_kernel.ts";
 
 // The GPU sums k f32 products sequentially per thread (in another order than the f64
@@ -309,59 +319,68 @@ Deno.test("linear()'s small-k GEMV gives the same bits reduced by subgroup shuff
   destroyWeight(w);
 });
 
-// The fused norm (m = 1) against rmsNorm then linear on the CPU: the small-k GEMV (k = 32, 33, 80)
+// The fused x transforms (m = 1) against the CPU composition: RMSNorm (rmsNorm then linear) and
+// siluMul (x = [gate | up] of 2k, silu(gate) · up then linear). The small-k GEMV (k = 32, 33, 80)
 // and the row GEMV (1536, 3584, and 80 forced onto it), f32 and f16 weights (16-byte, vec4 and
-// scalar loads), with and without subgroups, bias and accumulate, over weights in 3 chunks. x has
-// rms ≈ 3 so a missing or doubled 1 / rms fails by far; TOL as above (the fused kernel scales the
-// dot product by 1 / rms instead of each x element: one more f32 rounding).
-Deno.test("linear() with a fused RMSNorm (m = 1) matches rmsNorm then linear with bias, accumulate and chunks", async () => {
-  const gpu = await sharedGpu();
-  const noSub = new Gpu(gpu.device, gpu.adapterInfo, { ...gpu.features, subgroups: false });
-  const rng = seeded(19);
-  const eps = 1e-6;
-  const cases: [number, number, Partial<LinearTuning>][] = [
-    [32, 300, {}],
-    [33, 300, {}],
-    [80, 300, {}],
-    [80, 30, { gemvTpr: 256 }],
-    [1536, 30, {}],
-    [3584, 12, {}],
-  ];
-  for (const [k, n, tuning] of cases) {
-    for (const dtype of ["f32", "f16"] as const) {
-      const chunkRows = n / 3;
-      const { w, held } = makeWeight(
-        gpu,
-        randn(rng, n * k, 1 / Math.sqrt(k)),
-        n,
-        k,
-        dtype,
-        chunkRows * k * (dtype === "f16" ? 2 : 4),
-      );
-      assert.equal(w.chunks.length, 3);
-      for (const [g, withBias, acc] of [[gpu, true, false], [noSub, false, true]] as const) {
-        const x = randn(rng, k, 3), nw = randn(rng, k, 0.5).map((v) => v + 1);
-        const bias = withBias ? randn(rng, n) : null, y0 = acc ? randn(rng, n, 2) : undefined;
-        const bx = uploadArray(gpu, x, "x"), bnw = uploadArray(gpu, nw, "nw");
-        const bb = bias ? uploadArray(gpu, bias, "bias") : null;
-        const by = y0 ? uploadArray(gpu, y0, "y") : createStorage(gpu, n * 4, "y");
-        const ds = linear(g, by, bx, w, bb, {
-          m: 1,
-          accumulate: acc,
-          norm: { weight: bnw, eps },
-        }, tuning);
-        assert.equal(ds.length, 3);
-        run(gpu, ds);
-        const got = await readF32(gpu, by, n);
-        const what = `${dtype} k=${k} n=${n} ${JSON.stringify(tuning)} bias=${withBias} acc=${acc}`;
-        assertClose(got, normLinearRef(x, nw, eps, held, bias, 1, n, k, y0), TOL, what);
-        [bx, bnw, bb, by].forEach((b) => b?.destroy());
-        ds.forEach((d) => d.destroy());
+// scalar loads), with and without subgroups, bias and accumulate, over weights in 3 chunks. For the
+// norm x has rms ≈ 3, so a missing or doubled 1 / rms fails by far; TOL as above (the fused norm
+// scales the dot product by 1 / rms instead of each x element: one more f32 rounding).
+for (const fuse of ["norm", "siluMul"] as const) {
+  Deno.test(`linear() with a fused ${fuse} (m = 1) matches the reference with bias, accumulate and chunks`, async () => {
+    const gpu = await sharedGpu();
+    const noSub = new Gpu(gpu.device, gpu.adapterInfo, { ...gpu.features, subgroups: false });
+    const rng = seeded(fuse === "norm" ? 19 : 21);
+    const eps = 1e-6;
+    const cases: [number, number, Partial<LinearTuning>][] = [
+      [32, 300, {}],
+      [33, 300, {}],
+      [80, 300, {}],
+      [80, 30, { gemvTpr: 256 }],
+      [1536, 30, {}],
+      [3584, 12, {}],
+    ];
+    for (const [k, n, tuning] of cases) {
+      for (const dtype of ["f32", "f16"] as const) {
+        const chunkBytes = (n / 3) * k * (dtype === "f16" ? 2 : 4);
+        const { w, held } = makeWeight(
+          gpu,
+          randn(rng, n * k, 1 / Math.sqrt(k)),
+          n,
+          k,
+          dtype,
+          chunkBytes,
+        );
+        assert.equal(w.chunks.length, 3);
+        for (const [g, withBias, acc] of [[gpu, true, false], [noSub, false, true]] as const) {
+          const x = fuse === "norm" ? randn(rng, k, 3) : randn(rng, 2 * k, 2);
+          const nw = randn(rng, k, 0.5).map((v) => v + 1);
+          const bias = withBias ? randn(rng, n) : null, y0 = acc ? randn(rng, n, 2) : undefined;
+          const bx = uploadArray(gpu, x, "x"), bnw = uploadArray(gpu, nw, "nw");
+          const bb = bias ? uploadArray(gpu, bias, "bias") : null;
+          const by = y0 ? uploadArray(gpu, y0, "y") : createStorage(gpu, n * 4, "y");
+          const ds = linear(g, by, bx, w, bb, {
+            m: 1,
+            accumulate: acc,
+            ...(fuse === "norm" ? { norm: { weight: bnw, eps } } : { siluMul: true }),
+          }, tuning);
+          assert.equal(ds.length, 3);
+          run(gpu, ds);
+          const got = await readF32(gpu, by, n);
+          const want = fuse === "norm"
+            ? normLinearRef(x, nw, eps, held, bias, 1, n, k, y0)
+            : siluMulLinearRef(x, held, bias, 1, n, k, y0);
+          const what = `${dtype} k=${k} n=${n} ${
+            JSON.stringify(tuning)
+          } bias=${withBias} acc=${acc}`;
+          assertClose(got, want, TOL, what);
+          [bx, bnw, bb, by].forEach((b) => b?.destroy());
+          ds.forEach((d) => d.destroy());
+        }
+        destroyWeight(w);
       }
-      destroyWeight(w);
     }
-  }
-});
+  });
+}
 
 Deno.test("normLinear() fuses at m = 1 and runs rmsNorm then linear at m > 1, both as the reference", async () => {
   const gpu = await sharedGpu();
@@ -391,6 +410,39 @@ Deno.test("normLinear() fuses at m = 1 and runs rmsNorm then linear at m > 1, bo
     () => linear(gpu, y, x, w, null, { m: 1, norm: { weight: createStorage(gpu, 4), eps } }),
     /norm weight buffer/,
   );
+  [y, x, nw].forEach((b) => b.destroy());
+  destroyWeight(w);
+});
+
+Deno.test("siluMulLinear() fuses at m = 1 and runs siluMul then linear at m > 1, both as the reference", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(22);
+  const n = 45, k = 64;
+  const { w, held } = makeWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16");
+  for (const m of [1, 5]) {
+    const gu = randn(rng, m * 2 * k, 2), y0 = randn(rng, m * n);
+    const bgu = uploadArray(gpu, gu, "gate_up"), by = uploadArray(gpu, y0, "y");
+    const act = createStorage(gpu, m * k * 4, "act");
+    const ds = siluMulLinear(gpu, by, bgu, act, w, null, { m, accumulate: true });
+    assert.equal(ds.length, m === 1 ? 1 : 2, `m=${m}: ${ds.map((d) => d.variant.key)}`);
+    run(gpu, ds);
+    const got = await readF32(gpu, by, m * n);
+    assertClose(got, siluMulLinearRef(gu, held, null, m, n, k, y0), TOL, `m=${m}`);
+    [bgu, by, act].forEach((b) => b.destroy());
+    ds.forEach((d) => d.destroy());
+  }
+  const y = createStorage(gpu, 2 * n * 4), x = createStorage(gpu, 2 * 2 * k * 4);
+  assert.throws(
+    () => linear(gpu, y, x, w, null, { m: 2, siluMul: true }),
+    /fused siluMul needs m = 1/,
+  );
+  const nw = createStorage(gpu, k * 4);
+  assert.throws(
+    () => linear(gpu, y, x, w, null, { m: 1, siluMul: true, norm: { weight: nw, eps: 1e-6 } }),
+    /no norm/,
+  );
+  // x must hold [gate | up]: 2k floats.
+  assert.throws(() => linear(gpu, y, nw, w, null, { m: 1, siluMul: true }), /x buffer/);
   [y, x, nw].forEach((b) => b.destroy());
   destroyWeight(w);
 });

@@ -18,7 +18,7 @@ import {
   normLinear,
   rope,
   ropeAt,
-  siluMul,
+  siluMulLinear,
 } from "../../kernels/mod.ts";
 import type { TextConfig } from "./config.ts";
 import type { GpuWeights } from "./weights.ts";
@@ -84,7 +84,8 @@ export interface LayerCache {
 /**
  * One decoder layer over m tokens of `b`, with `attend` (rope + cache write + attention from
  * b.qkv into b.attn) in the middle. Residual adds are fused into o_proj and down_proj; at m = 1
- * (decode) the two RMSNorms are fused into qkv and gate_up ({@link normLinear}; b.h is unused).
+ * (decode) the two RMSNorms are fused into qkv and gate_up ({@link normLinear}) and silu · mul
+ * into down ({@link siluMulLinear}): b.h and b.act are unused there.
  *
  * transformers `Qwen2VLDecoderLayer.forward` / `Qwen2MLP.forward`:
  * ```python
@@ -132,8 +133,10 @@ export function layerDispatches(
       null,
       norm,
     ),
-    siluMul(gpu, b.act, b.gateUp, { rows: m, cols: t.intermediateSize }),
-    ...linear(gpu, b.x, b.act, w.matrix(k + "down"), null, { m, accumulate: true }),
+    ...siluMulLinear(gpu, b.x, b.gateUp, b.act, w.matrix(k + "down"), null, {
+      m,
+      accumulate: true,
+    }),
   ];
 }
 

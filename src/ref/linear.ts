@@ -4,6 +4,7 @@
  * @module
  */
 import { rmsNorm } from "./norm.ts";
+import { siluMul } from "./elementwise.ts";
 
 /**
  * y = x · wᵀ (+ bias) (+ y0), PyTorch's nn.Linear with w in (out_features, in_features) layout.
@@ -54,4 +55,24 @@ export function normLinear(
   y0?: Float32Array,
 ): Float32Array {
   return linear(rmsNorm(x, nw, m, k, eps), w, bias, m, n, k, y0);
+}
+
+/**
+ * The fused siluMul + linear of kernels/linear.wgsl's SILU variant: linear(silu(gate) · up).
+ * @param gateUp (m, 2k) f32 rows [gate | up]
+ * @param w (n, k) f32 (f16-rounded values for an f16 weight)
+ * @param bias (n) f32 or null
+ * @param y0 (m, n) f32 added to the result, or undefined
+ * @returns (m, n) f32
+ */
+export function siluMulLinear(
+  gateUp: Float32Array,
+  w: Float32Array,
+  bias: Float32Array | null,
+  m: number,
+  n: number,
+  k: number,
+  y0?: Float32Array,
+): Float32Array {
+  return linear(siluMul(gateUp, m, k), w, bias, m, n, k, y0);
 }
