@@ -24,11 +24,11 @@ import { readF32 } from "./gpu/buffers.ts";
 import type { QuantDType, WeightDType } from "./gpu/tensor.ts";
 import { type ModelSource, openModelSource } from "./model_files.ts";
 import { parseConfig } from "./model/config.ts";
-import { Qwen2VLModel } from "./model/qwen2vl.ts";
+import { type ImageEmbeds, Qwen2VLModel, type Session } from "./model/qwen2vl.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { ChatProcessor } from "./generate/processor.ts";
 import { FifoLock } from "./generate/fifo_lock.ts";
-import { runGeneration } from "./generate/generate.ts";
+import { contextRoom, runGeneration } from "./generate/generate.ts";
 import { LoopDetector, type LoopDetectorOptions } from "./generate/loop_detector.ts";
 import {
   type GenerationConfig,
@@ -207,13 +207,16 @@ export class Pipeline implements ChatEngine {
    */
   async forward(messages: readonly ChatMessage[]): Promise<ForwardResult> {
     const prompt = await this.prepare(messages);
-    const release = await this.#lock.acquire();
     const m = this.model, gpu = m.gpu;
-    const images = prompt.gridThw.length
-      ? m.encodeImages(prompt.pixelValues, prompt.gridThw)
-      : undefined;
-    const session = m.createSession(prompt.inputIds.length + 1);
+    contextRoom(m.maxContext, prompt);
+    const release = await this.#lock.acquire();
+    let images: ImageEmbeds | undefined;
+    let session: Session | undefined;
     try {
+      images = prompt.gridThw.length
+        ? m.encodeImages(prompt.pixelValues, prompt.gridThw)
+        : undefined;
+      session = m.createSession(prompt.inputIds.length + 1);
       const imageEmbeds = images
         ? await readF32(gpu, images.buffer, images.tokens * images.hidden)
         : new Float32Array(0);
@@ -221,7 +224,7 @@ export class Pipeline implements ChatEngine {
       const logitsLast = await readF32(gpu, session.logits, m.config.text.vocabSize);
       return { prompt, imageEmbeds, logitsLast };
     } finally {
-      session.dispose();
+      session?.dispose();
       images?.destroy();
       release();
     }

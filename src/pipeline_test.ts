@@ -140,6 +140,22 @@ Deno.test("Pipeline.generate() rejects bad options and messages before using the
   await assert.rejects(() => p.chat([], {}), InvalidInputError);
 });
 
+Deno.test("Pipeline.forward() refuses a prompt over the context with InvalidInputError and frees the lock", async () => {
+  const p = await pipeline;
+  const long: ChatMessage[] = [{ role: "user", content: "the sea ".repeat(60) }];
+  await assert.rejects(
+    () => p.forward(long),
+    (e: Error) => e instanceof InvalidInputError && /context holds 64/.test(e.message),
+  );
+  // The next caller must get the lock: a leaked lock would hang here forever.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const hung = new Promise<"hung">((r) => (timer = setTimeout(() => r("hung"), 10_000)));
+  const r = await Promise.race([p.chat(TEXT, { maxNewTokens: 1 }), hung]);
+  clearTimeout(timer);
+  assert.notEqual(r, "hung", "the pipeline's lock was never released");
+  assert.equal((r as { finishReason: string }).finishReason, "length");
+});
+
 Deno.test("Pipeline.load() names the missing file before loading weights", async () => {
   const src = openModelSource(TINY_DIR);
   const files: Record<string, Uint8Array> = {};

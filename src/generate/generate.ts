@@ -33,13 +33,7 @@ export async function* runGeneration(
   hooks: RunGenerationHooks = {},
 ): AsyncGenerator<GenerationEvent, GenerationResult | undefined, undefined> {
   const S = prompt.inputIds.length;
-  const room = model.maxContext - S;
-  if (room < 1) {
-    throw new InvalidInputError(
-      `the prompt has ${S} tokens (${prompt.imageTokens} of them image tokens) but the model's ` +
-        `context holds ${model.maxContext}; shorten the text or use smaller images`,
-    );
-  }
+  const room = contextRoom(model.maxContext, prompt);
   const o: ResolvedOptions = { ...options, maxNewTokens: Math.min(options.maxNewTokens, room) };
   const gpu = model.gpu;
   let images: ImageEmbeds | undefined;
@@ -75,6 +69,22 @@ export async function* runGeneration(
     images?.destroy();
     decoder.dispose();
   }
+}
+
+/**
+ * Tokens the context still holds after `prompt` (≥ 1).
+ * @throws InvalidInputError when the prompt alone fills the context
+ */
+export function contextRoom(maxContext: number, prompt: PreparedPrompt): number {
+  const S = prompt.inputIds.length;
+  const room = maxContext - S;
+  if (room < 1) {
+    throw new InvalidInputError(
+      `the prompt has ${S} tokens (${prompt.imageTokens} of them image tokens) but the model's ` +
+        `context holds ${maxContext}; shorten the text or use smaller images`,
+    );
+  }
+  return room;
 }
 
 /** The stream of a generation cancelled before its first token. */
