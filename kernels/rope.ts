@@ -8,7 +8,14 @@ import type { Gpu } from "../src/gpu/device.ts";
 import { uploadArray } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import type { RopeTable } from "../src/ref/rope.ts";
-import { type BufferArg, ceilDiv, Dispatch, type KernelVariant, variant } from "./_kernel.ts";
+import {
+  type BufferArg,
+  ceilDiv,
+  checkSize,
+  Dispatch,
+  type KernelVariant,
+  variant,
+} from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
 
@@ -22,6 +29,8 @@ const Params = defineParams({
   offset: "u32",
   naxes: "u32",
   npos: "u32",
+  kv_heads: "u32", // KV only: the last kv_heads rotated heads are K
+  max_rows: "u32", // KV only: rows of the cache
 });
 const WG = 256;
 
@@ -76,17 +85,28 @@ export interface RopeShape {
 }
 
 /** The rope pipeline; with `decode`, binding 3 is the decode state instead of the positions. */
-function ropeVariant(gpu: Gpu, decode: boolean): KernelVariant {
+function ropeVariant(gpu: Gpu, decode: boolean, kv = false): KernelVariant {
   return variant(gpu, {
     family: "rope",
     entry: "main",
-    bindings: ["read_write", "read", "read", "read"],
+    bindings: [
+      "read_write",
+      "read",
+      "read",
+      "read",
+      ...(kv ? ["read_write", "read_write"] as const : []),
+    ],
     params: Params,
-    defines: { DECODE: decode },
+    defines: { DECODE: decode, KV: kv },
   });
 }
 
-function pack(t: GpuRopeTable, s: RopeShape, what: string): ArrayBuffer {
+function pack(
+  t: GpuRopeTable,
+  s: RopeShape,
+  what: string,
+  kv = { kvHeads: 0, maxTokens: 0 },
+): ArrayBuffer {
   const headDim = 2 * t.half;
   const stride = s.stride ?? s.heads * headDim, offset = s.offset ?? 0;
   if (offset + s.heads * headDim > stride) {
@@ -102,6 +122,8 @@ function pack(t: GpuRopeTable, s: RopeShape, what: string): ArrayBuffer {
     offset,
     naxes: t.naxes,
     npos: t.npos,
+    kv_heads: kv.kvHeads,
+    max_rows: kv.maxTokens,
   });
 }
 
@@ -145,4 +167,61 @@ export function ropeAt(
   return new Dispatch(gpu, v, [x, t.table, t.axis, state], pack(t, sh, "ropeAt"), [
     ceilDiv(s.heads * t.half, WG),
   ]);
+}
+
+/** Shape of {@link ropeKvWriteAt}. */
+export interface RopeKvShape {
+  /** Heads to rotate, consecutive from `offset`: the query heads, then the kvHeads key heads. */
+  heads: number;
+  /** Key (and value) heads: the last `kvHeads` rotated heads are K, V's follow them in the row. */
+  kvHeads: number;
+  /** Elements per row of x (a fused qkv row: (heads + kvHeads) · head_dim + V). */
+  stride: number;
+  /** Column of the first rotated head (default 0). */
+  offset?: number;
+  /** Rows of the cache buffers; a write at or past it is dropped. */
+  maxTokens: number;
+}
+
+/**
+ * The decode step's {@link ropeAt} and {@link kvWriteAt} in one dispatch: rotates the q and k
+ * heads of x's one row in place by state.position, and writes the rotated K and the V that follows
+ * the rotated heads to row state.cache_len of the cache.
+ * @param x (stride) f32: [q heads | k heads | v heads] from `offset`
+ * @param k (maxTokens, kvHeads · head_dim) f32 key cache
+ * @param v (maxTokens, kvHeads · head_dim) f32 value cache
+ * @param state the decode state (kernels/state.ts)
+ */
+export function ropeKvWriteAt(
+  gpu: Gpu,
+  x: BufferArg,
+  k: BufferArg,
+  v: BufferArg,
+  state: BufferArg,
+  t: GpuRopeTable,
+  s: RopeKvShape,
+): Dispatch {
+  const headDim = 2 * t.half, offset = s.offset ?? 0;
+  if (!(s.kvHeads >= 1 && s.kvHeads <= s.heads)) {
+    throw new InvalidInputError(
+      `ropeKvWriteAt: kvHeads ${s.kvHeads} must be in 1..heads ${s.heads}`,
+    );
+  }
+  const width = s.kvHeads * headDim;
+  if (offset + s.heads * headDim + width > s.stride) {
+    throw new InvalidInputError(
+      `ropeKvWriteAt: ${s.heads} rotated heads and ${s.kvHeads} V heads of head_dim ${headDim} from ` +
+        `column ${offset} overrun the row stride ${s.stride}`,
+    );
+  }
+  checkSize("k cache", k, s.maxTokens * width * 4);
+  checkSize("v cache", v, s.maxTokens * width * 4);
+  const sh = { heads: s.heads, stride: s.stride, offset, seq: 1 };
+  return new Dispatch(
+    gpu,
+    ropeVariant(gpu, true, true),
+    [x, t.table, t.axis, state, k, v],
+    pack(t, sh, "ropeKvWriteAt", s),
+    [ceilDiv(s.heads * t.half + width, WG)],
+  );
 }

@@ -3,6 +3,9 @@
 // frequency i, read from a cos/sin table built on the CPU (src/ref/rope.ts). One thread per pair.
 // Serves the decoder's M-RoPE (3 axes) and the vision tower's 2D rope (2 axes).
 // #if DECODE: one token whose position on every axis is state.position (text decode).
+// #if KV (with DECODE): also the decode KV-cache write (kernels/kv_cache.wgsl) fused in: the last
+// p.kv_heads rotated heads are K, written rotated to kc at row state.cache_len, and p.kv_heads ·
+// 2 · half more threads copy V (the columns right after the rotated heads) to vc.
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;   // (seq, stride) f32; heads at [offset, offset + heads·2·half)
 @group(0) @binding(1) var<storage, read> table: array<f32>;     // (2, npos, half) f32: cos rows, then sin rows
@@ -14,6 +17,10 @@ struct DecodeState { cache_len: u32, position: u32, step: u32, reserved: u32 }
 #else
 @group(0) @binding(3) var<storage, read> pos: array<u32>;       // (seq, naxes) u32
 #endif
+#if KV
+@group(0) @binding(4) var<storage, read_write> kc: array<f32>;  // (max_rows, kv_heads·2·half) f32
+@group(0) @binding(5) var<storage, read_write> vc: array<f32>;  // (max_rows, kv_heads·2·half) f32
+#endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
 const WG: u32 = 256u;
@@ -21,7 +28,21 @@ const WG: u32 = 256u;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let g = (wid.x + wid.y * 65535u) * WG + lid;
-  if (g >= p.seq * p.heads * p.half) { return; }
+  let pairs = p.seq * p.heads * p.half;
+#if KV
+  let kvw = p.kv_heads * 2u * p.half;  // elements of a cache row
+  // A decode loop that runs past the cache must not write over other memory: drop the row.
+  let in_cache = state.cache_len < p.max_rows;
+  if (g >= pairs) {
+    let c = g - pairs;
+    if (c < kvw && in_cache) {
+      vc[state.cache_len * kvw + c] = x[p.offset + p.heads * 2u * p.half + c];
+    }
+    return;
+  }
+#else
+  if (g >= pairs) { return; }
+#endif
   let i = g % p.half;
   let th = g / p.half;
   let h = th % p.heads;
@@ -38,6 +59,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let base = t * p.stride + p.offset + h * 2u * p.half + i;
   let a = x[base];
   let b = x[base + p.half];
-  x[base] = a * c - b * s;
-  x[base + p.half] = b * c + a * s;
+  let ra = a * c - b * s;
+  let rb = b * c + a * s;
+  x[base] = ra;
+  x[base + p.half] = rb;
+#if KV
+  let kh = p.heads - p.kv_heads;  // first K head among the rotated ones
+  if (h >= kh && in_cache) {
+    let kb = state.cache_len * kvw + (h - kh) * 2u * p.half + i;
+    kc[kb] = ra;
+    kc[kb + p.half] = rb;
+  }
+#endif
 }

@@ -6,11 +6,12 @@ import {
   applyRope,
   mropeTable,
   mropeTransformers,
+  ropeKvWrite,
   visionRopeTable,
   visionRopeTransformers,
 } from "../src/ref/rope.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
-import { rope, ropeAt, uploadRopeTable } from "./rope.ts";
+import { rope, ropeAt, ropeKvWriteAt, uploadRopeTable } from "./rope.ts";
 import { createDecodeState, writeDecodeState } from "./state.ts";
 import { run } from "./_kernel.ts";
 
@@ -117,6 +118,54 @@ Deno.test("rope() rejects heads that overrun the row stride", async () => {
   assert.throws(
     () => rope(gpu, b, b, gt, { seq: 1, heads: 3, stride: 40, offset: 0 }),
     InvalidInputError,
+  );
+  b.destroy();
+  gt.destroy();
+});
+
+// Head dims 128 (7B: 28 q + 4 kv heads, M-RoPE [16, 24, 24]), 80 (vision-sized, 2 axes) and 16
+// (the tiny model), with the heads from column 0 (the decoder's qkv row) or offset; the cache
+// rows around state.cache_len must stay as they were, and a write at row maxTokens is dropped.
+Deno.test("ropeKvWriteAt() rotates q and k like ropeAt() and writes rotated K and V at state.cache_len", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(14);
+  const cases = [
+    { t: mropeTable(128, 1e6, [16, 24, 24], 4096), q: 28, kv: 4, offset: 0, pos: 2345, row: 7 },
+    { t: visionRopeTable(80, 64), q: 2, kv: 2, offset: 40, pos: 50, row: 0 },
+    { t: mropeTable(16, 1e6, [2, 3, 3], 64), q: 4, kv: 2, offset: 0, pos: 33, row: 9 },
+    { t: mropeTable(16, 1e6, [2, 3, 3], 64), q: 4, kv: 2, offset: 0, pos: 33, row: 10 },
+  ];
+  const maxTokens = 10;
+  for (const { t, q, kv, offset, pos, row } of cases) {
+    const gt = uploadRopeTable(gpu, t);
+    const headDim = 2 * t.half, heads = q + kv, width = kv * headDim;
+    const stride = offset + (heads + kv) * headDim + 8;
+    const x = randn(rng, stride);
+    const k0 = randn(rng, maxTokens * width), v0 = randn(rng, maxTokens * width);
+    const state = createDecodeState(gpu);
+    writeDecodeState(gpu, state, { cacheLen: row, position: pos, step: 3 });
+    const bx = uploadArray(gpu, x), bk = uploadArray(gpu, k0), bv = uploadArray(gpu, v0);
+    const s = { heads, kvHeads: kv, stride, offset };
+    run(gpu, [ropeKvWriteAt(gpu, bx, bk, bv, state, gt, { ...s, maxTokens })]);
+    const kWant = k0.slice(), vWant = v0.slice();
+    const xWant = ropeKvWrite(x, pos, t, s, kWant, vWant, row);
+    const what = `head_dim ${headDim}, ${q}+${kv} heads, row ${row}`;
+    assertClose(await readF32(gpu, bx), xWant, TOL, `${what}: x`);
+    assertClose(await readF32(gpu, bk), kWant, TOL, `${what}: k cache`);
+    assert.deepEqual(await readF32(gpu, bv), vWant, `${what}: v cache`);
+    if (row < maxTokens) assert.notDeepEqual(kWant, k0, `${what}: the reference wrote K`);
+    [bx, bk, bv, state].forEach((b) => b.destroy());
+    gt.destroy();
+  }
+  const gt = uploadRopeTable(gpu, mropeTable(16, 1e6, [2, 3, 3], 64));
+  const b = createStorage(gpu, 4096);
+  assert.throws(
+    () => ropeKvWriteAt(gpu, b, b, b, b, gt, { heads: 3, kvHeads: 1, stride: 60, maxTokens: 1 }),
+    /overrun the row stride/,
+  );
+  assert.throws(
+    () => ropeKvWriteAt(gpu, b, b, b, b, gt, { heads: 3, kvHeads: 1, stride: 64, maxTokens: 300 }),
+    /k cache buffer/,
   );
   b.destroy();
   gt.destroy();

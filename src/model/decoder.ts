@@ -13,11 +13,10 @@ import {
   decodeAttention,
   type GpuRopeTable,
   kvWrite,
-  kvWriteAt,
   linear,
   normLinear,
   rope,
-  ropeAt,
+  ropeKvWriteAt,
   siluMulLinear,
 } from "../../kernels/mod.ts";
 import type { TextConfig } from "./config.ts";
@@ -206,8 +205,14 @@ export function decodeAttend(
 ): Dispatch[] {
   const l = qkvLayout(t);
   return [
-    ropeAt(gpu, b.qkv, state, table, { heads: l.ropeHeads, stride: l.stride, offset: 0 }),
-    kvWriteAt(gpu, cache.k, cache.v, b.qkv, state, { ...l.kv, maxTokens }),
+    // Rope of q and k and the cache write in one dispatch.
+    ropeKvWriteAt(gpu, b.qkv, cache.k, cache.v, state, table, {
+      heads: l.ropeHeads,
+      kvHeads: t.numKvHeads,
+      stride: l.stride,
+      offset: 0,
+      maxTokens,
+    }),
     ...decodeAttention(
       gpu,
       b.attn,

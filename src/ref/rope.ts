@@ -216,3 +216,32 @@ export function visionRopeTransformers(
   }
   return out;
 }
+
+/**
+ * The decode rope + KV-cache write (kernels/rope.wgsl's KV variant): rotates one row of x by
+ * `position` on every axis, and puts the rotated K heads (the last kvHeads rotated heads) and the V
+ * heads after them at row `row` of the caches (nothing when row ≥ the cache's rows).
+ * @param x (stride) f32: heads from column `offset`, then V
+ * @param kCache (maxTokens, kvHeads · head_dim) f32, written in place
+ * @param vCache (maxTokens, kvHeads · head_dim) f32, written in place
+ * @returns the rotated copy of x
+ */
+export function ropeKvWrite(
+  x: Float32Array,
+  position: number,
+  table: RopeTable,
+  s: { heads: number; kvHeads: number; stride: number; offset: number },
+  kCache: Float32Array,
+  vCache: Float32Array,
+  row: number,
+): Float32Array {
+  const pos = new Array(table.naxes).fill(position);
+  const out = applyRope(x, pos, table, { seq: 1, ...s });
+  const width = s.kvHeads * 2 * table.half,
+    kOff = s.offset + (s.heads - s.kvHeads) * 2 * table.half;
+  if ((row + 1) * width <= kCache.length) {
+    kCache.set(out.subarray(kOff, kOff + width), row * width);
+    vCache.set(out.subarray(kOff + width, kOff + 2 * width), row * width);
+  }
+  return out;
+}
