@@ -28,7 +28,7 @@ import { type ImageEmbeds, Qwen2VLModel, type Session } from "./model/qwen2vl.ts
 import type { Tokenizer } from "./tokenizer.ts";
 import { ChatProcessor } from "./generate/processor.ts";
 import { FifoLock } from "./generate/fifo_lock.ts";
-import { contextRoom, runGeneration } from "./generate/generate.ts";
+import { contextRoom, runGeneration, tokenBudget } from "./generate/generate.ts";
 import { LoopDetector, type LoopDetectorOptions } from "./generate/loop_detector.ts";
 import {
   type GenerationConfig,
@@ -171,6 +171,7 @@ export class Pipeline implements ChatEngine {
   ): AsyncGenerator<GenerationEvent, void, undefined> {
     const o = resolveOptions(options, this.generationConfig);
     const prompt = await this.prepare(messages);
+    tokenBudget(this.model.maxContext, prompt, o); // a prompt that cannot run fails before queueing
     let release: (() => void) | undefined;
     try {
       release = await this.#lock.acquire(o.signal);

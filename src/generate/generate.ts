@@ -21,9 +21,9 @@ export interface RunGenerationHooks extends DecodeStreamOptions {
 }
 
 /**
- * Streams the model's answer to `prompt`. The token budget is `options.maxNewTokens`, lowered to
- * what the model's context still holds after the prompt.
- * @throws InvalidInputError when the prompt alone fills the model's context
+ * Streams the model's answer to `prompt`. The token budget is {@link tokenBudget}'s.
+ * @throws InvalidInputError when the prompt alone fills the model's context, or an explicit
+ *   `maxNewTokens` does not fit beside it
  */
 export async function* runGeneration(
   model: Qwen2VLModel,
@@ -33,8 +33,10 @@ export async function* runGeneration(
   hooks: RunGenerationHooks = {},
 ): AsyncGenerator<GenerationEvent, GenerationResult | undefined, undefined> {
   const S = prompt.inputIds.length;
-  const room = contextRoom(model.maxContext, prompt);
-  const o: ResolvedOptions = { ...options, maxNewTokens: Math.min(options.maxNewTokens, room) };
+  const o: ResolvedOptions = {
+    ...options,
+    maxNewTokens: tokenBudget(model.maxContext, prompt, options),
+  };
   const gpu = model.gpu;
   let images: ImageEmbeds | undefined;
   let session: Session | undefined;
@@ -85,6 +87,29 @@ export function contextRoom(maxContext: number, prompt: PreparedPrompt): number 
     );
   }
   return room;
+}
+
+/**
+ * The tokens a generation may produce: a `maxNewTokens` the caller set, which must fit the context
+ * left after the prompt (as OpenAI and vLLM refuse `max_tokens` over the context), or the default,
+ * lowered to what is left.
+ * @throws InvalidInputError when the prompt fills the context or the caller's maxNewTokens does
+ *   not fit beside it
+ */
+export function tokenBudget(
+  maxContext: number,
+  prompt: PreparedPrompt,
+  options: Pick<ResolvedOptions, "maxNewTokens" | "maxNewTokensGiven">,
+): number {
+  const room = contextRoom(maxContext, prompt);
+  if (options.maxNewTokensGiven && options.maxNewTokens > room) {
+    throw new InvalidInputError(
+      `maxNewTokens ${options.maxNewTokens} does not fit: the prompt has ${prompt.inputIds.length} ` +
+        `tokens (${prompt.imageTokens} of them image tokens) and the model's context holds ` +
+        `${maxContext}; ask for at most ${room} new tokens (max_tokens), or shorten the prompt`,
+    );
+  }
+  return Math.min(options.maxNewTokens, room);
 }
 
 /** The stream of a generation cancelled before its first token. */

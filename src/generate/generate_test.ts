@@ -55,15 +55,30 @@ async function generate(
   return result;
 }
 
-Deno.test("runGeneration() lowers the budget to the context left after the prompt", async () => {
+Deno.test("runGeneration() lowers the default budget to the context left after the prompt", async () => {
   const ref = await readReferenceCase(3);
   let session: Session | undefined;
-  const r = await generate(3, { maxNewTokens: 8192 }, (s) => (session = s));
+  // No maxNewTokens: generation_config's (or the 2048 default) is a cap, not a request.
+  const r = await generate(3, {}, (s) => (session = s));
   assert.equal(r.finishReason, "length");
   assert.equal(r.usage.completionTokens, CONTEXT - ref.inputIds.length);
   assert.equal(r.text, " retired".repeat(CONTEXT - ref.inputIds.length));
   assert.equal(session?.maxTokens, CONTEXT);
   assert.ok(session?.disposed, "the KV cache is freed at the end");
+});
+
+Deno.test("runGeneration() refuses an explicit maxNewTokens over the context left, naming what fits", async () => {
+  // Case 3's 26-token prompt leaves 4 of the 30; asking for 5 is the caller's error (OpenAI: 400).
+  let session: Session | undefined;
+  await assert.rejects(
+    () => generate(3, { maxNewTokens: 5 }, (s) => (session = s)),
+    (e: Error) =>
+      e instanceof InvalidInputError &&
+      /maxNewTokens 5.*26 tokens.*holds 30.*at most 4/.test(e.message),
+  );
+  assert.equal(session, undefined, "no session is created");
+  const r = await generate(3, { maxNewTokens: 4 });
+  assert.equal(r.usage.completionTokens, 4);
 });
 
 Deno.test("runGeneration() refuses a prompt that fills the whole context", async () => {

@@ -95,6 +95,11 @@ export function parseGenerationConfig(
 /** Options after validation and defaulting: every field set. */
 export interface ResolvedOptions {
   maxNewTokens: number;
+  /**
+   * The caller set `maxNewTokens` (a request: more than the context holds is an error) rather than
+   * taking the default (a cap: lowered to what the context holds). Absent = default.
+   */
+  maxNewTokensGiven?: boolean;
   /** 0 = greedy (argmax, lowest id on ties). */
   temperature: number;
   /** 0 = no top-k filter. */
@@ -174,6 +179,7 @@ export function resolveOptions(
   }
   return {
     maxNewTokens,
+    maxNewTokensGiven: o.maxNewTokens !== undefined,
     temperature,
     topK,
     topP,
