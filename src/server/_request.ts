@@ -7,7 +7,7 @@
  * src/resources/chat/completions/completions.ts, Apache-2.0); only the fields qvq honours are typed.
  * @module
  */
-import { MAX_NEW_TOKENS_LIMIT } from "../generate/options.ts";
+import { MAX_NEW_TOKENS_LIMIT, MAX_STOP_LENGTH } from "../generate/options.ts";
 import type { ChatMessage, ContentPart, GenerateOptions } from "../generate/types.ts";
 import { badRequest } from "./_errors.ts";
 import { type ImagePolicy, loadImage } from "./_images.ts";
@@ -99,6 +99,13 @@ function parseStop(body: Json): string[] | undefined {
       "stop",
       "stop must be a non-empty string or an array of non-empty strings.",
       "invalid_type",
+    );
+  }
+  const long = list.find((s) => s.length > MAX_STOP_LENGTH);
+  if (long !== undefined) {
+    throw badRequest(
+      "stop",
+      `each stop sequence may be at most ${MAX_STOP_LENGTH} characters; got one of ${long.length}.`,
     );
   }
   if (list.length > MAX_STOP_SEQUENCES) {
@@ -289,9 +296,15 @@ export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequ
     maxNewTokens: maxCompletion ?? maxTokens,
     temperature: optionalNumber(body, "temperature", { min: 0, max: 2 }),
     topP: optionalNumber(body, "top_p", { min: 0, max: 1, exclusiveMin: true }),
-    topK: optionalNumber(body, "top_k", { integer: true, min: 1 }),
-    repetitionPenalty: optionalNumber(body, "repetition_penalty", { min: 0, exclusiveMin: true }),
-    seed: optionalNumber(body, "seed", { integer: true }),
+    // The engine's ranges (generate/options.ts resolveOptions), checked here so they are 400s
+    // naming the field even for a request that would first wait in the queue.
+    topK: optionalNumber(body, "top_k", { integer: true, min: 1, max: 2 ** 31 - 1 }),
+    repetitionPenalty: optionalNumber(body, "repetition_penalty", {
+      min: 0,
+      exclusiveMin: true,
+      max: 100,
+    }),
+    seed: optionalNumber(body, "seed", { integer: true, min: 0 }),
     stop: parseStop(body),
     stopOnLoop: optionalBoolean(body, "stop_on_loop") ?? limits.stopOnLoop,
   };

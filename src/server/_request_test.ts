@@ -99,6 +99,27 @@ Deno.test("parseChatRequest() names the bad field and the bad value in its 400s"
   assert.match(tooMany.message, /at most 2 images; this one has 3/);
 });
 
+Deno.test("parseChatRequest() refuses values the engine would refuse, naming the field, before queueing", () => {
+  // Otherwise they fail only once the request's turn comes: a streamed request that waited in
+  // the queue would get a 200 and an error event instead of a 400 with its param.
+  for (
+    const [field, value] of [
+      ["seed", -1],
+      ["top_k", 2 ** 31],
+      ["repetition_penalty", 101],
+      ["stop", ["x".repeat(257)]],
+    ] as const
+  ) {
+    const e = refusal({ ...base, [field]: value });
+    assert.equal(e.status, 400, field);
+    assert.equal(e.param, field);
+  }
+  assert.equal(parseChatRequest({ ...base, seed: 0 }, LIMITS).options.seed, 0);
+  assert.deepEqual(parseChatRequest({ ...base, stop: ["x".repeat(256)] }, LIMITS).options.stop, [
+    "x".repeat(256),
+  ]);
+});
+
 Deno.test("loadMessages() decodes images into ContentPart bytes and leaves text alone", async () => {
   const { messages } = parseChatRequest({
     model: "m",
