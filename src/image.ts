@@ -326,6 +326,16 @@ export async function decodeImage(bytes: Uint8Array): Promise<DecodedImage> {
   }
 }
 
+/** Options of {@link preprocessImages}. */
+export interface PreprocessOptions {
+  /**
+   * Refuse the images as soon as they need more image tokens than this (the model's context), so
+   * that a request with many huge images fails after the first one over the limit instead of
+   * holding every image's pixel values (up to ~300 MB each at the default max_pixels) first.
+   */
+  maxImageTokens?: number;
+}
+
 /**
  * Preprocesses encoded images (PNG, JPEG or WebP bytes) as transformers' Qwen2-VL image
  * processor does: one `[t, h, w]` per image, and their patches concatenated in order. Throws
@@ -335,6 +345,7 @@ export async function decodeImage(bytes: Uint8Array): Promise<DecodedImage> {
 export async function preprocessImages(
   images: Uint8Array[],
   config: ImageProcessorConfig,
+  options: PreprocessOptions = {},
 ): Promise<PreprocessedImages> {
   if (!Array.isArray(images)) {
     throw new InvalidInputError(`images must be an array of Uint8Array, got ${typeof images}.`);
@@ -355,6 +366,7 @@ export async function preprocessImages(
   const std = Float32Array.from(config.imageStd);
   const parts: Float32Array[] = [];
   const gridThw: GridThw[] = [];
+  let tokens = 0;
   for (const [i, bytes] of images.entries()) {
     const out = call(`Image ${i}: `, () =>
       wasm.imgPreprocess(
@@ -371,6 +383,13 @@ export async function preprocessImages(
     try {
       const [t, h, w] = out.gridThw;
       gridThw.push([t, h, w]);
+      tokens += imageTokenCount([t, h, w], config.mergeSize);
+      if (options.maxImageTokens !== undefined && tokens > options.maxImageTokens) {
+        throw new InvalidInputError(
+          `Image ${i}: the images so far need ${tokens} image tokens, more than the model's ` +
+            `context of ${options.maxImageTokens}; send fewer or smaller images.`,
+        );
+      }
       parts.push(out.takePixelValues());
     } finally {
       out.free();

@@ -356,3 +356,17 @@ Deno.test("preprocessImages() refuses unsupported, truncated, empty and oversize
   // Ranges the TypeScript types allow but the processor cannot use are the model file's fault.
   await assert.rejects(preprocessImages([png], { ...config, imageStd: [1, 0, 1] }), ModelFileError);
 });
+
+Deno.test("preprocessImages() stops at the first image past maxImageTokens, naming it", async () => {
+  const config = await fixtureConfig();
+  // case0_0.png is 56×56: grid [1, 4, 4] = 4 image tokens (merge 2×2).
+  const png = await Deno.readFile(new URL("reference/case0_0.png", MODEL));
+  const both = await preprocessImages([png, png], config, { maxImageTokens: 8 });
+  assert.deepEqual(both.gridThw, [[1, 4, 4], [1, 4, 4]]);
+  await assert.rejects(
+    () => preprocessImages([png, png, png], config, { maxImageTokens: 8 }),
+    (e: Error) =>
+      e instanceof InvalidInputError &&
+      /^Image 2: .*need 12 image tokens.*context of 8/.test(e.message),
+  );
+});

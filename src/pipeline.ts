@@ -157,7 +157,7 @@ export class Pipeline implements ChatEngine {
    * @throws InvalidInputError for malformed messages or undecodable images
    */
   prepare(messages: readonly ChatMessage[]): Promise<PreparedPrompt> {
-    return this.processor.prepare(messages);
+    return this.processor.prepare(messages, { maxImageTokens: this.model.maxContext });
   }
 
   /**

@@ -5,13 +5,21 @@
  * placeholder expanded to its vision token count.
  * @module
  */
-import { type ImageProcessorConfig, parsePreprocessorConfig, preprocessImages } from "../image.ts";
+import {
+  type ImageProcessorConfig,
+  parsePreprocessorConfig,
+  preprocessImages,
+  type PreprocessOptions,
+} from "../image.ts";
 import type { ModelSource } from "../model_files.ts";
 import { parseConfig, type Qwen2VLConfig } from "../model/config.ts";
 import { Tokenizer } from "../tokenizer.ts";
 import { ChatTemplate, collectImages, type RenderOptions } from "./chat_template.ts";
 import { expandImagePads, type GridThw, imageTokenCounts, type PreparedPrompt } from "./prompt.ts";
 import type { ChatMessage } from "./types.ts";
+
+/** Options of {@link ChatProcessor.prepare}: the template's, plus the image token budget. */
+export type PrepareOptions = RenderOptions & PreprocessOptions;
 
 /**
  * Turns chat messages into input ids and pixel values.
@@ -78,12 +86,12 @@ export class ChatProcessor {
    */
   async prepare(
     messages: readonly ChatMessage[],
-    options: RenderOptions = {},
+    options: PrepareOptions = {},
   ): Promise<PreparedPrompt> {
     const text = this.template.render(messages, options);
     const images = collectImages(messages);
     const { pixelValues, gridThw } = images.length
-      ? await preprocessImages(images, this.imageConfig)
+      ? await preprocessImages(images, this.imageConfig, { maxImageTokens: options.maxImageTokens })
       : { pixelValues: new Float32Array(0), gridThw: [] as GridThw[] };
     const counts = imageTokenCounts(gridThw, this.imageConfig.mergeSize);
     return {
