@@ -144,7 +144,13 @@ Deno.test("the chat page's Stop button aborts the generation on the server", asy
   for (let i = 0; i < 100 && !engine.calls[0].closed; i++) {
     await new Promise((r) => setTimeout(r, 10));
   }
-  assert.equal(engine.calls[0].finishReason, "abort");
+  // The server may stop the engine either way: by the request's AbortSignal (the engine then ends
+  // with "abort") or by closing the generator it was reading (no final record at all). Either way
+  // the signal must have fired and the generation must be over, well before its 500 tokens.
+  const call = engine.calls[0];
+  assert.equal(call.options.signal?.aborted, true);
+  assert.ok(call.closed, "the generation is still running");
+  assert.ok(call.finishReason === undefined || call.finishReason === "abort", call.finishReason);
   assert.equal(await page.textContent("#send"), "Send");
 });
 
