@@ -204,8 +204,35 @@ async function hashPrefix(hash: Sha256, path: string, length: number): Promise<v
   }
 }
 
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  for (let at = 0; at < bytes.length;) at += await file.write(bytes.subarray(at));
+/**
+ * Appends `bytes` to `file` and feeds `hash` exactly what was written, so that after a failed write
+ * the hash still describes the bytes on disk. A failed write is a {@link localWriteError}.
+ */
+async function writeAll(
+  file: Deno.FsFile,
+  path: string,
+  bytes: Uint8Array,
+  hash: Sha256 | undefined,
+): Promise<void> {
+  for (let at = 0; at < bytes.length;) {
+    let n: number;
+    try {
+      n = await file.write(bytes.subarray(at));
+    } catch (error) {
+      throw localWriteError(path, error);
+    }
+    hash?.update(bytes.subarray(at, at + n));
+    at += n;
+  }
+}
+
+/** A disk that is full or not writable: final (retrying cannot help), unlike a dropped connection. */
+function localWriteError(path: string, error: unknown): ModelFileError {
+  return new ModelFileError(
+    `Cannot write ${path} (${error instanceof Error ? error.message : error}): free disk space, ` +
+      `or set HF_HOME (or HF_HUB_CACHE) to a writable disk with room for the model.`,
+    { cause: error },
+  );
 }
 
 /** A dropped connection or server hiccup worth resuming after (not a wrong file or a 4xx). */
@@ -213,7 +240,8 @@ class Transient extends Error {}
 
 /**
  * One attempt: appends to `partial` from its current length. Returns when the server has sent
- * everything; throws Transient for a dropped connection or a 5xx, ModelFileError for a wrong size.
+ * everything; throws Transient for a dropped connection or a 5xx, ModelFileError for a wrong size
+ * or a local write error (a full or read-only disk: retrying would not help).
  */
 async function fetchInto(
   ctx: Context,
@@ -256,7 +284,12 @@ async function fetchInto(
         `${total} bytes (${meta.url}). The file changed or the server is misconfigured; try again later.`,
     );
   }
-  using file = await Deno.open(partial, { write: true, create: true, append: true });
+  using file = await Deno.open(partial, { write: true, create: true, append: true }).catch(
+    async (error) => {
+      await response.body?.cancel();
+      throw localWriteError(partial, error);
+    },
+  );
   try {
     for await (const chunk of response.body ?? []) {
       have += chunk.length;
@@ -265,8 +298,7 @@ async function fetchInto(
           `"${meta.name}" of "${ctx.repoId}": received more than the announced ${meta.size} bytes.`,
         );
       }
-      hash?.update(chunk);
-      await writeAll(file, chunk);
+      await writeAll(file, partial, chunk, hash);
       progress?.add(chunk.length);
     }
   } catch (error) {

@@ -201,3 +201,36 @@ Deno.test("downloadModel() draws progress to the sink it is given", async () => 
   assert.ok(lines.length >= 2);
   assert.match(lines.at(-1)!, /^qvq-test\/tiny-qwen2vl \[#{24}\] 100% 9\.\d+ MB\/9\.\d+ MB .*\n$/);
 });
+
+Deno.test({
+  name:
+    "a local write error (disk full) is final, names the file and what to do, and is not retried",
+  // /dev/full answers every write with ENOSPC: a disk that fills up at once.
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const shard = "model-00001-of-00002.safetensors";
+    await using hub = await fakeHub();
+    await using cache = await tempCache();
+    const bytes = await Deno.readFile(join(FIXTURE, shard));
+    const blobs = join(`${cache}`, "models--qvq-test--tiny-qwen2vl", "blobs");
+    const partial = join(blobs, `${sha256(bytes)}.incomplete`);
+    await Deno.mkdir(blobs, { recursive: true });
+    await Deno.symlink("/dev/full", partial);
+    const options = { ...quiet, endpoint: hub.endpoint, cacheDir: `${cache}`, concurrency: 1 };
+    await assert.rejects(
+      downloadModel(REPO, options),
+      (e) => {
+        assert.ok(e instanceof ModelFileError, String(e));
+        assert.ok(e.message.includes(partial), e.message);
+        assert.match(e.message, /ENOSPC|No space left/);
+        assert.match(e.message, /free disk space.*HF_HOME/);
+        return true;
+      },
+    );
+    const gets = hub.seen.filter((s) => s.method === "GET" && s.path === `/cdn/${sha256(bytes)}`);
+    assert.equal(gets.length, 1, "a full disk is not a dropped connection: no retry");
+    // With room again, the next call downloads it whole and the sha256 matches.
+    await Deno.remove(partial);
+    await assertSameFiles(await downloadModel(REPO, options));
+  },
+});
