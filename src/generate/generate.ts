@@ -44,6 +44,7 @@ export async function* runGeneration(
   const decoder = tokenizer.createStreamDecoder({ skipSpecialTokens: true });
   try {
     let visionMs = 0;
+    if (o.signal?.aborted) return yield* aborted(S, prompt.imageTokens, visionMs);
     if (prompt.gridThw.length > 0) {
       const t0 = performance.now();
       images = model.encodeImages(prompt.pixelValues, prompt.gridThw);
@@ -51,11 +52,16 @@ export async function* runGeneration(
       await gpu.device.queue.onSubmittedWorkDone();
       visionMs = performance.now() - t0;
     }
-    if (o.signal?.aborted) return yield* aborted(S, prompt.imageTokens, visionMs);
     const prefillStart = performance.now();
     session = model.createSession(S + o.maxNewTokens);
     hooks.onSession?.(session);
-    await model.prefill(session, prompt.inputIds, images);
+    try {
+      // An abort during the vision tower or between prefill chunks stops the prefill.
+      await model.prefill(session, prompt.inputIds, images, { signal: o.signal });
+    } catch (error) {
+      if (!o.signal?.aborted) throw error;
+      return yield* aborted(S, prompt.imageTokens, visionMs);
+    }
     images?.destroy();
     images = undefined;
     run = new SessionRun(model, session, o);

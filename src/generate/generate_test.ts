@@ -103,4 +103,65 @@ Deno.test("runGeneration() frees the session when the consumer walks away mid-st
   assert.ok(session?.disposed);
 });
 
-addEventListener("unload", () => model.then((m) => m.dispose()));
+/** Counts queue submits from now on, calling `onSubmit` after each; dispose to stop. */
+async function watchSubmits(onSubmit: (count: number) => void = () => {}) {
+  const queue = (await model).gpu.device.queue;
+  const submit = queue.submit;
+  const watch = { count: 0, [Symbol.dispose]: () => void (queue.submit = submit) };
+  queue.submit = (buffers) => {
+    submit.call(queue, buffers);
+    onSubmit(++watch.count);
+  };
+  return watch;
+}
+
+// Case 0 (35 tokens, one image) in 4-token prefill chunks: a prefill of 9 passes.
+const chunked = model.then((m) =>
+  Qwen2VLModel.load(TINY_DIR, { gpu: m.gpu, dtype: "f32", maxContext: 64, prefillChunk: 4 })
+);
+
+/** Runs case 0 on the chunked model, collecting its events. */
+async function generateChunked(signal: AbortSignal, onSession: (s: Session) => void) {
+  const events: GenerationEvent[] = [];
+  const stream = runGeneration(
+    await chunked,
+    await tokenizer,
+    await promptOf(0),
+    resolveOptions({ signal }, CONFIG),
+    { onSession },
+  );
+  for await (const e of stream) events.push(e);
+  return events;
+}
+
+Deno.test("runGeneration() with an already aborted signal ends with abort before the vision tower", async () => {
+  let session: Session | undefined;
+  await chunked;
+  using submits = await watchSubmits();
+  const events = await generateChunked(AbortSignal.abort(), (s) => (session = s));
+  assert.deepEqual(events.map((e) => e.type === "done" && e.result.finishReason), ["abort"]);
+  assert.equal(submits.count, 0, "no GPU work at all");
+  assert.equal(session, undefined);
+});
+
+Deno.test("runGeneration() ends with abort mid-prefill: the rest of the prompt never reaches the GPU", async () => {
+  const controller = new AbortController();
+  let session: Session | undefined;
+  let prefillSubmits = 0;
+  await chunked;
+  using _ = await watchSubmits(() => {
+    if (session && ++prefillSubmits === 2) controller.abort();
+  });
+  const events = await generateChunked(controller.signal, (s) => (session = s));
+  assert.deepEqual(events.map((e) => e.type === "done" && e.result.finishReason), ["abort"]);
+  assert.ok(events[0].type === "done");
+  assert.equal(events[0].result.usage.completionTokens, 0);
+  assert.equal(events[0].result.usage.imageTokens, 4);
+  assert.equal(prefillSubmits, 2, "no chunk after the abort, no decode batch");
+  assert.ok(session?.disposed, "the KV cache is freed");
+});
+
+addEventListener("unload", () => {
+  chunked.then((m) => m.dispose());
+  model.then((m) => m.dispose());
+});

@@ -75,6 +75,11 @@ export interface LoadOptions {
 export interface PrefillOptions {
   /** Also read back the logits of every prompt position (tests, the `logits` CLI): (seq, vocab) f32. */
   allLogits?: boolean;
+  /**
+   * Stops the prefill between chunks: it rejects with the signal's reason (a DOMException
+   * "AbortError" by default) and submits no further chunk. The session stays usable.
+   */
+  signal?: AbortSignal;
 }
 
 /** Options of {@link planModel}. */
@@ -303,7 +308,8 @@ export class Qwen2VLModel {
    * conversation), leaving the last position's logits in `session.logits` and the decode state at
    * `{ cache_len: seq, position: seq + ropeDelta, step: 0 }`. Image embeddings replace the
    * `<|image_pad|>` tokens' embeddings (transformers: `inputs_embeds.masked_scatter(image_mask,
-   * image_embeds)`), positions come from {@link getRopeIndex}. Long prompts run in chunks.
+   * image_embeds)`), positions come from {@link getRopeIndex}. Long prompts run in chunks;
+   * `opts.signal` is checked before each one.
    * @param inputIds (seq) token ids, image pads already expanded to each image's token count
    * @returns (seq, vocab) f32 logits when `opts.allLogits`, else undefined
    */
@@ -374,8 +380,12 @@ export class Qwen2VLModel {
     const embed = this.#w.matrix("text.embed");
     // Image embedding rows used so far: runs consume images.buffer rows in order.
     const runRow = runs.map((_, i) => runs.slice(0, i).reduce((a, r) => a + r.len, 0));
+    // With a signal, at most two chunks are queued at once (the GPU runs one while the next is
+    // recorded), so an abort is seen between chunks and leaves little GPU work behind it.
+    let queued: Promise<void> | undefined; // the GPU finishing the chunk before the last one
     try {
       for (let c = 0; c < S; c += chunk) {
+        opts.signal?.throwIfAborted();
         const n = Math.min(chunk, S - c);
         const idsBuf = uploadArray(gpu, ids.subarray(c, c + n), "prefill.ids");
         const posBuf = uploadArray(gpu, pos.subarray(c * 3, (c + n) * 3), "prefill.pos");
@@ -414,6 +424,10 @@ export class Qwen2VLModel {
         idsBuf.destroy();
         posBuf.destroy();
         if (logitsAll) out!.set(await readF32(gpu, logitsAll, n * V), c * V);
+        if (opts.signal && c + n < S) {
+          await queued;
+          queued = gpu.device.queue.onSubmittedWorkDone();
+        }
       }
     } finally {
       b.destroy();

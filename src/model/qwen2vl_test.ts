@@ -181,3 +181,46 @@ Deno.test("prefill() sets the decode position from the rope delta and rejects ba
   }
   assert.throws(() => model.createSession(8), /disposed/);
 });
+
+Deno.test("prefill() stops between chunks when its signal aborts, and the session stays usable", async () => {
+  const gpu = await sharedGpu();
+  const model = await Qwen2VLModel.load(TINY_DIR, {
+    gpu,
+    dtype: "f32",
+    maxContext: 64,
+    prefillChunk: 4,
+  });
+  const ids = Array.from({ length: 22 }, (_, i) => 1000 + 37 * i); // 6 chunks of ≤ 4 tokens
+  const s = model.createSession(32);
+  const queue = gpu.device.queue;
+  const submit = queue.submit;
+  let submits = 0;
+  const controller = new AbortController();
+  queue.submit = (buffers) => {
+    submit.call(queue, buffers);
+    if (++submits === 2) controller.abort(); // while the second chunk is queued
+  };
+  const isAbort = (e: Error) => e.name === "AbortError";
+  gpu.device.pushErrorScope("validation");
+  try {
+    await assert.rejects(
+      model.prefill(s, ids, undefined, { signal: AbortSignal.abort() }),
+      isAbort,
+    );
+    assert.equal(submits, 0, "an aborted signal submits nothing");
+    await assert.rejects(model.prefill(s, ids, undefined, { signal: controller.signal }), isAbort);
+    assert.equal(submits, 2, "the chunks after the abort never reach the GPU");
+    queue.submit = submit;
+    // The half-filled cache is simply overwritten: the same logits as on a fresh session.
+    await model.prefill(s, ids);
+    const fresh = model.createSession(32);
+    await model.prefill(fresh, ids);
+    assert.deepEqual(await readF32(gpu, s.logits), await readF32(gpu, fresh.logits));
+    fresh.dispose();
+  } finally {
+    queue.submit = submit;
+    s.dispose();
+    model.dispose();
+  }
+  assert.equal(await gpu.device.popErrorScope(), null);
+});
