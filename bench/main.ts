@@ -22,7 +22,13 @@ import { Qwen2VLModel } from "../src/model/qwen2vl.ts";
 import { syntheticModel } from "../src/model/synthetic.ts";
 import type { WeightPlan } from "../src/model/weights.ts";
 import { DEFAULT_IMAGE_PROCESSOR_CONFIG, smartResize } from "../src/image.ts";
-import { advance, createSamplingParams, sample, writeSamplingParams } from "../kernels/mod.ts";
+import {
+  advance,
+  createSamplingParams,
+  greedySettings,
+  sample,
+  writeSamplingParams,
+} from "../kernels/mod.ts";
 import { type BenchOptions, parseArgs, SHAPES } from "./_args.ts";
 import { writeSyntheticCheckpoint } from "./_checkpoint.ts";
 
@@ -180,15 +186,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
     for (let rep = 0; rep < o.repeat; rep++) {
       const s = model.createSession(maxTokens);
       await s.ready();
-      writeSamplingParams(gpu, params, {
-        doSample: false,
-        temperature: 0,
-        topK: 0,
-        topP: 1,
-        repetitionPenalty: 1,
-        seed: 0,
-        promptLength: ids.length,
-      });
+      writeSamplingParams(gpu, params, greedySettings(ids.length));
       const bufs = {
         logits: s.logits,
         prompt: s.prompt,

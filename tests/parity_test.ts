@@ -19,7 +19,12 @@ import {
   TINY_DIR,
 } from "../src/model/_fixture.ts";
 import { advance } from "../kernels/state.ts";
-import { createSamplingParams, sample, writeSamplingParams } from "../kernels/sample.ts";
+import {
+  createSamplingParams,
+  greedySettings,
+  sample,
+  writeSamplingParams,
+} from "../kernels/sample.ts";
 import type { Dispatch } from "../kernels/_kernel.ts";
 
 const STEPS = 12;
@@ -38,15 +43,7 @@ function tiny(dtype: WeightDType): Promise<Qwen2VLModel> {
 function greedySampler(model: Qwen2VLModel, s: Session) {
   const gpu = model.gpu;
   const params = createSamplingParams(gpu);
-  writeSamplingParams(gpu, params, {
-    doSample: false,
-    temperature: 0,
-    topK: 0,
-    topP: 1,
-    repetitionPenalty: 1,
-    seed: 0,
-    promptLength: s.promptLength,
-  });
+  writeSamplingParams(gpu, params, greedySettings(s.promptLength));
   const bufs = {
     logits: s.logits,
     prompt: s.prompt,
