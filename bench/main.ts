@@ -22,13 +22,8 @@ import { Qwen2VLModel } from "../src/model/qwen2vl.ts";
 import { syntheticModel } from "../src/model/synthetic.ts";
 import type { WeightPlan } from "../src/model/weights.ts";
 import { DEFAULT_IMAGE_PROCESSOR_CONFIG, smartResize } from "../src/image.ts";
-import {
-  advance,
-  createSamplingParams,
-  greedySettings,
-  sample,
-  writeSamplingParams,
-} from "../kernels/mod.ts";
+import { GREEDY } from "../kernels/mod.ts";
+import { SessionRun } from "../src/generate/session_run.ts";
 import { type BenchOptions, parseArgs, SHAPES } from "./_args.ts";
 import { writeSyntheticCheckpoint } from "./_checkpoint.ts";
 
@@ -177,7 +172,6 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
   const pixels = grid
     ? new Float32Array(patches * v.patchDim).map((_, i) => Math.sin(i * 0.01))
     : undefined;
-  const params = createSamplingParams(gpu);
   let last!: Omit<
     BenchResult,
     "shape" | "quant" | "device" | "load_s" | "load_source" | "load_gb_s"
@@ -186,26 +180,14 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
     for (let rep = 0; rep < o.repeat; rep++) {
       const s = model.createSession(maxTokens);
       await s.ready();
-      writeSamplingParams(gpu, params, greedySettings(ids.length));
-      const bufs = {
-        logits: s.logits,
-        prompt: s.prompt,
-        params,
-        state: s.state,
-        tokens: s.tokens,
-        scores: s.scores,
-      };
-      const shape = { vocab: cfg.text.vocabSize, capacity: s.maxTokens };
-      const first = sample(gpu, bufs, { ...shape, afterPrefill: true });
-      const next = sample(gpu, bufs, shape);
-      const adv = advance(gpu, s.state);
-
       // TTFT: vision → prefill → first token, one readback at the end. Vision and prefill are
       // also timed alone (each with its own readback) in a second pass below.
       const t1 = performance.now();
       const img = grid ? model.encodeImages(pixels!, [grid]) : undefined;
       await model.prefill(s, ids, img);
-      submit(gpu, (pass) => first.encode(pass));
+      // The generation loop's own sampler + advance, as Pipeline builds it after prefill.
+      const run = new SessionRun(model, s, GREEDY);
+      record(gpu, run, 0, 1);
       await readU32(gpu, s.tokens, 1);
       const ttft = (performance.now() - t1) / 1000;
       img?.destroy();
@@ -231,14 +213,11 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
 
       // Decode: one warm-up batch, then newTokens steps in batches, one readback at the end.
       const steps = Math.min(o.newTokens, s.maxTokens - ids.length - 1);
-      const batch = (n: number) =>
-        submit(gpu, (pass) => {
-          for (let i = 0; i < n; i++) {
-            model.encodeDecodeStep(pass, s);
-            next.encode(pass);
-            adv.encode(pass);
-          }
-        });
+      let recorded = 1; // ring entry 0 came from the prefill
+      const batch = (n: number) => {
+        record(gpu, run, recorded, n);
+        recorded += n;
+      };
       const warm = Math.min(2, steps - 1);
       if (warm > 0) {
         batch(warm);
@@ -272,11 +251,10 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         new_tokens: timed,
         dispatches_per_step: s.decodeDispatches.length + 3, // + sampler (2 kernels) + advance
       };
-      [first, next, adv].forEach((d) => d.destroy());
+      run.dispose();
       s.dispose();
     }
   } finally {
-    params.destroy();
     model.dispose();
   }
   const info = gpu.adapterInfo;
@@ -297,11 +275,9 @@ function round(x: number, digits = 4): number {
 }
 
 /** Records work into one compute pass and submits it. */
-function submit(gpu: Gpu, record: (pass: GPUComputePassEncoder) => void): void {
+function record(gpu: Gpu, run: SessionRun, first: number, count: number): void {
   const enc = gpu.device.createCommandEncoder({ label: "bench" });
-  const pass = enc.beginComputePass({ label: "bench" });
-  record(pass);
-  pass.end();
+  run.record(enc, first, count);
   gpu.device.queue.submit([enc.finish()]);
 }
 

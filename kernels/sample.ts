@@ -41,18 +41,15 @@ export interface SamplingSettings {
   promptLength: number;
 }
 
-/** Greedy argmax (transformers' do_sample=False) with no penalty, over a prompt of `promptLength`. */
-export function greedySettings(promptLength: number): SamplingSettings {
-  return {
-    doSample: false,
-    temperature: 0,
-    topK: 0,
-    topP: 1,
-    repetitionPenalty: 1,
-    seed: 0,
-    promptLength,
-  };
-}
+/** Greedy argmax (transformers' do_sample=False) with no penalty; add the prompt length. */
+export const GREEDY: Readonly<Omit<SamplingSettings, "promptLength">> = {
+  doSample: false,
+  temperature: 0,
+  topK: 0,
+  topP: 1,
+  repetitionPenalty: 1,
+  seed: 0,
+};
 
 /** Creates the 32-byte sampling settings buffer. */
 export function createSamplingParams(gpu: Gpu, label = "sampling"): GPUBuffer {

@@ -18,14 +18,8 @@ import {
   SYNTHETIC_DIR,
   TINY_DIR,
 } from "../src/model/_fixture.ts";
-import { advance } from "../kernels/state.ts";
-import {
-  createSamplingParams,
-  greedySettings,
-  sample,
-  writeSamplingParams,
-} from "../kernels/sample.ts";
-import type { Dispatch } from "../kernels/_kernel.ts";
+import { GREEDY } from "../kernels/sample.ts";
+import { SessionRun } from "../src/generate/session_run.ts";
 
 const STEPS = 12;
 
@@ -39,40 +33,6 @@ function tiny(dtype: WeightDType): Promise<Qwen2VLModel> {
   return m;
 }
 
-/** The greedy samplers of a session (after prefill, in a decode step) and the state advance. */
-function greedySampler(model: Qwen2VLModel, s: Session) {
-  const gpu = model.gpu;
-  const params = createSamplingParams(gpu);
-  writeSamplingParams(gpu, params, greedySettings(s.promptLength));
-  const bufs = {
-    logits: s.logits,
-    prompt: s.prompt,
-    params,
-    state: s.state,
-    tokens: s.tokens,
-    scores: s.scores,
-  };
-  const shape = { vocab: model.config.text.vocabSize, capacity: s.maxTokens };
-  const d: Dispatch[] = [
-    sample(gpu, bufs, { ...shape, afterPrefill: true }),
-    sample(gpu, bufs, shape),
-    advance(gpu, s.state),
-  ];
-  return {
-    first: d[0],
-    /** One decode step: the model's step, its sampler (tokens[step + 1]) and the advance. */
-    encodeStep(pass: GPUComputePassEncoder) {
-      model.encodeDecodeStep(pass, s);
-      d[1].encode(pass);
-      d[2].encode(pass);
-    },
-    destroy() {
-      d.forEach((x) => x.destroy());
-      params.destroy();
-    },
-  };
-}
-
 /**
  * Greedy generation of `steps` tokens the way the decode loop runs it: the sampler after prefill,
  * then (decode step, sampler, advance) × (steps − 1), all in one command buffer; one readback.
@@ -84,16 +44,13 @@ async function greedy(
   steps: number,
 ): Promise<{ ids: Uint32Array; scores: Float32Array }> {
   const gpu = model.gpu;
-  const g = greedySampler(model, s);
+  const run = new SessionRun(model, s, GREEDY);
   const enc = gpu.device.createCommandEncoder();
-  const pass = enc.beginComputePass();
-  g.first.encode(pass);
-  for (let i = 1; i < steps; i++) g.encodeStep(pass);
-  pass.end();
+  run.record(enc, 0, steps);
   gpu.device.queue.submit([enc.finish()]);
   const ids = await readU32(gpu, s.tokens, steps);
   const scores = await readF32(gpu, s.scores, steps);
-  g.destroy();
+  run.dispose();
   return { ids, scores };
 }
 
@@ -245,19 +202,16 @@ async function greedyStepwise(
   steps: number,
 ): Promise<{ ids: Uint32Array; logits: Float32Array }> {
   const gpu = model.gpu, V = model.config.text.vocabSize;
-  const g = greedySampler(model, s);
+  const run = new SessionRun(model, s, GREEDY);
   const logits = new Float32Array(steps * V);
   for (let i = 0; i < steps; i++) {
     const enc = gpu.device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    if (i === 0) g.first.encode(pass);
-    else g.encodeStep(pass);
-    pass.end();
+    run.record(enc, i, 1);
     gpu.device.queue.submit([enc.finish()]);
     logits.set(await readF32(gpu, s.logits, V), i * V);
   }
   const ids = await readU32(gpu, s.tokens, steps);
-  g.destroy();
+  run.dispose();
   return { ids, logits };
 }
 

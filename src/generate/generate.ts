@@ -64,7 +64,14 @@ export async function* runGeneration(
     }
     images?.destroy();
     images = undefined;
-    run = new SessionRun(model, session, o);
+    run = new SessionRun(model, session, {
+      doSample: o.temperature > 0,
+      temperature: o.temperature,
+      topK: o.topK,
+      topP: o.topP,
+      repetitionPenalty: o.repetitionPenalty,
+      seed: o.seed,
+    });
     return yield* decodeStream(run, o, decoder, {
       promptTokens: S,
       imageTokens: prompt.imageTokens,

@@ -6,11 +6,15 @@
  * @module
  */
 import type { Dispatch } from "../../kernels/_kernel.ts";
-import { createSamplingParams, sample, writeSamplingParams } from "../../kernels/sample.ts";
+import {
+  createSamplingParams,
+  sample,
+  type SamplingSettings,
+  writeSamplingParams,
+} from "../../kernels/sample.ts";
 import { advance } from "../../kernels/state.ts";
 import type { Qwen2VLModel, Session } from "../model/qwen2vl.ts";
 import type { DecodeRun } from "./decode_stream.ts";
-import type { ResolvedOptions } from "./options.ts";
 
 /** A {@link DecodeRun} over a prefilled session. Dispose it before the session. */
 export class SessionRun implements DecodeRun {
@@ -25,24 +29,20 @@ export class SessionRun implements DecodeRun {
 
   /**
    * @param session prefilled (its promptLength is the repetition penalty's prompt history)
-   * @param o the validated options (temperature 0 = greedy)
+   * @param sampling how each token is chosen (e.g. GREEDY from kernels/sample.ts)
    */
-  constructor(model: Qwen2VLModel, session: Session, o: ResolvedOptions) {
+  constructor(
+    model: Qwen2VLModel,
+    session: Session,
+    sampling: Omit<SamplingSettings, "promptLength">,
+  ) {
     const gpu = model.gpu;
     this.gpu = gpu;
     this.#model = model;
     this.#session = session;
     this.ring = session.tokens;
     this.#params = createSamplingParams(gpu, "generate.sampling");
-    writeSamplingParams(gpu, this.#params, {
-      doSample: o.temperature > 0,
-      temperature: o.temperature,
-      topK: o.topK,
-      topP: o.topP,
-      repetitionPenalty: o.repetitionPenalty,
-      seed: o.seed,
-      promptLength: session.promptLength,
-    });
+    writeSamplingParams(gpu, this.#params, { ...sampling, promptLength: session.promptLength });
     const bufs = {
       logits: session.logits,
       prompt: session.prompt,
