@@ -42,6 +42,8 @@ export interface BenchOptions {
   writeCheckpoint: boolean;
   /** Longest session; default prompt + new tokens + 1. */
   maxContext?: number;
+  /** Also time each dispatch of a decode step alone (timestamp queries) and report the split. */
+  profile: boolean;
 }
 
 const USAGE = `deno task bench [options]
@@ -57,6 +59,8 @@ const USAGE = `deno task bench [options]
   --max-context N             session length (default prompt + new + 1)
   --checkpoint DIR            load a safetensors checkpoint instead of synthetic weights
   --write-checkpoint          write a synthetic bf16 checkpoint of the shape to DIR first
+  --profile                   time each decode-step dispatch alone (GPU timestamps); adds
+                              "decode_profile" (µs per step by kernel variant) to the line
 Prints one JSON line.`;
 
 /** Parses argv; throws InvalidInputError with the usage on a bad option. */
@@ -70,6 +74,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     repeat: 2,
     seed: 0,
     writeCheckpoint: false,
+    profile: false,
   };
   const bad = (msg: string): never => {
     throw new InvalidInputError(`${msg}\n${USAGE}`);
@@ -131,6 +136,9 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
         break;
       case "--write-checkpoint":
         o.writeCheckpoint = true;
+        break;
+      case "--profile":
+        o.profile = true;
         break;
       case "--help":
       case "-h":

@@ -26,6 +26,8 @@ import { GREEDY } from "../kernels/mod.ts";
 import { SessionRun } from "../src/generate/session_run.ts";
 import { type BenchOptions, parseArgs, SHAPES } from "./_args.ts";
 import { writeSyntheticCheckpoint } from "./_checkpoint.ts";
+import { profileStep, type StepProfile } from "./_profile.ts";
+import { writeDecodeState } from "../kernels/state.ts";
 
 /** H100 SXM HBM3 bandwidth the roofline fraction divides by. */
 export const H100_BYTES_PER_S = 3.35e12;
@@ -62,6 +64,8 @@ export interface BenchResult {
   image_patches: number;
   new_tokens: number;
   dispatches_per_step: number;
+  /** With --profile: each dispatch of a decode step timed alone (GPU µs per step). */
+  decode_profile?: StepProfile & { step_us: number };
 }
 
 /** The config object of a shape name. */
@@ -231,6 +235,17 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       await readU32(gpu, s.tokens, 1);
       const decodeS = (performance.now() - t4) / 1000;
       const tokS = timed / decodeS;
+      let profile: BenchResult["decode_profile"];
+      if (o.profile) {
+        // Back to the first decode step's state, so the profiled steps stay inside the cache.
+        writeDecodeState(gpu, s.state, {
+          cacheLen: ids.length,
+          position: ids.length + s.ropeDelta,
+          step: 0,
+        });
+        const p = await profileStep(gpu, run.stepDispatches(), Math.min(steps, 8));
+        profile = { step_us: round(1e6 / tokS, 1), ...p };
+      }
       const bytesPerToken = decodeBytes(cfg, model.plan, ids.length + steps / 2);
       last = {
         vision_s: round(visionS),
@@ -250,6 +265,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         image_patches: patches,
         new_tokens: timed,
         dispatches_per_step: s.decodeDispatches.length + 3, // + sampler (2 kernels) + advance
+        ...(profile ? { decode_profile: profile } : {}),
       };
       run.dispose();
       s.dispose();

@@ -100,3 +100,30 @@ Deno.test("runBench() at the tiny shape: every number measured and plausible (f1
     assert.ok(r.dispatches_per_step > 10);
   }
 });
+
+Deno.test("runBench() --profile times every dispatch of a decode step, grouped by kernel variant", async () => {
+  const gpu = await sharedGpu();
+  if (!gpu.features.timestampQuery) return; // lavapipe grants it; an adapter without it cannot profile
+  const r = await runBench({
+    ...parseArgs([
+      "--shape",
+      "tiny",
+      "--prompt-tokens",
+      "24",
+      "--new-tokens",
+      "4",
+      "--repeat",
+      "1",
+    ]),
+    dtype: gpu.features.f16 ? "f16" : "f32",
+    profile: true,
+  }, gpu);
+  const p = r.decode_profile!;
+  // The sampler is one Dispatch of two kernels: counted once here, twice in dispatches_per_step.
+  assert.equal(p.shares.reduce((a, e) => a + e.count, 0), r.dispatches_per_step - 1);
+  assert.ok(p.shares.some((e) => e.key.startsWith("attention.decode_part")), JSON.stringify(p));
+  assert.ok(p.shares.every((e) => e.us >= 0) && p.kernels_us > 0);
+  assert.ok(p.shares.every((e, i) => i === 0 || p.shares[i - 1].us >= e.us), "largest first");
+  // step_us comes from the unrounded tok/s; decode_tok_s is rounded to 0.01.
+  assert.ok(Math.abs(p.step_us * r.decode_tok_s / 1e6 - 1) < 1e-3, `${p.step_us} µs`);
+});

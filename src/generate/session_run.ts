@@ -73,6 +73,14 @@ export class SessionRun implements DecodeRun {
     pass.end();
   }
 
+  /**
+   * One decode step's dispatches in recording order (model step, sampler, advance): what
+   * {@link record} encodes per ring entry ≥ 1, for profilers that time each one alone.
+   */
+  stepDispatches(): readonly Dispatch[] {
+    return [...this.#session.decodeDispatches, this.#next, this.#advance];
+  }
+
   /** Frees the sampler's buffers (the session is the caller's). */
   dispose(): void {
     for (const d of [this.#first, this.#next, this.#advance]) d.destroy();
