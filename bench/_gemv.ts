@@ -1,18 +1,23 @@
 /**
- * Decode GEMV sweep: the 7B decoder's matrices (28 layers of qkv, o, gate_up, down + lm_head, each
- * its own weight so nothing stays in L2) in f16 / q8 / q4, as one compute pass, for each GEMV
- * tuning. Time per token = (t(2R) − t(R)) / R over R chained tokens, which drops the submit and
- * readback overheads. Prints a table and writes JSON lines (to --out, default stdout only).
+ * Decode GEMV bench: the 7B decoder's matrices (28 layers of qkv, o, gate_up, down + lm_head,
+ * each its own weight so nothing stays in L2). Time per token = (t(2R) − t(R)) / R over R chained
+ * repetitions in one compute pass, which drops the submit and readback overheads.
  *
- *   deno run -A bench/_gemv.ts [--layers 28] [--out file.jsonl]
+ * 1. Sweep (q8/q4): every kind's chain (28 weights, or lm_head alone) under each GEMV tuning of
+ *    kernels/linear_q.ts, plain x (no fused norm/silu); prints the best per kind.
+ * 2. Decode chains (f16 / q8 / q4): the 169 GEMVs as a decode step runs them — norm fused into
+ *    qkv, gate_up and lm_head, silu · mul into down, o and down accumulating — with the default
+ *    tunings (and for q8/q4 with the sweep's best per kind).
+ *
+ *   deno run -A bench/_gemv.ts [--layers 28] [--dtypes f16,q8,q4] [--sweep 1] [--out file.jsonl]
  * @module
  */
 import { requestGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32 } from "../src/gpu/buffers.ts";
 import { createWeight, destroyWeight, type QuantDType, type Weight } from "../src/gpu/tensor.ts";
 import { fill, fillWeight } from "../kernels/fill.ts";
-import { fillQuantRows, linearQ, type LinearQTuning } from "../kernels/linear_q.ts";
-import { linear } from "../kernels/linear.ts";
+import { fillQuantRows, gemvQTuning, linearQ, type LinearQTuning } from "../kernels/linear_q.ts";
+import { linear, type LinearShape } from "../kernels/linear.ts";
 import { type Dispatch, run } from "../kernels/_kernel.ts";
 
 const args = Deno.args;
@@ -22,13 +27,21 @@ const opt = (name: string, def: string) => {
 };
 const layers = Number(opt("--layers", "28"));
 const out = opt("--out", "");
+const dtypes = opt("--dtypes", "f16,q8,q4").split(",") as ("f16" | QuantDType)[];
+const sweep = opt("--sweep", "1") === "1";
 const gpu = await requestGpu();
+console.log(`${gpu.adapterInfo.description || gpu.adapterInfo.device} subgroups=${gpu.features.subgroups} ` +
+  `sg=[${gpu.adapterInfo.subgroupMinSize}, ${gpu.adapterInfo.subgroupMaxSize}]`);
 const H = 3584, I = 18944, QKV = 3584 + 1024, V = 152064;
-const shapes: [string, number, number][] = [["qkv", QKV, H], ["o", H, H], ["gate_up", 2 * I, H], [
-  "down",
-  H,
-  I,
-]];
+type Kind = "qkv" | "o" | "gate_up" | "down" | "lm_head";
+const KINDS: [Kind, number, number][] = [
+  ["qkv", QKV, H],
+  ["o", H, H],
+  ["gate_up", 2 * I, H],
+  ["down", H, I],
+  ["lm_head", V, H],
+];
+const BYTES = { f16: 2, q8: 1.0625, q4: 0.5625 };
 
 function make(rows: number, cols: number, dtype: "f16" | QuantDType, seed: number): Weight {
   const w = createWeight(gpu, rows, cols, dtype, `w${seed}`);
@@ -44,56 +57,116 @@ function make(rows: number, cols: number, dtype: "f16" | QuantDType, seed: numbe
   return w;
 }
 
+// x holds [gate | up] for the silu variant; nw is the RMSNorm weight.
 const x = createStorage(gpu, I * 4 * 2, "x"), y = createStorage(gpu, V * 4, "y");
-run(gpu, [fill(gpu, x, { count: I * 2, dtype: "f32", seed: 1, scale: 1 })]);
-const lines: string[] = [];
-for (const dtype of ["f16", "q8", "q4"] as const) {
-  const ws: Weight[] = [];
-  for (let l = 0; l < layers; l++) {
-    for (const [, n, k] of shapes) ws.push(make(n, k, dtype, ws.length + 1));
+const nw = createStorage(gpu, H * 4, "nw");
+run(gpu, [
+  fill(gpu, x, { count: I * 2, dtype: "f32", seed: 1, scale: 1 }),
+  fill(gpu, nw, { count: H, dtype: "f32", seed: 2, scale: 1 }),
+]);
+
+/** ms per repetition of the dispatch chain. */
+async function time(ds: Dispatch[]): Promise<number> {
+  const once = async (reps: number) => {
+    const t0 = performance.now();
+    const enc = gpu.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    for (let r = 0; r < reps; r++) for (const d of ds) d.encode(pass);
+    pass.end();
+    gpu.device.queue.submit([enc.finish()]);
+    await readF32(gpu, y, 1);
+    return performance.now() - t0;
+  };
+  await once(2); // compile + warm
+  const R = 10;
+  return ((await once(2 * R)) - (await once(R))) / R;
+}
+
+/** The decode step's options for a kind: fused norm / silu, residual accumulation. */
+function decodeShape(kind: Kind): LinearShape {
+  const norm = { weight: nw, eps: 1e-6 };
+  switch (kind) {
+    case "qkv":
+    case "gate_up":
+    case "lm_head":
+      return { m: 1, norm };
+    case "o":
+      return { m: 1, accumulate: true };
+    case "down":
+      return { m: 1, accumulate: true, siluMul: true };
   }
-  ws.push(make(V, H, dtype, 999));
-  const bytes = ws.reduce(
-    (a, w) => a + w.rows * w.cols * (dtype === "f16" ? 2 : dtype === "q8" ? 1.0625 : 0.5625),
-    0,
-  );
-  const tunings: (Partial<LinearQTuning> | null)[] = dtype === "f16"
-    ? [null]
-    : [32, 64, 128, 256].flatMap((wg) => [1, 2, 4, 8].map((rows) => ({ wg, rows })));
-  for (const t of tunings) {
-    const ds: Dispatch[] = ws.flatMap((w) =>
-      t ? linearQ(gpu, y, x, w, null, { m: 1 }, t) : linear(gpu, y, x, w, null, { m: 1 })
-    );
-    const time = async (reps: number) => {
-      const t0 = performance.now();
-      const enc = gpu.device.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      for (let r = 0; r < reps; r++) for (const d of ds) d.encode(pass);
-      pass.end();
-      gpu.device.queue.submit([enc.finish()]);
-      await readF32(gpu, y, 1);
-      return performance.now() - t0;
+}
+
+const lines: string[] = [];
+function record(rec: Record<string, unknown>, text: string) {
+  lines.push(JSON.stringify(rec));
+  console.log(text);
+}
+
+const SWEEP: LinearQTuning[] = [
+  ...[4, 8, 16, 32].flatMap((tpr) =>
+    [1, 2, 4].flatMap((rows) => [64, 256].map((wg) => ({ wg, tpr, rows, unroll: true })))
+  ),
+  ...[64, 128, 256].flatMap((wg) => [2, 4, 8].map((rows) => ({ wg, tpr: wg, rows, unroll: true }))),
+  ...[8, 16, 32].map((tpr) => ({ wg: 128, tpr, rows: 2, unroll: false })),
+];
+
+for (const dtype of dtypes) {
+  const ws = new Map<Kind, Weight[]>();
+  for (const [kind, n, k] of KINDS) {
+    const count = kind === "lm_head" ? 1 : layers;
+    ws.set(kind, Array.from({ length: count }, (_, i) => make(n, k, dtype, 1000 * n + i)));
+  }
+  const gb = (kind: Kind) => ws.get(kind)!.reduce((a, w) => a + w.rows * w.cols * BYTES[dtype], 0) / 1e9;
+  const best = new Map<Kind, { t: LinearQTuning; ms: number }>();
+  if (sweep && dtype !== "f16") {
+    for (const [kind] of KINDS) {
+      for (const t of SWEEP) {
+        const ds = ws.get(kind)!.flatMap((w) => linearQ(gpu, y, x, w, null, { m: 1 }, t));
+        const ms = await time(ds);
+        ds.forEach((d) => d.destroy());
+        if (!best.has(kind) || ms < best.get(kind)!.ms) best.set(kind, { t, ms });
+        record(
+          { part: "sweep", dtype, kind, tuning: t, layers, ms, tb_s: gb(kind) / ms },
+          `sweep ${dtype} ${kind} ${JSON.stringify(t)}: ${ms.toFixed(3)} ms, ${(gb(kind) / ms).toFixed(2)} TB/s`,
+        );
+      }
+      const b = best.get(kind)!;
+      console.log(`BEST ${dtype} ${kind}: ${JSON.stringify(b.t)} ${b.ms.toFixed(3)} ms ` +
+        `${(gb(kind) / b.ms).toFixed(2)} TB/s (default ${JSON.stringify(gemvQTuning(dtype, ws.get(kind)![0].cols))})`);
+    }
+  }
+  // The decode step's GEMV chain, in layer order.
+  const chain = (pick: (kind: Kind) => Partial<LinearQTuning> | undefined, plain = false) => {
+    const ds: Dispatch[] = [];
+    const one = (kind: Kind, w: Weight) => {
+      const s = plain ? { m: 1 } : decodeShape(kind);
+      ds.push(...(dtype === "f16" ? linear(gpu, y, x, w, null, s) : linearQ(gpu, y, x, w, null, s, pick(kind))));
     };
-    await time(2); // compile + warm
-    const R = 10;
-    const ms = ((await time(2 * R)) - (await time(R))) / R;
-    const rec = {
-      dtype,
-      tuning: t,
-      layers,
-      dispatches: ds.length,
-      gb: bytes / 1e9,
-      ms_per_token: ms,
-      tb_s: bytes / ms / 1e9,
-    };
-    lines.push(JSON.stringify(rec));
-    console.log(
-      `${dtype} ${JSON.stringify(t)}: ${ms.toFixed(3)} ms/token, ${
-        (bytes / ms / 1e9).toFixed(2)
-      } TB/s, ${(1000 / ms).toFixed(0)} tok/s (GEMVs only)`,
+    for (let l = 0; l < ws.get("qkv")!.length; l++) {
+      for (const kind of ["qkv", "o", "gate_up", "down"] as const) one(kind, ws.get(kind)![l]);
+    }
+    one("lm_head", ws.get("lm_head")![0]);
+    return ds;
+  };
+  const total = KINDS.reduce((a, [kind]) => a + gb(kind), 0);
+  const variants: [string, (kind: Kind) => Partial<LinearQTuning> | undefined, boolean][] = [
+    ["default fused", () => undefined, false],
+    ["default plain", () => undefined, true],
+  ];
+  if (best.size) {
+    variants.push(["best fused", (kind) => best.get(kind)!.t, false]);
+    variants.push(["best plain", (kind) => best.get(kind)!.t, true]);
+  }
+  for (const [name, pick, plain] of variants) {
+    const ds = chain(pick, plain);
+    const ms = await time(ds);
+    record(
+      { part: "chain", dtype, variant: name, layers, dispatches: ds.length, gb: total, ms, tb_s: total / ms },
+      `CHAIN ${dtype} ${name}: ${ds.length} dispatches, ${ms.toFixed(3)} ms/token, ${(total / ms).toFixed(2)} TB/s`,
     );
     ds.forEach((d) => d.destroy());
   }
-  ws.forEach(destroyWeight);
+  for (const list of ws.values()) list.forEach(destroyWeight);
 }
 if (out) await Deno.writeTextFile(out, lines.join("\n") + "\n");

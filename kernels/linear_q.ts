@@ -36,18 +36,31 @@ const Params = defineParams({
   groups: "u32",
   s_base: "u32",
   row0: "u32",
+  eps: "f32", // RMSNorm epsilon (GEMV with a fused norm only)
 });
 
 /** GEMV shape knobs of {@link linearQ}; benchmarks sweep them, callers use the defaults. */
 export interface LinearQTuning {
-  /** Threads per workgroup: a power of two ≥ every subgroup size. */
+  /** Threads per workgroup: a power of two. */
   wg: number;
-  /** Output rows per workgroup (each x element loaded once is used for all of them). */
+  /** Threads per row group (a power of two ≤ wg): they split k, and wg / tpr groups run side by side. */
+  tpr: number;
+  /** Output rows per row group (each x unit loaded once is used for all of them). */
   rows: number;
+  /** Two units per loop iteration (more loads in flight, more registers). */
+  unroll: boolean;
 }
 
-/** Default {@link LinearQTuning}. */
-export const LINEAR_Q_TUNING: Readonly<LinearQTuning> = { wg: 64, rows: 4 };
+/**
+ * Default GEMV {@link LinearQTuning} for a q8/q4 weight with k columns: about 8 units of 16 code
+ * bytes per thread and row, at most 32 threads per row (one subgroup on NVIDIA, reduced by
+ * shuffles), two rows per row group.
+ */
+export function gemvQTuning(dtype: QuantDType, k: number): LinearQTuning {
+  const units = k / (dtype === "q4" ? 32 : 16);
+  const tpr = Math.min(32, 2 ** Math.floor(Math.log2(Math.max(1, units / 8))));
+  return { wg: 128, tpr, rows: 2, unroll: true };
+}
 
 /** Bytes of the per-device f16 scratch that m > 1 products dequantize into, slice by slice. */
 const SCRATCH_BYTES = 64 << 20;
@@ -79,7 +92,11 @@ function checkQuant(w: Weight, what: string): QuantDType {
 }
 
 /** Params of a chunk: the scale region's first u32 word, groups per row. */
-function chunkParams(w: Weight, c: WeightChunk, extra: { n?: number; row0?: number } = {}) {
+function chunkParams(
+  w: Weight,
+  c: WeightChunk,
+  extra: { n?: number; row0?: number; eps?: number } = {},
+) {
   const { scalesOffset } = quantLayout(c.rows, w.cols, w.dtype as QuantDType);
   return Params.pack({
     n: extra.n ?? w.rows,
@@ -89,6 +106,7 @@ function chunkParams(w: Weight, c: WeightChunk, extra: { n?: number; row0?: numb
     groups: w.cols / QUANT_GROUP,
     s_base: scalesOffset / 4,
     row0: extra.row0 ?? 0,
+    eps: extra.eps ?? 0,
   });
 }
 
@@ -109,48 +127,64 @@ export function linearQ(
   tuning: Partial<LinearQTuning> = {},
 ): Dispatch[] {
   const q = checkQuant(w, "linearQ");
-  const { m } = s;
+  const { m, norm } = s;
+  const silu = s.siluMul === true;
   if (!Number.isInteger(m) || m < 1) {
     throw new InvalidInputError(`linearQ: m must be a positive integer, got ${m}`);
   }
-  checkSize("x", x, m * w.cols * 4);
+  if ((norm || silu) && (m !== 1 || (norm && silu))) {
+    throw new InvalidInputError(
+      `linearQ: a fused norm or siluMul needs m = 1 and not both, got m = ${m}` +
+        `${norm ? ", norm" : ""}${silu ? ", siluMul" : ""}; use normLinear() / siluMulLinear()`,
+    );
+  }
+  checkSize("x", x, m * w.cols * (silu ? 2 : 1) * 4);
   checkSize("y", y, m * w.rows * 4);
   if (bias) checkSize("bias", bias, w.rows * 4);
+  if (norm) checkSize("norm weight", norm.weight, w.cols * 4);
   if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError("linearQ: y must not alias x");
   if (m > 1) return dequantLinear(gpu, y, x, w, bias, s);
-  // Rows shorter than a workgroup's stride (the tiny model's k = 32 is one unit) would leave most
-  // threads idle: fewer threads per row, more rows per workgroup.
-  const units = w.cols / (q === "q4" ? 32 : 16);
-  const small = units < LINEAR_Q_TUNING.wg
-    ? { wg: Math.max(4, 2 ** Math.floor(Math.log2(units))), rows: 16 }
-    : {};
-  const t = { ...LINEAR_Q_TUNING, ...small, ...tuning };
+  const t = { ...gemvQTuning(q, w.cols), ...tuning };
+  const pow2 = (v: number) => Number.isInteger(v) && v >= 1 && (v & (v - 1)) === 0;
   if (
-    !(t.wg >= 4 && t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup &&
-      (t.wg & (t.wg - 1)) === 0) ||
-    !(Number.isInteger(t.rows) && t.rows >= 1)
+    !(pow2(t.wg) && t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup) ||
+    !(pow2(t.tpr) && t.tpr <= t.wg) || !(Number.isInteger(t.rows) && t.rows >= 1)
   ) {
     throw new InvalidInputError(`linearQ: bad tuning ${JSON.stringify(t)}`);
   }
-  const subgroups = gpu.features.subgroups && (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= t.wg;
+  // Shuffles need each row group inside one subgroup; subgroupAdd needs whole subgroups per group.
+  const sg = gpu.features.subgroups;
+  const xor = sg && t.tpr > 1 && t.tpr <= (gpu.adapterInfo.subgroupMinSize ?? 0);
+  const add = sg && !xor && (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= t.tpr;
+  // Bindings: x, w, [bias], [norm weight], y.
+  const extra = [...(bias ? [bias] : []), ...(norm ? [norm.weight] : [])];
   const v = variant(gpu, {
     family: "linear_q",
     entry: "main",
-    bindings: bias ? ["read", "read", "read", "read_write"] : ["read", "read", "read_write"],
+    bindings: [...extra.map(() => "read" as const), "read", "read", "read_write"],
     params: Params,
     defines: {
       GEMV: true,
       Q4: q === "q4",
       BIAS: bias !== null,
       ACC: s.accumulate === true,
-      SUBGROUPS: subgroups,
+      NORM: norm !== undefined,
+      SILU: silu,
+      ...(norm ? { NW_BINDING: 2 + extra.length - 1 } : {}),
+      Y_BINDING: 2 + extra.length,
+      XOR: xor,
+      ADD: add,
+      TREE: !xor && !add,
       WG: t.wg,
+      TPR: t.tpr,
       ROWS: t.rows,
+      UNROLL2: t.unroll,
     },
   });
+  const perGroup = (t.wg / t.tpr) * t.rows;
   return w.chunks.map((c) => {
-    const buffers = bias ? [x, c.buffer, bias, y] : [x, c.buffer, y];
-    return new Dispatch(gpu, v, buffers, chunkParams(w, c), grid2d(ceilDiv(c.rows, t.rows)));
+    const params = chunkParams(w, c, { eps: norm?.eps ?? 0 });
+    return new Dispatch(gpu, v, [x, c.buffer, ...extra, y], params, grid2d(ceilDiv(c.rows, perGroup)));
   });
 }
 

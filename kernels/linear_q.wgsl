@@ -17,39 +17,99 @@ const QMAX: f32 = 127.0;
 const WORDS_PER_GROUP: u32 = 8u;
 #endif
 
-// Elements e..e+3 (e % 4 == 0) of the group's word `q` at position e % 8 (Q4) as f32 codes.
-#if Q4
-fn codes_lo(q: u32) -> vec4<f32> {
-  return vec4<f32>((vec4<u32>(q) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u)) - 8.0;
-}
-fn codes_hi(q: u32) -> vec4<f32> {
-  return vec4<f32>((vec4<u32>(q) >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u)) - 8.0;
-}
-#else
-fn codes8(q: u32) -> vec4<f32> {
-  return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(q) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
-}
-#endif
-
 #if GEMV
-@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;  // (k / 4) f32
+// TPR threads (a power of two) share each row group's k: thread t of a group takes units t,
+// t + TPR, ... of its ROWS consecutive rows, so each x unit it loads serves ROWS rows, and a
+// workgroup of WG threads computes (WG / TPR) · ROWS rows. Small TPR (8) suits short rows (k =
+// 3584 is 112 q4 units: 14 per thread, and the threads of a row group read x in step, so a
+// warp's x loads are broadcasts); TPR = WG suits long rows on few row groups.
+// Reduction: #if XOR (TPR ≤ every subgroup size) subgroupShuffleXor within the row group; #if ADD
+// (TPR ≥ every subgroup size) subgroupAdd per subgroup then the subgroups' partials through
+// workgroup memory; else a tree over workgroup memory.
+// #if NORM: x is RMS-normed on load (a fused Qwen2RMSNorm, as in kernels/linear.wgsl):
+// y = inv_rms · (w · (x ∘ nw)ᵀ) (+ bias) (+ y); every workgroup reduces mean(x²) itself.
+// #if SILU: x is (2k) f32 [gate | up] and the product reads silu(gate) · up.
+@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;  // (k / 4) f32 (SILU: (2k / 4))
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;  // this chunk: codes, then scales
 #if BIAS
 @group(0) @binding(2) var<storage, read> bias: array<f32>;     // (n) f32, by output column
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;  // (n) f32
-#else
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;  // (n) f32
 #endif
+#if NORM
+@group(0) @binding({{NW_BINDING}}) var<storage, read> nw: array<vec4<f32>>;  // (k / 4) f32
+#endif
+@group(0) @binding({{Y_BINDING}}) var<storage, read_write> y: array<f32>;  // (n) f32
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
 const WG: u32 = {{WG}}u;
+const TPR: u32 = {{TPR}}u;
 const ROWS: u32 = {{ROWS}}u;
+const GROUPS_PER_WG: u32 = WG / TPR;
 
 // The f16 scale of flat group f (= row · groups + g) as f32.
 fn scale(f: u32) -> f32 {
   let sw = p.s_base + (f >> 1u);
   return unpack2x16float(w[sw >> 2u][sw & 3u])[f & 1u];
 }
+
+// Codes become f32 without int→float conversions (a quarter-rate instruction that bounded the
+// first GEMV): a code field at bit s of a word, OR-ed under the exponent of 2^(23 − s), is the
+// float 2^(23 − s) + field exactly, and one subtraction of 2^(23 − s) + offset leaves the code.
+// Fields at s ∈ {0, 8} (Q4 also 4, 12) come from the word and the word >> 16.
+#if Q4
+// Elements 0..3 (low nibbles: s = 0, 8 of q and of q >> 16) and 4..7 (high nibbles: s = 4, 12).
+fn codes_lo(q: u32) -> vec4<f32> {
+  let m = vec4<u32>(q, q, q >> 16u, q >> 16u);
+  return bitcast<vec4<f32>>((m & vec4<u32>(0xfu, 0xf00u, 0xfu, 0xf00u)) |
+    vec4<u32>(0x4b000000u, 0x47000000u, 0x4b000000u, 0x47000000u)) -
+    vec4<f32>(8388616.0, 32776.0, 8388616.0, 32776.0);
+}
+fn codes_hi(q: u32) -> vec4<f32> {
+  let m = vec4<u32>(q, q, q >> 16u, q >> 16u);
+  return bitcast<vec4<f32>>((m & vec4<u32>(0xf0u, 0xf000u, 0xf0u, 0xf000u)) |
+    vec4<u32>(0x49000000u, 0x45000000u, 0x49000000u, 0x45000000u)) -
+    vec4<f32>(524296.0, 2056.0, 524296.0, 2056.0);
+}
+#else
+// Bytes 0..3 of q as int8: XOR 0x80 makes each c + 128 in [1, 255].
+fn codes8(q: u32) -> vec4<f32> {
+  let u = q ^ 0x80808080u;
+  let m = vec4<u32>(u, u, u >> 16u, u >> 16u);
+  return bitcast<vec4<f32>>((m & vec4<u32>(0xffu, 0xff00u, 0xffu, 0xff00u)) |
+    vec4<u32>(0x4b000000u, 0x47000000u, 0x4b000000u, 0x47000000u)) -
+    vec4<f32>(8388736.0, 32896.0, 8388736.0, 32896.0);
+}
+#endif
+
+#if NORM
+var<workgroup> nred: array<f32, WG>;
+var<private> inv_rms: f32;
+
+// Sets inv_rms from all of x (a tree over workgroup memory). Called by every thread of the
+// workgroup in uniform control flow.
+fn norm_init(lid: u32) {
+  var ss = 0.0;
+  for (var i = lid; i < p.k / 4u; i += WG) { let e = x[i]; ss += dot(e, e); }
+  nred[lid] = ss;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (lid < s) { nred[lid] += nred[lid + s]; }
+    workgroupBarrier();
+  }
+  inv_rms = inverseSqrt(nred[0] / f32(p.k) + p.eps);
+}
+// x vec4 i times the norm weight; 1 / rms is applied in store().
+fn xn(i: u32) -> vec4<f32> { return x[i] * nw[i]; }
+#else
+#if SILU
+// silu(gate) · up at x vec4 i; up sits k elements after gate.
+fn xn(i: u32) -> vec4<f32> {
+  let g = x[i];
+  return g / (vec4<f32>(1.0) + exp(-g)) * x[i + p.k / 4u];
+}
+#else
+fn xn(i: u32) -> vec4<f32> { return x[i]; }
+#endif
+#endif
 
 // A thread's unit is one vec4<u32> of codes: 32 elements (one group) for Q4, 16 (half a group)
 // for q8. Its x elements are loaded once and reused for the ROWS rows.
@@ -58,7 +118,7 @@ const UNIT: u32 = 32u;
 struct XU { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>, e: vec4<f32>, f: vec4<f32>, g: vec4<f32>, h: vec4<f32> }
 fn load_x(j: u32) -> XU {
   let i = 8u * j;
-  return XU(x[i], x[i + 1u], x[i + 2u], x[i + 3u], x[i + 4u], x[i + 5u], x[i + 6u], x[i + 7u]);
+  return XU(xn(i), xn(i + 1u), xn(i + 2u), xn(i + 3u), xn(i + 4u), xn(i + 5u), xn(i + 6u), xn(i + 7u));
 }
 fn unit_dot(q: vec4<u32>, v: XU) -> f32 {
   return dot(codes_lo(q.x), v.a) + dot(codes_hi(q.x), v.b) + dot(codes_lo(q.y), v.c) +
@@ -70,7 +130,7 @@ const UNIT: u32 = 16u;
 struct XU { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32> }
 fn load_x(j: u32) -> XU {
   let i = 4u * j;
-  return XU(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
+  return XU(xn(i), xn(i + 1u), xn(i + 2u), xn(i + 3u));
 }
 fn unit_dot(q: vec4<u32>, v: XU) -> f32 {
   return dot(codes8(q.x), v.a) + dot(codes8(q.y), v.b) + dot(codes8(q.z), v.c) + dot(codes8(q.w), v.d);
@@ -79,7 +139,11 @@ fn unit_dot(q: vec4<u32>, v: XU) -> f32 {
 
 fn store(c: u32, acc: f32) {
   let col = p.row_start + c;
+#if NORM
+  var v = acc * inv_rms;
+#else
   var v = acc;
+#endif
 #if BIAS
   v += bias[col];
 #endif
@@ -89,58 +153,106 @@ fn store(c: u32, acc: f32) {
   y[col] = v;
 }
 
-#if SUBGROUPS
-var<workgroup> red: array<f32, ROWS * (WG / 4u)>;
+#if ADD
+// One partial per (row of the workgroup, subgroup of its row group); subgroups have ≥ 4 lanes.
+var<workgroup> red: array<f32, WG / TPR * ROWS * (TPR / 4u)>;
+#endif
+#if TREE
+var<workgroup> red: array<f32, ROWS * WG>;
+#endif
 
 @compute @workgroup_size(WG)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
+#if ADD
   @builtin(subgroup_size) sg_size: u32,
   @builtin(subgroup_invocation_id) sg_lane: u32,
-) {
-#else
-var<workgroup> red: array<f32, ROWS * WG>;
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 #endif
-  let r0 = (wid.x + wid.y * 65535u) * ROWS;
+) {
+#if NORM
+  norm_init(lid);
+#endif
+  let t = lid % TPR;         // lane within the row group
+  let rg = lid / TPR;        // row group within the workgroup
+  let r0 = ((wid.x + wid.y * 65535u) * GROUPS_PER_WG + rg) * ROWS;  // its first chunk row
   let units = p.k / UNIT;
+  // Rows past the chunk's end read the last row again (in bounds) and are not stored.
+  var base: array<u32, ROWS>;  // code units before each row
+  var sbase: array<u32, ROWS>; // groups before each row
   var acc: array<f32, ROWS>;
-  for (var r = 0u; r < ROWS; r++) { acc[r] = 0.0; }
-  for (var j = lid; j < units; j += WG) {
+  for (var r = 0u; r < ROWS; r++) {
+    let row = min(r0 + r, p.rows - 1u);
+    base[r] = row * units;
+    sbase[r] = row * p.groups;
+    acc[r] = 0.0;
+  }
+#if UNROLL2
+  // Two units per iteration: twice the independent loads in flight.
+  var j = t;
+  for (; j + TPR < units; j += 2u * TPR) {
+    let xa = load_x(j);
+    let xb = load_x(j + TPR);
+    let ga = j * UNIT / 32u;
+    let gb = (j + TPR) * UNIT / 32u;
+    for (var r = 0u; r < ROWS; r++) {
+      let qa = w[base[r] + j];
+      let qb = w[base[r] + j + TPR];
+      acc[r] += scale(sbase[r] + ga) * unit_dot(qa, xa) + scale(sbase[r] + gb) * unit_dot(qb, xb);
+    }
+  }
+  if (j < units) {
+#else
+  for (var j = t; j < units; j += TPR) {
+#endif
     let xv = load_x(j);
     let g = j * UNIT / 32u;
     for (var r = 0u; r < ROWS; r++) {
-      // Rows past the chunk's end read the last row again (in bounds) and are not stored.
-      let row = min(r0 + r, p.rows - 1u);
-      acc[r] += scale(row * p.groups + g) * unit_dot(w[row * units + j], xv);
+      acc[r] += scale(sbase[r] + g) * unit_dot(w[base[r] + j], xv);
     }
   }
-#if SUBGROUPS
-  let nsg = WG / sg_size;
+#if XOR
+  // TPR aligned lanes of one subgroup (1D workgroups split into subgroups of consecutive
+  // invocations), closed under lane ^ s for s < TPR.
+  for (var s = TPR / 2u; s > 0u; s = s >> 1u) {
+    for (var r = 0u; r < ROWS; r++) { acc[r] += subgroupShuffleXor(acc[r], s); }
+  }
+  if (t == 0u) {
+    for (var r = 0u; r < ROWS; r++) {
+      if (r0 + r < p.rows) { store(r0 + r, acc[r]); }
+    }
+  }
+#endif
+#if ADD
+  // A row group is TPR / sg_size whole subgroups.
+  let per = TPR / sg_size;
   for (var r = 0u; r < ROWS; r++) {
     let s = subgroupAdd(acc[r]);
-    if (sg_lane == 0u) { red[r * (WG / 4u) + lid / sg_size] = s; }
+    if (sg_lane == 0u) { red[(rg * ROWS + r) * (TPR / 4u) + t / sg_size] = s; }
   }
   workgroupBarrier();
-  // ROWS may exceed WG (short rows): each thread stores rows lid, lid + WG, ...
-  for (var r = lid; r < ROWS && r0 + r < p.rows; r += WG) {
-    var t = 0.0;
-    for (var i = 0u; i < nsg; i++) { t += red[r * (WG / 4u) + i]; }
-    store(r0 + r, t);
+  if (t < ROWS && r0 + t < p.rows) {
+    var v = 0.0;
+    for (var i = 0u; i < per; i++) { v += red[(rg * ROWS + t) * (TPR / 4u) + i]; }
+    store(r0 + t, v);
   }
-#else
+  // ROWS may exceed TPR: lanes t store rows t, t + TPR, ...
+  for (var r = t + TPR; r < ROWS && r0 + r < p.rows; r += TPR) {
+    var v = 0.0;
+    for (var i = 0u; i < per; i++) { v += red[(rg * ROWS + r) * (TPR / 4u) + i]; }
+    store(r0 + r, v);
+  }
+#endif
+#if TREE
   for (var r = 0u; r < ROWS; r++) { red[r * WG + lid] = acc[r]; }
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (lid < s) {
+  for (var s = TPR / 2u; s > 0u; s = s >> 1u) {
+    if (t < s) {
       for (var r = 0u; r < ROWS; r++) { red[r * WG + lid] += red[r * WG + lid + s]; }
     }
     workgroupBarrier();
   }
-  for (var r = lid; r < ROWS && r0 + r < p.rows; r += WG) { store(r0 + r, red[r * WG]); }
+  for (var r = t; r < ROWS && r0 + r < p.rows; r += TPR) { store(r0 + r, red[r * WG + lid - t]); }
 #endif
 }
 #endif
