@@ -30,8 +30,10 @@ const out = opt("--out", "");
 const dtypes = opt("--dtypes", "f16,q8,q4").split(",") as ("f16" | QuantDType)[];
 const sweep = opt("--sweep", "1") === "1";
 const gpu = await requestGpu();
-console.log(`${gpu.adapterInfo.description || gpu.adapterInfo.device} subgroups=${gpu.features.subgroups} ` +
-  `sg=[${gpu.adapterInfo.subgroupMinSize}, ${gpu.adapterInfo.subgroupMaxSize}]`);
+console.log(
+  `${gpu.adapterInfo.description || gpu.adapterInfo.device} subgroups=${gpu.features.subgroups} ` +
+    `sg=[${gpu.adapterInfo.subgroupMinSize}, ${gpu.adapterInfo.subgroupMaxSize}]`,
+);
 const H = 3584, I = 18944, QKV = 3584 + 1024, V = 152064;
 type Kind = "qkv" | "o" | "gate_up" | "down" | "lm_head";
 const KINDS: [Kind, number, number][] = [
@@ -117,7 +119,8 @@ for (const dtype of dtypes) {
     const count = kind === "lm_head" ? 1 : layers;
     ws.set(kind, Array.from({ length: count }, (_, i) => make(n, k, dtype, 1000 * n + i)));
   }
-  const gb = (kind: Kind) => ws.get(kind)!.reduce((a, w) => a + w.rows * w.cols * BYTES[dtype], 0) / 1e9;
+  const gb = (kind: Kind) =>
+    ws.get(kind)!.reduce((a, w) => a + w.rows * w.cols * BYTES[dtype], 0) / 1e9;
   const best = new Map<Kind, { t: LinearQTuning; ms: number }>();
   if (sweep && dtype !== "f16") {
     for (const [kind] of KINDS) {
@@ -128,12 +131,18 @@ for (const dtype of dtypes) {
         if (!best.has(kind) || ms < best.get(kind)!.ms) best.set(kind, { t, ms });
         record(
           { part: "sweep", dtype, kind, tuning: t, layers, ms, tb_s: gb(kind) / ms },
-          `sweep ${dtype} ${kind} ${JSON.stringify(t)}: ${ms.toFixed(3)} ms, ${(gb(kind) / ms).toFixed(2)} TB/s`,
+          `sweep ${dtype} ${kind} ${JSON.stringify(t)}: ${ms.toFixed(3)} ms, ${
+            (gb(kind) / ms).toFixed(2)
+          } TB/s`,
         );
       }
       const b = best.get(kind)!;
-      console.log(`BEST ${dtype} ${kind}: ${JSON.stringify(b.t)} ${b.ms.toFixed(3)} ms ` +
-        `${(gb(kind) / b.ms).toFixed(2)} TB/s (default ${JSON.stringify(gemvQTuning(dtype, ws.get(kind)![0].cols))})`);
+      console.log(
+        `BEST ${dtype} ${kind}: ${JSON.stringify(b.t)} ${b.ms.toFixed(3)} ms ` +
+          `${(gb(kind) / b.ms).toFixed(2)} TB/s (default ${
+            JSON.stringify(gemvQTuning(dtype, ws.get(kind)![0].cols))
+          })`,
+      );
     }
   }
   // The decode step's GEMV chain, in layer order.
@@ -141,7 +150,11 @@ for (const dtype of dtypes) {
     const ds: Dispatch[] = [];
     const one = (kind: Kind, w: Weight) => {
       const s = plain ? { m: 1 } : decodeShape(kind);
-      ds.push(...(dtype === "f16" ? linear(gpu, y, x, w, null, s) : linearQ(gpu, y, x, w, null, s, pick(kind))));
+      ds.push(
+        ...(dtype === "f16"
+          ? linear(gpu, y, x, w, null, s)
+          : linearQ(gpu, y, x, w, null, s, pick(kind))),
+      );
     };
     for (let l = 0; l < ws.get("qkv")!.length; l++) {
       for (const kind of ["qkv", "o", "gate_up", "down"] as const) one(kind, ws.get(kind)![l]);
@@ -162,8 +175,19 @@ for (const dtype of dtypes) {
     const ds = chain(pick, plain);
     const ms = await time(ds);
     record(
-      { part: "chain", dtype, variant: name, layers, dispatches: ds.length, gb: total, ms, tb_s: total / ms },
-      `CHAIN ${dtype} ${name}: ${ds.length} dispatches, ${ms.toFixed(3)} ms/token, ${(total / ms).toFixed(2)} TB/s`,
+      {
+        part: "chain",
+        dtype,
+        variant: name,
+        layers,
+        dispatches: ds.length,
+        gb: total,
+        ms,
+        tb_s: total / ms,
+      },
+      `CHAIN ${dtype} ${name}: ${ds.length} dispatches, ${ms.toFixed(3)} ms/token, ${
+        (total / ms).toFixed(2)
+      } TB/s`,
     );
     ds.forEach((d) => d.destroy());
   }

@@ -102,13 +102,13 @@ export interface LinearShape {
   accumulate?: boolean;
   /**
    * RMS-normalise x on load (a fused Qwen2RMSNorm): y = rmsNorm(x) · w · wᵀ (+ bias) (+ y), with
-   * `weight` (k) f32 and `eps` as in kernels/norm.ts. Only for m = 1 and f32/f16 weights (decode);
+   * `weight` (k) f32 and `eps` as in kernels/norm.ts. Only for m = 1 (decode);
    * elsewhere the caller runs {@link rmsNorm} first — see {@link normLinear}.
    */
   norm?: { weight: BufferArg; eps: number };
   /**
    * x is (m, 2k) f32 rows [gate | up] and the linear reads silu(gate) · up (a fused
-   * {@link siluMul}). Only for m = 1 and f32/f16 weights, not with `norm` — see {@link siluMulLinear}.
+   * {@link siluMul}). Only for m = 1, not with `norm` — see {@link siluMulLinear}.
    */
   siluMul?: boolean;
 }
@@ -137,15 +137,15 @@ export function linear(
 ): Dispatch[] {
   const { m, norm } = s;
   const silu = s.siluMul === true;
-  if (norm && (isQuant(w.dtype) || m !== 1)) {
+  if (norm && m !== 1) {
     throw new InvalidInputError(
-      `linear: a fused norm needs m = 1 and an f32/f16 weight, got m = ${m}, ${w.dtype}; ` +
+      `linear: a fused norm needs m = 1, got m = ${m}, ${w.dtype}; ` +
         "use normLinear(), which runs a separate rmsNorm there",
     );
   }
-  if (silu && (isQuant(w.dtype) || m !== 1 || norm)) {
+  if (silu && (m !== 1 || norm)) {
     throw new InvalidInputError(
-      `linear: a fused siluMul needs m = 1, an f32/f16 weight and no norm, got m = ${m}, ` +
+      `linear: a fused siluMul needs m = 1 and no norm, got m = ${m}, ` +
         `${w.dtype}${
           norm ? ", norm" : ""
         }; use siluMulLinear(), which runs a separate siluMul there`,
@@ -230,7 +230,7 @@ export function linear(
 
 /**
  * y = rmsNorm(x) · nw · wᵀ (+ bias) (+ y when `s.accumulate`): one fused dispatch per weight chunk
- * where {@link linear}'s `norm` applies (m = 1, f32/f16 weight), else {@link rmsNorm} into `h`
+ * where {@link linear}'s `norm` applies (m = 1, any weight dtype), else {@link rmsNorm} into `h`
  * then {@link linear} from `h`.
  * @param y (m, w.rows) f32
  * @param x (m, w.cols) f32
@@ -249,7 +249,7 @@ export function normLinear(
   s: { m: number; eps: number; accumulate?: boolean },
 ): Dispatch[] {
   const { m, eps, accumulate } = s;
-  if (m === 1 && !isQuant(w.dtype)) {
+  if (m === 1) {
     return linear(gpu, y, x, w, bias, { m, accumulate, norm: { weight: nw, eps } });
   }
   return [
@@ -260,7 +260,7 @@ export function normLinear(
 
 /**
  * y = (silu(gate) · up) · wᵀ (+ bias) (+ y when `s.accumulate`) from gateUp rows [gate | up]: one
- * fused dispatch per weight chunk where {@link linear}'s `siluMul` applies (m = 1, f32/f16 weight),
+ * fused dispatch per weight chunk where {@link linear}'s `siluMul` applies (m = 1, any weight dtype),
  * else {@link siluMul} into `act` then {@link linear} from `act`.
  * @param y (m, w.rows) f32
  * @param gateUp (m, 2 · w.cols) f32
@@ -277,7 +277,7 @@ export function siluMulLinear(
   s: { m: number; accumulate?: boolean },
 ): Dispatch[] {
   const { m, accumulate } = s;
-  if (m === 1 && !isQuant(w.dtype)) {
+  if (m === 1) {
     return linear(gpu, y, gateUp, w, bias, { m, accumulate, siluMul: true });
   }
   return [

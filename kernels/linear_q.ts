@@ -184,7 +184,13 @@ export function linearQ(
   const perGroup = (t.wg / t.tpr) * t.rows;
   return w.chunks.map((c) => {
     const params = chunkParams(w, c, { eps: norm?.eps ?? 0 });
-    return new Dispatch(gpu, v, [x, c.buffer, ...extra, y], params, grid2d(ceilDiv(c.rows, perGroup)));
+    return new Dispatch(
+      gpu,
+      v,
+      [x, c.buffer, ...extra, y],
+      params,
+      grid2d(ceilDiv(c.rows, perGroup)),
+    );
   });
 }
 

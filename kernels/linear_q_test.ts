@@ -12,12 +12,22 @@ import {
   writeWeightRows,
 } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { linear as linearRef } from "../src/ref/linear.ts";
+import {
+  linear as linearRef,
+  normLinear as normLinearRef,
+  siluMulLinear as siluMulLinearRef,
+} from "../src/ref/linear.ts";
 import { dequantize as dequantRef, quantize, type Quantized, unpack } from "../src/ref/linear_q.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
 import { fill } from "./fill.ts";
-import { dequantize, fillQuantRows, linearQ, writeQuantRows } from "./linear_q.ts";
-import { linear } from "./linear.ts";
+import {
+  dequantize,
+  fillQuantRows,
+  linearQ,
+  type LinearQTuning,
+  writeQuantRows,
+} from "./linear_q.ts";
+import { linear, type LinearShape, normLinear, siluMulLinear } from "./linear.ts";
 import { run } from "./_kernel.ts";
 
 // Same bound as kernels/linear_test.ts: f32 sums in another order than the f64 reference.
@@ -166,29 +176,127 @@ Deno.test("linearQ() matches the reference product with the dequantized weight",
   }
 });
 
-Deno.test("linearQ() GEMV tunings and chunked weights agree with the reference", async () => {
+// Tunings that reach every GEMV reduction (lavapipe's subgroups are 8 lanes: tpr 4 shuffles, tpr
+// 32 / 64 add whole subgroups, tpr 1 and 16 with its 8..8 size range the tree; on a 32-lane
+// adapter tpr 8 and 32 shuffle) and rows per group that do not divide the chunk.
+const GEMV_TUNINGS: LinearQTuning[] = [
+  { wg: 64, tpr: 1, rows: 1, unroll: false },
+  { wg: 64, tpr: 4, rows: 3, unroll: true },
+  { wg: 128, tpr: 8, rows: 2, unroll: true },
+  { wg: 64, tpr: 32, rows: 2, unroll: false },
+  { wg: 64, tpr: 64, rows: 5, unroll: true },
+];
+
+Deno.test("linearQ() GEMV: every tuning, fused norm / siluMul, chunks and k % 64 != 0 match the reference", async () => {
   const gpu = await sharedGpu();
-  const [n, k] = [77, 256];
+  const rng = seeded(12);
+  // (n, k, maxChunk bytes): chunked with 4+ chunks, k = 3 and 5 groups (not a multiple of 64),
+  // 7B width (3584 = 112 q4 units: units not a multiple of tpr · 2).
+  const shapes: [number, number, number | undefined][] = [
+    [77, 256, 12 * 256],
+    [45, 96, undefined],
+    [
+      19,
+      160,
+      6 * 160,
+    ],
+    [9, 3584, undefined],
+  ];
   for (const dtype of DTYPES) {
-    const { w } = makeQuant(gpu, n, k, dtype, 3, 12 * k);
-    assert.ok(w.chunks.length >= 4);
-    const held = dequantRef(await readQuant(gpu, w));
-    const x = randn(seeded(4), k);
-    const want = linearRef(x, held, null, 1, n, k);
-    for (
-      const tuning of [{ wg: 32, rows: 1 }, { wg: 64, rows: 4 }, { wg: 256, rows: 3 }, {
-        wg: 128,
-        rows: 8,
-      }]
-    ) {
-      const bx = uploadArray(gpu, x), by = createStorage(gpu, n * 4);
-      const ds = linearQ(gpu, by, bx, w, null, { m: 1 }, tuning);
-      run(gpu, ds);
-      assertClose(await readF32(gpu, by), want, TOL, `${dtype} ${JSON.stringify(tuning)}`);
-      [bx, by].forEach((b) => b.destroy());
+    for (const [n, k, maxChunk] of shapes) {
+      const { w } = makeQuant(gpu, n, k, dtype, n + k, maxChunk);
+      if (maxChunk) assert.ok(w.chunks.length >= 4, "several chunks");
+      const held = dequantRef(await readQuant(gpu, w));
+      const x = randn(rng, 2 * k), nw = randn(rng, k, 1), bias = randn(rng, n), y0 = randn(rng, n);
+      const eps = 1e-6;
+      // [name, shape, bias, accumulate, expected]
+      const cases: [string, LinearShape, boolean, Float32Array][] = [
+        ["plain", { m: 1 }, false, linearRef(x.subarray(0, k), held, null, 1, n, k)],
+        [
+          "bias+acc",
+          { m: 1, accumulate: true },
+          true,
+          linearRef(x.subarray(0, k), held, bias, 1, n, k, y0),
+        ],
+        [
+          "norm+bias",
+          { m: 1, norm: { weight: null!, eps } },
+          true,
+          normLinearRef(x.subarray(0, k), nw, eps, held, bias, 1, n, k),
+        ],
+        [
+          "silu+acc",
+          { m: 1, accumulate: true, siluMul: true },
+          false,
+          siluMulLinearRef(x, held, null, 1, n, k, y0),
+        ],
+      ];
+      for (const tuning of GEMV_TUNINGS) {
+        for (const [name, shape, useBias, want] of cases) {
+          const silu = shape.siluMul === true;
+          const bx = uploadArray(gpu, silu ? x : x.subarray(0, k)), bnw = uploadArray(gpu, nw);
+          const bb = useBias ? uploadArray(gpu, bias) : null;
+          const by = shape.accumulate ? uploadArray(gpu, y0) : createStorage(gpu, n * 4);
+          const s = shape.norm ? { ...shape, norm: { weight: bnw, eps } } : shape;
+          const ds = linearQ(gpu, by, bx, w, bb, s, tuning);
+          run(gpu, ds);
+          assertClose(
+            await readF32(gpu, by, n),
+            want,
+            TOL,
+            `${dtype} ${n}x${k} ${name} ${JSON.stringify(tuning)}`,
+          );
+          [bx, bnw, bb, by].forEach((b) => b?.destroy());
+          ds.forEach((d) => d.destroy());
+        }
+      }
+      destroyWeight(w);
     }
-    destroyWeight(w);
   }
+});
+
+Deno.test("normLinear() / siluMulLinear() fuse into one quantized GEMV per chunk at m = 1", async () => {
+  const gpu = await sharedGpu();
+  const [n, k] = [40, 96];
+  const { w } = makeQuant(gpu, n, k, "q4", 6, 16 * k);
+  const held = dequantRef(await readQuant(gpu, w));
+  const rng = seeded(13);
+  const x = randn(rng, 2 * k), nw = randn(rng, k, 1);
+  const bx = uploadArray(gpu, x), bnw = uploadArray(gpu, nw), by = createStorage(gpu, n * 4);
+  const h = createStorage(gpu, 2 * k * 4);
+  const dn = normLinear(gpu, by, bx, h, bnw, w, null, { m: 1, eps: 1e-6 });
+  assert.equal(dn.length, w.chunks.length, "one dispatch per chunk, no separate rmsNorm");
+  run(gpu, dn);
+  assertClose(
+    await readF32(gpu, by),
+    normLinearRef(x.subarray(0, k), nw, 1e-6, held, null, 1, n, k),
+    TOL,
+    "norm",
+  );
+  const ds = siluMulLinear(gpu, by, bx, h, w, null, { m: 1 });
+  assert.equal(ds.length, w.chunks.length, "one dispatch per chunk, no separate siluMul");
+  run(gpu, ds);
+  assertClose(await readF32(gpu, by), siluMulLinearRef(x, held, null, 1, n, k), TOL, "silu");
+  [...dn, ...ds].forEach((d) => d.destroy());
+  [bx, bnw, by, h].forEach((b) => b.destroy());
+  destroyWeight(w);
+});
+
+Deno.test("linearQ() refuses a fused norm or siluMul at m > 1", async () => {
+  const gpu = await sharedGpu();
+  const w = createWeight(gpu, 4, 64, "q4", "w");
+  const b = createStorage(gpu, 2 * 2 * 64 * 4);
+  assert.throws(
+    () => linearQ(gpu, createStorage(gpu, 64), b, w, null, { m: 2, siluMul: true }),
+    /m = 1/,
+  );
+  assert.throws(
+    () =>
+      linearQ(gpu, createStorage(gpu, 64), b, w, null, { m: 2, norm: { weight: b, eps: 1e-6 } }),
+    /m = 1/,
+  );
+  b.destroy();
+  destroyWeight(w);
 });
 
 Deno.test("fillQuantRows() quantizes what the producer writes into staging", async () => {
