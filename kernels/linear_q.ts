@@ -62,25 +62,54 @@ export function gemvQTuning(dtype: QuantDType, k: number): LinearQTuning {
   return { wg: 128, tpr, rows: 2, unroll: true };
 }
 
-/** Bytes of the per-device f16 scratch that m > 1 products dequantize into, slice by slice. */
-const SCRATCH_BYTES = 64 << 20;
+/** Bytes of the per-device f16 staging that quantization uploads go through, slice by slice. */
+const STAGING_BYTES = 64 << 20;
+/**
+ * Bytes of the per-device f16 scratch that m > 1 products dequantize into, slice by slice: large
+ * enough that every 7B matrix is one slice (gate_up 37888 × 3584 f16 is 272 MB), so the GEMM runs
+ * as for f16 weights. A slice's GEMM runs (rows / 128) × (m / 128) workgroups: the old 64 MiB
+ * scratch cut down_proj into 1770 + 1770 + 44 rows — 56, 56 and 4 workgroups of a 478-token
+ * prompt for 132 SMs, one after another, each over all of k = 18944 — and gate_up into 4 × 9362
+ * + 440 rows.
+ */
+const SCRATCH_BYTES = 272 << 20;
 const scratch = new WeakMap<Gpu, GPUBuffer>();
 const staging = new WeakMap<Gpu, GPUBuffer>();
 
-function perDevice(map: WeakMap<Gpu, GPUBuffer>, gpu: Gpu, label: string): GPUBuffer {
+function perDevice(
+  map: WeakMap<Gpu, GPUBuffer>,
+  gpu: Gpu,
+  bytes: number,
+  label: string,
+): GPUBuffer {
   let b = map.get(gpu);
   if (!b) {
-    b = createStorage(gpu, Math.min(SCRATCH_BYTES, gpu.maxBinding), label);
+    b = createStorage(gpu, Math.min(bytes, gpu.maxBinding), label);
     map.set(gpu, b);
   }
   return b;
 }
 
-/** Rows of a k-wide f16 matrix that fit the scratch, even (so slices stay on even groups). */
-function sliceRows(gpu: Gpu, k: number): number {
-  const n = Math.floor(Math.min(SCRATCH_BYTES, gpu.maxBinding) / (2 * k)) & ~1;
+/** Rows of a k-wide f16 matrix that fit `bytes` (and one binding), even (slices stay on even groups). */
+function sliceRows(gpu: Gpu, k: number, bytes: number): number {
+  const n = Math.floor(Math.min(bytes, gpu.maxBinding) / (2 * k)) & ~1;
   if (n < 2) throw new InvalidInputError(`linear_q: rows of ${k} f16 do not fit the scratch`);
   return n;
+}
+
+/**
+ * Slices of `rows` rows, at most `max` (even) each, as few and as equal as possible (a multiple of
+ * 128 rows, the GEMM's tile, where that fits, else even): no narrow tail slice whose GEMM would
+ * fill a few SMs.
+ */
+export function balancedSlices(rows: number, max: number): number[] {
+  const count = Math.ceil(rows / max);
+  const even = 2 * Math.ceil(rows / count / 2);
+  const tiled = 128 * Math.ceil(rows / count / 128);
+  const per = tiled <= max ? tiled : even;
+  const out: number[] = [];
+  for (let r = 0; r < rows; r += per) out.push(Math.min(per, rows - r));
+  return out;
 }
 
 function checkQuant(w: Weight, what: string): QuantDType {
@@ -203,12 +232,12 @@ function dequantLinear(
   bias: BufferArg | null,
   s: LinearShape,
 ): Dispatch[] {
-  const buf = perDevice(scratch, gpu, "linear_q.scratch");
-  const per = sliceRows(gpu, w.cols);
+  const buf = perDevice(scratch, gpu, SCRATCH_BYTES, "linear_q.scratch");
+  const max = sliceRows(gpu, w.cols, SCRATCH_BYTES);
   const out: Dispatch[] = [];
   for (const c of w.chunks) {
-    for (let r = 0; r < c.rows; r += per) {
-      const n = Math.min(per, c.rows - r);
+    let r = 0;
+    for (const n of balancedSlices(c.rows, max)) {
       out.push(dequantize(gpu, buf, w, c, r, n));
       const view: Weight = {
         dtype: "f16",
@@ -217,6 +246,7 @@ function dequantLinear(
         chunks: [{ buffer: buf, rowStart: c.rowStart + r, rows: n }],
       };
       out.push(...linear(gpu, y, x, view, bias, s));
+      r += n;
     }
   }
   return out;
@@ -333,8 +363,8 @@ export function writeQuantRows(
     );
   }
   const bits = data instanceof Float32Array ? f32ToF16Bits(data) : data;
-  const buf = perDevice(staging, gpu, "linear_q.staging");
-  const per = sliceRows(gpu, w.cols);
+  const buf = perDevice(staging, gpu, STAGING_BYTES, "linear_q.staging");
+  const per = sliceRows(gpu, w.cols, STAGING_BYTES);
   forEachSlice(w, rowStart, n, per, (r, len) => {
     writeArray(gpu, buf, bits.subarray((r - rowStart) * w.cols, (r - rowStart + len) * w.cols));
     const d = quantizeRows(gpu, w, r, buf, len, data instanceof Float32Array ? "f16" : srcType);
@@ -354,8 +384,8 @@ export function fillQuantRows(
   produce: (staging: GPUBuffer, row: number, len: number) => Dispatch,
 ): void {
   checkQuant(w, "fillQuantRows");
-  const buf = perDevice(staging, gpu, "linear_q.staging");
-  forEachSlice(w, 0, w.rows, sliceRows(gpu, w.cols), (r, len) => {
+  const buf = perDevice(staging, gpu, STAGING_BYTES, "linear_q.staging");
+  forEachSlice(w, 0, w.rows, sliceRows(gpu, w.cols, STAGING_BYTES), (r, len) => {
     const ds = [produce(buf, r, len), quantizeRows(gpu, w, r, buf, len)];
     run(gpu, ds, "quantize");
     ds.forEach((d) => d.destroy());

@@ -23,6 +23,7 @@ import { fill } from "./fill.ts";
 import {
   dequantize,
   fillQuantRows,
+  balancedSlices,
   linearQ,
   type LinearQTuning,
   writeQuantRows,
@@ -297,6 +298,19 @@ Deno.test("linearQ() refuses a fused norm or siluMul at m > 1", async () => {
   );
   b.destroy();
   destroyWeight(w);
+});
+
+Deno.test("balancedSlices() cuts rows into the fewest near-equal slices within the scratch", () => {
+  // 7B down_proj fits: one slice; gate_up in a smaller scratch: three near-equal slices, no tail.
+  assert.deepEqual(balancedSlices(3584, 7084), [3584]);
+  assert.deepEqual(balancedSlices(37888, 18724), [12672, 12672, 12544]);
+  assert.deepEqual(balancedSlices(300, 200), [150, 150]);
+  for (const [rows, max] of [[77, 12], [5, 2], [1000, 998], [37888, 3542]]) {
+    const s = balancedSlices(rows, max);
+    assert.equal(s.reduce((a, b) => a + b, 0), rows, `${rows}/${max}: covers the rows`);
+    assert.equal(s.length, Math.ceil(rows / max), `${rows}/${max}: fewest slices`);
+    assert.ok(s.every((n) => n <= max) && s.slice(0, -1).every((n) => n % 2 === 0), `${s}`);
+  }
 });
 
 Deno.test("fillQuantRows() quantizes what the producer writes into staging", async () => {
