@@ -1,0 +1,271 @@
+/**
+ * Attention micro-benchmark: the vision tower's block-diagonal attention, the decoder's causal
+ * prefill and decode, at real shapes, with seeded inputs made on the GPU. Time per call =
+ * (t(2R) − t(R)) / R over R chained calls in one compute pass (drops submit and readback costs).
+ * After timing, a few output rows of each case are checked against src/ref/attention.ts (f64), so
+ * a fast wrong kernel cannot pass unnoticed. Prints a table and writes JSON lines (--out).
+ *
+ *   deno run -A bench/_attention.ts [--only vision,prefill,decode] [--reps R] [--out file.jsonl]
+ * @module
+ */
+import { requestGpu } from "../src/gpu/device.ts";
+import { createStorage, readF32 } from "../src/gpu/buffers.ts";
+import { fill } from "../kernels/fill.ts";
+import {
+  causalAttention,
+  decodeAttention,
+  decodeAttentionScratchBytes,
+  type DecodeAttentionShape,
+  visionAttention,
+} from "../kernels/attention.ts";
+import { createDecodeState, writeDecodeState } from "../kernels/state.ts";
+import { type Dispatch, run } from "../kernels/_kernel.ts";
+import { attention as attentionRef } from "../src/ref/attention.ts";
+
+const args = Deno.args;
+const opt = (name: string, def: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : def;
+};
+const only = opt("--only", "vision,prefill,decode").split(",");
+const outFile = opt("--out", "");
+/** Overrides every case's R (1 for a quick correctness pass on a slow adapter). */
+const repsOverride = Number(opt("--reps", "0"));
+const gpu = await requestGpu();
+console.log(`adapter: ${gpu.adapterInfo.vendor} ${gpu.adapterInfo.description}`);
+const lines: string[] = [];
+let failures = 0;
+
+/** ms per call of `ds` (one call = all of ds), over R and 2R chained calls in one pass. */
+async function timeIt(ds: Dispatch[], probe: GPUBuffer, R: number): Promise<number> {
+  const time = async (reps: number) => {
+    const t0 = performance.now();
+    const enc = gpu.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    for (let r = 0; r < reps; r++) for (const d of ds) d.encode(pass);
+    pass.end();
+    gpu.device.queue.submit([enc.finish()]);
+    await readF32(gpu, probe, 1);
+    return performance.now() - t0;
+  };
+  R = repsOverride || R;
+  await time(1); // compile + warm
+  await time(R);
+  let best = Infinity;
+  for (let i = 0; i < 2; i++) best = Math.min(best, (await time(2 * R)) - (await time(R)));
+  return best / R;
+}
+
+/** Seeded uniform [-1, 1) f32 buffer of n elements. */
+function randomBuffer(n: number, seed: number, label: string): GPUBuffer {
+  const b = createStorage(gpu, n * 4, label);
+  run(gpu, [fill(gpu, b, { count: n, dtype: "f32", seed, scale: 1 })]);
+  return b;
+}
+
+/** Reads rows [r0, r0 + n) of heads at `offset` in a (rows, stride) buffer into (n, width). */
+async function readRows(
+  b: GPUBuffer,
+  stride: number,
+  offset: number,
+  width: number,
+  r0: number,
+  n: number,
+): Promise<Float32Array> {
+  const all = await readF32(gpu, b, n * stride, r0 * stride);
+  const out = new Float32Array(n * width);
+  for (let r = 0; r < n; r++) {
+    out.set(all.subarray(r * stride + offset, r * stride + offset + width), r * width);
+  }
+  return out;
+}
+
+/**
+ * Checks output row `i` against the reference: the query sees keys [lo, hi), which is a causal
+ * query at offset hi − lo − 1 over those keys.
+ */
+async function checkRow(
+  what: string,
+  out: GPUBuffer,
+  outRow: number,
+  q: { b: GPUBuffer; stride: number; off: number; row: number },
+  kv: { k: GPUBuffer; v: GPUBuffer; stride: number; kOff: number; vOff: number },
+  lo: number,
+  hi: number,
+  s: { heads: number; kvHeads: number; headDim: number },
+) {
+  const width = s.heads * s.headDim, kvWidth = s.kvHeads * s.headDim;
+  const qr = await readRows(q.b, q.stride, q.off, width, q.row, 1);
+  const kr = await readRows(kv.k, kv.stride, kv.kOff, kvWidth, lo, hi - lo);
+  const vr = await readRows(kv.v, kv.stride, kv.vOff, kvWidth, lo, hi - lo);
+  const want = attentionRef(qr, kr, vr, { ...s, seq: 1, offset: hi - lo - 1 });
+  const got = await readF32(gpu, out, width, outRow * width);
+  let err = 0;
+  for (let i = 0; i < width; i++) err = Math.max(err, Math.abs(got[i] - want[i]));
+  // Inputs are uniform in [-1, 1): outputs are O(0.1–1); f32 accumulation stays near 1e-6.
+  if (!(err <= 1e-5)) {
+    failures++;
+    console.log(`  WRONG ${what} row ${outRow}: max |err| ${err}`);
+  }
+  return err;
+}
+
+function report(rec: Record<string, unknown>, ms: number, flop: number) {
+  const r = { ...rec, us: +(ms * 1000).toFixed(2), tflop_s: +(flop / ms / 1e9).toFixed(3) };
+  lines.push(JSON.stringify(r));
+  console.log(
+    `${String(rec.case).padEnd(34)} ${(ms * 1000).toFixed(1).padStart(10)} µs  ${
+      (flop / ms / 1e9).toFixed(2).padStart(7)
+    } TFLOP/s  err ${(rec.max_err as number).toExponential(1)}`,
+  );
+}
+
+// Vision: one image of `seq` patches (one frame), 16 heads × 80, q/k/v in one fused qkv row.
+if (only.includes("vision")) {
+  for (const seq of [5120, 1564]) {
+    const heads = 16, headDim = 80, E = heads * headDim;
+    const qkv = randomBuffer(seq * 3 * E, 11, "qkv");
+    const cu = createStorage(gpu, 8, "cu");
+    gpu.device.queue.writeBuffer(cu, 0, new Uint32Array([0, seq]));
+    const out = createStorage(gpu, seq * E * 4, "out");
+    const rows = (part: number) => ({ buffer: qkv, stride: 3 * E, offset: part * E });
+    const d = visionAttention(gpu, out, rows(0), rows(1), rows(2), cu, {
+      seq,
+      heads,
+      headDim,
+      nCu: 2,
+    });
+    const ms = await timeIt([d], out, seq > 2000 ? 4 : 10);
+    let err = 0;
+    for (const i of [0, 1, seq >> 1, seq - 1]) {
+      err = Math.max(
+        err,
+        await checkRow(
+          `vision ${seq}`,
+          out,
+          i,
+          { b: qkv, stride: 3 * E, off: 0, row: i },
+          { k: qkv, v: qkv, stride: 3 * E, kOff: E, vOff: 2 * E },
+          0,
+          seq,
+          { heads, kvHeads: heads, headDim },
+        ),
+      );
+    }
+    report(
+      {
+        kind: "vision",
+        case: `vision seq ${seq} 16×80`,
+        seq,
+        heads,
+        head_dim: headDim,
+        max_err: err,
+      },
+      ms,
+      4 * seq * seq * headDim * heads,
+    );
+    [qkv, cu, out].forEach((b) => b.destroy());
+    d.destroy();
+  }
+}
+
+// Decoder (7B: 28 heads, 4 KV heads, head_dim 128): q in the fused qkv row, K/V in a cache.
+const D7 = { heads: 28, kvHeads: 4, headDim: 128 };
+const D72 = { heads: 64, kvHeads: 8, headDim: 128 };
+
+if (only.includes("prefill")) {
+  for (const seq of [478, 1024]) {
+    const s = D7, stride = (s.heads + 2 * s.kvHeads) * s.headDim, kvWidth = s.kvHeads * s.headDim;
+    const qkv = randomBuffer(seq * stride, 21, "qkv");
+    const kc = randomBuffer(seq * kvWidth, 22, "k"), vc = randomBuffer(seq * kvWidth, 23, "v");
+    const out = createStorage(gpu, seq * s.heads * s.headDim * 4, "out");
+    const d = causalAttention(gpu, out, { buffer: qkv, stride }, { buffer: kc }, { buffer: vc }, {
+      ...s,
+      seq,
+    });
+    const ms = await timeIt([d], out, 10);
+    let err = 0;
+    for (const i of [0, 1, seq >> 1, seq - 1]) {
+      err = Math.max(
+        err,
+        await checkRow(
+          `prefill ${seq}`,
+          out,
+          i,
+          { b: qkv, stride, off: 0, row: i },
+          { k: kc, v: vc, stride: kvWidth, kOff: 0, vOff: 0 },
+          0,
+          i + 1,
+          s,
+        ),
+      );
+    }
+    // Causal: Σ_i (i + 1) keys ≈ seq² / 2.
+    report(
+      { kind: "prefill", case: `prefill 7B seq ${seq}`, seq, ...s, max_err: err },
+      ms,
+      4 * (seq * (seq + 1) / 2) * s.headDim * s.heads,
+    );
+    [qkv, kc, vc, out].forEach((b) => b.destroy());
+    d.destroy();
+  }
+}
+
+if (only.includes("decode")) {
+  const state = createDecodeState(gpu);
+  const maxTokens = 4096;
+  for (const [name, s] of [["7B", D7], ["72B", D72]] as const) {
+    const stride = (s.heads + 2 * s.kvHeads) * s.headDim, kvWidth = s.kvHeads * s.headDim;
+    const qkv = randomBuffer(stride, 31, "qkv");
+    const kc = randomBuffer(maxTokens * kvWidth, 32, "k");
+    const vc = randomBuffer(maxTokens * kvWidth, 33, "v");
+    const out = createStorage(gpu, s.heads * s.headDim * 4, "out");
+    const shape: DecodeAttentionShape = { ...s, maxTokens };
+    const scratch = createStorage(gpu, decodeAttentionScratchBytes(shape), "scratch");
+    const ds = decodeAttention(
+      gpu,
+      out,
+      { buffer: qkv, stride },
+      { buffer: kc },
+      { buffer: vc },
+      state,
+      scratch,
+      shape,
+    );
+    for (const ctx of [600, 4096]) {
+      writeDecodeState(gpu, state, { cacheLen: ctx - 1, position: ctx - 1, step: 0 });
+      const ms = await timeIt(ds, out, 200);
+      const err = await checkRow(
+        `decode ${name} ${ctx}`,
+        out,
+        0,
+        { b: qkv, stride, off: 0, row: 0 },
+        { k: kc, v: vc, stride: kvWidth, kOff: 0, vOff: 0 },
+        0,
+        ctx,
+        s,
+      );
+      report(
+        {
+          kind: "decode",
+          case: `decode ${name} ctx ${ctx}`,
+          ctx,
+          ...s,
+          dispatches: ds.length,
+          max_err: err,
+        },
+        ms,
+        4 * ctx * s.headDim * s.heads,
+      );
+    }
+    [qkv, kc, vc, out, scratch].forEach((b) => b.destroy());
+    ds.forEach((d) => d.destroy());
+  }
+  state.destroy();
+}
+
+if (outFile) await Deno.writeTextFile(outFile, lines.join("\n") + "\n");
+if (failures) {
+  console.log(`${failures} checked rows WRONG`);
+  Deno.exit(1);
+}
