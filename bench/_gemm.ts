@@ -1,0 +1,124 @@
+/**
+ * GEMM micro-benchmark (m > 1 linear): the vision tower's, the 7B prefill's and the 72B prefill's
+ * matmul shapes with f16 weights, for each kernel variant named by --variants. Each shape runs R
+ * and 2R times in one compute pass (alternating between distinct weight copies so nothing stays in
+ * L2); time per call = (t(2R) − t(R)) / R, which drops the submit and readback overheads.
+ * Every variant's output is checked against the first variant's on each shape (max |Δ| / max |y|).
+ *
+ *   deno run -A bench/_gemm.ts [--variants linear,tile4,tile8] [--shapes vision,7b,72b]
+ *     [--target-ms 60] [--out file.jsonl] [--small]
+ * --small shrinks every dimension 16× (a smoke test for lavapipe).
+ * @module
+ */
+import { requestGpu } from "../src/gpu/device.ts";
+import { createStorage, readF32 } from "../src/gpu/buffers.ts";
+import { createWeight, destroyWeight, type Weight } from "../src/gpu/tensor.ts";
+import { fill, fillWeight } from "../kernels/fill.ts";
+import { linear } from "../kernels/linear.ts";
+import { type BufferArg, type Dispatch, run } from "../kernels/_kernel.ts";
+import type { Gpu } from "../src/gpu/device.ts";
+
+const args = Deno.args;
+const opt = (name: string, def: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : def;
+};
+const small = args.includes("--small");
+const targetMs = Number(opt("--target-ms", "60"));
+const out = opt("--out", "");
+const variantNames = opt("--variants", "linear,tile4,tile8").split(",");
+const groups = opt("--shapes", "vision,7b,72b").split(",");
+
+type Make = (gpu: Gpu, y: BufferArg, x: BufferArg, w: Weight, m: number) => Dispatch[];
+/** Named kernel variants: linear() as callers get it, its tiled path per tile, gemm() tunings. */
+const VARIANTS: Record<string, Make> = {
+  linear: (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }),
+  tile4: (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile: 4 }),
+  tile8: (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile: 8 }),
+};
+/** `gemm` is gemm() with its defaults; `gemm:{"json":...}` overrides its tuning. */
+function variantOf(name: string): Make {
+  if (name in VARIANTS) return VARIANTS[name];
+  throw new Error(`unknown variant ${name}; known: ${Object.keys(VARIANTS).join(", ")}, gemm:{…}`);
+}
+
+// [group, label, m, k, n]
+const SHAPES: [string, string, number, number, number][] = [];
+for (const m of [5120, 1564]) {
+  SHAPES.push(
+    ["vision", "qkv", m, 1280, 3840],
+    ["vision", "proj", m, 1280, 1280],
+    ["vision", "fc1", m, 1280, 5120],
+    ["vision", "fc2", m, 5120, 1280],
+  );
+}
+for (const m of [478, 1024]) {
+  SHAPES.push(
+    ["7b", "qkv", m, 3584, 4608],
+    ["7b", "o", m, 3584, 3584],
+    ["7b", "gate_up", m, 3584, 37888],
+    ["7b", "down", m, 18944, 3584],
+  );
+}
+SHAPES.push(["72b", "gate_up", 478, 8192, 59136], ["72b", "down", 478, 29568, 8192]);
+
+const gpu = await requestGpu();
+console.log(`${gpu.adapterInfo.vendor} ${gpu.adapterInfo.architecture} ${gpu.adapterInfo.device}`);
+const lines: string[] = [];
+const div = small ? 16 : 1;
+for (const [group, label, m0, k0, n0] of SHAPES) {
+  if (!groups.includes(group)) continue;
+  const [m, k, n] = [Math.ceil(m0 / div), Math.ceil(k0 / div), Math.ceil(n0 / div)];
+  const flop = 2 * m * n * k;
+  // Distinct weight copies (≥ 128 MB in all, at most 4) so successive calls miss L2.
+  const copies = Math.min(4, Math.max(1, Math.ceil(128e6 / (n * k * 2))));
+  const ws: Weight[] = [];
+  for (let c = 0; c < copies; c++) {
+    const w = createWeight(gpu, n, k, "f16", `w${c}`);
+    run(gpu, fillWeight(gpu, w, { seed: 10 + c, scale: 1 / Math.sqrt(k) }));
+    ws.push(w);
+  }
+  const x = createStorage(gpu, m * k * 4, "x"), y = createStorage(gpu, m * n * 4, "y");
+  run(gpu, [fill(gpu, x, { count: m * k, dtype: "f32", seed: 1, scale: 1 })]);
+  const reps = small ? 2 : Math.min(200, Math.max(2, Math.round(targetMs * 1e-3 * 20e12 / flop)));
+  let ref: Float32Array | undefined;
+  for (const name of variantNames) {
+    const ds = ws.map((w) => variantOf(name)(gpu, y, x, w, m));
+    const time = async (r: number) => {
+      const t0 = performance.now();
+      const enc = gpu.device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      for (let i = 0; i < r; i++) for (const d of ds[i % copies]) d.encode(pass);
+      pass.end();
+      gpu.device.queue.submit([enc.finish()]);
+      await readF32(gpu, y, 1);
+      return performance.now() - t0;
+    };
+    // Correctness: one call on copy 0, compared with the first variant's output.
+    run(gpu, ds[0]);
+    const got = await readF32(gpu, y);
+    let err = 0;
+    if (ref) {
+      let maxY = 0, maxD = 0;
+      for (let i = 0; i < got.length; i++) {
+        maxY = Math.max(maxY, Math.abs(ref[i]));
+        maxD = Math.max(maxD, Math.abs(got[i] - ref[i]));
+      }
+      err = maxD / maxY;
+    } else ref = got;
+    await time(2); // warm
+    const ms = ((await time(2 * reps)) - (await time(reps))) / reps;
+    const rec = { group, label, m, k, n, variant: name, ms, tflops: flop / ms / 1e9, err };
+    lines.push(JSON.stringify(rec));
+    console.log(
+      `${group} ${label} m=${m} k=${k} n=${n} ${name}: ${ms.toFixed(3)} ms ${
+        (flop / ms / 1e9).toFixed(1)
+      } TFLOP/s err ${err.toExponential(1)}`,
+    );
+    ds.flat().forEach((d) => d.destroy());
+  }
+  ws.forEach(destroyWeight);
+  x.destroy();
+  y.destroy();
+}
+if (out) await Deno.writeTextFile(out, lines.join("\n") + "\n");
