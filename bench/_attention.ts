@@ -5,7 +5,8 @@
  * After timing, a few output rows of each case are checked against src/ref/attention.ts (f64), so
  * a fast wrong kernel cannot pass unnoticed. Prints a table and writes JSON lines (--out).
  *
- *   deno run -A bench/_attention.ts [--only vision,prefill,decode] [--reps R] [--out file.jsonl]
+ *   deno run -A bench/_attention.ts [--only vision,prefill,decode] [--reps R] [--sweep 0|1]
+ *     [--out file.jsonl]
  * @module
  */
 import { requestGpu } from "../src/gpu/device.ts";
@@ -16,6 +17,7 @@ import {
   decodeAttention,
   decodeAttentionScratchBytes,
   type DecodeAttentionShape,
+  type PrefillTuning,
   visionAttention,
 } from "../kernels/attention.ts";
 import { createDecodeState, writeDecodeState } from "../kernels/state.ts";
@@ -31,6 +33,11 @@ const only = opt("--only", "vision,prefill,decode").split(",");
 const outFile = opt("--out", "");
 /** Overrides every case's R (1 for a quick correctness pass on a slow adapter). */
 const repsOverride = Number(opt("--reps", "0"));
+/** Also time the other prefill tilings (--sweep 0: the default only). */
+const sweep = opt("--sweep", "1") !== "0";
+const TUNINGS: (Partial<PrefillTuning> | undefined)[] = sweep
+  ? [undefined, { cv: 1, ty: 16 }, { cv: 2, ty: 8 }, { cv: 1, ty: 8 }, { cv: 2, ty: 32 }]
+  : [undefined];
 const gpu = await requestGpu();
 console.log(`adapter: ${gpu.adapterInfo.vendor} ${gpu.adapterInfo.description}`);
 const lines: string[] = [];
@@ -114,7 +121,7 @@ function report(rec: Record<string, unknown>, ms: number, flop: number) {
   const r = { ...rec, us: +(ms * 1000).toFixed(2), tflop_s: +(flop / ms / 1e9).toFixed(3) };
   lines.push(JSON.stringify(r));
   console.log(
-    `${String(rec.case).padEnd(34)} ${(ms * 1000).toFixed(1).padStart(10)} µs  ${
+    `${String(rec.case).padEnd(52)} ${(ms * 1000).toFixed(1).padStart(10)} µs  ${
       (flop / ms / 1e9).toFixed(2).padStart(7)
     } TFLOP/s  err ${(rec.max_err as number).toExponential(1)}`,
   );
@@ -129,43 +136,52 @@ if (only.includes("vision")) {
     gpu.device.queue.writeBuffer(cu, 0, new Uint32Array([0, seq]));
     const out = createStorage(gpu, seq * E * 4, "out");
     const rows = (part: number) => ({ buffer: qkv, stride: 3 * E, offset: part * E });
-    const d = visionAttention(gpu, out, rows(0), rows(1), rows(2), cu, {
-      seq,
-      heads,
-      headDim,
-      nCu: 2,
-    });
-    const ms = await timeIt([d], out, seq > 2000 ? 4 : 10);
-    let err = 0;
-    for (const i of [0, 1, seq >> 1, seq - 1]) {
-      err = Math.max(
-        err,
-        await checkRow(
-          `vision ${seq}`,
-          out,
-          i,
-          { b: qkv, stride: 3 * E, off: 0, row: i },
-          { k: qkv, v: qkv, stride: 3 * E, kOff: E, vOff: 2 * E },
-          0,
+    for (const tuning of TUNINGS) {
+      let d: Dispatch;
+      try {
+        d = visionAttention(gpu, out, rows(0), rows(1), rows(2), cu, {
           seq,
-          { heads, kvHeads: heads, headDim },
-        ),
+          heads,
+          headDim,
+          nCu: 2,
+        }, tuning);
+      } catch (e) {
+        console.log(`vision ${seq} ${JSON.stringify(tuning)}: skipped (${(e as Error).message})`);
+        continue;
+      }
+      const ms = await timeIt([d], out, seq > 2000 ? 4 : 10);
+      let err = 0;
+      for (const i of [0, 1, seq >> 1, seq - 1]) {
+        err = Math.max(
+          err,
+          await checkRow(
+            `vision ${seq}`,
+            out,
+            i,
+            { b: qkv, stride: 3 * E, off: 0, row: i },
+            { k: qkv, v: qkv, stride: 3 * E, kOff: E, vOff: 2 * E },
+            0,
+            seq,
+            { heads, kvHeads: heads, headDim },
+          ),
+        );
+      }
+      report(
+        {
+          kind: "vision",
+          case: `vision seq ${seq} 16×80 ${JSON.stringify(tuning ?? "default")}`,
+          seq,
+          heads,
+          head_dim: headDim,
+          tuning,
+          max_err: err,
+        },
+        ms,
+        4 * seq * seq * headDim * heads,
       );
+      d.destroy();
     }
-    report(
-      {
-        kind: "vision",
-        case: `vision seq ${seq} 16×80`,
-        seq,
-        heads,
-        head_dim: headDim,
-        max_err: err,
-      },
-      ms,
-      4 * seq * seq * headDim * heads,
-    );
     [qkv, cu, out].forEach((b) => b.destroy());
-    d.destroy();
   }
 }
 
@@ -179,35 +195,50 @@ if (only.includes("prefill")) {
     const qkv = randomBuffer(seq * stride, 21, "qkv");
     const kc = randomBuffer(seq * kvWidth, 22, "k"), vc = randomBuffer(seq * kvWidth, 23, "v");
     const out = createStorage(gpu, seq * s.heads * s.headDim * 4, "out");
-    const d = causalAttention(gpu, out, { buffer: qkv, stride }, { buffer: kc }, { buffer: vc }, {
-      ...s,
-      seq,
-    });
-    const ms = await timeIt([d], out, 10);
-    let err = 0;
-    for (const i of [0, 1, seq >> 1, seq - 1]) {
-      err = Math.max(
-        err,
-        await checkRow(
-          `prefill ${seq}`,
-          out,
-          i,
-          { b: qkv, stride, off: 0, row: i },
-          { k: kc, v: vc, stride: kvWidth, kOff: 0, vOff: 0 },
-          0,
-          i + 1,
-          s,
-        ),
+    for (const tuning of TUNINGS) {
+      let d: Dispatch;
+      try {
+        d = causalAttention(gpu, out, { buffer: qkv, stride }, { buffer: kc }, { buffer: vc }, {
+          ...s,
+          seq,
+        }, tuning);
+      } catch (e) {
+        console.log(`prefill ${seq} ${JSON.stringify(tuning)}: skipped (${(e as Error).message})`);
+        continue;
+      }
+      const ms = await timeIt([d], out, 10);
+      let err = 0;
+      for (const i of [0, 1, seq >> 1, seq - 1]) {
+        err = Math.max(
+          err,
+          await checkRow(
+            `prefill ${seq}`,
+            out,
+            i,
+            { b: qkv, stride, off: 0, row: i },
+            { k: kc, v: vc, stride: kvWidth, kOff: 0, vOff: 0 },
+            0,
+            i + 1,
+            s,
+          ),
+        );
+      }
+      // Causal: Σ_i (i + 1) keys ≈ seq² / 2.
+      report(
+        {
+          kind: "prefill",
+          case: `prefill 7B seq ${seq} ${JSON.stringify(tuning ?? "default")}`,
+          seq,
+          ...s,
+          tuning,
+          max_err: err,
+        },
+        ms,
+        4 * (seq * (seq + 1) / 2) * s.headDim * s.heads,
       );
+      d.destroy();
     }
-    // Causal: Σ_i (i + 1) keys ≈ seq² / 2.
-    report(
-      { kind: "prefill", case: `prefill 7B seq ${seq}`, seq, ...s, max_err: err },
-      ms,
-      4 * (seq * (seq + 1) / 2) * s.headDim * s.heads,
-    );
     [qkv, kc, vc, out].forEach((b) => b.destroy());
-    d.destroy();
   }
 }
 

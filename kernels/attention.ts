@@ -28,8 +28,6 @@ const Params = defineParams({
   scale: "f32",
 });
 
-/** Queries per prefill workgroup and keys per tile (kernels/attention.wgsl BQ, BK). */
-const BQ = 32, BK = 16;
 /** Decode workgroup size (WG in the shader). */
 const DECODE_WG = 256;
 
@@ -118,26 +116,70 @@ function pack(
   });
 }
 
-function checkWorkgroupMemory(gpu: Gpu, what: string, bytes: number): void {
-  const max = gpu.limits.maxComputeWorkgroupStorageSize;
-  if (bytes > max) {
-    throw new InvalidInputError(
-      `${what}: needs ${bytes} bytes of workgroup memory, this adapter has ${max}`,
-    );
-  }
+/**
+ * Prefill tiling (kernels/attention.wgsl `prefill`): cv vec4 output columns per thread (1 or 2;
+ * threads along keys TX = headDim / 4 / cv, keys per tile BK = headDim / cv) and ty threads along
+ * queries (4 rows each: BQ = 4 · ty queries per workgroup).
+ */
+export interface PrefillTuning {
+  cv: 1 | 2;
+  ty: number;
 }
 
-function prefillVariant(gpu: Gpu, what: string, headDim: number, vision: boolean) {
-  checkWorkgroupMemory(gpu, what, (BQ + BK) * headDim * 4 + BQ * BK * 4);
-  return variant(gpu, {
+function prefillTuning(gpu: Gpu, headDim: number, t?: Partial<PrefillTuning>): PrefillTuning {
+  const cv = t?.cv ?? (headDim >= 64 ? 2 : 1);
+  // Prefer 64 queries per workgroup; shrink if workgroup memory or threads say no.
+  for (const ty of t?.ty ? [t.ty] : [16, 8, 4]) {
+    const l = prefillLayout(headDim, { cv, ty });
+    if (
+      l.bytes <= gpu.limits.maxComputeWorkgroupStorageSize &&
+      l.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup
+    ) return { cv, ty };
+  }
+  throw new InvalidInputError(
+    `attention: head_dim ${headDim} with ${JSON.stringify(t ?? {})} does not fit this adapter's ` +
+      `workgroup memory (${gpu.limits.maxComputeWorkgroupStorageSize} bytes)`,
+  );
+}
+
+/** Workgroup sizes and defines of a prefill tiling (mirrors the shader's constants). */
+function prefillLayout(headDim: number, t: PrefillTuning) {
+  const hd4 = headDim / 4, tx = hd4 / t.cv, bq = 4 * t.ty, bk = 4 * tx;
+  const kc = bk % 16 === 0 ? 16 : bk % 8 === 0 ? 8 : 4;
+  const stage = Math.max((bq + bk) * 5, kc * hd4);
+  return {
+    wg: tx * t.ty,
+    bq,
+    bytes: 16 * (stage + bk * (t.ty + 1) + tx * t.ty),
+    defines: { TX: tx, TY: t.ty, KC: kc, STAGE: stage, CV2: t.cv === 2 },
+  };
+}
+
+function prefillDispatch(
+  gpu: Gpu,
+  what: string,
+  r: Resolved,
+  vision: boolean,
+  buffers: BufferArg[],
+  params: ArrayBuffer,
+  seq: number,
+  tuning?: Partial<PrefillTuning>,
+): Dispatch {
+  const t = prefillTuning(gpu, r.headDim, tuning);
+  if ((r.headDim / 4) % t.cv) {
+    throw new InvalidInputError(`${what}: head_dim ${r.headDim} does not split into cv ${t.cv}`);
+  }
+  const l = prefillLayout(r.headDim, t);
+  const vt = variant(gpu, {
     family: "attention",
     entry: "prefill",
     bindings: vision
       ? ["read", "read", "read", "read_write", "read"]
       : ["read", "read", "read", "read_write"],
     params: Params,
-    defines: { HD: headDim, VISION: vision },
+    defines: { HD: r.headDim, VISION: vision, ...l.defines },
   });
+  return new Dispatch(gpu, vt, buffers, params, [ceilDiv(seq, l.bq), r.heads]);
 }
 
 /** Shape of a causal prefill. */
@@ -155,6 +197,7 @@ export interface CausalAttentionShape extends AttentionHeads {
  * @param q (seq, ·) queries, e.g. the q part of a fused qkv row after rope
  * @param k (offset + seq, ·) the layer's K cache
  * @param v (offset + seq, ·) the layer's V cache
+ * @param tuning prefill tiling (default: chosen from head_dim and the adapter's limits)
  */
 export function causalAttention(
   gpu: Gpu,
@@ -163,18 +206,18 @@ export function causalAttention(
   k: HeadRows,
   v: HeadRows,
   s: CausalAttentionShape,
+  tuning?: Partial<PrefillTuning>,
 ): Dispatch {
   const r = resolve("causalAttention", s, q, k, v);
-  const vt = prefillVariant(gpu, "causalAttention", s.headDim, false);
-  return new Dispatch(
+  return prefillDispatch(
     gpu,
-    vt,
+    "causalAttention",
+    r,
+    false,
     [q.buffer, k.buffer, v.buffer, out],
     pack(r, { seq: s.seq, offset: s.offset }),
-    [
-      ceilDiv(s.seq, BQ),
-      s.heads,
-    ],
+    s.seq,
+    tuning,
   );
 }
 
@@ -196,6 +239,7 @@ export interface VisionAttentionShape {
  * @param k (seq, ·) e.g. `{ buffer: qkv, stride: 3 · embed, offset: embed }`
  * @param v (seq, ·) e.g. `{ buffer: qkv, stride: 3 · embed, offset: 2 · embed }`
  * @param cu (nCu) u32 cu_seqlens, first 0 and last seq
+ * @param tuning prefill tiling (default: chosen from head_dim and the adapter's limits)
  */
 export function visionAttention(
   gpu: Gpu,
@@ -205,21 +249,21 @@ export function visionAttention(
   v: HeadRows,
   cu: BufferArg,
   s: VisionAttentionShape,
+  tuning?: Partial<PrefillTuning>,
 ): Dispatch {
   if (!(s.nCu >= 2)) {
     throw new InvalidInputError(`visionAttention: cu_seqlens needs ≥ 2 entries, got ${s.nCu}`);
   }
   const r = resolve("visionAttention", s, q, k, v);
-  const vt = prefillVariant(gpu, "visionAttention", s.headDim, true);
-  return new Dispatch(
+  return prefillDispatch(
     gpu,
-    vt,
+    "visionAttention",
+    r,
+    true,
     [q.buffer, k.buffer, v.buffer, out, cu],
     pack(r, { seq: s.seq, nCu: s.nCu }),
-    [
-      ceilDiv(s.seq, BQ),
-      s.heads,
-    ],
+    s.seq,
+    tuning,
   );
 }
 

@@ -26,6 +26,17 @@ const NEG: f32 = -3.0e38;
 
 #ifnot DECODE
 // ---------------------------------------------------------------------------------------------
+// Prefill: a register-tiled flash attention. A workgroup owns BQ = 4·TY queries of one head and
+// walks their key range BK = 4·TX keys at a time. Thread (tx, ty) owns query rows ty·4 .. ty·4+3:
+// - S = Q·Kᵀ: the 4 × 4 block of those rows × keys tx + TX·e (e < 4), over d in chunks of 16
+//   staged in workgroup memory (Q and K rows, padded so vec4 reads do not collide on banks);
+//   Q is re-read per key tile (it stays in L2) so memory does not grow with head_dim;
+// - online softmax in f32: the tile's row max through workgroup memory (all TX threads of a row
+//   then hold the same running max), Σ exp kept per thread and added across the row at the end;
+// - O += P·V: the same 4 rows × vec4 columns tx + TX·i (i < CV), with P in workgroup memory and V
+//   staged KC keys at a time in the Q/K staging area.
+// So TX = HD/4 / CV and BK = HD / CV. Masks (causal, block-diagonal) apply per score; key tiles
+// past the workgroup's last query's range are never visited.
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;        // (seq, q_stride) f32
 @group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;        // (keys, k_stride) f32
 @group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;        // (keys, v_stride) f32
@@ -35,16 +46,20 @@ const NEG: f32 = -3.0e38;
 #endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
-const BQ: u32 = 32u;        // queries per workgroup
-const BK: u32 = 16u;        // keys per tile
-const LANES: u32 = 4u;      // threads per query row
-const WG: u32 = BQ * LANES;
-const KPL: u32 = BK / LANES; // scores per thread per tile
-const DPL: u32 = HD4 / LANES; // vec4 output columns per thread
-
-var<workgroup> qs: array<vec4<f32>, BQ * HD4>;   // (BQ, HD) scaled queries
-var<workgroup> kvs: array<vec4<f32>, BK * HD4>;  // (BK, HD) the K tile, then the V tile
-var<workgroup> ps: array<f32, BQ * BK>;          // (BQ, BK) scores of the tile
+const TX: u32 = {{TX}}u;       // threads along keys (S) and along vec4 columns (O)
+const TY: u32 = {{TY}}u;       // threads along queries, 4 rows each
+const CV: u32 = HD4 / TX;      // vec4 output columns per thread: 1 or 2
+const BQ: u32 = 4u * TY;
+const BK: u32 = 4u * TX;
+const WG: u32 = TX * TY;
+const DC: u32 = 4u;            // vec4 per d chunk of S (16 dims)
+const SP: u32 = DC + 1u;       // padded row stride of the staged Q/K chunk, vec4
+const KC: u32 = {{KC}}u;       // keys per staged V chunk (divides BK)
+const PS: u32 = TY + 1u;       // padded row stride of P, vec4
+// Staging area: the Q chunk (BQ, SP) then the K chunk (BK, SP); or a V chunk (KC, HD4).
+var<workgroup> stage: array<vec4<f32>, {{STAGE}}>;
+var<workgroup> ps: array<vec4<f32>, BK * PS>;   // (BK, TY) vec4 of 4 rows: this tile's P, key-major
+var<workgroup> red: array<vec4<f32>, WG>;       // (TY, TX) per-thread row partials
 
 // Keys [lo, hi) that query i may see.
 fn key_range(i: u32) -> vec2<u32> {
@@ -57,82 +72,146 @@ fn key_range(i: u32) -> vec2<u32> {
 #endif
 }
 
+fn max4(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
+fn sum4(x: vec4<f32>) -> f32 { return dot(x, vec4<f32>(1.0)); }
+
+// Scores of one row outside [lo, hi) become NEG.
+fn mask_row(s: vec4<f32>, keys: vec4<u32>, lo: u32, hi: u32) -> vec4<f32> {
+  return select(vec4<f32>(NEG), s, (keys >= vec4<u32>(lo)) & (keys < vec4<u32>(hi)));
+}
+
+// exp(s − m), 0 where masked.
+fn prob_row(s: vec4<f32>, m: f32) -> vec4<f32> {
+  return select(vec4<f32>(0.0), exp(s - m), s > vec4<f32>(NEG));
+}
+
+// c[r] = c[r] · a[r] (each column is one query row).
+fn scale_cols(c: mat4x4<f32>, a: vec4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(c[0] * a.x, c[1] * a.y, c[2] * a.z, c[3] * a.w);
+}
+
+// c + outer(a, b): c[r] += a[r] · b.
+fn outer_acc(c: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(fma(vec4(a.x), b, c[0]), fma(vec4(a.y), b, c[1]), fma(vec4(a.z), b, c[2]),
+    fma(vec4(a.w), b, c[3]));
+}
+
+fn store_row(i: u32, col: u32, x: vec4<f32>) {
+  if (i < p.seq) { out[i * p.heads * HD4 + col] = x; }
+}
+
 @compute @workgroup_size(WG)
 fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let tx = lid % TX;
+  let ty = lid / TX;
   let q0 = wid.x * BQ;
   let h = wid.y;
   let kvh = h / p.group;
-  let r = lid / LANES;
-  let lane = lid % LANES;
-  let qi = q0 + r;
   let last = min(q0 + BQ, p.seq) - 1u;
-
-  for (var idx = lid; idx < BQ * HD4; idx += WG) {
-    let row = q0 + idx / HD4;
-    var val = vec4<f32>(0.0);
-    if (row < p.seq) { val = q[row * p.q_stride + p.q_off + h * HD4 + idx % HD4] * p.scale; }
-    qs[idx] = val;
-  }
-  let mine = key_range(min(qi, last));
-  // Rows are consecutive and both range ends grow with i: the tile needs [lo(first), hi(last)).
+  let row0 = q0 + ty * 4u;
+  let r0 = key_range(min(row0, last));
+  let r1 = key_range(min(row0 + 1u, last));
+  let r2 = key_range(min(row0 + 2u, last));
+  let r3 = key_range(min(row0 + 3u, last));
+  // Rows are consecutive and both range ends grow with i: the tiles cover [lo(first), hi(last)).
   let lo_t = key_range(q0).x;
   let hi_t = key_range(last).y;
+  let qbase = p.q_off + h * HD4;
+  let kbase = p.k_off + kvh * HD4;
+  let vbase = p.v_off + kvh * HD4;
 
-  var m = NEG;
-  var l = 0.0;
-  var acc: array<vec4<f32>, DPL>;
-  for (var c = 0u; c < DPL; c++) { acc[c] = vec4<f32>(0.0); }
+  var m = vec4<f32>(NEG);       // running max of the 4 rows (the same in all TX threads of a row)
+  var l = vec4<f32>(0.0);       // this thread's part of Σ exp(s − m)
+  var o0 = mat4x4<f32>();       // column r: row ty·4 + r, vec4 column tx
+#if CV2
+  var o1 = mat4x4<f32>();       // vec4 column tx + TX
+#endif
 
   for (var kb = lo_t; kb < hi_t; kb += BK) {
-    workgroupBarrier(); // previous V tile fully used (first pass: qs written)
-    for (var idx = lid; idx < BK * HD4; idx += WG) {
-      let key = kb + idx / HD4;
-      var val = vec4<f32>(0.0);
-      if (key < hi_t) { val = k[key * p.k_stride + p.k_off + kvh * HD4 + idx % HD4]; }
-      kvs[idx] = val;
-    }
-    workgroupBarrier();
-    for (var jj = 0u; jj < KPL; jj++) {
-      let j = lane * KPL + jj;
-      let key = kb + j;
-      var s = NEG;
-      if (key >= mine.x && key < mine.y) {
-        var d = 0.0;
-        for (var c = 0u; c < HD4; c++) { d += dot(qs[r * HD4 + c], kvs[j * HD4 + c]); }
-        s = d;
+    var s = mat4x4<f32>();      // column r: row r, keys tx + TX·e
+    for (var d0 = 0u; d0 < HD4; d0 += DC) {
+      workgroupBarrier();       // the staging area is free (previous chunk or V chunk used)
+      for (var idx = lid; idx < (BQ + BK) * DC; idx += WG) {
+        let row = idx / DC;
+        let c = d0 + idx % DC;
+        var val = vec4<f32>(0.0);
+        if (row < BQ) {
+          let i = q0 + row;
+          if (i < p.seq) { val = q[i * p.q_stride + qbase + c] * p.scale; }
+        } else {
+          let key = kb + row - BQ;
+          if (key < hi_t) { val = k[key * p.k_stride + kbase + c]; }
+        }
+        stage[row * SP + idx % DC] = val;
       }
-      ps[r * BK + j] = s;
+      workgroupBarrier();
+      for (var c = 0u; c < DC; c++) {
+        let kt = mat4x4<f32>(stage[(BQ + tx) * SP + c], stage[(BQ + tx + TX) * SP + c],
+          stage[(BQ + tx + 2u * TX) * SP + c], stage[(BQ + tx + 3u * TX) * SP + c]);
+        let qa = ty * 4u * SP + c;
+        s[0] += stage[qa] * kt;
+        s[1] += stage[qa + SP] * kt;
+        s[2] += stage[qa + 2u * SP] * kt;
+        s[3] += stage[qa + 3u * SP] * kt;
+      }
     }
+    let keys = vec4<u32>(kb + tx) + vec4<u32>(0u, TX, 2u * TX, 3u * TX);
+    let s0 = mask_row(s[0], keys, r0.x, r0.y);
+    let s1 = mask_row(s[1], keys, r1.x, r1.y);
+    let s2 = mask_row(s[2], keys, r2.x, r2.y);
+    let s3 = mask_row(s[3], keys, r3.x, r3.y);
+    red[lid] = vec4<f32>(max4(s0), max4(s1), max4(s2), max4(s3));
     workgroupBarrier();
-    for (var idx = lid; idx < BK * HD4; idx += WG) {
-      let key = kb + idx / HD4;
-      var val = vec4<f32>(0.0);
-      if (key < hi_t) { val = v[key * p.v_stride + p.v_off + kvh * HD4 + idx % HD4]; }
-      kvs[idx] = val;
-    }
-    workgroupBarrier();
-    // Every lane of a row computes the row's statistics itself (same inputs, same result).
     var mx = m;
-    for (var j = 0u; j < BK; j++) { mx = max(mx, ps[r * BK + j]); }
+    for (var x = 0u; x < TX; x++) { mx = max(mx, red[ty * TX + x]); }
     let alpha = exp(m - mx);
-    l *= alpha;
-    for (var c = 0u; c < DPL; c++) { acc[c] *= alpha; }
-    for (var j = 0u; j < BK; j++) {
-      let s = ps[r * BK + j];
-      if (s > NEG) {
-        let pj = exp(s - mx);
-        l += pj;
-        for (var c = 0u; c < DPL; c++) { acc[c] += pj * kvs[j * HD4 + lane + c * LANES]; }
+    m = mx;
+    let pt = transpose(mat4x4<f32>(prob_row(s0, mx.x), prob_row(s1, mx.y), prob_row(s2, mx.z),
+      prob_row(s3, mx.w)));     // column e: key tx + TX·e, the 4 rows
+    l = l * alpha + pt[0] + pt[1] + pt[2] + pt[3];
+    ps[(tx) * PS + ty] = pt[0];
+    ps[(tx + TX) * PS + ty] = pt[1];
+    ps[(tx + 2u * TX) * PS + ty] = pt[2];
+    ps[(tx + 3u * TX) * PS + ty] = pt[3];
+    o0 = scale_cols(o0, alpha);
+#if CV2
+    o1 = scale_cols(o1, alpha);
+#endif
+    for (var kc = 0u; kc < BK; kc += KC) {
+      workgroupBarrier();       // P written; the staging area (K or the last V chunk) is free
+      for (var idx = lid; idx < KC * HD4; idx += WG) {
+        let key = kb + kc + idx / HD4;
+        var val = vec4<f32>(0.0);
+        if (key < hi_t) { val = v[key * p.v_stride + vbase + idx % HD4]; }
+        stage[idx] = val;
+      }
+      workgroupBarrier();
+      for (var j = 0u; j < KC; j++) {
+        let pj = ps[(kc + j) * PS + ty];
+        o0 = outer_acc(o0, pj, stage[j * HD4 + tx]);
+#if CV2
+        o1 = outer_acc(o1, pj, stage[j * HD4 + tx + TX]);
+#endif
       }
     }
-    m = mx;
   }
-  if (qi < p.seq) {
-    let inv = 1.0 / l;
-    for (var c = 0u; c < DPL; c++) {
-      out[qi * p.heads * HD4 + h * HD4 + lane + c * LANES] = acc[c] * inv;
-    }
-  }
+
+  workgroupBarrier();
+  red[lid] = l;
+  workgroupBarrier();
+  var lt = vec4<f32>(0.0);
+  for (var x = 0u; x < TX; x++) { lt += red[ty * TX + x]; }
+  let inv = 1.0 / lt;
+  store_row(row0, h * HD4 + tx, o0[0] * inv.x);
+  store_row(row0 + 1u, h * HD4 + tx, o0[1] * inv.y);
+  store_row(row0 + 2u, h * HD4 + tx, o0[2] * inv.z);
+  store_row(row0 + 3u, h * HD4 + tx, o0[3] * inv.w);
+#if CV2
+  store_row(row0, h * HD4 + tx + TX, o1[0] * inv.x);
+  store_row(row0 + 1u, h * HD4 + tx + TX, o1[1] * inv.y);
+  store_row(row0 + 2u, h * HD4 + tx + TX, o1[2] * inv.z);
+  store_row(row0 + 3u, h * HD4 + tx + TX, o1[3] * inv.w);
+#endif
 }
 #endif
 
