@@ -13,7 +13,7 @@
 import { requestGpu } from "../src/gpu/device.ts";
 import { PRESETS } from "../src/model/presets.ts";
 import { planModel } from "../src/model/qwen2vl.ts";
-import { uploadWeights } from "../src/model/weights.ts";
+import { type StagingMode, uploadWeights } from "../src/model/weights.ts";
 import { SHAPES } from "./_args.ts";
 import { writeSyntheticCheckpoint } from "./_checkpoint.ts";
 import type { QuantDType } from "../src/gpu/tensor.ts";
@@ -301,7 +301,11 @@ if (want("mac")) {
 dst.destroy();
 
 /** uploadWeights() with the time spent in (and awaiting) the WebGPU calls it makes. */
-async function profiledUpload(quant: QuantDType | undefined) {
+async function profiledUpload(
+  quant: QuantDType | undefined,
+  staging: StagingMode = "map",
+  readsInFlight = 4,
+) {
   const acc: Record<string, number> = {};
   const count: Record<string, number> = {};
   const restore: (() => void)[] = [];
@@ -337,7 +341,7 @@ async function profiledUpload(quant: QuantDType | undefined) {
       maxContext: 1024,
     });
     const t0 = performance.now();
-    const w = await uploadWeights(gpu, p.checkpoint, p.plan);
+    const w = await uploadWeights(gpu, p.checkpoint, p.plan, undefined, { staging, readsInFlight });
     await device.queue.onSubmittedWorkDone();
     const ms = performance.now() - t0;
     p.checkpoint.close();
@@ -345,7 +349,7 @@ async function profiledUpload(quant: QuantDType | undefined) {
     const round = (o: Record<string, number>) =>
       Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Math.round(v)]));
     report({
-      phase: `uploadWeights_${quant ?? "f16"}`,
+      phase: `uploadWeights_${quant ?? "f16"}_${staging}_reads${readsInFlight}`,
       bytes: fileBytes,
       s: Math.round(ms) / 1000,
       gb_s: gbs(fileBytes, ms),
@@ -360,6 +364,10 @@ async function profiledUpload(quant: QuantDType | undefined) {
 if (want("upload")) {
   await profiledUpload(undefined);
   await profiledUpload("q4");
+  await profiledUpload(undefined, "write");
+  await profiledUpload("q4", "write");
+  await profiledUpload(undefined, "map", 8);
+  await profiledUpload(undefined, "map", 2);
   await profiledUpload(undefined);
 }
 gpu.device.destroy();

@@ -345,16 +345,24 @@ export class MemoryModelSource extends BaseModelSource {
 
 // ---- Deno adapter: local directories ----
 
-/** An open file plus the tail of its queue: seek+read pairs on one handle must not interleave. */
+/**
+ * Open handles of one file, each with the tail of its queue: seek+read pairs on one handle must
+ * not interleave, so reads in parallel use different handles (up to {@link HANDLES_PER_FILE}).
+ */
 interface OpenFile {
-  file: Deno.FsFile;
-  queue: Promise<unknown>;
+  handles: { file: Promise<Deno.FsFile>; queue: Promise<unknown>; pending: number }[];
 }
+
+/**
+ * Handles a file may have open at once: reads of a few MB each from the page cache run about
+ * 3× faster with 4 in flight than one after another (one thread copies ~4.5 GB/s).
+ */
+const HANDLES_PER_FILE = 4;
 
 /** Files under a local directory (a path, or a `file:` URL). */
 export class DirModelSource extends BaseModelSource {
   readonly location: string;
-  readonly #open = new Map<string, Promise<OpenFile>>();
+  readonly #open = new Map<string, OpenFile>();
 
   constructor(dir: string | URL) {
     super();
@@ -394,26 +402,35 @@ export class DirModelSource extends BaseModelSource {
     return this.#fs(name, (p) => Deno.readFile(p));
   }
 
+  /** The handle for the next read of `name`: an idle one, a new one, or the least busy. */
+  #handle(name: string) {
+    let open = this.#open.get(name);
+    if (!open) this.#open.set(name, open = { handles: [] });
+    const hs = open.handles;
+    let h = hs.find((h) => h.pending === 0);
+    if (!h && hs.length < HANDLES_PER_FILE) {
+      const file = this.#fs(name, (p) => Deno.open(p));
+      h = { file, queue: Promise.resolve(), pending: 0 };
+      hs.push(h);
+      // A failed open is not kept: the next read tries again (and reports its own error).
+      file.catch(() => open.handles = open.handles.filter((x) => x !== h));
+    }
+    return h ?? hs.reduce((a, b) => (b.pending < a.pending ? b : a));
+  }
+
   protected override async readIntoChecked(
     name: string,
     offset: number,
     dest: Uint8Array,
   ): Promise<void> {
-    let open = this.#open.get(name);
-    if (!open) {
-      open = this.#fs(name, (p) => Deno.open(p)).then((file) => ({
-        file,
-        queue: Promise.resolve(),
-      }));
-      this.#open.set(name, open);
-      open.catch(() => this.#open.delete(name));
-    }
-    const h = await open;
+    const h = this.#handle(name);
+    h.pending++;
     const read = h.queue.then(async () => {
-      await h.file.seek(offset, Deno.SeekMode.Start);
+      const file = await h.file;
+      await file.seek(offset, Deno.SeekMode.Start);
       let filled = 0;
       while (filled < dest.length) {
-        const n = await h.file.read(dest.subarray(filled));
+        const n = await file.read(dest.subarray(filled));
         if (n === null) {
           throw this.truncated(name, offset, dest.length, `the file ends after ${filled} bytes`);
         }
@@ -421,12 +438,18 @@ export class DirModelSource extends BaseModelSource {
       }
     });
     h.queue = read.catch(() => {});
-    await read;
+    try {
+      await read;
+    } finally {
+      h.pending--;
+    }
   }
 
   override close(): void {
     for (const open of this.#open.values()) {
-      open.then((h) => h.queue.then(() => h.file.close())).catch(() => {});
+      for (const h of open.handles) {
+        h.queue.then(() => h.file).then((f) => f.close()).catch(() => {});
+      }
     }
     this.#open.clear();
   }

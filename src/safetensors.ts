@@ -400,6 +400,26 @@ export class SafetensorsCheckpoint {
   }
 
   /**
+   * Fills `dest` with the tensor's stored bytes (unconverted) from byte `byteOffset` of its data:
+   * the loader's direct path, which reads pieces of tensors, several at once, straight into GPU
+   * staging memory.
+   * @throws InvalidInputError when the range is not inside the tensor
+   */
+  readStored(name: string, byteOffset: number, dest: Uint8Array): Promise<void> {
+    const t = this.get(name);
+    if (
+      !Number.isSafeInteger(byteOffset) || byteOffset < 0 ||
+      byteOffset + dest.length > t.byteLength
+    ) {
+      throw new InvalidInputError(
+        `readStored(): bytes ${byteOffset}..${byteOffset + dest.length} are outside tensor ` +
+          `"${name}" (${t.byteLength} bytes).`,
+      );
+    }
+    return this.#source.readInto(t.file, t.byteOffset + byteOffset, dest);
+  }
+
+  /**
    * The tensor in slices of whole rows (first dimension), each at most `maxBytes` of output, so
    * a 2.3 GB embedding can fill a GPU buffer with the memory of a few slices. The next slice is
    * read while the caller handles this one. 0-d and 1-d tensors are sliced by element.

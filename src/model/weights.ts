@@ -9,7 +9,7 @@
  */
 import { GpuError, ModelFileError } from "../errors.ts";
 import { fmtBytes, type Gpu } from "../gpu/device.ts";
-import { createStorage, writeArray } from "../gpu/buffers.ts";
+import { createStorage } from "../gpu/buffers.ts";
 import {
   chunkRows,
   createWeight,
@@ -20,9 +20,8 @@ import {
   type Weight,
   type WeightDType,
 } from "../gpu/tensor.ts";
-import { writeQuantRows } from "../../kernels/linear_q.ts";
+import { quantizeRows, writeQuantRows } from "../../kernels/linear_q.ts";
 import { convertRows, type SourceDType } from "../../kernels/convert.ts";
-import { run } from "../../kernels/_kernel.ts";
 import type { SafetensorsCheckpoint } from "../safetensors.ts";
 import type { Qwen2VLConfig } from "./config.ts";
 
@@ -431,88 +430,269 @@ export class GpuWeights {
   }
 }
 
-/** Stored bytes per slice while streaming a tensor to the GPU. */
-const UPLOAD_SLICE_BYTES = 32 << 20;
+/** Stored bytes per staging slot: the most that one submission copies and converts. */
+const SLOT_BYTES = 64 << 20;
+/** Staging slots: while the GPU copies and converts one, the next ones are being read into. */
+const SLOTS = 4;
+/** Largest single file read; a bigger piece of a tensor is read in several, concurrently. */
+const READ_BYTES = 8 << 20;
+/** File reads in flight (one thread copies ~4.5 GB/s out of the page cache; 4 reach ~3×). */
+const READS_IN_FLIGHT = 4;
 
 /**
- * Two GPU staging buffers for a checkpoint's stored bytes, filled in turn: slices (and runs of
- * small tensors, packed one after another) are written into one buffer and converted on the GPU
- * into their weights while the checkpoint reads the next slice from disk. Before a buffer is
- * filled again, the conversions that read it must have finished: at most two buffers' worth is in
- * flight, so CPU memory stays at a few slices however fast the disk is, and small tensors cost no
- * wait each.
+ * How stored bytes reach the GPU. "map": the file is read straight into mapped MAP_WRITE buffers,
+ * which the GPU copies into a storage buffer (no CPU copy besides the read itself). "write": the
+ * file is read into CPU buffers that `queue.writeBuffer` copies (once more on the CPU).
  */
-class Staging {
-  readonly #gpu: Gpu;
-  readonly #size: number;
-  readonly #buffers: GPUBuffer[] = [];
-  readonly #done: Promise<unknown>[] = [];
-  #k = 0;
-  #at = 0;
+export type StagingMode = "map" | "write";
 
-  constructor(gpu: Gpu, size: number) {
+/** Options of {@link uploadWeights}. */
+export interface UploadOptions {
+  /** Stored bytes per staging slot (tests pass small ones so tensors cross slots); 64 MiB. */
+  slotBytes?: number;
+  /** See {@link StagingMode}; default "map". */
+  staging?: StagingMode;
+  /** File reads in flight; default 4. */
+  readsInFlight?: number;
+}
+
+/** Runs at most `n` of the functions given to run() at once, the others in FIFO order. */
+class Limiter {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(n: number) {
+    this.#free = n;
+  }
+
+  async run<T>(f: () => Promise<T>): Promise<T> {
+    if (this.#free > 0) this.#free--;
+    else await new Promise<void>((go) => this.#waiting.push(go));
+    try {
+      return await f();
+    } finally {
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#free++;
+    }
+  }
+}
+
+/** Rows of one stored tensor, placed in a staging slot, that become rows of a GPU tensor. */
+interface Job {
+  w: Weight;
+  /** First destination row. */
+  row: number;
+  rows: number;
+  from: SourceDType;
+  /** Byte offset in the slot. */
+  at: number;
+  /** Stored bytes. */
+  bytes: number;
+}
+
+/** One staging slot of the ring. */
+interface Slot {
+  /** MAP_WRITE | COPY_SRC buffer ("map" mode). */
+  map?: GPUBuffer;
+  /** Where reads land: the mapped range ("map"; null while unmapped) or a CPU buffer ("write"). */
+  host: Uint8Array<ArrayBuffer> | null;
+  /** Settles when the slot may be filled again. */
+  ready: Promise<unknown>;
+  /** Bytes placed so far. */
+  at: number;
+  reads: Promise<void>[];
+  jobs: Job[];
+}
+
+const round4 = (n: number) => Math.ceil(n / 4) * 4;
+
+/**
+ * A ring of staging slots between the checkpoint and the weights. Pieces of tensors are placed
+ * one after another in the slot being filled and read into it from the file (several reads at
+ * once); a full slot is handed to the GPU as soon as its reads are done — copied (or written) into
+ * one storage buffer and converted or quantized into the weights in one submission — while the
+ * next slots fill. A slot is refilled only once the GPU has taken its bytes, so memory stays at
+ * the ring's few slots however fast the disk is.
+ */
+class StagingRing {
+  readonly size: number;
+  readonly #gpu: Gpu;
+  readonly #mode: StagingMode;
+  readonly #align: number;
+  /** (size) bytes: what the kernels read (every submission copies its slot here first). */
+  readonly #scratch: GPUBuffer;
+  readonly #slots: Slot[] = [];
+  readonly #reads: Limiter;
+  readonly #pending = new Set<Promise<unknown>>();
+  #cur: Slot | null = null;
+  #next = 0;
+  #error: unknown = null;
+  #closed = false;
+
+  constructor(gpu: Gpu, size: number, mode: StagingMode, readsInFlight: number) {
     this.#gpu = gpu;
-    this.#size = size;
+    this.#mode = mode;
+    this.#align = gpu.limits.minStorageBufferOffsetAlignment;
+    this.size = round4(size);
+    this.#reads = new Limiter(readsInFlight);
+    this.#scratch = createStorage(gpu, this.size, "upload.scratch");
+  }
+
+  /** Bytes still free in the slot being filled. */
+  get room(): number {
+    const c = this.#cur;
+    return c ? this.size - Math.ceil(c.at / this.#align) * this.#align : 0;
   }
 
   /**
-   * Converts `rows` rows of stored bytes into rows [rowStart, rowStart + rows) of `w`.
-   * @param bytes (rows, w.cols) elements of `from`, as stored (little-endian)
+   * Places `rows` rows of `name` (from stored byte `srcByte`, `bytes` long; ≤ {@link room}) into
+   * the slot being filled and starts reading them; they become rows [row, row + rows) of `w`.
    */
-  async write(w: Weight, rowStart: number, rows: number, bytes: Uint8Array, from: SourceDType) {
-    const gpu = this.#gpu, len = Math.ceil(bytes.length / 4) * 4;
-    let buf = this.#buffers[this.#k];
-    if (!buf || this.#at + len > buf.size) {
-      if (buf) {
-        this.#done[this.#k] = gpu.device.queue.onSubmittedWorkDone();
-        this.#k ^= 1;
-        this.#at = 0;
-      }
-      await this.#done[this.#k];
-      buf = this.#buffers[this.#k];
-      if (!buf || buf.size < len) {
-        buf?.destroy();
-        buf = this.#buffers[this.#k] = createStorage(
-          gpu,
-          Math.max(this.#size, len),
-          `upload.staging${this.#k}`,
-        );
-      }
+  place(
+    ckpt: SafetensorsCheckpoint,
+    name: string,
+    srcByte: number,
+    bytes: number,
+    job: Omit<Job, "at" | "bytes">,
+  ): void {
+    const c = this.#cur!;
+    const at = Math.ceil(c.at / this.#align) * this.#align;
+    c.at = at + bytes;
+    c.jobs.push({ ...job, at, bytes });
+    for (let o = 0; o < bytes; o += READ_BYTES) {
+      const n = Math.min(READ_BYTES, bytes - o);
+      const dest = c.host!.subarray(at + o, at + o + n);
+      c.reads.push(this.#reads.run(() => ckpt.readStored(name, srcByte + o, dest)));
     }
-    writeArray(gpu, buf, bytes, this.#at);
-    const src = { buffer: buf, offset: this.#at, size: len };
-    const ds = convertRows(gpu, w, rowStart, src, from, rows);
-    run(gpu, ds, "upload");
-    ds.forEach((d) => d.destroy());
-    const align = gpu.limits.minStorageBufferOffsetAlignment;
-    this.#at += Math.ceil(len / align) * align;
   }
 
-  /** Waits for the conversions in flight, then frees the buffers. */
-  async destroy(): Promise<void> {
+  /** Hands the slot being filled to the GPU (if any) and makes the next one current. */
+  async advance(): Promise<void> {
+    if (this.#error) throw this.#error;
+    this.#handOver();
+    let s = this.#slots[this.#next];
+    if (!s) {
+      s = this.#slots[this.#next] = this.#mode === "map"
+        ? {
+          map: this.#gpu.device.createBuffer({
+            label: `upload.map${this.#next}`,
+            size: this.size,
+            usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC,
+            mappedAtCreation: true,
+          }),
+          host: null,
+          ready: Promise.resolve(),
+          at: 0,
+          reads: [],
+          jobs: [],
+        }
+        : { host: new Uint8Array(this.size), ready: Promise.resolve(), at: 0, reads: [], jobs: [] };
+    }
+    this.#next = (this.#next + 1) % SLOTS;
+    await s.ready;
+    if (this.#error) throw this.#error;
+    if (s.map) s.host = new Uint8Array(s.map.getMappedRange());
+    s.at = 0;
+    s.reads = [];
+    s.jobs = [];
+    this.#cur = s;
+  }
+
+  /** Hands the last slot to the GPU and waits until every conversion is done. */
+  async finish(): Promise<void> {
+    this.#handOver();
+    while (this.#pending.size) await Promise.all(this.#pending);
+    if (this.#error) throw this.#error;
     await this.#gpu.device.queue.onSubmittedWorkDone();
-    for (const b of this.#buffers) b.destroy();
+  }
+
+  /** Waits for reads and submissions in flight (never unmapping under a read), then frees all. */
+  async destroy(): Promise<void> {
+    this.#closed = true;
+    while (this.#pending.size) await Promise.allSettled(this.#pending);
+    await Promise.allSettled(this.#slots.flatMap((s) => s.reads));
+    await this.#gpu.device.queue.onSubmittedWorkDone();
+    for (const s of this.#slots) s.map?.destroy();
+    this.#scratch.destroy();
+  }
+
+  /** Submits the slot being filled once its reads are in; it is refilled only after that. */
+  #handOver(): void {
+    const s = this.#cur;
+    this.#cur = null;
+    if (!s?.jobs.length) return;
+    const t: Promise<unknown> = this.#submit(s).catch((e) => {
+      this.#error ??= e;
+    }).finally(() => this.#pending.delete(t));
+    this.#pending.add(t);
+    s.ready = t;
+  }
+
+  /**
+   * Once the slot's reads are in: copy to the scratch buffer, convert, submit; resolves when the
+   * slot may be filled again.
+   */
+  async #submit(s: Slot): Promise<void> {
+    await Promise.all(s.reads);
+    if (this.#closed) return;
+    const gpu = this.#gpu, len = round4(s.at);
+    const enc = gpu.device.createCommandEncoder({ label: "upload" });
+    if (s.map) {
+      s.map.unmap();
+      s.host = null;
+      enc.copyBufferToBuffer(s.map, 0, this.#scratch, 0, len);
+    } else {
+      gpu.device.queue.writeBuffer(this.#scratch, 0, s.host!, 0, len);
+    }
+    const ds = s.jobs.flatMap((j) => {
+      const src = { buffer: this.#scratch, offset: j.at, size: round4(j.bytes) };
+      return isQuant(j.w.dtype)
+        ? [quantizeRows(gpu, j.w, j.row, src, j.rows, j.from as "bf16" | "f16")]
+        : convertRows(gpu, j.w, j.row, src, j.from, j.rows);
+    });
+    const pass = enc.beginComputePass({ label: "upload" });
+    for (const d of ds) d.encode(pass);
+    pass.end();
+    gpu.device.queue.submit([enc.finish()]);
+    ds.forEach((d) => d.destroy());
+    // "write": the bytes were copied, but wgpu's own staging copy lives until the work is done.
+    await (s.map ? s.map.mapAsync(GPUMapMode.WRITE) : gpu.device.queue.onSubmittedWorkDone());
   }
 }
 
 /**
- * Streams every planned tensor from the checkpoint to the GPU, slice by slice (never a whole
- * shard, nor a whole 2 GB tensor, in memory). The stored bytes (BF16, F16 or F32) are uploaded as
- * they are and converted on the GPU (kernels/convert.ts; quantized matrices: kernels/linear_q.ts),
- * so no element passes through a CPU conversion. Allocation failures become a GpuError that says
- * how much the model needs.
- * @param onProgress called after each tensor with bytes uploaded so far and the total
- * @param sliceBytes stored bytes per slice (tests pass small ones to cross slice borders)
+ * Streams every planned tensor from the checkpoint to the GPU in pieces of whole rows (never a
+ * whole shard, nor a whole 2 GB tensor, in memory). The stored bytes (BF16, F16 or F32) are read
+ * straight into a ring of staging buffers, several reads at once, and converted on the GPU
+ * (kernels/convert.ts; quantized matrices: kernels/linear_q.ts `quantizeRows`), so no element
+ * passes through a CPU conversion. Allocation failures become a GpuError that says how much the
+ * model needs.
+ * @param onProgress called after each tensor's reads are queued, with its bytes so far and the total
  */
 export async function uploadWeights(
   gpu: Gpu,
   ckpt: SafetensorsCheckpoint,
   plan: WeightPlan,
   onProgress?: (done: number, total: number) => void,
-  sliceBytes: number = UPLOAD_SLICE_BYTES,
+  opts: UploadOptions = {},
 ): Promise<GpuWeights> {
+  let maxRow = 0;
+  for (const pt of plan.tensors.values()) {
+    for (const s of pt.sources) {
+      const t = ckpt.get(s.name);
+      maxRow = Math.max(maxRow, t.byteLength / Math.max(1, s.rows));
+    }
+  }
+  // Two rows at least: quantized pieces keep even row counts.
+  const size = Math.max(opts.slotBytes ?? SLOT_BYTES, 2 * maxRow + 256);
+  const ring = new StagingRing(
+    gpu,
+    size,
+    opts.staging ?? "map",
+    opts.readsInFlight ?? READS_IN_FLIGHT,
+  );
   const out = new GpuWeights();
-  const staging = new Staging(gpu, sliceBytes);
   let done = 0;
   try {
     for (const pt of plan.tensors.values()) {
@@ -531,38 +711,69 @@ export async function uploadWeights(
       let dst = 0;
       for (const s of pt.sources) {
         const stored = ckpt.get(s.name).dtype as keyof typeof STORED_BYTES;
-        // Bytes of a row as read (quantized weights are read as 16-bit and quantized on the GPU).
-        const rowBytes = pt.cols * (isQuant(pt.dtype) ? 2 : STORED_BYTES[stored]);
-        // Whole rows per slice; an even count keeps odd-group quantized writes 4-byte aligned.
-        const maxBytes = Math.max(2, Math.floor(sliceBytes / rowBytes) & ~1) * rowBytes;
-        if (!isQuant(pt.dtype)) {
-          const from = stored.toLowerCase() as SourceDType;
-          for await (const c of ckpt.readChunks(s.name, { to: "raw", maxBytes, reuse: true })) {
-            await staging.write(w, dst + c.rowStart, c.rows, c.data, from);
-          }
-        } else if (stored === "BF16") {
-          // The stored bytes go to the GPU unconverted; the quantize kernel reads bf16.
-          for await (const c of ckpt.readChunks(s.name, { to: "raw", maxBytes })) {
-            const bits = new Uint16Array(c.data.buffer, c.data.byteOffset, c.data.length / 2);
-            writeQuantRows(gpu, w, dst + c.rowStart, bits, "bf16");
-          }
+        if (isQuant(pt.dtype) && stored === "F32") {
+          await quantizeFromF32(gpu, ckpt, s.name, w, dst, pt.cols);
         } else {
-          for await (const c of ckpt.readChunks(s.name, { to: "f16", maxBytes })) {
-            writeQuantRows(gpu, w, dst + c.rowStart, c.data);
-          }
+          await placeRows(ring, ckpt, s.name, w, dst, s.rows, stored);
         }
         dst += s.rows;
       }
       done += pt.bytes;
       onProgress?.(done, plan.weightBytes);
     }
+    await ring.finish();
   } catch (e) {
-    await staging.destroy().catch(() => {});
+    await ring.destroy().catch(() => {});
     out.destroy();
     throw e;
   }
-  await staging.destroy();
+  await ring.destroy();
   return out;
+}
+
+/**
+ * Places all `rows` rows of stored tensor `name` in the ring, as rows [dst, dst + rows) of `w`: in
+ * pieces that fill each slot, never cross a chunk of `w`, and (quantized) keep even row counts
+ * except at the end of a source or chunk.
+ */
+async function placeRows(
+  ring: StagingRing,
+  ckpt: SafetensorsCheckpoint,
+  name: string,
+  w: Weight,
+  dst: number,
+  rows: number,
+  stored: keyof typeof STORED_BYTES,
+): Promise<void> {
+  const rowBytes = w.cols * STORED_BYTES[stored];
+  const from = stored.toLowerCase() as SourceDType;
+  for (let r = 0; r < rows;) {
+    const chunk = w.chunks.find((c) => dst + r < c.rowStart + c.rows)!;
+    const left = Math.min(rows - r, chunk.rowStart + chunk.rows - (dst + r));
+    let n = Math.min(left, Math.floor(ring.room / rowBytes));
+    if (n < left && isQuant(w.dtype)) n &= ~1;
+    if (n < 1) {
+      await ring.advance();
+      continue;
+    }
+    ring.place(ckpt, name, r * rowBytes, n * rowBytes, { w, row: dst + r, rows: n, from });
+    r += n;
+  }
+}
+
+/** Quantizes an F32-stored tensor (rare: checkpoints are bf16) through f16 on the CPU. */
+async function quantizeFromF32(
+  gpu: Gpu,
+  ckpt: SafetensorsCheckpoint,
+  name: string,
+  w: Weight,
+  dst: number,
+  cols: number,
+): Promise<void> {
+  const maxBytes = Math.max(2, Math.floor(SLOT_BYTES / (cols * 2)) & ~1) * cols * 2;
+  for await (const c of ckpt.readChunks(name, { to: "f16", maxBytes })) {
+    writeQuantRows(gpu, w, dst + c.rowStart, c.data);
+  }
 }
 
 /** Runs an allocation inside an out-of-memory error scope. */

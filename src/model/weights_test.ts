@@ -12,6 +12,8 @@ import {
 } from "./weights.ts";
 import { sharedGpu } from "../gpu/device.ts";
 import { readBytes } from "../gpu/buffers.ts";
+import { createWeight, destroyWeight } from "../gpu/tensor.ts";
+import { writeQuantRows } from "../../kernels/linear_q.ts";
 import { openModelSource } from "../model_files.ts";
 import { SafetensorsCheckpoint } from "../safetensors.ts";
 import { checkpointTensors, type HeaderTensor } from "./_sparse.ts";
@@ -166,7 +168,8 @@ Deno.test("uploadWeights() gives every tensor the WASM converter's bits (bf16 fi
         where: ckpt.origin,
       });
       assert.ok(plan.tensors.get("text.embed")!.chunks >= 10);
-      const w = await uploadWeights(gpu, ckpt, plan, undefined, 300_000);
+      const staging = dtype === "f16" ? "map" : "write";
+      const w = await uploadWeights(gpu, ckpt, plan, undefined, { slotBytes: 300_000, staging });
       try {
         for (const pt of plan.tensors.values()) {
           const to = pt.kind === "vector" ? "f32" : dtype;
@@ -184,7 +187,10 @@ Deno.test("uploadWeights() gives every tensor the WASM converter's bits (bf16 fi
             const bytes = c.rows * pt.cols * (to === "f16" ? 2 : 4);
             got.push(new Uint8Array(await readBytes(gpu, c.buffer, bytes)));
           }
-          assert.deepEqual(concat(got), concat(want), `${pt.key} (${to})`);
+          assert.ok(
+            bytesEqual(concat(got).buffer, concat(want).buffer),
+            `${pt.key} (${to}, ${staging})`,
+          );
         }
       } finally {
         w.destroy();
@@ -194,6 +200,70 @@ Deno.test("uploadWeights() gives every tensor the WASM converter's bits (bf16 fi
     ckpt.close();
   }
 });
+
+Deno.test("uploadWeights() quantizes the stored bf16 exactly as writeQuantRows() does (q8, q4; pieces crossing slots and chunks)", async () => {
+  const gpu = await sharedGpu();
+  const src = openModelSource(TINY_DIR);
+  const cfg = parseConfig(await src.readJson("config.json"));
+  const ckpt = await SafetensorsCheckpoint.open(src);
+  try {
+    for (const [quant, staging] of [["q8", "write"], ["q4", "map"]] as const) {
+      // 64 kB chunks: the quantized embedding copy (lm_head) spans many; 50 kB slots end pieces
+      // mid-chunk on odd byte counts of rows.
+      const plan = planWeights(cfg, (n) => (ckpt.has(n) ? ckpt.get(n) : undefined), {
+        dtype: "f16",
+        quant,
+        maxBinding: 64 * 1024,
+        where: ckpt.origin,
+      });
+      const w = await uploadWeights(gpu, ckpt, plan, undefined, { slotBytes: 50_000, staging });
+      try {
+        let checked = 0;
+        for (const pt of plan.tensors.values()) {
+          if (pt.dtype !== quant) continue;
+          const ref = createWeight(gpu, pt.rows, pt.cols, quant, pt.key, plan.maxBinding);
+          let row = 0;
+          for (const s of pt.sources) {
+            const raw = await ckpt.readBytes(s.name);
+            writeQuantRows(
+              gpu,
+              ref,
+              row,
+              new Uint16Array(raw.buffer, raw.byteOffset, raw.length / 2),
+              "bf16",
+            );
+            row += s.rows;
+          }
+          const got = w.matrix(pt.key).chunks;
+          assert.equal(got.length, ref.chunks.length);
+          for (let i = 0; i < got.length; i++) {
+            assert.ok(
+              bytesEqual(
+                await readBytes(gpu, got[i].buffer),
+                await readBytes(gpu, ref.chunks[i].buffer),
+              ),
+              `${pt.key} chunk ${i} (${quant}, ${staging})`,
+            );
+          }
+          destroyWeight(ref);
+          checked++;
+        }
+        // 2 layers × qkv, o, gate_up, down, and the tied lm_head's own copy.
+        assert.equal(checked, 9);
+      } finally {
+        w.destroy();
+      }
+    }
+  } finally {
+    ckpt.close();
+  }
+});
+
+/** Byte equality without assert.deepEqual's diff of megabyte arrays when they differ. */
+function bytesEqual(a: ArrayBufferLike, b: ArrayBufferLike): boolean {
+  const x = new Uint8Array(a), y = new Uint8Array(b);
+  return x.length === y.length && x.every((v, i) => v === y[i]);
+}
 
 function concat(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
