@@ -91,6 +91,32 @@ Deno.test("DirModelSource reads sizes, ranges, text and JSON of the fixture fold
   await checkFixtureSource(new DirModelSource(FIXTURE_DIR));
 });
 
+Deno.test("DirModelSource runs reads of one file in parallel, each getting its own range", async () => {
+  const src = new DirModelSource(FIXTURE_DIR);
+  const big = "model-00001-of-00002.safetensors"; // 9.7 MB
+  try {
+    const whole = await Deno.readFile(`${FIXTURE_DIR}${big}`);
+    // More reads than handles, interleaved offsets: a shared file position would mix them up.
+    const n = 24, len = 100_003;
+    const got = Array.from({ length: n }, () => new Uint8Array(len));
+    await Promise.all(got.map((d, i) => src.readInto(big, ((i * 7) % n) * len, d)));
+    got.forEach((d, i) => {
+      const o = ((i * 7) % n) * len;
+      assert.ok(d.every((v, k) => v === whole[o + k]), `read ${i} at ${o}`);
+    });
+    // A read past the end fails alone; the others still succeed.
+    const results = await Promise.allSettled([
+      src.readInto(big, whole.length - 10, new Uint8Array(20)),
+      src.readInto(big, 0, new Uint8Array(10)),
+    ]);
+    assert.equal(results[0].status, "rejected");
+    assert.ok((results[0] as PromiseRejectedResult).reason instanceof ModelFileError);
+    assert.equal(results[1].status, "fulfilled");
+  } finally {
+    src.close();
+  }
+});
+
 Deno.test("openModelSource() takes a path, a file: URL and an http URL", async () => {
   const byPath = openModelSource(FIXTURE_DIR);
   assert.ok(byPath instanceof DirModelSource);

@@ -216,6 +216,33 @@ Deno.test("readInto() fills a caller's buffer, e.g. a mapped GPU range, slice by
   }
 });
 
+Deno.test("readStored() reads stored bytes from any offset of a tensor, many at once", async () => {
+  const ckpt = await SafetensorsCheckpoint.open(openModelSource(FIXTURE));
+  try {
+    const name = "model.embed_tokens.weight"; // (151936, 32) bf16: 9723904 bytes
+    const whole = await ckpt.readBytes(name);
+    // 37 pieces of an odd size, all in flight together, into one destination.
+    const got = new Uint8Array(whole.length);
+    const piece = 262_147;
+    const reads = [];
+    for (let o = 0; o < whole.length; o += piece) {
+      reads.push(ckpt.readStored(name, o, got.subarray(o, Math.min(o + piece, whole.length))));
+    }
+    await Promise.all(reads);
+    assert.ok(got.every((v, i) => v === whole[i]));
+    const tail = new Uint8Array(3);
+    await ckpt.readStored(name, whole.length - 3, tail);
+    assert.deepEqual(tail, whole.subarray(whole.length - 3));
+    assert.throws(() => ckpt.readStored(name, whole.length - 2, tail), {
+      name: "InvalidInputError",
+      message: "readStored(): bytes 9723902..9723905 are outside tensor " +
+        '"model.embed_tokens.weight" (9723904 bytes).',
+    });
+  } finally {
+    ckpt.close();
+  }
+});
+
 Deno.test("readChunks() over HTTP reads only Range slices of the shard", async () => {
   const whole = await Deno.readFile(`${FIXTURE}model-00001-of-00002.safetensors`);
   const ranges: string[] = [];
