@@ -11,9 +11,12 @@
 // #if PACK8 (GEMV only, f16, k % 8 == 0): w is read 8 halves at a time as vec4<u32> (16-byte
 // loads) and unpacked with unpack2x16float; needs no shader-f16.
 // #if NORM (GEMV only): x is RMS-normed on load (a fused Qwen2RMSNorm before the linear):
-// y = inv_rms · (w · (x ∘ nw)ᵀ) (+ bias) (+ y), inv_rms = 1 / sqrt(mean(x²) + p.eps). Every
-// workgroup reduces mean(x²) itself (x is at most a few KiB, and cache-hot), which costs less than a
-// separate norm dispatch and its round trip through memory.
+// y = inv_rms · (w · (x ∘ nw)ᵀ) (+ bias) (+ y), inv_rms = 1 / sqrt(mean(x²) + p.eps). The threads
+// of a row (group) cover all of k between them, so each adds up the x² of the x elements it loads
+// for its dot products anyway, and Σx² rides along in the dot products' reduction as one more
+// value: no extra pass over x (a separate pass per workgroup re-read x — as many bytes as the
+// weights with 2 rows of 7 KiB per workgroup — and made the 7B decode step's GEMVs 38 % slower on
+// the H200), and every row group of the dispatch reduces the same values in the same order.
 // #if SILU (GEMV only): x is (2k) f32 [gate | up] and the linear reads silu(gate) · up (the MLP's
 // act_fn(gate_proj(x)) * up_proj(x) fused into down_proj), as kernels/elementwise.wgsl's silu_mul.
 
@@ -90,25 +93,18 @@ const WG: u32 = {{WG}}u;
 
 #if NORM
 @group(0) @binding({{NW_BINDING}}) var<storage, read> nw: array<XV>;  // (k) f32 RMSNorm weight
-var<workgroup> nred: array<f32, WG>;
 var<private> inv_rms: f32;
-
-// Sets inv_rms from all of x (a tree over workgroup memory: the same bits on every path). Called
-// by every thread of the workgroup in uniform control flow.
-fn norm_init(lid: u32) {
-  var ss = 0.0;
-  for (var i = lid; i < p.k / XW; i += WG) { let e = x[i]; ss += dot_xw(e, e); }
-  nred[lid] = ss;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (lid < s) { nred[lid] += nred[lid + s]; }
-    workgroupBarrier();
-  }
-  inv_rms = inverseSqrt(nred[0] / f32(p.k) + p.eps);
-}
+// Σx² of the x elements this thread loaded (its share of mean(x²)).
+var<private> ss: f32 = 0.0;
 
 // x element i (in XV units) times the norm weight; the 1 / rms factor is applied in store().
-fn xn(i: u32) -> XV { return x[i] * nw[i]; }
+fn xn(i: u32) -> XV {
+  let e = x[i];
+  ss += dot_xw(e, e);
+  return e * nw[i];
+}
+
+fn set_inv_rms(sum_sq: f32) { inv_rms = inverseSqrt(sum_sq / f32(p.k) + p.eps); }
 #else
 #if SILU
 // silu(gate) · up at x element i (in XV units) of the k activations; up sits k elements after gate.
@@ -128,13 +124,35 @@ const TPR: u32 = {{TPR}}u;
 var<workgroup> red: array<f32, WG>;  // one partial per thread, tree-reduced per row group
 #endif
 
+// The sum of v over the TPR lanes of this thread's row group, in lane t == 0 (every lane with
+// subgroups). Both reductions add in the same order (lane t takes t + s for s = TPR/2, …, 1), so
+// they give the same bits. Called by every thread in uniform control flow.
+fn row_group_sum(v: f32, lid: u32, t: u32) -> f32 {
+  var a = v;
+#if SUBGROUPS
+  // A 1D workgroup is split into subgroups of consecutive invocations (as the ROWS path assumes
+  // too) and TPR ≤ the subgroup size, both powers of two: a row group is TPR aligned lanes of one
+  // subgroup, closed under lane ^ s for s < TPR.
+  for (var s = TPR / 2u; s > 0u; s = s >> 1u) { a += subgroupShuffleXor(a, s); }
+#else
+  if (TPR > 1u) {
+    workgroupBarrier();  // red may still be read by an earlier call
+    red[lid] = a;
+    workgroupBarrier();
+    for (var s = TPR / 2u; s > 0u; s = s >> 1u) {
+      if (t < s) { red[lid] += red[lid + s]; }
+      workgroupBarrier();
+    }
+    a = red[lid];
+  }
+#endif
+  return a;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let r = (wid.x + wid.y * 65535u) * (WG / TPR) + lid / TPR;  // this thread's chunk row
   let t = lid % TPR;                                          // its lane within the row group
-#if NORM
-  norm_init(lid);
-#endif
   // Rows past the chunk's end read the last row again (in bounds) and are not stored.
   let base = min(r, p.rows - 1u) * (p.k / V);
   var acc = 0.0;
@@ -147,23 +165,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     acc += dot_xw(XV(w[base + j]), xn(j));
 #endif
   }
-  // Both reductions add in the same order (lane t takes t + s for s = TPR/2, …, 1), so they give
-  // the same bits.
-#if SUBGROUPS
-  // A 1D workgroup is split into subgroups of consecutive invocations (as the ROWS path assumes
-  // too) and TPR ≤ the subgroup size, both powers of two: a row group is TPR aligned lanes of one
-  // subgroup, closed under lane ^ s for s < TPR.
-  for (var s = TPR / 2u; s > 0u; s = s >> 1u) { acc += subgroupShuffleXor(acc, s); }
-#else
-  if (TPR > 1u) {
-    red[lid] = acc;
-    workgroupBarrier();
-    for (var s = TPR / 2u; s > 0u; s = s >> 1u) {
-      if (t < s) { red[lid] += red[lid + s]; }
-      workgroupBarrier();
-    }
-    acc = red[lid];
-  }
+  acc = row_group_sum(acc, lid, t);
+#if NORM
+  set_inv_rms(row_group_sum(ss, lid, t));
 #endif
   if (t == 0u && r < p.rows) { store(0u, r, acc); }
 }
@@ -171,9 +175,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #else
 const ROWS: u32 = {{ROWS}}u;
 
+// Values reduced over the workgroup: the ROWS dot products (+ Σx² with NORM, in slot ROWS).
+#if NORM
+const SLOTS: u32 = ROWS + 1u;
+#else
+const SLOTS: u32 = ROWS;
+#endif
+
 #if SUBGROUPS
-// One partial per (row, subgroup); subgroups have at least 4 lanes.
-var<workgroup> red: array<f32, ROWS * (WG / 4u)>;
+// One partial per (slot, subgroup); subgroups have at least 4 lanes.
+var<workgroup> red: array<f32, SLOTS * (WG / 4u)>;
 
 @compute @workgroup_size(WG)
 fn main(
@@ -183,16 +194,13 @@ fn main(
   @builtin(subgroup_invocation_id) sg_lane: u32,
 ) {
 #else
-// One partial per (row, thread), tree-reduced.
-var<workgroup> red: array<f32, ROWS * WG>;
+// One partial per (slot, thread), tree-reduced.
+var<workgroup> red: array<f32, SLOTS * WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 #endif
   let r0 = (wid.x + wid.y * 65535u) * ROWS;  // first chunk row of this workgroup
-#if NORM
-  norm_init(lid);
-#endif
   let kv = p.k / V;
   var acc: array<f32, ROWS>;
   for (var r = 0u; r < ROWS; r++) { acc[r] = 0.0; }
@@ -223,21 +231,36 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let s = subgroupAdd(acc[r]);
     if (sg_lane == 0u) { red[r * (WG / 4u) + lid / sg_size] = s; }
   }
+#if NORM
+  let s2 = subgroupAdd(ss);
+  if (sg_lane == 0u) { red[ROWS * (WG / 4u) + lid / sg_size] = s2; }
+#endif
   workgroupBarrier();
   if (lid < ROWS && r0 + lid < p.rows) {
+#if NORM
+    var q = 0.0;
+    for (var i = 0u; i < nsg; i++) { q += red[ROWS * (WG / 4u) + i]; }
+    set_inv_rms(q);
+#endif
     var t = 0.0;
     for (var i = 0u; i < nsg; i++) { t += red[lid * (WG / 4u) + i]; }
     store(0u, r0 + lid, t);
   }
 #else
   for (var r = 0u; r < ROWS; r++) { red[r * WG + lid] = acc[r]; }
+#if NORM
+  red[ROWS * WG + lid] = ss;
+#endif
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s = s >> 1u) {
     if (lid < s) {
-      for (var r = 0u; r < ROWS; r++) { red[r * WG + lid] += red[r * WG + lid + s]; }
+      for (var r = 0u; r < SLOTS; r++) { red[r * WG + lid] += red[r * WG + lid + s]; }
     }
     workgroupBarrier();
   }
+#if NORM
+  set_inv_rms(red[ROWS * WG]);
+#endif
   if (lid < ROWS && r0 + lid < p.rows) { store(0u, r0 + lid, red[lid * WG]); }
 #endif
 }
