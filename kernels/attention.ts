@@ -6,7 +6,7 @@
  */
 import type { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
+import { type BufferArg, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 
 export { cuSeqlens } from "../src/ref/attention.ts";
@@ -282,18 +282,23 @@ export interface DecodeAttentionShape extends AttentionHeads {
 
 function splitsOf(s: DecodeAttentionShape): number {
   const want = s.splits ?? Math.max(16, Math.ceil(512 / (s.kvHeads ?? s.heads)));
-  return Math.max(1, Math.min(want, ceilDiv(s.maxTokens, s.chunk ?? 64)));
+  // ≤ 256: the merge keeps one weight per (head, split) in a WG-sized workgroup array.
+  return Math.max(1, Math.min(want, 256, ceilDiv(s.maxTokens, s.chunk ?? 64)));
 }
 
-/** Byte size of the scratch buffer {@link decodeAttention} needs (one may serve every layer). */
+/**
+ * Byte size of the scratch buffer {@link decodeAttention} needs (one may serve every layer, as
+ * the calls run one after another). Create it zeroed (createStorage does): it holds arrival
+ * counters that each call leaves at zero.
+ */
 export function decodeAttentionScratchBytes(s: DecodeAttentionShape): number {
-  return s.heads * splitsOf(s) * (s.headDim + 4) * 4;
+  return (s.heads * splitsOf(s) * (s.headDim + 2) + s.heads) * 4;
 }
 
 /** Query heads per decode workgroup: the largest divisor of the GQA group that fits in memory. */
 function decodeGroup(gpu: Gpu, group: number, headDim: number, chunk: number): number {
   const bytes = (g: number) =>
-    DECODE_WG * 20 + g * (headDim * 4 + chunk * 4 * (DECODE_WG / chunk + 1) + 12);
+    DECODE_WG * 20 + 4 + g * (headDim * 4 + chunk * 4 * (DECODE_WG / chunk + 1) + 12);
   for (let g = Math.min(group, 8); g >= 1; g--) {
     if (group % g === 0 && bytes(g) <= gpu.limits.maxComputeWorkgroupStorageSize) return g;
   }
@@ -304,16 +309,17 @@ function decodeGroup(gpu: Gpu, group: number, headDim: number, chunk: number): n
 
 /**
  * Decode attention: the single query (this step's token, its K/V already written at cache row
- * state.cache_len) attends to cache rows 0..state.cache_len. Two dispatches (flash-decoding): the
- * keys are split over several workgroups per head, each writing partial softmax sums, then a
- * per-head merge. The split size follows the context length read from the state, so the same
- * Dispatches serve every step.
+ * state.cache_len) attends to cache rows 0..state.cache_len. One dispatch (flash-decoding): the
+ * keys are split over several workgroups per head block, each writing partial softmax sums, and
+ * the last to finish merges them. The split size follows the context length read from the
+ * state, so the same Dispatch serves every step.
  * @param out (1, heads · headDim) f32
  * @param q (1, ·) this step's queries after rope
  * @param k (maxTokens, ·) the layer's K cache
  * @param v (maxTokens, ·) the layer's V cache
  * @param state decode state (kernels/state.ts)
- * @param scratch {@link decodeAttentionScratchBytes} bytes
+ * @param scratch {@link decodeAttentionScratchBytes} bytes, zeroed once at creation
+ * @returns the dispatches of one call (one)
  */
 export function decodeAttention(
   gpu: Gpu,
@@ -329,27 +335,24 @@ export function decodeAttention(
   const chunk = s.chunk ?? 64;
   const group = decodeGroup(gpu, r.group, s.headDim, chunk);
   const nsplit = splitsOf(s);
-  const defines = { HD: s.headDim, GROUP: group, CHUNK: chunk, DECODE: true };
-  const part = variant(gpu, {
+  checkSize("decodeAttention scratch", scratch, decodeAttentionScratchBytes(s));
+  const vt = variant(gpu, {
     family: "attention",
-    entry: "decode_part",
-    bindings: ["read", "read", "read", "read", "read_write"],
+    entry: "decode",
+    bindings: ["read", "read", "read", "read", "read_write", "read_write"],
     params: Params,
-    defines: { ...defines, PART: true },
+    defines: { HD: s.headDim, GROUP: group, CHUNK: chunk, DECODE: true },
   });
-  const combine = variant(gpu, {
-    family: "attention",
-    entry: "decode_combine",
-    bindings: ["read", "read", "read_write"],
-    params: Params,
-    defines,
-  });
-  const params = pack(r, { seq: 1, nsplit });
   return [
-    new Dispatch(gpu, part, [q.buffer, k.buffer, v.buffer, state, scratch], params, [
-      nsplit,
-      s.heads / group,
-    ]),
-    new Dispatch(gpu, combine, [scratch, state, out], params, [s.heads]),
+    new Dispatch(
+      gpu,
+      vt,
+      [q.buffer, k.buffer, v.buffer, state, scratch, out],
+      pack(r, {
+        seq: 1,
+        nsplit,
+      }),
+      [nsplit, s.heads / group],
+    ),
   ];
 }

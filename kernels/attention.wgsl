@@ -8,11 +8,10 @@
 //   prefill         — queries 0..seq-1 against keys; causal (query i sits at position offset + i and
 //                     sees keys 0..offset+i) or, #if VISION, block-diagonal by cu_seqlens (query i
 //                     in block b sees keys cu[b]..cu[b+1]-1: each image frame attends to itself).
-//   decode_part     — #if DECODE: one query per head against cache rows 0..state.cache_len, split
-//                     into nsplit ranges; one workgroup per (block of GROUP query heads sharing
-//                     one KV head, split), so each K/V row is read once per block. Writes per-split
-//                     partial results.
-//   decode_combine  — #if DECODE: merges the splits of each head (log-sum-exp rescaling).
+//   decode          — #if DECODE: one query per head against cache rows 0..state.cache_len, split
+//                     into ranges; one workgroup per (block of GROUP query heads sharing one KV
+//                     head, split), so each K/V row is read once per block; the last workgroup of
+//                     a block to finish merges the splits (log-sum-exp rescaling): one dispatch.
 
 #if DECODE
 // Layout: kernels/state.wgsl.
@@ -217,57 +216,56 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 
 #if DECODE
 // ---------------------------------------------------------------------------------------------
-// Flash-decoding: the keys 0..n-1 (n = cache_len + 1) are cut into p.nsplit splits of `len` keys
-// (a multiple of CHUNK, so short contexts use few splits); each workgroup walks its split CHUNK
-// keys at a time with an online softmax and writes unnormalised partials, which decode_combine
-// merges. Every loop a thread runs is short (a quarter K row, CHUNK / DG keys of V): with little
-// reuse to exploit, the cost is memory latency, hidden by many threads rather than long loops.
+// Flash-decoding in one dispatch: the keys 0..n-1 (n = cache_len + 1) are cut into ns ≤ p.nsplit
+// splits of `len` keys (a multiple of CHUNK, so short contexts use few splits); each workgroup
+// walks its split CHUNK keys at a time with an online softmax. With one split it normalises and
+// writes the output itself; otherwise it publishes unnormalised partials, and the last workgroup
+// of its head block to finish (an atomic counter per block) merges them (log-sum-exp rescaling)
+// and resets the counter for the next call. Partials and counters go through atomics, so the
+// merge sees other workgroups' writes by the memory model, not by cache luck.
+// Every loop a thread runs is short (a quarter K row, CHUNK / DG keys of V): with little reuse to
+// exploit, the cost is memory latency, hidden by many threads rather than long loops.
 const CHUNK: u32 = {{CHUNK}}u;  // keys per step (32 or 64)
 const WG: u32 = 256u;
 const QT: u32 = WG / CHUNK;     // threads per key in the scores, each a strided part of the row
 const GROUP: u32 = {{GROUP}}u;  // query heads per workgroup (≤ 8), all on one KV head
-const DG: u32 = WG / HD4;       // key groups in Σ p·v (threads = DG · HD4 ≤ WG)
+const DG: u32 = WG / HD4;       // key (or split) groups in Σ p·v (threads = DG · HD4 ≤ WG)
 const LANES: u32 = 32u;         // threads per head in the softmax statistics
 const KPL: u32 = CHUNK / LANES; // keys per lane in the statistics
 
-#if PART
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;          // (1, q_stride) f32
 @group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;          // (max_tokens, k_stride) f32
 @group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;          // (max_tokens, v_stride) f32
 @group(0) @binding(3) var<storage, read> state: DecodeState;
-@group(0) @binding(4) var<storage, read_write> part: array<vec4<f32>>; // scratch, layout below
-#else
-@group(0) @binding(0) var<storage, read> part: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> state: DecodeState;
-@group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;  // (1, heads·HD) f32
-#endif
+@group(0) @binding(4) var<storage, read_write> scratch: array<atomic<u32>>; // layout below
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;  // (1, heads·HD) f32
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
-// Scratch, in vec4 units: acc (heads, nsplit, HD4) unnormalised Σ p·v of each split, then stats
-// (heads, nsplit) as vec4(m, l, 0, 0): the split's max score and Σ exp(s − m).
-fn acc_at(h: u32, sp: u32) -> u32 { return (h * p.nsplit + sp) * HD4; }
-fn stats_at(h: u32, sp: u32) -> u32 { return p.heads * p.nsplit * HD4 + h * p.nsplit + sp; }
-// Keys per split for a context of n keys: the same in both entries.
-fn split_len(n: u32) -> u32 {
-  let per = (n + p.nsplit - 1u) / p.nsplit;
-  return (per + CHUNK - 1u) / CHUNK * CHUNK;
-}
+// Scratch, in u32 words (f32 bits): acc (heads, nsplit, HD) unnormalised Σ p·v of each split;
+// stats (heads, nsplit, 2): the split's max score m and Σ exp(s − m); then one arrival counter per
+// head block (zero between calls).
+fn acc_at(h: u32, sp: u32) -> u32 { return (h * p.nsplit + sp) * HD; }
+fn stats_at(h: u32, sp: u32) -> u32 { return p.heads * p.nsplit * HD + (h * p.nsplit + sp) * 2u; }
+fn counter_at(b: u32) -> u32 { return p.heads * p.nsplit * (HD + 2u) + b; }
+fn store_f(i: u32, x: f32) { atomicStore(&scratch[i], bitcast<u32>(x)); }
+fn load_f(i: u32) -> f32 { return bitcast<f32>(atomicLoad(&scratch[i])); }
+fn load_f4(i: u32) -> vec4<f32> { return vec4<f32>(load_f(i), load_f(i + 1u), load_f(i + 2u), load_f(i + 3u)); }
 
 var<workgroup> red: array<f32, WG>;
-var<workgroup> sums: array<vec4<f32>, WG>;           // (DG, HD4) partial Σ p·v of one head
-
-#if PART
-var<workgroup> qs: array<vec4<f32>, GROUP * HD4>;    // (GROUP, HD) scaled queries
-var<workgroup> part_s: array<f32, GROUP * CHUNK * QT>; // (GROUP, CHUNK, QT) partial scores
-var<workgroup> ps: array<f32, GROUP * CHUNK>;        // (GROUP, CHUNK) probabilities of this step
-var<workgroup> m_sm: array<f32, GROUP>;              // running max per head
-var<workgroup> l_sm: array<f32, GROUP>;              // running Σ exp(s − m) per head
-var<workgroup> alpha_sm: array<f32, GROUP>;          // this step's rescale exp(m_old − m_new)
+var<workgroup> sums: array<vec4<f32>, WG>;            // (DG, HD4) partial Σ p·v of one head
+var<workgroup> qs: array<vec4<f32>, GROUP * HD4>;     // (GROUP, HD) scaled queries
+var<workgroup> part_s: array<f32, GROUP * CHUNK * QT>; // (GROUP, CHUNK, QT) partial scores;
+                                                      // in the merge: (GROUP, ns) split weights
+var<workgroup> ps: array<f32, GROUP * CHUNK>;         // (GROUP, CHUNK) probabilities of this step
+var<workgroup> m_sm: array<f32, GROUP>;               // running max per head
+var<workgroup> l_sm: array<f32, GROUP>;               // running Σ exp(s − m) per head
+var<workgroup> alpha_sm: array<f32, GROUP>;           // this step's rescale exp(m_old − m_new)
+var<workgroup> last_sm: u32;                          // 1 if this workgroup merges
 
 // Max (or sum) over the LANES threads of each head row; every lane gets its row's result.
-fn lanes_reduce(v: f32, lid: u32, is_max: bool) -> f32 {
+fn lanes_reduce(x: f32, lid: u32, is_max: bool) -> f32 {
   workgroupBarrier();
-  red[lid] = v;
+  red[lid] = x;
   let lane = lid % LANES;
   for (var s = LANES / 2u; s > 0u; s = s >> 1u) {
     workgroupBarrier();
@@ -277,15 +275,30 @@ fn lanes_reduce(v: f32, lid: u32, is_max: bool) -> f32 {
   return red[lid - lane];
 }
 
+// Adds the DG groups' parts of head rr's row (thread (g, d) holds a) and gives the total to
+// threads lid < HD4 (others get 0).
+fn group_sum(a: vec4<f32>, g: u32, d: u32, lid: u32) -> vec4<f32> {
+  if (g < DG) { sums[g * HD4 + d] = a; }
+  workgroupBarrier();
+  var tot = vec4<f32>(0.0);
+  if (lid < HD4) {
+    for (var gg = 0u; gg < DG; gg++) { tot += sums[gg * HD4 + lid]; }
+  }
+  workgroupBarrier();
+  return tot;
+}
+
 @compute @workgroup_size(WG)
-fn decode_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let split = wid.x;
   let h0 = wid.y * GROUP;     // first query head of the block
   let kvh = h0 / p.group;
   let n = state.cache_len + 1u;
-  let len = split_len(n);
+  let per = (n + p.nsplit - 1u) / p.nsplit;
+  let len = (per + CHUNK - 1u) / CHUNK * CHUNK;
+  let ns = (n + len - 1u) / len;
   let start = split * len;
-  if (start >= n) { return; }   // split past the context: decode_combine does not read it
+  if (start >= n) { return; }   // split past the context: not counted, not merged
   let end = min(n, start + len);
 
   for (var idx = lid; idx < GROUP * HD4; idx += WG) {
@@ -353,62 +366,57 @@ fn decode_part(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     workgroupBarrier();       // part_s, ps and the statistics are rewritten by the next step
   }
 
-  // Per head: add the DG key groups' partial sums, write them and the statistics.
+  if (ns == 1u) {             // the whole context in this workgroup: normalise and write
+    for (var rr = 0u; rr < GROUP; rr++) {
+      let tot = group_sum(acc[rr], g, d, lid);
+      if (lid < HD4) { out[(h0 + rr) * HD4 + lid] = tot / l_sm[rr]; }
+    }
+    return;
+  }
   for (var rr = 0u; rr < GROUP; rr++) {
-    if (g < DG) { sums[g * HD4 + d] = acc[rr]; }
-    workgroupBarrier();
+    let tot = group_sum(acc[rr], g, d, lid);
     if (lid < HD4) {
-      var tot = vec4<f32>(0.0);
-      for (var gg = 0u; gg < DG; gg++) { tot += sums[gg * HD4 + lid]; }
-      part[acc_at(h0 + rr, split) + lid] = tot;
+      let a = acc_at(h0 + rr, split) + lid * 4u;
+      store_f(a, tot.x);
+      store_f(a + 1u, tot.y);
+      store_f(a + 2u, tot.z);
+      store_f(a + 3u, tot.w);
     }
-    workgroupBarrier();
   }
-  if (lid < GROUP) { part[stats_at(h0 + lid, split)] = vec4<f32>(m_sm[lid], l_sm[lid], 0.0, 0.0); }
-}
-#else
-fn wg_reduce(v: f32, lid: u32, is_max: bool) -> f32 {
-  workgroupBarrier();
-  red[lid] = v;
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    workgroupBarrier();
-    if (lid < s) { red[lid] = select(red[lid] + red[lid + s], max(red[lid], red[lid + s]), is_max); }
+  if (lid < GROUP) {
+    store_f(stats_at(h0 + lid, split), m_sm[lid]);
+    store_f(stats_at(h0 + lid, split) + 1u, l_sm[lid]);
   }
-  workgroupBarrier();
-  return red[0];
-}
+  // Release this workgroup's partials, then arrive; the last arrival merges.
+  storageBarrier();
+  if (lid == 0u) { last_sm = u32(atomicAdd(&scratch[counter_at(wid.y)], 1u) == ns - 1u); }
+  if (workgroupUniformLoad(&last_sm) == 0u) { return; }
+  storageBarrier();           // acquire the other workgroups' partials
+  if (lid == 0u) { atomicStore(&scratch[counter_at(wid.y)], 0u); }
 
-@compute @workgroup_size(WG)
-fn decode_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let h = wid.x;
-  let n = state.cache_len + 1u;
-  let len = split_len(n);
-  let ns = min((n + len - 1u) / len, p.nsplit);
-  var mine = NEG;
-  for (var sp = lid; sp < ns; sp += WG) { mine = max(mine, part[stats_at(h, sp)].x); }
-  let big = wg_reduce(mine, lid, true);
+  // Per head row r_st: the max over splits, each split's weight exp(m − M), Σ l · weight.
+  let r = min(r_st, GROUP - 1u);
+  var mm = NEG;
+  for (var sp = lane; sp < ns; sp += LANES) { mm = max(mm, load_f(stats_at(h0 + r, sp))); }
+  let big = lanes_reduce(mm, lid, true);
   var lsum = 0.0;
-  for (var sp = lid; sp < ns; sp += WG) {
-    let st = part[stats_at(h, sp)];
-    lsum += st.y * exp(st.x - big);
+  for (var sp = lane; sp < ns; sp += LANES) {
+    let w = exp(load_f(stats_at(h0 + r, sp)) - big);
+    if (r_st < GROUP) { part_s[r * ns + sp] = w; }
+    lsum += w * load_f(stats_at(h0 + r, sp) + 1u);
   }
-  let l = wg_reduce(lsum, lid, false);
-  // Thread (g, d): splits g, g + DG, ... of column d; then the DG groups are added.
-  let g = lid / HD4;
-  let d = lid % HD4;
-  var acc = vec4<f32>(0.0);
-  if (g < DG) {
-    for (var sp = g; sp < ns; sp += DG) {
-      acc += part[acc_at(h, sp) + d] * exp(part[stats_at(h, sp)].x - big);
-    }
-    sums[g * HD4 + d] = acc;
-  }
+  let ltot = lanes_reduce(lsum, lid, false);
+  if (r_st < GROUP && lane == 0u) { l_sm[r] = ltot; }
   workgroupBarrier();
-  if (lid < HD4) {
-    var tot = vec4<f32>(0.0);
-    for (var gg = 0u; gg < DG; gg++) { tot += sums[gg * HD4 + lid]; }
-    out[h * HD4 + lid] = tot / l;
+  for (var rr = 0u; rr < GROUP; rr++) {
+    var a = vec4<f32>(0.0);
+    if (g < DG) {
+      for (var sp = g; sp < ns; sp += DG) {
+        a += part_s[rr * ns + sp] * load_f4(acc_at(h0 + rr, sp) + d * 4u);
+      }
+    }
+    let tot = group_sum(a, g, d, lid);
+    if (lid < HD4) { out[(h0 + rr) * HD4 + lid] = tot / l_sm[rr]; }
   }
 }
-#endif
 #endif
