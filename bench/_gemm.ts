@@ -15,6 +15,7 @@ import { createStorage, readF32 } from "../src/gpu/buffers.ts";
 import { createWeight, destroyWeight, type Weight } from "../src/gpu/tensor.ts";
 import { fill, fillWeight } from "../kernels/fill.ts";
 import { linear } from "../kernels/linear.ts";
+import { gemm, type GemmTuning } from "../kernels/gemm.ts";
 import { type BufferArg, type Dispatch, run } from "../kernels/_kernel.ts";
 import type { Gpu } from "../src/gpu/device.ts";
 
@@ -39,6 +40,10 @@ const VARIANTS: Record<string, Make> = {
 /** `gemm` is gemm() with its defaults; `gemm:{"json":...}` overrides its tuning. */
 function variantOf(name: string): Make {
   if (name in VARIANTS) return VARIANTS[name];
+  if (name === "gemm" || name.startsWith("gemm:")) {
+    const t: Partial<GemmTuning> = name === "gemm" ? {} : JSON.parse(name.slice(5));
+    return (gpu, y, x, w, m) => gemm(gpu, y, x, w, null, { m }, t);
+  }
   throw new Error(`unknown variant ${name}; known: ${Object.keys(VARIANTS).join(", ")}, gemm:{…}`);
 }
 
