@@ -5,7 +5,7 @@
  * L2); time per call = (t(2R) − t(R)) / R, which drops the submit and readback overheads.
  * Every variant's output is checked against the first variant's on each shape (max |Δ| / max |y|).
  *
- *   deno run -A bench/_gemm.ts [--variants linear,tile4,tile8] [--shapes vision,7b,72b]
+ *   deno run -A bench/_gemm.ts [--variants tile8,gemm,gemm:8x8x32] [--shapes vision,7b,72b]
  *     [--target-ms 60] [--out file.jsonl] [--small]
  * --small shrinks every dimension 16× (a smoke test for lavapipe).
  * @module
@@ -37,14 +37,17 @@ const VARIANTS: Record<string, Make> = {
   tile4: (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile: 4 }),
   tile8: (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile: 8 }),
 };
-/** `gemm` is gemm() with its defaults; `gemm:{"json":...}` overrides its tuning. */
+/** `gemm` is gemm() with its default tuning; `gemm:16x8x32` sets wm × wn × bk. */
 function variantOf(name: string): Make {
   if (name in VARIANTS) return VARIANTS[name];
   if (name === "gemm" || name.startsWith("gemm:")) {
-    const t: Partial<GemmTuning> = name === "gemm" ? {} : JSON.parse(name.slice(5));
+    const [wm, wn, bk] = name.slice(5).split("x").map(Number);
+    const t = (name === "gemm" ? {} : { wm, wn, bk }) as Partial<GemmTuning>;
     return (gpu, y, x, w, m) => gemm(gpu, y, x, w, null, { m }, t);
   }
-  throw new Error(`unknown variant ${name}; known: ${Object.keys(VARIANTS).join(", ")}, gemm:{…}`);
+  throw new Error(
+    `unknown variant ${name}; known: ${Object.keys(VARIANTS).join(", ")}, gemm, gemm:WMxWNxBK`,
+  );
 }
 
 // [group, label, m, k, n]
