@@ -8,15 +8,24 @@
  * 2. Decode chains (f16 / q8 / q4): the 169 GEMVs as a decode step runs them — norm fused into
  *    qkv, gate_up and lm_head, silu · mul into down, o and down accumulating — with the default
  *    tunings (and for q8/q4 with the sweep's best per kind).
+ * 3. Prefill (--prefill M, default 478; 0 skips): one layer's four products at m = M (q8/q4:
+ *    dequantize into the scratch + the f16 GEMM), and the dequantize passes alone.
  *
- *   deno run -A bench/_gemv.ts [--layers 28] [--dtypes f16,q8,q4] [--sweep 1] [--out file.jsonl]
+ *   deno run -A bench/_gemv.ts [--layers 28] [--dtypes f16,q8,q4] [--sweep 1] [--prefill 478]
+ *     [--out file.jsonl]
  * @module
  */
 import { requestGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32 } from "../src/gpu/buffers.ts";
 import { createWeight, destroyWeight, type QuantDType, type Weight } from "../src/gpu/tensor.ts";
 import { fill, fillWeight } from "../kernels/fill.ts";
-import { fillQuantRows, gemvQTuning, linearQ, type LinearQTuning } from "../kernels/linear_q.ts";
+import {
+  dequantize,
+  fillQuantRows,
+  gemvQTuning,
+  linearQ,
+  type LinearQTuning,
+} from "../kernels/linear_q.ts";
 import { linear, type LinearShape } from "../kernels/linear.ts";
 import { type Dispatch, run } from "../kernels/_kernel.ts";
 
@@ -29,6 +38,7 @@ const layers = Number(opt("--layers", "28"));
 const out = opt("--out", "");
 const dtypes = opt("--dtypes", "f16,q8,q4").split(",") as ("f16" | QuantDType)[];
 const sweep = opt("--sweep", "1") === "1";
+const prefillM = Number(opt("--prefill", "478"));
 const gpu = await requestGpu();
 console.log(
   `${gpu.adapterInfo.description || gpu.adapterInfo.device} subgroups=${gpu.features.subgroups} ` +
@@ -67,7 +77,7 @@ run(gpu, [
   fill(gpu, nw, { count: H, dtype: "f32", seed: 2, scale: 1 }),
 ]);
 
-/** ms per repetition of the dispatch chain. */
+/** ms per repetition of the dispatch chain: the median of 3 × (t(2R) − t(R)) / R, R ≈ 20 ms. */
 async function time(ds: Dispatch[]): Promise<number> {
   const once = async (reps: number) => {
     const t0 = performance.now();
@@ -79,9 +89,11 @@ async function time(ds: Dispatch[]): Promise<number> {
     await readF32(gpu, y, 1);
     return performance.now() - t0;
   };
-  await once(2); // compile + warm
-  const R = 10;
-  return ((await once(2 * R)) - (await once(R))) / R;
+  await once(1); // compile + warm
+  const R = Math.min(200, Math.max(5, Math.ceil(20 / await once(2) * 2)));
+  const d: number[] = [];
+  for (let i = 0; i < 3; i++) d.push(((await once(2 * R)) - (await once(R))) / R);
+  return d.sort((a, b) => a - b)[1];
 }
 
 /** The decode step's options for a kind: fused norm / silu, residual accumulation. */
@@ -105,12 +117,15 @@ function record(rec: Record<string, unknown>, text: string) {
   console.log(text);
 }
 
-const SWEEP: LinearQTuning[] = [
+const SWEEP: Partial<LinearQTuning>[] = [
   ...[4, 8, 16, 32].flatMap((tpr) =>
-    [1, 2, 4].flatMap((rows) => [64, 256].map((wg) => ({ wg, tpr, rows, unroll: true })))
+    [1, 2, 4].flatMap((rows) =>
+      [64, 256].flatMap((wg) => [true, false].map((unroll) => ({ wg, tpr, rows, unroll })))
+    )
   ),
-  ...[64, 128, 256].flatMap((wg) => [2, 4, 8].map((rows) => ({ wg, tpr: wg, rows, unroll: true }))),
-  ...[8, 16, 32].map((tpr) => ({ wg: 128, tpr, rows: 2, unroll: false })),
+  ...[64, 128].flatMap((wg) => [2, 4].map((rows) => ({ wg, tpr: wg, rows, unroll: false }))),
+  { wg: 128, tpr: 8, rows: 2, unroll: false, tile: 32 },
+  { wg: 128, tpr: 8, rows: 2, unroll: false, tile: 256 },
 ];
 
 for (const dtype of dtypes) {
@@ -121,11 +136,17 @@ for (const dtype of dtypes) {
   }
   const gb = (kind: Kind) =>
     ws.get(kind)!.reduce((a, w) => a + w.rows * w.cols * BYTES[dtype], 0) / 1e9;
-  const best = new Map<Kind, { t: LinearQTuning; ms: number }>();
+  const best = new Map<Kind, { t: Partial<LinearQTuning>; ms: number }>();
   if (sweep && dtype !== "f16") {
     for (const [kind] of KINDS) {
       for (const t of SWEEP) {
-        const ds = ws.get(kind)!.flatMap((w) => linearQ(gpu, y, x, w, null, { m: 1 }, t));
+        let ds: Dispatch[];
+        try {
+          ds = ws.get(kind)!.flatMap((w) => linearQ(gpu, y, x, w, null, { m: 1 }, t));
+        } catch (e) {
+          console.log(`skip ${JSON.stringify(t)}: ${(e as Error).message}`);
+          continue;
+        }
         const ms = await time(ds);
         ds.forEach((d) => d.destroy());
         if (!best.has(kind) || ms < best.get(kind)!.ms) best.set(kind, { t, ms });
@@ -172,7 +193,13 @@ for (const dtype of dtypes) {
     variants.push(["best plain", (kind) => best.get(kind)!.t, true]);
   }
   for (const [name, pick, plain] of variants) {
-    const ds = chain(pick, plain);
+    let ds: Dispatch[];
+    try {
+      ds = chain(pick, plain);
+    } catch (e) {
+      console.log(`CHAIN ${dtype} ${name}: failed: ${(e as Error).message}`);
+      continue;
+    }
     const ms = await time(ds);
     record(
       {
@@ -190,6 +217,32 @@ for (const dtype of dtypes) {
       } TB/s`,
     );
     ds.forEach((d) => d.destroy());
+  }
+  if (prefillM > 0) {
+    const px = createStorage(gpu, prefillM * I * 4, "px"),
+      py = createStorage(gpu, prefillM * 2 * I * 4, "py");
+    const scratch = createStorage(gpu, Math.min(gpu.maxBinding, 2 * I * H * 2), "deq");
+    run(gpu, [fill(gpu, px, { count: prefillM * I, dtype: "f32", seed: 3, scale: 1 })]);
+    for (const [kind, n, k] of KINDS.slice(0, 4)) {
+      const w = ws.get(kind)![0];
+      const ds = linear(gpu, py, px, w, null, { m: prefillM });
+      const ms = await time(ds);
+      const tflops = (2 * prefillM * n * k) / ms / 1e9;
+      let deq = "";
+      if (dtype !== "f16") {
+        const fit = Math.floor(scratch.size / (2 * k));
+        const dq = w.chunks.map((c) => dequantize(gpu, scratch, w, c, 0, Math.min(c.rows, fit)));
+        deq = `, dequantize alone ${(await time(dq)).toFixed(3)} ms`;
+        dq.forEach((d) => d.destroy());
+      }
+      record(
+        { part: "prefill", dtype, kind, m: prefillM, dispatches: ds.length, ms, tflops },
+        `PREFILL ${dtype} ${kind} m=${prefillM}: ${ds.length} dispatches, ${ms.toFixed(3)} ms, ` +
+          `${tflops.toFixed(1)} TFLOP/s${deq}`,
+      );
+      ds.forEach((d) => d.destroy());
+    }
+    [px, py, scratch].forEach((b) => b.destroy());
   }
   for (const list of ws.values()) list.forEach(destroyWeight);
 }

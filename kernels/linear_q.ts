@@ -37,6 +37,7 @@ const Params = defineParams({
   s_base: "u32",
   row0: "u32",
   eps: "f32", // RMSNorm epsilon (GEMV with a fused norm only)
+  tile: "u32", // GEMV: units of x staged in workgroup memory at a time
 });
 
 /** GEMV shape knobs of {@link linearQ}; benchmarks sweep them, callers use the defaults. */
@@ -49,6 +50,8 @@ export interface LinearQTuning {
   rows: number;
   /** Two units per loop iteration (more loads in flight, more registers). */
   unroll: boolean;
+  /** Most x units (32 elements for q4, 16 for q8) staged in workgroup memory at a time. */
+  tile: number;
 }
 
 /**
@@ -59,7 +62,7 @@ export interface LinearQTuning {
 export function gemvQTuning(dtype: QuantDType, k: number): LinearQTuning {
   const units = k / (dtype === "q4" ? 32 : 16);
   const tpr = Math.min(32, 2 ** Math.floor(Math.log2(Math.max(1, units / 8))));
-  return { wg: 128, tpr, rows: 2, unroll: true };
+  return { wg: 128, tpr, rows: 2, unroll: true, tile: dtype === "q4" ? 64 : 128 };
 }
 
 /** Bytes of the per-device f16 staging that quantization uploads go through, slice by slice. */
@@ -124,7 +127,7 @@ function checkQuant(w: Weight, what: string): QuantDType {
 function chunkParams(
   w: Weight,
   c: WeightChunk,
-  extra: { n?: number; row0?: number; eps?: number } = {},
+  extra: { n?: number; row0?: number; eps?: number; tile?: number } = {},
 ) {
   const { scalesOffset } = quantLayout(c.rows, w.cols, w.dtype as QuantDType);
   return Params.pack({
@@ -136,6 +139,7 @@ function chunkParams(
     s_base: scalesOffset / 4,
     row0: extra.row0 ?? 0,
     eps: extra.eps ?? 0,
+    tile: extra.tile ?? 0,
   });
 }
 
@@ -177,7 +181,8 @@ export function linearQ(
   const pow2 = (v: number) => Number.isInteger(v) && v >= 1 && (v & (v - 1)) === 0;
   if (
     !(pow2(t.wg) && t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup) ||
-    !(pow2(t.tpr) && t.tpr <= t.wg) || !(Number.isInteger(t.rows) && t.rows >= 1)
+    !(pow2(t.tpr) && t.tpr <= t.wg) || !(Number.isInteger(t.rows) && t.rows >= 1) ||
+    !(Number.isInteger(t.tile) && t.tile >= 1)
   ) {
     throw new InvalidInputError(`linearQ: bad tuning ${JSON.stringify(t)}`);
   }
@@ -185,6 +190,19 @@ export function linearQ(
   const sg = gpu.features.subgroups;
   const xor = sg && t.tpr > 1 && t.tpr <= (gpu.adapterInfo.subgroupMinSize ?? 0);
   const add = sg && !xor && (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= t.tpr;
+  // Workgroup memory: the x tile (a padding vec4 per unit), the reduction's and the norm's arrays.
+  const uv = q === "q4" ? 8 : 4;
+  const shared = 16 * t.tile * (uv + 1) +
+    4 * (add ? t.rows * t.wg / 4 : xor ? 0 : t.rows * t.wg) + (norm ? 4 * t.wg : 0);
+  if (shared > gpu.limits.maxComputeWorkgroupStorageSize) {
+    throw new InvalidInputError(
+      `linearQ: tuning ${JSON.stringify(t)} needs ${shared} bytes of workgroup memory, over the ` +
+        `device's ${gpu.limits.maxComputeWorkgroupStorageSize}`,
+    );
+  }
+  // Equal tiles (k = 3584 in q4: 2 × 56 units rather than 64 + 48).
+  const units = w.cols / (uv * 4);
+  const tile = Math.ceil(units / Math.ceil(units / t.tile));
   // Bindings: x, w, [bias], [norm weight], y.
   const extra = [...(bias ? [bias] : []), ...(norm ? [norm.weight] : [])];
   const v = variant(gpu, {
@@ -208,11 +226,12 @@ export function linearQ(
       TPR: t.tpr,
       ROWS: t.rows,
       UNROLL2: t.unroll,
+      TILE: t.tile,
     },
   });
   const perGroup = (t.wg / t.tpr) * t.rows;
   return w.chunks.map((c) => {
-    const params = chunkParams(w, c, { eps: norm?.eps ?? 0 });
+    const params = chunkParams(w, c, { eps: norm?.eps ?? 0, tile });
     return new Dispatch(
       gpu,
       v,

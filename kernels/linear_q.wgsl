@@ -19,15 +19,19 @@ const WORDS_PER_GROUP: u32 = 8u;
 
 #if GEMV
 // TPR threads (a power of two) share each row group's k: thread t of a group takes units t,
-// t + TPR, ... of its ROWS consecutive rows, so each x unit it loads serves ROWS rows, and a
-// workgroup of WG threads computes (WG / TPR) · ROWS rows. Small TPR (8) suits short rows (k =
-// 3584 is 112 q4 units: 14 per thread, and the threads of a row group read x in step, so a
-// warp's x loads are broadcasts); TPR = WG suits long rows on few row groups.
+// t + TPR, ... of its ROWS consecutive rows, so each x unit it reads serves ROWS rows, and a
+// workgroup of WG threads computes (WG / TPR) · ROWS rows.
+// x is staged in workgroup memory, p.tile units at a time, one padding vec4 after each unit: a
+// thread reads its unit's 8 (q4) or 4 (q8) vec4 of x, and from global memory those reads (128 or
+// 64 bytes apart across lanes) cost up to 8× the L1 wavefronts of contiguous ones — the bound of
+// the first version of this GEMV (per element it ran as fast in q4 as in q8). Padded, lanes j
+// read 16-byte slots (j · (UNIT/4 + 1) + i) mod 8 of a 128-byte row: conflict-free. Staging also
+// applies the norm weight / silu once per workgroup instead of once per row group.
 // Reduction: #if XOR (TPR ≤ every subgroup size) subgroupShuffleXor within the row group; #if ADD
 // (TPR ≥ every subgroup size) subgroupAdd per subgroup then the subgroups' partials through
 // workgroup memory; else a tree over workgroup memory.
 // #if NORM: x is RMS-normed on load (a fused Qwen2RMSNorm, as in kernels/linear.wgsl):
-// y = inv_rms · (w · (x ∘ nw)ᵀ) (+ bias) (+ y); every workgroup reduces mean(x²) itself.
+// y = inv_rms · (w · (x ∘ nw)ᵀ) (+ bias) (+ y); every workgroup sums x² while staging x.
 // #if SILU: x is (2k) f32 [gate | up] and the product reads silu(gate) · up.
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;  // (k / 4) f32 (SILU: (2k / 4))
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;  // this chunk: codes, then scales
@@ -82,20 +86,17 @@ fn codes8(q: u32) -> vec4<f32> {
 
 #if NORM
 var<workgroup> nred: array<f32, WG>;
-var<private> inv_rms: f32;
 
-// Sets inv_rms from all of x (a tree over workgroup memory). Called by every thread of the
-// workgroup in uniform control flow.
-fn norm_init(lid: u32) {
-  var ss = 0.0;
-  for (var i = lid; i < p.k / 4u; i += WG) { let e = x[i]; ss += dot(e, e); }
+// 1 / rms from each thread's share ss of Σ x² (a tree over workgroup memory). Called by every
+// thread of the workgroup in uniform control flow.
+fn inv_rms(lid: u32, ss: f32) -> f32 {
   nred[lid] = ss;
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s = s >> 1u) {
     if (lid < s) { nred[lid] += nred[lid + s]; }
     workgroupBarrier();
   }
-  inv_rms = inverseSqrt(nred[0] / f32(p.k) + p.eps);
+  return inverseSqrt(nred[0] / f32(p.k) + p.eps);
 }
 // x vec4 i times the norm weight; 1 / rms is applied in store().
 fn xn(i: u32) -> vec4<f32> { return x[i] * nw[i]; }
@@ -115,10 +116,19 @@ fn xn(i: u32) -> vec4<f32> { return x[i]; }
 // for q8. Its x elements are loaded once and reused for the ROWS rows.
 #if Q4
 const UNIT: u32 = 32u;
+#else
+const UNIT: u32 = 16u;
+#endif
+const UV: u32 = UNIT / 4u;  // vec4 of x per unit
+// x units [u0, u0 + p.tile) of the current tile, unit j at slot j · (UV + 1).
+var<workgroup> xs: array<vec4<f32>, {{TILE}}u * (UV + 1u)>;
+
+#if Q4
 struct XU { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>, e: vec4<f32>, f: vec4<f32>, g: vec4<f32>, h: vec4<f32> }
+// The staged x of tile unit j.
 fn load_x(j: u32) -> XU {
-  let i = 8u * j;
-  return XU(xn(i), xn(i + 1u), xn(i + 2u), xn(i + 3u), xn(i + 4u), xn(i + 5u), xn(i + 6u), xn(i + 7u));
+  let i = j * (UV + 1u);
+  return XU(xs[i], xs[i + 1u], xs[i + 2u], xs[i + 3u], xs[i + 4u], xs[i + 5u], xs[i + 6u], xs[i + 7u]);
 }
 fn unit_dot(q: vec4<u32>, v: XU) -> f32 {
   return dot(codes_lo(q.x), v.a) + dot(codes_hi(q.x), v.b) + dot(codes_lo(q.y), v.c) +
@@ -126,24 +136,20 @@ fn unit_dot(q: vec4<u32>, v: XU) -> f32 {
     dot(codes_lo(q.w), v.g) + dot(codes_hi(q.w), v.h);
 }
 #else
-const UNIT: u32 = 16u;
 struct XU { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32> }
 fn load_x(j: u32) -> XU {
-  let i = 4u * j;
-  return XU(xn(i), xn(i + 1u), xn(i + 2u), xn(i + 3u));
+  let i = j * (UV + 1u);
+  return XU(xs[i], xs[i + 1u], xs[i + 2u], xs[i + 3u]);
 }
 fn unit_dot(q: vec4<u32>, v: XU) -> f32 {
   return dot(codes8(q.x), v.a) + dot(codes8(q.y), v.b) + dot(codes8(q.z), v.c) + dot(codes8(q.w), v.d);
 }
 #endif
 
-fn store(c: u32, acc: f32) {
+// `rs`: 1 / rms with NORM, else 1.
+fn store(c: u32, acc: f32, rs: f32) {
   let col = p.row_start + c;
-#if NORM
-  var v = acc * inv_rms;
-#else
-  var v = acc;
-#endif
+  var v = acc * rs;
 #if BIAS
   v += bias[col];
 #endif
@@ -170,9 +176,6 @@ fn main(
   @builtin(subgroup_invocation_id) sg_lane: u32,
 #endif
 ) {
-#if NORM
-  norm_init(lid);
-#endif
   let t = lid % TPR;         // lane within the row group
   let rg = lid / TPR;        // row group within the workgroup
   let r0 = ((wid.x + wid.y * 65535u) * GROUPS_PER_WG + rg) * ROWS;  // its first chunk row
@@ -187,30 +190,48 @@ fn main(
     sbase[r] = row * p.groups;
     acc[r] = 0.0;
   }
-#if UNROLL2
-  // Two units per iteration: twice the independent loads in flight.
-  var j = t;
-  for (; j + TPR < units; j += 2u * TPR) {
-    let xa = load_x(j);
-    let xb = load_x(j + TPR);
-    let ga = j * UNIT / 32u;
-    let gb = (j + TPR) * UNIT / 32u;
-    for (var r = 0u; r < ROWS; r++) {
-      let qa = w[base[r] + j];
-      let qb = w[base[r] + j + TPR];
-      acc[r] += scale(sbase[r] + ga) * unit_dot(qa, xa) + scale(sbase[r] + gb) * unit_dot(qb, xb);
-    }
-  }
-  if (j < units) {
-#else
-  for (var j = t; j < units; j += TPR) {
+  var ss = 0.0;  // NORM: this thread's share of Σ x²
+  for (var u0 = 0u; u0 < units; u0 += p.tile) {
+    let tu = min(p.tile, units - u0);
+    workgroupBarrier();  // the previous tile is consumed
+    for (var i = lid; i < tu * UV; i += WG) {
+#if NORM
+      let e = x[u0 * UV + i];
+      ss += dot(e, e);
 #endif
-    let xv = load_x(j);
-    let g = j * UNIT / 32u;
-    for (var r = 0u; r < ROWS; r++) {
-      acc[r] += scale(sbase[r] + g) * unit_dot(w[base[r] + j], xv);
+      xs[(i / UV) * (UV + 1u) + i % UV] = xn(u0 * UV + i);
+    }
+    workgroupBarrier();
+#if UNROLL2
+    // Two units per iteration: twice the independent loads in flight.
+    var j = t;
+    for (; j + TPR < tu; j += 2u * TPR) {
+      let xa = load_x(j);
+      let xb = load_x(j + TPR);
+      let ga = (u0 + j) * UNIT / 32u;
+      let gb = (u0 + j + TPR) * UNIT / 32u;
+      for (var r = 0u; r < ROWS; r++) {
+        let qa = w[base[r] + u0 + j];
+        let qb = w[base[r] + u0 + j + TPR];
+        acc[r] += scale(sbase[r] + ga) * unit_dot(qa, xa) + scale(sbase[r] + gb) * unit_dot(qb, xb);
+      }
+    }
+    if (j < tu) {
+#else
+    for (var j = t; j < tu; j += TPR) {
+#endif
+      let xv = load_x(j);
+      let g = (u0 + j) * UNIT / 32u;
+      for (var r = 0u; r < ROWS; r++) {
+        acc[r] += scale(sbase[r] + g) * unit_dot(w[base[r] + u0 + j], xv);
+      }
     }
   }
+#if NORM
+  let f = inv_rms(lid, ss);
+#else
+  let f = 1.0;
+#endif
 #if XOR
   // TPR aligned lanes of one subgroup (1D workgroups split into subgroups of consecutive
   // invocations), closed under lane ^ s for s < TPR.
@@ -219,7 +240,7 @@ fn main(
   }
   if (t == 0u) {
     for (var r = 0u; r < ROWS; r++) {
-      if (r0 + r < p.rows) { store(r0 + r, acc[r]); }
+      if (r0 + r < p.rows) { store(r0 + r, acc[r], f); }
     }
   }
 #endif
@@ -234,13 +255,13 @@ fn main(
   if (t < ROWS && r0 + t < p.rows) {
     var v = 0.0;
     for (var i = 0u; i < per; i++) { v += red[(rg * ROWS + t) * (TPR / 4u) + i]; }
-    store(r0 + t, v);
+    store(r0 + t, v, f);
   }
   // ROWS may exceed TPR: lanes t store rows t, t + TPR, ...
   for (var r = t + TPR; r < ROWS && r0 + r < p.rows; r += TPR) {
     var v = 0.0;
     for (var i = 0u; i < per; i++) { v += red[(rg * ROWS + r) * (TPR / 4u) + i]; }
-    store(r0 + r, v);
+    store(r0 + r, v, f);
   }
 #endif
 #if TREE
@@ -252,7 +273,7 @@ fn main(
     }
     workgroupBarrier();
   }
-  for (var r = t; r < ROWS && r0 + r < p.rows; r += TPR) { store(r0 + r, red[r * WG + lid - t]); }
+  for (var r = t; r < ROWS && r0 + r < p.rows; r += TPR) { store(r0 + r, red[r * WG + lid - t], f); }
 #endif
 }
 #endif

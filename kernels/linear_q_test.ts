@@ -21,9 +21,9 @@ import { dequantize as dequantRef, quantize, type Quantized, unpack } from "../s
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
 import { fill } from "./fill.ts";
 import {
+  balancedSlices,
   dequantize,
   fillQuantRows,
-  balancedSlices,
   linearQ,
   type LinearQTuning,
   writeQuantRows,
@@ -179,13 +179,15 @@ Deno.test("linearQ() matches the reference product with the dequantized weight",
 
 // Tunings that reach every GEMV reduction (lavapipe's subgroups are 8 lanes: tpr 4 shuffles, tpr
 // 32 / 64 add whole subgroups, tpr 1 and 16 with its 8..8 size range the tree; on a 32-lane
-// adapter tpr 8 and 32 shuffle) and rows per group that do not divide the chunk.
-const GEMV_TUNINGS: LinearQTuning[] = [
-  { wg: 64, tpr: 1, rows: 1, unroll: false },
-  { wg: 64, tpr: 4, rows: 3, unroll: true },
+// adapter tpr 8 and 32 shuffle), rows per group that do not divide the chunk, and x tiles of 1 to
+// 64 units (several tiles per row, the last one shorter).
+const GEMV_TUNINGS: Partial<LinearQTuning>[] = [
+  { wg: 64, tpr: 1, rows: 1, unroll: false, tile: 3 },
+  { wg: 64, tpr: 4, rows: 3, unroll: true, tile: 2 },
   { wg: 128, tpr: 8, rows: 2, unroll: true },
-  { wg: 64, tpr: 32, rows: 2, unroll: false },
-  { wg: 64, tpr: 64, rows: 5, unroll: true },
+  { wg: 64, tpr: 16, rows: 1, unroll: true, tile: 1 },
+  { wg: 64, tpr: 32, rows: 2, unroll: false, tile: 5 },
+  { wg: 64, tpr: 64, rows: 5, unroll: true, tile: 64 },
 ];
 
 Deno.test("linearQ() GEMV: every tuning, fused norm / siluMul, chunks and k % 64 != 0 match the reference", async () => {
