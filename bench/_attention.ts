@@ -36,7 +36,16 @@ const repsOverride = Number(opt("--reps", "0"));
 /** Also time the other prefill tilings (--sweep 0: the default only). */
 const sweep = opt("--sweep", "1") !== "0";
 const TUNINGS: (Partial<PrefillTuning> | undefined)[] = sweep
-  ? [undefined, { cv: 1, ty: 16 }, { cv: 2, ty: 8 }, { cv: 1, ty: 8 }, { cv: 2, ty: 32 }]
+  ? [
+    undefined,
+    { qres: false },
+    { qres: true, ty: 8 },
+    { qres: true, ty: 8, dc: 4 },
+    { cv: 1, ty: 16 },
+    { cv: 2, ty: 8, qres: false },
+    { cv: 1, ty: 8 },
+    { cv: 2, ty: 32, qres: false },
+  ]
   : [undefined];
 const gpu = await requestGpu();
 console.log(`adapter: ${gpu.adapterInfo.vendor} ${gpu.adapterInfo.description}`);

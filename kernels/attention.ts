@@ -118,26 +118,53 @@ function pack(
 
 /**
  * Prefill tiling (kernels/attention.wgsl `prefill`): cv vec4 output columns per thread (1 or 2;
- * threads along keys TX = headDim / 4 / cv, keys per tile BK = headDim / cv) and ty threads along
- * queries (4 rows each: BQ = 4 · ty queries per workgroup).
+ * threads along keys TX = headDim / 4 / cv, keys per tile BK = headDim / cv), ty threads along
+ * queries (4 rows each: BQ = 4 · ty queries per workgroup), dc vec4 of each Q/K row per staged
+ * chunk (divides headDim / 4), kc keys per staged V chunk (divides BK), and qres: the Q tile
+ * stays in workgroup memory (else it is staged with each K chunk).
  */
 export interface PrefillTuning {
   cv: 1 | 2;
   ty: number;
+  dc: number;
+  kc: number;
+  qres: boolean;
 }
 
-function prefillTuning(gpu: Gpu, headDim: number, t?: Partial<PrefillTuning>): PrefillTuning {
+/** The tilings tried in order (the first that fits wins), unless a tuning is given. */
+function prefillCandidates(headDim: number, t?: Partial<PrefillTuning>): PrefillTuning[] {
+  const hd4 = headDim / 4;
   const cv = t?.cv ?? (headDim >= 64 ? 2 : 1);
-  // Prefer 64 queries per workgroup; shrink if workgroup memory or threads say no.
+  const bk = headDim / cv;
+  const kcDefault = bk % 16 === 0 ? 16 : bk % 8 === 0 ? 8 : 4;
+  const out: PrefillTuning[] = [];
   for (const ty of t?.ty ? [t.ty] : [16, 8, 4]) {
-    const l = prefillLayout(headDim, { cv, ty });
+    for (const qres of t?.qres !== undefined ? [t.qres] : [true, false]) {
+      // Q resident: whole K rows and V tiles when they fit, the fewest barriers.
+      const dc = t?.dc ?? (qres ? hd4 : 4);
+      const kc = t?.kc ?? (qres ? bk : kcDefault);
+      out.push({ cv, ty, dc, kc, qres });
+      if (qres && t?.dc === undefined) out.push({ cv, ty, dc: 4, kc: t?.kc ?? kcDefault, qres });
+    }
+  }
+  return out;
+}
+
+function prefillTuning(
+  gpu: Gpu,
+  what: string,
+  headDim: number,
+  t?: Partial<PrefillTuning>,
+): PrefillTuning {
+  for (const c of prefillCandidates(headDim, t)) {
+    const l = prefillLayout(headDim, c);
     if (
       l.bytes <= gpu.limits.maxComputeWorkgroupStorageSize &&
       l.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup
-    ) return { cv, ty };
+    ) return c;
   }
   throw new InvalidInputError(
-    `attention: head_dim ${headDim} with ${JSON.stringify(t ?? {})} does not fit this adapter's ` +
+    `${what}: head_dim ${headDim} with ${JSON.stringify(t ?? {})} does not fit this adapter's ` +
       `workgroup memory (${gpu.limits.maxComputeWorkgroupStorageSize} bytes)`,
   );
 }
@@ -145,13 +172,30 @@ function prefillTuning(gpu: Gpu, headDim: number, t?: Partial<PrefillTuning>): P
 /** Workgroup sizes and defines of a prefill tiling (mirrors the shader's constants). */
 function prefillLayout(headDim: number, t: PrefillTuning) {
   const hd4 = headDim / 4, tx = hd4 / t.cv, bq = 4 * t.ty, bk = 4 * tx;
-  const kc = bk % 16 === 0 ? 16 : bk % 8 === 0 ? 8 : 4;
-  const stage = Math.max((bq + bk) * 5, kc * hd4);
+  if (!Number.isInteger(tx) || hd4 % t.dc || bk % t.kc) {
+    throw new InvalidInputError(
+      `attention: tiling ${JSON.stringify(t)} does not divide head_dim ${headDim} ` +
+        `(needs (head_dim/4) % cv = 0, (head_dim/4) % dc = 0, (head_dim/cv) % kc = 0)`,
+    );
+  }
+  const odd = (n: number) => n | 1;
+  const sp = odd(t.dc), sq = odd(hd4);
+  const stage = Math.max(((t.qres ? 0 : bq) + bk) * sp, t.kc * hd4);
   return {
     wg: tx * t.ty,
     bq,
-    bytes: 16 * (stage + bk * (t.ty + 1) + tx * t.ty),
-    defines: { TX: tx, TY: t.ty, KC: kc, STAGE: stage, CV2: t.cv === 2 },
+    bytes: 16 * (stage + bk * (t.ty + 1) + tx * t.ty + (t.qres ? bq * sq : 0)),
+    defines: {
+      TX: tx,
+      TY: t.ty,
+      DC: t.dc,
+      SP: sp,
+      SQ: sq,
+      KC: t.kc,
+      STAGE: stage,
+      CV2: t.cv === 2,
+      QRES: t.qres,
+    },
   };
 }
 
@@ -165,10 +209,7 @@ function prefillDispatch(
   seq: number,
   tuning?: Partial<PrefillTuning>,
 ): Dispatch {
-  const t = prefillTuning(gpu, r.headDim, tuning);
-  if ((r.headDim / 4) % t.cv) {
-    throw new InvalidInputError(`${what}: head_dim ${r.headDim} does not split into cv ${t.cv}`);
-  }
+  const t = prefillTuning(gpu, what, r.headDim, tuning);
   const l = prefillLayout(r.headDim, t);
   const vt = variant(gpu, {
     family: "attention",

@@ -27,9 +27,10 @@ const NEG: f32 = -3.0e38;
 // ---------------------------------------------------------------------------------------------
 // Prefill: a register-tiled flash attention. A workgroup owns BQ = 4·TY queries of one head and
 // walks their key range BK = 4·TX keys at a time. Thread (tx, ty) owns query rows ty·4 .. ty·4+3:
-// - S = Q·Kᵀ: the 4 × 4 block of those rows × keys tx + TX·e (e < 4), over d in chunks of 16
+// - S = Q·Kᵀ: the 4 × 4 block of those rows × keys tx + TX·e (e < 4), over d in chunks of 4·DC
 //   staged in workgroup memory (Q and K rows, padded so vec4 reads do not collide on banks);
-//   Q is re-read per key tile (it stays in L2) so memory does not grow with head_dim;
+//   Q is re-read per key tile (it stays in L2) so memory does not grow with head_dim, unless
+//   #if QRES, where the whole Q tile stays in workgroup memory (fewer loads and barriers);
 // - online softmax in f32: the tile's row max through workgroup memory (all TX threads of a row
 //   then hold the same running max), Σ exp kept per thread and added across the row at the end;
 // - O += P·V: the same 4 rows × vec4 columns tx + TX·i (i < CV), with P in workgroup memory and V
@@ -51,11 +52,21 @@ const CV: u32 = HD4 / TX;      // vec4 output columns per thread: 1 or 2
 const BQ: u32 = 4u * TY;
 const BK: u32 = 4u * TX;
 const WG: u32 = TX * TY;
-const DC: u32 = 4u;            // vec4 per d chunk of S (16 dims)
-const SP: u32 = DC + 1u;       // padded row stride of the staged Q/K chunk, vec4
+const DC: u32 = {{DC}}u;       // vec4 per d chunk of S (divides HD4)
+const SP: u32 = {{SP}}u;       // row stride of the staged Q/K chunk, vec4: odd, so 8 threads'
+                               // vec4 reads of 8 consecutive rows hit distinct banks
 const KC: u32 = {{KC}}u;       // keys per staged V chunk (divides BK)
+#if QRES
+// Q resident: the workgroup's Q rows are staged once, whole (row stride SQ, odd), and only K
+// chunks go through the staging area.
+const SQ: u32 = {{SQ}}u;
+const QROWS: u32 = 0u;
+var<workgroup> qs: array<vec4<f32>, BQ * SQ>;
+#else
+const QROWS: u32 = BQ;         // Q chunk rows staged ahead of the K chunk rows
+#endif
 const PS: u32 = TY + 1u;       // padded row stride of P, vec4
-// Staging area: the Q chunk (BQ, SP) then the K chunk (BK, SP); or a V chunk (KC, HD4).
+// Staging area: the Q chunk (QROWS, SP) then the K chunk (BK, SP); or a V chunk (KC, HD4).
 var<workgroup> stage: array<vec4<f32>, {{STAGE}}>;
 var<workgroup> ps: array<vec4<f32>, BK * PS>;   // (BK, TY) vec4 of 4 rows: this tile's P, key-major
 var<workgroup> red: array<vec4<f32>, WG>;       // (TY, TX) per-thread row partials
@@ -119,6 +130,14 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   let kbase = p.k_off + kvh * HD4;
   let vbase = p.v_off + kvh * HD4;
 
+#if QRES
+  for (var idx = lid; idx < BQ * HD4; idx += WG) {
+    let i = q0 + idx / HD4;
+    var val = vec4<f32>(0.0);
+    if (i < p.seq) { val = q[i * p.q_stride + qbase + idx % HD4] * p.scale; }
+    qs[idx / HD4 * SQ + idx % HD4] = val;   // made visible by the first barrier below
+  }
+#endif
   var m = vec4<f32>(NEG);       // running max of the 4 rows (the same in all TX threads of a row)
   var l = vec4<f32>(0.0);       // this thread's part of Σ exp(s − m)
   var o0 = mat4x4<f32>();       // column r: row ty·4 + r, vec4 column tx
@@ -130,28 +149,36 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     var s = mat4x4<f32>();      // column r: row r, keys tx + TX·e
     for (var d0 = 0u; d0 < HD4; d0 += DC) {
       workgroupBarrier();       // the staging area is free (previous chunk or V chunk used)
-      for (var idx = lid; idx < (BQ + BK) * DC; idx += WG) {
+      for (var idx = lid; idx < (QROWS + BK) * DC; idx += WG) {
         let row = idx / DC;
         let c = d0 + idx % DC;
         var val = vec4<f32>(0.0);
-        if (row < BQ) {
+        if (row < QROWS) {
           let i = q0 + row;
           if (i < p.seq) { val = q[i * p.q_stride + qbase + c] * p.scale; }
         } else {
-          let key = kb + row - BQ;
+          let key = kb + row - QROWS;
           if (key < hi_t) { val = k[key * p.k_stride + kbase + c]; }
         }
         stage[row * SP + idx % DC] = val;
       }
       workgroupBarrier();
       for (var c = 0u; c < DC; c++) {
-        let kt = mat4x4<f32>(stage[(BQ + tx) * SP + c], stage[(BQ + tx + TX) * SP + c],
-          stage[(BQ + tx + 2u * TX) * SP + c], stage[(BQ + tx + 3u * TX) * SP + c]);
+        let kt = mat4x4<f32>(stage[(QROWS + tx) * SP + c], stage[(QROWS + tx + TX) * SP + c],
+          stage[(QROWS + tx + 2u * TX) * SP + c], stage[(QROWS + tx + 3u * TX) * SP + c]);
+#if QRES
+        let qa = ty * 4u * SQ + d0 + c;
+        s[0] += qs[qa] * kt;
+        s[1] += qs[qa + SQ] * kt;
+        s[2] += qs[qa + 2u * SQ] * kt;
+        s[3] += qs[qa + 3u * SQ] * kt;
+#else
         let qa = ty * 4u * SP + c;
         s[0] += stage[qa] * kt;
         s[1] += stage[qa + SP] * kt;
         s[2] += stage[qa + 2u * SP] * kt;
         s[3] += stage[qa + 3u * SP] * kt;
+#endif
       }
     }
     let keys = vec4<u32>(kb + tx) + vec4<u32>(0u, TX, 2u * TX, 3u * TX);

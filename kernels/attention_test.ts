@@ -8,6 +8,7 @@ import {
   causalAttention,
   decodeAttention,
   decodeAttentionScratchBytes,
+  type PrefillTuning,
   visionAttention,
 } from "./attention.ts";
 import { createDecodeState, writeDecodeState } from "./state.ts";
@@ -92,6 +93,74 @@ Deno.test("causalAttention() matches the CPU reference over head dims, GQA ratio
     [...bufs, out].forEach((b) => b.destroy());
     d.destroy();
   }
+});
+
+Deno.test("every prefill tiling that fits gives the reference result (causal and vision)", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(25);
+  const grid: [number, number, number][] = [[1, 4, 6], [2, 3, 5], [1, 5, 7]];
+  const cu = cuSeqlens(grid), bcu = uploadArray(gpu, cu);
+  // Tilings other than the defaults (cv 2, ty 16 from head_dim 64; cv 1 below), where they fit.
+  const tilings: [number, Partial<PrefillTuning>[]][] = [
+    [80, [{ cv: 1, ty: 16 }, { cv: 1, ty: 8, qres: false }, { cv: 2, ty: 8, qres: false }, {
+      cv: 2,
+      ty: 8,
+      qres: true,
+    }, { cv: 2, ty: 8, qres: true, dc: 4, kc: 8 }]],
+    [128, [{ cv: 2, ty: 8 }, { cv: 1, ty: 8 }, { cv: 2, ty: 4, qres: true, dc: 4, kc: 16 }]],
+  ];
+  for (const [headDim, tunings] of tilings) {
+    const c: Case = { headDim, heads: 4, kvHeads: 2, seq: cu[cu.length - 1], offset: 9 };
+    const x = makeInputs(rng, c);
+    const bufs = [x.qkv, x.kc, x.vc].map((a) => uploadArray(gpu, a));
+    const out = createStorage(gpu, c.seq * c.heads * c.headDim * 4);
+    const q = gather(x.qkv, c.seq, x.qStride, 0, c.heads * c.headDim);
+    const want = attentionRef(q, x.kc, x.vc, c);
+    // Vision: the same q against (seq, heads, headDim) keys and values (no GQA there).
+    const kvis = randn(rng, c.seq * c.heads * headDim),
+      vvis = randn(rng, c.seq * c.heads * headDim);
+    const [bkv, bvv] = [kvis, vvis].map((a) => uploadArray(gpu, a));
+    const wantVision = attentionRef(q, kvis, vvis, { ...c, kvHeads: c.heads, cuSeqlens: cu });
+    for (const tuning of tunings) {
+      const what = JSON.stringify({ headDim, ...tuning });
+      let d;
+      try {
+        d = causalAttention(
+          gpu,
+          out,
+          { buffer: bufs[0], stride: x.qStride },
+          {
+            buffer: bufs[1],
+          },
+          { buffer: bufs[2] },
+          c,
+          tuning,
+        );
+      } catch (e) {
+        // Only "does not fit this adapter" may refuse a tiling.
+        assert.match((e as Error).message, /does not fit/, what);
+        continue;
+      }
+      run(gpu, [d]);
+      assertClose(await readF32(gpu, out), want, TOL, `causal ${what}`);
+      d.destroy();
+      const dv = visionAttention(
+        gpu,
+        out,
+        { buffer: bufs[0], stride: x.qStride },
+        { buffer: bkv },
+        { buffer: bvv },
+        bcu,
+        { seq: c.seq, heads: c.heads, headDim, nCu: cu.length },
+        tuning,
+      );
+      run(gpu, [dv]);
+      assertClose(await readF32(gpu, out), wantVision, TOL, `vision ${what}`);
+      dv.destroy();
+    }
+    [...bufs, bkv, bvv, out].forEach((b) => b.destroy());
+  }
+  bcu.destroy();
 });
 
 Deno.test("causalAttention() of a second turn at an offset equals one long prefill", async () => {
