@@ -355,9 +355,9 @@ interface OpenFile {
 
 /**
  * Handles a file may have open at once: reads of a few MB each from the page cache run about
- * 3× faster with 4 in flight than one after another (one thread copies ~4.5 GB/s).
+ * 7× faster with 8 in flight than one after another (H200 host: 41 vs 6 GB/s).
  */
-const HANDLES_PER_FILE = 4;
+const HANDLES_PER_FILE = 8;
 
 /** Files under a local directory (a path, or a `file:` URL). */
 export class DirModelSource extends BaseModelSource {
