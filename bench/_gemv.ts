@@ -77,7 +77,7 @@ run(gpu, [
   fill(gpu, nw, { count: H, dtype: "f32", seed: 2, scale: 1 }),
 ]);
 
-/** ms per repetition of the dispatch chain: the median of 3 × (t(2R) − t(R)) / R, R ≈ 20 ms. */
+/** ms per repetition of the dispatch chain: the median of 3 × (t(2R) − t(R)) / R, R ≈ 8 ms. */
 async function time(ds: Dispatch[]): Promise<number> {
   const once = async (reps: number) => {
     const t0 = performance.now();
@@ -90,7 +90,7 @@ async function time(ds: Dispatch[]): Promise<number> {
     return performance.now() - t0;
   };
   await once(1); // compile + warm
-  const R = Math.min(200, Math.max(5, Math.ceil(20 / await once(2) * 2)));
+  const R = Math.min(200, Math.max(5, Math.ceil(8 / await once(2) * 2)));
   const d: number[] = [];
   for (let i = 0; i < 3; i++) d.push(((await once(2 * R)) - (await once(R))) / R);
   return d.sort((a, b) => a - b)[1];
@@ -119,10 +119,9 @@ function record(rec: Record<string, unknown>, text: string) {
 
 const SWEEP: Partial<LinearQTuning>[] = [
   ...[4, 8, 16, 32].flatMap((tpr) =>
-    [1, 2, 4].flatMap((rows) =>
-      [64, 256].flatMap((wg) => [true, false].map((unroll) => ({ wg, tpr, rows, unroll })))
-    )
+    [1, 2, 4].flatMap((rows) => [64, 256].map((wg) => ({ wg, tpr, rows, unroll: false })))
   ),
+  ...[8, 16, 32].map((tpr) => ({ wg: 128, tpr, rows: 2, unroll: true })),
   ...[64, 128].flatMap((wg) => [2, 4].map((rows) => ({ wg, tpr: wg, rows, unroll: false }))),
   { wg: 128, tpr: 8, rows: 2, unroll: false, tile: 32 },
   { wg: 128, tpr: 8, rows: 2, unroll: false, tile: 256 },
