@@ -3,11 +3,11 @@
  * share, and the error metric the tests and benchmarks report.
  *
  * Where the work happens: `Qwen2VLModel.load(dir, { quant: "q4" })` plans the decoder layers'
- * matrices and lm_head as q4 (weights.ts `PlanOptions.quant`); while loading, each slice of rows is
- * read from the bf16/f16 safetensors as f16 (WASM conversion in src/safetensors.ts), written to a
- * 64 MiB staging buffer and quantized there by a GPU kernel (kernels/linear_q.ts `writeQuantRows`),
- * so quantizing adds no CPU pass over the weights. The embedding (a gather of one row per token)
- * and the vision tower (compute-bound) keep the float dtype.
+ * matrices and lm_head as q4 (weights.ts `PlanOptions.quant`); while loading, the stored bytes
+ * (bf16 or f16, unconverted) are read into the loader's staging slots, written to the GPU and
+ * quantized there by a kernel (kernels/linear_q.ts `quantizeRows`), so quantizing adds no CPU pass
+ * over the weights (an F32-stored tensor goes through f16 on the CPU first). The embedding (a
+ * gather of one row per token) and the vision tower (compute-bound) keep the float dtype.
  *
  * Format: groups of 32 consecutive elements of a row share one f16 scale d = max|v| / qmax, codes
  * round(v / d): q8 (qmax 127) 8.5 bits per weight, q4 (qmax 7) 4.5 bits per weight.
