@@ -39,6 +39,7 @@ import { grid2d } from "./_grid.ts";
 import { linearQ } from "./linear_q.ts";
 import { rmsNorm } from "./norm.ts";
 import { siluMul } from "./elementwise.ts";
+import type { GpuRopeTable } from "./rope.ts";
 
 const Params = defineParams({
   m: "u32",
@@ -47,6 +48,13 @@ const Params = defineParams({
   row_start: "u32",
   rows: "u32",
   eps: "f32", // RMSNorm epsilon (NORM only)
+  // ROPE only (see RopeKvEpilogue): rotary index count, rotated rows, K/V cache row width, cache
+  // rows, table positions.
+  half: "u32",
+  rot_rows: "u32",
+  kvw: "u32",
+  max_rows: "u32",
+  npos: "u32",
 });
 
 /** Kernel shape knobs of {@link linear}; benchmarks override them, callers use the defaults. */
@@ -111,6 +119,34 @@ export interface LinearShape {
    * {@link siluMul}). Only for m = 1, not with `norm` — see {@link siluMulLinear}.
    */
   siluMul?: boolean;
+  /**
+   * The decode step's q/k/v projection ends with rope at state.position and the KV-cache write at
+   * row state.cache_len (kernels/rope.ts ropeKvWriteAt fused in). Only for m = 1, a float weight in
+   * one chunk, no accumulate / siluMul — see {@link canFuseRopeKv}.
+   */
+  ropeKv?: RopeKvEpilogue;
+}
+
+/**
+ * The epilogue of a fused q/k/v decode projection: its rows are `heads` rotated heads (q heads,
+ * then k heads) and then `kvHeads` v heads, all of the table's head_dim (2 · table.half).
+ */
+export interface RopeKvEpilogue {
+  table: GpuRopeTable;
+  /** Decode state (kernels/state.wgsl): position to rotate by, cache row to write. */
+  state: BufferArg;
+  /** (maxTokens, kvHeads · headDim) f32 K and V cache. */
+  k: BufferArg;
+  v: BufferArg;
+  /** Rotated heads: q heads + k heads. */
+  heads: number;
+  kvHeads: number;
+  maxTokens: number;
+}
+
+/** Whether {@link linear} can fuse `ropeKv` for weight `w` (else: linear, then ropeKvWriteAt). */
+export function canFuseRopeKv(w: Weight, m: number): boolean {
+  return m === 1 && !isQuant(w.dtype) && w.chunks.length === 1;
 }
 
 /**
@@ -151,6 +187,25 @@ export function linear(
         }; use siluMulLinear(), which runs a separate siluMul there`,
     );
   }
+  const rk = s.ropeKv;
+  if (rk) {
+    const hd = 2 * rk.table.half;
+    if (!canFuseRopeKv(w, m) || s.accumulate || silu) {
+      throw new InvalidInputError(
+        `linear: a fused rope + KV write needs m = 1, an f32/f16 weight in one chunk and no ` +
+          `accumulate / siluMul, got m = ${m}, ${w.dtype} in ${w.chunks.length} chunks; ` +
+          "check canFuseRopeKv() and run ropeKvWriteAt() after the linear otherwise",
+      );
+    }
+    if (w.rows !== (rk.heads + rk.kvHeads) * hd || rk.kvHeads > rk.heads) {
+      throw new InvalidInputError(
+        `linear: ${w.rows} weight rows are not ${rk.heads} rotated + ${rk.kvHeads} v heads of ` +
+          `head_dim ${hd}`,
+      );
+    }
+    checkSize("k cache", rk.k, rk.maxTokens * rk.kvHeads * hd * 4);
+    checkSize("v cache", rk.v, rk.maxTokens * rk.kvHeads * hd * 4);
+  }
   if (isQuant(w.dtype)) return linearQ(gpu, y, x, w, bias, s); // q8/q4: kernels/linear_q.ts
   const t = { ...LINEAR_TUNING, ...tuning };
   const tile = t.tile ?? (m >= 128 ? 8 : 4);
@@ -177,26 +232,38 @@ export function linear(
   const loads = w.cols / (pack8 ? 8 : w.cols % 4 === 0 ? 4 : 1); // per weight row
   // The small-k path shuffles within TPR lanes of one subgroup: it needs the minimum size.
   const sgMin = gpu.features.subgroups ? gpu.adapterInfo.subgroupMinSize : undefined;
-  const tpr = gemv ? t.gemvTpr ?? gemvThreadsPerRow(loads, t.gemvWg, sgMin) : 0;
+  // The rope epilogue pairs rows inside a workgroup: the gemvRows path with 2 rows, at any k.
+  const tpr = gemv ? (rk ? t.gemvWg : t.gemvTpr ?? gemvThreadsPerRow(loads, t.gemvWg, sgMin)) : 0;
   const smallK = gemv && tpr < t.gemvWg;
   // The gemvRows path sums whole subgroups: each must divide gemvWg.
   const subgroups = gemv && gpu.features.subgroups &&
     (smallK
       ? tpr > 1 && tpr <= (sgMin ?? 0)
       : (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= t.gemvWg);
-  const rowsPerGroup = smallK ? t.gemvWg / tpr : t.gemvRows;
-  // Bindings: x, w, [bias], [norm weight], y.
+  const rowsPerGroup = smallK ? t.gemvWg / tpr : rk ? 2 : t.gemvRows;
+  // Bindings: x, w, [bias], [norm weight], y, [rope table, state, k cache, v cache].
   const inputs = [x, ...(bias ? [bias] : []), ...(norm ? [norm.weight] : [])];
+  const rope = rk ? [rk.table.table, rk.state, rk.k, rk.v] : [];
+  const yb = inputs.length + 1;
   const v = variant(gpu, {
     family: "linear",
     entry: "main",
-    bindings: [...inputs.map(() => "read" as const), "read", "read_write"],
+    bindings: [
+      ...inputs.map(() => "read" as const),
+      "read",
+      "read_write",
+      ...(rk ? ["read", "read", "read_write", "read_write"] as const : []),
+    ],
     params: Params,
     defines: {
+      ROPE: rk !== undefined,
+      ...(rk
+        ? { TABLE_BINDING: yb + 1, STATE_BINDING: yb + 2, KC_BINDING: yb + 3, VC_BINDING: yb + 4 }
+        : {}),
       NORM: norm !== undefined,
       SILU: silu,
       ...(norm ? { NW_BINDING: inputs.length } : {}),
-      Y_BINDING: inputs.length + 1,
+      Y_BINDING: yb,
       F16: w.dtype === "f16" && !pack8,
       PACK8: pack8,
       VEC: w.cols % 4 === 0,
@@ -208,7 +275,7 @@ export function linear(
         ? { TILE8: tile === 8 }
         : smallK
         ? { WG: t.gemvWg, TPR: tpr }
-        : { WG: t.gemvWg, ROWS: t.gemvRows }),
+        : { WG: t.gemvWg, ROWS: rowsPerGroup }),
     },
   });
   return w.chunks.map((c) => {
@@ -219,11 +286,16 @@ export function linear(
       row_start: c.rowStart,
       rows: c.rows,
       eps: norm?.eps ?? 0,
+      half: rk?.table.half ?? 0,
+      rot_rows: rk ? rk.heads * 2 * rk.table.half : 0,
+      kvw: rk ? rk.kvHeads * 2 * rk.table.half : 0,
+      max_rows: rk?.maxTokens ?? 0,
+      npos: rk?.table.npos ?? 0,
     });
     const grid = gemv
       ? grid2d(ceilDiv(c.rows, rowsPerGroup))
       : [ceilDiv(c.rows, 16 * tile), ceilDiv(m, 16 * tile)] as const;
-    const buffers = [x, c.buffer, ...inputs.slice(1), y];
+    const buffers = [x, c.buffer, ...inputs.slice(1), y, ...rope];
     return new Dispatch(gpu, v, buffers, params, grid);
   });
 }

@@ -17,6 +17,13 @@
 // value: no extra pass over x (a separate pass per workgroup re-read x — as many bytes as the
 // weights with 2 rows of 7 KiB per workgroup — and made the 7B decode step's GEMVs 38 % slower on
 // the H200), and every row group of the dispatch reduces the same values in the same order.
+// #if ROPE (GEMV ROWS path, ROWS = 2, not ACC, one weight chunk): the fused q/k/v projection of a
+// decode step with kernels/rope.wgsl's DECODE KV pass as its epilogue. A workgroup computes a rotary
+// pair — rows i and i + half of one of the first p.rot_rows rows (q heads, then k heads) — so it
+// can turn them by the angle of state.position before storing; the rest (v heads) two plain rows at
+// a time. q, k, v all land in y (attention reads q there); k and v also go to the KV cache row
+// state.cache_len (dropped past p.max_rows, as in rope.wgsl). Saves the rope dispatch and its round
+// trip through y: ~7 µs per layer on the H200.
 // #if SILU (GEMV only): x is (2k) f32 [gate | up] and the linear reads silu(gate) · up (the MLP's
 // act_fn(gate_proj(x)) * up_proj(x) fused into down_proj), as kernels/elementwise.wgsl's silu_mul.
 
@@ -70,10 +77,9 @@ fn dot_xw(a: XV, b: XV) -> f32 { return dot(a, b); }
 fn dot_xw(a: XV, b: XV) -> f32 { return a * b; }
 #endif
 
-// Writes output (row, chunk column c) = acc (+ bias) (+ old y).
-fn store(row: u32, c: u32, acc: f32) {
+// Output (row, chunk column c) from its dot product: acc (· 1/rms) (+ bias) (+ old y).
+fn finish(row: u32, c: u32, acc: f32) -> f32 {
   let col = p.row_start + c;
-  let i = row * p.n + col;
 #if NORM
   var v = acc * inv_rms;
 #else
@@ -83,10 +89,60 @@ fn store(row: u32, c: u32, acc: f32) {
   v += bias[col];
 #endif
 #if ACC
-  v += y[i];
+  v += y[row * p.n + col];
 #endif
-  y[i] = v;
+  return v;
 }
+
+fn store(row: u32, c: u32, acc: f32) { y[row * p.n + p.row_start + c] = finish(row, c, acc); }
+
+#if ROPE
+// Layout: kernels/state.wgsl.
+struct DecodeState { cache_len: u32, position: u32, step: u32, reserved: u32 }
+@group(0) @binding({{TABLE_BINDING}}) var<storage, read> table: array<f32>;      // (2, npos, half) f32: cos rows, then sin rows
+@group(0) @binding({{STATE_BINDING}}) var<storage, read> state: DecodeState;
+@group(0) @binding({{KC_BINDING}}) var<storage, read_write> kc: array<f32>;  // (max_rows, kvw) f32
+@group(0) @binding({{VC_BINDING}}) var<storage, read_write> vc: array<f32>;  // (max_rows, kvw) f32
+
+// Weight row r (0 or 1) of workgroup g: a rotary pair below p.rot_rows, then plain row pairs.
+fn rope_row(g: u32, r: u32) -> u32 {
+  let pairs = p.rot_rows / 2u;
+  if (g < pairs) { return (g / p.half) * 2u * p.half + g % p.half + r * p.half; }
+  return p.rot_rows + 2u * (g - pairs) + r;
+}
+
+// Stores workgroup g's two outputs (dot products a, b): rotated if a rotary pair, into y and, for
+// k and v rows, into the cache.
+fn store_rope(g: u32, a: f32, b: f32) {
+  let r0 = rope_row(g, 0u);
+  let r1 = rope_row(g, 1u);
+  var v0 = finish(0u, r0, a);
+  var v1 = finish(0u, r1, b);
+  if (g < p.rot_rows / 2u) {
+    let i = g % p.half;
+    // Positions past the table would read another row; clamp so the read stays in bounds.
+    let row = min(state.position, p.npos - 1u);
+    let c = table[row * p.half + i];
+    let s = table[(p.npos + row) * p.half + i];
+    let ra = v0 * c - v1 * s;
+    v1 = v1 * c + v0 * s;
+    v0 = ra;
+  }
+  y[r0] = v0;
+  y[r1] = v1;
+  let q_rows = p.rot_rows - p.kvw;
+  if (r0 >= q_rows && state.cache_len < p.max_rows) {
+    let row = state.cache_len * p.kvw;
+    if (r0 < p.rot_rows) {
+      kc[row + r0 - q_rows] = v0;
+      kc[row + r1 - q_rows] = v1;
+    } else {
+      vc[row + r0 - p.rot_rows] = v0;
+      vc[row + r1 - p.rot_rows] = v1;
+    }
+  }
+}
+#endif
 
 #if GEMV
 const WG: u32 = {{WG}}u;
@@ -200,7 +256,8 @@ var<workgroup> red: array<f32, SLOTS * WG>;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 #endif
-  let r0 = (wid.x + wid.y * 65535u) * ROWS;  // first chunk row of this workgroup
+  let g = wid.x + wid.y * 65535u;
+  let r0 = g * ROWS;  // first chunk row of this workgroup
   let kv = p.k / V;
   var acc: array<f32, ROWS>;
   for (var r = 0u; r < ROWS; r++) { acc[r] = 0.0; }
@@ -214,7 +271,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let xv = xn(j);
 #endif
     for (var r = 0u; r < ROWS; r++) {
+#if ROPE
+      let row = rope_row(g, r);
+#else
       let row = min(r0 + r, p.rows - 1u);
+#endif
 #if PACK8
       let q = w[row * kv + j];
       let wa = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
@@ -244,7 +305,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
     var t = 0.0;
     for (var i = 0u; i < nsg; i++) { t += red[lid * (WG / 4u) + i]; }
+#if ROPE
+    // Lane 1 hands its row to lane 0, which rotates the pair.
+    red[lid * (WG / 4u)] = t;
+  }
+  workgroupBarrier();
+  if (lid == 0u) {
+    store_rope(g, red[0], red[WG / 4u]);
+#else
     store(0u, r0 + lid, t);
+#endif
   }
 #else
   for (var r = 0u; r < ROWS; r++) { red[r * WG + lid] = acc[r]; }
@@ -261,7 +331,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #if NORM
   set_inv_rms(red[ROWS * WG]);
 #endif
+#if ROPE
+  if (lid == 0u) { store_rope(g, red[0], red[WG]); }
+#else
   if (lid < ROWS && r0 + lid < p.rows) { store(0u, r0 + lid, red[lid * WG]); }
+#endif
 #endif
 }
 #endif

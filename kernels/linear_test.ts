@@ -24,6 +24,9 @@ import {
   siluMulLinear,
 } from "./linear.ts";
 import { run } from "./_kernel.ts";
+import { mropeTable, ropeKvWrite } from "../src/ref/rope.ts";
+import { uploadRopeTable } from "./rope.ts";
+import { createDecodeState, writeDecodeState } from "./state.ts";
 
 // The GPU sums k f32 products sequentially per thread (in another order than the f64
 // reference): the rounding error grows like √k · 2⁻²⁴ · |partial sums| — measured up to 1.1e-6 of
@@ -445,4 +448,100 @@ Deno.test("siluMulLinear() fuses at m = 1 and runs siluMul then linear at m > 1,
   assert.throws(() => linear(gpu, y, nw, w, null, { m: 1, siluMul: true }), /x buffer/);
   [y, x, nw].forEach((b) => b.destroy());
   destroyWeight(w);
+});
+
+// The decode q/k/v projection with rope + KV write as its epilogue against the CPU composition
+// (normLinear, then ropeKvWrite): 7B's head layout (28 q + 4 kv heads of 128, M-RoPE) at k = 3584
+// f16 with 16-byte loads, and the tiny model's (4 + 2 heads of 16) at k = 32 (the row GEMV with
+// idle threads) and 40 (scalar loads) in f32, with and without subgroups, bias, norm. The cache row
+// state.cache_len gets K and V, the rows around it stay; a cache_len of maxTokens writes nothing.
+// TOL as above for y and the caches (the rotation adds one FMA over the linear's rounding).
+Deno.test("linear() with ropeKv rotates q and k at state.position and writes K, V at state.cache_len like normLinear + ropeKvWrite", async () => {
+  const gpu = await sharedGpu();
+  const noSub = new Gpu(gpu.device, gpu.adapterInfo, { ...gpu.features, subgroups: false });
+  const rng = seeded(23);
+  const maxTokens = 6, eps = 1e-6;
+  const cases = [
+    { t: mropeTable(128, 1e6, [16, 24, 24], 4096), q: 28, kv: 4, k: 3584, dtype: "f16", row: 3 },
+    { t: mropeTable(16, 1e6, [2, 3, 3], 64), q: 4, kv: 2, k: 32, dtype: "f32", row: 5 },
+    { t: mropeTable(16, 1e6, [2, 3, 3], 64), q: 4, kv: 2, k: 40, dtype: "f32", row: 6 },
+  ] as const;
+  for (const { t, q, kv, k, dtype, row } of cases) {
+    const hd = 2 * t.half, n = (q + 2 * kv) * hd, width = kv * hd;
+    const gt = uploadRopeTable(gpu, t);
+    const { w, held } = makeWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, dtype);
+    for (const [g, norm] of [[gpu, true], [noSub, false]] as const) {
+      const position = Math.floor(rng() * 60);
+      const x = randn(rng, k, 3), nw = randn(rng, k, 0.5).map((v) => v + 1), bias = randn(rng, n);
+      const k0 = randn(rng, maxTokens * width), v0 = randn(rng, maxTokens * width);
+      const state = createDecodeState(gpu);
+      writeDecodeState(gpu, state, { cacheLen: row, position, step: 1 });
+      const bx = uploadArray(gpu, x, "x"), bnw = uploadArray(gpu, nw, "nw");
+      const bb = uploadArray(gpu, bias, "bias"), by = createStorage(gpu, n * 4, "y");
+      const bk = uploadArray(gpu, k0, "k"), bv = uploadArray(gpu, v0, "v");
+      const ropeKv = { table: gt, state, k: bk, v: bv, heads: q + kv, kvHeads: kv, maxTokens };
+      const ds = linear(g, by, bx, w, bb, {
+        m: 1,
+        ...(norm ? { norm: { weight: bnw, eps } } : {}),
+        ropeKv,
+      });
+      assert.equal(ds.length, 1);
+      run(gpu, ds);
+      const lin = norm
+        ? normLinearRef(x, nw, eps, held, bias, 1, n, k)
+        : linearRef(x, held, bias, 1, n, k);
+      const kWant = k0.slice(), vWant = v0.slice();
+      const yWant = ropeKvWrite(
+        lin,
+        position,
+        t,
+        {
+          heads: q + kv,
+          kvHeads: kv,
+          stride: n,
+          offset: 0,
+        },
+        kWant,
+        vWant,
+        row,
+      );
+      const what = `${dtype} ${q}+${kv} heads of ${hd}, k=${k}, norm=${norm}, row ${row}`;
+      assertClose(await readF32(gpu, by, n), yWant, TOL, `${what}: y`);
+      assertClose(await readF32(gpu, bk), kWant, TOL, `${what}: k cache`);
+      assertClose(await readF32(gpu, bv), vWant, TOL, `${what}: v cache`);
+      if (row < maxTokens) assert.notDeepEqual(kWant, k0, `${what}: the reference wrote K`);
+      [bx, bnw, bb, by, bk, bv, state].forEach((b) => b.destroy());
+      ds.forEach((d) => d.destroy());
+    }
+    destroyWeight(w);
+    gt.destroy();
+  }
+});
+
+Deno.test("linear() refuses ropeKv where it cannot fuse: m > 1, accumulate, chunked weights, a row count that is not the heads", async () => {
+  const gpu = await sharedGpu();
+  const t = mropeTable(16, 1e6, [2, 3, 3], 64), gt = uploadRopeTable(gpu, t);
+  const state = createDecodeState(gpu), c = createStorage(gpu, 4 * 2 * 16 * 4);
+  const ropeKv = { table: gt, state, k: c, v: c, heads: 3, kvHeads: 1, maxTokens: 4 };
+  const n = 4 * 16, k = 32;
+  const one = createWeight(gpu, n, k, "f32", "w");
+  const three = createWeight(gpu, n, k, "f32", "w3", (n / 2) * k * 4);
+  const odd = createWeight(gpu, n + 16, k, "f32", "w4");
+  const x = createStorage(gpu, 2 * k * 4), y = createStorage(gpu, 2 * (n + 16) * 4);
+  assert.throws(
+    () => linear(gpu, y, x, one, null, { m: 2, ropeKv }),
+    /rope \+ KV write needs m = 1/,
+  );
+  assert.throws(
+    () => linear(gpu, y, x, one, null, { m: 1, accumulate: true, ropeKv }),
+    /rope \+ KV write needs/,
+  );
+  assert.throws(() => linear(gpu, y, x, three, null, { m: 1, ropeKv }), /in 2 chunks/);
+  assert.throws(
+    () => linear(gpu, y, x, odd, null, { m: 1, ropeKv }),
+    /80 weight rows are not 3 rotated \+ 1 v heads/,
+  );
+  [one, three, odd].forEach(destroyWeight);
+  [state, c, x, y].forEach((b) => b.destroy());
+  gt.destroy();
 });

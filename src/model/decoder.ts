@@ -9,6 +9,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import type { Dispatch } from "../../kernels/_kernel.ts";
 import {
+  canFuseRopeKv,
   causalAttention,
   decodeAttention,
   type GpuRopeTable,
@@ -16,6 +17,7 @@ import {
   linear,
   normLinear,
   rope,
+  type RopeKvEpilogue,
   ropeKvWriteAt,
   siluMulLinear,
 } from "../../kernels/mod.ts";
@@ -105,22 +107,39 @@ export function layerDispatches(
   layer: number,
   b: DecoderBuffers,
   m: number,
-  attend: Dispatch[],
+  attend: Dispatch[] | DecodeAttention,
 ): Dispatch[] {
   const k = `text.layers.${layer}.`;
   const norm = { m, eps: t.rmsNormEps };
+  const nw = w.vector(k + "input_norm"),
+    qkvW = w.matrix(k + "qkv"),
+    qkvB = w.vector(k + "qkv_bias");
+  let qkv: Dispatch[], attention: Dispatch[];
+  if (Array.isArray(attend)) {
+    qkv = normLinear(gpu, b.qkv, b.x, b.h, nw, qkvW, qkvB, norm);
+    attention = attend;
+  } else if (canFuseRopeKv(qkvW, m)) {
+    const { ropeKv } = attend;
+    qkv = linear(gpu, b.qkv, b.x, qkvW, qkvB, { m, norm: { weight: nw, eps: norm.eps }, ropeKv });
+    attention = attend.attention;
+  } else {
+    // Quantized or chunked qkv: the rope + KV write as its own dispatch.
+    const r = attend.ropeKv;
+    qkv = [
+      ...normLinear(gpu, b.qkv, b.x, b.h, nw, qkvW, qkvB, norm),
+      ropeKvWriteAt(gpu, b.qkv, r.k, r.v, r.state, r.table, {
+        heads: r.heads,
+        kvHeads: r.kvHeads,
+        stride: qkvWidth(t),
+        offset: 0,
+        maxTokens: r.maxTokens,
+      }),
+    ];
+    attention = attend.attention;
+  }
   return [
-    ...normLinear(
-      gpu,
-      b.qkv,
-      b.x,
-      b.h,
-      w.vector(k + "input_norm"),
-      w.matrix(k + "qkv"),
-      w.vector(k + "qkv_bias"),
-      norm,
-    ),
-    ...attend,
+    ...qkv,
+    ...attention,
     ...linear(gpu, b.x, b.attn, w.matrix(k + "o"), null, { m, accumulate: true }),
     ...normLinear(
       gpu,
@@ -188,6 +207,16 @@ export function prefillAttend(
 }
 
 /**
+ * The decode step's attention around the qkv projection: rope of q and k at state.position and
+ * the K/V write at row state.cache_len, to run as the projection's epilogue (or right after it),
+ * then the attention over the cache into b.attn.
+ */
+export interface DecodeAttention {
+  ropeKv: RopeKvEpilogue;
+  attention: Dispatch[];
+}
+
+/**
  * Decode attention for the token at cache row state.cache_len, rotated by state.position on all
  * three M-RoPE axes (text tokens after the prompt: transformers adds rope_deltas to
  * `cache_position`, the same on every axis).
@@ -202,28 +231,28 @@ export function decodeAttend(
   table: GpuRopeTable,
   state: GPUBuffer,
   scratch: GPUBuffer,
-): Dispatch[] {
+): DecodeAttention {
   const l = qkvLayout(t);
-  return [
-    // Rope of q and k and the cache write in one dispatch.
-    ropeKvWriteAt(gpu, b.qkv, cache.k, cache.v, state, table, {
-      heads: l.ropeHeads,
-      kvHeads: t.numKvHeads,
-      stride: l.stride,
-      offset: 0,
-      maxTokens,
-    }),
-    ...decodeAttention(
-      gpu,
-      b.attn,
-      { buffer: b.qkv, stride: l.stride },
-      { buffer: cache.k },
-      { buffer: cache.v },
-      state,
-      scratch,
-      { ...l.heads, maxTokens },
-    ),
-  ];
+  const ropeKv = {
+    table,
+    state,
+    k: cache.k,
+    v: cache.v,
+    heads: l.ropeHeads,
+    kvHeads: t.numKvHeads,
+    maxTokens,
+  };
+  const attention = decodeAttention(
+    gpu,
+    b.attn,
+    { buffer: b.qkv, stride: l.stride },
+    { buffer: cache.k },
+    { buffer: cache.v },
+    state,
+    scratch,
+    { ...l.heads, maxTokens },
+  );
+  return { ropeKv, attention };
 }
 
 /**
