@@ -260,46 +260,53 @@ if (only.includes("decode")) {
     const kc = randomBuffer(maxTokens * kvWidth, 32, "k");
     const vc = randomBuffer(maxTokens * kvWidth, 33, "v");
     const out = createStorage(gpu, s.heads * s.headDim * 4, "out");
-    const shape: DecodeAttentionShape = { ...s, maxTokens };
-    const scratch = createStorage(gpu, decodeAttentionScratchBytes(shape), "scratch");
-    const ds = decodeAttention(
-      gpu,
-      out,
-      { buffer: qkv, stride },
-      { buffer: kc },
-      { buffer: vc },
-      state,
-      scratch,
-      shape,
-    );
-    for (const ctx of [600, 4096]) {
-      writeDecodeState(gpu, state, { cacheLen: ctx - 1, position: ctx - 1, step: 0 });
-      const ms = await timeIt(ds, out, 200);
-      const err = await checkRow(
-        `decode ${name} ${ctx}`,
+    const DECODE_TUNINGS: Partial<DecodeAttentionShape>[] = sweep
+      ? [{}, { splits: 64 }, { splits: 16 }, { chunk: 16 }, { chunk: 16, splits: 64 }]
+      : [{}];
+    for (const tuning of DECODE_TUNINGS) {
+      const shape: DecodeAttentionShape = { ...s, maxTokens, ...tuning };
+      const scratch = createStorage(gpu, decodeAttentionScratchBytes(shape), "scratch");
+      const ds = decodeAttention(
+        gpu,
         out,
-        0,
-        { b: qkv, stride, off: 0, row: 0 },
-        { k: kc, v: vc, stride: kvWidth, kOff: 0, vOff: 0 },
-        0,
-        ctx,
-        s,
+        { buffer: qkv, stride },
+        { buffer: kc },
+        { buffer: vc },
+        state,
+        scratch,
+        shape,
       );
-      report(
-        {
-          kind: "decode",
-          case: `decode ${name} ctx ${ctx}`,
+      for (const ctx of [600, 4096]) {
+        writeDecodeState(gpu, state, { cacheLen: ctx - 1, position: ctx - 1, step: 0 });
+        const ms = await timeIt(ds, out, 200);
+        const err = await checkRow(
+          `decode ${name} ${ctx}`,
+          out,
+          0,
+          { b: qkv, stride, off: 0, row: 0 },
+          { k: kc, v: vc, stride: kvWidth, kOff: 0, vOff: 0 },
+          0,
           ctx,
-          ...s,
-          dispatches: ds.length,
-          max_err: err,
-        },
-        ms,
-        4 * ctx * s.headDim * s.heads,
-      );
+          s,
+        );
+        report(
+          {
+            kind: "decode",
+            case: `decode ${name} ctx ${ctx} ${JSON.stringify(tuning)}`,
+            ctx,
+            ...s,
+            tuning,
+            dispatches: ds.length,
+            max_err: err,
+          },
+          ms,
+          4 * ctx * s.headDim * s.heads,
+        );
+      }
+      scratch.destroy();
+      ds.forEach((d) => d.destroy());
     }
-    [qkv, kc, vc, out, scratch].forEach((b) => b.destroy());
-    ds.forEach((d) => d.destroy());
+    [qkv, kc, vc, out].forEach((b) => b.destroy());
   }
   state.destroy();
 }

@@ -313,18 +313,20 @@ export interface DecodeAttentionShape extends AttentionHeads {
   /** Rows of the KV cache (the most keys a step can attend to). */
   maxTokens: number;
   /**
-   * Most workgroups sharing one head's keys (flash-decoding splits). Default: enough that about
-   * 512 workgroups cover a full cache; a short context uses one split per 64 keys.
+   * Most workgroups sharing one head block's keys (flash-decoding splits, ≤ 64). Default: about
+   * 256 workgroups over all KV heads at a full cache; a short context uses one split per chunk.
    */
   splits?: number;
-  /** Keys a decode workgroup takes per step: 32 or 64 (default; a tuning knob). */
-  chunk?: 32 | 64;
+  /** Keys a decode workgroup takes per step: 8, 16 or 32 (default: 32, less if memory says so). */
+  chunk?: 8 | 16 | 32;
 }
 
+/** Most splits: the merge stages every split's statistics in workgroup memory (MAXS). */
+const MAX_SPLITS = 64;
+
 function splitsOf(s: DecodeAttentionShape): number {
-  const want = s.splits ?? Math.max(16, Math.ceil(512 / (s.kvHeads ?? s.heads)));
-  // ≤ 256: the merge keeps one weight per (head, split) in a WG-sized workgroup array.
-  return Math.max(1, Math.min(want, 256, ceilDiv(s.maxTokens, s.chunk ?? 64)));
+  const want = s.splits ?? Math.max(16, Math.ceil(256 / (s.kvHeads ?? s.heads)));
+  return Math.max(1, Math.min(want, MAX_SPLITS, ceilDiv(s.maxTokens, 32)));
 }
 
 /**
@@ -336,15 +338,25 @@ export function decodeAttentionScratchBytes(s: DecodeAttentionShape): number {
   return (s.heads * splitsOf(s) * (s.headDim + 2) + s.heads) * 4;
 }
 
-/** Query heads per decode workgroup: the largest divisor of the GQA group that fits in memory. */
-function decodeGroup(gpu: Gpu, group: number, headDim: number, chunk: number): number {
-  const bytes = (g: number) =>
-    DECODE_WG * 20 + 4 + g * (headDim * 4 + chunk * 4 * (DECODE_WG / chunk + 1) + 12);
-  for (let g = Math.min(group, 8); g >= 1; g--) {
-    if (group % g === 0 && bytes(g) <= gpu.limits.maxComputeWorkgroupStorageSize) return g;
+/**
+ * Query heads per decode workgroup (the largest divisor of the GQA group, ≤ 8, with one thread per
+ * (head, vec4 column)) and keys per step, within the adapter's workgroup memory.
+ */
+function decodeTiling(gpu: Gpu, s: DecodeAttentionShape, group: number) {
+  const hd4 = s.headDim / 4;
+  const bytes = (g: number, chunk: number) =>
+    16 * (g * hd4 + chunk * (hd4 + 1) + chunk * hd4) + 4 * (2 * g * chunk + 2 * g) +
+    8 * g * MAX_SPLITS + 4;
+  for (const chunk of s.chunk ? [s.chunk] : [32, 16, 8]) {
+    for (let g = Math.min(group, 8); g >= 1; g--) {
+      if (
+        group % g === 0 && g * hd4 <= DECODE_WG &&
+        bytes(g, chunk) <= gpu.limits.maxComputeWorkgroupStorageSize
+      ) return { group: g, chunk };
+    }
   }
   throw new InvalidInputError(
-    `decodeAttention: head_dim ${headDim} needs more workgroup memory than the adapter has`,
+    `decodeAttention: head_dim ${s.headDim} needs more workgroup memory than the adapter has`,
   );
 }
 
@@ -373,8 +385,7 @@ export function decodeAttention(
   s: DecodeAttentionShape,
 ): Dispatch[] {
   const r = resolve("decodeAttention", s, q, k, v);
-  const chunk = s.chunk ?? 64;
-  const group = decodeGroup(gpu, r.group, s.headDim, chunk);
+  const { group, chunk } = decodeTiling(gpu, s, r.group);
   const nsplit = splitsOf(s);
   checkSize("decodeAttention scratch", scratch, decodeAttentionScratchBytes(s));
   const vt = variant(gpu, {
@@ -382,7 +393,7 @@ export function decodeAttention(
     entry: "decode",
     bindings: ["read", "read", "read", "read", "read_write", "read_write"],
     params: Params,
-    defines: { HD: s.headDim, GROUP: group, CHUNK: chunk, DECODE: true },
+    defines: { HD: s.headDim, GROUP: group, CHUNK: chunk, MAXS: MAX_SPLITS, DECODE: true },
   });
   return [
     new Dispatch(

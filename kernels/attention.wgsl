@@ -243,22 +243,24 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 
 #if DECODE
 // ---------------------------------------------------------------------------------------------
-// Flash-decoding in one dispatch: the keys 0..n-1 (n = cache_len + 1) are cut into ns ≤ p.nsplit
-// splits of `len` keys (a multiple of CHUNK, so short contexts use few splits); each workgroup
-// walks its split CHUNK keys at a time with an online softmax. With one split it normalises and
-// writes the output itself; otherwise it publishes unnormalised partials, and the last workgroup
-// of its head block to finish (an atomic counter per block) merges them (log-sum-exp rescaling)
-// and resets the counter for the next call. Partials and counters go through atomics, so the
-// merge sees other workgroups' writes by the memory model, not by cache luck.
-// Every loop a thread runs is short (a quarter K row, CHUNK / DG keys of V): with little reuse to
-// exploit, the cost is memory latency, hidden by many threads rather than long loops.
-const CHUNK: u32 = {{CHUNK}}u;  // keys per step (32 or 64)
+// Flash-decoding in one dispatch. The keys 0..n-1 (n = cache_len + 1) are cut into ns ≤ p.nsplit
+// splits of `len` keys (a multiple of CHUNK); one workgroup per (split, block of GROUP query heads
+// sharing one KV head), so each K/V row is read once per block. A workgroup walks its split
+// CHUNK keys at a time: K and V of the chunk are loaded together into workgroup memory (both
+// loads in flight at once), thread (r, j) scores key j for head r, the same thread turns its
+// score into a probability once the row max is known, and thread (r, d) adds Σ p · v for vec4
+// column d of head r; four barriers per chunk, every reduction a short loop over broadcast reads
+// (memory latency, not arithmetic, is what a decode step pays here).
+// With one split the workgroup normalises and writes the output; otherwise it publishes its
+// unnormalised Σ p · v and (max, Σ exp) and the last workgroup of its head block to arrive (an
+// atomic counter per block) merges all splits (log-sum-exp rescaling) and resets the counter.
+// Partials and counters go through atomics, so the merge sees the other workgroups' writes by
+// the memory model, not by cache luck.
+const CHUNK: u32 = {{CHUNK}}u;  // keys per step (8, 16 or 32)
 const WG: u32 = 256u;
-const QT: u32 = WG / CHUNK;     // threads per key in the scores, each a strided part of the row
-const GROUP: u32 = {{GROUP}}u;  // query heads per workgroup (≤ 8), all on one KV head
-const DG: u32 = WG / HD4;       // key (or split) groups in Σ p·v (threads = DG · HD4 ≤ WG)
-const LANES: u32 = 32u;         // threads per head in the softmax statistics
-const KPL: u32 = CHUNK / LANES; // keys per lane in the statistics
+const GROUP: u32 = {{GROUP}}u;  // query heads per workgroup (≤ 8; GROUP · HD4 ≤ WG)
+const KS: u32 = HD4 + 1u;       // padded K row stride, vec4 (odd: conflict-free column reads)
+const MAXS: u32 = {{MAXS}}u;    // most splits (p.nsplit ≤ MAXS)
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;          // (1, q_stride) f32
 @group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;          // (max_tokens, k_stride) f32
@@ -276,50 +278,24 @@ fn stats_at(h: u32, sp: u32) -> u32 { return p.heads * p.nsplit * HD + (h * p.ns
 fn counter_at(b: u32) -> u32 { return p.heads * p.nsplit * (HD + 2u) + b; }
 fn store_f(i: u32, x: f32) { atomicStore(&scratch[i], bitcast<u32>(x)); }
 fn load_f(i: u32) -> f32 { return bitcast<f32>(atomicLoad(&scratch[i])); }
-fn load_f4(i: u32) -> vec4<f32> { return vec4<f32>(load_f(i), load_f(i + 1u), load_f(i + 2u), load_f(i + 3u)); }
 
-var<workgroup> red: array<f32, WG>;
-var<workgroup> sums: array<vec4<f32>, WG>;            // (DG, HD4) partial Σ p·v of one head
-var<workgroup> qs: array<vec4<f32>, GROUP * HD4>;     // (GROUP, HD) scaled queries
-var<workgroup> part_s: array<f32, GROUP * CHUNK * QT>; // (GROUP, CHUNK, QT) partial scores;
-                                                      // in the merge: (GROUP, ns) split weights
-var<workgroup> ps: array<f32, GROUP * CHUNK>;         // (GROUP, CHUNK) probabilities of this step
-var<workgroup> m_sm: array<f32, GROUP>;               // running max per head
-var<workgroup> l_sm: array<f32, GROUP>;               // running Σ exp(s − m) per head
-var<workgroup> alpha_sm: array<f32, GROUP>;           // this step's rescale exp(m_old − m_new)
-var<workgroup> last_sm: u32;                          // 1 if this workgroup merges
-
-// Max (or sum) over the LANES threads of each head row; every lane gets its row's result.
-fn lanes_reduce(x: f32, lid: u32, is_max: bool) -> f32 {
-  workgroupBarrier();
-  red[lid] = x;
-  let lane = lid % LANES;
-  for (var s = LANES / 2u; s > 0u; s = s >> 1u) {
-    workgroupBarrier();
-    if (lane < s) { red[lid] = select(red[lid] + red[lid + s], max(red[lid], red[lid + s]), is_max); }
-  }
-  workgroupBarrier();
-  return red[lid - lane];
-}
-
-// Adds the DG groups' parts of head rr's row (thread (g, d) holds a) and gives the total to
-// threads lid < HD4 (others get 0).
-fn group_sum(a: vec4<f32>, g: u32, d: u32, lid: u32) -> vec4<f32> {
-  if (g < DG) { sums[g * HD4 + d] = a; }
-  workgroupBarrier();
-  var tot = vec4<f32>(0.0);
-  if (lid < HD4) {
-    for (var gg = 0u; gg < DG; gg++) { tot += sums[gg * HD4 + lid]; }
-  }
-  workgroupBarrier();
-  return tot;
-}
+var<workgroup> qs: array<vec4<f32>, GROUP * HD4>;   // (GROUP, HD) scaled queries
+var<workgroup> ks: array<vec4<f32>, CHUNK * KS>;    // (CHUNK, HD) this chunk's keys, padded rows
+var<workgroup> vs: array<vec4<f32>, CHUNK * HD4>;   // (CHUNK, HD) this chunk's values
+var<workgroup> ss: array<f32, GROUP * CHUNK>;       // (GROUP, CHUNK) scores
+var<workgroup> pr: array<f32, GROUP * CHUNK>;       // (GROUP, CHUNK) probabilities
+var<workgroup> alpha_sm: array<f32, GROUP>;         // this chunk's rescale exp(m_old − m_new)
+var<workgroup> m_sm: array<f32, GROUP>;             // running max per head
+var<workgroup> ms_all: array<f32, GROUP * MAXS>;    // merge: (GROUP, ns) split maxima
+var<workgroup> ls_all: array<f32, GROUP * MAXS>;    // merge: (GROUP, ns) split Σ exp
+var<workgroup> last_sm: u32;                        // 1 if this workgroup merges
 
 @compute @workgroup_size(WG)
 fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let split = wid.x;
   let h0 = wid.y * GROUP;     // first query head of the block
-  let kvh = h0 / p.group;
+  let kbase = p.k_off + h0 / p.group * HD4;
+  let vbase = p.v_off + h0 / p.group * HD4;
   let n = state.cache_len + 1u;
   let per = (n + p.nsplit - 1u) / p.nsplit;
   let len = (per + CHUNK - 1u) / CHUNK * CHUNK;
@@ -329,90 +305,77 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let end = min(n, start + len);
 
   for (var idx = lid; idx < GROUP * HD4; idx += WG) {
-    qs[idx] = q[p.q_off + (h0 + idx / HD4) * HD4 + idx % HD4] * p.scale;
+    qs[idx] = q[p.q_off + h0 * HD4 + idx] * p.scale;
   }
-  if (lid < GROUP) { m_sm[lid] = NEG; l_sm[lid] = 0.0; }
-  workgroupBarrier();
-
-  let kj = lid / QT;          // scores: key kj of the step, part qd of its row
-  let qd = lid % QT;
-  let r_st = lid / LANES;     // statistics: head row r_st, keys lane, lane + LANES, ...
-  let lane = lid % LANES;
-  let g = lid / HD4;          // Σ p·v: thread (g, d) sums keys g, g + DG, ... of column d
+  // Scores: thread (rs, j) for lid < GROUP · CHUNK. Σ p·v: thread (r, d) for lid < GROUP · HD4.
+  let rs = lid / CHUNK;
+  let j = lid % CHUNK;
+  let r = lid / HD4;
   let d = lid % HD4;
-  var acc: array<vec4<f32>, GROUP>;
-  for (var r = 0u; r < GROUP; r++) { acc[r] = vec4<f32>(0.0); }
+  var m = NEG;                // score threads: running max of row rs
+  var l = 0.0;                // Σ p·v threads: running Σ exp of row r
+  var acc = vec4<f32>(0.0);   // Σ p·v threads: column d of row r
 
   for (var c0 = start; c0 < end; c0 += CHUNK) {
-    let key = c0 + kj;
-    var sp: array<f32, GROUP>;
-    for (var r = 0u; r < GROUP; r++) { sp[r] = 0.0; }
-    if (key < end) {
-      let kbase = key * p.k_stride + p.k_off + kvh * HD4;
-      for (var dd = qd; dd < HD4; dd += QT) {
-        let kv = k[kbase + dd];
-        for (var r = 0u; r < GROUP; r++) { sp[r] += dot(qs[r * HD4 + dd], kv); }
+    workgroupBarrier();       // the previous chunk's ks, vs, pr are used (first pass: qs)
+    for (var idx = lid; idx < CHUNK * HD4; idx += WG) {
+      let key = c0 + idx / HD4;
+      var kv = vec4<f32>(0.0);
+      var vv = vec4<f32>(0.0);
+      if (key < end) {
+        kv = k[key * p.k_stride + kbase + idx % HD4];
+        vv = v[key * p.v_stride + vbase + idx % HD4];
       }
-    }
-    for (var r = 0u; r < GROUP; r++) { part_s[(r * CHUNK + kj) * QT + qd] = sp[r]; }
-    workgroupBarrier();
-
-    // Online softmax statistics, LANES threads per head row.
-    let r = min(r_st, GROUP - 1u);
-    var s2 = vec2<f32>(NEG);    // this lane's KPL (≤ 2) scores
-    for (var e = 0u; e < KPL; e++) {
-      let j = lane + e * LANES;
-      if (c0 + j < end) {
-        var t = 0.0;
-        for (var x = 0u; x < QT; x++) { t += part_s[(r * CHUNK + j) * QT + x]; }
-        s2[e] = t;
-      }
-    }
-    let mx = max(m_sm[r], lanes_reduce(max(s2.x, s2.y), lid, true));
-    let pr = select(vec2<f32>(0.0), exp(s2 - mx), s2 > vec2<f32>(NEG));
-    if (r_st < GROUP) {
-      for (var e = 0u; e < KPL; e++) { ps[r * CHUNK + lane + e * LANES] = pr[e]; }
-    }
-    let psum = lanes_reduce(pr.x + pr.y, lid, false);
-    if (r_st < GROUP && lane == 0u) {
-      let alpha = exp(m_sm[r] - mx);
-      alpha_sm[r] = alpha;
-      l_sm[r] = l_sm[r] * alpha + psum;
-      m_sm[r] = mx;
+      ks[idx / HD4 * KS + idx % HD4] = kv;
+      vs[idx] = vv;
     }
     workgroupBarrier();
-
-    if (g < DG) {
-      for (var rr = 0u; rr < GROUP; rr++) { acc[rr] *= alpha_sm[rr]; }
-      let kend = min(CHUNK, end - c0);
-      for (var j = g; j < kend; j += DG) {
-        let vv = v[(c0 + j) * p.v_stride + p.v_off + kvh * HD4 + d];
-        for (var rr = 0u; rr < GROUP; rr++) { acc[rr] += ps[rr * CHUNK + j] * vv; }
-      }
+    if (lid < GROUP * CHUNK) {
+      var t = vec4<f32>(0.0);
+      for (var c = 0u; c < HD4; c++) { t = fma(qs[rs * HD4 + c], ks[j * KS + c], t); }
+      ss[lid] = select(NEG, t.x + t.y + t.z + t.w, c0 + j < end);
     }
-    workgroupBarrier();       // part_s, ps and the statistics are rewritten by the next step
+    workgroupBarrier();
+    if (lid < GROUP * CHUNK) {
+      var mx = m;
+      for (var x = 0u; x < CHUNK; x++) { mx = max(mx, ss[rs * CHUNK + x]); }
+      let s = ss[lid];
+      pr[lid] = select(0.0, exp(s - mx), s > NEG);
+      if (j == 0u) {
+        alpha_sm[rs] = exp(m - mx);
+        m_sm[rs] = mx;
+      }
+      m = mx;
+    }
+    workgroupBarrier();
+    if (lid < GROUP * HD4) {
+      let alpha = alpha_sm[r];
+      var a = vec4<f32>(0.0);
+      var ps = 0.0;
+      for (var x = 0u; x < CHUNK; x++) {
+        let px = pr[r * CHUNK + x];
+        a = fma(vec4<f32>(px), vs[x * HD4 + d], a);
+        ps += px;
+      }
+      acc = acc * alpha + a;
+      l = l * alpha + ps;
+    }
   }
 
   if (ns == 1u) {             // the whole context in this workgroup: normalise and write
-    for (var rr = 0u; rr < GROUP; rr++) {
-      let tot = group_sum(acc[rr], g, d, lid);
-      if (lid < HD4) { out[(h0 + rr) * HD4 + lid] = tot / l_sm[rr]; }
-    }
+    if (lid < GROUP * HD4) { out[h0 * HD4 + lid] = acc / l; }
     return;
   }
-  for (var rr = 0u; rr < GROUP; rr++) {
-    let tot = group_sum(acc[rr], g, d, lid);
-    if (lid < HD4) {
-      let a = acc_at(h0 + rr, split) + lid * 4u;
-      store_f(a, tot.x);
-      store_f(a + 1u, tot.y);
-      store_f(a + 2u, tot.z);
-      store_f(a + 3u, tot.w);
+  if (lid < GROUP * HD4) {
+    let a = acc_at(h0 + r, split) + d * 4u;
+    store_f(a, acc.x);
+    store_f(a + 1u, acc.y);
+    store_f(a + 2u, acc.z);
+    store_f(a + 3u, acc.w);
+    if (d == 0u) {
+      store_f(stats_at(h0 + r, split), m_sm[r]);
+      store_f(stats_at(h0 + r, split) + 1u, l);
     }
-  }
-  if (lid < GROUP) {
-    store_f(stats_at(h0 + lid, split), m_sm[lid]);
-    store_f(stats_at(h0 + lid, split) + 1u, l_sm[lid]);
   }
   // Release this workgroup's partials, then arrive; the last arrival merges.
   storageBarrier();
@@ -420,30 +383,24 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   if (workgroupUniformLoad(&last_sm) == 0u) { return; }
   storageBarrier();           // acquire the other workgroups' partials
   if (lid == 0u) { atomicStore(&scratch[counter_at(wid.y)], 0u); }
-
-  // Per head row r_st: the max over splits, each split's weight exp(m − M), Σ l · weight.
-  let r = min(r_st, GROUP - 1u);
-  var mm = NEG;
-  for (var sp = lane; sp < ns; sp += LANES) { mm = max(mm, load_f(stats_at(h0 + r, sp))); }
-  let big = lanes_reduce(mm, lid, true);
-  var lsum = 0.0;
-  for (var sp = lane; sp < ns; sp += LANES) {
-    let w = exp(load_f(stats_at(h0 + r, sp)) - big);
-    if (r_st < GROUP) { part_s[r * ns + sp] = w; }
-    lsum += w * load_f(stats_at(h0 + r, sp) + 1u);
+  for (var idx = lid; idx < GROUP * ns; idx += WG) {
+    let st = stats_at(h0 + idx / ns, idx % ns);
+    ms_all[idx] = load_f(st);
+    ls_all[idx] = load_f(st + 1u);
   }
-  let ltot = lanes_reduce(lsum, lid, false);
-  if (r_st < GROUP && lane == 0u) { l_sm[r] = ltot; }
   workgroupBarrier();
-  for (var rr = 0u; rr < GROUP; rr++) {
+  if (lid < GROUP * HD4) {
+    var big = NEG;
+    for (var sp = 0u; sp < ns; sp++) { big = max(big, ms_all[r * ns + sp]); }
+    var lt = 0.0;
     var a = vec4<f32>(0.0);
-    if (g < DG) {
-      for (var sp = g; sp < ns; sp += DG) {
-        a += part_s[rr * ns + sp] * load_f4(acc_at(h0 + rr, sp) + d * 4u);
-      }
+    for (var sp = 0u; sp < ns; sp++) {
+      let w = exp(ms_all[r * ns + sp] - big);
+      lt += w * ls_all[r * ns + sp];
+      let i = acc_at(h0 + r, sp) + d * 4u;
+      a += w * vec4<f32>(load_f(i), load_f(i + 1u), load_f(i + 2u), load_f(i + 3u));
     }
-    let tot = group_sum(a, g, d, lid);
-    if (lid < HD4) { out[(h0 + rr) * HD4 + lid] = tot / l_sm[rr]; }
+    out[h0 * HD4 + lid] = a / lt;
   }
 }
 #endif

@@ -197,8 +197,8 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
   const rng = seeded(22);
   const maxTokens = 700;
   const state = createDecodeState(gpu);
-  // [headDim, heads, kvHeads, n, splits]: splits 1 and 2 make one workgroup walk several
-  // 128-key steps (online softmax); the default spreads the keys over up to 6 splits.
+  // [headDim, heads, kvHeads, n, splits]: splits 1 and 2 make one workgroup walk many key steps
+  // (online softmax); the default spreads the keys over up to 22 splits (merged).
   const cases = [
     [16, 2, 1, 1, undefined],
     [80, 4, 2, 37, undefined],
@@ -209,14 +209,14 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
     [80, 2, 1, 600, 2],
   ] as const;
   for (const [headDim, heads, kvHeads, n, splits] of cases) {
-    // 32-key steps for the GQA-7 case, 64 (the default) elsewhere.
+    // 8-key steps for the GQA-7 case, 32 (the default) elsewhere.
     const s = {
       headDim,
       heads,
       kvHeads,
       maxTokens,
       splits,
-      chunk: heads === 7 ? 32 as const : undefined,
+      chunk: heads === 7 ? 8 as const : undefined,
     };
     const kvWidth = kvHeads * headDim, width = heads * headDim;
     const kc = randn(rng, maxTokens * kvWidth), vc = randn(rng, maxTokens * kvWidth);
