@@ -57,9 +57,12 @@ const LB: u32 = {{LB}}u;  // w segments per thread and k step: BN · BK / 8 / WG
 @group(0) @binding({{Y_BINDING}}) var<storage, read_write> y: array<f32>;  // (m, n) f32
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
-// Double-buffered k-major tiles: [buffer][k][m / 4] of x and [buffer][k][n / 4] of w, f32.
-var<workgroup> As: array<vec4<f32>, 2u * BK * BM / 4u>;
-var<workgroup> Bs: array<vec4<f32>, 2u * BK * BN / 4u>;
+// Double-buffered k-major tiles: [buffer][k][m / 4] of x and [buffer][k][n / 4] of w, f32. Indexed
+// per dimension (not flattened) so that the bounds clamps WebGPU adds to every workgroup-array
+// index fold away: the buffer and row clamps are invariant over the unrolled k loop, the k clamp
+// is a constant there.
+var<workgroup> As: array<array<array<vec4<f32>, BM / 4u>, BK>, 2>;
+var<workgroup> Bs: array<array<array<vec4<f32>, BN / 4u>, BK>, 2>;
 
 // 8 consecutive k elements of one row, as f32.
 struct Seg {
@@ -134,21 +137,21 @@ fn seg_pos(lid: u32, s: u32, rows: u32) -> vec2<u32> {
   return vec2<u32>(e % rows, (e / rows) * 8u);
 }
 
-// Stores a segment transposed into tile buffer `base` (vec4 index of its k = 0 row) of `rows` rows.
-fn store_a(base: u32, pos: vec2<u32>, v: Seg) {
+// Stores a segment at pos (tile row, first k) transposed into tile buffer `buf`.
+fn store_a(buf: u32, pos: vec2<u32>, v: Seg) {
   let r4 = pos.x / 4u;
   let c = pos.x % 4u;
   for (var j = 0u; j < 4u; j++) {
-    As[base + (pos.y + j) * (BM / 4u) + r4][c] = v.lo[j];
-    As[base + (pos.y + 4u + j) * (BM / 4u) + r4][c] = v.hi[j];
+    As[buf][pos.y + j][r4][c] = v.lo[j];
+    As[buf][pos.y + 4u + j][r4][c] = v.hi[j];
   }
 }
-fn store_b(base: u32, pos: vec2<u32>, v: Seg) {
+fn store_b(buf: u32, pos: vec2<u32>, v: Seg) {
   let r4 = pos.x / 4u;
   let c = pos.x % 4u;
   for (var j = 0u; j < 4u; j++) {
-    Bs[base + (pos.y + j) * (BN / 4u) + r4][c] = v.lo[j];
-    Bs[base + (pos.y + 4u + j) * (BN / 4u) + r4][c] = v.hi[j];
+    Bs[buf][pos.y + j][r4][c] = v.lo[j];
+    Bs[buf][pos.y + 4u + j][r4][c] = v.hi[j];
   }
 }
 
@@ -278,13 +281,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       wb3 = load_w(rb3, k1 + pb3.y);
 #endif
     }
-    let ab = cur * (BK * BM / 4u);
-    let bb = cur * (BK * BN / 4u);
     for (var k = 0u; k < BK; k++) {
-      let a0 = As[ab + k * (BM / 4u) + ty];
-      let a1 = As[ab + k * (BM / 4u) + WM + ty];
-      let b0 = Bs[bb + k * (BN / 4u) + tx];
-      let b1 = Bs[bb + k * (BN / 4u) + WN + tx];
+      let a0 = As[cur][k][ty];
+      let a1 = As[cur][k][WM + ty];
+      let b0 = Bs[cur][k][tx];
+      let b1 = Bs[cur][k][WN + tx];
       c00 = outer_acc(c00, a0, b0);
       c01 = outer_acc(c01, a0, b1);
       c10 = outer_acc(c10, a1, b0);
@@ -292,23 +293,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     if (more) {
       // The other buffer was last read in step t − 1, before the barrier that ended it.
-      let an = (1u - cur) * (BK * BM / 4u);
-      let bn = (1u - cur) * (BK * BN / 4u);
-      store_a(an, pa0, xa0);
+      let nxt = 1u - cur;
+      store_a(nxt, pa0, xa0);
 #if LA2
-      store_a(an, pa1, xa1);
+      store_a(nxt, pa1, xa1);
 #endif
 #if LA4
-      store_a(an, pa2, xa2);
-      store_a(an, pa3, xa3);
+      store_a(nxt, pa2, xa2);
+      store_a(nxt, pa3, xa3);
 #endif
-      store_b(bn, pb0, wseg_f32(wb0));
+      store_b(nxt, pb0, wseg_f32(wb0));
 #if LB2
-      store_b(bn, pb1, wseg_f32(wb1));
+      store_b(nxt, pb1, wseg_f32(wb1));
 #endif
 #if LB4
-      store_b(bn, pb2, wseg_f32(wb2));
-      store_b(bn, pb3, wseg_f32(wb3));
+      store_b(nxt, pb2, wseg_f32(wb2));
+      store_b(nxt, pb3, wseg_f32(wb3));
 #endif
     }
     workgroupBarrier();
