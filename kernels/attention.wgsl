@@ -278,6 +278,7 @@ fn stats_at(h: u32, sp: u32) -> u32 { return p.heads * p.nsplit * HD + (h * p.ns
 fn counter_at(b: u32) -> u32 { return p.heads * p.nsplit * (HD + 2u) + b; }
 fn store_f(i: u32, x: f32) { atomicStore(&scratch[i], bitcast<u32>(x)); }
 fn load_f(i: u32) -> f32 { return bitcast<f32>(atomicLoad(&scratch[i])); }
+fn load4(i: u32) -> vec4<f32> { return vec4<f32>(load_f(i), load_f(i + 1u), load_f(i + 2u), load_f(i + 3u)); }
 
 var<workgroup> qs: array<vec4<f32>, GROUP * HD4>;   // (GROUP, HD) scaled queries
 var<workgroup> ks: array<vec4<f32>, CHUNK * KS>;    // (CHUNK, HD) this chunk's keys, padded rows
@@ -393,12 +394,19 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     var big = NEG;
     for (var sp = 0u; sp < ns; sp++) { big = max(big, ms_all[r * ns + sp]); }
     var lt = 0.0;
+    for (var sp = 0u; sp < ns; sp++) { lt += exp(ms_all[r * ns + sp] - big) * ls_all[r * ns + sp]; }
+    // Four splits per step, their 16 loads issued before any is used (atomics may not be
+    // reordered by the compiler, so the batching is written out).
     var a = vec4<f32>(0.0);
-    for (var sp = 0u; sp < ns; sp++) {
-      let w = exp(ms_all[r * ns + sp] - big);
-      lt += w * ls_all[r * ns + sp];
-      let i = acc_at(h0 + r, sp) + d * 4u;
-      a += w * vec4<f32>(load_f(i), load_f(i + 1u), load_f(i + 2u), load_f(i + 3u));
+    for (var sp = 0u; sp < ns; sp += 4u) {
+      let x0 = load4(acc_at(h0 + r, sp) + d * 4u);
+      let x1 = load4(acc_at(h0 + r, min(sp + 1u, ns - 1u)) + d * 4u);
+      let x2 = load4(acc_at(h0 + r, min(sp + 2u, ns - 1u)) + d * 4u);
+      let x3 = load4(acc_at(h0 + r, min(sp + 3u, ns - 1u)) + d * 4u);
+      a += exp(ms_all[r * ns + sp] - big) * x0;
+      if (sp + 1u < ns) { a += exp(ms_all[r * ns + sp + 1u] - big) * x1; }
+      if (sp + 2u < ns) { a += exp(ms_all[r * ns + sp + 2u] - big) * x2; }
+      if (sp + 3u < ns) { a += exp(ms_all[r * ns + sp + 3u] - big) * x3; }
     }
     out[h0 * HD4 + lid] = a / lt;
   }
