@@ -111,7 +111,7 @@ export function gemm(
   });
   return w.chunks.map((c) => {
     const params = Params.pack({ m, n: w.rows, k, row_start: c.rowStart, rows: c.rows });
-    const grid = [ceilDiv(c.rows, 8 * t.wn), ceilDiv(m, 8 * t.wm)] as const;
+    const grid = [ceilDiv(m, 8 * t.wm), ceilDiv(c.rows, 8 * t.wn)] as const;
     return new Dispatch(gpu, v, [x, c.buffer, ...(bias ? [bias] : []), y], params, grid);
   });
 }

@@ -187,8 +187,10 @@ fn store_block(row0: u32, col0: u32, c: mat4x4<f32>) {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let n0 = wid.x * BN;  // first chunk row (output column) of the tile
-  let m0 = wid.y * BM;
+  // Row tiles vary fastest: workgroups running together share weight tiles, so the weight (the
+  // large operand: 271 MB for the 7B gate_up) streams from memory about once while x stays in L2.
+  let m0 = wid.x * BM;
+  let n0 = wid.y * BN;  // first chunk row (output column) of the tile
   let tx = lid % WN;
   let ty = lid / WN;
   var c00 = mat4x4<f32>();
