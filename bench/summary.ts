@@ -1,0 +1,65 @@
+/**
+ * Turns bench/main.ts JSON lines into the Markdown tables BENCHMARKS.md records: one row per run,
+ * then, for runs made with --profile, the kernels that take most of a decode step.
+ *
+ *   deno run -A bench/summary.ts suite.jsonl
+ * @module
+ */
+import type { BenchResult } from "./main.ts";
+
+/** Decode-step kernels listed per profiled run. */
+const TOP_KERNELS = 6;
+
+/** A variant key without its binding-slot defines (`linear.main[GEMV,NORM,…]`). */
+export function shortKey(key: string): string {
+  return key.replace(/[A-Z_]*BINDING=\d+,?/g, "").replace(/,\]/, "]");
+}
+
+/** The Markdown tables for `results`. */
+export function summarize(results: readonly BenchResult[]): string {
+  const rows = results.map((r) =>
+    [
+      r.shape,
+      r.quant,
+      `${r.prompt_tokens} / ${r.image_tokens}`,
+      r.load_gb_s !== undefined ? `${r.load_s} (${r.load_gb_s} GB/s)` : `${r.load_s}`,
+      r.vision_s,
+      r.prefill_s,
+      r.ttft_s,
+      r.decode_tok_s,
+      r.roofline_fraction,
+      r.dispatches_per_step,
+    ].join(" | ")
+  );
+  const out = [
+    "| shape | weights | prompt / image tokens | load_s | vision_s | prefill_s | ttft_s | decode tok/s | roofline | dispatches/step |",
+    "| ----- | ------- | --------------------- | ------ | -------- | --------- | ------ | ------------ | -------- | --------------- |",
+    ...rows.map((r) => `| ${r} |`),
+  ];
+  for (const r of results) {
+    const p = r.decode_profile;
+    if (!p) continue;
+    out.push(
+      "",
+      `${r.shape} ${r.quant}: decode step ${p.step_us} µs, its ${r.dispatches_per_step} ` +
+        `dispatches alone ${p.kernels_us} µs:`,
+      "",
+      "| µs / step | × | kernel variant |",
+      "| --------- | - | -------------- |",
+      ...p.shares.slice(0, TOP_KERNELS).map((e) =>
+        `| ${e.us} | ${e.count} | \`${shortKey(e.key)}\` |`
+      ),
+    );
+  }
+  return out.join("\n");
+}
+
+if (import.meta.main) {
+  const file = Deno.args[0];
+  if (!file) {
+    console.error("usage: deno run -A bench/summary.ts suite.jsonl");
+    Deno.exit(2);
+  }
+  const lines = Deno.readTextFileSync(file).split("\n").filter((l) => l.trim());
+  console.log(summarize(lines.map((l) => JSON.parse(l) as BenchResult)));
+}
