@@ -359,6 +359,9 @@ interface OpenFile {
  */
 const HANDLES_PER_FILE = 8;
 
+/** Handles open at once over all files of a source (macOS allows a process 256 by default). */
+const MAX_OPEN_FILES = 32;
+
 /** Files under a local directory (a path, or a `file:` URL). */
 export class DirModelSource extends BaseModelSource {
   readonly location: string;
@@ -402,20 +405,43 @@ export class DirModelSource extends BaseModelSource {
     return this.#fs(name, (p) => Deno.readFile(p));
   }
 
-  /** The handle for the next read of `name`: an idle one, a new one, or the least busy. */
+  /**
+   * The handle for the next read of `name`: an idle one, a new one, or the least busy. Past
+   * {@link MAX_OPEN_FILES} handles in all (a 72B checkpoint has ~40 shards), an idle handle of
+   * another file is closed first, or this file's busy ones are shared (a file with none still
+   * opens one).
+   */
   #handle(name: string) {
     let open = this.#open.get(name);
     if (!open) this.#open.set(name, open = { handles: [] });
     const hs = open.handles;
-    let h = hs.find((h) => h.pending === 0);
-    if (!h && hs.length < HANDLES_PER_FILE) {
+    const idle = hs.find((h) => h.pending === 0);
+    if (idle) return idle;
+    if (hs.length < HANDLES_PER_FILE && (this.#closeIdle(open) || hs.length === 0)) {
       const file = this.#fs(name, (p) => Deno.open(p));
-      h = { file, queue: Promise.resolve(), pending: 0 };
+      const h = { file, queue: Promise.resolve(), pending: 0 };
       hs.push(h);
       // A failed open is not kept: the next read tries again (and reports its own error).
       file.catch(() => open.handles = open.handles.filter((x) => x !== h));
+      return h;
     }
-    return h ?? hs.reduce((a, b) => (b.pending < a.pending ? b : a));
+    return hs.reduce((a, b) => (b.pending < a.pending ? b : a));
+  }
+
+  /** Whether another handle may be opened: under the cap, or after closing an idle one elsewhere. */
+  #closeIdle(except: OpenFile): boolean {
+    let total = 0;
+    for (const o of this.#open.values()) total += o.handles.length;
+    if (total < MAX_OPEN_FILES) return true;
+    for (const o of this.#open.values()) {
+      const i = o === except ? -1 : o.handles.findIndex((h) => h.pending === 0);
+      if (i >= 0) {
+        const [h] = o.handles.splice(i, 1);
+        h.queue.then(() => h.file).then((f) => f.close()).catch(() => {});
+        return true;
+      }
+    }
+    return false;
   }
 
   protected override async readIntoChecked(

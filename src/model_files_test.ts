@@ -117,6 +117,42 @@ Deno.test("DirModelSource runs reads of one file in parallel, each getting its o
   }
 });
 
+Deno.test("DirModelSource keeps about 32 files open over many shards, reading each right", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "qvq-handles-" });
+  const src = new DirModelSource(dir);
+  try {
+    const files = Array.from({ length: 6 }, (_, f) => {
+      const bytes = new Uint8Array(80_000).map((_, i) => (i * 31 + f * 7) & 0xff);
+      Deno.writeFileSync(`${dir}/shard${f}.bin`, bytes);
+      return bytes;
+    });
+    // 8 reads in flight on each of 6 files: 48 wanted handles, 32 allowed (+1 for a file with none).
+    const reads = files.flatMap((_, f) =>
+      Array.from({ length: 8 }, async (_, k) => {
+        const d = new Uint8Array(10_000);
+        await src.readInto(`shard${f}.bin`, k * 10_000, d);
+        return d.every((v, i) => v === files[f][k * 10_000 + i]);
+      })
+    );
+    assert.deepEqual(await Promise.all(reads), reads.map(() => true));
+    if (Deno.build.os === "linux") {
+      const open = [...Deno.readDirSync("/proc/self/fd")].filter((e) => {
+        try {
+          return Deno.readLinkSync(`/proc/self/fd/${e.name}`).startsWith(dir);
+        } catch {
+          return false;
+        }
+      });
+      // Files 1-4 take 8 handles each; files 5 and 6 find none idle and open one each.
+      assert.equal(open.length, 34);
+    }
+  } finally {
+    src.close();
+    await new Promise((r) => setTimeout(r, 10)); // close() lets queued reads finish first
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("openModelSource() takes a path, a file: URL and an http URL", async () => {
   const byPath = openModelSource(FIXTURE_DIR);
   assert.ok(byPath instanceof DirModelSource);
