@@ -527,6 +527,8 @@ class StagingRing {
   #next = 0;
   #error: unknown = null;
   #closed = false;
+  /** What a submission waits for before converting: the allocation checks of its weights. */
+  gate: Promise<unknown> = Promise.resolve();
 
   constructor(gpu: Gpu, size: number, readsInFlight: number, readBytes: number) {
     this.#gpu = gpu;
@@ -598,6 +600,7 @@ class StagingRing {
     this.#handOver();
     while (this.#pending.size) await Promise.all(this.#pending);
     if (this.#error) throw this.#error;
+    await this.gate;
     await this.#gpu.device.queue.onSubmittedWorkDone();
   }
 
@@ -615,16 +618,20 @@ class StagingRing {
     const s = this.#cur;
     this.#cur = null;
     if (!s?.jobs.length) return;
-    const t: Promise<unknown> = this.#submit(s).catch((e) => {
+    const t: Promise<unknown> = this.#submit(s, this.gate).catch((e) => {
       this.#error ??= e;
     }).finally(() => this.#pending.delete(t));
     this.#pending.add(t);
     s.ready = t;
   }
 
-  /** Converts the slot's pieces once all are on the GPU; resolves when that work is done. */
-  async #submit(s: Slot): Promise<void> {
+  /**
+   * Converts the slot's pieces once all are on the GPU and `gate` (their weights' allocation) has
+   * passed; resolves when that work is done.
+   */
+  async #submit(s: Slot, gate: Promise<unknown>): Promise<void> {
     await Promise.all(s.reads);
+    await gate;
     if (this.#closed) return;
     const gpu = this.#gpu;
     const ds = s.jobs.flatMap((j) => {
@@ -644,8 +651,8 @@ class StagingRing {
  * whole shard, nor a whole 2 GB tensor, in memory). The stored bytes (BF16, F16 or F32) are read
  * into a ring of staging slots, several reads at once, written to the GPU as they land and
  * converted there (kernels/convert.ts; quantized matrices: kernels/linear_q.ts `quantizeRows`), so
- * no element passes through a CPU conversion. Every weight is allocated first: an allocation
- * failure is a GpuError, naming the tensor, that says how much the model needs.
+ * no element passes through a CPU conversion. An allocation failure is a GpuError, naming the
+ * tensor, that says how much the model needs.
  * @param onProgress called after each tensor's reads are queued, with its bytes so far and the total
  */
 export async function uploadWeights(
@@ -667,23 +674,19 @@ export async function uploadWeights(
     opts.readsInFlight ?? READS_IN_FLIGHT,
     opts.readBytes ?? READ_BYTES,
   );
-  const out = await allocWeights(gpu, plan);
+  const out = new GpuWeights();
   let done = 0;
   try {
     for (const pt of plan.tensors.values()) {
-      // A vector is written as an f32 (n, 1) matrix in its one buffer.
-      const w: Weight = pt.kind === "vector"
-        ? {
-          dtype: "f32",
-          rows: pt.rows,
-          cols: 1,
-          chunks: [{ buffer: out.vector(pt.key), rowStart: 0, rows: pt.rows }],
-        }
-        : out.matrix(pt.key);
+      // Reads start at once; conversions wait for the allocation checks (one poll, ~11 ms).
+      const [w, checked] = allocChecked(gpu, out, pt, plan);
+      ring.gate = Promise.all([ring.gate, checked]);
+      ring.gate.catch(() => {}); // seen by the next submission or finish()
       let dst = 0;
       for (const s of pt.sources) {
         const stored = ckpt.get(s.name).dtype as keyof typeof STORED_BYTES;
         if (isQuant(pt.dtype) && stored === "F32") {
+          await checked;
           await quantizeFromF32(gpu, ckpt, s.name, w, dst, pt.cols);
         } else {
           await placeRows(ring, ckpt, s.name, w, dst, s.rows, stored);
@@ -704,36 +707,38 @@ export async function uploadWeights(
 }
 
 /**
- * Allocates every planned tensor (zero-filled), each in its own out-of-memory error scope, waiting
- * for the scopes once at the end rather than once per tensor.
- * @throws GpuError naming the first tensor that did not fit and what the model needs
+ * Allocates a planned tensor (zero-filled) into `out` inside an out-of-memory error scope, without
+ * waiting for the scope: returns the tensor (a vector as an f32 (n, 1) weight of its one buffer)
+ * and a promise that rejects with a GpuError, naming it and what the model needs, if it did not fit.
  */
-async function allocWeights(gpu: Gpu, plan: WeightPlan): Promise<GpuWeights> {
-  const out = new GpuWeights();
-  const scopes: Promise<GPUError | null>[] = [];
-  const keys: PlannedTensor[] = [];
-  for (const pt of plan.tensors.values()) {
-    gpu.device.pushErrorScope("out-of-memory");
-    out.set(
-      pt.key,
-      pt.kind === "vector"
-        ? createStorage(gpu, pt.bytes, pt.key)
-        : createWeight(gpu, pt.rows, pt.cols, pt.dtype, pt.key, plan.maxBinding),
-    );
-    scopes.push(gpu.device.popErrorScope());
-    keys.push(pt);
+function allocChecked(
+  gpu: Gpu,
+  out: GpuWeights,
+  pt: PlannedTensor,
+  plan: WeightPlan,
+): [Weight, Promise<void>] {
+  gpu.device.pushErrorScope("out-of-memory");
+  let w: Weight;
+  if (pt.kind === "vector") {
+    const buffer = createStorage(gpu, pt.bytes, pt.key);
+    out.set(pt.key, buffer);
+    w = { dtype: "f32", rows: pt.rows, cols: 1, chunks: [{ buffer, rowStart: 0, rows: pt.rows }] };
+  } else {
+    w = createWeight(gpu, pt.rows, pt.cols, pt.dtype, pt.key, plan.maxBinding);
+    out.set(pt.key, w);
   }
-  const errors = await Promise.all(scopes);
-  const bad = errors.findIndex((e) => e !== null);
-  if (bad >= 0) {
-    out.destroy();
-    throw new GpuError(
-      `out of GPU memory allocating "${keys[bad].key}" (${fmtBytes(keys[bad].bytes)}); the ` +
-        `model's weights need ${fmtBytes(plan.weightBytes)} in ${plan.dtype}. Use f16 weights, a ` +
-        `smaller model, or a quantized one`,
-    );
-  }
-  return out;
+  const checked = gpu.device.popErrorScope().then((err) => {
+    if (err) {
+      throw new GpuError(
+        `out of GPU memory allocating "${pt.key}" (${fmtBytes(pt.bytes)}); the model's weights ` +
+          `need ${
+            fmtBytes(plan.weightBytes)
+          } in ${plan.dtype}. Use f16 weights, a smaller model, ` +
+          `or a quantized one`,
+      );
+    }
+  });
+  return [w, checked];
 }
 
 /**
