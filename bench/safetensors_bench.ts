@@ -9,7 +9,8 @@
  *   buffers. "raw" is the read alone.
  *
  * - "gpu" (when WebGPU has an adapter): the same, each slice written into a GPU buffer with
- *   queue.writeBuffer, until the queue is done — the whole path from file to GPU memory.
+ *   queue.writeBuffer, until the queue is done — the whole path from file to GPU memory; and the
+ *   loader's way (8 reads in flight, each written as it lands).
  *
  * MB/s = the input size in the bench's name ÷ its time per iteration.
  * Run: deno bench -A --unstable-webgpu bench/safetensors_bench.ts
@@ -148,6 +149,35 @@ if (adapter) {
     }
     await device.queue.onSubmittedWorkDone();
   };
+  // As the loader does (src/model/weights.ts): 8 reads of 8 MiB in flight, each written as it
+  // lands, with a submit after each writeBuffer so wgpu's staging memory is recycled.
+  const uploadParallel = async () => {
+    const piece = 8 * MiB, total = rows * ROW * 2, ring = 8;
+    const host = Array.from({ length: ring }, () => new Uint8Array(piece));
+    let next = 0;
+    await Promise.all(host.map(async (buf) => {
+      for (let o = (next++) * piece; o < total; o = (next++) * piece) {
+        const d = buf.subarray(0, Math.min(piece, total - o));
+        await ckpt.readStored("embed", o, d);
+        device.queue.writeBuffer(
+          gpuBuffer,
+          o % (size - piece + 4),
+          d,
+          0,
+          Math.ceil(d.length / 4) * 4 & ~3,
+        );
+        device.queue.submit([]);
+      }
+    }));
+    await device.queue.onSubmittedWorkDone();
+  };
+  Deno.bench({
+    name: `gpu ${FILE_MIB} MiB bf16 raw, 8 reads in flight → writeBuffer 8 MiB + submit`,
+    group: "gpu",
+    n: 5,
+    warmup: 1,
+    fn: async () => await uploadParallel(),
+  });
   for (const to of ["raw", "f16"] as const) {
     Deno.bench({
       name: `gpu ${FILE_MIB} MiB bf16 → ${to} → writeBuffer (${
