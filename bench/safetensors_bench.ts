@@ -159,13 +159,9 @@ if (adapter) {
       for (let o = (next++) * piece; o < total; o = (next++) * piece) {
         const d = buf.subarray(0, Math.min(piece, total - o));
         await ckpt.readStored("embed", o, d);
-        device.queue.writeBuffer(
-          gpuBuffer,
-          o % (size - piece + 4),
-          d,
-          0,
-          Math.ceil(d.length / 4) * 4 & ~3,
-        );
+        // Pieces wrap around in the GPU buffer (the copy cost is the same); sizes are whole rows.
+        const at = ((o / piece) % Math.floor(size / piece)) * piece;
+        device.queue.writeBuffer(gpuBuffer, at, d);
         device.queue.submit([]);
       }
     }));
