@@ -374,9 +374,10 @@ export class SafetensorsCheckpoint {
   /**
    * Reads the whole tensor converted to `to` into `dest`, in slices of at most `maxBytes`
    * (default 64 MiB): no array of the whole tensor is made on the way. `dest` must be exactly the
-   * tensor's size as `to`. (For GPU upload prefer {@link readChunks} + `queue.writeBuffer`: on
-   * Deno 2.9.6 / H100, filling a 2.4 GB `mappedAtCreation` range this way did not finish within
-   * minutes, while writeBuffer streams at 0.8–1.8 GB/s.)
+   * tensor's size as `to`. (Not into a mapped GPU range: Deno 2.9.6's getMappedRange copies the
+   * range, 3.1 s per 64 MiB on an H200. For GPU upload, read pieces with {@link readStored},
+   * several at once, and `queue.writeBuffer` each: ~11 GB/s in 8 MiB calls, each followed by a
+   * submit.)
    */
   async readInto(
     name: string,
