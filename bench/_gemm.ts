@@ -1,13 +1,18 @@
 /**
  * GEMM micro-benchmark (m > 1 linear): the vision tower's, the 7B prefill's and the 72B prefill's
- * matmul shapes with f16 weights, for each kernel variant named by --variants. Each shape runs R
- * and 2R times in one compute pass (alternating between distinct weight copies so nothing stays in
- * L2); time per call = (t(2R) − t(R)) / R, which drops the submit and readback overheads.
- * Every variant's output is checked against the first variant's on each shape (max |Δ| / max |y|).
+ * matmul shapes, for each weight dtype in --dtypes (f16 / q8 / q4, seeded on the GPU) and each
+ * kernel variant in --variants that applies to it. Each shape runs R and 2R times in one compute
+ * pass (alternating between distinct weight copies so nothing stays in L2); time per call =
+ * (t(2R) − t(R)) / R, which drops the submit and readback overheads. Every variant's output is
+ * checked against the first variant's on each shape (max |Δ| / max |y|: for gemmq against linear,
+ * the cost of quantizing x to int8).
  *
- *   deno run -A bench/_gemm.ts [--variants tile8,gemm,gemm:8x8x32] [--shapes vision,7b,72b]
- *     [--target-ms 60] [--out file.jsonl] [--small]
- * --small shrinks every dimension 16× (a smoke test for lavapipe).
+ *   deno run -A bench/_gemm.ts [--dtypes f16,q8,q4] [--variants linear,tile4,gemmq,gemmq:2x2x2]
+ *     [--shapes vision,7b,72b] [--target-ms 60] [--out file.jsonl] [--small]
+ * Variants: linear (linear() as callers get it: f16 tiled GEMM, or linear_q's dequantize + GEMM),
+ * tile4 / tile8 (f16: linear()'s tile override), gemmq (q8/q4: kernels/gemm.ts gemmQ() with its
+ * default tuning), gemmq:RMxRNxG (that tuning). --small shrinks every dimension 16× (k to a multiple
+ * of 32; a smoke test for lavapipe).
  * @module
  */
 import { requestGpu } from "../src/gpu/device.ts";
@@ -15,7 +20,8 @@ import { createStorage, readF32 } from "../src/gpu/buffers.ts";
 import { createWeight, destroyWeight, type Weight } from "../src/gpu/tensor.ts";
 import { fill, fillWeight } from "../kernels/fill.ts";
 import { linear } from "../kernels/linear.ts";
-import { gemm, type GemmTuning } from "../kernels/gemm.ts";
+import { fillQuantRows } from "../kernels/linear_q.ts";
+import { gemmQ, type GemmQTuning } from "../kernels/gemm.ts";
 import { type BufferArg, type Dispatch, run } from "../kernels/_kernel.ts";
 import type { Gpu } from "../src/gpu/device.ts";
 
@@ -27,27 +33,41 @@ const opt = (name: string, def: string) => {
 const small = args.includes("--small");
 const targetMs = Number(opt("--target-ms", "60"));
 const out = opt("--out", "");
-const variantNames = opt("--variants", "linear,tile4,tile8").split(",");
+const variantNames = opt("--variants", "linear,gemmq").split(",");
+const dtypes = opt("--dtypes", "f16,q8,q4").split(",") as ("f16" | "q8" | "q4")[];
 const groups = opt("--shapes", "vision,7b,72b").split(",");
 
 type Make = (gpu: Gpu, y: BufferArg, x: BufferArg, w: Weight, m: number) => Dispatch[];
-/** Named kernel variants: linear() as callers get it, its tiled path per tile, gemm() tunings. */
-const VARIANTS: Record<string, Make> = {
-  linear: (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }),
-  tile4: (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile: 4 }),
-  tile8: (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile: 8 }),
-};
-/** `gemm` is gemm() with its default tuning; `gemm:16x8x32` sets wm × wn × bk. */
-function variantOf(name: string): Make {
-  if (name in VARIANTS) return VARIANTS[name];
-  if (name === "gemm" || name.startsWith("gemm:")) {
-    const [wm, wn, bk] = name.slice(5).split("x").map(Number);
-    const t = (name === "gemm" ? {} : { wm, wn, bk }) as Partial<GemmTuning>;
-    return (gpu, y, x, w, m) => gemm(gpu, y, x, w, null, { m }, t);
+/** The variant `name` for weights of `dtype`, or null where it does not apply. */
+function variantOf(name: string, dtype: string): Make | null {
+  const q = dtype !== "f16";
+  if (name === "linear") return (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m });
+  if (name === "tile4" || name === "tile8") {
+    const tile = name === "tile4" ? 4 : 8;
+    return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile });
   }
-  throw new Error(
-    `unknown variant ${name}; known: ${Object.keys(VARIANTS).join(", ")}, gemm, gemm:WMxWNxBK`,
-  );
+  if (name === "gemmq" || name.startsWith("gemmq:")) {
+    const [rm, rn, g] = name.slice(6).split("x").map(Number);
+    const t = (name === "gemmq" ? {} : { rm, rn, g }) as Partial<GemmQTuning>;
+    return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, t) : null;
+  }
+  throw new Error(`unknown variant ${name}; known: linear, tile4, tile8, gemmq, gemmq:RMxRNxG`);
+}
+
+/** A seeded (rows, cols) weight of `dtype`. */
+function makeWeight(gpu: Gpu, rows: number, cols: number, dtype: string, seed: number): Weight {
+  const w = createWeight(gpu, rows, cols, dtype as Weight["dtype"], `w${seed}`);
+  const s = { seed, scale: 1 / Math.sqrt(cols) };
+  if (dtype === "f16") run(gpu, fillWeight(gpu, w, s));
+  else {
+    fillQuantRows(
+      gpu,
+      w,
+      (buf, row, len) =>
+        fill(gpu, buf, { count: len * cols, dtype: "f16", base: row * cols, ...s }),
+    );
+  }
+  return w;
 }
 
 // [group, label, m, k, n]
@@ -74,59 +94,58 @@ const gpu = await requestGpu();
 console.log(`${gpu.adapterInfo.vendor} ${gpu.adapterInfo.architecture} ${gpu.adapterInfo.device}`);
 const lines: string[] = [];
 const div = small ? 16 : 1;
-for (const [group, label, m0, k0, n0] of SHAPES) {
-  if (!groups.includes(group)) continue;
-  const [m, k, n] = [Math.ceil(m0 / div), Math.ceil(k0 / div), Math.ceil(n0 / div)];
-  const flop = 2 * m * n * k;
-  // Distinct weight copies (≥ 128 MB in all, at most 4) so successive calls miss L2.
-  const copies = Math.min(4, Math.max(1, Math.ceil(128e6 / (n * k * 2))));
-  const ws: Weight[] = [];
-  for (let c = 0; c < copies; c++) {
-    const w = createWeight(gpu, n, k, "f16", `w${c}`);
-    run(gpu, fillWeight(gpu, w, { seed: 10 + c, scale: 1 / Math.sqrt(k) }));
-    ws.push(w);
+for (const dtype of dtypes) {
+  for (const [group, label, m0, k0, n0] of SHAPES) {
+    if (!groups.includes(group)) continue;
+    const [m, k, n] = [Math.ceil(m0 / div), Math.ceil(k0 / div / 32) * 32, Math.ceil(n0 / div)];
+    const names = variantNames.filter((v) => variantOf(v, dtype));
+    const flop = 2 * m * n * k;
+    // Distinct weight copies (≥ 128 MB in all, at most 4) so successive calls miss L2.
+    const copies = Math.min(4, Math.max(1, Math.ceil(128e6 / (n * k * 2))));
+    const ws: Weight[] = [];
+    for (let c = 0; c < copies; c++) ws.push(makeWeight(gpu, n, k, dtype, 10 + c));
+    const x = createStorage(gpu, m * k * 4, "x"), y = createStorage(gpu, m * n * 4, "y");
+    run(gpu, [fill(gpu, x, { count: m * k, dtype: "f32", seed: 1, scale: 1 })]);
+    const reps = small ? 2 : Math.min(200, Math.max(2, Math.round(targetMs * 1e-3 * 20e12 / flop)));
+    let ref: Float32Array | undefined;
+    for (const name of names) {
+      const ds = ws.map((w) => variantOf(name, dtype)!(gpu, y, x, w, m));
+      const time = async (r: number) => {
+        const t0 = performance.now();
+        const enc = gpu.device.createCommandEncoder();
+        const pass = enc.beginComputePass();
+        for (let i = 0; i < r; i++) for (const d of ds[i % copies]) d.encode(pass);
+        pass.end();
+        gpu.device.queue.submit([enc.finish()]);
+        await readF32(gpu, y, 1);
+        return performance.now() - t0;
+      };
+      // Correctness: one call on copy 0, compared with the first variant's output.
+      run(gpu, ds[0]);
+      const got = await readF32(gpu, y);
+      let err = 0;
+      if (ref) {
+        let maxY = 0, maxD = 0;
+        for (let i = 0; i < got.length; i++) {
+          maxY = Math.max(maxY, Math.abs(ref[i]));
+          maxD = Math.max(maxD, Math.abs(got[i] - ref[i]));
+        }
+        err = maxD / maxY;
+      } else ref = got;
+      await time(2); // warm
+      const ms = ((await time(2 * reps)) - (await time(reps))) / reps;
+      const rec = { dtype, group, label, m, k, n, variant: name, ms, tflops: flop / ms / 1e9, err };
+      lines.push(JSON.stringify(rec));
+      console.log(
+        `${dtype} ${group} ${label} m=${m} k=${k} n=${n} ${name}: ${ms.toFixed(3)} ms ${
+          (flop / ms / 1e9).toFixed(1)
+        } TFLOP/s err ${err.toExponential(1)}`,
+      );
+      ds.flat().forEach((d) => d.destroy());
+    }
+    ws.forEach(destroyWeight);
+    x.destroy();
+    y.destroy();
   }
-  const x = createStorage(gpu, m * k * 4, "x"), y = createStorage(gpu, m * n * 4, "y");
-  run(gpu, [fill(gpu, x, { count: m * k, dtype: "f32", seed: 1, scale: 1 })]);
-  const reps = small ? 2 : Math.min(200, Math.max(2, Math.round(targetMs * 1e-3 * 20e12 / flop)));
-  let ref: Float32Array | undefined;
-  for (const name of variantNames) {
-    const ds = ws.map((w) => variantOf(name)(gpu, y, x, w, m));
-    const time = async (r: number) => {
-      const t0 = performance.now();
-      const enc = gpu.device.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      for (let i = 0; i < r; i++) for (const d of ds[i % copies]) d.encode(pass);
-      pass.end();
-      gpu.device.queue.submit([enc.finish()]);
-      await readF32(gpu, y, 1);
-      return performance.now() - t0;
-    };
-    // Correctness: one call on copy 0, compared with the first variant's output.
-    run(gpu, ds[0]);
-    const got = await readF32(gpu, y);
-    let err = 0;
-    if (ref) {
-      let maxY = 0, maxD = 0;
-      for (let i = 0; i < got.length; i++) {
-        maxY = Math.max(maxY, Math.abs(ref[i]));
-        maxD = Math.max(maxD, Math.abs(got[i] - ref[i]));
-      }
-      err = maxD / maxY;
-    } else ref = got;
-    await time(2); // warm
-    const ms = ((await time(2 * reps)) - (await time(reps))) / reps;
-    const rec = { group, label, m, k, n, variant: name, ms, tflops: flop / ms / 1e9, err };
-    lines.push(JSON.stringify(rec));
-    console.log(
-      `${group} ${label} m=${m} k=${k} n=${n} ${name}: ${ms.toFixed(3)} ms ${
-        (flop / ms / 1e9).toFixed(1)
-      } TFLOP/s err ${err.toExponential(1)}`,
-    );
-    ds.flat().forEach((d) => d.destroy());
-  }
-  ws.forEach(destroyWeight);
-  x.destroy();
-  y.destroy();
 }
 if (out) await Deno.writeTextFile(out, lines.join("\n") + "\n");

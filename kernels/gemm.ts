@@ -1,117 +1,185 @@
 /**
- * GEMM (kernels/gemm.wgsl): y (m, n) f32 = x (m, k) f32 · wᵀ (+ bias) (+ y) with w a {@link Weight}
- * (n, k) in f32 or f16, one dispatch per weight chunk — the m > 1 path of kernels/linear.ts
- * (prefill, the vision tower). Reference: src/ref/linear.ts.
+ * Int8 dot-product GEMM for q8/q4 weights at m > 1 (kernels/gemm.wgsl): x (m, k) f32 is quantized
+ * per row and 32-element group to int8 codes with an f32 scale (llama.cpp's Q8_1 / MMQ scheme),
+ * then y (m, n) f32 = Σ_groups xs · ws · Σ xq · wq (+ bias) (+ y) with the integer sums by
+ * dot4I8Packed and f32 accumulation across groups. Reference: src/ref/gemm_q.ts.
  *
- * Design: f32 FMA (WebGPU reaches no tensor cores; accumulation stays f32 for parity), a WM × WN
- * thread workgroup per (8·WM) × (8·WN) output tile, 8 × 8 outputs per thread in four mat4x4
- * registers, k in steps of BK through double-buffered workgroup tiles with the next step's global
- * loads in flight during the FMAs (one barrier per step), f16 weights loaded 16 bytes at a time and
- * widened to f32 when staged. Any m, n, k works (k % 4 ≠ 0 reads scalars).
+ * Why: WebGPU reaches no tensor cores; scalar f32 FMA tops out at 28–52 TFLOP/s on an H100 and the
+ * tiled f32 GEMM of kernels/linear.ts runs 12–23 TFLOP/s, while dot4I8Packed measured ≈ 80 TOP/s.
+ * Quantizing x costs accuracy the f32 path does not have (each x element rounds to 1/254 of its
+ * group's max|x|), which is why only already-quantized weights take this path.
+ *
+ * A first f32 GEMM in this family (double-buffered tiles, one barrier per k step, 16-byte f16
+ * loads; commit ee45984) ran 13–17 TFLOP/s against the plain tile8 kernel's 12–23 on the same
+ * H100 run, and was dropped.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
-import type { Weight } from "../src/gpu/tensor.ts";
+import { createStorage } from "../src/gpu/buffers.ts";
+import { isQuant, quantLayout, type Weight } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
+import { grid2d } from "./_grid.ts";
 
-const Params = defineParams({ m: "u32", n: "u32", k: "u32", row_start: "u32", rows: "u32" });
+const Params = defineParams({
+  m: "u32",
+  n: "u32",
+  k: "u32",
+  row_start: "u32",
+  rows: "u32",
+  s_base: "u32", // GEMM: word offset of the chunk's f16 scales
+});
 
-/** Kernel shape knobs of {@link gemm}; benchmarks override them, callers use the defaults. */
-export interface GemmTuning {
-  /** Threads along m: the tile has 8·wm rows of x. */
-  wm: 8 | 16;
-  /** Threads along n: the tile has 8·wn weight rows (output columns). */
-  wn: 8 | 16;
-  /** k per step (a multiple of 8); bk / wn and bk / wm must be 1, 2 or 4 (segments per thread). */
-  bk: 8 | 16 | 32;
+/** Kernel shape knobs of {@link gemmQ}; benchmarks override them, callers use the defaults. */
+export interface GemmQTuning {
+  /** Output tile rows: 64 · rm (rm = 1 or 2). */
+  rm: 1 | 2;
+  /** Output tile columns: 64 · rn (rn = 1 or 2). */
+  rn: 1 | 2;
+  /** Groups of 32 k per step (1 or 2). */
+  g: 1 | 2;
 }
 
 /**
- * Default tuning for an (m, n) output: 128 × 128 tiles (256 threads) when they make at least two
- * waves of workgroups over a large GPU (≥ 264 tiles: 132 SMs on an H100), else 64 × 64 tiles (64
- * threads), so short prompts still fill every SM.
+ * Default tuning for an (m, n) output: 128 × 128 tiles when they make at least two waves of
+ * workgroups over a large GPU (≥ 264 tiles: 132 SMs on an H100), else 64 × 64.
  */
-export function gemmTuning(m: number, n: number): GemmTuning {
+export function gemmQTuning(m: number, n: number): GemmQTuning {
   const big = ceilDiv(m, 128) * ceilDiv(n, 128) >= 264;
-  return big ? { wm: 16, wn: 16, bk: 16 } : { wm: 8, wn: 8, bk: 16 };
+  return big ? { rm: 2, rn: 2, g: 2 } : { rm: 1, rn: 1, g: 2 };
+}
+
+/** The quantized x: codes and scales, in one per-device scratch buffer. */
+interface XScratch {
+  buffer: GPUBuffer;
+  bytes: number;
+}
+const scratch = new WeakMap<Gpu, XScratch>();
+
+/**
+ * The per-device scratch for a quantized x of `bytes`, grown when too small. A replaced buffer is
+ * not destroyed: dispatches built earlier still bind it.
+ */
+function xScratch(gpu: Gpu, bytes: number): GPUBuffer {
+  let s = scratch.get(gpu);
+  if (!s || s.bytes < bytes) {
+    s = { buffer: createStorage(gpu, bytes, "gemm.xq"), bytes };
+    scratch.set(gpu, s);
+  }
+  return s.buffer;
 }
 
 /**
- * y = x · wᵀ (+ bias) (+ y when `s.accumulate`), any m ≥ 1: one Dispatch per weight chunk.
+ * Quantizes x (m, k) f32 per row and group of 32 into int8 codes `xq` and f32 scales `xs`.
+ * @param xq (m, k / 4) u32, 4 int8 codes each
+ * @param xs (m, k / 32) f32
+ */
+export function quantizeX(
+  gpu: Gpu,
+  xq: BufferArg,
+  xs: BufferArg,
+  x: BufferArg,
+  s: { m: number; k: number },
+): Dispatch {
+  const { m, k } = s;
+  if (!Number.isInteger(m) || m < 1 || !Number.isInteger(k) || k < 32 || k % 32 !== 0) {
+    throw new InvalidInputError(
+      `quantizeX: m = ${m} must be a positive integer and k = ${k} a positive multiple of 32`,
+    );
+  }
+  checkSize("x", x, m * k * 4);
+  checkSize("xq", xq, m * k);
+  checkSize("xs", xs, (m * k / 32) * 4);
+  const v = variant(gpu, {
+    family: "gemm",
+    entry: "main",
+    bindings: ["read", "read_write", "read_write"],
+    params: Params,
+    defines: { QUANTIZE_X: true },
+  });
+  const params = Params.pack({ m, n: 0, k, row_start: 0, rows: 0, s_base: 0 });
+  return new Dispatch(gpu, v, [x, xq, xs], params, grid2d(ceilDiv(m * k / 32, 256)));
+}
+
+/**
+ * y = x · wᵀ (+ bias) (+ y when `s.accumulate`) for a q8/q4 weight, x quantized to int8 on the
+ * way: a quantize dispatch into a per-device scratch, then one GEMM dispatch per weight chunk.
  * @param y (m, w.rows) f32; must not alias x
  * @param x (m, w.cols) f32
- * @param w (w.rows, w.cols) f32 or f16
+ * @param w (w.rows, w.cols) q8 or q4 (src/gpu/tensor.ts)
  * @param bias (w.rows) f32, or null
- * @param tuning overrides of {@link gemmTuning}'s choice (benchmarks)
+ * @param tuning overrides of {@link gemmQTuning}'s choice (benchmarks)
  */
-export function gemm(
+export function gemmQ(
   gpu: Gpu,
   y: BufferArg,
   x: BufferArg,
   w: Weight,
   bias: BufferArg | null,
   s: { m: number; accumulate?: boolean },
-  tuning: Partial<GemmTuning> = {},
+  tuning: Partial<GemmQTuning> = {},
 ): Dispatch[] {
   const { m } = s;
-  if (w.dtype !== "f32" && w.dtype !== "f16") {
+  const k = w.cols;
+  if (!isQuant(w.dtype)) {
     throw new InvalidInputError(
-      `gemm: weight dtype ${w.dtype} is not f32 or f16; quantized weights go through linearQ()`,
+      `gemmQ: weight dtype ${w.dtype} is not q8 or q4; f32/f16 weights go through linear()`,
     );
   }
   if (!Number.isInteger(m) || m < 1) {
-    throw new InvalidInputError(`gemm: m must be a positive integer, got ${m}`);
+    throw new InvalidInputError(`gemmQ: m must be a positive integer, got ${m}`);
   }
-  const t = { ...gemmTuning(m, w.rows), ...tuning };
-  const la = t.bk / t.wn, lb = t.bk / t.wm;
-  const smem = 2 * t.bk * 8 * (t.wm + t.wn) * 4;
-  if (
-    ![8, 16].includes(t.wm) || ![8, 16].includes(t.wn) || t.bk % 8 !== 0 ||
-    ![1, 2, 4].includes(la) || ![1, 2, 4].includes(lb) ||
-    smem > gpu.limits.maxComputeWorkgroupStorageSize ||
-    t.wm * t.wn > gpu.limits.maxComputeInvocationsPerWorkgroup
-  ) {
-    throw new InvalidInputError(
-      `gemm: bad tuning ${JSON.stringify(t)} (segments per thread ${la}/${lb}, ${smem} bytes of ` +
-        "workgroup memory); use wm, wn ∈ {8, 16} and bk ∈ {8, 16, 32} with bk / wm, bk / wn ≤ 4",
-    );
+  const t = { ...gemmQTuning(m, w.rows), ...tuning };
+  if (![1, 2].includes(t.rm) || ![1, 2].includes(t.rn) || ![1, 2].includes(t.g)) {
+    throw new InvalidInputError(`gemmQ: bad tuning ${JSON.stringify(t)}; rm, rn, g ∈ {1, 2}`);
   }
-  const k = w.cols;
-  checkSize("x", x, m * k * 4);
   checkSize("y", y, m * w.rows * 4);
   if (bias) checkSize("bias", bias, w.rows * 4);
-  if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError("gemm: y must not alias x");
-  const w16 = w.dtype === "f16";
+  if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError("gemmQ: y must not alias x");
+  // Codes then scales, the scales 256-byte aligned as a binding offset must be.
+  const codeBytes = Math.ceil(m * k / 256) * 256, scaleBytes = m * k / 32 * 4;
+  if (codeBytes + scaleBytes > gpu.maxBinding) {
+    throw new InvalidInputError(
+      `gemmQ: x of ${m} × ${k} quantizes to ${codeBytes + scaleBytes} bytes, over one binding ` +
+        `(${gpu.maxBinding}); pass fewer rows at a time`,
+    );
+  }
+  const buf = xScratch(gpu, codeBytes + scaleBytes);
+  const xq = { buffer: buf, offset: 0, size: m * k };
+  const xs = { buffer: buf, offset: codeBytes, size: scaleBytes };
   const v = variant(gpu, {
     family: "gemm",
     entry: "main",
-    bindings: bias ? ["read", "read", "read", "read_write"] : ["read", "read", "read_write"],
+    bindings: bias
+      ? ["read", "read", "read", "read", "read_write"]
+      : ["read", "read", "read", "read_write"],
     params: Params,
     defines: {
-      WM: t.wm,
-      WN: t.wn,
-      BK: t.bk,
-      LA: la,
-      LB: lb,
-      LA2: la >= 2,
-      LA4: la >= 4,
-      LB2: lb >= 2,
-      LB4: lb >= 4,
-      XVEC: k % 4 === 0,
-      W16: w16,
-      W8: w16 && k % 8 === 0,
-      WSEG: w16 && k % 8 === 0 ? "vec4<u32>" : "Seg",
-      WVEC: k % 4 === 0,
+      Q4: w.dtype === "q4",
+      RM: t.rm,
+      RN: t.rn,
+      G: t.g,
+      RM2: t.rm === 2,
+      RN2: t.rn === 2,
       BIAS: bias !== null,
       ACC: s.accumulate === true,
-      Y_BINDING: bias ? 3 : 2,
+      Y_BINDING: bias ? 4 : 3,
     },
   });
-  return w.chunks.map((c) => {
-    const params = Params.pack({ m, n: w.rows, k, row_start: c.rowStart, rows: c.rows });
-    const grid = [ceilDiv(m, 8 * t.wm), ceilDiv(c.rows, 8 * t.wn)] as const;
-    return new Dispatch(gpu, v, [x, c.buffer, ...(bias ? [bias] : []), y], params, grid);
-  });
+  const out = [quantizeX(gpu, xq, xs, x, { m, k })];
+  for (const c of w.chunks) {
+    const params = Params.pack({
+      m,
+      n: w.rows,
+      k,
+      row_start: c.rowStart,
+      rows: c.rows,
+      s_base: quantLayout(c.rows, k, w.dtype).scalesOffset / 4,
+    });
+    const grid = [ceilDiv(m, 64 * t.rm), ceilDiv(c.rows, 64 * t.rn)] as const;
+    const buffers = [xq, xs, c.buffer, ...(bias ? [bias] : []), y];
+    out.push(new Dispatch(gpu, v, buffers, params, grid));
+  }
+  return out;
 }

@@ -1,165 +1,105 @@
-// GEMM for m > 1: y = x · wᵀ (+ bias) (+ y if ACC) for one row chunk of the weight; this dispatch
-// computes output columns [p.row_start, p.row_start + p.rows) from the chunk's rows [0, p.rows).
-// Accumulation is f32 FMA (f16 weights are widened when staged into workgroup memory).
-//
-// A workgroup of WM × WN threads computes a BM × BN output tile (BM = 8·WM rows of x, BN = 8·WN
-// weight rows); thread (tx, ty) owns the 2 × 2 blocks of 4 × 4 outputs at rows ty·4 (+ BM/2) and
-// columns tx·4 (+ BN/2), held as four named mat4x4 accumulators (column i = output row i) so they
-// stay in registers. k advances BK at a time through double-buffered, k-major workgroup tiles
-// (vec4 along m resp. n): while the FMAs run on one buffer, the next k step's global loads are in
-// flight into registers and are stored to the other buffer afterwards, so each k step needs one
-// barrier and the global latency hides behind the arithmetic.
-//
-// Staging: both tiles are loaded in segments of 8 consecutive k of one row, LA (resp. LB) segments
-// per thread and k step; consecutive threads take consecutive rows, so the transposing stores into
-// the k-major tiles hit distinct banks. Rows past m / the chunk read the last row again (in bounds,
-// never stored); k past p.k reads zeros.
-// #if XVEC: k % 4 == 0, x read as vec4. Else scalar reads (odd k).
-// #if W16: weights are f16 pairs in u32 words (unpack2x16float: no shader-f16 needed); with #if W8
-// (k % 8 == 0) a segment is one 16-byte load, with #if WVEC (k % 4 == 0) two 8-byte loads, else
-// 8 scalar reads. Without W16, f32 weights: WVEC two vec4 loads, else 8 scalar reads.
-// #if BIAS: adds bias[col]. #if ACC: adds the old y (a fused residual add).
+// Int8 dot-product GEMM for group-quantized weights (m > 1: prefill, the vision tower), as
+// llama.cpp's MMQ: x is quantized to int8 per row and 32-element group with an f32 scale, and
+// y = x · wᵀ (+ bias) (+ y if ACC) = Σ_groups xs · ws · Σ_group xq · wq, each group's integer sum
+// by dot4I8Packed (4 int8 products per instruction), the groups accumulated in f32.
+// Weight storage (kernels/linear_q.wgsl): a chunk holds the codes (rows, k · BITS / 32) u32 from word
+// 0, then the f16 scales (rows · k / 32) from word p.s_base, two per u32 (even group low).
+// #if Q4: codes are int4 + 8 in nibbles; word i of a group holds element 8i + b in byte b's low
+// nibble and 8i + 4 + b in its high nibble. #else (q8): element 4i + b in byte b of word i.
+// Entry points by define: #if QUANTIZE_X quantizes x, else the GEMM.
 
-const WM: u32 = {{WM}}u;
-const WN: u32 = {{WN}}u;
-const BK: u32 = {{BK}}u;
-const BM: u32 = 8u * WM;
-const BN: u32 = 8u * WN;
-const WG: u32 = WM * WN;
-const LA: u32 = {{LA}}u;  // x segments per thread and k step: BM · BK / 8 / WG
-const LB: u32 = {{LB}}u;  // w segments per thread and k step: BN · BK / 8 / WG
+#if QUANTIZE_X
+// One thread per (row, group): d = max|x| / 127 (f32), code = clamp(round(x / d)) as WGSL's
+// round() (half to even); d = 0 gives codes 0.
+@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;         // (m, k) f32
+@group(0) @binding(1) var<storage, read_write> xq: array<u32>;        // (m, k / 4) 4 × int8
+@group(0) @binding(2) var<storage, read_write> xs: array<f32>;        // (m, k / 32) f32 scales
+@group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
-#if XVEC
-@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;  // (m, k) f32
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let f = (wid.x + wid.y * 65535u) * 256u + lid;  // flat (row, group)
+  if (f >= p.m * (p.k / 32u)) { return; }
+  var v: array<vec4<f32>, 8>;
+  var amax = 0.0;
+  for (var i = 0u; i < 8u; i++) {
+    v[i] = x[f * 8u + i];
+    let a = abs(v[i]);
+    amax = max(amax, max(max(a.x, a.y), max(a.z, a.w)));
+  }
+  let d = amax / 127.0;
+  let inv = select(0.0, 1.0 / d, d > 0.0);
+  for (var i = 0u; i < 8u; i++) {
+    xq[f * 8u + i] = pack4xI8Clamp(vec4<i32>(round(v[i] * inv)));
+  }
+  xs[f] = d;
+}
+
 #else
-@group(0) @binding(0) var<storage, read> x: array<f32>;        // (m, k) f32
-#endif
-#if W16
-#if W8
-@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;  // (rows, k / 8) 8 × f16: this chunk
-#else
-#if WVEC
-@group(0) @binding(1) var<storage, read> w: array<vec2<u32>>;  // (rows, k / 4) 4 × f16
-#else
-@group(0) @binding(1) var<storage, read> w: array<u32>;        // (rows · k / 2) f16 pairs
-#endif
-#endif
-#else
-#if WVEC
-@group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;  // (rows, k / 4) f32
-#else
-@group(0) @binding(1) var<storage, read> w: array<f32>;        // (rows, k) f32
-#endif
-#endif
+// A workgroup of 16 × 16 threads computes a BM × BN output tile (BM = 64·RM rows of x, BN = 64·RN
+// weight rows); thread (tx, ty) owns the RM × RN blocks of 4 × 4 outputs at rows ty·4 (+ 64) and
+// columns tx·4 (+ 64). k advances G groups (32·G elements) per step through k-major workgroup
+// tiles of int8 words (vec4 along m resp. n: a half-warp reads 16 consecutive vec4 of the weight
+// tile and one broadcast vec4 of the x tile) and their scales. Per group, a block's 16 integer sums
+// stay in int registers; then they are scaled into the f32 accumulators (mat4x4, column i = output
+// row i). Rows past m / the chunk read the last row again (in bounds, never stored).
+const RM: u32 = {{RM}}u;
+const RN: u32 = {{RN}}u;
+const G: u32 = {{G}}u;       // groups per k step
+const BM: u32 = 64u * RM;
+const BN: u32 = 64u * RN;
+const KW: u32 = 8u * G;      // int8 words (4 elements) per row and k step
+
+@group(0) @binding(0) var<storage, read> xq: array<vec4<u32>>;  // (m, k / 4) 4 × int8
+@group(0) @binding(1) var<storage, read> xs: array<f32>;        // (m, k / 32) f32
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;   // this chunk: codes, then scales
 #if BIAS
-@group(0) @binding(2) var<storage, read> bias: array<f32>;     // (n) f32, indexed by output column
+@group(0) @binding(3) var<storage, read> bias: array<f32>;      // (n) f32, by output column
 #endif
 @group(0) @binding({{Y_BINDING}}) var<storage, read_write> y: array<f32>;  // (m, n) f32
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
-// Double-buffered k-major tiles: [buffer][k][m / 4] of x and [buffer][k][n / 4] of w, f32. Indexed
-// per dimension (not flattened) so that the bounds clamps WebGPU adds to every workgroup-array
-// index fold away: the buffer and row clamps are invariant over the unrolled k loop, the k clamp
-// is a constant there.
-var<workgroup> As: array<array<array<vec4<f32>, BM / 4u>, BK>, 2>;
-var<workgroup> Bs: array<array<array<vec4<f32>, BN / 4u>, BK>, 2>;
+var<workgroup> Xs: array<array<vec4<u32>, BM / 4u>, KW>;  // [word][row / 4] int8 × 4
+var<workgroup> Ws: array<array<vec4<u32>, BN / 4u>, KW>;  // [word][col / 4] int8 × 4
+var<workgroup> Xd: array<array<vec4<f32>, BM / 4u>, G>;   // [group][row / 4] scales
+var<workgroup> Wd: array<array<vec4<f32>, BN / 4u>, G>;   // [group][col / 4] scales
 
-// 8 consecutive k elements of one row, as f32.
-struct Seg {
-  lo: vec4<f32>,
-  hi: vec4<f32>,
+// A 4 × 4 block's integer sums of one group: r_i[j] for row i, column j.
+struct IBlock {
+  r0: vec4<i32>,
+  r1: vec4<i32>,
+  r2: vec4<i32>,
+  r3: vec4<i32>,
 }
 
-// A weight segment as loaded (W8: the raw 16 bytes, widened only when stored to the tile, so the
-// registers in flight during the FMAs stay few).
-// (WSeg is substituted rather than aliased: Naga rejects returning a struct through an alias.)
-#if W8
-fn wseg_f32(s: vec4<u32>) -> Seg {
-  return Seg(vec4<f32>(unpack2x16float(s.x), unpack2x16float(s.y)),
-             vec4<f32>(unpack2x16float(s.z), unpack2x16float(s.w)));
+fn dots(a: u32, b: vec4<u32>) -> vec4<i32> {
+  return vec4<i32>(dot4I8Packed(a, b.x), dot4I8Packed(a, b.y), dot4I8Packed(a, b.z),
+                   dot4I8Packed(a, b.w));
 }
-#else
-fn wseg_f32(s: Seg) -> Seg { return s; }
+
+// b + the products of one word of 4 rows (a) and 4 columns (c).
+fn dacc(b: IBlock, a: vec4<u32>, c: vec4<u32>) -> IBlock {
+  return IBlock(b.r0 + dots(a.x, c), b.r1 + dots(a.y, c), b.r2 + dots(a.z, c), b.r3 + dots(a.w, c));
+}
+
+// c + the group's sums scaled by row scales sa and column scales sc.
+fn facc(c: mat4x4<f32>, b: IBlock, sa: vec4<f32>, sc: vec4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(fma(vec4<f32>(b.r0), sa.x * sc, c[0]), fma(vec4<f32>(b.r1), sa.y * sc, c[1]),
+                     fma(vec4<f32>(b.r2), sa.z * sc, c[2]), fma(vec4<f32>(b.r3), sa.w * sc, c[3]));
+}
+
+// The f16 scale of flat group f (= row · groups + g) as f32.
+fn wscale(f: u32) -> f32 {
+  let sw = p.s_base + (f >> 1u);
+  return unpack2x16float(w[sw >> 2u][sw & 3u])[f & 1u];
+}
+
+#if Q4
+// Nibbles of a code word as int8 words: codes − 8, byte-wise without borrows (n + 0x78 ≤ 0x87,
+// then ^ 0x80 gives n − 8 as a signed byte). lo: elements 8i..8i+3, hi: 8i+4..8i+7.
+fn q4_lo(q: u32) -> u32 { return ((q & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u; }
+fn q4_hi(q: u32) -> u32 { return (((q >> 4u) & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u; }
 #endif
-
-// x segment at (row, k0..k0+8), zeros past p.k.
-fn load_x(row: u32, k0: u32) -> Seg {
-#if XVEC
-  // Indices clamped to the row's last vec4 (then discarded): no reads past the row.
-  let r = row * p.k;
-  let lo = x[(r + min(k0, p.k - 4u)) / 4u];
-  let hi = x[(r + min(k0 + 4u, p.k - 4u)) / 4u];
-  return Seg(select(vec4<f32>(0.0), lo, k0 < p.k), select(vec4<f32>(0.0), hi, k0 + 4u < p.k));
-#else
-  var v: array<f32, 8>;
-  for (var j = 0u; j < 8u; j++) { v[j] = select(0.0, x[row * p.k + min(k0 + j, p.k - 1u)], k0 + j < p.k); }
-  return Seg(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
-#endif
-}
-
-#ifnot WVEC
-// Weight element e (row-major index within the chunk) as f32, for the scalar path.
-fn w_at(e: u32) -> f32 {
-#if W16
-  return unpack2x16float(w[e / 2u])[e % 2u];
-#else
-  return w[e];
-#endif
-}
-#endif
-
-// Weight segment at (chunk row, k0..k0+8), zeros past p.k.
-fn load_w(row: u32, k0: u32) -> {{WSEG}} {
-#if W8
-  return select(vec4<u32>(0u), w[(row * p.k + min(k0, p.k - 8u)) / 8u], k0 < p.k);
-#else
-#if WVEC
-  let r = row * p.k;
-  let a = w[(r + min(k0, p.k - 4u)) / 4u];
-  let b = w[(r + min(k0 + 4u, p.k - 4u)) / 4u];
-#if W16
-  return Seg(select(vec4<f32>(0.0), vec4<f32>(unpack2x16float(a.x), unpack2x16float(a.y)), k0 < p.k),
-             select(vec4<f32>(0.0), vec4<f32>(unpack2x16float(b.x), unpack2x16float(b.y)), k0 + 4u < p.k));
-#else
-  return Seg(select(vec4<f32>(0.0), a, k0 < p.k), select(vec4<f32>(0.0), b, k0 + 4u < p.k));
-#endif
-#else
-  var v: array<f32, 8>;
-  for (var j = 0u; j < 8u; j++) { v[j] = select(0.0, w_at(row * p.k + min(k0 + j, p.k - 1u)), k0 + j < p.k); }
-  return Seg(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
-#endif
-#endif
-}
-
-// Segment s of this thread's share of a tile with `rows` rows: (tile row, first k within BK).
-fn seg_pos(lid: u32, s: u32, rows: u32) -> vec2<u32> {
-  let e = lid + s * WG;
-  return vec2<u32>(e % rows, (e / rows) * 8u);
-}
-
-// Stores a segment at pos (tile row, first k) transposed into tile buffer `buf`.
-fn store_a(buf: u32, pos: vec2<u32>, v: Seg) {
-  let r4 = pos.x / 4u;
-  let c = pos.x % 4u;
-  for (var j = 0u; j < 4u; j++) {
-    As[buf][pos.y + j][r4][c] = v.lo[j];
-    As[buf][pos.y + 4u + j][r4][c] = v.hi[j];
-  }
-}
-fn store_b(buf: u32, pos: vec2<u32>, v: Seg) {
-  let r4 = pos.x / 4u;
-  let c = pos.x % 4u;
-  for (var j = 0u; j < 4u; j++) {
-    Bs[buf][pos.y + j][r4][c] = v.lo[j];
-    Bs[buf][pos.y + 4u + j][r4][c] = v.hi[j];
-  }
-}
-
-// c + outer(a, b): c[i] += a[i] · b.
-fn outer_acc(c: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
-  return mat4x4<f32>(fma(vec4(a.x), b, c[0]), fma(vec4(a.y), b, c[1]), fma(vec4(a.z), b, c[2]),
-                     fma(vec4(a.w), b, c[3]));
-}
 
 // Writes output (row, chunk column c) = acc (+ bias) (+ old y).
 fn store(row: u32, c: u32, acc: f32) {
@@ -185,138 +125,125 @@ fn store_block(row0: u32, col0: u32, c: mat4x4<f32>) {
   }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  // Row tiles vary fastest: workgroups running together share weight tiles, so the weight (the
-  // large operand: 271 MB for the 7B gate_up) streams from memory about once while x stays in L2.
+  // Row tiles vary fastest: workgroups running together share weight tiles.
   let m0 = wid.x * BM;
   let n0 = wid.y * BN;  // first chunk row (output column) of the tile
-  let tx = lid % WN;
-  let ty = lid / WN;
+  let tx = lid % 16u;
+  let ty = lid / 16u;
+  let groups = p.k / 32u;
   var c00 = mat4x4<f32>();
+#if RN2
   var c01 = mat4x4<f32>();
+#endif
+#if RM2
   var c10 = mat4x4<f32>();
+#endif
+#if RM2
+#if RN2
   var c11 = mat4x4<f32>();
-
-  // This thread's staging segments (fixed over k) and their clamped global rows.
-  let pa0 = seg_pos(lid, 0u, BM);
-  let ra0 = min(m0 + pa0.x, p.m - 1u);
-#if LA2
-  let pa1 = seg_pos(lid, 1u, BM);
-  let ra1 = min(m0 + pa1.x, p.m - 1u);
 #endif
-#if LA4
-  let pa2 = seg_pos(lid, 2u, BM);
-  let ra2 = min(m0 + pa2.x, p.m - 1u);
-  let pa3 = seg_pos(lid, 3u, BM);
-  let ra3 = min(m0 + pa3.x, p.m - 1u);
 #endif
-  let pb0 = seg_pos(lid, 0u, BN);
-  let rb0 = min(n0 + pb0.x, p.rows - 1u);
-#if LB2
-  let pb1 = seg_pos(lid, 1u, BN);
-  let rb1 = min(n0 + pb1.x, p.rows - 1u);
-#endif
-#if LB4
-  let pb2 = seg_pos(lid, 2u, BN);
-  let rb2 = min(n0 + pb2.x, p.rows - 1u);
-  let pb3 = seg_pos(lid, 3u, BN);
-  let rb3 = min(n0 + pb3.x, p.rows - 1u);
-#endif
-
-  // Prologue: k step 0 into buffer 0.
-  var xa0 = load_x(ra0, pa0.y);
-#if LA2
-  var xa1 = load_x(ra1, pa1.y);
-#endif
-#if LA4
-  var xa2 = load_x(ra2, pa2.y);
-  var xa3 = load_x(ra3, pa3.y);
-#endif
-  var wb0 = load_w(rb0, pb0.y);
-#if LB2
-  var wb1 = load_w(rb1, pb1.y);
-#endif
-#if LB4
-  var wb2 = load_w(rb2, pb2.y);
-  var wb3 = load_w(rb3, pb3.y);
-#endif
-  store_a(0u, pa0, xa0);
-#if LA2
-  store_a(0u, pa1, xa1);
-#endif
-#if LA4
-  store_a(0u, pa2, xa2);
-  store_a(0u, pa3, xa3);
-#endif
-  store_b(0u, pb0, wseg_f32(wb0));
-#if LB2
-  store_b(0u, pb1, wseg_f32(wb1));
-#endif
-#if LB4
-  store_b(0u, pb2, wseg_f32(wb2));
-  store_b(0u, pb3, wseg_f32(wb3));
-#endif
-  workgroupBarrier();
-
-  let steps = (p.k + BK - 1u) / BK;
-  for (var t = 0u; t < steps; t++) {
-    let cur = t % 2u;
-    let more = t + 1u < steps;
-    // Next k step's segments: in flight during the FMAs below.
-    if (more) {
-      let k1 = (t + 1u) * BK;
-      xa0 = load_x(ra0, k1 + pa0.y);
-#if LA2
-      xa1 = load_x(ra1, k1 + pa1.y);
-#endif
-#if LA4
-      xa2 = load_x(ra2, k1 + pa2.y);
-      xa3 = load_x(ra3, k1 + pa3.y);
-#endif
-      wb0 = load_w(rb0, k1 + pb0.y);
-#if LB2
-      wb1 = load_w(rb1, k1 + pb1.y);
-#endif
-#if LB4
-      wb2 = load_w(rb2, k1 + pb2.y);
-      wb3 = load_w(rb3, k1 + pb3.y);
-#endif
+  for (var g0 = 0u; g0 < groups; g0 += G) {
+    // Stage x words: 16-byte loads, consecutive threads along a row's k, stored transposed.
+    for (var e = lid; e < BM * KW / 4u; e += 256u) {
+      let r = e / (KW / 4u);
+      let q = (e % (KW / 4u)) * 4u;
+      let row = min(m0 + r, p.m - 1u);
+      // Groups past k (a last step of G = 2 over an odd group count) read zeros.
+      let i = (row * p.k) / 16u + min(g0 * 2u + q / 4u, p.k / 16u - 1u);
+      let v = select(vec4<u32>(0u), xq[i], g0 * 32u + q * 4u < p.k);
+      for (var j = 0u; j < 4u; j++) { Xs[q + j][r / 4u][r % 4u] = v[j]; }
     }
-    for (var k = 0u; k < BK; k++) {
-      let a0 = As[cur][k][ty];
-      let a1 = As[cur][k][WM + ty];
-      let b0 = Bs[cur][k][tx];
-      let b1 = Bs[cur][k][WN + tx];
-      c00 = outer_acc(c00, a0, b0);
-      c01 = outer_acc(c01, a0, b1);
-      c10 = outer_acc(c10, a1, b0);
-      c11 = outer_acc(c11, a1, b1);
+    for (var e = lid; e < BM * G; e += 256u) {
+      let r = e / G;
+      let g = g0 + e % G;
+      let row = min(m0 + r, p.m - 1u);
+      Xd[e % G][r / 4u][r % 4u] = select(0.0, xs[row * groups + min(g, groups - 1u)], g < groups);
     }
-    if (more) {
-      // The other buffer was last read in step t − 1, before the barrier that ended it.
-      let nxt = 1u - cur;
-      store_a(nxt, pa0, xa0);
-#if LA2
-      store_a(nxt, pa1, xa1);
+#if Q4
+    // One 16-byte load is a whole group of a row (4 code words → 8 int8 words).
+    for (var e = lid; e < BN * G; e += 256u) {
+      let r = e / G;
+      let gi = e % G;
+      let row = min(n0 + r, p.rows - 1u);
+      let g = min(g0 + gi, groups - 1u);
+      let v = w[row * groups + g];
+      for (var j = 0u; j < 4u; j++) {
+        Ws[gi * 8u + 2u * j][r / 4u][r % 4u] = q4_lo(v[j]);
+        Ws[gi * 8u + 2u * j + 1u][r / 4u][r % 4u] = q4_hi(v[j]);
+      }
+    }
+#else
+    for (var e = lid; e < BN * KW / 4u; e += 256u) {
+      let r = e / (KW / 4u);
+      let q = (e % (KW / 4u)) * 4u;
+      let row = min(n0 + r, p.rows - 1u);
+      let v = w[(row * p.k) / 16u + min(g0 * 2u + q / 4u, p.k / 16u - 1u)];
+      for (var j = 0u; j < 4u; j++) { Ws[q + j][r / 4u][r % 4u] = v[j]; }
+    }
 #endif
-#if LA4
-      store_a(nxt, pa2, xa2);
-      store_a(nxt, pa3, xa3);
+    for (var e = lid; e < BN * G; e += 256u) {
+      let r = e / G;
+      let row = min(n0 + r, p.rows - 1u);
+      // Past k the x scale is 0, so any weight scale does.
+      Wd[e % G][r / 4u][r % 4u] = wscale(row * groups + min(g0 + e % G, groups - 1u));
+    }
+    workgroupBarrier();
+    for (var g = 0u; g < G; g++) {
+      var i00 = IBlock();
+#if RN2
+      var i01 = IBlock();
 #endif
-      store_b(nxt, pb0, wseg_f32(wb0));
-#if LB2
-      store_b(nxt, pb1, wseg_f32(wb1));
+#if RM2
+      var i10 = IBlock();
+#if RN2
+      var i11 = IBlock();
 #endif
-#if LB4
-      store_b(nxt, pb2, wseg_f32(wb2));
-      store_b(nxt, pb3, wseg_f32(wb3));
+#endif
+      for (var j = 0u; j < 8u; j++) {
+        let a0 = Xs[g * 8u + j][ty];
+        let b0 = Ws[g * 8u + j][tx];
+        i00 = dacc(i00, a0, b0);
+#if RN2
+        let b1 = Ws[g * 8u + j][16u + tx];
+        i01 = dacc(i01, a0, b1);
+#endif
+#if RM2
+        let a1 = Xs[g * 8u + j][16u + ty];
+        i10 = dacc(i10, a1, b0);
+#if RN2
+        i11 = dacc(i11, a1, b1);
+#endif
+#endif
+      }
+      let sa0 = Xd[g][ty];
+      let sb0 = Wd[g][tx];
+      c00 = facc(c00, i00, sa0, sb0);
+#if RN2
+      let sb1 = Wd[g][16u + tx];
+      c01 = facc(c01, i01, sa0, sb1);
+#endif
+#if RM2
+      let sa1 = Xd[g][16u + ty];
+      c10 = facc(c10, i10, sa1, sb0);
+#if RN2
+      c11 = facc(c11, i11, sa1, sb1);
+#endif
 #endif
     }
     workgroupBarrier();
   }
   store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
-  store_block(m0 + ty * 4u, n0 + BN / 2u + tx * 4u, c01);
-  store_block(m0 + BM / 2u + ty * 4u, n0 + tx * 4u, c10);
-  store_block(m0 + BM / 2u + ty * 4u, n0 + BN / 2u + tx * 4u, c11);
+#if RN2
+  store_block(m0 + ty * 4u, n0 + 64u + tx * 4u, c01);
+#endif
+#if RM2
+  store_block(m0 + 64u + ty * 4u, n0 + tx * 4u, c10);
+#if RN2
+  store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
+#endif
+#endif
 }
+#endif

@@ -1,52 +1,72 @@
 import assert from "node:assert/strict";
-import { Gpu, sharedGpu } from "../src/gpu/device.ts";
-import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
+import { type Gpu, sharedGpu } from "../src/gpu/device.ts";
+import { createStorage, readBytes, readF32, uploadArray } from "../src/gpu/buffers.ts";
 import {
   createWeight,
   destroyWeight,
+  type QuantDType,
+  quantLayout,
   type Weight,
-  type WeightDType,
-  writeWeightRows,
 } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
+import { dequantize, type Quantized, unpack } from "../src/ref/linear_q.ts";
+import { gemmQ as gemmQRef, quantizeX as quantizeXRef } from "../src/ref/gemm_q.ts";
 import { linear as linearRef } from "../src/ref/linear.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
-import { gemm, type GemmTuning, gemmTuning } from "./gemm.ts";
+import { gemmQ, type GemmQTuning, gemmQTuning, quantizeX } from "./gemm.ts";
+import { writeQuantRows } from "./linear_q.ts";
 import { run } from "./_kernel.ts";
 
-// Each output sums k f32 products in another order than the f64 reference: the rounding error
-// grows like √k · 2⁻²⁴ · |partial sums|, far below 1e-5 of max|y| at these k, while one dropped or
-// doubled term (|x·w| ≈ 1/√k ≥ 1.6e-2) fails by three orders of magnitude (as kernels/linear_test.ts).
+// Against the f64 reference fed the same integer codes and scales, the GPU differs only by its f32
+// accumulation over k / 32 scaled group sums: far below 1e-5 of max|y| (as kernels/linear_test.ts),
+// while one wrong code (|Δy| ≈ xs · ws ≈ max|y| / 100 here) or group fails by orders of magnitude.
 const TOL = 1e-5;
 
-/** Uploads `data` (rows, cols) as a Weight; returns it and the values the GPU holds (f16-rounded). */
-function makeWeight(
-  gpu: Gpu,
-  data: Float32Array,
-  rows: number,
-  cols: number,
-  dtype: WeightDType,
-  maxChunkBytes?: number,
-): { w: Weight; held: Float32Array } {
-  const w = createWeight(gpu, rows, cols, dtype, "w", maxChunkBytes);
-  writeWeightRows(gpu, w, 0, data);
-  return { w, held: dtype === "f16" ? data.map(Math.f16round) : data };
+/** Reads every chunk of a quantized weight back as codes + scales (rows in order). */
+async function readQuant(gpu: Gpu, w: Weight): Promise<Quantized> {
+  const codes = new Int8Array(w.rows * w.cols), scales = new Float32Array(w.rows * w.cols / 32);
+  for (const c of w.chunks) {
+    const l = quantLayout(c.rows, w.cols, w.dtype as QuantDType);
+    const q = unpack(
+      await readBytes(gpu, c.buffer, l.size),
+      c.rows,
+      w.cols,
+      w.dtype as QuantDType,
+      l.scalesOffset,
+    );
+    codes.set(q.codes, c.rowStart * w.cols);
+    scales.set(q.scales, (c.rowStart * w.cols) / 32);
+  }
+  return { codes, scales };
 }
 
-/** Runs gemm() on fresh buffers and returns y. */
-async function runGemm(
+/** x quantized on the GPU by quantizeX(), read back. */
+async function gpuQuantizeX(gpu: Gpu, x: Float32Array, m: number, k: number): Promise<Quantized> {
+  const bx = uploadArray(gpu, x, "x");
+  const xq = createStorage(gpu, m * k, "xq"), xs = createStorage(gpu, m * k / 32 * 4, "xs");
+  const d = quantizeX(gpu, xq, xs, bx, { m, k });
+  run(gpu, [d]);
+  const codes = new Int8Array(await readBytes(gpu, xq, m * k));
+  const scales = await readF32(gpu, xs, m * k / 32);
+  [bx, xq, xs].forEach((b) => b.destroy());
+  d.destroy();
+  return { codes, scales };
+}
+
+/** Runs gemmQ() on fresh buffers and returns y. */
+async function runGemmQ(
   gpu: Gpu,
   x: Float32Array,
   w: Weight,
   bias: Float32Array | null,
   m: number,
   y0?: Float32Array,
-  tuning?: Partial<GemmTuning>,
+  tuning?: Partial<GemmQTuning>,
 ): Promise<Float32Array> {
   const bx = uploadArray(gpu, x, "x");
   const bb = bias ? uploadArray(gpu, bias, "bias") : null;
   const by = y0 ? uploadArray(gpu, y0, "y") : createStorage(gpu, m * w.rows * 4, "y");
-  const ds = gemm(gpu, by, bx, w, bb, { m, accumulate: y0 !== undefined }, tuning);
+  const ds = gemmQ(gpu, by, bx, w, bb, { m, accumulate: y0 !== undefined }, tuning);
   run(gpu, ds);
   const y = await readF32(gpu, by, m * w.rows);
   [bx, bb, by].forEach((b) => b?.destroy());
@@ -54,81 +74,84 @@ async function runGemm(
   return y;
 }
 
+Deno.test("quantizeX() gives the reference's scales and codes (±1 where x / d is a rounding tie)", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(31);
+  const m = 37, k = 160;
+  const x = randn(rng, m * k, 3);
+  x.fill(0, 64, 96); // an all-zero group: scale 0, codes 0
+  x[5] = 1e-30; // a tiny value beside large ones
+  const got = await gpuQuantizeX(gpu, x, m, k), want = quantizeXRef(x);
+  assertClose(got.scales, want.scales, 1e-7, "scales");
+  assert.equal(got.scales[2], 0);
+  let differ = 0;
+  for (let i = 0; i < x.length; i++) {
+    assert.ok(
+      Math.abs(got.codes[i] - want.codes[i]) <= 1,
+      `code ${i}: ${got.codes[i]} vs ${want.codes[i]}`,
+    );
+    if (got.codes[i] !== want.codes[i]) differ++;
+  }
+  assert.ok(differ <= x.length / 1000, `${differ} codes differ`);
+});
+
 // m × n × k × tuning: m from 2 to 600 (tiles partly past m), n not a multiple of the tile or of 4,
-// k at every load width (k % 8 == 0: 16-byte f16 loads; % 4: 8-byte; odd: scalars) and with a
-// last k step only partly inside k (20, 44, 1176), over every tiling a caller or a benchmark may
-// pick: 128² and 64² tiles, 128 × 64 and 64 × 128, k steps of 8, 16 and 32 (1, 2 and 4 staging
-// segments per thread). One tuning per shape: each variant costs seconds to compile on lavapipe.
-const CASES: [number, number, number, GemmTuning][] = [
-  [2, 47, 33, { wm: 8, wn: 8, bk: 16 }],
-  [130, 67, 20, { wm: 16, wn: 16, bk: 16 }],
-  [600, 135, 64, { wm: 16, wn: 8, bk: 16 }],
-  [37, 80, 1176, { wm: 8, wn: 16, bk: 16 }],
-  [5, 77, 44, { wm: 8, wn: 8, bk: 32 }],
-  [3, 5, 3, { wm: 8, wn: 8, bk: 8 }],
+// k = 32 · odd groups (a last step of 2 groups half past k) and even, over every tiling (64² to
+// 128², 1 or 2 groups per step). One tuning per case: each variant takes seconds to compile on
+// lavapipe.
+const CASES: [number, number, number, GemmQTuning][] = [
+  [2, 47, 96, { rm: 1, rn: 1, g: 2 }],
+  [130, 67, 64, { rm: 2, rn: 2, g: 2 }],
+  [600, 130, 160, { rm: 2, rn: 1, g: 1 }],
+  [3, 5, 32, { rm: 1, rn: 2, g: 2 }],
+  [37, 200, 1280, { rm: 1, rn: 1, g: 1 }],
 ];
 
-for (const dtype of ["f32", "f16"] as const) {
-  Deno.test(`gemm() matches the CPU reference over random shapes and tunings, ${dtype} weights`, async () => {
+for (const dtype of ["q8", "q4"] as const) {
+  Deno.test(`gemmQ() matches the reference on the GPU's int8 x, ${dtype} weights, with bias, accumulate and chunks`, async () => {
     const gpu = await sharedGpu();
-    const rng = seeded(dtype === "f32" ? 21 : 22);
+    const rng = seeded(dtype === "q8" ? 32 : 33);
     for (const [idx, [m, n, k, t]] of CASES.entries()) {
       const x = randn(rng, m * k), wData = randn(rng, n * k, 1 / Math.sqrt(k));
       const bias = idx % 2 ? randn(rng, n) : null;
-      const { w, held } = makeWeight(gpu, wData, n, k, dtype);
-      const got = await runGemm(gpu, x, w, bias, m, undefined, t);
-      const what = `${dtype} ${m}x${n}x${k} bias=${!!bias} ${JSON.stringify(t)}`;
-      assertClose(got, linearRef(x, held, bias, m, n, k), TOL, what);
+      const y0 = idx % 3 === 1 ? randn(rng, m * n) : undefined;
+      // Every other case over chunks of 16 rows: chunk borders inside output tiles.
+      const maxChunk = idx % 2 ? undefined : quantLayout(16, k, dtype).size;
+      const w = createWeight(gpu, n, k, dtype, "w", maxChunk);
+      writeQuantRows(gpu, w, 0, wData);
+      const wq = await readQuant(gpu, w);
+      const xq = await gpuQuantizeX(gpu, x, m, k);
+      const got = await runGemmQ(gpu, x, w, bias, m, y0, t);
+      const what = `${dtype} ${m}x${n}x${k} bias=${!!bias} acc=${!!y0} chunks=${w.chunks.length} ${
+        JSON.stringify(t)
+      }`;
+      assertClose(got, gemmQRef(xq, wq, bias, m, n, k, y0), TOL, what);
+      // Against the f32 product with the dequantized weight: the x rounding alone (≤ max|x| / 254
+      // per element, random in sign) stays within 1e-2 of max|y| at these sizes.
+      const exact = linearRef(x, dequantize(wq), bias, m, n, k, y0);
+      assertClose(got, exact, 1e-2, `${what} vs f32`);
       destroyWeight(w);
     }
   });
 }
 
-Deno.test("gemm() with accumulate adds x · wᵀ + bias to y, over a weight in many chunks", async () => {
-  const gpu = await sharedGpu();
-  const rng = seeded(23);
-  for (const dtype of ["f32", "f16"] as const) {
-    const cases: [number, number, number, GemmTuning][] = [
-      [37, 203, 44, { wm: 16, wn: 16, bk: 16 }],
-      [130, 150, 64, { wm: 8, wn: 8, bk: 16 }],
-    ];
-    for (const [m, n, k, t] of cases) {
-      const x = randn(rng, m * k), bias = randn(rng, n), y0 = randn(rng, m * n, 5);
-      const wData = randn(rng, n * k, 1 / Math.sqrt(k));
-      const one = makeWeight(gpu, wData, n, k, dtype);
-      // 7 rows per chunk (6 for f16 with odd k, to keep chunks 4-byte aligned): chunk borders fall
-      // inside output tiles.
-      const split = makeWeight(gpu, wData, n, k, dtype, 7 * k * (dtype === "f16" ? 2 : 4));
-      assert.ok(split.w.chunks.length >= 15, `expected many chunks, got ${split.w.chunks.length}`);
-      const what = `${dtype} ${m}x${n}x${k} ${JSON.stringify(t)}`;
-      const want = await runGemm(gpu, x, one.w, bias, m, y0, t);
-      assertClose(want, linearRef(x, one.held, bias, m, n, k, y0), TOL, what);
-      // Chunking changes which dispatch computes a column, not its sum: the same bits.
-      assert.deepEqual(await runGemm(gpu, x, split.w, bias, m, y0, t), want, `${what} chunked`);
-      destroyWeight(one.w);
-      destroyWeight(split.w);
-    }
-  }
+Deno.test("gemmQTuning() takes 128² tiles from two waves of an H100 up, 64² below", () => {
+  assert.deepEqual(gemmQTuning(5120, 1280), { rm: 2, rn: 2, g: 2 }); // 400 tiles
+  assert.deepEqual(gemmQTuning(478, 59136), { rm: 2, rn: 2, g: 2 });
+  assert.deepEqual(gemmQTuning(478, 3584), { rm: 1, rn: 1, g: 2 }); // 112 tiles
 });
 
-Deno.test("gemmTuning() takes 128² tiles from two waves of an H100 up, 64² below", () => {
-  assert.deepEqual(gemmTuning(5120, 1280), { wm: 16, wn: 16, bk: 16 }); // 400 tiles
-  assert.deepEqual(gemmTuning(1024, 37888), { wm: 16, wn: 16, bk: 16 });
-  assert.deepEqual(gemmTuning(478, 3584), { wm: 8, wn: 8, bk: 16 }); // 112 tiles
-  assert.deepEqual(gemmTuning(2, 64), { wm: 8, wn: 8, bk: 16 });
-});
-
-Deno.test("gemm() refuses quantized weights, a bad tuning and y aliasing x", async () => {
+Deno.test("gemmQ() refuses f16 weights, a bad tuning, y aliasing x and k not a multiple of 32", async () => {
   const gpu = await sharedGpu();
   const x = createStorage(gpu, 4 * 64 * 4, "x"), y = createStorage(gpu, 4 * 64 * 4, "y");
-  const q = createWeight(gpu, 64, 64, "q8", "q");
-  assert.throws(() => gemm(gpu, y, x, q, null, { m: 4 }), InvalidInputError);
-  const w = createWeight(gpu, 64, 64, "f16", "w");
-  assert.throws(() => gemm(gpu, y, x, w, null, { m: 4 }, { bk: 8, wn: 16 }), /bad tuning/);
-  assert.throws(() => gemm(gpu, y, x, w, null, { m: 4 }, { wm: 16, wn: 16, bk: 32 }), /bad tuning/);
-  assert.throws(() => gemm(gpu, x, x, w, null, { m: 4 }), /alias/);
-  assert.throws(() => gemm(gpu, y, x, w, null, { m: 0 }), /positive integer/);
+  const f = createWeight(gpu, 64, 64, "f16", "f");
+  assert.throws(() => gemmQ(gpu, y, x, f, null, { m: 4 }), InvalidInputError);
+  const w = createWeight(gpu, 64, 64, "q8", "w");
+  assert.throws(() => gemmQ(gpu, y, x, w, null, { m: 4 }, { rm: 4 as 2 }), /bad tuning/);
+  assert.throws(() => gemmQ(gpu, x, x, w, null, { m: 4 }), /alias/);
+  assert.throws(() => gemmQ(gpu, y, x, w, null, { m: 0 }), /positive integer/);
+  assert.throws(() => quantizeX(gpu, y, y, x, { m: 4, k: 48 }), /multiple of 32/);
   [x, y].forEach((b) => b.destroy());
-  destroyWeight(q);
+  destroyWeight(f);
   destroyWeight(w);
 });
