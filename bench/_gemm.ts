@@ -7,12 +7,12 @@
  * checked against the first variant's on each shape (max |Δ| / max |y|: for gemmq against linear,
  * the cost of quantizing x to int8).
  *
- *   deno run -A bench/_gemm.ts [--dtypes f16,q8,q4] [--variants linear,tile4,gemmq,gemmq:2x2x2]
+ *   deno run -A bench/_gemm.ts [--dtypes f16,q8,q4] [--variants linear,gemmq,gemmq:8x2x2x2]
  *     [--shapes vision,7b,72b] [--target-ms 60] [--out file.jsonl] [--small]
  * Variants: linear (linear() as callers get it: f16 tiled GEMM, or linear_q's dequantize + GEMM),
  * tile4 / tile8 (f16: linear()'s tile override), gemmq (q8/q4: kernels/gemm.ts gemmQ() with its
- * default tuning), gemmq:RMxRNxG (that tuning). --small shrinks every dimension 16× (k to a multiple
- * of 32; a smoke test for lavapipe).
+ * default tuning), gemmq:TDxRMxRNxG or gemmq:RMxRNxG (that tuning; td 16). --small shrinks every
+ * dimension 16× (k to a multiple of 32; a smoke test for lavapipe).
  * @module
  */
 import { requestGpu } from "../src/gpu/device.ts";
@@ -47,11 +47,15 @@ function variantOf(name: string, dtype: string): Make | null {
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile });
   }
   if (name === "gemmq" || name.startsWith("gemmq:")) {
-    const [rm, rn, g] = name.slice(6).split("x").map(Number);
-    const t = (name === "gemmq" ? {} : { rm, rn, g }) as Partial<GemmQTuning>;
+    // RMxRNxG (16² threads) or TDxRMxRNxG.
+    const n = name.slice(6).split("x").map(Number);
+    const [td, rm, rn, g] = n.length === 3 ? [16, ...n] : n;
+    const t = (name === "gemmq" ? {} : { td, rm, rn, g }) as Partial<GemmQTuning>;
     return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, t) : null;
   }
-  throw new Error(`unknown variant ${name}; known: linear, tile4, tile8, gemmq, gemmq:RMxRNxG`);
+  throw new Error(
+    `unknown variant ${name}; known: linear, tile4, tile8, gemmq, gemmq:[TDx]RMxRNxG`,
+  );
 }
 
 /** A seeded (rows, cols) weight of `dtype`. */

@@ -33,9 +33,11 @@ const Params = defineParams({
 
 /** Kernel shape knobs of {@link gemmQ}; benchmarks override them, callers use the defaults. */
 export interface GemmQTuning {
-  /** Output tile rows: 64 · rm (rm = 1 or 2). */
+  /** Threads per tile dimension (8 or 16): a workgroup of td² threads. */
+  td: 8 | 16;
+  /** Output tile rows: 4 · td · rm (rm = 1 or 2: 4 · rm rows per thread). */
   rm: 1 | 2;
-  /** Output tile columns: 64 · rn (rn = 1 or 2). */
+  /** Output tile columns: 4 · td · rn (rn = 1 or 2). */
   rn: 1 | 2;
   /** Groups of 32 k per step (1 or 2). */
   g: 1 | 2;
@@ -47,7 +49,7 @@ export interface GemmQTuning {
  */
 export function gemmQTuning(m: number, n: number): GemmQTuning {
   const big = ceilDiv(m, 128) * ceilDiv(n, 128) >= 264;
-  return big ? { rm: 2, rn: 2, g: 2 } : { rm: 1, rn: 1, g: 2 };
+  return big ? { td: 16, rm: 2, rn: 2, g: 2 } : { td: 16, rm: 1, rn: 1, g: 2 };
 }
 
 /** The quantized x: codes and scales, in one per-device scratch buffer. */
@@ -131,8 +133,13 @@ export function gemmQ(
     throw new InvalidInputError(`gemmQ: m must be a positive integer, got ${m}`);
   }
   const t = { ...gemmQTuning(m, w.rows), ...tuning };
-  if (![1, 2].includes(t.rm) || ![1, 2].includes(t.rn) || ![1, 2].includes(t.g)) {
-    throw new InvalidInputError(`gemmQ: bad tuning ${JSON.stringify(t)}; rm, rn, g ∈ {1, 2}`);
+  if (
+    ![8, 16].includes(t.td) || ![1, 2].includes(t.rm) || ![1, 2].includes(t.rn) ||
+    ![1, 2].includes(t.g)
+  ) {
+    throw new InvalidInputError(
+      `gemmQ: bad tuning ${JSON.stringify(t)}; td ∈ {8, 16}, rm, rn, g ∈ {1, 2}`,
+    );
   }
   checkSize("y", y, m * w.rows * 4);
   if (bias) checkSize("bias", bias, w.rows * 4);
@@ -157,6 +164,7 @@ export function gemmQ(
     params: Params,
     defines: {
       Q4: w.dtype === "q4",
+      TD: t.td,
       RM: t.rm,
       RN: t.rn,
       G: t.g,
@@ -177,7 +185,7 @@ export function gemmQ(
       rows: c.rows,
       s_base: quantLayout(c.rows, k, w.dtype).scalesOffset / 4,
     });
-    const grid = [ceilDiv(m, 64 * t.rm), ceilDiv(c.rows, 64 * t.rn)] as const;
+    const grid = [ceilDiv(m, 4 * t.td * t.rm), ceilDiv(c.rows, 4 * t.td * t.rn)] as const;
     const buffers = [xq, xs, c.buffer, ...(bias ? [bias] : []), y];
     out.push(new Dispatch(gpu, v, buffers, params, grid));
   }

@@ -36,18 +36,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 
 #else
-// A workgroup of 16 × 16 threads computes a BM × BN output tile (BM = 64·RM rows of x, BN = 64·RN
-// weight rows); thread (tx, ty) owns the RM × RN blocks of 4 × 4 outputs at rows ty·4 (+ 64) and
-// columns tx·4 (+ 64). k advances G groups (32·G elements) per step through k-major workgroup
-// tiles of int8 words (vec4 along m resp. n: a half-warp reads 16 consecutive vec4 of the weight
+// A workgroup of TD × TD threads computes a BM × BN output tile (BM = 4·TD·RM rows of x, BN =
+// 4·TD·RN weight rows); thread (tx, ty) owns the RM × RN blocks of 4 × 4 outputs at rows ty·4
+// (+ BM/2) and columns tx·4 (+ BN/2). k advances G groups (32·G elements) per step through k-major workgroup
+// tiles of int8 words (vec4 along m resp. n: TD threads read consecutive vec4 of the weight
 // tile and one broadcast vec4 of the x tile) and their scales. Per group, a block's 16 integer sums
 // stay in int registers; then they are scaled into the f32 accumulators (mat4x4, column i = output
 // row i). Rows past m / the chunk read the last row again (in bounds, never stored).
+const TD: u32 = {{TD}}u;     // threads per tile dimension
+const WG: u32 = TD * TD;
 const RM: u32 = {{RM}}u;
 const RN: u32 = {{RN}}u;
 const G: u32 = {{G}}u;       // groups per k step
-const BM: u32 = 64u * RM;
-const BN: u32 = 64u * RN;
+const BM: u32 = 4u * TD * RM;
+const BN: u32 = 4u * TD * RN;
 const KW: u32 = 8u * G;      // int8 words (4 elements) per row and k step
 
 @group(0) @binding(0) var<storage, read> xq: array<vec4<u32>>;  // (m, k / 4) 4 × int8
@@ -133,13 +135,13 @@ fn store_block(row0: u32, col0: u32, c: mat4x4<f32>) {
   }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   // Row tiles vary fastest: workgroups running together share weight tiles.
   let m0 = wid.x * BM;
   let n0 = wid.y * BN;  // first chunk row (output column) of the tile
-  let tx = lid % 16u;
-  let ty = lid / 16u;
+  let tx = lid % TD;
+  let ty = lid / TD;
   let groups = p.k / 32u;
   var c00 = mat4x4<f32>();
 #if RN2
@@ -155,7 +157,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
   for (var g0 = 0u; g0 < groups; g0 += G) {
     // Stage x words: 16-byte loads, consecutive threads along a row's k, stored transposed.
-    for (var e = lid; e < BM * KW / 4u; e += 256u) {
+    for (var e = lid; e < BM * KW / 4u; e += WG) {
       let r = e / (KW / 4u);
       let q = (e % (KW / 4u)) * 4u;
       let row = min(m0 + r, p.m - 1u);
@@ -164,7 +166,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let v = select(vec4<u32>(0u), xq[i], g0 * 32u + q * 4u < p.k);
       for (var j = 0u; j < 4u; j++) { Xs[q + j][r / 4u][r % 4u] = v[j]; }
     }
-    for (var e = lid; e < BM * G; e += 256u) {
+    for (var e = lid; e < BM * G; e += WG) {
       let r = e / G;
       let g = g0 + e % G;
       let row = min(m0 + r, p.m - 1u);
@@ -172,7 +174,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
 #if Q4
     // One 16-byte load is a whole group of a row (4 code words → 8 int8 words).
-    for (var e = lid; e < BN * G; e += 256u) {
+    for (var e = lid; e < BN * G; e += WG) {
       let r = e / G;
       let gi = e % G;
       let row = min(n0 + r, p.rows - 1u);
@@ -184,7 +186,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
 #else
-    for (var e = lid; e < BN * KW / 4u; e += 256u) {
+    for (var e = lid; e < BN * KW / 4u; e += WG) {
       let r = e / (KW / 4u);
       let q = (e % (KW / 4u)) * 4u;
       let row = min(n0 + r, p.rows - 1u);
@@ -192,7 +194,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       for (var j = 0u; j < 4u; j++) { Ws[q + j][r / 4u][r % 4u] = v[j]; }
     }
 #endif
-    for (var e = lid; e < BN * G; e += 256u) {
+    for (var e = lid; e < BN * G; e += WG) {
       let r = e / G;
       let row = min(n0 + r, p.rows - 1u);
       // Past k the x scale is 0, so any weight scale does.
@@ -215,11 +217,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let b0 = Ws[g * 8u + j][tx];
         i00 = dacc(i00, a0, b0);
 #if RN2
-        let b1 = Ws[g * 8u + j][16u + tx];
+        let b1 = Ws[g * 8u + j][TD + tx];
         i01 = dacc(i01, a0, b1);
 #endif
 #if RM2
-        let a1 = Xs[g * 8u + j][16u + ty];
+        let a1 = Xs[g * 8u + j][TD + ty];
         i10 = dacc(i10, a1, b0);
 #if RN2
         i11 = dacc(i11, a1, b1);
@@ -230,11 +232,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let sb0 = Wd[g][tx];
       c00 = facc(c00, i00, sa0, sb0);
 #if RN2
-      let sb1 = Wd[g][16u + tx];
+      let sb1 = Wd[g][TD + tx];
       c01 = facc(c01, i01, sa0, sb1);
 #endif
 #if RM2
-      let sa1 = Xd[g][16u + ty];
+      let sa1 = Xd[g][TD + ty];
       c10 = facc(c10, i10, sa1, sb0);
 #if RN2
       c11 = facc(c11, i11, sa1, sb1);
@@ -245,12 +247,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
 #if RN2
-  store_block(m0 + ty * 4u, n0 + 64u + tx * 4u, c01);
+  store_block(m0 + ty * 4u, n0 + BN / 2u + tx * 4u, c01);
 #endif
 #if RM2
-  store_block(m0 + 64u + ty * 4u, n0 + tx * 4u, c10);
+  store_block(m0 + BM / 2u + ty * 4u, n0 + tx * 4u, c10);
 #if RN2
-  store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
+  store_block(m0 + BM / 2u + ty * 4u, n0 + BN / 2u + tx * 4u, c11);
 #endif
 #endif
 }

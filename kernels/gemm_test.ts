@@ -96,15 +96,16 @@ Deno.test("quantizeX() gives the reference's scales and codes (±1 where x / d i
 });
 
 // m × n × k × tuning: m from 2 to 600 (tiles partly past m), n not a multiple of the tile or of 4,
-// k = 32 · odd groups (a last step of 2 groups half past k) and even, over every tiling (64² to
-// 128², 1 or 2 groups per step). One tuning per case: each variant takes seconds to compile on
+// k = 32 · odd groups (a last step of 2 groups half past k) and even, over every tiling (16² or 8²
+// threads, 4 × 4 to 8 × 8 outputs each, 1 or 2 groups per step). One tuning per case: each variant takes seconds to compile on
 // lavapipe.
 const CASES: [number, number, number, GemmQTuning][] = [
-  [2, 47, 96, { rm: 1, rn: 1, g: 2 }],
-  [130, 67, 64, { rm: 2, rn: 2, g: 2 }],
-  [600, 130, 160, { rm: 2, rn: 1, g: 1 }],
-  [3, 5, 32, { rm: 1, rn: 2, g: 2 }],
-  [37, 200, 1280, { rm: 1, rn: 1, g: 1 }],
+  [2, 47, 96, { td: 16, rm: 1, rn: 1, g: 2 }],
+  [130, 67, 64, { td: 16, rm: 2, rn: 2, g: 2 }],
+  [600, 130, 160, { td: 16, rm: 2, rn: 1, g: 1 }],
+  [3, 5, 32, { td: 16, rm: 1, rn: 2, g: 2 }],
+  [37, 200, 1280, { td: 8, rm: 2, rn: 2, g: 1 }],
+  [70, 45, 96, { td: 8, rm: 1, rn: 1, g: 2 }],
 ];
 
 for (const dtype of ["q8", "q4"] as const) {
@@ -136,9 +137,9 @@ for (const dtype of ["q8", "q4"] as const) {
 }
 
 Deno.test("gemmQTuning() takes 128² tiles from two waves of an H100 up, 64² below", () => {
-  assert.deepEqual(gemmQTuning(5120, 1280), { rm: 2, rn: 2, g: 2 }); // 400 tiles
-  assert.deepEqual(gemmQTuning(478, 59136), { rm: 2, rn: 2, g: 2 });
-  assert.deepEqual(gemmQTuning(478, 3584), { rm: 1, rn: 1, g: 2 }); // 112 tiles
+  assert.deepEqual(gemmQTuning(5120, 1280), { td: 16, rm: 2, rn: 2, g: 2 }); // 400 tiles
+  assert.deepEqual(gemmQTuning(478, 59136), { td: 16, rm: 2, rn: 2, g: 2 });
+  assert.deepEqual(gemmQTuning(478, 3584), { td: 16, rm: 1, rn: 1, g: 2 }); // 112 tiles
 });
 
 Deno.test("gemmQ() refuses f16 weights, a bad tuning, y aliasing x and k not a multiple of 32", async () => {
