@@ -14,3 +14,4 @@ export * from "./sample.ts";
 export * from "./fill.ts";
 export * from "./linear_q.ts";
 export * from "./convert.ts";
+export * from "./gemm.ts";
