@@ -11,11 +11,11 @@ import {
   uploadWeights,
 } from "./weights.ts";
 import { sharedGpu } from "../gpu/device.ts";
-import { readBytes } from "../gpu/buffers.ts";
+import { readBytes, uploadArray } from "../gpu/buffers.ts";
 import { createWeight, destroyWeight } from "../gpu/tensor.ts";
 import { writeQuantRows } from "../../kernels/linear_q.ts";
-import { openModelSource } from "../model_files.ts";
-import { SafetensorsCheckpoint } from "../safetensors.ts";
+import { MemoryModelSource, openModelSource } from "../model_files.ts";
+import { SafetensorsCheckpoint, writeSafetensors } from "../safetensors.ts";
 import { checkpointTensors, type HeaderTensor } from "./_sparse.ts";
 import { TINY_DIR } from "./_fixture.ts";
 
@@ -260,6 +260,91 @@ Deno.test("uploadWeights() quantizes the stored bf16 exactly as writeQuantRows()
       } finally {
         w.destroy();
       }
+    }
+  } finally {
+    ckpt.close();
+  }
+});
+
+Deno.test("uploadWeights() from F16 and F32 stored tensors: float and q8 weights as the CPU path makes them", async () => {
+  const gpu = await sharedGpu();
+  const fixture = await SafetensorsCheckpoint.open(openModelSource(TINY_DIR));
+  // The tiny model rewritten with every tensor F16 or F32 (alternating), as an in-memory checkpoint.
+  const tensors: Parameters<typeof writeSafetensors>[0] = {};
+  fixture.tensors().forEach((t, i) => {
+    tensors[t.name] = i % 2
+      ? { dtype: "F32", shape: t.shape, data: new Float32Array(0) }
+      : { dtype: "F16", shape: t.shape, data: new Uint16Array(0) };
+  });
+  for (const [name, t] of Object.entries(tensors)) {
+    t.data = t.dtype === "F32" ? await fixture.readF32(name) : await fixture.readF16Bits(name);
+  }
+  fixture.close();
+  const files = {
+    "model.safetensors": writeSafetensors(tensors),
+    "config.json": await Deno.readFile(`${TINY_DIR}config.json`),
+  };
+  const ckpt = await SafetensorsCheckpoint.open(new MemoryModelSource(files));
+  const cfg = parseConfig(JSON.parse(new TextDecoder().decode(files["config.json"])));
+  try {
+    const plan = planWeights(cfg, (n) => (ckpt.has(n) ? ckpt.get(n) : undefined), {
+      dtype: "f16",
+      quant: "q8",
+      maxBinding: 256 * 1024,
+      where: ckpt.origin,
+    });
+    const w = await uploadWeights(gpu, ckpt, plan, undefined, { slotBytes: 70_000 });
+    try {
+      const kinds = new Set<string>();
+      for (const pt of plan.tensors.values()) {
+        const got = pt.kind === "vector"
+          ? [w.vector(pt.key)]
+          : w.matrix(pt.key).chunks.map((c) => c.buffer);
+        let want: GPUBuffer[];
+        let ref: ReturnType<typeof createWeight> | undefined;
+        if (pt.dtype === "q8") {
+          // The CPU path: the WASM converter's f16, quantized by writeQuantRows.
+          ref = createWeight(gpu, pt.rows, pt.cols, "q8", pt.key, plan.maxBinding);
+          let row = 0;
+          for (const s of pt.sources) {
+            writeQuantRows(gpu, ref, row, await ckpt.readF16Bits(s.name));
+            row += s.rows;
+          }
+          want = ref.chunks.map((c) => c.buffer);
+        } else {
+          const to = pt.kind === "vector" ? "f32" : "f16";
+          const parts = [];
+          for (const s of pt.sources) {
+            parts.push(new Uint8Array((await ckpt.read(s.name, to)).buffer));
+          }
+          const all = concat(parts);
+          want = [];
+          let at = 0;
+          for (const b of got) {
+            const n = Math.min(b.size, all.length - at);
+            want.push(uploadArray(gpu, all.subarray(at, at + n)));
+            at += n;
+          }
+        }
+        for (let i = 0; i < got.length; i++) {
+          const a = await readBytes(gpu, got[i]), b = await readBytes(gpu, want[i]);
+          assert.ok(bytesEqual(a.slice(0, b.byteLength), b), `${pt.key} chunk ${i} (${pt.dtype})`);
+        }
+        if (ref) destroyWeight(ref);
+        else want.forEach((b) => b.destroy());
+        for (const s of pt.sources) kinds.add(`${ckpt.get(s.name).dtype}→${pt.dtype}`);
+      }
+      // Every path was taken: F16/F32 into f16, f32 vectors and q8 (F32 through the CPU's f16).
+      assert.deepEqual([...kinds].sort(), [
+        "F16→f16",
+        "F16→f32",
+        "F16→q8",
+        "F32→f16",
+        "F32→f32",
+        "F32→q8",
+      ]);
+    } finally {
+      w.destroy();
     }
   } finally {
     ckpt.close();
