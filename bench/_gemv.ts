@@ -3,8 +3,9 @@
  * each its own weight so nothing stays in L2). Time per token = (t(2R) − t(R)) / R over R chained
  * repetitions in one compute pass, which drops the submit and readback overheads.
  *
- * 1. Sweep (q8/q4): every kind's chain (28 weights, or lm_head alone) under each GEMV tuning of
- *    kernels/linear_q.ts, plain x (no fused norm/silu); prints the best per kind.
+ * 1. Sweep: every kind's chain (28 weights, or lm_head alone) under each GEMV tuning — q8/q4:
+ *    kernels/linear_q.ts's, plain x (no fused norm/silu); f16: kernels/linear.ts's gemvWg ×
+ *    gemvRows with the kind's fused decode variant; prints the best per kind.
  * 2. Decode chains (f16 / q8 / q4): the 169 GEMVs as a decode step runs them — norm fused into
  *    qkv, gate_up and lm_head, silu · mul into down, o and down accumulating — with the default
  *    tunings (and for q8/q4 with the sweep's best per kind).
@@ -26,7 +27,7 @@ import {
   linearQ,
   type LinearQTuning,
 } from "../kernels/linear_q.ts";
-import { linear, type LinearShape } from "../kernels/linear.ts";
+import { linear, type LinearShape, type LinearTuning } from "../kernels/linear.ts";
 import { type Dispatch, run } from "../kernels/_kernel.ts";
 
 const args = Deno.args;
@@ -126,6 +127,11 @@ const SWEEP: Partial<LinearQTuning>[] = [
   { wg: 128, tpr: 8, rows: 2, unroll: false, tile: 32 },
   { wg: 128, tpr: 8, rows: 2, unroll: false, tile: 256 },
 ];
+// f16 tunings, swept with each kind's fused decode variant (norm / silu / accumulate).
+const SWEEP_F16: Partial<LinearTuning>[] = [64, 128, 256].flatMap((gemvWg) =>
+  [1, 2, 4, 8].map((gemvRows) => ({ gemvWg, gemvRows }))
+);
+type AnyTuning = Partial<LinearQTuning> | Partial<LinearTuning>;
 
 for (const dtype of dtypes) {
   const ws = new Map<Kind, Weight[]>();
@@ -135,13 +141,17 @@ for (const dtype of dtypes) {
   }
   const gb = (kind: Kind) =>
     ws.get(kind)!.reduce((a, w) => a + w.rows * w.cols * BYTES[dtype], 0) / 1e9;
-  const best = new Map<Kind, { t: Partial<LinearQTuning>; ms: number }>();
-  if (sweep && dtype !== "f16") {
+  const best = new Map<Kind, { t: AnyTuning; ms: number }>();
+  if (sweep) {
     for (const [kind] of KINDS) {
-      for (const t of SWEEP) {
+      for (const t of dtype === "f16" ? SWEEP_F16 : SWEEP) {
         let ds: Dispatch[];
         try {
-          ds = ws.get(kind)!.flatMap((w) => linearQ(gpu, y, x, w, null, { m: 1 }, t));
+          ds = ws.get(kind)!.flatMap((w) =>
+            dtype === "f16"
+              ? linear(gpu, y, x, w, null, decodeShape(kind), t as Partial<LinearTuning>)
+              : linearQ(gpu, y, x, w, null, { m: 1 }, t as Partial<LinearQTuning>)
+          );
         } catch (e) {
           console.log(`skip ${JSON.stringify(t)}: ${(e as Error).message}`);
           continue;
@@ -160,20 +170,22 @@ for (const dtype of dtypes) {
       console.log(
         `BEST ${dtype} ${kind}: ${JSON.stringify(b.t)} ${b.ms.toFixed(3)} ms ` +
           `${(gb(kind) / b.ms).toFixed(2)} TB/s (default ${
-            JSON.stringify(gemvQTuning(dtype, ws.get(kind)![0].cols))
+            dtype === "f16"
+              ? "LINEAR_TUNING"
+              : JSON.stringify(gemvQTuning(dtype, ws.get(kind)![0].cols))
           })`,
       );
     }
   }
   // The decode step's GEMV chain, in layer order.
-  const chain = (pick: (kind: Kind) => Partial<LinearQTuning> | undefined, plain = false) => {
+  const chain = (pick: (kind: Kind) => AnyTuning | undefined, plain = false) => {
     const ds: Dispatch[] = [];
     const one = (kind: Kind, w: Weight) => {
       const s = plain ? { m: 1 } : decodeShape(kind);
       ds.push(
         ...(dtype === "f16"
-          ? linear(gpu, y, x, w, null, s)
-          : linearQ(gpu, y, x, w, null, s, pick(kind))),
+          ? linear(gpu, y, x, w, null, s, pick(kind) as Partial<LinearTuning>)
+          : linearQ(gpu, y, x, w, null, s, pick(kind) as Partial<LinearQTuning>)),
       );
     };
     for (let l = 0; l < ws.get("qkv")!.length; l++) {
@@ -183,7 +195,7 @@ for (const dtype of dtypes) {
     return ds;
   };
   const total = KINDS.reduce((a, [kind]) => a + gb(kind), 0);
-  const variants: [string, (kind: Kind) => Partial<LinearQTuning> | undefined, boolean][] = [
+  const variants: [string, (kind: Kind) => AnyTuning | undefined, boolean][] = [
     ["default fused", () => undefined, false],
     ["default plain", () => undefined, true],
   ];
