@@ -39,18 +39,17 @@ export interface GemmQTuning {
   rm: 1 | 2;
   /** Output tile columns: 4 · td · rn (rn = 1 or 2). */
   rn: 1 | 2;
-  /** Groups of 32 k per step (1 or 2). */
-  g: 1 | 2;
+  /** Groups of 32 k per step (1, 2 or 4). */
+  g: 1 | 2 | 4;
 }
 
 /**
- * Default tuning for an (m, n) output: 128 × 128 tiles when they make at least two waves of
- * workgroups over a large GPU (≥ 264 tiles: 132 SMs on an H100), else 64 × 64.
+ * Default tuning: 128 × 64 tiles (16² threads, 8 × 4 outputs each), 2 groups per k step. On an
+ * H100 (bench/_gemm.ts, q8 and q4 at the vision / 7B / 72B prefill shapes) it was the fastest of
+ * 128², 64², 64² with 8² threads and 128 × 64 on 31 of 36 shapes, 23–40 TOP/s, and within 15 % on
+ * the others.
  */
-export function gemmQTuning(m: number, n: number): GemmQTuning {
-  const big = ceilDiv(m, 128) * ceilDiv(n, 128) >= 264;
-  return big ? { td: 16, rm: 2, rn: 2, g: 2 } : { td: 16, rm: 1, rn: 1, g: 2 };
-}
+export const GEMM_Q_TUNING: Readonly<GemmQTuning> = { td: 16, rm: 2, rn: 1, g: 2 };
 
 /** The quantized x: codes and scales, in one per-device scratch buffer. */
 interface XScratch {
@@ -111,7 +110,7 @@ export function quantizeX(
  * @param x (m, w.cols) f32
  * @param w (w.rows, w.cols) q8 or q4 (src/gpu/tensor.ts)
  * @param bias (w.rows) f32, or null
- * @param tuning overrides of {@link gemmQTuning}'s choice (benchmarks)
+ * @param tuning overrides of {@link GEMM_Q_TUNING} (benchmarks)
  */
 export function gemmQ(
   gpu: Gpu,
@@ -132,13 +131,13 @@ export function gemmQ(
   if (!Number.isInteger(m) || m < 1) {
     throw new InvalidInputError(`gemmQ: m must be a positive integer, got ${m}`);
   }
-  const t = { ...gemmQTuning(m, w.rows), ...tuning };
+  const t = { ...GEMM_Q_TUNING, ...tuning };
   if (
     ![8, 16].includes(t.td) || ![1, 2].includes(t.rm) || ![1, 2].includes(t.rn) ||
-    ![1, 2].includes(t.g)
+    ![1, 2, 4].includes(t.g)
   ) {
     throw new InvalidInputError(
-      `gemmQ: bad tuning ${JSON.stringify(t)}; td ∈ {8, 16}, rm, rn, g ∈ {1, 2}`,
+      `gemmQ: bad tuning ${JSON.stringify(t)}; td ∈ {8, 16}, rm, rn ∈ {1, 2}, g ∈ {1, 2, 4}`,
     );
   }
   checkSize("y", y, m * w.rows * 4);
