@@ -45,9 +45,10 @@ export interface GemmQTuning {
 
 /**
  * Default tuning: 128 × 64 tiles (16² threads, 8 × 4 outputs each), 2 groups per k step. On an
- * H100 (bench/_gemm.ts, q8 and q4 at the vision / 7B / 72B prefill shapes) it was the fastest of
- * 128², 64², 64² with 8² threads and 128 × 64 on 31 of 36 shapes, 23–40 TOP/s, and within 15 % on
- * the others.
+ * H100 (bench/_gemm.ts, q8 and q4 at the vision / 7B / 72B prefill shapes, one run) it was the
+ * fastest of 128², 64² (16² or 8² threads) and 128 × 64 tiles on 32 of 36 shapes at 22–40 TOP/s,
+ * 1.1–2.6× linear_q's dequantize + f32 GEMM; two outliers at 23 TOP/s against 30 for 128² (vision
+ * fc1 q8 and qkv q4 at m = 5120) ran 33–34 in the other dtype.
  */
 export const GEMM_Q_TUNING: Readonly<GemmQTuning> = { td: 16, rm: 2, rn: 1, g: 2 };
 
