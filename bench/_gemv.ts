@@ -120,12 +120,13 @@ function record(rec: Record<string, unknown>, text: string) {
 
 const SWEEP: Partial<LinearQTuning>[] = [
   ...[4, 8, 16, 32].flatMap((tpr) =>
-    [1, 2, 4].flatMap((rows) => [64, 256].map((wg) => ({ wg, tpr, rows, unroll: false })))
+    [1, 2, 4].flatMap((rows) => [64, 256].map((wg) => ({ wg, tpr, rows, xq: true })))
   ),
-  ...[8, 16, 32].map((tpr) => ({ wg: 128, tpr, rows: 2, unroll: true })),
-  ...[64, 128].flatMap((wg) => [2, 4].map((rows) => ({ wg, tpr: wg, rows, unroll: false }))),
-  { wg: 128, tpr: 8, rows: 2, unroll: false, tile: 32 },
-  { wg: 128, tpr: 8, rows: 2, unroll: false, tile: 256 },
+  ...[64, 256].flatMap((wg) => [1, 2].map((rows) => ({ wg, tpr: wg, rows, xq: true }))),
+  { wg: 256, tpr: 8, rows: 1, xq: true, tile: 32 },
+  { wg: 256, tpr: 8, rows: 1, xq: true, tile: 512 },
+  { wg: 256, tpr: 8, rows: 1, xq: false },
+  { wg: 256, tpr: 32, rows: 1, xq: false },
 ];
 // f16 tunings, swept with each kind's fused decode variant (norm / silu / accumulate).
 const SWEEP_F16: Partial<LinearTuning>[] = [64, 128, 256].flatMap((gemvWg) =>
@@ -199,6 +200,7 @@ for (const dtype of dtypes) {
     ["default fused", () => undefined, false],
     ["default plain", () => undefined, true],
   ];
+  if (dtype !== "f16") variants.push(["f32-x fused", () => ({ xq: false }), false]);
   if (best.size) {
     variants.push(["best fused", (kind) => best.get(kind)!.t, false]);
     variants.push(["best plain", (kind) => best.get(kind)!.t, true]);

@@ -50,19 +50,25 @@ export interface LinearQTuning {
   rows: number;
   /** Two units per loop iteration (more loads in flight, more registers). */
   unroll: boolean;
-  /** Most x units (32 elements for q4, 16 for q8) staged in workgroup memory at a time. */
+  /** Most x units (32 elements for q4 and with `xq`, else 16 for q8) staged in workgroup memory at a time. */
   tile: number;
+  /**
+   * x as int8 per 32-element block (power-of-two scales) and integer dot4I8Packed products; false:
+   * f32 x and f32 products (the reference-exact path, kept for tests and comparison).
+   */
+  xq: boolean;
 }
 
 /**
- * Default GEMV {@link LinearQTuning} for a q8/q4 weight with k columns: about 8 units of 16 code
- * bytes per thread and row, at most 32 threads per row (one subgroup on NVIDIA, reduced by
- * shuffles), two rows per row group.
+ * Default GEMV {@link LinearQTuning} for a q8/q4 weight with k columns: int8 x, 256 threads, one
+ * row per row group of about k / 256 threads (at most 32, one NVIDIA subgroup, reduced by
+ * shuffles). From the H100 sweep of bench/_gemv.ts (f32-x path, 2026-11-28): rows 1 and no unroll
+ * won on every 7B kind, tpr 8 at k = 3584, 32 at k = 18944.
  */
-export function gemvQTuning(dtype: QuantDType, k: number): LinearQTuning {
-  const units = k / (dtype === "q4" ? 32 : 16);
+export function gemvQTuning(dtype: QuantDType, k: number, xq = true): LinearQTuning {
+  const units = k / (xq || dtype === "q4" ? 32 : 16);
   const tpr = Math.min(32, 2 ** Math.floor(Math.log2(Math.max(1, units / 8))));
-  return { wg: 128, tpr, rows: 2, unroll: true, tile: dtype === "q4" ? 64 : 128 };
+  return { wg: 256, tpr, rows: 1, unroll: false, tile: xq || dtype === "q8" ? 128 : 64, xq };
 }
 
 /** Bytes of the per-device f16 staging that quantization uploads go through, slice by slice. */
@@ -177,7 +183,7 @@ export function linearQ(
   if (norm) checkSize("norm weight", norm.weight, w.cols * 4);
   if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError("linearQ: y must not alias x");
   if (m > 1) return dequantLinear(gpu, y, x, w, bias, s);
-  const t = { ...gemvQTuning(q, w.cols), ...tuning };
+  const t = { ...gemvQTuning(q, w.cols, tuning.xq ?? true), ...tuning };
   const pow2 = (v: number) => Number.isInteger(v) && v >= 1 && (v & (v - 1)) === 0;
   if (
     !(pow2(t.wg) && t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup) ||
@@ -191,8 +197,8 @@ export function linearQ(
   const xor = sg && t.tpr > 1 && t.tpr <= (gpu.adapterInfo.subgroupMinSize ?? 0);
   const add = sg && !xor && (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= t.tpr;
   // Workgroup memory: the x tile (a padding vec4 per unit), the reduction's and the norm's arrays.
-  const uv = q === "q4" ? 8 : 4;
-  const shared = 16 * t.tile * (uv + 1) +
+  const uv = t.xq || q === "q4" ? 8 : 4; // x vec4 per unit
+  const shared = (t.xq ? 40 * t.tile : 16 * t.tile * (uv + 1)) +
     4 * (add ? t.rows * t.wg / 4 : xor ? 0 : t.rows * t.wg) + (norm ? 4 * t.wg : 0);
   if (shared > gpu.limits.maxComputeWorkgroupStorageSize) {
     throw new InvalidInputError(
@@ -227,6 +233,7 @@ export function linearQ(
       ROWS: t.rows,
       UNROLL2: t.unroll,
       TILE: t.tile,
+      XQ: t.xq,
     },
   });
   const perGroup = (t.wg / t.tpr) * t.rows;

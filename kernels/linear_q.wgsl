@@ -112,6 +112,77 @@ fn xn(i: u32) -> vec4<f32> { return x[i]; }
 #endif
 #endif
 
+#if XQ
+// x as int8 (llama.cpp's MMVQ idea): each 32-element block of x (one weight group) is staged as
+// int8 codes c = round(x / 2^e) with the smallest power of two 2^e ≥ max|x| / 127, and a block's
+// product is exact integer dot4I8Packed sums (q4: Σ nibble · c − 8 · Σ c) times d · 2^e (exact:
+// 2^e is a power of two), one f32 rounding per block and row. A power of two rather than
+// max|x| / 127 makes the codes exactly reproducible (no division: src/ref/linear_q.ts gets the
+// same bits) at up to 2× the rounding step. Per 8 q4 weights: 3 bit ops and 2 dot4I8Packed.
+const UNIT: u32 = 32u;
+#if Q4
+const CV: u32 = 1u;  // vec4<u32> of codes per unit
+#else
+const CV: u32 = 2u;
+#endif
+var<workgroup> xq0: array<vec4<u32>, {{TILE}}u>;  // tile block j: int8 codes of elements 0..15
+var<workgroup> xq1: array<vec4<u32>, {{TILE}}u>;  // elements 16..31
+var<workgroup> xqs: array<vec2<f32>, {{TILE}}u>;  // (2^e, Σ codes)
+
+// Quantizes x block b (elements 32b..32b+31, normed / silu'd) into tile slot j; returns its Σ x²
+// (NORM, of the raw x).
+fn stage_block(b: u32, j: u32) -> f32 {
+  var v: array<vec4<f32>, 8>;
+  var amax = 0.0;
+  var ss = 0.0;
+  for (var i = 0u; i < 8u; i++) {
+#if NORM
+    let e = x[8u * b + i];
+    ss += dot(e, e);
+#endif
+    v[i] = xn(8u * b + i);
+    let a = abs(v[i]);
+    amax = max(amax, max(max(a.x, a.y), max(a.z, a.w)));
+  }
+  // amax = f · 2^E, f in [0.5, 1): 2^(E − 7) holds it in 127 steps unless f > 127/128.
+  let fe = frexp(amax);
+  let e = max(select(fe.exp - 6, fe.exp - 7, fe.fract <= 0.9921875), -120);
+  let inv = ldexp(1.0, -e);
+  var words: array<u32, 8>;
+  var sum = 0;
+  for (var i = 0u; i < 8u; i++) {
+    let c = vec4<i32>(round(v[i] * inv));
+    sum += c.x + c.y + c.z + c.w;
+    words[i] = pack4xI8(c);
+  }
+  xq0[j] = vec4<u32>(words[0], words[1], words[2], words[3]);
+  xq1[j] = vec4<u32>(words[4], words[5], words[6], words[7]);
+  xqs[j] = vec2<f32>(ldexp(1.0, e), f32(sum));
+  return ss;
+}
+
+// Σ code · c over the block at code vec4 index i (exact; a small integer as f32).
+fn block_dot(i: u32, a: vec4<u32>, b: vec4<u32>, sum: f32) -> f32 {
+#if Q4
+  // Word n holds elements 8n..8n+3 in its low nibbles, 8n+4..8n+7 in its high ones: as bytes
+  // 0..15 they are int8 too. The − 8 of every code is the − 8 · Σ c.
+  let q = w[i];
+  let m = 0x0f0f0f0fu;
+  let d = dot4I8Packed(q.x & m, a.x) + dot4I8Packed((q.x >> 4u) & m, a.y) +
+    dot4I8Packed(q.y & m, a.z) + dot4I8Packed((q.y >> 4u) & m, a.w) +
+    dot4I8Packed(q.z & m, b.x) + dot4I8Packed((q.z >> 4u) & m, b.y) +
+    dot4I8Packed(q.w & m, b.z) + dot4I8Packed((q.w >> 4u) & m, b.w);
+  return f32(d) - 8.0 * sum;
+#else
+  let q0 = w[i];
+  let q1 = w[i + 1u];
+  let d = dot4I8Packed(q0.x, a.x) + dot4I8Packed(q0.y, a.y) + dot4I8Packed(q0.z, a.z) +
+    dot4I8Packed(q0.w, a.w) + dot4I8Packed(q1.x, b.x) + dot4I8Packed(q1.y, b.y) +
+    dot4I8Packed(q1.z, b.z) + dot4I8Packed(q1.w, b.w);
+  return f32(d);
+#endif
+}
+#else
 // A thread's unit is one vec4<u32> of codes: 32 elements (one group) for Q4, 16 (half a group)
 // for q8. Its x elements are loaded once and reused for the ROWS rows.
 #if Q4
@@ -144,6 +215,8 @@ fn load_x(j: u32) -> XU {
 fn unit_dot(q: vec4<u32>, v: XU) -> f32 {
   return dot(codes8(q.x), v.a) + dot(codes8(q.y), v.b) + dot(codes8(q.z), v.c) + dot(codes8(q.w), v.d);
 }
+#endif
+
 #endif
 
 // `rs`: 1 / rms with NORM, else 1.
@@ -181,6 +254,33 @@ fn main(
   let r0 = ((wid.x + wid.y * 65535u) * GROUPS_PER_WG + rg) * ROWS;  // its first chunk row
   let units = p.k / UNIT;
   // Rows past the chunk's end read the last row again (in bounds) and are not stored.
+  var ss = 0.0;  // NORM: this thread's share of Σ x²
+#if XQ
+  var base: array<u32, ROWS>;  // code vec4 before each row
+  var sbase: array<u32, ROWS>; // groups before each row
+  var acc: array<f32, ROWS>;
+  for (var r = 0u; r < ROWS; r++) {
+    let row = min(r0 + r, p.rows - 1u);
+    base[r] = row * units * CV;
+    sbase[r] = row * p.groups;
+    acc[r] = 0.0;
+  }
+  for (var u0 = 0u; u0 < units; u0 += p.tile) {
+    let tu = min(p.tile, units - u0);
+    workgroupBarrier();  // the previous tile is consumed
+    for (var b = lid; b < tu; b += WG) { ss += stage_block(u0 + b, b); }
+    workgroupBarrier();
+    for (var j = t; j < tu; j += TPR) {
+      let a = xq0[j];
+      let b = xq1[j];
+      let sx = xqs[j];
+      let g = u0 + j;
+      for (var r = 0u; r < ROWS; r++) {
+        acc[r] += scale(sbase[r] + g) * sx.x * block_dot(base[r] + CV * g, a, b, sx.y);
+      }
+    }
+  }
+#else
   var base: array<u32, ROWS>;  // code units before each row
   var sbase: array<u32, ROWS>; // groups before each row
   var acc: array<f32, ROWS>;
@@ -190,7 +290,6 @@ fn main(
     sbase[r] = row * p.groups;
     acc[r] = 0.0;
   }
-  var ss = 0.0;  // NORM: this thread's share of Σ x²
   for (var u0 = 0u; u0 < units; u0 += p.tile) {
     let tu = min(p.tile, units - u0);
     workgroupBarrier();  // the previous tile is consumed
@@ -227,6 +326,7 @@ fn main(
       }
     }
   }
+#endif
 #if NORM
   let f = inv_rms(lid, ss);
 #else

@@ -86,3 +86,30 @@ export function unpack(
   const h = new Float16Array(bytes, scalesOffset, n / GROUP);
   return { codes, scales: Float32Array.from(h) };
 }
+
+/**
+ * x as the GEMV's int8 path (kernels/linear_q.wgsl XQ) holds it: per block of 32 elements, codes
+ * c = round(x / 2^e) (half to even) with the smallest power of two 2^e ≥ max|x| / 127 (e ≥ −120).
+ * @param x (k) f32, k % 32 == 0
+ * @returns (k) the values c · 2^e (exact in f32) and the per-block steps 2^e
+ */
+export function quantizeActivations(
+  x: Float32Array,
+): { values: Float32Array; steps: Float32Array } {
+  const values = new Float32Array(x.length), steps = new Float32Array(x.length / GROUP);
+  for (let b = 0; b < steps.length; b++) {
+    let amax = 0;
+    for (let i = 0; i < GROUP; i++) amax = Math.max(amax, Math.abs(x[b * GROUP + i]));
+    // frexp: amax = f · 2^E, f in [0.5, 1) (f = 0, E = 0 for 0).
+    let E = amax === 0 ? 0 : Math.floor(Math.log2(amax)) + 1;
+    if (amax !== 0 && amax / 2 ** E >= 1) E++;
+    if (amax !== 0 && amax / 2 ** E < 0.5) E--;
+    const f = amax === 0 ? 0 : amax / 2 ** E;
+    const e = Math.max(f <= 127 / 128 ? E - 7 : E - 6, -120);
+    steps[b] = 2 ** e;
+    for (let i = 0; i < GROUP; i++) {
+      values[b * GROUP + i] = roundEven(x[b * GROUP + i] / 2 ** e) * 2 ** e;
+    }
+  }
+  return { values, steps };
+}
