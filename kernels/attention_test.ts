@@ -107,7 +107,13 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
       ty: 8,
       qres: true,
     }, { cv: 2, ty: 8, qres: true, dc: 4, kc: 8 }]],
-    [128, [{ cv: 2, ty: 8 }, { cv: 1, ty: 8 }, { cv: 2, ty: 4, qres: true, dc: 4, kc: 16 }]],
+    [128, [{ cv: 2, ty: 8, dc: 4 }, { cv: 2, ty: 8, dc: 8 }, { cv: 1, ty: 8 }, {
+      cv: 2,
+      ty: 4,
+      qres: true,
+      dc: 4,
+      kc: 16,
+    }]],
   ];
   for (const [headDim, tunings] of tilings) {
     const c: Case = { headDim, heads: 4, kvHeads: 2, seq: cu[cu.length - 1], offset: 9 };
