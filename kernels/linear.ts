@@ -83,6 +83,21 @@ export const LINEAR_TUNING: Readonly<LinearTuning> = {
   gemvPack8: true,
 };
 
+/**
+ * GEMV tuning of the fused variants, over {@link LINEAR_TUNING}: a fused norm reads x and the norm
+ * weight (8 bytes per element against the weight's 2), silu · mul reads gate and up, so more rows
+ * per workgroup share those reads. Per kind of the 7B decode step (bench/_gemv.ts sweep, NVIDIA
+ * H200, 2026-11-28, 28 layers' distinct weights): gate_up + norm 2.37 ms at {64, 4} (default
+ * {256, 2}: slower), lm_head + norm best at {64, 8} (then {64, 4}), down + silu 1.21 ms at
+ * {256, 4}; the chain of all 113 fused GEMVs 5.14 ms at each kind's best against 7.22 ms at the
+ * default (the plain o_proj keeps the default; qkv + norm + rope needs 2 rows).
+ */
+export function gemvVariantTuning(norm: boolean, silu: boolean): Partial<LinearTuning> {
+  if (norm) return { gemvWg: 64, gemvRows: 4 };
+  if (silu) return { gemvWg: 256, gemvRows: 4 };
+  return {};
+}
+
 /** Below this many loads per weight row, an m = 1 linear takes the small-k GEMV path. */
 export const GEMV_SMALL_K_LOADS = 128;
 
@@ -207,7 +222,7 @@ export function linear(
     checkSize("v cache", rk.v, rk.maxTokens * rk.kvHeads * hd * 4);
   }
   if (isQuant(w.dtype)) return linearQ(gpu, y, x, w, bias, s); // q8/q4: kernels/linear_q.ts
-  const t = { ...LINEAR_TUNING, ...tuning };
+  const t = { ...LINEAR_TUNING, ...gemvVariantTuning(norm !== undefined, silu), ...tuning };
   const tile = t.tile ?? (m >= 128 ? 8 : 4);
   if (
     !(t.gemvWg >= 4 && t.gemvWg <= gpu.limits.maxComputeInvocationsPerWorkgroup &&
