@@ -200,7 +200,10 @@ for (const dtype of dtypes) {
     ["default fused", () => undefined, false],
     ["default plain", () => undefined, true],
   ];
-  if (dtype !== "f16") variants.push(["f32-x fused", () => ({ xq: false }), false]);
+  if (dtype !== "f16") {
+    variants.push(["f32-x fused", () => ({ xq: false }), false]);
+    variants.push(["int8-x fused", () => ({ xq: true }), false]);
+  }
   if (best.size) {
     variants.push(["best fused", (kind) => best.get(kind)!.t, false]);
     variants.push(["best plain", (kind) => best.get(kind)!.t, true]);

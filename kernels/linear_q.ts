@@ -59,13 +59,18 @@ export interface LinearQTuning {
   xq: boolean;
 }
 
+/** Whether the default GEMV of a dtype holds x as int8: q4 yes (its own rounding error is ~10×
+ * larger); q8 keeps f32 x — int8 x moved the tiny model's q8 logits past the measured q8 bound of
+ * src/pipeline_test.ts (max |Δ| 0.55 > 0.5 of ≈ 35). */
+export const GEMV_XQ: Readonly<Record<QuantDType, boolean>> = { q4: true, q8: false };
+
 /**
- * Default GEMV {@link LinearQTuning} for a q8/q4 weight with k columns: int8 x, 256 threads, one
- * row per row group of about k / 256 threads (at most 32, one NVIDIA subgroup, reduced by
- * shuffles). From the H100 sweep of bench/_gemv.ts (f32-x path, 2026-11-28): rows 1 and no unroll
- * won on every 7B kind, tpr 8 at k = 3584, 32 at k = 18944.
+ * Default GEMV {@link LinearQTuning} for a q8/q4 weight with k columns: x as {@link GEMV_XQ} says,
+ * 256 threads, one row per row group of about k / 256 threads (at most 32, one NVIDIA subgroup,
+ * reduced by shuffles). From the H100 sweep of bench/_gemv.ts (f32-x path, 2026-11-28): rows 1
+ * and no unroll won on every 7B kind, tpr 8 at k = 3584, 32 at k = 18944.
  */
-export function gemvQTuning(dtype: QuantDType, k: number, xq = true): LinearQTuning {
+export function gemvQTuning(dtype: QuantDType, k: number, xq = GEMV_XQ[dtype]): LinearQTuning {
   const units = k / (xq || dtype === "q4" ? 32 : 16);
   const tpr = Math.min(32, 2 ** Math.floor(Math.log2(Math.max(1, units / 8))));
   return { wg: 256, tpr, rows: 1, unroll: false, tile: xq || dtype === "q8" ? 128 : 64, xq };
@@ -183,7 +188,7 @@ export function linearQ(
   if (norm) checkSize("norm weight", norm.weight, w.cols * 4);
   if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError("linearQ: y must not alias x");
   if (m > 1) return dequantLinear(gpu, y, x, w, bias, s);
-  const t = { ...gemvQTuning(q, w.cols, tuning.xq ?? true), ...tuning };
+  const t = { ...gemvQTuning(q, w.cols, tuning.xq ?? GEMV_XQ[q]), ...tuning };
   const pow2 = (v: number) => Number.isInteger(v) && v >= 1 && (v & (v - 1)) === 0;
   if (
     !(pow2(t.wg) && t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup) ||
