@@ -45,7 +45,7 @@ export interface GemmQTuning {
 
 /**
  * Default tuning: 128 × 64 tiles (16² threads, 8 × 4 outputs each), 2 groups per k step. On an
- * H100 (bench/_gemm.ts, q8 and q4 at the vision / 7B / 72B prefill shapes, one run) it was the
+ * H200 (bench/_gemm.ts, q8 and q4 at the vision / 7B / 72B prefill shapes, one run) it was the
  * fastest of 128², 64² (16² or 8² threads) and 128 × 64 tiles on 32 of 36 shapes at 22–40 TOP/s,
  * 1.1–2.6× linear_q's dequantize + f32 GEMM; two outliers at 23 TOP/s against 30 for 128² (vision
  * fc1 q8 and qkv q4 at m = 5120) ran 33–34 in the other dtype.
@@ -104,6 +104,17 @@ export function quantizeX(
   return new Dispatch(gpu, v, [x, xq, xs], params, grid2d(ceilDiv(m * k / 32, 256)));
 }
 
+/** Bytes of x (m, k) quantized: codes, then the f32 scales from a 256-byte boundary. */
+function xBytes(m: number, k: number): { codes: number; total: number } {
+  const codes = Math.ceil(m * k / 256) * 256;
+  return { codes, total: codes + m * k / 32 * 4 };
+}
+
+/** Whether {@link gemmQ} takes an (m, k) x: its quantized form fits one binding. */
+export function gemmQFits(gpu: Gpu, m: number, k: number): boolean {
+  return xBytes(m, k).total <= gpu.maxBinding;
+}
+
 /**
  * y = x · wᵀ (+ bias) (+ y when `s.accumulate`) for a q8/q4 weight, x quantized to int8 on the
  * way: a quantize dispatch into a per-device scratch, then one GEMM dispatch per weight chunk. The
@@ -147,14 +158,14 @@ export function gemmQ(
   if (bias) checkSize("bias", bias, w.rows * 4);
   if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError("gemmQ: y must not alias x");
   // Codes then scales, the scales 256-byte aligned as a binding offset must be.
-  const codeBytes = Math.ceil(m * k / 256) * 256, scaleBytes = m * k / 32 * 4;
-  if (codeBytes + scaleBytes > gpu.maxBinding) {
+  const { codes: codeBytes, total } = xBytes(m, k), scaleBytes = total - codeBytes;
+  if (!gemmQFits(gpu, m, k)) {
     throw new InvalidInputError(
-      `gemmQ: x of ${m} × ${k} quantizes to ${codeBytes + scaleBytes} bytes, over one binding ` +
+      `gemmQ: x of ${m} × ${k} quantizes to ${total} bytes, over one binding ` +
         `(${gpu.maxBinding}); pass fewer rows at a time`,
     );
   }
-  const buf = xScratch(gpu, codeBytes + scaleBytes);
+  const buf = xScratch(gpu, total);
   const xq = { buffer: buf, offset: 0, size: m * k };
   const xs = { buffer: buf, offset: codeBytes, size: scaleBytes };
   const v = variant(gpu, {

@@ -13,7 +13,7 @@ import { dequantize, type Quantized, unpack } from "../src/ref/linear_q.ts";
 import { gemmQ as gemmQRef, quantizeX as quantizeXRef } from "../src/ref/gemm_q.ts";
 import { linear as linearRef } from "../src/ref/linear.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
-import { gemmQ, type GemmQTuning, quantizeX } from "./gemm.ts";
+import { gemmQ, gemmQFits, type GemmQTuning, quantizeX } from "./gemm.ts";
 import { writeQuantRows } from "./linear_q.ts";
 import { run } from "./_kernel.ts";
 
@@ -138,7 +138,7 @@ for (const dtype of ["q8", "q4"] as const) {
   });
 }
 
-Deno.test("gemmQ() refuses f16 weights, a bad tuning, y aliasing x and k not a multiple of 32", async () => {
+Deno.test("gemmQ() refuses f16 weights, a bad tuning, y aliasing x, k not a multiple of 32 and an x over a binding", async () => {
   const gpu = await sharedGpu();
   const x = createStorage(gpu, 4 * 64 * 4, "x"), y = createStorage(gpu, 4 * 64 * 4, "y");
   const f = createWeight(gpu, 64, 64, "f16", "f");
@@ -148,6 +148,9 @@ Deno.test("gemmQ() refuses f16 weights, a bad tuning, y aliasing x and k not a m
   assert.throws(() => gemmQ(gpu, x, x, w, null, { m: 4 }), /alias/);
   assert.throws(() => gemmQ(gpu, y, x, w, null, { m: 0 }), /positive integer/);
   assert.throws(() => quantizeX(gpu, y, y, x, { m: 4, k: 48 }), /multiple of 32/);
+  // An x whose int8 form exceeds one binding (8 GiB here) is refused; gemmQFits() says so first.
+  assert.equal(gemmQFits(gpu, 4, 64), true);
+  assert.equal(gemmQFits(gpu, 1 << 20, 8192), false);
   [x, y].forEach((b) => b.destroy());
   destroyWeight(f);
   destroyWeight(w);
