@@ -27,6 +27,7 @@ import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, run, variant } 
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
 import { linear, type LinearShape } from "./linear.ts";
+import { gemmQ, gemmQFits } from "./gemm.ts";
 
 const Params = defineParams({
   n: "u32",
@@ -187,7 +188,11 @@ export function linearQ(
   if (bias) checkSize("bias", bias, w.rows * 4);
   if (norm) checkSize("norm weight", norm.weight, w.cols * 4);
   if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError("linearQ: y must not alias x");
-  if (m > 1) return dequantLinear(gpu, y, x, w, bias, s);
+  if (m > 1) {
+    // The int8 dot-product GEMM (kernels/gemm.ts); an x too large for its scratch dequantizes.
+    if (gemmQFits(gpu, m, w.cols)) return gemmQ(gpu, y, x, w, bias, s);
+    return dequantLinear(gpu, y, x, w, bias, s);
+  }
   const t = { ...gemvQTuning(q, w.cols, tuning.xq ?? GEMV_XQ[q]), ...tuning };
   const pow2 = (v: number) => Number.isInteger(v) && v >= 1 && (v & (v - 1)) === 0;
   if (
