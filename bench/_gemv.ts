@@ -173,7 +173,7 @@ for (const dtype of dtypes) {
           `${(gb(kind) / b.ms).toFixed(2)} TB/s (default ${
             dtype === "f16"
               ? "LINEAR_TUNING"
-              : JSON.stringify(gemvQTuning(dtype, ws.get(kind)![0].cols))
+              : JSON.stringify(gemvQTuning(dtype, ws.get(kind)![0].rows, ws.get(kind)![0].cols))
           })`,
       );
     }

@@ -60,21 +60,45 @@ export interface LinearQTuning {
   xq: boolean;
 }
 
-/** Whether the default GEMV of a dtype holds x as int8: q4 yes (its own rounding error is ~10×
- * larger); q8 keeps f32 x — int8 x moved the tiny model's q8 logits past the measured q8 bound of
- * src/pipeline_test.ts (max |Δ| 0.55 > 0.5 of ≈ 35). */
+/**
+ * Whether the default GEMV of a dtype holds x as int8 (rows up to {@link GEMV_LONG_UNITS} units;
+ * longer rows stage f32 x, faster there: see {@link gemvQTuning}). q4 yes: its own rounding error
+ * is ~10× larger. q8 keeps f32 x: int8 x moved the tiny model's q8 logits to max |Δ| 0.55, past
+ * the measured q8 bound of src/pipeline_test.ts (0.5 of ≈ 35), for ~18 % of its GEMV time.
+ */
 export const GEMV_XQ: Readonly<Record<QuantDType, boolean>> = { q4: true, q8: false };
 
+/** Rows of more than this many 32-element groups (7B down_proj: 592) are "long" to the GEMV. */
+export const GEMV_LONG_UNITS = 256;
+
 /**
- * Default GEMV {@link LinearQTuning} for a q8/q4 weight with k columns: x as {@link GEMV_XQ} says,
- * 256 threads, one row per row group of about k / 256 threads (at most 32, one NVIDIA subgroup,
- * reduced by shuffles). From the H100 sweep of bench/_gemv.ts (f32-x path, 2026-11-28): rows 1
- * and no unroll won on every 7B kind, tpr 8 at k = 3584, 32 at k = 18944.
+ * Default GEMV {@link LinearQTuning} for an (n, k) q8/q4 weight: 256 threads; threads per row
+ * (tpr) and rows per row group by shape, the best of the bench/_gemv.ts sweep on an H200
+ * (2026-11-28, 28 layers of each 7B kind, ms per token's worth):
+ * - long rows (k / 32 > {@link GEMV_LONG_UNITS}, down_proj): tpr 32, 1 row, f32 x (q4 1.16 ms
+ *   vs 1.36 with int8 x; q8 1.42 either way);
+ * - int8 x: n ≥ 65536 (lm_head) tpr 4 × 2 rows (0.115 ms q4), n ≥ 16384 (gate_up) tpr 8 × 2 rows
+ *   (1.15 ms q4, 1.48 q8), else (qkv, o) tpr 16 × 1 row (0.44 / 0.41 ms q4);
+ * - f32 x: tpr 8 at n ≥ 16384 (q8 gate_up 2.19 ms vs 2.49 at tpr 32), else 32 (q8 o 0.67 vs
+ *   1.01 at tpr 8), 1 row.
+ * tpr never exceeds the groups of a row (the tiny model's k = 32 is one).
+ * @param xq override of the default x precision
  */
-export function gemvQTuning(dtype: QuantDType, k: number, xq = GEMV_XQ[dtype]): LinearQTuning {
-  const units = k / (xq || dtype === "q4" ? 32 : 16);
-  const tpr = Math.min(32, 2 ** Math.floor(Math.log2(Math.max(1, units / 8))));
-  return { wg: 256, tpr, rows: 1, unroll: false, tile: xq || dtype === "q8" ? 128 : 64, xq };
+export function gemvQTuning(
+  dtype: QuantDType,
+  n: number,
+  k: number,
+  xq = GEMV_XQ[dtype] && k / 32 <= GEMV_LONG_UNITS,
+): LinearQTuning {
+  const groups = k / 32;
+  const long = groups > GEMV_LONG_UNITS;
+  let tpr: number, rows = 1;
+  if (long) tpr = 32;
+  else if (xq) {
+    [tpr, rows] = n >= 65536 ? [4, 2] : n >= 16384 ? [8, 2] : [16, 1];
+  } else tpr = n >= 16384 ? 8 : 32;
+  tpr = Math.min(tpr, 2 ** Math.floor(Math.log2(Math.max(1, groups))));
+  return { wg: 256, tpr, rows, unroll: false, tile: xq || dtype === "q8" ? 128 : 64, xq };
 }
 
 /** Bytes of the per-device f16 staging that quantization uploads go through, slice by slice. */
@@ -193,7 +217,7 @@ export function linearQ(
     if (gemmQFits(gpu, m, w.cols)) return gemmQ(gpu, y, x, w, bias, s);
     return dequantLinear(gpu, y, x, w, bias, s);
   }
-  const t = { ...gemvQTuning(q, w.cols, tuning.xq ?? GEMV_XQ[q]), ...tuning };
+  const t = { ...gemvQTuning(q, w.rows, w.cols, tuning.xq), ...tuning };
   const pow2 = (v: number) => Number.isInteger(v) && v >= 1 && (v & (v - 1)) === 0;
   if (
     !(pow2(t.wg) && t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup) ||
