@@ -6,9 +6,24 @@
  * one f16 scale d = max|v| / 7 (q4) or / 127 (q8), codes = round(v / d) — symmetric, no zero point,
  * like GGUF's Q4_0 / Q8_0 with f16 scales. Bytes per weight: q8 1.0625, q4 0.5625.
  *
- * Decode (m = 1) runs a GEMV that reads the codes with 16-byte loads; prefill and vision (m > 1)
- * dequantize slices of the weight into an f16 scratch buffer and run the f16 tiled GEMM of
- * kernels/linear.ts (compute-bound there: the extra pass over the weight is ~1% of the time).
+ * Decode (m = 1) runs a GEMV (design in kernels/linear_q.wgsl) with RMSNorm / silu · mul fused
+ * like the f16 one (same dispatch count per step). Prefill and vision (m > 1) run kernels/gemm.ts's
+ * int8 GEMM, or where its x does not fit, dequantize balanced row slices into an f16 scratch and
+ * run the f16 GEMM of kernels/linear.ts.
+ *
+ * GEMV performance (bench/_gemv.ts: 28 layers × qkv, o, gate_up, down + lm_head of 7B, each its
+ * own weight; ms per token's 113 GEMVs, plain x / as the decode step fuses them), 2026-11-28:
+ * - first version (x from global memory, shift/and/convert per code): H100 q4 4.24 ms = 0.94 TB/s
+ *   at its best tuning, ALU- and L1-bound (lanes read x 128 bytes apart; int→float conversions).
+ * - codes to f32 by exponent magic, x staged in padded workgroup memory: H100 q4 best 4.01 / 4.35
+ *   ms, q8 5.00 / 5.14 (f16 6.38 / 6.74 on the same run).
+ * - int8 x + dot4I8Packed (H200): q4 best per kind 3.29 / 3.52 ms (1.21 / 1.13 TB/s), q8 4.04 /
+ *   4.18 (f16 best 5.10 / 5.14). Per kind (q4, TB/s): gate_up 1.86, lm_head 2.67, down 0.92 (f32
+ *   x), qkv 0.59, o 0.49 — small matrices and k = 18944 stay far from the bandwidth: every
+ *   workgroup stages and quantizes all of x before its first weight load, and down re-stages per
+ *   tile (5 barrier rounds of 4 units per lane). Next: stage x once per dispatch (a tiny
+ *   quantize-x pass shared by all workgroups, or one per distinct x in the decoder), more
+ *   workgroups per SM for small n (split k), whole-k tiles for down.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
