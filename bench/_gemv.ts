@@ -127,6 +127,10 @@ const SWEEP: Partial<LinearQTuning>[] = [
   { wg: 256, tpr: 8, rows: 1, xq: true, tile: 512 },
   { wg: 256, tpr: 8, rows: 1, xq: false },
   { wg: 256, tpr: 32, rows: 1, xq: false },
+  // Long rows (down_proj): all of x in one tile (no re-staging rounds), int8 and f32.
+  { wg: 256, tpr: 32, rows: 1, xq: true, tile: 1024 },
+  { wg: 256, tpr: 32, rows: 2, xq: true, tile: 1024 },
+  { wg: 256, tpr: 32, rows: 1, xq: false, tile: 256 },
 ];
 // f16 tunings, swept with each kind's fused decode variant (norm / silu / accumulate).
 const SWEEP_F16: Partial<LinearTuning>[] = [64, 128, 256].flatMap((gemvWg) =>
