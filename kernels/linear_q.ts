@@ -7,9 +7,9 @@
  * like GGUF's Q4_0 / Q8_0 with f16 scales. Bytes per weight: q8 1.0625, q4 0.5625.
  *
  * Decode (m = 1) runs a GEMV (design in kernels/linear_q.wgsl) with RMSNorm / silu · mul fused
- * like the f16 one (same dispatch count per step). Prefill and vision (m > 1) run kernels/gemm.ts's
- * int8 GEMM, or where its x does not fit, dequantize balanced row slices into an f16 scratch and
- * run the f16 GEMM of kernels/linear.ts.
+ * like the f16 one (same dispatch count per step). Prefill and vision (m > 1) run, for q4,
+ * kernels/gemm.ts's int8 GEMM ({@link PREFILL_INT8}); q8 (and any x too large for gemmQ's scratch)
+ * dequantizes balanced row slices into an f16 scratch and runs the f16 GEMM of kernels/linear.ts.
  *
  * GEMV performance (bench/_gemv.ts: 28 layers × qkv, o, gate_up, down + lm_head of 7B, each its
  * own weight; ms per token's 113 GEMVs, plain x / as the decode step fuses them), 2026-11-28:
@@ -82,6 +82,15 @@ export interface LinearQTuning {
  * the measured q8 bound of src/pipeline_test.ts (0.5 of ≈ 35), for ~18 % of its GEMV time.
  */
 export const GEMV_XQ: Readonly<Record<QuantDType, boolean>> = { q4: true, q8: false };
+
+/**
+ * Whether m > 1 products of a dtype run kernels/gemm.ts's int8 GEMM (x quantized per row and
+ * 32-group, dot4I8Packed; 1.1–2.6× the dequantize + f32 GEMM on the H200 bench) instead of
+ * dequantizing into f16 and running the f32-FMA GEMM. q4 yes: on the tiny model int8 x in prefill
+ * moved q4's max |Δ logit| from 8.08 to 8.12 and its argmax agreement from 59 to 58 of 98 — noise
+ * beside q4's own error. q8 no: it doubled q8's (0.485 → 0.985, argmax 98 → 95 of 98).
+ */
+export const PREFILL_INT8: Readonly<Record<QuantDType, boolean>> = { q4: true, q8: false };
 
 /** Rows of more than this many 32-element groups (7B down_proj: 592) are "long" to the GEMV. */
 export const GEMV_LONG_UNITS = 256;
@@ -228,8 +237,8 @@ export function linearQ(
   if (norm) checkSize("norm weight", norm.weight, w.cols * 4);
   if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError("linearQ: y must not alias x");
   if (m > 1) {
-    // The int8 dot-product GEMM (kernels/gemm.ts); an x too large for its scratch dequantizes.
-    if (gemmQFits(gpu, m, w.cols)) return gemmQ(gpu, y, x, w, bias, s);
+    // The int8 dot-product GEMM (kernels/gemm.ts) where the dtype takes it and x fits its scratch.
+    if (PREFILL_INT8[q] && gemmQFits(gpu, m, w.cols)) return gemmQ(gpu, y, x, w, bias, s);
     return dequantLinear(gpu, y, x, w, bias, s);
   }
   const t = { ...gemvQTuning(q, w.rows, w.cols, tuning.xq), ...tuning };

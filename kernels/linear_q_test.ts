@@ -35,6 +35,7 @@ import {
   gemvQTuning,
   linearQ,
   type LinearQTuning,
+  PREFILL_INT8,
   writeQuantRows,
 } from "./linear_q.ts";
 import { linear, type LinearShape, normLinear, siluMulLinear } from "./linear.ts";
@@ -149,7 +150,7 @@ Deno.test("dequantize() gives d · code rounded to f16 for any row slice", async
 });
 
 // m × n × k: decode GEMV (m = 1) at tiny, odd-n and 7B widths; prefill/vision (m > 1) through the
-// dequantized f16 scratch, with and without bias / accumulate.
+// int8 GEMM (q4) or the dequantized f16 scratch (q8), with and without bias / accumulate.
 const SHAPES: [number, number, number][] = [[1, 3, 32], [1, 67, 96], [1, 130, 3584], [5, 67, 96], [
   33,
   40,
@@ -162,17 +163,20 @@ Deno.test("linearQ() matches the reference product with the dequantized weight",
   for (const dtype of DTYPES) {
     for (const [m, n, k] of SHAPES) {
       const { w } = makeQuant(gpu, n, k, dtype, m * n + k);
-      const held = dequantRef(await readQuant(gpu, w));
+      const int8Gemm = m > 1 && PREFILL_INT8[dtype];
+      // The dequantizing m > 1 path multiplies by d · code rounded to f16 (its scratch is f16).
+      const held = dequantRef(await readQuant(gpu, w), m > 1 && !int8Gemm);
       const x0 = randn(rng, m * k), bias = randn(rng, n), y0 = randn(rng, m * n);
       // m = 1 multiplies by d · code exactly, with x as int8 where the default GEMV holds it so
-      // (gemvQTuning): exact against the reference. m > 1 runs kernels/gemm.ts's int8 GEMM (x per
-      // row and group of 32 to int8 with step max|x| / 127, tested against its own reference in
-      // kernels/gemm_test.ts): here within that rounding's bound, Σ |w| · step / 2 per output
-      // (a code may round the other way where x / step sits within an ulp of a half).
+      // (gemvQTuning): exact against the reference. m > 1 runs, for q4, kernels/gemm.ts's int8
+      // GEMM (x per row and group of 32 to int8 with step max|x| / 127, tested against its own
+      // reference in kernels/gemm_test.ts): here within that rounding's bound, Σ |w| · step / 2
+      // per output (a code may round the other way where x / step sits within an ulp of a half);
+      // q8 dequantizes and runs the f32 GEMM: within TOL.
       const xq = m === 1 && gemvQTuning(dtype, n, k).xq;
       const x = xq ? quantizeActivations(x0).values : x0;
       const bound = new Float32Array(m * n);
-      if (m > 1) {
+      if (int8Gemm) {
         const steps = quantizeX(x0).scales;
         for (let i = 0; i < m; i++) {
           for (let j = 0; j < n; j++) {
@@ -191,8 +195,8 @@ Deno.test("linearQ() matches the reference product with the dequantized weight",
         run(gpu, ds);
         const want = linearRef(x, held, useBias ? bias : null, m, n, k, acc ? y0 : undefined);
         const got = await readF32(gpu, by, m * n), what = `${dtype} ${m}x${n}x${k} bias=${useBias}`;
-        if (m === 1) assertClose(got, want, TOL, what);
-        else assertWithin(got, want, bound, what);
+        if (int8Gemm) assertWithin(got, want, bound, what);
+        else assertClose(got, want, TOL, what);
         [bx, bb, by].forEach((b) => b?.destroy());
         ds.forEach((d) => d.destroy());
       }

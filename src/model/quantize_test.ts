@@ -24,10 +24,13 @@ Deno.test("logitError() measures max/rms error and argmax agreement", () => {
 // a worst case next to real models), reference cases 0, 1, 3 (98 prompt positions), quantized decoder
 // + lm_head against the f32 path, logits of every position (max |logit| ≈ 35):
 //   q8: max |Δ| 0.485, every argmax agrees (98/98)
-//   q4: max |Δ| 8.08, argmax agrees at 59/98 positions
+//   q4: max |Δ| 8.12, argmax agrees at 58/98 positions — with int8 activations (q4's decode GEMV
+//       and its m > 1 products, kernels/linear_q.ts GEMV_XQ / PREFILL_INT8); with f32 activations
+//       it was 8.08 and 59/98 (2026-11-28): int8 x costs one position here, noise beside q4's own
+//       error, for 1.1–2.6× faster prefill products. q8 keeps f32 activations (int8 doubled its error).
 // The bounds below are those measurements rounded up a little: quantization error dominates
 // (f32 summation-order changes move logits by ~1e-6), so a looser result means a broken kernel.
-const BOUNDS = { q8: { maxAbs: 0.5, agree: 98 }, q4: { maxAbs: 8.5, agree: 59 } };
+const BOUNDS = { q8: { maxAbs: 0.5, agree: 98 }, q4: { maxAbs: 8.5, agree: 58 } };
 
 Deno.test("q8/q4 on the tiny model: logit error and greedy agreement vs the f32 path, as measured", async () => {
   const gpu = await sharedGpu();
