@@ -26,7 +26,7 @@ ck=${QVQ_BENCH_CHECKPOINT:-/tmp/qvq-ck2b}
 bench --shape qwen2-vl-2b --checkpoint "$ck" --write-checkpoint --repeat 1 --new-tokens 4
 bench --shape qwen2-vl-2b --checkpoint "$ck" --repeat 1 --new-tokens 4
 bench --shape qwen2-vl-2b --checkpoint "$ck" --quant q4 --repeat 1 --new-tokens 4
-timeout 120 deno run -A --no-config --no-check --cached-only bench/_gemv.ts --dtypes f16,q4,q8 \
+timeout 120 deno run -A --no-config --no-check --cached-only bench/_gemv.ts --dtypes f16,q4,q8 --sweep 0 \
   --prefill 0 >"$out/gemv.txt" 2>&1 || echo "bench/suite.sh: _gemv.ts failed" >>"$out/suite.err"
 if [ -f .device/tools/anchor_transformers.py ]; then
   timeout 200 python3 .device/tools/anchor_transformers.py >>"$out/gemv.txt" 2>&1 ||
