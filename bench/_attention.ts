@@ -23,6 +23,7 @@ import {
 import { createDecodeState, writeDecodeState } from "../kernels/state.ts";
 import { type Dispatch, run } from "../kernels/_kernel.ts";
 import { attention as attentionRef } from "../src/ref/attention.ts";
+import { msPerRep } from "./_timing.ts";
 
 const args = Deno.args;
 const opt = (name: string, def: string) => {
@@ -54,29 +55,12 @@ console.log(`adapter: ${gpu.adapterInfo.vendor} ${gpu.adapterInfo.description}`)
 const lines: string[] = [];
 let failures = 0;
 
-/** ms per call of `ds` (one call = all of ds), over R and 2R chained calls in one pass. */
-async function timeIt(ds: Dispatch[], probe: GPUBuffer, R: number): Promise<number> {
-  const time = async (reps: number) => {
-    const t0 = performance.now();
-    const enc = gpu.device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    for (let r = 0; r < reps; r++) for (const d of ds) d.encode(pass);
-    pass.end();
-    gpu.device.queue.submit([enc.finish()]);
-    await readF32(gpu, probe, 1);
-    return performance.now() - t0;
-  };
-  await time(1); // compile + warm
-  if (!repsOverride) {
-    // Enough calls that t(R) is ≈ 40 ms of GPU work: readback jitter (~1 ms) stays small.
-    const per = Math.max(((await time(9)) - (await time(1))) / 8, 0.002);
-    R = Math.min(4000, Math.max(R, Math.ceil(40 / per)));
-  } else R = repsOverride;
-  await time(R);
-  const diffs: number[] = [];
-  for (let i = 0; i < 3; i++) diffs.push((await time(2 * R)) - (await time(R)));
-  diffs.sort((a, b) => a - b);
-  return diffs[1] / R; // the median of three
+/** ms per call of `ds` (one call = all of ds): bench/_timing.ts, R ≥ minReps, ≈ 40 ms of work. */
+function timeIt(ds: Dispatch[], probe: GPUBuffer, minReps: number): Promise<number> {
+  return msPerRep(gpu, (_, pass) => ds.forEach((d) => d.encode(pass)), probe, {
+    minReps,
+    reps: repsOverride || undefined,
+  });
 }
 
 /** Seeded uniform [-1, 1) f32 buffer of n elements. */

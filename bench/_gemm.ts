@@ -3,13 +3,14 @@
  * matmul shapes, for each weight dtype in --dtypes (f16 / q8 / q4, seeded on the GPU) and each
  * kernel variant in --variants that applies to it. Each shape runs R and 2R times in one compute
  * pass (alternating between distinct weight copies so nothing stays in L2); time per call =
- * (t(2R) − t(R)) / R, which drops the submit and readback overheads. Every variant's output is
+ * the median of three (t(2R) − t(R)) / R (bench/_timing.ts), which drops the submit and readback. Every variant's output is
  * checked against the first variant's on each shape (max |Δ| / max |y|: for gemmq against linear,
  * the cost of quantizing x to int8).
  *
  *   deno run -A bench/_gemm.ts [--dtypes f16,q8,q4] [--variants linear,gemmq,gemmq:8x2x2x2]
  *     [--shapes vision,7b,72b] [--target-ms 60] [--out file.jsonl] [--small]
- * Variants: linear (linear() as callers get it: f16 tiled GEMM, or linear_q's dequantize + GEMM),
+ * Variants: linear (linear() as callers get it: f16 tiled GEMM; q8 linear_q's dequantize + GEMM;
+ * q4 gemmQ, kernels/linear_q.ts PREFILL_INT8),
  * tile4 / tile8 (f16: linear()'s tile override), gemmq (q8/q4: kernels/gemm.ts gemmQ() with its
  * default tuning), gemmq:TDxRMxRNxG or gemmq:RMxRNxG (that tuning; td 16). --small shrinks every
  * dimension 16× (k to a multiple of 32; a smoke test for lavapipe).
@@ -24,6 +25,7 @@ import { fillQuantRows } from "../kernels/linear_q.ts";
 import { gemmQ, type GemmQTuning } from "../kernels/gemm.ts";
 import { type BufferArg, type Dispatch, run } from "../kernels/_kernel.ts";
 import type { Gpu } from "../src/gpu/device.ts";
+import { msPerRep } from "./_timing.ts";
 
 const args = Deno.args;
 const opt = (name: string, def: string) => {
@@ -114,16 +116,6 @@ for (const dtype of dtypes) {
     let ref: Float32Array | undefined;
     for (const name of names) {
       const ds = ws.map((w) => variantOf(name, dtype)!(gpu, y, x, w, m));
-      const time = async (r: number) => {
-        const t0 = performance.now();
-        const enc = gpu.device.createCommandEncoder();
-        const pass = enc.beginComputePass();
-        for (let i = 0; i < r; i++) for (const d of ds[i % copies]) d.encode(pass);
-        pass.end();
-        gpu.device.queue.submit([enc.finish()]);
-        await readF32(gpu, y, 1);
-        return performance.now() - t0;
-      };
       // Correctness: one call on copy 0, compared with the first variant's output.
       run(gpu, ds[0]);
       const got = await readF32(gpu, y);
@@ -136,8 +128,15 @@ for (const dtype of dtypes) {
         }
         err = maxD / maxY;
       } else ref = got;
-      await time(2); // warm
-      const ms = ((await time(2 * reps)) - (await time(reps))) / reps;
+      // Call i uses weight copy i % copies, so successive calls read from memory, not L2.
+      const ms = await msPerRep(
+        gpu,
+        (i, pass) => ds[i % copies].forEach((d) => d.encode(pass)),
+        y,
+        {
+          reps,
+        },
+      );
       const rec = { dtype, group, label, m, k, n, variant: name, ms, tflops: flop / ms / 1e9, err };
       lines.push(JSON.stringify(rec));
       console.log(

@@ -17,7 +17,7 @@
  * @module
  */
 import { requestGpu } from "../src/gpu/device.ts";
-import { createStorage, readF32 } from "../src/gpu/buffers.ts";
+import { createStorage } from "../src/gpu/buffers.ts";
 import { createWeight, destroyWeight, type QuantDType, type Weight } from "../src/gpu/tensor.ts";
 import { fill, fillWeight } from "../kernels/fill.ts";
 import {
@@ -29,6 +29,7 @@ import {
 } from "../kernels/linear_q.ts";
 import { linear, type LinearShape, type LinearTuning } from "../kernels/linear.ts";
 import { type Dispatch, run } from "../kernels/_kernel.ts";
+import { msPerRep } from "./_timing.ts";
 
 const args = Deno.args;
 const opt = (name: string, def: string) => {
@@ -78,23 +79,12 @@ run(gpu, [
   fill(gpu, nw, { count: H, dtype: "f32", seed: 2, scale: 1 }),
 ]);
 
-/** ms per repetition of the dispatch chain: the median of 3 × (t(2R) − t(R)) / R, R ≈ 8 ms. */
-async function time(ds: Dispatch[]): Promise<number> {
-  const once = async (reps: number) => {
-    const t0 = performance.now();
-    const enc = gpu.device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    for (let r = 0; r < reps; r++) for (const d of ds) d.encode(pass);
-    pass.end();
-    gpu.device.queue.submit([enc.finish()]);
-    await readF32(gpu, y, 1);
-    return performance.now() - t0;
-  };
-  await once(1); // compile + warm
-  const R = Math.min(200, Math.max(5, Math.ceil(8 / await once(2) * 2)));
-  const d: number[] = [];
-  for (let i = 0; i < 3; i++) d.push(((await once(2 * R)) - (await once(R))) / R);
-  return d.sort((a, b) => a - b)[1];
+/** ms per repetition of the dispatch chain (bench/_timing.ts; R ≈ 8 ms of GPU work). */
+function time(ds: Dispatch[]): Promise<number> {
+  return msPerRep(gpu, (_, pass) => ds.forEach((d) => d.encode(pass)), y, {
+    targetMs: 8,
+    maxReps: 200,
+  });
 }
 
 /** The decode step's options for a kind: fused norm / silu, residual accumulation. */

@@ -1,0 +1,62 @@
+/**
+ * Kernel timing for the micro-benchmarks (bench/_gemv.ts, _gemm.ts, _attention.ts): R repetitions
+ * recorded into one compute pass, submitted, and one value read back; the time per repetition is
+ * (t(2R) − t(R)) / R, which cancels the submit and readback (~11 ms on the H100), as the median of
+ * three such differences.
+ * @module
+ */
+import type { Gpu } from "../src/gpu/device.ts";
+import { readF32 } from "../src/gpu/buffers.ts";
+
+/** Records repetition `rep` (0-based) into the open pass. */
+export type EncodeRep = (rep: number, pass: GPUComputePassEncoder) => void;
+
+/** Wall milliseconds for `reps` repetitions in one pass, up to one value of `probe` on the CPU. */
+export async function timePass(
+  gpu: Gpu,
+  reps: number,
+  encode: EncodeRep,
+  probe: GPUBuffer,
+): Promise<number> {
+  const t0 = performance.now();
+  const enc = gpu.device.createCommandEncoder({ label: "bench" });
+  const pass = enc.beginComputePass({ label: "bench" });
+  for (let r = 0; r < reps; r++) encode(r, pass);
+  pass.end();
+  gpu.device.queue.submit([enc.finish()]);
+  await readF32(gpu, probe, 1);
+  return performance.now() - t0;
+}
+
+/** How {@link msPerRep} picks R. */
+export interface RepOptions {
+  /** R such that t(R) is about this much GPU work (default 40 ms: readback jitter of ~1 ms stays small). */
+  targetMs?: number;
+  /** A fixed R instead. */
+  reps?: number;
+  /** Bounds on the chosen R (default 2 and 4000). */
+  minReps?: number;
+  maxReps?: number;
+}
+
+/**
+ * Milliseconds per repetition: after one warm-up (shader compilation), the median of three
+ * (t(2R) − t(R)) / R.
+ */
+export async function msPerRep(
+  gpu: Gpu,
+  encode: EncodeRep,
+  probe: GPUBuffer,
+  o: RepOptions = {},
+): Promise<number> {
+  const t = (reps: number) => timePass(gpu, reps, encode, probe);
+  await t(1);
+  let R = o.reps;
+  if (R === undefined) {
+    const per = Math.max(((await t(9)) - (await t(1))) / 8, 0.002);
+    R = Math.min(o.maxReps ?? 4000, Math.max(o.minReps ?? 2, Math.ceil((o.targetMs ?? 40) / per)));
+  }
+  const diffs: number[] = [];
+  for (let i = 0; i < 3; i++) diffs.push((await t(2 * R)) - (await t(R)));
+  return diffs.sort((a, b) => a - b)[1] / R;
+}
