@@ -1,44 +1,20 @@
 import assert from "node:assert/strict";
 import { type Gpu, sharedGpu } from "../src/gpu/device.ts";
 import { createStorage, readBytes, readF32, uploadArray } from "../src/gpu/buffers.ts";
-import {
-  createWeight,
-  destroyWeight,
-  type QuantDType,
-  quantLayout,
-  type Weight,
-} from "../src/gpu/tensor.ts";
+import { createWeight, destroyWeight, quantLayout, type Weight } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { dequantize, type Quantized, unpack } from "../src/ref/linear_q.ts";
+import { dequantize, type Quantized } from "../src/ref/linear_q.ts";
 import { gemmQ as gemmQRef, quantizeX as quantizeXRef } from "../src/ref/gemm_q.ts";
 import { linear as linearRef } from "../src/ref/linear.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
 import { gemmQ, gemmQFits, type GemmQTuning, quantizeX } from "./gemm.ts";
-import { writeQuantRows } from "./linear_q.ts";
+import { readQuantWeight, writeQuantRows } from "./linear_q.ts";
 import { run } from "./_kernel.ts";
 
 // Against the f64 reference fed the same integer codes and scales, the GPU differs only by its f32
 // accumulation over k / 32 scaled group sums: far below 1e-5 of max|y| (as kernels/linear_test.ts),
 // while one wrong code (|Δy| ≈ xs · ws ≈ max|y| / 100 here) or group fails by orders of magnitude.
 const TOL = 1e-5;
-
-/** Reads every chunk of a quantized weight back as codes + scales (rows in order). */
-async function readQuant(gpu: Gpu, w: Weight): Promise<Quantized> {
-  const codes = new Int8Array(w.rows * w.cols), scales = new Float32Array(w.rows * w.cols / 32);
-  for (const c of w.chunks) {
-    const l = quantLayout(c.rows, w.cols, w.dtype as QuantDType);
-    const q = unpack(
-      await readBytes(gpu, c.buffer, l.size),
-      c.rows,
-      w.cols,
-      w.dtype as QuantDType,
-      l.scalesOffset,
-    );
-    codes.set(q.codes, c.rowStart * w.cols);
-    scales.set(q.scales, (c.rowStart * w.cols) / 32);
-  }
-  return { codes, scales };
-}
 
 /** x quantized on the GPU by quantizeX(), read back. */
 async function gpuQuantizeX(gpu: Gpu, x: Float32Array, m: number, k: number): Promise<Quantized> {
@@ -122,7 +98,7 @@ for (const dtype of ["q8", "q4"] as const) {
       const maxChunk = idx % 2 ? undefined : quantLayout(16, k, dtype).size;
       const w = createWeight(gpu, n, k, dtype, "w", maxChunk);
       writeQuantRows(gpu, w, 0, wData);
-      const wq = await readQuant(gpu, w);
+      const wq = await readQuantWeight(gpu, w);
       const xq = await gpuQuantizeX(gpu, x, m, k);
       const got = await runGemmQ(gpu, x, w, bias, m, y0, t);
       const what = `${dtype} ${m}x${n}x${k} bias=${!!bias} acc=${!!y0} chunks=${w.chunks.length} ${

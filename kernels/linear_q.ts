@@ -36,7 +36,8 @@ import {
   type WeightChunk,
 } from "../src/gpu/tensor.ts";
 import { f32ToF16Bits } from "../src/gpu/tensor.ts";
-import { createStorage, writeArray } from "../src/gpu/buffers.ts";
+import { createStorage, readBytes, writeArray } from "../src/gpu/buffers.ts";
+import { type Quantized, unpack } from "../src/ref/linear_q.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, run, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
@@ -488,4 +489,20 @@ function forEachSlice(
     const r0 = Math.max(rowStart, c.rowStart), r1 = Math.min(rowStart + n, c.rowStart + c.rows);
     for (let r = r0; r < r1; r += per) fn(r, Math.min(per, r1 - r));
   }
+}
+
+/**
+ * Reads a q8/q4 weight back as codes + scales, rows in order (one readback per chunk: for tests
+ * and debugging, not for inference).
+ */
+export async function readQuantWeight(gpu: Gpu, w: Weight): Promise<Quantized> {
+  const q = checkQuant(w, "readQuantWeight");
+  const codes = new Int8Array(w.rows * w.cols), scales = new Float32Array(w.rows * w.cols / 32);
+  for (const c of w.chunks) {
+    const l = quantLayout(c.rows, w.cols, q);
+    const u = unpack(await readBytes(gpu, c.buffer, l.size), c.rows, w.cols, q, l.scalesOffset);
+    codes.set(u.codes, c.rowStart * w.cols);
+    scales.set(u.scales, (c.rowStart * w.cols) / 32);
+  }
+  return { codes, scales };
 }

@@ -7,8 +7,6 @@ import {
   f16BitsToF32,
   f32ToF16Bits,
   type QuantDType,
-  quantLayout,
-  type Weight,
   writeWeightRows,
 } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
@@ -17,13 +15,7 @@ import {
   normLinear as normLinearRef,
   siluMulLinear as siluMulLinearRef,
 } from "../src/ref/linear.ts";
-import {
-  dequantize as dequantRef,
-  quantize,
-  quantizeActivations,
-  type Quantized,
-  unpack,
-} from "../src/ref/linear_q.ts";
+import { dequantize as dequantRef, quantize, quantizeActivations } from "../src/ref/linear_q.ts";
 import { siluMul } from "../src/ref/elementwise.ts";
 import { quantizeX } from "../src/ref/gemm_q.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
@@ -36,6 +28,7 @@ import {
   linearQ,
   type LinearQTuning,
   PREFILL_INT8,
+  readQuantWeight,
   writeQuantRows,
 } from "./linear_q.ts";
 import { linear, type LinearShape, normLinear, siluMulLinear } from "./linear.ts";
@@ -44,24 +37,6 @@ import { run } from "./_kernel.ts";
 // Same bound as kernels/linear_test.ts: f32 sums in another order than the f64 reference.
 const TOL = 1e-5;
 const DTYPES: QuantDType[] = ["q8", "q4"];
-
-/** Reads every chunk of a quantized weight back as codes + scales (rows in order). */
-async function readQuant(gpu: Gpu, w: Weight): Promise<Quantized> {
-  const codes = new Int8Array(w.rows * w.cols), scales = new Float32Array(w.rows * w.cols / 32);
-  for (const c of w.chunks) {
-    const l = quantLayout(c.rows, w.cols, w.dtype as QuantDType);
-    const q = unpack(
-      await readBytes(gpu, c.buffer, l.size),
-      c.rows,
-      w.cols,
-      w.dtype as QuantDType,
-      l.scalesOffset,
-    );
-    codes.set(q.codes, c.rowStart * w.cols);
-    scales.set(q.scales, (c.rowStart * w.cols) / 32);
-  }
-  return { codes, scales };
-}
 
 /** A quantized weight from random f16-rounded values, written through writeQuantRows. */
 function makeQuant(
@@ -90,7 +65,7 @@ Deno.test("writeQuantRows() gives src/ref/linear_q.ts's codes and scales, across
     for (const dtype of DTYPES) {
       const { w, data } = makeQuant(gpu, rows, cols, dtype, rows + cols, maxChunk);
       if (maxChunk) assert.ok(w.chunks.length > 2, "several chunks");
-      const got = await readQuant(gpu, w), want = quantize(data, cols, dtype);
+      const got = await readQuantWeight(gpu, w), want = quantize(data, cols, dtype);
       assert.deepEqual([...got.scales], [...want.scales], `${dtype} ${rows}x${cols} scales`);
       // The GPU's 1/d may differ from the f32-rounded one by an ulp: a code may differ by one where
       // v/d sits within rounding of a .5 — never more, and rarely.
@@ -125,7 +100,7 @@ Deno.test("writeQuantRows() from bf16 bits quantizes the bf16 values themselves"
   for (const dtype of DTYPES) {
     const w = createWeight(gpu, rows, cols, dtype, "bf16");
     writeQuantRows(gpu, w, 0, bits, "bf16");
-    const got = await readQuant(gpu, w), want = quantize(vals, cols, dtype);
+    const got = await readQuantWeight(gpu, w), want = quantize(vals, cols, dtype);
     assert.deepEqual([...got.scales], [...want.scales], dtype);
     let off = 0;
     for (let i = 0; i < got.codes.length; i++) off += Math.abs(got.codes[i] - want.codes[i]);
@@ -139,7 +114,7 @@ Deno.test("dequantize() gives d · code rounded to f16 for any row slice", async
   for (const dtype of DTYPES) {
     const rows = 24, cols = 160;
     const { w } = makeQuant(gpu, rows, cols, dtype, 5);
-    const q = await readQuant(gpu, w);
+    const q = await readQuantWeight(gpu, w);
     const out = createStorage(gpu, rows * cols * 2);
     run(gpu, [dequantize(gpu, out, w, w.chunks[0], 6, 11)]);
     const got = f16BitsToF32(new Uint16Array(await readBytes(gpu, out, 11 * cols * 2)));
@@ -165,7 +140,7 @@ Deno.test("linearQ() matches the reference product with the dequantized weight",
       const { w } = makeQuant(gpu, n, k, dtype, m * n + k);
       const int8Gemm = m > 1 && PREFILL_INT8[dtype];
       // The dequantizing m > 1 path multiplies by d · code rounded to f16 (its scratch is f16).
-      const held = dequantRef(await readQuant(gpu, w), m > 1 && !int8Gemm);
+      const held = dequantRef(await readQuantWeight(gpu, w), m > 1 && !int8Gemm);
       const x0 = randn(rng, m * k), bias = randn(rng, n), y0 = randn(rng, m * n);
       // m = 1 multiplies by d · code exactly, with x as int8 where the default GEMV holds it so
       // (gemvQTuning): exact against the reference. m > 1 runs, for q4, kernels/gemm.ts's int8
@@ -260,7 +235,7 @@ Deno.test("linearQ() GEMV: every tuning, int8 / f32 x, fused norm / siluMul, chu
     for (const [n, k, maxChunk] of shapes) {
       const { w } = makeQuant(gpu, n, k, dtype, n + k, maxChunk);
       if (maxChunk) assert.ok(w.chunks.length >= 4, "several chunks");
-      const held = dequantRef(await readQuant(gpu, w));
+      const held = dequantRef(await readQuantWeight(gpu, w));
       const x = randn(rng, 2 * k), nw = randn(rng, k, 1), bias = randn(rng, n), y0 = randn(rng, n);
       const x0 = x.subarray(0, k), eps = 1e-6;
       const lin = (v: Float32Array, b: Float32Array | null, acc?: Float32Array) =>
@@ -362,7 +337,7 @@ Deno.test("normLinear() / siluMulLinear() fuse into one quantized GEMV per chunk
   const gpu = await sharedGpu();
   const [n, k] = [40, 96];
   const { w } = makeQuant(gpu, n, k, "q4", 6, 16 * k);
-  const held = dequantRef(await readQuant(gpu, w));
+  const held = dequantRef(await readQuantWeight(gpu, w));
   const rng = seeded(13);
   const x = randn(rng, 2 * k), nw = randn(rng, k, 1);
   const bx = uploadArray(gpu, x), bnw = uploadArray(gpu, nw), by = createStorage(gpu, n * 4);
@@ -452,7 +427,7 @@ Deno.test("fillQuantRows() quantizes what the producer writes into staging", asy
   const data = f16BitsToF32(
     new Uint16Array(await readBytes(gpu, ref.chunks[0].buffer, rows * cols * 2)),
   );
-  const got = await readQuant(gpu, w), want = quantize(data, cols, "q4");
+  const got = await readQuantWeight(gpu, w), want = quantize(data, cols, "q4");
   assert.deepEqual([...got.scales], [...want.scales]);
   destroyWeight(w);
   destroyWeight(ref);
