@@ -136,7 +136,7 @@ const STAGING_BYTES = 64 << 20;
  * prompt for 132 SMs, one after another, each over all of k = 18944 — and gate_up into 4 × 9362
  * + 440 rows.
  */
-const SCRATCH_BYTES = 272 << 20;
+export const DEQUANT_SCRATCH_BYTES = 272 << 20;
 const scratch = new WeakMap<Gpu, GPUBuffer>();
 const staging = new WeakMap<Gpu, GPUBuffer>();
 
@@ -317,8 +317,8 @@ function dequantLinear(
   bias: BufferArg | null,
   s: LinearShape,
 ): Dispatch[] {
-  const buf = perDevice(scratch, gpu, SCRATCH_BYTES, "linear_q.scratch");
-  const max = sliceRows(gpu, w.cols, SCRATCH_BYTES);
+  const buf = perDevice(scratch, gpu, DEQUANT_SCRATCH_BYTES, "linear_q.scratch");
+  const max = sliceRows(gpu, w.cols, DEQUANT_SCRATCH_BYTES);
   const out: Dispatch[] = [];
   for (const c of w.chunks) {
     let r = 0;

@@ -20,7 +20,12 @@ import {
   type Weight,
   type WeightDType,
 } from "../gpu/tensor.ts";
-import { quantizeRows, writeQuantRows } from "../../kernels/linear_q.ts";
+import {
+  DEQUANT_SCRATCH_BYTES,
+  PREFILL_INT8,
+  quantizeRows,
+  writeQuantRows,
+} from "../../kernels/linear_q.ts";
 import { run } from "../../kernels/_kernel.ts";
 import { convertRows, type SourceDType } from "../../kernels/convert.ts";
 import type { SafetensorsCheckpoint } from "../safetensors.ts";
@@ -378,7 +383,19 @@ export function estimateMemory(
   const qkv = t.hiddenSize + 2 * kvd;
   // x, normed x, qkv, attention out, gate|up, mlp act; and the logits of one row.
   const perToken = 4 * (3 * t.hiddenSize + qkv + 3 * t.intermediateSize);
-  const activations = chunk * perToken + t.vocabSize * 4;
+  let activations = chunk * perToken + t.vocabSize * 4;
+  // Quantized prefill's per-device scratch (kernels/linear_q.ts): dtypes that dequantize take the
+  // f16 slice scratch; those with int8 products (gemmQ) hold a chunk's x as int8 codes + f32 scales
+  // per 32 (kernels/gemm.ts), at most the widest k.
+  const quant = [...plan.tensors.values()].filter((pt) => isQuant(pt.dtype));
+  if (quant.some((pt) => !PREFILL_INT8[pt.dtype as QuantDType])) {
+    activations += Math.min(DEQUANT_SCRATCH_BYTES, plan.maxBinding);
+  }
+  const int8K = Math.max(
+    0,
+    ...quant.filter((pt) => PREFILL_INT8[pt.dtype as QuantDType]).map((pt) => pt.cols),
+  );
+  activations += chunk * int8K * (1 + 4 / 32);
   let largest = 0;
   for (const pt of plan.tensors.values()) {
     const bytes = pt.kind === "matrix"

@@ -5,6 +5,7 @@ import { PRESETS } from "./presets.ts";
 import {
   estimateMemory,
   planWeights,
+  prefillChunkTokens,
   rowsPerChunk,
   type StoredTensor,
   type TensorLookup,
@@ -13,7 +14,8 @@ import {
 import { sharedGpu } from "../gpu/device.ts";
 import { readBytes, uploadArray } from "../gpu/buffers.ts";
 import { createWeight, destroyWeight } from "../gpu/tensor.ts";
-import { writeQuantRows } from "../../kernels/linear_q.ts";
+import { DEQUANT_SCRATCH_BYTES, writeQuantRows } from "../../kernels/linear_q.ts";
+import { syntheticPlan } from "./synthetic.ts";
 import { MemoryModelSource, openModelSource } from "../model_files.ts";
 import { SafetensorsCheckpoint, writeSafetensors } from "../safetensors.ts";
 import { checkpointTensors, type HeaderTensor } from "./_sparse.ts";
@@ -366,3 +368,19 @@ function concat(parts: Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+Deno.test("estimateMemory() counts quantized prefill's scratch: q8's dequantize slices, q4's int8 x", () => {
+  const cfg = parseConfig(PRESETS["Qwen2-VL-7B-Instruct"]);
+  const maxBinding = 2 * GiB;
+  const act = (quant?: "q8" | "q4") =>
+    estimateMemory(
+      cfg,
+      syntheticPlan(PRESETS["Qwen2-VL-7B-Instruct"], { dtype: "f16", quant, maxBinding }),
+      1024,
+    )
+      .activations;
+  const chunk = prefillChunkTokens(cfg, maxBinding);
+  assert.equal(act("q8") - act(), DEQUANT_SCRATCH_BYTES);
+  // The widest quantized k is down_proj's 18944: int8 codes + one f32 scale per 32.
+  assert.equal(act("q4") - act(), chunk * 18944 * (1 + 4 / 32));
+});
