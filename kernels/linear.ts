@@ -165,6 +165,43 @@ export function canFuseRopeKv(w: Weight, m: number): boolean {
 }
 
 /**
+ * The checks every linear call shares, float or quantized ({@link linear}, linear_q.ts's
+ * `linearQ`): m, the fused norm / siluMul (decode only, not both), buffer sizes, no aliasing.
+ * @param what the caller's name, for the messages
+ */
+export function checkLinearCall(
+  what: string,
+  y: BufferArg,
+  x: BufferArg,
+  w: Weight,
+  bias: BufferArg | null,
+  s: LinearShape,
+): void {
+  const { m, norm } = s;
+  const silu = s.siluMul === true;
+  if (!Number.isInteger(m) || m < 1) {
+    throw new InvalidInputError(`${what}: m must be a positive integer, got ${m}`);
+  }
+  if (norm && m !== 1) {
+    throw new InvalidInputError(
+      `${what}: a fused norm needs m = 1, got m = ${m}, ${w.dtype}; ` +
+        "use normLinear(), which runs a separate rmsNorm there",
+    );
+  }
+  if (silu && (m !== 1 || norm)) {
+    throw new InvalidInputError(
+      `${what}: a fused siluMul needs m = 1 and no norm, got m = ${m}, ${w.dtype}` +
+        `${norm ? ", norm" : ""}; use siluMulLinear(), which runs a separate siluMul there`,
+    );
+  }
+  checkSize("x", x, m * w.cols * (silu ? 2 : 1) * 4);
+  checkSize("y", y, m * w.rows * 4);
+  if (bias) checkSize("bias", bias, w.rows * 4);
+  if (norm) checkSize("norm weight", norm.weight, w.cols * 4);
+  if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError(`${what}: y must not alias x`);
+}
+
+/**
  * y = x · wᵀ (+ bias) (+ y when `s.accumulate`): one Dispatch per weight chunk.
  * @param y (m, w.rows) f32; must not alias x
  * @param x (m, w.cols) f32
@@ -188,20 +225,6 @@ export function linear(
 ): Dispatch[] {
   const { m, norm } = s;
   const silu = s.siluMul === true;
-  if (norm && m !== 1) {
-    throw new InvalidInputError(
-      `linear: a fused norm needs m = 1, got m = ${m}, ${w.dtype}; ` +
-        "use normLinear(), which runs a separate rmsNorm there",
-    );
-  }
-  if (silu && (m !== 1 || norm)) {
-    throw new InvalidInputError(
-      `linear: a fused siluMul needs m = 1 and no norm, got m = ${m}, ` +
-        `${w.dtype}${
-          norm ? ", norm" : ""
-        }; use siluMulLinear(), which runs a separate siluMul there`,
-    );
-  }
   const rk = s.ropeKv;
   if (rk) {
     const hd = 2 * rk.table.half;
@@ -222,6 +245,7 @@ export function linear(
     checkSize("v cache", rk.v, rk.maxTokens * rk.kvHeads * hd * 4);
   }
   if (isQuant(w.dtype)) return linearQ(gpu, y, x, w, bias, s); // q8/q4: kernels/linear_q.ts
+  checkLinearCall("linear", y, x, w, bias, s);
   const t = { ...LINEAR_TUNING, ...gemvVariantTuning(norm !== undefined, silu), ...tuning };
   const tile = t.tile ?? (m >= 128 ? 8 : 4);
   if (
@@ -234,14 +258,6 @@ export function linear(
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
-  if (!Number.isInteger(m) || m < 1) {
-    throw new InvalidInputError(`linear: m must be a positive integer, got ${m}`);
-  }
-  checkSize("x", x, m * w.cols * (silu ? 2 : 1) * 4);
-  checkSize("y", y, m * w.rows * 4);
-  if (bias) checkSize("bias", bias, w.rows * 4);
-  if (norm) checkSize("norm weight", norm.weight, w.cols * 4);
-  if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError("linear: y must not alias x");
   const gemv = m === 1;
   const pack8 = gemv && t.gemvPack8 && w.dtype === "f16" && w.cols % 8 === 0;
   const loads = w.cols / (pack8 ? 8 : w.cols % 4 === 0 ? 4 : 1); // per weight row

@@ -39,10 +39,10 @@ import { f32ToF16Bits } from "../src/gpu/tensor.ts";
 import { createStorage, readBytes, writeArray } from "../src/gpu/buffers.ts";
 import { type Quantized, unpack } from "../src/ref/linear_q.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, run, variant } from "./_kernel.ts";
+import { type BufferArg, ceilDiv, checkSize, Dispatch, run, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
-import { linear, type LinearShape } from "./linear.ts";
+import { checkLinearCall, linear, type LinearShape } from "./linear.ts";
 import { gemmQ, gemmQFits } from "./gemm.ts";
 
 const Params = defineParams({
@@ -223,20 +223,7 @@ export function linearQ(
   const q = checkQuant(w, "linearQ");
   const { m, norm } = s;
   const silu = s.siluMul === true;
-  if (!Number.isInteger(m) || m < 1) {
-    throw new InvalidInputError(`linearQ: m must be a positive integer, got ${m}`);
-  }
-  if ((norm || silu) && (m !== 1 || (norm && silu))) {
-    throw new InvalidInputError(
-      `linearQ: a fused norm or siluMul needs m = 1 and not both, got m = ${m}` +
-        `${norm ? ", norm" : ""}${silu ? ", siluMul" : ""}; use normLinear() / siluMulLinear()`,
-    );
-  }
-  checkSize("x", x, m * w.cols * (silu ? 2 : 1) * 4);
-  checkSize("y", y, m * w.rows * 4);
-  if (bias) checkSize("bias", bias, w.rows * 4);
-  if (norm) checkSize("norm weight", norm.weight, w.cols * 4);
-  if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError("linearQ: y must not alias x");
+  checkLinearCall("linearQ", y, x, w, bias, s);
   if (m > 1) {
     // The int8 dot-product GEMM (kernels/gemm.ts) where the dtype takes it and x fits its scratch.
     if (PREFILL_INT8[q] && gemmQFits(gpu, m, w.cols)) return gemmQ(gpu, y, x, w, bias, s);
