@@ -30,14 +30,14 @@ export interface StepProfile {
 }
 
 /**
- * Times every dispatch of `dispatches` (one step, in order) alone, `steps` times; the GPU must
- * have granted timestamp queries.
+ * Encodes each dispatch alone in a compute pass between two timestamp queries and submits them;
+ * resolves to each one's GPU nanoseconds. The GPU must have granted timestamp queries.
  */
-export async function profileStep(
+function timeAlone(
   gpu: Gpu,
   dispatches: readonly Dispatch[],
-  steps: number,
-): Promise<StepProfile> {
+  label: string,
+): Promise<Float64Array> {
   if (!gpu.features.timestampQuery) {
     throw new GpuError("--profile needs the timestamp-query feature, which this adapter lacks");
   }
@@ -48,41 +48,88 @@ export async function profileStep(
     size: 16 * n, // (n, 2) u64 ns
     usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
   });
-  const ns = new Float64Array(n); // summed over steps
-  try {
-    for (let s = 0; s < steps; s++) {
-      const enc = gpu.device.createCommandEncoder({ label: "profile" });
-      dispatches.forEach((d, i) => {
-        const pass = enc.beginComputePass({
-          label: d.variant.key,
-          timestampWrites: {
-            querySet,
-            beginningOfPassWriteIndex: 2 * i,
-            endOfPassWriteIndex: 2 * i + 1,
-          },
-        });
-        d.encode(pass);
-        pass.end();
-      });
-      enc.resolveQuerySet(querySet, 0, 2 * n, resolved, 0);
-      gpu.device.queue.submit([enc.finish()]);
-      const t = new BigUint64Array(await readBytes(gpu, resolved));
-      for (let i = 0; i < n; i++) ns[i] += Number(t[2 * i + 1] - t[2 * i]);
-    }
-  } finally {
+  const enc = gpu.device.createCommandEncoder({ label });
+  dispatches.forEach((d, i) => {
+    const pass = enc.beginComputePass({
+      label: d.variant.key,
+      timestampWrites: {
+        querySet,
+        beginningOfPassWriteIndex: 2 * i,
+        endOfPassWriteIndex: 2 * i + 1,
+      },
+    });
+    d.encode(pass);
+    pass.end();
+  });
+  enc.resolveQuerySet(querySet, 0, 2 * n, resolved, 0);
+  gpu.device.queue.submit([enc.finish()]);
+  return readBytes(gpu, resolved).then((b) => {
+    const t = new BigUint64Array(b);
+    return Float64Array.from({ length: n }, (_, i) => Number(t[2 * i + 1] - t[2 * i]));
+  }).finally(() => {
     querySet.destroy();
     resolved.destroy();
-  }
+  });
+}
+
+/** Sums `ns[i]` (the time of dispatch `keys[i]`, summed over `per` runs of them) by variant key: µs per run, largest first. */
+function byVariant(keys: readonly string[], ns: ArrayLike<number>, per: number): StepProfile {
   const byKey = new Map<string, KernelShare>();
-  dispatches.forEach((d, i) => {
-    const k = d.variant.key;
+  keys.forEach((k, i) => {
     const e = byKey.get(k) ?? { key: k, count: 0, us: 0 };
     e.count++;
-    e.us += ns[i] / steps / 1000;
+    e.us += ns[i] / per / 1000;
     byKey.set(k, e);
   });
   const shares = [...byKey.values()].sort((a, b) => b.us - a.us)
     .map((e) => ({ ...e, us: Math.round(e.us * 10) / 10 }));
-  const total = ns.reduce((a, b) => a + b, 0) / steps / 1000;
+  const total = Array.from(ns).reduce((a, b) => a + b, 0) / per / 1000;
   return { kernels_us: Math.round(total * 10) / 10, shares };
+}
+
+/**
+ * Times every dispatch of `dispatches` (one step, in order) alone, `steps` times; the GPU must
+ * have granted timestamp queries.
+ */
+export async function profileStep(
+  gpu: Gpu,
+  dispatches: readonly Dispatch[],
+  steps: number,
+): Promise<StepProfile> {
+  const ns = new Float64Array(dispatches.length); // summed over steps
+  for (let s = 0; s < steps; s++) {
+    const t = await timeAlone(gpu, dispatches, "profile");
+    t.forEach((v, i) => ns[i] += v);
+  }
+  return byVariant(dispatches.map((d) => d.variant.key), ns, steps);
+}
+
+/**
+ * Runs `work` with every batch that src/model/vision.ts `submit()`s (the vision tower's, prefill's)
+ * timed dispatch by dispatch, and returns the times by submit label ("vision", "prefill"), each
+ * summed by kernel variant. Dispatches run one pass each, so the sums run a little over the real
+ * (one-pass) time.
+ */
+export async function profileSubmits(
+  gpu: Gpu,
+  work: () => Promise<void>,
+): Promise<Record<string, StepProfile>> {
+  const timed: { label: string; keys: string[]; ns: Promise<Float64Array> }[] = [];
+  gpu.submitHook = (label, ds) => {
+    const ns = timeAlone(gpu, ds, label);
+    ns.catch(() => {}); // awaited below; an early rejection must not go unhandled
+    timed.push({ label, keys: ds.map((d) => d.variant.key), ns });
+  };
+  try {
+    await work();
+  } finally {
+    gpu.submitHook = undefined;
+  }
+  const out: Record<string, StepProfile> = {};
+  for (const label of new Set(timed.map((t) => t.label))) {
+    const mine = timed.filter((t) => t.label === label);
+    const ns = (await Promise.all(mine.map((t) => t.ns))).flatMap((a) => [...a]);
+    out[label] = byVariant(mine.flatMap((t) => t.keys), ns, 1);
+  }
+  return out;
 }

@@ -26,7 +26,7 @@ import { GREEDY } from "../kernels/mod.ts";
 import { SessionRun } from "../src/generate/session_run.ts";
 import { type BenchOptions, parseArgs, SHAPES } from "./_args.ts";
 import { writeSyntheticCheckpoint } from "./_checkpoint.ts";
-import { profileStep, type StepProfile } from "./_profile.ts";
+import { profileStep, profileSubmits, type StepProfile } from "./_profile.ts";
 import { writeDecodeState } from "../kernels/state.ts";
 
 /** H100 SXM HBM3 bandwidth the roofline fraction divides by. */
@@ -66,6 +66,8 @@ export interface BenchResult {
   dispatches_per_step: number;
   /** With --profile: each dispatch of a decode step timed alone (GPU µs per step). */
   decode_profile?: StepProfile & { step_us: number };
+  /** With --profile: each dispatch of the vision tower and of prefill timed alone (GPU µs). */
+  ttft_profile?: Record<string, StepProfile>;
 }
 
 /** The config object of a shape name. */
@@ -214,6 +216,20 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       const prefillS = (performance.now() - t3) / 1000;
       im2?.destroy();
       s2.dispose();
+      // --profile: the same vision + prefill again, every dispatch timed alone.
+      const ttftProfile = o.profile
+        ? await profileSubmits(gpu, async () => {
+          const s3 = model.createSession(maxTokens);
+          const im3 = grid ? model.encodeImages(pixels!, [grid]) : undefined;
+          try {
+            await s3.ready();
+            await model.prefill(s3, ids, im3);
+          } finally {
+            im3?.destroy();
+            s3.dispose();
+          }
+        })
+        : undefined;
 
       // Decode: one warm-up batch, then newTokens steps in batches, one readback at the end.
       const steps = Math.min(o.newTokens, s.maxTokens - ids.length - 1);
@@ -266,6 +282,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         new_tokens: timed,
         dispatches_per_step: s.decodeDispatches.length + 3, // + sampler (2 kernels) + advance
         ...(profile ? { decode_profile: profile } : {}),
+        ...(ttftProfile ? { ttft_profile: ttftProfile } : {}),
       };
       run.dispose();
       s.dispose();

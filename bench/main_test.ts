@@ -101,7 +101,7 @@ Deno.test("runBench() at the tiny shape: every number measured and plausible (f1
   }
 });
 
-Deno.test("runBench() --profile times every dispatch of a decode step, grouped by kernel variant", async () => {
+Deno.test("runBench() --profile times every dispatch of a decode step, the vision tower and prefill, grouped by kernel variant", async () => {
   const gpu = await sharedGpu();
   if (!gpu.features.timestampQuery) return; // lavapipe grants it; an adapter without it cannot profile
   const r = await runBench({
@@ -110,6 +110,8 @@ Deno.test("runBench() --profile times every dispatch of a decode step, grouped b
       "tiny",
       "--prompt-tokens",
       "24",
+      "--image",
+      "56x56",
       "--new-tokens",
       "4",
       "--repeat",
@@ -126,4 +128,14 @@ Deno.test("runBench() --profile times every dispatch of a decode step, grouped b
   assert.ok(p.shares.every((e, i) => i === 0 || p.shares[i - 1].us >= e.us), "largest first");
   // step_us comes from the unrounded tok/s; decode_tok_s is rounded to 0.01.
   assert.ok(Math.abs(p.step_us * r.decode_tok_s / 1e6 - 1) < 1e-3, `${p.step_us} µs`);
+  // TTFT: the vision tower's and prefill's batches, by their submit labels.
+  const t = r.ttft_profile!;
+  assert.deepEqual(Object.keys(t).sort(), ["prefill", "vision"]);
+  assert.ok(t.vision.shares.some((e) => e.key.startsWith("attention.")), JSON.stringify(t.vision));
+  const layers = t.prefill.shares.find((e) => e.key.startsWith("attention."))!;
+  assert.equal(layers.count, 2, "one prefill attention per layer of the tiny model, one chunk");
+  for (const q of [t.vision, t.prefill]) {
+    const sum = q.shares.reduce((a, e) => a + e.us, 0);
+    assert.ok(q.kernels_us > 0 && Math.abs(sum - q.kernels_us) < 0.1 * q.shares.length + 0.1);
+  }
 });

@@ -1,11 +1,13 @@
 /**
  * Turns bench/main.ts JSON lines into the Markdown tables BENCHMARKS.md records: one row per run,
- * then, for runs made with --profile, the kernels that take most of a decode step.
+ * then, for runs made with --profile, the kernels that take most of a decode step, of the vision
+ * tower and of prefill.
  *
  *   deno run -A bench/summary.ts suite.jsonl
  * @module
  */
 import type { BenchResult } from "./main.ts";
+import type { StepProfile } from "./_profile.ts";
 
 /** Decode-step kernels listed per profiled run. */
 const TOP_KERNELS = 6;
@@ -38,20 +40,39 @@ export function summarize(results: readonly BenchResult[]): string {
   ];
   for (const r of results) {
     const p = r.decode_profile;
-    if (!p) continue;
-    out.push(
-      "",
-      `${r.shape} ${r.quant}: decode step ${p.step_us} µs, its ${r.dispatches_per_step} ` +
-        `dispatches alone ${p.kernels_us} µs:`,
-      "",
-      "| µs / step | × | kernel variant |",
-      "| --------- | - | -------------- |",
-      ...p.shares.slice(0, TOP_KERNELS).map((e) =>
-        `| ${e.us} | ${e.count} | \`${shortKey(e.key)}\` |`
-      ),
-    );
+    if (p) {
+      out.push(...kernelTable(
+        `${r.shape} ${r.quant}: decode step ${p.step_us} µs, its ${r.dispatches_per_step} ` +
+          `dispatches alone ${p.kernels_us} µs:`,
+        "µs / step",
+        p,
+      ));
+    }
+    for (const [label, q] of Object.entries(r.ttft_profile ?? {})) {
+      const count = q.shares.reduce((a, e) => a + e.count, 0);
+      out.push(...kernelTable(
+        `${r.shape} ${r.quant}, ${r.prompt_tokens} / ${r.image_tokens} tokens: ${label}, its ` +
+          `${count} dispatches alone ${q.kernels_us} µs:`,
+        "µs",
+        q,
+      ));
+    }
   }
   return out.join("\n");
+}
+
+/** A titled table of a profile's largest kernel variants. */
+function kernelTable(title: string, unit: string, p: StepProfile): string[] {
+  return [
+    "",
+    title,
+    "",
+    `| ${unit} | × | kernel variant |`,
+    `| ${"-".repeat(unit.length)} | - | -------------- |`,
+    ...p.shares.slice(0, TOP_KERNELS).map((e) =>
+      `| ${e.us} | ${e.count} | \`${shortKey(e.key)}\` |`
+    ),
+  ];
 }
 
 if (import.meta.main) {

@@ -53,3 +53,28 @@ Deno.test("summarize() gives a row per run and the top kernels of profiled runs"
   );
   assert.equal(md.at(-1), "| 3000.5 | 29 | `linear.main[GEMV,NORM]` |");
 });
+
+Deno.test("summarize() lists the top kernels of the vision tower and prefill of --profile runs", () => {
+  const md = summarize([{
+    ...base,
+    ttft_profile: {
+      vision: {
+        kernels_us: 2000,
+        shares: [
+          { key: "attention.vision[HD=80]", count: 32, us: 1500 },
+          { key: "linear.main[F16,Y_BINDING=3]", count: 128, us: 500 },
+        ],
+      },
+    },
+  }]).split("\n");
+  const i = md.indexOf(
+    "qwen2-vl-7b f16, 478 / 391 tokens: vision, its 160 dispatches alone 2000 µs:",
+  );
+  assert.ok(i > 0, md.join("\n"));
+  assert.deepEqual(md.slice(i + 2), [
+    "| µs | × | kernel variant |",
+    "| -- | - | -------------- |",
+    "| 1500 | 32 | `attention.vision[HD=80]` |",
+    "| 500 | 128 | `linear.main[F16]` |",
+  ]);
+});

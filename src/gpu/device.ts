@@ -4,6 +4,7 @@
  * @module
  */
 import { GpuError } from "../errors.ts";
+import type { Dispatch } from "../../kernels/_kernel.ts";
 
 /** Features a kernel may branch on. */
 export interface GpuFeatures {
@@ -24,6 +25,12 @@ export class Gpu {
   readonly #pipelines = new Map<string, GPUComputePipeline>();
   readonly #layouts = new Map<string, GPUBindGroupLayout>();
   #lost = false;
+  /**
+   * When set, `submit()` (src/model/vision.ts: the vision tower's and prefill's batches) hands its
+   * dispatches here instead of encoding them in one pass, so a profiler can time each one alone
+   * (bench/_profile.ts). The dispatches are destroyed after the hook returns.
+   */
+  submitHook?: (label: string, dispatches: readonly Dispatch[]) => void;
 
   constructor(device: GPUDevice, adapterInfo: GPUAdapterInfo, features: GpuFeatures) {
     this.device = device;

@@ -210,10 +210,14 @@ export class VisionTower {
 
 /** Encodes dispatches in one compute pass, submits, and frees their params buffers. */
 export function submit(gpu: Gpu, ds: readonly Dispatch[], label: string): void {
-  const enc = gpu.device.createCommandEncoder({ label });
-  const pass = enc.beginComputePass({ label });
-  for (const d of ds) d.encode(pass);
-  pass.end();
-  gpu.device.queue.submit([enc.finish()]);
+  if (gpu.submitHook) {
+    gpu.submitHook(label, ds);
+  } else {
+    const enc = gpu.device.createCommandEncoder({ label });
+    const pass = enc.beginComputePass({ label });
+    for (const d of ds) d.encode(pass);
+    pass.end();
+    gpu.device.queue.submit([enc.finish()]);
+  }
   for (const d of ds) d.destroy();
 }
