@@ -20,7 +20,7 @@ bench --shape qwen2-vl-7b --quant q8 $img
 bench --shape qwen2-vl-2b --quant q4 $img
 bench --shape qvq-72b --quant q4 $img --max-context 8192
 # The vision target: a 1280-token image (1120×896 px = 80 × 64 patches).
-bench --shape qwen2-vl-7b --prompt-tokens 1300 --image 1120x896 --new-tokens 8
+bench --shape qwen2-vl-7b --prompt-tokens 1300 --image 1120x896 --new-tokens 8 --profile
 # Loading from disk: a synthetic bf16 2B checkpoint, written once (first line), then loaded.
 ck=${QVQ_BENCH_CHECKPOINT:-/tmp/qvq-ck2b}
 bench --shape qwen2-vl-2b --checkpoint "$ck" --write-checkpoint --repeat 1 --new-tokens 4
