@@ -11,7 +11,9 @@
  *     [--shapes vision,7b,72b] [--target-ms 60] [--out file.jsonl] [--small]
  * Variants: linear (linear() as callers get it: f16 tiled GEMM; q8 linear_q's dequantize + GEMM;
  * q4 gemmQ, kernels/linear_q.ts PREFILL_INT8),
- * tile4 / tile8 (f16: linear()'s tile override), gemmq (q8/q4: kernels/gemm.ts gemmQ() with its
+ * tile4 / tile8 (f16: linear()'s tile override), pipe / pipe-nopf (f16: the pipelined tile,
+ * with / without prefetching the next k step; pipe-noload: without global loads after the first
+ * k step — wrong results, its err column shows by how much — to time the loop without memory), gemmq (q8/q4: kernels/gemm.ts gemmQ() with its
  * default tuning), gemmq:TDxRMxRNxG or gemmq:RMxRNxG (that tuning; td 16). --small shrinks every
  * dimension 16× (k to a multiple of 32; a smoke test for lavapipe).
  * @module
@@ -48,6 +50,10 @@ function variantOf(name: string, dtype: string): Make | null {
     const tile = name === "tile4" ? 4 : 8;
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile });
   }
+  if (name === "pipe" || name === "pipe-nopf" || name === "pipe-noload") {
+    const tuning = { pipe: true, prefetch: name !== "pipe-nopf", noLoad: name === "pipe-noload" };
+    return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, tuning);
+  }
   if (name === "gemmq" || name.startsWith("gemmq:")) {
     // RMxRNxG (16² threads) or TDxRMxRNxG.
     const n = name.slice(6).split("x").map(Number);
@@ -56,7 +62,7 @@ function variantOf(name: string, dtype: string): Make | null {
     return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, t) : null;
   }
   throw new Error(
-    `unknown variant ${name}; known: linear, tile4, tile8, gemmq, gemmq:[TDx]RMxRNxG`,
+    `unknown variant ${name}; known: linear, tile4, tile8, pipe, pipe-nopf, pipe-noload, gemmq, gemmq:[TDx]RMxRNxG`,
   );
 }
 

@@ -74,6 +74,16 @@ export interface LinearTuning {
   /** Tiled path: each thread computes tile × tile outputs of a (16·tile)² output tile; 4 or 8.
    * Default: 8 when m ≥ 128 (faster on large shapes), else 4 (less waste on short prompts). */
   tile?: 4 | 8;
+  /**
+   * Tiled path: the pipelined 128 × 128 kernel (PIPE: k steps of 32, register-transposed vec4
+   * shared stores, the next k step's loads issued before this one's products); `prefetch: false`
+   * issues them after (benchmarks, to measure what prefetching buys). Ignores `tile`.
+   */
+  pipe?: boolean;
+  prefetch?: boolean;
+  /** Benchmarks only, WRONG results: the pipelined kernel without global loads after the first k
+   * step (what the loads cost). */
+  noLoad?: boolean;
 }
 
 /** Default {@link LinearTuning}. */
@@ -247,7 +257,7 @@ export function linear(
   if (isQuant(w.dtype)) return linearQ(gpu, y, x, w, bias, s); // q8/q4: kernels/linear_q.ts
   checkLinearCall("linear", y, x, w, bias, s);
   const t = { ...LINEAR_TUNING, ...gemvVariantTuning(norm !== undefined, silu), ...tuning };
-  const tile = t.tile ?? (m >= 128 ? 8 : 4);
+  const tile = t.pipe ? 8 : t.tile ?? (m >= 128 ? 8 : 4);
   if (
     !(t.gemvWg >= 4 && t.gemvWg <= gpu.limits.maxComputeInvocationsPerWorkgroup &&
       (t.gemvWg & (t.gemvWg - 1)) === 0) ||
@@ -303,7 +313,9 @@ export function linear(
       GEMV: gemv,
       SUBGROUPS: subgroups,
       ...(!gemv
-        ? { TILE8: tile === 8 }
+        ? t.pipe
+          ? { PIPE: true, PREFETCH: t.prefetch ?? true, NOLOAD: t.noLoad === true }
+          : { TILE8: tile === 8 }
         : smallK
         ? { WG: t.gemvWg, TPR: tpr }
         : { WG: t.gemvWg, ROWS: rowsPerGroup }),

@@ -341,6 +341,123 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 
 #else
+#if PIPE
+// Tiled, pipelined (PIPE): 256 threads compute a 128 × 128 output tile as in TILE8 (thread (tx, ty)
+// owns the 4 × 4 blocks at rows ib·64 + ty·4, columns jb·64 + tx·4, ib, jb < 2, as named mat4x4
+// accumulators), k steps of BK = 32. Each thread loads a 4 × 4 block of x (4 rows × one vec4 of k)
+// and one of w, transposes them in registers and stores 4 vec4 per tile into the k-major shared
+// tiles (TILE8 stores 16 scalars per 16 k, 4-way bank-conflicted). Rows are padded to 33 vec4 so a
+// quarter warp's stores (2 k blocks × 4 row blocks) hit 8 distinct 16-byte banks. The next tile's
+// global loads are issued before the current tile's products, so their latency hides behind them.
+// #if NOLOAD (benchmarks only, wrong results): every k step reuses the first step's loads — the
+// kernel without global memory traffic, to measure what the loads cost.
+const BT: u32 = 128u;
+const BK: u32 = 32u;
+const SA: u32 = BT / 4u + 1u;  // vec4 per shared k row (padded)
+var<workgroup> As: array<vec4<f32>, BK * SA>;  // [k][m / 4] of x
+var<workgroup> Bs: array<vec4<f32>, BK * SA>;  // [k][n / 4] of w
+
+fn outer_acc(c: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(fma(vec4(a.x), b, c[0]), fma(vec4(a.y), b, c[1]), fma(vec4(a.z), b, c[2]), fma(vec4(a.w), b, c[3]));
+}
+
+fn store_block(row0: u32, col0: u32, c: mat4x4<f32>) {
+  for (var i = 0u; i < 4u; i++) {
+    if (row0 + i >= p.m) { return; }
+    for (var j = 0u; j < 4u; j++) {
+      if (col0 + j < p.rows) { store(row0 + i, col0 + j, c[i][j]); }
+    }
+  }
+}
+
+// Four consecutive k elements of x row `row` (< p.m: the caller clamps), zero past k.
+fn ld_x(row: u32, k: u32) -> vec4<f32> {
+#if VEC
+  return select(x[(row * p.k + k) / 4u], vec4<f32>(0.0), k >= p.k);
+#else
+  var v = vec4<f32>(0.0);
+  for (var i = 0u; i < 4u; i++) {
+    if (k + i < p.k) { v[i] = x[row * p.k + k + i]; }
+  }
+  return v;
+#endif
+}
+
+// Four consecutive k elements of chunk row `row` (< p.rows) of w as f32, zero past k.
+fn ld_w(row: u32, k: u32) -> vec4<f32> {
+#if VEC
+  return select(vec4<f32>(w[(row * p.k + k) / 4u]), vec4<f32>(0.0), k >= p.k);
+#else
+  var v = vec4<f32>(0.0);
+  for (var i = 0u; i < 4u; i++) {
+    if (k + i < p.k) { v[i] = f32(w[row * p.k + k + i]); }
+  }
+  return v;
+#endif
+}
+
+// One thread's share of a k step: 4 rows × 4 k of x (rows xr) and of w (chunk rows wr).
+struct Tile { x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32> }
+
+fn ld_tile(xr: vec4<u32>, wr: vec4<u32>, k: u32) -> Tile {
+  return Tile(ld_x(xr.x, k), ld_x(xr.y, k), ld_x(xr.z, k), ld_x(xr.w, k), ld_w(wr.x, k), ld_w(wr.y, k), ld_w(wr.z, k), ld_w(wr.w, k));
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let n0 = wid.x * BT;  // first chunk row (output column) of the tile
+  let m0 = wid.y * BT;
+  let tx = lid % 16u;
+  let ty = lid / 16u;
+  var c00 = mat4x4<f32>();
+  var c01 = mat4x4<f32>();
+  var c10 = mat4x4<f32>();
+  var c11 = mat4x4<f32>();
+  // Loader roles: rows 4·rb .. 4·rb + 3 of the tile, k [4·kb, 4·kb + 4) of the k step. Two
+  // neighbouring lanes read one 32-byte sector of a row. Rows past m (past the chunk) read the last
+  // one again (in bounds, branch-free) and are not stored.
+  let rb = (lid / 2u) % 32u;
+  let kb = lid % 2u + 2u * (lid / 64u);
+  let xr = min(vec4(m0 + 4u * rb) + vec4(0u, 1u, 2u, 3u), vec4(p.m - 1u));
+  let wr = min(vec4(n0 + 4u * rb) + vec4(0u, 1u, 2u, 3u), vec4(p.rows - 1u));
+  let lk = 4u * kb;
+  var t = ld_tile(xr, wr, lk);
+  for (var k0 = 0u; k0 < p.k; k0 += BK) {
+    // Transposed: k row lk + j gets vec4 column rb (the 4 rows' element j).
+    let tx4 = transpose(mat4x4(t.x0, t.x1, t.x2, t.x3));
+    let tw4 = transpose(mat4x4(t.w0, t.w1, t.w2, t.w3));
+    for (var j = 0u; j < 4u; j++) {
+      As[(lk + j) * SA + rb] = tx4[j];
+      Bs[(lk + j) * SA + rb] = tw4[j];
+    }
+    workgroupBarrier();
+#if PREFETCH
+#ifnot NOLOAD
+    if (k0 + BK < p.k) { t = ld_tile(xr, wr, k0 + BK + lk); }
+#endif
+#endif
+    for (var k = 0u; k < BK; k++) {
+      let a0 = As[k * SA + ty];
+      let b0 = Bs[k * SA + tx];
+      let a1 = As[k * SA + 16u + ty];
+      let b1 = Bs[k * SA + 16u + tx];
+      c00 = outer_acc(c00, a0, b0);
+      c01 = outer_acc(c01, a0, b1);
+      c10 = outer_acc(c10, a1, b0);
+      c11 = outer_acc(c11, a1, b1);
+    }
+    workgroupBarrier();
+#ifnot PREFETCH
+    if (k0 + BK < p.k) { t = ld_tile(xr, wr, k0 + BK + lk); }
+#endif
+  }
+  store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
+  store_block(m0 + ty * 4u, n0 + 64u + tx * 4u, c01);
+  store_block(m0 + 64u + ty * 4u, n0 + tx * 4u, c10);
+  store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
+}
+
+#else
 // Tiled: 256 threads as 16 × 16 compute a BT × BT output tile, BT = 16·MT (MT = 4 or 8 with
 // #if TILE8); thread (tx, ty) owns the 4 × 4 blocks at rows ib·64 + ty·4 and columns
 // jb·64 + tx·4 (ib, jb < MT/4), held as named mat4x4 accumulators (column i = output row i) so
@@ -446,4 +563,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
 #endif
 }
+#endif
 #endif

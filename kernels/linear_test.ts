@@ -264,6 +264,9 @@ Deno.test("linear() gives the same results for every kernel variant and tuning",
     ["16 threads per row of 64", gpu, { gemvWg: 64, gemvTpr: 16 }, 1],
     ["tile 64 × 64", gpu, { tile: 4 }, 150],
     ["tile 128 × 128", gpu, { tile: 8 }, 37],
+    ["pipelined 128 × 128", gpu, { pipe: true }, 37],
+    ["pipelined 128 × 128, 130 rows", gpu, { pipe: true }, 130],
+    ["pipelined, no prefetch", gpu, { pipe: true, prefetch: false }, 3],
   ];
   for (const [n, k] of [[47, 40], [130, 1176], [133, 37]]) {
     for (const [name, g, tuning, m] of variants) {
