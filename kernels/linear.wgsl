@@ -341,6 +341,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 
 #else
+// c + outer(a, b): c[i] += a[i] · b.
+fn outer_acc(c: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(fma(vec4(a.x), b, c[0]), fma(vec4(a.y), b, c[1]), fma(vec4(a.z), b, c[2]), fma(vec4(a.w), b, c[3]));
+}
+
+// Stores the 4 × 4 block c at output rows row0.., chunk columns col0...
+fn store_block(row0: u32, col0: u32, c: mat4x4<f32>) {
+  for (var i = 0u; i < 4u; i++) {
+    if (row0 + i >= p.m) { return; }
+    for (var j = 0u; j < 4u; j++) {
+      if (col0 + j < p.rows) { store(row0 + i, col0 + j, c[i][j]); }
+    }
+  }
+}
+
 #if PIPE
 // Tiled, pipelined (PIPE): 256 threads compute a 128 × 128 output tile as in TILE8 (thread (tx, ty)
 // owns the 4 × 4 blocks at rows ib·64 + ty·4, columns jb·64 + tx·4, ib, jb < 2, as named mat4x4
@@ -354,21 +369,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 const BT: u32 = 128u;
 const BK: u32 = 32u;
 const SA: u32 = BT / 4u + 1u;  // vec4 per shared k row (padded)
-var<workgroup> As: array<vec4<f32>, BK * SA>;  // [k][m / 4] of x
-var<workgroup> Bs: array<vec4<f32>, BK * SA>;  // [k][n / 4] of w
-
-fn outer_acc(c: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
-  return mat4x4<f32>(fma(vec4(a.x), b, c[0]), fma(vec4(a.y), b, c[1]), fma(vec4(a.z), b, c[2]), fma(vec4(a.w), b, c[3]));
-}
-
-fn store_block(row0: u32, col0: u32, c: mat4x4<f32>) {
-  for (var i = 0u; i < 4u; i++) {
-    if (row0 + i >= p.m) { return; }
-    for (var j = 0u; j < 4u; j++) {
-      if (col0 + j < p.rows) { store(row0 + i, col0 + j, c[i][j]); }
-    }
-  }
-}
+// Indexed per dimension (not flattened), so the bounds clamps WebGPU adds to every workgroup
+// array index fold: the k clamp is a constant in the unrolled k loop, the column clamp invariant.
+var<workgroup> As: array<array<vec4<f32>, SA>, BK>;  // [k][m / 4] of x
+var<workgroup> Bs: array<array<vec4<f32>, SA>, BK>;  // [k][n / 4] of w
 
 // Four consecutive k elements of x row `row` (< p.m: the caller clamps), zero past k.
 fn ld_x(row: u32, k: u32) -> vec4<f32> {
@@ -383,10 +387,16 @@ fn ld_x(row: u32, k: u32) -> vec4<f32> {
 #endif
 }
 
-// Four consecutive k elements of chunk row `row` (< p.rows) of w as f32, zero past k.
-fn ld_w(row: u32, k: u32) -> vec4<f32> {
+// Four consecutive k elements of chunk row `row` (< p.rows) of w, zero past k: as stored with VEC
+// (f16 weights stay f16 in the registers that are in flight during the products), else as f32.
 #if VEC
-  return select(vec4<f32>(w[(row * p.k + k) / 4u]), vec4<f32>(0.0), k >= p.k);
+alias WT = WV;
+#else
+alias WT = vec4<f32>;
+#endif
+fn ld_w(row: u32, k: u32) -> WT {
+#if VEC
+  return select(w[(row * p.k + k) / 4u], WT(0.0), k >= p.k);
 #else
   var v = vec4<f32>(0.0);
   for (var i = 0u; i < 4u; i++) {
@@ -397,7 +407,7 @@ fn ld_w(row: u32, k: u32) -> vec4<f32> {
 }
 
 // One thread's share of a k step: 4 rows × 4 k of x (rows xr) and of w (chunk rows wr).
-struct Tile { x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32> }
+struct Tile { x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, w0: WT, w1: WT, w2: WT, w3: WT }
 
 fn ld_tile(xr: vec4<u32>, wr: vec4<u32>, k: u32) -> Tile {
   return Tile(ld_x(xr.x, k), ld_x(xr.y, k), ld_x(xr.z, k), ld_x(xr.w, k), ld_w(wr.x, k), ld_w(wr.y, k), ld_w(wr.z, k), ld_w(wr.w, k));
@@ -425,10 +435,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var k0 = 0u; k0 < p.k; k0 += BK) {
     // Transposed: k row lk + j gets vec4 column rb (the 4 rows' element j).
     let tx4 = transpose(mat4x4(t.x0, t.x1, t.x2, t.x3));
-    let tw4 = transpose(mat4x4(t.w0, t.w1, t.w2, t.w3));
+    let tw4 = transpose(mat4x4(vec4<f32>(t.w0), vec4<f32>(t.w1), vec4<f32>(t.w2), vec4<f32>(t.w3)));
     for (var j = 0u; j < 4u; j++) {
-      As[(lk + j) * SA + rb] = tx4[j];
-      Bs[(lk + j) * SA + rb] = tw4[j];
+      As[lk + j][rb] = tx4[j];
+      Bs[lk + j][rb] = tw4[j];
     }
     workgroupBarrier();
 #if PREFETCH
@@ -437,10 +447,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 #endif
     for (var k = 0u; k < BK; k++) {
-      let a0 = As[k * SA + ty];
-      let b0 = Bs[k * SA + tx];
-      let a1 = As[k * SA + 16u + ty];
-      let b1 = Bs[k * SA + 16u + tx];
+      let a0 = As[k][ty];
+      let b0 = Bs[k][tx];
+      let a1 = As[k][16u + ty];
+      let b1 = Bs[k][16u + tx];
       c00 = outer_acc(c00, a0, b0);
       c01 = outer_acc(c01, a0, b1);
       c10 = outer_acc(c10, a1, b0);
@@ -471,21 +481,6 @@ const BT: u32 = 64u;
 const BK: u32 = 16u;
 var<workgroup> As: array<vec4<f32>, BK * BT / 4u>;  // [k][m / 4] of x
 var<workgroup> Bs: array<vec4<f32>, BK * BT / 4u>;  // [k][n / 4] of w
-
-// c + outer(a, b): c[i] += a[i] · b.
-fn outer_acc(c: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
-  return mat4x4<f32>(fma(vec4(a.x), b, c[0]), fma(vec4(a.y), b, c[1]), fma(vec4(a.z), b, c[2]), fma(vec4(a.w), b, c[3]));
-}
-
-// Stores the 4 × 4 block c at output rows row0.., chunk columns col0...
-fn store_block(row0: u32, col0: u32, c: mat4x4<f32>) {
-  for (var i = 0u; i < 4u; i++) {
-    if (row0 + i >= p.m) { return; }
-    for (var j = 0u; j < 4u; j++) {
-      if (col0 + j < p.rows) { store(row0 + i, col0 + j, c[i][j]); }
-    }
-  }
-}
 
 // Four consecutive k elements of a row of x (zero past m or k).
 fn load_x(row: u32, k: u32) -> vec4<f32> {
