@@ -11,9 +11,10 @@
  *     [--shapes vision,7b,72b] [--target-ms 60] [--out file.jsonl] [--small]
  * Variants: linear (linear() as callers get it: f16 tiled GEMM; q8 linear_q's dequantize + GEMM;
  * q4 gemmQ, kernels/linear_q.ts PREFILL_INT8),
- * tile4 / tile8 (f16: linear()'s tile override), pipe / pipe-nopf (f16: the pipelined tile,
- * with / without prefetching the next k step; pipe-noload: without global loads after the first
- * k step — wrong results, its err column shows by how much — to time the loop without memory), gemmq (q8/q4: kernels/gemm.ts gemmQ() with its
+ * tile4 / tile8 (f16: linear()'s tile override), pipe[-OPT…] (f16: the pipelined tile; options
+ * nopf: the next k step's loads after the products, not before; m64: 64-row tiles; mfast: row
+ * tiles first in the grid; noload: no global loads after the first k step — wrong results, its err
+ * column shows by how much — to time the loop without memory), gemmq (q8/q4: kernels/gemm.ts gemmQ() with its
  * default tuning), gemmq:TDxRMxRNxG or gemmq:RMxRNxG (that tuning; td 16). --small shrinks every
  * dimension 16× (k to a multiple of 32; a smoke test for lavapipe).
  * @module
@@ -22,7 +23,7 @@ import { requestGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32 } from "../src/gpu/buffers.ts";
 import { createWeight, destroyWeight, type Weight } from "../src/gpu/tensor.ts";
 import { fill, fillWeight } from "../kernels/fill.ts";
-import { linear } from "../kernels/linear.ts";
+import { linear, type LinearTuning } from "../kernels/linear.ts";
 import { fillQuantRows } from "../kernels/linear_q.ts";
 import { gemmQ, type GemmQTuning } from "../kernels/gemm.ts";
 import { type BufferArg, type Dispatch, run } from "../kernels/_kernel.ts";
@@ -50,8 +51,18 @@ function variantOf(name: string, dtype: string): Make | null {
     const tile = name === "tile4" ? 4 : 8;
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile });
   }
-  if (name === "pipe" || name === "pipe-nopf" || name === "pipe-noload") {
-    const tuning = { pipe: true, prefetch: name !== "pipe-nopf", noLoad: name === "pipe-noload" };
+  if (name.startsWith("pipe")) {
+    // pipe[-nopf|-noload|-m64|-mfast]…: the pipelined tile with those options.
+    const o = name.split("-").slice(1);
+    const known = ["nopf", "noload", "m64", "mfast"];
+    if (o.some((s) => !known.includes(s))) throw new Error(`unknown pipe option in ${name}`);
+    const tuning: Partial<LinearTuning> = {
+      pipe: true,
+      prefetch: !o.includes("nopf"),
+      noLoad: o.includes("noload"),
+      pipeM: o.includes("m64") ? 64 : 128,
+      mFast: o.includes("mfast"),
+    };
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, tuning);
   }
   if (name === "gemmq" || name.startsWith("gemmq:")) {
@@ -62,7 +73,7 @@ function variantOf(name: string, dtype: string): Make | null {
     return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, t) : null;
   }
   throw new Error(
-    `unknown variant ${name}; known: linear, tile4, tile8, pipe, pipe-nopf, pipe-noload, gemmq, gemmq:[TDx]RMxRNxG`,
+    `unknown variant ${name}; known: linear, tile4, tile8, pipe[-nopf|-m64|-mfast|-noload…], gemmq, gemmq:[TDx]RMxRNxG`,
   );
 }
 

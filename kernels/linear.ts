@@ -75,11 +75,16 @@ export interface LinearTuning {
    * Default: 8 when m ≥ 128 (faster on large shapes), else 4 (less waste on short prompts). */
   tile?: 4 | 8;
   /**
-   * Tiled path: the pipelined 128 × 128 kernel (PIPE: k steps of 32, register-transposed vec4
-   * shared stores, the next k step's loads issued before this one's products); `prefetch: false`
-   * issues them after (benchmarks, to measure what prefetching buys). Ignores `tile`.
+   * Tiled path: the pipelined kernel (PIPE: pipeM × 128 output tiles, k steps of 32,
+   * register-transposed vec4 shared stores, the next k step's loads issued before this one's
+   * products); `prefetch: false` issues them after (benchmarks, to measure what prefetching buys).
+   * Ignores `tile`.
    */
   pipe?: boolean;
+  /** Rows of x per pipelined tile: 128, or 64 (twice the workgroups for short prompts). */
+  pipeM?: 64 | 128;
+  /** Pipelined: workgroups walk the row tiles first, so concurrent ones share weight tiles. */
+  mFast?: boolean;
   prefetch?: boolean;
   /** Benchmarks only, WRONG results: the pipelined kernel without global loads after the first k
    * step (what the loads cost). */
@@ -258,13 +263,14 @@ export function linear(
   checkLinearCall("linear", y, x, w, bias, s);
   const t = { ...LINEAR_TUNING, ...gemvVariantTuning(norm !== undefined, silu), ...tuning };
   const tile = t.pipe ? 8 : t.tile ?? (m >= 128 ? 8 : 4);
+  const pipeM = t.pipeM ?? 128;
   if (
     !(t.gemvWg >= 4 && t.gemvWg <= gpu.limits.maxComputeInvocationsPerWorkgroup &&
       (t.gemvWg & (t.gemvWg - 1)) === 0) ||
     !(Number.isInteger(t.gemvRows) && t.gemvRows >= 1) ||
     (t.gemvTpr !== undefined &&
       !(t.gemvTpr >= 1 && t.gemvTpr <= t.gemvWg && (t.gemvTpr & (t.gemvTpr - 1)) === 0)) ||
-    (t.tile !== undefined && t.tile !== 4 && t.tile !== 8)
+    (t.tile !== undefined && t.tile !== 4 && t.tile !== 8) || (pipeM !== 64 && pipeM !== 128)
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
@@ -314,7 +320,14 @@ export function linear(
       SUBGROUPS: subgroups,
       ...(!gemv
         ? t.pipe
-          ? { PIPE: true, PREFETCH: t.prefetch ?? true, NOLOAD: t.noLoad === true }
+          ? {
+            PIPE: true,
+            BM: pipeM,
+            WB2: pipeM === 64,
+            MFAST: t.mFast === true,
+            PREFETCH: t.prefetch ?? true,
+            NOLOAD: t.noLoad === true,
+          }
           : { TILE8: tile === 8 }
         : smallK
         ? { WG: t.gemvWg, TPR: tpr }
@@ -337,6 +350,10 @@ export function linear(
     });
     const grid = gemv
       ? grid2d(ceilDiv(c.rows, rowsPerGroup))
+      : t.pipe
+      ? (t.mFast
+        ? [ceilDiv(m, pipeM), ceilDiv(c.rows, 128)] as const
+        : [ceilDiv(c.rows, 128), ceilDiv(m, pipeM)] as const)
       : [ceilDiv(c.rows, 16 * tile), ceilDiv(m, 16 * tile)] as const;
     const buffers = [x, c.buffer, ...inputs.slice(1), y, ...rope];
     return new Dispatch(gpu, v, buffers, params, grid);

@@ -357,22 +357,36 @@ fn store_block(row0: u32, col0: u32, c: mat4x4<f32>) {
 }
 
 #if PIPE
-// Tiled, pipelined (PIPE): 256 threads compute a 128 × 128 output tile as in TILE8 (thread (tx, ty)
-// owns the 4 × 4 blocks at rows ib·64 + ty·4, columns jb·64 + tx·4, ib, jb < 2, as named mat4x4
-// accumulators), k steps of BK = 32. Each thread loads a 4 × 4 block of x (4 rows × one vec4 of k)
-// and one of w, transposes them in registers and stores 4 vec4 per tile into the k-major shared
-// tiles (TILE8 stores 16 scalars per 16 k, 4-way bank-conflicted). Rows are padded to 33 vec4 so a
-// quarter warp's stores (2 k blocks × 4 row blocks) hit 8 distinct 16-byte banks. The next tile's
-// global loads are issued before the current tile's products, so their latency hides behind them.
+// Tiled, pipelined (PIPE): WG = 2·BM threads (16 × BM/8) compute a BM × 128 output tile (BM = 128,
+// or 64 for short prompts: twice the workgroups), k steps of BK = 32. Thread (tx, ty) owns the
+// 4 × 4 blocks at rows ib·BM/2 + ty·4, columns jb·64 + tx·4 (ib, jb < 2) as named mat4x4
+// accumulators, as in TILE8. Loading: each thread reads 4 × 4 blocks (4 rows × one vec4 of k) of
+// x (one) and of w (128 / BM), transposes them in registers and stores them as 4 vec4 into the
+// k-major shared tiles (TILE8 stores 16 scalars per 16 k, 4-way bank-conflicted). Shared rows are
+// padded by one vec4 so a quarter warp's stores (2 k blocks × 4 row blocks) hit 8 distinct 16-byte
+// banks. The next k step's global loads are issued before this step's products (#if PREFETCH, else
+// after them), so their latency hides behind the arithmetic.
+// #if MFAST: workgroup x walks the row tiles (m), so concurrent workgroups share weight tiles.
 // #if NOLOAD (benchmarks only, wrong results): every k step reuses the first step's loads — the
 // kernel without global memory traffic, to measure what the loads cost.
-const BT: u32 = 128u;
+const BM: u32 = {{BM}}u;
+const BN: u32 = 128u;
+const WG: u32 = 2u * BM;
 const BK: u32 = 32u;
-const SA: u32 = BT / 4u + 1u;  // vec4 per shared k row (padded)
 // Indexed per dimension (not flattened), so the bounds clamps WebGPU adds to every workgroup
 // array index fold: the k clamp is a constant in the unrolled k loop, the column clamp invariant.
-var<workgroup> As: array<array<vec4<f32>, SA>, BK>;  // [k][m / 4] of x
-var<workgroup> Bs: array<array<vec4<f32>, SA>, BK>;  // [k][n / 4] of w
+var<workgroup> As: array<array<vec4<f32>, BM / 4u + 1u>, BK>;  // [k][m / 4] of x, padded
+var<workgroup> Bs: array<array<vec4<f32>, BN / 4u + 1u>, BK>;  // [k][n / 4] of w, padded
+
+// f16 weights stay f16 in the registers that are in flight during the products (VEC).
+#if VEC
+alias WT = WV;
+#else
+alias WT = vec4<f32>;
+#endif
+// One thread's 4 × 4 block of x (rows r, 4 k each) and of w.
+struct XB { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> }
+struct WB { r0: WT, r1: WT, r2: WT, r3: WT }
 
 // Four consecutive k elements of x row `row` (< p.m: the caller clamps), zero past k.
 fn ld_x(row: u32, k: u32) -> vec4<f32> {
@@ -387,13 +401,7 @@ fn ld_x(row: u32, k: u32) -> vec4<f32> {
 #endif
 }
 
-// Four consecutive k elements of chunk row `row` (< p.rows) of w, zero past k: as stored with VEC
-// (f16 weights stay f16 in the registers that are in flight during the products), else as f32.
-#if VEC
-alias WT = WV;
-#else
-alias WT = vec4<f32>;
-#endif
+// Four consecutive k elements of chunk row `row` (< p.rows) of w, zero past k.
 fn ld_w(row: u32, k: u32) -> WT {
 #if VEC
   return select(w[(row * p.k + k) / 4u], WT(0.0), k >= p.k);
@@ -406,50 +414,91 @@ fn ld_w(row: u32, k: u32) -> WT {
 #endif
 }
 
-// One thread's share of a k step: 4 rows × 4 k of x (rows xr) and of w (chunk rows wr).
-struct Tile { x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, w0: WT, w1: WT, w2: WT, w3: WT }
+fn ld_xb(r: vec4<u32>, k: u32) -> XB { return XB(ld_x(r.x, k), ld_x(r.y, k), ld_x(r.z, k), ld_x(r.w, k)); }
+fn ld_wb(r: vec4<u32>, k: u32) -> WB { return WB(ld_w(r.x, k), ld_w(r.y, k), ld_w(r.z, k), ld_w(r.w, k)); }
 
-fn ld_tile(xr: vec4<u32>, wr: vec4<u32>, k: u32) -> Tile {
-  return Tile(ld_x(xr.x, k), ld_x(xr.y, k), ld_x(xr.z, k), ld_x(xr.w, k), ld_w(wr.x, k), ld_w(wr.y, k), ld_w(wr.z, k), ld_w(wr.w, k));
+// Loader block b of a tile with `rows` rows: (first row, first k) = (4·rb, 4·kb). Two neighbouring
+// lanes read one 32-byte sector of a row.
+fn blk(b: u32, rows: u32) -> vec2<u32> { return vec2(4u * ((b / 2u) % (rows / 4u)), 4u * (b % 2u + 2u * (b / (rows / 2u)))); }
+
+// The block's rows from tile row r0 on, clamped to `last`: rows past m (past the chunk) read the
+// last one again (in bounds, branch-free) and are not stored.
+fn blk_rows(r0: u32, last: u32) -> vec4<u32> { return min(vec4(r0) + vec4(0u, 1u, 2u, 3u), vec4(last)); }
+
+// Stores blocks transposed: k row pos.y + j gets the vec4 of the 4 rows' element j.
+fn put_x(pos: vec2<u32>, v: XB) {
+  let t = transpose(mat4x4(v.r0, v.r1, v.r2, v.r3));
+  for (var j = 0u; j < 4u; j++) { As[pos.y + j][pos.x / 4u] = t[j]; }
+}
+fn put_w(pos: vec2<u32>, v: WB) {
+  let t = transpose(mat4x4(vec4<f32>(v.r0), vec4<f32>(v.r1), vec4<f32>(v.r2), vec4<f32>(v.r3)));
+  for (var j = 0u; j < 4u; j++) { Bs[pos.y + j][pos.x / 4u] = t[j]; }
 }
 
-@compute @workgroup_size(256)
+// This thread's loader blocks (tile row, k within the step), their clamped rows, and the blocks
+// in flight.
+var<private> px: vec2<u32>;
+var<private> xr: vec4<u32>;
+var<private> xb: XB;
+var<private> pw0: vec2<u32>;
+var<private> wr0: vec4<u32>;
+var<private> wb0: WB;
+#if WB2
+var<private> pw1: vec2<u32>;
+var<private> wr1: vec4<u32>;
+var<private> wb1: WB;
+#endif
+
+// Loads this thread's blocks of the k step from k0.
+fn load_step(k0: u32) {
+  xb = ld_xb(xr, k0 + px.y);
+  wb0 = ld_wb(wr0, k0 + pw0.y);
+#if WB2
+  wb1 = ld_wb(wr1, k0 + pw1.y);
+#endif
+}
+
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let n0 = wid.x * BT;  // first chunk row (output column) of the tile
-  let m0 = wid.y * BT;
+#if MFAST
+  let m0 = wid.x * BM;
+  let n0 = wid.y * BN;  // first chunk row (output column) of the tile
+#else
+  let n0 = wid.x * BN;
+  let m0 = wid.y * BM;
+#endif
   let tx = lid % 16u;
   let ty = lid / 16u;
   var c00 = mat4x4<f32>();
   var c01 = mat4x4<f32>();
   var c10 = mat4x4<f32>();
   var c11 = mat4x4<f32>();
-  // Loader roles: rows 4·rb .. 4·rb + 3 of the tile, k [4·kb, 4·kb + 4) of the k step. Two
-  // neighbouring lanes read one 32-byte sector of a row. Rows past m (past the chunk) read the last
-  // one again (in bounds, branch-free) and are not stored.
-  let rb = (lid / 2u) % 32u;
-  let kb = lid % 2u + 2u * (lid / 64u);
-  let xr = min(vec4(m0 + 4u * rb) + vec4(0u, 1u, 2u, 3u), vec4(p.m - 1u));
-  let wr = min(vec4(n0 + 4u * rb) + vec4(0u, 1u, 2u, 3u), vec4(p.rows - 1u));
-  let lk = 4u * kb;
-  var t = ld_tile(xr, wr, lk);
+  px = blk(lid, BM);
+  xr = blk_rows(m0 + px.x, p.m - 1u);
+  pw0 = blk(lid, BN);
+  wr0 = blk_rows(n0 + pw0.x, p.rows - 1u);
+#if WB2
+  pw1 = blk(lid + WG, BN);
+  wr1 = blk_rows(n0 + pw1.x, p.rows - 1u);
+#endif
+  load_step(0u);
   for (var k0 = 0u; k0 < p.k; k0 += BK) {
-    // Transposed: k row lk + j gets vec4 column rb (the 4 rows' element j).
-    let tx4 = transpose(mat4x4(t.x0, t.x1, t.x2, t.x3));
-    let tw4 = transpose(mat4x4(vec4<f32>(t.w0), vec4<f32>(t.w1), vec4<f32>(t.w2), vec4<f32>(t.w3)));
-    for (var j = 0u; j < 4u; j++) {
-      As[lk + j][rb] = tx4[j];
-      Bs[lk + j][rb] = tw4[j];
-    }
+    put_x(px, xb);
+    put_w(pw0, wb0);
+#if WB2
+    put_w(pw1, wb1);
+#endif
     workgroupBarrier();
+    let more = k0 + BK < p.k;
 #if PREFETCH
 #ifnot NOLOAD
-    if (k0 + BK < p.k) { t = ld_tile(xr, wr, k0 + BK + lk); }
+    if (more) { load_step(k0 + BK); }
 #endif
 #endif
     for (var k = 0u; k < BK; k++) {
       let a0 = As[k][ty];
       let b0 = Bs[k][tx];
-      let a1 = As[k][16u + ty];
+      let a1 = As[k][BM / 8u + ty];
       let b1 = Bs[k][16u + tx];
       c00 = outer_acc(c00, a0, b0);
       c01 = outer_acc(c01, a0, b1);
@@ -458,13 +507,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
 #ifnot PREFETCH
-    if (k0 + BK < p.k) { t = ld_tile(xr, wr, k0 + BK + lk); }
+    if (more) { load_step(k0 + BK); }
 #endif
   }
   store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
   store_block(m0 + ty * 4u, n0 + 64u + tx * 4u, c01);
-  store_block(m0 + 64u + ty * 4u, n0 + tx * 4u, c10);
-  store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
+  store_block(m0 + BM / 2u + ty * 4u, n0 + tx * 4u, c10);
+  store_block(m0 + BM / 2u + ty * 4u, n0 + 64u + tx * 4u, c11);
 }
 
 #else
