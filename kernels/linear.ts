@@ -85,6 +85,9 @@ export interface LinearTuning {
   pipeM?: 64 | 128;
   /** Pipelined: workgroups walk the row tiles first, so concurrent ones share weight tiles. */
   mFast?: boolean;
+  /** Pipelined, 128-row tiles only: double-buffered shared tiles, k steps of 16, one barrier per
+   * step. */
+  dbuf?: boolean;
   prefetch?: boolean;
   /** Benchmarks only, WRONG results: the pipelined kernel without global loads after the first k
    * step (what the loads cost). */
@@ -270,7 +273,8 @@ export function linear(
     !(Number.isInteger(t.gemvRows) && t.gemvRows >= 1) ||
     (t.gemvTpr !== undefined &&
       !(t.gemvTpr >= 1 && t.gemvTpr <= t.gemvWg && (t.gemvTpr & (t.gemvTpr - 1)) === 0)) ||
-    (t.tile !== undefined && t.tile !== 4 && t.tile !== 8) || (pipeM !== 64 && pipeM !== 128)
+    (t.tile !== undefined && t.tile !== 4 && t.tile !== 8) || (pipeM !== 64 && pipeM !== 128) ||
+    (t.dbuf === true && pipeM !== 128)
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
@@ -324,6 +328,7 @@ export function linear(
             PIPE: true,
             BM: pipeM,
             WB2: pipeM === 64,
+            DBUF: t.dbuf === true,
             MFAST: t.mFast === true,
             PREFETCH: t.prefetch ?? true,
             NOLOAD: t.noLoad === true,

@@ -366,17 +366,27 @@ fn store_block(row0: u32, col0: u32, c: mat4x4<f32>) {
 // padded by one vec4 so a quarter warp's stores (2 k blocks × 4 row blocks) hit 8 distinct 16-byte
 // banks. The next k step's global loads are issued before this step's products (#if PREFETCH, else
 // after them), so their latency hides behind the arithmetic.
+// #if DBUF (BM = 128): k steps of 16 through two shared buffers, one barrier per step: the products
+// of one buffer run while the next step's loads are in flight and are stored to the other one
+// afterwards. Warps 0–3 load x, warps 4–7 load w (one 4 × 4 block each; w widened to f32 on
+// load, so one block of registers is in flight per thread).
 // #if MFAST: workgroup x walks the row tiles (m), so concurrent workgroups share weight tiles.
 // #if NOLOAD (benchmarks only, wrong results): every k step reuses the first step's loads — the
 // kernel without global memory traffic, to measure what the loads cost.
 const BM: u32 = {{BM}}u;
 const BN: u32 = 128u;
 const WG: u32 = 2u * BM;
+#if DBUF
+const BK: u32 = 16u;
+const NB: u32 = 2u;
+#else
 const BK: u32 = 32u;
+const NB: u32 = 1u;
+#endif
 // Indexed per dimension (not flattened), so the bounds clamps WebGPU adds to every workgroup
 // array index fold: the k clamp is a constant in the unrolled k loop, the column clamp invariant.
-var<workgroup> As: array<array<vec4<f32>, BM / 4u + 1u>, BK>;  // [k][m / 4] of x, padded
-var<workgroup> Bs: array<array<vec4<f32>, BN / 4u + 1u>, BK>;  // [k][n / 4] of w, padded
+var<workgroup> As: array<array<array<vec4<f32>, BM / 4u + 1u>, BK>, NB>;  // [buffer][k][m / 4] of x, padded
+var<workgroup> Bs: array<array<array<vec4<f32>, BN / 4u + 1u>, BK>, NB>;  // [buffer][k][n / 4] of w, padded
 
 // f16 weights stay f16 in the registers that are in flight during the products (VEC).
 #if VEC
@@ -425,21 +435,27 @@ fn blk(b: u32, rows: u32) -> vec2<u32> { return vec2(4u * ((b / 2u) % (rows / 4u
 // last one again (in bounds, branch-free) and are not stored.
 fn blk_rows(r0: u32, last: u32) -> vec4<u32> { return min(vec4(r0) + vec4(0u, 1u, 2u, 3u), vec4(last)); }
 
-// Stores blocks transposed: k row pos.y + j gets the vec4 of the 4 rows' element j.
-fn put_x(pos: vec2<u32>, v: XB) {
+fn widen(v: WB) -> XB { return XB(vec4<f32>(v.r0), vec4<f32>(v.r1), vec4<f32>(v.r2), vec4<f32>(v.r3)); }
+
+// Stores blocks into buffer `buf` transposed: k row pos.y + j gets the vec4 of the 4 rows'
+// element j.
+fn put_x(buf: u32, pos: vec2<u32>, v: XB) {
   let t = transpose(mat4x4(v.r0, v.r1, v.r2, v.r3));
-  for (var j = 0u; j < 4u; j++) { As[pos.y + j][pos.x / 4u] = t[j]; }
+  for (var j = 0u; j < 4u; j++) { As[buf][pos.y + j][pos.x / 4u] = t[j]; }
 }
-fn put_w(pos: vec2<u32>, v: WB) {
-  let t = transpose(mat4x4(vec4<f32>(v.r0), vec4<f32>(v.r1), vec4<f32>(v.r2), vec4<f32>(v.r3)));
-  for (var j = 0u; j < 4u; j++) { Bs[pos.y + j][pos.x / 4u] = t[j]; }
+fn put_w(buf: u32, pos: vec2<u32>, v: XB) {
+  let t = transpose(mat4x4(v.r0, v.r1, v.r2, v.r3));
+  for (var j = 0u; j < 4u; j++) { Bs[buf][pos.y + j][pos.x / 4u] = t[j]; }
 }
 
 // This thread's loader blocks (tile row, k within the step), their clamped rows, and the blocks
-// in flight.
+// in flight (DBUF: px / xr / xb is the thread's one block, of x or of w by its warp's role).
 var<private> px: vec2<u32>;
 var<private> xr: vec4<u32>;
 var<private> xb: XB;
+#if DBUF
+var<private> w_role: bool;
+#else
 var<private> pw0: vec2<u32>;
 var<private> wr0: vec4<u32>;
 var<private> wb0: WB;
@@ -448,13 +464,49 @@ var<private> pw1: vec2<u32>;
 var<private> wr1: vec4<u32>;
 var<private> wb1: WB;
 #endif
+#endif
+
+// Sets the loader roles of thread lid for the tile at (m0, n0).
+fn set_roles(lid: u32, m0: u32, n0: u32) {
+#if DBUF
+  w_role = lid >= WG / 2u;
+  px = blk(lid % (WG / 2u), BM);
+  xr = blk_rows(select(m0, n0, w_role) + px.x, select(p.m, p.rows, w_role) - 1u);
+#else
+  px = blk(lid, BM);
+  xr = blk_rows(m0 + px.x, p.m - 1u);
+  pw0 = blk(lid, BN);
+  wr0 = blk_rows(n0 + pw0.x, p.rows - 1u);
+#if WB2
+  pw1 = blk(lid + WG, BN);
+  wr1 = blk_rows(n0 + pw1.x, p.rows - 1u);
+#endif
+#endif
+}
 
 // Loads this thread's blocks of the k step from k0.
 fn load_step(k0: u32) {
+#if DBUF
+  if (w_role) { xb = widen(ld_wb(xr, k0 + px.y)); } else { xb = ld_xb(xr, k0 + px.y); }
+#else
   xb = ld_xb(xr, k0 + px.y);
   wb0 = ld_wb(wr0, k0 + pw0.y);
 #if WB2
   wb1 = ld_wb(wr1, k0 + pw1.y);
+#endif
+#endif
+}
+
+// Stores the loaded blocks into shared buffer buf.
+fn put_step(buf: u32) {
+#if DBUF
+  if (w_role) { put_w(buf, px, xb); } else { put_x(buf, px, xb); }
+#else
+  put_x(buf, px, xb);
+  put_w(buf, pw0, widen(wb0));
+#if WB2
+  put_w(buf, pw1, widen(wb1));
+#endif
 #endif
 }
 
@@ -473,41 +525,48 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var c01 = mat4x4<f32>();
   var c10 = mat4x4<f32>();
   var c11 = mat4x4<f32>();
-  px = blk(lid, BM);
-  xr = blk_rows(m0 + px.x, p.m - 1u);
-  pw0 = blk(lid, BN);
-  wr0 = blk_rows(n0 + pw0.x, p.rows - 1u);
-#if WB2
-  pw1 = blk(lid + WG, BN);
-  wr1 = blk_rows(n0 + pw1.x, p.rows - 1u);
-#endif
+  set_roles(lid, m0, n0);
   load_step(0u);
-  for (var k0 = 0u; k0 < p.k; k0 += BK) {
-    put_x(px, xb);
-    put_w(pw0, wb0);
-#if WB2
-    put_w(pw1, wb1);
+#if DBUF
+  put_step(0u);
+  workgroupBarrier();
 #endif
-    workgroupBarrier();
+  for (var k0 = 0u; k0 < p.k; k0 += BK) {
     let more = k0 + BK < p.k;
+#if DBUF
+    let cur = (k0 / BK) % 2u;
+#ifnot NOLOAD
+    if (more) { load_step(k0 + BK); }
+#endif
+#else
+    let cur = 0u;
+    put_step(0u);
+    workgroupBarrier();
 #if PREFETCH
 #ifnot NOLOAD
     if (more) { load_step(k0 + BK); }
 #endif
 #endif
+#endif
     for (var k = 0u; k < BK; k++) {
-      let a0 = As[k][ty];
-      let b0 = Bs[k][tx];
-      let a1 = As[k][BM / 8u + ty];
-      let b1 = Bs[k][16u + tx];
+      let a0 = As[cur][k][ty];
+      let b0 = Bs[cur][k][tx];
+      let a1 = As[cur][k][BM / 8u + ty];
+      let b1 = Bs[cur][k][16u + tx];
       c00 = outer_acc(c00, a0, b0);
       c01 = outer_acc(c01, a0, b1);
       c10 = outer_acc(c10, a1, b0);
       c11 = outer_acc(c11, a1, b1);
     }
+#if DBUF
+    // The other buffer was last read in the step before, which ended at a barrier.
+    if (more) { put_step(1u - cur); }
+    workgroupBarrier();
+#else
     workgroupBarrier();
 #ifnot PREFETCH
     if (more) { load_step(k0 + BK); }
+#endif
 #endif
   }
   store_block(m0 + ty * 4u, n0 + tx * 4u, c00);

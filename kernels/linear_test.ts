@@ -268,6 +268,7 @@ Deno.test("linear() gives the same results for every kernel variant and tuning",
     ["pipelined 128 × 128, 130 rows", gpu, { pipe: true }, 130],
     ["pipelined, no prefetch", gpu, { pipe: true, prefetch: false }, 3],
     ["pipelined 64 × 128, rows first", gpu, { pipe: true, pipeM: 64, mFast: true }, 130],
+    ["pipelined, double-buffered", gpu, { pipe: true, dbuf: true }, 130],
   ];
   for (const [n, k] of [[47, 40], [130, 1176], [133, 37]]) {
     for (const [name, g, tuning, m] of variants) {
