@@ -88,6 +88,8 @@ export interface LinearTuning {
   /** Pipelined, 128-row tiles only: double-buffered shared tiles, k steps of 16, one barrier per
    * step. */
   dbuf?: boolean;
+  /** Pipelined: warps of 8 × 4 threads (fewer shared-memory wavefronts per k) instead of 16 × 2. */
+  warp8x4?: boolean;
   prefetch?: boolean;
   /** Benchmarks only, WRONG results: the pipelined kernel without global loads after the first k
    * step (what the loads cost). */
@@ -329,6 +331,7 @@ export function linear(
             BM: pipeM,
             WB2: pipeM === 64,
             DBUF: t.dbuf === true,
+            W48: t.warp8x4 === true,
             MFAST: t.mFast === true,
             PREFETCH: t.prefetch ?? true,
             NOLOAD: t.noLoad === true,

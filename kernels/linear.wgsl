@@ -519,8 +519,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let n0 = wid.x * BN;
   let m0 = wid.y * BM;
 #endif
+#if W48
+  // A warp is 8 × 4 threads: per k it reads 8 consecutive vec4 of Bs and 4 of As (one 128-byte
+  // wavefront each) instead of 16 and 2 (two and one).
+  let tx = lid % 8u + 8u * ((lid / 32u) % 2u);
+  let ty = (lid / 8u) % 4u + 4u * (lid / 64u);
+#else
   let tx = lid % 16u;
   let ty = lid / 16u;
+#endif
   var c00 = mat4x4<f32>();
   var c01 = mat4x4<f32>();
   var c10 = mat4x4<f32>();

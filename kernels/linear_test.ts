@@ -269,6 +269,7 @@ Deno.test("linear() gives the same results for every kernel variant and tuning",
     ["pipelined, no prefetch", gpu, { pipe: true, prefetch: false }, 3],
     ["pipelined 64 × 128, rows first", gpu, { pipe: true, pipeM: 64, mFast: true }, 130],
     ["pipelined, double-buffered", gpu, { pipe: true, dbuf: true }, 130],
+    ["pipelined 64 × 128, 8 × 4 warps", gpu, { pipe: true, pipeM: 64, warp8x4: true }, 37],
   ];
   for (const [n, k] of [[47, 40], [130, 1176], [133, 37]]) {
     for (const [name, g, tuning, m] of variants) {
