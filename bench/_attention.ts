@@ -5,7 +5,7 @@
  * After timing, a few output rows of each case are checked against src/ref/attention.ts (f64), so
  * a fast wrong kernel cannot pass unnoticed. Prints a table and writes JSON lines (--out).
  *
- *   deno run -A bench/_attention.ts [--only vision,prefill,decode] [--reps R] [--sweep 0|1]
+ *   deno run -A bench/_attention.ts [--only vision,prefill,decode] [--reps R] [--sweep 0|1|rs]
  *     [--out file.jsonl]
  * @module
  */
@@ -34,9 +34,27 @@ const only = opt("--only", "vision,prefill,decode").split(",");
 const outFile = opt("--out", "");
 /** Overrides every case's R (1 for a quick correctness pass on a slow adapter). */
 const repsOverride = Number(opt("--reps", "0"));
-/** Also time the other prefill tilings (--sweep 0: the default only). */
-const sweep = opt("--sweep", "1") !== "0";
-const TUNINGS: (Partial<PrefillTuning> | undefined)[] = sweep
+/** Also time the other prefill tilings (--sweep 0: the default only; rs: the row-sliced ones). */
+const sweepOpt = opt("--sweep", "1");
+const sweep = sweepOpt !== "0";
+/** Row-sliced prefill shapes (kernels/attention.ts RowSliceTuning) timed by --sweep rs. */
+const RS_TUNINGS: Partial<PrefillTuning>[] = [
+  {},
+  { bk: 64 },
+  { wg: 256 },
+  { wg: 64 },
+  { r: 4 },
+  { r: 1 },
+  { t: 2 },
+  { t: 2, r: 1 },
+  { g: 4 },
+  { g: 16 },
+  { bk: 16 },
+  { t: 1, r: 1 },
+].map((rs) => ({ rs }));
+const TUNINGS: (Partial<PrefillTuning> | undefined)[] = sweepOpt === "rs"
+  ? [undefined, ...RS_TUNINGS]
+  : sweep
   ? [
     undefined,
     { qres: true },
@@ -252,7 +270,22 @@ if (only.includes("decode")) {
     const vc = randomBuffer(maxTokens * kvWidth, 33, "v");
     const out = createStorage(gpu, s.heads * s.headDim * 4, "out");
     const DECODE_TUNINGS: Partial<DecodeAttentionShape>[] = sweep
-      ? [{}, { splits: 64 }, { splits: 16 }, { chunk: 16 }, { chunk: 16, splits: 64 }]
+      ? [
+        { kernel: "v1" },
+        {},
+        { splits: 32 },
+        { splits: 64 },
+        { chunk: 4 },
+        { chunk: 4, splits: 64 },
+        { chunk: 16, tpk: 2 },
+        { chunk: 16, tpk: 2, splits: 64 },
+        { chunk: 32, tpk: 1, splits: 64 },
+        { chunk: 8, tpk: 2 },
+        { chunk: 16, tpk: 1 },
+        { merge: "dispatch" },
+        { merge: "dispatch", splits: 64 },
+        { merge: "dispatch", chunk: 16, tpk: 2 },
+      ]
       : [{}];
     for (const tuning of DECODE_TUNINGS) {
       const shape: DecodeAttentionShape = { ...s, maxTokens, ...tuning };
@@ -299,6 +332,18 @@ if (only.includes("decode")) {
     }
     [qkv, kc, vc, out].forEach((b) => b.destroy());
   }
+  // The floor any decode kernel pays in such a chain: a one-workgroup dispatch writing 16 bytes.
+  const tiny = createStorage(gpu, 16, "tiny");
+  const ms = await timeIt(
+    [fill(gpu, tiny, { count: 4, dtype: "f32", seed: 1, scale: 1 })],
+    tiny,
+    200,
+  );
+  console.log(
+    `${"dispatch floor (fill of 4 f32)".padEnd(52)} ${(ms * 1000).toFixed(1).padStart(10)} µs`,
+  );
+  lines.push(JSON.stringify({ kind: "floor", us: +(ms * 1000).toFixed(2) }));
+  tiny.destroy();
   state.destroy();
 }
 

@@ -141,6 +141,61 @@ export interface PrefillTuning {
   dc: number;
   kc: number;
   qres: boolean;
+  /** The row-sliced kernel instead of the tiled one (its shape; unset fields take defaults). */
+  rs?: Partial<RowSliceTuning>;
+}
+
+/**
+ * Row-sliced prefill (kernels/attention.wgsl #if RS): t lanes (a power of two dividing
+ * headDim / 4, at most the adapter's smallest subgroup; 1 without subgroups) share r query rows,
+ * each lane holding headDim / t of their columns; key tiles of bk keys, softmax steps of g keys
+ * (divides bk), wg threads per workgroup (wg / t · r query rows).
+ */
+export interface RowSliceTuning {
+  t: number;
+  r: number;
+  bk: number;
+  g: number;
+  wg: number;
+}
+
+/** The row-sliced shape: `rs` with defaults, checked against head_dim and the adapter. */
+function rowSliceTuning(
+  gpu: Gpu,
+  what: string,
+  headDim: number,
+  rs: Partial<RowSliceTuning>,
+): RowSliceTuning & { slp: number; bytes: number } {
+  const hd4 = headDim / 4;
+  const sgMin = gpu.features.subgroups ? gpu.adapterInfo.subgroupMinSize ?? 1 : 1;
+  let t = rs.t ?? 1;
+  if (rs.t === undefined) { while (t < 4 && hd4 % (2 * t) === 0 && 2 * t <= sgMin) t *= 2; }
+  const r = rs.r ?? 2, g = rs.g ?? 8, wg = rs.wg ?? 128;
+  const sl = hd4 / t, slp = t === 1 || sl % 2 ? sl : sl + 1;
+  const bytesOf = (bk: number) => 2 * bk * t * slp * 16;
+  let bk = rs.bk ?? 32;
+  if (rs.bk === undefined) {
+    while (bk > g && bytesOf(bk) > gpu.limits.maxComputeWorkgroupStorageSize) bk /= 2;
+  }
+  const bad = !(t >= 1 && (t & (t - 1)) === 0 && hd4 % t === 0 && t <= sgMin) ||
+    !(Number.isInteger(r) && r >= 1 && Number.isInteger(g) && g >= 1 && bk % g === 0) ||
+    !(wg % t === 0 && wg % 32 === 0 && wg <= gpu.limits.maxComputeInvocationsPerWorkgroup);
+  if (bad) {
+    throw new InvalidInputError(
+      `${what}: row-sliced tiling ${JSON.stringify({ t, r, bk, g, wg })} does not suit ` +
+        `head_dim ${headDim} (needs a power-of-two t dividing head_dim/4, t ≤ subgroup size ` +
+        `${sgMin}, g dividing bk, wg a multiple of 32)`,
+    );
+  }
+  if (bytesOf(bk) > gpu.limits.maxComputeWorkgroupStorageSize) {
+    throw new InvalidInputError(
+      `${what}: row-sliced tiling ${
+        JSON.stringify({ t, bk })
+      } at head_dim ${headDim} does not fit ` +
+        `this adapter's workgroup memory (${gpu.limits.maxComputeWorkgroupStorageSize} bytes)`,
+    );
+  }
+  return { t, r, bk, g, wg, slp, bytes: bytesOf(bk) };
 }
 
 /** The tilings tried in order (the first that fits wins), unless a tuning is given. */
@@ -225,8 +280,25 @@ function prefillDispatch(
   seq: number,
   tuning?: Partial<PrefillTuning>,
 ): Dispatch {
-  const t = prefillTuning(gpu, what, r.headDim, tuning);
-  const l = prefillLayout(r.headDim, t);
+  let bq: number, defines: Record<string, number | boolean>;
+  if (tuning?.rs) {
+    const rs = rowSliceTuning(gpu, what, r.headDim, tuning.rs);
+    bq = rs.wg / rs.t * rs.r;
+    defines = {
+      RS: true,
+      T: rs.t,
+      R: rs.r,
+      SLP: rs.slp,
+      BK: rs.bk,
+      G: rs.g,
+      WG: rs.wg,
+      SG: rs.t > 1,
+    };
+  } else {
+    const l = prefillLayout(r.headDim, prefillTuning(gpu, what, r.headDim, tuning));
+    bq = l.bq;
+    defines = l.defines;
+  }
   const vt = variant(gpu, {
     family: "attention",
     entry: "prefill",
@@ -234,9 +306,9 @@ function prefillDispatch(
       ? ["read", "read", "read", "read_write", "read"]
       : ["read", "read", "read", "read_write"],
     params: Params,
-    defines: { HD: r.headDim, VISION: vision, ...l.defines },
+    defines: { HD: r.headDim, VISION: vision, ...defines },
   });
-  return new Dispatch(gpu, vt, buffers, params, [ceilDiv(seq, l.bq), r.heads]);
+  return new Dispatch(gpu, vt, buffers, params, [ceilDiv(seq, bq), r.heads]);
 }
 
 /** Shape of a causal prefill. */
@@ -329,20 +401,44 @@ export interface DecodeAttentionShape extends AttentionHeads {
   /** Rows of the KV cache (the most keys a step can attend to). */
   maxTokens: number;
   /**
-   * Most workgroups sharing one head block's keys (flash-decoding splits, ≤ 64). Default: about
-   * 256 workgroups over all KV heads at a full cache; a short context uses one split per chunk.
+   * Most workgroups sharing one head block's keys (flash-decoding splits, ≤ 128; v1: ≤ 64).
+   * Default: about 512 workgroups over all head blocks at a full cache (v1: 256).
    */
   splits?: number;
-  /** Keys a decode workgroup takes per step: 8, 16 or 32 (default: 32, less if memory says so). */
-  chunk?: 8 | 16 | 32;
+  /** Keys a decode workgroup takes per step (v2 default 8; v1: 8, 16 or 32, default 32). */
+  chunk?: 4 | 8 | 16 | 32;
+  /** v2: threads per (query head, key) dot product: 1, 2 or 4 (default 4). */
+  tpk?: 1 | 2 | 4;
+  /** Kernel: "v2" (default, one barrier per step) or "v1" (the first one-dispatch kernel). */
+  kernel?: "v1" | "v2";
+  /**
+   * v2: who merges the splits: "last" (the last workgroup of a head block to finish, one
+   * dispatch; default) or "dispatch" (a second dispatch, one workgroup per query head).
+   */
+  merge?: "last" | "dispatch";
 }
 
 /** Most splits: the merge stages every split's statistics in workgroup memory (MAXS). */
-const MAX_SPLITS = 64;
+const MAX_SPLITS = { v1: 64, v2: 128 };
+
+/** Query heads per decode workgroup: the largest divisor of the GQA group ≤ 8 with G · hd4 ≤ 256. */
+function decodeGroup(s: DecodeAttentionShape): number {
+  const group = s.heads / (s.kvHeads ?? s.heads), hd4 = s.headDim / 4;
+  for (let g = Math.min(group, 8); g > 1; g--) {
+    if (group % g === 0 && g * hd4 <= DECODE_WG) return g;
+  }
+  return 1;
+}
 
 function splitsOf(s: DecodeAttentionShape): number {
-  const want = s.splits ?? Math.max(16, Math.ceil(256 / (s.kvHeads ?? s.heads)));
-  return Math.max(1, Math.min(want, MAX_SPLITS, ceilDiv(s.maxTokens, 32)));
+  const kernel = s.kernel ?? "v2";
+  const blocks = s.heads / decodeGroup(s);
+  const want = s.splits ??
+    (kernel === "v1"
+      ? Math.max(16, Math.ceil(256 / (s.kvHeads ?? s.heads)))
+      : Math.ceil(512 / blocks));
+  const chunk = s.chunk ?? (kernel === "v1" ? 32 : 8);
+  return Math.max(1, Math.min(want, MAX_SPLITS[kernel], ceilDiv(s.maxTokens, chunk)));
 }
 
 /**
@@ -355,14 +451,14 @@ export function decodeAttentionScratchBytes(s: DecodeAttentionShape): number {
 }
 
 /**
- * Query heads per decode workgroup (the largest divisor of the GQA group, ≤ 8, with one thread per
- * (head, vec4 column)) and keys per step, within the adapter's workgroup memory.
+ * v1: query heads per decode workgroup (the largest divisor of the GQA group, ≤ 8, with one
+ * thread per (head, vec4 column)) and keys per step, within the adapter's workgroup memory.
  */
 function decodeTiling(gpu: Gpu, s: DecodeAttentionShape, group: number) {
   const hd4 = s.headDim / 4;
   const bytes = (g: number, chunk: number) =>
     16 * (g * hd4 + chunk * (hd4 + 1) + chunk * hd4) + 4 * (2 * g * chunk + 2 * g) +
-    8 * g * MAX_SPLITS + 4;
+    8 * g * MAX_SPLITS.v1 + 4;
   for (const chunk of s.chunk ? [s.chunk] : [32, 16, 8]) {
     for (let g = Math.min(group, 8); g >= 1; g--) {
       if (
@@ -374,6 +470,16 @@ function decodeTiling(gpu: Gpu, s: DecodeAttentionShape, group: number) {
   throw new InvalidInputError(
     `decodeAttention: head_dim ${s.headDim} needs more workgroup memory than the adapter has`,
   );
+}
+
+/** v2 defines: G heads per workgroup, CK keys per step, TPK threads per dot, WG threads. */
+function decodeV2Defines(s: DecodeAttentionShape) {
+  const g = decodeGroup(s), hd4 = s.headDim / 4;
+  let ck: number = s.chunk ?? 8, tpk: number = s.tpk ?? 4;
+  if (hd4 % tpk) tpk = hd4 % 2 ? 1 : 2;
+  while (g * ck * tpk > DECODE_WG && ck > 1) ck /= 2;
+  const wg = Math.ceil(Math.max(g * ck * tpk, g * hd4) / 32) * 32;
+  return { GROUP: g, CHUNK: ck, TPK: tpk, WG: wg, MAXS: MAX_SPLITS.v2, V2: true };
 }
 
 /**
@@ -401,26 +507,45 @@ export function decodeAttention(
   s: DecodeAttentionShape,
 ): Dispatch[] {
   const r = resolve("decodeAttention", s, q, k, v);
-  const { group, chunk } = decodeTiling(gpu, s, r.group);
   const nsplit = splitsOf(s);
   checkSize("decodeAttention scratch", scratch, decodeAttentionScratchBytes(s));
+  let defines: Record<string, number | boolean>, group: number;
+  if (s.kernel === "v1") {
+    const t = decodeTiling(gpu, s, r.group);
+    group = t.group;
+    defines = { GROUP: t.group, CHUNK: t.chunk, MAXS: MAX_SPLITS.v1 };
+  } else {
+    defines = decodeV2Defines(s);
+    group = defines.GROUP as number;
+  }
+  const sep = s.kernel !== "v1" && s.merge === "dispatch";
   const vt = variant(gpu, {
     family: "attention",
     entry: "decode",
     bindings: ["read", "read", "read", "read", "read_write", "read_write"],
     params: Params,
-    defines: { HD: s.headDim, GROUP: group, CHUNK: chunk, MAXS: MAX_SPLITS, DECODE: true },
+    defines: { HD: s.headDim, DECODE: true, SEP: sep, ...defines },
   });
-  return [
+  const params = pack(r, { seq: 1, nsplit });
+  const ds = [
     new Dispatch(
       gpu,
       vt,
       [q.buffer, k.buffer, v.buffer, state, scratch, out],
-      pack(r, {
-        seq: 1,
-        nsplit,
-      }),
+      params,
       [nsplit, s.heads / group],
     ),
   ];
+  if (sep) {
+    const ms = Math.max(1, Math.min(8, Math.floor(DECODE_WG / (s.headDim / 4))));
+    const mt = variant(gpu, {
+      family: "attention",
+      entry: "decode_merge",
+      bindings: ["read", "read", "read_write"],
+      params: Params,
+      defines: { HD: s.headDim, DECODE: true, MERGE: true, MS: ms, ...defines },
+    });
+    ds.push(new Dispatch(gpu, mt, [state, scratch, out], params, [s.heads]));
+  }
+  return ds;
 }

@@ -46,6 +46,151 @@ const NEG: f32 = -3.0e38;
 #endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
+// Keys [lo, hi) that query i may see.
+fn key_range(i: u32) -> vec2<u32> {
+#if VISION
+  var b = 0u;
+  while (b + 2u < p.n_cu && cu[b + 1u] <= i) { b += 1u; }
+  return vec2<u32>(cu[b], cu[b + 1u]);
+#else
+  return vec2<u32>(0u, p.offset + i + 1u);
+#endif
+}
+
+#if RS
+// ---------------------------------------------------------------------------------------------
+// Prefill, row-sliced (RS): no P or Q in workgroup memory, two barriers per key tile. Each thread
+// holds R query rows — a slice of SL = HD4 / T vec4 of each (T consecutive lanes of one subgroup
+// share the rows, lane sl owning columns sl·SL ..) — and their output slices in registers. A key
+// tile of BK keys (K and V) is staged whole in workgroup memory, and every row of a warp reads
+// the same key at a time (a broadcast): per key and row, SL vec4 reads feed 4·SL FMAs for the
+// score and as many for P·V. A score is the sum of the T lanes' partial dots (log2 T shuffles);
+// then every lane of the group holds the same scores, so each runs the rows' online softmax
+// (max, Σ exp, in base 2 with log2(e) folded into the query scale) on its own, G keys at a time.
+const T: u32 = {{T}}u;         // lanes per row group (a power of two ≤ the subgroup size)
+const R: u32 = {{R}}u;         // query rows per thread
+const SL: u32 = HD4 / T;       // vec4 columns per lane
+const SLP: u32 = {{SLP}}u;     // staged slice stride, vec4: odd, so the T lanes' reads of one key
+                               // hit distinct banks
+const RSK: u32 = T * SLP;      // staged key row stride, vec4
+const BK: u32 = {{BK}}u;       // keys per tile
+const G: u32 = {{G}}u;         // keys per softmax step (divides BK)
+const WG: u32 = {{WG}}u;
+const BQ: u32 = WG / T * R;    // query rows per workgroup
+var<workgroup> ks: array<vec4<f32>, BK * RSK>;  // (BK, HD) this tile's keys, slices padded
+var<workgroup> vs: array<vec4<f32>, BK * RSK>;  // (BK, HD) this tile's values, slices padded
+
+@compute @workgroup_size(WG)
+fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let sl = lid % T;
+  let q0 = wid.x * BQ;
+  let row0 = q0 + lid / T * R;
+  let h = wid.y;
+  let kvh = h / p.group;
+  let last = min(q0 + BQ, p.seq) - 1u;
+  // Rows are consecutive and both range ends grow with i: the tiles cover [lo(first), hi(last)).
+  let lo_t = key_range(q0).x;
+  let hi_t = key_range(last).y;
+  let kbase = p.k_off + kvh * HD4;
+  let vbase = p.v_off + kvh * HD4;
+  let col = h * HD4 + sl * SL;   // this lane's first vec4 column of a q or out row
+  let qscale = p.scale * 1.4426950408889634;   // · log2(e): softmax in base 2
+  var lo: array<u32, R>;         // row r sees keys lo[r] .. lo[r] + n[r] - 1
+  var n: array<u32, R>;
+  var qr: array<vec4<f32>, R * SL>;   // (R, SL) this lane's slice of its rows' scaled queries
+  var o: array<vec4<f32>, R * SL>;    // (R, SL) Σ p · v of those columns (unnormalised)
+  var m: array<f32, R>;          // running max score (base 2)
+  var l: array<f32, R>;          // running Σ exp2(s − m)
+  for (var r = 0u; r < R; r++) {
+    let i = min(row0 + r, last);   // rows past seq repeat the last one and are not stored
+    let kr = key_range(i);
+    lo[r] = kr.x;
+    n[r] = kr.y - kr.x;
+    for (var c = 0u; c < SL; c++) {
+      qr[r * SL + c] = q[i * p.q_stride + p.q_off + col + c] * qscale;
+      o[r * SL + c] = vec4<f32>(0.0);
+    }
+    m[r] = NEG;
+    l[r] = 0.0;
+  }
+
+  for (var kb = lo_t; kb < hi_t; kb += BK) {
+    workgroupBarrier();          // the previous tile is used
+    for (var idx = lid; idx < BK * HD4; idx += WG) {
+      let j = idx / HD4;
+      let c = idx % HD4;
+      let key = kb + j;
+      var kv = vec4<f32>(0.0);
+      var vv = vec4<f32>(0.0);
+      if (key < hi_t) {
+        kv = k[key * p.k_stride + kbase + c];
+        vv = v[key * p.v_stride + vbase + c];
+      }
+      let a = j * RSK + c / SL * SLP + c % SL;
+      ks[a] = kv;
+      vs[a] = vv;
+    }
+    workgroupBarrier();
+    for (var j0 = 0u; j0 < BK; j0 += G) {
+      var s: array<f32, R * G>;  // (R, G) scores, then probabilities
+      for (var g = 0u; g < G; g++) {
+        let ka = (j0 + g) * RSK + sl * SLP;
+        // Zeroed explicitly: a declaration in a loop body is not re-zeroed on every pass (naga).
+        var t: array<vec4<f32>, R>;
+        for (var r = 0u; r < R; r++) { t[r] = vec4<f32>(0.0); }
+        for (var c = 0u; c < SL; c++) {
+          let kv = ks[ka + c];
+          for (var r = 0u; r < R; r++) { t[r] = fma(qr[r * SL + c], kv, t[r]); }
+        }
+        for (var r = 0u; r < R; r++) { s[r * G + g] = t[r].x + t[r].y + t[r].z + t[r].w; }
+      }
+#if SG
+      // A row group is T aligned lanes of one subgroup (1D workgroups are split into subgroups of
+      // consecutive invocations), closed under lane ^ x for x < T.
+      for (var x = T / 2u; x > 0u; x = x >> 1u) {
+        for (var i = 0u; i < R * G; i++) { s[i] += subgroupShuffleXor(s[i], x); }
+      }
+#endif
+      for (var r = 0u; r < R; r++) {
+        var mx = m[r];
+        for (var g = 0u; g < G; g++) {
+          // Unsigned: keys below lo wrap past n.
+          let ok = kb + j0 + g - lo[r] < n[r];
+          s[r * G + g] = select(NEG, s[r * G + g], ok);
+          mx = max(mx, s[r * G + g]);
+        }
+        let alpha = exp2(m[r] - mx);
+        m[r] = mx;
+        var sum = 0.0;
+        for (var g = 0u; g < G; g++) {
+          let pr = select(0.0, exp2(s[r * G + g] - mx), s[r * G + g] > NEG);
+          s[r * G + g] = pr;
+          sum += pr;
+        }
+        l[r] = l[r] * alpha + sum;
+        for (var c = 0u; c < SL; c++) { o[r * SL + c] *= alpha; }
+      }
+      for (var g = 0u; g < G; g++) {
+        let va = (j0 + g) * RSK + sl * SLP;
+        for (var c = 0u; c < SL; c++) {
+          let vv = vs[va + c];
+          for (var r = 0u; r < R; r++) {
+            o[r * SL + c] = fma(vec4<f32>(s[r * G + g]), vv, o[r * SL + c]);
+          }
+        }
+      }
+    }
+  }
+
+  for (var r = 0u; r < R; r++) {
+    let i = row0 + r;
+    if (i < p.seq) {
+      let inv = 1.0 / l[r];
+      for (var c = 0u; c < SL; c++) { out[i * p.heads * HD4 + col + c] = o[r * SL + c] * inv; }
+    }
+  }
+}
+#else
 const TX: u32 = {{TX}}u;       // threads along keys (S) and along vec4 columns (O)
 const TY: u32 = {{TY}}u;       // threads along queries, 4 rows each
 const CV: u32 = HD4 / TX;      // vec4 output columns per thread: 1 or 2
@@ -70,17 +215,6 @@ const PS: u32 = TY + 1u;       // padded row stride of P, vec4
 var<workgroup> stage: array<vec4<f32>, {{STAGE}}>;
 var<workgroup> ps: array<vec4<f32>, BK * PS>;   // (BK, TY) vec4 of 4 rows: this tile's P, key-major
 var<workgroup> red: array<vec4<f32>, WG>;       // (TY, TX) per-thread row partials
-
-// Keys [lo, hi) that query i may see.
-fn key_range(i: u32) -> vec2<u32> {
-#if VISION
-  var b = 0u;
-  while (b + 2u < p.n_cu && cu[b + 1u] <= i) { b += 1u; }
-  return vec2<u32>(cu[b], cu[b + 1u]);
-#else
-  return vec2<u32>(0u, p.offset + i + 1u);
-#endif
-}
 
 fn max4(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
 fn sum4(x: vec4<f32>) -> f32 { return dot(x, vec4<f32>(1.0)); }
@@ -240,8 +374,10 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 #endif
 }
 #endif
+#endif
 
 #if DECODE
+#ifnot V2
 // ---------------------------------------------------------------------------------------------
 // Flash-decoding in one dispatch. The keys 0..n-1 (n = cache_len + 1) are cut into ns ≤ p.nsplit
 // splits of `len` keys (a multiple of CHUNK); one workgroup per (split, block of GROUP query heads
@@ -411,4 +547,223 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     out[h0 * HD4 + lid] = a / lt;
   }
 }
+#endif
+
+#if V2
+// ---------------------------------------------------------------------------------------------
+// Flash-decoding, latency-lean. One workgroup per (split, block of G query heads sharing one KV
+// head); a split walks its keys CK at a time with ONE barrier per step:
+// - scores: thread (r, j, t) dots query head r with key j over the vec4 columns t, t + TPK, …
+//   straight from global memory (the G heads' reads of one key hit the same lines), and writes
+//   its partial to workgroup memory (double-buffered, so no second barrier guards it);
+// - thread (r, d) then sums the TPK partials of row r's CK keys, takes their max, rescales its
+//   running Σ p·v of vec4 column d, and adds p · v with V rows it loaded BEFORE the barrier (the
+//   K and V reads of a step are in flight together).
+// The splits merge as in the first kernel: the last workgroup of a head block to arrive (an
+// atomic counter) combines every split's (max, Σ exp, Σ p·v) by log-sum-exp rescaling.
+const G: u32 = {{GROUP}}u;      // query heads per workgroup
+const CK: u32 = {{CHUNK}}u;     // keys per step
+const TPK: u32 = {{TPK}}u;      // threads per (head, key) dot product
+const WG: u32 = {{WG}}u;        // ≥ NA and ≥ NB
+const MAXS: u32 = {{MAXS}}u;    // most splits (p.nsplit ≤ MAXS)
+const NA: u32 = G * CK * TPK;   // score threads
+const NB: u32 = G * HD4;        // output threads
+const DPT: u32 = HD4 / TPK;     // vec4 per score thread
+
+#ifnot MERGE
+@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;          // (1, q_stride) f32
+@group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;          // (max_tokens, k_stride) f32
+@group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;          // (max_tokens, v_stride) f32
+@group(0) @binding(3) var<storage, read> state: DecodeState;
+#if SEP
+@group(0) @binding(4) var<storage, read_write> scratch: array<f32>;   // layout as below
+#else
+@group(0) @binding(4) var<storage, read_write> scratch: array<atomic<u32>>; // as the first kernel
+#endif
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;  // (1, heads·HD) f32
+@group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
+
+fn acc_at(h: u32, sp: u32) -> u32 { return (h * p.nsplit + sp) * HD; }
+fn stats_at(h: u32, sp: u32) -> u32 { return p.heads * p.nsplit * HD + (h * p.nsplit + sp) * 2u; }
+fn counter_at(b: u32) -> u32 { return p.heads * p.nsplit * (HD + 2u) + b; }
+#if SEP
+fn store_f(i: u32, x: f32) { scratch[i] = x; }
+#else
+fn store_f(i: u32, x: f32) { atomicStore(&scratch[i], bitcast<u32>(x)); }
+fn load_f(i: u32) -> f32 { return bitcast<f32>(atomicLoad(&scratch[i])); }
+fn load4(i: u32) -> vec4<f32> { return vec4<f32>(load_f(i), load_f(i + 1u), load_f(i + 2u), load_f(i + 3u)); }
+#endif
+
+var<workgroup> qs: array<vec4<f32>, G * HD4>;       // (G, HD) scaled queries
+var<workgroup> ss: array<f32, 2u * NA>;             // 2 × (G, CK, TPK) partial scores
+var<workgroup> ms_all: array<f32, G * MAXS>;        // merge: (G, ns) split maxima
+var<workgroup> ls_all: array<f32, G * MAXS>;        // merge: (G, ns) split Σ exp
+var<workgroup> last_sm: u32;                        // 1 if this workgroup merges
+
+@compute @workgroup_size(WG)
+fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let split = wid.x;
+  let h0 = wid.y * G;         // first query head of the block
+  let kbase = p.k_off + h0 / p.group * HD4;
+  let vbase = p.v_off + h0 / p.group * HD4;
+  let n = state.cache_len + 1u;
+  let per = (n + p.nsplit - 1u) / p.nsplit;
+  let len = (per + CK - 1u) / CK * CK;
+  let ns = (n + len - 1u) / len;
+  let start = split * len;
+  if (start >= n) { return; }   // split past the context: not counted, not merged
+  let end = min(n, start + len);
+
+  for (var idx = lid; idx < G * HD4; idx += WG) {
+    qs[idx] = q[p.q_off + h0 * HD4 + idx] * p.scale;
+  }
+  workgroupBarrier();
+  // Score thread (rs, j, t) for lid < NA; output thread (r, d) for lid < NB.
+  let t = lid % TPK;
+  let j = lid / TPK % CK;
+  let rs = lid / (TPK * CK);
+  let r = lid / HD4;
+  let d = lid % HD4;
+  var m = NEG;                // output threads: running max of row r
+  var l = 0.0;                // output threads: running Σ exp of row r
+  var acc = vec4<f32>(0.0);   // output threads: Σ p·v, column d of row r
+  var buf = 0u;
+  for (var c0 = start; c0 < end; c0 += CK) {
+    var vr: array<vec4<f32>, CK>;
+    if (lid < NB) {
+      for (var x = 0u; x < CK; x++) {
+        vr[x] = v[min(c0 + x, end - 1u) * p.v_stride + vbase + d];   // past end: p = 0 below
+      }
+    }
+    if (lid < NA) {
+      let kb = min(c0 + j, end - 1u) * p.k_stride + kbase + t;
+      let qb = rs * HD4 + t;
+      var s4 = vec4<f32>(0.0);
+      for (var c = 0u; c < DPT; c++) { s4 = fma(qs[qb + c * TPK], k[kb + c * TPK], s4); }
+      ss[buf + lid] = s4.x + s4.y + s4.z + s4.w;
+    }
+    workgroupBarrier();
+    if (lid < NB) {
+      var sc: array<f32, CK>;
+      var mx = m;
+      for (var x = 0u; x < CK; x++) {
+        var s = 0.0;
+        for (var u = 0u; u < TPK; u++) { s += ss[buf + (r * CK + x) * TPK + u]; }
+        sc[x] = select(NEG, s, c0 + x < end);
+        mx = max(mx, sc[x]);
+      }
+      let alpha = exp(m - mx);
+      var a = vec4<f32>(0.0);
+      var ps = 0.0;
+      for (var x = 0u; x < CK; x++) {
+        let px = exp(sc[x] - mx);   // masked: exp(NEG − a real score) = 0
+        a = fma(vec4<f32>(px), vr[x], a);
+        ps += px;
+      }
+      acc = acc * alpha + a;
+      l = l * alpha + ps;
+      m = mx;
+    }
+    buf = NA - buf;
+  }
+
+  if (ns == 1u) {             // the whole context in this workgroup: normalise and write
+    if (lid < NB) { out[h0 * HD4 + lid] = acc / l; }
+    return;
+  }
+  if (lid < NB) {
+    let a = acc_at(h0 + r, split) + d * 4u;
+    store_f(a, acc.x);
+    store_f(a + 1u, acc.y);
+    store_f(a + 2u, acc.z);
+    store_f(a + 3u, acc.w);
+    if (d == 0u) {
+      store_f(stats_at(h0 + r, split), m);
+      store_f(stats_at(h0 + r, split) + 1u, l);
+    }
+  }
+#ifnot SEP
+  // Release this workgroup's partials, then arrive; the last arrival merges.
+  storageBarrier();
+  if (lid == 0u) { last_sm = u32(atomicAdd(&scratch[counter_at(wid.y)], 1u) == ns - 1u); }
+  if (workgroupUniformLoad(&last_sm) == 0u) { return; }
+  storageBarrier();           // acquire the other workgroups' partials
+  if (lid == 0u) { atomicStore(&scratch[counter_at(wid.y)], 0u); }
+  for (var idx = lid; idx < G * ns; idx += WG) {
+    let st = stats_at(h0 + idx / ns, idx % ns);
+    ms_all[idx] = load_f(st);
+    ls_all[idx] = load_f(st + 1u);
+  }
+  workgroupBarrier();
+  if (lid < NB) {
+    var big = NEG;
+    for (var sp = 0u; sp < ns; sp++) { big = max(big, ms_all[r * ns + sp]); }
+    var lt = 0.0;
+    for (var sp = 0u; sp < ns; sp++) { lt += exp(ms_all[r * ns + sp] - big) * ls_all[r * ns + sp]; }
+    var a = vec4<f32>(0.0);
+    for (var sp = 0u; sp < ns; sp += 4u) {
+      let x0 = load4(acc_at(h0 + r, sp) + d * 4u);
+      let x1 = load4(acc_at(h0 + r, min(sp + 1u, ns - 1u)) + d * 4u);
+      let x2 = load4(acc_at(h0 + r, min(sp + 2u, ns - 1u)) + d * 4u);
+      let x3 = load4(acc_at(h0 + r, min(sp + 3u, ns - 1u)) + d * 4u);
+      a += exp(ms_all[r * ns + sp] - big) * x0;
+      if (sp + 1u < ns) { a += exp(ms_all[r * ns + sp + 1u] - big) * x1; }
+      if (sp + 2u < ns) { a += exp(ms_all[r * ns + sp + 2u] - big) * x2; }
+      if (sp + 3u < ns) { a += exp(ms_all[r * ns + sp + 3u] - big) * x3; }
+    }
+    out[h0 * HD4 + lid] = a / lt;
+  }
+#endif
+}
+#endif
+
+#if MERGE
+// The merge as a dispatch of its own (#if SEP above): one workgroup per query head, thread
+// (u, d) sums splits u, u + MS, … of vec4 column d, then the MS partial sums meet in workgroup
+// memory. The dispatch boundary makes the splits' plain stores visible.
+const MS: u32 = {{MS}}u;        // split lanes per column
+@group(0) @binding(0) var<storage, read> state: DecodeState;
+@group(0) @binding(1) var<storage, read> scratch: array<f32>;          // as decode's
+@group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;  // (1, heads·HD) f32
+@group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
+
+var<workgroup> wm: array<f32, MAXS>;                 // exp(m_s − max) per split
+var<workgroup> part: array<vec4<f32>, MS * HD4>;     // (MS, HD) partial Σ
+var<workgroup> lt_sm: f32;
+
+@compute @workgroup_size(MS * HD4)
+fn decode_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let h = wid.x;
+  let n = state.cache_len + 1u;
+  let per = (n + p.nsplit - 1u) / p.nsplit;
+  let len = (per + CK - 1u) / CK * CK;
+  let ns = (n + len - 1u) / len;
+  if (ns == 1u) { return; }     // decode wrote the output itself
+  let st = p.heads * p.nsplit * HD + h * p.nsplit * 2u;
+  var big = NEG;
+  for (var sp = 0u; sp < ns; sp++) { big = max(big, scratch[st + 2u * sp]); }
+  for (var sp = lid; sp < ns; sp += MS * HD4) { wm[sp] = exp(scratch[st + 2u * sp] - big); }
+  if (lid == 0u) {
+    var lt = 0.0;
+    for (var sp = 0u; sp < ns; sp++) { lt += exp(scratch[st + 2u * sp] - big) * scratch[st + 2u * sp + 1u]; }
+    lt_sm = lt;
+  }
+  workgroupBarrier();
+  let u = lid / HD4;
+  let d = lid % HD4;
+  var a = vec4<f32>(0.0);
+  for (var sp = u; sp < ns; sp += MS) {
+    let x = (h * p.nsplit + sp) * HD + d * 4u;
+    a = fma(vec4<f32>(wm[sp]), vec4<f32>(scratch[x], scratch[x + 1u], scratch[x + 2u], scratch[x + 3u]), a);
+  }
+  part[lid] = a;
+  workgroupBarrier();
+  if (lid < HD4) {
+    var t = part[d];
+    for (var w = 1u; w < MS; w++) { t += part[w * HD4 + d]; }
+    out[h * HD4 + d] = t / lt_sm;
+  }
+}
+#endif
+#endif
 #endif

@@ -8,6 +8,7 @@ import {
   causalAttention,
   decodeAttention,
   decodeAttentionScratchBytes,
+  type DecodeAttentionShape,
   type PrefillTuning,
   visionAttention,
 } from "./attention.ts";
@@ -203,27 +204,27 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
   const rng = seeded(22);
   const maxTokens = 700;
   const state = createDecodeState(gpu);
-  // [headDim, heads, kvHeads, n, splits]: splits 1 and 2 make one workgroup walk many key steps
-  // (online softmax); the default spreads the keys over up to 22 splits (merged).
-  const cases = [
-    [16, 2, 1, 1, undefined],
-    [80, 4, 2, 37, undefined],
-    [128, 7, 1, 300, undefined],
-    [128, 8, 1, 600, undefined],
-    [128, 4, 4, 129, undefined],
-    [128, 7, 1, 300, 1],
-    [80, 2, 1, 600, 2],
-  ] as const;
-  for (const [headDim, heads, kvHeads, n, splits] of cases) {
-    // 8-key steps for the GQA-7 case, 32 (the default) elsewhere.
-    const s = {
-      headDim,
-      heads,
-      kvHeads,
-      maxTokens,
-      splits,
-      chunk: heads === 7 ? 8 as const : undefined,
-    };
+  // [headDim, heads, kvHeads, n, options]: splits 1 and 2 make one workgroup walk many key
+  // steps (online softmax); the defaults spread the keys over up to 128 splits (merged). n and
+  // n + 130 land mid-step and mid-split for every chunk size here.
+  const cases: [number, number, number, number, Partial<DecodeAttentionShape>][] = [
+    [16, 2, 1, 1, {}],
+    [80, 4, 2, 37, {}],
+    [128, 7, 1, 300, {}],
+    [128, 8, 1, 600, {}],
+    [128, 4, 4, 129, {}],
+    [128, 7, 1, 300, { splits: 1 }],
+    [80, 2, 1, 600, { splits: 2 }],
+    [128, 7, 1, 531, { chunk: 16, tpk: 2, splits: 64 }],
+    [16, 8, 1, 77, { chunk: 32, tpk: 1 }],
+    [80, 7, 7, 411, { chunk: 4, tpk: 2, splits: 100 }],
+    [128, 8, 1, 600, { merge: "dispatch" }],
+    [80, 2, 1, 33, { merge: "dispatch", splits: 3 }],
+    [128, 7, 1, 300, { kernel: "v1", chunk: 8 }],
+    [80, 2, 1, 600, { kernel: "v1", splits: 2 }],
+  ];
+  for (const [headDim, heads, kvHeads, n, opts] of cases) {
+    const s: DecodeAttentionShape = { headDim, heads, kvHeads, maxTokens, ...opts };
     const kvWidth = kvHeads * headDim, width = heads * headDim;
     const kc = randn(rng, maxTokens * kvWidth), vc = randn(rng, maxTokens * kvWidth);
     const q = randn(rng, width);
@@ -256,7 +257,7 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
         await readF32(gpu, out),
         want,
         TOL,
-        `decode hd=${headDim} ${heads}/${kvHeads} len=${len} splits=${splits}`,
+        `decode hd=${headDim} ${heads}/${kvHeads} len=${len} ${JSON.stringify(opts)}`,
       );
     }
     [bq, bk, bv, out, scratch].forEach((b) => b.destroy());
