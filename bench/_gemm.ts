@@ -13,7 +13,7 @@
  * q4 gemmQ, kernels/linear_q.ts PREFILL_INT8),
  * tile4 / tile8 (f16: linear()'s tile override), pipe[-OPT…] (f16: the pipelined tile; options
  * nopf: the next k step's loads after the products, not before; m64: 64-row tiles; mfast: row
- * tiles first in the grid; dbuf: double-buffered shared tiles; w48: 8 × 4-thread warps; noload: no global loads after the first k step — wrong results, its err
+ * tiles first in the grid; dbuf: double-buffered shared tiles; w48: 8 × 4-thread warps; sN: split k N ways; noload: no global loads after the first k step — wrong results, its err
  * column shows by how much — to time the loop without memory), gemmq (q8/q4: kernels/gemm.ts gemmQ() with its
  * default tuning), gemmq:TDxRMxRNxG or gemmq:RMxRNxG (that tuning; td 16). --small shrinks every
  * dimension 16× (k to a multiple of 32; a smoke test for lavapipe).
@@ -55,7 +55,10 @@ function variantOf(name: string, dtype: string): Make | null {
     // pipe[-nopf|-noload|-m64|-mfast]…: the pipelined tile with those options.
     const o = name.split("-").slice(1);
     const known = ["nopf", "noload", "m64", "mfast", "dbuf", "w48"];
-    if (o.some((s) => !known.includes(s))) throw new Error(`unknown pipe option in ${name}`);
+    const split = o.find((s) => /^s\d+$/.test(s));
+    if (o.some((s) => !known.includes(s) && s !== split)) {
+      throw new Error(`unknown pipe option in ${name}`);
+    }
     const tuning: Partial<LinearTuning> = {
       pipe: true,
       prefetch: !o.includes("nopf"),
@@ -64,6 +67,7 @@ function variantOf(name: string, dtype: string): Make | null {
       mFast: o.includes("mfast"),
       dbuf: o.includes("dbuf"),
       warp8x4: o.includes("w48"),
+      splitK: split ? Number(split.slice(1)) : 1,
     };
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, tuning);
   }
@@ -75,7 +79,7 @@ function variantOf(name: string, dtype: string): Make | null {
     return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, t) : null;
   }
   throw new Error(
-    `unknown variant ${name}; known: linear, tile4, tile8, pipe[-nopf|-m64|-mfast|-dbuf|-w48|-noload…], gemmq, gemmq:[TDx]RMxRNxG`,
+    `unknown variant ${name}; known: linear, tile4, tile8, pipe[-nopf|-m64|-mfast|-dbuf|-w48|-sN|-noload…], gemmq, gemmq:[TDx]RMxRNxG`,
   );
 }
 

@@ -34,6 +34,7 @@ import type { Gpu } from "../src/gpu/device.ts";
 import { isQuant, type Weight } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
+import { createStorage } from "../src/gpu/buffers.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
 import { linearQ } from "./linear_q.ts";
@@ -55,6 +56,9 @@ const Params = defineParams({
   kvw: "u32",
   max_rows: "u32",
   npos: "u32",
+  // Split-k (tiled PIPE path): k elements per split (a multiple of the k step), splits.
+  kspan: "u32",
+  splits: "u32",
 });
 
 /** Kernel shape knobs of {@link linear}; benchmarks override them, callers use the defaults. */
@@ -90,6 +94,12 @@ export interface LinearTuning {
   dbuf?: boolean;
   /** Pipelined: warps of 8 × 4 threads (fewer shared-memory wavefronts per k) instead of 16 × 2. */
   warp8x4?: boolean;
+  /**
+   * Pipelined: split k over this many workgroups per output tile (partial products in a
+   * per-device scratch, then a sum pass adds them with bias / y), for shapes with too few tiles
+   * to fill the GPU. Default 1.
+   */
+  splitK?: number;
   prefetch?: boolean;
   /** Benchmarks only, WRONG results: the pipelined kernel without global loads after the first k
    * step (what the loads cost). */
@@ -267,7 +277,7 @@ export function linear(
   if (isQuant(w.dtype)) return linearQ(gpu, y, x, w, bias, s); // q8/q4: kernels/linear_q.ts
   checkLinearCall("linear", y, x, w, bias, s);
   const t = { ...LINEAR_TUNING, ...gemvVariantTuning(norm !== undefined, silu), ...tuning };
-  const tile = t.pipe ? 8 : t.tile ?? (m >= 128 ? 8 : 4);
+  const tile = t.tile ?? (m >= 128 ? 8 : 4);
   const pipeM = t.pipeM ?? 128;
   if (
     !(t.gemvWg >= 4 && t.gemvWg <= gpu.limits.maxComputeInvocationsPerWorkgroup &&
@@ -276,11 +286,13 @@ export function linear(
     (t.gemvTpr !== undefined &&
       !(t.gemvTpr >= 1 && t.gemvTpr <= t.gemvWg && (t.gemvTpr & (t.gemvTpr - 1)) === 0)) ||
     (t.tile !== undefined && t.tile !== 4 && t.tile !== 8) || (pipeM !== 64 && pipeM !== 128) ||
-    (t.dbuf === true && pipeM !== 128)
+    (t.dbuf === true && pipeM !== 128) ||
+    (t.splitK !== undefined && !(Number.isInteger(t.splitK) && t.splitK >= 1))
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
   const gemv = m === 1;
+  if (!gemv && t.pipe) return pipeLinear(gpu, y, x, w, bias, s, t);
   const pack8 = gemv && t.gemvPack8 && w.dtype === "f16" && w.cols % 8 === 0;
   const loads = w.cols / (pack8 ? 8 : w.cols % 4 === 0 ? 4 : 1); // per weight row
   // The small-k path shuffles within TPR lanes of one subgroup: it needs the minimum size.
@@ -325,18 +337,7 @@ export function linear(
       GEMV: gemv,
       SUBGROUPS: subgroups,
       ...(!gemv
-        ? t.pipe
-          ? {
-            PIPE: true,
-            BM: pipeM,
-            WB2: pipeM === 64,
-            DBUF: t.dbuf === true,
-            W48: t.warp8x4 === true,
-            MFAST: t.mFast === true,
-            PREFETCH: t.prefetch ?? true,
-            NOLOAD: t.noLoad === true,
-          }
-          : { TILE8: tile === 8 }
+        ? { TILE8: tile === 8 }
         : smallK
         ? { WG: t.gemvWg, TPR: tpr }
         : { WG: t.gemvWg, ROWS: rowsPerGroup }),
@@ -355,16 +356,127 @@ export function linear(
       kvw: rk ? rk.kvHeads * 2 * rk.table.half : 0,
       max_rows: rk?.maxTokens ?? 0,
       npos: rk?.table.npos ?? 0,
+      kspan: 0,
+      splits: 0,
     });
     const grid = gemv
       ? grid2d(ceilDiv(c.rows, rowsPerGroup))
-      : t.pipe
-      ? (t.mFast
-        ? [ceilDiv(m, pipeM), ceilDiv(c.rows, 128)] as const
-        : [ceilDiv(c.rows, 128), ceilDiv(m, pipeM)] as const)
       : [ceilDiv(c.rows, 16 * tile), ceilDiv(m, 16 * tile)] as const;
     const buffers = [x, c.buffer, ...inputs.slice(1), y, ...rope];
     return new Dispatch(gpu, v, buffers, params, grid);
+  });
+}
+
+/** Split-k partial products: one scratch per device, grown when too small. */
+const partials = new WeakMap<Gpu, { buffer: GPUBuffer; bytes: number }>();
+
+/**
+ * The per-device split-k scratch of at least `bytes`. A replaced buffer is not destroyed:
+ * dispatches built earlier still bind it.
+ */
+function partialScratch(gpu: Gpu, bytes: number): GPUBuffer {
+  let p = partials.get(gpu);
+  if (!p || p.bytes < bytes) {
+    p = { buffer: createStorage(gpu, bytes, "linear.partials"), bytes };
+    partials.set(gpu, p);
+  }
+  return p.buffer;
+}
+
+/**
+ * The pipelined tiled path (m > 1, `tuning.pipe`): per weight chunk one GEMM dispatch, or with
+ * split-k a GEMM into the per-device partials scratch and a sum pass. Split-k dispatches share
+ * that scratch with every other split-k linear() call's: run them in order.
+ */
+function pipeLinear(
+  gpu: Gpu,
+  y: BufferArg,
+  x: BufferArg,
+  w: Weight,
+  bias: BufferArg | null,
+  s: LinearShape,
+  t: LinearTuning,
+): Dispatch[] {
+  const { m } = s;
+  const k = w.cols;
+  const bm = t.pipeM ?? 128;
+  const bk = t.dbuf ? 16 : 32;
+  const kspan = ceilDiv(ceilDiv(k, t.splitK ?? 1), bk) * bk;
+  const splits = ceilDiv(k, kspan);
+  const split = splits > 1;
+  const common = { F16: w.dtype === "f16", VEC: k % 4 === 0, Y_BINDING: split ? 2 : bias ? 3 : 2 };
+  const gemm = variant(gpu, {
+    family: "linear",
+    entry: "main",
+    bindings: split ? ["read", "read", "read_write"] : [
+      "read",
+      "read",
+      ...(bias ? ["read" as const] : []),
+      "read_write",
+    ],
+    params: Params,
+    defines: {
+      ...common,
+      PIPE: true,
+      BM: bm,
+      WB2: bm === 64,
+      DBUF: t.dbuf === true,
+      W48: t.warp8x4 === true,
+      MFAST: t.mFast === true,
+      PREFETCH: t.prefetch ?? true,
+      NOLOAD: t.noLoad === true,
+      SPLITK: split,
+      BIAS: !split && bias !== null,
+      ACC: !split && s.accumulate === true,
+    },
+  });
+  // The sum pass reads the partials through x (and binds them as w too: a binding it never reads).
+  const reduce = split
+    ? variant(gpu, {
+      family: "linear",
+      entry: "main",
+      bindings: ["read", "read", ...(bias ? ["read" as const] : []), "read_write"],
+      params: Params,
+      defines: {
+        Y_BINDING: bias ? 3 : 2,
+        REDUCE: true,
+        BIAS: bias !== null,
+        ACC: s.accumulate === true,
+      },
+    })
+    : undefined;
+  return w.chunks.flatMap((c) => {
+    const params = Params.pack({
+      m,
+      n: w.rows,
+      k,
+      row_start: c.rowStart,
+      rows: c.rows,
+      eps: 0,
+      half: 0,
+      rot_rows: 0,
+      kvw: 0,
+      max_rows: 0,
+      npos: 0,
+      kspan,
+      splits,
+    });
+    const [mt, nt] = [ceilDiv(m, bm), ceilDiv(c.rows, 128)];
+    const grid = [t.mFast ? mt : nt, t.mFast ? nt : mt, splits] as const;
+    if (!reduce) {
+      return [new Dispatch(gpu, gemm, [x, c.buffer, ...(bias ? [bias] : []), y], params, grid)];
+    }
+    const part = partialScratch(gpu, splits * m * c.rows * 4);
+    return [
+      new Dispatch(gpu, gemm, [x, c.buffer, part], params, grid),
+      new Dispatch(
+        gpu,
+        reduce,
+        [part, part, ...(bias ? [bias] : []), y],
+        params,
+        grid2d(ceilDiv(m * c.rows, 256)),
+      ),
+    ];
   });
 }
 

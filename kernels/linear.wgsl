@@ -341,6 +341,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 
 #else
+#if REDUCE
+// Split-k sum (after a SPLITK GEMM): y = Σ over p.splits partial products (+ bias) (+ y), the
+// partials read through x as (splits, m, p.rows) f32 for this chunk's columns.
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.x + wid.y * 65535u) * 256u + lid;  // (row, chunk column) index
+  if (i >= p.m * p.rows) { return; }
+  var acc = 0.0;
+  for (var s = 0u; s < p.splits; s++) { acc += x[s * p.m * p.rows + i]; }
+  store(i / p.rows, i % p.rows, acc);
+}
+
+#else
+#if SPLITK
+// This workgroup's k range (SPLITK: wid.z of p.splits, p.kspan each): its partial product goes
+// to y as (splits, m, p.rows) f32, bias and the old y added by the REDUCE pass.
+var<private> split: u32;
+#endif
+
 // c + outer(a, b): c[i] += a[i] · b.
 fn outer_acc(c: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
   return mat4x4<f32>(fma(vec4(a.x), b, c[0]), fma(vec4(a.y), b, c[1]), fma(vec4(a.z), b, c[2]), fma(vec4(a.w), b, c[3]));
@@ -351,7 +370,11 @@ fn store_block(row0: u32, col0: u32, c: mat4x4<f32>) {
   for (var i = 0u; i < 4u; i++) {
     if (row0 + i >= p.m) { return; }
     for (var j = 0u; j < 4u; j++) {
+#if SPLITK
+      if (col0 + j < p.rows) { y[(split * p.m + row0 + i) * p.rows + col0 + j] = c[i][j]; }
+#else
       if (col0 + j < p.rows) { store(row0 + i, col0 + j, c[i][j]); }
+#endif
     }
   }
 }
@@ -532,16 +555,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var c01 = mat4x4<f32>();
   var c10 = mat4x4<f32>();
   var c11 = mat4x4<f32>();
+#if SPLITK
+  split = wid.z;
+  let kbeg = split * p.kspan;  // a multiple of BK
+  let kend = min(p.k, kbeg + p.kspan);
+#else
+  let kbeg = 0u;
+  let kend = p.k;
+#endif
   set_roles(lid, m0, n0);
-  load_step(0u);
+  load_step(kbeg);
 #if DBUF
   put_step(0u);
   workgroupBarrier();
 #endif
-  for (var k0 = 0u; k0 < p.k; k0 += BK) {
-    let more = k0 + BK < p.k;
+  for (var k0 = kbeg; k0 < kend; k0 += BK) {
+    let more = k0 + BK < kend;
 #if DBUF
-    let cur = (k0 / BK) % 2u;
+    let cur = ((k0 - kbeg) / BK) % 2u;
 #ifnot NOLOAD
     if (more) { load_step(k0 + BK); }
 #endif
@@ -673,5 +704,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
 #endif
 }
+#endif
 #endif
 #endif

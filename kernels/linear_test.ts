@@ -114,6 +114,46 @@ Deno.test("linear() with accumulate adds x · wᵀ + bias to y", async () => {
   }
 });
 
+// The pipelined tiled GEMM (tuning.pipe) with each of its options: split-k (several splits, the
+// last one short; a sum pass adds bias and the old y), double-buffered k steps of 16, 64-row tiles
+// with 8 × 4 warps and the row-tiles-first grid, loads after the products. Odd m, n and k (scalar
+// loads), k % 4 == 0 but not a whole k step, k = 1176; f32 and f16 weights; bias and accumulate;
+// weights in chunks of 7 (or 6) rows, so chunk borders fall inside output tiles and every chunk's split-k
+// dispatches reuse one partials scratch. TOL as above.
+Deno.test("linear()'s pipelined tiled GEMM matches the reference for every option, with bias, accumulate and chunks", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(19);
+  const tunings: Partial<LinearTuning>[] = [
+    { pipe: true },
+    { pipe: true, splitK: 3 },
+    { pipe: true, dbuf: true, splitK: 2 },
+    { pipe: true, pipeM: 64, warp8x4: true, mFast: true, splitK: 4 },
+    { pipe: true, prefetch: false, dbuf: true },
+  ];
+  const shapes: [number, number, number][] = [[2, 47, 33], [3, 130, 200], [37, 67, 1176], [
+    130,
+    45,
+    100,
+  ], [600, 19, 81]];
+  for (const dtype of ["f32", "f16"] as const) {
+    for (const [i, [m, n, k]] of shapes.entries()) {
+      const tuning = tunings[(i + (dtype === "f16" ? 2 : 0)) % tunings.length];
+      const x = randn(rng, m * k), bias = i % 2 ? null : randn(rng, n);
+      const y0 = i % 3 ? randn(rng, m * n, 5) : undefined;
+      const chunk = 7 * k * (dtype === "f16" ? 2 : 4); // 6 rows for f16 at odd k (alignment)
+      const { w, held } = makeWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, dtype, chunk);
+      const got = await runLinear(gpu, x, w, bias, m, y0, tuning);
+      assertClose(
+        got,
+        linearRef(x, held, bias, m, n, k, y0),
+        TOL,
+        `${dtype} ${m}x${n}x${k} ${JSON.stringify(tuning)} bias=${!!bias} acc=${!!y0}`,
+      );
+      destroyWeight(w);
+    }
+  }
+});
+
 // Small k at m = 1 takes the small-k GEMV (1–8 threads per row here, see gemvThreadsPerRow):
 // every k the vector widths split differently (16-byte f16 loads at k % 8 == 0, vec4 at k % 4 == 0,
 // scalar at 33 and 47), with and without bias and accumulate, over a weight in 3 chunks of 300 rows
