@@ -26,8 +26,11 @@
  *   accumulators (arrays indexed in loops spilled to local memory: 3× slower). 17–24 TFLOP/s on
  *   vision (4096 × 1280 → 3840/5120) and 7B prefill (1024 × 3584 → 3584/37888, 18944 → 3584)
  *   shapes; tile 8 wins by 16–28 % on four of six shapes, loses 4 % / 18 % on vision qkv / fc2
- *   (one run each). A 10 TFLOP image ≈ 0.5 s. Next: double-
- *   buffered shared tiles (one barrier per k step), 16-byte f16 tile loads, f16 shared tiles.
+ *   (one run each). A 10 TFLOP image ≈ 0.5 s. The pipelined kernel (tuning.pipe, DBUF:
+ *   double-buffered shared tiles, one barrier per k step, next step's loads in flight) saturates
+ *   with one workgroup per SM where tile 8 needs two, so {@link gemmKernel} picks it by wave
+ *   quantization (7B prefill's o / down at 478 rows: 1.5× faster). Both stay ≤ 23 TFLOP/s: the
+ *   per-thread outer product's shared-memory reads bound the loop (the BK-32 pipelined loop without global loads: 22–27).
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
@@ -76,7 +79,8 @@ export interface LinearTuning {
    */
   gemvTpr?: number;
   /** Tiled path: each thread computes tile × tile outputs of a (16·tile)² output tile; 4 or 8.
-   * Default: 8 when m ≥ 128 (faster on large shapes), else 4 (less waste on short prompts). */
+   * Default: {@link gemmKernel} (tile 4 below m = 128, else tile 8 or the DBUF pipelined kernel
+   * by shape); setting `tile` or `pipe` overrides that choice. */
   tile?: 4 | 8;
   /**
    * Tiled path: the pipelined kernel (PIPE: pipeM × 128 output tiles, k steps of 32,
@@ -292,6 +296,13 @@ export function linear(
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
   const gemv = m === 1;
+  // Without a kernel override (tile / pipe), m ≥ 128 picks tile 8 or DBUF by shape.
+  if (!gemv && t.tile === undefined && t.pipe === undefined && m >= 128) {
+    const rows = Math.max(...w.chunks.map((c) => c.rows));
+    if (gemmKernel(m, rows) === "dbuf") {
+      return pipeLinear(gpu, y, x, w, bias, s, { ...t, pipe: true, dbuf: true, pipeM: 128 });
+    }
+  }
   if (!gemv && t.pipe) return pipeLinear(gpu, y, x, w, bias, s, t);
   const pack8 = gemv && t.gemvPack8 && w.dtype === "f16" && w.cols % 8 === 0;
   const loads = w.cols / (pack8 ? 8 : w.cols % 4 === 0 ? 4 : 1); // per weight row
@@ -365,6 +376,33 @@ export function linear(
     const buffers = [x, c.buffer, ...inputs.slice(1), y, ...rope];
     return new Dispatch(gpu, v, buffers, params, grid);
   });
+}
+
+/**
+ * Streaming multiprocessors the default tiled-kernel choice ({@link gemmKernel}) assumes: the
+ * H100's and H200's 132 (WebGPU does not report it; on other GPUs the choice is a guess).
+ */
+export const GEMM_SMS = 132;
+
+/**
+ * The tiled kernel {@link linear} runs for m > 1 without a tuning override: "tile4" below m = 128,
+ * else "tile8" or "dbuf" (the double-buffered pipelined kernel), both 128 × 128 output tiles, by
+ * wave quantization. On the H100 (bench/_gemm.ts, 2026-11-28 07:28, f16, 16 vision / 7B prefill
+ * shapes) DBUF runs at full speed (≈ 21–22 TFLOP/s) with one workgroup per SM, TILE8 needs two
+ * (≈ 20–23 TFLOP/s; one per SM ≈ half: its loads are consumed right after issue). So a shape of T
+ * tiles runs at efficiency T / (slots · ⌈T / slots⌉) with 132 DBUF slots against 264 TILE8 slots,
+ * and DBUF is taken where that beats TILE8 by more than TILE8's ≈ 5 % higher saturated rate. On
+ * the 16 measured shapes this is within 2 % of the faster kernel on 13 (7B o and down at 478 rows,
+ * 112 tiles: DBUF 0.69 / 3.61 ms against TILE8 1.03 / 5.28; vision fc2 at 1564 rows, 130 tiles:
+ * 0.96 against 1.45) and 4–7 % slower on 3 (vision fc1 at 1564 rows, proj / qkv at 5120): 47.1 ms
+ * for all 16 against 50.7 with TILE8 only, 48.4 with DBUF only, 46.9 at each shape's best.
+ * @param rows output columns of the largest weight chunk
+ */
+export function gemmKernel(m: number, rows: number): "tile4" | "tile8" | "dbuf" {
+  if (m < 128) return "tile4";
+  const tiles = ceilDiv(m, 128) * ceilDiv(rows, 128);
+  const eff = (slots: number) => tiles / (slots * ceilDiv(tiles, slots));
+  return 22 * eff(GEMM_SMS) > 23 * eff(2 * GEMM_SMS) ? "dbuf" : "tile8";
 }
 
 /** Split-k partial products: one scratch per device, grown when too small. */

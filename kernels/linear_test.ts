@@ -17,6 +17,7 @@ import {
 } from "../src/ref/linear.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
 import {
+  gemmKernel,
   gemvThreadsPerRow,
   linear,
   type LinearTuning,
@@ -152,6 +153,24 @@ Deno.test("linear()'s pipelined tiled GEMM matches the reference for every optio
       destroyWeight(w);
     }
   }
+});
+
+// The H100 measurements gemmKernel() encodes (bench/_gemm.ts 2026-11-28 07:28): DBUF where its
+// one-workgroup-per-SM waves fill the card better (7B o / down at 478 rows, 112 tiles: 1.5× faster;
+// vision at 1564 patches), TILE8 where both fill it alike (7B at 1024 rows but qkv, vision fc2 at
+// 5120), tile 4 below 128 rows. linear()'s default at m ≥ 128 runs the choice: the reference
+// comparisons at m = 130 / 600 above go through DBUF (few tiles), the tile-8 override below.
+Deno.test("gemmKernel() picks DBUF where its waves fill the H100 better, else tile 8 (tile 4 below 128 rows)", () => {
+  const pick = (m: number, n: number) => gemmKernel(m, n);
+  assert.equal(pick(37, 37888), "tile4");
+  assert.equal(pick(127, 3584), "tile4");
+  for (const n of [3584, 37888]) assert.equal(pick(478, n), "dbuf"); // o, down; gate_up
+  assert.equal(pick(478, 4608), "tile8"); // qkv: 144 tiles, one uneven wave either way
+  for (const n of [1280, 3840]) assert.equal(pick(1564, n), "dbuf");
+  assert.equal(pick(1024, 4608), "dbuf"); // 288 tiles: 3 DBUF waves against 2 TILE8 (the 2nd 9 % full)
+  for (const n of [3584, 37888]) assert.equal(pick(1024, n), "tile8");
+  assert.equal(pick(5120, 1280), "tile8");
+  assert.equal(pick(5120, 5120), "dbuf");
 });
 
 // Small k at m = 1 takes the small-k GEMV (1–8 threads per row here, see gemvThreadsPerRow):
