@@ -51,6 +51,9 @@ const RS_TUNINGS: Partial<PrefillTuning>[] = [
   { g: 16 },
   { bk: 16 },
   { t: 1, r: 1 },
+  { pf: true },
+  { pf: true, bk: 16 },
+  { pf: true, r: 1, wg: 256 },
 ].map((rs) => ({ rs }));
 const TUNINGS: (Partial<PrefillTuning> | undefined)[] = sweepOpt === "rs"
   ? [undefined, ...RS_TUNINGS]

@@ -157,6 +157,8 @@ export interface RowSliceTuning {
   bk: number;
   g: number;
   wg: number;
+  /** Load the next key tile into registers while computing this one. */
+  pf: boolean;
 }
 
 /** The row-sliced shape: `rs` with defaults, checked against head_dim and the adapter. */
@@ -170,7 +172,7 @@ function rowSliceTuning(
   const sgMin = gpu.features.subgroups ? gpu.adapterInfo.subgroupMinSize ?? 1 : 1;
   let t = rs.t ?? 1;
   if (rs.t === undefined) { while (t < 4 && hd4 % (2 * t) === 0 && 2 * t <= sgMin) t *= 2; }
-  const r = rs.r ?? 2, g = rs.g ?? 8, wg = rs.wg ?? 128;
+  const r = rs.r ?? 2, g = rs.g ?? 8, wg = rs.wg ?? 128, pf = rs.pf ?? false;
   const sl = hd4 / t, slp = t === 1 || sl % 2 ? sl : sl + 1;
   const bytesOf = (bk: number) => 2 * bk * t * slp * 16;
   let bk = rs.bk ?? 32;
@@ -195,7 +197,7 @@ function rowSliceTuning(
         `this adapter's workgroup memory (${gpu.limits.maxComputeWorkgroupStorageSize} bytes)`,
     );
   }
-  return { t, r, bk, g, wg, slp, bytes: bytesOf(bk) };
+  return { t, r, bk, g, wg, pf, slp, bytes: bytesOf(bk) };
 }
 
 /** The tilings tried in order (the first that fits wins), unless a tuning is given. */
@@ -293,6 +295,7 @@ function prefillDispatch(
       G: rs.g,
       WG: rs.wg,
       SG: rs.t > 1,
+      PF: rs.pf,
     };
   } else {
     const l = prefillLayout(r.headDim, prefillTuning(gpu, what, r.headDim, tuning));

@@ -79,6 +79,39 @@ const WG: u32 = {{WG}}u;
 const BQ: u32 = WG / T * R;    // query rows per workgroup
 var<workgroup> ks: array<vec4<f32>, BK * RSK>;  // (BK, HD) this tile's keys, slices padded
 var<workgroup> vs: array<vec4<f32>, BK * RSK>;  // (BK, HD) this tile's values, slices padded
+const NL: u32 = (BK * HD4 + WG - 1u) / WG;      // vec4 of K (and of V) each thread loads per tile
+var<private> pk: array<vec4<f32>, NL>;          // this thread's share of a tile's keys
+var<private> pv: array<vec4<f32>, NL>;          // and values, on their way to ks / vs
+
+// Loads this thread's share of the tile at key kb (zero past hi) into pk, pv.
+fn fetch_tile(kb: u32, hi: u32, lid: u32, kbase: u32, vbase: u32) {
+  for (var u = 0u; u < NL; u++) {
+    let idx = lid + u * WG;
+    let key = kb + idx / HD4;
+    let c = idx % HD4;
+    var kv = vec4<f32>(0.0);
+    var vv = vec4<f32>(0.0);
+    if (idx < BK * HD4 && key < hi) {
+      kv = k[key * p.k_stride + kbase + c];
+      vv = v[key * p.v_stride + vbase + c];
+    }
+    pk[u] = kv;
+    pv[u] = vv;
+  }
+}
+
+// Stores pk, pv into the staged tile.
+fn stage_tile(lid: u32) {
+  for (var u = 0u; u < NL; u++) {
+    let idx = lid + u * WG;
+    if (idx < BK * HD4) {
+      let c = idx % HD4;
+      let a = idx / HD4 * RSK + c / SL * SLP + c % SL;
+      ks[a] = pk[u];
+      vs[a] = pv[u];
+    }
+  }
+}
 
 @compute @workgroup_size(WG)
 fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -114,23 +147,20 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     l[r] = 0.0;
   }
 
+#if PF
+  fetch_tile(lo_t, hi_t, lid, kbase, vbase);
+#endif
   for (var kb = lo_t; kb < hi_t; kb += BK) {
+#ifnot PF
+    fetch_tile(kb, hi_t, lid, kbase, vbase);   // in flight while the workgroup meets
+#endif
     workgroupBarrier();          // the previous tile is used
-    for (var idx = lid; idx < BK * HD4; idx += WG) {
-      let j = idx / HD4;
-      let c = idx % HD4;
-      let key = kb + j;
-      var kv = vec4<f32>(0.0);
-      var vv = vec4<f32>(0.0);
-      if (key < hi_t) {
-        kv = k[key * p.k_stride + kbase + c];
-        vv = v[key * p.v_stride + vbase + c];
-      }
-      let a = j * RSK + c / SL * SLP + c % SL;
-      ks[a] = kv;
-      vs[a] = vv;
-    }
+    stage_tile(lid);
     workgroupBarrier();
+#if PF
+    // The next tile's loads fly while this one is computed (PF: pk, pv stay live meanwhile).
+    if (kb + BK < hi_t) { fetch_tile(kb + BK, hi_t, lid, kbase, vbase); }
+#endif
     for (var j0 = 0u; j0 < BK; j0 += G) {
       var s: array<f32, R * G>;  // (R, G) scores, then probabilities
       for (var g = 0u; g < G; g++) {
@@ -152,23 +182,29 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
       }
 #endif
       for (var r = 0u; r < R; r++) {
-        var mx = m[r];
-        for (var g = 0u; g < G; g++) {
-          // Unsigned: keys below lo wrap past n.
-          let ok = kb + j0 + g - lo[r] < n[r];
-          s[r * G + g] = select(NEG, s[r * G + g], ok);
-          mx = max(mx, s[r * G + g]);
+        // Unsigned: keys below lo wrap past n. Masks only where the G keys leave the row's range.
+        let k0 = kb + j0 - lo[r];
+        if (k0 + G > n[r] || kb + j0 < lo[r]) {
+          for (var g = 0u; g < G; g++) {
+            s[r * G + g] = select(NEG, s[r * G + g], k0 + g < n[r]);
+          }
         }
-        let alpha = exp2(m[r] - mx);
-        m[r] = mx;
+        var mx = m[r];
+        for (var g = 0u; g < G; g++) { mx = max(mx, s[r * G + g]); }
         var sum = 0.0;
         for (var g = 0u; g < G; g++) {
           let pr = select(0.0, exp2(s[r * G + g] - mx), s[r * G + g] > NEG);
           s[r * G + g] = pr;
           sum += pr;
         }
-        l[r] = l[r] * alpha + sum;
-        for (var c = 0u; c < SL; c++) { o[r * SL + c] *= alpha; }
+        // The running sums change scale only when the max grows (rarely, after the first tiles).
+        if (mx > m[r]) {
+          let alpha = exp2(m[r] - mx);
+          l[r] *= alpha;
+          for (var c = 0u; c < SL; c++) { o[r * SL + c] *= alpha; }
+          m[r] = mx;
+        }
+        l[r] += sum;
       }
       for (var g = 0u; g < G; g++) {
         let va = (j0 + g) * RSK + sl * SLP;
