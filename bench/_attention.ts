@@ -56,7 +56,7 @@ const RS_TUNINGS: Partial<PrefillTuning>[] = [
   { pf: true, r: 1, wg: 256 },
 ].map((rs) => ({ rs }));
 const TUNINGS: (Partial<PrefillTuning> | undefined)[] = sweepOpt === "rs"
-  ? [undefined, ...RS_TUNINGS]
+  ? [undefined, {}, ...RS_TUNINGS] // {}: the tiled kernel, whichever is the default
   : sweep
   ? [
     undefined,

@@ -200,6 +200,23 @@ function rowSliceTuning(
   return { t, r, bk, g, wg, pf, slp, bytes: bytesOf(bk) };
 }
 
+/**
+ * The row-sliced shape vision attention runs by default, or null for the tiled kernel
+ * (see the module doc for the measurements behind it).
+ */
+const VISION_DEFAULT_RS: Partial<RowSliceTuning> | null = null;
+
+/** {@link VISION_DEFAULT_RS} where this adapter can run it at head_dim, else undefined. */
+function defaultRowSlice(gpu: Gpu, headDim: number): Partial<RowSliceTuning> | undefined {
+  if (!VISION_DEFAULT_RS) return undefined;
+  try {
+    rowSliceTuning(gpu, "default", headDim, VISION_DEFAULT_RS);
+    return VISION_DEFAULT_RS;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The tilings tried in order (the first that fits wins), unless a tuning is given. */
 function prefillCandidates(headDim: number, t?: Partial<PrefillTuning>): PrefillTuning[] {
   const hd4 = headDim / 4;
@@ -283,8 +300,10 @@ function prefillDispatch(
   tuning?: Partial<PrefillTuning>,
 ): Dispatch {
   let bq: number, defines: Record<string, number | boolean>;
-  if (tuning?.rs) {
-    const rs = rowSliceTuning(gpu, what, r.headDim, tuning.rs);
+  const rsWanted = tuning?.rs ??
+    (tuning === undefined && vision ? defaultRowSlice(gpu, r.headDim) : undefined);
+  if (rsWanted) {
+    const rs = rowSliceTuning(gpu, what, r.headDim, rsWanted);
     bq = rs.wg / rs.t * rs.r;
     defines = {
       RS: true,
