@@ -54,6 +54,12 @@ const RS_TUNINGS: Partial<PrefillTuning>[] = [
   { pf: true },
   { pf: true, bk: 16 },
   { pf: true, r: 1, wg: 256 },
+  { pf: true, r: 4 },
+  { pf: true, t: 2 },
+  { pf: true, bk: 64 },
+  { r: 4, wg: 64 },
+  { r: 1, wg: 256 },
+  { r: 1, g: 16 },
 ].map((rs) => ({ rs }));
 const TUNINGS: (Partial<PrefillTuning> | undefined)[] = sweepOpt === "rs"
   ? [undefined, {}, ...RS_TUNINGS] // {}: the tiled kernel, whichever is the default
