@@ -9,12 +9,12 @@
  *
  *   deno run -A bench/_gemm.ts [--dtypes f16,q8,q4] [--variants linear,gemmq,gemmq:8x2x2x2]
  *     [--shapes vision,7b,72b] [--ms 256,700] [--target-ms 60] [--out file.jsonl] [--small]
- * Variants: linear (linear() as callers get it: f16 tile 8 or DBUF by gemmKernel(); q8 linear_q's dequantize + GEMM;
- * q4 gemmQ, kernels/linear_q.ts PREFILL_INT8),
- * tile4 / tile8 (f16: linear()'s tile override), pipe[-OPT…] (f16: the pipelined tile; options
- * nopf: the next k step's loads after the products, not before; m64: 64-row tiles; mfast: row
- * tiles first in the grid; dbuf: double-buffered shared tiles; w48: 8 × 4-thread warps; sN: split k N ways; noload: no global loads after the first k step — wrong results, its err
- * column shows by how much — to time the loop without memory), gemmq (q8/q4: kernels/gemm.ts gemmQ() with its
+ * Variants: linear (linear() as callers get it: f16 tile 8 or the pipelined tile by
+ * gemmKernel(); q8 linear_q's dequantize + GEMM; q4 gemmQ, kernels/linear_q.ts PREFILL_INT8),
+ * tile4 / tile8 (f16: linear()'s tile override), pipe[-sN][-noload] (f16: the pipelined tile;
+ * sN: split k N ways; noload: no global loads after the first k step — wrong results, its err
+ * column shows by how much — to time the loop without memory), gemmq (q8/q4: kernels/gemm.ts
+ * gemmQ() with its
  * default tuning), gemmq:TDxRMxRNxG or gemmq:RMxRNxG (that tuning; td 16). --small shrinks every
  * dimension 16× (k to a multiple of 32; a smoke test for lavapipe).
  * @module
@@ -52,21 +52,15 @@ function variantOf(name: string, dtype: string): Make | null {
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile });
   }
   if (name.startsWith("pipe")) {
-    // pipe[-nopf|-noload|-m64|-mfast]…: the pipelined tile with those options.
+    // pipe[-sN][-noload]: the pipelined tile, split k N ways, without global loads.
     const o = name.split("-").slice(1);
-    const known = ["nopf", "noload", "m64", "mfast", "dbuf", "w48"];
     const split = o.find((s) => /^s\d+$/.test(s));
-    if (o.some((s) => !known.includes(s) && s !== split)) {
+    if (o.some((s) => s !== "noload" && s !== split)) {
       throw new Error(`unknown pipe option in ${name}`);
     }
     const tuning: Partial<LinearTuning> = {
       pipe: true,
-      prefetch: !o.includes("nopf"),
       noLoad: o.includes("noload"),
-      pipeM: o.includes("m64") ? 64 : 128,
-      mFast: o.includes("mfast"),
-      dbuf: o.includes("dbuf"),
-      warp8x4: o.includes("w48"),
       splitK: split ? Number(split.slice(1)) : 1,
     };
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, tuning);
@@ -79,7 +73,7 @@ function variantOf(name: string, dtype: string): Make | null {
     return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, t) : null;
   }
   throw new Error(
-    `unknown variant ${name}; known: linear, tile4, tile8, pipe[-nopf|-m64|-mfast|-dbuf|-w48|-sN|-noload…], gemmq, gemmq:[TDx]RMxRNxG`,
+    `unknown variant ${name}; known: linear, tile4, tile8, pipe[-sN][-noload], gemmq, gemmq:[TDx]RMxRNxG`,
   );
 }
 

@@ -26,11 +26,14 @@
  *   accumulators (arrays indexed in loops spilled to local memory: 3× slower). 17–24 TFLOP/s on
  *   vision (4096 × 1280 → 3840/5120) and 7B prefill (1024 × 3584 → 3584/37888, 18944 → 3584)
  *   shapes; tile 8 wins by 16–28 % on four of six shapes, loses 4 % / 18 % on vision qkv / fc2
- *   (one run each). A 10 TFLOP image ≈ 0.5 s. The pipelined kernel (tuning.pipe, DBUF:
- *   double-buffered shared tiles, one barrier per k step, next step's loads in flight) saturates
- *   with one workgroup per SM where tile 8 needs two, so {@link gemmKernel} picks it by wave
- *   quantization (7B prefill's o / down at 478 rows: 1.5× faster). Both stay ≤ 23 TFLOP/s: the
- *   per-thread outer product's shared-memory reads bound the loop (the BK-32 pipelined loop without global loads: 22–27).
+ *   (one run each). A 10 TFLOP image ≈ 0.5 s. The pipelined kernel (PIPE: double-buffered
+ *   shared tiles, one barrier per k step, the next step's loads in flight) runs at full speed
+ *   with one workgroup per SM where tile 8 needs two, so {@link gemmKernel} picks between them
+ *   by wave quantization (7B prefill's o / down at 478 rows: 1.5× faster). Both stay ≤ 23
+ *   TFLOP/s: the loop, not memory, bounds them (a k-step-32 single-buffered pipelined kernel
+ *   without global loads ran at 22–27). Removed after one H100 run (2026-11-28 07:28) where
+ *   none beat PIPE on any of 16 vision / 7B shapes: that single-buffered kernel (25–36 % slower),
+ *   64-row tiles (70–80 % slower), 8 × 4-thread warps and loads after the products (as that one).
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
@@ -79,32 +82,21 @@ export interface LinearTuning {
    */
   gemvTpr?: number;
   /** Tiled path: each thread computes tile × tile outputs of a (16·tile)² output tile; 4 or 8.
-   * Default: {@link gemmKernel} (tile 4 below m = 128, else tile 8 or the DBUF pipelined kernel
-   * by shape); setting `tile` or `pipe` overrides that choice. */
+   * Default: {@link gemmKernel} (tile 4 below m = 128, else tile 8 or the pipelined kernel by
+   * shape); setting `tile` or `pipe` overrides that choice. */
   tile?: 4 | 8;
   /**
-   * Tiled path: the pipelined kernel (PIPE: pipeM × 128 output tiles, k steps of 32,
-   * register-transposed vec4 shared stores, the next k step's loads issued before this one's
-   * products); `prefetch: false` issues them after (benchmarks, to measure what prefetching buys).
-   * Ignores `tile`.
+   * Tiled path: the pipelined kernel (PIPE: 128 × 128 output tiles, k steps of 16 through two
+   * shared buffers, one barrier per step, the next step's loads in flight during this one's
+   * products; register-transposed vec4 shared stores). Ignores `tile`.
    */
   pipe?: boolean;
-  /** Rows of x per pipelined tile: 128, or 64 (twice the workgroups for short prompts). */
-  pipeM?: 64 | 128;
-  /** Pipelined: workgroups walk the row tiles first, so concurrent ones share weight tiles. */
-  mFast?: boolean;
-  /** Pipelined, 128-row tiles only: double-buffered shared tiles, k steps of 16, one barrier per
-   * step. */
-  dbuf?: boolean;
-  /** Pipelined: warps of 8 × 4 threads (fewer shared-memory wavefronts per k) instead of 16 × 2. */
-  warp8x4?: boolean;
   /**
    * Pipelined: split k over this many workgroups per output tile (partial products in a
    * per-device scratch, then a sum pass adds them with bias / y), for shapes with too few tiles
    * to fill the GPU. Default 1.
    */
   splitK?: number;
-  prefetch?: boolean;
   /** Benchmarks only, WRONG results: the pipelined kernel without global loads after the first k
    * step (what the loads cost). */
   noLoad?: boolean;
@@ -282,28 +274,23 @@ export function linear(
   checkLinearCall("linear", y, x, w, bias, s);
   const t = { ...LINEAR_TUNING, ...gemvVariantTuning(norm !== undefined, silu), ...tuning };
   const tile = t.tile ?? (m >= 128 ? 8 : 4);
-  const pipeM = t.pipeM ?? 128;
   if (
     !(t.gemvWg >= 4 && t.gemvWg <= gpu.limits.maxComputeInvocationsPerWorkgroup &&
       (t.gemvWg & (t.gemvWg - 1)) === 0) ||
     !(Number.isInteger(t.gemvRows) && t.gemvRows >= 1) ||
     (t.gemvTpr !== undefined &&
       !(t.gemvTpr >= 1 && t.gemvTpr <= t.gemvWg && (t.gemvTpr & (t.gemvTpr - 1)) === 0)) ||
-    (t.tile !== undefined && t.tile !== 4 && t.tile !== 8) || (pipeM !== 64 && pipeM !== 128) ||
-    (t.dbuf === true && pipeM !== 128) ||
+    (t.tile !== undefined && t.tile !== 4 && t.tile !== 8) ||
     (t.splitK !== undefined && !(Number.isInteger(t.splitK) && t.splitK >= 1))
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
   const gemv = m === 1;
-  // Without a kernel override (tile / pipe), m ≥ 128 picks tile 8 or DBUF by shape.
-  if (!gemv && t.tile === undefined && t.pipe === undefined && m >= 128) {
-    const rows = Math.max(...w.chunks.map((c) => c.rows));
-    if (gemmKernel(m, rows) === "dbuf") {
-      return pipeLinear(gpu, y, x, w, bias, s, { ...t, pipe: true, dbuf: true, pipeM: 128 });
-    }
-  }
-  if (!gemv && t.pipe) return pipeLinear(gpu, y, x, w, bias, s, t);
+  // Without a kernel override (tile / pipe), m ≥ 128 picks tile 8 or PIPE by shape.
+  const pipe = !gemv &&
+    (t.pipe ?? (t.tile === undefined &&
+      gemmKernel(m, Math.max(...w.chunks.map((c) => c.rows))) === "pipe"));
+  if (pipe) return pipeLinear(gpu, y, x, w, bias, s, t);
   const pack8 = gemv && t.gemvPack8 && w.dtype === "f16" && w.cols % 8 === 0;
   const loads = w.cols / (pack8 ? 8 : w.cols % 4 === 0 ? 4 : 1); // per weight row
   // The small-k path shuffles within TPR lanes of one subgroup: it needs the minimum size.
@@ -386,23 +373,23 @@ export const GEMM_SMS = 132;
 
 /**
  * The tiled kernel {@link linear} runs for m > 1 without a tuning override: "tile4" below m = 128,
- * else "tile8" or "dbuf" (the double-buffered pipelined kernel), both 128 × 128 output tiles, by
+ * else "tile8" or "pipe" (the double-buffered pipelined kernel), both 128 × 128 output tiles, by
  * wave quantization. On the H100 (bench/_gemm.ts, 2026-11-28 07:28, f16, 16 vision / 7B prefill
- * shapes) DBUF runs at full speed (≈ 21–22 TFLOP/s) with one workgroup per SM, TILE8 needs two
+ * shapes) PIPE runs at full speed (≈ 21–22 TFLOP/s) with one workgroup per SM, TILE8 needs two
  * (≈ 20–23 TFLOP/s; one per SM ≈ half: its loads are consumed right after issue). So a shape of T
- * tiles runs at efficiency T / (slots · ⌈T / slots⌉) with 132 DBUF slots against 264 TILE8 slots,
- * and DBUF is taken where that beats TILE8 by more than TILE8's ≈ 5 % higher saturated rate. On
+ * tiles runs at efficiency T / (slots · ⌈T / slots⌉) with 132 PIPE slots against 264 TILE8 slots,
+ * and PIPE is taken where that beats TILE8 by more than TILE8's ≈ 5 % higher saturated rate. On
  * the 16 measured shapes this is within 2 % of the faster kernel on 13 (7B o and down at 478 rows,
- * 112 tiles: DBUF 0.69 / 3.61 ms against TILE8 1.03 / 5.28; vision fc2 at 1564 rows, 130 tiles:
+ * 112 tiles: PIPE 0.69 / 3.61 ms against TILE8 1.03 / 5.28; vision fc2 at 1564 rows, 130 tiles:
  * 0.96 against 1.45) and 4–7 % slower on 3 (vision fc1 at 1564 rows, proj / qkv at 5120): 47.1 ms
- * for all 16 against 50.7 with TILE8 only, 48.4 with DBUF only, 46.9 at each shape's best.
+ * for all 16 against 50.7 with TILE8 only, 48.4 with PIPE only, 46.9 at each shape's best.
  * @param rows output columns of the largest weight chunk
  */
-export function gemmKernel(m: number, rows: number): "tile4" | "tile8" | "dbuf" {
+export function gemmKernel(m: number, rows: number): "tile4" | "tile8" | "pipe" {
   if (m < 128) return "tile4";
   const tiles = ceilDiv(m, 128) * ceilDiv(rows, 128);
   const eff = (slots: number) => tiles / (slots * ceilDiv(tiles, slots));
-  return 22 * eff(GEMM_SMS) > 23 * eff(2 * GEMM_SMS) ? "dbuf" : "tile8";
+  return 22 * eff(GEMM_SMS) > 23 * eff(2 * GEMM_SMS) ? "pipe" : "tile8";
 }
 
 /** Split-k partial products: one scratch per device, grown when too small. */
@@ -437,9 +424,8 @@ function pipeLinear(
 ): Dispatch[] {
   const { m } = s;
   const k = w.cols;
-  const bm = t.pipeM ?? 128;
-  const bk = t.dbuf ? 16 : 32;
-  const kspan = ceilDiv(ceilDiv(k, t.splitK ?? 1), bk) * bk;
+  const kspan = ceilDiv(ceilDiv(k, t.splitK ?? 1), 16) * 16; // whole k steps
+
   const splits = ceilDiv(k, kspan);
   const split = splits > 1;
   const common = { F16: w.dtype === "f16", VEC: k % 4 === 0, Y_BINDING: split ? 2 : bias ? 3 : 2 };
@@ -456,12 +442,6 @@ function pipeLinear(
     defines: {
       ...common,
       PIPE: true,
-      BM: bm,
-      WB2: bm === 64,
-      DBUF: t.dbuf === true,
-      W48: t.warp8x4 === true,
-      MFAST: t.mFast === true,
-      PREFETCH: t.prefetch ?? true,
       NOLOAD: t.noLoad === true,
       SPLITK: split,
       BIAS: !split && bias !== null,
@@ -499,8 +479,7 @@ function pipeLinear(
       kspan,
       splits,
     });
-    const [mt, nt] = [ceilDiv(m, bm), ceilDiv(c.rows, 128)];
-    const grid = [t.mFast ? mt : nt, t.mFast ? nt : mt, splits] as const;
+    const grid = [ceilDiv(c.rows, 128), ceilDiv(m, 128), splits] as const;
     if (!reduce) {
       return [new Dispatch(gpu, gemm, [x, c.buffer, ...(bias ? [bias] : []), y], params, grid)];
     }

@@ -380,46 +380,28 @@ fn store_block(row0: u32, col0: u32, c: mat4x4<f32>) {
 }
 
 #if PIPE
-// Tiled, pipelined (PIPE): WG = 2·BM threads (16 × BM/8) compute a BM × 128 output tile (BM = 128,
-// or 64 for short prompts: twice the workgroups), k steps of BK = 32. Thread (tx, ty) owns the
-// 4 × 4 blocks at rows ib·BM/2 + ty·4, columns jb·64 + tx·4 (ib, jb < 2) as named mat4x4
-// accumulators, as in TILE8. Loading: each thread reads 4 × 4 blocks (4 rows × one vec4 of k) of
-// x (one) and of w (128 / BM), transposes them in registers and stores them as 4 vec4 into the
-// k-major shared tiles (TILE8 stores 16 scalars per 16 k, 4-way bank-conflicted). Shared rows are
-// padded by one vec4 so a quarter warp's stores (2 k blocks × 4 row blocks) hit 8 distinct 16-byte
-// banks. The next k step's global loads are issued before this step's products (#if PREFETCH, else
-// after them), so their latency hides behind the arithmetic.
-// #if DBUF (BM = 128): k steps of 16 through two shared buffers, one barrier per step: the products
-// of one buffer run while the next step's loads are in flight and are stored to the other one
-// afterwards. Warps 0–3 load x, warps 4–7 load w (one 4 × 4 block each; w widened to f32 on
-// load, so one block of registers is in flight per thread).
-// #if MFAST: workgroup x walks the row tiles (m), so concurrent workgroups share weight tiles.
+// Tiled, pipelined (PIPE): 256 threads (16 × 16) compute a 128 × 128 output tile; thread (tx, ty)
+// owns the 4 × 4 blocks at rows ib·64 + ty·4, columns jb·64 + tx·4 (ib, jb < 2) as named mat4x4
+// accumulators, as in TILE8. k steps of BK = 16 through two shared buffers, one barrier per step:
+// the products of one buffer run while the next step's global loads are in flight, and are stored
+// to the other buffer after them. Warps 0–3 load x, warps 4–7 load w: one 4 × 4 block per thread
+// (4 rows × one vec4 of k; w widened to f32 on load), transposed in registers and stored as 4 vec4
+// into the k-major shared tiles (TILE8 stores 16 scalars per 16 k, 4-way bank-conflicted). Shared
+// rows are padded by one vec4 so a quarter warp's stores (2 k blocks × 4 row blocks) hit 8 distinct
+// 16-byte banks. It runs at full speed with one workgroup per SM where TILE8 needs two
+// (kernels/linear.ts gemmKernel() picks between them by shape).
 // #if NOLOAD (benchmarks only, wrong results): every k step reuses the first step's loads — the
 // kernel without global memory traffic, to measure what the loads cost.
-const BM: u32 = {{BM}}u;
+const BM: u32 = 128u;
 const BN: u32 = 128u;
-const WG: u32 = 2u * BM;
-#if DBUF
 const BK: u32 = 16u;
-const NB: u32 = 2u;
-#else
-const BK: u32 = 32u;
-const NB: u32 = 1u;
-#endif
 // Indexed per dimension (not flattened), so the bounds clamps WebGPU adds to every workgroup
 // array index fold: the k clamp is a constant in the unrolled k loop, the column clamp invariant.
-var<workgroup> As: array<array<array<vec4<f32>, BM / 4u + 1u>, BK>, NB>;  // [buffer][k][m / 4] of x, padded
-var<workgroup> Bs: array<array<array<vec4<f32>, BN / 4u + 1u>, BK>, NB>;  // [buffer][k][n / 4] of w, padded
+var<workgroup> As: array<array<array<vec4<f32>, BM / 4u + 1u>, BK>, 2>;  // [buffer][k][m / 4] of x, padded
+var<workgroup> Bs: array<array<array<vec4<f32>, BN / 4u + 1u>, BK>, 2>;  // [buffer][k][n / 4] of w, padded
 
-// f16 weights stay f16 in the registers that are in flight during the products (VEC).
-#if VEC
-alias WT = WV;
-#else
-alias WT = vec4<f32>;
-#endif
-// One thread's 4 × 4 block of x (rows r, 4 k each) and of w.
-struct XB { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> }
-struct WB { r0: WT, r1: WT, r2: WT, r3: WT }
+// One thread's 4 × 4 block of x or w (rows r, 4 k each).
+struct Blk { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> }
 
 // Four consecutive k elements of x row `row` (< p.m: the caller clamps), zero past k.
 fn ld_x(row: u32, k: u32) -> vec4<f32> {
@@ -434,10 +416,10 @@ fn ld_x(row: u32, k: u32) -> vec4<f32> {
 #endif
 }
 
-// Four consecutive k elements of chunk row `row` (< p.rows) of w, zero past k.
-fn ld_w(row: u32, k: u32) -> WT {
+// Four consecutive k elements of chunk row `row` (< p.rows) of w as f32, zero past k.
+fn ld_w(row: u32, k: u32) -> vec4<f32> {
 #if VEC
-  return select(w[(row * p.k + k) / 4u], WT(0.0), k >= p.k);
+  return select(vec4<f32>(w[(row * p.k + k) / 4u]), vec4<f32>(0.0), k >= p.k);
 #else
   var v = vec4<f32>(0.0);
   for (var i = 0u; i < 4u; i++) {
@@ -447,110 +429,55 @@ fn ld_w(row: u32, k: u32) -> WT {
 #endif
 }
 
-fn ld_xb(r: vec4<u32>, k: u32) -> XB { return XB(ld_x(r.x, k), ld_x(r.y, k), ld_x(r.z, k), ld_x(r.w, k)); }
-fn ld_wb(r: vec4<u32>, k: u32) -> WB { return WB(ld_w(r.x, k), ld_w(r.y, k), ld_w(r.z, k), ld_w(r.w, k)); }
-
-// Loader block b of a tile with `rows` rows: (first row, first k) = (4·rb, 4·kb). Two neighbouring
+// Loader block b (< 128) of a 128-row tile: (first row, first k) = (4·rb, 4·kb). Two neighbouring
 // lanes read one 32-byte sector of a row.
-fn blk(b: u32, rows: u32) -> vec2<u32> { return vec2(4u * ((b / 2u) % (rows / 4u)), 4u * (b % 2u + 2u * (b / (rows / 2u)))); }
+fn blk(b: u32) -> vec2<u32> { return vec2(4u * ((b / 2u) % 32u), 4u * (b % 2u + 2u * (b / 64u))); }
 
 // The block's rows from tile row r0 on, clamped to `last`: rows past m (past the chunk) read the
 // last one again (in bounds, branch-free) and are not stored.
 fn blk_rows(r0: u32, last: u32) -> vec4<u32> { return min(vec4(r0) + vec4(0u, 1u, 2u, 3u), vec4(last)); }
 
-fn widen(v: WB) -> XB { return XB(vec4<f32>(v.r0), vec4<f32>(v.r1), vec4<f32>(v.r2), vec4<f32>(v.r3)); }
-
-// Stores blocks into buffer `buf` transposed: k row pos.y + j gets the vec4 of the 4 rows'
-// element j.
-fn put_x(buf: u32, pos: vec2<u32>, v: XB) {
-  let t = transpose(mat4x4(v.r0, v.r1, v.r2, v.r3));
-  for (var j = 0u; j < 4u; j++) { As[buf][pos.y + j][pos.x / 4u] = t[j]; }
-}
-fn put_w(buf: u32, pos: vec2<u32>, v: XB) {
-  let t = transpose(mat4x4(v.r0, v.r1, v.r2, v.r3));
-  for (var j = 0u; j < 4u; j++) { Bs[buf][pos.y + j][pos.x / 4u] = t[j]; }
-}
-
-// This thread's loader blocks (tile row, k within the step), their clamped rows, and the blocks
-// in flight (DBUF: px / xr / xb is the thread's one block, of x or of w by its warp's role).
-var<private> px: vec2<u32>;
-var<private> xr: vec4<u32>;
-var<private> xb: XB;
-#if DBUF
+// This thread's loader block (tile row, k within the step), its clamped rows, its role (x or w)
+// and the block in flight.
+var<private> pos: vec2<u32>;
+var<private> rows: vec4<u32>;
 var<private> w_role: bool;
-#else
-var<private> pw0: vec2<u32>;
-var<private> wr0: vec4<u32>;
-var<private> wb0: WB;
-#if WB2
-var<private> pw1: vec2<u32>;
-var<private> wr1: vec4<u32>;
-var<private> wb1: WB;
-#endif
-#endif
+var<private> blk_v: Blk;
 
-// Sets the loader roles of thread lid for the tile at (m0, n0).
-fn set_roles(lid: u32, m0: u32, n0: u32) {
-#if DBUF
-  w_role = lid >= WG / 2u;
-  px = blk(lid % (WG / 2u), BM);
-  xr = blk_rows(select(m0, n0, w_role) + px.x, select(p.m, p.rows, w_role) - 1u);
-#else
-  px = blk(lid, BM);
-  xr = blk_rows(m0 + px.x, p.m - 1u);
-  pw0 = blk(lid, BN);
-  wr0 = blk_rows(n0 + pw0.x, p.rows - 1u);
-#if WB2
-  pw1 = blk(lid + WG, BN);
-  wr1 = blk_rows(n0 + pw1.x, p.rows - 1u);
-#endif
-#endif
+// Sets the loader role of thread lid for the tile at (m0, n0).
+fn set_role(lid: u32, m0: u32, n0: u32) {
+  w_role = lid >= 128u;
+  pos = blk(lid % 128u);
+  rows = blk_rows(select(m0, n0, w_role) + pos.x, select(p.m, p.rows, w_role) - 1u);
 }
 
-// Loads this thread's blocks of the k step from k0.
+// Loads this thread's block of the k step from k0.
 fn load_step(k0: u32) {
-#if DBUF
-  if (w_role) { xb = widen(ld_wb(xr, k0 + px.y)); } else { xb = ld_xb(xr, k0 + px.y); }
-#else
-  xb = ld_xb(xr, k0 + px.y);
-  wb0 = ld_wb(wr0, k0 + pw0.y);
-#if WB2
-  wb1 = ld_wb(wr1, k0 + pw1.y);
-#endif
-#endif
+  let k = k0 + pos.y;
+  if (w_role) {
+    blk_v = Blk(ld_w(rows.x, k), ld_w(rows.y, k), ld_w(rows.z, k), ld_w(rows.w, k));
+  } else {
+    blk_v = Blk(ld_x(rows.x, k), ld_x(rows.y, k), ld_x(rows.z, k), ld_x(rows.w, k));
+  }
 }
 
-// Stores the loaded blocks into shared buffer buf.
+// Stores the loaded block into shared buffer buf transposed: k row pos.y + j gets the vec4 of the
+// 4 rows' element j.
 fn put_step(buf: u32) {
-#if DBUF
-  if (w_role) { put_w(buf, px, xb); } else { put_x(buf, px, xb); }
-#else
-  put_x(buf, px, xb);
-  put_w(buf, pw0, widen(wb0));
-#if WB2
-  put_w(buf, pw1, widen(wb1));
-#endif
-#endif
+  let t = transpose(mat4x4(blk_v.r0, blk_v.r1, blk_v.r2, blk_v.r3));
+  if (w_role) {
+    for (var j = 0u; j < 4u; j++) { Bs[buf][pos.y + j][pos.x / 4u] = t[j]; }
+  } else {
+    for (var j = 0u; j < 4u; j++) { As[buf][pos.y + j][pos.x / 4u] = t[j]; }
+  }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-#if MFAST
-  let m0 = wid.x * BM;
-  let n0 = wid.y * BN;  // first chunk row (output column) of the tile
-#else
-  let n0 = wid.x * BN;
+  let n0 = wid.x * BN;  // first chunk row (output column) of the tile
   let m0 = wid.y * BM;
-#endif
-#if W48
-  // A warp is 8 × 4 threads: per k it reads 8 consecutive vec4 of Bs and 4 of As (one 128-byte
-  // wavefront each) instead of 16 and 2 (two and one).
-  let tx = lid % 8u + 8u * ((lid / 32u) % 2u);
-  let ty = (lid / 8u) % 4u + 4u * (lid / 64u);
-#else
   let tx = lid % 16u;
   let ty = lid / 16u;
-#endif
   var c00 = mat4x4<f32>();
   var c01 = mat4x4<f32>();
   var c10 = mat4x4<f32>();
@@ -563,54 +490,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kbeg = 0u;
   let kend = p.k;
 #endif
-  set_roles(lid, m0, n0);
+  set_role(lid, m0, n0);
   load_step(kbeg);
-#if DBUF
   put_step(0u);
   workgroupBarrier();
-#endif
   for (var k0 = kbeg; k0 < kend; k0 += BK) {
     let more = k0 + BK < kend;
-#if DBUF
     let cur = ((k0 - kbeg) / BK) % 2u;
 #ifnot NOLOAD
     if (more) { load_step(k0 + BK); }
 #endif
-#else
-    let cur = 0u;
-    put_step(0u);
-    workgroupBarrier();
-#if PREFETCH
-#ifnot NOLOAD
-    if (more) { load_step(k0 + BK); }
-#endif
-#endif
-#endif
     for (var k = 0u; k < BK; k++) {
       let a0 = As[cur][k][ty];
       let b0 = Bs[cur][k][tx];
-      let a1 = As[cur][k][BM / 8u + ty];
+      let a1 = As[cur][k][16u + ty];
       let b1 = Bs[cur][k][16u + tx];
       c00 = outer_acc(c00, a0, b0);
       c01 = outer_acc(c01, a0, b1);
       c10 = outer_acc(c10, a1, b0);
       c11 = outer_acc(c11, a1, b1);
     }
-#if DBUF
     // The other buffer was last read in the step before, which ended at a barrier.
     if (more) { put_step(1u - cur); }
     workgroupBarrier();
-#else
-    workgroupBarrier();
-#ifnot PREFETCH
-    if (more) { load_step(k0 + BK); }
-#endif
-#endif
   }
   store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
   store_block(m0 + ty * 4u, n0 + 64u + tx * 4u, c01);
-  store_block(m0 + BM / 2u + ty * 4u, n0 + tx * 4u, c10);
-  store_block(m0 + BM / 2u + ty * 4u, n0 + 64u + tx * 4u, c11);
+  store_block(m0 + 64u + ty * 4u, n0 + tx * 4u, c10);
+  store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
 }
 
 #else

@@ -115,9 +115,8 @@ Deno.test("linear() with accumulate adds x · wᵀ + bias to y", async () => {
   }
 });
 
-// The pipelined tiled GEMM (tuning.pipe) with each of its options: split-k (several splits, the
-// last one short; a sum pass adds bias and the old y), double-buffered k steps of 16, 64-row tiles
-// with 8 × 4 warps and the row-tiles-first grid, loads after the products. Odd m, n and k (scalar
+// The pipelined tiled GEMM (tuning.pipe) alone and with split-k (several splits, the last one
+// short; a sum pass adds bias and the old y). Odd m, n and k (scalar
 // loads), k % 4 == 0 but not a whole k step, k = 1176; f32 and f16 weights; bias and accumulate;
 // weights in chunks of 7 (or 6) rows, so chunk borders fall inside output tiles and every chunk's split-k
 // dispatches reuse one partials scratch. TOL as above.
@@ -127,9 +126,8 @@ Deno.test("linear()'s pipelined tiled GEMM matches the reference for every optio
   const tunings: Partial<LinearTuning>[] = [
     { pipe: true },
     { pipe: true, splitK: 3 },
-    { pipe: true, dbuf: true, splitK: 2 },
-    { pipe: true, pipeM: 64, warp8x4: true, mFast: true, splitK: 4 },
-    { pipe: true, prefetch: false, dbuf: true },
+    { pipe: true, splitK: 2 },
+    { pipe: true, splitK: 4 },
   ];
   const shapes: [number, number, number][] = [[2, 47, 33], [3, 130, 200], [37, 67, 1176], [
     130,
@@ -155,22 +153,22 @@ Deno.test("linear()'s pipelined tiled GEMM matches the reference for every optio
   }
 });
 
-// The H100 measurements gemmKernel() encodes (bench/_gemm.ts 2026-11-28 07:28): DBUF where its
+// The H100 measurements gemmKernel() encodes (bench/_gemm.ts 2026-11-28 07:28): PIPE where its
 // one-workgroup-per-SM waves fill the card better (7B o / down at 478 rows, 112 tiles: 1.5× faster;
 // vision at 1564 patches), TILE8 where both fill it alike (7B at 1024 rows but qkv, vision fc2 at
 // 5120), tile 4 below 128 rows. linear()'s default at m ≥ 128 runs the choice: the reference
-// comparisons at m = 130 / 600 above go through DBUF (few tiles), the tile-8 override below.
-Deno.test("gemmKernel() picks DBUF where its waves fill the H100 better, else tile 8 (tile 4 below 128 rows)", () => {
-  const pick = (m: number, n: number) => gemmKernel(m, n);
+// comparisons at m = 130 / 600 above go through PIPE (few tiles), the tile-8 override below.
+Deno.test("gemmKernel() picks the pipelined kernel where its waves fill the H100 better, else tile 8 (tile 4 below 128 rows)", () => {
+  const pick = gemmKernel;
   assert.equal(pick(37, 37888), "tile4");
   assert.equal(pick(127, 3584), "tile4");
-  for (const n of [3584, 37888]) assert.equal(pick(478, n), "dbuf"); // o, down; gate_up
+  for (const n of [3584, 37888]) assert.equal(pick(478, n), "pipe"); // o, down; gate_up
   assert.equal(pick(478, 4608), "tile8"); // qkv: 144 tiles, one uneven wave either way
-  for (const n of [1280, 3840]) assert.equal(pick(1564, n), "dbuf");
-  assert.equal(pick(1024, 4608), "dbuf"); // 288 tiles: 3 DBUF waves against 2 TILE8 (the 2nd 9 % full)
+  for (const n of [1280, 3840]) assert.equal(pick(1564, n), "pipe");
+  assert.equal(pick(1024, 4608), "pipe"); // 288 tiles: 3 PIPE waves against 2 TILE8 (the 2nd 9 % full)
   for (const n of [3584, 37888]) assert.equal(pick(1024, n), "tile8");
   assert.equal(pick(5120, 1280), "tile8");
-  assert.equal(pick(5120, 5120), "dbuf");
+  assert.equal(pick(5120, 5120), "pipe");
 });
 
 // Small k at m = 1 takes the small-k GEMV (1–8 threads per row here, see gemvThreadsPerRow):
@@ -323,12 +321,10 @@ Deno.test("linear() gives the same results for every kernel variant and tuning",
     ["16 threads per row of 64", gpu, { gemvWg: 64, gemvTpr: 16 }, 1],
     ["tile 64 × 64", gpu, { tile: 4 }, 150],
     ["tile 128 × 128", gpu, { tile: 8 }, 37],
-    ["pipelined 128 × 128", gpu, { pipe: true }, 37],
-    ["pipelined 128 × 128, 130 rows", gpu, { pipe: true }, 130],
-    ["pipelined, no prefetch", gpu, { pipe: true, prefetch: false }, 3],
-    ["pipelined 64 × 128, rows first", gpu, { pipe: true, pipeM: 64, mFast: true }, 130],
-    ["pipelined, double-buffered", gpu, { pipe: true, dbuf: true }, 130],
-    ["pipelined 64 × 128, 8 × 4 warps", gpu, { pipe: true, pipeM: 64, warp8x4: true }, 37],
+    ["pipelined", gpu, { pipe: true }, 37],
+    ["pipelined, 130 rows", gpu, { pipe: true }, 130],
+    ["pipelined, 3 rows", gpu, { pipe: true }, 3],
+    ["pipelined, split k 2", gpu, { pipe: true, splitK: 2 }, 130],
   ];
   for (const [n, k] of [[47, 40], [130, 1176], [133, 37]]) {
     for (const [name, g, tuning, m] of variants) {
