@@ -194,6 +194,12 @@ let shared: Promise<Gpu> | undefined;
 
 /** A process-wide device for tests and simple uses (strict: validation errors throw). */
 export function sharedGpu(): Promise<Gpu> {
-  shared ??= requestGpu({ strict: true });
+  shared ??= requestGpu({ strict: true }).then((gpu) => {
+    // Each test module runs in an isolate of its own: its device is freed when the module ends
+    // instead of every module's device being torn down together at process exit, where Mesa
+    // lavapipe has twice aborted a fully passing `deno test` run with a glibc double free.
+    globalThis.addEventListener("unload", () => gpu.device.destroy());
+    return gpu;
+  });
   return shared;
 }
