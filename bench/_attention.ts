@@ -281,19 +281,14 @@ if (only.includes("decode")) {
     const DECODE_TUNINGS: Partial<DecodeAttentionShape>[] = sweep
       ? [
         { kernel: "v1" },
-        {},
-        { splits: 32 },
-        { splits: 64 },
-        { chunk: 4 },
-        { chunk: 4, splits: 64 },
-        { chunk: 16, tpk: 2 },
-        { chunk: 16, tpk: 2, splits: 64 },
-        { chunk: 32, tpk: 1, splits: 64 },
-        { chunk: 8, tpk: 2 },
-        { chunk: 16, tpk: 1 },
-        { merge: "dispatch" },
-        { merge: "dispatch", splits: 64 },
-        { merge: "dispatch", chunk: 16, tpk: 2 },
+        { kernel: "v3" },
+        { kernel: "v3", splits: 32 },
+        { kernel: "v3", splits: 16 },
+        { kernel: "v3", splits: 8 },
+        { kernel: "v3", chunk: 16 },
+        { kernel: "v3", chunk: 16, splits: 32 },
+        { kernel: "v3", chunk: 8, splits: 64 },
+        { kernel: "v2", splits: 32, qreg: true },
       ]
       : [{}];
     for (const tuning of DECODE_TUNINGS) {

@@ -431,8 +431,14 @@ export interface DecodeAttentionShape extends AttentionHeads {
   chunk?: 4 | 8 | 16 | 32;
   /** v2: threads per (query head, key) dot product: 1, 2 or 4 (default 4). */
   tpk?: 1 | 2 | 4;
-  /** Kernel: "v2" (default, one barrier per step) or "v1" (the first one-dispatch kernel). */
-  kernel?: "v1" | "v2";
+  /** v2: each score thread reads its query slice into registers (no staging barrier). */
+  qreg?: boolean;
+  /**
+   * Kernel: "v1" (default: K/V chunks staged in workgroup memory, four barriers per chunk), "v3"
+   * (v1 with every chunk's loads issued together and the inner loops four chains wide), or "v2"
+   * (one barrier per step, K/V read per thread from global memory).
+   */
+  kernel?: "v1" | "v2" | "v3";
   /**
    * v2: who merges the splits: "last" (the last workgroup of a head block to finish, one
    * dispatch; default) or "dispatch" (a second dispatch, one workgroup per query head).
@@ -441,7 +447,7 @@ export interface DecodeAttentionShape extends AttentionHeads {
 }
 
 /** Most splits: the merge stages every split's statistics in workgroup memory (MAXS). */
-const MAX_SPLITS = { v1: 64, v2: 128 };
+const MAX_SPLITS = { v1: 64, v2: 128, v3: 64 };
 
 /** Query heads per decode workgroup: the largest divisor of the GQA group ≤ 8 with G · hd4 ≤ 256. */
 function decodeGroup(s: DecodeAttentionShape): number {
@@ -453,13 +459,13 @@ function decodeGroup(s: DecodeAttentionShape): number {
 }
 
 function splitsOf(s: DecodeAttentionShape): number {
-  const kernel = s.kernel ?? "v2";
+  const kernel = s.kernel ?? "v1";
   const blocks = s.heads / decodeGroup(s);
   const want = s.splits ??
-    (kernel === "v1"
+    (kernel !== "v2"
       ? Math.max(16, Math.ceil(256 / (s.kvHeads ?? s.heads)))
       : Math.ceil(512 / blocks));
-  const chunk = s.chunk ?? (kernel === "v1" ? 32 : 8);
+  const chunk = s.chunk ?? (kernel !== "v2" ? 32 : 8);
   return Math.max(1, Math.min(want, MAX_SPLITS[kernel], ceilDiv(s.maxTokens, chunk)));
 }
 
@@ -501,7 +507,15 @@ function decodeV2Defines(s: DecodeAttentionShape) {
   if (hd4 % tpk) tpk = hd4 % 2 ? 1 : 2;
   while (g * ck * tpk > DECODE_WG && ck > 1) ck /= 2;
   const wg = Math.ceil(Math.max(g * ck * tpk, g * hd4) / 32) * 32;
-  return { GROUP: g, CHUNK: ck, TPK: tpk, WG: wg, MAXS: MAX_SPLITS.v2, V2: true };
+  return {
+    GROUP: g,
+    CHUNK: ck,
+    TPK: tpk,
+    WG: wg,
+    MAXS: MAX_SPLITS.v2,
+    V2: true,
+    QREG: s.qreg ?? false,
+  };
 }
 
 /**
@@ -532,15 +546,15 @@ export function decodeAttention(
   const nsplit = splitsOf(s);
   checkSize("decodeAttention scratch", scratch, decodeAttentionScratchBytes(s));
   let defines: Record<string, number | boolean>, group: number;
-  if (s.kernel === "v1") {
+  if (s.kernel !== "v2") {
     const t = decodeTiling(gpu, s, r.group);
     group = t.group;
-    defines = { GROUP: t.group, CHUNK: t.chunk, MAXS: MAX_SPLITS.v1 };
+    defines = { GROUP: t.group, CHUNK: t.chunk, MAXS: MAX_SPLITS.v1, UNR: s.kernel === "v3" };
   } else {
     defines = decodeV2Defines(s);
     group = defines.GROUP as number;
   }
-  const sep = s.kernel !== "v1" && s.merge === "dispatch";
+  const sep = s.kernel === "v2" && s.merge === "dispatch";
   const vt = variant(gpu, {
     family: "attention",
     entry: "decode",

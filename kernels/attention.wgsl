@@ -451,6 +451,21 @@ fn counter_at(b: u32) -> u32 { return p.heads * p.nsplit * (HD + 2u) + b; }
 fn store_f(i: u32, x: f32) { atomicStore(&scratch[i], bitcast<u32>(x)); }
 fn load_f(i: u32) -> f32 { return bitcast<f32>(atomicLoad(&scratch[i])); }
 fn load4(i: u32) -> vec4<f32> { return vec4<f32>(load_f(i), load_f(i + 1u), load_f(i + 2u), load_f(i + 3u)); }
+#if UNR
+// Element idx of a chunk's (CHUNK, HD) K/V staging: its row in the cache (clamped to the split's
+// last key: the rows past `end` get p = 0, so any finite value will do) and its vec4 column.
+fn kv_row(c0: u32, end: u32, idx: u32) -> u32 { return min(c0 + idx / HD4, end - 1u); }
+// Weight of split sp in the merge (0 past the last split, whose loads were clamped).
+fn merge_w(row: u32, sp: u32, ns: u32, big: f32) -> f32 {
+  return select(0.0, exp(ms_all[row + min(sp, ns - 1u)] - big), sp < ns);
+}
+fn put_kv(idx: u32, kv: vec4<f32>, vv: vec4<f32>) {
+  if (idx < CHUNK * HD4) {
+    ks[idx / HD4 * KS + idx % HD4] = kv;
+    vs[idx] = vv;
+  }
+}
+#endif
 
 var<workgroup> qs: array<vec4<f32>, GROUP * HD4>;   // (GROUP, HD) scaled queries
 var<workgroup> ks: array<vec4<f32>, CHUNK * KS>;    // (CHUNK, HD) this chunk's keys, padded rows
@@ -477,9 +492,16 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   if (start >= n) { return; }   // split past the context: not counted, not merged
   let end = min(n, start + len);
 
+#if UNR
+  // This thread's query element, stored into qs only after the first chunk's K/V reads are
+  // issued, so the two reads' latencies overlap (GROUP · HD4 ≤ WG: one per thread).
+  var qv = vec4<f32>(0.0);
+  if (lid < GROUP * HD4) { qv = q[p.q_off + h0 * HD4 + lid]; }
+#else
   for (var idx = lid; idx < GROUP * HD4; idx += WG) {
     qs[idx] = q[p.q_off + h0 * HD4 + idx] * p.scale;
   }
+#endif
   // Scores: thread (rs, j) for lid < GROUP · CHUNK. Σ p·v: thread (r, d) for lid < GROUP · HD4.
   let rs = lid / CHUNK;
   let j = lid % CHUNK;
@@ -491,6 +513,28 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
 
   for (var c0 = start; c0 < end; c0 += CHUNK) {
     workgroupBarrier();       // the previous chunk's ks, vs, pr are used (first pass: qs)
+#if UNR
+    // Loads in a loop are not overlapped across iterations (measured: v2's per-iteration reads
+    // cost a memory latency each), so four elements' K and V reads are written out together.
+    for (var i0 = lid; i0 < CHUNK * HD4; i0 += 4u * WG) {
+      let i1 = i0 + WG;
+      let i2 = i0 + 2u * WG;
+      let i3 = i0 + 3u * WG;
+      let k0 = k[kv_row(c0, end, i0) * p.k_stride + kbase + i0 % HD4];
+      let k1 = k[kv_row(c0, end, i1) * p.k_stride + kbase + i1 % HD4];
+      let k2 = k[kv_row(c0, end, i2) * p.k_stride + kbase + i2 % HD4];
+      let k3 = k[kv_row(c0, end, i3) * p.k_stride + kbase + i3 % HD4];
+      let v0 = v[kv_row(c0, end, i0) * p.v_stride + vbase + i0 % HD4];
+      let v1 = v[kv_row(c0, end, i1) * p.v_stride + vbase + i1 % HD4];
+      let v2 = v[kv_row(c0, end, i2) * p.v_stride + vbase + i2 % HD4];
+      let v3 = v[kv_row(c0, end, i3) * p.v_stride + vbase + i3 % HD4];
+      put_kv(i0, k0, v0);
+      put_kv(i1, k1, v1);
+      put_kv(i2, k2, v2);
+      put_kv(i3, k3, v3);
+    }
+    if (c0 == start && lid < GROUP * HD4) { qs[lid] = qv; }
+#else
     for (var idx = lid; idx < CHUNK * HD4; idx += WG) {
       let key = c0 + idx / HD4;
       var kv = vec4<f32>(0.0);
@@ -502,16 +546,42 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       ks[idx / HD4 * KS + idx % HD4] = kv;
       vs[idx] = vv;
     }
+#endif
     workgroupBarrier();
     if (lid < GROUP * CHUNK) {
+#if UNR
+      // Four independent chains (HD4 is a multiple of 4): the FMA latency is paid a quarter as often.
+      var t0 = vec4<f32>(0.0);
+      var t1 = vec4<f32>(0.0);
+      var t2 = vec4<f32>(0.0);
+      var t3 = vec4<f32>(0.0);
+      for (var c = 0u; c < HD4; c += 4u) {
+        let qa = rs * HD4 + c;
+        let ka = j * KS + c;
+        t0 = fma(qs[qa], ks[ka], t0);
+        t1 = fma(qs[qa + 1u], ks[ka + 1u], t1);
+        t2 = fma(qs[qa + 2u], ks[ka + 2u], t2);
+        t3 = fma(qs[qa + 3u], ks[ka + 3u], t3);
+      }
+      let t = (t0 + t1) + (t2 + t3);
+      ss[lid] = select(NEG, (t.x + t.y + t.z + t.w) * p.scale, c0 + j < end);
+#else
       var t = vec4<f32>(0.0);
       for (var c = 0u; c < HD4; c++) { t = fma(qs[rs * HD4 + c], ks[j * KS + c], t); }
       ss[lid] = select(NEG, t.x + t.y + t.z + t.w, c0 + j < end);
+#endif
     }
     workgroupBarrier();
     if (lid < GROUP * CHUNK) {
       var mx = m;
+#if UNR
+      for (var x = 0u; x < CHUNK; x += 4u) {
+        let b = rs * CHUNK + x;
+        mx = max(mx, max(max(ss[b], ss[b + 1u]), max(ss[b + 2u], ss[b + 3u])));
+      }
+#else
       for (var x = 0u; x < CHUNK; x++) { mx = max(mx, ss[rs * CHUNK + x]); }
+#endif
       let s = ss[lid];
       pr[lid] = select(0.0, exp(s - mx), s > NEG);
       if (j == 0u) {
@@ -523,6 +593,24 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     workgroupBarrier();
     if (lid < GROUP * HD4) {
       let alpha = alpha_sm[r];
+#if UNR
+      var a0 = vec4<f32>(0.0);
+      var a1 = vec4<f32>(0.0);
+      var a2 = vec4<f32>(0.0);
+      var a3 = vec4<f32>(0.0);
+      var p4 = vec4<f32>(0.0);
+      for (var x = 0u; x < CHUNK; x += 4u) {
+        let b = r * CHUNK + x;
+        let px = vec4<f32>(pr[b], pr[b + 1u], pr[b + 2u], pr[b + 3u]);
+        a0 = fma(vec4<f32>(px.x), vs[x * HD4 + d], a0);
+        a1 = fma(vec4<f32>(px.y), vs[(x + 1u) * HD4 + d], a1);
+        a2 = fma(vec4<f32>(px.z), vs[(x + 2u) * HD4 + d], a2);
+        a3 = fma(vec4<f32>(px.w), vs[(x + 3u) * HD4 + d], a3);
+        p4 += px;
+      }
+      let a = (a0 + a1) + (a2 + a3);
+      let ps = (p4.x + p4.y) + (p4.z + p4.w);
+#else
       var a = vec4<f32>(0.0);
       var ps = 0.0;
       for (var x = 0u; x < CHUNK; x++) {
@@ -530,6 +618,7 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         a = fma(vec4<f32>(px), vs[x * HD4 + d], a);
         ps += px;
       }
+#endif
       acc = acc * alpha + a;
       l = l * alpha + ps;
     }
@@ -570,6 +659,27 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     // Four splits per step, their 16 loads issued before any is used (atomics may not be
     // reordered by the compiler, so the batching is written out).
     var a = vec4<f32>(0.0);
+#if UNR
+    // Eight splits per step: 32 loads in flight.
+    for (var sp = 0u; sp < ns; sp += 8u) {
+      let x0 = load4(acc_at(h0 + r, sp) + d * 4u);
+      let x1 = load4(acc_at(h0 + r, min(sp + 1u, ns - 1u)) + d * 4u);
+      let x2 = load4(acc_at(h0 + r, min(sp + 2u, ns - 1u)) + d * 4u);
+      let x3 = load4(acc_at(h0 + r, min(sp + 3u, ns - 1u)) + d * 4u);
+      let x4 = load4(acc_at(h0 + r, min(sp + 4u, ns - 1u)) + d * 4u);
+      let x5 = load4(acc_at(h0 + r, min(sp + 5u, ns - 1u)) + d * 4u);
+      let x6 = load4(acc_at(h0 + r, min(sp + 6u, ns - 1u)) + d * 4u);
+      let x7 = load4(acc_at(h0 + r, min(sp + 7u, ns - 1u)) + d * 4u);
+      a += merge_w(r * ns, sp, ns, big) * x0;
+      a += merge_w(r * ns, sp + 1u, ns, big) * x1;
+      a += merge_w(r * ns, sp + 2u, ns, big) * x2;
+      a += merge_w(r * ns, sp + 3u, ns, big) * x3;
+      a += merge_w(r * ns, sp + 4u, ns, big) * x4;
+      a += merge_w(r * ns, sp + 5u, ns, big) * x5;
+      a += merge_w(r * ns, sp + 6u, ns, big) * x6;
+      a += merge_w(r * ns, sp + 7u, ns, big) * x7;
+    }
+#else
     for (var sp = 0u; sp < ns; sp += 4u) {
       let x0 = load4(acc_at(h0 + r, sp) + d * 4u);
       let x1 = load4(acc_at(h0 + r, min(sp + 1u, ns - 1u)) + d * 4u);
@@ -580,6 +690,7 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       if (sp + 2u < ns) { a += exp(ms_all[r * ns + sp + 2u] - big) * x2; }
       if (sp + 3u < ns) { a += exp(ms_all[r * ns + sp + 3u] - big) * x3; }
     }
+#endif
     out[h0 * HD4 + lid] = a / lt;
   }
 }
@@ -650,16 +761,24 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   if (start >= n) { return; }   // split past the context: not counted, not merged
   let end = min(n, start + len);
 
-  for (var idx = lid; idx < G * HD4; idx += WG) {
-    qs[idx] = q[p.q_off + h0 * HD4 + idx] * p.scale;
-  }
-  workgroupBarrier();
   // Score thread (rs, j, t) for lid < NA; output thread (r, d) for lid < NB.
   let t = lid % TPK;
   let j = lid / TPK % CK;
   let rs = lid / (TPK * CK);
   let r = lid / HD4;
   let d = lid % HD4;
+#if QREG
+  // The score thread's query slice in registers: its read overlaps the first K and V reads.
+  var qv: array<vec4<f32>, DPT>;
+  if (lid < NA) {
+    for (var c = 0u; c < DPT; c++) { qv[c] = q[p.q_off + (h0 + rs) * HD4 + t + c * TPK] * p.scale; }
+  }
+#else
+  for (var idx = lid; idx < G * HD4; idx += WG) {
+    qs[idx] = q[p.q_off + h0 * HD4 + idx] * p.scale;
+  }
+  workgroupBarrier();
+#endif
   var m = NEG;                // output threads: running max of row r
   var l = 0.0;                // output threads: running Σ exp of row r
   var acc = vec4<f32>(0.0);   // output threads: Σ p·v, column d of row r
@@ -675,7 +794,11 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       let kb = min(c0 + j, end - 1u) * p.k_stride + kbase + t;
       let qb = rs * HD4 + t;
       var s4 = vec4<f32>(0.0);
+#if QREG
+      for (var c = 0u; c < DPT; c++) { s4 = fma(qv[c], k[kb + c * TPK], s4); }
+#else
       for (var c = 0u; c < DPT; c++) { s4 = fma(qs[qb + c * TPK], k[kb + c * TPK], s4); }
+#endif
       ss[buf + lid] = s4.x + s4.y + s4.z + s4.w;
     }
     workgroupBarrier();

@@ -216,13 +216,19 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
     [128, 4, 4, 129, {}],
     [128, 7, 1, 300, { splits: 1 }],
     [80, 2, 1, 600, { splits: 2 }],
-    [128, 7, 1, 531, { chunk: 16, tpk: 2, splits: 64 }],
-    [16, 8, 1, 77, { chunk: 32, tpk: 1 }],
-    [80, 7, 7, 411, { chunk: 4, tpk: 2, splits: 100 }],
-    [128, 8, 1, 600, { merge: "dispatch" }],
-    [80, 2, 1, 33, { merge: "dispatch", splits: 3 }],
-    [128, 7, 1, 300, { kernel: "v1", chunk: 8 }],
-    [80, 2, 1, 600, { kernel: "v1", splits: 2 }],
+    [16, 8, 1, 77, { kernel: "v2", chunk: 32, tpk: 1 }],
+    [80, 7, 7, 411, { kernel: "v2", chunk: 4, tpk: 2, splits: 100 }],
+    [128, 8, 1, 600, { kernel: "v2", merge: "dispatch" }],
+    [80, 2, 1, 33, { kernel: "v2", merge: "dispatch", splits: 3 }],
+    [128, 7, 1, 300, { kernel: "v2", qreg: true }],
+    [16, 4, 2, 45, { kernel: "v2", qreg: true, tpk: 2, merge: "dispatch" }],
+    [128, 7, 1, 300, { kernel: "v3", chunk: 8 }],
+    [80, 2, 1, 600, { kernel: "v3", splits: 2 }],
+    [16, 2, 1, 1, { kernel: "v3" }],
+    [128, 8, 1, 600, { kernel: "v3" }],
+    [80, 4, 2, 37, { kernel: "v3", chunk: 16 }],
+    [128, 4, 4, 129, { kernel: "v3", splits: 64 }],
+    [128, 7, 1, 531, { kernel: "v2", chunk: 16, tpk: 2, splits: 64 }],
   ];
   for (const [headDim, heads, kvHeads, n, opts] of cases) {
     const s: DecodeAttentionShape = { headDim, heads, kvHeads, maxTokens, ...opts };
@@ -382,9 +388,7 @@ Deno.test("the row-sliced prefill (tuning.rs) matches the reference: causal with
     d.destroy();
     // Vision: the same queries in blocks of 1..3 images (one with 2 frames) summing to seq.
     const a = Math.max(1, Math.floor(seq / 3)), b = Math.floor((seq - a) / 2);
-    const cu = seq < 3
-      ? new Uint32Array([0, seq])
-      : new Uint32Array([0, a, a + b, seq]);
+    const cu = seq < 3 ? new Uint32Array([0, seq]) : new Uint32Array([0, a, a + b, seq]);
     const kvis = randn(rng, seq * c.heads * headDim), vvis = randn(rng, seq * c.heads * headDim);
     const [bkv, bvv, bcu] = [kvis, vvis, cu].map((t) => uploadArray(gpu, t));
     const dv = visionAttention(
