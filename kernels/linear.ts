@@ -425,7 +425,6 @@ function pipeLinear(
   const { m } = s;
   const k = w.cols;
   const kspan = ceilDiv(ceilDiv(k, t.splitK ?? 1), 16) * 16; // whole k steps
-
   const splits = ceilDiv(k, kspan);
   const split = splits > 1;
   const common = { F16: w.dtype === "f16", VEC: k % 4 === 0, Y_BINDING: split ? 2 : bias ? 3 : 2 };
