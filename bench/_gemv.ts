@@ -12,8 +12,11 @@
  * 3. Prefill (--prefill M, default 478; 0 skips): one layer's four products at m = M (q8/q4:
  *    dequantize into the scratch + the f16 GEMM), and the dequantize passes alone.
  *
- *   deno run -A bench/_gemv.ts [--layers 28] [--dtypes f16,q8,q4] [--sweep 1] [--prefill 478]
- *     [--out file.jsonl]
+ * --sweep prep: only each kind's default and the prepared-x tunings (one PREPX pass + the GEMV);
+ * --model 72b: QVQ-72B's shapes (hidden 8192, intermediate 29568) instead of 7B's.
+ *
+ *   deno run -A bench/_gemv.ts [--layers 28] [--dtypes f16,q8,q4] [--sweep 1|0|prep]
+ *     [--model 7b|72b] [--prefill 478] [--out file.jsonl]
  * @module
  */
 import { requestGpu } from "../src/gpu/device.ts";
@@ -39,14 +42,16 @@ const opt = (name: string, def: string) => {
 const layers = Number(opt("--layers", "28"));
 const out = opt("--out", "");
 const dtypes = opt("--dtypes", "f16,q8,q4").split(",") as ("f16" | QuantDType)[];
-const sweep = opt("--sweep", "1") === "1";
+const sweepMode = opt("--sweep", "1");
+const sweep = sweepMode !== "0";
 const prefillM = Number(opt("--prefill", "478"));
 const gpu = await requestGpu();
 console.log(
   `${gpu.adapterInfo.description || gpu.adapterInfo.device} subgroups=${gpu.features.subgroups} ` +
     `sg=[${gpu.adapterInfo.subgroupMinSize}, ${gpu.adapterInfo.subgroupMaxSize}]`,
 );
-const H = 3584, I = 18944, QKV = 3584 + 1024, V = 152064;
+const big = opt("--model", "7b") === "72b";
+const H = big ? 8192 : 3584, I = big ? 29568 : 18944, QKV = H + (big ? 2048 : 1024), V = 152064;
 type Kind = "qkv" | "o" | "gate_up" | "down" | "lm_head";
 const KINDS: [Kind, number, number][] = [
   ["qkv", QKV, H],
@@ -122,6 +127,11 @@ const SWEEP: Partial<LinearQTuning>[] = [
   { wg: 256, tpr: 32, rows: 2, xq: true, tile: 1024 },
   { wg: 256, tpr: 32, rows: 1, xq: false, tile: 256 },
 ];
+// Prepared x: the PREPX pass + a GEMV that reads its blocks (no staging, no barriers).
+const SWEEP_PREP: Partial<LinearQTuning>[] = [4, 8, 16, 32].flatMap((tpr) =>
+  [1, 2, 4].map((rows) => ({ wg: 256, tpr, rows, xq: true, prep: true }))
+);
+const sweepQ = sweepMode === "prep" ? [{}, ...SWEEP_PREP] : [...SWEEP, ...SWEEP_PREP];
 // f16 tunings, swept with each kind's fused decode variant (norm / silu / accumulate).
 const SWEEP_F16: Partial<LinearTuning>[] = [64, 128, 256].flatMap((gemvWg) =>
   [1, 2, 4, 8].map((gemvRows) => ({ gemvWg, gemvRows }))
@@ -139,7 +149,7 @@ for (const dtype of dtypes) {
   const best = new Map<Kind, { t: AnyTuning; ms: number }>();
   if (sweep) {
     for (const [kind] of KINDS) {
-      for (const t of dtype === "f16" ? SWEEP_F16 : SWEEP) {
+      for (const t of dtype === "f16" ? SWEEP_F16 : sweepQ) {
         let ds: Dispatch[];
         try {
           ds = ws.get(kind)!.flatMap((w) =>
@@ -197,10 +207,31 @@ for (const dtype of dtypes) {
   if (dtype !== "f16") {
     variants.push(["f32-x fused", () => ({ xq: false }), false]);
     variants.push(["int8-x fused", () => ({ xq: true }), false]);
+    variants.push(["prep fused", () => ({ xq: true, prep: true }), false]);
+    variants.push(["prep plain", () => ({ xq: true, prep: true }), true]);
+    variants.push(["prep-down fused", (k) => k === "down" ? { xq: true, prep: true } : {}, false]);
   }
   if (best.size) {
     variants.push(["best fused", (kind) => best.get(kind)!.t, false]);
     variants.push(["best plain", (kind) => best.get(kind)!.t, true]);
+    if (dtype !== "f16") {
+      // The best prepared-x tuning per kind: what the decoder would run with prep everywhere.
+      const bp = new Map<Kind, { t: AnyTuning; ms: number }>();
+      for (const l of lines.map((l) => JSON.parse(l))) {
+        if (l.part !== "sweep" || l.dtype !== dtype || !l.tuning.prep) continue;
+        if (!bp.has(l.kind) || l.ms < bp.get(l.kind)!.ms) bp.set(l.kind, { t: l.tuning, ms: l.ms });
+      }
+      if (bp.size === KINDS.length) {
+        for (const [kind] of KINDS) {
+          console.log(
+            `BEST-PREP ${dtype} ${kind}: ${JSON.stringify(bp.get(kind)!.t)} ${
+              bp.get(kind)!.ms.toFixed(3)
+            } ms`,
+          );
+        }
+        variants.push(["best-prep fused", (kind) => bp.get(kind)!.t, false]);
+      }
+    }
   }
   for (const [name, pick, plain] of variants) {
     let ds: Dispatch[];

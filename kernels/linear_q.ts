@@ -74,6 +74,12 @@ export interface LinearQTuning {
    * f32 x and f32 products (the reference-exact path, kept for tests and comparison).
    */
   xq: boolean;
+  /**
+   * With `xq`: one small pass first norms / silu · muls and quantizes x into a per-device buffer
+   * (the int8 blocks the GEMV would stage, same bits), and the GEMV's workgroups read those
+   * instead of each re-doing all of x: one dispatch more, no per-workgroup x work or barriers.
+   */
+  prep?: boolean;
 }
 
 /**
@@ -139,6 +145,9 @@ const STAGING_BYTES = 64 << 20;
 export const DEQUANT_SCRATCH_BYTES = 272 << 20;
 const scratch = new WeakMap<Gpu, GPUBuffer>();
 const staging = new WeakMap<Gpu, GPUBuffer>();
+/** Bytes of the per-device prepared-x buffer: 44 bytes per 32 elements (k up to 186 k). */
+const PREP_BYTES = 256 << 10;
+const prepared = new WeakMap<Gpu, GPUBuffer>();
 
 function perDevice(
   map: WeakMap<Gpu, GPUBuffer>,
@@ -242,9 +251,13 @@ export function linearQ(
   const sg = gpu.features.subgroups;
   const xor = sg && t.tpr > 1 && t.tpr <= (gpu.adapterInfo.subgroupMinSize ?? 0);
   const add = sg && !xor && (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= t.tpr;
+  const prep = t.prep === true;
+  if (prep && !t.xq) {
+    throw new InvalidInputError(`linearQ: tuning ${JSON.stringify(t)}: prep needs xq`);
+  }
   // Workgroup memory: the x tile (a padding vec4 per unit), the reduction's and the norm's arrays.
   const uv = t.xq || q === "q4" ? 8 : 4; // x vec4 per unit
-  const shared = (t.xq ? 40 * t.tile : 16 * t.tile * (uv + 1)) +
+  const shared = (prep ? 0 : t.xq ? 40 * t.tile : 16 * t.tile * (uv + 1)) +
     4 * (add ? t.rows * t.wg / 4 : xor ? 0 : t.rows * t.wg) + (norm ? 4 * t.wg : 0);
   if (shared > gpu.limits.maxComputeWorkgroupStorageSize) {
     throw new InvalidInputError(
@@ -255,8 +268,19 @@ export function linearQ(
   // Equal tiles (k = 3584 in q4: 2 × 56 units rather than 64 + 48).
   const units = w.cols / (uv * 4);
   const tile = Math.ceil(units / Math.ceil(units / t.tile));
-  // Bindings: x, w, [bias], [norm weight], y.
-  const extra = [...(bias ? [bias] : []), ...(norm ? [norm.weight] : [])];
+  const pre: Dispatch[] = [];
+  let gx = x;
+  if (prep) {
+    // (11 · k / 32) u32: codes, (2^e, Σ c) pairs, Σ x² per block (kernels/linear_q.wgsl PREPX).
+    const xp = perDevice(prepared, gpu, PREP_BYTES, "linear_q.prepared_x");
+    if (44 * (w.cols / 32) > xp.size) {
+      throw new InvalidInputError(`linearQ: k = ${w.cols} too long for the prepared-x buffer`);
+    }
+    pre.push(prepareX(gpu, xp, x, w, norm, silu));
+    gx = xp;
+  }
+  // Bindings: x (prepared: xp), w, [bias], [norm weight unless prepared], y.
+  const extra = [...(bias ? [bias] : []), ...(norm && !prep ? [norm.weight] : [])];
   const v = variant(gpu, {
     family: "linear_q",
     entry: "main",
@@ -268,8 +292,9 @@ export function linearQ(
       BIAS: bias !== null,
       ACC: s.accumulate === true,
       NORM: norm !== undefined,
-      SILU: silu,
-      ...(norm ? { NW_BINDING: 2 + extra.length - 1 } : {}),
+      SILU: silu && !prep,
+      XP: prep,
+      ...(norm && !prep ? { NW_BINDING: 2 + extra.length - 1 } : {}),
       Y_BINDING: 2 + extra.length,
       XOR: xor,
       ADD: add,
@@ -283,16 +308,57 @@ export function linearQ(
     },
   });
   const perGroup = (t.wg / t.tpr) * t.rows;
-  return w.chunks.map((c) => {
-    const params = chunkParams(w, c, { eps: norm?.eps ?? 0, tile });
-    return new Dispatch(
-      gpu,
-      v,
-      [x, c.buffer, ...extra, y],
-      params,
-      grid2d(ceilDiv(c.rows, perGroup)),
-    );
+  return [
+    ...pre,
+    ...w.chunks.map((c) => {
+      const params = chunkParams(w, c, { eps: norm?.eps ?? 0, tile });
+      return new Dispatch(
+        gpu,
+        v,
+        [gx, c.buffer, ...extra, y],
+        params,
+        grid2d(ceilDiv(c.rows, perGroup)),
+      );
+    }),
+  ];
+}
+
+/** The PREPX pass: x (normed by nw without 1 / rms, or silu(gate) · up) as int8 blocks into xp. */
+function prepareX(
+  gpu: Gpu,
+  xp: GPUBuffer,
+  x: BufferArg,
+  w: Weight,
+  norm: LinearShape["norm"],
+  silu: boolean,
+): Dispatch {
+  const v = variant(gpu, {
+    family: "linear_q",
+    entry: "prep",
+    bindings: [...(norm ? ["read" as const] : []), "read", "read_write"],
+    params: Params,
+    defines: {
+      GEMV: true,
+      PREPX: true,
+      XQ: true,
+      Q4: w.dtype === "q4",
+      NORM: norm !== undefined,
+      SILU: silu,
+      ...(norm ? { NW_BINDING: 1 } : {}),
+      Y_BINDING: norm ? 2 : 1,
+      WG: 64,
+      TPR: 1,
+      ROWS: 1,
+      TILE: 1,
+    },
   });
+  return new Dispatch(
+    gpu,
+    v,
+    [x, ...(norm ? [norm.weight] : []), xp],
+    chunkParams(w, w.chunks[0]),
+    grid2d(ceilDiv(w.cols / 32, 64)),
+  );
 }
 
 /** m > 1: per slice of rows, dequantize into the scratch, then the f16 tiled GEMM on that slice. */

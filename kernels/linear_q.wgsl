@@ -33,15 +33,32 @@ const WORDS_PER_GROUP: u32 = 8u;
 // #if NORM: x is RMS-normed on load (a fused Qwen2RMSNorm, as in kernels/linear.wgsl):
 // y = inv_rms · (w · (x ∘ nw)ᵀ) (+ bias) (+ y); every workgroup sums x² while staging x.
 // #if SILU: x is (2k) f32 [gate | up] and the product reads silu(gate) · up.
+// #if PREPX (entry `prep`, with XQ): no product — x is normed (times nw; 1 / rms stays for the
+// GEMV) / silu'd and quantized ONCE into the prepared-x buffer xp, which GEMVs #if XP read instead
+// of staging and quantizing all of x in every workgroup. xp (u32 words, nb = k / 32 blocks):
+// block b's int8 codes at [8b, 8b + 8), its (2^e, Σ codes) as f32 at 8 nb + 2b, and (NORM) its
+// Σ x² of the raw x at 10 nb + b — the same bits stage_block() gives, so results do not change.
+#if XP
+@group(0) @binding(0) var<storage, read> xp: array<vec4<u32>>;  // (11 · nb / 4) prepared x
+#else
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;  // (k / 4) f32 (SILU: (2k / 4))
+#endif
+#ifnot PREPX
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;  // this chunk: codes, then scales
 #if BIAS
 @group(0) @binding(2) var<storage, read> bias: array<f32>;     // (n) f32, by output column
 #endif
+#endif
 #if NORM
+#ifnot XP
 @group(0) @binding({{NW_BINDING}}) var<storage, read> nw: array<vec4<f32>>;  // (k / 4) f32
 #endif
+#endif
+#if PREPX
+@group(0) @binding({{Y_BINDING}}) var<storage, read_write> xpo: array<u32>;  // (11 · nb) prepared x
+#else
 @group(0) @binding({{Y_BINDING}}) var<storage, read_write> y: array<f32>;  // (n) f32
+#endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
 const WG: u32 = {{WG}}u;
@@ -49,11 +66,13 @@ const TPR: u32 = {{TPR}}u;
 const ROWS: u32 = {{ROWS}}u;
 const GROUPS_PER_WG: u32 = WG / TPR;
 
+#ifnot PREPX
 // The f16 scale of flat group f (= row · groups + g) as f32.
 fn scale(f: u32) -> f32 {
   let sw = p.s_base + (f >> 1u);
   return unpack2x16float(w[sw >> 2u][sw & 3u])[f & 1u];
 }
+#endif
 
 // Codes become f32 without int→float conversions (a quarter-rate instruction that bounded the
 // first GEMV): a code field at bit s of a word, OR-ed under the exponent of 2^(23 − s), is the
@@ -98,8 +117,10 @@ fn inv_rms(lid: u32, ss: f32) -> f32 {
   }
   return inverseSqrt(nred[0] / f32(p.k) + p.eps);
 }
+#ifnot XP
 // x vec4 i times the norm weight; 1 / rms is applied in store().
 fn xn(i: u32) -> vec4<f32> { return x[i] * nw[i]; }
+#endif
 #else
 #if SILU
 // silu(gate) · up at x vec4 i; up sits k elements after gate.
@@ -108,7 +129,9 @@ fn xn(i: u32) -> vec4<f32> {
   return g / (vec4<f32>(1.0) + exp(-g)) * x[i + p.k / 4u];
 }
 #else
+#ifnot XP
 fn xn(i: u32) -> vec4<f32> { return x[i]; }
+#endif
 #endif
 #endif
 
@@ -125,13 +148,16 @@ const CV: u32 = 1u;  // vec4<u32> of codes per unit
 #else
 const CV: u32 = 2u;
 #endif
+#ifnot XP
 var<workgroup> xq0: array<vec4<u32>, {{TILE}}u>;  // tile block j: int8 codes of elements 0..15
 var<workgroup> xq1: array<vec4<u32>, {{TILE}}u>;  // elements 16..31
 var<workgroup> xqs: array<vec2<f32>, {{TILE}}u>;  // (2^e, Σ codes)
 
-// Quantizes x block b (elements 32b..32b+31, normed / silu'd) into tile slot j; returns its Σ x²
-// (NORM, of the raw x).
-fn stage_block(b: u32, j: u32) -> f32 {
+// One quantized x block: codes of elements 0..15 and 16..31, (2^e, Σ codes), Σ x² (NORM: raw x).
+struct QBlock { c0: vec4<u32>, c1: vec4<u32>, s: vec2<f32>, ss: f32 }
+
+// Quantizes x block b (elements 32b..32b+31, normed / silu'd).
+fn quant_block(b: u32) -> QBlock {
   var v: array<vec4<f32>, 8>;
   var amax = 0.0;
   var ss = 0.0;
@@ -155,12 +181,40 @@ fn stage_block(b: u32, j: u32) -> f32 {
     sum += c.x + c.y + c.z + c.w;
     words[i] = pack4xI8(c);
   }
-  xq0[j] = vec4<u32>(words[0], words[1], words[2], words[3]);
-  xq1[j] = vec4<u32>(words[4], words[5], words[6], words[7]);
-  xqs[j] = vec2<f32>(ldexp(1.0, e), f32(sum));
-  return ss;
+  return QBlock(vec4<u32>(words[0], words[1], words[2], words[3]),
+    vec4<u32>(words[4], words[5], words[6], words[7]), vec2<f32>(ldexp(1.0, e), f32(sum)), ss);
 }
 
+// Quantizes x block b into tile slot j; returns its Σ x² (NORM).
+fn stage_block(b: u32, j: u32) -> f32 {
+  let q = quant_block(b);
+  xq0[j] = q.c0;
+  xq1[j] = q.c1;
+  xqs[j] = q.s;
+  return q.ss;
+}
+#endif
+
+#if PREPX
+@compute @workgroup_size(64)
+fn prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let b = (wid.x + wid.y * 65535u) * 64u + lid;
+  let nb = p.k / 32u;
+  if (b >= nb) { return; }
+  let q = quant_block(b);
+  for (var i = 0u; i < 4u; i++) {
+    xpo[8u * b + i] = q.c0[i];
+    xpo[8u * b + 4u + i] = q.c1[i];
+  }
+  xpo[8u * nb + 2u * b] = bitcast<u32>(q.s.x);
+  xpo[8u * nb + 2u * b + 1u] = bitcast<u32>(q.s.y);
+#if NORM
+  xpo[10u * nb + b] = bitcast<u32>(q.ss);
+#endif
+}
+#endif
+
+#ifnot PREPX
 // Σ code · c over the block at code vec4 index i (exact; a small integer as f32).
 fn block_dot(i: u32, a: vec4<u32>, b: vec4<u32>, sum: f32) -> f32 {
 #if Q4
@@ -182,6 +236,7 @@ fn block_dot(i: u32, a: vec4<u32>, b: vec4<u32>, sum: f32) -> f32 {
   return f32(d);
 #endif
 }
+#endif
 #else
 // A thread's unit is one vec4<u32> of codes: 32 elements (one group) for Q4, 16 (half a group)
 // for q8. Its x elements are loaded once and reused for the ROWS rows.
@@ -219,6 +274,7 @@ fn unit_dot(q: vec4<u32>, v: XU) -> f32 {
 
 #endif
 
+#ifnot PREPX
 // `rs`: 1 / rms with NORM, else 1.
 fn store(c: u32, acc: f32, rs: f32) {
   let col = p.row_start + c;
@@ -265,6 +321,25 @@ fn main(
     sbase[r] = row * p.groups;
     acc[r] = 0.0;
   }
+#if XP
+  // Prepared x: blocks straight from global memory (k / 32 · 44 bytes, L1/L2-resident), no
+  // staging and no barriers; NORM sums the blocks' Σ x².
+#if NORM
+  for (var b = lid; b < units; b += WG) {
+    let o = 10u * units + b;
+    ss += bitcast<f32>(xp[o >> 2u][o & 3u]);
+  }
+#endif
+  for (var j = t; j < units; j += TPR) {
+    let a = xp[2u * j];
+    let b = xp[2u * j + 1u];
+    let sv = xp[2u * units + (j >> 1u)];
+    let sx = bitcast<vec2<f32>>(select(sv.xy, sv.zw, (j & 1u) == 1u));
+    for (var r = 0u; r < ROWS; r++) {
+      acc[r] += scale(sbase[r] + j) * sx.x * block_dot(base[r] + CV * j, a, b, sx.y);
+    }
+  }
+#else
   for (var u0 = 0u; u0 < units; u0 += p.tile) {
     let tu = min(p.tile, units - u0);
     workgroupBarrier();  // the previous tile is consumed
@@ -280,6 +355,7 @@ fn main(
       }
     }
   }
+#endif
 #else
   var base: array<u32, ROWS>;  // code units before each row
   var sbase: array<u32, ROWS>; // groups before each row
@@ -376,6 +452,7 @@ fn main(
   for (var r = t; r < ROWS && r0 + r < p.rows; r += TPR) { store(r0 + r, red[r * WG + lid - t], f); }
 #endif
 }
+#endif
 #endif
 
 #if DEQUANT

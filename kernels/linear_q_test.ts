@@ -194,6 +194,11 @@ const GEMV_TUNINGS: Partial<LinearQTuning>[] = [
   { wg: 64, tpr: 4, rows: 3, tile: 2, xq: true },
   { wg: 64, tpr: 16, rows: 1, tile: 1, xq: true },
   { wg: 64, tpr: 64, rows: 5, tile: 64, xq: true },
+  // Prepared x (one PREPX pass, then the GEMV reads its blocks): every reduction.
+  { wg: 64, tpr: 1, rows: 2, xq: true, prep: true },
+  { wg: 64, tpr: 4, rows: 3, xq: true, prep: true },
+  { wg: 128, tpr: 32, rows: 1, xq: true, prep: true },
+  { wg: 64, tpr: 64, rows: 5, xq: true, prep: true },
   {},
 ];
 
@@ -297,6 +302,42 @@ Deno.test("linearQ() GEMV: every tuning, int8 / f32 x, fused norm / siluMul, chu
           ds.forEach((d) => d.destroy());
         }
       }
+      destroyWeight(w);
+    }
+  }
+});
+
+Deno.test("linearQ() with prepared x gives the staged int8-x GEMV's bits (norm: its 1 / rms to f32 order)", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(31);
+  for (const dtype of DTYPES) {
+    for (const [n, k, maxChunk] of [[40, 3584, 8 * 3584], [13, 160, undefined]] as const) {
+      const { w } = makeQuant(gpu, n, k, dtype, n * k, maxChunk);
+      const x = randn(rng, 2 * k), nw = randn(rng, k, 1), y0 = randn(rng, n), bias = randn(rng, n);
+      const bnw = uploadArray(gpu, nw);
+      const shapes: [string, LinearShape, boolean][] = [
+        ["plain", { m: 1 }, false],
+        ["norm+bias", { m: 1, norm: { weight: bnw, eps: 1e-6 } }, true],
+        ["silu+acc", { m: 1, siluMul: true, accumulate: true }, false],
+      ];
+      for (const [name, s, useBias] of shapes) {
+        const out: Float32Array[] = [];
+        for (const prep of [false, true]) {
+          const bx = uploadArray(gpu, s.siluMul ? x : x.subarray(0, k));
+          const bb = useBias ? uploadArray(gpu, bias) : null;
+          const by = s.accumulate ? uploadArray(gpu, y0) : createStorage(gpu, n * 4);
+          const ds = linearQ(gpu, by, bx, w, bb, s, { wg: 64, tpr: 8, rows: 2, xq: true, prep });
+          assert.equal(ds.length, w.chunks.length + (prep ? 1 : 0), "one PREPX pass per call");
+          run(gpu, ds);
+          out.push(await readF32(gpu, by, n));
+          [bx, bb, by].forEach((b) => b?.destroy());
+          ds.forEach((d) => d.destroy());
+        }
+        const what = `${dtype} ${n}x${k} ${name}`;
+        if (s.norm) assertClose(out[1], out[0], TOL, what);
+        else assert.deepEqual(out[1], out[0], what);
+      }
+      bnw.destroy();
       destroyWeight(w);
     }
   }
