@@ -384,7 +384,8 @@ export const GEMM_SMS = 132;
  * 0.96 against 1.45) and 4–7 % slower on 3 (vision fc1 at 1564 rows, proj / qkv at 5120): 47.1 ms
  * for all 16 against 50.7 with TILE8 only, 48.4 with PIPE only, 46.9 at each shape's best.
  * Checked at 08:31 (same card, 40 shapes: the 16 plus 256 / 700 / 2048 rows): the default is
- * within 3 % of the faster kernel on 39; 7B at 478 rows o 0.70 / down 3.61 ms (TILE8 0.98 /
+ * within 3 % of the faster kernel on 35 and 7 % on all (run-to-run noise is of that order: vision
+ * fc2 at 1564 rows ran the same PIPE kernel at 1.04 and 0.97 ms); 7B at 478 rows o 0.70 / down 3.61 ms (TILE8 0.98 /
  * 5.23), vision at 1564 patches qkv 0.75 / proj 0.25 / fc2 1.04 ms (TILE8 0.98 / 0.37 / 1.44).
  * Split-k by 2 would help 7B qkv at 478 rows (1.06 against 1.36 ms) and down at 1024 (6.68
  * against 7.20) but costs a partials scratch, so it stays opt-in (`splitK`).
