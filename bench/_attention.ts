@@ -5,8 +5,8 @@
  * After timing, a few output rows of each case are checked against src/ref/attention.ts (f64), so
  * a fast wrong kernel cannot pass unnoticed. Prints a table and writes JSON lines (--out).
  *
- *   deno run -A bench/_attention.ts [--only vision,prefill,decode] [--reps R] [--sweep 0|1|rs]
- *     [--out file.jsonl]
+ *   deno run -A bench/_attention.ts [--only vision,prefill,decode] [--reps R]
+ *     [--sweep 0|1|rs|small] [--seqs 5120,1564] [--out file.jsonl]
  * @module
  */
 import { requestGpu } from "../src/gpu/device.ts";
@@ -32,6 +32,8 @@ const opt = (name: string, def: string) => {
 };
 const only = opt("--only", "vision,prefill,decode").split(",");
 const outFile = opt("--out", "");
+/** Patches per image of the vision cases (5120: a 1280-token image, 1564: 391 tokens). */
+const visionSeqs = opt("--seqs", "5120,1564").split(",").map(Number);
 /** Overrides every case's R (1 for a quick correctness pass on a slow adapter). */
 const repsOverride = Number(opt("--reps", "0"));
 /** Also time the other prefill tilings (--sweep 0: the default only; rs: the row-sliced ones). */
@@ -61,8 +63,19 @@ const RS_TUNINGS: Partial<PrefillTuning>[] = [
   { r: 1, wg: 256 },
   { r: 1, g: 16 },
 ].map((rs) => ({ rs }));
+/** --sweep small: the default against narrower tiles, interleaved twice (for short images). */
+const SMALL_TUNINGS: (Partial<PrefillTuning> | undefined)[] = [
+  undefined,
+  { cv: 1, ty: 8 },
+  { cv: 2, ty: 8 },
+  { cv: 1, ty: 4 },
+  undefined,
+  { cv: 1, ty: 8 },
+];
 const TUNINGS: (Partial<PrefillTuning> | undefined)[] = sweepOpt === "rs"
   ? [undefined, {}, ...RS_TUNINGS] // {}: the tiled kernel, whichever is the default
+  : sweepOpt === "small"
+  ? SMALL_TUNINGS
   : sweep
   ? [
     undefined,
@@ -156,7 +169,7 @@ function report(rec: Record<string, unknown>, ms: number, flop: number) {
 
 // Vision: one image of `seq` patches (one frame), 16 heads × 80, q/k/v in one fused qkv row.
 if (only.includes("vision")) {
-  for (const seq of [5120, 1564]) {
+  for (const seq of visionSeqs) {
     const heads = 16, headDim = 80, E = heads * headDim;
     const qkv = randomBuffer(seq * 3 * E, 11, "qkv");
     const cu = createStorage(gpu, 8, "cu");
