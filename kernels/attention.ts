@@ -14,6 +14,13 @@
  *   (64 / 8 heads): 43.0 → 24.8 µs and 88.0 → 62.1 µs.
  * The Q-resident prefill tiling (fewer barriers, more workgroup memory) lost on the H100 and the
  * H200 (vision 5120: 14.2 vs 10.7 ms) and is opt-in.
+ * The row-sliced prefill (tuning.rs: query rows and output slices in per-thread arrays, K/V tiles
+ * read as broadcasts, two barriers per tile) lost by 5–10× on the H100 (/tmp/devq vattn-1,
+ * 2026-11-28 08:32, vision 5120: best 53.3 ms {wg: 256} / 53.8 ms {pf, bk: 16} against 10.6 ms
+ * tiled; 1564: 6.23 ms against 1.30 ms), and its time grows with the key tile and the rows per
+ * thread — the signature of per-thread arrays left in local memory rather than registers (the
+ * tiled kernel keeps its accumulators in named mat4x4 values for that reason). It is opt-in,
+ * tested, and kept as the base for a version with named (unrolled) registers.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
@@ -201,8 +208,8 @@ function rowSliceTuning(
 }
 
 /**
- * The row-sliced shape vision attention runs by default, or null for the tiled kernel
- * (see the module doc for the measurements behind it).
+ * The row-sliced shape vision attention runs by default, or null for the tiled kernel: null, as
+ * the row-sliced kernel measured 5× slower on the H100 (module doc).
  */
 const VISION_DEFAULT_RS: Partial<RowSliceTuning> | null = null;
 

@@ -67,6 +67,8 @@ fn key_range(i: u32) -> vec2<u32> {
 // score and as many for P·V. A score is the sum of the T lanes' partial dots (log2 T shuffles);
 // then every lane of the group holds the same scores, so each runs the rows' online softmax
 // (max, Σ exp, in base 2 with log2(e) folded into the query scale) on its own, G keys at a time.
+// Opt-in: 5–10× slower than the tiled kernel on the H100 (kernels/attention.ts module doc); its
+// per-thread arrays (qr, o, s) most likely live in local memory there, not in registers.
 const T: u32 = {{T}}u;         // lanes per row group (a power of two ≤ the subgroup size)
 const R: u32 = {{R}}u;         // query rows per thread
 const SL: u32 = HD4 / T;       // vec4 columns per lane
