@@ -278,14 +278,12 @@ if (only.includes("decode")) {
     const DECODE_TUNINGS: Partial<DecodeAttentionShape>[] = sweep
       ? [
         { kernel: "v1" },
-        { kernel: "v3" },
-        { kernel: "v3", splits: 32 },
-        { kernel: "v3", splits: 16 },
-        { kernel: "v3", splits: 8 },
-        { kernel: "v3", chunk: 16 },
-        { kernel: "v3", chunk: 16, splits: 32 },
-        { kernel: "v3", chunk: 8, splits: 64 },
-        { kernel: "v2", splits: 32, qreg: true },
+        {},
+        { splits: 64 },
+        { splits: 32 },
+        { splits: 16 },
+        { chunk: 16 },
+        { chunk: 16, splits: 32 },
       ]
       : [{}];
     for (const tuning of DECODE_TUNINGS) {

@@ -12,6 +12,12 @@
  *   753–787 µs (≈ 10 TFLOP/s).
  * - 7B decode (28 / 4 heads): 33.7 → 17.5 µs at 600 keys, 51.0 → 44.0 µs at 4096; 72B decode
  *   (64 / 8 heads): 43.0 → 24.8 µs and 88.0 → 62.1 µs.
+ * Decode on the NVIDIA H100 80GB HBM3, 2026-11-28 08:30 UTC (bench/_attention.ts --only decode,
+ * same run): v1 → v3 (loads of a chunk issued together, 4-wide chains) at the default splits:
+ * 7B 23.3 → 14.6 µs at 600 keys, 42.8 → 25.6 µs at 4096 (32 splits); 72B 23.4 → 15.8 µs and
+ * 63.1 → 41.9 µs (16 splits). A one-barrier-per-step variant reading K/V per thread from global
+ * memory (v2) ran 34–200 µs: loads inside a loop cost a memory latency per iteration there. The
+ * chain's floor (a 16-byte fill dispatch) is 4.6 µs.
  * The Q-resident prefill tiling (fewer barriers, more workgroup memory) lost on the H100 and the
  * H200 (vision 5120: 14.2 vs 10.7 ms) and is opt-in.
  * The row-sliced prefill (tuning.rs: query rows and output slices in per-thread arrays, K/V tiles
@@ -224,6 +230,15 @@ function defaultRowSlice(gpu: Gpu, headDim: number): Partial<RowSliceTuning> | u
   }
 }
 
+/**
+ * Vision attention's tiling at head_dim 80 for short inputs (fewer than VISION_NARROW_BELOW
+ * patches over all images): 32 query rows per workgroup instead of 64 and one vec4 output
+ * column per thread, so the grid has twice the workgroups and fills the GPU's waves better.
+ * (0: not measured yet.)
+ */
+const VISION_NARROW: Partial<PrefillTuning> = { cv: 1, ty: 8 };
+const VISION_NARROW_BELOW = 0;
+
 /** The tilings tried in order (the first that fits wins), unless a tuning is given. */
 function prefillCandidates(headDim: number, t?: Partial<PrefillTuning>): PrefillTuning[] {
   const hd4 = headDim / 4;
@@ -324,7 +339,12 @@ function prefillDispatch(
       PF: rs.pf,
     };
   } else {
-    const l = prefillLayout(r.headDim, prefillTuning(gpu, what, r.headDim, tuning));
+    const narrow = tuning === undefined && vision && r.headDim === 80 &&
+      seq < VISION_NARROW_BELOW;
+    const l = prefillLayout(
+      r.headDim,
+      prefillTuning(gpu, what, r.headDim, narrow ? VISION_NARROW : tuning),
+    );
     bq = l.bq;
     defines = l.defines;
   }
@@ -430,31 +450,23 @@ export interface DecodeAttentionShape extends AttentionHeads {
   /** Rows of the KV cache (the most keys a step can attend to). */
   maxTokens: number;
   /**
-   * Most workgroups sharing one head block's keys (flash-decoding splits, ≤ 128; v1: ≤ 64).
-   * Default: about 512 workgroups over all head blocks at a full cache (v1: 256).
+   * Most workgroups sharing one head block's keys (flash-decoding splits, ≤ 64). Default: about
+   * 128 workgroups over all head blocks at a long context (H100: 7B 32 splits, 72B 16 — at
+   * 4096 keys 25.6 µs against 32.2 µs with 64, and 41.9 against 46.8 µs with 32).
    */
   splits?: number;
-  /** Keys a decode workgroup takes per step (v2 default 8; v1: 8, 16 or 32, default 32). */
-  chunk?: 4 | 8 | 16 | 32;
-  /** v2: threads per (query head, key) dot product: 1, 2 or 4 (default 4). */
-  tpk?: 1 | 2 | 4;
-  /** v2: each score thread reads its query slice into registers (no staging barrier). */
-  qreg?: boolean;
+  /** Keys a decode workgroup takes per step: 8, 16 or 32 (default: 32, less if memory says so). */
+  chunk?: 8 | 16 | 32;
   /**
-   * Kernel: "v1" (default: K/V chunks staged in workgroup memory, four barriers per chunk), "v3"
-   * (v1 with every chunk's loads issued together and the inner loops four chains wide), or "v2"
-   * (one barrier per step, K/V read per thread from global memory).
+   * "v3" (default): a chunk's K/V loads issued together, the query read overlapped with them,
+   * four independent chains in the inner loops, merge loads eight splits at a time; "v1": the
+   * same kernel with plain loops (kept as the benchmark's baseline).
    */
-  kernel?: "v1" | "v2" | "v3";
-  /**
-   * v2: who merges the splits: "last" (the last workgroup of a head block to finish, one
-   * dispatch; default) or "dispatch" (a second dispatch, one workgroup per query head).
-   */
-  merge?: "last" | "dispatch";
+  kernel?: "v1" | "v3";
 }
 
 /** Most splits: the merge stages every split's statistics in workgroup memory (MAXS). */
-const MAX_SPLITS = { v1: 64, v2: 128, v3: 64 };
+const MAX_SPLITS = 64;
 
 /** Query heads per decode workgroup: the largest divisor of the GQA group ≤ 8 with G · hd4 ≤ 256. */
 function decodeGroup(s: DecodeAttentionShape): number {
@@ -466,14 +478,8 @@ function decodeGroup(s: DecodeAttentionShape): number {
 }
 
 function splitsOf(s: DecodeAttentionShape): number {
-  const kernel = s.kernel ?? "v1";
-  const blocks = s.heads / decodeGroup(s);
-  const want = s.splits ??
-    (kernel !== "v2"
-      ? Math.max(16, Math.ceil(256 / (s.kvHeads ?? s.heads)))
-      : Math.ceil(512 / blocks));
-  const chunk = s.chunk ?? (kernel !== "v2" ? 32 : 8);
-  return Math.max(1, Math.min(want, MAX_SPLITS[kernel], ceilDiv(s.maxTokens, chunk)));
+  const want = s.splits ?? Math.ceil(128 / (s.heads / decodeGroup(s)));
+  return Math.max(1, Math.min(want, MAX_SPLITS, ceilDiv(s.maxTokens, s.chunk ?? 32)));
 }
 
 /**
@@ -493,7 +499,7 @@ function decodeTiling(gpu: Gpu, s: DecodeAttentionShape, group: number) {
   const hd4 = s.headDim / 4;
   const bytes = (g: number, chunk: number) =>
     16 * (g * hd4 + chunk * (hd4 + 1) + chunk * hd4) + 4 * (2 * g * chunk + 2 * g) +
-    8 * g * MAX_SPLITS.v1 + 4;
+    8 * g * MAX_SPLITS + 4;
   for (const chunk of s.chunk ? [s.chunk] : [32, 16, 8]) {
     for (let g = Math.min(group, 8); g >= 1; g--) {
       if (
@@ -505,24 +511,6 @@ function decodeTiling(gpu: Gpu, s: DecodeAttentionShape, group: number) {
   throw new InvalidInputError(
     `decodeAttention: head_dim ${s.headDim} needs more workgroup memory than the adapter has`,
   );
-}
-
-/** v2 defines: G heads per workgroup, CK keys per step, TPK threads per dot, WG threads. */
-function decodeV2Defines(s: DecodeAttentionShape) {
-  const g = decodeGroup(s), hd4 = s.headDim / 4;
-  let ck: number = s.chunk ?? 8, tpk: number = s.tpk ?? 4;
-  if (hd4 % tpk) tpk = hd4 % 2 ? 1 : 2;
-  while (g * ck * tpk > DECODE_WG && ck > 1) ck /= 2;
-  const wg = Math.ceil(Math.max(g * ck * tpk, g * hd4) / 32) * 32;
-  return {
-    GROUP: g,
-    CHUNK: ck,
-    TPK: tpk,
-    WG: wg,
-    MAXS: MAX_SPLITS.v2,
-    V2: true,
-    QREG: s.qreg ?? false,
-  };
 }
 
 /**
@@ -552,43 +540,28 @@ export function decodeAttention(
   const r = resolve("decodeAttention", s, q, k, v);
   const nsplit = splitsOf(s);
   checkSize("decodeAttention scratch", scratch, decodeAttentionScratchBytes(s));
-  let defines: Record<string, number | boolean>, group: number;
-  if (s.kernel !== "v2") {
-    const t = decodeTiling(gpu, s, r.group);
-    group = t.group;
-    defines = { GROUP: t.group, CHUNK: t.chunk, MAXS: MAX_SPLITS.v1, UNR: s.kernel === "v3" };
-  } else {
-    defines = decodeV2Defines(s);
-    group = defines.GROUP as number;
-  }
-  const sep = s.kernel === "v2" && s.merge === "dispatch";
+  const t = decodeTiling(gpu, s, r.group);
   const vt = variant(gpu, {
     family: "attention",
     entry: "decode",
     bindings: ["read", "read", "read", "read", "read_write", "read_write"],
     params: Params,
-    defines: { HD: s.headDim, DECODE: true, SEP: sep, ...defines },
+    defines: {
+      HD: s.headDim,
+      DECODE: true,
+      GROUP: t.group,
+      CHUNK: t.chunk,
+      MAXS: MAX_SPLITS,
+      UNR: (s.kernel ?? "v3") === "v3",
+    },
   });
-  const params = pack(r, { seq: 1, nsplit });
-  const ds = [
+  return [
     new Dispatch(
       gpu,
       vt,
       [q.buffer, k.buffer, v.buffer, state, scratch, out],
-      params,
-      [nsplit, s.heads / group],
+      pack(r, { seq: 1, nsplit }),
+      [nsplit, s.heads / t.group],
     ),
   ];
-  if (sep) {
-    const ms = Math.max(1, Math.min(8, Math.floor(DECODE_WG / (s.headDim / 4))));
-    const mt = variant(gpu, {
-      family: "attention",
-      entry: "decode_merge",
-      bindings: ["read", "read", "read_write"],
-      params: Params,
-      defines: { HD: s.headDim, DECODE: true, MERGE: true, MS: ms, ...defines },
-    });
-    ds.push(new Dispatch(gpu, mt, [state, scratch, out], params, [s.heads]));
-  }
-  return ds;
 }

@@ -206,8 +206,8 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
   const maxTokens = 700;
   const state = createDecodeState(gpu);
   // [headDim, heads, kvHeads, n, options]: splits 1 and 2 make one workgroup walk many key
-  // steps (online softmax); the defaults spread the keys over up to 128 splits (merged). n and
-  // n + 130 land mid-step and mid-split for every chunk size here.
+  // steps (online softmax); the others spread the keys over up to 22 splits (merged, eight per
+  // batch, so a partial last batch too). n and n + 130 land mid-chunk and mid-split.
   const cases: [number, number, number, number, Partial<DecodeAttentionShape>][] = [
     [16, 2, 1, 1, {}],
     [80, 4, 2, 37, {}],
@@ -216,19 +216,13 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
     [128, 4, 4, 129, {}],
     [128, 7, 1, 300, { splits: 1 }],
     [80, 2, 1, 600, { splits: 2 }],
-    [16, 8, 1, 77, { kernel: "v2", chunk: 32, tpk: 1 }],
-    [80, 7, 7, 411, { kernel: "v2", chunk: 4, tpk: 2, splits: 100 }],
-    [128, 8, 1, 600, { kernel: "v2", merge: "dispatch" }],
-    [80, 2, 1, 33, { kernel: "v2", merge: "dispatch", splits: 3 }],
-    [128, 7, 1, 300, { kernel: "v2", qreg: true }],
-    [16, 4, 2, 45, { kernel: "v2", qreg: true, tpk: 2, merge: "dispatch" }],
-    [128, 7, 1, 300, { kernel: "v3", chunk: 8 }],
-    [80, 2, 1, 600, { kernel: "v3", splits: 2 }],
-    [16, 2, 1, 1, { kernel: "v3" }],
-    [128, 8, 1, 600, { kernel: "v3" }],
-    [80, 4, 2, 37, { kernel: "v3", chunk: 16 }],
-    [128, 4, 4, 129, { kernel: "v3", splits: 64 }],
-    [128, 7, 1, 531, { kernel: "v2", chunk: 16, tpk: 2, splits: 64 }],
+    [128, 7, 1, 300, { chunk: 8 }],
+    [80, 4, 2, 37, { chunk: 16 }],
+    [128, 4, 4, 129, { splits: 64 }],
+    [128, 8, 1, 600, { splits: 64 }],
+    [128, 7, 1, 300, { kernel: "v1", chunk: 8 }],
+    [80, 2, 1, 600, { kernel: "v1", splits: 2 }],
+    [128, 8, 1, 600, { kernel: "v1", splits: 64 }],
   ];
   for (const [headDim, heads, kvHeads, n, opts] of cases) {
     const s: DecodeAttentionShape = { headDim, heads, kvHeads, maxTokens, ...opts };
