@@ -8,7 +8,7 @@
  * the cost of quantizing x to int8).
  *
  *   deno run -A bench/_gemm.ts [--dtypes f16,q8,q4] [--variants linear,gemmq,gemmq:8x2x2x2]
- *     [--shapes vision,7b,72b] [--ms 256,700] [--target-ms 60] [--out file.jsonl] [--small]
+ *     [--shapes vision,7b,72b] [--ms 256,700 [--only-ms]] [--target-ms 60] [--out file.jsonl] [--small]
  * Variants: linear (linear() as callers get it: f16 tile 8 or the pipelined tile by
  * gemmKernel(); q8 linear_q's dequantize + GEMM; q4 gemmQ, kernels/linear_q.ts PREFILL_INT8),
  * tile4 / tile8 (f16: linear()'s tile override), pipe[-sN][-noload] (f16: the pipelined tile;
@@ -96,8 +96,10 @@ function makeWeight(gpu: Gpu, rows: number, cols: number, dtype: string, seed: n
 // [group, label, m, k, n]
 const SHAPES: [string, string, number, number, number][] = [];
 // --ms adds prompt / patch counts to the vision and 7B shapes (wave-quantization checks).
+// --only-ms: those alone.
 const extraMs = opt("--ms", "").split(",").filter((v) => v !== "").map(Number);
-for (const m of [5120, 1564, ...extraMs]) {
+const onlyMs = args.includes("--only-ms");
+for (const m of onlyMs ? extraMs : [5120, 1564, ...extraMs]) {
   SHAPES.push(
     ["vision", "qkv", m, 1280, 3840],
     ["vision", "proj", m, 1280, 1280],
@@ -105,7 +107,7 @@ for (const m of [5120, 1564, ...extraMs]) {
     ["vision", "fc2", m, 5120, 1280],
   );
 }
-for (const m of [478, 1024, ...extraMs]) {
+for (const m of onlyMs ? extraMs : [478, 1024, ...extraMs]) {
   SHAPES.push(
     ["7b", "qkv", m, 3584, 4608],
     ["7b", "o", m, 3584, 3584],

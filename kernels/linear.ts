@@ -286,11 +286,15 @@ export function linear(
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
   const gemv = m === 1;
-  // Without a kernel override (tile / pipe), m ≥ 128 picks tile 8 or PIPE by shape.
-  const pipe = !gemv &&
-    (t.pipe ?? (t.tile === undefined &&
-      gemmKernel(m, Math.max(...w.chunks.map((c) => c.rows))) === "pipe"));
-  if (pipe) return pipeLinear(gpu, y, x, w, bias, s, t);
+  // Without a kernel override (tile / pipe), m ≥ 128 picks tile 8 or PIPE (and its split-k) by
+  // shape.
+  if (!gemv && t.pipe === undefined && t.tile === undefined) {
+    const pick = gemmKernel(m, Math.max(...w.chunks.map((c) => c.rows)), w.cols);
+    if (pick.kernel === "pipe") {
+      return pipeLinear(gpu, y, x, w, bias, s, { ...t, splitK: t.splitK ?? pick.splitK });
+    }
+  }
+  if (!gemv && t.pipe) return pipeLinear(gpu, y, x, w, bias, s, t);
   const pack8 = gemv && t.gemvPack8 && w.dtype === "f16" && w.cols % 8 === 0;
   const loads = w.cols / (pack8 ? 8 : w.cols % 4 === 0 ? 4 : 1); // per weight row
   // The small-k path shuffles within TPR lanes of one subgroup: it needs the minimum size.
@@ -371,31 +375,45 @@ export function linear(
  */
 export const GEMM_SMS = 132;
 
+/** A tiled kernel choice of {@link gemmKernel}. */
+export interface GemmChoice {
+  kernel: "tile4" | "tile8" | "pipe";
+  /** PIPE: k split over this many workgroups per output tile (then a sum pass). */
+  splitK: number;
+}
+
 /**
  * The tiled kernel {@link linear} runs for m > 1 without a tuning override: "tile4" below m = 128,
- * else "tile8" or "pipe" (the double-buffered pipelined kernel), both 128 × 128 output tiles, by
- * wave quantization. On the H100 (bench/_gemm.ts, 2026-11-28 07:28, f16, 16 vision / 7B prefill
- * shapes) PIPE runs at full speed (≈ 21–22 TFLOP/s) with one workgroup per SM, TILE8 needs two
- * (≈ 20–23 TFLOP/s; one per SM ≈ half: its loads are consumed right after issue). So a shape of T
- * tiles runs at efficiency T / (slots · ⌈T / slots⌉) with 132 PIPE slots against 264 TILE8 slots,
- * and PIPE is taken where that beats TILE8 by more than TILE8's ≈ 5 % higher saturated rate. On
- * the 16 measured shapes this is within 2 % of the faster kernel on 13 (7B o and down at 478 rows,
- * 112 tiles: PIPE 0.69 / 3.61 ms against TILE8 1.03 / 5.28; vision fc2 at 1564 rows, 130 tiles:
- * 0.96 against 1.45) and 4–7 % slower on 3 (vision fc1 at 1564 rows, proj / qkv at 5120): 47.1 ms
- * for all 16 against 50.7 with TILE8 only, 48.4 with PIPE only, 46.9 at each shape's best.
- * Checked at 08:31 (same card, 40 shapes: the 16 plus 256 / 700 / 2048 rows): the default is
- * within 3 % of the faster kernel on 35 and 7 % on all (run-to-run noise is of that order: vision
- * fc2 at 1564 rows ran the same PIPE kernel at 1.04 and 0.97 ms); 7B at 478 rows o 0.70 / down 3.61 ms (TILE8 0.98 /
- * 5.23), vision at 1564 patches qkv 0.75 / proj 0.25 / fc2 1.04 ms (TILE8 0.98 / 0.37 / 1.44).
- * Split-k by 2 would help 7B qkv at 478 rows (1.06 against 1.36 ms) and down at 1024 (6.68
- * against 7.20) but costs a partials scratch, so it stays opt-in (`splitK`).
+ * else "tile8" or "pipe" (the double-buffered pipelined kernel, maybe split-k), both 128 × 128
+ * output tiles, by wave quantization. On the H100 (bench/_gemm.ts, 2026-11-28, f16, vision and
+ * 7B prefill shapes) PIPE runs at full speed (≈ 21–22 TFLOP/s) with one workgroup per SM, TILE8
+ * needs two (≈ 20–23 TFLOP/s; one per SM ≈ half: its loads are consumed right after issue). So T
+ * tiles run at efficiency T / (slots · ⌈T / slots⌉) with 132 PIPE slots against 264 TILE8 slots,
+ * and PIPE is taken where that beats TILE8 by more than TILE8's ≈ 5 % higher saturated rate.
+ * Below three PIPE waves (T < 396) and at k ≥ 1024, PIPE may split k in two (2T workgroups, half
+ * k each), taken where its efficiency gain beats the sum pass (5 %).
+ * Measured (07:28 and 08:31 runs): over 40 shapes (m 256 / 478 / 700 / 1024 / 1564 / 2048 / 5120)
+ * the unsplit choice was within 2 % of the faster of TILE8 and PIPE on 37 and 3–5 % slower on 3
+ * (k = 1280 shapes where both fill the card alike): 125.7 ms for all 40 against 132.7 with TILE8
+ * only, 131.2 with PIPE only, 125.6 at each shape's best (7B o / down at 478 rows, 112 tiles: PIPE
+ * 0.70 / 3.61 ms against TILE8 0.98 / 5.23). Split k in two measured only on the 7B shapes at 478
+ * and 1024 rows: 7B qkv (144 / 288 tiles) 1.06 / 1.58 ms against 1.28 / 2.08 (TILE8 / PIPE), where the
+ * model expects it; o, down (112 tiles: no wave gain) and gate_up within 3 % either way.
  * @param rows output columns of the largest weight chunk
+ * @param k the reduction length (weight columns)
  */
-export function gemmKernel(m: number, rows: number): "tile4" | "tile8" | "pipe" {
-  if (m < 128) return "tile4";
+export function gemmKernel(m: number, rows: number, k: number): GemmChoice {
+  if (m < 128) return { kernel: "tile4", splitK: 1 };
   const tiles = ceilDiv(m, 128) * ceilDiv(rows, 128);
-  const eff = (slots: number) => tiles / (slots * ceilDiv(tiles, slots));
-  return 22 * eff(GEMM_SMS) > 23 * eff(2 * GEMM_SMS) ? "pipe" : "tile8";
+  const eff = (t: number, slots: number) => t / (slots * ceilDiv(t, slots));
+  let best: GemmChoice = { kernel: "tile8", splitK: 1 };
+  let score = 23 * eff(tiles, 2 * GEMM_SMS);
+  for (const splitK of [1, 2]) {
+    if (splitK > 1 && (tiles >= 3 * GEMM_SMS || k < 1024)) continue;
+    const sc = 22 * eff(tiles * splitK, GEMM_SMS) * (splitK > 1 ? 0.95 : 1);
+    if (sc > score) [best, score] = [{ kernel: "pipe", splitK }, sc];
+  }
+  return best;
 }
 
 /** Split-k partial products: one scratch per device, grown when too small. */

@@ -153,22 +153,33 @@ Deno.test("linear()'s pipelined tiled GEMM matches the reference for every optio
   }
 });
 
-// The H100 measurements gemmKernel() encodes (bench/_gemm.ts 2026-11-28 07:28): PIPE where its
-// one-workgroup-per-SM waves fill the card better (7B o / down at 478 rows, 112 tiles: 1.5× faster;
-// vision at 1564 patches), TILE8 where both fill it alike (7B at 1024 rows but qkv, vision fc2 at
-// 5120), tile 4 below 128 rows. linear()'s default at m ≥ 128 runs the choice: the reference
-// comparisons at m = 130 / 600 above go through PIPE (few tiles), the tile-8 override below.
-Deno.test("gemmKernel() picks the pipelined kernel where its waves fill the H100 better, else tile 8 (tile 4 below 128 rows)", () => {
-  const pick = gemmKernel;
-  assert.equal(pick(37, 37888), "tile4");
-  assert.equal(pick(127, 3584), "tile4");
-  for (const n of [3584, 37888]) assert.equal(pick(478, n), "pipe"); // o, down; gate_up
-  assert.equal(pick(478, 4608), "tile8"); // qkv: 144 tiles, one uneven wave either way
-  for (const n of [1280, 3840]) assert.equal(pick(1564, n), "pipe");
-  assert.equal(pick(1024, 4608), "pipe"); // 288 tiles: 3 PIPE waves against 2 TILE8 (the 2nd 9 % full)
-  for (const n of [3584, 37888]) assert.equal(pick(1024, n), "tile8");
-  assert.equal(pick(5120, 1280), "tile8");
-  assert.equal(pick(5120, 5120), "pipe");
+// The H100 measurements gemmKernel() encodes (bench/_gemm.ts 2026-11-28 07:28 / 08:31): PIPE where
+// its one-workgroup-per-SM waves fill the card better (7B o / down at 478 rows, 112 tiles: 1.4×
+// faster; vision at 1564 patches), split in two where that fills the waves better (7B qkv at 478 /
+// 1024 rows, 144 / 288 tiles: 1.2× / 1.3×), TILE8 where both fill it alike (7B at 1024 rows but qkv, vision fc2 at 5120),
+// tile 4 below 128 rows. linear()'s default at m ≥ 128 runs the choice: the reference comparisons
+// at m = 130 / 600 above go through PIPE (few tiles), the tile-8 override below.
+Deno.test("gemmKernel() picks the pipelined kernel (split-k) where its waves fill the H100 better, else tile 8 (tile 4 below 128 rows)", () => {
+  const pick = (m: number, n: number, k: number) => {
+    const c = gemmKernel(m, n, k);
+    return c.splitK > 1 ? `${c.kernel}-s${c.splitK}` : c.kernel;
+  };
+  assert.equal(pick(37, 37888, 3584), "tile4");
+  assert.equal(pick(127, 3584, 3584), "tile4");
+  for (const [n, k] of [[3584, 3584], [37888, 3584], [3584, 18944]]) {
+    assert.equal(pick(478, n, k), "pipe"); // o, gate_up, down
+  }
+  assert.equal(pick(478, 4608, 3584), "pipe-s2"); // qkv: 144 tiles → 288 in 3 PIPE waves
+  assert.equal(pick(478, 4608, 512), "tile8"); // too short a k to split
+  for (const [n, k] of [[1280, 1280], [3840, 1280], [1280, 5120]]) {
+    assert.equal(pick(1564, n, k), "pipe");
+  }
+  assert.equal(pick(1024, 4608, 3584), "pipe-s2"); // 288 tiles → 576 in 5 PIPE waves
+  for (const [n, k] of [[3584, 3584], [37888, 3584], [3584, 18944]]) {
+    assert.equal(pick(1024, n, k), "tile8");
+  }
+  assert.equal(pick(5120, 1280, 5120), "tile8");
+  assert.equal(pick(5120, 5120, 1280), "pipe");
 });
 
 // Small k at m = 1 takes the small-k GEMV (1–8 threads per row here, see gemvThreadsPerRow):
