@@ -27,6 +27,11 @@
  * thread — the signature of per-thread arrays left in local memory rather than registers (the
  * tiled kernel keeps its accumulators in named mat4x4 values for that reason). It is opt-in,
  * tested, and kept as the base for a version with named (unrolled) registers.
+ * Narrower tiled shapes for short images (H100, 2026-11-28 08:48, bench/_attention.ts --sweep
+ * small, two runs each): {cv: 1, ty: 8} (32 query rows per workgroup) beats the default only at
+ * 1564 patches (1272 against 1325–1355 µs) and loses at 1024 (484 / 426), 2560 (3435 / 3190),
+ * 3600 (6509 / 5972) and 5120 (13055 / 10702); {cv: 2, ty: 8} and {cv: 1, ty: 4} lose
+ * everywhere. The default stays {cv: 2, ty: 16} at every length.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
@@ -230,15 +235,6 @@ function defaultRowSlice(gpu: Gpu, headDim: number): Partial<RowSliceTuning> | u
   }
 }
 
-/**
- * Vision attention's tiling at head_dim 80 for short inputs (fewer than VISION_NARROW_BELOW
- * patches over all images): 32 query rows per workgroup instead of 64 and one vec4 output
- * column per thread, so the grid has twice the workgroups and fills the GPU's waves better.
- * (0: not measured yet.)
- */
-const VISION_NARROW: Partial<PrefillTuning> = { cv: 1, ty: 8 };
-const VISION_NARROW_BELOW = 0;
-
 /** The tilings tried in order (the first that fits wins), unless a tuning is given. */
 function prefillCandidates(headDim: number, t?: Partial<PrefillTuning>): PrefillTuning[] {
   const hd4 = headDim / 4;
@@ -339,12 +335,7 @@ function prefillDispatch(
       PF: rs.pf,
     };
   } else {
-    const narrow = tuning === undefined && vision && r.headDim === 80 &&
-      seq < VISION_NARROW_BELOW;
-    const l = prefillLayout(
-      r.headDim,
-      prefillTuning(gpu, what, r.headDim, narrow ? VISION_NARROW : tuning),
-    );
+    const l = prefillLayout(r.headDim, prefillTuning(gpu, what, r.headDim, tuning));
     bq = l.bq;
     defines = l.defines;
   }
