@@ -27,6 +27,7 @@ import {
   writeQuantRows,
 } from "../../kernels/linear_q.ts";
 import { run } from "../../kernels/_kernel.ts";
+import { gemmKernel } from "../../kernels/linear.ts";
 import { convertRows, type SourceDType } from "../../kernels/convert.ts";
 import type { SafetensorsCheckpoint } from "../safetensors.ts";
 import type { Qwen2VLConfig } from "./config.ts";
@@ -396,6 +397,7 @@ export function estimateMemory(
     ...quant.filter((pt) => PREFILL_INT8[pt.dtype as QuantDType]).map((pt) => pt.cols),
   );
   activations += chunk * int8K * (1 + 4 / 32);
+  activations += splitKScratchBytes(plan, chunk);
   let largest = 0;
   for (const pt of plan.tensors.values()) {
     const bytes = pt.kind === "matrix"
@@ -411,6 +413,22 @@ export function estimateMemory(
     total: plan.weightBytes + kvCache + activations,
     largestBuffer: largest,
   };
+}
+
+/**
+ * The largest per-device split-k scratch (kernels/linear.ts) prefill's f16 / f32 decoder matrices
+ * ask for at any chunk length up to `chunk`: splits · m · chunk rows f32 partial products.
+ */
+function splitKScratchBytes(plan: WeightPlan, chunk: number): number {
+  let bytes = 0;
+  for (const pt of plan.tensors.values()) {
+    if (pt.kind !== "matrix" || isQuant(pt.dtype) || !pt.key.startsWith("text.layers.")) continue;
+    for (let m = 2; m <= chunk; m++) {
+      const { splitK } = gemmKernel(m, pt.rowsPerChunk, pt.cols);
+      if (splitK > 1) bytes = Math.max(bytes, splitK * m * pt.rowsPerChunk * 4);
+    }
+  }
+  return bytes;
 }
 
 /** The model's tensors on the GPU, by the plan's logical keys. */
