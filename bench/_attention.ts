@@ -6,7 +6,7 @@
  * a fast wrong kernel cannot pass unnoticed. Prints a table and writes JSON lines (--out).
  *
  *   deno run -A bench/_attention.ts [--only vision,prefill,decode] [--reps R]
- *     [--sweep 0|1|rs|small] [--seqs 5120,1564] [--out file.jsonl]
+ *     [--sweep 0|1|small] [--seqs 5120,1564] [--out file.jsonl]
  * @module
  */
 import { requestGpu } from "../src/gpu/device.ts";
@@ -36,17 +36,9 @@ const outFile = opt("--out", "");
 const visionSeqs = opt("--seqs", "5120,1564").split(",").map(Number);
 /** Overrides every case's R (1 for a quick correctness pass on a slow adapter). */
 const repsOverride = Number(opt("--reps", "0"));
-/** Also time the other prefill tilings (--sweep 0: the default only; rs: the row-sliced ones). */
+/** Also time the other prefill tilings (--sweep 0: the default only; small: narrower tiles). */
 const sweepOpt = opt("--sweep", "1");
 const sweep = sweepOpt !== "0";
-/** Row-sliced prefill shapes (kernels/attention.ts RowSliceTuning) timed by --sweep rs. */
-const RS_TUNINGS: Partial<PrefillTuning>[] = [
-  // The fastest shapes of the H100 sweep (2026-11-28: all 5–10× slower than the tiled kernel).
-  {},
-  { wg: 256 },
-  { bk: 16 },
-  { pf: true, bk: 16 },
-].map((rs) => ({ rs }));
 /** --sweep small: the default against narrower tiles, interleaved twice (for short images). */
 const SMALL_TUNINGS: (Partial<PrefillTuning> | undefined)[] = [
   undefined,
@@ -56,9 +48,7 @@ const SMALL_TUNINGS: (Partial<PrefillTuning> | undefined)[] = [
   undefined,
   { cv: 1, ty: 8 },
 ];
-const TUNINGS: (Partial<PrefillTuning> | undefined)[] = sweepOpt === "rs"
-  ? [undefined, {}, ...RS_TUNINGS] // {}: the tiled kernel, whichever is the default
-  : sweepOpt === "small"
+const TUNINGS: (Partial<PrefillTuning> | undefined)[] = sweepOpt === "small"
   ? SMALL_TUNINGS
   : sweep
   ? [

@@ -20,13 +20,13 @@
  * chain's floor (a 16-byte fill dispatch) is 4.6 µs.
  * The Q-resident prefill tiling (fewer barriers, more workgroup memory) lost on the H100 and the
  * H200 (vision 5120: 14.2 vs 10.7 ms) and is opt-in.
- * The row-sliced prefill (tuning.rs: query rows and output slices in per-thread arrays, K/V tiles
+ * A row-sliced prefill (query rows and output slices in per-thread arrays, K/V tiles
  * read as broadcasts, two barriers per tile) lost by 5–10× on the H100 (/tmp/devq vattn-1,
  * 2026-11-28 08:32, vision 5120: best 53.3 ms {wg: 256} / 53.8 ms {pf, bk: 16} against 10.6 ms
  * tiled; 1564: 6.23 ms against 1.30 ms), and its time grows with the key tile and the rows per
  * thread — the signature of per-thread arrays left in local memory rather than registers (the
- * tiled kernel keeps its accumulators in named mat4x4 values for that reason). It is opt-in,
- * tested, and kept as the base for a version with named (unrolled) registers.
+ * tiled kernel keeps its accumulators in named mat4x4 values for that reason). It was removed
+ * (commit df12509 has it); a retry would need named, unrolled registers.
  * Narrower tiled shapes for short images (H100, 2026-11-28 08:48, bench/_attention.ts --sweep
  * small, two runs each): {cv: 1, ty: 8} (32 query rows per workgroup) beats the default only at
  * 1564 patches (1272 against 1325–1355 µs) and loses at 1024 (484 / 426), 2560 (3435 / 3190),
@@ -159,80 +159,6 @@ export interface PrefillTuning {
   dc: number;
   kc: number;
   qres: boolean;
-  /** The row-sliced kernel instead of the tiled one (its shape; unset fields take defaults). */
-  rs?: Partial<RowSliceTuning>;
-}
-
-/**
- * Row-sliced prefill (kernels/attention.wgsl #if RS): t lanes (a power of two dividing
- * headDim / 4, at most the adapter's smallest subgroup; 1 without subgroups) share r query rows,
- * each lane holding headDim / t of their columns; key tiles of bk keys, softmax steps of g keys
- * (divides bk), wg threads per workgroup (wg / t · r query rows).
- */
-export interface RowSliceTuning {
-  t: number;
-  r: number;
-  bk: number;
-  g: number;
-  wg: number;
-  /** Load the next key tile into registers while computing this one. */
-  pf: boolean;
-}
-
-/** The row-sliced shape: `rs` with defaults, checked against head_dim and the adapter. */
-function rowSliceTuning(
-  gpu: Gpu,
-  what: string,
-  headDim: number,
-  rs: Partial<RowSliceTuning>,
-): RowSliceTuning & { slp: number; bytes: number } {
-  const hd4 = headDim / 4;
-  const sgMin = gpu.features.subgroups ? gpu.adapterInfo.subgroupMinSize ?? 1 : 1;
-  let t = rs.t ?? 1;
-  if (rs.t === undefined) { while (t < 4 && hd4 % (2 * t) === 0 && 2 * t <= sgMin) t *= 2; }
-  const r = rs.r ?? 2, g = rs.g ?? 8, wg = rs.wg ?? 128, pf = rs.pf ?? false;
-  const sl = hd4 / t, slp = t === 1 || sl % 2 ? sl : sl + 1;
-  const bytesOf = (bk: number) => 2 * bk * t * slp * 16;
-  let bk = rs.bk ?? 32;
-  if (rs.bk === undefined) {
-    while (bk > g && bytesOf(bk) > gpu.limits.maxComputeWorkgroupStorageSize) bk /= 2;
-  }
-  const bad = !(t >= 1 && (t & (t - 1)) === 0 && hd4 % t === 0 && t <= sgMin) ||
-    !(Number.isInteger(r) && r >= 1 && Number.isInteger(g) && g >= 1 && bk % g === 0) ||
-    !(wg % t === 0 && wg % 32 === 0 && wg <= gpu.limits.maxComputeInvocationsPerWorkgroup);
-  if (bad) {
-    throw new InvalidInputError(
-      `${what}: row-sliced tiling ${JSON.stringify({ t, r, bk, g, wg })} does not suit ` +
-        `head_dim ${headDim} (needs a power-of-two t dividing head_dim/4, t ≤ subgroup size ` +
-        `${sgMin}, g dividing bk, wg a multiple of 32)`,
-    );
-  }
-  if (bytesOf(bk) > gpu.limits.maxComputeWorkgroupStorageSize) {
-    throw new InvalidInputError(
-      `${what}: row-sliced tiling ${
-        JSON.stringify({ t, bk })
-      } at head_dim ${headDim} does not fit ` +
-        `this adapter's workgroup memory (${gpu.limits.maxComputeWorkgroupStorageSize} bytes)`,
-    );
-  }
-  return { t, r, bk, g, wg, pf, slp, bytes: bytesOf(bk) };
-}
-
-/**
- * The row-sliced shape vision attention runs by default, or null for the tiled kernel: null, as
- * the row-sliced kernel measured 5× slower on the H100 (module doc).
- */
-const VISION_DEFAULT_RS: Partial<RowSliceTuning> | null = null;
-
-/** {@link VISION_DEFAULT_RS} where this adapter can run it at head_dim, else undefined. */
-function defaultRowSlice(gpu: Gpu, headDim: number): Partial<RowSliceTuning> | undefined {
-  if (!VISION_DEFAULT_RS) return undefined;
-  try {
-    rowSliceTuning(gpu, "default", headDim, VISION_DEFAULT_RS);
-    return VISION_DEFAULT_RS;
-  } catch {
-    return undefined;
-  }
 }
 
 /** The tilings tried in order (the first that fits wins), unless a tuning is given. */
@@ -317,28 +243,7 @@ function prefillDispatch(
   seq: number,
   tuning?: Partial<PrefillTuning>,
 ): Dispatch {
-  let bq: number, defines: Record<string, number | boolean>;
-  const rsWanted = tuning?.rs ??
-    (tuning === undefined && vision ? defaultRowSlice(gpu, r.headDim) : undefined);
-  if (rsWanted) {
-    const rs = rowSliceTuning(gpu, what, r.headDim, rsWanted);
-    bq = rs.wg / rs.t * rs.r;
-    defines = {
-      RS: true,
-      T: rs.t,
-      R: rs.r,
-      SLP: rs.slp,
-      BK: rs.bk,
-      G: rs.g,
-      WG: rs.wg,
-      SG: rs.t > 1,
-      PF: rs.pf,
-    };
-  } else {
-    const l = prefillLayout(r.headDim, prefillTuning(gpu, what, r.headDim, tuning));
-    bq = l.bq;
-    defines = l.defines;
-  }
+  const { bq, defines } = prefillLayout(r.headDim, prefillTuning(gpu, what, r.headDim, tuning));
   const vt = variant(gpu, {
     family: "attention",
     entry: "prefill",

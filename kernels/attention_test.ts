@@ -10,7 +10,6 @@ import {
   decodeAttentionScratchBytes,
   type DecodeAttentionShape,
   type PrefillTuning,
-  type RowSliceTuning,
   visionAttention,
 } from "./attention.ts";
 import { createDecodeState, writeDecodeState } from "./state.ts";
@@ -343,73 +342,5 @@ Deno.test("attention builders reject bad head shapes with the values in the mess
       causalAttention(gpu, b, { buffer: b, stride: 30 }, r, r, { seq: 1, heads: 2, headDim: 16 }),
     /stride 30/,
   );
-  b.destroy();
-});
-
-Deno.test("the row-sliced prefill (tuning.rs) matches the reference: causal with offsets, images by cu_seqlens", async () => {
-  const gpu = await sharedGpu();
-  const rng = seeded(26);
-  // Lengths around the tile sizes (bk 16 / 32 / 64 keys, 32–256 query rows per workgroup) and one
-  // long case; every shape both causal (GQA, cache offset) and vision (blocks of several images).
-  const cases: [number, number, number, Partial<RowSliceTuning>][] = [
-    [16, 1, 0, {}],
-    [16, 33, 5, { t: 2, r: 1, g: 4, bk: 16, wg: 32 }],
-    [80, 63, 0, {}],
-    [80, 65, 31, { pf: true }],
-    [80, 130, 3, { r: 4, bk: 16, g: 16 }],
-    [80, 97, 0, { t: 1, r: 1, pf: true, wg: 64 }],
-    [128, 129, 17, {}],
-    [128, 600, 0, { pf: true, r: 1 }],
-  ];
-  for (const [headDim, seq, offset, rs] of cases) {
-    const what = JSON.stringify({ headDim, seq, offset, rs });
-    const c: Case = { headDim, heads: 4, kvHeads: 2, seq, offset };
-    const x = makeInputs(rng, c);
-    const bufs = [x.qkv, x.kc, x.vc].map((a) => uploadArray(gpu, a));
-    const out = createStorage(gpu, seq * c.heads * headDim * 4);
-    const d = causalAttention(
-      gpu,
-      out,
-      { buffer: bufs[0], stride: x.qStride },
-      { buffer: bufs[1] },
-      { buffer: bufs[2] },
-      c,
-      { rs },
-    );
-    run(gpu, [d]);
-    const q = gather(x.qkv, seq, x.qStride, 0, c.heads * headDim);
-    assertClose(await readF32(gpu, out), attentionRef(q, x.kc, x.vc, c), TOL, `causal ${what}`);
-    d.destroy();
-    // Vision: the same queries in blocks of 1..3 images (one with 2 frames) summing to seq.
-    const a = Math.max(1, Math.floor(seq / 3)), b = Math.floor((seq - a) / 2);
-    const cu = seq < 3 ? new Uint32Array([0, seq]) : new Uint32Array([0, a, a + b, seq]);
-    const kvis = randn(rng, seq * c.heads * headDim), vvis = randn(rng, seq * c.heads * headDim);
-    const [bkv, bvv, bcu] = [kvis, vvis, cu].map((t) => uploadArray(gpu, t));
-    const dv = visionAttention(
-      gpu,
-      out,
-      { buffer: bufs[0], stride: x.qStride },
-      { buffer: bkv },
-      { buffer: bvv },
-      bcu,
-      { seq, heads: c.heads, headDim, nCu: cu.length },
-      { rs },
-    );
-    run(gpu, [dv]);
-    const want = attentionRef(q, kvis, vvis, { ...c, kvHeads: c.heads, offset: 0, cuSeqlens: cu });
-    assertClose(await readF32(gpu, out), want, TOL, `vision ${what}`);
-    dv.destroy();
-    [...bufs, bkv, bvv, bcu, out].forEach((t) => t.destroy());
-  }
-});
-
-Deno.test("the row-sliced prefill refuses shapes it cannot run, naming them", async () => {
-  const gpu = await sharedGpu();
-  const b = createStorage(gpu, 4096);
-  const r = { buffer: b };
-  const s = { seq: 1, heads: 1, headDim: 80 };
-  // t must divide head_dim / 4 = 20; g must divide bk.
-  assert.throws(() => causalAttention(gpu, b, r, r, r, s, { rs: { t: 8 } }), /row-sliced.*"t":8/);
-  assert.throws(() => causalAttention(gpu, b, r, r, r, s, { rs: { bk: 32, g: 12 } }), /"g":12/);
   b.destroy();
 });
