@@ -91,6 +91,12 @@ export interface LinearQTuning {
 export const GEMV_XQ: Readonly<Record<QuantDType, boolean>> = { q4: true, q8: false };
 
 /**
+ * Whether a dtype's default GEMV prepares x in one pass (tuning.prep) for gate_up, down, lm_head
+ * and k ≥ 8192 shapes: down then takes int8 x too (it staged f32 x for speed, not precision).
+ */
+export const GEMV_PREP: Readonly<Record<QuantDType, boolean>> = { q4: true, q8: false };
+
+/**
  * Whether m > 1 products of a dtype run kernels/gemm.ts's int8 GEMM (x quantized per row and
  * 32-group, dot4I8Packed; 1.1–2.6× the dequantize + f32 GEMM on the H200 bench) instead of
  * dequantizing into f16 and running the f32-FMA GEMM. q4 yes: on the tiny model int8 x in prefill
@@ -119,11 +125,23 @@ export function gemvQTuning(
   dtype: QuantDType,
   n: number,
   k: number,
-  xq = GEMV_XQ[dtype] && k / 32 <= GEMV_LONG_UNITS,
+  xq = GEMV_XQ[dtype] && (k / 32 <= GEMV_LONG_UNITS || GEMV_PREP[dtype]),
 ): LinearQTuning {
   const groups = k / 32;
   const long = groups > GEMV_LONG_UNITS;
   let tpr: number, rows = 1;
+  if (xq && GEMV_PREP[dtype] && (long || n >= 16384 || k >= 8192)) {
+    // Prepared x (H100 08:30, bench/_gemv.ts --sweep prep): 72B gate_up 1.58 → 1.08 ms per 10
+    // layers, down 1.14 → 0.67, qkv 0.40 → 0.33, o 0.35 → 0.29, lm_head 0.42 → 0.26; 7B gate_up
+    // 1.60 → 1.27 and down 1.21 → 0.90 per 28 layers, lm_head 0.185 → 0.125. 7B qkv / o (k 3584,
+    // n < 16384) stay staged: the extra pass cost more than it saved (0.57 vs 0.36 ms).
+    if (long) tpr = 32;
+    else if (n >= 65536) tpr = k >= 8192 ? 32 : 8;
+    else if (n >= 16384) [tpr, rows] = k >= 8192 ? [16, 1] : [8, 2];
+    else [tpr, rows] = [32, n > k ? 2 : 1];
+    tpr = Math.min(tpr, 2 ** Math.floor(Math.log2(Math.max(1, groups))));
+    return { wg: 256, tpr, rows, unroll: false, tile: 128, xq, prep: true };
+  }
   if (long) tpr = 32;
   else if (xq) {
     [tpr, rows] = n >= 65536 ? [4, 2] : n >= 16384 ? [8, 2] : [16, 1];
@@ -238,7 +256,9 @@ export function linearQ(
     if (PREFILL_INT8[q] && gemmQFits(gpu, m, w.cols)) return gemmQ(gpu, y, x, w, bias, s);
     return dequantLinear(gpu, y, x, w, bias, s);
   }
-  const t = { ...gemvQTuning(q, w.rows, w.cols, tuning.xq), ...tuning };
+  // An explicit tuning (benchmarks, tests) runs staged x unless it asks for prep.
+  const d = gemvQTuning(q, w.rows, w.cols, tuning.xq);
+  const t = Object.keys(tuning).length === 0 ? d : { ...d, prep: false, ...tuning };
   const pow2 = (v: number) => Number.isInteger(v) && v >= 1 && (v & (v - 1)) === 0;
   if (
     !(pow2(t.wg) && t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup) ||

@@ -429,12 +429,14 @@ Deno.test("gemvQTuning() picks the swept best per 7B kind and never more threads
     return [tpr, rows, xq];
   };
   assert.deepEqual(t("q4", 4608, 3584), [16, 1, true]); // qkv
-  assert.deepEqual(t("q4", 37888, 3584), [8, 2, true]); // gate_up
-  assert.deepEqual(t("q4", 3584, 18944), [32, 1, false]); // down: long rows, f32 x
-  assert.deepEqual(t("q4", 152064, 3584), [4, 2, true]); // lm_head
+  assert.deepEqual(t("q4", 37888, 3584), [8, 2, true]); // gate_up (prepared x)
+  assert.deepEqual(t("q4", 3584, 18944), [32, 1, true]); // down: long rows, prepared int8 x
+  assert.deepEqual(t("q4", 152064, 3584), [8, 1, true]); // lm_head (prepared x)
+  assert.equal(gemvQTuning("q4", 4608, 3584).prep, undefined); // 7B qkv stays staged
+  assert.equal(gemvQTuning("q4", 8192, 8192).prep, true); // 72B o
   assert.deepEqual(t("q8", 3584, 3584), [32, 1, false]); // q8 keeps f32 x
   assert.deepEqual(t("q8", 37888, 3584), [8, 1, false]);
-  assert.deepEqual(t("q4", 151936, 32), [1, 2, true]); // the tiny model: one group per row
+  assert.deepEqual(t("q4", 151936, 32), [1, 1, true]); // the tiny model: one group per row (prepared x)
   assert.deepEqual(gemvQTuning("q8", 37888, 3584, true).tpr, 8);
 });
 
