@@ -379,30 +379,6 @@ fn store_block(row0: u32, col0: u32, c: mat4x4<f32>) {
   }
 }
 
-#if PIPE
-// Tiled, pipelined (PIPE): 256 threads (16 × 16) compute a 128 × 128 output tile; thread (tx, ty)
-// owns the 4 × 4 blocks at rows ib·64 + ty·4, columns jb·64 + tx·4 (ib, jb < 2) as named mat4x4
-// accumulators, as in TILE8. k steps of BK = 16 through two shared buffers, one barrier per step:
-// the products of one buffer run while the next step's global loads are in flight, and are stored
-// to the other buffer after them. Warps 0–3 load x, warps 4–7 load w: one 4 × 4 block per thread
-// (4 rows × one vec4 of k; w widened to f32 on load), transposed in registers and stored as 4 vec4
-// into the k-major shared tiles (TILE8 stores 16 scalars per 16 k, 4-way bank-conflicted). Shared
-// rows are padded by one vec4 so a quarter warp's stores (2 k blocks × 4 row blocks) hit 8 distinct
-// 16-byte banks. It runs at full speed with one workgroup per SM where TILE8 needs two
-// (kernels/linear.ts gemmKernel() picks between them by shape).
-// #if NOLOAD (benchmarks only, wrong results): every k step reuses the first step's loads — the
-// kernel without global memory traffic, to measure what the loads cost.
-const BM: u32 = 128u;
-const BN: u32 = 128u;
-const BK: u32 = 16u;
-// Indexed per dimension (not flattened), so the bounds clamps WebGPU adds to every workgroup
-// array index fold: the k clamp is a constant in the unrolled k loop, the column clamp invariant.
-var<workgroup> As: array<array<array<vec4<f32>, BM / 4u + 1u>, BK>, 2>;  // [buffer][k][m / 4] of x, padded
-var<workgroup> Bs: array<array<array<vec4<f32>, BN / 4u + 1u>, BK>, 2>;  // [buffer][k][n / 4] of w, padded
-
-// One thread's 4 × 4 block of x or w (rows r, 4 k each).
-struct Blk { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> }
-
 // Four consecutive k elements of x row `row` (< p.m: the caller clamps), zero past k.
 fn ld_x(row: u32, k: u32) -> vec4<f32> {
 #if VEC
@@ -428,6 +404,30 @@ fn ld_w(row: u32, k: u32) -> vec4<f32> {
   return v;
 #endif
 }
+
+#if PIPE
+// Tiled, pipelined (PIPE): 256 threads (16 × 16) compute a 128 × 128 output tile; thread (tx, ty)
+// owns the 4 × 4 blocks at rows ib·64 + ty·4, columns jb·64 + tx·4 (ib, jb < 2) as named mat4x4
+// accumulators, as in TILE8. k steps of BK = 16 through two shared buffers, one barrier per step:
+// the products of one buffer run while the next step's global loads are in flight, and are stored
+// to the other buffer after them. Warps 0–3 load x, warps 4–7 load w: one 4 × 4 block per thread
+// (4 rows × one vec4 of k; w widened to f32 on load), transposed in registers and stored as 4 vec4
+// into the k-major shared tiles (TILE8 stores 16 scalars per 16 k, 4-way bank-conflicted). Shared
+// rows are padded by one vec4 so a quarter warp's stores (2 k blocks × 4 row blocks) hit 8 distinct
+// 16-byte banks. It runs at full speed with one workgroup per SM where TILE8 needs two
+// (kernels/linear.ts gemmKernel() picks between them by shape).
+// #if NOLOAD (benchmarks only, wrong results): every k step reuses the first step's loads — the
+// kernel without global memory traffic, to measure what the loads cost.
+const BM: u32 = 128u;
+const BN: u32 = 128u;
+const BK: u32 = 16u;
+// Indexed per dimension (not flattened), so the bounds clamps WebGPU adds to every workgroup
+// array index fold: the k clamp is a constant in the unrolled k loop, the column clamp invariant.
+var<workgroup> As: array<array<array<vec4<f32>, BM / 4u + 1u>, BK>, 2>;  // [buffer][k][m / 4] of x, padded
+var<workgroup> Bs: array<array<array<vec4<f32>, BN / 4u + 1u>, BK>, 2>;  // [buffer][k][n / 4] of w, padded
+
+// One thread's 4 × 4 block of x or w (rows r, 4 k each).
+struct Blk { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> }
 
 // Loader block b (< 128) of a 128-row tile: (first row, first k) = (4·rb, 4·kb). Two neighbouring
 // lanes read one 32-byte sector of a row.
@@ -535,34 +535,15 @@ const BK: u32 = 16u;
 var<workgroup> As: array<vec4<f32>, BK * BT / 4u>;  // [k][m / 4] of x
 var<workgroup> Bs: array<vec4<f32>, BK * BT / 4u>;  // [k][n / 4] of w
 
-// Four consecutive k elements of a row of x (zero past m or k).
+// Four consecutive k elements of a row of x / of a chunk row of w as f32 (zero past m, the chunk
+// or k).
 fn load_x(row: u32, k: u32) -> vec4<f32> {
   if (row >= p.m) { return vec4<f32>(0.0); }
-#if VEC
-  if (k >= p.k) { return vec4<f32>(0.0); }
-  return x[(row * p.k + k) / 4u];
-#else
-  var v = vec4<f32>(0.0);
-  for (var i = 0u; i < 4u; i++) {
-    if (k + i < p.k) { v[i] = x[row * p.k + k + i]; }
-  }
-  return v;
-#endif
+  return ld_x(row, k);
 }
-
-// Four consecutive k elements of a chunk row of w, as f32 (zero past the chunk or k).
 fn load_w(row: u32, k: u32) -> vec4<f32> {
   if (row >= p.rows) { return vec4<f32>(0.0); }
-#if VEC
-  if (k >= p.k) { return vec4<f32>(0.0); }
-  return vec4<f32>(w[(row * p.k + k) / 4u]);
-#else
-  var v = vec4<f32>(0.0);
-  for (var i = 0u; i < 4u; i++) {
-    if (k + i < p.k) { v[i] = f32(w[row * p.k + k + i]); }
-  }
-  return v;
-#endif
+  return ld_w(row, k);
 }
 
 @compute @workgroup_size(256)
