@@ -15,7 +15,7 @@
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
-import { createStorage } from "../src/gpu/buffers.ts";
+import { deviceScratch } from "../src/gpu/buffers.ts";
 import { isQuant, quantLayout, type Weight } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
@@ -52,25 +52,8 @@ export interface GemmQTuning {
  */
 export const GEMM_Q_TUNING: Readonly<GemmQTuning> = { td: 16, rm: 2, rn: 1, g: 2 };
 
-/** The quantized x: codes and scales, in one per-device scratch buffer. */
-interface XScratch {
-  buffer: GPUBuffer;
-  bytes: number;
-}
-const scratch = new WeakMap<Gpu, XScratch>();
-
-/**
- * The per-device scratch for a quantized x of `bytes`, grown when too small. A replaced buffer is
- * not destroyed: dispatches built earlier still bind it.
- */
-function xScratch(gpu: Gpu, bytes: number): GPUBuffer {
-  let s = scratch.get(gpu);
-  if (!s || s.bytes < bytes) {
-    s = { buffer: createStorage(gpu, bytes, "gemm.xq"), bytes };
-    scratch.set(gpu, s);
-  }
-  return s.buffer;
-}
+/** The quantized x: codes and scales, in one per-device scratch buffer grown when too small. */
+const xScratch = deviceScratch("gemm.xq");
 
 /**
  * Quantizes x (m, k) f32 per row and group of 32 into int8 codes `xq` and f32 scales `xs`.

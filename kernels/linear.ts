@@ -40,7 +40,7 @@ import type { Gpu } from "../src/gpu/device.ts";
 import { isQuant, type Weight } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
-import { createStorage } from "../src/gpu/buffers.ts";
+import { deviceScratch } from "../src/gpu/buffers.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
 import { linearQ } from "./linear_q.ts";
@@ -420,20 +420,7 @@ export function gemmKernel(m: number, rows: number, k: number): GemmChoice {
 }
 
 /** Split-k partial products: one scratch per device, grown when too small. */
-const partials = new WeakMap<Gpu, { buffer: GPUBuffer; bytes: number }>();
-
-/**
- * The per-device split-k scratch of at least `bytes`. A replaced buffer is not destroyed:
- * dispatches built earlier still bind it.
- */
-function partialScratch(gpu: Gpu, bytes: number): GPUBuffer {
-  let p = partials.get(gpu);
-  if (!p || p.bytes < bytes) {
-    p = { buffer: createStorage(gpu, bytes, "linear.partials"), bytes };
-    partials.set(gpu, p);
-  }
-  return p.buffer;
-}
+const partialScratch = deviceScratch("linear.partials");
 
 /**
  * The pipelined tiled path (m > 1, `tuning.pipe`): per weight chunk one GEMM dispatch, or with

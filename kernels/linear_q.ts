@@ -36,7 +36,7 @@ import {
   type WeightChunk,
 } from "../src/gpu/tensor.ts";
 import { f32ToF16Bits } from "../src/gpu/tensor.ts";
-import { createStorage, readBytes, writeArray } from "../src/gpu/buffers.ts";
+import { deviceScratch, readBytes, writeArray } from "../src/gpu/buffers.ts";
 import { type Quantized, unpack } from "../src/ref/linear_q.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, ceilDiv, checkSize, Dispatch, run, variant } from "./_kernel.ts";
@@ -161,25 +161,11 @@ const STAGING_BYTES = 64 << 20;
  * + 440 rows.
  */
 export const DEQUANT_SCRATCH_BYTES = 272 << 20;
-const scratch = new WeakMap<Gpu, GPUBuffer>();
-const staging = new WeakMap<Gpu, GPUBuffer>();
+const dequantScratch = deviceScratch("linear_q.scratch");
+const staging = deviceScratch("linear_q.staging");
 /** Bytes of the per-device prepared-x buffer: 44 bytes per 32 elements (k up to 186 k). */
 const PREP_BYTES = 256 << 10;
-const prepared = new WeakMap<Gpu, GPUBuffer>();
-
-function perDevice(
-  map: WeakMap<Gpu, GPUBuffer>,
-  gpu: Gpu,
-  bytes: number,
-  label: string,
-): GPUBuffer {
-  let b = map.get(gpu);
-  if (!b) {
-    b = createStorage(gpu, Math.min(bytes, gpu.maxBinding), label);
-    map.set(gpu, b);
-  }
-  return b;
-}
+const preparedX = deviceScratch("linear_q.prepared_x");
 
 /** Rows of a k-wide f16 matrix that fit `bytes` (and one binding), even (slices stay on even groups). */
 function sliceRows(gpu: Gpu, k: number, bytes: number): number {
@@ -292,7 +278,7 @@ export function linearQ(
   let gx = x;
   if (prep) {
     // (11 · k / 32) u32: codes, (2^e, Σ c) pairs, Σ x² per block (kernels/linear_q.wgsl PREPX).
-    const xp = perDevice(prepared, gpu, PREP_BYTES, "linear_q.prepared_x");
+    const xp = preparedX(gpu, PREP_BYTES);
     if (44 * (w.cols / 32) > xp.size) {
       throw new InvalidInputError(`linearQ: k = ${w.cols} too long for the prepared-x buffer`);
     }
@@ -390,7 +376,7 @@ function dequantLinear(
   bias: BufferArg | null,
   s: LinearShape,
 ): Dispatch[] {
-  const buf = perDevice(scratch, gpu, DEQUANT_SCRATCH_BYTES, "linear_q.scratch");
+  const buf = dequantScratch(gpu, Math.min(DEQUANT_SCRATCH_BYTES, gpu.maxBinding));
   const max = sliceRows(gpu, w.cols, DEQUANT_SCRATCH_BYTES);
   const out: Dispatch[] = [];
   for (const c of w.chunks) {
@@ -521,7 +507,7 @@ export function writeQuantRows(
     );
   }
   const bits = data instanceof Float32Array ? f32ToF16Bits(data) : data;
-  const buf = perDevice(staging, gpu, STAGING_BYTES, "linear_q.staging");
+  const buf = staging(gpu, STAGING_BYTES);
   const per = sliceRows(gpu, w.cols, STAGING_BYTES);
   forEachSlice(w, rowStart, n, per, (r, len) => {
     writeArray(gpu, buf, bits.subarray((r - rowStart) * w.cols, (r - rowStart + len) * w.cols));
@@ -542,7 +528,7 @@ export function fillQuantRows(
   produce: (staging: GPUBuffer, row: number, len: number) => Dispatch,
 ): void {
   checkQuant(w, "fillQuantRows");
-  const buf = perDevice(staging, gpu, STAGING_BYTES, "linear_q.staging");
+  const buf = staging(gpu, STAGING_BYTES);
   forEachSlice(w, 0, w.rows, sliceRows(gpu, w.cols, STAGING_BYTES), (r, len) => {
     const ds = [produce(buf, r, len), quantizeRows(gpu, w, r, buf, len)];
     run(gpu, ds, "quantize");

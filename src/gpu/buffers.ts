@@ -13,6 +13,23 @@ export function createStorage(gpu: Gpu, byteSize: number, label = "tensor"): GPU
   return gpu.device.createBuffer({ label, size: Math.max(4, Math.ceil(byteSize / 4) * 4), usage: STORAGE });
 }
 
+/**
+ * A per-device scratch buffer: the returned function gives one storage buffer of at least `bytes`
+ * per device, replaced by a larger one when a call needs more. A replaced buffer is not destroyed:
+ * dispatches built earlier may still bind it.
+ */
+export function deviceScratch(label: string): (gpu: Gpu, bytes: number) => GPUBuffer {
+  const held = new WeakMap<Gpu, GPUBuffer>();
+  return (gpu, bytes) => {
+    let b = held.get(gpu);
+    if (!b || b.size < bytes) {
+      b = createStorage(gpu, bytes, label);
+      held.set(gpu, b);
+    }
+    return b;
+  };
+}
+
 /** Creates a storage buffer holding `data` (its bytes, padded to a multiple of 4). */
 export function uploadArray(gpu: Gpu, data: ArrayBufferView, label = "tensor"): GPUBuffer {
   const buf = createStorage(gpu, data.byteLength, label);
