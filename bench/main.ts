@@ -29,8 +29,15 @@ import { writeSyntheticCheckpoint } from "./_checkpoint.ts";
 import { profileStep, profileSubmits, type StepProfile } from "./_profile.ts";
 import { writeDecodeState } from "../kernels/state.ts";
 
-/** H100 SXM HBM3 bandwidth the roofline fraction divides by. */
+/** H100 SXM HBM3 bandwidth: the issue's card, and the roofline of any card not named below. */
 export const H100_BYTES_PER_S = 3.35e12;
+/** H200 HBM3e bandwidth (vendor datasheet): the device tool lends H200s since 2026-11-28. */
+export const H200_BYTES_PER_S = 4.8e12;
+
+/** Memory bandwidth (B/s) the roofline fraction divides by, from the adapter's description. */
+export function cardBytesPerS(device: string): number {
+  return /H200/i.test(device) ? H200_BYTES_PER_S : H100_BYTES_PER_S;
+}
 
 /** One bench run's results (the printed JSON line). */
 export interface BenchResult {
@@ -57,8 +64,10 @@ export interface BenchResult {
   weights_gb: number;
   /** Bytes a decode step must read: decoder + lm_head weights, one embedding row, the KV cache at mean length. */
   bytes_per_token: number;
-  /** bytes_per_token · tok/s ÷ 3.35 TB/s (H100 SXM). */
+  /** bytes_per_token · tok/s ÷ card_bytes_per_s. */
   roofline_fraction: number;
+  /** The card's memory bandwidth by `cardBytesPerS` (H200 4.8e12; H100 and unknown cards 3.35e12). */
+  card_bytes_per_s: number;
   prompt_tokens: number;
   image_tokens: number;
   image_patches: number;
@@ -120,6 +129,8 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
   const json = await shapeConfig(o.shape);
   const cfg = parseConfig(json, o.shape);
   const gpu = gpuIn ?? await requestGpu();
+  const info = gpu.adapterInfo;
+  const device = info.description || `${info.vendor} ${info.architecture} ${info.device}`.trim();
   const v = cfg.vision;
   let grid: [number, number, number] | undefined;
   if (o.image) {
@@ -275,7 +286,8 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         ),
         weights_gb: round(model.plan.weightBytes / 1e9, 3),
         bytes_per_token: Math.round(bytesPerToken),
-        roofline_fraction: round((bytesPerToken * tokS) / H100_BYTES_PER_S),
+        roofline_fraction: round((bytesPerToken * tokS) / cardBytesPerS(device)),
+        card_bytes_per_s: cardBytesPerS(device),
         prompt_tokens: ids.length,
         image_tokens: imageTokens,
         image_patches: patches,
@@ -290,11 +302,10 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
   } finally {
     model.dispose();
   }
-  const info = gpu.adapterInfo;
   return {
     shape: o.shape,
     quant: o.quant ?? o.dtype,
-    device: info.description || `${info.vendor} ${info.architecture} ${info.device}`.trim(),
+    device,
     load_s: round(loadS),
     load_source: o.checkpoint ? "checkpoint" : "synthetic",
     ...(loadGbS !== undefined ? { load_gb_s: round(loadGbS, 3) } : {}),

@@ -4,7 +4,7 @@ import { InvalidInputError } from "../src/errors.ts";
 import { PRESETS } from "../src/model/presets.ts";
 import { parseConfig } from "../src/model/config.ts";
 import { syntheticPlan } from "../src/model/synthetic.ts";
-import { decodeBytes, runBench } from "./main.ts";
+import { cardBytesPerS, decodeBytes, runBench } from "./main.ts";
 import { parseArgs } from "./_args.ts";
 
 Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
@@ -95,8 +95,9 @@ Deno.test("runBench() at the tiny shape: every number measured and plausible (f1
     assert.ok(r.ttft_s >= r.prefill_s * 0.5, "ttft includes a prefill");
     assert.equal(
       r.roofline_fraction,
-      Math.round(r.bytes_per_token * r.decode_tok_s / 3.35e12 * 1e4) / 1e4,
+      Math.round(r.bytes_per_token * r.decode_tok_s / r.card_bytes_per_s * 1e4) / 1e4,
     );
+    assert.equal(r.card_bytes_per_s, 3.35e12, "lavapipe is no H200: the H100 roofline");
     assert.ok(r.dispatches_per_step > 10);
   }
 });
@@ -138,4 +139,10 @@ Deno.test("runBench() --profile times every dispatch of a decode step, the visio
     const sum = q.shares.reduce((a, e) => a + e.us, 0);
     assert.ok(q.kernels_us > 0 && Math.abs(sum - q.kernels_us) < 0.1 * q.shares.length + 0.1);
   }
+});
+
+Deno.test("cardBytesPerS() divides by the H200's 4.8 TB/s on an H200 and by the H100's 3.35 TB/s otherwise", () => {
+  assert.equal(cardBytesPerS("NVIDIA H200"), 4.8e12);
+  assert.equal(cardBytesPerS("NVIDIA H100 80GB HBM3"), 3.35e12);
+  assert.equal(cardBytesPerS("llvmpipe (LLVM 15.0.6, 256 bits)"), 3.35e12);
 });

@@ -16,6 +16,7 @@ const base: BenchResult = {
   weights_gb: 16.585,
   bytes_per_token: 14200402944,
   roofline_fraction: 0.5766,
+  card_bytes_per_s: 3.35e12,
   prompt_tokens: 478,
   image_tokens: 391,
   image_patches: 1564,
