@@ -1,4 +1,3 @@
-import assert from "node:assert/strict";
 import { sharedGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
 import { layerNorm as layerNormRef, rmsNorm as rmsNormRef } from "../src/ref/norm.ts";
