@@ -162,8 +162,8 @@ export interface LinearShape {
   siluMul?: boolean;
   /**
    * The decode step's q/k/v projection ends with rope at state.position and the KV-cache write at
-   * row state.cache_len (kernels/rope.ts ropeKvWriteAt fused in). Only for m = 1, a float weight in
-   * one chunk, no accumulate / siluMul — see {@link canFuseRopeKv}.
+   * row state.cache_len (kernels/rope.ts ropeKvWriteAt fused in). Only for m = 1, a weight in one
+   * chunk (any dtype), no accumulate / siluMul — see {@link canFuseRopeKv}.
    */
   ropeKv?: RopeKvEpilogue;
 }
@@ -185,9 +185,12 @@ export interface RopeKvEpilogue {
   maxTokens: number;
 }
 
-/** Whether {@link linear} can fuse `ropeKv` for weight `w` (else: linear, then ropeKvWriteAt). */
+/**
+ * Whether {@link linear} can fuse `ropeKv` for weight `w` (else: linear, then ropeKvWriteAt): m = 1
+ * and one chunk, float weights (kernels/linear.wgsl ROPE) or q8 / q4 (kernels/linear_q.wgsl ROPE).
+ */
 export function canFuseRopeKv(w: Weight, m: number): boolean {
-  return m === 1 && !isQuant(w.dtype) && w.chunks.length === 1;
+  return m === 1 && w.chunks.length === 1;
 }
 
 /**
@@ -256,7 +259,7 @@ export function linear(
     const hd = 2 * rk.table.half;
     if (!canFuseRopeKv(w, m) || s.accumulate || silu) {
       throw new InvalidInputError(
-        `linear: a fused rope + KV write needs m = 1, an f32/f16 weight in one chunk and no ` +
+        `linear: a fused rope + KV write needs m = 1, a weight in one chunk and no ` +
           `accumulate / siluMul, got m = ${m}, ${w.dtype} in ${w.chunks.length} chunks; ` +
           "check canFuseRopeKv() and run ropeKvWriteAt() after the linear otherwise",
       );

@@ -42,7 +42,7 @@ import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, ceilDiv, checkSize, Dispatch, run, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
-import { checkLinearCall, linear, type LinearShape } from "./linear.ts";
+import { checkLinearCall, linear, type LinearShape, type RopeKvEpilogue } from "./linear.ts";
 import { gemmQ, gemmQFits } from "./gemm.ts";
 
 const Params = defineParams({
@@ -55,6 +55,13 @@ const Params = defineParams({
   row0: "u32",
   eps: "f32", // RMSNorm epsilon (GEMV with a fused norm only)
   tile: "u32", // GEMV: units of x staged in workgroup memory at a time
+  // GEMV with a rope + KV epilogue only (kernels/linear.ts RopeKvEpilogue): rotary index count,
+  // rotated rows, K/V cache row width, cache rows, table positions.
+  half: "u32",
+  rot_rows: "u32",
+  kvw: "u32",
+  max_rows: "u32",
+  npos: "u32",
 });
 
 /** GEMV shape knobs of {@link linearQ}; benchmarks sweep them, callers use the defaults. */
@@ -201,9 +208,10 @@ function checkQuant(w: Weight, what: string): QuantDType {
 function chunkParams(
   w: Weight,
   c: WeightChunk,
-  extra: { n?: number; row0?: number; eps?: number; tile?: number } = {},
+  extra: { n?: number; row0?: number; eps?: number; tile?: number; rk?: RopeKvEpilogue } = {},
 ) {
   const { scalesOffset } = quantLayout(c.rows, w.cols, w.dtype as QuantDType);
+  const rk = extra.rk;
   return Params.pack({
     n: extra.n ?? w.rows,
     k: w.cols,
@@ -214,6 +222,11 @@ function chunkParams(
     row0: extra.row0 ?? 0,
     eps: extra.eps ?? 0,
     tile: extra.tile ?? 0,
+    half: rk?.table.half ?? 0,
+    rot_rows: rk ? rk.heads * 2 * rk.table.half : 0,
+    kvw: rk ? rk.kvHeads * 2 * rk.table.half : 0,
+    max_rows: rk?.maxTokens ?? 0,
+    npos: rk?.table.npos ?? 0,
   });
 }
 
@@ -245,6 +258,10 @@ export function linearQ(
   // An explicit tuning (benchmarks, tests) runs staged x unless it asks for prep.
   const d = gemvQTuning(q, w.rows, w.cols, tuning.xq);
   const t = Object.keys(tuning).length === 0 ? d : { ...d, prep: false, ...tuning };
+  // A rope epilogue takes row pairs: an even number of rows per row group (linear() checked the
+  // rest: m = 1, one chunk, no accumulate / siluMul, the head layout).
+  const rk = s.ropeKv;
+  if (rk) t.rows = 2 * Math.ceil(t.rows / 2);
   const pow2 = (v: number) => Number.isInteger(v) && v >= 1 && (v & (v - 1)) === 0;
   if (
     !(pow2(t.wg) && t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup) ||
@@ -285,15 +302,28 @@ export function linearQ(
     pre.push(prepareX(gpu, xp, x, w, norm, silu));
     gx = xp;
   }
-  // Bindings: x (prepared: xp), w, [bias], [norm weight unless prepared], y.
+  // Bindings: x (prepared: xp), w, [bias], [norm weight unless prepared], y, [rope table, state,
+  // k cache, v cache].
   const extra = [...(bias ? [bias] : []), ...(norm && !prep ? [norm.weight] : [])];
+  const yb = 2 + extra.length;
+  const rope = rk ? [rk.table.table, rk.state, rk.k, rk.v] : [];
   const v = variant(gpu, {
     family: "linear_q",
     entry: "main",
-    bindings: [...extra.map(() => "read" as const), "read", "read", "read_write"],
+    bindings: [
+      ...extra.map(() => "read" as const),
+      "read",
+      "read",
+      "read_write",
+      ...(rk ? ["read", "read", "read_write", "read_write"] as const : []),
+    ],
     params: Params,
     defines: {
       GEMV: true,
+      ROPE: rk !== undefined,
+      ...(rk
+        ? { TABLE_BINDING: yb + 1, STATE_BINDING: yb + 2, KC_BINDING: yb + 3, VC_BINDING: yb + 4 }
+        : {}),
       Q4: q === "q4",
       BIAS: bias !== null,
       ACC: s.accumulate === true,
@@ -301,7 +331,7 @@ export function linearQ(
       SILU: silu && !prep,
       XP: prep,
       ...(norm && !prep ? { NW_BINDING: 2 + extra.length - 1 } : {}),
-      Y_BINDING: 2 + extra.length,
+      Y_BINDING: yb,
       XOR: xor,
       ADD: add,
       TREE: !xor && !add,
@@ -317,11 +347,11 @@ export function linearQ(
   return [
     ...pre,
     ...w.chunks.map((c) => {
-      const params = chunkParams(w, c, { eps: norm?.eps ?? 0, tile });
+      const params = chunkParams(w, c, { eps: norm?.eps ?? 0, tile, rk });
       return new Dispatch(
         gpu,
         v,
-        [gx, c.buffer, ...extra, y],
+        [gx, c.buffer, ...extra, y, ...rope],
         params,
         grid2d(ceilDiv(c.rows, perGroup)),
       );

@@ -38,6 +38,12 @@ const WORDS_PER_GROUP: u32 = 8u;
 // of staging and quantizing all of x in every workgroup. xp (u32 words, nb = k / 32 blocks):
 // block b's int8 codes at [8b, 8b + 8), its (2^e, Σ codes) as f32 at 8 nb + 2b, and (NORM) its
 // Σ x² of the raw x at 10 nb + b — the same bits stage_block() gives, so results do not change.
+// #if ROPE (main, ROWS even, not ACC, one weight chunk): the decode q/k/v projection with rope +
+// the KV-cache write as its epilogue, as kernels/linear.wgsl's ROPE: a row group's rows 2i, 2i + 1
+// are a rotary pair (rows j, j + half of one of the first p.rot_rows rows: q heads, then k heads)
+// or, past those, two consecutive v rows; the lane that stores them turns the pair by the angle of
+// state.position (kernels/rope.wgsl's formula), writes y and, for k and v rows, the cache row
+// state.cache_len (dropped past p.max_rows). Saves the rope dispatch of quantized weights.
 #if XP
 @group(0) @binding(0) var<storage, read> xp: array<vec4<u32>>;  // (11 · nb / 4) prepared x
 #else
@@ -60,6 +66,14 @@ const WORDS_PER_GROUP: u32 = 8u;
 @group(0) @binding({{Y_BINDING}}) var<storage, read_write> y: array<f32>;  // (n) f32
 #endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
+#if ROPE
+// Layout: kernels/state.wgsl.
+struct DecodeState { cache_len: u32, position: u32, step: u32, reserved: u32 }
+@group(0) @binding({{TABLE_BINDING}}) var<storage, read> table: array<f32>;  // (2, npos, half) f32: cos rows, then sin rows
+@group(0) @binding({{STATE_BINDING}}) var<storage, read> state: DecodeState;
+@group(0) @binding({{KC_BINDING}}) var<storage, read_write> kc: array<f32>;  // (max_rows, kvw) f32
+@group(0) @binding({{VC_BINDING}}) var<storage, read_write> vc: array<f32>;  // (max_rows, kvw) f32
+#endif
 
 const WG: u32 = {{WG}}u;
 const TPR: u32 = {{TPR}}u;
@@ -275,8 +289,20 @@ fn unit_dot(q: vec4<u32>, v: XU) -> f32 {
 #endif
 
 #ifnot PREPX
-// `rs`: 1 / rms with NORM, else 1.
-fn store(c: u32, acc: f32, rs: f32) {
+// Chunk row r (< ROWS) of row group rgi (its index in the dispatch); past p.rows: not stored.
+fn chunk_row(rgi: u32, r: u32) -> u32 {
+#if ROPE
+  let g = rgi * (ROWS / 2u) + r / 2u;  // the row pair
+  let pairs = p.rot_rows / 2u;
+  if (g < pairs) { return (g / p.half) * 2u * p.half + g % p.half + (r % 2u) * p.half; }
+  return p.rot_rows + 2u * (g - pairs) + r % 2u;
+#else
+  return rgi * ROWS + r;
+#endif
+}
+
+// Output of chunk row c from its dot product; `rs`: 1 / rms with NORM, else 1.
+fn finish(c: u32, acc: f32, rs: f32) -> f32 {
   let col = p.row_start + c;
   var v = acc * rs;
 #if BIAS
@@ -285,8 +311,45 @@ fn store(c: u32, acc: f32, rs: f32) {
 #if ACC
   v += y[col];
 #endif
-  y[col] = v;
+  return v;
 }
+
+fn store(c: u32, acc: f32, rs: f32) { y[p.row_start + c] = finish(c, acc, rs); }
+
+#if ROPE
+// Stores row pair q (< ROWS / 2) of row group rgi from its dot products a, b: rotated if a rotary
+// pair, into y and, for k and v rows, into the cache (kernels/linear.wgsl's store_rope).
+fn store_pair(rgi: u32, q: u32, a: f32, b: f32, rs: f32) {
+  let r0 = chunk_row(rgi, 2u * q);
+  let r1 = chunk_row(rgi, 2u * q + 1u);
+  if (r1 >= p.rows) { return; }
+  var v0 = finish(r0, a, rs);
+  var v1 = finish(r1, b, rs);
+  if (r0 < p.rot_rows) {
+    let i = r0 % p.half;
+    // Positions past the table would read another row; clamp so the read stays in bounds.
+    let row = min(state.position, p.npos - 1u);
+    let c = table[row * p.half + i];
+    let s = table[(p.npos + row) * p.half + i];
+    let ra = v0 * c - v1 * s;
+    v1 = v1 * c + v0 * s;
+    v0 = ra;
+  }
+  y[r0] = v0;
+  y[r1] = v1;
+  let q_rows = p.rot_rows - p.kvw;
+  if (r0 >= q_rows && state.cache_len < p.max_rows) {
+    let row = state.cache_len * p.kvw;
+    if (r0 < p.rot_rows) {
+      kc[row + r0 - q_rows] = v0;
+      kc[row + r1 - q_rows] = v1;
+    } else {
+      vc[row + r0 - p.rot_rows] = v0;
+      vc[row + r1 - p.rot_rows] = v1;
+    }
+  }
+}
+#endif
 
 #if ADD
 // One partial per (row of the workgroup, subgroup of its row group); subgroups have ≥ 4 lanes.
@@ -307,7 +370,7 @@ fn main(
 ) {
   let t = lid % TPR;         // lane within the row group
   let rg = lid / TPR;        // row group within the workgroup
-  let r0 = ((wid.x + wid.y * 65535u) * GROUPS_PER_WG + rg) * ROWS;  // its first chunk row
+  let rgi = (wid.x + wid.y * 65535u) * GROUPS_PER_WG + rg;  // its index in the dispatch
   let units = p.k / UNIT;
   // Rows past the chunk's end read the last row again (in bounds) and are not stored.
   var ss = 0.0;  // NORM: this thread's share of Σ x²
@@ -316,7 +379,7 @@ fn main(
   var sbase: array<u32, ROWS>; // groups before each row
   var acc: array<f32, ROWS>;
   for (var r = 0u; r < ROWS; r++) {
-    let row = min(r0 + r, p.rows - 1u);
+    let row = min(chunk_row(rgi, r), p.rows - 1u);
     base[r] = row * units * CV;
     sbase[r] = row * p.groups;
     acc[r] = 0.0;
@@ -361,7 +424,7 @@ fn main(
   var sbase: array<u32, ROWS>; // groups before each row
   var acc: array<f32, ROWS>;
   for (var r = 0u; r < ROWS; r++) {
-    let row = min(r0 + r, p.rows - 1u);
+    let row = min(chunk_row(rgi, r), p.rows - 1u);
     base[r] = row * units;
     sbase[r] = row * p.groups;
     acc[r] = 0.0;
@@ -415,9 +478,13 @@ fn main(
     for (var r = 0u; r < ROWS; r++) { acc[r] += subgroupShuffleXor(acc[r], s); }
   }
   if (t == 0u) {
+#if ROPE
+    for (var q = 0u; q < ROWS / 2u; q++) { store_pair(rgi, q, acc[2u * q], acc[2u * q + 1u], f); }
+#else
     for (var r = 0u; r < ROWS; r++) {
-      if (r0 + r < p.rows) { store(r0 + r, acc[r], f); }
+      if (rgi * ROWS + r < p.rows) { store(rgi * ROWS + r, acc[r], f); }
     }
+#endif
   }
 #endif
 #if ADD
@@ -428,6 +495,19 @@ fn main(
     if (sg_lane == 0u) { red[(rg * ROWS + r) * (TPR / 4u) + t / sg_size] = s; }
   }
   workgroupBarrier();
+#if ROPE
+  // Lane t stores pairs t, t + TPR, ...
+  for (var q = t; q < ROWS / 2u; q += TPR) {
+    var a = 0.0;
+    var b = 0.0;
+    for (var i = 0u; i < per; i++) {
+      a += red[(rg * ROWS + 2u * q) * (TPR / 4u) + i];
+      b += red[(rg * ROWS + 2u * q + 1u) * (TPR / 4u) + i];
+    }
+    store_pair(rgi, q, a, b, f);
+  }
+#else
+  let r0 = rgi * ROWS;
   if (t < ROWS && r0 + t < p.rows) {
     var v = 0.0;
     for (var i = 0u; i < per; i++) { v += red[(rg * ROWS + t) * (TPR / 4u) + i]; }
@@ -440,6 +520,7 @@ fn main(
     store(r0 + r, v, f);
   }
 #endif
+#endif
 #if TREE
   for (var r = 0u; r < ROWS; r++) { red[r * WG + lid] = acc[r]; }
   workgroupBarrier();
@@ -449,7 +530,14 @@ fn main(
     }
     workgroupBarrier();
   }
+#if ROPE
+  for (var q = t; q < ROWS / 2u; q += TPR) {
+    store_pair(rgi, q, red[2u * q * WG + lid - t], red[(2u * q + 1u) * WG + lid - t], f);
+  }
+#else
+  let r0 = rgi * ROWS;
   for (var r = t; r < ROWS && r0 + r < p.rows; r += TPR) { store(r0 + r, red[r * WG + lid - t], f); }
+#endif
 #endif
 }
 #endif

@@ -33,6 +33,9 @@ import {
 } from "./linear_q.ts";
 import { linear, type LinearShape, normLinear, siluMulLinear } from "./linear.ts";
 import { run } from "./_kernel.ts";
+import { mropeTable, ropeKvWrite } from "../src/ref/rope.ts";
+import { uploadRopeTable } from "./rope.ts";
+import { createDecodeState, writeDecodeState } from "./state.ts";
 
 // Same bound as kernels/linear_test.ts: f32 sums in another order than the f64 reference.
 const TOL = 1e-5;
@@ -483,4 +486,84 @@ Deno.test("quantized weights refuse cols not divisible by 32 and float writes", 
   assert.throws(() => writeWeightRows(gpu, w, 0, new Float32Array(64)), /writeQuantRows/);
   assert.throws(() => writeQuantRows(gpu, w, 3, new Float32Array(128)), InvalidInputError);
   destroyWeight(w);
+});
+
+// The decode q/k/v projection with rope + KV write as its epilogue (kernels/linear_q.wgsl ROPE)
+// against the CPU composition (the GEMV as the kernel computes it — int8 x where the tuning holds
+// x so —, then ropeKvWrite): 7B's head layout (28 q + 4 kv heads of 128, M-RoPE) at k = 3584 with
+// the default tuning, and a small one (4 + 2 heads of 16, k = 64) with tunings that reach every
+// reduction (odd rows per group become even), staged and prepared x; with and without norm and
+// bias. TOL as above (the rotation adds one FMA to the GEMV's rounding).
+Deno.test("linearQ() with ropeKv rotates q and k at state.position and writes K, V at state.cache_len like the GEMV + ropeKvWrite", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(41);
+  const maxTokens = 6, eps = 1e-6;
+  const cases = [
+    { t: mropeTable(128, 1e6, [16, 24, 24], 4096), q: 28, kv: 4, k: 3584, tunings: [{}] },
+    {
+      t: mropeTable(16, 1e6, [2, 3, 3], 64),
+      q: 4,
+      kv: 2,
+      k: 64,
+      tunings: [
+        { wg: 64, tpr: 1, rows: 1, tile: 1, xq: true },
+        { wg: 64, tpr: 2, rows: 3, tile: 2, xq: false },
+        { wg: 64, tpr: 16, rows: 2, xq: true, prep: true },
+        { wg: 64, tpr: 64, rows: 4, xq: true },
+        { wg: 128, tpr: 4, rows: 2, xq: true, prep: true },
+      ] as Partial<LinearQTuning>[],
+    },
+  ];
+  for (const dtype of DTYPES) {
+    for (const { t, q, kv, k, tunings } of cases) {
+      const hd = 2 * t.half, n = (q + 2 * kv) * hd, width = kv * hd;
+      const gt = uploadRopeTable(gpu, t);
+      const { w } = makeQuant(gpu, n, k, dtype, n + k);
+      const held = dequantRef(await readQuantWeight(gpu, w));
+      for (const tuning of tunings) {
+        for (const norm of [false, true]) {
+          const row = norm ? 2 : maxTokens - 1, position = Math.floor(rng() * 60);
+          const x = randn(rng, k, 3), nw = randn(rng, k, 0.5).map((v) => v + 1);
+          const bias = randn(rng, n);
+          const k0 = randn(rng, maxTokens * width), v0 = randn(rng, maxTokens * width);
+          const state = createDecodeState(gpu);
+          writeDecodeState(gpu, state, { cacheLen: row, position, step: 1 });
+          const bx = uploadArray(gpu, x), bnw = uploadArray(gpu, nw), bb = uploadArray(gpu, bias);
+          const by = createStorage(gpu, n * 4), bk = uploadArray(gpu, k0), bv = uploadArray(gpu, v0);
+          const ropeKv = { table: gt, state, k: bk, v: bv, heads: q + kv, kvHeads: kv, maxTokens };
+          const s: LinearShape = { m: 1, ...(norm ? { norm: { weight: bnw, eps } } : {}), ropeKv };
+          const ds = Object.keys(tuning).length
+            ? linearQ(gpu, by, bx, w, bb, s, tuning)
+            : linear(gpu, by, bx, w, bb, s);
+          const prep = Object.keys(tuning).length
+            ? tuning.prep === true
+            : gemvQTuning(dtype, n, k).prep === true;
+          assert.equal(ds.length, 1 + (prep ? 1 : 0), "the rope needs no dispatch of its own");
+          run(gpu, ds);
+          const xq = tuning.xq ?? gemvQTuning(dtype, n, k).xq;
+          const lin = (v: Float32Array, b: Float32Array | null) => linearRef(v, held, b, 1, n, k);
+          const xn = norm ? new Float32Array(x.map((v, i) => v * nw[i])) : x;
+          const want = !xq
+            ? (norm ? normLinearRef(x, nw, eps, held, bias, 1, n, k) : lin(x, bias))
+            : lin(quantizeActivations(xn).values, null).map((v, j) =>
+              v * (norm ? invRms(x, eps) : 1) + bias[j]
+            );
+          const kWant = k0.slice(), vWant = v0.slice();
+          const sh = { heads: q + kv, kvHeads: kv, stride: n, offset: 0 };
+          const yWant = ropeKvWrite(want, position, t, sh, kWant, vWant, row);
+          const what = `${dtype} ${q}+${kv} heads of ${hd}, k=${k}, ${
+            JSON.stringify(tuning)
+          }, norm=${norm}, row ${row}`;
+          assertClose(await readF32(gpu, by, n), yWant, TOL, `${what}: y`);
+          assertClose(await readF32(gpu, bk), kWant, TOL, `${what}: k cache`);
+          assertClose(await readF32(gpu, bv), vWant, TOL, `${what}: v cache`);
+          assert.notDeepEqual(kWant, k0, `${what}: the reference wrote K`);
+          [bx, bnw, bb, by, bk, bv, state].forEach((b) => b.destroy());
+          ds.forEach((d) => d.destroy());
+        }
+      }
+      destroyWeight(w);
+      gt.destroy();
+    }
+  }
 });

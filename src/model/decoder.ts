@@ -123,7 +123,7 @@ export function layerDispatches(
     qkv = linear(gpu, b.qkv, b.x, qkvW, qkvB, { m, norm: { weight: nw, eps: norm.eps }, ropeKv });
     attention = attend.attention;
   } else {
-    // Quantized or chunked qkv: the rope + KV write as its own dispatch.
+    // A qkv weight in several chunks: the rope + KV write as its own dispatch.
     const r = attend.ropeKv;
     qkv = [
       ...normLinear(gpu, b.qkv, b.x, b.h, nw, qkvW, qkvB, norm),
