@@ -100,6 +100,12 @@ export interface LinearTuning {
   /** Benchmarks only, WRONG results: the pipelined kernel without global loads after the first k
    * step (what the loads cost). */
   noLoad?: boolean;
+  /**
+   * Tiled paths: 0 keeps the k loop of a step a `for`; 1 writes it out (naga bounds every loop with
+   * a counter the driver cannot see through, so the `for` is not unrolled); 2 (PIPE only, else as
+   * 1) also runs two k steps per iteration so the shared buffer index is a constant. Default 0.
+   */
+  unroll?: 0 | 1 | 2;
 }
 
 /** Default {@link LinearTuning}. */
@@ -284,7 +290,8 @@ export function linear(
     (t.gemvTpr !== undefined &&
       !(t.gemvTpr >= 1 && t.gemvTpr <= t.gemvWg && (t.gemvTpr & (t.gemvTpr - 1)) === 0)) ||
     (t.tile !== undefined && t.tile !== 4 && t.tile !== 8) ||
-    (t.splitK !== undefined && !(Number.isInteger(t.splitK) && t.splitK >= 1))
+    (t.splitK !== undefined && !(Number.isInteger(t.splitK) && t.splitK >= 1)) ||
+    (t.unroll !== undefined && ![0, 1, 2].includes(t.unroll))
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
@@ -342,7 +349,7 @@ export function linear(
       GEMV: gemv,
       SUBGROUPS: subgroups,
       ...(!gemv
-        ? { TILE8: tile === 8 }
+        ? { TILE8: tile === 8, UNROLL: (t.unroll ?? 0) > 0 }
         : smallK
         ? { WG: t.gemvWg, TPR: tpr }
         : { WG: t.gemvWg, ROWS: rowsPerGroup }),
@@ -459,6 +466,8 @@ function pipeLinear(
       ...common,
       PIPE: true,
       NOLOAD: t.noLoad === true,
+      UNROLL: (t.unroll ?? 0) > 0,
+      UNROLL2: t.unroll === 2,
       SPLITK: split,
       BIAS: !split && bias !== null,
       ACC: !split && s.accumulate === true,

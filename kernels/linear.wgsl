@@ -465,13 +465,109 @@ fn load_step(k0: u32) {
 // 4 rows' element j.
 fn put_step(buf: u32) {
   let t = transpose(mat4x4(blk_v.r0, blk_v.r1, blk_v.r2, blk_v.r3));
+#if UNROLL
+  // Written out: a loop over j indexes t dynamically, which may put it in local memory.
+  let c = pos.x / 4u;
+  if (w_role) {
+    Bs[buf][pos.y][c] = t[0];
+    Bs[buf][pos.y + 1u][c] = t[1];
+    Bs[buf][pos.y + 2u][c] = t[2];
+    Bs[buf][pos.y + 3u][c] = t[3];
+  } else {
+    As[buf][pos.y][c] = t[0];
+    As[buf][pos.y + 1u][c] = t[1];
+    As[buf][pos.y + 2u][c] = t[2];
+    As[buf][pos.y + 3u][c] = t[3];
+  }
+#else
   if (w_role) {
     for (var j = 0u; j < 4u; j++) { Bs[buf][pos.y + j][pos.x / 4u] = t[j]; }
   } else {
     for (var j = 0u; j < 4u; j++) { As[buf][pos.y + j][pos.x / 4u] = t[j]; }
   }
+#endif
 }
 
+#if UNROLL
+// #if UNROLL: the k loop of a step written out (mac() with literal k: naga wraps every `for` in a
+// loop-bound counter the driver cannot see through, so a `for` over k stays a loop, its shared
+// index clamps and loads unscheduled); UNROLL2 also runs two steps per iteration, buffer 0 then
+// 1, so every shared index but the thread's is a constant. The accumulators are private so the
+// calls can update them.
+var<private> c00: mat4x4<f32>;
+var<private> c01: mat4x4<f32>;
+var<private> c10: mat4x4<f32>;
+var<private> c11: mat4x4<f32>;
+var<private> tx: u32;
+var<private> ty: u32;
+
+// The products of k row k of shared buffer buf.
+fn mac(buf: u32, k: u32) {
+  let a0 = As[buf][k][ty];
+  let b0 = Bs[buf][k][tx];
+  let a1 = As[buf][k][16u + ty];
+  let b1 = Bs[buf][k][16u + tx];
+  c00 = outer_acc(c00, a0, b0);
+  c01 = outer_acc(c01, a0, b1);
+  c10 = outer_acc(c10, a1, b0);
+  c11 = outer_acc(c11, a1, b1);
+}
+
+// The products of one k step (BK = 16) from shared buffer buf.
+fn products(buf: u32) {
+  mac(buf, 0u); mac(buf, 1u); mac(buf, 2u); mac(buf, 3u);
+  mac(buf, 4u); mac(buf, 5u); mac(buf, 6u); mac(buf, 7u);
+  mac(buf, 8u); mac(buf, 9u); mac(buf, 10u); mac(buf, 11u);
+  mac(buf, 12u); mac(buf, 13u); mac(buf, 14u); mac(buf, 15u);
+}
+
+// One k step from k0 (< kend) in buffer cur: the next step's loads, this one's products, the
+// next step's stores into the other buffer, a barrier.
+fn step(k0: u32, kend: u32, cur: u32) {
+  let more = k0 + BK < kend;
+#ifnot NOLOAD
+  if (more) { load_step(k0 + BK); }
+#endif
+  products(cur);
+  // The other buffer was last read in the step before, which ended at a barrier.
+  if (more) { put_step(1u - cur); }
+  workgroupBarrier();
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let n0 = wid.x * BN;  // first chunk row (output column) of the tile
+  let m0 = wid.y * BM;
+  tx = lid % 16u;
+  ty = lid / 16u;
+#if SPLITK
+  split = wid.z;
+  let kbeg = split * p.kspan;  // a multiple of BK
+  let kend = min(p.k, kbeg + p.kspan);
+#else
+  let kbeg = 0u;
+  let kend = p.k;
+#endif
+  set_role(lid, m0, n0);
+  load_step(kbeg);
+  put_step(0u);
+  workgroupBarrier();
+#if UNROLL2
+  for (var k0 = kbeg; k0 < kend; k0 += 2u * BK) {
+    step(k0, kend, 0u);
+    if (k0 + BK >= kend) { break; }
+    step(k0 + BK, kend, 1u);
+  }
+#else
+  for (var k0 = kbeg; k0 < kend; k0 += BK) { step(k0, kend, ((k0 - kbeg) / BK) % 2u); }
+#endif
+  store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
+  store_block(m0 + ty * 4u, n0 + 64u + tx * 4u, c01);
+  store_block(m0 + 64u + ty * 4u, n0 + tx * 4u, c10);
+  store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
+}
+
+#else
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let n0 = wid.x * BN;  // first chunk row (output column) of the tile
@@ -519,6 +615,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   store_block(m0 + 64u + ty * 4u, n0 + tx * 4u, c10);
   store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
 }
+#endif
 
 #else
 // Tiled: 256 threads as 16 × 16 compute a BT × BT output tile, BT = 16·MT (MT = 4 or 8 with
@@ -546,10 +643,40 @@ fn load_w(row: u32, k: u32) -> vec4<f32> {
   return ld_w(row, k);
 }
 
+#if UNROLL
+// #if UNROLL: the k loop written out, as in PIPE.
+var<private> c00: mat4x4<f32>;
+#if TILE8
+var<private> c01: mat4x4<f32>;
+var<private> c10: mat4x4<f32>;
+var<private> c11: mat4x4<f32>;
+#endif
+var<private> tx: u32;
+var<private> ty: u32;
+
+// The products of k row k of the shared tiles.
+fn mac(k: u32) {
+  let a0 = As[k * (BT / 4u) + ty];
+  let b0 = Bs[k * (BT / 4u) + tx];
+  c00 = outer_acc(c00, a0, b0);
+#if TILE8
+  let a1 = As[k * (BT / 4u) + 16u + ty];
+  let b1 = Bs[k * (BT / 4u) + 16u + tx];
+  c01 = outer_acc(c01, a0, b1);
+  c10 = outer_acc(c10, a1, b0);
+  c11 = outer_acc(c11, a1, b1);
+#endif
+}
+#endif
+
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let n0 = wid.x * BT;  // first chunk row (output column) of the tile
   let m0 = wid.y * BT;
+#if UNROLL
+  tx = lid % 16u;
+  ty = lid / 16u;
+#else
   let tx = lid % 16u;
   let ty = lid / 16u;
   var c00 = mat4x4<f32>();
@@ -557,6 +684,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var c01 = mat4x4<f32>();
   var c10 = mat4x4<f32>();
   var c11 = mat4x4<f32>();
+#endif
 #endif
   // Loader roles: thread lid loads the vec4 of k [lk, lk + 4) for tile rows lr + 64·pass.
   let lr = lid / 4u;
@@ -571,6 +699,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
     workgroupBarrier();
+#if UNROLL
+    mac(0u); mac(1u); mac(2u); mac(3u); mac(4u); mac(5u); mac(6u); mac(7u);
+    mac(8u); mac(9u); mac(10u); mac(11u); mac(12u); mac(13u); mac(14u); mac(15u);
+#else
     for (var k = 0u; k < BK; k++) {
       let a0 = As[k * (BT / 4u) + ty];
       let b0 = Bs[k * (BT / 4u) + tx];
@@ -583,6 +715,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       c11 = outer_acc(c11, a1, b1);
 #endif
     }
+#endif
     workgroupBarrier();
   }
   store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
