@@ -29,6 +29,7 @@ import {
   gemvQTuning,
   linearQ,
   type LinearQTuning,
+  preparedXBytes,
 } from "../kernels/linear_q.ts";
 import { linear, type LinearShape, type LinearTuning } from "../kernels/linear.ts";
 import { type Dispatch, run } from "../kernels/_kernel.ts";
@@ -79,6 +80,8 @@ function make(rows: number, cols: number, dtype: "f16" | QuantDType, seed: numbe
 // x holds [gate | up] for the silu variant; nw is the RMSNorm weight.
 const x = createStorage(gpu, I * 4 * 2, "x"), y = createStorage(gpu, V * 4, "y");
 const nw = createStorage(gpu, H * 4, "nw");
+// Prepared x written by the o / down GEMVs (LinearShape.emit) for the next norm-GEMV (q4 "emit").
+const xpOut = createStorage(gpu, preparedXBytes(H), "xp");
 run(gpu, [
   fill(gpu, x, { count: I * 2, dtype: "f32", seed: 1, scale: 1 }),
   fill(gpu, nw, { count: H, dtype: "f32", seed: 2, scale: 1 }),
@@ -183,10 +186,21 @@ for (const dtype of dtypes) {
     }
   }
   // The decode step's GEMV chain, in layer order.
-  const chain = (pick: (kind: Kind) => AnyTuning | undefined, plain = false) => {
+  // emitX: o and down write x prepared for gate_up / the next qkv / lm_head (as the decoder
+  // does for q4: no PREPX pass for those).
+  const chain = (pick: (kind: Kind) => AnyTuning | undefined, plain = false, emitX = false) => {
     const ds: Dispatch[] = [];
-    const one = (kind: Kind, w: Weight) => {
-      const s = plain ? { m: 1 } : decodeShape(kind);
+    const one = (kind: Kind, w: Weight, l = 0) => {
+      const e: Partial<LinearShape> = !emitX
+        ? {}
+        : kind === "o" || kind === "down"
+        ? { emit: { weight: nw, out: xpOut } }
+        : kind === "qkv" && l === 0
+        ? {}
+        : kind === "qkv" || kind === "gate_up" || kind === "lm_head"
+        ? { prepared: xpOut }
+        : {};
+      const s = plain ? { m: 1 } : { ...decodeShape(kind), ...e };
       ds.push(
         ...(dtype === "f16"
           ? linear(gpu, y, x, w, null, s, pick(kind) as Partial<LinearTuning>)
@@ -194,16 +208,17 @@ for (const dtype of dtypes) {
       );
     };
     for (let l = 0; l < ws.get("qkv")!.length; l++) {
-      for (const kind of ["qkv", "o", "gate_up", "down"] as const) one(kind, ws.get(kind)![l]);
+      for (const kind of ["qkv", "o", "gate_up", "down"] as const) one(kind, ws.get(kind)![l], l);
     }
     one("lm_head", ws.get("lm_head")![0]);
     return ds;
   };
   const total = KINDS.reduce((a, [kind]) => a + gb(kind), 0);
-  const variants: [string, (kind: Kind) => AnyTuning | undefined, boolean][] = [
+  const variants: [string, (kind: Kind) => AnyTuning | undefined, boolean, boolean?][] = [
     ["default fused", () => undefined, false],
     ["default plain", () => undefined, true],
   ];
+  if (dtype === "q4") variants.push(["default emit", () => undefined, false, true]);
   if (dtype !== "f16") {
     variants.push(["f32-x fused", () => ({ xq: false }), false]);
     variants.push(["int8-x fused", () => ({ xq: true }), false]);
@@ -233,10 +248,10 @@ for (const dtype of dtypes) {
       }
     }
   }
-  for (const [name, pick, plain] of variants) {
+  for (const [name, pick, plain, emitX] of variants) {
     let ds: Dispatch[];
     try {
-      ds = chain(pick, plain);
+      ds = chain(pick, plain, emitX);
     } catch (e) {
       console.log(`CHAIN ${dtype} ${name}: failed: ${(e as Error).message}`);
       continue;

@@ -43,7 +43,7 @@ import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, variant } from 
 import { deviceScratch } from "../src/gpu/buffers.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
-import { linearQ } from "./linear_q.ts";
+import { GEMV_PREP, GEMV_XQ, linearQ } from "./linear_q.ts";
 import { rmsNorm } from "./norm.ts";
 import { siluMul } from "./elementwise.ts";
 import type { GpuRopeTable } from "./rope.ts";
@@ -172,6 +172,20 @@ export interface LinearShape {
    * chunk (any dtype), no accumulate / siluMul — see {@link canFuseRopeKv}.
    */
   ropeKv?: RopeKvEpilogue;
+  /**
+   * Also write y (after `accumulate`: the updated residual stream) as the next GEMV's prepared x
+   * (kernels/linear_q.wgsl EMIT): normed by `weight` (the next RMSNorm's, n f32; 1 / rms is left to
+   * the consumer) and quantized into int8 blocks in `out` (44 bytes per 32 rows), so that GEMV,
+   * given `prepared: out`, runs no PREPX pass. Only for m = 1, a q8 / q4 weight in one chunk with
+   * rows % 32 == 0, no ropeKv — see {@link canEmitX}.
+   */
+  emit?: { weight: BufferArg; out: BufferArg };
+  /**
+   * x was already prepared for this GEMV into this buffer (an `emit` of the GEMV that produced x,
+   * with this call's norm weight if it has a norm): the GEMV reads it instead of x and runs no
+   * PREPX pass. Only for m = 1 and weights whose GEMV takes int8 x — see {@link takesPreparedX}.
+   */
+  prepared?: BufferArg;
 }
 
 /**
@@ -197,6 +211,22 @@ export interface RopeKvEpilogue {
  */
 export function canFuseRopeKv(w: Weight, m: number): boolean {
   return m === 1 && w.chunks.length === 1;
+}
+
+/**
+ * Whether a GEMV over `w` can `emit` its output as prepared x (kernels/linear_q.wgsl EMIT): m = 1,
+ * a q8 / q4 weight in one chunk, whole 32-row blocks.
+ */
+export function canEmitX(w: Weight, m: number): boolean {
+  return m === 1 && isQuant(w.dtype) && w.chunks.length === 1 && w.rows % 32 === 0;
+}
+
+/**
+ * Whether the default GEMV over `w` reads x as int8 blocks, so it can take `prepared` x (m = 1):
+ * q4 (kernels/linear_q.ts GEMV_XQ / GEMV_PREP).
+ */
+export function takesPreparedX(w: Weight, m: number): boolean {
+  return m === 1 && isQuant(w.dtype) && GEMV_XQ[w.dtype] && GEMV_PREP[w.dtype];
 }
 
 /**
@@ -280,6 +310,12 @@ export function linear(
     checkSize("v cache", rk.v, rk.maxTokens * rk.kvHeads * hd * 4);
   }
   if (isQuant(w.dtype)) return linearQ(gpu, y, x, w, bias, s); // q8/q4: kernels/linear_q.ts
+  if (s.emit || s.prepared) {
+    throw new InvalidInputError(
+      `linear: emit / prepared x need a q8 / q4 weight, got ${w.dtype} (check canEmitX() / ` +
+        "takesPreparedX())",
+    );
+  }
   checkLinearCall("linear", y, x, w, bias, s);
   const t = { ...LINEAR_TUNING, ...gemvVariantTuning(norm !== undefined, silu), ...tuning };
   const tile = t.tile ?? (m >= 128 ? 8 : 4);
@@ -531,6 +567,7 @@ function pipeLinear(
  * @param h (m, w.cols) f32 scratch for the normed x (untouched when fused)
  * @param nw (w.cols) f32 norm weight
  * @param bias (w.rows) f32, or null
+ * @param s.prepared x already prepared for this GEMV (m = 1, {@link LinearShape.prepared})
  */
 export function normLinear(
   gpu: Gpu,
@@ -540,11 +577,12 @@ export function normLinear(
   nw: BufferArg,
   w: Weight,
   bias: BufferArg | null,
-  s: { m: number; eps: number; accumulate?: boolean },
+  s: { m: number; eps: number; accumulate?: boolean; prepared?: BufferArg },
 ): Dispatch[] {
-  const { m, eps, accumulate } = s;
+  const { m, eps, accumulate, prepared } = s;
   if (m === 1) {
-    return linear(gpu, y, x, w, bias, { m, accumulate, norm: { weight: nw, eps } });
+    const p = prepared ? { prepared } : {};
+    return linear(gpu, y, x, w, bias, { m, accumulate, norm: { weight: nw, eps }, ...p });
   }
   return [
     rmsNorm(gpu, h, x, nw, { rows: m, cols: w.cols, eps }),
@@ -560,6 +598,7 @@ export function normLinear(
  * @param gateUp (m, 2 · w.cols) f32
  * @param act (m, w.cols) f32 scratch for silu(gate) · up (untouched when fused)
  * @param bias (w.rows) f32, or null
+ * @param s.emit also write y as the next GEMV's prepared x (m = 1, {@link LinearShape.emit})
  */
 export function siluMulLinear(
   gpu: Gpu,
@@ -568,11 +607,16 @@ export function siluMulLinear(
   act: BufferArg,
   w: Weight,
   bias: BufferArg | null,
-  s: { m: number; accumulate?: boolean },
+  s: { m: number; accumulate?: boolean; emit?: LinearShape["emit"] },
 ): Dispatch[] {
-  const { m, accumulate } = s;
+  const { m, accumulate, emit } = s;
   if (m === 1) {
-    return linear(gpu, y, gateUp, w, bias, { m, accumulate, siluMul: true });
+    return linear(gpu, y, gateUp, w, bias, {
+      m,
+      accumulate,
+      siluMul: true,
+      ...(emit ? { emit } : {}),
+    });
   }
   return [
     siluMul(gpu, act, gateUp, { rows: m, cols: w.cols }),

@@ -127,17 +127,19 @@ export const GEMV_LONG_UNITS = 256;
  *   1.01 at tpr 8), 1 row.
  * tpr never exceeds the groups of a row (the tiny model's k = 32 is one).
  * @param xq override of the default x precision
+ * @param prepared x comes prepared (LinearShape.prepared): the prepared-x shapes at any (n, k)
  */
 export function gemvQTuning(
   dtype: QuantDType,
   n: number,
   k: number,
   xq = GEMV_XQ[dtype] && (k / 32 <= GEMV_LONG_UNITS || GEMV_PREP[dtype]),
+  prepared = false,
 ): LinearQTuning {
   const groups = k / 32;
   const long = groups > GEMV_LONG_UNITS;
   let tpr: number, rows = 1;
-  if (xq && GEMV_PREP[dtype] && (long || n >= 16384 || k >= 8192)) {
+  if (xq && (prepared || GEMV_PREP[dtype] && (long || n >= 16384 || k >= 8192))) {
     // Prepared x (H100 08:30, bench/_gemv.ts --sweep prep): 72B gate_up 1.58 → 1.08 ms per 10
     // layers, down 1.14 → 0.67, qkv 0.40 → 0.33, o 0.35 → 0.29, lm_head 0.42 → 0.26; 7B gate_up
     // 1.60 → 1.27 and down 1.21 → 0.90 per 28 layers, lm_head 0.185 → 0.125. 7B qkv / o (k 3584,
@@ -170,6 +172,15 @@ const STAGING_BYTES = 64 << 20;
 export const DEQUANT_SCRATCH_BYTES = 272 << 20;
 const dequantScratch = deviceScratch("linear_q.scratch");
 const staging = deviceScratch("linear_q.staging");
+/**
+ * Bytes of a prepared x of k elements (kernels/linear_q.wgsl PREPX: 44 per 32-element block),
+ * rounded up to whole vec4 (the GEMV reads it as array<vec4<u32>>: a tail word past the last
+ * whole vec4 would read as out of bounds).
+ */
+export function preparedXBytes(k: number): number {
+  return 16 * Math.ceil((44 * (k / 32)) / 16);
+}
+
 /** Bytes of the per-device prepared-x buffer: 44 bytes per 32 elements (k up to 186 k). */
 const PREP_BYTES = 256 << 10;
 const preparedX = deviceScratch("linear_q.prepared_x");
@@ -250,18 +261,46 @@ export function linearQ(
   const { m, norm } = s;
   const silu = s.siluMul === true;
   checkLinearCall("linearQ", y, x, w, bias, s);
+  if ((s.emit || s.prepared) && m !== 1) {
+    throw new InvalidInputError(`linearQ: emit / prepared x need m = 1, got m = ${m}`);
+  }
   if (m > 1) {
     // The int8 dot-product GEMM (kernels/gemm.ts) where the dtype takes it and x fits its scratch.
     if (PREFILL_INT8[q] && gemmQFits(gpu, m, w.cols)) return gemmQ(gpu, y, x, w, bias, s);
     return dequantLinear(gpu, y, x, w, bias, s);
   }
-  // An explicit tuning (benchmarks, tests) runs staged x unless it asks for prep.
-  const d = gemvQTuning(q, w.rows, w.cols, tuning.xq);
+  // An explicit tuning (benchmarks, tests) runs staged x unless it asks for prep; x given
+  // prepared (s.prepared) is read as prep would write it, with no pass.
+  const given = s.prepared;
+  const d = gemvQTuning(q, w.rows, w.cols, tuning.xq, given !== undefined);
   const t = Object.keys(tuning).length === 0 ? d : { ...d, prep: false, ...tuning };
+  if (given) {
+    if (!t.xq) {
+      throw new InvalidInputError(`linearQ: prepared x needs int8 x, tuning ${JSON.stringify(t)}`);
+    }
+    checkSize("prepared x", given, preparedXBytes(w.cols));
+    t.prep = true;
+  }
   // A rope epilogue takes row pairs: an even number of rows per row group (linear() checked the
   // rest: m = 1, one chunk, no accumulate / siluMul, the head layout).
   const rk = s.ropeKv;
   if (rk) t.rows = 2 * Math.ceil(t.rows / 2);
+  // An emitting GEMV's workgroups own whole 32-row blocks: more threads (then rows) per workgroup.
+  const emit = s.emit;
+  if (emit) {
+    if (rk || w.chunks.length !== 1 || w.rows % 32 !== 0) {
+      throw new InvalidInputError(
+        `linearQ: emit needs one chunk (got ${w.chunks.length}), rows % 32 == 0 (got ${w.rows}) ` +
+          `and no ropeKv`,
+      );
+    }
+    checkSize("emit norm weight", emit.weight, w.rows * 4);
+    checkSize("emit out", emit.out, preparedXBytes(w.rows));
+    while (((t.wg / t.tpr) * t.rows) % 32 !== 0) {
+      if (2 * t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup) t.wg *= 2;
+      else t.rows *= 2;
+    }
+  }
   const pow2 = (v: number) => Number.isInteger(v) && v >= 1 && (v & (v - 1)) === 0;
   if (
     !(pow2(t.wg) && t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup) ||
@@ -281,7 +320,8 @@ export function linearQ(
   // Workgroup memory: the x tile (a padding vec4 per unit), the reduction's and the norm's arrays.
   const uv = t.xq || q === "q4" ? 8 : 4; // x vec4 per unit
   const shared = (prep ? 0 : t.xq ? 40 * t.tile : 16 * t.tile * (uv + 1)) +
-    4 * (add ? t.rows * t.wg / 4 : xor ? 0 : t.rows * t.wg) + (norm ? 4 * t.wg : 0);
+    4 * (add ? t.rows * t.wg / 4 : xor ? 0 : t.rows * t.wg) + (norm ? 4 * t.wg : 0) +
+    (emit ? 4 * (t.wg / t.tpr) * t.rows : 0);
   if (shared > gpu.limits.maxComputeWorkgroupStorageSize) {
     throw new InvalidInputError(
       `linearQ: tuning ${JSON.stringify(t)} needs ${shared} bytes of workgroup memory, over the ` +
@@ -293,20 +333,21 @@ export function linearQ(
   const tile = Math.ceil(units / Math.ceil(units / t.tile));
   const pre: Dispatch[] = [];
   let gx = x;
-  if (prep) {
+  if (given) gx = given;
+  else if (prep) {
     // (11 · k / 32) u32: codes, (2^e, Σ c) pairs, Σ x² per block (kernels/linear_q.wgsl PREPX).
     const xp = preparedX(gpu, PREP_BYTES);
-    if (44 * (w.cols / 32) > xp.size) {
+    if (preparedXBytes(w.cols) > xp.size) {
       throw new InvalidInputError(`linearQ: k = ${w.cols} too long for the prepared-x buffer`);
     }
     pre.push(prepareX(gpu, xp, x, w, norm, silu));
     gx = xp;
   }
-  // Bindings: x (prepared: xp), w, [bias], [norm weight unless prepared], y, [rope table, state,
-  // k cache, v cache].
+  // Bindings: x (prepared: xp), w, [bias], [norm weight unless prepared], y, then [rope table,
+  // state, k cache, v cache] or [emit norm weight, emit out].
   const extra = [...(bias ? [bias] : []), ...(norm && !prep ? [norm.weight] : [])];
   const yb = 2 + extra.length;
-  const rope = rk ? [rk.table.table, rk.state, rk.k, rk.v] : [];
+  const tail = rk ? [rk.table.table, rk.state, rk.k, rk.v] : emit ? [emit.weight, emit.out] : [];
   const v = variant(gpu, {
     family: "linear_q",
     entry: "main",
@@ -316,11 +357,16 @@ export function linearQ(
       "read",
       "read_write",
       ...(rk ? ["read", "read", "read_write", "read_write"] as const : []),
+      ...(emit ? ["read", "read_write"] as const : []),
     ],
     params: Params,
     defines: {
       GEMV: true,
       ROPE: rk !== undefined,
+      EMIT: emit !== undefined,
+      XPO: emit !== undefined,
+      QVEC: t.xq || emit !== undefined,
+      ...(emit ? { EW_BINDING: yb + 1, EO_BINDING: yb + 2 } : {}),
       ...(rk
         ? { TABLE_BINDING: yb + 1, STATE_BINDING: yb + 2, KC_BINDING: yb + 3, VC_BINDING: yb + 4 }
         : {}),
@@ -351,7 +397,7 @@ export function linearQ(
       return new Dispatch(
         gpu,
         v,
-        [gx, c.buffer, ...extra, y, ...rope],
+        [gx, c.buffer, ...extra, y, ...tail],
         params,
         grid2d(ceilDiv(c.rows, perGroup)),
       );
@@ -376,6 +422,8 @@ function prepareX(
     defines: {
       GEMV: true,
       PREPX: true,
+      XPO: true,
+      QVEC: true,
       XQ: true,
       Q4: w.dtype === "q4",
       NORM: norm !== undefined,

@@ -38,6 +38,13 @@ const WORDS_PER_GROUP: u32 = 8u;
 // of staging and quantizing all of x in every workgroup. xp (u32 words, nb = k / 32 blocks):
 // block b's int8 codes at [8b, 8b + 8), its (2^e, Σ codes) as f32 at 8 nb + 2b, and (NORM) its
 // Σ x² of the raw x at 10 nb + b — the same bits stage_block() gives, so results do not change.
+// #if EMIT (main, not ROPE, one weight chunk, (WG / TPR) · ROWS a multiple of 32): the GEMV also
+// writes its output y (after ACC: the updated residual stream) as the prepared x of the next GEMV
+// into xpo — normed by the next RMSNorm's weight ew (1 / rms left to the consumer, which sums the
+// blocks' Σ y²), int8 blocks as PREPX writes them — so that GEMV needs no PREPX pass. A workgroup
+// owns whole 32-row blocks: its stored values go through workgroup memory, then a thread per
+// block quantizes it (quant_vec, the code PREPX runs: the same bits).
+// #if QVEC: quant_vec is compiled (XQ staging, PREPX, EMIT); #if XPO: write_block (PREPX, EMIT).
 // #if ROPE (main, ROWS even, not ACC, one weight chunk): the decode q/k/v projection with rope +
 // the KV-cache write as its epilogue, as kernels/linear.wgsl's ROPE: a row group's rows 2i, 2i + 1
 // are a rotary pair (rows j, j + half of one of the first p.rot_rows rows: q heads, then k heads)
@@ -64,6 +71,10 @@ const WORDS_PER_GROUP: u32 = 8u;
 @group(0) @binding({{Y_BINDING}}) var<storage, read_write> xpo: array<u32>;  // (11 · nb) prepared x
 #else
 @group(0) @binding({{Y_BINDING}}) var<storage, read_write> y: array<f32>;  // (n) f32
+#endif
+#if EMIT
+@group(0) @binding({{EW_BINDING}}) var<storage, read> ew: array<vec4<f32>>;  // (n / 4) f32 next norm weight
+@group(0) @binding({{EO_BINDING}}) var<storage, read_write> xpo: array<u32>;  // (11 · n / 32) prepared y
 #endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 #if ROPE
@@ -149,6 +160,47 @@ fn xn(i: u32) -> vec4<f32> { return x[i]; }
 #endif
 #endif
 
+#if QVEC
+// One quantized x block: codes of elements 0..15 and 16..31, (2^e, Σ codes), Σ x² (NORM: raw x).
+struct QBlock { c0: vec4<u32>, c1: vec4<u32>, s: vec2<f32>, ss: f32 }
+
+// Quantizes the 32 values v of a block (normed / silu'd; ss: the raw block's Σ x², or 0) as the
+// XQ comment below says.
+fn quant_vec(v: array<vec4<f32>, 8>, ss: f32) -> QBlock {
+  var amax = 0.0;
+  for (var i = 0u; i < 8u; i++) {
+    let a = abs(v[i]);
+    amax = max(amax, max(max(a.x, a.y), max(a.z, a.w)));
+  }
+  // amax = f · 2^E, f in [0.5, 1): 2^(E − 7) holds it in 127 steps unless f > 127/128.
+  let fe = frexp(amax);
+  let e = max(select(fe.exp - 6, fe.exp - 7, fe.fract <= 0.9921875), -120);
+  let inv = ldexp(1.0, -e);
+  var words: array<u32, 8>;
+  var sum = 0;
+  for (var i = 0u; i < 8u; i++) {
+    let c = vec4<i32>(round(v[i] * inv));
+    sum += c.x + c.y + c.z + c.w;
+    words[i] = pack4xI8(c);
+  }
+  return QBlock(vec4<u32>(words[0], words[1], words[2], words[3]),
+    vec4<u32>(words[4], words[5], words[6], words[7]), vec2<f32>(ldexp(1.0, e), f32(sum)), ss);
+}
+#endif
+
+#if XPO
+// Block b of nb into xpo (PREPX or EMIT): codes at [8b, 8b + 8), (2^e, Σ codes) at 8 nb + 2b, Σ x² at 10 nb + b.
+fn write_block(b: u32, nb: u32, q: QBlock) {
+  for (var i = 0u; i < 4u; i++) {
+    xpo[8u * b + i] = q.c0[i];
+    xpo[8u * b + 4u + i] = q.c1[i];
+  }
+  xpo[8u * nb + 2u * b] = bitcast<u32>(q.s.x);
+  xpo[8u * nb + 2u * b + 1u] = bitcast<u32>(q.s.y);
+  xpo[10u * nb + b] = bitcast<u32>(q.ss);
+}
+#endif
+
 #if XQ
 // x as int8 (llama.cpp's MMVQ idea): each 32-element block of x (one weight group) is staged as
 // int8 codes c = round(x / 2^e) with the smallest power of two 2^e ≥ max|x| / 127, and a block's
@@ -167,13 +219,9 @@ var<workgroup> xq0: array<vec4<u32>, {{TILE}}u>;  // tile block j: int8 codes of
 var<workgroup> xq1: array<vec4<u32>, {{TILE}}u>;  // elements 16..31
 var<workgroup> xqs: array<vec2<f32>, {{TILE}}u>;  // (2^e, Σ codes)
 
-// One quantized x block: codes of elements 0..15 and 16..31, (2^e, Σ codes), Σ x² (NORM: raw x).
-struct QBlock { c0: vec4<u32>, c1: vec4<u32>, s: vec2<f32>, ss: f32 }
-
 // Quantizes x block b (elements 32b..32b+31, normed / silu'd).
 fn quant_block(b: u32) -> QBlock {
   var v: array<vec4<f32>, 8>;
-  var amax = 0.0;
   var ss = 0.0;
   for (var i = 0u; i < 8u; i++) {
 #if NORM
@@ -181,22 +229,8 @@ fn quant_block(b: u32) -> QBlock {
     ss += dot(e, e);
 #endif
     v[i] = xn(8u * b + i);
-    let a = abs(v[i]);
-    amax = max(amax, max(max(a.x, a.y), max(a.z, a.w)));
   }
-  // amax = f · 2^E, f in [0.5, 1): 2^(E − 7) holds it in 127 steps unless f > 127/128.
-  let fe = frexp(amax);
-  let e = max(select(fe.exp - 6, fe.exp - 7, fe.fract <= 0.9921875), -120);
-  let inv = ldexp(1.0, -e);
-  var words: array<u32, 8>;
-  var sum = 0;
-  for (var i = 0u; i < 8u; i++) {
-    let c = vec4<i32>(round(v[i] * inv));
-    sum += c.x + c.y + c.z + c.w;
-    words[i] = pack4xI8(c);
-  }
-  return QBlock(vec4<u32>(words[0], words[1], words[2], words[3]),
-    vec4<u32>(words[4], words[5], words[6], words[7]), vec2<f32>(ldexp(1.0, e), f32(sum)), ss);
+  return quant_vec(v, ss);
 }
 
 // Quantizes x block b into tile slot j; returns its Σ x² (NORM).
@@ -215,16 +249,7 @@ fn prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let b = (wid.x + wid.y * 65535u) * 64u + lid;
   let nb = p.k / 32u;
   if (b >= nb) { return; }
-  let q = quant_block(b);
-  for (var i = 0u; i < 4u; i++) {
-    xpo[8u * b + i] = q.c0[i];
-    xpo[8u * b + 4u + i] = q.c1[i];
-  }
-  xpo[8u * nb + 2u * b] = bitcast<u32>(q.s.x);
-  xpo[8u * nb + 2u * b + 1u] = bitcast<u32>(q.s.y);
-#if NORM
-  xpo[10u * nb + b] = bitcast<u32>(q.ss);
-#endif
+  write_block(b, nb, quant_block(b));
 }
 #endif
 
@@ -314,7 +339,32 @@ fn finish(c: u32, acc: f32, rs: f32) -> f32 {
   return v;
 }
 
-fn store(c: u32, acc: f32, rs: f32) { y[p.row_start + c] = finish(c, acc, rs); }
+#if EMIT
+const RPW: u32 = GROUPS_PER_WG * ROWS;  // rows per workgroup, whole 32-row blocks
+var<workgroup> ev: array<f32, RPW>;     // the workgroup's outputs
+
+// Output block gb (its rows in ev from 32 lb) normed by ew and quantized into xpo, as PREPX
+// prepares x with NORM (same operations in the same order: the same bits).
+fn emit_block(gb: u32, lb: u32) {
+  var v: array<vec4<f32>, 8>;
+  var ss = 0.0;
+  for (var i = 0u; i < 8u; i++) {
+    let j = 32u * lb + 4u * i;
+    let e = vec4<f32>(ev[j], ev[j + 1u], ev[j + 2u], ev[j + 3u]);
+    ss += dot(e, e);
+    v[i] = e * ew[8u * gb + i];
+  }
+  write_block(gb, p.n / 32u, quant_vec(v, ss));
+}
+#endif
+
+fn store(c: u32, acc: f32, rs: f32) {
+  let v = finish(c, acc, rs);
+  y[p.row_start + c] = v;
+#if EMIT
+  ev[c % RPW] = v;
+#endif
+}
 
 #if ROPE
 // Stores row pair q (< ROWS / 2) of row group rgi from its dot products a, b: rotated if a rotary
@@ -538,6 +588,15 @@ fn main(
   let r0 = rgi * ROWS;
   for (var r = t; r < ROWS && r0 + r < p.rows; r += TPR) { store(r0 + r, red[r * WG + lid - t], f); }
 #endif
+#endif
+#if EMIT
+  // The workgroup's RPW outputs are in ev: a thread per 32-row block prepares it.
+  workgroupBarrier();
+  let wgi = wid.x + wid.y * 65535u;
+  for (var b = lid; b < RPW / 32u; b += WG) {
+    let gb = wgi * (RPW / 32u) + b;
+    if (32u * gb < p.rows) { emit_block(gb, b); }
+  }
 #endif
 }
 #endif

@@ -28,6 +28,7 @@ import {
   linearQ,
   type LinearQTuning,
   PREFILL_INT8,
+  preparedXBytes,
   readQuantWeight,
   writeQuantRows,
 } from "./linear_q.ts";
@@ -529,7 +530,9 @@ Deno.test("linearQ() with ropeKv rotates q and k at state.position and writes K,
           const state = createDecodeState(gpu);
           writeDecodeState(gpu, state, { cacheLen: row, position, step: 1 });
           const bx = uploadArray(gpu, x), bnw = uploadArray(gpu, nw), bb = uploadArray(gpu, bias);
-          const by = createStorage(gpu, n * 4), bk = uploadArray(gpu, k0), bv = uploadArray(gpu, v0);
+          const by = createStorage(gpu, n * 4),
+            bk = uploadArray(gpu, k0),
+            bv = uploadArray(gpu, v0);
           const ropeKv = { table: gt, state, k: bk, v: bv, heads: q + kv, kvHeads: kv, maxTokens };
           const s: LinearShape = { m: 1, ...(norm ? { norm: { weight: bnw, eps } } : {}), ropeKv };
           const ds = Object.keys(tuning).length
@@ -566,4 +569,112 @@ Deno.test("linearQ() with ropeKv rotates q and k at state.position and writes K,
       gt.destroy();
     }
   }
+});
+
+/**
+ * x prepared as kernels/linear_q.wgsl PREPX writes it with a norm (the reference): per 32-block,
+ * int8 codes of x ∘ nw (quantizeActivations), then (2^e, Σ codes) f32 pairs, then Σ x² f32.
+ */
+function preparedRef(x: Float32Array, nw: Float32Array): { words: Uint32Array; ss: Float32Array } {
+  const nb = x.length / 32;
+  const xn = new Float32Array(x.map((v, i) => v * nw[i]));
+  const { values, steps } = quantizeActivations(xn);
+  const words = new Uint32Array(10 * nb), f = new Float32Array(words.buffer);
+  const ss = new Float32Array(nb);
+  for (let b = 0; b < nb; b++) {
+    let sum = 0;
+    for (let i = 0; i < 32; i++) {
+      const c = Math.round(values[32 * b + i] / steps[b]);
+      sum += c;
+      words[8 * b + (i >> 2)] |= (c & 255) << (8 * (i & 3));
+      ss[b] += x[32 * b + i] ** 2;
+    }
+    f[8 * nb + 2 * b] = steps[b];
+    f[8 * nb + 2 * b + 1] = sum;
+  }
+  return { words, ss };
+}
+
+// An ACC GEMV that emits its output as the next norm-GEMV's prepared x (kernels/linear_q.wgsl
+// EMIT): y keeps its bits, the emitted blocks are the reference's (codes and scales exact, Σ y² to
+// f32 order), and the next GEMV given them (`prepared`) gives what it gives running its own PREPX
+// pass from y (TOL: its 1 / rms from Σ y² summed in another order). Producer tunings reach every
+// reduction, staged int8 / f32 and prepared x, rows per workgroup grown to whole 32-row blocks.
+Deno.test("linearQ() with emit writes y as the next GEMV's prepared x, which it takes with prepared", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(43);
+  const tunings: Partial<LinearQTuning>[] = [
+    {},
+    { wg: 64, tpr: 1, rows: 1, tile: 3, xq: true },
+    { wg: 64, tpr: 4, rows: 3, tile: 2, xq: true },
+    { wg: 64, tpr: 16, rows: 1, xq: false },
+    { wg: 128, tpr: 32, rows: 1, xq: true, prep: true },
+    { wg: 64, tpr: 64, rows: 5, xq: true },
+  ];
+  for (const dtype of DTYPES) {
+    for (const [n, k, n2] of [[96, 160, 40], [64, 3584, 72], [32, 64, 64]] as const) {
+      const { w } = makeQuant(gpu, n, k, dtype, n * k + 1);
+      const { w: w2 } = makeQuant(gpu, n2, n, "q4", n2 * n + 2);
+      const nb = n / 32, eps = 1e-6;
+      for (const [tuning, silu] of tunings.flatMap((t) => [[t, false], [t, true]] as const)) {
+        const x = randn(rng, 2 * k), y0 = randn(rng, n), nw = randn(rng, n, 0.5).map((v) => v + 1);
+        const bias2 = randn(rng, n2);
+        const bx = uploadArray(gpu, x), bnw = uploadArray(gpu, nw), bb2 = uploadArray(gpu, bias2);
+        const bys = [uploadArray(gpu, y0), uploadArray(gpu, y0)];
+        const eo = createStorage(gpu, preparedXBytes(n), "emitted");
+        const emit = { weight: bnw, out: eo };
+        const what = `${dtype} ${n}x${k} ${JSON.stringify(tuning)} silu=${silu}`;
+        const s1: LinearShape = { m: 1, accumulate: true, siluMul: silu };
+        const ds = [
+          ...linearQ(gpu, bys[0], bx, w, null, s1, tuning),
+          ...linearQ(gpu, bys[1], bx, w, null, { ...s1, emit }, tuning),
+        ];
+        run(gpu, ds);
+        const y = await readF32(gpu, bys[0], n);
+        assert.deepEqual(await readF32(gpu, bys[1], n), y, `${what}: y`);
+        const got = new Uint32Array(await readBytes(gpu, eo, 44 * nb));
+        const want = preparedRef(y, nw);
+        assert.deepEqual(got.subarray(0, 10 * nb), want.words, `${what}: codes and scales`);
+        assertClose(new Float32Array(got.buffer, 40 * nb, nb), want.ss, TOL, `${what}: Σ y²`);
+        // The next GEMV (norm + bias) from y with its own prep pass, and from the emitted blocks.
+        const zs = [0, 1, 2].map(() => createStorage(gpu, n2 * 4));
+        const norm = { weight: bnw, eps };
+        const t2 = { wg: 64, tpr: 4, rows: 2, xq: true, prep: true };
+        const ds2 = [
+          ...linearQ(gpu, zs[0], bys[0], w2, bb2, { m: 1, norm }, t2),
+          ...linearQ(gpu, zs[1], bys[0], w2, bb2, { m: 1, norm, prepared: eo }, t2),
+          ...linear(gpu, zs[2], bys[0], w2, bb2, { m: 1, norm, prepared: eo }),
+        ];
+        assert.equal(ds2.length, 4, "a prep pass for the first call only");
+        run(gpu, ds2);
+        const z = await readF32(gpu, zs[0], n2);
+        assertClose(await readF32(gpu, zs[1], n2), z, TOL, `${what}: next GEMV`);
+        assertClose(await readF32(gpu, zs[2], n2), z, TOL, `${what}: next GEMV, default tuning`);
+        [bx, bnw, bb2, eo, ...bys, ...zs].forEach((b) => b.destroy());
+        [...ds, ...ds2].forEach((d) => d.destroy());
+      }
+      destroyWeight(w);
+      destroyWeight(w2);
+    }
+  }
+});
+
+Deno.test("linear() refuses emit / prepared where they cannot run: float weights, m > 1, chunks, rows % 32, f32 x", async () => {
+  const gpu = await sharedGpu();
+  const x = createStorage(gpu, 4096), y = createStorage(gpu, 4096), o = createStorage(gpu, 4096);
+  const f = createWeight(gpu, 64, 32, "f16", "f");
+  const chunked = makeQuant(gpu, 64, 32, "q4", 1, 32 * 32).w;
+  const odd = makeQuant(gpu, 48, 32, "q4", 2).w;
+  const emit = { weight: x, out: o };
+  assert.throws(() => linear(gpu, y, x, f, null, { m: 1, emit }), /need a q8 \/ q4 weight/);
+  assert.throws(() => linear(gpu, y, x, f, null, { m: 1, prepared: o }), /need a q8 \/ q4/);
+  assert.throws(() => linear(gpu, y, x, odd, null, { m: 2, emit }), /need m = 1, got m = 2/);
+  assert.throws(() => linear(gpu, y, x, chunked, null, { m: 1, emit }), /one chunk \(got 2\)/);
+  assert.throws(() => linear(gpu, y, x, odd, null, { m: 1, emit }), /rows % 32 == 0 \(got 48\)/);
+  assert.throws(
+    () => linearQ(gpu, y, x, odd, null, { m: 1, prepared: o }, { xq: false }),
+    /prepared x needs int8 x/,
+  );
+  [x, y, o].forEach((b) => b.destroy());
+  [f, chunked, odd].forEach(destroyWeight);
 });

@@ -9,6 +9,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import type { Dispatch } from "../../kernels/_kernel.ts";
 import {
+  canEmitX,
   canFuseRopeKv,
   causalAttention,
   decodeAttention,
@@ -16,11 +17,14 @@ import {
   kvWrite,
   linear,
   normLinear,
+  preparedXBytes,
   rope,
   type RopeKvEpilogue,
   ropeKvWriteAt,
   siluMulLinear,
+  takesPreparedX,
 } from "../../kernels/mod.ts";
+import type { Weight } from "../gpu/tensor.ts";
 import type { TextConfig } from "./config.ts";
 import type { GpuWeights } from "./weights.ts";
 
@@ -40,6 +44,12 @@ export interface DecoderBuffers {
   gateUp: GPUBuffer;
   /** (rows, I) f32: silu(gate) · up. */
   act: GPUBuffer;
+  /**
+   * (11 · H / 32) u32 ({@link preparedXBytes}), m = 1 only: x as the next norm-GEMV's prepared x (int8 blocks of
+   * x ∘ norm weight, kernels/linear_q.wgsl PREPX layout), written by the GEMV that last updated x
+   * (o_proj, down_proj: `emit`) where both weights allow it ({@link emitsPreparedX}).
+   */
+  xp: GPUBuffer;
   /** Frees the buffers. */
   destroy(): void;
 }
@@ -67,12 +77,31 @@ export function createDecoderBuffers(
     attn: mk(H, "attn"),
     gateUp: mk(2 * I, "gate_up"),
     act: mk(I, "act"),
+    xp: createStorage(gpu, preparedXBytes(H), `${label}.xp`),
   };
   return {
     ...b,
-    destroy: () => [b.x, b.h, b.qkv, b.attn, b.gateUp, b.act].forEach((x) => x.destroy()),
+    destroy: () => [b.x, b.h, b.qkv, b.attn, b.gateUp, b.act, b.xp].forEach((x) => x.destroy()),
   };
 }
+
+/**
+ * Whether the GEMV over `producer` that updates x (o_proj, down_proj) writes x prepared for the
+ * next GEMV over `consumer` (gate_up, the next layer's qkv, lm_head) at m tokens, which then runs
+ * no PREPX pass: m = 1 and q4 weights (kernels/linear.ts canEmitX / takesPreparedX).
+ */
+export function emitsPreparedX(producer: Weight, consumer: Weight, m: number): boolean {
+  return DECODER_FUSION.preparedX && canEmitX(producer, m) && takesPreparedX(consumer, m);
+}
+
+/**
+ * Fusions of the layer builder that tests and benchmarks switch off to compare; read when the
+ * dispatches are built ({@link layerDispatches}, Qwen2VLModel.createSession()).
+ */
+export const DECODER_FUSION = {
+  /** o_proj / down_proj write x prepared for the next norm-GEMV ({@link emitsPreparedX}). */
+  preparedX: true,
+};
 
 /** A layer's KV cache: K and V of (maxTokens, kvHeads · headDim) f32. */
 export interface LayerCache {
@@ -110,17 +139,37 @@ export function layerDispatches(
   attend: Dispatch[] | DecodeAttention,
 ): Dispatch[] {
   const k = `text.layers.${layer}.`;
-  const norm = { m, eps: t.rmsNormEps };
   const nw = w.vector(k + "input_norm"),
     qkvW = w.matrix(k + "qkv"),
-    qkvB = w.vector(k + "qkv_bias");
+    qkvB = w.vector(k + "qkv_bias"),
+    oW = w.matrix(k + "o"),
+    postNw = w.vector(k + "post_norm"),
+    gateUpW = w.matrix(k + "gate_up"),
+    downW = w.matrix(k + "down");
+  // x prepared for qkv by the previous layer's down_proj, for gate_up by o_proj; down_proj
+  // prepares it for the next layer's qkv or, after the last layer, for lm_head (text.norm).
+  const last = layer + 1 === t.numLayers;
+  const next = last ? `text.` : `text.layers.${layer + 1}.`;
+  const inPrepared = layer > 0 &&
+    emitsPreparedX(w.matrix(`text.layers.${layer - 1}.down`), qkvW, m);
+  const oEmits = emitsPreparedX(oW, gateUpW, m);
+  // (the next weights are looked up only where down_proj could emit)
+  const downEmits = canEmitX(downW, m) &&
+    emitsPreparedX(downW, w.matrix(next + (last ? "lm_head" : "qkv")), m);
+  const nextNw = downEmits ? w.vector(next + (last ? "norm" : "input_norm")) : undefined;
+  const norm = { m, eps: t.rmsNormEps, ...(inPrepared ? { prepared: b.xp } : {}) };
   let qkv: Dispatch[], attention: Dispatch[];
   if (Array.isArray(attend)) {
     qkv = normLinear(gpu, b.qkv, b.x, b.h, nw, qkvW, qkvB, norm);
     attention = attend;
   } else if (canFuseRopeKv(qkvW, m)) {
     const { ropeKv } = attend;
-    qkv = linear(gpu, b.qkv, b.x, qkvW, qkvB, { m, norm: { weight: nw, eps: norm.eps }, ropeKv });
+    qkv = linear(gpu, b.qkv, b.x, qkvW, qkvB, {
+      m,
+      norm: { weight: nw, eps: norm.eps },
+      ropeKv,
+      ...(inPrepared ? { prepared: b.xp } : {}),
+    });
     attention = attend.attention;
   } else {
     // A qkv weight in several chunks: the rope + KV write as its own dispatch.
@@ -140,20 +189,20 @@ export function layerDispatches(
   return [
     ...qkv,
     ...attention,
-    ...linear(gpu, b.x, b.attn, w.matrix(k + "o"), null, { m, accumulate: true }),
-    ...normLinear(
-      gpu,
-      b.gateUp,
-      b.x,
-      b.h,
-      w.vector(k + "post_norm"),
-      w.matrix(k + "gate_up"),
-      null,
-      norm,
-    ),
-    ...siluMulLinear(gpu, b.x, b.gateUp, b.act, w.matrix(k + "down"), null, {
+    ...linear(gpu, b.x, b.attn, oW, null, {
       m,
       accumulate: true,
+      ...(oEmits ? { emit: { weight: postNw, out: b.xp } } : {}),
+    }),
+    ...normLinear(gpu, b.gateUp, b.x, b.h, postNw, gateUpW, null, {
+      m,
+      eps: t.rmsNormEps,
+      ...(oEmits ? { prepared: b.xp } : {}),
+    }),
+    ...siluMulLinear(gpu, b.x, b.gateUp, b.act, downW, null, {
+      m,
+      accumulate: true,
+      ...(nextNw ? { emit: { weight: nextNw, out: b.xp } } : {}),
     }),
   ];
 }
@@ -261,6 +310,9 @@ export function decodeAttend(
  * transformers: `hidden_states = self.norm(hidden_states)` then `logits = self.lm_head(hidden_states)`.
  * At m = 1 the norm is fused into lm_head ({@link normLinear}; h is unused).
  * @param logits (m, vocab) f32
+ * @param xp the decoder buffers' prepared x ({@link DecoderBuffers.xp}) when `x` is their x right
+ * after {@link layerDispatches} of the last layer at m = 1: lm_head reads it where the last
+ * down_proj wrote it ({@link emitsPreparedX})
  */
 export function headDispatches(
   gpu: Gpu,
@@ -270,10 +322,14 @@ export function headDispatches(
   h: GPUBuffer,
   x: GPUBuffer,
   m: number,
+  xp?: GPUBuffer,
 ): Dispatch[] {
   const lmHead = w.matrix("text.lm_head");
+  const down = w.matrix(`text.layers.${t.numLayers - 1}.down`);
+  const prepared = xp && emitsPreparedX(down, lmHead, m) ? { prepared: xp } : {};
   return normLinear(gpu, logits, x, h, w.vector("text.norm"), lmHead, null, {
     m,
     eps: t.rmsNormEps,
+    ...prepared,
   });
 }

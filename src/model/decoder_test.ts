@@ -18,6 +18,7 @@ import type { TextConfig } from "./config.ts";
 import {
   createDecoderBuffers,
   decodeAttend,
+  DECODER_FUSION,
   type LayerCache,
   layerDispatches,
   prefillAttend,
@@ -27,6 +28,9 @@ import { getRopeIndex } from "./rope_index.ts";
 import { submit } from "./vision.ts";
 import { GpuWeights } from "./weights.ts";
 import { decodeAttentionScratchBytes } from "../../kernels/attention.ts";
+import assert from "node:assert/strict";
+import { syntheticModel } from "./synthetic.ts";
+import { TINY_DIR } from "./_fixture.ts";
 
 // The released models' head size and M-RoPE split, with GQA, at a small width.
 const T: TextConfig = {
@@ -191,4 +195,39 @@ Deno.test("a decoder layer (head_dim 128, GQA, M-RoPE [16, 24, 24]) matches tran
   d.destroy();
   table.destroy();
   gw.destroy();
+});
+
+// The q4 tiny model prefilled one token at a time (every layer at m = 1, as decode runs it), with
+// x chained as prepared int8 blocks from o_proj / down_proj into gate_up / the next qkv, against
+// the same model with each GEMV preparing its own x: the blocks are the same bits (kernels/
+// linear_q_test.ts), only Σ x² may be summed in another order (the tiny model's one block per
+// row: the same order, and lavapipe gives the same bits), so 1e-5 of the largest logit.
+Deno.test("layerDispatches() chains prepared x through o / down at m = 1 (q4) with the unchained logits and fewer dispatches", async () => {
+  const gpu = await sharedGpu();
+  const cfg = JSON.parse(await Deno.readTextFile(`${TINY_DIR}config.json`));
+  const model = await syntheticModel(cfg, {
+    gpu,
+    dtype: "f32",
+    seed: 5,
+    quant: "q4",
+    maxContext: 64,
+    prefillChunk: 1,
+  });
+  const prompt = [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872];
+  const pass = async (preparedX: boolean) => {
+    DECODER_FUSION.preparedX = preparedX;
+    try {
+      const s = model.createSession(32);
+      const all = await model.prefill(s, prompt, undefined, { allLogits: true });
+      const n = s.decodeDispatches.length;
+      s.dispose();
+      return { all: all!, n };
+    } finally {
+      DECODER_FUSION.preparedX = true;
+    }
+  };
+  const off = await pass(false), on = await pass(true);
+  assert.ok(on.n < off.n, `decode dispatches ${on.n} vs ${off.n}`);
+  assertClose(on.all, off.all, 1e-5, "logits of every prompt position");
+  model.dispose();
 });

@@ -298,7 +298,7 @@ export class Qwen2VLModel {
       );
       ds.push(...layerDispatches(gpu, t, this.#w, i, b, 1, attend));
     }
-    ds.push(...headDispatches(gpu, t, this.#w, s.logits, b.h, b.x, 1));
+    ds.push(...headDispatches(gpu, t, this.#w, s.logits, b.h, b.x, 1, b.xp));
     s.decodeDispatches = ds;
     return s;
   }
