@@ -6,7 +6,7 @@
  * a fast wrong kernel cannot pass unnoticed. Prints a table and writes JSON lines (--out).
  *
  *   deno run -A bench/_attention.ts [--only vision,prefill,decode] [--reps R]
- *     [--sweep 0|1|small] [--seqs 5120,1564] [--out file.jsonl]
+ *     [--sweep 0|1|small|flash] [--seqs 5120,1564] [--out file.jsonl]
  * @module
  */
 import { requestGpu } from "../src/gpu/device.ts";
@@ -17,7 +17,7 @@ import {
   decodeAttention,
   decodeAttentionScratchBytes,
   type DecodeAttentionShape,
-  type PrefillTuning,
+  type PrefillOptions,
   visionAttention,
 } from "../kernels/attention.ts";
 import { createDecodeState, writeDecodeState } from "../kernels/state.ts";
@@ -40,7 +40,7 @@ const repsOverride = Number(opt("--reps", "0"));
 const sweepOpt = opt("--sweep", "1");
 const sweep = sweepOpt !== "0";
 /** --sweep small: the default against narrower tiles, interleaved twice (for short images). */
-const SMALL_TUNINGS: (Partial<PrefillTuning> | undefined)[] = [
+const SMALL_TUNINGS: (PrefillOptions | undefined)[] = [
   undefined,
   { cv: 1, ty: 8 },
   { cv: 2, ty: 8 },
@@ -48,8 +48,27 @@ const SMALL_TUNINGS: (Partial<PrefillTuning> | undefined)[] = [
   undefined,
   { cv: 1, ty: 8 },
 ];
-const TUNINGS: (Partial<PrefillTuning> | undefined)[] = sweepOpt === "small"
+/**
+ * --sweep flash: the tiled default against the flash kernel's tilings, the two defaults twice
+ * (a tiling that does not divide a case's head_dim or fit the adapter is skipped).
+ */
+const FLASH_TUNINGS: (PrefillOptions | undefined)[] = [
+  undefined,
+  { flash: {} },
+  { flash: { ty: 8 } },
+  { flash: { rk: 4 } },
+  { flash: { ty: 8, rk: 4 } },
+  { flash: { tx: 10 } },
+  { flash: { tx: 5 } },
+  { flash: { tx: 16, ty: 4 } },
+  { flash: { ty: 4 } },
+  undefined,
+  { flash: {} },
+];
+const TUNINGS: (PrefillOptions | undefined)[] = sweepOpt === "small"
   ? SMALL_TUNINGS
+  : sweepOpt === "flash"
+  ? FLASH_TUNINGS
   : sweep
   ? [
     undefined,

@@ -161,6 +161,76 @@ export interface PrefillTuning {
   qres: boolean;
 }
 
+/**
+ * The flash prefill (kernels/attention.wgsl `#if FLASH`): Q tile resident, K/V tiles prefetched
+ * into registers a phase ahead. tx threads along keys and vec4 output columns (cv = headDim / 4
+ * / tx ≤ 5), ty threads along queries (4 rows each: BQ = 4 · ty), rk keys per thread and tile
+ * (BK = rk · tx).
+ */
+export interface FlashTuning {
+  tx: number;
+  ty: number;
+  rk: 4 | 8;
+}
+
+/** A prefill tuning: the tiled kernel's fields, or `flash` (its fields, or {} for the defaults). */
+export type PrefillOptions = Partial<PrefillTuning> & { flash?: Partial<FlashTuning> };
+
+/** Most prefetch groups of 4 vec4 per thread in the flash kernel (f0 .. f7). */
+const FLASH_MAX_GROUPS = 8;
+
+/** Workgroup sizes and defines of a flash tiling, or why it cannot run. */
+function flashLayout(headDim: number, t: FlashTuning) {
+  const hd4 = headDim / 4, cv = hd4 / t.tx, bq = 4 * t.ty, bk = t.rk * t.tx, wg = t.tx * t.ty;
+  if (!Number.isInteger(cv) || cv > 5 || (t.rk !== 4 && t.rk !== 8) || hd4 % 4) {
+    throw new InvalidInputError(
+      `attention: flash tiling ${JSON.stringify(t)} does not divide head_dim ${headDim} ` +
+        `(needs (head_dim/4) % tx = 0 with at most 5 vec4 columns a thread, rk 4 or 8)`,
+    );
+  }
+  const sq = hd4 | 1, groups = Math.ceil(bk * hd4 / wg / 4);
+  const defines: Record<string, boolean | number> = {
+    FLASH: true,
+    TX: t.tx,
+    TY: t.ty,
+    RK: t.rk,
+    RK8: t.rk === 8,
+    SQ: sq,
+  };
+  for (let c = 2; c <= 5; c++) defines[`C${c}`] = cv >= c;
+  for (let g = 2; g <= FLASH_MAX_GROUPS; g++) defines[`G${g}`] = groups >= g;
+  return {
+    wg,
+    bq,
+    groups,
+    bytes: 16 * (bq * sq + bk * sq + bk * (t.ty + 1) + wg),
+    defines,
+  };
+}
+
+/** The flash tilings tried in order (the first that fits wins). */
+function flashCandidates(headDim: number, t: Partial<FlashTuning>): FlashTuning[] {
+  const hd4 = headDim / 4;
+  // The fewest threads along keys with at most 5 vec4 columns each (80: 4 × 5, 128: 8 × 4).
+  const tx = t.tx ?? [4, 8, 16, 32].find((x) => hd4 % x === 0 && hd4 / x <= 5) ?? 4;
+  const rk = t.rk ?? (tx === 4 ? 8 : 4);
+  return (t.ty ? [t.ty] : [16, 8, 4]).map((ty) => ({ tx, ty, rk }));
+}
+
+function flashTuning(gpu: Gpu, what: string, headDim: number, t: Partial<FlashTuning>) {
+  for (const c of flashCandidates(headDim, t)) {
+    const l = flashLayout(headDim, c);
+    if (
+      l.bytes <= gpu.limits.maxComputeWorkgroupStorageSize &&
+      l.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup && l.groups <= FLASH_MAX_GROUPS
+    ) return l;
+  }
+  throw new InvalidInputError(
+    `${what}: head_dim ${headDim} with flash ${JSON.stringify(t)} does not fit this adapter's ` +
+      `workgroup memory (${gpu.limits.maxComputeWorkgroupStorageSize} bytes) or registers`,
+  );
+}
+
 /** The tilings tried in order (the first that fits wins), unless a tuning is given. */
 function prefillCandidates(headDim: number, t?: Partial<PrefillTuning>): PrefillTuning[] {
   const hd4 = headDim / 4;
@@ -241,9 +311,11 @@ function prefillDispatch(
   buffers: BufferArg[],
   params: ArrayBuffer,
   seq: number,
-  tuning?: Partial<PrefillTuning>,
+  tuning?: PrefillOptions,
 ): Dispatch {
-  const { bq, defines } = prefillLayout(r.headDim, prefillTuning(gpu, what, r.headDim, tuning));
+  const { bq, defines } = tuning?.flash
+    ? flashTuning(gpu, what, r.headDim, tuning.flash)
+    : prefillLayout(r.headDim, prefillTuning(gpu, what, r.headDim, tuning));
   const vt = variant(gpu, {
     family: "attention",
     entry: "prefill",
@@ -280,7 +352,7 @@ export function causalAttention(
   k: HeadRows,
   v: HeadRows,
   s: CausalAttentionShape,
-  tuning?: Partial<PrefillTuning>,
+  tuning?: PrefillOptions,
 ): Dispatch {
   const r = resolve("causalAttention", s, q, k, v);
   return prefillDispatch(
@@ -323,7 +395,7 @@ export function visionAttention(
   v: HeadRows,
   cu: BufferArg,
   s: VisionAttentionShape,
-  tuning?: Partial<PrefillTuning>,
+  tuning?: PrefillOptions,
 ): Dispatch {
   if (!(s.nCu >= 2)) {
     throw new InvalidInputError(`visionAttention: cu_seqlens needs ≥ 2 entries, got ${s.nCu}`);

@@ -57,6 +57,376 @@ fn key_range(i: u32) -> vec2<u32> {
 #endif
 }
 
+fn max4(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
+fn sum4(x: vec4<f32>) -> f32 { return dot(x, vec4<f32>(1.0)); }
+
+// Scores of one row outside [lo, hi) become NEG.
+fn mask_row(s: vec4<f32>, keys: vec4<u32>, lo: u32, hi: u32) -> vec4<f32> {
+  return select(vec4<f32>(NEG), s, (keys >= vec4<u32>(lo)) & (keys < vec4<u32>(hi)));
+}
+
+// c[r] = c[r] · a[r] (each column is one query row).
+fn scale_cols(c: mat4x4<f32>, a: vec4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(c[0] * a.x, c[1] * a.y, c[2] * a.z, c[3] * a.w);
+}
+
+// c + outer(a, b): c[r] += a[r] · b.
+fn outer_acc(c: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
+  return mat4x4<f32>(fma(vec4(a.x), b, c[0]), fma(vec4(a.y), b, c[1]), fma(vec4(a.z), b, c[2]),
+    fma(vec4(a.w), b, c[3]));
+}
+
+fn store_row(i: u32, col: u32, x: vec4<f32>) {
+  if (i < p.seq) { out[i * p.heads * HD4 + col] = x; }
+}
+
+#if FLASH
+// ---------------------------------------------------------------------------------------------
+// Prefill, #if FLASH: the flash kernel with the whole Q tile resident, K/V tiles prefetched into
+// registers a phase ahead, and larger per-thread register blocks. A workgroup owns BQ = 4·TY
+// queries of one head and walks their keys BK = RK·TX at a time. Thread (tx, ty) owns the 4 query
+// rows ty + TY·r (r < 4: interleaved, so a warp's Q reads hit distinct banks):
+// - S = Q·Kᵀ: the 4 × RK block of those rows × keys tx + TX·e, over all of head_dim, with Q
+//   staged once (scaled by scale · log2 e, so the softmax is exp2) and K in `kv`;
+// - online softmax in f32 as the tiled kernel's (row max through `red`, Σ exp per thread);
+// - O += P·V: the 4 rows × CV vec4 columns tx + TX·i, with P in `ps` and V in `kv` (K is used
+//   up by then);
+// - global loads are not overlapped across loop iterations on this stack, so each thread's share
+//   of a tile (NG groups of 4 vec4, named registers) is loaded a phase before it is stored: this
+//   tile's V while S is computed, the next tile's K while P·V is. Four barriers a tile.
+// Every register block is a named private (the loops that use them are written out: naga wraps
+// each `for` in a counter the driver cannot see through, so an indexed array would stay in
+// local memory).
+const TX: u32 = {{TX}}u;       // threads along keys (S) and along vec4 columns (O)
+const TY: u32 = {{TY}}u;       // threads along queries, 4 rows each
+const CV: u32 = HD4 / TX;      // vec4 output columns per thread (1 ..= 5; #if C2 .. C5)
+const RK: u32 = {{RK}}u;       // keys per thread and tile: 4, or 8 #if RK8
+const BQ: u32 = 4u * TY;
+const BK: u32 = RK * TX;
+const WG: u32 = TX * TY;
+const SQ: u32 = {{SQ}}u;       // padded row stride of qs and kv, vec4: odd
+const PS: u32 = TY + 1u;       // padded row stride of ps, vec4
+const NT: u32 = BK * HD4;      // vec4 in one K or V tile
+const LOG2E: f32 = 1.4426950408889634;
+
+var<workgroup> qs: array<vec4<f32>, BQ * SQ>;  // (BQ, HD) queries · scale · log2 e
+var<workgroup> kv: array<vec4<f32>, BK * SQ>;  // (BK, HD) this tile's keys, then its values
+var<workgroup> ps: array<vec4<f32>, BK * PS>;  // (BK, TY) vec4 of 4 rows: this tile's P, key-major
+var<workgroup> red: array<vec4<f32>, WG>;      // (TY, TX) per-thread row partials
+
+var<private> lid_: u32;
+var<private> tx_: u32;
+var<private> ty_: u32;
+var<private> kbase_: u32;
+var<private> vbase_: u32;
+var<private> sa: mat4x4<f32>;  // column r: row ty + TY·r, keys tx + TX·e (e < 4)
+var<private> sb: mat4x4<f32>;  // #if RK8: keys tx + TX·(4 + e)
+var<private> o0: mat4x4<f32>;  // column r: row ty + TY·r, vec4 column tx
+var<private> o1: mat4x4<f32>;  // #if C2: vec4 column tx + TX, and so on
+var<private> o2: mat4x4<f32>;
+var<private> o3: mat4x4<f32>;
+var<private> o4: mat4x4<f32>;
+var<private> f0: mat4x4<f32>;  // this thread's share of the next K or V tile: vec4 n = 4g + c
+var<private> f1: mat4x4<f32>;  // of group g is tile element lid + n·WG (#if G2 .. G8)
+var<private> f2: mat4x4<f32>;
+var<private> f3: mat4x4<f32>;
+var<private> f4: mat4x4<f32>;
+var<private> f5: mat4x4<f32>;
+var<private> f6: mat4x4<f32>;
+var<private> f7: mat4x4<f32>;
+
+// Tile element n of this thread from keys k0.. (V #if is_v, else K); 0 past the tile or hi.
+fn ld_kv(is_v: bool, k0: u32, hi: u32, n: u32) -> vec4<f32> {
+  let idx = lid_ + n * WG;
+  let key = k0 + idx / HD4;
+  var x = vec4<f32>(0.0);
+  if (idx < NT && key < hi) {
+    if (is_v) {
+      x = v[key * p.v_stride + vbase_ + idx % HD4];
+    } else {
+      x = k[key * p.k_stride + kbase_ + idx % HD4];
+    }
+  }
+  return x;
+}
+
+fn ld4(is_v: bool, k0: u32, hi: u32, g: u32) -> mat4x4<f32> {
+  return mat4x4<f32>(ld_kv(is_v, k0, hi, 4u * g), ld_kv(is_v, k0, hi, 4u * g + 1u),
+    ld_kv(is_v, k0, hi, 4u * g + 2u), ld_kv(is_v, k0, hi, 4u * g + 3u));
+}
+
+fn st_kv(n: u32, x: vec4<f32>) {
+  let idx = lid_ + n * WG;
+  if (idx < NT) { kv[idx / HD4 * SQ + idx % HD4] = x; }
+}
+
+fn st4(g: u32, x: mat4x4<f32>) {
+  st_kv(4u * g, x[0]);
+  st_kv(4u * g + 1u, x[1]);
+  st_kv(4u * g + 2u, x[2]);
+  st_kv(4u * g + 3u, x[3]);
+}
+
+// Issues this thread's loads of the (BK, HD) tile of keys k0.. into f0.. (used by store_tile).
+fn load_tile(is_v: bool, k0: u32, hi: u32) {
+  f0 = ld4(is_v, k0, hi, 0u);
+#if G2
+  f1 = ld4(is_v, k0, hi, 1u);
+#endif
+#if G3
+  f2 = ld4(is_v, k0, hi, 2u);
+#endif
+#if G4
+  f3 = ld4(is_v, k0, hi, 3u);
+#endif
+#if G5
+  f4 = ld4(is_v, k0, hi, 4u);
+#endif
+#if G6
+  f5 = ld4(is_v, k0, hi, 5u);
+#endif
+#if G7
+  f6 = ld4(is_v, k0, hi, 6u);
+#endif
+#if G8
+  f7 = ld4(is_v, k0, hi, 7u);
+#endif
+}
+
+fn store_tile() {
+  st4(0u, f0);
+#if G2
+  st4(1u, f1);
+#endif
+#if G3
+  st4(2u, f2);
+#endif
+#if G4
+  st4(3u, f3);
+#endif
+#if G5
+  st4(4u, f4);
+#endif
+#if G6
+  st4(5u, f5);
+#endif
+#if G7
+  st4(6u, f6);
+#endif
+#if G8
+  st4(7u, f7);
+#endif
+}
+
+// Query element idx of the tile (rows q0..), scaled; 0 past seq.
+fn ld_q(q0: u32, qbase: u32, idx: u32) -> vec4<f32> {
+  let i = q0 + idx / HD4;
+  var x = vec4<f32>(0.0);
+  if (i < p.seq) { x = q[i * p.q_stride + qbase + idx % HD4] * (p.scale * LOG2E); }
+  return x;
+}
+
+fn st_q(idx: u32, x: vec4<f32>) { qs[idx / HD4 * SQ + idx % HD4] = x; }
+
+// One vec4 of head_dim (c) of the S block: 4 Q reads, RK K reads, 16·RK FMAs.
+fn s_step(c: u32) {
+  let qa = ty_ * SQ + c;
+  let q0 = qs[qa];
+  let q1 = qs[qa + TY * SQ];
+  let q2 = qs[qa + 2u * TY * SQ];
+  let q3 = qs[qa + 3u * TY * SQ];
+  let ka = tx_ * SQ + c;
+  let kt = mat4x4<f32>(kv[ka], kv[ka + TX * SQ], kv[ka + 2u * TX * SQ], kv[ka + 3u * TX * SQ]);
+  sa += mat4x4<f32>(q0 * kt, q1 * kt, q2 * kt, q3 * kt);
+#if RK8
+  let kt2 = mat4x4<f32>(kv[ka + 4u * TX * SQ], kv[ka + 5u * TX * SQ], kv[ka + 6u * TX * SQ],
+    kv[ka + 7u * TX * SQ]);
+  sb += mat4x4<f32>(q0 * kt2, q1 * kt2, q2 * kt2, q3 * kt2);
+#endif
+}
+
+// One key (j) of O += P·V: 1 P read, CV V reads, 16·CV FMAs.
+fn pv_step(j: u32) {
+  let pj = ps[j * PS + ty_];
+  let vb = j * SQ + tx_;
+  o0 = outer_acc(o0, pj, kv[vb]);
+#if C2
+  o1 = outer_acc(o1, pj, kv[vb + TX]);
+#endif
+#if C3
+  o2 = outer_acc(o2, pj, kv[vb + 2u * TX]);
+#endif
+#if C4
+  o3 = outer_acc(o3, pj, kv[vb + 3u * TX]);
+#endif
+#if C5
+  o4 = outer_acc(o4, pj, kv[vb + 4u * TX]);
+#endif
+}
+
+fn scale_o(a: vec4<f32>) {
+  o0 = scale_cols(o0, a);
+#if C2
+  o1 = scale_cols(o1, a);
+#endif
+#if C3
+  o2 = scale_cols(o2, a);
+#endif
+#if C4
+  o3 = scale_cols(o3, a);
+#endif
+#if C5
+  o4 = scale_cols(o4, a);
+#endif
+}
+
+// Writes column r (query row i) of the O blocks, times inv.
+fn store_o(i: u32, r: u32, col: u32, inv: f32) {
+  store_row(i, col, o0[r] * inv);
+#if C2
+  store_row(i, col + TX, o1[r] * inv);
+#endif
+#if C3
+  store_row(i, col + 2u * TX, o2[r] * inv);
+#endif
+#if C4
+  store_row(i, col + 3u * TX, o3[r] * inv);
+#endif
+#if C5
+  store_row(i, col + 4u * TX, o4[r] * inv);
+#endif
+}
+
+// exp2(s − m), 0 where masked.
+fn prob2(s: vec4<f32>, m: f32) -> vec4<f32> {
+  return select(vec4<f32>(0.0), exp2(s - m), s > vec4<f32>(NEG));
+}
+
+fn mask4(s: mat4x4<f32>, keys: vec4<u32>, r0: vec2<u32>, r1: vec2<u32>, r2: vec2<u32>,
+  r3: vec2<u32>) -> mat4x4<f32> {
+  return mat4x4<f32>(mask_row(s[0], keys, r0.x, r0.y), mask_row(s[1], keys, r1.x, r1.y),
+    mask_row(s[2], keys, r2.x, r2.y), mask_row(s[3], keys, r3.x, r3.y));
+}
+
+fn rowmax(s: mat4x4<f32>) -> vec4<f32> {
+  return vec4<f32>(max4(s[0]), max4(s[1]), max4(s[2]), max4(s[3]));
+}
+
+// P of a 4-row block at row maxima mx, transposed: column e is key e's 4 rows.
+fn probs(s: mat4x4<f32>, mx: vec4<f32>) -> mat4x4<f32> {
+  return transpose(mat4x4<f32>(prob2(s[0], mx.x), prob2(s[1], mx.y), prob2(s[2], mx.z),
+    prob2(s[3], mx.w)));
+}
+
+// Writes a P block (column e: key tx + TX·(e0 + e)) to ps; returns its Σ over keys.
+fn put_p(pt: mat4x4<f32>, e0: u32) -> vec4<f32> {
+  let a = (tx_ + e0 * TX) * PS + ty_;
+  ps[a] = pt[0];
+  ps[a + TX * PS] = pt[1];
+  ps[a + 2u * TX * PS] = pt[2];
+  ps[a + 3u * TX * PS] = pt[3];
+  return (pt[0] + pt[1]) + (pt[2] + pt[3]);
+}
+
+@compute @workgroup_size(WG)
+fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  lid_ = lid;
+  tx_ = lid % TX;
+  ty_ = lid / TX;
+  let q0 = wid.x * BQ;
+  let h = wid.y;
+  let kvh = h / p.group;
+  let last = min(q0 + BQ, p.seq) - 1u;
+  let r0 = key_range(min(q0 + ty_, last));
+  let r1 = key_range(min(q0 + ty_ + TY, last));
+  let r2 = key_range(min(q0 + ty_ + 2u * TY, last));
+  let r3 = key_range(min(q0 + ty_ + 3u * TY, last));
+  // Both range ends grow with i: the tiles cover [lo(first), hi(last)), and a tile inside
+  // [lo(last), hi(first)) is visible to every row (no mask).
+  let lo_t = key_range(q0).x;
+  let hi_t = key_range(last).y;
+  let lo_all = key_range(last).x;
+  let hi_all = key_range(q0).y;
+  let qbase = p.q_off + h * HD4;
+  kbase_ = p.k_off + kvh * HD4;
+  vbase_ = p.v_off + kvh * HD4;
+
+  // The Q tile, four loads in flight per thread (BQ · HD4 = 4 · CV · WG).
+  for (var n = lid; n < BQ * HD4; n += 4u * WG) {
+    let x0 = ld_q(q0, qbase, n);
+    let x1 = ld_q(q0, qbase, n + WG);
+    let x2 = ld_q(q0, qbase, n + 2u * WG);
+    let x3 = ld_q(q0, qbase, n + 3u * WG);
+    st_q(n, x0);
+    st_q(n + WG, x1);
+    st_q(n + 2u * WG, x2);
+    st_q(n + 3u * WG, x3);
+  }
+  load_tile(false, lo_t, hi_t);
+  store_tile();
+  var m = vec4<f32>(NEG);       // running max of the 4 rows (log2 units; same in a row's threads)
+  var l = vec4<f32>(0.0);       // this thread's part of Σ exp2(s − m)
+  for (var kb = lo_t; kb < hi_t; kb += BK) {
+    workgroupBarrier();         // this tile's K (and, first, Q) staged
+    load_tile(true, kb, hi_t);  // this tile's V: in flight while S is computed
+    sa = mat4x4<f32>();
+#if RK8
+    sb = mat4x4<f32>();
+#endif
+    for (var c = 0u; c < HD4; c += 4u) {
+      s_step(c);
+      s_step(c + 1u);
+      s_step(c + 2u);
+      s_step(c + 3u);
+    }
+    if (kb < lo_all || kb + BK > hi_all) {
+      let keys = vec4<u32>(kb + tx_) + vec4<u32>(0u, TX, 2u * TX, 3u * TX);
+      sa = mask4(sa, keys, r0, r1, r2, r3);
+#if RK8
+      sb = mask4(sb, keys + vec4<u32>(4u * TX), r0, r1, r2, r3);
+#endif
+    }
+#if RK8
+    red[lid] = max(rowmax(sa), rowmax(sb));
+#else
+    red[lid] = rowmax(sa);
+#endif
+    workgroupBarrier();         // S done (kv free), row maxima visible
+    var mx = m;
+    for (var x = 0u; x < TX; x++) { mx = max(mx, red[ty_ * TX + x]); }
+    let alpha = exp2(m - mx);
+    m = mx;
+    l = l * alpha + put_p(probs(sa, mx), 0u);
+#if RK8
+    l += put_p(probs(sb, mx), 4u);
+#endif
+    store_tile();               // this tile's V
+    scale_o(alpha);
+    workgroupBarrier();         // P and V staged
+    load_tile(false, kb + BK, hi_t);  // the next tile's K: in flight while P·V is computed
+    for (var j = 0u; j < BK; j += 4u) {
+      pv_step(j);
+      pv_step(j + 1u);
+      pv_step(j + 2u);
+      pv_step(j + 3u);
+    }
+    workgroupBarrier();         // kv and ps read
+    store_tile();               // the next tile's K
+  }
+
+  workgroupBarrier();
+  red[lid] = l;
+  workgroupBarrier();
+  var lt = vec4<f32>(0.0);
+  for (var x = 0u; x < TX; x++) { lt += red[ty_ * TX + x]; }
+  let inv = 1.0 / lt;
+  let col = h * HD4 + tx_;
+  store_o(q0 + ty_, 0u, col, inv.x);
+  store_o(q0 + ty_ + TY, 1u, col, inv.y);
+  store_o(q0 + ty_ + 2u * TY, 2u, col, inv.z);
+  store_o(q0 + ty_ + 3u * TY, 3u, col, inv.w);
+}
+#else
 const TX: u32 = {{TX}}u;       // threads along keys (S) and along vec4 columns (O)
 const TY: u32 = {{TY}}u;       // threads along queries, 4 rows each
 const CV: u32 = HD4 / TX;      // vec4 output columns per thread: 1 or 2
@@ -82,32 +452,9 @@ var<workgroup> stage: array<vec4<f32>, {{STAGE}}>;
 var<workgroup> ps: array<vec4<f32>, BK * PS>;   // (BK, TY) vec4 of 4 rows: this tile's P, key-major
 var<workgroup> red: array<vec4<f32>, WG>;       // (TY, TX) per-thread row partials
 
-fn max4(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
-fn sum4(x: vec4<f32>) -> f32 { return dot(x, vec4<f32>(1.0)); }
-
-// Scores of one row outside [lo, hi) become NEG.
-fn mask_row(s: vec4<f32>, keys: vec4<u32>, lo: u32, hi: u32) -> vec4<f32> {
-  return select(vec4<f32>(NEG), s, (keys >= vec4<u32>(lo)) & (keys < vec4<u32>(hi)));
-}
-
 // exp(s − m), 0 where masked.
 fn prob_row(s: vec4<f32>, m: f32) -> vec4<f32> {
   return select(vec4<f32>(0.0), exp(s - m), s > vec4<f32>(NEG));
-}
-
-// c[r] = c[r] · a[r] (each column is one query row).
-fn scale_cols(c: mat4x4<f32>, a: vec4<f32>) -> mat4x4<f32> {
-  return mat4x4<f32>(c[0] * a.x, c[1] * a.y, c[2] * a.z, c[3] * a.w);
-}
-
-// c + outer(a, b): c[r] += a[r] · b.
-fn outer_acc(c: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
-  return mat4x4<f32>(fma(vec4(a.x), b, c[0]), fma(vec4(a.y), b, c[1]), fma(vec4(a.z), b, c[2]),
-    fma(vec4(a.w), b, c[3]));
-}
-
-fn store_row(i: u32, col: u32, x: vec4<f32>) {
-  if (i < p.seq) { out[i * p.heads * HD4 + col] = x; }
 }
 
 @compute @workgroup_size(WG)
@@ -239,6 +586,7 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   store_row(row0 + 3u, h * HD4 + tx + TX, o1[3] * inv.w);
 #endif
 }
+#endif
 #endif
 
 #if DECODE
