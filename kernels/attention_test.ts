@@ -9,7 +9,7 @@ import {
   decodeAttention,
   decodeAttentionScratchBytes,
   type DecodeAttentionShape,
-  type PrefillTuning,
+  type PrefillOptions,
   visionAttention,
 } from "./attention.ts";
 import { createDecodeState, writeDecodeState } from "./state.ts";
@@ -70,31 +70,34 @@ function makeInputs(rng: () => number, c: Case) {
   };
 }
 
-Deno.test("causalAttention() matches the CPU reference over head dims, GQA ratios, lengths and offsets", async () => {
-  const gpu = await sharedGpu();
-  const rng = seeded(20);
-  for (const c of CASES) {
-    const x = makeInputs(rng, c);
-    const bufs = [x.qkv, x.kc, x.vc].map((a) => uploadArray(gpu, a));
-    const out = createStorage(gpu, c.seq * c.heads * c.headDim * 4);
-    const d = causalAttention(
-      gpu,
-      out,
-      { buffer: bufs[0], stride: x.qStride },
-      { buffer: bufs[1] },
-      {
-        buffer: bufs[2],
-      },
-      c,
-    );
-    run(gpu, [d]);
-    const q = gather(x.qkv, c.seq, x.qStride, 0, c.heads * c.headDim);
-    const want = attentionRef(q, x.kc, x.vc, c);
-    assertClose(await readF32(gpu, out), want, TOL, JSON.stringify(c));
-    [...bufs, out].forEach((b) => b.destroy());
-    d.destroy();
-  }
-});
+for (const [name, tuning] of [["tiled", undefined], ["flash", { flash: {} }]] as const) {
+  Deno.test(`causalAttention() (${name} kernel) matches the CPU reference over head dims, GQA ratios, lengths and offsets`, async () => {
+    const gpu = await sharedGpu();
+    const rng = seeded(20);
+    for (const c of CASES) {
+      const x = makeInputs(rng, c);
+      const bufs = [x.qkv, x.kc, x.vc].map((a) => uploadArray(gpu, a));
+      const out = createStorage(gpu, c.seq * c.heads * c.headDim * 4);
+      const d = causalAttention(
+        gpu,
+        out,
+        { buffer: bufs[0], stride: x.qStride },
+        { buffer: bufs[1] },
+        {
+          buffer: bufs[2],
+        },
+        c,
+        tuning,
+      );
+      run(gpu, [d]);
+      const q = gather(x.qkv, c.seq, x.qStride, 0, c.heads * c.headDim);
+      const want = attentionRef(q, x.kc, x.vc, c);
+      assertClose(await readF32(gpu, out), want, TOL, `${name} ${JSON.stringify(c)}`);
+      [...bufs, out].forEach((b) => b.destroy());
+      d.destroy();
+    }
+  });
+}
 
 Deno.test("every prefill tiling that fits gives the reference result (causal and vision)", async () => {
   const gpu = await sharedGpu();
@@ -102,19 +105,42 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
   const grid: [number, number, number][] = [[1, 4, 6], [2, 3, 5], [1, 5, 7]];
   const cu = cuSeqlens(grid), bcu = uploadArray(gpu, cu);
   // Tilings other than the defaults (cv 2, ty 16 from head_dim 64; cv 1 below), where they fit.
-  const tilings: [number, Partial<PrefillTuning>[]][] = [
-    [80, [{ cv: 1, ty: 16 }, { cv: 1, ty: 8, qres: false }, { cv: 2, ty: 8, qres: false }, {
-      cv: 2,
-      ty: 8,
-      qres: true,
-    }, { cv: 2, ty: 8, qres: true, dc: 4, kc: 8 }]],
-    [128, [{ cv: 2, ty: 8, dc: 4 }, { cv: 2, ty: 8, dc: 8 }, { cv: 1, ty: 8 }, {
-      cv: 2,
-      ty: 4,
-      qres: true,
-      dc: 4,
-      kc: 16,
-    }]],
+  // Flash tilings: every vec4-column count (5, 4, 2; 1 at head_dim 16 in the other tests), 4 and
+  // 8 keys a thread, one to eight prefetch groups, 32 to 160 threads.
+  const tilings: [number, PrefillOptions[]][] = [
+    [80, [
+      { cv: 1, ty: 16 },
+      { cv: 1, ty: 8, qres: false },
+      { cv: 2, ty: 8, qres: false },
+      {
+        cv: 2,
+        ty: 8,
+        qres: true,
+      },
+      { cv: 2, ty: 8, qres: true, dc: 4, kc: 8 },
+      { flash: { tx: 4, ty: 8, rk: 8 } },
+      {
+        flash: { tx: 4, ty: 8, rk: 4 },
+      },
+      { flash: { tx: 5, ty: 8 } },
+      { flash: { tx: 10, ty: 4 } },
+      { flash: { tx: 10, ty: 16 } },
+    ]],
+    [128, [
+      { cv: 2, ty: 8, dc: 4 },
+      { cv: 2, ty: 8, dc: 8 },
+      { cv: 1, ty: 8 },
+      {
+        cv: 2,
+        ty: 4,
+        qres: true,
+        dc: 4,
+        kc: 16,
+      },
+      { flash: { tx: 8, ty: 4 } },
+      { flash: { tx: 8, ty: 8 } },
+      { flash: { tx: 16, ty: 4 } },
+    ]],
   ];
   for (const [headDim, tunings] of tilings) {
     const c: Case = { headDim, heads: 4, kvHeads: 2, seq: cu[cu.length - 1], offset: 9 };
@@ -306,18 +332,21 @@ Deno.test("visionAttention() keeps each frame of each image to itself", async ()
     const [bqkv, bcu] = [uploadArray(gpu, qkv), uploadArray(gpu, cu)];
     const out = createStorage(gpu, seq * embed * 4);
     const rows = (part: number) => ({ buffer: bqkv, stride: 3 * embed, offset: part * embed });
-    const d = visionAttention(gpu, out, rows(0), rows(1), rows(2), bcu, {
-      seq,
-      heads,
-      headDim,
-      nCu: cu.length,
-    });
-    run(gpu, [d]);
     const [q, k, v] = [0, 1, 2].map((p) => gather(qkv, seq, 3 * embed, p * embed, embed));
     const want = attentionRef(q, k, v, { seq, heads, kvHeads: heads, headDim, cuSeqlens: cu });
-    assertClose(await readF32(gpu, out), want, TOL, `vision hd=${headDim} cu=${cu}`);
+    for (const tuning of [undefined, { flash: {} }]) {
+      const d = visionAttention(gpu, out, rows(0), rows(1), rows(2), bcu, {
+        seq,
+        heads,
+        headDim,
+        nCu: cu.length,
+      }, tuning);
+      run(gpu, [d]);
+      const what = `vision hd=${headDim} cu=${cu} ${JSON.stringify(tuning ?? "tiled")}`;
+      assertClose(await readF32(gpu, out), want, TOL, what);
+      d.destroy();
+    }
     [bqkv, bcu, out].forEach((b) => b.destroy());
-    d.destroy();
   }
 });
 
