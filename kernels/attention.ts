@@ -171,6 +171,8 @@ export interface FlashTuning {
   tx: number;
   ty: number;
   rk: 4 | 8;
+  /** Q and K staged transposed: S as outer products (FMAs only) rather than dot products. */
+  outer: boolean;
 }
 
 /** A prefill tuning: the tiled kernel's fields, or `flash` (its fields, or {} for the defaults). */
@@ -196,6 +198,7 @@ function flashLayout(headDim: number, t: FlashTuning) {
     RK: t.rk,
     RK8: t.rk === 8,
     SQ: sq,
+    OUTER: t.outer,
   };
   for (let c = 2; c <= 5; c++) defines[`C${c}`] = cv >= c;
   for (let g = 2; g <= FLASH_MAX_GROUPS; g++) defines[`G${g}`] = groups >= g;
@@ -214,7 +217,8 @@ function flashCandidates(headDim: number, t: Partial<FlashTuning>): FlashTuning[
   // The fewest threads along keys with at most 5 vec4 columns each (80: 4 × 5, 128: 8 × 4).
   const tx = t.tx ?? [4, 8, 16, 32].find((x) => hd4 % x === 0 && hd4 / x <= 5) ?? 4;
   const rk = t.rk ?? (tx === 4 ? 8 : 4);
-  return (t.ty ? [t.ty] : [16, 8, 4]).map((ty) => ({ tx, ty, rk }));
+  const outer = t.outer ?? false;
+  return (t.ty ? [t.ty] : [16, 8, 4]).map((ty) => ({ tx, ty, rk, outer }));
 }
 
 function flashTuning(gpu: Gpu, what: string, headDim: number, t: Partial<FlashTuning>) {

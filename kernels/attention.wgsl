@@ -109,8 +109,18 @@ const PS: u32 = TY + 1u;       // padded row stride of ps, vec4
 const NT: u32 = BK * HD4;      // vec4 in one K or V tile
 const LOG2E: f32 = 1.4426950408889634;
 
+#if OUTER
+// #if OUTER: Q and K staged transposed (d-major, a vec4 holds 4 rows or 4 keys at one d), so S
+// is an outer product per d (fma(q_r, k4, s_r): FMAs only, where the dot product form spends an
+// extra add per 4 FMAs). The transposition is free: each thread loads 4 rows (keys) at one vec4
+// of d and stores the transposed 4 × 4 block.
+const NCOL: u32 = BK / 4u;     // vec4 of keys per d: col holds keys col % TX + TX·(4·(col / TX) + i)
+var<workgroup> qs: array<vec4<f32>, HD * TY>;  // (HD, TY) rows ty + TY·r at d, · scale · log2 e
+#else
 var<workgroup> qs: array<vec4<f32>, BQ * SQ>;  // (BQ, HD) queries · scale · log2 e
-var<workgroup> kv: array<vec4<f32>, BK * SQ>;  // (BK, HD) this tile's keys, then its values
+#endif
+// (BK, HD) this tile's keys (#if OUTER: (HD, NCOL) transposed), then its values (BK, HD)
+var<workgroup> kv: array<vec4<f32>, BK * SQ>;
 var<workgroup> ps: array<vec4<f32>, BK * PS>;  // (BK, TY) vec4 of 4 rows: this tile's P, key-major
 var<workgroup> red: array<vec4<f32>, WG>;      // (TY, TX) per-thread row partials
 
@@ -150,7 +160,42 @@ fn ld_kv(is_v: bool, k0: u32, hi: u32, n: u32) -> vec4<f32> {
   return x;
 }
 
+#if OUTER
+// K unit u = lid + g·WG of the transposed tile: vec4 c of the 4 keys of column col.
+fn ld_k1(key: u32, hi: u32, c: u32, ok: bool) -> vec4<f32> {
+  var x = vec4<f32>(0.0);
+  if (ok && key < hi) { x = k[key * p.k_stride + kbase_ + c]; }
+  return x;
+}
+
+fn ld_kt(k0: u32, hi: u32, g: u32) -> mat4x4<f32> {
+  let u = lid_ + g * WG;
+  let col = u % NCOL;
+  let c = u / NCOL;
+  let key = k0 + col % TX + 4u * TX * (col / TX);
+  let ok = u < NT / 4u;
+  return mat4x4<f32>(ld_k1(key, hi, c, ok), ld_k1(key + TX, hi, c, ok),
+    ld_k1(key + 2u * TX, hi, c, ok), ld_k1(key + 3u * TX, hi, c, ok));
+}
+
+fn st_kt(g: u32, x: mat4x4<f32>) {
+  let u = lid_ + g * WG;
+  if (u < NT / 4u) {
+    let col = u % NCOL;
+    let a = u / NCOL * 4u * NCOL + col;
+    let t = transpose(x);   // column i: d = 4c + i of the 4 keys
+    kv[a] = t[0];
+    kv[a + NCOL] = t[1];
+    kv[a + 2u * NCOL] = t[2];
+    kv[a + 3u * NCOL] = t[3];
+  }
+}
+#endif
+
 fn ld4(is_v: bool, k0: u32, hi: u32, g: u32) -> mat4x4<f32> {
+#if OUTER
+  if (!is_v) { return ld_kt(k0, hi, g); }
+#endif
   return mat4x4<f32>(ld_kv(is_v, k0, hi, 4u * g), ld_kv(is_v, k0, hi, 4u * g + 1u),
     ld_kv(is_v, k0, hi, 4u * g + 2u), ld_kv(is_v, k0, hi, 4u * g + 3u));
 }
@@ -160,7 +205,13 @@ fn st_kv(n: u32, x: vec4<f32>) {
   if (idx < NT) { kv[idx / HD4 * SQ + idx % HD4] = x; }
 }
 
-fn st4(g: u32, x: mat4x4<f32>) {
+fn st4(is_v: bool, g: u32, x: mat4x4<f32>) {
+#if OUTER
+  if (!is_v) {
+    st_kt(g, x);
+    return;
+  }
+#endif
   st_kv(4u * g, x[0]);
   st_kv(4u * g + 1u, x[1]);
   st_kv(4u * g + 2u, x[2]);
@@ -193,28 +244,28 @@ fn load_tile(is_v: bool, k0: u32, hi: u32) {
 #endif
 }
 
-fn store_tile() {
-  st4(0u, f0);
+fn store_tile(is_v: bool) {
+  st4(is_v, 0u, f0);
 #if G2
-  st4(1u, f1);
+  st4(is_v, 1u, f1);
 #endif
 #if G3
-  st4(2u, f2);
+  st4(is_v, 2u, f2);
 #endif
 #if G4
-  st4(3u, f3);
+  st4(is_v, 3u, f3);
 #endif
 #if G5
-  st4(4u, f4);
+  st4(is_v, 4u, f4);
 #endif
 #if G6
-  st4(5u, f5);
+  st4(is_v, 5u, f5);
 #endif
 #if G7
-  st4(6u, f6);
+  st4(is_v, 6u, f6);
 #endif
 #if G8
-  st4(7u, f7);
+  st4(is_v, 7u, f7);
 #endif
 }
 
@@ -228,6 +279,16 @@ fn ld_q(q0: u32, qbase: u32, idx: u32) -> vec4<f32> {
 
 fn st_q(idx: u32, x: vec4<f32>) { qs[idx / HD4 * SQ + idx % HD4] = x; }
 
+#if OUTER
+// One d of the S block: 1 Q read, RK / 4 K reads, 4·RK FMAs.
+fn s_step(d: u32) {
+  let qv = qs[d * TY + ty_];
+  sa = outer_acc(sa, qv, kv[d * NCOL + tx_]);
+#if RK8
+  sb = outer_acc(sb, qv, kv[d * NCOL + TX + tx_]);
+#endif
+}
+#else
 // One vec4 of head_dim (c) of the S block: 4 Q reads, RK K reads, 16·RK FMAs.
 fn s_step(c: u32) {
   let qa = ty_ * SQ + c;
@@ -244,6 +305,7 @@ fn s_step(c: u32) {
   sb += mat4x4<f32>(q0 * kt2, q1 * kt2, q2 * kt2, q3 * kt2);
 #endif
 }
+#endif
 
 // One key (j) of O += P·V: 1 P read, CV V reads, 16·CV FMAs.
 fn pv_step(j: u32) {
@@ -351,6 +413,19 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   kbase_ = p.k_off + kvh * HD4;
   vbase_ = p.v_off + kvh * HD4;
 
+#if OUTER
+  // The Q tile, transposed: unit u is vec4 c of rows ty + TY·r (HD4 · TY = CV · WG units).
+  for (var u = lid; u < HD4 * TY; u += WG) {
+    let t = u % TY;
+    let c = u / TY;
+    let x = transpose(mat4x4<f32>(ld_q(q0, qbase, t * HD4 + c), ld_q(q0, qbase, (t + TY) * HD4 + c),
+      ld_q(q0, qbase, (t + 2u * TY) * HD4 + c), ld_q(q0, qbase, (t + 3u * TY) * HD4 + c)));
+    qs[4u * c * TY + t] = x[0];
+    qs[(4u * c + 1u) * TY + t] = x[1];
+    qs[(4u * c + 2u) * TY + t] = x[2];
+    qs[(4u * c + 3u) * TY + t] = x[3];
+  }
+#else
   // The Q tile, four loads in flight per thread (BQ · HD4 = 4 · CV · WG).
   for (var n = lid; n < BQ * HD4; n += 4u * WG) {
     let x0 = ld_q(q0, qbase, n);
@@ -362,8 +437,9 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     st_q(n + 2u * WG, x2);
     st_q(n + 3u * WG, x3);
   }
+#endif
   load_tile(false, lo_t, hi_t);
-  store_tile();
+  store_tile(false);
   var m = vec4<f32>(NEG);       // running max of the 4 rows (log2 units; same in a row's threads)
   var l = vec4<f32>(0.0);       // this thread's part of Σ exp2(s − m)
   for (var kb = lo_t; kb < hi_t; kb += BK) {
@@ -373,12 +449,21 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 #if RK8
     sb = mat4x4<f32>();
 #endif
+#if OUTER
+    for (var d = 0u; d < HD; d += 4u) {
+      s_step(d);
+      s_step(d + 1u);
+      s_step(d + 2u);
+      s_step(d + 3u);
+    }
+#else
     for (var c = 0u; c < HD4; c += 4u) {
       s_step(c);
       s_step(c + 1u);
       s_step(c + 2u);
       s_step(c + 3u);
     }
+#endif
     if (kb < lo_all || kb + BK > hi_all) {
       let keys = vec4<u32>(kb + tx_) + vec4<u32>(0u, TX, 2u * TX, 3u * TX);
       sa = mask4(sa, keys, r0, r1, r2, r3);
@@ -400,7 +485,7 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 #if RK8
     l += put_p(probs(sb, mx), 4u);
 #endif
-    store_tile();               // this tile's V
+    store_tile(true);           // this tile's V
     scale_o(alpha);
     workgroupBarrier();         // P and V staged
     load_tile(false, kb + BK, hi_t);  // the next tile's K: in flight while P·V is computed
@@ -411,7 +496,7 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
       pv_step(j + 3u);
     }
     workgroupBarrier();         // kv and ps read
-    store_tile();               // the next tile's K
+    store_tile(false);          // the next tile's K
   }
 
   workgroupBarrier();

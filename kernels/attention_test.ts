@@ -70,7 +70,13 @@ function makeInputs(rng: () => number, c: Case) {
   };
 }
 
-for (const [name, tuning] of [["tiled", undefined], ["flash", { flash: {} }]] as const) {
+for (
+  const [name, tuning] of [
+    ["tiled", undefined],
+    ["flash", { flash: {} }],
+    ["flash outer", { flash: { outer: true } }],
+  ] as const
+) {
   Deno.test(`causalAttention() (${name} kernel) matches the CPU reference over head dims, GQA ratios, lengths and offsets`, async () => {
     const gpu = await sharedGpu();
     const rng = seeded(20);
@@ -106,7 +112,7 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
   const cu = cuSeqlens(grid), bcu = uploadArray(gpu, cu);
   // Tilings other than the defaults (cv 2, ty 16 from head_dim 64; cv 1 below), where they fit.
   // Flash tilings: every vec4-column count (5, 4, 2; 1 at head_dim 16 in the other tests), 4 and
-  // 8 keys a thread, one to eight prefetch groups, 32 to 160 threads.
+  // 8 keys a thread, one to eight prefetch groups, 32 to 160 threads, dot and outer-product S.
   const tilings: [number, PrefillOptions[]][] = [
     [80, [
       { cv: 1, ty: 16 },
@@ -125,6 +131,10 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
       { flash: { tx: 5, ty: 8 } },
       { flash: { tx: 10, ty: 4 } },
       { flash: { tx: 10, ty: 16 } },
+      { flash: { tx: 4, ty: 8, rk: 8, outer: true } },
+      { flash: { tx: 4, ty: 8, rk: 4, outer: true } },
+      { flash: { tx: 5, ty: 8, outer: true } },
+      { flash: { tx: 10, ty: 4, outer: true } },
     ]],
     [128, [
       { cv: 2, ty: 8, dc: 4 },
@@ -140,6 +150,7 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
       { flash: { tx: 8, ty: 4 } },
       { flash: { tx: 8, ty: 8 } },
       { flash: { tx: 16, ty: 4 } },
+      { flash: { tx: 8, ty: 4, outer: true } },
     ]],
   ];
   for (const [headDim, tunings] of tilings) {
@@ -334,7 +345,7 @@ Deno.test("visionAttention() keeps each frame of each image to itself", async ()
     const rows = (part: number) => ({ buffer: bqkv, stride: 3 * embed, offset: part * embed });
     const [q, k, v] = [0, 1, 2].map((p) => gather(qkv, seq, 3 * embed, p * embed, embed));
     const want = attentionRef(q, k, v, { seq, heads, kvHeads: heads, headDim, cuSeqlens: cu });
-    for (const tuning of [undefined, { flash: {} }]) {
+    for (const tuning of [undefined, { flash: {} }, { flash: { outer: true } }]) {
       const d = visionAttention(gpu, out, rows(0), rows(1), rows(2), bcu, {
         seq,
         heads,
