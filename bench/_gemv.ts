@@ -82,6 +82,8 @@ const x = createStorage(gpu, I * 4 * 2, "x"), y = createStorage(gpu, V * 4, "y")
 const nw = createStorage(gpu, H * 4, "nw");
 // Prepared x written by the o / down GEMVs (LinearShape.emit) for the next norm-GEMV (q4 "emit").
 const xpOut = createStorage(gpu, preparedXBytes(H), "xp");
+// silu(gate) · up written by gate_up for down (emit.siluMul: q4 "emit").
+const xpAct = createStorage(gpu, preparedXBytes(I), "xp_act");
 run(gpu, [
   fill(gpu, x, { count: I * 2, dtype: "f32", seed: 1, scale: 1 }),
   fill(gpu, nw, { count: H, dtype: "f32", seed: 2, scale: 1 }),
@@ -186,20 +188,28 @@ for (const dtype of dtypes) {
     }
   }
   // The decode step's GEMV chain, in layer order.
-  // emitX: o and down write x prepared for gate_up / the next qkv / lm_head (as the decoder
-  // does for q4: no PREPX pass for those).
-  const chain = (pick: (kind: Kind) => AnyTuning | undefined, plain = false, emitX = false) => {
+  // emit: o and down write x prepared for gate_up / the next qkv / lm_head, and with "act"
+  // gate_up writes silu(gate) · up prepared for down (as the decoder does for q4: no PREPX pass
+  // for those).
+  const chain = (
+    pick: (kind: Kind) => AnyTuning | undefined,
+    plain = false,
+    emit: "" | "x" | "act" = "",
+  ) => {
     const ds: Dispatch[] = [];
     const one = (kind: Kind, w: Weight, l = 0) => {
-      const e: Partial<LinearShape> = !emitX
+      const act = emit === "act";
+      const e: Partial<LinearShape> = !emit
         ? {}
-        : kind === "o" || kind === "down"
+        : kind === "o"
         ? { emit: { weight: nw, out: xpOut } }
+        : kind === "down"
+        ? { emit: { weight: nw, out: xpOut }, ...(act ? { prepared: xpAct } : {}) }
+        : kind === "gate_up"
+        ? { prepared: xpOut, ...(act ? { emit: { out: xpAct, siluMul: true } } : {}) }
         : kind === "qkv" && l === 0
         ? {}
-        : kind === "qkv" || kind === "gate_up" || kind === "lm_head"
-        ? { prepared: xpOut }
-        : {};
+        : { prepared: xpOut };
       const s = plain ? { m: 1 } : { ...decodeShape(kind), ...e };
       ds.push(
         ...(dtype === "f16"
@@ -214,11 +224,14 @@ for (const dtype of dtypes) {
     return ds;
   };
   const total = KINDS.reduce((a, [kind]) => a + gb(kind), 0);
-  const variants: [string, (kind: Kind) => AnyTuning | undefined, boolean, boolean?][] = [
+  const variants: [string, (kind: Kind) => AnyTuning | undefined, boolean, ("x" | "act")?][] = [
     ["default fused", () => undefined, false],
     ["default plain", () => undefined, true],
   ];
-  if (dtype === "q4") variants.push(["default emit", () => undefined, false, true]);
+  if (dtype === "q4") {
+    variants.push(["default emit-x", () => undefined, false, "x"]);
+    variants.push(["default emit-x+act", () => undefined, false, "act"]);
+  }
   if (dtype !== "f16") {
     variants.push(["f32-x fused", () => ({ xq: false }), false]);
     variants.push(["int8-x fused", () => ({ xq: true }), false]);
@@ -248,10 +261,10 @@ for (const dtype of dtypes) {
       }
     }
   }
-  for (const [name, pick, plain, emitX] of variants) {
+  for (const [name, pick, plain, emit] of variants) {
     let ds: Dispatch[];
     try {
-      ds = chain(pick, plain, emitX);
+      ds = chain(pick, plain, emit);
     } catch (e) {
       console.log(`CHAIN ${dtype} ${name}: failed: ${(e as Error).message}`);
       continue;

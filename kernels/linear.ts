@@ -175,11 +175,12 @@ export interface LinearShape {
   /**
    * Also write y (after `accumulate`: the updated residual stream) as the next GEMV's prepared x
    * (kernels/linear_q.wgsl EMIT): normed by `weight` (the next RMSNorm's, n f32; 1 / rms is left to
-   * the consumer) and quantized into int8 blocks in `out` (44 bytes per 32 rows), so that GEMV,
-   * given `prepared: out`, runs no PREPX pass. Only for m = 1, a q8 / q4 weight in one chunk with
-   * rows % 32 == 0, no ropeKv — see {@link canEmitX}.
+   * the consumer) — or with `siluMul`, y being [gate | up], silu(gate) · up (n / 2 elements) — and
+   * quantized into int8 blocks in `out` (kernels/linear_q.ts preparedXBytes), so that GEMV, given
+   * `prepared: out`, runs no PREPX pass. Only for m = 1, a q8 / q4 weight in one chunk with
+   * rows % 32 == 0 (siluMul: % 64), no ropeKv — see {@link canEmitX}.
    */
-  emit?: { weight: BufferArg; out: BufferArg };
+  emit?: { out: BufferArg; weight?: BufferArg; siluMul?: boolean };
   /**
    * x was already prepared for this GEMV into this buffer (an `emit` of the GEMV that produced x,
    * with this call's norm weight if it has a norm): the GEMV reads it instead of x and runs no
@@ -215,10 +216,11 @@ export function canFuseRopeKv(w: Weight, m: number): boolean {
 
 /**
  * Whether a GEMV over `w` can `emit` its output as prepared x (kernels/linear_q.wgsl EMIT): m = 1,
- * a q8 / q4 weight in one chunk, whole 32-row blocks.
+ * a q8 / q4 weight in one chunk, whole 32-row blocks (with `siluMul`, of gate and of up rows).
  */
-export function canEmitX(w: Weight, m: number): boolean {
-  return m === 1 && isQuant(w.dtype) && w.chunks.length === 1 && w.rows % 32 === 0;
+export function canEmitX(w: Weight, m: number, siluMul = false): boolean {
+  return m === 1 && isQuant(w.dtype) && w.chunks.length === 1 &&
+    w.rows % (siluMul ? 64 : 32) === 0;
 }
 
 /**
@@ -568,6 +570,7 @@ function pipeLinear(
  * @param nw (w.cols) f32 norm weight
  * @param bias (w.rows) f32, or null
  * @param s.prepared x already prepared for this GEMV (m = 1, {@link LinearShape.prepared})
+ * @param s.emit also write y prepared for the next GEMV (m = 1, {@link LinearShape.emit})
  */
 export function normLinear(
   gpu: Gpu,
@@ -577,11 +580,17 @@ export function normLinear(
   nw: BufferArg,
   w: Weight,
   bias: BufferArg | null,
-  s: { m: number; eps: number; accumulate?: boolean; prepared?: BufferArg },
+  s: {
+    m: number;
+    eps: number;
+    accumulate?: boolean;
+    prepared?: BufferArg;
+    emit?: LinearShape["emit"];
+  },
 ): Dispatch[] {
-  const { m, eps, accumulate, prepared } = s;
+  const { m, eps, accumulate, prepared, emit } = s;
   if (m === 1) {
-    const p = prepared ? { prepared } : {};
+    const p = { ...(prepared ? { prepared } : {}), ...(emit ? { emit } : {}) };
     return linear(gpu, y, x, w, bias, { m, accumulate, norm: { weight: nw, eps }, ...p });
   }
   return [
@@ -599,6 +608,8 @@ export function normLinear(
  * @param act (m, w.cols) f32 scratch for silu(gate) · up (untouched when fused)
  * @param bias (w.rows) f32, or null
  * @param s.emit also write y as the next GEMV's prepared x (m = 1, {@link LinearShape.emit})
+ * @param s.prepared silu(gate) · up already prepared for this GEMV (m = 1,
+ * {@link LinearShape.prepared})
  */
 export function siluMulLinear(
   gpu: Gpu,
@@ -607,15 +618,16 @@ export function siluMulLinear(
   act: BufferArg,
   w: Weight,
   bias: BufferArg | null,
-  s: { m: number; accumulate?: boolean; emit?: LinearShape["emit"] },
+  s: { m: number; accumulate?: boolean; emit?: LinearShape["emit"]; prepared?: BufferArg },
 ): Dispatch[] {
-  const { m, accumulate, emit } = s;
+  const { m, accumulate, emit, prepared } = s;
   if (m === 1) {
     return linear(gpu, y, gateUp, w, bias, {
       m,
       accumulate,
       siluMul: true,
       ...(emit ? { emit } : {}),
+      ...(prepared ? { prepared } : {}),
     });
   }
   return [

@@ -287,16 +287,21 @@ export function linearQ(
   if (rk) t.rows = 2 * Math.ceil(t.rows / 2);
   // An emitting GEMV's workgroups own whole 32-row blocks: more threads (then rows) per workgroup.
   const emit = s.emit;
+  const emitSilu = emit?.siluMul === true;
   if (emit) {
-    if (rk || w.chunks.length !== 1 || w.rows % 32 !== 0) {
+    const block = emitSilu ? 64 : 32;
+    if (rk || w.chunks.length !== 1 || w.rows % block !== 0) {
       throw new InvalidInputError(
-        `linearQ: emit needs one chunk (got ${w.chunks.length}), rows % 32 == 0 (got ${w.rows}) ` +
-          `and no ropeKv`,
+        `linearQ: emit needs one chunk (got ${w.chunks.length}), rows % ${block} == 0 (got ` +
+          `${w.rows}) and no ropeKv`,
       );
     }
-    checkSize("emit norm weight", emit.weight, w.rows * 4);
-    checkSize("emit out", emit.out, preparedXBytes(w.rows));
-    while (((t.wg / t.tpr) * t.rows) % 32 !== 0) {
+    if (emitSilu === (emit.weight !== undefined)) {
+      throw new InvalidInputError("linearQ: emit takes a norm weight or siluMul, one of them");
+    }
+    if (emit.weight) checkSize("emit norm weight", emit.weight, w.rows * 4);
+    checkSize("emit out", emit.out, preparedXBytes(emitSilu ? w.rows / 2 : w.rows));
+    while (((t.wg / t.tpr) * t.rows) % block !== 0) {
       if (2 * t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup) t.wg *= 2;
       else t.rows *= 2;
     }
@@ -344,10 +349,14 @@ export function linearQ(
     gx = xp;
   }
   // Bindings: x (prepared: xp), w, [bias], [norm weight unless prepared], y, then [rope table,
-  // state, k cache, v cache] or [emit norm weight, emit out].
+  // state, k cache, v cache] or [emit norm weight (not with siluMul), emit out].
   const extra = [...(bias ? [bias] : []), ...(norm && !prep ? [norm.weight] : [])];
   const yb = 2 + extra.length;
-  const tail = rk ? [rk.table.table, rk.state, rk.k, rk.v] : emit ? [emit.weight, emit.out] : [];
+  const tail = rk
+    ? [rk.table.table, rk.state, rk.k, rk.v]
+    : emit
+    ? [...(emit.weight ? [emit.weight] : []), emit.out]
+    : [];
   const v = variant(gpu, {
     family: "linear_q",
     entry: "main",
@@ -357,7 +366,7 @@ export function linearQ(
       "read",
       "read_write",
       ...(rk ? ["read", "read", "read_write", "read_write"] as const : []),
-      ...(emit ? ["read", "read_write"] as const : []),
+      ...(emit ? [...(emitSilu ? [] : ["read" as const]), "read_write" as const] : []),
     ],
     params: Params,
     defines: {
@@ -366,7 +375,10 @@ export function linearQ(
       EMIT: emit !== undefined,
       XPO: emit !== undefined,
       QVEC: t.xq || emit !== undefined,
-      ...(emit ? { EW_BINDING: yb + 1, EO_BINDING: yb + 2 } : {}),
+      EMIT_SILU: emitSilu,
+      ...(emit
+        ? emitSilu ? { EO_BINDING: yb + 1 } : { EW_BINDING: yb + 1, EO_BINDING: yb + 2 }
+        : {}),
       ...(rk
         ? { TABLE_BINDING: yb + 1, STATE_BINDING: yb + 2, KC_BINDING: yb + 3, VC_BINDING: yb + 4 }
         : {}),

@@ -44,6 +44,9 @@ const WORDS_PER_GROUP: u32 = 8u;
 // blocks' Σ y²), int8 blocks as PREPX writes them — so that GEMV needs no PREPX pass. A workgroup
 // owns whole 32-row blocks: its stored values go through workgroup memory, then a thread per
 // block quantizes it (quant_vec, the code PREPX runs: the same bits).
+// #if EMIT_SILU (with EMIT): y is the MLP's [gate | up] (p.rows = 2 I) and the GEMV emits
+// silu(gate) · up (I elements, no norm) prepared for down_proj, as PREPX with SILU would: a
+// workgroup's first RPW / 2 rows are gate rows, the rest the matching up rows.
 // #if QVEC: quant_vec is compiled (XQ staging, PREPX, EMIT); #if XPO: write_block (PREPX, EMIT).
 // #if ROPE (main, ROWS even, not ACC, one weight chunk): the decode q/k/v projection with rope +
 // the KV-cache write as its epilogue, as kernels/linear.wgsl's ROPE: a row group's rows 2i, 2i + 1
@@ -73,7 +76,9 @@ const WORDS_PER_GROUP: u32 = 8u;
 @group(0) @binding({{Y_BINDING}}) var<storage, read_write> y: array<f32>;  // (n) f32
 #endif
 #if EMIT
+#ifnot EMIT_SILU
 @group(0) @binding({{EW_BINDING}}) var<storage, read> ew: array<vec4<f32>>;  // (n / 4) f32 next norm weight
+#endif
 @group(0) @binding({{EO_BINDING}}) var<storage, read_write> xpo: array<u32>;  // (11 · n / 32) prepared y
 #endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
@@ -90,6 +95,7 @@ const WG: u32 = {{WG}}u;
 const TPR: u32 = {{TPR}}u;
 const ROWS: u32 = {{ROWS}}u;
 const GROUPS_PER_WG: u32 = WG / TPR;
+const RPW: u32 = GROUPS_PER_WG * ROWS;  // rows per workgroup (EMIT: whole 32-row blocks)
 
 #ifnot PREPX
 // The f16 scale of flat group f (= row · groups + g) as f32.
@@ -143,7 +149,7 @@ fn inv_rms(lid: u32, ss: f32) -> f32 {
   return inverseSqrt(nred[0] / f32(p.k) + p.eps);
 }
 #ifnot XP
-// x vec4 i times the norm weight; 1 / rms is applied in store().
+// x vec4 i times the norm weight; 1 / rms is applied in finish().
 fn xn(i: u32) -> vec4<f32> { return x[i] * nw[i]; }
 #endif
 #else
@@ -322,7 +328,17 @@ fn chunk_row(rgi: u32, r: u32) -> u32 {
   if (g < pairs) { return (g / p.half) * 2u * p.half + g % p.half + (r % 2u) * p.half; }
   return p.rot_rows + 2u * (g - pairs) + r % 2u;
 #else
+#if EMIT_SILU
+  // Gate rows, then the matching up rows; past the gate rows: p.rows (not stored).
+  let h = RPW / 2u;
+  let lr = (rgi % GROUPS_PER_WG) * ROWS + r;
+  let g = (rgi / GROUPS_PER_WG) * h + lr % h;
+  let half = p.rows / 2u;
+  if (g >= half) { return p.rows; }
+  return select(half + g, g, lr < h);
+#else
   return rgi * ROWS + r;
+#endif
 #endif
 }
 
@@ -340,9 +356,22 @@ fn finish(c: u32, acc: f32, rs: f32) -> f32 {
 }
 
 #if EMIT
-const RPW: u32 = GROUPS_PER_WG * ROWS;  // rows per workgroup, whole 32-row blocks
-var<workgroup> ev: array<f32, RPW>;     // the workgroup's outputs
+var<workgroup> ev: array<f32, RPW>;  // the workgroup's outputs, by row within it
 
+#if EMIT_SILU
+// silu(gate) · up of block gb (its gate rows in ev from 32 lb, up rows RPW / 2 later) quantized
+// into xpo, as PREPX prepares x with SILU.
+fn emit_block(gb: u32, lb: u32) {
+  var v: array<vec4<f32>, 8>;
+  for (var i = 0u; i < 8u; i++) {
+    let j = 32u * lb + 4u * i;
+    let k = j + RPW / 2u;
+    let g = vec4<f32>(ev[j], ev[j + 1u], ev[j + 2u], ev[j + 3u]);
+    v[i] = g / (vec4<f32>(1.0) + exp(-g)) * vec4<f32>(ev[k], ev[k + 1u], ev[k + 2u], ev[k + 3u]);
+  }
+  write_block(gb, p.rows / 64u, quant_vec(v, 0.0));
+}
+#else
 // Output block gb (its rows in ev from 32 lb) normed by ew and quantized into xpo, as PREPX
 // prepares x with NORM (same operations in the same order: the same bits).
 fn emit_block(gb: u32, lb: u32) {
@@ -357,12 +386,16 @@ fn emit_block(gb: u32, lb: u32) {
   write_block(gb, p.n / 32u, quant_vec(v, ss));
 }
 #endif
+#endif
 
-fn store(c: u32, acc: f32, rs: f32) {
+// Stores row r of row group rgi from its dot product (not past the chunk).
+fn put(rgi: u32, r: u32, acc: f32, rs: f32) {
+  let c = chunk_row(rgi, r);
+  if (c >= p.rows) { return; }
   let v = finish(c, acc, rs);
   y[p.row_start + c] = v;
 #if EMIT
-  ev[c % RPW] = v;
+  ev[(rgi % GROUPS_PER_WG) * ROWS + r] = v;
 #endif
 }
 
@@ -531,9 +564,7 @@ fn main(
 #if ROPE
     for (var q = 0u; q < ROWS / 2u; q++) { store_pair(rgi, q, acc[2u * q], acc[2u * q + 1u], f); }
 #else
-    for (var r = 0u; r < ROWS; r++) {
-      if (rgi * ROWS + r < p.rows) { store(rgi * ROWS + r, acc[r], f); }
-    }
+    for (var r = 0u; r < ROWS; r++) { put(rgi, r, acc[r], f); }
 #endif
   }
 #endif
@@ -557,17 +588,11 @@ fn main(
     store_pair(rgi, q, a, b, f);
   }
 #else
-  let r0 = rgi * ROWS;
-  if (t < ROWS && r0 + t < p.rows) {
-    var v = 0.0;
-    for (var i = 0u; i < per; i++) { v += red[(rg * ROWS + t) * (TPR / 4u) + i]; }
-    store(r0 + t, v, f);
-  }
-  // ROWS may exceed TPR: lanes t store rows t, t + TPR, ...
-  for (var r = t + TPR; r < ROWS && r0 + r < p.rows; r += TPR) {
+  // Lanes t store rows t, t + TPR, ... (ROWS may exceed TPR).
+  for (var r = t; r < ROWS; r += TPR) {
     var v = 0.0;
     for (var i = 0u; i < per; i++) { v += red[(rg * ROWS + r) * (TPR / 4u) + i]; }
-    store(r0 + r, v, f);
+    put(rgi, r, v, f);
   }
 #endif
 #endif
@@ -585,18 +610,24 @@ fn main(
     store_pair(rgi, q, red[2u * q * WG + lid - t], red[(2u * q + 1u) * WG + lid - t], f);
   }
 #else
-  let r0 = rgi * ROWS;
-  for (var r = t; r < ROWS && r0 + r < p.rows; r += TPR) { store(r0 + r, red[r * WG + lid - t], f); }
+  for (var r = t; r < ROWS; r += TPR) { put(rgi, r, red[r * WG + lid - t], f); }
 #endif
 #endif
 #if EMIT
   // The workgroup's RPW outputs are in ev: a thread per 32-row block prepares it.
   workgroupBarrier();
   let wgi = wid.x + wid.y * 65535u;
+#if EMIT_SILU
+  for (var b = lid; b < RPW / 64u; b += WG) {
+    let gb = wgi * (RPW / 64u) + b;
+    if (64u * gb < p.rows) { emit_block(gb, b); }
+  }
+#else
   for (var b = lid; b < RPW / 32u; b += WG) {
     let gb = wgi * (RPW / 32u) + b;
     if (32u * gb < p.rows) { emit_block(gb, b); }
   }
+#endif
 #endif
 }
 #endif

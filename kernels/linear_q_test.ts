@@ -678,3 +678,64 @@ Deno.test("linear() refuses emit / prepared where they cannot run: float weights
   [x, y, o].forEach((b) => b.destroy());
   [f, chunked, odd].forEach(destroyWeight);
 });
+
+// gate_up emitting silu(gate) · up as down_proj's prepared x (EMIT_SILU): y keeps its bits, and
+// down_proj given the blocks gives the bits it gives running its own PREPX (SILU) pass from y
+// (the same expression on the same GPU). I = 96 with large workgroups leaves gate rows of a
+// workgroup's half unused (they must not be stored over the up rows).
+Deno.test("linearQ() with emit.siluMul writes silu(gate) · up of y as down's prepared x", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(47);
+  const tunings: Partial<LinearQTuning>[] = [
+    {},
+    { wg: 64, tpr: 1, rows: 1, tile: 3, xq: true },
+    { wg: 64, tpr: 4, rows: 3, tile: 2, xq: true },
+    { wg: 64, tpr: 16, rows: 1, xq: false },
+    { wg: 128, tpr: 32, rows: 1, xq: true, prep: true },
+    { wg: 64, tpr: 64, rows: 5, xq: true },
+  ];
+  for (const dtype of DTYPES) {
+    for (const [I, k, n3] of [[96, 160, 40], [64, 3584, 64]] as const) {
+      const n = 2 * I;
+      const { w } = makeQuant(gpu, n, k, dtype, n * k + 3);
+      const { w: down } = makeQuant(gpu, n3, I, "q4", n3 * I + 4);
+      for (const tuning of tunings) {
+        const x = randn(rng, k), nw = randn(rng, k, 0.5).map((v) => v + 1), y0 = randn(rng, n3);
+        const bx = uploadArray(gpu, x), bnw = uploadArray(gpu, nw);
+        const bys = [0, 1].map(() => createStorage(gpu, n * 4));
+        const eo = createStorage(gpu, preparedXBytes(I), "emitted");
+        const norm = { weight: bnw, eps: 1e-6 };
+        const what = `${dtype} I=${I} k=${k} ${JSON.stringify(tuning)}`;
+        const ds = [
+          ...linearQ(gpu, bys[0], bx, w, null, { m: 1, norm }, tuning),
+          ...linearQ(
+            gpu,
+            bys[1],
+            bx,
+            w,
+            null,
+            { m: 1, norm, emit: { out: eo, siluMul: true } },
+            tuning,
+          ),
+        ];
+        run(gpu, ds);
+        const y = await readF32(gpu, bys[0], n);
+        assert.deepEqual(await readF32(gpu, bys[1], n), y, `${what}: y`);
+        const zs = [0, 1].map(() => uploadArray(gpu, y0));
+        const s2: LinearShape = { m: 1, siluMul: true, accumulate: true };
+        const ds2 = [
+          ...linearQ(gpu, zs[0], bys[0], down, null, s2, { xq: true, prep: true }),
+          ...linear(gpu, zs[1], bys[0], down, null, { ...s2, prepared: eo }),
+        ];
+        assert.equal(ds2.length, 3, "a prep pass for the first call only");
+        run(gpu, ds2);
+        const z = await readF32(gpu, zs[0], n3);
+        assert.deepEqual(await readF32(gpu, zs[1], n3), z, `${what}: down_proj`);
+        [bx, bnw, eo, ...bys, ...zs].forEach((b) => b.destroy());
+        [...ds, ...ds2].forEach((d) => d.destroy());
+      }
+      destroyWeight(w);
+      destroyWeight(down);
+    }
+  }
+});

@@ -50,6 +50,11 @@ export interface DecoderBuffers {
    * (o_proj, down_proj: `emit`) where both weights allow it ({@link emitsPreparedX}).
    */
   xp: GPUBuffer;
+  /**
+   * (11 · I / 32) u32 ({@link preparedXBytes}), m = 1 only: silu(gate) · up prepared for
+   * down_proj by gate_up (`emit.siluMul`) where both weights allow it.
+   */
+  xpAct: GPUBuffer;
   /** Frees the buffers. */
   destroy(): void;
 }
@@ -78,11 +83,10 @@ export function createDecoderBuffers(
     gateUp: mk(2 * I, "gate_up"),
     act: mk(I, "act"),
     xp: createStorage(gpu, preparedXBytes(H), `${label}.xp`),
+    xpAct: createStorage(gpu, preparedXBytes(I), `${label}.xp_act`),
   };
-  return {
-    ...b,
-    destroy: () => [b.x, b.h, b.qkv, b.attn, b.gateUp, b.act, b.xp].forEach((x) => x.destroy()),
-  };
+  const all = [b.x, b.h, b.qkv, b.attn, b.gateUp, b.act, b.xp, b.xpAct];
+  return { ...b, destroy: () => all.forEach((x) => x.destroy()) };
 }
 
 /**
@@ -95,12 +99,22 @@ export function emitsPreparedX(producer: Weight, consumer: Weight, m: number): b
 }
 
 /**
+ * Whether the gate_up GEMV writes silu(gate) · up prepared for the down_proj GEMV at m tokens
+ * (`emit.siluMul`), which then runs no PREPX pass: m = 1 and q4 weights.
+ */
+export function emitsPreparedAct(gateUp: Weight, down: Weight, m: number): boolean {
+  return DECODER_FUSION.preparedAct && canEmitX(gateUp, m, true) && takesPreparedX(down, m);
+}
+
+/**
  * Fusions of the layer builder that tests and benchmarks switch off to compare; read when the
  * dispatches are built ({@link layerDispatches}, Qwen2VLModel.createSession()).
  */
 export const DECODER_FUSION = {
   /** o_proj / down_proj write x prepared for the next norm-GEMV ({@link emitsPreparedX}). */
   preparedX: true,
+  /** gate_up writes silu(gate) · up prepared for down_proj ({@link emitsPreparedAct}). */
+  preparedAct: true,
 };
 
 /** A layer's KV cache: K and V of (maxTokens, kvHeads · headDim) f32. */
@@ -157,6 +171,7 @@ export function layerDispatches(
   const downEmits = canEmitX(downW, m) &&
     emitsPreparedX(downW, w.matrix(next + (last ? "lm_head" : "qkv")), m);
   const nextNw = downEmits ? w.vector(next + (last ? "norm" : "input_norm")) : undefined;
+  const actEmits = emitsPreparedAct(gateUpW, downW, m);
   const norm = { m, eps: t.rmsNormEps, ...(inPrepared ? { prepared: b.xp } : {}) };
   let qkv: Dispatch[], attention: Dispatch[];
   if (Array.isArray(attend)) {
@@ -198,11 +213,13 @@ export function layerDispatches(
       m,
       eps: t.rmsNormEps,
       ...(oEmits ? { prepared: b.xp } : {}),
+      ...(actEmits ? { emit: { out: b.xpAct, siluMul: true } } : {}),
     }),
     ...siluMulLinear(gpu, b.x, b.gateUp, b.act, downW, null, {
       m,
       accumulate: true,
       ...(nextNw ? { emit: { weight: nextNw, out: b.xp } } : {}),
+      ...(actEmits ? { prepared: b.xpAct } : {}),
     }),
   ];
 }

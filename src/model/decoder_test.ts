@@ -198,11 +198,12 @@ Deno.test("a decoder layer (head_dim 128, GQA, M-RoPE [16, 24, 24]) matches tran
 });
 
 // The q4 tiny model prefilled one token at a time (every layer at m = 1, as decode runs it), with
-// x chained as prepared int8 blocks from o_proj / down_proj into gate_up / the next qkv, against
-// the same model with each GEMV preparing its own x: the blocks are the same bits (kernels/
-// linear_q_test.ts), only Σ x² may be summed in another order (the tiny model's one block per
-// row: the same order, and lavapipe gives the same bits), so 1e-5 of the largest logit.
-Deno.test("layerDispatches() chains prepared x through o / down at m = 1 (q4) with the unchained logits and fewer dispatches", async () => {
+// x chained as prepared int8 blocks from o_proj / down_proj into gate_up / the next qkv, and
+// silu(gate) · up from gate_up into down_proj, against the same model with each GEMV preparing
+// its own x: the blocks are the same bits (kernels/linear_q_test.ts), only Σ x² may be summed in
+// another order (the tiny model's one block per row: the same order, and lavapipe gives the same
+// bits), so 1e-5 of the largest logit.
+Deno.test("layerDispatches() chains prepared x through o / down / gate_up at m = 1 (q4) with the unchained logits and fewer dispatches", async () => {
   const gpu = await sharedGpu();
   const cfg = JSON.parse(await Deno.readTextFile(`${TINY_DIR}config.json`));
   const model = await syntheticModel(cfg, {
@@ -214,8 +215,8 @@ Deno.test("layerDispatches() chains prepared x through o / down at m = 1 (q4) wi
     prefillChunk: 1,
   });
   const prompt = [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872];
-  const pass = async (preparedX: boolean) => {
-    DECODER_FUSION.preparedX = preparedX;
+  const pass = async (preparedX: boolean, preparedAct: boolean) => {
+    Object.assign(DECODER_FUSION, { preparedX, preparedAct });
     try {
       const s = model.createSession(32);
       const all = await model.prefill(s, prompt, undefined, { allLogits: true });
@@ -223,11 +224,16 @@ Deno.test("layerDispatches() chains prepared x through o / down at m = 1 (q4) wi
       s.dispose();
       return { all: all!, n };
     } finally {
-      DECODER_FUSION.preparedX = true;
+      Object.assign(DECODER_FUSION, { preparedX: true, preparedAct: true });
     }
   };
-  const off = await pass(false), on = await pass(true);
-  assert.ok(on.n < off.n, `decode dispatches ${on.n} vs ${off.n}`);
-  assertClose(on.all, off.all, 1e-5, "logits of every prompt position");
+  const off = await pass(false, false);
+  for (const [x, act] of [[true, false], [false, true], [true, true]]) {
+    const on = await pass(x, act);
+    const what = `preparedX ${x}, preparedAct ${act}`;
+    // (the tiny model's down_proj stages its x anyway: no PREPX pass for preparedAct to save)
+    assert.ok(x ? on.n < off.n : on.n <= off.n, `${what}: decode dispatches ${on.n} vs ${off.n}`);
+    assertClose(on.all, off.all, 1e-5, `${what}: logits of every prompt position`);
+  }
   model.dispose();
 });
