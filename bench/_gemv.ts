@@ -13,6 +13,8 @@
  *    dequantize into the scratch + the f16 GEMM), and the dequantize passes alone.
  *
  * --sweep prep: only each kind's default and the prepared-x tunings (one PREPX pass + the GEMV);
+ * --sweep emit (q4): o, gate_up, down as the decoder chains them (emit / prepared x) under the
+ * emitting GEMV's tunings (workgroups grown to whole blocks), then the chains;
  * --model 72b: QVQ-72B's shapes (hidden 8192, intermediate 29568) instead of 7B's.
  *
  *   deno run -A bench/_gemv.ts [--layers 28] [--dtypes f16,q8,q4] [--sweep 1|0|prep]
@@ -44,7 +46,7 @@ const layers = Number(opt("--layers", "28"));
 const out = opt("--out", "");
 const dtypes = opt("--dtypes", "f16,q8,q4").split(",") as ("f16" | QuantDType)[];
 const sweepMode = opt("--sweep", "1");
-const sweep = sweepMode !== "0";
+const sweep = sweepMode !== "0" && sweepMode !== "emit";
 const prefillM = Number(opt("--prefill", "478"));
 const gpu = await requestGpu();
 console.log(
@@ -142,6 +144,36 @@ const SWEEP_F16: Partial<LinearTuning>[] = [64, 128, 256].flatMap((gemvWg) =>
   [1, 2, 4, 8].map((gemvRows) => ({ gemvWg, gemvRows }))
 );
 type AnyTuning = Partial<LinearQTuning> | Partial<LinearTuning>;
+// Emitting GEMVs (o, down: 32-row blocks; gate_up: 64 rows): prepared x, and for o staged x too.
+const SWEEP_EMIT: Partial<LinearQTuning>[] = [
+  {},
+  ...[
+    [1024, 32, 1],
+    [512, 16, 1],
+    [256, 8, 1],
+    [256, 32, 4],
+    [256, 16, 2],
+    [512, 32, 2],
+    [
+      256,
+      8,
+      2,
+    ],
+    [256, 16, 4],
+    [1024, 16, 1],
+    [512, 16, 2],
+    [256, 4, 2],
+  ].map(([wg, tpr, rows]) => ({
+    wg,
+    tpr,
+    rows,
+    xq: true,
+    prep: true,
+  })),
+  { wg: 512, tpr: 16, rows: 1, xq: true },
+  { wg: 256, tpr: 8, rows: 1, xq: true },
+  { wg: 256, tpr: 16, rows: 2, xq: true },
+];
 
 for (const dtype of dtypes) {
   const ws = new Map<Kind, Weight[]>();
@@ -185,6 +217,49 @@ for (const dtype of dtypes) {
               : JSON.stringify(gemvQTuning(dtype, ws.get(kind)![0].rows, ws.get(kind)![0].cols))
           })`,
       );
+    }
+  }
+  if (sweepMode === "emit" && dtype === "q4") {
+    const shape = (kind: Kind): LinearShape | undefined =>
+      kind === "o"
+        ? { m: 1, accumulate: true, emit: { weight: nw, out: xpOut } }
+        : kind === "down"
+        ? {
+          m: 1,
+          accumulate: true,
+          siluMul: true,
+          prepared: xpAct,
+          emit: { weight: nw, out: xpOut },
+        }
+        : kind === "gate_up"
+        ? {
+          m: 1,
+          norm: { weight: nw, eps: 1e-6 },
+          prepared: xpOut,
+          emit: { out: xpAct, siluMul: true },
+        }
+        : undefined;
+    for (const [kind] of KINDS) {
+      const s = shape(kind);
+      if (!s) continue;
+      for (const t of SWEEP_EMIT) {
+        if (kind !== "o" && t.prep !== true && Object.keys(t).length) continue;
+        let ds: Dispatch[];
+        try {
+          ds = ws.get(kind)!.flatMap((w) => linearQ(gpu, y, x, w, null, s, t));
+        } catch (e) {
+          console.log(`skip ${JSON.stringify(t)}: ${(e as Error).message}`);
+          continue;
+        }
+        const ms = await time(ds);
+        ds.forEach((d) => d.destroy());
+        record(
+          { part: "sweep-emit", dtype, kind, tuning: t, layers, ms, tb_s: gb(kind) / ms },
+          `emit ${dtype} ${kind} ${JSON.stringify(t)}: ${ds.length} dispatches, ${
+            ms.toFixed(3)
+          } ms, ${(gb(kind) / ms).toFixed(2)} TB/s`,
+        );
+      }
     }
   }
   // The decode step's GEMV chain, in layer order.
