@@ -54,22 +54,18 @@ const SMALL_TUNINGS: (PrefillOptions | undefined)[] = [
  */
 const FLASH_TUNINGS: (PrefillOptions | undefined)[] = [
   undefined,
-  { flash: {} },
-  { flash: { outer: true } },
-  { flash: { ty: 8 } },
-  { flash: { ty: 8, outer: true } },
-  { flash: { rk: 4 } },
-  { flash: { rk: 4, outer: true } },
-  { flash: { ty: 8, rk: 4 } },
   { flash: { tx: 10 } },
   { flash: { tx: 10, outer: true } },
-  { flash: { tx: 5 } },
-  { flash: { tx: 16, ty: 4 } },
-  { flash: { ty: 4 } },
-  { flash: { ty: 4, outer: true } },
-  undefined,
+  { flash: { tx: 10, ty: 8 } },
+  { flash: { tx: 10, ty: 8, outer: true } },
   { flash: {} },
   { flash: { outer: true } },
+  { flash: { tx: 5, rk: 8 } },
+  { flash: { tx: 5, rk: 8, outer: true } },
+  { flash: { ty: 8, rk: 4, outer: true } },
+  undefined,
+  { flash: { tx: 10 } },
+  { flash: { tx: 10, outer: true } },
 ];
 const TUNINGS: (PrefillOptions | undefined)[] = sweepOpt === "small"
   ? SMALL_TUNINGS
