@@ -215,6 +215,7 @@ Deno.test("layerDispatches() chains prepared x through o / down / gate_up at m =
     prefillChunk: 1,
   });
   const prompt = [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872];
+  const saved = { ...DECODER_FUSION };
   const pass = async (preparedX: boolean, preparedAct: boolean) => {
     Object.assign(DECODER_FUSION, { preparedX, preparedAct });
     try {
@@ -224,7 +225,7 @@ Deno.test("layerDispatches() chains prepared x through o / down / gate_up at m =
       s.dispose();
       return { all: all!, n };
     } finally {
-      Object.assign(DECODER_FUSION, { preparedX: true, preparedAct: true });
+      Object.assign(DECODER_FUSION, saved);
     }
   };
   const off = await pass(false, false);
