@@ -326,7 +326,7 @@ export function linearQ(
   const uv = t.xq || q === "q4" ? 8 : 4; // x vec4 per unit
   const shared = (prep ? 0 : t.xq ? 40 * t.tile : 16 * t.tile * (uv + 1)) +
     4 * (add ? t.rows * t.wg / 4 : xor ? 0 : t.rows * t.wg) + (norm ? 4 * t.wg : 0) +
-    (emit ? 4 * (t.wg / t.tpr) * t.rows : 0);
+    (emit ? 7 * (t.wg / t.tpr) * t.rows : 0); // EMIT: the outputs, 3 values per vec4 of a block
   if (shared > gpu.limits.maxComputeWorkgroupStorageSize) {
     throw new InvalidInputError(
       `linearQ: tuning ${JSON.stringify(t)} needs ${shared} bytes of workgroup memory, over the ` +

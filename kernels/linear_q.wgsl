@@ -42,8 +42,8 @@ const WORDS_PER_GROUP: u32 = 8u;
 // writes its output y (after ACC: the updated residual stream) as the prepared x of the next GEMV
 // into xpo — normed by the next RMSNorm's weight ew (1 / rms left to the consumer, which sums the
 // blocks' Σ y²), int8 blocks as PREPX writes them — so that GEMV needs no PREPX pass. A workgroup
-// owns whole 32-row blocks: its stored values go through workgroup memory, then a thread per
-// block quantizes it (quant_vec, the code PREPX runs: the same bits).
+// owns whole 32-row blocks: its stored values go through workgroup memory, then eight threads
+// per block quantize it as quant_vec (the code PREPX runs) does: the same codes and scales.
 // #if EMIT_SILU (with EMIT): y is the MLP's [gate | up] (p.rows = 2 I) and the GEMV emits
 // silu(gate) · up (I elements, no norm) prepared for down_proj, as PREPX with SILU would: a
 // workgroup's first RPW / 2 rows are gate rows, the rest the matching up rows.
@@ -359,33 +359,69 @@ fn finish(c: u32, acc: f32, rs: f32) -> f32 {
 var<workgroup> ev: array<f32, RPW>;  // the workgroup's outputs, by row within it
 
 #if EMIT_SILU
-// silu(gate) · up of block gb (its gate rows in ev from 32 lb, up rows RPW / 2 later) quantized
-// into xpo, as PREPX prepares x with SILU.
-fn emit_block(gb: u32, lb: u32) {
-  var v: array<vec4<f32>, 8>;
-  for (var i = 0u; i < 8u; i++) {
-    let j = 32u * lb + 4u * i;
-    let k = j + RPW / 2u;
-    let g = vec4<f32>(ev[j], ev[j + 1u], ev[j + 2u], ev[j + 3u]);
-    v[i] = g / (vec4<f32>(1.0) + exp(-g)) * vec4<f32>(ev[k], ev[k + 1u], ev[k + 2u], ev[k + 3u]);
-  }
-  write_block(gb, p.rows / 64u, quant_vec(v, 0.0));
-}
+const EB: u32 = RPW / 64u;  // emitted blocks per workgroup: 32 gate rows + their 32 up rows each
 #else
-// Output block gb (its rows in ev from 32 lb) normed by ew and quantized into xpo, as PREPX
-// prepares x with NORM (same operations in the same order: the same bits).
-fn emit_block(gb: u32, lb: u32) {
-  var v: array<vec4<f32>, 8>;
-  var ss = 0.0;
-  for (var i = 0u; i < 8u; i++) {
-    let j = 32u * lb + 4u * i;
-    let e = vec4<f32>(ev[j], ev[j + 1u], ev[j + 2u], ev[j + 3u]);
-    ss += dot(e, e);
-    v[i] = e * ew[8u * gb + i];
-  }
-  write_block(gb, p.n / 32u, quant_vec(v, ss));
-}
+const EB: u32 = RPW / 32u;
 #endif
+var<workgroup> e_max: array<f32, 8u * EB>;  // per (block, vec4 of it): max |v|
+var<workgroup> e_ss: array<f32, 8u * EB>;   // Σ y²
+var<workgroup> e_sum: array<i32, 8u * EB>;  // Σ codes
+
+// Emits the workgroup's blocks (values in ev) into xpo, eight threads a block, each one vec4: v =
+// y ∘ ew (or silu(gate) · up), its codes as quant_vec() gives them (max |v| and Σ codes are
+// exact in any order; Σ y² is summed in another order than PREPX's). Called by every thread of
+// the workgroup in uniform control flow, after the outputs are in ev.
+fn emit_blocks(wgi: u32, lid: u32) {
+#if EMIT_SILU
+  let nb = p.rows / 64u;  // blocks of silu(gate) · up
+#else
+  let nb = p.rows / 32u;
+#endif
+  for (var i0 = 0u; i0 < 8u * EB; i0 += WG) {
+    let i = i0 + lid;
+    let lb = min(i / 8u, EB - 1u);  // block within the workgroup (threads past 8 EB repeat the last)
+    let j = i % 8u;
+    let gb = wgi * EB + lb;
+    let ok = i < 8u * EB && gb < nb;
+    let o = 32u * lb + 4u * j;
+    let e = vec4<f32>(ev[o], ev[o + 1u], ev[o + 2u], ev[o + 3u]);
+#if EMIT_SILU
+    let u = o + RPW / 2u;
+    let v = e / (vec4<f32>(1.0) + exp(-e)) * vec4<f32>(ev[u], ev[u + 1u], ev[u + 2u], ev[u + 3u]);
+    let ss = 0.0;
+#else
+    let v = e * ew[8u * min(gb, nb - 1u) + j];
+    let ss = dot(e, e);
+#endif
+    let a = abs(v);
+    if (i < 8u * EB) {
+      e_max[i] = max(max(a.x, a.y), max(a.z, a.w));
+      e_ss[i] = ss;
+    }
+    workgroupBarrier();
+    var amax = 0.0;
+    for (var t = 0u; t < 8u; t++) { amax = max(amax, e_max[8u * lb + t]); }
+    // As quant_vec: amax = f · 2^E, f in [0.5, 1): 2^(E − 7) holds it in 127 steps unless f > 127/128.
+    let fe = frexp(amax);
+    let ex = max(select(fe.exp - 6, fe.exp - 7, fe.fract <= 0.9921875), -120);
+    let c = vec4<i32>(round(v * ldexp(1.0, -ex)));
+    if (ok) { xpo[8u * gb + j] = pack4xI8(c); }
+    if (i < 8u * EB) { e_sum[i] = c.x + c.y + c.z + c.w; }
+    workgroupBarrier();
+    if (ok && j == 0u) {
+      var sum = 0;
+      var s2 = 0.0;
+      for (var t = 0u; t < 8u; t++) {
+        sum += e_sum[8u * lb + t];
+        s2 += e_ss[8u * lb + t];
+      }
+      xpo[8u * nb + 2u * gb] = bitcast<u32>(ldexp(1.0, ex));
+      xpo[8u * nb + 2u * gb + 1u] = bitcast<u32>(f32(sum));
+      xpo[10u * nb + gb] = bitcast<u32>(s2);
+    }
+    workgroupBarrier();  // e_max / e_sum are reused by the next round
+  }
+}
 #endif
 
 // Stores row r of row group rgi from its dot product (not past the chunk).
@@ -614,20 +650,9 @@ fn main(
 #endif
 #endif
 #if EMIT
-  // The workgroup's RPW outputs are in ev: a thread per 32-row block prepares it.
+  // The workgroup's RPW outputs are in ev: eight threads a block prepare them.
   workgroupBarrier();
-  let wgi = wid.x + wid.y * 65535u;
-#if EMIT_SILU
-  for (var b = lid; b < RPW / 64u; b += WG) {
-    let gb = wgi * (RPW / 64u) + b;
-    if (64u * gb < p.rows) { emit_block(gb, b); }
-  }
-#else
-  for (var b = lid; b < RPW / 32u; b += WG) {
-    let gb = wgi * (RPW / 32u) + b;
-    if (32u * gb < p.rows) { emit_block(gb, b); }
-  }
-#endif
+  emit_blocks(wid.x + wid.y * 65535u, lid);
 #endif
 }
 #endif
