@@ -107,6 +107,8 @@ const WG: u32 = TX * TY;
 const SQ: u32 = {{SQ}}u;       // padded row stride of qs and kv, vec4: odd
 const PS: u32 = TY + 1u;       // padded row stride of ps, vec4
 const NT: u32 = BK * HD4;      // vec4 in one K or V tile
+const NL: u32 = (NT + WG - 1u) / WG;            // of them loaded by one thread
+const NU: u32 = (NT / 4u + WG - 1u) / WG;       // #if OUTER: K units (4 keys × vec4) per thread
 const LOG2E: f32 = 1.4426950408889634;
 
 #if OUTER
@@ -146,11 +148,15 @@ var<private> f6: mat4x4<f32>;
 var<private> f7: mat4x4<f32>;
 
 // Tile element n of this thread from keys k0.. (V #if is_v, else K); 0 past the tile or hi.
+// Whether tile element n of this thread exists: n is a literal, so past NL (and where WG divides
+// NT, always) the test folds away with the registers it would have used.
+fn in_tile(n: u32, idx: u32) -> bool { return n < NL && (NT % WG == 0u || idx < NT); }
+
 fn ld_kv(is_v: bool, k0: u32, hi: u32, n: u32) -> vec4<f32> {
   let idx = lid_ + n * WG;
   let key = k0 + idx / HD4;
   var x = vec4<f32>(0.0);
-  if (idx < NT && key < hi) {
+  if (in_tile(n, idx) && key < hi) {
     if (is_v) {
       x = v[key * p.v_stride + vbase_ + idx % HD4];
     } else {
@@ -168,19 +174,21 @@ fn ld_k1(key: u32, hi: u32, c: u32, ok: bool) -> vec4<f32> {
   return x;
 }
 
+fn in_units(g: u32, u: u32) -> bool { return g < NU && ((NT / 4u) % WG == 0u || u < NT / 4u); }
+
 fn ld_kt(k0: u32, hi: u32, g: u32) -> mat4x4<f32> {
   let u = lid_ + g * WG;
   let col = u % NCOL;
   let c = u / NCOL;
   let key = k0 + col % TX + 4u * TX * (col / TX);
-  let ok = u < NT / 4u;
+  let ok = in_units(g, u);
   return mat4x4<f32>(ld_k1(key, hi, c, ok), ld_k1(key + TX, hi, c, ok),
     ld_k1(key + 2u * TX, hi, c, ok), ld_k1(key + 3u * TX, hi, c, ok));
 }
 
 fn st_kt(g: u32, x: mat4x4<f32>) {
   let u = lid_ + g * WG;
-  if (u < NT / 4u) {
+  if (in_units(g, u)) {
     let col = u % NCOL;
     let a = u / NCOL * 4u * NCOL + col;
     let t = transpose(x);   // column i: d = 4c + i of the 4 keys
@@ -202,7 +210,7 @@ fn ld4(is_v: bool, k0: u32, hi: u32, g: u32) -> mat4x4<f32> {
 
 fn st_kv(n: u32, x: vec4<f32>) {
   let idx = lid_ + n * WG;
-  if (idx < NT) { kv[idx / HD4 * SQ + idx % HD4] = x; }
+  if (in_tile(n, idx)) { kv[idx / HD4 * SQ + idx % HD4] = x; }
 }
 
 fn st4(is_v: bool, g: u32, x: mat4x4<f32>) {
