@@ -367,6 +367,14 @@ fn store_o(i: u32, r: u32, col: u32, inv: f32) {
 #endif
 }
 
+// The max of row partials x .. x + 3 of this thread's rows (indices past TX clamped: a max may
+// see one twice), four reads in flight.
+fn red_max4(x: u32) -> vec4<f32> {
+  let b = ty_ * TX;
+  return max(max(red[b + x], red[b + min(x + 1u, TX - 1u)]),
+    max(red[b + min(x + 2u, TX - 1u)], red[b + min(x + 3u, TX - 1u)]));
+}
+
 // exp2(s − m), 0 where masked.
 fn prob2(s: vec4<f32>, m: f32) -> vec4<f32> {
   return select(vec4<f32>(0.0), exp2(s - m), s > vec4<f32>(NEG));
@@ -486,7 +494,7 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 #endif
     workgroupBarrier();         // S done (kv free), row maxima visible
     var mx = m;
-    for (var x = 0u; x < TX; x++) { mx = max(mx, red[ty_ * TX + x]); }
+    for (var x = 0u; x < TX; x += 4u) { mx = max(mx, red_max4(x)); }
     let alpha = exp2(m - mx);
     m = mx;
     l = l * alpha + put_p(probs(sa, mx), 0u);
