@@ -9,12 +9,12 @@
  *
  *   deno run -A bench/_gemm.ts [--dtypes f16,q8,q4] [--variants linear,gemmq,gemmq:8x2x2x2]
  *     [--shapes vision,7b,72b] [--labels qkv,fc1] [--ms 256,700 [--only-ms]] [--target-ms 60] [--out file.jsonl] [--small]
- * Variants: linear (linear() as callers get it: f16 tile 8 or the pipelined tile by
+ * Variants: linear (linear() as callers get it: f16 the pipelined tile, maybe split, by
  * gemmKernel(); q8 linear_q's dequantize + GEMM; q4 gemmQ, kernels/linear_q.ts PREFILL_INT8),
- * tile4 / tile8[-uN] (f16: linear()'s tile override), pipe[-sN][-noload][-uN] (f16: the
- * pipelined tile; sN: split k N ways; noload: no global loads after the first k step — wrong
- * results, its err column shows by how much — to time the loop without memory; uN: the k loop
- * written out, LinearTuning.unroll N), gemmq (q8/q4: kernels/gemm.ts
+ * tile4 / tile8 (f16: linear()'s tile override), pipe[-sN][-noload][-a2] (f16: the pipelined
+ * tile; sN: split k N ways; noload: no global loads after the first k step — wrong results, its
+ * err column shows by how much — to time the loop without memory; a2: loads two k steps ahead,
+ * LinearTuning.ahead 2), gemmq (q8/q4: kernels/gemm.ts
  * gemmQ() with its
  * default tuning), gemmq:TDxRMxRNxG or gemmq:RMxRNxG (that tuning; td 16). --small shrinks every
  * dimension 16× (k to a multiple of 32; a smoke test for lavapipe).
@@ -50,32 +50,23 @@ type Make = (gpu: Gpu, y: BufferArg, x: BufferArg, w: Weight, m: number) => Disp
 function variantOf(name: string, dtype: string): Make | null {
   const q = dtype !== "f16";
   if (name === "linear") return (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m });
-  // -uN: the k loop written out (LinearTuning.unroll N).
-  const unroll = (o: string[]) => {
-    const u = o.find((s) => /^u[012]$/.test(s));
-    return { u, unroll: (u ? Number(u.slice(1)) : 0) as 0 | 1 | 2 };
-  };
-  if (name.startsWith("tile4") || name.startsWith("tile8")) {
-    // tile4|tile8[-uN]
-    const o = name.split("-").slice(1);
-    const { u, unroll: un } = unroll(o);
-    if (o.some((s) => s !== u)) throw new Error(`unknown tile option in ${name}`);
-    const tile = name.startsWith("tile4") ? 4 : 8;
-    return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile, unroll: un });
+  if (name === "tile4" || name === "tile8") {
+    const tile = name === "tile4" ? 4 : 8;
+    return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile });
   }
   if (name.startsWith("pipe")) {
-    // pipe[-sN][-noload][-uN]: the pipelined tile, split k N ways, without global loads, unrolled.
+    // pipe[-sN][-noload][-a2]: the pipelined tile, split k N ways, without global loads, loads
+    // two steps ahead.
     const o = name.split("-").slice(1);
     const split = o.find((s) => /^s\d+$/.test(s));
-    const { u, unroll: un } = unroll(o);
-    if (o.some((s) => s !== "noload" && s !== split && s !== u)) {
+    if (o.some((s) => s !== "noload" && s !== split && s !== "a2")) {
       throw new Error(`unknown pipe option in ${name}`);
     }
     const tuning: Partial<LinearTuning> = {
       pipe: true,
       noLoad: o.includes("noload"),
       splitK: split ? Number(split.slice(1)) : 1,
-      unroll: un,
+      ahead: o.includes("a2") ? 2 : 1,
     };
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, tuning);
   }
@@ -87,7 +78,7 @@ function variantOf(name: string, dtype: string): Make | null {
     return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, t) : null;
   }
   throw new Error(
-    `unknown variant ${name}; known: linear, tile4|tile8[-uN], pipe[-sN][-noload][-uN], gemmq, ` +
+    `unknown variant ${name}; known: linear, tile4, tile8, pipe[-sN][-noload][-a2], gemmq, ` +
       "gemmq:[TDx]RMxRNxG",
   );
 }

@@ -47,9 +47,15 @@ async function measure(label: string, body: string, perIter: number): Promise<vo
 
 function fmaKernel(type: string, lanes: number, chains: number, f16: boolean): string {
   const t = lanes === 1 ? type : `vec${lanes}<${type}>`;
+  // Distinct lanes: with equal ones the compiler computes one lane (vec4 read 4× too fast).
+  const lane = lanes === 1
+    ? ""
+    : ` + ${t}(${
+      [0, 1, 2, 3].slice(0, lanes).map((l) => `${type}(${l}.0)`).join(", ")
+    }) * ${type}(0.01)`;
   const decl = Array.from(
     { length: chains },
-    (_, i) => `var a${i} = ${t}(${type}(g.x + ${i}u) * ${type}(0.001));`,
+    (_, i) => `var a${i} = ${t}(${type}(g.x + ${i}u) * ${type}(0.001))${lane};`,
   ).join("\n  ");
   const step = Array.from({ length: chains }, (_, i) => `a${i} = fma(a${i}, b, c);`).join(" ");
   const sum = Array.from({ length: chains }, (_, i) => `a${i}`).join(" + ");
@@ -65,6 +71,9 @@ function fmaKernel(type: string, lanes: number, chains: number, f16: boolean): s
 }`;
 }
 
+for (const chains of [32, 64]) {
+  await measure(`f32 scalar, ${chains} chains`, fmaKernel("f32", 1, chains, false), 2 * chains);
+}
 for (const chains of [4, 8, 16]) {
   await measure(`f32 scalar, ${chains} chains`, fmaKernel("f32", 1, chains, false), 2 * chains);
   await measure(`vec4<f32>, ${chains} chains`, fmaKernel("f32", 4, chains, false), 8 * chains);

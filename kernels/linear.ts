@@ -22,18 +22,17 @@
  *   (151936 × 32 f16) on lavapipe (2 shared cores, noisy): 365–543 ms → 5–9 ms per call (20 calls,
  *   one readback), as gemvTpr 256 (the gemvRows path) against the default.
  * - m > 1 (prefill, vision) is a shared-memory tiled GEMM, f32 FMA: 256 threads, a 64² (tile 4)
- *   or 128² (tile 8) output tile, k steps of 16, 4×4 blocks per thread as named mat4x4
- *   accumulators (arrays indexed in loops spilled to local memory: 3× slower). 17–24 TFLOP/s on
- *   vision (4096 × 1280 → 3840/5120) and 7B prefill (1024 × 3584 → 3584/37888, 18944 → 3584)
- *   shapes; tile 8 wins by 16–28 % on four of six shapes, loses 4 % / 18 % on vision qkv / fc2
- *   (one run each). A 10 TFLOP image ≈ 0.5 s. The pipelined kernel (PIPE: double-buffered
- *   shared tiles, one barrier per k step, the next step's loads in flight) runs at full speed
- *   with one workgroup per SM where tile 8 needs two, so {@link gemmKernel} picks between them
- *   by wave quantization (7B prefill's o / down at 478 rows: 1.5× faster). Both stay ≤ 23
- *   TFLOP/s: the loop, not memory, bounds them (a k-step-32 single-buffered pipelined kernel
- *   without global loads ran at 22–27). Removed after one H100 run (2026-11-28 07:28) where
- *   none beat PIPE on any of 16 vision / 7B shapes: that single-buffered kernel (25–36 % slower),
- *   64-row tiles (70–80 % slower), 8 × 4-thread warps and loads after the products (as that one).
+ *   or 128² (tile 8, PIPE) output tile, k steps of 16, 4×4 blocks per thread as named mat4x4
+ *   accumulators (arrays indexed in loops spilled to local memory: 3× slower). The default at
+ *   m ≥ 128 is the pipelined kernel (PIPE: double-buffered shared tiles, one barrier per k step,
+ *   the next step's loads in flight), see {@link gemmKernel}. Its k loop is written out in the
+ *   WGSL: naga wraps every `for` in a loop-bound counter the driver cannot see through, and the
+ *   same kernel with a `for` over the 16 k of a step ran 1.4× slower (H200, 2026-11-28 10:09:
+ *   17–21 → 24–30 TFLOP/s on vision and 7B prefill shapes; without global loads 21–25 → 34–42).
+ *   Private accumulators with mac() calls written out made TILE8 3× slower (tile8 keeps its
+ *   `for`). Removed after one H100 run (2026-11-28 07:28) where none beat PIPE on any of 16
+ *   vision / 7B shapes: a single-buffered k-step-32 kernel (25–36 % slower), 64-row tiles
+ *   (70–80 % slower), 8 × 4-thread warps and loads after the products.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
@@ -101,11 +100,10 @@ export interface LinearTuning {
    * step (what the loads cost). */
   noLoad?: boolean;
   /**
-   * Tiled paths: 0 keeps the k loop of a step a `for`; 1 writes it out (naga bounds every loop with
-   * a counter the driver cannot see through, so the `for` is not unrolled); 2 (PIPE only, else as
-   * 1) also runs two k steps per iteration so the shared buffer index is a constant. Default 0.
+   * Pipelined: how many k steps ahead its global loads run: 1 (default) or 2 (two register blocks
+   * in flight, loads and their shared stores on two sides of a barrier).
    */
-  unroll?: 0 | 1 | 2;
+  ahead?: 1 | 2;
 }
 
 /** Default {@link LinearTuning}. */
@@ -329,7 +327,7 @@ export function linear(
       !(t.gemvTpr >= 1 && t.gemvTpr <= t.gemvWg && (t.gemvTpr & (t.gemvTpr - 1)) === 0)) ||
     (t.tile !== undefined && t.tile !== 4 && t.tile !== 8) ||
     (t.splitK !== undefined && !(Number.isInteger(t.splitK) && t.splitK >= 1)) ||
-    (t.unroll !== undefined && ![0, 1, 2].includes(t.unroll))
+    (t.ahead !== undefined && t.ahead !== 1 && t.ahead !== 2)
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
@@ -387,7 +385,7 @@ export function linear(
       GEMV: gemv,
       SUBGROUPS: subgroups,
       ...(!gemv
-        ? { TILE8: tile === 8, UNROLL: (t.unroll ?? 0) > 0 }
+        ? { TILE8: tile === 8 }
         : smallK
         ? { WG: t.gemvWg, TPR: tpr }
         : { WG: t.gemvWg, ROWS: rowsPerGroup }),
@@ -425,46 +423,34 @@ export const GEMM_SMS = 132;
 
 /** A tiled kernel choice of {@link gemmKernel}. */
 export interface GemmChoice {
-  kernel: "tile4" | "tile8" | "pipe";
+  kernel: "tile4" | "pipe";
   /** PIPE: k split over this many workgroups per output tile (then a sum pass). */
   splitK: number;
 }
 
 /**
  * The tiled kernel {@link linear} runs for m > 1 without a tuning override: "tile4" below m = 128,
- * else "tile8" or "pipe" (the double-buffered pipelined kernel, maybe split-k), both 128 × 128
- * output tiles, by wave quantization. On the H100 (bench/_gemm.ts, 2026-11-28, f16, vision and
- * 7B prefill shapes) PIPE runs at full speed (≈ 21–22 TFLOP/s) with one workgroup per SM, TILE8
- * needs two (≈ 20–23 TFLOP/s; one per SM ≈ half: its loads are consumed right after issue). So T
- * tiles run at efficiency T / (slots · ⌈T / slots⌉) with 132 PIPE slots against 264 TILE8 slots,
- * and PIPE is taken where that beats TILE8 by more than TILE8's ≈ 5 % higher saturated rate.
- * Below three PIPE waves (T < 396) and at k ≥ 1024, PIPE may split k in two (2T workgroups, half
- * k each), taken where its efficiency gain beats the sum pass (5 %).
- * Measured (07:28 and 08:31 runs): over 40 shapes (m 256 / 478 / 700 / 1024 / 1564 / 2048 / 5120)
- * the unsplit choice was within 2 % of the faster of TILE8 and PIPE on 37 and 3–5 % slower on 3
- * (k = 1280 shapes where both fill the card alike): 125.7 ms for all 40 against 132.7 with TILE8
- * only, 131.2 with PIPE only, 125.6 at each shape's best (7B o / down at 478 rows, 112 tiles: PIPE
- * 0.70 / 3.61 ms against TILE8 0.98 / 5.23). Split k in two measured only on the 7B shapes at 478
- * and 1024 rows: 7B qkv (144 / 288 tiles) 1.06 / 1.58 ms against 1.28 / 2.08 (TILE8 / PIPE), where the
- * model expects it; o, down (112 tiles: no wave gain) and gate_up within 3 % either way. Checked
- * on 24 shapes not used to fit it (vision and 7B at m 256 / 478 / 700, 08:47): 38.7 ms for all
- * against 50.5 with TILE8 only and 38.2 at each shape's best of TILE8 / PIPE / PIPE split in two
- * (worst shape 7 %; 7B down at 256 rows split: 1.84 ms against TILE8 5.19).
+ * else "pipe" (the double-buffered pipelined kernel, 128 × 128 output tiles), its k split in two
+ * below three PIPE waves (T < 396 tiles) at k ≥ 1024 where the wave efficiency gain
+ * T / (132 · ⌈T / 132⌉) beats the sum pass (5 %). With its k loop written out, PIPE runs 1.4×
+ * faster than before and beats TILE8 on every shape measured on the H200 (bench/_gemm.ts,
+ * 2026-11-28 10:09, f16, ms PIPE / TILE8): 7B at 478 rows o 0.50 / 1.01, gate_up 4.46 / 6.45,
+ * down 2.58 / 5.40; vision at 1564 patches qkv 0.53 / 1.03, fc1 0.71 / 1.05, fc2 0.70 / 1.49, at
+ * 5120 qkv 1.71 / 2.43, fc1 2.22 / 3.31, fc2 2.81 / 3.71. TILE8 (two workgroups per SM, 264
+ * slots) is no longer chosen: PIPE's 132 slots divide 264, so its wave efficiency is never lower,
+ * and its saturated rate (24–30 TFLOP/s) is 1.4× TILE8's (18–21).
+ * Split k in two was measured with the earlier loop on the H100 (08:31): 7B qkv at 478 / 1024 rows
+ * (144 / 288 tiles) 1.06 / 1.58 ms against 1.28 / 2.08 unsplit; o, down (112 tiles: no wave gain)
+ * and gate_up within 3 % either way.
  * @param rows output columns of the largest weight chunk
  * @param k the reduction length (weight columns)
  */
 export function gemmKernel(m: number, rows: number, k: number): GemmChoice {
   if (m < 128) return { kernel: "tile4", splitK: 1 };
   const tiles = ceilDiv(m, 128) * ceilDiv(rows, 128);
-  const eff = (t: number, slots: number) => t / (slots * ceilDiv(t, slots));
-  let best: GemmChoice = { kernel: "tile8", splitK: 1 };
-  let score = 23 * eff(tiles, 2 * GEMM_SMS);
-  for (const splitK of [1, 2]) {
-    if (splitK > 1 && (tiles >= 3 * GEMM_SMS || k < 1024)) continue;
-    const sc = 22 * eff(tiles * splitK, GEMM_SMS) * (splitK > 1 ? 0.95 : 1);
-    if (sc > score) [best, score] = [{ kernel: "pipe", splitK }, sc];
-  }
-  return best;
+  const eff = (t: number) => t / (GEMM_SMS * ceilDiv(t, GEMM_SMS));
+  const split = tiles < 3 * GEMM_SMS && k >= 1024 && 0.95 * eff(2 * tiles) > eff(tiles);
+  return { kernel: "pipe", splitK: split ? 2 : 1 };
 }
 
 /** Split-k partial products: one scratch per device, grown when too small. */
@@ -504,8 +490,7 @@ function pipeLinear(
       ...common,
       PIPE: true,
       NOLOAD: t.noLoad === true,
-      UNROLL: (t.unroll ?? 0) > 0,
-      UNROLL2: t.unroll === 2,
+      PF2: t.ahead === 2,
       SPLITK: split,
       BIAS: !split && bias !== null,
       ACC: !split && s.accumulate === true,

@@ -414,15 +414,22 @@ fn ld_w(row: u32, k: u32) -> vec4<f32> {
 // (4 rows × one vec4 of k; w widened to f32 on load), transposed in registers and stored as 4 vec4
 // into the k-major shared tiles (TILE8 stores 16 scalars per 16 k, 4-way bank-conflicted). Shared
 // rows are padded by one vec4 so a quarter warp's stores (2 k blocks × 4 row blocks) hit 8 distinct
-// 16-byte banks. It runs at full speed with one workgroup per SM where TILE8 needs two
-// (kernels/linear.ts gemmKernel() picks between them by shape).
+// 16-byte banks. It runs at full speed with one workgroup per SM.
+// No `for` inside a step: naga wraps every WGSL loop in a loop-bound counter (its infinite-loop
+// guard) that the driver cannot see through, so a `for` over the step's 16 k stayed a loop — its
+// shared loads waited on, their index clamps computed per k. Written out as mac() calls with
+// literal k, and two steps per iteration (buffer 0, then 1) so every shared index but the
+// thread's is a constant, the loop ran 1.4× faster on the H200 (2026-11-28, bench/_gemm.ts:
+// without global loads 21–25 → 34–42 TFLOP/s; with them 17–21 → 24–30).
 // #if NOLOAD (benchmarks only, wrong results): every k step reuses the first step's loads — the
 // kernel without global memory traffic, to measure what the loads cost.
+// #if PF2: loads run two steps ahead (two register blocks), so a block's loads and its shared
+// stores sit on two sides of a barrier and cannot be scheduled next to each other.
 const BM: u32 = 128u;
 const BN: u32 = 128u;
 const BK: u32 = 16u;
 // Indexed per dimension (not flattened), so the bounds clamps WebGPU adds to every workgroup
-// array index fold: the k clamp is a constant in the unrolled k loop, the column clamp invariant.
+// array index fold: buffer and k clamps are constants, the column clamp invariant.
 var<workgroup> As: array<array<array<vec4<f32>, BM / 4u + 1u>, BK>, 2>;  // [buffer][k][m / 4] of x, padded
 var<workgroup> Bs: array<array<array<vec4<f32>, BN / 4u + 1u>, BK>, 2>;  // [buffer][k][n / 4] of w, padded
 
@@ -437,12 +444,18 @@ fn blk(b: u32) -> vec2<u32> { return vec2(4u * ((b / 2u) % 32u), 4u * (b % 2u + 
 // last one again (in bounds, branch-free) and are not stored.
 fn blk_rows(r0: u32, last: u32) -> vec4<u32> { return min(vec4(r0) + vec4(0u, 1u, 2u, 3u), vec4(last)); }
 
-// This thread's loader block (tile row, k within the step), its clamped rows, its role (x or w)
-// and the block in flight.
+// This thread's loader block (tile row, k within the step), its clamped rows and its role (x or
+// w); the accumulators and the thread's tile position, private so the written-out calls can
+// update them.
 var<private> pos: vec2<u32>;
 var<private> rows: vec4<u32>;
 var<private> w_role: bool;
-var<private> blk_v: Blk;
+var<private> c00: mat4x4<f32>;
+var<private> c01: mat4x4<f32>;
+var<private> c10: mat4x4<f32>;
+var<private> c11: mat4x4<f32>;
+var<private> tx: u32;
+var<private> ty: u32;
 
 // Sets the loader role of thread lid for the tile at (m0, n0).
 fn set_role(lid: u32, m0: u32, n0: u32) {
@@ -451,22 +464,17 @@ fn set_role(lid: u32, m0: u32, n0: u32) {
   rows = blk_rows(select(m0, n0, w_role) + pos.x, select(p.m, p.rows, w_role) - 1u);
 }
 
-// Loads this thread's block of the k step from k0.
-fn load_step(k0: u32) {
+// This thread's block of the k step from k0.
+fn load_step(k0: u32) -> Blk {
   let k = k0 + pos.y;
-  if (w_role) {
-    blk_v = Blk(ld_w(rows.x, k), ld_w(rows.y, k), ld_w(rows.z, k), ld_w(rows.w, k));
-  } else {
-    blk_v = Blk(ld_x(rows.x, k), ld_x(rows.y, k), ld_x(rows.z, k), ld_x(rows.w, k));
-  }
+  if (w_role) { return Blk(ld_w(rows.x, k), ld_w(rows.y, k), ld_w(rows.z, k), ld_w(rows.w, k)); }
+  return Blk(ld_x(rows.x, k), ld_x(rows.y, k), ld_x(rows.z, k), ld_x(rows.w, k));
 }
 
-// Stores the loaded block into shared buffer buf transposed: k row pos.y + j gets the vec4 of the
-// 4 rows' element j.
-fn put_step(buf: u32) {
-  let t = transpose(mat4x4(blk_v.r0, blk_v.r1, blk_v.r2, blk_v.r3));
-#if UNROLL
-  // Written out: a loop over j indexes t dynamically, which may put it in local memory.
+// Stores block b into shared buffer buf transposed: k row pos.y + j gets the vec4 of the 4 rows'
+// element j (written out: a loop over j would index t dynamically).
+fn put_step(buf: u32, b: Blk) {
+  let t = transpose(mat4x4(b.r0, b.r1, b.r2, b.r3));
   let c = pos.x / 4u;
   if (w_role) {
     Bs[buf][pos.y][c] = t[0];
@@ -479,27 +487,7 @@ fn put_step(buf: u32) {
     As[buf][pos.y + 2u][c] = t[2];
     As[buf][pos.y + 3u][c] = t[3];
   }
-#else
-  if (w_role) {
-    for (var j = 0u; j < 4u; j++) { Bs[buf][pos.y + j][pos.x / 4u] = t[j]; }
-  } else {
-    for (var j = 0u; j < 4u; j++) { As[buf][pos.y + j][pos.x / 4u] = t[j]; }
-  }
-#endif
 }
-
-#if UNROLL
-// #if UNROLL: the k loop of a step written out (mac() with literal k: naga wraps every `for` in a
-// loop-bound counter the driver cannot see through, so a `for` over k stays a loop, its shared
-// index clamps and loads unscheduled); UNROLL2 also runs two steps per iteration, buffer 0 then
-// 1, so every shared index but the thread's is a constant. The accumulators are private so the
-// calls can update them.
-var<private> c00: mat4x4<f32>;
-var<private> c01: mat4x4<f32>;
-var<private> c10: mat4x4<f32>;
-var<private> c11: mat4x4<f32>;
-var<private> tx: u32;
-var<private> ty: u32;
 
 // The products of k row k of shared buffer buf.
 fn mac(buf: u32, k: u32) {
@@ -521,18 +509,43 @@ fn products(buf: u32) {
   mac(buf, 12u); mac(buf, 13u); mac(buf, 14u); mac(buf, 15u);
 }
 
+#if PF2
+// The blocks in flight: step s's in blk_s[s % 2].
+var<private> blk_0: Blk;
+var<private> blk_1: Blk;
+
+// Step s (from k0 < kend) in buffer cur = s % 2: step s + 2's loads into this step's register
+// block (stored in the step before), the products, step s + 1's block into the other buffer (last
+// read in the step before, which ended at a barrier), a barrier.
+fn step(k0: u32, kend: u32, cur: u32) {
+#ifnot NOLOAD
+  if (k0 + 2u * BK < kend) {
+    if (cur == 0u) { blk_0 = load_step(k0 + 2u * BK); } else { blk_1 = load_step(k0 + 2u * BK); }
+  }
+#endif
+  products(cur);
+  if (k0 + BK < kend) {
+    if (cur == 0u) { put_step(1u, blk_1); } else { put_step(0u, blk_0); }
+  }
+  workgroupBarrier();
+}
+#else
+// The next step's block in flight.
+var<private> blk_v: Blk;
+
 // One k step from k0 (< kend) in buffer cur: the next step's loads, this one's products, the
-// next step's stores into the other buffer, a barrier.
+// next step's stores into the other buffer (last read in the step before, which ended at a
+// barrier), a barrier.
 fn step(k0: u32, kend: u32, cur: u32) {
   let more = k0 + BK < kend;
 #ifnot NOLOAD
-  if (more) { load_step(k0 + BK); }
+  if (more) { blk_v = load_step(k0 + BK); }
 #endif
   products(cur);
-  // The other buffer was last read in the step before, which ended at a barrier.
-  if (more) { put_step(1u - cur); }
+  if (more) { put_step(1u - cur, blk_v); }
   workgroupBarrier();
 }
+#endif
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -549,73 +562,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kend = p.k;
 #endif
   set_role(lid, m0, n0);
-  load_step(kbeg);
-  put_step(0u);
+#if PF2
+  blk_0 = load_step(kbeg);
+  put_step(0u, blk_0);
+  blk_1 = load_step(kbeg + BK);  // past kend: in bounds (zero past k) and never stored
+#else
+  blk_v = load_step(kbeg);
+  put_step(0u, blk_v);
+#endif
   workgroupBarrier();
-#if UNROLL2
   for (var k0 = kbeg; k0 < kend; k0 += 2u * BK) {
     step(k0, kend, 0u);
     if (k0 + BK >= kend) { break; }
     step(k0 + BK, kend, 1u);
   }
-#else
-  for (var k0 = kbeg; k0 < kend; k0 += BK) { step(k0, kend, ((k0 - kbeg) / BK) % 2u); }
-#endif
   store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
   store_block(m0 + ty * 4u, n0 + 64u + tx * 4u, c01);
   store_block(m0 + 64u + ty * 4u, n0 + tx * 4u, c10);
   store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
 }
-
-#else
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let n0 = wid.x * BN;  // first chunk row (output column) of the tile
-  let m0 = wid.y * BM;
-  let tx = lid % 16u;
-  let ty = lid / 16u;
-  var c00 = mat4x4<f32>();
-  var c01 = mat4x4<f32>();
-  var c10 = mat4x4<f32>();
-  var c11 = mat4x4<f32>();
-#if SPLITK
-  split = wid.z;
-  let kbeg = split * p.kspan;  // a multiple of BK
-  let kend = min(p.k, kbeg + p.kspan);
-#else
-  let kbeg = 0u;
-  let kend = p.k;
-#endif
-  set_role(lid, m0, n0);
-  load_step(kbeg);
-  put_step(0u);
-  workgroupBarrier();
-  for (var k0 = kbeg; k0 < kend; k0 += BK) {
-    let more = k0 + BK < kend;
-    let cur = ((k0 - kbeg) / BK) % 2u;
-#ifnot NOLOAD
-    if (more) { load_step(k0 + BK); }
-#endif
-    for (var k = 0u; k < BK; k++) {
-      let a0 = As[cur][k][ty];
-      let b0 = Bs[cur][k][tx];
-      let a1 = As[cur][k][16u + ty];
-      let b1 = Bs[cur][k][16u + tx];
-      c00 = outer_acc(c00, a0, b0);
-      c01 = outer_acc(c01, a0, b1);
-      c10 = outer_acc(c10, a1, b0);
-      c11 = outer_acc(c11, a1, b1);
-    }
-    // The other buffer was last read in the step before, which ended at a barrier.
-    if (more) { put_step(1u - cur); }
-    workgroupBarrier();
-  }
-  store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
-  store_block(m0 + ty * 4u, n0 + 64u + tx * 4u, c01);
-  store_block(m0 + 64u + ty * 4u, n0 + tx * 4u, c10);
-  store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
-}
-#endif
 
 #else
 // Tiled: 256 threads as 16 × 16 compute a BT × BT output tile, BT = 16·MT (MT = 4 or 8 with
@@ -643,40 +608,10 @@ fn load_w(row: u32, k: u32) -> vec4<f32> {
   return ld_w(row, k);
 }
 
-#if UNROLL
-// #if UNROLL: the k loop written out, as in PIPE.
-var<private> c00: mat4x4<f32>;
-#if TILE8
-var<private> c01: mat4x4<f32>;
-var<private> c10: mat4x4<f32>;
-var<private> c11: mat4x4<f32>;
-#endif
-var<private> tx: u32;
-var<private> ty: u32;
-
-// The products of k row k of the shared tiles.
-fn mac(k: u32) {
-  let a0 = As[k * (BT / 4u) + ty];
-  let b0 = Bs[k * (BT / 4u) + tx];
-  c00 = outer_acc(c00, a0, b0);
-#if TILE8
-  let a1 = As[k * (BT / 4u) + 16u + ty];
-  let b1 = Bs[k * (BT / 4u) + 16u + tx];
-  c01 = outer_acc(c01, a0, b1);
-  c10 = outer_acc(c10, a1, b0);
-  c11 = outer_acc(c11, a1, b1);
-#endif
-}
-#endif
-
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let n0 = wid.x * BT;  // first chunk row (output column) of the tile
   let m0 = wid.y * BT;
-#if UNROLL
-  tx = lid % 16u;
-  ty = lid / 16u;
-#else
   let tx = lid % 16u;
   let ty = lid / 16u;
   var c00 = mat4x4<f32>();
@@ -684,7 +619,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var c01 = mat4x4<f32>();
   var c10 = mat4x4<f32>();
   var c11 = mat4x4<f32>();
-#endif
 #endif
   // Loader roles: thread lid loads the vec4 of k [lk, lk + 4) for tile rows lr + 64·pass.
   let lr = lid / 4u;
@@ -699,10 +633,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
     workgroupBarrier();
-#if UNROLL
-    mac(0u); mac(1u); mac(2u); mac(3u); mac(4u); mac(5u); mac(6u); mac(7u);
-    mac(8u); mac(9u); mac(10u); mac(11u); mac(12u); mac(13u); mac(14u); mac(15u);
-#else
     for (var k = 0u; k < BK; k++) {
       let a0 = As[k * (BT / 4u) + ty];
       let b0 = Bs[k * (BT / 4u) + tx];
@@ -715,7 +645,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       c11 = outer_acc(c11, a1, b1);
 #endif
     }
-#endif
     workgroupBarrier();
   }
   store_block(m0 + ty * 4u, n0 + tx * 4u, c00);

@@ -116,8 +116,8 @@ Deno.test("linear() with accumulate adds x · wᵀ + bias to y", async () => {
 });
 
 // The pipelined tiled GEMM (tuning.pipe) alone and with split-k (several splits, the last one
-// short; a sum pass adds bias and the old y), each shape also with the k loop written out (unroll
-// 1 / 2; k = 200 and 1176 take an odd number of k steps, 13 and 74). Odd m, n and k (scalar
+// short; a sum pass adds bias and the old y), each shape also with the loads two k steps ahead
+// (ahead 2; k = 200 and 1176 take an odd number of k steps, 13 and 74). Odd m, n and k (scalar
 // loads), k % 4 == 0 but not a whole k step, k = 1176; f32 and f16 weights; bias and accumulate;
 // weights in chunks of 7 (or 6) rows, so chunk borders fall inside output tiles and every chunk's split-k
 // dispatches reuse one partials scratch. TOL as above.
@@ -129,10 +129,10 @@ Deno.test("linear()'s pipelined tiled GEMM matches the reference for every optio
     { pipe: true, splitK: 3 },
     { pipe: true, splitK: 2 },
     { pipe: true, splitK: 4 },
-    { pipe: true, unroll: 2 },
-    { pipe: true, unroll: 1, splitK: 3 },
-    { pipe: true, unroll: 2, splitK: 2 },
-    { pipe: true, unroll: 2, splitK: 4 },
+    { pipe: true, ahead: 2 },
+    { pipe: true, ahead: 2, splitK: 3 },
+    { pipe: true, ahead: 2, splitK: 2 },
+    { pipe: true, ahead: 2, splitK: 4 },
   ];
   const shapes: [number, number, number][] = [[2, 47, 33], [3, 130, 200], [37, 67, 1176], [
     130,
@@ -141,7 +141,7 @@ Deno.test("linear()'s pipelined tiled GEMM matches the reference for every optio
   ], [600, 19, 81]];
   for (const dtype of ["f32", "f16"] as const) {
     for (const [i, [m, n, k]] of shapes.entries()) {
-      // Each shape and dtype with a plain and an unrolled tuning.
+      // Each shape and dtype with loads one and two steps ahead.
       for (
         const tuning of [
           tunings[(i + (dtype === "f16" ? 2 : 0)) % 4],
@@ -172,33 +172,31 @@ Deno.test("linear()'s pipelined tiled GEMM matches the reference for every optio
   }
 });
 
-// The H100 measurements gemmKernel() encodes (bench/_gemm.ts 2026-11-28 07:28 / 08:31): PIPE where
-// its one-workgroup-per-SM waves fill the card better (7B o / down at 478 rows, 112 tiles: 1.4×
-// faster; vision at 1564 patches), split in two where that fills the waves better (7B qkv at 478 /
-// 1024 rows, 144 / 288 tiles: 1.2× / 1.3×), TILE8 where both fill it alike (7B at 1024 rows but qkv, vision fc2 at 5120),
-// tile 4 below 128 rows. linear()'s default at m ≥ 128 runs the choice: the reference comparisons
-// at m = 130 / 600 above go through PIPE (few tiles), the tile-8 override below.
-Deno.test("gemmKernel() picks the pipelined kernel (split-k) where its waves fill the H100 better, else tile 8 (tile 4 below 128 rows)", () => {
+// What gemmKernel() encodes: PIPE at m ≥ 128 (with its k loop written out it beat TILE8 on every
+// vision / 7B shape on the H200, 2026-11-28 10:09), split in two where that fills the waves better
+// (7B qkv at 478 / 1024 rows, 144 / 288 tiles: 1.2× / 1.3× on the H100, 08:31), tile 4 below 128
+// rows. linear()'s default at m ≥ 128 runs the choice: the reference comparisons at m = 130 / 600
+// above go through PIPE, the tile-8 override below.
+Deno.test("gemmKernel() picks the pipelined kernel, split in two where that fills the H200's waves better (tile 4 below 128 rows)", () => {
   const pick = (m: number, n: number, k: number) => {
     const c = gemmKernel(m, n, k);
     return c.splitK > 1 ? `${c.kernel}-s${c.splitK}` : c.kernel;
   };
   assert.equal(pick(37, 37888, 3584), "tile4");
   assert.equal(pick(127, 3584, 3584), "tile4");
-  for (const [n, k] of [[3584, 3584], [37888, 3584], [3584, 18944]]) {
-    assert.equal(pick(478, n, k), "pipe"); // o, gate_up, down
+  for (const m of [478, 1024]) {
+    for (const [n, k] of [[3584, 3584], [37888, 3584], [3584, 18944]]) {
+      assert.equal(pick(m, n, k), "pipe"); // o, down (112 / 224 tiles: no wave gain), gate_up
+    }
   }
   assert.equal(pick(478, 4608, 3584), "pipe-s2"); // qkv: 144 tiles → 288 in 3 PIPE waves
-  assert.equal(pick(478, 4608, 512), "tile8"); // too short a k to split
-  for (const [n, k] of [[1280, 1280], [3840, 1280], [1280, 5120]]) {
-    assert.equal(pick(1564, n, k), "pipe");
-  }
   assert.equal(pick(1024, 4608, 3584), "pipe-s2"); // 288 tiles → 576 in 5 PIPE waves
-  for (const [n, k] of [[3584, 3584], [37888, 3584], [3584, 18944]]) {
-    assert.equal(pick(1024, n, k), "tile8");
+  assert.equal(pick(478, 4608, 512), "pipe"); // too short a k to split
+  for (const m of [1564, 5120]) {
+    for (const [n, k] of [[1280, 1280], [3840, 1280], [5120, 1280], [1280, 5120]]) {
+      assert.equal(pick(m, n, k), "pipe");
+    }
   }
-  assert.equal(pick(5120, 1280, 5120), "tile8");
-  assert.equal(pick(5120, 5120, 1280), "pipe");
 });
 
 // Small k at m = 1 takes the small-k GEMV (1–8 threads per row here, see gemvThreadsPerRow):
@@ -351,9 +349,7 @@ Deno.test("linear() gives the same results for every kernel variant and tuning",
     ["16 threads per row of 64", gpu, { gemvWg: 64, gemvTpr: 16 }, 1],
     ["tile 64 × 64", gpu, { tile: 4 }, 150],
     ["tile 128 × 128", gpu, { tile: 8 }, 37],
-    ["tile 64 × 64, unrolled", gpu, { tile: 4, unroll: 1 }, 150],
-    ["tile 128 × 128, unrolled", gpu, { tile: 8, unroll: 1 }, 37],
-    ["pipelined, unrolled, 130 rows", gpu, { pipe: true, unroll: 2 }, 130],
+    ["pipelined, loads 2 steps ahead, 130 rows", gpu, { pipe: true, ahead: 2 }, 130],
     ["pipelined", gpu, { pipe: true }, 37],
     ["pipelined, 130 rows", gpu, { pipe: true }, 130],
     ["pipelined, 3 rows", gpu, { pipe: true }, 3],
