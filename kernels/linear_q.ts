@@ -87,6 +87,11 @@ export interface LinearQTuning {
    * instead of each re-doing all of x: one dispatch more, no per-workgroup x work or barriers.
    */
   prep?: boolean;
+  /**
+   * Threads per 32-element block in the PREPX pass: 8 (one vec4 each, the block's max and sums
+   * through workgroup memory; default) or 1 (a thread quantizes a whole block).
+   */
+  prepThreads?: 1 | 8;
 }
 
 /**
@@ -345,7 +350,7 @@ export function linearQ(
     if (preparedXBytes(w.cols) > xp.size) {
       throw new InvalidInputError(`linearQ: k = ${w.cols} too long for the prepared-x buffer`);
     }
-    pre.push(prepareX(gpu, xp, x, w, norm, silu));
+    pre.push(prepareX(gpu, xp, x, w, norm, silu, t.prepThreads ?? 8));
     gx = xp;
   }
   // Bindings: x (prepared: xp), w, [bias], [norm weight unless prepared], y, then [rope table,
@@ -425,6 +430,7 @@ function prepareX(
   w: Weight,
   norm: LinearShape["norm"],
   silu: boolean,
+  threads: 1 | 8,
 ): Dispatch {
   const v = variant(gpu, {
     family: "linear_q",
@@ -434,6 +440,7 @@ function prepareX(
     defines: {
       GEMV: true,
       PREPX: true,
+      PREP8: threads === 8,
       XPO: true,
       QVEC: true,
       XQ: true,
@@ -453,7 +460,7 @@ function prepareX(
     v,
     [x, ...(norm ? [norm.weight] : []), xp],
     chunkParams(w, w.chunks[0]),
-    grid2d(ceilDiv(w.cols / 32, 64)),
+    grid2d(ceilDiv(w.cols / 32, threads === 8 ? 8 : 64)),
   );
 }
 

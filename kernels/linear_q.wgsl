@@ -195,6 +195,48 @@ fn quant_vec(v: array<vec4<f32>, 8>, ss: f32) -> QBlock {
 #endif
 
 #if XPO
+var<workgroup> e_max: array<f32, CQ>;  // per slot (block, vec4 of it): max |v|
+var<workgroup> e_ss: array<f32, CQ>;   // Σ x²
+var<workgroup> e_sum: array<i32, CQ>;  // Σ codes
+
+// Quantizes blocks cooperatively, eight threads a block: the thread of slot (block lb, vec4 j of
+// it) = 8 lb + j holds v (its 4 values, normed / silu'd) and ss (their raw Σ x², or 0) of block gb
+// of nb, and writes its codes word; the block's j = 0 thread its (2^e, Σ codes) and Σ x². The
+// codes and scales are quant_vec's (max |v| and Σ codes are exact in any order); Σ x² is summed
+// in another order. `live`: the slot is this thread's (else it only joins the barriers); `ok`:
+// block gb exists. Called by every thread of the workgroup in uniform control flow.
+fn coop_quant(live: bool, slot: u32, gb: u32, nb: u32, ok: bool, v: vec4<f32>, ss: f32) {
+  let j = slot % 8u;
+  let l0 = slot - j;
+  let a = abs(v);
+  if (live) {
+    e_max[slot] = max(max(a.x, a.y), max(a.z, a.w));
+    e_ss[slot] = ss;
+  }
+  workgroupBarrier();
+  var amax = 0.0;
+  for (var t = 0u; t < 8u; t++) { amax = max(amax, e_max[l0 + t]); }
+  // As quant_vec: amax = f · 2^E, f in [0.5, 1): 2^(E − 7) holds it in 127 steps unless f > 127/128.
+  let fe = frexp(amax);
+  let ex = max(select(fe.exp - 6, fe.exp - 7, fe.fract <= 0.9921875), -120);
+  let c = vec4<i32>(round(v * ldexp(1.0, -ex)));
+  if (ok) { xpo[8u * gb + j] = pack4xI8(c); }
+  if (live) { e_sum[slot] = c.x + c.y + c.z + c.w; }
+  workgroupBarrier();
+  if (ok && j == 0u) {
+    var sum = 0;
+    var s2 = 0.0;
+    for (var t = 0u; t < 8u; t++) {
+      sum += e_sum[l0 + t];
+      s2 += e_ss[l0 + t];
+    }
+    xpo[8u * nb + 2u * gb] = bitcast<u32>(ldexp(1.0, ex));
+    xpo[8u * nb + 2u * gb + 1u] = bitcast<u32>(f32(sum));
+    xpo[10u * nb + gb] = bitcast<u32>(s2);
+  }
+  workgroupBarrier();  // the slots are reused by the next round
+}
+
 // Block b of nb into xpo (PREPX or EMIT): codes at [8b, 8b + 8), (2^e, Σ codes) at 8 nb + 2b, Σ x² at 10 nb + b.
 fn write_block(b: u32, nb: u32, q: QBlock) {
   for (var i = 0u; i < 4u; i++) {
@@ -250,6 +292,26 @@ fn stage_block(b: u32, j: u32) -> f32 {
 #endif
 
 #if PREPX
+#if PREP8
+// Eight threads a block, one vec4 each (coop_quant): eight blocks a workgroup.
+const CQ: u32 = 64u;
+
+@compute @workgroup_size(64)
+fn prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let nb = p.k / 32u;
+  let b = (wid.x + wid.y * 65535u) * 8u + lid / 8u;
+  let i = 8u * min(b, nb - 1u) + lid % 8u;  // x vec4
+#if NORM
+  let e = x[i];
+  let ss = dot(e, e);
+#else
+  let ss = 0.0;
+#endif
+  coop_quant(true, lid, b, nb, b < nb, xn(i), ss);
+}
+#else
+const CQ: u32 = 1u;  // (coop_quant unused)
+
 @compute @workgroup_size(64)
 fn prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let b = (wid.x + wid.y * 65535u) * 64u + lid;
@@ -257,6 +319,7 @@ fn prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (b >= nb) { return; }
   write_block(b, nb, quant_block(b));
 }
+#endif
 #endif
 
 #ifnot PREPX
@@ -363,26 +426,22 @@ const EB: u32 = RPW / 64u;  // emitted blocks per workgroup: 32 gate rows + thei
 #else
 const EB: u32 = RPW / 32u;
 #endif
-var<workgroup> e_max: array<f32, 8u * EB>;  // per (block, vec4 of it): max |v|
-var<workgroup> e_ss: array<f32, 8u * EB>;   // Σ y²
-var<workgroup> e_sum: array<i32, 8u * EB>;  // Σ codes
+const CQ: u32 = 8u * EB;  // coop_quant slots
 
-// Emits the workgroup's blocks (values in ev) into xpo, eight threads a block, each one vec4: v =
-// y ∘ ew (or silu(gate) · up), its codes as quant_vec() gives them (max |v| and Σ codes are
-// exact in any order; Σ y² is summed in another order than PREPX's). Called by every thread of
-// the workgroup in uniform control flow, after the outputs are in ev.
+// Emits the workgroup's blocks (values in ev) into xpo, eight threads a block, each one vec4 (v =
+// y ∘ ew, or silu(gate) · up): coop_quant. Called by every thread of the workgroup in uniform
+// control flow, after the outputs are in ev.
 fn emit_blocks(wgi: u32, lid: u32) {
 #if EMIT_SILU
   let nb = p.rows / 64u;  // blocks of silu(gate) · up
 #else
   let nb = p.rows / 32u;
 #endif
-  for (var i0 = 0u; i0 < 8u * EB; i0 += WG) {
+  for (var i0 = 0u; i0 < CQ; i0 += WG) {
     let i = i0 + lid;
-    let lb = min(i / 8u, EB - 1u);  // block within the workgroup (threads past 8 EB repeat the last)
+    let lb = min(i / 8u, EB - 1u);  // block within the workgroup (threads past CQ repeat the last)
     let j = i % 8u;
     let gb = wgi * EB + lb;
-    let ok = i < 8u * EB && gb < nb;
     let o = 32u * lb + 4u * j;
     let e = vec4<f32>(ev[o], ev[o + 1u], ev[o + 2u], ev[o + 3u]);
 #if EMIT_SILU
@@ -393,33 +452,7 @@ fn emit_blocks(wgi: u32, lid: u32) {
     let v = e * ew[8u * min(gb, nb - 1u) + j];
     let ss = dot(e, e);
 #endif
-    let a = abs(v);
-    if (i < 8u * EB) {
-      e_max[i] = max(max(a.x, a.y), max(a.z, a.w));
-      e_ss[i] = ss;
-    }
-    workgroupBarrier();
-    var amax = 0.0;
-    for (var t = 0u; t < 8u; t++) { amax = max(amax, e_max[8u * lb + t]); }
-    // As quant_vec: amax = f · 2^E, f in [0.5, 1): 2^(E − 7) holds it in 127 steps unless f > 127/128.
-    let fe = frexp(amax);
-    let ex = max(select(fe.exp - 6, fe.exp - 7, fe.fract <= 0.9921875), -120);
-    let c = vec4<i32>(round(v * ldexp(1.0, -ex)));
-    if (ok) { xpo[8u * gb + j] = pack4xI8(c); }
-    if (i < 8u * EB) { e_sum[i] = c.x + c.y + c.z + c.w; }
-    workgroupBarrier();
-    if (ok && j == 0u) {
-      var sum = 0;
-      var s2 = 0.0;
-      for (var t = 0u; t < 8u; t++) {
-        sum += e_sum[8u * lb + t];
-        s2 += e_ss[8u * lb + t];
-      }
-      xpo[8u * nb + 2u * gb] = bitcast<u32>(ldexp(1.0, ex));
-      xpo[8u * nb + 2u * gb + 1u] = bitcast<u32>(f32(sum));
-      xpo[10u * nb + gb] = bitcast<u32>(s2);
-    }
-    workgroupBarrier();  // e_max / e_sum are reused by the next round
+    coop_quant(i < CQ, 8u * lb + j, gb, nb, i < CQ && gb < nb, v, ss);
   }
 }
 #endif

@@ -326,20 +326,23 @@ Deno.test("linearQ() with prepared x gives the staged int8-x GEMV's bits (norm: 
       ];
       for (const [name, s, useBias] of shapes) {
         const out: Float32Array[] = [];
-        for (const prep of [false, true]) {
+        for (const [prep, prepThreads] of [[false, 8], [true, 8], [true, 1]] as const) {
           const bx = uploadArray(gpu, s.siluMul ? x : x.subarray(0, k));
           const bb = useBias ? uploadArray(gpu, bias) : null;
           const by = s.accumulate ? uploadArray(gpu, y0) : createStorage(gpu, n * 4);
-          const ds = linearQ(gpu, by, bx, w, bb, s, { wg: 64, tpr: 8, rows: 2, xq: true, prep });
+          const t = { wg: 64, tpr: 8, rows: 2, xq: true, prep, prepThreads };
+          const ds = linearQ(gpu, by, bx, w, bb, s, t);
           assert.equal(ds.length, w.chunks.length + (prep ? 1 : 0), "one PREPX pass per call");
           run(gpu, ds);
           out.push(await readF32(gpu, by, n));
           [bx, bb, by].forEach((b) => b?.destroy());
           ds.forEach((d) => d.destroy());
         }
-        const what = `${dtype} ${n}x${k} ${name}`;
-        if (s.norm) assertClose(out[1], out[0], TOL, what);
-        else assert.deepEqual(out[1], out[0], what);
+        for (const [i, how] of [[1, "8 threads a block"], [2, "1 thread a block"]] as const) {
+          const what = `${dtype} ${n}x${k} ${name}, prep with ${how}`;
+          if (s.norm) assertClose(out[i], out[0], TOL, what);
+          else assert.deepEqual(out[i], out[0], what);
+        }
       }
       bnw.destroy();
       destroyWeight(w);
