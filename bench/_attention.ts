@@ -49,23 +49,16 @@ const SMALL_TUNINGS: (PrefillOptions | undefined)[] = [
   { cv: 1, ty: 8 },
 ];
 /**
- * --sweep flash: the tiled default against the flash kernel's tilings, the two defaults twice
- * (a tiling that does not divide a case's head_dim or fit the adapter is skipped).
+ * --sweep flash: the default kernel against the tiled one ({}) and the flash kernel's tilings,
+ * interleaved twice (a tiling that does not divide a case's head_dim or fit is skipped).
  */
 const FLASH_TUNINGS: (PrefillOptions | undefined)[] = [
   undefined,
-  { flash: { tx: 10 } },
-  { flash: { tx: 10, outer: true } },
-  { flash: { tx: 10, ty: 8 } },
-  { flash: { tx: 10, ty: 8, outer: true } },
+  {},
   { flash: {} },
-  { flash: { outer: true } },
   { flash: { tx: 5, rk: 8 } },
-  { flash: { tx: 5, rk: 8, outer: true } },
-  { flash: { ty: 8, rk: 4, outer: true } },
   undefined,
-  { flash: { tx: 10 } },
-  { flash: { tx: 10, outer: true } },
+  {},
 ];
 const TUNINGS: (PrefillOptions | undefined)[] = sweepOpt === "small"
   ? SMALL_TUNINGS

@@ -32,6 +32,11 @@
  * 1564 patches (1272 against 1325–1355 µs) and loses at 1024 (484 / 426), 2560 (3435 / 3190),
  * 3600 (6509 / 5972) and 5120 (13055 / 10702); {cv: 2, ty: 8} and {cv: 1, ty: 4} lose
  * everywhere. The default stays {cv: 2, ty: 16} at every length.
+ * The flash prefill (`#if FLASH`: Q resident, K/V tiles prefetched into registers a phase ahead,
+ * four barriers a 40-key tile against the tiled kernel's 21) is the vision default: H200 10:30,
+ * 5120 patches 10.74 → 8.50 ms (12.5 → 15.8 TFLOP/s), 1564: 1.28 → 1.05 ms; see
+ * {@link prefillKernel}. Its 64-thread tilings (4 or 5 threads along keys, more registers a
+ * thread) ran 9.0–11.6 ms: on this stack the larger workgroup wins.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
@@ -175,8 +180,26 @@ export interface FlashTuning {
   outer: boolean;
 }
 
-/** A prefill tuning: the tiled kernel's fields, or `flash` (its fields, or {} for the defaults). */
+/**
+ * A prefill tuning: `flash` (its fields, or {} for the defaults) runs the flash kernel, any other
+ * object the tiled kernel with those fields ({} for its defaults); none runs the default kernel
+ * ({@link prefillKernel}).
+ */
 export type PrefillOptions = Partial<PrefillTuning> & { flash?: Partial<FlashTuning> };
+
+/**
+ * The prefill kernel a call without a tuning runs: flash for the vision tower, tiled for causal
+ * prefill. H200, 2026-11-28 10:30 (/tmp/devq attn-2, bench/_attention.ts --sweep flash):
+ * - vision 16 heads × 80, 5120 patches: tiled 10.74 / 10.76 ms (12.5 TFLOP/s), flash 8.50 / 8.48
+ *   ms (15.8 TFLOP/s); 1564 patches: 1.282 / 1.281 ms against 1.050 / 1.047 ms (11.9 TFLOP/s).
+ *   The other flash tilings lost to {tx: 10}: {tx: 5, rk: 8} 9.01 ms, {tx: 4, rk: 8} 11.6 ms,
+ *   {tx: 10, ty: 8} 11.1 ms, the transposed S (outer: true) 8.95 / 9.20 ms.
+ * - 7B causal (28 / 4 heads × 128): tiled 242 µs at 478 tokens, 752–757 µs at 1024; flash
+ *   ({tx: 8, ty: 8}) 235 µs and 858 µs: the tiled kernel stays.
+ */
+export function prefillKernel(vision: boolean): "flash" | "tiled" {
+  return vision ? "flash" : "tiled";
+}
 
 /** Most prefetch groups of 4 vec4 per thread in the flash kernel (f0 .. f7). */
 const FLASH_MAX_GROUPS = 8;
@@ -214,8 +237,12 @@ function flashLayout(headDim: number, t: FlashTuning) {
 /** The flash tilings tried in order (the first that fits wins). */
 function flashCandidates(headDim: number, t: Partial<FlashTuning>): FlashTuning[] {
   const hd4 = headDim / 4;
-  // The fewest threads along keys with at most 5 vec4 columns each (80: 4 × 5, 128: 8 × 4).
-  const tx = t.tx ?? [4, 8, 16, 32].find((x) => hd4 % x === 0 && hd4 / x <= 5) ?? 4;
+  // Two vec4 columns a thread where that leaves ≤ 10 threads along keys (80: 10 × 2, the
+  // fastest measured), else the fewest threads with at most 5 columns each (128: 8 × 4).
+  const tx = t.tx ??
+    (hd4 % 2 === 0 && hd4 / 2 <= 10
+      ? hd4 / 2
+      : [4, 8, 16, 32].find((x) => hd4 % x === 0 && hd4 / x <= 5) ?? 4);
   const rk = t.rk ?? (tx === 4 ? 8 : 4);
   const outer = t.outer ?? false;
   return (t.ty ? [t.ty] : [16, 8, 4]).map((ty) => ({ tx, ty, rk, outer }));
@@ -317,8 +344,9 @@ function prefillDispatch(
   seq: number,
   tuning?: PrefillOptions,
 ): Dispatch {
-  const { bq, defines } = tuning?.flash
-    ? flashTuning(gpu, what, r.headDim, tuning.flash)
+  const flash = tuning ? tuning.flash : prefillKernel(vision) === "flash" ? {} : undefined;
+  const { bq, defines } = flash
+    ? flashTuning(gpu, what, r.headDim, flash)
     : prefillLayout(r.headDim, prefillTuning(gpu, what, r.headDim, tuning));
   const vt = variant(gpu, {
     family: "attention",
@@ -347,7 +375,8 @@ export interface CausalAttentionShape extends AttentionHeads {
  * @param q (seq, ·) queries, e.g. the q part of a fused qkv row after rope
  * @param k (offset + seq, ·) the layer's K cache
  * @param v (offset + seq, ·) the layer's V cache
- * @param tuning prefill tiling (default: chosen from head_dim and the adapter's limits)
+ * @param tuning prefill kernel and tiling (default: {@link prefillKernel}'s kernel, its tiling chosen
+ *   from head_dim and the adapter's limits)
  */
 export function causalAttention(
   gpu: Gpu,
@@ -389,7 +418,8 @@ export interface VisionAttentionShape {
  * @param k (seq, ·) e.g. `{ buffer: qkv, stride: 3 · embed, offset: embed }`
  * @param v (seq, ·) e.g. `{ buffer: qkv, stride: 3 · embed, offset: 2 · embed }`
  * @param cu (nCu) u32 cu_seqlens, first 0 and last seq
- * @param tuning prefill tiling (default: chosen from head_dim and the adapter's limits)
+ * @param tuning prefill kernel and tiling (default: {@link prefillKernel}'s kernel, its tiling chosen
+ *   from head_dim and the adapter's limits)
  */
 export function visionAttention(
   gpu: Gpu,

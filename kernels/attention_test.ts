@@ -345,7 +345,8 @@ Deno.test("visionAttention() keeps each frame of each image to itself", async ()
     const rows = (part: number) => ({ buffer: bqkv, stride: 3 * embed, offset: part * embed });
     const [q, k, v] = [0, 1, 2].map((p) => gather(qkv, seq, 3 * embed, p * embed, embed));
     const want = attentionRef(q, k, v, { seq, heads, kvHeads: heads, headDim, cuSeqlens: cu });
-    for (const tuning of [undefined, { flash: {} }, { flash: { outer: true } }]) {
+    // {} is the tiled kernel, no tuning the default (flash).
+    for (const tuning of [{}, undefined, { flash: { outer: true } }]) {
       const d = visionAttention(gpu, out, rows(0), rows(1), rows(2), bcu, {
         seq,
         heads,
@@ -359,6 +360,18 @@ Deno.test("visionAttention() keeps each frame of each image to itself", async ()
     }
     [bqkv, bcu, out].forEach((b) => b.destroy());
   }
+});
+
+Deno.test("visionAttention() runs the flash prefill by default, causalAttention() the tiled one", async () => {
+  const gpu = await sharedGpu();
+  const b = createStorage(gpu, 4096);
+  const r = { buffer: b };
+  const dv = visionAttention(gpu, b, r, r, r, b, { seq: 4, heads: 1, headDim: 80, nCu: 2 });
+  const dc = causalAttention(gpu, b, r, r, r, { seq: 4, heads: 1, headDim: 80 });
+  assert.match(dv.variant.key, /FLASH/);
+  assert.doesNotMatch(dc.variant.key, /FLASH/);
+  [dv, dc].forEach((d) => d.destroy());
+  b.destroy();
 });
 
 Deno.test("cuSeqlens() makes one block per frame, as repeat_interleave(h·w, t).cumsum()", () => {
