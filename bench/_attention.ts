@@ -57,6 +57,7 @@ const FLASH_TUNINGS: (PrefillOptions | undefined)[] = [
   {},
   { flash: {} },
   { flash: { tx: 5, rk: 8 } },
+  { flash: { early: true } },
   undefined,
   {},
 ];

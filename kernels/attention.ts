@@ -178,6 +178,8 @@ export interface FlashTuning {
   rk: 4 | 8;
   /** Q and K staged transposed: S as outer products (FMAs only) rather than dot products. */
   outer: boolean;
+  /** The next K tile's loads issued before the barrier that ends the softmax, not after it. */
+  early: boolean;
 }
 
 /**
@@ -222,6 +224,7 @@ function flashLayout(headDim: number, t: FlashTuning) {
     RK8: t.rk === 8,
     SQ: sq,
     OUTER: t.outer,
+    EARLY: t.early,
   };
   for (let c = 2; c <= 5; c++) defines[`C${c}`] = cv >= c;
   for (let g = 2; g <= FLASH_MAX_GROUPS; g++) defines[`G${g}`] = groups >= g;
@@ -244,8 +247,8 @@ function flashCandidates(headDim: number, t: Partial<FlashTuning>): FlashTuning[
       ? hd4 / 2
       : [4, 8, 16, 32].find((x) => hd4 % x === 0 && hd4 / x <= 5) ?? 4);
   const rk = t.rk ?? (tx === 4 ? 8 : 4);
-  const outer = t.outer ?? false;
-  return (t.ty ? [t.ty] : [16, 8, 4]).map((ty) => ({ tx, ty, rk, outer }));
+  const outer = t.outer ?? false, early = t.early ?? false;
+  return (t.ty ? [t.ty] : [16, 8, 4]).map((ty) => ({ tx, ty, rk, outer, early }));
 }
 
 function flashTuning(gpu: Gpu, what: string, headDim: number, t: Partial<FlashTuning>) {

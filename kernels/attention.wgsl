@@ -502,9 +502,14 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     l += put_p(probs(sb, mx), 4u);
 #endif
     store_tile(true);           // this tile's V
+#if EARLY
+    load_tile(false, kb + BK, hi_t);  // #if EARLY: the next tile's K issued before the barrier
+#endif
     scale_o(alpha);
     workgroupBarrier();         // P and V staged
+#ifnot EARLY
     load_tile(false, kb + BK, hi_t);  // the next tile's K: in flight while P·V is computed
+#endif
     for (var j = 0u; j < BK; j += 4u) {
       pv_step(j);
       pv_step(j + 1u);
