@@ -47,7 +47,8 @@ async function measure(label: string, body: string, perIter: number): Promise<vo
 
 function fmaKernel(type: string, lanes: number, chains: number, f16: boolean): string {
   const t = lanes === 1 ? type : `vec${lanes}<${type}>`;
-  // Distinct lanes: with equal ones the compiler computes one lane (vec4 read 4× too fast).
+  // Distinct lanes, all summed into the output: when only s.x was stored the compiler dropped the
+  // other lanes (vec4 read up to 4× the card's f32 peak on the H200, 2026-11-28 10:29).
   const lane = lanes === 1
     ? ""
     : ` + ${t}(${
@@ -59,7 +60,7 @@ function fmaKernel(type: string, lanes: number, chains: number, f16: boolean): s
   ).join("\n  ");
   const step = Array.from({ length: chains }, (_, i) => `a${i} = fma(a${i}, b, c);`).join(" ");
   const sum = Array.from({ length: chains }, (_, i) => `a${i}`).join(" + ");
-  const red = lanes === 1 ? "s" : "s.x";
+  const red = lanes === 1 ? "f32(s)" : `dot(vec${lanes}<f32>(s), vec${lanes}<f32>(1.0))`;
   return `${f16 ? "enable f16;" : ""}
 @group(0) @binding(0) var<storage, read_write> o: array<f32>;
 @compute @workgroup_size(${WG}) fn main(@builtin(global_invocation_id) g: vec3u) {
@@ -67,7 +68,7 @@ function fmaKernel(type: string, lanes: number, chains: number, f16: boolean): s
   ${decl}
   for (var i = 0u; i < ${ITERS}u; i++) { ${step} }
   let s = ${sum};
-  o[g.x] = f32(${red});
+  o[g.x] = ${red};
 }`;
 }
 

@@ -99,11 +99,6 @@ export interface LinearTuning {
   /** Benchmarks only, WRONG results: the pipelined kernel without global loads after the first k
    * step (what the loads cost). */
   noLoad?: boolean;
-  /**
-   * Pipelined: how many k steps ahead its global loads run: 1 (default) or 2 (two register blocks
-   * in flight, loads and their shared stores on two sides of a barrier).
-   */
-  ahead?: 1 | 2;
 }
 
 /** Default {@link LinearTuning}. */
@@ -326,8 +321,7 @@ export function linear(
     (t.gemvTpr !== undefined &&
       !(t.gemvTpr >= 1 && t.gemvTpr <= t.gemvWg && (t.gemvTpr & (t.gemvTpr - 1)) === 0)) ||
     (t.tile !== undefined && t.tile !== 4 && t.tile !== 8) ||
-    (t.splitK !== undefined && !(Number.isInteger(t.splitK) && t.splitK >= 1)) ||
-    (t.ahead !== undefined && t.ahead !== 1 && t.ahead !== 2)
+    (t.splitK !== undefined && !(Number.isInteger(t.splitK) && t.splitK >= 1))
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
@@ -490,7 +484,6 @@ function pipeLinear(
       ...common,
       PIPE: true,
       NOLOAD: t.noLoad === true,
-      PF2: t.ahead === 2,
       SPLITK: split,
       BIAS: !split && bias !== null,
       ACC: !split && s.accumulate === true,

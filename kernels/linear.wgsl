@@ -420,11 +420,10 @@ fn ld_w(row: u32, k: u32) -> vec4<f32> {
 // shared loads waited on, their index clamps computed per k. Written out as mac() calls with
 // literal k, and two steps per iteration (buffer 0, then 1) so every shared index but the
 // thread's is a constant, the loop ran 1.4× faster on the H200 (2026-11-28, bench/_gemm.ts:
-// without global loads 21–25 → 34–42 TFLOP/s; with them 17–21 → 24–30).
+// without global loads 21–25 → 34–42 TFLOP/s; with them 17–21 → 24–30). Loads issued two steps
+// ahead (two register blocks, loads and stores on two sides of a barrier) were 1–4 % slower.
 // #if NOLOAD (benchmarks only, wrong results): every k step reuses the first step's loads — the
 // kernel without global memory traffic, to measure what the loads cost.
-// #if PF2: loads run two steps ahead (two register blocks), so a block's loads and its shared
-// stores sit on two sides of a barrier and cannot be scheduled next to each other.
 const BM: u32 = 128u;
 const BN: u32 = 128u;
 const BK: u32 = 16u;
@@ -509,27 +508,6 @@ fn products(buf: u32) {
   mac(buf, 12u); mac(buf, 13u); mac(buf, 14u); mac(buf, 15u);
 }
 
-#if PF2
-// The blocks in flight: step s's in blk_s[s % 2].
-var<private> blk_0: Blk;
-var<private> blk_1: Blk;
-
-// Step s (from k0 < kend) in buffer cur = s % 2: step s + 2's loads into this step's register
-// block (stored in the step before), the products, step s + 1's block into the other buffer (last
-// read in the step before, which ended at a barrier), a barrier.
-fn step(k0: u32, kend: u32, cur: u32) {
-#ifnot NOLOAD
-  if (k0 + 2u * BK < kend) {
-    if (cur == 0u) { blk_0 = load_step(k0 + 2u * BK); } else { blk_1 = load_step(k0 + 2u * BK); }
-  }
-#endif
-  products(cur);
-  if (k0 + BK < kend) {
-    if (cur == 0u) { put_step(1u, blk_1); } else { put_step(0u, blk_0); }
-  }
-  workgroupBarrier();
-}
-#else
 // The next step's block in flight.
 var<private> blk_v: Blk;
 
@@ -545,7 +523,6 @@ fn step(k0: u32, kend: u32, cur: u32) {
   if (more) { put_step(1u - cur, blk_v); }
   workgroupBarrier();
 }
-#endif
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -562,14 +539,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kend = p.k;
 #endif
   set_role(lid, m0, n0);
-#if PF2
-  blk_0 = load_step(kbeg);
-  put_step(0u, blk_0);
-  blk_1 = load_step(kbeg + BK);  // past kend: in bounds (zero past k) and never stored
-#else
   blk_v = load_step(kbeg);
   put_step(0u, blk_v);
-#endif
   workgroupBarrier();
   for (var k0 = kbeg; k0 < kend; k0 += 2u * BK) {
     step(k0, kend, 0u);
