@@ -164,6 +164,20 @@ export function gemvQTuning(
   return { wg: 256, tpr, rows, unroll: false, tile: xq || dtype === "q8" ? 128 : 64, xq };
 }
 
+/**
+ * Whether the default GEMV of q8 / q4 weight `w` (m = 1; x `prepared` or not) already runs whole
+ * emitted blocks per workgroup (LinearShape.emit: 32 rows, with `siluMul` 64), so emitting keeps
+ * its shape; else {@link linearQ} grows the workgroups for the emission. Measured on the H200
+ * (2026-11-28 10:30, bench/main.ts): 7B gate_up (tpr 8 × 2 rows: 64 rows already) with
+ * silu · up emitted for down_proj 303.1 tok/s against 293.7 without; 72B gate_up (tpr 16 × 1 row,
+ * grown to 1024 threads) 53.4 against 55.2 (its GEMV 104.5 µs a layer against 90 + a 6.9 µs
+ * PREPX pass; the best grown shape in bench/_gemv.ts --sweep emit, 256 threads × 4 rows, 96 µs).
+ */
+export function emitKeepsTuning(w: Weight, siluMul: boolean, prepared: boolean): boolean {
+  const t = gemvQTuning(checkQuant(w, "emitKeepsTuning"), w.rows, w.cols, undefined, prepared);
+  return ((t.wg / t.tpr) * t.rows) % (siluMul ? 64 : 32) === 0;
+}
+
 /** Bytes of the per-device f16 staging that quantization uploads go through, slice by slice. */
 const STAGING_BYTES = 64 << 20;
 /**

@@ -7,6 +7,7 @@ import {
   f16BitsToF32,
   f32ToF16Bits,
   type QuantDType,
+  type Weight,
   writeWeightRows,
 } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
@@ -23,6 +24,7 @@ import { fill } from "./fill.ts";
 import {
   balancedSlices,
   dequantize,
+  emitKeepsTuning,
   fillQuantRows,
   gemvQTuning,
   linearQ,
@@ -741,4 +743,11 @@ Deno.test("linearQ() with emit.siluMul writes silu(gate) · up of y as down's pr
       destroyWeight(down);
     }
   }
+});
+
+Deno.test("emitKeepsTuning(): 7B gate_up already runs 64-row blocks with prepared x, 72B gate_up does not", () => {
+  const w = (rows: number, cols: number): Weight => ({ dtype: "q4", rows, cols, chunks: [] });
+  assert.equal(emitKeepsTuning(w(2 * 18944, 3584), true, true), true); // tpr 8 × 2 rows
+  assert.equal(emitKeepsTuning(w(2 * 29568, 8192), true, true), false); // tpr 16 × 1 row
+  assert.equal(emitKeepsTuning(w(8192, 8192), false, true), false); // 72B o: tpr 32 (grown)
 });

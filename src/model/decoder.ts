@@ -13,6 +13,7 @@ import {
   canFuseRopeKv,
   causalAttention,
   decodeAttention,
+  emitKeepsTuning,
   type GpuRopeTable,
   kvWrite,
   linear,
@@ -99,11 +100,19 @@ export function emitsPreparedX(producer: Weight, consumer: Weight, m: number): b
 }
 
 /**
- * Whether the gate_up GEMV writes silu(gate) · up prepared for the down_proj GEMV at m tokens
- * (`emit.siluMul`), which then runs no PREPX pass: m = 1 and q4 weights.
+ * Whether the gate_up GEMV (its x `prepared` or not) writes silu(gate) · up prepared for the
+ * down_proj GEMV at m tokens (`emit.siluMul`), which then runs no PREPX pass: m = 1, q4 weights,
+ * and only where gate_up's GEMV already runs whole 64-row blocks per workgroup (7B, not 72B:
+ * growing its workgroups cost more than the pass, kernels/linear_q.ts emitKeepsTuning).
  */
-export function emitsPreparedAct(gateUp: Weight, down: Weight, m: number): boolean {
-  return DECODER_FUSION.preparedAct && canEmitX(gateUp, m, true) && takesPreparedX(down, m);
+export function emitsPreparedAct(
+  gateUp: Weight,
+  down: Weight,
+  m: number,
+  prepared: boolean,
+): boolean {
+  return DECODER_FUSION.preparedAct && canEmitX(gateUp, m, true) && takesPreparedX(down, m) &&
+    emitKeepsTuning(gateUp, true, prepared);
 }
 
 /**
@@ -114,11 +123,10 @@ export const DECODER_FUSION = {
   /** o_proj / down_proj write x prepared for the next norm-GEMV ({@link emitsPreparedX}). */
   preparedX: true,
   /**
-   * gate_up writes silu(gate) · up prepared for down_proj ({@link emitsPreparedAct}). Off: on the
-   * H200 (10:08) the 72B gate_up with it (1024-thread workgroups, one thread quantizing each
-   * 64-row block at the end) took 11.7 ms a step against 7.2 without.
+   * gate_up writes silu(gate) · up prepared for down_proj where its GEMV shape allows it
+   * ({@link emitsPreparedAct}).
    */
-  preparedAct: false,
+  preparedAct: true,
 };
 
 /** A layer's KV cache: K and V of (maxTokens, kvHeads · headDim) f32. */
@@ -175,7 +183,7 @@ export function layerDispatches(
   const downEmits = canEmitX(downW, m) &&
     emitsPreparedX(downW, w.matrix(next + (last ? "lm_head" : "qkv")), m);
   const nextNw = downEmits ? w.vector(next + (last ? "norm" : "input_norm")) : undefined;
-  const actEmits = emitsPreparedAct(gateUpW, downW, m);
+  const actEmits = emitsPreparedAct(gateUpW, downW, m, oEmits);
   const norm = { m, eps: t.rmsNormEps, ...(inPrepared ? { prepared: b.xp } : {}) };
   let qkv: Dispatch[], attention: Dispatch[];
   if (Array.isArray(attend)) {
