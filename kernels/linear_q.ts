@@ -24,6 +24,13 @@
  *   tile (5 barrier rounds of 4 units per lane). Next: stage x once per dispatch (a tiny
  *   quantize-x pass shared by all workgroups, or one per distinct x in the decoder), more
  *   workgroups per SM for small n (split k), whole-k tiles for down.
+ * - decode fixed costs (H200, 2026-11-28 10:30, bench/main.ts q4, 478 / 391 tokens; baseline
+ *   e09a05f 7B 288.5 tok/s, 230 dispatches a step, QVQ-72B 52.35, 807): rope + KV write as the
+ *   qkv GEMV's epilogue (ROPE), o / down emitting the next norm-GEMV's prepared x (EMIT), the
+ *   PREPX pass with eight threads a block (72B plain pass 10.2 → 6.4 µs) — 7B 293.7 tok/s (173
+ *   dispatches), 72B 55.24 (567); with gate_up emitting silu · up for down (EMIT_SILU, where the
+ *   tuning already holds 64-row blocks: 7B only) 7B 303.1 (145). bench/_gemv.ts 72B 10-layer
+ *   chain: 2.42 ms fused with passes, 2.06 emitting x.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
