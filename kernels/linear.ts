@@ -433,9 +433,10 @@ export interface GemmChoice {
  * 5120 qkv 1.71 / 2.43, fc1 2.22 / 3.31, fc2 2.81 / 3.71. TILE8 (two workgroups per SM, 264
  * slots) is no longer chosen: PIPE's 132 slots divide 264, so its wave efficiency is never lower,
  * and its saturated rate (24–30 TFLOP/s) is 1.4× TILE8's (18–21).
- * Split k in two was measured with the earlier loop on the H100 (08:31): 7B qkv at 478 / 1024 rows
- * (144 / 288 tiles) 1.06 / 1.58 ms against 1.28 / 2.08 unsplit; o, down (112 tiles: no wave gain)
- * and gate_up within 3 % either way.
+ * Split k in two, H200 10:29 / 10:50 with this loop: 7B qkv at 478 rows (144 tiles) 0.74 ms against
+ * 0.97 unsplit, vision proj / fc2 at 478 rows (40 tiles) 0.11 / 0.36 against 0.18 / 0.68; where the
+ * rule does not split, splitting was at most 2 % faster (7B o / down at 478 rows, 112 tiles) and up
+ * to 18 % slower (vision proj at 1024 / 1564 rows; 7B o / down at 1024 / 1564, gate_up at 478).
  * @param rows output columns of the largest weight chunk
  * @param k the reduction length (weight columns)
  */
