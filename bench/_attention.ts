@@ -55,11 +55,12 @@ const SMALL_TUNINGS: (PrefillOptions | undefined)[] = [
 const FLASH_TUNINGS: (PrefillOptions | undefined)[] = [
   undefined,
   {},
-  { flash: {} },
-  { flash: { tx: 5, rk: 8 } },
+  { flash: { tx: 10, ty: 12 } },
+  { flash: { tx: 10, ty: 14 } },
+  { flash: { tx: 10, ty: 12, early: true } },
   { flash: { early: true } },
   undefined,
-  {},
+  { flash: { tx: 10, ty: 12 } },
 ];
 const TUNINGS: (PrefillOptions | undefined)[] = sweepOpt === "small"
   ? SMALL_TUNINGS

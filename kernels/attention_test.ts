@@ -136,6 +136,7 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
       { flash: { tx: 5, ty: 8, outer: true } },
       { flash: { tx: 10, ty: 4, outer: true } },
       { flash: { tx: 10, ty: 8, early: true } },
+      { flash: { tx: 10, ty: 6 } },
     ]],
     [128, [
       { cv: 2, ty: 8, dc: 4 },
