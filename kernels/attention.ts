@@ -33,9 +33,9 @@
  * 3600 (6509 / 5972) and 5120 (13055 / 10702); {cv: 2, ty: 8} and {cv: 1, ty: 4} lose
  * everywhere. The default stays {cv: 2, ty: 16} at every length.
  * The flash prefill (`#if FLASH`: Q resident, K/V tiles prefetched into registers a phase ahead,
- * four barriers a 40-key tile against the tiled kernel's 21) is the vision default: H200 10:30,
- * 5120 patches 10.74 → 8.50 ms (12.5 → 15.8 TFLOP/s), 1564: 1.28 → 1.05 ms; see
- * {@link prefillKernel}. Its 64-thread tilings (4 or 5 threads along keys, more registers a
+ * four barriers a 40-key tile against the tiled kernel's 21) is the vision default: H200, 5120
+ * patches 10.7 → 8.5 ms (12.5 → 15.8 TFLOP/s; 32 layers 0.34 → 0.27 s), 1564: 1.28 → 1.05 ms,
+ * faster at every image size tried; see {@link prefillKernel}. Its 64-thread tilings (4 or 5 threads along keys, more registers a
  * thread) ran 9.0–11.6 ms: on this stack the larger workgroup wins.
  * @module
  */
@@ -191,13 +191,15 @@ export type PrefillOptions = Partial<PrefillTuning> & { flash?: Partial<FlashTun
 
 /**
  * The prefill kernel a call without a tuning runs: flash for the vision tower, tiled for causal
- * prefill. H200, 2026-11-28 10:30 (/tmp/devq attn-2, bench/_attention.ts --sweep flash):
- * - vision 16 heads × 80, 5120 patches: tiled 10.74 / 10.76 ms (12.5 TFLOP/s), flash 8.50 / 8.48
- *   ms (15.8 TFLOP/s); 1564 patches: 1.282 / 1.281 ms against 1.050 / 1.047 ms (11.9 TFLOP/s).
- *   The other flash tilings lost to {tx: 10}: {tx: 5, rk: 8} 9.01 ms, {tx: 4, rk: 8} 11.6 ms,
- *   {tx: 10, ty: 8} 11.1 ms, the transposed S (outer: true) 8.95 / 9.20 ms.
- * - 7B causal (28 / 4 heads × 128): tiled 242 µs at 478 tokens, 752–757 µs at 1024; flash
- *   ({tx: 8, ty: 8}) 235 µs and 858 µs: the tiled kernel stays.
+ * prefill. H200, 2026-11-28 (/tmp/devq attn-2 at 10:30 and attn-3 at 10:50, bench/_attention.ts
+ * --sweep flash, each pair interleaved in one run):
+ * - vision 16 heads × 80, tiled → flash ({tx: 10}): 1024 patches 424.5 → 347–349 µs (12.6 → 15.4
+ *   TFLOP/s), 1564: 1.28 → 1.05 ms (9.8 → 11.9), 2560: 3.18–3.21 → 2.17 ms (10.5 → 15.5), 3600:
+ *   5.98–6.11 → 4.09–4.23 ms (11.0 → 15.9), 5120: 10.68–10.77 → 8.48–8.55 ms (12.5 → 15.8).
+ *   The other flash tilings lost to {tx: 10}: {tx: 5, rk: 8} 9.02 ms at 5120, {tx: 4, rk: 8}
+ *   11.6, {tx: 10, ty: 8} 11.1, the transposed S (outer: true) 8.95 / 9.20; EARLY 8.48 (noise).
+ * - 7B causal (28 / 4 heads × 128), tiled → flash ({tx: 8, ty: 8}): 478 tokens 241–244 → 233–235
+ *   µs, 1024 tokens 747–754 → 851–858 µs: the tiled kernel stays.
  */
 export function prefillKernel(vision: boolean): "flash" | "tiled" {
   return vision ? "flash" : "tiled";
