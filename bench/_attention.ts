@@ -55,12 +55,14 @@ const SMALL_TUNINGS: (PrefillOptions | undefined)[] = [
 const FLASH_TUNINGS: (PrefillOptions | undefined)[] = [
   undefined,
   {},
-  { flash: { tx: 10, ty: 12 } },
-  { flash: { tx: 10, ty: 14 } },
-  { flash: { tx: 10, ty: 12, early: true } },
-  { flash: { early: true } },
+  { flash: { ty: 16 } },
+  { flash: { ty: 10 } },
+  { flash: { ty: 11 } },
+  { flash: { ty: 13 } },
+  { flash: { ty: 6 } },
+  { flash: {} },
   undefined,
-  { flash: { tx: 10, ty: 12 } },
+  {},
 ];
 const TUNINGS: (PrefillOptions | undefined)[] = sweepOpt === "small"
   ? SMALL_TUNINGS

@@ -34,7 +34,7 @@
  * everywhere. The default stays {cv: 2, ty: 16} at every length.
  * The flash prefill (`#if FLASH`: Q resident, K/V tiles prefetched into registers a phase ahead,
  * four barriers a 40-key tile against the tiled kernel's 21) is the vision default: H200, 5120
- * patches 10.7 → 8.5 ms (12.5 → 15.8 TFLOP/s; 32 layers 0.34 → 0.27 s), 1564: 1.28 → 1.05 ms,
+ * patches 10.8 → 7.7 ms (12.4 → 17.5 TFLOP/s; 32 layers 0.34 → 0.25 s), 1564: 1.27 → 0.74 ms,
  * faster at every image size tried; see {@link prefillKernel}. Its 64-thread tilings (4 or 5 threads along keys, more registers a
  * thread) ran 9.0–11.6 ms: on this stack the larger workgroup wins.
  * @module
@@ -196,8 +196,12 @@ export type PrefillOptions = Partial<PrefillTuning> & { flash?: Partial<FlashTun
  * - vision 16 heads × 80, tiled → flash ({tx: 10}): 1024 patches 424.5 → 347–349 µs (12.6 → 15.4
  *   TFLOP/s), 1564: 1.28 → 1.05 ms (9.8 → 11.9), 2560: 3.18–3.21 → 2.17 ms (10.5 → 15.5), 3600:
  *   5.98–6.11 → 4.09–4.23 ms (11.0 → 15.9), 5120: 10.68–10.77 → 8.48–8.55 ms (12.5 → 15.8).
- *   The other flash tilings lost to {tx: 10}: {tx: 5, rk: 8} 9.02 ms at 5120, {tx: 4, rk: 8}
- *   11.6, {tx: 10, ty: 8} 11.1, the transposed S (outer: true) 8.95 / 9.20; EARLY 8.48 (noise).
+ *   That was {tx: 10, ty: 16}; {tx: 10, ty: 12} (the default since attn-4, 11:03: five
+ *   workgroups an SM instead of four) ran 7.68 ms at 5120 (17.5 TFLOP/s) and 740–744 µs at 1564
+ *   (16.9), with {tx: 10, ty: 16} 8.49–8.51 / 1050 and tiled 10.80 / 1272 in the same run;
+ *   {tx: 10, ty: 14} (44.1 KB) 10.09 / 1064. Other flash tilings lost: {tx: 5, rk: 8} 9.02 ms
+ *   at 5120, {tx: 4, rk: 8} 11.6, {tx: 10, ty: 8} 11.1, the transposed S (outer: true) 8.95 /
+ *   9.20; EARLY within noise (7.67 against 7.68 at ty 12).
  * - 7B causal (28 / 4 heads × 128), tiled → flash ({tx: 8, ty: 8}): 478 tokens 241–244 → 233–235
  *   µs, 1024 tokens 747–754 → 851–858 µs: the tiled kernel stays.
  */
@@ -250,7 +254,9 @@ function flashCandidates(headDim: number, t: Partial<FlashTuning>): FlashTuning[
       : [4, 8, 16, 32].find((x) => hd4 % x === 0 && hd4 / x <= 5) ?? 4);
   const rk = t.rk ?? (tx === 4 ? 8 : 4);
   const outer = t.outer ?? false, early = t.early ?? false;
-  return (t.ty ? [t.ty] : [16, 8, 4]).map((ty) => ({ tx, ty, rk, outer, early }));
+  // 12 rows of threads first (vision at 80: 120 threads, 39.8 KB, five workgroups an SM; 16 rows
+  // need 48.4 KB, four an SM: 7.68 against 8.49 ms at 5120 patches, 740 against 1050 µs at 1564).
+  return (t.ty ? [t.ty] : [12, 8, 4]).map((ty) => ({ tx, ty, rk, outer, early }));
 }
 
 function flashTuning(gpu: Gpu, what: string, headDim: number, t: Partial<FlashTuning>) {

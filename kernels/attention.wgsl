@@ -94,8 +94,9 @@ fn store_row(i: u32, col: u32, x: vec4<f32>) {
 // - global loads are not overlapped across loop iterations on this stack, so each thread's share
 //   of a tile (NL vec4 in groups of 4, named registers) is loaded a phase before it is stored:
 //   this tile's V while S is computed, the next tile's K while P·V is. Four barriers a tile.
-// The vision default is TX = 10, TY = 16, RK = 4 at head_dim 80 (160 threads, 64 queries, 40-key
-// tiles, 48.4 KB): H200 5120 patches 8.5 ms against the tiled kernel's 10.7 (kernels/attention.ts).
+// The vision default is TX = 10, TY = 12, RK = 4 at head_dim 80 (120 threads, 48 queries, 40-key
+// tiles, 39.8 KB: five workgroups an SM): H200 5120 patches 7.7 ms against the tiled kernel's
+// 10.8 (kernels/attention.ts).
 // Every register block is a named private (the loops that use them are written out: naga wraps
 // each `for` in a counter the driver cannot see through, so an indexed array would stay in
 // local memory).
