@@ -423,30 +423,44 @@ export interface GemmChoice {
 }
 
 /**
- * The tiled kernel {@link linear} runs for m > 1 without a tuning override: "tile4" below m = 128,
- * else "pipe" (the double-buffered pipelined kernel, 128 × 128 output tiles), its k split in two
- * below three PIPE waves (T < 396 tiles) at k ≥ 1024 where the wave efficiency gain
- * T / (132 · ⌈T / 132⌉) beats the sum pass (5 %). With its k loop written out, PIPE runs 1.4×
- * faster than before and beats TILE8 on every shape measured on the H200 (bench/_gemm.ts,
- * 2026-11-28 10:09, f16, ms PIPE / TILE8): 7B at 478 rows o 0.50 / 1.01, gate_up 4.46 / 6.45,
- * down 2.58 / 5.40; vision at 1564 patches qkv 0.53 / 1.03, fc1 0.71 / 1.05, fc2 0.70 / 1.49, at
- * 5120 qkv 1.71 / 2.43, fc1 2.22 / 3.31, fc2 2.81 / 3.71. TILE8 (two workgroups per SM, 264
- * slots) is no longer chosen: PIPE's 132 slots divide 264, so its wave efficiency is never lower,
- * and its saturated rate (24–30 TFLOP/s) is 1.4× TILE8's (18–21).
+ * The tiled kernel {@link linear} runs for m > 1 without a tuning override: "pipe" (the
+ * double-buffered pipelined kernel, 128 × 128 output tiles), its k split over s of
+ * {@link GEMM_SPLITS} workgroups per tile below three PIPE waves (T < 396 tiles) at k ≥ 512 · s
+ * where the wave efficiency T·s / (132 · ⌈T·s / 132⌉) beats the unsplit one by more than the
+ * sum pass (5 %); below m = 128 "tile4" (64 × 64 tiles) where PIPE would not split.
+ * With its k loop written out, PIPE runs 1.4× faster than before and beats TILE8 on every shape
+ * measured on the H200 (bench/_gemm.ts, 2026-11-28 10:09, f16, ms PIPE / TILE8): 7B at 478 rows
+ * o 0.50 / 1.01, gate_up 4.46 / 6.45, down 2.58 / 5.40; vision at 1564 patches qkv 0.53 / 1.03,
+ * fc1 0.71 / 1.05, fc2 0.70 / 1.49, at 5120 qkv 1.71 / 2.43, fc1 2.22 / 3.31, fc2 2.81 / 3.71.
+ * TILE8 (two workgroups per SM, 264 slots) is no longer chosen: PIPE's 132 slots divide 264, so
+ * its wave efficiency is never lower, and its saturated rate (24–30 TFLOP/s) is 1.4× TILE8's
+ * (18–21).
  * Split k in two, H200 10:29 / 10:50 with this loop: 7B qkv at 478 rows (144 tiles) 0.74 ms against
  * 0.97 unsplit, vision proj / fc2 at 478 rows (40 tiles) 0.11 / 0.36 against 0.18 / 0.68; where the
  * rule does not split, splitting was at most 2 % faster (7B o / down at 478 rows, 112 tiles) and up
  * to 18 % slower (vision proj at 1024 / 1564 rows; 7B o / down at 1024 / 1564, gate_up at 478).
+ * Below 128 rows (11:02, 64 / 100 rows, ms tile4 / PIPE split in two): 7B qkv 0.48 / 0.25 and
+ * 0.55 / 0.27, o 0.48 / 0.26 twice, down 2.62 / 1.30 and 2.64 / 1.33, gate_up 1.14 / 1.25 and
+ * 1.94 / 1.31; vision qkv, fc1, fc2 1.6–1.9× faster split; unsplit PIPE within 3 % of tile4
+ * except gate_up (1.47 / 1.50 against 1.14 / 1.94).
  * @param rows output columns of the largest weight chunk
  * @param k the reduction length (weight columns)
  */
 export function gemmKernel(m: number, rows: number, k: number): GemmChoice {
-  if (m < 128) return { kernel: "tile4", splitK: 1 };
   const tiles = ceilDiv(m, 128) * ceilDiv(rows, 128);
   const eff = (t: number) => t / (GEMM_SMS * ceilDiv(t, GEMM_SMS));
-  const split = tiles < 3 * GEMM_SMS && k >= 1024 && 0.95 * eff(2 * tiles) > eff(tiles);
-  return { kernel: "pipe", splitK: split ? 2 : 1 };
+  let splitK = 1, score = eff(tiles);
+  for (const s of GEMM_SPLITS) {
+    if (s === 1 || tiles >= 3 * GEMM_SMS || k < 512 * s) continue;
+    const sc = 0.95 * eff(s * tiles);
+    if (sc > score) [splitK, score] = [s, sc];
+  }
+  if (m < 128 && splitK === 1) return { kernel: "tile4", splitK: 1 };
+  return { kernel: "pipe", splitK };
 }
+
+/** The k splits {@link gemmKernel} may choose for PIPE. */
+export const GEMM_SPLITS: readonly number[] = [1, 2];
 
 /** Split-k partial products: one scratch per device, grown when too small. */
 const partialScratch = deviceScratch("linear.partials");

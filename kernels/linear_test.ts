@@ -156,16 +156,24 @@ Deno.test("linear()'s pipelined tiled GEMM matches the reference for every optio
 
 // What gemmKernel() encodes: PIPE at m ≥ 128 (with its k loop written out it beat TILE8 on every
 // vision / 7B shape on the H200, 2026-11-28 10:09), split in two where that fills the waves better
-// (7B qkv at 478 / 1024 rows, 144 / 288 tiles: 1.2× / 1.3× on the H100, 08:31), tile 4 below 128
-// rows. linear()'s default at m ≥ 128 runs the choice: the reference comparisons at m = 130 / 600
-// above go through PIPE, the tile-8 override below.
-Deno.test("gemmKernel() picks the pipelined kernel, split in two where that fills the H200's waves better (tile 4 below 128 rows)", () => {
+// (7B qkv at 478 rows, 144 tiles: 0.74 against 0.97 ms on the H200, 10:29), tile 4 below 128
+// rows where PIPE would not split (H200, 11:02). linear()'s default runs the choice: the reference
+// comparisons above go through PIPE (m = 130 / 600; m = 37 at k = 1280 split), the tile-8 override
+// below.
+Deno.test("gemmKernel() picks the pipelined kernel, split in two where that fills the H200's waves better (tile 4 below 128 rows unsplit)", () => {
   const pick = (m: number, n: number, k: number) => {
     const c = gemmKernel(m, n, k);
     return c.splitK > 1 ? `${c.kernel}-s${c.splitK}` : c.kernel;
   };
-  assert.equal(pick(37, 37888, 3584), "tile4");
-  assert.equal(pick(127, 3584, 3584), "tile4");
+  // Below 128 rows: PIPE split in two at k ≥ 1024 (every 7B / vision shape), else tile 4.
+  assert.equal(pick(37, 37888, 3584), "pipe-s2");
+  for (const m of [64, 100, 127]) {
+    for (const [n, k] of [[4608, 3584], [3584, 3584], [37888, 3584], [3584, 18944], [1280, 5120]]) {
+      assert.equal(pick(m, n, k), "pipe-s2");
+    }
+  }
+  assert.equal(pick(64, 3584, 512), "tile4");
+  assert.equal(pick(3, 47, 33), "tile4");
   for (const m of [478, 1024]) {
     for (const [n, k] of [[3584, 3584], [37888, 3584], [3584, 18944]]) {
       assert.equal(pick(m, n, k), "pipe"); // o, down (112 / 224 tiles: no wave gain), gate_up
