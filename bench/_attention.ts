@@ -55,14 +55,15 @@ const SMALL_TUNINGS: (PrefillOptions | undefined)[] = [
 const FLASH_TUNINGS: (PrefillOptions | undefined)[] = [
   undefined,
   {},
-  { flash: { ty: 16 } },
+  { flash: { compact: true } },
+  { flash: { ty: 16, compact: true } },
+  { flash: { ty: 14, compact: true } },
   { flash: { ty: 10 } },
-  { flash: { ty: 11 } },
-  { flash: { ty: 13 } },
-  { flash: { ty: 6 } },
+  { flash: { ty: 16 } },
   { flash: {} },
   undefined,
-  {},
+  { flash: { compact: true } },
+  { flash: { ty: 16, compact: true } },
 ];
 const TUNINGS: (PrefillOptions | undefined)[] = sweepOpt === "small"
   ? SMALL_TUNINGS

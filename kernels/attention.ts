@@ -180,6 +180,8 @@ export interface FlashTuning {
   outer: boolean;
   /** The next K tile's loads issued before the barrier that ends the softmax, not after it. */
   early: boolean;
+  /** Unpadded Q and P rows, row partials in the P buffer: less memory, one more barrier a tile. */
+  compact: boolean;
 }
 
 /**
@@ -222,6 +224,7 @@ function flashLayout(headDim: number, t: FlashTuning) {
     );
   }
   const sq = hd4 | 1, groups = Math.ceil(bk * hd4 / wg / 4);
+  const qst = t.compact ? hd4 : sq, ps = t.compact ? t.ty : t.ty + 1;
   const defines: Record<string, boolean | number> = {
     FLASH: true,
     TX: t.tx,
@@ -231,6 +234,9 @@ function flashLayout(headDim: number, t: FlashTuning) {
     SQ: sq,
     OUTER: t.outer,
     EARLY: t.early,
+    COMPACT: t.compact,
+    QST: qst,
+    PS: ps,
   };
   for (let c = 2; c <= 5; c++) defines[`C${c}`] = cv >= c;
   for (let g = 2; g <= FLASH_MAX_GROUPS; g++) defines[`G${g}`] = groups >= g;
@@ -238,7 +244,7 @@ function flashLayout(headDim: number, t: FlashTuning) {
     wg,
     bq,
     groups,
-    bytes: 16 * (bq * sq + bk * sq + bk * (t.ty + 1) + wg),
+    bytes: 16 * (bq * qst + bk * sq + bk * ps + (t.compact ? 0 : wg)),
     defines,
   };
 }
@@ -253,10 +259,10 @@ function flashCandidates(headDim: number, t: Partial<FlashTuning>): FlashTuning[
       ? hd4 / 2
       : [4, 8, 16, 32].find((x) => hd4 % x === 0 && hd4 / x <= 5) ?? 4);
   const rk = t.rk ?? (tx === 4 ? 8 : 4);
-  const outer = t.outer ?? false, early = t.early ?? false;
+  const outer = t.outer ?? false, early = t.early ?? false, compact = t.compact ?? false;
   // 12 rows of threads first (vision at 80: 120 threads, 39.8 KB, five workgroups an SM; 16 rows
   // need 48.4 KB, four an SM: 7.68 against 8.49 ms at 5120 patches, 740 against 1050 µs at 1564).
-  return (t.ty ? [t.ty] : [12, 8, 4]).map((ty) => ({ tx, ty, rk, outer, early }));
+  return (t.ty ? [t.ty] : [12, 8, 4]).map((ty) => ({ tx, ty, rk, outer, early, compact }));
 }
 
 function flashTuning(gpu: Gpu, what: string, headDim: number, t: Partial<FlashTuning>) {

@@ -107,8 +107,11 @@ const RK: u32 = {{RK}}u;       // keys per thread and tile: 4, or 8 #if RK8
 const BQ: u32 = 4u * TY;
 const BK: u32 = RK * TX;
 const WG: u32 = TX * TY;
-const SQ: u32 = {{SQ}}u;       // padded row stride of qs and kv, vec4: odd
-const PS: u32 = TY + 1u;       // padded row stride of ps, vec4
+const SQ: u32 = {{SQ}}u;       // padded row stride of kv (and qs), vec4: odd
+// #if COMPACT: less workgroup memory for one more workgroup an SM: qs and ps rows unpadded (a
+// few more bank conflicts) and the row partials kept in ps (one more barrier a tile).
+const QST: u32 = {{QST}}u;     // row stride of qs, vec4: SQ, or HD4 #if COMPACT
+const PS: u32 = {{PS}}u;       // row stride of ps, vec4: TY + 1, or TY #if COMPACT
 const NT: u32 = BK * HD4;      // vec4 in one K or V tile
 const NL: u32 = (NT + WG - 1u) / WG;            // of them loaded by one thread
 const NU: u32 = (NT / 4u + WG - 1u) / WG;       // #if OUTER: K units (4 keys × vec4) per thread
@@ -122,12 +125,30 @@ const LOG2E: f32 = 1.4426950408889634;
 const NCOL: u32 = BK / 4u;     // vec4 of keys per d: col holds keys col % TX + TX·(4·(col / TX) + i)
 var<workgroup> qs: array<vec4<f32>, HD * TY>;  // (HD, TY) rows ty + TY·r at d, · scale · log2 e
 #else
-var<workgroup> qs: array<vec4<f32>, BQ * SQ>;  // (BQ, HD) queries · scale · log2 e
+var<workgroup> qs: array<vec4<f32>, BQ * QST>; // (BQ, HD) queries · scale · log2 e
 #endif
 // (BK, HD) this tile's keys (#if OUTER: (HD, NCOL) transposed), then its values (BK, HD)
 var<workgroup> kv: array<vec4<f32>, BK * SQ>;
 var<workgroup> ps: array<vec4<f32>, BK * PS>;  // (BK, TY) vec4 of 4 rows: this tile's P, key-major
+#ifnot COMPACT
 var<workgroup> red: array<vec4<f32>, WG>;      // (TY, TX) per-thread row partials
+#endif
+// Row partial i: in red, or #if COMPACT in ps (free while the partials are live).
+fn red_st(i: u32, x: vec4<f32>) {
+#if COMPACT
+  ps[i] = x;
+#else
+  red[i] = x;
+#endif
+}
+
+fn red_ld(i: u32) -> vec4<f32> {
+#if COMPACT
+  return ps[i];
+#else
+  return red[i];
+#endif
+}
 
 var<private> lid_: u32;
 var<private> tx_: u32;
@@ -288,7 +309,7 @@ fn ld_q(q0: u32, qbase: u32, idx: u32) -> vec4<f32> {
   return x;
 }
 
-fn st_q(idx: u32, x: vec4<f32>) { qs[idx / HD4 * SQ + idx % HD4] = x; }
+fn st_q(idx: u32, x: vec4<f32>) { qs[idx / HD4 * QST + idx % HD4] = x; }
 
 #if OUTER
 // One d of the S block: 1 Q read, RK / 4 K reads, 4·RK FMAs.
@@ -302,11 +323,11 @@ fn s_step(d: u32) {
 #else
 // One vec4 of head_dim (c) of the S block: 4 Q reads, RK K reads, 16·RK FMAs.
 fn s_step(c: u32) {
-  let qa = ty_ * SQ + c;
+  let qa = ty_ * QST + c;
   let q0 = qs[qa];
-  let q1 = qs[qa + TY * SQ];
-  let q2 = qs[qa + 2u * TY * SQ];
-  let q3 = qs[qa + 3u * TY * SQ];
+  let q1 = qs[qa + TY * QST];
+  let q2 = qs[qa + 2u * TY * QST];
+  let q3 = qs[qa + 3u * TY * QST];
   let ka = tx_ * SQ + c;
   let kt = mat4x4<f32>(kv[ka], kv[ka + TX * SQ], kv[ka + 2u * TX * SQ], kv[ka + 3u * TX * SQ]);
   sa += mat4x4<f32>(q0 * kt, q1 * kt, q2 * kt, q3 * kt);
@@ -374,8 +395,8 @@ fn store_o(i: u32, r: u32, col: u32, inv: f32) {
 // see one twice), four reads in flight.
 fn red_max4(x: u32) -> vec4<f32> {
   let b = ty_ * TX;
-  return max(max(red[b + x], red[b + min(x + 1u, TX - 1u)]),
-    max(red[b + min(x + 2u, TX - 1u)], red[b + min(x + 3u, TX - 1u)]));
+  return max(max(red_ld(b + x), red_ld(b + min(x + 1u, TX - 1u))),
+    max(red_ld(b + min(x + 2u, TX - 1u)), red_ld(b + min(x + 3u, TX - 1u))));
 }
 
 // exp2(s − m), 0 where masked.
@@ -491,15 +512,18 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 #endif
     }
 #if RK8
-    red[lid] = max(rowmax(sa), rowmax(sb));
+    red_st(lid, max(rowmax(sa), rowmax(sb)));
 #else
-    red[lid] = rowmax(sa);
+    red_st(lid, rowmax(sa));
 #endif
     workgroupBarrier();         // S done (kv free), row maxima visible
     var mx = m;
     for (var x = 0u; x < TX; x += 4u) { mx = max(mx, red_max4(x)); }
     let alpha = exp2(m - mx);
     m = mx;
+#if COMPACT
+    workgroupBarrier();         // row partials read: ps free for P
+#endif
     l = l * alpha + put_p(probs(sa, mx), 0u);
 #if RK8
     l += put_p(probs(sb, mx), 4u);
@@ -524,10 +548,10 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   }
 
   workgroupBarrier();
-  red[lid] = l;
+  red_st(lid, l);
   workgroupBarrier();
   var lt = vec4<f32>(0.0);
-  for (var x = 0u; x < TX; x++) { lt += red[ty_ * TX + x]; }
+  for (var x = 0u; x < TX; x++) { lt += red_ld(ty_ * TX + x); }
   let inv = 1.0 / lt;
   let col = h * HD4 + tx_;
   store_o(q0 + ty_, 0u, col, inv.x);

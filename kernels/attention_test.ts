@@ -137,6 +137,8 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
       { flash: { tx: 10, ty: 4, outer: true } },
       { flash: { tx: 10, ty: 8, early: true } },
       { flash: { tx: 10, ty: 6 } },
+      { flash: { tx: 10, ty: 6, compact: true } },
+      { flash: { tx: 4, ty: 8, rk: 8, compact: true } },
     ]],
     [128, [
       { cv: 2, ty: 8, dc: 4 },
@@ -153,6 +155,7 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
       { flash: { tx: 8, ty: 8 } },
       { flash: { tx: 16, ty: 4 } },
       { flash: { tx: 8, ty: 4, outer: true } },
+      { flash: { tx: 8, ty: 4, compact: true } },
     ]],
   ];
   for (const [headDim, tunings] of tilings) {
