@@ -33,10 +33,11 @@
  * 3600 (6509 / 5972) and 5120 (13055 / 10702); {cv: 2, ty: 8} and {cv: 1, ty: 4} lose
  * everywhere. The default stays {cv: 2, ty: 16} at every length.
  * The flash prefill (`#if FLASH`: Q resident, K/V tiles prefetched into registers a phase ahead,
- * four barriers a 40-key tile against the tiled kernel's 21) is the vision default: H200, 5120
- * patches 10.8 → 7.7 ms (12.4 → 17.5 TFLOP/s; 32 layers 0.34 → 0.25 s), 1564: 1.27 → 0.74 ms,
- * faster at every image size tried; see {@link prefillKernel}. Its 64-thread tilings (4 or 5 threads along keys, more registers a
- * thread) ran 9.0–11.6 ms: on this stack the larger workgroup wins.
+ * four barriers a 40-key tile against the tiled kernel's 21) is the default for both: H200, vision
+ * 5120 patches 10.7 → 7.5–7.7 ms (12.5 → 17.5 TFLOP/s; 32 layers 0.34 → 0.25 s), 1564: 1.28 →
+ * 0.75 ms; 7B causal prefill 242–247 → 176–178 µs at 478 tokens, 748–752 → 621 µs at 1024; see
+ * {@link prefillDefault}. On this stack what decided its tilings was workgroups per SM (workgroup
+ * memory): 64-thread tilings with more registers a thread ran 9.0–11.6 ms at 5120.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
@@ -187,28 +188,29 @@ export interface FlashTuning {
 /**
  * A prefill tuning: `flash` (its fields, or {} for the defaults) runs the flash kernel, any other
  * object the tiled kernel with those fields ({} for its defaults); none runs the default kernel
- * ({@link prefillKernel}).
+ * ({@link prefillDefault}).
  */
 export type PrefillOptions = Partial<PrefillTuning> & { flash?: Partial<FlashTuning> };
 
 /**
- * The prefill kernel a call without a tuning runs: flash for the vision tower, tiled for causal
- * prefill. H200, 2026-11-28 (/tmp/devq attn-2 at 10:30 and attn-3 at 10:50, bench/_attention.ts
- * --sweep flash, each pair interleaved in one run):
- * - vision 16 heads × 80, tiled → flash ({tx: 10}): 1024 patches 424.5 → 347–349 µs (12.6 → 15.4
- *   TFLOP/s), 1564: 1.28 → 1.05 ms (9.8 → 11.9), 2560: 3.18–3.21 → 2.17 ms (10.5 → 15.5), 3600:
- *   5.98–6.11 → 4.09–4.23 ms (11.0 → 15.9), 5120: 10.68–10.77 → 8.48–8.55 ms (12.5 → 15.8).
- *   That was {tx: 10, ty: 16}; {tx: 10, ty: 12} (the default since attn-4, 11:03: five
- *   workgroups an SM instead of four) ran 7.68 ms at 5120 (17.5 TFLOP/s) and 740–744 µs at 1564
- *   (16.9), with {tx: 10, ty: 16} 8.49–8.51 / 1050 and tiled 10.80 / 1272 in the same run;
- *   {tx: 10, ty: 14} (44.1 KB) 10.09 / 1064. Other flash tilings lost: {tx: 5, rk: 8} 9.02 ms
- *   at 5120, {tx: 4, rk: 8} 11.6, {tx: 10, ty: 8} 11.1, the transposed S (outer: true) 8.95 /
- *   9.20; EARLY within noise (7.67 against 7.68 at ty 12).
- * - 7B causal (28 / 4 heads × 128), tiled → flash ({tx: 8, ty: 8}): 478 tokens 241–244 → 233–235
- *   µs, 1024 tokens 747–754 → 851–858 µs: the tiled kernel stays.
+ * The prefill tuning a call without one runs: the flash kernel, at its default tiling for the
+ * vision tower ({tx: 10, ty: 12} at head_dim 80) and COMPACT for causal prefill ({tx: 8, ty: 12}
+ * at 128). H200, 2026-11-28, bench/_attention.ts --sweep flash (/tmp/devq attn-2 10:30, attn-3
+ * 10:50, attn-4 11:03, attn-5 11:16; each comparison interleaved in one run):
+ * - vision 16 heads × 80, tiled → flash {tx: 10, ty: 16} (attn-3): 1024 patches 424.5 → 347–349
+ *   µs, 1564: 1.28 → 1.05 ms, 2560: 3.18–3.21 → 2.17 ms, 3600: 5.98–6.11 → 4.09–4.23 ms, 5120:
+ *   10.68–10.77 → 8.48–8.55 ms. {tx: 10, ty: 12} (39.8 KB: five workgroups an SM instead of
+ *   four; attn-4 / attn-5): 5120 7.46–7.71 ms (17.4–18.0 TFLOP/s) against ty 16 8.49–8.51 and
+ *   tiled 10.72–10.80; 1564 740–748 µs (16.8) against 1050 and 1272–1283; 2560 2114–2119 µs
+ *   (15.9) against 2167 and 3210. Lost to it: COMPACT 7.87 / 767 / 2173, ty 16 COMPACT 8.66,
+ *   ty 14 (COMPACT) 10.3, ty 10 8.93, {tx: 5, rk: 8} 9.02, {tx: 4, rk: 8} 11.6, ty 8 11.1, the
+ *   transposed S (outer: true) 8.95–9.20; EARLY within noise.
+ * - 7B causal (28 / 4 heads × 128, attn-5): tiled 242–247 µs at 478 tokens and 748–752 µs at
+ *   1024; flash COMPACT ({tx: 8, ty: 12}, 47.6 KB) 176.0–177.8 and 621.4–621.5 µs (9.3 / 12.1
+ *   TFLOP/s); flash {tx: 8, ty: 10} 195 / 708; flash {tx: 8, ty: 8} 233 / 857.
  */
-export function prefillKernel(vision: boolean): "flash" | "tiled" {
-  return vision ? "flash" : "tiled";
+export function prefillDefault(vision: boolean): PrefillOptions {
+  return vision ? { flash: {} } : { flash: { compact: true } };
 }
 
 /** Most prefetch groups of 4 vec4 per thread in the flash kernel (f0 .. f7). */
@@ -361,7 +363,7 @@ function prefillDispatch(
   seq: number,
   tuning?: PrefillOptions,
 ): Dispatch {
-  const flash = tuning ? tuning.flash : prefillKernel(vision) === "flash" ? {} : undefined;
+  const flash = (tuning ?? prefillDefault(vision)).flash;
   const { bq, defines } = flash
     ? flashTuning(gpu, what, r.headDim, flash)
     : prefillLayout(r.headDim, prefillTuning(gpu, what, r.headDim, tuning));
@@ -392,7 +394,7 @@ export interface CausalAttentionShape extends AttentionHeads {
  * @param q (seq, ·) queries, e.g. the q part of a fused qkv row after rope
  * @param k (offset + seq, ·) the layer's K cache
  * @param v (offset + seq, ·) the layer's V cache
- * @param tuning prefill kernel and tiling (default: {@link prefillKernel}'s kernel, its tiling chosen
+ * @param tuning prefill kernel and tiling (default: {@link prefillDefault}, its tiling chosen
  *   from head_dim and the adapter's limits)
  */
 export function causalAttention(
@@ -435,7 +437,7 @@ export interface VisionAttentionShape {
  * @param k (seq, ·) e.g. `{ buffer: qkv, stride: 3 · embed, offset: embed }`
  * @param v (seq, ·) e.g. `{ buffer: qkv, stride: 3 · embed, offset: 2 · embed }`
  * @param cu (nCu) u32 cu_seqlens, first 0 and last seq
- * @param tuning prefill kernel and tiling (default: {@link prefillKernel}'s kernel, its tiling chosen
+ * @param tuning prefill kernel and tiling (default: {@link prefillDefault}, its tiling chosen
  *   from head_dim and the adapter's limits)
  */
 export function visionAttention(

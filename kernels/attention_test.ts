@@ -72,7 +72,8 @@ function makeInputs(rng: () => number, c: Case) {
 
 for (
   const [name, tuning] of [
-    ["tiled", undefined],
+    ["tiled", {}],
+    ["default (flash, compact)", undefined],
     ["flash", { flash: {} }],
     ["flash outer", { flash: { outer: true } }],
   ] as const
@@ -367,14 +368,15 @@ Deno.test("visionAttention() keeps each frame of each image to itself", async ()
   }
 });
 
-Deno.test("visionAttention() runs the flash prefill by default, causalAttention() the tiled one", async () => {
+Deno.test("visionAttention() and causalAttention() run the flash prefill by default (causal: compact)", async () => {
   const gpu = await sharedGpu();
   const b = createStorage(gpu, 4096);
   const r = { buffer: b };
   const dv = visionAttention(gpu, b, r, r, r, b, { seq: 4, heads: 1, headDim: 80, nCu: 2 });
   const dc = causalAttention(gpu, b, r, r, r, { seq: 4, heads: 1, headDim: 80 });
   assert.match(dv.variant.key, /FLASH/);
-  assert.doesNotMatch(dc.variant.key, /FLASH/);
+  assert.doesNotMatch(dv.variant.key, /COMPACT/);
+  assert.match(dc.variant.key, /COMPACT,FLASH/);
   [dv, dc].forEach((d) => d.destroy());
   b.destroy();
 });
