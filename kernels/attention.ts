@@ -267,7 +267,8 @@ function flashCandidates(headDim: number, t: Partial<FlashTuning>): FlashTuning[
   return (t.ty ? [t.ty] : [12, 8, 4]).map((ty) => ({ tx, ty, rk, outer, early, compact }));
 }
 
-function flashTuning(gpu: Gpu, what: string, headDim: number, t: Partial<FlashTuning>) {
+/** The first flash tiling of the candidates that fits this adapter, or undefined. */
+function flashFit(gpu: Gpu, headDim: number, t: Partial<FlashTuning>) {
   for (const c of flashCandidates(headDim, t)) {
     const l = flashLayout(headDim, c);
     if (
@@ -275,6 +276,11 @@ function flashTuning(gpu: Gpu, what: string, headDim: number, t: Partial<FlashTu
       l.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup && l.groups <= FLASH_MAX_GROUPS
     ) return l;
   }
+}
+
+function flashTuning(gpu: Gpu, what: string, headDim: number, t: Partial<FlashTuning>) {
+  const l = flashFit(gpu, headDim, t);
+  if (l) return l;
   throw new InvalidInputError(
     `${what}: head_dim ${headDim} with flash ${JSON.stringify(t)} does not fit this adapter's ` +
       `workgroup memory (${gpu.limits.maxComputeWorkgroupStorageSize} bytes) or registers`,
@@ -363,10 +369,14 @@ function prefillDispatch(
   seq: number,
   tuning?: PrefillOptions,
 ): Dispatch {
-  const flash = (tuning ?? prefillDefault(vision)).flash;
-  const { bq, defines } = flash
-    ? flashTuning(gpu, what, r.headDim, flash)
-    : prefillLayout(r.headDim, prefillTuning(gpu, what, r.headDim, tuning));
+  // The default flash tiling where it fits, else (an adapter with less workgroup memory) the
+  // tiled kernel's default.
+  const flash = tuning ? tuning.flash : prefillDefault(vision).flash;
+  const fit = flash && !tuning ? flashFit(gpu, r.headDim, flash) : undefined;
+  const { bq, defines } = fit ??
+    (flash && tuning
+      ? flashTuning(gpu, what, r.headDim, flash)
+      : prefillLayout(r.headDim, prefillTuning(gpu, what, r.headDim, tuning)));
   const vt = variant(gpu, {
     family: "attention",
     entry: "prefill",

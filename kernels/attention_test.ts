@@ -381,6 +381,32 @@ Deno.test("visionAttention() and causalAttention() run the flash prefill by defa
   b.destroy();
 });
 
+Deno.test("causalAttention() falls back to the tiled kernel where the default flash tiling does not fit", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(26);
+  // head_dim 256: the flash kernel's 128-key tiles need ≥ 133 KB; the tiled kernel fits in 32 KB.
+  const c: Case = { headDim: 256, heads: 2, kvHeads: 1, seq: 19, offset: 4 };
+  const x = makeInputs(rng, c);
+  const bufs = [x.qkv, x.kc, x.vc].map((a) => uploadArray(gpu, a));
+  const out = createStorage(gpu, c.seq * c.heads * c.headDim * 4);
+  const d = causalAttention(
+    gpu,
+    out,
+    { buffer: bufs[0], stride: x.qStride },
+    {
+      buffer: bufs[1],
+    },
+    { buffer: bufs[2] },
+    c,
+  );
+  assert.doesNotMatch(d.variant.key, /FLASH/);
+  run(gpu, [d]);
+  const q = gather(x.qkv, c.seq, x.qStride, 0, c.heads * c.headDim);
+  assertClose(await readF32(gpu, out), attentionRef(q, x.kc, x.vc, c), TOL, "head_dim 256");
+  [...bufs, out].forEach((b) => b.destroy());
+  d.destroy();
+});
+
 Deno.test("cuSeqlens() makes one block per frame, as repeat_interleave(h·w, t).cumsum()", () => {
   assert.deepEqual([...cuSeqlens([[1, 4, 4], [2, 2, 3]])], [0, 16, 22, 28]);
 });
