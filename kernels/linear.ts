@@ -425,9 +425,10 @@ export interface GemmChoice {
 /**
  * The tiled kernel {@link linear} runs for m > 1 without a tuning override: "pipe" (the
  * double-buffered pipelined kernel, 128 × 128 output tiles), its k split over s of
- * {@link GEMM_SPLITS} workgroups per tile below three PIPE waves (T < 396 tiles) at k ≥ 512 · s
- * where the wave efficiency T·s / (132 · ⌈T·s / 132⌉) beats the unsplit one by more than the
- * sum pass (5 %); below m = 128 "tile4" (64 × 64 tiles) where PIPE would not split.
+ * {@link GEMM_SPLITS} workgroups per tile below three PIPE waves (T < 396 tiles) at k ≥ 1024
+ * where the wave efficiency T·s / (132 · ⌈T·s / 132⌉) beats the unsplit one (and a smaller s) by
+ * more than the sum pass (5 %), s = 4 only where its T·s workgroups stay within three waves; below
+ * m = 128 "tile4" (64 × 64 tiles) where PIPE would not split.
  * With its k loop written out, PIPE runs 1.4× faster than before and beats TILE8 on every shape
  * measured on the H200 (bench/_gemm.ts, 2026-11-28 10:09, f16, ms PIPE / TILE8): 7B at 478 rows
  * o 0.50 / 1.01, gate_up 4.46 / 6.45, down 2.58 / 5.40; vision at 1564 patches qkv 0.53 / 1.03,
@@ -442,7 +443,12 @@ export interface GemmChoice {
  * Below 128 rows (11:02, 64 / 100 rows, ms tile4 / PIPE split in two): 7B qkv 0.48 / 0.25 and
  * 0.55 / 0.27, o 0.48 / 0.26 twice, down 2.62 / 1.30 and 2.64 / 1.33, gate_up 1.14 / 1.25 and
  * 1.94 / 1.31; vision qkv, fc1, fc2 1.6–1.9× faster split; unsplit PIPE within 3 % of tile4
- * except gate_up (1.47 / 1.50 against 1.14 / 1.94).
+ * except gate_up (1.47 / 1.50 against 1.14 / 1.94). Split in four (11:15, ms split in two / four,
+ * at 64 / 100 rows): 7B o 0.24 / 0.14 and 0.26 / 0.15, down 1.31 / 0.69 and 1.33 / 0.68, vision
+ * qkv 0.10 / 0.06 and 0.11 / 0.07, fc2 0.36 / 0.19 twice; at 256 rows 7B qkv (72 tiles) 0.51 /
+ * 0.41, vision fc2 0.35 / 0.19; where the rule keeps two (ties: 7B qkv at 64 / 100 rows, o / down
+ * and vision qkv at 256) four was 0–10 % slower; gate_up at 64 / 100 rows 8 / 6 % faster in four
+ * (1184 workgroups: left at two, which keeps estimateMemory()'s scratch).
  * @param rows output columns of the largest weight chunk
  * @param k the reduction length (weight columns)
  */
@@ -451,7 +457,8 @@ export function gemmKernel(m: number, rows: number, k: number): GemmChoice {
   const eff = (t: number) => t / (GEMM_SMS * ceilDiv(t, GEMM_SMS));
   let splitK = 1, score = eff(tiles);
   for (const s of GEMM_SPLITS) {
-    if (s === 1 || tiles >= 3 * GEMM_SMS || k < 512 * s) continue;
+    if (s === 1 || tiles >= 3 * GEMM_SMS || k < 1024) continue;
+    if (s > 2 && s * tiles > 3 * GEMM_SMS) continue; // measured up to 288 split workgroups
     const sc = 0.95 * eff(s * tiles);
     if (sc > score) [splitK, score] = [s, sc];
   }
@@ -460,7 +467,7 @@ export function gemmKernel(m: number, rows: number, k: number): GemmChoice {
 }
 
 /** The k splits {@link gemmKernel} may choose for PIPE. */
-export const GEMM_SPLITS: readonly number[] = [1, 2];
+export const GEMM_SPLITS: readonly number[] = [1, 2, 4];
 
 /** Split-k partial products: one scratch per device, grown when too small. */
 const partialScratch = deviceScratch("linear.partials");

@@ -165,13 +165,17 @@ Deno.test("gemmKernel() picks the pipelined kernel, split in two where that fill
     const c = gemmKernel(m, n, k);
     return c.splitK > 1 ? `${c.kernel}-s${c.splitK}` : c.kernel;
   };
-  // Below 128 rows: PIPE split in two at k ≥ 1024 (every 7B / vision shape), else tile 4.
-  assert.equal(pick(37, 37888, 3584), "pipe-s2");
+  // Below 128 rows: PIPE split at k ≥ 1024 (every 7B / vision shape), else tile 4; in four where
+  // the 4·T workgroups stay within three waves and fill them better (H200 11:15).
+  assert.equal(pick(37, 37888, 3584), "pipe-s2"); // 1184 split workgroups: two
   for (const m of [64, 100, 127]) {
-    for (const [n, k] of [[4608, 3584], [3584, 3584], [37888, 3584], [3584, 18944], [1280, 5120]]) {
-      assert.equal(pick(m, n, k), "pipe-s2");
+    assert.equal(pick(m, 4608, 3584), "pipe-s2"); // qkv: 36 tiles, 72 / 144 tie
+    for (const [n, k] of [[3584, 3584], [3584, 18944], [1280, 5120], [3840, 1280]]) {
+      assert.equal(pick(m, n, k), "pipe-s4");
     }
   }
+  assert.equal(pick(256, 4608, 3584), "pipe-s4"); // 72 tiles → 288
+  assert.equal(pick(256, 3584, 3584), "pipe-s2"); // 56 tiles: 112 / 224 tie
   assert.equal(pick(64, 3584, 512), "tile4");
   assert.equal(pick(3, 47, 33), "tile4");
   for (const m of [478, 1024]) {
