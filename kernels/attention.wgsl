@@ -14,8 +14,7 @@
 //                     a block to finish merges the splits (log-sum-exp rescaling): one dispatch.
 
 #if DECODE
-// Layout: kernels/state.wgsl.
-struct DecodeState { cache_len: u32, position: u32, step: u32, reserved: u32 }
+#include decode_state
 #endif
 
 const HD: u32 = {{HD}}u;

@@ -11,8 +11,7 @@ alias WV = f32;
 
 #if AT
 @group(0) @binding(0) var<storage, read> ids: array<u32>;      // token ring (capacity) u32
-// Layout: kernels/state.wgsl.
-struct DecodeState { cache_len: u32, position: u32, step: u32, reserved: u32 }
+#include decode_state
 @group(0) @binding(1) var<storage, read> state: DecodeState;
 @group(0) @binding(2) var<storage, read> table: array<WV>;     // (p.rows, p.cols) this chunk
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;  // (1, p.cols) f32

@@ -6,8 +6,7 @@
 @group(0) @binding(1) var<storage, read_write> kc: array<vec4<f32>>;    // (max_rows, dst_stride) f32
 @group(0) @binding(2) var<storage, read_write> vc: array<vec4<f32>>;    // (max_rows, dst_stride) f32
 #if DECODE
-// Layout: kernels/state.wgsl.
-struct DecodeState { cache_len: u32, position: u32, step: u32, reserved: u32 }
+#include decode_state
 @group(0) @binding(3) var<storage, read> state: DecodeState;
 #endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;

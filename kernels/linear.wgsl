@@ -97,12 +97,7 @@ fn finish(row: u32, c: u32, acc: f32) -> f32 {
 fn store(row: u32, c: u32, acc: f32) { y[row * p.n + p.row_start + c] = finish(row, c, acc); }
 
 #if ROPE
-// Layout: kernels/state.wgsl.
-struct DecodeState { cache_len: u32, position: u32, step: u32, reserved: u32 }
-@group(0) @binding({{TABLE_BINDING}}) var<storage, read> table: array<f32>;      // (2, npos, half) f32: cos rows, then sin rows
-@group(0) @binding({{STATE_BINDING}}) var<storage, read> state: DecodeState;
-@group(0) @binding({{KC_BINDING}}) var<storage, read_write> kc: array<f32>;  // (max_rows, kvw) f32
-@group(0) @binding({{VC_BINDING}}) var<storage, read_write> vc: array<f32>;  // (max_rows, kvw) f32
+#include rope_kv
 
 // Weight row r (0 or 1) of workgroup g: a rotary pair below p.rot_rows, then plain row pairs.
 fn rope_row(g: u32, r: u32) -> u32 {
@@ -116,31 +111,7 @@ fn rope_row(g: u32, r: u32) -> u32 {
 fn store_rope(g: u32, a: f32, b: f32) {
   let r0 = rope_row(g, 0u);
   let r1 = rope_row(g, 1u);
-  var v0 = finish(0u, r0, a);
-  var v1 = finish(0u, r1, b);
-  if (g < p.rot_rows / 2u) {
-    let i = g % p.half;
-    // Positions past the table would read another row; clamp so the read stays in bounds.
-    let row = min(state.position, p.npos - 1u);
-    let c = table[row * p.half + i];
-    let s = table[(p.npos + row) * p.half + i];
-    let ra = v0 * c - v1 * s;
-    v1 = v1 * c + v0 * s;
-    v0 = ra;
-  }
-  y[r0] = v0;
-  y[r1] = v1;
-  let q_rows = p.rot_rows - p.kvw;
-  if (r0 >= q_rows && state.cache_len < p.max_rows) {
-    let row = state.cache_len * p.kvw;
-    if (r0 < p.rot_rows) {
-      kc[row + r0 - q_rows] = v0;
-      kc[row + r1 - q_rows] = v1;
-    } else {
-      vc[row + r0 - p.rot_rows] = v0;
-      vc[row + r1 - p.rot_rows] = v1;
-    }
-  }
+  store_rope_pair(r0, r1, g % p.half, g < p.rot_rows / 2u, finish(0u, r0, a), finish(0u, r1, b));
 }
 #endif
 

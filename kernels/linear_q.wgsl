@@ -83,12 +83,7 @@ const WORDS_PER_GROUP: u32 = 8u;
 #endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 #if ROPE
-// Layout: kernels/state.wgsl.
-struct DecodeState { cache_len: u32, position: u32, step: u32, reserved: u32 }
-@group(0) @binding({{TABLE_BINDING}}) var<storage, read> table: array<f32>;  // (2, npos, half) f32: cos rows, then sin rows
-@group(0) @binding({{STATE_BINDING}}) var<storage, read> state: DecodeState;
-@group(0) @binding({{KC_BINDING}}) var<storage, read_write> kc: array<f32>;  // (max_rows, kvw) f32
-@group(0) @binding({{VC_BINDING}}) var<storage, read_write> vc: array<f32>;  // (max_rows, kvw) f32
+#include rope_kv
 #endif
 
 const WG: u32 = {{WG}}u;
@@ -475,31 +470,7 @@ fn store_pair(rgi: u32, q: u32, a: f32, b: f32, rs: f32) {
   let r0 = chunk_row(rgi, 2u * q);
   let r1 = chunk_row(rgi, 2u * q + 1u);
   if (r1 >= p.rows) { return; }
-  var v0 = finish(r0, a, rs);
-  var v1 = finish(r1, b, rs);
-  if (r0 < p.rot_rows) {
-    let i = r0 % p.half;
-    // Positions past the table would read another row; clamp so the read stays in bounds.
-    let row = min(state.position, p.npos - 1u);
-    let c = table[row * p.half + i];
-    let s = table[(p.npos + row) * p.half + i];
-    let ra = v0 * c - v1 * s;
-    v1 = v1 * c + v0 * s;
-    v0 = ra;
-  }
-  y[r0] = v0;
-  y[r1] = v1;
-  let q_rows = p.rot_rows - p.kvw;
-  if (r0 >= q_rows && state.cache_len < p.max_rows) {
-    let row = state.cache_len * p.kvw;
-    if (r0 < p.rot_rows) {
-      kc[row + r0 - q_rows] = v0;
-      kc[row + r1 - q_rows] = v1;
-    } else {
-      vc[row + r0 - p.rot_rows] = v0;
-      vc[row + r1 - p.rot_rows] = v1;
-    }
-  }
+  store_rope_pair(r0, r1, r0 % p.half, r0 < p.rot_rows, finish(r0, a, rs), finish(r1, b, rs));
 }
 #endif
 

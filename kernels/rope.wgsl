@@ -11,8 +11,7 @@
 @group(0) @binding(1) var<storage, read> table: array<f32>;     // (2, npos, half) f32: cos rows, then sin rows
 @group(0) @binding(2) var<storage, read> axis: array<u32>;      // (half) u32: position axis of rotary index i
 #if DECODE
-// Layout: kernels/state.wgsl.
-struct DecodeState { cache_len: u32, position: u32, step: u32, reserved: u32 }
+#include decode_state
 @group(0) @binding(3) var<storage, read> state: DecodeState;
 #else
 @group(0) @binding(3) var<storage, read> pos: array<u32>;       // (seq, naxes) u32

@@ -25,8 +25,7 @@
 // Draw order: thread l of `pick` owns tokens 4j..4j+3 for j = l, l + WG, ...; threads in turn
 // (src/ref/sample.ts drawInKernelOrder replays it).
 
-// Layout: kernels/state.wgsl.
-struct DecodeState { cache_len: u32, position: u32, step: u32, reserved: u32 }
+#include decode_state
 // Layout: kernels/sample.ts writeSamplingParams; written once per request.
 struct Sampling {
   temperature: f32,
