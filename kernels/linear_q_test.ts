@@ -600,6 +600,17 @@ function preparedRef(x: Float32Array, nw: Float32Array): { words: Uint32Array; s
   return { words, ss };
 }
 
+// Producer tunings of the emit tests: every reduction path, staged int8 / f32 and prepared x,
+// rows per workgroup that the emitting GEMV grows to whole blocks.
+const EMIT_TUNINGS: Partial<LinearQTuning>[] = [
+  {},
+  { wg: 64, tpr: 1, rows: 1, tile: 3, xq: true },
+  { wg: 64, tpr: 4, rows: 3, tile: 2, xq: true },
+  { wg: 64, tpr: 16, rows: 1, xq: false },
+  { wg: 128, tpr: 32, rows: 1, xq: true, prep: true },
+  { wg: 64, tpr: 64, rows: 5, xq: true },
+];
+
 // An ACC GEMV that emits its output as the next norm-GEMV's prepared x (kernels/linear_q.wgsl
 // EMIT): y keeps its bits, the emitted blocks are the reference's (codes and scales exact, Σ y² to
 // f32 order), and the next GEMV given them (`prepared`) gives what it gives running its own PREPX
@@ -608,14 +619,7 @@ function preparedRef(x: Float32Array, nw: Float32Array): { words: Uint32Array; s
 Deno.test("linearQ() with emit writes y as the next GEMV's prepared x, which it takes with prepared", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(43);
-  const tunings: Partial<LinearQTuning>[] = [
-    {},
-    { wg: 64, tpr: 1, rows: 1, tile: 3, xq: true },
-    { wg: 64, tpr: 4, rows: 3, tile: 2, xq: true },
-    { wg: 64, tpr: 16, rows: 1, xq: false },
-    { wg: 128, tpr: 32, rows: 1, xq: true, prep: true },
-    { wg: 64, tpr: 64, rows: 5, xq: true },
-  ];
+  const tunings = EMIT_TUNINGS;
   for (const dtype of DTYPES) {
     for (const [n, k, n2] of [[96, 160, 40], [64, 3584, 72], [32, 64, 64]] as const) {
       const { w } = makeQuant(gpu, n, k, dtype, n * k + 1);
@@ -691,14 +695,7 @@ Deno.test("linear() refuses emit / prepared where they cannot run: float weights
 Deno.test("linearQ() with emit.siluMul writes silu(gate) · up of y as down's prepared x", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(47);
-  const tunings: Partial<LinearQTuning>[] = [
-    {},
-    { wg: 64, tpr: 1, rows: 1, tile: 3, xq: true },
-    { wg: 64, tpr: 4, rows: 3, tile: 2, xq: true },
-    { wg: 64, tpr: 16, rows: 1, xq: false },
-    { wg: 128, tpr: 32, rows: 1, xq: true, prep: true },
-    { wg: 64, tpr: 64, rows: 5, xq: true },
-  ];
+  const tunings = EMIT_TUNINGS;
   for (const dtype of DTYPES) {
     for (const [I, k, n3] of [[96, 160, 40], [64, 3584, 64]] as const) {
       const n = 2 * I;
