@@ -21,7 +21,7 @@
  * The Q-resident prefill tiling (fewer barriers, more workgroup memory) lost on the H100 and the
  * H200 (vision 5120: 14.2 vs 10.7 ms) and is opt-in.
  * A row-sliced prefill (query rows and output slices in per-thread arrays, K/V tiles
- * read as broadcasts, two barriers per tile) lost by 5–10× on the H100 (/tmp/devq vattn-1,
+ * read as broadcasts, two barriers per tile) lost by 5–10× on the H100 (bench/_attention.ts,
  * 2026-11-28 08:32, vision 5120: best 53.3 ms {wg: 256} / 53.8 ms {pf, bk: 16} against 10.6 ms
  * tiled; 1564: 6.23 ms against 1.30 ms), and its time grows with the key tile and the rows per
  * thread — the signature of per-thread arrays left in local memory rather than registers (the
@@ -195,7 +195,7 @@ export type PrefillOptions = Partial<PrefillTuning> & { flash?: Partial<FlashTun
 /**
  * The prefill tuning a call without one runs: the flash kernel, at its default tiling for the
  * vision tower ({tx: 10, ty: 12} at head_dim 80) and COMPACT for causal prefill ({tx: 8, ty: 12}
- * at 128). H200, 2026-11-28, bench/_attention.ts --sweep flash (/tmp/devq attn-2 10:30, attn-3
+ * at 128). H200, 2026-11-28, bench/_attention.ts --sweep flash (device runs attn-2 10:30, attn-3
  * 10:50, attn-4 11:03, attn-5 11:16; each comparison interleaved in one run):
  * - vision 16 heads × 80, tiled → flash {tx: 10, ty: 16} (attn-3): 1024 patches 424.5 → 347–349
  *   µs, 1564: 1.28 → 1.05 ms, 2560: 3.18–3.21 → 2.17 ms, 3600: 5.98–6.11 → 4.09–4.23 ms, 5120:
