@@ -164,6 +164,8 @@ export function gemmQ(
       RM: t.rm,
       RN: t.rn,
       G: t.g,
+      G2: t.g >= 2,
+      G4: t.g === 4,
       RM2: t.rm === 2,
       RN2: t.rn === 2,
       BIAS: bias !== null,
