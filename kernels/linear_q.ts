@@ -49,7 +49,13 @@ import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, ceilDiv, checkSize, Dispatch, run, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
-import { checkLinearCall, linear, type LinearShape, type RopeKvEpilogue } from "./linear.ts";
+import {
+  canEmitX,
+  checkLinearCall,
+  linear,
+  type LinearShape,
+  type RopeKvEpilogue,
+} from "./linear.ts";
 import { gemmQ, gemmQFits } from "./gemm.ts";
 
 const Params = defineParams({
@@ -182,7 +188,17 @@ export function gemvQTuning(
  */
 export function emitKeepsTuning(w: Weight, siluMul: boolean, prepared: boolean): boolean {
   const t = gemvQTuning(checkQuant(w, "emitKeepsTuning"), w.rows, w.cols, undefined, prepared);
-  return ((t.wg / t.tpr) * t.rows) % (siluMul ? 64 : 32) === 0;
+  return rowsPerWorkgroup(t) % emitBlock(siluMul) === 0;
+}
+
+/** Weight rows one GEMV workgroup computes under tuning `t`. */
+function rowsPerWorkgroup(t: LinearQTuning): number {
+  return (t.wg / t.tpr) * t.rows;
+}
+
+/** Rows an emitting GEMV's workgroup must own whole: a 32-row block, with siluMul gate + up. */
+function emitBlock(siluMul: boolean): number {
+  return siluMul ? 64 : 32;
 }
 
 /** Bytes of the per-device f16 staging that quantization uploads go through, slice by slice. */
@@ -315,8 +331,8 @@ export function linearQ(
   const emit = s.emit;
   const emitSilu = emit?.siluMul === true;
   if (emit) {
-    const block = emitSilu ? 64 : 32;
-    if (rk || w.chunks.length !== 1 || w.rows % block !== 0) {
+    const block = emitBlock(emitSilu);
+    if (rk || !canEmitX(w, m, emitSilu)) {
       throw new InvalidInputError(
         `linearQ: emit needs one chunk (got ${w.chunks.length}), rows % ${block} == 0 (got ` +
           `${w.rows}) and no ropeKv`,
@@ -327,7 +343,7 @@ export function linearQ(
     }
     if (emit.weight) checkSize("emit norm weight", emit.weight, w.rows * 4);
     checkSize("emit out", emit.out, preparedXBytes(emitSilu ? w.rows / 2 : w.rows));
-    while (((t.wg / t.tpr) * t.rows) % block !== 0) {
+    while (rowsPerWorkgroup(t) % block !== 0) {
       if (2 * t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup) t.wg *= 2;
       else t.rows *= 2;
     }
@@ -427,7 +443,7 @@ export function linearQ(
       XQ: t.xq,
     },
   });
-  const perGroup = (t.wg / t.tpr) * t.rows;
+  const perGroup = rowsPerWorkgroup(t);
   return [
     ...pre,
     ...w.chunks.map((c) => {
