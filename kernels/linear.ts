@@ -81,8 +81,9 @@ export interface LinearTuning {
    */
   gemvTpr?: number;
   /** Tiled path: each thread computes tile × tile outputs of a (16·tile)² output tile; 4 or 8.
-   * Default: {@link gemmKernel} (tile 4 below m = 128, else tile 8 or the pipelined kernel by
-   * shape); setting `tile` or `pipe` overrides that choice. */
+   * Default: {@link gemmKernel} (the pipelined kernel, or tile 4 below m = 128 where it would not
+   * split k); setting `tile` or `pipe` overrides that choice (`pipe: false` alone: tile 8 from
+   * m = 128 on). */
   tile?: 4 | 8;
   /**
    * Tiled path: the pipelined kernel (PIPE: 128 × 128 output tiles, k steps of 16 through two

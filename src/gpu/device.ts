@@ -87,7 +87,9 @@ export class Gpu {
     if (err) {
       buffer.destroy();
       throw new GpuError(
-        `out of GPU memory allocating "${desc.label ?? "?"}" (${fmtBytes(desc.size)}): ${err.message}. ` +
+        `out of GPU memory allocating "${desc.label ?? "?"}" (${
+          fmtBytes(desc.size)
+        }): ${err.message}. ` +
           `Use a smaller model, a quantized one (q8/q4), or a shorter maximum context`,
       );
     }
@@ -145,7 +147,9 @@ export async function requestGpu(options: RequestGpuOptions = {}): Promise<Gpu> 
   }
   if (options.strict) {
     device.addEventListener("uncapturederror", (e) => {
-      throw new GpuError(`uncaptured WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
+      throw new GpuError(
+        `uncaptured WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`,
+      );
     });
   }
   return new Gpu(device, adapter.info, {
@@ -196,8 +200,9 @@ let shared: Promise<Gpu> | undefined;
 export function sharedGpu(): Promise<Gpu> {
   shared ??= requestGpu({ strict: true }).then((gpu) => {
     // Each test module runs in an isolate of its own: its device is freed when the module ends
-    // instead of every module's device being torn down together at process exit, where Mesa
-    // lavapipe has twice aborted a fully passing `deno test` run with a glibc double free.
+    // rather than with every other module's at process exit. Mesa lavapipe sometimes aborts a
+    // fully passing `deno test` run at exit with a glibc double free; this did not end that (seen
+    // since, rarely, under CPU load: a thread's TSD destructors racing exit()'s library teardown).
     globalThis.addEventListener("unload", () => gpu.device.destroy());
     return gpu;
   });
