@@ -114,6 +114,24 @@ function decodeShape(kind: Kind): LinearShape {
   }
 }
 
+/**
+ * What the q4 decoder adds to kind's options when the GEMVs chain prepared x (LinearShape emit /
+ * prepared): "x": o and down write x prepared for gate_up / the next qkv / lm_head; "act" also
+ * gate_up writes silu(gate) · up prepared for down. Layer l's qkv reads it except in layer 0.
+ */
+function emitShape(kind: Kind, emit: "" | "x" | "act", l = 0): Partial<LinearShape> {
+  const act = emit === "act";
+  if (!emit) return {};
+  if (kind === "o") return { emit: { weight: nw, out: xpOut } };
+  if (kind === "down") {
+    return { emit: { weight: nw, out: xpOut }, ...(act ? { prepared: xpAct } : {}) };
+  }
+  if (kind === "gate_up") {
+    return { prepared: xpOut, ...(act ? { emit: { out: xpAct, siluMul: true } } : {}) };
+  }
+  return kind === "qkv" && l === 0 ? {} : { prepared: xpOut };
+}
+
 const lines: string[] = [];
 function record(rec: Record<string, unknown>, text: string) {
   lines.push(JSON.stringify(rec));
@@ -147,29 +165,10 @@ type AnyTuning = Partial<LinearQTuning> | Partial<LinearTuning>;
 // Emitting GEMVs (o, down: 32-row blocks; gate_up: 64 rows): prepared x, and for o staged x too.
 const SWEEP_EMIT: Partial<LinearQTuning>[] = [
   {},
-  ...[
-    [1024, 32, 1],
-    [512, 16, 1],
-    [256, 8, 1],
-    [256, 32, 4],
-    [256, 16, 2],
-    [512, 32, 2],
-    [
-      256,
-      8,
-      2,
-    ],
-    [256, 16, 4],
-    [1024, 16, 1],
-    [512, 16, 2],
-    [256, 4, 2],
-  ].map(([wg, tpr, rows]) => ({
-    wg,
-    tpr,
-    rows,
-    xq: true,
-    prep: true,
-  })),
+  // [wg, tpr, rows], prepared x
+  ...[[1024, 32, 1], [512, 16, 1], [256, 8, 1], [256, 32, 4], [256, 16, 2], [512, 32, 2]]
+    .concat([[256, 8, 2], [256, 16, 4], [1024, 16, 1], [512, 16, 2], [256, 4, 2]])
+    .map(([wg, tpr, rows]) => ({ wg, tpr, rows, xq: true, prep: true })),
   { wg: 512, tpr: 16, rows: 1, xq: true },
   { wg: 256, tpr: 8, rows: 1, xq: true },
   { wg: 256, tpr: 16, rows: 2, xq: true },
@@ -220,24 +219,10 @@ for (const dtype of dtypes) {
     }
   }
   if (sweepMode === "emit" && dtype === "q4") {
+    // The emitting GEMVs (o, gate_up, down) as the decoder chains them with "act".
     const shape = (kind: Kind): LinearShape | undefined =>
-      kind === "o"
-        ? { m: 1, accumulate: true, emit: { weight: nw, out: xpOut } }
-        : kind === "down"
-        ? {
-          m: 1,
-          accumulate: true,
-          siluMul: true,
-          prepared: xpAct,
-          emit: { weight: nw, out: xpOut },
-        }
-        : kind === "gate_up"
-        ? {
-          m: 1,
-          norm: { weight: nw, eps: 1e-6 },
-          prepared: xpOut,
-          emit: { out: xpAct, siluMul: true },
-        }
+      kind === "o" || kind === "down" || kind === "gate_up"
+        ? { ...decodeShape(kind), ...emitShape(kind, "act", 1) }
         : undefined;
     for (const [kind] of KINDS) {
       const s = shape(kind);
@@ -262,10 +247,7 @@ for (const dtype of dtypes) {
       }
     }
   }
-  // The decode step's GEMV chain, in layer order.
-  // emit: o and down write x prepared for gate_up / the next qkv / lm_head, and with "act"
-  // gate_up writes silu(gate) · up prepared for down (as the decoder does for q4: no PREPX pass
-  // for those).
+  // The decode step's GEMV chain, in layer order; emit: as emitShape().
   const chain = (
     pick: (kind: Kind) => AnyTuning | undefined,
     plain = false,
@@ -273,19 +255,7 @@ for (const dtype of dtypes) {
   ) => {
     const ds: Dispatch[] = [];
     const one = (kind: Kind, w: Weight, l = 0) => {
-      const act = emit === "act";
-      const e: Partial<LinearShape> = !emit
-        ? {}
-        : kind === "o"
-        ? { emit: { weight: nw, out: xpOut } }
-        : kind === "down"
-        ? { emit: { weight: nw, out: xpOut }, ...(act ? { prepared: xpAct } : {}) }
-        : kind === "gate_up"
-        ? { prepared: xpOut, ...(act ? { emit: { out: xpAct, siluMul: true } } : {}) }
-        : kind === "qkv" && l === 0
-        ? {}
-        : { prepared: xpOut };
-      const s = plain ? { m: 1 } : { ...decodeShape(kind), ...e };
+      const s = plain ? { m: 1 } : { ...decodeShape(kind), ...emitShape(kind, emit, l) };
       ds.push(
         ...(dtype === "f16"
           ? linear(gpu, y, x, w, null, s, pick(kind) as Partial<LinearTuning>)
