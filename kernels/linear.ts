@@ -100,6 +100,11 @@ export interface LinearTuning {
   /** Benchmarks only, WRONG results: the pipelined kernel without global loads after the first k
    * step (what the loads cost). */
   noLoad?: boolean;
+  /**
+   * Pipelined: hold the next step's loads as raw bits (f16 w as four halves in two u32) and
+   * convert them only when storing to shared memory after the products (RAW).
+   */
+  rawLoads?: boolean;
 }
 
 /** Default {@link LinearTuning}. */
@@ -492,7 +497,13 @@ function pipeLinear(
   const kspan = ceilDiv(ceilDiv(k, t.splitK ?? 1), 16) * 16; // whole k steps
   const splits = ceilDiv(k, kspan);
   const split = splits > 1;
-  const common = { F16: w.dtype === "f16", VEC: k % 4 === 0, Y_BINDING: split ? 2 : bias ? 3 : 2 };
+  const raw = t.rawLoads === true;
+  const common = {
+    F16: w.dtype === "f16",
+    VEC: k % 4 === 0,
+    W4H: raw && w.dtype === "f16" && k % 4 === 0,
+    Y_BINDING: split ? 2 : bias ? 3 : 2,
+  };
   const gemm = variant(gpu, {
     family: "linear",
     entry: "main",
@@ -507,6 +518,7 @@ function pipeLinear(
       ...common,
       PIPE: true,
       NOLOAD: t.noLoad === true,
+      RAW: raw,
       SPLITK: split,
       BIAS: !split && bias !== null,
       ACC: !split && s.accumulate === true,

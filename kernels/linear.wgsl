@@ -47,7 +47,11 @@ alias WV = f32;
 #if PACK8
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;  // (rows, k / 8) 8 × f16: this chunk
 #else
+#if W4H
+@group(0) @binding(1) var<storage, read> w: array<vec2<u32>>;  // (rows, k / 4) 4 × f16: this chunk
+#else
 @group(0) @binding(1) var<storage, read> w: array<WV>;         // (rows, k) f32|f16: this chunk
+#endif
 #endif
 #if BIAS
 @group(0) @binding(2) var<storage, read> bias: array<f32>;     // (n) f32, indexed by output column
@@ -365,6 +369,10 @@ fn ld_x(row: u32, k: u32) -> vec4<f32> {
 
 // Four consecutive k elements of chunk row `row` (< p.rows) of w as f32, zero past k.
 fn ld_w(row: u32, k: u32) -> vec4<f32> {
+#if W4H
+  let h = w[(row * p.k + k) / 4u];
+  return select(vec4(unpack2x16float(h.x), unpack2x16float(h.y)), vec4<f32>(0.0), k >= p.k);
+#else
 #if VEC
   return select(vec4<f32>(w[(row * p.k + k) / 4u]), vec4<f32>(0.0), k >= p.k);
 #else
@@ -373,6 +381,7 @@ fn ld_w(row: u32, k: u32) -> vec4<f32> {
     if (k + i < p.k) { v[i] = f32(w[row * p.k + k + i]); }
   }
   return v;
+#endif
 #endif
 }
 
@@ -434,6 +443,54 @@ fn set_role(lid: u32, m0: u32, n0: u32) {
   rows = blk_rows(select(m0, n0, w_role) + pos.x, select(p.m, p.rows, w_role) - 1u);
 }
 
+#if RAW
+// RAW: the next step's block is held as the bits it was loaded as (w: W4H, four halves in .xy)
+// and converted, zeroed past k and transposed only when stored, after this step's products: no
+// instruction before the products uses a loaded value, so none waits on the loads.
+struct Raw { r0: vec4<u32>, r1: vec4<u32>, r2: vec4<u32>, r3: vec4<u32> }
+
+fn raw_x(row: u32, k: u32) -> vec4<u32> {
+#if VEC
+  return bitcast<vec4<u32>>(x[(row * p.k + k) / 4u]);
+#else
+  return bitcast<vec4<u32>>(ld_x(row, k));
+#endif
+}
+
+fn raw_w(row: u32, k: u32) -> vec4<u32> {
+#if W4H
+  return vec4(w[(row * p.k + k) / 4u], 0u, 0u);
+#else
+#if VEC
+  return bitcast<vec4<u32>>(vec4<f32>(w[(row * p.k + k) / 4u]));
+#else
+  return bitcast<vec4<u32>>(ld_w(row, k));
+#endif
+#endif
+}
+
+// This thread's raw block of the k step from k0 (past the last k: still in the buffer).
+fn load_raw(k0: u32) -> Raw {
+  let k = k0 + pos.y;
+  if (w_role) { return Raw(raw_w(rows.x, k), raw_w(rows.y, k), raw_w(rows.z, k), raw_w(rows.w, k)); }
+  return Raw(raw_x(rows.x, k), raw_x(rows.y, k), raw_x(rows.z, k), raw_x(rows.w, k));
+}
+
+// Raw bits as f32, zero where k (the block's first) is past p.k.
+fn cvt(v: vec4<u32>, k: u32) -> vec4<f32> {
+  var f = bitcast<vec4<f32>>(v);
+#if W4H
+  if (w_role) { f = vec4(unpack2x16float(v.x), unpack2x16float(v.y)); }
+#endif
+  return select(f, vec4<f32>(0.0), k >= p.k);
+}
+
+fn blk_of(b: Raw, k0: u32) -> Blk {
+  let k = k0 + pos.y;
+  return Blk(cvt(b.r0, k), cvt(b.r1, k), cvt(b.r2, k), cvt(b.r3, k));
+}
+#endif
+
 // This thread's block of the k step from k0.
 fn load_step(k0: u32) -> Blk {
   let k = k0 + pos.y;
@@ -480,18 +537,30 @@ fn products(buf: u32) {
 }
 
 // The next step's block in flight.
+#if RAW
+var<private> raw_v: Raw;
+#else
 var<private> blk_v: Blk;
+#endif
 
 // One k step from k0 (< kend) in buffer cur: the next step's loads, this one's products, the
 // next step's stores into the other buffer (last read in the step before, which ended at a
 // barrier), a barrier.
 fn step(k0: u32, kend: u32, cur: u32) {
   let more = k0 + BK < kend;
+#if RAW
+#ifnot NOLOAD
+  raw_v = load_raw(select(k0, k0 + BK, more));  // branch-free: the last step reloads its own
+#endif
+  products(cur);
+  if (more) { put_step(1u - cur, blk_of(raw_v, k0 + BK)); }
+#else
 #ifnot NOLOAD
   if (more) { blk_v = load_step(k0 + BK); }
 #endif
   products(cur);
   if (more) { put_step(1u - cur, blk_v); }
+#endif
   workgroupBarrier();
 }
 
@@ -510,8 +579,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kend = p.k;
 #endif
   set_role(lid, m0, n0);
+#if RAW
+  raw_v = load_raw(kbeg);
+  put_step(0u, blk_of(raw_v, kbeg));
+#else
   blk_v = load_step(kbeg);
   put_step(0u, blk_v);
+#endif
   workgroupBarrier();
   for (var k0 = kbeg; k0 < kend; k0 += 2u * BK) {
     step(k0, kend, 0u);

@@ -120,7 +120,7 @@ Deno.test("linear() with accumulate adds x · wᵀ + bias to y", async () => {
 // and 74; the loop runs two per iteration). Odd m, n and k (scalar
 // loads), k % 4 == 0 but not a whole k step, k = 1176; f32 and f16 weights; bias and accumulate;
 // weights in chunks of 7 (or 6) rows, so chunk borders fall inside output tiles and every chunk's split-k
-// dispatches reuse one partials scratch. TOL as above.
+// dispatches reuse one partials scratch; each with and without raw loads. TOL as above.
 Deno.test("linear()'s pipelined tiled GEMM matches the reference for every option, with bias, accumulate and chunks", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(19);
@@ -135,9 +135,14 @@ Deno.test("linear()'s pipelined tiled GEMM matches the reference for every optio
     45,
     100,
   ], [600, 19, 81]];
-  for (const dtype of ["f32", "f16"] as const) {
+  for (
+    const [dtype, rawLoads] of [["f32", false], ["f16", false], ["f32", true], [
+      "f16",
+      true,
+    ]] as const
+  ) {
     for (const [i, [m, n, k]] of shapes.entries()) {
-      const tuning = tunings[(i + (dtype === "f16" ? 2 : 0)) % tunings.length];
+      const tuning = { ...tunings[(i + (dtype === "f16" ? 2 : 0)) % tunings.length], rawLoads };
       const x = randn(rng, m * k), bias = i % 2 ? null : randn(rng, n);
       const y0 = i % 3 ? randn(rng, m * n, 5) : undefined;
       const chunk = 7 * k * (dtype === "f16" ? 2 : 4); // 6 rows for f16 at odd k (alignment)
@@ -347,6 +352,8 @@ Deno.test("linear() gives the same results for every kernel variant and tuning",
     ["pipelined, 130 rows", gpu, { pipe: true }, 130],
     ["pipelined, 3 rows", gpu, { pipe: true }, 3],
     ["pipelined, split k 2", gpu, { pipe: true, splitK: 2 }, 130],
+    ["pipelined, raw loads", gpu, { pipe: true, rawLoads: true }, 130],
+    ["pipelined, raw loads, split k 2", gpu, { pipe: true, rawLoads: true, splitK: 2 }, 37],
   ];
   for (const [n, k] of [[47, 40], [130, 1176], [133, 37]]) {
     for (const [name, g, tuning, m] of variants) {
