@@ -1,0 +1,292 @@
+// Decode attention: this step's one query per head against KV-cache rows 0..state.cache_len
+// (flash-decoding, one dispatch), softmax in f32. Heads are HD wide (a define; HD % 16 == 0);
+// grouped-query attention: query head h reads KV head h / group (transformers' repeat_kv). q, k
+// and v are rows of wider buffers (a fused qkv row, the KV cache), read as vec4 through a row
+// stride and a column offset, both in vec4 units.
+//
+// The keys 0..n-1 (n = cache_len + 1) are cut into ns ≤ p.nsplit splits of `len` keys (a multiple
+// of CHUNK); one workgroup per (split, block of GROUP query heads sharing one KV head), so each
+// K/V row is read once per block. A workgroup walks its split CHUNK keys at a time: thread (r, j)
+// scores key j for head r, turns its score into a probability once the row max is known, and
+// thread (r, d) adds Σ p · v for vec4 column d of head r; every reduction is a short run of
+// broadcast reads from workgroup memory (memory latency, not arithmetic, is what a decode step
+// pays here). With one split the workgroup normalises and writes the output; otherwise it
+// publishes its unnormalised Σ p · v and (max, Σ exp), and the last workgroup of its head block
+// to arrive (an atomic counter per block) merges all splits (log-sum-exp rescaling) and resets
+// the counter. Partials and counters go through atomics, so the merge sees the other workgroups'
+// writes by the memory model, not by cache luck.
+//
+// Loads in a loop are not overlapped across iterations on this stack (each iteration pays a
+// memory latency), so a chunk's K/V loads are written out — at most four of each per thread, as
+// CHUNK · HD4 ≤ 4 · WG (kernels/attention_decode.ts picks CHUNK so) — and issued together into
+// named registers. #if PF (prefetch) they are issued a chunk ahead: the next chunk's loads are in
+// flight while this one's scores and Σ p · v are computed, so a split of many chunks pays the
+// memory latency about once rather than once a chunk. The inner loops are written out by the
+// builder ({{SCORE}}, {{MAXR}}, {{PV}}: naga wraps every WGSL `for` in a loop counter the driver
+// cannot see through, which keeps such loops real loops).
+
+#include decode_state
+
+const HD: u32 = {{HD}}u;
+const HD4: u32 = HD / 4u;
+const NEG: f32 = -3.0e38;       // masked scores and the initial max: finite, so no inf - inf
+const CHUNK: u32 = {{CHUNK}}u;  // keys per step (8, 16 or 32)
+const WG: u32 = 256u;
+const GROUP: u32 = {{GROUP}}u;  // query heads per workgroup (≤ 8; GROUP · HD4 ≤ WG)
+const KS: u32 = HD4 + 1u;       // padded K row stride, vec4 (odd: conflict-free column reads)
+const MAXS: u32 = {{MAXS}}u;    // most splits (p.nsplit ≤ MAXS)
+const NKV: u32 = CHUNK * HD4;   // vec4 of one chunk's K (and of its V); ≤ 4 · WG
+
+@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;          // (1, q_stride) f32
+@group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;          // (max_tokens, k_stride) f32
+@group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;          // (max_tokens, v_stride) f32
+@group(0) @binding(3) var<storage, read> state: DecodeState;
+@group(0) @binding(4) var<storage, read_write> scratch: array<atomic<u32>>; // layout below
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;  // (1, heads·HD) f32
+@group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
+
+// Scratch, in u32 words (f32 bits): acc (heads, nsplit, HD) unnormalised Σ p·v of each split;
+// stats (heads, nsplit, 2): the split's max score m and Σ exp(s − m); then one arrival counter per
+// head block (zero between calls).
+fn acc_at(h: u32, sp: u32) -> u32 { return (h * p.nsplit + sp) * HD; }
+fn stats_at(h: u32, sp: u32) -> u32 { return p.heads * p.nsplit * HD + (h * p.nsplit + sp) * 2u; }
+fn counter_at(b: u32) -> u32 { return p.heads * p.nsplit * (HD + 2u) + b; }
+fn store_f(i: u32, x: f32) { atomicStore(&scratch[i], bitcast<u32>(x)); }
+fn load_f(i: u32) -> f32 { return bitcast<f32>(atomicLoad(&scratch[i])); }
+fn load4(i: u32) -> vec4<f32> { return vec4<f32>(load_f(i), load_f(i + 1u), load_f(i + 2u), load_f(i + 3u)); }
+
+var<workgroup> qs: array<vec4<f32>, GROUP * HD4>;   // (GROUP, HD) scaled queries
+var<workgroup> ks: array<vec4<f32>, CHUNK * KS>;    // (CHUNK, HD) this chunk's keys, padded rows
+var<workgroup> vs: array<vec4<f32>, NKV>;           // (CHUNK, HD) this chunk's values
+var<workgroup> ss: array<f32, GROUP * CHUNK>;       // (GROUP, CHUNK) scores
+var<workgroup> pr: array<f32, GROUP * CHUNK>;       // (GROUP, CHUNK) probabilities
+var<workgroup> alpha_sm: array<f32, GROUP>;         // this chunk's rescale exp(m_old − m_new)
+var<workgroup> m_sm: array<f32, GROUP>;             // running max per head
+var<workgroup> ms_all: array<f32, GROUP * MAXS>;    // merge: (GROUP, ns) split maxima
+var<workgroup> ls_all: array<f32, GROUP * MAXS>;    // merge: (GROUP, ns) split Σ exp
+var<workgroup> last_sm: u32;                        // 1 if this workgroup merges
+
+// This thread's share of a chunk's K and V: elements lid + i · WG (i < 4) of the (CHUNK, HD4)
+// tile, in flight in named registers until put_chunk() stores them.
+var<private> lid_: u32;
+var<private> kbase_: u32;
+var<private> vbase_: u32;
+var<private> k0: vec4<f32>;
+var<private> k1: vec4<f32>;
+var<private> k2: vec4<f32>;
+var<private> k3: vec4<f32>;
+var<private> v0: vec4<f32>;
+var<private> v1: vec4<f32>;
+var<private> v2: vec4<f32>;
+var<private> v3: vec4<f32>;
+
+// Cache row of tile element idx of the chunk from c0, clamped to the split's last key (rows past
+// `end` get p = 0, so any finite value will do), and its vec4 column.
+fn k_at(c0: u32, end: u32, idx: u32) -> vec4<f32> {
+  return k[min(c0 + idx / HD4, end - 1u) * p.k_stride + kbase_ + idx % HD4];
+}
+fn v_at(c0: u32, end: u32, idx: u32) -> vec4<f32> {
+  return v[min(c0 + idx / HD4, end - 1u) * p.v_stride + vbase_ + idx % HD4];
+}
+
+// Issues this thread's loads of the chunk from c0 (all of them before any is used).
+fn fetch_chunk(c0: u32, end: u32) {
+  let i0 = lid_;
+  let i1 = lid_ + WG;
+  let i2 = lid_ + 2u * WG;
+  let i3 = lid_ + 3u * WG;
+  if (i0 < NKV) { k0 = k_at(c0, end, i0); v0 = v_at(c0, end, i0); }
+  if (i1 < NKV) { k1 = k_at(c0, end, i1); v1 = v_at(c0, end, i1); }
+  if (i2 < NKV) { k2 = k_at(c0, end, i2); v2 = v_at(c0, end, i2); }
+  if (i3 < NKV) { k3 = k_at(c0, end, i3); v3 = v_at(c0, end, i3); }
+}
+
+fn put_kv(idx: u32, kv: vec4<f32>, vv: vec4<f32>) {
+  if (idx < NKV) {
+    ks[idx / HD4 * KS + idx % HD4] = kv;
+    vs[idx] = vv;
+  }
+}
+
+// Stores the fetched chunk into ks / vs.
+fn put_chunk() {
+  put_kv(lid_, k0, v0);
+  put_kv(lid_ + WG, k1, v1);
+  put_kv(lid_ + 2u * WG, k2, v2);
+  put_kv(lid_ + 3u * WG, k3, v3);
+}
+
+// Score partial sums: four independent chains over the head's vec4 columns (HD4 % 4 == 0).
+var<private> t0: vec4<f32>;
+var<private> t1: vec4<f32>;
+var<private> t2: vec4<f32>;
+var<private> t3: vec4<f32>;
+// Columns c .. c + 3 of q row qa · k row ka.
+fn score4(qa: u32, ka: u32, c: u32) {
+  t0 = fma(qs[qa + c], ks[ka + c], t0);
+  t1 = fma(qs[qa + c + 1u], ks[ka + c + 1u], t1);
+  t2 = fma(qs[qa + c + 2u], ks[ka + c + 2u], t2);
+  t3 = fma(qs[qa + c + 3u], ks[ka + c + 3u], t3);
+}
+
+// Σ p · v partial sums, four chains over the chunk's keys (CHUNK % 4 == 0), and Σ p.
+var<private> a0: vec4<f32>;
+var<private> a1: vec4<f32>;
+var<private> a2: vec4<f32>;
+var<private> a3: vec4<f32>;
+var<private> p4: vec4<f32>;
+// Keys x .. x + 3 of head row r's probabilities times v column d.
+fn pv4(r: u32, d: u32, x: u32) {
+  let b = r * CHUNK + x;
+  let px = vec4<f32>(pr[b], pr[b + 1u], pr[b + 2u], pr[b + 3u]);
+  a0 = fma(vec4<f32>(px.x), vs[x * HD4 + d], a0);
+  a1 = fma(vec4<f32>(px.y), vs[(x + 1u) * HD4 + d], a1);
+  a2 = fma(vec4<f32>(px.z), vs[(x + 2u) * HD4 + d], a2);
+  a3 = fma(vec4<f32>(px.w), vs[(x + 3u) * HD4 + d], a3);
+  p4 += px;
+}
+
+// The max of scores x .. x + 3 of head row rs and mx.
+fn max4(rs: u32, x: u32, mx: f32) -> f32 {
+  let b = rs * CHUNK + x;
+  return max(mx, max(max(ss[b], ss[b + 1u]), max(ss[b + 2u], ss[b + 3u])));
+}
+
+// Weight of split sp in the merge (0 past the last split, whose loads were clamped).
+fn merge_w(row: u32, sp: u32, ns: u32, big: f32) -> f32 {
+  return select(0.0, exp(ms_all[row + min(sp, ns - 1u)] - big), sp < ns);
+}
+
+@compute @workgroup_size(WG)
+fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  lid_ = lid;
+  let split = wid.x;
+  let h0 = wid.y * GROUP;     // first query head of the block
+  kbase_ = p.k_off + h0 / p.group * HD4;
+  vbase_ = p.v_off + h0 / p.group * HD4;
+  let n = state.cache_len + 1u;
+  let per = (n + p.nsplit - 1u) / p.nsplit;
+  let len = (per + CHUNK - 1u) / CHUNK * CHUNK;
+  let ns = (n + len - 1u) / len;
+  let start = split * len;
+  if (start >= n) { return; }   // split past the context: not counted, not merged
+  let end = min(n, start + len);
+
+  // The first chunk's loads, then this thread's query element (stored into qs with the chunk),
+  // so the two reads' latencies overlap (GROUP · HD4 ≤ WG: one per thread).
+  fetch_chunk(start, end);
+  var qv = vec4<f32>(0.0);
+  if (lid < GROUP * HD4) { qv = q[p.q_off + h0 * HD4 + lid] * p.scale; }
+  // Scores: thread (rs, j) for lid < GROUP · CHUNK. Σ p·v: thread (r, d) for lid < GROUP · HD4.
+  let rs = lid / CHUNK;
+  let j = lid % CHUNK;
+  let r = lid / HD4;
+  let d = lid % HD4;
+  var m = NEG;                // score threads: running max of row rs
+  var l = 0.0;                // Σ p·v threads: running Σ exp of row r
+  var acc = vec4<f32>(0.0);   // Σ p·v threads: column d of row r
+
+  for (var c0 = start; c0 < end; c0 += CHUNK) {
+    workgroupBarrier();       // the previous chunk's ks, vs, pr are read
+#ifnot PF
+    if (c0 != start) { fetch_chunk(c0, end); }
+#endif
+    put_chunk();
+    if (c0 == start && lid < GROUP * HD4) { qs[lid] = qv; }
+    workgroupBarrier();
+#if PF
+    if (c0 + CHUNK < end) { fetch_chunk(c0 + CHUNK, end); }  // in flight during this chunk
+#endif
+    if (lid < GROUP * CHUNK) {
+      t0 = vec4<f32>(0.0);
+      t1 = vec4<f32>(0.0);
+      t2 = vec4<f32>(0.0);
+      t3 = vec4<f32>(0.0);
+      let qa = rs * HD4;
+      let ka = j * KS;
+      {{SCORE}}
+      let t = (t0 + t1) + (t2 + t3);
+      ss[lid] = select(NEG, t.x + t.y + t.z + t.w, c0 + j < end);
+    }
+    workgroupBarrier();
+    if (lid < GROUP * CHUNK) {
+      var mx = m;
+      {{MAXR}}
+      let s = ss[lid];
+      pr[lid] = select(0.0, exp(s - mx), s > NEG);
+      if (j == 0u) {
+        alpha_sm[rs] = exp(m - mx);
+        m_sm[rs] = mx;
+      }
+      m = mx;
+    }
+    workgroupBarrier();
+    if (lid < GROUP * HD4) {
+      let alpha = alpha_sm[r];
+      a0 = vec4<f32>(0.0);
+      a1 = vec4<f32>(0.0);
+      a2 = vec4<f32>(0.0);
+      a3 = vec4<f32>(0.0);
+      p4 = vec4<f32>(0.0);
+      {{PV}}
+      acc = acc * alpha + ((a0 + a1) + (a2 + a3));
+      l = l * alpha + ((p4.x + p4.y) + (p4.z + p4.w));
+    }
+  }
+
+  if (ns == 1u) {             // the whole context in this workgroup: normalise and write
+    if (lid < GROUP * HD4) { out[h0 * HD4 + lid] = acc / l; }
+    return;
+  }
+  if (lid < GROUP * HD4) {
+    let a = acc_at(h0 + r, split) + d * 4u;
+    store_f(a, acc.x);
+    store_f(a + 1u, acc.y);
+    store_f(a + 2u, acc.z);
+    store_f(a + 3u, acc.w);
+    if (d == 0u) {
+      store_f(stats_at(h0 + r, split), m_sm[r]);
+      store_f(stats_at(h0 + r, split) + 1u, l);
+    }
+  }
+  // Release this workgroup's partials, then arrive; the last arrival merges.
+  storageBarrier();
+  if (lid == 0u) { last_sm = u32(atomicAdd(&scratch[counter_at(wid.y)], 1u) == ns - 1u); }
+  if (workgroupUniformLoad(&last_sm) == 0u) { return; }
+  storageBarrier();           // acquire the other workgroups' partials
+  if (lid == 0u) { atomicStore(&scratch[counter_at(wid.y)], 0u); }
+  for (var idx = lid; idx < GROUP * ns; idx += WG) {
+    let st = stats_at(h0 + idx / ns, idx % ns);
+    ms_all[idx] = load_f(st);
+    ls_all[idx] = load_f(st + 1u);
+  }
+  workgroupBarrier();
+  if (lid < GROUP * HD4) {
+    var big = NEG;
+    for (var sp = 0u; sp < ns; sp++) { big = max(big, ms_all[r * ns + sp]); }
+    var lt = 0.0;
+    for (var sp = 0u; sp < ns; sp++) { lt += exp(ms_all[r * ns + sp] - big) * ls_all[r * ns + sp]; }
+    // Eight splits per step, their 32 loads issued before any is used (atomics may not be
+    // reordered by the compiler, so the batching is written out).
+    var a = vec4<f32>(0.0);
+    for (var sp = 0u; sp < ns; sp += 8u) {
+      let x0 = load4(acc_at(h0 + r, sp) + d * 4u);
+      let x1 = load4(acc_at(h0 + r, min(sp + 1u, ns - 1u)) + d * 4u);
+      let x2 = load4(acc_at(h0 + r, min(sp + 2u, ns - 1u)) + d * 4u);
+      let x3 = load4(acc_at(h0 + r, min(sp + 3u, ns - 1u)) + d * 4u);
+      let x4 = load4(acc_at(h0 + r, min(sp + 4u, ns - 1u)) + d * 4u);
+      let x5 = load4(acc_at(h0 + r, min(sp + 5u, ns - 1u)) + d * 4u);
+      let x6 = load4(acc_at(h0 + r, min(sp + 6u, ns - 1u)) + d * 4u);
+      let x7 = load4(acc_at(h0 + r, min(sp + 7u, ns - 1u)) + d * 4u);
+      a += merge_w(r * ns, sp, ns, big) * x0;
+      a += merge_w(r * ns, sp + 1u, ns, big) * x1;
+      a += merge_w(r * ns, sp + 2u, ns, big) * x2;
+      a += merge_w(r * ns, sp + 3u, ns, big) * x3;
+      a += merge_w(r * ns, sp + 4u, ns, big) * x4;
+      a += merge_w(r * ns, sp + 5u, ns, big) * x5;
+      a += merge_w(r * ns, sp + 6u, ns, big) * x6;
+      a += merge_w(r * ns, sp + 7u, ns, big) * x7;
+    }
+    out[h0 * HD4 + lid] = a / lt;
+  }
+}
