@@ -105,6 +105,11 @@ export interface LinearTuning {
    * convert them only when storing to shared memory after the products (RAW).
    */
   rawLoads?: boolean;
+  /**
+   * Pipelined: output tile columns (n), 128 (256 threads) or 64 (PN64: 128 threads, two
+   * workgroups an SM; implies rawLoads). Default 128.
+   */
+  pipeN?: 64 | 128;
 }
 
 /** Default {@link LinearTuning}. */
@@ -327,7 +332,8 @@ export function linear(
     (t.gemvTpr !== undefined &&
       !(t.gemvTpr >= 1 && t.gemvTpr <= t.gemvWg && (t.gemvTpr & (t.gemvTpr - 1)) === 0)) ||
     (t.tile !== undefined && t.tile !== 4 && t.tile !== 8) ||
-    (t.splitK !== undefined && !(Number.isInteger(t.splitK) && t.splitK >= 1))
+    (t.splitK !== undefined && !(Number.isInteger(t.splitK) && t.splitK >= 1)) ||
+    (t.pipeN !== undefined && t.pipeN !== 64 && t.pipeN !== 128)
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
@@ -497,7 +503,9 @@ function pipeLinear(
   const kspan = ceilDiv(ceilDiv(k, t.splitK ?? 1), 16) * 16; // whole k steps
   const splits = ceilDiv(k, kspan);
   const split = splits > 1;
-  const raw = t.rawLoads === true;
+  const pn64 = t.pipeN === 64;
+  const raw = t.rawLoads === true || pn64;
+  const bn = pn64 ? 64 : 128;
   const common = {
     F16: w.dtype === "f16",
     VEC: k % 4 === 0,
@@ -519,6 +527,7 @@ function pipeLinear(
       PIPE: true,
       NOLOAD: t.noLoad === true,
       RAW: raw,
+      PN64: pn64,
       SPLITK: split,
       BIAS: !split && bias !== null,
       ACC: !split && s.accumulate === true,
@@ -555,7 +564,7 @@ function pipeLinear(
       kspan,
       splits,
     });
-    const grid = [ceilDiv(c.rows, 128), ceilDiv(m, 128), splits] as const;
+    const grid = [ceilDiv(c.rows, bn), ceilDiv(m, 128), splits] as const;
     if (!reduce) {
       return [new Dispatch(gpu, gemm, [x, c.buffer, ...(bias ? [bias] : []), y], params, grid)];
     }

@@ -120,7 +120,8 @@ Deno.test("linear() with accumulate adds x · wᵀ + bias to y", async () => {
 // and 74; the loop runs two per iteration). Odd m, n and k (scalar
 // loads), k % 4 == 0 but not a whole k step, k = 1176; f32 and f16 weights; bias and accumulate;
 // weights in chunks of 7 (or 6) rows, so chunk borders fall inside output tiles and every chunk's split-k
-// dispatches reuse one partials scratch; each with and without raw loads. TOL as above.
+// dispatches reuse one partials scratch; each without and with raw loads, and as 128 × 64 tiles.
+// TOL as above.
 Deno.test("linear()'s pipelined tiled GEMM matches the reference for every option, with bias, accumulate and chunks", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(19);
@@ -135,26 +136,36 @@ Deno.test("linear()'s pipelined tiled GEMM matches the reference for every optio
     45,
     100,
   ], [600, 19, 81]];
-  for (
-    const [dtype, rawLoads] of [["f32", false], ["f16", false], ["f32", true], [
-      "f16",
-      true,
-    ]] as const
-  ) {
+  // [rawLoads, pipeN]
+  const kinds: [boolean, 64 | 128][] = [[false, 128], [true, 128], [true, 64]];
+  for (const dtype of ["f32", "f16"] as const) {
     for (const [i, [m, n, k]] of shapes.entries()) {
-      const tuning = { ...tunings[(i + (dtype === "f16" ? 2 : 0)) % tunings.length], rawLoads };
-      const x = randn(rng, m * k), bias = i % 2 ? null : randn(rng, n);
-      const y0 = i % 3 ? randn(rng, m * n, 5) : undefined;
-      const chunk = 7 * k * (dtype === "f16" ? 2 : 4); // 6 rows for f16 at odd k (alignment)
-      const { w, held } = makeWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, dtype, chunk);
-      const got = await runLinear(gpu, x, w, bias, m, y0, tuning);
-      assertClose(
-        got,
-        linearRef(x, held, bias, m, n, k, y0),
-        TOL,
-        `${dtype} ${m}x${n}x${k} ${JSON.stringify(tuning)} bias=${!!bias} acc=${!!y0}`,
-      );
-      destroyWeight(w);
+      for (const [rawLoads, pipeN] of kinds) {
+        const tuning = {
+          ...tunings[(i + (dtype === "f16" ? 2 : 0)) % tunings.length],
+          rawLoads,
+          pipeN,
+        };
+        const x = randn(rng, m * k), bias = i % 2 ? null : randn(rng, n);
+        const y0 = i % 3 ? randn(rng, m * n, 5) : undefined;
+        const chunk = 7 * k * (dtype === "f16" ? 2 : 4); // 6 rows for f16 at odd k (alignment)
+        const { w, held } = makeWeight(
+          gpu,
+          randn(rng, n * k, 1 / Math.sqrt(k)),
+          n,
+          k,
+          dtype,
+          chunk,
+        );
+        const got = await runLinear(gpu, x, w, bias, m, y0, tuning);
+        assertClose(
+          got,
+          linearRef(x, held, bias, m, n, k, y0),
+          TOL,
+          `${dtype} ${m}x${n}x${k} ${JSON.stringify(tuning)} bias=${!!bias} acc=${!!y0}`,
+        );
+        destroyWeight(w);
+      }
     }
   }
 });
@@ -354,6 +365,7 @@ Deno.test("linear() gives the same results for every kernel variant and tuning",
     ["pipelined, split k 2", gpu, { pipe: true, splitK: 2 }, 130],
     ["pipelined, raw loads", gpu, { pipe: true, rawLoads: true }, 130],
     ["pipelined, raw loads, split k 2", gpu, { pipe: true, rawLoads: true, splitK: 2 }, 37],
+    ["pipelined, 128 × 64", gpu, { pipe: true, pipeN: 64 }, 130],
   ];
   for (const [n, k] of [[47, 40], [130, 1176], [133, 37]]) {
     for (const [name, g, tuning, m] of variants) {
