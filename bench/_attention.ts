@@ -6,7 +6,10 @@
  * a fast wrong kernel cannot pass unnoticed. Prints a table and writes JSON lines (--out).
  *
  *   deno run -A bench/_attention.ts [--only vision,prefill,decode] [--reps R]
- *     [--sweep 0|1|small|flash] [--seqs 5120,1564] [--out file.jsonl]
+ *     [--sweep 0|1|small|flash] [--tunings JSON] [--seqs 5120,1564] [--out file.jsonl]
+ *
+ * --tunings '[null, {"flash": {"ty": 16}}]' times the given prefill tunings in that order (null:
+ * the default) instead of a sweep's.
  * @module
  */
 import { requestGpu } from "../src/gpu/device.ts";
@@ -54,18 +57,25 @@ const SMALL_TUNINGS: (PrefillOptions | undefined)[] = [
  */
 const FLASH_TUNINGS: (PrefillOptions | undefined)[] = [
   undefined,
+  { flash: { loops: true } },
+  { flash: { compact: true, loops: true } },
   {},
-  { flash: { compact: true } },
-  { flash: { ty: 16, compact: true } },
-  { flash: { ty: 14, compact: true } },
-  { flash: { ty: 10 } },
-  { flash: { ty: 16 } },
   { flash: {} },
-  undefined,
   { flash: { compact: true } },
+  { flash: { ty: 16 } },
   { flash: { ty: 16, compact: true } },
+  { flash: { ty: 8, rk: 8 } },
+  { flash: { outer: true } },
+  undefined,
+  { flash: { loops: true } },
+  { flash: { compact: true, loops: true } },
+  { flash: {} },
+  { flash: { compact: true } },
 ];
-const TUNINGS: (PrefillOptions | undefined)[] = sweepOpt === "small"
+const tuningsOpt = opt("--tunings", "");
+const TUNINGS: (PrefillOptions | undefined)[] = tuningsOpt
+  ? (JSON.parse(tuningsOpt) as (PrefillOptions | null)[]).map((t) => t ?? undefined)
+  : sweepOpt === "small"
   ? SMALL_TUNINGS
   : sweepOpt === "flash"
   ? FLASH_TUNINGS

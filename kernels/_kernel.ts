@@ -34,6 +34,11 @@ export interface VariantSpec {
   params?: ParamsLayout<Record<string, ScalarType>>;
   /** Preprocessor defines; `F16: true` also emits `enable f16;`. */
   defines?: Defines;
+  /**
+   * Generated WGSL text for `{{NAME}}` placeholders (e.g. loops written out step by step). It
+   * must follow from `defines`: it is not part of the cache key.
+   */
+  code?: Record<string, string>;
 }
 
 /** Compiles (or fetches from the cache) the pipeline for `spec`. */
@@ -73,7 +78,7 @@ export function variant(gpu: Gpu, spec: VariantSpec): KernelVariant {
     const code = [
       defs.F16 ? "enable f16;" : "",
       spec.params ? spec.params.wgsl("Params") : "",
-      preprocess(src, { ...defs, PARAMS_BINDING: n }),
+      preprocess(src, { ...defs, ...spec.code, PARAMS_BINDING: n }),
     ].join("\n");
     const module = gpu.device.createShaderModule({ label: key, code });
     return gpu.device.createComputePipeline({

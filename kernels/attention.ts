@@ -183,6 +183,11 @@ export interface FlashTuning {
   early: boolean;
   /** Unpadded Q and P rows, row partials in the P buffer: less memory, one more barrier a tile. */
   compact: boolean;
+  /**
+   * The hot loops (S, P·V, the row reductions) as WGSL `for` loops instead of written out step
+   * by step ({@link flashCode}): the benchmark's baseline, slower.
+   */
+  loops: boolean;
 }
 
 /**
@@ -216,6 +221,51 @@ export function prefillDefault(vision: boolean): PrefillOptions {
 /** Most prefetch groups of 4 vec4 per thread in the flash kernel (f0 .. f7). */
 const FLASH_MAX_GROUPS = 8;
 
+/** `f(0u); f(1u); …; f(n − 1u);`, four calls a line (lines joined with `indent`). */
+function steps(f: string, n: number, indent: string): string {
+  const lines: string[] = [];
+  for (let i = 0; i < n; i += 4) {
+    lines.push(
+      Array.from({ length: Math.min(4, n - i) }, (_, j) => `${f}(${i + j}u);`).join(" "),
+    );
+  }
+  return lines.join("\n" + indent);
+}
+
+/** `terms` combined pairwise, a balanced tree (`max(a, b)` or `(a + b)`). */
+function tree(terms: string[], op: (a: string, b: string) => string): string {
+  if (terms.length === 1) return terms[0];
+  const half = Math.ceil(terms.length / 2);
+  return op(tree(terms.slice(0, half), op), tree(terms.slice(half), op));
+}
+
+/**
+ * The flash kernel's hot loops as WGSL text for its `{{…}}` placeholders: S over head_dim
+ * (s_step per vec4 c < HD4, #if OUTER per d < HD), P·V over the tile's keys (pv_step per key j <
+ * BK), and the two reductions over a row's TX partials (red_row) — written out with literal
+ * step indices, or, with `loops`, as the `for` loops they replace (naga's loop-bound counter keeps
+ * those loops loops on the driver; see kernels/attention.wgsl).
+ */
+function flashCode(headDim: number, t: FlashTuning): Record<string, string> {
+  const hd4 = headDim / 4, bk = t.rk * t.tx, sn = t.outer ? headDim : hd4;
+  const reds = Array.from({ length: t.tx }, (_, x) => `red_row(${x}u)`);
+  if (t.loops) {
+    const four = (f: string, i: string) => [0, 1, 2, 3].map((j) => `${f}(${i} + ${j}u);`).join(" ");
+    return {
+      S_STEPS: `for (var c = 0u; c < ${sn}u; c += 4u) { ${four("s_step", "c")} }`,
+      PV_STEPS: `for (var j = 0u; j < BK; j += 4u) { ${four("pv_step", "j")} }`,
+      ROW_MAX: "for (var x = 0u; x < TX; x++) { mx = max(mx, red_row(x)); }",
+      ROW_SUM: "for (var x = 0u; x < TX; x++) { lt += red_row(x); }",
+    };
+  }
+  return {
+    S_STEPS: steps("s_step", sn, "    "),
+    PV_STEPS: steps("pv_step", bk, "    "),
+    ROW_MAX: `mx = max(mx, ${tree(reds, (a, b) => `max(${a}, ${b})`)});`,
+    ROW_SUM: `lt = ${tree(reds, (a, b) => `(${a} + ${b})`)};`,
+  };
+}
+
 /** Workgroup sizes and defines of a flash tiling, or why it cannot run. */
 function flashLayout(headDim: number, t: FlashTuning) {
   const hd4 = headDim / 4, cv = hd4 / t.tx, bq = 4 * t.ty, bk = t.rk * t.tx, wg = t.tx * t.ty;
@@ -239,6 +289,7 @@ function flashLayout(headDim: number, t: FlashTuning) {
     COMPACT: t.compact,
     QST: qst,
     PS: ps,
+    LOOPS: t.loops,
   };
   for (let c = 2; c <= 5; c++) defines[`C${c}`] = cv >= c;
   for (let g = 2; g <= FLASH_MAX_GROUPS; g++) defines[`G${g}`] = groups >= g;
@@ -246,8 +297,9 @@ function flashLayout(headDim: number, t: FlashTuning) {
     wg,
     bq,
     groups,
-    bytes: 16 * (bq * qst + bk * sq + bk * ps + (t.compact ? 0 : wg)),
+    bytes: 16 * (bq * qst + bk * sq + bk * ps + (t.compact ? 0 : t.tx * ps)),
     defines,
+    code: flashCode(headDim, t),
   };
 }
 
@@ -262,9 +314,10 @@ function flashCandidates(headDim: number, t: Partial<FlashTuning>): FlashTuning[
       : [4, 8, 16, 32].find((x) => hd4 % x === 0 && hd4 / x <= 5) ?? 4);
   const rk = t.rk ?? (tx === 4 ? 8 : 4);
   const outer = t.outer ?? false, early = t.early ?? false, compact = t.compact ?? false;
+  const loops = t.loops ?? false;
   // 12 rows of threads first (vision at 80: 120 threads, 39.8 KB, five workgroups an SM; 16 rows
   // need 48.4 KB, four an SM: 7.68 against 8.49 ms at 5120 patches, 740 against 1050 µs at 1564).
-  return (t.ty ? [t.ty] : [12, 8, 4]).map((ty) => ({ tx, ty, rk, outer, early, compact }));
+  return (t.ty ? [t.ty] : [12, 8, 4]).map((ty) => ({ tx, ty, rk, outer, early, compact, loops }));
 }
 
 /** The first flash tiling of the candidates that fits this adapter, or undefined. */
@@ -356,6 +409,7 @@ function prefillLayout(headDim: number, t: PrefillTuning) {
       CV2: t.cv === 2,
       QRES: t.qres,
     },
+    code: {},
   };
 }
 
@@ -373,7 +427,7 @@ function prefillDispatch(
   // tiled kernel's default.
   const flash = tuning ? tuning.flash : prefillDefault(vision).flash;
   const fit = flash && !tuning ? flashFit(gpu, r.headDim, flash) : undefined;
-  const { bq, defines } = fit ??
+  const { bq, defines, code } = fit ??
     (flash && tuning
       ? flashTuning(gpu, what, r.headDim, flash)
       : prefillLayout(r.headDim, prefillTuning(gpu, what, r.headDim, tuning)));
@@ -385,6 +439,7 @@ function prefillDispatch(
       : ["read", "read", "read", "read_write"],
     params: Params,
     defines: { HD: r.headDim, VISION: vision, ...defines },
+    code,
   });
   return new Dispatch(gpu, vt, buffers, params, [ceilDiv(seq, bq), r.heads]);
 }

@@ -97,9 +97,15 @@ fn store_row(i: u32, col: u32, x: vec4<f32>) {
 // 80 (120 threads, 48 queries, 40-key tiles, 39.8 KB: five workgroups an SM), H200 5120 patches
 // 7.7 ms against the tiled kernel's 10.8; causal COMPACT TX = 8, TY = 12 at 128 (47.6 KB), 7B
 // 1024 tokens 621 against 750 µs.
-// Every register block is a named private (the loops that use them are written out: naga wraps
-// each `for` in a counter the driver cannot see through, so an indexed array would stay in
-// local memory).
+// No `for` in a tile's hot path: naga wraps every WGSL loop in a loop-bound counter the driver
+// cannot see through, so a loop stays a loop (each shared load waited on, its index clamp
+// computed per step; an indexed register array would stay in local memory). The builder
+// (kernels/attention.ts flashCode) writes the steps out as text into four placeholders: S_STEPS
+// is s_step(0u) … s_step(HD4 − 1u), PV_STEPS pv_step(0u) … pv_step(BK − 1u), ROW_MAX and ROW_SUM
+// the row reductions over red_row(0u) … red_row(TX − 1u) (as `for` loops with flash
+// { loops: true }, the benchmark's baseline). Shared arrays are indexed per dimension (not
+// flattened), so WebGPU's clamp of each index folds: a literal step index is a constant, the
+// thread's row or column is the same every step. Every register block is a named private.
 const TX: u32 = {{TX}}u;       // threads along keys (S) and along vec4 columns (O)
 const TY: u32 = {{TY}}u;       // threads along queries, 4 rows each
 const CV: u32 = HD4 / TX;      // vec4 output columns per thread (1 ..= 5; #if C2 .. C5)
@@ -107,11 +113,11 @@ const RK: u32 = {{RK}}u;       // keys per thread and tile: 4, or 8 #if RK8
 const BQ: u32 = 4u * TY;
 const BK: u32 = RK * TX;
 const WG: u32 = TX * TY;
-const SQ: u32 = {{SQ}}u;       // padded row stride of kv (and qs), vec4: odd
+const SQ: u32 = {{SQ}}u;       // padded row length of kv (and qs), vec4: odd
 // #if COMPACT: less workgroup memory for one more workgroup an SM: qs and ps rows unpadded (a
 // few more bank conflicts) and the row partials kept in ps (one more barrier a tile).
-const QST: u32 = {{QST}}u;     // row stride of qs, vec4: SQ, or HD4 #if COMPACT
-const PS: u32 = {{PS}}u;       // row stride of ps, vec4: TY + 1, or TY #if COMPACT
+const QST: u32 = {{QST}}u;     // row length of qs, vec4: SQ, or HD4 #if COMPACT
+const PS: u32 = {{PS}}u;       // row length of ps (and red), vec4: TY + 1, or TY #if COMPACT
 const NT: u32 = BK * HD4;      // vec4 in one K or V tile
 const NL: u32 = (NT + WG - 1u) / WG;            // of them loaded by one thread
 const NU: u32 = (NT / 4u + WG - 1u) / WG;       // #if OUTER: K units (4 keys × vec4) per thread
@@ -119,36 +125,20 @@ const LOG2E: f32 = 1.4426950408889634;
 
 #if OUTER
 // #if OUTER: Q and K staged transposed (d-major, a vec4 holds 4 rows or 4 keys at one d), so S
-// is an outer product per d (fma(q_r, k4, s_r): FMAs only, where the dot product form spends an
-// extra add per 4 FMAs). The transposition is free: each thread loads 4 rows (keys) at one vec4
-// of d and stores the transposed 4 × 4 block.
+// is an outer product per d. The transposition is free: each thread loads 4 rows (keys) at one
+// vec4 of d and stores the transposed 4 × 4 block. K^T (HD, NCOL) lies flat in kv (kv_at), so its
+// index clamps do not fold.
 const NCOL: u32 = BK / 4u;     // vec4 of keys per d: col holds keys col % TX + TX·(4·(col / TX) + i)
-var<workgroup> qs: array<vec4<f32>, HD * TY>;  // (HD, TY) rows ty + TY·r at d, · scale · log2 e
+var<workgroup> qs: array<array<vec4<f32>, TY>, HD>;  // [d][ty] rows ty + TY·r at d, · scale · log2 e
 #else
-var<workgroup> qs: array<vec4<f32>, BQ * QST>; // (BQ, HD) queries · scale · log2 e
+var<workgroup> qs: array<array<vec4<f32>, QST>, BQ>; // [row][c] queries · scale · log2 e
 #endif
-// (BK, HD) this tile's keys (#if OUTER: (HD, NCOL) transposed), then its values (BK, HD)
-var<workgroup> kv: array<vec4<f32>, BK * SQ>;
-var<workgroup> ps: array<vec4<f32>, BK * PS>;  // (BK, TY) vec4 of 4 rows: this tile's P, key-major
+// [key][c] this tile's keys (#if OUTER: (HD, NCOL) transposed, flat), then its values
+var<workgroup> kv: array<array<vec4<f32>, SQ>, BK>;
+var<workgroup> ps: array<array<vec4<f32>, PS>, BK>;  // [key][ty] vec4 of 4 rows: this tile's P
 #ifnot COMPACT
-var<workgroup> red: array<vec4<f32>, WG>;      // (TY, TX) per-thread row partials
+var<workgroup> red: array<array<vec4<f32>, PS>, TX>; // [tx][ty] per-thread row partials
 #endif
-// Row partial i: in red, or #if COMPACT in ps (free while the partials are live).
-fn red_st(i: u32, x: vec4<f32>) {
-#if COMPACT
-  ps[i] = x;
-#else
-  red[i] = x;
-#endif
-}
-
-fn red_ld(i: u32) -> vec4<f32> {
-#if COMPACT
-  return ps[i];
-#else
-  return red[i];
-#endif
-}
 
 var<private> lid_: u32;
 var<private> tx_: u32;
@@ -171,6 +161,24 @@ var<private> f5: mat4x4<f32>;
 var<private> f6: mat4x4<f32>;
 var<private> f7: mat4x4<f32>;
 
+// This thread's row partial (in red, or #if COMPACT in ps, free while the partials are live).
+fn red_st(x: vec4<f32>) {
+#if COMPACT
+  ps[tx_][ty_] = x;
+#else
+  red[tx_][ty_] = x;
+#endif
+}
+
+// The row partial of thread (x, ty) of this thread's row ty.
+fn red_row(x: u32) -> vec4<f32> {
+#if COMPACT
+  return ps[x][ty_];
+#else
+  return red[x][ty_];
+#endif
+}
+
 // Tile element n of this thread from keys k0.. (V #if is_v, else K); 0 past the tile or hi.
 // Whether tile element n of this thread exists: n is a literal, so past NL (and where WG divides
 // NT, always) the test folds away with the registers it would have used.
@@ -191,6 +199,10 @@ fn ld_kv(is_v: bool, k0: u32, hi: u32, n: u32) -> vec4<f32> {
 }
 
 #if OUTER
+// Element f of the flat (HD, NCOL) K^T in kv.
+fn kv_at(f: u32) -> vec4<f32> { return kv[f / SQ][f % SQ]; }
+fn kv_put(f: u32, x: vec4<f32>) { kv[f / SQ][f % SQ] = x; }
+
 // K unit u = lid + g·WG of the transposed tile: vec4 c of the 4 keys of column col.
 fn ld_k1(key: u32, hi: u32, c: u32, ok: bool) -> vec4<f32> {
   var x = vec4<f32>(0.0);
@@ -216,10 +228,10 @@ fn st_kt(g: u32, x: mat4x4<f32>) {
     let col = u % NCOL;
     let a = u / NCOL * 4u * NCOL + col;
     let t = transpose(x);   // column i: d = 4c + i of the 4 keys
-    kv[a] = t[0];
-    kv[a + NCOL] = t[1];
-    kv[a + 2u * NCOL] = t[2];
-    kv[a + 3u * NCOL] = t[3];
+    kv_put(a, t[0]);
+    kv_put(a + NCOL, t[1]);
+    kv_put(a + 2u * NCOL, t[2]);
+    kv_put(a + 3u * NCOL, t[3]);
   }
 }
 #endif
@@ -234,7 +246,7 @@ fn ld4(is_v: bool, k0: u32, hi: u32, g: u32) -> mat4x4<f32> {
 
 fn st_kv(n: u32, x: vec4<f32>) {
   let idx = lid_ + n * WG;
-  if (in_tile(n, idx)) { kv[idx / HD4 * SQ + idx % HD4] = x; }
+  if (in_tile(n, idx)) { kv[idx / HD4][idx % HD4] = x; }
 }
 
 fn st4(is_v: bool, g: u32, x: mat4x4<f32>) {
@@ -309,52 +321,58 @@ fn ld_q(q0: u32, qbase: u32, idx: u32) -> vec4<f32> {
   return x;
 }
 
-fn st_q(idx: u32, x: vec4<f32>) { qs[idx / HD4 * QST + idx % HD4] = x; }
-
 #if OUTER
 // One d of the S block: 1 Q read, RK / 4 K reads, 4·RK FMAs.
 fn s_step(d: u32) {
-  let qv = qs[d * TY + ty_];
-  sa = outer_acc(sa, qv, kv[d * NCOL + tx_]);
+  let qv = qs[d][ty_];
+  sa = outer_acc(sa, qv, kv_at(d * NCOL + tx_));
 #if RK8
-  sb = outer_acc(sb, qv, kv[d * NCOL + TX + tx_]);
+  sb = outer_acc(sb, qv, kv_at(d * NCOL + TX + tx_));
 #endif
 }
 #else
+fn st_q(idx: u32, x: vec4<f32>) { qs[idx / HD4][idx % HD4] = x; }
+
+// s + (q · key e for the 4 keys e) as FMA chains: column i of kt is component i of the 4 keys
+// (the dot product form spends an extra add per 4 FMAs).
+fn dot_acc(s: vec4<f32>, q: vec4<f32>, kt: mat4x4<f32>) -> vec4<f32> {
+  return fma(vec4(q.w), kt[3], fma(vec4(q.z), kt[2], fma(vec4(q.y), kt[1], fma(vec4(q.x), kt[0], s))));
+}
+
 // One vec4 of head_dim (c) of the S block: 4 Q reads, RK K reads, 16·RK FMAs.
 fn s_step(c: u32) {
-  let qa = ty_ * QST + c;
-  let q0 = qs[qa];
-  let q1 = qs[qa + TY * QST];
-  let q2 = qs[qa + 2u * TY * QST];
-  let q3 = qs[qa + 3u * TY * QST];
-  let ka = tx_ * SQ + c;
-  let kt = mat4x4<f32>(kv[ka], kv[ka + TX * SQ], kv[ka + 2u * TX * SQ], kv[ka + 3u * TX * SQ]);
-  sa += mat4x4<f32>(q0 * kt, q1 * kt, q2 * kt, q3 * kt);
+  let q0 = qs[ty_][c];
+  let q1 = qs[ty_ + TY][c];
+  let q2 = qs[ty_ + 2u * TY][c];
+  let q3 = qs[ty_ + 3u * TY][c];
+  let kt = transpose(mat4x4<f32>(kv[tx_][c], kv[tx_ + TX][c], kv[tx_ + 2u * TX][c],
+    kv[tx_ + 3u * TX][c]));
+  sa = mat4x4<f32>(dot_acc(sa[0], q0, kt), dot_acc(sa[1], q1, kt), dot_acc(sa[2], q2, kt),
+    dot_acc(sa[3], q3, kt));
 #if RK8
-  let kt2 = mat4x4<f32>(kv[ka + 4u * TX * SQ], kv[ka + 5u * TX * SQ], kv[ka + 6u * TX * SQ],
-    kv[ka + 7u * TX * SQ]);
-  sb += mat4x4<f32>(q0 * kt2, q1 * kt2, q2 * kt2, q3 * kt2);
+  let kt2 = transpose(mat4x4<f32>(kv[tx_ + 4u * TX][c], kv[tx_ + 5u * TX][c],
+    kv[tx_ + 6u * TX][c], kv[tx_ + 7u * TX][c]));
+  sb = mat4x4<f32>(dot_acc(sb[0], q0, kt2), dot_acc(sb[1], q1, kt2), dot_acc(sb[2], q2, kt2),
+    dot_acc(sb[3], q3, kt2));
 #endif
 }
 #endif
 
 // One key (j) of O += P·V: 1 P read, CV V reads, 16·CV FMAs.
 fn pv_step(j: u32) {
-  let pj = ps[j * PS + ty_];
-  let vb = j * SQ + tx_;
-  o0 = outer_acc(o0, pj, kv[vb]);
+  let pj = ps[j][ty_];
+  o0 = outer_acc(o0, pj, kv[j][tx_]);
 #if C2
-  o1 = outer_acc(o1, pj, kv[vb + TX]);
+  o1 = outer_acc(o1, pj, kv[j][tx_ + TX]);
 #endif
 #if C3
-  o2 = outer_acc(o2, pj, kv[vb + 2u * TX]);
+  o2 = outer_acc(o2, pj, kv[j][tx_ + 2u * TX]);
 #endif
 #if C4
-  o3 = outer_acc(o3, pj, kv[vb + 3u * TX]);
+  o3 = outer_acc(o3, pj, kv[j][tx_ + 3u * TX]);
 #endif
 #if C5
-  o4 = outer_acc(o4, pj, kv[vb + 4u * TX]);
+  o4 = outer_acc(o4, pj, kv[j][tx_ + 4u * TX]);
 #endif
 }
 
@@ -391,14 +409,6 @@ fn store_o(i: u32, r: u32, col: u32, inv: f32) {
 #endif
 }
 
-// The max of row partials x .. x + 3 of this thread's rows (indices past TX clamped: a max may
-// see one twice), four reads in flight.
-fn red_max4(x: u32) -> vec4<f32> {
-  let b = ty_ * TX;
-  return max(max(red_ld(b + x), red_ld(b + min(x + 1u, TX - 1u))),
-    max(red_ld(b + min(x + 2u, TX - 1u)), red_ld(b + min(x + 3u, TX - 1u))));
-}
-
 // exp2(s − m), 0 where masked.
 fn prob2(s: vec4<f32>, m: f32) -> vec4<f32> {
   return select(vec4<f32>(0.0), exp2(s - m), s > vec4<f32>(NEG));
@@ -422,11 +432,10 @@ fn probs(s: mat4x4<f32>, mx: vec4<f32>) -> mat4x4<f32> {
 
 // Writes a P block (column e: key tx + TX·(e0 + e)) to ps; returns its Σ over keys.
 fn put_p(pt: mat4x4<f32>, e0: u32) -> vec4<f32> {
-  let a = (tx_ + e0 * TX) * PS + ty_;
-  ps[a] = pt[0];
-  ps[a + TX * PS] = pt[1];
-  ps[a + 2u * TX * PS] = pt[2];
-  ps[a + 3u * TX * PS] = pt[3];
+  ps[tx_ + e0 * TX][ty_] = pt[0];
+  ps[tx_ + (e0 + 1u) * TX][ty_] = pt[1];
+  ps[tx_ + (e0 + 2u) * TX][ty_] = pt[2];
+  ps[tx_ + (e0 + 3u) * TX][ty_] = pt[3];
   return (pt[0] + pt[1]) + (pt[2] + pt[3]);
 }
 
@@ -460,10 +469,10 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     let c = u / TY;
     let x = transpose(mat4x4<f32>(ld_q(q0, qbase, t * HD4 + c), ld_q(q0, qbase, (t + TY) * HD4 + c),
       ld_q(q0, qbase, (t + 2u * TY) * HD4 + c), ld_q(q0, qbase, (t + 3u * TY) * HD4 + c)));
-    qs[4u * c * TY + t] = x[0];
-    qs[(4u * c + 1u) * TY + t] = x[1];
-    qs[(4u * c + 2u) * TY + t] = x[2];
-    qs[(4u * c + 3u) * TY + t] = x[3];
+    qs[4u * c][t] = x[0];
+    qs[4u * c + 1u][t] = x[1];
+    qs[4u * c + 2u][t] = x[2];
+    qs[4u * c + 3u][t] = x[3];
   }
 #else
   // The Q tile, four loads in flight per thread (BQ · HD4 = 4 · CV · WG).
@@ -489,21 +498,8 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 #if RK8
     sb = mat4x4<f32>();
 #endif
-#if OUTER
-    for (var d = 0u; d < HD; d += 4u) {
-      s_step(d);
-      s_step(d + 1u);
-      s_step(d + 2u);
-      s_step(d + 3u);
-    }
-#else
-    for (var c = 0u; c < HD4; c += 4u) {
-      s_step(c);
-      s_step(c + 1u);
-      s_step(c + 2u);
-      s_step(c + 3u);
-    }
-#endif
+    // S: s_step over head_dim (c < HD4; #if OUTER d < HD)
+    {{S_STEPS}}
     if (kb < lo_all || kb + BK > hi_all) {
       let keys = vec4<u32>(kb + tx_) + vec4<u32>(0u, TX, 2u * TX, 3u * TX);
       sa = mask4(sa, keys, r0, r1, r2, r3);
@@ -512,13 +508,13 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 #endif
     }
 #if RK8
-    red_st(lid, max(rowmax(sa), rowmax(sb)));
+    red_st(max(rowmax(sa), rowmax(sb)));
 #else
-    red_st(lid, rowmax(sa));
+    red_st(rowmax(sa));
 #endif
     workgroupBarrier();         // S done (kv free), row maxima visible
     var mx = m;
-    for (var x = 0u; x < TX; x += 4u) { mx = max(mx, red_max4(x)); }
+    {{ROW_MAX}}
     let alpha = exp2(m - mx);
     m = mx;
 #if COMPACT
@@ -537,21 +533,17 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 #ifnot EARLY
     load_tile(false, kb + BK, hi_t);  // the next tile's K: in flight while P·V is computed
 #endif
-    for (var j = 0u; j < BK; j += 4u) {
-      pv_step(j);
-      pv_step(j + 1u);
-      pv_step(j + 2u);
-      pv_step(j + 3u);
-    }
+    // O += P·V: pv_step over the tile's keys (j < BK)
+    {{PV_STEPS}}
     workgroupBarrier();         // kv and ps read
     store_tile(false);          // the next tile's K
   }
 
   workgroupBarrier();
-  red_st(lid, l);
+  red_st(l);
   workgroupBarrier();
   var lt = vec4<f32>(0.0);
-  for (var x = 0u; x < TX; x++) { lt += red_ld(ty_ * TX + x); }
+  {{ROW_SUM}}
   let inv = 1.0 / lt;
   let col = h * HD4 + tx_;
   store_o(q0 + ty_, 0u, col, inv.x);

@@ -113,7 +113,8 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
   const cu = cuSeqlens(grid), bcu = uploadArray(gpu, cu);
   // Tilings other than the defaults (cv 2, ty 16 from head_dim 64; cv 1 below), where they fit.
   // Flash tilings: every vec4-column count (5, 4, 2; 1 at head_dim 16 in the other tests), 4 and
-  // 8 keys a thread, one to eight prefetch groups, 32 to 160 threads, dot and outer-product S.
+  // 8 keys a thread, one to eight prefetch groups, 32 to 160 threads, dot and outer-product S,
+  // the hot loops written out and (loops) as `for` loops.
   const tilings: [number, PrefillOptions[]][] = [
     [80, [
       { cv: 1, ty: 16 },
@@ -140,6 +141,8 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
       { flash: { tx: 10, ty: 6 } },
       { flash: { tx: 10, ty: 6, compact: true } },
       { flash: { tx: 4, ty: 8, rk: 8, compact: true } },
+      { flash: { tx: 10, ty: 8, loops: true } },
+      { flash: { tx: 5, ty: 8, rk: 8, outer: true, loops: true } },
     ]],
     [128, [
       { cv: 2, ty: 8, dc: 4 },
@@ -157,6 +160,8 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
       { flash: { tx: 16, ty: 4 } },
       { flash: { tx: 8, ty: 4, outer: true } },
       { flash: { tx: 8, ty: 4, compact: true } },
+      { flash: { tx: 8, ty: 4, compact: true, loops: true } },
+      { flash: { tx: 8, ty: 4, rk: 8, compact: true } },
     ]],
   ];
   for (const [headDim, tunings] of tilings) {
