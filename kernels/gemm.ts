@@ -41,6 +41,11 @@ export interface GemmQTuning {
   rn: 1 | 2;
   /** Groups of 32 k per step (1, 2 or 4). */
   g: 1 | 2 | 4;
+  /**
+   * Pipelined (QPIPE): two shared buffers, one barrier per k step, the next step loaded before
+   * this one's products and stored after them. Only at td 16, rm 2, rn 1, g 2.
+   */
+  pipe?: boolean;
 }
 
 /**
@@ -131,10 +136,12 @@ export function gemmQ(
   const t = { ...GEMM_Q_TUNING, ...tuning };
   if (
     ![8, 16].includes(t.td) || ![1, 2].includes(t.rm) || ![1, 2].includes(t.rn) ||
-    ![1, 2, 4].includes(t.g)
+    ![1, 2, 4].includes(t.g) ||
+    (t.pipe && !(t.td === 16 && t.rm === 2 && t.rn === 1 && t.g === 2))
   ) {
     throw new InvalidInputError(
-      `gemmQ: bad tuning ${JSON.stringify(t)}; td ∈ {8, 16}, rm, rn ∈ {1, 2}, g ∈ {1, 2, 4}`,
+      `gemmQ: bad tuning ${JSON.stringify(t)}; td ∈ {8, 16}, rm, rn ∈ {1, 2}, g ∈ {1, 2, 4}; ` +
+        "pipe only at td 16, rm 2, rn 1, g 2",
     );
   }
   checkSize("y", y, m * w.rows * 4);
@@ -160,6 +167,7 @@ export function gemmQ(
     params: Params,
     defines: {
       Q4: w.dtype === "q4",
+      QPIPE: t.pipe === true,
       TD: t.td,
       RM: t.rm,
       RN: t.rn,

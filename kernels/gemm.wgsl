@@ -61,10 +61,16 @@ const KW: u32 = 8u * G;      // int8 words (4 elements) per row and k step
 @group(0) @binding({{Y_BINDING}}) var<storage, read_write> y: array<f32>;  // (m, n) f32
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
-var<workgroup> Xs: array<array<vec4<u32>, BM / 4u>, KW>;  // [word][row / 4] int8 × 4
-var<workgroup> Ws: array<array<vec4<u32>, BN / 4u>, KW>;  // [word][col / 4] int8 × 4
-var<workgroup> Xd: array<array<vec4<f32>, BM / 4u>, G>;   // [group][row / 4] scales
-var<workgroup> Wd: array<array<vec4<f32>, BN / 4u>, G>;   // [group][col / 4] scales
+// Shared buffers: two with QPIPE (k steps alternate between them), else one.
+#if QPIPE
+const NB: u32 = 2u;
+#else
+const NB: u32 = 1u;
+#endif
+var<workgroup> Xs: array<array<array<vec4<u32>, BM / 4u>, KW>, NB>;  // [buf][word][row / 4] int8 × 4
+var<workgroup> Ws: array<array<array<vec4<u32>, BN / 4u>, KW>, NB>;  // [buf][word][col / 4] int8 × 4
+var<workgroup> Xd: array<array<array<vec4<f32>, BM / 4u>, G>, NB>;   // [buf][group][row / 4] scales
+var<workgroup> Wd: array<array<array<vec4<f32>, BN / 4u>, G>, NB>;   // [buf][group][col / 4] scales
 
 // A 4 × 4 block's integer sums of one group: r_i[j] for row i, column j.
 struct IBlock {
@@ -156,17 +162,17 @@ var<private> i11: IBlock;
 var<private> tx: u32;
 var<private> ty: u32;
 
-// Adds the products of int8 word wj (of the staged k step) into the integer sums.
-fn word(wj: u32) {
-  let a0 = Xs[wj][ty];
-  let b0 = Ws[wj][tx];
+// Adds the products of int8 word wj (of the k step staged in buffer buf) into the integer sums.
+fn word(buf: u32, wj: u32) {
+  let a0 = Xs[buf][wj][ty];
+  let b0 = Ws[buf][wj][tx];
   i00 = dacc(i00, a0, b0);
 #if RN2
-  let b1 = Ws[wj][TD + tx];
+  let b1 = Ws[buf][wj][TD + tx];
   i01 = dacc(i01, a0, b1);
 #endif
 #if RM2
-  let a1 = Xs[wj][TD + ty];
+  let a1 = Xs[buf][wj][TD + ty];
   i10 = dacc(i10, a1, b0);
 #if RN2
   i11 = dacc(i11, a1, b1);
@@ -174,8 +180,9 @@ fn word(wj: u32) {
 #endif
 }
 
-// Group g of the staged k step: its 8 words' integer sums, then scaled into the accumulators.
-fn group(g: u32) {
+// Group g of the k step staged in buffer buf: its 8 words' integer sums, then scaled into the
+// accumulators.
+fn group(buf: u32, g: u32) {
   i00 = iblock();
 #if RN2
   i01 = iblock();
@@ -186,23 +193,23 @@ fn group(g: u32) {
   i11 = iblock();
 #endif
 #endif
-  word(8u * g);
-  word(8u * g + 1u);
-  word(8u * g + 2u);
-  word(8u * g + 3u);
-  word(8u * g + 4u);
-  word(8u * g + 5u);
-  word(8u * g + 6u);
-  word(8u * g + 7u);
-  let sa0 = Xd[g][ty];
-  let sb0 = Wd[g][tx];
+  word(buf, 8u * g);
+  word(buf, 8u * g + 1u);
+  word(buf, 8u * g + 2u);
+  word(buf, 8u * g + 3u);
+  word(buf, 8u * g + 4u);
+  word(buf, 8u * g + 5u);
+  word(buf, 8u * g + 6u);
+  word(buf, 8u * g + 7u);
+  let sa0 = Xd[buf][g][ty];
+  let sb0 = Wd[buf][g][tx];
   c00 = facc(c00, i00, sa0, sb0);
 #if RN2
-  let sb1 = Wd[g][TD + tx];
+  let sb1 = Wd[buf][g][TD + tx];
   c01 = facc(c01, i01, sa0, sb1);
 #endif
 #if RM2
-  let sa1 = Xd[g][TD + ty];
+  let sa1 = Xd[buf][g][TD + ty];
   c10 = facc(c10, i10, sa1, sb0);
 #if RN2
   c11 = facc(c11, i11, sa1, sb1);
@@ -210,6 +217,133 @@ fn group(g: u32) {
 #endif
 }
 
+#if QPIPE
+// QPIPE (td 16, rm 2, rn 1, g 2: 128 × 64 tiles, 16 int8 words a row per k step): as PIPE in
+// kernels/linear.wgsl, two shared buffers and one barrier per k step; each thread loads its part
+// of the next step into registers before this step's products (the loads branch-free: threads
+// that store no weight words load some all the same) and converts and stores it after them, so
+// nothing before the products waits on a load. Written out for this one tuning: thread lid loads
+// x words lid and lid + 256 (row lid / 4 and 64 + lid / 4, vec4 lid % 4 of the step), x scale lid
+// (row lid / 2, group lid % 2), and weight vec4 / scale word e = lid % 128 (q4: row e / 2, the
+// group's 4 code words; q8: row lid / 4, vec4 lid % 4); threads below 128 store the weight words,
+// the rest the weight scales.
+var<private> xr: vec2<u32>;   // the two x rows (clamped)
+var<private> xsr: u32;        // the x scale row (clamped)
+var<private> wr: u32;         // the weight row of the code vec4 (clamped)
+var<private> wsr: u32;        // the weight row of the scale (clamped)
+var<private> rx0: vec4<u32>;  // raw next-step values
+var<private> rx1: vec4<u32>;
+var<private> rxs: f32;
+var<private> rw: vec4<u32>;
+var<private> rws: vec4<u32>;
+
+// The flat f16 scale index of weight row wsr's group g, and the vec4 of words holding it.
+fn wsf(g: u32) -> u32 { return wsr * (p.k / 32u) + g; }
+fn ws_vec(f: u32) -> u32 { return (p.s_base + (f >> 1u)) >> 2u; }
+
+// Loads this thread's part of the k step from group g0 (clamped to the last group: in bounds).
+fn qload(g0: u32, lid: u32) {
+  let groups = p.k / 32u;
+  let xv = min(g0 * 2u + lid % 4u, p.k / 16u - 1u);  // vec4 of 16 k within an x row
+  rx0 = xq[(xr.x * p.k) / 16u + xv];
+  rx1 = xq[(xr.y * p.k) / 16u + xv];
+  rxs = xs[xsr * groups + min(g0 + lid % 2u, groups - 1u)];
+#if Q4
+  rw = w[wr * groups + min(g0 + lid % 2u, groups - 1u)];
+#else
+  rw = w[(wr * p.k) / 16u + min(g0 * 2u + lid % 4u, p.k / 16u - 1u)];
+#endif
+  rws = w[ws_vec(wsf(min(g0 + lid % 2u, groups - 1u)))];
+}
+
+// Stores the loaded k step from group g0 into buffer buf: x words (zero past k) and scales, then
+// weight words (threads < 128) or weight scales (the rest).
+fn qput(buf: u32, g0: u32, lid: u32) {
+  let groups = p.k / 32u;
+  let q = (lid % 4u) * 4u;  // first word of the x vec4
+  let r = lid / 4u;
+  let xin = g0 * 32u + q * 4u < p.k;
+  let v0 = select(vec4<u32>(0u), rx0, xin);
+  let v1 = select(vec4<u32>(0u), rx1, xin);
+  Xs[buf][q][r / 4u][r % 4u] = v0.x;
+  Xs[buf][q + 1u][r / 4u][r % 4u] = v0.y;
+  Xs[buf][q + 2u][r / 4u][r % 4u] = v0.z;
+  Xs[buf][q + 3u][r / 4u][r % 4u] = v0.w;
+  Xs[buf][q][16u + r / 4u][r % 4u] = v1.x;
+  Xs[buf][q + 1u][16u + r / 4u][r % 4u] = v1.y;
+  Xs[buf][q + 2u][16u + r / 4u][r % 4u] = v1.z;
+  Xs[buf][q + 3u][16u + r / 4u][r % 4u] = v1.w;
+  let sr = lid / 2u;
+  let sg = lid % 2u;
+  Xd[buf][sg][sr / 4u][sr % 4u] = select(0.0, rxs, g0 + sg < groups);
+  let e = lid % 128u;
+  let wrow = e / 2u;
+  let gi = e % 2u;
+  if (lid < 128u) {
+#if Q4
+    Ws[buf][gi * 8u][wrow / 4u][wrow % 4u] = q4_lo(rw.x);
+    Ws[buf][gi * 8u + 1u][wrow / 4u][wrow % 4u] = q4_hi(rw.x);
+    Ws[buf][gi * 8u + 2u][wrow / 4u][wrow % 4u] = q4_lo(rw.y);
+    Ws[buf][gi * 8u + 3u][wrow / 4u][wrow % 4u] = q4_hi(rw.y);
+    Ws[buf][gi * 8u + 4u][wrow / 4u][wrow % 4u] = q4_lo(rw.z);
+    Ws[buf][gi * 8u + 5u][wrow / 4u][wrow % 4u] = q4_hi(rw.z);
+    Ws[buf][gi * 8u + 6u][wrow / 4u][wrow % 4u] = q4_lo(rw.w);
+    Ws[buf][gi * 8u + 7u][wrow / 4u][wrow % 4u] = q4_hi(rw.w);
+#endif
+  } else {
+    // Past k the x scale is 0, so any weight scale does.
+    let f = wsf(min(g0 + gi, groups - 1u));
+    let word = rws[(p.s_base + (f >> 1u)) & 3u];
+    Wd[buf][gi][wrow / 4u][wrow % 4u] = unpack2x16float(word)[f & 1u];
+  }
+#ifnot Q4
+  // q8: every thread stores its weight vec4 (row lid / 4, words q..q + 3).
+  Ws[buf][q][r / 4u][r % 4u] = rw.x;
+  Ws[buf][q + 1u][r / 4u][r % 4u] = rw.y;
+  Ws[buf][q + 2u][r / 4u][r % 4u] = rw.z;
+  Ws[buf][q + 3u][r / 4u][r % 4u] = rw.w;
+#endif
+}
+
+// One k step from group g0 in buffer cur: the next step's loads, this one's products, the next
+// step's stores into the other buffer, a barrier.
+fn qstep(g0: u32, groups: u32, cur: u32, lid: u32) {
+  let more = g0 + G < groups;
+  qload(select(g0, g0 + G, more), lid);
+  group(cur, 0u);
+  group(cur, 1u);
+  if (more) { qput(1u - cur, g0 + G, lid); }
+  workgroupBarrier();
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let m0 = wid.x * BM;
+  let n0 = wid.y * BN;  // first chunk row (output column) of the tile
+  tx = lid % TD;
+  ty = lid / TD;
+  let groups = p.k / 32u;
+  xr = min(vec2(m0 + lid / 4u, m0 + 64u + lid / 4u), vec2(p.m - 1u));
+  xsr = min(m0 + lid / 2u, p.m - 1u);
+#if Q4
+  wr = min(n0 + (lid % 128u) / 2u, p.rows - 1u);
+#else
+  wr = min(n0 + lid / 4u, p.rows - 1u);
+#endif
+  wsr = min(n0 + (lid % 128u) / 2u, p.rows - 1u);
+  qload(0u, lid);
+  qput(0u, 0u, lid);
+  workgroupBarrier();
+  for (var g0 = 0u; g0 < groups; g0 += 2u * G) {
+    qstep(g0, groups, 0u, lid);
+    if (g0 + G >= groups) { break; }
+    qstep(g0 + G, groups, 1u, lid);
+  }
+  store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
+  store_block(m0 + BM / 2u + ty * 4u, n0 + tx * 4u, c10);
+}
+
+#else
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   // Row tiles vary fastest: workgroups running together share weight tiles.
@@ -227,13 +361,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       // Groups past k (a last step of G = 2 over an odd group count) read zeros.
       let i = (row * p.k) / 16u + min(g0 * 2u + q / 4u, p.k / 16u - 1u);
       let v = select(vec4<u32>(0u), xq[i], g0 * 32u + q * 4u < p.k);
-      for (var j = 0u; j < 4u; j++) { Xs[q + j][r / 4u][r % 4u] = v[j]; }
+      for (var j = 0u; j < 4u; j++) { Xs[0][q + j][r / 4u][r % 4u] = v[j]; }
     }
     for (var e = lid; e < BM * G; e += WG) {
       let r = e / G;
       let g = g0 + e % G;
       let row = min(m0 + r, p.m - 1u);
-      Xd[e % G][r / 4u][r % 4u] = select(0.0, xs[row * groups + min(g, groups - 1u)], g < groups);
+      Xd[0][e % G][r / 4u][r % 4u] = select(0.0, xs[row * groups + min(g, groups - 1u)], g < groups);
     }
 #if Q4
     // One 16-byte load is a whole group of a row (4 code words → 8 int8 words).
@@ -244,8 +378,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let g = min(g0 + gi, groups - 1u);
       let v = w[row * groups + g];
       for (var j = 0u; j < 4u; j++) {
-        Ws[gi * 8u + 2u * j][r / 4u][r % 4u] = q4_lo(v[j]);
-        Ws[gi * 8u + 2u * j + 1u][r / 4u][r % 4u] = q4_hi(v[j]);
+        Ws[0][gi * 8u + 2u * j][r / 4u][r % 4u] = q4_lo(v[j]);
+        Ws[0][gi * 8u + 2u * j + 1u][r / 4u][r % 4u] = q4_hi(v[j]);
       }
     }
 #else
@@ -254,23 +388,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let q = (e % (KW / 4u)) * 4u;
       let row = min(n0 + r, p.rows - 1u);
       let v = w[(row * p.k) / 16u + min(g0 * 2u + q / 4u, p.k / 16u - 1u)];
-      for (var j = 0u; j < 4u; j++) { Ws[q + j][r / 4u][r % 4u] = v[j]; }
+      for (var j = 0u; j < 4u; j++) { Ws[0][q + j][r / 4u][r % 4u] = v[j]; }
     }
 #endif
     for (var e = lid; e < BN * G; e += WG) {
       let r = e / G;
       let row = min(n0 + r, p.rows - 1u);
       // Past k the x scale is 0, so any weight scale does.
-      Wd[e % G][r / 4u][r % 4u] = wscale(row * groups + min(g0 + e % G, groups - 1u));
+      Wd[0][e % G][r / 4u][r % 4u] = wscale(row * groups + min(g0 + e % G, groups - 1u));
     }
     workgroupBarrier();
-    group(0u);
+    group(0u, 0u);
 #if G2
-    group(1u);
+    group(0u, 1u);
 #endif
 #if G4
-    group(2u);
-    group(3u);
+    group(0u, 2u);
+    group(0u, 3u);
 #endif
     workgroupBarrier();
   }
@@ -285,4 +419,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 #endif
 }
+#endif
 #endif
