@@ -30,17 +30,17 @@ const opt = (name: string, def: string) => {
 const contexts = opt("--ctx", "600,4096").split(",").map(Number);
 const outFile = opt("--out", "");
 const repsOverride = Number(opt("--reps", "0"));
-/** --sweep 1: the default against prefetch / unroll off and other split counts, interleaved. */
+/** --sweep 1: the default against other merge batches, split counts and chunks. */
 const TUNINGS: Partial<DecodeAttentionShape>[] = opt("--sweep", "1") !== "0"
   ? [
     {},
-    { prefetch: false, unroll: false },
-    { prefetch: false },
-    { unroll: false },
-    { splits: 64 },
+    { mergeBatch: 16 },
+    { mergeBatch: 16, splits: 64 },
+    { mergeBatch: 4 },
     { splits: 16 },
+    { splits: 24 },
+    { splits: 48 },
     { chunk: 16 },
-    { chunk: 16, splits: 64 },
     {},
   ]
   : [{}];

@@ -49,6 +49,8 @@ export interface DecodeAttentionShape extends AttentionHeads {
   prefetch?: boolean;
   /** Write the inner loops out (default true; false: WGSL `for` loops, for the benchmark). */
   unroll?: boolean;
+  /** Splits the merge loads at once (default 8): 4 · mergeBatch loads in flight a thread. */
+  mergeBatch?: 4 | 8 | 16;
 }
 
 /** Query heads per workgroup: the largest divisor of the GQA group ≤ 8 with G · hd4 ≤ 256. */
@@ -99,8 +101,17 @@ function tiling(gpu: Gpu, s: DecodeAttentionShape, group: number) {
   );
 }
 
-/** The shader's written-out inner loops (or, unroll false, the same steps as WGSL loops). */
-function innerLoops(hd4: number, chunk: number, unroll: boolean): Record<string, string> {
+/**
+ * The shader's written-out inner loops (or, unroll false, the same steps as WGSL loops), and the
+ * merge's batch of `mb` splits.
+ */
+function innerLoops(
+  hd4: number,
+  chunk: number,
+  unroll: boolean,
+  mb: number,
+): Record<string, string | number> {
+  const xs = Array.from({ length: mb }, (_, i) => i);
   const steps = (n: number, call: (i: string) => string, loopVar: string) =>
     unroll
       ? Array.from({ length: n / 4 }, (_, i) => call(`${4 * i}u`)).join(" ")
@@ -109,6 +120,11 @@ function innerLoops(hd4: number, chunk: number, unroll: boolean): Record<string,
     SCORE: steps(hd4, (c) => `score4(qa, ka, ${c});`, "c"),
     MAXR: steps(chunk, (x) => `mx = max4(rs, ${x}, mx);`, "x"),
     PV: steps(chunk, (x) => `pv4(r, d, ${x});`, "x"),
+    MB: mb,
+    MERGE: [
+      ...xs.map((i) => `let x${i} = split_acc(h0 + r, sp + ${i}u, ns, d);`),
+      ...xs.map((i) => `a += merge_w(r * ns, sp + ${i}u, ns, big) * x${i};`),
+    ].join(" "),
   };
 }
 
@@ -173,7 +189,7 @@ export function decodeAttention(
       CHUNK: t.chunk,
       MAXS: MAX_SPLITS,
       PF: s.prefetch ?? true,
-      ...innerLoops(headDim / 4, t.chunk, s.unroll ?? true),
+      ...innerLoops(headDim / 4, t.chunk, s.unroll ?? true, s.mergeBatch ?? 8),
     },
   });
   const params = Params.pack({

@@ -152,6 +152,9 @@ fn max4(rs: u32, x: u32, mx: f32) -> f32 {
   return max(mx, max(max(ss[b], ss[b + 1u]), max(ss[b + 2u], ss[b + 3u])));
 }
 
+// Split sp's partial Σ p · v of this thread's column (clamped to the last split, ns − 1).
+fn split_acc(h: u32, sp: u32, ns: u32, d: u32) -> vec4<f32> { return load4(acc_at(h, min(sp, ns - 1u)) + d * 4u); }
+
 // Weight of split sp in the merge (0 past the last split, whose loads were clamped).
 fn merge_w(row: u32, sp: u32, ns: u32, big: f32) -> f32 {
   return select(0.0, exp(ms_all[row + min(sp, ns - 1u)] - big), sp < ns);
@@ -266,26 +269,12 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     for (var sp = 0u; sp < ns; sp++) { big = max(big, ms_all[r * ns + sp]); }
     var lt = 0.0;
     for (var sp = 0u; sp < ns; sp++) { lt += exp(ms_all[r * ns + sp] - big) * ls_all[r * ns + sp]; }
-    // Eight splits per step, their 32 loads issued before any is used (atomics may not be
-    // reordered by the compiler, so the batching is written out).
+    // MB splits a step, their 4 · MB loads issued before any is used (atomics may not be
+    // reordered by the compiler, so the builder writes the batch out: x_i = split sp + i's
+    // partial, clamped to the last split, then a += merge_w(…, sp + i, …) · x_i).
     var a = vec4<f32>(0.0);
-    for (var sp = 0u; sp < ns; sp += 8u) {
-      let x0 = load4(acc_at(h0 + r, sp) + d * 4u);
-      let x1 = load4(acc_at(h0 + r, min(sp + 1u, ns - 1u)) + d * 4u);
-      let x2 = load4(acc_at(h0 + r, min(sp + 2u, ns - 1u)) + d * 4u);
-      let x3 = load4(acc_at(h0 + r, min(sp + 3u, ns - 1u)) + d * 4u);
-      let x4 = load4(acc_at(h0 + r, min(sp + 4u, ns - 1u)) + d * 4u);
-      let x5 = load4(acc_at(h0 + r, min(sp + 5u, ns - 1u)) + d * 4u);
-      let x6 = load4(acc_at(h0 + r, min(sp + 6u, ns - 1u)) + d * 4u);
-      let x7 = load4(acc_at(h0 + r, min(sp + 7u, ns - 1u)) + d * 4u);
-      a += merge_w(r * ns, sp, ns, big) * x0;
-      a += merge_w(r * ns, sp + 1u, ns, big) * x1;
-      a += merge_w(r * ns, sp + 2u, ns, big) * x2;
-      a += merge_w(r * ns, sp + 3u, ns, big) * x3;
-      a += merge_w(r * ns, sp + 4u, ns, big) * x4;
-      a += merge_w(r * ns, sp + 5u, ns, big) * x5;
-      a += merge_w(r * ns, sp + 6u, ns, big) * x6;
-      a += merge_w(r * ns, sp + 7u, ns, big) * x7;
+    for (var sp = 0u; sp < ns; sp += {{MB}}u) {
+      {{MERGE}}
     }
     out[h0 * HD4 + lid] = a / lt;
   }

@@ -41,6 +41,8 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
     [128, 8, 1, 600, { unroll: false, splits: 64 }],
     [128, 7, 1, 300, { unroll: false, prefetch: false }],
     [256, 2, 1, 200, {}],
+    [128, 8, 1, 600, { splits: 37, mergeBatch: 16 }],
+    [80, 4, 2, 37, { splits: 5, mergeBatch: 4 }],
   ];
   for (const [headDim, heads, kvHeads, n, opts] of cases) {
     const s: DecodeAttentionShape = { headDim, heads, kvHeads, maxTokens, ...opts };
