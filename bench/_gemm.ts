@@ -11,8 +11,8 @@
  *     [--shapes vision,7b,72b] [--labels qkv,fc1] [--ms 256,700 [--only-ms]] [--target-ms 60] [--out file.jsonl] [--small]
  * Variants: linear (linear() as callers get it: f16 the pipelined tile, maybe split, by
  * gemmKernel(); q8 linear_q's dequantize + GEMM; q4 gemmQ, kernels/linear_q.ts PREFILL_INT8),
- * tile4 / tile8 (f16: linear()'s tile override), pipe[-sN][-raw][-n64][-noload] (f16: the pipelined
- * tile; sN: split k N ways; raw: rawLoads; n64: pipeN 64; noload: no global loads after the first k step — wrong
+ * tile4 / tile8 (f16: linear()'s tile override), pipe[-sN][-noload] (f16: the pipelined
+ * tile; sN: split k N ways; noload: no global loads after the first k step — wrong
  * results, its err column shows by how much — to time the loop without memory), gemmq (q8/q4: kernels/gemm.ts
  * gemmQ() with its
  * default tuning), gemmqp (its pipelined kernel), gemmq:TDxRMxRNxG or gemmq:RMxRNxG (that
@@ -58,14 +58,12 @@ function variantOf(name: string, dtype: string): Make | null {
     // pipe[-sN][-noload]: the pipelined tile, split k N ways, without global loads.
     const o = name.split("-").slice(1);
     const split = o.find((s) => /^s\d+$/.test(s));
-    if (o.some((s) => s !== "noload" && s !== "raw" && s !== "n64" && s !== split)) {
+    if (o.some((s) => s !== "noload" && s !== split)) {
       throw new Error(`unknown pipe option in ${name}`);
     }
     const tuning: Partial<LinearTuning> = {
       pipe: true,
       noLoad: o.includes("noload"),
-      rawLoads: o.includes("raw"),
-      pipeN: o.includes("n64") ? 64 : 128,
       splitK: split ? Number(split.slice(1)) : 1,
     };
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, tuning);
@@ -81,7 +79,7 @@ function variantOf(name: string, dtype: string): Make | null {
     return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, t) : null;
   }
   throw new Error(
-    `unknown variant ${name}; known: linear, tile4, tile8, pipe[-sN][-raw][-n64][-noload], ` +
+    `unknown variant ${name}; known: linear, tile4, tile8, pipe[-sN][-noload], ` +
       "gemmq, gemmqp, gemmq:[TDx]RMxRNxG",
   );
 }

@@ -100,16 +100,6 @@ export interface LinearTuning {
   /** Benchmarks only, WRONG results: the pipelined kernel without global loads after the first k
    * step (what the loads cost). */
   noLoad?: boolean;
-  /**
-   * Pipelined: hold the next step's loads as raw bits (f16 w as four halves in two u32) and
-   * convert them only when storing to shared memory after the products (RAW).
-   */
-  rawLoads?: boolean;
-  /**
-   * Pipelined: output tile columns (n), 128 (256 threads) or 64 (PN64: 128 threads, two
-   * workgroups an SM; implies rawLoads). Default 128.
-   */
-  pipeN?: 64 | 128;
 }
 
 /** Default {@link LinearTuning}. */
@@ -332,8 +322,7 @@ export function linear(
     (t.gemvTpr !== undefined &&
       !(t.gemvTpr >= 1 && t.gemvTpr <= t.gemvWg && (t.gemvTpr & (t.gemvTpr - 1)) === 0)) ||
     (t.tile !== undefined && t.tile !== 4 && t.tile !== 8) ||
-    (t.splitK !== undefined && !(Number.isInteger(t.splitK) && t.splitK >= 1)) ||
-    (t.pipeN !== undefined && t.pipeN !== 64 && t.pipeN !== 128)
+    (t.splitK !== undefined && !(Number.isInteger(t.splitK) && t.splitK >= 1))
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
@@ -437,49 +426,64 @@ export interface GemmChoice {
 /**
  * The tiled kernel {@link linear} runs for m > 1 without a tuning override: "pipe" (the
  * double-buffered pipelined kernel, 128 × 128 output tiles), its k split over s of
- * {@link GEMM_SPLITS} workgroups per tile below three PIPE waves (T < 396 tiles) at k ≥ 1024
- * where the wave efficiency T·s / (132 · ⌈T·s / 132⌉) beats the unsplit one (and a smaller s) by
- * more than the sum pass (5 %), s = 4 only where its T·s workgroups stay within three waves; below
- * m = 128 "tile4" (64 × 64 tiles) where PIPE would not split.
- * With its k loop written out, PIPE runs 1.4× faster than before and beats TILE8 on every shape
- * measured on the H200 (bench/_gemm.ts, 2026-11-28 10:09, f16, ms PIPE / TILE8): 7B at 478 rows
- * o 0.50 / 1.01, gate_up 4.46 / 6.45, down 2.58 / 5.40; vision at 1564 patches qkv 0.53 / 1.03,
- * fc1 0.71 / 1.05, fc2 0.70 / 1.49, at 5120 qkv 1.71 / 2.43, fc1 2.22 / 3.31, fc2 2.81 / 3.71.
- * TILE8 (two workgroups per SM, 264 slots) is no longer chosen: PIPE's 132 slots divide 264, so
- * its wave efficiency is never lower, and its saturated rate (24–30 TFLOP/s) is 1.4× TILE8's
- * (18–21).
- * Split k in two, H200 10:29 / 10:50 with this loop: 7B qkv at 478 rows (144 tiles) 0.74 ms against
- * 0.97 unsplit, vision proj / fc2 at 478 rows (40 tiles) 0.11 / 0.36 against 0.18 / 0.68; where the
- * rule does not split, splitting was at most 2 % faster (7B o / down at 478 rows, 112 tiles) and up
- * to 18 % slower (vision proj at 1024 / 1564 rows; 7B o / down at 1024 / 1564, gate_up at 478).
- * Below 128 rows (11:02, 64 / 100 rows, ms tile4 / PIPE split in two): 7B qkv 0.48 / 0.25 and
- * 0.55 / 0.27, o 0.48 / 0.26 twice, down 2.62 / 1.30 and 2.64 / 1.33, gate_up 1.14 / 1.25 and
- * 1.94 / 1.31; vision qkv, fc1, fc2 1.6–1.9× faster split; unsplit PIPE within 3 % of tile4
- * except gate_up (1.47 / 1.50 against 1.14 / 1.94). Split in four (11:15, ms split in two / four,
- * at 64 / 100 rows): 7B o 0.24 / 0.14 and 0.26 / 0.15, down 1.31 / 0.69 and 1.33 / 0.68, vision
- * qkv 0.10 / 0.06 and 0.11 / 0.07, fc2 0.36 / 0.19 twice; at 256 rows 7B qkv (72 tiles) 0.51 /
- * 0.41, vision fc2 0.35 / 0.19; where the rule keeps two (ties: 7B qkv at 64 / 100 rows, o / down
- * and vision qkv at 256) four was 0–10 % slower; gate_up at 64 / 100 rows 8 / 6 % faster in four
- * (1184 workgroups: left at two, which keeps estimateMemory()'s scratch).
+ * {@link GEMM_SPLITS} workgroups per tile (at k ≥ 1024, partials within
+ * {@link GEMM_SPLIT_MAX_BYTES}) where {@link gemmTime} is least; below m = 128 "tile4" (64 × 64
+ * tiles) where PIPE would not split.
+ * PIPE beats TILE8 on every shape measured on the H200 (bench/_gemm.ts, 2026-11-28 10:09, f16, ms
+ * PIPE / TILE8, before its raw loads made it 1.1–1.25× faster still): 7B at 478 rows o 0.50 /
+ * 1.01, gate_up 4.46 / 6.45, down 2.58 / 5.40; vision at 1564 patches qkv 0.53 / 1.03, fc1 0.71 /
+ * 1.05, fc2 0.70 / 1.49, at 5120 qkv 1.71 / 2.43, fc1 2.22 / 3.31, fc2 2.81 / 3.71. TILE8 (two
+ * workgroups per SM, 264 slots) is no longer chosen.
+ * The split counts the time model picks, H200 12:21 (raw loads, ms by split count): 7B at 478
+ * rows qkv (144 tiles) 1: 0.79, 2: 0.63–0.64, 3: 0.59, 5: 0.56, 7: 0.59; down (112 tiles) 1:
+ * 2.21–2.38, 2: 2.18, 3: 2.19, 7: 2.04; o 1: 0.43–0.44, 3: 0.47, 7: 0.45; vision at 5120 patches
+ * fc2 (400 tiles) 1: 2.23–2.26, 2: 2.06, 3: 2.00; proj 1: 0.59–0.61, 2: 0.61, 3: 0.63. Below 128
+ * rows (11:02 / 11:15, before raw loads; ms tile4 / PIPE split in two / in four at 64 / 100 rows):
+ * 7B o 0.48 / 0.24 / 0.14, down 2.62 / 1.31 / 0.69, vision fc2 0.69 / 0.36 / 0.19, gate_up 1.14
+ * / 1.25 / 1.16 at 64 rows.
  * @param rows output columns of the largest weight chunk
  * @param k the reduction length (weight columns)
  */
 export function gemmKernel(m: number, rows: number, k: number): GemmChoice {
-  const tiles = ceilDiv(m, 128) * ceilDiv(rows, 128);
-  const eff = (t: number) => t / (GEMM_SMS * ceilDiv(t, GEMM_SMS));
-  let splitK = 1, score = eff(tiles);
+  let splitK = 1, best = gemmTime(m, rows, k, 1);
   for (const s of GEMM_SPLITS) {
-    if (s === 1 || tiles >= 3 * GEMM_SMS || k < 1024) continue;
-    if (s > 2 && s * tiles > 3 * GEMM_SMS) continue; // measured up to 288 split workgroups
-    const sc = 0.95 * eff(s * tiles);
-    if (sc > score) [splitK, score] = [s, sc];
+    if (s === 1 || k < 1024 || s * m * rows * 4 > GEMM_SPLIT_MAX_BYTES) continue;
+    if (ceilDiv(k, pipeKSpan(k, s)) !== s) continue; // fewer splits in fact
+    const t = gemmTime(m, rows, k, s);
+    if (t < best) [splitK, best] = [s, t];
   }
   if (m < 128 && splitK === 1) return { kernel: "tile4", splitK: 1 };
   return { kernel: "pipe", splitK };
 }
 
 /** The k splits {@link gemmKernel} may choose for PIPE. */
-export const GEMM_SPLITS: readonly number[] = [1, 2, 4];
+export const GEMM_SPLITS: readonly number[] = [1, 2, 3, 4, 5, 6, 7, 8];
+
+/**
+ * Split-k partials {@link gemmKernel} allows (splits · m · rows f32): 37 MiB, the scratch
+ * src/model/weights.ts estimateMemory() budgets for a 7B prefill chunk (gate_up at 128 rows split
+ * in two). Larger, the model would split 7B down at 478 rows in 7 (48 MB; H200 12:21: 2.04 ms
+ * against 2.21–2.38 unsplit) and vision fc2 at 5120 patches in 3 (79 MB; 2.00 against 2.24).
+ */
+export const GEMM_SPLIT_MAX_BYTES = 37 * 2 ** 20;
+
+/** k elements per split of PIPE split s ways: whole k steps of 16. */
+function pipeKSpan(k: number, s: number): number {
+  return ceilDiv(ceilDiv(k, s), 16) * 16;
+}
+
+/**
+ * PIPE's modelled time (µs) for an (m, k) · (rows, k)ᵀ product split s ways, fitted to the H200
+ * runs in {@link gemmKernel}: one workgroup per SM ({@link GEMM_SMS} a wave), each wave as long as
+ * a workgroup's k steps plus a fixed 10 (first load, stores, the wave's ramp), 1.75 µs a step;
+ * with s > 1 a sum pass, 5 µs plus the partials written and read at 3.5 TB/s.
+ */
+export function gemmTime(m: number, rows: number, k: number, s: number): number {
+  const tiles = ceilDiv(m, 128) * ceilDiv(rows, 128);
+  const waves = ceilDiv(s * tiles, GEMM_SMS);
+  const gemm = 1.75 * waves * (pipeKSpan(k, s) / 16 + 10);
+  return s > 1 ? gemm + 5 + 2 * s * m * rows * 4 / 3.5e6 : gemm;
+}
 
 /** Split-k partial products: one scratch per device, grown when too small. */
 const partialScratch = deviceScratch("linear.partials");
@@ -500,16 +504,13 @@ function pipeLinear(
 ): Dispatch[] {
   const { m } = s;
   const k = w.cols;
-  const kspan = ceilDiv(ceilDiv(k, t.splitK ?? 1), 16) * 16; // whole k steps
+  const kspan = pipeKSpan(k, t.splitK ?? 1);
   const splits = ceilDiv(k, kspan);
   const split = splits > 1;
-  const pn64 = t.pipeN === 64;
-  const raw = t.rawLoads === true || pn64;
-  const bn = pn64 ? 64 : 128;
   const common = {
     F16: w.dtype === "f16",
     VEC: k % 4 === 0,
-    W4H: raw && w.dtype === "f16" && k % 4 === 0,
+    W4H: w.dtype === "f16" && k % 4 === 0, // f16 w read as vec2<u32>
     Y_BINDING: split ? 2 : bias ? 3 : 2,
   };
   const gemm = variant(gpu, {
@@ -526,8 +527,6 @@ function pipeLinear(
       ...common,
       PIPE: true,
       NOLOAD: t.noLoad === true,
-      RAW: raw,
-      PN64: pn64,
       SPLITK: split,
       BIAS: !split && bias !== null,
       ACC: !split && s.accumulate === true,
@@ -564,7 +563,7 @@ function pipeLinear(
       kspan,
       splits,
     });
-    const grid = [ceilDiv(c.rows, bn), ceilDiv(m, 128), splits] as const;
+    const grid = [ceilDiv(c.rows, 128), ceilDiv(m, 128), splits] as const;
     if (!reduce) {
       return [new Dispatch(gpu, gemm, [x, c.buffer, ...(bias ? [bias] : []), y], params, grid)];
     }

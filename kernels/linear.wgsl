@@ -391,10 +391,19 @@ fn ld_w(row: u32, k: u32) -> vec4<f32> {
 // accumulators, as in TILE8. k steps of BK = 16 through two shared buffers, one barrier per step:
 // the products of one buffer run while the next step's global loads are in flight, and are stored
 // to the other buffer after them. Warps 0–3 load x, warps 4–7 load w: one 4 × 4 block per thread
-// (4 rows × one vec4 of k; w widened to f32 on load), transposed in registers and stored as 4 vec4
-// into the k-major shared tiles (TILE8 stores 16 scalars per 16 k, 4-way bank-conflicted). Shared
-// rows are padded by one vec4 so a quarter warp's stores (2 k blocks × 4 row blocks) hit 8 distinct
-// 16-byte banks. It runs at full speed with one workgroup per SM.
+// (4 rows × one vec4 of k), transposed in registers and stored as 4 vec4 into the k-major shared
+// tiles (TILE8 stores 16 scalars per 16 k, 4-way bank-conflicted). Shared rows are padded by one
+// vec4 so a quarter warp's stores (2 k blocks × 4 row blocks) hit 8 distinct 16-byte banks. It
+// runs at full speed with one workgroup per SM.
+// The next step's block is held as the bits it was loaded as (f16 w read as vec2<u32>, four
+// halves: W4H) and converted, zeroed past k and transposed only when stored, after this step's
+// products, and the loads are branch-free (the last step reloads its own): no instruction before
+// the products uses a loaded value, so none waits on the loads. Converting on load (f16 → f32,
+// the past-k select) made every warp wait out the load latency before its products: 1.1–1.25×
+// slower on the H200 (2026-11-28 12:21, bench/_gemm.ts: 7B at 478 rows gate_up 4.49 → 4.04 ms,
+// down 2.62 → 2.38, o 0.50 → 0.44; vision at 5120 patches fc1 2.22 → 1.80, fc2 2.83 → 2.24, qkv
+// 1.72 → 1.49, at 1564 1.1×). 128 × 64 tiles of 128 threads (two workgroups an SM, had they
+// shared one) ran 2× slower on every shape, as one workgroup of 4 warps an SM would.
 // No `for` inside a step: naga wraps every WGSL loop in a loop-bound counter (its infinite-loop
 // guard) that the driver cannot see through, so a `for` over the step's 16 k stayed a loop — its
 // shared loads waited on, their index clamps computed per k. Written out as mac() calls with
@@ -405,96 +414,47 @@ fn ld_w(row: u32, k: u32) -> vec4<f32> {
 // #if NOLOAD (benchmarks only, wrong results): every k step reuses the first step's loads — the
 // kernel without global memory traffic, to measure what the loads cost.
 const BM: u32 = 128u;
-#if PN64
-// PN64: a 128 × 64 tile (m × n) of 128 threads (16 × 8), two workgroups an SM whatever the
-// register count, so one's barrier and stores overlap the other's products.
-const BN: u32 = 64u;
-#else
 const BN: u32 = 128u;
-#endif
 const BK: u32 = 16u;
-const NT: u32 = 2u * BN;  // threads: 16 along m × BN / 8 along n
-const TXN: u32 = BN / 8u;
 // Indexed per dimension (not flattened), so the bounds clamps WebGPU adds to every workgroup
 // array index fold: buffer and k clamps are constants, the column clamp invariant.
 var<workgroup> As: array<array<array<vec4<f32>, BM / 4u + 1u>, BK>, 2>;  // [buffer][k][m / 4] of x, padded
 var<workgroup> Bs: array<array<array<vec4<f32>, BN / 4u + 1u>, BK>, 2>;  // [buffer][k][n / 4] of w, padded
 
-// One thread's 4 × 4 block of x or w (rows r, 4 k each).
+// One thread's 4 × 4 block of x or w (rows r, 4 k each) as f32, and as loaded bits.
 struct Blk { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> }
+struct Raw { r0: vec4<u32>, r1: vec4<u32>, r2: vec4<u32>, r3: vec4<u32> }
 
-// Loader block b of an r-row tile (b < r, r = 64 or 128): (first row, first k) = (4·rb, 4·kb).
-// Two neighbouring lanes read one 32-byte sector of a row.
-fn blk(b: u32, r: u32) -> vec2<u32> {
-  return vec2(4u * ((b / 2u) % (r / 4u)), 4u * (b % 2u + 2u * (b / (r / 2u))));
-}
+// Loader block b (< 128) of a 128-row tile: (first row, first k) = (4·rb, 4·kb). Two neighbouring
+// lanes read one 32-byte sector of a row.
+fn blk(b: u32) -> vec2<u32> { return vec2(4u * ((b / 2u) % 32u), 4u * (b % 2u + 2u * (b / 64u))); }
 
 // The block's rows from tile row r0 on, clamped to `last`: rows past m (past the chunk) read the
 // last one again (in bounds, branch-free) and are not stored.
 fn blk_rows(r0: u32, last: u32) -> vec4<u32> { return min(vec4(r0) + vec4(0u, 1u, 2u, 3u), vec4(last)); }
 
-// This thread's loader block (tile row, k within the step) and its clamped rows: of x (xpos,
-// xrows) and / or of w (wpos, wrows); the accumulators and the thread's tile position, private
-// so the written-out calls can update them.
-var<private> xpos: vec2<u32>;
-var<private> xrows: vec4<u32>;
-var<private> wpos: vec2<u32>;
-var<private> wrows: vec4<u32>;
+// This thread's loader block (tile row, k within the step), its clamped rows and its role (x or
+// w); the accumulators and the thread's tile position, private so the written-out calls can
+// update them.
+var<private> pos: vec2<u32>;
+var<private> rows: vec4<u32>;
+var<private> w_role: bool;
 var<private> c00: mat4x4<f32>;
 var<private> c01: mat4x4<f32>;
 var<private> c10: mat4x4<f32>;
 var<private> c11: mat4x4<f32>;
 var<private> tx: u32;
 var<private> ty: u32;
-#if PN64
-// Every thread loads an x block; threads below 64 also store a w block (all load one, so the
-// loads stay branch-free).
-fn loads_x(lid: u32) -> bool { return true; }
-fn loads_w(lid: u32) -> bool { return lid < 64u; }
+
+// Sets the loader role of thread lid for the tile at (m0, n0).
 fn set_role(lid: u32, m0: u32, n0: u32) {
-  xpos = blk(lid, BM);
-  xrows = blk_rows(m0 + xpos.x, p.m - 1u);
-  wpos = blk(lid % 64u, BN);
-  wrows = blk_rows(n0 + wpos.x, p.rows - 1u);
-}
-#else
-// Warps 0–3 load x, warps 4–7 w.
-fn loads_x(lid: u32) -> bool { return lid < 128u; }
-fn loads_w(lid: u32) -> bool { return lid >= 128u; }
-fn set_role(lid: u32, m0: u32, n0: u32) {
-  xpos = blk(lid % 128u, BM);
-  xrows = blk_rows(m0 + xpos.x, p.m - 1u);
-  wpos = xpos;
-  wrows = blk_rows(n0 + wpos.x, p.rows - 1u);
-}
-#endif
-
-// Stores block b of x (at xpos) / of w (at wpos) into shared buffer buf transposed: k row
-// pos.y + j gets the vec4 of the 4 rows' element j (written out: a loop over j would index t
-// dynamically).
-fn put_x(buf: u32, b: Blk) {
-  let t = transpose(mat4x4(b.r0, b.r1, b.r2, b.r3));
-  let c = xpos.x / 4u;
-  As[buf][xpos.y][c] = t[0];
-  As[buf][xpos.y + 1u][c] = t[1];
-  As[buf][xpos.y + 2u][c] = t[2];
-  As[buf][xpos.y + 3u][c] = t[3];
-}
-fn put_w(buf: u32, b: Blk) {
-  let t = transpose(mat4x4(b.r0, b.r1, b.r2, b.r3));
-  let c = wpos.x / 4u;
-  Bs[buf][wpos.y][c] = t[0];
-  Bs[buf][wpos.y + 1u][c] = t[1];
-  Bs[buf][wpos.y + 2u][c] = t[2];
-  Bs[buf][wpos.y + 3u][c] = t[3];
+  w_role = lid >= 128u;
+  pos = blk(lid % 128u);
+  rows = blk_rows(select(m0, n0, w_role) + pos.x, select(p.m, p.rows, w_role) - 1u);
 }
 
-#if RAW
-// RAW: the next step's blocks are held as the bits they were loaded as (w: W4H, four halves in
-// .xy) and converted, zeroed past k and transposed only when stored, after this step's
-// products: no instruction before the products uses a loaded value, so none waits on the loads.
-struct Raw { r0: vec4<u32>, r1: vec4<u32>, r2: vec4<u32>, r3: vec4<u32> }
-
+// Four consecutive k elements of x row / chunk row `row` as loaded bits (w with W4H: four halves
+// in .xy); without VEC converted on load (scalar loads: no fast path).
 fn raw_x(row: u32, k: u32) -> vec4<u32> {
 #if VEC
   return bitcast<vec4<u32>>(x[(row * p.k + k) / 4u]);
@@ -502,7 +462,6 @@ fn raw_x(row: u32, k: u32) -> vec4<u32> {
   return bitcast<vec4<u32>>(ld_x(row, k));
 #endif
 }
-
 fn raw_w(row: u32, k: u32) -> vec4<u32> {
 #if W4H
   return vec4(w[(row * p.k + k) / 4u], 0u, 0u);
@@ -515,74 +474,49 @@ fn raw_w(row: u32, k: u32) -> vec4<u32> {
 #endif
 }
 
-// Raw blocks of the k step from k0 (past the last k: still inside the buffer).
-fn load_raw_x(k0: u32) -> Raw {
-  let k = k0 + xpos.y;
-  return Raw(raw_x(xrows.x, k), raw_x(xrows.y, k), raw_x(xrows.z, k), raw_x(xrows.w, k));
-}
-fn load_raw_w(k0: u32) -> Raw {
-  let k = k0 + wpos.y;
-  return Raw(raw_w(wrows.x, k), raw_w(wrows.y, k), raw_w(wrows.z, k), raw_w(wrows.w, k));
+// This thread's block of the k step from k0 as loaded bits (past the last k: inside the buffer).
+fn load_step(k0: u32) -> Raw {
+  let k = k0 + pos.y;
+  if (w_role) { return Raw(raw_w(rows.x, k), raw_w(rows.y, k), raw_w(rows.z, k), raw_w(rows.w, k)); }
+  return Raw(raw_x(rows.x, k), raw_x(rows.y, k), raw_x(rows.z, k), raw_x(rows.w, k));
 }
 
-// Raw bits as f32 (of w: unpacked halves with W4H), zero where k (the block's first) is past p.k.
-fn cvt(v: vec4<u32>, k: u32, is_w: bool) -> vec4<f32> {
+// Loaded bits as f32 (w with W4H: the unpacked halves), zero where k (the block's first) is past
+// p.k.
+fn cvt(v: vec4<u32>, k: u32) -> vec4<f32> {
   var f = bitcast<vec4<f32>>(v);
 #if W4H
-  if (is_w) { f = vec4(unpack2x16float(v.x), unpack2x16float(v.y)); }
+  if (w_role) { f = vec4(unpack2x16float(v.x), unpack2x16float(v.y)); }
 #endif
   return select(f, vec4<f32>(0.0), k >= p.k);
 }
-fn blk_of(b: Raw, k: u32, is_w: bool) -> Blk {
-  return Blk(cvt(b.r0, k, is_w), cvt(b.r1, k, is_w), cvt(b.r2, k, is_w), cvt(b.r3, k, is_w));
-}
 
-// The next step's blocks in flight: load() loads the step from k0 (x and / or w as the thread's
-// role), put() stores them into buffer buf.
-#if PN64
-var<private> raw_xv: Raw;
-var<private> raw_wv: Raw;
-fn load(k0: u32, lid: u32) {
-  raw_xv = load_raw_x(k0);
-  raw_wv = load_raw_w(k0);
-}
-fn put(buf: u32, k0: u32, lid: u32) {
-  put_x(buf, blk_of(raw_xv, k0 + xpos.y, false));
-  if (loads_w(lid)) { put_w(buf, blk_of(raw_wv, k0 + wpos.y, true)); }
-}
-#else
-var<private> raw_v: Raw;
-fn load(k0: u32, lid: u32) {
-  if (loads_x(lid)) { raw_v = load_raw_x(k0); } else { raw_v = load_raw_w(k0); }
-}
-fn put(buf: u32, k0: u32, lid: u32) {
-  if (loads_x(lid)) { put_x(buf, blk_of(raw_v, k0 + xpos.y, false)); }
-  else { put_w(buf, blk_of(raw_v, k0 + wpos.y, true)); }
-}
-#endif
-#else
-// This thread's block of the k step from k0.
-fn load_step(k0: u32, lid: u32) -> Blk {
-  if (loads_w(lid)) {
-    let k = k0 + wpos.y;
-    return Blk(ld_w(wrows.x, k), ld_w(wrows.y, k), ld_w(wrows.z, k), ld_w(wrows.w, k));
+// Stores the loaded block b of the k step from k0 into shared buffer buf, converted and
+// transposed: k row pos.y + j gets the vec4 of the 4 rows' element j (written out: a loop over j
+// would index t dynamically).
+fn put_step(buf: u32, b: Raw, k0: u32) {
+  let k = k0 + pos.y;
+  let t = transpose(mat4x4(cvt(b.r0, k), cvt(b.r1, k), cvt(b.r2, k), cvt(b.r3, k)));
+  let c = pos.x / 4u;
+  if (w_role) {
+    Bs[buf][pos.y][c] = t[0];
+    Bs[buf][pos.y + 1u][c] = t[1];
+    Bs[buf][pos.y + 2u][c] = t[2];
+    Bs[buf][pos.y + 3u][c] = t[3];
+  } else {
+    As[buf][pos.y][c] = t[0];
+    As[buf][pos.y + 1u][c] = t[1];
+    As[buf][pos.y + 2u][c] = t[2];
+    As[buf][pos.y + 3u][c] = t[3];
   }
-  let k = k0 + xpos.y;
-  return Blk(ld_x(xrows.x, k), ld_x(xrows.y, k), ld_x(xrows.z, k), ld_x(xrows.w, k));
 }
-var<private> blk_v: Blk;
-fn load(k0: u32, lid: u32) { blk_v = load_step(k0, lid); }
-fn put(buf: u32, k0: u32, lid: u32) {
-  if (loads_w(lid)) { put_w(buf, blk_v); } else { put_x(buf, blk_v); }
-}
-#endif
 
 // The products of k row k of shared buffer buf.
 fn mac(buf: u32, k: u32) {
   let a0 = As[buf][k][ty];
   let b0 = Bs[buf][k][tx];
   let a1 = As[buf][k][16u + ty];
-  let b1 = Bs[buf][k][TXN + tx];
+  let b1 = Bs[buf][k][16u + tx];
   c00 = outer_acc(c00, a0, b0);
   c01 = outer_acc(c01, a0, b1);
   c10 = outer_acc(c10, a1, b0);
@@ -597,29 +531,28 @@ fn products(buf: u32) {
   mac(buf, 12u); mac(buf, 13u); mac(buf, 14u); mac(buf, 15u);
 }
 
+// The next step's block in flight.
+var<private> blk_v: Raw;
+
 // One k step from k0 (< kend) in buffer cur: the next step's loads, this one's products, the
 // next step's stores into the other buffer (last read in the step before, which ended at a
 // barrier), a barrier.
-fn step(k0: u32, kend: u32, cur: u32, lid: u32) {
+fn step(k0: u32, kend: u32, cur: u32) {
   let more = k0 + BK < kend;
 #ifnot NOLOAD
-#if RAW
-  load(select(k0, k0 + BK, more), lid);  // branch-free: the last step reloads its own
-#else
-  if (more) { load(k0 + BK, lid); }
-#endif
+  blk_v = load_step(select(k0, k0 + BK, more));  // branch-free: the last step reloads its own
 #endif
   products(cur);
-  if (more) { put(1u - cur, k0 + BK, lid); }
+  if (more) { put_step(1u - cur, blk_v, k0 + BK); }
   workgroupBarrier();
 }
 
-@compute @workgroup_size(NT)
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let n0 = wid.x * BN;  // first chunk row (output column) of the tile
   let m0 = wid.y * BM;
-  tx = lid % TXN;
-  ty = lid / TXN;
+  tx = lid % 16u;
+  ty = lid / 16u;
 #if SPLITK
   split = wid.z;
   let kbeg = split * p.kspan;  // a multiple of BK
@@ -629,18 +562,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kend = p.k;
 #endif
   set_role(lid, m0, n0);
-  load(kbeg, lid);
-  put(0u, kbeg, lid);
+  blk_v = load_step(kbeg);
+  put_step(0u, blk_v, kbeg);
   workgroupBarrier();
   for (var k0 = kbeg; k0 < kend; k0 += 2u * BK) {
-    step(k0, kend, 0u, lid);
+    step(k0, kend, 0u);
     if (k0 + BK >= kend) { break; }
-    step(k0 + BK, kend, 1u, lid);
+    step(k0 + BK, kend, 1u);
   }
   store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
-  store_block(m0 + ty * 4u, n0 + BN / 2u + tx * 4u, c01);
+  store_block(m0 + ty * 4u, n0 + 64u + tx * 4u, c01);
   store_block(m0 + 64u + ty * 4u, n0 + tx * 4u, c10);
-  store_block(m0 + 64u + ty * 4u, n0 + BN / 2u + tx * 4u, c11);
+  store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
 }
 
 #else
