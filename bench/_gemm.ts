@@ -15,8 +15,8 @@
  * tile; sN: split k N ways; noload: no global loads after the first k step — wrong
  * results, its err column shows by how much — to time the loop without memory), gemmq (q8/q4: kernels/gemm.ts
  * gemmQ() with its
- * default tuning), gemmqp (its pipelined kernel), gemmq:TDxRMxRNxG or gemmq:RMxRNxG (that
- * tuning; td 16). --small shrinks every
+ * default tuning, pipelined), gemmq1 (the default tiling single-buffered), gemmq:TDxRMxRNxG or
+ * gemmq:RMxRNxG (that tuning; td 16). --small shrinks every
  * dimension 16× (k to a multiple of 32; a smoke test for lavapipe).
  * @module
  */
@@ -68,8 +68,8 @@ function variantOf(name: string, dtype: string): Make | null {
     };
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, tuning);
   }
-  if (name === "gemmqp") {
-    return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, { pipe: true }) : null;
+  if (name === "gemmq1") {
+    return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, { pipe: false }) : null;
   }
   if (name === "gemmq" || name.startsWith("gemmq:")) {
     // RMxRNxG (16² threads) or TDxRMxRNxG.
@@ -80,7 +80,7 @@ function variantOf(name: string, dtype: string): Make | null {
   }
   throw new Error(
     `unknown variant ${name}; known: linear, tile4, tile8, pipe[-sN][-noload], ` +
-      "gemmq, gemmqp, gemmq:[TDx]RMxRNxG",
+      "gemmq, gemmq1, gemmq:[TDx]RMxRNxG",
   );
 }
 

@@ -43,7 +43,11 @@ export interface GemmQTuning {
   g: 1 | 2 | 4;
   /**
    * Pipelined (QPIPE): two shared buffers, one barrier per k step, the next step loaded before
-   * this one's products and stored after them. Only at td 16, rm 2, rn 1, g 2.
+   * this one's products and stored after them. Only at td 16, rm 2, rn 1, g 2, where it is the
+   * default: 1.07–1.5× the single-buffered kernel on every shape measured (H200, 2026-11-28 12:25,
+   * bench/_gemm.ts, ms single / pipelined: 7B q4 at 478 rows gate_up 2.94 / 2.68, down 1.76 /
+   * 1.56, o 0.36 / 0.32, qkv 0.55 / 0.49; at 1564 rows gate_up 9.43 / 8.11; vision q4 at 478
+   * patches fc2 0.33 / 0.22; 72B at 478 rows gate_up q4 10.14 / 8.70, q8 10.26 / 8.53).
    */
   pipe?: boolean;
 }
@@ -53,7 +57,8 @@ export interface GemmQTuning {
  * H200 (bench/_gemm.ts, q8 and q4 at the vision / 7B / 72B prefill shapes, one run) it was the
  * fastest of 128², 64² (16² or 8² threads) and 128 × 64 tiles on 32 of 36 shapes at 22–40 TOP/s,
  * 1.1–2.6× linear_q's dequantize + f32 GEMM; two outliers at 23 TOP/s against 30 for 128² (vision
- * fc1 q8 and qkv q4 at m = 5120) ran 33–34 in the other dtype.
+ * fc1 q8 and qkv q4 at m = 5120) ran 33–34 in the other dtype. It runs pipelined
+ * ({@link GemmQTuning.pipe}).
  */
 export const GEMM_Q_TUNING: Readonly<GemmQTuning> = { td: 16, rm: 2, rn: 1, g: 2 };
 
@@ -134,10 +139,11 @@ export function gemmQ(
     throw new InvalidInputError(`gemmQ: m must be a positive integer, got ${m}`);
   }
   const t = { ...GEMM_Q_TUNING, ...tuning };
+  const pipeShape = t.td === 16 && t.rm === 2 && t.rn === 1 && t.g === 2;
+  const pipe = tuning.pipe ?? pipeShape;
   if (
     ![8, 16].includes(t.td) || ![1, 2].includes(t.rm) || ![1, 2].includes(t.rn) ||
-    ![1, 2, 4].includes(t.g) ||
-    (t.pipe && !(t.td === 16 && t.rm === 2 && t.rn === 1 && t.g === 2))
+    ![1, 2, 4].includes(t.g) || (pipe && !pipeShape)
   ) {
     throw new InvalidInputError(
       `gemmQ: bad tuning ${JSON.stringify(t)}; td ∈ {8, 16}, rm, rn ∈ {1, 2}, g ∈ {1, 2, 4}; ` +
@@ -167,7 +173,7 @@ export function gemmQ(
     params: Params,
     defines: {
       Q4: w.dtype === "q4",
-      QPIPE: t.pipe === true,
+      QPIPE: pipe,
       TD: t.td,
       RM: t.rm,
       RN: t.rn,

@@ -74,7 +74,8 @@ Deno.test("quantizeX() gives the reference's scales and codes (±1 where x / d i
 // m × n × k × tuning: m from 2 to 600 (tiles partly past m), n not a multiple of the tile or of 4,
 // k = 32 · odd groups (a last step of 2 groups half past k) and even, over every tiling (16² or 8²
 // threads, 4 × 4 to 8 × 8 outputs each, 1, 2 or 4 groups per step; k = 160 with 4: a last step
-// 3 groups past k), and pipelined (k = 160: three k steps, the last half past k; 1280: twenty).
+// 3 groups past k); the default tiling pipelined (k = 160: three k steps, the last half past k)
+// and not (k = 1280).
 // One tuning per case: each variant takes seconds to compile on lavapipe.
 const CASES: [number, number, number, GemmQTuning][] = [
   [2, 47, 96, { td: 16, rm: 1, rn: 1, g: 2 }],
@@ -84,8 +85,8 @@ const CASES: [number, number, number, GemmQTuning][] = [
   [37, 200, 1280, { td: 8, rm: 2, rn: 2, g: 1 }],
   [70, 45, 96, { td: 8, rm: 1, rn: 1, g: 2 }],
   [200, 70, 160, { td: 16, rm: 2, rn: 1, g: 4 }],
-  [130, 67, 160, { td: 16, rm: 2, rn: 1, g: 2, pipe: true }],
-  [37, 200, 1280, { td: 16, rm: 2, rn: 1, g: 2, pipe: true }],
+  [130, 67, 160, { td: 16, rm: 2, rn: 1, g: 2 }],
+  [37, 200, 1280, { td: 16, rm: 2, rn: 1, g: 2, pipe: false }],
 ];
 
 for (const dtype of ["q8", "q4"] as const) {
@@ -116,13 +117,14 @@ for (const dtype of ["q8", "q4"] as const) {
   });
 }
 
-Deno.test("gemmQ() refuses f16 weights, a bad tuning, y aliasing x, k not a multiple of 32 and an x over a binding", async () => {
+Deno.test("gemmQ() refuses f16 weights, a bad tuning (pipe off the default tiling), y aliasing x, k not a multiple of 32 and an x over a binding", async () => {
   const gpu = await sharedGpu();
   const x = createStorage(gpu, 4 * 64 * 4, "x"), y = createStorage(gpu, 4 * 64 * 4, "y");
   const f = createWeight(gpu, 64, 64, "f16", "f");
   assert.throws(() => gemmQ(gpu, y, x, f, null, { m: 4 }), InvalidInputError);
   const w = createWeight(gpu, 64, 64, "q8", "w");
   assert.throws(() => gemmQ(gpu, y, x, w, null, { m: 4 }, { rm: 4 as 2 }), /bad tuning/);
+  assert.throws(() => gemmQ(gpu, y, x, w, null, { m: 4 }, { td: 8, pipe: true }), /bad tuning/);
   assert.throws(() => gemmQ(gpu, x, x, w, null, { m: 4 }), /alias/);
   assert.throws(() => gemmQ(gpu, y, x, w, null, { m: 0 }), /positive integer/);
   assert.throws(() => quantizeX(gpu, y, y, x, { m: 4, k: 48 }), /multiple of 32/);
