@@ -100,6 +100,8 @@ export interface LinearTuning {
   /** Benchmarks only, WRONG results: the pipelined kernel without global loads after the first k
    * step (what the loads cost). */
   noLoad?: boolean;
+  /** Benchmarks: the pipelined kernel loads two k steps ahead (PF2). */
+  prefetch2?: boolean;
 }
 
 /** Default {@link LinearTuning}. */
@@ -527,6 +529,7 @@ function pipeLinear(
       ...common,
       PIPE: true,
       NOLOAD: t.noLoad === true,
+      PF2: t.prefetch2 === true,
       SPLITK: split,
       BIAS: !split && bias !== null,
       ACC: !split && s.accumulate === true,

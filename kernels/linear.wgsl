@@ -533,7 +533,24 @@ fn products(buf: u32) {
 
 // The next step's block in flight.
 var<private> blk_v: Raw;
+#if PF2
+// PF2 (benchmarks): loads two steps ahead, into blk_v for the steps of buffer 0 and blk_w for
+// those of buffer 1, so a block has two steps' products to arrive.
+var<private> blk_w: Raw;
 
+// One k step from k0 (< kend) in buffer cur: the loads of the step after next into this buffer's
+// block, this one's products, the next step's stores (loaded a step ago) into the other buffer,
+// a barrier.
+fn step(k0: u32, kend: u32, cur: u32) {
+  let k2 = select(k0, k0 + 2u * BK, k0 + 2u * BK < kend);
+  if (cur == 0u) { blk_v = load_step(k2); } else { blk_w = load_step(k2); }
+  products(cur);
+  if (k0 + BK < kend) {
+    if (cur == 0u) { put_step(1u, blk_w, k0 + BK); } else { put_step(0u, blk_v, k0 + BK); }
+  }
+  workgroupBarrier();
+}
+#else
 // One k step from k0 (< kend) in buffer cur: the next step's loads, this one's products, the
 // next step's stores into the other buffer (last read in the step before, which ended at a
 // barrier), a barrier.
@@ -546,6 +563,7 @@ fn step(k0: u32, kend: u32, cur: u32) {
   if (more) { put_step(1u - cur, blk_v, k0 + BK); }
   workgroupBarrier();
 }
+#endif
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -563,6 +581,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
   set_role(lid, m0, n0);
   blk_v = load_step(kbeg);
+#if PF2
+  blk_w = load_step(select(kbeg, kbeg + BK, kbeg + BK < kend));
+#endif
   put_step(0u, blk_v, kbeg);
   workgroupBarrier();
   for (var k0 = kbeg; k0 < kend; k0 += 2u * BK) {
