@@ -29,6 +29,9 @@
  *   WGSL: naga wraps every `for` in a loop-bound counter the driver cannot see through, and the
  *   same kernel with a `for` over the 16 k of a step ran 1.4× slower (H200, 2026-11-28 10:09:
  *   17–21 → 24–30 TFLOP/s on vision and 7B prefill shapes; without global loads 21–25 → 34–42).
+ *   Its loads keep the bits they read until the stores after the products (f16 w converted there,
+ *   not on load, which made each warp wait out the load first): 1.1–1.25× more (12:21: 27–37
+ *   TFLOP/s; without global loads 32–39).
  *   Private accumulators with mac() calls written out made TILE8 3× slower (tile8 keeps its
  *   `for`). Removed after one H100 run (2026-11-28 07:28) where none beat PIPE on any of 16
  *   vision / 7B shapes: a single-buffered k-step-32 kernel (25–36 % slower), 64-row tiles
