@@ -105,6 +105,8 @@ export interface LinearTuning {
   noLoad?: boolean;
   /** Benchmarks: the pipelined kernel loads two k steps ahead (PF2). */
   prefetch2?: boolean;
+  /** Benchmarks: the pipelined kernel with 512 threads, 8 × 4 outputs each (P512). */
+  threads512?: boolean;
 }
 
 /** Default {@link LinearTuning}. */
@@ -533,6 +535,7 @@ function pipeLinear(
       PIPE: true,
       NOLOAD: t.noLoad === true,
       PF2: t.prefetch2 === true,
+      P512: t.threads512 === true,
       SPLITK: split,
       BIAS: !split && bias !== null,
       ACC: !split && s.accumulate === true,

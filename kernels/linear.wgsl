@@ -433,26 +433,6 @@ fn blk(b: u32) -> vec2<u32> { return vec2(4u * ((b / 2u) % 32u), 4u * (b % 2u + 
 // last one again (in bounds, branch-free) and are not stored.
 fn blk_rows(r0: u32, last: u32) -> vec4<u32> { return min(vec4(r0) + vec4(0u, 1u, 2u, 3u), vec4(last)); }
 
-// This thread's loader block (tile row, k within the step), its clamped rows and its role (x or
-// w); the accumulators and the thread's tile position, private so the written-out calls can
-// update them.
-var<private> pos: vec2<u32>;
-var<private> rows: vec4<u32>;
-var<private> w_role: bool;
-var<private> c00: mat4x4<f32>;
-var<private> c01: mat4x4<f32>;
-var<private> c10: mat4x4<f32>;
-var<private> c11: mat4x4<f32>;
-var<private> tx: u32;
-var<private> ty: u32;
-
-// Sets the loader role of thread lid for the tile at (m0, n0).
-fn set_role(lid: u32, m0: u32, n0: u32) {
-  w_role = lid >= 128u;
-  pos = blk(lid % 128u);
-  rows = blk_rows(select(m0, n0, w_role) + pos.x, select(p.m, p.rows, w_role) - 1u);
-}
-
 // Four consecutive k elements of x row / chunk row `row` as loaded bits (w with W4H: four halves
 // in .xy); without VEC converted on load (scalar loads: no fast path).
 fn raw_x(row: u32, k: u32) -> vec4<u32> {
@@ -472,6 +452,122 @@ fn raw_w(row: u32, k: u32) -> vec4<u32> {
   return bitcast<vec4<u32>>(ld_w(row, k));
 #endif
 #endif
+}
+
+#if P512
+// P512 (benchmarks): 512 threads (16 × 32) on the same 128 × 128 tile, 8 × 4 outputs a thread
+// (c00 at columns tx·4, c01 at 64 + tx·4, rows ty·4): 16 warps an SM instead of 8, to hide the
+// shared loads' latency and the barrier. Each thread loads one vec4 of k of one x row and of one
+// w row (row lid / 4, k 4·(lid % 4)), branch-free, and stores them as scalars.
+var<private> c00: mat4x4<f32>;
+var<private> c01: mat4x4<f32>;
+var<private> tx: u32;
+var<private> ty: u32;
+var<private> lrow: u32;  // the thread's loader row in the tile, and its k within a step
+var<private> lk: u32;
+var<private> xrow: u32;  // its clamped x row and w (chunk) row
+var<private> wrow: u32;
+var<private> bx: vec4<u32>;  // the next step's loaded bits
+var<private> bw: vec4<u32>;
+
+fn load_step(k0: u32) {
+  bx = raw_x(xrow, k0 + lk);
+  bw = raw_w(wrow, k0 + lk);
+}
+
+fn put_step(buf: u32, k0: u32) {
+  let past = k0 + lk >= p.k;
+  let xv = select(bitcast<vec4<f32>>(bx), vec4<f32>(0.0), past);
+#if W4H
+  let wv = select(vec4(unpack2x16float(bw.x), unpack2x16float(bw.y)), vec4<f32>(0.0), past);
+#else
+  let wv = select(bitcast<vec4<f32>>(bw), vec4<f32>(0.0), past);
+#endif
+  let c = lrow / 4u;
+  let i = lrow % 4u;
+  As[buf][lk][c][i] = xv.x;
+  As[buf][lk + 1u][c][i] = xv.y;
+  As[buf][lk + 2u][c][i] = xv.z;
+  As[buf][lk + 3u][c][i] = xv.w;
+  Bs[buf][lk][c][i] = wv.x;
+  Bs[buf][lk + 1u][c][i] = wv.y;
+  Bs[buf][lk + 2u][c][i] = wv.z;
+  Bs[buf][lk + 3u][c][i] = wv.w;
+}
+
+fn mac(buf: u32, k: u32) {
+  let a0 = As[buf][k][ty];
+  let b0 = Bs[buf][k][tx];
+  let b1 = Bs[buf][k][16u + tx];
+  c00 = outer_acc(c00, a0, b0);
+  c01 = outer_acc(c01, a0, b1);
+}
+
+fn products(buf: u32) {
+  mac(buf, 0u); mac(buf, 1u); mac(buf, 2u); mac(buf, 3u);
+  mac(buf, 4u); mac(buf, 5u); mac(buf, 6u); mac(buf, 7u);
+  mac(buf, 8u); mac(buf, 9u); mac(buf, 10u); mac(buf, 11u);
+  mac(buf, 12u); mac(buf, 13u); mac(buf, 14u); mac(buf, 15u);
+}
+
+fn step(k0: u32, kend: u32, cur: u32) {
+  let more = k0 + BK < kend;
+#ifnot NOLOAD
+  load_step(select(k0, k0 + BK, more));
+#endif
+  products(cur);
+  if (more) { put_step(1u - cur, k0 + BK); }
+  workgroupBarrier();
+}
+
+@compute @workgroup_size(512)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let n0 = wid.x * BN;
+  let m0 = wid.y * BM;
+  tx = lid % 16u;
+  ty = lid / 16u;
+#if SPLITK
+  split = wid.z;
+  let kbeg = split * p.kspan;
+  let kend = min(p.k, kbeg + p.kspan);
+#else
+  let kbeg = 0u;
+  let kend = p.k;
+#endif
+  lrow = lid / 4u;
+  lk = 4u * (lid % 4u);
+  xrow = min(m0 + lrow, p.m - 1u);
+  wrow = min(n0 + lrow, p.rows - 1u);
+  load_step(kbeg);
+  put_step(0u, kbeg);
+  workgroupBarrier();
+  for (var k0 = kbeg; k0 < kend; k0 += 2u * BK) {
+    step(k0, kend, 0u);
+    if (k0 + BK >= kend) { break; }
+    step(k0 + BK, kend, 1u);
+  }
+  store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
+  store_block(m0 + ty * 4u, n0 + 64u + tx * 4u, c01);
+}
+#else
+// This thread's loader block (tile row, k within the step), its clamped rows and its role (x or
+// w); the accumulators and the thread's tile position, private so the written-out calls can
+// update them.
+var<private> pos: vec2<u32>;
+var<private> rows: vec4<u32>;
+var<private> w_role: bool;
+var<private> c00: mat4x4<f32>;
+var<private> c01: mat4x4<f32>;
+var<private> c10: mat4x4<f32>;
+var<private> c11: mat4x4<f32>;
+var<private> tx: u32;
+var<private> ty: u32;
+
+// Sets the loader role of thread lid for the tile at (m0, n0).
+fn set_role(lid: u32, m0: u32, n0: u32) {
+  w_role = lid >= 128u;
+  pos = blk(lid % 128u);
+  rows = blk_rows(select(m0, n0, w_role) + pos.x, select(p.m, p.rows, w_role) - 1u);
 }
 
 // This thread's block of the k step from k0 as loaded bits (past the last k: inside the buffer).
@@ -596,6 +692,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   store_block(m0 + 64u + ty * 4u, n0 + tx * 4u, c10);
   store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
 }
+#endif
 
 #else
 // Tiled: 256 threads as 16 × 16 compute a BT × BT output tile, BT = 16·MT (MT = 4 or 8 with
