@@ -1,11 +1,12 @@
 /**
- * Attention micro-benchmark: the vision tower's block-diagonal attention, the decoder's causal
- * prefill and decode, at real shapes, with seeded inputs made on the GPU. Time per call =
- * (t(2R) − t(R)) / R over R chained calls in one compute pass (drops submit and readback costs).
+ * Attention micro-benchmark: the vision tower's block-diagonal attention and the decoder's causal
+ * prefill (decode: bench/_attention_decode.ts), at real shapes, with seeded inputs made on the
+ * GPU. Time per call = (t(2R) − t(R)) / R over R chained calls in one compute pass (drops submit
+ * and readback costs).
  * After timing, a few output rows of each case are checked against src/ref/attention.ts (f64), so
  * a fast wrong kernel cannot pass unnoticed. Prints a table and writes JSON lines (--out).
  *
- *   deno run -A bench/_attention.ts [--only vision,prefill,decode] [--reps R]
+ *   deno run -A bench/_attention.ts [--only vision,prefill] [--reps R]
  *     [--sweep 0|1|small|flash] [--tunings JSON] [--seqs 5120,1564] [--out file.jsonl]
  *
  * --tunings '[null, {"flash": {"ty": 16}}]' times the given prefill tunings in that order (null:
@@ -15,15 +16,7 @@
 import { requestGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32 } from "../src/gpu/buffers.ts";
 import { fill } from "../kernels/fill.ts";
-import {
-  causalAttention,
-  decodeAttention,
-  decodeAttentionScratchBytes,
-  type DecodeAttentionShape,
-  type PrefillOptions,
-  visionAttention,
-} from "../kernels/attention.ts";
-import { createDecodeState, writeDecodeState } from "../kernels/state.ts";
+import { causalAttention, type PrefillOptions, visionAttention } from "../kernels/attention.ts";
 import { type Dispatch, run } from "../kernels/_kernel.ts";
 import { attention as attentionRef } from "../src/ref/attention.ts";
 import { msPerRep } from "./_timing.ts";
@@ -33,7 +26,7 @@ const opt = (name: string, def: string) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : def;
 };
-const only = opt("--only", "vision,prefill,decode").split(",");
+const only = opt("--only", "vision,prefill").split(",");
 const outFile = opt("--out", "");
 /** Patches per image of the vision cases (5120: a 1280-token image, 1564: 391 tokens). */
 const visionSeqs = opt("--seqs", "5120,1564").split(",").map(Number);
@@ -57,20 +50,19 @@ const SMALL_TUNINGS: (PrefillOptions | undefined)[] = [
  */
 const FLASH_TUNINGS: (PrefillOptions | undefined)[] = [
   undefined,
-  { flash: { loops: true } },
-  { flash: { compact: true, loops: true } },
   {},
   { flash: {} },
+  { flash: { loops: true } },
+  { flash: { ty: 12 } },
   { flash: { compact: true } },
-  { flash: { ty: 16 } },
+  { flash: { compact: true, loops: true } },
   { flash: { ty: 16, compact: true } },
-  { flash: { ty: 8, rk: 8 } },
   { flash: { outer: true } },
   undefined,
   { flash: { loops: true } },
-  { flash: { compact: true, loops: true } },
-  { flash: {} },
+  { flash: { ty: 12 } },
   { flash: { compact: true } },
+  { flash: { compact: true, loops: true } },
 ];
 const tuningsOpt = opt("--tunings", "");
 const TUNINGS: (PrefillOptions | undefined)[] = tuningsOpt
@@ -230,7 +222,6 @@ if (only.includes("vision")) {
 
 // Decoder (7B: 28 heads, 4 KV heads, head_dim 128): q in the fused qkv row, K/V in a cache.
 const D7 = { heads: 28, kvHeads: 4, headDim: 128 };
-const D72 = { heads: 64, kvHeads: 8, headDim: 128 };
 
 if (only.includes("prefill")) {
   for (const seq of [478, 1024]) {
@@ -283,86 +274,6 @@ if (only.includes("prefill")) {
     }
     [qkv, kc, vc, out].forEach((b) => b.destroy());
   }
-}
-
-if (only.includes("decode")) {
-  const state = createDecodeState(gpu);
-  const maxTokens = 4096;
-  for (const [name, s] of [["7B", D7], ["72B", D72]] as const) {
-    const stride = (s.heads + 2 * s.kvHeads) * s.headDim, kvWidth = s.kvHeads * s.headDim;
-    const qkv = randomBuffer(stride, 31, "qkv");
-    const kc = randomBuffer(maxTokens * kvWidth, 32, "k");
-    const vc = randomBuffer(maxTokens * kvWidth, 33, "v");
-    const out = createStorage(gpu, s.heads * s.headDim * 4, "out");
-    const DECODE_TUNINGS: Partial<DecodeAttentionShape>[] = sweep
-      ? [
-        { kernel: "v1" },
-        {},
-        { splits: 64 },
-        { splits: 32 },
-        { splits: 16 },
-        { chunk: 16 },
-        { chunk: 16, splits: 32 },
-      ]
-      : [{}];
-    for (const tuning of DECODE_TUNINGS) {
-      const shape: DecodeAttentionShape = { ...s, maxTokens, ...tuning };
-      const scratch = createStorage(gpu, decodeAttentionScratchBytes(shape), "scratch");
-      const ds = decodeAttention(
-        gpu,
-        out,
-        { buffer: qkv, stride },
-        { buffer: kc },
-        { buffer: vc },
-        state,
-        scratch,
-        shape,
-      );
-      for (const ctx of [600, 4096]) {
-        writeDecodeState(gpu, state, { cacheLen: ctx - 1, position: ctx - 1, step: 0 });
-        const ms = await timeIt(ds, out, 200);
-        const err = await checkRow(
-          `decode ${name} ${ctx}`,
-          out,
-          0,
-          { b: qkv, stride, off: 0, row: 0 },
-          { k: kc, v: vc, stride: kvWidth, kOff: 0, vOff: 0 },
-          0,
-          ctx,
-          s,
-        );
-        report(
-          {
-            kind: "decode",
-            case: `decode ${name} ctx ${ctx} ${JSON.stringify(tuning)}`,
-            ctx,
-            ...s,
-            tuning,
-            dispatches: ds.length,
-            max_err: err,
-          },
-          ms,
-          4 * ctx * s.headDim * s.heads,
-        );
-      }
-      scratch.destroy();
-      ds.forEach((d) => d.destroy());
-    }
-    [qkv, kc, vc, out].forEach((b) => b.destroy());
-  }
-  // The floor any decode kernel pays in such a chain: a one-workgroup dispatch writing 16 bytes.
-  const tiny = createStorage(gpu, 16, "tiny");
-  const ms = await timeIt(
-    [fill(gpu, tiny, { count: 4, dtype: "f32", seed: 1, scale: 1 })],
-    tiny,
-    200,
-  );
-  console.log(
-    `${"dispatch floor (fill of 4 f32)".padEnd(52)} ${(ms * 1000).toFixed(1).padStart(10)} µs`,
-  );
-  lines.push(JSON.stringify({ kind: "floor", us: +(ms * 1000).toFixed(2) }));
-  tiny.destroy();
-  state.destroy();
 }
 
 if (outFile) await Deno.writeTextFile(outFile, lines.join("\n") + "\n");

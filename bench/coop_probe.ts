@@ -22,9 +22,9 @@ console.log(
   `adapter: ${adapter.info.description} features: ${[...adapter.features].sort().join(",")}`,
 );
 const COOP = "wgpu-cooperative-matrix" as GPUFeatureName;
-const base = ["shader-f16", "timestamp-query"].filter((f) =>
+const base = (["shader-f16", "timestamp-query"] as GPUFeatureName[]).filter((f) =>
   adapter.features.has(f)
-) as GPUFeatureName[];
+);
 const requiredLimits = {
   maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
   maxBufferSize: adapter.limits.maxBufferSize,
@@ -55,7 +55,7 @@ function buffer(
   const size = typeof data === "number" ? data : data.byteLength;
   const b = dev.createBuffer({ size: Math.ceil(size / 16) * 16, usage });
   if (typeof data !== "number") {
-    dev.queue.writeBuffer(b, 0, data.buffer, data.byteOffset, data.byteLength);
+    dev.queue.writeBuffer(b, 0, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
   }
   return b;
 }

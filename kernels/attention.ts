@@ -1,23 +1,14 @@
 /**
- * Attention kernels (kernels/attention.wgsl): causal prefill with grouped-query attention, the
- * vision tower's block-diagonal attention, and split-K decode over the KV cache in one dispatch.
+ * Attention kernels (kernels/attention.wgsl): causal prefill with grouped-query attention and the
+ * vision tower's block-diagonal attention; decode over the KV cache is kernels/attention_decode.ts.
  * Reference: src/ref/attention.ts.
  *
  * Measured with bench/_attention.ts (t(2R) − t(R), median of three, f32 throughout), NVIDIA H200,
- * 2026-11-28, against the previous kernels (4 lanes per query row; decode_part + decode_combine)
- * in the same run:
+ * 2026-11-28, against the previous kernels (4 lanes per query row) in the same run:
  * - vision 16 heads × 80, one 5120-patch image: 51.8 → 10.7 ms (2.6 → 12.5 TFLOP/s); 1564
  *   patches: 4.66 → 1.28 ms (9.8 TFLOP/s). 32 layers at 5120: 1.66 → 0.34 s of attention.
  * - 7B causal prefill (28 / 4 heads × 128): 478 tokens 1306 → 241–268 µs, 1024 tokens 5345 →
  *   753–787 µs (≈ 10 TFLOP/s).
- * - 7B decode (28 / 4 heads): 33.7 → 17.5 µs at 600 keys, 51.0 → 44.0 µs at 4096; 72B decode
- *   (64 / 8 heads): 43.0 → 24.8 µs and 88.0 → 62.1 µs.
- * Decode on the NVIDIA H100 80GB HBM3, 2026-11-28 08:30 UTC (bench/_attention.ts --only decode,
- * same run): v1 → v3 (loads of a chunk issued together, 4-wide chains) at the default splits:
- * 7B 23.3 → 14.6 µs at 600 keys, 42.8 → 25.6 µs at 4096 (32 splits); 72B 23.4 → 15.8 µs and
- * 63.1 → 41.9 µs (16 splits). A one-barrier-per-step variant reading K/V per thread from global
- * memory (v2) ran 34–200 µs: loads inside a loop cost a memory latency per iteration there. The
- * chain's floor (a 16-byte fill dispatch) is 4.6 µs.
  * The Q-resident prefill tiling (fewer barriers, more workgroup memory) lost on the H100 and the
  * H200 (vision 5120: 14.2 vs 10.7 ms) and is opt-in.
  * A row-sliced prefill (query rows and output slices in per-thread arrays, K/V tiles
@@ -42,7 +33,7 @@
  */
 import type { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
+import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 
 export { cuSeqlens } from "../src/ref/attention.ts";
@@ -60,12 +51,8 @@ const Params = defineParams({
   v_off: "u32",
   offset: "u32",
   n_cu: "u32",
-  nsplit: "u32",
   scale: "f32",
 });
-
-/** Decode workgroup size (WG in the shader). */
-const DECODE_WG = 256;
 
 /**
  * Rows of heads inside a wider buffer: head h of token t starts at element
@@ -89,7 +76,8 @@ export interface AttentionHeads {
   headDim: number;
 }
 
-interface Resolved {
+/** An attention call's heads, checked, with q / k / v as [row stride, column offset] in vec4. */
+export interface ResolvedHeads {
   heads: number;
   kvHeads: number;
   headDim: number;
@@ -99,7 +87,14 @@ interface Resolved {
   v: [number, number];
 }
 
-function resolve(what: string, s: AttentionHeads, q: HeadRows, k: HeadRows, v: HeadRows): Resolved {
+/** Checks an attention call's heads and rows (errors name `what`). */
+export function resolveHeads(
+  what: string,
+  s: AttentionHeads,
+  q: HeadRows,
+  k: HeadRows,
+  v: HeadRows,
+): ResolvedHeads {
   const { heads, headDim } = s;
   const kvHeads = s.kvHeads ?? heads;
   if (!(headDim > 0 && headDim % 16 === 0 && headDim <= 512)) {
@@ -132,8 +127,8 @@ function resolve(what: string, s: AttentionHeads, q: HeadRows, k: HeadRows, v: H
 }
 
 function pack(
-  r: Resolved,
-  x: { seq: number; offset?: number; nCu?: number; nsplit?: number },
+  r: ResolvedHeads,
+  x: { seq: number; offset?: number; nCu?: number },
 ): ArrayBuffer {
   return Params.pack({
     seq: x.seq,
@@ -147,7 +142,6 @@ function pack(
     v_off: r.v[1],
     offset: x.offset ?? 0,
     n_cu: x.nCu ?? 0,
-    nsplit: x.nsplit ?? 0,
     scale: 1 / Math.sqrt(r.headDim),
   });
 }
@@ -184,10 +178,11 @@ export interface FlashTuning {
   /** Unpadded Q and P rows, row partials in the P buffer: less memory, one more barrier a tile. */
   compact: boolean;
   /**
-   * The hot loops (S, P·V, the row reductions) as WGSL `for` loops instead of written out step
-   * by step ({@link flashCode}): the benchmark's baseline, slower.
+   * The hot loops as WGSL `for` loops instead of written out step by step (flashCode): true all
+   * of them (S, P·V, the row reductions), "s" S only, "pv" P·V only. Written out is faster at
+   * head_dim 80 (vision), loops at 128 (causal; see {@link prefillDefault}).
    */
-  loops: boolean;
+  loops: boolean | "s" | "pv";
 }
 
 /**
@@ -199,9 +194,16 @@ export type PrefillOptions = Partial<PrefillTuning> & { flash?: Partial<FlashTun
 
 /**
  * The prefill tuning a call without one runs: the flash kernel, at its default tiling for the
- * vision tower ({tx: 10, ty: 12} at head_dim 80) and COMPACT for causal prefill ({tx: 8, ty: 12}
- * at 128). H200, 2026-11-28, bench/_attention.ts --sweep flash (device runs attn-2 10:30, attn-3
- * 10:50, attn-4 11:03, attn-5 11:16; each comparison interleaved in one run):
+ * vision tower ({tx: 10, ty: 16} at head_dim 80, its loops written out) and COMPACT with `for`
+ * loops for causal prefill ({tx: 8, ty: 12} at 128). H200, 2026-11-28, bench/_attention.ts
+ * --sweep flash, each comparison interleaved in one run. With the hot loops written out (device
+ * run attn-1 / attn-2, 12:25):
+ * - vision 5120 patches: {ty: 12} 7.67–7.68 ms with loops → 6.76–6.91 written out; {ty: 16}
+ *   written out 5.99 ms (22.4 TFLOP/s; COMPACT 6.08); 1564: 737–740 → 727–732 µs, ty 16 728.
+ * - 7B causal COMPACT: written out 193–196 µs at 478 tokens and 761–772 at 1024 against loops
+ *   162–171 and 580–582 (head_dim 128: four vec4 columns a thread).
+ * Before (loops, flat shared arrays; device runs attn-2 10:30, attn-3 10:50, attn-4 11:03, attn-5
+ * 11:16):
  * - vision 16 heads × 80, tiled → flash {tx: 10, ty: 16} (attn-3): 1024 patches 424.5 → 347–349
  *   µs, 1564: 1.28 → 1.05 ms, 2560: 3.18–3.21 → 2.17 ms, 3600: 5.98–6.11 → 4.09–4.23 ms, 5120:
  *   10.68–10.77 → 8.48–8.55 ms. {tx: 10, ty: 12} (39.8 KB: five workgroups an SM instead of
@@ -215,7 +217,7 @@ export type PrefillOptions = Partial<PrefillTuning> & { flash?: Partial<FlashTun
  *   TFLOP/s); flash {tx: 8, ty: 10} 195 / 708; flash {tx: 8, ty: 8} 233 / 857.
  */
 export function prefillDefault(vision: boolean): PrefillOptions {
-  return vision ? { flash: {} } : { flash: { compact: true } };
+  return vision ? { flash: {} } : { flash: { compact: true, loops: true } };
 }
 
 /** Most prefetch groups of 4 vec4 per thread in the flash kernel (f0 .. f7). */
@@ -249,20 +251,21 @@ function tree(terms: string[], op: (a: string, b: string) => string): string {
 function flashCode(headDim: number, t: FlashTuning): Record<string, string> {
   const hd4 = headDim / 4, bk = t.rk * t.tx, sn = t.outer ? headDim : hd4;
   const reds = Array.from({ length: t.tx }, (_, x) => `red_row(${x}u)`);
-  if (t.loops) {
-    const four = (f: string, i: string) => [0, 1, 2, 3].map((j) => `${f}(${i} + ${j}u);`).join(" ");
-    return {
-      S_STEPS: `for (var c = 0u; c < ${sn}u; c += 4u) { ${four("s_step", "c")} }`,
-      PV_STEPS: `for (var j = 0u; j < BK; j += 4u) { ${four("pv_step", "j")} }`,
-      ROW_MAX: "for (var x = 0u; x < TX; x++) { mx = max(mx, red_row(x)); }",
-      ROW_SUM: "for (var x = 0u; x < TX; x++) { lt += red_row(x); }",
-    };
-  }
+  const four = (f: string, i: string) => [0, 1, 2, 3].map((j) => `${f}(${i} + ${j}u);`).join(" ");
+  const all = t.loops === true;
   return {
-    S_STEPS: steps("s_step", sn, "    "),
-    PV_STEPS: steps("pv_step", bk, "    "),
-    ROW_MAX: `mx = max(mx, ${tree(reds, (a, b) => `max(${a}, ${b})`)});`,
-    ROW_SUM: `lt = ${tree(reds, (a, b) => `(${a} + ${b})`)};`,
+    S_STEPS: all || t.loops === "s"
+      ? `for (var c = 0u; c < ${sn}u; c += 4u) { ${four("s_step", "c")} }`
+      : steps("s_step", sn, "    "),
+    PV_STEPS: all || t.loops === "pv"
+      ? `for (var j = 0u; j < BK; j += 4u) { ${four("pv_step", "j")} }`
+      : steps("pv_step", bk, "    "),
+    ROW_MAX: all
+      ? "for (var x = 0u; x < TX; x++) { mx = max(mx, red_row(x)); }"
+      : `mx = max(mx, ${tree(reds, (a, b) => `max(${a}, ${b})`)});`,
+    ROW_SUM: all
+      ? "for (var x = 0u; x < TX; x++) { lt += red_row(x); }"
+      : `lt = ${tree(reds, (a, b) => `(${a} + ${b})`)};`,
   };
 }
 
@@ -277,7 +280,7 @@ function flashLayout(headDim: number, t: FlashTuning) {
   }
   const sq = hd4 | 1, groups = Math.ceil(bk * hd4 / wg / 4);
   const qst = t.compact ? hd4 : sq, ps = t.compact ? t.ty : t.ty + 1;
-  const defines: Record<string, boolean | number> = {
+  const defines: Record<string, boolean | number | string> = {
     FLASH: true,
     TX: t.tx,
     TY: t.ty,
@@ -315,9 +318,18 @@ function flashCandidates(headDim: number, t: Partial<FlashTuning>): FlashTuning[
   const rk = t.rk ?? (tx === 4 ? 8 : 4);
   const outer = t.outer ?? false, early = t.early ?? false, compact = t.compact ?? false;
   const loops = t.loops ?? false;
-  // 12 rows of threads first (vision at 80: 120 threads, 39.8 KB, five workgroups an SM; 16 rows
-  // need 48.4 KB, four an SM: 7.68 against 8.49 ms at 5120 patches, 740 against 1050 µs at 1564).
-  return (t.ty ? [t.ty] : [12, 8, 4]).map((ty) => ({ tx, ty, rk, outer, early, compact, loops }));
+  // 16 rows of threads first (vision at 80: 160 threads, 48.5 KB, four workgroups an SM; written
+  // out 5.99 against 6.76–6.91 ms for 12 rows at 5120 patches, 728 against 727–732 µs at 1564;
+  // with loops 12 rows won), then 12 (causal COMPACT at 128: 16 rows do not fit 48 KB).
+  return (t.ty ? [t.ty] : [16, 12, 8, 4]).map((ty) => ({
+    tx,
+    ty,
+    rk,
+    outer,
+    early,
+    compact,
+    loops,
+  }));
 }
 
 /** The first flash tiling of the candidates that fits this adapter, or undefined. */
@@ -416,7 +428,7 @@ function prefillLayout(headDim: number, t: PrefillTuning) {
 function prefillDispatch(
   gpu: Gpu,
   what: string,
-  r: Resolved,
+  r: ResolvedHeads,
   vision: boolean,
   buffers: BufferArg[],
   params: ArrayBuffer,
@@ -471,7 +483,7 @@ export function causalAttention(
   s: CausalAttentionShape,
   tuning?: PrefillOptions,
 ): Dispatch {
-  const r = resolve("causalAttention", s, q, k, v);
+  const r = resolveHeads("causalAttention", s, q, k, v);
   return prefillDispatch(
     gpu,
     "causalAttention",
@@ -518,7 +530,7 @@ export function visionAttention(
   if (!(s.nCu >= 2)) {
     throw new InvalidInputError(`visionAttention: cu_seqlens needs ≥ 2 entries, got ${s.nCu}`);
   }
-  const r = resolve("visionAttention", s, q, k, v);
+  const r = resolveHeads("visionAttention", s, q, k, v);
   return prefillDispatch(
     gpu,
     "visionAttention",
@@ -529,125 +541,4 @@ export function visionAttention(
     s.seq,
     tuning,
   );
-}
-
-/** Shape of a decode attention call. */
-export interface DecodeAttentionShape extends AttentionHeads {
-  /** Rows of the KV cache (the most keys a step can attend to). */
-  maxTokens: number;
-  /**
-   * Most workgroups sharing one head block's keys (flash-decoding splits, ≤ 64). Default: about
-   * 128 workgroups over all head blocks at a long context (H100: 7B 32 splits, 72B 16 — at
-   * 4096 keys 25.6 µs against 32.2 µs with 64, and 41.9 against 46.8 µs with 32).
-   */
-  splits?: number;
-  /** Keys a decode workgroup takes per step: 8, 16 or 32 (default: 32, less if memory says so). */
-  chunk?: 8 | 16 | 32;
-  /**
-   * "v3" (default): a chunk's K/V loads issued together, the query read overlapped with them,
-   * four independent chains in the inner loops, merge loads eight splits at a time; "v1": the
-   * same kernel with plain loops (kept as the benchmark's baseline).
-   */
-  kernel?: "v1" | "v3";
-}
-
-/** Most splits: the merge stages every split's statistics in workgroup memory (MAXS). */
-const MAX_SPLITS = 64;
-
-/** Query heads per decode workgroup: the largest divisor of the GQA group ≤ 8 with G · hd4 ≤ 256. */
-function decodeGroup(s: DecodeAttentionShape): number {
-  const group = s.heads / (s.kvHeads ?? s.heads), hd4 = s.headDim / 4;
-  for (let g = Math.min(group, 8); g > 1; g--) {
-    if (group % g === 0 && g * hd4 <= DECODE_WG) return g;
-  }
-  return 1;
-}
-
-function splitsOf(s: DecodeAttentionShape): number {
-  const want = s.splits ?? Math.ceil(128 / (s.heads / decodeGroup(s)));
-  return Math.max(1, Math.min(want, MAX_SPLITS, ceilDiv(s.maxTokens, s.chunk ?? 32)));
-}
-
-/**
- * Byte size of the scratch buffer {@link decodeAttention} needs (one may serve every layer, as
- * the calls run one after another). Create it zeroed (createStorage does): it holds arrival
- * counters that each call leaves at zero.
- */
-export function decodeAttentionScratchBytes(s: DecodeAttentionShape): number {
-  return (s.heads * splitsOf(s) * (s.headDim + 2) + s.heads) * 4;
-}
-
-/**
- * v1: query heads per decode workgroup (the largest divisor of the GQA group, ≤ 8, with one
- * thread per (head, vec4 column)) and keys per step, within the adapter's workgroup memory.
- */
-function decodeTiling(gpu: Gpu, s: DecodeAttentionShape, group: number) {
-  const hd4 = s.headDim / 4;
-  const bytes = (g: number, chunk: number) =>
-    16 * (g * hd4 + chunk * (hd4 + 1) + chunk * hd4) + 4 * (2 * g * chunk + 2 * g) +
-    8 * g * MAX_SPLITS + 4;
-  for (const chunk of s.chunk ? [s.chunk] : [32, 16, 8]) {
-    for (let g = Math.min(group, 8); g >= 1; g--) {
-      if (
-        group % g === 0 && g * hd4 <= DECODE_WG &&
-        bytes(g, chunk) <= gpu.limits.maxComputeWorkgroupStorageSize
-      ) return { group: g, chunk };
-    }
-  }
-  throw new InvalidInputError(
-    `decodeAttention: head_dim ${s.headDim} needs more workgroup memory than the adapter has`,
-  );
-}
-
-/**
- * Decode attention: the single query (this step's token, its K/V already written at cache row
- * state.cache_len) attends to cache rows 0..state.cache_len. One dispatch (flash-decoding): the
- * keys are split over several workgroups per head block, each writing partial softmax sums, and
- * the last to finish merges them. The split size follows the context length read from the
- * state, so the same Dispatch serves every step.
- * @param out (1, heads · headDim) f32
- * @param q (1, ·) this step's queries after rope
- * @param k (maxTokens, ·) the layer's K cache
- * @param v (maxTokens, ·) the layer's V cache
- * @param state decode state (kernels/state.ts)
- * @param scratch {@link decodeAttentionScratchBytes} bytes, zeroed once at creation
- * @returns the dispatches of one call (one)
- */
-export function decodeAttention(
-  gpu: Gpu,
-  out: BufferArg,
-  q: HeadRows,
-  k: HeadRows,
-  v: HeadRows,
-  state: BufferArg,
-  scratch: BufferArg,
-  s: DecodeAttentionShape,
-): Dispatch[] {
-  const r = resolve("decodeAttention", s, q, k, v);
-  const nsplit = splitsOf(s);
-  checkSize("decodeAttention scratch", scratch, decodeAttentionScratchBytes(s));
-  const t = decodeTiling(gpu, s, r.group);
-  const vt = variant(gpu, {
-    family: "attention",
-    entry: "decode",
-    bindings: ["read", "read", "read", "read", "read_write", "read_write"],
-    params: Params,
-    defines: {
-      HD: s.headDim,
-      DECODE: true,
-      GROUP: t.group,
-      CHUNK: t.chunk,
-      MAXS: MAX_SPLITS,
-      UNR: (s.kernel ?? "v3") === "v3",
-    },
-  });
-  return [
-    new Dispatch(
-      gpu,
-      vt,
-      [q.buffer, k.buffer, v.buffer, state, scratch, out],
-      pack(r, { seq: 1, nsplit }),
-      [nsplit, s.heads / t.group],
-    ),
-  ];
 }

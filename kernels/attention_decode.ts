@@ -3,13 +3,30 @@
  * one dispatch (flash-decoding: splits of the keys over several workgroups, merged by the last to
  * finish), the split size following the context length on the GPU so one Dispatch serves every
  * step. Prefill and vision attention are kernels/attention.ts.
+ *
+ * History (bench/_attention.ts, then bench/_attention_decode.ts; t(2R) − t(R) per call in a chain
+ * of calls, so the chain's dispatch floor, 2.5–4.6 µs, is inside every number):
+ * - H200, 2026-11-28: two dispatches a call (decode_part + decode_combine) → one: 7B (28 / 4
+ *   heads × 128) 33.7 → 17.5 µs at 600 keys, 51.0 → 44.0 µs at 4096; 72B (64 / 8) 43.0 → 24.8 µs
+ *   and 88.0 → 62.1 µs.
+ * - H100, 08:30: v1 → v3 (a chunk's loads issued together, 4-wide chains) at the default splits:
+ *   7B 23.3 → 14.6 µs at 600 keys, 42.8 → 25.6 µs at 4096 (32 splits); 72B 23.4 → 15.8 µs and
+ *   63.1 → 41.9 µs (16 splits). A one-barrier-per-step variant reading K/V per thread from global
+ *   memory ran 34–200 µs: loads inside a loop cost a memory latency per iteration there.
+ * - H200, 12:21 and 12:24 (this file's kernel against v3 in the same call): the next chunk's loads
+ *   prefetched and the inner loops written out: 7B 13.9 → 11.5–12.6 µs at 600 keys, 23.7 →
+ *   20.1–22.1 at 4096; 72B 15.9 → 13.3–14.3 and 36.5 → 27.9–28.0. Writing the loops out did most
+ *   of it (72B at 4096: 34.5 µs with neither, 28.5 unrolled alone, 32.0 prefetched alone).
+ *   Merging 4 or 16 splits a batch instead of 8 moved nothing beyond the ±1 µs noise; more
+ *   workgroups than SMs (72B 24 or 48 splits, 7B 64) cost 30–40 %, which says a workgroup holds
+ *   an SM alone here, so the defaults stay at ≈ 128 workgroups.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
-import type { AttentionHeads, HeadRows } from "./attention.ts";
+import { type AttentionHeads, type HeadRows, resolveHeads } from "./attention.ts";
 
 // Strides and offsets are in vec4 units (4 f32).
 const Params = defineParams({
@@ -152,57 +169,35 @@ export function decodeAttention(
   scratch: BufferArg,
   s: DecodeAttentionShape,
 ): Dispatch[] {
-  const { heads, headDim } = s;
-  const kvHeads = s.kvHeads ?? heads;
-  if (!(headDim > 0 && headDim % 16 === 0 && headDim <= 512)) {
-    throw new InvalidInputError(
-      `decodeAttention: head_dim ${headDim} must be a multiple of 16 up to 512`,
-    );
-  }
-  if (!(kvHeads > 0 && heads % kvHeads === 0)) {
-    throw new InvalidInputError(
-      `decodeAttention: ${heads} query heads are not a multiple of ${kvHeads} KV heads`,
-    );
-  }
-  const rows = (x: HeadRows, n: number, name: string): [number, number] => {
-    const stride = x.stride ?? n * headDim, offset = x.offset ?? 0;
-    if (stride % 4 || offset % 4 || offset + n * headDim > stride) {
-      throw new InvalidInputError(
-        `decodeAttention: ${name} rows (stride ${stride}, offset ${offset}) must be multiples ` +
-          `of 4 and hold ${n} heads of ${headDim}`,
-      );
-    }
-    return [stride / 4, offset / 4];
-  };
-  const [qr, kr, vr] = [rows(q, heads, "q"), rows(k, kvHeads, "k"), rows(v, kvHeads, "v")];
+  const r = resolveHeads("decodeAttention", s, q, k, v);
   const nsplit = splitsOf(s);
   checkSize("decodeAttention scratch", scratch, decodeAttentionScratchBytes(s));
-  const t = tiling(gpu, s, heads / kvHeads);
+  const t = tiling(gpu, s, r.group);
   const vt = variant(gpu, {
     family: "attention_decode",
     entry: "decode",
     bindings: ["read", "read", "read", "read", "read_write", "read_write"],
     params: Params,
     defines: {
-      HD: headDim,
+      HD: r.headDim,
       GROUP: t.group,
       CHUNK: t.chunk,
       MAXS: MAX_SPLITS,
       PF: s.prefetch ?? true,
-      ...innerLoops(headDim / 4, t.chunk, s.unroll ?? true, s.mergeBatch ?? 8),
+      ...innerLoops(r.headDim / 4, t.chunk, s.unroll ?? true, s.mergeBatch ?? 8),
     },
   });
   const params = Params.pack({
-    heads,
-    group: heads / kvHeads,
-    q_stride: qr[0],
-    q_off: qr[1],
-    k_stride: kr[0],
-    k_off: kr[1],
-    v_stride: vr[0],
-    v_off: vr[1],
+    heads: r.heads,
+    group: r.group,
+    q_stride: r.q[0],
+    q_off: r.q[1],
+    k_stride: r.k[0],
+    k_off: r.k[1],
+    v_stride: r.v[0],
+    v_off: r.v[1],
     nsplit,
-    scale: 1 / Math.sqrt(headDim),
+    scale: 1 / Math.sqrt(r.headDim),
   });
   return [
     new Dispatch(
@@ -210,7 +205,7 @@ export function decodeAttention(
       vt,
       [q.buffer, k.buffer, v.buffer, state, scratch, out],
       params,
-      [nsplit, heads / t.group],
+      [nsplit, r.heads / t.group],
     ),
   ];
 }

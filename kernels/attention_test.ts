@@ -4,15 +4,7 @@ import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { attention as attentionRef, cuSeqlens } from "../src/ref/attention.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
-import {
-  causalAttention,
-  decodeAttention,
-  decodeAttentionScratchBytes,
-  type DecodeAttentionShape,
-  type PrefillOptions,
-  visionAttention,
-} from "./attention.ts";
-import { createDecodeState, writeDecodeState } from "./state.ts";
+import { causalAttention, type PrefillOptions, visionAttention } from "./attention.ts";
 import { run } from "./_kernel.ts";
 
 // f32 dot products and exp against an f64 reference: scores of N(0,1) inputs are O(1) and the
@@ -142,7 +134,9 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
       { flash: { tx: 10, ty: 6, compact: true } },
       { flash: { tx: 4, ty: 8, rk: 8, compact: true } },
       { flash: { tx: 10, ty: 8, loops: true } },
+      { flash: { tx: 10, ty: 8, loops: "s" } },
       { flash: { tx: 5, ty: 8, rk: 8, outer: true, loops: true } },
+      { flash: { tx: 5, ty: 8, rk: 8, outer: true, loops: "pv" } },
     ]],
     [128, [
       { cv: 2, ty: 8, dc: 4 },
@@ -161,6 +155,7 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
       { flash: { tx: 8, ty: 4, outer: true } },
       { flash: { tx: 8, ty: 4, compact: true } },
       { flash: { tx: 8, ty: 4, compact: true, loops: true } },
+      { flash: { tx: 8, ty: 4, compact: true, loops: "pv" } },
       { flash: { tx: 8, ty: 4, rk: 8, compact: true } },
     ]],
   ];
@@ -245,95 +240,6 @@ Deno.test("causalAttention() of a second turn at an offset equals one long prefi
   // Same key tiles in the same order for every query row: the results agree to rounding.
   assertClose(await readF32(gpu, turns), await readF32(gpu, whole), 1e-6, "two turns vs one");
   [bq, bk, bv, whole, turns].forEach((b) => b.destroy());
-});
-
-Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query n-1", async () => {
-  const gpu = await sharedGpu();
-  const rng = seeded(22);
-  const maxTokens = 700;
-  const state = createDecodeState(gpu);
-  // [headDim, heads, kvHeads, n, options]: splits 1 and 2 make one workgroup walk many key
-  // steps (online softmax); the others spread the keys over up to 22 splits (merged, eight per
-  // batch, so a partial last batch too). n and n + 130 land mid-chunk and mid-split.
-  const cases: [number, number, number, number, Partial<DecodeAttentionShape>][] = [
-    [16, 2, 1, 1, {}],
-    [80, 4, 2, 37, {}],
-    [128, 7, 1, 300, {}],
-    [128, 8, 1, 600, {}],
-    [128, 4, 4, 129, {}],
-    [128, 7, 1, 300, { splits: 1 }],
-    [80, 2, 1, 600, { splits: 2 }],
-    [128, 7, 1, 300, { chunk: 8 }],
-    [80, 4, 2, 37, { chunk: 16 }],
-    [128, 4, 4, 129, { splits: 64 }],
-    [128, 8, 1, 600, { splits: 64 }],
-    [128, 7, 1, 300, { kernel: "v1", chunk: 8 }],
-    [80, 2, 1, 600, { kernel: "v1", splits: 2 }],
-    [128, 8, 1, 600, { kernel: "v1", splits: 64 }],
-  ];
-  for (const [headDim, heads, kvHeads, n, opts] of cases) {
-    const s: DecodeAttentionShape = { headDim, heads, kvHeads, maxTokens, ...opts };
-    const kvWidth = kvHeads * headDim, width = heads * headDim;
-    const kc = randn(rng, maxTokens * kvWidth), vc = randn(rng, maxTokens * kvWidth);
-    const q = randn(rng, width);
-    const [bq, bk, bv] = [q, kc, vc].map((a) => uploadArray(gpu, a));
-    const out = createStorage(gpu, width * 4);
-    const scratch = createStorage(gpu, decodeAttentionScratchBytes(s));
-    const ds = decodeAttention(
-      gpu,
-      out,
-      { buffer: bq },
-      { buffer: bk },
-      { buffer: bv },
-      state,
-      scratch,
-      s,
-    );
-    // The same Dispatches at two context lengths, as successive decode steps use them.
-    for (const len of [n, Math.min(n + 130, maxTokens)]) {
-      writeDecodeState(gpu, state, { cacheLen: len - 1, position: len - 1, step: 0 });
-      run(gpu, ds);
-      // Query len-1 of a causal prefill over keys 0..len-1: its row is the decode result.
-      const want = attentionRef(q, kc.subarray(0, len * kvWidth), vc.subarray(0, len * kvWidth), {
-        seq: 1,
-        heads,
-        kvHeads,
-        headDim,
-        offset: len - 1,
-      });
-      assertClose(
-        await readF32(gpu, out),
-        want,
-        TOL,
-        `decode hd=${headDim} ${heads}/${kvHeads} len=${len} ${JSON.stringify(opts)}`,
-      );
-    }
-    [bq, bk, bv, out, scratch].forEach((b) => b.destroy());
-    ds.forEach((d) => d.destroy());
-  }
-  state.destroy();
-});
-
-Deno.test("decodeAttention() agrees with causalAttention() on the same cache", async () => {
-  const gpu = await sharedGpu();
-  const rng = seeded(23);
-  const c: Case = { headDim: 128, heads: 7, kvHeads: 1, seq: 10, offset: 190 };
-  const x = makeInputs(rng, c);
-  const [bq, bk, bv] = [x.qkv, x.kc, x.vc].map((a) => uploadArray(gpu, a));
-  const width = c.heads * c.headDim;
-  const pre = createStorage(gpu, c.seq * width * 4), dec = createStorage(gpu, width * 4);
-  const s = { ...c, maxTokens: x.keys };
-  const scratch = createStorage(gpu, decodeAttentionScratchBytes(s));
-  const state = createDecodeState(gpu);
-  writeDecodeState(gpu, state, { cacheLen: x.keys - 1, position: 0, step: 0 });
-  const qLast = { buffer: { buffer: bq, offset: (c.seq - 1) * x.qStride * 4 }, stride: x.qStride };
-  run(gpu, [
-    causalAttention(gpu, pre, { buffer: bq, stride: x.qStride }, { buffer: bk }, { buffer: bv }, c),
-    ...decodeAttention(gpu, dec, qLast, { buffer: bk }, { buffer: bv }, state, scratch, s),
-  ]);
-  const last = (await readF32(gpu, pre)).subarray((c.seq - 1) * width);
-  assertClose(await readF32(gpu, dec), last, TOL, "decode vs prefill");
-  [bq, bk, bv, pre, dec, scratch, state].forEach((b) => b.destroy());
 });
 
 Deno.test("visionAttention() keeps each frame of each image to itself", async () => {

@@ -9,6 +9,7 @@ export * from "./state.ts";
 export * from "./embedding.ts";
 export * from "./elementwise.ts";
 export * from "./attention.ts";
+export * from "./attention_decode.ts";
 export * from "./kv_cache.ts";
 export * from "./sample.ts";
 export * from "./fill.ts";

@@ -27,7 +27,7 @@ import {
 import { getRopeIndex } from "./rope_index.ts";
 import { submit } from "./vision.ts";
 import { GpuWeights } from "./weights.ts";
-import { decodeAttentionScratchBytes } from "../../kernels/attention.ts";
+import { decodeAttentionScratchBytes } from "../../kernels/attention_decode.ts";
 import assert from "node:assert/strict";
 import { syntheticModel } from "./synthetic.ts";
 import { TINY_DIR } from "./_fixture.ts";
