@@ -120,14 +120,15 @@ function tiling(gpu: Gpu, s: DecodeAttentionShape, group: number) {
 
 /**
  * The shader's written-out inner loops (or, unroll false, the same steps as WGSL loops), and the
- * merge's batch of `mb` splits.
+ * merge's batch of `mb` splits: WGSL text for its `{{…}}` placeholders, following from the
+ * variant's defines (HD, CHUNK, LOOPS, MB).
  */
 function innerLoops(
   hd4: number,
   chunk: number,
   unroll: boolean,
   mb: number,
-): Record<string, string | number> {
+): Record<string, string> {
   const xs = Array.from({ length: mb }, (_, i) => i);
   const steps = (n: number, call: (i: string) => string, loopVar: string) =>
     unroll
@@ -137,7 +138,6 @@ function innerLoops(
     SCORE: steps(hd4, (c) => `score4(qa, ka, ${c});`, "c"),
     MAXR: steps(chunk, (x) => `mx = max4(rs, ${x}, mx);`, "x"),
     PV: steps(chunk, (x) => `pv4(r, d, ${x});`, "x"),
-    MB: mb,
     MERGE: [
       ...xs.map((i) => `let x${i} = split_acc(h0 + r, sp + ${i}u, ns, d);`),
       ...xs.map((i) => `a += merge_w(r * ns, sp + ${i}u, ns, big) * x${i};`),
@@ -184,8 +184,10 @@ export function decodeAttention(
       CHUNK: t.chunk,
       MAXS: MAX_SPLITS,
       PF: s.prefetch ?? true,
-      ...innerLoops(r.headDim / 4, t.chunk, s.unroll ?? true, s.mergeBatch ?? 8),
+      LOOPS: !(s.unroll ?? true),
+      MB: s.mergeBatch ?? 8,
     },
+    code: innerLoops(r.headDim / 4, t.chunk, s.unroll ?? true, s.mergeBatch ?? 8),
   });
   const params = Params.pack({
     heads: r.heads,
