@@ -56,6 +56,12 @@ export interface BenchResult {
   prefill_s: number;
   /** Pixels and ids in → first token id on the CPU: vision + prefill + sampler + one readback. */
   ttft_s: number;
+  /**
+   * CPU time of the TTFT call until its GPU work was submitted: the vision tower's (encodeImages
+   * returning) and all of it (after prefill and the first sampler step were recorded). The GPU
+   * idles while the first batch is built; the rest overlaps the GPU running the earlier ones.
+   */
+  ttft_cpu_s: { vision: number; all: number };
   /** Generated tokens per second over `new_tokens` decode steps. */
   decode_tok_s: number;
   /** Estimated GPU memory: weights + KV cache + activations (WebGPU cannot query it). */
@@ -201,10 +207,12 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       // also timed alone (each with its own readback) in a second pass below.
       const t1 = performance.now();
       const img = grid ? model.encodeImages(pixels!, [grid]) : undefined;
+      const tVision = performance.now();
       await model.prefill(s, ids, img);
       // The generation loop's own sampler + advance, as Pipeline builds it after prefill.
       const run = new SessionRun(model, s, GREEDY);
       record(gpu, run, 0, 1);
+      const tSubmitted = performance.now();
       await readU32(gpu, s.tokens, 1);
       const ttft = (performance.now() - t1) / 1000;
       img?.destroy();
@@ -278,6 +286,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         vision_s: round(visionS),
         prefill_s: round(prefillS),
         ttft_s: round(ttft),
+        ttft_cpu_s: { vision: round((tVision - t1) / 1000), all: round((tSubmitted - t1) / 1000) },
         decode_tok_s: round(tokS, 2),
         gpu_mem_gb: round(
           (model.memory.weights + model.memory.activations +

@@ -124,7 +124,7 @@ Deno.test("runBench() --profile times every dispatch of a decode step, the visio
   const p = r.decode_profile!;
   // The sampler is one Dispatch of two kernels: counted once here, twice in dispatches_per_step.
   assert.equal(p.shares.reduce((a, e) => a + e.count, 0), r.dispatches_per_step - 1);
-  assert.ok(p.shares.some((e) => e.key.startsWith("attention.decode")), JSON.stringify(p));
+  assert.ok(p.shares.some((e) => e.key.startsWith("attention_decode.decode")), JSON.stringify(p));
   assert.ok(p.shares.every((e) => e.us >= 0) && p.kernels_us > 0);
   assert.ok(p.shares.every((e, i) => i === 0 || p.shares[i - 1].us >= e.us), "largest first");
   // step_us comes from the unrounded tok/s; decode_tok_s is rounded to 0.01.
