@@ -11,13 +11,12 @@
  *     [--shapes vision,7b,72b] [--labels qkv,fc1] [--ms 256,700 [--only-ms]] [--target-ms 60] [--out file.jsonl] [--small]
  * Variants: linear (linear() as callers get it: f16 the pipelined tile, maybe split, by
  * gemmKernel(); q8 linear_q's dequantize + GEMM; q4 gemmQ, kernels/linear_q.ts PREFILL_INT8),
- * tile4 / tile8 (f16: linear()'s tile override), pipe[-sN][-pf2][-t512][-noload] (f16: the pipelined
- * tile; sN: split k N ways; pf2: loads two k steps ahead; t512: 512 threads; noload: no global loads after the
- * first k step — wrong results, its err column shows by how much — to time the loop without
- * memory), gemmq (q8/q4: kernels/gemm.ts gemmQ() with its
- * default tuning, pipelined), gemmq1 (the default tiling single-buffered), gemmq:TDxRMxRNxG or
- * gemmq:RMxRNxG (that tuning; td 16). --small shrinks every
- * dimension 16× (k to a multiple of 32; a smoke test for lavapipe).
+ * tile4 / tile8 (f16: linear()'s tile override), pipe[-sN][-noload] (f16: the pipelined tile;
+ * sN: split k N ways; noload: no global loads after the first k step — wrong results, its err
+ * column shows by how much — to time the loop without memory), gemmq (q8/q4: kernels/gemm.ts
+ * gemmQ() with its default tuning, pipelined), gemmq1 (the default tiling single-buffered),
+ * gemmq:TDxRMxRNxG or gemmq:RMxRNxG (that tuning; td 16). --small shrinks every dimension 16×
+ * (k to a multiple of 32; a smoke test for lavapipe).
  * @module
  */
 import { requestGpu } from "../src/gpu/device.ts";
@@ -55,17 +54,15 @@ function variantOf(name: string, dtype: string): Make | null {
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile });
   }
   if (name.startsWith("pipe")) {
-    // pipe[-sN][-pf2][-t512][-noload]: the pipelined tile, split k N ways, without global loads.
+    // pipe[-sN][-noload]: the pipelined tile, split k N ways, without global loads.
     const o = name.split("-").slice(1);
     const split = o.find((s) => /^s\d+$/.test(s));
-    if (o.some((s) => s !== "noload" && s !== "pf2" && s !== "t512" && s !== split)) {
+    if (o.some((s) => s !== "noload" && s !== split)) {
       throw new Error(`unknown pipe option in ${name}`);
     }
     const tuning: Partial<LinearTuning> = {
       pipe: true,
       noLoad: o.includes("noload"),
-      prefetch2: o.includes("pf2"),
-      threads512: o.includes("t512"),
       splitK: split ? Number(split.slice(1)) : 1,
     };
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, tuning);
@@ -81,7 +78,7 @@ function variantOf(name: string, dtype: string): Make | null {
     return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, t) : null;
   }
   throw new Error(
-    `unknown variant ${name}; known: linear, tile4, tile8, pipe[-sN][-pf2][-t512][-noload], ` +
+    `unknown variant ${name}; known: linear, tile4, tile8, pipe[-sN][-noload], ` +
       "gemmq, gemmq1, gemmq:[TDx]RMxRNxG",
   );
 }

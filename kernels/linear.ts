@@ -31,7 +31,7 @@
  *   17–21 → 24–30 TFLOP/s on vision and 7B prefill shapes; without global loads 21–25 → 34–42).
  *   Its loads keep the bits they read until the stores after the products (f16 w converted there,
  *   not on load, which made each warp wait out the load first): 1.1–1.25× more (12:21: 27–37
- *   TFLOP/s; without global loads 32–39).
+ *   TFLOP/s; without global loads 32–39); issued two k steps ahead, up to 6 % more (12:35).
  *   Private accumulators with mac() calls written out made TILE8 3× slower (tile8 keeps its
  *   `for`). Removed after one H100 run (2026-11-28 07:28) where none beat PIPE on any of 16
  *   vision / 7B shapes: a single-buffered k-step-32 kernel (25–36 % slower), 64-row tiles
@@ -103,10 +103,6 @@ export interface LinearTuning {
   /** Benchmarks only, WRONG results: the pipelined kernel without global loads after the first k
    * step (what the loads cost). */
   noLoad?: boolean;
-  /** Benchmarks: the pipelined kernel loads two k steps ahead (PF2). */
-  prefetch2?: boolean;
-  /** Benchmarks: the pipelined kernel with 512 threads, 8 × 4 outputs each (P512). */
-  threads512?: boolean;
 }
 
 /** Default {@link LinearTuning}. */
@@ -534,8 +530,6 @@ function pipeLinear(
       ...common,
       PIPE: true,
       NOLOAD: t.noLoad === true,
-      PF2: t.prefetch2 === true,
-      P512: t.threads512 === true,
       SPLITK: split,
       BIAS: !split && bias !== null,
       ACC: !split && s.accumulate === true,

@@ -389,8 +389,8 @@ fn ld_w(row: u32, k: u32) -> vec4<f32> {
 // Tiled, pipelined (PIPE): 256 threads (16 × 16) compute a 128 × 128 output tile; thread (tx, ty)
 // owns the 4 × 4 blocks at rows ib·64 + ty·4, columns jb·64 + tx·4 (ib, jb < 2) as named mat4x4
 // accumulators, as in TILE8. k steps of BK = 16 through two shared buffers, one barrier per step:
-// the products of one buffer run while the next step's global loads are in flight, and are stored
-// to the other buffer after them. Warps 0–3 load x, warps 4–7 load w: one 4 × 4 block per thread
+// the products of one buffer run while the global loads of the step after next are in flight,
+// and the next step's blocks (loaded a step ago) are stored to the other buffer after them. Warps 0–3 load x, warps 4–7 load w: one 4 × 4 block per thread
 // (4 rows × one vec4 of k), transposed in registers and stored as 4 vec4 into the k-major shared
 // tiles (TILE8 stores 16 scalars per 16 k, 4-way bank-conflicted). Shared rows are padded by one
 // vec4 so a quarter warp's stores (2 k blocks × 4 row blocks) hit 8 distinct 16-byte banks. It
@@ -410,7 +410,10 @@ fn ld_w(row: u32, k: u32) -> vec4<f32> {
 // literal k, and two steps per iteration (buffer 0, then 1) so every shared index but the
 // thread's is a constant, the loop ran 1.4× faster on the H200 (2026-11-28, bench/_gemm.ts:
 // without global loads 21–25 → 34–42 TFLOP/s; with them 17–21 → 24–30). Loads issued two steps
-// ahead (two register blocks, loads and stores on two sides of a barrier) were 1–4 % slower.
+// ahead were 1–4 % slower while they converted on load; with raw loads they are 0–6 % faster than
+// one step ahead (H200 12:35: 7B at 478 rows gate_up 3.89 → 3.65 ms, down 2.24 → 2.15; vision
+// fc1 at 5120 patches 2.08 → 2.00; qkv, o, fc2 ±1 %). 512 threads of 8 × 4 outputs on this tile
+// (16 warps an SM) were 1.1–1.3× slower.
 // #if NOLOAD (benchmarks only, wrong results): every k step reuses the first step's loads — the
 // kernel without global memory traffic, to measure what the loads cost.
 const BM: u32 = 128u;
@@ -454,102 +457,6 @@ fn raw_w(row: u32, k: u32) -> vec4<u32> {
 #endif
 }
 
-#if P512
-// P512 (benchmarks): 512 threads (16 × 32) on the same 128 × 128 tile, 8 × 4 outputs a thread
-// (c00 at columns tx·4, c01 at 64 + tx·4, rows ty·4): 16 warps an SM instead of 8, to hide the
-// shared loads' latency and the barrier. Each thread loads one vec4 of k of one x row and of one
-// w row (row lid / 4, k 4·(lid % 4)), branch-free, and stores them as scalars.
-var<private> c00: mat4x4<f32>;
-var<private> c01: mat4x4<f32>;
-var<private> tx: u32;
-var<private> ty: u32;
-var<private> lrow: u32;  // the thread's loader row in the tile, and its k within a step
-var<private> lk: u32;
-var<private> xrow: u32;  // its clamped x row and w (chunk) row
-var<private> wrow: u32;
-var<private> bx: vec4<u32>;  // the next step's loaded bits
-var<private> bw: vec4<u32>;
-
-fn load_step(k0: u32) {
-  bx = raw_x(xrow, k0 + lk);
-  bw = raw_w(wrow, k0 + lk);
-}
-
-fn put_step(buf: u32, k0: u32) {
-  let past = k0 + lk >= p.k;
-  let xv = select(bitcast<vec4<f32>>(bx), vec4<f32>(0.0), past);
-#if W4H
-  let wv = select(vec4(unpack2x16float(bw.x), unpack2x16float(bw.y)), vec4<f32>(0.0), past);
-#else
-  let wv = select(bitcast<vec4<f32>>(bw), vec4<f32>(0.0), past);
-#endif
-  let c = lrow / 4u;
-  let i = lrow % 4u;
-  As[buf][lk][c][i] = xv.x;
-  As[buf][lk + 1u][c][i] = xv.y;
-  As[buf][lk + 2u][c][i] = xv.z;
-  As[buf][lk + 3u][c][i] = xv.w;
-  Bs[buf][lk][c][i] = wv.x;
-  Bs[buf][lk + 1u][c][i] = wv.y;
-  Bs[buf][lk + 2u][c][i] = wv.z;
-  Bs[buf][lk + 3u][c][i] = wv.w;
-}
-
-fn mac(buf: u32, k: u32) {
-  let a0 = As[buf][k][ty];
-  let b0 = Bs[buf][k][tx];
-  let b1 = Bs[buf][k][16u + tx];
-  c00 = outer_acc(c00, a0, b0);
-  c01 = outer_acc(c01, a0, b1);
-}
-
-fn products(buf: u32) {
-  mac(buf, 0u); mac(buf, 1u); mac(buf, 2u); mac(buf, 3u);
-  mac(buf, 4u); mac(buf, 5u); mac(buf, 6u); mac(buf, 7u);
-  mac(buf, 8u); mac(buf, 9u); mac(buf, 10u); mac(buf, 11u);
-  mac(buf, 12u); mac(buf, 13u); mac(buf, 14u); mac(buf, 15u);
-}
-
-fn step(k0: u32, kend: u32, cur: u32) {
-  let more = k0 + BK < kend;
-#ifnot NOLOAD
-  load_step(select(k0, k0 + BK, more));
-#endif
-  products(cur);
-  if (more) { put_step(1u - cur, k0 + BK); }
-  workgroupBarrier();
-}
-
-@compute @workgroup_size(512)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let n0 = wid.x * BN;
-  let m0 = wid.y * BM;
-  tx = lid % 16u;
-  ty = lid / 16u;
-#if SPLITK
-  split = wid.z;
-  let kbeg = split * p.kspan;
-  let kend = min(p.k, kbeg + p.kspan);
-#else
-  let kbeg = 0u;
-  let kend = p.k;
-#endif
-  lrow = lid / 4u;
-  lk = 4u * (lid % 4u);
-  xrow = min(m0 + lrow, p.m - 1u);
-  wrow = min(n0 + lrow, p.rows - 1u);
-  load_step(kbeg);
-  put_step(0u, kbeg);
-  workgroupBarrier();
-  for (var k0 = kbeg; k0 < kend; k0 += 2u * BK) {
-    step(k0, kend, 0u);
-    if (k0 + BK >= kend) { break; }
-    step(k0 + BK, kend, 1u);
-  }
-  store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
-  store_block(m0 + ty * 4u, n0 + 64u + tx * 4u, c01);
-}
-#else
 // This thread's loader block (tile row, k within the step), its clamped rows and its role (x or
 // w); the accumulators and the thread's tile position, private so the written-out calls can
 // update them.
@@ -627,39 +534,25 @@ fn products(buf: u32) {
   mac(buf, 12u); mac(buf, 13u); mac(buf, 14u); mac(buf, 15u);
 }
 
-// The next step's block in flight.
+// The blocks in flight, two steps ahead: blk_v for the steps of buffer 0, blk_w for those of
+// buffer 1.
 var<private> blk_v: Raw;
-#if PF2
-// PF2 (benchmarks): loads two steps ahead, into blk_v for the steps of buffer 0 and blk_w for
-// those of buffer 1, so a block has two steps' products to arrive.
 var<private> blk_w: Raw;
 
-// One k step from k0 (< kend) in buffer cur: the loads of the step after next into this buffer's
-// block, this one's products, the next step's stores (loaded a step ago) into the other buffer,
-// a barrier.
+// One k step from k0 (< kend) in buffer cur (a literal at each call): the loads of the step after
+// next into this buffer's block, this one's products, the next step's stores (loaded a step ago)
+// into the other buffer (last read in the step before, which ended at a barrier), a barrier.
 fn step(k0: u32, kend: u32, cur: u32) {
-  let k2 = select(k0, k0 + 2u * BK, k0 + 2u * BK < kend);
+#ifnot NOLOAD
+  let k2 = select(k0, k0 + 2u * BK, k0 + 2u * BK < kend);  // branch-free: the last steps reload
   if (cur == 0u) { blk_v = load_step(k2); } else { blk_w = load_step(k2); }
+#endif
   products(cur);
   if (k0 + BK < kend) {
     if (cur == 0u) { put_step(1u, blk_w, k0 + BK); } else { put_step(0u, blk_v, k0 + BK); }
   }
   workgroupBarrier();
 }
-#else
-// One k step from k0 (< kend) in buffer cur: the next step's loads, this one's products, the
-// next step's stores into the other buffer (last read in the step before, which ended at a
-// barrier), a barrier.
-fn step(k0: u32, kend: u32, cur: u32) {
-  let more = k0 + BK < kend;
-#ifnot NOLOAD
-  blk_v = load_step(select(k0, k0 + BK, more));  // branch-free: the last step reloads its own
-#endif
-  products(cur);
-  if (more) { put_step(1u - cur, blk_v, k0 + BK); }
-  workgroupBarrier();
-}
-#endif
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -677,9 +570,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
   set_role(lid, m0, n0);
   blk_v = load_step(kbeg);
-#if PF2
   blk_w = load_step(select(kbeg, kbeg + BK, kbeg + BK < kend));
-#endif
   put_step(0u, blk_v, kbeg);
   workgroupBarrier();
   for (var k0 = kbeg; k0 < kend; k0 += 2u * BK) {
@@ -692,7 +583,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   store_block(m0 + 64u + ty * 4u, n0 + tx * 4u, c10);
   store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
 }
-#endif
 
 #else
 // Tiled: 256 threads as 16 × 16 compute a BT × BT output tile, BT = 16·MT (MT = 4 or 8 with
