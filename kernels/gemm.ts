@@ -50,6 +50,8 @@ export interface GemmQTuning {
    * patches fc2 0.33 / 0.22; 72B at 478 rows gate_up q4 10.14 / 8.70, q8 10.26 / 8.53).
    */
   pipe?: boolean;
+  /** Benchmarks: the pipelined kernel loads two k steps ahead (QPF2). */
+  ahead2?: boolean;
 }
 
 /**
@@ -174,6 +176,7 @@ export function gemmQ(
     defines: {
       Q4: w.dtype === "q4",
       QPIPE: pipe,
+      QPF2: pipe && tuning.ahead2 === true,
       TD: t.td,
       RM: t.rm,
       RN: t.rn,

@@ -231,40 +231,36 @@ var<private> xr: vec2<u32>;   // the two x rows (clamped)
 var<private> xsr: u32;        // the x scale row (clamped)
 var<private> wr: u32;         // the weight row of the code vec4 (clamped)
 var<private> wsr: u32;        // the weight row of the scale (clamped)
-var<private> rx0: vec4<u32>;  // raw next-step values
-var<private> rx1: vec4<u32>;
-var<private> rxs: f32;
-var<private> rw: vec4<u32>;
-var<private> rws: vec4<u32>;
+// A thread's part of a k step as loaded: x words, x scale, weight words, weight scale words.
+struct QRaw { x0: vec4<u32>, x1: vec4<u32>, xs: f32, w: vec4<u32>, ws: vec4<u32> }
 
 // The flat f16 scale index of weight row wsr's group g, and the vec4 of words holding it.
 fn wsf(g: u32) -> u32 { return wsr * (p.k / 32u) + g; }
 fn ws_vec(f: u32) -> u32 { return (p.s_base + (f >> 1u)) >> 2u; }
 
 // Loads this thread's part of the k step from group g0 (clamped to the last group: in bounds).
-fn qload(g0: u32, lid: u32) {
+fn qload(g0: u32, lid: u32) -> QRaw {
   let groups = p.k / 32u;
   let xv = min(g0 * 2u + lid % 4u, p.k / 16u - 1u);  // vec4 of 16 k within an x row
-  rx0 = xq[(xr.x * p.k) / 16u + xv];
-  rx1 = xq[(xr.y * p.k) / 16u + xv];
-  rxs = xs[xsr * groups + min(g0 + lid % 2u, groups - 1u)];
+  let g = min(g0 + lid % 2u, groups - 1u);
 #if Q4
-  rw = w[wr * groups + min(g0 + lid % 2u, groups - 1u)];
+  let wv = w[wr * groups + g];
 #else
-  rw = w[(wr * p.k) / 16u + min(g0 * 2u + lid % 4u, p.k / 16u - 1u)];
+  let wv = w[(wr * p.k) / 16u + min(g0 * 2u + lid % 4u, p.k / 16u - 1u)];
 #endif
-  rws = w[ws_vec(wsf(min(g0 + lid % 2u, groups - 1u)))];
+  return QRaw(xq[(xr.x * p.k) / 16u + xv], xq[(xr.y * p.k) / 16u + xv], xs[xsr * groups + g], wv,
+              w[ws_vec(wsf(g))]);
 }
 
 // Stores the loaded k step from group g0 into buffer buf: x words (zero past k) and scales, then
 // weight words (threads < 128) or weight scales (the rest).
-fn qput(buf: u32, g0: u32, lid: u32) {
+fn qput(buf: u32, g0: u32, lid: u32, b: QRaw) {
   let groups = p.k / 32u;
   let q = (lid % 4u) * 4u;  // first word of the x vec4
   let r = lid / 4u;
   let xin = g0 * 32u + q * 4u < p.k;
-  let v0 = select(vec4<u32>(0u), rx0, xin);
-  let v1 = select(vec4<u32>(0u), rx1, xin);
+  let v0 = select(vec4<u32>(0u), b.x0, xin);
+  let v1 = select(vec4<u32>(0u), b.x1, xin);
   Xs[buf][q][r / 4u][r % 4u] = v0.x;
   Xs[buf][q + 1u][r / 4u][r % 4u] = v0.y;
   Xs[buf][q + 2u][r / 4u][r % 4u] = v0.z;
@@ -275,46 +271,65 @@ fn qput(buf: u32, g0: u32, lid: u32) {
   Xs[buf][q + 3u][16u + r / 4u][r % 4u] = v1.w;
   let sr = lid / 2u;
   let sg = lid % 2u;
-  Xd[buf][sg][sr / 4u][sr % 4u] = select(0.0, rxs, g0 + sg < groups);
+  Xd[buf][sg][sr / 4u][sr % 4u] = select(0.0, b.xs, g0 + sg < groups);
   let e = lid % 128u;
   let wrow = e / 2u;
   let gi = e % 2u;
   if (lid < 128u) {
 #if Q4
-    Ws[buf][gi * 8u][wrow / 4u][wrow % 4u] = q4_lo(rw.x);
-    Ws[buf][gi * 8u + 1u][wrow / 4u][wrow % 4u] = q4_hi(rw.x);
-    Ws[buf][gi * 8u + 2u][wrow / 4u][wrow % 4u] = q4_lo(rw.y);
-    Ws[buf][gi * 8u + 3u][wrow / 4u][wrow % 4u] = q4_hi(rw.y);
-    Ws[buf][gi * 8u + 4u][wrow / 4u][wrow % 4u] = q4_lo(rw.z);
-    Ws[buf][gi * 8u + 5u][wrow / 4u][wrow % 4u] = q4_hi(rw.z);
-    Ws[buf][gi * 8u + 6u][wrow / 4u][wrow % 4u] = q4_lo(rw.w);
-    Ws[buf][gi * 8u + 7u][wrow / 4u][wrow % 4u] = q4_hi(rw.w);
+    Ws[buf][gi * 8u][wrow / 4u][wrow % 4u] = q4_lo(b.w.x);
+    Ws[buf][gi * 8u + 1u][wrow / 4u][wrow % 4u] = q4_hi(b.w.x);
+    Ws[buf][gi * 8u + 2u][wrow / 4u][wrow % 4u] = q4_lo(b.w.y);
+    Ws[buf][gi * 8u + 3u][wrow / 4u][wrow % 4u] = q4_hi(b.w.y);
+    Ws[buf][gi * 8u + 4u][wrow / 4u][wrow % 4u] = q4_lo(b.w.z);
+    Ws[buf][gi * 8u + 5u][wrow / 4u][wrow % 4u] = q4_hi(b.w.z);
+    Ws[buf][gi * 8u + 6u][wrow / 4u][wrow % 4u] = q4_lo(b.w.w);
+    Ws[buf][gi * 8u + 7u][wrow / 4u][wrow % 4u] = q4_hi(b.w.w);
 #endif
   } else {
     // Past k the x scale is 0, so any weight scale does.
     let f = wsf(min(g0 + gi, groups - 1u));
-    let word = rws[(p.s_base + (f >> 1u)) & 3u];
+    let word = b.ws[(p.s_base + (f >> 1u)) & 3u];
     Wd[buf][gi][wrow / 4u][wrow % 4u] = unpack2x16float(word)[f & 1u];
   }
 #ifnot Q4
   // q8: every thread stores its weight vec4 (row lid / 4, words q..q + 3).
-  Ws[buf][q][r / 4u][r % 4u] = rw.x;
-  Ws[buf][q + 1u][r / 4u][r % 4u] = rw.y;
-  Ws[buf][q + 2u][r / 4u][r % 4u] = rw.z;
-  Ws[buf][q + 3u][r / 4u][r % 4u] = rw.w;
+  Ws[buf][q][r / 4u][r % 4u] = b.w.x;
+  Ws[buf][q + 1u][r / 4u][r % 4u] = b.w.y;
+  Ws[buf][q + 2u][r / 4u][r % 4u] = b.w.z;
+  Ws[buf][q + 3u][r / 4u][r % 4u] = b.w.w;
 #endif
 }
 
-// One k step from group g0 in buffer cur: the next step's loads, this one's products, the next
-// step's stores into the other buffer, a barrier.
+#if QPF2
+// QPF2 (benchmarks): loads two k steps ahead, into qa for the steps of buffer 0 and qb for those
+// of buffer 1. One k step from group g0 in buffer cur (a literal at each call): the loads of the
+// step after next, this one's products, the next step's stores into the other buffer, a barrier.
+var<private> qa: QRaw;
+var<private> qb: QRaw;
 fn qstep(g0: u32, groups: u32, cur: u32, lid: u32) {
-  let more = g0 + G < groups;
-  qload(select(g0, g0 + G, more), lid);
+  let g2 = select(g0, g0 + 2u * G, g0 + 2u * G < groups);
+  if (cur == 0u) { qa = qload(g2, lid); } else { qb = qload(g2, lid); }
   group(cur, 0u);
   group(cur, 1u);
-  if (more) { qput(1u - cur, g0 + G, lid); }
+  if (g0 + G < groups) {
+    if (cur == 0u) { qput(1u, g0 + G, lid, qb); } else { qput(0u, g0 + G, lid, qa); }
+  }
   workgroupBarrier();
 }
+#else
+// One k step from group g0 in buffer cur: the next step's loads, this one's products, the next
+// step's stores into the other buffer, a barrier.
+var<private> qa: QRaw;
+fn qstep(g0: u32, groups: u32, cur: u32, lid: u32) {
+  let more = g0 + G < groups;
+  qa = qload(select(g0, g0 + G, more), lid);
+  group(cur, 0u);
+  group(cur, 1u);
+  if (more) { qput(1u - cur, g0 + G, lid, qa); }
+  workgroupBarrier();
+}
+#endif
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -331,8 +346,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   wr = min(n0 + lid / 4u, p.rows - 1u);
 #endif
   wsr = min(n0 + (lid % 128u) / 2u, p.rows - 1u);
-  qload(0u, lid);
-  qput(0u, 0u, lid);
+  qa = qload(0u, lid);
+#if QPF2
+  qb = qload(select(0u, G, G < groups), lid);
+#endif
+  qput(0u, 0u, lid, qa);
   workgroupBarrier();
   for (var g0 = 0u; g0 < groups; g0 += 2u * G) {
     qstep(g0, groups, 0u, lid);
