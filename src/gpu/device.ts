@@ -126,6 +126,7 @@ export async function requestGpu(options: RequestGpuOptions = {}): Promise<Gpu> 
   if (typeof navigator === "undefined" || !("gpu" in navigator) || !navigator.gpu) {
     throw new GpuError(noAdapterHelp("this runtime has no navigator.gpu"));
   }
+  chooseBackend();
   const adapter = await navigator.gpu.requestAdapter({
     powerPreference: options.powerPreference ?? "high-performance",
   });
@@ -180,7 +181,31 @@ function pickLimits(l: GPUSupportedLimits): Record<string, number> {
 function noAdapterHelp(why: string): string {
   return `no WebGPU adapter (${why}). qvq needs WebGPU: on a machine with a GPU install its ` +
     `Vulkan driver; without one, install Mesa's software adapter (Debian/Ubuntu: ` +
-    `apt-get install mesa-vulkan-drivers) — slow, but enough for the tiny test model`;
+    `apt-get install mesa-vulkan-drivers) — slow, but enough for the tiny test model. On Linux ` +
+    `qvq asks Deno for Vulkan only unless DENO_WEBGPU_BACKEND says otherwise`;
+}
+
+/**
+ * The WebGPU backend to ask Deno for (DENO_WEBGPU_BACKEND) when the user has not chosen one: on
+ * Linux, Vulkan only. Deno's wgpu otherwise also starts its GL backend there, which loads Mesa's
+ * EGL / GL stack (five more threads, thread-local state) that qvq never uses — its kernels need
+ * Vulkan's shader-f16 and subgroups — and whose teardown races the process exit: on the lavapipe
+ * CI machine 1 in 4–56 `deno test` runs of passing tests ended in a glibc heap abort ("double free
+ * or corruption") inside a GL thread's TSD destructor during exit(); 0 in 250 with Vulkan only
+ * (2026-11-28). Elsewhere (macOS: Metal, Windows: D3D12 / Vulkan) wgpu's default stands.
+ */
+export function defaultBackend(os: string, chosen: string | undefined): string | undefined {
+  return os === "linux" && chosen === undefined ? "vulkan" : undefined;
+}
+
+/** Applies {@link defaultBackend}; Deno reads the variable when it creates its WebGPU instance. */
+function chooseBackend(): void {
+  try {
+    const b = defaultBackend(Deno.build.os, Deno.env.get("DENO_WEBGPU_BACKEND"));
+    if (b) Deno.env.set("DENO_WEBGPU_BACKEND", b);
+  } catch {
+    // No env permission, or not Deno: wgpu's default backends.
+  }
 }
 
 /** Formats a byte count for messages: `1.50 GiB`. */
@@ -200,9 +225,8 @@ let shared: Promise<Gpu> | undefined;
 export function sharedGpu(): Promise<Gpu> {
   shared ??= requestGpu({ strict: true }).then((gpu) => {
     // Each test module runs in an isolate of its own: its device is freed when the module ends
-    // rather than with every other module's at process exit. Mesa lavapipe sometimes aborts a
-    // fully passing `deno test` run at exit with a glibc double free; this did not end that (seen
-    // since, rarely, under CPU load: a thread's TSD destructors racing exit()'s library teardown).
+    // rather than with every other module's at process exit. (The glibc abort at the exit of
+    // passing test runs came from wgpu's GL backend: see defaultBackend().)
     globalThis.addEventListener("unload", () => gpu.device.destroy());
     return gpu;
   });

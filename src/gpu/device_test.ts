@@ -1,0 +1,42 @@
+import assert from "node:assert/strict";
+import { defaultBackend, fmtBytes, requestGpu, sharedGpu } from "./device.ts";
+
+Deno.test("defaultBackend() asks for Vulkan on Linux unless the user chose, and leaves other systems alone", () => {
+  assert.equal(defaultBackend("linux", undefined), "vulkan");
+  assert.equal(defaultBackend("linux", "gl"), undefined);
+  assert.equal(defaultBackend("linux", "vulkan"), undefined);
+  assert.equal(defaultBackend("darwin", undefined), undefined);
+  assert.equal(defaultBackend("windows", undefined), undefined);
+});
+
+// The GL backend's EGL stack is what aborted test runs at exit (defaultBackend()): requesting the
+// device must leave it unloaded. Every GPU test goes through requestGpu(), so nothing in this
+// process loaded it before.
+Deno.test({
+  name: "requestGpu() on Linux starts no GL backend (libEGL stays unloaded)",
+  ignore: Deno.build.os !== "linux" || Deno.env.get("DENO_WEBGPU_BACKEND") !== undefined &&
+      Deno.env.get("DENO_WEBGPU_BACKEND") !== "vulkan",
+  fn: async () => {
+    await sharedGpu();
+    assert.equal(Deno.env.get("DENO_WEBGPU_BACKEND"), "vulkan");
+    const maps = await Deno.readTextFile("/proc/self/maps");
+    assert.ok(!/libEGL/.test(maps), "libEGL is mapped: the GL backend was started");
+  },
+});
+
+Deno.test("requestGpu() grants the features and limits qvq relies on", async () => {
+  const gpu = await requestGpu({ strict: true });
+  try {
+    assert.ok(gpu.limits.maxStorageBufferBindingSize >= 128 * 1024 * 1024);
+    assert.ok(gpu.limits.maxComputeWorkgroupStorageSize >= 16 * 1024);
+    assert.equal(gpu.features.f16, gpu.device.features.has("shader-f16"));
+  } finally {
+    gpu.device.destroy();
+  }
+});
+
+Deno.test("fmtBytes() picks the unit", () => {
+  assert.equal(fmtBytes(512), "512 B");
+  assert.equal(fmtBytes(1536), "1.50 KiB");
+  assert.equal(fmtBytes(3 * 1024 ** 3), "3.00 GiB");
+});
