@@ -14,8 +14,7 @@
  * tile4 / tile8 (f16: linear()'s tile override), pipe[-sN][-noload] (f16: the pipelined tile;
  * sN: split k N ways; noload: no global loads after the first k step — wrong results, its err
  * column shows by how much — to time the loop without memory), gemmq (q8/q4: kernels/gemm.ts
- * gemmQ() with its default tuning, pipelined), gemmq2 (that loading two k steps ahead), gemmq1
- * (the default tiling single-buffered),
+ * gemmQ() with its default tuning, pipelined), gemmq1 (the default tiling single-buffered),
  * gemmq:TDxRMxRNxG or gemmq:RMxRNxG (that tuning; td 16). --small shrinks every dimension 16×
  * (k to a multiple of 32; a smoke test for lavapipe).
  * @module
@@ -68,9 +67,6 @@ function variantOf(name: string, dtype: string): Make | null {
     };
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, tuning);
   }
-  if (name === "gemmq2") {
-    return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, { ahead2: true }) : null;
-  }
   if (name === "gemmq1") {
     return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, { pipe: false }) : null;
   }
@@ -83,7 +79,7 @@ function variantOf(name: string, dtype: string): Make | null {
   }
   throw new Error(
     `unknown variant ${name}; known: linear, tile4, tile8, pipe[-sN][-noload], ` +
-      "gemmq, gemmq1, gemmq2, gemmq:[TDx]RMxRNxG",
+      "gemmq, gemmq1, gemmq:[TDx]RMxRNxG",
   );
 }
 

@@ -47,11 +47,10 @@ export interface GemmQTuning {
    * default: 1.07–1.5× the single-buffered kernel on every shape measured (H200, 2026-11-28 12:25,
    * bench/_gemm.ts, ms single / pipelined: 7B q4 at 478 rows gate_up 2.94 / 2.68, down 1.76 /
    * 1.56, o 0.36 / 0.32, qkv 0.55 / 0.49; at 1564 rows gate_up 9.43 / 8.11; vision q4 at 478
-   * patches fc2 0.33 / 0.22; 72B at 478 rows gate_up q4 10.14 / 8.70, q8 10.26 / 8.53).
+   * patches fc2 0.33 / 0.22; 72B at 478 rows gate_up q4 10.14 / 8.70, q8 10.26 / 8.53); loading
+   * two k steps ahead since, 1.07–1.19× more (12:44: 7B q4 gate_up 2.46 ms, down 1.30).
    */
   pipe?: boolean;
-  /** Benchmarks: the pipelined kernel loads two k steps ahead (QPF2). */
-  ahead2?: boolean;
 }
 
 /**
@@ -176,7 +175,6 @@ export function gemmQ(
     defines: {
       Q4: w.dtype === "q4",
       QPIPE: pipe,
-      QPF2: pipe && tuning.ahead2 === true,
       TD: t.td,
       RM: t.rm,
       RN: t.rn,

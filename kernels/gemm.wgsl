@@ -220,9 +220,11 @@ fn group(buf: u32, g: u32) {
 #if QPIPE
 // QPIPE (td 16, rm 2, rn 1, g 2: 128 × 64 tiles, 16 int8 words a row per k step): as PIPE in
 // kernels/linear.wgsl, two shared buffers and one barrier per k step; each thread loads its part
-// of the next step into registers before this step's products (the loads branch-free: threads
-// that store no weight words load some all the same) and converts and stores it after them, so
-// nothing before the products waits on a load. Written out for this one tuning: thread lid loads
+// of the step after next into registers before this step's products (the loads branch-free:
+// threads that store no weight words load some all the same) and converts and stores the next
+// one after them, so nothing before the products waits on a load. Loading one step ahead instead
+// was 1.07–1.19× slower (H200 12:44, 7B q4 at 478 rows: gate_up 2.63 → 2.46 ms, down 1.55 →
+// 1.30, o 0.32 → 0.27, qkv 0.46 → 0.41). Written out for this one tuning: thread lid loads
 // x words lid and lid + 256 (row lid / 4 and 64 + lid / 4, vec4 lid % 4 of the step), x scale lid
 // (row lid / 2, group lid % 2), and weight vec4 / scale word e = lid % 128 (q4: row e / 2, the
 // group's 4 code words; q8: row lid / 4, vec4 lid % 4); threads below 128 store the weight words,
@@ -301,12 +303,13 @@ fn qput(buf: u32, g0: u32, lid: u32, b: QRaw) {
 #endif
 }
 
-#if QPF2
-// QPF2 (benchmarks): loads two k steps ahead, into qa for the steps of buffer 0 and qb for those
-// of buffer 1. One k step from group g0 in buffer cur (a literal at each call): the loads of the
-// step after next, this one's products, the next step's stores into the other buffer, a barrier.
+// The k steps in flight, two ahead: qa for the steps of buffer 0, qb for those of buffer 1.
 var<private> qa: QRaw;
 var<private> qb: QRaw;
+
+// One k step from group g0 in buffer cur (a literal at each call): the loads of the step after
+// next (branch-free: the last steps reload), this one's products, the next step's stores (loaded
+// a step ago) into the other buffer, a barrier.
 fn qstep(g0: u32, groups: u32, cur: u32, lid: u32) {
   let g2 = select(g0, g0 + 2u * G, g0 + 2u * G < groups);
   if (cur == 0u) { qa = qload(g2, lid); } else { qb = qload(g2, lid); }
@@ -317,19 +320,6 @@ fn qstep(g0: u32, groups: u32, cur: u32, lid: u32) {
   }
   workgroupBarrier();
 }
-#else
-// One k step from group g0 in buffer cur: the next step's loads, this one's products, the next
-// step's stores into the other buffer, a barrier.
-var<private> qa: QRaw;
-fn qstep(g0: u32, groups: u32, cur: u32, lid: u32) {
-  let more = g0 + G < groups;
-  qa = qload(select(g0, g0 + G, more), lid);
-  group(cur, 0u);
-  group(cur, 1u);
-  if (more) { qput(1u - cur, g0 + G, lid, qa); }
-  workgroupBarrier();
-}
-#endif
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -347,9 +337,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
   wsr = min(n0 + (lid % 128u) / 2u, p.rows - 1u);
   qa = qload(0u, lid);
-#if QPF2
   qb = qload(select(0u, G, G < groups), lid);
-#endif
   qput(0u, 0u, lid, qa);
   workgroupBarrier();
   for (var g0 = 0u; g0 < groups; g0 += 2u * G) {

@@ -74,8 +74,8 @@ Deno.test("quantizeX() gives the reference's scales and codes (±1 where x / d i
 // m × n × k × tuning: m from 2 to 600 (tiles partly past m), n not a multiple of the tile or of 4,
 // k = 32 · odd groups (a last step of 2 groups half past k) and even, over every tiling (16² or 8²
 // threads, 4 × 4 to 8 × 8 outputs each, 1, 2 or 4 groups per step; k = 160 with 4: a last step
-// 3 groups past k); the default tiling pipelined (k = 160: three k steps, the last half past k),
-// loading two steps ahead (k = 224: four steps; 96: two, the last half past k) and not (k = 1280).
+// 3 groups past k); the default tiling pipelined (k = 160: three k steps, the last half past k;
+// 224: four; 96: two, the last half past k) and not (k = 1280).
 // One tuning per case: each variant takes seconds to compile on lavapipe.
 const CASES: [number, number, number, GemmQTuning][] = [
   [2, 47, 96, { td: 16, rm: 1, rn: 1, g: 2 }],
@@ -86,8 +86,8 @@ const CASES: [number, number, number, GemmQTuning][] = [
   [70, 45, 96, { td: 8, rm: 1, rn: 1, g: 2 }],
   [200, 70, 160, { td: 16, rm: 2, rn: 1, g: 4 }],
   [130, 67, 160, { td: 16, rm: 2, rn: 1, g: 2 }],
-  [70, 45, 224, { td: 16, rm: 2, rn: 1, g: 2, ahead2: true }],
-  [3, 70, 96, { td: 16, rm: 2, rn: 1, g: 2, ahead2: true }],
+  [70, 45, 224, { td: 16, rm: 2, rn: 1, g: 2 }],
+  [3, 70, 96, { td: 16, rm: 2, rn: 1, g: 2 }],
   [37, 200, 1280, { td: 16, rm: 2, rn: 1, g: 2, pipe: false }],
 ];
 
