@@ -15,6 +15,9 @@
  * --sweep prep: only each kind's default and the prepared-x tunings (one PREPX pass + the GEMV);
  * --sweep emit (q4): o, gate_up, down as the decoder chains them (emit / prepared x) under the
  * emitting GEMV's tunings (workgroups grown to whole blocks), then the chains;
+ * --sweep xpu (q4): every kind as the emit-x decoder chains it, its default tuning and prepared-x
+ * tunings with the loop written out 2 / 4 / 8 units a step (LinearQTuning.xpUnroll), then the
+ * chains with xpUnroll on every prepared-x GEMV;
  * --model 72b: QVQ-72B's shapes (hidden 8192, intermediate 29568) instead of 7B's.
  *
  *   deno run -A bench/_gemv.ts [--layers 28] [--dtypes f16,q8,q4] [--sweep 1|0|prep]
@@ -46,7 +49,7 @@ const layers = Number(opt("--layers", "28"));
 const out = opt("--out", "");
 const dtypes = opt("--dtypes", "f16,q8,q4").split(",") as ("f16" | QuantDType)[];
 const sweepMode = opt("--sweep", "1");
-const sweep = sweepMode !== "0" && sweepMode !== "emit";
+const sweep = sweepMode !== "0" && sweepMode !== "emit" && sweepMode !== "xpu";
 const prefillM = Number(opt("--prefill", "478"));
 const gpu = await requestGpu();
 console.log(
@@ -174,6 +177,16 @@ const SWEEP_EMIT: Partial<LinearQTuning>[] = [
   { wg: 256, tpr: 16, rows: 2, xq: true },
 ];
 
+// Prepared-x GEMVs with the loop written out (--sweep xpu): the default shape, then [wg, tpr, rows].
+const XPUS = [2, 4, 8];
+const SWEEP_XPU: Partial<LinearQTuning>[] = [
+  {},
+  ...XPUS.map((xpUnroll) => ({ xq: true, prep: true, xpUnroll })),
+  ...[[256, 32, 1], [1024, 32, 1], [256, 16, 2], [256, 32, 2], [512, 32, 1]].map((
+    [wg, tpr, rows],
+  ) => ({ wg, tpr, rows, xq: true, prep: true, xpUnroll: 4 })),
+];
+
 for (const dtype of dtypes) {
   const ws = new Map<Kind, Weight[]>();
   for (const [kind, n, k] of KINDS) {
@@ -247,6 +260,28 @@ for (const dtype of dtypes) {
       }
     }
   }
+  if (sweepMode === "xpu" && dtype === "q4") {
+    for (const [kind] of KINDS) {
+      const s = { ...decodeShape(kind), ...emitShape(kind, "x", 1) };
+      for (const t of SWEEP_XPU) {
+        let ds: Dispatch[];
+        try {
+          ds = ws.get(kind)!.flatMap((w) => linearQ(gpu, y, x, w, null, s, t));
+        } catch (e) {
+          console.log(`skip ${JSON.stringify(t)}: ${(e as Error).message}`);
+          continue;
+        }
+        const ms = await time(ds);
+        ds.forEach((d) => d.destroy());
+        record(
+          { part: "sweep-xpu", dtype, kind, tuning: t, layers, ms, tb_s: gb(kind) / ms },
+          `xpu ${dtype} ${kind} ${JSON.stringify(t)}: ${ds.length} dispatches, ${
+            ms.toFixed(3)
+          } ms, ${(gb(kind) / ms).toFixed(2)} TB/s`,
+        );
+      }
+    }
+  }
   // The decode step's GEMV chain, in layer order; emit: as emitShape().
   const chain = (
     pick: (kind: Kind) => AnyTuning | undefined,
@@ -277,7 +312,14 @@ for (const dtype of dtypes) {
     variants.push(["default emit-x", () => undefined, false, "x"]);
     variants.push(["default emit-x+act", () => undefined, false, "act"]);
   }
-  if (dtype !== "f16") {
+  if (dtype === "q4" && sweepMode === "xpu") {
+    for (const xpUnroll of XPUS) {
+      const t = { xq: true, prep: true, xpUnroll };
+      variants.push([`emit-x xpu${xpUnroll}`, () => t, false, "x"]);
+      variants.push([`emit-x+act xpu${xpUnroll}`, () => t, false, "act"]);
+    }
+  }
+  if (dtype !== "f16" && sweepMode !== "xpu") {
     variants.push(["f32-x fused", () => ({ xq: false }), false]);
     variants.push(["int8-x fused", () => ({ xq: true }), false]);
     variants.push(["prep fused", () => ({ xq: true, prep: true }), false]);

@@ -101,6 +101,11 @@ export interface LinearQTuning {
    */
   prep?: boolean;
   /**
+   * Prepared x (`prep`): units (32-element blocks) a thread takes per loop iteration, written out
+   * with all their loads before the products ({@link xpSteps}); 1 (default): the plain loop.
+   */
+  xpUnroll?: number;
+  /**
    * Threads per 32-element block in the PREPX pass: 8 (one vec4 each, the block's max and sums
    * through workgroup memory; default) or 1 (a thread quantizes a whole block).
    */
@@ -129,6 +134,12 @@ export const GEMV_PREP: Readonly<Record<QuantDType, boolean>> = { q4: true, q8: 
  * beside q4's own error. q8 no: it doubled q8's (0.485 → 0.985, argmax 98 → 95 of 98).
  */
 export const PREFILL_INT8: Readonly<Record<QuantDType, boolean>> = { q4: true, q8: false };
+
+/**
+ * Units a prepared-x GEMV thread takes per loop iteration by default (LinearQTuning.xpUnroll);
+ * benchmarks set it to compare.
+ */
+export const GEMV_XP_UNROLL: Record<QuantDType, number> = { q4: 1, q8: 1 };
 
 /** Rows of more than this many 32-element groups (7B down_proj: 592) are "long" to the GEMV. */
 export const GEMV_LONG_UNITS = 256;
@@ -167,7 +178,16 @@ export function gemvQTuning(
     else if (n >= 16384) [tpr, rows] = k >= 8192 ? [16, 1] : [8, 2];
     else [tpr, rows] = [32, n > k ? 2 : 1];
     tpr = Math.min(tpr, 2 ** Math.floor(Math.log2(Math.max(1, groups))));
-    return { wg: 256, tpr, rows, unroll: false, tile: 128, xq, prep: true };
+    return {
+      wg: 256,
+      tpr,
+      rows,
+      unroll: false,
+      tile: 128,
+      xq,
+      prep: true,
+      xpUnroll: GEMV_XP_UNROLL[dtype],
+    };
   }
   if (long) tpr = 32;
   else if (xq) {
@@ -189,6 +209,39 @@ export function gemvQTuning(
 export function emitKeepsTuning(w: Weight, siluMul: boolean, prepared: boolean): boolean {
   const t = gemvQTuning(checkQuant(w, "emitKeepsTuning"), w.rows, w.cols, undefined, prepared);
   return rowsPerWorkgroup(t) % emitBlock(siluMul) === 0;
+}
+
+/**
+ * The prepared-x GEMV's loop over `u` units per iteration for `rows` rows per row group (WGSL for
+ * kernels/linear_q.wgsl's XP_STEPS; "" for u ≤ 1): unit i of an iteration is j + i · TPR; its x
+ * block, then every row's term are computed before any is added, so the weight and scale loads
+ * of all u units are in flight together. Each row adds its terms in unit order, as the plain loop
+ * does: the same bits.
+ */
+export function xpSteps(u: number, rows: number): string {
+  if (u <= 1) return "";
+  const us = [...Array(u).keys()], rs = [...Array(rows).keys()];
+  const lines = [`  for (; j + ${u - 1}u * TPR < units; j += ${u}u * TPR) {`];
+  for (const i of us) {
+    lines.push(
+      `    let j${i} = j + ${i}u * TPR;`,
+      `    let a${i} = xp[2u * j${i}];`,
+      `    let b${i} = xp[2u * j${i} + 1u];`,
+      `    let sv${i} = xp[2u * units + (j${i} >> 1u)];`,
+      `    let sx${i} = bitcast<vec2<f32>>(select(sv${i}.xy, sv${i}.zw, (j${i} & 1u) == 1u));`,
+    );
+  }
+  for (const r of rs) {
+    for (const i of us) {
+      lines.push(
+        `    let d${r}_${i} = scale(sbase[${r}u] + j${i}) * sx${i}.x * ` +
+          `block_dot(base[${r}u] + CV * j${i}, a${i}, b${i}, sx${i}.y);`,
+      );
+    }
+  }
+  for (const r of rs) for (const i of us) lines.push(`    acc[${r}u] += d${r}_${i};`);
+  lines.push("  }");
+  return lines.join("\n");
 }
 
 /** Weight rows one GEMV workgroup computes under tuning `t`. */
@@ -441,7 +494,9 @@ export function linearQ(
       UNROLL2: t.unroll,
       TILE: t.tile,
       XQ: t.xq,
+      XPU: prep ? t.xpUnroll ?? 1 : 1,
     },
+    code: { XP_STEPS: xpSteps(prep ? t.xpUnroll ?? 1 : 1, t.rows) },
   });
   const perGroup = rowsPerWorkgroup(t);
   return [

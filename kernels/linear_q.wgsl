@@ -516,7 +516,12 @@ fn main(
     ss += bitcast<f32>(xp[o >> 2u][o & 3u]);
   }
 #endif
-  for (var j = t; j < units; j += TPR) {
+  var j = t;
+  // XPU > 1: XPU units per iteration, written out (XP_STEPS: kernels/linear_q.ts xpSteps()): all
+  // their loads issued before the products, so a thread keeps XPU weight loads in flight (a `for`
+  // here stays a loop that waits on each load); each row's terms are added in the same order.
+{{XP_STEPS}}
+  for (; j < units; j += TPR) {
     let a = xp[2u * j];
     let b = xp[2u * j + 1u];
     let sv = xp[2u * units + (j >> 1u)];

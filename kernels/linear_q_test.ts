@@ -205,6 +205,10 @@ const GEMV_TUNINGS: Partial<LinearQTuning>[] = [
   { wg: 64, tpr: 4, rows: 3, xq: true, prep: true },
   { wg: 128, tpr: 32, rows: 1, xq: true, prep: true },
   { wg: 64, tpr: 64, rows: 5, xq: true, prep: true },
+  // ... its loop written out 2, 3 or 8 units at a time (a tail of plain steps, or none entered).
+  { wg: 64, tpr: 4, rows: 3, xq: true, prep: true, xpUnroll: 3 },
+  { wg: 128, tpr: 32, rows: 1, xq: true, prep: true, xpUnroll: 2 },
+  { wg: 64, tpr: 1, rows: 2, xq: true, prep: true, xpUnroll: 8 },
   {},
 ];
 
@@ -313,7 +317,7 @@ Deno.test("linearQ() GEMV: every tuning, int8 / f32 x, fused norm / siluMul, chu
   }
 });
 
-Deno.test("linearQ() with prepared x gives the staged int8-x GEMV's bits (norm: its 1 / rms to f32 order)", async () => {
+Deno.test("linearQ() with prepared x (any xpUnroll) gives the staged int8-x GEMV's bits (norm: its 1 / rms to f32 order)", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(31);
   for (const dtype of DTYPES) {
@@ -328,11 +332,19 @@ Deno.test("linearQ() with prepared x gives the staged int8-x GEMV's bits (norm: 
       ];
       for (const [name, s, useBias] of shapes) {
         const out: Float32Array[] = [];
-        for (const [prep, prepThreads] of [[false, 8], [true, 8], [true, 1]] as const) {
+        for (
+          const [prep, prepThreads, xpUnroll] of [
+            [false, 8, 1],
+            [true, 8, 1],
+            [true, 1, 1],
+            [true, 8, 4],
+            [true, 8, 3],
+          ] as const
+        ) {
           const bx = uploadArray(gpu, s.siluMul ? x : x.subarray(0, k));
           const bb = useBias ? uploadArray(gpu, bias) : null;
           const by = s.accumulate ? uploadArray(gpu, y0) : createStorage(gpu, n * 4);
-          const t = { wg: 64, tpr: 8, rows: 2, xq: true, prep, prepThreads };
+          const t = { wg: 64, tpr: 8, rows: 2, xq: true, prep, prepThreads, xpUnroll };
           const ds = linearQ(gpu, by, bx, w, bb, s, t);
           assert.equal(ds.length, w.chunks.length + (prep ? 1 : 0), "one PREPX pass per call");
           run(gpu, ds);
@@ -340,7 +352,13 @@ Deno.test("linearQ() with prepared x gives the staged int8-x GEMV's bits (norm: 
           [bx, bb, by].forEach((b) => b?.destroy());
           ds.forEach((d) => d.destroy());
         }
-        for (const [i, how] of [[1, "8 threads a block"], [2, "1 thread a block"]] as const) {
+        const hows = [
+          [1, "8 threads a block"],
+          [2, "1 thread a block"],
+          [3, "8 threads a block, 4 units a step"],
+          [4, "8 threads a block, 3 units a step"],
+        ] as const;
+        for (const [i, how] of hows) {
           const what = `${dtype} ${n}x${k} ${name}, prep with ${how}`;
           if (s.norm) assertClose(out[i], out[0], TOL, what);
           else assert.deepEqual(out[i], out[0], what);
