@@ -175,6 +175,8 @@ export interface FlashTuning {
   outer: boolean;
   /** The next K tile's loads issued before the barrier that ends the softmax, not after it. */
   early: boolean;
+  /** This tile's V loads issued after S, not before (fewer registers live during S). */
+  vlate: boolean;
   /** Unpadded Q and P rows, row partials in the P buffer: less memory, one more barrier a tile. */
   compact: boolean;
   /**
@@ -289,6 +291,7 @@ function flashLayout(headDim: number, t: FlashTuning) {
     SQ: sq,
     OUTER: t.outer,
     EARLY: t.early,
+    VLATE: t.vlate,
     COMPACT: t.compact,
     QST: qst,
     PS: ps,
@@ -317,7 +320,7 @@ function flashCandidates(headDim: number, t: Partial<FlashTuning>): FlashTuning[
       : [4, 8, 16, 32].find((x) => hd4 % x === 0 && hd4 / x <= 5) ?? 4);
   const rk = t.rk ?? (tx === 4 ? 8 : 4);
   const outer = t.outer ?? false, early = t.early ?? false, compact = t.compact ?? false;
-  const loops = t.loops ?? false;
+  const loops = t.loops ?? false, vlate = t.vlate ?? false;
   // 16 rows of threads first (vision at 80: 160 threads, 48.5 KB, four workgroups an SM; written
   // out 5.99 against 6.76–6.91 ms for 12 rows at 5120 patches, 728 against 727–732 µs at 1564;
   // with loops 12 rows won), then 12 (causal COMPACT at 128: 16 rows do not fit 48 KB).
@@ -329,6 +332,7 @@ function flashCandidates(headDim: number, t: Partial<FlashTuning>): FlashTuning[
     early,
     compact,
     loops,
+    vlate,
   }));
 }
 

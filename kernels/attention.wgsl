@@ -486,13 +486,21 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   var l = vec4<f32>(0.0);       // this thread's part of Σ exp2(s − m)
   for (var kb = lo_t; kb < hi_t; kb += BK) {
     workgroupBarrier();         // this tile's K (and, first, Q) staged
+#ifnot VLATE
     load_tile(true, kb, hi_t);  // this tile's V: in flight while S is computed
+#endif
     sa = mat4x4<f32>();
 #if RK8
     sb = mat4x4<f32>();
 #endif
     // S: s_step over head_dim (c < HD4; #if OUTER d < HD)
     {{S_STEPS}}
+#if VLATE
+    // #if VLATE: this tile's V issued after S, in flight through the softmax: its registers are
+    // not live during S, where the register blocks peak (fewer registers a thread, so more
+    // workgroups an SM where registers bound them).
+    load_tile(true, kb, hi_t);
+#endif
     if (kb < lo_all || kb + BK > hi_all) {
       let keys = vec4<u32>(kb + tx_) + vec4<u32>(0u, TX, 2u * TX, 3u * TX);
       sa = mask4(sa, keys, r0, r1, r2, r3);

@@ -135,6 +135,8 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
       { flash: { tx: 4, ty: 8, rk: 8, compact: true } },
       { flash: { tx: 10, ty: 8, loops: true } },
       { flash: { tx: 10, ty: 8, loops: "s" } },
+      { flash: { tx: 10, ty: 8, vlate: true } },
+      { flash: { tx: 4, ty: 8, rk: 8, compact: true, vlate: true, early: true } },
       { flash: { tx: 5, ty: 8, rk: 8, outer: true, loops: true } },
       { flash: { tx: 5, ty: 8, rk: 8, outer: true, loops: "pv" } },
     ]],
@@ -156,6 +158,7 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
       { flash: { tx: 8, ty: 4, compact: true } },
       { flash: { tx: 8, ty: 4, compact: true, loops: true } },
       { flash: { tx: 8, ty: 4, compact: true, loops: "pv" } },
+      { flash: { tx: 8, ty: 4, compact: true, loops: true, vlate: true } },
       { flash: { tx: 8, ty: 4, rk: 8, compact: true } },
     ]],
   ];
