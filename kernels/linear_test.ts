@@ -186,12 +186,16 @@ Deno.test("gemmKernel() picks the pipelined kernel, split where the modelled tim
   };
   // The prefill / vision shapes of a 7B TTFT and a 1280-token image.
   assert.equal(pick(478, 4608, 3584), "pipe-s4"); // qkv: 144 tiles → 576 in 5 waves
-  assert.equal(pick(478, 3584, 18944), "pipe"); // down: 7 splits would be 48 MB of partials
+  // Where the partials fit GEMM_SPLIT_MAX_BYTES: down in 7 (112 tiles → 784 in 6 waves, 48 MB),
+  // vision fc2 at 5120 in 3 (400 tiles → 1200 in 10 waves, 79 MB).
+  const fits = (s: number, m: number, n: number) => s * m * n * 4 <= GEMM_SPLIT_MAX_BYTES;
+  assert.equal(pick(478, 3584, 18944), fits(7, 478, 3584) ? "pipe-s7" : "pipe");
+  assert.equal(pick(5120, 1280, 5120), fits(3, 5120, 1280) ? "pipe-s3" : "pipe");
   assert.equal(pick(256, 3584, 18944), "pipe-s7"); // 26 MB: 56 tiles → 392 in 3 waves
   assert.equal(pick(478, 3584, 3584), "pipe"); // o: short k, no wave gain
   assert.equal(pick(478, 37888, 3584), "pipe"); // gate_up: 1184 tiles, 9 full waves
-  assert.equal(pick(128, 37888, 3584), "pipe-s2"); // 296 tiles → 592: the largest partials
-  assert.equal(pick(5120, 1280, 5120), "pipe"); // fc2: 3 splits would be 79 MB
+  // 296 tiles → 592 in five waves, or in three splits 888 in seven.
+  assert.equal(pick(128, 37888, 3584), fits(3, 128, 37888) ? "pipe-s3" : "pipe-s2");
   for (const [n, k] of [[1280, 1280], [3840, 1280], [5120, 1280], [1280, 5120]]) {
     assert.equal(pick(1564, n, k), "pipe");
     if (k === 1280) assert.equal(pick(5120, n, k), "pipe");
