@@ -390,15 +390,16 @@ fn ld_w(row: u32, k: u32) -> vec4<f32> {
 // owns the 4 × 4 blocks at rows ib·64 + ty·4, columns jb·64 + tx·4 (ib, jb < 2) as named mat4x4
 // accumulators, as in TILE8. k steps of BK = 16 through two shared buffers, one barrier per step:
 // the products of one buffer run while the global loads of the step after next are in flight,
-// and the next step's blocks (loaded a step ago) are stored to the other buffer after them. Warps 0–3 load x, warps 4–7 load w: one 4 × 4 block per thread
-// (4 rows × one vec4 of k), transposed in registers and stored as 4 vec4 into the k-major shared
-// tiles (TILE8 stores 16 scalars per 16 k, 4-way bank-conflicted). Shared rows are padded by one
-// vec4 so a quarter warp's stores (2 k blocks × 4 row blocks) hit 8 distinct 16-byte banks. It
-// runs at full speed with one workgroup per SM.
-// The next step's block is held as the bits it was loaded as (f16 w read as vec2<u32>, four
-// halves: W4H) and converted, zeroed past k and transposed only when stored, after this step's
-// products, and the loads are branch-free (the last step reloads its own): no instruction before
-// the products uses a loaded value, so none waits on the loads. Converting on load (f16 → f32,
+// and the next step's blocks (loaded a step ago) are stored to the other buffer after them.
+// Warps 0–3 load x, warps 4–7 load w: one 4 × 4 block per thread (4 rows × one vec4 of k),
+// transposed in registers and stored as 4 vec4 into the k-major shared tiles (TILE8 stores 16
+// scalars per 16 k, 4-way bank-conflicted). Shared rows are padded by one vec4 so a quarter
+// warp's stores (2 k blocks × 4 row blocks) hit 8 distinct 16-byte banks. It runs at full speed
+// with one workgroup per SM.
+// A loaded block is held as the bits it was loaded as (f16 w read as vec2<u32>, four halves:
+// W4H) and converted, zeroed past k and transposed only when stored, after a step's products,
+// and the loads are branch-free (the last steps reload their own): no instruction before the
+// products uses a loaded value, so none waits on the loads. Converting on load (f16 → f32,
 // the past-k select) made every warp wait out the load latency before its products: 1.1–1.25×
 // slower on the H200 (2026-11-28 12:21, bench/_gemm.ts: 7B at 478 rows gate_up 4.49 → 4.04 ms,
 // down 2.62 → 2.38, o 0.50 → 0.44; vision at 5120 patches fc1 2.22 → 1.80, fc2 2.83 → 2.24, qkv
