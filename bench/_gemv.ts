@@ -17,7 +17,8 @@
  * emitting GEMV's tunings (workgroups grown to whole blocks), then the chains;
  * --sweep xpu (q4): every kind as the emit-x decoder chains it, its default tuning and prepared-x
  * tunings with the loop written out 2 / 4 / 8 units a step (LinearQTuning.xpUnroll), then the
- * chains with xpUnroll on every prepared-x GEMV;
+ * chains with xpUnroll on every prepared-x GEMV; --kinds o,down: only those kinds' sweeps;
+ * --tunings JSON: that list instead of the xpu sweep's; --chains 0: no chains;
  * --model 72b: QVQ-72B's shapes (hidden 8192, intermediate 29568) instead of 7B's.
  *
  *   deno run -A bench/_gemv.ts [--layers 28] [--dtypes f16,q8,q4] [--sweep 1|0|prep]
@@ -179,13 +180,17 @@ const SWEEP_EMIT: Partial<LinearQTuning>[] = [
 
 // Prepared-x GEMVs with the loop written out (--sweep xpu): the default shape, then [wg, tpr, rows].
 const XPUS = [2, 4, 8];
-const SWEEP_XPU: Partial<LinearQTuning>[] = [
-  {},
-  ...XPUS.map((xpUnroll) => ({ xq: true, prep: true, xpUnroll })),
-  ...[[256, 32, 1], [1024, 32, 1], [256, 16, 2], [256, 32, 2], [512, 32, 1]].map((
-    [wg, tpr, rows],
-  ) => ({ wg, tpr, rows, xq: true, prep: true, xpUnroll: 4 })),
-];
+const onlyKinds = opt("--kinds", "").split(",").filter((k) => k);
+const chains = opt("--chains", "1") !== "0";
+const SWEEP_XPU: Partial<LinearQTuning>[] = args.includes("--tunings")
+  ? JSON.parse(opt("--tunings", "[]"))
+  : [
+    {},
+    ...XPUS.map((xpUnroll) => ({ xq: true, prep: true, xpUnroll })),
+    ...[[256, 32, 1], [1024, 32, 1], [256, 16, 2], [256, 32, 2], [512, 32, 1]].map((
+      [wg, tpr, rows],
+    ) => ({ wg, tpr, rows, xq: true, prep: true, xpUnroll: 4 })),
+  ];
 
 for (const dtype of dtypes) {
   const ws = new Map<Kind, Weight[]>();
@@ -262,6 +267,7 @@ for (const dtype of dtypes) {
   }
   if (sweepMode === "xpu" && dtype === "q4") {
     for (const [kind] of KINDS) {
+      if (onlyKinds.length && !onlyKinds.includes(kind)) continue;
       const s = { ...decodeShape(kind), ...emitShape(kind, "x", 1) };
       for (const t of SWEEP_XPU) {
         let ds: Dispatch[];
@@ -348,7 +354,7 @@ for (const dtype of dtypes) {
       }
     }
   }
-  for (const [name, pick, plain, emit] of variants) {
+  for (const [name, pick, plain, emit] of chains ? variants : []) {
     let ds: Dispatch[];
     try {
       ds = chain(pick, plain, emit);

@@ -101,8 +101,9 @@ export interface LinearQTuning {
    */
   prep?: boolean;
   /**
-   * Prepared x (`prep`): units (32-element blocks) a thread takes per loop iteration, written out
-   * with all their loads before the products ({@link xpSteps}); 1 (default): the plain loop.
+   * int8 x (`xq`, prepared or staged): units (32-element blocks) a thread takes per loop
+   * iteration, written out with all their loads before the products ({@link xpSteps}); 1
+   * (default): the plain loop.
    */
   xpUnroll?: number;
   /**
@@ -212,36 +213,47 @@ export function emitKeepsTuning(w: Weight, siluMul: boolean, prepared: boolean):
 }
 
 /**
- * The prepared-x GEMV's loop over `u` units per iteration for `rows` rows per row group (WGSL for
- * kernels/linear_q.wgsl's XP_STEPS; "" for u ≤ 1): unit i of an iteration is j + i · TPR; its x
- * block, then every row's term are computed before any is added, so the weight and scale loads
- * of all u units are in flight together. Each row adds its terms in unit order, as the plain loop
- * does: the same bits.
+ * The int8-x GEMV's loop over `u` units per iteration for `rows` rows per row group (WGSL for
+ * kernels/linear_q.wgsl's XP_STEPS, prepared x, or with `staged` its XQ_STEPS over a staged tile;
+ * "" for u ≤ 1): unit i of an iteration is j + i · TPR; its x block, then every row's term are
+ * computed before any is added, so the weight and scale loads of all u units are in flight
+ * together. Each row adds its terms in unit order, as the plain loop does: the same bits.
  */
-export function xpSteps(u: number, rows: number): string {
+export function xpSteps(u: number, rows: number, staged = false): string {
   if (u <= 1) return "";
   const us = [...Array(u).keys()], rs = [...Array(rows).keys()];
-  const lines = [`  for (; j + ${u - 1}u * TPR < units; j += ${u}u * TPR) {`];
+  const end = staged ? "tu" : "units", pad = staged ? "  " : "";
+  const lines = [`for (; j + ${u - 1}u * TPR < ${end}; j += ${u}u * TPR) {`];
   for (const i of us) {
-    lines.push(
-      `    let j${i} = j + ${i}u * TPR;`,
-      `    let a${i} = xp[2u * j${i}];`,
-      `    let b${i} = xp[2u * j${i} + 1u];`,
-      `    let sv${i} = xp[2u * units + (j${i} >> 1u)];`,
-      `    let sx${i} = bitcast<vec2<f32>>(select(sv${i}.xy, sv${i}.zw, (j${i} & 1u) == 1u));`,
-    );
+    lines.push(`  let j${i} = j + ${i}u * TPR;`);
+    if (staged) {
+      lines.push(
+        `  let g${i} = u0 + j${i};`,
+        `  let a${i} = xq0[j${i}];`,
+        `  let b${i} = xq1[j${i}];`,
+        `  let sx${i} = xqs[j${i}];`,
+      );
+    } else {
+      lines.push(
+        `  let g${i} = j${i};`,
+        `  let a${i} = xp[2u * j${i}];`,
+        `  let b${i} = xp[2u * j${i} + 1u];`,
+        `  let sv${i} = xp[2u * units + (j${i} >> 1u)];`,
+        `  let sx${i} = bitcast<vec2<f32>>(select(sv${i}.xy, sv${i}.zw, (j${i} & 1u) == 1u));`,
+      );
+    }
   }
   for (const r of rs) {
     for (const i of us) {
       lines.push(
-        `    let d${r}_${i} = scale(sbase[${r}u] + j${i}) * sx${i}.x * ` +
-          `block_dot(base[${r}u] + CV * j${i}, a${i}, b${i}, sx${i}.y);`,
+        `  let d${r}_${i} = scale(sbase[${r}u] + g${i}) * sx${i}.x * ` +
+          `block_dot(base[${r}u] + CV * g${i}, a${i}, b${i}, sx${i}.y);`,
       );
     }
   }
-  for (const r of rs) for (const i of us) lines.push(`    acc[${r}u] += d${r}_${i};`);
-  lines.push("  }");
-  return lines.join("\n");
+  for (const r of rs) for (const i of us) lines.push(`  acc[${r}u] += d${r}_${i};`);
+  lines.push("}");
+  return lines.map((l) => `  ${pad}${l}`).join("\n");
 }
 
 /** Weight rows one GEMV workgroup computes under tuning `t`. */
@@ -494,9 +506,12 @@ export function linearQ(
       UNROLL2: t.unroll,
       TILE: t.tile,
       XQ: t.xq,
-      XPU: prep ? t.xpUnroll ?? 1 : 1,
+      XPU: t.xq ? t.xpUnroll ?? 1 : 1,
     },
-    code: { XP_STEPS: xpSteps(prep ? t.xpUnroll ?? 1 : 1, t.rows) },
+    code: {
+      XP_STEPS: xpSteps(t.xq ? t.xpUnroll ?? 1 : 1, t.rows),
+      XQ_STEPS: xpSteps(t.xq ? t.xpUnroll ?? 1 : 1, t.rows, true),
+    },
   });
   const perGroup = rowsPerWorkgroup(t);
   return [

@@ -536,7 +536,10 @@ fn main(
     workgroupBarrier();  // the previous tile is consumed
     for (var b = lid; b < tu; b += WG) { ss += stage_block(u0 + b, b); }
     workgroupBarrier();
-    for (var j = t; j < tu; j += TPR) {
+    var j = t;
+    // XPU > 1: as XP_STEPS, over the staged tile (XQ_STEPS).
+{{XQ_STEPS}}
+    for (; j < tu; j += TPR) {
       let a = xq0[j];
       let b = xq1[j];
       let sx = xqs[j];

@@ -200,6 +200,9 @@ const GEMV_TUNINGS: Partial<LinearQTuning>[] = [
   { wg: 64, tpr: 4, rows: 3, tile: 2, xq: true },
   { wg: 64, tpr: 16, rows: 1, tile: 1, xq: true },
   { wg: 64, tpr: 64, rows: 5, tile: 64, xq: true },
+  // ... its loop over a tile written out 2 or 4 units at a time (tiles of 7 and 5 units: tails).
+  { wg: 64, tpr: 2, rows: 3, tile: 7, xq: true, xpUnroll: 2 },
+  { wg: 64, tpr: 1, rows: 2, tile: 5, xq: true, xpUnroll: 4 },
   // Prepared x (one PREPX pass, then the GEMV reads its blocks): every reduction.
   { wg: 64, tpr: 1, rows: 2, xq: true, prep: true },
   { wg: 64, tpr: 4, rows: 3, xq: true, prep: true },
@@ -317,7 +320,7 @@ Deno.test("linearQ() GEMV: every tuning, int8 / f32 x, fused norm / siluMul, chu
   }
 });
 
-Deno.test("linearQ() with prepared x (any xpUnroll) gives the staged int8-x GEMV's bits (norm: its 1 / rms to f32 order)", async () => {
+Deno.test("linearQ() with prepared x or xpUnroll gives the staged int8-x GEMV's bits (norm: its 1 / rms to f32 order)", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(31);
   for (const dtype of DTYPES) {
@@ -339,6 +342,7 @@ Deno.test("linearQ() with prepared x (any xpUnroll) gives the staged int8-x GEMV
             [true, 1, 1],
             [true, 8, 4],
             [true, 8, 3],
+            [false, 8, 4],
           ] as const
         ) {
           const bx = uploadArray(gpu, s.siluMul ? x : x.subarray(0, k));
@@ -357,6 +361,7 @@ Deno.test("linearQ() with prepared x (any xpUnroll) gives the staged int8-x GEMV
           [2, "1 thread a block"],
           [3, "8 threads a block, 4 units a step"],
           [4, "8 threads a block, 3 units a step"],
+          [5, "staged, 4 units a step"],
         ] as const;
         for (const [i, how] of hows) {
           const what = `${dtype} ${n}x${k} ${name}, prep with ${how}`;
