@@ -528,7 +528,13 @@ Deno.test("linearQ() with ropeKv rotates q and k at state.position and writes K,
   const rng = seeded(41);
   const maxTokens = 6, eps = 1e-6;
   const cases = [
-    { t: mropeTable(128, 1e6, [16, 24, 24], 4096), q: 28, kv: 4, k: 3584, tunings: [{}] },
+    {
+      t: mropeTable(128, 1e6, [16, 24, 24], 4096),
+      q: 28,
+      kv: 4,
+      k: 3584,
+      tunings: [{}, { wg: 64, tpr: 4, rows: 2, xq: true, prep: true, xpUnroll: 4 }],
+    },
     {
       t: mropeTable(16, 1e6, [2, 3, 3], 64),
       q: 4,
@@ -627,6 +633,8 @@ function preparedRef(x: Float32Array, nw: Float32Array): { words: Uint32Array; s
 // rows per workgroup that the emitting GEMV grows to whole blocks.
 const EMIT_TUNINGS: Partial<LinearQTuning>[] = [
   {},
+  { wg: 64, tpr: 2, rows: 1, tile: 8, xq: true, xpUnroll: 2 },
+  { wg: 64, tpr: 4, rows: 2, xq: true, prep: true, xpUnroll: 3 },
   { wg: 64, tpr: 1, rows: 1, tile: 3, xq: true },
   { wg: 64, tpr: 4, rows: 3, tile: 2, xq: true },
   { wg: 64, tpr: 16, rows: 1, xq: false },
