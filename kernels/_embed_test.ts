@@ -36,7 +36,7 @@ Deno.test("the embedded kernels hold no #include and no fragment of their own; e
   }
   const users = Object.keys(WGSL).filter((n) => WGSL[n].includes("struct DecodeState")).sort();
   assert.deepEqual(users, [
-    "attention",
+    "attention_decode",
     "embedding",
     "kv_cache",
     "linear",
