@@ -382,7 +382,7 @@ Deno.test("estimateMemory() counts quantized prefill's scratch: q8's dequantize 
       .activations;
   const chunk = prefillChunkTokens(cfg, maxBinding);
   // f16 decoder matrices take the tiled GEMM's split-k scratch instead (next test).
-  const splitK = 2 * 128 * 37888 * 4;
+  const splitK = 2 * 256 * 37888 * 4;
   assert.equal(act("q8") - act() + splitK, DEQUANT_SCRATCH_BYTES);
   // The widest quantized k is down_proj's 18944: int8 codes + one f32 scale per 32.
   assert.equal(act("q4") - act() + splitK, chunk * 18944 * (1 + 4 / 32));
@@ -393,10 +393,10 @@ Deno.test("estimateMemory() counts the f16 GEMM's split-k scratch at its largest
   const plan = (dtype: "f16" | "f32") =>
     syntheticPlan(PRESETS["Qwen2-VL-7B-Instruct"], { dtype, maxBinding: 2 * GiB });
   const f16 = estimateMemory(cfg, plan("f16"), 1024);
-  // 7B gate_up at a 128-token chunk: 296 tiles of 128 × 128 fill 132 SMs best with k split in
-  // two (kernels/linear.ts gemmKernel), 2 · 128 · 37888 f32 partials — the largest of the four
-  // matrices at any chunk length ≤ 512 (qkv's 2 · 512 · 4608 · 4 is 18.9 MB).
-  assert.deepEqual(gemmKernel(128, 37888, 3584), { kernel: "pipe", splitK: 2 });
+  // 7B gate_up at a 256-token chunk: the time model (kernels/linear.ts gemmKernel) splits its 592
+  // tiles of 128 × 128 in two, 2 · 256 · 37888 f32 partials — the largest of the four matrices at
+  // any chunk length ≤ 512 within GEMM_SPLIT_MAX_BYTES.
+  assert.deepEqual(gemmKernel(256, 37888, 3584), { kernel: "pipe", splitK: 2 });
   const q8 = estimateMemory(
     cfg,
     syntheticPlan(PRESETS["Qwen2-VL-7B-Instruct"], {
@@ -406,5 +406,5 @@ Deno.test("estimateMemory() counts the f16 GEMM's split-k scratch at its largest
     }),
     1024,
   );
-  assert.equal(f16.activations - (q8.activations - DEQUANT_SCRATCH_BYTES), 2 * 128 * 37888 * 4);
+  assert.equal(f16.activations - (q8.activations - DEQUANT_SCRATCH_BYTES), 2 * 256 * 37888 * 4);
 });
