@@ -17,7 +17,8 @@
  * emitting GEMV's tunings (workgroups grown to whole blocks), then the chains;
  * --sweep xpu (q4): every kind as the emit-x decoder chains it, its default tuning and prepared-x
  * tunings with the loop written out 2 / 4 / 8 units a step (LinearQTuning.xpUnroll), then the
- * chains with xpUnroll on every prepared-x GEMV; --kinds o,down: only those kinds' sweeps;
+ * emit-x chain under GEMV_WIDE settings (linear_q.ts), interleaved --chain-reps times (default
+ * 2); --kinds o,down: only those kinds' sweeps (none: no sweep);
  * --tunings JSON: that list instead of the xpu sweep's; --chains 0: no chains;
  * --model 72b: QVQ-72B's shapes (hidden 8192, intermediate 29568) instead of 7B's.
  *
@@ -32,6 +33,7 @@ import { fill, fillWeight } from "../kernels/fill.ts";
 import {
   dequantize,
   fillQuantRows,
+  GEMV_WIDE,
   gemvQTuning,
   linearQ,
   type LinearQTuning,
@@ -310,19 +312,33 @@ for (const dtype of dtypes) {
     return ds;
   };
   const total = KINDS.reduce((a, [kind]) => a + gb(kind), 0);
-  const variants: [string, (kind: Kind) => AnyTuning | undefined, boolean, ("x" | "act")?][] = [
+  type Wide = typeof GEMV_WIDE;
+  const variants: [
+    string,
+    (kind: Kind) => AnyTuning | undefined,
+    boolean,
+    ("x" | "act")?,
+    Wide?,
+  ][] = sweepMode === "xpu" ? [] : [
     ["default fused", () => undefined, false],
     ["default plain", () => undefined, true],
   ];
-  if (dtype === "q4") {
+  if (dtype === "q4" && sweepMode !== "xpu") {
     variants.push(["default emit-x", () => undefined, false, "x"]);
     variants.push(["default emit-x+act", () => undefined, false, "act"]);
   }
   if (dtype === "q4" && sweepMode === "xpu") {
-    for (const xpUnroll of XPUS) {
-      const t = { xq: true, prep: true, xpUnroll };
-      variants.push([`emit-x xpu${xpUnroll}`, () => t, false, "x"]);
-      variants.push([`emit-x+act xpu${xpUnroll}`, () => t, false, "act"]);
+    // The decoder's chain under GEMV_WIDE settings, interleaved --chain-reps times (run-to-run noise).
+    const wides: Wide[] = [
+      { ...GEMV_WIDE },
+      { xpUnroll: 1, stagedSquare: false },
+      { xpUnroll: 2, stagedSquare: true },
+      { xpUnroll: 4, stagedSquare: false },
+    ];
+    for (let rep = 0; rep < Number(opt("--chain-reps", "2")); rep++) {
+      for (const w of wides) {
+        variants.push([`emit-x GEMV_WIDE ${JSON.stringify(w)}`, () => undefined, false, "x", w]);
+      }
     }
   }
   if (dtype !== "f16" && sweepMode !== "xpu") {
@@ -354,13 +370,17 @@ for (const dtype of dtypes) {
       }
     }
   }
-  for (const [name, pick, plain, emit] of chains ? variants : []) {
+  for (const [name, pick, plain, emit, wide] of chains ? variants : []) {
     let ds: Dispatch[];
+    const saved = { ...GEMV_WIDE };
     try {
+      Object.assign(GEMV_WIDE, wide ?? {});
       ds = chain(pick, plain, emit);
     } catch (e) {
       console.log(`CHAIN ${dtype} ${name}: failed: ${(e as Error).message}`);
       continue;
+    } finally {
+      Object.assign(GEMV_WIDE, saved);
     }
     const ms = await time(ds);
     record(

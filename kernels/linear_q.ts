@@ -137,10 +137,19 @@ export const GEMV_PREP: Readonly<Record<QuantDType, boolean>> = { q4: true, q8: 
 export const PREFILL_INT8: Readonly<Record<QuantDType, boolean>> = { q4: true, q8: false };
 
 /**
- * Units a prepared-x GEMV thread takes per loop iteration by default (LinearQTuning.xpUnroll);
- * benchmarks set it to compare.
+ * Defaults of the wide int8-x GEMVs (n and k ≥ 8192: QVQ-72B's qkv, o, gate_up, down, lm_head;
+ * no 7B shape, which keep the plain loop: not measured with it); benchmarks switch them to compare.
+ * H200 12:57, bench/_gemv.ts --model 72b --layers 8 --sweep xpu (ms per 8 layers, one run, ±10 %
+ * run to run):
+ * - `xpUnroll`: units per loop iteration of the prepared-x GEMV (LinearQTuning.xpUnroll). Default
+ *   → 2 / 4 / 8: qkv 0.201 → 0.180 / 0.184 / 0.214, o 0.214 → 0.205 / 0.221 / 0.285, gate_up
+ *   0.708 → 0.676 / 0.681 / 0.754, down 0.454 → 0.422 / 0.423 / 0.497; the emit-x chain (all
+ *   GEMVs of 8 layers + lm_head) 1.886 → 1.802 / 1.465 / 1.992 ms.
+ * - `stagedSquare`: o_proj (n ≤ k, rows not long, x not prepared) stages its int8 x itself in one 256-unit tile,
+ *   512 threads × 16 a row, 4 units an iteration, instead of a PREPX pass + the prepared GEMV:
+ *   0.185 against 0.211 (prepared, xpUnroll 4) and 0.251 (before) ms in one run.
  */
-export const GEMV_XP_UNROLL: Record<QuantDType, number> = { q4: 1, q8: 1 };
+export const GEMV_WIDE = { xpUnroll: 4, stagedSquare: true };
 
 /** Rows of more than this many 32-element groups (7B down_proj: 592) are "long" to the GEMV. */
 export const GEMV_LONG_UNITS = 256;
@@ -168,7 +177,11 @@ export function gemvQTuning(
 ): LinearQTuning {
   const groups = k / 32;
   const long = groups > GEMV_LONG_UNITS;
+  const wide = n >= 8192 && k >= 8192;
   let tpr: number, rows = 1;
+  if (xq && wide && !prepared && !long && n <= k && GEMV_WIDE.stagedSquare) {
+    return { wg: 512, tpr: 16, rows: 1, unroll: false, tile: 256, xq, xpUnroll: 4 };
+  }
   if (xq && (prepared || GEMV_PREP[dtype] && (long || n >= 16384 || k >= 8192))) {
     // Prepared x (H100 08:30, bench/_gemv.ts --sweep prep): 72B gate_up 1.58 → 1.08 ms per 10
     // layers, down 1.14 → 0.67, qkv 0.40 → 0.33, o 0.35 → 0.29, lm_head 0.42 → 0.26; 7B gate_up
@@ -187,7 +200,7 @@ export function gemvQTuning(
       tile: 128,
       xq,
       prep: true,
-      xpUnroll: GEMV_XP_UNROLL[dtype],
+      xpUnroll: wide ? GEMV_WIDE.xpUnroll : 1,
     };
   }
   if (long) tpr = 32;

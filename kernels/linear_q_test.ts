@@ -465,7 +465,12 @@ Deno.test("gemvQTuning() picks the swept best per 7B kind and never more threads
   assert.deepEqual(t("q4", 3584, 18944), [32, 1, true]); // down: long rows, prepared int8 x
   assert.deepEqual(t("q4", 152064, 3584), [8, 1, true]); // lm_head (prepared x)
   assert.equal(gemvQTuning("q4", 4608, 3584).prep, undefined); // 7B qkv stays staged
-  assert.equal(gemvQTuning("q4", 8192, 8192).prep, true); // 72B o
+  assert.equal(gemvQTuning("q4", 8192, 8192).prep, undefined); // 72B o stages x (GEMV_WIDE)
+  assert.equal(gemvQTuning("q4", 8192, 8192).xpUnroll, 4);
+  assert.equal(gemvQTuning("q4", 8192, 8192, undefined, true).prep, true); // prepared: 72B gate_up
+  assert.equal(gemvQTuning("q4", 59136, 8192, undefined, true).xpUnroll, 4);
+  assert.equal(gemvQTuning("q4", 37888, 3584, undefined, true).xpUnroll, 1); // 7B gate_up
+  assert.equal(gemvQTuning("q4", 8192, 29568).prep, true); // 72B down (silu x): long, PREPX pass
   assert.deepEqual(t("q8", 3584, 3584), [32, 1, false]); // q8 keeps f32 x
   assert.deepEqual(t("q8", 37888, 3584), [8, 1, false]);
   assert.deepEqual(t("q4", 151936, 32), [1, 1, true]); // the tiny model: one group per row (prepared x)
