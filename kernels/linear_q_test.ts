@@ -26,6 +26,7 @@ import {
   dequantize,
   emitKeepsTuning,
   fillQuantRows,
+  GEMV_WIDE,
   gemvQTuning,
   linearQ,
   type LinearQTuning,
@@ -783,4 +784,54 @@ Deno.test("emitKeepsTuning(): 7B gate_up already runs 64-row blocks with prepare
   assert.equal(emitKeepsTuning(w(2 * 18944, 3584), true, true), true); // tpr 8 × 2 rows
   assert.equal(emitKeepsTuning(w(2 * 29568, 8192), true, true), false); // tpr 16 × 1 row
   assert.equal(emitKeepsTuning(w(8192, 8192), false, true), false); // 72B o: tpr 32 (grown)
+});
+
+// QVQ-72B's o_proj shape (8192 × 8192, accumulating, emitting x prepared for gate_up): its default
+// (GEMV_WIDE: x staged by the GEMV, 4 units an iteration) gives the bits of the prepared-x GEMV of
+// the same shape behind a PREPX pass (1 or 4 units an iteration), y and the emitted blocks; with
+// GEMV_WIDE off (a PREPX pass, 256 threads × 32 a row: another summation order) y within TOL.
+Deno.test("linearQ() GEMV_WIDE defaults at 72B o_proj give the prepared-x GEMV's bits", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(53);
+  const n = 8192, k = 8192;
+  const { w } = makeQuant(gpu, n, k, "q4", 7);
+  const x = uploadArray(gpu, randn(rng, k)), y0 = randn(rng, n);
+  const nw = uploadArray(gpu, randn(rng, n, 0.5).map((v) => v + 1));
+  const saved = { ...GEMV_WIDE };
+  const shape = { wg: 512, tpr: 16, rows: 1, xq: true, prep: true };
+  const settings: [Partial<LinearQTuning>, typeof saved][] = [
+    [{}, saved],
+    [shape, saved],
+    [{ ...shape, xpUnroll: 4 }, saved],
+    [{}, { xpUnroll: 1, stagedSquare: false }],
+  ];
+  const out: [Float32Array, Uint8Array][] = [];
+  try {
+    for (const [tuning, wide] of settings) {
+      Object.assign(GEMV_WIDE, wide);
+      const y = uploadArray(gpu, y0), eo = createStorage(gpu, preparedXBytes(n), "emitted");
+      const s = { m: 1, accumulate: true, emit: { weight: nw, out: eo } };
+      const ds = linearQ(gpu, y, x, w, null, s, tuning);
+      const staged = !Object.keys(tuning).length && wide.stagedSquare;
+      assert.equal(ds.length, staged ? 1 : 2, "a PREPX pass unless staged");
+      run(gpu, ds);
+      const bytes = new Uint8Array(await readBytes(gpu, eo, preparedXBytes(n)));
+      out.push([await readF32(gpu, y, n), bytes]);
+      ds.forEach((d) => d.destroy());
+      [y, eo].forEach((b) => b.destroy());
+    }
+  } finally {
+    Object.assign(GEMV_WIDE, saved);
+  }
+  for (const i of [1, 2]) {
+    assert.deepEqual(out[0][0], out[i][0], `y, default vs ${JSON.stringify(settings[i][0])}`);
+    assert.deepEqual(
+      out[0][1],
+      out[i][1],
+      `emitted x, default vs ${JSON.stringify(settings[i][0])}`,
+    );
+  }
+  assertClose(out[0][0], out[3][0], TOL, "y, default vs GEMV_WIDE off");
+  [x, nw].forEach((b) => b.destroy());
+  destroyWeight(w);
 });
