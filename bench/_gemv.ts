@@ -335,9 +335,21 @@ for (const dtype of dtypes) {
       { xpUnroll: 2, stagedSquare: true },
       { xpUnroll: 4, stagedSquare: false },
     ];
+    // gate_up on 64-row workgroups emitting silu · up for down (no PREPX pass before down).
+    const gateUps: Partial<LinearQTuning>[] = [[512, 16, 2], [256, 16, 4]].map((
+      [wg, tpr, rows],
+    ) => ({ wg, tpr, rows, xq: true, prep: true, xpUnroll: 4 }));
     for (let rep = 0; rep < Number(opt("--chain-reps", "2")); rep++) {
       for (const w of wides) {
         variants.push([`emit-x GEMV_WIDE ${JSON.stringify(w)}`, () => undefined, false, "x", w]);
+      }
+      for (const g of gateUps) {
+        variants.push([
+          `emit-x+act gate_up ${JSON.stringify(g)}`,
+          (kind) => kind === "gate_up" ? g : undefined,
+          false,
+          "act",
+        ]);
       }
     }
   }
