@@ -28,7 +28,11 @@
  * 5120 patches 10.7 → 7.5–7.7 ms (12.5 → 17.5 TFLOP/s; 32 layers 0.34 → 0.25 s), 1564: 1.28 →
  * 0.75 ms; 7B causal prefill 242–247 → 176–178 µs at 478 tokens, 748–752 → 621 µs at 1024; see
  * {@link prefillDefault}. On this stack what decided its tilings was workgroups per SM (workgroup
- * memory): 64-thread tilings with more registers a thread ran 9.0–11.6 ms at 5120.
+ * memory): 64-thread tilings with more registers a thread ran 9.0–11.6 ms at 5120. With its hot
+ * loops written out (naga's loop counter kept them loops) and its shared arrays indexed per
+ * dimension: vision 5120 patches 7.5–7.7 → 5.95–6.03 ms (22.4 TFLOP/s; 32 layers 0.19 s), 1564
+ * 0.72–0.74 ms (two waves, see prefillDefault); causal (loops kept at head_dim 128, V loaded
+ * after S) 163 µs at 478 tokens, 571 at 1024.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
@@ -197,13 +201,20 @@ export type PrefillOptions = Partial<PrefillTuning> & { flash?: Partial<FlashTun
 /**
  * The prefill tuning a call without one runs: the flash kernel, at its default tiling for the
  * vision tower ({tx: 10, ty: 16} at head_dim 80, its loops written out) and COMPACT with `for`
- * loops for causal prefill ({tx: 8, ty: 12} at 128). H200, 2026-11-28, bench/_attention.ts
- * --sweep flash, each comparison interleaved in one run. With the hot loops written out (device
- * run attn-1 / attn-2, 12:25):
+ * loops and V loaded after S for causal prefill ({tx: 8, ty: 12} at 128). H200, 2026-11-28,
+ * bench/_attention.ts (--sweep flash or --tunings), each comparison interleaved in one run. With
+ * the hot loops written out (device runs attn-1 / attn-2 12:25, attn-3 12:36, attn-4 12:42,
+ * attn-5 12:45, attn-6 12:57):
  * - vision 5120 patches: {ty: 12} 7.67–7.68 ms with loops → 6.76–6.91 written out; {ty: 16}
- *   written out 5.99 ms (22.4 TFLOP/s; COMPACT 6.08); 1564: 737–740 → 727–732 µs, ty 16 728.
+ *   written out 5.95–6.03 ms (22.4 TFLOP/s; with loops 8.29, S alone a loop 6.77, P·V alone
+ *   7.31; COMPACT 6.08–6.18; EARLY, VLATE within noise; ty 14 7.02, ty 10 8.40, ty 8 10.5,
+ *   {tx: 5, rk: 8} 9.83–13.8); 1564: 737–740 → 721–741 µs at ty 12 or 16.
+ * - written out, {ty: 16} runs three workgroups an SM, bound by registers, not by its 48.5 KB:
+ *   1536 patches (384 workgroups) 541–544 µs, 1600 (400, more than 3 · 132) 720–727 µs; so 1564
+ *   patches (400) takes two waves, and 5120 (1280) 3.2. VLATE does not change that.
  * - 7B causal COMPACT: written out 193–196 µs at 478 tokens and 761–772 at 1024 against loops
- *   162–171 and 580–582 (head_dim 128: four vec4 columns a thread).
+ *   162–171 and 580–587 (head_dim 128: four vec4 columns a thread; S alone a loop 166 / 595, P·V
+ *   alone 179 / 638); loops + VLATE 163.3 / 571.3 against 167.4–167.8 / 580.0–580.2.
  * Before (loops, flat shared arrays; device runs attn-2 10:30, attn-3 10:50, attn-4 11:03, attn-5
  * 11:16):
  * - vision 16 heads × 80, tiled → flash {tx: 10, ty: 16} (attn-3): 1024 patches 424.5 → 347–349
@@ -219,7 +230,7 @@ export type PrefillOptions = Partial<PrefillTuning> & { flash?: Partial<FlashTun
  *   TFLOP/s); flash {tx: 8, ty: 10} 195 / 708; flash {tx: 8, ty: 8} 233 / 857.
  */
 export function prefillDefault(vision: boolean): PrefillOptions {
-  return vision ? { flash: {} } : { flash: { compact: true, loops: true } };
+  return vision ? { flash: {} } : { flash: { compact: true, loops: true, vlate: true } };
 }
 
 /** Most prefetch groups of 4 vec4 per thread in the flash kernel (f0 .. f7). */

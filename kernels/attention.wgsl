@@ -85,10 +85,10 @@ fn store_row(i: u32, col: u32, x: vec4<f32>) {
 // - global loads are not overlapped across loop iterations on this stack, so each thread's share
 //   of a tile (NL vec4 in groups of 4, named registers) is loaded a phase before it is stored:
 //   this tile's V while S is computed, the next tile's K while P·V is. Four barriers a tile.
-// The defaults (kernels/attention.ts prefillDefault): vision TX = 10, TY = 12, RK = 4 at head_dim
-// 80 (120 threads, 48 queries, 40-key tiles, 39.8 KB: five workgroups an SM), H200 5120 patches
-// 7.7 ms against the tiled kernel's 10.8; causal COMPACT TX = 8, TY = 12 at 128 (47.6 KB), 7B
-// 1024 tokens 621 against 750 µs.
+// The defaults (kernels/attention.ts prefillDefault): vision TX = 10, TY = 16, RK = 4 at head_dim
+// 80 (160 threads, 64 queries, 40-key tiles, 48.5 KB; three workgroups an SM, bound by
+// registers), H200 5120 patches 6.0 ms against the tiled kernel's 10.8; causal COMPACT TX = 8,
+// TY = 12 at 128 (47.6 KB) with loops and VLATE, 7B 1024 tokens 571 against 750 µs.
 // No `for` in a tile's hot path: naga wraps every WGSL loop in a loop-bound counter the driver
 // cannot see through, so a loop stays a loop (each shared load waited on, its index clamp
 // computed per step; an indexed register array would stay in local memory). The builder

@@ -140,6 +140,8 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
       { flash: { tx: 5, ty: 8, rk: 8, outer: true, loops: true } },
       { flash: { tx: 5, ty: 8, rk: 8, outer: true, loops: "pv" } },
     ]],
+    // 17 and 18 rows of threads (6 warps; at head_dim 80 only within 48 KB, COMPACT).
+    [16, [{ flash: { ty: 18, compact: true } }, { flash: { ty: 17, compact: true, vlate: true } }]],
     [128, [
       { cv: 2, ty: 8, dc: 4 },
       { cv: 2, ty: 8, dc: 8 },
