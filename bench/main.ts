@@ -61,7 +61,7 @@ export interface BenchResult {
    * returning) and all of it (after prefill and the first sampler step were recorded). The GPU
    * idles while the first batch is built; the rest overlaps the GPU running the earlier ones.
    */
-  ttft_cpu_s: { vision: number; all: number };
+  ttft_cpu_s?: { vision: number; all: number };
   /** Generated tokens per second over `new_tokens` decode steps. */
   decode_tok_s: number;
   /** Estimated GPU memory: weights + KV cache + activations (WebGPU cannot query it). */
