@@ -2,7 +2,7 @@
 # The issue-5 benchmark suite: one bench/main.ts line per target of BENCHMARKS.md, appended to
 # OUT/suite.jsonl (decode-step profiles included), then the GEMV chain and the transformers anchor
 # when their scripts are there. On the GPU machine (DEVELOPERS.md), from the repository root:
-#   bash .device/enter.sh bash bench/suite.sh "$OUT"          # ≈ 5 minutes on an H100
+#   bash .device/enter.sh bash bench/suite.sh "$OUT"          # ≈ 3–4 minutes on an H200
 # Each line is one process (fresh device, shaders compiled in its first repetition, the last
 # repetition reported); a line that fails or overruns its 170 s is skipped, not fatal.
 set -u
@@ -21,6 +21,9 @@ bench --shape qwen2-vl-2b --quant q4 $img
 bench --shape qvq-72b --quant q4 $img --max-context 8192
 # The vision target: a 1280-token image (1120×896 px = 80 × 64 patches).
 bench --shape qwen2-vl-7b --prompt-tokens 1300 --image 1120x896 --new-tokens 8 --profile
+# Long answers: decode at 4000–4128 tokens of context (the KV cache read grows with it).
+bench --shape qwen2-vl-7b --quant q4 --prompt-tokens 4000 --new-tokens 128 --repeat 1
+bench --shape qvq-72b --quant q4 --prompt-tokens 4000 --new-tokens 128 --repeat 1
 # Loading from disk: a synthetic bf16 2B checkpoint, written once (first line), then loaded.
 ck=${QVQ_BENCH_CHECKPOINT:-/tmp/qvq-ck2b}
 bench --shape qwen2-vl-2b --checkpoint "$ck" --write-checkpoint --repeat 1 --new-tokens 4
