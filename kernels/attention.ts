@@ -229,9 +229,25 @@ export type PrefillOptions = Partial<PrefillTuning> & { flash?: Partial<FlashTun
  *   1024; flash COMPACT ({tx: 8, ty: 12}, 47.6 KB) 176.0–177.8 and 621.4–621.5 µs (9.3 / 12.1
  *   TFLOP/s); flash {tx: 8, ty: 10} 195 / 708; flash {tx: 8, ty: 8} 233 / 857.
  */
-export function prefillDefault(vision: boolean): PrefillOptions {
-  return vision ? { flash: {} } : { flash: { compact: true, loops: true, vlate: true } };
+export function prefillDefault(vision: boolean, seq?: number, heads?: number): PrefillOptions {
+  if (!vision) return { flash: { compact: true, loops: true, vlate: true } };
+  // 17 rows of threads (COMPACT, 46 KB) where that grid fits one wave and 16 rows' does not: H200
+  // 13:08 (attn-7), 1564 patches 590 µs, ty 18 COMPACT 604–609, default 723; at 5120 (several
+  // waves either way) ty 18 COMPACT 6.15–6.22 ms, 17 6.32 against 6.00–6.02.
+  const grid = (ty: number) => (heads ?? 0) * Math.ceil((seq ?? 0) / (4 * ty));
+  if (grid(16) > FLASH_ONE_WAVE && grid(17) <= FLASH_ONE_WAVE) {
+    return { flash: { ty: 17, compact: true } };
+  }
+  return { flash: {} };
 }
+
+/**
+ * Vision flash workgroups that run at once on an H100 / H200: 132 SMs × three (written out,
+ * {ty: 16} is bound by registers to three an SM; H200 12:44: 1536 patches, 384 workgroups, 541
+ * µs; 1600 patches, 400 workgroups, 727 µs). WebGPU does not tell the SM count: on another card
+ * this only chooses between two tilings that both run well.
+ */
+const FLASH_ONE_WAVE = 3 * 132;
 
 /** Most prefetch groups of 4 vec4 per thread in the flash kernel (f0 .. f7). */
 const FLASH_MAX_GROUPS = 8;
@@ -450,13 +466,13 @@ function prefillDispatch(
   seq: number,
   tuning?: PrefillOptions,
 ): Dispatch {
-  // The default flash tiling where it fits, else (an adapter with less workgroup memory) the
-  // tiled kernel's default.
-  const flash = tuning ? tuning.flash : prefillDefault(vision).flash;
-  const fit = flash && !tuning ? flashFit(gpu, r.headDim, flash) : undefined;
+  // Without a tuning, the default flash tiling for this shape where it fits, else the one for any
+  // shape, else (an adapter with less workgroup memory) the tiled kernel's default.
+  const fit = tuning ? undefined : [prefillDefault(vision, seq, r.heads), prefillDefault(vision)]
+    .map((d) => d.flash && flashFit(gpu, r.headDim, d.flash)).find((l) => l);
   const { bq, defines, code } = fit ??
-    (flash && tuning
-      ? flashTuning(gpu, what, r.headDim, flash)
+    (tuning?.flash
+      ? flashTuning(gpu, what, r.headDim, tuning.flash)
       : prefillLayout(r.headDim, prefillTuning(gpu, what, r.headDim, tuning)));
   const vt = variant(gpu, {
     family: "attention",

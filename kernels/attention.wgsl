@@ -87,7 +87,8 @@ fn store_row(i: u32, col: u32, x: vec4<f32>) {
 //   this tile's V while S is computed, the next tile's K while P·V is. Four barriers a tile.
 // The defaults (kernels/attention.ts prefillDefault): vision TX = 10, TY = 16, RK = 4 at head_dim
 // 80 (160 threads, 64 queries, 40-key tiles, 48.5 KB; three workgroups an SM, bound by
-// registers), H200 5120 patches 6.0 ms against the tiled kernel's 10.8; causal COMPACT TX = 8,
+// registers), H200 5120 patches 6.0 ms against the tiled kernel's 10.8 (TY = 17 COMPACT where
+// only that grid fits one wave: 1564 patches 590 against 723 µs); causal COMPACT TX = 8,
 // TY = 12 at 128 (47.6 KB) with loops and VLATE, 7B 1024 tokens 571 against 750 µs.
 // No `for` in a tile's hot path: naga wraps every WGSL loop in a loop-bound counter the driver
 // cannot see through, so a loop stays a loop (each shared load waited on, its index clamp
@@ -96,9 +97,9 @@ fn store_row(i: u32, col: u32, x: vec4<f32>) {
 // is s_step(0u) … s_step(HD4 − 1u), PV_STEPS pv_step(0u) … pv_step(BK − 1u), ROW_MAX and ROW_SUM
 // the row reductions over red_row(0u) … red_row(TX − 1u); flash { loops } keeps them `for`
 // loops (at head_dim 128 the causal default: written out ran slower there). Shared arrays are
-// indexed per dimension (not
-// flattened), so WebGPU's clamp of each index folds: a literal step index is a constant, the
-// thread's row or column is the same every step. Every register block is a named private.
+// indexed per dimension (not flattened), so WebGPU's clamp of each index folds: a literal step
+// index is a constant, the thread's row or column is the same every step. Every register block is
+// a named private.
 const TX: u32 = {{TX}}u;       // threads along keys (S) and along vec4 columns (O)
 const TY: u32 = {{TY}}u;       // threads along queries, 4 rows each
 const CV: u32 = HD4 / TX;      // vec4 output columns per thread (1 ..= 5; #if C2 .. C5)

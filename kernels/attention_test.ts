@@ -297,6 +297,27 @@ Deno.test("visionAttention() and causalAttention() run the flash prefill by defa
   b.destroy();
 });
 
+Deno.test("visionAttention() runs 17 rows of threads (COMPACT) where only that grid fits one H200 wave", async () => {
+  const gpu = await sharedGpu();
+  const b = createStorage(gpu, 4096);
+  const r = { buffer: b };
+  const key = (seq: number, headDim: number) => {
+    const d = visionAttention(gpu, b, r, r, r, b, { seq, heads: 16, headDim, nCu: 2 });
+    d.destroy();
+    return d.variant.key;
+  };
+  // 1564 patches: 25 blocks of 64 queries × 16 heads = 400 workgroups > 396; 23 of 68: 368.
+  assert.match(key(1564, 16), /COMPACT,FLASH.*TY=17/);
+  assert.doesNotMatch(key(1536, 16), /TY=17/);
+  assert.doesNotMatch(key(5120, 16), /TY=17/);
+  // Where 17 rows do not fit (46 KB at head_dim 80 on a 32 KB adapter), the default tiling runs.
+  if (gpu.limits.maxComputeWorkgroupStorageSize < 46080) {
+    assert.match(key(1564, 80), /FLASH/);
+    assert.doesNotMatch(key(1564, 80), /TY=17/);
+  }
+  b.destroy();
+});
+
 Deno.test("causalAttention() falls back to the tiled kernel where the default flash tiling does not fit", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(26);
