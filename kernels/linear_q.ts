@@ -31,10 +31,9 @@
  *   dispatches), 72B 55.24 (567); with gate_up emitting silu · up for down (EMIT_SILU, where the
  *   tuning already holds 64-row blocks: 7B only) 7B 303.1 (145). bench/_gemv.ts 72B 10-layer
  *   chain: 2.42 ms fused with passes, 2.06 emitting x.
- * - written-out int8-x loops (H200 12:57, LinearQTuning.xpUnroll; {@link GEMV_WIDE}): a `for`
- *   over units stays a loop that waits on each weight load; 4 units an iteration with all loads
- *   first, and o_proj staging its own x (no PREPX pass: 72B 567 → 487 dispatches a step), took
- *   the 72B 8-layer emit-x chain from 1.886 to 1.465 ms.
+ * - written-out int8-x loops (H200 13:09, LinearQTuning.xpUnroll; {@link GEMV_WIDE}): 2 units
+ *   an iteration with all loads first, and o_proj staging its own x (no PREPX pass: 72B 567 → 487
+ *   dispatches a step): the 72B 8-layer emit-x chain 1.755 / 1.758 → 1.680 / 1.723 ms (2–4 %).
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
@@ -143,17 +142,22 @@ export const PREFILL_INT8: Readonly<Record<QuantDType, boolean>> = { q4: true, q
 /**
  * Defaults of the wide int8-x GEMVs (n and k ≥ 8192: QVQ-72B's qkv, o, gate_up, down, lm_head;
  * no 7B shape, which keep the plain loop: not measured with it); benchmarks switch them to compare.
- * H200 12:57, bench/_gemv.ts --model 72b --layers 8 --sweep xpu (ms per 8 layers, one run, ±10 %
- * run to run):
- * - `xpUnroll`: units per loop iteration of the prepared-x GEMV (LinearQTuning.xpUnroll). Default
- *   → 2 / 4 / 8: qkv 0.201 → 0.180 / 0.184 / 0.214, o 0.214 → 0.205 / 0.221 / 0.285, gate_up
- *   0.708 → 0.676 / 0.681 / 0.754, down 0.454 → 0.422 / 0.423 / 0.497; the emit-x chain (all
- *   GEMVs of 8 layers + lm_head) 1.886 → 1.802 / 1.465 / 1.992 ms.
- * - `stagedSquare`: o_proj (n ≤ k, rows not long, x not prepared) stages its int8 x itself in one 256-unit tile,
- *   512 threads × 16 a row, 4 units an iteration, instead of a PREPX pass + the prepared GEMV:
- *   0.185 against 0.211 (prepared, xpUnroll 4) and 0.251 (before) ms in one run.
+ * H200, bench/_gemv.ts --model 72b --layers 8 --sweep xpu (ms per 8 layers; run to run ±5–10 %):
+ * - `xpUnroll`: units per loop iteration of the prepared-x GEMV (LinearQTuning.xpUnroll). Per
+ *   kind (12:57, one run), 1 → 2 / 4 / 8: qkv 0.201 → 0.180 / 0.184 / 0.214, o (after its PREPX
+ *   pass) 0.214 → 0.205 / 0.221 / 0.285, gate_up 0.708 → 0.676 / 0.681 / 0.754, down 0.454 →
+ *   0.422 / 0.423 / 0.497, lm_head 0.218 → 0.208 / 0.218 / 0.231.
+ * - `stagedSquare`: o_proj (n ≤ k, rows not long, x not prepared) stages its int8 x itself in
+ *   one 256-unit tile, 512 threads × 16 a row, 4 units an iteration, instead of a PREPX pass +
+ *   the prepared GEMV (80 dispatches a 72B step fewer): 0.185 against 0.211 (prepared,
+ *   xpUnroll 4) and 0.251 (before) ms, one run (12:57).
+ * The whole emit-x chain (8 layers of GEMVs as the decoder chains them + lm_head), two
+ * interleaved runs (13:09), [xpUnroll, stagedSquare]: [1, off] (before) 1.755 / 1.758 ms, [2, on]
+ * 1.680 / 1.723, [4, on] 1.812 / 1.651, [4, off] 1.863 / 1.754 — [2, on] won both, by 2–4 %
+ * (a first single run's 1.465 for xpUnroll 4 did not repeat). gate_up emitting silu · up for
+ * down on 64-row workgroups (512 × 16 × 2 rows, xpUnroll 4) 1.814 / 1.716: no better.
  */
-export const GEMV_WIDE = { xpUnroll: 4, stagedSquare: true };
+export const GEMV_WIDE = { xpUnroll: 2, stagedSquare: true };
 
 /** Rows of more than this many 32-element groups (7B down_proj: 592) are "long" to the GEMV. */
 export const GEMV_LONG_UNITS = 256;

@@ -468,8 +468,8 @@ Deno.test("gemvQTuning() picks the swept best per 7B kind and never more threads
   assert.equal(gemvQTuning("q4", 4608, 3584).prep, undefined); // 7B qkv stays staged
   assert.equal(gemvQTuning("q4", 8192, 8192).prep, undefined); // 72B o stages x (GEMV_WIDE)
   assert.equal(gemvQTuning("q4", 8192, 8192).xpUnroll, 4);
-  assert.equal(gemvQTuning("q4", 8192, 8192, undefined, true).prep, true); // prepared: 72B gate_up
-  assert.equal(gemvQTuning("q4", 59136, 8192, undefined, true).xpUnroll, 4);
+  assert.equal(gemvQTuning("q4", 8192, 8192, undefined, true).prep, true); // x given prepared
+  assert.equal(gemvQTuning("q4", 59136, 8192, undefined, true).xpUnroll, 2);
   assert.equal(gemvQTuning("q4", 37888, 3584, undefined, true).xpUnroll, 1); // 7B gate_up
   assert.equal(gemvQTuning("q4", 8192, 29568).prep, true); // 72B down (silu x): long, PREPX pass
   assert.deepEqual(t("q8", 3584, 3584), [32, 1, false]); // q8 keeps f32 x
