@@ -54,15 +54,16 @@ const FLASH_TUNINGS: (PrefillOptions | undefined)[] = [
   { flash: {} },
   { flash: { loops: true } },
   { flash: { ty: 12 } },
-  { flash: { compact: true } },
+  { flash: { ty: 17, compact: true } },
+  { flash: { ty: 18, compact: true } },
+  { flash: { compact: true, loops: true, vlate: true } },
   { flash: { compact: true, loops: true } },
-  { flash: { ty: 16, compact: true } },
+  { flash: { compact: true } },
   { flash: { outer: true } },
   undefined,
-  { flash: { loops: true } },
-  { flash: { ty: 12 } },
-  { flash: { compact: true } },
-  { flash: { compact: true, loops: true } },
+  { flash: {} },
+  { flash: { ty: 17, compact: true } },
+  { flash: { compact: true, loops: true, vlate: true } },
 ];
 const tuningsOpt = opt("--tunings", "");
 const TUNINGS: (PrefillOptions | undefined)[] = tuningsOpt

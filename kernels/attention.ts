@@ -31,8 +31,8 @@
  * memory): 64-thread tilings with more registers a thread ran 9.0–11.6 ms at 5120. With its hot
  * loops written out (naga's loop counter kept them loops) and its shared arrays indexed per
  * dimension: vision 5120 patches 7.5–7.7 → 5.95–6.03 ms (22.4 TFLOP/s; 32 layers 0.19 s), 1564
- * 0.72–0.74 ms (two waves, see prefillDefault); causal (loops kept at head_dim 128, V loaded
- * after S) 163 µs at 478 tokens, 571 at 1024.
+ * 0.74 → 0.59 ms (17 rows of threads, one wave: see prefillDefault); causal (loops kept at
+ * head_dim 128, V loaded after S) 163 µs at 478 tokens, 571 at 1024.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
