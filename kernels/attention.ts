@@ -42,9 +42,12 @@ import { defineParams } from "./_params.ts";
 
 export { cuSeqlens } from "../src/ref/attention.ts";
 
-// Strides and offsets are in vec4 units (4 f32).
-const Params = defineParams({
-  seq: "u32",
+/**
+ * The params every attention kernel reads about its heads (attention_decode.ts too): counts, the
+ * GQA group, and q / k / v row strides and column offsets in vec4 units (4 f32), then the score
+ * scale 1 / √head_dim.
+ */
+export const HEAD_PARAMS = {
   heads: "u32",
   group: "u32",
   q_stride: "u32",
@@ -53,10 +56,25 @@ const Params = defineParams({
   k_off: "u32",
   v_stride: "u32",
   v_off: "u32",
-  offset: "u32",
-  n_cu: "u32",
   scale: "f32",
-});
+} as const;
+
+/** {@link HEAD_PARAMS}' values for resolved heads. */
+export function headParams(r: ResolvedHeads): { [K in keyof typeof HEAD_PARAMS]: number } {
+  return {
+    heads: r.heads,
+    group: r.group,
+    q_stride: r.q[0],
+    q_off: r.q[1],
+    k_stride: r.k[0],
+    k_off: r.k[1],
+    v_stride: r.v[0],
+    v_off: r.v[1],
+    scale: 1 / Math.sqrt(r.headDim),
+  };
+}
+
+const Params = defineParams({ ...HEAD_PARAMS, seq: "u32", offset: "u32", n_cu: "u32" });
 
 /**
  * Rows of heads inside a wider buffer: head h of token t starts at element
@@ -134,20 +152,7 @@ function pack(
   r: ResolvedHeads,
   x: { seq: number; offset?: number; nCu?: number },
 ): ArrayBuffer {
-  return Params.pack({
-    seq: x.seq,
-    heads: r.heads,
-    group: r.group,
-    q_stride: r.q[0],
-    q_off: r.q[1],
-    k_stride: r.k[0],
-    k_off: r.k[1],
-    v_stride: r.v[0],
-    v_off: r.v[1],
-    offset: x.offset ?? 0,
-    n_cu: x.nCu ?? 0,
-    scale: 1 / Math.sqrt(r.headDim),
-  });
+  return Params.pack({ ...headParams(r), seq: x.seq, offset: x.offset ?? 0, n_cu: x.nCu ?? 0 });
 }
 
 /**

@@ -26,21 +26,16 @@ import type { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
-import { type AttentionHeads, type HeadRows, resolveHeads } from "./attention.ts";
+import {
+  type AttentionHeads,
+  HEAD_PARAMS,
+  headParams,
+  type HeadRows,
+  resolveHeads,
+} from "./attention.ts";
 
-// Strides and offsets are in vec4 units (4 f32).
-const Params = defineParams({
-  heads: "u32",
-  group: "u32",
-  q_stride: "u32",
-  q_off: "u32",
-  k_stride: "u32",
-  k_off: "u32",
-  v_stride: "u32",
-  v_off: "u32",
-  nsplit: "u32",
-  scale: "f32",
-});
+// The heads' fields (kernels/attention.ts), then the most splits a call may use.
+const Params = defineParams({ ...HEAD_PARAMS, nsplit: "u32" });
 
 /** Workgroup size (WG in the shader). */
 const WG = 256;
@@ -189,18 +184,7 @@ export function decodeAttention(
     },
     code: innerLoops(r.headDim / 4, t.chunk, s.unroll ?? true, s.mergeBatch ?? 8),
   });
-  const params = Params.pack({
-    heads: r.heads,
-    group: r.group,
-    q_stride: r.q[0],
-    q_off: r.q[1],
-    k_stride: r.k[0],
-    k_off: r.k[1],
-    v_stride: r.v[0],
-    v_off: r.v[1],
-    nsplit,
-    scale: 1 / Math.sqrt(r.headDim),
-  });
+  const params = Params.pack({ ...headParams(r), nsplit });
   return [
     new Dispatch(
       gpu,
