@@ -202,30 +202,48 @@ for (const dtype of dtypes) {
   }
   const gb = (kind: Kind) =>
     ws.get(kind)!.reduce((a, w) => a + w.rows * w.cols * BYTES[dtype], 0) / 1e9;
+  /**
+   * Times kind's chain of weights under tuning t (build makes one weight's dispatches) and records
+   * it as `part`; undefined where the tuning does not apply to the shape.
+   */
+  const timeTuning = async (
+    part: string,
+    kind: Kind,
+    t: unknown,
+    build: (w: Weight) => Dispatch[],
+  ): Promise<number | undefined> => {
+    let ds: Dispatch[];
+    try {
+      ds = ws.get(kind)!.flatMap(build);
+    } catch (e) {
+      console.log(`skip ${JSON.stringify(t)}: ${(e as Error).message}`);
+      return undefined;
+    }
+    const ms = await time(ds);
+    ds.forEach((d) => d.destroy());
+    record(
+      { part, dtype, kind, tuning: t, layers, ms, tb_s: gb(kind) / ms },
+      `${part.replace("sweep-", "")} ${dtype} ${kind} ${JSON.stringify(t)}: ${ds.length} ` +
+        `dispatches, ${ms.toFixed(3)} ms, ${(gb(kind) / ms).toFixed(2)} TB/s`,
+    );
+    return ms;
+  };
   const best = new Map<Kind, { t: AnyTuning; ms: number }>();
   if (sweep) {
     for (const [kind] of KINDS) {
       for (const t of dtype === "f16" ? SWEEP_F16 : sweepQ) {
-        let ds: Dispatch[];
-        try {
-          ds = ws.get(kind)!.flatMap((w) =>
+        const ms = await timeTuning(
+          "sweep",
+          kind,
+          t,
+          (w) =>
             dtype === "f16"
               ? linear(gpu, y, x, w, null, decodeShape(kind), t as Partial<LinearTuning>)
-              : linearQ(gpu, y, x, w, null, { m: 1 }, t as Partial<LinearQTuning>)
-          );
-        } catch (e) {
-          console.log(`skip ${JSON.stringify(t)}: ${(e as Error).message}`);
-          continue;
-        }
-        const ms = await time(ds);
-        ds.forEach((d) => d.destroy());
-        if (!best.has(kind) || ms < best.get(kind)!.ms) best.set(kind, { t, ms });
-        record(
-          { part: "sweep", dtype, kind, tuning: t, layers, ms, tb_s: gb(kind) / ms },
-          `sweep ${dtype} ${kind} ${JSON.stringify(t)}: ${ms.toFixed(3)} ms, ${
-            (gb(kind) / ms).toFixed(2)
-          } TB/s`,
+              : linearQ(gpu, y, x, w, null, { m: 1 }, t as Partial<LinearQTuning>),
         );
+        if (ms !== undefined && (!best.has(kind) || ms < best.get(kind)!.ms)) {
+          best.set(kind, { t, ms });
+        }
       }
       const b = best.get(kind)!;
       console.log(
@@ -249,21 +267,7 @@ for (const dtype of dtypes) {
       if (!s) continue;
       for (const t of SWEEP_EMIT) {
         if (kind !== "o" && t.prep !== true && Object.keys(t).length) continue;
-        let ds: Dispatch[];
-        try {
-          ds = ws.get(kind)!.flatMap((w) => linearQ(gpu, y, x, w, null, s, t));
-        } catch (e) {
-          console.log(`skip ${JSON.stringify(t)}: ${(e as Error).message}`);
-          continue;
-        }
-        const ms = await time(ds);
-        ds.forEach((d) => d.destroy());
-        record(
-          { part: "sweep-emit", dtype, kind, tuning: t, layers, ms, tb_s: gb(kind) / ms },
-          `emit ${dtype} ${kind} ${JSON.stringify(t)}: ${ds.length} dispatches, ${
-            ms.toFixed(3)
-          } ms, ${(gb(kind) / ms).toFixed(2)} TB/s`,
-        );
+        await timeTuning("sweep-emit", kind, t, (w) => linearQ(gpu, y, x, w, null, s, t));
       }
     }
   }
@@ -272,21 +276,7 @@ for (const dtype of dtypes) {
       if (onlyKinds.length && !onlyKinds.includes(kind)) continue;
       const s = { ...decodeShape(kind), ...emitShape(kind, "x", 1) };
       for (const t of SWEEP_XPU) {
-        let ds: Dispatch[];
-        try {
-          ds = ws.get(kind)!.flatMap((w) => linearQ(gpu, y, x, w, null, s, t));
-        } catch (e) {
-          console.log(`skip ${JSON.stringify(t)}: ${(e as Error).message}`);
-          continue;
-        }
-        const ms = await time(ds);
-        ds.forEach((d) => d.destroy());
-        record(
-          { part: "sweep-xpu", dtype, kind, tuning: t, layers, ms, tb_s: gb(kind) / ms },
-          `xpu ${dtype} ${kind} ${JSON.stringify(t)}: ${ds.length} dispatches, ${
-            ms.toFixed(3)
-          } ms, ${(gb(kind) / ms).toFixed(2)} TB/s`,
-        );
+        await timeTuning("sweep-xpu", kind, t, (w) => linearQ(gpu, y, x, w, null, s, t));
       }
     }
   }
