@@ -201,10 +201,13 @@ export function defaultBackend(os: string, chosen: string | undefined): string |
 /** Applies {@link defaultBackend}; Deno reads the variable when it creates its WebGPU instance. */
 function chooseBackend(): void {
   try {
+    // Only with env access already granted: asking would prompt a user who runs without it.
+    const env = { name: "env", variable: "DENO_WEBGPU_BACKEND" } as const;
+    if (Deno.permissions.querySync(env).state !== "granted") return;
     const b = defaultBackend(Deno.build.os, Deno.env.get("DENO_WEBGPU_BACKEND"));
     if (b) Deno.env.set("DENO_WEBGPU_BACKEND", b);
   } catch {
-    // No env permission, or not Deno: wgpu's default backends.
+    // Not Deno: the runtime's default backends.
   }
 }
 
