@@ -153,6 +153,12 @@ export interface LinearShape {
   /** Add the result to y's current contents (a fused residual add): y += x · wᵀ (+ bias). */
   accumulate?: boolean;
   /**
+   * Apply an activation to x · wᵀ (+ bias) before storing it: "quick_gelu" (v · sigmoid(1.702 v),
+   * the vision MLP's, fused into fc1's epilogue). f16 / f32 weights, not with accumulate, norm,
+   * siluMul or ropeKv.
+   */
+  activation?: "quick_gelu";
+  /**
    * RMS-normalise x on load (a fused Qwen2RMSNorm): y = rmsNorm(x) · w · wᵀ (+ bias) (+ y), with
    * `weight` (k) f32 and `eps` as in kernels/norm.ts. Only for m = 1 (decode);
    * elsewhere the caller runs {@link rmsNorm} first — see {@link normLinear}.
@@ -308,6 +314,13 @@ export function linear(
     checkSize("k cache", rk.k, rk.maxTokens * rk.kvHeads * hd * 4);
     checkSize("v cache", rk.v, rk.maxTokens * rk.kvHeads * hd * 4);
   }
+  if (s.activation && (isQuant(w.dtype) || s.accumulate || norm || silu || rk)) {
+    throw new InvalidInputError(
+      `linear: activation "${s.activation}" needs an f16 / f32 weight and no accumulate / norm / ` +
+        `siluMul / ropeKv, got ${w.dtype}${s.accumulate ? " with accumulate" : ""}` +
+        `${norm ? " with norm" : ""}${silu ? " with siluMul" : ""}${rk ? " with ropeKv" : ""}`,
+    );
+  }
   if (isQuant(w.dtype)) return linearQ(gpu, y, x, w, bias, s); // q8/q4: kernels/linear_q.ts
   if (s.emit || s.prepared) {
     throw new InvalidInputError(
@@ -379,6 +392,7 @@ export function linear(
       PACK8: pack8,
       VEC: w.cols % 4 === 0,
       BIAS: bias !== null,
+      QGELU: s.activation === "quick_gelu",
       ACC: s.accumulate === true,
       GEMV: gemv,
       SUBGROUPS: subgroups,
@@ -533,6 +547,7 @@ function pipeLinear(
       NOLOAD: t.noLoad === true,
       SPLITK: split,
       BIAS: !split && bias !== null,
+      QGELU: !split && s.activation === "quick_gelu",
       ACC: !split && s.accumulate === true,
     },
   });
@@ -547,6 +562,7 @@ function pipeLinear(
         Y_BINDING: bias ? 3 : 2,
         REDUCE: true,
         BIAS: bias !== null,
+        QGELU: s.activation === "quick_gelu",
         ACC: s.accumulate === true,
       },
     })

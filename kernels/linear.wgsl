@@ -2,7 +2,8 @@
 // columns [p.row_start, p.row_start + p.rows) from the chunk's rows [0, p.rows).
 // #if F16: weights are f16 (converted to f32 on load; accumulation stays f32).
 // #if VEC: k % 4 == 0, so x and w are read as vec4 (w rows stay vec4-aligned).
-// #if BIAS: adds bias[col]. #if ACC: adds the old y (a fused residual add).
+// #if BIAS: adds bias[col]. #if QGELU: then quick_gelu (the vision MLP's fc1; not with ACC). #if
+// ACC: adds the old y (a fused residual add).
 // #if GEMV: m == 1 — each workgroup computes ROWS outputs, all WG threads split k; with TPR set
 // (small k), TPR threads split each row's k and a workgroup computes WG / TPR rows. Else the tiled
 // path: a workgroup computes a 64 × 64 (128 × 128 with TILE8) output tile from shared-memory tiles.
@@ -81,7 +82,7 @@ fn dot_xw(a: XV, b: XV) -> f32 { return dot(a, b); }
 fn dot_xw(a: XV, b: XV) -> f32 { return a * b; }
 #endif
 
-// Output (row, chunk column c) from its dot product: acc (· 1/rms) (+ bias) (+ old y).
+// Output (row, chunk column c) from its dot product: acc (· 1/rms) (+ bias) (→ quick_gelu) (+ old y).
 fn finish(row: u32, c: u32, acc: f32) -> f32 {
   let col = p.row_start + c;
 #if NORM
@@ -91,6 +92,9 @@ fn finish(row: u32, c: u32, acc: f32) -> f32 {
 #endif
 #if BIAS
   v += bias[col];
+#endif
+#if QGELU
+  v = v / (1.0 + exp(-1.702 * v));  // quick_gelu(v) = v · sigmoid(1.702 v), as kernels/elementwise.wgsl
 #endif
 #if ACC
   v += y[row * p.n + col];

@@ -16,6 +16,7 @@ import {
   siluMulLinear as siluMulLinearRef,
 } from "../src/ref/linear.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
+import { quickGelu as quickGeluRef } from "../src/ref/elementwise.ts";
 import {
   GEMM_SPLIT_MAX_BYTES,
   GEMM_SPLITS,
@@ -116,6 +117,46 @@ Deno.test("linear() with accumulate adds x · wᵀ + bias to y", async () => {
     assertClose(got, linearRef(x, held, bias, m, n, k, y0), TOL, `acc ${m}x${n}x${k}`);
     destroyWeight(w);
   }
+});
+
+// The vision MLP's fc1 with quick_gelu fused into the epilogue, on every path that stores
+// through it: the row GEMV (m = 1), the 64-tile kernel (m < 128), PIPE, and PIPE split in three
+// (the sum pass applies it, after the bias, to the summed partials only).
+Deno.test("linear() with activation quick_gelu equals quickGelu(x · wᵀ + bias) on every kernel path", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(29);
+  const cases: [number, number, number, Partial<LinearTuning>][] = [
+    [1, 70, 64, {}],
+    [37, 90, 80, {}],
+    [130, 70, 200, { pipe: true, splitK: 1 }],
+    [130, 70, 1176, { pipe: true, splitK: 3 }],
+  ];
+  for (const [m, n, k, tuning] of cases) {
+    const x = randn(rng, m * k), bias = randn(rng, n);
+    const { w, held } = makeWeight(gpu, randn(rng, n * k, 2 / Math.sqrt(k)), n, k, "f16");
+    const [bx, bb] = [x, bias].map((a) => uploadArray(gpu, a));
+    const by = createStorage(gpu, m * n * 4);
+    const ds = linear(gpu, by, bx, w, bb, { m, activation: "quick_gelu" }, tuning);
+    run(gpu, ds);
+    assertClose(
+      await readF32(gpu, by),
+      quickGeluRef(linearRef(x, held, bias, m, n, k)),
+      TOL,
+      `quick_gelu ${m}x${n}x${k} ${JSON.stringify(tuning)}`,
+    );
+    [bx, bb, by].forEach((b) => b.destroy());
+    ds.forEach((d) => d.destroy());
+    destroyWeight(w);
+  }
+  const { w } = makeWeight(gpu, randn(rng, 8 * 8), 8, 8, "f16");
+  const buf = createStorage(gpu, 256);
+  assert.throws(
+    () => linear(gpu, buf, buf, w, null, { m: 2, activation: "quick_gelu", accumulate: true }),
+    (e: Error) =>
+      e instanceof InvalidInputError && /activation "quick_gelu".*accumulate/.test(e.message),
+  );
+  buf.destroy();
+  destroyWeight(w);
 });
 
 // The pipelined tiled GEMM (tuning.pipe) alone and with split-k (several splits, the last one

@@ -12,7 +12,6 @@ import {
   type GpuRopeTable,
   layerNorm,
   linear,
-  quickGelu,
   rope,
   uploadRopeTable,
   visionAttention,
@@ -167,8 +166,11 @@ export class VisionTower {
           accumulate: true,
         }),
         layerNorm(gpu, h, x, w.vector(k + "norm2.weight"), w.vector(k + "norm2.bias"), ln),
-        ...linear(gpu, f, h, w.matrix(k + "fc1"), w.vector(k + "fc1_bias"), { m: P }),
-        quickGelu(gpu, f, f, P * M),
+        // quick_gelu in fc1's epilogue: one pass over the (P, M) activations fewer.
+        ...linear(gpu, f, h, w.matrix(k + "fc1"), w.vector(k + "fc1_bias"), {
+          m: P,
+          activation: "quick_gelu",
+        }),
         ...linear(gpu, x, f, w.matrix(k + "fc2"), w.vector(k + "fc2_bias"), {
           m: P,
           accumulate: true,
