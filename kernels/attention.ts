@@ -330,14 +330,20 @@ function flashLayout(headDim: number, t: FlashTuning) {
     LOOPS: t.loops,
   };
   for (let c = 2; c <= 5; c++) defines[`C${c}`] = cv >= c;
-  for (let g = 2; g <= FLASH_MAX_GROUPS; g++) defines[`G${g}`] = groups >= g;
+  defines.GROUPS = groups;
+  const gs = Array.from({ length: groups }, (_, g) => g);
   return {
     wg,
     bq,
     groups,
     bytes: 16 * (bq * qst + bk * sq + bk * ps + (t.compact ? 0 : t.tx * ps)),
     defines,
-    code: flashCode(headDim, t),
+    code: {
+      ...flashCode(headDim, t),
+      // The tile's loads and stores, one named register block f_g a group (GROUPS keys them).
+      LOAD_TILE: gs.map((g) => `f${g} = ld4(is_v, k0, hi, ${g}u);`).join(" "),
+      STORE_TILE: gs.map((g) => `st4(is_v, ${g}u, f${g});`).join(" "),
+    },
   };
 }
 

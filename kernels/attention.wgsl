@@ -147,7 +147,7 @@ var<private> o2: mat4x4<f32>;
 var<private> o3: mat4x4<f32>;
 var<private> o4: mat4x4<f32>;
 var<private> f0: mat4x4<f32>;  // this thread's share of the next K or V tile: vec4 n = 4g + c
-var<private> f1: mat4x4<f32>;  // of group g is tile element lid + n·WG (#if G2 .. G8)
+var<private> f1: mat4x4<f32>;  // of group g is tile element lid + n·WG (g < GROUPS; the rest unused)
 var<private> f2: mat4x4<f32>;
 var<private> f3: mat4x4<f32>;
 var<private> f4: mat4x4<f32>;
@@ -256,55 +256,15 @@ fn st4(is_v: bool, g: u32, x: mat4x4<f32>) {
   st_kv(4u * g + 3u, x[3]);
 }
 
-// Issues this thread's loads of the (BK, HD) tile of keys k0.. into f0.. (used by store_tile).
+// Issues this thread's loads of the (BK, HD) tile of keys k0.. into f0.. (used by store_tile):
+// the builder writes f_g = ld4(is_v, k0, hi, g) out for each of the tiling's GROUPS groups.
 fn load_tile(is_v: bool, k0: u32, hi: u32) {
-  f0 = ld4(is_v, k0, hi, 0u);
-#if G2
-  f1 = ld4(is_v, k0, hi, 1u);
-#endif
-#if G3
-  f2 = ld4(is_v, k0, hi, 2u);
-#endif
-#if G4
-  f3 = ld4(is_v, k0, hi, 3u);
-#endif
-#if G5
-  f4 = ld4(is_v, k0, hi, 4u);
-#endif
-#if G6
-  f5 = ld4(is_v, k0, hi, 5u);
-#endif
-#if G7
-  f6 = ld4(is_v, k0, hi, 6u);
-#endif
-#if G8
-  f7 = ld4(is_v, k0, hi, 7u);
-#endif
+  {{LOAD_TILE}}
 }
 
+// st4(is_v, g, f_g) for each group, written out by the builder.
 fn store_tile(is_v: bool) {
-  st4(is_v, 0u, f0);
-#if G2
-  st4(is_v, 1u, f1);
-#endif
-#if G3
-  st4(is_v, 2u, f2);
-#endif
-#if G4
-  st4(is_v, 3u, f3);
-#endif
-#if G5
-  st4(is_v, 4u, f4);
-#endif
-#if G6
-  st4(is_v, 5u, f5);
-#endif
-#if G7
-  st4(is_v, 6u, f6);
-#endif
-#if G8
-  st4(is_v, 7u, f7);
-#endif
+  {{STORE_TILE}}
 }
 
 // Query element idx of the tile (rows q0..), scaled; 0 past seq.
