@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { sharedGpu } from "../src/gpu/device.ts";
+import { type Gpu, sharedGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { attention as attentionRef, cuSeqlens } from "../src/ref/attention.ts";
@@ -62,6 +62,35 @@ function makeInputs(rng: () => number, c: Case) {
   };
 }
 
+/**
+ * Runs causalAttention() (with `tuning`) on case c's inputs from {@link makeInputs}; returns its
+ * output, the reference's, and the kernel variant that ran.
+ */
+async function runCausal(
+  gpu: Gpu,
+  c: Case,
+  x: ReturnType<typeof makeInputs>,
+  tuning?: PrefillOptions,
+): Promise<{ got: Float32Array; want: Float32Array; key: string }> {
+  const bufs = [x.qkv, x.kc, x.vc].map((a) => uploadArray(gpu, a));
+  const out = createStorage(gpu, c.seq * c.heads * c.headDim * 4);
+  const d = causalAttention(
+    gpu,
+    out,
+    { buffer: bufs[0], stride: x.qStride },
+    { buffer: bufs[1] },
+    { buffer: bufs[2] },
+    c,
+    tuning,
+  );
+  run(gpu, [d]);
+  const got = await readF32(gpu, out);
+  [...bufs, out].forEach((b) => b.destroy());
+  d.destroy();
+  const q = gather(x.qkv, c.seq, x.qStride, 0, c.heads * c.headDim);
+  return { got, want: attentionRef(q, x.kc, x.vc, c), key: d.variant.key };
+}
+
 for (
   const [name, tuning] of [
     ["tiled", {}],
@@ -74,26 +103,8 @@ for (
     const gpu = await sharedGpu();
     const rng = seeded(20);
     for (const c of CASES) {
-      const x = makeInputs(rng, c);
-      const bufs = [x.qkv, x.kc, x.vc].map((a) => uploadArray(gpu, a));
-      const out = createStorage(gpu, c.seq * c.heads * c.headDim * 4);
-      const d = causalAttention(
-        gpu,
-        out,
-        { buffer: bufs[0], stride: x.qStride },
-        { buffer: bufs[1] },
-        {
-          buffer: bufs[2],
-        },
-        c,
-        tuning,
-      );
-      run(gpu, [d]);
-      const q = gather(x.qkv, c.seq, x.qStride, 0, c.heads * c.headDim);
-      const want = attentionRef(q, x.kc, x.vc, c);
-      assertClose(await readF32(gpu, out), want, TOL, `${name} ${JSON.stringify(c)}`);
-      [...bufs, out].forEach((b) => b.destroy());
-      d.destroy();
+      const { got, want } = await runCausal(gpu, c, makeInputs(rng, c), tuning);
+      assertClose(got, want, TOL, `${name} ${JSON.stringify(c)}`);
     }
   });
 }
@@ -323,25 +334,9 @@ Deno.test("causalAttention() falls back to the tiled kernel where the default fl
   const rng = seeded(26);
   // head_dim 256: the flash kernel's 128-key tiles need ≥ 133 KB; the tiled kernel fits in 32 KB.
   const c: Case = { headDim: 256, heads: 2, kvHeads: 1, seq: 19, offset: 4 };
-  const x = makeInputs(rng, c);
-  const bufs = [x.qkv, x.kc, x.vc].map((a) => uploadArray(gpu, a));
-  const out = createStorage(gpu, c.seq * c.heads * c.headDim * 4);
-  const d = causalAttention(
-    gpu,
-    out,
-    { buffer: bufs[0], stride: x.qStride },
-    {
-      buffer: bufs[1],
-    },
-    { buffer: bufs[2] },
-    c,
-  );
-  assert.doesNotMatch(d.variant.key, /FLASH/);
-  run(gpu, [d]);
-  const q = gather(x.qkv, c.seq, x.qStride, 0, c.heads * c.headDim);
-  assertClose(await readF32(gpu, out), attentionRef(q, x.kc, x.vc, c), TOL, "head_dim 256");
-  [...bufs, out].forEach((b) => b.destroy());
-  d.destroy();
+  const { got, want, key } = await runCausal(gpu, c, makeInputs(rng, c));
+  assert.doesNotMatch(key, /FLASH/);
+  assertClose(got, want, TOL, "head_dim 256");
 });
 
 Deno.test("cuSeqlens() makes one block per frame, as repeat_interleave(h·w, t).cumsum()", () => {
