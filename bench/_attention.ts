@@ -15,11 +15,10 @@
  */
 import { requestGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32 } from "../src/gpu/buffers.ts";
-import { fill } from "../kernels/fill.ts";
 import { causalAttention, type PrefillOptions, visionAttention } from "../kernels/attention.ts";
-import { type Dispatch, run } from "../kernels/_kernel.ts";
+import type { Dispatch } from "../kernels/_kernel.ts";
 import { attention as attentionRef } from "../src/ref/attention.ts";
-import { msPerRep } from "./_timing.ts";
+import { msPerCall, randomF32 } from "./_timing.ts";
 
 const args = Deno.args;
 const opt = (name: string, def: string) => {
@@ -93,18 +92,10 @@ let failures = 0;
 
 /** ms per call of `ds` (one call = all of ds): bench/_timing.ts, R ≥ minReps, ≈ 40 ms of work. */
 function timeIt(ds: Dispatch[], probe: GPUBuffer, minReps: number): Promise<number> {
-  return msPerRep(gpu, (_, pass) => ds.forEach((d) => d.encode(pass)), probe, {
-    minReps,
-    reps: repsOverride || undefined,
-  });
+  return msPerCall(gpu, ds, probe, { minReps, reps: repsOverride || undefined });
 }
 
-/** Seeded uniform [-1, 1) f32 buffer of n elements. */
-function randomBuffer(n: number, seed: number, label: string): GPUBuffer {
-  const b = createStorage(gpu, n * 4, label);
-  run(gpu, [fill(gpu, b, { count: n, dtype: "f32", seed, scale: 1 })]);
-  return b;
-}
+const randomBuffer = (n: number, seed: number, label: string) => randomF32(gpu, n, seed, label);
 
 /** Reads rows [r0, r0 + n) of heads at `offset` in a (rows, stride) buffer into (n, width). */
 async function readRows(

@@ -18,9 +18,9 @@ import {
   type DecodeAttentionShape,
 } from "../kernels/attention_decode.ts";
 import { createDecodeState, writeDecodeState } from "../kernels/state.ts";
-import { type Dispatch, run } from "../kernels/_kernel.ts";
+import type { Dispatch } from "../kernels/_kernel.ts";
 import { attention as attentionRef } from "../src/ref/attention.ts";
-import { msPerRep } from "./_timing.ts";
+import { msPerCall, randomF32 } from "./_timing.ts";
 
 const args = Deno.args;
 const opt = (name: string, def: string) => {
@@ -54,19 +54,11 @@ console.log(`adapter: ${gpu.adapterInfo.vendor} ${gpu.adapterInfo.description}`)
 const lines: string[] = [];
 let failures = 0;
 
-/** Seeded uniform [-1, 1) f32 buffer of n elements. */
-function randomBuffer(n: number, seed: number, label: string): GPUBuffer {
-  const b = createStorage(gpu, n * 4, label);
-  run(gpu, [fill(gpu, b, { count: n, dtype: "f32", seed, scale: 1 })]);
-  return b;
+function timeIt(ds: Dispatch[], probe: GPUBuffer): Promise<number> {
+  return msPerCall(gpu, ds, probe, { minReps: 200, reps: repsOverride || undefined });
 }
 
-function timeIt(ds: Dispatch[], probe: GPUBuffer): Promise<number> {
-  return msPerRep(gpu, (_, pass) => ds.forEach((d) => d.encode(pass)), probe, {
-    minReps: 200,
-    reps: repsOverride || undefined,
-  });
-}
+const randomBuffer = (n: number, seed: number, label: string) => randomF32(gpu, n, seed, label);
 
 const maxTokens = Math.max(...contexts);
 const state = createDecodeState(gpu);

@@ -1,12 +1,14 @@
 /**
- * Kernel timing for the micro-benchmarks (bench/_gemv.ts, _gemm.ts, _attention.ts): R repetitions
+ * Kernel timing for the micro-benchmarks (bench/_gemv.ts, _gemm.ts, _attention*.ts): R repetitions
  * recorded into one compute pass, submitted, and one value read back; the time per repetition is
  * (t(2R) − t(R)) / R, which cancels the submit and readback (~11 ms on the H100), as the median of
  * three such differences.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
-import { readF32 } from "../src/gpu/buffers.ts";
+import { createStorage, readF32 } from "../src/gpu/buffers.ts";
+import { type Dispatch, run } from "../kernels/_kernel.ts";
+import { fill } from "../kernels/fill.ts";
 
 /** Records repetition `rep` (0-based) into the open pass. */
 export type EncodeRep = (rep: number, pass: GPUComputePassEncoder) => void;
@@ -59,4 +61,21 @@ export async function msPerRep(
   const diffs: number[] = [];
   for (let i = 0; i < 3; i++) diffs.push((await t(2 * R)) - (await t(R)));
   return diffs.sort((a, b) => a - b)[1] / R;
+}
+
+/** Milliseconds per call of `ds` (one call = all of ds, chained in one pass): {@link msPerRep}. */
+export function msPerCall(
+  gpu: Gpu,
+  ds: readonly Dispatch[],
+  probe: GPUBuffer,
+  o: RepOptions = {},
+): Promise<number> {
+  return msPerRep(gpu, (_, pass) => ds.forEach((d) => d.encode(pass)), probe, o);
+}
+
+/** A seeded uniform [-1, 1) f32 buffer of n elements, filled on the GPU (kernels/fill.ts). */
+export function randomF32(gpu: Gpu, n: number, seed: number, label: string): GPUBuffer {
+  const b = createStorage(gpu, n * 4, label);
+  run(gpu, [fill(gpu, b, { count: n, dtype: "f32", seed, scale: 1 })]);
+  return b;
 }
