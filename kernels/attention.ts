@@ -329,9 +329,10 @@ function flashLayout(headDim: number, t: FlashTuning) {
     PS: ps,
     LOOPS: t.loops,
   };
-  for (let c = 2; c <= 5; c++) defines[`C${c}`] = cv >= c;
+  defines.OCOLS = cv;
   defines.GROUPS = groups;
   const gs = Array.from({ length: groups }, (_, g) => g);
+  const cs = Array.from({ length: cv }, (_, c) => c);
   return {
     wg,
     bq,
@@ -343,6 +344,10 @@ function flashLayout(headDim: number, t: FlashTuning) {
       // The tile's loads and stores, one named register block f_g a group (GROUPS keys them).
       LOAD_TILE: gs.map((g) => `f${g} = ld4(is_v, k0, hi, ${g}u);`).join(" "),
       STORE_TILE: gs.map((g) => `st4(is_v, ${g}u, f${g});`).join(" "),
+      // The output register blocks o_c, c < cv (OCOLS keys them).
+      PV_O: cs.map((c) => `o${c} = outer_acc(o${c}, pj, kv[j][tx_ + ${c}u * TX]);`).join(" "),
+      SCALE_O: cs.map((c) => `o${c} = scale_cols(o${c}, a);`).join(" "),
+      STORE_O: cs.map((c) => `store_row(i, col + ${c}u * TX, o${c}[r] * inv);`).join(" "),
     },
   };
 }

@@ -102,7 +102,7 @@ fn store_row(i: u32, col: u32, x: vec4<f32>) {
 // a named private.
 const TX: u32 = {{TX}}u;       // threads along keys (S) and along vec4 columns (O)
 const TY: u32 = {{TY}}u;       // threads along queries, 4 rows each
-const CV: u32 = HD4 / TX;      // vec4 output columns per thread (1 ..= 5; #if C2 .. C5)
+const CV: u32 = HD4 / TX;      // vec4 output columns per thread (1 ..= 5): blocks o0 .. o{CV-1}
 const RK: u32 = {{RK}}u;       // keys per thread and tile: 4, or 8 #if RK8
 const BQ: u32 = 4u * TY;
 const BK: u32 = RK * TX;
@@ -142,7 +142,7 @@ var<private> vbase_: u32;
 var<private> sa: mat4x4<f32>;  // column r: row ty + TY·r, keys tx + TX·e (e < 4)
 var<private> sb: mat4x4<f32>;  // #if RK8: keys tx + TX·(4 + e)
 var<private> o0: mat4x4<f32>;  // column r: row ty + TY·r, vec4 column tx
-var<private> o1: mat4x4<f32>;  // #if C2: vec4 column tx + TX, and so on
+var<private> o1: mat4x4<f32>;  // vec4 column tx + TX (CV ≥ 2), and so on
 var<private> o2: mat4x4<f32>;
 var<private> o3: mat4x4<f32>;
 var<private> o4: mat4x4<f32>;
@@ -312,55 +312,21 @@ fn s_step(c: u32) {
 }
 #endif
 
-// One key (j) of O += P·V: 1 P read, CV V reads, 16·CV FMAs.
+// The O register blocks o_c (c < CV) are written out by the builder in the three functions below.
+// One key (j) of O += P·V: 1 P read, CV V reads, 16·CV FMAs (o_c += outer(pj, column tx + c·TX)).
 fn pv_step(j: u32) {
   let pj = ps[j][ty_];
-  o0 = outer_acc(o0, pj, kv[j][tx_]);
-#if C2
-  o1 = outer_acc(o1, pj, kv[j][tx_ + TX]);
-#endif
-#if C3
-  o2 = outer_acc(o2, pj, kv[j][tx_ + 2u * TX]);
-#endif
-#if C4
-  o3 = outer_acc(o3, pj, kv[j][tx_ + 3u * TX]);
-#endif
-#if C5
-  o4 = outer_acc(o4, pj, kv[j][tx_ + 4u * TX]);
-#endif
+  {{PV_O}}
 }
 
+// o_c = scale_cols(o_c, a) for each block.
 fn scale_o(a: vec4<f32>) {
-  o0 = scale_cols(o0, a);
-#if C2
-  o1 = scale_cols(o1, a);
-#endif
-#if C3
-  o2 = scale_cols(o2, a);
-#endif
-#if C4
-  o3 = scale_cols(o3, a);
-#endif
-#if C5
-  o4 = scale_cols(o4, a);
-#endif
+  {{SCALE_O}}
 }
 
-// Writes column r (query row i) of the O blocks, times inv.
+// Writes column r (query row i) of the O blocks, times inv (block c at vec4 column col + c·TX).
 fn store_o(i: u32, r: u32, col: u32, inv: f32) {
-  store_row(i, col, o0[r] * inv);
-#if C2
-  store_row(i, col + TX, o1[r] * inv);
-#endif
-#if C3
-  store_row(i, col + 2u * TX, o2[r] * inv);
-#endif
-#if C4
-  store_row(i, col + 3u * TX, o3[r] * inv);
-#endif
-#if C5
-  store_row(i, col + 4u * TX, o4[r] * inv);
-#endif
+  {{STORE_O}}
 }
 
 // exp2(s − m), 0 where masked.
