@@ -7,17 +7,25 @@
  * a fast wrong kernel cannot pass unnoticed. Prints a table and writes JSON lines (--out).
  *
  *   deno run -A bench/_attention.ts [--only vision,prefill] [--reps R]
- *     [--sweep 0|1|small|flash] [--tunings JSON] [--seqs 5120,1564] [--out file.jsonl]
+ *     [--sweep 0|1|small|flash] [--tunings JSON] [--seqs 5120,1564] [--int8 | --int8-only]
+ *     [--out file.jsonl]
  *
  * --tunings '[null, {"flash": {"ty": 16}}]' times the given prefill tunings in that order (null:
- * the default) instead of a sweep's.
+ * the default) instead of a sweep's. --int8 also times each vision tuning with S in int8
+ * (visionAttentionInt8: its quantize pass included), checked against the reference on int8-rounded
+ * q and k.
  * @module
  */
 import { requestGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32 } from "../src/gpu/buffers.ts";
-import { causalAttention, type PrefillOptions, visionAttention } from "../kernels/attention.ts";
+import {
+  causalAttention,
+  type PrefillOptions,
+  visionAttention,
+  visionAttentionInt8,
+} from "../kernels/attention.ts";
 import type { Dispatch } from "../kernels/_kernel.ts";
-import { attention as attentionRef } from "../src/ref/attention.ts";
+import { attention as attentionRef, fakeInt8 } from "../src/ref/attention.ts";
 import { msPerCall, randomF32 } from "./_timing.ts";
 
 const args = Deno.args;
@@ -34,6 +42,9 @@ const repsOverride = Number(opt("--reps", "0"));
 /** Also time the other prefill tilings (--sweep 0: the default only; small: narrower tiles). */
 const sweepOpt = opt("--sweep", "1");
 const sweep = sweepOpt !== "0";
+const int8Opt = args.includes("--int8") || args.includes("--int8-only");
+/** --int8-only: the int8 runs alone. */
+const int8Only = args.includes("--int8-only");
 /** --sweep small: the default against narrower tiles, interleaved twice (for short images). */
 const SMALL_TUNINGS: (PrefillOptions | undefined)[] = [
   undefined,
@@ -127,10 +138,13 @@ async function checkRow(
   lo: number,
   hi: number,
   s: { heads: number; kvHeads: number; headDim: number },
+  int8 = false,
 ) {
   const width = s.heads * s.headDim, kvWidth = s.kvHeads * s.headDim;
-  const qr = await readRows(q.b, q.stride, q.off, width, q.row, 1);
-  const kr = await readRows(kv.k, kv.stride, kv.kOff, kvWidth, lo, hi - lo);
+  // int8: the reference sees q and k as the int8 kernel does (rounded per head row).
+  const rounded = (x: Float32Array) => int8 ? fakeInt8(x, s.headDim) : x;
+  const qr = rounded(await readRows(q.b, q.stride, q.off, width, q.row, 1));
+  const kr = rounded(await readRows(kv.k, kv.stride, kv.kOff, kvWidth, lo, hi - lo));
   const vr = await readRows(kv.v, kv.stride, kv.vOff, kvWidth, lo, hi - lo);
   const want = attentionRef(qr, kr, vr, { ...s, seq: 1, offset: hi - lo - 1 });
   const got = await readF32(gpu, out, width, outRow * width);
@@ -163,20 +177,22 @@ if (only.includes("vision")) {
     gpu.device.queue.writeBuffer(cu, 0, new Uint32Array([0, seq]));
     const out = createStorage(gpu, seq * E * 4, "out");
     const rows = (part: number) => ({ buffer: qkv, stride: 3 * E, offset: part * E });
-    for (const tuning of TUNINGS) {
-      let d: Dispatch;
+    for (
+      const [tuning, int8] of TUNINGS.flatMap((t) =>
+        int8Only ? [[t, true]] : int8Opt ? [[t, false], [t, true]] : [[t, false]]
+      ) as [PrefillOptions | undefined, boolean][]
+    ) {
+      let ds: Dispatch[];
+      const s = { seq, heads, headDim, nCu: 2 };
       try {
-        d = visionAttention(gpu, out, rows(0), rows(1), rows(2), cu, {
-          seq,
-          heads,
-          headDim,
-          nCu: 2,
-        }, tuning);
+        ds = int8
+          ? visionAttentionInt8(gpu, out, rows(0), rows(1), rows(2), cu, s, tuning)
+          : [visionAttention(gpu, out, rows(0), rows(1), rows(2), cu, s, tuning)];
       } catch (e) {
         console.log(`vision ${seq} ${JSON.stringify(tuning)}: skipped (${(e as Error).message})`);
         continue;
       }
-      const ms = await timeIt([d], out, seq > 2000 ? 4 : 10);
+      const ms = await timeIt(ds, out, seq > 2000 ? 4 : 10);
       let err = 0;
       for (const i of [0, 1, seq >> 1, seq - 1]) {
         err = Math.max(
@@ -190,23 +206,27 @@ if (only.includes("vision")) {
             0,
             seq,
             { heads, kvHeads: heads, headDim },
+            int8,
           ),
         );
       }
       report(
         {
           kind: "vision",
-          case: `vision seq ${seq} 16×80 ${JSON.stringify(tuning ?? "default")}`,
+          case: `vision seq ${seq} 16×80 ${int8 ? "int8 " : ""}${
+            JSON.stringify(tuning ?? "default")
+          }`,
           seq,
           heads,
           head_dim: headDim,
           tuning,
+          int8,
           max_err: err,
         },
         ms,
         4 * seq * seq * headDim * heads,
       );
-      d.destroy();
+      ds.forEach((d) => d.destroy());
     }
     [qkv, cu, out].forEach((b) => b.destroy());
   }

@@ -37,8 +37,10 @@
  */
 import type { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
+import { type BufferArg, bufferOf, ceilDiv, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
+import { grid2d } from "./_grid.ts";
+import { deviceScratch } from "../src/gpu/buffers.ts";
 
 export { cuSeqlens } from "../src/ref/attention.ts";
 
@@ -234,8 +236,17 @@ export type PrefillOptions = Partial<PrefillTuning> & { flash?: Partial<FlashTun
  *   1024; flash COMPACT ({tx: 8, ty: 12}, 47.6 KB) 176.0–177.8 and 621.4–621.5 µs (9.3 / 12.1
  *   TFLOP/s); flash {tx: 8, ty: 10} 195 / 708; flash {tx: 8, ty: 8} 233 / 857.
  */
-export function prefillDefault(vision: boolean, seq?: number, heads?: number): PrefillOptions {
+export function prefillDefault(
+  vision: boolean,
+  seq?: number,
+  heads?: number,
+  int8 = false,
+): PrefillOptions {
   if (!vision) return { flash: { compact: true, loops: true, vlate: true } };
+  // int8 S (its Q tile 6 vec4 a row, not 21): 24 rows of threads. H200 14:45 / 14:52
+  // (bench/_attention.ts --int8-only, 5120 patches, ms): {ty: 24} 3.56 / 3.79 / 3.57 against 16
+  // rows 4.16–4.45, 20 rows 3.75, 28 rows 4.24–4.29, {ty: 32, compact} 3.65; f32 S 5.98–6.00.
+  if (int8) return { flash: { ty: 24 } };
   // 17 rows of threads (COMPACT, 46 KB) where that grid fits one wave and 16 rows' does not: H200
   // 13:08 (attn-7), 1564 patches 590 µs, ty 18 COMPACT 604–609, default 723; at 5120 (several
   // waves either way) ty 18 COMPACT 6.15–6.22 ms, 17 6.32 against 6.00–6.02.
@@ -282,13 +293,14 @@ function tree(terms: string[], op: (a: string, b: string) => string): string {
  * step indices, or, with `loops`, as the `for` loops they replace (naga's loop-bound counter keeps
  * those loops loops on the driver; see kernels/attention.wgsl).
  */
-function flashCode(headDim: number, t: FlashTuning): Record<string, string> {
-  const hd4 = headDim / 4, bk = t.rk * t.tx, sn = t.outer ? headDim : hd4;
+function flashCode(headDim: number, t: FlashTuning, int8: boolean): Record<string, string> {
+  const hd4 = headDim / 4, bk = t.rk * t.tx, sn = int8 ? headDim / 16 : t.outer ? headDim : hd4;
   const reds = Array.from({ length: t.tx }, (_, x) => `red_row(${x}u)`);
   const four = (f: string, i: string) => [0, 1, 2, 3].map((j) => `${f}(${i} + ${j}u);`).join(" ");
   const all = t.loops === true;
   return {
-    S_STEPS: all || t.loops === "s"
+    // int8 S: head_dim / 16 steps (5 at 80), always written out.
+    S_STEPS: !int8 && (all || t.loops === "s")
       ? `for (var c = 0u; c < ${sn}u; c += 4u) { ${four("s_step", "c")} }`
       : steps("s_step", sn, "    "),
     PV_STEPS: all || t.loops === "pv"
@@ -303,8 +315,11 @@ function flashCode(headDim: number, t: FlashTuning): Record<string, string> {
   };
 }
 
-/** Workgroup sizes and defines of a flash tiling, or why it cannot run. */
-function flashLayout(headDim: number, t: FlashTuning) {
+/**
+ * Workgroup sizes and defines of a flash tiling, or why it cannot run. `int8`: S from int8 Q / K
+ * rows (#if INT8S; {@link visionAttentionInt8}), at rk 4 without `outer`.
+ */
+function flashLayout(headDim: number, t: FlashTuning, int8 = false) {
   const hd4 = headDim / 4, cv = hd4 / t.tx, bq = 4 * t.ty, bk = t.rk * t.tx, wg = t.tx * t.ty;
   if (!Number.isInteger(cv) || cv > 5 || (t.rk !== 4 && t.rk !== 8) || hd4 % 4) {
     throw new InvalidInputError(
@@ -312,8 +327,13 @@ function flashLayout(headDim: number, t: FlashTuning) {
         `(needs (head_dim/4) % tx = 0 with at most 5 vec4 columns a thread, rk 4 or 8)`,
     );
   }
+  if (int8 && (t.rk !== 4 || t.outer)) {
+    throw new InvalidInputError(
+      `attention: int8 Q·Kᵀ runs the flash tiling at rk 4 without outer, not ${JSON.stringify(t)}`,
+    );
+  }
   const sq = hd4 | 1, groups = Math.ceil(bk * hd4 / wg / 4);
-  const qst = t.compact ? hd4 : sq, ps = t.compact ? t.ty : t.ty + 1;
+  const qst = int8 ? qw4(headDim) : t.compact ? hd4 : sq, ps = t.compact ? t.ty : t.ty + 1;
   const defines: Record<string, boolean | number | string> = {
     FLASH: true,
     TX: t.tx,
@@ -328,6 +348,7 @@ function flashLayout(headDim: number, t: FlashTuning) {
     QST: qst,
     PS: ps,
     LOOPS: t.loops,
+    INT8S: int8,
   };
   defines.OCOLS = cv;
   defines.GROUPS = groups;
@@ -340,7 +361,7 @@ function flashLayout(headDim: number, t: FlashTuning) {
     bytes: 16 * (bq * qst + bk * sq + bk * ps + (t.compact ? 0 : t.tx * ps)),
     defines,
     code: {
-      ...flashCode(headDim, t),
+      ...flashCode(headDim, t, int8),
       // The tile's loads and stores, one named register block f_g a group (GROUPS keys them).
       LOAD_TILE: gs.map((g) => `f${g} = ld4(is_v, k0, hi, ${g}u);`).join(" "),
       STORE_TILE: gs.map((g) => `st4(is_v, ${g}u, f${g});`).join(" "),
@@ -380,9 +401,9 @@ function flashCandidates(headDim: number, t: Partial<FlashTuning>): FlashTuning[
 }
 
 /** The first flash tiling of the candidates that fits this adapter, or undefined. */
-function flashFit(gpu: Gpu, headDim: number, t: Partial<FlashTuning>) {
+function flashFit(gpu: Gpu, headDim: number, t: Partial<FlashTuning>, int8 = false) {
   for (const c of flashCandidates(headDim, t)) {
-    const l = flashLayout(headDim, c);
+    const l = flashLayout(headDim, c, int8);
     if (
       l.bytes <= gpu.limits.maxComputeWorkgroupStorageSize &&
       l.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup && l.groups <= FLASH_MAX_GROUPS
@@ -390,8 +411,14 @@ function flashFit(gpu: Gpu, headDim: number, t: Partial<FlashTuning>) {
   }
 }
 
-function flashTuning(gpu: Gpu, what: string, headDim: number, t: Partial<FlashTuning>) {
-  const l = flashFit(gpu, headDim, t);
+function flashTuning(
+  gpu: Gpu,
+  what: string,
+  headDim: number,
+  t: Partial<FlashTuning>,
+  int8 = false,
+) {
+  const l = flashFit(gpu, headDim, t, int8);
   if (l) return l;
   throw new InvalidInputError(
     `${what}: head_dim ${headDim} with flash ${JSON.stringify(t)} does not fit this adapter's ` +
@@ -481,14 +508,22 @@ function prefillDispatch(
   params: ArrayBuffer,
   seq: number,
   tuning?: PrefillOptions,
+  int8 = false,
 ): Dispatch {
   // Without a tuning, the default flash tiling for this shape where it fits, else the one for any
-  // shape, else (an adapter with less workgroup memory) the tiled kernel's default.
-  const fit = tuning ? undefined : [prefillDefault(vision, seq, r.heads), prefillDefault(vision)]
-    .map((d) => d.flash && flashFit(gpu, r.headDim, d.flash)).find((l) => l);
+  // shape, else (an adapter with less workgroup memory) the tiled kernel's default (int8: the
+  // flash kernel only).
+  const fit = tuning ? undefined : [
+    prefillDefault(vision, seq, r.heads, int8),
+    prefillDefault(vision, undefined, undefined, int8),
+    prefillDefault(vision),
+  ].map((d) => d.flash && flashFit(gpu, r.headDim, d.flash, int8)).find((l) => l);
+  if (int8 && tuning && !tuning.flash) {
+    throw new InvalidInputError(`${what}: int8 Q·Kᵀ runs the flash kernel; give a flash tuning`);
+  }
   const { bq, defines, code } = fit ??
-    (tuning?.flash
-      ? flashTuning(gpu, what, r.headDim, tuning.flash)
+    (tuning?.flash || int8
+      ? flashTuning(gpu, what, r.headDim, tuning?.flash ?? {}, int8)
       : prefillLayout(r.headDim, prefillTuning(gpu, what, r.headDim, tuning)));
   const vt = variant(gpu, {
     family: "attention",
@@ -588,4 +623,95 @@ export function visionAttention(
     s.seq,
     tuning,
   );
+}
+
+/** vec4 per int8 row of head_dim values: head_dim / 16 of codes, then one holding the f32 scale. */
+function qw4(headDim: number): number {
+  return headDim / 16 + 1;
+}
+
+/** The int8 Q / K rows of {@link visionAttentionInt8}, one per-device scratch. */
+const qkScratch = deviceScratch("attention.qk8");
+
+/**
+ * Quantizes q and k rows to int8 for the flash prefill's int8 S (kernels/attention.wgsl
+ * `quantize_qk`): per (token, head) row of head_dim values, d = max|x| / 127 (f32) and codes
+ * round(x / d), half to even.
+ * @param qk (seq, heads + kvHeads, head_dim / 16 + 1) vec4: each row's codes, then d
+ */
+export function quantizeQk(
+  gpu: Gpu,
+  qk: BufferArg,
+  q: HeadRows,
+  k: HeadRows,
+  s: AttentionHeads & { seq: number },
+): Dispatch {
+  const r = resolveHeads("quantizeQk", s, q, k, k);
+  const rows = s.seq * (r.heads + r.kvHeads);
+  const vt = variant(gpu, {
+    family: "attention",
+    entry: "quantize_qk",
+    bindings: ["read", "read", "read_write"],
+    params: Params,
+    defines: { HD: r.headDim, QUANT_QK: true },
+  });
+  return new Dispatch(
+    gpu,
+    vt,
+    [q.buffer, k.buffer, qk],
+    pack(r, { seq: s.seq }),
+    grid2d(ceilDiv(rows, 256)),
+  );
+}
+
+/**
+ * {@link visionAttention} with S = Q·Kᵀ in int8 (opt-in, the int8 vision tower): every q and k row
+ * (token, head) is quantized to int8 with one f32 scale (d = max|x| / 127) by a first dispatch
+ * into a per-device scratch, and the flash kernel takes its scores as dot4I8Packed integer sums ×
+ * d_q × d_k; softmax and P·V stay f32. Each score is off by at most
+ * (|q|₁ · d_k + |k|₁ · d_q) / 2 + 80 · d_q · d_k / 4 (half a step of each code).
+ * Run the two dispatches in order, with no other visionAttentionInt8() between them.
+ * @returns [quantize q / k, attention]
+ */
+export function visionAttentionInt8(
+  gpu: Gpu,
+  out: BufferArg,
+  q: HeadRows,
+  k: HeadRows,
+  v: HeadRows,
+  cu: BufferArg,
+  s: VisionAttentionShape,
+  tuning?: PrefillOptions,
+): Dispatch[] {
+  if (!(s.nCu >= 2)) {
+    throw new InvalidInputError(`visionAttentionInt8: cu_seqlens needs ≥ 2 entries, got ${s.nCu}`);
+  }
+  const r = resolveHeads("visionAttentionInt8", s, q, k, v);
+  const w = qw4(r.headDim), rows = r.heads + r.kvHeads, bytes = s.seq * rows * w * 16;
+  if (bytes > gpu.maxBinding) {
+    throw new InvalidInputError(
+      `visionAttentionInt8: ${s.seq} patches need ${bytes} bytes of int8 q / k rows, over this ` +
+        `adapter's ${gpu.maxBinding}-byte binding limit; use smaller images`,
+    );
+  }
+  const qk = { buffer: qkScratch(gpu, bytes), offset: 0, size: bytes };
+  if ([q, k, v].some((x) => bufferOf(x.buffer) === qk.buffer)) {
+    throw new InvalidInputError("visionAttentionInt8: q, k, v must not be its own scratch");
+  }
+  // The prefill reads q and k from the scratch: rows of (heads + kvHeads) · w vec4, k after q.
+  const rq: ResolvedHeads = { ...r, q: [rows * w, 0], k: [rows * w, r.heads * w] };
+  return [
+    quantizeQk(gpu, qk, q, k, { ...s, kvHeads: r.kvHeads }),
+    prefillDispatch(
+      gpu,
+      "visionAttentionInt8",
+      rq,
+      true,
+      [qk, qk, v.buffer, out, cu],
+      pack(rq, { seq: s.seq, nCu: s.nCu }),
+      s.seq,
+      tuning,
+      true,
+    ),
+  ];
 }

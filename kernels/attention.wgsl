@@ -8,12 +8,55 @@
 //   prefill         — queries 0..seq-1 against keys; causal (query i sits at position offset + i and
 //                     sees keys 0..offset+i) or, #if VISION, block-diagonal by cu_seqlens (query i
 //                     in block b sees keys cu[b]..cu[b+1]-1: each image frame attends to itself).
+//   quantize_qk     — #if QUANT_QK: q and k rows to int8 for the flash prefill's #if INT8S.
 // Decode (one query against the KV cache) is kernels/attention_decode.wgsl.
 
 const HD: u32 = {{HD}}u;
 const HD4: u32 = HD / 4u;
 // Masked scores and the initial running max: finite, so exp(m - m_new) never sees inf - inf.
 const NEG: f32 = -3.0e38;
+// A row of HD values quantized to int8 (#if QUANT_QK writes them, #if INT8S reads them): HD / 16
+// vec4 of codes (element 4i + b in byte b of word i), then one vec4 whose .x is the f32 scale d.
+const QW4: u32 = HD / 16u + 1u;
+
+#if QUANT_QK
+// quantize_qk: one thread per (token, row), the heads q rows then the heads / group k rows of a
+// token: d = max|x| / 127 (f32), codes round(x / d) (half to even, as kernels/gemm.wgsl's
+// QUANTIZE_X; d = 0 gives codes 0). q and k as the prefill reads them (stride, offset in vec4).
+@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;         // (seq, q_stride) f32
+@group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;         // (seq, k_stride) f32
+@group(0) @binding(2) var<storage, read_write> qk: array<vec4<u32>>;  // (seq, heads + kv heads, QW4)
+@group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
+
+// Element c (vec4) of row r of token t.
+fn qk_at(t: u32, r: u32, c: u32) -> vec4<f32> {
+  if (r < p.heads) { return q[t * p.q_stride + p.q_off + r * HD4 + c]; }
+  return k[t * p.k_stride + p.k_off + (r - p.heads) * HD4 + c];
+}
+
+@compute @workgroup_size(256)
+fn quantize_qk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let rows = p.heads + p.heads / p.group;
+  let f = (wid.x + wid.y * 65535u) * 256u + lid;  // flat (token, row)
+  if (f >= p.seq * rows) { return; }
+  let t = f / rows;
+  let r = f % rows;
+  var amax = 0.0;
+  for (var c = 0u; c < HD4; c++) {
+    let a = abs(qk_at(t, r, c));
+    amax = max(amax, max(max(a.x, a.y), max(a.z, a.w)));
+  }
+  let d = amax / 127.0;
+  let inv = select(0.0, 1.0 / d, d > 0.0);
+  for (var c = 0u; c < HD4; c += 4u) {
+    qk[f * QW4 + c / 4u] = vec4<u32>(pack4xI8Clamp(vec4<i32>(round(qk_at(t, r, c) * inv))),
+      pack4xI8Clamp(vec4<i32>(round(qk_at(t, r, c + 1u) * inv))),
+      pack4xI8Clamp(vec4<i32>(round(qk_at(t, r, c + 2u) * inv))),
+      pack4xI8Clamp(vec4<i32>(round(qk_at(t, r, c + 3u) * inv))));
+  }
+  qk[f * QW4 + QW4 - 1u] = vec4<u32>(bitcast<u32>(d), 0u, 0u, 0u);
+}
+#else
 
 // ---------------------------------------------------------------------------------------------
 // Prefill: a register-tiled flash attention. A workgroup owns BQ = 4·TY queries of one head and
@@ -114,6 +157,16 @@ const QST: u32 = {{QST}}u;     // row length of qs, vec4: SQ, or HD4 #if COMPACT
 const PS: u32 = {{PS}}u;       // row length of ps (and red), vec4: TY + 1, or TY #if COMPACT
 const NT: u32 = BK * HD4;      // vec4 in one K or V tile
 const NL: u32 = (NT + WG - 1u) / WG;            // of them loaded by one thread
+#if INT8S
+// #if INT8S: S = Q·Kᵀ from int8 rows (quantize_qk's QW4 vec4 each, bit-cast through the f32
+// arrays): dot4I8Packed integer sums, scaled by the row's and the key's d. K tiles are QW4 vec4
+// a key (V tiles stay f32), and qs holds the Q rows as they come, unscaled.
+const KW4: u32 = QW4;          // vec4 per K row in a K tile
+#else
+const KW4: u32 = HD4;
+#endif
+const NTK: u32 = BK * KW4;     // vec4 in one K tile
+const NLK: u32 = (NTK + WG - 1u) / WG;
 const NU: u32 = (NT / 4u + WG - 1u) / WG;       // #if OUTER: K units (4 keys × vec4) per thread
 const LOG2E: f32 = 1.4426950408889634;
 
@@ -141,6 +194,10 @@ var<private> kbase_: u32;
 var<private> vbase_: u32;
 var<private> sa: mat4x4<f32>;  // column r: row ty + TY·r, keys tx + TX·e (e < 4)
 var<private> sb: mat4x4<f32>;  // #if RK8: keys tx + TX·(4 + e)
+var<private> ia0: vec4<i32>;   // #if INT8S: S of row ty + TY·r (ia_r), keys tx + TX·e, integer sums
+var<private> ia1: vec4<i32>;
+var<private> ia2: vec4<i32>;
+var<private> ia3: vec4<i32>;
 var<private> o0: mat4x4<f32>;  // column r: row ty + TY·r, vec4 column tx
 var<private> o1: mat4x4<f32>;  // vec4 column tx + TX (CV ≥ 2), and so on
 var<private> o2: mat4x4<f32>;
@@ -174,19 +231,25 @@ fn red_row(x: u32) -> vec4<f32> {
 }
 
 // Tile element n of this thread from keys k0.. (V #if is_v, else K); 0 past the tile or hi.
-// Whether tile element n of this thread exists: n is a literal, so past NL (and where WG divides
-// NT, always) the test folds away with the registers it would have used.
-fn in_tile(n: u32, idx: u32) -> bool { return n < NL && (NT % WG == 0u || idx < NT); }
+// Whether tile element n of this thread exists: n and is_v are literals, so past NL (NLK) and
+// where WG divides NT (NTK), always, the test folds away with the registers it would have used.
+fn in_tile(is_v: bool, n: u32, idx: u32) -> bool {
+  let nt = select(NTK, NT, is_v);
+  return n < select(NLK, NL, is_v) && (nt % WG == 0u || idx < nt);
+}
+
+// vec4 per row of a K (V #if is_v) tile.
+fn row4(is_v: bool) -> u32 { return select(KW4, HD4, is_v); }
 
 fn ld_kv(is_v: bool, k0: u32, hi: u32, n: u32) -> vec4<f32> {
   let idx = lid_ + n * WG;
-  let key = k0 + idx / HD4;
+  let key = k0 + idx / row4(is_v);
   var x = vec4<f32>(0.0);
-  if (in_tile(n, idx) && key < hi) {
+  if (in_tile(is_v, n, idx) && key < hi) {
     if (is_v) {
       x = v[key * p.v_stride + vbase_ + idx % HD4];
     } else {
-      x = k[key * p.k_stride + kbase_ + idx % HD4];
+      x = k[key * p.k_stride + kbase_ + idx % KW4];
     }
   }
   return x;
@@ -238,9 +301,9 @@ fn ld4(is_v: bool, k0: u32, hi: u32, g: u32) -> mat4x4<f32> {
     ld_kv(is_v, k0, hi, 4u * g + 2u), ld_kv(is_v, k0, hi, 4u * g + 3u));
 }
 
-fn st_kv(n: u32, x: vec4<f32>) {
+fn st_kv(is_v: bool, n: u32, x: vec4<f32>) {
   let idx = lid_ + n * WG;
-  if (in_tile(n, idx)) { kv[idx / HD4][idx % HD4] = x; }
+  if (in_tile(is_v, n, idx)) { kv[idx / row4(is_v)][idx % row4(is_v)] = x; }
 }
 
 fn st4(is_v: bool, g: u32, x: mat4x4<f32>) {
@@ -250,10 +313,10 @@ fn st4(is_v: bool, g: u32, x: mat4x4<f32>) {
     return;
   }
 #endif
-  st_kv(4u * g, x[0]);
-  st_kv(4u * g + 1u, x[1]);
-  st_kv(4u * g + 2u, x[2]);
-  st_kv(4u * g + 3u, x[3]);
+  st_kv(is_v, 4u * g, x[0]);
+  st_kv(is_v, 4u * g + 1u, x[1]);
+  st_kv(is_v, 4u * g + 2u, x[2]);
+  st_kv(is_v, 4u * g + 3u, x[3]);
 }
 
 // Issues this thread's loads of the (BK, HD) tile of keys k0.. into f0.. (used by store_tile):
@@ -285,6 +348,43 @@ fn s_step(d: u32) {
 #endif
 }
 #else
+#if INT8S
+// s + the int8 dot products of row a with the keys b_e (HD / 16 · 4 codes a vec4).
+fn idp(s: i32, a: vec4<u32>, b: vec4<u32>) -> i32 {
+  return dot4I8Packed(a.w, b.w) + (dot4I8Packed(a.z, b.z) + (dot4I8Packed(a.y, b.y) +
+    (dot4I8Packed(a.x, b.x) + s)));
+}
+
+fn idp4(s: vec4<i32>, a: vec4<f32>, b0: vec4<u32>, b1: vec4<u32>, b2: vec4<u32>,
+  b3: vec4<u32>) -> vec4<i32> {
+  let u = bitcast<vec4<u32>>(a);
+  return vec4<i32>(idp(s.x, u, b0), idp(s.y, u, b1), idp(s.z, u, b2), idp(s.w, u, b3));
+}
+
+fn kcode(e: u32, c: u32) -> vec4<u32> { return bitcast<vec4<u32>>(kv[tx_ + e * TX][c]); }
+
+// One vec4 of codes (c < HD / 16: 16 dims) of the S block: 4 Q reads, 4 K reads, 64 dot4I8Packed.
+fn s_step(c: u32) {
+  let k0 = kcode(0u, c);
+  let k1 = kcode(1u, c);
+  let k2 = kcode(2u, c);
+  let k3 = kcode(3u, c);
+  ia0 = idp4(ia0, qs[ty_][c], k0, k1, k2, k3);
+  ia1 = idp4(ia1, qs[ty_ + TY][c], k0, k1, k2, k3);
+  ia2 = idp4(ia2, qs[ty_ + 2u * TY][c], k0, k1, k2, k3);
+  ia3 = idp4(ia3, qs[ty_ + 3u * TY][c], k0, k1, k2, k3);
+}
+
+// The S block from the integer sums, in log2 units: · d of the row · d of the key · scale · log2 e.
+fn s_scaled() -> mat4x4<f32> {
+  let l = QW4 - 1u;
+  let dk = vec4<f32>(kv[tx_][l].x, kv[tx_ + TX][l].x, kv[tx_ + 2u * TX][l].x, kv[tx_ + 3u * TX][l].x);
+  let dq = vec4<f32>(qs[ty_][l].x, qs[ty_ + TY][l].x, qs[ty_ + 2u * TY][l].x,
+    qs[ty_ + 3u * TY][l].x) * (p.scale * LOG2E);
+  return mat4x4<f32>(vec4<f32>(ia0) * (dq.x * dk), vec4<f32>(ia1) * (dq.y * dk),
+    vec4<f32>(ia2) * (dq.z * dk), vec4<f32>(ia3) * (dq.w * dk));
+}
+#else
 fn st_q(idx: u32, x: vec4<f32>) { qs[idx / HD4][idx % HD4] = x; }
 
 // s + (q · key e for the 4 keys e) as FMA chains: column i of kt is component i of the 4 keys
@@ -310,6 +410,7 @@ fn s_step(c: u32) {
     dot_acc(sb[3], q3, kt2));
 #endif
 }
+#endif
 #endif
 
 // The O register blocks o_c (c < CV) are written out by the builder in the three functions below.
@@ -378,8 +479,8 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   let hi_t = key_range(last).y;
   let lo_all = key_range(last).x;
   let hi_all = key_range(q0).y;
-  let qbase = p.q_off + h * HD4;
-  kbase_ = p.k_off + kvh * HD4;
+  let qbase = p.q_off + h * KW4;
+  kbase_ = p.k_off + kvh * KW4;
   vbase_ = p.v_off + kvh * HD4;
 
 #if OUTER
@@ -395,6 +496,15 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     qs[4u * c + 3u][t] = x[3];
   }
 #else
+#if INT8S
+  // The Q tile's int8 rows, as they are (BQ · QW4 vec4).
+  for (var n = lid; n < BQ * QW4; n += WG) {
+    let i = q0 + n / QW4;
+    var x = vec4<f32>(0.0);
+    if (i < p.seq) { x = q[i * p.q_stride + qbase + n % QW4]; }
+    qs[n / QW4][n % QW4] = x;
+  }
+#else
   // The Q tile, four loads in flight per thread (BQ · HD4 = 4 · CV · WG).
   for (var n = lid; n < BQ * HD4; n += 4u * WG) {
     let x0 = ld_q(q0, qbase, n);
@@ -407,6 +517,7 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     st_q(n + 3u * WG, x3);
   }
 #endif
+#endif
   load_tile(false, lo_t, hi_t);
   store_tile(false);
   var m = vec4<f32>(NEG);       // running max of the 4 rows (log2 units; same in a row's threads)
@@ -416,12 +527,22 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 #ifnot VLATE
     load_tile(true, kb, hi_t);  // this tile's V: in flight while S is computed
 #endif
+#if INT8S
+    ia0 = vec4<i32>();
+    ia1 = vec4<i32>();
+    ia2 = vec4<i32>();
+    ia3 = vec4<i32>();
+#else
     sa = mat4x4<f32>();
+#endif
 #if RK8
     sb = mat4x4<f32>();
 #endif
-    // S: s_step over head_dim (c < HD4; #if OUTER d < HD)
+    // S: s_step over head_dim (c < HD4; #if OUTER d < HD; #if INT8S c < HD / 16)
     {{S_STEPS}}
+#if INT8S
+    sa = s_scaled();
+#endif
 #if VLATE
     // #if VLATE: this tile's V issued after S, in flight through the softmax: its registers are
     // not live during S, where the register blocks peak (fewer registers a thread, so more
@@ -639,4 +760,5 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   store_row(row0 + 3u, h * HD4 + tx + TX, o1[3] * inv.w);
 #endif
 }
+#endif
 #endif

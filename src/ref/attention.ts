@@ -3,6 +3,7 @@
  * (`softmax(q·kᵀ·scale + mask, dtype=f32) · v`, repeat_kv for grouped-query attention), in f64.
  * @module
  */
+import { quantizeX } from "./gemm_q.ts";
 
 /** Which keys each query sees. */
 export interface AttentionMask {
@@ -61,6 +62,17 @@ export function attention(
     }
   }
   return out;
+}
+
+/**
+ * x with each row of `n` values replaced by its int8 quantization, dequantized (codes · d, d =
+ * max|x| / 127 per row; src/ref/gemm_q.ts quantizeX): what kernels/attention.wgsl's int8 S sees
+ * of q and k (visionAttentionInt8), so `attention(fakeInt8(q, hd), fakeInt8(k, hd), v, s)` is its
+ * reference (the integer sums times d_q · d_k are these products, exactly).
+ */
+export function fakeInt8(x: Float32Array, n: number): Float32Array {
+  const { codes, scales } = quantizeX(x, n);
+  return Float32Array.from(codes, (c, i) => c * scales[Math.floor(i / n)]);
 }
 
 function keyRange(i: number, m: AttentionMask): [number, number] {

@@ -15,21 +15,22 @@ function roundEven(v: number): number {
  * Quantizes x (m, k) f32 per row and group: d = max|x| / 127 (f32), code = round(x · (1 / d)),
  * clamped to ±127 (codes 0 where d = 0). The GPU's f32 division may differ in the last bit, so a
  * code can differ by one where x · (1 / d) is within rounding of a half.
- * @param x (m · k) f32, k % 32 == 0
- * @returns codes (m · k) and scales (m · k / 32) f32
+ * @param x (m · k) f32, k % group == 0
+ * @param group elements per scale: 32 (gemmQ's x), or a whole head row (attention's int8 Q / K)
+ * @returns codes (m · k) and scales (m · k / group) f32
  */
-export function quantizeX(x: Float32Array): Quantized {
-  const groups = x.length / GROUP;
+export function quantizeX(x: Float32Array, group = GROUP): Quantized {
+  const groups = x.length / group;
   const codes = new Int8Array(x.length), scales = new Float32Array(groups);
   for (let g = 0; g < groups; g++) {
     let amax = 0;
-    for (let i = 0; i < GROUP; i++) amax = Math.max(amax, Math.abs(x[g * GROUP + i]));
+    for (let i = 0; i < group; i++) amax = Math.max(amax, Math.abs(x[g * group + i]));
     const d = Math.fround(amax / 127);
     scales[g] = d;
     const inv = d > 0 ? Math.fround(1 / d) : 0;
-    for (let i = 0; i < GROUP; i++) {
-      const c = roundEven(Math.fround(x[g * GROUP + i] * inv));
-      codes[g * GROUP + i] = Math.min(127, Math.max(-127, c));
+    for (let i = 0; i < group; i++) {
+      const c = roundEven(Math.fround(x[g * group + i] * inv));
+      codes[g * group + i] = Math.min(127, Math.max(-127, c));
     }
   }
   return { codes, scales };
