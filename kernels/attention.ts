@@ -669,7 +669,8 @@ export function quantizeQk(
  * (token, head) is quantized to int8 with one f32 scale (d = max|x| / 127) by a first dispatch
  * into a per-device scratch, and the flash kernel takes its scores as dot4I8Packed integer sums ×
  * d_q × d_k; softmax and P·V stay f32. Each score is off by at most
- * (|q|₁ · d_k + |k|₁ · d_q) / 2 + 80 · d_q · d_k / 4 (half a step of each code).
+ * (|q|₁ · d_k + |k|₁ · d_q) / 2 + head_dim · d_q · d_k / 4 (half a step of each
+ * code).
  * Run the two dispatches in order, with no other visionAttentionInt8() between them.
  * @returns [quantize q / k, attention]
  */

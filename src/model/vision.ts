@@ -15,8 +15,10 @@ import {
   rope,
   uploadRopeTable,
   visionAttention,
+  visionAttentionInt8,
   visionRopeTable,
 } from "../../kernels/mod.ts";
+import { isQuant } from "../gpu/tensor.ts";
 import type { VisionConfig } from "./config.ts";
 import { type GridThw, visionCuSeqlens, visionPositionIds } from "./rope_index.ts";
 import type { GpuWeights } from "./weights.ts";
@@ -141,6 +143,11 @@ export class VisionTower {
     for (const [, gh, gw] of grids) maxSide = Math.max(maxSide, gh, gw);
     const table = this.#ropeTable(maxSide);
     const ln = { rows: P, cols: E, eps: v.layerNormEps };
+    // An int8 tower (its matrices loaded as q8: LoadOptions.visionQuant) also takes its attention
+    // scores from int8 q / k rows (kernels/attention.ts visionAttentionInt8).
+    const attention = isQuant(w.matrix("vision.blocks.0.qkv").dtype)
+      ? visionAttentionInt8
+      : (...a: Parameters<typeof visionAttention>) => [visionAttention(...a)];
 
     const ds: Dispatch[] = [...linear(gpu, x, pv, w.matrix("vision.patch_embed"), null, { m: P })];
     for (let i = 0; i < v.depth; i++) {
@@ -152,7 +159,7 @@ export class VisionTower {
         ...linear(gpu, qkv, h, w.matrix(k + "qkv"), w.vector(k + "qkv_bias"), { m: P }),
         // q heads then k heads are contiguous at the row's start: one call rotates both.
         rope(gpu, qkv, pos, table, { seq: P, heads: 2 * v.numHeads, stride: 3 * E, offset: 0 }),
-        visionAttention(
+        ...attention(
           gpu,
           o,
           { buffer: qkv, stride: 3 * E, offset: 0 },
