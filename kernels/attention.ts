@@ -630,6 +630,22 @@ function qw4(headDim: number): number {
   return headDim / 16 + 1;
 }
 
+/** quantize_qk's row, written out for head_dim: loads x0 .., their max |x|, the code stores. */
+function quantizeCode(headDim: number): Record<string, string> {
+  const n = headDim / 4, xs = Array.from({ length: n }, (_, i) => `x${i}`);
+  return {
+    QK_LOAD: xs.map((x, i) => `let ${x} = qk_at(t, r, ${i}u);`).join(" "),
+    QK_AMAX: tree(xs.map((x) => `amax4(${x})`), (a, b) => `max(${a}, ${b})`),
+    QK_STORE: Array.from(
+      { length: n / 4 },
+      (_, c) =>
+        `qk[f * QW4 + ${c}u] = vec4<u32>(${
+          [0, 1, 2, 3].map((j) => `codes4(${xs[4 * c + j]}, inv)`).join(", ")
+        });`,
+    ).join("\n  "),
+  };
+}
+
 /** The int8 Q / K rows of {@link visionAttentionInt8}, one per-device scratch. */
 const qkScratch = deviceScratch("attention.qk8");
 
@@ -654,6 +670,7 @@ export function quantizeQk(
     bindings: ["read", "read", "read_write"],
     params: Params,
     defines: { HD: r.headDim, QUANT_QK: true },
+    code: quantizeCode(r.headDim),
   });
   return new Dispatch(
     gpu,

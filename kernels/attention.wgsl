@@ -34,6 +34,16 @@ fn qk_at(t: u32, r: u32, c: u32) -> vec4<f32> {
   return k[t * p.k_stride + p.k_off + (r - p.heads) * HD4 + c];
 }
 
+fn amax4(x: vec4<f32>) -> f32 {
+  let a = abs(x);
+  return max(max(a.x, a.y), max(a.z, a.w));
+}
+
+fn codes4(x: vec4<f32>, inv: f32) -> u32 { return pack4xI8Clamp(vec4<i32>(round(x * inv))); }
+
+// The row's HD4 vec4 are loaded at once into x0 .. (QK_LOAD), their max |x| taken (QK_AMAX) and
+// stored four vec4 a code vec4 (QK_STORE): the builder writes these out for HD (a loop would wait
+// on each load in turn; kernels/attention.ts quantizeQk).
 @compute @workgroup_size(256)
 fn quantize_qk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let rows = p.heads + p.heads / p.group;
@@ -41,19 +51,11 @@ fn quantize_qk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
   if (f >= p.seq * rows) { return; }
   let t = f / rows;
   let r = f % rows;
-  var amax = 0.0;
-  for (var c = 0u; c < HD4; c++) {
-    let a = abs(qk_at(t, r, c));
-    amax = max(amax, max(max(a.x, a.y), max(a.z, a.w)));
-  }
+  {{QK_LOAD}}
+  let amax = {{QK_AMAX}};
   let d = amax / 127.0;
   let inv = select(0.0, 1.0 / d, d > 0.0);
-  for (var c = 0u; c < HD4; c += 4u) {
-    qk[f * QW4 + c / 4u] = vec4<u32>(pack4xI8Clamp(vec4<i32>(round(qk_at(t, r, c) * inv))),
-      pack4xI8Clamp(vec4<i32>(round(qk_at(t, r, c + 1u) * inv))),
-      pack4xI8Clamp(vec4<i32>(round(qk_at(t, r, c + 2u) * inv))),
-      pack4xI8Clamp(vec4<i32>(round(qk_at(t, r, c + 3u) * inv))));
-  }
+  {{QK_STORE}}
   qk[f * QW4 + QW4 - 1u] = vec4<u32>(bitcast<u32>(d), 0u, 0u, 0u);
 }
 #else
