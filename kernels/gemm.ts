@@ -111,7 +111,8 @@ export function gemmQFits(gpu: Gpu, m: number, k: number): boolean {
 
 /**
  * y = x · wᵀ (+ bias) (+ y when `s.accumulate`) for a q8/q4 weight, x quantized to int8 on the
- * way: a quantize dispatch into a per-device scratch, then one GEMM dispatch per weight chunk. The
+ * way; with `s.activation` "quick_gelu" (not with accumulate) y = quick_gelu(x · wᵀ + bias), the
+ * vision MLP's fc1 (kernels/linear.ts LinearShape.activation): a quantize dispatch into a per-device scratch, then one GEMM dispatch per weight chunk. The
  * dispatches share that scratch with every other gemmQ() call's: run them in order, with no other
  * gemmQ() dispatch between them (one layer's list after another is fine).
  * @param y (m, w.rows) f32; must not alias x
@@ -126,10 +127,17 @@ export function gemmQ(
   x: BufferArg,
   w: Weight,
   bias: BufferArg | null,
-  s: { m: number; accumulate?: boolean },
+  s: { m: number; accumulate?: boolean; activation?: "quick_gelu" },
   tuning: Partial<GemmQTuning> = {},
 ): Dispatch[] {
   const { m } = s;
+  if (s.activation !== undefined && (s.activation !== "quick_gelu" || s.accumulate)) {
+    throw new InvalidInputError(
+      `gemmQ: activation ${
+        JSON.stringify(s.activation)
+      } must be "quick_gelu" and without accumulate`,
+    );
+  }
   const k = w.cols;
   if (!isQuant(w.dtype)) {
     throw new InvalidInputError(
@@ -185,6 +193,7 @@ export function gemmQ(
       RN2: t.rn === 2,
       BIAS: bias !== null,
       ACC: s.accumulate === true,
+      QGELU: s.activation === "quick_gelu",
       Y_BINDING: bias ? 4 : 3,
     },
   });

@@ -117,13 +117,17 @@ fn q4_lo(q: u32) -> u32 { return ((q & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u
 fn q4_hi(q: u32) -> u32 { return (((q >> 4u) & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u; }
 #endif
 
-// Writes output (row, chunk column c) = acc (+ bias) (+ old y).
+// Writes output (row, chunk column c) = acc (+ bias), then quick_gelu'd #if QGELU (the vision MLP's
+// fc1; not with ACC), (+ old y).
 fn store(row: u32, c: u32, acc: f32) {
   let col = p.row_start + c;
   let i = row * p.n + col;
   var v = acc;
 #if BIAS
   v += bias[col];
+#endif
+#if QGELU
+  v = v / (1.0 + exp(-1.702 * v));  // quick_gelu(v) = v · sigmoid(1.702 v), as kernels/linear.wgsl
 #endif
 #if ACC
   v += y[i];

@@ -154,10 +154,18 @@ export interface LinearShape {
   accumulate?: boolean;
   /**
    * Apply an activation to x · wᵀ (+ bias) before storing it: "quick_gelu" (v · sigmoid(1.702 v),
-   * the vision MLP's, fused into fc1's epilogue). f16 / f32 weights, not with accumulate, norm,
-   * siluMul or ropeKv.
+   * the vision MLP's, fused into fc1's epilogue). f16 / f32 weights, or a q8 / q4 weight at m > 1
+   * with `int8x` (kernels/gemm.wgsl's epilogue); not with accumulate, norm, siluMul or ropeKv.
    */
   activation?: "quick_gelu";
+  /**
+   * A q8 / q4 weight at m > 1 runs kernels/gemm.ts's int8 GEMM (x quantized to int8 per row and
+   * 32-group, dot4I8Packed) whatever linear_q.ts PREFILL_INT8 says for its dtype — the caller
+   * accepts int8 activations' error (x rounds to 1/254 of its group's max |x|): the vision tower
+   * of LoadOptions.visionQuant. Where x would not fit gemmQ's scratch binding, gemmQ throws. Only
+   * for quantized weights; at m = 1 it changes nothing (the GEMV runs as it would).
+   */
+  int8x?: boolean;
   /**
    * RMS-normalise x on load (a fused Qwen2RMSNorm): y = rmsNorm(x) · w · wᵀ (+ bias) (+ y), with
    * `weight` (k) f32 and `eps` as in kernels/norm.ts. Only for m = 1 (decode);
@@ -314,10 +322,17 @@ export function linear(
     checkSize("k cache", rk.k, rk.maxTokens * rk.kvHeads * hd * 4);
     checkSize("v cache", rk.v, rk.maxTokens * rk.kvHeads * hd * 4);
   }
-  if (s.activation && (isQuant(w.dtype) || s.accumulate || norm || silu || rk)) {
+  if (s.int8x && !isQuant(w.dtype)) {
+    throw new InvalidInputError(`linear: int8x needs a q8 / q4 weight, got ${w.dtype}`);
+  }
+  const int8Gemm = s.int8x === true && m > 1;
+  if (
+    s.activation && ((isQuant(w.dtype) && !int8Gemm) || s.accumulate || norm || silu || rk)
+  ) {
     throw new InvalidInputError(
-      `linear: activation "${s.activation}" needs an f16 / f32 weight and no accumulate / norm / ` +
-        `siluMul / ropeKv, got ${w.dtype}${s.accumulate ? " with accumulate" : ""}` +
+      `linear: activation "${s.activation}" needs an f16 / f32 weight (or a q8 / q4 one with ` +
+        `int8x at m > 1) and no accumulate / norm / siluMul / ropeKv, got ${w.dtype} at m = ${m}` +
+        `${s.accumulate ? " with accumulate" : ""}` +
         `${norm ? " with norm" : ""}${silu ? " with siluMul" : ""}${rk ? " with ropeKv" : ""}`,
     );
   }

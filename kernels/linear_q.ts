@@ -9,7 +9,8 @@
  * Decode (m = 1) runs a GEMV (design in kernels/linear_q.wgsl) with RMSNorm / silu · mul fused
  * like the f16 one (same dispatch count per step). Prefill and vision (m > 1) run, for q4,
  * kernels/gemm.ts's int8 GEMM ({@link PREFILL_INT8}); q8 (and any x too large for gemmQ's scratch)
- * dequantizes balanced row slices into an f16 scratch and runs the f16 GEMM of kernels/linear.ts.
+ * dequantizes balanced row slices into an f16 scratch and runs the f16 GEMM of kernels/linear.ts —
+ * unless the call sets LinearShape.int8x (the q8 vision tower of visionQuant): then the int8 GEMM.
  *
  * GEMV performance (bench/_gemv.ts: 28 layers × qkv, o, gate_up, down + lm_head of 7B, each its
  * own weight; ms per token's 113 GEMVs, plain x / as the decode step fuses them), 2026-11-28:
@@ -135,7 +136,8 @@ export const GEMV_PREP: Readonly<Record<QuantDType, boolean>> = { q4: true, q8: 
  * 32-group, dot4I8Packed; 1.1–2.6× the dequantize + f32 GEMM on the H200 bench) instead of
  * dequantizing into f16 and running the f32-FMA GEMM. q4 yes: on the tiny model int8 x in prefill
  * moved q4's max |Δ logit| from 8.08 to 8.12 and its argmax agreement from 59 to 58 of 98 — noise
- * beside q4's own error. q8 no: it doubled q8's (0.485 → 0.985, argmax 98 → 95 of 98).
+ * beside q4's own error. q8 no: it doubled q8's (0.485 → 0.985, argmax 98 → 95 of 98). A call's
+ * LinearShape.int8x takes the int8 GEMM for either dtype (the vision tower, LoadOptions.visionQuant).
  */
 export const PREFILL_INT8: Readonly<Record<QuantDType, boolean>> = { q4: true, q8: false };
 
@@ -393,8 +395,11 @@ export function linearQ(
     throw new InvalidInputError(`linearQ: emit / prepared x need m = 1, got m = ${m}`);
   }
   if (m > 1) {
-    // The int8 dot-product GEMM (kernels/gemm.ts) where the dtype takes it and x fits its scratch.
-    if (PREFILL_INT8[q] && gemmQFits(gpu, m, w.cols)) return gemmQ(gpu, y, x, w, bias, s);
+    // The int8 dot-product GEMM (kernels/gemm.ts) where the caller asks for it (s.int8x: the
+    // vision tower of visionQuant), or the dtype takes it and x fits its scratch.
+    if (s.int8x || (PREFILL_INT8[q] && gemmQFits(gpu, m, w.cols))) {
+      return gemmQ(gpu, y, x, w, bias, s);
+    }
     return dequantLinear(gpu, y, x, w, bias, s);
   }
   // An explicit tuning (benchmarks, tests) runs staged x unless it asks for prep; x given
