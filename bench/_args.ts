@@ -24,6 +24,8 @@ export interface BenchOptions {
   dtype: WeightDType;
   /** q8/q4 decoder weights, or none. */
   quant?: QuantDType;
+  /** q8 vision tower (int8 GEMMs: Qwen2VLModel.load's visionQuant), or none. */
+  visionQuant?: QuantDType;
   /** Prompt length in tokens, image tokens included. */
   promptTokens: number;
   /** Image size in pixels [width, height], or none. */
@@ -49,6 +51,7 @@ export interface BenchOptions {
 const USAGE = `deno task bench [options]
   --shape tiny|qwen2-vl-2b|qwen2-vl-7b|qwen2-vl-72b|qvq-72b   (default qwen2-vl-7b)
   --quant f16|q8|q4           decoder weights (default f16)
+  --vision-quant q8|f16       vision tower matrices q8, int8 GEMMs (default f16: as --dtype)
   --dtype f16|f32             float weights (default f16; tiny on lavapipe: f32 works too)
   --prompt-tokens N           prompt length incl. image tokens (default 478)
   --image WxH                 an image of W×H pixels (e.g. 644x476 = 391 tokens)
@@ -99,6 +102,12 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
         const v = val();
         o.quant = parseQuant(v);
         if (v === "f32") o.dtype = "f32";
+        break;
+      }
+      case "--vision-quant": {
+        const v = val();
+        if (v !== "f16" && v !== "q8") bad(`--vision-quant must be q8 or f16, got ${v}`);
+        o.visionQuant = v === "q8" ? "q8" : undefined;
         break;
       }
       case "--dtype": {

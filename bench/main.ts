@@ -43,6 +43,8 @@ export function cardBytesPerS(device: string): number {
 export interface BenchResult {
   shape: string;
   quant: string;
+  /** The vision tower's matrices' quantization (--vision-quant), only when set. */
+  vision_quant?: string;
   device: string;
   /** Seconds to get the weights onto the GPU (generated, or loaded from `checkpoint`). */
   load_s: number;
@@ -161,6 +163,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       gpu,
       dtype: o.dtype,
       quant: o.quant,
+      visionQuant: o.visionQuant,
       maxContext: maxTokens,
     });
   } else {
@@ -168,6 +171,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       gpu,
       dtype: o.dtype,
       quant: o.quant,
+      visionQuant: o.visionQuant,
       seed: o.seed,
       maxContext: maxTokens,
     });
@@ -197,7 +201,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
     : undefined;
   let last!: Omit<
     BenchResult,
-    "shape" | "quant" | "device" | "load_s" | "load_source" | "load_gb_s"
+    "shape" | "quant" | "vision_quant" | "device" | "load_s" | "load_source" | "load_gb_s"
   >;
   try {
     for (let rep = 0; rep < o.repeat; rep++) {
@@ -314,6 +318,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
   return {
     shape: o.shape,
     quant: o.quant ?? o.dtype,
+    ...(o.visionQuant ? { vision_quant: o.visionQuant } : {}),
     device,
     load_s: round(loadS),
     load_source: o.checkpoint ? "checkpoint" : "synthetic",

@@ -61,6 +61,13 @@ export interface LoadOptions {
   dtype?: WeightDType;
   /** Quantize the decoder's matrices and lm_head to q8/q4 while loading (kernels/linear_q.ts). */
   quant?: QuantDType;
+  /**
+   * Quantize the vision tower's matrices to q8 while loading and run them as int8 GEMMs with int8
+   * activations (and its attention's Q·Kᵀ in int8): faster image encoding for a small error in
+   * the image embeddings (weights.ts PlanOptions.visionQuant). Only "q8"; default: the tower in
+   * `dtype`.
+   */
+  visionQuant?: QuantDType;
   /** Longest context (prompt + generated) a session may hold; default the config's max_position_embeddings. */
   maxContext?: number;
   /** Refuse to load when the estimated GPU memory exceeds this many bytes (WebGPU cannot tell the device's size). */
@@ -88,6 +95,8 @@ export interface PlanModelOptions {
   dtype: WeightDType;
   /** Quantize the decoder's matrices and lm_head (see weights.ts PlanOptions.quant). */
   quant?: QuantDType;
+  /** Quantize the vision tower's matrices (see weights.ts PlanOptions.visionQuant). */
+  visionQuant?: QuantDType;
   /** The adapter's maxStorageBufferBindingSize (128 MiB lavapipe, 2 GiB H100). */
   maxBinding: number;
   /** The adapter's maxBufferSize (default: maxBinding). */
@@ -131,6 +140,7 @@ export async function planModel(
     const plan = planWeights(config, (n) => (checkpoint.has(n) ? checkpoint.get(n) : undefined), {
       dtype: opts.dtype,
       quant: opts.quant,
+      visionQuant: opts.visionQuant,
       maxBinding: opts.maxBinding,
       maxBufferSize: opts.maxBufferSize,
       where: checkpoint.origin,
@@ -215,6 +225,7 @@ export class Qwen2VLModel {
       p = await planModel(src, {
         dtype,
         quant: opts.quant,
+        visionQuant: opts.visionQuant,
         maxBinding: gpu.maxBinding,
         maxBufferSize: gpu.limits.maxBufferSize,
         maxContext: opts.maxContext,

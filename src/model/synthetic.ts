@@ -28,6 +28,8 @@ export interface SyntheticOptions {
   dtype?: WeightDType;
   /** Quantize the decoder's matrices and lm_head, as Qwen2VLModel.load's `quant`. */
   quant?: QuantDType;
+  /** Quantize the vision tower's matrices, as Qwen2VLModel.load's `visionQuant` (only "q8"). */
+  visionQuant?: QuantDType;
   /** Longest session (default 4096). */
   maxContext?: number;
   /** Prompt tokens per prefill pass (default: as load()). */
@@ -54,7 +56,13 @@ function tensorSeed(key: string, seed: number): number {
  */
 export function syntheticPlan(
   config: Record<string, unknown>,
-  opts: { dtype: WeightDType; quant?: QuantDType; maxBinding: number; maxBufferSize?: number },
+  opts: {
+    dtype: WeightDType;
+    quant?: QuantDType;
+    visionQuant?: QuantDType;
+    maxBinding: number;
+    maxBufferSize?: number;
+  },
 ): WeightPlan {
   const cfg = parseConfig(config, "synthetic config");
   const stored = new Map(
@@ -83,6 +91,7 @@ export async function syntheticModel(
     const plan = syntheticPlan(config, {
       dtype,
       quant: opts.quant,
+      visionQuant: opts.visionQuant,
       maxBinding: gpu.maxBinding,
       maxBufferSize: gpu.limits.maxBufferSize,
     });

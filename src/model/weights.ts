@@ -7,7 +7,7 @@
  * memory the whole model needs. Everything here is checked BEFORE any GPU allocation.
  * @module
  */
-import { GpuError, ModelFileError } from "../errors.ts";
+import { GpuError, InvalidInputError, ModelFileError } from "../errors.ts";
 import { fmtBytes, type Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import {
@@ -102,6 +102,8 @@ export interface WeightPlan {
   dtype: WeightDType;
   /** Decoder matrices and lm_head quantized to this (see {@link PlanOptions.quant}). */
   quant?: QuantDType;
+  /** Vision tower matrices quantized to this (see {@link PlanOptions.visionQuant}). */
+  visionQuant?: QuantDType;
   /** Binding limit the chunking used. */
   maxBinding: number;
   /** By logical key; a tied lm_head is absent (the model reuses `text.embed`). */
@@ -169,9 +171,38 @@ export interface PlanOptions {
   /**
    * Quantize the decoder layers' matrices and lm_head (group-wise, kernels/linear_q.ts) while
    * loading; the embedding (gathered one row per token) and the vision tower (compute-bound) stay
-   * in `dtype`. A tied lm_head becomes its own quantized copy of the embedding.
+   * in `dtype` (the tower: unless {@link PlanOptions.visionQuant}). A tied lm_head becomes its own quantized copy of the embedding.
    */
   quant?: QuantDType;
+  /**
+   * Quantize the vision tower's matrices (blocks' qkv, proj, fc1, fc2 and the merger's fc1, fc2;
+   * patch_embed's k = 1176 is no multiple of 32 and stays in `dtype`) while loading, as `quant`
+   * does the decoder's; they run kernels/gemm.ts's int8 GEMM (int8 activations:
+   * LinearShape.int8x), and the tower's attention its int8 Q·Kᵀ. Only "q8" (see
+   * {@link checkVisionQuant}).
+   */
+  visionQuant?: QuantDType;
+}
+
+/**
+ * Checks a `visionQuant` option: undefined or "q8". q4 is refused: its int8 GEMM is the same
+ * path, but what 4-bit weights do to the image embeddings was never measured, and q4 moved the
+ * decoder's logits 17× as far as q8 (src/model/quantize.ts).
+ * @throws InvalidInputError for anything else
+ */
+export function checkVisionQuant(value: unknown): "q8" | undefined {
+  if (value === undefined || value === "q8") return value;
+  if (value === "q4") {
+    throw new InvalidInputError(
+      'visionQuant "q4" is not supported: 4-bit vision weights were never measured against the ' +
+        'float tower (q8 was); use "q8" or leave it unset (the vision tower in f16 / f32)',
+    );
+  }
+  throw new InvalidInputError(
+    `visionQuant must be "q8" or unset (the vision tower in f16 / f32), got ${
+      JSON.stringify(value)
+    }`,
+  );
 }
 
 /**
@@ -191,6 +222,7 @@ export function planWeights(
   const kvd = t.numKvHeads * t.headDim;
   const E = v.embedDim, M = v.mlpHidden, D = v.mergedDim;
   const limit = Math.min(opts.maxBinding, opts.maxBufferSize ?? opts.maxBinding);
+  const dq = opts.quant, vq = checkVisionQuant(opts.visionQuant);
   const tensors = new Map<string, PlannedTensor>();
   const stored = new Set<string>();
 
@@ -217,16 +249,17 @@ export function planWeights(
     return s;
   };
   /** A matrix from whole stored tensors stacked by rows; shapes are (rows_i, cols) except Conv3d. */
-  const matrix = (key: string, parts: Expected[], cols: number, quant = false) => {
+  /** `quant`: quantize to this where cols is a multiple of 32 (else `opts.dtype`). */
+  const matrix = (key: string, parts: Expected[], cols: number, quant?: QuantDType) => {
     const sources: RowSource[] = parts.map((e) => {
       check(e);
       return { name: e.name, rowStart: 0, rows: e.shape[0] };
     });
     addMatrix(key, sources, cols, quant);
   };
-  const addMatrix = (key: string, sources: RowSource[], cols: number, quant = false) => {
+  const addMatrix = (key: string, sources: RowSource[], cols: number, quant?: QuantDType) => {
     const rows = sources.reduce((a, s) => a + s.rows, 0);
-    const dtype = quant && opts.quant && cols % 32 === 0 ? opts.quant : opts.dtype;
+    const dtype = quant && cols % 32 === 0 ? quant : opts.dtype;
     const per = rowsPerChunk(rows, cols, dtype, limit);
     if (per < 1) {
       throw new GpuError(
@@ -281,14 +314,14 @@ export function planWeights(
         { name: `${l}self_attn.v_proj.weight`, shape: [kvd, H] },
       ],
       H,
-      true,
+      dq,
     );
     vector(k + "qkv_bias", [
       { name: `${l}self_attn.q_proj.bias`, shape: [H] },
       { name: `${l}self_attn.k_proj.bias`, shape: [kvd] },
       { name: `${l}self_attn.v_proj.bias`, shape: [kvd] },
     ]);
-    matrix(k + "o", [{ name: `${l}self_attn.o_proj.weight`, shape: [H, H] }], H, true);
+    matrix(k + "o", [{ name: `${l}self_attn.o_proj.weight`, shape: [H, H] }], H, dq);
     // One (2I, H) matrix: a token's row is [gate | up], as siluMul expects.
     matrix(
       k + "gate_up",
@@ -297,15 +330,15 @@ export function planWeights(
         { name: `${l}mlp.up_proj.weight`, shape: [I, H] },
       ],
       H,
-      true,
+      dq,
     );
-    matrix(k + "down", [{ name: `${l}mlp.down_proj.weight`, shape: [H, I] }], I, true);
+    matrix(k + "down", [{ name: `${l}mlp.down_proj.weight`, shape: [H, I] }], I, dq);
   }
   vector("text.norm", [{ name: `${tp}norm.weight`, shape: [H] }]);
   if (!cfg.tieWordEmbeddings) {
-    matrix("text.lm_head", [{ name: "lm_head.weight", shape: [V, H] }], H, true);
+    matrix("text.lm_head", [{ name: "lm_head.weight", shape: [V, H] }], H, dq);
   } else if (opts.quant && H % 32 === 0) {
-    matrix("text.lm_head", [{ name: `${tp}embed_tokens.weight`, shape: [V, H] }], H, true);
+    matrix("text.lm_head", [{ name: `${tp}embed_tokens.weight`, shape: [V, H] }], H, dq);
   }
 
   // --- vision tower ---
@@ -320,21 +353,21 @@ export function planWeights(
       vector(`${k}${n}.weight`, [{ name: `${b}${n}.weight`, shape: [E] }]);
       vector(`${k}${n}.bias`, [{ name: `${b}${n}.bias`, shape: [E] }]);
     }
-    matrix(k + "qkv", [{ name: `${b}attn.qkv.weight`, shape: [3 * E, E] }], E);
+    matrix(k + "qkv", [{ name: `${b}attn.qkv.weight`, shape: [3 * E, E] }], E, vq);
     vector(k + "qkv_bias", [{ name: `${b}attn.qkv.bias`, shape: [3 * E] }]);
-    matrix(k + "proj", [{ name: `${b}attn.proj.weight`, shape: [E, E] }], E);
+    matrix(k + "proj", [{ name: `${b}attn.proj.weight`, shape: [E, E] }], E, vq);
     vector(k + "proj_bias", [{ name: `${b}attn.proj.bias`, shape: [E] }]);
-    matrix(k + "fc1", [{ name: `${b}mlp.fc1.weight`, shape: [M, E] }], E);
+    matrix(k + "fc1", [{ name: `${b}mlp.fc1.weight`, shape: [M, E] }], E, vq);
     vector(k + "fc1_bias", [{ name: `${b}mlp.fc1.bias`, shape: [M] }]);
-    matrix(k + "fc2", [{ name: `${b}mlp.fc2.weight`, shape: [E, M] }], M);
+    matrix(k + "fc2", [{ name: `${b}mlp.fc2.weight`, shape: [E, M] }], M, vq);
     vector(k + "fc2_bias", [{ name: `${b}mlp.fc2.bias`, shape: [E] }]);
   }
   const mg = `${vp}merger.`;
   vector("vision.merger.ln_q.weight", [{ name: `${mg}ln_q.weight`, shape: [E] }]);
   vector("vision.merger.ln_q.bias", [{ name: `${mg}ln_q.bias`, shape: [E] }]);
-  matrix("vision.merger.fc1", [{ name: `${mg}mlp.0.weight`, shape: [D, D] }], D);
+  matrix("vision.merger.fc1", [{ name: `${mg}mlp.0.weight`, shape: [D, D] }], D, vq);
   vector("vision.merger.fc1_bias", [{ name: `${mg}mlp.0.bias`, shape: [D] }]);
-  matrix("vision.merger.fc2", [{ name: `${mg}mlp.2.weight`, shape: [H, D] }], D);
+  matrix("vision.merger.fc2", [{ name: `${mg}mlp.2.weight`, shape: [H, D] }], D, vq);
   vector("vision.merger.fc2_bias", [{ name: `${mg}mlp.2.bias`, shape: [H] }]);
 
   for (const pt of tensors.values()) {
@@ -350,6 +383,7 @@ export function planWeights(
     naming,
     dtype: opts.dtype,
     quant: opts.quant,
+    ...(vq ? { visionQuant: vq } : {}),
     maxBinding: limit,
     tensors,
     storedNames: [...stored],
@@ -387,8 +421,12 @@ export function estimateMemory(
   let activations = chunk * perToken + t.vocabSize * 4;
   // Quantized prefill's per-device scratch (kernels/linear_q.ts): dtypes that dequantize take the
   // f16 slice scratch; those with int8 products (gemmQ) hold a chunk's x as int8 codes + f32 scales
-  // per 32 (kernels/gemm.ts), at most the widest k.
-  const quant = [...plan.tensors.values()].filter((pt) => isQuant(pt.dtype));
+  // per 32 (kernels/gemm.ts), at most the widest k. The vision tower's (visionQuant) int8 GEMM
+  // scratch, patches × the widest k (fc2's mlp_hidden) × 1.125 bytes, grows with the image, like
+  // the tower's other activations, which this estimate leaves out (it is the decoder's).
+  const quant = [...plan.tensors.values()].filter((pt) =>
+    isQuant(pt.dtype) && pt.key.startsWith("text.")
+  );
   if (quant.some((pt) => !PREFILL_INT8[pt.dtype as QuantDType])) {
     activations += Math.min(DEQUANT_SCRATCH_BYTES, plan.maxBinding);
   }
