@@ -6,6 +6,7 @@ import { InvalidInputError } from "../src/errors.ts";
 import { dequantize, type Quantized } from "../src/ref/linear_q.ts";
 import { gemmQ as gemmQRef, quantizeX as quantizeXRef } from "../src/ref/gemm_q.ts";
 import { linear as linearRef } from "../src/ref/linear.ts";
+import { quickGelu as quickGeluRef } from "../src/ref/elementwise.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
 import { gemmQ, gemmQFits, type GemmQTuning, quantizeX } from "./gemm.ts";
 import { readQuantWeight, writeQuantRows } from "./linear_q.ts";
@@ -118,6 +119,44 @@ for (const dtype of ["q8", "q4"] as const) {
     }
   });
 }
+
+// The vision MLP's fc1 of a q8 tower (LoadOptions.visionQuant): quick_gelu after the bias in the
+// store (QGELU), on the default pipelined tiling (q8, weight in chunks) and a single-buffered one
+// (q4): the reference's product through src/ref/elementwise.ts quickGelu, same tolerance.
+Deno.test("gemmQ() with activation quick_gelu equals quickGelu(reference + bias) on both kernels", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(34);
+  const cases = [
+    ["q8", 70, 45, 96, {}],
+    ["q4", 37, 67, 160, { td: 8, rm: 1, rn: 1, g: 2 }],
+  ] as const;
+  for (const [dtype, m, n, k, t] of cases) {
+    const x = randn(rng, m * k), wData = randn(rng, n * k, 1 / Math.sqrt(k)), bias = randn(rng, n);
+    const w = createWeight(gpu, n, k, dtype, "w", quantLayout(16, k, dtype).size);
+    writeQuantRows(gpu, w, 0, wData);
+    const wq = await readQuantWeight(gpu, w), xq = await gpuQuantizeX(gpu, x, m, k);
+    const bx = uploadArray(gpu, x, "x"), bb = uploadArray(gpu, bias, "bias");
+    const by = createStorage(gpu, m * n * 4, "y");
+    const ds = gemmQ(gpu, by, bx, w, bb, { m, activation: "quick_gelu" }, t);
+    run(gpu, ds);
+    const got = await readF32(gpu, by, m * n);
+    const want = quickGeluRef(gemmQRef(xq, wq, bias, m, n, k));
+    assertClose(got, want, TOL, `quick_gelu ${dtype} ${m}x${n}x${k} ${JSON.stringify(t)}`);
+    // Negative pre-activations really went through it (quick_gelu(v) > v for v < 0).
+    assert.ok(want.some((v) => v < 0) && got.every((v) => v > -0.3));
+    [bx, bb, by].forEach((b) => b.destroy());
+    ds.forEach((d) => d.destroy());
+    destroyWeight(w);
+  }
+  const x = createStorage(gpu, 4 * 64 * 4, "x"), y = createStorage(gpu, 4 * 64 * 4, "y");
+  const w = createWeight(gpu, 64, 64, "q8", "w");
+  assert.throws(
+    () => gemmQ(gpu, y, x, w, null, { m: 4, activation: "quick_gelu", accumulate: true }),
+    /without accumulate/,
+  );
+  [x, y].forEach((b) => b.destroy());
+  destroyWeight(w);
+});
 
 Deno.test("gemmQ() refuses f16 weights, a bad tuning (pipe off the default tiling), y aliasing x, k not a multiple of 32 and an x over a binding", async () => {
   const gpu = await sharedGpu();

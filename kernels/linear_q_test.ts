@@ -37,6 +37,7 @@ import {
 } from "./linear_q.ts";
 import { linear, type LinearShape, normLinear, siluMulLinear } from "./linear.ts";
 import { run } from "./_kernel.ts";
+import { gemmQ } from "./gemm.ts";
 import { mropeTable, ropeKvWrite } from "../src/ref/rope.ts";
 import { uploadRopeTable } from "./rope.ts";
 import { createDecodeState, writeDecodeState } from "./state.ts";
@@ -454,6 +455,52 @@ Deno.test("linearQ() refuses a fused norm or siluMul at m > 1", async () => {
   );
   b.destroy();
   destroyWeight(w);
+});
+
+// LinearShape.int8x (the q8 vision tower of visionQuant): a q8 weight at m > 1 runs gemmQ (its
+// bits, quick_gelu too) instead of q8's dequantize + f32 GEMM (whose result differs); at m = 1 the
+// GEMV runs as without it; float weights and a quantized activation without it are refused.
+Deno.test("linear() with int8x runs a q8 weight at m > 1 through gemmQ, at m = 1 the GEMV", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(71);
+  const n = 40, k = 96;
+  const w = createWeight(gpu, n, k, "q8", "w");
+  writeQuantRows(gpu, w, 0, randn(rng, n * k, 1 / Math.sqrt(k)));
+  const bias = uploadArray(gpu, randn(rng, n), "bias");
+  const go = async (m: number, s: Partial<LinearShape>, viaGemmQ = false) => {
+    const x = uploadArray(gpu, randn(seeded(m), m * k), "x");
+    const y = createStorage(gpu, m * n * 4, "y");
+    const ds = viaGemmQ
+      ? gemmQ(gpu, y, x, w, bias, { m, ...s })
+      : linear(gpu, y, x, w, bias, { m, ...s });
+    run(gpu, ds);
+    const out = await readF32(gpu, y, m * n);
+    [x, y].forEach((b) => b.destroy());
+    ds.forEach((d) => d.destroy());
+    return out;
+  };
+  assert.equal(PREFILL_INT8.q8, false);
+  const int8 = await go(37, { int8x: true });
+  assert.deepEqual(int8, await go(37, {}, true));
+  assert.notDeepEqual(int8, await go(37, {}));
+  const gelu = await go(37, { int8x: true, activation: "quick_gelu" });
+  assert.deepEqual(gelu, await go(37, { activation: "quick_gelu" }, true));
+  assert.deepEqual(await go(1, { int8x: true }), await go(1, {}));
+  const b = createStorage(gpu, 37 * k * 4), f = createWeight(gpu, n, k, "f16", "f");
+  assert.throws(
+    () => linear(gpu, createStorage(gpu, 37 * n * 4), b, f, null, { m: 37, int8x: true }),
+    /int8x needs a q8 \/ q4 weight/,
+  );
+  for (const s of [{ m: 37 }, { m: 1, int8x: true }]) {
+    assert.throws(
+      () =>
+        linear(gpu, createStorage(gpu, 37 * n * 4), b, w, null, { ...s, activation: "quick_gelu" }),
+      /activation "quick_gelu" needs/,
+    );
+  }
+  [b, bias].forEach((x) => x.destroy());
+  destroyWeight(w);
+  destroyWeight(f);
 });
 
 Deno.test("gemvQTuning() picks the swept best per 7B kind and never more threads than groups", () => {

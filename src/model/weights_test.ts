@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { ModelFileError } from "../errors.ts";
+import { InvalidInputError, ModelFileError } from "../errors.ts";
 import { parseConfig } from "./config.ts";
 import { PRESETS } from "./presets.ts";
 import { gemmKernel } from "../../kernels/linear.ts";
 import {
+  checkVisionQuant,
   estimateMemory,
   planWeights,
   prefillChunkTokens,
@@ -386,6 +387,72 @@ Deno.test("estimateMemory() counts quantized prefill's scratch: q8's dequantize 
   assert.equal(act("q8") - act() + splitK, DEQUANT_SCRATCH_BYTES);
   // The widest quantized k is down_proj's 18944: int8 codes + one f32 scale per 32.
   assert.equal(act("q4") - act() + splitK, chunk * 18944 * (1 + 4 / 32));
+});
+
+Deno.test("planWeights() with visionQuant q8 plans the vision tower's matrices but patch_embed as q8, and only those", () => {
+  const cfg = parseConfig(PRESETS["Qwen2-VL-7B-Instruct"]);
+  const plan = (quant?: "q4", visionQuant?: "q8") =>
+    syntheticPlan(PRESETS["Qwen2-VL-7B-Instruct"], {
+      dtype: "f16",
+      quant,
+      visionQuant,
+      maxBinding: 2 * GiB,
+    });
+  const f16 = plan(), q8 = plan(undefined, "q8"), both = plan("q4", "q8");
+  const vq = [...q8.tensors.values()].filter((t) => t.dtype === "q8").map((t) => t.key);
+  const blocks = Array.from(
+    { length: cfg.vision.depth },
+    (_, i) => ["qkv", "proj", "fc1", "fc2"].map((n) => `vision.blocks.${i}.${n}`),
+  ).flat();
+  assert.deepEqual(vq.sort(), [...blocks, "vision.merger.fc1", "vision.merger.fc2"].sort());
+  assert.equal(q8.tensors.get("vision.patch_embed")!.dtype, "f16"); // k = 1176: no multiple of 32
+  assert.equal(q8.visionQuant, "q8");
+  assert.equal(f16.visionQuant, undefined);
+  assert.equal("visionQuant" in f16, false);
+  assert.ok([...f16.tensors.values()].every((t) => t.dtype === "f16" || t.dtype === "f32"));
+  // Decoder and tower quantized independently: q4 decoder, q8 tower; same keys and sources.
+  for (const [key, t] of both.tensors) {
+    const want = key.startsWith("vision.") ? q8.tensors.get(key)!.dtype : t.dtype;
+    assert.equal(t.dtype, want, key);
+    if (key.startsWith("text.layers.")) assert.equal(t.dtype, t.kind === "matrix" ? "q4" : "f32");
+  }
+  assert.deepEqual([...q8.tensors.keys()], [...f16.tensors.keys()]);
+  // q8: 1.0625 bytes per weight against f16's 2.
+  const fc2 = q8.tensors.get("vision.blocks.0.fc2")!;
+  assert.equal(fc2.bytes, 1280 * 5120 * 1.0625);
+  assert.ok(q8.weightBytes < f16.weightBytes);
+  // The tower's int8 GEMM needs no decoder scratch: the estimate's activations are unchanged.
+  assert.equal(
+    estimateMemory(cfg, q8, 1024).activations,
+    estimateMemory(cfg, f16, 1024).activations,
+  );
+  assert.equal(
+    estimateMemory(cfg, both, 1024).activations,
+    estimateMemory(cfg, plan("q4"), 1024).activations,
+  );
+});
+
+Deno.test("checkVisionQuant() takes q8 or nothing and says why q4 is refused", () => {
+  assert.equal(checkVisionQuant(undefined), undefined);
+  assert.equal(checkVisionQuant("q8"), "q8");
+  assert.throws(
+    () => checkVisionQuant("q4"),
+    (e) => e instanceof InvalidInputError && /never measured/.test(e.message),
+  );
+  for (const v of ["f16", "int8", "", 8]) {
+    assert.throws(() => checkVisionQuant(v), /must be "q8" or unset/);
+  }
+  const cfg = parseConfig(JSON.parse(Deno.readTextFileSync(`${TINY_DIR}config.json`)));
+  assert.throws(
+    () =>
+      planWeights(cfg, lookupOf(checkpointTensors(cfg, "legacy")), {
+        dtype: "f32",
+        visionQuant: "q4",
+        maxBinding: 128 * MiB,
+        where: "index",
+      }),
+    InvalidInputError,
+  );
 });
 
 Deno.test("estimateMemory() counts the f16 GEMM's split-k scratch at its largest prefill chunk", () => {
