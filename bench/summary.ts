@@ -22,7 +22,7 @@ export function summarize(results: readonly BenchResult[]): string {
   const rows = results.map((r) =>
     [
       r.shape,
-      r.quant,
+      r.vision_quant ? `${r.quant}, vision ${r.vision_quant}` : r.quant,
       `${r.prompt_tokens} / ${r.image_tokens}`,
       r.load_gb_s !== undefined ? `${r.load_s} (${r.load_gb_s} GB/s)` : `${r.load_s}`,
       r.vision_s,

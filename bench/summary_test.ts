@@ -49,6 +49,11 @@ Deno.test("summarize() gives a row per run and the top kernels of profiled runs"
     "| qwen2-vl-7b | f16 | 478 / 391 | 1.28 (3.454 GB/s) | 0.22 | 0.44 | 0.62 | 136.03 | 0.5766 | 145 |",
   );
   assert.equal(md[3].split("|")[4].trim(), "0.49");
+  // A run with the int8 vision tower says so in its weights column.
+  assert.equal(
+    summarize([{ ...base, vision_quant: "q8" }]).split("\n")[2].split("|")[2].trim(),
+    "f16, vision q8",
+  );
   assert.ok(
     md.includes("qwen2-vl-7b f16: decode step 7351.3 µs, its 145 dispatches alone 7300.2 µs:"),
   );
