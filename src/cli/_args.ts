@@ -6,7 +6,7 @@
 import { parseArgs } from "node:util";
 import { InvalidInputError } from "../errors.ts";
 import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
-import { parseQuant } from "../model/quantize.ts";
+import { parseQuant, parseVisionQuant } from "../model/quantize.ts";
 
 /** Bad command-line usage: printed with the usage text, exit code 2. */
 export class UsageError extends Error {
@@ -119,6 +119,21 @@ export function quantOption(v: Values, usage: string): QuantDType | undefined {
     return parseQuant(String(quant));
   } catch (e) {
     if (e instanceof InvalidInputError) throw new UsageError(`--quant: ${e.message}`, usage);
+    throw e;
+  }
+}
+
+/**
+ * `--vision-quant`: q8, or undefined when absent or "f16" (the vision tower keeps `--dtype`).
+ * Parsed by quantize.ts `parseVisionQuant`.
+ */
+export function visionQuantOption(v: Values, usage: string): QuantDType | undefined {
+  const value = v["vision-quant"];
+  if (value === undefined) return undefined;
+  try {
+    return parseVisionQuant(String(value));
+  } catch (e) {
+    if (e instanceof InvalidInputError) throw new UsageError(`--vision-quant: ${e.message}`, usage);
     throw e;
   }
 }

@@ -137,6 +137,22 @@ Deno.test("chatCommand() parses its options and chats over the given input", asy
     (e: Error) =>
       e instanceof UsageError && /--quant: quantization "q2" is not supported/.test(e.message),
   );
+  let vq: unknown;
+  await chatCommand(["--model", "m", "--vision-quant", "q8"], io, (_, o) => {
+    vq = o.visionQuant;
+    return Promise.resolve(engine);
+  }, ReadableStream.from([]));
+  assert.equal(vq, "q8");
+  await chatCommand(["--model", "m", "--vision-quant", "f16"], io, (_, o) => {
+    vq = "visionQuant" in o ? o.visionQuant : "absent";
+    return Promise.resolve(engine);
+  }, ReadableStream.from([]));
+  assert.equal(vq, "absent", "--vision-quant f16: none");
+  await assert.rejects(
+    chatCommand(["--model", "m", "--vision-quant", "q4"], io),
+    (e: Error) =>
+      e instanceof UsageError && /--vision-quant: .*"q4".*never measured/.test(e.message),
+  );
 });
 
 Deno.test("qvq chat with piped stdin answers with the tiny model as transformers does", async () => {

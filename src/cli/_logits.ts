@@ -23,6 +23,7 @@ options:
   --dtype <f16|f32>      weight dtype on the GPU (f32 for parity with transformers' fp32)
   --quant <q8|q4|f16>    quantize the decoder's matrices while loading (f16: none), to measure
                          what quantization does to the logits
+  --vision-quant <q8|f16>  quantize the vision tower's matrices (int8 GEMMs; f16: none)
   --out <file>           where to write the safetensors file
 `;
 

@@ -66,6 +66,10 @@ Deno.test("main() answers bad usage with the command's usage and exit code 2", a
       /--quant: quantization "q3" is not supported; use one of q8, q4 \(or f16\)/,
     ],
     [
+      ["generate", "--model", TINY_DIR, "--prompt", "hi", "--vision-quant", "q4"],
+      /--vision-quant: visionQuant "q4" is not supported/,
+    ],
+    [
       ["logits", "--model", TINY_DIR, "--prompt", "hi", "--out", "x.safetensors", "--quant=int4"],
       /--quant: quantization "int4" is not supported/,
     ],

@@ -36,6 +36,39 @@ export function parseQuant(value: string | undefined): QuantDType | undefined {
   );
 }
 
+/**
+ * Checks a `visionQuant` option: undefined or "q8". q4 is refused: its int8 GEMM is the same
+ * path, but what 4-bit weights do to the image embeddings was never measured, and q4 moved the
+ * decoder's logits 17× as far as q8 (tiny model: max |Δ| 8.08 against 0.485).
+ * @throws InvalidInputError for anything else
+ */
+export function checkVisionQuant(value: unknown): "q8" | undefined {
+  if (value === undefined || value === "q8") return value;
+  if (value === "q4") {
+    throw new InvalidInputError(
+      'visionQuant "q4" is not supported: 4-bit vision weights were never measured against the ' +
+        'float tower (q8 was); use "q8" or leave it unset (the vision tower in f16 / f32)',
+    );
+  }
+  throw new InvalidInputError(
+    `visionQuant must be "q8" or unset (the vision tower in f16 / f32), got ${
+      JSON.stringify(value)
+    }`,
+  );
+}
+
+/**
+ * Parses a `--vision-quant` value (weights.ts PlanOptions.visionQuant): "q8" quantizes the vision
+ * tower's matrices; "f16"/"f32"/"none"/undefined mean none.
+ * @throws InvalidInputError for anything else (q4: why it is refused)
+ */
+export function parseVisionQuant(value: string | undefined): "q8" | undefined {
+  if (value === undefined || value === "none" || value === "f16" || value === "f32") {
+    return undefined;
+  }
+  return checkVisionQuant(value);
+}
+
 /** How far quantized logits are from the float model's. */
 export interface LogitError {
   /** max |Δ logit| over all positions and the vocabulary. */

@@ -7,7 +7,8 @@
  * memory the whole model needs. Everything here is checked BEFORE any GPU allocation.
  * @module
  */
-import { GpuError, InvalidInputError, ModelFileError } from "../errors.ts";
+import { GpuError, ModelFileError } from "../errors.ts";
+import { checkVisionQuant } from "./quantize.ts";
 import { fmtBytes, type Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import {
@@ -182,27 +183,6 @@ export interface PlanOptions {
    * {@link checkVisionQuant}).
    */
   visionQuant?: QuantDType;
-}
-
-/**
- * Checks a `visionQuant` option: undefined or "q8". q4 is refused: its int8 GEMM is the same
- * path, but what 4-bit weights do to the image embeddings was never measured, and q4 moved the
- * decoder's logits 17× as far as q8 (src/model/quantize.ts).
- * @throws InvalidInputError for anything else
- */
-export function checkVisionQuant(value: unknown): "q8" | undefined {
-  if (value === undefined || value === "q8") return value;
-  if (value === "q4") {
-    throw new InvalidInputError(
-      'visionQuant "q4" is not supported: 4-bit vision weights were never measured against the ' +
-        'float tower (q8 was); use "q8" or leave it unset (the vision tower in f16 / f32)',
-    );
-  }
-  throw new InvalidInputError(
-    `visionQuant must be "q8" or unset (the vision tower in f16 / f32), got ${
-      JSON.stringify(value)
-    }`,
-  );
 }
 
 /**

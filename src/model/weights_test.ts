@@ -4,7 +4,6 @@ import { parseConfig } from "./config.ts";
 import { PRESETS } from "./presets.ts";
 import { gemmKernel } from "../../kernels/linear.ts";
 import {
-  checkVisionQuant,
   estimateMemory,
   planWeights,
   prefillChunkTokens,
@@ -18,6 +17,7 @@ import { readBytes, uploadArray } from "../gpu/buffers.ts";
 import { createWeight, destroyWeight } from "../gpu/tensor.ts";
 import { DEQUANT_SCRATCH_BYTES, writeQuantRows } from "../../kernels/linear_q.ts";
 import { syntheticPlan } from "./synthetic.ts";
+import { checkVisionQuant } from "./quantize.ts";
 import { MemoryModelSource, openModelSource } from "../model_files.ts";
 import { SafetensorsCheckpoint, writeSafetensors } from "../safetensors.ts";
 import { checkpointTensors, type HeaderTensor } from "./_sparse.ts";

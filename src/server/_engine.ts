@@ -15,6 +15,8 @@ export interface LoadEngineOptions {
   dtype?: WeightDType;
   /** Quantize the decoder's matrices and lm_head (default: none; see PipelineOptions.quant). */
   quant?: QuantDType;
+  /** Quantize the vision tower's matrices: "q8" (default: none; see PipelineOptions.visionQuant). */
+  visionQuant?: QuantDType;
   /** Hub download settings (default: from HF_* environment variables). */
   download?: DownloadOptions;
   /** A progress bar for the weight upload: true (stderr), false, or a sink. Default: when stderr is a terminal. */
@@ -47,6 +49,7 @@ export async function loadEngine(
   const pipeline = await Pipeline.load(location, {
     dtype: options.dtype,
     quant: options.quant,
+    visionQuant: options.visionQuant,
     modelId: fromHub ? model.replace(/@.*$/, "") : undefined,
     onProgress: sink
       ? (done, total) => {

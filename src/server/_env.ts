@@ -5,7 +5,7 @@
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { InvalidInputError } from "../errors.ts";
-import { parseQuant } from "../model/quantize.ts";
+import { parseQuant, parseVisionQuant } from "../model/quantize.ts";
 import type { ServerOptions } from "./app.ts";
 import type { LoadEngineOptions } from "./_engine.ts";
 
@@ -40,19 +40,23 @@ export function modelFromEnv(env: Env, moduleUrl: string): string {
 
 /**
  * How to load the model, from `QVQ_QUANT`: q8 or q4 quantize the decoder's matrices while
- * loading; f16 or unset/empty: no quantization.
+ * loading; f16 or unset/empty: no quantization. `QVQ_VISION_QUANT`: q8 quantizes the vision
+ * tower's matrices (int8 GEMMs); f16 or unset/empty: none.
  * @throws InvalidInputError for any other value, naming the variable and the accepted values
  */
-export function loadOptionsFromEnv(env: Env): Pick<LoadEngineOptions, "quant"> {
-  const text = env("QVQ_QUANT");
-  if (text === undefined || text === "") return {};
-  let quant;
-  try {
-    quant = parseQuant(text);
-  } catch (e) {
-    throw e instanceof InvalidInputError ? new InvalidInputError(`QVQ_QUANT: ${e.message}`) : e;
-  }
-  return quant ? { quant } : {};
+export function loadOptionsFromEnv(env: Env): Pick<LoadEngineOptions, "quant" | "visionQuant"> {
+  const parse = <T>(name: string, parser: (text: string) => T): T | undefined => {
+    const text = env(name);
+    if (text === undefined || text === "") return undefined;
+    try {
+      return parser(text);
+    } catch (e) {
+      throw e instanceof InvalidInputError ? new InvalidInputError(`${name}: ${e.message}`) : e;
+    }
+  };
+  const quant = parse("QVQ_QUANT", parseQuant);
+  const visionQuant = parse("QVQ_VISION_QUANT", parseVisionQuant);
+  return { ...(quant ? { quant } : {}), ...(visionQuant ? { visionQuant } : {}) };
 }
 
 /** Server options from `QVQ_API_KEY`, `QVQ_MAX_QUEUE` and `QVQ_ALLOW_REMOTE_IMAGES`. */

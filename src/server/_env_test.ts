@@ -50,6 +50,25 @@ Deno.test("loadOptionsFromEnv() reads QVQ_QUANT: q8/q4 quantize, f16/empty/unset
   }
 });
 
+Deno.test("loadOptionsFromEnv() reads QVQ_VISION_QUANT: q8 quantizes the vision tower, f16/empty/unset do not, q4 and others fail", () => {
+  assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_VISION_QUANT: "" })), {});
+  assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_VISION_QUANT: "f16" })), {});
+  assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_VISION_QUANT: "q8" })), { visionQuant: "q8" });
+  assert.deepEqual(
+    loadOptionsFromEnv(vars({ QVQ_QUANT: "q4", QVQ_VISION_QUANT: "q8" })),
+    { quant: "q4", visionQuant: "q8" },
+  );
+  assert.throws(
+    () => loadOptionsFromEnv(vars({ QVQ_VISION_QUANT: "q4" })),
+    /^InvalidInputError: QVQ_VISION_QUANT: visionQuant "q4" is not supported: .*never measured/,
+  );
+  assert.throws(
+    () => loadOptionsFromEnv(vars({ QVQ_VISION_QUANT: "int8" })),
+    (e: Error) =>
+      e instanceof InvalidInputError && /QVQ_VISION_QUANT: .*must be "q8" or unset/.test(e.message),
+  );
+});
+
 Deno.test("listenOptions() takes --port, else PORT, else 8000, and --host", () => {
   assert.deepEqual(listenOptions([], vars({})), { port: 8000, hostname: "0.0.0.0" });
   assert.deepEqual(listenOptions([], vars({ PORT: "9001" })), { port: 9001, hostname: "0.0.0.0" });
