@@ -646,50 +646,61 @@ function quantizeCode(headDim: number): Record<string, string> {
   };
 }
 
-/** The int8 Q / K rows of {@link visionAttentionInt8}, one per-device scratch. */
-const qkScratch = deviceScratch("attention.qk8");
+/** The int8 Q / K rows of {@link visionAttentionInt8} and the mean of k: per-device scratches. */
+const qkScratch = deviceScratch("attention.qk8"), meanScratch = deviceScratch("attention.kmean");
 
 /**
- * Quantizes q and k rows to int8 for the flash prefill's int8 S (kernels/attention.wgsl
- * `quantize_qk`): per (token, head) row of head_dim values, d = max|x| / 127 (f32) and codes
- * round(x / d), half to even.
+ * Quantizes q and k − mean(k) rows to int8 for the flash prefill's int8 S (kernels/attention.wgsl
+ * `k_mean`, then `quantize_qk`): per (token, head) row of head_dim values, d = max|x| / 127 (f32)
+ * and codes round(x / d), half to even. The mean over all tokens, per KV head and dim, leaves
+ * every query's softmax as it was and keeps a bias the keys share from setting their int8 step
+ * (see the shader).
  * @param qk (seq, heads + kvHeads, head_dim / 16 + 1) vec4: each row's codes, then d
+ * @param kmean (kvHeads · head_dim) f32, written by the first dispatch
+ * @returns [mean of k, quantize]
  */
 export function quantizeQk(
   gpu: Gpu,
   qk: BufferArg,
+  kmean: BufferArg,
   q: HeadRows,
   k: HeadRows,
   s: AttentionHeads & { seq: number },
-): Dispatch {
+): Dispatch[] {
   const r = resolveHeads("quantizeQk", s, q, k, k);
   const rows = s.seq * (r.heads + r.kvHeads);
-  const vt = variant(gpu, {
+  const params = pack(r, { seq: s.seq });
+  const mean = variant(gpu, {
+    family: "attention",
+    entry: "k_mean",
+    bindings: ["read", "read_write"],
+    params: Params,
+    defines: { HD: r.headDim, QUANT_QK: true, KMEAN: true },
+  });
+  const quant = variant(gpu, {
     family: "attention",
     entry: "quantize_qk",
-    bindings: ["read", "read", "read_write"],
+    bindings: ["read", "read", "read", "read_write"],
     params: Params,
     defines: { HD: r.headDim, QUANT_QK: true },
     code: quantizeCode(r.headDim),
   });
-  return new Dispatch(
-    gpu,
-    vt,
-    [q.buffer, k.buffer, qk],
-    pack(r, { seq: s.seq }),
-    grid2d(ceilDiv(rows, 256)),
-  );
+  return [
+    new Dispatch(gpu, mean, [k.buffer, kmean], params, [r.kvHeads * r.headDim / 4, 1]),
+    new Dispatch(gpu, quant, [q.buffer, k.buffer, kmean, qk], params, grid2d(ceilDiv(rows, 256))),
+  ];
 }
 
 /**
- * {@link visionAttention} with S = Q·Kᵀ in int8 (opt-in, the int8 vision tower): every q and k row
- * (token, head) is quantized to int8 with one f32 scale (d = max|x| / 127) by a first dispatch
- * into a per-device scratch, and the flash kernel takes its scores as dot4I8Packed integer sums ×
- * d_q × d_k; softmax and P·V stay f32. Each score is off by at most
+ * {@link visionAttention} with S = Q·Kᵀ in int8 (opt-in, the int8 vision tower): every q and
+ * k − mean(k) row (token, head) is quantized to int8 with one f32 scale (d = max|x| / 127) by two
+ * first dispatches into a per-device scratch ({@link quantizeQk}), and the flash kernel takes its
+ * scores as dot4I8Packed integer sums × d_q × d_k; softmax and P·V stay f32. Each score (of k −
+ * mean(k), which softmax cannot tell from k) is off by at most
  * (|q|₁ · d_k + |k|₁ · d_q) / 2 + head_dim · d_q · d_k / 4 (half a step of each
  * code).
- * Run the two dispatches in order, with no other visionAttentionInt8() between them.
- * @returns [quantize q / k, attention]
+ * Run the dispatches in order, with no other visionAttentionInt8() between them.
+ * @returns [mean of k, quantize q / k, attention]
  */
 export function visionAttentionInt8(
   gpu: Gpu,
@@ -706,6 +717,7 @@ export function visionAttentionInt8(
   }
   const r = resolveHeads("visionAttentionInt8", s, q, k, v);
   const w = qw4(r.headDim), rows = r.heads + r.kvHeads, bytes = s.seq * rows * w * 16;
+  const meanBytes = r.kvHeads * r.headDim * 4;
   if (bytes > gpu.maxBinding) {
     throw new InvalidInputError(
       `visionAttentionInt8: ${s.seq} patches need ${bytes} bytes of int8 q / k rows, over this ` +
@@ -713,13 +725,14 @@ export function visionAttentionInt8(
     );
   }
   const qk = { buffer: qkScratch(gpu, bytes), offset: 0, size: bytes };
-  if ([q, k, v].some((x) => bufferOf(x.buffer) === qk.buffer)) {
+  const kmean = { buffer: meanScratch(gpu, meanBytes), offset: 0, size: meanBytes };
+  if ([q, k, v].some((x) => [qk.buffer, kmean.buffer].includes(bufferOf(x.buffer)))) {
     throw new InvalidInputError("visionAttentionInt8: q, k, v must not be its own scratch");
   }
   // The prefill reads q and k from the scratch: rows of (heads + kvHeads) · w vec4, k after q.
   const rq: ResolvedHeads = { ...r, q: [rows * w, 0], k: [rows * w, r.heads * w] };
   return [
-    quantizeQk(gpu, qk, q, k, { ...s, kvHeads: r.kvHeads }),
+    ...quantizeQk(gpu, qk, kmean, q, k, { ...s, kvHeads: r.kvHeads }),
     prefillDispatch(
       gpu,
       "visionAttentionInt8",

@@ -8,7 +8,8 @@
 //   prefill         — queries 0..seq-1 against keys; causal (query i sits at position offset + i and
 //                     sees keys 0..offset+i) or, #if VISION, block-diagonal by cu_seqlens (query i
 //                     in block b sees keys cu[b]..cu[b+1]-1: each image frame attends to itself).
-//   quantize_qk     — #if QUANT_QK: q and k rows to int8 for the flash prefill's #if INT8S.
+//   k_mean          — #if QUANT_QK and KMEAN: the mean of k over the tokens, per KV head and dim;
+//   quantize_qk     — #if QUANT_QK: q and k − mean(k) rows to int8 for the flash prefill's INT8S.
 // Decode (one query against the KV cache) is kernels/attention_decode.wgsl.
 
 const HD: u32 = {{HD}}u;
@@ -20,18 +21,48 @@ const NEG: f32 = -3.0e38;
 const QW4: u32 = HD / 16u + 1u;
 
 #if QUANT_QK
-// quantize_qk: one thread per (token, row), the heads q rows then the heads / group k rows of a
-// token: d = max|x| / 127 (f32), codes round(x / d) (half to even, as kernels/gemm.wgsl's
-// QUANTIZE_X; d = 0 gives codes 0). q and k as the prefill reads them (stride, offset in vec4).
+// Why k − mean(k) (SageAttention's smoothing): a component all keys share (a bias) moves every
+// score of a query by the same amount, which softmax ignores, but it sets the keys' int8 step;
+// subtracted, the step follows what tells keys apart. One mean over all tokens serves every
+// cu_seqlens block (a constant shift within each). CPU experiment (src/ref/attention.ts
+// fakeInt8, 256 keys × 80, keys N(0, 1) + 10·o, o ∼ N(0, 1) per dim): max |Δ| from f32 0.17
+// without, 0.041 with, the same as with no offset at all.
+#if KMEAN
+// k_mean: one workgroup per vec4 of (KV head, dim); its 256 threads sum rows t ≡ lid (mod 256),
+// then a tree over workgroup memory.
+@group(0) @binding(0) var<storage, read> k: array<vec4<f32>>;             // (seq, k_stride) f32
+@group(0) @binding(1) var<storage, read_write> kmean: array<vec4<f32>>;   // (kv heads · HD) f32
+@group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
+
+var<workgroup> part: array<vec4<f32>, 256>;
+
+@compute @workgroup_size(256)
+fn k_mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let c = wid.x;                  // vec4 column of the KV heads' row
+  var s = vec4<f32>(0.0);
+  for (var t = lid; t < p.seq; t += 256u) { s += k[t * p.k_stride + p.k_off + c]; }
+  part[lid] = s;
+  for (var n = 128u; n > 0u; n >>= 1u) {
+    workgroupBarrier();
+    if (lid < n) { part[lid] += part[lid + n]; }
+  }
+  if (lid == 0u) { kmean[c] = part[0] / f32(p.seq); }
+}
+#else
+// quantize_qk: one thread per (token, row), the heads q rows then the heads / group k rows
+// (minus k_mean's mean) of a token: d = max|x| / 127 (f32), codes round(x / d) (half to even, as
+// kernels/gemm.wgsl's QUANTIZE_X; d = 0 gives codes 0). q and k as the prefill reads them.
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;         // (seq, q_stride) f32
 @group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;         // (seq, k_stride) f32
-@group(0) @binding(2) var<storage, read_write> qk: array<vec4<u32>>;  // (seq, heads + kv heads, QW4)
+@group(0) @binding(2) var<storage, read> kmean: array<vec4<f32>>;     // (kv heads · HD) f32
+@group(0) @binding(3) var<storage, read_write> qk: array<vec4<u32>>;  // (seq, heads + kv heads, QW4)
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
 // Element c (vec4) of row r of token t.
 fn qk_at(t: u32, r: u32, c: u32) -> vec4<f32> {
   if (r < p.heads) { return q[t * p.q_stride + p.q_off + r * HD4 + c]; }
-  return k[t * p.k_stride + p.k_off + (r - p.heads) * HD4 + c];
+  let kc = (r - p.heads) * HD4 + c;
+  return k[t * p.k_stride + p.k_off + kc] - kmean[kc];
 }
 
 fn amax4(x: vec4<f32>) -> f32 {
@@ -58,6 +89,7 @@ fn quantize_qk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
   {{QK_STORE}}
   qk[f * QW4 + QW4 - 1u] = vec4<u32>(bitcast<u32>(d), 0u, 0u, 0u);
 }
+#endif
 #else
 
 // ---------------------------------------------------------------------------------------------

@@ -40,12 +40,14 @@ Deno.test("VisionTower.encode() gives transformers' image_embeds for every image
 });
 
 // visionQuant q8 (LoadOptions): the tower's qkv, proj, fc1, fc2 and the merger's fc1, fc2 as q8
-// weights run through the int8 GEMM (int8 activations), the attention's Q·Kᵀ in int8. Measured on
-// lavapipe against transformers (f16 or f32 elsewhere: the same numbers), cases 0 / 1 / 2: max |Δ|
-// 0.0229 / 0.0354 / 0.0442 = 1.30 / 1.68 / 1.93 % of max |ref|, rms 0.0085 / 0.0105 / 0.0109.
-// Of that, q8 weights alone (dequantized, f32 x) give 0.80 / 1.47 / 1.33 %, rms ≤ 0.0076; the int8
-// attention adds nothing visible. The float tower of the same load path stays at f32 rounding.
-Deno.test("VisionTower.encode() with visionQuant q8 stays within 2.2 % of transformers' image_embeds; the float tower is unchanged", async () => {
+// weights run through the int8 GEMM (int8 activations), the attention's Q·Kᵀ in int8 (q and
+// k − mean(k) rows). Measured on lavapipe against transformers (f16 or f32 elsewhere: the same
+// numbers), cases 0 / 1 / 2: max |Δ| 0.0248 / 0.0380 / 0.0518 = 1.41 / 1.80 / 2.27 % of max |ref|,
+// rms 0.0090 / 0.0108 / 0.0109. Of that, q8 weights alone (dequantized, f32 x) give 0.80 / 1.47 /
+// 1.33 %, rms ≤ 0.0076. Quantizing k itself rather than k − mean(k) measured 1.30 / 1.68 / 1.93 %
+// here (this random model's keys share no offset; with an offset of 10 per dim the kernel test in
+// kernels/attention_test.ts shows what the mean saves). The float tower stays at f32 rounding.
+Deno.test("VisionTower.encode() with visionQuant q8 stays within 2.5 % of transformers' image_embeds; the float tower is unchanged", async () => {
   const gpu = await sharedGpu();
   const src = openModelSource(TINY_DIR);
   const cfg = parseConfig(await src.readJson("config.json"));
@@ -72,7 +74,7 @@ Deno.test("VisionTower.encode() with visionQuant q8 stays within 2.2 % of transf
           assertClose(got, ref.imageEmbeds, 1e-5, what); // measured ≤ 1.2e-6 of max |ref|
           continue;
         }
-        assertClose(got, ref.imageEmbeds, 0.022, what);
+        assertClose(got, ref.imageEmbeds, 0.025, what);
         let ss = 0, worst = 0;
         for (let i = 0; i < got.length; i++) {
           const d = Math.abs(got[i] - ref.imageEmbeds[i]);

@@ -75,6 +75,16 @@ export function fakeInt8(x: Float32Array, n: number): Float32Array {
   return Float32Array.from(codes, (c, i) => c * scales[Math.floor(i / n)]);
 }
 
+/**
+ * k minus its mean over the rows, per column (a (rows, width) matrix): what the int8 attention
+ * quantizes (kernels/attention.wgsl k_mean), a shift softmax does not see.
+ */
+export function centered(k: Float32Array, width: number): Float32Array {
+  const rows = k.length / width, mean = new Float64Array(width);
+  for (let i = 0; i < k.length; i++) mean[i % width] += k[i] / rows;
+  return k.map((x, i) => x - mean[i % width]);
+}
+
 function keyRange(i: number, m: AttentionMask): [number, number] {
   if (m.cuSeqlens) {
     const cu = m.cuSeqlens;
