@@ -65,7 +65,7 @@ export interface PipelineOptions {
   /**
    * Quantize the vision tower's matrices to q8 while loading and run them as int8 GEMMs (int8
    * activations; its attention's Q·Kᵀ in int8 too): faster image encoding (Qwen2VLModel's
-   * LoadOptions.visionQuant). Only "q8"; the tiny fixture's image embeddings move by up to 1.9 % of
+   * LoadOptions.visionQuant). Only "q8"; the tiny fixture's image embeddings move by up to 2.3 % of
    * their largest value (src/model/vision_test.ts). Default: the tower in `dtype`.
    */
   visionQuant?: QuantDType;
