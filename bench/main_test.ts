@@ -27,10 +27,14 @@ Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
     64,
   ]);
   assert.equal(parseArgs([]).shape, "qwen2-vl-7b");
+  assert.equal(parseArgs([]).visionQuant, undefined);
+  assert.equal(parseArgs(["--vision-quant", "q8"]).visionQuant, "q8");
+  assert.equal(parseArgs(["--vision-quant=f16"]).visionQuant, undefined);
   for (
     const bad of [
       ["--shape", "gpt"],
       ["--quant", "q3"],
+      ["--vision-quant", "q4"],
       ["--image", "644"],
       ["--new-tokens", "0"],
       ["--frobnicate"],
@@ -54,7 +58,7 @@ Deno.test("decodeBytes() counts 7B f16: 14.1 GB of decoder + lm_head weights, on
   assert.ok(Math.abs(weights / 1e9 - 14.1) < 0.1, `${weights}`);
 });
 
-Deno.test("runBench() at the tiny shape: every number measured and plausible (f16 and q4, with an image)", async () => {
+Deno.test("runBench() at the tiny shape: every number measured and plausible (f16, and q4 with a q8 vision tower, with an image)", async () => {
   const gpu = await sharedGpu();
   const dtype = gpu.features.f16 ? "f16" : "f32";
   for (const quant of [undefined, "q4"] as const) {
@@ -73,8 +77,12 @@ Deno.test("runBench() at the tiny shape: every number measured and plausible (f1
       ]),
       dtype,
       quant,
+      visionQuant: quant ? "q8" : undefined,
     }, gpu);
     assert.equal(r.quant, quant ?? dtype);
+    // vision_quant only in a line whose run set it.
+    assert.equal(r.vision_quant, quant ? "q8" : undefined);
+    assert.equal("vision_quant" in r, quant !== undefined);
     assert.equal(r.prompt_tokens, 24);
     assert.equal(r.image_patches, 16);
     assert.equal(r.image_tokens, 4);
