@@ -112,9 +112,10 @@ export function gemmQFits(gpu: Gpu, m: number, k: number): boolean {
 /**
  * y = x · wᵀ (+ bias) (+ y when `s.accumulate`) for a q8/q4 weight, x quantized to int8 on the
  * way; with `s.activation` "quick_gelu" (not with accumulate) y = quick_gelu(x · wᵀ + bias), the
- * vision MLP's fc1 (kernels/linear.ts LinearShape.activation): a quantize dispatch into a per-device scratch, then one GEMM dispatch per weight chunk. The
- * dispatches share that scratch with every other gemmQ() call's: run them in order, with no other
- * gemmQ() dispatch between them (one layer's list after another is fine).
+ * vision MLP's fc1 (kernels/linear.ts LinearShape.activation): a quantize dispatch into a
+ * per-device scratch, then one GEMM dispatch per weight chunk. The dispatches share that scratch
+ * with every other gemmQ() call's: run them in order, with no other gemmQ() dispatch between them
+ * (one layer's list after another is fine).
  * @param y (m, w.rows) f32; must not alias x
  * @param x (m, w.cols) f32
  * @param w (w.rows, w.cols) q8 or q4 (src/gpu/tensor.ts)
