@@ -9,14 +9,22 @@ import { checkImages, VisionTower } from "./vision.ts";
 import { planWeights, uploadWeights } from "./weights.ts";
 import { CASES, readReferenceCase, TINY_DIR } from "./_fixture.ts";
 import { assertClose } from "../ref/_random.ts";
+import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
 
-Deno.test("VisionTower.encode() gives transformers' image_embeds for every image case (tiny model, f32)", async () => {
+/**
+ * Loads the tiny model's vision tower (`opts` as planWeights takes them) and calls `check` with each
+ * image case's embeddings and transformers' reference.
+ */
+async function forEachImageCase(
+  opts: { dtype: WeightDType; visionQuant?: QuantDType },
+  check: (c: number, got: Float32Array, want: Float32Array) => void,
+): Promise<void> {
   const gpu = await sharedGpu();
   const src = openModelSource(TINY_DIR);
   const cfg = parseConfig(await src.readJson("config.json"));
   const ckpt = await SafetensorsCheckpoint.open(src);
   const plan = planWeights(cfg, (n) => (ckpt.has(n) ? ckpt.get(n) : undefined), {
-    dtype: "f32",
+    ...opts,
     maxBinding: gpu.maxBinding,
     where: ckpt.origin,
   });
@@ -28,15 +36,22 @@ Deno.test("VisionTower.encode() gives transformers' image_embeds for every image
       if (!ref.gridThw.length) continue;
       const emb = tower.encode(ref.pixelValues, ref.gridThw);
       const got = await readF32(gpu, emb.buffer, emb.tokens * emb.hidden);
-      // f32 everywhere on the same bf16 weights: only summation order differs (K ≤ 1176),
-      // so errors are a few f32 ulps of the largest value.
-      assertClose(got, ref.imageEmbeds, 1e-5, `case ${c} image_embeds`);
       emb.destroy();
+      check(c, got, ref.imageEmbeds);
     }
   } finally {
     tower.destroy();
     w.destroy();
+    ckpt.close();
   }
+}
+
+Deno.test("VisionTower.encode() gives transformers' image_embeds for every image case (tiny model, f32)", async () => {
+  // f32 everywhere on the same bf16 weights: only summation order differs (K ≤ 1176), so errors
+  // are a few f32 ulps of the largest value.
+  await forEachImageCase({ dtype: "f32" }, (c, got, want) => {
+    assertClose(got, want, 1e-5, `case ${c} image_embeds`);
+  });
 });
 
 // visionQuant q8 (LoadOptions): the tower's qkv, proj, fc1, fc2 and the merger's fc1, fc2 as q8
@@ -48,52 +63,26 @@ Deno.test("VisionTower.encode() gives transformers' image_embeds for every image
 // here (this random model's keys share no offset; with an offset of 10 per dim the kernel test in
 // kernels/attention_test.ts shows what the mean saves). The float tower stays at f32 rounding.
 Deno.test("VisionTower.encode() with visionQuant q8 stays within 2.5 % of transformers' image_embeds; the float tower is unchanged", async () => {
-  const gpu = await sharedGpu();
-  const src = openModelSource(TINY_DIR);
-  const cfg = parseConfig(await src.readJson("config.json"));
-  const ckpt = await SafetensorsCheckpoint.open(src);
-  const dtype = gpu.features.f16 ? "f16" : "f32";
+  const dtype = (await sharedGpu()).features.f16 ? "f16" : "f32";
   for (const visionQuant of [undefined, "q8"] as const) {
-    const plan = planWeights(cfg, (n) => (ckpt.has(n) ? ckpt.get(n) : undefined), {
-      dtype,
-      visionQuant,
-      maxBinding: gpu.maxBinding,
-      where: ckpt.origin,
-    });
-    const w = await uploadWeights(gpu, ckpt, plan);
-    const tower = new VisionTower(gpu, cfg.vision, w);
-    try {
-      for (let c = 0; c < CASES; c++) {
-        const ref = await readReferenceCase(c);
-        if (!ref.gridThw.length) continue;
-        const emb = tower.encode(ref.pixelValues, ref.gridThw);
-        const got = await readF32(gpu, emb.buffer, emb.tokens * emb.hidden);
-        emb.destroy();
-        const what = `${dtype} visionQuant ${visionQuant} case ${c} image_embeds`;
-        if (!visionQuant) {
-          assertClose(got, ref.imageEmbeds, 1e-5, what); // measured ≤ 1.2e-6 of max |ref|
-          continue;
-        }
-        assertClose(got, ref.imageEmbeds, 0.025, what);
-        let ss = 0, worst = 0;
-        for (let i = 0; i < got.length; i++) {
-          const d = Math.abs(got[i] - ref.imageEmbeds[i]);
-          ss += d * d;
-          worst = Math.max(worst, d);
-        }
-        assert.ok(
-          Math.sqrt(ss / got.length) <= 0.012,
-          `${what}: rms ${Math.sqrt(ss / got.length)}`,
-        );
-        // The q8 path did run: int8 rounding is far above the float tower's.
-        assert.ok(worst > 1e-3, `${what}: max |Δ| ${worst}`);
+    await forEachImageCase({ dtype, visionQuant }, (c, got, want) => {
+      const what = `${dtype} visionQuant ${visionQuant} case ${c} image_embeds`;
+      if (!visionQuant) {
+        assertClose(got, want, 1e-5, what); // measured ≤ 1.2e-6 of max |ref|
+        return;
       }
-    } finally {
-      tower.destroy();
-      w.destroy();
-    }
+      assertClose(got, want, 0.025, what);
+      let ss = 0, worst = 0;
+      for (let i = 0; i < got.length; i++) {
+        const d = Math.abs(got[i] - want[i]);
+        ss += d * d;
+        worst = Math.max(worst, d);
+      }
+      assert.ok(Math.sqrt(ss / got.length) <= 0.012, `${what}: rms ${Math.sqrt(ss / got.length)}`);
+      // The q8 path did run: int8 rounding is far above the float tower's.
+      assert.ok(worst > 1e-3, `${what}: max |Δ| ${worst}`);
+    });
   }
-  ckpt.close();
 });
 
 Deno.test("checkImages() rejects grids that do not match pixel_values", () => {
