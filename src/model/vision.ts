@@ -146,8 +146,8 @@ export class VisionTower {
     // An int8 tower (its matrices loaded as q8: LoadOptions.visionQuant) runs them through the int8
     // GEMM (int8 activations: LinearShape.int8x, kernels/gemm.ts) and also takes its attention
     // scores from int8 q / k rows (kernels/attention.ts visionAttentionInt8).
-    const int8x = isQuant(w.matrix("vision.blocks.0.qkv").dtype);
-    const attention = int8x
+    const int8 = (key: string) => isQuant(w.matrix(key).dtype);
+    const attention = int8("vision.blocks.0.qkv")
       ? visionAttentionInt8
       : (...a: Parameters<typeof visionAttention>) => [visionAttention(...a)];
 
@@ -158,7 +158,10 @@ export class VisionTower {
       const k = `vision.blocks.${i}.`;
       ds.push(
         layerNorm(gpu, h, x, w.vector(k + "norm1.weight"), w.vector(k + "norm1.bias"), ln),
-        ...linear(gpu, qkv, h, w.matrix(k + "qkv"), w.vector(k + "qkv_bias"), { m: P, int8x }),
+        ...linear(gpu, qkv, h, w.matrix(k + "qkv"), w.vector(k + "qkv_bias"), {
+          m: P,
+          int8x: int8(k + "qkv"),
+        }),
         // q heads then k heads are contiguous at the row's start: one call rotates both.
         rope(gpu, qkv, pos, table, { seq: P, heads: 2 * v.numHeads, stride: 3 * E, offset: 0 }),
         ...attention(
@@ -173,19 +176,19 @@ export class VisionTower {
         ...linear(gpu, x, o, w.matrix(k + "proj"), w.vector(k + "proj_bias"), {
           m: P,
           accumulate: true,
-          int8x,
+          int8x: int8(k + "proj"),
         }),
         layerNorm(gpu, h, x, w.vector(k + "norm2.weight"), w.vector(k + "norm2.bias"), ln),
         // quick_gelu in fc1's epilogue: one pass over the (P, M) activations fewer.
         ...linear(gpu, f, h, w.matrix(k + "fc1"), w.vector(k + "fc1_bias"), {
           m: P,
           activation: "quick_gelu",
-          int8x,
+          int8x: int8(k + "fc1"),
         }),
         ...linear(gpu, x, f, w.matrix(k + "fc2"), w.vector(k + "fc2_bias"), {
           m: P,
           accumulate: true,
-          int8x,
+          int8x: int8(k + "fc2"),
         }),
       );
     }
@@ -201,12 +204,12 @@ export class VisionTower {
       ),
       ...linear(gpu, m1, h, w.matrix("vision.merger.fc1"), w.vector("vision.merger.fc1_bias"), {
         m: merged,
-        int8x: isQuant(w.matrix("vision.merger.fc1").dtype),
+        int8x: int8("vision.merger.fc1"),
       }),
       gelu(gpu, m1, m1, merged * D),
       ...linear(gpu, out, m1, w.matrix("vision.merger.fc2"), w.vector("vision.merger.fc2_bias"), {
         m: merged,
-        int8x: isQuant(w.matrix("vision.merger.fc2").dtype),
+        int8x: int8("vision.merger.fc2"),
       }),
     );
     submit(gpu, ds, "vision");

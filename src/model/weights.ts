@@ -172,7 +172,8 @@ export interface PlanOptions {
   /**
    * Quantize the decoder layers' matrices and lm_head (group-wise, kernels/linear_q.ts) while
    * loading; the embedding (gathered one row per token) and the vision tower (compute-bound) stay
-   * in `dtype` (the tower: unless {@link PlanOptions.visionQuant}). A tied lm_head becomes its own quantized copy of the embedding.
+   * in `dtype` (the tower: unless {@link PlanOptions.visionQuant}). A tied lm_head becomes its own
+   * quantized copy of the embedding.
    */
   quant?: QuantDType;
   /**
@@ -228,8 +229,10 @@ export function planWeights(
     stored.add(e.name);
     return s;
   };
-  /** A matrix from whole stored tensors stacked by rows; shapes are (rows_i, cols) except Conv3d. */
-  /** `quant`: quantize to this where cols is a multiple of 32 (else `opts.dtype`). */
+  /**
+   * A matrix from whole stored tensors stacked by rows; shapes are (rows_i, cols) except Conv3d.
+   * `quant`: quantize to this where cols is a multiple of 32 (else `opts.dtype`).
+   */
   const matrix = (key: string, parts: Expected[], cols: number, quant?: QuantDType) => {
     const sources: RowSource[] = parts.map((e) => {
       check(e);
