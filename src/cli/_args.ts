@@ -113,14 +113,7 @@ export function dtypeOption(v: Values, usage: string): WeightDType | undefined {
  * `--dtype`). Parsed by quantize.ts `parseQuant`, which names the accepted values.
  */
 export function quantOption(v: Values, usage: string): QuantDType | undefined {
-  const quant = v.quant;
-  if (quant === undefined) return undefined;
-  try {
-    return parseQuant(String(quant));
-  } catch (e) {
-    if (e instanceof InvalidInputError) throw new UsageError(`--quant: ${e.message}`, usage);
-    throw e;
-  }
+  return parsedOption(v, "quant", parseQuant, usage);
 }
 
 /**
@@ -128,12 +121,22 @@ export function quantOption(v: Values, usage: string): QuantDType | undefined {
  * Parsed by quantize.ts `parseVisionQuant`.
  */
 export function visionQuantOption(v: Values, usage: string): QuantDType | undefined {
-  const value = v["vision-quant"];
+  return parsedOption(v, "vision-quant", parseVisionQuant, usage);
+}
+
+/** `--name` through `parse`; its InvalidInputError becomes a UsageError naming the option. */
+function parsedOption<T>(
+  v: Values,
+  name: string,
+  parse: (text: string) => T,
+  usage: string,
+): T | undefined {
+  const value = v[name];
   if (value === undefined) return undefined;
   try {
-    return parseVisionQuant(String(value));
+    return parse(String(value));
   } catch (e) {
-    if (e instanceof InvalidInputError) throw new UsageError(`--vision-quant: ${e.message}`, usage);
+    if (e instanceof InvalidInputError) throw new UsageError(`--${name}: ${e.message}`, usage);
     throw e;
   }
 }

@@ -27,9 +27,7 @@ export const BITS_PER_WEIGHT: Readonly<Record<QuantDType, number>> = { q8: 8.5, 
  * @throws InvalidInputError for anything else
  */
 export function parseQuant(value: string | undefined): QuantDType | undefined {
-  if (value === undefined || value === "none" || value === "f16" || value === "f32") {
-    return undefined;
-  }
+  if (meansNone(value)) return undefined;
   if ((QUANT_TYPES as readonly string[]).includes(value)) return value as QuantDType;
   throw new InvalidInputError(
     `quantization "${value}" is not supported; use one of ${QUANT_TYPES.join(", ")} (or f16)`,
@@ -63,10 +61,12 @@ export function checkVisionQuant(value: unknown): "q8" | undefined {
  * @throws InvalidInputError for anything else (q4: why it is refused)
  */
 export function parseVisionQuant(value: string | undefined): "q8" | undefined {
-  if (value === undefined || value === "none" || value === "f16" || value === "f32") {
-    return undefined;
-  }
-  return checkVisionQuant(value);
+  return meansNone(value) ? undefined : checkVisionQuant(value);
+}
+
+/** Whether a quantization option's value asks for none: unset, "none", "f16" or "f32". */
+function meansNone(value: string | undefined): value is undefined | "none" | "f16" | "f32" {
+  return value === undefined || value === "none" || value === "f16" || value === "f32";
 }
 
 /** How far quantized logits are from the float model's. */
