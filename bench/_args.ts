@@ -4,7 +4,7 @@
  */
 import { InvalidInputError } from "../src/errors.ts";
 import type { PresetName } from "../src/model/presets.ts";
-import { parseQuant } from "../src/model/quantize.ts";
+import { parseQuant, parseVisionQuant } from "../src/model/quantize.ts";
 import type { QuantDType, WeightDType } from "../src/gpu/tensor.ts";
 
 /** Short shape names and the configs they stand for ("tiny" is the test fixture's). */
@@ -104,12 +104,9 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
         if (v === "f32") o.dtype = "f32";
         break;
       }
-      case "--vision-quant": {
-        const v = val();
-        if (v !== "f16" && v !== "q8") bad(`--vision-quant must be q8 or f16, got ${v}`);
-        o.visionQuant = v === "q8" ? "q8" : undefined;
+      case "--vision-quant":
+        o.visionQuant = parseVisionQuant(val());
         break;
-      }
       case "--dtype": {
         const v = val();
         if (v !== "f16" && v !== "f32") bad(`--dtype must be f16 or f32, got ${v}`);
