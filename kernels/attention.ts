@@ -588,6 +588,20 @@ export interface VisionAttentionShape {
   nCu: number;
 }
 
+/** A vision attention call's heads ({@link resolveHeads}) and cu_seqlens count, checked. */
+function visionHeads(
+  what: string,
+  s: VisionAttentionShape,
+  q: HeadRows,
+  k: HeadRows,
+  v: HeadRows,
+): ResolvedHeads {
+  if (!(s.nCu >= 2)) {
+    throw new InvalidInputError(`${what}: cu_seqlens needs ≥ 2 entries, got ${s.nCu}`);
+  }
+  return resolveHeads(what, s, q, k, v);
+}
+
 /**
  * The vision tower's attention: non-causal, block-diagonal by cu_seqlens (each frame of each image
  * attends only to itself; see {@link cuSeqlens}).
@@ -609,10 +623,7 @@ export function visionAttention(
   s: VisionAttentionShape,
   tuning?: PrefillOptions,
 ): Dispatch {
-  if (!(s.nCu >= 2)) {
-    throw new InvalidInputError(`visionAttention: cu_seqlens needs ≥ 2 entries, got ${s.nCu}`);
-  }
-  const r = resolveHeads("visionAttention", s, q, k, v);
+  const r = visionHeads("visionAttention", s, q, k, v);
   return prefillDispatch(
     gpu,
     "visionAttention",
@@ -712,10 +723,7 @@ export function visionAttentionInt8(
   s: VisionAttentionShape,
   tuning?: PrefillOptions,
 ): Dispatch[] {
-  if (!(s.nCu >= 2)) {
-    throw new InvalidInputError(`visionAttentionInt8: cu_seqlens needs ≥ 2 entries, got ${s.nCu}`);
-  }
-  const r = resolveHeads("visionAttentionInt8", s, q, k, v);
+  const r = visionHeads("visionAttentionInt8", s, q, k, v);
   const w = qw4(r.headDim), rows = r.heads + r.kvHeads, bytes = s.seq * rows * w * 16;
   const meanBytes = r.kvHeads * r.headDim * 4;
   if (bytes > gpu.maxBinding) {
