@@ -65,12 +65,7 @@ fn qk_at(t: u32, r: u32, c: u32) -> vec4<f32> {
   return k[t * p.k_stride + p.k_off + kc] - kmean[kc];
 }
 
-fn amax4(x: vec4<f32>) -> f32 {
-  let a = abs(x);
-  return max(max(a.x, a.y), max(a.z, a.w));
-}
-
-fn codes4(x: vec4<f32>, inv: f32) -> u32 { return pack4xI8Clamp(vec4<i32>(round(x * inv))); }
+#include int8
 
 // The row's HD4 vec4 are loaded at once into x0 .. (QK_LOAD), their max |x| taken (QK_AMAX) and
 // stored four vec4 a code vec4 (QK_STORE): the builder writes these out for HD (a loop would wait

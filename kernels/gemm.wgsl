@@ -11,6 +11,7 @@
 #if QUANTIZE_X
 // One thread per (row, group): d = max|x| / 127 (f32), code = clamp(round(x / d)) as WGSL's
 // round() (half to even); d = 0 gives codes 0.
+#include int8
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;         // (m, k) f32
 @group(0) @binding(1) var<storage, read_write> xq: array<u32>;        // (m, k / 4) 4 × int8
 @group(0) @binding(2) var<storage, read_write> xs: array<f32>;        // (m, k / 32) f32 scales
@@ -24,13 +25,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var amax = 0.0;
   for (var i = 0u; i < 8u; i++) {
     v[i] = x[f * 8u + i];
-    let a = abs(v[i]);
-    amax = max(amax, max(max(a.x, a.y), max(a.z, a.w)));
+    amax = max(amax, amax4(v[i]));
   }
   let d = amax / 127.0;
   let inv = select(0.0, 1.0 / d, d > 0.0);
   for (var i = 0u; i < 8u; i++) {
-    xq[f * 8u + i] = pack4xI8Clamp(vec4<i32>(round(v[i] * inv)));
+    xq[f * 8u + i] = codes4(v[i], inv);
   }
   xs[f] = d;
 }
