@@ -263,97 +263,135 @@ Deno.test("causalAttention() of a second turn at an offset equals one long prefi
   [bq, bk, bv, whole, turns].forEach((b) => b.destroy());
 });
 
+// Three images of different sizes, the second with 2 frames (blocks of 16, 6, 6 and 48 patches:
+// several frames, partial tiles), then one 600-patch frame (15 key tiles of 40).
+const FRAME_GRIDS: [number, number, number][][] = [
+  [[1, 4, 4], [2, 2, 3], [1, 6, 8]],
+  [[1, 20, 30]],
+];
+
+/**
+ * A vision attention case on the GPU: the qkv rows `makeQkv` gives ((seq, 3, heads, headDim) as
+ * the vision qkv Linear writes them), the grids' cu_seqlens, an output buffer; q, k, v gathered
+ * on the CPU for the reference.
+ */
+function visionCase(
+  gpu: Gpu,
+  grid: readonly [number, number, number][],
+  heads: number,
+  headDim: number,
+  makeQkv: (seq: number, embed: number) => Float32Array,
+) {
+  const cu = cuSeqlens(grid);
+  const seq = cu[cu.length - 1], embed = heads * headDim;
+  const qkv = makeQkv(seq, embed);
+  const [bqkv, bcu] = [uploadArray(gpu, qkv), uploadArray(gpu, cu)];
+  const out = createStorage(gpu, seq * embed * 4);
+  const [q, k, v] = [0, 1, 2].map((p) => gather(qkv, seq, 3 * embed, p * embed, embed));
+  return {
+    cu,
+    bcu,
+    out,
+    q,
+    k,
+    v,
+    embed,
+    rows: (part: number) => ({ buffer: bqkv, stride: 3 * embed, offset: part * embed }),
+    shape: { seq, heads, headDim, nCu: cu.length },
+    ref: { seq, heads, kvHeads: heads, headDim, cuSeqlens: cu },
+    destroy: () => [bqkv, bcu, out].forEach((b) => b.destroy()),
+  };
+}
+
 Deno.test("visionAttention() keeps each frame of each image to itself", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(24);
-  // Three images of different sizes, the second with 2 frames: blocks of 16, 6, 6 and 48 patches.
-  const grids: [number, number, number][][] = [[[1, 4, 4], [2, 2, 3], [1, 6, 8]], [[1, 20, 30]]];
   for (
-    const [headDim, heads, grid] of [[80, 2, grids[0]], [16, 2, grids[0]], [
+    const [headDim, heads, grid] of [[80, 2, FRAME_GRIDS[0]], [16, 2, FRAME_GRIDS[0]], [
       80,
       1,
-      grids[1],
+      FRAME_GRIDS[1],
     ]] as const
   ) {
-    const cu = cuSeqlens(grid);
-    const seq = cu[cu.length - 1], embed = heads * headDim;
-    const qkv = randn(rng, seq * 3 * embed); // (seq, 3, heads, headDim) as the vision qkv Linear
-    const [bqkv, bcu] = [uploadArray(gpu, qkv), uploadArray(gpu, cu)];
-    const out = createStorage(gpu, seq * embed * 4);
-    const rows = (part: number) => ({ buffer: bqkv, stride: 3 * embed, offset: part * embed });
-    const [q, k, v] = [0, 1, 2].map((p) => gather(qkv, seq, 3 * embed, p * embed, embed));
-    const want = attentionRef(q, k, v, { seq, heads, kvHeads: heads, headDim, cuSeqlens: cu });
+    const c = visionCase(gpu, grid, heads, headDim, (seq, embed) => randn(rng, seq * 3 * embed));
+    const want = attentionRef(c.q, c.k, c.v, c.ref);
     // {} is the tiled kernel, no tuning the default (flash).
     for (const tuning of [{}, undefined, { flash: { outer: true } }]) {
-      const d = visionAttention(gpu, out, rows(0), rows(1), rows(2), bcu, {
-        seq,
-        heads,
-        headDim,
-        nCu: cu.length,
-      }, tuning);
+      const d = visionAttention(
+        gpu,
+        c.out,
+        c.rows(0),
+        c.rows(1),
+        c.rows(2),
+        c.bcu,
+        c.shape,
+        tuning,
+      );
       run(gpu, [d]);
-      const what = `vision hd=${headDim} cu=${cu} ${JSON.stringify(tuning ?? "tiled")}`;
-      assertClose(await readF32(gpu, out), want, TOL, what);
+      const what = `vision hd=${headDim} cu=${c.cu} ${JSON.stringify(tuning ?? "tiled")}`;
+      assertClose(await readF32(gpu, c.out), want, TOL, what);
       d.destroy();
     }
-    [bqkv, bcu, out].forEach((b) => b.destroy());
+    c.destroy();
   }
 });
 
 Deno.test("visionAttentionInt8() is the reference on int8-rounded q and k, near the f32 result", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(25);
-  // Blocks of 16, 6, 6 and 48 patches (several frames, partial tiles), then one 600-patch frame
-  // (15 key tiles of 40); head_dim 16, 80 (vision) and 128.
-  const grids: [number, number, number][][] = [[[1, 4, 4], [2, 2, 3], [1, 6, 8]], [[1, 20, 30]]];
   let worst = 0;
-  // The last case's keys share a large offset per dim (a bias): k_mean takes it out before
-  // quantizing, so it costs no precision.
+  // head_dim 16, 80 (vision) and 128; the last case's keys share a large offset per dim (a bias):
+  // k_mean takes it out before quantizing, so it costs no precision.
   for (
     const [headDim, heads, grid, bias] of [
-      [80, 2, grids[0], 0],
-      [16, 3, grids[0], 0],
-      [128, 1, grids[0], 0],
-      [80, 2, grids[1], 0],
-      [80, 2, grids[0], 10],
+      [80, 2, FRAME_GRIDS[0], 0],
+      [16, 3, FRAME_GRIDS[0], 0],
+      [128, 1, FRAME_GRIDS[0], 0],
+      [80, 2, FRAME_GRIDS[1], 0],
+      [80, 2, FRAME_GRIDS[0], 10],
     ] as const
   ) {
-    const cu = cuSeqlens(grid);
-    const seq = cu[cu.length - 1], embed = heads * headDim;
-    const qkv = randn(rng, seq * 3 * embed);
-    const offset = randn(rng, embed);
-    for (let t = 0; t < seq; t++) {
-      for (let i = 0; i < embed; i++) qkv[t * 3 * embed + embed + i] += bias * offset[i];
-    }
-    const [bqkv, bcu] = [uploadArray(gpu, qkv), uploadArray(gpu, cu)];
-    const out = createStorage(gpu, seq * embed * 4);
-    const rows = (part: number) => ({ buffer: bqkv, stride: 3 * embed, offset: part * embed });
-    const [q, k, v] = [0, 1, 2].map((p) => gather(qkv, seq, 3 * embed, p * embed, embed));
-    const s = { seq, heads, kvHeads: heads, headDim, cuSeqlens: cu };
-    const want = attentionRef(fakeInt8(q, headDim), fakeInt8(centered(k, embed), headDim), v, s);
-    const exact = attentionRef(q, k, v, s);
+    const c = visionCase(gpu, grid, heads, headDim, (seq, embed) => {
+      const qkv = randn(rng, seq * 3 * embed);
+      const offset = randn(rng, embed);
+      for (let t = 0; t < seq; t++) {
+        for (let i = 0; i < embed; i++) qkv[t * 3 * embed + embed + i] += bias * offset[i];
+      }
+      return qkv;
+    });
+    const want = attentionRef(
+      fakeInt8(c.q, headDim),
+      fakeInt8(centered(c.k, c.embed), headDim),
+      c.v,
+      c.ref,
+    );
+    const exact = attentionRef(c.q, c.k, c.v, c.ref);
     for (
       const tuning of [undefined, { flash: { compact: true } }, { flash: { ty: 4, loops: true } }]
     ) {
-      const ds = visionAttentionInt8(gpu, out, rows(0), rows(1), rows(2), bcu, {
-        seq,
-        heads,
-        headDim,
-        nCu: cu.length,
-      }, tuning);
+      const ds = visionAttentionInt8(
+        gpu,
+        c.out,
+        c.rows(0),
+        c.rows(1),
+        c.rows(2),
+        c.bcu,
+        c.shape,
+        tuning,
+      );
       assert.match(ds.at(-1)!.variant.key, /INT8S/);
       // Its default: 24 rows of threads (42.6 KB at head_dim 80) where they fit.
       if (!tuning && headDim === 80 && gpu.limits.maxComputeWorkgroupStorageSize >= 43008) {
         assert.match(ds.at(-1)!.variant.key, /TY=24/);
       }
       run(gpu, ds);
-      const got = await readF32(gpu, out);
-      const what = `int8 hd=${headDim} seq=${seq} ${JSON.stringify(tuning ?? "default")}`;
+      const got = await readF32(gpu, c.out);
+      const what = `int8 hd=${headDim} seq=${c.shape.seq} ${JSON.stringify(tuning ?? "default")}`;
       assertClose(got, want, TOL, what);
       for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i] - exact[i]));
       ds.forEach((d) => d.destroy());
     }
-    [bqkv, bcu, out].forEach((b) => b.destroy());
+    c.destroy();
   }
   // What int8 scores cost here against f32 ones (N(0, 1) inputs, |out| ≲ 3): measured 0.0185 max
   // (lavapipe, 2026-11-28); a wrong scale or code layout is O(0.1) or more.
