@@ -288,16 +288,16 @@ function visionCase(
   const [bqkv, bcu] = [uploadArray(gpu, qkv), uploadArray(gpu, cu)];
   const out = createStorage(gpu, seq * embed * 4);
   const [q, k, v] = [0, 1, 2].map((p) => gather(qkv, seq, 3 * embed, p * embed, embed));
+  const rows = (part: number) => ({ buffer: bqkv, stride: 3 * embed, offset: part * embed });
   return {
     cu,
-    bcu,
     out,
     q,
     k,
     v,
     embed,
-    rows: (part: number) => ({ buffer: bqkv, stride: 3 * embed, offset: part * embed }),
-    shape: { seq, heads, headDim, nCu: cu.length },
+    // out, q, k, v, cu, shape: the arguments of visionAttention() / visionAttentionInt8().
+    args: [out, rows(0), rows(1), rows(2), bcu, { seq, heads, headDim, nCu: cu.length }] as const,
     ref: { seq, heads, kvHeads: heads, headDim, cuSeqlens: cu },
     destroy: () => [bqkv, bcu, out].forEach((b) => b.destroy()),
   };
@@ -317,16 +317,7 @@ Deno.test("visionAttention() keeps each frame of each image to itself", async ()
     const want = attentionRef(c.q, c.k, c.v, c.ref);
     // {} is the tiled kernel, no tuning the default (flash).
     for (const tuning of [{}, undefined, { flash: { outer: true } }]) {
-      const d = visionAttention(
-        gpu,
-        c.out,
-        c.rows(0),
-        c.rows(1),
-        c.rows(2),
-        c.bcu,
-        c.shape,
-        tuning,
-      );
+      const d = visionAttention(gpu, ...c.args, tuning);
       run(gpu, [d]);
       const what = `vision hd=${headDim} cu=${c.cu} ${JSON.stringify(tuning ?? "tiled")}`;
       assertClose(await readF32(gpu, c.out), want, TOL, what);
@@ -369,16 +360,7 @@ Deno.test("visionAttentionInt8() is the reference on int8-rounded q and k, near 
     for (
       const tuning of [undefined, { flash: { compact: true } }, { flash: { ty: 4, loops: true } }]
     ) {
-      const ds = visionAttentionInt8(
-        gpu,
-        c.out,
-        c.rows(0),
-        c.rows(1),
-        c.rows(2),
-        c.bcu,
-        c.shape,
-        tuning,
-      );
+      const ds = visionAttentionInt8(gpu, ...c.args, tuning);
       assert.match(ds.at(-1)!.variant.key, /INT8S/);
       // Its default: 24 rows of threads (42.6 KB at head_dim 80) where they fit.
       if (!tuning && headDim === 80 && gpu.limits.maxComputeWorkgroupStorageSize >= 43008) {
@@ -386,7 +368,7 @@ Deno.test("visionAttentionInt8() is the reference on int8-rounded q and k, near 
       }
       run(gpu, ds);
       const got = await readF32(gpu, c.out);
-      const what = `int8 hd=${headDim} seq=${c.shape.seq} ${JSON.stringify(tuning ?? "default")}`;
+      const what = `int8 hd=${headDim} seq=${c.args[5].seq} ${JSON.stringify(tuning ?? "default")}`;
       assertClose(got, want, TOL, what);
       for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i] - exact[i]));
       ds.forEach((d) => d.destroy());
