@@ -32,7 +32,7 @@ export interface VariantSpec {
   /** Storage bindings @binding(0..n-1) in order; params (if any) is @binding(n) uniform. */
   bindings: readonly Access[];
   params?: ParamsLayout<Record<string, ScalarType>>;
-  /** Preprocessor defines; `F16: true` also emits `enable f16;`. */
+  /** Preprocessor defines; `F16: true` or `KV16: true` also emits `enable f16;`. */
   defines?: Defines;
   /**
    * Generated WGSL text for `{{NAME}}` placeholders (e.g. loops written out step by step). It
@@ -70,13 +70,15 @@ export function variant(gpu: Gpu, spec: VariantSpec): KernelVariant {
       ],
     }));
   const pipeline = gpu.pipeline(key, () => {
-    if (defs.F16 && !gpu.features.f16) {
+    // F16: f16 weights; KV16: an f16 KV cache (kernels/_kv_types.wgsl).
+    const f16 = defs.F16 || defs.KV16;
+    if (f16 && !gpu.features.f16) {
       throw new GpuError(
-        `kernel ${key} needs shader-f16, which this adapter lacks; use f32 weights`,
+        `kernel ${key} needs shader-f16, which this adapter lacks; use f32 weights and an f32 KV cache`,
       );
     }
     const code = [
-      defs.F16 ? "enable f16;" : "",
+      f16 ? "enable f16;" : "",
       spec.params ? spec.params.wgsl("Params") : "",
       preprocess(src, { ...defs, ...spec.code, PARAMS_BINDING: n }),
     ].join("\n");

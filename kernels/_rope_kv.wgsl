@@ -6,8 +6,9 @@
 #include decode_state
 @group(0) @binding({{TABLE_BINDING}}) var<storage, read> table: array<f32>;  // (2, npos, half) f32: cos rows, then sin rows
 @group(0) @binding({{STATE_BINDING}}) var<storage, read> state: DecodeState;
-@group(0) @binding({{KC_BINDING}}) var<storage, read_write> kc: array<f32>;  // (max_rows, kvw) f32
-@group(0) @binding({{VC_BINDING}}) var<storage, read_write> vc: array<f32>;  // (max_rows, kvw) f32
+#include kv_types
+@group(0) @binding({{KC_BINDING}}) var<storage, read_write> kc: array<KV1>;  // (max_rows, kvw) f32 (f16 #if KV16)
+@group(0) @binding({{VC_BINDING}}) var<storage, read_write> vc: array<KV1>;  // (max_rows, kvw) f32 (f16 #if KV16)
 
 // Stores outputs v0, v1 of rows r0, r1 into y — turned by rotary index i first when `rotate` (a
 // q or k pair) — and, for k and v rows, into cache row state.cache_len (dropped past max_rows).
@@ -29,11 +30,11 @@ fn store_rope_pair(r0: u32, r1: u32, i: u32, rotate: bool, a: f32, b: f32) {
   if (r0 >= q_rows && state.cache_len < p.max_rows) {
     let row = state.cache_len * p.kvw;
     if (r0 < p.rot_rows) {
-      kc[row + r0 - q_rows] = v0;
-      kc[row + r1 - q_rows] = v1;
+      kc[row + r0 - q_rows] = KV1(v0);
+      kc[row + r1 - q_rows] = KV1(v1);
     } else {
-      vc[row + r0 - p.rot_rows] = v0;
-      vc[row + r1 - p.rot_rows] = v1;
+      vc[row + r0 - p.rot_rows] = KV1(v0);
+      vc[row + r1 - p.rot_rows] = KV1(v1);
     }
   }
 }

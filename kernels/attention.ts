@@ -40,6 +40,7 @@ import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, bufferOf, ceilDiv, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
+import { kvDefines, type KvDType } from "./kv_cache.ts";
 import { deviceScratch } from "../src/gpu/buffers.ts";
 
 export { cuSeqlens } from "../src/ref/attention.ts";
@@ -88,6 +89,8 @@ export interface HeadRows {
   stride?: number;
   /** Element column of head 0 (default 0). */
   offset?: number;
+  /** Element type (default f32); f16 only for the K and V of a KV cache ({@link KvDType}). */
+  dtype?: KvDType;
 }
 
 /** Heads of an attention call. */
@@ -109,6 +112,8 @@ export interface ResolvedHeads {
   q: [number, number];
   k: [number, number];
   v: [number, number];
+  /** Element type of k and v. */
+  kv: KvDType;
 }
 
 /** Checks an attention call's heads and rows (errors name `what`). */
@@ -118,8 +123,16 @@ export function resolveHeads(
   q: HeadRows,
   k: HeadRows,
   v: HeadRows,
+  cache = false,
 ): ResolvedHeads {
   const { heads, headDim } = s;
+  const kv = k.dtype ?? "f32";
+  if ((q.dtype ?? "f32") !== "f32" || (v.dtype ?? "f32") !== kv || (kv === "f16" && !cache)) {
+    throw new InvalidInputError(
+      `${what}: q, k, v rows are ${q.dtype ?? "f32"}, ${kv}, ${v.dtype ?? "f32"}; q must be f32 ` +
+        `and k, v one type: f32, or f16 ${cache ? "" : "only "}for a KV cache`,
+    );
+  }
   const kvHeads = s.kvHeads ?? heads;
   if (!(headDim > 0 && headDim % 16 === 0 && headDim <= 512)) {
     throw new InvalidInputError(`${what}: head_dim ${headDim} must be a multiple of 16 up to 512`);
@@ -147,6 +160,7 @@ export function resolveHeads(
     q: rows(q, heads, "q"),
     k: rows(k, kvHeads, "k"),
     v: rows(v, kvHeads, "v"),
+    kv,
   };
 }
 
@@ -532,7 +546,7 @@ function prefillDispatch(
       ? ["read", "read", "read", "read_write", "read"]
       : ["read", "read", "read", "read_write"],
     params: Params,
-    defines: { HD: r.headDim, VISION: vision, ...defines },
+    defines: { HD: r.headDim, VISION: vision, ...kvDefines(r.kv), ...defines },
     code,
   });
   return new Dispatch(gpu, vt, buffers, params, [ceilDiv(seq, bq), r.heads]);
@@ -565,7 +579,7 @@ export function causalAttention(
   s: CausalAttentionShape,
   tuning?: PrefillOptions,
 ): Dispatch {
-  const r = resolveHeads("causalAttention", s, q, k, v);
+  const r = resolveHeads("causalAttention", s, q, k, v, true);
   return prefillDispatch(
     gpu,
     "causalAttention",

@@ -101,8 +101,9 @@ fn quantize_qk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 // So TX = HD/4 / CV and BK = HD / CV. Masks (causal, block-diagonal) apply per score; key tiles
 // past the workgroup's last query's range are never visited.
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;        // (seq, q_stride) f32
-@group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;        // (keys, k_stride) f32
-@group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;        // (keys, v_stride) f32
+#include kv_types
+@group(0) @binding(1) var<storage, read> k: array<KV4>;              // (keys, k_stride) f32 (f16 #if KV16)
+@group(0) @binding(2) var<storage, read> v: array<KV4>;              // (keys, v_stride) f32 (f16 #if KV16)
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>; // (seq, heads·HD) f32
 #if VISION
 @group(0) @binding(4) var<storage, read> cu: array<u32>;             // (n_cu) u32 cu_seqlens
@@ -276,9 +277,9 @@ fn ld_kv(is_v: bool, k0: u32, hi: u32, n: u32) -> vec4<f32> {
   var x = vec4<f32>(0.0);
   if (in_tile(is_v, n, idx) && key < hi) {
     if (is_v) {
-      x = v[key * p.v_stride + vbase_ + idx % HD4];
+      x = vec4<f32>(v[key * p.v_stride + vbase_ + idx % HD4]);
     } else {
-      x = k[key * p.k_stride + kbase_ + idx % KW4];
+      x = vec4<f32>(k[key * p.k_stride + kbase_ + idx % KW4]);
     }
   }
   return x;
@@ -292,7 +293,7 @@ fn kv_put(f: u32, x: vec4<f32>) { kv[f / SQ][f % SQ] = x; }
 // K unit u = lid + g·WG of the transposed tile: vec4 c of the 4 keys of column col.
 fn ld_k1(key: u32, hi: u32, c: u32, ok: bool) -> vec4<f32> {
   var x = vec4<f32>(0.0);
-  if (ok && key < hi) { x = k[key * p.k_stride + kbase_ + c]; }
+  if (ok && key < hi) { x = vec4<f32>(k[key * p.k_stride + kbase_ + c]); }
   return x;
 }
 
@@ -708,7 +709,7 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
           if (i < p.seq) { val = q[i * p.q_stride + qbase + c] * p.scale; }
         } else {
           let key = kb + row - QROWS;
-          if (key < hi_t) { val = k[key * p.k_stride + kbase + c]; }
+          if (key < hi_t) { val = vec4<f32>(k[key * p.k_stride + kbase + c]); }
         }
         stage[row * SP + idx % DC] = val;
       }
@@ -758,7 +759,7 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
       for (var idx = lid; idx < KC * HD4; idx += WG) {
         let key = kb + kc + idx / HD4;
         var val = vec4<f32>(0.0);
-        if (key < hi_t) { val = v[key * p.v_stride + vbase + idx % HD4]; }
+        if (key < hi_t) { val = vec4<f32>(v[key * p.v_stride + vbase + idx % HD4]); }
         stage[idx] = val;
       }
       workgroupBarrier();

@@ -26,6 +26,7 @@ import type { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
+import { kvDefines } from "./kv_cache.ts";
 import {
   type AttentionHeads,
   HEAD_PARAMS,
@@ -164,7 +165,7 @@ export function decodeAttention(
   scratch: BufferArg,
   s: DecodeAttentionShape,
 ): Dispatch[] {
-  const r = resolveHeads("decodeAttention", s, q, k, v);
+  const r = resolveHeads("decodeAttention", s, q, k, v, true);
   const nsplit = splitsOf(s);
   checkSize("decodeAttention scratch", scratch, decodeAttentionScratchBytes(s));
   const t = tiling(gpu, s, r.group);
@@ -181,6 +182,7 @@ export function decodeAttention(
       PF: s.prefetch ?? true,
       LOOPS: !(s.unroll ?? true),
       MB: s.mergeBatch ?? 8,
+      ...kvDefines(r.kv),
     },
     code: innerLoops(r.headDim / 4, t.chunk, s.unroll ?? true, s.mergeBatch ?? 8),
   });

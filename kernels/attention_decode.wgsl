@@ -38,8 +38,9 @@ const MAXS: u32 = {{MAXS}}u;    // most splits (p.nsplit ≤ MAXS)
 const NKV: u32 = CHUNK * HD4;   // vec4 of one chunk's K (and of its V); ≤ 4 · WG
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;          // (1, q_stride) f32
-@group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;          // (max_tokens, k_stride) f32
-@group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;          // (max_tokens, v_stride) f32
+#include kv_types
+@group(0) @binding(1) var<storage, read> k: array<KV4>;                // (max_tokens, k_stride) f32 (f16 #if KV16)
+@group(0) @binding(2) var<storage, read> v: array<KV4>;                // (max_tokens, v_stride) f32 (f16 #if KV16)
 @group(0) @binding(3) var<storage, read> state: DecodeState;
 @group(0) @binding(4) var<storage, read_write> scratch: array<atomic<u32>>; // layout below
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;  // (1, heads·HD) f32
@@ -83,10 +84,10 @@ var<private> v3: vec4<f32>;
 // Cache row of tile element idx of the chunk from c0, clamped to the split's last key (rows past
 // `end` get p = 0, so any finite value will do), and its vec4 column.
 fn k_at(c0: u32, end: u32, idx: u32) -> vec4<f32> {
-  return k[min(c0 + idx / HD4, end - 1u) * p.k_stride + kbase_ + idx % HD4];
+  return vec4<f32>(k[min(c0 + idx / HD4, end - 1u) * p.k_stride + kbase_ + idx % HD4]);
 }
 fn v_at(c0: u32, end: u32, idx: u32) -> vec4<f32> {
-  return v[min(c0 + idx / HD4, end - 1u) * p.v_stride + vbase_ + idx % HD4];
+  return vec4<f32>(v[min(c0 + idx / HD4, end - 1u) * p.v_stride + vbase_ + idx % HD4]);
 }
 
 // Issues this thread's loads of the chunk from c0 (all of them before any is used).

@@ -1,4 +1,5 @@
-import { sharedGpu } from "../src/gpu/device.ts";
+import { type Gpu, sharedGpu } from "../src/gpu/device.ts";
+import { cacheArray, cacheValues } from "../src/ref/kv_cache.ts";
 import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
 import { attention as attentionRef } from "../src/ref/attention.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
@@ -8,6 +9,7 @@ import {
   decodeAttentionScratchBytes,
   type DecodeAttentionShape,
 } from "./attention_decode.ts";
+import type { KvDType } from "./kv_cache.ts";
 import { createDecodeState, writeDecodeState } from "./state.ts";
 import { run } from "./_kernel.ts";
 
@@ -16,14 +18,15 @@ import { run } from "./_kernel.ts";
 // a wrong head is O(0.1) or more.
 const TOL = 2e-6;
 
-Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query n-1", async () => {
+Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query n-1, f32 and f16 caches", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(22);
   const maxTokens = 700;
   const state = createDecodeState(gpu);
   // [headDim, heads, kvHeads, n, options]: splits 1 and 2 make one workgroup walk many key
   // steps (online softmax); the others spread the keys over up to 22 splits (merged, eight per
-  // batch, so a partial last batch too). n and n + 130 land mid-chunk and mid-split.
+  // batch, so a partial last batch too). n and n + 130 land mid-chunk and mid-split. Every other
+  // case reads an f16 cache, the reference the f16-rounded K and V.
   const cases: [number, number, number, number, Partial<DecodeAttentionShape>][] = [
     [16, 2, 1, 1, {}],
     [80, 4, 2, 37, {}],
@@ -44,20 +47,24 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
     [128, 8, 1, 600, { splits: 37, mergeBatch: 16 }],
     [80, 4, 2, 37, { splits: 5, mergeBatch: 4 }],
   ];
-  for (const [headDim, heads, kvHeads, n, opts] of cases) {
+  for (const [i, [headDim, heads, kvHeads, n, opts]] of cases.entries()) {
     const s: DecodeAttentionShape = { headDim, heads, kvHeads, maxTokens, ...opts };
     const kvWidth = kvHeads * headDim, width = heads * headDim;
-    const kc = randn(rng, maxTokens * kvWidth), vc = randn(rng, maxTokens * kvWidth);
+    const cache: KvDType = i % 2 ? "f16" : "f32";
+    const kc = cacheValues(randn(rng, maxTokens * kvWidth), cache),
+      vc = cacheValues(randn(rng, maxTokens * kvWidth), cache);
     const q = randn(rng, width);
-    const [bq, bk, bv] = [q, kc, vc].map((a) => uploadArray(gpu, a));
+    const [bq, bk, bv] = [q, cacheArray(kc, cache), cacheArray(vc, cache)].map((a) =>
+      uploadArray(gpu, a)
+    );
     const out = createStorage(gpu, width * 4);
     const scratch = createStorage(gpu, decodeAttentionScratchBytes(s));
     const ds = decodeAttention(
       gpu,
       out,
       { buffer: bq },
-      { buffer: bk },
-      { buffer: bv },
+      { buffer: bk, dtype: cache },
+      { buffer: bv, dtype: cache },
       state,
       scratch,
       s,
@@ -78,7 +85,7 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
         await readF32(gpu, out),
         want,
         TOL,
-        `decode hd=${headDim} ${heads}/${kvHeads} len=${len} ${JSON.stringify(opts)}`,
+        `decode hd=${headDim} ${heads}/${kvHeads} len=${len} ${cache} ${JSON.stringify(opts)}`,
       );
     }
     [bq, bk, bv, out, scratch].forEach((b) => b.destroy());
@@ -87,8 +94,14 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
   state.destroy();
 });
 
-Deno.test("decodeAttention() agrees with causalAttention() on the same cache", async () => {
+Deno.test("decodeAttention() agrees with causalAttention() on the same cache, f32 and f16", async () => {
   const gpu = await sharedGpu();
+  for (const cache of ["f32", "f16"] as const) {
+    await decodeMatchesPrefill(gpu, cache);
+  }
+});
+
+async function decodeMatchesPrefill(gpu: Gpu, cache: KvDType): Promise<void> {
   const rng = seeded(23);
   const c = { headDim: 128, heads: 7, kvHeads: 1, seq: 10, offset: 190 };
   const qStride = (c.heads + 2 * c.kvHeads) * c.headDim, keys = c.offset + c.seq;
@@ -96,10 +109,11 @@ Deno.test("decodeAttention() agrees with causalAttention() on the same cache", a
     qkv: randn(rng, c.seq * qStride),
     qStride,
     keys,
-    kc: randn(rng, keys * c.kvHeads * c.headDim),
-    vc: randn(rng, keys * c.kvHeads * c.headDim),
+    kc: cacheArray(randn(rng, keys * c.kvHeads * c.headDim), cache),
+    vc: cacheArray(randn(rng, keys * c.kvHeads * c.headDim), cache),
   };
   const [bq, bk, bv] = [x.qkv, x.kc, x.vc].map((a) => uploadArray(gpu, a));
+  const k = { buffer: bk, dtype: cache }, v = { buffer: bv, dtype: cache };
   const width = c.heads * c.headDim;
   const pre = createStorage(gpu, c.seq * width * 4), dec = createStorage(gpu, width * 4);
   const s = { ...c, maxTokens: x.keys };
@@ -108,10 +122,10 @@ Deno.test("decodeAttention() agrees with causalAttention() on the same cache", a
   writeDecodeState(gpu, state, { cacheLen: x.keys - 1, position: 0, step: 0 });
   const qLast = { buffer: { buffer: bq, offset: (c.seq - 1) * x.qStride * 4 }, stride: x.qStride };
   run(gpu, [
-    causalAttention(gpu, pre, { buffer: bq, stride: x.qStride }, { buffer: bk }, { buffer: bv }, c),
-    ...decodeAttention(gpu, dec, qLast, { buffer: bk }, { buffer: bv }, state, scratch, s),
+    causalAttention(gpu, pre, { buffer: bq, stride: x.qStride }, k, v, c),
+    ...decodeAttention(gpu, dec, qLast, k, v, state, scratch, s),
   ]);
   const last = (await readF32(gpu, pre)).subarray((c.seq - 1) * width);
-  assertClose(await readF32(gpu, dec), last, TOL, "decode vs prefill");
+  assertClose(await readF32(gpu, dec), last, TOL, `decode vs prefill, ${cache} cache`);
   [bq, bk, bv, pre, dec, scratch, state].forEach((b) => b.destroy());
-});
+}

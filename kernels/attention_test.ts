@@ -4,12 +4,14 @@ import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { attention as attentionRef, centered, cuSeqlens, fakeInt8 } from "../src/ref/attention.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
+import { cacheArray, cacheValues } from "../src/ref/kv_cache.ts";
 import {
   causalAttention,
   type PrefillOptions,
   visionAttention,
   visionAttentionInt8,
 } from "./attention.ts";
+import type { KvDType } from "./kv_cache.ts";
 import { run } from "./_kernel.ts";
 
 // f32 dot products and exp against an f64 reference: scores of N(0,1) inputs are O(1) and the
@@ -68,23 +70,27 @@ function makeInputs(rng: () => number, c: Case) {
 }
 
 /**
- * Runs causalAttention() (with `tuning`) on case c's inputs from {@link makeInputs}; returns its
- * output, the reference's, and the kernel variant that ran.
+ * Runs causalAttention() (with `tuning`) on case c's inputs from {@link makeInputs}, its K/V cache
+ * in `cache`; returns its output, the reference's on the values that cache holds, and the kernel
+ * variant that ran.
  */
 async function runCausal(
   gpu: Gpu,
   c: Case,
   x: ReturnType<typeof makeInputs>,
   tuning?: PrefillOptions,
+  cache: KvDType = "f32",
 ): Promise<{ got: Float32Array; want: Float32Array; key: string }> {
-  const bufs = [x.qkv, x.kc, x.vc].map((a) => uploadArray(gpu, a));
+  const bufs = [x.qkv, cacheArray(x.kc, cache), cacheArray(x.vc, cache)].map((a) =>
+    uploadArray(gpu, a)
+  );
   const out = createStorage(gpu, c.seq * c.heads * c.headDim * 4);
   const d = causalAttention(
     gpu,
     out,
     { buffer: bufs[0], stride: x.qStride },
-    { buffer: bufs[1] },
-    { buffer: bufs[2] },
+    { buffer: bufs[1], dtype: cache },
+    { buffer: bufs[2], dtype: cache },
     c,
     tuning,
   );
@@ -93,7 +99,8 @@ async function runCausal(
   [...bufs, out].forEach((b) => b.destroy());
   d.destroy();
   const q = gather(x.qkv, c.seq, x.qStride, 0, c.heads * c.headDim);
-  return { got, want: attentionRef(q, x.kc, x.vc, c), key: d.variant.key };
+  const [kc, vc] = [x.kc, x.vc].map((a) => cacheValues(a, cache));
+  return { got, want: attentionRef(q, kc, vc, c), key: d.variant.key };
 }
 
 for (
@@ -104,12 +111,14 @@ for (
     ["flash outer", { flash: { outer: true } }],
   ] as const
 ) {
-  Deno.test(`causalAttention() (${name} kernel) matches the CPU reference over head dims, GQA ratios, lengths and offsets`, async () => {
+  // Every other case reads an f16 cache: the reference then runs on the f16-rounded K and V.
+  Deno.test(`causalAttention() (${name} kernel) matches the CPU reference over head dims, GQA ratios, lengths and offsets, f32 and f16 caches`, async () => {
     const gpu = await sharedGpu();
     const rng = seeded(20);
-    for (const c of CASES) {
-      const { got, want } = await runCausal(gpu, c, makeInputs(rng, c), tuning);
-      assertClose(got, want, TOL, `${name} ${JSON.stringify(c)}`);
+    for (const [i, c] of CASES.entries()) {
+      const cache = i % 2 ? "f16" : "f32";
+      const { got, want } = await runCausal(gpu, c, makeInputs(rng, c), tuning, cache);
+      assertClose(got, want, TOL, `${name} ${cache} cache ${JSON.stringify(c)}`);
     }
   });
 }
@@ -444,6 +453,14 @@ Deno.test("attention builders reject bad head shapes with the values in the mess
     () =>
       causalAttention(gpu, b, { buffer: b, stride: 30 }, r, r, { seq: 1, heads: 2, headDim: 16 }),
     /stride 30/,
+  );
+  // f16 rows are for a KV cache: K and V of one type, q f32, no f16 in the vision tower.
+  const h = { buffer: b, dtype: "f16" } as const, sh = { seq: 1, heads: 2, headDim: 16 };
+  assert.throws(() => causalAttention(gpu, b, r, h, r, sh), /q, k, v rows are f32, f16, f32/);
+  assert.throws(() => causalAttention(gpu, b, h, h, h, sh), /q must be f32/);
+  assert.throws(
+    () => visionAttention(gpu, b, r, h, h, b, { ...sh, nCu: 2 }),
+    /f16 only for a KV cache/,
   );
   b.destroy();
 });

@@ -1,14 +1,32 @@
 /**
  * KV cache writes (kernels/kv_cache.wgsl): a layer's cache is a K and a V buffer of
- * (maxTokens, kvHeads · headDim) f32; prefill writes its rows at a known offset, a decode step its
- * one row at state.cache_len.
+ * (maxTokens, kvHeads · headDim) f16 or f32 ({@link KvDType}); prefill writes its rows at a known
+ * offset, a decode step its one row at state.cache_len.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
+import { readF16, readF32 } from "../src/gpu/buffers.ts";
 import { type BufferArg, ceilDiv, Dispatch, type KernelVariant, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
+
+/**
+ * Element type of a KV cache (kernels/_kv_types.wgsl): "f16" halves the bytes each decode step
+ * reads (needs shader-f16; rounds K and V to 11 significant bits, 3 more than transformers' own
+ * bf16 cache); "f32" keeps them as computed.
+ */
+export type KvDType = "f16" | "f32";
+
+/** Bytes per element of a KV cache of `dtype`. */
+export function kvElementBytes(dtype: KvDType): number {
+  return dtype === "f16" ? 2 : 4;
+}
+
+/** The defines a kernel reading or writing a cache of `dtype` needs. */
+export function kvDefines(dtype: KvDType = "f32"): { KV16: boolean } {
+  return { KV16: dtype === "f16" };
+}
 
 // Widths, strides and offsets in vec4 units.
 const Params = defineParams({
@@ -37,10 +55,12 @@ export interface KvWriteShape {
   vOffset: number;
   /** Rows of the cache buffers; writes at or past it are dropped. */
   maxTokens: number;
+  /** The cache's element type (default f32). */
+  dtype?: KvDType;
 }
 
 /** The write pipeline: src, K cache, V cache, and with `decode` the decode state for the row. */
-function kvVariant(gpu: Gpu, decode: boolean): KernelVariant {
+function kvVariant(gpu: Gpu, decode: boolean, dtype?: KvDType): KernelVariant {
   return variant(gpu, {
     family: "kv_cache",
     entry: "main",
@@ -48,7 +68,7 @@ function kvVariant(gpu: Gpu, decode: boolean): KernelVariant {
       ? ["read", "read_write", "read_write", "read"]
       : ["read", "read_write", "read_write"],
     params: Params,
-    defines: { DECODE: decode },
+    defines: { DECODE: decode, ...kvDefines(dtype) },
   });
 }
 
@@ -83,8 +103,8 @@ function pack(s: KvWriteShape, row0: number, what: string): ArrayBuffer {
 /**
  * Writes `seq` tokens' K and V into cache rows offset..offset+seq-1.
  * @param src (seq, srcStride) f32 (K already rotated)
- * @param k (maxTokens, width) f32 K cache
- * @param v (maxTokens, width) f32 V cache
+ * @param k (maxTokens, width) K cache of s.dtype
+ * @param v (maxTokens, width) V cache of s.dtype
  */
 export function kvWrite(
   gpu: Gpu,
@@ -93,7 +113,7 @@ export function kvWrite(
   src: BufferArg,
   s: KvWriteShape & { offset: number },
 ): Dispatch {
-  const vt = kvVariant(gpu, false);
+  const vt = kvVariant(gpu, false, s.dtype);
   return new Dispatch(
     gpu,
     vt,
@@ -115,8 +135,13 @@ export function kvWriteAt(
   state: BufferArg,
   s: Omit<KvWriteShape, "seq">,
 ): Dispatch {
-  const vt = kvVariant(gpu, true);
+  const vt = kvVariant(gpu, true, s.dtype);
   return new Dispatch(gpu, vt, [src, k, v, state], pack({ ...s, seq: 1 }, 0, "kvWriteAt"), [
     ceilDiv(s.width / 4, WG),
   ]);
+}
+
+/** Reads a cache buffer of `dtype` back as f32 values (tests, debugging). */
+export function readKvCache(gpu: Gpu, buffer: GPUBuffer, dtype: KvDType): Promise<Float32Array> {
+  return dtype === "f16" ? readF16(gpu, buffer) : readF32(gpu, buffer);
 }

@@ -3,8 +3,9 @@
 // #if DECODE: one token written at row state.cache_len.
 
 @group(0) @binding(0) var<storage, read> src: array<vec4<f32>>;         // (seq, src_stride) f32
-@group(0) @binding(1) var<storage, read_write> kc: array<vec4<f32>>;    // (max_rows, dst_stride) f32
-@group(0) @binding(2) var<storage, read_write> vc: array<vec4<f32>>;    // (max_rows, dst_stride) f32
+#include kv_types
+@group(0) @binding(1) var<storage, read_write> kc: array<KV4>;          // (max_rows, dst_stride) f32 (f16 #if KV16)
+@group(0) @binding(2) var<storage, read_write> vc: array<KV4>;          // (max_rows, dst_stride) f32 (f16 #if KV16)
 #if DECODE
 #include decode_state
 @group(0) @binding(3) var<storage, read> state: DecodeState;
@@ -27,6 +28,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // A decode loop that runs past the cache must not write over other memory: drop the row.
   if (row >= p.max_rows) { return; }
   let s = t * p.src_stride + c;
-  kc[row * p.dst_stride + c] = src[s + p.k_off];
-  vc[row * p.dst_stride + c] = src[s + p.v_off];
+  kc[row * p.dst_stride + c] = KV4(src[s + p.k_off]);
+  vc[row * p.dst_stride + c] = KV4(src[s + p.v_off]);
 }

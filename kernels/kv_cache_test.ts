@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { sharedGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32, uploadArray, writeArray } from "../src/gpu/buffers.ts";
+import { cacheValues } from "../src/ref/kv_cache.ts";
 import { randn, seeded } from "../src/ref/_random.ts";
-import { kvWrite, kvWriteAt } from "./kv_cache.ts";
+import { kvElementBytes, kvWrite, kvWriteAt, readKvCache } from "./kv_cache.ts";
 import { advance, createDecodeState, writeDecodeState } from "./state.ts";
 import { run } from "./_kernel.ts";
 
@@ -25,32 +26,35 @@ function expectCache(
   }
 }
 
-Deno.test("kvWrite() and kvWriteAt() put K and V at the prefill offset and at state.cache_len", async () => {
+Deno.test("kvWrite() and kvWriteAt() put K and V at the prefill offset and at state.cache_len, in an f32 and an f16 cache", async () => {
   const gpu = await sharedGpu();
-  const rng = seeded(30);
-  const prompt = randn(rng, 5 * S.srcStride),
-    tok = randn(rng, S.srcStride),
-    tok2 = randn(rng, S.srcStride);
-  const [bp, bt] = [uploadArray(gpu, prompt), uploadArray(gpu, tok)];
-  const kc = createStorage(gpu, S.maxTokens * S.width * 4),
-    vc = createStorage(gpu, S.maxTokens * S.width * 4);
-  const state = createDecodeState(gpu);
-  writeDecodeState(gpu, state, { cacheLen: 7, position: 7, step: 0 });
-  const at = kvWriteAt(gpu, kc, vc, bt, state, S);
-  // Second turn's prompt at offset 2, then two decode steps (the second with new data).
-  run(gpu, [kvWrite(gpu, kc, vc, bp, { ...S, seq: 5, offset: 2 }), at, advance(gpu, state)]);
-  writeArray(gpu, bt, tok2);
-  run(gpu, [at]);
-  const wantK = new Float32Array(S.maxTokens * S.width), wantV = wantK.slice();
-  expectCache(wantK, prompt, 5, 2, S.kOffset);
-  expectCache(wantV, prompt, 5, 2, S.vOffset);
-  expectCache(wantK, tok, 1, 7, S.kOffset);
-  expectCache(wantV, tok, 1, 7, S.vOffset);
-  expectCache(wantK, tok2, 1, 8, S.kOffset);
-  expectCache(wantV, tok2, 1, 8, S.vOffset);
-  assert.deepEqual(await readF32(gpu, kc), wantK);
-  assert.deepEqual(await readF32(gpu, vc), wantV);
-  [bp, bt, kc, vc, state].forEach((b) => b.destroy());
+  for (const dtype of ["f32", "f16"] as const) {
+    const rng = seeded(30);
+    const prompt = randn(rng, 5 * S.srcStride),
+      tok = randn(rng, S.srcStride),
+      tok2 = randn(rng, S.srcStride);
+    const [bp, bt] = [uploadArray(gpu, prompt), uploadArray(gpu, tok)];
+    const bytes = S.maxTokens * S.width * kvElementBytes(dtype);
+    const kc = createStorage(gpu, bytes), vc = createStorage(gpu, bytes);
+    const state = createDecodeState(gpu);
+    writeDecodeState(gpu, state, { cacheLen: 7, position: 7, step: 0 });
+    const s = { ...S, dtype };
+    const at = kvWriteAt(gpu, kc, vc, bt, state, s);
+    // Second turn's prompt at offset 2, then two decode steps (the second with new data).
+    run(gpu, [kvWrite(gpu, kc, vc, bp, { ...s, seq: 5, offset: 2 }), at, advance(gpu, state)]);
+    writeArray(gpu, bt, tok2);
+    run(gpu, [at]);
+    const wantK = new Float32Array(S.maxTokens * S.width), wantV = wantK.slice();
+    expectCache(wantK, prompt, 5, 2, S.kOffset);
+    expectCache(wantV, prompt, 5, 2, S.vOffset);
+    expectCache(wantK, tok, 1, 7, S.kOffset);
+    expectCache(wantV, tok, 1, 7, S.vOffset);
+    expectCache(wantK, tok2, 1, 8, S.kOffset);
+    expectCache(wantV, tok2, 1, 8, S.vOffset);
+    assert.deepEqual(await readKvCache(gpu, kc, dtype), cacheValues(wantK, dtype), dtype);
+    assert.deepEqual(await readKvCache(gpu, vc, dtype), cacheValues(wantV, dtype), dtype);
+    [bp, bt, kc, vc, state].forEach((b) => b.destroy());
+  }
 });
 
 Deno.test("kvWriteAt() drops a write past the cache instead of overrunning it", async () => {

@@ -44,6 +44,8 @@ import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { deviceScratch } from "../src/gpu/buffers.ts";
 import { defineParams } from "./_params.ts";
+import type { Defines } from "./_preprocess.ts";
+import { kvDefines, type KvDType, kvElementBytes } from "./kv_cache.ts";
 import { grid2d } from "./_grid.ts";
 import { GEMV_PREP, GEMV_XQ, linearQ } from "./linear_q.ts";
 import { rmsNorm } from "./norm.ts";
@@ -208,13 +210,32 @@ export interface RopeKvEpilogue {
   table: GpuRopeTable;
   /** Decode state (kernels/state.wgsl): position to rotate by, cache row to write. */
   state: BufferArg;
-  /** (maxTokens, kvHeads · headDim) f32 K and V cache. */
+  /** (maxTokens, kvHeads · headDim) K and V cache of `dtype`. */
   k: BufferArg;
   v: BufferArg;
   /** Rotated heads: q heads + k heads. */
   heads: number;
   kvHeads: number;
   maxTokens: number;
+  /** The cache's element type (default f32). */
+  dtype?: KvDType;
+}
+
+/**
+ * The defines of a GEMV with the ROPE epilogue (kernels/_rope_kv.wgsl) `rk`, whose bindings
+ * follow output binding `yb`: table, state, K cache, V cache.
+ */
+export function ropeKvDefines(rk: RopeKvEpilogue | undefined, yb: number): Defines {
+  return rk
+    ? {
+      ROPE: true,
+      TABLE_BINDING: yb + 1,
+      STATE_BINDING: yb + 2,
+      KC_BINDING: yb + 3,
+      VC_BINDING: yb + 4,
+      ...kvDefines(rk.dtype),
+    }
+    : {};
 }
 
 /**
@@ -319,8 +340,9 @@ export function linear(
           `head_dim ${hd}`,
       );
     }
-    checkSize("k cache", rk.k, rk.maxTokens * rk.kvHeads * hd * 4);
-    checkSize("v cache", rk.v, rk.maxTokens * rk.kvHeads * hd * 4);
+    const bytes = rk.maxTokens * rk.kvHeads * hd * kvElementBytes(rk.dtype ?? "f32");
+    checkSize("k cache", rk.k, bytes);
+    checkSize("v cache", rk.v, bytes);
   }
   if (s.int8x && !isQuant(w.dtype)) {
     throw new InvalidInputError(`linear: int8x needs a q8 / q4 weight, got ${w.dtype}`);
@@ -395,10 +417,7 @@ export function linear(
     ],
     params: Params,
     defines: {
-      ROPE: rk !== undefined,
-      ...(rk
-        ? { TABLE_BINDING: yb + 1, STATE_BINDING: yb + 2, KC_BINDING: yb + 3, VC_BINDING: yb + 4 }
-        : {}),
+      ...ropeKvDefines(rk, yb),
       NORM: norm !== undefined,
       SILU: silu,
       ...(norm ? { NW_BINDING: inputs.length } : {}),

@@ -58,6 +58,7 @@ import {
   checkLinearCall,
   linear,
   type LinearShape,
+  ropeKvDefines,
   type RopeKvEpilogue,
 } from "./linear.ts";
 import { gemmQ, gemmQFits } from "./gemm.ts";
@@ -504,7 +505,6 @@ export function linearQ(
     params: Params,
     defines: {
       GEMV: true,
-      ROPE: rk !== undefined,
       EMIT: emit !== undefined,
       XPO: emit !== undefined,
       QVEC: t.xq || emit !== undefined,
@@ -512,9 +512,7 @@ export function linearQ(
       ...(emit
         ? emitSilu ? { EO_BINDING: yb + 1 } : { EW_BINDING: yb + 1, EO_BINDING: yb + 2 }
         : {}),
-      ...(rk
-        ? { TABLE_BINDING: yb + 1, STATE_BINDING: yb + 2, KC_BINDING: yb + 3, VC_BINDING: yb + 4 }
-        : {}),
+      ...ropeKvDefines(rk, yb),
       Q4: q === "q4",
       BIAS: bias !== null,
       ACC: s.accumulate === true,

@@ -39,6 +39,8 @@ import { linear, type LinearShape, normLinear, siluMulLinear } from "./linear.ts
 import { run } from "./_kernel.ts";
 import { gemmQ } from "./gemm.ts";
 import { mropeTable, ropeKvWrite } from "../src/ref/rope.ts";
+import { assertCache, cacheArray, cacheValues } from "../src/ref/kv_cache.ts";
+import { type KvDType, readKvCache } from "./kv_cache.ts";
 import { uploadRopeTable } from "./rope.ts";
 import { createDecodeState, writeDecodeState } from "./state.ts";
 
@@ -575,7 +577,8 @@ Deno.test("quantized weights refuse cols not divisible by 32 and float writes", 
 // x so —, then ropeKvWrite): 7B's head layout (28 q + 4 kv heads of 128, M-RoPE) at k = 3584 with
 // the default tuning, and a small one (4 + 2 heads of 16, k = 64) with tunings that reach every
 // reduction (odd rows per group become even), staged and prepared x; with and without norm and
-// bias. TOL as above (the rotation adds one FMA to the GEMV's rounding).
+// bias, into an f16 cache (with norm) and an f32 one. TOL as above (the rotation adds one FMA to
+// the GEMV's rounding; f16 caches: see assertCache).
 Deno.test("linearQ() with ropeKv rotates q and k at state.position and writes K, V at state.cache_len like the GEMV + ropeKvWrite", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(41);
@@ -613,14 +616,25 @@ Deno.test("linearQ() with ropeKv rotates q and k at state.position and writes K,
           const row = norm ? 2 : maxTokens - 1, position = Math.floor(rng() * 60);
           const x = randn(rng, k, 3), nw = randn(rng, k, 0.5).map((v) => v + 1);
           const bias = randn(rng, n);
-          const k0 = randn(rng, maxTokens * width), v0 = randn(rng, maxTokens * width);
+          const cache: KvDType = norm ? "f16" : "f32";
+          const k0 = cacheValues(randn(rng, maxTokens * width), cache),
+            v0 = cacheValues(randn(rng, maxTokens * width), cache);
           const state = createDecodeState(gpu);
           writeDecodeState(gpu, state, { cacheLen: row, position, step: 1 });
           const bx = uploadArray(gpu, x), bnw = uploadArray(gpu, nw), bb = uploadArray(gpu, bias);
           const by = createStorage(gpu, n * 4),
-            bk = uploadArray(gpu, k0),
-            bv = uploadArray(gpu, v0);
-          const ropeKv = { table: gt, state, k: bk, v: bv, heads: q + kv, kvHeads: kv, maxTokens };
+            bk = uploadArray(gpu, cacheArray(k0, cache)),
+            bv = uploadArray(gpu, cacheArray(v0, cache));
+          const ropeKv = {
+            table: gt,
+            state,
+            k: bk,
+            v: bv,
+            heads: q + kv,
+            kvHeads: kv,
+            maxTokens,
+            dtype: cache,
+          };
           const s: LinearShape = { m: 1, ...(norm ? { norm: { weight: bnw, eps } } : {}), ropeKv };
           const ds = Object.keys(tuning).length
             ? linearQ(gpu, by, bx, w, bb, s, tuning)
@@ -643,10 +657,10 @@ Deno.test("linearQ() with ropeKv rotates q and k at state.position and writes K,
           const yWant = ropeKvWrite(want, position, t, sh, kWant, vWant, row);
           const what = `${dtype} ${q}+${kv} heads of ${hd}, k=${k}, ${
             JSON.stringify(tuning)
-          }, norm=${norm}, row ${row}`;
+          }, norm=${norm}, row ${row}, ${cache} cache`;
           assertClose(await readF32(gpu, by, n), yWant, TOL, `${what}: y`);
-          assertClose(await readF32(gpu, bk), kWant, TOL, `${what}: k cache`);
-          assertClose(await readF32(gpu, bv), vWant, TOL, `${what}: v cache`);
+          assertCache(await readKvCache(gpu, bk, cache), kWant, cache, TOL, `${what}: k cache`);
+          assertCache(await readKvCache(gpu, bv, cache), vWant, cache, TOL, `${what}: v cache`);
           assert.notDeepEqual(kWant, k0, `${what}: the reference wrote K`);
           [bx, bnw, bb, by, bk, bv, state].forEach((b) => b.destroy());
           ds.forEach((d) => d.destroy());

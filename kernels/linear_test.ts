@@ -30,6 +30,8 @@ import {
 } from "./linear.ts";
 import { run } from "./_kernel.ts";
 import { mropeTable, ropeKvWrite } from "../src/ref/rope.ts";
+import { assertCache, cacheArray, cacheValues } from "../src/ref/kv_cache.ts";
+import { type KvDType, readKvCache } from "./kv_cache.ts";
 import { uploadRopeTable } from "./rope.ts";
 import { createDecodeState, writeDecodeState } from "./state.ts";
 
@@ -604,9 +606,10 @@ Deno.test("siluMulLinear() fuses at m = 1 and runs siluMul then linear at m > 1,
 // The decode q/k/v projection with rope + KV write as its epilogue against the CPU composition
 // (normLinear, then ropeKvWrite): 7B's head layout (28 q + 4 kv heads of 128, M-RoPE) at k = 3584
 // f16 with 16-byte loads, and the tiny model's (4 + 2 heads of 16) at k = 32 (the row GEMV with
-// idle threads) and 40 (scalar loads) in f32, with and without subgroups, bias, norm. The cache row
-// state.cache_len gets K and V, the rows around it stay; a cache_len of maxTokens writes nothing.
-// TOL as above for y and the caches (the rotation adds one FMA over the linear's rounding).
+// idle threads) and 40 (scalar loads) in f32, with and without subgroups, bias, norm, into an f16
+// cache (with norm) and an f32 one. The cache row state.cache_len gets K and V, the rows around it
+// stay; a cache_len of maxTokens writes nothing. TOL as above for y and the f32 caches (the
+// rotation adds one FMA over the linear's rounding; f16: see assertCache).
 Deno.test("linear() with ropeKv rotates q and k at state.position and writes K, V at state.cache_len like normLinear + ropeKvWrite", async () => {
   const gpu = await sharedGpu();
   const noSub = new Gpu(gpu.device, gpu.adapterInfo, { ...gpu.features, subgroups: false });
@@ -624,13 +627,25 @@ Deno.test("linear() with ropeKv rotates q and k at state.position and writes K, 
     for (const [g, norm] of [[gpu, true], [noSub, false]] as const) {
       const position = Math.floor(rng() * 60);
       const x = randn(rng, k, 3), nw = randn(rng, k, 0.5).map((v) => v + 1), bias = randn(rng, n);
-      const k0 = randn(rng, maxTokens * width), v0 = randn(rng, maxTokens * width);
+      const cache: KvDType = norm ? "f16" : "f32";
+      const k0 = cacheValues(randn(rng, maxTokens * width), cache),
+        v0 = cacheValues(randn(rng, maxTokens * width), cache);
       const state = createDecodeState(gpu);
       writeDecodeState(gpu, state, { cacheLen: row, position, step: 1 });
       const bx = uploadArray(gpu, x, "x"), bnw = uploadArray(gpu, nw, "nw");
       const bb = uploadArray(gpu, bias, "bias"), by = createStorage(gpu, n * 4, "y");
-      const bk = uploadArray(gpu, k0, "k"), bv = uploadArray(gpu, v0, "v");
-      const ropeKv = { table: gt, state, k: bk, v: bv, heads: q + kv, kvHeads: kv, maxTokens };
+      const bk = uploadArray(gpu, cacheArray(k0, cache), "k"),
+        bv = uploadArray(gpu, cacheArray(v0, cache), "v");
+      const ropeKv = {
+        table: gt,
+        state,
+        k: bk,
+        v: bv,
+        heads: q + kv,
+        kvHeads: kv,
+        maxTokens,
+        dtype: cache,
+      };
       const ds = linear(g, by, bx, w, bb, {
         m: 1,
         ...(norm ? { norm: { weight: bnw, eps } } : {}),
@@ -656,10 +671,11 @@ Deno.test("linear() with ropeKv rotates q and k at state.position and writes K, 
         vWant,
         row,
       );
-      const what = `${dtype} ${q}+${kv} heads of ${hd}, k=${k}, norm=${norm}, row ${row}`;
+      const what =
+        `${dtype} ${q}+${kv} heads of ${hd}, k=${k}, norm=${norm}, row ${row}, ${cache} cache`;
       assertClose(await readF32(gpu, by, n), yWant, TOL, `${what}: y`);
-      assertClose(await readF32(gpu, bk), kWant, TOL, `${what}: k cache`);
-      assertClose(await readF32(gpu, bv), vWant, TOL, `${what}: v cache`);
+      assertCache(await readKvCache(gpu, bk, cache), kWant, cache, TOL, `${what}: k cache`);
+      assertCache(await readKvCache(gpu, bv, cache), vWant, cache, TOL, `${what}: v cache`);
       if (row < maxTokens) assert.notDeepEqual(kWant, k0, `${what}: the reference wrote K`);
       [bx, bnw, bb, by, bk, bv, state].forEach((b) => b.destroy());
       ds.forEach((d) => d.destroy());

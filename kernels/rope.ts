@@ -17,6 +17,7 @@ import {
   variant,
 } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
+import { kvDefines, type KvDType, kvElementBytes } from "./kv_cache.ts";
 import { grid2d } from "./_grid.ts";
 
 export { mropeTable, type RopeTable, visionRopeTable } from "../src/ref/rope.ts";
@@ -85,7 +86,7 @@ export interface RopeShape {
 }
 
 /** The rope pipeline; with `decode`, binding 3 is the decode state instead of the positions. */
-function ropeVariant(gpu: Gpu, decode: boolean, kv = false): KernelVariant {
+function ropeVariant(gpu: Gpu, decode: boolean, kv = false, dtype?: KvDType): KernelVariant {
   return variant(gpu, {
     family: "rope",
     entry: "main",
@@ -97,7 +98,7 @@ function ropeVariant(gpu: Gpu, decode: boolean, kv = false): KernelVariant {
       ...(kv ? ["read_write", "read_write"] as const : []),
     ],
     params: Params,
-    defines: { DECODE: decode, KV: kv },
+    defines: { DECODE: decode, KV: kv, ...kvDefines(dtype) },
   });
 }
 
@@ -181,6 +182,8 @@ export interface RopeKvShape {
   offset?: number;
   /** Rows of the cache buffers; a write at or past it is dropped. */
   maxTokens: number;
+  /** The cache's element type (default f32). */
+  dtype?: KvDType;
 }
 
 /**
@@ -214,12 +217,13 @@ export function ropeKvWriteAt(
         `column ${offset} overrun the row stride ${s.stride}`,
     );
   }
-  checkSize("k cache", k, s.maxTokens * width * 4);
-  checkSize("v cache", v, s.maxTokens * width * 4);
+  const bytes = s.maxTokens * width * kvElementBytes(s.dtype ?? "f32");
+  checkSize("k cache", k, bytes);
+  checkSize("v cache", v, bytes);
   const sh = { heads: s.heads, stride: s.stride, offset, seq: 1 };
   return new Dispatch(
     gpu,
-    ropeVariant(gpu, true, true),
+    ropeVariant(gpu, true, true, s.dtype),
     [x, t.table, t.axis, state, k, v],
     pack(t, sh, "ropeKvWriteAt", s),
     [ceilDiv(s.heads * t.half + width, WG)],

@@ -17,8 +17,9 @@
 @group(0) @binding(3) var<storage, read> pos: array<u32>;       // (seq, naxes) u32
 #endif
 #if KV
-@group(0) @binding(4) var<storage, read_write> kc: array<f32>;  // (max_rows, kv_heads·2·half) f32
-@group(0) @binding(5) var<storage, read_write> vc: array<f32>;  // (max_rows, kv_heads·2·half) f32
+#include kv_types
+@group(0) @binding(4) var<storage, read_write> kc: array<KV1>;  // (max_rows, kv_heads·2·half) f32 (f16 #if KV16)
+@group(0) @binding(5) var<storage, read_write> vc: array<KV1>;  // (max_rows, kv_heads·2·half) f32 (f16 #if KV16)
 #endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
@@ -35,7 +36,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (g >= pairs) {
     let c = g - pairs;
     if (c < kvw && in_cache) {
-      vc[state.cache_len * kvw + c] = x[p.offset + p.heads * 2u * p.half + c];
+      vc[state.cache_len * kvw + c] = KV1(x[p.offset + p.heads * 2u * p.half + c]);
     }
     return;
   }
@@ -66,8 +67,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kh = p.heads - p.kv_heads;  // first K head among the rotated ones
   if (h >= kh && in_cache) {
     let kb = state.cache_len * kvw + (h - kh) * 2u * p.half + i;
-    kc[kb] = ra;
-    kc[kb + p.half] = rb;
+    kc[kb] = KV1(ra);
+    kc[kb + p.half] = KV1(rb);
   }
 #endif
 }

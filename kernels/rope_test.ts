@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { sharedGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
+import { assertCache, cacheArray, cacheValues } from "../src/ref/kv_cache.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import {
   applyRope,
@@ -13,6 +14,7 @@ import {
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
 import { rope, ropeAt, ropeKvWriteAt, uploadRopeTable } from "./rope.ts";
 import { createDecodeState, writeDecodeState } from "./state.ts";
+import { type KvDType, readKvCache } from "./kv_cache.ts";
 import { run } from "./_kernel.ts";
 
 // The GPU may fuse a·c − b·s into one FMA where the reference rounds each product: a few ulps of
@@ -126,7 +128,7 @@ Deno.test("rope() rejects heads that overrun the row stride", async () => {
 // Head dims 128 (7B: 28 q + 4 kv heads, M-RoPE [16, 24, 24]), 80 (vision-sized, 2 axes) and 16
 // (the tiny model), with the heads from column 0 (the decoder's qkv row) or offset; the cache
 // rows around state.cache_len must stay as they were, and a write at row maxTokens is dropped.
-Deno.test("ropeKvWriteAt() rotates q and k like ropeAt() and writes rotated K and V at state.cache_len", async () => {
+Deno.test("ropeKvWriteAt() rotates q and k like ropeAt() and writes rotated K and V at state.cache_len of an f32 or f16 cache", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(14);
   const cases = [
@@ -134,25 +136,52 @@ Deno.test("ropeKvWriteAt() rotates q and k like ropeAt() and writes rotated K an
     { t: visionRopeTable(80, 64), q: 2, kv: 2, offset: 40, pos: 50, row: 0 },
     { t: mropeTable(16, 1e6, [2, 3, 3], 64), q: 4, kv: 2, offset: 0, pos: 33, row: 9 },
     { t: mropeTable(16, 1e6, [2, 3, 3], 64), q: 4, kv: 2, offset: 0, pos: 33, row: 10 },
-  ];
+    {
+      t: mropeTable(128, 1e6, [16, 24, 24], 4096),
+      q: 28,
+      kv: 4,
+      offset: 0,
+      pos: 99,
+      row: 3,
+      dtype: "f16",
+    },
+    {
+      t: mropeTable(16, 1e6, [2, 3, 3], 64),
+      q: 4,
+      kv: 2,
+      offset: 0,
+      pos: 33,
+      row: 9,
+      dtype: "f16",
+    },
+  ] as const;
   const maxTokens = 10;
-  for (const { t, q, kv, offset, pos, row } of cases) {
+  for (const c of cases) {
+    const { t, q, kv, offset, pos, row } = c;
+    const dtype: KvDType = "dtype" in c ? c.dtype : "f32";
     const gt = uploadRopeTable(gpu, t);
     const headDim = 2 * t.half, heads = q + kv, width = kv * headDim;
     const stride = offset + (heads + kv) * headDim + 8;
     const x = randn(rng, stride);
-    const k0 = randn(rng, maxTokens * width), v0 = randn(rng, maxTokens * width);
+    const k0 = cacheValues(randn(rng, maxTokens * width), dtype),
+      v0 = cacheValues(randn(rng, maxTokens * width), dtype);
     const state = createDecodeState(gpu);
     writeDecodeState(gpu, state, { cacheLen: row, position: pos, step: 3 });
-    const bx = uploadArray(gpu, x), bk = uploadArray(gpu, k0), bv = uploadArray(gpu, v0);
-    const s = { heads, kvHeads: kv, stride, offset };
+    const bx = uploadArray(gpu, x),
+      bk = uploadArray(gpu, cacheArray(k0, dtype)),
+      bv = uploadArray(gpu, cacheArray(v0, dtype));
+    const s = { heads, kvHeads: kv, stride, offset, dtype };
     run(gpu, [ropeKvWriteAt(gpu, bx, bk, bv, state, gt, { ...s, maxTokens })]);
     const kWant = k0.slice(), vWant = v0.slice();
     const xWant = ropeKvWrite(x, pos, t, s, kWant, vWant, row);
-    const what = `head_dim ${headDim}, ${q}+${kv} heads, row ${row}`;
+    const what = `head_dim ${headDim}, ${q}+${kv} heads, row ${row}, ${dtype} cache`;
     assertClose(await readF32(gpu, bx), xWant, TOL, `${what}: x`);
-    assertClose(await readF32(gpu, bk), kWant, TOL, `${what}: k cache`);
-    assert.deepEqual(await readF32(gpu, bv), vWant, `${what}: v cache`);
+    assertCache(await readKvCache(gpu, bk, dtype), kWant, dtype, TOL, `${what}: k cache`);
+    assert.deepEqual(
+      await readKvCache(gpu, bv, dtype),
+      cacheValues(vWant, dtype),
+      `${what}: v cache`,
+    );
     if (row < maxTokens) assert.notDeepEqual(kWant, k0, `${what}: the reference wrote K`);
     [bx, bk, bv, state].forEach((b) => b.destroy());
     gt.destroy();

@@ -10,7 +10,11 @@ export const STORAGE: GPUBufferUsageFlags = GPUBufferUsage.STORAGE | GPUBufferUs
 
 /** Creates a storage buffer of `byteSize` bytes (rounded up to 4), zero-filled. */
 export function createStorage(gpu: Gpu, byteSize: number, label = "tensor"): GPUBuffer {
-  return gpu.device.createBuffer({ label, size: Math.max(4, Math.ceil(byteSize / 4) * 4), usage: STORAGE });
+  return gpu.device.createBuffer({
+    label,
+    size: Math.max(4, Math.ceil(byteSize / 4) * 4),
+    usage: STORAGE,
+  });
 }
 
 /**
@@ -38,7 +42,12 @@ export function uploadArray(gpu: Gpu, data: ArrayBufferView, label = "tensor"): 
 }
 
 /** Writes `data` into `buffer` at `byteOffset`, padding the tail so the size is a multiple of 4. */
-export function writeArray(gpu: Gpu, buffer: GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
+export function writeArray(
+  gpu: Gpu,
+  buffer: GPUBuffer,
+  data: ArrayBufferView,
+  byteOffset = 0,
+): void {
   const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
   const whole = bytes.byteLength & ~3;
   if (whole) gpu.device.queue.writeBuffer(buffer, byteOffset, bytes, 0, whole);
@@ -73,13 +82,34 @@ export async function readBytes(
 }
 
 /** Reads `count` f32 values (default: the whole buffer). */
-export async function readF32(gpu: Gpu, buffer: GPUBuffer, count?: number, offset = 0): Promise<Float32Array> {
+export async function readF32(
+  gpu: Gpu,
+  buffer: GPUBuffer,
+  count?: number,
+  offset = 0,
+): Promise<Float32Array> {
   const n = count ?? buffer.size / 4;
   return new Float32Array(await readBytes(gpu, buffer, n * 4, offset * 4));
 }
 
 /** Reads `count` u32 values (default: the whole buffer). */
-export async function readU32(gpu: Gpu, buffer: GPUBuffer, count?: number, offset = 0): Promise<Uint32Array> {
+export async function readU32(
+  gpu: Gpu,
+  buffer: GPUBuffer,
+  count?: number,
+  offset = 0,
+): Promise<Uint32Array> {
   const n = count ?? buffer.size / 4;
   return new Uint32Array(await readBytes(gpu, buffer, n * 4, offset * 4));
+}
+
+/** Reads `count` f16 values (default: the whole buffer) widened to f32, e.g. an f16 KV cache. */
+export async function readF16(
+  gpu: Gpu,
+  buffer: GPUBuffer,
+  count?: number,
+  offset = 0,
+): Promise<Float32Array> {
+  const n = count ?? buffer.size / 2;
+  return Float32Array.from(new Float16Array(await readBytes(gpu, buffer, n * 2, offset * 2)));
 }
