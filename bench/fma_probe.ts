@@ -83,42 +83,9 @@ for (const chains of [4, 8, 16]) {
     await measure(`vec4<f16>, ${chains} chains`, fmaKernel("f16", 4, chains, true), 8 * chains);
   }
 }
-// Packed f16 accumulated C steps at a time, then flushed into f32 accumulators: the shape a
-// matmul with f16 partial sums would take (f16 sums stay short, the long sum stays f32).
-function chunkedKernel(chains: number, c: number): string {
-  const decl = Array.from(
-    { length: chains },
-    (_, i) => `var h${i} = vec2<f16>(0.0h); var f${i} = vec2<f32>(f32(g.x + ${i}u), 1.0);`,
-  ).join("\n  ");
-  const step = Array.from({ length: chains }, (_, i) => `h${i} = fma(h${i}, b, c);`).join(" ");
-  const flush = Array.from(
-    { length: chains },
-    (_, i) => `f${i} += vec2<f32>(h${i}); h${i} = vec2<f16>(f16(f${i}.x) * 0.001h, 0.0h);`,
-  ).join(" ");
-  const sum = Array.from({ length: chains }, (_, i) => `f${i}`).join(" + ");
-  return `enable f16;
-@group(0) @binding(0) var<storage, read_write> o: array<f32>;
-@compute @workgroup_size(${WG}) fn main(@builtin(global_invocation_id) g: vec3u) {
-  let b = vec2<f16>(f16(g.x & 7u) * 0.01h, 0.5h); let c = vec2<f16>(0.25h, f16(g.x & 3u));
-  ${decl}
-  for (var i = 0u; i < ${ITERS / c}u; i++) {
-    ${Array.from({ length: c }, () => step).join("\n    ")}
-    ${flush}
-  }
-  let s = ${sum};
-  o[g.x] = s.x + s.y;
-}`;
-}
 if (gpu.features.f16) {
   for (const chains of [32, 64]) {
     await measure(`vec2<f16>, ${chains} chains`, fmaKernel("f16", 2, chains, true), 4 * chains);
-  }
-  for (const [chains, c] of [[16, 16], [32, 16], [32, 8], [64, 8]]) {
-    await measure(
-      `vec2<f16> ×${c} → f32, ${chains} chains`,
-      chunkedKernel(chains, c),
-      4 * chains,
-    );
   }
 }
 for (const chains of [4, 8]) {
