@@ -6,6 +6,7 @@ import { InvalidInputError } from "../src/errors.ts";
 import type { PresetName } from "../src/model/presets.ts";
 import { parseQuant, parseVisionQuant } from "../src/model/quantize.ts";
 import type { QuantDType, WeightDType } from "../src/gpu/tensor.ts";
+import { checkKvDType, type KvDType } from "../kernels/kv_cache.ts";
 
 /** Short shape names and the configs they stand for ("tiny" is the test fixture's). */
 export const SHAPES: Readonly<Record<string, PresetName | "tiny">> = {
@@ -26,6 +27,8 @@ export interface BenchOptions {
   quant?: QuantDType;
   /** q8 vision tower (int8 GEMMs: Qwen2VLModel.load's visionQuant), or none. */
   visionQuant?: QuantDType;
+  /** The KV cache's element type (default: Qwen2VLModel.load's, f16 beside f16 weights). */
+  kvCacheDtype?: KvDType;
   /** Prompt length in tokens, image tokens included. */
   promptTokens: number;
   /** Image size in pixels [width, height], or none. */
@@ -52,6 +55,7 @@ const USAGE = `deno task bench [options]
   --shape tiny|qwen2-vl-2b|qwen2-vl-7b|qwen2-vl-72b|qvq-72b   (default qwen2-vl-7b)
   --quant f16|q8|q4           decoder weights (default f16)
   --vision-quant q8|f16       vision tower matrices q8, int8 GEMMs (default f16: as --dtype)
+  --kv-cache-dtype f16|f32    KV cache type (default f16; f32 with --dtype f32)
   --dtype f16|f32             float weights (default f16; tiny on lavapipe: f32 works too)
   --prompt-tokens N           prompt length incl. image tokens (default 478)
   --image WxH                 an image of W×H pixels (e.g. 644x476 = 391 tokens)
@@ -106,6 +110,9 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
       }
       case "--vision-quant":
         o.visionQuant = parseVisionQuant(val());
+        break;
+      case "--kv-cache-dtype":
+        o.kvCacheDtype = checkKvDType(val(), "--kv-cache-dtype");
         break;
       case "--dtype": {
         const v = val();

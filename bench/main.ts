@@ -45,6 +45,8 @@ export interface BenchResult {
   quant: string;
   /** The vision tower's matrices' quantization (--vision-quant), only when set. */
   vision_quant?: string;
+  /** The KV cache's element type (absent from lines before the f16 cache: those ran f32). */
+  kv_cache?: string;
   device: string;
   /** Seconds to get the weights onto the GPU (generated, or loaded from `checkpoint`). */
   load_s: number;
@@ -164,6 +166,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       dtype: o.dtype,
       quant: o.quant,
       visionQuant: o.visionQuant,
+      kvCacheDtype: o.kvCacheDtype,
       maxContext: maxTokens,
     });
   } else {
@@ -172,6 +175,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       dtype: o.dtype,
       quant: o.quant,
       visionQuant: o.visionQuant,
+      kvCacheDtype: o.kvCacheDtype,
       seed: o.seed,
       maxContext: maxTokens,
     });
@@ -201,7 +205,14 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
     : undefined;
   let last!: Omit<
     BenchResult,
-    "shape" | "quant" | "vision_quant" | "device" | "load_s" | "load_source" | "load_gb_s"
+    | "shape"
+    | "quant"
+    | "vision_quant"
+    | "kv_cache"
+    | "device"
+    | "load_s"
+    | "load_source"
+    | "load_gb_s"
   >;
   try {
     for (let rep = 0; rep < o.repeat; rep++) {
@@ -319,6 +330,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
     shape: o.shape,
     quant: o.quant ?? o.dtype,
     ...(o.visionQuant ? { vision_quant: o.visionQuant } : {}),
+    kv_cache: model.kvCacheDtype,
     device,
     load_s: round(loadS),
     load_source: o.checkpoint ? "checkpoint" : "synthetic",

@@ -30,11 +30,14 @@ Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
   assert.equal(parseArgs([]).visionQuant, undefined);
   assert.equal(parseArgs(["--vision-quant", "q8"]).visionQuant, "q8");
   assert.equal(parseArgs(["--vision-quant=f16"]).visionQuant, undefined);
+  assert.equal(parseArgs([]).kvCacheDtype, undefined);
+  assert.equal(parseArgs(["--kv-cache-dtype", "f32"]).kvCacheDtype, "f32");
   for (
     const bad of [
       ["--shape", "gpt"],
       ["--quant", "q3"],
       ["--vision-quant", "q4"],
+      ["--kv-cache-dtype", "bf16"],
       ["--image", "644"],
       ["--new-tokens", "0"],
       ["--frobnicate"],

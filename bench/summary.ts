@@ -17,12 +17,24 @@ export function shortKey(key: string): string {
   return key.replace(/[A-Z_]*BINDING=\d+,?/g, "").replace(/,\]/, "]");
 }
 
+/**
+ * The weights column: the decoder's weights, then what differs from the default — a q8 vision
+ * tower, or an f32 KV cache beside weights that are not f32.
+ */
+function weightsLabel(r: BenchResult): string {
+  return [
+    r.quant,
+    ...(r.vision_quant ? [`vision ${r.vision_quant}`] : []),
+    ...(r.kv_cache === "f32" && r.quant !== "f32" ? ["KV f32"] : []),
+  ].join(", ");
+}
+
 /** The Markdown tables for `results`. */
 export function summarize(results: readonly BenchResult[]): string {
   const rows = results.map((r) =>
     [
       r.shape,
-      r.vision_quant ? `${r.quant}, vision ${r.vision_quant}` : r.quant,
+      weightsLabel(r),
       `${r.prompt_tokens} / ${r.image_tokens}`,
       r.load_gb_s !== undefined ? `${r.load_s} (${r.load_gb_s} GB/s)` : `${r.load_s}`,
       r.vision_s,

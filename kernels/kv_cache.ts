@@ -18,6 +18,20 @@ import { grid2d } from "./_grid.ts";
  */
 export type KvDType = "f16" | "f32";
 
+/**
+ * Checks a KV cache dtype option (`kvCacheDtype`, `--kv-cache-dtype`): "f16", "f32", or undefined
+ * for the default.
+ * @throws InvalidInputError naming `what` for anything else
+ */
+export function checkKvDType(value: unknown, what = "kvCacheDtype"): KvDType | undefined {
+  if (value === undefined || value === "f16" || value === "f32") return value;
+  throw new InvalidInputError(
+    `${what} must be "f16" or "f32" (or unset: the weights' float type), got ${
+      JSON.stringify(value)
+    }`,
+  );
+}
+
 /** Bytes per element of a KV cache of `dtype`. */
 export function kvElementBytes(dtype: KvDType): number {
   return dtype === "f16" ? 2 : 4;

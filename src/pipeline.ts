@@ -22,6 +22,7 @@
 import type { Gpu } from "./gpu/device.ts";
 import { readF32 } from "./gpu/buffers.ts";
 import type { QuantDType, WeightDType } from "./gpu/tensor.ts";
+import type { KvDType } from "../kernels/kv_cache.ts";
 import { type ModelSource, openModelSource } from "./model_files.ts";
 import { parseConfig } from "./model/config.ts";
 import { type ImageEmbeds, Qwen2VLModel, type Session } from "./model/qwen2vl.ts";
@@ -69,6 +70,11 @@ export interface PipelineOptions {
    * their largest value (src/model/vision_test.ts). Default: the tower in `dtype`.
    */
   visionQuant?: QuantDType;
+  /**
+   * The KV cache's element type (Qwen2VLModel's LoadOptions.kvCacheDtype): "f16" halves its memory
+   * and the bytes each decode step reads. Default: f32 with f32 weights, else f16.
+   */
+  kvCacheDtype?: KvDType;
   /** The WebGPU device (default: a new one). */
   gpu?: Gpu;
   /** The id clients use (default: the last segment of the model location). */
@@ -148,6 +154,7 @@ export class Pipeline implements ChatEngine {
         dtype: opts.dtype,
         quant: opts.quant,
         visionQuant: opts.visionQuant,
+        kvCacheDtype: opts.kvCacheDtype,
         maxContext: opts.maxContext,
         onProgress: opts.onProgress,
       });

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { sharedGpu } from "../src/gpu/device.ts";
 import { readF32, readU32 } from "../src/gpu/buffers.ts";
 import type { WeightDType } from "../src/gpu/tensor.ts";
+import type { KvDType } from "../kernels/kv_cache.ts";
 import { Qwen2VLModel, type Session } from "../src/model/qwen2vl.ts";
 import { getRopeIndex, type GridThw } from "../src/model/rope_index.ts";
 import {
@@ -23,12 +24,16 @@ import { SessionRun } from "../src/generate/session_run.ts";
 
 const STEPS = 12;
 
-const models = new Map<WeightDType, Promise<Qwen2VLModel>>();
-function tiny(dtype: WeightDType): Promise<Qwen2VLModel> {
-  let m = models.get(dtype);
+const models = new Map<string, Promise<Qwen2VLModel>>();
+/** The tiny model with `dtype` weights and a KV cache of `kv` (default: the loader's). */
+function tiny(dtype: WeightDType, kv?: KvDType): Promise<Qwen2VLModel> {
+  const key = `${dtype}/${kv}`;
+  let m = models.get(key);
   if (!m) {
-    m = sharedGpu().then((gpu) => Qwen2VLModel.load(TINY_DIR, { gpu, dtype, maxContext: 512 }));
-    models.set(dtype, m);
+    m = sharedGpu().then((gpu) =>
+      Qwen2VLModel.load(TINY_DIR, { gpu, dtype, maxContext: 512, kvCacheDtype: kv })
+    );
+    models.set(key, m);
   }
   return m;
 }
@@ -157,9 +162,25 @@ for (let c = 0; c < CASES; c++) {
 }
 
 Deno.test("tiny model with f16 weights: last logits close to transformers and the same 12 greedy ids", async () => {
+  // bf16 weights are exact in f16 unless below f16's normal range (|w| < 6.1e-5, where low bits
+  // are lost); here that changes nothing measurable (4e-7 of max |logit|, as f32), so the f32
+  // tolerance holds. Every prompt position is checked by the f32 tests.
+  await f16Parity("f32", 1e-4);
+});
+
+// The cache rounds every K and V to f16 (2⁻¹¹ relative; transformers' own bf16 cache rounds to
+// 2⁻⁸): measured 3.5e-5 … 1.28e-4 of max |logit| at the last prompt position over the four cases,
+// ≤ 2.1e-5 on the greedy steps' scores (the f32 cache: ≤ 4.5e-7), every greedy id the same.
+Deno.test("tiny model with f16 weights and their default f16 KV cache: last logits near transformers, the same 12 greedy ids", async () => {
+  await f16Parity(undefined, 3e-4);
+});
+
+/** The tiny model with f16 weights and a `kv` KV cache against transformers' fp32 run. */
+async function f16Parity(kv: KvDType | undefined, tol: number): Promise<void> {
   const gpu = await sharedGpu();
   if (!gpu.features.f16) return; // the f32 tests above cover adapters without shader-f16
-  const model = await tiny("f16");
+  const model = await tiny("f16", kv);
+  assert.equal(model.kvCacheDtype, kv ?? "f16");
   for (let c = 0; c < CASES; c++) {
     const ref = await readReferenceCase(c);
     const images = ref.gridThw.length
@@ -168,13 +189,10 @@ Deno.test("tiny model with f16 weights: last logits close to transformers and th
     const s = model.createSession(ref.inputIds.length + STEPS + 4);
     try {
       await model.prefill(s, ref.inputIds, images);
-      // bf16 weights are exact in f16 unless below f16's normal range (|w| < 6.1e-5, where low
-      // bits are lost); here that changes nothing measurable (4e-7 of max |logit|, as f32), so the
-      // f32 tolerance holds. Every prompt position is checked by the f32 tests.
       assertRelClose(
         await readF32(gpu, s.logits),
         ref.logitsLast,
-        1e-4,
+        tol,
         `f16 case ${c} logits_last`,
       );
       const { ids, scores } = await greedy(model, s, STEPS);
@@ -183,13 +201,13 @@ Deno.test("tiny model with f16 weights: last logits close to transformers and th
         Array.from(ref.generatedIds),
         `f16 case ${c} generated_ids`,
       );
-      assertRelClose(scores, ref.generatedScoresMax, 1e-4, `f16 case ${c} generated_scores_max`);
+      assertRelClose(scores, ref.generatedScoresMax, tol, `f16 case ${c} generated_scores_max`);
     } finally {
       s.dispose();
       images?.destroy();
     }
   }
-});
+}
 
 /**
  * Greedy decoding one command buffer per token, reading the logits each step (the synthetic

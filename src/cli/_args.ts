@@ -7,6 +7,8 @@ import { parseArgs } from "node:util";
 import { InvalidInputError } from "../errors.ts";
 import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
 import { parseQuant, parseVisionQuant } from "../model/quantize.ts";
+import { checkKvDType, type KvDType } from "../../kernels/kv_cache.ts";
+import type { LoadEngineOptions } from "../server/_engine.ts";
 
 /** Bad command-line usage: printed with the usage text, exit code 2. */
 export class UsageError extends Error {
@@ -123,6 +125,39 @@ export function quantOption(v: Values, usage: string): QuantDType | undefined {
 export function visionQuantOption(v: Values, usage: string): QuantDType | undefined {
   return parsedOption(v, "vision-quant", parseVisionQuant, usage);
 }
+
+/** `--kv-cache-dtype`: f16, f32, or undefined when absent (f16 beside f16 weights). */
+export function kvCacheDtypeOption(v: Values, usage: string): KvDType | undefined {
+  return parsedOption(v, "kv-cache-dtype", (x) => checkKvDType(x, "the KV cache dtype"), usage);
+}
+
+/**
+ * How to load the model, from `--dtype`, `--quant`, `--vision-quant` and `--kv-cache-dtype`:
+ * only the options given (the loader picks the rest).
+ */
+export function loadOptions(
+  v: Values,
+  usage: string,
+): Pick<LoadEngineOptions, "dtype" | "quant" | "visionQuant" | "kvCacheDtype"> {
+  const dtype = dtypeOption(v, usage);
+  const quant = quantOption(v, usage);
+  const visionQuant = visionQuantOption(v, usage);
+  const kvCacheDtype = kvCacheDtypeOption(v, usage);
+  return {
+    dtype,
+    quant,
+    ...(visionQuant ? { visionQuant } : {}),
+    ...(kvCacheDtype ? { kvCacheDtype } : {}),
+  };
+}
+
+/** The `--…` options {@link loadOptions} reads, for parseCommand. */
+export const LOAD_OPTIONS = {
+  dtype: { type: "string" },
+  quant: { type: "string" },
+  "vision-quant": { type: "string" },
+  "kv-cache-dtype": { type: "string" },
+} as const;
 
 /** `--name` through `parse`; its InvalidInputError becomes a UsageError naming the option. */
 function parsedOption<T>(

@@ -8,14 +8,13 @@
 import type { ChatEngine, ChatMessage, ContentPart, GenerateOptions } from "../generate/types.ts";
 import type { LoadEngineOptions } from "../server/_engine.ts";
 import {
-  dtypeOption,
   type Io,
+  LOAD_OPTIONS,
+  loadOptions,
   onInterrupt,
   parseCommand,
-  quantOption,
   requireString,
   stdio,
-  visionQuantOption,
 } from "./_args.ts";
 import { generateOptions, SAMPLING_OPTIONS } from "./_generate.ts";
 
@@ -34,6 +33,8 @@ options:
                             weight; q4 costs more accuracy (BENCHMARKS.md); f16: none (default)
   --vision-quant <q8|f16>   quantize the vision tower's matrices to q8 and run them as int8
                             GEMMs: faster image encoding, image embeddings ~2 % off; f16: none
+  --kv-cache-dtype <f16|f32>  the KV cache's type: f16 (default with f16 weights) halves its
+                            memory and what each decoded token reads; f32 (default with f32)
 
 in the chat:
   /image <path>   attach an image (PNG, JPEG, WebP) to your next message
@@ -163,7 +164,7 @@ export async function runChat(
 /** Loads a chat engine from a model directory, URL or hub id. */
 export type EngineLoader = (
   model: string,
-  options: Pick<LoadEngineOptions, "dtype" | "quant" | "visionQuant">,
+  options: Pick<LoadEngineOptions, "dtype" | "quant" | "visionQuant" | "kvCacheDtype">,
 ) => Promise<ChatEngine>;
 
 /**
@@ -185,9 +186,7 @@ export async function chatCommand(
     model: { type: "string" },
     system: { type: "string" },
     ...SAMPLING_OPTIONS,
-    dtype: { type: "string" },
-    quant: { type: "string" },
-    "vision-quant": { type: "string" },
+    ...LOAD_OPTIONS,
     help: { type: "boolean", short: "h" },
   }, USAGE);
   if (v.help) {
@@ -196,11 +195,9 @@ export async function chatCommand(
   }
   const model = requireString(v, "model", USAGE);
   const options = generateOptions(v, USAGE);
-  const dtype = dtypeOption(v, USAGE);
-  const quant = quantOption(v, USAGE);
-  const visionQuant = visionQuantOption(v, USAGE);
+  const loadOpts = loadOptions(v, USAGE);
   const loader = load ?? (await import("../server/_engine.ts")).loadEngine;
-  const engine = await loader(model, { dtype, quant, ...(visionQuant ? { visionQuant } : {}) });
+  const engine = await loader(model, loadOpts);
   await runChat(engine, {
     ...io,
     input,

@@ -148,6 +148,18 @@ Deno.test("chatCommand() parses its options and chats over the given input", asy
     return Promise.resolve(engine);
   }, ReadableStream.from([]));
   assert.equal(vq, "absent", "--vision-quant f16: none");
+  let kv: unknown = "unset";
+  await chatCommand(["--model", "m", "--kv-cache-dtype", "f32"], io, (_, o) => {
+    kv = o.kvCacheDtype;
+    return Promise.resolve(engine);
+  }, ReadableStream.from([]));
+  assert.equal(kv, "f32");
+  await assert.rejects(
+    chatCommand(["--model", "m", "--kv-cache-dtype", "q8"], io),
+    (e: Error) =>
+      e instanceof UsageError &&
+      /--kv-cache-dtype: the KV cache dtype must be "f16" or "f32".*got "q8"/.test(e.message),
+  );
   await assert.rejects(
     chatCommand(["--model", "m", "--vision-quant", "q4"], io),
     (e: Error) =>

@@ -12,17 +12,16 @@ import type {
 import type { Pipeline } from "../pipeline.ts";
 import { parseGenerationConfig, resolveOptions } from "../generate/options.ts";
 import {
-  dtypeOption,
   type Io,
+  LOAD_OPTIONS,
+  loadOptions,
   numberOption,
   onInterrupt,
   parseCommand,
-  quantOption,
   readImageFile,
   requireString,
   stringList,
   type Values,
-  visionQuantOption,
 } from "./_args.ts";
 
 const USAGE = `usage: qvq generate --model <dir|url|org/name> --prompt <text> [options]
@@ -46,6 +45,8 @@ options:
                             weight; q4 costs more accuracy (BENCHMARKS.md); f16: none (default)
   --vision-quant <q8|f16>   quantize the vision tower's matrices to q8 and run them as int8
                             GEMMs: faster image encoding, image embeddings ~2 % off; f16: none
+  --kv-cache-dtype <f16|f32>  the KV cache's type: f16 (default with f16 weights) halves its
+                            memory and what each decoded token reads; f32 (default with f32)
   --json                    print one JSON object at the end: text, finish reason, usage, timings
 `;
 
@@ -55,9 +56,7 @@ export const MODEL_OPTIONS = {
   prompt: { type: "string" },
   image: { type: "string", multiple: true },
   system: { type: "string" },
-  dtype: { type: "string" },
-  quant: { type: "string" },
-  "vision-quant": { type: "string" },
+  ...LOAD_OPTIONS,
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -76,16 +75,14 @@ export async function promptMessages(v: Values, usage: string): Promise<ChatMess
 }
 
 /**
- * Loads the pipeline of `--model` (a directory, a URL, or a hub id) with `--dtype`, `--quant` and
- * `--vision-quant`.
+ * Loads the pipeline of `--model` (a directory, a URL, or a hub id) with `--dtype`, `--quant`,
+ * `--vision-quant` and `--kv-cache-dtype`.
  */
 export async function loadPipeline(v: Values, usage: string): Promise<Pipeline> {
   const model = requireString(v, "model", usage);
-  const dtype = dtypeOption(v, usage);
-  const quant = quantOption(v, usage);
-  const visionQuant = visionQuantOption(v, usage);
+  const options = loadOptions(v, usage);
   const { loadEngine } = await import("../server/_engine.ts");
-  return await loadEngine(model, { dtype, quant, ...(visionQuant ? { visionQuant } : {}) });
+  return await loadEngine(model, options);
 }
 
 /** The sampling options `qvq generate` and `qvq chat` both take (read by {@link generateOptions}). */

@@ -15,6 +15,7 @@ import {
   decodeAttention,
   emitKeepsTuning,
   type GpuRopeTable,
+  type KvDType,
   kvWrite,
   linear,
   normLinear,
@@ -129,12 +130,14 @@ export const DECODER_FUSION = {
   preparedAct: true,
 };
 
-/** A layer's KV cache: K and V of (maxTokens, kvHeads · headDim) f32. */
+/** A layer's KV cache: K and V of (maxTokens, kvHeads · headDim) `dtype`. */
 export interface LayerCache {
-  /** (maxTokens, kvHeads · headDim) f32 rotated keys. */
+  /** (maxTokens, kvHeads · headDim) rotated keys. */
   k: GPUBuffer;
-  /** (maxTokens, kvHeads · headDim) f32 values. */
+  /** (maxTokens, kvHeads · headDim) values. */
   v: GPUBuffer;
+  /** Element type of k and v. */
+  dtype: KvDType;
 }
 
 /**
@@ -209,6 +212,7 @@ export function layerDispatches(
         stride: qkvWidth(t),
         offset: 0,
         maxTokens: r.maxTokens,
+        dtype: r.dtype,
       }),
     ];
     attention = attend.attention;
@@ -273,14 +277,21 @@ export function prefillAttend(
   const l = qkvLayout(t);
   return [
     rope(gpu, b.qkv, pos, table, { seq: n, heads: l.ropeHeads, stride: l.stride, offset: 0 }),
-    kvWrite(gpu, cache.k, cache.v, b.qkv, { ...l.kv, seq: n, maxTokens, offset }),
-    causalAttention(gpu, b.attn, { buffer: b.qkv, stride: l.stride }, { buffer: cache.k }, {
-      buffer: cache.v,
-    }, {
-      ...l.heads,
+    kvWrite(gpu, cache.k, cache.v, b.qkv, {
+      ...l.kv,
       seq: n,
+      maxTokens,
       offset,
+      dtype: cache.dtype,
     }),
+    causalAttention(
+      gpu,
+      b.attn,
+      { buffer: b.qkv, stride: l.stride },
+      { buffer: cache.k, dtype: cache.dtype },
+      { buffer: cache.v, dtype: cache.dtype },
+      { ...l.heads, seq: n, offset },
+    ),
   ];
 }
 
@@ -319,13 +330,14 @@ export function decodeAttend(
     heads: l.ropeHeads,
     kvHeads: t.numKvHeads,
     maxTokens,
+    dtype: cache.dtype,
   };
   const attention = decodeAttention(
     gpu,
     b.attn,
     { buffer: b.qkv, stride: l.stride },
-    { buffer: cache.k },
-    { buffer: cache.v },
+    { buffer: cache.k, dtype: cache.dtype },
+    { buffer: cache.v, dtype: cache.dtype },
     state,
     scratch,
     { ...l.heads, maxTokens },

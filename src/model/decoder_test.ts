@@ -28,6 +28,8 @@ import { getRopeIndex } from "./rope_index.ts";
 import { submit } from "./vision.ts";
 import { GpuWeights } from "./weights.ts";
 import { decodeAttentionScratchBytes } from "../../kernels/attention_decode.ts";
+import { type KvDType, kvElementBytes } from "../../kernels/kv_cache.ts";
+import { cacheValues } from "../ref/kv_cache.ts";
 import assert from "node:assert/strict";
 import { syntheticModel } from "./synthetic.ts";
 import { TINY_DIR } from "./_fixture.ts";
@@ -53,6 +55,7 @@ function layerRef(
   pos: Int32Array, // (3, seq)
   w: Record<string, Float32Array>,
   seq: number,
+  cache: KvDType,
 ): Float32Array {
   const H = T.hiddenSize, I = T.intermediateSize, kvd = T.numKvHeads * T.headDim, Q = qkvWidth(T);
   const h = rmsNormRef(x, w.inNorm, seq, H, T.rmsNormEps);
@@ -67,8 +70,9 @@ function layerRef(
   }
   const rot = { seq, headDim: T.headDim, theta: T.ropeTheta, mropeSection: T.mropeSection };
   const qr = mropeTransformers(q, pos, { ...rot, heads: T.numHeads });
-  const kr = mropeTransformers(k, pos, { ...rot, heads: T.numKvHeads });
-  const o = attentionRef(qr, kr, v, {
+  // The cache holds K and V in its dtype (transformers' cache, in the model's dtype, does the same).
+  const kr = cacheValues(mropeTransformers(k, pos, { ...rot, heads: T.numKvHeads }), cache);
+  const o = attentionRef(qr, kr, cacheValues(v, cache), {
     seq,
     heads: T.numHeads,
     kvHeads: T.numKvHeads,
@@ -81,6 +85,30 @@ function layerRef(
 }
 
 Deno.test("a decoder layer (head_dim 128, GQA, M-RoPE [16, 24, 24]) matches transformers' math over chunked prefill and decode steps", async () => {
+  // f32 kernels vs f64-summing references: f32 rounding through ~7 ops of K ≤ 256 sums
+  // (measured 5e-7 of the largest value).
+  const { got, want, S } = await decoderLayerCase("f32");
+  assertClose(got.subarray(0, S), want.subarray(0, S), 5e-6, "prefill rows");
+  assertClose(got.subarray(S), want.subarray(S), 5e-6, "decode rows");
+});
+
+// The reference rounds its K and V to f16 as the cache does; where the kernels' f32 K or V lies a
+// few ulps from the reference's across an f16 rounding boundary, that element lands one f16 step
+// away: measured 9.1e-6 (prefill) and 6.4e-6 (decode) of the largest value, against 1.8e-4 and
+// 7.8e-5 from the f32 reference — which must see the f16 cache.
+Deno.test("a decoder layer with an f16 KV cache matches transformers' math on f16-rounded K and V", async () => {
+  const { got, want, want32, S } = await decoderLayerCase("f16");
+  assertClose(got.subarray(0, S), want.subarray(0, S), 2e-5, "prefill rows");
+  assertClose(got.subarray(S), want.subarray(S), 2e-5, "decode rows");
+  assert.throws(() => assertClose(got, want32, 5e-6), /max \|err\|/, "the cache held f32");
+});
+
+/**
+ * One decoder layer (head_dim 128 …) with a KV cache of `kvDtype` over a chunked prefill and three
+ * decode steps, and the reference with its K and V rounded to that cache (want) and kept f32
+ * (want32); S: elements of the prefill rows.
+ */
+async function decoderLayerCase(kvDtype: KvDType) {
   const gpu = await sharedGpu();
   const H = T.hiddenSize, I = T.intermediateSize, Q = qkvWidth(T), kvd = T.numKvHeads * T.headDim;
   const rng = seeded(7);
@@ -118,12 +146,13 @@ Deno.test("a decoder layer (head_dim 128, GQA, M-RoPE [16, 24, 24]) matches tran
     for (let c = S; c < N; c++) posAll[a * N + c] = c + ropeDelta;
   }
   const x = randn(rng, N * H);
-  const want = layerRef(x, posAll, w, N);
+  const want = layerRef(x, posAll, w, N, kvDtype);
 
   const table = uploadRopeTable(gpu, mropeTable(T.headDim, T.ropeTheta, T.mropeSection, 64));
   const cache: LayerCache = {
-    k: createStorage(gpu, maxTokens * kvd * 4, "k"),
-    v: createStorage(gpu, maxTokens * kvd * 4, "v"),
+    k: createStorage(gpu, maxTokens * kvd * kvElementBytes(kvDtype), "k"),
+    v: createStorage(gpu, maxTokens * kvd * kvElementBytes(kvDtype), "v"),
+    dtype: kvDtype,
   };
   const b = createDecoderBuffers(gpu, T, 24, "prefill");
   const got = new Float32Array(N * H);
@@ -185,17 +214,14 @@ Deno.test("a decoder layer (head_dim 128, GQA, M-RoPE [16, 24, 24]) matches tran
     gpu.device.queue.submit([enc.finish()]);
     got.set(await readF32(gpu, d.x, H), c * H);
   }
-  // f32 kernels vs f64-summing references: f32 rounding through ~7 ops of K ≤ 256 sums
-  // (measured 5e-7 of the largest value).
-  assertClose(got.subarray(0, S * H), want.subarray(0, S * H), 5e-6, "prefill rows");
-  assertClose(got.subarray(S * H), want.subarray(S * H), 5e-6, "decode rows");
   for (const s of step) s.destroy();
   [cache.k, cache.v, state, scratch].forEach((x) => x.destroy());
   b.destroy();
   d.destroy();
   table.destroy();
   gw.destroy();
-});
+  return { got, want, want32: layerRef(x, posAll, w, N, "f32"), S: S * H };
+}
 
 // The q4 tiny model prefilled one token at a time (every layer at m = 1, as decode runs it), with
 // x chained as prepared int8 blocks from o_proj / down_proj into gate_up / the next qkv, and

@@ -21,10 +21,12 @@ import { type ModelSource, openModelSource } from "../model_files.ts";
 import { SafetensorsCheckpoint } from "../safetensors.ts";
 import type { Dispatch } from "../../kernels/_kernel.ts";
 import {
+  checkKvDType,
   copyRows,
   embedding,
   embeddingAt,
   type GpuRopeTable,
+  type KvDType,
   mropeTable,
   uploadRopeTable,
   writeDecodeState,
@@ -70,12 +72,26 @@ export interface LoadOptions {
   visionQuant?: QuantDType;
   /** Longest context (prompt + generated) a session may hold; default the config's max_position_embeddings. */
   maxContext?: number;
+  /**
+   * Element type of the sessions' KV cache: "f16" (half the memory and half the bytes each decode
+   * step reads; 11 significant bits, 3 more than transformers' bf16 cache) or "f32". Default:
+   * f32 with f32 weights, else f16 (as llama.cpp; vLLM's "auto" keeps the model's bf16).
+   */
+  kvCacheDtype?: KvDType;
   /** Refuse to load when the estimated GPU memory exceeds this many bytes (WebGPU cannot tell the device's size). */
   memoryLimit?: number;
   /** Prompt tokens per prefill pass (default: as many as fit, up to 512). Tests force small chunks. */
   prefillChunk?: number;
   /** Called as weights stream to the GPU. */
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
+/**
+ * The KV cache's element type when none is asked for: f32 beside f32 weights (the exact path the
+ * tests hold to transformers' f32 outputs), else f16.
+ */
+export function defaultKvCacheDtype(dtype: WeightDType): KvDType {
+  return dtype === "f32" ? "f32" : "f16";
 }
 
 /** Options of {@link Qwen2VLModel.prefill}. */
@@ -103,6 +119,8 @@ export interface PlanModelOptions {
   maxBufferSize?: number;
   /** Default: the config's max_position_embeddings. */
   maxContext?: number;
+  /** The KV cache's element type (default: {@link defaultKvCacheDtype} of dtype). */
+  kvCacheDtype?: KvDType;
 }
 
 /** What {@link planModel} finds: everything checked, nothing uploaded. */
@@ -115,6 +133,8 @@ export interface ModelPlan {
   memory: MemoryEstimate;
   /** Longest context planned for. */
   maxContext: number;
+  /** The KV cache's element type. */
+  kvCacheDtype: KvDType;
   /** The open checkpoint (headers only); close() it when done. */
   checkpoint: SafetensorsCheckpoint;
 }
@@ -135,6 +155,7 @@ export async function planModel(
   if (!Number.isInteger(maxContext) || maxContext < 2) {
     throw new InvalidInputError(`maxContext must be an integer ≥ 2, got ${maxContext}`);
   }
+  const kvCacheDtype = checkKvDType(opts.kvCacheDtype) ?? defaultKvCacheDtype(opts.dtype);
   const checkpoint = await SafetensorsCheckpoint.open(src);
   try {
     const plan = planWeights(config, (n) => (checkpoint.has(n) ? checkpoint.get(n) : undefined), {
@@ -148,8 +169,9 @@ export async function planModel(
     return {
       config,
       plan,
-      memory: estimateMemory(config, plan, maxContext),
+      memory: estimateMemory(config, plan, maxContext, kvCacheDtype),
       maxContext,
+      kvCacheDtype,
       checkpoint,
     };
   } catch (e) {
@@ -170,6 +192,8 @@ export class Qwen2VLModel {
   readonly memory: MemoryEstimate;
   /** Longest session (prompt + generated tokens) this model accepts; the rope table covers it. */
   readonly maxContext: number;
+  /** Element type of its sessions' KV cache. */
+  readonly kvCacheDtype: KvDType;
   readonly #w: GpuWeights;
   readonly #vision: VisionTower;
   readonly #rope: GpuRopeTable;
@@ -183,6 +207,7 @@ export class Qwen2VLModel {
     plan: WeightPlan,
     memory: MemoryEstimate,
     maxContext: number,
+    kvCacheDtype: KvDType,
     w: GpuWeights,
     chunk: number,
     ownsGpu: boolean,
@@ -193,6 +218,7 @@ export class Qwen2VLModel {
     this.plan = plan;
     this.memory = memory;
     this.maxContext = maxContext;
+    this.kvCacheDtype = kvCacheDtype;
     this.#w = w;
     this.#chunk = chunk;
     this.#vision = new VisionTower(gpu, cfg.vision, w);
@@ -216,10 +242,15 @@ export class Qwen2VLModel {
     let p: ModelPlan | undefined;
     try {
       const dtype = opts.dtype ?? (gpu.features.f16 ? "f16" : "f32");
+      const adapter = gpu.adapterInfo.description || gpu.adapterInfo.vendor;
       if (dtype === "f16" && !gpu.features.f16) {
         throw new GpuError(
-          `dtype "f16" needs shader-f16, which this adapter ` +
-            `(${gpu.adapterInfo.description || gpu.adapterInfo.vendor}) lacks; use dtype "f32"`,
+          `dtype "f16" needs shader-f16, which this adapter (${adapter}) lacks; use dtype "f32"`,
+        );
+      }
+      if (opts.kvCacheDtype === "f16" && !gpu.features.f16) {
+        throw new GpuError(
+          `kvCacheDtype "f16" needs shader-f16, which this adapter (${adapter}) lacks; use "f32"`,
         );
       }
       p = await planModel(src, {
@@ -229,14 +260,16 @@ export class Qwen2VLModel {
         maxBinding: gpu.maxBinding,
         maxBufferSize: gpu.limits.maxBufferSize,
         maxContext: opts.maxContext,
+        kvCacheDtype: opts.kvCacheDtype,
       });
-      const { config: cfg, plan, memory, maxContext } = p;
+      const { config: cfg, plan, memory, maxContext, kvCacheDtype } = p;
       if (opts.memoryLimit !== undefined && memory.total > opts.memoryLimit) {
         throw new GpuError(
           `the model needs about ${fmtBytes(memory.total)} of GPU memory (weights ` +
-            `${fmtBytes(memory.weights)} ${dtype}, KV cache ${fmtBytes(memory.kvCache)} for ` +
-            `${maxContext} tokens, activations ${fmtBytes(memory.activations)}), over the ` +
-            `${fmtBytes(opts.memoryLimit)} limit; use f16 weights or a shorter maxContext`,
+            `${fmtBytes(memory.weights)} ${dtype}, KV cache ${fmtBytes(memory.kvCache)} ` +
+            `${kvCacheDtype} for ${maxContext} tokens, activations ` +
+            `${fmtBytes(memory.activations)}), over the ${fmtBytes(opts.memoryLimit)} limit; ` +
+            `use f16 or quantized weights, an f16 KV cache or a shorter maxContext`,
         );
       }
       const chunk = opts.prefillChunk ?? prefillChunkTokens(cfg, gpu.maxBinding);
@@ -244,7 +277,17 @@ export class Qwen2VLModel {
         throw new InvalidInputError(`prefillChunk must be a positive integer, got ${chunk}`);
       }
       const w = await uploadWeights(gpu, p.checkpoint, plan, opts.onProgress);
-      return new Qwen2VLModel(cfg, gpu, plan, memory, maxContext, w, chunk, !opts.gpu);
+      return new Qwen2VLModel(
+        cfg,
+        gpu,
+        plan,
+        memory,
+        maxContext,
+        kvCacheDtype,
+        w,
+        chunk,
+        !opts.gpu,
+      );
     } catch (e) {
       if (!opts.gpu) gpu.destroy();
       throw e;
@@ -263,12 +306,28 @@ export class Qwen2VLModel {
     config: Qwen2VLConfig,
     plan: WeightPlan,
     weights: GpuWeights,
-    opts: { maxContext?: number; prefillChunk?: number; ownsGpu?: boolean } = {},
+    opts: {
+      maxContext?: number;
+      prefillChunk?: number;
+      ownsGpu?: boolean;
+      kvCacheDtype?: KvDType;
+    } = {},
   ): Qwen2VLModel {
     const maxContext = opts.maxContext ?? config.text.maxPositionEmbeddings;
     const chunk = opts.prefillChunk ?? prefillChunkTokens(config, gpu.maxBinding);
-    const memory = estimateMemory(config, plan, maxContext);
-    return new Qwen2VLModel(config, gpu, plan, memory, maxContext, weights, chunk, !!opts.ownsGpu);
+    const kv = checkKvDType(opts.kvCacheDtype) ?? defaultKvCacheDtype(plan.dtype);
+    const memory = estimateMemory(config, plan, maxContext, kv);
+    return new Qwen2VLModel(
+      config,
+      gpu,
+      plan,
+      memory,
+      maxContext,
+      kv,
+      weights,
+      chunk,
+      !!opts.ownsGpu,
+    );
   }
 
   /**
@@ -291,7 +350,7 @@ export class Qwen2VLModel {
       );
     }
     const gpu = this.gpu, t = this.config.text;
-    const s = new Session(gpu, t, maxTokens);
+    const s = new Session(gpu, t, maxTokens, this.kvCacheDtype);
     const b = s.decodeBuffers;
     const ds: Dispatch[] = [
       ...embeddingAt(gpu, b.x, s.tokens, s.state, this.#w.matrix("text.embed")),

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { GpuError, InvalidInputError, ModelFileError } from "../errors.ts";
-import { sharedGpu } from "../gpu/device.ts";
+import { Gpu, sharedGpu } from "../gpu/device.ts";
 import { readF32 } from "../gpu/buffers.ts";
 import { readDecodeState } from "../../kernels/state.ts";
 import { assertClose } from "../ref/_random.ts";
@@ -30,7 +30,9 @@ Deno.test("planModel() checks a sparse QVQ-72B checkpoint (real headers, no data
     assert.equal(h100.plan.storedNames.length, tensors.length);
     assert.equal(h100.plan.tensors.get("text.embed")!.chunks, 2);
     assert.equal(h100.plan.tensors.get("text.lm_head")!.chunks, 2);
-    assert.equal(h100.memory.kvCache, 20 * GiB);
+    // 80 layers × K, V × 32768 tokens × 1024 (8 KV heads × 128) × 2 bytes: f16 beside f16 weights
+    assert.equal(h100.kvCacheDtype, "f16");
+    assert.equal(h100.memory.kvCache, 10 * GiB);
     assert.ok(
       h100.memory.weights > 146e9 && h100.memory.weights < 147.5e9,
       `${h100.memory.weights}`,
@@ -40,6 +42,7 @@ Deno.test("planModel() checks a sparse QVQ-72B checkpoint (real headers, no data
       maxBinding: 128 * MiB,
       maxBufferSize: 2 * GiB,
       maxContext: 4096,
+      kvCacheDtype: "f32",
     });
     lava.checkpoint.close();
     assert.equal(lava.plan.tensors.get("text.embed")!.chunks, 19);
@@ -106,10 +109,27 @@ Deno.test("Qwen2VLModel.load() refuses a model over memoryLimit, saying how much
       assert.ok(e instanceof GpuError, String(e));
       assert.match(
         e.message,
-        /needs about 20\.45 MiB of GPU memory \(weights 18\.94 MiB f32, KV cache 256\.00 KiB for 1024 tokens/,
+        /needs about 20\.45 MiB of GPU memory \(weights 18\.94 MiB f32, KV cache 256\.00 KiB f32 for 1024 tokens/,
       );
+      assert.match(e.message, /an f16 KV cache or a shorter maxContext/);
       return true;
     },
+  );
+});
+
+Deno.test("Qwen2VLModel.load() refuses an f16 KV cache without shader-f16, and an unknown kvCacheDtype", async () => {
+  const gpu = await sharedGpu();
+  const noF16 = new Gpu(gpu.device, gpu.adapterInfo, { ...gpu.features, f16: false });
+  await assert.rejects(
+    () => Qwen2VLModel.load(TINY_DIR, { gpu: noF16, dtype: "f32", kvCacheDtype: "f16" }),
+    (e: Error) => e instanceof GpuError && /kvCacheDtype "f16" needs shader-f16/.test(e.message),
+  );
+  await assert.rejects(
+    // @ts-expect-error: a value from outside TypeScript
+    () => Qwen2VLModel.load(TINY_DIR, { gpu, dtype: "f32", kvCacheDtype: "bf16" }),
+    (e: Error) =>
+      e instanceof InvalidInputError &&
+      /kvCacheDtype must be "f16" or "f32" .*got "bf16"/.test(e.message),
   );
 });
 

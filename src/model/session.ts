@@ -7,7 +7,12 @@ import { GpuError, InvalidInputError } from "../errors.ts";
 import { fmtBytes, type Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import type { Dispatch } from "../../kernels/_kernel.ts";
-import { createDecodeState, decodeAttentionScratchBytes } from "../../kernels/mod.ts";
+import {
+  createDecodeState,
+  decodeAttentionScratchBytes,
+  type KvDType,
+  kvElementBytes,
+} from "../../kernels/mod.ts";
 import type { TextConfig } from "./config.ts";
 import { createDecoderBuffers, type DecoderBuffers, type LayerCache } from "./decoder.ts";
 
@@ -31,8 +36,10 @@ export class Session {
   readonly prompt: GPUBuffer;
   /** (vocab) f32 logits of the last prefill position or of the last decode step. */
   readonly logits: GPUBuffer;
-  /** Per layer K and V, (maxTokens, kvHeads · headDim) f32 each. */
+  /** Per layer K and V, (maxTokens, kvHeads · headDim) each, of kvCacheDtype. */
   readonly cache: readonly LayerCache[];
+  /** Element type of the KV cache. */
+  readonly kvCacheDtype: KvDType;
   /** Prompt tokens of the last prefill (0 before). */
   promptLength = 0;
   /** M-RoPE delta of the last prompt: a decode token at cache row c has position c + ropeDelta. */
@@ -48,24 +55,25 @@ export class Session {
   #disposed = false;
 
   /** @internal use Qwen2VLModel.createSession */
-  constructor(gpu: Gpu, t: TextConfig, maxTokens: number) {
+  constructor(gpu: Gpu, t: TextConfig, maxTokens: number, kvCacheDtype: KvDType) {
     if (!Number.isInteger(maxTokens) || maxTokens < 2) {
       throw new InvalidInputError(
         `createSession: maxTokens must be an integer ≥ 2, got ${maxTokens}`,
       );
     }
-    const kvd = t.numKvHeads * t.headDim;
-    const layerBytes = maxTokens * kvd * 4;
+    const kvd = t.numKvHeads * t.headDim, elem = kvElementBytes(kvCacheDtype);
+    const layerBytes = maxTokens * kvd * elem;
     if (layerBytes > gpu.maxBinding) {
       throw new GpuError(
         `createSession: a ${maxTokens}-token KV cache needs ${
           fmtBytes(layerBytes)
         } per layer for K ` +
           `(and as much for V), over this adapter's ${fmtBytes(gpu.maxBinding)} binding limit; ` +
-          `use a smaller maxTokens (at most ${Math.floor(gpu.maxBinding / (kvd * 4))})`,
+          `use a smaller maxTokens (at most ${Math.floor(gpu.maxBinding / (kvd * elem))})`,
       );
     }
     this.maxTokens = maxTokens;
+    this.kvCacheDtype = kvCacheDtype;
     gpu.device.pushErrorScope("out-of-memory");
     this.state = createDecodeState(gpu, "session.state");
     this.tokens = createStorage(gpu, maxTokens * 4, "session.tokens");
@@ -75,6 +83,7 @@ export class Session {
     this.cache = Array.from({ length: t.numLayers }, (_, i) => ({
       k: createStorage(gpu, layerBytes, `kv.${i}.k`),
       v: createStorage(gpu, layerBytes, `kv.${i}.v`),
+      dtype: kvCacheDtype,
     }));
     this.decodeBuffers = createDecoderBuffers(gpu, t, 1, "decode");
     this.attnScratch = createStorage(

@@ -9,10 +9,14 @@ import { TINY_DIR } from "./_fixture.ts";
 Deno.test("Session allocates a KV cache per layer and frees it on dispose()", async () => {
   const gpu = await sharedGpu();
   const t = parseConfig(JSON.parse(await Deno.readTextFile(`${TINY_DIR}config.json`))).text;
-  const s = new Session(gpu, t, 100);
+  const s = new Session(gpu, t, 100, "f32");
   await s.ready();
   assert.equal(s.cache.length, 2);
   assert.equal(s.cache[0].k.size, 100 * 16 * 4); // (maxTokens, kvHeads · headDim) f32
+  const h = new Session(gpu, t, 100, "f16");
+  assert.equal(h.cache[1].v.size, 100 * 16 * 2);
+  assert.equal(h.cache[1].dtype, "f16");
+  h.dispose();
   assert.equal(s.tokens.size, 400);
   assert.equal(s.logits.size, 151936 * 4);
   s.dispose();
@@ -23,12 +27,15 @@ Deno.test("Session allocates a KV cache per layer and frees it on dispose()", as
 
 Deno.test("Session refuses a KV cache over the binding limit, naming the largest maxTokens that fits", async () => {
   const gpu = await sharedGpu();
-  const t = parseConfig(PRESETS["QVQ-72B-Preview"]).text; // 8 KV heads × 128: 4 KiB per token per layer
-  const fits = Math.floor(gpu.maxBinding / 4096);
-  assert.throws(() => new Session(gpu, t, fits + 1), (e: Error) => {
-    assert.ok(e instanceof GpuError);
-    assert.match(e.message, new RegExp(`use a smaller maxTokens \\(at most ${fits}\\)`));
-    return true;
-  });
-  assert.throws(() => new Session(gpu, t, 1), /maxTokens must be an integer ≥ 2, got 1/);
+  // 8 KV heads × 128: 4 KiB (f32) or 2 KiB (f16) per token per layer
+  const t = parseConfig(PRESETS["QVQ-72B-Preview"]).text;
+  for (const [kv, perToken] of [["f32", 4096], ["f16", 2048]] as const) {
+    const fits = Math.floor(gpu.maxBinding / perToken);
+    assert.throws(() => new Session(gpu, t, fits + 1, kv), (e: Error) => {
+      assert.ok(e instanceof GpuError);
+      assert.match(e.message, new RegExp(`use a smaller maxTokens \\(at most ${fits}\\)`));
+      return true;
+    });
+  }
+  assert.throws(() => new Session(gpu, t, 1, "f16"), /maxTokens must be an integer ≥ 2, got 1/);
 });

@@ -15,6 +15,7 @@ import { createWeight, isQuant, type QuantDType, type WeightDType } from "../gpu
 import { fill, fillWeight } from "../../kernels/fill.ts";
 import { fillQuantRows } from "../../kernels/linear_q.ts";
 import { run } from "../../kernels/_kernel.ts";
+import type { KvDType } from "../../kernels/kv_cache.ts";
 import { parseConfig } from "./config.ts";
 import { Qwen2VLModel } from "./qwen2vl.ts";
 import { GpuWeights, type PlannedTensor, planWeights, type WeightPlan } from "./weights.ts";
@@ -30,6 +31,8 @@ export interface SyntheticOptions {
   quant?: QuantDType;
   /** Quantize the vision tower's matrices, as Qwen2VLModel.load's `visionQuant` (only "q8"). */
   visionQuant?: QuantDType;
+  /** The KV cache's element type, as Qwen2VLModel.load's `kvCacheDtype`. */
+  kvCacheDtype?: KvDType;
   /** Longest session (default 4096). */
   maxContext?: number;
   /** Prompt tokens per prefill pass (default: as load()). */
@@ -105,6 +108,7 @@ export async function syntheticModel(
       maxContext: opts.maxContext ?? 4096,
       prefillChunk: opts.prefillChunk,
       ownsGpu: !opts.gpu,
+      kvCacheDtype: opts.kvCacheDtype,
     });
   } catch (e) {
     weights.destroy();

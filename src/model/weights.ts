@@ -29,6 +29,7 @@ import {
 } from "../../kernels/linear_q.ts";
 import { run } from "../../kernels/_kernel.ts";
 import { gemmKernel } from "../../kernels/linear.ts";
+import { type KvDType, kvElementBytes } from "../../kernels/kv_cache.ts";
 import { convertRows, type SourceDType } from "../../kernels/convert.ts";
 import type { SafetensorsCheckpoint } from "../safetensors.ts";
 import type { Qwen2VLConfig } from "./config.ts";
@@ -85,7 +86,7 @@ export interface PlannedTensor {
 export interface MemoryEstimate {
   /** All planned tensors. */
   weights: number;
-  /** K and V of every layer for maxContext tokens, f32. */
+  /** K and V of every layer for maxContext tokens, in the cache's dtype. */
   kvCache: number;
   /** Prefill/vision scratch activations and logits (upper bound for the planned chunk sizes). */
   activations: number;
@@ -388,15 +389,18 @@ export function prefillChunkTokens(cfg: Qwen2VLConfig, maxBinding: number): numb
 /**
  * GPU memory for weights, KV cache for `maxContext` tokens and prefill activations.
  * @param maxContext tokens the KV cache holds (prompt + generated)
+ * @param kv the KV cache's element type (default f32)
  */
 export function estimateMemory(
   cfg: Qwen2VLConfig,
   plan: WeightPlan,
   maxContext: number,
+  kv: KvDType = "f32",
 ): MemoryEstimate {
   const t = cfg.text;
   const kvd = t.numKvHeads * t.headDim;
-  const kvCache = 2 * t.numLayers * maxContext * kvd * 4;
+  const layerCache = maxContext * kvd * kvElementBytes(kv);
+  const kvCache = 2 * t.numLayers * layerCache;
   const chunk = prefillChunkTokens(cfg, plan.maxBinding);
   const qkv = t.hiddenSize + 2 * kvd;
   // x, normed x, qkv, attention out, gate|up, mlp act; and the logits of one row.
@@ -426,7 +430,7 @@ export function estimateMemory(
       : pt.bytes;
     largest = Math.max(largest, bytes);
   }
-  largest = Math.max(largest, maxContext * kvd * 4);
+  largest = Math.max(largest, layerCache);
   return {
     weights: plan.weightBytes,
     kvCache,

@@ -5,6 +5,7 @@
  * @module
  */
 import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
+import type { KvDType } from "../../kernels/kv_cache.ts";
 import { type DownloadOptions, resolveModel } from "../hub/download.ts";
 import { ProgressBar, type ProgressSink, stderrSink } from "../hub/_progress.ts";
 import { Pipeline } from "../pipeline.ts";
@@ -17,6 +18,8 @@ export interface LoadEngineOptions {
   quant?: QuantDType;
   /** Quantize the vision tower's matrices: "q8" (default: none; see PipelineOptions.visionQuant). */
   visionQuant?: QuantDType;
+  /** The KV cache's element type (default: see PipelineOptions.kvCacheDtype). */
+  kvCacheDtype?: KvDType;
   /** Hub download settings (default: from HF_* environment variables). */
   download?: DownloadOptions;
   /** A progress bar for the weight upload: true (stderr), false, or a sink. Default: when stderr is a terminal. */
@@ -50,6 +53,7 @@ export async function loadEngine(
     dtype: options.dtype,
     quant: options.quant,
     visionQuant: options.visionQuant,
+    kvCacheDtype: options.kvCacheDtype,
     modelId: fromHub ? model.replace(/@.*$/, "") : undefined,
     onProgress: sink
       ? (done, total) => {

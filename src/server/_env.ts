@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { InvalidInputError } from "../errors.ts";
 import { parseQuant, parseVisionQuant } from "../model/quantize.ts";
+import { checkKvDType } from "../../kernels/kv_cache.ts";
 import type { ServerOptions } from "./app.ts";
 import type { LoadEngineOptions } from "./_engine.ts";
 
@@ -41,10 +42,13 @@ export function modelFromEnv(env: Env, moduleUrl: string): string {
 /**
  * How to load the model, from `QVQ_QUANT`: q8 or q4 quantize the decoder's matrices while
  * loading; f16 or unset/empty: no quantization. `QVQ_VISION_QUANT`: q8 quantizes the vision
- * tower's matrices (int8 GEMMs); f16 or unset/empty: none.
+ * tower's matrices (int8 GEMMs); f16 or unset/empty: none. `QVQ_KV_CACHE_DTYPE`: f16 or f32, the
+ * KV cache's element type; unset/empty: the default (f16 beside f16 weights).
  * @throws InvalidInputError for any other value, naming the variable and the accepted values
  */
-export function loadOptionsFromEnv(env: Env): Pick<LoadEngineOptions, "quant" | "visionQuant"> {
+export function loadOptionsFromEnv(
+  env: Env,
+): Pick<LoadEngineOptions, "quant" | "visionQuant" | "kvCacheDtype"> {
   const parse = <T>(name: string, parser: (text: string) => T): T | undefined => {
     const text = env(name);
     if (text === undefined || text === "") return undefined;
@@ -56,7 +60,12 @@ export function loadOptionsFromEnv(env: Env): Pick<LoadEngineOptions, "quant" | 
   };
   const quant = parse("QVQ_QUANT", parseQuant);
   const visionQuant = parse("QVQ_VISION_QUANT", parseVisionQuant);
-  return { ...(quant ? { quant } : {}), ...(visionQuant ? { visionQuant } : {}) };
+  const kvCacheDtype = parse("QVQ_KV_CACHE_DTYPE", (v) => checkKvDType(v, "the KV cache dtype"));
+  return {
+    ...(quant ? { quant } : {}),
+    ...(visionQuant ? { visionQuant } : {}),
+    ...(kvCacheDtype ? { kvCacheDtype } : {}),
+  };
 }
 
 /** Server options from `QVQ_API_KEY`, `QVQ_MAX_QUEUE` and `QVQ_ALLOW_REMOTE_IMAGES`. */

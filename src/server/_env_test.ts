@@ -69,6 +69,23 @@ Deno.test("loadOptionsFromEnv() reads QVQ_VISION_QUANT: q8 quantizes the vision 
   );
 });
 
+Deno.test("loadOptionsFromEnv() reads QVQ_KV_CACHE_DTYPE: f16 or f32, empty/unset the default, others fail", () => {
+  assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_KV_CACHE_DTYPE: "" })), {});
+  assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_KV_CACHE_DTYPE: "f32" })), {
+    kvCacheDtype: "f32",
+  });
+  assert.deepEqual(
+    loadOptionsFromEnv(vars({ QVQ_QUANT: "q4", QVQ_KV_CACHE_DTYPE: "f16" })),
+    { quant: "q4", kvCacheDtype: "f16" },
+  );
+  assert.throws(
+    () => loadOptionsFromEnv(vars({ QVQ_KV_CACHE_DTYPE: "fp8" })),
+    (e: Error) =>
+      e instanceof InvalidInputError &&
+      /^QVQ_KV_CACHE_DTYPE: the KV cache dtype must be "f16" or "f32".*got "fp8"/.test(e.message),
+  );
+});
+
 Deno.test("listenOptions() takes --port, else PORT, else 8000, and --host", () => {
   assert.deepEqual(listenOptions([], vars({})), { port: 8000, hostname: "0.0.0.0" });
   assert.deepEqual(listenOptions([], vars({ PORT: "9001" })), { port: 9001, hostname: "0.0.0.0" });
