@@ -27,7 +27,7 @@ export interface BenchOptions {
   quant?: QuantDType;
   /** q8 vision tower (int8 GEMMs: Qwen2VLModel.load's visionQuant), or none. */
   visionQuant?: QuantDType;
-  /** The KV cache's element type (default: Qwen2VLModel.load's, f16 beside f16 weights). */
+  /** The KV cache's element type (default: Qwen2VLModel.load's, f32). */
   kvCacheDtype?: KvDType;
   /** Prompt length in tokens, image tokens included. */
   promptTokens: number;
@@ -55,7 +55,7 @@ const USAGE = `deno task bench [options]
   --shape tiny|qwen2-vl-2b|qwen2-vl-7b|qwen2-vl-72b|qvq-72b   (default qwen2-vl-7b)
   --quant f16|q8|q4           decoder weights (default f16)
   --vision-quant q8|f16       vision tower matrices q8, int8 GEMMs (default f16: as --dtype)
-  --kv-cache-dtype f16|f32    KV cache type (default f16; f32 with --dtype f32)
+  --kv-cache-dtype f32|f16    KV cache type (default f32)
   --dtype f16|f32             float weights (default f16; tiny on lavapipe: f32 works too)
   --prompt-tokens N           prompt length incl. image tokens (default 478)
   --image WxH                 an image of W×H pixels (e.g. 644x476 = 391 tokens)

@@ -6,11 +6,13 @@
  * against src/ref/attention.ts (f64): a fast wrong kernel cannot pass unnoticed.
  *
  *   deno run -A bench/_attention_decode.ts [--ctx 600,4096] [--sweep 0|1] [--reps R]
- *     [--out file.jsonl]
+ *     [--kv f32,f16] [--out file.jsonl]
  * @module
  */
 import { requestGpu } from "../src/gpu/device.ts";
-import { createStorage, readF32 } from "../src/gpu/buffers.ts";
+import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
+import { checkKvDType, kvElementBytes } from "../kernels/kv_cache.ts";
+import { cacheArray, cacheValues } from "../src/ref/kv_cache.ts";
 import { fill } from "../kernels/fill.ts";
 import {
   decodeAttention,
@@ -30,6 +32,8 @@ const opt = (name: string, def: string) => {
 const contexts = opt("--ctx", "600,4096").split(",").map(Number);
 const outFile = opt("--out", "");
 const repsOverride = Number(opt("--reps", "0"));
+/** The KV cache types to run (each case against the reference on what that cache holds). */
+const kvTypes = opt("--kv", "f32").split(",").map((x) => checkKvDType(x, "--kv") ?? "f32");
 /** --sweep 1: the default against other merge batches, split counts and chunks. */
 const TUNINGS: Partial<DecodeAttentionShape>[] = opt("--sweep", "1") !== "0"
   ? [
@@ -66,62 +70,69 @@ for (const [name, s] of SHAPES) {
   const stride = (s.heads + 2 * s.kvHeads) * s.headDim, kvWidth = s.kvHeads * s.headDim;
   const width = s.heads * s.headDim;
   const qkv = randomBuffer(stride, 31, "qkv");
-  const kc = randomBuffer(maxTokens * kvWidth, 32, "k");
-  const vc = randomBuffer(maxTokens * kvWidth, 33, "v");
+  const kc32 = randomBuffer(maxTokens * kvWidth, 32, "k");
+  const vc32 = randomBuffer(maxTokens * kvWidth, 33, "v");
   const out = createStorage(gpu, width * 4, "out");
-  const [q, k, v] = await Promise.all([
+  const [q, k32, v32] = await Promise.all([
     readF32(gpu, qkv, width),
-    readF32(gpu, kc),
-    readF32(gpu, vc),
+    readF32(gpu, kc32),
+    readF32(gpu, vc32),
   ]);
-  for (const tuning of TUNINGS) {
-    const shape: DecodeAttentionShape = { ...s, maxTokens, ...tuning };
-    const scratch = createStorage(gpu, decodeAttentionScratchBytes(shape), "scratch");
-    const ds = decodeAttention(
-      gpu,
-      out,
-      { buffer: qkv, stride },
-      { buffer: kc },
-      { buffer: vc },
-      state,
-      scratch,
-      shape,
-    );
-    for (const ctx of contexts) {
-      writeDecodeState(gpu, state, { cacheLen: ctx - 1, position: ctx - 1, step: 0 });
-      const ms = await timeIt(ds, out);
-      const want = attentionRef(q, k.subarray(0, ctx * kvWidth), v.subarray(0, ctx * kvWidth), {
-        ...s,
-        seq: 1,
-        offset: ctx - 1,
-      });
-      const got = await readF32(gpu, out);
-      let err = 0;
-      for (let i = 0; i < width; i++) err = Math.max(err, Math.abs(got[i] - want[i]));
-      // Inputs are uniform in [-1, 1): outputs are O(0.1–1); f32 accumulation stays near 1e-6.
-      if (!(err <= 1e-5)) failures++;
-      const bytes = 2 * ctx * kvWidth * 4;
-      const rec = {
-        kind: "decode",
-        case: `${name} ctx ${ctx} ${JSON.stringify(tuning)}`,
-        ctx,
-        ...s,
-        tuning,
-        us: +(ms * 1000).toFixed(2),
-        kv_tb_s: +(bytes / ms / 1e9).toFixed(3),
-        max_err: err,
-      };
-      lines.push(JSON.stringify(rec));
-      console.log(
-        `${rec.case.padEnd(44)} ${rec.us.toFixed(1).padStart(8)} µs  K/V ${
-          rec.kv_tb_s.toFixed(2).padStart(5)
-        } TB/s  err ${err.toExponential(1)}${err <= 1e-5 ? "" : "  WRONG"}`,
+  for (const kv of kvTypes) {
+    const [k, v] = [k32, v32].map((a) => cacheValues(a, kv));
+    const kc = kv === "f16" ? uploadArray(gpu, cacheArray(k, kv), "k16") : kc32;
+    const vc = kv === "f16" ? uploadArray(gpu, cacheArray(v, kv), "v16") : vc32;
+    for (const tuning of TUNINGS) {
+      const shape: DecodeAttentionShape = { ...s, maxTokens, ...tuning };
+      const scratch = createStorage(gpu, decodeAttentionScratchBytes(shape), "scratch");
+      const ds = decodeAttention(
+        gpu,
+        out,
+        { buffer: qkv, stride },
+        { buffer: kc, dtype: kv },
+        { buffer: vc, dtype: kv },
+        state,
+        scratch,
+        shape,
       );
+      for (const ctx of contexts) {
+        writeDecodeState(gpu, state, { cacheLen: ctx - 1, position: ctx - 1, step: 0 });
+        const ms = await timeIt(ds, out);
+        const want = attentionRef(q, k.subarray(0, ctx * kvWidth), v.subarray(0, ctx * kvWidth), {
+          ...s,
+          seq: 1,
+          offset: ctx - 1,
+        });
+        const got = await readF32(gpu, out);
+        let err = 0;
+        for (let i = 0; i < width; i++) err = Math.max(err, Math.abs(got[i] - want[i]));
+        // Inputs are uniform in [-1, 1): outputs are O(0.1–1); f32 accumulation stays near 1e-6.
+        if (!(err <= 1e-5)) failures++;
+        const bytes = 2 * ctx * kvWidth * kvElementBytes(kv);
+        const rec = {
+          kind: "decode",
+          case: `${name} ${kv} ctx ${ctx} ${JSON.stringify(tuning)}`,
+          kv,
+          ctx,
+          ...s,
+          tuning,
+          us: +(ms * 1000).toFixed(2),
+          kv_tb_s: +(bytes / ms / 1e9).toFixed(3),
+          max_err: err,
+        };
+        lines.push(JSON.stringify(rec));
+        console.log(
+          `${rec.case.padEnd(44)} ${rec.us.toFixed(1).padStart(8)} µs  K/V ${
+            rec.kv_tb_s.toFixed(2).padStart(5)
+          } TB/s  err ${err.toExponential(1)}${err <= 1e-5 ? "" : "  WRONG"}`,
+        );
+      }
+      scratch.destroy();
+      ds.forEach((d) => d.destroy());
     }
-    scratch.destroy();
-    ds.forEach((d) => d.destroy());
+    if (kv === "f16") [kc, vc].forEach((b) => b.destroy());
   }
-  [qkv, kc, vc, out].forEach((b) => b.destroy());
+  [qkv, kc32, vc32, out].forEach((b) => b.destroy());
 }
 // The floor any decode kernel pays in such a chain: a one-workgroup dispatch writing 16 bytes.
 const tiny = createStorage(gpu, 16, "tiny");

@@ -19,13 +19,13 @@ export function shortKey(key: string): string {
 
 /**
  * The weights column: the decoder's weights, then what differs from the default — a q8 vision
- * tower, or an f32 KV cache beside weights that are not f32.
+ * tower, an f16 KV cache.
  */
 function weightsLabel(r: BenchResult): string {
   return [
     r.quant,
     ...(r.vision_quant ? [`vision ${r.vision_quant}`] : []),
-    ...(r.kv_cache === "f32" && r.quant !== "f32" ? ["KV f32"] : []),
+    ...(r.kv_cache === "f16" ? ["KV f16"] : []),
   ].join(", ");
 }
 

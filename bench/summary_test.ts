@@ -54,12 +54,15 @@ Deno.test("summarize() gives a row per run and the top kernels of profiled runs"
     summarize([{ ...base, vision_quant: "q8" }]).split("\n")[2].split("|")[2].trim(),
     "f16, vision q8",
   );
-  // So does an f32 KV cache beside f16 / quantized weights (f16 is their default).
+  // So does an f16 KV cache (f32 is the default; older lines have no kv_cache: f32).
   const label = (r: Partial<BenchResult>) =>
     summarize([{ ...base, ...r }]).split("\n")[2].split("|")[2].trim();
-  assert.equal(label({ quant: "q4", kv_cache: "f32" }), "q4, KV f32");
-  assert.equal(label({ kv_cache: "f16" }), "f16");
-  assert.equal(label({ quant: "f32", kv_cache: "f32" }), "f32");
+  assert.equal(label({ quant: "q4", kv_cache: "f16" }), "q4, KV f16");
+  assert.equal(label({ kv_cache: "f32" }), "f16");
+  assert.equal(
+    label({ quant: "q4", vision_quant: "q8", kv_cache: "f16" }),
+    "q4, vision q8, KV f16",
+  );
   assert.ok(
     md.includes("qwen2-vl-7b f16: decode step 7351.3 µs, its 145 dispatches alone 7300.2 µs:"),
   );

@@ -71,8 +71,8 @@ export interface PipelineOptions {
    */
   visionQuant?: QuantDType;
   /**
-   * The KV cache's element type (Qwen2VLModel's LoadOptions.kvCacheDtype): "f16" halves its memory
-   * and the bytes each decode step reads. Default: f32 with f32 weights, else f16.
+   * The KV cache's element type (Qwen2VLModel's LoadOptions.kvCacheDtype): "f32" (default), or
+   * "f16" for half the cache's memory (no faster: see there).
    */
   kvCacheDtype?: KvDType;
   /** The WebGPU device (default: a new one). */

@@ -165,14 +165,14 @@ Deno.test("tiny model with f16 weights: last logits close to transformers and th
   // bf16 weights are exact in f16 unless below f16's normal range (|w| < 6.1e-5, where low bits
   // are lost); here that changes nothing measurable (4e-7 of max |logit|, as f32), so the f32
   // tolerance holds. Every prompt position is checked by the f32 tests.
-  await f16Parity("f32", 1e-4);
+  await f16Parity(undefined, 1e-4);
 });
 
 // The cache rounds every K and V to f16 (2⁻¹¹ relative; transformers' own bf16 cache rounds to
 // 2⁻⁸): measured 3.5e-5 … 1.28e-4 of max |logit| at the last prompt position over the four cases,
 // ≤ 2.1e-5 on the greedy steps' scores (the f32 cache: ≤ 4.5e-7), every greedy id the same.
-Deno.test("tiny model with f16 weights and their default f16 KV cache: last logits near transformers, the same 12 greedy ids", async () => {
-  await f16Parity(undefined, 3e-4);
+Deno.test("tiny model with f16 weights and an f16 KV cache: last logits near transformers, the same 12 greedy ids", async () => {
+  await f16Parity("f16", 3e-4);
 });
 
 /** The tiny model with f16 weights and a `kv` KV cache against transformers' fp32 run. */
@@ -180,7 +180,7 @@ async function f16Parity(kv: KvDType | undefined, tol: number): Promise<void> {
   const gpu = await sharedGpu();
   if (!gpu.features.f16) return; // the f32 tests above cover adapters without shader-f16
   const model = await tiny("f16", kv);
-  assert.equal(model.kvCacheDtype, kv ?? "f16");
+  assert.equal(model.kvCacheDtype, kv ?? "f32");
   for (let c = 0; c < CASES; c++) {
     const ref = await readReferenceCase(c);
     const images = ref.gridThw.length

@@ -126,7 +126,7 @@ export function visionQuantOption(v: Values, usage: string): QuantDType | undefi
   return parsedOption(v, "vision-quant", parseVisionQuant, usage);
 }
 
-/** `--kv-cache-dtype`: f16, f32, or undefined when absent (f16 beside f16 weights). */
+/** `--kv-cache-dtype`: f16, f32, or undefined when absent (the loader's f32). */
 export function kvCacheDtypeOption(v: Values, usage: string): KvDType | undefined {
   return parsedOption(v, "kv-cache-dtype", (x) => checkKvDType(x, "the KV cache dtype"), usage);
 }

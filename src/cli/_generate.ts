@@ -45,8 +45,8 @@ options:
                             weight; q4 costs more accuracy (BENCHMARKS.md); f16: none (default)
   --vision-quant <q8|f16>   quantize the vision tower's matrices to q8 and run them as int8
                             GEMMs: faster image encoding, image embeddings ~2 % off; f16: none
-  --kv-cache-dtype <f16|f32>  the KV cache's type: f16 (default with f16 weights) halves its
-                            memory and what each decoded token reads; f32 (default with f32)
+  --kv-cache-dtype <f32|f16>  the KV cache's type: f32 (default), or f16 for half its memory
+                            (long contexts on a small GPU; logits move ~1e-4)
   --json                    print one JSON object at the end: text, finish reason, usage, timings
 `;
 

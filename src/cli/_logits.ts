@@ -24,7 +24,7 @@ options:
   --quant <q8|q4|f16>    quantize the decoder's matrices while loading (f16: none), to measure
                          what quantization does to the logits
   --vision-quant <q8|f16>  quantize the vision tower's matrices (int8 GEMMs; f16: none)
-  --kv-cache-dtype <f16|f32>  the KV cache's type (default: f16 with f16 weights, f32 with f32)
+  --kv-cache-dtype <f32|f16>  the KV cache's type (default f32)
   --out <file>           where to write the safetensors file
 `;
 

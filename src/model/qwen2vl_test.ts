@@ -24,13 +24,14 @@ Deno.test("planModel() checks a sparse QVQ-72B checkpoint (real headers, no data
       maxBinding: 2 * GiB,
       maxBufferSize: 4 * GiB,
       maxContext: 32768,
+      kvCacheDtype: "f16",
     });
     h100.checkpoint.close();
     assert.equal(h100.checkpoint.files().length, 36); // 4 GiB shards (the hub uses 38 of ≈ 4 GB)
     assert.equal(h100.plan.storedNames.length, tensors.length);
     assert.equal(h100.plan.tensors.get("text.embed")!.chunks, 2);
     assert.equal(h100.plan.tensors.get("text.lm_head")!.chunks, 2);
-    // 80 layers × K, V × 32768 tokens × 1024 (8 KV heads × 128) × 2 bytes: f16 beside f16 weights
+    // 80 layers × K, V × 32768 tokens × 1024 (8 KV heads × 128) × 2 bytes (f16)
     assert.equal(h100.kvCacheDtype, "f16");
     assert.equal(h100.memory.kvCache, 10 * GiB);
     assert.ok(
@@ -42,8 +43,8 @@ Deno.test("planModel() checks a sparse QVQ-72B checkpoint (real headers, no data
       maxBinding: 128 * MiB,
       maxBufferSize: 2 * GiB,
       maxContext: 4096,
-      kvCacheDtype: "f32",
     });
+    assert.equal(lava.kvCacheDtype, "f32"); // the default
     lava.checkpoint.close();
     assert.equal(lava.plan.tensors.get("text.embed")!.chunks, 19);
     assert.equal(lava.plan.tensors.get("text.layers.40.gate_up")!.chunks, 8);

@@ -43,7 +43,7 @@ export function modelFromEnv(env: Env, moduleUrl: string): string {
  * How to load the model, from `QVQ_QUANT`: q8 or q4 quantize the decoder's matrices while
  * loading; f16 or unset/empty: no quantization. `QVQ_VISION_QUANT`: q8 quantizes the vision
  * tower's matrices (int8 GEMMs); f16 or unset/empty: none. `QVQ_KV_CACHE_DTYPE`: f16 or f32, the
- * KV cache's element type; unset/empty: the default (f16 beside f16 weights).
+ * KV cache's element type; unset/empty: the default (f32).
  * @throws InvalidInputError for any other value, naming the variable and the accepted values
  */
 export function loadOptionsFromEnv(
