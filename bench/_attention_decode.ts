@@ -41,6 +41,8 @@ const TUNINGS: Partial<DecodeAttentionShape>[] = opt("--sweep", "1") !== "0"
     { mergeBatch: 16 },
     { mergeBatch: 16, splits: 64 },
     { mergeBatch: 4 },
+    { splits: 4 },
+    { splits: 8 },
     { splits: 16 },
     { splits: 24 },
     { splits: 48 },
