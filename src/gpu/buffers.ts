@@ -81,6 +81,17 @@ export async function readBytes(
   return out;
 }
 
+/** The bytes of `count` elements of `size` bytes (default: the whole buffer) from element `offset`. */
+function readElements(
+  gpu: Gpu,
+  buffer: GPUBuffer,
+  size: number,
+  count = buffer.size / size,
+  offset = 0,
+): Promise<ArrayBuffer> {
+  return readBytes(gpu, buffer, count * size, offset * size);
+}
+
 /** Reads `count` f32 values (default: the whole buffer). */
 export async function readF32(
   gpu: Gpu,
@@ -88,8 +99,7 @@ export async function readF32(
   count?: number,
   offset = 0,
 ): Promise<Float32Array> {
-  const n = count ?? buffer.size / 4;
-  return new Float32Array(await readBytes(gpu, buffer, n * 4, offset * 4));
+  return new Float32Array(await readElements(gpu, buffer, 4, count, offset));
 }
 
 /** Reads `count` u32 values (default: the whole buffer). */
@@ -99,8 +109,7 @@ export async function readU32(
   count?: number,
   offset = 0,
 ): Promise<Uint32Array> {
-  const n = count ?? buffer.size / 4;
-  return new Uint32Array(await readBytes(gpu, buffer, n * 4, offset * 4));
+  return new Uint32Array(await readElements(gpu, buffer, 4, count, offset));
 }
 
 /** Reads `count` f16 values (default: the whole buffer) widened to f32, e.g. an f16 KV cache. */
@@ -110,6 +119,5 @@ export async function readF16(
   count?: number,
   offset = 0,
 ): Promise<Float32Array> {
-  const n = count ?? buffer.size / 2;
-  return Float32Array.from(new Float16Array(await readBytes(gpu, buffer, n * 2, offset * 2)));
+  return Float32Array.from(new Float16Array(await readElements(gpu, buffer, 2, count, offset)));
 }
