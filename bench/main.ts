@@ -22,7 +22,7 @@ import { Qwen2VLModel } from "../src/model/qwen2vl.ts";
 import { syntheticModel } from "../src/model/synthetic.ts";
 import type { WeightPlan } from "../src/model/weights.ts";
 import { DEFAULT_IMAGE_PROCESSOR_CONFIG, smartResize } from "../src/image.ts";
-import { GREEDY } from "../kernels/mod.ts";
+import { GREEDY, type KvDType, kvElementBytes } from "../kernels/mod.ts";
 import { SessionRun } from "../src/generate/session_run.ts";
 import { type BenchOptions, parseArgs, SHAPES } from "./_args.ts";
 import { writeSyntheticCheckpoint } from "./_checkpoint.ts";
@@ -100,7 +100,12 @@ async function shapeConfig(shape: string): Promise<Record<string, unknown>> {
 }
 
 /** Bytes one decode step reads at a KV length of `ctx` tokens. */
-export function decodeBytes(cfg: Qwen2VLConfig, plan: WeightPlan, ctx: number): number {
+export function decodeBytes(
+  cfg: Qwen2VLConfig,
+  plan: WeightPlan,
+  ctx: number,
+  kv: KvDType = "f32",
+): number {
   const t = cfg.text;
   let bytes = 0;
   for (const pt of plan.tensors.values()) {
@@ -111,7 +116,7 @@ export function decodeBytes(cfg: Qwen2VLConfig, plan: WeightPlan, ctx: number): 
   const embed = plan.tensors.get("text.embed")!;
   if (!plan.tensors.has("text.lm_head")) bytes += embed.bytes; // tied, unquantized: read whole
   else bytes += embed.bytes / embed.rows; // one row gathered
-  return bytes + 2 * t.numLayers * ctx * t.numKvHeads * t.headDim * 4; // K and V, f32
+  return bytes + 2 * t.numLayers * ctx * t.numKvHeads * t.headDim * kvElementBytes(kv); // K, V
 }
 
 /** Prompt ids: chat-shaped text around one image's pads (or text only), `n` tokens in all. */
@@ -296,7 +301,12 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         const p = await profileStep(gpu, run.stepDispatches(), Math.min(steps, 8));
         profile = { step_us: round(1e6 / tokS, 1), ...p };
       }
-      const bytesPerToken = decodeBytes(cfg, model.plan, ids.length + steps / 2);
+      const bytesPerToken = decodeBytes(
+        cfg,
+        model.plan,
+        ids.length + steps / 2,
+        model.kvCacheDtype,
+      );
       last = {
         vision_s: round(visionS),
         prefill_s: round(prefillS),
@@ -304,8 +314,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         ttft_cpu_s: { vision: round((tVision - t1) / 1000), all: round((tSubmitted - t1) / 1000) },
         decode_tok_s: round(tokS, 2),
         gpu_mem_gb: round(
-          (model.memory.weights + model.memory.activations +
-            2 * cfg.text.numLayers * maxTokens * cfg.text.numKvHeads * cfg.text.headDim * 4) / 1e9,
+          (model.memory.weights + model.memory.activations + model.memory.kvCache) / 1e9,
           3,
         ),
         weights_gb: round(model.plan.weightBytes / 1e9, 3),

@@ -58,6 +58,10 @@ Deno.test("decodeBytes() counts 7B f16: 14.1 GB of decoder + lm_head weights, on
     4 * (L * (3 * H + 2 * kvd) + H);
   assert.equal(decodeBytes(cfg, plan, 0), weights + 2 * H);
   assert.equal(decodeBytes(cfg, plan, 1000) - decodeBytes(cfg, plan, 0), 2 * L * 1000 * kvd * 4);
+  assert.equal( // an f16 cache: half the bytes a token
+    decodeBytes(cfg, plan, 1000, "f16") - decodeBytes(cfg, plan, 0, "f16"),
+    2 * L * 1000 * kvd * 2,
+  );
   assert.ok(Math.abs(weights / 1e9 - 14.1) < 0.1, `${weights}`);
 });
 
