@@ -78,6 +78,7 @@ export {
 export { type Qwen2VLConfig } from "./src/model/config.ts";
 export { Gpu, type GpuFeatures, requestGpu, type RequestGpuOptions } from "./src/gpu/device.ts";
 export type { QuantDType, WeightDType } from "./src/gpu/tensor.ts";
+export type { KvDType } from "./kernels/kv_cache.ts";
 
 // Errors.
 export { GpuError, InvalidInputError, ModelFileError, QvqError } from "./src/errors.ts";
