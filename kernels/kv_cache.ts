@@ -12,9 +12,9 @@ import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
 
 /**
- * Element type of a KV cache (kernels/_kv_types.wgsl): "f16" halves the bytes each decode step
- * reads (needs shader-f16; rounds K and V to 11 significant bits, 3 more than transformers' own
- * bf16 cache); "f32" keeps them as computed.
+ * Element type of a KV cache (kernels/_kv_types.wgsl): "f32" keeps K and V as computed; "f16"
+ * halves the cache's memory (needs shader-f16; rounds K and V to 11 significant bits, 3 more than
+ * transformers' own bf16 cache). Decode attention takes the same time over either (BENCHMARKS.md).
  */
 export type KvDType = "f16" | "f32";
 
@@ -26,9 +26,7 @@ export type KvDType = "f16" | "f32";
 export function checkKvDType(value: unknown, what = "kvCacheDtype"): KvDType | undefined {
   if (value === undefined || value === "f16" || value === "f32") return value;
   throw new InvalidInputError(
-    `${what} must be "f16" or "f32" (or unset: the weights' float type), got ${
-      JSON.stringify(value)
-    }`,
+    `${what} must be "f16" or "f32" (or unset: f32), got ${JSON.stringify(value)}`,
   );
 }
 
