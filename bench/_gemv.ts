@@ -22,7 +22,7 @@
  * --tunings JSON: that list instead of the xpu sweep's; --chains 0: no chains;
  * --model 72b: QVQ-72B's shapes (hidden 8192, intermediate 29568) instead of 7B's.
  *
- *   deno run -A bench/_gemv.ts [--layers 28] [--dtypes f16,q8,q4] [--sweep 1|0|prep]
+ *   deno run -A bench/_gemv.ts [--layers 28] [--dtypes f16,q8,q4] [--sweep 1|0|prep] [--unroll 2,4]
  *     [--model 7b|72b] [--prefill 478] [--out file.jsonl]
  * @module
  */
@@ -164,8 +164,13 @@ const SWEEP_PREP: Partial<LinearQTuning>[] = [4, 8, 16, 32].flatMap((tpr) =>
 );
 const sweepQ = sweepMode === "prep" ? [{}, ...SWEEP_PREP] : [...SWEEP, ...SWEEP_PREP];
 // f16 tunings, swept with each kind's fused decode variant (norm / silu / accumulate).
+/** --unroll 2,4: f16 tunings with the gemvRows loop written out that many units a step too. */
+const UNROLLS = opt("--unroll", "").split(",").filter((u) => u).map(Number);
 const SWEEP_F16: Partial<LinearTuning>[] = [64, 128, 256].flatMap((gemvWg) =>
-  [1, 2, 4, 8].map((gemvRows) => ({ gemvWg, gemvRows }))
+  [1, 2, 4, 8].flatMap((gemvRows) => [
+    { gemvWg, gemvRows },
+    ...UNROLLS.map((gemvUnroll) => ({ gemvWg, gemvRows, gemvUnroll })),
+  ])
 );
 type AnyTuning = Partial<LinearQTuning> | Partial<LinearTuning>;
 // Emitting GEMVs (o, down: 32-row blocks; gate_up: 64 rows): prepared x, and for o staged x too.

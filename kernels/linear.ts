@@ -80,6 +80,11 @@ export interface LinearTuning {
   /** GEMV over f16 weights with k % 8 == 0 reads 16 bytes (8 halves) per load. */
   gemvPack8: boolean;
   /**
+   * gemvRows path with pack8: units of x a loop step takes, the step written out with all its
+   * loads first (kernels/linear.wgsl STEPS; the same sums bit for bit). Default 1: the plain loop.
+   */
+  gemvUnroll?: number;
+  /**
    * GEMV threads per output row: a power of two ≤ gemvWg. Below gemvWg, the small-k path (gemvWg /
    * gemvTpr rows per workgroup); gemvWg itself is the gemvRows path. Default: from k, see
    * {@link gemvThreadsPerRow}.
@@ -122,11 +127,15 @@ export const LINEAR_TUNING: Readonly<LinearTuning> = {
  * {256, 2}: slower), lm_head + norm best at {64, 8} (then {64, 4}), down + silu 1.21 ms at
  * {256, 4}; the chain of all 113 fused GEMVs 5.14 ms at each kind's best against 7.22 ms at the
  * default (the plain o_proj keeps the default; qkv + norm + rope needs 2 rows).
+ * The loop written out (gemvUnroll, 17:16, `bench/_gemv.ts --unroll 2,4`): qkv + norm 0.661 →
+ * 0.438 ms with 4 units a step, gate_up 2.48 → 2.30, o 0.431 → 0.384 with 2; down + silu slower
+ * (1.21 → 1.31–1.41), lm_head the same. In the model (17:19, interleaved): 7B f16 185.4 / 186.0 →
+ * 189.2 / 192.1 tok/s, 2B f16 436.0 → 478.2.
  */
 export function gemvVariantTuning(norm: boolean, silu: boolean): Partial<LinearTuning> {
-  if (norm) return { gemvWg: 64, gemvRows: 4 };
+  if (norm) return { gemvWg: 64, gemvRows: 4, gemvUnroll: 4 };
   if (silu) return { gemvWg: 256, gemvRows: 4 };
-  return {};
+  return { gemvUnroll: 2 };
 }
 
 /** Below this many loads per weight row, an m = 1 linear takes the small-k GEMV path. */
@@ -375,7 +384,8 @@ export function linear(
     (t.gemvTpr !== undefined &&
       !(t.gemvTpr >= 1 && t.gemvTpr <= t.gemvWg && (t.gemvTpr & (t.gemvTpr - 1)) === 0)) ||
     (t.tile !== undefined && t.tile !== 4 && t.tile !== 8) ||
-    (t.splitK !== undefined && !(Number.isInteger(t.splitK) && t.splitK >= 1))
+    (t.splitK !== undefined && !(Number.isInteger(t.splitK) && t.splitK >= 1)) ||
+    (t.gemvUnroll !== undefined && !(Number.isInteger(t.gemvUnroll) && t.gemvUnroll >= 1))
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
@@ -402,6 +412,7 @@ export function linear(
       ? tpr > 1 && tpr <= (sgMin ?? 0)
       : (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= t.gemvWg);
   const rowsPerGroup = smallK ? t.gemvWg / tpr : rk ? 2 : t.gemvRows;
+  const steps = gemv && !smallK && pack8 && (t.gemvUnroll ?? 1) > 1;
   // Bindings: x, w, [bias], [norm weight], y, [rope table, state, k cache, v cache].
   const inputs = [x, ...(bias ? [bias] : []), ...(norm ? [norm.weight] : [])];
   const rope = rk ? [rk.table.table, rk.state, rk.k, rk.v] : [];
@@ -430,12 +441,15 @@ export function linear(
       ACC: s.accumulate === true,
       GEMV: gemv,
       SUBGROUPS: subgroups,
-      ...(!gemv
-        ? { TILE8: tile === 8 }
-        : smallK
-        ? { WG: t.gemvWg, TPR: tpr }
-        : { WG: t.gemvWg, ROWS: rowsPerGroup }),
+      ...(!gemv ? { TILE8: tile === 8 } : smallK ? { WG: t.gemvWg, TPR: tpr } : {
+        WG: t.gemvWg,
+        ROWS: rowsPerGroup,
+        ...(steps ? { STEPS: true, UNROLL: t.gemvUnroll! } : {}),
+      }),
     },
+    code: steps
+      ? { GEMV_STEPS: gemvSteps(rowsPerGroup, t.gemvUnroll!, t.gemvWg, rk !== undefined) }
+      : {},
   });
   return w.chunks.map((c) => {
     const params = Params.pack({
@@ -459,6 +473,41 @@ export function linear(
     const buffers = [x, c.buffer, ...inputs.slice(1), y, ...rope];
     return new Dispatch(gpu, v, buffers, params, grid);
   });
+}
+
+/**
+ * The gemvRows path's loop written out (kernels/linear.wgsl STEPS, pack8): `rows` named
+ * accumulators, `unroll` units of x a step (unit j + u · wg, clamped to the row and masked past
+ * it), every x and weight load of a step before its products, then the sums into `acc`.
+ */
+function gemvSteps(rows: number, unroll: number, wg: number, rope: boolean): string {
+  const R = Array.from({ length: rows }, (_, r) => r);
+  const U = Array.from({ length: unroll }, (_, u) => u);
+  const half = (q: string, a: string, b: string) =>
+    `vec4<f32>(unpack2x16float(${q}.${a}), unpack2x16float(${q}.${b}))`;
+  return [
+    ...R.map((r) =>
+      `var a${r} = 0.0; let wr${r} = ${
+        rope ? `rope_row(g, ${r}u)` : `min(r0 + ${r}u, p.rows - 1u)`
+      } * kv;`
+    ),
+    `for (var j = lid; j < kv; j += ${unroll * wg}u) {`,
+    ...U.map((u) =>
+      `  let ok${u} = j + ${u * wg}u < kv; let c${u} = min(j + ${u * wg}u, kv - 1u);`
+    ),
+    ...U.map((u) =>
+      `  let xa${u} = xm(2u * c${u}, ok${u}); let xb${u} = xm(2u * c${u} + 1u, ok${u});`
+    ),
+    ...U.flatMap((u) => R.map((r) => `  let q${u}_${r} = w[wr${r} + c${u}];`)),
+    ...U.flatMap((u) =>
+      R.map((r) =>
+        `  a${r} += select(0.0, dot(${half(`q${u}_${r}`, "x", "y")}, xa${u}) + ` +
+        `dot(${half(`q${u}_${r}`, "z", "w")}, xb${u}), ok${u});`
+      )
+    ),
+    "}",
+    ...R.map((r) => `acc[${r}] = a${r};`),
+  ].join("\n  ");
 }
 
 /**

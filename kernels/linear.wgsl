@@ -151,6 +151,24 @@ fn xn(i: u32) -> XV {
 fn xn(i: u32) -> XV { return x[i]; }
 #endif
 #endif
+#if STEPS
+// xn(i) for a unit of a written-out step that may lie past k (i clamped in bounds by the caller):
+// 0 there, adding nothing to Σx².
+fn xm(i: u32, ok: bool) -> XV {
+#if NORM
+  let e = select(XV(0.0), x[i], ok);
+  ss += dot_xw(e, e);
+  return e * nw[i];
+#else
+#if SILU
+  let g = select(XV(0.0), x[i], ok);
+  return g / (XV(1.0) + exp(-g)) * x[i + p.k / XW];
+#else
+  return select(XV(0.0), x[i], ok);
+#endif
+#endif
+}
+#endif
 #if TPR
 // Small k (a row is a few dozen loads): TPR threads (a power of two) per output row, each doing
 // about 4 loads, so few threads idle; the row groups of a workgroup are WG / TPR consecutive rows.
@@ -239,6 +257,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let r0 = g * ROWS;  // first chunk row of this workgroup
   let kv = p.k / V;
   var acc: array<f32, ROWS>;
+#if STEPS
+  // #if STEPS (PACK8): the loop below written out by the builder (kernels/linear.ts gemvSteps),
+  // UNROLL units of x a step with all their loads issued before any product, into named
+  // accumulators: the same products added in the same order (a unit past k adds 0).
+  {{GEMV_STEPS}}
+#else
   for (var r = 0u; r < ROWS; r++) { acc[r] = 0.0; }
   // Each x element is loaded once and used for ROWS weight rows. Rows past the chunk's end read
   // the last row again (in bounds, branch-free) and are not stored.
@@ -265,6 +289,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
     }
   }
+#endif
 #if SUBGROUPS
   let nsg = WG / sg_size;
   for (var r = 0u; r < ROWS; r++) {

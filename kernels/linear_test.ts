@@ -406,6 +406,14 @@ Deno.test("linear() gives the same results for every kernel variant and tuning",
     ["rows, no subgroups", noSub, { gemvTpr: 256 }, 1],
     ["rows, 64 threads, 3 rows", gpu, { gemvWg: 64, gemvRows: 3, gemvTpr: 64 }, 1],
     ["rows, tree, 1 row", noSub, { gemvWg: 128, gemvRows: 1, gemvPack8: false, gemvTpr: 128 }, 1],
+    ["rows, written out 2 units a step", gpu, { gemvTpr: 256, gemvUnroll: 2 }, 1],
+    ["rows, 64 threads, 3 rows, 4 units", gpu, {
+      gemvWg: 64,
+      gemvRows: 3,
+      gemvTpr: 64,
+      gemvUnroll: 4,
+    }, 1],
+    ["rows, tree, 3 units", noSub, { gemvTpr: 256, gemvUnroll: 3 }, 1],
     ["1 thread per row", gpu, { gemvTpr: 1 }, 1],
     ["4 threads per row", gpu, { gemvTpr: 4, gemvPack8: false }, 1],
     ["32 threads per row", gpu, { gemvTpr: 32 }, 1],
@@ -494,6 +502,8 @@ for (const fuse of ["norm", "siluMul"] as const) {
       [80, 30, { gemvWg: 256, gemvTpr: 256 }],
       [1536, 30, {}],
       [3584, 12, {}],
+      [1536, 30, { gemvUnroll: 2 }],
+      [3584, 12, { gemvWg: 64, gemvRows: 4, gemvUnroll: 4 }],
     ];
     for (const [k, n, tuning] of cases) {
       for (const dtype of ["f32", "f16"] as const) {
