@@ -467,6 +467,36 @@ Deno.test("linear() gives the same results for every kernel variant and tuning",
   }
 });
 
+Deno.test("linear()'s row GEMV written out (gemvUnroll) gives the plain loop's bits, fused norm and rows past k included", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(24);
+  // k = 3584: 448 units, not a multiple of 3 · 256 or 4 · 64 (a masked tail step).
+  const n = 40, k = 3584;
+  const x = randn(rng, k, 3), nw = randn(rng, k, 0.5).map((v) => v + 1), bias = randn(rng, n);
+  const { w } = makeWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16");
+  const bx = uploadArray(gpu, x), bnw = uploadArray(gpu, nw), bb = uploadArray(gpu, bias);
+  const results = [];
+  for (
+    const t of [
+      { gemvWg: 256, gemvRows: 2, gemvUnroll: 1 },
+      { gemvWg: 256, gemvRows: 2, gemvUnroll: 3 },
+      { gemvWg: 64, gemvRows: 4, gemvUnroll: 1 },
+      { gemvWg: 64, gemvRows: 4, gemvUnroll: 4 },
+    ]
+  ) {
+    const by = createStorage(gpu, n * 4);
+    const ds = linear(gpu, by, bx, w, bb, { m: 1, norm: { weight: bnw, eps: 1e-6 } }, t);
+    run(gpu, ds);
+    results.push(await readF32(gpu, by));
+    ds.forEach((d) => d.destroy());
+    by.destroy();
+  }
+  assert.deepEqual(results[1], results[0], "256 threads, 3 units a step");
+  assert.deepEqual(results[3], results[2], "64 threads × 4 rows, 4 units a step");
+  [bx, bnw, bb].forEach((b) => b.destroy());
+  destroyWeight(w);
+});
+
 Deno.test("linear()'s small-k GEMV gives the same bits reduced by subgroup shuffles or in workgroup memory", async () => {
   const gpu = await sharedGpu();
   const noSub = new Gpu(gpu.device, gpu.adapterInfo, { ...gpu.features, subgroups: false });
