@@ -81,7 +81,8 @@ export interface LinearTuning {
   gemvPack8: boolean;
   /**
    * gemvRows path with pack8: units of x a loop step takes, the step written out with all its
-   * loads first (kernels/linear.wgsl STEPS; the same sums bit for bit). Default 1: the plain loop.
+   * loads first (kernels/linear.wgsl STEPS; the same sums in the same order, bit-equal on
+   * lavapipe). Default 1: the plain loop; {@link gemvVariantTuning} sets 4 or 2 for decode.
    */
   gemvUnroll?: number;
   /**
