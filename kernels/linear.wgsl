@@ -132,28 +132,13 @@ var<private> inv_rms: f32;
 // Σx² of the x elements this thread loaded (its share of mean(x²)).
 var<private> ss: f32 = 0.0;
 
-// x element i (in XV units) times the norm weight; the 1 / rms factor is applied in store().
-fn xn(i: u32) -> XV {
-  let e = x[i];
-  ss += dot_xw(e, e);
-  return e * nw[i];
-}
-
 fn set_inv_rms(sum_sq: f32) { inv_rms = inverseSqrt(sum_sq / f32(p.k) + p.eps); }
-#else
-#if SILU
-// silu(gate) · up at x element i (in XV units) of the k activations; up sits k elements after gate.
-fn xn(i: u32) -> XV {
-  let g = x[i];
-  return g / (XV(1.0) + exp(-g)) * x[i + p.k / XW];
-}
-#else
-fn xn(i: u32) -> XV { return x[i]; }
 #endif
-#endif
-#if STEPS
-// xn(i) for a unit of a written-out step that may lie past k (i clamped in bounds by the caller):
-// 0 there, adding nothing to Σx².
+
+// x element i (in XV units), as the product reads it — #if NORM times the norm weight (the 1 / rms
+// factor is applied in store()) and its x² added to ss, #if SILU silu(gate) · up (up sits k elements
+// after gate) — or, where `ok` is false (a unit of a written-out step past k; i clamped in bounds
+// by the caller), 0, adding nothing to Σx².
 fn xm(i: u32, ok: bool) -> XV {
 #if NORM
   let e = select(XV(0.0), x[i], ok);
@@ -168,7 +153,8 @@ fn xm(i: u32, ok: bool) -> XV {
 #endif
 #endif
 }
-#endif
+
+fn xn(i: u32) -> XV { return xm(i, true); }
 #if TPR
 // Small k (a row is a few dozen loads): TPR threads (a power of two) per output row, each doing
 // about 4 loads, so few threads idle; the row groups of a workgroup are WG / TPR consecutive rows.
