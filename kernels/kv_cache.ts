@@ -30,8 +30,8 @@ export function checkKvDType(value: unknown, what = "kvCacheDtype"): KvDType | u
   );
 }
 
-/** Bytes per element of a KV cache of `dtype`. */
-export function kvElementBytes(dtype: KvDType): number {
+/** Bytes per element of a KV cache of `dtype` (default f32, as every cache-taking shape's). */
+export function kvElementBytes(dtype: KvDType = "f32"): number {
   return dtype === "f16" ? 2 : 4;
 }
 

@@ -350,7 +350,7 @@ export function linear(
           `head_dim ${hd}`,
       );
     }
-    const bytes = rk.maxTokens * rk.kvHeads * hd * kvElementBytes(rk.dtype ?? "f32");
+    const bytes = rk.maxTokens * rk.kvHeads * hd * kvElementBytes(rk.dtype);
     checkSize("k cache", rk.k, bytes);
     checkSize("v cache", rk.v, bytes);
   }

@@ -217,7 +217,7 @@ export function ropeKvWriteAt(
         `column ${offset} overrun the row stride ${s.stride}`,
     );
   }
-  const bytes = s.maxTokens * width * kvElementBytes(s.dtype ?? "f32");
+  const bytes = s.maxTokens * width * kvElementBytes(s.dtype);
   checkSize("k cache", k, bytes);
   checkSize("v cache", v, bytes);
   const sh = { heads: s.heads, stride: s.stride, offset, seq: 1 };
