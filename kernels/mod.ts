@@ -16,3 +16,4 @@ export * from "./fill.ts";
 export * from "./linear_q.ts";
 export * from "./convert.ts";
 export * from "./gemm.ts";
+export * from "./gemv.ts";

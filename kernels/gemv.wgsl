@@ -1,0 +1,110 @@
+// Resident-x GEMV over f16 weights (m = 1: decode): y = w · x (w (rows, k) f16, x (k) f32).
+// kernels/linear.wgsl's GEMV gives each workgroup a few rows and all of k, so every workgroup
+// re-reads x (and a fused norm's weight) from L2 for a few rows' worth of weights, and a fused
+// norm's Σ x² once per workgroup. Here a workgroup's WG threads cover k once, each holding U units
+// (8 elements each, thread t's units t, t + WG, …) of x in registers for the whole dispatch, and
+// the workgroup walks batches of R rows over a grid-strided loop: a batch's R · U weight loads
+// (16 bytes each) go out together, each row's sum is a subgroupAdd, and the subgroups' partials
+// meet in workgroup memory (double-buffered by batch parity: one barrier a batch).
+// #if NORM: x is RMS-normed on load (a fused Qwen2RMSNorm, kernels/linear.wgsl's NORM): the dot
+// products take x ∘ nw, Σ x² is summed once per workgroup, and each sum is scaled by 1 / rms.
+// #if SILU: the weight is an MLP's [gate; up] (p.rows = 2 p.n) and the output is silu(gate) · up
+// (p.n values): a batch holds R / 2 gate rows and the up rows p.n further.
+// The builder (kernels/gemv.ts) writes the per-thread x loads (LOAD_X) and a batch's loads and
+// sums (BATCH) out as text: a loop would wait on each load in turn.
+@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;     // (k / 4) f32
+@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;     // (rows, k / 8) f16 × 8
+#if NORM
+@group(0) @binding(2) var<storage, read> nw: array<vec4<f32>>;    // (k / 4) f32 RMSNorm weight
+#endif
+@group(0) @binding({{Y_BINDING}}) var<storage, read_write> y: array<f32>;  // (n) f32
+@group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
+
+const WG: u32 = {{WG}}u;
+const R: u32 = {{R}}u;        // weight rows a batch
+const NW: u32 = {{NW}}u;      // subgroups a workgroup can hold (WG / the smallest subgroup size)
+#if SILU
+const OUT: u32 = R / 2u;      // outputs a batch
+#else
+const OUT: u32 = R;
+#endif
+
+var<workgroup> red: array<array<f32, R>, 2u * NW>;  // [parity · NW + subgroup][row] partial sums
+#if NORM
+var<workgroup> ssr: array<f32, NW>;                 // [subgroup] Σ x²
+#endif
+
+// Elements 8u .. 8u + 7 of a row (q: 8 halves) times x's (a: the first 4, b: the next).
+fn unit_dot(q: vec4<u32>, a: vec4<f32>, b: vec4<f32>) -> f32 {
+  return dot(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), a) +
+    dot(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), b);
+}
+
+// Weight row of a batch's row i (outputs o0 ..), clamped in bounds (rows past the end are read
+// again and not stored).
+fn batch_row(o0: u32, i: u32) -> u32 {
+#if SILU
+  let r = select(p.n + o0 + i - OUT, o0 + i, i < OUT);
+#else
+  let r = o0 + i;
+#endif
+  return min(r, p.rows - 1u) * p.k8;
+}
+
+// x units j of this thread (index u, 0 past k): raw (for Σ x²) and times the norm weight.
+fn x_lo(u: u32, ok: bool) -> vec4<f32> { return select(vec4<f32>(0.0), x[2u * u], ok); }
+fn x_hi(u: u32, ok: bool) -> vec4<f32> { return select(vec4<f32>(0.0), x[2u * u + 1u], ok); }
+#if NORM
+fn nw_lo(u: u32) -> vec4<f32> { return nw[2u * u]; }
+fn nw_hi(u: u32) -> vec4<f32> { return nw[2u * u + 1u]; }
+#else
+fn nw_lo(u: u32) -> vec4<f32> { return vec4<f32>(1.0); }
+fn nw_hi(u: u32) -> vec4<f32> { return vec4<f32>(1.0); }
+#endif
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) groups: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(subgroup_size) sg_size: u32,
+  @builtin(subgroup_invocation_id) lane: u32,
+) {
+  var ss = 0.0;  // this thread's Σ x² (NORM)
+  {{LOAD_X}}
+  let sg = lid / sg_size;
+  let subgroups = (WG + sg_size - 1u) / sg_size;
+  var rs = 1.0;  // 1 / rms (NORM)
+#if NORM
+  let sum_sq = subgroupAdd(ss);
+  if (lane == 0u) { ssr[sg] = sum_sq; }
+  workgroupBarrier();
+  var tot = 0.0;
+  for (var i = 0u; i < subgroups; i++) { tot += ssr[i]; }
+  rs = inverseSqrt(tot / f32(8u * p.k8) + p.eps);
+#endif
+  var par = 0u;
+  for (var o0 = wid.x * OUT; o0 < p.n; o0 += groups.x * OUT) {
+    {{BATCH}}
+    workgroupBarrier();
+    if (lid < OUT && o0 + lid < p.n) {
+      var a = 0.0;
+#if SILU
+      var b = 0.0;
+#endif
+      for (var i = 0u; i < subgroups; i++) {
+        a += red[par * NW + i][lid];
+#if SILU
+        b += red[par * NW + i][lid + OUT];
+#endif
+      }
+#if SILU
+      let g = a * rs;
+      y[o0 + lid] = g / (1.0 + exp(-g)) * (b * rs);
+#else
+      y[o0 + lid] = a * rs;
+#endif
+    }
+    par ^= 1u;
+  }
+}

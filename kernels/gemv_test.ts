@@ -1,0 +1,82 @@
+import assert from "node:assert/strict";
+import { sharedGpu } from "../src/gpu/device.ts";
+import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
+import { destroyWeight } from "../src/gpu/tensor.ts";
+import { InvalidInputError } from "../src/errors.ts";
+import { linear as linearRef, normLinear as normLinearRef } from "../src/ref/linear.ts";
+import { siluMul as siluMulRef } from "../src/ref/elementwise.ts";
+import { assertClose, randn, seeded } from "../src/ref/_random.ts";
+import { gemvResident, gemvResidentFits, type GemvTuning } from "./gemv.ts";
+import { run } from "./_kernel.ts";
+import { uploadWeight } from "./_test_utils.ts";
+
+// f32 sums in another order than the f64 reference (kernels/linear_test.ts's bound: 1e-5 of
+// max|y| holds k = 3584; one dropped or doubled term fails by orders of magnitude).
+const TOL = 1e-5;
+
+// [n outputs, k, tuning]: k of one unit (8), one thread short of a subgroup multiple (104 = 13
+// units), the 2B and 7B hidden sizes; few workgroups (many batches each) and several units a
+// thread (maxThreads below k / 8); odd n (a last batch past the rows).
+const CASES: [number, number, Partial<GemvTuning>][] = [
+  [5, 8, {}],
+  [37, 104, {}],
+  [37, 104, { groups: 3, rows: 2 }],
+  [130, 1536, { maxThreads: 64, groups: 7 }],
+  [64, 3584, { rows: 6, groups: 5 }],
+  [19, 3584, { maxThreads: 96 }],
+];
+
+for (const norm of [false, true]) {
+  for (const silu of [false, true]) {
+    Deno.test(`gemvResident() matches the CPU reference, norm ${norm}, siluMul ${silu}`, async () => {
+      const gpu = await sharedGpu();
+      const rng = seeded(41 + 2 * Number(norm) + Number(silu));
+      for (const [n, k, tuning] of CASES) {
+        if (silu && (tuning.rows ?? 4) % 2) continue;
+        const rows = silu ? 2 * n : n;
+        const x = randn(rng, k, 2), nwData = randn(rng, k);
+        const { w, held } = uploadWeight(gpu, randn(rng, rows * k, 1 / Math.sqrt(k)), rows, k, "f16", "w");
+        const [bx, bnw] = [x, nwData].map((a) => uploadArray(gpu, a));
+        const by = createStorage(gpu, n * 4, "y");
+        const d = gemvResident(gpu, by, bx, w, {
+          ...(norm ? { norm: { weight: bnw, eps: 1e-6 } } : {}),
+          siluMul: silu,
+        }, tuning);
+        run(gpu, [d]);
+        const y = norm
+          ? normLinearRef(x, nwData, 1e-6, held, null, 1, rows, k)
+          : linearRef(x, held, null, 1, rows, k);
+        const what = `${n}x${k} ${JSON.stringify(tuning)}`;
+        assertClose(await readF32(gpu, by, n), silu ? siluMulRef(y, 1, n) : y, TOL, what);
+        [bx, bnw, by].forEach((b) => b.destroy());
+        d.destroy();
+        destroyWeight(w);
+      }
+    });
+  }
+}
+
+Deno.test("gemvResident() leaves the outputs past n alone and fits only f16 weights in one chunk", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(47);
+  const k = 64, n = 9;
+  const { w, held } = uploadWeight(gpu, randn(rng, n * k), n, k, "f16", "w");
+  const x = randn(rng, k);
+  const bx = uploadArray(gpu, x);
+  const by = uploadArray(gpu, new Float32Array(n + 3).fill(7));
+  run(gpu, [gemvResident(gpu, by, bx, w, {}, { rows: 4 })]);
+  const got = await readF32(gpu, by, n + 3);
+  assertClose(got.subarray(0, n), linearRef(x, held, null, 1, n, k), TOL, "y");
+  assert.deepEqual([...got.subarray(n)], [7, 7, 7]);
+  assert.equal(gemvResidentFits(gpu, w, true), false, "odd rows cannot pair gate and up");
+  const f32 = uploadWeight(gpu, randn(rng, n * k), n, k, "f32", "w32").w;
+  const odd = uploadWeight(gpu, randn(rng, 4 * 12), 4, 12, "f16", "odd").w;
+  const split = uploadWeight(gpu, randn(rng, 8 * k), 8, k, "f16", "split", 4 * k * 2).w;
+  for (const bad of [f32, odd, split]) {
+    assert.equal(gemvResidentFits(gpu, bad), false, bad.chunks[0].buffer.label);
+    assert.throws(() => gemvResident(gpu, by, bx, bad), InvalidInputError);
+  }
+  assert.throws(() => gemvResident(gpu, by, bx, w, {}, { rows: 0 }), InvalidInputError);
+  [bx, by].forEach((b) => b.destroy());
+  [w, f32, odd, split].forEach(destroyWeight);
+});
