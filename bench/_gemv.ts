@@ -6,7 +6,8 @@
  * 1. Sweep: every kind's chain (28 weights, or lm_head alone) under each GEMV tuning — q8/q4:
  *    kernels/linear_q.ts's, plain x (no fused norm/silu); f16: kernels/linear.ts's gemvWg ×
  *    gemvRows with the kind's fused decode variant; prints the best per kind.
- * 2. Decode chains (f16 / q8 / q4): the 169 GEMVs as a decode step runs them — norm fused into
+ * 2. Decode chains (f16 / q8 / q4): the 169 GEMVs as a decode step runs them (f16 also with
+ *    gate_up on the resident-x GEMV of kernels/gemv.ts, as the decoder runs it) — norm fused into
  *    qkv, gate_up and lm_head, silu · mul into down, o and down accumulating — with the default
  *    tunings (and for q8/q4 with the sweep's best per kind).
  * 3. Prefill (--prefill M, default 478; 0 skips): one layer's four products at m = M (q8/q4:
@@ -41,6 +42,7 @@ import {
 } from "../kernels/linear_q.ts";
 import { linear, type LinearShape, type LinearTuning } from "../kernels/linear.ts";
 import { type Dispatch, run } from "../kernels/_kernel.ts";
+import { gemvResident } from "../kernels/gemv.ts";
 import { msPerRep } from "./_timing.ts";
 
 const args = Deno.args;
@@ -289,11 +291,20 @@ for (const dtype of dtypes) {
   const chain = (
     pick: (kind: Kind) => AnyTuning | undefined,
     plain = false,
-    emit: "" | "x" | "act" = "",
+    emit: "" | "x" | "act" | "resident" = "",
   ) => {
     const ds: Dispatch[] = [];
     const one = (kind: Kind, w: Weight, l = 0) => {
-      const s = plain ? { m: 1 } : { ...decodeShape(kind), ...emitShape(kind, emit, l) };
+      // "resident" (f16): the decoder's gate_up on kernels/gemv.ts, down_proj then plain.
+      if (emit === "resident" && kind === "gate_up") {
+        ds.push(gemvResident(gpu, y, x, w, { norm: { weight: nw, eps: 1e-6 }, siluMul: true }));
+        return;
+      }
+      const s = plain
+        ? { m: 1 }
+        : emit === "resident"
+        ? { ...decodeShape(kind), siluMul: false }
+        : { ...decodeShape(kind), ...emitShape(kind, emit, l) };
       ds.push(
         ...(dtype === "f16"
           ? linear(gpu, y, x, w, null, s, pick(kind) as Partial<LinearTuning>)
@@ -312,12 +323,15 @@ for (const dtype of dtypes) {
     string,
     (kind: Kind) => AnyTuning | undefined,
     boolean,
-    ("x" | "act")?,
+    ("x" | "act" | "resident")?,
     Wide?,
   ][] = sweepMode === "xpu" ? [] : [
     ["default fused", () => undefined, false],
     ["default plain", () => undefined, true],
   ];
+  if (dtype === "f16" && sweepMode !== "xpu") {
+    variants.push(["default fused, resident-x gate_up", () => undefined, false, "resident"]);
+  }
   if (dtype === "q4" && sweepMode !== "xpu") {
     variants.push(["default emit-x", () => undefined, false, "x"]);
     variants.push(["default emit-x+act", () => undefined, false, "act"]);

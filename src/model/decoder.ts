@@ -14,6 +14,8 @@ import {
   causalAttention,
   decodeAttention,
   emitKeepsTuning,
+  gemvResident,
+  gemvResidentFits,
   type GpuRopeTable,
   type KvDType,
   kvWrite,
@@ -128,6 +130,11 @@ export const DECODER_FUSION = {
    * ({@link emitsPreparedAct}).
    */
   preparedAct: true,
+  /**
+   * gate_up at m = 1 over an f16 weight runs kernels/gemv.ts's resident-x GEMV with the norm and
+   * silu · up fused, and down_proj a plain GEMV of its output ({@link gemvResidentFits}).
+   */
+  residentGateUp: true,
 };
 
 /** A layer's KV cache: K and V of (maxTokens, kvHeads · headDim) `dtype`. */
@@ -144,7 +151,8 @@ export interface LayerCache {
  * One decoder layer over m tokens of `b`, with `attend` (rope + cache write + attention from
  * b.qkv into b.attn) in the middle. Residual adds are fused into o_proj and down_proj; at m = 1
  * (decode) the two RMSNorms are fused into qkv and gate_up ({@link normLinear}) and silu · mul
- * into down ({@link siluMulLinear}): b.h and b.act are unused there.
+ * into down ({@link siluMulLinear}), or, over an f16 gate_up, into gate_up's resident-x GEMV
+ * (kernels/gemv.ts, writing b.act): b.h (and b.gateUp there) are unused.
  *
  * transformers `Qwen2VLDecoderLayer.forward` / `Qwen2MLP.forward`:
  * ```python
@@ -187,6 +195,9 @@ export function layerDispatches(
     emitsPreparedX(downW, w.matrix(next + (last ? "lm_head" : "qkv")), m);
   const nextNw = downEmits ? w.vector(next + (last ? "norm" : "input_norm")) : undefined;
   const actEmits = emitsPreparedAct(gateUpW, downW, m, oEmits);
+  const resident = m === 1 && !oEmits && DECODER_FUSION.residentGateUp &&
+    gemvResidentFits(gpu, gateUpW, true);
+  const downEmit = nextNw ? { emit: { weight: nextNw, out: b.xp } } : {};
   const norm = { m, eps: t.rmsNormEps, ...(inPrepared ? { prepared: b.xp } : {}) };
   let qkv: Dispatch[], attention: Dispatch[];
   if (Array.isArray(attend)) {
@@ -225,18 +236,28 @@ export function layerDispatches(
       accumulate: true,
       ...(oEmits ? { emit: { weight: postNw, out: b.xp } } : {}),
     }),
-    ...normLinear(gpu, b.gateUp, b.x, b.h, postNw, gateUpW, null, {
-      m,
-      eps: t.rmsNormEps,
-      ...(oEmits ? { prepared: b.xp } : {}),
-      ...(actEmits ? { emit: { out: b.xpAct, siluMul: true } } : {}),
-    }),
-    ...siluMulLinear(gpu, b.x, b.gateUp, b.act, downW, null, {
-      m,
-      accumulate: true,
-      ...(nextNw ? { emit: { weight: nextNw, out: b.xp } } : {}),
-      ...(actEmits ? { prepared: b.xpAct } : {}),
-    }),
+    ...(resident
+      ? [
+        gemvResident(gpu, b.act, b.x, gateUpW, {
+          norm: { weight: postNw, eps: t.rmsNormEps },
+          siluMul: true,
+        }),
+        ...linear(gpu, b.x, b.act, downW, null, { m, accumulate: true, ...downEmit }),
+      ]
+      : [
+        ...normLinear(gpu, b.gateUp, b.x, b.h, postNw, gateUpW, null, {
+          m,
+          eps: t.rmsNormEps,
+          ...(oEmits ? { prepared: b.xp } : {}),
+          ...(actEmits ? { emit: { out: b.xpAct, siluMul: true } } : {}),
+        }),
+        ...siluMulLinear(gpu, b.x, b.gateUp, b.act, downW, null, {
+          m,
+          accumulate: true,
+          ...downEmit,
+          ...(actEmits ? { prepared: b.xpAct } : {}),
+        }),
+      ]),
   ];
 }
 
