@@ -7,7 +7,8 @@
  *    kernels/linear_q.ts's, plain x (no fused norm/silu); f16: kernels/linear.ts's gemvWg ×
  *    gemvRows with the kind's fused decode variant; prints the best per kind.
  * 2. Decode chains (f16 / q8 / q4): the 169 GEMVs as a decode step runs them (f16 also with
- *    gate_up on the resident-x GEMV of kernels/gemv.ts, as the decoder runs it) — norm fused into
+ *    gate_up on the resident-x GEMV of kernels/gemv.ts, q8 also o, down, lm_head: as the decoder
+ *    runs them) — norm fused into
  *    qkv, gate_up and lm_head, silu · mul into down, o and down accumulating — with the default
  *    tunings (and for q8/q4 with the sweep's best per kind).
  * 3. Prefill (--prefill M, default 478; 0 skips): one layer's four products at m = M (q8/q4:
@@ -295,9 +296,15 @@ for (const dtype of dtypes) {
   ) => {
     const ds: Dispatch[] = [];
     const one = (kind: Kind, w: Weight, l = 0) => {
-      // "resident" (f16): the decoder's gate_up on kernels/gemv.ts, down_proj then plain.
+      // "resident" (f16, q8): the decoder's gate_up on kernels/gemv.ts, down_proj then plain;
+      // for q8 (GEMV_PLAIN) also o_proj, down_proj and lm_head there.
       if (emit === "resident" && kind === "gate_up") {
         ds.push(gemvResident(gpu, y, x, w, { norm: { weight: nw, eps: 1e-6 }, siluMul: true }));
+        return;
+      }
+      if (emit === "resident" && dtype === "q8" && kind !== "qkv") {
+        const norm = kind === "lm_head" ? { norm: { weight: nw, eps: 1e-6 } } : {};
+        ds.push(gemvResident(gpu, y, x, w, { ...norm, accumulate: kind !== "lm_head" }));
         return;
       }
       const s = plain
@@ -329,8 +336,8 @@ for (const dtype of dtypes) {
     ["default fused", () => undefined, false],
     ["default plain", () => undefined, true],
   ];
-  if (dtype === "f16" && sweepMode !== "xpu") {
-    variants.push(["default fused, resident-x gate_up", () => undefined, false, "resident"]);
+  if (dtype !== "q4" && sweepMode !== "xpu") {
+    variants.push(["default fused, resident-x GEMVs", () => undefined, false, "resident"]);
   }
   if (dtype === "q4" && sweepMode !== "xpu") {
     variants.push(["default emit-x", () => undefined, false, "x"]);

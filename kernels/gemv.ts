@@ -1,7 +1,7 @@
 /**
- * The resident-x GEMV (kernels/gemv.wgsl): m = 1 over f16 weights, x held in registers for the
- * whole dispatch, the decoder's gate_up with its RMSNorm and silu · up fused. Reference:
- * src/ref/linear.ts (normLinear, then siluMul).
+ * The resident-x GEMV (kernels/gemv.wgsl): m = 1 over f16 or q8 weights, x held in registers for
+ * the whole dispatch — the decoder's gate_up with its RMSNorm and silu · up fused, and q8's
+ * down_proj. Reference: src/ref/linear.ts (normLinear, then siluMul), src/ref/linear_q.ts.
  *
  * Why (bench/gemv_probe.ts, NVIDIA H200, 2026-11-28, 7B shapes, 28 layers of distinct weights):
  * the MLP of a decode step as kernels/linear.ts fuses it — gate_up with the norm (82 µs alone), down
@@ -14,16 +14,22 @@
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
-import type { Weight } from "../src/gpu/tensor.ts";
+import { quantLayout, type Weight } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 
-const Params = defineParams({ k8: "u32", n: "u32", rows: "u32", eps: "f32" });
+const Params = defineParams({ ku: "u32", n: "u32", rows: "u32", eps: "f32", s_base: "u32" });
+
+/** Weight dtypes the resident-x GEMV reads. */
+export type GemvDType = "f16" | "q8";
+
+/** Elements in a 16-byte unit of a row. */
+const UNIT: Record<GemvDType, number> = { f16: 8, q8: 16 };
 
 /** Shape knobs of {@link gemvResident}; benchmarks sweep them, callers use the defaults. */
 export interface GemvTuning {
-  /** Most threads a workgroup: the fewest units of 8 elements per thread that fit (≥ 1). */
+  /** Most threads a workgroup: the fewest units per thread that fit (≥ 1). */
   maxThreads: number;
   /** Weight rows a batch (even with siluMul): their loads go out together. */
   rows: number;
@@ -32,10 +38,25 @@ export interface GemvTuning {
 }
 
 /**
- * Defaults (bench/gemv_probe.ts --mlp, H200): 4 rows a batch, 1056 workgroups (8 per SM of 132),
- * at most 512 threads (7B's k = 3584: 448 threads × 1 unit; QVQ-72B's 8192: 512 × 2).
+ * Defaults per dtype (bench/gemv_probe.ts, H200, 2026-11-28; 1056 workgroups = 8 per SM of 132):
+ * - f16, 4 rows a batch, ≤ 512 threads (--mlp: 7B k = 3584 at 448 threads × 1 unit 112.2 µs a
+ *   layer, 2 units 128.7–130.5; QVQ-72B's 8192 would take 512 × 2);
+ * - q8, 16 rows, ≤ 320 threads (7B plain: gate_up 57.2 µs against 61.1 at 8 rows and 78.3 for
+ *   kernels/linear_q.ts's; down (k = 18944) 34.6 µs at 320 threads × 4 units against 50.7–59.5
+ *   at 608 × 2 and 50.8 for linear_q's).
  */
-export const GEMV_TUNING: GemvTuning = { maxThreads: 512, rows: 4, groups: 1056 };
+export const GEMV_TUNING: Record<GemvDType, GemvTuning> = {
+  f16: { maxThreads: 512, rows: 4, groups: 1056 },
+  q8: { maxThreads: 320, rows: 16, groups: 1056 },
+};
+
+/**
+ * Whether a GEMV of this dtype without silu · up (o_proj, down_proj, lm_head) runs on the
+ * resident-x kernel rather than kernels/linear.ts's (bench/gemv_probe.ts, H200, 7B plain): q8 yes
+ * (down 34.6 µs against 50.8, o 13.2 against 15.8); f16 no (linear()'s GEMV: down 37.6 µs against
+ * 40.9, o 11.6 against 11.5).
+ */
+export const GEMV_PLAIN: Readonly<Record<GemvDType, boolean>> = { f16: false, q8: true };
 
 /** Options of a resident-x GEMV. */
 export interface GemvShape {
@@ -43,19 +64,26 @@ export interface GemvShape {
   norm?: { weight: BufferArg; eps: number };
   /** w is [gate; up] (2 n rows): y = silu(gate · x) · (up · x), n = w.rows / 2 values. */
   siluMul?: boolean;
+  /** y += w · x (the residual add fused); not with siluMul. */
+  accumulate?: boolean;
 }
 
-/** Threads and units of 8 elements per thread for k (threads: whole multiples of 32). */
-function layout(k: number, maxThreads: number): { threads: number; units: number } {
-  const k8 = k / 8;
-  const units = Math.max(1, Math.ceil(k8 / maxThreads));
-  return { threads: Math.min(maxThreads, Math.ceil(ceilDiv(k8, units) / 32) * 32), units };
+/** Threads and units per thread for `units` units a row (threads: whole multiples of 32). */
+function layout(units: number, maxThreads: number): { threads: number; per: number } {
+  const per = Math.max(1, Math.ceil(units / maxThreads));
+  return { threads: Math.min(maxThreads, Math.ceil(ceilDiv(units, per) / 32) * 32), per };
+}
+
+/** Whether `d` is a dtype the resident-x GEMV reads. */
+export function isGemvDType(d: string): d is GemvDType {
+  return d in UNIT;
 }
 
 /**
- * Whether {@link gemvResident} runs for `w` on this device: an f16 weight in one chunk with
- * k % 8 == 0 (16-byte loads), subgroups (the row sums), a workgroup of its threads allowed, and an
- * even row count with siluMul. Callers take kernels/linear.ts's GEMV otherwise.
+ * Whether {@link gemvResident} runs for `w` on this device: an f16 or q8 weight in one chunk
+ * whose rows are whole 16-byte units (k % 8 == 0 for f16, k % 32 for q8), subgroups (the row
+ * sums), a workgroup of its threads allowed, and an even row count with siluMul. Callers take
+ * kernels/linear.ts's GEMV otherwise.
  */
 export function gemvResidentFits(
   gpu: Gpu,
@@ -63,30 +91,48 @@ export function gemvResidentFits(
   siluMul = false,
   tuning: Partial<GemvTuning> = {},
 ): boolean {
-  const t = { ...GEMV_TUNING, ...tuning };
-  return w.dtype === "f16" && w.chunks.length === 1 && w.cols % 8 === 0 &&
+  if (!isGemvDType(w.dtype)) return false;
+  const t = { ...GEMV_TUNING[w.dtype], ...tuning };
+  const unit = UNIT[w.dtype];
+  return w.chunks.length === 1 && w.cols % (w.dtype === "q8" ? 32 : unit) === 0 &&
     gpu.features.subgroups && (!siluMul || w.rows % 2 === 0) &&
-    layout(w.cols, t.maxThreads).threads <= gpu.limits.maxComputeInvocationsPerWorkgroup;
+    layout(w.cols / unit, t.maxThreads).threads <= gpu.limits.maxComputeInvocationsPerWorkgroup;
 }
 
 /**
- * The per-thread x loads (units j: index u{j}, raw rl{j}/rh{j}, times the norm weight xa{j}/xb{j})
- * and a batch's loads and sums, written out for kernels/gemv.wgsl's LOAD_X and BATCH.
+ * The per-thread x loads (unit j: index u{j}, its x vec4 x{j}_{c} times the norm weight, Σ x²
+ * into ss) and a batch's loads and sums, written out for kernels/gemv.wgsl's LOAD_X and BATCH.
  */
-function code(threads: number, units: number, rows: number): Record<string, string> {
-  const U = Array.from({ length: units }, (_, j) => j);
+function code(
+  dtype: GemvDType,
+  threads: number,
+  per: number,
+  rows: number,
+): Record<string, string> {
+  const U = Array.from({ length: per }, (_, j) => j);
   const R = Array.from({ length: rows }, (_, i) => i);
+  const C = Array.from({ length: UNIT[dtype] / 4 }, (_, c) => c);
+  const q8 = dtype === "q8";
   const loadX = U.flatMap((j) => [
-    `let ok${j} = lid + ${j * threads}u < p.k8; let u${j} = min(lid + ${j * threads}u, p.k8 - 1u);`,
-    `let rl${j} = x_lo(u${j}, ok${j}); let rh${j} = x_hi(u${j}, ok${j});`,
-    `ss += dot(rl${j}, rl${j}) + dot(rh${j}, rh${j});`,
-    `let xa${j} = rl${j} * nw_lo(u${j}); let xb${j} = rh${j} * nw_hi(u${j});`,
+    `let ok${j} = lid + ${j * threads}u < p.ku; let u${j} = min(lid + ${j * threads}u, p.ku - 1u);`,
+    ...C.map((c) =>
+      `let r${j}_${c} = x_at(u${j}, ${c}u, ok${j}); ss += dot(r${j}_${c}, r${j}_${c}); ` +
+      `let x${j}_${c} = r${j}_${c} * nw_at(u${j}, ${c}u);`
+    ),
   ]);
+  const xs = (j: number) => C.map((c) => `x${j}_${c}`).join(", ");
   const batch = [
-    ...R.map((i) => `let w${i} = batch_row(o0, ${i}u);`),
-    ...R.flatMap((i) => U.map((j) => `let q${i}_${j} = w[w${i} + u${j}];`)),
+    ...R.map((i) => `let b${i} = batch_row(o0, ${i}u);`),
+    ...R.flatMap((i) =>
+      U.flatMap((j) => [
+        `let q${i}_${j} = w[b${i} * p.ku + u${j}];`,
+        ...(q8 ? [`let d${i}_${j} = scale(b${i} * (p.ku / 2u) + (u${j} >> 1u));`] : []),
+      ])
+    ),
     ...R.flatMap((i) => [
-      `let t${i} = subgroupAdd(${U.map((j) => `unit_dot(q${i}_${j}, xa${j}, xb${j})`).join(" + ")});`,
+      `let t${i} = subgroupAdd(${
+        U.map((j) => `unit_dot(q${i}_${j}, ${q8 ? `d${i}_${j}, ` : ""}${xs(j)})`).join(" + ")
+      });`,
       `if (lane == 0u) { red[par * NW + sg][${i}] = t${i}; }`,
     ]),
   ];
@@ -95,11 +141,12 @@ function code(threads: number, units: number, rows: number): Record<string, stri
 
 /**
  * y = w · x at m = 1, x resident in registers (kernels/gemv.wgsl); with `s.norm`, x RMS-normed
- * on load; with `s.siluMul`, w is [gate; up] and y = silu(gate) · up. Check
+ * on load; with `s.siluMul`, w is [gate; up] and y = silu(gate) · up; with `s.accumulate`,
+ * y += w · x. Check
  * {@link gemvResidentFits} first.
  * @param y (w.rows) f32, or (w.rows / 2) with siluMul
  * @param x (w.cols) f32
- * @param w (rows, k) f16, one chunk
+ * @param w (rows, k) f16 or q8, one chunk
  */
 export function gemvResident(
   gpu: Gpu,
@@ -109,22 +156,28 @@ export function gemvResident(
   s: GemvShape = {},
   tuning: Partial<GemvTuning> = {},
 ): Dispatch {
-  const t = { ...GEMV_TUNING, ...tuning };
   const silu = s.siluMul === true;
-  if (!gemvResidentFits(gpu, w, silu, t)) {
+  if (!gemvResidentFits(gpu, w, silu, tuning) || !isGemvDType(w.dtype)) {
     throw new InvalidInputError(
       `gemvResident: a ${w.dtype} weight (${w.rows}, ${w.cols}) in ${w.chunks.length} chunk(s) ` +
-        `does not fit (f16, one chunk, k % 8 == 0, subgroups, even rows with siluMul); use linear()`,
+        `does not fit (f16 or q8, one chunk, whole 16-byte units a row, subgroups, even rows ` +
+        `with siluMul); use linear()`,
     );
   }
+  const dtype = w.dtype;
+  const t = { ...GEMV_TUNING[dtype], ...tuning };
   if (!(Number.isInteger(t.rows) && t.rows >= (silu ? 2 : 1) && (!silu || t.rows % 2 === 0))) {
-    throw new InvalidInputError(`gemvResident: rows a batch must be ${silu ? "even" : "≥ 1"}, got ${t.rows}`);
+    throw new InvalidInputError(
+      `gemvResident: rows a batch must be ${silu ? "even" : "≥ 1"}, got ${t.rows}`,
+    );
   }
+  if (silu && s.accumulate) throw new InvalidInputError("gemvResident: accumulate with siluMul");
   const n = silu ? w.rows / 2 : w.rows;
   checkSize("x", x, w.cols * 4);
   checkSize("y", y, n * 4);
   if (s.norm) checkSize("norm weight", s.norm.weight, w.cols * 4);
-  const { threads, units } = layout(w.cols, t.maxThreads);
+  const units = w.cols / UNIT[dtype];
+  const { threads, per } = layout(units, t.maxThreads);
   const sgMin = gpu.adapterInfo.subgroupMinSize ?? 4;
   const v = variant(gpu, {
     family: "gemv",
@@ -135,15 +188,23 @@ export function gemvResident(
       WG: threads,
       R: t.rows,
       NW: ceilDiv(threads, sgMin),
-      U: units,
+      U: per,
+      Q8: dtype === "q8",
       NORM: s.norm !== undefined,
       SILU: silu,
+      ACC: s.accumulate === true,
       Y_BINDING: s.norm ? 3 : 2,
     },
-    code: code(threads, units, t.rows),
+    code: code(dtype, threads, per, t.rows),
   });
   const out = silu ? t.rows / 2 : t.rows;
-  const params = Params.pack({ k8: w.cols / 8, n, rows: w.rows, eps: s.norm?.eps ?? 0 });
+  const params = Params.pack({
+    ku: units,
+    n,
+    rows: w.rows,
+    eps: s.norm?.eps ?? 0,
+    s_base: dtype === "q8" ? quantLayout(w.rows, w.cols, "q8").scalesOffset / 4 : 0,
+  });
   const buffers = [x, w.chunks[0].buffer, ...(s.norm ? [s.norm.weight] : []), y];
   return new Dispatch(gpu, v, buffers, params, [Math.min(t.groups, ceilDiv(n, out), 65535)]);
 }

@@ -1,19 +1,22 @@
-// Resident-x GEMV over f16 weights (m = 1: decode): y = w · x (w (rows, k) f16, x (k) f32).
+// Resident-x GEMV (m = 1: decode): y = w · x, w (rows, k) f16 or #if Q8 q8 (kernels/linear_q.wgsl's
+// format: int8 codes, then one f16 scale per 32-element group from word p.s_base), x (k) f32.
 // kernels/linear.wgsl's GEMV gives each workgroup a few rows and all of k, so every workgroup
 // re-reads x (and a fused norm's weight) from L2 for a few rows' worth of weights, and a fused
 // norm's Σ x² once per workgroup. Here a workgroup's WG threads cover k once, each holding U units
-// (8 elements each, thread t's units t, t + WG, …) of x in registers for the whole dispatch, and
-// the workgroup walks batches of R rows over a grid-strided loop: a batch's R · U weight loads
-// (16 bytes each) go out together, each row's sum is a subgroupAdd, and the subgroups' partials
-// meet in workgroup memory (double-buffered by batch parity: one barrier a batch).
+// (16 bytes of weights: 8 f16 or 16 q8 elements; thread t's units t, t + WG, …) of x in registers
+// for the whole dispatch, and the workgroup walks batches of R rows over a grid-strided loop: a
+// batch's R · U weight loads go out together, each row's sum is a subgroupAdd, and the
+// subgroups' partials meet in workgroup memory (double-buffered by batch parity: one barrier a
+// batch).
 // #if NORM: x is RMS-normed on load (a fused Qwen2RMSNorm, kernels/linear.wgsl's NORM): the dot
 // products take x ∘ nw, Σ x² is summed once per workgroup, and each sum is scaled by 1 / rms.
 // #if SILU: the weight is an MLP's [gate; up] (p.rows = 2 p.n) and the output is silu(gate) · up
 // (p.n values): a batch holds R / 2 gate rows and the up rows p.n further.
+// #if ACC (not SILU): y += w · x (the residual add fused).
 // The builder (kernels/gemv.ts) writes the per-thread x loads (LOAD_X) and a batch's loads and
 // sums (BATCH) out as text: a loop would wait on each load in turn.
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;     // (k / 4) f32
-@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;     // (rows, k / 8) f16 × 8
+@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;     // (rows, units) 16-byte units
 #if NORM
 @group(0) @binding(2) var<storage, read> nw: array<vec4<f32>>;    // (k / 4) f32 RMSNorm weight
 #endif
@@ -34,11 +37,35 @@ var<workgroup> red: array<array<f32, R>, 2u * NW>;  // [parity · NW + subgroup]
 var<workgroup> ssr: array<f32, NW>;                 // [subgroup] Σ x²
 #endif
 
-// Elements 8u .. 8u + 7 of a row (q: 8 halves) times x's (a: the first 4, b: the next).
+#if Q8
+const XV: u32 = 4u;  // x vec4 per unit
+// Bytes 0..3 of q as int8 in f32, without int→float conversions (kernels/linear_q.wgsl codes8).
+fn codes8(q: u32) -> vec4<f32> {
+  let u = q ^ 0x80808080u;
+  let m = vec4<u32>(u, u, u >> 16u, u >> 16u);
+  return bitcast<vec4<f32>>((m & vec4<u32>(0xffu, 0xff00u, 0xffu, 0xff00u)) |
+    vec4<u32>(0x4b000000u, 0x47000000u, 0x4b000000u, 0x47000000u)) -
+    vec4<f32>(8388736.0, 32896.0, 8388736.0, 32896.0);
+}
+
+// The f16 scale of flat group f (= row · k / 32 + group) as f32.
+fn scale(f: u32) -> f32 {
+  let sw = p.s_base + (f >> 1u);
+  return unpack2x16float(w[sw >> 2u][sw & 3u])[f & 1u];
+}
+
+// A unit (16 codes) times its x (a .. d), times its group's scale d.
+fn unit_dot(q: vec4<u32>, d: f32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, e: vec4<f32>) -> f32 {
+  return d * (dot(codes8(q.x), a) + dot(codes8(q.y), b) + dot(codes8(q.z), c) + dot(codes8(q.w), e));
+}
+#else
+const XV: u32 = 2u;
+// A unit (8 halves) times its x (a: the first 4, b: the next).
 fn unit_dot(q: vec4<u32>, a: vec4<f32>, b: vec4<f32>) -> f32 {
   return dot(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), a) +
     dot(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), b);
 }
+#endif
 
 // Weight row of a batch's row i (outputs o0 ..), clamped in bounds (rows past the end are read
 // again and not stored).
@@ -48,18 +75,15 @@ fn batch_row(o0: u32, i: u32) -> u32 {
 #else
   let r = o0 + i;
 #endif
-  return min(r, p.rows - 1u) * p.k8;
+  return min(r, p.rows - 1u);
 }
 
-// x units j of this thread (index u, 0 past k): raw (for Σ x²) and times the norm weight.
-fn x_lo(u: u32, ok: bool) -> vec4<f32> { return select(vec4<f32>(0.0), x[2u * u], ok); }
-fn x_hi(u: u32, ok: bool) -> vec4<f32> { return select(vec4<f32>(0.0), x[2u * u + 1u], ok); }
+// x vec4 c of unit u of this thread (0 past k), and the norm weight's.
+fn x_at(u: u32, c: u32, ok: bool) -> vec4<f32> { return select(vec4<f32>(0.0), x[XV * u + c], ok); }
 #if NORM
-fn nw_lo(u: u32) -> vec4<f32> { return nw[2u * u]; }
-fn nw_hi(u: u32) -> vec4<f32> { return nw[2u * u + 1u]; }
+fn nw_at(u: u32, c: u32) -> vec4<f32> { return nw[XV * u + c]; }
 #else
-fn nw_lo(u: u32) -> vec4<f32> { return vec4<f32>(1.0); }
-fn nw_hi(u: u32) -> vec4<f32> { return vec4<f32>(1.0); }
+fn nw_at(u: u32, c: u32) -> vec4<f32> { return vec4<f32>(1.0); }
 #endif
 
 @compute @workgroup_size(WG)
@@ -81,7 +105,7 @@ fn main(
   workgroupBarrier();
   var tot = 0.0;
   for (var i = 0u; i < subgroups; i++) { tot += ssr[i]; }
-  rs = inverseSqrt(tot / f32(8u * p.k8) + p.eps);
+  rs = inverseSqrt(tot / f32(4u * XV * p.ku) + p.eps);
 #endif
   var par = 0u;
   for (var o0 = wid.x * OUT; o0 < p.n; o0 += groups.x * OUT) {
@@ -102,7 +126,11 @@ fn main(
       let g = a * rs;
       y[o0 + lid] = g / (1.0 + exp(-g)) * (b * rs);
 #else
+#if ACC
+      y[o0 + lid] += a * rs;
+#else
       y[o0 + lid] = a * rs;
+#endif
 #endif
     }
     par ^= 1u;

@@ -1,12 +1,14 @@
 import assert from "node:assert/strict";
-import { sharedGpu } from "../src/gpu/device.ts";
+import { type Gpu, sharedGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
-import { destroyWeight } from "../src/gpu/tensor.ts";
+import { createWeight, destroyWeight, f32ToF16Bits } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { linear as linearRef, normLinear as normLinearRef } from "../src/ref/linear.ts";
 import { siluMul as siluMulRef } from "../src/ref/elementwise.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
-import { gemvResident, gemvResidentFits, type GemvTuning } from "./gemv.ts";
+import { type GemvDType, gemvResident, gemvResidentFits, type GemvTuning } from "./gemv.ts";
+import { readQuantWeight, writeQuantRows } from "./linear_q.ts";
+import { dequantize } from "../src/ref/linear_q.ts";
 import { run } from "./_kernel.ts";
 import { uploadWeight } from "./_test_utils.ts";
 
@@ -14,49 +16,74 @@ import { uploadWeight } from "./_test_utils.ts";
 // max|y| holds k = 3584; one dropped or doubled term fails by orders of magnitude).
 const TOL = 1e-5;
 
-// [n outputs, k, tuning]: k of one unit (8), one thread short of a subgroup multiple (104 = 13
-// units), the 2B and 7B hidden sizes; few workgroups (many batches each) and several units a
-// thread (maxThreads below k / 8); odd n (a last batch past the rows).
-const CASES: [number, number, Partial<GemvTuning>][] = [
-  [5, 8, {}],
-  [37, 104, {}],
-  [37, 104, { groups: 3, rows: 2 }],
-  [130, 1536, { maxThreads: 64, groups: 7 }],
-  [64, 3584, { rows: 6, groups: 5 }],
-  [19, 3584, { maxThreads: 96 }],
-];
+// [n outputs, k, tuning]: k of one unit (8 elements f16, 32 = two units q8), a unit count one
+// short of a subgroup multiple (f16 104 = 13 units, q8 96 = 6), the 2B and 7B hidden sizes; few
+// workgroups (many batches each) and several units a thread (maxThreads below the units a row);
+// odd n (a last batch past the rows).
+const CASES: Record<GemvDType, [number, number, Partial<GemvTuning>][]> = {
+  f16: [
+    [5, 8, {}],
+    [37, 104, {}],
+    [37, 104, { groups: 3, rows: 2 }],
+    [130, 1536, { maxThreads: 64, groups: 7 }],
+    [64, 3584, { rows: 6, groups: 5 }],
+    [19, 3584, { maxThreads: 96 }],
+  ],
+  q8: [
+    [5, 32, {}],
+    [37, 96, {}],
+    [37, 160, { groups: 3, rows: 2 }],
+    [130, 1536, { maxThreads: 64, groups: 7 }],
+    [64, 3584, { rows: 6, groups: 5 }],
+    [19, 3584, { maxThreads: 96 }],
+  ],
+};
 
-for (const norm of [false, true]) {
-  for (const silu of [false, true]) {
-    Deno.test(`gemvResident() matches the CPU reference, norm ${norm}, siluMul ${silu}`, async () => {
-      const gpu = await sharedGpu();
-      const rng = seeded(41 + 2 * Number(norm) + Number(silu));
-      for (const [n, k, tuning] of CASES) {
-        if (silu && (tuning.rows ?? 4) % 2) continue;
-        const rows = silu ? 2 * n : n;
-        const x = randn(rng, k, 2), nwData = randn(rng, k);
-        const { w, held } = uploadWeight(gpu, randn(rng, rows * k, 1 / Math.sqrt(k)), rows, k, "f16", "w");
-        const [bx, bnw] = [x, nwData].map((a) => uploadArray(gpu, a));
-        const by = createStorage(gpu, n * 4, "y");
-        const d = gemvResident(gpu, by, bx, w, {
-          ...(norm ? { norm: { weight: bnw, eps: 1e-6 } } : {}),
-          siluMul: silu,
-        }, tuning);
-        run(gpu, [d]);
-        const y = norm
-          ? normLinearRef(x, nwData, 1e-6, held, null, 1, rows, k)
-          : linearRef(x, held, null, 1, rows, k);
-        const what = `${n}x${k} ${JSON.stringify(tuning)}`;
-        assertClose(await readF32(gpu, by, n), silu ? siluMulRef(y, 1, n) : y, TOL, what);
-        [bx, bnw, by].forEach((b) => b.destroy());
-        d.destroy();
-        destroyWeight(w);
-      }
-    });
+/** A (rows, k) weight of dtype from random values, and the values the GPU holds. */
+async function makeWeight(gpu: Gpu, rows: number, k: number, dtype: GemvDType, rng: () => number) {
+  const data = randn(rng, rows * k, 1 / Math.sqrt(k));
+  if (dtype === "f16") return uploadWeight(gpu, data, rows, k, "f16", "w");
+  const w = createWeight(gpu, rows, k, "q8", "wq");
+  writeQuantRows(gpu, w, 0, f32ToF16Bits(data.map(Math.f16round)));
+  return { w, held: dequantize(await readQuantWeight(gpu, w)) };
+}
+
+for (const dtype of ["f16", "q8"] as const) {
+  for (const norm of [false, true]) {
+    for (const silu of [false, true]) {
+      Deno.test(`gemvResident() matches the CPU reference, ${dtype}, norm ${norm}, siluMul ${silu}`, async () => {
+        const gpu = await sharedGpu();
+        const rng = seeded(41 + 2 * Number(norm) + Number(silu) + (dtype === "q8" ? 10 : 0));
+        for (const [idx, [n, k, tuning]] of CASES[dtype].entries()) {
+          if (silu && (tuning.rows ?? 4) % 2) continue;
+          const rows = silu ? 2 * n : n;
+          // Every other case without silu adds to y (accumulate: the fused residual).
+          const acc = !silu && idx % 2 === 1;
+          const x = randn(rng, k, 2), nwData = randn(rng, k), y0 = randn(rng, n, 3);
+          const { w, held } = await makeWeight(gpu, rows, k, dtype, rng);
+          const [bx, bnw] = [x, nwData].map((a) => uploadArray(gpu, a));
+          const by = acc ? uploadArray(gpu, y0, "y") : createStorage(gpu, n * 4, "y");
+          const d = gemvResident(gpu, by, bx, w, {
+            ...(norm ? { norm: { weight: bnw, eps: 1e-6 } } : {}),
+            siluMul: silu,
+            accumulate: acc,
+          }, tuning);
+          run(gpu, [d]);
+          const y = norm
+            ? normLinearRef(x, nwData, 1e-6, held, null, 1, rows, k, acc ? y0 : undefined)
+            : linearRef(x, held, null, 1, rows, k, acc ? y0 : undefined);
+          const what = `${n}x${k} ${JSON.stringify(tuning)} accumulate ${acc}`;
+          assertClose(await readF32(gpu, by, n), silu ? siluMulRef(y, 1, n) : y, TOL, what);
+          [bx, bnw, by].forEach((b) => b.destroy());
+          d.destroy();
+          destroyWeight(w);
+        }
+      });
+    }
   }
 }
 
-Deno.test("gemvResident() leaves the outputs past n alone and fits only f16 weights in one chunk", async () => {
+Deno.test("gemvResident() leaves the outputs past n alone and fits only f16 / q8 weights in one chunk", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(47);
   const k = 64, n = 9;
@@ -71,12 +98,17 @@ Deno.test("gemvResident() leaves the outputs past n alone and fits only f16 weig
   assert.equal(gemvResidentFits(gpu, w, true), false, "odd rows cannot pair gate and up");
   const f32 = uploadWeight(gpu, randn(rng, n * k), n, k, "f32", "w32").w;
   const odd = uploadWeight(gpu, randn(rng, 4 * 12), 4, 12, "f16", "odd").w;
+  const q4 = createWeight(gpu, 4, k, "q4", "q4");
   const split = uploadWeight(gpu, randn(rng, 8 * k), 8, k, "f16", "split", 4 * k * 2).w;
-  for (const bad of [f32, odd, split]) {
+  for (const bad of [f32, odd, split, q4]) {
     assert.equal(gemvResidentFits(gpu, bad), false, bad.chunks[0].buffer.label);
     assert.throws(() => gemvResident(gpu, by, bx, bad), InvalidInputError);
   }
   assert.throws(() => gemvResident(gpu, by, bx, w, {}, { rows: 0 }), InvalidInputError);
+  assert.throws(
+    () => gemvResident(gpu, by, bx, w, { siluMul: true, accumulate: true }, { rows: 2 }),
+    InvalidInputError,
+  );
   [bx, by].forEach((b) => b.destroy());
-  [w, f32, odd, split].forEach(destroyWeight);
+  [w, f32, odd, split, q4].forEach(destroyWeight);
 });

@@ -14,12 +14,15 @@ import {
   causalAttention,
   decodeAttention,
   emitKeepsTuning,
+  GEMV_PLAIN,
   gemvResident,
   gemvResidentFits,
   type GpuRopeTable,
+  isGemvDType,
   type KvDType,
   kvWrite,
   linear,
+  type LinearShape,
   normLinear,
   preparedXBytes,
   rope,
@@ -131,10 +134,11 @@ export const DECODER_FUSION = {
    */
   preparedAct: true,
   /**
-   * gate_up at m = 1 over an f16 weight runs kernels/gemv.ts's resident-x GEMV with the norm and
-   * silu · up fused, and down_proj a plain GEMV of its output ({@link gemvResidentFits}).
+   * GEMVs at m = 1 over f16 / q8 weights run kernels/gemv.ts's resident-x GEMV where it fits
+   * ({@link gemvResidentFits}): gate_up with the norm and silu · up fused (down_proj then a plain
+   * GEMV of its output), and for q8 (GEMV_PLAIN) o_proj, down_proj and lm_head too.
    */
-  residentGateUp: true,
+  residentGemv: true,
 };
 
 /** A layer's KV cache: K and V of (maxTokens, kvHeads · headDim) `dtype`. */
@@ -195,9 +199,16 @@ export function layerDispatches(
     emitsPreparedX(downW, w.matrix(next + (last ? "lm_head" : "qkv")), m);
   const nextNw = downEmits ? w.vector(next + (last ? "norm" : "input_norm")) : undefined;
   const actEmits = emitsPreparedAct(gateUpW, downW, m, oEmits);
-  const resident = m === 1 && !oEmits && DECODER_FUSION.residentGateUp &&
+  const resident = m === 1 && !oEmits && DECODER_FUSION.residentGemv &&
     gemvResidentFits(gpu, gateUpW, true);
-  const downEmit = nextNw ? { emit: { weight: nextNw, out: b.xp } } : {};
+  const oEmit = oEmits ? { weight: postNw, out: b.xp } : undefined;
+  const downEmit = nextNw ? { weight: nextNw, out: b.xp } : undefined;
+  // y += x · wᵀ (o_proj, down_proj): at m = 1 on the resident-x GEMV where kernels/gemv.ts's
+  // GEMV_PLAIN prefers it and nothing is emitted.
+  const accumulate = (y: GPUBuffer, x: GPUBuffer, wt: Weight, emit?: LinearShape["emit"]) =>
+    m === 1 && !emit && plainResident(gpu, wt)
+      ? [gemvResident(gpu, y, x, wt, { accumulate: true })]
+      : linear(gpu, y, x, wt, null, { m, accumulate: true, ...(emit ? { emit } : {}) });
   const norm = { m, eps: t.rmsNormEps, ...(inPrepared ? { prepared: b.xp } : {}) };
   let qkv: Dispatch[], attention: Dispatch[];
   if (Array.isArray(attend)) {
@@ -231,18 +242,14 @@ export function layerDispatches(
   return [
     ...qkv,
     ...attention,
-    ...linear(gpu, b.x, b.attn, oW, null, {
-      m,
-      accumulate: true,
-      ...(oEmits ? { emit: { weight: postNw, out: b.xp } } : {}),
-    }),
+    ...accumulate(b.x, b.attn, oW, oEmit),
     ...(resident
       ? [
         gemvResident(gpu, b.act, b.x, gateUpW, {
           norm: { weight: postNw, eps: t.rmsNormEps },
           siluMul: true,
         }),
-        ...linear(gpu, b.x, b.act, downW, null, { m, accumulate: true, ...downEmit }),
+        ...accumulate(b.x, b.act, downW, downEmit),
       ]
       : [
         ...normLinear(gpu, b.gateUp, b.x, b.h, postNw, gateUpW, null, {
@@ -254,11 +261,21 @@ export function layerDispatches(
         ...siluMulLinear(gpu, b.x, b.gateUp, b.act, downW, null, {
           m,
           accumulate: true,
-          ...downEmit,
+          ...(downEmit ? { emit: downEmit } : {}),
           ...(actEmits ? { prepared: b.xpAct } : {}),
         }),
       ]),
   ];
+}
+
+/**
+ * Whether a GEMV over `w` without silu · up (o_proj, down_proj, lm_head) at m = 1 takes the
+ * resident-x kernel: {@link DECODER_FUSION}.residentGemv and kernels/gemv.ts's GEMV_PLAIN for its
+ * dtype, where it fits.
+ */
+function plainResident(gpu: Gpu, w: Weight): boolean {
+  return DECODER_FUSION.residentGemv && isGemvDType(w.dtype) && GEMV_PLAIN[w.dtype] &&
+    gemvResidentFits(gpu, w);
 }
 
 /** Where q, k, v sit in a fused qkv row, and the cache-write shape. */
@@ -370,7 +387,7 @@ export function decodeAttend(
  * Final norm and lm_head over m rows of `x` (already the rows to score).
  *
  * transformers: `hidden_states = self.norm(hidden_states)` then `logits = self.lm_head(hidden_states)`.
- * At m = 1 the norm is fused into lm_head ({@link normLinear}; h is unused).
+ * At m = 1 the norm is fused into lm_head ({@link normLinear}, or q8's resident-x GEMV; h is unused).
  * @param logits (m, vocab) f32
  * @param xp the decoder buffers' prepared x ({@link DecoderBuffers.xp}) when `x` is their x right
  * after {@link layerDispatches} of the last layer at m = 1: lm_head reads it where the last
@@ -389,6 +406,13 @@ export function headDispatches(
   const lmHead = w.matrix("text.lm_head");
   const down = w.matrix(`text.layers.${t.numLayers - 1}.down`);
   const prepared = xp && emitsPreparedX(down, lmHead, m) ? { prepared: xp } : {};
+  if (m === 1 && !prepared.prepared && plainResident(gpu, lmHead)) {
+    return [
+      gemvResident(gpu, logits, x, lmHead, {
+        norm: { weight: w.vector("text.norm"), eps: t.rmsNormEps },
+      }),
+    ];
+  }
   return normLinear(gpu, logits, x, h, w.vector("text.norm"), lmHead, null, {
     m,
     eps: t.rmsNormEps,

@@ -265,39 +265,43 @@ Deno.test("layerDispatches() chains prepared x through o / down / gate_up at m =
   model.dispose();
 });
 
-// The f16 tiny model prefilled one token at a time (every layer at m = 1, as decode runs it) with
-// gate_up on kernels/gemv.ts's resident-x GEMV (norm and silu · up fused, down_proj plain)
-// against linear()'s fused norm-GEMV and silu-GEMV: the same products summed in another order,
-// so 1e-5 of the largest logit, and as many dispatches.
-Deno.test("layerDispatches() runs an f16 gate_up at m = 1 on the resident-x GEMV with linear()'s logits", async () => {
-  const gpu = await sharedGpu();
-  const cfg = JSON.parse(await Deno.readTextFile(`${TINY_DIR}config.json`));
-  const model = await syntheticModel(cfg, {
-    gpu,
-    dtype: "f16",
-    seed: 6,
-    maxContext: 64,
-    prefillChunk: 1,
+// The f16 and q8 tiny models prefilled one token at a time (every layer at m = 1, as decode runs
+// it) with gate_up on kernels/gemv.ts's resident-x GEMV (norm and silu · up fused) — and for q8
+// (GEMV_PLAIN) o_proj, down_proj and lm_head too — against linear()'s GEMVs: the same products
+// summed in another order, so 1e-5 of the largest logit, and as many dispatches.
+for (const quant of [undefined, "q8"] as const) {
+  Deno.test(`layerDispatches() runs ${quant ?? "f16"} GEMVs at m = 1 on the resident-x GEMV with linear()'s logits`, async () => {
+    const gpu = await sharedGpu();
+    const cfg = JSON.parse(await Deno.readTextFile(`${TINY_DIR}config.json`));
+    const model = await syntheticModel(cfg, {
+      gpu,
+      dtype: "f16",
+      seed: 6,
+      maxContext: 64,
+      prefillChunk: 1,
+      ...(quant ? { quant } : {}),
+    });
+    const prompt = [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872];
+    const saved = { ...DECODER_FUSION };
+    const pass = async (residentGemv: boolean) => {
+      Object.assign(DECODER_FUSION, { residentGemv });
+      try {
+        const s = model.createSession(32);
+        const all = await model.prefill(s, prompt, undefined, { allLogits: true });
+        const keys = s.decodeDispatches.map((d) => d.variant.key);
+        s.dispose();
+        return { all: all!, keys };
+      } finally {
+        Object.assign(DECODER_FUSION, saved);
+      }
+    };
+    const off = await pass(false), on = await pass(true);
+    const gemv = (keys: string[]) => keys.filter((k) => k.startsWith("gemv.")).length;
+    const want = quant ? 3 * cfg.num_hidden_layers + 1 : cfg.num_hidden_layers;
+    assert.equal(gemv(on.keys), want, "resident-x GEMVs a step");
+    assert.equal(gemv(off.keys), 0);
+    assert.equal(on.keys.length, off.keys.length, "decode dispatches");
+    assertClose(on.all, off.all, 1e-5, "logits of every prompt position");
+    model.dispose();
   });
-  const prompt = [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872];
-  const saved = { ...DECODER_FUSION };
-  const pass = async (residentGateUp: boolean) => {
-    Object.assign(DECODER_FUSION, { residentGateUp });
-    try {
-      const s = model.createSession(32);
-      const all = await model.prefill(s, prompt, undefined, { allLogits: true });
-      const keys = s.decodeDispatches.map((d) => d.variant.key);
-      s.dispose();
-      return { all: all!, keys };
-    } finally {
-      Object.assign(DECODER_FUSION, saved);
-    }
-  };
-  const off = await pass(false), on = await pass(true);
-  const gemv = (keys: string[]) => keys.filter((k) => k.startsWith("gemv.")).length;
-  assert.equal(gemv(on.keys), cfg.num_hidden_layers, "one resident-x gate_up a layer");
-  assert.equal(gemv(off.keys), 0);
-  assert.equal(on.keys.length, off.keys.length, "decode dispatches");
-  assertClose(on.all, off.all, 1e-5, "logits of every prompt position");
-  model.dispose();
-});
+}
