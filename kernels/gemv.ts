@@ -38,23 +38,26 @@ export interface GemvTuning {
 }
 
 /**
- * Defaults per dtype (bench/gemv_probe.ts, H200, 2026-11-28; 1056 workgroups = 8 per SM of 132):
- * - f16, 4 rows a batch, ≤ 512 threads (--mlp: 7B k = 3584 at 448 threads × 1 unit 112.2 µs a
- *   layer, 2 units 128.7–130.5; QVQ-72B's 8192 would take 512 × 2);
- * - q8, 16 rows, ≤ 320 threads (7B plain: gate_up 57.2 µs against 61.1 at 8 rows and 78.3 for
- *   kernels/linear_q.ts's; down (k = 18944) 34.6 µs at 320 threads × 4 units against 50.7–59.5
- *   at 608 × 2 and 50.8 for linear_q's).
+ * Defaults per dtype (H200, 2026-11-28; 1056 workgroups = 8 per SM of 132):
+ * - f16, 4 rows a batch, ≤ 512 threads (bench/gemv_probe.ts --mlp: 7B k = 3584 at 448 threads ×
+ *   1 unit 112.2 µs a layer, 2 units 128.7–130.5; QVQ-72B's 8192 would take 512 × 2);
+ * - q8, 4 rows, ≤ 320 threads: in the model (bench/main.ts, 478 tokens + image, interleaved with
+ *   linear_q's GEMVs) 7B q8 180.6 / 178.3 → 208.8 tok/s at 4 rows, 198.4 at 8, 169.1 at 16; 2B
+ *   422.1 / 414.0 → 529.8, 454.8, 299.4 — though 16 rows ran best alone (7B plain gate_up 57.2 µs
+ *   against 63–66 at 4): more rows' loads a thread than the fused variants' registers hold. k =
+ *   18944 (down) ran 34.6–37.3 µs at 320 threads × 4 units against 50.7–59.5 at 608 × 2.
  */
 export const GEMV_TUNING: Record<GemvDType, GemvTuning> = {
   f16: { maxThreads: 512, rows: 4, groups: 1056 },
-  q8: { maxThreads: 320, rows: 16, groups: 1056 },
+  q8: { maxThreads: 320, rows: 4, groups: 1056 },
 };
 
 /**
  * Whether a GEMV of this dtype without silu · up (o_proj, down_proj, lm_head) runs on the
  * resident-x kernel rather than kernels/linear.ts's (bench/gemv_probe.ts, H200, 7B plain): q8 yes
- * (down 34.6 µs against 50.8, o 13.2 against 15.8); f16 no (linear()'s GEMV: down 37.6 µs against
- * 40.9, o 11.6 against 11.5).
+ * (down 36.3 µs against 50.8, o 13.5 against 15.8; in the model 7B q8 197.1 tok/s with gate_up
+ * alone on it, 208.8 with these too); f16 no (linear()'s GEMV: down 37.6 µs against 40.9, o 11.6
+ * against 11.5).
  */
 export const GEMV_PLAIN: Readonly<Record<GemvDType, boolean>> = { f16: false, q8: true };
 
