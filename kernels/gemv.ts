@@ -29,7 +29,7 @@ const UNIT: Record<GemvDType, number> = { f16: 8, q8: 16 };
 
 /** Shape knobs of {@link gemvResident}; benchmarks sweep them, callers use the defaults. */
 export interface GemvTuning {
-  /** Most threads a workgroup: the fewest units per thread that fit (≥ 1). */
+  /** Most threads a workgroup (and the device's limit): the fewest units per thread that fit. */
   maxThreads: number;
   /** Weight rows a batch (even with siluMul): their loads go out together. */
   rows: number;
@@ -71,10 +71,14 @@ export interface GemvShape {
   accumulate?: boolean;
 }
 
-/** Threads and units per thread for `units` units a row (threads: whole multiples of 32). */
-function layout(units: number, maxThreads: number): { threads: number; per: number } {
-  const per = Math.max(1, Math.ceil(units / maxThreads));
-  return { threads: Math.min(maxThreads, Math.ceil(ceilDiv(units, per) / 32) * 32), per };
+/**
+ * Threads and units per thread for `units` units a row: the fewest units a thread within
+ * `maxThreads` and the device's workgroup limit, threads rounded up to whole multiples of 32.
+ */
+function layout(gpu: Gpu, units: number, maxThreads: number): { threads: number; per: number } {
+  const most = Math.min(maxThreads, gpu.limits.maxComputeInvocationsPerWorkgroup);
+  const per = Math.max(1, Math.ceil(units / most));
+  return { threads: Math.min(most, Math.ceil(ceilDiv(units, per) / 32) * 32), per };
 }
 
 /** Whether `d` is a dtype the resident-x GEMV reads. */
@@ -85,21 +89,12 @@ export function isGemvDType(d: string): d is GemvDType {
 /**
  * Whether {@link gemvResident} runs for `w` on this device: an f16 or q8 weight in one chunk
  * whose rows are whole 16-byte units (k % 8 == 0 for f16, k % 32 for q8), subgroups (the row
- * sums), a workgroup of its threads allowed, and an even row count with siluMul. Callers take
- * kernels/linear.ts's GEMV otherwise.
+ * sums), and an even row count with siluMul. Callers take kernels/linear.ts's GEMV otherwise.
  */
-export function gemvResidentFits(
-  gpu: Gpu,
-  w: Weight,
-  siluMul = false,
-  tuning: Partial<GemvTuning> = {},
-): boolean {
-  if (!isGemvDType(w.dtype)) return false;
-  const t = { ...GEMV_TUNING[w.dtype], ...tuning };
-  const unit = UNIT[w.dtype];
-  return w.chunks.length === 1 && w.cols % (w.dtype === "q8" ? 32 : unit) === 0 &&
-    gpu.features.subgroups && (!siluMul || w.rows % 2 === 0) &&
-    layout(w.cols / unit, t.maxThreads).threads <= gpu.limits.maxComputeInvocationsPerWorkgroup;
+export function gemvResidentFits(gpu: Gpu, w: Weight, siluMul = false): boolean {
+  return isGemvDType(w.dtype) && w.chunks.length === 1 &&
+    w.cols % (w.dtype === "q8" ? 32 : UNIT[w.dtype]) === 0 && gpu.features.subgroups &&
+    (!siluMul || w.rows % 2 === 0);
 }
 
 /**
@@ -160,7 +155,7 @@ export function gemvResident(
   tuning: Partial<GemvTuning> = {},
 ): Dispatch {
   const silu = s.siluMul === true;
-  if (!gemvResidentFits(gpu, w, silu, tuning) || !isGemvDType(w.dtype)) {
+  if (!gemvResidentFits(gpu, w, silu) || !isGemvDType(w.dtype)) {
     throw new InvalidInputError(
       `gemvResident: a ${w.dtype} weight (${w.rows}, ${w.cols}) in ${w.chunks.length} chunk(s) ` +
         `does not fit (f16 or q8, one chunk, whole 16-byte units a row, subgroups, even rows ` +
@@ -174,13 +169,19 @@ export function gemvResident(
       `gemvResident: rows a batch must be ${silu ? "even" : "≥ 1"}, got ${t.rows}`,
     );
   }
+  if (
+    !(Number.isInteger(t.maxThreads) && t.maxThreads >= 1 && Number.isInteger(t.groups) &&
+      t.groups >= 1)
+  ) {
+    throw new InvalidInputError(`gemvResident: bad tuning ${JSON.stringify(t)}`);
+  }
   if (silu && s.accumulate) throw new InvalidInputError("gemvResident: accumulate with siluMul");
   const n = silu ? w.rows / 2 : w.rows;
   checkSize("x", x, w.cols * 4);
   checkSize("y", y, n * 4);
   if (s.norm) checkSize("norm weight", s.norm.weight, w.cols * 4);
   const units = w.cols / UNIT[dtype];
-  const { threads, per } = layout(units, t.maxThreads);
+  const { threads, per } = layout(gpu, units, t.maxThreads);
   const sgMin = gpu.adapterInfo.subgroupMinSize ?? 4;
   const v = variant(gpu, {
     family: "gemv",

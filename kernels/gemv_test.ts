@@ -105,6 +105,7 @@ Deno.test("gemvResident() leaves the outputs past n alone and fits only f16 / q8
     assert.throws(() => gemvResident(gpu, by, bx, bad), InvalidInputError);
   }
   assert.throws(() => gemvResident(gpu, by, bx, w, {}, { rows: 0 }), InvalidInputError);
+  assert.throws(() => gemvResident(gpu, by, bx, w, {}, { maxThreads: 0 }), InvalidInputError);
   assert.throws(
     () => gemvResident(gpu, by, bx, w, { siluMul: true, accumulate: true }, { rows: 2 }),
     InvalidInputError,
