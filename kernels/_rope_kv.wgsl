@@ -10,6 +10,14 @@
 @group(0) @binding({{KC_BINDING}}) var<storage, read_write> kc: array<KV1>;  // (max_rows, kvw) f32 (f16 #if KV16)
 @group(0) @binding({{VC_BINDING}}) var<storage, read_write> vc: array<KV1>;  // (max_rows, kvw) f32 (f16 #if KV16)
 
+// Weight row r (0 or 1) of row pair g: a rotary pair (rows j, j + half of one head) below
+// p.rot_rows, then plain row pairs (v rows).
+fn rope_row(g: u32, r: u32) -> u32 {
+  let pairs = p.rot_rows / 2u;
+  if (g < pairs) { return (g / p.half) * 2u * p.half + g % p.half + r * p.half; }
+  return p.rot_rows + 2u * (g - pairs) + r;
+}
+
 // Stores outputs v0, v1 of rows r0, r1 into y — turned by rotary index i first when `rotate` (a
 // q or k pair) — and, for k and v rows, into cache row state.cache_len (dropped past max_rows).
 fn store_rope_pair(r0: u32, r1: u32, i: u32, rotate: bool, a: f32, b: f32) {

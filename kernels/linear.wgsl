@@ -107,13 +107,6 @@ fn store(row: u32, c: u32, acc: f32) { y[row * p.n + p.row_start + c] = finish(r
 #if ROPE
 #include rope_kv
 
-// Weight row r (0 or 1) of workgroup g: a rotary pair below p.rot_rows, then plain row pairs.
-fn rope_row(g: u32, r: u32) -> u32 {
-  let pairs = p.rot_rows / 2u;
-  if (g < pairs) { return (g / p.half) * 2u * p.half + g % p.half + r * p.half; }
-  return p.rot_rows + 2u * (g - pairs) + r;
-}
-
 // Stores workgroup g's two outputs (dot products a, b): rotated if a rotary pair, into y and, for
 // k and v rows, into the cache.
 fn store_rope(g: u32, a: f32, b: f32) {

@@ -381,10 +381,7 @@ fn unit_dot(q: vec4<u32>, v: XU) -> f32 {
 // Chunk row r (< ROWS) of row group rgi (its index in the dispatch); past p.rows: not stored.
 fn chunk_row(rgi: u32, r: u32) -> u32 {
 #if ROPE
-  let g = rgi * (ROWS / 2u) + r / 2u;  // the row pair
-  let pairs = p.rot_rows / 2u;
-  if (g < pairs) { return (g / p.half) * 2u * p.half + g % p.half + (r % 2u) * p.half; }
-  return p.rot_rows + 2u * (g - pairs) + r % 2u;
+  return rope_row(rgi * (ROWS / 2u) + r / 2u, r % 2u);  // row pair, then its side
 #else
 #if EMIT_SILU
   // Gate rows, then the matching up rows; past the gate rows: p.rows (not stored).
