@@ -17,9 +17,22 @@ import type { Gpu } from "../src/gpu/device.ts";
 import { quantLayout, type Weight } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
+import { checkRopeKv, ropeKvDefines, type RopeKvEpilogue, ropeKvParams } from "./linear.ts";
 import { defineParams } from "./_params.ts";
 
-const Params = defineParams({ ku: "u32", n: "u32", rows: "u32", eps: "f32", s_base: "u32" });
+const Params = defineParams({
+  ku: "u32",
+  n: "u32",
+  rows: "u32",
+  eps: "f32",
+  s_base: "u32",
+  // #if ROPE (kernels/_rope_kv.wgsl, linear.ts ropeKvParams)
+  half: "u32",
+  rot_rows: "u32",
+  kvw: "u32",
+  max_rows: "u32",
+  npos: "u32",
+});
 
 /** Weight dtypes the resident-x GEMV reads. */
 export type GemvDType = "f16" | "q8";
@@ -31,7 +44,7 @@ const UNIT: Record<GemvDType, number> = { f16: 8, q8: 16 };
 export interface GemvTuning {
   /** Most threads a workgroup (and the device's limit): the fewest units per thread that fit. */
   maxThreads: number;
-  /** Weight rows a batch (even with siluMul): their loads go out together. */
+  /** Weight rows a batch (even with siluMul or ropeKv): their loads go out together. */
   rows: number;
   /** Workgroups of the grid (fewer where there are fewer batches). */
   groups: number;
@@ -69,6 +82,13 @@ export interface GemvShape {
   siluMul?: boolean;
   /** y += w · x (the residual add fused); not with siluMul. */
   accumulate?: boolean;
+  /** (rows) f32 added to each output; not with siluMul. */
+  bias?: BufferArg;
+  /**
+   * The decode q/k/v projection's rope + KV-cache write as the epilogue (linear.ts
+   * {@link RopeKvEpilogue}); not with siluMul or accumulate.
+   */
+  ropeKv?: RopeKvEpilogue;
 }
 
 /**
@@ -89,7 +109,8 @@ export function isGemvDType(d: string): d is GemvDType {
 /**
  * Whether {@link gemvResident} runs for `w` on this device: an f16 or q8 weight in one chunk
  * whose rows are whole 16-byte units (k % 8 == 0 for f16, k % 32 for q8), subgroups (the row
- * sums), and an even row count with siluMul. Callers take kernels/linear.ts's GEMV otherwise.
+ * sums), and an even row count with siluMul (ropeKv: checked by gemvResident). Callers take
+ * kernels/linear.ts's GEMV otherwise.
  */
 export function gemvResidentFits(gpu: Gpu, w: Weight, siluMul = false): boolean {
   return isGemvDType(w.dtype) && w.chunks.length === 1 &&
@@ -138,10 +159,10 @@ function code(
 }
 
 /**
- * y = w · x at m = 1, x resident in registers (kernels/gemv.wgsl); with `s.norm`, x RMS-normed
- * on load; with `s.siluMul`, w is [gate; up] and y = silu(gate) · up; with `s.accumulate`,
- * y += w · x. Check
- * {@link gemvResidentFits} first.
+ * y = w · x (+ bias) at m = 1, x resident in registers (kernels/gemv.wgsl); with `s.norm`, x
+ * RMS-normed on load; with `s.siluMul`, w is [gate; up] and y = silu(gate) · up; with
+ * `s.accumulate`, y += w · x; with `s.ropeKv`, q and k rows rotated and k, v written to the cache.
+ * Check {@link gemvResidentFits} first.
  * @param y (w.rows) f32, or (w.rows / 2) with siluMul
  * @param x (w.cols) f32
  * @param w (rows, k) f16 or q8, one chunk
@@ -164,9 +185,10 @@ export function gemvResident(
   }
   const dtype = w.dtype;
   const t = { ...GEMV_TUNING[dtype], ...tuning };
-  if (!(Number.isInteger(t.rows) && t.rows >= (silu ? 2 : 1) && (!silu || t.rows % 2 === 0))) {
+  const pairs = silu || s.ropeKv !== undefined;
+  if (!(Number.isInteger(t.rows) && t.rows >= (pairs ? 2 : 1) && (!pairs || t.rows % 2 === 0))) {
     throw new InvalidInputError(
-      `gemvResident: rows a batch must be ${silu ? "even" : "≥ 1"}, got ${t.rows}`,
+      `gemvResident: rows a batch must be ${pairs ? "even" : "≥ 1"}, got ${t.rows}`,
     );
   }
   if (
@@ -175,18 +197,35 @@ export function gemvResident(
   ) {
     throw new InvalidInputError(`gemvResident: bad tuning ${JSON.stringify(t)}`);
   }
-  if (silu && s.accumulate) throw new InvalidInputError("gemvResident: accumulate with siluMul");
-  const n = silu ? w.rows / 2 : w.rows;
+  const rk = s.ropeKv;
+  if (silu && (s.accumulate || s.bias || rk) || rk && s.accumulate) {
+    throw new InvalidInputError(
+      "gemvResident: siluMul takes no accumulate, bias or ropeKv, and ropeKv no accumulate",
+    );
+  }
+  if (rk) checkRopeKv("gemvResident", w, rk);
+  // Outputs: silu · up values, rope row pairs, or rows.
+  const n = silu || rk ? w.rows / 2 : w.rows;
   checkSize("x", x, w.cols * 4);
-  checkSize("y", y, n * 4);
+  checkSize("y", y, (rk ? w.rows : n) * 4);
   if (s.norm) checkSize("norm weight", s.norm.weight, w.cols * 4);
+  if (s.bias) checkSize("bias", s.bias, w.rows * 4);
   const units = w.cols / UNIT[dtype];
   const { threads, per } = layout(gpu, units, t.maxThreads);
   const sgMin = gpu.adapterInfo.subgroupMinSize ?? 4;
+  // Bindings: x, w, [norm weight], [bias], y, [rope table, state, k cache, v cache].
+  const inputs = [...(s.norm ? [s.norm.weight] : []), ...(s.bias ? [s.bias] : [])];
+  const yb = 2 + inputs.length;
   const v = variant(gpu, {
     family: "gemv",
     entry: "main",
-    bindings: ["read", "read", ...(s.norm ? ["read" as const] : []), "read_write"],
+    bindings: [
+      "read",
+      "read",
+      ...inputs.map(() => "read" as const),
+      "read_write",
+      ...(rk ? ["read", "read", "read_write", "read_write"] as const : []),
+    ],
     params: Params,
     defines: {
       WG: threads,
@@ -197,18 +236,23 @@ export function gemvResident(
       NORM: s.norm !== undefined,
       SILU: silu,
       ACC: s.accumulate === true,
-      Y_BINDING: s.norm ? 3 : 2,
+      BIAS: s.bias !== undefined,
+      ...(s.bias ? { BIAS_BINDING: yb - 1 } : {}),
+      Y_BINDING: yb,
+      ...ropeKvDefines(rk, yb),
     },
     code: code(dtype, threads, per, t.rows),
   });
-  const out = silu ? t.rows / 2 : t.rows;
+  const out = silu || rk ? t.rows / 2 : t.rows;
   const params = Params.pack({
     ku: units,
     n,
     rows: w.rows,
     eps: s.norm?.eps ?? 0,
     s_base: dtype === "q8" ? quantLayout(w.rows, w.cols, "q8").scalesOffset / 4 : 0,
+    ...ropeKvParams(rk),
   });
-  const buffers = [x, w.chunks[0].buffer, ...(s.norm ? [s.norm.weight] : []), y];
+  const rope = rk ? [rk.table.table, rk.state, rk.k, rk.v] : [];
+  const buffers = [x, w.chunks[0].buffer, ...inputs, y, ...rope];
   return new Dispatch(gpu, v, buffers, params, [Math.min(t.groups, ceilDiv(n, out), 65535)]);
 }

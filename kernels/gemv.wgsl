@@ -12,7 +12,10 @@
 // products take x ∘ nw, Σ x² is summed once per workgroup, and each sum is scaled by 1 / rms.
 // #if SILU: the weight is an MLP's [gate; up] (p.rows = 2 p.n) and the output is silu(gate) · up
 // (p.n values): a batch holds R / 2 gate rows and the up rows p.n further.
-// #if ACC (not SILU): y += w · x (the residual add fused).
+// #if ACC (not SILU): y += w · x (the residual add fused). #if BIAS (not SILU): + bias.
+// #if ROPE (not SILU, not ACC): the decode q/k/v projection with rope + the KV-cache write as its
+// epilogue (kernels/_rope_kv.wgsl): p.n counts row pairs, a batch holds R / 2 of them (rope_row),
+// and each pair is stored turned by state.position, k and v rows into the cache too.
 // The builder (kernels/gemv.ts) writes the per-thread x loads (LOAD_X) and a batch's loads and
 // sums (BATCH) out as text: a loop would wait on each load in turn.
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;     // (k / 4) f32
@@ -20,16 +23,26 @@
 #if NORM
 @group(0) @binding(2) var<storage, read> nw: array<vec4<f32>>;    // (k / 4) f32 RMSNorm weight
 #endif
-@group(0) @binding({{Y_BINDING}}) var<storage, read_write> y: array<f32>;  // (n) f32
+#if BIAS
+@group(0) @binding({{BIAS_BINDING}}) var<storage, read> bias: array<f32>;  // (rows) f32
+#endif
+@group(0) @binding({{Y_BINDING}}) var<storage, read_write> y: array<f32>;  // (n) f32; ROPE (rows)
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
+#if ROPE
+#include rope_kv
+#endif
 
 const WG: u32 = {{WG}}u;
 const R: u32 = {{R}}u;        // weight rows a batch
 const NW: u32 = {{NW}}u;      // subgroups a workgroup can hold (WG / the smallest subgroup size)
 #if SILU
-const OUT: u32 = R / 2u;      // outputs a batch
+const OUT: u32 = R / 2u;      // outputs a batch (SILU), or row pairs (ROPE)
+#else
+#if ROPE
+const OUT: u32 = R / 2u;
 #else
 const OUT: u32 = R;
+#endif
 #endif
 
 var<workgroup> red: array<array<f32, R>, 2u * NW>;  // [parity · NW + subgroup][row] partial sums
@@ -73,9 +86,22 @@ fn batch_row(o0: u32, i: u32) -> u32 {
 #if SILU
   let r = select(p.n + o0 + i - OUT, o0 + i, i < OUT);
 #else
+#if ROPE
+  let r = rope_row(min(o0 + i / 2u, p.n - 1u), i % 2u);
+#else
   let r = o0 + i;
 #endif
+#endif
   return min(r, p.rows - 1u);
+}
+
+// Output of weight row r from its summed products a (times 1 / rms, plus the bias).
+fn out_row(r: u32, a: f32, rs: f32) -> f32 {
+#if BIAS
+  return a * rs + bias[r];
+#else
+  return a * rs;
+#endif
 }
 
 // x vec4 c of unit u of this thread (0 past k), and the norm weight's.
@@ -113,23 +139,35 @@ fn main(
     workgroupBarrier();
     if (lid < OUT && o0 + lid < p.n) {
       var a = 0.0;
-#if SILU
-      var b = 0.0;
-#endif
+      var b = 0.0;  // SILU: the up row's; ROPE: the pair's second row's
       for (var i = 0u; i < subgroups; i++) {
-        a += red[par * NW + i][lid];
 #if SILU
+        a += red[par * NW + i][lid];
         b += red[par * NW + i][lid + OUT];
+#else
+#if ROPE
+        a += red[par * NW + i][2u * lid];
+        b += red[par * NW + i][2u * lid + 1u];
+#else
+        a += red[par * NW + i][lid];
+#endif
 #endif
       }
+      let o = o0 + lid;
 #if SILU
       let g = a * rs;
-      y[o0 + lid] = g / (1.0 + exp(-g)) * (b * rs);
+      y[o] = g / (1.0 + exp(-g)) * (b * rs);
+#else
+#if ROPE
+      let r0 = rope_row(o, 0u);
+      let r1 = rope_row(o, 1u);
+      store_rope_pair(r0, r1, o % p.half, o < p.rot_rows / 2u, out_row(r0, a, rs), out_row(r1, b, rs));
 #else
 #if ACC
-      y[o0 + lid] += a * rs;
+      y[o] += out_row(o, a, rs);
 #else
-      y[o0 + lid] = a * rs;
+      y[o] = out_row(o, a, rs);
+#endif
 #endif
 #endif
     }

@@ -10,7 +10,9 @@ import { type GemvDType, gemvResident, gemvResidentFits, type GemvTuning } from 
 import { readQuantWeight, writeQuantRows } from "./linear_q.ts";
 import { dequantize } from "../src/ref/linear_q.ts";
 import { run } from "./_kernel.ts";
-import { uploadWeight } from "./_test_utils.ts";
+import { ropeKvCase, uploadWeight } from "./_test_utils.ts";
+import { mropeTable, uploadRopeTable } from "./rope.ts";
+import type { KvDType } from "./kv_cache.ts";
 
 // f32 sums in another order than the f64 reference (kernels/linear_test.ts's bound: 1e-5 of
 // max|y| holds k = 3584; one dropped or doubled term fails by orders of magnitude).
@@ -112,4 +114,50 @@ Deno.test("gemvResident() leaves the outputs past n alone and fits only f16 / q8
   );
   [bx, by].forEach((b) => b.destroy());
   [w, f32, odd, split, q4].forEach(destroyWeight);
+});
+
+// The decode q/k/v projection with rope + KV write as the epilogue (and the bias) against the CPU
+// composition (normLinear, then ropeKvWrite; kernels/_test_utils.ts ropeKvCase): 7B's head layout
+// (28 q + 4 kv heads of 128, M-RoPE) at k = 3584 and the tiny model's (4 + 2 heads of 16) at
+// k = 32, f16 and q8, with and without norm, into an f16 cache (with norm) and an f32 one; a few
+// workgroups and 2 or 6 rows a batch too (pairs split over batches and workgroups).
+Deno.test("gemvResident() with ropeKv rotates q and k and writes K, V like normLinear + ropeKvWrite", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(53);
+  const maxTokens = 6, eps = 1e-6;
+  const cases = [
+    { t: mropeTable(128, 1e6, [16, 24, 24], 4096), q: 28, kv: 4, k: 3584, row: 3 },
+    { t: mropeTable(16, 1e6, [2, 3, 3], 64), q: 4, kv: 2, k: 32, row: 5 },
+  ];
+  const tunings: Partial<GemvTuning>[] = [{}, { rows: 2, groups: 3 }, { rows: 6, groups: 5 }];
+  for (const dtype of ["f16", "q8"] as const) {
+    for (const { t, q, kv, k, row } of cases) {
+      const hd = 2 * t.half, n = (q + 2 * kv) * hd;
+      const gt = uploadRopeTable(gpu, t);
+      const { w, held } = await makeWeight(gpu, n, k, dtype, rng);
+      for (const [i, tuning] of tunings.entries()) {
+        const norm = i % 2 === 0;
+        const cache: KvDType = norm ? "f16" : "f32";
+        const c = ropeKvCase(gpu, rng, { table: t, gpuTable: gt, q, kv, k, row, maxTokens, cache });
+        const d = gemvResident(gpu, c.by, c.bx, w, {
+          ...(norm ? { norm: { weight: c.bnw, eps } } : {}),
+          bias: c.bb,
+          ropeKv: c.ropeKv,
+        }, tuning);
+        run(gpu, [d]);
+        const lin = norm
+          ? normLinearRef(c.x, c.nw, eps, held, c.bias, 1, n, k)
+          : linearRef(c.x, held, c.bias, 1, n, k);
+        await c.check(
+          lin,
+          TOL,
+          `${dtype} ${q}+${kv} heads of ${hd}, k=${k}, ${JSON.stringify(tuning)}, norm=${norm}`,
+        );
+        c.destroy();
+        d.destroy();
+      }
+      destroyWeight(w);
+      gt.destroy();
+    }
+  }
 });

@@ -251,6 +251,37 @@ export function ropeKvDefines(rk: RopeKvEpilogue | undefined, yb: number): Defin
 }
 
 /**
+ * Checks that `w`'s rows are rk's rotated (q, k) heads then its v heads, of the table's head_dim,
+ * and that the K and V caches hold rk.maxTokens rows of them; `what` names the caller.
+ */
+export function checkRopeKv(what: string, w: Weight, rk: RopeKvEpilogue): void {
+  const hd = 2 * rk.table.half;
+  if (w.rows !== (rk.heads + rk.kvHeads) * hd || rk.kvHeads > rk.heads) {
+    throw new InvalidInputError(
+      `${what}: ${w.rows} weight rows are not ${rk.heads} rotated + ${rk.kvHeads} v heads of ` +
+        `head_dim ${hd}`,
+    );
+  }
+  const bytes = rk.maxTokens * rk.kvHeads * hd * kvElementBytes(rk.dtype);
+  checkSize("k cache", rk.k, bytes);
+  checkSize("v cache", rk.v, bytes);
+}
+
+/**
+ * The params fields of kernels/_rope_kv.wgsl for epilogue `rk` (all 0 without one): rotary index
+ * count, rotated rows, K/V cache row width, cache rows, table positions.
+ */
+export function ropeKvParams(rk: RopeKvEpilogue | undefined) {
+  return {
+    half: rk?.table.half ?? 0,
+    rot_rows: rk ? rk.heads * 2 * rk.table.half : 0,
+    kvw: rk ? rk.kvHeads * 2 * rk.table.half : 0,
+    max_rows: rk?.maxTokens ?? 0,
+    npos: rk?.table.npos ?? 0,
+  };
+}
+
+/**
  * Whether {@link linear} can fuse `ropeKv` for weight `w` (else: linear, then ropeKvWriteAt): m = 1
  * and one chunk, float weights (kernels/linear.wgsl ROPE) or q8 / q4 (kernels/linear_q.wgsl ROPE).
  */
@@ -338,7 +369,6 @@ export function linear(
   const silu = s.siluMul === true;
   const rk = s.ropeKv;
   if (rk) {
-    const hd = 2 * rk.table.half;
     if (!canFuseRopeKv(w, m) || s.accumulate || silu) {
       throw new InvalidInputError(
         `linear: a fused rope + KV write needs m = 1, a weight in one chunk and no ` +
@@ -346,15 +376,7 @@ export function linear(
           "check canFuseRopeKv() and run ropeKvWriteAt() after the linear otherwise",
       );
     }
-    if (w.rows !== (rk.heads + rk.kvHeads) * hd || rk.kvHeads > rk.heads) {
-      throw new InvalidInputError(
-        `linear: ${w.rows} weight rows are not ${rk.heads} rotated + ${rk.kvHeads} v heads of ` +
-          `head_dim ${hd}`,
-      );
-    }
-    const bytes = rk.maxTokens * rk.kvHeads * hd * kvElementBytes(rk.dtype);
-    checkSize("k cache", rk.k, bytes);
-    checkSize("v cache", rk.v, bytes);
+    checkRopeKv("linear", w, rk);
   }
   if (s.int8x && !isQuant(w.dtype)) {
     throw new InvalidInputError(`linear: int8x needs a q8 / q4 weight, got ${w.dtype}`);
@@ -462,11 +484,7 @@ export function linear(
       row_start: c.rowStart,
       rows: c.rows,
       eps: norm?.eps ?? 0,
-      half: rk?.table.half ?? 0,
-      rot_rows: rk ? rk.heads * 2 * rk.table.half : 0,
-      kvw: rk ? rk.kvHeads * 2 * rk.table.half : 0,
-      max_rows: rk?.maxTokens ?? 0,
-      npos: rk?.table.npos ?? 0,
+      ...ropeKvParams(rk),
       kspan: 0,
       splits: 0,
     });

@@ -61,6 +61,7 @@ import {
   type LinearShape,
   ropeKvDefines,
   type RopeKvEpilogue,
+  ropeKvParams,
 } from "./linear.ts";
 import { gemmQ, gemmQFits } from "./gemm.ts";
 
@@ -365,11 +366,7 @@ function chunkParams(
     row0: extra.row0 ?? 0,
     eps: extra.eps ?? 0,
     tile: extra.tile ?? 0,
-    half: rk?.table.half ?? 0,
-    rot_rows: rk ? rk.heads * 2 * rk.table.half : 0,
-    kvw: rk ? rk.kvHeads * 2 * rk.table.half : 0,
-    max_rows: rk?.maxTokens ?? 0,
-    npos: rk?.table.npos ?? 0,
+    ...ropeKvParams(rk),
   });
 }
 

@@ -37,12 +37,11 @@ import {
 } from "./linear_q.ts";
 import { linear, type LinearShape, normLinear, siluMulLinear } from "./linear.ts";
 import { run } from "./_kernel.ts";
+import { ropeKvCase } from "./_test_utils.ts";
 import { gemmQ } from "./gemm.ts";
-import { mropeTable, ropeKvWrite } from "../src/ref/rope.ts";
-import { assertCache, cacheArray, cacheValues } from "../src/ref/kv_cache.ts";
-import { type KvDType, readKvCache } from "./kv_cache.ts";
+import { mropeTable } from "../src/ref/rope.ts";
+import type { KvDType } from "./kv_cache.ts";
 import { uploadRopeTable } from "./rope.ts";
-import { createDecodeState, writeDecodeState } from "./state.ts";
 
 // Same bound as kernels/linear_test.ts: f32 sums in another order than the f64 reference.
 const TOL = 1e-5;
@@ -607,38 +606,33 @@ Deno.test("linearQ() with ropeKv rotates q and k at state.position and writes K,
   ];
   for (const dtype of DTYPES) {
     for (const { t, q, kv, k, tunings } of cases) {
-      const hd = 2 * t.half, n = (q + 2 * kv) * hd, width = kv * hd;
+      const hd = 2 * t.half, n = (q + 2 * kv) * hd;
       const gt = uploadRopeTable(gpu, t);
       const { w } = makeQuant(gpu, n, k, dtype, n + k);
       const held = dequantRef(await readQuantWeight(gpu, w));
       for (const tuning of tunings) {
         for (const norm of [false, true]) {
-          const row = norm ? 2 : maxTokens - 1, position = Math.floor(rng() * 60);
-          const x = randn(rng, k, 3), nw = randn(rng, k, 0.5).map((v) => v + 1);
-          const bias = randn(rng, n);
+          const row = norm ? 2 : maxTokens - 1;
           const cache: KvDType = norm ? "f16" : "f32";
-          const k0 = cacheValues(randn(rng, maxTokens * width), cache),
-            v0 = cacheValues(randn(rng, maxTokens * width), cache);
-          const state = createDecodeState(gpu);
-          writeDecodeState(gpu, state, { cacheLen: row, position, step: 1 });
-          const bx = uploadArray(gpu, x), bnw = uploadArray(gpu, nw), bb = uploadArray(gpu, bias);
-          const by = createStorage(gpu, n * 4),
-            bk = uploadArray(gpu, cacheArray(k0, cache)),
-            bv = uploadArray(gpu, cacheArray(v0, cache));
-          const ropeKv = {
-            table: gt,
-            state,
-            k: bk,
-            v: bv,
-            heads: q + kv,
-            kvHeads: kv,
+          const c = ropeKvCase(gpu, rng, {
+            table: t,
+            gpuTable: gt,
+            q,
+            kv,
+            k,
+            row,
             maxTokens,
-            dtype: cache,
+            cache,
+          });
+          const { x, nw, bias } = c;
+          const s: LinearShape = {
+            m: 1,
+            ...(norm ? { norm: { weight: c.bnw, eps } } : {}),
+            ropeKv: c.ropeKv,
           };
-          const s: LinearShape = { m: 1, ...(norm ? { norm: { weight: bnw, eps } } : {}), ropeKv };
           const ds = Object.keys(tuning).length
-            ? linearQ(gpu, by, bx, w, bb, s, tuning)
-            : linear(gpu, by, bx, w, bb, s);
+            ? linearQ(gpu, c.by, c.bx, w, c.bb, s, tuning)
+            : linear(gpu, c.by, c.bx, w, c.bb, s);
           const prep = Object.keys(tuning).length
             ? tuning.prep === true
             : gemvQTuning(dtype, n, k).prep === true;
@@ -652,17 +646,12 @@ Deno.test("linearQ() with ropeKv rotates q and k at state.position and writes K,
             : lin(quantizeActivations(xn).values, null).map((v, j) =>
               v * (norm ? invRms(x, eps) : 1) + bias[j]
             );
-          const kWant = k0.slice(), vWant = v0.slice();
-          const sh = { heads: q + kv, kvHeads: kv, stride: n, offset: 0 };
-          const yWant = ropeKvWrite(want, position, t, sh, kWant, vWant, row);
-          const what = `${dtype} ${q}+${kv} heads of ${hd}, k=${k}, ${
-            JSON.stringify(tuning)
-          }, norm=${norm}, row ${row}, ${cache} cache`;
-          assertClose(await readF32(gpu, by, n), yWant, TOL, `${what}: y`);
-          assertCache(await readKvCache(gpu, bk, cache), kWant, cache, TOL, `${what}: k cache`);
-          assertCache(await readKvCache(gpu, bv, cache), vWant, cache, TOL, `${what}: v cache`);
-          assert.notDeepEqual(kWant, k0, `${what}: the reference wrote K`);
-          [bx, bnw, bb, by, bk, bv, state].forEach((b) => b.destroy());
+          await c.check(
+            want,
+            TOL,
+            `${dtype} ${q}+${kv} heads of ${hd}, k=${k}, ${JSON.stringify(tuning)}, norm=${norm}`,
+          );
+          c.destroy();
           ds.forEach((d) => d.destroy());
         }
       }

@@ -29,11 +29,11 @@ import {
   siluMulLinear,
 } from "./linear.ts";
 import { run } from "./_kernel.ts";
-import { mropeTable, ropeKvWrite } from "../src/ref/rope.ts";
-import { assertCache, cacheArray, cacheValues } from "../src/ref/kv_cache.ts";
-import { type KvDType, readKvCache } from "./kv_cache.ts";
+import { ropeKvCase } from "./_test_utils.ts";
+import { mropeTable } from "../src/ref/rope.ts";
+import type { KvDType } from "./kv_cache.ts";
 import { uploadRopeTable } from "./rope.ts";
-import { createDecodeState, writeDecodeState } from "./state.ts";
+import { createDecodeState } from "./state.ts";
 
 // The GPU sums k f32 products sequentially per thread (in another order than the f64
 // reference): the rounding error grows like √k · 2⁻²⁴ · |partial sums| — measured up to 1.1e-6 of
@@ -661,63 +661,24 @@ Deno.test("linear() with ropeKv rotates q and k at state.position and writes K, 
     { t: mropeTable(16, 1e6, [2, 3, 3], 64), q: 4, kv: 2, k: 40, dtype: "f32", row: 6 },
   ] as const;
   for (const { t, q, kv, k, dtype, row } of cases) {
-    const hd = 2 * t.half, n = (q + 2 * kv) * hd, width = kv * hd;
+    const hd = 2 * t.half, n = (q + 2 * kv) * hd;
     const gt = uploadRopeTable(gpu, t);
     const { w, held } = makeWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, dtype);
     for (const [g, norm] of [[gpu, true], [noSub, false]] as const) {
-      const position = Math.floor(rng() * 60);
-      const x = randn(rng, k, 3), nw = randn(rng, k, 0.5).map((v) => v + 1), bias = randn(rng, n);
       const cache: KvDType = norm ? "f16" : "f32";
-      const k0 = cacheValues(randn(rng, maxTokens * width), cache),
-        v0 = cacheValues(randn(rng, maxTokens * width), cache);
-      const state = createDecodeState(gpu);
-      writeDecodeState(gpu, state, { cacheLen: row, position, step: 1 });
-      const bx = uploadArray(gpu, x, "x"), bnw = uploadArray(gpu, nw, "nw");
-      const bb = uploadArray(gpu, bias, "bias"), by = createStorage(gpu, n * 4, "y");
-      const bk = uploadArray(gpu, cacheArray(k0, cache), "k"),
-        bv = uploadArray(gpu, cacheArray(v0, cache), "v");
-      const ropeKv = {
-        table: gt,
-        state,
-        k: bk,
-        v: bv,
-        heads: q + kv,
-        kvHeads: kv,
-        maxTokens,
-        dtype: cache,
-      };
-      const ds = linear(g, by, bx, w, bb, {
+      const c = ropeKvCase(gpu, rng, { table: t, gpuTable: gt, q, kv, k, row, maxTokens, cache });
+      const ds = linear(g, c.by, c.bx, w, c.bb, {
         m: 1,
-        ...(norm ? { norm: { weight: bnw, eps } } : {}),
-        ropeKv,
+        ...(norm ? { norm: { weight: c.bnw, eps } } : {}),
+        ropeKv: c.ropeKv,
       });
       assert.equal(ds.length, 1);
       run(gpu, ds);
       const lin = norm
-        ? normLinearRef(x, nw, eps, held, bias, 1, n, k)
-        : linearRef(x, held, bias, 1, n, k);
-      const kWant = k0.slice(), vWant = v0.slice();
-      const yWant = ropeKvWrite(
-        lin,
-        position,
-        t,
-        {
-          heads: q + kv,
-          kvHeads: kv,
-          stride: n,
-          offset: 0,
-        },
-        kWant,
-        vWant,
-        row,
-      );
-      const what =
-        `${dtype} ${q}+${kv} heads of ${hd}, k=${k}, norm=${norm}, row ${row}, ${cache} cache`;
-      assertClose(await readF32(gpu, by, n), yWant, TOL, `${what}: y`);
-      assertCache(await readKvCache(gpu, bk, cache), kWant, cache, TOL, `${what}: k cache`);
-      assertCache(await readKvCache(gpu, bv, cache), vWant, cache, TOL, `${what}: v cache`);
-      if (row < maxTokens) assert.notDeepEqual(kWant, k0, `${what}: the reference wrote K`);
-      [bx, bnw, bb, by, bk, bv, state].forEach((b) => b.destroy());
+        ? normLinearRef(c.x, c.nw, eps, held, c.bias, 1, n, k)
+        : linearRef(c.x, held, c.bias, 1, n, k);
+      await c.check(lin, TOL, `${dtype} ${q}+${kv} heads of ${hd}, k=${k}, norm=${norm}`);
+      c.destroy();
       ds.forEach((d) => d.destroy());
     }
     destroyWeight(w);
