@@ -135,8 +135,9 @@ export const DECODER_FUSION = {
   preparedAct: true,
   /**
    * GEMVs at m = 1 over f16 / q8 weights run kernels/gemv.ts's resident-x GEMV where it fits
-   * ({@link gemvResidentFits}): gate_up with the norm and silu · up fused (down_proj then a plain
-   * GEMV of its output), and for q8 (GEMV_PLAIN) o_proj, down_proj and lm_head too.
+   * ({@link gemvResidentFits}): qkv with the norm, bias and rope + KV write fused, gate_up with
+   * the norm and silu · up fused (down_proj then a plain GEMV of its output), and for q8
+   * (GEMV_PLAIN) o_proj, down_proj and lm_head too.
    */
   residentGemv: true,
 };
@@ -214,6 +215,17 @@ export function layerDispatches(
   if (Array.isArray(attend)) {
     qkv = normLinear(gpu, b.qkv, b.x, b.h, nw, qkvW, qkvB, norm);
     attention = attend;
+  } else if (m === 1 && !inPrepared && DECODER_FUSION.residentGemv && gemvResidentFits(gpu, qkvW)) {
+    // f16 / q8: the resident-x GEMV with the norm, bias and rope + KV write fused.
+    const { ropeKv } = attend;
+    qkv = [
+      gemvResident(gpu, b.qkv, b.x, qkvW, {
+        norm: { weight: nw, eps: norm.eps },
+        bias: qkvB,
+        ropeKv,
+      }),
+    ];
+    attention = attend.attention;
   } else if (canFuseRopeKv(qkvW, m)) {
     const { ropeKv } = attend;
     qkv = linear(gpu, b.qkv, b.x, qkvW, qkvB, {
