@@ -297,7 +297,8 @@ for (const dtype of dtypes) {
     const ds: Dispatch[] = [];
     const one = (kind: Kind, w: Weight, l = 0) => {
       // "resident" (f16, q8): the decoder's gate_up on kernels/gemv.ts, down_proj then plain;
-      // for q8 (GEMV_PLAIN) also o_proj, down_proj and lm_head there.
+      // for q8 (GEMV_EVERY) also o_proj, down_proj and lm_head there (qkv: its rope epilogue is
+      // not chained here).
       if (emit === "resident" && kind === "gate_up") {
         ds.push(gemvResident(gpu, y, x, w, { norm: { weight: nw, eps: 1e-6 }, siluMul: true }));
         return;

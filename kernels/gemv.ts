@@ -1,7 +1,8 @@
 /**
  * The resident-x GEMV (kernels/gemv.wgsl): m = 1 over f16 or q8 weights, x held in registers for
- * the whole dispatch — the decoder's gate_up with its RMSNorm and silu · up fused, and q8's
- * down_proj. Reference: src/ref/linear.ts (normLinear, then siluMul), src/ref/linear_q.ts.
+ * the whole dispatch — the decoder's gate_up with its RMSNorm and silu · up fused, and every q8
+ * GEMV of a decode step (qkv with the rope + KV-write epilogue). Reference: src/ref/linear.ts
+ * (normLinear, then siluMul), src/ref/rope.ts (ropeKvWrite), src/ref/linear_q.ts.
  *
  * Why (bench/gemv_probe.ts, NVIDIA H200, 2026-11-28, 7B shapes, 28 layers of distinct weights):
  * the MLP of a decode step as kernels/linear.ts fuses it — gate_up with the norm (82 µs alone), down
@@ -66,13 +67,15 @@ export const GEMV_TUNING: Record<GemvDType, GemvTuning> = {
 };
 
 /**
- * Whether a GEMV of this dtype without silu · up (o_proj, down_proj, lm_head) runs on the
- * resident-x kernel rather than kernels/linear.ts's (bench/gemv_probe.ts, H200, 7B plain): q8 yes
- * (down 36.3 µs against 50.8, o 13.5 against 15.8; in the model 7B q8 197.1 tok/s with gate_up
- * alone on it, 208.8 with these too); f16 no (linear()'s GEMV: down 37.6 µs against 40.9, o 11.6
- * against 11.5).
+ * Whether the decoder runs every m = 1 GEMV over this dtype on the resident-x kernel — qkv (norm,
+ * bias, rope + KV write fused), o_proj, down_proj, lm_head — rather than gate_up alone. q8 yes:
+ * plain GEMVs alone (bench/gemv_probe.ts, H200, 7B) down 36.3 µs against linear_q's 50.8, o 13.5
+ * against 15.8, qkv 13.6 against 21.2; in the model 7B q8 197.1 tok/s with gate_up alone on it,
+ * 208.8 with o, down and lm_head too, and qkv then 206.7 / 205.2 → 210.7 / 211.4 (2B 509.8 /
+ * 510.8 → 530.4 / 530.6). f16 no: linear()'s GEMV ran down 37.6 µs against 40.9 and o 11.6
+ * against 11.5, and qkv on it moved 7B f16 203.8 / 204.6 → 203.3 / 202.9 tok/s.
  */
-export const GEMV_PLAIN: Readonly<Record<GemvDType, boolean>> = { f16: false, q8: true };
+export const GEMV_EVERY: Readonly<Record<GemvDType, boolean>> = { f16: false, q8: true };
 
 /** Options of a resident-x GEMV. */
 export interface GemvShape {

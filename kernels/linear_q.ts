@@ -8,7 +8,7 @@
  *
  * Decode (m = 1) runs a GEMV (design in kernels/linear_q.wgsl) with RMSNorm / silu · mul fused
  * like the f16 one (same dispatch count per step); the decoder takes kernels/gemv.ts's resident-x
- * GEMV for q8's gate_up, o, down and lm_head instead (7B q8 180 → 209 tok/s, H200). Prefill and vision (m > 1) run, for q4,
+ * GEMV for every q8 one instead (7B q8 180 → 211 tok/s, H200). Prefill and vision (m > 1) run, for q4,
  * kernels/gemm.ts's int8 GEMM ({@link PREFILL_INT8}); q8 (and any x too large for gemmQ's scratch)
  * dequantizes balanced row slices into an f16 scratch and runs the f16 GEMM of kernels/linear.ts —
  * unless the call sets LinearShape.int8x (the q8 vision tower of visionQuant): then the int8 GEMM.

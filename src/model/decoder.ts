@@ -14,7 +14,7 @@ import {
   causalAttention,
   decodeAttention,
   emitKeepsTuning,
-  GEMV_PLAIN,
+  GEMV_EVERY,
   gemvResident,
   gemvResidentFits,
   type GpuRopeTable,
@@ -135,9 +135,9 @@ export const DECODER_FUSION = {
   preparedAct: true,
   /**
    * GEMVs at m = 1 over f16 / q8 weights run kernels/gemv.ts's resident-x GEMV where it fits
-   * ({@link gemvResidentFits}): qkv with the norm, bias and rope + KV write fused, gate_up with
-   * the norm and silu · up fused (down_proj then a plain GEMV of its output), and for q8
-   * (GEMV_PLAIN) o_proj, down_proj and lm_head too.
+   * ({@link gemvResidentFits}): gate_up with the norm and silu · up fused (down_proj then a plain
+   * GEMV of its output), and where GEMV_EVERY says so (q8) qkv (norm, bias, rope + KV write
+   * fused), o_proj, down_proj and lm_head too.
    */
   residentGemv: true,
 };
@@ -205,9 +205,9 @@ export function layerDispatches(
   const oEmit = oEmits ? { weight: postNw, out: b.xp } : undefined;
   const downEmit = nextNw ? { weight: nextNw, out: b.xp } : undefined;
   // y += x · wᵀ (o_proj, down_proj): at m = 1 on the resident-x GEMV where kernels/gemv.ts's
-  // GEMV_PLAIN prefers it and nothing is emitted.
+  // GEMV_EVERY says so and nothing is emitted.
   const accumulate = (y: GPUBuffer, x: GPUBuffer, wt: Weight, emit?: LinearShape["emit"]) =>
-    m === 1 && !emit && plainResident(gpu, wt)
+    m === 1 && !emit && residentEverywhere(gpu, wt)
       ? [gemvResident(gpu, y, x, wt, { accumulate: true })]
       : linear(gpu, y, x, wt, null, { m, accumulate: true, ...(emit ? { emit } : {}) });
   const norm = { m, eps: t.rmsNormEps, ...(inPrepared ? { prepared: b.xp } : {}) };
@@ -215,8 +215,8 @@ export function layerDispatches(
   if (Array.isArray(attend)) {
     qkv = normLinear(gpu, b.qkv, b.x, b.h, nw, qkvW, qkvB, norm);
     attention = attend;
-  } else if (m === 1 && !inPrepared && DECODER_FUSION.residentGemv && gemvResidentFits(gpu, qkvW)) {
-    // f16 / q8: the resident-x GEMV with the norm, bias and rope + KV write fused.
+  } else if (m === 1 && !inPrepared && residentEverywhere(gpu, qkvW)) {
+    // The resident-x GEMV (q8) with the norm, bias and rope + KV write fused.
     const { ropeKv } = attend;
     qkv = [
       gemvResident(gpu, b.qkv, b.x, qkvW, {
@@ -281,12 +281,12 @@ export function layerDispatches(
 }
 
 /**
- * Whether a GEMV over `w` without silu · up (o_proj, down_proj, lm_head) at m = 1 takes the
- * resident-x kernel: {@link DECODER_FUSION}.residentGemv and kernels/gemv.ts's GEMV_PLAIN for its
+ * Whether a GEMV over `w` other than gate_up (qkv, o_proj, down_proj, lm_head) at m = 1 takes the
+ * resident-x kernel: {@link DECODER_FUSION}.residentGemv and kernels/gemv.ts's GEMV_EVERY for its
  * dtype, where it fits.
  */
-function plainResident(gpu: Gpu, w: Weight): boolean {
-  return DECODER_FUSION.residentGemv && isGemvDType(w.dtype) && GEMV_PLAIN[w.dtype] &&
+function residentEverywhere(gpu: Gpu, w: Weight): boolean {
+  return DECODER_FUSION.residentGemv && isGemvDType(w.dtype) && GEMV_EVERY[w.dtype] &&
     gemvResidentFits(gpu, w);
 }
 
@@ -418,7 +418,7 @@ export function headDispatches(
   const lmHead = w.matrix("text.lm_head");
   const down = w.matrix(`text.layers.${t.numLayers - 1}.down`);
   const prepared = xp && emitsPreparedX(down, lmHead, m) ? { prepared: xp } : {};
-  if (m === 1 && !prepared.prepared && plainResident(gpu, lmHead)) {
+  if (m === 1 && !prepared.prepared && residentEverywhere(gpu, lmHead)) {
     return [
       gemvResident(gpu, logits, x, lmHead, {
         norm: { weight: w.vector("text.norm"), eps: t.rmsNormEps },

@@ -266,8 +266,8 @@ Deno.test("layerDispatches() chains prepared x through o / down / gate_up at m =
 });
 
 // The f16 and q8 tiny models prefilled one token at a time (every layer at m = 1, as decode runs
-// it) with qkv (norm, bias, rope + KV write fused) and gate_up (norm and silu · up fused) on
-// kernels/gemv.ts's resident-x GEMV — and for q8 (GEMV_PLAIN) o_proj, down_proj and lm_head too —
+// it) with gate_up (norm and silu · up fused) on kernels/gemv.ts's resident-x GEMV — and for q8
+// (GEMV_EVERY) qkv (norm, bias, rope + KV write fused), o_proj, down_proj and lm_head too —
 // against linear()'s GEMVs: the same products summed in another order, so 1e-5 of the largest
 // logit, and as many dispatches.
 for (const quant of [undefined, "q8"] as const) {
@@ -298,8 +298,8 @@ for (const quant of [undefined, "q8"] as const) {
     };
     const off = await pass(false), on = await pass(true);
     const gemv = (keys: string[]) => keys.filter((k) => k.startsWith("gemv.")).length;
-    // qkv and gate_up a layer; q8 also o and down, and lm_head.
-    const want = quant ? 4 * cfg.num_hidden_layers + 1 : 2 * cfg.num_hidden_layers;
+    // gate_up a layer; q8 also qkv, o and down, and lm_head.
+    const want = quant ? 4 * cfg.num_hidden_layers + 1 : cfg.num_hidden_layers;
     assert.equal(gemv(on.keys), want, "resident-x GEMVs a step");
     assert.equal(gemv(off.keys), 0);
     assert.equal(on.keys.length, off.keys.length, "decode dispatches");
