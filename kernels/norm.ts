@@ -22,19 +22,8 @@ export interface NormShape {
  * @param w (cols) f32
  * @param y (rows, cols) f32, may not alias x
  */
-export function rmsNorm(
-  gpu: Gpu,
-  y: BufferArg,
-  x: BufferArg,
-  w: BufferArg,
-  s: NormShape,
-): Dispatch {
-  const v = variant(gpu, {
-    family: "norm",
-    entry: "main",
-    bindings: ["read", "read", "read_write"],
-    params: Params,
-  });
+export function rmsNorm(gpu: Gpu, y: BufferArg, x: BufferArg, w: BufferArg, s: NormShape): Dispatch {
+  const v = variant(gpu, { family: "norm", entry: "main", bindings: ["read", "read", "read_write"], params: Params });
   return new Dispatch(gpu, v, [x, w, y], Params.pack(s), grid2d(s.rows));
 }
 

@@ -13,20 +13,11 @@ Deno.test("rmsNorm() matches the CPU reference over random shapes", async () => 
   const rng = seeded(1);
   for (const [rows, cols] of SHAPES) {
     const x = randn(rng, rows * cols, 3), w = randn(rng, cols);
-    const [bx, bw, by] = [
-      uploadArray(gpu, x),
-      uploadArray(gpu, w),
-      createStorage(gpu, x.byteLength),
-    ];
+    const [bx, bw, by] = [uploadArray(gpu, x), uploadArray(gpu, w), createStorage(gpu, x.byteLength)];
     const d = rmsNorm(gpu, by, bx, bw, { rows, cols, eps: 1e-6 });
     run(gpu, [d]);
     // f32 sums in a different order than the reference: a few ulps of the row's scale.
-    assertClose(
-      await readF32(gpu, by),
-      rmsNormRef(x, w, rows, cols, 1e-6),
-      1e-5,
-      `rms ${rows}x${cols}`,
-    );
+    assertClose(await readF32(gpu, by), rmsNormRef(x, w, rows, cols, 1e-6), 1e-5, `rms ${rows}x${cols}`);
     [bx, bw, by].forEach((b) => b.destroy());
     d.destroy();
   }
@@ -41,12 +32,7 @@ Deno.test("layerNorm() matches the CPU reference over random shapes", async () =
     const by = createStorage(gpu, x.byteLength);
     const d = layerNorm(gpu, by, bufs[0], bufs[1], bufs[2], { rows, cols, eps: 1e-6 });
     run(gpu, [d]);
-    assertClose(
-      await readF32(gpu, by),
-      layerNormRef(x, w, b, rows, cols, 1e-6),
-      1e-5,
-      `ln ${rows}x${cols}`,
-    );
+    assertClose(await readF32(gpu, by), layerNormRef(x, w, b, rows, cols, 1e-6), 1e-5, `ln ${rows}x${cols}`);
     [...bufs, by].forEach((q) => q.destroy());
     d.destroy();
   }
