@@ -38,6 +38,7 @@ Deno.test("the embedded kernels hold no #include and no fragment of their own; e
   assert.deepEqual(users, [
     "attention_decode",
     "embedding",
+    "gemv",
     "kv_cache",
     "linear",
     "linear_q",

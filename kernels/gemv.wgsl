@@ -52,14 +52,7 @@ var<workgroup> ssr: array<f32, NW>;                 // [subgroup] Σ x²
 
 #if Q8
 const XV: u32 = 4u;  // x vec4 per unit
-// Bytes 0..3 of q as int8 in f32, without int→float conversions (kernels/linear_q.wgsl codes8).
-fn codes8(q: u32) -> vec4<f32> {
-  let u = q ^ 0x80808080u;
-  let m = vec4<u32>(u, u, u >> 16u, u >> 16u);
-  return bitcast<vec4<f32>>((m & vec4<u32>(0xffu, 0xff00u, 0xffu, 0xff00u)) |
-    vec4<u32>(0x4b000000u, 0x47000000u, 0x4b000000u, 0x47000000u)) -
-    vec4<f32>(8388736.0, 32896.0, 8388736.0, 32896.0);
-}
+#include codes8
 
 // The f16 scale of flat group f (= row · k / 32 + group) as f32.
 fn scale(f: u32) -> f32 {

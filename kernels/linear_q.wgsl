@@ -119,14 +119,7 @@ fn codes_hi(q: u32) -> vec4<f32> {
     vec4<f32>(524296.0, 2056.0, 524296.0, 2056.0);
 }
 #else
-// Bytes 0..3 of q as int8: XOR 0x80 makes each c + 128 in [1, 255].
-fn codes8(q: u32) -> vec4<f32> {
-  let u = q ^ 0x80808080u;
-  let m = vec4<u32>(u, u, u >> 16u, u >> 16u);
-  return bitcast<vec4<f32>>((m & vec4<u32>(0xffu, 0xff00u, 0xffu, 0xff00u)) |
-    vec4<u32>(0x4b000000u, 0x47000000u, 0x4b000000u, 0x47000000u)) -
-    vec4<f32>(8388736.0, 32896.0, 8388736.0, 32896.0);
-}
+#include codes8
 #endif
 
 #if NORM
