@@ -21,14 +21,13 @@
  */
 import { requestGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32 } from "../src/gpu/buffers.ts";
-import { createWeight, destroyWeight, type Weight } from "../src/gpu/tensor.ts";
-import { fill, fillWeight } from "../kernels/fill.ts";
+import { destroyWeight, type Weight } from "../src/gpu/tensor.ts";
+import { fill } from "../kernels/fill.ts";
 import { linear, type LinearTuning } from "../kernels/linear.ts";
-import { fillQuantRows } from "../kernels/linear_q.ts";
 import { gemmQ, type GemmQTuning } from "../kernels/gemm.ts";
 import { type BufferArg, type Dispatch, run } from "../kernels/_kernel.ts";
 import type { Gpu } from "../src/gpu/device.ts";
-import { msPerRep } from "./_timing.ts";
+import { msPerRep, randomWeight } from "./_timing.ts";
 
 const args = Deno.args;
 const opt = (name: string, def: string) => {
@@ -83,22 +82,6 @@ function variantOf(name: string, dtype: string): Make | null {
   );
 }
 
-/** A seeded (rows, cols) weight of `dtype`. */
-function makeWeight(gpu: Gpu, rows: number, cols: number, dtype: string, seed: number): Weight {
-  const w = createWeight(gpu, rows, cols, dtype as Weight["dtype"], `w${seed}`);
-  const s = { seed, scale: 1 / Math.sqrt(cols) };
-  if (dtype === "f16") run(gpu, fillWeight(gpu, w, s));
-  else {
-    fillQuantRows(
-      gpu,
-      w,
-      (buf, row, len) =>
-        fill(gpu, buf, { count: len * cols, dtype: "f16", base: row * cols, ...s }),
-    );
-  }
-  return w;
-}
-
 // [group, label, m, k, n]
 const SHAPES: [string, string, number, number, number][] = [];
 // --ms adds prompt / patch counts to the vision and 7B shapes (wave-quantization checks).
@@ -136,7 +119,9 @@ for (const dtype of dtypes) {
     // Distinct weight copies (≥ 128 MB in all, at most 4) so successive calls miss L2.
     const copies = Math.min(4, Math.max(1, Math.ceil(128e6 / (n * k * 2))));
     const ws: Weight[] = [];
-    for (let c = 0; c < copies; c++) ws.push(makeWeight(gpu, n, k, dtype, 10 + c));
+    for (let c = 0; c < copies; c++) {
+      ws.push(randomWeight(gpu, n, k, dtype as Weight["dtype"], 10 + c, 1 / Math.sqrt(k)));
+    }
     const x = createStorage(gpu, m * k * 4, "x"), y = createStorage(gpu, m * n * 4, "y");
     run(gpu, [fill(gpu, x, { count: m * k, dtype: "f32", seed: 1, scale: 1 })]);
     const reps = small ? 2 : Math.min(200, Math.max(2, Math.round(targetMs * 1e-3 * 20e12 / flop)));

@@ -30,11 +30,10 @@
  */
 import { requestGpu } from "../src/gpu/device.ts";
 import { createStorage } from "../src/gpu/buffers.ts";
-import { createWeight, destroyWeight, type QuantDType, type Weight } from "../src/gpu/tensor.ts";
-import { fill, fillWeight } from "../kernels/fill.ts";
+import { destroyWeight, type QuantDType, type Weight } from "../src/gpu/tensor.ts";
+import { fill } from "../kernels/fill.ts";
 import {
   dequantize,
-  fillQuantRows,
   GEMV_WIDE,
   gemvQTuning,
   linearQ,
@@ -44,7 +43,7 @@ import {
 import { linear, type LinearShape, type LinearTuning } from "../kernels/linear.ts";
 import { type Dispatch, run } from "../kernels/_kernel.ts";
 import { gemvResident } from "../kernels/gemv.ts";
-import { msPerRep } from "./_timing.ts";
+import { msPerRep, randomWeight } from "./_timing.ts";
 
 const args = Deno.args;
 const opt = (name: string, def: string) => {
@@ -73,20 +72,6 @@ const KINDS: [Kind, number, number][] = [
   ["lm_head", V, H],
 ];
 const BYTES = { f16: 2, q8: 1.0625, q4: 0.5625 };
-
-function make(rows: number, cols: number, dtype: "f16" | QuantDType, seed: number): Weight {
-  const w = createWeight(gpu, rows, cols, dtype, `w${seed}`);
-  if (dtype === "f16") run(gpu, fillWeight(gpu, w, { seed, scale: 0.03 }));
-  else {
-    fillQuantRows(
-      gpu,
-      w,
-      (buf, row, len) =>
-        fill(gpu, buf, { count: len * cols, dtype: "f16", seed, scale: 0.03, base: row * cols }),
-    );
-  }
-  return w;
-}
 
 // x holds [gate | up] for the silu variant; nw is the RMSNorm weight.
 const x = createStorage(gpu, I * 4 * 2, "x"), y = createStorage(gpu, V * 4, "y");
@@ -206,7 +191,10 @@ for (const dtype of dtypes) {
   const ws = new Map<Kind, Weight[]>();
   for (const [kind, n, k] of KINDS) {
     const count = kind === "lm_head" ? 1 : layers;
-    ws.set(kind, Array.from({ length: count }, (_, i) => make(n, k, dtype, 1000 * n + i)));
+    ws.set(
+      kind,
+      Array.from({ length: count }, (_, i) => randomWeight(gpu, n, k, dtype, 1000 * n + i, 0.03)),
+    );
   }
   const gb = (kind: Kind) =>
     ws.get(kind)!.reduce((a, w) => a + w.rows * w.cols * BYTES[dtype], 0) / 1e9;

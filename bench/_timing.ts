@@ -8,7 +8,9 @@
 import type { Gpu } from "../src/gpu/device.ts";
 import { createStorage, readF32 } from "../src/gpu/buffers.ts";
 import { type Dispatch, run } from "../kernels/_kernel.ts";
-import { fill } from "../kernels/fill.ts";
+import { fill, fillWeight } from "../kernels/fill.ts";
+import { fillQuantRows } from "../kernels/linear_q.ts";
+import { createWeight, isQuant, type Weight } from "../src/gpu/tensor.ts";
 
 /** Records repetition `rep` (0-based) into the open pass. */
 export type EncodeRep = (rep: number, pass: GPUComputePassEncoder) => void;
@@ -78,4 +80,29 @@ export function randomF32(gpu: Gpu, n: number, seed: number, label: string): GPU
   const b = createStorage(gpu, n * 4, label);
   run(gpu, [fill(gpu, b, { count: n, dtype: "f32", seed, scale: 1 })]);
   return b;
+}
+
+/**
+ * A seeded (rows, cols) weight of `dtype`, made on the GPU: f16 values uniform in ±scale (for q8 /
+ * q4, quantized from them on the GPU, kernels/linear_q.ts fillQuantRows).
+ */
+export function randomWeight(
+  gpu: Gpu,
+  rows: number,
+  cols: number,
+  dtype: Weight["dtype"],
+  seed: number,
+  scale: number,
+): Weight {
+  const w = createWeight(gpu, rows, cols, dtype, `w${seed}`);
+  if (!isQuant(dtype)) run(gpu, fillWeight(gpu, w, { seed, scale }));
+  else {
+    fillQuantRows(
+      gpu,
+      w,
+      (buf, row, len) =>
+        fill(gpu, buf, { count: len * cols, dtype: "f16", seed, scale, base: row * cols }),
+    );
+  }
+  return w;
 }

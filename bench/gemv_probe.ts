@@ -17,15 +17,14 @@
  */
 import { requestGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32 } from "../src/gpu/buffers.ts";
-import { createWeight, DTYPE_BYTES, quantLayout, type Weight } from "../src/gpu/tensor.ts";
-import { fill, fillWeight } from "../kernels/fill.ts";
-import { fillQuantRows } from "../kernels/linear_q.ts";
+import { DTYPE_BYTES, quantLayout, type Weight } from "../src/gpu/tensor.ts";
+import { fill } from "../kernels/fill.ts";
 import { linear, type LinearTuning, normLinear, siluMulLinear } from "../kernels/linear.ts";
 import { gemvResident } from "../kernels/gemv.ts";
 import { rmsNorm } from "../kernels/norm.ts";
 import { siluMul } from "../kernels/elementwise.ts";
 import { type Dispatch, run } from "../kernels/_kernel.ts";
-import { msPerRep } from "./_timing.ts";
+import { msPerRep, randomWeight } from "./_timing.ts";
 
 const args = Deno.args;
 const opt = (name: string, def: string) => {
@@ -200,25 +199,17 @@ function time(ds: Dispatch[], y: GPUBuffer): Promise<number> {
   });
 }
 
-function makeWeight(n: number, k: number, dtype: DType, seed: number): Weight {
-  const w = createWeight(gpu, n, k, dtype, `w${seed}`);
-  if (dtype === "f16") run(gpu, fillWeight(gpu, w, { seed, scale: 0.03 }));
-  else {
-    fillQuantRows(
-      gpu,
-      w,
-      (buf, row, len) =>
-        fill(gpu, buf, { count: len * k, dtype: "f16", seed, scale: 0.03, base: row * k }),
-    );
-  }
-  return w;
-}
-
 /** --mlp: the 7B (--hi H,I) f16 MLP of `layers` layers, three ways, interleaved twice. */
 async function mlp(layers: number): Promise<void> {
   const [H, I] = opt("--hi", "3584,18944").split(",").map(Number);
-  const gu = Array.from({ length: layers }, (_, i) => makeWeight(2 * I, H, "f16", 100 + i));
-  const dn = Array.from({ length: layers }, (_, i) => makeWeight(H, I, "f16", 200 + i));
+  const gu = Array.from(
+    { length: layers },
+    (_, i) => randomWeight(gpu, 2 * I, H, "f16", 100 + i, 0.03),
+  );
+  const dn = Array.from(
+    { length: layers },
+    (_, i) => randomWeight(gpu, H, I, "f16", 200 + i, 0.03),
+  );
   const x = createStorage(gpu, H * 4, "x"), h = createStorage(gpu, H * 4, "h");
   const nw = createStorage(gpu, H * 4, "nw"), g = createStorage(gpu, 2 * I * 4, "gu");
   const act = createStorage(gpu, I * 4, "act");
@@ -264,7 +255,10 @@ async function shapesProbe(): Promise<void> {
   for (const dtype of dtypes) {
     for (const name of shapes) {
       const [n, k, copies] = (big ? SHAPES_72B : SHAPES)[name];
-      const ws = Array.from({ length: copies }, (_, i) => makeWeight(n, k, dtype, 11 + i));
+      const ws = Array.from(
+        { length: copies },
+        (_, i) => randomWeight(gpu, n, k, dtype, 11 + i, 0.03),
+      );
       const x = createStorage(gpu, k * 4, "x"), y = createStorage(gpu, n * 4, "y");
       const yRef = createStorage(gpu, n * 4, "y_ref");
       run(gpu, [fill(gpu, x, { count: k, dtype: "f32", seed: 3, scale: 1 })]);
