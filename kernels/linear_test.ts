@@ -1,13 +1,7 @@
 import assert from "node:assert/strict";
 import { sharedGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
-import {
-  createWeight,
-  destroyWeight,
-  type Weight,
-  type WeightDType,
-  writeWeightRows,
-} from "../src/gpu/tensor.ts";
+import { createWeight, destroyWeight, type Weight } from "../src/gpu/tensor.ts";
 import { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import {
@@ -29,7 +23,7 @@ import {
   siluMulLinear,
 } from "./linear.ts";
 import { run } from "./_kernel.ts";
-import { ropeKvCase } from "./_test_utils.ts";
+import { ropeKvCase, uploadWeight } from "./_test_utils.ts";
 import { mropeTable } from "../src/ref/rope.ts";
 import type { KvDType } from "./kv_cache.ts";
 import { uploadRopeTable } from "./rope.ts";
@@ -40,20 +34,6 @@ import { createDecodeState } from "./state.ts";
 // max|y| at k = 1280. 1e-5 of max|y| leaves room for other orders and k = 3584, while one dropped
 // or doubled term (|x·w| ≈ 1/√k ≥ 1.7e-2 here) fails by three orders of magnitude.
 const TOL = 1e-5;
-
-/** Uploads `data` (rows, cols) as a Weight; returns it and the values the GPU holds (f16-rounded). */
-function makeWeight(
-  gpu: Gpu,
-  data: Float32Array,
-  rows: number,
-  cols: number,
-  dtype: WeightDType,
-  maxChunkBytes?: number,
-): { w: Weight; held: Float32Array } {
-  const w = createWeight(gpu, rows, cols, dtype, "w", maxChunkBytes);
-  writeWeightRows(gpu, w, 0, data);
-  return { w, held: dtype === "f16" ? data.map(Math.f16round) : data };
-}
 
 /** Runs linear() on fresh buffers and returns y. */
 async function runLinear(
@@ -96,7 +76,7 @@ for (const dtype of ["f32", "f16"] as const) {
     for (const [idx, [m, n, k]] of SHAPES.entries()) {
       const x = randn(rng, m * k), wData = randn(rng, n * k, 1 / Math.sqrt(k));
       const bias = idx % 2 ? randn(rng, n) : null;
-      const { w, held } = makeWeight(gpu, wData, n, k, dtype);
+      const { w, held } = uploadWeight(gpu, wData, n, k, dtype, "w");
       const got = await runLinear(gpu, x, w, bias, m);
       assertClose(
         got,
@@ -114,7 +94,7 @@ Deno.test("linear() with accumulate adds x · wᵀ + bias to y", async () => {
   const rng = seeded(13);
   for (const [m, n, k] of [[1, 37, 64], [37, 37, 21]]) {
     const x = randn(rng, m * k), bias = randn(rng, n), y0 = randn(rng, m * n, 5);
-    const { w, held } = makeWeight(gpu, randn(rng, n * k), n, k, "f16");
+    const { w, held } = uploadWeight(gpu, randn(rng, n * k), n, k, "f16", "w");
     const got = await runLinear(gpu, x, w, bias, m, y0);
     assertClose(got, linearRef(x, held, bias, m, n, k, y0), TOL, `acc ${m}x${n}x${k}`);
     destroyWeight(w);
@@ -135,7 +115,7 @@ Deno.test("linear() with activation quick_gelu equals quickGelu(x · wᵀ + bias
   ];
   for (const [m, n, k, tuning] of cases) {
     const x = randn(rng, m * k), bias = randn(rng, n);
-    const { w, held } = makeWeight(gpu, randn(rng, n * k, 2 / Math.sqrt(k)), n, k, "f16");
+    const { w, held } = uploadWeight(gpu, randn(rng, n * k, 2 / Math.sqrt(k)), n, k, "f16", "w");
     const [bx, bb] = [x, bias].map((a) => uploadArray(gpu, a));
     const by = createStorage(gpu, m * n * 4);
     const ds = linear(gpu, by, bx, w, bb, { m, activation: "quick_gelu" }, tuning);
@@ -150,7 +130,7 @@ Deno.test("linear() with activation quick_gelu equals quickGelu(x · wᵀ + bias
     ds.forEach((d) => d.destroy());
     destroyWeight(w);
   }
-  const { w } = makeWeight(gpu, randn(rng, 8 * 8), 8, 8, "f16");
+  const { w } = uploadWeight(gpu, randn(rng, 8 * 8), 8, 8, "f16", "w");
   const buf = createStorage(gpu, 256);
   assert.throws(
     () => linear(gpu, buf, buf, w, null, { m: 2, activation: "quick_gelu", accumulate: true }),
@@ -194,12 +174,13 @@ Deno.test("linear()'s pipelined tiled GEMM matches the reference for every optio
         const x = randn(rng, m * k), bias = i % 2 ? null : randn(rng, n);
         const y0 = i % 3 ? randn(rng, m * n, 5) : undefined;
         const chunk = 7 * k * (dtype === "f16" ? 2 : 4); // 6 rows for f16 at odd k (alignment)
-        const { w, held } = makeWeight(
+        const { w, held } = uploadWeight(
           gpu,
           randn(rng, n * k, 1 / Math.sqrt(k)),
           n,
           k,
           dtype,
+          "w",
           chunk,
         );
         const got = await runLinear(gpu, x, w, bias, m, y0, tuning);
@@ -275,7 +256,15 @@ Deno.test("linear() at small k (m = 1) matches the CPU reference with bias, accu
   for (const dtype of ["f32", "f16"] as const) {
     for (const k of [8, 16, 32, 33, 47, 64, 80]) {
       const wData = randn(rng, n * k, 1 / Math.sqrt(k));
-      const { w, held } = makeWeight(gpu, wData, n, k, dtype, 300 * k * (dtype === "f16" ? 2 : 4));
+      const { w, held } = uploadWeight(
+        gpu,
+        wData,
+        n,
+        k,
+        dtype,
+        "w",
+        300 * k * (dtype === "f16" ? 2 : 4),
+      );
       assert.equal(w.chunks.length, 3);
       for (const withBias of [false, true]) {
         for (const acc of [false, true]) {
@@ -338,10 +327,10 @@ Deno.test("linear() over a weight split into several chunks gives the same bits 
   for (const dtype of ["f32", "f16"] as const) {
     for (const [m, n, k] of [[1, 203, 44], [37, 203, 44], [1, 101, 33], [5, 101, 33]]) {
       const x = randn(rng, m * k), wData = randn(rng, n * k), bias = randn(rng, n);
-      const one = makeWeight(gpu, wData, n, k, dtype);
+      const one = uploadWeight(gpu, wData, n, k, dtype, "w");
       // 7 rows per chunk (6 for f16 with odd k, to keep chunks 4-byte aligned): chunk borders fall
       // inside GEMV row groups and output tiles.
-      const split = makeWeight(gpu, wData, n, k, dtype, 7 * k * (dtype === "f16" ? 2 : 4));
+      const split = uploadWeight(gpu, wData, n, k, dtype, "w", 7 * k * (dtype === "f16" ? 2 : 4));
       assert.ok(split.w.chunks.length >= 15, `expected many chunks, got ${split.w.chunks.length}`);
       const want = await runLinear(gpu, x, one.w, bias, m);
       const got = await runLinear(gpu, x, split.w, bias, m);
@@ -366,7 +355,7 @@ Deno.test("linear() handles more rows than one grid dimension holds (lm_head-siz
   // GEMV (1 thread per row, 256 rows per workgroup) and the tiled path (m = 3) need no 2D grid.
   const n = 270_000, k = 4;
   const wData = randn(rng, n * k);
-  const { w, held } = makeWeight(gpu, wData, n, k, "f16", 2 ** 20);
+  const { w, held } = uploadWeight(gpu, wData, n, k, "f16", "w", 2 ** 20);
   const runs: [number, Partial<LinearTuning>][] = [[1, {}], [1, { gemvTpr: 128 }], [
     1,
     { gemvTpr: 256 },
@@ -429,7 +418,7 @@ Deno.test("linear() gives the same results for every kernel variant and tuning",
   for (const [n, k] of [[47, 40], [130, 1176], [133, 37]]) {
     for (const [name, g, tuning, m] of variants) {
       const x = randn(rng, m * k), bias = randn(rng, n);
-      const { w, held } = makeWeight(gpu, randn(rng, n * k), n, k, "f16");
+      const { w, held } = uploadWeight(gpu, randn(rng, n * k), n, k, "f16", "w");
       const got = await runLinear(g, x, w, bias, m, undefined, tuning);
       assertClose(got, linearRef(x, held, bias, m, n, k), TOL, `${name} ${m}x${n}x${k}`);
       destroyWeight(w);
@@ -473,7 +462,7 @@ Deno.test("linear()'s row GEMV written out (gemvUnroll) gives the plain loop's b
   // k = 3584: 448 units, not a multiple of 3 · 256 or 4 · 64 (a masked tail step).
   const n = 40, k = 3584;
   const x = randn(rng, k, 3), nw = randn(rng, k, 0.5).map((v) => v + 1), bias = randn(rng, n);
-  const { w } = makeWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16");
+  const { w } = uploadWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16", "w");
   const bx = uploadArray(gpu, x), bnw = uploadArray(gpu, nw), bb = uploadArray(gpu, bias);
   const results = [];
   for (
@@ -504,7 +493,7 @@ Deno.test("linear()'s small-k GEMV gives the same bits reduced by subgroup shuff
   const rng = seeded(18);
   const n = 300, k = 80;
   const x = randn(rng, k), bias = randn(rng, n);
-  const { w } = makeWeight(gpu, randn(rng, n * k), n, k, "f32");
+  const { w } = uploadWeight(gpu, randn(rng, n * k), n, k, "f32", "w");
   for (let tpr = 2; tpr <= sgMin; tpr *= 2) {
     const sub = await runLinear(gpu, x, w, bias, 1, undefined, { gemvTpr: tpr });
     const shared = await runLinear(noSub, x, w, bias, 1, undefined, { gemvTpr: tpr });
@@ -538,12 +527,13 @@ for (const fuse of ["norm", "siluMul"] as const) {
     for (const [k, n, tuning] of cases) {
       for (const dtype of ["f32", "f16"] as const) {
         const chunkBytes = (n / 3) * k * (dtype === "f16" ? 2 : 4);
-        const { w, held } = makeWeight(
+        const { w, held } = uploadWeight(
           gpu,
           randn(rng, n * k, 1 / Math.sqrt(k)),
           n,
           k,
           dtype,
+          "w",
           chunkBytes,
         );
         assert.equal(w.chunks.length, 3);
@@ -582,7 +572,7 @@ Deno.test("normLinear() fuses at m = 1 and runs rmsNorm then linear at m > 1, bo
   const gpu = await sharedGpu();
   const rng = seeded(20);
   const n = 45, k = 64, eps = 1e-5;
-  const { w, held } = makeWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16");
+  const { w, held } = uploadWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16", "w");
   for (const m of [1, 5]) {
     const x = randn(rng, m * k, 2), nw = randn(rng, k).map((v) => v + 1), bias = randn(rng, n);
     const bx = uploadArray(gpu, x, "x"), bnw = uploadArray(gpu, nw, "nw");
@@ -614,7 +604,7 @@ Deno.test("siluMulLinear() fuses at m = 1 and runs siluMul then linear at m > 1,
   const gpu = await sharedGpu();
   const rng = seeded(22);
   const n = 45, k = 64;
-  const { w, held } = makeWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16");
+  const { w, held } = uploadWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16", "w");
   for (const m of [1, 5]) {
     const gu = randn(rng, m * 2 * k, 2), y0 = randn(rng, m * n);
     const bgu = uploadArray(gpu, gu, "gate_up"), by = uploadArray(gpu, y0, "y");
@@ -663,7 +653,7 @@ Deno.test("linear() with ropeKv rotates q and k at state.position and writes K, 
   for (const { t, q, kv, k, dtype, row } of cases) {
     const hd = 2 * t.half, n = (q + 2 * kv) * hd;
     const gt = uploadRopeTable(gpu, t);
-    const { w, held } = makeWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, dtype);
+    const { w, held } = uploadWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, dtype, "w");
     for (const [g, norm] of [[gpu, true], [noSub, false]] as const) {
       const cache: KvDType = norm ? "f16" : "f32";
       const c = ropeKvCase(gpu, rng, { table: t, gpuTable: gt, q, kv, k, row, maxTokens, cache });
