@@ -7,7 +7,14 @@
 import type { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { readF16, readF32 } from "../src/gpu/buffers.ts";
-import { type BufferArg, ceilDiv, Dispatch, type KernelVariant, variant } from "./_kernel.ts";
+import {
+  type BufferArg,
+  ceilDiv,
+  checkSize,
+  Dispatch,
+  type KernelVariant,
+  variant,
+} from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
 
@@ -33,6 +40,19 @@ export function checkKvDType(value: unknown, what = "kvCacheDtype"): KvDType | u
 /** Bytes per element of a KV cache of `dtype` (default f32, as every cache-taking shape's). */
 export function kvElementBytes(dtype: KvDType = "f32"): number {
   return dtype === "f16" ? 2 : 4;
+}
+
+/** Checks that K and V caches `k`, `v` each hold `rows` rows of `width` elements of `dtype`. */
+export function checkKvCaches(
+  k: BufferArg,
+  v: BufferArg,
+  rows: number,
+  width: number,
+  dtype?: KvDType,
+): void {
+  const bytes = rows * width * kvElementBytes(dtype);
+  checkSize("k cache", k, bytes);
+  checkSize("v cache", v, bytes);
 }
 
 /** The defines a kernel reading or writing a cache of `dtype` needs. */

@@ -47,7 +47,7 @@ import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, variant } from 
 import { deviceScratch } from "../src/gpu/buffers.ts";
 import { defineParams } from "./_params.ts";
 import type { Defines } from "./_preprocess.ts";
-import { kvDefines, type KvDType, kvElementBytes } from "./kv_cache.ts";
+import { checkKvCaches, kvDefines, type KvDType } from "./kv_cache.ts";
 import { grid2d } from "./_grid.ts";
 import { GEMV_PREP, GEMV_XQ, linearQ } from "./linear_q.ts";
 import { rmsNorm } from "./norm.ts";
@@ -262,9 +262,7 @@ export function checkRopeKv(what: string, w: Weight, rk: RopeKvEpilogue): void {
         `head_dim ${hd}`,
     );
   }
-  const bytes = rk.maxTokens * rk.kvHeads * hd * kvElementBytes(rk.dtype);
-  checkSize("k cache", rk.k, bytes);
-  checkSize("v cache", rk.v, bytes);
+  checkKvCaches(rk.k, rk.v, rk.maxTokens, rk.kvHeads * hd, rk.dtype);
 }
 
 /**

@@ -8,16 +8,9 @@ import type { Gpu } from "../src/gpu/device.ts";
 import { uploadArray } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import type { RopeTable } from "../src/ref/rope.ts";
-import {
-  type BufferArg,
-  ceilDiv,
-  checkSize,
-  Dispatch,
-  type KernelVariant,
-  variant,
-} from "./_kernel.ts";
+import { type BufferArg, ceilDiv, Dispatch, type KernelVariant, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
-import { kvDefines, type KvDType, kvElementBytes } from "./kv_cache.ts";
+import { checkKvCaches, kvDefines, type KvDType } from "./kv_cache.ts";
 import { grid2d } from "./_grid.ts";
 
 export { mropeTable, type RopeTable, visionRopeTable } from "../src/ref/rope.ts";
@@ -217,9 +210,7 @@ export function ropeKvWriteAt(
         `column ${offset} overrun the row stride ${s.stride}`,
     );
   }
-  const bytes = s.maxTokens * width * kvElementBytes(s.dtype);
-  checkSize("k cache", k, bytes);
-  checkSize("v cache", v, bytes);
+  checkKvCaches(k, v, s.maxTokens, width, s.dtype);
   const sh = { heads: s.heads, stride: s.stride, offset, seq: 1 };
   return new Dispatch(
     gpu,
