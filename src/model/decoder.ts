@@ -156,8 +156,9 @@ export interface LayerCache {
  * One decoder layer over m tokens of `b`, with `attend` (rope + cache write + attention from
  * b.qkv into b.attn) in the middle. Residual adds are fused into o_proj and down_proj; at m = 1
  * (decode) the two RMSNorms are fused into qkv and gate_up ({@link normLinear}) and silu · mul
- * into down ({@link siluMulLinear}), or, over an f16 gate_up, into gate_up's resident-x GEMV
- * (kernels/gemv.ts, writing b.act): b.h (and b.gateUp there) are unused.
+ * into down ({@link siluMulLinear}), or, over an f16 / q8 gate_up, into gate_up's resident-x GEMV
+ * (kernels/gemv.ts, writing b.act; q8's qkv, o, down and lm_head run it too): b.h (and b.gateUp
+ * there) are unused.
  *
  * transformers `Qwen2VLDecoderLayer.forward` / `Qwen2MLP.forward`:
  * ```python
