@@ -7,11 +7,13 @@
  * @module
  */
 import { requestGpu } from "../src/gpu/device.ts";
+import { createStorage } from "../src/gpu/buffers.ts";
+import { msPerRep } from "./_timing.ts";
 
 const gpu = await requestGpu();
 const dev = gpu.device;
 const WG = 256, GROUPS = 132 * 64, ITERS = 512;
-const out = dev.createBuffer({ size: 4 * WG * GROUPS, usage: GPUBufferUsage.STORAGE });
+const out = createStorage(gpu, 4 * WG * GROUPS, "out");
 
 /** FLOP/s (or OP/s) of a kernel whose loop body does `perIter` operations per thread. */
 async function measure(label: string, body: string, perIter: number): Promise<void> {
@@ -24,25 +26,18 @@ async function measure(label: string, body: string, perIter: number): Promise<vo
     layout: pipe.getBindGroupLayout(0),
     entries: [{ binding: 0, resource: { buffer: out } }],
   });
-  const run = async (n: number) => {
-    const enc = dev.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    pass.setPipeline(pipe);
-    pass.setBindGroup(0, bg);
-    for (let i = 0; i < n; i++) pass.dispatchWorkgroups(GROUPS);
-    pass.end();
-    dev.queue.submit([enc.finish()]);
-    await dev.queue.onSubmittedWorkDone();
-  };
-  await run(2);
-  const t = async (n: number) => {
-    const t0 = performance.now();
-    await run(n);
-    return (performance.now() - t0) / 1000;
-  };
-  const dt = (await t(20)) - (await t(10));
-  const ops = 10 * GROUPS * WG * ITERS * perIter;
-  console.log(`${label.padEnd(34)} ${(ops / dt / 1e12).toFixed(1)} T/s`);
+  const ms = await msPerRep(
+    gpu,
+    (_, pass) => {
+      pass.setPipeline(pipe);
+      pass.setBindGroup(0, bg);
+      pass.dispatchWorkgroups(GROUPS);
+    },
+    out,
+    { targetMs: 250 },
+  );
+  const ops = GROUPS * WG * ITERS * perIter;
+  console.log(`${label.padEnd(34)} ${(ops / ms / 1e9).toFixed(1)} T/s`);
 }
 
 function fmaKernel(type: string, lanes: number, chains: number, f16: boolean): string {

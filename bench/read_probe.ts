@@ -10,16 +10,18 @@
 import { requestGpu } from "../src/gpu/device.ts";
 import { fill } from "../kernels/fill.ts";
 import { run } from "../kernels/_kernel.ts";
+import { createStorage } from "../src/gpu/buffers.ts";
+import { msPerRep } from "./_timing.ts";
 
 const gpu = await requestGpu();
 const dev = gpu.device;
-const BYTES = 1 << 30, WG = 256, REPS = 1000;
+const BYTES = 1 << 30, WG = 256;
 const src = dev.createBuffer({ size: BYTES, usage: GPUBufferUsage.STORAGE });
 // Random contents: an untouched (zero) buffer read back above the card's 4.8 TB/s on the H200
 // (up to 6.4 at 17:11), the zeros presumably compressed.
 run(gpu, [fill(gpu, src, { count: BYTES / 4, dtype: "f32", seed: 7, scale: 1 })]);
 await dev.queue.onSubmittedWorkDone();
-const out = dev.createBuffer({ size: 4 * WG * 65535, usage: GPUBufferUsage.STORAGE });
+const out = createStorage(gpu, 4 * WG * 65535, "out");
 
 function kernel(unroll: number): string {
   const loads = Array.from({ length: unroll }, (_, i) => `let v${i} = src[i + ${i}u * stride];`);
@@ -56,29 +58,22 @@ async function measure(unroll: number, groups: number): Promise<void> {
     layout,
     entries: [{ binding: 0, resource: { buffer: src } }, { binding: 1, resource: { buffer: out } }],
   });
-  const go = async (n: number) => {
-    const enc = dev.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    pass.setPipeline(pipe);
-    pass.setBindGroup(0, bg);
-    for (let i = 0; i < n; i++) pass.dispatchWorkgroups(groups);
-    pass.end();
-    dev.queue.submit([enc.finish()]);
-    await dev.queue.onSubmittedWorkDone();
-  };
-  await go(2);
-  const t = async (n: number) => {
-    const t0 = performance.now();
-    await go(n);
-    return (performance.now() - t0) / 1000;
-  };
-  // Completion is only seen on Deno's ≈ 10 ms poll: time ≈ 0.25 s of work between the two runs.
-  const dt = (await t(2 * REPS)) - (await t(REPS));
+  // Completion is only seen on Deno's ≈ 10 ms poll: ≈ 0.25 s of work a timed submit.
+  const ms = await msPerRep(
+    gpu,
+    (_, pass) => {
+      pass.setPipeline(pipe);
+      pass.setBindGroup(0, bg);
+      pass.dispatchWorkgroups(groups);
+    },
+    out,
+    { targetMs: 250 },
+  );
   // The loop reads whole steps of unroll · stride vec4: the tail past the last one is left out.
   const step = unroll * groups * WG, read = Math.floor(BYTES / 16 / step) * step * 16;
   console.log(
     `unroll ${String(unroll).padStart(2)}, ${String(groups).padStart(6)} workgroups: ` +
-      `${(REPS * read / dt / 1e12).toFixed(2)} TB/s (${(read / BYTES * 100).toFixed(0)} % read)`,
+      `${(read / ms / 1e9).toFixed(2)} TB/s (${(read / BYTES * 100).toFixed(0)} % read)`,
   );
 }
 
