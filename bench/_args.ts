@@ -49,6 +49,11 @@ export interface BenchOptions {
   maxContext?: number;
   /** Also time each dispatch of a decode step alone (timestamp queries) and report the split. */
   profile: boolean;
+  /**
+   * After the decode, time a next chat turn of this many new prompt tokens (0: none) — from the
+   * session's KV cache (the prompt cache) and, for comparison, whole.
+   */
+  followup: number;
 }
 
 const USAGE = `deno task bench [options]
@@ -68,6 +73,8 @@ const USAGE = `deno task bench [options]
   --write-checkpoint          write a synthetic bf16 checkpoint of the shape to DIR first
   --profile                   time each decode-step dispatch alone (GPU timestamps); adds
                               "decode_profile" (µs per step by kernel variant) to the line
+  --followup N                then time the next chat turn, N new prompt tokens (≥ 10), from
+                              the KV cache the turn before left and whole; adds "followup"
 Prints one JSON line.`;
 
 /** Parses argv; throws InvalidInputError with the usage on a bad option. */
@@ -82,6 +89,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     seed: 0,
     writeCheckpoint: false,
     profile: false,
+    followup: 0,
   };
   const bad = (msg: string): never => {
     throw new InvalidInputError(`${msg}\n${USAGE}`);
@@ -137,6 +145,9 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
         break;
       case "--repeat":
         o.repeat = int(flag, val(), 1);
+        break;
+      case "--followup":
+        o.followup = int(flag, val(), 10);
         break;
       case "--seed":
         o.seed = int(flag, val(), 0);

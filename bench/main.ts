@@ -18,7 +18,8 @@ import { readF32, readU32 } from "../src/gpu/buffers.ts";
 import { QvqError } from "../src/errors.ts";
 import { PRESETS } from "../src/model/presets.ts";
 import { parseConfig, type Qwen2VLConfig } from "../src/model/config.ts";
-import { Qwen2VLModel } from "../src/model/qwen2vl.ts";
+import { Qwen2VLModel, type Session } from "../src/model/qwen2vl.ts";
+import type { GridThw } from "../src/model/rope_index.ts";
 import { syntheticModel } from "../src/model/synthetic.ts";
 import type { WeightPlan } from "../src/model/weights.ts";
 import { DEFAULT_IMAGE_PROCESSOR_CONFIG, smartResize } from "../src/image.ts";
@@ -87,6 +88,19 @@ export interface BenchResult {
   decode_profile?: StepProfile & { step_us: number };
   /** With --profile: each dispatch of the vision tower and of prefill timed alone (GPU µs). */
   ttft_profile?: Record<string, StepProfile>;
+  /**
+   * With --followup N: the next chat turn (this prompt, the generated tokens, N new ones). TTFT
+   * from the KV cache the turn before left (`cached_tokens` of it reused: the prompt cache) and
+   * whole (vision + prefill of every token, as without the cache).
+   */
+  followup?: {
+    tokens: number;
+    cached_tokens: number;
+    ttft_s: number;
+    full_ttft_s: number;
+    /** Both ways gave the same first token (greedy; a near tie may flip on summation order). */
+    same_first_token: boolean;
+  };
 }
 
 /** The config object of a shape name. */
@@ -117,6 +131,14 @@ export function decodeBytes(
   if (!plan.tensors.has("text.lm_head")) bytes += embed.bytes; // tied, unquantized: read whole
   else bytes += embed.bytes / embed.rows; // one row gathered
   return bytes + 2 * t.numLayers * ctx * t.numKvHeads * t.headDim * kvElementBytes(kv); // K, V
+}
+
+/** The frame of a chat's next user turn around filler text, `n` tokens in all (n ≥ 10). */
+function followupIds(n: number): number[] {
+  const head = [151645, 198, 151644, 872, 198]; // <|im_end|>\n<|im_start|>user\n
+  const tail = [151645, 198, 151644, 77091, 198]; // <|im_end|>\n<|im_start|>assistant\n
+  const text = Array.from({ length: n - 10 }, (_, i) => 2000 + (i * 104729) % 50000);
+  return [...head, ...text, ...tail];
 }
 
 /** Prompt ids: chat-shaped text around one image's pads (or text only), `n` tokens in all. */
@@ -158,7 +180,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
   const patches = grid ? grid[1] * grid[2] : 0;
   const imageTokens = patches / v.spatialMergeSize ** 2;
   const ids = promptIds(cfg, o.promptTokens, imageTokens);
-  const maxTokens = o.maxContext ?? ids.length + o.newTokens + 1;
+  const maxTokens = o.maxContext ?? ids.length + o.newTokens + 1 + o.followup;
 
   let t0 = performance.now();
   let model: Qwen2VLModel;
@@ -301,6 +323,11 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         const p = await profileStep(gpu, run.stepDispatches(), Math.min(steps, 8));
         profile = { step_us: round(1e6 / tokS, 1), ...p };
       }
+      const followup = o.followup > 0
+        ? await timeFollowup(model, s, ids, recorded - 1, followupIds(o.followup), () => {
+          return grid ? { pixels: pixels!, grid } : undefined;
+        })
+        : undefined;
       const bytesPerToken = decodeBytes(
         cfg,
         model.plan,
@@ -328,6 +355,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         dispatches_per_step: s.decodeDispatches.length + 3, // + sampler (2 kernels) + advance
         ...(profile ? { decode_profile: profile } : {}),
         ...(ttftProfile ? { ttft_profile: ttftProfile } : {}),
+        ...(followup ? { followup } : {}),
       };
       run.dispose();
       s.dispose();
@@ -346,6 +374,53 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
     ...(loadGbS !== undefined ? { load_gb_s: round(loadGbS, 3) } : {}),
     ...last,
   };
+}
+
+/**
+ * The next chat turn after a decode on `s`: `prompt`, the `fed` generated tokens the decode steps
+ * wrote into the cache (ring entries 0 .. fed − 1), then `more`. Its TTFT (prefill + first sample
+ * + readback) from the rows `s` holds, then whole on a fresh session with the image encoded again.
+ */
+async function timeFollowup(
+  model: Qwen2VLModel,
+  s: Session,
+  prompt: number[],
+  fed: number,
+  more: number[],
+  image: () => { pixels: Float32Array; grid: [number, number, number] } | undefined,
+): Promise<NonNullable<BenchResult["followup"]>> {
+  const gpu = model.gpu;
+  const gen = fed > 0 ? Array.from(await readU32(gpu, s.tokens, fed)) : [];
+  const next = [...prompt, ...gen, ...more];
+  const img = image();
+  const first = async (session: Session, cached?: { tokens: number; grids: GridThw[] }) => {
+    const t = performance.now();
+    const embeds = img && !cached ? model.encodeImages(img.pixels, [img.grid]) : undefined;
+    await model.prefill(session, next, embeds, { cached });
+    const run = new SessionRun(model, session, GREEDY);
+    record(gpu, run, 0, 1);
+    const id = (await readU32(gpu, session.tokens, 1))[0];
+    const seconds = (performance.now() - t) / 1000;
+    run.dispose();
+    embeds?.destroy();
+    return { id, seconds };
+  };
+  const cachedTokens = prompt.length + fed;
+  const warm = await first(s, { tokens: cachedTokens, grids: img ? [img.grid] : [] });
+  const full = model.createSession(s.maxTokens);
+  try {
+    await full.ready();
+    const whole = await first(full);
+    return {
+      tokens: more.length,
+      cached_tokens: cachedTokens,
+      ttft_s: round(warm.seconds),
+      full_ttft_s: round(whole.seconds),
+      same_first_token: whole.id === warm.id,
+    };
+  } finally {
+    full.dispose();
+  }
 }
 
 function round(x: number, digits = 4): number {

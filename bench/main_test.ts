@@ -81,11 +81,20 @@ Deno.test("runBench() at the tiny shape: every number measured and plausible (f1
         "6",
         "--repeat",
         "1",
+        "--followup",
+        "12",
       ]),
       dtype,
       quant,
       visionQuant: quant ? "q8" : undefined,
     }, gpu);
+    // The next turn: the prompt and the tokens the 6 decode steps fed (ring entries 0..5; entry
+    // 6, sampled by the last step, was never read), then 12 new ones; the same first token from
+    // the cache as whole.
+    assert.equal(r.followup?.tokens, 12);
+    assert.equal(r.followup?.cached_tokens, 24 + 6);
+    assert.ok(r.followup!.ttft_s > 0 && r.followup!.full_ttft_s > 0);
+    assert.equal(r.followup?.same_first_token, true);
     assert.equal(r.quant, quant ?? dtype);
     // vision_quant only in a line whose run set it.
     assert.equal(r.vision_quant, quant ? "q8" : undefined);

@@ -31,6 +31,7 @@ import { ChatProcessor } from "./generate/processor.ts";
 import { FifoLock } from "./generate/fifo_lock.ts";
 import { contextRoom, runGeneration, tokenBudget } from "./generate/generate.ts";
 import { LoopDetector, type LoopDetectorOptions } from "./generate/loop_detector.ts";
+import { PromptCache } from "./generate/prompt_cache.ts";
 import {
   type GenerationConfig,
   parseGenerationConfig,
@@ -83,6 +84,13 @@ export interface PipelineOptions {
   maxContext?: number;
   /** Thresholds of the `stopOnLoop` detector (defaults: see LoopDetector). */
   loopDetection?: LoopDetectorOptions;
+  /**
+   * Keep the last generation's KV cache, so that a prompt starting the same way (the next turn of
+   * a chat) prefills only its new tokens and encodes only its new images (default true; see
+   * src/generate/prompt_cache.ts). It holds that session's GPU memory between generations;
+   * {@link Pipeline.clearPromptCache} frees it.
+   */
+  promptCache?: boolean;
   /** Called as weights stream to the GPU. */
   onProgress?: (doneBytes: number, totalBytes: number) => void;
 }
@@ -105,6 +113,7 @@ export class Pipeline implements ChatEngine {
   readonly generationConfig: GenerationConfig;
   readonly #lock = new FifoLock();
   readonly #loop: LoopDetectorOptions;
+  readonly #cache: PromptCache | undefined;
 
   private constructor(
     modelId: string,
@@ -112,12 +121,14 @@ export class Pipeline implements ChatEngine {
     processor: ChatProcessor,
     generationConfig: GenerationConfig,
     loop: LoopDetectorOptions,
+    promptCache: boolean,
   ) {
     this.modelId = modelId;
     this.model = model;
     this.processor = processor;
     this.generationConfig = generationConfig;
     this.#loop = loop;
+    this.#cache = promptCache ? new PromptCache(model) : undefined;
   }
 
   /** The model's tokenizer. */
@@ -159,7 +170,14 @@ export class Pipeline implements ChatEngine {
         onProgress: opts.onProgress,
       });
       const modelId = opts.modelId ?? lastSegment(src.location);
-      return new Pipeline(modelId, model, processor, generationConfig, opts.loopDetection ?? {});
+      return new Pipeline(
+        modelId,
+        model,
+        processor,
+        generationConfig,
+        opts.loopDetection ?? {},
+        opts.promptCache ?? true,
+      );
     } catch (e) {
       processor.tokenizer.dispose();
       throw e;
@@ -178,7 +196,7 @@ export class Pipeline implements ChatEngine {
   /**
    * Streams the answer to `messages`: text deltas, then one `done` record. Options are checked
    * before waiting for the GPU; an abort (also while queued) ends the stream with finishReason
-   * "abort" and frees the KV cache.
+   * "abort". The KV cache stays in the prompt cache (see PipelineOptions.promptCache).
    */
   async *generate(
     messages: readonly ChatMessage[],
@@ -199,6 +217,7 @@ export class Pipeline implements ChatEngine {
       const loop = this.#loop;
       yield* runGeneration(this.model, this.tokenizer, prompt, o, {
         loopDetector: () => new LoopDetector(loop),
+        promptCache: this.#cache,
       });
     } finally {
       release();
@@ -246,8 +265,22 @@ export class Pipeline implements ChatEngine {
     }
   }
 
-  /** Frees the model's GPU memory and the tokenizer. */
+  /**
+   * Frees the prompt cache's session (the next prompt then runs whole). Waits for the generation
+   * in progress, if any.
+   */
+  async clearPromptCache(): Promise<void> {
+    const release = await this.#lock.acquire();
+    try {
+      this.#cache?.clear();
+    } finally {
+      release();
+    }
+  }
+
+  /** Frees the model's GPU memory (the prompt cache's too) and the tokenizer. */
   dispose(): void {
+    this.#cache?.clear();
     this.model.dispose();
     this.tokenizer.dispose();
   }
@@ -266,6 +299,7 @@ function abortedBeforeStart(prompt: PreparedPrompt): GenerationResult {
       promptTokens: prompt.inputIds.length,
       completionTokens: 0,
       imageTokens: prompt.imageTokens,
+      cachedTokens: 0,
     },
     timings: { visionMs: 0, prefillMs: 0, decodeMs: 0, tokensPerSecond: 0 },
   };

@@ -40,7 +40,12 @@ Deno.test("Pipeline.chat() collects the answer into the final record", async () 
   const r = await (await pipeline).chat(TEXT, { maxNewTokens: 3 });
   assert.equal(r.text, " retired retired retired");
   assert.equal(r.finishReason, "length");
-  assert.deepEqual(r.usage, { promptTokens: 26, completionTokens: 3, imageTokens: 0 });
+  assert.deepEqual(r.usage, {
+    promptTokens: 26,
+    completionTokens: 3,
+    imageTokens: 0,
+    cachedTokens: 0,
+  });
 });
 
 Deno.test("Pipeline.forward() gives transformers' image embeddings and last logits for case 0", async () => {
@@ -94,9 +99,82 @@ Deno.test("Pipeline.load() with quant q8 quantizes the decoder and still gives t
     const r = await q8.chat(messages, { maxNewTokens: ref.generatedIds.length, temperature: 0 });
     assert.equal(r.text, q8.tokenizer.decode(ref.generatedIds, { skipSpecialTokens: true }));
     assert.equal(r.finishReason, "length");
-    assert.deepEqual(r.usage, { promptTokens: 35, completionTokens: 12, imageTokens: 4 });
+    // forward() above left the prompt cache empty: the whole prompt ran.
+    assert.deepEqual(r.usage, {
+      promptTokens: 35,
+      completionTokens: 12,
+      imageTokens: 4,
+      cachedTokens: 0,
+    });
   } finally {
     q8.dispose();
+  }
+});
+
+Deno.test("Pipeline.generate() serves a chat's next turn from the prompt cache: the same answer, its image not encoded again", async () => {
+  const gpu = (await pipeline).model.gpu;
+  const opts = { gpu, dtype: "f32", maxContext: 192 } as const;
+  const [cached, plain] = [
+    await Pipeline.load(TINY_DIR, opts),
+    await Pipeline.load(TINY_DIR, { ...opts, promptCache: false }),
+  ];
+  try {
+    const image1 = await Deno.readFile(`${TINY_DIR}reference/case1_0.png`);
+    const o = { maxNewTokens: 6, temperature: 0 };
+    const both = async (messages: ChatMessage[]) => {
+      const [a, b] = [await cached.chat(messages, o), await plain.chat(messages, o)];
+      // Greedy ids from the rows the cache kept are those of a whole prefill.
+      assert.equal(a.text, b.text);
+      assert.equal(a.usage.promptTokens, b.usage.promptTokens);
+      assert.equal(b.usage.cachedTokens, 0);
+      return a;
+    };
+    // A chat as OpenAI clients send it: each turn repeats the conversation so far.
+    let chat = await case0();
+    const r0 = await both(chat);
+    assert.equal(r0.usage.cachedTokens, 0);
+    assert.ok(r0.timings.visionMs > 0);
+    chat = [...chat, { role: "assistant", content: r0.text }, { role: "user", content: "Why?" }];
+    const r1 = await both(chat);
+    // Turn 0's prompt and its answer but the last token (no decode step has read it), re-tokenized
+    // from the text to the same ids; the image is not encoded again.
+    assert.equal(r1.usage.cachedTokens, r0.usage.promptTokens + r0.usage.completionTokens - 1);
+    assert.equal(r1.timings.visionMs, 0);
+    chat = [...chat, { role: "assistant", content: r1.text }, {
+      role: "user",
+      content: [{ type: "image", image: image1 }, { type: "text", text: "And this one?" }],
+    }];
+    const r2 = await both(chat);
+    assert.equal(r2.usage.cachedTokens, r1.usage.promptTokens + r1.usage.completionTokens - 1);
+    assert.ok(r2.timings.visionMs > 0, "the new image is encoded");
+    // The same prompt again: all but its last token.
+    const r3 = await both(chat);
+    assert.equal(r3.usage.cachedTokens, r3.usage.promptTokens - 1);
+    assert.equal(r3.timings.visionMs, 0);
+    // A reader that stops at the first token (the first batch is one token: its K/V was never
+    // written) leaves the prompt's rows; a request aborted before it starts leaves them too.
+    for await (const ev of cached.generate(chat, o)) if (ev.type === "delta") break;
+    const longer: ChatMessage[] = [...chat, { role: "assistant", content: r3.text }, {
+      role: "user",
+      content: "Again.",
+    }];
+    const ac = new AbortController();
+    queueMicrotask(() => ac.abort());
+    assert.equal((await cached.chat(longer, { ...o, signal: ac.signal })).finishReason, "abort");
+    const r4 = await both(longer);
+    assert.equal(r4.usage.cachedTokens, r3.usage.promptTokens);
+    // Another image first: only the tokens before it (system prompt, "<|im_start|>user\n",
+    // "<|vision_start|>").
+    const alone: ChatMessage[] = [
+      { role: "user", content: [{ type: "image", image: image1 }, { type: "text", text: "?" }] },
+    ];
+    const other = await both(alone);
+    const ids = Array.from((await cached.prepare(alone)).inputIds);
+    assert.equal(other.usage.cachedTokens, ids.indexOf(cached.model.config.imageTokenId));
+    assert.ok(other.timings.visionMs > 0);
+  } finally {
+    cached.dispose();
+    plain.dispose();
   }
 });
 
@@ -127,7 +205,12 @@ Deno.test('Pipeline.generate() aborted while queued ends with "abort" without to
   ac.abort();
   const r = await queued;
   assert.equal(r.finishReason, "abort");
-  assert.deepEqual(r.usage, { promptTokens: 26, completionTokens: 0, imageTokens: 0 });
+  assert.deepEqual(r.usage, {
+    promptTokens: 26,
+    completionTokens: 0,
+    imageTokens: 0,
+    cachedTokens: 0,
+  });
   assert.equal((await first).finishReason, "length");
 });
 

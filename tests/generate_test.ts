@@ -60,7 +60,12 @@ Deno.test("Pipeline.generate() greedy from prompt text + PNG reproduces transfor
   assert.equal(result.text, p.tokenizer.decode(ref.generatedIds, { skipSpecialTokens: true }));
   assert.equal(result.text, cases[0].generated_text);
   assert.equal(result.finishReason, "length", "the 12-token budget ends it");
-  assert.deepEqual(result.usage, { promptTokens: 35, completionTokens: 12, imageTokens: 4 });
+  assert.deepEqual(result.usage, {
+    promptTokens: 35,
+    completionTokens: 12,
+    imageTokens: 4,
+    cachedTokens: 0,
+  });
   const t = result.timings;
   assert.ok(
     t.visionMs > 0 && t.prefillMs > 0 && t.decodeMs > 0 && t.tokensPerSecond > 0,
@@ -89,7 +94,7 @@ Deno.test("Pipeline.generate() stops at a stop string split across two tokens an
   assert.equal(result.usage.completionTokens, 2, "tokens after the stop are discarded");
 });
 
-Deno.test('Pipeline.generate() aborted mid-stream ends with "abort" and frees the session', async () => {
+Deno.test('Pipeline.generate() aborted mid-stream ends with "abort" and leaves its session to the prompt cache', async () => {
   const p = await pipeline;
   const sessions: Session[] = [];
   const create = p.model.createSession;
@@ -104,7 +109,9 @@ Deno.test('Pipeline.generate() aborted mid-stream ends with "abort" and frees th
     assert.equal(result.finishReason, "abort");
     assert.ok(result.usage.completionTokens >= 1 && result.usage.completionTokens < 20);
     assert.equal(sessions.length, 1);
-    assert.ok(sessions[0].disposed, "the KV cache is freed");
+    assert.ok(!sessions[0].disposed, "the prompt cache keeps the session for the next prompt");
+    await p.clearPromptCache();
+    assert.ok(sessions[0].disposed, "clearPromptCache() frees it");
   } finally {
     p.model.createSession = create;
   }

@@ -109,7 +109,12 @@ Deno.test("qvq generate --json prints one JSON record with text, finish reason, 
   const j = JSON.parse(lines[0]);
   assert.equal(j.text, " retired retired retired");
   assert.equal(j.finishReason, "length");
-  assert.deepEqual(j.usage, { promptTokens: 35, completionTokens: 3, imageTokens: 4 });
+  assert.deepEqual(j.usage, {
+    promptTokens: 35,
+    completionTokens: 3,
+    imageTokens: 4,
+    cachedTokens: 0,
+  });
   assert.deepEqual(Object.keys(j.timings).sort(), [
     "decodeMs",
     "prefillMs",
@@ -139,7 +144,12 @@ Deno.test("deno task qvq generate --quant q4 runs end to end on the quantized mo
   assert.equal(code, 0, err);
   const j = JSON.parse(new TextDecoder().decode(stdout));
   assert.equal(j.finishReason, "length");
-  assert.deepEqual(j.usage, { promptTokens: 35, completionTokens: 2, imageTokens: 4 });
+  assert.deepEqual(j.usage, {
+    promptTokens: 35,
+    completionTokens: 2,
+    imageTokens: 4,
+    cachedTokens: 0,
+  });
   // Not the float model's " retired retired": q4 moves this model's logits by up to ~8 (of ≈ 35;
   // BENCHMARKS.md) and its greedy answer, measured on lavapipe, is id 132614 (first step 22.81 vs
   // 22.59 for the runner-up).

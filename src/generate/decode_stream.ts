@@ -32,6 +32,8 @@ export interface DecodeRun {
 export interface PromptStats {
   promptTokens: number;
   imageTokens: number;
+  /** Prompt tokens the prompt cache served (their prefill was skipped). */
+  cachedTokens: number;
   visionMs: number;
   /** performance.now() when the prefill started: the first token's arrival ends the prefill time. */
   prefillStart: number;
@@ -43,6 +45,8 @@ export interface DecodeStreamOptions {
   pump?: Omit<PumpOptions, "total">;
   /** Loop detector factory (tests use small thresholds). */
   loopDetector?: () => LoopDetector;
+  /** Receives every generated id the stream reads, in order (the prompt cache keeps them). */
+  ids?: number[];
 }
 
 /**
@@ -104,6 +108,7 @@ export async function* decodeStream(
       let delta = "";
       for (const id of next.value) {
         completion++;
+        extra.ids?.push(id);
         if (stopIds.has(id)) {
           finish = "stop";
           break;
@@ -143,6 +148,7 @@ export async function* decodeStream(
       promptTokens: stats.promptTokens,
       completionTokens: completion,
       imageTokens: stats.imageTokens,
+      cachedTokens: stats.cachedTokens,
     },
     timings: {
       visionMs: stats.visionMs,

@@ -65,7 +65,7 @@ async function collect(
   script: number[],
   opts: GenerateOptions,
   onDelta?: (d: string, ac: AbortController) => void,
-): Promise<{ deltas: string[]; result: GenerationResult; batches: number }> {
+): Promise<{ deltas: string[]; result: GenerationResult; batches: number; ids: number[] }> {
   const run = await fakeRun(script);
   const ac = new AbortController();
   const options = resolveOptions(
@@ -73,16 +73,19 @@ async function collect(
     CONFIG,
   );
   const deltas: string[] = [];
+  const ids: number[] = [];
   let result: GenerationResult | undefined;
   const stats = {
     promptTokens: 10,
     imageTokens: 4,
+    cachedTokens: 3,
     visionMs: 1.5,
     prefillStart: performance.now(),
   };
   for await (
     const ev of decodeStream(run, options, fakeDecoder(), stats, {
       loopDetector: () => new LoopDetector({ minTokens: 6 }),
+      ids,
     }) as AsyncIterable<GenerationEvent>
   ) {
     if (ev.type === "delta") {
@@ -93,24 +96,31 @@ async function collect(
   run.dispose();
   assert.ok(result, "a done event ends the stream");
   assert.equal(result.text, deltas.join(""), "the final text is the concatenated deltas");
-  return { deltas, result, batches: run.batches };
+  return { deltas, result, batches: run.batches, ids };
 }
 
 Deno.test('decodeStream() streams every token up to the budget and ends with "length"', async () => {
-  const { deltas, result } = await collect([1, 2, 6, 6, 2, 1], {});
+  const { deltas, result, ids } = await collect([1, 2, 6, 6, 2, 1], {});
   // batches of 1, 2, 3 tokens: one delta per batch
   assert.deepEqual(deltas, ["Hello", " world again", " again worldHello"]);
   assert.equal(result.finishReason, "length");
-  assert.deepEqual(result.usage, { promptTokens: 10, completionTokens: 6, imageTokens: 4 });
+  assert.deepEqual(result.usage, {
+    promptTokens: 10,
+    completionTokens: 6,
+    imageTokens: 4,
+    cachedTokens: 3,
+  });
+  assert.deepEqual(ids, [1, 2, 6, 6, 2, 1], "every id read, for the prompt cache");
   assert.equal(result.timings.visionMs, 1.5);
   assert.ok(result.timings.prefillMs >= 0 && result.timings.decodeMs >= 0);
 });
 
 Deno.test("decodeStream() stops at a stop id and discards the tokens after it", async () => {
-  const { result } = await collect([1, 2, 6, 98, 1, 2, 6], {});
+  const { result, ids } = await collect([1, 2, 6, 98, 1, 2, 6], {});
   assert.equal(result.finishReason, "stop");
   assert.equal(result.text, "Hello world again");
   assert.equal(result.usage.completionTokens, 4, "the stop id is a generated token");
+  assert.deepEqual(ids, [1, 2, 6, 98], "ids stop at the stop id");
 });
 
 Deno.test("decodeStream() stops at a stop string split across tokens, never showing its beginning", async () => {

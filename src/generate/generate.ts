@@ -2,7 +2,8 @@
  * One generation on the GPU: vision tower, prefill, then the GPU-resident decode loop streaming
  * text deltas and a final record. Every GPU resource it makes (image embeddings, the session's KV
  * cache, the sampler) is freed when the stream ends, however it ends: finished, stopped, aborted,
- * or abandoned by the consumer (`break` out of `for await`).
+ * or abandoned by the consumer (`break` out of `for await`) — but for the session, which a prompt
+ * cache keeps (with what its rows hold) unless the generation failed.
  * @module
  */
 import { InvalidInputError } from "../errors.ts";
@@ -11,13 +12,19 @@ import type { Tokenizer } from "../tokenizer.ts";
 import { decodeStream, type DecodeStreamOptions } from "./decode_stream.ts";
 import type { ResolvedOptions } from "./options.ts";
 import type { PreparedPrompt } from "./prompt.ts";
+import { imageKeys, type PromptCache } from "./prompt_cache.ts";
 import { SessionRun } from "./session_run.ts";
 import type { GenerationEvent, GenerationResult } from "./types.ts";
 
-/** Hooks for tests. */
-export interface RunGenerationHooks extends DecodeStreamOptions {
+/** The prompt cache to use, and hooks for tests. */
+export interface RunGenerationHooks extends Omit<DecodeStreamOptions, "ids"> {
   /** Called with the session right after it is created (tests check it gets disposed). */
   onSession?: (s: Session) => void;
+  /**
+   * Serve the prompt's start from this cache's session and give the session back to it at the
+   * end (freed instead after an error). Without one, each generation has a session of its own.
+   */
+  promptCache?: PromptCache;
 }
 
 /**
@@ -38,30 +45,56 @@ export async function* runGeneration(
     maxNewTokens: tokenBudget(model.maxContext, prompt, options),
   };
   const gpu = model.gpu;
+  const cache = hooks.promptCache;
   let images: ImageEmbeds | undefined;
   let session: Session | undefined;
   let run: SessionRun | undefined;
   const decoder = tokenizer.createStreamDecoder({ skipSpecialTokens: true });
+  // What the session's KV rows hold for the prompt cache: `heldRows` of the prompt, then (once
+  // prefilled) the generated ids but the last (no decode step has read it yet).
+  const history = {
+    ids: prompt.inputIds,
+    images: cache ? imageKeys(prompt, model.config.vision.spatialMergeSize) : [],
+  };
+  const generated: number[] = [];
+  let heldRows = 0, failed = false;
   try {
     let visionMs = 0;
     if (o.signal?.aborted) return yield* aborted(S, prompt.imageTokens, visionMs);
-    if (prompt.gridThw.length > 0) {
+    const hit = cache
+      ? cache.take(history, S + o.maxNewTokens)
+      : { session: model.createSession(S + o.maxNewTokens), cached: { tokens: 0, images: 0 } };
+    session = hit.session;
+    heldRows = hit.cached.tokens;
+    hooks.onSession?.(session);
+    const cachedGrids = prompt.gridThw.slice(0, hit.cached.images);
+    if (prompt.gridThw.length > hit.cached.images) {
       const t0 = performance.now();
-      images = model.encodeImages(prompt.pixelValues, prompt.gridThw);
+      // The images the cache does not hold: their rows of pixel values are the last ones.
+      const patches = (gs: typeof cachedGrids) => gs.reduce((a, [t, h, w]) => a + t * h * w, 0);
+      const cols = prompt.pixelValues.length / patches(prompt.gridThw);
+      images = model.encodeImages(
+        prompt.pixelValues.subarray(patches(cachedGrids) * cols),
+        prompt.gridThw.slice(hit.cached.images),
+      );
       // One round trip so visionMs is the GPU's time, not just the recording.
       await gpu.device.queue.onSubmittedWorkDone();
       visionMs = performance.now() - t0;
     }
     const prefillStart = performance.now();
-    session = model.createSession(S + o.maxNewTokens);
-    hooks.onSession?.(session);
     try {
       // An abort during the vision tower or between prefill chunks stops the prefill.
-      await model.prefill(session, prompt.inputIds, images, { signal: o.signal });
+      await model.prefill(session, prompt.inputIds, images, {
+        signal: o.signal,
+        cached: { tokens: hit.cached.tokens, grids: cachedGrids },
+      });
     } catch (error) {
       if (!o.signal?.aborted) throw error;
+      // Prefill stops between chunks and writes rows from heldRows on only: the session stays
+      // cacheable with the rows before.
       return yield* aborted(S, prompt.imageTokens, visionMs);
     }
+    heldRows = S;
     images?.destroy();
     images = undefined;
     run = new SessionRun(model, session, {
@@ -75,12 +108,22 @@ export async function* runGeneration(
     return yield* decodeStream(run, o, decoder, {
       promptTokens: S,
       imageTokens: prompt.imageTokens,
+      cachedTokens: hit.cached.tokens,
       visionMs,
       prefillStart,
-    }, hooks);
+    }, { ...hooks, ids: generated });
+  } catch (error) {
+    failed = true; // the session's rows may be half written
+    throw error;
   } finally {
     run?.dispose();
-    session?.dispose();
+    if (cache && session && !failed) {
+      const ids = Array.from(prompt.inputIds.subarray(0, heldRows));
+      if (heldRows === S) ids.push(...generated.slice(0, -1));
+      cache.keep(session, { ids, images: history.images });
+    } else {
+      session?.dispose();
+    }
     images?.destroy();
     decoder.dispose();
   }
@@ -134,7 +177,7 @@ async function* aborted(
   const result: GenerationResult = {
     finishReason: "abort",
     text: "",
-    usage: { promptTokens, completionTokens: 0, imageTokens },
+    usage: { promptTokens, completionTokens: 0, imageTokens, cachedTokens: 0 },
     timings: { visionMs, prefillMs: 0, decodeMs: 0, tokensPerSecond: 0 },
   };
   yield { type: "done", result };

@@ -29,7 +29,10 @@ export interface GenerateOptions {
   stop?: string[];
   /** Stop with finishReason "loop" when the text keeps repeating itself. */
   stopOnLoop?: boolean;
-  /** Cancels generation; the KV cache is freed. */
+  /**
+   * Cancels generation (also while queued or prefilling). Its KV cache goes to the prompt cache,
+   * like a finished one's, or is freed without one.
+   */
   signal?: AbortSignal;
 }
 
@@ -41,7 +44,16 @@ export interface GenerationResult {
   finishReason: FinishReason;
   /** The full generated text (without the stop string). */
   text: string;
-  usage: { promptTokens: number; completionTokens: number; imageTokens: number };
+  /**
+   * Token counts. `cachedTokens`: prompt tokens whose prefill the prompt cache skipped (the start
+   * the prompt shares with the previous generation; OpenAI's `prompt_tokens_details.cached_tokens`).
+   */
+  usage: {
+    promptTokens: number;
+    completionTokens: number;
+    imageTokens: number;
+    cachedTokens: number;
+  };
   timings: { visionMs: number; prefillMs: number; decodeMs: number; tokensPerSecond: number };
 }
 

@@ -40,6 +40,7 @@ import {
   prefillAttend,
 } from "./decoder.ts";
 import { getRopeIndex, type GridThw } from "./rope_index.ts";
+import { imageTokenCount } from "../image.ts";
 import { Session } from "./session.ts";
 import { type ImageEmbeds, submit, SUBMIT_LAYERS, VisionTower } from "./vision.ts";
 import {
@@ -97,6 +98,14 @@ export interface PrefillOptions {
    * "AbortError" by default) and submits no further chunk. The session stays usable.
    */
   signal?: AbortSignal;
+  /**
+   * The session's KV cache already holds the first `tokens` prompt tokens — rows an earlier
+   * prefill or decode of this session wrote for these same ids and images (the prompt cache,
+   * src/generate/prompt_cache.ts) — so only the rest runs. `grids` are the images among those
+   * tokens (M-RoPE positions need every image); the `images` argument then holds the embeddings
+   * of the later images only. `tokens` must not fall inside an image. Default: none (row 0 on).
+   */
+  cached?: { tokens: number; grids: readonly GridThw[] };
 }
 
 /** Options of {@link planModel}. */
@@ -369,12 +378,14 @@ export class Qwen2VLModel {
 
   /**
    * Runs the prompt through the model, filling the session's KV cache from row 0 (a new
-   * conversation), leaving the last position's logits in `session.logits` and the decode state at
+   * conversation; from row `opts.cached.tokens` when the session already holds the prompt's start),
+   * leaving the last position's logits in `session.logits` and the decode state at
    * `{ cache_len: seq, position: seq + ropeDelta, step: 0 }`. Image embeddings replace the
    * `<|image_pad|>` tokens' embeddings (transformers: `inputs_embeds.masked_scatter(image_mask,
    * image_embeds)`), positions come from {@link getRopeIndex}. Long prompts run in chunks;
    * `opts.signal` is checked before each one.
    * @param inputIds (seq) token ids, image pads already expanded to each image's token count
+   * @param images embeddings of the prompt's images (after `opts.cached.tokens`, when given)
    * @returns (seq, vocab) f32 logits when `opts.allLogits`, else undefined
    */
   async prefill(
@@ -395,8 +406,22 @@ export class Qwen2VLModel {
           `(maxTokens ${session.maxTokens}, one left to generate)`,
       );
     }
+    const start = opts.cached?.tokens ?? 0, cachedGrids = opts.cached?.grids ?? [];
+    if (!Number.isInteger(start) || start < 0 || start >= S) {
+      throw new InvalidInputError(
+        `prefill: cached.tokens must be an integer in 0..${S - 1} (one prompt token at least ` +
+          `runs), got ${start}`,
+      );
+    }
+    if (start > 0 && opts.allLogits) {
+      throw new InvalidInputError(
+        "prefill: allLogits needs the whole prompt run (no cached.tokens)",
+      );
+    }
     const ids = new Uint32Array(S);
-    const runs: { start: number; len: number }[] = []; // image-pad runs in prompt order
+    // Image-pad runs from `start` on, in prompt order (those before it are in the cache).
+    const runs: { start: number; len: number }[] = [];
+    let cachedPads = 0;
     for (let i = 0; i < S; i++) {
       const id = inputIds[i];
       if (!Number.isInteger(id) || id < 0 || id >= V) {
@@ -405,26 +430,37 @@ export class Qwen2VLModel {
         );
       }
       ids[i] = id;
-      if (id === cfg.imageTokenId) {
-        const last = runs[runs.length - 1];
-        if (last && last.start + last.len === i) last.len++;
-        else runs.push({ start: i, len: 1 });
+      if (id !== cfg.imageTokenId) continue;
+      if (i < start) {
+        cachedPads++;
+        continue;
       }
+      const last = runs[runs.length - 1];
+      if (last && last.start + last.len === i) last.len++;
+      else runs.push({ start: i, len: 1 });
+    }
+    const merge = cfg.vision.spatialMergeSize;
+    const cachedImageTokens = cachedGrids.reduce((a, g) => a + imageTokenCount(g, merge), 0);
+    if (cachedPads !== cachedImageTokens) {
+      throw new InvalidInputError(
+        `prefill: the first ${start} (cached) prompt tokens hold ${cachedPads} image tokens but ` +
+          `cached.grids make ${cachedImageTokens}; the cached part must end between images`,
+      );
     }
     const nImage = runs.reduce((a, r) => a + r.len, 0);
     if (nImage !== (images?.tokens ?? 0)) {
       throw new InvalidInputError(
-        `prefill: the prompt has ${nImage} image tokens (id ${cfg.imageTokenId}) but ${
-          images?.tokens ?? 0
-        } ` +
+        `prefill: the prompt has ${nImage} image tokens (id ${cfg.imageTokenId})${
+          start > 0 ? ` after its ${start} cached ones` : ""
+        } but ${images?.tokens ?? 0} ` +
           `image embeddings were given; expand each image placeholder to its grid's token count`,
       );
     }
     const { positions, ropeDelta } = getRopeIndex(
       ids,
-      images?.grids ?? [],
+      [...cachedGrids, ...(images?.grids ?? [])],
       cfg.imageTokenId,
-      cfg.vision.spatialMergeSize,
+      merge,
     );
     const pos = new Uint32Array(S * 3); // (S, 3) u32, the rope kernel's layout
     for (let i = 0; i < S; i++) {
@@ -433,7 +469,7 @@ export class Qwen2VLModel {
 
     let chunk = this.#chunk;
     if (opts.allLogits) chunk = Math.max(1, Math.min(chunk, Math.floor(gpu.maxBinding / (V * 4))));
-    chunk = Math.min(chunk, S);
+    chunk = Math.min(chunk, S - start);
     const b = createDecoderBuffers(gpu, t, chunk, "prefill");
     const last = createStorage(gpu, H * 4, "prefill.last_x"); // (1, H) f32
     const lastH = createStorage(gpu, H * 4, "prefill.last_h");
@@ -448,7 +484,7 @@ export class Qwen2VLModel {
     // recorded), so an abort is seen between chunks and leaves little GPU work behind it.
     let queued: Promise<void> | undefined; // the GPU finishing the chunk before the last one
     try {
-      for (let c = 0; c < S; c += chunk) {
+      for (let c = start; c < S; c += chunk) {
         opts.signal?.throwIfAborted();
         const n = Math.min(chunk, S - c);
         const idsBuf = uploadArray(gpu, ids.subarray(c, c + n), "prefill.ids");

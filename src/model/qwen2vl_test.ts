@@ -245,3 +245,64 @@ Deno.test("prefill() stops between chunks when its signal aborts, and the sessio
   }
   assert.equal(await gpu.device.popErrorScope(), null);
 });
+
+Deno.test("prefill() from cached.tokens continues a session's prompt: the logits and state of a whole prefill", async () => {
+  const gpu = await sharedGpu();
+  const model = await Qwen2VLModel.load(SYNTHETIC_DIR, { gpu, dtype: "f32", maxContext: 64 });
+  const r = await readReference(`${SYNTHETIC_DIR}reference.safetensors`);
+  const ids = r.i32("input_ids"), g = r.i32("image_grid_thw"), pixels = r.f32("pixel_values");
+  const grids = [[g[0], g[1], g[2]], [g[3], g[4], g[5]]] as const;
+  const rows0 = g[0] * g[1] * g[2], cols = pixels.length / (rows0 + g[3] * g[4] * g[5]);
+  const first = ids.indexOf(900), firstEnd = first + rows0 / 4; // image 0's tokens
+  const whole = model.createSession(48);
+  const all = model.encodeImages(pixels, grids);
+  await model.prefill(whole, ids, all);
+  all.destroy();
+  const want = await readF32(gpu, whole.logits);
+  const wantState = await readDecodeState(gpu, whole.state);
+  whole.dispose();
+  try {
+    // Cut before image 0, just after it, and before the last token (both images cached).
+    for (const [cut, nCached] of [[first, 0], [firstEnd + 1, 1], [ids.length - 1, 2]] as const) {
+      const part = model.createSession(44);
+      const early = nCached > 0
+        ? model.encodeImages(
+          pixels.subarray(0, (nCached === 1 ? rows0 : pixels.length / cols) * cols),
+          grids.slice(0, nCached),
+        )
+        : undefined;
+      await model.prefill(part, ids.subarray(0, cut), early);
+      early?.destroy();
+      // A longer session takes the rows over, as the prompt cache does when a prompt outgrows it.
+      const s = model.createSession(48);
+      s.copyPrefixFrom(part, cut);
+      part.dispose();
+      const late = nCached < 2
+        ? model.encodeImages(pixels.subarray(nCached * rows0 * cols), grids.slice(nCached))
+        : undefined;
+      await model.prefill(s, ids, late, {
+        cached: { tokens: cut, grids: grids.slice(0, nCached) },
+      });
+      late?.destroy();
+      assertClose(await readF32(gpu, s.logits), want, 1e-6, `cut at ${cut}`);
+      assert.deepEqual(await readDecodeState(gpu, s.state), wantState);
+      assert.equal(s.promptLength, ids.length);
+      if (nCached === 1) {
+        await assert.rejects(
+          () =>
+            model.prefill(s, ids, late, {
+              cached: { tokens: first + 2, grids: grids.slice(0, 1) },
+            }),
+          /the first \d+ \(cached\) prompt tokens hold 2 image tokens but cached\.grids make 6/,
+        );
+        await assert.rejects(
+          () => model.prefill(s, ids, undefined, { cached: { tokens: ids.length, grids } }),
+          /cached\.tokens must be an integer in 0\.\.39/,
+        );
+      }
+      s.dispose();
+    }
+  } finally {
+    model.dispose();
+  }
+});

@@ -143,6 +143,7 @@ export class FakeEngine implements ChatEngine {
             promptTokens: 10 + 4 * images,
             completionTokens: count,
             imageTokens: 4 * images,
+            cachedTokens: 0,
           },
           timings: { visionMs: 1, prefillMs: 2, decodeMs: 3, tokensPerSecond: 42 },
         },

@@ -54,12 +54,12 @@ export function openAIFinishReason(reason: FinishReason): "stop" | "length" {
 
 /** Usage in OpenAI's shape. */
 export function usageOf(result: GenerationResult): Usage {
-  const { promptTokens, completionTokens, imageTokens } = result.usage;
+  const { promptTokens, completionTokens, imageTokens, cachedTokens } = result.usage;
   return {
     prompt_tokens: promptTokens,
     completion_tokens: completionTokens,
     total_tokens: promptTokens + completionTokens,
-    prompt_tokens_details: { cached_tokens: 0, image_tokens: imageTokens },
+    prompt_tokens_details: { cached_tokens: cachedTokens, image_tokens: imageTokens },
   };
 }
 

@@ -5,7 +5,7 @@ import { chunkObject, completionHeader, completionObject, openAIFinishReason } f
 const RESULT: GenerationResult = {
   finishReason: "loop",
   text: "ok",
-  usage: { promptTokens: 30, completionTokens: 2, imageTokens: 16 },
+  usage: { promptTokens: 30, completionTokens: 2, imageTokens: 16, cachedTokens: 12 },
   timings: { visionMs: 1.234, prefillMs: 20.06, decodeMs: 33.333, tokensPerSecond: 60.0061 },
 };
 
@@ -28,7 +28,7 @@ Deno.test("completionObject() has OpenAI's fields plus native_finish_reason, ima
     prompt_tokens: 30,
     completion_tokens: 2,
     total_tokens: 32,
-    prompt_tokens_details: { cached_tokens: 0, image_tokens: 16 },
+    prompt_tokens_details: { cached_tokens: 12, image_tokens: 16 },
   });
   assert.deepEqual(body.timings, {
     vision_ms: 1.2,

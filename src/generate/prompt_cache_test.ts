@@ -1,0 +1,96 @@
+import assert from "node:assert/strict";
+import { imageKeys, reusablePrefix, type TokenHistory } from "./prompt_cache.ts";
+import type { GridThw, PreparedPrompt } from "./prompt.ts";
+
+const PAD = 9;
+
+/** A history of ids where each image is `img` (its key) repeated as pads of `tokens`. */
+function history(parts: (number | { key: string; tokens: number })[]): TokenHistory {
+  const ids: number[] = [], images = [];
+  for (const p of parts) {
+    if (typeof p === "number") {
+      ids.push(p);
+    } else {
+      for (let i = 0; i < p.tokens; i++) ids.push(PAD);
+      images.push({ key: p.key, grid: [1, 2, 2 * p.tokens] as GridThw, tokens: p.tokens });
+    }
+  }
+  return { ids, images };
+}
+
+const A = { key: "a", tokens: 3 }, B = { key: "b", tokens: 3 }, C = { key: "c", tokens: 2 };
+
+Deno.test("reusablePrefix() is the common prefix of the ids, short of the last prompt token", () => {
+  const held = history([1, 2, 3, 4, 5]);
+  assert.deepEqual(reusablePrefix(held, history([1, 2, 3, 7, 8]), PAD), { tokens: 3, images: 0 });
+  assert.deepEqual(reusablePrefix(held, history([1, 2, 3, 4, 5, 6, 7]), PAD), {
+    tokens: 5,
+    images: 0,
+  });
+  // The same prompt again: its last token runs, to give the logits.
+  assert.deepEqual(reusablePrefix(held, history([1, 2, 3, 4, 5]), PAD), { tokens: 4, images: 0 });
+  assert.deepEqual(reusablePrefix(held, history([6, 2]), PAD), { tokens: 0, images: 0 });
+  assert.deepEqual(reusablePrefix(history([]), history([1, 2]), PAD), { tokens: 0, images: 0 });
+});
+
+Deno.test("reusablePrefix() keeps the images whose pixels match and cuts before the first that differs", () => {
+  const held = history([1, A, 2, B, 3, 4]);
+  // Same images, a new question after them.
+  assert.deepEqual(reusablePrefix(held, history([1, A, 2, B, 3, 5, 6]), PAD), {
+    tokens: 9,
+    images: 2,
+  });
+  // Another second image of the same size: same ids, but the cache stops at its first pad.
+  assert.deepEqual(
+    reusablePrefix(held, history([1, A, 2, { key: "x", tokens: 3 }, 3, 4, 5]), PAD),
+    {
+      tokens: 5,
+      images: 1,
+    },
+  );
+  // Another first image: nothing after its start is reused.
+  assert.deepEqual(reusablePrefix(held, history([1, { key: "y", tokens: 3 }, 2, B, 3]), PAD), {
+    tokens: 1,
+    images: 0,
+  });
+  // Two images that touch (no separator), the second differing.
+  assert.deepEqual(reusablePrefix(history([1, A, C, 2]), history([1, A, B, 2]), PAD), {
+    tokens: 4,
+    images: 1,
+  });
+  // The held rows end inside an image (the ids match that far): cut to the image's start.
+  assert.deepEqual(reusablePrefix(history([1, 2, PAD, PAD]), history([1, 2, A, 5]), PAD), {
+    tokens: 2,
+    images: 0,
+  });
+  // The prompt ends right after an image: the last token (a pad) runs, so the image does too.
+  assert.deepEqual(reusablePrefix(history([1, A, 2]), history([1, A]), PAD), {
+    tokens: 1,
+    images: 0,
+  });
+});
+
+Deno.test("imageKeys() tells images apart by their pixels and grid", () => {
+  const cols = 4;
+  const prompt = (px: number[], grids: GridThw[]): PreparedPrompt => ({
+    inputIds: new Int32Array(0),
+    pixelValues: Float32Array.from(px),
+    gridThw: grids,
+    imageTokens: 0,
+  });
+  const px = Array.from({ length: 12 * cols }, (_, i) => i / 7);
+  const keys = imageKeys(prompt(px, [[1, 2, 2], [1, 2, 4]]), 2);
+  assert.deepEqual(keys.map((k) => k.tokens), [1, 2]);
+  assert.deepEqual(keys.map((k) => k.grid), [[1, 2, 2], [1, 2, 4]]);
+  assert.notEqual(keys[0].key, keys[1].key);
+  // The same pixels give the same keys; one value changed in image 1 changes its key only.
+  assert.deepEqual(imageKeys(prompt(px, [[1, 2, 2], [1, 2, 4]]), 2), keys);
+  const changed = [...px];
+  changed[4 * cols + 3] += 1e-6;
+  const k2 = imageKeys(prompt(changed, [[1, 2, 2], [1, 2, 4]]), 2);
+  assert.equal(k2[0].key, keys[0].key);
+  assert.notEqual(k2[1].key, keys[1].key);
+  // The same values under another grid are another image.
+  assert.notEqual(imageKeys(prompt(px.slice(0, 4 * cols), [[1, 4, 1]]), 1)[0].key, keys[0].key);
+  assert.deepEqual(imageKeys(prompt([], []), 2), []);
+});
