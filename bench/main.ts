@@ -29,6 +29,7 @@ import { type BenchOptions, parseArgs, SHAPES } from "./_args.ts";
 import { writeSyntheticCheckpoint } from "./_checkpoint.ts";
 import { profileStep, profileSubmits, type StepProfile } from "./_profile.ts";
 import { writeDecodeState } from "../kernels/state.ts";
+import { maxAbsDiff } from "../src/ref/_random.ts";
 
 /** H100 SXM HBM3 bandwidth: the issue's card, and the roofline of any card not named below. */
 export const H100_BYTES_PER_S = 3.35e12;
@@ -100,6 +101,11 @@ export interface BenchResult {
     full_ttft_s: number;
     /** Both ways gave the same first token (greedy; a near tie may flip on summation order). */
     same_first_token: boolean;
+    /**
+     * max |Δ logit| between the two ways ÷ max |logit|: the generated tokens' K/V came from decode
+     * steps (GEMVs) in one and from prefill (GEMMs) in the other.
+     */
+    logit_diff: number;
   };
 }
 
@@ -403,7 +409,7 @@ async function timeFollowup(
     const seconds = (performance.now() - t) / 1000;
     run.dispose();
     embeds?.destroy();
-    return { id, seconds };
+    return { id, seconds, logits: await readF32(gpu, session.logits) };
   };
   const cachedTokens = prompt.length + fed;
   const warm = await first(s, { tokens: cachedTokens, grids: img ? [img.grid] : [] });
@@ -417,6 +423,11 @@ async function timeFollowup(
       ttft_s: round(warm.seconds),
       full_ttft_s: round(whole.seconds),
       same_first_token: whole.id === warm.id,
+      logit_diff: round(
+        maxAbsDiff(warm.logits, whole.logits) /
+          maxAbsDiff(whole.logits, new Float32Array(whole.logits.length)),
+        6,
+      ),
     };
   } finally {
     full.dispose();

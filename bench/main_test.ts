@@ -95,6 +95,12 @@ Deno.test("runBench() at the tiny shape: every number measured and plausible (f1
     assert.equal(r.followup?.cached_tokens, 24 + 6);
     assert.ok(r.followup!.ttft_s > 0 && r.followup!.full_ttft_s > 0);
     assert.equal(r.followup?.same_first_token, true);
+    // The generated tokens' K/V from decode GEMVs against prefill GEMMs: f16 rounding apart (q4:
+    // int8 activations quantized per row either way).
+    assert.ok(
+      r.followup!.logit_diff < (quant ? 2e-2 : 2e-3),
+      `logit_diff ${r.followup!.logit_diff}`,
+    );
     assert.equal(r.quant, quant ?? dtype);
     // vision_quant only in a line whose run set it.
     assert.equal(r.vision_quant, quant ? "q8" : undefined);

@@ -96,6 +96,7 @@ Deno.test("Pipeline.generate() stops at a stop string split across two tokens an
 
 Deno.test('Pipeline.generate() aborted mid-stream ends with "abort" and leaves its session to the prompt cache', async () => {
   const p = await pipeline;
+  await p.clearPromptCache(); // so this generation makes its session
   const sessions: Session[] = [];
   const create = p.model.createSession;
   p.model.createSession = (n) => {

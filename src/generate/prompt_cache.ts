@@ -110,27 +110,26 @@ export class PromptCache {
   }
 
   /**
-   * A session of `maxTokens` for `prompt`: the kept one when it is large enough, else a new one
-   * that takes over the kept one's reusable rows (copied on the GPU; the old one is freed). The
-   * session is the caller's until it gives it back with {@link keep} or disposes it.
+   * A session of at least `maxTokens` for `prompt`, and how much of the prompt its rows already
+   * hold: the kept session, or else a new one for the model's whole context (maxContext), made
+   * once — the memory load() planned for (estimateMemory at maxContext), and a conversation never
+   * outgrows it. The session is the caller's until it gives it back with {@link keep} or disposes
+   * it.
    */
   take(prompt: TokenHistory, maxTokens: number): CacheHit {
     const old = this.#session;
     this.#session = undefined;
-    const cached = old
-      ? reusablePrefix(this.#held, prompt, this.#model.config.imageTokenId)
-      : { tokens: 0, images: 0 };
-    if (old && old.maxTokens >= maxTokens && !old.disposed) return { session: old, cached };
-    // Free the old cache before allocating when nothing of it is reused: the two need not fit
-    // together.
-    if (cached.tokens === 0) old?.dispose();
-    try {
-      const session = this.#model.createSession(maxTokens);
-      if (old && cached.tokens > 0) session.copyPrefixFrom(old, cached.tokens);
-      return { session, cached };
-    } finally {
-      old?.dispose();
+    if (old && !old.disposed && old.maxTokens >= maxTokens) {
+      return {
+        session: old,
+        cached: reusablePrefix(this.#held, prompt, this.#model.config.imageTokenId),
+      };
     }
+    old?.dispose();
+    return {
+      session: this.#model.createSession(Math.max(maxTokens, this.#model.maxContext)),
+      cached: { tokens: 0, images: 0 },
+    };
   }
 
   /**

@@ -52,8 +52,6 @@ export class Session {
   /** @internal the decode step, built once by the model */
   decodeDispatches: Dispatch[] = [];
   readonly #allocError: Promise<GPUError | null>;
-  readonly #gpu: Gpu;
-  readonly #rowBytes: number;
   #disposed = false;
 
   /** @internal use Qwen2VLModel.createSession */
@@ -76,8 +74,6 @@ export class Session {
     }
     this.maxTokens = maxTokens;
     this.kvCacheDtype = kvCacheDtype;
-    this.#gpu = gpu;
-    this.#rowBytes = kvd * elem;
     gpu.device.pushErrorScope("out-of-memory");
     this.state = createDecodeState(gpu, "session.state");
     this.tokens = createStorage(gpu, maxTokens * 4, "session.tokens");
@@ -116,37 +112,6 @@ export class Session {
     if (this.#disposed) throw new InvalidInputError("this session was disposed; create a new one");
     const e = await this.#allocError;
     if (e) throw e;
-  }
-
-  /**
-   * Copies the K/V of cache rows [0, rows) of every layer from `src` (a session of the same model),
-   * on the GPU: a longer session takes over a shorter one's prompt (src/generate/prompt_cache.ts).
-   * A row's K and V depend only on the tokens up to it, so the rows stay valid here.
-   */
-  copyPrefixFrom(src: Session, rows: number): void {
-    if (this.#disposed || src.#disposed) {
-      throw new InvalidInputError("copyPrefixFrom: a session was disposed");
-    }
-    if (
-      src.cache.length !== this.cache.length || src.kvCacheDtype !== this.kvCacheDtype ||
-      src.#rowBytes !== this.#rowBytes
-    ) {
-      throw new InvalidInputError("copyPrefixFrom: the sessions belong to different models");
-    }
-    if (!Number.isInteger(rows) || rows < 0 || rows > Math.min(src.maxTokens, this.maxTokens)) {
-      throw new InvalidInputError(
-        `copyPrefixFrom: ${rows} rows do not fit sessions of ${src.maxTokens} and ${this.maxTokens} tokens`,
-      );
-    }
-    if (rows === 0) return;
-    // (maxTokens, kvHeads · headDim) row-major: rows [0, rows) are the buffer's first bytes.
-    const bytes = rows * this.#rowBytes;
-    const enc = this.#gpu.device.createCommandEncoder({ label: "session.copy_prefix" });
-    src.cache.forEach((c, i) => {
-      enc.copyBufferToBuffer(c.k, 0, this.cache[i].k, 0, bytes);
-      enc.copyBufferToBuffer(c.v, 0, this.cache[i].v, 0, bytes);
-    });
-    this.#gpu.device.queue.submit([enc.finish()]);
   }
 
   /** Whether dispose() was called. */
