@@ -62,7 +62,7 @@ export async function* runGeneration(
     let visionMs = 0;
     if (o.signal?.aborted) return yield* aborted(S, prompt.imageTokens, visionMs);
     const hit = cache
-      ? cache.take(history, S + o.maxNewTokens)
+      ? await cache.take(history, S + o.maxNewTokens)
       : { session: model.createSession(S + o.maxNewTokens), cached: { tokens: 0, images: 0 } };
     session = hit.session;
     heldRows = hit.cached.tokens;

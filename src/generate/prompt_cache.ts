@@ -11,6 +11,7 @@
  * every image is the same run of `<|image_pad|>` ids.
  * @module
  */
+import { GpuError } from "../errors.ts";
 import type { Qwen2VLModel, Session } from "../model/qwen2vl.ts";
 import type { GridThw, PreparedPrompt } from "./prompt.ts";
 
@@ -113,10 +114,11 @@ export class PromptCache {
    * A session of at least `maxTokens` for `prompt`, and how much of the prompt its rows already
    * hold: the kept session, or else a new one for the model's whole context (maxContext), made
    * once — the memory load() planned for (estimateMemory at maxContext), and a conversation never
-   * outgrows it. The session is the caller's until it gives it back with {@link keep} or disposes
-   * it.
+   * outgrows it. Where the device cannot hold that, a session of `maxTokens` (its allocation error,
+   * if that fails too, surfaces in prefill). The session is the caller's until it gives it back
+   * with {@link keep} or disposes it.
    */
-  take(prompt: TokenHistory, maxTokens: number): CacheHit {
+  async take(prompt: TokenHistory, maxTokens: number): Promise<CacheHit> {
     const old = this.#session;
     this.#session = undefined;
     if (old && !old.disposed && old.maxTokens >= maxTokens) {
@@ -126,10 +128,20 @@ export class PromptCache {
       };
     }
     old?.dispose();
-    return {
-      session: this.#model.createSession(Math.max(maxTokens, this.#model.maxContext)),
-      cached: { tokens: 0, images: 0 },
-    };
+    const none = { tokens: 0, images: 0 };
+    const full = Math.max(maxTokens, this.#model.maxContext);
+    if (full > maxTokens) {
+      let session: Session | undefined;
+      try {
+        session = this.#model.createSession(full);
+        await session.ready();
+        return { session, cached: none };
+      } catch (e) {
+        session?.dispose();
+        if (!(e instanceof GpuError)) throw e;
+      }
+    }
+    return { session: this.#model.createSession(maxTokens), cached: none };
   }
 
   /**

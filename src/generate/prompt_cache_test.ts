@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { imageKeys, reusablePrefix, type TokenHistory } from "./prompt_cache.ts";
+import { GpuError } from "../errors.ts";
+import type { Qwen2VLModel } from "../model/qwen2vl.ts";
+import { imageKeys, PromptCache, reusablePrefix, type TokenHistory } from "./prompt_cache.ts";
 import type { GridThw, PreparedPrompt } from "./prompt.ts";
 
 const PAD = 9;
@@ -93,4 +95,64 @@ Deno.test("imageKeys() tells images apart by their pixels and grid", () => {
   // The same values under another grid are another image.
   assert.notEqual(imageKeys(prompt(px.slice(0, 4 * cols), [[1, 4, 1]]), 1)[0].key, keys[0].key);
   assert.deepEqual(imageKeys(prompt([], []), 2), []);
+});
+
+/** A model stand-in: sessions that fail to allocate above `fits` tokens, as a full device does. */
+function fakeModel(maxContext: number, fits: number) {
+  const made: { maxTokens: number; disposed: boolean }[] = [];
+  const model = {
+    maxContext,
+    config: { imageTokenId: PAD },
+    createSession(maxTokens: number) {
+      const s = {
+        maxTokens,
+        disposed: false,
+        ready: () =>
+          maxTokens > fits ? Promise.reject(new GpuError("out of memory")) : Promise.resolve(),
+        dispose() {
+          s.disposed = true;
+        },
+      };
+      made.push(s);
+      return s;
+    },
+  };
+  return { model: model as unknown as Qwen2VLModel, made };
+}
+
+Deno.test("PromptCache.take() makes one session for the whole context and reuses it in place", async () => {
+  const { model, made } = fakeModel(100, 1000);
+  const cache = new PromptCache(model);
+  const first = await cache.take(history([1, 2, 3]), 10);
+  assert.equal(first.session.maxTokens, 100);
+  assert.deepEqual(first.cached, { tokens: 0, images: 0 });
+  cache.keep(first.session, history([1, 2, 3, 4]));
+  assert.equal(cache.heldTokens, 4);
+  const next = await cache.take(history([1, 2, 3, 4, 5, 6]), 50);
+  assert.equal(next.session, first.session, "the same session, no copy");
+  assert.deepEqual(next.cached, { tokens: 4, images: 0 });
+  assert.equal(cache.heldTokens, 0, "taken: the caller owns it");
+  // An error path: the caller disposes instead of keeping; nothing is left held.
+  next.session.dispose();
+  const after = await cache.take(history([1, 2]), 10);
+  assert.deepEqual(after.cached, { tokens: 0, images: 0 });
+  assert.equal(made.length, 2);
+  cache.keep(after.session, history([1]));
+  cache.clear();
+  assert.ok(after.session.disposed);
+  assert.equal(cache.heldTokens, 0);
+});
+
+Deno.test("PromptCache.take() falls back to the request's size where the whole context does not fit", async () => {
+  const { model, made } = fakeModel(100, 60);
+  const cache = new PromptCache(model);
+  const hit = await cache.take(history([1, 2, 3]), 40);
+  assert.deepEqual(made.map((s) => [s.maxTokens, s.disposed]), [[100, true], [40, false]]);
+  assert.equal(hit.session.maxTokens, 40);
+  cache.keep(hit.session, history([1, 2, 3, 4]));
+  // A longer request than the kept session holds: the old one is freed before the new one is made.
+  const longer = await cache.take(history([1, 2, 3, 4, 5]), 50);
+  assert.deepEqual(longer.cached, { tokens: 0, images: 0 });
+  assert.ok(hit.session.disposed);
+  assert.equal(longer.session.maxTokens, 50);
 });
