@@ -20,6 +20,8 @@ export interface LoadEngineOptions {
   visionQuant?: QuantDType;
   /** The KV cache's element type (default: see PipelineOptions.kvCacheDtype). */
   kvCacheDtype?: KvDType;
+  /** Keep the last generation's KV cache for the next prompt (default true; see PipelineOptions.promptCache). */
+  promptCache?: boolean;
   /** Hub download settings (default: from HF_* environment variables). */
   download?: DownloadOptions;
   /** A progress bar for the weight upload: true (stderr), false, or a sink. Default: when stderr is a terminal. */
@@ -54,6 +56,7 @@ export async function loadEngine(
     quant: options.quant,
     visionQuant: options.visionQuant,
     kvCacheDtype: options.kvCacheDtype,
+    promptCache: options.promptCache,
     modelId: fromHub ? model.replace(/@.*$/, "") : undefined,
     onProgress: sink
       ? (done, total) => {

@@ -43,12 +43,15 @@ export function modelFromEnv(env: Env, moduleUrl: string): string {
  * How to load the model, from `QVQ_QUANT`: q8 or q4 quantize the decoder's matrices while
  * loading; f16 or unset/empty: no quantization. `QVQ_VISION_QUANT`: q8 quantizes the vision
  * tower's matrices (int8 GEMMs); f16 or unset/empty: none. `QVQ_KV_CACHE_DTYPE`: f16 or f32, the
- * KV cache's element type; unset/empty: the default (f32).
+ * KV cache's element type; unset/empty: the default (f32). `QVQ_PROMPT_CACHE`: 0 / false / no /
+ * off turns the prompt cache off (PipelineOptions.promptCache; e.g. for a server whose users must
+ * not learn, through `cached_tokens` or timing, how the previous request began); 1 / true / yes /
+ * on or unset/empty: on.
  * @throws InvalidInputError for any other value, naming the variable and the accepted values
  */
 export function loadOptionsFromEnv(
   env: Env,
-): Pick<LoadEngineOptions, "quant" | "visionQuant" | "kvCacheDtype"> {
+): Pick<LoadEngineOptions, "quant" | "visionQuant" | "kvCacheDtype" | "promptCache"> {
   const parse = <T>(name: string, parser: (text: string) => T): T | undefined => {
     const text = env(name);
     if (text === undefined || text === "") return undefined;
@@ -61,10 +64,18 @@ export function loadOptionsFromEnv(
   const quant = parse("QVQ_QUANT", parseQuant);
   const visionQuant = parse("QVQ_VISION_QUANT", parseVisionQuant);
   const kvCacheDtype = parse("QVQ_KV_CACHE_DTYPE", (v) => checkKvDType(v, "the KV cache dtype"));
+  const promptCache = parse("QVQ_PROMPT_CACHE", (v) => {
+    if (/^(1|true|yes|on)$/i.test(v)) return true;
+    if (/^(0|false|no|off)$/i.test(v)) return false;
+    throw new InvalidInputError(
+      `"${v}" is neither on (1, true, yes, on) nor off (0, false, no, off)`,
+    );
+  });
   return {
     ...(quant ? { quant } : {}),
     ...(visionQuant ? { visionQuant } : {}),
     ...(kvCacheDtype ? { kvCacheDtype } : {}),
+    ...(promptCache === false ? { promptCache } : {}),
   };
 }
 

@@ -97,3 +97,18 @@ Deno.test("listenOptions() takes --port, else PORT, else 8000, and --host", () =
   assert.throws(() => listenOptions([], vars({ PORT: "70000" })), /got "70000"/);
   assert.throws(() => listenOptions(["--verbose"], vars({})), /--verbose/);
 });
+
+Deno.test("loadOptionsFromEnv() reads QVQ_PROMPT_CACHE: 0/false/no/off turn the prompt cache off, on-words and unset leave it on", () => {
+  for (const off of ["0", "false", "No", "OFF"]) {
+    assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_PROMPT_CACHE: off })), { promptCache: false });
+  }
+  for (const on of ["", "1", "true", "yes", "On"]) {
+    assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_PROMPT_CACHE: on })), {});
+  }
+  assert.throws(
+    () => loadOptionsFromEnv(vars({ QVQ_PROMPT_CACHE: "maybe" })),
+    (e: Error) =>
+      e instanceof InvalidInputError &&
+      /QVQ_PROMPT_CACHE: "maybe" is neither on \(1, true, yes, on\) nor off/.test(e.message),
+  );
+});
