@@ -141,11 +141,15 @@ export async function runChat(
           const { usage, timings, finishReason } = event.result;
           answer = event.result.text;
           const ended = finishReason === "stop" ? "" : `, ended: ${finishReason}`;
+          // The prompt cache served the conversation so far: say so, as llama.cpp reports it.
+          const cached = usage.cachedTokens > 0
+            ? `, ${usage.cachedTokens} of ${usage.promptTokens} prompt tokens cached`
+            : "";
           await io.out("\n");
           await io.err(
             `[${usage.completionTokens} tokens, ${
               timings.tokensPerSecond.toFixed(1)
-            } tokens/s${ended}]\n`,
+            } tokens/s${cached}${ended}]\n`,
           );
         }
       }

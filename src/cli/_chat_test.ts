@@ -21,6 +21,17 @@ function pipe(text: string): ChatIo & { stdout: string[]; stderr: string[] } {
   };
 }
 
+Deno.test("runChat() says how many prompt tokens the prompt cache served", async () => {
+  // Every turn after the first repeats the conversation so far: the engine's cache serves it.
+  const engine = new FakeEngine({ cachedTokens: (m) => (m.length > 1 ? 8 : 0) });
+  const io = pipe("Hello\nAgain\n");
+  await runChat(engine, io, {});
+  assert.deepEqual(io.stderr, [
+    "[7 tokens, 42.0 tokens/s]\n",
+    "[7 tokens, 42.0 tokens/s, 8 of 10 prompt tokens cached]\n",
+  ]);
+});
+
 Deno.test("runChat() answers each piped line, streaming deltas, and keeps the conversation", async () => {
   const engine = new FakeEngine();
   const io = pipe("Hello\nHow are you?\n");

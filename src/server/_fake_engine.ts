@@ -28,6 +28,8 @@ export interface FakeEngineOptions {
   error?: Error;
   /** Throw `error` after this many tokens instead of at the start. */
   failAfterTokens?: number;
+  /** usage.cachedTokens of a request (default 0: no prompt cache). */
+  cachedTokens?: (messages: ChatMessage[]) => number;
 }
 
 /** What one call of generate() received and how it ended. */
@@ -143,7 +145,7 @@ export class FakeEngine implements ChatEngine {
             promptTokens: 10 + 4 * images,
             completionTokens: count,
             imageTokens: 4 * images,
-            cachedTokens: 0,
+            cachedTokens: o.cachedTokens?.(messages) ?? 0,
           },
           timings: { visionMs: 1, prefillMs: 2, decodeMs: 3, tokensPerSecond: 42 },
         },
