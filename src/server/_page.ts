@@ -239,6 +239,8 @@ async function answer(div, signal) {
     const parts = [];
     if (usage) parts.push(usage.completion_tokens + " tokens");
     if (timings) parts.push(timings.tokens_per_second.toFixed(1) + " tokens/s");
+    const cached = usage && usage.prompt_tokens_details ? usage.prompt_tokens_details.cached_tokens : 0;
+    if (cached) parts.push(cached + " of " + usage.prompt_tokens + " prompt tokens cached");
     if (reason && reason !== "stop") parts.push("ended: " + reason);
     const stats = document.createElement("div");
     stats.className = "stats";
