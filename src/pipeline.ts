@@ -280,7 +280,7 @@ export class Pipeline implements ChatEngine {
 
   /** Frees the model's GPU memory (the prompt cache's too) and the tokenizer. */
   dispose(): void {
-    this.#cache?.clear();
+    this.#cache?.close();
     this.model.dispose();
     this.tokenizer.dispose();
   }

@@ -178,6 +178,19 @@ Deno.test("Pipeline.generate() serves a chat's next turn from the prompt cache: 
   }
 });
 
+Deno.test("Pipeline.generate() aborted while waiting on a batch leaves no GPU work behind for the next one", async () => {
+  const p = await pipeline;
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(), 30);
+  const r = await p.chat(TEXT, { maxNewTokens: 37, signal: ac.signal });
+  assert.equal(r.finishReason, "abort");
+  // The shared test GPU turns any validation error (a batch recorded with the freed sampler) into
+  // a failure; the next generation reuses the session and answers in full.
+  const next = await p.chat(TEXT, { maxNewTokens: 3 });
+  assert.equal(next.text, " retired retired retired");
+  await new Promise((resolve) => setTimeout(resolve, 100));
+});
+
 Deno.test("Pipeline.generate() runs concurrent requests one after the other, each complete", async () => {
   const p = await pipeline;
   const order: string[] = [];

@@ -18,7 +18,7 @@ import type { GenerationEvent, GenerationResult } from "./types.ts";
 
 /** The prompt cache to use, and hooks for tests. */
 export interface RunGenerationHooks extends Omit<DecodeStreamOptions, "ids"> {
-  /** Called with the session right after it is created (tests check it gets disposed). */
+  /** Called with the session once made or taken from the prompt cache (tests check its fate). */
   onSession?: (s: Session) => void;
   /**
    * Serve the prompt's start from this cache's session and give the session back to it at the
@@ -61,25 +61,32 @@ export async function* runGeneration(
   try {
     let visionMs = 0;
     if (o.signal?.aborted) return yield* aborted(S, prompt.imageTokens, visionMs);
-    const hit = cache
-      ? await cache.take(history, S + o.maxNewTokens)
-      : { session: model.createSession(S + o.maxNewTokens), cached: { tokens: 0, images: 0 } };
-    session = hit.session;
-    heldRows = hit.cached.tokens;
-    hooks.onSession?.(session);
-    const cachedGrids = prompt.gridThw.slice(0, hit.cached.images);
-    if (prompt.gridThw.length > hit.cached.images) {
+    // What the cache holds of the prompt decides which images to encode; the session is taken
+    // (or made) after the vision tower, whose activations the memory plan does not count beside
+    // a whole-context KV cache.
+    const peeked = cache?.peek(history, S + o.maxNewTokens) ?? { tokens: 0, images: 0 };
+    const cachedGrids = prompt.gridThw.slice(0, peeked.images);
+    if (prompt.gridThw.length > peeked.images) {
       const t0 = performance.now();
       // The images the cache does not hold: their rows of pixel values are the last ones.
       const patches = (gs: typeof cachedGrids) => gs.reduce((a, [t, h, w]) => a + t * h * w, 0);
       const cols = prompt.pixelValues.length / patches(prompt.gridThw);
       images = model.encodeImages(
         prompt.pixelValues.subarray(patches(cachedGrids) * cols),
-        prompt.gridThw.slice(hit.cached.images),
+        prompt.gridThw.slice(peeked.images),
       );
       // One round trip so visionMs is the GPU's time, not just the recording.
       await gpu.device.queue.onSubmittedWorkDone();
       visionMs = performance.now() - t0;
+    }
+    const hit = cache
+      ? await cache.take(history, S + o.maxNewTokens)
+      : { session: model.createSession(S + o.maxNewTokens), cached: peeked };
+    session = hit.session;
+    heldRows = hit.cached.tokens;
+    hooks.onSession?.(session);
+    if (hit.cached.images !== peeked.images) {
+      throw new Error("prompt cache: take() found other images than peek()"); // a bug, not input
     }
     const prefillStart = performance.now();
     try {

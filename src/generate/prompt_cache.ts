@@ -5,9 +5,12 @@
  * the images already in the cache. What llama.cpp's server (`cache_prompt`), Ollama and vLLM's
  * prefix caching do; one slot, like llama.cpp's default.
  *
- * Reuse is exact: a row's K and V depend only on the tokens (and images) up to it, and M-RoPE gives
- * a token the same position whatever follows it, so the reused rows are the ones a full prefill
- * would write. Images are matched by their pixels (a hash of each image's patches and grid), since
+ * Reuse is sound: a row's K and V depend only on the tokens (and images) up to it, and M-RoPE gives
+ * a token the same position whatever follows it, so the prompt's reused rows are the ones a full
+ * prefill would write. The generated tokens' rows come from decode steps (GEMVs) rather than
+ * prefill GEMMs: the same values up to rounding (f16: 7e-6 of the largest logit on an H200; q4,
+ * whose two paths quantize activations differently, more: BENCHMARKS.md), as within one
+ * generate() call. Images are matched by their pixels (a hash of each image's patches and grid), since
  * every image is the same run of `<|image_pad|>` ids.
  * @module
  */
@@ -100,6 +103,9 @@ export class PromptCache {
   readonly #model: Qwen2VLModel;
   #session: Session | undefined;
   #held: TokenHistory = { ids: [], images: [] };
+  #closed = false;
+  /** A whole-context session failed to allocate once: sessions take each request's size. */
+  #fullFailed = false;
 
   constructor(model: Qwen2VLModel) {
     this.#model = model;
@@ -119,18 +125,14 @@ export class PromptCache {
    * with {@link keep} or disposes it.
    */
   async take(prompt: TokenHistory, maxTokens: number): Promise<CacheHit> {
+    const cached = this.peek(prompt, maxTokens);
     const old = this.#session;
     this.#session = undefined;
-    if (old && !old.disposed && old.maxTokens >= maxTokens) {
-      return {
-        session: old,
-        cached: reusablePrefix(this.#held, prompt, this.#model.config.imageTokenId),
-      };
-    }
+    if (old && !old.disposed && old.maxTokens >= maxTokens) return { session: old, cached };
     old?.dispose();
     const none = { tokens: 0, images: 0 };
     const full = Math.max(maxTokens, this.#model.maxContext);
-    if (full > maxTokens) {
+    if (full > maxTokens && !this.#fullFailed) {
       let session: Session | undefined;
       try {
         session = this.#model.createSession(full);
@@ -139,9 +141,22 @@ export class PromptCache {
       } catch (e) {
         session?.dispose();
         if (!(e instanceof GpuError)) throw e;
+        this.#fullFailed = true; // do not try (and fail) again every turn
       }
     }
     return { session: this.#model.createSession(maxTokens), cached: none };
+  }
+
+  /**
+   * What {@link take} would find for `prompt`, without taking anything: the prompt tokens (and
+   * images among them) the kept session holds, if it can serve a request of `maxTokens`. The
+   * caller encodes only the images after them before it takes the session, so the vision tower
+   * never runs beside a newly allocated whole-context cache.
+   */
+  peek(prompt: TokenHistory, maxTokens: number): { tokens: number; images: number } {
+    const old = this.#session;
+    if (!old || old.disposed || old.maxTokens < maxTokens) return { tokens: 0, images: 0 };
+    return reusablePrefix(this.#held, prompt, this.#model.config.imageTokenId);
   }
 
   /**
@@ -150,13 +165,22 @@ export class PromptCache {
    */
   keep(session: Session, held: TokenHistory): void {
     if (this.#session !== session) this.#session?.dispose();
-    if (session.disposed || held.ids.length === 0) {
+    if (this.#closed || session.disposed || held.ids.length === 0) {
       session.dispose();
       this.#session = undefined;
       return;
     }
     this.#session = session;
     this.#held = { ids: Array.from(held.ids), images: [...held.images] };
+  }
+
+  /**
+   * Frees the kept session and keeps none from now on (a generation still running when its
+   * pipeline is disposed then frees its own).
+   */
+  close(): void {
+    this.#closed = true;
+    this.clear();
   }
 
   /** Frees the kept session. */

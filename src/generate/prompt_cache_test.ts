@@ -156,3 +156,21 @@ Deno.test("PromptCache.take() falls back to the request's size where the whole c
   assert.ok(hit.session.disposed);
   assert.equal(longer.session.maxTokens, 50);
 });
+
+Deno.test("PromptCache remembers a whole-context allocation failed, and keeps nothing once closed", async () => {
+  const { model, made } = fakeModel(100, 60);
+  const cache = new PromptCache(model);
+  const a = await cache.take(history([1]), 40);
+  cache.keep(a.session, history([1]));
+  assert.deepEqual(cache.peek(history([1, 2, 3]), 40), { tokens: 1, images: 0 });
+  assert.deepEqual(cache.peek(history([1, 2, 3]), 50), { tokens: 0, images: 0 }, "too small");
+  await cache.take(history([1, 2]), 50);
+  // The 100-token attempt ran once: the second longer request went straight to its own size.
+  assert.deepEqual(made.map((s) => s.maxTokens), [100, 40, 50]);
+  // A generation still holding its session when the pipeline closes the cache frees it itself.
+  const running = await cache.take(history([5]), 10);
+  cache.close();
+  cache.keep(running.session, history([5, 6]));
+  assert.ok(running.session.disposed);
+  assert.equal(cache.heldTokens, 0);
+});

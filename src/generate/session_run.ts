@@ -6,6 +6,7 @@
  * @module
  */
 import type { Dispatch } from "../../kernels/_kernel.ts";
+import { InvalidInputError } from "../errors.ts";
 import {
   createSamplingParams,
   sample,
@@ -26,6 +27,7 @@ export class SessionRun implements DecodeRun {
   readonly #first: Dispatch;
   readonly #next: Dispatch;
   readonly #advance: Dispatch;
+  #disposed = false;
 
   /**
    * @param session prefilled (its promptLength is the repetition penalty's prompt history)
@@ -57,8 +59,13 @@ export class SessionRun implements DecodeRun {
     this.#advance = advance(gpu, session.state);
   }
 
-  /** Records ring entries [first, first + count): one compute pass, no CPU work per step. */
+  /**
+   * Records ring entries [first, first + count): one compute pass, no CPU work per step.
+   * @throws InvalidInputError after dispose(): a token pump still waiting on a readback when its
+   *   generation ended must not record into a session the prompt cache has handed on
+   */
   record(encoder: GPUCommandEncoder, first: number, count: number): void {
+    if (this.#disposed) throw new InvalidInputError("SessionRun.record: this run was disposed");
     const pass = encoder.beginComputePass({ label: `decode ${first}..${first + count}` });
     let i = first;
     if (i === 0 && count > 0) {
@@ -83,6 +90,8 @@ export class SessionRun implements DecodeRun {
 
   /** Frees the sampler's buffers (the session is the caller's). */
   dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
     for (const d of [this.#first, this.#next, this.#advance]) d.destroy();
     this.#params.destroy();
   }
