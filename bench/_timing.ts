@@ -75,6 +75,30 @@ export function msPerCall(
   return msPerRep(gpu, (_, pass) => ds.forEach((d) => d.encode(pass)), probe, o);
 }
 
+/**
+ * Milliseconds per dispatch of a raw pipeline (the probes' hand-written kernels): {@link msPerRep}
+ * over `groups` workgroups with bind group 0 = `bg`.
+ */
+export function msPerDispatch(
+  gpu: Gpu,
+  pipe: GPUComputePipeline,
+  bg: GPUBindGroup,
+  groups: number,
+  probe: GPUBuffer,
+  o: RepOptions = {},
+): Promise<number> {
+  return msPerRep(
+    gpu,
+    (_, pass) => {
+      pass.setPipeline(pipe);
+      pass.setBindGroup(0, bg);
+      pass.dispatchWorkgroups(groups);
+    },
+    probe,
+    o,
+  );
+}
+
 /** A seeded uniform [-1, 1) f32 buffer of n elements, filled on the GPU (kernels/fill.ts). */
 export function randomF32(gpu: Gpu, n: number, seed: number, label: string): GPUBuffer {
   const b = createStorage(gpu, n * 4, label);

@@ -8,7 +8,7 @@
  */
 import { requestGpu } from "../src/gpu/device.ts";
 import { createStorage } from "../src/gpu/buffers.ts";
-import { msPerRep } from "./_timing.ts";
+import { msPerDispatch } from "./_timing.ts";
 
 const gpu = await requestGpu();
 const dev = gpu.device;
@@ -26,16 +26,7 @@ async function measure(label: string, body: string, perIter: number): Promise<vo
     layout: pipe.getBindGroupLayout(0),
     entries: [{ binding: 0, resource: { buffer: out } }],
   });
-  const ms = await msPerRep(
-    gpu,
-    (_, pass) => {
-      pass.setPipeline(pipe);
-      pass.setBindGroup(0, bg);
-      pass.dispatchWorkgroups(GROUPS);
-    },
-    out,
-    { targetMs: 250 },
-  );
+  const ms = await msPerDispatch(gpu, pipe, bg, GROUPS, out, { targetMs: 250 });
   const ops = GROUPS * WG * ITERS * perIter;
   console.log(`${label.padEnd(34)} ${(ops / ms / 1e9).toFixed(1)} T/s`);
 }

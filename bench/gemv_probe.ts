@@ -24,7 +24,7 @@ import { gemvResident } from "../kernels/gemv.ts";
 import { rmsNorm } from "../kernels/norm.ts";
 import { siluMul } from "../kernels/elementwise.ts";
 import { type Dispatch, run } from "../kernels/_kernel.ts";
-import { msPerRep, randomWeight } from "./_timing.ts";
+import { msPerCall, randomWeight } from "./_timing.ts";
 
 const args = Deno.args;
 const opt = (name: string, def: string) => {
@@ -193,10 +193,7 @@ async function q4Dispatches(
 }
 
 function time(ds: Dispatch[], y: GPUBuffer): Promise<number> {
-  return msPerRep(gpu, (_, pass) => ds.forEach((d) => d.encode(pass)), y, {
-    targetMs: 30,
-    maxReps: 400,
-  });
+  return msPerCall(gpu, ds, y, { targetMs: 30, maxReps: 400 });
 }
 
 /** --mlp: the 7B (--hi H,I) f16 MLP of `layers` layers, three ways, interleaved twice. */

@@ -11,7 +11,7 @@ import { requestGpu } from "../src/gpu/device.ts";
 import { fill } from "../kernels/fill.ts";
 import { run } from "../kernels/_kernel.ts";
 import { createStorage } from "../src/gpu/buffers.ts";
-import { msPerRep } from "./_timing.ts";
+import { msPerDispatch } from "./_timing.ts";
 
 const gpu = await requestGpu();
 const dev = gpu.device;
@@ -59,16 +59,7 @@ async function measure(unroll: number, groups: number): Promise<void> {
     entries: [{ binding: 0, resource: { buffer: src } }, { binding: 1, resource: { buffer: out } }],
   });
   // Completion is only seen on Deno's ≈ 10 ms poll: ≈ 0.25 s of work a timed submit.
-  const ms = await msPerRep(
-    gpu,
-    (_, pass) => {
-      pass.setPipeline(pipe);
-      pass.setBindGroup(0, bg);
-      pass.dispatchWorkgroups(groups);
-    },
-    out,
-    { targetMs: 250 },
-  );
+  const ms = await msPerDispatch(gpu, pipe, bg, groups, out, { targetMs: 250 });
   // The loop reads whole steps of unroll · stride vec4: the tail past the last one is left out.
   const step = unroll * groups * WG, read = Math.floor(BYTES / 16 / step) * step * 16;
   console.log(
