@@ -285,6 +285,11 @@ export function imageTokenCount(
   return (t * h * w) / (mergeSize * mergeSize);
 }
 
+/** Patches (rows of pixel values) of the images of `grids`: Σ t·h·w. */
+export function patchCount(grids: readonly (readonly [number, number, number])[]): number {
+  return grids.reduce((a, [t, h, w]) => a + t * h * w, 0);
+}
+
 const ERRORS: Record<string, new (message: string) => QvqError> = {
   ModelFileError,
   InvalidInputError,

@@ -7,6 +7,7 @@ import {
   imageTokenCount,
   MAX_IMAGE_PIXELS,
   parsePreprocessorConfig,
+  patchCount,
   preprocessImages,
   smartResize,
 } from "./image.ts";
@@ -311,6 +312,11 @@ Deno.test("imageTokenCount() is t·h·w / merge_size² per image", () => {
   assert.equal(imageTokenCount([1, 24, 32], 2), 192);
   assert.equal(imageTokenCount([2, 6, 6], 3), 8);
   assert.throws(() => imageTokenCount([1, 3, 4], 2), InvalidInputError);
+});
+
+Deno.test("patchCount() is Σ t·h·w over the grids", () => {
+  assert.equal(patchCount([]), 0);
+  assert.equal(patchCount([[1, 4, 4], [2, 6, 8]]), 16 + 96);
 });
 
 Deno.test("preprocessImages() refuses unsupported, truncated, empty and oversized images with InvalidInputError", async () => {

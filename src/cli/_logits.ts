@@ -5,6 +5,7 @@
  * @module
  */
 import { writeSafetensors } from "../safetensors.ts";
+import { patchCount } from "../image.ts";
 import { type Io, parseCommand, requireString } from "./_args.ts";
 import { loadPipeline, MODEL_OPTIONS, promptMessages } from "./_generate.ts";
 
@@ -42,7 +43,7 @@ export async function logitsCommand(args: string[], io: Io): Promise<number> {
   try {
     const r = await pipeline.forward(messages);
     const { inputIds, pixelValues, gridThw } = r.prompt;
-    const patches = gridThw.reduce((a, [t, h, w]) => a + t * h * w, 0);
+    const patches = patchCount(gridThw);
     const hidden = pipeline.model.config.text.hiddenSize;
     const bytes = writeSafetensors({
       input_ids: { dtype: "I32", shape: [inputIds.length], data: inputIds },

@@ -3,7 +3,7 @@
  * Qwen2VLImageProcessor gives, saved as safetensors. Needs only preprocessor_config.json.
  * @module
  */
-import { parsePreprocessorConfig, preprocessImages } from "../image.ts";
+import { parsePreprocessorConfig, patchCount, preprocessImages } from "../image.ts";
 import { openModelSource } from "../model_files.ts";
 import { writeSafetensors } from "../safetensors.ts";
 import {
@@ -40,7 +40,7 @@ export async function preprocessCommand(args: string[], io: Io): Promise<number>
   const config = parsePreprocessorConfig(await src.readJson("preprocessor_config.json"));
   const images = await Promise.all(paths.map(readImageFile));
   const { pixelValues, gridThw } = await preprocessImages(images, config);
-  const patches = gridThw.reduce((a, [t, h, w]) => a + t * h * w, 0);
+  const patches = patchCount(gridThw);
   await Deno.writeFile(
     out,
     writeSafetensors({

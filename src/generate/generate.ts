@@ -7,6 +7,7 @@
  * @module
  */
 import { InvalidInputError } from "../errors.ts";
+import { patchCount } from "../image.ts";
 import type { ImageEmbeds, Qwen2VLModel, Session } from "../model/qwen2vl.ts";
 import type { Tokenizer } from "../tokenizer.ts";
 import { decodeStream, type DecodeStreamOptions } from "./decode_stream.ts";
@@ -69,10 +70,9 @@ export async function* runGeneration(
     if (prompt.gridThw.length > peeked.images) {
       const t0 = performance.now();
       // The images the cache does not hold: their rows of pixel values are the last ones.
-      const patches = (gs: typeof cachedGrids) => gs.reduce((a, [t, h, w]) => a + t * h * w, 0);
-      const cols = prompt.pixelValues.length / patches(prompt.gridThw);
+      const cols = prompt.pixelValues.length / patchCount(prompt.gridThw);
       images = model.encodeImages(
-        prompt.pixelValues.subarray(patches(cachedGrids) * cols),
+        prompt.pixelValues.subarray(patchCount(cachedGrids) * cols),
         prompt.gridThw.slice(peeked.images),
       );
       // One round trip so visionMs is the GPU's time, not just the recording.

@@ -15,6 +15,7 @@
  * @module
  */
 import { GpuError } from "../errors.ts";
+import { imageTokenCount, patchCount } from "../image.ts";
 import type { Qwen2VLModel, Session } from "../model/qwen2vl.ts";
 import type { GridThw, PreparedPrompt } from "./prompt.ts";
 
@@ -34,7 +35,7 @@ export interface ImageKey {
  */
 export function imageKeys(prompt: PreparedPrompt, mergeSize: number): ImageKey[] {
   const { pixelValues, gridThw } = prompt;
-  const patches = gridThw.reduce((a, [t, h, w]) => a + t * h * w, 0);
+  const patches = patchCount(gridThw);
   const cols = patches > 0 ? pixelValues.length / patches : 0;
   const words = new Uint32Array(pixelValues.buffer, pixelValues.byteOffset, pixelValues.length);
   let row = 0;
@@ -42,7 +43,7 @@ export function imageKeys(prompt: PreparedPrompt, mergeSize: number): ImageKey[]
     const n = grid[0] * grid[1] * grid[2];
     const key = `${grid.join("x")}:${hashWords(words.subarray(row * cols, (row + n) * cols))}`;
     row += n;
-    return { key, grid, tokens: n / (mergeSize * mergeSize) };
+    return { key, grid, tokens: imageTokenCount(grid, mergeSize) };
   });
 }
 

@@ -5,6 +5,7 @@
  * @module
  */
 import { InvalidInputError } from "../errors.ts";
+import { patchCount } from "../image.ts";
 
 /** An image's patch grid (temporal, height, width) in 14-pixel patches, as `image_grid_thw`. */
 export type GridThw = readonly [t: number, h: number, w: number];
@@ -128,9 +129,7 @@ export function visionPositionIds(
   spatialMergeSize: number,
 ): Uint32Array {
   const m = spatialMergeSize;
-  let total = 0;
-  for (const [t, h, w] of grids) total += t * h * w;
-  const out = new Uint32Array(total * 2);
+  const out = new Uint32Array(patchCount(grids) * 2);
   let o = 0;
   for (const [t, h, w] of grids) {
     for (let f = 0; f < t; f++) {
