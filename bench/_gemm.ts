@@ -14,8 +14,9 @@
  * tile4 / tile8 (f16: linear()'s tile override), pipe[-sN][-noload] (f16: the pipelined tile;
  * sN: split k N ways; noload: no global loads after the first k step — wrong results, its err
  * column shows by how much — to time the loop without memory), gemmq (q8/q4: kernels/gemm.ts
- * gemmQ() with its default tuning, pipelined), gemmq1 (the default tiling single-buffered),
- * gemmq:TDxRMxRNxG or gemmq:RMxRNxG (that tuning; td 16). --small shrinks every dimension 16×
+ * gemmQ() with its default tuning and split, kernels/gemm.ts gemmQChoice), gemmq1 (the default
+ * tiling single-buffered), gemmq:TDxRMxRNxG or gemmq:RMxRNxG (that tuning; td 16), -sN after it:
+ * k split N ways (e.g. gemmq:1x2x2-s4, the wide pipelined tiling in four). --small shrinks every dimension 16×
  * (k to a multiple of 32; a smoke test for lavapipe).
  * @module
  */
@@ -70,21 +71,23 @@ function variantOf(name: string, dtype: string): Make | null {
     return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, { pipe: false }) : null;
   }
   if (name === "gemmq" || name.startsWith("gemmq:")) {
-    // RMxRNxG (16² threads) or TDxRMxRNxG.
-    const n = name.slice(6).split("x").map(Number);
+    // RMxRNxG (16² threads) or TDxRMxRNxG, then -sN: k split N ways (pipelined tilings).
+    const [shape, split] = name.split("-s");
+    const n = shape.slice(6).split("x").map(Number);
     const [td, rm, rn, g] = n.length === 3 ? [16, ...n] : n;
-    const t = (name === "gemmq" ? {} : { td, rm, rn, g }) as Partial<GemmQTuning>;
+    const t = (shape === "gemmq" ? {} : { td, rm, rn, g }) as Partial<GemmQTuning>;
+    if (split) t.splitK = Number(split);
     return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, t) : null;
   }
   throw new Error(
     `unknown variant ${name}; known: linear, tile4, tile8, pipe[-sN][-noload], ` +
-      "gemmq, gemmq1, gemmq:[TDx]RMxRNxG",
+      "gemmq, gemmq1, gemmq:[TDx]RMxRNxG[-sN]",
   );
 }
 
 // [group, label, m, k, n]
 const SHAPES: [string, string, number, number, number][] = [];
-// --ms adds prompt / patch counts to the vision and 7B shapes (wave-quantization checks).
+// --ms adds prompt / patch counts to the vision, 7B and 72B shapes (wave-quantization checks).
 // --only-ms: those alone.
 const extraMs = opt("--ms", "").split(",").filter((v) => v !== "").map(Number);
 const onlyMs = args.includes("--only-ms");
@@ -104,7 +107,14 @@ for (const m of onlyMs ? extraMs : [478, 1024, ...extraMs]) {
     ["7b", "down", m, 18944, 3584],
   );
 }
-SHAPES.push(["72b", "gate_up", 478, 8192, 59136], ["72b", "down", 478, 29568, 8192]);
+for (const m of onlyMs ? extraMs : [478, ...extraMs]) {
+  SHAPES.push(
+    ["72b", "qkv", m, 8192, 10240],
+    ["72b", "o", m, 8192, 8192],
+    ["72b", "gate_up", m, 8192, 59136],
+    ["72b", "down", m, 29568, 8192],
+  );
+}
 
 const gpu = await requestGpu();
 console.log(`${gpu.adapterInfo.vendor} ${gpu.adapterInfo.architecture} ${gpu.adapterInfo.device}`);

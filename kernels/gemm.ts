@@ -21,6 +21,7 @@ import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
+import { GEMM_SPLIT_MAX_BYTES, GEMM_SPLITS, splitPartials, splitSum, splitTime } from "./linear.ts";
 
 const Params = defineParams({
   m: "u32",
@@ -29,6 +30,8 @@ const Params = defineParams({
   row_start: "u32",
   rows: "u32",
   s_base: "u32", // GEMM: word offset of the chunk's f16 scales
+  splits: "u32", // SPLITK: workgroups along k (wid.z)
+  gspan: "u32", // SPLITK: groups of 32 k per split
 });
 
 /** Kernel shape knobs of {@link gemmQ}; benchmarks override them, callers use the defaults. */
@@ -43,14 +46,19 @@ export interface GemmQTuning {
   g: 1 | 2 | 4;
   /**
    * Pipelined (QPIPE): two shared buffers, one barrier per k step, the next step loaded before
-   * this one's products and stored after them. Only at td 16, rm 2, rn 1, g 2, where it is the
-   * default: 1.07–1.5× the single-buffered kernel on every shape measured (H200, 2026-11-28 12:25,
+   * this one's products and stored after them. Only at td 16, g 2 with rm 2, rn 1 (the default)
+   * or rm 1, rn 2 (the default at m ≤ 64, {@link gemmQChoice}): 1.07–1.5× the single-buffered kernel on every shape measured (H200, 2026-11-28 12:25,
    * bench/_gemm.ts, ms single / pipelined: 7B q4 at 478 rows gate_up 2.94 / 2.68, down 1.76 /
    * 1.56, o 0.36 / 0.32, qkv 0.55 / 0.49; at 1564 rows gate_up 9.43 / 8.11; vision q4 at 478
    * patches fc2 0.33 / 0.22; 72B at 478 rows gate_up q4 10.14 / 8.70, q8 10.26 / 8.53); loading
    * two k steps ahead since, 1.07–1.19× more (12:44: 7B q4 gate_up 2.46 ms, down 1.30).
    */
   pipe?: boolean;
+  /**
+   * Pipelined only: k split over this many workgroups per output tile (partial products, then
+   * kernels/linear.ts splitSum). Default: {@link gemmQChoice}.
+   */
+  splitK?: number;
 }
 
 /**
@@ -62,6 +70,36 @@ export interface GemmQTuning {
  * ({@link GemmQTuning.pipe}).
  */
 export const GEMM_Q_TUNING: Readonly<GemmQTuning> = { td: 16, rm: 2, rn: 1, g: 2 };
+
+/**
+ * The tiling and k split {@link gemmQ} runs without a tuning override, for m rows of x times a
+ * weight chunk of `rows` rows and k columns: at m ≤ 64, 64 × 128 tiles (rm 1, rn 2) with k split
+ * s ≤ 8 ways where kernels/linear.ts splitTime() models it fastest (≈ 2 µs a k step of 64;
+ * partials within GEMM_SPLIT_MAX_BYTES); above, {@link GEMM_Q_TUNING}'s 128 × 64, unsplit.
+ * Why: a tile's k steps take as long whether its rows are x rows or padding. At 16 and at 40 rows
+ * every tall-tile shape took the same time (H200, 2026-11-28 22:51, bench/_gemm.ts, q4, ms at m = 16
+ * / 40: 7B qkv 0.125 / 0.129, gate_up 0.582 / 0.619, down 0.606 / 0.611; 72B qkv 0.536 / 0.547,
+ * o 0.270 / 0.278, down 0.977 / 0.99), so a 40-token prompt (a chat's next turn from the prompt
+ * cache) ran at a third of the rate of a long one; and with few tiles (72B down at 40 rows: 128)
+ * most SMs idled, which splitting k over workgroups fills.
+ */
+export function gemmQChoice(
+  m: number,
+  rows: number,
+  k: number,
+): Pick<GemmQTuning, "rm" | "rn" | "splitK"> {
+  if (m > 64) return { rm: 2, rn: 1, splitK: 1 };
+  const tiles = ceilDiv(m, 64) * ceilDiv(rows, 128);
+  const steps = ceilDiv(k / 32, 2);
+  let splitK = 1, best = splitTime(tiles, steps, 2, 1, 0);
+  for (const s of GEMM_SPLITS) {
+    if (s === 1 || s * m * rows * 4 > GEMM_SPLIT_MAX_BYTES) continue;
+    if (ceilDiv(steps, ceilDiv(steps, s)) !== s) continue; // fewer splits in fact
+    const t = splitTime(tiles, steps, 2, s, m * rows * 4);
+    if (t < best) [splitK, best] = [s, t];
+  }
+  return { rm: 1, rn: 2, splitK };
+}
 
 /** The quantized x: codes and scales, in one per-device scratch buffer grown when too small. */
 const xScratch = deviceScratch("gemm.xq");
@@ -94,7 +132,7 @@ export function quantizeX(
     params: Params,
     defines: { QUANTIZE_X: true },
   });
-  const params = Params.pack({ m, n: 0, k, row_start: 0, rows: 0, s_base: 0 });
+  const params = Params.pack({ m, n: 0, k, row_start: 0, rows: 0, s_base: 0, splits: 0, gspan: 0 });
   return new Dispatch(gpu, v, [x, xq, xs], params, grid2d(ceilDiv(m * k / 32, 256)));
 }
 
@@ -148,16 +186,24 @@ export function gemmQ(
   if (!Number.isInteger(m) || m < 1) {
     throw new InvalidInputError(`gemmQ: m must be a positive integer, got ${m}`);
   }
-  const t = { ...GEMM_Q_TUNING, ...tuning };
-  const pipeShape = t.td === 16 && t.rm === 2 && t.rn === 1 && t.g === 2;
+  // Without a kernel override the tiling and split follow the shape (gemmQChoice).
+  const auto = tuning.td === undefined && tuning.rm === undefined && tuning.rn === undefined &&
+    tuning.g === undefined && tuning.pipe === undefined;
+  const choice = auto ? gemmQChoice(m, Math.max(...w.chunks.map((c) => c.rows)), k) : {};
+  const t = { ...GEMM_Q_TUNING, ...choice, ...tuning };
+  const tall = t.rm === 2 && t.rn === 1, wide = t.rm === 1 && t.rn === 2;
+  const pipeShape = t.td === 16 && t.g === 2 && (tall || wide);
   const pipe = tuning.pipe ?? pipeShape;
+  const splitK = t.splitK ?? 1;
   if (
     ![8, 16].includes(t.td) || ![1, 2].includes(t.rm) || ![1, 2].includes(t.rn) ||
-    ![1, 2, 4].includes(t.g) || (pipe && !pipeShape)
+    ![1, 2, 4].includes(t.g) || (pipe && !pipeShape) || !Number.isInteger(splitK) ||
+    splitK < 1 || (splitK > 1 && !pipe)
   ) {
     throw new InvalidInputError(
       `gemmQ: bad tuning ${JSON.stringify(t)}; td ∈ {8, 16}, rm, rn ∈ {1, 2}, g ∈ {1, 2, 4}; ` +
-        "pipe only at td 16, rm 2, rn 1, g 2",
+        "pipe only at td 16, g 2 with rm 2, rn 1 or rm 1, rn 2; splitK a positive integer, " +
+        "above 1 only pipelined",
     );
   }
   checkSize("y", y, m * w.rows * 4);
@@ -174,16 +220,22 @@ export function gemmQ(
   const buf = xScratch(gpu, total);
   const xq = { buffer: buf, offset: 0, size: m * k };
   const xs = { buffer: buf, offset: codeBytes, size: scaleBytes };
+  // k in groups of 32, gspan a split (whole k steps of 2 groups); the real split count.
+  const groups = k / 32;
+  const gspan = ceilDiv(ceilDiv(groups, splitK), 2) * 2;
+  const splits = ceilDiv(groups, gspan), split = splits > 1;
   const v = variant(gpu, {
     family: "gemm",
     entry: "main",
-    bindings: bias
+    bindings: bias && !split
       ? ["read", "read", "read", "read", "read_write"]
       : ["read", "read", "read", "read_write"],
     params: Params,
     defines: {
       Q4: w.dtype === "q4",
       QPIPE: pipe,
+      WIDE: pipe && wide,
+      SPLITK: split,
       TD: t.td,
       RM: t.rm,
       RN: t.rn,
@@ -192,10 +244,11 @@ export function gemmQ(
       G4: t.g === 4,
       RM2: t.rm === 2,
       RN2: t.rn === 2,
-      BIAS: bias !== null,
-      ACC: s.accumulate === true,
-      QGELU: s.activation === "quick_gelu",
-      Y_BINDING: bias ? 4 : 3,
+      // With split-k the sum pass adds the bias, the activation and the old y.
+      BIAS: !split && bias !== null,
+      ACC: !split && s.accumulate === true,
+      QGELU: !split && s.activation === "quick_gelu",
+      Y_BINDING: bias && !split ? 4 : 3,
     },
   });
   const out = [quantizeX(gpu, xq, xs, x, { m, k })];
@@ -207,10 +260,27 @@ export function gemmQ(
       row_start: c.rowStart,
       rows: c.rows,
       s_base: quantLayout(c.rows, k, w.dtype).scalesOffset / 4,
+      splits,
+      gspan,
     });
-    const grid = [ceilDiv(m, 4 * t.td * t.rm), ceilDiv(c.rows, 4 * t.td * t.rn)] as const;
-    const buffers = [xq, xs, c.buffer, ...(bias ? [bias] : []), y];
-    out.push(new Dispatch(gpu, v, buffers, params, grid));
+    const grid = [ceilDiv(m, 4 * t.td * t.rm), ceilDiv(c.rows, 4 * t.td * t.rn), splits] as const;
+    if (!split) {
+      out.push(new Dispatch(gpu, v, [xq, xs, c.buffer, ...(bias ? [bias] : []), y], params, grid));
+      continue;
+    }
+    const part = splitPartials(gpu, splits * m * c.rows * 4);
+    out.push(
+      new Dispatch(gpu, v, [xq, xs, c.buffer, part], params, grid),
+      splitSum(gpu, y, part, bias, {
+        m,
+        n: w.rows,
+        rowStart: c.rowStart,
+        rows: c.rows,
+        splits,
+        accumulate: s.accumulate,
+        activation: s.activation,
+      }),
+    );
   }
   return out;
 }

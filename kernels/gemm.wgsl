@@ -135,12 +135,23 @@ fn store(row: u32, c: u32, acc: f32) {
   y[i] = v;
 }
 
+#if SPLITK
+// This workgroup's k range (wid.z of p.splits, p.gspan groups each): its partial product goes to y
+// as (splits, m, p.rows) f32, bias, activation and the old y added by the sum pass
+// (kernels/linear.ts splitSum).
+var<private> split: u32;
+#endif
+
 // Stores the 4 × 4 block c at output rows row0.., chunk columns col0...
 fn store_block(row0: u32, col0: u32, c: mat4x4<f32>) {
   for (var i = 0u; i < 4u; i++) {
     if (row0 + i >= p.m) { return; }
     for (var j = 0u; j < 4u; j++) {
+#if SPLITK
+      if (col0 + j < p.rows) { y[(split * p.m + row0 + i) * p.rows + col0 + j] = c[i][j]; }
+#else
       if (col0 + j < p.rows) { store(row0 + i, col0 + j, c[i][j]); }
+#endif
     }
   }
 }
@@ -222,23 +233,47 @@ fn group(buf: u32, g: u32) {
 }
 
 #if QPIPE
-// QPIPE (td 16, rm 2, rn 1, g 2: 128 × 64 tiles, 16 int8 words a row per k step): as PIPE in
-// kernels/linear.wgsl, two shared buffers and one barrier per k step; each thread loads its part
-// of the step after next into registers before this step's products (the loads branch-free:
-// threads that store no weight words load some all the same) and converts and stores the next
-// one after them, so nothing before the products waits on a load. Loading one step ahead instead
-// was 1.07–1.19× slower (H200 12:44, 7B q4 at 478 rows: gate_up 2.63 → 2.46 ms, down 1.55 →
-// 1.30, o 0.32 → 0.27, qkv 0.46 → 0.41). Written out for this one tuning: thread lid loads
-// x words lid and lid + 256 (row lid / 4 and 64 + lid / 4, vec4 lid % 4 of the step), x scale lid
-// (row lid / 2, group lid % 2), and weight vec4 / scale word e = lid % 128 (q4: row e / 2, the
-// group's 4 code words; q8: row lid / 4, vec4 lid % 4); threads below 128 store the weight words,
-// the rest the weight scales.
-var<private> xr: vec2<u32>;   // the two x rows (clamped)
-var<private> xsr: u32;        // the x scale row (clamped)
-var<private> wr: u32;         // the weight row of the code vec4 (clamped)
-var<private> wsr: u32;        // the weight row of the scale (clamped)
+// QPIPE (td 16, g 2, 16 int8 words a row per k step): as PIPE in kernels/linear.wgsl, two shared
+// buffers and one barrier per k step; each thread loads its part of the step after next into
+// registers before this step's products (the loads branch-free: threads that store nothing load
+// all the same) and converts and stores the next one after them, so nothing before the products
+// waits on a load. Loading one step ahead instead was 1.07–1.19× slower (H200 12:44, 7B q4 at 478
+// rows: gate_up 2.63 → 2.46 ms, down 1.55 → 1.30, o 0.32 → 0.27, qkv 0.46 → 0.41). Written out
+// for two tilings, each thread 32 dot4I8Packed per word from three shared vec4 loads:
+// - tall (rm 2, rn 1: 128 × 64 tiles): thread lid loads x words lid and lid + 256 (row lid / 4 and
+//   64 + lid / 4, vec4 lid % 4 of the step), x scale lid (row lid / 2, group lid % 2), and weight
+//   vec4 / scale word e = lid % 128 (q4: row e / 2, the group's 4 code words; q8: row lid / 4,
+//   vec4 lid % 4); threads below 128 store the weight words, the rest the weight scales.
+// - WIDE (rm 1, rn 2: 64 × 128 tiles, for m ≤ 64, where a tall tile's products are mostly of
+//   padding rows: at 16 and 40 rows it took as long as at 128): x word lid (row lid / 4), x scale
+//   lid < 128 (row lid / 2, group lid % 2), weight row lid / 2's codes of group lid % 2 and that
+//   group's scale (q8: rows lid / 4 and 64 + lid / 4, vec4 lid % 4).
+// SPLITK: the workgroup runs groups [wid.z · p.gspan, gend) only.
+var<private> gend: u32;        // one past the last group of this workgroup's k range
+var<private> xsr: u32;         // the x scale row (clamped)
+var<private> wr: u32;          // the weight row of the code vec4 (clamped)
+var<private> wsr: u32;         // the weight row of the scale (clamped)
+#if WIDE
+var<private> xr: u32;          // the x row (clamped)
+#ifnot Q4
+var<private> wr1: u32;         // q8: the second weight row (clamped)
+#endif
 // A thread's part of a k step as loaded: x words, x scale, weight words, weight scale words.
+struct QRaw {
+  x0: vec4<u32>,
+  xs: f32,
+  w: vec4<u32>,
+#ifnot Q4
+  w1: vec4<u32>,
+#endif
+  ws: vec4<u32>,
+}
+const XS_THREADS: u32 = 128u;  // threads that store an x scale
+#else
+var<private> xr: vec2<u32>;    // the two x rows (clamped)
 struct QRaw { x0: vec4<u32>, x1: vec4<u32>, xs: f32, w: vec4<u32>, ws: vec4<u32> }
+const XS_THREADS: u32 = 256u;
+#endif
 
 // The flat f16 scale index of weight row wsr's group g, and the vec4 of words holding it.
 fn wsf(g: u32) -> u32 { return wsr * (p.k / 32u) + g; }
@@ -252,36 +287,55 @@ fn qload(g0: u32, lid: u32) -> QRaw {
 #if Q4
   let wv = w[wr * groups + g];
 #else
-  let wv = w[(wr * p.k) / 16u + min(g0 * 2u + lid % 4u, p.k / 16u - 1u)];
+  let wv = w[(wr * p.k) / 16u + xv];
 #endif
-  return QRaw(xq[(xr.x * p.k) / 16u + xv], xq[(xr.y * p.k) / 16u + xv], xs[xsr * groups + g], wv,
-              w[ws_vec(wsf(g))]);
+  let xsv = xs[xsr * groups + g];
+  let wsv = w[ws_vec(wsf(g))];
+#if WIDE
+#if Q4
+  return QRaw(xq[(xr * p.k) / 16u + xv], xsv, wv, wsv);
+#else
+  return QRaw(xq[(xr * p.k) / 16u + xv], xsv, wv, w[(wr1 * p.k) / 16u + xv], wsv);
+#endif
+#else
+  return QRaw(xq[(xr.x * p.k) / 16u + xv], xq[(xr.y * p.k) / 16u + xv], xsv, wv, wsv);
+#endif
 }
 
-// Stores the loaded k step from group g0 into buffer buf: x words (zero past k) and scales, then
-// weight words (threads < 128) or weight scales (the rest).
+// Stores the loaded k step from group g0 into buffer buf: x words (zero past the k range) and
+// scales, weight words and weight scales.
 fn qput(buf: u32, g0: u32, lid: u32, b: QRaw) {
-  let groups = p.k / 32u;
   let q = (lid % 4u) * 4u;  // first word of the x vec4
   let r = lid / 4u;
-  let xin = g0 * 32u + q * 4u < p.k;
+  let xin = g0 + q / 8u < gend;
   let v0 = select(vec4<u32>(0u), b.x0, xin);
-  let v1 = select(vec4<u32>(0u), b.x1, xin);
   Xs[buf][q][r / 4u][r % 4u] = v0.x;
   Xs[buf][q + 1u][r / 4u][r % 4u] = v0.y;
   Xs[buf][q + 2u][r / 4u][r % 4u] = v0.z;
   Xs[buf][q + 3u][r / 4u][r % 4u] = v0.w;
+#ifnot WIDE
+  let v1 = select(vec4<u32>(0u), b.x1, xin);
   Xs[buf][q][16u + r / 4u][r % 4u] = v1.x;
   Xs[buf][q + 1u][16u + r / 4u][r % 4u] = v1.y;
   Xs[buf][q + 2u][16u + r / 4u][r % 4u] = v1.z;
   Xs[buf][q + 3u][16u + r / 4u][r % 4u] = v1.w;
+#endif
   let sr = lid / 2u;
   let sg = lid % 2u;
-  Xd[buf][sg][sr / 4u][sr % 4u] = select(0.0, b.xs, g0 + sg < groups);
+  if (lid < XS_THREADS) { Xd[buf][sg][sr / 4u][sr % 4u] = select(0.0, b.xs, g0 + sg < gend); }
+#if WIDE
+  let wrow = lid / 2u;
+  let gi = lid % 2u;
+  let codes = true;
+  let scales = true;
+#else
   let e = lid % 128u;
   let wrow = e / 2u;
   let gi = e % 2u;
-  if (lid < 128u) {
+  let codes = lid < 128u;
+  let scales = !codes;
+#endif
+  if (codes) {
 #if Q4
     Ws[buf][gi * 8u][wrow / 4u][wrow % 4u] = q4_lo(b.w.x);
     Ws[buf][gi * 8u + 1u][wrow / 4u][wrow % 4u] = q4_hi(b.w.x);
@@ -292,18 +346,25 @@ fn qput(buf: u32, g0: u32, lid: u32, b: QRaw) {
     Ws[buf][gi * 8u + 6u][wrow / 4u][wrow % 4u] = q4_lo(b.w.w);
     Ws[buf][gi * 8u + 7u][wrow / 4u][wrow % 4u] = q4_hi(b.w.w);
 #endif
-  } else {
-    // Past k the x scale is 0, so any weight scale does.
-    let f = wsf(min(g0 + gi, groups - 1u));
+  }
+  if (scales) {
+    // Past the k range the x scale is 0, so any weight scale does.
+    let f = wsf(min(g0 + gi, p.k / 32u - 1u));
     let word = b.ws[(p.s_base + (f >> 1u)) & 3u];
     Wd[buf][gi][wrow / 4u][wrow % 4u] = unpack2x16float(word)[f & 1u];
   }
 #ifnot Q4
-  // q8: every thread stores its weight vec4 (row lid / 4, words q..q + 3).
+  // q8: every thread stores its weight vec4 (row lid / 4, words q..q + 3; WIDE: and row 64 + lid / 4).
   Ws[buf][q][r / 4u][r % 4u] = b.w.x;
   Ws[buf][q + 1u][r / 4u][r % 4u] = b.w.y;
   Ws[buf][q + 2u][r / 4u][r % 4u] = b.w.z;
   Ws[buf][q + 3u][r / 4u][r % 4u] = b.w.w;
+#if WIDE
+  Ws[buf][q][16u + r / 4u][r % 4u] = b.w1.x;
+  Ws[buf][q + 1u][16u + r / 4u][r % 4u] = b.w1.y;
+  Ws[buf][q + 2u][16u + r / 4u][r % 4u] = b.w1.z;
+  Ws[buf][q + 3u][16u + r / 4u][r % 4u] = b.w1.w;
+#endif
 #endif
 }
 
@@ -314,12 +375,12 @@ var<private> qb: QRaw;
 // One k step from group g0 in buffer cur (a literal at each call): the loads of the step after
 // next (branch-free: the last steps reload), this one's products, the next step's stores (loaded
 // a step ago) into the other buffer, a barrier.
-fn qstep(g0: u32, groups: u32, cur: u32, lid: u32) {
-  let g2 = select(g0, g0 + 2u * G, g0 + 2u * G < groups);
+fn qstep(g0: u32, cur: u32, lid: u32) {
+  let g2 = select(g0, g0 + 2u * G, g0 + 2u * G < gend);
   if (cur == 0u) { qa = qload(g2, lid); } else { qb = qload(g2, lid); }
   group(cur, 0u);
   group(cur, 1u);
-  if (g0 + G < groups) {
+  if (g0 + G < gend) {
     if (cur == 0u) { qput(1u, g0 + G, lid, qb); } else { qput(0u, g0 + G, lid, qa); }
   }
   workgroupBarrier();
@@ -332,6 +393,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   tx = lid % TD;
   ty = lid / TD;
   let groups = p.k / 32u;
+#if SPLITK
+  split = wid.z;
+  let g_start = split * p.gspan;
+  gend = min(g_start + p.gspan, groups);
+#else
+  let g_start = 0u;
+  gend = groups;
+#endif
+#if WIDE
+  xr = min(m0 + lid / 4u, p.m - 1u);
+  xsr = min(m0 + (lid % 128u) / 2u, p.m - 1u);
+#if Q4
+  wr = min(n0 + lid / 2u, p.rows - 1u);
+#else
+  wr = min(n0 + lid / 4u, p.rows - 1u);
+  wr1 = min(n0 + 64u + lid / 4u, p.rows - 1u);
+#endif
+  wsr = min(n0 + lid / 2u, p.rows - 1u);
+#else
   xr = min(vec2(m0 + lid / 4u, m0 + 64u + lid / 4u), vec2(p.m - 1u));
   xsr = min(m0 + lid / 2u, p.m - 1u);
 #if Q4
@@ -340,17 +420,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   wr = min(n0 + lid / 4u, p.rows - 1u);
 #endif
   wsr = min(n0 + (lid % 128u) / 2u, p.rows - 1u);
-  qa = qload(0u, lid);
-  qb = qload(select(0u, G, G < groups), lid);
-  qput(0u, 0u, lid, qa);
+#endif
+  qa = qload(g_start, lid);
+  qb = qload(select(g_start, g_start + G, g_start + G < gend), lid);
+  qput(0u, g_start, lid, qa);
   workgroupBarrier();
-  for (var g0 = 0u; g0 < groups; g0 += 2u * G) {
-    qstep(g0, groups, 0u, lid);
-    if (g0 + G >= groups) { break; }
-    qstep(g0 + G, groups, 1u, lid);
+  for (var g0 = g_start; g0 < gend; g0 += 2u * G) {
+    qstep(g0, 0u, lid);
+    if (g0 + G >= gend) { break; }
+    qstep(g0 + G, 1u, lid);
   }
   store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
+#if WIDE
+  store_block(m0 + ty * 4u, n0 + BN / 2u + tx * 4u, c01);
+#else
   store_block(m0 + BM / 2u + ty * 4u, n0 + tx * 4u, c10);
+#endif
 }
 
 #else

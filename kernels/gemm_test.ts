@@ -8,7 +8,8 @@ import { gemmQ as gemmQRef, quantizeX as quantizeXRef } from "../src/ref/gemm_q.
 import { linear as linearRef } from "../src/ref/linear.ts";
 import { quickGelu as quickGeluRef } from "../src/ref/elementwise.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
-import { gemmQ, gemmQFits, type GemmQTuning, quantizeX } from "./gemm.ts";
+import { gemmQ, gemmQChoice, gemmQFits, type GemmQTuning, quantizeX } from "./gemm.ts";
+import { GEMM_SPLIT_MAX_BYTES } from "./linear.ts";
 import { readQuantWeight, writeQuantRows } from "./linear_q.ts";
 import { run } from "./_kernel.ts";
 
@@ -76,13 +77,16 @@ Deno.test("quantizeX() gives the reference's scales and codes (±1 where x / d i
 // k = 32 · odd groups (a last step of 2 groups half past k) and even, over every tiling (16² or 8²
 // threads, 4 × 4 to 8 × 8 outputs each, 1, 2 or 4 groups per step; k = 160 with 4: a last step
 // 3 groups past k); the default tiling pipelined (k = 160: three k steps, the last half past k;
-// 224: four; 96: two, the last half past k) and not (k = 1280).
+// 224: four; 96: two, the last half past k) and not (k = 1280); the wide pipelined tiling (64 ×
+// 128) at 40 and 64 rows; split k on both pipelined tilings (k = 288 in two: groups 0–5 and 6–8,
+// the second split's last step half past its range; 1280 in three) and as gemmQChoice() picks it
+// (37 × 200 × 1280: wide, 7 splits).
 // One tuning per case: each variant takes seconds to compile on lavapipe.
-const CASES: [number, number, number, GemmQTuning][] = [
+const CASES: [number, number, number, Partial<GemmQTuning>][] = [
   [2, 47, 96, { td: 16, rm: 1, rn: 1, g: 2 }],
   [130, 67, 64, { td: 16, rm: 2, rn: 2, g: 2 }],
   [600, 130, 160, { td: 16, rm: 2, rn: 1, g: 1 }],
-  [3, 5, 32, { td: 16, rm: 1, rn: 2, g: 2 }],
+  [3, 5, 32, { td: 16, rm: 1, rn: 2, g: 2, pipe: false }],
   [37, 200, 1280, { td: 8, rm: 2, rn: 2, g: 1 }],
   [70, 45, 96, { td: 8, rm: 1, rn: 1, g: 2 }],
   [200, 70, 160, { td: 16, rm: 2, rn: 1, g: 4 }],
@@ -90,6 +94,11 @@ const CASES: [number, number, number, GemmQTuning][] = [
   [70, 45, 224, { td: 16, rm: 2, rn: 1, g: 2 }],
   [3, 70, 96, { td: 16, rm: 2, rn: 1, g: 2 }],
   [37, 200, 1280, { td: 16, rm: 2, rn: 1, g: 2, pipe: false }],
+  [40, 200, 224, { td: 16, rm: 1, rn: 2, g: 2 }],
+  [64, 130, 160, { td: 16, rm: 1, rn: 2, g: 2 }],
+  [40, 130, 288, { td: 16, rm: 1, rn: 2, g: 2, splitK: 2 }],
+  [130, 67, 1280, { td: 16, rm: 2, rn: 1, g: 2, splitK: 3 }],
+  [37, 200, 1280, {}],
 ];
 
 for (const dtype of ["q8", "q4"] as const) {
@@ -121,14 +130,16 @@ for (const dtype of ["q8", "q4"] as const) {
 }
 
 // The vision MLP's fc1 of a q8 tower (LoadOptions.visionQuant): quick_gelu after the bias in the
-// store (QGELU), on the default pipelined tiling (q8, weight in chunks) and a single-buffered one
-// (q4): the reference's product through src/ref/elementwise.ts quickGelu, same tolerance.
+// store (QGELU), on the default pipelined tiling (q8, weight in chunks), a single-buffered one
+// (q4) and split k (q4, 40 rows: in the sum pass): the reference's product through
+// src/ref/elementwise.ts quickGelu, same tolerance.
 Deno.test("gemmQ() with activation quick_gelu equals quickGelu(reference + bias) on both kernels", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(34);
   const cases = [
     ["q8", 70, 45, 96, {}],
     ["q4", 37, 67, 160, { td: 8, rm: 1, rn: 1, g: 2 }],
+    ["q4", 40, 67, 1280, {}], // wide, k split 7 ways: bias and quick_gelu in the sum pass
   ] as const;
   for (const [dtype, m, n, k, t] of cases) {
     const x = randn(rng, m * k), wData = randn(rng, n * k, 1 / Math.sqrt(k)), bias = randn(rng, n);
@@ -158,7 +169,7 @@ Deno.test("gemmQ() with activation quick_gelu equals quickGelu(reference + bias)
   destroyWeight(w);
 });
 
-Deno.test("gemmQ() refuses f16 weights, a bad tuning (pipe off the default tiling), y aliasing x, k not a multiple of 32 and an x over a binding", async () => {
+Deno.test("gemmQ() refuses f16 weights, a bad tuning (pipe off the pipelined tilings, split k unpipelined), y aliasing x, k not a multiple of 32 and an x over a binding", async () => {
   const gpu = await sharedGpu();
   const x = createStorage(gpu, 4 * 64 * 4, "x"), y = createStorage(gpu, 4 * 64 * 4, "y");
   const f = createWeight(gpu, 64, 64, "f16", "f");
@@ -166,6 +177,11 @@ Deno.test("gemmQ() refuses f16 weights, a bad tuning (pipe off the default tilin
   const w = createWeight(gpu, 64, 64, "q8", "w");
   assert.throws(() => gemmQ(gpu, y, x, w, null, { m: 4 }, { rm: 4 as 2 }), /bad tuning/);
   assert.throws(() => gemmQ(gpu, y, x, w, null, { m: 4 }, { td: 8, pipe: true }), /bad tuning/);
+  assert.throws(
+    () => gemmQ(gpu, y, x, w, null, { m: 4 }, { pipe: false, splitK: 2 }),
+    /bad tuning/,
+  );
+  assert.throws(() => gemmQ(gpu, y, x, w, null, { m: 4 }, { splitK: 0 }), /bad tuning/);
   assert.throws(() => gemmQ(gpu, x, x, w, null, { m: 4 }), /alias/);
   assert.throws(() => gemmQ(gpu, y, x, w, null, { m: 0 }), /positive integer/);
   assert.throws(() => quantizeX(gpu, y, y, x, { m: 4, k: 48 }), /multiple of 32/);
@@ -175,4 +191,19 @@ Deno.test("gemmQ() refuses f16 weights, a bad tuning (pipe off the default tilin
   [x, y].forEach((b) => b.destroy());
   destroyWeight(f);
   destroyWeight(w);
+});
+
+Deno.test("gemmQChoice(): wide tiles at m ≤ 64, k split where few tiles would leave SMs idle, tall tiles above", () => {
+  // QVQ-72B at a 40-token prompt: down (8192 × 29568) has 64 wide tiles, qkv 80: split; gate_up
+  // (59136 rows: 462 tiles, 3.5 waves) at most in two.
+  assert.deepEqual(gemmQChoice(40, 8192, 29568).rm, 1);
+  assert.ok(gemmQChoice(40, 8192, 29568).splitK! >= 2);
+  assert.ok(gemmQChoice(40, 10240, 8192).splitK! >= 2);
+  assert.ok(gemmQChoice(40, 59136, 8192).splitK! <= 2);
+  assert.deepEqual(gemmQChoice(64, 3584, 3584).rn, 2);
+  assert.deepEqual(gemmQChoice(65, 8192, 29568), { rm: 2, rn: 1, splitK: 1 });
+  assert.deepEqual(gemmQChoice(478, 3584, 18944), { rm: 2, rn: 1, splitK: 1 });
+  // Partials stay within the budgeted scratch (8 splits × 64 rows × 59136 f32 would not).
+  const c = gemmQChoice(64, 59136, 29568);
+  assert.ok(c.splitK! * 64 * 59136 * 4 <= GEMM_SPLIT_MAX_BYTES);
 });

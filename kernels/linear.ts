@@ -599,14 +599,91 @@ function pipeKSpan(k: number, s: number): number {
  * with s > 1 a sum pass, 5 µs plus the partials written and read at 3.5 TB/s.
  */
 export function gemmTime(m: number, rows: number, k: number, s: number): number {
-  const tiles = ceilDiv(m, 128) * ceilDiv(rows, 128);
-  const waves = ceilDiv(s * tiles, GEMM_SMS);
-  const gemm = 1.75 * waves * (pipeKSpan(k, s) / 16 + 10);
-  return s > 1 ? gemm + 5 + 2 * s * m * rows * 4 / 3.5e6 : gemm;
+  return splitTime(ceilDiv(m, 128) * ceilDiv(rows, 128), k / 16, 1.75, s, m * rows * 4);
 }
 
-/** Split-k partial products: one scratch per device, grown when too small. */
-const partialScratch = deviceScratch("linear.partials");
+/**
+ * A tiled GEMM's modelled time (µs) with its k split s ways (the form of {@link gemmTime}, which
+ * kernels/gemm.ts's split choice shares): `tiles` output tiles of `steps` k steps each, one
+ * workgroup per SM ({@link GEMM_SMS} a wave), each wave as long as a workgroup's steps plus a
+ * fixed 10 at `stepUs` a step; with s > 1 a sum pass, 5 µs plus s partials of `outBytes` each
+ * written and read at 3.5 TB/s.
+ */
+export function splitTime(
+  tiles: number,
+  steps: number,
+  stepUs: number,
+  s: number,
+  outBytes: number,
+): number {
+  const gemm = stepUs * ceilDiv(s * tiles, GEMM_SMS) * (Math.ceil(steps / s) + 10);
+  return s > 1 ? gemm + 5 + 2 * s * outBytes / 3.5e6 : gemm;
+}
+
+/**
+ * Split-k partial products (splits, m, rows) f32: one scratch per device, grown when too small,
+ * shared by linear()'s and kernels/gemm.ts's split GEMMs (each call's dispatches run in order).
+ */
+export const splitPartials = deviceScratch("linear.partials");
+
+/**
+ * The split-k sum pass: y (m, n) columns [rowStart, rowStart + rows) = Σ of `splits` partial
+ * products (+ bias) (then quick_gelu with `activation`) (+ y when `accumulate`).
+ * @param y (m, n) f32
+ * @param part (splits, m, rows) f32
+ * @param bias (n) f32, or null
+ */
+export function splitSum(
+  gpu: Gpu,
+  y: BufferArg,
+  part: BufferArg,
+  bias: BufferArg | null,
+  s: {
+    m: number;
+    n: number;
+    rowStart: number;
+    rows: number;
+    splits: number;
+    accumulate?: boolean;
+    activation?: "quick_gelu";
+  },
+): Dispatch {
+  const { m, n, rowStart, rows, splits } = s;
+  checkSize("y", y, m * n * 4);
+  checkSize("partials", part, splits * m * rows * 4);
+  if (bias) checkSize("bias", bias, n * 4);
+  // The sum pass reads the partials through x (and binds them as w too: a binding it never reads).
+  const v = variant(gpu, {
+    family: "linear",
+    entry: "main",
+    bindings: ["read", "read", ...(bias ? ["read" as const] : []), "read_write"],
+    params: Params,
+    defines: {
+      Y_BINDING: bias ? 3 : 2,
+      REDUCE: true,
+      BIAS: bias !== null,
+      QGELU: s.activation === "quick_gelu",
+      ACC: s.accumulate === true,
+    },
+  });
+  const params = Params.pack({
+    m,
+    n,
+    k: 0,
+    row_start: rowStart,
+    rows,
+    eps: 0,
+    half: 0,
+    rot_rows: 0,
+    kvw: 0,
+    max_rows: 0,
+    npos: 0,
+    kspan: 0,
+    splits,
+  });
+  const buffers = [part, part, ...(bias ? [bias] : []), y];
+  return new Dispatch(gpu, v, buffers, params, grid2d(ceilDiv(m * rows, 256)));
+}
 
 /**
  * The pipelined tiled path (m > 1, `tuning.pipe`): per weight chunk one GEMM dispatch, or with
@@ -653,22 +730,6 @@ function pipeLinear(
       ACC: !split && s.accumulate === true,
     },
   });
-  // The sum pass reads the partials through x (and binds them as w too: a binding it never reads).
-  const reduce = split
-    ? variant(gpu, {
-      family: "linear",
-      entry: "main",
-      bindings: ["read", "read", ...(bias ? ["read" as const] : []), "read_write"],
-      params: Params,
-      defines: {
-        Y_BINDING: bias ? 3 : 2,
-        REDUCE: true,
-        BIAS: bias !== null,
-        QGELU: s.activation === "quick_gelu",
-        ACC: s.accumulate === true,
-      },
-    })
-    : undefined;
   return w.chunks.flatMap((c) => {
     const params = Params.pack({
       m,
@@ -686,19 +747,21 @@ function pipeLinear(
       splits,
     });
     const grid = [ceilDiv(c.rows, 128), ceilDiv(m, 128), splits] as const;
-    if (!reduce) {
+    if (!split) {
       return [new Dispatch(gpu, gemm, [x, c.buffer, ...(bias ? [bias] : []), y], params, grid)];
     }
-    const part = partialScratch(gpu, splits * m * c.rows * 4);
+    const part = splitPartials(gpu, splits * m * c.rows * 4);
     return [
       new Dispatch(gpu, gemm, [x, c.buffer, part], params, grid),
-      new Dispatch(
-        gpu,
-        reduce,
-        [part, part, ...(bias ? [bias] : []), y],
-        params,
-        grid2d(ceilDiv(m * c.rows, 256)),
-      ),
+      splitSum(gpu, y, part, bias, {
+        m,
+        n: w.rows,
+        rowStart: c.rowStart,
+        rows: c.rows,
+        splits,
+        accumulate: s.accumulate,
+        activation: s.activation,
+      }),
     ];
   });
 }
