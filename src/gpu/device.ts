@@ -4,7 +4,7 @@
  * @module
  */
 import { GpuError } from "../errors.ts";
-import type { Dispatch } from "../../kernels/_kernel.ts";
+import type { Dispatch, ParamsArena } from "../../kernels/_kernel.ts";
 
 /** Features a kernel may branch on. */
 export interface GpuFeatures {
@@ -31,6 +31,11 @@ export class Gpu {
    * (bench/_profile.ts). The dispatches are destroyed after the hook returns.
    */
   submitHook?: (label: string, dispatches: readonly Dispatch[]) => void;
+  /**
+   * While kernels/_kernel.ts withParamsArena() runs: the uniform buffer new Dispatches take their
+   * params from (flushed by submit() before its batch is encoded).
+   */
+  paramsArena?: ParamsArena;
 
   constructor(device: GPUDevice, adapterInfo: GPUAdapterInfo, features: GpuFeatures) {
     this.device = device;

@@ -19,7 +19,7 @@ import { createStorage, readF32, uploadArray, writeArray } from "../gpu/buffers.
 import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
 import { type ModelSource, openModelSource } from "../model_files.ts";
 import { SafetensorsCheckpoint } from "../safetensors.ts";
-import type { Dispatch } from "../../kernels/_kernel.ts";
+import { type Dispatch, withParamsArena } from "../../kernels/_kernel.ts";
 import {
   checkKvDType,
   copyRows,
@@ -489,39 +489,43 @@ export class Qwen2VLModel {
         const n = Math.min(chunk, S - c);
         const idsBuf = uploadArray(gpu, ids.subarray(c, c + n), "prefill.ids");
         const posBuf = uploadArray(gpu, pos.subarray(c * 3, (c + n) * 3), "prefill.pos");
-        const ds: Dispatch[] = [...embedding(gpu, b.x, idsBuf, embed, { n })];
-        runs.forEach((r, i) => {
-          const lo = Math.max(r.start, c), hi = Math.min(r.start + r.len, c + n);
-          if (lo < hi) {
-            ds.push(copyRows(gpu, b.x, images!.buffer, {
-              n: hi - lo,
-              cols: H,
-              srcRow: runRow[i] + lo - r.start,
-              dstRow: lo - c,
-            }));
+        // The chunk's params in one uniform buffer (kernels/_kernel.ts ParamsArena): built and
+        // submitted without an await between.
+        withParamsArena(gpu, t.numLayers * 32 + 64, () => {
+          const ds: Dispatch[] = [...embedding(gpu, b.x, idsBuf, embed, { n })];
+          runs.forEach((r, i) => {
+            const lo = Math.max(r.start, c), hi = Math.min(r.start + r.len, c + n);
+            if (lo < hi) {
+              ds.push(copyRows(gpu, b.x, images!.buffer, {
+                n: hi - lo,
+                cols: H,
+                srcRow: runRow[i] + lo - r.start,
+                dstRow: lo - c,
+              }));
+            }
+          });
+          for (let l = 0; l < t.numLayers; l++) {
+            if (l % SUBMIT_LAYERS === 0 && l > 0) submit(gpu, ds.splice(0), "prefill");
+            const attend = prefillAttend(
+              gpu,
+              t,
+              b,
+              session.cache[l],
+              session.maxTokens,
+              this.#rope,
+              posBuf,
+              n,
+              c,
+            );
+            ds.push(...layerDispatches(gpu, t, this.#w, l, b, n, attend));
           }
+          if (c + n === S) {
+            ds.push(copyRows(gpu, last, b.x, { n: 1, cols: H, srcRow: n - 1 }));
+            ds.push(...headDispatches(gpu, t, this.#w, session.logits, lastH, last, 1));
+          }
+          if (logitsAll) ds.push(...headDispatches(gpu, t, this.#w, logitsAll, b.h, b.x, n));
+          submit(gpu, ds, "prefill");
         });
-        for (let l = 0; l < t.numLayers; l++) {
-          if (l % SUBMIT_LAYERS === 0 && l > 0) submit(gpu, ds.splice(0), "prefill");
-          const attend = prefillAttend(
-            gpu,
-            t,
-            b,
-            session.cache[l],
-            session.maxTokens,
-            this.#rope,
-            posBuf,
-            n,
-            c,
-          );
-          ds.push(...layerDispatches(gpu, t, this.#w, l, b, n, attend));
-        }
-        if (c + n === S) {
-          ds.push(copyRows(gpu, last, b.x, { n: 1, cols: H, srcRow: n - 1 }));
-          ds.push(...headDispatches(gpu, t, this.#w, session.logits, lastH, last, 1));
-        }
-        if (logitsAll) ds.push(...headDispatches(gpu, t, this.#w, logitsAll, b.h, b.x, n));
-        submit(gpu, ds, "prefill");
         idsBuf.destroy();
         posBuf.destroy();
         if (logitsAll) out!.set(await readF32(gpu, logitsAll, n * V), c * V);

@@ -6,7 +6,7 @@
 import { InvalidInputError } from "../errors.ts";
 import { fmtBytes, type Gpu } from "../gpu/device.ts";
 import { createStorage, uploadArray } from "../gpu/buffers.ts";
-import type { Dispatch } from "../../kernels/_kernel.ts";
+import { type Dispatch, withParamsArena } from "../../kernels/_kernel.ts";
 import {
   gelu,
   type GpuRopeTable,
@@ -110,6 +110,12 @@ export class VisionTower {
    * @param grids one (t, h, w) per image
    */
   encode(pixelValues: Float32Array, grids: readonly GridThw[]): ImageEmbeds {
+    // Every layer's params in one uniform buffer (kernels/_kernel.ts ParamsArena).
+    const slots = this.#cfg.depth * 24 + 64;
+    return withParamsArena(this.#gpu, slots, () => this.#encode(pixelValues, grids));
+  }
+
+  #encode(pixelValues: Float32Array, grids: readonly GridThw[]): ImageEmbeds {
     const gpu = this.#gpu, v = this.#cfg, w = this.#w;
     const P = checkImages(v, pixelValues, grids);
     const E = v.embedDim, M = v.mlpHidden, D = v.mergedDim, H = v.outHidden;
@@ -240,8 +246,12 @@ export class VisionTower {
  */
 export const SUBMIT_LAYERS = 4;
 
-/** Encodes dispatches in one compute pass, submits, and frees their params buffers. */
+/**
+ * Encodes dispatches in one compute pass, submits, and frees their params buffers (params in an
+ * active kernels/_kernel.ts ParamsArena are written to the GPU first).
+ */
 export function submit(gpu: Gpu, ds: readonly Dispatch[], label: string): void {
+  gpu.paramsArena?.flush();
   if (gpu.submitHook) {
     gpu.submitHook(label, ds);
   } else {
