@@ -11,9 +11,9 @@
  *     [--shapes vision,7b,72b] [--labels qkv,fc1] [--ms 256,700 [--only-ms]] [--target-ms 60] [--out file.jsonl] [--small]
  * Variants: linear (linear() as callers get it: f16 the pipelined tile, maybe split, by
  * gemmKernel(); q8 linear_q's dequantize + GEMM; q4 gemmQ, kernels/linear_q.ts PREFILL_INT8),
- * tile4 / tile8 (f16: linear()'s tile override), pipe[-sN][-noload] (f16: the pipelined tile;
- * sN: split k N ways; noload: no global loads after the first k step — wrong results, its err
- * column shows by how much — to time the loop without memory), gemmq (q8/q4: kernels/gemm.ts
+ * tile4 / tile8 (f16: linear()'s tile override), pipe[-sN][-half][-noload] (f16: the pipelined
+ * tile; sN: split k N ways; half: 64 × 128 tiles; noload: no global loads after the first k step
+ * — wrong results, its err column shows by how much — to time the loop without memory), gemmq (q8/q4: kernels/gemm.ts
  * gemmQ() with its default tuning and split, kernels/gemm.ts gemmQChoice), gemmq1 (the default
  * tiling single-buffered), gemmq:TDxRMxRNxG or gemmq:RMxRNxG (that tuning; td 16), -sN after it:
  * k split N ways (e.g. gemmq:1x2x2-s4, the wide pipelined tiling in four). --small shrinks every dimension 16×
@@ -54,14 +54,16 @@ function variantOf(name: string, dtype: string): Make | null {
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile });
   }
   if (name.startsWith("pipe")) {
-    // pipe[-sN][-noload]: the pipelined tile, split k N ways, without global loads.
+    // pipe[-sN][-half][-noload]: the pipelined tile, split k N ways, 64 × 128, without global
+    // loads.
     const o = name.split("-").slice(1);
     const split = o.find((s) => /^s\d+$/.test(s));
-    if (o.some((s) => s !== "noload" && s !== split)) {
+    if (o.some((s) => s !== "noload" && s !== "half" && s !== split)) {
       throw new Error(`unknown pipe option in ${name}`);
     }
     const tuning: Partial<LinearTuning> = {
       pipe: true,
+      half: o.includes("half"),
       noLoad: o.includes("noload"),
       splitK: split ? Number(split.slice(1)) : 1,
     };
@@ -80,7 +82,7 @@ function variantOf(name: string, dtype: string): Make | null {
     return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, t) : null;
   }
   throw new Error(
-    `unknown variant ${name}; known: linear, tile4, tile8, pipe[-sN][-noload], ` +
+    `unknown variant ${name}; known: linear, tile4, tile8, pipe[-sN][-half][-noload], ` +
       "gemmq, gemmq1, gemmq:[TDx]RMxRNxG[-sN]",
   );
 }

@@ -105,6 +105,11 @@ export interface LinearTuning {
    */
   pipe?: boolean;
   /**
+   * Pipelined: 64 × 128 output tiles instead of 128 × 128 (kernels/linear.wgsl HALF). Default:
+   * {@link gemmKernel} (at m ≤ 64).
+   */
+  half?: boolean;
+  /**
    * Pipelined: split k over this many workgroups per output tile (partial products in a
    * per-device scratch, then a sum pass adds them with bias / y), for shapes with too few tiles
    * to fill the GPU. Default 1.
@@ -418,7 +423,11 @@ export function linear(
   if (!gemv && t.pipe === undefined && t.tile === undefined) {
     const pick = gemmKernel(m, Math.max(...w.chunks.map((c) => c.rows)), w.cols);
     if (pick.kernel === "pipe") {
-      return pipeLinear(gpu, y, x, w, bias, s, { ...t, splitK: t.splitK ?? pick.splitK });
+      return pipeLinear(gpu, y, x, w, bias, s, {
+        ...t,
+        splitK: t.splitK ?? pick.splitK,
+        half: t.half ?? pick.half,
+      });
     }
   }
   if (!gemv && t.pipe) return pipeLinear(gpu, y, x, w, bias, s, t);
@@ -540,14 +549,20 @@ export interface GemmChoice {
   kernel: "tile4" | "pipe";
   /** PIPE: k split over this many workgroups per output tile (then a sum pass). */
   splitK: number;
+  /** PIPE: 64 × 128 tiles (HALF, at m ≤ 64) rather than 128 × 128. */
+  half?: boolean;
 }
 
 /**
  * The tiled kernel {@link linear} runs for m > 1 without a tuning override: "pipe" (the
- * double-buffered pipelined kernel, 128 × 128 output tiles), its k split over s of
- * {@link GEMM_SPLITS} workgroups per tile (at k ≥ 1024, partials within
- * {@link GEMM_SPLIT_MAX_BYTES}) where {@link gemmTime} is least; below m = 128 "tile4" (64 × 64
+ * double-buffered pipelined kernel, 128 × 128 output tiles; 64 × 128 at m ≤ 64), its k split over
+ * s of {@link GEMM_SPLITS} workgroups per tile (at k ≥ 1024, partials within
+ * {@link GEMM_SPLIT_MAX_BYTES}) where {@link gemmTime} is least; at 64 < m < 128 "tile4" (64 × 64
  * tiles) where PIPE would not split.
+ * The 64-row tile (HALF) at m ≤ 64 (H200, 2026-11-28 23:27, bench/_gemm.ts, 7B f16 at 40 rows, ms
+ * 128-row tiles as chosen before → 64-row as chosen now): qkv 0.137 → 0.107, o 0.116 → 0.088,
+ * gate_up 0.957 → 0.714, down 0.528 → 0.390; the same at 16 and 64 rows within 10 %. It has half
+ * the products a shared load of the full tile (LDS-bound, so 1.3×, not the 2× of its rows).
  * PIPE beats TILE8 on every shape measured on the H200 (bench/_gemm.ts, 2026-11-28 10:09, f16, ms
  * PIPE / TILE8, before its raw loads made it 1.1–1.25× faster still): 7B at 478 rows o 0.50 /
  * 1.01, gate_up 4.46 / 6.45, down 2.58 / 5.40; vision at 1564 patches qkv 0.53 / 1.03, fc1 0.71 /
@@ -564,13 +579,15 @@ export interface GemmChoice {
  * @param k the reduction length (weight columns)
  */
 export function gemmKernel(m: number, rows: number, k: number): GemmChoice {
-  let splitK = 1, best = gemmTime(m, rows, k, 1);
+  const half = m <= 64;
+  let splitK = 1, best = gemmTime(m, rows, k, 1, half);
   for (const s of GEMM_SPLITS) {
     if (s === 1 || k < 1024 || s * m * rows * 4 > GEMM_SPLIT_MAX_BYTES) continue;
     if (ceilDiv(k, pipeKSpan(k, s)) !== s) continue; // fewer splits in fact
-    const t = gemmTime(m, rows, k, s);
+    const t = gemmTime(m, rows, k, s, half);
     if (t < best) [splitK, best] = [s, t];
   }
+  if (half) return { kernel: "pipe", splitK, half };
   if (m < 128 && splitK === 1) return { kernel: "tile4", splitK: 1 };
   return { kernel: "pipe", splitK };
 }
@@ -598,8 +615,9 @@ function pipeKSpan(k: number, s: number): number {
  * a workgroup's k steps plus a fixed 10 (first load, stores, the wave's ramp), 1.75 µs a step;
  * with s > 1 a sum pass, 5 µs plus the partials written and read at 3.5 TB/s.
  */
-export function gemmTime(m: number, rows: number, k: number, s: number): number {
-  return splitTime(ceilDiv(m, 128) * ceilDiv(rows, 128), k / 16, 1.75, s, m * rows * 4);
+export function gemmTime(m: number, rows: number, k: number, s: number, half = false): number {
+  const tiles = ceilDiv(m, half ? 64 : 128) * ceilDiv(rows, 128);
+  return splitTime(tiles, k / 16, 1.75, s, m * rows * 4);
 }
 
 /**
@@ -723,6 +741,7 @@ function pipeLinear(
     defines: {
       ...common,
       PIPE: true,
+      HALF: t.half === true,
       NOLOAD: t.noLoad === true,
       SPLITK: split,
       BIAS: !split && bias !== null,
@@ -746,7 +765,7 @@ function pipeLinear(
       kspan,
       splits,
     });
-    const grid = [ceilDiv(c.rows, 128), ceilDiv(m, 128), splits] as const;
+    const grid = [ceilDiv(c.rows, 128), ceilDiv(m, t.half ? 64 : 128), splits] as const;
     if (!split) {
       return [new Dispatch(gpu, gemm, [x, c.buffer, ...(bias ? [bias] : []), y], params, grid)];
     }

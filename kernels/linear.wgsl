@@ -423,9 +423,19 @@ fn ld_w(row: u32, k: u32) -> vec4<f32> {
 // one step ahead (H200 12:35: 7B at 478 rows gate_up 3.89 → 3.65 ms, down 2.24 → 2.15; vision
 // fc1 at 5120 patches 2.08 → 2.00; qkv, o, fc2 ±1 %). 512 threads of 8 × 4 outputs on this tile
 // (16 warps an SM) were 1.1–1.3× slower.
+// #if HALF (m ≤ 64): a 64 × 128 tile, thread (tx, ty) owning the blocks at rows ty·4, columns
+// jb·64 + tx·4 (jb < 2) — half the products a k of the full tile from three shared loads instead
+// of four, on half the rows: a full tile's products at 40 rows were mostly of padding rows (7B
+// at 16 and 40 rows took the same time, H200 2026-11-28 22:51). Threads 0–63 load x blocks,
+// 64–191 w blocks, the rest load a w block again and store nothing (branch-free loads). A 64 ×
+// 256 tile of the full tile's 64 accumulators a thread ran 2.5–5× slower (23:05).
 // #if NOLOAD (benchmarks only, wrong results): every k step reuses the first step's loads — the
 // kernel without global memory traffic, to measure what the loads cost.
+#if HALF
+const BM: u32 = 64u;
+#else
 const BM: u32 = 128u;
+#endif
 const BN: u32 = 128u;
 const BK: u32 = 16u;
 // Indexed per dimension (not flattened), so the bounds clamps WebGPU adds to every workgroup
@@ -437,9 +447,11 @@ var<workgroup> Bs: array<array<array<vec4<f32>, BN / 4u + 1u>, BK>, 2>;  // [buf
 struct Blk { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> }
 struct Raw { r0: vec4<u32>, r1: vec4<u32>, r2: vec4<u32>, r3: vec4<u32> }
 
-// Loader block b (< 128) of a 128-row tile: (first row, first k) = (4·rb, 4·kb). Two neighbouring
-// lanes read one 32-byte sector of a row.
-fn blk(b: u32) -> vec2<u32> { return vec2(4u * ((b / 2u) % 32u), 4u * (b % 2u + 2u * (b / 64u))); }
+// Loader block b (< rows) of a tile of `rows` rows (64 or 128): (first row, first k) = (4·rb,
+// 4·kb). Two neighbouring lanes read one 32-byte sector of a row.
+fn blk(b: u32, rows: u32) -> vec2<u32> {
+  return vec2(4u * ((b / 2u) % (rows / 4u)), 4u * (b % 2u + 2u * (b / (rows / 2u))));
+}
 
 // The block's rows from tile row r0 on, clamped to `last`: rows past m (past the chunk) read the
 // last one again (in bounds, branch-free) and are not stored.
@@ -474,15 +486,25 @@ var<private> rows: vec4<u32>;
 var<private> w_role: bool;
 var<private> c00: mat4x4<f32>;
 var<private> c01: mat4x4<f32>;
+#if HALF
+var<private> loader: bool;  // stores its block (threads below 192)
+#else
 var<private> c10: mat4x4<f32>;
 var<private> c11: mat4x4<f32>;
+#endif
 var<private> tx: u32;
 var<private> ty: u32;
 
 // Sets the loader role of thread lid for the tile at (m0, n0).
 fn set_role(lid: u32, m0: u32, n0: u32) {
+#if HALF
+  w_role = lid >= BM;
+  loader = lid < BM + BN;
+  pos = blk(select(lid, (lid - BM) % BN, w_role), select(BM, BN, w_role));
+#else
   w_role = lid >= 128u;
-  pos = blk(lid % 128u);
+  pos = blk(lid % 128u, 128u);
+#endif
   rows = blk_rows(select(m0, n0, w_role) + pos.x, select(p.m, p.rows, w_role) - 1u);
 }
 
@@ -507,6 +529,9 @@ fn cvt(v: vec4<u32>, k: u32) -> vec4<f32> {
 // transposed: k row pos.y + j gets the vec4 of the 4 rows' element j (written out: a loop over j
 // would index t dynamically).
 fn put_step(buf: u32, b: Raw, k0: u32) {
+#if HALF
+  if (!loader) { return; }
+#endif
   let k = k0 + pos.y;
   let t = transpose(mat4x4(cvt(b.r0, k), cvt(b.r1, k), cvt(b.r2, k), cvt(b.r3, k)));
   let c = pos.x / 4u;
@@ -527,12 +552,14 @@ fn put_step(buf: u32, b: Raw, k0: u32) {
 fn mac(buf: u32, k: u32) {
   let a0 = As[buf][k][ty];
   let b0 = Bs[buf][k][tx];
-  let a1 = As[buf][k][16u + ty];
   let b1 = Bs[buf][k][16u + tx];
   c00 = outer_acc(c00, a0, b0);
   c01 = outer_acc(c01, a0, b1);
+#ifnot HALF
+  let a1 = As[buf][k][16u + ty];
   c10 = outer_acc(c10, a1, b0);
   c11 = outer_acc(c11, a1, b1);
+#endif
 }
 
 // The products of one k step (BK = 16) from shared buffer buf.
@@ -589,8 +616,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
   store_block(m0 + ty * 4u, n0 + 64u + tx * 4u, c01);
+#ifnot HALF
   store_block(m0 + 64u + ty * 4u, n0 + tx * 4u, c10);
   store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
+#endif
 }
 
 #else

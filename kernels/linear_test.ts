@@ -102,14 +102,15 @@ Deno.test("linear() with accumulate adds x · wᵀ + bias to y", async () => {
 });
 
 // The vision MLP's fc1 with quick_gelu fused into the epilogue, on every path that stores
-// through it: the row GEMV (m = 1), the 64-tile kernel (m < 128), PIPE, and PIPE split in three
-// (the sum pass applies it, after the bias, to the summed partials only).
+// through it: the row GEMV (m = 1), the 64-tile kernel, PIPE's 64 × 128 tile (m ≤ 64), PIPE, and
+// PIPE split in three (the sum pass applies it, after the bias, to the summed partials only).
 Deno.test("linear() with activation quick_gelu equals quickGelu(x · wᵀ + bias) on every kernel path", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(29);
   const cases: [number, number, number, Partial<LinearTuning>][] = [
     [1, 70, 64, {}],
     [37, 90, 80, {}],
+    [70, 90, 80, {}],
     [130, 70, 200, { pipe: true, splitK: 1 }],
     [130, 70, 1176, { pipe: true, splitK: 3 }],
   ];
@@ -141,12 +142,13 @@ Deno.test("linear() with activation quick_gelu equals quickGelu(x · wᵀ + bias
   destroyWeight(w);
 });
 
-// The pipelined tiled GEMM (tuning.pipe) alone and with split-k (several splits, the last one
-// short; a sum pass adds bias and the old y); k = 200 and 1176 take an odd number of k steps (13
-// and 74; the loop runs two per iteration). Odd m, n and k (scalar loads), k % 4 == 0 but not a
-// whole k step, k = 1176; f32 and f16 weights; bias and accumulate; weights in chunks of 7 (or 6)
-// rows, so chunk borders fall inside output tiles and every chunk's split-k dispatches reuse one
-// partials scratch. TOL as above. Each shape runs two tunings (of the four, in turn).
+// The pipelined tiled GEMM (tuning.pipe), 128 × 128 tiles and 64 × 128 (HALF), alone and with
+// split-k (several splits, the last one short; a sum pass adds bias and the old y); k = 200 and
+// 1176 take an odd number of k steps (13 and 74; the loop runs two per iteration). Odd m, n and k
+// (scalar loads), k % 4 == 0 but not a whole k step, k = 1176; m = 130 and 600 over several row
+// tiles of either; f32 and f16 weights; bias and accumulate; weights in chunks of 7 (or 6) rows, so
+// chunk borders fall inside output tiles and every chunk's split-k dispatches reuse one partials
+// scratch. TOL as above. Each shape runs two of the four split tunings (in turn), one of each tile.
 Deno.test("linear()'s pipelined tiled GEMM matches the reference for every option, with bias, accumulate and chunks", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(19);
@@ -163,8 +165,12 @@ Deno.test("linear()'s pipelined tiled GEMM matches the reference for every optio
   ], [600, 19, 81]];
   for (const dtype of ["f32", "f16"] as const) {
     for (const [i, [m, n, k]] of shapes.entries()) {
-      for (const turn of [0, 1]) {
-        const tuning = tunings[(i + turn + (dtype === "f16" ? 2 : 0)) % tunings.length];
+      for (const half of [false, true]) {
+        const turn = half ? 1 : 0;
+        const tuning = {
+          ...tunings[(i + turn + (dtype === "f16" ? 2 : 0)) % tunings.length],
+          half,
+        };
         const x = randn(rng, m * k), bias = i % 2 ? null : randn(rng, n);
         const y0 = i % 3 ? randn(rng, m * n, 5) : undefined;
         const chunk = 7 * k * (dtype === "f16" ? 2 : 4); // 6 rows for f16 at odd k (alignment)
@@ -195,9 +201,10 @@ Deno.test("linear()'s pipelined tiled GEMM matches the reference for every optio
 // split counts measured best on the H200 (2026-11-28 12:21): 7B at 478 rows qkv in 4–5 (0.56
 // against 0.63 ms in 2), o and gate_up unsplit; down in 7 and vision fc2 at 5120 patches in 3
 // were faster too, but over the partials budget; the rest of vision at 1564 / 5120 unsplit; tile 4
-// below 128 rows where PIPE would not split. linear()'s default runs the choice: the reference comparisons above go through PIPE
-// (m = 130 / 600; m = 37 at k = 1280 split), the tile-8 override below.
-Deno.test("gemmKernel() picks the pipelined kernel, split where the modelled time is least (tile 4 below 128 rows unsplit)", () => {
+// below 128 rows where PIPE would not split; at m ≤ 64 PIPE's 64 × 128 tile (HALF), split by the
+// same model over its tiles. linear()'s default runs the choice: the reference comparisons above
+// go through PIPE (m = 130 / 600; m = 37 on HALF, at k = 1280 split), the tile-8 override below.
+Deno.test("gemmKernel() picks the pipelined kernel, split where the modelled time is least (64-row tiles at m ≤ 64, tile 4 below 128 rows unsplit)", () => {
   const pick = (m: number, n: number, k: number) => {
     const c = gemmKernel(m, n, k);
     return c.splitK > 1 ? `${c.kernel}-s${c.splitK}` : c.kernel;
@@ -224,12 +231,14 @@ Deno.test("gemmKernel() picks the pipelined kernel, split where the modelled tim
     for (const [n, k] of [[3584, 3584], [3584, 18944], [1280, 5120], [3840, 1280], [4608, 3584]]) {
       const c = gemmKernel(m, n, k);
       assert.equal(c.kernel, "pipe");
+      assert.equal(c.half === true, m <= 64);
       assert.ok(c.splitK > 1 && c.splitK <= Math.max(...GEMM_SPLITS), `${m}x${n}x${k}`);
       assert.ok(c.splitK * m * n * 4 <= GEMM_SPLIT_MAX_BYTES);
     }
   }
-  assert.equal(pick(64, 3584, 512), "tile4");
-  assert.equal(pick(3, 47, 33), "tile4");
+  assert.equal(pick(100, 3584, 512), "tile4");
+  assert.deepEqual(gemmKernel(64, 3584, 512), { kernel: "pipe", splitK: 1, half: true });
+  assert.deepEqual(gemmKernel(3, 47, 33), { kernel: "pipe", splitK: 1, half: true });
   assert.equal(pick(478, 4608, 512), "pipe"); // too short a k to split
   // A split is never modelled slower than what it replaced.
   for (const [m, n, k] of [[478, 4608, 3584], [64, 37888, 3584], [256, 3584, 18944]]) {
@@ -408,6 +417,7 @@ Deno.test("linear() gives the same results for every kernel variant and tuning",
     ["pipelined, 130 rows", gpu, { pipe: true }, 130],
     ["pipelined, 3 rows", gpu, { pipe: true }, 3],
     ["pipelined, split k 2", gpu, { pipe: true, splitK: 2 }, 130],
+    ["pipelined, 64-row tiles", gpu, { pipe: true, half: true }, 37],
   ];
   for (const [n, k] of [[47, 40], [130, 1176], [133, 37]]) {
     for (const [name, g, tuning, m] of variants) {
