@@ -21,7 +21,7 @@ import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
-import { GEMM_SPLIT_MAX_BYTES, GEMM_SPLITS, splitPartials, splitSum, splitTime } from "./linear.ts";
+import { chunkGemm, GEMM_SPLIT_MAX_BYTES, GEMM_SPLITS, splitTime } from "./linear.ts";
 
 const Params = defineParams({
   m: "u32",
@@ -264,21 +264,13 @@ export function gemmQ(
       gspan,
     });
     const grid = [ceilDiv(m, 4 * t.td * t.rm), ceilDiv(c.rows, 4 * t.td * t.rn), splits] as const;
-    if (!split) {
-      out.push(new Dispatch(gpu, v, [xq, xs, c.buffer, ...(bias ? [bias] : []), y], params, grid));
-      continue;
-    }
-    const part = splitPartials(gpu, splits * m * c.rows * 4);
     out.push(
-      new Dispatch(gpu, v, [xq, xs, c.buffer, part], params, grid),
-      splitSum(gpu, y, part, bias, {
-        m,
+      ...chunkGemm(gpu, v, [xq, xs, c.buffer], params, grid, y, bias, {
+        ...s,
         n: w.rows,
         rowStart: c.rowStart,
         rows: c.rows,
         splits,
-        accumulate: s.accumulate,
-        activation: s.activation,
       }),
     );
   }

@@ -43,7 +43,15 @@
 import type { Gpu } from "../src/gpu/device.ts";
 import { isQuant, type Weight } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
+import {
+  type BufferArg,
+  bufferOf,
+  ceilDiv,
+  checkSize,
+  Dispatch,
+  type KernelVariant,
+  variant,
+} from "./_kernel.ts";
 import { deviceScratch } from "../src/gpu/buffers.ts";
 import { defineParams } from "./_params.ts";
 import type { Defines } from "./_preprocess.ts";
@@ -645,6 +653,28 @@ export function splitTime(
 export const splitPartials = deviceScratch("linear.partials");
 
 /**
+ * One weight chunk's tiled GEMM dispatch: binding `inputs`, then (unsplit) the bias and y; or, with
+ * `s.splits` > 1 (a SPLITK variant), the per-device partials scratch, then {@link splitSum} into y
+ * (bias, activation and accumulate in the sum pass).
+ */
+export function chunkGemm(
+  gpu: Gpu,
+  v: KernelVariant,
+  inputs: readonly BufferArg[],
+  params: ArrayBuffer,
+  grid: readonly [number, number, number],
+  y: BufferArg,
+  bias: BufferArg | null,
+  s: Parameters<typeof splitSum>[4],
+): Dispatch[] {
+  if (s.splits <= 1) {
+    return [new Dispatch(gpu, v, [...inputs, ...(bias ? [bias] : []), y], params, grid)];
+  }
+  const part = splitPartials(gpu, s.splits * s.m * s.rows * 4);
+  return [new Dispatch(gpu, v, [...inputs, part], params, grid), splitSum(gpu, y, part, bias, s)];
+}
+
+/**
  * The split-k sum pass: y (m, n) columns [rowStart, rowStart + rows) = Σ of `splits` partial
  * products (+ bias) (then quick_gelu with `activation`) (+ y when `accumulate`).
  * @param y (m, n) f32
@@ -691,11 +721,7 @@ export function splitSum(
     row_start: rowStart,
     rows,
     eps: 0,
-    half: 0,
-    rot_rows: 0,
-    kvw: 0,
-    max_rows: 0,
-    npos: 0,
+    ...ropeKvParams(undefined),
     kspan: 0,
     splits,
   });
@@ -757,31 +783,18 @@ function pipeLinear(
       row_start: c.rowStart,
       rows: c.rows,
       eps: 0,
-      half: 0,
-      rot_rows: 0,
-      kvw: 0,
-      max_rows: 0,
-      npos: 0,
+      ...ropeKvParams(undefined),
       kspan,
       splits,
     });
     const grid = [ceilDiv(c.rows, 128), ceilDiv(m, t.half ? 64 : 128), splits] as const;
-    if (!split) {
-      return [new Dispatch(gpu, gemm, [x, c.buffer, ...(bias ? [bias] : []), y], params, grid)];
-    }
-    const part = splitPartials(gpu, splits * m * c.rows * 4);
-    return [
-      new Dispatch(gpu, gemm, [x, c.buffer, part], params, grid),
-      splitSum(gpu, y, part, bias, {
-        m,
-        n: w.rows,
-        rowStart: c.rowStart,
-        rows: c.rows,
-        splits,
-        accumulate: s.accumulate,
-        activation: s.activation,
-      }),
-    ];
+    return chunkGemm(gpu, gemm, [x, c.buffer], params, grid, y, bias, {
+      ...s,
+      n: w.rows,
+      rowStart: c.rowStart,
+      rows: c.rows,
+      splits,
+    });
   });
 }
 
