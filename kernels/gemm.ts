@@ -47,11 +47,12 @@ export interface GemmQTuning {
   /**
    * Pipelined (QPIPE): two shared buffers, one barrier per k step, the next step loaded before
    * this one's products and stored after them. Only at td 16, g 2 with rm 2, rn 1 (the default)
-   * or rm 1, rn 2 (the default at m ≤ 64, {@link gemmQChoice}): 1.07–1.5× the single-buffered kernel on every shape measured (H200, 2026-11-28 12:25,
-   * bench/_gemm.ts, ms single / pipelined: 7B q4 at 478 rows gate_up 2.94 / 2.68, down 1.76 /
-   * 1.56, o 0.36 / 0.32, qkv 0.55 / 0.49; at 1564 rows gate_up 9.43 / 8.11; vision q4 at 478
-   * patches fc2 0.33 / 0.22; 72B at 478 rows gate_up q4 10.14 / 8.70, q8 10.26 / 8.53); loading
-   * two k steps ahead since, 1.07–1.19× more (12:44: 7B q4 gate_up 2.46 ms, down 1.30).
+   * or rm 1, rn 2 (the default at m ≤ 64, {@link gemmQChoice}): 1.07–1.5× the single-buffered
+   * kernel on every shape measured (H200, 2026-11-28 12:25, bench/_gemm.ts, ms single /
+   * pipelined: 7B q4 at 478 rows gate_up 2.94 / 2.68, down 1.76 / 1.56, o 0.36 / 0.32, qkv 0.55 /
+   * 0.49; at 1564 rows gate_up 9.43 / 8.11; vision q4 at 478 patches fc2 0.33 / 0.22; 72B at 478
+   * rows gate_up q4 10.14 / 8.70, q8 10.26 / 8.53); loading two k steps ahead since, 1.07–1.19×
+   * more (12:44: 7B q4 gate_up 2.46 ms, down 1.30).
    */
   pipe?: boolean;
   /**
@@ -151,9 +152,10 @@ export function gemmQFits(gpu: Gpu, m: number, k: number): boolean {
  * y = x · wᵀ (+ bias) (+ y when `s.accumulate`) for a q8/q4 weight, x quantized to int8 on the
  * way; with `s.activation` "quick_gelu" (not with accumulate) y = quick_gelu(x · wᵀ + bias), the
  * vision MLP's fc1 (kernels/linear.ts LinearShape.activation): a quantize dispatch into a
- * per-device scratch, then one GEMM dispatch per weight chunk. The dispatches share that scratch
- * with every other gemmQ() call's: run them in order, with no other gemmQ() dispatch between them
- * (one layer's list after another is fine).
+ * per-device scratch, then one GEMM dispatch per weight chunk (with split k, into the partials
+ * scratch, and a sum pass). The dispatches share those scratches with every other gemmQ() and
+ * linear() call's: run them in order, with no other gemmQ() dispatch between them (one layer's
+ * list after another is fine).
  * @param y (m, w.rows) f32; must not alias x
  * @param x (m, w.cols) f32
  * @param w (w.rows, w.cols) q8 or q4 (src/gpu/tensor.ts)

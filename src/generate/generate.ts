@@ -96,7 +96,7 @@ export async function* runGeneration(
       if (!o.signal?.aborted) throw error;
       // Prefill stops between chunks and writes rows from heldRows on only: the session stays
       // cacheable with the rows before.
-      return yield* aborted(S, prompt.imageTokens, visionMs);
+      return yield* aborted(S, prompt.imageTokens, visionMs, hit.cached.tokens);
     }
     heldRows = S;
     images?.destroy();
@@ -172,16 +172,20 @@ export function tokenBudget(
   return Math.min(options.maxNewTokens, room);
 }
 
-/** The stream of a generation cancelled before its first token. */
+/**
+ * The stream of a generation cancelled before its first token (`cachedTokens`: what the prompt
+ * cache had served of the prompt by then).
+ */
 async function* aborted(
   promptTokens: number,
   imageTokens: number,
   visionMs: number,
+  cachedTokens = 0,
 ): AsyncGenerator<GenerationEvent, GenerationResult, undefined> {
   const result: GenerationResult = {
     finishReason: "abort",
     text: "",
-    usage: { promptTokens, completionTokens: 0, imageTokens, cachedTokens: 0 },
+    usage: { promptTokens, completionTokens: 0, imageTokens, cachedTokens },
     timings: { visionMs, prefillMs: 0, decodeMs: 0, tokensPerSecond: 0 },
   };
   yield { type: "done", result };

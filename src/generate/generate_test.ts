@@ -5,6 +5,7 @@ import { Qwen2VLModel, type Session } from "../model/qwen2vl.ts";
 import { readReferenceCase, TINY_DIR } from "../model/_fixture.ts";
 import { Tokenizer } from "../tokenizer.ts";
 import { runGeneration } from "./generate.ts";
+import { PromptCache } from "./prompt_cache.ts";
 import { parseGenerationConfig, resolveOptions } from "./options.ts";
 import type { PreparedPrompt } from "./prompt.ts";
 import type { GenerateOptions, GenerationEvent, GenerationResult } from "./types.ts";
@@ -120,15 +121,20 @@ const chunked = model.then((m) =>
   Qwen2VLModel.load(TINY_DIR, { gpu: m.gpu, dtype: "f32", maxContext: 64, prefillChunk: 4 })
 );
 
-/** Runs case 0 on the chunked model, collecting its events. */
-async function generateChunked(signal: AbortSignal, onSession: (s: Session) => void) {
+/** Runs case 0 (or `prompt`) on the chunked model, collecting its events. */
+async function generateChunked(
+  signal: AbortSignal,
+  onSession: (s: Session) => void,
+  hooks: { promptCache?: PromptCache; prompt?: PreparedPrompt; maxNewTokens?: number } = {},
+) {
   const events: GenerationEvent[] = [];
+  const { maxNewTokens } = hooks;
   const stream = runGeneration(
     await chunked,
     await tokenizer,
-    await promptOf(0),
-    resolveOptions({ signal }, CONFIG),
-    { onSession },
+    hooks.prompt ?? await promptOf(0),
+    resolveOptions({ signal, ...(maxNewTokens ? { maxNewTokens } : {}) }, CONFIG),
+    { onSession, promptCache: hooks.promptCache },
   );
   for await (const e of stream) events.push(e);
   return events;
@@ -159,6 +165,47 @@ Deno.test("runGeneration() ends with abort mid-prefill: the rest of the prompt n
   assert.equal(events[0].result.usage.imageTokens, 4);
   assert.equal(prefillSubmits, 2, "no chunk after the abort, no decode batch");
   assert.ok(session?.disposed, "the KV cache is freed");
+});
+
+// The prompt cache holds case 0's first 12 tokens (the text before its image) from a 12-token
+// generation of one new token; case 0 then prefills from row 12 in 4-token chunks and is aborted
+// at its second: the result says the cache served 12 prompt tokens.
+Deno.test("runGeneration() aborted mid-prefill reports the prompt tokens the cache served", async () => {
+  const model = await chunked;
+  const cache = new PromptCache(model);
+  try {
+    const full = await promptOf(0);
+    const head: PreparedPrompt = {
+      inputIds: full.inputIds.slice(0, 12),
+      pixelValues: new Float32Array(0),
+      gridThw: [],
+      imageTokens: 0,
+    };
+    const first = await generateChunked(new AbortController().signal, () => {}, {
+      promptCache: cache,
+      prompt: head,
+      maxNewTokens: 1,
+    });
+    const done = first.at(-1);
+    assert.ok(done?.type === "done" && done.result.usage.cachedTokens === 0);
+    assert.equal(cache.heldTokens, 12);
+    const controller = new AbortController();
+    let session: Session | undefined;
+    let prefillSubmits = 0;
+    using _ = await watchSubmits(() => {
+      if (session && ++prefillSubmits === 2) controller.abort();
+    });
+    const events = await generateChunked(controller.signal, (s) => (session = s), {
+      promptCache: cache,
+    });
+    assert.equal(events.length, 1);
+    assert.ok(events[0].type === "done");
+    assert.equal(events[0].result.finishReason, "abort");
+    assert.equal(events[0].result.usage.cachedTokens, 12);
+    assert.equal(prefillSubmits, 2);
+  } finally {
+    cache.close();
+  }
 });
 
 addEventListener("unload", () => {
