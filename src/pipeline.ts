@@ -88,9 +88,13 @@ export interface PipelineOptions {
    * Keep the last generation's KV cache, so that a prompt starting the same way (the next turn of
    * a chat) prefills only its new tokens and encodes only its new images (default true; see
    * src/generate/prompt_cache.ts). It holds that session's GPU memory between generations;
-   * {@link Pipeline.clearPromptCache} frees it.
+   * {@link Pipeline.clearPromptCache} frees it. A number N ≥ 1 keeps the last N conversations'
+   * (llama.cpp's slots: clients taking turns each continue their own), each a KV cache for the
+   * whole context — memory load() does not plan for beyond the first (QVQ-72B at 8192 tokens: 5.4
+   * GB each with the f32 cache); where the device refuses one more, it keeps as many as it holds.
+   * false or 0: off.
    */
-  promptCache?: boolean;
+  promptCache?: boolean | number;
   /** Called as weights stream to the GPU. */
   onProgress?: (doneBytes: number, totalBytes: number) => void;
 }
@@ -121,14 +125,16 @@ export class Pipeline implements ChatEngine {
     processor: ChatProcessor,
     generationConfig: GenerationConfig,
     loop: LoopDetectorOptions,
-    promptCache: boolean,
+    promptCache: boolean | number,
   ) {
     this.modelId = modelId;
     this.model = model;
     this.processor = processor;
     this.generationConfig = generationConfig;
     this.#loop = loop;
-    this.#cache = promptCache ? new PromptCache(model) : undefined;
+    this.#cache = promptCache === false || promptCache === 0
+      ? undefined
+      : new PromptCache(model, { slots: promptCache === true ? 1 : promptCache });
   }
 
   /** The model's tokenizer. */
@@ -266,7 +272,7 @@ export class Pipeline implements ChatEngine {
   }
 
   /**
-   * Frees the prompt cache's session (the next prompt then runs whole). Waits for the generation
+   * Frees the prompt cache's sessions (the next prompt then runs whole). Waits for the generation
    * in progress, if any.
    */
   async clearPromptCache(): Promise<void> {

@@ -178,6 +178,58 @@ Deno.test("Pipeline.generate() serves a chat's next turn from the prompt cache: 
   }
 });
 
+// Two clients taking turns: with promptCache 2 each conversation's next turn continues its own
+// session (all of its turn-0 prompt and answer but the last token cached); with one slot the
+// other client's turn in between leaves only the shared system prompt.
+Deno.test("Pipeline with promptCache 2 serves two interleaved conversations each from its own session", async () => {
+  const gpu = (await pipeline).model.gpu;
+  const opts = { gpu, dtype: "f32", maxContext: 128 } as const;
+  const [two, one] = [
+    await Pipeline.load(TINY_DIR, { ...opts, promptCache: 2 }),
+    await Pipeline.load(TINY_DIR, opts),
+  ];
+  try {
+    const o = { maxNewTokens: 4, temperature: 0 };
+    const chats: ChatMessage[][] = [
+      [{ role: "user", content: "Write one sentence about the sea." }],
+      [{ role: "user", content: "Name three colours." }],
+    ];
+    for (const p of [two, one]) {
+      const first = [];
+      for (const chat of chats) first.push(await p.chat(chat, o));
+      const next = [];
+      for (const [i, chat] of chats.entries()) {
+        const turn: ChatMessage[] = [...chat, { role: "assistant", content: first[i].text }, {
+          role: "user",
+          content: "Go on.",
+        }];
+        next.push(await p.chat(turn, o));
+      }
+      const whole = first.map((r) => r.usage.promptTokens + r.usage.completionTokens - 1);
+      if (p === two) {
+        assert.deepEqual(next.map((r) => r.usage.cachedTokens), whole);
+      } else {
+        // The shared start of the two prompts (system prompt and "<|im_start|>user\n") only.
+        const shared = commonPrefix(
+          Array.from((await p.prepare(chats[0])).inputIds),
+          Array.from((await p.prepare(chats[1])).inputIds),
+        );
+        assert.ok(shared > 5 && shared < whole[0]);
+        assert.deepEqual(next.map((r) => r.usage.cachedTokens), [shared, shared]);
+      }
+    }
+  } finally {
+    two.dispose();
+    one.dispose();
+  }
+});
+
+function commonPrefix(a: number[], b: number[]): number {
+  let n = 0;
+  while (n < a.length && n < b.length && a[n] === b[n]) n++;
+  return n;
+}
+
 Deno.test("Pipeline.generate() aborted while waiting on a batch leaves no GPU work behind for the next one", async () => {
   const p = await pipeline;
   const ac = new AbortController();

@@ -3,7 +3,8 @@
  * the same way — the next turn of a chat, which repeats the conversation so far, or the same
  * question asked again — runs only its new tokens through prefill, and skips the vision tower for
  * the images already in the cache. What llama.cpp's server (`cache_prompt`), Ollama and vLLM's
- * prefix caching do; one slot, like llama.cpp's default.
+ * prefix caching do; one slot by default, like llama.cpp's, or several conversations (its
+ * `--parallel` slots) each continued from its own session.
  *
  * Reuse is sound: a row's K and V depend only on the tokens (and images) up to it, and M-RoPE gives
  * a token the same position whatever follows it, so the prompt's reused rows are the ones a full
@@ -14,7 +15,7 @@
  * every image is the same run of `<|image_pad|>` ids.
  * @module
  */
-import { GpuError } from "../errors.ts";
+import { GpuError, InvalidInputError } from "../errors.ts";
 import { imageTokenCount, patchCount } from "../image.ts";
 import type { Qwen2VLModel, Session } from "../model/qwen2vl.ts";
 import type { GridThw, PreparedPrompt } from "./prompt.ts";
@@ -96,42 +97,73 @@ export interface CacheHit {
   cached: { tokens: number; images: number };
 }
 
+/** A kept session and the history its KV rows hold. */
+interface Slot {
+  session: Session;
+  held: TokenHistory;
+}
+
 /**
- * One kept session and the history its KV rows hold. Not thread-safe on its own: the pipeline
- * calls it under its one-generation-at-a-time lock.
+ * Kept sessions — one by default, `slots` conversations at most — and the history each one's KV
+ * rows hold. Not thread-safe on its own: the pipeline calls it under its one-generation-at-a-time
+ * lock.
  */
 export class PromptCache {
   readonly #model: Qwen2VLModel;
-  #session: Session | undefined;
-  #held: TokenHistory = { ids: [], images: [] };
+  /** Least recently kept first. */
+  #slots: Slot[] = [];
+  /** Sessions kept at most: the option, lowered when the device refused one more. */
+  #capacity: number;
   #closed = false;
   /** A whole-context session failed to allocate once: sessions take each request's size. */
   #fullFailed = false;
 
-  constructor(model: Qwen2VLModel) {
+  /**
+   * @param options.slots conversations kept at most (default 1), each a KV cache for the model's
+   *   whole context: a prompt continues whichever holds most of it, and one that continues none
+   *   takes a new session while there is room, else the least recently used one's memory
+   * @throws InvalidInputError for slots not a positive integer
+   */
+  constructor(model: Qwen2VLModel, options: { slots?: number } = {}) {
+    const slots = options.slots ?? 1;
+    if (!Number.isInteger(slots) || slots < 1) {
+      throw new InvalidInputError(
+        `prompt cache slots must be a positive integer (conversations kept), got ${slots}`,
+      );
+    }
     this.#model = model;
+    this.#capacity = slots;
   }
 
-  /** Tokens the kept session holds (0 when none is kept). */
+  /** Tokens the most recently kept session holds (0 when none is kept). */
   get heldTokens(): number {
-    return this.#session ? this.#held.ids.length : 0;
+    return this.#slots.at(-1)?.held.ids.length ?? 0;
+  }
+
+  /** Sessions kept now. */
+  get heldSessions(): number {
+    return this.#slots.length;
   }
 
   /**
    * A session of at least `maxTokens` for `prompt`, and how much of the prompt its rows already
-   * hold: the kept session, or else a new one for the model's whole context (maxContext), made
-   * once — the memory load() planned for (estimateMemory at maxContext), and a conversation never
-   * outgrows it. Where the device cannot hold that, a session of `maxTokens` (its allocation error,
-   * if that fails too, surfaces in prefill). The session is the caller's until it gives it back
-   * with {@link keep} or disposes it.
+   * hold: the kept session the prompt continues (see {@link peek}); else a new one for the model's
+   * whole context (maxContext) while fewer than `slots` are kept — the memory load() planned for
+   * the first (estimateMemory at maxContext), and a conversation never outgrows it — or the least
+   * recently kept session, reusing what its rows share with the prompt. Where the device cannot
+   * hold a whole-context session: no more sessions (the least recently kept one serves, from row
+   * 0), or, with none kept, a session of `maxTokens` (its allocation error, if that fails too,
+   * surfaces in prefill). The session is the caller's until it gives it back with {@link keep} or
+   * disposes it.
    */
   async take(prompt: TokenHistory, maxTokens: number): Promise<CacheHit> {
-    const cached = this.peek(prompt, maxTokens);
-    const old = this.#session;
-    this.#session = undefined;
-    if (old && !old.disposed && old.maxTokens >= maxTokens) return { session: old, cached };
-    old?.dispose();
+    const chosen = this.#choose(prompt, maxTokens);
+    if (chosen) {
+      return { session: this.#slots.splice(chosen.index, 1)[0].session, cached: chosen.cached };
+    }
     const none = { tokens: 0, images: 0 };
+    // At capacity with no kept session large enough: the least recent one's memory is freed.
+    if (this.#slots.length >= this.#capacity) this.#slots.shift()?.session.dispose();
     const full = Math.max(maxTokens, this.#model.maxContext);
     if (full > maxTokens && !this.#fullFailed) {
       let session: Session | undefined;
@@ -142,7 +174,15 @@ export class PromptCache {
       } catch (e) {
         session?.dispose();
         if (!(e instanceof GpuError)) throw e;
-        this.#fullFailed = true; // do not try (and fail) again every turn
+        // Do not try (and fail) again every turn: with sessions kept, keep no more than these;
+        // with none, sessions take each request's size.
+        if (this.#slots.length === 0) {
+          this.#fullFailed = true;
+        } else {
+          this.#capacity = this.#slots.length;
+          const i = this.#slots.findIndex((s) => s.session.maxTokens >= maxTokens);
+          if (i >= 0) return { session: this.#slots.splice(i, 1)[0].session, cached: none };
+        }
       }
     }
     return { session: this.#model.createSession(maxTokens), cached: none };
@@ -150,33 +190,51 @@ export class PromptCache {
 
   /**
    * What {@link take} would find for `prompt`, without taking anything: the prompt tokens (and
-   * images among them) the kept session holds, if it can serve a request of `maxTokens`. The
-   * caller encodes only the images after them before it takes the session, so the vision tower
-   * never runs beside a newly allocated whole-context cache.
+   * images among them) of the kept session it would take. That is the one of at least `maxTokens`
+   * whose rows the prompt continues — sharing at least half of what they hold, the most such (a
+   * later turn of its conversation, not another that shares only a system prompt, which would
+   * overwrite it: llama.cpp's server likewise reuses a slot only for a prompt similar enough) —
+   * or, with `slots` sessions kept and none continued, the least recently kept one, whatever it
+   * shares. The caller encodes only the images after them before it takes the session, so the
+   * vision tower never runs beside a newly allocated whole-context cache.
    */
   peek(prompt: TokenHistory, maxTokens: number): { tokens: number; images: number } {
-    const old = this.#session;
-    if (!old || old.disposed || old.maxTokens < maxTokens) return { tokens: 0, images: 0 };
-    return reusablePrefix(this.#held, prompt, this.#model.config.imageTokenId);
+    return this.#choose(prompt, maxTokens)?.cached ?? { tokens: 0, images: 0 };
+  }
+
+  /** The kept session {@link take} takes for `prompt` (undefined: a new one). */
+  #choose(prompt: TokenHistory, maxTokens: number) {
+    this.#slots = this.#slots.filter((s) => !s.session.disposed);
+    const prefix = (s: Slot) => reusablePrefix(s.held, prompt, this.#model.config.imageTokenId);
+    let best: { index: number; cached: { tokens: number; images: number } } | undefined;
+    this.#slots.forEach((slot, index) => {
+      if (slot.session.maxTokens < maxTokens) return;
+      const cached = prefix(slot);
+      if (cached.tokens === 0 || 2 * cached.tokens < slot.held.ids.length) return;
+      if (!best || cached.tokens >= best.cached.tokens) best = { index, cached };
+    });
+    if (best || this.#slots.length < this.#capacity) return best;
+    const index = this.#slots.findIndex((s) => s.session.maxTokens >= maxTokens);
+    return index >= 0 ? { index, cached: prefix(this.#slots[index]) } : undefined;
   }
 
   /**
-   * Keeps `session` for the next prompt; `held` is what its rows [0, held.ids.length) hold (ids
-   * past what was written must not be listed). Frees the session kept before, if another.
+   * Keeps `session` for later prompts as the most recent; `held` is what its rows
+   * [0, held.ids.length) hold (ids past what was written must not be listed). Frees the least
+   * recently kept sessions beyond `slots`.
    */
   keep(session: Session, held: TokenHistory): void {
-    if (this.#session !== session) this.#session?.dispose();
+    this.#slots = this.#slots.filter((s) => s.session !== session);
     if (this.#closed || session.disposed || held.ids.length === 0) {
       session.dispose();
-      this.#session = undefined;
       return;
     }
-    this.#session = session;
-    this.#held = { ids: Array.from(held.ids), images: [...held.images] };
+    this.#slots.push({ session, held: { ids: Array.from(held.ids), images: [...held.images] } });
+    while (this.#slots.length > this.#capacity) this.#slots.shift()!.session.dispose();
   }
 
   /**
-   * Frees the kept session and keeps none from now on (a generation still running when its
+   * Frees the kept sessions and keeps none from now on (a generation still running when its
    * pipeline is disposed then frees its own).
    */
   close(): void {
@@ -184,10 +242,9 @@ export class PromptCache {
     this.clear();
   }
 
-  /** Frees the kept session. */
+  /** Frees the kept sessions. */
   clear(): void {
-    this.#session?.dispose();
-    this.#session = undefined;
-    this.#held = { ids: [], images: [] };
+    for (const s of this.#slots) s.session.dispose();
+    this.#slots = [];
   }
 }

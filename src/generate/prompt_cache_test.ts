@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { GpuError } from "../errors.ts";
+import { GpuError, InvalidInputError } from "../errors.ts";
 import type { Qwen2VLModel } from "../model/qwen2vl.ts";
 import { imageKeys, PromptCache, reusablePrefix, type TokenHistory } from "./prompt_cache.ts";
 import type { GridThw, PreparedPrompt } from "./prompt.ts";
@@ -97,8 +97,11 @@ Deno.test("imageKeys() tells images apart by their pixels and grid", () => {
   assert.deepEqual(imageKeys(prompt([], []), 2), []);
 });
 
-/** A model stand-in: sessions that fail to allocate above `fits` tokens, as a full device does. */
-function fakeModel(maxContext: number, fits: number) {
+/**
+ * A model stand-in: sessions that fail to allocate above `fits` tokens, or beyond `live` sessions
+ * not yet disposed, as a full device does.
+ */
+function fakeModel(maxContext: number, fits: number, live = Infinity) {
   const made: { maxTokens: number; disposed: boolean }[] = [];
   const model = {
     maxContext,
@@ -108,7 +111,9 @@ function fakeModel(maxContext: number, fits: number) {
         maxTokens,
         disposed: false,
         ready: () =>
-          maxTokens > fits ? Promise.reject(new GpuError("out of memory")) : Promise.resolve(),
+          maxTokens > fits || made.filter((m) => !m.disposed).length > live
+            ? Promise.reject(new GpuError("out of memory"))
+            : Promise.resolve(),
         dispose() {
           s.disposed = true;
         },
@@ -173,4 +178,84 @@ Deno.test("PromptCache remembers a whole-context allocation failed, and keeps no
   cache.keep(running.session, history([5, 6]));
   assert.ok(running.session.disposed);
   assert.equal(cache.heldTokens, 0);
+});
+
+// Two conversations interleaved, as a server with two clients sees them: each continues from its
+// own session; a third takes the least recently kept one's memory (no third allocation). (No id 9
+// here: PAD, an image token.)
+Deno.test("PromptCache with 2 slots continues each of two conversations from its own session", async () => {
+  const { model, made } = fakeModel(100, 1000);
+  const cache = new PromptCache(model, { slots: 2 });
+  const a = await cache.take(history([1, 2, 3]), 10);
+  cache.keep(a.session, history([1, 2, 3, 4]));
+  const b = await cache.take(history([17, 18, 19]), 10);
+  assert.deepEqual(b.cached, { tokens: 0, images: 0 });
+  assert.notEqual(b.session, a.session, "a second session while a slot is free");
+  cache.keep(b.session, history([17, 18, 19, 10]));
+  assert.equal(cache.heldSessions, 2);
+  const a2 = await cache.take(history([1, 2, 3, 4, 5]), 10);
+  assert.equal(a2.session, a.session);
+  assert.deepEqual(a2.cached, { tokens: 4, images: 0 });
+  cache.keep(a2.session, history([1, 2, 3, 4, 5, 6]));
+  assert.deepEqual(cache.peek(history([17, 18, 19, 10, 11]), 10), { tokens: 4, images: 0 });
+  const b2 = await cache.take(history([17, 18, 19, 10, 11]), 10);
+  assert.equal(b2.session, b.session);
+  cache.keep(b2.session, history([17, 18, 19, 10, 11, 12]));
+  // A third conversation: the least recently kept session (a's) serves it, from row 0.
+  const c = await cache.take(history([20, 21]), 10);
+  assert.equal(c.session, a.session);
+  assert.deepEqual(c.cached, { tokens: 0, images: 0 });
+  assert.equal(made.length, 2);
+  cache.keep(c.session, history([20, 21, 22]));
+  assert.deepEqual(cache.peek(history([1, 2, 3, 4, 5, 6, 7]), 10), { tokens: 0, images: 0 });
+  assert.deepEqual(cache.peek(history([17, 18, 19, 10, 11, 12, 13]), 10), { tokens: 6, images: 0 });
+  // Of two sessions holding the same prefix, the most recently kept serves.
+  const d = await cache.take(history([20, 21, 22, 23]), 10);
+  cache.keep(d.session, history([17, 18, 19, 10]));
+  assert.equal((await cache.take(history([17, 18, 19, 10, 11]), 10)).session, d.session);
+  cache.clear();
+  assert.equal(cache.heldSessions, 0);
+  assert.ok(b.session.disposed);
+});
+
+Deno.test("PromptCache keeps no more sessions than the device holds, and refuses a bad slot count", async () => {
+  const { model, made } = fakeModel(100, 1000, 2);
+  const cache = new PromptCache(model, { slots: 3 });
+  for (const first of [1, 2]) {
+    const hit = await cache.take(history([first]), 10);
+    cache.keep(hit.session, history([first, 0]));
+  }
+  // The third whole-context session fails: the least recently kept one serves instead.
+  const third = await cache.take(history([3]), 10);
+  assert.equal(third.session, made[0]);
+  assert.deepEqual(made.map((s) => s.disposed), [false, false, true]);
+  cache.keep(third.session, history([3, 0]));
+  // From now on two at most: a fourth conversation reuses without trying to allocate.
+  const fourth = await cache.take(history([4]), 10);
+  assert.equal(made.length, 3);
+  assert.equal(fourth.session, made[1]);
+  for (const slots of [0, 1.5, -1]) {
+    assert.throws(() => new PromptCache(model, { slots }), InvalidInputError);
+  }
+});
+
+// A new conversation that shares only a system prompt with a kept one (2 of its 6 rows) gets a
+// session of its own while a slot is free, and the kept one's rows survive; at capacity the least
+// recently kept session serves it, reusing the shared rows.
+Deno.test("PromptCache takes a kept session only for a prompt that continues it, while a slot is free", async () => {
+  const { model } = fakeModel(100, 1000);
+  const cache = new PromptCache(model, { slots: 2 });
+  const a = await cache.take(history([1, 2, 3, 4]), 10);
+  cache.keep(a.session, history([1, 2, 3, 4, 5, 6]));
+  assert.deepEqual(cache.peek(history([1, 2, 30]), 10), { tokens: 0, images: 0 });
+  const b = await cache.take(history([1, 2, 30]), 10);
+  assert.notEqual(b.session, a.session);
+  cache.keep(b.session, history([1, 2, 30, 31, 32]));
+  // Half of what a session holds is enough: a's 6 rows, 3 shared.
+  assert.deepEqual(cache.peek(history([1, 2, 3, 40]), 10), { tokens: 3, images: 0 });
+  assert.deepEqual(cache.peek(history([1, 2, 3, 4, 5, 6, 7]), 10), { tokens: 6, images: 0 });
+  // Full, and a third conversation: a (the least recently kept) serves it with the rows it shares.
+  const c = await cache.take(history([1, 2, 50]), 10);
+  assert.equal(c.session, a.session);
+  assert.deepEqual(c.cached, { tokens: 2, images: 0 });
 });

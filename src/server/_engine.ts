@@ -20,8 +20,11 @@ export interface LoadEngineOptions {
   visionQuant?: QuantDType;
   /** The KV cache's element type (default: see PipelineOptions.kvCacheDtype). */
   kvCacheDtype?: KvDType;
-  /** Keep the last generation's KV cache for the next prompt (default true; see PipelineOptions.promptCache). */
-  promptCache?: boolean;
+  /**
+   * Keep the last generation's KV cache for the next prompt, or the last N conversations' (default
+   * true: one; see PipelineOptions.promptCache).
+   */
+  promptCache?: boolean | number;
   /** Hub download settings (default: from HF_* environment variables). */
   download?: DownloadOptions;
   /** A progress bar for the weight upload: true (stderr), false, or a sink. Default: when stderr is a terminal. */

@@ -46,7 +46,7 @@ export function modelFromEnv(env: Env, moduleUrl: string): string {
  * KV cache's element type; unset/empty: the default (f32). `QVQ_PROMPT_CACHE`: 0 / false / no /
  * off turns the prompt cache off (PipelineOptions.promptCache; e.g. for a server whose users must
  * not learn, through `cached_tokens` or timing, how the previous request began); 1 / true / yes /
- * on or unset/empty: on.
+ * on or unset/empty: on, one conversation; a whole number N > 1: the last N conversations.
  * @throws InvalidInputError for any other value, naming the variable and the accepted values
  */
 export function loadOptionsFromEnv(
@@ -64,18 +64,20 @@ export function loadOptionsFromEnv(
   const quant = parse("QVQ_QUANT", parseQuant);
   const visionQuant = parse("QVQ_VISION_QUANT", parseVisionQuant);
   const kvCacheDtype = parse("QVQ_KV_CACHE_DTYPE", (v) => checkKvDType(v, "the KV cache dtype"));
-  const promptCache = parse("QVQ_PROMPT_CACHE", (v) => {
+  const promptCache = parse("QVQ_PROMPT_CACHE", (v): boolean | number => {
     if (/^(1|true|yes|on)$/i.test(v)) return true;
     if (/^(0|false|no|off)$/i.test(v)) return false;
+    if (/^[0-9]+$/.test(v) && Number(v) <= 1024) return Number(v);
     throw new InvalidInputError(
-      `"${v}" is neither on (1, true, yes, on) nor off (0, false, no, off)`,
+      `"${v}" is neither on (1, true, yes, on), off (0, false, no, off) nor a number of ` +
+        "conversations to keep (2 to 1024)",
     );
   });
   return {
     ...(quant ? { quant } : {}),
     ...(visionQuant ? { visionQuant } : {}),
     ...(kvCacheDtype ? { kvCacheDtype } : {}),
-    ...(promptCache === false ? { promptCache } : {}),
+    ...(promptCache !== undefined && promptCache !== true ? { promptCache } : {}),
   };
 }
 

@@ -98,17 +98,21 @@ Deno.test("listenOptions() takes --port, else PORT, else 8000, and --host", () =
   assert.throws(() => listenOptions(["--verbose"], vars({})), /--verbose/);
 });
 
-Deno.test("loadOptionsFromEnv() reads QVQ_PROMPT_CACHE: 0/false/no/off turn the prompt cache off, on-words and unset leave it on", () => {
+Deno.test("loadOptionsFromEnv() reads QVQ_PROMPT_CACHE: 0/false/no/off turn the prompt cache off, on-words and unset leave it on, a number keeps that many conversations", () => {
   for (const off of ["0", "false", "No", "OFF"]) {
     assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_PROMPT_CACHE: off })), { promptCache: false });
   }
   for (const on of ["", "1", "true", "yes", "On"]) {
     assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_PROMPT_CACHE: on })), {});
   }
-  assert.throws(
-    () => loadOptionsFromEnv(vars({ QVQ_PROMPT_CACHE: "maybe" })),
-    (e: Error) =>
-      e instanceof InvalidInputError &&
-      /QVQ_PROMPT_CACHE: "maybe" is neither on \(1, true, yes, on\) nor off/.test(e.message),
-  );
+  assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_PROMPT_CACHE: "4" })), { promptCache: 4 });
+  for (const bad of ["maybe", "2.5", "-3", "5000"]) {
+    assert.throws(
+      () => loadOptionsFromEnv(vars({ QVQ_PROMPT_CACHE: bad })),
+      (e: Error) =>
+        e instanceof InvalidInputError &&
+        e.message.startsWith(`QVQ_PROMPT_CACHE: "${bad}" is neither on (1, true, yes, on), off`) &&
+        e.message.includes("a number of conversations to keep (2 to 1024)"),
+    );
+  }
 });
