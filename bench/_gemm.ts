@@ -16,7 +16,8 @@
  * — wrong results, its err column shows by how much — to time the loop without memory), gemmq (q8/q4: kernels/gemm.ts
  * gemmQ() with its default tuning and split, kernels/gemm.ts gemmQChoice), gemmq1 (the default
  * tiling single-buffered), gemmq:TDxRMxRNxG or gemmq:RMxRNxG (that tuning; td 16), -sN after it:
- * k split N ways (e.g. gemmq:1x2x2-s4, the wide pipelined tiling in four). --small shrinks every dimension 16×
+ * k split N ways (e.g. gemmq:1x2x2-s4, the wide pipelined tiling in four), -narrow: q4's 32 × 256
+ * tiles (gemmq:1x2x2-narrow-s2). --small shrinks every dimension 16×
  * (k to a multiple of 32; a smoke test for lavapipe).
  * @module
  */
@@ -73,17 +74,23 @@ function variantOf(name: string, dtype: string): Make | null {
     return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, { pipe: false }) : null;
   }
   if (name === "gemmq" || name.startsWith("gemmq:")) {
-    // RMxRNxG (16² threads) or TDxRMxRNxG, then -sN: k split N ways (pipelined tilings).
-    const [shape, split] = name.split("-s");
+    // RMxRNxG (16² threads) or TDxRMxRNxG, then -sN: k split N ways (pipelined tilings), and
+    // -narrow: q4's 32 × 256 tiles (at 1x2x2).
+    const [shape, ...opts] = name.split("-");
     const n = shape.slice(6).split("x").map(Number);
     const [td, rm, rn, g] = n.length === 3 ? [16, ...n] : n;
     const t = (shape === "gemmq" ? {} : { td, rm, rn, g }) as Partial<GemmQTuning>;
-    if (split) t.splitK = Number(split);
+    for (const o of opts) {
+      if (/^s\d+$/.test(o)) t.splitK = Number(o.slice(1));
+      else if (o === "narrow") t.narrow = true;
+      else throw new Error(`unknown gemmq option ${o} in ${name}`);
+    }
+    if (t.narrow && dtype !== "q4") return null;
     return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, t) : null;
   }
   throw new Error(
     `unknown variant ${name}; known: linear, tile4, tile8, pipe[-sN][-half][-noload], ` +
-      "gemmq, gemmq1, gemmq:[TDx]RMxRNxG[-sN]",
+      "gemmq, gemmq1, gemmq:[TDx]RMxRNxG[-sN][-narrow]",
   );
 }
 

@@ -60,6 +60,11 @@ export interface GemmQTuning {
    * kernels/linear.ts splitSum). Default: {@link gemmQChoice}.
    */
   splitK?: number;
+  /**
+   * Pipelined q4 only, with rm 1, rn 2: 32 × 256 tiles of 32 × 8 threads (kernels/gemm.wgsl
+   * NARROW) instead of 64 × 128 — the default at m ≤ 32 ({@link gemmQChoice}).
+   */
+  narrow?: boolean;
 }
 
 /**
@@ -74,9 +79,10 @@ export const GEMM_Q_TUNING: Readonly<GemmQTuning> = { td: 16, rm: 2, rn: 1, g: 2
 
 /**
  * The tiling and k split {@link gemmQ} runs without a tuning override, for m rows of x times a
- * weight chunk of `rows` rows and k columns: at m ≤ 64, 64 × 128 tiles (rm 1, rn 2) with k split
- * s ≤ 8 ways where kernels/linear.ts splitTime() models it fastest (≈ 2 µs a k step of 64;
- * partials within GEMM_SPLIT_MAX_BYTES); above, {@link GEMM_Q_TUNING}'s 128 × 64, unsplit.
+ * `dtype` weight chunk of `rows` rows and k columns: at m ≤ 64, 64 × 128 tiles (rm 1, rn 2; q4 at
+ * m ≤ 32: 32 × 256, `narrow`) with k split s ≤ 8 ways where kernels/linear.ts splitTime() models
+ * it fastest (≈ 2 µs a k step of 64; partials within GEMM_SPLIT_MAX_BYTES); above,
+ * {@link GEMM_Q_TUNING}'s 128 × 64, unsplit.
  * Why: a tile's k steps take as long whether its rows are x rows or padding. At 16 and at 40 rows
  * every tall-tile shape took the same time (H200, 2026-11-28 22:51, bench/_gemm.ts, q4, ms at m = 16
  * / 40: 7B qkv 0.125 / 0.129, gate_up 0.582 / 0.619, down 0.606 / 0.611; 72B qkv 0.536 / 0.547,
@@ -88,9 +94,11 @@ export function gemmQChoice(
   m: number,
   rows: number,
   k: number,
-): Pick<GemmQTuning, "rm" | "rn" | "splitK"> {
+  dtype: "q8" | "q4",
+): Pick<GemmQTuning, "rm" | "rn" | "splitK" | "narrow"> {
   if (m > 64) return { rm: 2, rn: 1, splitK: 1 };
-  const tiles = ceilDiv(m, 64) * ceilDiv(rows, 128);
+  const narrow = dtype === "q4" && m <= 32;
+  const tiles = narrow ? ceilDiv(m, 32) * ceilDiv(rows, 256) : ceilDiv(m, 64) * ceilDiv(rows, 128);
   const steps = ceilDiv(k / 32, 2);
   let splitK = 1, best = splitTime(tiles, steps, 2, 1, 0);
   for (const s of GEMM_SPLITS) {
@@ -99,7 +107,7 @@ export function gemmQChoice(
     const t = splitTime(tiles, steps, 2, s, m * rows * 4);
     if (t < best) [splitK, best] = [s, t];
   }
-  return { rm: 1, rn: 2, splitK };
+  return narrow ? { rm: 1, rn: 2, splitK, narrow } : { rm: 1, rn: 2, splitK };
 }
 
 /** The quantized x: codes and scales, in one per-device scratch buffer grown when too small. */
@@ -190,24 +198,28 @@ export function gemmQ(
   }
   // Without a kernel override the tiling and split follow the shape (gemmQChoice).
   const auto = tuning.td === undefined && tuning.rm === undefined && tuning.rn === undefined &&
-    tuning.g === undefined && tuning.pipe === undefined;
-  const choice = auto ? gemmQChoice(m, Math.max(...w.chunks.map((c) => c.rows)), k) : {};
+    tuning.g === undefined && tuning.pipe === undefined && tuning.narrow === undefined;
+  const rows = Math.max(...w.chunks.map((c) => c.rows));
+  const choice = auto ? gemmQChoice(m, rows, k, w.dtype as "q8" | "q4") : {};
   const t = { ...GEMM_Q_TUNING, ...choice, ...tuning };
   const tall = t.rm === 2 && t.rn === 1, wide = t.rm === 1 && t.rn === 2;
   const pipeShape = t.td === 16 && t.g === 2 && (tall || wide);
   const pipe = tuning.pipe ?? pipeShape;
+  const narrow = t.narrow === true;
   const splitK = t.splitK ?? 1;
   if (
     ![8, 16].includes(t.td) || ![1, 2].includes(t.rm) || ![1, 2].includes(t.rn) ||
     ![1, 2, 4].includes(t.g) || (pipe && !pipeShape) || !Number.isInteger(splitK) ||
-    splitK < 1 || (splitK > 1 && !pipe)
+    splitK < 1 || (splitK > 1 && !pipe) || (narrow && (!pipe || !wide || w.dtype !== "q4"))
   ) {
     throw new InvalidInputError(
       `gemmQ: bad tuning ${JSON.stringify(t)}; td ∈ {8, 16}, rm, rn ∈ {1, 2}, g ∈ {1, 2, 4}; ` +
         "pipe only at td 16, g 2 with rm 2, rn 1 or rm 1, rn 2; splitK a positive integer, " +
-        "above 1 only pipelined",
+        "above 1 only pipelined; narrow only pipelined at rm 1, rn 2 over q4",
     );
   }
+  // Threads along n and m: NARROW's 32 × 8, else td².
+  const [tdn, tdm] = narrow ? [32, 8] : [t.td, t.td];
   checkSize("y", y, m * w.rows * 4);
   if (bias) checkSize("bias", bias, w.rows * 4);
   if (bufferOf(y) === bufferOf(x)) throw new InvalidInputError("gemmQ: y must not alias x");
@@ -236,9 +248,11 @@ export function gemmQ(
     defines: {
       Q4: w.dtype === "q4",
       QPIPE: pipe,
-      WIDE: pipe && wide,
+      WIDE: pipe && wide && !narrow,
+      NARROW: narrow,
       SPLITK: split,
-      TD: t.td,
+      TDN: tdn,
+      TDM: tdm,
       RM: t.rm,
       RN: t.rn,
       G: t.g,
@@ -265,7 +279,7 @@ export function gemmQ(
       splits,
       gspan,
     });
-    const grid = [ceilDiv(m, 4 * t.td * t.rm), ceilDiv(c.rows, 4 * t.td * t.rn), splits] as const;
+    const grid = [ceilDiv(m, 4 * tdm * t.rm), ceilDiv(c.rows, 4 * tdn * t.rn), splits] as const;
     out.push(
       ...chunkGemm(gpu, v, [xq, xs, c.buffer], params, grid, y, bias, {
         ...s,

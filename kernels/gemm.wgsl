@@ -36,20 +36,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 
 #else
-// A workgroup of TD × TD threads computes a BM × BN output tile (BM = 4·TD·RM rows of x, BN =
-// 4·TD·RN weight rows); thread (tx, ty) owns the RM × RN blocks of 4 × 4 outputs at rows ty·4
-// (+ BM/2) and columns tx·4 (+ BN/2). k advances G groups (32·G elements) per step through k-major workgroup
-// tiles of int8 words (vec4 along m resp. n: TD threads read consecutive vec4 of the weight
-// tile and one broadcast vec4 of the x tile) and their scales. Per group, a block's 16 integer sums
-// stay in int registers; then they are scaled into the f32 accumulators (mat4x4, column i = output
-// row i). Rows past m / the chunk read the last row again (in bounds, never stored).
-const TD: u32 = {{TD}}u;     // threads per tile dimension
-const WG: u32 = TD * TD;
+// A workgroup of TDN × TDM threads computes a BM × BN output tile (BM = 4·TDM·RM rows of x, BN =
+// 4·TDN·RN weight rows; TDN = TDM = TD but for NARROW's 32 × 8); thread (tx, ty) owns the RM × RN
+// blocks of 4 × 4 outputs at rows ty·4 (+ BM/2) and columns tx·4 (+ BN/2). k advances G groups
+// (32·G elements) per step through k-major workgroup tiles of int8 words (vec4 along m resp. n:
+// TDN threads read consecutive vec4 of the weight tile and one broadcast vec4 of the x tile) and
+// their scales. Per group, a block's 16 integer sums stay in int registers; then they are scaled
+// into the f32 accumulators (mat4x4, column i = output row i). Rows past m / the chunk read the
+// last row again (in bounds, never stored).
+const TDN: u32 = {{TDN}}u;   // threads along n
+const TDM: u32 = {{TDM}}u;   // threads along m
+const WG: u32 = TDN * TDM;
 const RM: u32 = {{RM}}u;
 const RN: u32 = {{RN}}u;
 const G: u32 = {{G}}u;       // groups per k step
-const BM: u32 = 4u * TD * RM;
-const BN: u32 = 4u * TD * RN;
+const BM: u32 = 4u * TDM * RM;
+const BN: u32 = 4u * TDN * RN;
 const KW: u32 = 8u * G;      // int8 words (4 elements) per row and k step
 
 @group(0) @binding(0) var<storage, read> xq: array<vec4<u32>>;  // (m, k / 4) 4 × int8
@@ -183,11 +185,11 @@ fn word(buf: u32, wj: u32) {
   let b0 = Ws[buf][wj][tx];
   i00 = dacc(i00, a0, b0);
 #if RN2
-  let b1 = Ws[buf][wj][TD + tx];
+  let b1 = Ws[buf][wj][TDN + tx];
   i01 = dacc(i01, a0, b1);
 #endif
 #if RM2
-  let a1 = Xs[buf][wj][TD + ty];
+  let a1 = Xs[buf][wj][TDM + ty];
   i10 = dacc(i10, a1, b0);
 #if RN2
   i11 = dacc(i11, a1, b1);
@@ -220,11 +222,11 @@ fn group(buf: u32, g: u32) {
   let sb0 = Wd[buf][g][tx];
   c00 = facc(c00, i00, sa0, sb0);
 #if RN2
-  let sb1 = Wd[buf][g][TD + tx];
+  let sb1 = Wd[buf][g][TDN + tx];
   c01 = facc(c01, i01, sa0, sb1);
 #endif
 #if RM2
-  let sa1 = Xd[buf][g][TD + ty];
+  let sa1 = Xd[buf][g][TDM + ty];
   c10 = facc(c10, i10, sa1, sb0);
 #if RN2
   c11 = facc(c11, i11, sa1, sb1);
@@ -233,26 +235,37 @@ fn group(buf: u32, g: u32) {
 }
 
 #if QPIPE
-// QPIPE (td 16, g 2, 16 int8 words a row per k step): as PIPE in kernels/linear.wgsl, two shared
+// QPIPE (g 2, 16 int8 words a row per k step): as PIPE in kernels/linear.wgsl, two shared
 // buffers and one barrier per k step; each thread loads its part of the step after next into
 // registers before this step's products (the loads branch-free: threads that store nothing load
 // all the same) and converts and stores the next one after them, so nothing before the products
 // waits on a load. Loading one step ahead instead was 1.07–1.19× slower (H200 12:44, 7B q4 at 478
 // rows: gate_up 2.63 → 2.46 ms, down 1.55 → 1.30, o 0.32 → 0.27, qkv 0.46 → 0.41). Written out
-// for two tilings, each thread 32 dot4I8Packed per word from three shared vec4 loads:
-// - tall (rm 2, rn 1: 128 × 64 tiles): thread lid loads x words lid and lid + 256 (row lid / 4 and
-//   64 + lid / 4, vec4 lid % 4 of the step), x scale lid (row lid / 2, group lid % 2), and weight
-//   vec4 / scale word e = lid % 128 (q4: row e / 2, the group's 4 code words; q8: row lid / 4,
-//   vec4 lid % 4); threads below 128 store the weight words, the rest the weight scales.
-// - WIDE (rm 1, rn 2: 64 × 128 tiles, for m ≤ 64, where a tall tile's products are mostly of
-//   padding rows: at 16 and 40 rows it took as long as at 128): x word lid (row lid / 4), x scale
-//   lid < 128 (row lid / 2, group lid % 2), weight row lid / 2's codes of group lid % 2 and that
-//   group's scale (q8: rows lid / 4 and 64 + lid / 4, vec4 lid % 4).
+// for three tilings of 256 threads, each thread 32 dot4I8Packed per word from three shared loads:
+// - tall (td 16, rm 2, rn 1: 128 × 64 tiles): thread lid loads x words lid and lid + 256 (row
+//   lid / 4 and 64 + lid / 4, vec4 lid % 4 of the step), x scale lid (row lid / 2, group lid % 2),
+//   and weight vec4 / scale word e = lid % 128 (q4: row e / 2, the group's 4 code words; q8: row
+//   lid / 4, vec4 lid % 4); threads below 128 store the weight words, the rest the weight scales.
+// - WIDE (td 16, rm 1, rn 2: 64 × 128 tiles, for m ≤ 64, where a tall tile's products are mostly
+//   of padding rows: at 16 and 40 rows it took as long as at 128): x word lid (row lid / 4), x
+//   scale lid < 128 (row lid / 2, group lid % 2), weight row lid / 2's codes of group lid % 2 and
+//   that group's scale (q8: rows lid / 4 and 64 + lid / 4, vec4 lid % 4).
+// - NARROW (q4; 32 × 8 threads, rm 1, rn 2: 32 × 256 tiles, for m ≤ 32): x word lid < 128 (row
+//   lid / 4), x scale lid < 64 (row lid / 2), weight rows lid / 2 and 128 + lid / 2: codes and
+//   scale of group lid % 2.
 // SPLITK: the workgroup runs groups [wid.z · p.gspan, gend) only.
 var<private> gend: u32;        // one past the last group of this workgroup's k range
 var<private> xsr: u32;         // the x scale row (clamped)
 var<private> wr: u32;          // the weight row of the code vec4 (clamped)
 var<private> wsr: u32;         // the weight row of the scale (clamped)
+#if NARROW
+var<private> xr: u32;          // the x row (clamped)
+var<private> wr1: u32;         // the second weight row, codes and scale (clamped)
+// A thread's part of a k step as loaded: x words, x scale, two rows' weight words and scale words.
+struct QRaw { x0: vec4<u32>, xs: f32, w: vec4<u32>, w1: vec4<u32>, ws: vec4<u32>, ws1: vec4<u32> }
+const X_THREADS: u32 = 128u;   // threads that store x words
+const XS_THREADS: u32 = 64u;   // threads that store an x scale
+#else
 #if WIDE
 var<private> xr: u32;          // the x row (clamped)
 #ifnot Q4
@@ -268,15 +281,18 @@ struct QRaw {
 #endif
   ws: vec4<u32>,
 }
-const XS_THREADS: u32 = 128u;  // threads that store an x scale
+const X_THREADS: u32 = 256u;
+const XS_THREADS: u32 = 128u;
 #else
 var<private> xr: vec2<u32>;    // the two x rows (clamped)
 struct QRaw { x0: vec4<u32>, x1: vec4<u32>, xs: f32, w: vec4<u32>, ws: vec4<u32> }
+const X_THREADS: u32 = 256u;
 const XS_THREADS: u32 = 256u;
 #endif
+#endif
 
-// The flat f16 scale index of weight row wsr's group g, and the vec4 of words holding it.
-fn wsf(g: u32) -> u32 { return wsr * (p.k / 32u) + g; }
+// The flat f16 scale index of weight row `row`'s group g, and the vec4 of words holding it.
+fn wsf(row: u32, g: u32) -> u32 { return row * (p.k / 32u) + g; }
 fn ws_vec(f: u32) -> u32 { return (p.s_base + (f >> 1u)) >> 2u; }
 
 // Loads this thread's part of the k step from group g0 (clamped to the last group: in bounds).
@@ -290,7 +306,11 @@ fn qload(g0: u32, lid: u32) -> QRaw {
   let wv = w[(wr * p.k) / 16u + xv];
 #endif
   let xsv = xs[xsr * groups + g];
-  let wsv = w[ws_vec(wsf(g))];
+  let wsv = w[ws_vec(wsf(wsr, g))];
+#if NARROW
+  return QRaw(xq[(xr * p.k) / 16u + xv], xsv, wv, w[wr1 * groups + g], wsv,
+              w[ws_vec(wsf(wr1, g))]);
+#else
 #if WIDE
 #if Q4
   return QRaw(xq[(xr * p.k) / 16u + xv], xsv, wv, wsv);
@@ -300,6 +320,28 @@ fn qload(g0: u32, lid: u32) -> QRaw {
 #else
   return QRaw(xq[(xr.x * p.k) / 16u + xv], xq[(xr.y * p.k) / 16u + xv], xsv, wv, wsv);
 #endif
+#endif
+}
+
+#if Q4
+// Stores a group's 4 code words (weight tile row `wrow`, group gi of the step) as 8 int8 words.
+fn put_codes(buf: u32, wrow: u32, gi: u32, v: vec4<u32>) {
+  Ws[buf][gi * 8u][wrow / 4u][wrow % 4u] = q4_lo(v.x);
+  Ws[buf][gi * 8u + 1u][wrow / 4u][wrow % 4u] = q4_hi(v.x);
+  Ws[buf][gi * 8u + 2u][wrow / 4u][wrow % 4u] = q4_lo(v.y);
+  Ws[buf][gi * 8u + 3u][wrow / 4u][wrow % 4u] = q4_hi(v.y);
+  Ws[buf][gi * 8u + 4u][wrow / 4u][wrow % 4u] = q4_lo(v.z);
+  Ws[buf][gi * 8u + 5u][wrow / 4u][wrow % 4u] = q4_hi(v.z);
+  Ws[buf][gi * 8u + 6u][wrow / 4u][wrow % 4u] = q4_lo(v.w);
+  Ws[buf][gi * 8u + 7u][wrow / 4u][wrow % 4u] = q4_hi(v.w);
+}
+#endif
+
+// Stores the f16 scale of chunk row `row`, group g0 + gi (in the loaded words ws) at weight tile
+// row `wrow`. Past the k range the x scale is 0, so any weight scale does.
+fn put_wscale(buf: u32, wrow: u32, gi: u32, row: u32, g0: u32, ws: vec4<u32>) {
+  let f = wsf(row, min(g0 + gi, p.k / 32u - 1u));
+  Wd[buf][gi][wrow / 4u][wrow % 4u] = unpack2x16float(ws[(p.s_base + (f >> 1u)) & 3u])[f & 1u];
 }
 
 // Stores the loaded k step from group g0 into buffer buf: x words (zero past the k range) and
@@ -308,51 +350,52 @@ fn qput(buf: u32, g0: u32, lid: u32, b: QRaw) {
   let q = (lid % 4u) * 4u;  // first word of the x vec4
   let r = lid / 4u;
   let xin = g0 + q / 8u < gend;
-  let v0 = select(vec4<u32>(0u), b.x0, xin);
-  Xs[buf][q][r / 4u][r % 4u] = v0.x;
-  Xs[buf][q + 1u][r / 4u][r % 4u] = v0.y;
-  Xs[buf][q + 2u][r / 4u][r % 4u] = v0.z;
-  Xs[buf][q + 3u][r / 4u][r % 4u] = v0.w;
+  if (lid < X_THREADS) {
+    let v0 = select(vec4<u32>(0u), b.x0, xin);
+    Xs[buf][q][r / 4u][r % 4u] = v0.x;
+    Xs[buf][q + 1u][r / 4u][r % 4u] = v0.y;
+    Xs[buf][q + 2u][r / 4u][r % 4u] = v0.z;
+    Xs[buf][q + 3u][r / 4u][r % 4u] = v0.w;
+  }
 #ifnot WIDE
+#ifnot NARROW
   let v1 = select(vec4<u32>(0u), b.x1, xin);
   Xs[buf][q][16u + r / 4u][r % 4u] = v1.x;
   Xs[buf][q + 1u][16u + r / 4u][r % 4u] = v1.y;
   Xs[buf][q + 2u][16u + r / 4u][r % 4u] = v1.z;
   Xs[buf][q + 3u][16u + r / 4u][r % 4u] = v1.w;
 #endif
+#endif
   let sr = lid / 2u;
   let sg = lid % 2u;
   if (lid < XS_THREADS) { Xd[buf][sg][sr / 4u][sr % 4u] = select(0.0, b.xs, g0 + sg < gend); }
+#if NARROW
+  let wrow = lid / 2u;
+  let gi = lid % 2u;
+  put_codes(buf, wrow, gi, b.w);
+  put_codes(buf, 128u + wrow, gi, b.w1);
+  put_wscale(buf, wrow, gi, wsr, g0, b.ws);
+  put_wscale(buf, 128u + wrow, gi, wr1, g0, b.ws1);
+#else
 #if WIDE
   let wrow = lid / 2u;
   let gi = lid % 2u;
-  let codes = true;
-  let scales = true;
+#if Q4
+  put_codes(buf, wrow, gi, b.w);
+#endif
+  put_wscale(buf, wrow, gi, wsr, g0, b.ws);
 #else
   let e = lid % 128u;
   let wrow = e / 2u;
   let gi = e % 2u;
-  let codes = lid < 128u;
-  let scales = !codes;
-#endif
-  if (codes) {
+  if (lid < 128u) {
 #if Q4
-    Ws[buf][gi * 8u][wrow / 4u][wrow % 4u] = q4_lo(b.w.x);
-    Ws[buf][gi * 8u + 1u][wrow / 4u][wrow % 4u] = q4_hi(b.w.x);
-    Ws[buf][gi * 8u + 2u][wrow / 4u][wrow % 4u] = q4_lo(b.w.y);
-    Ws[buf][gi * 8u + 3u][wrow / 4u][wrow % 4u] = q4_hi(b.w.y);
-    Ws[buf][gi * 8u + 4u][wrow / 4u][wrow % 4u] = q4_lo(b.w.z);
-    Ws[buf][gi * 8u + 5u][wrow / 4u][wrow % 4u] = q4_hi(b.w.z);
-    Ws[buf][gi * 8u + 6u][wrow / 4u][wrow % 4u] = q4_lo(b.w.w);
-    Ws[buf][gi * 8u + 7u][wrow / 4u][wrow % 4u] = q4_hi(b.w.w);
+    put_codes(buf, wrow, gi, b.w);
 #endif
+  } else {
+    put_wscale(buf, wrow, gi, wsr, g0, b.ws);
   }
-  if (scales) {
-    // Past the k range the x scale is 0, so any weight scale does.
-    let f = wsf(min(g0 + gi, p.k / 32u - 1u));
-    let word = b.ws[(p.s_base + (f >> 1u)) & 3u];
-    Wd[buf][gi][wrow / 4u][wrow % 4u] = unpack2x16float(word)[f & 1u];
-  }
+#endif
 #ifnot Q4
   // q8: every thread stores its weight vec4 (row lid / 4, words q..q + 3; WIDE: and row 64 + lid / 4).
   Ws[buf][q][r / 4u][r % 4u] = b.w.x;
@@ -364,6 +407,7 @@ fn qput(buf: u32, g0: u32, lid: u32, b: QRaw) {
   Ws[buf][q + 1u][16u + r / 4u][r % 4u] = b.w1.y;
   Ws[buf][q + 2u][16u + r / 4u][r % 4u] = b.w1.z;
   Ws[buf][q + 3u][16u + r / 4u][r % 4u] = b.w1.w;
+#endif
 #endif
 #endif
 }
@@ -390,8 +434,8 @@ fn qstep(g0: u32, cur: u32, lid: u32) {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let m0 = wid.x * BM;
   let n0 = wid.y * BN;  // first chunk row (output column) of the tile
-  tx = lid % TD;
-  ty = lid / TD;
+  tx = lid % TDN;
+  ty = lid / TDN;
   let groups = p.k / 32u;
 #if SPLITK
   split = wid.z;
@@ -401,6 +445,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let g_start = 0u;
   gend = groups;
 #endif
+#if NARROW
+  xr = min(m0 + (lid % 128u) / 4u, p.m - 1u);
+  xsr = min(m0 + (lid % 64u) / 2u, p.m - 1u);
+  wr = min(n0 + lid / 2u, p.rows - 1u);
+  wr1 = min(n0 + 128u + lid / 2u, p.rows - 1u);
+  wsr = wr;
+#else
 #if WIDE
   xr = min(m0 + lid / 4u, p.m - 1u);
   xsr = min(m0 + (lid % 128u) / 2u, p.m - 1u);
@@ -421,6 +472,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
   wsr = min(n0 + (lid % 128u) / 2u, p.rows - 1u);
 #endif
+#endif
   qa = qload(g_start, lid);
   qb = qload(select(g_start, g_start + G, g_start + G < gend), lid);
   qput(0u, g_start, lid, qa);
@@ -431,7 +483,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     qstep(g0 + G, 1u, lid);
   }
   store_block(m0 + ty * 4u, n0 + tx * 4u, c00);
-#if WIDE
+#if RN2
   store_block(m0 + ty * 4u, n0 + BN / 2u + tx * 4u, c01);
 #else
   store_block(m0 + BM / 2u + ty * 4u, n0 + tx * 4u, c10);
@@ -444,8 +496,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // Row tiles vary fastest: workgroups running together share weight tiles.
   let m0 = wid.x * BM;
   let n0 = wid.y * BN;  // first chunk row (output column) of the tile
-  tx = lid % TD;
-  ty = lid / TD;
+  tx = lid % TDN;
+  ty = lid / TDN;
   let groups = p.k / 32u;
   for (var g0 = 0u; g0 < groups; g0 += G) {
     // Stage x words: 16-byte loads, consecutive threads along a row's k, stored transposed.

@@ -80,7 +80,8 @@ Deno.test("quantizeX() gives the reference's scales and codes (±1 where x / d i
 // 224: four; 96: two, the last half past k) and not (k = 1280); the wide pipelined tiling (64 ×
 // 128) at 40 and 64 rows; split k on both pipelined tilings (k = 288 in two: groups 0–5 and 6–8,
 // the second split's last step half past its range; 1280 in three) and as gemmQChoice() picks it
-// (37 × 200 × 1280: wide, 7 splits).
+// (37 × 200 × 1280: wide, 7 splits); q4's narrow tiling (32 × 256) at 16 and 32 rows, n past a
+// tile, odd k groups, split, and as gemmQChoice() picks it at 20 rows (q8 there: wide).
 // One tuning per case: each variant takes seconds to compile on lavapipe.
 const CASES: [number, number, number, Partial<GemmQTuning>][] = [
   [2, 47, 96, { td: 16, rm: 1, rn: 1, g: 2 }],
@@ -99,6 +100,9 @@ const CASES: [number, number, number, Partial<GemmQTuning>][] = [
   [40, 130, 288, { td: 16, rm: 1, rn: 2, g: 2, splitK: 2 }],
   [130, 67, 1280, { td: 16, rm: 2, rn: 1, g: 2, splitK: 3 }],
   [37, 200, 1280, {}],
+  [16, 300, 288, { td: 16, rm: 1, rn: 2, g: 2, narrow: true }],
+  [32, 260, 1280, { td: 16, rm: 1, rn: 2, g: 2, narrow: true, splitK: 3 }],
+  [20, 200, 1280, {}],
 ];
 
 for (const dtype of ["q8", "q4"] as const) {
@@ -106,6 +110,7 @@ for (const dtype of ["q8", "q4"] as const) {
     const gpu = await sharedGpu();
     const rng = seeded(dtype === "q8" ? 32 : 33);
     for (const [idx, [m, n, k, t]] of CASES.entries()) {
+      if (t.narrow && dtype !== "q4") continue; // q4 only
       const x = randn(rng, m * k), wData = randn(rng, n * k, 1 / Math.sqrt(k));
       const bias = idx % 2 ? randn(rng, n) : null;
       const y0 = idx % 3 === 1 ? randn(rng, m * n) : undefined;
@@ -140,6 +145,7 @@ Deno.test("gemmQ() with activation quick_gelu equals quickGelu(reference + bias)
     ["q8", 70, 45, 96, {}],
     ["q4", 37, 67, 160, { td: 8, rm: 1, rn: 1, g: 2 }],
     ["q4", 40, 67, 1280, {}], // wide, k split 7 ways: bias and quick_gelu in the sum pass
+    ["q4", 20, 67, 160, {}], // narrow, unsplit: bias and quick_gelu in its own store
   ] as const;
   for (const [dtype, m, n, k, t] of cases) {
     const x = randn(rng, m * k), wData = randn(rng, n * k, 1 / Math.sqrt(k)), bias = randn(rng, n);
@@ -182,6 +188,11 @@ Deno.test("gemmQ() refuses f16 weights, a bad tuning (pipe off the pipelined til
     /bad tuning/,
   );
   assert.throws(() => gemmQ(gpu, y, x, w, null, { m: 4 }, { splitK: 0 }), /bad tuning/);
+  // narrow: q4 only (w is q8), and only on the pipelined rm 1, rn 2 tiling.
+  assert.throws(
+    () => gemmQ(gpu, y, x, w, null, { m: 4 }, { rm: 1, rn: 2, narrow: true }),
+    /bad tuning/,
+  );
   assert.throws(() => gemmQ(gpu, x, x, w, null, { m: 4 }), /alias/);
   assert.throws(() => gemmQ(gpu, y, x, w, null, { m: 0 }), /positive integer/);
   assert.throws(() => quantizeX(gpu, y, y, x, { m: 4, k: 48 }), /multiple of 32/);
@@ -193,17 +204,22 @@ Deno.test("gemmQ() refuses f16 weights, a bad tuning (pipe off the pipelined til
   destroyWeight(w);
 });
 
-Deno.test("gemmQChoice(): wide tiles at m ≤ 64, k split where few tiles would leave SMs idle, tall tiles above", () => {
+Deno.test("gemmQChoice(): wide tiles at m ≤ 64 (narrow at m ≤ 32 for q4), k split where few tiles would leave SMs idle, tall tiles above", () => {
   // QVQ-72B at a 40-token prompt: down (8192 × 29568) has 64 wide tiles, qkv 80: split; gate_up
   // (59136 rows: 462 tiles, 3.5 waves) at most in two.
-  assert.deepEqual(gemmQChoice(40, 8192, 29568).rm, 1);
-  assert.ok(gemmQChoice(40, 8192, 29568).splitK! >= 2);
-  assert.ok(gemmQChoice(40, 10240, 8192).splitK! >= 2);
-  assert.ok(gemmQChoice(40, 59136, 8192).splitK! <= 2);
-  assert.deepEqual(gemmQChoice(64, 3584, 3584).rn, 2);
-  assert.deepEqual(gemmQChoice(65, 8192, 29568), { rm: 2, rn: 1, splitK: 1 });
-  assert.deepEqual(gemmQChoice(478, 3584, 18944), { rm: 2, rn: 1, splitK: 1 });
+  assert.deepEqual(gemmQChoice(40, 8192, 29568, "q4").rm, 1);
+  assert.ok(gemmQChoice(40, 8192, 29568, "q4").splitK! >= 2);
+  assert.ok(gemmQChoice(40, 10240, 8192, "q4").splitK! >= 2);
+  assert.ok(gemmQChoice(40, 59136, 8192, "q4").splitK! <= 2);
+  assert.deepEqual(gemmQChoice(64, 3584, 3584, "q4").rn, 2);
+  assert.equal(gemmQChoice(40, 3584, 3584, "q4").narrow, undefined);
+  // At m ≤ 32 q4 takes the 32 × 256 tiles (32 rows of the 64-row tile were padding); q8 not.
+  assert.equal(gemmQChoice(32, 8192, 29568, "q4").narrow, true);
+  assert.equal(gemmQChoice(16, 3584, 3584, "q4").narrow, true);
+  assert.equal(gemmQChoice(16, 3584, 3584, "q8").narrow, undefined);
+  assert.deepEqual(gemmQChoice(65, 8192, 29568, "q4"), { rm: 2, rn: 1, splitK: 1 });
+  assert.deepEqual(gemmQChoice(478, 3584, 18944, "q8"), { rm: 2, rn: 1, splitK: 1 });
   // Partials stay within the budgeted scratch (8 splits × 64 rows × 59136 f32 would not).
-  const c = gemmQChoice(64, 59136, 29568);
+  const c = gemmQChoice(64, 59136, 29568, "q4");
   assert.ok(c.splitK! * 64 * 59136 * 4 <= GEMM_SPLIT_MAX_BYTES);
 });
