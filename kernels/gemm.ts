@@ -88,7 +88,9 @@ export const GEMM_Q_TUNING: Readonly<GemmQTuning> = { td: 16, rm: 2, rn: 1, g: 2
  * / 40: 7B qkv 0.125 / 0.129, gate_up 0.582 / 0.619, down 0.606 / 0.611; 72B qkv 0.536 / 0.547,
  * o 0.270 / 0.278, down 0.977 / 0.99), so a 40-token prompt (a chat's next turn from the prompt
  * cache) ran at a third of the rate of a long one; and with few tiles (72B down at 40 rows: 128)
- * most SMs idled, which splitting k over workgroups fills.
+ * most SMs idled, which splitting k over workgroups fills. The 32 × 256 tile at m ≤ 32 (23:49,
+ * ms at 16 rows, 64 × 128 → 32 × 256, both split as chosen): 72B qkv 0.206 → 0.135, o 0.167 →
+ * 0.109, gate_up 0.991 → 0.622, down 0.520 → 0.311 (BENCHMARKS.md).
  */
 export function gemmQChoice(
   m: number,
