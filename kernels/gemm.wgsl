@@ -247,7 +247,7 @@ fn group(buf: u32, g: u32) {
 //   and weight vec4 / scale word e = lid % 128 (q4: row e / 2, the group's 4 code words; q8: row
 //   lid / 4, vec4 lid % 4); threads below 128 store the weight words, the rest the weight scales.
 // - WIDE (td 16, rm 1, rn 2: 64 × 128 tiles, for m ≤ 64, where a tall tile's products are mostly
-//   of padding rows: at 16 and 40 rows it took as long as at 128): x word lid (row lid / 4), x
+//   of padding rows: it took the same time at 16, 40 and 64 rows): x word lid (row lid / 4), x
 //   scale lid < 128 (row lid / 2, group lid % 2), weight row lid / 2's codes of group lid % 2 and
 //   that group's scale (q8: rows lid / 4 and 64 + lid / 4, vec4 lid % 4).
 // - NARROW (q4; 32 × 8 threads, rm 1, rn 2: 32 × 256 tiles, for m ≤ 32): x word lid < 128 (row
