@@ -29,11 +29,13 @@ export class Gpu {
    * When set, `submit()` (src/model/vision.ts: the vision tower's and prefill's batches) hands its
    * dispatches here instead of encoding them in one pass, so a profiler can time each one alone
    * (bench/_profile.ts). The dispatches are destroyed after the hook returns.
+   * @internal
    */
   submitHook?: (label: string, dispatches: readonly Dispatch[]) => void;
   /**
    * While kernels/_kernel.ts withParamsArena() runs: the uniform buffer new Dispatches take their
    * params from (flushed by submit() before its batch is encoded).
+   * @internal
    */
   paramsArena?: ParamsArena;
 
