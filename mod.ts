@@ -25,6 +25,11 @@
 
 // High level: a model directory in, chat answers out.
 export { type ForwardResult, Pipeline, type PipelineOptions } from "./src/pipeline.ts";
+export type { PreparedPrompt } from "./src/generate/prompt.ts";
+export type { ChatProcessor, PrepareOptions } from "./src/generate/processor.ts";
+export type { ChatTemplate, RenderOptions } from "./src/generate/chat_template.ts";
+export type { GenerationConfig } from "./src/generate/options.ts";
+export type { LoopDetectorOptions } from "./src/generate/loop_detector.ts";
 export type {
   ChatEngine,
   ChatMessage,
@@ -38,14 +43,15 @@ export type {
 // Serving: the OpenAI-compatible Hono app and the Hugging Face hub downloader.
 export { createApp, type ServerOptions } from "./src/server/app.ts";
 export {
-  type DownloadOptions,
   downloadModel,
+  type DownloadOptions,
   type ProgressSink,
   resolveModel,
 } from "./src/hub/download.ts";
 
 // The stages, for tests and custom pipelines.
 export {
+  type AddedTokenConfig,
   type DecodeOptions,
   StreamDecoder,
   Tokenizer,
@@ -58,24 +64,47 @@ export {
   parsePreprocessorConfig,
   type PreprocessedImages,
   preprocessImages,
+  type PreprocessOptions,
   smartResize,
 } from "./src/image.ts";
 export {
+  type DType,
   readSafetensors,
+  type ReadSafetensorsResult,
   SafetensorsCheckpoint,
+  type StoredDType,
+  type Target,
+  type TargetArray,
+  type TensorChunk,
+  type TensorData,
   type TensorInfo,
+  type WritableDType,
   writeSafetensors,
 } from "./src/safetensors.ts";
-export { type ModelSource, openModelSource } from "./src/model_files.ts";
+export {
+  type ModelSource,
+  openModelSource,
+  type UrlModelSourceOptions,
+} from "./src/model_files.ts";
 export {
   type ImageEmbeds,
   type LoadOptions,
+  type ModelPlan,
   planModel,
+  type PlanModelOptions,
   type PrefillOptions,
   Qwen2VLModel,
   Session,
 } from "./src/model/qwen2vl.ts";
-export { type Qwen2VLConfig } from "./src/model/config.ts";
+export type { Qwen2VLConfig, TextConfig, VisionConfig } from "./src/model/config.ts";
+export type {
+  MemoryEstimate,
+  Naming,
+  PlannedTensor,
+  RowSource,
+  WeightPlan,
+} from "./src/model/weights.ts";
+export type { LayerCache } from "./src/model/decoder.ts";
 export { Gpu, type GpuFeatures, requestGpu, type RequestGpuOptions } from "./src/gpu/device.ts";
 export type { QuantDType, WeightDType } from "./src/gpu/tensor.ts";
 export type { KvDType } from "./kernels/kv_cache.ts";

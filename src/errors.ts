@@ -6,6 +6,7 @@
 
 /** Base class of every error qvq throws on purpose. */
 export class QvqError extends Error {
+  /** An error with a message saying what was wrong and what to do; `options.cause` keeps the underlying error. */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = new.target.name;

@@ -48,8 +48,11 @@ export interface ImageProcessorConfig {
   rescaleFactor?: number;
 }
 
-/** `[t, h, w]`: an image's size in patches; `t` is 1 for a still image. */
-export type GridThw = [t: number, h: number, w: number];
+/**
+ * `[t, h, w]`: an image's size in 14-pixel patches (temporal, height, width), as transformers'
+ * `image_grid_thw`; `t` is 1 for a still image.
+ */
+export type GridThw = readonly [t: number, h: number, w: number];
 
 /** The processor's output for a list of images. */
 export interface PreprocessedImages {

@@ -101,6 +101,7 @@ export interface PipelineOptions {
 
 /** What {@link Pipeline.forward} returns: one forward pass over a prompt, all on the CPU. */
 export interface ForwardResult {
+  /** The prompt as the model saw it. */
   prompt: PreparedPrompt;
   /** (Σ image tokens, hidden) f32: the merger's output. */
   imageEmbeds: Float32Array;
@@ -111,9 +112,11 @@ export interface ForwardResult {
 /** A loaded model ready to chat: tokenizer + image processor + chat template + GPU model. */
 export class Pipeline implements ChatEngine {
   readonly modelId: string;
+  /** The GPU model. */
   readonly model: Qwen2VLModel;
   /** Chat template + image processor + tokenizer. */
   readonly processor: ChatProcessor;
+  /** The model's generation_config.json defaults. */
   readonly generationConfig: GenerationConfig;
   readonly #lock = new FifoLock();
   readonly #loop: LoopDetectorOptions;

@@ -55,13 +55,17 @@ export type TargetArray<T extends Target> = T extends "f16" ? Uint16Array
 
 /** Where one tensor lives. */
 export interface TensorInfo {
+  /** The tensor's name in the checkpoint. */
   name: string;
+  /** Element type as stored. */
   dtype: StoredDType;
+  /** Dimensions, outermost first. */
   shape: number[];
   /** The file (shard) name within the source. */
   file: string;
   /** Absolute byte offset of the tensor's data in `file`. */
   byteOffset: number;
+  /** Bytes of the tensor's data. */
   byteLength: number;
 }
 
@@ -69,6 +73,7 @@ export interface TensorInfo {
 export interface TensorChunk<T extends Target = Target> {
   /** Index of the first row in the tensor. */
   rowStart: number;
+  /** Rows (outermost-dimension entries) in this chunk. */
   rows: number;
   /** (rows, ...shape[1:]) converted elements; fresh unless the read was asked to reuse. */
   data: TargetArray<T>;
@@ -566,7 +571,9 @@ async function readIndex(source: ModelSource, file: string): Promise<Map<string,
 
 /** One tensor of {@link readSafetensors}' result. */
 export interface ReadSafetensorsResult {
+  /** Element type as stored. */
   dtype: StoredDType;
+  /** Dimensions, outermost first. */
   shape: number[];
   /** F32 → Float32Array; I32, I64 (range-checked) → Int32Array; BF16, F16 → raw Uint16Array. */
   data: Float32Array | Int32Array | Uint16Array;
@@ -618,7 +625,9 @@ export type WritableDType = "F32" | "I32" | "F16" | "BF16";
 
 /** One tensor to write from memory. */
 export interface TensorData {
+  /** Element type to store. */
   dtype: WritableDType;
+  /** Dimensions, outermost first. */
   shape: readonly number[];
   /** Row-major elements: Float32Array (F32), Int32Array (I32), Uint16Array bits (F16, BF16). */
   data: Float32Array | Int32Array | Uint16Array;

@@ -24,11 +24,15 @@ import { type ModelSource, openModelSource } from "./model_files.ts";
 
 /** One entry of tokenizer_config.json's `added_tokens_decoder` (Hugging Face's field names). */
 export interface AddedTokenConfig {
+  /** The token's text. */
   content: string;
+  /** Whether the token absorbs whitespace to its left. */
   lstrip?: boolean;
+  /** Whether the token absorbs whitespace to its right. */
   rstrip?: boolean;
   /** Match in the NFC-normalized text instead of the raw text (default true). */
   normalized?: boolean;
+  /** Whether the token matches only as a whole word. */
   single_word?: boolean;
   /** Dropped by `skipSpecialTokens` when decoding. */
   special?: boolean;
@@ -103,6 +107,7 @@ export class StreamDecoder {
     this.#inner = undefined;
   }
 
+  /** Frees the WASM tokenizer (for `using`). */
   [Symbol.dispose](): void {
     this.dispose();
   }
@@ -239,6 +244,7 @@ export class Tokenizer {
     this.#inner = undefined;
   }
 
+  /** Frees the WASM decoder (for `using`). */
   [Symbol.dispose](): void {
     this.dispose();
   }

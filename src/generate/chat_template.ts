@@ -33,11 +33,13 @@ export interface RenderOptions {
  * ```
  */
 export class ChatTemplate {
+  /** The jinja text. */
   readonly source: string;
   readonly #template: Template;
   readonly #specialTokens: Record<string, string>;
 
   /**
+   * Parses the template (throws ModelFileError naming `file` when it does not parse).
    * @param source the jinja text
    * @param specialTokens `bos_token`, `eos_token`, … as the template may reference them
    */

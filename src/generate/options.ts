@@ -19,13 +19,22 @@ export const MAX_STOP_LENGTH = 256;
 export interface GenerationConfig {
   /** Token ids that end generation (`eos_token_id`: an int or a list in the file). */
   eosTokenIds: number[];
+  /** Token id of the beginning of a sequence, if the model has one. */
   bosTokenId?: number;
+  /** Token id used for padding. */
   padTokenId?: number;
   /** false → greedy unless the caller sets a temperature. */
   doSample: boolean;
+  /** Sampling temperature (when doSample). */
   temperature: number;
+  /** Keep only the k most likely tokens (0: all). */
   topK: number;
+  /** Nucleus sampling: keep the smallest set of tokens whose probability reaches p (1: all). */
   topP: number;
+  /**
+   * Penalty on tokens already in the context: their positive scores divided by it, negative ones
+   * multiplied (transformers' repetition_penalty; 1: none).
+   */
   repetitionPenalty: number;
   /** `max_new_tokens` if the file has it. */
   maxNewTokens?: number;

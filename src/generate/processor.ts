@@ -35,12 +35,16 @@ export type PrepareOptions = RenderOptions & PreprocessOptions;
  * ```
  */
 export class ChatProcessor {
+  /** The model's chat template (tokenizer_config.json's `chat_template`). */
   readonly template: ChatTemplate;
+  /** The model's tokenizer. */
   readonly tokenizer: Tokenizer;
+  /** How images are resized and normalized (preprocessor_config.json). */
   readonly imageConfig: ImageProcessorConfig;
   /** The `<|image_pad|>` id (config.json's image_token_id). */
   readonly imageTokenId: number;
 
+  /** A processor from its parts (Pipeline.load makes one from a model directory). */
   constructor(
     template: ChatTemplate,
     tokenizer: Tokenizer,

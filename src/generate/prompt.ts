@@ -16,10 +16,9 @@
  * @module
  */
 import { InvalidInputError } from "../errors.ts";
-import { imageTokenCount } from "../image.ts";
+import { type GridThw, imageTokenCount } from "../image.ts";
 
-/** An image's patch grid: (temporal, height, width) in patches, as image_grid_thw. */
-export type GridThw = readonly [number, number, number];
+export type { GridThw };
 
 /** Vision tokens per image after the merger: t·h·w / merge² each. */
 export function imageTokenCounts(gridThw: readonly GridThw[], mergeSize: number): number[] {

@@ -10,7 +10,9 @@ export type ContentPart =
 
 /** A chat message. `content` as a string is one text part. */
 export interface ChatMessage {
+  /** Who speaks. */
   role: "system" | "user" | "assistant";
+  /** The text, or text and image parts in order. */
   content: string | ContentPart[];
 }
 
@@ -20,8 +22,11 @@ export interface GenerateOptions {
   maxNewTokens?: number;
   /** 0 = greedy. */
   temperature?: number;
+  /** Nucleus sampling: the smallest most likely set of tokens whose probability reaches p. */
   topP?: number;
+  /** Keep only the k most likely tokens (0: all). */
   topK?: number;
+  /** Penalty on tokens already in the context, as transformers' repetition_penalty (1: none). */
   repetitionPenalty?: number;
   /** Same seed, same options, same prompt → same text. */
   seed?: number;
@@ -41,6 +46,7 @@ export type FinishReason = "stop" | "length" | "loop" | "abort";
 
 /** The record that ends a stream. */
 export interface GenerationResult {
+  /** Why the generation ended. */
   finishReason: FinishReason;
   /** The full generated text (without the stop string). */
   text: string;
@@ -54,6 +60,7 @@ export interface GenerationResult {
     imageTokens: number;
     cachedTokens: number;
   };
+  /** Milliseconds spent in the vision tower, prefill and decode, and the decode rate. */
   timings: { visionMs: number; prefillMs: number; decodeMs: number; tokensPerSecond: number };
 }
 

@@ -18,9 +18,13 @@ export interface GpuFeatures {
 
 /** A WebGPU device with the limits it was created with and a pipeline cache. */
 export class Gpu {
+  /** The WebGPU device. */
   readonly device: GPUDevice;
+  /** Optional features the device was granted. */
   readonly features: GpuFeatures;
+  /** The limits the device was created with. */
   readonly limits: GPUSupportedLimits;
+  /** What the adapter says it is (vendor, architecture, subgroup sizes). */
   readonly adapterInfo: GPUAdapterInfo;
   readonly #pipelines = new Map<string, GPUComputePipeline>();
   readonly #layouts = new Map<string, GPUBindGroupLayout>();
@@ -39,6 +43,7 @@ export class Gpu {
    */
   paramsArena?: ParamsArena;
 
+  /** Wraps a device made with `features` (requestGpu() makes one). */
   constructor(device: GPUDevice, adapterInfo: GPUAdapterInfo, features: GpuFeatures) {
     this.device = device;
     this.adapterInfo = adapterInfo;
@@ -120,6 +125,7 @@ export class Gpu {
 
 /** Options for {@link requestGpu}. */
 export interface RequestGpuOptions {
+  /** Which adapter to ask for (default: the browser's / Deno's choice). */
   powerPreference?: GPUPowerPreference;
   /** Throw on any uncaptured WebGPU error instead of printing it (tests set this). */
   strict?: boolean;

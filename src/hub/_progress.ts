@@ -7,6 +7,7 @@
 
 /** Where the bar is drawn. */
 export interface ProgressSink {
+  /** Writes text (no newline added). */
   write(text: string): void;
   /** True: redraw in place with "\r"; false: print a new line now and then. */
   readonly terminal: boolean;

@@ -5,10 +5,9 @@
  * @module
  */
 import { InvalidInputError } from "../errors.ts";
-import { patchCount } from "../image.ts";
+import { type GridThw, patchCount } from "../image.ts";
 
-/** An image's patch grid (temporal, height, width) in 14-pixel patches, as `image_grid_thw`. */
-export type GridThw = readonly [t: number, h: number, w: number];
+export type { GridThw };
 
 /** M-RoPE positions of a prompt. */
 export interface RopeIndex {
