@@ -15,7 +15,7 @@
  */
 import { type Gpu, requestGpu } from "../src/gpu/device.ts";
 import { readF32, readU32 } from "../src/gpu/buffers.ts";
-import { QvqError } from "../src/errors.ts";
+import { InvalidInputError, QvqError } from "../src/errors.ts";
 import { PRESETS } from "../src/model/presets.ts";
 import { parseConfig, type Qwen2VLConfig } from "../src/model/config.ts";
 import { Qwen2VLModel, type Session } from "../src/model/qwen2vl.ts";
@@ -186,7 +186,17 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
   const patches = grid ? grid[1] * grid[2] : 0;
   const imageTokens = patches / v.spatialMergeSize ** 2;
   const ids = promptIds(cfg, o.promptTokens, imageTokens);
-  const maxTokens = o.maxContext ?? ids.length + o.newTokens + 1 + o.followup;
+  // Prompt, answer, the sampler's next token and a follow-up turn must fit the session.
+  const needed = ids.length + o.newTokens + 1 + o.followup;
+  if (o.maxContext !== undefined && o.maxContext < needed) {
+    throw new InvalidInputError(
+      `--max-context ${o.maxContext} is below the ${needed} tokens this run needs (a ${ids.length}-` +
+        `token prompt, ${o.newTokens} new tokens${
+          o.followup ? `, a ${o.followup}-token follow-up` : ""
+        } and one more); raise it or shorten the run`,
+    );
+  }
+  const maxTokens = o.maxContext ?? needed;
 
   let t0 = performance.now();
   let model: Qwen2VLModel;

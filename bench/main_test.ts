@@ -176,3 +176,25 @@ Deno.test("cardBytesPerS() divides by the H200's 4.8 TB/s on an H200 and by the 
   assert.equal(cardBytesPerS("NVIDIA H100 80GB HBM3"), 3.35e12);
   assert.equal(cardBytesPerS("llvmpipe (LLVM 15.0.6, 256 bits)"), 3.35e12);
 });
+
+Deno.test("runBench() refuses a --max-context the prompt, answer and follow-up do not fit, before loading", async () => {
+  const o = parseArgs([
+    "--shape",
+    "tiny",
+    "--prompt-tokens",
+    "8",
+    "--new-tokens",
+    "4",
+    "--followup",
+    "10",
+    "--max-context",
+    "16",
+  ]);
+  await assert.rejects(
+    async () => runBench(o, await sharedGpu()),
+    (e: Error) =>
+      e instanceof InvalidInputError &&
+      e.message.startsWith("--max-context 16 is below the 23 tokens this run needs") &&
+      e.message.includes("a 10-token follow-up"),
+  );
+});
