@@ -120,8 +120,8 @@ export class PromptCache {
 
   /**
    * @param options.slots conversations kept at most (default 1), each a KV cache for the model's
-   *   whole context: a prompt continues whichever holds most of it, and one that continues none
-   *   takes a new session while there is room, else the least recently used one's memory
+   *   whole context: a prompt continues the kept session it extends (see {@link peek}), and one
+   *   that extends none takes a new session while there is room, else the least recently used one
    * @throws InvalidInputError for slots not a positive integer
    */
   constructor(model: Qwen2VLModel, options: { slots?: number } = {}) {
