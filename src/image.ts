@@ -289,7 +289,7 @@ export function imageTokenCount(
 }
 
 /** Patches (rows of pixel values) of the images of `grids`: Σ t·h·w. */
-export function patchCount(grids: readonly (readonly [number, number, number])[]): number {
+export function patchCount(grids: readonly GridThw[]): number {
   return grids.reduce((a, [t, h, w]) => a + t * h * w, 0);
 }
 

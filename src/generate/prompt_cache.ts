@@ -180,7 +180,7 @@ export class PromptCache {
           this.#fullFailed = true;
         } else {
           this.#capacity = this.#slots.length;
-          const i = this.#slots.findIndex((s) => s.session.maxTokens >= maxTokens);
+          const i = this.#leastRecent(maxTokens);
           if (i >= 0) return { session: this.#slots.splice(i, 1)[0].session, cached: none };
         }
       }
@@ -214,8 +214,13 @@ export class PromptCache {
       if (!best || cached.tokens >= best.cached.tokens) best = { index, cached };
     });
     if (best || this.#slots.length < this.#capacity) return best;
-    const index = this.#slots.findIndex((s) => s.session.maxTokens >= maxTokens);
+    const index = this.#leastRecent(maxTokens);
     return index >= 0 ? { index, cached: prefix(this.#slots[index]) } : undefined;
+  }
+
+  /** The least recently kept session of at least `maxTokens` (its index; −1 when none is). */
+  #leastRecent(maxTokens: number): number {
+    return this.#slots.findIndex((s) => s.session.maxTokens >= maxTokens);
   }
 
   /**

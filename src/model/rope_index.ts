@@ -20,11 +20,6 @@ export interface RopeIndex {
   ropeDelta: number;
 }
 
-/** Number of LLM tokens (merged patches) one image contributes: t·h·w / merge². */
-export function imageTokenCount(grid: GridThw, spatialMergeSize: number): number {
-  return (grid[0] * grid[1] * grid[2]) / (spatialMergeSize * spatialMergeSize);
-}
-
 /**
  * The 3D positions of a prompt whose images appear as runs of `imageTokenId`.
  *

@@ -1,12 +1,7 @@
 import assert from "node:assert/strict";
 import { InvalidInputError } from "../errors.ts";
-import {
-  getRopeIndex,
-  type GridThw,
-  imageTokenCount,
-  visionCuSeqlens,
-  visionPositionIds,
-} from "./rope_index.ts";
+import { getRopeIndex, type GridThw, visionCuSeqlens, visionPositionIds } from "./rope_index.ts";
+import { imageTokenCount } from "../image.ts";
 import { CASES, readReferenceCase } from "./_fixture.ts";
 
 const IMAGE = 151655;

@@ -20,6 +20,7 @@ import {
 } from "../../kernels/mod.ts";
 import { isQuant } from "../gpu/tensor.ts";
 import type { VisionConfig } from "./config.ts";
+import { patchCount } from "../image.ts";
 import { type GridThw, visionCuSeqlens, visionPositionIds } from "./rope_index.ts";
 import type { GpuWeights } from "./weights.ts";
 
@@ -44,7 +45,6 @@ export function checkImages(
   grids: readonly GridThw[],
 ): number {
   if (grids.length === 0) throw new InvalidInputError("encodeImages: no image grids given");
-  let patches = 0;
   grids.forEach(([t, h, w], i) => {
     if (
       ![t, h, w].every((d) => Number.isInteger(d) && d > 0) || h % v.spatialMergeSize ||
@@ -55,8 +55,8 @@ export function checkImages(
           `multiples of spatial_merge_size ${v.spatialMergeSize} (as the image processor makes them)`,
       );
     }
-    patches += t * h * w;
   });
+  const patches = patchCount(grids);
   if (pixelValues.length !== patches * v.patchDim) {
     throw new InvalidInputError(
       `encodeImages: pixel_values has ${pixelValues.length} values, but the grids need ${patches} ` +
