@@ -21,7 +21,7 @@ import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, bufferOf, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
-import { chunkGemm, GEMM_SPLIT_MAX_BYTES, GEMM_SPLITS, splitTime } from "./linear.ts";
+import { bestSplit, chunkGemm } from "./linear.ts";
 
 const Params = defineParams({
   m: "u32",
@@ -101,14 +101,7 @@ export function gemmQChoice(
   if (m > 64) return { rm: 2, rn: 1, splitK: 1 };
   const narrow = dtype === "q4" && m <= 32;
   const tiles = narrow ? ceilDiv(m, 32) * ceilDiv(rows, 256) : ceilDiv(m, 64) * ceilDiv(rows, 128);
-  const steps = ceilDiv(k / 32, 2);
-  let splitK = 1, best = splitTime(tiles, steps, 2, 1, 0);
-  for (const s of GEMM_SPLITS) {
-    if (s === 1 || s * m * rows * 4 > GEMM_SPLIT_MAX_BYTES) continue;
-    if (ceilDiv(steps, ceilDiv(steps, s)) !== s) continue; // fewer splits in fact
-    const t = splitTime(tiles, steps, 2, s, m * rows * 4);
-    if (t < best) [splitK, best] = [s, t];
-  }
+  const splitK = bestSplit(tiles, ceilDiv(k / 32, 2), 2, m * rows * 4);
   return narrow ? { rm: 1, rn: 2, splitK, narrow } : { rm: 1, rn: 2, splitK };
 }
 

@@ -588,13 +588,10 @@ export interface GemmChoice {
  */
 export function gemmKernel(m: number, rows: number, k: number): GemmChoice {
   const half = m <= 64;
-  let splitK = 1, best = gemmTime(m, rows, k, 1, half);
-  for (const s of GEMM_SPLITS) {
-    if (s === 1 || k < 1024 || s * m * rows * 4 > GEMM_SPLIT_MAX_BYTES) continue;
-    if (ceilDiv(k, pipeKSpan(k, s)) !== s) continue; // fewer splits in fact
-    const t = gemmTime(m, rows, k, s, half);
-    if (t < best) [splitK, best] = [s, t];
-  }
+  // k steps of 16 (PIPE's kspan: whole steps per split).
+  const splitK = k < 1024
+    ? 1
+    : bestSplit(pipeTiles(m, rows, half), ceilDiv(k, 16), 1.75, m * rows * 4);
   if (half) return { kernel: "pipe", splitK, half };
   if (m < 128 && splitK === 1) return { kernel: "tile4", splitK: 1 };
   return { kernel: "pipe", splitK };
@@ -624,8 +621,12 @@ function pipeKSpan(k: number, s: number): number {
  * with s > 1 a sum pass, 5 µs plus the partials written and read at 3.5 TB/s.
  */
 export function gemmTime(m: number, rows: number, k: number, s: number, half = false): number {
-  const tiles = ceilDiv(m, half ? 64 : 128) * ceilDiv(rows, 128);
-  return splitTime(tiles, k / 16, 1.75, s, m * rows * 4);
+  return splitTime(pipeTiles(m, rows, half), k / 16, 1.75, s, m * rows * 4);
+}
+
+/** PIPE's output tiles for (m, rows): 128 × 128, or 64 × 128 with `half`. */
+function pipeTiles(m: number, rows: number, half: boolean): number {
+  return ceilDiv(m, half ? 64 : 128) * ceilDiv(rows, 128);
 }
 
 /**
@@ -644,6 +645,22 @@ export function splitTime(
 ): number {
   const gemm = stepUs * ceilDiv(s * tiles, GEMM_SMS) * (Math.ceil(steps / s) + 10);
   return s > 1 ? gemm + 5 + 2 * s * outBytes / 3.5e6 : gemm;
+}
+
+/**
+ * The split of {@link GEMM_SPLITS} that {@link splitTime} models fastest for `tiles` output tiles
+ * of `steps` whole k steps (outputs of `outBytes`): splits whose partials exceed
+ * {@link GEMM_SPLIT_MAX_BYTES}, or that whole steps would make fewer in fact, are skipped.
+ */
+export function bestSplit(tiles: number, steps: number, stepUs: number, outBytes: number): number {
+  let splitK = 1, best = splitTime(tiles, steps, stepUs, 1, outBytes);
+  for (const s of GEMM_SPLITS) {
+    if (s === 1 || s * outBytes > GEMM_SPLIT_MAX_BYTES) continue;
+    if (ceilDiv(steps, ceilDiv(steps, s)) !== s) continue; // fewer splits in fact
+    const t = splitTime(tiles, steps, stepUs, s, outBytes);
+    if (t < best) [splitK, best] = [s, t];
+  }
+  return splitK;
 }
 
 /**
