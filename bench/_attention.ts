@@ -25,7 +25,7 @@ import {
   visionAttentionInt8,
 } from "../kernels/attention.ts";
 import type { Dispatch } from "../kernels/_kernel.ts";
-import { attention as attentionRef, fakeInt8 } from "../src/ref/attention.ts";
+import { attention as attentionRef, centered, fakeInt8 } from "../src/ref/attention.ts";
 import { msPerCall, randomF32 } from "./_timing.ts";
 
 const args = Deno.args;
@@ -141,10 +141,12 @@ async function checkRow(
   int8 = false,
 ) {
   const width = s.heads * s.headDim, kvWidth = s.kvHeads * s.headDim;
-  // int8: the reference sees q and k as the int8 kernel does (rounded per head row).
+  // int8: the reference sees q and k as the int8 kernel does: k less its mean over the keys (the
+  // kernel's mean is over all tokens: one image, lo = 0, hi = seq), rounded per head row.
   const rounded = (x: Float32Array) => int8 ? fakeInt8(x, s.headDim) : x;
   const qr = rounded(await readRows(q.b, q.stride, q.off, width, q.row, 1));
-  const kr = rounded(await readRows(kv.k, kv.stride, kv.kOff, kvWidth, lo, hi - lo));
+  const k = await readRows(kv.k, kv.stride, kv.kOff, kvWidth, lo, hi - lo);
+  const kr = rounded(int8 ? centered(k, kvWidth) : k);
   const vr = await readRows(kv.v, kv.stride, kv.vOff, kvWidth, lo, hi - lo);
   const want = attentionRef(qr, kr, vr, { ...s, seq: 1, offset: hi - lo - 1 });
   const got = await readF32(gpu, out, width, outRow * width);

@@ -210,6 +210,15 @@ export interface FlashTuning {
    * head_dim 80 (vision), loops at 128 (causal; see {@link prefillDefault}).
    */
   loops: boolean | "s" | "pv";
+  /**
+   * Warps take 8 (tx) × 4 (ty) blocks of the thread grid (needs tx ≥ 8 and ty % 4 = 0), so
+   * their shared reads take one wavefront each, not two as with the row-major numbering at
+   * tx 10 (kernels/attention.wgsl thread_xy). Default: wherever it applies (at tx 8 the two
+   * numberings are the same). H200, 2026-11-29 00:56 (bench/_attention.ts, interleaved twice),
+   * vision 5120 patches {ty: 16}: 5.99 / 5.99 → 5.73 / 5.68 ms; int8 S {ty: 24} 3.53 / 3.51 →
+   * 3.12 / 3.25 ms. (The same numbering in kernels/linear.wgsl's PIPE GEMM was 0–9 % slower.)
+   */
+  blocked: boolean;
 }
 
 /**
@@ -341,6 +350,12 @@ function flashLayout(headDim: number, t: FlashTuning, int8 = false) {
         `(needs (head_dim/4) % tx = 0 with at most 5 vec4 columns a thread, rk 4 or 8)`,
     );
   }
+  if (t.blocked && (t.tx < 8 || t.ty % 4)) {
+    throw new InvalidInputError(
+      `attention: flash tiling ${JSON.stringify(t)} cannot number its warps in 8 × 4 blocks ` +
+        `(blocked needs tx ≥ 8 and ty a multiple of 4)`,
+    );
+  }
   if (int8 && (t.rk !== 4 || t.outer)) {
     throw new InvalidInputError(
       `attention: int8 Q·Kᵀ runs the flash tiling at rk 4 without outer, not ${JSON.stringify(t)}`,
@@ -363,6 +378,7 @@ function flashLayout(headDim: number, t: FlashTuning, int8 = false) {
     PS: ps,
     LOOPS: t.loops,
     INT8S: int8,
+    BLOCKED: t.blocked,
   };
   defines.OCOLS = cv;
   defines.GROUPS = groups;
@@ -411,6 +427,7 @@ function flashCandidates(headDim: number, t: Partial<FlashTuning>): FlashTuning[
     compact,
     loops,
     vlate,
+    blocked: t.blocked ?? (tx >= 8 && ty % 4 === 0),
   }));
 }
 

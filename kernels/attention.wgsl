@@ -160,7 +160,8 @@ fn store_row(i: u32, col: u32, x: vec4<f32>) {
 //   this tile's V while S is computed, the next tile's K while P·V is. Four barriers a tile.
 // The defaults (kernels/attention.ts prefillDefault): vision TX = 10, TY = 16, RK = 4 at head_dim
 // 80 (160 threads, 64 queries, 40-key tiles, 48.5 KB; three workgroups an SM, bound by
-// registers), H200 5120 patches 6.0 ms against the tiled kernel's 10.8 (TY = 17 COMPACT where
+// registers; warps numbered in 8 × 4 blocks, thread_xy), H200 5120 patches 5.7 ms against the
+// tiled kernel's 10.8 (TY = 17 COMPACT where
 // only that grid fits one wave: 1564 patches 590 against 723 µs); causal COMPACT TX = 8,
 // TY = 12 at 128 (47.6 KB) with loops and VLATE, 7B 1024 tokens 571 against 750 µs.
 // No `for` in a tile's hot path: naga wraps every WGSL loop in a loop-bound counter the driver
@@ -490,11 +491,32 @@ fn put_p(pt: mat4x4<f32>, e0: u32) -> vec4<f32> {
   return (pt[0] + pt[1]) + (pt[2] + pt[3]);
 }
 
+// Thread lid's (tx, ty). #if BLOCKED (TX ≥ 8, TY % 4 == 0): each warp of 32 lanes takes an
+// 8 (tx) × 4 (ty) block of the first TX − TX % 8 columns, then the lanes left take the last
+// columns ty-major. So a warp's shared reads of K / V rows (kv[tx + …]) touch 8 rows and those of
+// Q / P rows (qs[ty + …], ps[…][ty]) 4: one 128-byte wavefront each. lid % TX puts 10 tx of a
+// TX = 10 grid into every warp, and those reads take two.
+fn thread_xy(lid: u32) -> vec2<u32> {
+#if BLOCKED
+  let x8 = TX / 8u * 8u;
+  if (lid < x8 * TY) {
+    let w = lid / 32u;
+    let i = lid % 32u;
+    return vec2<u32>(8u * (w % (x8 / 8u)) + i % 8u, 4u * (w / (x8 / 8u)) + i / 8u);
+  }
+  let i = lid - x8 * TY;
+  return vec2<u32>(x8 + i / TY, i % TY);
+#else
+  return vec2<u32>(lid % TX, lid / TX);
+#endif
+}
+
 @compute @workgroup_size(WG)
 fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   lid_ = lid;
-  tx_ = lid % TX;
-  ty_ = lid / TX;
+  let xy = thread_xy(lid);
+  tx_ = xy.x;
+  ty_ = xy.y;
   let q0 = wid.x * BQ;
   let h = wid.y;
   let kvh = h / p.group;

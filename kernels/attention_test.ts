@@ -154,7 +154,7 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
       { flash: { tx: 4, ty: 8, rk: 4, outer: true } },
       { flash: { tx: 5, ty: 8, outer: true } },
       { flash: { tx: 10, ty: 4, outer: true } },
-      { flash: { tx: 10, ty: 8, early: true } },
+      { flash: { tx: 10, ty: 8, early: true, blocked: false } },
       { flash: { tx: 10, ty: 6 } },
       { flash: { tx: 10, ty: 6, compact: true } },
       { flash: { tx: 4, ty: 8, rk: 8, compact: true } },
@@ -164,6 +164,11 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
       { flash: { tx: 4, ty: 8, rk: 8, compact: true, vlate: true, early: true } },
       { flash: { tx: 5, ty: 8, rk: 8, outer: true, loops: true } },
       { flash: { tx: 5, ty: 8, rk: 8, outer: true, loops: "pv" } },
+      // Warps as 8 × 4 blocks (the default where tx ≥ 8 and ty % 4 = 0; row-major above at
+      // ty 6 and with blocked: false): four of them, then the last two columns ty-major.
+      { flash: { tx: 10, ty: 16, blocked: true } },
+      { flash: { tx: 10, ty: 8, blocked: true, loops: true, compact: true } },
+      { flash: { tx: 10, ty: 4, blocked: true, vlate: true } },
     ]],
     // 17 and 18 rows of threads (6 warps; at head_dim 80 only within 48 KB, COMPACT).
     [16, [{ flash: { ty: 18, compact: true } }, { flash: { ty: 17, compact: true, vlate: true } }]],
@@ -187,7 +192,10 @@ Deno.test("every prefill tiling that fits gives the reference result (causal and
       { flash: { tx: 8, ty: 4, compact: true, loops: "pv" } },
       { flash: { tx: 8, ty: 4, compact: true, loops: true, vlate: true } },
       { flash: { tx: 8, ty: 4, rk: 8, compact: true } },
+      { flash: { tx: 8, ty: 4, compact: true, loops: true, blocked: true } },
     ]],
+    // Two 8 × 4 blocks of warps along tx.
+    [64, [{ flash: { tx: 16, ty: 4, blocked: true } }]],
   ];
   for (const [headDim, tunings] of tilings) {
     const c: Case = { headDim, heads: 4, kvHeads: 2, seq: cu[cu.length - 1], offset: 9 };
