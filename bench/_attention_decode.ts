@@ -5,7 +5,7 @@
  * call's time includes the dispatch floor printed last. Each case's output is then checked
  * against src/ref/attention.ts (f64): a fast wrong kernel cannot pass unnoticed.
  *
- *   deno run -A bench/_attention_decode.ts [--ctx 600,4096] [--sweep 0|1] [--reps R]
+ *   deno run -A bench/_attention_decode.ts [--ctx 600,4096] [--sweep 0|1] [--tunings JSON] [--reps R]
  *     [--kv f32,f16] [--out file.jsonl]
  * @module
  */
@@ -34,8 +34,14 @@ const outFile = opt("--out", "");
 const repsOverride = Number(opt("--reps", "0"));
 /** The KV cache types to run (each case against the reference on what that cache holds). */
 const kvTypes = opt("--kv", "f32").split(",").map((x) => checkKvDType(x, "--kv") ?? "f32");
-/** --sweep 1: the default against other merge batches, split counts and chunks. */
-const TUNINGS: Partial<DecodeAttentionShape>[] = opt("--sweep", "1") !== "0"
+/**
+ * --sweep 1: the default against other merge batches, split counts and chunks; --tunings JSON
+ * (a list of DecodeAttentionShape fields, {} the default) times those instead, in that order.
+ */
+const tuningsOpt = opt("--tunings", "");
+const TUNINGS: Partial<DecodeAttentionShape>[] = tuningsOpt
+  ? JSON.parse(tuningsOpt)
+  : opt("--sweep", "1") !== "0"
   ? [
     {},
     { mergeBatch: 16 },
