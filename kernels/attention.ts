@@ -266,10 +266,12 @@ export function prefillDefault(
   int8 = false,
 ): PrefillOptions {
   if (!vision) return { flash: { compact: true, loops: true, vlate: true } };
-  // int8 S (its Q tile 6 vec4 a row, not 21): 24 rows of threads. H200 14:45 / 14:52
+  // int8 S (its Q tile 6 vec4 a row, not 21): 32 rows of threads, COMPACT. H200 14:45 / 14:52
   // (bench/_attention.ts --int8-only, 5120 patches, ms): {ty: 24} 3.56 / 3.79 / 3.57 against 16
   // rows 4.16–4.45, 20 rows 3.75, 28 rows 4.24–4.29, {ty: 32, compact} 3.65; f32 S 5.98–6.00.
-  if (int8) return { flash: { ty: 24 } };
+  // With the warps in 8 × 4 blocks (2026-11-29 01:14): {ty: 32, compact} 3.08 against {ty: 24}
+  // 3.14 / 3.14, 20 rows 3.37, 28 COMPACT 4.01, 16 rows 4.17; at 1564 patches 417 µs against 452.
+  if (int8) return { flash: { ty: 32, compact: true } };
   // 17 rows of threads (COMPACT, 46 KB) where that grid fits one wave and 16 rows' does not: H200
   // 13:08 (attn-7), 1564 patches 590 µs, ty 18 COMPACT 604–609, default 723; at 5120 (several
   // waves either way) ty 18 COMPACT 6.15–6.22 ms, 17 6.32 against 6.00–6.02.
