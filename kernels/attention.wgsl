@@ -161,9 +161,9 @@ fn store_row(i: u32, col: u32, x: vec4<f32>) {
 // The defaults (kernels/attention.ts prefillDefault): vision TX = 10, TY = 16, RK = 4 at head_dim
 // 80 (160 threads, 64 queries, 40-key tiles, 48.5 KB; three workgroups an SM, bound by
 // registers; warps numbered in 8 × 4 blocks, thread_xy), H200 5120 patches 5.7 ms against the
-// tiled kernel's 10.8 (TY = 17 COMPACT where
-// only that grid fits one wave: 1564 patches 590 against 723 µs); causal COMPACT TX = 8,
-// TY = 12 at 128 (47.6 KB) with loops and VLATE, 7B 1024 tokens 571 against 750 µs.
+// tiled kernel's 10.8 (TY = 17 COMPACT where only that grid fits one wave: 1564 patches 590
+// against 723 µs); causal COMPACT TX = 8, TY = 12 at 128 (47.6 KB) with loops and VLATE, 7B 1024
+// tokens 571 against 750 µs.
 // No `for` in a tile's hot path: naga wraps every WGSL loop in a loop-bound counter the driver
 // cannot see through, so a loop stays a loop (each shared load waited on, its index clamp
 // computed per step; an indexed register array would stay in local memory). The builder

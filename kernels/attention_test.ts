@@ -403,7 +403,7 @@ Deno.test("visionAttention() and causalAttention() run the flash prefill by defa
   const r = { buffer: b };
   const dv = visionAttention(gpu, b, r, r, r, b, { seq: 4, heads: 1, headDim: 80, nCu: 2 });
   const dc = causalAttention(gpu, b, r, r, r, { seq: 4, heads: 1, headDim: 80 });
-  assert.match(dv.variant.key, /FLASH/);
+  assert.match(dv.variant.key, /BLOCKED,FLASH/);
   assert.doesNotMatch(dv.variant.key, /COMPACT/);
   assert.match(dc.variant.key, /COMPACT,FLASH/);
   [dv, dc].forEach((d) => d.destroy());
@@ -470,5 +470,15 @@ Deno.test("attention builders reject bad head shapes with the values in the mess
     () => visionAttention(gpu, b, r, h, h, b, { ...sh, nCu: 2 }),
     /f16 only for a KV cache/,
   );
+  // Warps in 8 × 4 blocks need 8 threads along keys and rows of threads in fours.
+  const v80 = { seq: 4, heads: 1, headDim: 80, nCu: 2 };
+  for (
+    const [flash, why] of [[{ tx: 5 }, /tx ≥ 8/], [{ tx: 10, ty: 6 }, /multiple of 4/]] as const
+  ) {
+    assert.throws(
+      () => visionAttention(gpu, b, r, r, r, b, v80, { flash: { ...flash, blocked: true } }),
+      why,
+    );
+  }
   b.destroy();
 });
