@@ -77,11 +77,19 @@ export function fakeInt8(x: Float32Array, n: number): Float32Array {
 
 /**
  * k minus its mean over the rows, per column (a (rows, width) matrix): what the int8 attention
- * quantizes (kernels/attention.wgsl k_mean), a shift softmax does not see.
+ * quantizes (kernels/attention.wgsl k_mean), a shift softmax does not see. The mean is summed in
+ * f32 in the kernel's order — row t into partial t % 256 in turn, then a tree over the 256
+ * partials — so it has the kernel's bits (a mean off in its last bit would move a k value that
+ * sits near half a code step to the other code).
  */
 export function centered(k: Float32Array, width: number): Float32Array {
-  const rows = k.length / width, mean = new Float64Array(width);
-  for (let i = 0; i < k.length; i++) mean[i % width] += k[i] / rows;
+  const rows = k.length / width, mean = new Float32Array(width), part = new Float32Array(256);
+  for (let c = 0; c < width; c++) {
+    part.fill(0);
+    for (let t = 0; t < rows; t++) part[t % 256] += k[t * width + c];
+    for (let n = 128; n > 0; n >>= 1) for (let i = 0; i < n; i++) part[i] += part[i + n];
+    mean[c] = part[0] / rows;
+  }
   return k.map((x, i) => x - mean[i % width]);
 }
 
