@@ -13,6 +13,38 @@ import { type KvDType, readKvCache } from "./kv_cache.ts";
 import type { GpuRopeTable } from "./rope.ts";
 import type { RopeKvEpilogue } from "./linear.ts";
 import { createDecodeState, writeDecodeState } from "./state.ts";
+import { type Dispatch, run } from "./_kernel.ts";
+
+/**
+ * Runs a matrix product's dispatches (`build`: linear(), gemmQ(), … bound to their weight and
+ * tuning) on fresh buffers — x (m, k), the bias, y starting as y0 (accumulate) or empty — and
+ * returns y (m, rows).
+ */
+export async function runProduct(
+  gpu: Gpu,
+  build: (y: GPUBuffer, x: GPUBuffer, bias: GPUBuffer | null, s: ProductShape) => Dispatch[],
+  x: Float32Array,
+  rows: number,
+  bias: Float32Array | null,
+  m: number,
+  y0?: Float32Array,
+): Promise<Float32Array> {
+  const bx = uploadArray(gpu, x, "x");
+  const bb = bias ? uploadArray(gpu, bias, "bias") : null;
+  const by = y0 ? uploadArray(gpu, y0, "y") : createStorage(gpu, m * rows * 4, "y");
+  const ds = build(by, bx, bb, { m, accumulate: y0 !== undefined });
+  run(gpu, ds);
+  const y = await readF32(gpu, by, m * rows);
+  [bx, bb, by].forEach((b) => b?.destroy());
+  ds.forEach((d) => d.destroy());
+  return y;
+}
+
+/** The shape runProduct() gives its builder. */
+export interface ProductShape {
+  m: number;
+  accumulate: boolean;
+}
 
 /**
  * Uploads `data` (rows, cols) f32 as a Weight of `dtype`; returns it and the values the GPU

@@ -12,6 +12,7 @@ import { gemmQ, gemmQChoice, gemmQFits, type GemmQTuning, quantizeX } from "./ge
 import { GEMM_SPLIT_MAX_BYTES } from "./linear.ts";
 import { readQuantWeight, writeQuantRows } from "./linear_q.ts";
 import { run } from "./_kernel.ts";
+import { runProduct } from "./_test_utils.ts";
 
 // Against the f64 reference fed the same integer codes and scales, the GPU differs only by its f32
 // accumulation over k / 32 scaled group sums: far below 1e-5 of max|y| (as kernels/linear_test.ts),
@@ -32,7 +33,7 @@ async function gpuQuantizeX(gpu: Gpu, x: Float32Array, m: number, k: number): Pr
 }
 
 /** Runs gemmQ() on fresh buffers and returns y. */
-async function runGemmQ(
+function runGemmQ(
   gpu: Gpu,
   x: Float32Array,
   w: Weight,
@@ -41,15 +42,15 @@ async function runGemmQ(
   y0?: Float32Array,
   tuning?: Partial<GemmQTuning>,
 ): Promise<Float32Array> {
-  const bx = uploadArray(gpu, x, "x");
-  const bb = bias ? uploadArray(gpu, bias, "bias") : null;
-  const by = y0 ? uploadArray(gpu, y0, "y") : createStorage(gpu, m * w.rows * 4, "y");
-  const ds = gemmQ(gpu, by, bx, w, bb, { m, accumulate: y0 !== undefined }, tuning);
-  run(gpu, ds);
-  const y = await readF32(gpu, by, m * w.rows);
-  [bx, bb, by].forEach((b) => b?.destroy());
-  ds.forEach((d) => d.destroy());
-  return y;
+  return runProduct(
+    gpu,
+    (y, xb, b, s) => gemmQ(gpu, y, xb, w, b, s, tuning),
+    x,
+    w.rows,
+    bias,
+    m,
+    y0,
+  );
 }
 
 Deno.test("quantizeX() gives the reference's scales and codes (±1 where x / d is a rounding tie)", async () => {

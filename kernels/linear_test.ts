@@ -23,7 +23,7 @@ import {
   siluMulLinear,
 } from "./linear.ts";
 import { run } from "./_kernel.ts";
-import { ropeKvCase, uploadWeight } from "./_test_utils.ts";
+import { ropeKvCase, runProduct, uploadWeight } from "./_test_utils.ts";
 import { mropeTable } from "../src/ref/rope.ts";
 import type { KvDType } from "./kv_cache.ts";
 import { uploadRopeTable } from "./rope.ts";
@@ -36,7 +36,7 @@ import { createDecodeState } from "./state.ts";
 const TOL = 1e-5;
 
 /** Runs linear() on fresh buffers and returns y. */
-async function runLinear(
+function runLinear(
   gpu: Gpu,
   x: Float32Array,
   w: Weight,
@@ -45,15 +45,15 @@ async function runLinear(
   y0?: Float32Array,
   tuning?: Partial<LinearTuning>,
 ): Promise<Float32Array> {
-  const bx = uploadArray(gpu, x, "x");
-  const bb = bias ? uploadArray(gpu, bias, "bias") : null;
-  const by = y0 ? uploadArray(gpu, y0, "y") : createStorage(gpu, m * w.rows * 4, "y");
-  const ds = linear(gpu, by, bx, w, bb, { m, accumulate: y0 !== undefined }, tuning);
-  run(gpu, ds);
-  const y = await readF32(gpu, by, m * w.rows);
-  [bx, bb, by].forEach((b) => b?.destroy());
-  ds.forEach((d) => d.destroy());
-  return y;
+  return runProduct(
+    gpu,
+    (y, xb, b, s) => linear(gpu, y, xb, w, b, s, tuning),
+    x,
+    w.rows,
+    bias,
+    m,
+    y0,
+  );
 }
 
 // m × n × k: decode (m = 1), small and long prompts, odd k and n (not divisible by 4), the vision
