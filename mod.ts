@@ -26,8 +26,8 @@
 // High level: a model directory in, chat answers out.
 export { type ForwardResult, Pipeline, type PipelineOptions } from "./src/pipeline.ts";
 export type { PreparedPrompt } from "./src/generate/prompt.ts";
-export type { ChatProcessor, PrepareOptions } from "./src/generate/processor.ts";
-export type { ChatTemplate, RenderOptions } from "./src/generate/chat_template.ts";
+export { ChatProcessor, type PrepareOptions } from "./src/generate/processor.ts";
+export { ChatTemplate, type RenderOptions } from "./src/generate/chat_template.ts";
 export type { GenerationConfig } from "./src/generate/options.ts";
 export type { LoopDetectorOptions } from "./src/generate/loop_detector.ts";
 export type {
@@ -58,6 +58,7 @@ export {
   type TokenizerConfig,
 } from "./src/tokenizer.ts";
 export {
+  DEFAULT_IMAGE_PROCESSOR_CONFIG,
   type GridThw,
   type ImageProcessorConfig,
   imageTokenCount,

@@ -76,8 +76,16 @@ async function checkFixtureSource(src: ModelSource) {
     assert.ok(e instanceof ModelFileError);
     assert.match(e.message, /"missing\.safetensors" not found in /);
     assert.ok(e.message.includes(src.location), e.message);
+    assert.doesNotMatch(e.message, /Hugging Face model id/);
     return true;
   });
+  // A hub id given as a path: the error says how to download it.
+  await assert.rejects(
+    openModelSource("Qwen/Qwen2-VL-2B-Instruct").readJson("config.json"),
+    (e: Error) =>
+      e instanceof ModelFileError &&
+      e.message.includes('Pipeline.load(await resolveModel("Qwen/Qwen2-VL-2B-Instruct"))'),
+  );
   await assert.rejects(src.readRange(SHARD, whole.length - 2, 10), (e: Error) => {
     assert.ok(e instanceof ModelFileError);
     assert.ok(e.message.includes(src.pathOf(SHARD)), e.message);

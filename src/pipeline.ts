@@ -20,6 +20,7 @@
  * @module
  */
 import type { Gpu } from "./gpu/device.ts";
+import { InvalidInputError } from "./errors.ts";
 import { readF32 } from "./gpu/buffers.ts";
 import type { QuantDType, WeightDType } from "./gpu/tensor.ts";
 import type { KvDType } from "../kernels/kv_cache.ts";
@@ -82,7 +83,10 @@ export interface PipelineOptions {
   modelId?: string;
   /** Longest prompt + answer in tokens (default: the model's max_position_embeddings). */
   maxContext?: number;
-  /** Thresholds of the `stopOnLoop` detector (defaults: see LoopDetector). */
+  /**
+   * Thresholds of the `stopOnLoop` detector: a loop is a period of up to `maxPeriod` tokens (≥ 1,
+   * default 256) repeated `minRepeats` times (≥ 2, default 3) and `minTokens` long (≥ 2, default 64).
+   */
   loopDetection?: LoopDetectorOptions;
   /**
    * Keep the last generation's KV cache, so that a prompt starting the same way (the next turn of
@@ -121,6 +125,8 @@ export class Pipeline implements ChatEngine {
   readonly #lock = new FifoLock();
   readonly #loop: LoopDetectorOptions;
   readonly #cache: PromptCache | undefined;
+  /** Aborted by dispose(): ends the generation in progress and those queued. */
+  readonly #closing = new AbortController();
 
   private constructor(
     modelId: string,
@@ -167,6 +173,14 @@ export class Pipeline implements ChatEngine {
       src.pathOf("generation_config.json"),
       config.eosTokenIds,
     );
+    try {
+      new LoopDetector(opts.loopDetection); // its thresholds, checked before anything loads
+    } catch (e) {
+      throw new InvalidInputError(
+        `loopDetection ${JSON.stringify(opts.loopDetection)}: maxPeriod must be ≥ 1, minRepeats ` +
+          `≥ 2 and minTokens ≥ 2 (${(e as Error).message})`,
+      );
+    }
     const processor = await ChatProcessor.load(src, undefined, config);
     try {
       const model = await Qwen2VLModel.load(src, {
@@ -199,19 +213,26 @@ export class Pipeline implements ChatEngine {
    * @throws InvalidInputError for malformed messages or undecodable images
    */
   prepare(messages: readonly ChatMessage[]): Promise<PreparedPrompt> {
+    this.#checkOpen();
     return this.processor.prepare(messages, { maxImageTokens: this.model.maxContext });
   }
 
   /**
-   * Streams the answer to `messages`: text deltas, then one `done` record. Options are checked
-   * before waiting for the GPU; an abort (also while queued) ends the stream with finishReason
-   * "abort". The KV cache stays in the prompt cache (see PipelineOptions.promptCache).
+   * Streams the answer to `messages`: text deltas (a decode batch each: 1, 2, 4, … up to 32
+   * tokens), then one `done` record. Options are checked before waiting for the GPU; an abort
+   * (also while queued, or by {@link dispose}) ends the stream with finishReason "abort". One
+   * generation runs at a time, in call order: run the stream to its end, break out of it or abort
+   * it — one left half-read holds the GPU and the generations after it wait. The KV cache stays in
+   * the prompt cache (see PipelineOptions.promptCache).
    */
   async *generate(
     messages: readonly ChatMessage[],
     options: GenerateOptions = {},
   ): AsyncGenerator<GenerationEvent, void, undefined> {
+    this.#checkOpen();
     const o = resolveOptions(options, this.generationConfig);
+    // dispose() ends this generation too (finishReason "abort"), before it frees the GPU memory.
+    o.signal = o.signal ? AbortSignal.any([o.signal, this.#closing.signal]) : this.#closing.signal;
     const prompt = await this.prepare(messages);
     tokenBudget(this.model.maxContext, prompt, o); // a prompt that cannot run fails before queueing
     let release: (() => void) | undefined;
@@ -279,6 +300,7 @@ export class Pipeline implements ChatEngine {
    * in progress, if any.
    */
   async clearPromptCache(): Promise<void> {
+    this.#checkOpen();
     const release = await this.#lock.acquire();
     try {
       this.#cache?.clear();
@@ -287,11 +309,37 @@ export class Pipeline implements ChatEngine {
     }
   }
 
-  /** Frees the model's GPU memory (the prompt cache's too) and the tokenizer. */
+  /**
+   * Frees the model's GPU memory (the prompt cache's too) and the tokenizer. A generation in
+   * progress, and those queued, end with finishReason "abort"; the memory is freed as soon as the
+   * one in progress has stopped (at once when none runs). Later calls throw InvalidInputError.
+   */
   dispose(): void {
-    this.#cache?.close();
-    this.model.dispose();
-    this.tokenizer.dispose();
+    if (this.#closing.signal.aborted) return;
+    this.#closing.abort();
+    const free = () => {
+      this.#cache?.close();
+      this.model.dispose();
+      this.tokenizer.dispose();
+    };
+    if (this.#lock.pending === 0) return free();
+    this.#lock.acquire().then((release) => {
+      free();
+      release();
+    });
+  }
+
+  /** {@link dispose}, for `using`. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  #checkOpen(): void {
+    if (this.#closing.signal.aborted) {
+      throw new InvalidInputError(
+        `pipeline "${this.modelId}" was disposed: load a new one (Pipeline.load) to generate again`,
+      );
+    }
   }
 }
 

@@ -304,6 +304,37 @@ Deno.test("Pipeline.forward() refuses a prompt over the context with InvalidInpu
   assert.equal((r as { finishReason: string }).finishReason, "length");
 });
 
+Deno.test('Pipeline.dispose() ends the generation in progress and the queued one with "abort", frees after them, and refuses later calls', async () => {
+  const gpu = await sharedGpu();
+  const p = await Pipeline.load(TINY_DIR, { gpu, dtype: "f32", maxContext: 64 });
+  const it = p.generate(TEXT, { maxNewTokens: 37 });
+  const first = it.next(); // starts it: it queues for the GPU before the chat below
+  const queued = p.chat(TEXT, { maxNewTokens: 2 });
+  const events = [(await first).value as GenerationEvent];
+  p.dispose();
+  // The tokenizer is freed with the model, after the generation has stopped: not yet.
+  assert.equal(p.tokenizer.encode("sea").length > 0, true);
+  for await (const ev of it) events.push(ev);
+  const done = events.at(-1)!;
+  assert.ok(done.type === "done" && done.result.finishReason === "abort", JSON.stringify(done));
+  assert.ok(done.result.usage.completionTokens < 37);
+  assert.equal((await queued).finishReason, "abort");
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.throws(() => p.tokenizer.encode("sea"), /disposed/);
+  await assert.rejects(
+    () => p.chat(TEXT, { maxNewTokens: 2 }),
+    (e: Error) => e instanceof InvalidInputError && /was disposed: load a new one/.test(e.message),
+  );
+  p.dispose(); // twice: nothing more
+});
+
+Deno.test("Pipeline.load() refuses bad loopDetection thresholds before loading", async () => {
+  await assert.rejects(
+    () => Pipeline.load(TINY_DIR, { loopDetection: { minTokens: -1 } }),
+    (e: Error) => e instanceof InvalidInputError && /loopDetection.*minTokens/.test(e.message),
+  );
+});
+
 Deno.test("Pipeline.load() names the missing file before loading weights", async () => {
   const src = openModelSource(TINY_DIR);
   const files: Record<string, Uint8Array> = {};

@@ -107,7 +107,7 @@ export class StreamDecoder {
     this.#inner = undefined;
   }
 
-  /** Frees the WASM tokenizer (for `using`). */
+  /** Frees the WASM decoder (for `using`). */
   [Symbol.dispose](): void {
     this.dispose();
   }
@@ -244,7 +244,7 @@ export class Tokenizer {
     this.#inner = undefined;
   }
 
-  /** Frees the WASM decoder (for `using`). */
+  /** Frees the WASM tokenizer (for `using`). */
   [Symbol.dispose](): void {
     this.dispose();
   }

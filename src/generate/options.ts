@@ -126,6 +126,19 @@ export interface ResolvedOptions {
   signal?: AbortSignal;
 }
 
+/** The fields of GenerateOptions (the compiler keeps this list whole). */
+const OPTION_KEYS: Record<keyof GenerateOptions, true> = {
+  maxNewTokens: true,
+  temperature: true,
+  topP: true,
+  topK: true,
+  repetitionPenalty: true,
+  seed: true,
+  stop: true,
+  stopOnLoop: true,
+  signal: true,
+};
+
 /**
  * Validates `options` and fills the unset fields from `config`. Throws InvalidInputError naming
  * the field and quoting its bad value.
@@ -145,6 +158,15 @@ export function resolveOptions(
   const o = (options ?? {}) as Record<string, unknown>;
   if (typeof o !== "object" || Array.isArray(o)) {
     throw new InvalidInputError(`generation options must be an object, got ${preview(options)}`);
+  }
+  // A misspelt option would otherwise be ignored (OpenAI's max_tokens as maxTokens: 2048 tokens).
+  const unknown = Object.keys(o).filter((k) => !Object.hasOwn(OPTION_KEYS, k));
+  if (unknown.length) {
+    throw new InvalidInputError(
+      `unknown generation option${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}` +
+        (unknown.includes("maxTokens") ? " (maxNewTokens is the answer's token limit)" : "") +
+        `; the options are ${Object.keys(OPTION_KEYS).join(", ")}`,
+    );
   }
   const maxNewTokens = intField(
     o,

@@ -107,6 +107,9 @@ Deno.test("resolveOptions() rejects every bad option with its field and value", 
     [{ stop: Array.from({ length: 17 }, (_, i) => `s${i}`) }, /stop has 17/],
     [{ stopOnLoop: "yes" }, /stopOnLoop.*"yes"/],
     [{ signal: {} }, /signal must be an AbortSignal/],
+    // A misspelt or foreign option is named, not ignored.
+    [{ maxTokens: 2 }, /unknown generation option maxTokens \(maxNewTokens is the answer's/],
+    [{ top_p: 0.5, n: 2 }, /unknown generation options top_p, n; the options are maxNewTokens, /],
   ];
   for (const [opts, msg] of bad) {
     assert.throws(() => resolveOptions(opts, QVQ), (e: Error) => {

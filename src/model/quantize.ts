@@ -35,6 +35,27 @@ export function parseQuant(value: string | undefined): QuantDType | undefined {
 }
 
 /**
+ * The load options' matrix dtype, checked: "f32" or "f16" (q8 / q4 are `quant`'s, which the
+ * decoder takes; the vision tower and the embeddings stay in this dtype).
+ * @throws InvalidInputError naming the value and the choices
+ */
+export function checkWeightDType(value: unknown): "f32" | "f16" {
+  if (value === "f32" || value === "f16") return value;
+  throw new InvalidInputError(
+    `dtype must be "f32" or "f16", got ${JSON.stringify(value)}` +
+      (value === "q8" || value === "q4" ? `; for ${value} weights pass quant: "${value}"` : ""),
+  );
+}
+
+/** The load options' `quant`, checked: "q8", "q4" or unset. @throws InvalidInputError */
+export function checkQuant(value: unknown): "q8" | "q4" | undefined {
+  if (value === undefined || value === "q8" || value === "q4") return value;
+  throw new InvalidInputError(
+    `quant must be "q8", "q4" or unset (the decoder in dtype), got ${JSON.stringify(value)}`,
+  );
+}
+
+/**
  * Checks a `visionQuant` option: undefined or "q8". q4 is refused: its int8 GEMM is the same
  * path, but what 4-bit weights do to the image embeddings was never measured, and q4 moved the
  * decoder's logits 17× as far as q8 (tiny model: max |Δ| 8.08 against 0.485).

@@ -3,7 +3,8 @@ import { sharedGpu } from "../gpu/device.ts";
 import { InvalidInputError } from "../errors.ts";
 import { Qwen2VLModel } from "./qwen2vl.ts";
 import { readReferenceCase, TINY_DIR } from "./_fixture.ts";
-import { logitError, parseQuant } from "./quantize.ts";
+import { checkQuant, checkWeightDType, logitError, parseQuant } from "./quantize.ts";
+import { planModel } from "./qwen2vl.ts";
 
 Deno.test("parseQuant() accepts q8/q4 and float names, refuses others", () => {
   assert.equal(parseQuant("q4"), "q4");
@@ -11,6 +12,24 @@ Deno.test("parseQuant() accepts q8/q4 and float names, refuses others", () => {
   assert.equal(parseQuant("f16"), undefined);
   assert.equal(parseQuant(undefined), undefined);
   assert.throws(() => parseQuant("q3"), InvalidInputError);
+});
+
+Deno.test("load options: dtype f32 / f16 and quant q8 / q4 checked by name, before any weight is read", async () => {
+  assert.equal(checkWeightDType("f16"), "f16");
+  assert.equal(checkQuant(undefined), undefined);
+  assert.equal(checkQuant("q4"), "q4");
+  assert.throws(
+    () => checkWeightDType("q8"),
+    /dtype must be "f32" or "f16", got "q8"; for q8 weights pass quant: "q8"/,
+  );
+  assert.throws(() => checkQuant("Q8"), /quant must be "q8", "q4" or unset .*got "Q8"/);
+  for (const opts of [{ dtype: "bf16" }, { dtype: "f16", quant: "Q8" }]) {
+    await assert.rejects(
+      // deno-lint-ignore no-explicit-any
+      () => planModel(TINY_DIR, { maxBinding: 1 << 27, ...opts } as any),
+      InvalidInputError,
+    );
+  }
 });
 
 Deno.test("logitError() measures max/rms error and argmax agreement", () => {

@@ -154,10 +154,7 @@ export async function planModel(
 ): Promise<ModelPlan> {
   const src = typeof source === "string" ? openModelSource(source) : source;
   const config = parseConfig(await src.readJson("config.json"), src.pathOf("config.json"));
-  const maxContext = opts.maxContext ?? config.text.maxPositionEmbeddings;
-  if (!Number.isInteger(maxContext) || maxContext < 2) {
-    throw new InvalidInputError(`maxContext must be an integer ≥ 2, got ${maxContext}`);
-  }
+  const maxContext = checkMaxContext(config, opts.maxContext);
   const kvCacheDtype = checkKvDType(opts.kvCacheDtype) ?? "f32";
   const checkpoint = await SafetensorsCheckpoint.open(src);
   try {
@@ -181,6 +178,22 @@ export async function planModel(
     checkpoint.close();
     throw e;
   }
+}
+
+/**
+ * The context a model is loaded for: `maxContext`, or config.json's max_position_embeddings, which
+ * is also its limit (vLLM refuses a longer max_model_len too): rotary positions past it are ones
+ * the model never saw, and its rope table grows with the context.
+ */
+function checkMaxContext(config: Qwen2VLConfig, maxContext?: number): number {
+  const limit = config.text.maxPositionEmbeddings, n = maxContext ?? limit;
+  if (!Number.isInteger(n) || n < 2 || n > limit) {
+    throw new InvalidInputError(
+      `maxContext must be an integer from 2 to the model's max_position_embeddings ${limit} ` +
+        `(config.json), got ${maxContext}`,
+    );
+  }
+  return n;
 }
 
 /** A loaded Qwen2-VL. */
@@ -316,7 +329,7 @@ export class Qwen2VLModel {
       kvCacheDtype?: KvDType;
     } = {},
   ): Qwen2VLModel {
-    const maxContext = opts.maxContext ?? config.text.maxPositionEmbeddings;
+    const maxContext = checkMaxContext(config, opts.maxContext);
     const chunk = opts.prefillChunk ?? prefillChunkTokens(config, gpu.maxBinding);
     const kv = checkKvDType(opts.kvCacheDtype) ?? "f32";
     const memory = estimateMemory(config, plan, maxContext, kv);

@@ -101,6 +101,20 @@ Deno.test("Qwen2VLModel.load() rejects a config that does not match the weights,
   }
 });
 
+Deno.test("planModel() refuses a maxContext past max_position_embeddings or below 2, naming the limit", async () => {
+  for (const maxContext of [32769, 3_000_000, 1, 2.5]) {
+    await assert.rejects(
+      () => planModel(TINY_DIR, { dtype: "f32", maxBinding: 128 * MiB, maxContext }),
+      (e: Error) =>
+        e instanceof InvalidInputError &&
+        e.message.includes(`max_position_embeddings 32768 (config.json), got ${maxContext}`),
+    );
+  }
+  const ok = await planModel(TINY_DIR, { dtype: "f32", maxBinding: 128 * MiB, maxContext: 32768 });
+  ok.checkpoint.close();
+  assert.equal(ok.maxContext, 32768);
+});
+
 Deno.test("Qwen2VLModel.load() refuses a model over memoryLimit, saying how much it needs", async () => {
   const gpu = await sharedGpu();
   await assert.rejects(

@@ -8,7 +8,7 @@
  * @module
  */
 import { GpuError, ModelFileError } from "../errors.ts";
-import { checkVisionQuant } from "./quantize.ts";
+import { checkQuant, checkVisionQuant, checkWeightDType } from "./quantize.ts";
 import { fmtBytes, type Gpu } from "../gpu/device.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import {
@@ -204,7 +204,8 @@ export function planWeights(
   const kvd = t.numKvHeads * t.headDim;
   const E = v.embedDim, M = v.mlpHidden, D = v.mergedDim;
   const limit = Math.min(opts.maxBinding, opts.maxBufferSize ?? opts.maxBinding);
-  const dq = opts.quant, vq = checkVisionQuant(opts.visionQuant);
+  checkWeightDType(opts.dtype);
+  const dq = checkQuant(opts.quant), vq = checkVisionQuant(opts.visionQuant);
   const tensors = new Map<string, PlannedTensor>();
   const stored = new Set<string>();
 
