@@ -111,4 +111,10 @@ export type { QuantDType, WeightDType } from "./src/gpu/tensor.ts";
 export type { KvDType } from "./kernels/kv_cache.ts";
 
 // Errors.
-export { GpuError, InvalidInputError, ModelFileError, QvqError } from "./src/errors.ts";
+export {
+  ContextLengthError,
+  GpuError,
+  InvalidInputError,
+  ModelFileError,
+  QvqError,
+} from "./src/errors.ts";

@@ -19,5 +19,11 @@ export class ModelFileError extends QvqError {}
 /** A caller passed a bad argument or request (bad parameter, bad message, bad image). */
 export class InvalidInputError extends QvqError {}
 
+/**
+ * A prompt (with the answer asked for) longer than the model's context: an InvalidInputError the
+ * server answers with OpenAI's `context_length_exceeded`.
+ */
+export class ContextLengthError extends InvalidInputError {}
+
 /** No usable WebGPU adapter, a device lost, or a GPU limit exceeded (e.g. out of memory). */
 export class GpuError extends QvqError {}

@@ -76,6 +76,30 @@ export function requireString(v: Values, name: string, usage: string): string {
   return s;
 }
 
+/**
+ * The required `--name` output path, its directory checked before any work (a missing one would
+ * otherwise fail only after the model has run).
+ */
+export async function requireOutPath(v: Values, name: string, usage: string): Promise<string> {
+  const path = requireString(v, name, usage);
+  const slash = path.lastIndexOf("/");
+  const dir = slash < 0 ? "." : slash === 0 ? "/" : path.slice(0, slash);
+  const isDir = await Deno.stat(dir).then((s) => s.isDirectory, () => false);
+  if (!isDir) {
+    throw new UsageError(`--${name}: cannot write "${path}": "${dir}" is not a directory`, usage);
+  }
+  return path;
+}
+
+/** Writes an output file; a failure is an InvalidInputError naming the path. */
+export async function writeOutFile(path: string, bytes: Uint8Array): Promise<void> {
+  try {
+    await Deno.writeFile(path, bytes);
+  } catch (e) {
+    throw new InvalidInputError(`cannot write "${path}": ${(e as Error).message}`);
+  }
+}
+
 /** The values of a repeatable string option (empty when absent). */
 export function stringList(v: Values, name: string): string[] {
   const s = v[name];

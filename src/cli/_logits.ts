@@ -6,7 +6,7 @@
  */
 import { writeSafetensors } from "../safetensors.ts";
 import { patchCount } from "../image.ts";
-import { type Io, parseCommand, requireString } from "./_args.ts";
+import { type Io, parseCommand, requireOutPath, requireString, writeOutFile } from "./_args.ts";
 import { loadPipeline, MODEL_OPTIONS, promptMessages } from "./_generate.ts";
 
 const USAGE =
@@ -37,7 +37,7 @@ export async function logitsCommand(args: string[], io: Io): Promise<number> {
     return 0;
   }
   requireString(v, "model", USAGE);
-  const out = requireString(v, "out", USAGE);
+  const out = await requireOutPath(v, "out", USAGE);
   const messages = await promptMessages(v, USAGE);
   const pipeline = await loadPipeline(v, USAGE);
   try {
@@ -64,7 +64,7 @@ export async function logitsCommand(args: string[], io: Io): Promise<number> {
       },
       logits_last: { dtype: "F32", shape: [r.logitsLast.length], data: r.logitsLast },
     });
-    await Deno.writeFile(out, bytes);
+    await writeOutFile(out, bytes);
     await io.err(`wrote ${out}: ${inputIds.length} prompt tokens, ${gridThw.length} image(s)\n`);
     return 0;
   } finally {

@@ -10,9 +10,11 @@ import {
   type Io,
   parseCommand,
   readImageFile,
+  requireOutPath,
   requireString,
   stringList,
   UsageError,
+  writeOutFile,
 } from "./_args.ts";
 
 const USAGE = `usage: qvq preprocess --model <dir|url> --image <file>... --out <file.safetensors>
@@ -34,14 +36,14 @@ export async function preprocessCommand(args: string[], io: Io): Promise<number>
     return 0;
   }
   const src = openModelSource(requireString(v, "model", USAGE));
-  const out = requireString(v, "out", USAGE);
+  const out = await requireOutPath(v, "out", USAGE);
   const paths = stringList(v, "image");
   if (paths.length === 0) throw new UsageError("give at least one --image", USAGE);
   const config = parsePreprocessorConfig(await src.readJson("preprocessor_config.json"));
   const images = await Promise.all(paths.map(readImageFile));
   const { pixelValues, gridThw } = await preprocessImages(images, config);
   const patches = patchCount(gridThw);
-  await Deno.writeFile(
+  await writeOutFile(
     out,
     writeSafetensors({
       pixel_values: {

@@ -74,6 +74,15 @@ Deno.test("main() answers bad usage with the command's usage and exit code 2", a
       /--quant: quantization "int4" is not supported/,
     ],
     [["logits", "--model", TINY_DIR, "--prompt", "hi"], /--out is required/],
+    // An output directory that is not there: refused before the model runs, not after.
+    [
+      ["logits", "--model", TINY_DIR, "--prompt", "hi", "--out", "/nonexistent-dir/x.safetensors"],
+      /--out: cannot write "\/nonexistent-dir\/x\.safetensors": "\/nonexistent-dir" is not a directory/,
+    ],
+    [
+      ["preprocess", "--model", TINY_DIR, "--image", "a.png", "--out", "/nonexistent-dir/p.st"],
+      /--out: cannot write .*is not a directory/,
+    ],
     [["preprocess", "--model", TINY_DIR, "--out", "x.safetensors"], /at least one --image/],
     [["tokenize"], /--model is required/],
     [["tokenize", "--model", TINY_DIR, "--skip-special-tokens"], /detokenize only/],

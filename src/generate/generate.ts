@@ -6,7 +6,7 @@
  * cache keeps (with what its rows hold) unless the generation failed.
  * @module
  */
-import { InvalidInputError } from "../errors.ts";
+import { ContextLengthError, InvalidInputError } from "../errors.ts";
 import { patchCount } from "../image.ts";
 import type { ImageEmbeds, Qwen2VLModel, Session } from "../model/qwen2vl.ts";
 import type { Tokenizer } from "../tokenizer.ts";
@@ -135,13 +135,13 @@ export async function* runGeneration(
 
 /**
  * Tokens the context still holds after `prompt` (≥ 1).
- * @throws InvalidInputError when the prompt alone fills the context
+ * @throws ContextLengthError when the prompt alone fills the context
  */
 export function contextRoom(maxContext: number, prompt: PreparedPrompt): number {
   const S = prompt.inputIds.length;
   const room = maxContext - S;
   if (room < 1) {
-    throw new InvalidInputError(
+    throw new ContextLengthError(
       `the prompt has ${S} tokens (${prompt.imageTokens} of them image tokens) but the model's ` +
         `context holds ${maxContext}; shorten the text or use smaller images`,
     );
@@ -153,7 +153,7 @@ export function contextRoom(maxContext: number, prompt: PreparedPrompt): number 
  * The tokens a generation may produce: a `maxNewTokens` the caller set, which must fit the context
  * left after the prompt (as OpenAI and vLLM refuse `max_tokens` over the context), or the default,
  * lowered to what is left.
- * @throws InvalidInputError when the prompt fills the context or the caller's maxNewTokens does
+ * @throws ContextLengthError when the prompt fills the context or the caller's maxNewTokens does
  *   not fit beside it
  */
 export function tokenBudget(
@@ -163,7 +163,7 @@ export function tokenBudget(
 ): number {
   const room = contextRoom(maxContext, prompt);
   if (options.maxNewTokensGiven && options.maxNewTokens > room) {
-    throw new InvalidInputError(
+    throw new ContextLengthError(
       `maxNewTokens ${options.maxNewTokens} does not fit: the prompt has ${prompt.inputIds.length} ` +
         `tokens (${prompt.imageTokens} of them image tokens) and the model's context holds ` +
         `${maxContext}; ask for at most ${room} new tokens (max_tokens), or shorten the prompt`,

@@ -37,7 +37,12 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
  * Asserts equal length and |got − want| ≤ tol · max(1, max|want|) everywhere; the message names
  * the worst index so a failure says where to look.
  */
-export function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, what = ""): void {
+export function assertClose(
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  tol: number,
+  what = "",
+): void {
   assert.equal(got.length, want.length, `${what}: length`);
   let scale = 1;
   for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
@@ -51,6 +56,8 @@ export function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, tol
   }
   assert.ok(
     err <= tol * scale,
-    `${what}: max |err| ${err} at [${worst}] (got ${got[worst]}, want ${want[worst]}) > ${tol} × ${scale}`,
+    `${what}: max |err| ${err} at [${worst}] (got ${got[worst]}, want ${
+      want[worst]
+    }) > ${tol} × ${scale}`,
   );
 }

@@ -9,7 +9,13 @@
  * @param w (cols) f32
  * @returns (rows, cols) f32
  */
-export function rmsNorm(x: Float32Array, w: Float32Array, rows: number, cols: number, eps: number): Float32Array {
+export function rmsNorm(
+  x: Float32Array,
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  eps: number,
+): Float32Array {
   const out = new Float32Array(rows * cols);
   for (let r = 0; r < rows; r++) {
     let ss = 0;

@@ -81,7 +81,11 @@ export function loadOptionsFromEnv(
   };
 }
 
-/** Server options from `QVQ_API_KEY`, `QVQ_MAX_QUEUE` and `QVQ_ALLOW_REMOTE_IMAGES`. */
+/**
+ * Server options from `QVQ_API_KEY`, `QVQ_MAX_QUEUE`, `QVQ_ALLOW_REMOTE_IMAGES` and `QVQ_CORS`
+ * (0 / false / no / off: no cross-origin access; unset, `*`, 1 / true: any origin; else a
+ * comma-separated list of origins).
+ */
 export function optionsFromEnv(env: Env): ServerOptions {
   const options: ServerOptions = {};
   const key = env("QVQ_API_KEY");
@@ -90,6 +94,11 @@ export function optionsFromEnv(env: Env): ServerOptions {
   if (maxQueue !== undefined) options.maxQueue = maxQueue;
   if (/^(1|true|yes|on)$/i.test(env("QVQ_ALLOW_REMOTE_IMAGES") ?? "")) {
     options.allowRemoteImages = true;
+  }
+  const cors = (env("QVQ_CORS") ?? "").trim();
+  if (/^(0|false|no|off)$/i.test(cors)) options.cors = false;
+  else if (cors && !/^(\*|1|true|yes|on)$/i.test(cors)) {
+    options.cors = cors.split(",").map((o) => o.trim()).filter((o) => o);
   }
   return options;
 }

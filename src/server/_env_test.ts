@@ -30,6 +30,15 @@ Deno.test("optionsFromEnv() reads the API key, the queue length and the remote-i
     () => optionsFromEnv(vars({ QVQ_MAX_QUEUE: "lots" })),
     /QVQ_MAX_QUEUE must be a whole number.*"lots"/,
   );
+  // QVQ_CORS: any origin unless turned off or narrowed to a list.
+  for (const on of ["*", "1", "true", ""]) {
+    assert.deepEqual(optionsFromEnv(vars({ QVQ_CORS: on })), {});
+  }
+  assert.deepEqual(optionsFromEnv(vars({ QVQ_CORS: "off" })), { cors: false });
+  assert.deepEqual(
+    optionsFromEnv(vars({ QVQ_CORS: "http://a.test, https://b.test" })),
+    { cors: ["http://a.test", "https://b.test"] },
+  );
 });
 
 Deno.test("loadOptionsFromEnv() reads QVQ_QUANT: q8/q4 quantize, f16/empty/unset do not, others fail", () => {

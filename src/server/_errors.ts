@@ -3,7 +3,13 @@
  * HTTP status, so the official clients raise their usual typed errors (BadRequestError, ...).
  * @module
  */
-import { GpuError, InvalidInputError, ModelFileError, QvqError } from "../errors.ts";
+import {
+  ContextLengthError,
+  GpuError,
+  InvalidInputError,
+  ModelFileError,
+  QvqError,
+} from "../errors.ts";
 
 /** The `error` object OpenAI returns. */
 export interface OpenAIErrorBody {
@@ -51,6 +57,9 @@ export function badRequest(
  */
 export function toHttpError(error: unknown): HttpError {
   if (error instanceof HttpError) return error;
+  if (error instanceof ContextLengthError) {
+    return badRequest("messages", error.message, "context_length_exceeded");
+  }
   if (error instanceof InvalidInputError) return badRequest(null, error.message);
   if (error instanceof GpuError || error instanceof ModelFileError) {
     return new HttpError(500, error.message, "server_error", null, error.name);

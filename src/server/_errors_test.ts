@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { GpuError, InvalidInputError } from "../errors.ts";
+import { ContextLengthError, GpuError, InvalidInputError } from "../errors.ts";
 import { badRequest, errorResponse, HttpError, toHttpError } from "./_errors.ts";
 
 Deno.test("errorResponse() sends OpenAI's error JSON with the status and extra headers", async () => {
@@ -19,6 +19,14 @@ Deno.test("toHttpError() makes input errors 400s, GPU errors 500s with their mes
   const input = toHttpError(new InvalidInputError("prompt of 40000 tokens exceeds the context"));
   assert.equal(input.status, 400);
   assert.match(input.message, /40000 tokens/);
+  // A prompt over the context: OpenAI's code for it, on the messages.
+  const long = toHttpError(new ContextLengthError("the prompt has 40000 tokens"));
+  assert.deepEqual(long.toJSON().error, {
+    message: "the prompt has 40000 tokens",
+    type: "invalid_request_error",
+    param: "messages",
+    code: "context_length_exceeded",
+  });
   const gpu = toHttpError(new GpuError("out of GPU memory allocating kv cache"));
   assert.equal(gpu.status, 500);
   assert.equal(gpu.code, "GpuError");

@@ -48,6 +48,7 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   .msg img { max-width: 14rem; max-height: 14rem; border-radius: 8px; display: block; margin-bottom: .4rem; }
   .stats { color: var(--muted); font-size: .78rem; margin-top: .35rem; }
   .error { color: var(--err); }
+  .msg.refused { opacity: 0.5; text-decoration: line-through; }
   footer { background: var(--panel); border-top: 1px solid var(--line); padding: .7rem 1rem; }
   form { max-width: 52rem; margin: 0 auto; display: grid; grid-template-columns: auto 1fr auto; gap: .5rem; align-items: end; }
   #attachments { grid-column: 1 / -1; display: flex; gap: .5rem; flex-wrap: wrap; }
@@ -208,10 +209,11 @@ function setRunning(controller) {
   $("send").classList.toggle("stop", !!controller);
 }
 
-// Streams the answer to the conversation into div; returns the text written.
+// Streams the answer to the conversation into div; returns the text written, and refused: the
+// server answered with an error before any text (the turn is then not part of the conversation).
 async function answer(div, signal) {
   const out = div.querySelector(".text");
-  let text = "", usage = null, timings = null, reason = null;
+  let text = "", usage = null, timings = null, reason = null, refused = false;
   try {
     const response = await fetch(api("v1/chat/completions"), {
       method: "POST",
@@ -252,9 +254,10 @@ async function answer(div, signal) {
       p.className = "error";
       p.textContent = error.message;
       div.append(p);
+      refused = text === "";
     }
   }
-  return text;
+  return { text, refused };
 }
 
 $("form").addEventListener("submit", async (e) => {
@@ -266,7 +269,8 @@ $("form").addEventListener("submit", async (e) => {
   const content = attached.map((url) => ({ type: "image_url", image_url: { url } }));
   if (text) content.push({ type: "text", text });
   history.push({ role: "user", content });
-  addMessage("user", text, attached);
+  const sent = attached;
+  const asked = addMessage("user", text, attached);
   attached = [];
   showAttachments();
   prompt.value = "";
@@ -278,7 +282,15 @@ $("form").addEventListener("submit", async (e) => {
   setRunning(controller);
   const reply = await answer(div, controller.signal);
   div.classList.remove("streaming");
-  history.push({ role: "assistant", content: reply });
+  if (reply.refused) {
+    // Not part of the conversation: later turns must not resend it. Back in the box to fix.
+    history.pop();
+    asked.classList.add("refused");
+    if (!prompt.value) prompt.value = text;
+    if (attached.length === 0) { attached = sent; showAttachments(); }
+  } else {
+    history.push({ role: "assistant", content: reply.text });
+  }
   setRunning(null);
   prompt.focus();
 });

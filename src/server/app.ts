@@ -16,6 +16,7 @@
  */
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
 import type {
   ChatEngine,
   ChatMessage,
@@ -42,7 +43,10 @@ export interface ServerOptions {
   maxBodyBytes?: number;
   /** Largest image in bytes; more is a 413. Default 20 MiB. */
   maxImageBytes?: number;
-  /** Most images in one request. Default 8. */
+  /**
+   * Most images in one request — the whole conversation's, as a chat sends its history each turn.
+   * Default 32.
+   */
   maxImages?: number;
   /** Fetch http(s) `image_url`s. Default false: only `data:` URLs. */
   allowRemoteImages?: boolean;
@@ -56,6 +60,12 @@ export interface ServerOptions {
   stopOnLoop?: boolean;
   /** Serve the chat page at `/`. Default true. */
   webPage?: boolean;
+  /**
+   * Cross-origin access to /v1 for web apps served elsewhere (CORS): true lets any origin in, as
+   * llama.cpp's server and vLLM do by default; a list, only those origins; false, none (no CORS
+   * headers). Default true.
+   */
+  cors?: boolean | string[];
 }
 
 type Settings = Required<Omit<ServerOptions, "apiKey">> & { apiKey?: string };
@@ -65,13 +75,14 @@ const DEFAULTS: Settings = {
   retryAfterSeconds: 10,
   maxBodyBytes: 32 * 1024 * 1024,
   maxImageBytes: 20 * 1024 * 1024,
-  maxImages: 8,
+  maxImages: 32,
   allowRemoteImages: false,
   allowPrivateImageHosts: false,
   imageFetchTimeoutMs: 10_000,
   keepAliveMs: 15_000,
   stopOnLoop: true,
   webPage: true,
+  cors: true,
 };
 
 /** Status for a response whose client already left (nginx's convention); nobody reads it. */
@@ -221,6 +232,19 @@ export function createApp(
     app.get("/", (c) => c.html(PAGE_HTML));
   }
 
+  // Before the API key check: a browser's preflight carries no Authorization header.
+  if (settings.cors !== false) {
+    app.use(
+      "/v1/*",
+      cors({
+        origin: settings.cors === true ? "*" : settings.cors,
+        allowMethods: ["GET", "POST", "OPTIONS"],
+        allowHeaders: ["Authorization", "Content-Type"],
+        maxAge: 600,
+      }),
+    );
+  }
+
   if (settings.apiKey !== undefined) {
     const key = settings.apiKey;
     app.use("/v1/*", async (c, next) => {
@@ -241,10 +265,11 @@ export function createApp(
     });
   }
 
+  const created = Math.floor(Date.now() / 1000); // when this server started serving it
   const modelObject = (e: ChatEngine) => ({
     id: e.modelId,
     object: "model",
-    created: 0,
+    created,
     owned_by: "qvq",
   });
 
@@ -287,7 +312,10 @@ export function createApp(
         if (!ticket) {
           throw new HttpError(
             503,
-            `The server is busy: ${queue.waiting} requests are already waiting for the model. ` +
+            `The server is busy: ${queue.waiting} request${
+              queue.waiting === 1 ? " is" : "s are"
+            } ` +
+              `already waiting for the model. ` +
               `Retry in ${settings.retryAfterSeconds} s.`,
             "server_error",
             null,

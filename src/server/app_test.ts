@@ -330,11 +330,11 @@ const MALFORMED: [string, unknown, number, string | null][] = [
       model: MODEL,
       messages: [{
         role: "user",
-        content: Array(9).fill({ type: "image_url", image_url: { url: PNG_URL } }),
+        content: Array(33).fill({ type: "image_url", image_url: { url: PNG_URL } }),
       }],
     },
     400,
-    "messages[0].content[8]",
+    "messages[0].content[32]",
   ],
   ["max_tokens 0", { ...hello, max_tokens: 0 }, 400, "max_tokens"],
   ["max_tokens fractional", { ...hello, max_tokens: 1.5 }, 400, "max_tokens"],
@@ -440,15 +440,55 @@ Deno.test("with an API key, /v1 needs 'Authorization: Bearer <key>' (401 otherwi
 });
 
 Deno.test("GET /v1/models lists the engine's model; /v1/models/<id> finds it or 404s", async () => {
+  const started = Math.floor(Date.now() / 1000);
   const { app } = setup();
-  assert.deepEqual(await (await app.request("/v1/models")).json(), {
+  const list = await (await app.request("/v1/models")).json();
+  // created: when the server started serving it (was 0, which clients show as 1970).
+  assert.ok(list.data[0].created >= started && list.data[0].created <= started + 5);
+  assert.deepEqual(list, {
     object: "list",
-    data: [{ id: MODEL, object: "model", created: 0, owned_by: "qvq" }],
+    data: [{ id: MODEL, object: "model", created: list.data[0].created, owned_by: "qvq" }],
   });
   assert.equal((await (await app.request(`/v1/models/${MODEL}`)).json()).id, MODEL);
   const missing = await app.request("/v1/models/other");
   assert.equal(missing.status, 404);
   assert.equal((await missing.json()).error.code, "model_not_found");
+});
+
+Deno.test("/v1 answers browsers from other origins (CORS), before the API key; cors: false or a list restricts it", async () => {
+  const preflight = (app: ReturnType<typeof setup>["app"], origin: string) =>
+    app.request("/v1/chat/completions", {
+      method: "OPTIONS",
+      headers: {
+        origin,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type",
+      },
+    });
+  const { app } = setup({}, { apiKey: "sk-test" });
+  const pre = await preflight(app, "http://elsewhere.test");
+  assert.equal(pre.status, 204);
+  assert.equal(pre.headers.get("access-control-allow-origin"), "*");
+  assert.match(pre.headers.get("access-control-allow-headers") ?? "", /Authorization/i);
+  const ok = await post(app, hello, { authorization: "Bearer sk-test", origin: "http://x.test" });
+  assert.equal(ok.status, 200);
+  assert.equal(ok.headers.get("access-control-allow-origin"), "*");
+  const listed = setup({}, { cors: ["http://a.test"] }).app;
+  assert.equal(
+    (await preflight(listed, "http://a.test")).headers.get("access-control-allow-origin"),
+    "http://a.test",
+  );
+  assert.equal(
+    (await preflight(listed, "http://b.test")).headers.get("access-control-allow-origin"),
+    null,
+  );
+  const off = setup({}, { cors: false }).app;
+  assert.equal(
+    (await post(off, hello, { origin: "http://x.test" })).headers.get(
+      "access-control-allow-origin",
+    ),
+    null,
+  );
 });
 
 Deno.test("GET /health says loading until the engine promise resolves, then ok with the queue", async () => {

@@ -15,6 +15,8 @@
  * - `QVQ_API_KEY`: require `Authorization: Bearer <key>` on /v1
  * - `QVQ_MAX_QUEUE`: requests that may wait for the model (default 16)
  * - `QVQ_ALLOW_REMOTE_IMAGES=1`: fetch http(s) image URLs (public addresses only)
+ * - `QVQ_CORS`: cross-origin access to /v1 — any origin by default; `off`, or a comma-separated
+ *   list of origins
  * - `HF_TOKEN`, `HF_ENDPOINT`, `HF_HOME`, `HF_HUB_OFFLINE`: as for huggingface_hub
  *
  * @example
@@ -24,12 +26,25 @@
  * @module
  */
 import { createApp } from "./app.ts";
+import { QvqError } from "../errors.ts";
 import { loadEngine } from "./_engine.ts";
 import { loadOptionsFromEnv, modelFromEnv, optionsFromEnv } from "./_env.ts";
 
 const env = (name: string) => Deno.env.get(name);
-const model = modelFromEnv(env, import.meta.url);
-const engine = loadEngine(model, loadOptionsFromEnv(env));
+
+/** A setting from the environment; a bad one is one line (which variable, why) and exit 2. */
+function setting<T>(read: () => T): T {
+  try {
+    return read();
+  } catch (e) {
+    if (!(e instanceof QvqError)) throw e;
+    console.error(`qvq: ${e.message}`);
+    Deno.exit(2);
+  }
+}
+
+const model = setting(() => modelFromEnv(env, import.meta.url));
+const engine = loadEngine(model, setting(() => loadOptionsFromEnv(env)));
 engine.then(
   (e) => console.error(`qvq: serving ${e.modelId} (from ${model})`),
   (error) => {
@@ -42,4 +57,7 @@ engine.then(
 );
 
 /** The fetch handler `deno serve` runs. */
-export default createApp(engine, optionsFromEnv(env)) satisfies Deno.ServeDefaultExport;
+export default createApp(
+  engine,
+  setting(() => optionsFromEnv(env)),
+) satisfies Deno.ServeDefaultExport;
