@@ -63,7 +63,14 @@ function optionalNumber(body: Json, name: string, rule: NumberRule): number | un
   }
   const { min = -Infinity, max = Infinity, exclusiveMin = false, integer = false } = rule;
   if (integer && !Number.isSafeInteger(x)) {
-    throw badRequest(name, `${name} must be an integer; got ${x}.`, "invalid_type");
+    throw badRequest(
+      name,
+      Number.isInteger(x)
+        ? `${name} must be at most ${Number.MAX_SAFE_INTEGER} (2^53 − 1, the largest integer JSON ` +
+          `numbers hold exactly here); got ${x}.`
+        : `${name} must be an integer; got ${x}.`,
+      Number.isInteger(x) ? "invalid_value" : "invalid_type",
+    );
   }
   if (x < min || (exclusiveMin && x === min) || x > max) {
     const low = min === -Infinity ? "" : `${exclusiveMin ? ">" : ">="} ${min}`;

@@ -259,6 +259,7 @@ export function createApp(
           "invalid_request_error",
           null,
           "invalid_api_key",
+          { "www-authenticate": 'Bearer realm="qvq"' },
         );
       }
       await next();
@@ -281,6 +282,17 @@ export function createApp(
     const e = await engineReady;
     if (c.req.param("id") !== e.modelId) throw modelNotFound(c.req.param("id"), e);
     return c.json(modelObject(e));
+  });
+
+  app.on(["GET", "PUT", "PATCH", "DELETE"], "/v1/chat/completions", (c) => {
+    throw new HttpError(
+      405,
+      `${c.req.method} is not allowed on /v1/chat/completions; send a POST.`,
+      "invalid_request_error",
+      null,
+      "method_not_allowed",
+      { allow: "POST" },
+    );
   });
 
   app.post(

@@ -337,6 +337,12 @@ const MALFORMED: [string, unknown, number, string | null][] = [
     "messages[0].content[32]",
   ],
   ["max_tokens 0", { ...hello, max_tokens: 0 }, 400, "max_tokens"],
+  [
+    "seed past 2^53",
+    `{"model":"${MODEL}","messages":[{"role":"user","content":"Hi"}],"seed":18446744073709551615}`,
+    400,
+    "seed",
+  ],
   ["max_tokens fractional", { ...hello, max_tokens: 1.5 }, 400, "max_tokens"],
   ["max_tokens a string", { ...hello, max_tokens: "10" }, 400, "max_tokens"],
   [
@@ -432,11 +438,20 @@ Deno.test("with an API key, /v1 needs 'Authorization: Bearer <key>' (401 otherwi
   for (const headers of attempts) {
     const response = await post(app, hello, headers);
     assert.equal(response.status, 401);
+    assert.equal(response.headers.get("www-authenticate"), 'Bearer realm="qvq"');
     assert.equal((await response.json()).error.code, "invalid_api_key");
   }
   assert.equal((await app.request("/v1/models")).status, 401);
   assert.equal((await post(app, hello, { authorization: "Bearer sk-test" })).status, 200);
   assert.equal((await app.request("/health")).status, 200);
+});
+
+Deno.test("other methods on /v1/chat/completions are 405 with Allow: POST", async () => {
+  const { app } = setup();
+  const response = await app.request("/v1/chat/completions");
+  assert.equal(response.status, 405);
+  assert.equal(response.headers.get("allow"), "POST");
+  assert.equal((await response.json()).error.code, "method_not_allowed");
 });
 
 Deno.test("GET /v1/models lists the engine's model; /v1/models/<id> finds it or 404s", async () => {
