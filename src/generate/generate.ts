@@ -6,7 +6,7 @@
  * cache keeps (with what its rows hold) unless the generation failed.
  * @module
  */
-import { ContextLengthError, InvalidInputError } from "../errors.ts";
+import { ContextLengthError } from "../errors.ts";
 import { patchCount } from "../image.ts";
 import type { ImageEmbeds, Qwen2VLModel, Session } from "../model/qwen2vl.ts";
 import type { Tokenizer } from "../tokenizer.ts";
@@ -30,8 +30,8 @@ export interface RunGenerationHooks extends Omit<DecodeStreamOptions, "ids"> {
 
 /**
  * Streams the model's answer to `prompt`. The token budget is {@link tokenBudget}'s.
- * @throws InvalidInputError when the prompt alone fills the model's context, or an explicit
- *   `maxNewTokens` does not fit beside it
+ * @throws ContextLengthError (an InvalidInputError) when the prompt alone fills the model's
+ *   context, or an explicit `maxNewTokens` does not fit beside it
  */
 export async function* runGeneration(
   model: Qwen2VLModel,
