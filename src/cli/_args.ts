@@ -54,7 +54,7 @@ export function parseCommand(
 ): Values {
   try {
     const { values, positionals } = parseArgs({
-      args,
+      args: joinNegativeValues(args, options),
       options,
       strict: true,
       allowPositionals: true,
@@ -67,6 +67,29 @@ export function parseCommand(
     if (e instanceof UsageError) throw e;
     throw new UsageError((e as Error).message, usage);
   }
+}
+
+/**
+ * `--seed -3` as `--seed=-3`: node's parseArgs takes a value that starts with "-" for an option
+ * (and refuses it as ambiguous); a negative number after an option that takes a value is that
+ * option's value.
+ */
+function joinNegativeValues(args: string[], options: Record<string, OptionSpec>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const name = args[i].startsWith("--") ? args[i].slice(2) : undefined;
+    const next = args[i + 1];
+    if (
+      name && options[name]?.type === "string" && next !== undefined &&
+      /^-(\d|\.\d)/.test(next)
+    ) {
+      out.push(`${args[i]}=${next}`);
+      i++;
+    } else {
+      out.push(args[i]);
+    }
+  }
+  return out;
 }
 
 /** The value of required string option `--name`. */

@@ -182,15 +182,12 @@ Deno.test("qvq generate streams the answer to stdout and a summary to stderr", a
 });
 
 Deno.test("qvq generate reports a bad option value with exit code 1, before loading the model", async () => {
-  const r = await cli([
-    "generate",
-    ...TINY_F32,
-    "--prompt",
-    "hi",
-    "--temperature=-1",
-  ]);
-  assert.equal(r.code, 1, r.err);
-  assert.match(r.err, /temperature must be .* got -1/);
+  // A negative number is the option's value with or without "=".
+  for (const temperature of [["--temperature=-1"], ["--temperature", "-1"]]) {
+    const r = await cli(["generate", ...TINY_F32, "--prompt", "hi", ...temperature]);
+    assert.equal(r.code, 1, r.err);
+    assert.match(r.err, /temperature must be .* got -1/);
+  }
 });
 
 Deno.test("qvq logits writes the reference tensors, matching transformers on case 0", async () => {
