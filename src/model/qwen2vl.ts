@@ -14,7 +14,7 @@
  * @module
  */
 import { GpuError, InvalidInputError } from "../errors.ts";
-import { fmtBytes, type Gpu, requestGpu } from "../gpu/device.ts";
+import { fmtBytes, Gpu, requestGpu } from "../gpu/device.ts";
 import { createStorage, readF32, uploadArray, writeArray } from "../gpu/buffers.ts";
 import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
 import { type ModelSource, openModelSource } from "../model_files.ts";
@@ -254,6 +254,12 @@ export class Qwen2VLModel {
    */
   static async load(source: ModelSource | string, opts: LoadOptions = {}): Promise<Qwen2VLModel> {
     const src = typeof source === "string" ? openModelSource(source) : source;
+    if (opts.gpu !== undefined && !(opts.gpu instanceof Gpu)) {
+      throw new InvalidInputError(
+        "gpu must be a Gpu from requestGpu() (or left out for a new device), got " +
+          Object.prototype.toString.call(opts.gpu),
+      );
+    }
     const gpu = opts.gpu ?? await requestGpu();
     let p: ModelPlan | undefined;
     try {

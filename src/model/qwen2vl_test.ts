@@ -115,6 +115,15 @@ Deno.test("planModel() refuses a maxContext past max_position_embeddings or belo
   assert.equal(ok.maxContext, 32768);
 });
 
+Deno.test("Qwen2VLModel.load() refuses a gpu option that is not a Gpu, before anything loads", async () => {
+  await assert.rejects(
+    // deno-lint-ignore no-explicit-any
+    () => Qwen2VLModel.load(TINY_DIR, { gpu: {} as any }),
+    (e: Error) =>
+      e instanceof InvalidInputError && /gpu must be a Gpu from requestGpu\(\)/.test(e.message),
+  );
+});
+
 Deno.test("Qwen2VLModel.load() refuses a model over memoryLimit, saying how much it needs", async () => {
   const gpu = await sharedGpu();
   await assert.rejects(
