@@ -154,8 +154,8 @@ Deno.test("the chat page's Stop button aborts the generation on the server", asy
   assert.equal(await page.textContent("#send"), "Send");
 });
 
-Deno.test("the chat page shows the server's error message", async () => {
-  const engine = new FakeEngine();
+Deno.test("the chat page shows the server's error message and leaves the refused turn out of the conversation", async () => {
+  const engine = new FakeEngine({ answer: () => "fine" });
   await using s = await serveAndLaunch(createApp(engine, { maxImageBytes: 1000 }).fetch);
   const page = await s.browser.newPage();
   await page.goto(`${s.url}/`);
@@ -168,6 +168,19 @@ Deno.test("the chat page shows the server's error message", async () => {
     /accepts images up to 1000 bytes/,
   );
   assert.equal(engine.calls.length, 0);
+  // The refused turn is back in the box (text and image) to fix, and marked as not sent.
+  assert.equal(await page.inputValue("#prompt"), "Too big?");
+  assert.equal(await page.locator("#attachments .thumb").count(), 1);
+  assert.equal(await page.locator(".msg.user.refused").count(), 1);
+  // The next turn goes out alone: it used to carry the refused one (and fail the same way) forever.
+  await page.click("#attachments .thumb button");
+  await send(page, "Just text, then.");
+  await page.waitForSelector(".msg.assistant:not(.streaming) .stats");
+  assert.equal(engine.calls.length, 1);
+  assert.deepEqual(engine.calls[0].messages, [{
+    role: "user",
+    content: [{ type: "text", text: "Just text, then." }],
+  }]);
 });
 
 Deno.test("the chat page finds the API when the app is mounted under a prefix", async () => {
