@@ -10,6 +10,10 @@ import { checkKvDType } from "../../kernels/kv_cache.ts";
 import type { ServerOptions } from "./app.ts";
 import type { LoadEngineOptions } from "./_engine.ts";
 
+/** How a switch variable says on, and off (case-insensitive). */
+const ON = /^(1|true|yes|on)$/i;
+const OFF = /^(0|false|no|off)$/i;
+
 /** Reads one environment variable (undefined when unset). */
 export type Env = (name: string) => string | undefined;
 
@@ -65,8 +69,8 @@ export function loadOptionsFromEnv(
   const visionQuant = parse("QVQ_VISION_QUANT", parseVisionQuant);
   const kvCacheDtype = parse("QVQ_KV_CACHE_DTYPE", (v) => checkKvDType(v, "the KV cache dtype"));
   const promptCache = parse("QVQ_PROMPT_CACHE", (v): boolean | number => {
-    if (/^(1|true|yes|on)$/i.test(v)) return true;
-    if (/^(0|false|no|off)$/i.test(v)) return false;
+    if (ON.test(v)) return true;
+    if (OFF.test(v)) return false;
     if (/^[0-9]+$/.test(v) && Number(v) <= 1024) return Number(v);
     throw new InvalidInputError(
       `"${v}" is neither on (1, true, yes, on), off (0, false, no, off) nor a number of ` +
@@ -92,12 +96,12 @@ export function optionsFromEnv(env: Env): ServerOptions {
   if (key) options.apiKey = key;
   const maxQueue = wholeNumber("QVQ_MAX_QUEUE", env("QVQ_MAX_QUEUE"));
   if (maxQueue !== undefined) options.maxQueue = maxQueue;
-  if (/^(1|true|yes|on)$/i.test(env("QVQ_ALLOW_REMOTE_IMAGES") ?? "")) {
+  if (ON.test(env("QVQ_ALLOW_REMOTE_IMAGES") ?? "")) {
     options.allowRemoteImages = true;
   }
   const cors = (env("QVQ_CORS") ?? "").trim();
-  if (/^(0|false|no|off)$/i.test(cors)) options.cors = false;
-  else if (cors && !/^(\*|1|true|yes|on)$/i.test(cors)) {
+  if (OFF.test(cors)) options.cors = false;
+  else if (cors && cors !== "*" && !ON.test(cors)) {
     options.cors = cors.split(",").map((o) => o.trim()).filter((o) => o);
   }
   return options;
