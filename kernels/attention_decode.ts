@@ -64,6 +64,16 @@ export interface DecodeAttentionShape extends AttentionHeads {
   unroll?: boolean;
   /** Splits the merge loads at once (default 8): 4 · mergeBatch loads in flight a thread. */
   mergeBatch?: 4 | 8 | 16;
+  /**
+   * "lanes" (the default where the adapter has subgroups and the shape fits): key slots of a few
+   * subgroup lanes each, K/V straight to registers, no workgroup tiles. "tiled": chunks of keys
+   * staged in workgroup memory (`chunk`, `prefetch` and `unroll` apply to it alone).
+   */
+  kernel?: "lanes" | "tiled";
+  /** lanes: threads per key row, 4, 8, 16 or 32, at most the smallest subgroup (default ≤ 16). */
+  lanes?: 4 | 8 | 16 | 32;
+  /** lanes: keys a slot takes per step, their loads issued together (default 2). */
+  keysPerStep?: 1 | 2 | 4;
 }
 
 /** Query heads per workgroup: the largest divisor of the GQA group ≤ 8 with G · hd4 ≤ 256. */
@@ -112,6 +122,152 @@ function tiling(gpu: Gpu, s: DecodeAttentionShape, group: number) {
     `decodeAttention: head_dim ${s.headDim} with chunk ${s.chunk ?? "8–32"} needs more ` +
       "workgroup memory or threads than the adapter has; use a smaller chunk",
   );
+}
+
+/** The lanes kernel's tiling: heads per workgroup, lanes per key row, keys per slot and step. */
+interface LanesTiling {
+  group: number;
+  lanes: number;
+  keys: number;
+  /** Heads a round of the slot merge (as many as workgroup memory holds). */
+  heads: number;
+}
+
+/**
+ * The lanes kernel's tiling, or undefined where it does not apply (no subgroups, `kernel:
+ * "tiled"`, or a shape whose slot merge does not fit the adapter's workgroup memory). Lanes per
+ * row: the most that divide the row's vec4 count up to 16 and the smallest subgroup.
+ */
+function lanesTiling(gpu: Gpu, s: DecodeAttentionShape, group: number): LanesTiling | undefined {
+  const sgMin = gpu.adapterInfo.subgroupMinSize ?? 0;
+  const asked = s.kernel === "lanes";
+  const no = (why: string) => {
+    if (asked) throw new InvalidInputError(`decodeAttention: kernel "lanes" ${why}`);
+    return undefined;
+  };
+  if (s.kernel === "tiled") return undefined;
+  if (!gpu.features.subgroups || sgMin < 4) return no(`needs subgroups; use "tiled"`);
+  const hd4 = s.headDim / 4;
+  let lanes = s.lanes ?? 0;
+  if (lanes === 0) {
+    for (let l = Math.min(16, sgMin); l >= 4 && lanes === 0; l /= 2) if (hd4 % l === 0) lanes = l;
+  }
+  if (lanes < 4 || hd4 % lanes !== 0 || lanes > sgMin || (lanes & (lanes - 1)) !== 0) {
+    return no(
+      `takes ${s.lanes ?? "a power of two of"} lanes per key row: it must divide head_dim / 4 = ` +
+        `${hd4} and be at most the adapter's smallest subgroup, ${sgMin}`,
+    );
+  }
+  const slots = WG / lanes, round = 16 * slots * hd4; // bytes of one head's slots in the merge
+  const left = (g: number) =>
+    gpu.limits.maxComputeWorkgroupStorageSize - (8 * slots * g + 8 * g * MAX_SPLITS + 8 * g + 4);
+  for (let g = Math.min(group, 8); g >= 1; g--) {
+    const heads = Math.min(g, Math.floor(left(g) / round));
+    if (group % g === 0 && g * hd4 <= WG && heads >= 1) {
+      return { group: g, lanes, keys: s.keysPerStep ?? 2, heads };
+    }
+  }
+  return no(`needs more workgroup memory than the adapter has at head_dim ${s.headDim}`);
+}
+
+/**
+ * The lanes kernel's written-out code (kernels/attention_decode.wgsl, #if LANES): per-thread
+ * registers for GROUP heads × vl vec4 columns of queries and Σ p·v, `keys` K/V rows of vl vec4
+ * in flight, and the steps over them.
+ */
+function lanesCode(t: LanesTiling, hd4: number): Record<string, string> {
+  const vl = hd4 / t.lanes, slots = WG / t.lanes;
+  const R = range(t.group), C = range(vl), U = range(t.keys), S = range(slots);
+  const each = <T>(xs: number[], f: (x: T & number) => string) => xs.map((x) => f(x as T & number));
+  const grid = (f: (r: number, c: number) => string, rs = R) =>
+    rs.flatMap((r) => C.map((c) => f(r, c))).join(" ");
+  const widen = (x: string) => `vec4<f32>(${x})`;
+  const shuffles: string[] = [];
+  for (let o = t.lanes / 2; o >= 1; o /= 2) {
+    for (const u of U) {
+      for (const r of R) shuffles.push(`s${u}_${r} += subgroupShuffleXor(s${u}_${r}, ${o}u);`);
+    }
+  }
+  return {
+    L: String(t.lanes),
+    U: String(t.keys),
+    L_DECL: [
+      grid((r, c) =>
+        `let q${r}_${c} = q[p.q_off + (h0 + ${r}u) * HD4 + ln + ${c * t.lanes}u] * p.scale;`
+      ),
+      grid((r, c) => `var a${r}_${c} = vec4<f32>(0.0);`),
+      each(R, (r) => `var m${r} = NEG; var l${r} = 0.0;`).join(" "),
+      grid((u, c) => `var kk${u}_${c}: KV4; var vv${u}_${c}: KV4;`, U),
+    ].join("\n  "),
+    L_FETCH: U.map((u) =>
+      `let row${u} = min(jf + ${u * slots}u, end - 1u); ` +
+      C.map((c) =>
+        `kk${u}_${c} = k[row${u} * p.k_stride + kb + ${c * t.lanes}u]; ` +
+        `vv${u}_${c} = v[row${u} * p.v_stride + vb + ${c * t.lanes}u];`
+      ).join(" ")
+    ).join(" "),
+    L_TAKE: grid((u, c) => `let ck${u}_${c} = kk${u}_${c}; let cv${u}_${c} = vv${u}_${c};`, U),
+    L_STEP: [
+      each(U, (u) => `let ok${u} = j + ${u * slots}u < end;`).join(" "),
+      ...U.flatMap((u) =>
+        R.map((r) =>
+          `var s${u}_${r} = ${
+            C.map((c) => `dot(q${r}_${c}, ${widen(`ck${u}_${c}`)})`).join(" + ")
+          };`
+        )
+      ),
+      ...shuffles,
+      ...U.flatMap((u) => R.map((r) => `s${u}_${r} = select(NEG, s${u}_${r}, ok${u});`)),
+      ...R.flatMap((r) => [
+        `let mn${r} = max(m${r}, ${
+          U.map((u) => `s${u}_${r}`).reduce((a, b) => `max(${a}, ${b})`)
+        });`,
+        `let al${r} = exp(m${r} - mn${r});`,
+        ...U.map((u) => `let p${u}_${r} = select(0.0, exp(s${u}_${r} - mn${r}), ok${u});`),
+        `l${r} = l${r} * al${r} + ${U.map((u) => `p${u}_${r}`).join(" + ")};`,
+        ...C.map((c) =>
+          `a${r}_${c} = ` +
+          U.reduce(
+            (acc, u) => `fma(vec4<f32>(p${u}_${r}), ${widen(`cv${u}_${c}`)}, ${acc})`,
+            `a${r}_${c} * al${r}`,
+          ) + ";"
+        ),
+        `m${r} = mn${r};`,
+      ]),
+    ].join("\n    "),
+    L_STATS: each(
+      R,
+      (r) => `ms_sl[slot * GROUP + ${r}u] = m${r}; ls_sl[slot * GROUP + ${r}u] = l${r};`,
+    ).join(" "),
+    L_BIG: [
+      S.map((sl) => `let m_${sl} = ms_sl[${sl * t.group}u + lid];`).join(" "),
+      `let big = ${tree(S.map((sl) => `m_${sl}`), (a, b) => `max(${a}, ${b})`)};`,
+      `let lt = ${tree(S.map((sl) => `exp(m_${sl} - big) * ls_sl[${sl * t.group}u + lid]`), sum)};`,
+    ].join("\n    "),
+    HR: String(t.heads),
+    L_SUM: tree(S.map((sl) => `red[b + ${sl * hd4}u]`), sum),
+    L_MERGE: range(Math.ceil(t.group / t.heads)).map((k) => {
+      const r0 = k * t.heads, rs = R.slice(r0, r0 + t.heads);
+      return rs.map((r) =>
+        `let w${r} = exp(m${r} - big_sm[${r}u]); ` +
+        C.map((c) =>
+          `red[(${(r - r0) * slots}u + slot) * HD4 + ln + ${c * t.lanes}u] = a${r}_${c} * w${r};`
+        ).join(" ")
+      ).join("\n  ") +
+        `\n  workgroupBarrier();\n  take_heads(lid, ${r0}u);` +
+        (r0 + t.heads < t.group ? "\n  workgroupBarrier();" : "");
+    }).join("\n  "),
+  };
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+const sum = (a: string, b: string) => `${a} + ${b}`;
+
+/** xs combined pairwise as a balanced tree (independent operations, short dependency chains). */
+function tree(xs: string[], op: (a: string, b: string) => string): string {
+  if (xs.length === 1) return xs[0];
+  const h = Math.ceil(xs.length / 2);
+  return op(`(${tree(xs.slice(0, h), op)})`, `(${tree(xs.slice(h), op)})`);
 }
 
 /**
@@ -168,23 +324,29 @@ export function decodeAttention(
   const r = resolveHeads("decodeAttention", s, q, k, v, true);
   const nsplit = splitsOf(s);
   checkSize("decodeAttention scratch", scratch, decodeAttentionScratchBytes(s));
-  const t = tiling(gpu, s, r.group);
+  const lt = lanesTiling(gpu, s, r.group);
+  const t = lt ?? tiling(gpu, s, r.group);
+  const mb = s.mergeBatch ?? 8, hd4 = r.headDim / 4;
   const vt = variant(gpu, {
     family: "attention_decode",
-    entry: "decode",
+    entry: lt ? "decode_lanes" : "decode",
     bindings: ["read", "read", "read", "read", "read_write", "read_write"],
     params: Params,
     defines: {
       HD: r.headDim,
       GROUP: t.group,
-      CHUNK: t.chunk,
       MAXS: MAX_SPLITS,
-      PF: s.prefetch ?? true,
-      LOOPS: !(s.unroll ?? true),
-      MB: s.mergeBatch ?? 8,
+      MB: mb,
       ...kvDefines(r.kv),
+      ...(lt ? { LANES: true, L: lt.lanes, U: lt.keys } : {
+        CHUNK: (t as { chunk: number }).chunk,
+        PF: s.prefetch ?? true,
+        LOOPS: !(s.unroll ?? true),
+      }),
     },
-    code: innerLoops(r.headDim / 4, t.chunk, s.unroll ?? true, s.mergeBatch ?? 8),
+    code: lt
+      ? { ...lanesCode(lt, hd4), ...innerLoops(hd4, 32, true, mb) }
+      : innerLoops(hd4, (t as { chunk: number }).chunk, s.unroll ?? true, mb),
   });
   const params = Params.pack({ ...headParams(r), nsplit });
   return [

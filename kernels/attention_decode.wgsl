@@ -24,18 +24,35 @@
 // memory latency about once rather than once a chunk. The inner loops are written out by the
 // builder ({{SCORE}}, {{MAXR}}, {{PV}}: naga wraps every WGSL `for` in a loop counter the driver
 // cannot see through, which keeps such loops real loops).
+//
+// #if LANES (entry decode_lanes): the same splits and merge, without workgroup tiles. Each key row
+// belongs to L consecutive lanes of one subgroup (L a power of two ≤ the smallest subgroup size),
+// lane ln holding vec4 columns ln, ln + L, … of it; the workgroup's S = WG / L key slots each walk
+// their own keys of the split (slot, slot + S, …; U of them a step) as an independent online
+// softmax, with the query of every head of the block and their Σ p · v in registers. A score is
+// the lanes' partial dot products summed by subgroupShuffleXor; K/V rows go from memory straight
+// to registers, the next step's loads issued before this step's arithmetic; no barrier until the
+// slots merge (log-sum-exp, through workgroup memory, HR heads at a time) at the split's end. The
+// tiled kernel reads each K/V element GROUP times from workgroup memory and meets four barriers a
+// chunk: it is bound by workgroup-memory bandwidth and phase latency, not by the cache's bytes.
 
 #include decode_state
 
 const HD: u32 = {{HD}}u;
 const HD4: u32 = HD / 4u;
 const NEG: f32 = -3.0e38;       // masked scores and the initial max: finite, so no inf - inf
-const CHUNK: u32 = {{CHUNK}}u;  // keys per step (8, 16 or 32)
 const WG: u32 = 256u;
 const GROUP: u32 = {{GROUP}}u;  // query heads per workgroup (≤ 8; GROUP · HD4 ≤ WG)
-const KS: u32 = HD4 + 1u;       // padded K row stride, vec4 (odd: conflict-free column reads)
 const MAXS: u32 = {{MAXS}}u;    // most splits (p.nsplit ≤ MAXS)
+#if LANES
+const L: u32 = {{L}}u;          // lanes per key row
+const S: u32 = WG / L;          // key slots
+const CHUNK: u32 = S * {{U}}u;  // keys per step: U a slot
+#else
+const CHUNK: u32 = {{CHUNK}}u;  // keys per step (8, 16 or 32)
+const KS: u32 = HD4 + 1u;       // padded K row stride, vec4 (odd: conflict-free column reads)
 const NKV: u32 = CHUNK * HD4;   // vec4 of one chunk's K (and of its V); ≤ 4 · WG
+#endif
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;          // (1, q_stride) f32
 #include kv_types
@@ -56,6 +73,146 @@ fn store_f(i: u32, x: f32) { atomicStore(&scratch[i], bitcast<u32>(x)); }
 fn load_f(i: u32) -> f32 { return bitcast<f32>(atomicLoad(&scratch[i])); }
 fn load4(i: u32) -> vec4<f32> { return vec4<f32>(load_f(i), load_f(i + 1u), load_f(i + 2u), load_f(i + 3u)); }
 
+var<workgroup> ms_all: array<f32, GROUP * MAXS>;    // merge: (GROUP, ns) split maxima
+var<workgroup> ls_all: array<f32, GROUP * MAXS>;    // merge: (GROUP, ns) split Σ exp
+var<workgroup> last_sm: u32;                        // 1 if this workgroup merges
+
+// Split sp's partial Σ p · v of this thread's column (clamped to the last split, ns − 1).
+fn split_acc(h: u32, sp: u32, ns: u32, d: u32) -> vec4<f32> { return load4(acc_at(h, min(sp, ns - 1u)) + d * 4u); }
+
+// Weight of split sp in the merge (0 past the last split, whose loads were clamped).
+fn merge_w(row: u32, sp: u32, ns: u32, big: f32) -> f32 {
+  return select(0.0, exp(ms_all[row + min(sp, ns - 1u)] - big), sp < ns);
+}
+
+// The end of a workgroup's work, for both kernels: thread lid < GROUP · HD4 holds vec4 column
+// lid % HD4 of head block·GROUP + lid / HD4 of its split's result — acc, the unnormalised Σ p · v;
+// l, the Σ exp; m, the max score both are relative to. With one split it normalises and writes
+// the output; otherwise it publishes them, and the last workgroup of the head block to arrive
+// merges all splits.
+fn finish_split(lid: u32, block: u32, split: u32, ns: u32, acc: vec4<f32>, l: f32, m: f32) {
+  let h0 = block * GROUP;
+  let r = lid / HD4;
+  let d = lid % HD4;
+  if (ns == 1u) {             // the whole context in this workgroup: normalise and write
+    if (lid < GROUP * HD4) { out[h0 * HD4 + lid] = acc / l; }
+    return;
+  }
+  if (lid < GROUP * HD4) {
+    let a = acc_at(h0 + r, split) + d * 4u;
+    store_f(a, acc.x);
+    store_f(a + 1u, acc.y);
+    store_f(a + 2u, acc.z);
+    store_f(a + 3u, acc.w);
+    if (d == 0u) {
+      store_f(stats_at(h0 + r, split), m);
+      store_f(stats_at(h0 + r, split) + 1u, l);
+    }
+  }
+  // Release this workgroup's partials, then arrive; the last arrival merges.
+  storageBarrier();
+  if (lid == 0u) { last_sm = u32(atomicAdd(&scratch[counter_at(block)], 1u) == ns - 1u); }
+  if (workgroupUniformLoad(&last_sm) == 0u) { return; }
+  storageBarrier();           // acquire the other workgroups' partials
+  if (lid == 0u) { atomicStore(&scratch[counter_at(block)], 0u); }
+  for (var idx = lid; idx < GROUP * ns; idx += WG) {
+    let st = stats_at(h0 + idx / ns, idx % ns);
+    ms_all[idx] = load_f(st);
+    ls_all[idx] = load_f(st + 1u);
+  }
+  workgroupBarrier();
+  if (lid < GROUP * HD4) {
+    var big = NEG;
+    for (var sp = 0u; sp < ns; sp++) { big = max(big, ms_all[r * ns + sp]); }
+    var lt = 0.0;
+    for (var sp = 0u; sp < ns; sp++) { lt += exp(ms_all[r * ns + sp] - big) * ls_all[r * ns + sp]; }
+    // MB splits a step, their 4 · MB loads issued before any is used (atomics may not be
+    // reordered by the compiler, so the builder writes the batch out: x_i = split sp + i's
+    // partial, clamped to the last split, then a += merge_w(…, sp + i, …) · x_i).
+    var a = vec4<f32>(0.0);
+    for (var sp = 0u; sp < ns; sp += {{MB}}u) {
+      {{MERGE}}
+    }
+    out[h0 * HD4 + lid] = a / lt;
+  }
+}
+
+// The keys of a workgroup's split: [start, end) of the n = cache_len + 1 keys, cut into ns splits
+// of a whole number of CHUNK-key steps each.
+struct Split { n: u32, ns: u32, start: u32, end: u32 }
+fn split_of(split: u32) -> Split {
+  let n = state.cache_len + 1u;
+  let per = (n + p.nsplit - 1u) / p.nsplit;
+  let len = (per + CHUNK - 1u) / CHUNK * CHUNK;
+  let start = split * len;
+  return Split(n, (n + len - 1u) / len, start, min(n, start + len));
+}
+
+#if LANES
+const HR: u32 = {{HR}}u;         // heads a merge round
+var<workgroup> red: array<vec4<f32>, HR * S * HD4>; // (HR, S, HD) a round's heads' Σ p·v of each slot
+var<workgroup> ms_sl: array<f32, S * GROUP>;        // (S, GROUP) each slot's max score
+var<workgroup> ls_sl: array<f32, S * GROUP>;        // (S, GROUP) each slot's Σ exp
+var<workgroup> big_sm: array<f32, GROUP>;           // (GROUP) the max over the slots
+var<workgroup> lt_sm: array<f32, GROUP>;            // (GROUP) Σ exp over the slots, relative to it
+
+// The slots' merged result for thread (r, d) of the epilogue.
+var<private> fin_acc: vec4<f32>;
+var<private> fin_l: f32;
+var<private> fin_m: f32;
+
+// Thread (r, d) of a round's heads r0 .. r0 + HR − 1 takes head r's Σ p·v — the sum over the
+// slots in red, each already rescaled to the head's max (loads written out: a loop would wait on
+// each in turn) — and statistics.
+fn take_heads(lid: u32, r0: u32) {
+  let r = lid / HD4;
+  if (r >= r0 && r < min(r0 + HR, GROUP)) {
+    let b = (r - r0) * S * HD4 + lid % HD4;
+    fin_acc = {{L_SUM}};
+    fin_l = lt_sm[r];
+    fin_m = big_sm[r];
+  }
+}
+
+@compute @workgroup_size(WG)
+fn decode_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let sp = split_of(wid.x);
+  if (sp.start >= sp.n) { return; }   // split past the context: not counted, not merged
+  let h0 = wid.y * GROUP;
+  let end = sp.end;
+  let slot = lid / L;
+  let ln = lid % L;
+  let kb = p.k_off + h0 / p.group * HD4 + ln;  // this lane's first vec4 of a K row
+  let vb = p.v_off + h0 / p.group * HD4 + ln;
+  // Every slot takes the same number of steps, so the shuffles stay in uniform control flow;
+  // keys past the split's end are clamped on load and weigh nothing.
+  let steps = (end - sp.start + CHUNK - 1u) / CHUNK;
+  var j = sp.start + slot;    // this step's first key of the slot (the others S apart)
+  {{L_DECL}}
+  { let jf = j; {{L_FETCH}} }
+  for (var it = 0u; it < steps; it++) {
+    {{L_TAKE}}
+    let jn = j + CHUNK;
+    if (it + 1u < steps) { let jf = jn; {{L_FETCH}} }  // in flight during this step
+    {{L_STEP}}
+    j = jn;
+  }
+  // The slots' statistics (the same in each lane of a slot), each head's max and Σ exp over
+  // them, then HR heads at a time the slots' Σ p·v rescaled to that max.
+  if (ln == 0u) {
+    {{L_STATS}}
+  }
+  workgroupBarrier();
+  if (lid < GROUP) {
+    {{L_BIG}}
+    big_sm[lid] = big;
+    lt_sm[lid] = lt;
+  }
+  workgroupBarrier();
+  {{L_MERGE}}
+  finish_split(lid, wid.y, wid.x, sp.ns, fin_acc, fin_l, fin_m);
+}
+#else
 var<workgroup> qs: array<vec4<f32>, GROUP * HD4>;   // (GROUP, HD) scaled queries
 var<workgroup> ks: array<vec4<f32>, CHUNK * KS>;    // (CHUNK, HD) this chunk's keys, padded rows
 var<workgroup> vs: array<vec4<f32>, NKV>;           // (CHUNK, HD) this chunk's values
@@ -63,9 +220,6 @@ var<workgroup> ss: array<f32, GROUP * CHUNK>;       // (GROUP, CHUNK) scores
 var<workgroup> pr: array<f32, GROUP * CHUNK>;       // (GROUP, CHUNK) probabilities
 var<workgroup> alpha_sm: array<f32, GROUP>;         // this chunk's rescale exp(m_old − m_new)
 var<workgroup> m_sm: array<f32, GROUP>;             // running max per head
-var<workgroup> ms_all: array<f32, GROUP * MAXS>;    // merge: (GROUP, ns) split maxima
-var<workgroup> ls_all: array<f32, GROUP * MAXS>;    // merge: (GROUP, ns) split Σ exp
-var<workgroup> last_sm: u32;                        // 1 if this workgroup merges
 
 // This thread's share of a chunk's K and V: elements lid + i · WG (i < 4) of the (CHUNK, HD4)
 // tile, in flight in named registers until put_chunk() stores them.
@@ -153,28 +307,16 @@ fn max4(rs: u32, x: u32, mx: f32) -> f32 {
   return max(mx, max(max(ss[b], ss[b + 1u]), max(ss[b + 2u], ss[b + 3u])));
 }
 
-// Split sp's partial Σ p · v of this thread's column (clamped to the last split, ns − 1).
-fn split_acc(h: u32, sp: u32, ns: u32, d: u32) -> vec4<f32> { return load4(acc_at(h, min(sp, ns - 1u)) + d * 4u); }
-
-// Weight of split sp in the merge (0 past the last split, whose loads were clamped).
-fn merge_w(row: u32, sp: u32, ns: u32, big: f32) -> f32 {
-  return select(0.0, exp(ms_all[row + min(sp, ns - 1u)] - big), sp < ns);
-}
-
 @compute @workgroup_size(WG)
 fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   lid_ = lid;
-  let split = wid.x;
   let h0 = wid.y * GROUP;     // first query head of the block
   kbase_ = p.k_off + h0 / p.group * HD4;
   vbase_ = p.v_off + h0 / p.group * HD4;
-  let n = state.cache_len + 1u;
-  let per = (n + p.nsplit - 1u) / p.nsplit;
-  let len = (per + CHUNK - 1u) / CHUNK * CHUNK;
-  let ns = (n + len - 1u) / len;
-  let start = split * len;
-  if (start >= n) { return; }   // split past the context: not counted, not merged
-  let end = min(n, start + len);
+  let sp = split_of(wid.x);
+  let start = sp.start;
+  if (start >= sp.n) { return; }   // split past the context: not counted, not merged
+  let end = sp.end;
 
   // The first chunk's loads, then this thread's query element (stored into qs with the chunk),
   // so the two reads' latencies overlap (GROUP · HD4 ≤ WG: one per thread).
@@ -238,45 +380,6 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     }
   }
 
-  if (ns == 1u) {             // the whole context in this workgroup: normalise and write
-    if (lid < GROUP * HD4) { out[h0 * HD4 + lid] = acc / l; }
-    return;
-  }
-  if (lid < GROUP * HD4) {
-    let a = acc_at(h0 + r, split) + d * 4u;
-    store_f(a, acc.x);
-    store_f(a + 1u, acc.y);
-    store_f(a + 2u, acc.z);
-    store_f(a + 3u, acc.w);
-    if (d == 0u) {
-      store_f(stats_at(h0 + r, split), m_sm[r]);
-      store_f(stats_at(h0 + r, split) + 1u, l);
-    }
-  }
-  // Release this workgroup's partials, then arrive; the last arrival merges.
-  storageBarrier();
-  if (lid == 0u) { last_sm = u32(atomicAdd(&scratch[counter_at(wid.y)], 1u) == ns - 1u); }
-  if (workgroupUniformLoad(&last_sm) == 0u) { return; }
-  storageBarrier();           // acquire the other workgroups' partials
-  if (lid == 0u) { atomicStore(&scratch[counter_at(wid.y)], 0u); }
-  for (var idx = lid; idx < GROUP * ns; idx += WG) {
-    let st = stats_at(h0 + idx / ns, idx % ns);
-    ms_all[idx] = load_f(st);
-    ls_all[idx] = load_f(st + 1u);
-  }
-  workgroupBarrier();
-  if (lid < GROUP * HD4) {
-    var big = NEG;
-    for (var sp = 0u; sp < ns; sp++) { big = max(big, ms_all[r * ns + sp]); }
-    var lt = 0.0;
-    for (var sp = 0u; sp < ns; sp++) { lt += exp(ms_all[r * ns + sp] - big) * ls_all[r * ns + sp]; }
-    // MB splits a step, their 4 · MB loads issued before any is used (atomics may not be
-    // reordered by the compiler, so the builder writes the batch out: x_i = split sp + i's
-    // partial, clamped to the last split, then a += merge_w(…, sp + i, …) · x_i).
-    var a = vec4<f32>(0.0);
-    for (var sp = 0u; sp < ns; sp += {{MB}}u) {
-      {{MERGE}}
-    }
-    out[h0 * HD4 + lid] = a / lt;
-  }
+  finish_split(lid, wid.y, wid.x, sp.ns, acc, l, m_sm[min(r, GROUP - 1u)]);
 }
+#endif

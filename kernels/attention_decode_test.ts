@@ -12,6 +12,10 @@ import {
 import type { KvDType } from "./kv_cache.ts";
 import { createDecodeState, writeDecodeState } from "./state.ts";
 import { run } from "./_kernel.ts";
+import assert from "node:assert/strict";
+import { InvalidInputError } from "../src/errors.ts";
+
+const maxWorkgroupBytes = (gpu: Gpu) => gpu.limits.maxComputeWorkgroupStorageSize;
 
 // f32 dot products and exp against an f64 reference: scores of N(0,1) inputs are O(1) and the
 // output a convex mix of v, so errors stay at a few f32 ulps of |v| (≈ 4); an off-by-one key or
@@ -25,8 +29,12 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
   const state = createDecodeState(gpu);
   // [headDim, heads, kvHeads, n, options]: splits 1 and 2 make one workgroup walk many key
   // steps (online softmax); the others spread the keys over up to 22 splits (merged, eight per
-  // batch, so a partial last batch too). n and n + 130 land mid-chunk and mid-split. Every other
-  // case reads an f16 cache, the reference the f16-rounded K and V.
+  // batch, so a partial last batch too). n and n + 130 land mid-step and mid-split. Every other
+  // case reads an f16 cache, the reference the f16-rounded K and V. The lanes kernel (the default
+  // with subgroups: lavapipe's are 8 lanes, so 8 lanes a row at head_dim 128, 4 at 80 and 16) at
+  // several lanes per row and keys per step (few enough slots for lavapipe's 32 KiB), then the
+  // tiled one.
+  const tiled = { kernel: "tiled" } as const;
   const cases: [number, number, number, number, Partial<DecodeAttentionShape>][] = [
     [16, 2, 1, 1, {}],
     [80, 4, 2, 37, {}],
@@ -35,17 +43,25 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
     [128, 4, 4, 129, {}],
     [128, 7, 1, 300, { splits: 1 }],
     [80, 2, 1, 600, { splits: 2 }],
-    [128, 7, 1, 300, { chunk: 8 }],
-    [80, 4, 2, 37, { chunk: 16 }],
     [128, 4, 4, 129, { splits: 64 }],
-    [128, 8, 1, 600, { splits: 64 }],
-    [128, 7, 1, 300, { prefetch: false, chunk: 8 }],
-    [80, 2, 1, 600, { prefetch: false, splits: 2 }],
-    [128, 8, 1, 600, { unroll: false, splits: 64 }],
-    [128, 7, 1, 300, { unroll: false, prefetch: false }],
-    [256, 2, 1, 200, {}],
     [128, 8, 1, 600, { splits: 37, mergeBatch: 16 }],
     [80, 4, 2, 37, { splits: 5, mergeBatch: 4 }],
+    [128, 8, 1, 600, { keysPerStep: 1 }],
+    [64, 2, 1, 600, { lanes: 4, keysPerStep: 2 }],
+    [32, 7, 1, 300, { lanes: 4, keysPerStep: 4, splits: 3 }],
+    [80, 4, 2, 37, { keysPerStep: 4, splits: 1 }],
+    [16, 6, 2, 5, { keysPerStep: 2 }],
+    [256, 2, 1, 200, {}],
+    [16, 2, 1, 1, tiled],
+    [128, 8, 1, 600, tiled],
+    [128, 7, 1, 300, { ...tiled, chunk: 8 }],
+    [80, 4, 2, 37, { ...tiled, chunk: 16 }],
+    [128, 8, 1, 600, { ...tiled, splits: 64 }],
+    [128, 7, 1, 300, { ...tiled, prefetch: false, chunk: 8 }],
+    [80, 2, 1, 600, { ...tiled, prefetch: false, splits: 2 }],
+    [128, 8, 1, 600, { ...tiled, unroll: false, splits: 64 }],
+    [128, 7, 1, 300, { ...tiled, unroll: false, prefetch: false }],
+    [80, 4, 2, 37, { ...tiled, splits: 5, mergeBatch: 4 }],
   ];
   for (const [i, [headDim, heads, kvHeads, n, opts]] of cases.entries()) {
     const s: DecodeAttentionShape = { headDim, heads, kvHeads, maxTokens, ...opts };
@@ -68,6 +84,15 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
       state,
       scratch,
       s,
+    );
+    // The kernel asked for, or by default the lanes one wherever it fits (lavapipe's 32 KiB of
+    // workgroup memory cannot hold its slot merge at head_dim 256).
+    const lanes = opts.kernel !== "tiled" &&
+      !(headDim === 256 && maxWorkgroupBytes(gpu) < 32768 + 8192);
+    assert.equal(
+      ds[0].variant.key.split("[")[0],
+      `attention_decode.decode${lanes ? "_lanes" : ""}`,
+      `kernel for case ${i}`,
     );
     // The same Dispatches at two context lengths, as successive decode steps use them.
     for (const len of [n, Math.min(n + 130, maxTokens)]) {
@@ -92,6 +117,25 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
     ds.forEach((d) => d.destroy());
   }
   state.destroy();
+});
+
+Deno.test("decodeAttention() refuses a lanes tiling the head does not divide into", async () => {
+  const gpu = await sharedGpu();
+  const s = {
+    headDim: 80,
+    heads: 2,
+    kvHeads: 1,
+    maxTokens: 16,
+    kernel: "lanes",
+    lanes: 8,
+  } as const;
+  const [q, k, v, state, out] = [64, 64, 64, 16, 64].map((n) => createStorage(gpu, n * 4));
+  const scratch = createStorage(gpu, decodeAttentionScratchBytes(s));
+  assert.throws(
+    () => decodeAttention(gpu, out, { buffer: q }, { buffer: k }, { buffer: v }, state, scratch, s),
+    (e) => e instanceof InvalidInputError && /must divide head_dim \/ 4 = 20/.test(e.message),
+  );
+  [q, k, v, state, out, scratch].forEach((b) => b.destroy());
 });
 
 Deno.test("decodeAttention() agrees with causalAttention() on the same cache, f32 and f16", async () => {
