@@ -26,6 +26,8 @@ bench --shape qwen2-vl-7b --vision-quant q8 --prompt-tokens 1300 --image 1120x89
 # Long answers: decode at 4000–4128 tokens of context (the KV cache read grows with it).
 bench --shape qwen2-vl-7b --quant q4 --prompt-tokens 4000 --new-tokens 128 --repeat 1
 bench --shape qvq-72b --quant q4 --prompt-tokens 4000 --new-tokens 128 --repeat 1
+# Long reasoning: QVQ-72B at 8000 tokens of context (its KV cache read is a fifth of a step).
+bench --shape qvq-72b --quant q4 --prompt-tokens 8000 --max-context 8192 --new-tokens 64 --repeat 1
 # Loading from disk: a synthetic bf16 2B checkpoint, written once (first line), then loaded.
 ck=${QVQ_BENCH_CHECKPOINT:-/tmp/qvq-ck2b}
 bench --shape qwen2-vl-2b --checkpoint "$ck" --write-checkpoint --repeat 1 --new-tokens 4
