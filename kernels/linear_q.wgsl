@@ -717,7 +717,10 @@ fn quant_group(fl: u32, f: u32) -> f32 {
     amax = max(amax, max(abs(h.x), abs(h.y)));
   }
   // The scale as stored (f16), so codes are rounded against the value the kernels multiply by.
-  let d = unpack2x16float(pack2x16float(vec2<f32>(amax / QMAX, 0.0))).x;
+  // The mask keeps the f16 round trip: without it the H200's compiler folded unpack(pack(x)) to x
+  // and rounded the codes against the unrounded scale (2026-11-29: q8 codes one off at v / d
+  // 0.015 from a tie, where the stored scale puts them).
+  let d = unpack2x16float(pack2x16float(vec2<f32>(amax / QMAX, 0.0)) & 0xffffu).x;
   let inv = select(0.0, 1.0 / d, d > 0.0);
   for (var i = 0u; i < WORDS_PER_GROUP; i++) {
     var word = 0u;

@@ -47,6 +47,32 @@ import { uploadRopeTable } from "./rope.ts";
 const TOL = 1e-5;
 const DTYPES: QuantDType[] = ["q8", "q4"];
 
+/**
+ * Asserts the GPU's codes equal the reference's but where v / d sits on a rounding tie (within
+ * 1e-4: the values are f16, so exact ties c + ½ are common, and the GPU's 1 / d may be 2.5 ulps
+ * off — an H200 took the other side at 9 of 1184 q8 codes, lavapipe at none): there either
+ * neighbour is as close, and the code may differ by one. Returns how many did.
+ */
+function assertCodes(
+  got: { codes: Int8Array; scales: Float32Array },
+  want: { codes: Int8Array },
+  values: Float32Array,
+  what: string,
+): number {
+  let ties = 0;
+  for (let i = 0; i < got.codes.length; i++) {
+    if (got.codes[i] === want.codes[i]) continue;
+    const r = values[i] / got.scales[Math.floor(i / 32)];
+    const tie = Math.abs(Math.abs(r - Math.trunc(r)) - 0.5) <= 1e-4;
+    assert.ok(
+      tie && Math.abs(got.codes[i] - want.codes[i]) === 1,
+      `${what} code ${i}: ${got.codes[i]} vs ${want.codes[i]} (v / d = ${r})`,
+    );
+    ties++;
+  }
+  return ties;
+}
+
 /** A quantized weight from random f16-rounded values, written through writeQuantRows. */
 function makeQuant(
   gpu: Gpu,
@@ -76,15 +102,7 @@ Deno.test("writeQuantRows() gives src/ref/linear_q.ts's codes and scales, across
       if (maxChunk) assert.ok(w.chunks.length > 2, "several chunks");
       const got = await readQuantWeight(gpu, w), want = quantize(data, cols, dtype);
       assert.deepEqual([...got.scales], [...want.scales], `${dtype} ${rows}x${cols} scales`);
-      // The GPU's 1/d may differ from the f32-rounded one by an ulp: a code may differ by one where
-      // v/d sits within rounding of a .5 — never more, and rarely.
-      let diff = 0;
-      for (let i = 0; i < got.codes.length; i++) {
-        const e = Math.abs(got.codes[i] - want.codes[i]);
-        assert.ok(e <= 1, `${dtype} code ${i}: ${got.codes[i]} vs ${want.codes[i]}`);
-        diff += e;
-      }
-      assert.ok(diff <= got.codes.length * 1e-3, `${dtype}: ${diff} codes off by one`);
+      assertCodes(got, want, data, `${dtype} ${rows}x${cols}`);
       // Quantization error within half a step of each group (plus the f16 scale's rounding).
       const deq = dequantRef(got);
       for (let i = 0; i < data.length; i++) {
@@ -111,9 +129,7 @@ Deno.test("writeQuantRows() from bf16 bits quantizes the bf16 values themselves"
     writeQuantRows(gpu, w, 0, bits, "bf16");
     const got = await readQuantWeight(gpu, w), want = quantize(vals, cols, dtype);
     assert.deepEqual([...got.scales], [...want.scales], dtype);
-    let off = 0;
-    for (let i = 0; i < got.codes.length; i++) off += Math.abs(got.codes[i] - want.codes[i]);
-    assert.ok(off <= 2, `${dtype}: ${off} codes off by one`);
+    assertCodes(got, want, vals, `bf16 ${dtype}`);
     destroyWeight(w);
   }
 });

@@ -47,7 +47,12 @@ export const DTYPE_BYTES: Record<WeightDType | QuantDType, number> = {
   q4: 0.5 + 2 / QUANT_GROUP,
 };
 
-/** Byte layout of one chunk of `rows` rows of a quantized weight. */
+/**
+ * Byte layout of one chunk of `rows` rows of a quantized weight. Its size is a whole number of 16
+ * bytes: kernels read a chunk as array<vec4<u32>>, whose length is the binding's size / 16 rounded
+ * down, so scales ending in a partial vec4 read out of bounds — the H200 (2026-11-29) returned other
+ * words there, giving the last row of such a chunk wrong last-group scales (lavapipe did not).
+ */
 export function quantLayout(
   rows: number,
   cols: number,
@@ -55,7 +60,7 @@ export function quantLayout(
 ): { codesBytes: number; scalesOffset: number; size: number } {
   const codesBytes = rows * cols * (dtype === "q8" ? 1 : 0.5);
   const scalesOffset = Math.ceil(codesBytes / 256) * 256;
-  const size = scalesOffset + Math.ceil((rows * cols / QUANT_GROUP) * 2 / 4) * 4;
+  const size = scalesOffset + Math.ceil((rows * cols / QUANT_GROUP) * 2 / 16) * 16;
   return { codesBytes, scalesOffset, size };
 }
 
@@ -76,7 +81,8 @@ export function chunkRows(
   limit: number,
 ): number {
   const q = isQuant(dtype);
-  let per = Math.floor((q ? limit - 256 : limit) / (cols * DTYPE_BYTES[dtype]));
+  // Quantized: room for the scales' 256-byte alignment and the size's 16-byte one (quantLayout).
+  let per = Math.floor((q ? limit - 256 - 16 : limit) / (cols * DTYPE_BYTES[dtype]));
   const odd = q ? (cols / QUANT_GROUP) % 2 === 1 : dtype === "f16" && cols % 2 === 1;
   if (odd && per < rows) per &= ~1;
   return Math.min(per, rows);

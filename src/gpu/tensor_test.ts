@@ -8,6 +8,7 @@ import {
   destroyWeight,
   f16BitsToF32,
   f32ToF16Bits,
+  quantLayout,
   type Weight,
   weightBytes,
   writeWeightRows,
@@ -48,6 +49,30 @@ Deno.test("createWeight() splits rows into chunks under maxChunkBytes", async ()
   const one = createWeight(gpu, 7, 3, "f16", "one");
   assert.equal(one.chunks.length, 1);
   destroyWeight(one);
+});
+
+Deno.test("quantLayout() sizes are whole vec4s holding codes and scales, within createWeight()'s chunk limit", async () => {
+  const gpu = await sharedGpu();
+  // Rows × groups with scales ending mid-vec4 (14 × 7, 3 × 7, 67 × 3) and one ending on a vec4.
+  for (const [rows, cols] of [[14, 224], [3, 224], [67, 96], [8, 256]]) {
+    for (const dtype of ["q8", "q4"] as const) {
+      const l = quantLayout(rows, cols, dtype);
+      assert.equal(l.size % 16, 0, `${dtype} ${rows}×${cols}: size ${l.size}`);
+      assert.equal(l.scalesOffset % 256, 0);
+      assert.ok(
+        l.size >= l.scalesOffset + rows * cols / 32 * 2 &&
+          l.size - l.scalesOffset < rows * cols / 16 + 16,
+      );
+      // Chunks under a limit of 2 to 4 rows (odd group counts keep even rows) stay within it.
+      for (const limit of [2 * l.size / rows + 272, l.size + 16, 4 * l.size / rows + 300]) {
+        const w = createWeight(gpu, rows, cols, dtype, "w", Math.ceil(limit));
+        for (const c of w.chunks) {
+          assert.ok(c.buffer.size <= limit && c.buffer.size % 16 === 0, `${dtype} ${rows}×${cols}`);
+        }
+        destroyWeight(w);
+      }
+    }
+  }
 });
 
 Deno.test("createWeight() rejects rows wider than a binding and bad shapes", async () => {
