@@ -2,7 +2,9 @@
  * Decode attention (kernels/attention_decode.wgsl): one query per head against the KV cache, in
  * one dispatch (flash-decoding: splits of the keys over several workgroups, merged by the last to
  * finish), the split size following the context length on the GPU so one Dispatch serves every
- * step. Prefill and vision attention are kernels/attention.ts.
+ * step. Two kernels: "lanes" (the default with subgroups: key slots of a few lanes, K/V straight
+ * to registers) and "tiled" (chunks of keys staged in workgroup memory; the fallback). Prefill and
+ * vision attention are kernels/attention.ts.
  *
  * History (bench/_attention.ts, then bench/_attention_decode.ts; t(2R) − t(R) per call in a chain
  * of calls, so the chain's dispatch floor, 2.5–4.6 µs, is inside every number):
@@ -20,6 +22,12 @@
  *   Merging 4 or 16 splits a batch instead of 8 moved nothing beyond the ±1 µs noise; more
  *   workgroups than SMs (72B 24 or 48 splits, 7B 64) cost 30–40 %, which says a workgroup holds
  *   an SM alone here, so the defaults stay at ≈ 128 workgroups.
+ * - H200, 2026-11-29 (BENCHMARKS.md, "Decode attention in subgroup lanes"): the tiled kernel read
+ *   each K/V element GROUP times from workgroup memory, four barriers a chunk — bound by that, not
+ *   by bytes. The lanes kernel at 8192 keys: 72B 38 µs against 44–46 (f16 cache 28 against 46),
+ *   7B 23 against 30; at 600 keys the same 13 µs. Its first version merged the slots head by head
+ *   with WGSL loops (≈ 10 µs a call at any length); written-out loads and rounds of several heads
+ *   removed that. 2 keys a step beat 1 and 4; 16 lanes a row beat 8 and 32; 16 splits beat 8, 32.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
