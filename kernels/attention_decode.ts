@@ -34,6 +34,7 @@ import type { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
+import type { Defines } from "./_preprocess.ts";
 import { kvDefines } from "./kv_cache.ts";
 import {
   type AttentionHeads,
@@ -186,7 +187,6 @@ function lanesTiling(gpu: Gpu, s: DecodeAttentionShape, group: number): LanesTil
 function lanesCode(t: LanesTiling, hd4: number): Record<string, string> {
   const vl = hd4 / t.lanes, slots = WG / t.lanes;
   const R = range(t.group), C = range(vl), U = range(t.keys), S = range(slots);
-  const each = <T>(xs: number[], f: (x: T & number) => string) => xs.map((x) => f(x as T & number));
   const grid = (f: (r: number, c: number) => string, rs = R) =>
     rs.flatMap((r) => C.map((c) => f(r, c))).join(" ");
   const widen = (x: string) => `vec4<f32>(${x})`;
@@ -197,14 +197,12 @@ function lanesCode(t: LanesTiling, hd4: number): Record<string, string> {
     }
   }
   return {
-    L: String(t.lanes),
-    U: String(t.keys),
     L_DECL: [
       grid((r, c) =>
         `let q${r}_${c} = q[p.q_off + (h0 + ${r}u) * HD4 + ln + ${c * t.lanes}u] * p.scale;`
       ),
       grid((r, c) => `var a${r}_${c} = vec4<f32>(0.0);`),
-      each(R, (r) => `var m${r} = NEG; var l${r} = 0.0;`).join(" "),
+      R.map((r) => `var m${r} = NEG; var l${r} = 0.0;`).join(" "),
       grid((u, c) => `var kk${u}_${c}: KV4; var vv${u}_${c}: KV4;`, U),
     ].join("\n  "),
     L_FETCH: U.map((u) =>
@@ -216,7 +214,7 @@ function lanesCode(t: LanesTiling, hd4: number): Record<string, string> {
     ).join(" "),
     L_TAKE: grid((u, c) => `let ck${u}_${c} = kk${u}_${c}; let cv${u}_${c} = vv${u}_${c};`, U),
     L_STEP: [
-      each(U, (u) => `let ok${u} = j + ${u * slots}u < end;`).join(" "),
+      U.map((u) => `let ok${u} = j + ${u * slots}u < end;`).join(" "),
       ...U.flatMap((u) =>
         R.map((r) =>
           `var s${u}_${r} = ${
@@ -243,16 +241,15 @@ function lanesCode(t: LanesTiling, hd4: number): Record<string, string> {
         `m${r} = mn${r};`,
       ]),
     ].join("\n    "),
-    L_STATS: each(
-      R,
-      (r) => `ms_sl[slot * GROUP + ${r}u] = m${r}; ls_sl[slot * GROUP + ${r}u] = l${r};`,
-    ).join(" "),
+    L_STATS: R.map((r) =>
+      `ms_sl[slot * GROUP + ${r}u] = m${r}; ls_sl[slot * GROUP + ${r}u] = l${r};`
+    )
+      .join(" "),
     L_BIG: [
       S.map((sl) => `let m_${sl} = ms_sl[${sl * t.group}u + lid];`).join(" "),
       `let big = ${tree(S.map((sl) => `m_${sl}`), (a, b) => `max(${a}, ${b})`)};`,
       `let lt = ${tree(S.map((sl) => `exp(m_${sl} - big) * ls_sl[${sl * t.group}u + lid]`), sum)};`,
     ].join("\n    "),
-    HR: String(t.heads),
     L_SUM: tree(S.map((sl) => `red[b + ${sl * hd4}u]`), sum),
     L_MERGE: range(Math.ceil(t.group / t.heads)).map((k) => {
       const r0 = k * t.heads, rs = R.slice(r0, r0 + t.heads);
@@ -306,6 +303,36 @@ function innerLoops(
 }
 
 /**
+ * The kernel a shape runs (lanes where it applies, else tiled): its entry point, heads per
+ * workgroup, and the defines and written-out code of its variant.
+ */
+function kernelOf(
+  gpu: Gpu,
+  s: DecodeAttentionShape,
+  group: number,
+  hd4: number,
+  mb: number,
+): { entry: string; group: number; defines: Defines; code: Record<string, string> } {
+  const lt = lanesTiling(gpu, s, group);
+  if (lt) {
+    return {
+      entry: "decode_lanes",
+      group: lt.group,
+      defines: { LANES: true, L: lt.lanes, U: lt.keys, HR: lt.heads },
+      // The tiled kernel's placeholders too: the preprocessor fills every {{…}} of the file.
+      code: { ...lanesCode(lt, hd4), ...innerLoops(hd4, 32, true, mb) },
+    };
+  }
+  const t = tiling(gpu, s, group), unroll = s.unroll ?? true;
+  return {
+    entry: "decode",
+    group: t.group,
+    defines: { CHUNK: t.chunk, PF: s.prefetch ?? true, LOOPS: !unroll },
+    code: innerLoops(hd4, t.chunk, unroll, mb),
+  };
+}
+
+/**
  * Decode attention: the single query (this step's token, its K/V already written at cache row
  * state.cache_len) attends to cache rows 0..state.cache_len. One dispatch (flash-decoding): the
  * keys are split over several workgroups per head block, each writing partial softmax sums, and
@@ -332,29 +359,22 @@ export function decodeAttention(
   const r = resolveHeads("decodeAttention", s, q, k, v, true);
   const nsplit = splitsOf(s);
   checkSize("decodeAttention scratch", scratch, decodeAttentionScratchBytes(s));
-  const lt = lanesTiling(gpu, s, r.group);
-  const t = lt ?? tiling(gpu, s, r.group);
   const mb = s.mergeBatch ?? 8, hd4 = r.headDim / 4;
+  const kern = kernelOf(gpu, s, r.group, hd4, mb);
   const vt = variant(gpu, {
     family: "attention_decode",
-    entry: lt ? "decode_lanes" : "decode",
+    entry: kern.entry,
     bindings: ["read", "read", "read", "read", "read_write", "read_write"],
     params: Params,
     defines: {
       HD: r.headDim,
-      GROUP: t.group,
+      GROUP: kern.group,
       MAXS: MAX_SPLITS,
       MB: mb,
       ...kvDefines(r.kv),
-      ...(lt ? { LANES: true, L: lt.lanes, U: lt.keys } : {
-        CHUNK: (t as { chunk: number }).chunk,
-        PF: s.prefetch ?? true,
-        LOOPS: !(s.unroll ?? true),
-      }),
+      ...kern.defines,
     },
-    code: lt
-      ? { ...lanesCode(lt, hd4), ...innerLoops(hd4, 32, true, mb) }
-      : innerLoops(hd4, (t as { chunk: number }).chunk, s.unroll ?? true, mb),
+    code: kern.code,
   });
   const params = Params.pack({ ...headParams(r), nsplit });
   return [
@@ -363,7 +383,7 @@ export function decodeAttention(
       vt,
       [q.buffer, k.buffer, v.buffer, state, scratch, out],
       params,
-      [nsplit, r.heads / t.group],
+      [nsplit, r.heads / kern.group],
     ),
   ];
 }
