@@ -707,6 +707,17 @@ fn load_pair(i: u32) -> vec2<f32> {
 }
 
 // Quantizes group fl of src into chunk group f; returns its scale.
+// x (≥ 0) rounded to the nearest f16, ties to even, as the f32 it stands for — in integer steps,
+// which no compiler folds away: unpack2x16float(pack2x16float(x)) was, on the H200 (2026-11-29: q8
+// codes came out rounded against the unrounded scale, one off at v / d 0.015 from a tie). Below
+// 2^-14 f16 steps are 2^-24 (subnormals); from 65520 on f16 overflows (pack2x16float's inf).
+fn f16_round(x: f32) -> f32 {
+  if (x < 6.103515625e-05) { return round(x * 16777216.0) * 5.9604644775390625e-08; }
+  if (x >= 65520.0) { return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x; }
+  let u = bitcast<u32>(x);
+  return bitcast<f32>((u + 0xfffu + ((u >> 13u) & 1u)) & 0xffffe000u);
+}
+
 fn quant_group(fl: u32, f: u32) -> f32 {
   var v: array<f32, 32>;
   var amax = 0.0;
@@ -717,10 +728,7 @@ fn quant_group(fl: u32, f: u32) -> f32 {
     amax = max(amax, max(abs(h.x), abs(h.y)));
   }
   // The scale as stored (f16), so codes are rounded against the value the kernels multiply by.
-  // The mask keeps the f16 round trip: without it the H200's compiler folded unpack(pack(x)) to x
-  // and rounded the codes against the unrounded scale (2026-11-29: q8 codes one off at v / d
-  // 0.015 from a tie, where the stored scale puts them).
-  let d = unpack2x16float(pack2x16float(vec2<f32>(amax / QMAX, 0.0)) & 0xffffu).x;
+  let d = f16_round(amax / QMAX);
   let inv = select(0.0, 1.0 / d, d > 0.0);
   for (var i = 0u; i < WORDS_PER_GROUP; i++) {
     var word = 0u;
