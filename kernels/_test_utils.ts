@@ -47,6 +47,33 @@ export interface ProductShape {
 }
 
 /**
+ * runProduct() for a product function of the (gpu, y, x, w, bias, shape, tuning) form (linear(),
+ * gemmQ()): the runner takes the weight and a tuning and returns y.
+ */
+export function productRunner<T>(
+  product: (
+    gpu: Gpu,
+    y: GPUBuffer,
+    x: GPUBuffer,
+    w: Weight,
+    bias: GPUBuffer | null,
+    s: ProductShape,
+    tuning?: T,
+  ) => Dispatch[],
+): (
+  gpu: Gpu,
+  x: Float32Array,
+  w: Weight,
+  bias: Float32Array | null,
+  m: number,
+  y0?: Float32Array,
+  tuning?: T,
+) => Promise<Float32Array> {
+  return (gpu, x, w, bias, m, y0, tuning) =>
+    runProduct(gpu, (y, xb, b, s) => product(gpu, y, xb, w, b, s, tuning), x, w.rows, bias, m, y0);
+}
+
+/**
  * Uploads `data` (rows, cols) f32 as a Weight of `dtype`; returns it and the values the GPU
  * holds (f16-rounded for f16), which is what a kernel's result must be compared against.
  */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { type Gpu, sharedGpu } from "../src/gpu/device.ts";
 import { createStorage, readBytes, readF32, uploadArray } from "../src/gpu/buffers.ts";
-import { createWeight, destroyWeight, quantLayout, type Weight } from "../src/gpu/tensor.ts";
+import { createWeight, destroyWeight, quantLayout } from "../src/gpu/tensor.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { dequantize, type Quantized } from "../src/ref/linear_q.ts";
 import { gemmQ as gemmQRef, quantizeX as quantizeXRef } from "../src/ref/gemm_q.ts";
@@ -12,7 +12,7 @@ import { gemmQ, gemmQChoice, gemmQFits, type GemmQTuning, quantizeX } from "./ge
 import { GEMM_SPLIT_MAX_BYTES } from "./linear.ts";
 import { readQuantWeight, writeQuantRows } from "./linear_q.ts";
 import { run } from "./_kernel.ts";
-import { runProduct } from "./_test_utils.ts";
+import { productRunner } from "./_test_utils.ts";
 
 // Against the f64 reference fed the same integer codes and scales, the GPU differs only by its f32
 // accumulation over k / 32 scaled group sums: far below 1e-5 of max|y| (as kernels/linear_test.ts),
@@ -33,25 +33,7 @@ async function gpuQuantizeX(gpu: Gpu, x: Float32Array, m: number, k: number): Pr
 }
 
 /** Runs gemmQ() on fresh buffers and returns y. */
-function runGemmQ(
-  gpu: Gpu,
-  x: Float32Array,
-  w: Weight,
-  bias: Float32Array | null,
-  m: number,
-  y0?: Float32Array,
-  tuning?: Partial<GemmQTuning>,
-): Promise<Float32Array> {
-  return runProduct(
-    gpu,
-    (y, xb, b, s) => gemmQ(gpu, y, xb, w, b, s, tuning),
-    x,
-    w.rows,
-    bias,
-    m,
-    y0,
-  );
-}
+const runGemmQ = productRunner<Partial<GemmQTuning>>(gemmQ);
 
 Deno.test("quantizeX() gives the reference's scales and codes (±1 where x / d is a rounding tie)", async () => {
   const gpu = await sharedGpu();

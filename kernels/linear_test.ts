@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { sharedGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
-import { createWeight, destroyWeight, type Weight } from "../src/gpu/tensor.ts";
+import { createWeight, destroyWeight } from "../src/gpu/tensor.ts";
 import { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import {
@@ -23,7 +23,7 @@ import {
   siluMulLinear,
 } from "./linear.ts";
 import { run } from "./_kernel.ts";
-import { ropeKvCase, runProduct, uploadWeight } from "./_test_utils.ts";
+import { productRunner, ropeKvCase, uploadWeight } from "./_test_utils.ts";
 import { mropeTable } from "../src/ref/rope.ts";
 import type { KvDType } from "./kv_cache.ts";
 import { uploadRopeTable } from "./rope.ts";
@@ -36,25 +36,7 @@ import { createDecodeState } from "./state.ts";
 const TOL = 1e-5;
 
 /** Runs linear() on fresh buffers and returns y. */
-function runLinear(
-  gpu: Gpu,
-  x: Float32Array,
-  w: Weight,
-  bias: Float32Array | null,
-  m: number,
-  y0?: Float32Array,
-  tuning?: Partial<LinearTuning>,
-): Promise<Float32Array> {
-  return runProduct(
-    gpu,
-    (y, xb, b, s) => linear(gpu, y, xb, w, b, s, tuning),
-    x,
-    w.rows,
-    bias,
-    m,
-    y0,
-  );
-}
+const runLinear = productRunner<Partial<LinearTuning>>(linear);
 
 // m × n × k: decode (m = 1), small and long prompts, odd k and n (not divisible by 4), the vision
 // patch embedding (k = 1176) and 7B hidden size (k = 3584).
