@@ -1,12 +1,12 @@
 /**
- * Decode-attention micro-benchmark (kernels/attention_decode.ts) at the 7B and 72B decoder shapes
+ * Decode-attention micro-benchmark (kernels/attention_decode.ts) at the decoder shapes (2B, 7B, 72B)
  * over context lengths, with seeded inputs made on the GPU. Time per call = (t(2R) − t(R)) / R
  * over R chained calls in one compute pass (bench/_timing.ts: no submit or readback in it), so a
  * call's time includes the dispatch floor printed last. Each case's output is then checked
  * against src/ref/attention.ts (f64): a fast wrong kernel cannot pass unnoticed.
  *
  *   deno run -A bench/_attention_decode.ts [--ctx 600,4096] [--sweep 0|1] [--tunings JSON] [--reps R]
- *     [--kv f32,f16] [--out file.jsonl]
+ *     [--kv f32,f16] [--shapes 2B,7B,72B] [--out file.jsonl]
  * @module
  */
 import { requestGpu } from "../src/gpu/device.ts";
@@ -56,10 +56,17 @@ const TUNINGS: Partial<DecodeAttentionShape>[] = tuningsOpt
     {},
   ]
   : [{}];
-const SHAPES = [
+const ALL_SHAPES = [
+  ["2B", { heads: 12, kvHeads: 2, headDim: 128 }],
   ["7B", { heads: 28, kvHeads: 4, headDim: 128 }],
   ["72B", { heads: 64, kvHeads: 8, headDim: 128 }],
 ] as const;
+/** --shapes 2B,7B,72B: the decoder shapes to time (default 7B and 72B). */
+const shapeNames = opt("--shapes", "7B,72B").split(",");
+const SHAPES = ALL_SHAPES.filter(([name]) => shapeNames.includes(name));
+if (SHAPES.length !== shapeNames.length) {
+  throw new Error(`--shapes: ${shapeNames} names one not in ${ALL_SHAPES.map(([n]) => n)}`);
+}
 
 const gpu = await requestGpu();
 console.log(`adapter: ${gpu.adapterInfo.vendor} ${gpu.adapterInfo.description}`);

@@ -1,15 +1,22 @@
 /**
  * The GPU-resident decode loop's CPU side. Decode steps run back to back on the GPU (the sampler
  * writes the token ring, the next step's embedding reads it), so the CPU only records batches of
- * steps and reads the ring back, in batches, while the next batch is already running:
+ * steps and reads the ring back, a batch at a time:
  *
- *   submit B0 ─ submit B1 ─ await B0's tokens ─ submit B2 ─ await B1's tokens ─ …
+ *   record B0 ─ submit B0 ─ record B1 ─ map B0 ─ submit B1 ─ B0's ids ─ record B2 ─ map B1 ─ …
  *
  * Each batch's command buffer ends with a copy of its new ring entries into its own staging
- * buffer, mapped as soon as it is submitted; a mapAsync costs a GPU→CPU round trip (≈ 11 ms on
- * both lavapipe and the H100), paid once per batch and hidden behind the next batch's work.
- * Batches grow 1, 2, 4, … up to `maxBatch` so the first tokens show fast and long answers pay few
- * round trips; tokens of a batch submitted before a stop was seen are simply discarded.
+ * buffer. Batches grow 1, 2, 4, … up to `maxBatch` so the first tokens show fast and long answers
+ * pay few round trips; a batch recorded but not yet submitted when the consumer stops is dropped.
+ *
+ * Why this order: Deno's WebGPU (2.9.6; ext/webgpu buffer.rs) runs `mapAsync` (and
+ * `onSubmittedWorkDone`) as a blocking wait for ALL submitted work when it is called, then
+ * resolves after a fixed 10 ms sleep. So the next batch is recorded while the GPU runs this one,
+ * this one's staging is mapped (the thread waits there until the GPU is done), and the next batch
+ * is submitted the moment the wait returns; the 10 ms sleep and the consumer's work on the ids
+ * overlap it. The first pump (record and map at submit, then record the next) left the GPU idle
+ * through every batch's recording and submit: on the H200 (2026-11-29, BENCHMARKS.md) it decoded
+ * 7B f16 at 191 tok/s where the same steps back to back ran 218.
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
@@ -25,26 +32,22 @@ export interface PumpOptions {
   firstBatch?: number;
   /** Largest batch (default 32). */
   maxBatch?: number;
-  /**
-   * Batches kept queued behind the one being awaited (default 1), so the GPU never idles during a
-   * readback: while the consumer handles batch k, batches k + 1 … k + 1 + ahead are submitted.
-   */
-  ahead?: number;
 }
 
 /** Default largest batch: 32 steps amortise a readback to < 0.4 ms a token. */
 export const DEFAULT_MAX_BATCH = 32;
 
-interface InFlight {
+/** A recorded batch: its command buffer (submitted or not yet), staging buffer and size. */
+interface Batch {
+  commands: GPUCommandBuffer;
   staging: GPUBuffer;
   count: number;
-  mapped: Promise<boolean>;
 }
 
 /**
  * Runs the batches and yields each batch's token ids (u32, in ring order) as they arrive.
- * Stop consuming (break / return()) to stop: no more batches are submitted and the staging
- * buffers are freed; work already submitted finishes on the GPU and is ignored.
+ * Stop consuming (break / return()) to stop: the batch submitted after the one handed over
+ * finishes on the GPU and is ignored, nothing more is submitted, and the staging buffers are freed.
  *
  * @param ring the token ring, (capacity) u32, written by the recorded work
  */
@@ -56,7 +59,6 @@ export async function* pumpTokens(
 ): AsyncGenerator<Uint32Array, void, undefined> {
   const total = options.total;
   const maxBatch = Math.max(1, options.maxBatch ?? DEFAULT_MAX_BATCH);
-  const ahead = Math.max(0, options.ahead ?? 1);
   if (!Number.isInteger(total) || total < 0 || total * 4 > ring.size) {
     throw new RangeError(
       `pumpTokens: total ${total} does not fit the ring of ${ring.size / 4} tokens`,
@@ -64,12 +66,13 @@ export async function* pumpTokens(
   }
   const free: GPUBuffer[] = [];
   const all: GPUBuffer[] = [];
-  const queue: InFlight[] = [];
-  let submitted = 0;
+  let recorded = 0;
   let size = Math.max(1, Math.min(options.firstBatch ?? 1, maxBatch));
 
-  const submit = () => {
-    const count = Math.min(size, total - submitted);
+  // The next batch's commands, not submitted; undefined once the budget is recorded.
+  const prepare = (): Batch | undefined => {
+    if (recorded >= total) return undefined;
+    const count = Math.min(size, total - recorded);
     size = Math.min(maxBatch, size * 2);
     let staging = free.pop();
     if (!staging) {
@@ -80,30 +83,29 @@ export async function* pumpTokens(
       });
       all.push(staging);
     }
-    const enc = gpu.device.createCommandEncoder({ label: `decode[${submitted}+${count}]` });
-    record(enc, submitted, count);
-    enc.copyBufferToBuffer(ring, submitted * 4, staging, 0, count * 4);
-    gpu.device.queue.submit([enc.finish()]);
-    // A rejected map (staging destroyed on early exit) must not surface as an unhandled rejection.
-    const mapped = staging.mapAsync(GPUMapMode.READ, 0, count * 4).then(() => true, () => false);
-    queue.push({ staging, count, mapped });
-    submitted += count;
-  };
-
-  // Keeps `ahead` batches queued behind the one read next.
-  const fill = () => {
-    while (submitted < total && queue.length < ahead + 1) submit();
+    const enc = gpu.device.createCommandEncoder({ label: `decode[${recorded}+${count}]` });
+    record(enc, recorded, count);
+    enc.copyBufferToBuffer(ring, recorded * 4, staging, 0, count * 4);
+    recorded += count;
+    return { commands: enc.finish(), staging, count };
   };
 
   try {
-    fill();
-    while (queue.length > 0) {
-      const b = queue.shift()!;
-      if (!(await b.mapped)) throw new Error("token ring readback failed (device lost?)");
-      const ids = new Uint32Array(b.staging.getMappedRange(0, b.count * 4).slice(0));
-      b.staging.unmap();
-      free.push(b.staging);
-      fill(); // before yielding: the GPU works while the consumer handles these ids
+    let running = prepare();
+    if (running) gpu.device.queue.submit([running.commands]);
+    let next = prepare();
+    while (running) {
+      // Deno waits for the GPU inside this call (see the module doc); a rejected map (device
+      // lost) must not surface as an unhandled rejection.
+      const mapped = running.staging.mapAsync(GPUMapMode.READ, 0, running.count * 4)
+        .then(() => true, () => false);
+      if (next) gpu.device.queue.submit([next.commands]);
+      if (!(await mapped)) throw new Error("token ring readback failed (device lost?)");
+      const ids = new Uint32Array(running.staging.getMappedRange(0, running.count * 4).slice(0));
+      running.staging.unmap();
+      free.push(running.staging);
+      running = next;
+      next = prepare(); // while the GPU runs `running`, before the consumer sees these ids
       yield ids;
     }
   } finally {

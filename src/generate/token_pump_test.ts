@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { sharedGpu } from "../gpu/device.ts";
-import { createStorage, uploadArray } from "../gpu/buffers.ts";
+import { createStorage, readU32, uploadArray } from "../gpu/buffers.ts";
 import { type BatchRecorder, pumpTokens } from "./token_pump.ts";
 
 /** A fake decode: "step i" copies script[i] into ring[i] on the GPU queue, as a sampler would. */
@@ -28,11 +28,11 @@ Deno.test("pumpTokens() yields every ring entry in order, in batches growing 1, 
   f.dispose();
 });
 
-Deno.test("pumpTokens() keeps a batch queued behind the one being awaited", async () => {
+Deno.test("pumpTokens() records the batch after next before handing a batch over", async () => {
   const f = await fakeDecode(40);
   const seen: number[] = [];
   for await (const ids of pumpTokens(f.gpu, f.ring, f.record, { total: 40, maxBatch: 8 })) {
-    // when batch k is handed over, batches k + 1 and k + 2 are already submitted (if any are left)
+    // when batch k is handed over, batch k + 1 is submitted and k + 2 recorded (if any are left)
     seen.push(f.calls.length);
     assert.ok(ids.length > 0);
   }
@@ -51,8 +51,13 @@ Deno.test("pumpTokens() submits nothing more once the consumer stops", async () 
   assert.deepEqual(
     f.calls,
     [[0, 1], [1, 2], [3, 4], [7, 8]],
-    "only the batches queued ahead ran past the stop",
+    "recorded: two batches past the stop",
   );
+  // Of those, the one after the stop ran (it was submitted as the stop's batch was read); the
+  // last was only recorded, never submitted: its ring entries are still 0.
+  const ring = await readU32(f.gpu, f.ring, 15);
+  assert.deepEqual([...ring.subarray(3, 7)], [1021, 1028, 1035, 1042]);
+  assert.deepEqual([...ring.subarray(7, 15)], Array(8).fill(0));
   f.dispose();
 });
 
