@@ -28,6 +28,8 @@ export type BatchRecorder = (encoder: GPUCommandEncoder, first: number, count: n
 export interface PumpOptions {
   /** Ring entries to produce in all (the token budget, ≤ the ring's capacity). */
   total: number;
+  /** Ring entry to start from (default 0: the prefill's sample; benchmarks resume a run). */
+  first?: number;
   /** Size of the first batch (default 1: the token sampled from the prefill's logits alone). */
   firstBatch?: number;
   /** Largest batch (default 32). */
@@ -57,22 +59,25 @@ export async function* pumpTokens(
   record: BatchRecorder,
   options: PumpOptions,
 ): AsyncGenerator<Uint32Array, void, undefined> {
-  const total = options.total;
+  const total = options.total, start = options.first ?? 0;
   const maxBatch = Math.max(1, options.maxBatch ?? DEFAULT_MAX_BATCH);
-  if (!Number.isInteger(total) || total < 0 || total * 4 > ring.size) {
+  if (
+    !Number.isInteger(total) || total < 0 || !Number.isInteger(start) || start < 0 ||
+    (start + total) * 4 > ring.size
+  ) {
     throw new RangeError(
-      `pumpTokens: total ${total} does not fit the ring of ${ring.size / 4} tokens`,
+      `pumpTokens: entries ${start} + ${total} do not fit the ring of ${ring.size / 4} tokens`,
     );
   }
   const free: GPUBuffer[] = [];
   const all: GPUBuffer[] = [];
-  let recorded = 0;
+  let recorded = start;
   let size = Math.max(1, Math.min(options.firstBatch ?? 1, maxBatch));
 
   // The next batch's commands, not submitted; undefined once the budget is recorded.
   const prepare = (): Batch | undefined => {
-    if (recorded >= total) return undefined;
-    const count = Math.min(size, total - recorded);
+    if (recorded >= start + total) return undefined;
+    const count = Math.min(size, start + total - recorded);
     size = Math.min(maxBatch, size * 2);
     let staging = free.pop();
     if (!staging) {

@@ -61,7 +61,7 @@ Deno.test("pumpTokens() submits nothing more once the consumer stops", async () 
   f.dispose();
 });
 
-Deno.test("pumpTokens() honours firstBatch and an empty budget, and refuses a budget over the ring", async () => {
+Deno.test("pumpTokens() honours firstBatch, first and an empty budget, and refuses a budget over the ring", async () => {
   const f = await fakeDecode(10);
   const sizes: number[] = [];
   for await (const ids of pumpTokens(f.gpu, f.ring, f.record, { total: 10, firstBatch: 4 })) {
@@ -73,6 +73,17 @@ Deno.test("pumpTokens() honours firstBatch and an empty budget, and refuses a bu
   }
   await assert.rejects(async () => {
     for await (const _ of pumpTokens(f.gpu, f.ring, f.record, { total: 11 }));
+  }, RangeError);
+  // Resuming at entry 6: batches record from there, and the ring's end still bounds the budget.
+  f.calls.length = 0;
+  const rest: number[] = [];
+  for await (const ids of pumpTokens(f.gpu, f.ring, f.record, { first: 6, total: 4, maxBatch: 2 })) {
+    rest.push(...ids);
+  }
+  assert.deepEqual(rest, [1042, 1049, 1056, 1063]);
+  assert.deepEqual(f.calls, [[6, 1], [7, 2], [9, 1]]);
+  await assert.rejects(async () => {
+    for await (const _ of pumpTokens(f.gpu, f.ring, f.record, { first: 6, total: 5 }));
   }, RangeError);
   f.dispose();
 });
