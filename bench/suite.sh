@@ -20,9 +20,9 @@ bench --shape qwen2-vl-7b --quant q8 $img
 bench --shape qwen2-vl-2b --quant q4 $img
 bench --shape qvq-72b --quant q4 $img --max-context 8192
 # The vision target: a 1280-token image (1120×896 px = 80 × 64 patches).
-bench --shape qwen2-vl-7b --prompt-tokens 1300 --image 1120x896 --new-tokens 8 --profile
+bench --shape qwen2-vl-7b --prompt-tokens 1300 --image 1120x896 --new-tokens 66 --profile
 # The same with the int8 vision tower (q8 matrices, int8 activations and attention scores).
-bench --shape qwen2-vl-7b --vision-quant q8 --prompt-tokens 1300 --image 1120x896 --new-tokens 8 --profile
+bench --shape qwen2-vl-7b --vision-quant q8 --prompt-tokens 1300 --image 1120x896 --new-tokens 66 --profile
 # Long answers: decode at 4000–4128 tokens of context (the KV cache read grows with it).
 bench --shape qwen2-vl-7b --quant q4 --prompt-tokens 4000 --new-tokens 128 --repeat 1
 bench --shape qvq-72b --quant q4 --prompt-tokens 4000 --new-tokens 128 --repeat 1
