@@ -19,7 +19,8 @@ async function fakeDecode(n: number) {
 Deno.test("pumpTokens() yields every ring entry in order, in batches growing 1, 2, 4 … maxBatch", async () => {
   const f = await fakeDecode(100);
   const batches: number[][] = [];
-  for await (const ids of pumpTokens(f.gpu, f.ring, f.record, { total: 100, maxBatch: 16 })) {
+  const options = { total: 100, maxBatch: 16, batchMs: Infinity };
+  for await (const ids of pumpTokens(f.gpu, f.ring, f.record, options)) {
     batches.push([...ids]);
   }
   assert.deepEqual(batches.map((b) => b.length), [1, 2, 4, 8, 16, 16, 16, 16, 16, 5]);
@@ -31,7 +32,9 @@ Deno.test("pumpTokens() yields every ring entry in order, in batches growing 1, 
 Deno.test("pumpTokens() records the batch after next before handing a batch over", async () => {
   const f = await fakeDecode(40);
   const seen: number[] = [];
-  for await (const ids of pumpTokens(f.gpu, f.ring, f.record, { total: 40, maxBatch: 8 })) {
+  for await (
+    const ids of pumpTokens(f.gpu, f.ring, f.record, { total: 40, maxBatch: 8, batchMs: Infinity })
+  ) {
     // when batch k is handed over, batch k + 1 is submitted and k + 2 recorded (if any are left)
     seen.push(f.calls.length);
     assert.ok(ids.length > 0);
@@ -43,7 +46,7 @@ Deno.test("pumpTokens() records the batch after next before handing a batch over
 Deno.test("pumpTokens() submits nothing more once the consumer stops", async () => {
   const f = await fakeDecode(64);
   let got = 0;
-  for await (const ids of pumpTokens(f.gpu, f.ring, f.record, { total: 64 })) {
+  for await (const ids of pumpTokens(f.gpu, f.ring, f.record, { total: 64, batchMs: Infinity })) {
     got += ids.length;
     if (got >= 3) break;
   }
@@ -64,7 +67,13 @@ Deno.test("pumpTokens() submits nothing more once the consumer stops", async () 
 Deno.test("pumpTokens() honours firstBatch, first and an empty budget, and refuses a budget over the ring", async () => {
   const f = await fakeDecode(10);
   const sizes: number[] = [];
-  for await (const ids of pumpTokens(f.gpu, f.ring, f.record, { total: 10, firstBatch: 4 })) {
+  for await (
+    const ids of pumpTokens(f.gpu, f.ring, f.record, {
+      total: 10,
+      firstBatch: 4,
+      batchMs: Infinity,
+    })
+  ) {
     sizes.push(ids.length);
   }
   assert.deepEqual(sizes, [4, 6]);
@@ -77,7 +86,8 @@ Deno.test("pumpTokens() honours firstBatch, first and an empty budget, and refus
   // Resuming at entry 6: batches record from there, and the ring's end still bounds the budget.
   f.calls.length = 0;
   const rest: number[] = [];
-  for await (const ids of pumpTokens(f.gpu, f.ring, f.record, { first: 6, total: 4, maxBatch: 2 })) {
+  const resume = { first: 6, total: 4, maxBatch: 2, batchMs: Infinity };
+  for await (const ids of pumpTokens(f.gpu, f.ring, f.record, resume)) {
     rest.push(...ids);
   }
   assert.deepEqual(rest, [1042, 1049, 1056, 1063]);
@@ -85,5 +95,20 @@ Deno.test("pumpTokens() honours firstBatch, first and an empty budget, and refus
   await assert.rejects(async () => {
     for await (const _ of pumpTokens(f.gpu, f.ring, f.record, { first: 6, total: 5 }));
   }, RangeError);
+  f.dispose();
+});
+
+Deno.test("pumpTokens() stops growing batches once one runs batchMs of GPU time", async () => {
+  const f = await fakeDecode(40);
+  // A clock where each step takes 15 ms: its k-th reading (the start, then each wait's return)
+  // is 15 ms × the entries of the first k batches recorded.
+  let readings = 0;
+  const now = () => 15 * f.calls.slice(0, readings++).reduce((a, [, count]) => a + count, 0);
+  const sizes: number[] = [];
+  for await (const ids of pumpTokens(f.gpu, f.ring, f.record, { total: 40, batchMs: 100, now })) {
+    sizes.push(ids.length);
+  }
+  // 4 steps (60 ms) are under 100 ms, so the next batch doubles; 8 (120 ms) are not.
+  assert.deepEqual(sizes, [1, 2, 4, 8, 8, 8, 8, 1]);
   f.dispose();
 });
