@@ -508,7 +508,9 @@ fn set_role(lid: u32, m0: u32, n0: u32) {
   rows = blk_rows(select(m0, n0, w_role) + pos.x, select(p.m, p.rows, w_role) - 1u);
 }
 
-// This thread's block of the k step from k0 as loaded bits (past the last k: inside the buffer).
+// This thread's block of the k step from k0 as loaded bits. Past the last k they are the next
+// row's, or past the binding's end at the last row (robust access returns some in-bounds value or
+// 0 there): cvt zeroes them either way.
 fn load_step(k0: u32) -> Raw {
   let k = k0 + pos.y;
   if (w_role) { return Raw(raw_w(rows.x, k), raw_w(rows.y, k), raw_w(rows.z, k), raw_w(rows.w, k)); }
