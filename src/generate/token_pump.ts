@@ -18,7 +18,7 @@
  * is submitted the moment the wait returns; the 10 ms sleep and the consumer's work on the ids
  * overlap it. The first pump (record and map at submit, then record the next) left the GPU idle
  * through every batch's recording and submit: on the H200 (2026-11-29, BENCHMARKS.md) it decoded
- * 7B f16 at 191 tok/s where the same steps back to back ran 218.
+ * 7B f16 at 186–187 tok/s, this order at 213.
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
@@ -119,7 +119,9 @@ export async function* pumpTokens(
   try {
     let running = prepare();
     if (running) gpu.device.queue.submit([running.commands]);
-    let since = now();
+    // When the last wait returned (the first batch is not timed: its wait covers whatever was
+    // submitted before it, the prefill).
+    let since = NaN;
     let next = prepare();
     while (running) {
       // Deno waits for the GPU inside this call (see the module doc); a rejected map (device
@@ -130,7 +132,7 @@ export async function* pumpTokens(
       // The batch ran from the last wait's return to this one's (where mapAsync does not wait,
       // this is ~0 and batches grow to maxBatch).
       const t = now();
-      stepMs = (t - since) / running.count;
+      if (!Number.isNaN(since)) stepMs = (t - since) / running.count;
       since = t;
       if (!(await mapped)) throw new Error("token ring readback failed (device lost?)");
       const ids = new Uint32Array(running.staging.getMappedRange(0, running.count * 4).slice(0));

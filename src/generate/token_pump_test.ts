@@ -100,10 +100,10 @@ Deno.test("pumpTokens() honours firstBatch, first and an empty budget, and refus
 
 Deno.test("pumpTokens() stops growing batches once one runs batchMs of GPU time", async () => {
   const f = await fakeDecode(40);
-  // A clock where each step takes 15 ms: its k-th reading (the start, then each wait's return)
-  // is 15 ms × the entries of the first k batches recorded.
+  // A clock where each step takes 15 ms: its k-th reading (at batch k's wait) is 15 ms × the
+  // entries of batches 0 … k, plus a prefill's 500 ms that batch 0's wait also covers (untimed).
   let readings = 0;
-  const now = () => 15 * f.calls.slice(0, readings++).reduce((a, [, count]) => a + count, 0);
+  const now = () => 500 + 15 * f.calls.slice(0, ++readings).reduce((a, [, n]) => a + n, 0);
   const sizes: number[] = [];
   for await (const ids of pumpTokens(f.gpu, f.ring, f.record, { total: 40, batchMs: 100, now })) {
     sizes.push(ids.length);
