@@ -373,25 +373,28 @@ export class Qwen2VLModel {
     }
     const gpu = this.gpu, t = this.config.text;
     const s = new Session(gpu, t, maxTokens, this.kvCacheDtype);
-    const b = s.decodeBuffers;
-    const ds: Dispatch[] = [
-      ...embeddingAt(gpu, b.x, s.tokens, s.state, this.#w.matrix("text.embed")),
-    ];
-    for (let i = 0; i < t.numLayers; i++) {
-      const attend = decodeAttend(
-        gpu,
-        t,
-        b,
-        s.cache[i],
-        maxTokens,
-        this.#rope,
-        s.state,
-        s.attnScratch,
-      );
-      ds.push(...layerDispatches(gpu, t, this.#w, i, b, 1, attend));
-    }
-    ds.push(...headDispatches(gpu, t, this.#w, s.logits, b.h, b.x, 1, b.xp));
-    s.decodeDispatches = ds;
+    s.buildDecode = () => {
+      this.#alive();
+      const b = s.decodeBuffers;
+      const ds: Dispatch[] = [
+        ...embeddingAt(gpu, b.x, s.tokens, s.state, this.#w.matrix("text.embed")),
+      ];
+      for (let i = 0; i < t.numLayers; i++) {
+        const attend = decodeAttend(
+          gpu,
+          t,
+          b,
+          s.cache[i],
+          maxTokens,
+          this.#rope,
+          s.state,
+          s.attnScratch,
+        );
+        ds.push(...layerDispatches(gpu, t, this.#w, i, b, 1, attend));
+      }
+      ds.push(...headDispatches(gpu, t, this.#w, s.logits, b.h, b.x, 1, b.xp));
+      return ds;
+    };
     return s;
   }
 

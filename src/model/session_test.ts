@@ -5,6 +5,7 @@ import { parseConfig } from "./config.ts";
 import { PRESETS } from "./presets.ts";
 import { Session } from "./session.ts";
 import { TINY_DIR } from "./_fixture.ts";
+import type { Dispatch } from "../../kernels/_kernel.ts";
 
 Deno.test("Session allocates a KV cache per layer and frees it on dispose()", async () => {
   const gpu = await sharedGpu();
@@ -38,4 +39,29 @@ Deno.test("Session refuses a KV cache over the binding limit, naming the largest
     });
   }
   assert.throws(() => new Session(gpu, t, 1, "f16"), /maxTokens must be an integer ≥ 2, got 1/);
+});
+
+Deno.test("Session builds its decode step on first use, once, and dispose() frees what was built", async () => {
+  const gpu = await sharedGpu();
+  const t = parseConfig(JSON.parse(await Deno.readTextFile(`${TINY_DIR}config.json`))).text;
+  const s = new Session(gpu, t, 16, "f32");
+  let built = 0;
+  const destroyed: number[] = [];
+  s.buildDecode = () => {
+    built++;
+    return [{ destroy: () => destroyed.push(built) }] as unknown as Dispatch[];
+  };
+  assert.equal(built, 0, "nothing built with the session");
+  assert.equal(s.decodeDispatches.length, 1);
+  assert.equal(s.decodeDispatches.length, 1);
+  assert.equal(built, 1, "built once");
+  s.dispose();
+  assert.deepEqual(destroyed, [1]);
+  assert.throws(() => s.decodeDispatches, InvalidInputError);
+  // A session that never decoded builds nothing, not even to free it.
+  const u = new Session(gpu, t, 16, "f32");
+  u.buildDecode = () => {
+    throw new Error("built");
+  };
+  u.dispose();
 });
