@@ -42,7 +42,7 @@ import {
 import { getRopeIndex, type GridThw } from "./rope_index.ts";
 import { imageTokenCount } from "../image.ts";
 import { Session } from "./session.ts";
-import { type ImageEmbeds, submit, SUBMIT_LAYERS, VisionTower } from "./vision.ts";
+import { type ImageEmbeds, submit, submitBefore, VisionTower } from "./vision.ts";
 import {
   estimateMemory,
   type GpuWeights,
@@ -530,7 +530,7 @@ export class Qwen2VLModel {
             }
           });
           for (let l = 0; l < t.numLayers; l++) {
-            if (l % SUBMIT_LAYERS === 0 && l > 0) submit(gpu, ds.splice(0), "prefill");
+            if (submitBefore(l)) submit(gpu, ds.splice(0), "prefill");
             const attend = prefillAttend(
               gpu,
               t,

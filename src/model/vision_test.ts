@@ -5,7 +5,7 @@ import { InvalidInputError } from "../errors.ts";
 import { openModelSource } from "../model_files.ts";
 import { SafetensorsCheckpoint } from "../safetensors.ts";
 import { parseConfig } from "./config.ts";
-import { checkImages, VisionTower } from "./vision.ts";
+import { checkImages, submitBefore, VisionTower } from "./vision.ts";
 import { planWeights, uploadWeights } from "./weights.ts";
 import { CASES, readReferenceCase, TINY_DIR } from "./_fixture.ts";
 import { assertClose } from "../ref/_random.ts";
@@ -93,4 +93,9 @@ Deno.test("checkImages() rejects grids that do not match pixel_values", () => {
     /needs? 16 patches|grids need 16/,
   );
   assert.equal(checkImages(v, new Float32Array(16 * 1176), [[1, 4, 4]]), 16);
+});
+
+Deno.test("submitBefore(): the first layer goes to the GPU alone, then every SUBMIT_LAYERS", () => {
+  const at = Array.from({ length: 14 }, (_, l) => l).filter(submitBefore);
+  assert.deepEqual(at, [1, 4, 8, 12]);
 });
