@@ -162,14 +162,16 @@ fn transpose(img: &RgbImage) -> RgbImage {
     let (w, h) = (img.width, img.height);
     let (src, _) = img.data.as_chunks::<3>();
     let mut out = vec![[0u8; 3]; w * h];
-    // Tiles keep both the reads and the writes within a few cache lines.
-    const TILE: usize = 32;
+    // Tiles keep the reads within a few cache lines; inside one, each output row's run is written
+    // contiguously. Native (2026-11-29, a 4032 x 3024 photo): 53 ms with 32-pixel tiles and the
+    // writes strided, 38 with them contiguous, 29-30 with 64-pixel tiles (128: 32-33, 16: 41).
+    const TILE: usize = 64;
     for y0 in (0..h).step_by(TILE) {
+        let y1 = (y0 + TILE).min(h);
         for x0 in (0..w).step_by(TILE) {
-            for y in y0..(y0 + TILE).min(h) {
-                let row = &src[y * w..][..w];
-                for x in x0..(x0 + TILE).min(w) {
-                    out[x * h + y] = row[x];
+            for x in x0..(x0 + TILE).min(w) {
+                for (d, y) in out[x * h + y0..x * h + y1].iter_mut().zip(y0..y1) {
+                    *d = src[y * w + x];
                 }
             }
         }
