@@ -268,3 +268,14 @@ export function run(gpu: Gpu, dispatches: readonly Dispatch[], label = "qvq"): v
 export function ceilDiv(a: number, b: number): number {
   return Math.floor((a + b - 1) / b);
 }
+
+/**
+ * WGSL text of `terms` combined pairwise as a balanced tree (`max(a, b)` or `(a + b)`: `op` writes
+ * its own parentheses): independent operations, short dependency chains, for written-out
+ * reductions.
+ */
+export function balancedTree(terms: string[], op: (a: string, b: string) => string): string {
+  if (terms.length === 1) return terms[0];
+  const half = Math.ceil(terms.length / 2);
+  return op(balancedTree(terms.slice(0, half), op), balancedTree(terms.slice(half), op));
+}

@@ -37,7 +37,7 @@
  */
 import type { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, bufferOf, ceilDiv, Dispatch, variant } from "./_kernel.ts";
+import { balancedTree, type BufferArg, bufferOf, ceilDiv, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
 import { kvDefines, type KvDType } from "./kv_cache.ts";
@@ -304,13 +304,6 @@ function steps(f: string, n: number, indent: string): string {
   return lines.join("\n" + indent);
 }
 
-/** `terms` combined pairwise, a balanced tree (`max(a, b)` or `(a + b)`). */
-function tree(terms: string[], op: (a: string, b: string) => string): string {
-  if (terms.length === 1) return terms[0];
-  const half = Math.ceil(terms.length / 2);
-  return op(tree(terms.slice(0, half), op), tree(terms.slice(half), op));
-}
-
 /**
  * The flash kernel's hot loops as WGSL text for its `{{…}}` placeholders: S over head_dim
  * (s_step per vec4 c < HD4, #if OUTER per d < HD), P·V over the tile's keys (pv_step per key j <
@@ -333,10 +326,10 @@ function flashCode(headDim: number, t: FlashTuning, int8: boolean): Record<strin
       : steps("pv_step", bk, "    "),
     ROW_MAX: all
       ? "for (var x = 0u; x < TX; x++) { mx = max(mx, red_row(x)); }"
-      : `mx = max(mx, ${tree(reds, (a, b) => `max(${a}, ${b})`)});`,
+      : `mx = max(mx, ${balancedTree(reds, (a, b) => `max(${a}, ${b})`)});`,
     ROW_SUM: all
       ? "for (var x = 0u; x < TX; x++) { lt += red_row(x); }"
-      : `lt = ${tree(reds, (a, b) => `(${a} + ${b})`)};`,
+      : `lt = ${balancedTree(reds, (a, b) => `(${a} + ${b})`)};`,
   };
 }
 
@@ -679,7 +672,7 @@ function quantizeCode(headDim: number): Record<string, string> {
   const n = headDim / 4, xs = Array.from({ length: n }, (_, i) => `x${i}`);
   return {
     QK_LOAD: xs.map((x, i) => `let ${x} = qk_at(t, r, ${i}u);`).join(" "),
-    QK_AMAX: tree(xs.map((x) => `amax4(${x})`), (a, b) => `max(${a}, ${b})`),
+    QK_AMAX: balancedTree(xs.map((x) => `amax4(${x})`), (a, b) => `max(${a}, ${b})`),
     QK_STORE: Array.from(
       { length: n / 4 },
       (_, c) =>

@@ -32,7 +32,7 @@
  */
 import type { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
+import { balancedTree, type BufferArg, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import type { Defines } from "./_preprocess.ts";
 import { kvDefines } from "./kv_cache.ts";
@@ -247,10 +247,12 @@ function lanesCode(t: LanesTiling, hd4: number): Record<string, string> {
       .join(" "),
     L_BIG: [
       S.map((sl) => `let m_${sl} = ms_sl[${sl * t.group}u + lid];`).join(" "),
-      `let big = ${tree(S.map((sl) => `m_${sl}`), (a, b) => `max(${a}, ${b})`)};`,
-      `let lt = ${tree(S.map((sl) => `exp(m_${sl} - big) * ls_sl[${sl * t.group}u + lid]`), sum)};`,
+      `let big = ${balancedTree(S.map((sl) => `m_${sl}`), (a, b) => `max(${a}, ${b})`)};`,
+      `let lt = ${
+        balancedTree(S.map((sl) => `exp(m_${sl} - big) * ls_sl[${sl * t.group}u + lid]`), sum)
+      };`,
     ].join("\n    "),
-    L_SUM: tree(S.map((sl) => `red[b + ${sl * hd4}u]`), sum),
+    L_SUM: balancedTree(S.map((sl) => `red[b + ${sl * hd4}u]`), sum),
     L_MERGE: range(Math.ceil(t.group / t.heads)).map((k) => {
       const r0 = k * t.heads, rs = R.slice(r0, r0 + t.heads);
       return rs.map((r) =>
@@ -266,14 +268,7 @@ function lanesCode(t: LanesTiling, hd4: number): Record<string, string> {
 }
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-const sum = (a: string, b: string) => `${a} + ${b}`;
-
-/** xs combined pairwise as a balanced tree (independent operations, short dependency chains). */
-function tree(xs: string[], op: (a: string, b: string) => string): string {
-  if (xs.length === 1) return xs[0];
-  const h = Math.ceil(xs.length / 2);
-  return op(`(${tree(xs.slice(0, h), op)})`, `(${tree(xs.slice(h), op)})`);
-}
+const sum = (a: string, b: string) => `(${a} + ${b})`;
 
 /**
  * The shader's written-out inner loops (or, unroll false, the same steps as WGSL loops), and the
