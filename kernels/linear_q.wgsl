@@ -706,7 +706,6 @@ fn load_pair(i: u32) -> vec2<f32> {
 #endif
 }
 
-// Quantizes group fl of src into chunk group f; returns its scale.
 // x (≥ 0) rounded to the nearest f16, ties to even, as the f32 it stands for — in integer steps,
 // which no compiler folds away: unpack2x16float(pack2x16float(x)) was, on the H200 (2026-11-29: q8
 // codes came out rounded against the unrounded scale, one off at v / d 0.015 from a tie). Below
@@ -718,6 +717,7 @@ fn f16_round(x: f32) -> f32 {
   return bitcast<f32>((u + 0xfffu + ((u >> 13u) & 1u)) & 0xffffe000u);
 }
 
+// Quantizes group fl of src into chunk group f; returns its scale.
 fn quant_group(fl: u32, f: u32) -> f32 {
   var v: array<f32, 32>;
   var amax = 0.0;
