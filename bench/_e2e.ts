@@ -7,15 +7,25 @@
  * compiles shaders. The prompt cache is off, so every run encodes the image and prefills.
  *
  *   deno run -A bench/_e2e.ts --model DIR --image FILE [--quant q4|q8] [--max-tokens 256]
- *     [--runs 3] [--prompt TEXT]
+ *     [--runs 3] [--prompt TEXT] [--http]
+ *
+ * `--http`: the same request through the server instead (createApp on Deno.serve, a streamed
+ * /v1/chat/completions with the image as a data URL), timed by a client in its own process (this
+ * file with `--client PORT`; in the server's process its reads would wait out the server's GPU
+ * waits): `first_text_ms` is the first content delta's arrival, `lag_ms` the median and largest
+ * time from the engine yielding a delta to its arrival at the client (one clock: the machine's).
  *
  * Random-weight checkpoints (bench/main.ts --checkpoint DIR --write-checkpoint) have no tokenizer:
  * copy tests/fixtures/tiny-qwen2vl's tokenizer.json, tokenizer_config.json,
  * preprocessor_config.json, chat_template.json and generation_config.json into DIR.
  * @module
  */
-import { Pipeline } from "../src/pipeline.ts";
-import type { GenerationResult } from "../src/generate/types.ts";
+import type {
+  ChatEngine,
+  ChatMessage,
+  GenerateOptions,
+  GenerationResult,
+} from "../src/generate/types.ts";
 
 const args = Deno.args;
 const opt = (name: string, def?: string): string => {
@@ -24,12 +34,23 @@ const opt = (name: string, def?: string): string => {
   if (v === undefined) throw new Error(`bench/_e2e.ts: ${name} is required`);
   return v;
 };
-const model = opt("--model");
 const image = await Deno.readFile(opt("--image"));
 const quant = opt("--quant", "f16") as "f16" | "q8" | "q4";
 const maxNewTokens = Number(opt("--max-tokens", "256"));
 const runs = Number(opt("--runs", "3"));
 const text = opt("--prompt", "Describe the image.");
+const http = args.includes("--http");
+const round = (x: number) => Math.round(x * 10) / 10;
+/** Milliseconds on a clock that two processes of this machine share. */
+const clock = () => performance.timeOrigin + performance.now();
+if (args.includes("--client")) {
+  console.log(JSON.stringify(await viaHttp(Number(opt("--client")), opt("--model-id"))));
+  Deno.exit(0);
+}
+const model = opt("--model");
+// Imported here, not statically: the client process needs none of it (nor the import map).
+const { Pipeline } = await import("../src/pipeline.ts");
+const { createApp } = await import("../src/server/app.ts");
 
 const t = performance.now();
 const p = await Pipeline.load(model, {
@@ -37,32 +58,134 @@ const p = await Pipeline.load(model, {
   ...(quant === "f16" ? {} : { quant }),
 });
 const loadS = (performance.now() - t) / 1000;
+// The server's engine: the pipeline, noting when it yields each delta and its final record.
+let sent: number[] = [];
+let served: GenerationResult | undefined;
+const engine: ChatEngine = {
+  modelId: p.modelId,
+  async *generate(messages: ChatMessage[], options?: GenerateOptions) {
+    for await (const ev of p.generate(messages, options)) {
+      if (ev.type === "delta" && ev.text) sent.push(clock());
+      if (ev.type === "done") served = ev.result;
+      yield ev;
+    }
+  },
+};
+const server = http ? Deno.serve({ port: 0, onListen() {} }, createApp(engine).fetch) : undefined;
 try {
   for (let r = 0; r < runs; r++) {
     const t0 = performance.now();
-    let first = NaN;
-    let result: GenerationResult | undefined;
-    const messages = [{
-      role: "user" as const,
-      content: [{ type: "image" as const, image }, { type: "text" as const, text }],
-    }];
-    for await (const ev of p.generate(messages, { maxNewTokens, temperature: 0 })) {
-      if (ev.type === "delta") {
-        if (Number.isNaN(first)) first = performance.now() - t0;
-      } else result = ev.result;
-    }
-    const round = (x: number) => Math.round(x * 10) / 10;
+    const timed = server ? await viaServer(server.addr.port) : await viaModule(t0);
     console.log(JSON.stringify({
       model,
       quant,
       run: r,
+      http,
       load_s: Math.round(loadS * 100) / 100,
-      first_text_ms: round(first),
+      ...timed,
       total_ms: round(performance.now() - t0),
-      ...result!.usage,
-      ...Object.fromEntries(Object.entries(result!.timings).map(([k, v]) => [k, round(v)])),
     }));
   }
 } finally {
+  await server?.shutdown();
   p.dispose();
+}
+
+/** generate() of the message: the first delta's arrival, the usage and the timings. */
+async function viaModule(t0: number) {
+  let first = NaN;
+  let result: GenerationResult | undefined;
+  const messages = [{
+    role: "user" as const,
+    content: [{ type: "image" as const, image }, { type: "text" as const, text }],
+  }];
+  for await (const ev of p.generate(messages, { maxNewTokens, temperature: 0 })) {
+    if (ev.type === "delta") {
+      if (Number.isNaN(first)) first = performance.now() - t0;
+    } else result = ev.result;
+  }
+  return {
+    first_text_ms: round(first),
+    ...result!.usage,
+    ...Object.fromEntries(Object.entries(result!.timings).map(([k, v]) => [k, round(v)])),
+  };
+}
+
+/** The message through the server: client-side arrivals against the engine's deltas. */
+async function viaServer(port: number) {
+  sent = [];
+  const c: { t0: number; arrivals: number[] } = await client(port);
+  const lags = c.arrivals.map((t, i) => t - sent[i]).sort((a, b) => a - b);
+  return {
+    first_text_ms: round(c.arrivals[0] - c.t0),
+    deltas: c.arrivals.length,
+    engine_deltas: sent.length,
+    lag_ms: { median: round(lags[lags.length >> 1]), max: round(lags.at(-1)!) },
+    ...served!.usage,
+    ...Object.fromEntries(Object.entries(served!.timings).map(([k, v]) => [k, round(v)])),
+  };
+}
+
+/** Runs this file as the client of the server at `port`, in a process of its own. */
+async function client(port: number) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--no-config",
+      "--no-check",
+      new URL(import.meta.url).pathname,
+      "--client",
+      String(port),
+      "--model-id",
+      p.modelId,
+      "--image",
+      opt("--image"),
+      "--max-tokens",
+      String(maxNewTokens),
+      "--prompt",
+      text,
+    ],
+    stderr: "inherit",
+  }).output();
+  if (!out.success) throw new Error("bench/_e2e.ts: the client failed");
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
+/** The message streamed from the server: when its content deltas arrive (this process). */
+async function viaHttp(port: number, modelId: string) {
+  const t0 = clock();
+  const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      model: modelId,
+      stream: true,
+      max_tokens: maxNewTokens,
+      temperature: 0,
+      messages: [{
+        role: "user",
+        content: [
+          { type: "image_url", image_url: { url: `data:image/jpeg;base64,${image.toBase64()}` } },
+          { type: "text", text },
+        ],
+      }],
+    }),
+  });
+  if (!res.ok) throw new Error(`bench/_e2e.ts: HTTP ${res.status}: ${await res.text()}`);
+  const arrivals: number[] = [];
+  let buffered = "";
+  const decoder = new TextDecoder();
+  for await (const bytes of res.body!) {
+    const now = clock();
+    buffered += decoder.decode(bytes, { stream: true });
+    const events = buffered.split("\n\n");
+    buffered = events.pop()!;
+    for (const e of events) {
+      const data = e.replace(/^data: /, "");
+      if (data === "[DONE]") continue;
+      if (JSON.parse(data).choices?.[0]?.delta?.content) arrivals.push(now);
+    }
+  }
+  return { t0, arrivals };
 }

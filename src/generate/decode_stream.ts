@@ -77,6 +77,7 @@ export async function* decodeStream(
     {
       ...extra.pump,
       total: options.maxNewTokens,
+      signal,
     },
   );
   // Resolves when the signal aborts, so a long batch does not delay the cancellation.

@@ -7,6 +7,7 @@
  * @module
  */
 import { ContextLengthError } from "../errors.ts";
+import { gpuIdle } from "../gpu/buffers.ts";
 import { patchCount } from "../image.ts";
 import type { ImageEmbeds, Qwen2VLModel, Session } from "../model/qwen2vl.ts";
 import type { Tokenizer } from "../tokenizer.ts";
@@ -75,11 +76,9 @@ export async function* runGeneration(
         prompt.pixelValues.subarray(patchCount(cachedGrids) * cols),
         prompt.gridThw.slice(peeked.images),
       );
-      // The GPU's time for the tower: Deno's onSubmittedWorkDone() waits for the GPU inside the
-      // call and resolves 10 ms later (src/generate/token_pump.ts), a sleep the prefill need not
-      // sit out (awaiting it cost image prompts ~10 ms of TTFT). Where the call does not wait,
-      // visionMs is the recording time.
-      gpu.device.queue.onSubmittedWorkDone().catch(() => {});
+      // The GPU's time for the tower (gpuIdle: Deno waits inside the call and settles at once;
+      // onSubmittedWorkDone() would resolve 10 ms later, a sleep the prefill need not sit out).
+      await gpuIdle(gpu);
       visionMs = performance.now() - t0;
     }
     const hit = cache

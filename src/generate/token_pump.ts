@@ -11,17 +11,22 @@
  * gets text that often (and sees an abort that soon). A batch recorded but not yet submitted when
  * the consumer stops is dropped.
  *
- * Why this order: Deno's WebGPU (2.9.6; ext/webgpu buffer.rs) runs `mapAsync` (and
- * `onSubmittedWorkDone`) as a blocking wait for ALL submitted work when it is called, then
- * resolves after a fixed 10 ms sleep. So the next batch is recorded while the GPU runs this one,
- * this one's staging is mapped (the thread waits there until the GPU is done), and the next batch
- * is submitted the moment the wait returns; the 10 ms sleep and the consumer's work on the ids
- * overlap it. The first pump (record and map at submit, then record the next) left the GPU idle
- * through every batch's recording and submit: on the H200 (2026-11-29, BENCHMARKS.md) it decoded
- * 7B f16 at 186–187 tok/s, this order at 213.
+ * Why this order: Deno's WebGPU (2.9.6; ext/webgpu buffer.rs) runs `mapAsync` as a blocking wait
+ * for ALL submitted work when it is called. So the next batch is recorded while the GPU runs this
+ * one, this one's staging is mapped (the thread waits there until the GPU is done), and the next
+ * batch is submitted the moment the wait returns. The ids are read at once (src/gpu/buffers.ts
+ * readMapped: the map's promise would resolve 10 ms later). The first pump (record and map at
+ * submit, then record the next) left the GPU idle through every batch's recording and submit: on
+ * the H200 (2026-11-29, BENCHMARKS.md) it decoded 7B f16 at 186–187 tok/s, this order at 213.
+ *
+ * After the consumer has taken a batch's ids, the pump lets the event loop run once (a 0 ms timer)
+ * before the next wait: nothing else runs while the thread waits, so a server's writes of this
+ * batch's text, and the events that abort a generation (a closed connection), would otherwise
+ * wait out the next batch too.
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
+import { createReadback, readMapped } from "../gpu/buffers.ts";
 
 /** Records into `encoder` the GPU work that writes ring entries [first, first + count). */
 export type BatchRecorder = (encoder: GPUCommandEncoder, first: number, count: number) => void;
@@ -43,6 +48,13 @@ export interface PumpOptions {
   batchMs?: number;
   /** The clock that times batches, in ms (default performance.now; tests pass their own). */
   now?: () => number;
+  /**
+   * Ends the pump, submitting nothing more, once aborted. A consumer that stops waiting for a
+   * batch when its signal aborts (src/generate/decode_stream.ts) cannot return() the pump before
+   * it next yields, and may free what the recorded batches use meanwhile: the pump checks the
+   * signal after its event-loop turn, before the next submit.
+   */
+  signal?: AbortSignal;
 }
 
 /** Default largest batch: 32 steps amortise a readback to < 0.4 ms a token. */
@@ -102,11 +114,7 @@ export async function* pumpTokens(
     if (!(size * stepMs >= batchMs)) size = Math.min(maxBatch, size * 2);
     let staging = free.pop();
     if (!staging) {
-      staging = gpu.device.createBuffer({
-        label: "token_pump.staging",
-        size: maxBatch * 4,
-        usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
-      });
+      staging = createReadback(gpu, maxBatch * 4, "token_pump.staging");
       all.push(staging);
     }
     const enc = gpu.device.createCommandEncoder({ label: `decode[${recorded}+${count}]` });
@@ -124,25 +132,33 @@ export async function* pumpTokens(
     let since = NaN;
     let next = prepare();
     while (running) {
-      // Deno waits for the GPU inside this call (see the module doc); a rejected map (device
-      // lost) must not surface as an unhandled rejection.
-      const mapped = running.staging.mapAsync(GPUMapMode.READ, 0, running.count * 4)
-        .then(() => true, () => false);
+      // Deno waits for the GPU inside this call (see the module doc).
+      const bytes = running.count * 4;
+      const mapped = running.staging.mapAsync(GPUMapMode.READ, 0, bytes);
       if (next) gpu.device.queue.submit([next.commands]);
       // The batch ran from the last wait's return to this one's (where mapAsync does not wait,
       // this is ~0 and batches grow to maxBatch).
       const t = now();
       if (!Number.isNaN(since)) stepMs = (t - since) / running.count;
       since = t;
-      if (!(await mapped)) throw new Error("token ring readback failed (device lost?)");
-      const ids = new Uint32Array(running.staging.getMappedRange(0, running.count * 4).slice(0));
-      running.staging.unmap();
+      const ids = new Uint32Array(
+        await readMapped(running.staging, mapped, bytes).catch((cause) => {
+          throw new Error("token ring readback failed (device lost?)", { cause });
+        }),
+      );
       free.push(running.staging);
       running = next;
       next = prepare(); // while the GPU runs `running`, before the consumer sees these ids
       yield ids;
+      if (running) await turnEventLoop();
+      if (options.signal?.aborted) return;
     }
   } finally {
     for (const s of all) s.destroy();
   }
+}
+
+/** Resolves after one turn of the event loop (I/O and timers run): a 0 ms timer. */
+function turnEventLoop(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }

@@ -112,3 +112,35 @@ Deno.test("pumpTokens() stops growing batches once one runs batchMs of GPU time"
   assert.deepEqual(sizes, [1, 2, 4, 8, 8, 8, 8, 1]);
   f.dispose();
 });
+
+Deno.test("pumpTokens() lets the event loop run between handing a batch over and the next wait", async () => {
+  const f = await fakeDecode(15);
+  // A 0 ms timer set when a batch is handed over has fired by the next batch: a server's writes
+  // and a closed connection's abort are seen between batches, not a batch later.
+  const fired: boolean[] = [];
+  let flag: { fired: boolean } = { fired: true };
+  for await (const _ of pumpTokens(f.gpu, f.ring, f.record, { total: 15, batchMs: Infinity })) {
+    fired.push(flag.fired);
+    const mine: { fired: boolean } = flag = { fired: false };
+    setTimeout(() => mine.fired = true, 0);
+  }
+  assert.deepEqual(fired, [true, true, true, true]);
+  f.dispose();
+});
+
+Deno.test("pumpTokens() ends without submitting more once its signal aborts", async () => {
+  const f = await fakeDecode(40);
+  const ac = new AbortController();
+  const got: number[] = [];
+  const options = { total: 40, batchMs: Infinity, signal: ac.signal };
+  for await (const ids of pumpTokens(f.gpu, f.ring, f.record, options)) {
+    got.push(...ids);
+    ac.abort(); // the consumer keeps iterating: the pump itself must end
+  }
+  assert.deepEqual(got, [1000]);
+  assert.deepEqual(f.calls, [[0, 1], [1, 2], [3, 4]]);
+  // The batch submitted with the first one's wait ran; the one recorded after it never did.
+  const ring = await readU32(f.gpu, f.ring, 7);
+  assert.deepEqual([...ring], [1000, 1007, 1014, 0, 0, 0, 0]);
+  f.dispose();
+});

@@ -58,27 +58,88 @@ export function writeArray(
   }
 }
 
+/** Readback buffers whose first mapping is done (see {@link createReadback}). */
+const primed = new WeakSet<GPUBuffer>();
+
+/**
+ * A MAP_READ | COPY_DST buffer of `byteSize` bytes (rounded up to 4) for {@link readMapped}. It is
+ * created mapped and unmapped at once: Deno (2.9.6) panics — the process dies — when a buffer's
+ * range is taken before any mapping of it has resolved, which readMapped's fast path would do.
+ */
+export function createReadback(gpu: Gpu, byteSize: number, label = "readback"): GPUBuffer {
+  const buffer = gpu.device.createBuffer({
+    label,
+    size: Math.max(4, Math.ceil(byteSize / 4) * 4),
+    usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
+    mappedAtCreation: true,
+  });
+  buffer.unmap();
+  primed.add(buffer);
+  return buffer;
+}
+
+/**
+ * Copies bytes [0, byteSize) of `buffer` (a {@link createReadback} buffer) out once `mapped`, the
+ * promise of the `buffer.mapAsync(GPUMapMode.READ, 0, ≥ byteSize)` call just made, allows, and
+ * unmaps it.
+ *
+ * Why not simply await `mapped`: Deno's WebGPU (2.9.6, ext/webgpu buffer.rs) waits for the GPU and
+ * maps the buffer inside the mapAsync call, then resolves the promise only after a further fixed
+ * 10 ms sleep. The mapped range can be read as soon as the call returns, so this reads it then
+ * (measured: a readback 10–11 ms → 0.1 ms). Where the range is not mapped yet — a WebGPU whose
+ * mapAsync completes later, as the spec allows — getMappedRange throws and this awaits `mapped`.
+ * The promise itself still settles later; its rejection is handled here.
+ */
+export async function readMapped(
+  buffer: GPUBuffer,
+  mapped: Promise<void>,
+  byteSize: number,
+): Promise<ArrayBuffer> {
+  if (primed.has(buffer)) {
+    let bytes: ArrayBuffer | undefined;
+    try {
+      bytes = buffer.getMappedRange(0, Math.ceil(byteSize / 4) * 4).slice(0, byteSize);
+    } catch {
+      // Not mapped yet: wait for the promise below.
+    }
+    if (bytes) {
+      mapped.catch(() => {});
+      buffer.unmap();
+      return bytes;
+    }
+  }
+  await mapped;
+  const bytes = buffer.getMappedRange(0, Math.ceil(byteSize / 4) * 4).slice(0, byteSize);
+  buffer.unmap();
+  return bytes;
+}
+
 /** Copies `byteSize` bytes of `buffer` (from `byteOffset`) back to the CPU. One round trip. */
-export async function readBytes(
+export function readBytes(
   gpu: Gpu,
   buffer: GPUBuffer,
   byteSize = buffer.size,
   byteOffset = 0,
 ): Promise<ArrayBuffer> {
   const size = Math.ceil(byteSize / 4) * 4;
-  const staging = gpu.device.createBuffer({
-    label: "readback",
-    size,
-    usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ,
-  });
+  const staging = createReadback(gpu, size);
   const enc = gpu.device.createCommandEncoder({ label: "readback" });
   enc.copyBufferToBuffer(buffer, byteOffset, staging, 0, size);
   gpu.device.queue.submit([enc.finish()]);
-  await staging.mapAsync(GPUMapMode.READ);
-  const out = staging.getMappedRange().slice(0, byteSize);
-  staging.unmap();
-  staging.destroy();
-  return out;
+  return readMapped(staging, staging.mapAsync(GPUMapMode.READ), byteSize)
+    .finally(() => staging.destroy());
+}
+
+/**
+ * Waits until the GPU has run all work submitted so far, without the fixed 10 ms that Deno adds
+ * to `queue.onSubmittedWorkDone()` (see {@link readMapped}: this maps a 4-byte buffer). In Deno
+ * the thread waits inside the call; the returned promise is settled at once there, and no other
+ * event (I/O, timers) runs in between.
+ */
+export function gpuIdle(gpu: Gpu): Promise<void> {
+  const fence = createReadback(gpu, 4, "gpu_idle");
+  return readMapped(fence, fence.mapAsync(GPUMapMode.READ), 4)
+    .then(() => {}).finally(() => fence.destroy());
 }
 
 /** The bytes of `count` elements of `size` bytes (default: the whole buffer) from element `offset`. */

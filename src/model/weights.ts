@@ -10,7 +10,7 @@
 import { GpuError, ModelFileError } from "../errors.ts";
 import { checkQuant, checkVisionQuant, checkWeightDType } from "./quantize.ts";
 import { fmtBytes, type Gpu } from "../gpu/device.ts";
-import { createStorage } from "../gpu/buffers.ts";
+import { createStorage, gpuIdle } from "../gpu/buffers.ts";
 import {
   chunkRows,
   createWeight,
@@ -662,7 +662,7 @@ class StagingRing {
     while (this.#pending.size) await Promise.all(this.#pending);
     if (this.#error) throw this.#error;
     await this.gate;
-    await this.#gpu.device.queue.onSubmittedWorkDone();
+    await gpuIdle(this.#gpu);
   }
 
   /** Waits for reads and submissions in flight, then frees the staging buffers. */
@@ -670,7 +670,7 @@ class StagingRing {
     this.#closed = true;
     while (this.#pending.size) await Promise.allSettled(this.#pending);
     await Promise.allSettled(this.#slots.flatMap((s) => s.reads));
-    await this.#gpu.device.queue.onSubmittedWorkDone();
+    await gpuIdle(this.#gpu).catch(() => {}); // a lost device has no work left to wait for
     for (const s of this.#slots) s.gpu.destroy();
   }
 
@@ -703,7 +703,7 @@ class StagingRing {
     });
     run(gpu, ds, "upload");
     ds.forEach((d) => d.destroy());
-    await gpu.device.queue.onSubmittedWorkDone();
+    await gpuIdle(gpu);
   }
 }
 
