@@ -61,13 +61,17 @@ export interface PumpOptions {
 export const DEFAULT_MAX_BATCH = 32;
 
 /**
- * Default GPU time a batch grows to: each batch costs ≈ 0.3–0.8 ms of GPU idle (the wait's return,
- * the submit) and must outlast the readback's 10 ms sleep, so 100 ms loses < 1 % (H200,
- * 2026-11-29, QVQ-72B q4: batches of 8 steps, 125 ms, 63.5 tok/s against 63.9 at 32; of 4, 60 ms,
- * 63.1; of 2, 62.2) and hands over text every ≈ 0.13 s instead of every 0.43 s. 7B and 2B steps
- * are short enough that batches still reach 32 (146 / 51 ms).
+ * Default GPU time a batch grows to. Each batch costs ≈ 0.5 ms of GPU idle (the wait's return and
+ * the next submit), and when the answer ends (a stop token, a stop string, a loop) the batch
+ * already submitted after the one holding the end still runs: the next request waits behind it.
+ * H200, 2026-11-29 (bench/main.ts `--steps-per-submit`, 478-token prompt): 7B f16 213.0 / 215.0 /
+ * 216.3 tok/s at 8 / 16 / 32 steps (37 / 74 / 147 ms), QVQ-72B q4 62.8 / 63.5 / 64.0 at 2 / 4 / 8
+ * (32 / 63 / 126 ms), 2B f16 596.5 / 610.2 at 16 / 32 (27 / 52 ms). So batches stop doubling at
+ * 50 ms: 7B at 16 steps and QVQ-72B at 4 (−0.6 / −0.8 % against twice that), 2B still at 32;
+ * text comes (and an abort is seen) every ≈ 60–75 ms, and an answer's end leaves at most that
+ * much work behind it.
  */
-export const DEFAULT_BATCH_MS = 100;
+export const DEFAULT_BATCH_MS = 50;
 
 /** A recorded batch: its command buffer (submitted or not yet), staging buffer and size. */
 interface Batch {
