@@ -7,7 +7,10 @@
  * compiles shaders. The prompt cache is off, so every run encodes the image and prefills.
  *
  *   deno run -A bench/_e2e.ts --model DIR --image FILE [--quant q4|q8] [--max-tokens 256]
- *     [--runs 3] [--prompt TEXT] [--http]
+ *     [--runs 3] [--prompt TEXT] [--http] [--gap-ms 0]
+ *
+ * `--gap-ms N`: idle N ms before each run, so the GPU has finished what the last answer left
+ * running (the batch submitted after the one holding its end) and the run is timed alone.
  *
  * `--http`: the same request through the server instead (createApp on Deno.serve, a streamed
  * /v1/chat/completions with the image as a data URL), timed by a client in its own process (this
@@ -40,6 +43,7 @@ const maxNewTokens = Number(opt("--max-tokens", "256"));
 const runs = Number(opt("--runs", "3"));
 const text = opt("--prompt", "Describe the image.");
 const http = args.includes("--http");
+const gapMs = Number(opt("--gap-ms", "0"));
 const round = (x: number) => Math.round(x * 10) / 10;
 /** Milliseconds on a clock that two processes of this machine share. */
 const clock = () => performance.timeOrigin + performance.now();
@@ -74,6 +78,7 @@ const engine: ChatEngine = {
 const server = http ? Deno.serve({ port: 0, onListen() {} }, createApp(engine).fetch) : undefined;
 try {
   for (let r = 0; r < runs; r++) {
+    if (gapMs > 0) await new Promise((resolve) => setTimeout(resolve, gapMs));
     const t0 = performance.now();
     const timed = server ? await viaServer(server.addr.port) : await viaModule(t0);
     console.log(JSON.stringify({
