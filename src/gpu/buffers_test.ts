@@ -69,7 +69,7 @@ Deno.test("readMapped() reads a readback buffer as soon as Deno's mapAsync call 
   src.destroy();
 });
 
-Deno.test("readMapped() rejects when the map fails; readBytes() reads a range; gpuIdle() waits for submitted work", async () => {
+Deno.test("readMapped() rejects when the map fails; readBytes() reads a range; gpuIdle() skips the 10 ms sleep", async () => {
   const gpu = await sharedGpu();
   const staging = createReadback(gpu, 16, "test.destroyed");
   staging.destroy();
@@ -79,13 +79,17 @@ Deno.test("readMapped() rejects when the map fails; readBytes() reads a range; g
 
   const src = uploadArray(gpu, Uint32Array.from({ length: 64 }, (_, i) => i * 3));
   assert.deepEqual([...new Uint32Array(await readBytes(gpu, src, 12, 40))], [30, 33, 36]);
-  // A copy submitted before gpuIdle() has landed when it resolves: mapping the destination of a
-  // second copy submitted after it shows the first one's values.
+  // gpuIdle() settles without Deno's 10 ms sleep: an onSubmittedWorkDone() asked for just before
+  // it (which waited in its call, as gpuIdle's map does) is still pending when gpuIdle resolves.
   const dst = createStorage(gpu, 256, "test.dst");
   const enc = gpu.device.createCommandEncoder();
   enc.copyBufferToBuffer(src, 0, dst, 0, 256);
   gpu.device.queue.submit([enc.finish()]);
+  const done = { settled: false };
+  const workDone = gpu.device.queue.onSubmittedWorkDone().then(() => done.settled = true);
   await gpuIdle(gpu);
+  assert.equal(done.settled, false, "gpuIdle() waited out the 10 ms sleep");
+  await workDone;
   assert.deepEqual([...new Uint32Array(await readBytes(gpu, dst, 16, 240))], [180, 183, 186, 189]);
   [src, dst].forEach((b) => b.destroy());
 });
