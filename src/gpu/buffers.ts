@@ -62,6 +62,13 @@ export function writeArray(
 const primed = new WeakSet<GPUBuffer>();
 
 /**
+ * Whether this runtime's WebGPU is the one {@link readMapped}'s fast path was verified on: Deno
+ * 2.9 (ext/webgpu buffer.rs as of 2.9.6). Another version could panic where this one throws (a
+ * range taken while the map is pending), so elsewhere readMapped awaits the promise.
+ */
+const FAST_READ = /^2\.9\./.test(globalThis.Deno?.version?.deno ?? "");
+
+/**
  * A MAP_READ | COPY_DST buffer of `byteSize` bytes (rounded up to 4) for {@link readMapped}. It is
  * created mapped and unmapped at once: Deno (2.9.6) panics — the process dies — when a buffer's
  * range is taken before any mapping of it has resolved, which readMapped's fast path would do.
@@ -87,7 +94,8 @@ export function createReadback(gpu: Gpu, byteSize: number, label = "readback"): 
  * maps the buffer inside the mapAsync call, then resolves the promise only after a further fixed
  * 10 ms sleep. The mapped range can be read as soon as the call returns, so this reads it then
  * (measured: a readback 10–11 ms → 0.1 ms). Where the range is not mapped yet — a WebGPU whose
- * mapAsync completes later, as the spec allows — getMappedRange throws and this awaits `mapped`.
+ * mapAsync completes later, as the spec allows — getMappedRange throws and this awaits `mapped`;
+ * on runtimes other than Deno 2.9 it always awaits.
  * The promise itself still settles later; its rejection is handled here.
  */
 export async function readMapped(
@@ -95,7 +103,7 @@ export async function readMapped(
   mapped: Promise<void>,
   byteSize: number,
 ): Promise<ArrayBuffer> {
-  if (primed.has(buffer)) {
+  if (FAST_READ && primed.has(buffer)) {
     let bytes: ArrayBuffer | undefined;
     try {
       bytes = buffer.getMappedRange(0, Math.ceil(byteSize / 4) * 4).slice(0, byteSize);
