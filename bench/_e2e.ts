@@ -42,6 +42,7 @@ const quant = opt("--quant", "f16") as "f16" | "q8" | "q4";
 const maxNewTokens = Number(opt("--max-tokens", "256"));
 const runs = Number(opt("--runs", "3"));
 const text = opt("--prompt", "Describe the image.");
+const mime = image[0] === 0x89 ? "image/png" : "image/jpeg"; // PNG's signature starts 0x89
 const http = args.includes("--http");
 const gapMs = Number(opt("--gap-ms", "0"));
 const round = (x: number) => Math.round(x * 10) / 10;
@@ -171,7 +172,7 @@ async function viaHttp(port: number, modelId: string) {
       messages: [{
         role: "user",
         content: [
-          { type: "image_url", image_url: { url: `data:image/jpeg;base64,${image.toBase64()}` } },
+          { type: "image_url", image_url: { url: `data:${mime};base64,${image.toBase64()}` } },
           { type: "text", text },
         ],
       }],
