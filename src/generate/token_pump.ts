@@ -61,15 +61,16 @@ export interface PumpOptions {
 export const DEFAULT_MAX_BATCH = 32;
 
 /**
- * Default GPU time a batch grows to. Each batch costs ≈ 0.5 ms of GPU idle (the wait's return and
- * the next submit), and when the answer ends (a stop token, a stop string, a loop) the batch
- * already submitted after the one holding the end still runs: the next request waits behind it.
+ * Default GPU time a batch grows to. Each batch costs some GPU idle (the wait's return and the next
+ * submit), and when the answer ends (a stop token, a stop string, a loop) the batch already
+ * submitted after the one holding the end still runs: the next request waits behind it.
  * H200, 2026-11-29 (bench/main.ts `--steps-per-submit`, 478-token prompt): 7B f16 213.0 / 215.0 /
  * 216.3 tok/s at 8 / 16 / 32 steps (37 / 74 / 147 ms), QVQ-72B q4 62.8 / 63.5 / 64.0 at 2 / 4 / 8
- * (32 / 63 / 126 ms), 2B f16 596.5 / 610.2 at 16 / 32 (27 / 52 ms). So batches stop doubling at
- * 50 ms: 7B at 16 steps and QVQ-72B at 4 (−0.6 / −0.8 % against twice that), 2B still at 32;
- * text comes (and an abort is seen) every ≈ 60–75 ms, and an answer's end leaves at most that
- * much work behind it.
+ * (32 / 63 / 126 ms), 2B f16 596.5 / 610.2 at 16 / 32 (27 / 52 ms); in another run QVQ-72B gave
+ * 64.0 / 63.8 at 4 steps against 66.6 / 67.8 at 32 (0.5 s batches). So batches stop doubling at
+ * 50 ms: 7B at 16 steps and QVQ-72B at 4, 2B still at 32, for 1–5 % of decode rate; text comes
+ * (and an abort is seen) every ≈ 50–75 ms, and an answer's end leaves at most that much work
+ * behind it.
  */
 export const DEFAULT_BATCH_MS = 50;
 
