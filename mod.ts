@@ -43,6 +43,11 @@ export type {
 // Serving: the OpenAI-compatible Hono app and the Hugging Face hub downloader.
 export { createApp, type ServerOptions } from "./src/server/app.ts";
 export {
+  loadWorkerEngine,
+  type WorkerEngine,
+  type WorkerLoadOptions,
+} from "./src/server/worker_engine.ts";
+export {
   downloadModel,
   type DownloadOptions,
   type ProgressSink,

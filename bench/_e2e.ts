@@ -7,7 +7,7 @@
  * compiles shaders. The prompt cache is off, so every run encodes the image and prefills.
  *
  *   deno run -A bench/_e2e.ts --model DIR --image FILE [--quant q4|q8] [--max-tokens 256]
- *     [--runs 3] [--prompt TEXT] [--http] [--gap-ms 0]
+ *     [--runs 3] [--prompt TEXT] [--http [--worker]] [--gap-ms 0]
  *
  * `--gap-ms N`: idle N ms before each run, so the GPU has finished what the last answer left
  * running (the batch submitted after the one holding its end) and the run is timed alone.
@@ -16,7 +16,10 @@
  * /v1/chat/completions with the image as a data URL), timed by a client in its own process (this
  * file with `--client PORT`; in the server's process its reads would wait out the server's GPU
  * waits): `first_text_ms` is the first content delta's arrival, `lag_ms` the median and largest
- * time from the engine yielding a delta to its arrival at the client (one clock: the machine's).
+ * time from the engine yielding a delta to its arrival at the client (one clock: the machine's),
+ * `health_ms` the median and largest time a `GET /health` took, polled every 20 ms meanwhile.
+ * `--worker`: the server's engine is loadWorkerEngine()'s (the model on a worker thread, as
+ * src/server/serve.ts runs it) instead of a Pipeline on the server's thread.
  *
  * Random-weight checkpoints (bench/main.ts --checkpoint DIR --write-checkpoint) have no tokenizer:
  * copy tests/fixtures/tiny-qwen2vl's tokenizer.json, tokenizer_config.json,
@@ -45,6 +48,7 @@ const text = opt("--prompt", "Describe the image.");
 const mime = image[0] === 0x89 ? "image/png" : "image/jpeg"; // PNG's signature starts 0x89
 const http = args.includes("--http");
 const gapMs = Number(opt("--gap-ms", "0"));
+const inWorker = args.includes("--worker");
 const round = (x: number) => Math.round(x * 10) / 10;
 /** Milliseconds on a clock that two processes of this machine share. */
 const clock = () => performance.timeOrigin + performance.now();
@@ -58,18 +62,20 @@ const { Pipeline } = await import("../src/pipeline.ts");
 const { createApp } = await import("../src/server/app.ts");
 
 const t = performance.now();
-const p = await Pipeline.load(model, {
-  promptCache: false,
-  ...(quant === "f16" ? {} : { quant }),
-});
+const loadOptions = { promptCache: false, ...(quant === "f16" ? {} : { quant }) };
+const p = await Pipeline.load(model, loadOptions);
+const { loadWorkerEngine } = await import("../src/server/worker_engine.ts");
+const worker = http && inWorker ? await loadWorkerEngine(model, loadOptions) : undefined;
 const loadS = (performance.now() - t) / 1000;
-// The server's engine: the pipeline, noting when it yields each delta and its final record.
+// The server's engine (the pipeline here, or the worker's), noting when it yields each delta and
+// its final record.
+const base: ChatEngine = worker ?? p;
 let sent: number[] = [];
 let served: GenerationResult | undefined;
 const engine: ChatEngine = {
-  modelId: p.modelId,
+  modelId: base.modelId,
   async *generate(messages: ChatMessage[], options?: GenerateOptions) {
-    for await (const ev of p.generate(messages, options)) {
+    for await (const ev of base.generate(messages, options)) {
       if (ev.type === "delta" && ev.text) sent.push(clock());
       if (ev.type === "done") served = ev.result;
       yield ev;
@@ -87,6 +93,7 @@ try {
       quant,
       run: r,
       http,
+      worker: !!worker,
       load_s: Math.round(loadS * 100) / 100,
       ...timed,
       total_ms: round(performance.now() - t0),
@@ -94,6 +101,7 @@ try {
   }
 } finally {
   await server?.shutdown();
+  worker?.dispose();
   p.dispose();
 }
 
@@ -120,13 +128,19 @@ async function viaModule(t0: number) {
 /** The message through the server: client-side arrivals against the engine's deltas. */
 async function viaServer(port: number) {
   sent = [];
-  const c: { t0: number; arrivals: number[] } = await client(port);
+  const c: { t0: number; arrivals: number[]; health: number[] } = await client(port);
   const lags = c.arrivals.map((t, i) => t - sent[i]).sort((a, b) => a - b);
+  const health = c.health.sort((a, b) => a - b);
   return {
     first_text_ms: round(c.arrivals[0] - c.t0),
     deltas: c.arrivals.length,
     engine_deltas: sent.length,
     lag_ms: { median: round(lags[lags.length >> 1]), max: round(lags.at(-1)!) },
+    health_ms: {
+      polls: health.length,
+      median: round(health[health.length >> 1]),
+      max: round(health.at(-1)!),
+    },
     ...served!.usage,
     ...Object.fromEntries(Object.entries(served!.timings).map(([k, v]) => [k, round(v)])),
   };
@@ -161,6 +175,18 @@ async function client(port: number) {
 /** The message streamed from the server: when its content deltas arrive (this process). */
 async function viaHttp(port: number, modelId: string) {
   const t0 = clock();
+  // GET /health every 20 ms from the request to the answer's end: how long the server keeps a
+  // client waiting.
+  let streaming = true;
+  const health: number[] = [];
+  const polling = (async () => {
+    while (streaming) {
+      const h0 = clock();
+      await (await fetch(`http://127.0.0.1:${port}/health`)).body?.cancel();
+      health.push(clock() - h0);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  })();
   const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -193,5 +219,7 @@ async function viaHttp(port: number, modelId: string) {
       if (JSON.parse(data).choices?.[0]?.delta?.content) arrivals.push(now);
     }
   }
-  return { t0, arrivals };
+  streaming = false;
+  await polling;
+  return { t0, arrivals, health };
 }

@@ -27,7 +27,7 @@
  */
 import { createApp } from "./app.ts";
 import { QvqError } from "../errors.ts";
-import { loadEngine } from "./_engine.ts";
+import { loadWorkerEngine } from "./worker_engine.ts";
 import { loadOptionsFromEnv, modelFromEnv, optionsFromEnv } from "./_env.ts";
 
 const env = (name: string) => Deno.env.get(name);
@@ -44,7 +44,8 @@ function setting<T>(read: () => T): T {
 }
 
 const model = setting(() => modelFromEnv(env, import.meta.url));
-const engine = loadEngine(model, setting(() => loadOptionsFromEnv(env)));
+// The model runs in a worker: its thread waits for the GPU, this one keeps answering HTTP.
+const engine = loadWorkerEngine(model, setting(() => loadOptionsFromEnv(env)));
 engine.then(
   (e) => console.error(`qvq: serving ${e.modelId} (from ${model})`),
   (error) => {

@@ -1,0 +1,60 @@
+/**
+ * The worker side of src/server/worker_engine.ts: loads the model with loadEngine() and runs the
+ * generations asked for, posting each event back. Its thread is the one that waits for the GPU
+ * (Deno's WebGPU holds the calling thread through every readback), so the server's thread never
+ * does. Messages: see the `ToWorker` and `FromWorker` types there.
+ * @module
+ */
+/// <reference lib="deno.worker" />
+import { loadEngine } from "./_engine.ts";
+import type { Pipeline } from "../pipeline.ts";
+import type { FromWorker, ToWorker } from "./worker_engine.ts";
+
+let pipeline: Pipeline | undefined;
+/** The generations running or queued here, by id: aborted on the main thread's word. */
+const running = new Map<number, AbortController>();
+
+const post = (message: FromWorker) => self.postMessage(message);
+
+/** What of an error crosses to the main thread: its class name and message. */
+const describe = (error: unknown) =>
+  error instanceof Error
+    ? { name: error.name, message: error.message }
+    : { name: "Error", message: String(error) };
+
+async function generate(id: number, message: Extract<ToWorker, { type: "generate" }>) {
+  const abort = new AbortController();
+  running.set(id, abort);
+  try {
+    for await (
+      const event of pipeline!.generate(message.messages, {
+        ...message.options,
+        signal: abort.signal,
+      })
+    ) {
+      post({ type: "event", id, event });
+    }
+    post({ type: "end", id });
+  } catch (error) {
+    post({ type: "error", id, error: describe(error) });
+  } finally {
+    running.delete(id);
+  }
+}
+
+self.onmessage = (e: MessageEvent<ToWorker>) => {
+  const m = e.data;
+  if (m.type === "load") {
+    loadEngine(m.model, m.options).then(
+      (p) => {
+        pipeline = p;
+        post({ type: "loaded", modelId: p.modelId });
+      },
+      (error) => post({ type: "load-error", error: describe(error) }),
+    );
+  } else if (m.type === "generate") {
+    generate(m.id, m);
+  } else if (m.type === "abort") {
+    running.get(m.id)?.abort();
+  }
+};

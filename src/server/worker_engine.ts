@@ -1,0 +1,201 @@
+/**
+ * The server's engine in a worker of its own: the model loads and generates on a second thread
+ * (src/server/_engine_worker.ts), and this ChatEngine relays messages and events.
+ *
+ * Why: Deno's WebGPU holds the calling thread for every wait on the GPU — a vision tower, a prefill
+ * chunk (≈ 1.5 s for QVQ-72B), each decode batch. On the server's thread nothing else would run
+ * meanwhile: no `/health`, no new connection, no other stream's keep-alive. With the GPU work on
+ * the worker's thread the server answers at once throughout, as llama.cpp's server (an HTTP thread
+ * beside its inference thread) does.
+ * @module
+ */
+import type {
+  ChatEngine,
+  ChatMessage,
+  GenerateOptions,
+  GenerationEvent,
+} from "../generate/types.ts";
+import {
+  ContextLengthError,
+  GpuError,
+  InvalidInputError,
+  ModelFileError,
+  QvqError,
+} from "../errors.ts";
+import type { PipelineOptions } from "../pipeline.ts";
+import type { DownloadOptions } from "../hub/download.ts";
+
+/** An error as it crosses between the threads: its class name and message. */
+export interface ErrorDescription {
+  name: string;
+  message: string;
+}
+
+/** Messages to the worker. */
+export type ToWorker =
+  | { type: "load"; model: string; options: WorkerLoadOptions }
+  | {
+    type: "generate";
+    id: number;
+    messages: ChatMessage[];
+    options: Omit<GenerateOptions, "signal">;
+  }
+  | { type: "abort"; id: number };
+
+/** Messages from the worker. */
+export type FromWorker =
+  | { type: "loaded"; modelId: string }
+  | { type: "load-error"; error: ErrorDescription }
+  | { type: "event"; id: number; event: GenerationEvent }
+  | { type: "end"; id: number }
+  | { type: "error"; id: number; error: ErrorDescription };
+
+/**
+ * How the worker loads the model: the Pipeline's weight options, and data-only hub and progress
+ * settings (no sinks or signals cross threads).
+ */
+export interface WorkerLoadOptions
+  extends
+    Pick<PipelineOptions, "dtype" | "quant" | "visionQuant" | "kvCacheDtype" | "promptCache"> {
+  /** A progress bar on the worker's stderr for the download and weight upload (default: when it is a terminal). */
+  progress?: boolean;
+  /** Hub download settings (default: from HF_* environment variables). */
+  download?: Omit<DownloadOptions, "progress" | "signal">;
+}
+
+const ERRORS: Record<string, new (message: string) => Error> = {
+  QvqError,
+  ModelFileError,
+  InvalidInputError,
+  ContextLengthError,
+  GpuError,
+};
+
+/** The error `d` describes, as its own class where it is one of qvq's (the server maps those). */
+function revive(d: ErrorDescription): Error {
+  const Class = ERRORS[d.name];
+  if (Class) return new Class(d.message);
+  const error = new Error(d.message);
+  error.name = d.name;
+  return error;
+}
+
+/** The messages of one generation, in order, for the generator that relays them. */
+class Mailbox {
+  readonly #items: FromWorker[] = [];
+  #wake: (() => void) | undefined;
+
+  put(m: FromWorker): void {
+    this.#items.push(m);
+    this.#wake?.();
+  }
+
+  async take(): Promise<FromWorker> {
+    while (!this.#items.length) await new Promise<void>((resolve) => this.#wake = resolve);
+    this.#wake = undefined;
+    return this.#items.shift()!;
+  }
+}
+
+/** A ChatEngine whose pipeline runs in a worker; make one with {@link loadWorkerEngine}. */
+export class WorkerEngine implements ChatEngine {
+  readonly modelId: string;
+  readonly #worker: Worker;
+  readonly #boxes = new Map<number, Mailbox>();
+  #next = 0;
+  #failure: Error | undefined;
+
+  /** Relays to `worker`, which has loaded `modelId` (make one with {@link loadWorkerEngine}). */
+  constructor(worker: Worker, modelId: string) {
+    this.#worker = worker;
+    this.modelId = modelId;
+    worker.onmessage = (e: MessageEvent<FromWorker>) => {
+      const m = e.data;
+      if ("id" in m) this.#boxes.get(m.id)?.put(m);
+    };
+    worker.onerror = (e) => {
+      e.preventDefault();
+      this.#fail(new GpuError(`the engine's worker failed: ${e.message}; restart the server`));
+    };
+  }
+
+  /** Streams the answer to `messages` from the worker; `options.signal` aborts it there. */
+  async *generate(
+    messages: ChatMessage[],
+    options: GenerateOptions = {},
+  ): AsyncGenerator<GenerationEvent> {
+    if (this.#failure) throw this.#failure;
+    const id = ++this.#next;
+    const box = new Mailbox();
+    this.#boxes.set(id, box);
+    const { signal, ...rest } = options;
+    const abort = () => this.#worker.postMessage({ type: "abort", id } satisfies ToWorker);
+    let ended = false;
+    this.#worker.postMessage(
+      { type: "generate", id, messages, options: rest } satisfies ToWorker,
+    );
+    if (signal?.aborted) abort();
+    else signal?.addEventListener("abort", abort, { once: true });
+    try {
+      for (;;) {
+        const m = await box.take();
+        if (m.type === "event") yield m.event;
+        else if (m.type === "error") {
+          ended = true;
+          throw revive(m.error);
+        } else {
+          ended = true;
+          return;
+        }
+      }
+    } finally {
+      signal?.removeEventListener("abort", abort);
+      this.#boxes.delete(id);
+      // A consumer that left early: the worker stops that generation (its queue slot frees).
+      if (!ended && !this.#failure) abort();
+    }
+  }
+
+  /** Stops the worker (and with it every generation); later calls throw. */
+  dispose(): void {
+    this.#fail(new QvqError("this engine was disposed; load it again"));
+  }
+
+  #fail(error: Error): void {
+    if (this.#failure) return;
+    this.#failure = error;
+    this.#worker.terminate();
+    for (const box of this.#boxes.values()) {
+      box.put({ type: "error", id: 0, error: { name: error.name, message: error.message } });
+    }
+  }
+}
+
+/**
+ * loadEngine() (src/server/_engine.ts) in a worker: resolves with the engine once the model is
+ * loaded there, or rejects with the load's error (its class kept).
+ */
+export function loadWorkerEngine(
+  model: string,
+  options: WorkerLoadOptions = {},
+): Promise<WorkerEngine> {
+  const worker = new Worker(new URL("./_engine_worker.ts", import.meta.url).href, {
+    type: "module",
+  });
+  return new Promise((resolve, reject) => {
+    worker.onmessage = (e: MessageEvent<FromWorker>) => {
+      const m = e.data;
+      if (m.type === "loaded") resolve(new WorkerEngine(worker, m.modelId));
+      else if (m.type === "load-error") {
+        worker.terminate();
+        reject(revive(m.error));
+      }
+    };
+    worker.onerror = (e) => {
+      e.preventDefault();
+      worker.terminate();
+      reject(new GpuError(`the engine's worker failed while loading: ${e.message}`));
+    };
+    worker.postMessage({ type: "load", model, options } satisfies ToWorker);
+  });
+}

@@ -1,0 +1,102 @@
+import assert from "node:assert/strict";
+import { TINY_DIR } from "../model/_fixture.ts";
+import { loadEngine } from "./_engine.ts";
+import { loadWorkerEngine } from "./worker_engine.ts";
+import { ContextLengthError, InvalidInputError, ModelFileError, QvqError } from "../errors.ts";
+import type {
+  ChatEngine,
+  ChatMessage,
+  GenerationEvent,
+  GenerationResult,
+} from "../generate/types.ts";
+
+const TEXT: ChatMessage[] = [{ role: "user", content: "Write one sentence about the sea." }];
+
+/** The deltas joined and the final record of one generation. */
+async function answer(engine: ChatEngine, messages: ChatMessage[], options = {}) {
+  let text = "";
+  let result: GenerationResult | undefined;
+  for await (const ev of engine.generate(messages, options) as AsyncIterable<GenerationEvent>) {
+    if (ev.type === "delta") text += ev.text;
+    else result = ev.result;
+  }
+  return { text, result: result! };
+}
+
+Deno.test("loadWorkerEngine() answers as the pipeline on this thread does, images included", async () => {
+  const image = await Deno.readFile(`${TINY_DIR}reference/case0_0.png`);
+  const withImage: ChatMessage[] = [{
+    role: "user",
+    content: [{ type: "image", image }, { type: "text", text: "What is in the image?" }],
+  }];
+  const here = await loadEngine(TINY_DIR, { progress: false });
+  const worker = await loadWorkerEngine(TINY_DIR, { progress: false });
+  try {
+    assert.equal(worker.modelId, here.modelId);
+    for (const messages of [TEXT, withImage]) {
+      const options = { maxNewTokens: 6, temperature: 0 };
+      const want = await answer(here, messages, options);
+      const got = await answer(worker, messages, options);
+      assert.equal(got.text, want.text);
+      assert.equal(got.result.text, want.result.text);
+      assert.deepEqual(got.result.usage, want.result.usage);
+      assert.equal(got.result.finishReason, want.result.finishReason);
+    }
+    const image2 = await answer(worker, withImage, { maxNewTokens: 1 });
+    assert.ok(image2.result.usage.imageTokens > 0, "the image crossed to the worker");
+  } finally {
+    here.dispose();
+    worker.dispose();
+  }
+});
+
+Deno.test("a WorkerEngine keeps qvq's error classes, aborts on the signal, and frees a generation left early", async () => {
+  const engine = await loadWorkerEngine(TINY_DIR, { progress: false });
+  try {
+    await assert.rejects(
+      () => answer(engine, TEXT, { topP: 2 }),
+      (e: Error) => e instanceof InvalidInputError && /topP.*2/.test(e.message),
+    );
+    await assert.rejects(
+      () => answer(engine, TEXT, { maxNewTokens: 10 ** 6 }),
+      (e: Error) => e instanceof InvalidInputError,
+    );
+    const long = [{ role: "user" as const, content: "sea ".repeat(40_000) }];
+    await assert.rejects(() => answer(engine, long), ContextLengthError);
+
+    // Aborted before it starts, and while it runs: "abort" either way.
+    const early = new AbortController();
+    early.abort();
+    const a = await answer(engine, TEXT, { signal: early.signal, maxNewTokens: 8 });
+    assert.equal(a.result.finishReason, "abort");
+    assert.equal(a.result.usage.completionTokens, 0);
+    const late = new AbortController();
+    let deltas = 0;
+    let result: GenerationResult | undefined;
+    const options = { signal: late.signal, maxNewTokens: 200, stopOnLoop: false };
+    for await (const ev of engine.generate(TEXT, options)) {
+      if (ev.type === "delta" && ++deltas === 1) late.abort();
+      if (ev.type === "done") result = ev.result;
+    }
+    assert.equal(result?.finishReason, "abort");
+    assert.ok(result!.usage.completionTokens < 200, `${result!.usage.completionTokens} tokens`);
+
+    // Left after one event: the worker stops it, and the next generation runs in full.
+    for await (const _ of engine.generate(TEXT, { maxNewTokens: 200, stopOnLoop: false })) break;
+    const next = await answer(engine, TEXT, { maxNewTokens: 3, temperature: 0 });
+    assert.equal(next.result.usage.completionTokens, 3);
+  } finally {
+    engine.dispose();
+  }
+  await assert.rejects(() => answer(engine, TEXT), (e: Error) => e instanceof QvqError);
+});
+
+Deno.test("loadWorkerEngine() rejects with the load's own error: its class and message", async () => {
+  const missing = `${TINY_DIR}does-not-exist/`;
+  const here = await loadEngine(missing, { progress: false }).then(() => null, (e: Error) => e);
+  assert.ok(here instanceof ModelFileError, String(here));
+  await assert.rejects(
+    () => loadWorkerEngine(missing, { progress: false }),
+    (e: Error) => e instanceof ModelFileError && e.message === here.message,
+  );
+});
