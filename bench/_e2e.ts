@@ -102,6 +102,7 @@ try {
 } finally {
   await server?.shutdown();
   worker?.dispose();
+  await worker?.closed;
   p.dispose();
 }
 

@@ -13,6 +13,8 @@ import type { FromWorker, ToWorker } from "./worker_engine.ts";
 let pipeline: Pipeline | undefined;
 /** The generations running or queued here, by id: aborted on the main thread's word. */
 const running = new Map<number, AbortController>();
+/** Their promises, settled when each has ended (dispose waits for them). */
+const settled = new Set<Promise<void>>();
 
 const post = (message: FromWorker) => self.postMessage(message);
 
@@ -53,8 +55,21 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
       (error) => post({ type: "load-error", error: describe(error) }),
     );
   } else if (m.type === "generate") {
-    generate(m.id, m);
+    const done = generate(m.id, m);
+    settled.add(done);
+    done.finally(() => settled.delete(done));
   } else if (m.type === "abort") {
     running.get(m.id)?.abort();
+  } else if (m.type === "dispose") {
+    close();
   }
 };
+
+/** Ends every generation, frees the GPU, tells the main thread and exits. */
+async function close() {
+  for (const abort of running.values()) abort.abort();
+  await Promise.allSettled(settled);
+  pipeline?.dispose();
+  post({ type: "closed" });
+  self.close();
+}

@@ -40,7 +40,8 @@ export type ToWorker =
     messages: ChatMessage[];
     options: Omit<GenerateOptions, "signal">;
   }
-  | { type: "abort"; id: number };
+  | { type: "abort"; id: number }
+  | { type: "dispose" };
 
 /** Messages from the worker. */
 export type FromWorker =
@@ -48,7 +49,8 @@ export type FromWorker =
   | { type: "load-error"; error: ErrorDescription }
   | { type: "event"; id: number; event: GenerationEvent }
   | { type: "end"; id: number }
-  | { type: "error"; id: number; error: ErrorDescription };
+  | { type: "error"; id: number; error: ErrorDescription }
+  | { type: "closed" };
 
 /**
  * How the worker loads the model: the Pipeline's weight options, and data-only hub and progress
@@ -104,6 +106,8 @@ export class WorkerEngine implements ChatEngine {
   readonly #boxes = new Map<number, Mailbox>();
   #next = 0;
   #failure: Error | undefined;
+  readonly #closed = Promise.withResolvers<void>();
+  #fallback: ReturnType<typeof setTimeout> | undefined;
 
   /** Relays to `worker`, which has loaded `modelId` (make one with {@link loadWorkerEngine}). */
   constructor(worker: Worker, modelId: string) {
@@ -111,12 +115,19 @@ export class WorkerEngine implements ChatEngine {
     this.modelId = modelId;
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const m = e.data;
-      if ("id" in m) this.#boxes.get(m.id)?.put(m);
+      if (m.type === "closed") this.#ended(false);
+      else if ("id" in m) this.#boxes.get(m.id)?.put(m);
     };
     worker.onerror = (e) => {
       e.preventDefault();
       this.#fail(new GpuError(`the engine's worker failed: ${e.message}; restart the server`));
+      this.#ended(true);
     };
+  }
+
+  /** Settles once the worker has stopped (after {@link dispose}, or when it failed). */
+  get closed(): Promise<void> {
+    return this.#closed.promise;
   }
 
   /** Streams the answer to `messages` from the worker; `options.signal` aborts it there. */
@@ -156,20 +167,40 @@ export class WorkerEngine implements ChatEngine {
     }
   }
 
-  /** Stops the worker (and with it every generation); later calls throw. */
+  /**
+   * Stops the worker: generations in progress end (their streams throw), the worker frees the GPU
+   * and exits ({@link closed} settles then); later calls throw. The worker is asked, not killed:
+   * a thread killed while it held a GPU device crashed the process at exit on the H200's driver
+   * (2026-11-29); if it has not exited after {@link DISPOSE_TIMEOUT_MS}, it is terminated.
+   */
   dispose(): void {
+    if (this.#failure) return;
     this.#fail(new QvqError("this engine was disposed; load it again"));
+    this.#worker.postMessage({ type: "dispose" } satisfies ToWorker);
+    const fallback = setTimeout(() => this.#ended(true), DISPOSE_TIMEOUT_MS);
+    Deno.unrefTimer(fallback);
+    this.#fallback = fallback;
   }
 
+  /** Later generate() calls throw `error`; the open streams end with it. */
   #fail(error: Error): void {
     if (this.#failure) return;
     this.#failure = error;
-    this.#worker.terminate();
     for (const box of this.#boxes.values()) {
       box.put({ type: "error", id: 0, error: { name: error.name, message: error.message } });
     }
   }
+
+  /** The worker has exited (or failed, or is overdue: `kill`), so {@link closed} settles. */
+  #ended(kill: boolean): void {
+    clearTimeout(this.#fallback);
+    if (kill) this.#worker.terminate();
+    this.#closed.resolve();
+  }
 }
+
+/** How long {@link WorkerEngine.dispose} waits for the worker to free the GPU and exit. */
+export const DISPOSE_TIMEOUT_MS = 10_000;
 
 /**
  * loadEngine() (src/server/_engine.ts) in a worker: resolves with the engine once the model is

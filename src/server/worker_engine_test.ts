@@ -47,6 +47,7 @@ Deno.test("loadWorkerEngine() answers as the pipeline on this thread does, image
   } finally {
     here.dispose();
     worker.dispose();
+    await worker.closed;
   }
 });
 
@@ -88,7 +89,27 @@ Deno.test("a WorkerEngine keeps qvq's error classes, aborts on the signal, and f
   } finally {
     engine.dispose();
   }
+  await engine.closed;
   await assert.rejects(() => answer(engine, TEXT), (e: Error) => e instanceof QvqError);
+});
+
+Deno.test("WorkerEngine.dispose() during a generation ends its stream, then the worker exits", async () => {
+  const engine = await loadWorkerEngine(TINY_DIR, { progress: false });
+  const events: string[] = [];
+  const run = (async () => {
+    for await (const ev of engine.generate(TEXT, { maxNewTokens: 200, stopOnLoop: false })) {
+      events.push(ev.type);
+      if (events.length === 1) engine.dispose();
+    }
+  })();
+  await assert.rejects(run, (e: Error) => e instanceof QvqError && /disposed/.test(e.message));
+  assert.deepEqual(events, ["delta"], "no event after the dispose");
+  // The worker freed the GPU and exited on its own: not killed by the fallback, 10 s after.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const overdue = new Promise((resolve) => timer = setTimeout(() => resolve("overdue"), 5000));
+  assert.equal(await Promise.race([engine.closed.then(() => "exited"), overdue]), "exited");
+  clearTimeout(timer);
+  engine.dispose(); // again: nothing
 });
 
 Deno.test("loadWorkerEngine() rejects with the load's own error: its class and message", async () => {
