@@ -7,11 +7,13 @@
  * chat page at http://localhost:8000/qvq/). Without QVQ_MODEL it serves the bundled tiny model.
  */
 import { Hono } from "hono";
-import { createApp, Pipeline, resolveModel } from "@qvq/webgpu";
+import { createApp, loadWorkerEngine } from "@qvq/webgpu";
 
 const model = Deno.env.get("QVQ_MODEL") ??
   new URL("../tests/fixtures/tiny-qwen2vl", import.meta.url).pathname;
-const engine = await Pipeline.load(await resolveModel(model));
+// The model on a worker thread (a hub id is downloaded first): this thread, which Deno's WebGPU
+// would hold through every wait on the GPU, stays free for your routes.
+const engine = await loadWorkerEngine(model);
 
 const app = new Hono({ strict: false }); // /qvq and /qvq/ both reach the chat page
 app.get(

@@ -59,9 +59,18 @@ async function server(args: string[], listening: RegExp, health = "/health") {
   return {
     base,
     async [Symbol.asyncDispose]() {
+      // The server must exit on SIGTERM (a live model worker once kept deno serve waiting).
       child.kill("SIGTERM");
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const exited = await Promise.race([
+        child.status.then(() => true),
+        new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), 20_000)),
+      ]);
+      clearTimeout(timer);
+      if (!exited) child.kill("SIGKILL");
       await child.status;
       await lines.cancel();
+      assert.ok(exited, `${args.join(" ")}: still running 20 s after SIGTERM`);
     },
   };
 }

@@ -205,6 +205,10 @@ export const DISPOSE_TIMEOUT_MS = 10_000;
 /**
  * loadEngine() (src/server/_engine.ts) in a worker: resolves with the engine once the model is
  * loaded there, or rejects with the load's error (its class kept).
+ *
+ * SIGINT and SIGTERM end the process, as they do by default, but only once the worker has freed
+ * the GPU (the engine disposed; exit codes 130 / 143). Without this a live worker kept the process
+ * alive: `deno serve`'s graceful shutdown waited for it forever.
  */
 export function loadWorkerEngine(
   model: string,
@@ -213,10 +217,19 @@ export function loadWorkerEngine(
   const worker = new Worker(new URL("./_engine_worker.ts", import.meta.url).href, {
     type: "module",
   });
+  let engine: WorkerEngine | undefined;
+  stopOnSignals(() => {
+    if (!engine) {
+      worker.terminate(); // still loading: nothing to finish
+      return Promise.resolve();
+    }
+    engine.dispose();
+    return engine.closed;
+  });
   return new Promise((resolve, reject) => {
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const m = e.data;
-      if (m.type === "loaded") resolve(new WorkerEngine(worker, m.modelId));
+      if (m.type === "loaded") resolve(engine = new WorkerEngine(worker, m.modelId));
       else if (m.type === "load-error") {
         worker.terminate();
         reject(revive(m.error));
@@ -229,4 +242,24 @@ export function loadWorkerEngine(
     };
     worker.postMessage({ type: "load", model, options } satisfies ToWorker);
   });
+}
+
+/** The signals {@link loadWorkerEngine} ends the process on, and their exit codes (128 + number). */
+const STOP_SIGNALS = { SIGINT: 130, SIGTERM: 143 } as const;
+
+/** On the first of {@link STOP_SIGNALS}: `stop()`, then exit with the signal's code. */
+function stopOnSignals(stop: () => Promise<void>): void {
+  const listeners: [Deno.Signal, () => void][] = [];
+  for (const [signal, code] of Object.entries(STOP_SIGNALS) as [Deno.Signal, number][]) {
+    const listener = () => {
+      for (const [s, l] of listeners) Deno.removeSignalListener(s, l);
+      stop().finally(() => Deno.exit(code));
+    };
+    try {
+      Deno.addSignalListener(signal, listener);
+      listeners.push([signal, listener]);
+    } catch {
+      // Not a signal this platform has (SIGTERM on Windows).
+    }
+  }
 }
