@@ -27,3 +27,15 @@ export class ContextLengthError extends InvalidInputError {}
 
 /** No usable WebGPU adapter, a device lost, or a GPU limit exceeded (e.g. out of memory). */
 export class GpuError extends QvqError {}
+
+/**
+ * qvq's error classes by name: what rebuilds an error that crossed from a worker
+ * (src/server/worker_engine.ts) as its own class, which the server maps to an HTTP status.
+ */
+export const ERROR_CLASSES: Readonly<Record<string, new (message: string) => QvqError>> = {
+  QvqError,
+  ModelFileError,
+  InvalidInputError,
+  ContextLengthError,
+  GpuError,
+};

@@ -15,13 +15,7 @@ import type {
   GenerateOptions,
   GenerationEvent,
 } from "../generate/types.ts";
-import {
-  ContextLengthError,
-  GpuError,
-  InvalidInputError,
-  ModelFileError,
-  QvqError,
-} from "../errors.ts";
+import { ERROR_CLASSES, GpuError, QvqError } from "../errors.ts";
 import type { PipelineOptions } from "../pipeline.ts";
 import type { DownloadOptions } from "../hub/download.ts";
 
@@ -65,17 +59,9 @@ export interface WorkerLoadOptions
   download?: Omit<DownloadOptions, "progress" | "signal">;
 }
 
-const ERRORS: Record<string, new (message: string) => Error> = {
-  QvqError,
-  ModelFileError,
-  InvalidInputError,
-  ContextLengthError,
-  GpuError,
-};
-
 /** The error `d` describes, as its own class where it is one of qvq's (the server maps those). */
 function revive(d: ErrorDescription): Error {
-  const Class = ERRORS[d.name];
+  const Class = ERROR_CLASSES[d.name];
   if (Class) return new Class(d.message);
   const error = new Error(d.message);
   error.name = d.name;
