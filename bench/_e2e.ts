@@ -63,13 +63,14 @@ const { createApp } = await import("../src/server/app.ts");
 
 const t = performance.now();
 const loadOptions = { promptCache: false, ...(quant === "f16" ? {} : { quant }) };
-const p = await Pipeline.load(model, loadOptions);
+// The model once: in the worker (--http --worker) or on this thread.
 const { loadWorkerEngine } = await import("../src/server/worker_engine.ts");
 const worker = http && inWorker ? await loadWorkerEngine(model, loadOptions) : undefined;
+const p = worker ? undefined : await Pipeline.load(model, loadOptions);
 const loadS = (performance.now() - t) / 1000;
 // The server's engine (the pipeline here, or the worker's), noting when it yields each delta and
 // its final record.
-const base: ChatEngine = worker ?? p;
+const base: ChatEngine = worker ?? p!;
 let sent: number[] = [];
 let served: GenerationResult | undefined;
 const engine: ChatEngine = {
@@ -103,7 +104,7 @@ try {
   await server?.shutdown();
   worker?.dispose();
   await worker?.closed;
-  p.dispose();
+  p?.dispose();
 }
 
 /** generate() of the message: the first delta's arrival, the usage and the timings. */
@@ -114,7 +115,7 @@ async function viaModule(t0: number) {
     role: "user" as const,
     content: [{ type: "image" as const, image }, { type: "text" as const, text }],
   }];
-  for await (const ev of p.generate(messages, { maxNewTokens, temperature: 0 })) {
+  for await (const ev of p!.generate(messages, { maxNewTokens, temperature: 0 })) {
     if (ev.type === "delta") {
       if (Number.isNaN(first)) first = performance.now() - t0;
     } else result = ev.result;
@@ -159,7 +160,7 @@ async function client(port: number) {
       "--client",
       String(port),
       "--model-id",
-      p.modelId,
+      base.modelId,
       "--image",
       opt("--image"),
       "--max-tokens",

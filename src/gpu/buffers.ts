@@ -103,23 +103,23 @@ export async function readMapped(
   mapped: Promise<void>,
   byteSize: number,
 ): Promise<ArrayBuffer> {
+  // The range (rounded up to whole words, as mapped) copied out, then unmapped.
+  const copyOut = () => {
+    const bytes = buffer.getMappedRange(0, Math.ceil(byteSize / 4) * 4).slice(0, byteSize);
+    buffer.unmap();
+    return bytes;
+  };
   if (FAST_READ && primed.has(buffer)) {
-    let bytes: ArrayBuffer | undefined;
     try {
-      bytes = buffer.getMappedRange(0, Math.ceil(byteSize / 4) * 4).slice(0, byteSize);
+      const bytes = copyOut();
+      mapped.catch(() => {});
+      return bytes;
     } catch {
       // Not mapped yet: wait for the promise below.
     }
-    if (bytes) {
-      mapped.catch(() => {});
-      buffer.unmap();
-      return bytes;
-    }
   }
   await mapped;
-  const bytes = buffer.getMappedRange(0, Math.ceil(byteSize / 4) * 4).slice(0, byteSize);
-  buffer.unmap();
-  return bytes;
+  return copyOut();
 }
 
 /** Copies `byteSize` bytes of `buffer` (from `byteOffset`) back to the CPU. One round trip. */

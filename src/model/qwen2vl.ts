@@ -505,7 +505,7 @@ export class Qwen2VLModel {
     // With a signal, at most two chunks are queued at once (the GPU runs one while the next is
     // recorded), so an abort is seen between chunks and leaves little GPU work behind it. (Deno's
     // onSubmittedWorkDone() waits inside the call for all submitted work, this chunk's included
-    // (src/generate/token_pump.ts): the GPU idles while the next chunk's first layer is built.)
+    // (src/gpu/buffers.ts readMapped): the GPU idles while the next chunk's first layer is built.)
     let queued: Promise<void> | undefined; // the GPU finishing the chunk before the last one
     try {
       for (let c = start; c < S; c += chunk) {

@@ -8,7 +8,7 @@
 /// <reference lib="deno.worker" />
 import { loadEngine } from "./_engine.ts";
 import type { Pipeline } from "../pipeline.ts";
-import type { FromWorker, ToWorker } from "./worker_engine.ts";
+import { describeError, type FromWorker, type ToWorker } from "./worker_engine.ts";
 
 let pipeline: Pipeline | undefined;
 /** The generations running or queued here, by id: aborted on the main thread's word. */
@@ -17,12 +17,6 @@ const running = new Map<number, AbortController>();
 const settled = new Set<Promise<void>>();
 
 const post = (message: FromWorker) => self.postMessage(message);
-
-/** What of an error crosses to the main thread: its class name and message. */
-const describe = (error: unknown) =>
-  error instanceof Error
-    ? { name: error.name, message: error.message }
-    : { name: "Error", message: String(error) };
 
 async function generate(id: number, message: Extract<ToWorker, { type: "generate" }>) {
   const abort = new AbortController();
@@ -38,7 +32,7 @@ async function generate(id: number, message: Extract<ToWorker, { type: "generate
     }
     post({ type: "end", id });
   } catch (error) {
-    post({ type: "error", id, error: describe(error) });
+    post({ type: "error", id, error: describeError(error) });
   } finally {
     running.delete(id);
   }
@@ -52,7 +46,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
         pipeline = p;
         post({ type: "loaded", modelId: p.modelId });
       },
-      (error) => post({ type: "load-error", error: describe(error) }),
+      (error) => post({ type: "load-error", error: describeError(error) }),
     );
   } else if (m.type === "generate") {
     const done = generate(m.id, m);

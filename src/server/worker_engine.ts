@@ -25,6 +25,13 @@ export interface ErrorDescription {
   message: string;
 }
 
+/** What of `error` crosses between the threads ({@link revive} rebuilds it). */
+export function describeError(error: unknown): ErrorDescription {
+  return error instanceof Error
+    ? { name: error.name, message: error.message }
+    : { name: "Error", message: String(error) };
+}
+
 /** Messages to the worker. */
 export type ToWorker =
   | { type: "load"; model: string; options: WorkerLoadOptions }
@@ -173,7 +180,7 @@ export class WorkerEngine implements ChatEngine {
     if (this.#failure) return;
     this.#failure = error;
     for (const box of this.#boxes.values()) {
-      box.put({ type: "error", id: 0, error: { name: error.name, message: error.message } });
+      box.put({ type: "error", id: 0, error: describeError(error) });
     }
   }
 
