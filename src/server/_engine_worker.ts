@@ -9,6 +9,7 @@
 import { loadEngine } from "./_engine.ts";
 import type { Pipeline } from "../pipeline.ts";
 import { describeError, type FromWorker, type ToWorker } from "./worker_engine.ts";
+import { currentThread } from "./_thread.ts";
 
 let pipeline: Pipeline | undefined;
 /** The generations running or queued here, by id: aborted on the main thread's word. */
@@ -17,6 +18,9 @@ const running = new Map<number, AbortController>();
 const settled = new Set<Promise<void>>();
 
 const post = (message: FromWorker) => self.postMessage(message);
+
+// First, so the host can wait for this thread to end before it lets the process exit.
+post({ type: "thread", entry: currentThread() });
 
 async function generate(id: number, message: Extract<ToWorker, { type: "generate" }>) {
   const abort = new AbortController();

@@ -18,6 +18,7 @@ import type {
 import { ERROR_CLASSES, GpuError, QvqError } from "../errors.ts";
 import type { PipelineOptions } from "../pipeline.ts";
 import type { DownloadOptions } from "../hub/download.ts";
+import { threadExited } from "./_thread.ts";
 
 /** An error as it crosses between the threads: its class name and message. */
 export interface ErrorDescription {
@@ -46,6 +47,7 @@ export type ToWorker =
 
 /** Messages from the worker. */
 export type FromWorker =
+  | { type: "thread"; entry: string | null } // first: its thread's /proc entry (src/server/_thread.ts)
   | { type: "loaded"; modelId: string }
   | { type: "load-error"; error: ErrorDescription }
   | { type: "event"; id: number; event: GenerationEvent }
@@ -100,12 +102,19 @@ export class WorkerEngine implements ChatEngine {
   #next = 0;
   #failure: Error | undefined;
   readonly #closed = Promise.withResolvers<void>();
+  #ending = false;
   #fallback: ReturnType<typeof setTimeout> | undefined;
+  /** The worker's thread (its /proc entry, or null where unseen): {@link closed} waits for it. */
+  readonly #thread: string | null;
 
-  /** Relays to `worker`, which has loaded `modelId` (make one with {@link loadWorkerEngine}). */
-  constructor(worker: Worker, modelId: string) {
+  /**
+   * Relays to `worker`, which has loaded `modelId` (make one with {@link loadWorkerEngine});
+   * `thread` is the entry of its thread that the worker reported.
+   */
+  constructor(worker: Worker, modelId: string, thread: string | null = null) {
     this.#worker = worker;
     this.modelId = modelId;
+    this.#thread = thread;
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const m = e.data;
       if (m.type === "closed") this.#ended(false);
@@ -118,7 +127,11 @@ export class WorkerEngine implements ChatEngine {
     };
   }
 
-  /** Settles once the worker has stopped (after {@link dispose}, or when it failed). */
+  /**
+   * Settles once the worker's thread has ended (after {@link dispose}, or when it failed). Let the
+   * process exit only then: one that exits while the thread still tears down its GPU device can
+   * crash in the driver (NVIDIA's, on the H200).
+   */
   get closed(): Promise<void> {
     return this.#closed.promise;
   }
@@ -162,9 +175,9 @@ export class WorkerEngine implements ChatEngine {
 
   /**
    * Stops the worker: generations in progress end (their streams throw), the worker frees the GPU
-   * and exits ({@link closed} settles then); later calls throw. The worker is asked, not killed:
-   * a thread killed while it held a GPU device crashed the process at exit on the H200's driver
-   * (2026-11-29); if it has not exited after {@link DISPOSE_TIMEOUT_MS}, it is terminated.
+   * and exits, and {@link closed} settles once its thread is gone; later calls throw. The worker is
+   * asked, so its generations end cleanly; if it has not exited after {@link DISPOSE_TIMEOUT_MS},
+   * it is terminated.
    */
   dispose(): void {
     if (this.#failure) return;
@@ -184,11 +197,16 @@ export class WorkerEngine implements ChatEngine {
     }
   }
 
-  /** The worker has exited (or failed, or is overdue: `kill`), so {@link closed} settles. */
+  /**
+   * The worker is done (or failed, or is overdue: `kill`), so {@link closed} settles once its
+   * thread has ended.
+   */
   #ended(kill: boolean): void {
+    if (this.#ending) return;
+    this.#ending = true;
     clearTimeout(this.#fallback);
     if (kill) this.#worker.terminate();
-    this.#closed.resolve();
+    threadExited(this.#thread).then(() => this.#closed.resolve());
   }
 }
 
@@ -211,10 +229,11 @@ export function loadWorkerEngine(
     type: "module",
   });
   let engine: WorkerEngine | undefined;
+  let thread: string | null = null;
   stopOnSignals(() => {
     if (!engine) {
       worker.terminate(); // still loading: nothing to finish
-      return Promise.resolve();
+      return threadExited(thread).then(() => {});
     }
     engine.dispose();
     return engine.closed;
@@ -222,7 +241,8 @@ export function loadWorkerEngine(
   return new Promise((resolve, reject) => {
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const m = e.data;
-      if (m.type === "loaded") resolve(engine = new WorkerEngine(worker, m.modelId));
+      if (m.type === "thread") thread = m.entry;
+      else if (m.type === "loaded") resolve(engine = new WorkerEngine(worker, m.modelId, thread));
       else if (m.type === "load-error") {
         worker.terminate();
         reject(revive(m.error));

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { TINY_DIR } from "../model/_fixture.ts";
 import { loadEngine } from "./_engine.ts";
-import { loadWorkerEngine } from "./worker_engine.ts";
+import { loadWorkerEngine, WorkerEngine } from "./worker_engine.ts";
+import { currentThread } from "./_thread.ts";
 import { ContextLengthError, InvalidInputError, ModelFileError, QvqError } from "../errors.ts";
 import type {
   ChatEngine,
@@ -110,6 +111,33 @@ Deno.test("WorkerEngine.dispose() during a generation ends its stream, then the 
   assert.equal(await Promise.race([engine.closed.then(() => "exited"), overdue]), "exited");
   clearTimeout(timer);
   engine.dispose(); // again: nothing
+});
+
+Deno.test({
+  name: "WorkerEngine.closed settles once the worker's thread is gone, not at its last message",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    // A stand-in worker whose thread lives on 300 ms after its "closed" (a GPU teardown's place).
+    const source = `self.postMessage({ type: "thread", entry: (${currentThread})() });
+      self.onmessage = (e) => {
+        if (e.data.type !== "dispose") return;
+        self.postMessage({ type: "closed" });
+        const t = Date.now();
+        while (Date.now() - t < 300);
+        self.close();
+      };`;
+    const worker = new Worker(URL.createObjectURL(new Blob([source])), { type: "module" });
+    const entry = await new Promise<string>((resolve) => {
+      worker.onmessage = (e) => resolve(e.data.entry);
+    });
+    assert.ok(Deno.statSync(entry), "its thread is there");
+    const engine = new WorkerEngine(worker, "stand-in", entry);
+    const t = performance.now();
+    engine.dispose();
+    await engine.closed;
+    assert.throws(() => Deno.statSync(entry), "its thread is gone when closed settles");
+    assert.ok(performance.now() - t >= 300, `closed settled after ${performance.now() - t} ms`);
+  },
 });
 
 Deno.test("loadWorkerEngine() rejects with the load's own error: its class and message", async () => {
