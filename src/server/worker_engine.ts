@@ -243,15 +243,17 @@ export function loadWorkerEngine(
       const m = e.data;
       if (m.type === "thread") thread = m.entry;
       else if (m.type === "loaded") resolve(engine = new WorkerEngine(worker, m.modelId, thread));
-      else if (m.type === "load-error") {
-        worker.terminate();
-        reject(revive(m.error));
-      }
+      else if (m.type === "load-error") failed(revive(m.error));
     };
     worker.onerror = (e) => {
       e.preventDefault();
+      failed(new GpuError(`the engine's worker failed while loading: ${e.message}`));
+    };
+    // Rejects once the worker's thread has ended: a caller that exits on the error must not catch
+    // it tearing down a device (see WorkerEngine.closed).
+    const failed = (error: Error) => {
       worker.terminate();
-      reject(new GpuError(`the engine's worker failed while loading: ${e.message}`));
+      threadExited(thread).then(() => reject(error));
     };
     worker.postMessage({ type: "load", model, options } satisfies ToWorker);
   });
