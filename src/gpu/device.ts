@@ -65,6 +65,11 @@ export class Gpu {
     return this.#lost;
   }
 
+  /** How many pipelines have been compiled on this device (the warm-up's test counts them). */
+  get pipelineCount(): number {
+    return this.#pipelines.size;
+  }
+
   /** Returns the cached pipeline for `key`, creating it with `create` on first use. */
   pipeline(key: string, create: () => GPUComputePipeline): GPUComputePipeline {
     let p = this.#pipelines.get(key);

@@ -7,6 +7,7 @@
 import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
 import type { KvDType } from "../../kernels/kv_cache.ts";
 import { type DownloadOptions, resolveModel } from "../hub/download.ts";
+import { warmUp } from "./_warmup.ts";
 import { ProgressBar, type ProgressSink, stderrSink } from "../hub/_progress.ts";
 import { Pipeline } from "../pipeline.ts";
 
@@ -29,6 +30,11 @@ export interface LoadEngineOptions {
   download?: DownloadOptions;
   /** A progress bar for the weight upload: true (stderr), false, or a sink. Default: when stderr is a terminal. */
   progress?: boolean | ProgressSink;
+  /**
+   * Generate once after loading (an image and 2 tokens; src/server/_warmup.ts), so the first
+   * request does not wait for the GPU pipelines to compile (default false; the server's true).
+   */
+  warmUp?: boolean;
 }
 
 /**
@@ -70,5 +76,13 @@ export async function loadEngine(
       : undefined,
   });
   bar?.finish();
+  if (options.warmUp) {
+    try {
+      await warmUp(pipeline);
+    } catch (e) {
+      pipeline.dispose();
+      throw e;
+    }
+  }
   return pipeline;
 }

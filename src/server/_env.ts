@@ -51,11 +51,14 @@ export function modelFromEnv(env: Env, moduleUrl: string): string {
  * off turns the prompt cache off (PipelineOptions.promptCache; e.g. for a server whose users must
  * not learn, through `cached_tokens` or timing, how the previous request began); 1 / true / yes /
  * on or unset/empty: on, one conversation; a whole number N > 1: the last N conversations.
+ * `QVQ_WARMUP`: 0 / false / no / off: `warmUp: false`, no warm-up generation after loading (a
+ * faster start, a slower first request; the server warms up otherwise); 1 / true / yes / on or
+ * unset/empty: nothing said.
  * @throws InvalidInputError for any other value, naming the variable and the accepted values
  */
 export function loadOptionsFromEnv(
   env: Env,
-): Pick<LoadEngineOptions, "quant" | "visionQuant" | "kvCacheDtype" | "promptCache"> {
+): Pick<LoadEngineOptions, "quant" | "visionQuant" | "kvCacheDtype" | "promptCache" | "warmUp"> {
   const parse = <T>(name: string, parser: (text: string) => T): T | undefined => {
     const text = env(name);
     if (text === undefined || text === "") return undefined;
@@ -77,7 +80,15 @@ export function loadOptionsFromEnv(
         "conversations to keep (2 to 1024)",
     );
   });
+  const warmUp = parse("QVQ_WARMUP", (v): boolean => {
+    if (ON.test(v)) return true;
+    if (OFF.test(v)) return false;
+    throw new InvalidInputError(
+      `"${v}" is neither on (1, true, yes, on) nor off (0, false, no, off)`,
+    );
+  });
   return {
+    ...(warmUp === false ? { warmUp } : {}),
     ...(quant ? { quant } : {}),
     ...(visionQuant ? { visionQuant } : {}),
     ...(kvCacheDtype ? { kvCacheDtype } : {}),

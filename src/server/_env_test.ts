@@ -59,6 +59,19 @@ Deno.test("loadOptionsFromEnv() reads QVQ_QUANT: q8/q4 quantize, f16/empty/unset
   }
 });
 
+Deno.test("loadOptionsFromEnv() reads QVQ_WARMUP: off turns the warm-up off, on/empty/unset say nothing, others fail", () => {
+  for (const off of ["0", "false", "no", "OFF"]) {
+    assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_WARMUP: off })), { warmUp: false });
+  }
+  for (const on of ["", "1", "true", "on"]) {
+    assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_WARMUP: on })), {});
+  }
+  assert.throws(
+    () => loadOptionsFromEnv(vars({ QVQ_WARMUP: "later" })),
+    (e: Error) => e instanceof InvalidInputError && /QVQ_WARMUP.*"later"/.test(e.message),
+  );
+});
+
 Deno.test("loadOptionsFromEnv() reads QVQ_VISION_QUANT: q8 quantizes the vision tower, f16/empty/unset do not, q4 and others fail", () => {
   assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_VISION_QUANT: "" })), {});
   assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_VISION_QUANT: "f16" })), {});

@@ -45,7 +45,9 @@ function setting<T>(read: () => T): T {
 
 const model = setting(() => modelFromEnv(env, import.meta.url));
 // The model runs in a worker: its thread waits for the GPU, this one keeps answering HTTP.
-const engine = loadWorkerEngine(model, setting(() => loadOptionsFromEnv(env)));
+// It warms up (src/server/_warmup.ts) unless QVQ_WARMUP=0: the first request finds its GPU
+// pipelines compiled.
+const engine = loadWorkerEngine(model, { warmUp: true, ...setting(() => loadOptionsFromEnv(env)) });
 engine.then(
   (e) => console.error(`qvq: serving ${e.modelId} (from ${model})`),
   (error) => {

@@ -66,6 +66,8 @@ export interface WorkerLoadOptions
   progress?: boolean;
   /** Hub download settings (default: from HF_* environment variables). */
   download?: Omit<DownloadOptions, "progress" | "signal">;
+  /** Generate once after loading, so the first request finds the GPU pipelines compiled. */
+  warmUp?: boolean;
 }
 
 /** The error `d` describes, as its own class where it is one of qvq's (the server maps those). */
