@@ -1,11 +1,12 @@
 /**
- * The server's warm-up: one short generation right after loading, so that the GPU pipelines a first
+ * The server's warm-up: short generations right after loading, so that the GPU pipelines a first
  * request needs are compiled (shader translation, the driver's compile) before it comes, as
  * llama.cpp's and vLLM's servers warm up. On a fresh H200 (no driver shader cache) the first
  * image's vision step took 1.47 s against 0.05–0.08 s after (2026-11-29, BENCHMARKS.md).
  * @module
  */
 import type { Pipeline } from "../pipeline.ts";
+import type { ChatMessage } from "../generate/types.ts";
 
 /**
  * A 644 × 476 gray PNG: the issue's benchmark image size (391 image tokens), so the warm-up
@@ -37,18 +38,27 @@ const WARMUP_PNG =
   "BgAzBgDMGADMGAAwYwAwYwDAjAHAjAEAMwYAMwYAzBgAzBgAMGMA+GcB92IFOMWD7EMAAAAASUVORK5CYII=";
 
 /**
- * Runs one generation on {@link WARMUP_PNG} and a short question (2 new tokens, greedy) and
- * clears the prompt cache after it, so the warm-up leaves nothing a client could reuse.
+ * Runs the paths a server's first requests take, 2 new tokens each (greedy): one image and a
+ * question (the vision tower, a prefill in one chunk), two images (a prefill of two chunks), and
+ * that conversation's next turn (a short prefill after the prompt cache's prefix); then clears the
+ * prompt cache, so the warm-up leaves nothing a client could reuse.
  */
 export async function warmUp(pipeline: Pipeline): Promise<void> {
-  const image = warmUpImage();
-  const stream = pipeline.generate([{
+  const image = { type: "image" as const, image: warmUpImage() };
+  const run = async (messages: ChatMessage[]) => {
+    let text = "";
+    for await (const ev of pipeline.generate(messages, { maxNewTokens: 2, temperature: 0 })) {
+      if (ev.type === "done") text = ev.result.text;
+    }
+    return text;
+  };
+  await run([{ role: "user", content: [image, { type: "text", text: "Describe the image." }] }]);
+  const two: ChatMessage[] = [{
     role: "user",
-    content: [{ type: "image", image }, { type: "text", text: "Describe the image." }],
-  }], { maxNewTokens: 2, temperature: 0 });
-  for await (const _ of stream) {
-    // compiled as it runs
-  }
+    content: [image, image, { type: "text", text: "Compare the images." }],
+  }];
+  const answer = await run(two);
+  await run([...two, { role: "assistant", content: answer }, { role: "user", content: "Why?" }]);
   await pipeline.clearPromptCache();
 }
 
