@@ -31,8 +31,9 @@ export interface LoadEngineOptions {
   /** A progress bar for the weight upload: true (stderr), false, or a sink. Default: when stderr is a terminal. */
   progress?: boolean | ProgressSink;
   /**
-   * Generate once after loading (an image and 2 tokens; src/server/_warmup.ts), so the first
-   * request does not wait for the GPU pipelines to compile (default false; the server's true).
+   * Run a few short generations after loading (images, 2 tokens each; src/server/_warmup.ts), so
+   * the first request does not wait for the GPU pipelines to compile (default false; the
+   * server's true). A warm-up that fails fails the load.
    */
   warmUp?: boolean;
 }

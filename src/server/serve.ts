@@ -12,6 +12,8 @@
  * - `QVQ_VISION_QUANT`: `q8` quantizes the vision tower's matrices and runs them as int8 GEMMs
  *   (faster image encoding, image embeddings ~2 % off; default `f16`: none)
  * - `QVQ_KV_CACHE_DTYPE`: `f16` or `f32`, the KV cache's type (default f32; f16 halves its memory)
+ * - `QVQ_WARMUP=0`: skip the warm-up generations after loading (a faster start, a slower first
+ *   request)
  * - `QVQ_API_KEY`: require `Authorization: Bearer <key>` on /v1
  * - `QVQ_MAX_QUEUE`: requests that may wait for the model (default 16)
  * - `QVQ_ALLOW_REMOTE_IMAGES=1`: fetch http(s) image URLs (public addresses only)
