@@ -1,27 +1,45 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { loadEngine } from "./_engine.ts";
-import { warmUpImage } from "./_warmup.ts";
+import { grayPng, WARMUP_SIZES } from "./_warmup.ts";
+import { decodeImage } from "../image.ts";
 import type { GenerationResult } from "../generate/types.ts";
 
 const TINY = fileURLToPath(new URL("../../tests/fixtures/tiny-qwen2vl", import.meta.url));
+
+Deno.test("grayPng() encodes a PNG that decodes to its size, every pixel 128", async () => {
+  for (const [w, h] of [[1, 1], [3, 2], [644, 476]]) {
+    const png = await grayPng(w, h);
+    const image = await decodeImage(png);
+    assert.equal(image.width, w);
+    assert.equal(image.height, h);
+    assert.equal(image.data.length, w * h * 3);
+    assert.ok(image.data.every((v) => v === 128));
+  }
+});
 
 Deno.test("loadEngine({ warmUp }) compiles what a first image request needs and leaves no prompt cache behind", async () => {
   const engine = await loadEngine(TINY, { progress: false, warmUp: true });
   const compiled = engine.model.gpu.pipelineCount;
   try {
     assert.ok(compiled > 0, "the warm-up compiled pipelines");
-    // A photo of the warm-up's size with another question: nothing left to compile, nothing cached.
-    let result: GenerationResult | undefined;
-    for await (
-      const ev of engine.generate([{
-        role: "user",
-        content: [{ type: "image", image: warmUpImage() }, { type: "text", text: "What is this?" }],
-      }], { maxNewTokens: 4, temperature: 0 })
-    ) if (ev.type === "done") result = ev.result;
-    assert.equal(engine.model.gpu.pipelineCount, compiled, "no pipeline compiled at the request");
-    assert.ok(result!.usage.imageTokens > 0);
-    assert.equal(result!.usage.cachedTokens, 0, "the warm-up's prompt was not cached");
+    // A photo of each warm-up size with another question: nothing left to compile, nothing cached.
+    for (const [w, h] of WARMUP_SIZES) {
+      let result: GenerationResult | undefined;
+      for await (
+        const ev of engine.generate([{
+          role: "user",
+          content: [{ type: "image", image: await grayPng(w, h) }, {
+            type: "text",
+            text: `What is this ${w} × ${h} picture?`,
+          }],
+        }], { maxNewTokens: 4, temperature: 0 })
+      ) if (ev.type === "done") result = ev.result;
+      assert.equal(engine.model.gpu.pipelineCount, compiled, `no pipeline compiled at ${w} × ${h}`);
+      assert.ok(result!.usage.imageTokens > 0);
+      assert.equal(result!.usage.cachedTokens, 0, "the warm-up's prompts were not cached");
+      await engine.clearPromptCache();
+    }
   } finally {
     engine.dispose();
   }
