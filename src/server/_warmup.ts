@@ -2,8 +2,8 @@
  * The server's warm-up: short generations right after loading, so that the GPU pipelines a first
  * request needs are compiled (shader translation, the driver's compile) before it comes, as
  * llama.cpp's and vLLM's servers warm up. On an H200 with an empty driver shader cache, a 7B
- * server's first image request took 7.9–8.2 s without it, 1.2–1.3 s with it (2026-11-29,
- * BENCHMARKS.md).
+ * server's first image request took 7.9–8.2 s without it; with it a first 1024 × 768 photo took
+ * 0.82 s, the same photo later 0.73 s (2026-11-29, BENCHMARKS.md).
  * @module
  */
 import type { Pipeline } from "../pipeline.ts";
