@@ -1,0 +1,41 @@
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
+
+/** The files `deno publish --dry-run` would upload to JSR, relative to the repository root. */
+async function publishedFiles(): Promise<string[]> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["publish", "--dry-run", "--allow-dirty"],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, `deno publish --dry-run failed:\n${text}`);
+  // deno-lint-ignore no-control-regex
+  const plain = text.replace(/\x1b\[[0-9;]*m/g, "");
+  return [...plain.matchAll(/file:\/\/(\S+) \(/g)].map((m) => m[1].slice(ROOT.length));
+}
+
+Deno.test("the JSR package holds the module, its kernels and its WASM core, and no tests or fixtures", async () => {
+  const files = await publishedFiles();
+  for (
+    const needed of [
+      "mod.ts",
+      "deno.json",
+      "kernels/_wgsl.ts",
+      "wasm/pkg/qvq_wasm.js",
+      "wasm/pkg/qvq_wasm_bg.wasm",
+      "src/server/_engine_worker.ts",
+      "src/server/_warmup.ts",
+    ]
+  ) {
+    assert.ok(files.includes(needed), `${needed} is published (files: ${files.length})`);
+  }
+  const unwanted = files.filter((f) =>
+    f.endsWith("_test.ts") || f.startsWith("tests/") || f.startsWith("bench/") ||
+    f.startsWith("wasm/target/") || f.includes("_fake_") || f.endsWith("_fixture.ts")
+  );
+  assert.deepEqual(unwanted, []);
+});
