@@ -26,7 +26,7 @@
  * @module
  */
 import { loadWasm, wasm } from "./_wasm.ts";
-import { InvalidInputError, ModelFileError, type QvqError } from "./errors.ts";
+import { ContextLengthError, InvalidInputError, ModelFileError, type QvqError } from "./errors.ts";
 
 /** The settings of preprocessor_config.json that shape the output. */
 export interface ImageProcessorConfig {
@@ -393,7 +393,7 @@ export async function preprocessImages(
       gridThw.push([t, h, w]);
       tokens += imageTokenCount([t, h, w], config.mergeSize);
       if (options.maxImageTokens !== undefined && tokens > options.maxImageTokens) {
-        throw new InvalidInputError(
+        throw new ContextLengthError(
           `Image ${i}: the images so far need ${tokens} image tokens, more than the model's ` +
             `context of ${options.maxImageTokens}; send fewer or smaller images.`,
         );

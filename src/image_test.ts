@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { InvalidInputError, ModelFileError } from "./errors.ts";
+import { ContextLengthError, InvalidInputError, ModelFileError } from "./errors.ts";
 import {
   decodeImage,
   DEFAULT_IMAGE_PROCESSOR_CONFIG,
@@ -372,7 +372,7 @@ Deno.test("preprocessImages() stops at the first image past maxImageTokens, nami
   await assert.rejects(
     () => preprocessImages([png, png, png], config, { maxImageTokens: 8 }),
     (e: Error) =>
-      e instanceof InvalidInputError &&
+      e instanceof ContextLengthError &&
       /^Image 2: .*need 12 image tokens.*context of 8/.test(e.message),
   );
 });

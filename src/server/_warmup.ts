@@ -8,6 +8,7 @@
  */
 import type { Pipeline } from "../pipeline.ts";
 import type { ChatMessage } from "../generate/types.ts";
+import { ContextLengthError } from "../errors.ts";
 
 /**
  * The warm-up's image sizes: 644 × 476 (391 image tokens, the issue's benchmark image) and 800 ×
@@ -19,9 +20,10 @@ export const WARMUP_SIZES: readonly (readonly [number, number])[] = [[644, 476],
 /**
  * Runs the paths a server's first requests take, 2 new tokens each (greedy): one image and a
  * question (the vision tower, a prefill in one chunk), an image of each size (both attention
- * tilings, a prefill of two chunks), and
- * that conversation's next turn (a short prefill after the prompt cache's prefix); then clears the
- * prompt cache, so the warm-up leaves nothing a client could reuse.
+ * tilings, a prefill of two chunks), and that conversation's next turn (a short prefill after the
+ * prompt cache's prefix); then clears the prompt cache, so the warm-up leaves nothing a client
+ * could reuse. A model whose context cannot hold a warm-up prompt stops the warm-up there (what is
+ * left compiles at first use).
  */
 export async function warmUp(pipeline: Pipeline): Promise<void> {
   const [small, large] = await Promise.all(
@@ -34,14 +36,19 @@ export async function warmUp(pipeline: Pipeline): Promise<void> {
     }
     return text;
   };
-  await run([{ role: "user", content: [small, { type: "text", text: "Describe the image." }] }]);
-  const two: ChatMessage[] = [{
-    role: "user",
-    content: [small, large, { type: "text", text: "Compare the images." }],
-  }];
-  const answer = await run(two);
-  await run([...two, { role: "assistant", content: answer }, { role: "user", content: "Why?" }]);
-  await pipeline.clearPromptCache();
+  try {
+    await run([{ role: "user", content: [small, { type: "text", text: "Describe the image." }] }]);
+    const two: ChatMessage[] = [{
+      role: "user",
+      content: [small, large, { type: "text", text: "Compare the images." }],
+    }];
+    const answer = await run(two);
+    await run([...two, { role: "assistant", content: answer }, { role: "user", content: "Why?" }]);
+  } catch (e) {
+    if (!(e instanceof ContextLengthError)) throw e;
+  } finally {
+    await pipeline.clearPromptCache();
+  }
 }
 
 /** A mid-gray RGB PNG of `width` × `height`, encoded here (a few kB; no image files shipped). */

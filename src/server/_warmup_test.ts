@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { loadEngine } from "./_engine.ts";
-import { grayPng, WARMUP_SIZES } from "./_warmup.ts";
+import { grayPng, warmUp, WARMUP_SIZES } from "./_warmup.ts";
+import { Pipeline } from "../pipeline.ts";
 import { decodeImage } from "../image.ts";
 import type { GenerationResult } from "../generate/types.ts";
 
@@ -49,5 +50,24 @@ Deno.test("loadEngine({ warmUp }) compiles what a first image request needs and 
     assert.ok(atLoad < compiled, `without the warm-up ${atLoad} at load, with it ${compiled}`);
   } finally {
     cold.dispose();
+  }
+});
+
+Deno.test("warmUp() stops where the model's context cannot hold its prompt, and still leaves no cache", async () => {
+  // 600 tokens hold the first warm-up prompt (one 644 × 476 image), not the second (two images).
+  const pipeline = await Pipeline.load(TINY, { maxContext: 600 });
+  try {
+    const before = pipeline.model.gpu.pipelineCount;
+    await warmUp(pipeline);
+    assert.ok(pipeline.model.gpu.pipelineCount > before, "the first prompt ran");
+    let result: GenerationResult | undefined;
+    for await (
+      const ev of pipeline.generate([{ role: "user", content: "Describe the image." }], {
+        maxNewTokens: 1,
+      })
+    ) if (ev.type === "done") result = ev.result;
+    assert.equal(result!.usage.cachedTokens, 0);
+  } finally {
+    pipeline.dispose();
   }
 });
