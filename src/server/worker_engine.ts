@@ -66,7 +66,7 @@ export interface WorkerLoadOptions
   progress?: boolean;
   /** Hub download settings (default: from HF_* environment variables). */
   download?: Omit<DownloadOptions, "progress" | "signal">;
-  /** Generate once after loading, so the first request finds the GPU pipelines compiled. */
+  /** Run the warm-up generations after loading (src/server/_warmup.ts): the first request finds its GPU pipelines compiled. */
   warmUp?: boolean;
 }
 
