@@ -9,6 +9,7 @@
 import type { Pipeline } from "../pipeline.ts";
 import type { ChatMessage } from "../generate/types.ts";
 import { ContextLengthError } from "../errors.ts";
+import { encodePng } from "../_png.ts";
 
 /**
  * The warm-up's image sizes: 644 × 476 (391 image tokens, the issue's benchmark image) and 800 ×
@@ -51,52 +52,7 @@ export async function warmUp(pipeline: Pipeline): Promise<void> {
   }
 }
 
-/** A mid-gray RGB PNG of `width` × `height`, encoded here (a few kB; no image files shipped). */
-export async function grayPng(width: number, height: number): Promise<Uint8Array> {
-  const row = new Uint8Array(1 + 3 * width).fill(128);
-  row[0] = 0; // filter: none
-  const raw = new Uint8Array(row.length * height);
-  for (let y = 0; y < height; y++) raw.set(row, y * row.length);
-  const zlib = new Uint8Array(
-    await new Response(new Blob([raw]).stream().pipeThrough(new CompressionStream("deflate")))
-      .arrayBuffer(),
-  );
-  const ihdr = new Uint8Array(13);
-  const view = new DataView(ihdr.buffer);
-  view.setUint32(0, width);
-  view.setUint32(4, height);
-  ihdr.set([8, 2, 0, 0, 0], 8); // 8 bits, RGB, deflate, filter method 0, no interlace
-  const parts = [
-    new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10]),
-    chunk("IHDR", ihdr),
-    chunk("IDAT", zlib),
-    chunk("IEND", new Uint8Array()),
-  ];
-  const png = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    png.set(p, at);
-    at += p.length;
-  }
-  return png;
-}
-
-/** A PNG chunk: length, type, data, CRC-32 of type and data. */
-function chunk(type: string, data: Uint8Array): Uint8Array {
-  const out = new Uint8Array(12 + data.length);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, data.length);
-  out.set(new TextEncoder().encode(type), 4);
-  out.set(data, 8);
-  view.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)));
-  return out;
-}
-
-function crc32(bytes: Uint8Array): number {
-  let c = 0xffffffff;
-  for (const b of bytes) {
-    c ^= b;
-    for (let k = 0; k < 8; k++) c = (c >>> 1) ^ (0xedb88320 & -(c & 1));
-  }
-  return (c ^ 0xffffffff) >>> 0;
+/** A mid-gray RGB PNG of `width` × `height`, encoded here (no image files shipped). */
+export function grayPng(width: number, height: number): Promise<Uint8Array> {
+  return encodePng(width, height, new Uint8Array(width * height * 3).fill(128));
 }
