@@ -12,8 +12,9 @@ import { createApp, loadWorkerEngine } from "@qvq/webgpu";
 const model = Deno.env.get("QVQ_MODEL") ??
   new URL("../tests/fixtures/tiny-qwen2vl", import.meta.url).pathname;
 // The model on a worker thread (a hub id is downloaded first): this thread, which Deno's WebGPU
-// would hold through every wait on the GPU, stays free for your routes.
-const engine = await loadWorkerEngine(model);
+// would hold through every wait on the GPU, stays free for your routes. The warm-up compiles the
+// GPU pipelines before the first request needs them.
+const engine = await loadWorkerEngine(model, { warmUp: true });
 
 const app = new Hono({ strict: false }); // /qvq and /qvq/ both reach the chat page
 app.get(
