@@ -14,6 +14,11 @@ import type { LoadEngineOptions } from "./_engine.ts";
 const ON = /^(1|true|yes|on)$/i;
 const OFF = /^(0|false|no|off)$/i;
 
+/** A switch variable's value: true (on), false (off), or undefined when it is neither. */
+function onOff(v: string): boolean | undefined {
+  return ON.test(v) ? true : OFF.test(v) ? false : undefined;
+}
+
 /** Reads one environment variable (undefined when unset). */
 export type Env = (name: string) => string | undefined;
 
@@ -72,8 +77,8 @@ export function loadOptionsFromEnv(
   const visionQuant = parse("QVQ_VISION_QUANT", parseVisionQuant);
   const kvCacheDtype = parse("QVQ_KV_CACHE_DTYPE", (v) => checkKvDType(v, "the KV cache dtype"));
   const promptCache = parse("QVQ_PROMPT_CACHE", (v): boolean | number => {
-    if (ON.test(v)) return true;
-    if (OFF.test(v)) return false;
+    const on = onOff(v);
+    if (on !== undefined) return on;
     if (/^[0-9]+$/.test(v) && Number(v) <= 1024) return Number(v);
     throw new InvalidInputError(
       `"${v}" is neither on (1, true, yes, on), off (0, false, no, off) nor a number of ` +
@@ -81,8 +86,8 @@ export function loadOptionsFromEnv(
     );
   });
   const warmUp = parse("QVQ_WARMUP", (v): boolean => {
-    if (ON.test(v)) return true;
-    if (OFF.test(v)) return false;
+    const on = onOff(v);
+    if (on !== undefined) return on;
     throw new InvalidInputError(
       `"${v}" is neither on (1, true, yes, on) nor off (0, false, no, off)`,
     );
