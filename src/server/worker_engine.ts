@@ -207,9 +207,18 @@ export class WorkerEngine implements ChatEngine {
     if (this.#ending) return;
     this.#ending = true;
     clearTimeout(this.#fallback);
-    if (kill) this.#worker.terminate();
-    threadExited(this.#thread).then(() => this.#closed.resolve());
+    workerGone(this.#worker, this.#thread, kill).then(() => this.#closed.resolve());
   }
+}
+
+/**
+ * Resolves once `worker`'s thread (its reported /proc entry) has ended, terminating the worker
+ * first where `kill`: the one way qvq lets a worker go before the process may exit (see
+ * WorkerEngine.closed).
+ */
+function workerGone(worker: Worker, thread: string | null, kill: boolean): Promise<void> {
+  if (kill) worker.terminate();
+  return threadExited(thread).then(() => {});
 }
 
 /** How long {@link WorkerEngine.dispose} waits for the worker to free the GPU and exit. */
@@ -233,10 +242,7 @@ export function loadWorkerEngine(
   let engine: WorkerEngine | undefined;
   let thread: string | null = null;
   stopOnSignals(() => {
-    if (!engine) {
-      worker.terminate(); // still loading: nothing to finish
-      return threadExited(thread).then(() => {});
-    }
+    if (!engine) return workerGone(worker, thread, true); // still loading: nothing to finish
     engine.dispose();
     return engine.closed;
   });
@@ -253,10 +259,7 @@ export function loadWorkerEngine(
     };
     // Rejects once the worker's thread has ended: a caller that exits on the error must not catch
     // it tearing down a device (see WorkerEngine.closed).
-    const failed = (error: Error) => {
-      worker.terminate();
-      threadExited(thread).then(() => reject(error));
-    };
+    const failed = (error: Error) => workerGone(worker, thread, true).then(() => reject(error));
     worker.postMessage({ type: "load", model, options } satisfies ToWorker);
   });
 }
