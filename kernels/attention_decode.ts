@@ -83,19 +83,49 @@ export interface DecodeAttentionShape extends AttentionHeads {
   lanes?: 4 | 8 | 16 | 32;
   /** lanes: keys a slot takes per step, their loads issued together (default 2). */
   keysPerStep?: 1 | 2 | 4;
+  /**
+   * Query heads per workgroup: a divisor of the GQA group, ≤ 8 (default: see
+   * {@link AUTO_WORKGROUPS}). Each head block reads the K/V rows once; fewer heads a block means
+   * more blocks, so fewer splits for the same number of workgroups.
+   */
+  headBlock?: number;
 }
 
-/** Query heads per workgroup: the largest divisor of the GQA group ≤ 8 with G · hd4 ≤ 256. */
+/**
+ * The default tiling aims at this many workgroups (about one an SM on an H100 / H200: more cost
+ * 30–40 % there) with at most {@link AUTO_SPLITS} splits each: the head block is the largest
+ * divisor of the GQA group (≤ 8, G · hd4 ≤ 256) whose blocks reach it within that many splits,
+ * else the largest. Merging many splits is slow (the last workgroup reads them a batch at a
+ * time): Qwen2-VL-2B (12 / 2 heads × 128) took 6 heads a block and 64 splits, and 12–22 µs a call
+ * at 600–8192 keys (H200, 2026-11-29, bench/_attention_decode.ts); 3 heads and 32 splits 10–18.
+ * 7B (7 heads, 32 splits) and 72B (8, 16) keep their tilings.
+ */
+const AUTO_WORKGROUPS = 128;
+const AUTO_SPLITS = 32;
+
+/** Query heads per workgroup: `headBlock`, or the default of {@link AUTO_WORKGROUPS}. */
 function headBlock(s: DecodeAttentionShape): number {
   const group = s.heads / (s.kvHeads ?? s.heads), hd4 = s.headDim / 4;
-  for (let g = Math.min(group, 8); g > 1; g--) {
-    if (group % g === 0 && g * hd4 <= WG) return g;
+  if (s.headBlock !== undefined) {
+    if (
+      !Number.isInteger(s.headBlock) || s.headBlock < 1 || group % s.headBlock !== 0 ||
+      s.headBlock > 8 || s.headBlock * hd4 > WG
+    ) {
+      throw new InvalidInputError(
+        `decodeAttention: headBlock ${s.headBlock} must divide the GQA group (${group}), be at ` +
+          `most 8 and hold at most ${WG} vec4 of queries (head_dim ${s.headDim})`,
+      );
+    }
+    return s.headBlock;
   }
-  return 1;
+  const fits = range(Math.min(group, 8)).map((i) => i + 1).filter((g) =>
+    group % g === 0 && g * hd4 <= WG
+  ).reverse();
+  return fits.find((g) => (s.heads / g) * AUTO_SPLITS >= AUTO_WORKGROUPS) ?? fits[0];
 }
 
 function splitsOf(s: DecodeAttentionShape): number {
-  const want = s.splits ?? Math.ceil(128 / (s.heads / headBlock(s)));
+  const want = s.splits ?? Math.ceil(AUTO_WORKGROUPS / (s.heads / headBlock(s)));
   return Math.max(1, Math.min(want, MAX_SPLITS, ceilDiv(s.maxTokens, s.chunk ?? 32)));
 }
 
@@ -355,7 +385,8 @@ export function decodeAttention(
   const nsplit = splitsOf(s);
   checkSize("decodeAttention scratch", scratch, decodeAttentionScratchBytes(s));
   const mb = s.mergeBatch ?? 8, hd4 = r.headDim / 4;
-  const kern = kernelOf(gpu, s, r.group, hd4, mb);
+  // kernelOf takes the largest head block ≤ this that fits the adapter's workgroup memory.
+  const kern = kernelOf(gpu, s, headBlock(s), hd4, mb);
   const vt = variant(gpu, {
     family: "attention_decode",
     entry: kern.entry,

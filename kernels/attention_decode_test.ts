@@ -29,7 +29,7 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
   const state = createDecodeState(gpu);
   // [headDim, heads, kvHeads, n, options]: splits 1 and 2 make one workgroup walk many key
   // steps (online softmax); the others spread the keys over up to 22 splits (merged, eight per
-  // batch, so a partial last batch too). n and n + 130 land mid-step and mid-split. Every other
+  // batch, so a partial last batch too), in head blocks of 1 to 8 query heads. n and n + 130 land mid-step and mid-split. Every other
   // case reads an f16 cache, the reference the f16-rounded K and V. The lanes kernel (the default
   // with subgroups: lavapipe's are 8 lanes, so 8 lanes a row at head_dim 128, 4 at 80 and 16) at
   // several lanes per row and keys per step (few enough slots for lavapipe's 32 KiB), then the
@@ -52,6 +52,11 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
     [80, 4, 2, 37, { keysPerStep: 4, splits: 1 }],
     [16, 6, 2, 5, { keysPerStep: 2 }],
     [256, 2, 1, 200, {}],
+    [128, 8, 1, 600, { headBlock: 8, splits: 16 }],
+    [128, 7, 1, 300, { headBlock: 7, splits: 4 }],
+    [128, 8, 1, 600, { headBlock: 4, splits: 8 }],
+    [64, 8, 2, 300, { headBlock: 2 }],
+    [32, 6, 2, 129, { headBlock: 1, splits: 3 }],
     [16, 2, 1, 1, tiled],
     [128, 8, 1, 600, tiled],
     [128, 7, 1, 300, { ...tiled, chunk: 8 }],
@@ -62,6 +67,7 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
     [128, 8, 1, 600, { ...tiled, unroll: false, splits: 64 }],
     [128, 7, 1, 300, { ...tiled, unroll: false, prefetch: false }],
     [80, 4, 2, 37, { ...tiled, splits: 5, mergeBatch: 4 }],
+    [128, 8, 1, 600, { ...tiled, headBlock: 2 }],
   ];
   for (const [i, [headDim, heads, kvHeads, n, opts]] of cases.entries()) {
     const s: DecodeAttentionShape = { headDim, heads, kvHeads, maxTokens, ...opts };
@@ -136,6 +142,47 @@ Deno.test("decodeAttention() refuses a lanes tiling the head does not divide int
     (e) => e instanceof InvalidInputError && /must divide head_dim \/ 4 = 20/.test(e.message),
   );
   [q, k, v, state, out, scratch].forEach((b) => b.destroy());
+});
+
+Deno.test("decodeAttention()'s default tiling: about 128 workgroups, at most 32 splits", async () => {
+  const gpu = await sharedGpu();
+  const maxTokens = 4096;
+  // [heads, kvHeads, splits, head blocks]: Qwen2-VL-2B 3 heads a block (not its GQA group of 6,
+  // which would take 64 splits), 7B 7, QVQ-72B 8.
+  for (const [heads, kvHeads, splits, blocks] of [[12, 2, 32, 4], [28, 4, 32, 4], [64, 8, 16, 8]]) {
+    const s = { headDim: 128, heads, kvHeads, maxTokens };
+    const [q, k, v, out] = [heads, kvHeads * maxTokens, kvHeads * maxTokens, heads].map((n) =>
+      createStorage(gpu, n * 128 * 4)
+    );
+    const state = createDecodeState(gpu),
+      scratch = createStorage(gpu, decodeAttentionScratchBytes(s));
+    const [d] = decodeAttention(
+      gpu,
+      out,
+      { buffer: q },
+      { buffer: k },
+      { buffer: v },
+      state,
+      scratch,
+      s,
+    );
+    assert.deepEqual(d.workgroups, [splits, blocks, 1], `${heads} / ${kvHeads} heads`);
+    [q, k, v, out, state, scratch].forEach((b) => b.destroy());
+    d.destroy();
+  }
+});
+
+Deno.test("decodeAttention() refuses a head block that does not divide the GQA group", () => {
+  for (const headBlock of [3, 0, 16]) {
+    const s = { headDim: 64, heads: 8, kvHeads: 2, maxTokens: 16, headBlock };
+    assert.throws(
+      () => decodeAttentionScratchBytes(s),
+      (e) =>
+        e instanceof InvalidInputError &&
+        /headBlock \d+ must divide the GQA group \(4\)/.test(e.message),
+      `headBlock ${headBlock}`,
+    );
+  }
 });
 
 Deno.test("decodeAttention() agrees with causalAttention() on the same cache, f32 and f16", async () => {
