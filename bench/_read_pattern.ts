@@ -15,6 +15,7 @@ import { fill } from "../kernels/fill.ts";
 import { run } from "../kernels/_kernel.ts";
 import { createStorage } from "../src/gpu/buffers.ts";
 import { msPerRep } from "./_timing.ts";
+import { probeLayout, STREAM_WG, streamKernel } from "./_stream.ts";
 
 const args = Deno.args;
 const opt = (name: string, def: string) => {
@@ -35,24 +36,11 @@ const PATTERNS: Record<string, [number, number, number][]> = {
   o: [[32, 1, 2], [16, 1, 4], [32, 2, 2], [64, 1, 2], [16, 1, 2]],
   qkv: [[32, 2, 2], [32, 1, 2], [16, 1, 4], [64, 1, 2]],
 };
-const WG = 256;
+const WG = STREAM_WG;
 const gpu = await requestGpu();
 const dev = gpu.device;
 const out = createStorage(gpu, 4 * WG * 65535, "out");
-const layout = dev.createBindGroupLayout({
-  entries: [
-    { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: "read-only-storage" } },
-    { binding: 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: "storage" } },
-  ],
-});
-const pipelineLayout = dev.createPipelineLayout({ bindGroupLayouts: [layout] });
-
-function pipeline(code: string): GPUComputePipeline {
-  return dev.createComputePipeline({
-    layout: pipelineLayout,
-    compute: { module: dev.createShaderModule({ code }), entryPoint: "main" },
-  });
-}
+const probe = probeLayout(dev);
 
 /** (b): the GEMV's walk over `rows` rows of `units` vec4. */
 function gemvKernel(units: number, rows: number, tpr: number, rpg: number, u: number): string {
@@ -84,27 +72,6 @@ const UNITS: u32 = ${units}u;
 }`;
 }
 
-/** (a): the same vec4 count grid-strided over the same workgroups, `per` loads an iteration. */
-function flatKernel(n: number, per: number): string {
-  const loads = Array.from(
-    { length: per },
-    (_, i) => `let v${i} = src[min(i + ${i}u * stride, ${n - 1}u)];`,
-  );
-  return `
-@group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
-@group(0) @binding(1) var<storage, read_write> o: array<u32>;
-@compute @workgroup_size(${WG}) fn main(@builtin(global_invocation_id) g: vec3u,
-    @builtin(num_workgroups) nw: vec3u) {
-  let stride = nw.x * ${WG}u;
-  var acc = vec4<u32>(0u);
-  for (var i = g.x; i < ${n}u; i += ${per}u * stride) {
-    ${loads.join("\n    ")}
-    acc ^= ${Array.from({ length: per }, (_, i) => `v${i}`).join(" ^ ")};
-  }
-  o[g.x] = acc.x ^ acc.y ^ acc.z ^ acc.w;
-}`;
-}
-
 for (const name of opt("--shapes", "gate_up,down,o,qkv").split(",")) {
   const [rows, k] = SHAPES[name];
   const bytes = rows * k / 2, units = k / 32;
@@ -115,12 +82,7 @@ for (const name of opt("--shapes", "gate_up,down,o,qkv").split(",")) {
     run(gpu, [fill(gpu, b, { count: bytes / 4, dtype: "f32", seed: 7 + i, scale: 1 })]);
     return b;
   });
-  const groups = bufs.map((b) =>
-    dev.createBindGroup({
-      layout,
-      entries: [{ binding: 0, resource: { buffer: b } }, { binding: 1, resource: { buffer: out } }],
-    })
-  );
+  const groups = bufs.map((b) => probe.bindGroup(b, out));
   const time = async (pipe: GPUComputePipeline, wgs: number) => {
     const ms = await msPerRep(
       gpu,
@@ -136,8 +98,8 @@ for (const name of opt("--shapes", "gate_up,down,o,qkv").split(",")) {
   };
   for (const [tpr, rpg, u] of PATTERNS[name]) {
     const wgs = Math.ceil(rows / (WG / tpr * rpg));
-    const gemv = await time(pipeline(gemvKernel(units, rows, tpr, rpg, u)), wgs);
-    const flat = await time(pipeline(flatKernel(bytes / 16, rpg * u)), wgs);
+    const gemv = await time(probe.pipeline(gemvKernel(units, rows, tpr, rpg, u)), wgs);
+    const flat = await time(probe.pipeline(streamKernel(rpg * u)), wgs);
     console.log(
       `${name.padEnd(8)} ${(bytes / 1e6).toFixed(1)} MB tpr ${tpr} rows ${rpg} units ${u} ` +
         `(${wgs} workgroups): gemv walk ${gemv} | flat ${flat}`,
