@@ -121,7 +121,7 @@ function headBlock(s: DecodeAttentionShape): number {
   const fits = range(Math.min(group, 8)).map((i) => i + 1).filter((g) =>
     group % g === 0 && g * hd4 <= WG
   ).reverse();
-  return fits.find((g) => (s.heads / g) * AUTO_SPLITS >= AUTO_WORKGROUPS) ?? fits[0];
+  return fits.find((g) => (s.heads / g) * AUTO_SPLITS >= AUTO_WORKGROUPS) ?? fits[0] ?? 1;
 }
 
 function splitsOf(s: DecodeAttentionShape): number {
