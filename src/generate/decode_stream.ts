@@ -19,6 +19,18 @@ export interface TokenTextDecoder {
   flush(): string;
 }
 
+/**
+ * `decoder` for a model whose rows outnumber the tokenizer's ids (Qwen2-VL: 151936 embedding and
+ * lm_head rows, 151657 ids): an id past the vocabulary — a padding row that sampling can pick —
+ * adds no text, as Hugging Face's decode skips ids it does not know, instead of failing the answer.
+ */
+export function skipUnknownIds(decoder: TokenTextDecoder, vocabSize: number): TokenTextDecoder {
+  return {
+    push: (id) => id < vocabSize ? decoder.push(id) : "",
+    flush: () => decoder.flush(),
+  };
+}
+
 /** The GPU side of one generation, after its prefill was submitted. */
 export interface DecodeRun {
   gpu: Gpu;

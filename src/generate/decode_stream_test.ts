@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { sharedGpu } from "../gpu/device.ts";
 import { createStorage, uploadArray } from "../gpu/buffers.ts";
-import { type DecodeRun, decodeStream, type TokenTextDecoder } from "./decode_stream.ts";
+import {
+  type DecodeRun,
+  decodeStream,
+  skipUnknownIds,
+  type TokenTextDecoder,
+} from "./decode_stream.ts";
+import { Tokenizer } from "../tokenizer.ts";
+import { InvalidInputError } from "../errors.ts";
 import { LoopDetector } from "./loop_detector.ts";
 import { parseGenerationConfig, resolveOptions } from "./options.ts";
 import type { GenerateOptions, GenerationEvent, GenerationResult } from "./types.ts";
@@ -167,4 +174,26 @@ Deno.test("decodeStream() with an already aborted signal yields only the done re
   assert.deepEqual(deltas, []);
   assert.equal(result.finishReason, "abort");
   assert.equal(result.usage.completionTokens, 0);
+});
+
+Deno.test("skipUnknownIds(): a padding id past the tokenizer's vocabulary adds no text, the rest decode as before", async () => {
+  const tok = await Tokenizer.fromJson(
+    await Deno.readFile(
+      new URL("../../tests/fixtures/tiny-qwen2vl/tokenizer.json", import.meta.url),
+    ),
+  );
+  const ids = tok.encode("Hello, world! ❤️");
+  const pad = tok.vocabSize + 100; // Qwen2-VL's lm_head has 151936 rows, its tokenizer fewer ids
+  using raw = tok.createStreamDecoder({ skipSpecialTokens: true });
+  assert.throws(() => raw.push(pad), InvalidInputError); // what the answer failed with before
+  using inner = tok.createStreamDecoder({ skipSpecialTokens: true });
+  const d = skipUnknownIds(inner, tok.vocabSize);
+  let text = "";
+  for (const [i, id] of ids.entries()) {
+    text += d.push(id);
+    if (i === 2) assert.equal(d.push(pad), "");
+  }
+  text += d.flush();
+  assert.equal(text, "Hello, world! ❤️");
+  tok.dispose();
 });

@@ -11,7 +11,7 @@ import { gpuIdle } from "../gpu/buffers.ts";
 import { patchCount } from "../image.ts";
 import type { ImageEmbeds, Qwen2VLModel, Session } from "../model/qwen2vl.ts";
 import type { Tokenizer } from "../tokenizer.ts";
-import { decodeStream, type DecodeStreamOptions } from "./decode_stream.ts";
+import { decodeStream, type DecodeStreamOptions, skipUnknownIds } from "./decode_stream.ts";
 import type { ResolvedOptions } from "./options.ts";
 import type { PreparedPrompt } from "./prompt.ts";
 import { imageKeys, type PromptCache } from "./prompt_cache.ts";
@@ -111,7 +111,7 @@ export async function* runGeneration(
       repetitionPenalty: o.repetitionPenalty,
       seed: o.seed,
     });
-    return yield* decodeStream(run, o, decoder, {
+    return yield* decodeStream(run, o, skipUnknownIds(decoder, tokenizer.vocabSize), {
       promptTokens: S,
       imageTokens: prompt.imageTokens,
       cachedTokens: hit.cached.tokens,
