@@ -391,6 +391,13 @@ export class DirModelSource extends BaseModelSource {
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) throw this.missing(name, e);
       if (e instanceof ModelFileError) throw e;
+      if (e instanceof Deno.errors.NotADirectory) {
+        throw new ModelFileError(
+          `${this.location} is a file, not a model directory: pass the directory that holds ` +
+            `config.json, the *.safetensors files and tokenizer.json.`,
+          { cause: e },
+        );
+      }
       throw new ModelFileError(
         `Could not read ${this.pathOf(name)}: ${(e as Error).message}.`,
         { cause: e },
@@ -508,6 +515,11 @@ export function openModelSource(
     throw new InvalidInputError(
       `Unsupported model location ${JSON.stringify(s)}: use a directory path, a file: URL, ` +
         `or an http(s) URL (or pass options.fetch for other schemes).`,
+    );
+  }
+  if (!s.trim()) {
+    throw new InvalidInputError(
+      "The model location is empty: pass a model directory, a file: URL or an http(s) URL.",
     );
   }
   return new DirModelSource(s);

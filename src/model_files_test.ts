@@ -172,6 +172,18 @@ Deno.test("openModelSource() takes a path, a file: URL and an http URL", async (
     openModelSource("https://example.com/org/model/resolve/main") instanceof UrlModelSource,
   );
   assert.throws(() => openModelSource("s3://bucket/model"), InvalidInputError);
+  assert.throws(() => openModelSource(""), /model location is empty/);
+  assert.throws(() => openModelSource("  "), /model location is empty/);
+});
+
+Deno.test("a file given as the model directory is named as such", async () => {
+  const file = FIXTURE_DIR + "config.json";
+  await assert.rejects(
+    () => openModelSource(file).readJson("config.json"),
+    (e: Error) =>
+      e instanceof ModelFileError &&
+      e.message.startsWith(`${file} is a file, not a model directory`),
+  );
 });
 
 Deno.test("UrlModelSource reads the fixture over HTTP with Range requests", async () => {

@@ -103,6 +103,19 @@ export interface PipelineOptions {
   onProgress?: (doneBytes: number, totalBytes: number) => void;
 }
 
+const LOAD_OPTION_KEYS: Record<keyof PipelineOptions, true> = {
+  dtype: true,
+  quant: true,
+  visionQuant: true,
+  kvCacheDtype: true,
+  gpu: true,
+  modelId: true,
+  maxContext: true,
+  loopDetection: true,
+  promptCache: true,
+  onProgress: true,
+};
+
 /** What {@link Pipeline.forward} returns: one forward pass over a prompt, all on the CPU. */
 export interface ForwardResult {
   /** The prompt as the model saw it. */
@@ -160,6 +173,14 @@ export class Pipeline implements ChatEngine {
     location: string | URL | ModelSource,
     opts: PipelineOptions = {},
   ): Promise<Pipeline> {
+    // A misspelt option would otherwise be ignored ({ quantization: "q8" } loading f16 weights).
+    const unknown = Object.keys(opts).filter((k) => !Object.hasOwn(LOAD_OPTION_KEYS, k));
+    if (unknown.length) {
+      throw new InvalidInputError(
+        `unknown load option${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}; the options ` +
+          `are ${Object.keys(LOAD_OPTION_KEYS).join(", ")}`,
+      );
+    }
     const src = typeof location === "string" || location instanceof URL
       ? openModelSource(location)
       : location;
@@ -181,9 +202,25 @@ export class Pipeline implements ChatEngine {
           `≥ 2 and minTokens ≥ 2 (${(e as Error).message})`,
       );
     }
+    const promptCache = opts.promptCache ?? true;
+    if (
+      typeof promptCache !== "boolean" && !(Number.isInteger(promptCache) && promptCache >= 0)
+    ) {
+      throw new InvalidInputError(
+        `promptCache must be true, false or a whole number of conversations to keep (0: off), ` +
+          `got ${JSON.stringify(promptCache)}`,
+      );
+    }
+    if (opts.onProgress !== undefined && typeof opts.onProgress !== "function") {
+      throw new InvalidInputError(
+        `onProgress must be a function (doneBytes, totalBytes) => void, got ${typeof opts
+          .onProgress}`,
+      );
+    }
     const processor = await ChatProcessor.load(src, undefined, config);
+    let model: Qwen2VLModel | undefined;
     try {
-      const model = await Qwen2VLModel.load(src, {
+      model = await Qwen2VLModel.load(src, {
         gpu: opts.gpu,
         dtype: opts.dtype,
         quant: opts.quant,
@@ -199,9 +236,10 @@ export class Pipeline implements ChatEngine {
         processor,
         generationConfig,
         opts.loopDetection ?? {},
-        opts.promptCache ?? true,
+        promptCache,
       );
     } catch (e) {
+      model?.dispose(); // its GPU memory, were it loaded
       processor.tokenizer.dispose();
       throw e;
     }

@@ -5,7 +5,7 @@ import { MemoryModelSource, openModelSource } from "./model_files.ts";
 import { readReferenceCase, TINY_DIR } from "./model/_fixture.ts";
 import { maxAbsDiff } from "./ref/_random.ts";
 import { BITS_PER_WEIGHT, logitError } from "./model/quantize.ts";
-import { Pipeline } from "./pipeline.ts";
+import { Pipeline, type PipelineOptions } from "./pipeline.ts";
 import type { ChatMessage, GenerationEvent } from "./generate/types.ts";
 
 const pipeline = sharedGpu().then((gpu) =>
@@ -332,6 +332,32 @@ Deno.test("Pipeline.load() refuses bad loopDetection thresholds before loading",
   await assert.rejects(
     () => Pipeline.load(TINY_DIR, { loopDetection: { minTokens: -1 } }),
     (e: Error) => e instanceof InvalidInputError && /loopDetection.*minTokens/.test(e.message),
+  );
+});
+
+Deno.test("Pipeline.load() refuses a bad promptCache, onProgress or an unknown option before any weight is uploaded", async () => {
+  for (const promptCache of [-1, 1.5, "yes"]) {
+    let uploaded = 0;
+    await assert.rejects(
+      () =>
+        Pipeline.load(TINY_DIR, {
+          promptCache: promptCache as number,
+          onProgress: (done) => uploaded = done,
+        }),
+      (e: Error) => e instanceof InvalidInputError && /promptCache must be/.test(e.message),
+      `promptCache ${promptCache}`,
+    );
+    assert.equal(uploaded, 0, `promptCache ${promptCache}: nothing uploaded`);
+  }
+  await assert.rejects(
+    () => Pipeline.load(TINY_DIR, { quantization: "q8" } as PipelineOptions),
+    (e: Error) =>
+      e instanceof InvalidInputError &&
+      /unknown load option quantization; .*quant,/.test(e.message),
+  );
+  await assert.rejects(
+    () => Pipeline.load(TINY_DIR, { onProgress: "x" as unknown as () => void }),
+    (e: Error) => e instanceof InvalidInputError && /onProgress must be a function/.test(e.message),
   );
 });
 
