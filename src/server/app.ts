@@ -239,7 +239,9 @@ export function createApp(
       cors({
         origin: settings.cors === true ? "*" : settings.cors,
         allowMethods: ["GET", "POST", "OPTIONS"],
-        allowHeaders: ["Authorization", "Content-Type"],
+        // No allowHeaders: the preflight allows the headers the browser asks for, as vLLM's
+        // ["*"] and llama.cpp's "*" do. A fixed list blocked the openai npm client in a browser,
+        // which sends X-Stainless-* headers with every request.
         maxAge: 600,
       }),
     );
