@@ -6,6 +6,8 @@
  * @module
  */
 import { badRequest, HttpError } from "./_errors.ts";
+import { InvalidInputError } from "../errors.ts";
+import { decodeImage, DEFAULT_IMAGE_PROCESSOR_CONFIG, smartResize } from "../image.ts";
 
 /** What the server may do to fetch an image. */
 export interface ImagePolicy {
@@ -293,4 +295,20 @@ export async function loadImage(
     );
   }
   return await fetchImage(parsed, param, policy, signal);
+}
+
+/**
+ * Decodes an image once before its request is queued (the engine decodes it again when the
+ * request's turn comes): a corrupt, truncated, oversized or too elongated image is then a 400
+ * naming its field, not an error the engine finds after the request has waited its turn — on a
+ * stream already answered 200. Costs a decode on the server's thread (WASM; `decodeImage`).
+ */
+export async function checkDecodes(bytes: Uint8Array, param: string): Promise<void> {
+  try {
+    const { width, height } = await decodeImage(bytes);
+    smartResize(height, width, DEFAULT_IMAGE_PROCESSOR_CONFIG); // its size and aspect checks
+  } catch (e) {
+    if (!(e instanceof InvalidInputError)) throw e;
+    throw badRequest(param, `${param}: ${e.message}`, "invalid_image");
+  }
 }

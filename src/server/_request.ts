@@ -10,7 +10,7 @@
 import { MAX_NEW_TOKENS_LIMIT, MAX_STOP_LENGTH } from "../generate/options.ts";
 import type { ChatMessage, ContentPart, GenerateOptions } from "../generate/types.ts";
 import { badRequest } from "./_errors.ts";
-import { type ImagePolicy, loadImage } from "./_images.ts";
+import { checkDecodes, type ImagePolicy, loadImage } from "./_images.ts";
 
 /** OpenAI accepts at most 4 stop sequences. */
 const MAX_STOP_SEQUENCES = 4;
@@ -322,7 +322,21 @@ export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequ
   return { model: body.model, messages, options, stream, includeUsage };
 }
 
-/** Fetches or decodes every image of validated messages, in order. */
+async function checkedImage(
+  url: string,
+  param: string,
+  policy: ImagePolicy,
+  signal?: AbortSignal,
+): Promise<Uint8Array> {
+  const bytes = await loadImage(url, param, policy, signal);
+  await checkDecodes(bytes, param);
+  return bytes;
+}
+
+/**
+ * Fetches or decodes every image of validated messages, in order, and checks that each decodes
+ * (a bad image is a 400 here, before the request waits in the queue).
+ */
 export function loadMessages(
   messages: RequestMessage[],
   policy: ImagePolicy,
@@ -334,7 +348,7 @@ export function loadMessages(
       content.map(async (part): Promise<ContentPart> =>
         part.type === "text"
           ? part
-          : { type: "image", image: await loadImage(part.url, part.param, policy, signal) }
+          : { type: "image", image: await checkedImage(part.url, part.param, policy, signal) }
       ),
     );
     return { role, content: parts };

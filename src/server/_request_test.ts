@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { HttpError } from "./_errors.ts";
 import { loadMessages, parseChatRequest } from "./_request.ts";
+import { encodePng } from "../_png.ts";
 
 const LIMITS = { stopOnLoop: true, maxImages: 2 };
 const PNG = await Deno.readFile(
@@ -136,4 +137,33 @@ Deno.test("loadMessages() decodes images into ContentPart bytes and leaves text 
     { role: "system", content: "s" },
     { role: "user", content: [{ type: "image", image: PNG }, { type: "text", text: "t" }] },
   ]);
+});
+
+Deno.test("loadMessages() refuses an image that does not decode, or is too elongated, as a 400 naming its field", async () => {
+  const policy = { allowRemote: false, allowPrivate: false, maxBytes: 1 << 20, timeoutMs: 1000 };
+  const thin = await encodePng(201, 1, new Uint8Array(201 * 3).fill(128)); // 201:1: over 200:1
+  const cases: [Uint8Array, RegExp][] = [
+    [PNG.subarray(0, PNG.length >> 1), /cannot decode PNG/], // the magic bytes are right
+    [thin, /aspect ratio is too extreme/],
+  ];
+  for (const [bytes, why] of cases) {
+    const { messages } = parseChatRequest({
+      model: "m",
+      messages: [{
+        role: "user",
+        content: [{ type: "text", text: "t" }, {
+          type: "image_url",
+          image_url: { url: `data:image/png;base64,${bytes.toBase64()}` },
+        }],
+      }],
+    }, LIMITS);
+    await assert.rejects(() => loadMessages(messages, policy), (e: Error) => {
+      assert.ok(e instanceof HttpError, String(e));
+      assert.equal(e.status, 400);
+      assert.equal(e.param, "messages[0].content[1].image_url.url");
+      assert.equal(e.code, "invalid_image");
+      assert.match(e.message, why);
+      return true;
+    });
+  }
 });

@@ -320,7 +320,8 @@ export function createApp(
       const detach = follow(c.req.raw.signal, abort);
       let streaming = false;
       try {
-        // Images are fetched before queueing: a bad image is a 400, not a stream that fails.
+        // Images are fetched and decoded before queueing: a bad image is a 400, not a stream
+        // that fails once the request's turn comes.
         const messages = await loadMessages(request.messages, policy, abort.signal);
         const ticket = queue.enter(abort.signal);
         if (!ticket) {
