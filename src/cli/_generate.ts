@@ -21,8 +21,10 @@ import {
   readImageFile,
   requireString,
   stringList,
+  UsageError,
   type Values,
 } from "./_args.ts";
+import { InvalidInputError } from "../errors.ts";
 
 const USAGE = `usage: qvq generate --model <dir|url|org/name> --prompt <text> [options]
 
@@ -95,11 +97,37 @@ export const SAMPLING_OPTIONS = {
   seed: { type: "string" },
 } as const;
 
+/** The flag of each generation option, for usage errors. */
+const FLAGS: Record<string, string> = {
+  maxNewTokens: "--max-tokens",
+  temperature: "--temperature",
+  topP: "--top-p",
+  topK: "--top-k",
+  repetitionPenalty: "--repetition-penalty",
+  seed: "--seed",
+  stop: "--stop",
+};
+
 /**
  * Sampling options (and `--stop`/`--stop-on-loop` where the command takes them) from the command
- * line, absent ones left out; ranges are checked later by resolveOptions.
+ * line, absent ones left out. Their ranges do not depend on the model, so they are checked here,
+ * before gigabytes of weights load: an out-of-range value is a UsageError naming its flag.
  */
 export function generateOptions(v: Values, usage: string): GenerateOptions {
+  const o = readGenerateOptions(v, usage);
+  try {
+    resolveOptions(o, parseGenerationConfig({}));
+  } catch (e) {
+    if (!(e instanceof InvalidInputError)) throw e;
+    // resolveOptions names the option ("maxNewTokens must be …", "stop[0] must be …").
+    const name = e.message.match(/^(\w+)/)?.[1] ?? "";
+    const flag = FLAGS[name];
+    throw new UsageError(flag ? e.message.replace(/^\w+(\[\d+\])?/, flag) : e.message, usage);
+  }
+  return o;
+}
+
+function readGenerateOptions(v: Values, usage: string): GenerateOptions {
   const o: GenerateOptions = {};
   const set = <K extends keyof GenerateOptions>(key: K, val: GenerateOptions[K] | undefined) => {
     if (val !== undefined) o[key] = val;
@@ -131,8 +159,6 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
   }
   requireString(v, "model", USAGE);
   const options = generateOptions(v, USAGE);
-  // Ranges do not depend on the model: fail before loading gigabytes of weights.
-  resolveOptions(options, parseGenerationConfig({}));
   const messages = await promptMessages(v, USAGE);
   const pipeline = await loadPipeline(v, USAGE);
   const abort = new AbortController();

@@ -115,6 +115,8 @@ export async function main(args: string[], io: Io = stdio): Promise<number> {
       await io.err(`error: ${e.message}\n`);
       return 1;
     }
+    // stdout closed by its reader (`qvq generate … | head`): nothing left to write to.
+    if (e instanceof Deno.errors.BrokenPipe) return 0;
     throw e;
   }
 }

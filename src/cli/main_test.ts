@@ -181,13 +181,42 @@ Deno.test("qvq generate streams the answer to stdout and a summary to stderr", a
   assert.match(r.err, /^\[stop\] 26 prompt \+ 2 generated tokens/);
 });
 
-Deno.test("qvq generate reports a bad option value with exit code 1, before loading the model", async () => {
+Deno.test("qvq generate and chat report an out-of-range option as bad usage (exit 2, its flag named), before loading the model", async () => {
   // A negative number is the option's value with or without "=".
-  for (const temperature of [["--temperature=-1"], ["--temperature", "-1"]]) {
-    const r = await cli(["generate", ...TINY_F32, "--prompt", "hi", ...temperature]);
-    assert.equal(r.code, 1, r.err);
-    assert.match(r.err, /temperature must be .* got -1/);
+  const cases: [string[], RegExp][] = [
+    [["--temperature=-1"], /--temperature must be .* got -1/],
+    [["--temperature", "-1"], /--temperature must be .* got -1/],
+    [["--max-tokens", "0"], /--max-tokens must be an integer in \[1, 8192\], got 0/],
+    [["--top-p", "2"], /--top-p must be/],
+    [["--seed", "-3"], /--seed must be/],
+    [["--stop", ""], /--stop must be a non-empty string/],
+  ];
+  for (const [flag, msg] of cases) {
+    const r = await cli(["generate", "--model", "/nonexistent-model", "--prompt", "hi", ...flag]);
+    assert.equal(r.code, 2, `${flag.join(" ")}: ${r.err}`);
+    assert.match(r.err, msg, flag.join(" "));
+    assert.match(r.err, /usage: qvq generate/, flag.join(" "));
   }
+  // chat checks them at start too (it went on to load the model, then failed every message).
+  const r = await cli(["chat", "--model", "/nonexistent-model", "--max-tokens", "0"], "hello\n");
+  assert.equal(r.code, 2, r.err);
+  assert.match(r.err, /--max-tokens must be an integer in \[1, 8192\], got 0/);
+});
+
+Deno.test("qvq generate stops quietly when its stdout is closed (piped into head)", async () => {
+  let err = "", writes = 0;
+  const io: Io = {
+    out: () => {
+      writes++;
+      throw new Deno.errors.BrokenPipe("Broken pipe (os error 32)");
+    },
+    err: (t) => void (err += t),
+    stdin: () => new Blob([""]).stream(),
+  };
+  const code = await main(["generate", ...TINY_F32, "--prompt", "hi", ...GREEDY_2], io);
+  assert.equal(code, 0);
+  assert.equal(writes, 1, "nothing written after the pipe closed");
+  assert.equal(err, "");
 });
 
 Deno.test("qvq logits writes the reference tensors, matching transformers on case 0", async () => {
