@@ -225,11 +225,14 @@ function parsedOption<T>(
 
 /** The bytes of an `--image` file; an unreadable one is an InvalidInputError naming the path. */
 export async function readImageFile(path: string): Promise<Uint8Array> {
+  let bytes: Uint8Array;
   try {
-    return await Deno.readFile(path);
+    bytes = await Deno.readFile(path);
   } catch (e) {
     throw new InvalidInputError(`cannot read image "${path}": ${(e as Error).message}`);
   }
+  if (!bytes.length) throw new InvalidInputError(`image "${path}" is an empty file`);
+  return bytes;
 }
 
 /**

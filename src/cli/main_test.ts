@@ -306,3 +306,21 @@ Deno.test("qvq tokenize and detokenize read JSON on stdin", async () => {
   assert.equal(bad.code, 1);
   assert.match(bad.err, /not valid JSON/);
 });
+
+Deno.test("qvq generate names an --image file that is missing or empty", async () => {
+  const empty = await Deno.makeTempFile({ suffix: ".png" });
+  try {
+    for (
+      const [path, msg] of [[empty, /image ".*\.png" is an empty file/], [
+        "/nonexistent.png",
+        /cannot read image "\/nonexistent\.png"/,
+      ]] as const
+    ) {
+      const r = await cli(["generate", "--model", TINY_DIR, "--image", path, "--prompt", "hi"]);
+      assert.equal(r.code, 1, r.err);
+      assert.match(r.err, msg);
+    }
+  } finally {
+    await Deno.remove(empty);
+  }
+});
