@@ -118,6 +118,7 @@ export type { KvDType } from "./kernels/kv_cache.ts";
 // Errors.
 export {
   ContextLengthError,
+  EngineClosedError,
   GpuError,
   InvalidInputError,
   ModelFileError,

@@ -29,6 +29,12 @@ export class ContextLengthError extends InvalidInputError {}
 export class GpuError extends QvqError {}
 
 /**
+ * The engine was disposed while a generation ran, or before one was asked for (a server shutting
+ * down: the server answers 503 `server_shutting_down`). Retry against an engine that is loaded.
+ */
+export class EngineClosedError extends QvqError {}
+
+/**
  * qvq's error classes by name: what rebuilds an error that crossed from a worker
  * (src/server/worker_engine.ts) as its own class, which the server maps to an HTTP status.
  */
@@ -38,4 +44,5 @@ export const ERROR_CLASSES: Readonly<Record<string, new (message: string) => Qvq
   InvalidInputError,
   ContextLengthError,
   GpuError,
+  EngineClosedError,
 };

@@ -5,6 +5,7 @@
  */
 import {
   ContextLengthError,
+  EngineClosedError,
   GpuError,
   InvalidInputError,
   ModelFileError,
@@ -61,6 +62,15 @@ export function toHttpError(error: unknown): HttpError {
     return badRequest("messages", error.message, "context_length_exceeded");
   }
   if (error instanceof InvalidInputError) return badRequest(null, error.message);
+  if (error instanceof EngineClosedError) {
+    return new HttpError(
+      503,
+      "The server is shutting down: this request was not finished. Retry it.",
+      "server_error",
+      null,
+      "server_shutting_down",
+    );
+  }
   if (error instanceof GpuError || error instanceof ModelFileError) {
     return new HttpError(500, error.message, "server_error", null, error.name);
   }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ContextLengthError, GpuError, InvalidInputError } from "../errors.ts";
+import { ContextLengthError, EngineClosedError, GpuError, InvalidInputError } from "../errors.ts";
 import { badRequest, errorResponse, HttpError, toHttpError } from "./_errors.ts";
 
 Deno.test("errorResponse() sends OpenAI's error JSON with the status and extra headers", async () => {
@@ -31,6 +31,11 @@ Deno.test("toHttpError() makes input errors 400s, GPU errors 500s with their mes
   assert.equal(gpu.status, 500);
   assert.equal(gpu.code, "GpuError");
   assert.match(gpu.message, /kv cache/);
+  // The engine disposed under a request (the server shutting down): retry elsewhere, not a bug.
+  const closed = toHttpError(new EngineClosedError("the engine was disposed"));
+  assert.equal(closed.status, 503);
+  assert.equal(closed.code, "server_shutting_down");
+  assert.match(closed.message, /shutting down.*Retry/);
   const other = toHttpError(new RangeError("index 7 out of range in secret.ts"));
   assert.equal(other.status, 500);
   assert.doesNotMatch(other.message, /secret/);

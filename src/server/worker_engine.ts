@@ -15,7 +15,7 @@ import type {
   GenerateOptions,
   GenerationEvent,
 } from "../generate/types.ts";
-import { ERROR_CLASSES, GpuError, QvqError } from "../errors.ts";
+import { EngineClosedError, ERROR_CLASSES, GpuError } from "../errors.ts";
 import type { PipelineOptions } from "../pipeline.ts";
 import type { DownloadOptions } from "../hub/download.ts";
 import { threadExited } from "./_thread.ts";
@@ -183,7 +183,9 @@ export class WorkerEngine implements ChatEngine {
    */
   dispose(): void {
     if (this.#failure) return;
-    this.#fail(new QvqError("this engine was disposed; load it again"));
+    this.#fail(
+      new EngineClosedError("the engine was disposed (the server is shutting down); load it again"),
+    );
     this.#worker.postMessage({ type: "dispose" } satisfies ToWorker);
     const fallback = setTimeout(() => this.#ended(true), DISPOSE_TIMEOUT_MS);
     Deno.unrefTimer(fallback);

@@ -3,7 +3,13 @@ import { TINY_DIR } from "../model/_fixture.ts";
 import { loadEngine } from "./_engine.ts";
 import { loadWorkerEngine, WorkerEngine } from "./worker_engine.ts";
 import { currentThread } from "./_thread.ts";
-import { ContextLengthError, InvalidInputError, ModelFileError, QvqError } from "../errors.ts";
+import {
+  ContextLengthError,
+  EngineClosedError,
+  InvalidInputError,
+  ModelFileError,
+  QvqError,
+} from "../errors.ts";
 import type {
   ChatEngine,
   ChatMessage,
@@ -103,7 +109,10 @@ Deno.test("WorkerEngine.dispose() during a generation ends its stream, then the 
       if (events.length === 1) engine.dispose();
     }
   })();
-  await assert.rejects(run, (e: Error) => e instanceof QvqError && /disposed/.test(e.message));
+  await assert.rejects(
+    run,
+    (e: Error) => e instanceof EngineClosedError && /disposed/.test(e.message),
+  );
   assert.deepEqual(events, ["delta"], "no event after the dispose");
   // The worker freed the GPU and exited on its own: not killed by the fallback, 10 s after.
   let timer: ReturnType<typeof setTimeout> | undefined;
