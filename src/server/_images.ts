@@ -301,7 +301,8 @@ export async function loadImage(
  * Decodes an image once before its request is queued (the engine decodes it again when the
  * request's turn comes): a corrupt, truncated, oversized or too elongated image is then a 400
  * naming its field, not an error the engine finds after the request has waited its turn — on a
- * stream already answered 200. Costs a decode on the server's thread (WASM; `decodeImage`).
+ * stream already answered 200. Costs a decode on the server's thread (WASM `decodeImage`: 4.8 ms
+ * for a 1024 × 768 PNG on the 2-core development VM, 2026-11-29).
  */
 export async function checkDecodes(bytes: Uint8Array, param: string): Promise<void> {
   try {
