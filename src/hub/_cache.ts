@@ -63,26 +63,28 @@ export class RepoCache {
 
   /**
    * Points `snapshots/<commit>/<file>` at `blobs/<etag>` with a relative symlink (so the cache can
-   * move), replacing whatever was there. Where symlinks are not allowed (Windows without developer
-   * mode) the blob is copied instead.
+   * move). A pointer already at that blob is left alone; another is replaced by a rename, so a
+   * process reading the snapshot meanwhile never finds the file missing, and two processes linking
+   * the same file do not collide. Where symlinks are not allowed (Windows without developer mode)
+   * the blob is copied instead.
    */
   async link(commit: string, file: string, etag: string): Promise<string> {
     const pointer = join(this.snapshot(commit), file);
     await Deno.mkdir(join(pointer, ".."), { recursive: true });
     const depth = file.split("/").length + 1; // up from snapshots/<commit>/<dirs...>
     const target = [...Array(depth).fill(".."), "blobs", etag].join("/");
-    await Deno.remove(pointer).catch((e) => {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    });
+    if (await Deno.readLink(pointer).catch(() => undefined) === target) return pointer;
+    const tmp = `${pointer}.${crypto.randomUUID()}.tmp`;
     try {
-      await Deno.symlink(target, pointer);
+      await Deno.symlink(target, tmp);
     } catch (error) {
       if (
         !(error instanceof Deno.errors.PermissionDenied ||
           error instanceof Deno.errors.NotSupported)
       ) throw error;
-      await Deno.copyFile(this.blob(etag), pointer);
+      await Deno.copyFile(this.blob(etag), tmp);
     }
+    await Deno.rename(tmp, pointer);
     return pointer;
   }
 }

@@ -21,7 +21,23 @@ Deno.test("RepoCache names folders like huggingface_hub and links snapshots rela
     const pointer = await cache.link(commit, "sub/config.json", "e1");
     assert.equal(await Deno.readLink(pointer), "../../../blobs/e1");
     assert.equal(await Deno.readTextFile(pointer), "{}");
-    await cache.link(commit, "sub/config.json", "e1"); // relinking replaces
+    // Relinking to the same blob leaves the link alone (the same inode); to another replaces it.
+    const before = (await Deno.lstat(pointer)).ino;
+    await cache.link(commit, "sub/config.json", "e1");
+    assert.equal((await Deno.lstat(pointer)).ino, before);
+    await Deno.writeTextFile(cache.blob("e2"), "[]");
+    await cache.link(commit, "sub/config.json", "e2");
+    assert.equal(await Deno.readLink(pointer), "../../../blobs/e2");
+    // Two processes linking the same files at once (they used to race remove / symlink into
+    // AlreadyExists): every link lands, nothing is left behind.
+    await Promise.all(
+      Array.from(
+        { length: 8 },
+        (_, i) => cache.link(commit, `f${i % 2}.json`, i < 4 ? "e1" : "e2"),
+      ),
+    );
+    const names = [...Deno.readDirSync(cache.snapshot(commit))].map((e) => e.name).sort();
+    assert.deepEqual(names, ["f0.json", "f1.json", "sub"]);
     assert.equal(await cache.readRef("main"), undefined);
     await cache.writeRef("main", commit);
     assert.equal(await cache.readRef("main"), commit);
