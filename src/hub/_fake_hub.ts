@@ -39,6 +39,14 @@ export interface Faults {
   wrongSize?: { file: string; delta: number };
   /** Serve this file with one byte flipped (its announced sha256 stays). */
   corrupt?: string;
+  /** Send this many bytes of this file, then nothing more (the connection stays open), this many times. */
+  stall?: { file: string; after: number; times: number };
+  /** Never answer a HEAD (a black-holing proxy). */
+  stallHead?: boolean;
+  /** Answer every /resolve/ request with this status and no X-Error-Code (503; 404: a plain web server). */
+  status?: number;
+  /** Answer with this status, X-Error-Code and X-Error-Message (a token the hub refuses: 401). */
+  refuse?: { status: number; code?: string; message: string };
 }
 
 /** Requests the fake hub saw: method, path, Range and Authorization. */
@@ -61,6 +69,9 @@ export async function fakeHub(faults: Faults = {}, options: { gated?: boolean } 
   const byHash = new Map([...files].filter(([n]) => isLfs(n)).map(([n, b]) => [sha256(b), n]));
   const seen: Seen[] = [];
   let interruptions = faults.interrupt?.times ?? 0;
+  let stalls = faults.stall?.times ?? 0;
+  // Streams and HEADs left hanging, ended at shutdown.
+  const hanging: (() => void)[] = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
     const url = new URL(request.url);
     seen.push({
@@ -77,6 +88,19 @@ export async function fakeHub(faults: Faults = {}, options: { gated?: boolean } 
     const m = url.pathname.match(/^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/);
     if (!m) return error(404, "NotFound");
     const [, repo, revision, name] = m;
+    if (faults.stallHead && request.method === "HEAD") {
+      return new Promise<Response>((resolve) =>
+        hanging.push(() => resolve(new Response(null, { status: 503 })))
+      );
+    }
+    if (faults.status) return new Response("nope", { status: faults.status });
+    if (faults.refuse) {
+      const { status, code, message } = faults.refuse;
+      return new Response(message, {
+        status,
+        headers: { ...(code ? { "x-error-code": code } : {}), "x-error-message": message },
+      });
+    }
     if (repo !== REPO) return error(401, "RepoNotFound");
     if (options.gated && request.headers.get("authorization") !== "Bearer hf_good") {
       return error(403, "GatedRepo");
@@ -122,6 +146,21 @@ export async function fakeHub(faults: Faults = {}, options: { gated?: boolean } 
     if (range) headers["content-range"] = `bytes ${from}-${bytes.length - 1}/${bytes.length}`;
     const status = range ? 206 : 200;
     if (request.method === "HEAD") return new Response(null, { status, headers });
+    if (faults.stall?.file === name && stalls > 0) {
+      stalls--;
+      const cut = faults.stall.after;
+      const stream = new ReadableStream<Uint8Array>({
+        start(c) {
+          c.enqueue(body.slice(0, cut));
+          hanging.push(() => {
+            try {
+              c.close();
+            } catch { /* the client cancelled it already */ }
+          });
+        },
+      });
+      return new Response(stream, { status, headers });
+    }
     if (faults.interrupt?.file === name && interruptions > 0) {
       interruptions--;
       const cut = faults.interrupt.after;
@@ -138,10 +177,14 @@ export async function fakeHub(faults: Faults = {}, options: { gated?: boolean } 
     return new Response(body, { status, headers });
   }
 
+  const shutdown = () => {
+    hanging.splice(0).forEach((end) => end());
+    return server.shutdown();
+  };
   return {
     endpoint: `http://127.0.0.1:${server.addr.port}`,
     seen,
-    [Symbol.asyncDispose]: () => server.shutdown(),
-    shutdown: () => server.shutdown(),
+    [Symbol.asyncDispose]: shutdown,
+    shutdown,
   };
 }

@@ -31,14 +31,26 @@ export interface DownloadOptions {
   revision?: string;
   /** The hub's base URL. Default `HF_ENDPOINT`, else https://huggingface.co. */
   endpoint?: string;
-  /** Access token for gated or private models. Default `HF_TOKEN`. */
+  /**
+   * Access token for gated or private models. Default `HF_TOKEN`, else the token `hf auth login`
+   * saved (`HF_TOKEN_PATH`, else `$HF_HOME/token`), as huggingface_hub reads it.
+   */
   token?: string;
   /** Cache root. Default `HF_HUB_CACHE`, else `$HF_HOME/hub`, else ~/.cache/huggingface/hub. */
   cacheDir?: string;
   /** Use only the cache (no network). Default: `HF_HUB_OFFLINE=1`. */
   offline?: boolean;
-  /** A progress bar on stderr (true), none (false), or your own sink. Default: when stderr is a terminal. */
+  /**
+   * A progress bar on stderr (true), none (false), or your own sink. Default true: redrawn in place
+   * on a terminal, a line every 10 % where stderr is a file or a pipe (`docker logs`).
+   */
   progress?: boolean | ProgressSink;
+  /**
+   * Seconds to wait for the hub's answer to a file's metadata, and for the next bytes of a
+   * download before resuming it. Default `HF_HUB_DOWNLOAD_TIMEOUT`, else `HF_HUB_ETAG_TIMEOUT`,
+   * else 10 (huggingface_hub's defaults): a stalled connection is retried, not waited on forever.
+   */
+  timeoutSeconds?: number;
   /** Times a dropped download is resumed before giving up. Default 5. */
   retries?: number;
   /** Files downloaded at once. Default 4. */
@@ -85,9 +97,46 @@ interface Context {
   repoId: string;
   endpoint: string;
   headers: Record<string, string>;
+  /** Whether a token is sent (for what a 401 means). */
+  token: boolean;
   cache: RepoCache;
   retries: number;
+  /** Longest wait for a HEAD's answer, and between two chunks of a download, in ms. */
+  timeoutMs: number;
   signal?: AbortSignal;
+}
+
+/**
+ * The hub could not be reached, or did not answer in time: the download falls back to a complete
+ * cached snapshot where there is one.
+ */
+class HubUnreachable extends ModelFileError {}
+
+/** An HTTP error from the hub, with its X-Error-Code (RevisionNotFound, GatedRepo, …). */
+class HubHttpError extends ModelFileError {
+  constructor(message: string, readonly status: number, readonly code: string | null) {
+    super(message);
+  }
+}
+
+/** `signal`, also aborted after `ms` (a TimeoutError). */
+function withTimeout(signal: AbortSignal | undefined, ms: number): AbortSignal {
+  const timeout = AbortSignal.timeout(ms);
+  return signal ? AbortSignal.any([signal, timeout]) : timeout;
+}
+
+/** huggingface_hub's token file: HF_TOKEN_PATH, else $HF_HOME/token (~/.cache/huggingface/token). */
+function savedToken(): string | undefined {
+  const home = env("HF_HOME") ??
+    join(
+      env("XDG_CACHE_HOME") ?? join(env("HOME") ?? env("USERPROFILE") ?? ".", ".cache"),
+      "huggingface",
+    );
+  try {
+    return Deno.readTextFileSync(env("HF_TOKEN_PATH") ?? join(home, "token")).trim() || undefined;
+  } catch {
+    return undefined; // none saved, or not readable
+  }
 }
 
 /** huggingface_hub's `_normalize_etag`: drop a weak `W/` prefix and the quotes. */
@@ -95,34 +144,49 @@ function normalizeEtag(etag: string): string {
   return etag.replace(/^W\//, "").replace(/^"|"$/g, "");
 }
 
-/** The hub's reason for a failed request, from its X-Error-Code header. */
+/** The hub's reason for a failed request, from its X-Error-Code and X-Error-Message headers. */
 function hubError(
   ctx: Context,
   file: string,
   revision: string,
   response: Response,
-): ModelFileError {
+): HubHttpError {
   const code = response.headers.get("x-error-code");
+  const said = response.headers.get("x-error-message");
   const where = `${ctx.endpoint}/${ctx.repoId}`;
-  if (code === "GatedRepo" || response.status === 403) {
-    return new ModelFileError(
-      `"${ctx.repoId}" is gated: accept its license on ${where} and set HF_TOKEN to a token of that account.`,
+  const error = (message: string) => new HubHttpError(message, response.status, code);
+  if (code === "GatedRepo") {
+    return error(
+      `"${ctx.repoId}" is gated: accept its license on ${where} and set HF_TOKEN to a token of ` +
+        `that account${said ? ` (the hub said: ${said})` : ""}.`,
+    );
+  }
+  if (code === "RevisionNotFound") {
+    return error(
+      `"${ctx.repoId}" has no revision "${revision}"; use a branch, tag or commit hash.`,
+    );
+  }
+  if (response.status === 401 && ctx.token && code !== "RepoNotFound") {
+    return error(
+      `${ctx.endpoint} refused the token (HF_TOKEN or the saved one)${said ? `: ${said}` : ""}. ` +
+        `Set HF_TOKEN to a valid token.`,
     );
   }
   if (code === "RepoNotFound" || response.status === 401) {
-    return new ModelFileError(
+    return error(
       `No model "${ctx.repoId}" on ${ctx.endpoint} (or it is private: set HF_TOKEN). ` +
         `Check the id, e.g. "Qwen/Qwen2-VL-2B-Instruct", or pass a local model directory.`,
     );
   }
-  if (code === "RevisionNotFound") {
-    return new ModelFileError(
-      `"${ctx.repoId}" has no revision "${revision}"; use a branch, tag or commit hash.`,
+  if (response.status === 403) {
+    return error(
+      `${ctx.endpoint} forbids "${file}" of "${ctx.repoId}"${said ? `: ${said}` : ""}. Make sure ` +
+        `HF_TOKEN is set to a token with read access to it.`,
     );
   }
-  return new ModelFileError(
+  return error(
     `Downloading "${file}" of "${ctx.repoId}" failed: HTTP ${response.status} from ${where} ` +
-      `(${code ?? response.statusText}).`,
+      `(${said ?? code ?? response.statusText}).`,
   );
 }
 
@@ -141,12 +205,26 @@ async function headFile(
 ): Promise<FileMeta | undefined> {
   let url = resolveUrl(ctx, revision, name);
   for (let hop = 0; hop < 5; hop++) {
-    const response = await fetch(url, {
-      method: "HEAD",
-      redirect: "manual",
-      headers: ctx.headers,
-      signal: ctx.signal,
-    });
+    let response: Response;
+    try {
+      response = await fetch(url, {
+        method: "HEAD",
+        redirect: "manual",
+        headers: ctx.headers,
+        signal: withTimeout(ctx.signal, ctx.timeoutMs),
+      });
+    } catch (error) {
+      if (ctx.signal?.aborted) throw error;
+      const why = error instanceof DOMException && error.name === "TimeoutError"
+        ? `no answer within ${ctx.timeoutMs / 1000} s`
+        : (error as Error).message;
+      throw new HubUnreachable(
+        `Cannot reach ${ctx.endpoint} for "${name}" of "${ctx.repoId}" (${why}).`,
+        {
+          cause: error,
+        },
+      );
+    }
     await response.body?.cancel();
     const location = response.headers.get("location");
     const isRedirect = response.status >= 300 && response.status < 400 && location;
@@ -230,9 +308,18 @@ async function writeAll(
 function localWriteError(path: string, error: unknown): ModelFileError {
   return new ModelFileError(
     `Cannot write ${path} (${error instanceof Error ? error.message : error}): free disk space, ` +
-      `or set HF_HOME (or HF_HUB_CACHE) to a writable disk with room for the model.`,
+      `or set HF_HOME (or HF_HUB_CACHE) to a writable directory with room for the model.`,
     { cause: error },
   );
+}
+
+/**
+ * An error of the file system (a cache that is not writable, or a file where a directory should
+ * be): Deno's error classes, which fetch's network failures (TypeError) are not.
+ */
+function isFsError(error: unknown): boolean {
+  return Object.values(Deno.errors).some((C) => error instanceof C) &&
+    !(error instanceof Deno.errors.Interrupted);
 }
 
 /** A dropped connection or server hiccup worth resuming after (not a wrong file or a 4xx). */
@@ -252,9 +339,40 @@ async function fetchInto(
 ): Promise<void> {
   let have = (await fileSize(partial)) ?? 0;
   const headers = { ...ctx.headers, ...(have > 0 ? { range: `bytes=${have}-` } : {}) };
+  // A connection that stalls (half-open, a black-holing proxy) is dropped after ctx.timeoutMs
+  // without bytes and resumed, as huggingface_hub's read timeout does, instead of hanging.
+  const stall = new AbortController();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const kick = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => stall.abort(), ctx.timeoutMs);
+  };
+  kick();
+  try {
+    return await fetchBody(ctx, meta, partial, hash, progress, have, headers, stall.signal, kick);
+  } catch (error) {
+    if (error instanceof Transient || !stall.signal.aborted || ctx.signal?.aborted) throw error;
+    throw new Transient(`no data for ${ctx.timeoutMs / 1000} s`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function fetchBody(
+  ctx: Context,
+  meta: FileMeta,
+  partial: string,
+  hash: Sha256 | undefined,
+  progress: ProgressBar | undefined,
+  have: number,
+  headers: Record<string, string>,
+  stall: AbortSignal,
+  kick: () => void,
+): Promise<void> {
+  const signal = ctx.signal ? AbortSignal.any([ctx.signal, stall]) : stall;
   let response: Response;
   try {
-    response = await fetch(meta.url, { headers, signal: ctx.signal });
+    response = await fetch(meta.url, { headers, signal });
   } catch (error) {
     if (ctx.signal?.aborted) throw error;
     throw new Transient(`request failed: ${error}`);
@@ -292,6 +410,7 @@ async function fetchInto(
   );
   try {
     for await (const chunk of response.body ?? []) {
+      kick();
       have += chunk.length;
       if (have > meta.size) {
         throw new ModelFileError(
@@ -445,14 +564,18 @@ export async function downloadModel(
   const offline = options.offline ??
     ["1", "true", "yes", "on"].includes(env("HF_HUB_OFFLINE")?.toLowerCase() ?? "");
   if (offline) {
-    const dir = await cachedSnapshot(cache, revision);
+    const dir = await cachedSnapshot(cache, revision).catch((error) => {
+      throw isFsError(error) ? localWriteError(cache.dir, error) : error;
+    });
     if (dir) return dir;
     throw new ModelFileError(
       `Offline (HF_HUB_OFFLINE), and the cache ${cache.dir} has no complete snapshot of "${repoId}" ` +
         `at "${revision}". Download it once online.`,
     );
   }
-  const token = options.token ?? env("HF_TOKEN");
+  const token = options.token ?? env("HF_TOKEN") ?? savedToken();
+  const timeout = options.timeoutSeconds ??
+    Number(env("HF_HUB_DOWNLOAD_TIMEOUT") ?? env("HF_HUB_ETAG_TIMEOUT") ?? 10);
   const ctx: Context = {
     repoId,
     endpoint: (options.endpoint ?? env("HF_ENDPOINT") ?? DEFAULT_ENDPOINT).replace(/\/+$/, ""),
@@ -461,26 +584,49 @@ export async function downloadModel(
       "accept-encoding": "identity",
       ...(token ? { authorization: `Bearer ${token}` } : {}),
     },
+    token: token !== undefined,
     cache,
     retries: options.retries ?? 5,
+    timeoutMs: 1000 * (Number.isFinite(timeout) && timeout > 0 ? timeout : 10),
     signal: options.signal,
   };
-
-  // The first answer pins the commit, so a push during the download cannot mix two versions.
-  let first: FileMeta | undefined;
   try {
-    first = await headFile(ctx, revision, MODEL_FILES[0].name);
+    return await download(ctx, revision, options, cacheDir);
   } catch (error) {
-    if (!(error instanceof TypeError) || options.signal?.aborted) throw error;
-    const dir = await cachedSnapshot(cache, revision);
-    if (dir) return dir; // the hub is unreachable, the cache is complete
-    throw new ModelFileError(
-      `Cannot reach ${ctx.endpoint} to download "${repoId}" (${error.message}), and it is not in the cache ${cache.dir}.`,
-    );
+    if (isFsError(error)) throw localWriteError(cache.dir, error);
+    // As huggingface_hub: a hub that cannot be reached, or answers with an error other than "no
+    // such revision", leaves a complete cached snapshot usable. Not a local (disk) error.
+    const remote = error instanceof HubUnreachable ||
+      error instanceof HubHttpError && error.code !== "RevisionNotFound";
+    if (!remote || options.signal?.aborted) throw error;
+    const dir = await cachedSnapshot(cache, revision).catch(() => undefined);
+    if (dir) return dir;
+    throw error instanceof HubUnreachable
+      ? new ModelFileError(
+        `${error.message} "${repoId}" is not in the cache ${cache.dir} either: check the network ` +
+          `and HF_ENDPOINT, or pass a local model directory.`,
+        { cause: error },
+      )
+      : error;
   }
+}
+
+/** The online part of {@link downloadModel}. */
+async function download(
+  ctx: Context,
+  revision: string,
+  options: DownloadOptions,
+  cacheDir: string,
+): Promise<string> {
+  const { repoId, cache } = ctx;
+  // The first answer pins the commit, so a push during the download cannot mix two versions.
+  const first = await headFile(ctx, revision, MODEL_FILES[0].name);
   if (!first) {
-    throw new ModelFileError(
-      `"${repoId}" at "${revision}" has no config.json: is it a model repository?`,
+    throw new HubHttpError(
+      `"${repoId}" at "${revision}" has no config.json on ${ctx.endpoint}: is it a model ` +
+        `repository, and HF_ENDPOINT a Hugging Face hub or mirror?`,
+      404,
+      null,
     );
   }
   const commit = first.commit;
@@ -494,10 +640,9 @@ export async function downloadModel(
   });
   const index = rest.at(-1);
 
-  const sink =
-    options.progress === true || (options.progress === undefined && Deno.stderr.isTerminal())
-      ? stderrSink()
-      : options.progress || undefined;
+  const sink = options.progress === undefined || options.progress === true
+    ? stderrSink()
+    : options.progress || undefined;
   const fetchAll = async (files: FileMeta[]) => {
     const missing: FileMeta[] = [];
     for (const m of files) if ((await fileSize(cache.blob(m.etag))) !== m.size) missing.push(m);

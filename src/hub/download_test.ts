@@ -234,3 +234,80 @@ Deno.test({
     await assertSameFiles(await downloadModel(REPO, options));
   },
 });
+
+Deno.test("a download that stalls is dropped after the timeout and resumed", async () => {
+  const shard = "model-00001-of-00002.safetensors";
+  await using hub = await fakeHub({ stall: { file: shard, after: 400_000, times: 1 } });
+  await using cache = await tempCache();
+  const dir = await downloadModel(REPO, {
+    ...quiet,
+    endpoint: hub.endpoint,
+    cacheDir: `${cache}`,
+    timeoutSeconds: 0.5,
+  });
+  const gets = hub.seen.filter((s) => s.method === "GET" && s.path.startsWith("/cdn/") && s.range);
+  assert.deepEqual(gets.map((g) => g.range), ["bytes=400000-"]);
+  await assertSameFiles(dir);
+});
+
+Deno.test("a hub that does not answer, answers 503 or is a plain web server leaves the cache usable", async () => {
+  await using cache = await tempCache();
+  const options = { ...quiet, cacheDir: `${cache}`, timeoutSeconds: 0.5 };
+  {
+    await using hub = await fakeHub();
+    await downloadModel(REPO, { ...options, endpoint: hub.endpoint });
+  }
+  const dir = join(`${cache}`, "models--qvq-test--tiny-qwen2vl", "snapshots", COMMIT);
+  for (const faults of [{ stallHead: true }, { status: 503 }, { status: 404 }]) {
+    await using hub = await fakeHub(faults);
+    const t0 = performance.now();
+    assert.equal(await downloadModel(REPO, { ...options, endpoint: hub.endpoint }), dir);
+    assert.ok(performance.now() - t0 < 5000, `${JSON.stringify(faults)}: within the timeout`);
+    // Not cached: the reason, named.
+    await assert.rejects(
+      downloadModel("qvq-test/other", { ...options, endpoint: hub.endpoint }),
+      (e) =>
+        e instanceof ModelFileError &&
+        (faults.stallHead
+          ? /no answer within 0.5 s.*not in the cache/.test(e.message)
+          : faults.status === 503
+          ? /HTTP 503/.test(e.message)
+          : /no config.json on .*HF_ENDPOINT a Hugging Face hub or mirror/.test(e.message)),
+      JSON.stringify(faults),
+    );
+  }
+});
+
+Deno.test("downloadModel() passes on what the hub says about a refused token or a forbidden file", async () => {
+  await using cache = await tempCache();
+  const options = { ...quiet, cacheDir: `${cache}` };
+  const cases: [{ status: number; code?: string; message: string }, RegExp][] = [
+    [
+      { status: 401, message: "Invalid credentials in Authorization header" },
+      /refused the token .*: Invalid credentials in Authorization header\. Set HF_TOKEN/,
+    ],
+    [
+      { status: 403, message: "Fine-grained token lacks read access" },
+      /forbids "config.json" .*: Fine-grained token lacks read access\. Make sure HF_TOKEN/,
+    ],
+  ];
+  for (const [refuse, msg] of cases) {
+    await using hub = await fakeHub({ refuse });
+    await assert.rejects(
+      downloadModel(REPO, { ...options, endpoint: hub.endpoint, token: "hf_expired" }),
+      (e) => e instanceof ModelFileError && msg.test(e.message),
+      String(refuse.status),
+    );
+  }
+});
+
+Deno.test("a cache directory that cannot be written is a ModelFileError saying so", async () => {
+  await using hub = await fakeHub();
+  await using cache = await tempCache();
+  const file = join(`${cache}`, "not-a-dir");
+  await Deno.writeTextFile(file, "");
+  await assert.rejects(
+    downloadModel(REPO, { ...quiet, endpoint: hub.endpoint, cacheDir: file }),
+    (e) => e instanceof ModelFileError && /^Cannot write .*not-a-dir.*set HF_HOME/.test(e.message),
+  );
+});
