@@ -136,3 +136,55 @@ Deno.test("examples/serve.ts mounts the API in its own app under deno serve", as
   assert.equal(body.choices[0].finish_reason, "length");
   assert.equal(body.usage.completion_tokens, 3);
 });
+
+Deno.test("Ctrl+C through deno task (SIGINT twice) ends an open stream with server_shutting_down, then exit 130", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "src/server/main.ts", "--port", "0"],
+    cwd: ROOT,
+    env: { ...ENV, QVQ_WARMUP: "0" },
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let log = "", base: string | undefined;
+  while (!base) {
+    const { value, done } = await lines.read();
+    if (done) throw new Error(`server exited before listening:\n${log}`);
+    log += value;
+    base = log.match(/listening on (http:\/\/\S+?)\/? /)?.[1]?.replace("0.0.0.0", "127.0.0.1");
+  }
+  try {
+    while (!(await fetch(`${base}/health`).then((r) => r.text())).includes('"ok"')) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const response = await fetch(`${base}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        model: "tiny-qwen2vl",
+        stream: true,
+        stop_on_loop: false,
+        max_tokens: 8000,
+        messages: [{ role: "user", content: "Hi" }],
+      }),
+    });
+    const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let stream = "";
+    while (!stream.includes('"content":" ')) stream += (await reader.read()).value ?? "";
+    // The terminal signals the process group and `deno task` passes its own on: two SIGINTs.
+    child.kill("SIGINT");
+    await new Promise((r) => setTimeout(r, 30)); // the second once the first is being handled
+    child.kill("SIGINT");
+    for (let r = await reader.read(); !r.done; r = await reader.read()) stream += r.value;
+    assert.match(stream, /"code":"server_shutting_down"/);
+    const status = await child.status;
+    assert.equal(status.signal, null, "exited by itself, not killed by the second signal");
+    assert.equal(status.code, 130);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await child.status;
+    await lines.cancel();
+  }
+});

@@ -269,17 +269,23 @@ export function loadWorkerEngine(
 /** The signals {@link loadWorkerEngine} ends the process on, and their exit codes (128 + number). */
 const STOP_SIGNALS = { SIGINT: 130, SIGTERM: 143 } as const;
 
-/** On the first of {@link STOP_SIGNALS}: `stop()`, then exit with the signal's code. */
+/**
+ * On the first of {@link STOP_SIGNALS}: `stop()`, then exit with the signal's code. Later signals
+ * are ignored while it stops: Ctrl+C on `deno task serve` reaches the server twice (the terminal
+ * signals the process group, and `deno task` passes its own on), and a second signal with no
+ * listener killed the process at once — streams cut without their last event, and the worker's
+ * GPU teardown interrupted. The stop itself ends within the dispose fallback's timeout.
+ */
 function stopOnSignals(stop: () => Promise<void>): void {
-  const listeners: [Deno.Signal, () => void][] = [];
+  let stopping = false;
   for (const [signal, code] of Object.entries(STOP_SIGNALS) as [Deno.Signal, number][]) {
     const listener = () => {
-      for (const [s, l] of listeners) Deno.removeSignalListener(s, l);
+      if (stopping) return;
+      stopping = true;
       stop().finally(() => Deno.exit(code));
     };
     try {
       Deno.addSignalListener(signal, listener);
-      listeners.push([signal, listener]);
     } catch {
       // Not a signal this platform has (SIGTERM on Windows).
     }
