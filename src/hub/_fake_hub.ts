@@ -146,35 +146,34 @@ export async function fakeHub(faults: Faults = {}, options: { gated?: boolean } 
     if (range) headers["content-range"] = `bytes ${from}-${bytes.length - 1}/${bytes.length}`;
     const status = range ? 206 : 200;
     if (request.method === "HEAD") return new Response(null, { status, headers });
-    if (faults.stall?.file === name && stalls > 0) {
-      stalls--;
-      const cut = faults.stall.after;
-      const stream = new ReadableStream<Uint8Array>({
-        start(c) {
-          c.enqueue(body.slice(0, cut));
-          hanging.push(() => {
-            try {
-              c.close();
-            } catch { /* the client cancelled it already */ }
-          });
-        },
-      });
-      return new Response(stream, { status, headers });
-    }
-    if (faults.interrupt?.file === name && interruptions > 0) {
-      interruptions--;
-      const cut = faults.interrupt.after;
-      const stream = new ReadableStream<Uint8Array>({
-        start(c) {
-          c.enqueue(body.slice(0, cut));
-        },
-        pull(c) {
-          c.close(); // short of Content-Length: the client sees the connection drop
-        },
-      });
-      return new Response(stream, { status, headers });
-    }
+    const cut = faults.stall?.file === name && stalls > 0
+      ? (stalls--, { after: faults.stall.after, stall: true })
+      : faults.interrupt?.file === name && interruptions > 0
+      ? (interruptions--, { after: faults.interrupt.after, stall: false })
+      : undefined;
+    if (cut) return new Response(cutBody(body, cut.after, cut.stall), { status, headers });
     return new Response(body, { status, headers });
+  }
+
+  /**
+   * The first `after` bytes of `body`, then the connection drops (short of Content-Length: the
+   * client sees it) or, with `stall`, stays open sending nothing until shutdown.
+   */
+  function cutBody(body: Uint8Array, after: number, stall: boolean): ReadableStream<Uint8Array> {
+    return new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(body.slice(0, after));
+        if (!stall) return;
+        hanging.push(() => {
+          try {
+            c.close();
+          } catch { /* the client cancelled it already */ }
+        });
+      },
+      pull(c) {
+        if (!stall) c.close();
+      },
+    });
   }
 
   const shutdown = () => {
