@@ -337,7 +337,7 @@ async function fetchInto(
   hash: Sha256 | undefined,
   progress: ProgressBar | undefined,
 ): Promise<void> {
-  let have = (await fileSize(partial)) ?? 0;
+  const have = (await fileSize(partial)) ?? 0;
   const headers = { ...ctx.headers, ...(have > 0 ? { range: `bytes=${have}-` } : {}) };
   // A connection that stalls (half-open, a black-holing proxy) is dropped after ctx.timeoutMs
   // without bytes and resumed, as huggingface_hub's read timeout does, instead of hanging.
