@@ -6,6 +6,7 @@
  * keep a screenshot of the finished conversation.
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { fileURLToPath } from "node:url";
 import { Hono } from "hono";
 import type { Page } from "playwright-core";
@@ -194,4 +195,74 @@ Deno.test("the chat page finds the API when the app is mounted under a prefix", 
   await send(page, "Hello");
   await page.waitForSelector(".msg.assistant:not(.streaming) .stats");
   assert.equal(await page.textContent(".msg.assistant .text"), "mounted");
+});
+
+Deno.test("the chat page: Enter while streaming does not stop the answer; Stop marks a partial answer as stopped", async () => {
+  const engine = new FakeEngine({ tokenDelayMs: 20, answer: () => "thinking ".repeat(60) });
+  await using s = await serveAndLaunch(createApp(engine).fetch);
+  const page = await s.browser.newPage();
+  await page.goto(`${s.url}/`);
+  await waitForModel(page, engine.modelId);
+  await send(page, "First");
+  await page.waitForFunction(() =>
+    (document.querySelector(".msg.assistant .text")?.textContent ?? "").length > 20
+  );
+  // The next question typed and Enter pressed mid-answer: it stays in the box, the answer goes on.
+  await send(page, "Second");
+  assert.equal(await page.inputValue("#prompt"), "Second");
+  await page.waitForSelector(".msg.assistant:not(.streaming) .stats", { timeout: 20_000 });
+  assert.equal(engine.calls.length, 1);
+  assert.equal(engine.calls[0].finishReason, "stop", "the first answer ran to its end");
+  // Stopped mid-answer: marked as such.
+  await page.press("#prompt", "Enter");
+  await page.waitForFunction(() => document.querySelectorAll(".msg.assistant").length === 2);
+  await page.waitForFunction(() =>
+    (document.querySelectorAll(".msg.assistant .text")[1]?.textContent ?? "").length > 20
+  );
+  await page.click("#send");
+  await page.waitForFunction(() =>
+    document.querySelectorAll(".msg.assistant")[1]?.querySelector(".stats")?.textContent ===
+      "stopped"
+  );
+});
+
+Deno.test("the chat page: Stop before the first token gives the turn back; New chat forgets the conversation", async () => {
+  const engine = new FakeEngine({ prefillDelayMs: 3000, answer: () => "late" });
+  await using s = await serveAndLaunch(createApp(engine).fetch);
+  const page = await s.browser.newPage();
+  await page.goto(`${s.url}/`);
+  await waitForModel(page, engine.modelId);
+  await send(page, "Slow one");
+  await page.waitForFunction(() => document.getElementById("send")?.textContent === "Stop");
+  await page.click("#send");
+  await page.waitForSelector(".msg.user.refused");
+  assert.equal(await page.inputValue("#prompt"), "Slow one", "back in the box");
+  // New chat: nothing of the conversation goes with the next message.
+  await page.click("#new-chat");
+  assert.equal(await page.locator(".msg").count(), 0);
+  await send(page, "Fresh start");
+  await page.waitForSelector(".msg.assistant:not(.streaming) .stats", { timeout: 20_000 });
+  assert.deepEqual(engine.calls.at(-1)!.messages, [{
+    role: "user",
+    content: [{ type: "text", text: "Fresh start" }],
+  }]);
+});
+
+Deno.test("the chat page names files it cannot attach, and says where an API key goes", async () => {
+  const engine = new FakeEngine();
+  await using s = await serveAndLaunch(createApp(engine, { apiKey: "sk-test" }).fetch);
+  const page = await s.browser.newPage();
+  await page.goto(`${s.url}/`);
+  await page.waitForFunction(() =>
+    /enter it under Settings/.test(document.getElementById("model")?.textContent ?? "")
+  );
+  await page.setInputFiles("#file", {
+    name: "notes.txt",
+    mimeType: "text/plain",
+    buffer: Buffer.from("hello"),
+  });
+  await page.waitForFunction(() =>
+    /Not attached .*notes\.txt/.test(document.getElementById("notice")?.textContent ?? "")
+  );
+  assert.equal(await page.locator("#attachments .thumb").count(), 0);
 });

@@ -29,7 +29,8 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
            border-bottom: 1px solid var(--line); }
   header h1 { font-size: 1.05rem; margin: 0; }
   #model { color: var(--muted); font-size: .85rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-  header details { margin-left: auto; font-size: .85rem; position: relative; }
+  header details { font-size: .85rem; position: relative; }
+  #new-chat { margin-left: auto; }
   header summary { cursor: pointer; color: var(--muted); list-style: none; }
   #settings { position: absolute; right: 0; top: 1.8rem; z-index: 2; background: var(--panel); border: 1px solid var(--line);
               border-radius: 8px; padding: .75rem; display: grid; gap: .5rem; width: 16rem; box-shadow: 0 6px 24px #0002; }
@@ -65,12 +66,18 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   #send { background: var(--accent); border-color: var(--accent); color: #fff; font-weight: 600; }
   #send.stop { background: var(--err); border-color: var(--err); }
   input[type=file] { display: none; }
+  label.button:focus-visible, #new-chat:focus-visible { outline: 2px solid var(--accent); outline-offset: 1px; }
+  #new-chat { font: inherit; font-size: .85rem; border: 0; background: none; color: var(--muted); cursor: pointer; }
+  #notice { grid-column: 1 / -1; color: var(--err); font-size: .85rem; }
+  #notice:empty { display: none; }
+  .sr-only { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 </style>
 </head>
 <body>
 <header>
   <h1>QVQ</h1>
   <span id="model">connecting…</span>
+  <button id="new-chat" type="button" title="Start over: forget this conversation">New chat</button>
   <details>
     <summary>Settings</summary>
     <div id="settings">
@@ -80,11 +87,12 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
     </div>
   </details>
 </header>
-<main><div id="messages"><p class="empty">Ask about an image: attach one, type a question, press Enter.</p></div></main>
+<main><div id="messages" role="log" aria-live="polite" aria-label="Conversation"><p class="empty">Ask about an image: attach one, type a question, press Enter.</p></div></main>
 <footer>
   <form id="form">
     <div id="attachments"></div>
-    <label class="button" title="Attach an image"><svg viewBox="0 0 24 24" width="20" height="20" fill="none" stroke="currentColor" stroke-width="2" stroke-linejoin="round" aria-hidden="true"><rect x="3" y="4" width="18" height="16" rx="2"/><circle cx="9" cy="10" r="2"/><path d="M21 16l-5-5-9 9"/></svg><input id="file" type="file" accept="image/png,image/jpeg,image/webp" multiple></label>
+    <div id="notice" role="alert"></div>
+    <label class="button" title="Attach an image" tabindex="0" role="button" aria-label="Attach an image"><svg viewBox="0 0 24 24" width="20" height="20" fill="none" stroke="currentColor" stroke-width="2" stroke-linejoin="round" aria-hidden="true"><rect x="3" y="4" width="18" height="16" rx="2"/><circle cx="9" cy="10" r="2"/><path d="M21 16l-5-5-9 9"/></svg><input id="file" type="file" accept="image/png,image/jpeg,image/webp" multiple></label>
     <textarea id="prompt" rows="1" placeholder="Message QVQ (Shift+Enter for a new line)"></textarea>
     <button id="send" class="button" type="submit">Send</button>
   </form>
@@ -95,6 +103,7 @@ const history = [];          // OpenAI messages of the conversation so far
 let attached = [];           // data: URLs going with the next message
 let model = null;
 let running = null;          // AbortController of the answer being streamed
+let epoch = 0;               // conversations started: a turn that outlives its conversation is dropped
 
 const apiKey = $("api-key");
 apiKey.value = localStorage.getItem("qvq-api-key") || "";
@@ -111,15 +120,25 @@ function headers() {
   return h;
 }
 
-// The server's error message, or the HTTP status.
+// The server's error message (its code kept), or the HTTP status.
 async function failure(response) {
   const body = await response.json().catch(() => ({}));
-  return new Error(body.error ? body.error.message : "HTTP " + response.status);
+  if (response.status === 401) {
+    return new Error("This server needs an API key: enter it under Settings (top right).");
+  }
+  const error = new Error(body.error ? body.error.message : "The server answered HTTP " + response.status + ".");
+  error.code = body.error ? body.error.code : null;
+  return error;
+}
+
+// What a failed fetch says, for people: the browser's own text is "Failed to fetch" and the like.
+function unreachable(error) {
+  return error instanceof TypeError ? new Error("Cannot reach the server (" + error.message + ").") : error;
 }
 
 async function loadModel() {
   try {
-    const response = await fetch(api("v1/models"), { headers: headers() });
+    const response = await fetch(api("v1/models"), { headers: headers() }).catch((e) => { throw unreachable(e); });
     if (!response.ok) throw await failure(response);
     model = (await response.json()).data[0].id;
     $("model").textContent = model;
@@ -128,14 +147,22 @@ async function loadModel() {
   }
 }
 
+// Whether the view is at (or near) the bottom: only then does new text scroll it, so a reader who
+// scrolled up to earlier messages is not pulled back down with every token.
+const main = document.querySelector("main");
+const atBottom = () => main.scrollHeight - main.scrollTop - main.clientHeight < 80;
+
 function addMessage(role, text, images) {
   const empty = document.querySelector(".empty");
   if (empty) empty.remove();
   const div = document.createElement("div");
   div.className = "msg " + role;
+  div.setAttribute("role", "group");
+  div.setAttribute("aria-label", role === "user" ? "You" : "QVQ");
   for (const url of images || []) {
     const img = document.createElement("img");
     img.src = url;
+    img.alt = "attached image";
     div.append(img);
   }
   const body = document.createElement("div");
@@ -153,34 +180,45 @@ function showAttachments() {
     thumb.className = "thumb";
     const img = document.createElement("img");
     img.src = url;
+    img.alt = "image to send";
     const remove = document.createElement("button");
     remove.type = "button";
     remove.textContent = "×";
     remove.title = "Remove";
+    remove.setAttribute("aria-label", "Remove image " + (i + 1));
     remove.onclick = () => { attached.splice(i, 1); showAttachments(); };
     thumb.append(img, remove);
     return thumb;
   }));
 }
 
+const ACCEPTED = ["image/png", "image/jpeg", "image/webp"];
 function attach(files) {
+  const skipped = [];
   for (const file of files) {
-    if (!file.type.startsWith("image/")) continue;
+    if (!ACCEPTED.includes(file.type)) { skipped.push(file.name || file.type || "a file"); continue; }
     const reader = new FileReader();
     reader.onload = () => { attached.push(reader.result); showAttachments(); };
     reader.readAsDataURL(file);
   }
+  $("notice").textContent = skipped.length
+    ? "Not attached (only PNG, JPEG or WebP images): " + skipped.join(", ") : "";
 }
 
 $("file").addEventListener("change", (e) => { attach(e.target.files); e.target.value = ""; });
+document.querySelector("label.button").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file").click(); }
+});
 document.addEventListener("paste", (e) => attach(e.clipboardData ? e.clipboardData.files : []));
 document.addEventListener("dragover", (e) => e.preventDefault());
 document.addEventListener("drop", (e) => { e.preventDefault(); attach(e.dataTransfer.files); });
 
 const prompt = $("prompt");
-prompt.addEventListener("input", () => { prompt.style.height = "auto"; prompt.style.height = prompt.scrollHeight + "px"; });
+const grow = () => { prompt.style.height = "auto"; prompt.style.height = prompt.scrollHeight + "px"; };
+prompt.addEventListener("input", grow);
 prompt.addEventListener("keydown", (e) => {
-  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("form").requestSubmit(); }
+  // While an answer streams, Enter does not send (nor stop it: that is the Stop button's job).
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); if (!running) $("form").requestSubmit(); }
 });
 
 // Yields the JSON payload of each SSE "data:" event until "[DONE]"; comments (keep-alives) are skipped.
@@ -189,7 +227,7 @@ async function* events(response) {
   let buffer = "";
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) return;
+    if (done) throw new Error("The connection closed before the answer ended.");
     buffer += value.replace(/\r\n/g, "\n");
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
@@ -213,7 +251,7 @@ function setRunning(controller) {
 // server answered with an error before any text (the turn is then not part of the conversation).
 async function answer(div, signal) {
   const out = div.querySelector(".text");
-  let text = "", usage = null, timings = null, reason = null, refused = false;
+  let text = "", usage = null, timings = null, reason = null, refused = false, stopped = false;
   try {
     const response = await fetch(api("v1/chat/completions"), {
       method: "POST",
@@ -224,15 +262,16 @@ async function answer(div, signal) {
         max_tokens: Number($("max-tokens").value) || undefined,
         temperature: Number($("temperature").value),
       }),
-    });
+    }).catch((e) => { throw e.name === "AbortError" ? e : unreachable(e); });
     if (!response.ok) throw await failure(response);
     for await (const chunk of events(response)) {
       if (chunk.error) throw new Error(chunk.error.message);
       const choice = chunk.choices[0];
       if (choice && choice.delta.content) {
+        const follow = atBottom();
         text += choice.delta.content;
         out.textContent = text;
-        div.scrollIntoView({ block: "end" });
+        if (follow) div.scrollIntoView({ block: "end" });
       }
       if (choice && choice.finish_reason) reason = choice.native_finish_reason || choice.finish_reason;
       if (chunk.timings) timings = chunk.timings;
@@ -249,15 +288,24 @@ async function answer(div, signal) {
     stats.textContent = parts.join(" · ");
     div.append(stats);
   } catch (error) {
-    if (error.name !== "AbortError") {
-      const p = document.createElement("div");
+    const p = document.createElement("div");
+    if (error.name === "AbortError") {
+      stopped = true;
+      p.className = "stats";
+      p.textContent = "stopped";
+    } else {
       p.className = "error";
       p.textContent = error.message;
-      div.append(p);
+      if (error.code === "context_length_exceeded" && history.length > 1) {
+        p.textContent += " The conversation so far counts too: start a New chat (top right) to drop it.";
+      }
       refused = text === "";
     }
+    div.append(p);
+    // The server was restarted with another model: take its id for the next message.
+    if (error.code === "model_not_found") await loadModel();
   }
-  return { text, refused };
+  return { text, refused, stopped };
 }
 
 $("form").addEventListener("submit", async (e) => {
@@ -266,6 +314,7 @@ $("form").addEventListener("submit", async (e) => {
   const text = prompt.value.trim();
   if (!text && attached.length === 0) return;
   if (!model) await loadModel();
+  const mine = epoch;
   const content = attached.map((url) => ({ type: "image_url", image_url: { url } }));
   if (text) content.push({ type: "text", text });
   history.push({ role: "user", content });
@@ -282,16 +331,29 @@ $("form").addEventListener("submit", async (e) => {
   setRunning(controller);
   const reply = await answer(div, controller.signal);
   div.classList.remove("streaming");
-  if (reply.refused) {
+  if (mine !== epoch) { setRunning(null); return; } // New chat while it ran
+  if (reply.refused || (reply.stopped && reply.text === "")) {
     // Not part of the conversation: later turns must not resend it. Back in the box to fix.
     history.pop();
     asked.classList.add("refused");
-    if (!prompt.value) prompt.value = text;
+    if (!prompt.value) { prompt.value = text; grow(); }
     if (attached.length === 0) { attached = sent; showAttachments(); }
   } else {
     history.push({ role: "assistant", content: reply.text });
   }
   setRunning(null);
+  prompt.focus();
+});
+
+$("new-chat").addEventListener("click", () => {
+  epoch++;
+  if (running) running.abort();
+  history.length = 0;
+  const empty = document.createElement("p");
+  empty.className = "empty";
+  empty.textContent = "New chat: attach an image, type a question, press Enter.";
+  $("messages").replaceChildren(empty);
+  $("notice").textContent = "";
   prompt.focus();
 });
 
