@@ -67,7 +67,10 @@ export interface TokenHistory {
 /**
  * How much of `next` the KV rows of `held` serve: the longest common prefix of the ids, cut back to
  * the start of the first image whose pixels differ (or that the prefix would split), and to
- * `next.ids.length − 1`, since prefill must run one token at least to give the next logits.
+ * `next.ids.length − 2`: prefill runs two tokens at least, one to give the next logits and one more
+ * so that they come from the prefill's GEMMs as an uncached prompt's do — a one-token chunk takes
+ * the decode GEMV, whose q4 int8 activations are rounded differently (a q4 prompt asked again
+ * answered differently with the cache than without).
  * @returns the reusable tokens and the images among them
  */
 export function reusablePrefix(
@@ -75,7 +78,7 @@ export function reusablePrefix(
   next: TokenHistory,
   imageTokenId: number,
 ): { tokens: number; images: number } {
-  const limit = Math.min(held.ids.length, next.ids.length - 1);
+  const limit = Math.min(held.ids.length, next.ids.length - 2);
   let n = 0;
   while (n < limit && held.ids[n] === next.ids[n]) n++;
   // Walk next's images in order (image k is the k-th run of counts[k] pads; two images may touch).

@@ -22,15 +22,16 @@ function history(parts: (number | { key: string; tokens: number })[]): TokenHist
 
 const A = { key: "a", tokens: 3 }, B = { key: "b", tokens: 3 }, C = { key: "c", tokens: 2 };
 
-Deno.test("reusablePrefix() is the common prefix of the ids, short of the last prompt token", () => {
+Deno.test("reusablePrefix() is the common prefix of the ids, short of the last two prompt tokens", () => {
   const held = history([1, 2, 3, 4, 5]);
   assert.deepEqual(reusablePrefix(held, history([1, 2, 3, 7, 8]), PAD), { tokens: 3, images: 0 });
   assert.deepEqual(reusablePrefix(held, history([1, 2, 3, 4, 5, 6, 7]), PAD), {
     tokens: 5,
     images: 0,
   });
-  // The same prompt again: its last token runs, to give the logits.
-  assert.deepEqual(reusablePrefix(held, history([1, 2, 3, 4, 5]), PAD), { tokens: 4, images: 0 });
+  // The same prompt again: its last two tokens run — the last to give the logits, both through
+  // the prefill's GEMMs as an uncached prompt's (a one-token chunk would take the decode GEMV).
+  assert.deepEqual(reusablePrefix(held, history([1, 2, 3, 4, 5]), PAD), { tokens: 3, images: 0 });
   assert.deepEqual(reusablePrefix(held, history([6, 2]), PAD), { tokens: 0, images: 0 });
   assert.deepEqual(reusablePrefix(history([]), history([1, 2]), PAD), { tokens: 0, images: 0 });
 });
@@ -195,9 +196,9 @@ Deno.test("PromptCache with 2 slots continues each of two conversations from its
   assert.equal(cache.heldSessions, 2);
   const a2 = await cache.take(history([1, 2, 3, 4, 5]), 10);
   assert.equal(a2.session, a.session);
-  assert.deepEqual(a2.cached, { tokens: 4, images: 0 });
+  assert.deepEqual(a2.cached, { tokens: 3, images: 0 });
   cache.keep(a2.session, history([1, 2, 3, 4, 5, 6]));
-  assert.deepEqual(cache.peek(history([17, 18, 19, 10, 11]), 10), { tokens: 4, images: 0 });
+  assert.deepEqual(cache.peek(history([17, 18, 19, 10, 11]), 10), { tokens: 3, images: 0 });
   const b2 = await cache.take(history([17, 18, 19, 10, 11]), 10);
   assert.equal(b2.session, b.session);
   cache.keep(b2.session, history([17, 18, 19, 10, 11, 12]));
@@ -208,7 +209,7 @@ Deno.test("PromptCache with 2 slots continues each of two conversations from its
   assert.equal(made.length, 2);
   cache.keep(c.session, history([20, 21, 22]));
   assert.deepEqual(cache.peek(history([1, 2, 3, 4, 5, 6, 7]), 10), { tokens: 0, images: 0 });
-  assert.deepEqual(cache.peek(history([17, 18, 19, 10, 11, 12, 13]), 10), { tokens: 6, images: 0 });
+  assert.deepEqual(cache.peek(history([17, 18, 19, 10, 11, 12, 13]), 10), { tokens: 5, images: 0 });
   // Of two sessions holding the same prefix, the most recently kept serves.
   const d = await cache.take(history([20, 21, 22, 23]), 10);
   cache.keep(d.session, history([17, 18, 19, 10]));
@@ -252,10 +253,10 @@ Deno.test("PromptCache takes a kept session only for a prompt that continues it,
   assert.notEqual(b.session, a.session);
   cache.keep(b.session, history([1, 2, 30, 31, 32]));
   // Half of what a session holds is enough: a's 6 rows, 3 shared.
-  assert.deepEqual(cache.peek(history([1, 2, 3, 40]), 10), { tokens: 3, images: 0 });
-  assert.deepEqual(cache.peek(history([1, 2, 3, 4, 5, 6, 7]), 10), { tokens: 6, images: 0 });
+  assert.deepEqual(cache.peek(history([1, 2, 3, 40, 41]), 10), { tokens: 3, images: 0 });
+  assert.deepEqual(cache.peek(history([1, 2, 3, 4, 5, 6, 7, 8]), 10), { tokens: 6, images: 0 });
   // Full, and a third conversation: a (the least recently kept) serves it with the rows it shares.
-  const c = await cache.take(history([1, 2, 50]), 10);
+  const c = await cache.take(history([1, 2, 50, 51]), 10);
   assert.equal(c.session, a.session);
   assert.deepEqual(c.cached, { tokens: 2, images: 0 });
 });
