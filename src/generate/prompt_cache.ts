@@ -194,7 +194,8 @@ export class PromptCache {
   /**
    * What {@link take} would find for `prompt`, without taking anything: the prompt tokens (and
    * images among them) of the kept session it would take. That is the one of at least `maxTokens`
-   * whose rows the prompt continues — sharing at least half of what they hold, the most such (a
+   * whose rows the prompt continues — sharing at least half of what they hold, or holding all of
+   * the prompt (the same question again, after a long answer), the most such (a
    * later turn of its conversation, not another that shares only a system prompt, which would
    * overwrite it: llama.cpp's server likewise reuses a slot only for a prompt similar enough) —
    * or, with `slots` sessions kept and none continued, the least recently kept one, whatever it
@@ -213,7 +214,15 @@ export class PromptCache {
     this.#slots.forEach((slot, index) => {
       if (slot.session.maxTokens < maxTokens) return;
       const cached = prefix(slot);
-      if (cached.tokens === 0 || 2 * cached.tokens < slot.held.ids.length) return;
+      // Half of what it holds, or all of the prompt (the same question again, whose earlier answer
+      // may be longer than the question: rows the conversation would recompute otherwise).
+      const contained = prompt.ids.length <= slot.held.ids.length &&
+        Array.prototype.every.call(
+          prompt.ids,
+          (id: number, i: number) => slot.held.ids[i] === id,
+        ) &&
+        cached.tokens >= prompt.ids.length - 2;
+      if (cached.tokens === 0 || (2 * cached.tokens < slot.held.ids.length && !contained)) return;
       if (!best || cached.tokens >= best.cached.tokens) best = { index, cached };
     });
     if (best || this.#slots.length < this.#capacity) return best;

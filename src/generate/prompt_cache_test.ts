@@ -260,3 +260,19 @@ Deno.test("PromptCache takes a kept session only for a prompt that continues it,
   assert.equal(c.session, a.session);
   assert.deepEqual(c.cached, { tokens: 2, images: 0 });
 });
+
+Deno.test("PromptCache with several slots serves the same question again after an answer longer than it", async () => {
+  const { model } = fakeModel(100, 1000);
+  const cache = new PromptCache(model, { slots: 4 });
+  const q = [1, 2, 3, 4, 5];
+  const a = await cache.take(history(q), 10);
+  // Its answer: 20 tokens, four times the question (under half of the held rows are shared).
+  cache.keep(a.session, history([...q, ...Array.from({ length: 20 }, (_, i) => 50 + i)]));
+  const again = await cache.take(history(q), 10);
+  assert.equal(again.session, a.session, "the conversation's own session, not a new one");
+  assert.deepEqual(again.cached, { tokens: 3, images: 0 });
+  // A prompt that only starts the same (another question after the same opening) still does not
+  // take it while a slot is free.
+  cache.keep(again.session, history([...q, 60, 61]));
+  assert.deepEqual(cache.peek(history([1, 2, 9, 9, 9, 9, 9, 9]), 10), { tokens: 0, images: 0 });
+});
