@@ -30,7 +30,6 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   header h1 { font-size: 1.05rem; margin: 0; }
   #model { color: var(--muted); font-size: .85rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
   header details { font-size: .85rem; position: relative; }
-  #new-chat { margin-left: auto; }
   header summary { cursor: pointer; color: var(--muted); list-style: none; }
   #settings { position: absolute; right: 0; top: 1.8rem; z-index: 2; background: var(--panel); border: 1px solid var(--line);
               border-radius: 8px; padding: .75rem; display: grid; gap: .5rem; width: 16rem; box-shadow: 0 6px 24px #0002; }
@@ -67,10 +66,9 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   #send.stop { background: var(--err); border-color: var(--err); }
   input[type=file] { display: none; }
   label.button:focus-visible, #new-chat:focus-visible { outline: 2px solid var(--accent); outline-offset: 1px; }
-  #new-chat { font: inherit; font-size: .85rem; border: 0; background: none; color: var(--muted); cursor: pointer; }
+  #new-chat { margin-left: auto; font: inherit; font-size: .85rem; border: 0; background: none; color: var(--muted); cursor: pointer; }
   #notice { grid-column: 1 / -1; color: var(--err); font-size: .85rem; }
   #notice:empty { display: none; }
-  .sr-only { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 </style>
 </head>
 <body>
