@@ -13,16 +13,18 @@
  */
 import { join } from "node:path";
 
-/** The cache root: `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`. */
-export function defaultCacheDir(env: (name: string) => string | undefined): string {
-  const hubCache = env("HF_HUB_CACHE");
-  if (hubCache) return hubCache;
-  const home = env("HF_HOME") ??
+/** huggingface_hub's home: `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`. */
+export function hfHome(env: (name: string) => string | undefined): string {
+  return env("HF_HOME") ??
     join(
       env("XDG_CACHE_HOME") ?? join(env("HOME") ?? env("USERPROFILE") ?? ".", ".cache"),
       "huggingface",
     );
-  return join(home, "hub");
+}
+
+/** The cache root: `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`. */
+export function defaultCacheDir(env: (name: string) => string | undefined): string {
+  return env("HF_HUB_CACHE") || join(hfHome(env), "hub");
 }
 
 /** Paths of one model repository in the cache. */
