@@ -20,7 +20,7 @@ import { createHash, type Hash } from "node:crypto";
 import { join } from "node:path";
 import { ModelFileError } from "../errors.ts";
 import { checkFileName } from "../model_files.ts";
-import { defaultCacheDir, fileSize, RepoCache } from "./_cache.ts";
+import { defaultCacheDir, fileSize, hfHome, RepoCache } from "./_cache.ts";
 import { ProgressBar, type ProgressSink, stderrSink } from "./_progress.ts";
 
 export type { ProgressSink } from "./_progress.ts";
@@ -119,21 +119,16 @@ class HubHttpError extends ModelFileError {
   }
 }
 
-/** `signal`, also aborted after `ms` (a TimeoutError). */
-function withTimeout(signal: AbortSignal | undefined, ms: number): AbortSignal {
-  const timeout = AbortSignal.timeout(ms);
-  return signal ? AbortSignal.any([signal, timeout]) : timeout;
+/** `other`, also aborted with the caller's `signal` where there is one. */
+function joined(signal: AbortSignal | undefined, other: AbortSignal): AbortSignal {
+  return signal ? AbortSignal.any([signal, other]) : other;
 }
 
 /** huggingface_hub's token file: HF_TOKEN_PATH, else $HF_HOME/token (~/.cache/huggingface/token). */
 function savedToken(): string | undefined {
-  const home = env("HF_HOME") ??
-    join(
-      env("XDG_CACHE_HOME") ?? join(env("HOME") ?? env("USERPROFILE") ?? ".", ".cache"),
-      "huggingface",
-    );
   try {
-    return Deno.readTextFileSync(env("HF_TOKEN_PATH") ?? join(home, "token")).trim() || undefined;
+    return Deno.readTextFileSync(env("HF_TOKEN_PATH") ?? join(hfHome(env), "token")).trim() ||
+      undefined;
   } catch {
     return undefined; // none saved, or not readable
   }
@@ -211,7 +206,7 @@ async function headFile(
         method: "HEAD",
         redirect: "manual",
         headers: ctx.headers,
-        signal: withTimeout(ctx.signal, ctx.timeoutMs),
+        signal: joined(ctx.signal, AbortSignal.timeout(ctx.timeoutMs)),
       });
     } catch (error) {
       if (ctx.signal?.aborted) throw error;
@@ -337,7 +332,7 @@ async function fetchInto(
   hash: Sha256 | undefined,
   progress: ProgressBar | undefined,
 ): Promise<void> {
-  const have = (await fileSize(partial)) ?? 0;
+  let have = (await fileSize(partial)) ?? 0;
   const headers = { ...ctx.headers, ...(have > 0 ? { range: `bytes=${have}-` } : {}) };
   // A connection that stalls (half-open, a black-holing proxy) is dropped after ctx.timeoutMs
   // without bytes and resumed, as huggingface_hub's read timeout does, instead of hanging.
@@ -347,82 +342,66 @@ async function fetchInto(
     clearTimeout(timer);
     timer = setTimeout(() => stall.abort(), ctx.timeoutMs);
   };
+  const why = (error: unknown) =>
+    stall.signal.aborted ? `no data for ${ctx.timeoutMs / 1000} s` : String(error);
   kick();
   try {
-    return await fetchBody(ctx, meta, partial, hash, progress, have, headers, stall.signal, kick);
-  } catch (error) {
-    if (error instanceof Transient || !stall.signal.aborted || ctx.signal?.aborted) throw error;
-    throw new Transient(`no data for ${ctx.timeoutMs / 1000} s`);
+    let response: Response;
+    try {
+      response = await fetch(meta.url, { headers, signal: joined(ctx.signal, stall.signal) });
+    } catch (error) {
+      if (ctx.signal?.aborted) throw error;
+      throw new Transient(`request failed: ${why(error)}`);
+    }
+    if (response.status === 416 && have === meta.size) return; // already complete
+    if (response.status >= 500) {
+      await response.body?.cancel();
+      throw new Transient(`HTTP ${response.status}`);
+    }
+    if (!response.ok) {
+      await response.body?.cancel();
+      throw hubError(ctx, meta.name, meta.commit, response);
+    }
+    if (response.status === 200 && have > 0) {
+      // The server ignored Range: start over.
+      await Deno.truncate(partial, 0);
+      have = 0;
+      hash?.clear();
+    }
+    const total = response.status === 206
+      ? Number(response.headers.get("content-range")?.match(/\/(\d+)$/)?.[1] ?? NaN)
+      : Number(response.headers.get("content-length") ?? NaN);
+    if (Number.isFinite(total) && total !== meta.size) {
+      await response.body?.cancel();
+      throw new ModelFileError(
+        `"${meta.name}" of "${ctx.repoId}": the hub announced ${meta.size} bytes but the download is ` +
+          `${total} bytes (${meta.url}). The file changed or the server is misconfigured; try again later.`,
+      );
+    }
+    using file = await Deno.open(partial, { write: true, create: true, append: true }).catch(
+      async (error) => {
+        await response.body?.cancel();
+        throw localWriteError(partial, error);
+      },
+    );
+    try {
+      for await (const chunk of response.body ?? []) {
+        kick();
+        have += chunk.length;
+        if (have > meta.size) {
+          throw new ModelFileError(
+            `"${meta.name}" of "${ctx.repoId}": received more than the announced ${meta.size} bytes.`,
+          );
+        }
+        await writeAll(file, partial, chunk, hash);
+        progress?.add(chunk.length);
+      }
+    } catch (error) {
+      if (error instanceof ModelFileError || ctx.signal?.aborted) throw error;
+      throw new Transient(`connection dropped after ${have} bytes: ${why(error)}`);
+    }
   } finally {
     clearTimeout(timer);
-  }
-}
-
-async function fetchBody(
-  ctx: Context,
-  meta: FileMeta,
-  partial: string,
-  hash: Sha256 | undefined,
-  progress: ProgressBar | undefined,
-  have: number,
-  headers: Record<string, string>,
-  stall: AbortSignal,
-  kick: () => void,
-): Promise<void> {
-  const signal = ctx.signal ? AbortSignal.any([ctx.signal, stall]) : stall;
-  let response: Response;
-  try {
-    response = await fetch(meta.url, { headers, signal });
-  } catch (error) {
-    if (ctx.signal?.aborted) throw error;
-    throw new Transient(`request failed: ${error}`);
-  }
-  if (response.status === 416 && have === meta.size) return; // already complete
-  if (response.status >= 500) {
-    await response.body?.cancel();
-    throw new Transient(`HTTP ${response.status}`);
-  }
-  if (!response.ok) {
-    await response.body?.cancel();
-    throw hubError(ctx, meta.name, meta.commit, response);
-  }
-  if (response.status === 200 && have > 0) {
-    // The server ignored Range: start over.
-    await Deno.truncate(partial, 0);
-    have = 0;
-    hash?.clear();
-  }
-  const total = response.status === 206
-    ? Number(response.headers.get("content-range")?.match(/\/(\d+)$/)?.[1] ?? NaN)
-    : Number(response.headers.get("content-length") ?? NaN);
-  if (Number.isFinite(total) && total !== meta.size) {
-    await response.body?.cancel();
-    throw new ModelFileError(
-      `"${meta.name}" of "${ctx.repoId}": the hub announced ${meta.size} bytes but the download is ` +
-        `${total} bytes (${meta.url}). The file changed or the server is misconfigured; try again later.`,
-    );
-  }
-  using file = await Deno.open(partial, { write: true, create: true, append: true }).catch(
-    async (error) => {
-      await response.body?.cancel();
-      throw localWriteError(partial, error);
-    },
-  );
-  try {
-    for await (const chunk of response.body ?? []) {
-      kick();
-      have += chunk.length;
-      if (have > meta.size) {
-        throw new ModelFileError(
-          `"${meta.name}" of "${ctx.repoId}": received more than the announced ${meta.size} bytes.`,
-        );
-      }
-      await writeAll(file, partial, chunk, hash);
-      progress?.add(chunk.length);
-    }
-  } catch (error) {
-    if (error instanceof ModelFileError || ctx.signal?.aborted) throw error;
-    throw new Transient(`connection dropped after ${have} bytes: ${error}`);
   }
 }
 
