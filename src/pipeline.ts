@@ -36,6 +36,7 @@ import { PromptCache } from "./generate/prompt_cache.ts";
 import {
   type GenerationConfig,
   parseGenerationConfig,
+  refuseUnknownKeys,
   resolveOptions,
 } from "./generate/options.ts";
 import type { PreparedPrompt } from "./generate/prompt.ts";
@@ -174,13 +175,7 @@ export class Pipeline implements ChatEngine {
     opts: PipelineOptions = {},
   ): Promise<Pipeline> {
     // A misspelt option would otherwise be ignored ({ quantization: "q8" } loading f16 weights).
-    const unknown = Object.keys(opts).filter((k) => !Object.hasOwn(LOAD_OPTION_KEYS, k));
-    if (unknown.length) {
-      throw new InvalidInputError(
-        `unknown load option${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}; the options ` +
-          `are ${Object.keys(LOAD_OPTION_KEYS).join(", ")}`,
-      );
-    }
+    refuseUnknownKeys(opts, LOAD_OPTION_KEYS, "load");
     const src = typeof location === "string" || location instanceof URL
       ? openModelSource(location)
       : location;

@@ -140,6 +140,24 @@ const OPTION_KEYS: Record<keyof GenerateOptions, true> = {
 };
 
 /**
+ * Throws InvalidInputError naming the keys of `o` that `known` lacks (`what`: "generation",
+ * "load"), and listing the known ones; `hint` follows the names.
+ */
+export function refuseUnknownKeys(
+  o: object,
+  known: Readonly<Record<string, true>>,
+  what: string,
+  hint = "",
+): void {
+  const unknown = Object.keys(o).filter((k) => !Object.hasOwn(known, k));
+  if (!unknown.length) return;
+  throw new InvalidInputError(
+    `unknown ${what} option${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}${hint}; ` +
+      `the options are ${Object.keys(known).join(", ")}`,
+  );
+}
+
+/**
  * Validates `options` and fills the unset fields from `config`. Throws InvalidInputError naming
  * the field and quoting its bad value.
  *
@@ -160,14 +178,12 @@ export function resolveOptions(
     throw new InvalidInputError(`generation options must be an object, got ${preview(options)}`);
   }
   // A misspelt option would otherwise be ignored (OpenAI's max_tokens as maxTokens: 2048 tokens).
-  const unknown = Object.keys(o).filter((k) => !Object.hasOwn(OPTION_KEYS, k));
-  if (unknown.length) {
-    throw new InvalidInputError(
-      `unknown generation option${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}` +
-        (unknown.includes("maxTokens") ? " (maxNewTokens is the answer's token limit)" : "") +
-        `; the options are ${Object.keys(OPTION_KEYS).join(", ")}`,
-    );
-  }
+  refuseUnknownKeys(
+    o,
+    OPTION_KEYS,
+    "generation",
+    Object.hasOwn(o, "maxTokens") ? " (maxNewTokens is the answer's token limit)" : "",
+  );
   const maxNewTokens = intField(
     o,
     "maxNewTokens",
