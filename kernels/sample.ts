@@ -1,5 +1,6 @@
 /**
- * Token sampling on the GPU (kernels/sample.wgsl): repetition penalty, greedy argmax or
+ * Token sampling on the GPU (kernels/sample.wgsl): repetition penalty, frequency and presence
+ * penalties (OpenAI's, over the generated tokens), greedy argmax or
  * temperature → top-k → top-p → seeded draw, in two dispatches with no readback. The chosen id
  * goes to the token ring and the largest processed score beside it. Reference: src/ref/sample.ts.
  * @module
@@ -21,7 +22,7 @@ const Params = defineParams({
 const SLICE = 1024;
 
 /** Byte size of the per-request sampling settings buffer (struct Sampling in the shader). */
-export const SAMPLING_BYTES = 32;
+export const SAMPLING_BYTES = 40;
 
 /** Per-request sampling settings (transformers' names and meanings). */
 export interface SamplingSettings {
@@ -35,6 +36,13 @@ export interface SamplingSettings {
   topP: number;
   /** > 0; 1: off. Penalises every distinct prompt or generated id once. */
   repetitionPenalty: number;
+  /**
+   * OpenAI's frequency_penalty: subtracted from a token's score once for every time it was
+   * generated (the prompt does not count; vLLM's semantics). 0: off.
+   */
+  frequencyPenalty: number;
+  /** OpenAI's presence_penalty: subtracted once from every token generated so far. 0: off. */
+  presencePenalty: number;
   /** Integer in [0, 2^53): the same seed gives the same tokens. */
   seed: number;
   /** Ids at the start of the prompt buffer the penalty looks at (the whole prompt). */
@@ -48,10 +56,12 @@ export const GREEDY: Readonly<Omit<SamplingSettings, "promptLength">> = {
   topK: 0,
   topP: 1,
   repetitionPenalty: 1,
+  frequencyPenalty: 0,
+  presencePenalty: 0,
   seed: 0,
 };
 
-/** Creates the 32-byte sampling settings buffer. */
+/** Creates the sampling settings buffer ({@link SAMPLING_BYTES}). */
 export function createSamplingParams(gpu: Gpu, label = "sampling"): GPUBuffer {
   return gpu.device.createBuffer({ label, size: SAMPLING_BYTES, usage: STORAGE });
 }
@@ -61,7 +71,8 @@ export function createSamplingParams(gpu: Gpu, label = "sampling"): GPUBuffer {
  * @example
  * ```ts ignore
  * writeSamplingParams(gpu, buf, { doSample: true, temperature: 0.7, topK: 50, topP: 0.9,
- *   repetitionPenalty: 1.05, seed: 42, promptLength: ids.length });
+ *   repetitionPenalty: 1.05, frequencyPenalty: 0, presencePenalty: 0.5, seed: 42,
+ *   promptLength: ids.length });
  * ```
  */
 export function writeSamplingParams(gpu: Gpu, buffer: GPUBuffer, s: SamplingSettings): void {
@@ -77,6 +88,9 @@ export function writeSamplingParams(gpu: Gpu, buffer: GPUBuffer, s: SamplingSett
   if (!(s.topP > 0 && s.topP <= 1)) bad("topP", s.topP, "in (0, 1]");
   if (!(s.repetitionPenalty > 0) || !Number.isFinite(s.repetitionPenalty)) {
     bad("repetitionPenalty", s.repetitionPenalty, "> 0");
+  }
+  for (const name of ["frequencyPenalty", "presencePenalty"] as const) {
+    if (!Number.isFinite(s[name])) bad(name, s[name], "a finite number");
   }
   if (!(Number.isSafeInteger(s.seed) && s.seed >= 0)) {
     bad("seed", s.seed, "an integer in [0, 2^53)");
@@ -95,6 +109,8 @@ export function writeSamplingParams(gpu: Gpu, buffer: GPUBuffer, s: SamplingSett
   v.setUint32(20, Math.floor(s.seed / 2 ** 32), true);
   v.setUint32(24, greedy ? 1 : 0, true);
   v.setUint32(28, s.promptLength, true);
+  v.setFloat32(32, s.frequencyPenalty, true);
+  v.setFloat32(36, s.presencePenalty, true);
   gpu.device.queue.writeBuffer(buffer, 0, buf);
 }
 

@@ -1,6 +1,9 @@
 // Token sampling on the GPU, no readback: transformers' order — repetition penalty (logits
 // processor), then temperature → top-k → top-p (warpers) — then a draw from a counter-based RNG
 // keyed by (seed, ring index). Greedy = argmax with the lowest index winning ties (torch.argmax).
+// OpenAI's frequency and presence penalties, which transformers lacks, come after the repetition
+// penalty and before the temperature, over the generated tokens only, as vLLM applies them:
+// s − frequency · count − presence · (count > 0).
 //
 // Two entries:
 //   scores_pass — #if STAGE1, many workgroups, one slice of SLICE tokens each: processed scores
@@ -36,6 +39,8 @@ struct Sampling {
   seed_hi: u32,
   greedy: u32,         // 1: argmax (do_sample false or temperature 0)
   prompt_len: u32,     // ids in `prompt` used for the penalty
+  frequency: f32,      // frequency_penalty, a generated token's count times it; 0: off
+  presence: f32,       // presence_penalty, once for every generated token; 0: off
 }
 
 const NONE: u32 = 0xffffffffu;
@@ -56,6 +61,7 @@ const SLICE: u32 = 1024u;         // tokens per scores_pass workgroup (one vec4 
 
 const WG: u32 = SLICE / 4u;
 var<workgroup> seen: array<atomic<u32>, SLICE / 32u>;   // bit i: token base + i is in the history
+var<workgroup> counts: array<atomic<u32>, SLICE>;      // generated occurrences of token base + i
 var<workgroup> red: array<f32, WG>;
 var<workgroup> redi: array<u32, WG>;
 
@@ -71,6 +77,13 @@ fn scores_pass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     for (var i = lid; i < sp.prompt_len; i += WG) { mark(prompt[i], base); }
     for (var i = lid; i < min(w, p.capacity); i += WG) { mark(tokens[i], base); }
   }
+  let counted = sp.frequency != 0.0 || sp.presence != 0.0;
+  if (counted) {
+    for (var i = lid; i < min(w, p.capacity); i += WG) {
+      let id = tokens[i];
+      if (id >= base && id < base + SLICE) { atomicAdd(&counts[id - base], 1u); }
+    }
+  }
   workgroupBarrier();
   let t = select(sp.temperature, 1.0, sp.greedy != 0u);
   var s4 = vec4<f32>(LOWEST);
@@ -82,6 +95,11 @@ fn scores_pass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
       var x = logits[i];
       if ((atomicLoad(&seen[(lid * 4u + c) >> 5u]) & (1u << ((lid * 4u + c) & 31u))) != 0u) {
         x = select(x / sp.penalty, x * sp.penalty, x < 0.0);
+      }
+      if (counted) {
+        let n = atomicLoad(&counts[lid * 4u + c]);
+        x = x - sp.frequency * f32(n);
+        x = x - select(0.0, sp.presence, n > 0u);
       }
       x = x / t;
       s4[c] = x;

@@ -29,6 +29,8 @@ const GREEDY: SamplingSettings = {
   topK: 0,
   topP: 1,
   repetitionPenalty: 1,
+  frequencyPenalty: 0,
+  presencePenalty: 0,
   seed: 0,
   promptLength: 0,
 };
@@ -176,6 +178,58 @@ Deno.test("sample() counts generated tokens in the repetition history", async ()
   assert.deepEqual([...got.tokens], [5, 6, 7, 5]);
 });
 
+Deno.test("sample() frequency and presence penalties count generated tokens, not the prompt", async () => {
+  const gpu = await sharedGpu();
+  const h = new Harness(gpu, 64, 6);
+  const x = new Float32Array(64).fill(0);
+  x[5] = 4, x[6] = 3.6, x[7] = 3.2;
+  // The prompt holds 6 and 7: penalised there, 5 would never lose its lead.
+  const prompt = Uint32Array.from([6, 7, 6, 7]);
+  // Presence: once per generated token, however often (5 stays at 3 and wins again).
+  const pres = await h.run(x, { ...GREEDY, presencePenalty: 1 }, prompt, 5);
+  assert.deepEqual([...pres.tokens], [5, 6, 7, 5, 5, 5]);
+  // Frequency: per occurrence (4 − 0.5·n5, 3.6 − 0.5·n6, 3.2 − 0.5·n7): 5 at 3 after two loses
+  // to 7 at 3.2, then 6 at 3.1 beats both.
+  const freq = await h.run(x, { ...GREEDY, frequencyPenalty: 0.5 }, prompt, 5);
+  assert.deepEqual([...freq.tokens], [5, 6, 5, 7, 6, 5]);
+  assert.equal(freq.scores[1], Math.fround(3.6)); // step 1: 5 at 3.5 lost to 6 at 3.6
+  // A negative penalty rewards what was generated (OpenAI allows -2 .. 2).
+  const neg = await h.run(x, { ...GREEDY, presencePenalty: -1, frequencyPenalty: -0.5 }, prompt, 3);
+  assert.deepEqual([...neg.tokens], [5, 5, 5, 5]);
+  assert.equal(neg.scores[3], 4 + 3 * 0.5 + 1);
+  h.destroy();
+});
+
+Deno.test("sample() with every penalty follows the CPU reference over many steps", async () => {
+  const gpu = await sharedGpu();
+  const steps = 24;
+  const h = new Harness(gpu, VOCAB, steps + 1);
+  const rng = seeded(44);
+  for (let c = 0; c < 3; c++) {
+    // A few leaders close together, so the penalties keep changing the winner.
+    const x = randn(rng, VOCAB, 1);
+    for (let i = 0; i < 8; i++) x[Math.floor(rng() * VOCAB)] = 6 + rng();
+    const prompt = Uint32Array.from({ length: 40 }, () => Math.floor(rng() * VOCAB));
+    const s: SamplingSettings = {
+      ...GREEDY,
+      repetitionPenalty: c === 0 ? 1 : 1 + 0.2 * rng(),
+      frequencyPenalty: Math.fround(0.05 + 0.3 * rng()),
+      presencePenalty: Math.fround(c === 2 ? -0.2 : 0.5 * rng()),
+    };
+    const got = await h.run(x, s, prompt, steps);
+    const gen: number[] = [];
+    for (let w = 0; w <= steps; w++) {
+      const want = processScores(x, [...prompt, ...gen], refOptions(s), prompt.length);
+      const id = argmax(want);
+      assert.equal(got.tokens[w], id, `case ${c} step ${w}: ${JSON.stringify(s)}`);
+      assert.ok(Math.abs(got.scores[w] - want[id]) <= 1e-5 * Math.abs(want[id]), `score ${c}/${w}`);
+      gen.push(id);
+    }
+    assert.ok(new Set(gen).size > 2, `case ${c}: the penalties moved the winner (${gen})`);
+  }
+  h.destroy();
+});
+
 Deno.test("sample() with a seed replays the CPU reference draw and is reproducible", async () => {
   const gpu = await sharedGpu();
   const wg = sampleWorkgroupSize(gpu);
@@ -196,6 +250,8 @@ Deno.test("sample() with a seed replays the CPU reference draw and is reproducib
     topK: 0,
     topP: 1,
     repetitionPenalty: 1,
+    frequencyPenalty: 0,
+    presencePenalty: 0,
     seed: 1,
     promptLength: 0,
   };
@@ -206,6 +262,7 @@ Deno.test("sample() with a seed replays the CPU reference draw and is reproducib
     [flat, { ...base, temperature: 0.9, topK: 20, repetitionPenalty: 1.1, seed: 123456789 }],
     [peaked, { ...base, temperature: 0.8, topP: 0.95, repetitionPenalty: 1.3, seed: 9 }],
     [peaked, { ...base, seed: 10 }],
+    [peaked, { ...base, temperature: 0.7, presencePenalty: 1.5, frequencyPenalty: 0.25, seed: 11 }],
   ];
   for (const [x, s] of settings) {
     for (const h of hs) {
@@ -214,7 +271,8 @@ Deno.test("sample() with a seed replays the CPU reference draw and is reproducib
       // Replay step by step: each draw's history is the prompt plus the tokens before it.
       for (let w = 0; w <= steps; w++) {
         const hist = [...prompt, ...got.tokens.subarray(0, w)];
-        const probs = samplingProbs(processScores(x, hist, refOptions(s)), refOptions(s));
+        const scores = processScores(x, hist, refOptions(s), prompt.length);
+        const probs = samplingProbs(scores, refOptions(s));
         const want = drawInKernelOrder(probs, uniform01(s.seed, w), wg);
         assert.equal(got.tokens[w], want, `${JSON.stringify(s)} step ${w}`);
       }
@@ -312,6 +370,14 @@ Deno.test("writeSamplingParams() rejects out-of-range settings naming the field"
   assert.throws(
     () => writeSamplingParams(gpu, b, { ...GREEDY, repetitionPenalty: 0 }),
     /repetitionPenalty/,
+  );
+  assert.throws(
+    () => writeSamplingParams(gpu, b, { ...GREEDY, presencePenalty: NaN }),
+    /presencePenalty must be a finite number/,
+  );
+  assert.throws(
+    () => writeSamplingParams(gpu, b, { ...GREEDY, frequencyPenalty: Infinity }),
+    /frequencyPenalty/,
   );
   b.destroy();
 });

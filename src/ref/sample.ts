@@ -16,24 +16,43 @@ export interface SamplingRefOptions {
   topP: number;
   /** 1: off. */
   repetitionPenalty: number;
+  /** OpenAI's frequency_penalty over the generated ids; 0 or absent: off. */
+  frequencyPenalty?: number;
+  /** OpenAI's presence_penalty over the generated ids; 0 or absent: off. */
+  presencePenalty?: number;
 }
 
 /**
- * Scores after the repetition penalty (each distinct history id once: `where(x < 0, x·p, x/p)`) and,
- * when sampling, the temperature, in f32 like transformers.
+ * Scores after the repetition penalty (each distinct history id once: `where(x < 0, x·p, x/p)`),
+ * then the frequency and presence penalties over the generated ids (vLLM's `logits -= f · counts;
+ * logits -= pr · (counts > 0)`) and, when sampling, the temperature, in f32 like transformers.
  * @param logits (vocab) f32
  * @param history prompt ids followed by the generated ids
+ * @param promptLength ids of `history` that are the prompt (default: all of it)
  */
 export function processScores(
   logits: Float32Array,
   history: ArrayLike<number>,
   o: SamplingRefOptions,
+  promptLength = history.length,
 ): Float32Array {
   const out = logits.slice();
   const p = o.repetitionPenalty;
   if (p !== 1) {
     for (const id of new Set(Array.from(history))) {
       if (id < logits.length) out[id] = logits[id] < 0 ? logits[id] * p : logits[id] / p;
+    }
+  }
+  const f = o.frequencyPenalty ?? 0, pr = o.presencePenalty ?? 0;
+  if (f !== 0 || pr !== 0) {
+    const counts = new Map<number, number>();
+    for (let i = promptLength; i < history.length; i++) {
+      counts.set(history[i], (counts.get(history[i]) ?? 0) + 1);
+    }
+    for (const [id, n] of counts) {
+      if (id >= logits.length) continue;
+      out[id] = Math.fround(out[id] - Math.fround(f * n));
+      out[id] = Math.fround(out[id] - pr);
     }
   }
   if (o.doSample) { for (let i = 0; i < out.length; i++) out[i] = out[i] / o.temperature; }
