@@ -85,6 +85,23 @@ Deno.test("Pipeline.generate() with the same seed gives the same text, another s
   assert.notEqual(a.result.text, " retired".repeat(4));
 });
 
+Deno.test("Pipeline.generate() applies the frequency penalty to what it generated", async () => {
+  const greedy = { maxNewTokens: 10, temperature: 0 };
+  const plain = (await run(greedy)).result.text;
+  assert.equal(plain, " retired".repeat(10));
+  // " retired" leads the tiny model by several logits: 2 a repetition pushes it out after a few,
+  // but the first token, with nothing generated yet, is greedy's.
+  const freq = (await run({ ...greedy, frequencyPenalty: 2 })).result.text;
+  const repeats = freq.split(" retired").length - 1;
+  assert.ok(freq.startsWith(" retired retired"), freq);
+  assert.ok(repeats >= 2 && repeats < 10, `${repeats} repeats: ${JSON.stringify(freq)}`);
+  // Rewarding repetition keeps greedy's answer.
+  assert.equal(
+    (await run({ ...greedy, presencePenalty: -2, frequencyPenalty: -1 })).result.text,
+    plain,
+  );
+});
+
 Deno.test("Pipeline.generate() stops at a stop string split across two tokens and never shows it", async () => {
   // " retired" is one token: "ed ret" spans the first two.
   const { deltas, result } = await run({ maxNewTokens: 6, stop: ["ed ret"] });

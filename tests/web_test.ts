@@ -113,7 +113,10 @@ Deno.test("the chat page streams an answer to a typed question with an attached 
   );
   assert.deepEqual(content[1], { type: "text", text: "How many shapes are there?" });
 
-  // A follow-up carries the conversation.
+  // A follow-up carries the conversation, and the settings' presence penalty (0: not sent).
+  assert.equal(engine.calls[0].options.presencePenalty, undefined);
+  await page.click("summary");
+  await page.fill("#presence-penalty", "1.5");
   await page.fill("#prompt", "Are you sure?");
   await page.click("#send");
   await page.waitForFunction(
@@ -125,6 +128,7 @@ Deno.test("the chat page streams an answer to a typed question with an attached 
   );
   assert.deepEqual(engine.calls[1].messages.map((m) => m.role), ["user", "assistant", "user"]);
   assert.equal(engine.calls[1].messages[1].content, ANSWER);
+  assert.equal(engine.calls[1].options.presencePenalty, 1.5);
 
   const shot = Deno.env.get("QVQ_WEB_SCREENSHOT");
   if (shot) await page.screenshot({ path: shot });

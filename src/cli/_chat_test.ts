@@ -109,6 +109,9 @@ Deno.test("chatCommand() parses its options and chats over the given input", asy
       "0.5",
       "--seed",
       "3",
+      "--presence-penalty",
+      "-0.5",
+      "--frequency-penalty=0.25",
       "--system",
       "S",
       "--dtype",
@@ -127,7 +130,12 @@ Deno.test("chatCommand() parses its options and chats over the given input", asy
   assert.equal(loaded, "org/name f32 q8");
   assert.equal(out.join(""), "I see 0 images. You said: Hi\n");
   const { signal: _, ...options } = engine.calls[0].options;
-  assert.deepEqual(options, { temperature: 0.5, seed: 3 });
+  assert.deepEqual(options, {
+    temperature: 0.5,
+    seed: 3,
+    presencePenalty: -0.5,
+    frequencyPenalty: 0.25,
+  });
   assert.deepEqual(engine.calls[0].messages[0], { role: "system", content: "S" });
   await assert.rejects(
     chatCommand(["--model", "m", "--seed", "x"], io),

@@ -39,6 +39,9 @@ options:
   --max-tokens <n>          most tokens to generate (1..8192)
   --temperature <t>         0 = greedy (default: generation_config.json)
   --top-p <p>  --top-k <k>  --repetition-penalty <r>
+  --presence-penalty <p>  --frequency-penalty <f>
+                            OpenAI's penalties on tokens the answer already has: once / per
+                            occurrence, -2..2 (e.g. 1 against endless repetition; 0: none)
   --seed <n>                same seed, same options → same answer
   --stop <text>             stop before this text; repeat for several
   --stop-on-loop            stop when the answer keeps repeating itself
@@ -94,6 +97,8 @@ export const SAMPLING_OPTIONS = {
   "top-p": { type: "string" },
   "top-k": { type: "string" },
   "repetition-penalty": { type: "string" },
+  "presence-penalty": { type: "string" },
+  "frequency-penalty": { type: "string" },
   seed: { type: "string" },
 } as const;
 
@@ -104,6 +109,8 @@ const FLAGS: Record<string, string> = {
   topP: "--top-p",
   topK: "--top-k",
   repetitionPenalty: "--repetition-penalty",
+  presencePenalty: "--presence-penalty",
+  frequencyPenalty: "--frequency-penalty",
   seed: "--seed",
   stop: "--stop",
 };
@@ -137,6 +144,8 @@ function readGenerateOptions(v: Values, usage: string): GenerateOptions {
   set("topP", numberOption(v, "top-p", usage));
   set("topK", numberOption(v, "top-k", usage, true));
   set("repetitionPenalty", numberOption(v, "repetition-penalty", usage));
+  set("presencePenalty", numberOption(v, "presence-penalty", usage));
+  set("frequencyPenalty", numberOption(v, "frequency-penalty", usage));
   set("seed", numberOption(v, "seed", usage, true));
   const stop = stringList(v, "stop");
   if (stop.length) o.stop = stop;

@@ -189,6 +189,8 @@ Deno.test("qvq generate and chat report an out-of-range option as bad usage (exi
     [["--max-tokens", "0"], /--max-tokens must be an integer in \[1, 8192\], got 0/],
     [["--top-p", "2"], /--top-p must be/],
     [["--seed", "-3"], /--seed must be/],
+    [["--presence-penalty", "2.5"], /--presence-penalty must be a number in \[-2, 2\]/],
+    [["--frequency-penalty=-3"], /--frequency-penalty must be .* got -3/],
     [["--stop", ""], /--stop must be a non-empty string/],
   ];
   for (const [flag, msg] of cases) {

@@ -109,6 +109,8 @@ export async function* runGeneration(
       topK: o.topK,
       topP: o.topP,
       repetitionPenalty: o.repetitionPenalty,
+      frequencyPenalty: o.frequencyPenalty,
+      presencePenalty: o.presencePenalty,
       seed: o.seed,
     });
     return yield* decodeStream(run, o, skipUnknownIds(decoder, tokenizer.vocabSize), {

@@ -117,6 +117,10 @@ export interface ResolvedOptions {
   topP: number;
   /** 1 = no penalty. */
   repetitionPenalty: number;
+  /** 0 = no penalty. */
+  frequencyPenalty: number;
+  /** 0 = no penalty. */
+  presencePenalty: number;
   /** Integer in [0, 2^53): the GPU RNG takes its low and high 32 bits. */
   seed: number;
   stop: string[];
@@ -133,6 +137,8 @@ const OPTION_KEYS: Record<keyof GenerateOptions, true> = {
   topP: true,
   topK: true,
   repetitionPenalty: true,
+  frequencyPenalty: true,
+  presencePenalty: true,
   seed: true,
   stop: true,
   stopOnLoop: true,
@@ -214,6 +220,8 @@ export function resolveOptions(
     (v) => v > 0 && v <= 100,
     "a number in (0, 100] (1 = no penalty)",
   );
+  const [frequencyPenalty, presencePenalty] = (["frequencyPenalty", "presencePenalty"] as const)
+    .map((key) => numField(o, key, 0, (v) => v >= -2 && v <= 2, "a number in [-2, 2] (0 = none)"));
   const seed = intField(o, "seed", randomSeed(), 0, Number.MAX_SAFE_INTEGER);
   const stop = stopField(o.stop);
   const stopOnLoop = o.stopOnLoop ?? false;
@@ -231,6 +239,8 @@ export function resolveOptions(
     topK,
     topP,
     repetitionPenalty,
+    frequencyPenalty,
+    presencePenalty,
     seed,
     stop,
     stopTokenIds: [...config.eosTokenIds],

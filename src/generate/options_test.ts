@@ -73,6 +73,8 @@ Deno.test("resolveOptions() keeps the caller's values", () => {
     topK: 0,
     topP: 1,
     repetitionPenalty: 1,
+    frequencyPenalty: -2,
+    presencePenalty: 1.5,
     seed: 42,
     stop: ["END", "END", "\n\n"],
     stopOnLoop: true,
@@ -82,6 +84,7 @@ Deno.test("resolveOptions() keeps the caller's values", () => {
     [o.maxNewTokens, o.temperature, o.topK, o.topP, o.repetitionPenalty, o.seed, o.stopOnLoop],
     [8192, 0, 0, 1, 1, 42, true],
   );
+  assert.deepEqual([o.frequencyPenalty, o.presencePenalty], [-2, 1.5]);
   assert.deepEqual(o.stop, ["END", "\n\n"]);
   assert.equal(o.signal, ac.signal);
 });
@@ -99,6 +102,8 @@ Deno.test("resolveOptions() rejects every bad option with its field and value", 
     [{ topK: -1 }, /topK.*-1/],
     [{ topK: 2.5 }, /topK.*2\.5/],
     [{ repetitionPenalty: 0 }, /repetitionPenalty.*\b0\b/],
+    [{ presencePenalty: 2.5 }, /presencePenalty must be a number in \[-2, 2\].*2\.5/],
+    [{ frequencyPenalty: -3 }, /frequencyPenalty.*-3/],
     [{ seed: -3 }, /seed.*-3/],
     [{ seed: 2 ** 60 }, /seed/],
     [{ stop: "x" }, /stop must be an array.*"x"/],

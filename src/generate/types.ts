@@ -28,6 +28,16 @@ export interface GenerateOptions {
   topK?: number;
   /** Penalty on tokens already in the context, as transformers' repetition_penalty (1: none). */
   repetitionPenalty?: number;
+  /**
+   * Subtracted from a token's score once for every time this answer generated it (OpenAI's and
+   * vLLM's frequency_penalty; the prompt does not count). -2..2, 0: none.
+   */
+  frequencyPenalty?: number;
+  /**
+   * Subtracted once from every token this answer generated so far (OpenAI's presence_penalty; Qwen
+   * suggests 0–2 against endless repetition in its reasoning models). -2..2, 0: none.
+   */
+  presencePenalty?: number;
   /** Same seed, same options, same prompt → same text. */
   seed?: number;
   /** Strings that end the answer (not included in it). */

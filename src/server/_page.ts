@@ -81,6 +81,7 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
     <div id="settings">
       <label>Max tokens <input id="max-tokens" type="number" min="1" max="8192" value="2048"></label>
       <label>Temperature <input id="temperature" type="number" min="0" max="2" step="0.1" value="0"></label>
+      <label title="Lowers every token the answer already used (against reasoning in circles; Qwen suggests 0 to 2)">Presence penalty <input id="presence-penalty" type="number" min="-2" max="2" step="0.1" value="0"></label>
       <label>API key <input id="api-key" type="password" placeholder="only if the server needs one"></label>
     </div>
   </details>
@@ -259,6 +260,7 @@ async function answer(div, signal) {
         model, messages: history, stream: true, stream_options: { include_usage: true },
         max_tokens: Number($("max-tokens").value) || undefined,
         temperature: Number($("temperature").value),
+        presence_penalty: Number($("presence-penalty").value) || undefined,
       }),
     }).catch((e) => { throw e.name === "AbortError" ? e : unreachable(e); });
     if (!response.ok) throw await failure(response);

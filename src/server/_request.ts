@@ -126,16 +126,6 @@ function parseStop(body: Json): string[] | undefined {
 
 /** Fields OpenAI defines that qvq cannot honour; sending them with a non-default value is a 400. */
 function refuseUnsupported(body: Json): void {
-  for (const name of ["frequency_penalty", "presence_penalty"]) {
-    const x = optionalNumber(body, name, { min: -2, max: 2 });
-    if (x !== undefined && x !== 0) {
-      throw badRequest(
-        name,
-        `${name} is not supported by this server (only 0); use repetition_penalty (e.g. 1.05) instead.`,
-        "unsupported_parameter",
-      );
-    }
-  }
   const n = optionalNumber(body, "n", { integer: true, min: 1 });
   if (n !== undefined && n !== 1) {
     throw badRequest(
@@ -311,6 +301,8 @@ export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequ
       exclusiveMin: true,
       max: 100,
     }),
+    frequencyPenalty: optionalNumber(body, "frequency_penalty", { min: -2, max: 2 }),
+    presencePenalty: optionalNumber(body, "presence_penalty", { min: -2, max: 2 }),
     seed: optionalNumber(body, "seed", { integer: true, min: 0 }),
     stop: parseStop(body),
     stopOnLoop: optionalBoolean(body, "stop_on_loop") ?? limits.stopOnLoop,

@@ -93,7 +93,10 @@ Deno.test("parseChatRequest() names the bad field and the bad value in its 400s"
   assert.equal(e.param, "temperature");
   assert.match(e.message, /"hot"/);
   assert.match(refusal({ ...base, top_p: 1.5 }).message, /top_p must be > 0 and <= 1; got 1.5/);
-  assert.match(refusal({ ...base, frequency_penalty: 0.5 }).message, /repetition_penalty/);
+  assert.match(
+    refusal({ ...base, presence_penalty: 2.5 }).message,
+    /presence_penalty must be >= -2 and <= 2; got 2.5/,
+  );
   const images = Array(3).fill({ type: "image_url", image_url: { url: PNG_URL } });
   const tooMany = refusal({ model: "m", messages: [{ role: "user", content: images }] });
   assert.equal(tooMany.param, "messages[0].content[2]");

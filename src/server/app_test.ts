@@ -87,8 +87,8 @@ Deno.test("POST /v1/chat/completions passes text and image parts and every optio
     seed: 7,
     stop: "END",
     repetition_penalty: 1.05,
-    frequency_penalty: 0,
-    presence_penalty: 0,
+    frequency_penalty: 0.25,
+    presence_penalty: -0.5,
     n: 1,
     user: "ignored",
   });
@@ -113,6 +113,8 @@ Deno.test("POST /v1/chat/completions passes text and image parts and every optio
     seed: 7,
     stop: ["END"],
     repetitionPenalty: 1.05,
+    frequencyPenalty: 0.25,
+    presencePenalty: -0.5,
     stopOnLoop: true,
   });
 });
@@ -360,8 +362,8 @@ const MALFORMED: [string, unknown, number, string | null][] = [
   ["stop with an empty string", { ...hello, stop: [""] }, 400, "stop"],
   ["five stop strings", { ...hello, stop: ["a", "b", "c", "d", "e"] }, 400, "stop"],
   ["n 2", { ...hello, n: 2 }, 400, "n"],
-  ["frequency_penalty 0.5", { ...hello, frequency_penalty: 0.5 }, 400, "frequency_penalty"],
-  ["presence_penalty 1", { ...hello, presence_penalty: 1 }, 400, "presence_penalty"],
+  ["frequency_penalty 3", { ...hello, frequency_penalty: 3 }, 400, "frequency_penalty"],
+  ["presence_penalty -2.5", { ...hello, presence_penalty: -2.5 }, 400, "presence_penalty"],
   ["repetition_penalty 0", { ...hello, repetition_penalty: 0 }, 400, "repetition_penalty"],
   ["stream a string", { ...hello, stream: "yes" }, 400, "stream"],
   [
