@@ -17,3 +17,4 @@ export * from "./linear_q.ts";
 export * from "./convert.ts";
 export * from "./gemm.ts";
 export * from "./gemv.ts";
+export * from "./logprobs.ts";

@@ -1,0 +1,162 @@
+// Log probabilities of sampled tokens (OpenAI's logprobs / top_logprobs), on the GPU beside the
+// sampler: log_softmax of the raw logits — before any penalty or temperature, as vLLM reports them
+// by default — for the token the sampler chose, and the TOPN most likely tokens with theirs.
+//
+// Two entries, as the sampler's (kernels/sample.wgsl):
+//   slice_pass — #if STAGE1, one workgroup per SLICE logits: the slice's max, Σ exp(x − max), and
+//                its TOPN largest (value, id), by TOPN rounds of a workgroup argmax.
+//   merge      — one workgroup: log Σ exp over the slices, the TOPN largest of the slices' TOPN,
+//                and the record of ring entry w = state.step + ahead (dropped at or past capacity):
+//                (chosen id, its logprob), then TOPN × (id, logprob), most likely first; ties go to
+//                the lower id. Logprobs are f32 bits in a u32 array.
+// Taken entries are marked by their id (NONE), not their value, so any finite logit can win.
+
+#include decode_state
+
+const NONE: u32 = 0xffffffffu;
+const SLICE: u32 = 1024u;
+const WG: u32 = 256u;
+const TOPN: u32 = {{TOPN}}u;
+
+var<workgroup> red_v: array<f32, WG>;
+var<workgroup> red_i: array<u32, WG>;
+
+// Whether (v, i) beats (bv, bi): larger value, then lower id; NONE never wins.
+fn beats(v: f32, i: u32, bv: f32, bi: u32) -> bool {
+  return i != NONE && (bi == NONE || v > bv || (v == bv && i < bi));
+}
+
+// The workgroup's best (value, id) of one per thread; every thread gets it.
+fn wg_best(v: f32, i: u32, lid: u32) -> vec2<u32> {
+  workgroupBarrier();
+  red_v[lid] = v;
+  red_i[lid] = i;
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    workgroupBarrier();
+    if (lid < s && beats(red_v[lid + s], red_i[lid + s], red_v[lid], red_i[lid])) {
+      red_v[lid] = red_v[lid + s];
+      red_i[lid] = red_i[lid + s];
+    }
+  }
+  workgroupBarrier();
+  return vec2<u32>(bitcast<u32>(red_v[0]), red_i[0]);
+}
+
+// Scratch, per slice: vec2(max, Σ exp(x − max)) as f32 bits, then TOPN × vec2(value bits, id).
+const SREC: u32 = 1u + TOPN;
+
+#if STAGE1
+@group(0) @binding(0) var<storage, read> logits: array<f32>;               // (vocab) f32
+@group(0) @binding(1) var<storage, read_write> scratch: array<vec2<u32>>;  // (nslices, SREC)
+@group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
+
+var<workgroup> vals: array<f32, SLICE>;
+var<workgroup> ids: array<u32, SLICE>;  // base + i, NONE past the vocabulary or once taken
+
+@compute @workgroup_size(WG)
+fn slice_pass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let base = wid.x * SLICE;
+  var bv = 0.0;
+  var bi = NONE;
+  for (var c = 0u; c < 4u; c++) {
+    let j = lid * 4u + c;
+    let i = base + j;
+    var x = 0.0;
+    var id = NONE;
+    if (i < p.vocab) {
+      x = logits[i];
+      id = i;
+    }
+    vals[j] = x;
+    ids[j] = id;
+    if (beats(x, id, bv, bi)) { bv = x; bi = id; }
+  }
+  let top = wg_best(bv, bi, lid);
+  let mx = bitcast<f32>(top.x);
+  var z = 0.0;
+  for (var c = 0u; c < 4u; c++) {
+    if (ids[lid * 4u + c] != NONE) { z += exp(vals[lid * 4u + c] - mx); }
+  }
+  workgroupBarrier();
+  red_v[lid] = z;
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    workgroupBarrier();
+    if (lid < s) { red_v[lid] += red_v[lid + s]; }
+  }
+  workgroupBarrier();
+  if (lid == 0u) { scratch[wid.x * SREC] = vec2<u32>(top.x, bitcast<u32>(red_v[0])); }
+  // TOPN rounds: each takes the best of what is left (the first is the max found above).
+  for (var r = 0u; r < TOPN; r++) {
+    bv = 0.0;
+    bi = NONE;
+    for (var c = 0u; c < 4u; c++) {
+      let j = lid * 4u + c;
+      if (beats(vals[j], ids[j], bv, bi)) { bv = vals[j]; bi = ids[j]; }
+    }
+    let b = wg_best(bv, bi, lid);
+    if (lid == 0u) {
+      scratch[wid.x * SREC + 1u + r] = b;
+      if (b.y != NONE) { ids[b.y - base] = NONE; }
+    }
+  }
+}
+#else
+@group(0) @binding(0) var<storage, read> logits: array<f32>;             // (vocab) f32
+@group(0) @binding(1) var<storage, read> scratch: array<vec2<u32>>;      // (nslices, SREC)
+@group(0) @binding(2) var<storage, read> state: DecodeState;
+@group(0) @binding(3) var<storage, read> tokens: array<u32>;             // (capacity) u32 token ring
+@group(0) @binding(4) var<storage, read_write> out: array<vec2<u32>>;    // (capacity, 1 + TOPN)
+@group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
+
+// The slices' candidates: value and id (NONE once taken).
+var<workgroup> cand_v: array<f32, {{CANDIDATES}}>;
+var<workgroup> cand_i: array<u32, {{CANDIDATES}}>;
+
+@compute @workgroup_size(WG)
+fn merge(@builtin(local_invocation_index) lid: u32) {
+  let w = state.step + p.ahead;
+  if (w >= p.capacity) { return; }  // uniform: every thread returns
+  // log Σ exp over the slices: M = max of the slice maxima, Z = Σ z_s · exp(m_s − M).
+  var m = -3.4028235e38;
+  for (var s = lid; s < p.nslices; s += WG) { m = max(m, bitcast<f32>(scratch[s * SREC].x)); }
+  let mm = wg_best(m, lid, lid);
+  let big = bitcast<f32>(mm.x);
+  var z = 0.0;
+  for (var s = lid; s < p.nslices; s += WG) {
+    let e = scratch[s * SREC];
+    z += bitcast<f32>(e.y) * exp(bitcast<f32>(e.x) - big);
+  }
+  workgroupBarrier();
+  red_v[lid] = z;
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    workgroupBarrier();
+    if (lid < s) { red_v[lid] += red_v[lid + s]; }
+  }
+  workgroupBarrier();
+  let lse = big + log(red_v[0]);
+  let rec = w * (1u + TOPN);
+  if (lid == 0u) {
+    let id = tokens[w];
+    out[rec] = vec2<u32>(id, bitcast<u32>(logits[min(id, p.vocab - 1u)] - lse));
+  }
+  let n = p.nslices * TOPN;
+  for (var c = lid; c < n; c += WG) {
+    let e = scratch[(c / TOPN) * SREC + 1u + c % TOPN];
+    cand_v[c] = bitcast<f32>(e.x);
+    cand_i[c] = e.y;
+  }
+  for (var r = 0u; r < TOPN; r++) {
+    var bv = 0.0;
+    var bc = NONE;  // the candidate's slot; its id decides ties
+    var bi = NONE;
+    workgroupBarrier();
+    for (var c = lid; c < n; c += WG) {
+      if (beats(cand_v[c], cand_i[c], bv, bi)) { bv = cand_v[c]; bi = cand_i[c]; bc = c; }
+    }
+    // Ties between threads go to the lower id; the slot travels with it in the id's place.
+    let b = wg_best(bv, bi, lid);
+    if (lid == 0u) { out[rec + 1u + r] = vec2<u32>(b.y, bitcast<u32>(bitcast<f32>(b.x) - lse)); }
+    if (b.y != NONE && bi == b.y) { cand_i[bc] = NONE; }
+  }
+}
+#endif

@@ -1,0 +1,114 @@
+import assert from "node:assert/strict";
+import { sharedGpu } from "../src/gpu/device.ts";
+import { createStorage, readU32, writeArray } from "../src/gpu/buffers.ts";
+import { InvalidInputError } from "../src/errors.ts";
+import { logprobsRef } from "../src/ref/logprobs.ts";
+import { argmax } from "../src/ref/sample.ts";
+import { randn, seeded } from "../src/ref/_random.ts";
+import { logprobs, logprobWords, MAX_TOP_LOGPROBS, parseLogprobRecords } from "./logprobs.ts";
+import { createSamplingParams, GREEDY, sample, writeSamplingParams } from "./sample.ts";
+import { advance, createDecodeState, writeDecodeState } from "./state.ts";
+import { type Dispatch, run } from "./_kernel.ts";
+
+/**
+ * Greedy-samples `logits` (the same every step) after prefill and for `steps` decode steps with
+ * the logprobs dispatches after each sampler, and returns the records and the chosen ids.
+ */
+async function records(logits: Float32Array, top: number, steps = 0, capacity = steps + 1) {
+  const gpu = await sharedGpu();
+  const vocab = logits.length;
+  const b = {
+    logits: createStorage(gpu, vocab * 4),
+    prompt: createStorage(gpu, 4),
+    params: createSamplingParams(gpu),
+    state: createDecodeState(gpu),
+    tokens: createStorage(gpu, capacity * 4),
+    scores: createStorage(gpu, capacity * 4),
+    out: createStorage(gpu, capacity * logprobWords(top) * 4),
+  };
+  writeArray(gpu, b.logits, logits);
+  // A large presence penalty makes each step choose another token: every record's chosen id differs.
+  writeSamplingParams(gpu, b.params, { ...GREEDY, presencePenalty: 1000, promptLength: 0 });
+  writeDecodeState(gpu, b.state, { cacheLen: 0, position: 0, step: 0 });
+  const shape = { vocab, capacity };
+  const ds = [
+    sample(gpu, b, { ...shape, afterPrefill: true }),
+    logprobs(gpu, b, { ...shape, top, afterPrefill: true }),
+  ];
+  const next = [sample(gpu, b, shape), logprobs(gpu, b, { ...shape, top })];
+  const adv = advance(gpu, b.state);
+  const all: Dispatch[] = [...ds];
+  for (let i = 0; i < steps; i++) all.push(...next, adv);
+  run(gpu, all);
+  const words = await readU32(gpu, b.out, Math.min(steps + 1, capacity) * logprobWords(top));
+  const ids = await readU32(gpu, b.tokens, Math.min(steps + 1, capacity));
+  [...ds, ...next, adv].forEach((d) => d.destroy());
+  Object.values(b).forEach((x) => x.destroy());
+  return { recs: parseLogprobRecords(words, ids.length, top), ids: [...ids] };
+}
+
+function assertClose(got: number, want: number, what: string) {
+  assert.ok(
+    Math.abs(got - want) <= 2e-5 * Math.max(1, Math.abs(want)),
+    `${what}: ${got} vs ${want}`,
+  );
+}
+
+Deno.test("logprobs() matches log_softmax and the top ids of the CPU reference, every step", async () => {
+  const rng = seeded(50);
+  // The real vocabulary (149 slices, the last partial), a partial single slice, and a tiny one.
+  for (const [vocab, top, steps] of [[151936, 20, 3], [3000, 5, 2], [7, 7, 1], [151936, 0, 1]]) {
+    const x = randn(rng, vocab, 3);
+    const { recs, ids } = await records(x, top, steps);
+    assert.equal(ids[0], argmax(x));
+    assert.equal(new Set(ids).size, ids.length, "the penalty moved the choice each step");
+    for (const [w, rec] of recs.entries()) {
+      const want = logprobsRef(x, ids[w], top);
+      assert.equal(rec.id, ids[w], `vocab ${vocab} entry ${w}`);
+      assertClose(rec.logprob, want.logprob, `vocab ${vocab} entry ${w} logprob`);
+      assert.deepEqual(
+        rec.top.map((t) => t.id),
+        want.top.map((t) => t.id),
+        `top ids ${vocab}/${w}`,
+      );
+      rec.top.forEach((t, j) => assertClose(t.logprob, want.top[j].logprob, `top ${j}`));
+    }
+  }
+});
+
+Deno.test("logprobs() lists tied logits by id, across slices, and normalises over the whole vocabulary", async () => {
+  // Eight ties at the top, spread over three slices and within one thread's four.
+  const x = new Float32Array(5000).fill(-4);
+  const tied = [4999, 2050, 3, 2049, 1024, 2, 777, 4096];
+  for (const i of tied) x[i] = 2.5;
+  x[10] = 2.75;
+  const { recs } = await records(x, 10);
+  const [rec] = recs;
+  assert.deepEqual(rec.top.map((t) => t.id), [10, ...tied.sort((a, b) => a - b), 0]);
+  // log_softmax: 1 at 2.75, 8 at 2.5, the rest at -4.
+  const z = Math.exp(2.75) + 8 * Math.exp(2.5) + (5000 - 9) * Math.exp(-4);
+  assertClose(rec.logprob, 2.75 - Math.log(z), "chosen");
+  assertClose(rec.top[1].logprob, 2.5 - Math.log(z), "tied");
+  assertClose(rec.top[9].logprob, -4 - Math.log(z), "the rest");
+});
+
+Deno.test("logprobs() drops a record past the ring and refuses bad shapes by name", async () => {
+  const gpu = await sharedGpu();
+  // capacity 2, 3 steps: entries 2 and 3 are not written (the buffer holds 2 records).
+  const { recs } = await records(randn(seeded(51), 2048, 1), 2, 3, 2);
+  assert.equal(recs.length, 2);
+  const b = {
+    logits: createStorage(gpu, 16),
+    state: createDecodeState(gpu),
+    tokens: createStorage(gpu, 16),
+    out: createStorage(gpu, 16),
+  };
+  assert.throws(
+    () => logprobs(gpu, b, { vocab: 4, capacity: 1, top: MAX_TOP_LOGPROBS + 1 }),
+    (e: Error) =>
+      e instanceof InvalidInputError &&
+      /top must be an integer in \[0, 20\], got 21/.test(e.message),
+  );
+  assert.throws(() => logprobs(gpu, b, { vocab: 0, capacity: 1, top: 1 }), /vocab/);
+  Object.values(b).forEach((x) => x.destroy());
+});
