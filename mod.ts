@@ -38,6 +38,8 @@ export type {
   GenerateOptions,
   GenerationEvent,
   GenerationResult,
+  TokenLogprob,
+  TopLogprob,
 } from "./src/generate/types.ts";
 
 // Serving: the OpenAI-compatible Hono app and the Hugging Face hub downloader.

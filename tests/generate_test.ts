@@ -9,6 +9,7 @@ import { sharedGpu } from "../src/gpu/device.ts";
 import { Pipeline } from "../src/pipeline.ts";
 import type { Session } from "../src/model/qwen2vl.ts";
 import { readReferenceCase, TINY_DIR } from "../src/model/_fixture.ts";
+import { logprobsRef } from "../src/ref/logprobs.ts";
 import type {
   ChatMessage,
   GenerateOptions,
@@ -28,6 +29,18 @@ async function case0(): Promise<ChatMessage[]> {
     role: "user",
     content: [{ type: "image", image }, { type: "text", text: cases[0].prompt }],
   }];
+}
+
+/** The delta events of a generation, its texts and its final record. */
+async function runEvents(opts: GenerateOptions) {
+  const events: Extract<GenerationEvent, { type: "delta" }>[] = [];
+  let result: GenerationResult | undefined;
+  for await (const ev of (await pipeline).generate(await case0(), opts)) {
+    if (ev.type === "delta") events.push(ev);
+    else result = ev.result;
+  }
+  assert.ok(result);
+  return { events, deltas: events.map((e) => e.text), result };
 }
 
 /** Runs a generation, returning the deltas and the final record; `onDelta` may act mid-stream. */
@@ -71,6 +84,39 @@ Deno.test("Pipeline.generate() greedy from prompt text + PNG reproduces transfor
     t.visionMs > 0 && t.prefillMs > 0 && t.decodeMs > 0 && t.tokensPerSecond > 0,
     JSON.stringify(t),
   );
+});
+
+Deno.test("Pipeline.generate() logprobs: the first token's match log_softmax of transformers' logits", async () => {
+  const ref = await readReferenceCase(0);
+  const { deltas, result, events } = await runEvents({
+    maxNewTokens: 12,
+    temperature: 0,
+    logprobs: true,
+    topLogprobs: 20,
+  });
+  const lps = result.logprobs!;
+  assert.deepEqual(lps.map((t) => t.id), [...ref.generatedIds]);
+  assert.deepEqual(events.flatMap((e) => e.logprobs ?? []), lps, "the deltas carry them all, once");
+  // Each token's text and bytes; together the bytes are the answer's UTF-8.
+  const bytes = lps.flatMap((t) => t.bytes);
+  assert.equal(new TextDecoder().decode(Uint8Array.from(bytes)), result.text);
+  assert.equal(lps.map((t) => t.token).join(""), deltas.join(""));
+  // Greedy: the chosen token is the most likely, with the same logprob.
+  for (const t of lps) {
+    assert.deepEqual([t.topLogprobs[0].id, t.topLogprobs[0].logprob], [t.id, t.logprob]);
+  }
+  // Against transformers' logits at the last prompt position (f32 both; the parity tests' error).
+  const want = logprobsRef(ref.logitsLast, ref.generatedIds[0], 20);
+  const got = lps[0];
+  assert.ok(Math.abs(got.logprob - want.logprob) < 1e-4, `${got.logprob} vs ${want.logprob}`);
+  assert.deepEqual(got.topLogprobs.map((t) => t.id), want.top.map((t) => t.id));
+  got.topLogprobs.forEach((t, j) =>
+    assert.ok(Math.abs(t.logprob - want.top[j].logprob) < 1e-4, `top ${j}: ${t.logprob}`)
+  );
+  // Without the option there are none.
+  const plain = await runEvents({ maxNewTokens: 2, temperature: 0 });
+  assert.equal(plain.result.logprobs, undefined);
+  assert.ok(plain.events.every((e) => e.logprobs === undefined));
 });
 
 Deno.test("Pipeline.generate() with the same seed gives the same text, another seed another", async () => {

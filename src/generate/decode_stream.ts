@@ -10,7 +10,13 @@ import { LoopDetector } from "./loop_detector.ts";
 import type { ResolvedOptions } from "./options.ts";
 import { StopStringFilter } from "./stop_strings.ts";
 import { type BatchRecorder, type PumpOptions, pumpTokens } from "./token_pump.ts";
-import type { FinishReason, GenerationEvent, GenerationResult } from "./types.ts";
+import type { FinishReason, GenerationEvent, GenerationResult, TokenLogprob } from "./types.ts";
+import {
+  logprobWords,
+  parseLogprobRecords,
+  type TokenLogprobRecord,
+} from "../../kernels/logprobs.ts";
+import { tokenLogprob, type TokenText } from "./logprobs.ts";
 
 /** Incremental detokenizer: text that became complete with this id ("" while a character is pending). */
 export interface TokenTextDecoder {
@@ -38,6 +44,11 @@ export interface DecodeRun {
   ring: GPUBuffer;
   /** Records the work writing ring entries [first, first + count): entry 0 is the prefill's sample. */
   record: BatchRecorder;
+  /**
+   * With logprobs: the records the recorded work writes beside the ring, (capacity,
+   * logprobWords(top)) u32 (kernels/logprobs.ts).
+   */
+  logprobs?: { buffer: GPUBuffer; top: number };
 }
 
 /** What the caller measured before decoding, for the final record. */
@@ -59,6 +70,8 @@ export interface DecodeStreamOptions {
   loopDetector?: () => LoopDetector;
   /** Receives every generated id the stream reads, in order (the prompt cache keeps them). */
   ids?: number[];
+  /** A token's text and bytes, for logprobs entries (src/generate/logprobs.ts tokenTexts). */
+  tokenText?: (id: number) => TokenText;
 }
 
 /**
@@ -81,6 +94,17 @@ export async function* decodeStream(
   let completion = 0;
   let firstAt = NaN;
   let finish: FinishReason | null = null;
+  // Logprobs: the records read back (ring order), the entries not yet on a delta, and all.
+  const lp = run.logprobs;
+  const records: TokenLogprobRecord[] = [];
+  let pending: TokenLogprob[] = [];
+  const allLogprobs: TokenLogprob[] = [];
+  const text_ = extra.tokenText ?? ((id: number) => ({ token: String(id), bytes: [] }));
+  const withLogprobs = (t: string): GenerationEvent => {
+    const ev: GenerationEvent = { type: "delta", text: t };
+    if (lp) [ev.logprobs, pending] = [pending, []];
+    return ev;
+  };
 
   const batches = pumpTokens(
     run.gpu,
@@ -90,6 +114,11 @@ export async function* decodeStream(
       ...extra.pump,
       total: options.maxNewTokens,
       signal,
+      side: lp && {
+        buffer: lp.buffer,
+        entryBytes: logprobWords(lp.top) * 4,
+        take: (words, _first, count) => records.push(...parseLogprobRecords(words, count, lp.top)),
+      },
     },
   );
   // Resolves when the signal aborts, so a long batch does not delay the cancellation.
@@ -126,6 +155,11 @@ export async function* decodeStream(
           finish = "stop";
           break;
         }
+        if (lp) {
+          const entry = tokenLogprob(records[completion - 1], text_);
+          pending.push(entry);
+          allLogprobs.push(entry);
+        }
         const r = filter.push(decoder.push(id));
         delta += r.text;
         if (r.stopped) finish = "stop";
@@ -133,18 +167,18 @@ export async function* decodeStream(
         else if (completion >= options.maxNewTokens) finish = "length";
         if (finish !== null) break;
       }
-      if (delta) {
+      if (delta || pending.length) {
         text += delta;
-        yield { type: "delta", text: delta };
+        yield withLogprobs(delta);
       }
     }
     // The decoder's pending bytes and the text held back for a possible stop string belong to
     // the answer unless a stop string was found.
     let tail = filter.push(decoder.flush()).text;
     tail += filter.flush();
-    if (tail) {
+    if (tail || pending.length) {
       text += tail;
-      yield { type: "delta", text: tail };
+      yield withLogprobs(tail);
     }
   } finally {
     signal?.removeEventListener("abort", onAbort);
@@ -169,6 +203,7 @@ export async function* decodeStream(
       decodeMs,
       tokensPerSecond: completion > 1 && decodeMs > 0 ? (completion - 1) / (decodeMs / 1000) : 0,
     },
+    ...(lp ? { logprobs: allLogprobs } : {}),
   };
   yield { type: "done", result };
   return result;

@@ -122,6 +122,79 @@ Deno.test('decodeStream() streams every token up to the budget and ends with "le
   assert.ok(result.timings.prefillMs >= 0 && result.timings.decodeMs >= 0);
 });
 
+/**
+ * A fake run with logprobs (top 1): record i is (script[i], −i − 0.5) with the alternative
+ * (1000 + i, −i − 1.5), copied beside the ring entries batch by batch.
+ */
+async function fakeLogprobRun(script: number[]) {
+  const run = await fakeRun(script);
+  const words = new Uint32Array(script.length * 4);
+  const f = new Float32Array(words.buffer);
+  script.forEach((id, i) => {
+    words[4 * i] = id,
+      f[4 * i + 1] = -i - 0.5,
+      words[4 * i + 2] = 1000 + i,
+      f[4 * i + 3] = -i - 1.5;
+  });
+  const src = uploadArray(run.gpu, words);
+  const buffer = createStorage(run.gpu, words.byteLength);
+  const record = run.record;
+  return Object.assign(run, {
+    logprobs: { buffer, top: 1 },
+    record(enc: GPUCommandEncoder, first: number, count: number) {
+      record(enc, first, count);
+      enc.copyBufferToBuffer(src, first * 16, buffer, first * 16, count * 16);
+    },
+    dispose() {
+      [src, buffer].forEach((b) => b.destroy());
+    },
+  });
+}
+
+Deno.test("decodeStream() puts each token's logprobs on the delta that reads it, text or not", async () => {
+  const texts = (id: number) => ({ token: VOCAB[id] ?? `<${id}>`, bytes: [id] });
+  const events = async (script: number[], opts: GenerateOptions) => {
+    const run = await fakeLogprobRun(script);
+    const options = resolveOptions({ maxNewTokens: script.length, ...opts }, CONFIG);
+    const out: GenerationEvent[] = [];
+    const stats = {
+      promptTokens: 1,
+      imageTokens: 0,
+      cachedTokens: 0,
+      visionMs: 0,
+      prefillStart: 0,
+    };
+    for await (const ev of decodeStream(run, options, fakeDecoder(), stats, { tokenText: texts })) {
+      out.push(ev);
+    }
+    run.dispose();
+    return out;
+  };
+  const brief = (ev: GenerationEvent) =>
+    ev.type === "delta"
+      ? [ev.text, ev.logprobs?.map((t) => [t.id, t.logprob, t.topLogprobs[0].id, t.token])]
+      : ["done", ev.result.logprobs?.length];
+  // Batches of 1, 2 and 3: "é" takes two tokens; the stop id (98) has no entry, nor what follows.
+  const a = await events([1, 7, 8, 2, 98, 6], { logprobs: true, topLogprobs: 1 });
+  assert.deepEqual(a.map(brief), [
+    ["Hello", [[1, -0.5, 1000, "Hello"]]],
+    ["é", [[7, -1.5, 1001, "<7>"], [8, -2.5, 1002, "<8>"]]],
+    [" world", [[2, -3.5, 1003, " world"]]],
+    ["done", 4],
+  ]);
+  // " </a" may begin the stop string: held back, its tokens' logprobs come on an empty delta.
+  const b = await events([1, 3, 4, 6], { logprobs: true, topLogprobs: 1, stop: [" </a>"] });
+  assert.deepEqual(b.map(brief), [
+    ["Hello", [[1, -0.5, 1000, "Hello"]]],
+    ["", [[3, -1.5, 1001, " <"], [4, -2.5, 1002, "/a"]]],
+    [" </a again", [[6, -3.5, 1003, " again"]]],
+    ["done", 4],
+  ]);
+  const done = b.at(-1)!;
+  assert.ok(done.type === "done");
+  assert.deepEqual(done.result.logprobs!.map((t) => t.bytes), [[1], [3], [4], [6]]);
+});
+
 Deno.test("decodeStream() stops at a stop id and discards the tokens after it", async () => {
   const { result, ids } = await collect([1, 2, 6, 98, 1, 2, 6], {});
   assert.equal(result.finishReason, "stop");

@@ -16,6 +16,7 @@ import type { ResolvedOptions } from "./options.ts";
 import type { PreparedPrompt } from "./prompt.ts";
 import { imageKeys, type PromptCache } from "./prompt_cache.ts";
 import { SessionRun } from "./session_run.ts";
+import { tokenTexts } from "./logprobs.ts";
 import type { GenerationEvent, GenerationResult } from "./types.ts";
 
 /** The prompt cache to use, and hooks for tests. */
@@ -112,14 +113,14 @@ export async function* runGeneration(
       frequencyPenalty: o.frequencyPenalty,
       presencePenalty: o.presencePenalty,
       seed: o.seed,
-    });
+    }, o.logprobs ? o.topLogprobs : undefined);
     return yield* decodeStream(run, o, skipUnknownIds(decoder, tokenizer.vocabSize), {
       promptTokens: S,
       imageTokens: prompt.imageTokens,
       cachedTokens: hit.cached.tokens,
       visionMs,
       prefillStart,
-    }, { ...hooks, ids: generated });
+    }, { ...hooks, ids: generated, ...(o.logprobs ? { tokenText: tokenTexts(tokenizer) } : {}) });
   } catch (error) {
     failed = true; // the session's rows may be half written
     throw error;

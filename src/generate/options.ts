@@ -5,6 +5,7 @@
  */
 import { InvalidInputError, ModelFileError } from "../errors.ts";
 import type { GenerateOptions } from "./types.ts";
+import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
 
 /** Hard ceiling on `maxNewTokens` (QVQ's reasoning fits; longer runs are loops in practice). */
 export const MAX_NEW_TOKENS_LIMIT = 8192;
@@ -121,6 +122,9 @@ export interface ResolvedOptions {
   frequencyPenalty: number;
   /** 0 = no penalty. */
   presencePenalty: number;
+  /** Report logprobs, and this many alternatives a position. */
+  logprobs: boolean;
+  topLogprobs: number;
   /** Integer in [0, 2^53): the GPU RNG takes its low and high 32 bits. */
   seed: number;
   stop: string[];
@@ -139,6 +143,8 @@ const OPTION_KEYS: Record<keyof GenerateOptions, true> = {
   repetitionPenalty: true,
   frequencyPenalty: true,
   presencePenalty: true,
+  logprobs: true,
+  topLogprobs: true,
   seed: true,
   stop: true,
   stopOnLoop: true,
@@ -222,6 +228,16 @@ export function resolveOptions(
   );
   const [frequencyPenalty, presencePenalty] = (["frequencyPenalty", "presencePenalty"] as const)
     .map((key) => numField(o, key, 0, (v) => v >= -2 && v <= 2, "a number in [-2, 2] (0 = none)"));
+  const logprobs = o.logprobs ?? false;
+  if (typeof logprobs !== "boolean") {
+    throw new InvalidInputError(`logprobs must be true or false, got ${preview(logprobs)}`);
+  }
+  const topLogprobs = intField(o, "topLogprobs", 0, 0, MAX_TOP_LOGPROBS);
+  if (topLogprobs > 0 && !logprobs) {
+    throw new InvalidInputError(
+      `topLogprobs needs logprobs: true (got topLogprobs ${topLogprobs} without it)`,
+    );
+  }
   const seed = intField(o, "seed", randomSeed(), 0, Number.MAX_SAFE_INTEGER);
   const stop = stopField(o.stop);
   const stopOnLoop = o.stopOnLoop ?? false;
@@ -241,6 +257,8 @@ export function resolveOptions(
     repetitionPenalty,
     frequencyPenalty,
     presencePenalty,
+    logprobs,
+    topLogprobs,
     seed,
     stop,
     stopTokenIds: [...config.eosTokenIds],

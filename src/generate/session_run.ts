@@ -1,6 +1,7 @@
 /**
  * Binds a model session to the decode loop: the sampler that follows prefill, the decode step's
- * sampler and the state's `advance`, built once per generation and re-encoded for every step.
+ * sampler and the state's `advance` (and, when logprobs are asked for, the logprobs kernels after
+ * each sampler), built once per generation and re-encoded for every step.
  * Ring entry 0 comes from the prefill's logits; entry i ≥ 1 from decode step i − 1, which reads
  * tokens[i − 1] (kernels/state.wgsl).
  * @module
@@ -14,6 +15,8 @@ import {
   writeSamplingParams,
 } from "../../kernels/sample.ts";
 import { advance } from "../../kernels/state.ts";
+import { logprobs, logprobWords } from "../../kernels/logprobs.ts";
+import { createStorage } from "../gpu/buffers.ts";
 import type { Qwen2VLModel, Session } from "../model/qwen2vl.ts";
 import type { DecodeRun } from "./decode_stream.ts";
 
@@ -27,16 +30,21 @@ export class SessionRun implements DecodeRun {
   readonly #first: Dispatch;
   readonly #next: Dispatch;
   readonly #advance: Dispatch;
+  /** With logprobs: the records, (capacity, logprobWords(top)) u32, and their dispatches. */
+  readonly logprobs?: { buffer: GPUBuffer; top: number };
+  readonly #lp?: { first: Dispatch; next: Dispatch };
   #disposed = false;
 
   /**
    * @param session prefilled (its promptLength is the repetition penalty's prompt history)
    * @param sampling how each token is chosen (e.g. GREEDY from kernels/sample.ts)
+   * @param topLogprobs record each token's logprob and this many alternatives (undefined: none)
    */
   constructor(
     model: Qwen2VLModel,
     session: Session,
     sampling: Omit<SamplingSettings, "promptLength">,
+    topLogprobs?: number,
   ) {
     const gpu = model.gpu;
     this.gpu = gpu;
@@ -57,6 +65,25 @@ export class SessionRun implements DecodeRun {
     this.#first = sample(gpu, bufs, { ...shape, afterPrefill: true });
     this.#next = sample(gpu, bufs, shape);
     this.#advance = advance(gpu, session.state);
+    if (topLogprobs !== undefined) {
+      const top = topLogprobs;
+      const buffer = createStorage(
+        gpu,
+        shape.capacity * logprobWords(top) * 4,
+        "generate.logprobs",
+      );
+      const b = {
+        logits: session.logits,
+        state: session.state,
+        tokens: session.tokens,
+        out: buffer,
+      };
+      this.logprobs = { buffer, top };
+      this.#lp = {
+        first: logprobs(gpu, b, { ...shape, top, afterPrefill: true }),
+        next: logprobs(gpu, b, { ...shape, top }),
+      };
+    }
   }
 
   /**
@@ -70,11 +97,13 @@ export class SessionRun implements DecodeRun {
     let i = first;
     if (i === 0 && count > 0) {
       this.#first.encode(pass);
+      this.#lp?.first.encode(pass);
       i++;
     }
     for (; i < first + count; i++) {
       this.#model.encodeDecodeStep(pass, this.#session);
       this.#next.encode(pass);
+      this.#lp?.next.encode(pass);
       this.#advance.encode(pass);
     }
     pass.end();
@@ -85,14 +114,18 @@ export class SessionRun implements DecodeRun {
    * {@link record} encodes per ring entry ≥ 1, for profilers that time each one alone.
    */
   stepDispatches(): readonly Dispatch[] {
-    return [...this.#session.decodeDispatches, this.#next, this.#advance];
+    const lp = this.#lp ? [this.#lp.next] : [];
+    return [...this.#session.decodeDispatches, this.#next, ...lp, this.#advance];
   }
 
-  /** Frees the sampler's buffers (the session is the caller's). */
+  /** Frees the sampler's (and the logprobs') buffers (the session is the caller's). */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
     for (const d of [this.#first, this.#next, this.#advance]) d.destroy();
+    this.#lp?.first.destroy();
+    this.#lp?.next.destroy();
     this.#params.destroy();
+    this.logprobs?.buffer.destroy();
   }
 }

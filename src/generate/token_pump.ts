@@ -55,6 +55,22 @@ export interface PumpOptions {
    * signal after its event-loop turn, before the next submit.
    */
   signal?: AbortSignal;
+  /**
+   * A second ring read back with the tokens (the logprobs records): each batch's entries are
+   * copied into the same staging buffer after its ids and handed to `take` just before the ids
+   * are yielded.
+   */
+  side?: SideRing;
+}
+
+/** A ring of fixed-size entries, one per token-ring entry, read back beside the ids. */
+export interface SideRing {
+  /** (capacity, entryBytes) bytes. */
+  buffer: GPUBuffer;
+  /** Bytes per entry, a multiple of 4. */
+  entryBytes: number;
+  /** Receives entries [first, first + count) as u32 words. */
+  take(words: Uint32Array, first: number, count: number): void;
 }
 
 /** Default largest batch: 32 steps amortise a readback to < 0.4 ms a token. */
@@ -76,10 +92,11 @@ export const DEFAULT_MAX_BATCH = 32;
  */
 export const DEFAULT_BATCH_MS = 50;
 
-/** A recorded batch: its command buffer (submitted or not yet), staging buffer and size. */
+/** A recorded batch: its command buffer (submitted or not yet), staging buffer, entries. */
 interface Batch {
   commands: GPUCommandBuffer;
   staging: GPUBuffer;
+  first: number;
   count: number;
 }
 
@@ -108,6 +125,14 @@ export async function* pumpTokens(
       `pumpTokens: entries ${start} + ${total} do not fit the ring of ${ring.size / 4} tokens`,
     );
   }
+  const side = options.side;
+  if (side && !(side.entryBytes > 0 && side.entryBytes % 4 === 0)) {
+    throw new RangeError(
+      `pumpTokens: side entries must be whole u32 words, got ${side.entryBytes} bytes`,
+    );
+  }
+  // Staging: the batch's ids, then (from maxBatch · 4) its side entries.
+  const sideAt = maxBatch * 4;
   const free: GPUBuffer[] = [];
   const all: GPUBuffer[] = [];
   let recorded = start;
@@ -121,14 +146,23 @@ export async function* pumpTokens(
     if (!(size * stepMs >= batchMs)) size = Math.min(maxBatch, size * 2);
     let staging = free.pop();
     if (!staging) {
-      staging = createReadback(gpu, maxBatch * 4, "token_pump.staging");
+      staging = createReadback(
+        gpu,
+        sideAt + (side ? maxBatch * side.entryBytes : 0),
+        "token_pump.staging",
+      );
       all.push(staging);
     }
     const enc = gpu.device.createCommandEncoder({ label: `decode[${recorded}+${count}]` });
     record(enc, recorded, count);
     enc.copyBufferToBuffer(ring, recorded * 4, staging, 0, count * 4);
+    if (side) {
+      const n = side.entryBytes;
+      enc.copyBufferToBuffer(side.buffer, recorded * n, staging, sideAt, count * n);
+    }
+    const first = recorded;
     recorded += count;
-    return { commands: enc.finish(), staging, count };
+    return { commands: enc.finish(), staging, first, count };
   };
 
   try {
@@ -140,7 +174,7 @@ export async function* pumpTokens(
     let next = prepare();
     while (running) {
       // Deno waits for the GPU inside this call (see the module doc).
-      const bytes = running.count * 4;
+      const bytes = side ? sideAt + running.count * side.entryBytes : running.count * 4;
       const mapped = running.staging.mapAsync(GPUMapMode.READ, 0, bytes);
       if (next) gpu.device.queue.submit([next.commands]);
       // The batch ran from the last wait's return to this one's (where mapAsync does not wait,
@@ -148,11 +182,11 @@ export async function* pumpTokens(
       const t = now();
       if (!Number.isNaN(since)) stepMs = (t - since) / running.count;
       since = t;
-      const ids = new Uint32Array(
-        await readMapped(running.staging, mapped, bytes).catch((cause) => {
-          throw new Error("token ring readback failed (device lost?)", { cause });
-        }),
-      );
+      const data = await readMapped(running.staging, mapped, bytes).catch((cause) => {
+        throw new Error("token ring readback failed (device lost?)", { cause });
+      });
+      const ids = new Uint32Array(data, 0, running.count);
+      side?.take(new Uint32Array(data, sideAt), running.first, running.count);
       free.push(running.staging);
       running = next;
       next = prepare(); // while the GPU runs `running`, before the consumer sees these ids

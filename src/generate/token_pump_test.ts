@@ -29,6 +29,61 @@ Deno.test("pumpTokens() yields every ring entry in order, in batches growing 1, 
   f.dispose();
 });
 
+Deno.test("pumpTokens() hands over a side ring's entries with each batch, before its ids", async () => {
+  const f = await fakeDecode(50);
+  // Three words an entry: entry i holds (i, 2i, 3i), written by the recorder as the ring is.
+  const words = 3;
+  const script = uploadArray(
+    f.gpu,
+    Uint32Array.from({ length: 50 * words }, (_, j) => Math.floor(j / words) * (1 + (j % words))),
+  );
+  const sideRing = createStorage(f.gpu, 50 * words * 4, "side");
+  const record: BatchRecorder = (enc, first, count) => {
+    f.record(enc, first, count);
+    enc.copyBufferToBuffer(
+      script,
+      first * words * 4,
+      sideRing,
+      first * words * 4,
+      count * words * 4,
+    );
+  };
+  const taken: [number, number[]][] = [];
+  const side = {
+    buffer: sideRing,
+    entryBytes: words * 4,
+    take: (w: Uint32Array, first: number, count: number) => {
+      taken.push([first, [...w.subarray(0, count * words)]]);
+    },
+  };
+  let entries = 0, batches = 0;
+  for await (const ids of pumpTokens(f.gpu, f.ring, record, { total: 50, maxBatch: 16, side })) {
+    assert.equal(taken.length, ++batches, "one take a batch, before its ids");
+    const [first, w] = taken.at(-1)!;
+    assert.equal(first, entries);
+    assert.deepEqual(
+      w,
+      Array.from({ length: ids.length * words }, (_, j) => {
+        const i = first + Math.floor(j / words);
+        return i * (1 + (j % words));
+      }),
+    );
+    assert.deepEqual(
+      [...ids],
+      Array.from({ length: ids.length }, (_, j) => 1000 + (first + j) * 7),
+    );
+    entries += ids.length;
+  }
+  assert.equal(entries, 50);
+  await assert.rejects(
+    pumpTokens(f.gpu, f.ring, record, { total: 1, side: { ...side, entryBytes: 6 } }).next(),
+    /whole u32 words, got 6 bytes/,
+  );
+
+  [script, sideRing].forEach((b) => b.destroy());
+  f.dispose();
+});
+
 Deno.test("pumpTokens() records the batch after next before handing a batch over", async () => {
   const f = await fakeDecode(40);
   const seen: number[] = [];

@@ -38,6 +38,13 @@ export interface GenerateOptions {
    * suggests 0–2 against endless repetition in its reasoning models). -2..2, 0: none.
    */
   presencePenalty?: number;
+  /**
+   * Report each generated token's log probability: log_softmax of the model's raw logits, before
+   * penalties and temperature (vLLM's default), on the delta events and the final record.
+   */
+  logprobs?: boolean;
+  /** With `logprobs`: also this many most likely tokens at each position (0..20). */
+  topLogprobs?: number;
   /** Same seed, same options, same prompt → same text. */
   seed?: number;
   /** Strings that end the answer (not included in it). */
@@ -49,6 +56,22 @@ export interface GenerateOptions {
    * like a finished one's, or is freed without one.
    */
   signal?: AbortSignal;
+}
+
+/** A token at a generated position and its log probability. */
+export interface TopLogprob {
+  /** The token's text alone (U+FFFD where it holds part of a character). */
+  token: string;
+  id: number;
+  logprob: number;
+  /** The token's exact UTF-8 bytes (a character may span tokens). */
+  bytes: number[];
+}
+
+/** A generated token's log probability, and the most likely tokens at its position. */
+export interface TokenLogprob extends TopLogprob {
+  /** `topLogprobs` entries, most likely first (the lower id on ties). */
+  topLogprobs: TopLogprob[];
 }
 
 /** Why generation ended. */
@@ -72,11 +95,22 @@ export interface GenerationResult {
   };
   /** Milliseconds spent in the vision tower, prefill and decode, and the decode rate. */
   timings: { visionMs: number; prefillMs: number; decodeMs: number; tokensPerSecond: number };
+  /** With `logprobs`: every answer token's, in order (those of the delta events together). */
+  logprobs?: TokenLogprob[];
 }
 
 /** What a stream yields: text as it is written, then one final record. */
 export type GenerationEvent =
-  | { type: "delta"; text: string }
+  | {
+    type: "delta";
+    text: string;
+    /**
+     * With `logprobs`: the tokens read since the last delta, text or not (a delta may then have
+     * empty text: tokens held back for a stop string or an unfinished character). A stop id has
+     * none: it is not part of the answer.
+     */
+    logprobs?: TokenLogprob[];
+  }
   | { type: "done"; result: GenerationResult };
 
 /** Anything that can answer chat messages: the real pipeline, or a fake in server tests. */

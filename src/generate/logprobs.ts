@@ -1,0 +1,62 @@
+/**
+ * From the GPU's logprob records (kernels/logprobs.ts) to what callers see: each token's text and
+ * bytes beside its log probability, as OpenAI's `logprobs.content` entries carry them.
+ * @module
+ */
+import type { TokenLogprobRecord } from "../../kernels/logprobs.ts";
+import type { Tokenizer } from "../tokenizer.ts";
+import type { TokenLogprob, TopLogprob } from "./types.ts";
+
+/** A token's text (Hugging Face's decode of it alone) and its exact bytes. */
+export interface TokenText {
+  token: string;
+  bytes: number[];
+}
+
+/**
+ * GPT-2's byte-level alphabet backwards: the character a byte-level vocabulary writes for each
+ * byte (printable Latin-1 as itself, the other bytes as U+0100 on) → the byte.
+ */
+const BYTE_OF: ReadonlyMap<string, number> = (() => {
+  const m = new Map<string, number>();
+  let extra = 0;
+  for (let b = 0; b < 256; b++) {
+    const printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || b >= 0xae;
+    m.set(String.fromCodePoint(printable ? b : 256 + extra++), b);
+  }
+  return m;
+})();
+
+/**
+ * The text and bytes of an id, cached. A token that decodes to whole characters has the UTF-8 of
+ * its text as bytes; one that holds part of a character (the text shows U+FFFD) has its
+ * byte-level vocabulary entry read back to bytes. Ids past the tokenizer's vocabulary (padding
+ * rows of the lm_head) are "" with no bytes, as their decode adds no text.
+ */
+export function tokenTexts(tokenizer: Tokenizer): (id: number) => TokenText {
+  const cache = new Map<number, TokenText>();
+  const utf8 = new TextEncoder();
+  return (id) => {
+    let t = cache.get(id);
+    if (t) return t;
+    if (id >= tokenizer.vocabSize) {
+      t = { token: "", bytes: [] };
+    } else {
+      const token = tokenizer.decode([id]);
+      let bytes = [...utf8.encode(token)];
+      const entry = tokenizer.idToToken(id);
+      if (token.includes("\ufffd") && entry && [...entry].every((c) => BYTE_OF.has(c))) {
+        bytes = [...entry].map((c) => BYTE_OF.get(c)!);
+      }
+      t = { token, bytes };
+    }
+    cache.set(id, t);
+    return t;
+  };
+}
+
+/** A GPU record as the caller's entry, with each token's text and bytes. */
+export function tokenLogprob(r: TokenLogprobRecord, text: (id: number) => TokenText): TokenLogprob {
+  const one = (id: number, logprob: number): TopLogprob => ({ ...text(id), id, logprob });
+  return { ...one(r.id, r.logprob), topLogprobs: r.top.map((t) => one(t.id, t.logprob)) };
+}
