@@ -85,6 +85,9 @@ Deno.test("resolveOptions() keeps the caller's values", () => {
     [8192, 0, 0, 1, 1, 42, true],
   );
   assert.deepEqual([o.frequencyPenalty, o.presencePenalty], [-2, 1.5]);
+  assert.deepEqual([o.logprobs, o.topLogprobs], [false, 0]);
+  const lp = resolveOptions({ logprobs: true, topLogprobs: 20 }, QVQ);
+  assert.deepEqual([lp.logprobs, lp.topLogprobs], [true, 20]);
   assert.deepEqual(o.stop, ["END", "\n\n"]);
   assert.equal(o.signal, ac.signal);
 });
@@ -104,6 +107,9 @@ Deno.test("resolveOptions() rejects every bad option with its field and value", 
     [{ repetitionPenalty: 0 }, /repetitionPenalty.*\b0\b/],
     [{ presencePenalty: 2.5 }, /presencePenalty must be a number in \[-2, 2\].*2\.5/],
     [{ frequencyPenalty: -3 }, /frequencyPenalty.*-3/],
+    [{ logprobs: 1 }, /logprobs must be true or false, got 1/],
+    [{ logprobs: true, topLogprobs: 21 }, /topLogprobs must be an integer in \[0, 20\], got 21/],
+    [{ topLogprobs: 2 }, /topLogprobs needs logprobs: true/],
     [{ seed: -3 }, /seed.*-3/],
     [{ seed: 2 ** 60 }, /seed/],
     [{ stop: "x" }, /stop must be an array.*"x"/],
