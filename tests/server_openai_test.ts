@@ -205,6 +205,23 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
     let text = "";
     for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
     assert.equal(text, ref.generated_text);
+
+    // With logprobs, streamed: one entry a token, greedy's choice the most likely of its three.
+    const lp = await s.client.chat.completions.create({
+      ...params,
+      stream: true,
+      logprobs: true,
+      top_logprobs: 3,
+    });
+    const entries: OpenAI.Chat.ChatCompletionTokenLogprob[] = [];
+    for await (const chunk of lp) entries.push(...(chunk.choices[0]?.logprobs?.content ?? []));
+    assert.equal(entries.length, ref.generated_ids.length);
+    assert.equal(entries.map((e) => e.token).join(""), ref.generated_text);
+    for (const e of entries) {
+      assert.equal(e.top_logprobs.length, 3);
+      assert.deepEqual([e.top_logprobs[0].token, e.top_logprobs[0].logprob], [e.token, e.logprob]);
+      assert.ok(e.logprob < 0 && e.top_logprobs[1].logprob <= e.logprob);
+    }
   } finally {
     engine.dispose();
   }

@@ -11,6 +11,7 @@ import type {
   FinishReason,
   GenerateOptions,
   GenerationEvent,
+  TokenLogprob,
 } from "../generate/types.ts";
 
 /** How the fake behaves. */
@@ -106,6 +107,33 @@ export class FakeEngine implements ChatEngine {
       let text = "";
       let reason: FinishReason = o.finishReason ?? "stop";
       let count = 0;
+      // With logprobs: token k (a word, from 1) has logprob −k / 10, its alternatives "alt<j>" below it.
+      const logprobs: TokenLogprob[] = [];
+      const entry = (token: string): TokenLogprob[] => {
+        if (!options.logprobs) return [];
+        const one = (t: string, id: number, logprob: number) => ({
+          token: t,
+          id,
+          logprob,
+          bytes: [...new TextEncoder().encode(t)],
+        });
+        const k = logprobs.length + 1;
+        const e = {
+          ...one(token, k, -k / 10),
+          topLogprobs: Array.from(
+            { length: options.topLogprobs ?? 0 },
+            (_, j) => j === 0 ? one(token, k, -k / 10) : one(`alt${j}`, 1000 + j, -k / 10 - j),
+          ),
+        };
+        logprobs.push(e);
+        return [e];
+      };
+      const delta = (t: string, token: string): GenerationEvent => {
+        const lp = entry(token);
+        return options.logprobs
+          ? { type: "delta", text: t, logprobs: lp }
+          : { type: "delta", text: t };
+      };
       for (const token of tokens) {
         if (options.signal?.aborted) {
           reason = "abort";
@@ -121,7 +149,7 @@ export class FakeEngine implements ChatEngine {
           ...(options.stop ?? []).map((s) => next.indexOf(s)).filter((i) => i >= 0),
         );
         if (Number.isFinite(stopAt)) {
-          if (stopAt > text.length) yield { type: "delta", text: next.slice(text.length, stopAt) };
+          if (stopAt > text.length) yield delta(next.slice(text.length, stopAt), token);
           text = next.slice(0, stopAt);
           count++;
           reason = "stop";
@@ -129,7 +157,7 @@ export class FakeEngine implements ChatEngine {
         }
         count++;
         text = next;
-        yield { type: "delta", text: token };
+        yield delta(token, token);
         if (o.tokenDelayMs) await sleep(o.tokenDelayMs, options.signal);
         else await turn();
       }
@@ -148,6 +176,7 @@ export class FakeEngine implements ChatEngine {
             cachedTokens: o.cachedTokens?.(messages) ?? 0,
           },
           timings: { visionMs: 1, prefillMs: 2, decodeMs: 3, tokensPerSecond: 42 },
+          ...(options.logprobs ? { logprobs } : {}),
         },
       };
     } finally {

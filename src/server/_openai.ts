@@ -8,7 +8,12 @@
  * in usage, and `timings` (milliseconds and decode speed) beside usage.
  * @module
  */
-import type { FinishReason, GenerationResult } from "../generate/types.ts";
+import type {
+  FinishReason,
+  GenerationResult,
+  TokenLogprob,
+  TopLogprob,
+} from "../generate/types.ts";
 
 /** Reported as `system_fingerprint`, so clients can tell which server answered. */
 export const SYSTEM_FINGERPRINT = "qvq-webgpu";
@@ -75,6 +80,16 @@ export function timingsOf(result: GenerationResult): Timings {
   };
 }
 
+/** OpenAI's `logprobs` of a choice: one entry a token (null without logprobs). */
+export function logprobsObject(entries: TokenLogprob[] | undefined): object | null {
+  if (!entries) return null;
+  const one = (t: TopLogprob) => ({ token: t.token, logprob: t.logprob, bytes: t.bytes });
+  return {
+    content: entries.map((e) => ({ ...one(e), top_logprobs: e.topLogprobs.map(one) })),
+    refusal: null,
+  };
+}
+
 /** The non-streaming response. */
 export function completionObject(header: CompletionHeader, result: GenerationResult): object {
   return {
@@ -83,7 +98,7 @@ export function completionObject(header: CompletionHeader, result: GenerationRes
     choices: [{
       index: 0,
       message: { role: "assistant", content: result.text, refusal: null },
-      logprobs: null,
+      logprobs: logprobsObject(result.logprobs),
       finish_reason: openAIFinishReason(result.finishReason),
       native_finish_reason: result.finishReason,
     }],
@@ -93,13 +108,13 @@ export function completionObject(header: CompletionHeader, result: GenerationRes
 }
 
 /**
- * One streamed chunk. `delta` is `{role, content: ""}` first, then `{content}`, then `{}` with the
- * finish reason; `usage` is null on those when the client asked for usage, and a last chunk has
+ * One streamed chunk. `delta` is `{role, content: ""}` first, then `{content}` (with the tokens'
+ * logprobs when asked for), then `{}` with the finish reason; `usage` is null on those when the client asked for usage, and a last chunk has
  * empty choices and the usage (exactly as OpenAI streams it).
  */
 export function chunkObject(
   header: CompletionHeader,
-  choice: { delta: object; result?: GenerationResult } | null,
+  choice: { delta: object; result?: GenerationResult; logprobs?: TokenLogprob[] } | null,
   usage?: { include: boolean; result?: GenerationResult },
 ): object {
   const chunk: Record<string, unknown> = { ...header, object: "chat.completion.chunk" };
@@ -110,7 +125,7 @@ export function chunkObject(
     chunk.choices = [{
       index: 0,
       delta,
-      logprobs: null,
+      logprobs: logprobsObject(choice.logprobs),
       finish_reason: result ? openAIFinishReason(result.finishReason) : null,
       ...(result ? { native_finish_reason: result.finishReason } : {}),
     }];

@@ -10,6 +10,7 @@
 import { MAX_NEW_TOKENS_LIMIT, MAX_STOP_LENGTH } from "../generate/options.ts";
 import type { ChatMessage, ContentPart, GenerateOptions } from "../generate/types.ts";
 import { badRequest } from "./_errors.ts";
+import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
 import { checkDecodes, type ImagePolicy, loadImage } from "./_images.ts";
 
 /** OpenAI accepts at most 4 stop sequences. */
@@ -124,6 +125,26 @@ function parseStop(body: Json): string[] | undefined {
   return list.length ? list : undefined;
 }
 
+/**
+ * `logprobs` and `top_logprobs` (0..20, only with logprobs true, as OpenAI requires) as the
+ * engine's logprobs / topLogprobs; absent when logprobs is not true.
+ */
+function parseLogprobs(body: Json): Pick<ChatRequest["options"], "logprobs" | "topLogprobs"> {
+  const on = optionalBoolean(body, "logprobs") ?? false;
+  const top = optionalNumber(body, "top_logprobs", {
+    integer: true,
+    min: 0,
+    max: MAX_TOP_LOGPROBS,
+  });
+  if (top !== undefined && !on) {
+    throw badRequest(
+      "top_logprobs",
+      "top_logprobs needs logprobs: true (send both, or leave top_logprobs out).",
+    );
+  }
+  return on ? { logprobs: true, topLogprobs: top ?? 0 } : {};
+}
+
 /** Fields OpenAI defines that qvq cannot honour; sending them with a non-default value is a 400. */
 function refuseUnsupported(body: Json): void {
   const n = optionalNumber(body, "n", { integer: true, min: 1 });
@@ -132,13 +153,6 @@ function refuseUnsupported(body: Json): void {
       "n",
       `n must be 1; this server generates one choice per request, got ${n}.`,
       "unsupported_value",
-    );
-  }
-  if (optionalBoolean(body, "logprobs")) {
-    throw badRequest(
-      "logprobs",
-      "logprobs is not supported by this server.",
-      "unsupported_parameter",
     );
   }
   for (const name of ["tools", "functions", "audio"]) {
@@ -303,6 +317,7 @@ export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequ
     }),
     frequencyPenalty: optionalNumber(body, "frequency_penalty", { min: -2, max: 2 }),
     presencePenalty: optionalNumber(body, "presence_penalty", { min: -2, max: 2 }),
+    ...parseLogprobs(body),
     seed: optionalNumber(body, "seed", { integer: true, min: 0 }),
     stop: parseStop(body),
     stopOnLoop: optionalBoolean(body, "stop_on_loop") ?? limits.stopOnLoop,

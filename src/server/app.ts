@@ -379,7 +379,11 @@ export function createApp(
         for (let next = await first; !next.done && !signal.aborted; next = await events.next()) {
           const event = next.value;
           if (event.type === "delta") {
-            if (event.text) send(chunkObject(header, { delta: { content: event.text } }, usage));
+            // With logprobs a delta may carry tokens but no text yet (held for a stop string).
+            if (event.text || event.logprobs?.length) {
+              const choice = { delta: { content: event.text }, logprobs: event.logprobs };
+              send(chunkObject(header, choice, usage));
+            }
           } else {
             send(chunkObject(header, { delta: {}, result: event.result }, usage));
             if (usage.include) {

@@ -173,6 +173,38 @@ Deno.test("stream: true sends role, content deltas, finish and usage chunks, the
   assert.equal(usage.usage.total_tokens, 18);
 });
 
+Deno.test("logprobs: each token's logprob and top_logprobs, in the response and in the stream", async () => {
+  const { app, fake } = setup();
+  const body = { ...hello, max_tokens: 3, logprobs: true, top_logprobs: 2 };
+  const json = await (await post(app, body)).json();
+  const { signal: _, ...options } = fake.calls[0].options;
+  assert.deepEqual(options, { maxNewTokens: 3, logprobs: true, topLogprobs: 2, stopOnLoop: true });
+  const tok = (token: string, logprob: number) => ({
+    token,
+    logprob,
+    bytes: [...new TextEncoder().encode(token)],
+  });
+  const want = ["I", " see", " 0"].map((t, k) => ({
+    ...tok(t, -(k + 1) / 10),
+    top_logprobs: [tok(t, -(k + 1) / 10), tok("alt1", -(k + 1) / 10 - 1)],
+  }));
+  assert.deepEqual(json.choices[0].logprobs, { content: want, refusal: null });
+  // Streamed: each content chunk carries its own tokens' entries; the others none.
+  const data = await sseData(await post(app, { ...body, stream: true }));
+  const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+  assert.deepEqual(
+    chunks.map((c) => c.choices[0].logprobs?.content ?? null),
+    [null, [want[0]], [want[1]], [want[2]], null],
+  );
+  // logprobs without top_logprobs: empty alternatives, as OpenAI sends them.
+  const bare = await (await post(app, { ...hello, max_tokens: 1, logprobs: true })).json();
+  assert.deepEqual(bare.choices[0].logprobs.content, [{ ...tok("I", -0.1), top_logprobs: [] }]);
+  // logprobs false: null, and the engine is not asked.
+  const off = await (await post(app, { ...hello, max_tokens: 1, logprobs: false })).json();
+  assert.equal(off.choices[0].logprobs, null);
+  assert.equal(fake.calls.at(-1)!.options.logprobs, undefined);
+});
+
 Deno.test("stream: true without include_usage sends no usage field and no usage chunk", async () => {
   const data = await sseData(await post(setup().app, { ...hello, stream: true }));
   const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
@@ -378,7 +410,9 @@ const MALFORMED: [string, unknown, number, string | null][] = [
     400,
     "stream_options.include_usage",
   ],
-  ["logprobs", { ...hello, logprobs: true }, 400, "logprobs"],
+  ["logprobs a string", { ...hello, logprobs: "yes" }, 400, "logprobs"],
+  ["top_logprobs 21", { ...hello, logprobs: true, top_logprobs: 21 }, 400, "top_logprobs"],
+  ["top_logprobs without logprobs", { ...hello, top_logprobs: 2 }, 400, "top_logprobs"],
   ["tools", { ...hello, tools: [{ type: "function", function: { name: "f" } }] }, 400, "tools"],
   [
     "json response_format",
