@@ -7,6 +7,7 @@ import type { PresetName } from "../src/model/presets.ts";
 import { parseQuant, parseVisionQuant } from "../src/model/quantize.ts";
 import type { QuantDType, WeightDType } from "../src/gpu/tensor.ts";
 import { checkKvDType, type KvDType } from "../kernels/kv_cache.ts";
+import { MAX_TOP_LOGPROBS } from "../kernels/logprobs.ts";
 
 /** Short shape names and the configs they stand for ("tiny" is the test fixture's). */
 export const SHAPES: Readonly<Record<string, PresetName | "tiny">> = {
@@ -54,6 +55,10 @@ export interface BenchOptions {
    * session's KV cache (the prompt cache) and, for comparison, whole.
    */
   followup: number;
+  /** Record each token's logprob and this many alternatives (the logprobs kernels), or none. */
+  logprobs?: number;
+  /** Sample with every penalty on (repetition 1.05, presence 0.5, frequency 0.1), still greedy. */
+  penalties: boolean;
 }
 
 const USAGE = `deno task bench [options]
@@ -75,6 +80,8 @@ const USAGE = `deno task bench [options]
                               "decode_profile" (µs per step by kernel variant) to the line
   --followup N                then time the next chat turn, N new prompt tokens (≥ 10), from
                               the KV cache the turn before left and whole; adds "followup"
+  --logprobs N                decode with each token's logprob and N alternatives (0..20)
+  --penalties                 decode with repetition, presence and frequency penalties on
 Prints one JSON line.`;
 
 /** Parses argv; throws InvalidInputError with the usage on a bad option. */
@@ -90,6 +97,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     writeCheckpoint: false,
     profile: false,
     followup: 0,
+    penalties: false,
   };
   const bad = (msg: string): never => {
     throw new InvalidInputError(`${msg}\n${USAGE}`);
@@ -163,6 +171,13 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
         break;
       case "--profile":
         o.profile = true;
+        break;
+      case "--logprobs":
+        o.logprobs = int(flag, val(), 0);
+        if (o.logprobs > MAX_TOP_LOGPROBS) bad(`--logprobs must be at most ${MAX_TOP_LOGPROBS}`);
+        break;
+      case "--penalties":
+        o.penalties = true;
         break;
       case "--help":
       case "-h":

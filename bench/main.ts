@@ -24,7 +24,13 @@ import type { GridThw } from "../src/model/rope_index.ts";
 import { syntheticModel } from "../src/model/synthetic.ts";
 import type { WeightPlan } from "../src/model/weights.ts";
 import { DEFAULT_IMAGE_PROCESSOR_CONFIG, smartResize } from "../src/image.ts";
-import { GREEDY, type KvDType, kvElementBytes } from "../kernels/mod.ts";
+import {
+  GREEDY,
+  type KvDType,
+  kvElementBytes,
+  logprobWords,
+  parseLogprobRecords,
+} from "../kernels/mod.ts";
 import { SessionRun } from "../src/generate/session_run.ts";
 import { pumpTokens } from "../src/generate/token_pump.ts";
 import { type BenchOptions, parseArgs, SHAPES } from "./_args.ts";
@@ -87,6 +93,10 @@ export interface BenchResult {
   image_patches: number;
   new_tokens: number;
   dispatches_per_step: number;
+  /** --logprobs N: the alternatives each token's record listed. */
+  logprobs?: number;
+  /** --penalties: repetition, presence and frequency penalties were on. */
+  penalties?: boolean;
   /** With --profile: each dispatch of a decode step timed alone (GPU µs per step). */
   decode_profile?: StepProfile & { step_us: number };
   /** With --profile: each dispatch of the vision tower and of prefill timed alone (GPU µs). */
@@ -270,7 +280,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       const tVision = performance.now();
       await model.prefill(s, ids, img);
       // The generation loop's own sampler + advance, as Pipeline builds it after prefill.
-      const run = new SessionRun(model, s, GREEDY);
+      const run = new SessionRun(model, s, sampling(o), o.logprobs);
       record(gpu, run, 0, 1);
       const tSubmitted = performance.now();
       await readU32(gpu, s.tokens, 1);
@@ -334,6 +344,13 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         total: timed,
         firstBatch: o.stepsPerSubmit,
         maxBatch: o.stepsPerSubmit,
+        // The records read back with the ids, as decodeStream takes them (parsed, not named).
+        side: run.logprobs && {
+          buffer: run.logprobs.buffer,
+          entryBytes: logprobWords(run.logprobs.top) * 4,
+          take: (w: Uint32Array, _first: number, n: number) =>
+            void parseLogprobRecords(w, n, run.logprobs!.top),
+        },
       };
       for await (const ids of pumpTokens(gpu, s.tokens, run.record.bind(run), pumpOptions)) {
         if (Number.isNaN(firstAt)) firstAt = performance.now();
@@ -382,7 +399,10 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         image_tokens: imageTokens,
         image_patches: patches,
         new_tokens: timed,
-        dispatches_per_step: s.decodeDispatches.length + 3, // + sampler (2 kernels) + advance
+        // + sampler (2 kernels) + advance, + 2 logprobs kernels with --logprobs
+        dispatches_per_step: s.decodeDispatches.length + 3 + (o.logprobs !== undefined ? 2 : 0),
+        ...(o.logprobs !== undefined ? { logprobs: o.logprobs } : {}),
+        ...(o.penalties ? { penalties: true } : {}),
         ...(profile ? { decode_profile: profile } : {}),
         ...(ttftProfile ? { ttft_profile: ttftProfile } : {}),
         ...(followup ? { followup } : {}),
@@ -469,6 +489,13 @@ function round(x: number, digits = 4): number {
 }
 
 /** Records work into one compute pass and submits it. */
+/** Greedy, with --penalties every penalty on (they change which token wins, not the work). */
+function sampling(o: BenchOptions): typeof GREEDY {
+  return o.penalties
+    ? { ...GREEDY, repetitionPenalty: 1.05, presencePenalty: 0.5, frequencyPenalty: 0.1 }
+    : GREEDY;
+}
+
 function record(gpu: Gpu, run: SessionRun, first: number, count: number): void {
   const enc = gpu.device.createCommandEncoder({ label: "bench" });
   run.record(enc, first, count);

@@ -32,6 +32,9 @@ Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
   assert.equal(parseArgs(["--vision-quant=f16"]).visionQuant, undefined);
   assert.equal(parseArgs([]).kvCacheDtype, undefined);
   assert.equal(parseArgs(["--kv-cache-dtype", "f32"]).kvCacheDtype, "f32");
+  assert.deepEqual([parseArgs([]).logprobs, parseArgs([]).penalties], [undefined, false]);
+  const lp = parseArgs(["--logprobs", "20", "--penalties"]);
+  assert.deepEqual([lp.logprobs, lp.penalties], [20, true]);
   for (
     const bad of [
       ["--shape", "gpt"],
@@ -40,6 +43,7 @@ Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
       ["--kv-cache-dtype", "bf16"],
       ["--image", "644"],
       ["--new-tokens", "0"],
+      ["--logprobs", "21"],
       ["--frobnicate"],
     ]
   ) {
@@ -83,6 +87,8 @@ Deno.test("runBench() at the tiny shape: every number measured and plausible (f1
         "1",
         "--followup",
         "12",
+        // q4 also decodes with the logprobs kernels and every penalty on.
+        ...(quant ? ["--logprobs", "5", "--penalties"] : []),
       ]),
       dtype,
       quant,
@@ -109,6 +115,7 @@ Deno.test("runBench() at the tiny shape: every number measured and plausible (f1
     assert.equal(r.image_patches, 16);
     assert.equal(r.image_tokens, 4);
     assert.equal(r.new_tokens, 4); // 6 steps, 2 of them warm-up
+    assert.deepEqual([r.logprobs, r.penalties], quant ? [5, true] : [undefined, undefined]);
     for (
       const k of [
         "load_s",
