@@ -42,6 +42,7 @@ Deno.test("the embedded kernels hold no #include and no fragment of their own; e
     "kv_cache",
     "linear",
     "linear_q",
+    "logprobs",
     "rope",
     "sample",
     "state",

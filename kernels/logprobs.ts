@@ -47,6 +47,11 @@ export interface LogprobShape {
   top: number;
   /** As the sampler's: the entry after prefill (tokens[state.step]) rather than a decode step's. */
   afterPrefill?: boolean;
+  /**
+   * Reduce with subgroup operations (default: where the device has them) rather than barrier
+   * trees; tests run both.
+   */
+  subgroups?: boolean;
 }
 
 /**
@@ -79,6 +84,10 @@ export class Logprobs extends Dispatch {
       );
     }
     const scratch = createStorage(gpu, nslices * (1 + s.top) * 8, "logprobs.scratch");
+    const subgroups = s.subgroups ?? gpu.features.subgroups;
+    if (subgroups && !gpu.features.subgroups) {
+      throw new InvalidInputError("logprobs: subgroups asked for, but this device has none");
+    }
     const params = Params.pack({
       vocab: s.vocab,
       ahead: s.afterPrefill ? 0 : 1,
@@ -90,7 +99,7 @@ export class Logprobs extends Dispatch {
       entry: "slice_pass",
       bindings: ["read", "read_write"],
       params: Params,
-      defines: { STAGE1: true, TOPN: s.top },
+      defines: { STAGE1: true, TOPN: s.top, SUBGROUPS: subgroups },
     });
     super(gpu, slices, [b.logits, scratch], params, [nslices]);
     const merge = variant(gpu, {
@@ -98,7 +107,7 @@ export class Logprobs extends Dispatch {
       entry: "merge",
       bindings: ["read", "read", "read", "read", "read_write"],
       params: Params,
-      defines: { TOPN: s.top, CANDIDATES: candidates },
+      defines: { TOPN: s.top, CANDIDATES: candidates, SUBGROUPS: subgroups },
     });
     this.#merge = new Dispatch(gpu, merge, [b.logits, scratch, b.state, b.tokens, b.out], params, [
       1,

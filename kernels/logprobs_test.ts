@@ -14,7 +14,13 @@ import { type Dispatch, run } from "./_kernel.ts";
  * Greedy-samples `logits` (the same every step) after prefill and for `steps` decode steps with
  * the logprobs dispatches after each sampler, and returns the records and the chosen ids.
  */
-async function records(logits: Float32Array, top: number, steps = 0, capacity = steps + 1) {
+async function records(
+  logits: Float32Array,
+  top: number,
+  steps = 0,
+  capacity = steps + 1,
+  subgroups?: boolean,
+) {
   const gpu = await sharedGpu();
   const vocab = logits.length;
   const b = {
@@ -33,9 +39,9 @@ async function records(logits: Float32Array, top: number, steps = 0, capacity = 
   const shape = { vocab, capacity };
   const ds = [
     sample(gpu, b, { ...shape, afterPrefill: true }),
-    logprobs(gpu, b, { ...shape, top, afterPrefill: true }),
+    logprobs(gpu, b, { ...shape, top, afterPrefill: true, subgroups }),
   ];
-  const next = [sample(gpu, b, shape), logprobs(gpu, b, { ...shape, top })];
+  const next = [sample(gpu, b, shape), logprobs(gpu, b, { ...shape, top, subgroups })];
   const adv = advance(gpu, b.state);
   const all: Dispatch[] = [...ds];
   for (let i = 0; i < steps; i++) all.push(...next, adv);
@@ -54,24 +60,32 @@ function assertClose(got: number, want: number, what: string) {
   );
 }
 
+/** Both reductions where the device has subgroups (the default), else the barrier trees alone. */
+async function variants(): Promise<boolean[]> {
+  return (await sharedGpu()).features.subgroups ? [true, false] : [false];
+}
+
 Deno.test("logprobs() matches log_softmax and the top ids of the CPU reference, every step", async () => {
   const rng = seeded(50);
   // The real vocabulary (149 slices, the last partial), a partial single slice, and a tiny one.
-  for (const [vocab, top, steps] of [[151936, 20, 3], [3000, 5, 2], [7, 7, 1], [151936, 0, 1]]) {
-    const x = randn(rng, vocab, 3);
-    const { recs, ids } = await records(x, top, steps);
-    assert.equal(ids[0], argmax(x));
-    assert.equal(new Set(ids).size, ids.length, "the penalty moved the choice each step");
-    for (const [w, rec] of recs.entries()) {
-      const want = logprobsRef(x, ids[w], top);
-      assert.equal(rec.id, ids[w], `vocab ${vocab} entry ${w}`);
-      assertClose(rec.logprob, want.logprob, `vocab ${vocab} entry ${w} logprob`);
-      assert.deepEqual(
-        rec.top.map((t) => t.id),
-        want.top.map((t) => t.id),
-        `top ids ${vocab}/${w}`,
-      );
-      rec.top.forEach((t, j) => assertClose(t.logprob, want.top[j].logprob, `top ${j}`));
+  const cases = [[151936, 20, 3], [3000, 5, 2], [7, 7, 1], [151936, 0, 1]];
+  for (const subgroups of await variants()) {
+    for (const [vocab, top, steps] of cases) {
+      const x = randn(rng, vocab, 3);
+      const { recs, ids } = await records(x, top, steps, steps + 1, subgroups);
+      assert.equal(ids[0], argmax(x));
+      assert.equal(new Set(ids).size, ids.length, "the penalty moved the choice each step");
+      for (const [w, rec] of recs.entries()) {
+        const want = logprobsRef(x, ids[w], top);
+        assert.equal(rec.id, ids[w], `vocab ${vocab} entry ${w}`);
+        assertClose(rec.logprob, want.logprob, `vocab ${vocab} entry ${w} logprob`);
+        assert.deepEqual(
+          rec.top.map((t) => t.id),
+          want.top.map((t) => t.id),
+          `top ids ${vocab}/${w}`,
+        );
+        rec.top.forEach((t, j) => assertClose(t.logprob, want.top[j].logprob, `top ${j}`));
+      }
     }
   }
 });
@@ -82,14 +96,16 @@ Deno.test("logprobs() lists tied logits by id, across slices, and normalises ove
   const tied = [4999, 2050, 3, 2049, 1024, 2, 777, 4096];
   for (const i of tied) x[i] = 2.5;
   x[10] = 2.75;
-  const { recs } = await records(x, 10);
-  const [rec] = recs;
-  assert.deepEqual(rec.top.map((t) => t.id), [10, ...tied.sort((a, b) => a - b), 0]);
-  // log_softmax: 1 at 2.75, 8 at 2.5, the rest at -4.
-  const z = Math.exp(2.75) + 8 * Math.exp(2.5) + (5000 - 9) * Math.exp(-4);
-  assertClose(rec.logprob, 2.75 - Math.log(z), "chosen");
-  assertClose(rec.top[1].logprob, 2.5 - Math.log(z), "tied");
-  assertClose(rec.top[9].logprob, -4 - Math.log(z), "the rest");
+  for (const subgroups of await variants()) {
+    const { recs } = await records(x, 10, 0, 1, subgroups);
+    const [rec] = recs;
+    assert.deepEqual(rec.top.map((t) => t.id), [10, ...tied.sort((a, b) => a - b), 0]);
+    // log_softmax: 1 at 2.75, 8 at 2.5, the rest at -4.
+    const z = Math.exp(2.75) + 8 * Math.exp(2.5) + (5000 - 9) * Math.exp(-4);
+    assertClose(rec.logprob, 2.75 - Math.log(z), "chosen");
+    assertClose(rec.top[1].logprob, 2.5 - Math.log(z), "tied");
+    assertClose(rec.top[9].logprob, -4 - Math.log(z), "the rest");
+  }
 });
 
 Deno.test("logprobs() drops a record past the ring and refuses bad shapes by name", async () => {
