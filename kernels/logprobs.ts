@@ -73,13 +73,13 @@ export class Logprobs extends Dispatch {
     }
     const nslices = ceilDiv(s.vocab, SLICE);
     const candidates = Math.max(1, nslices * s.top);
-    // The merge holds every slice's candidates (value and id) in workgroup memory, beside its
-    // 2 KB of reductions.
-    if (candidates * 8 + 2048 > gpu.limits.maxComputeWorkgroupStorageSize) {
+    // The merge holds every slice's candidates (value and id) and its next one in workgroup
+    // memory, beside its 2 KB of reductions and 1 KB of subgroup bests.
+    const shared = candidates * 8 + nslices * 4 + 3072;
+    if (shared > gpu.limits.maxComputeWorkgroupStorageSize) {
       throw new InvalidInputError(
-        `logprobs: ${s.top} alternatives over a ${s.vocab}-token vocabulary need ${
-          candidates * 8 + 2048
-        } bytes of workgroup memory; this adapter has ${gpu.limits.maxComputeWorkgroupStorageSize}. ` +
+        `logprobs: ${s.top} alternatives over a ${s.vocab}-token vocabulary need ${shared} bytes ` +
+          `of workgroup memory; this adapter has ${gpu.limits.maxComputeWorkgroupStorageSize}. ` +
           "Ask for fewer top logprobs.",
       );
     }
@@ -107,7 +107,7 @@ export class Logprobs extends Dispatch {
       entry: "merge",
       bindings: ["read", "read", "read", "read", "read_write"],
       params: Params,
-      defines: { TOPN: s.top, CANDIDATES: candidates, SUBGROUPS: subgroups },
+      defines: { TOPN: s.top, CANDIDATES: candidates, SLICES: nslices, SUBGROUPS: subgroups },
     });
     this.#merge = new Dispatch(gpu, merge, [b.logits, scratch, b.state, b.tokens, b.out], params, [
       1,

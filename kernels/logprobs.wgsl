@@ -104,8 +104,23 @@ const SREC: u32 = 1u + TOPN;
 @group(0) @binding(1) var<storage, read_write> scratch: array<vec2<u32>>;  // (nslices, SREC)
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
-var<workgroup> vals: array<f32, SLICE>;
-var<workgroup> ids: array<u32, SLICE>;  // base + i, NONE past the vocabulary or once taken
+// A thread's four logits, sorted (larger first, the lower id on ties), and the next to offer:
+// each round compares one head a thread.
+var<private> v4: vec4<f32>;
+var<private> i4: vec4<u32>;  // their ids; NONE past the vocabulary
+var<private> next4: u32;
+
+// Orders entries a and b of the thread's four.
+fn order(a: u32, b: u32) {
+  if (beats(v4[b], i4[b], v4[a], i4[a])) {
+    let tv = v4[a];
+    let ti = i4[a];
+    v4[a] = v4[b];
+    i4[a] = i4[b];
+    v4[b] = tv;
+    i4[b] = ti;
+  }
+}
 
 @compute @workgroup_size(WG)
 fn slice_pass(
@@ -122,40 +137,29 @@ fn slice_pass(
   set_thread(lid, 0u, 0u);
 #endif
   let base = wid.x * SLICE;
-  var bv = 0.0;
-  var bi = NONE;
   for (var c = 0u; c < 4u; c++) {
-    let j = lid * 4u + c;
-    let i = base + j;
-    var x = 0.0;
-    var id = NONE;
-    if (i < p.vocab) {
-      x = logits[i];
-      id = i;
-    }
-    vals[j] = x;
-    ids[j] = id;
-    if (beats(x, id, bv, bi)) { bv = x; bi = id; }
+    let i = base + lid * 4u + c;
+    v4[c] = select(0.0, logits[min(i, p.vocab - 1u)], i < p.vocab);
+    i4[c] = select(NONE, i, i < p.vocab);
   }
-  let top = wg_best(bv, bi);
+  // A sorting network of four.
+  order(0u, 1u);
+  order(2u, 3u);
+  order(0u, 2u);
+  order(1u, 3u);
+  order(1u, 2u);
+  let top = wg_best(v4.x, i4.x);
   let mx = bitcast<f32>(top.x);
   var z = 0.0;
-  for (var c = 0u; c < 4u; c++) {
-    if (ids[lid * 4u + c] != NONE) { z += exp(vals[lid * 4u + c] - mx); }
-  }
+  for (var c = 0u; c < 4u; c++) { z += select(0.0, exp(v4[c] - mx), i4[c] != NONE); }
   let zs = wg_sum(z);
   if (lid == 0u) { scratch[wid.x * SREC] = vec2<u32>(top.x, bitcast<u32>(zs)); }
-  // TOPN rounds: each takes the best of what is left (the first is the max found above).
+  // TOPN rounds: each takes the best head; its thread moves on to its next (the first round's
+  // winner is the max found above).
   for (var r = 0u; r < TOPN; r++) {
-    bv = 0.0;
-    bi = NONE;
-    for (var c = 0u; c < 4u; c++) {
-      let j = lid * 4u + c;
-      if (beats(vals[j], ids[j], bv, bi)) { bv = vals[j]; bi = ids[j]; }
-    }
-    let b = wg_best(bv, bi);
-    // The winner's owner marks it (its thread alone reads its four ids next round).
-    if (b.y != NONE && b.y == bi) { ids[b.y - base] = NONE; }
+    let h = min(next4, 3u);
+    let b = wg_best(v4[h], select(NONE, i4[h], next4 < 4u));
+    if (b.y != NONE && next4 < 4u && b.y == i4[h]) { next4 += 1u; }
     if (lid == 0u) { scratch[wid.x * SREC + 1u + r] = b; }
   }
 }
@@ -167,9 +171,11 @@ fn slice_pass(
 @group(0) @binding(4) var<storage, read_write> out: array<vec2<u32>>;    // (capacity, 1 + TOPN)
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
-// The slices' candidates: value and id (NONE once taken).
+// The slices' candidates, TOPN a slice in its order (larger first, the lower id on ties: the order
+// of the answer), and each slice's next one: a round compares the slices' heads only.
 var<workgroup> cand_v: array<f32, {{CANDIDATES}}>;
 var<workgroup> cand_i: array<u32, {{CANDIDATES}}>;
+var<workgroup> head: array<u32, {{SLICES}}>;
 
 @compute @workgroup_size(WG)
 fn merge(
@@ -208,18 +214,25 @@ fn merge(
     cand_v[c] = bitcast<f32>(e.x);
     cand_i[c] = e.y;
   }
+  for (var l = lid; l < p.nslices; l += WG) { head[l] = 0u; }
+  workgroupBarrier();
   for (var r = 0u; r < TOPN; r++) {
     var bv = 0.0;
-    var bc = NONE;  // the candidate's slot; its id decides ties
     var bi = NONE;
-    workgroupBarrier();
-    for (var c = lid; c < n; c += WG) {
-      if (beats(cand_v[c], cand_i[c], bv, bi)) { bv = cand_v[c]; bi = cand_i[c]; bc = c; }
+    var bl = 0u;  // the slice of this thread's best head
+    for (var l = lid; l < p.nslices; l += WG) {
+      let h = head[l];
+      if (h < TOPN && beats(cand_v[l * TOPN + h], cand_i[l * TOPN + h], bv, bi)) {
+        bv = cand_v[l * TOPN + h];
+        bi = cand_i[l * TOPN + h];
+        bl = l;
+      }
     }
-    // Ties between threads go to the lower id (ids are unique: one thread holds the winner).
+    // Ids are unique: the thread holding the winner moves its slice's head on (slices are owned
+    // by thread, so no other thread reads that head).
     let b = wg_best(bv, bi);
     if (lid == 0u) { out[rec + 1u + r] = vec2<u32>(b.y, bitcast<u32>(bitcast<f32>(b.x) - lse)); }
-    if (b.y != NONE && bi == b.y) { cand_i[bc] = NONE; }
+    if (b.y != NONE && bi == b.y) { head[bl] += 1u; }
   }
 }
 #endif
