@@ -53,6 +53,8 @@ options:
   --kv-cache-dtype <f32|f16>  the KV cache's type: f32 (default), or f16 for half its memory
                             (long contexts on a small GPU; logits move ~1e-4)
   --json                    print one JSON object at the end: text, finish reason, usage, timings
+  --logprobs <n>            with --json: each token's log probability and its n likeliest
+                            alternatives (0..20) in the object's "logprobs"
 `;
 
 /** The options every model command takes. */
@@ -113,6 +115,7 @@ const FLAGS: Record<string, string> = {
   frequencyPenalty: "--frequency-penalty",
   seed: "--seed",
   stop: "--stop",
+  topLogprobs: "--logprobs",
 };
 
 /**
@@ -150,6 +153,8 @@ function readGenerateOptions(v: Values, usage: string): GenerateOptions {
   const stop = stringList(v, "stop");
   if (stop.length) o.stop = stop;
   if (v["stop-on-loop"]) o.stopOnLoop = true;
+  const top = numberOption(v, "logprobs", usage, true);
+  if (top !== undefined) [o.logprobs, o.topLogprobs] = [true, top];
   return o;
 }
 
@@ -161,6 +166,7 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
     stop: { type: "string", multiple: true },
     "stop-on-loop": { type: "boolean" },
     json: { type: "boolean" },
+    logprobs: { type: "string" },
   }, USAGE);
   if (v.help) {
     await io.out(USAGE);
@@ -168,6 +174,9 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
   }
   requireString(v, "model", USAGE);
   const options = generateOptions(v, USAGE);
+  if (options.logprobs && !v.json) {
+    throw new UsageError("--logprobs needs --json: the logprobs are in the JSON record", USAGE);
+  }
   const messages = await promptMessages(v, USAGE);
   const pipeline = await loadPipeline(v, USAGE);
   const abort = new AbortController();

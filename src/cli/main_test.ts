@@ -130,6 +130,52 @@ Deno.test("qvq generate --json prints one JSON record with text, finish reason, 
     "tokensPerSecond",
     "visionMs",
   ]);
+  assert.equal(j.logprobs, undefined);
+  // --logprobs 2: each token's entry with two alternatives, greedy's choice the first.
+  const lp = await cli([
+    "generate",
+    ...TINY_F32,
+    ...CASE0,
+    "--max-tokens",
+    "3",
+    "--json",
+    "--logprobs",
+    "2",
+  ]);
+  assert.equal(lp.code, 0, lp.err);
+  const entries = JSON.parse(lp.out).logprobs;
+  assert.deepEqual(entries.map((e: { token: string }) => e.token), [
+    " retired",
+    " retired",
+    " retired",
+  ]);
+  for (const e of entries) {
+    assert.equal(e.topLogprobs.length, 2);
+    assert.equal(e.topLogprobs[0].id, e.id);
+    assert.ok(e.logprob < 0);
+  }
+  const bad = await cli([
+    "generate",
+    "--model",
+    "/nonexistent-model",
+    "--prompt",
+    "hi",
+    "--logprobs",
+    "21",
+  ]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /--logprobs must be an integer in \[0, 20\], got 21/);
+  const plain = await cli([
+    "generate",
+    "--model",
+    "/nonexistent-model",
+    "--prompt",
+    "hi",
+    "--logprobs",
+    "1",
+  ]);
+  assert.equal(plain.code, 2);
+  assert.match(plain.err, /--logprobs needs --json/);
 });
 
 Deno.test("deno task qvq generate --quant q4 runs end to end on the quantized model", async () => {

@@ -41,10 +41,12 @@ Deno.test("loadWorkerEngine() answers as the pipeline on this thread does, image
   try {
     assert.equal(worker.modelId, here.modelId);
     for (const messages of [TEXT, withImage]) {
-      const options = { maxNewTokens: 6, temperature: 0 };
+      const options = { maxNewTokens: 6, temperature: 0, logprobs: true, topLogprobs: 2 };
       const want = await answer(here, messages, options);
       const got = await answer(worker, messages, options);
       assert.equal(got.text, want.text);
+      assert.equal(got.result.logprobs?.length, 6);
+      assert.deepEqual(got.result.logprobs, want.result.logprobs);
       assert.equal(got.result.text, want.result.text);
       assert.deepEqual(got.result.usage, want.result.usage);
       assert.equal(got.result.finishReason, want.result.finishReason);
