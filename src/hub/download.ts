@@ -17,7 +17,7 @@
  * @module
  */
 import { createHash, type Hash } from "node:crypto";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { ModelFileError } from "../errors.ts";
 import { checkFileName } from "../model_files.ts";
 import { defaultCacheDir, fileSize, hfHome, RepoCache } from "./_cache.ts";
@@ -579,7 +579,15 @@ export async function downloadModel(
       error instanceof HubHttpError && error.code !== "RevisionNotFound";
     if (!remote || options.signal?.aborted) throw error;
     const dir = await cachedSnapshot(cache, revision).catch(() => undefined);
-    if (dir) return dir;
+    if (dir) {
+      // It may be older than the revision on the hub: say which one this is, and why.
+      progressSink(options)?.write(
+        `${error instanceof Error ? error.message : error} Using the cached snapshot ` +
+          `${basename(dir)} of "${repoId}" (${cache.dir}); it may be older than "${revision}" ` +
+          `on the hub.\n`,
+      );
+      return dir;
+    }
     throw error instanceof HubUnreachable
       ? new ModelFileError(
         `${error.message} "${repoId}" is not in the cache ${cache.dir} either: check the network ` +
@@ -588,6 +596,13 @@ export async function downloadModel(
       )
       : error;
   }
+}
+
+/** Where progress (and the note that a cached snapshot stands in) goes: stderr by default. */
+function progressSink(options: DownloadOptions): ProgressSink | undefined {
+  return options.progress === undefined || options.progress === true
+    ? stderrSink()
+    : options.progress || undefined;
 }
 
 /** The online part of {@link downloadModel}. */
@@ -619,9 +634,7 @@ async function download(
   });
   const index = rest.at(-1);
 
-  const sink = options.progress === undefined || options.progress === true
-    ? stderrSink()
-    : options.progress || undefined;
+  const sink = progressSink(options);
   const fetchAll = async (files: FileMeta[]) => {
     const missing: FileMeta[] = [];
     for (const m of files) if ((await fileSize(cache.blob(m.etag))) !== m.size) missing.push(m);

@@ -261,8 +261,15 @@ Deno.test("a hub that does not answer, answers 503 or is a plain web server leav
   for (const faults of [{ stallHead: true }, { status: 503 }, { status: 404 }]) {
     await using hub = await fakeHub(faults);
     const t0 = performance.now();
-    assert.equal(await downloadModel(REPO, { ...options, endpoint: hub.endpoint }), dir);
+    let said = "";
+    const progress = { write: (t: string) => void (said += t), terminal: false };
+    assert.equal(await downloadModel(REPO, { ...options, progress, endpoint: hub.endpoint }), dir);
     assert.ok(performance.now() - t0 < 5000, `${JSON.stringify(faults)}: within the timeout`);
+    // The cache stands in, and says so: which snapshot, and that it may be older.
+    assert.match(
+      said,
+      new RegExp(`Using the cached snapshot ${COMMIT} of "qvq-test/tiny-qwen2vl" .*may be older`),
+    );
     // Not cached: the reason, named.
     await assert.rejects(
       downloadModel("qvq-test/other", { ...options, endpoint: hub.endpoint }),
