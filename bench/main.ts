@@ -24,13 +24,7 @@ import type { GridThw } from "../src/model/rope_index.ts";
 import { syntheticModel } from "../src/model/synthetic.ts";
 import type { WeightPlan } from "../src/model/weights.ts";
 import { DEFAULT_IMAGE_PROCESSOR_CONFIG, smartResize } from "../src/image.ts";
-import {
-  GREEDY,
-  type KvDType,
-  kvElementBytes,
-  logprobWords,
-  parseLogprobRecords,
-} from "../kernels/mod.ts";
+import { GREEDY, type KvDType, kvElementBytes, logprobSide } from "../kernels/mod.ts";
 import { SessionRun } from "../src/generate/session_run.ts";
 import { pumpTokens } from "../src/generate/token_pump.ts";
 import { type BenchOptions, parseArgs, SHAPES } from "./_args.ts";
@@ -345,12 +339,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         firstBatch: o.stepsPerSubmit,
         maxBatch: o.stepsPerSubmit,
         // The records read back with the ids, as decodeStream takes them (parsed, not named).
-        side: run.logprobs && {
-          buffer: run.logprobs.buffer,
-          entryBytes: logprobWords(run.logprobs.top) * 4,
-          take: (w: Uint32Array, _first: number, n: number) =>
-            void parseLogprobRecords(w, n, run.logprobs!.top),
-        },
+        side: run.logprobs && logprobSide(run.logprobs, () => {}),
       };
       for await (const ids of pumpTokens(gpu, s.tokens, run.record.bind(run), pumpOptions)) {
         if (Number.isNaN(firstAt)) firstAt = performance.now();
@@ -488,7 +477,6 @@ function round(x: number, digits = 4): number {
   return Math.round(x * f) / f;
 }
 
-/** Records work into one compute pass and submits it. */
 /** Greedy, with --penalties every penalty on (they change which token wins, not the work). */
 function sampling(o: BenchOptions): typeof GREEDY {
   return o.penalties
@@ -496,6 +484,7 @@ function sampling(o: BenchOptions): typeof GREEDY {
     : GREEDY;
 }
 
+/** Records work into one compute pass and submits it. */
 function record(gpu: Gpu, run: SessionRun, first: number, count: number): void {
   const enc = gpu.device.createCommandEncoder({ label: "bench" });
   run.record(enc, first, count);

@@ -10,6 +10,7 @@ import { createStorage } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
+import type { SideRing } from "../src/generate/token_pump.ts";
 
 const Params = defineParams({ vocab: "u32", ahead: "u32", capacity: "u32", nslices: "u32" });
 /** Logits per first-stage workgroup (SLICE in the shader). */
@@ -55,6 +56,46 @@ export interface LogprobShape {
 }
 
 /**
+ * Checks that `top` alternatives over a `vocab`-token vocabulary can be computed on this device
+ * (before a prefill that would otherwise be wasted) and returns the merge's sizes.
+ * @throws InvalidInputError naming what is out of range, or the workgroup memory it would take
+ */
+export function checkLogprobs(
+  gpu: Gpu,
+  vocab: number,
+  top: number,
+): { nslices: number; candidates: number } {
+  if (!(Number.isInteger(vocab) && vocab > 0)) {
+    throw new InvalidInputError(`logprobs: vocab must be a positive integer, got ${vocab}`);
+  }
+  if (!(Number.isInteger(top) && top >= 0 && top <= Math.min(MAX_TOP_LOGPROBS, vocab))) {
+    throw new InvalidInputError(
+      `logprobs: top must be an integer in [0, ${Math.min(MAX_TOP_LOGPROBS, vocab)}]` +
+        `${vocab < MAX_TOP_LOGPROBS ? ` (the vocabulary has ${vocab} tokens)` : ""}, got ${top}`,
+    );
+  }
+  const nslices = ceilDiv(vocab, SLICE);
+  const candidates = Math.max(1, nslices * top);
+  // The merge holds every slice's candidates (value and id) and its next one in workgroup memory,
+  // beside its 2 KB of reductions and 1 KB of subgroup bests.
+  const shared = candidates * 8 + nslices * 4 + 3072;
+  if (shared > gpu.limits.maxComputeWorkgroupStorageSize) {
+    throw new InvalidInputError(
+      `logprobs: ${top} alternatives over a ${vocab}-token vocabulary need ${shared} bytes of ` +
+        `workgroup memory; this adapter has ${gpu.limits.maxComputeWorkgroupStorageSize}. ` +
+        "Ask for fewer top logprobs.",
+    );
+  }
+  return { nslices, candidates };
+}
+
+/** Whether the subgroup reductions run here: subgroups of 4 ..= 256 (the workgroup) lanes. */
+function subgroupsUsable(gpu: Gpu): boolean {
+  return gpu.features.subgroups && (gpu.adapterInfo.subgroupMinSize ?? 0) >= 4 &&
+    (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= 256;
+}
+
+/**
  * The two dispatches that write ring entry w's record (w = state.step, or + 1 in a decode step):
  * encode them right after the sampler of that entry, while its logits are still the buffer's.
  */
@@ -63,30 +104,15 @@ export class Logprobs extends Dispatch {
   readonly #scratch: GPUBuffer;
 
   constructor(gpu: Gpu, b: LogprobBuffers, s: LogprobShape) {
-    if (!(Number.isInteger(s.top) && s.top >= 0 && s.top <= MAX_TOP_LOGPROBS)) {
-      throw new InvalidInputError(
-        `logprobs: top must be an integer in [0, ${MAX_TOP_LOGPROBS}], got ${s.top}`,
-      );
-    }
-    if (!(Number.isInteger(s.vocab) && s.vocab > 0)) {
-      throw new InvalidInputError(`logprobs: vocab must be a positive integer, got ${s.vocab}`);
-    }
-    const nslices = ceilDiv(s.vocab, SLICE);
-    const candidates = Math.max(1, nslices * s.top);
-    // The merge holds every slice's candidates (value and id) and its next one in workgroup
-    // memory, beside its 2 KB of reductions and 1 KB of subgroup bests.
-    const shared = candidates * 8 + nslices * 4 + 3072;
-    if (shared > gpu.limits.maxComputeWorkgroupStorageSize) {
-      throw new InvalidInputError(
-        `logprobs: ${s.top} alternatives over a ${s.vocab}-token vocabulary need ${shared} bytes ` +
-          `of workgroup memory; this adapter has ${gpu.limits.maxComputeWorkgroupStorageSize}. ` +
-          "Ask for fewer top logprobs.",
-      );
-    }
+    const { nslices, candidates } = checkLogprobs(gpu, s.vocab, s.top);
     const scratch = createStorage(gpu, nslices * (1 + s.top) * 8, "logprobs.scratch");
-    const subgroups = s.subgroups ?? gpu.features.subgroups;
-    if (subgroups && !gpu.features.subgroups) {
-      throw new InvalidInputError("logprobs: subgroups asked for, but this device has none");
+    const usable = subgroupsUsable(gpu);
+    const subgroups = s.subgroups ?? usable;
+    if (subgroups && !usable) {
+      throw new InvalidInputError(
+        "logprobs: subgroups asked for, but this device has none of 4 to 256 lanes; " +
+          "leave `subgroups` unset",
+      );
     }
     const params = Params.pack({
       vocab: s.vocab,
@@ -137,6 +163,21 @@ export interface TokenLogprobRecord {
   id: number;
   logprob: number;
   top: { id: number; logprob: number }[];
+}
+
+/**
+ * A token pump's side ring (src/generate/token_pump.ts) for a run's records: each batch's are
+ * parsed and handed to `take` with the ring index of the first.
+ */
+export function logprobSide(
+  lp: { buffer: GPUBuffer; top: number },
+  take: (records: TokenLogprobRecord[], first: number) => void,
+): SideRing {
+  return {
+    buffer: lp.buffer,
+    entryBytes: logprobWords(lp.top) * 4,
+    take: (words, first, count) => take(parseLogprobRecords(words, count, lp.top), first),
+  };
 }
 
 /**

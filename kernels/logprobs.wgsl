@@ -26,6 +26,15 @@ fn beats(v: f32, i: u32, bv: f32, bi: u32) -> bool {
   return i != NONE && (bi == NONE || v > bv || (v == bv && i < bi));
 }
 
+// The invocation's ids (the subgroup's #if SUBGROUPS), one struct for both entries.
+struct Thread {
+  @builtin(local_invocation_index) lid: u32,
+#if SUBGROUPS
+  @builtin(subgroup_size) sg_size: u32,
+  @builtin(subgroup_invocation_id) sg_lane: u32,
+#endif
+}
+
 var<private> lid_: u32;
 
 #if SUBGROUPS
@@ -33,6 +42,8 @@ var<private> lid_: u32;
 // (rounds alternate, so one barrier a round keeps a round's reads apart from the next's writes),
 // then every thread reduces the few subgroup bests itself. A barrier tree took 10 barriers a
 // round: 100 µs for 20 rounds over Qwen's 149 slices on the H200 (2026-11-29), 7 % of a 2B step.
+// Needs 4 ..= WG lanes a subgroup (kernels/logprobs.ts checks). NONE lanes offer −∞, so a real
+// −∞ logit still beats them (subgroupMin then takes its id).
 var<private> sg_size_: u32;
 var<private> sg_lane_: u32;
 var<private> round_: u32;
@@ -40,7 +51,7 @@ var<workgroup> sg_v: array<array<f32, WG / 4u>, 2>;  // subgroups have at least 
 var<workgroup> sg_i: array<array<u32, WG / 4u>, 2>;
 
 fn wg_best(v: f32, i: u32) -> vec2<u32> {
-  let vv = select(v, -3.4028235e38, i == NONE);
+  let vv = select(v, bitcast<f32>(0xff800000u), i == NONE);
   let m = subgroupMax(vv);
   let id = subgroupMin(select(NONE, i, vv == m && i != NONE));
   let b = round_ % 2u;
@@ -88,11 +99,11 @@ fn wg_sum(v: f32) -> f32 {
 }
 
 // Sets the thread's ids for wg_best and wg_sum.
-fn set_thread(lid: u32, sg_size: u32, sg_lane: u32) {
-  lid_ = lid;
+fn set_thread(t: Thread) {
+  lid_ = t.lid;
 #if SUBGROUPS
-  sg_size_ = sg_size;
-  sg_lane_ = sg_lane;
+  sg_size_ = t.sg_size;
+  sg_lane_ = t.sg_lane;
 #endif
 }
 
@@ -123,19 +134,9 @@ fn order(a: u32, b: u32) {
 }
 
 @compute @workgroup_size(WG)
-fn slice_pass(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-#if SUBGROUPS
-  @builtin(subgroup_size) sg_size: u32,
-  @builtin(subgroup_invocation_id) sg_lane: u32,
-#endif
-) {
-#if SUBGROUPS
-  set_thread(lid, sg_size, sg_lane);
-#else
-  set_thread(lid, 0u, 0u);
-#endif
+fn slice_pass(@builtin(workgroup_id) wid: vec3<u32>, t: Thread) {
+  set_thread(t);
+  let lid = t.lid;
   let base = wid.x * SLICE;
   for (var c = 0u; c < 4u; c++) {
     let i = base + lid * 4u + c;
@@ -154,9 +155,13 @@ fn slice_pass(
   for (var c = 0u; c < 4u; c++) { z += select(0.0, exp(v4[c] - mx), i4[c] != NONE); }
   let zs = wg_sum(z);
   if (lid == 0u) { scratch[wid.x * SREC] = vec2<u32>(top.x, bitcast<u32>(zs)); }
-  // TOPN rounds: each takes the best head; its thread moves on to its next (the first round's
-  // winner is the max found above).
-  for (var r = 0u; r < TOPN; r++) {
+  // TOPN rounds, each taking the best head, whose thread moves on to its next; the first round's
+  // is the max found above.
+  if (TOPN > 0u) {
+    if (top.y != NONE && top.y == i4.x) { next4 = 1u; }
+    if (lid == 0u) { scratch[wid.x * SREC + 1u] = top; }
+  }
+  for (var r = 1u; r < TOPN; r++) {
     let h = min(next4, 3u);
     let b = wg_best(v4[h], select(NONE, i4[h], next4 < 4u));
     if (b.y != NONE && next4 < 4u && b.y == i4[h]) { next4 += 1u; }
@@ -178,18 +183,9 @@ var<workgroup> cand_i: array<u32, {{CANDIDATES}}>;
 var<workgroup> head: array<u32, {{SLICES}}>;
 
 @compute @workgroup_size(WG)
-fn merge(
-  @builtin(local_invocation_index) lid: u32,
-#if SUBGROUPS
-  @builtin(subgroup_size) sg_size: u32,
-  @builtin(subgroup_invocation_id) sg_lane: u32,
-#endif
-) {
-#if SUBGROUPS
-  set_thread(lid, sg_size, sg_lane);
-#else
-  set_thread(lid, 0u, 0u);
-#endif
+fn merge(t: Thread) {
+  set_thread(t);
+  let lid = t.lid;
   let w = state.step + p.ahead;
   if (w >= p.capacity) { return; }  // uniform: every thread returns
   // log Σ exp over the slices: M = max of the slice maxima, Z = Σ z_s · exp(m_s − M).

@@ -12,7 +12,8 @@ import { type Dispatch, run } from "./_kernel.ts";
 
 /**
  * Greedy-samples `logits` (the same every step) after prefill and for `steps` decode steps with
- * the logprobs dispatches after each sampler, and returns the records and the chosen ids.
+ * the logprobs dispatches after each sampler, and returns the records and the chosen ids, and the
+ * words of a spare record past the ring's capacity (the kernels must leave it zero).
  */
 async function records(
   logits: Float32Array,
@@ -30,7 +31,7 @@ async function records(
     state: createDecodeState(gpu),
     tokens: createStorage(gpu, capacity * 4),
     scores: createStorage(gpu, capacity * 4),
-    out: createStorage(gpu, capacity * logprobWords(top) * 4),
+    out: createStorage(gpu, (capacity + 1) * logprobWords(top) * 4),
   };
   writeArray(gpu, b.logits, logits);
   // A large presence penalty makes each step choose another token: every record's chosen id differs.
@@ -46,11 +47,16 @@ async function records(
   const all: Dispatch[] = [...ds];
   for (let i = 0; i < steps; i++) all.push(...next, adv);
   run(gpu, all);
-  const words = await readU32(gpu, b.out, Math.min(steps + 1, capacity) * logprobWords(top));
-  const ids = await readU32(gpu, b.tokens, Math.min(steps + 1, capacity));
+  const kept = Math.min(steps + 1, capacity);
+  const words = await readU32(gpu, b.out, (capacity + 1) * logprobWords(top));
+  const ids = await readU32(gpu, b.tokens, kept);
   [...ds, ...next, adv].forEach((d) => d.destroy());
   Object.values(b).forEach((x) => x.destroy());
-  return { recs: parseLogprobRecords(words, ids.length, top), ids: [...ids] };
+  return {
+    recs: parseLogprobRecords(words, kept, top),
+    ids: [...ids],
+    spare: [...words.subarray(capacity * logprobWords(top))],
+  };
 }
 
 function assertClose(got: number, want: number, what: string) {
@@ -108,11 +114,31 @@ Deno.test("logprobs() lists tied logits by id, across slices, and normalises ove
   }
 });
 
+Deno.test("logprobs() ranks −∞ logits as real tokens, on both reductions", async () => {
+  // A slice whose tail is −∞ (masked logits): they are still tokens, ranked by id, with −∞ logprobs.
+  const x = new Float32Array(2000).fill(-Infinity);
+  x[0] = 1, x[1] = 0.5, x[1500] = 0.25;
+  for (const subgroups of await variants()) {
+    const { recs } = await records(x, 5, 0, 1, subgroups);
+    const [rec] = recs;
+    assert.deepEqual(rec.top.map((t) => t.id), [0, 1, 1500, 2, 3], `subgroups ${subgroups}`);
+    const lse = Math.log(Math.exp(1) + Math.exp(0.5) + Math.exp(0.25));
+    assertClose(rec.logprob, 1 - lse, "chosen");
+    assert.deepEqual(rec.top.slice(3).map((t) => t.logprob), [-Infinity, -Infinity]);
+  }
+});
+
 Deno.test("logprobs() drops a record past the ring and refuses bad shapes by name", async () => {
   const gpu = await sharedGpu();
-  // capacity 2, 3 steps: entries 2 and 3 are not written (the buffer holds 2 records).
-  const { recs } = await records(randn(seeded(51), 2048, 1), 2, 3, 2);
-  assert.equal(recs.length, 2);
+  // capacity 2, 3 steps: entries 2 and 3 are not written; the two kept are right.
+  const x = randn(seeded(51), 2048, 1);
+  const { recs, ids, spare } = await records(x, 2, 3, 2);
+  assert.deepEqual(spare, Array(logprobWords(2)).fill(0));
+  recs.forEach((r, w) => {
+    const want = logprobsRef(x, ids[w], 2);
+    assert.deepEqual([r.id, ...r.top.map((t) => t.id)], [want.id, ...want.top.map((t) => t.id)]);
+    assertClose(r.logprob, want.logprob, `entry ${w}`);
+  });
   const b = {
     logits: createStorage(gpu, 16),
     state: createDecodeState(gpu),
@@ -123,7 +149,13 @@ Deno.test("logprobs() drops a record past the ring and refuses bad shapes by nam
     () => logprobs(gpu, b, { vocab: 4, capacity: 1, top: MAX_TOP_LOGPROBS + 1 }),
     (e: Error) =>
       e instanceof InvalidInputError &&
-      /top must be an integer in \[0, 20\], got 21/.test(e.message),
+      /top must be an integer in \[0, 4\] \(the vocabulary has 4 tokens\), got 21/.test(e.message),
+  );
+  // More alternatives than tokens: refused rather than listed as ids that do not exist.
+  assert.throws(() => logprobs(gpu, b, { vocab: 3, capacity: 1, top: 5 }), /\[0, 3\].*got 5/);
+  assert.throws(
+    () => logprobs(gpu, b, { vocab: 151936, capacity: 1, top: 21 }),
+    /top must be an integer in \[0, 20\], got 21/,
   );
   assert.throws(() => logprobs(gpu, b, { vocab: 0, capacity: 1, top: 1 }), /vocab/);
   Object.values(b).forEach((x) => x.destroy());

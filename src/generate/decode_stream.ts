@@ -11,11 +11,7 @@ import type { ResolvedOptions } from "./options.ts";
 import { StopStringFilter } from "./stop_strings.ts";
 import { type BatchRecorder, type PumpOptions, pumpTokens } from "./token_pump.ts";
 import type { FinishReason, GenerationEvent, GenerationResult, TokenLogprob } from "./types.ts";
-import {
-  logprobWords,
-  parseLogprobRecords,
-  type TokenLogprobRecord,
-} from "../../kernels/logprobs.ts";
+import { logprobSide, type TokenLogprobRecord } from "../../kernels/logprobs.ts";
 import { tokenLogprob, type TokenText } from "./logprobs.ts";
 
 /** Incremental detokenizer: text that became complete with this id ("" while a character is pending). */
@@ -64,8 +60,8 @@ export interface PromptStats {
 
 /** Options of {@link decodeStream} beyond the generation options. */
 export interface DecodeStreamOptions {
-  /** Batch schedule (tests); the total comes from options.maxNewTokens. */
-  pump?: Omit<PumpOptions, "total">;
+  /** Batch schedule (tests); the total comes from options.maxNewTokens, the side ring from the run. */
+  pump?: Omit<PumpOptions, "total" | "side">;
   /** Loop detector factory (tests use small thresholds). */
   loopDetector?: () => LoopDetector;
   /** Receives every generated id the stream reads, in order (the prompt cache keeps them). */
@@ -94,9 +90,10 @@ export async function* decodeStream(
   let completion = 0;
   let firstAt = NaN;
   let finish: FinishReason | null = null;
-  // Logprobs: the records read back (ring order), the entries not yet on a delta, and all.
+  // Logprobs: the records read back (by ring index), the entries not yet on a delta, and all.
   const lp = run.logprobs;
   const records: TokenLogprobRecord[] = [];
+  const start = extra.pump?.first ?? 0; // ring index of the first token read
   let pending: TokenLogprob[] = [];
   const allLogprobs: TokenLogprob[] = [];
   const text_ = extra.tokenText ?? ((id: number) => ({ token: String(id), bytes: [] }));
@@ -114,11 +111,7 @@ export async function* decodeStream(
       ...extra.pump,
       total: options.maxNewTokens,
       signal,
-      side: lp && {
-        buffer: lp.buffer,
-        entryBytes: logprobWords(lp.top) * 4,
-        take: (words, _first, count) => records.push(...parseLogprobRecords(words, count, lp.top)),
-      },
+      side: lp && logprobSide(lp, (rs, first) => rs.forEach((r, j) => records[first + j] = r)),
     },
   );
   // Resolves when the signal aborts, so a long batch does not delay the cancellation.
@@ -156,7 +149,7 @@ export async function* decodeStream(
           break;
         }
         if (lp) {
-          const entry = tokenLogprob(records[completion - 1], text_);
+          const entry = tokenLogprob(records[start + completion - 1], text_);
           pending.push(entry);
           allLogprobs.push(entry);
         }
@@ -176,9 +169,9 @@ export async function* decodeStream(
     // the answer unless a stop string was found.
     let tail = filter.push(decoder.flush()).text;
     tail += filter.flush();
-    if (tail || pending.length) {
+    if (tail) {
       text += tail;
-      yield withLogprobs(tail);
+      yield withLogprobs(tail); // pending is empty: every batch's delta took its entries
     }
   } finally {
     signal?.removeEventListener("abort", onAbort);

@@ -153,9 +153,9 @@ async function fakeLogprobRun(script: number[]) {
 
 Deno.test("decodeStream() puts each token's logprobs on the delta that reads it, text or not", async () => {
   const texts = (id: number) => ({ token: VOCAB[id] ?? `<${id}>`, bytes: [id] });
-  const events = async (script: number[], opts: GenerateOptions) => {
+  const events = async (script: number[], opts: GenerateOptions, first = 0) => {
     const run = await fakeLogprobRun(script);
-    const options = resolveOptions({ maxNewTokens: script.length, ...opts }, CONFIG);
+    const options = resolveOptions({ maxNewTokens: script.length - first, ...opts }, CONFIG);
     const out: GenerationEvent[] = [];
     const stats = {
       promptTokens: 1,
@@ -164,9 +164,8 @@ Deno.test("decodeStream() puts each token's logprobs on the delta that reads it,
       visionMs: 0,
       prefillStart: 0,
     };
-    for await (const ev of decodeStream(run, options, fakeDecoder(), stats, { tokenText: texts })) {
-      out.push(ev);
-    }
+    const extra = { tokenText: texts, pump: { first } };
+    for await (const ev of decodeStream(run, options, fakeDecoder(), stats, extra)) out.push(ev);
     run.dispose();
     return out;
   };
@@ -193,6 +192,22 @@ Deno.test("decodeStream() puts each token's logprobs on the delta that reads it,
   const done = b.at(-1)!;
   assert.ok(done.type === "done");
   assert.deepEqual(done.result.logprobs!.map((t) => t.bytes), [[1], [3], [4], [6]]);
+  // A stop string found: the tokens completing it keep their entries (they count as generated);
+  // its text does not show.
+  const c = await events([1, 3, 4, 5, 6], { logprobs: true, topLogprobs: 1, stop: [" </a>"] });
+  assert.deepEqual(c.map(brief), [
+    ["Hello", [[1, -0.5, 1000, "Hello"]]],
+    ["", [[3, -1.5, 1001, " <"], [4, -2.5, 1002, "/a"]]],
+    ["", [[5, -3.5, 1003, ">"]]],
+    ["done", 4],
+  ]);
+  // Resumed at ring entry 2 (a pump's `first`): the records are those of entries 2 on.
+  const d = await events([1, 2, 6, 9], { logprobs: true, topLogprobs: 1 }, 2);
+  assert.deepEqual(d.map(brief), [
+    [" again", [[6, -2.5, 1002, " again"]]],
+    [" ha", [[9, -3.5, 1003, " ha"]]],
+    ["done", 2],
+  ]);
 });
 
 Deno.test("decodeStream() stops at a stop id and discards the tokens after it", async () => {

@@ -233,7 +233,8 @@ export function resolveOptions(
     throw new InvalidInputError(`logprobs must be true or false, got ${preview(logprobs)}`);
   }
   const topLogprobs = intField(o, "topLogprobs", 0, 0, MAX_TOP_LOGPROBS);
-  if (topLogprobs > 0 && !logprobs) {
+  if (o.topLogprobs !== undefined && !logprobs) {
+    // As OpenAI: top_logprobs only with logprobs true, 0 included.
     throw new InvalidInputError(
       `topLogprobs needs logprobs: true (got topLogprobs ${topLogprobs} without it)`,
     );

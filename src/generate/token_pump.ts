@@ -131,6 +131,12 @@ export async function* pumpTokens(
       `pumpTokens: side entries must be whole u32 words, got ${side.entryBytes} bytes`,
     );
   }
+  if (side && (start + total) * side.entryBytes > side.buffer.size) {
+    throw new RangeError(
+      `pumpTokens: entries ${start} + ${total} do not fit the side ring of ` +
+        `${Math.floor(side.buffer.size / side.entryBytes)} entries`,
+    );
+  }
   // Staging: the batch's ids, then (from maxBatch · 4) its side entries.
   const sideAt = maxBatch * 4;
   const free: GPUBuffer[] = [];

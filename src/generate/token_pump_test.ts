@@ -79,6 +79,10 @@ Deno.test("pumpTokens() hands over a side ring's entries with each batch, before
     pumpTokens(f.gpu, f.ring, record, { total: 1, side: { ...side, entryBytes: 6 } }).next(),
     /whole u32 words, got 6 bytes/,
   );
+  await assert.rejects(
+    pumpTokens(f.gpu, f.ring, record, { total: 50, side: { ...side, entryBytes: 16 } }).next(),
+    /entries 0 \+ 50 do not fit the side ring of 37 entries/,
+  );
 
   [script, sideRing].forEach((b) => b.destroy());
   f.dispose();

@@ -106,8 +106,9 @@ export type GenerationEvent =
     text: string;
     /**
      * With `logprobs`: the tokens read since the last delta, text or not (a delta may then have
-     * empty text: tokens held back for a stop string or an unfinished character). A stop id has
-     * none: it is not part of the answer.
+     * empty text: tokens held back for a stop string or an unfinished character). The tokens that
+     * complete a stop string keep theirs, as they count in `usage.completionTokens` (vLLM does
+     * the same); a stop id has none: it is not part of the answer.
      */
     logprobs?: TokenLogprob[];
   }

@@ -149,7 +149,10 @@ export class FakeEngine implements ChatEngine {
           ...(options.stop ?? []).map((s) => next.indexOf(s)).filter((i) => i >= 0),
         );
         if (Number.isFinite(stopAt)) {
-          if (stopAt > text.length) yield delta(next.slice(text.length, stopAt), token);
+          // As the real engine: the token that completes a stop string has an entry, text or not.
+          if (stopAt > text.length || options.logprobs) {
+            yield delta(next.slice(text.length, stopAt), token);
+          }
           text = next.slice(0, stopAt);
           count++;
           reason = "stop";

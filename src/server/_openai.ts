@@ -80,10 +80,17 @@ export function timingsOf(result: GenerationResult): Timings {
   };
 }
 
-/** OpenAI's `logprobs` of a choice: one entry a token (null without logprobs). */
+/**
+ * OpenAI's `logprobs` of a choice: one entry a token (null without logprobs). A logprob of −∞ (a
+ * −∞ logit) would be null in JSON: it is −9999, as vLLM sends it.
+ */
 export function logprobsObject(entries: TokenLogprob[] | undefined): object | null {
   if (!entries) return null;
-  const one = (t: TopLogprob) => ({ token: t.token, logprob: t.logprob, bytes: t.bytes });
+  const one = (t: TopLogprob) => ({
+    token: t.token,
+    logprob: Math.max(t.logprob, -9999),
+    bytes: t.bytes,
+  });
   return {
     content: entries.map((e) => ({ ...one(e), top_logprobs: e.topLogprobs.map(one) })),
     refusal: null,
@@ -109,8 +116,9 @@ export function completionObject(header: CompletionHeader, result: GenerationRes
 
 /**
  * One streamed chunk. `delta` is `{role, content: ""}` first, then `{content}` (with the tokens'
- * logprobs when asked for), then `{}` with the finish reason; `usage` is null on those when the client asked for usage, and a last chunk has
- * empty choices and the usage (exactly as OpenAI streams it).
+ * logprobs when asked for), then `{}` with the finish reason; `usage` is null on those when the
+ * client asked for usage, and a last chunk has empty choices and the usage (exactly as OpenAI
+ * streams it).
  */
 export function chunkObject(
   header: CompletionHeader,

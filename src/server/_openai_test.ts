@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import type { GenerationResult } from "../generate/types.ts";
-import { chunkObject, completionHeader, completionObject, openAIFinishReason } from "./_openai.ts";
+import {
+  chunkObject,
+  completionHeader,
+  completionObject,
+  logprobsObject,
+  openAIFinishReason,
+} from "./_openai.ts";
 
 const RESULT: GenerationResult = {
   finishReason: "loop",
@@ -58,4 +64,29 @@ Deno.test("chunkObject() builds delta, finish and usage-only chunks", () => {
   const usage = chunkObject(header, null, { include: true, result: RESULT }) as Record<string, any>;
   assert.deepEqual(usage.choices, []);
   assert.equal(usage.usage.total_tokens, 32);
+});
+
+Deno.test("logprobsObject() is OpenAI's logprobs of a choice; −∞ is sent as −9999, as vLLM does", () => {
+  assert.equal(logprobsObject(undefined), null);
+  const t = (token: string, logprob: number) => ({ token, id: 1, logprob, bytes: [token.length] });
+  assert.deepEqual(
+    logprobsObject([{ ...t("a", -0.5), topLogprobs: [t("a", -0.5), t("b", -Infinity)] }]),
+    {
+      content: [{
+        token: "a",
+        logprob: -0.5,
+        bytes: [1],
+        top_logprobs: [
+          { token: "a", logprob: -0.5, bytes: [1] },
+          { token: "b", logprob: -9999, bytes: [1] },
+        ],
+      }],
+      refusal: null,
+    },
+  );
+  // JSON keeps the number (−∞ would be null).
+  assert.match(
+    JSON.stringify(logprobsObject([{ ...t("b", -Infinity), topLogprobs: [] }])),
+    /-9999/,
+  );
 });
