@@ -12,7 +12,13 @@ import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import type { SideRing } from "../src/generate/token_pump.ts";
 
-const Params = defineParams({ vocab: "u32", ahead: "u32", capacity: "u32", nslices: "u32" });
+const Params = defineParams({
+  vocab: "u32",
+  ahead: "u32",
+  capacity: "u32",
+  nslices: "u32",
+  top: "u32",
+});
 /** Logits per first-stage workgroup (SLICE in the shader). */
 const SLICE = 1024;
 
@@ -57,14 +63,17 @@ export interface LogprobShape {
 
 /**
  * Checks that `top` alternatives over a `vocab`-token vocabulary can be computed on this device
- * (before a prefill that would otherwise be wasted) and returns the merge's sizes.
+ * (before a prefill that would otherwise be wasted) and returns the merge's sizes: `room`, the
+ * alternatives its variant has room for — all {@link MAX_TOP_LOGPROBS} where they fit the
+ * device's workgroup memory (the count asked for is then a parameter, and a new top_logprobs
+ * value no shader to compile at its first request), else just `top`; 0 for none.
  * @throws InvalidInputError naming what is out of range, or the workgroup memory it would take
  */
 export function checkLogprobs(
   gpu: Gpu,
   vocab: number,
   top: number,
-): { nslices: number; candidates: number } {
+): { nslices: number; candidates: number; room: number } {
   if (!(Number.isInteger(vocab) && vocab > 0)) {
     throw new InvalidInputError(`logprobs: vocab must be a positive integer, got ${vocab}`);
   }
@@ -75,18 +84,18 @@ export function checkLogprobs(
     );
   }
   const nslices = ceilDiv(vocab, SLICE);
-  const candidates = Math.max(1, nslices * top);
+  const limit = gpu.limits.maxComputeWorkgroupStorageSize;
   // The merge holds every slice's candidates (value and id) and its next one in workgroup memory,
   // beside its 2 KB of reductions and 1 KB of subgroup bests.
-  const shared = candidates * 8 + nslices * 4 + 3072;
-  if (shared > gpu.limits.maxComputeWorkgroupStorageSize) {
+  const shared = (room: number) => Math.max(1, nslices * room) * 8 + nslices * 4 + 3072;
+  const room = top === 0 ? 0 : shared(MAX_TOP_LOGPROBS) <= limit ? MAX_TOP_LOGPROBS : top;
+  if (shared(room) > limit) {
     throw new InvalidInputError(
-      `logprobs: ${top} alternatives over a ${vocab}-token vocabulary need ${shared} bytes of ` +
-        `workgroup memory; this adapter has ${gpu.limits.maxComputeWorkgroupStorageSize}. ` +
-        "Ask for fewer top logprobs.",
+      `logprobs: ${top} alternatives over a ${vocab}-token vocabulary need ${shared(room)} bytes ` +
+        `of workgroup memory; this adapter has ${limit}. Ask for fewer top logprobs.`,
     );
   }
-  return { nslices, candidates };
+  return { nslices, candidates: Math.max(1, nslices * room), room };
 }
 
 /** Whether the subgroup reductions run here: subgroups of 4 ..= 256 (the workgroup) lanes. */
@@ -104,8 +113,8 @@ export class Logprobs extends Dispatch {
   readonly #scratch: GPUBuffer;
 
   constructor(gpu: Gpu, b: LogprobBuffers, s: LogprobShape) {
-    const { nslices, candidates } = checkLogprobs(gpu, s.vocab, s.top);
-    const scratch = createStorage(gpu, nslices * (1 + s.top) * 8, "logprobs.scratch");
+    const { nslices, candidates, room } = checkLogprobs(gpu, s.vocab, s.top);
+    const scratch = createStorage(gpu, nslices * (1 + room) * 8, "logprobs.scratch");
     const usable = subgroupsUsable(gpu);
     const subgroups = s.subgroups ?? usable;
     if (subgroups && !usable) {
@@ -119,13 +128,14 @@ export class Logprobs extends Dispatch {
       ahead: s.afterPrefill ? 0 : 1,
       capacity: s.capacity,
       nslices,
+      top: s.top,
     });
     const slices = variant(gpu, {
       family: "logprobs",
       entry: "slice_pass",
       bindings: ["read", "read_write"],
       params: Params,
-      defines: { STAGE1: true, TOPN: s.top, SUBGROUPS: subgroups },
+      defines: { STAGE1: true, TOPN: room, SUBGROUPS: subgroups },
     });
     super(gpu, slices, [b.logits, scratch], params, [nslices]);
     const merge = variant(gpu, {
@@ -133,7 +143,12 @@ export class Logprobs extends Dispatch {
       entry: "merge",
       bindings: ["read", "read", "read", "read", "read_write"],
       params: Params,
-      defines: { TOPN: s.top, CANDIDATES: candidates, SLICES: nslices, SUBGROUPS: subgroups },
+      defines: {
+        TOPN: room,
+        CANDIDATES: candidates,
+        SLICES: nslices,
+        SUBGROUPS: subgroups,
+      },
     });
     this.#merge = new Dispatch(gpu, merge, [b.logits, scratch, b.state, b.tokens, b.out], params, [
       1,

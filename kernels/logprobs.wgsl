@@ -1,22 +1,26 @@
 // Log probabilities of sampled tokens (OpenAI's logprobs / top_logprobs), on the GPU beside the
 // sampler: log_softmax of the raw logits — before any penalty or temperature, as vLLM reports them
-// by default — for the token the sampler chose, and the TOPN most likely tokens with theirs.
+// by default — for the token the sampler chose, and the p.top most likely tokens with theirs.
+// p.top is a parameter (≤ TOPN, the 0 or 20 the variant has room for), so a new top_logprobs
+// value compiles nothing.
 //
 // Two entries, as the sampler's (kernels/sample.wgsl):
 //   slice_pass — #if STAGE1, one workgroup per SLICE logits: the slice's max, Σ exp(x − max), and
-//                its TOPN largest (value, id), by TOPN rounds of a workgroup argmax.
-//   merge      — one workgroup: log Σ exp over the slices, the TOPN largest of the slices' TOPN,
+//                its p.top largest (value, id), by p.top rounds of a workgroup argmax.
+//   merge      — one workgroup: log Σ exp over the slices, the p.top largest of the slices',
 //                and the record of ring entry w = state.step + ahead (dropped at or past capacity):
-//                (chosen id, its logprob), then TOPN × (id, logprob), most likely first; ties go to
+//                (chosen id, its logprob), then p.top × (id, logprob), most likely first; ties go to
 //                the lower id. Logprobs are f32 bits in a u32 array.
 // Taken entries are marked by their id (NONE), not their value, so any finite logit can win.
 
 #include decode_state
 
 const NONE: u32 = 0xffffffffu;
+// −∞ (a function: WGSL's const expressions must be finite).
+fn neg_inf() -> f32 { return bitcast<f32>(0xff800000u); }
 const SLICE: u32 = 1024u;
 const WG: u32 = 256u;
-const TOPN: u32 = {{TOPN}}u;
+const TOPN: u32 = {{TOPN}}u;  // room for this many alternatives (scratch, candidates)
 
 var<workgroup> red_v: array<f32, WG>;
 var<workgroup> red_i: array<u32, WG>;
@@ -51,7 +55,7 @@ var<workgroup> sg_v: array<array<f32, WG / 4u>, 2>;  // subgroups have at least 
 var<workgroup> sg_i: array<array<u32, WG / 4u>, 2>;
 
 fn wg_best(v: f32, i: u32) -> vec2<u32> {
-  let vv = select(v, bitcast<f32>(0xff800000u), i == NONE);
+  let vv = select(v, neg_inf(), i == NONE);
   let m = subgroupMax(vv);
   let id = subgroupMin(select(NONE, i, vv == m && i != NONE));
   let b = round_ % 2u;
@@ -151,17 +155,19 @@ fn slice_pass(@builtin(workgroup_id) wid: vec3<u32>, t: Thread) {
   order(1u, 2u);
   let top = wg_best(v4.x, i4.x);
   let mx = bitcast<f32>(top.x);
+  // A slice of −∞ logits only has Σ exp = 0 (exp(−∞ − −∞) would be NaN, and every logprob with it).
+  let some = mx > neg_inf();
   var z = 0.0;
-  for (var c = 0u; c < 4u; c++) { z += select(0.0, exp(v4[c] - mx), i4[c] != NONE); }
+  for (var c = 0u; c < 4u; c++) { z += select(0.0, exp(v4[c] - mx), i4[c] != NONE && some); }
   let zs = wg_sum(z);
   if (lid == 0u) { scratch[wid.x * SREC] = vec2<u32>(top.x, bitcast<u32>(zs)); }
-  // TOPN rounds, each taking the best head, whose thread moves on to its next; the first round's
+  // p.top rounds, each taking the best head, whose thread moves on to its next; the first round's
   // is the max found above.
-  if (TOPN > 0u) {
+  if (p.top > 0u) {
     if (top.y != NONE && top.y == i4.x) { next4 = 1u; }
     if (lid == 0u) { scratch[wid.x * SREC + 1u] = top; }
   }
-  for (var r = 1u; r < TOPN; r++) {
+  for (var r = 1u; r < p.top; r++) {
     let h = min(next4, 3u);
     let b = wg_best(v4[h], select(NONE, i4[h], next4 < 4u));
     if (b.y != NONE && next4 < 4u && b.y == i4[h]) { next4 += 1u; }
@@ -173,10 +179,10 @@ fn slice_pass(@builtin(workgroup_id) wid: vec3<u32>, t: Thread) {
 @group(0) @binding(1) var<storage, read> scratch: array<vec2<u32>>;      // (nslices, SREC)
 @group(0) @binding(2) var<storage, read> state: DecodeState;
 @group(0) @binding(3) var<storage, read> tokens: array<u32>;             // (capacity) u32 token ring
-@group(0) @binding(4) var<storage, read_write> out: array<vec2<u32>>;    // (capacity, 1 + TOPN)
+@group(0) @binding(4) var<storage, read_write> out: array<vec2<u32>>;    // (capacity, 1 + p.top)
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
-// The slices' candidates, TOPN a slice in its order (larger first, the lower id on ties: the order
+// The slices' candidates, p.top a slice in its order (larger first, the lower id on ties: the order
 // of the answer), and each slice's next one: a round compares the slices' heads only.
 var<workgroup> cand_v: array<f32, {{CANDIDATES}}>;
 var<workgroup> cand_i: array<u32, {{CANDIDATES}}>;
@@ -196,31 +202,31 @@ fn merge(t: Thread) {
   var z = 0.0;
   for (var s = lid; s < p.nslices; s += WG) {
     let e = scratch[s * SREC];
-    z += bitcast<f32>(e.y) * exp(bitcast<f32>(e.x) - big);
+    z += select(0.0, bitcast<f32>(e.y) * exp(bitcast<f32>(e.x) - big), bitcast<f32>(e.y) > 0.0);
   }
   let lse = big + log(wg_sum(z));
-  let rec = w * (1u + TOPN);
+  let rec = w * (1u + p.top);
   if (lid == 0u) {
     let id = tokens[w];
     out[rec] = vec2<u32>(id, bitcast<u32>(logits[min(id, p.vocab - 1u)] - lse));
   }
-  let n = p.nslices * TOPN;
+  let n = p.nslices * p.top;
   for (var c = lid; c < n; c += WG) {
-    let e = scratch[(c / TOPN) * SREC + 1u + c % TOPN];
+    let e = scratch[(c / p.top) * SREC + 1u + c % p.top];
     cand_v[c] = bitcast<f32>(e.x);
     cand_i[c] = e.y;
   }
   for (var l = lid; l < p.nslices; l += WG) { head[l] = 0u; }
   workgroupBarrier();
-  for (var r = 0u; r < TOPN; r++) {
+  for (var r = 0u; r < p.top; r++) {
     var bv = 0.0;
     var bi = NONE;
     var bl = 0u;  // the slice of this thread's best head
     for (var l = lid; l < p.nslices; l += WG) {
       let h = head[l];
-      if (h < TOPN && beats(cand_v[l * TOPN + h], cand_i[l * TOPN + h], bv, bi)) {
-        bv = cand_v[l * TOPN + h];
-        bi = cand_i[l * TOPN + h];
+      if (h < p.top && beats(cand_v[l * p.top + h], cand_i[l * p.top + h], bv, bi)) {
+        bv = cand_v[l * p.top + h];
+        bi = cand_i[l * p.top + h];
         bl = l;
       }
     }

@@ -5,7 +5,13 @@ import { InvalidInputError } from "../src/errors.ts";
 import { logprobsRef } from "../src/ref/logprobs.ts";
 import { argmax } from "../src/ref/sample.ts";
 import { randn, seeded } from "../src/ref/_random.ts";
-import { logprobs, logprobWords, MAX_TOP_LOGPROBS, parseLogprobRecords } from "./logprobs.ts";
+import {
+  checkLogprobs,
+  logprobs,
+  logprobWords,
+  MAX_TOP_LOGPROBS,
+  parseLogprobRecords,
+} from "./logprobs.ts";
 import { createSamplingParams, GREEDY, sample, writeSamplingParams } from "./sample.ts";
 import { advance, createDecodeState, writeDecodeState } from "./state.ts";
 import { type Dispatch, run } from "./_kernel.ts";
@@ -125,6 +131,13 @@ Deno.test("logprobs() ranks −∞ logits as real tokens, on both reductions", a
     const lse = Math.log(Math.exp(1) + Math.exp(0.5) + Math.exp(0.25));
     assertClose(rec.logprob, 1 - lse, "chosen");
     assert.deepEqual(rec.top.slice(3).map((t) => t.logprob), [-Infinity, -Infinity]);
+    // A whole slice of −∞ (ids 0..1023) adds nothing to Σ exp: the rest's logprobs stay finite.
+    const y = randn(seeded(52), 3000, 2);
+    y.fill(-Infinity, 0, 1024);
+    const r = (await records(y, 3, 0, 1, subgroups)).recs[0];
+    const want = logprobsRef(y, r.id, 3);
+    assertClose(r.logprob, want.logprob, "beside a −∞ slice");
+    assert.deepEqual(r.top.map((t) => t.id), want.top.map((t) => t.id));
   }
 });
 
@@ -158,5 +171,24 @@ Deno.test("logprobs() drops a record past the ring and refuses bad shapes by nam
     /top must be an integer in \[0, 20\], got 21/,
   );
   assert.throws(() => logprobs(gpu, b, { vocab: 0, capacity: 1, top: 1 }), /vocab/);
+  // A device with the WebGPU default 16 KiB of workgroup memory: room for just the count asked
+  // (its own shader), up to what fits; then a named error before any work.
+  const small = { limits: { maxComputeWorkgroupStorageSize: 16384 } } as unknown as typeof gpu;
+  assert.deepEqual(checkLogprobs(small, 151936, 5).room, 5);
+  assert.deepEqual(checkLogprobs(small, 151936, 0).room, 0);
+  assert.throws(
+    () => checkLogprobs(small, 151936, 11),
+    /11 alternatives over a 151936-token vocabulary need 16780 bytes .* this adapter has 16384/,
+  );
+  assert.equal(checkLogprobs(gpu, 151936, 3).room, 20);
+  // Any count of alternatives from 1 to 20 is one shader (no compile at a new top_logprobs).
+  const keys = [0, 1, 7, 20].map((top) => {
+    const d = logprobs(gpu, b, { vocab: 151936, capacity: 1, top });
+    const key = d.variant.key;
+    d.destroy();
+    return key;
+  });
+  assert.equal(new Set(keys.slice(1)).size, 1);
+  assert.notEqual(keys[0], keys[1]);
   Object.values(b).forEach((x) => x.destroy());
 });

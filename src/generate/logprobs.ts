@@ -30,8 +30,9 @@ const BYTE_OF: ReadonlyMap<string, number> = (() => {
 /**
  * The text and bytes of an id, cached. A token that decodes to whole characters has the UTF-8 of
  * its text as bytes; one that holds part of a character (the text shows U+FFFD) has its
- * byte-level vocabulary entry read back to bytes. Ids past the tokenizer's vocabulary (padding
- * rows of the lm_head) are "" with no bytes, as their decode adds no text.
+ * byte-level vocabulary entry read back to bytes. Special tokens (`<|im_end|>`) and ids past the
+ * tokenizer's vocabulary (padding rows of the lm_head) are "" with no bytes, as they add no text
+ * to the answer: its bytes are its tokens' bytes, in order.
  */
 export function tokenTexts(tokenizer: Tokenizer): (id: number) => TokenText {
   const cache = new Map<number, TokenText>();
@@ -42,7 +43,8 @@ export function tokenTexts(tokenizer: Tokenizer): (id: number) => TokenText {
     if (id >= tokenizer.vocabSize) {
       t = { token: "", bytes: [] };
     } else {
-      const token = tokenizer.decode([id]);
+      // As the answer's text: a special token adds none (its id still names it).
+      const token = tokenizer.decode([id], { skipSpecialTokens: true });
       let bytes = [...utf8.encode(token)];
       const entry = tokenizer.idToToken(id);
       if (token.includes("\ufffd") && entry && [...entry].every((c) => BYTE_OF.has(c))) {

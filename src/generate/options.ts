@@ -233,8 +233,9 @@ export function resolveOptions(
     throw new InvalidInputError(`logprobs must be true or false, got ${preview(logprobs)}`);
   }
   const topLogprobs = intField(o, "topLogprobs", 0, 0, MAX_TOP_LOGPROBS);
-  if (o.topLogprobs !== undefined && !logprobs) {
-    // As OpenAI: top_logprobs only with logprobs true, 0 included.
+  if (topLogprobs > 0 && !logprobs) {
+    // As vLLM: alternatives only with logprobs true (0 without it asks for nothing: clients that
+    // send every default send it).
     throw new InvalidInputError(
       `topLogprobs needs logprobs: true (got topLogprobs ${topLogprobs} without it)`,
     );

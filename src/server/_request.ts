@@ -60,7 +60,9 @@ function optionalNumber(body: Json, name: string, rule: NumberRule): number | un
   const x = body[name];
   if (x === undefined || x === null) return undefined;
   if (typeof x !== "number" || !Number.isFinite(x)) {
-    throw badRequest(name, `${name} must be a number; got ${JSON.stringify(x)}.`, "invalid_type");
+    // JSON's 1e400 parses to Infinity, which JSON.stringify would show as null.
+    const shown = typeof x === "number" ? String(x) : JSON.stringify(x);
+    throw badRequest(name, `${name} must be a finite number; got ${shown}.`, "invalid_type");
   }
   const { min = -Infinity, max = Infinity, exclusiveMin = false, integer = false } = rule;
   if (integer && !Number.isSafeInteger(x)) {
@@ -126,8 +128,8 @@ function parseStop(body: Json): string[] | undefined {
 }
 
 /**
- * `logprobs` and `top_logprobs` (0..20, only with logprobs true, as OpenAI requires) as the
- * engine's logprobs / topLogprobs; absent when logprobs is not true.
+ * `logprobs` and `top_logprobs` (0..20; above 0 only with logprobs true, as OpenAI and vLLM
+ * require) as the engine's logprobs / topLogprobs; absent when logprobs is not true.
  */
 function parseLogprobs(body: Json): Pick<ChatRequest["options"], "logprobs" | "topLogprobs"> {
   const on = optionalBoolean(body, "logprobs") ?? false;
@@ -136,10 +138,11 @@ function parseLogprobs(body: Json): Pick<ChatRequest["options"], "logprobs" | "t
     min: 0,
     max: MAX_TOP_LOGPROBS,
   });
-  if (top !== undefined && !on) {
+  // As vLLM: 0 without logprobs asks for nothing (clients that send every default send it).
+  if (top !== undefined && top > 0 && !on) {
     throw badRequest(
       "top_logprobs",
-      "top_logprobs needs logprobs: true (send both, or leave top_logprobs out).",
+      `top_logprobs ${top} needs logprobs: true (send both, or leave top_logprobs out).`,
     );
   }
   return on ? { logprobs: true, topLogprobs: top ?? 0 } : {};

@@ -97,6 +97,10 @@ Deno.test("parseChatRequest() names the bad field and the bad value in its 400s"
     refusal({ ...base, presence_penalty: 2.5 }).message,
     /presence_penalty must be >= -2 and <= 2; got 2.5/,
   );
+  // JSON's 1e400 arrives as Infinity: named as such, not as null.
+  const huge = refusal({ ...base, ...JSON.parse('{"frequency_penalty":1e400}') });
+  assert.equal(huge.param, "frequency_penalty");
+  assert.match(huge.message, /frequency_penalty must be a finite number; got Infinity/);
   const images = Array(3).fill({ type: "image_url", image_url: { url: PNG_URL } });
   const tooMany = refusal({ model: "m", messages: [{ role: "user", content: images }] });
   assert.equal(tooMany.param, "messages[0].content[2]");

@@ -7,7 +7,7 @@
  * @module
  */
 import type { Pipeline } from "../pipeline.ts";
-import type { ChatMessage } from "../generate/types.ts";
+import type { ChatMessage, GenerateOptions } from "../generate/types.ts";
 import { ContextLengthError } from "../errors.ts";
 import { encodePng } from "../_png.ts";
 
@@ -22,7 +22,7 @@ export const WARMUP_SIZES: readonly (readonly [number, number])[] = [[644, 476],
  * Runs the paths a server's first requests take, 2 new tokens each (greedy): one image and a
  * question (the vision tower, a prefill in one chunk), an image of each size (both attention
  * tilings, a prefill of two chunks), and that conversation's next turn (a short prefill after the
- * prompt cache's prefix); then clears the prompt cache, so the warm-up leaves nothing a client
+ * prompt cache's prefix), the last two with logprobs; then clears the prompt cache, so the warm-up leaves nothing a client
  * could reuse. A model whose context cannot hold a warm-up prompt stops the warm-up there (what is
  * left compiles at first use).
  */
@@ -30,9 +30,10 @@ export async function warmUp(pipeline: Pipeline): Promise<void> {
   const [small, large] = await Promise.all(
     WARMUP_SIZES.map(async ([w, h]) => ({ type: "image" as const, image: await grayPng(w, h) })),
   );
-  const run = async (messages: ChatMessage[]) => {
+  const run = async (messages: ChatMessage[], more: GenerateOptions = {}) => {
     let text = "";
-    for await (const ev of pipeline.generate(messages, { maxNewTokens: 2, temperature: 0 })) {
+    const options = { maxNewTokens: 2, temperature: 0, ...more };
+    for await (const ev of pipeline.generate(messages, options)) {
       if (ev.type === "done") text = ev.result.text;
     }
     return text;
@@ -43,8 +44,13 @@ export async function warmUp(pipeline: Pipeline): Promise<void> {
       role: "user",
       content: [small, large, { type: "text", text: "Compare the images." }],
     }];
-    const answer = await run(two);
-    await run([...two, { role: "assistant", content: answer }, { role: "user", content: "Why?" }]);
+    // The logprobs kernels too (their two variants: alternatives or none), which add to the
+    // dispatches of these runs without changing their text.
+    const answer = await run(two, { logprobs: true });
+    await run([...two, { role: "assistant", content: answer }, { role: "user", content: "Why?" }], {
+      logprobs: true,
+      topLogprobs: 1,
+    });
   } catch (e) {
     if (!(e instanceof ContextLengthError)) throw e;
   } finally {

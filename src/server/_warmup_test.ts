@@ -24,7 +24,8 @@ Deno.test("loadEngine({ warmUp }) compiles what a first image request needs and 
   const compiled = engine.model.gpu.pipelineCount;
   try {
     assert.ok(compiled > 0, "the warm-up compiled pipelines");
-    // A photo of each warm-up size with another question: nothing left to compile, nothing cached.
+    // A photo of each warm-up size with another question, and logprobs with a count of
+    // alternatives the warm-up did not ask for: nothing left to compile, nothing cached.
     for (const [w, h] of WARMUP_SIZES) {
       let result: GenerationResult | undefined;
       for await (
@@ -34,7 +35,7 @@ Deno.test("loadEngine({ warmUp }) compiles what a first image request needs and 
             type: "text",
             text: `What is this ${w} × ${h} picture?`,
           }],
-        }], { maxNewTokens: 4, temperature: 0 })
+        }], { maxNewTokens: 4, temperature: 0, logprobs: true, topLogprobs: 5 + w % 7 })
       ) if (ev.type === "done") result = ev.result;
       assert.equal(engine.model.gpu.pipelineCount, compiled, `no pipeline compiled at ${w} × ${h}`);
       assert.ok(result!.usage.imageTokens > 0);

@@ -199,8 +199,10 @@ Deno.test("logprobs: each token's logprob and top_logprobs, in the response and 
   // logprobs without top_logprobs: empty alternatives, as OpenAI sends them.
   const bare = await (await post(app, { ...hello, max_tokens: 1, logprobs: true })).json();
   assert.deepEqual(bare.choices[0].logprobs.content, [{ ...tok("I", -0.1), top_logprobs: [] }]);
-  // logprobs false: null, and the engine is not asked.
-  const off = await (await post(app, { ...hello, max_tokens: 1, logprobs: false })).json();
+  // logprobs false (top_logprobs 0 beside it, as clients sending defaults do): null, and the
+  // engine is not asked.
+  const off = await (await post(app, { ...hello, max_tokens: 1, logprobs: false, top_logprobs: 0 }))
+    .json();
   assert.equal(off.choices[0].logprobs, null);
   assert.equal(fake.calls.at(-1)!.options.logprobs, undefined);
 });
