@@ -37,6 +37,7 @@ import {
   type GenerationConfig,
   parseGenerationConfig,
   refuseUnknownKeys,
+  type ResolvedOptions,
   resolveOptions,
 } from "./generate/options.ts";
 import type { PreparedPrompt } from "./generate/prompt.ts";
@@ -264,9 +265,68 @@ export class Pipeline implements ChatEngine {
   ): AsyncGenerator<GenerationEvent, void, undefined> {
     this.#checkOpen();
     const o = resolveOptions(options, this.generationConfig);
+    yield* this.#run(await this.prepare(messages), o);
+  }
+
+  /**
+   * Streams the continuation of a raw prompt — text as it is (no chat template: special tokens
+   * such as `<|im_start|>` in it are recognised), or token ids — as {@link generate} streams an
+   * answer (OpenAI's and vLLM's `/v1/completions`). The prompt holds no images: image or video
+   * placeholders in it are refused.
+   * @throws InvalidInputError for an empty prompt, ids outside the vocabulary, or image pads
+   */
+  async *complete(
+    prompt: string | readonly number[],
+    options: GenerateOptions = {},
+  ): AsyncGenerator<GenerationEvent, void, undefined> {
+    this.#checkOpen();
+    const o = resolveOptions(options, this.generationConfig);
+    yield* this.#run(this.prepareText(prompt), o);
+  }
+
+  /**
+   * A raw prompt's model inputs (see {@link complete}): its ids, no images.
+   * @throws InvalidInputError for an empty prompt, ids outside the vocabulary, or image pads
+   */
+  prepareText(prompt: string | readonly number[]): PreparedPrompt {
+    this.#checkOpen();
+    const c = this.model.config;
+    let ids: Int32Array;
+    if (typeof prompt === "string") {
+      ids = this.tokenizer.encode(prompt);
+    } else if (Array.isArray(prompt)) {
+      const bad = prompt.findIndex((id) =>
+        !(Number.isInteger(id) && id >= 0 && id < c.text.vocabSize)
+      );
+      if (bad >= 0) {
+        throw new InvalidInputError(
+          `prompt[${bad}] must be a token id in [0, ${c.text.vocabSize}), got ${prompt[bad]}`,
+        );
+      }
+      ids = Int32Array.from(prompt);
+    } else {
+      throw new InvalidInputError(
+        `a prompt must be a string or an array of token ids, got ${typeof prompt}`,
+      );
+    }
+    if (ids.length === 0) throw new InvalidInputError("the prompt is empty: it has no tokens");
+    const pad = ids.findIndex((id) => id === c.imageTokenId || id === c.videoTokenId);
+    if (pad >= 0) {
+      throw new InvalidInputError(
+        `the prompt's token ${pad} is an image or video placeholder, but a raw prompt takes no ` +
+          "images: send images as chat messages (generate(), /v1/chat/completions)",
+      );
+    }
+    return { inputIds: ids, pixelValues: new Float32Array(0), gridThw: [], imageTokens: 0 };
+  }
+
+  /** A prepared prompt's generation, queued behind the one running (see {@link generate}). */
+  async *#run(
+    prompt: PreparedPrompt,
+    o: ResolvedOptions,
+  ): AsyncGenerator<GenerationEvent, void, undefined> {
     // dispose() ends this generation too (finishReason "abort"), before it frees the GPU memory.
     o.signal = o.signal ? AbortSignal.any([o.signal, this.#closing.signal]) : this.#closing.signal;
-    const prompt = await this.prepare(messages);
     tokenBudget(this.model.maxContext, prompt, o); // a prompt that cannot run fails before queueing
     let release: (() => void) | undefined;
     try {

@@ -48,6 +48,51 @@ Deno.test("Pipeline.chat() collects the answer into the final record", async () 
   });
 });
 
+Deno.test("Pipeline.complete() continues a raw prompt, text or ids, as generate() answers its chat", async () => {
+  const p = await pipeline;
+  const ref = await readReferenceCase(3);
+  const ids = Array.from(ref.inputIds);
+  // The chat template's text, given raw: the same ids (special tokens recognised), the same tokens.
+  const text = p.tokenizer.decode(ids);
+  assert.deepEqual(Array.from(p.prepareText(text).inputIds), ids);
+  const run = async (events: AsyncIterable<GenerationEvent>) => {
+    for await (const ev of events) if (ev.type === "done") return ev.result;
+    throw new Error("no result");
+  };
+  const want = await run(p.generate(TEXT, { maxNewTokens: 4, temperature: 0 }));
+  for (const prompt of [text, ids]) {
+    const got = await run(p.complete(prompt, { maxNewTokens: 4, temperature: 0 }));
+    assert.equal(got.text, want.text);
+    assert.equal(
+      got.text,
+      p.tokenizer.decode(ref.generatedIds.slice(0, 4), { skipSpecialTokens: true }),
+    );
+    assert.deepEqual(got.usage, { ...want.usage, cachedTokens: got.usage.cachedTokens });
+  }
+  // A plain text prompt (no template) continues too; the prompt cache serves a repeat of it.
+  const plain = await run(p.complete("The sea is", { maxNewTokens: 2, temperature: 0 }));
+  assert.equal(plain.usage.promptTokens, p.tokenizer.encode("The sea is").length);
+  assert.equal(plain.usage.completionTokens, 2);
+  // Refused before the GPU, by name.
+  const refused: [string | number[], RegExp][] = [
+    ["", /the prompt is empty/],
+    [[], /the prompt is empty/],
+    [[1, 2.5], /prompt\[1\] must be a token id in \[0, 151936\), got 2.5/],
+    [[151936], /prompt\[0\] must be a token id/],
+    [
+      "<|vision_start|><|image_pad|><|vision_end|>What is it?",
+      /token 1 is an image or video placeholder/,
+    ],
+  ];
+  for (const [prompt, msg] of refused) {
+    await assert.rejects(
+      run(p.complete(prompt)),
+      (e: Error) => e instanceof InvalidInputError && msg.test(e.message),
+      JSON.stringify(prompt),
+    );
+  }
+});
+
 Deno.test("Pipeline.forward() gives transformers' image embeddings and last logits for case 0", async () => {
   const p = await pipeline;
   const ref = await readReferenceCase(0);

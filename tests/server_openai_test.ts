@@ -222,6 +222,27 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
       assert.deepEqual([e.top_logprobs[0].token, e.top_logprobs[0].logprob], [e.token, e.logprob]);
       assert.ok(e.logprob < 0 && e.top_logprobs[1].logprob <= e.logprob);
     }
+
+    // /v1/completions: case 3's templated prompt given raw continues as its chat answers.
+    const text3 = cases.cases[3];
+    const ids3 = (await engine.prepare([{ role: "user", content: text3.prompt }])).inputIds;
+    const rawPrompt = engine.tokenizer.decode(Array.from(ids3));
+    const raw = {
+      model: "tiny-qwen2vl",
+      prompt: rawPrompt,
+      max_tokens: 6,
+      temperature: 0,
+      stop_on_loop: false,
+    } as OpenAI.CompletionCreateParamsNonStreaming;
+    const done = await s.client.completions.create({ ...raw, logprobs: 2 });
+    assert.equal(done.choices[0].text, text3.generated_text.slice(0, " retired".length * 6));
+    assert.equal(done.usage?.prompt_tokens, text3.seq_len);
+    assert.equal(done.choices[0].logprobs?.tokens?.length, 6);
+    let streamed = "";
+    for await (const c of await s.client.completions.create({ ...raw, stream: true })) {
+      streamed += c.choices[0]?.text ?? "";
+    }
+    assert.equal(streamed, done.choices[0].text);
   } finally {
     engine.dispose();
   }

@@ -120,4 +120,10 @@ export interface ChatEngine {
   readonly modelId: string;
   /** Streams the answer to `messages`. Must stop promptly and free resources when `options.signal` aborts. */
   generate(messages: ChatMessage[], options?: GenerateOptions): AsyncIterable<GenerationEvent>;
+  /**
+   * Streams the continuation of a raw prompt (text without a chat template, or token ids), as
+   * `generate` streams an answer: `/v1/completions`. Optional: a server whose engine lacks it
+   * answers that route with a 404.
+   */
+  complete?(prompt: string | number[], options?: GenerateOptions): AsyncIterable<GenerationEvent>;
 }

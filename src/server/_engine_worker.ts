@@ -26,12 +26,12 @@ async function generate(id: number, message: Extract<ToWorker, { type: "generate
   const abort = new AbortController();
   running.set(id, abort);
   try {
-    for await (
-      const event of pipeline!.generate(message.messages, {
-        ...message.options,
-        signal: abort.signal,
-      })
-    ) {
+    const options = { ...message.options, signal: abort.signal };
+    const input = message.input;
+    const events = "messages" in input
+      ? pipeline!.generate(input.messages, options)
+      : pipeline!.complete(input.prompt, options);
+    for await (const event of events) {
       post({ type: "event", id, event });
     }
     post({ type: "end", id });

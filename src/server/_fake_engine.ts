@@ -68,8 +68,10 @@ export function describeRequest(messages: ChatMessage[]): string {
 /** A ChatEngine that streams a scripted answer word by word. */
 export class FakeEngine implements ChatEngine {
   readonly modelId: string;
-  /** Every generate() call, in order. */
+  /** Every generate() call (complete()'s too), in order. */
   readonly calls: FakeCall[] = [];
+  /** Every complete() call's prompt, in order. */
+  readonly prompts: (string | number[])[] = [];
   /** Generations running right now, and the most that ever ran at once. */
   active = 0;
   maxActive = 0;
@@ -78,6 +80,19 @@ export class FakeEngine implements ChatEngine {
   constructor(options: FakeEngineOptions = {}) {
     this.modelId = options.modelId ?? "fake/qvq-test";
     this.#options = options;
+  }
+
+  /**
+   * A raw prompt (/v1/completions) as one user message: its text, or its ids joined by spaces.
+   * Recorded in {@link prompts} beside the call.
+   */
+  complete(
+    prompt: string | number[],
+    options: GenerateOptions = {},
+  ): AsyncGenerator<GenerationEvent> {
+    this.prompts.push(prompt);
+    const text = typeof prompt === "string" ? prompt : prompt.join(" ");
+    return this.generate([{ role: "user", content: text }], options);
   }
 
   async *generate(

@@ -1,6 +1,6 @@
 /**
  * Response objects in OpenAI's chat completion format: the full `chat.completion` and the
- * `chat.completion.chunk`s of a stream. Shapes follow OpenAI's API reference (as typed in
+ * `chat.completion.chunk`s of a stream; and the legacy `text_completion` of `/v1/completions`. Shapes follow OpenAI's API reference (as typed in
  * openai-node, src/resources/chat/completions/completions.ts, Apache-2.0).
  *
  * Extensions, ignored by OpenAI's clients: `native_finish_reason` on a choice (qvq's own reason,
@@ -42,10 +42,10 @@ export interface CompletionHeader {
   system_fingerprint: string;
 }
 
-/** A new header: a fresh `chatcmpl-` id and the current time in Unix seconds. */
-export function completionHeader(model: string): CompletionHeader {
+/** A new header: a fresh `chatcmpl-` id (`cmpl-` for `prefix` "cmpl") and the time in Unix seconds. */
+export function completionHeader(model: string, prefix = "chatcmpl"): CompletionHeader {
   return {
-    id: `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`,
+    id: `${prefix}-${crypto.randomUUID().replaceAll("-", "")}`,
     created: Math.floor(Date.now() / 1000),
     model,
     system_fingerprint: SYSTEM_FINGERPRINT,
@@ -99,19 +99,39 @@ export function logprobsObject(entries: TokenLogprob[] | undefined): object | nu
 
 /** The non-streaming response. */
 export function completionObject(header: CompletionHeader, result: GenerationResult): object {
+  const message = { role: "assistant", content: result.text, refusal: null };
+  return whole(
+    header,
+    "chat.completion",
+    { message, logprobs: logprobsObject(result.logprobs) },
+    result,
+  );
+}
+
+/** A whole response of either endpoint: its one choice's `body`, finish reasons, usage, timings. */
+function whole(
+  header: CompletionHeader,
+  object: string,
+  body: Record<string, unknown>,
+  result: GenerationResult,
+): object {
   return {
     ...header,
-    object: "chat.completion",
-    choices: [{
-      index: 0,
-      message: { role: "assistant", content: result.text, refusal: null },
-      logprobs: logprobsObject(result.logprobs),
-      finish_reason: openAIFinishReason(result.finishReason),
-      native_finish_reason: result.finishReason,
-    }],
+    object,
+    choices: [{ index: 0, ...body, ...finish(result) }],
     usage: usageOf(result),
     timings: timingsOf(result),
   };
+}
+
+/** A choice's finish fields: OpenAI's reason and qvq's own, or null while it is written. */
+function finish(result?: GenerationResult): Record<string, unknown> {
+  return result
+    ? {
+      finish_reason: openAIFinishReason(result.finishReason),
+      native_finish_reason: result.finishReason,
+    }
+    : { finish_reason: null };
 }
 
 /**
@@ -125,20 +145,74 @@ export function chunkObject(
   choice: { delta: object; result?: GenerationResult; logprobs?: TokenLogprob[] } | null,
   usage?: { include: boolean; result?: GenerationResult },
 ): object {
-  const chunk: Record<string, unknown> = { ...header, object: "chat.completion.chunk" };
-  if (choice === null) {
-    chunk.choices = [];
-  } else {
-    const { delta, result } = choice;
-    chunk.choices = [{
-      index: 0,
-      delta,
-      logprobs: logprobsObject(choice.logprobs),
-      finish_reason: result ? openAIFinishReason(result.finishReason) : null,
-      ...(result ? { native_finish_reason: result.finishReason } : {}),
-    }];
-    if (result) chunk.timings = timingsOf(result);
+  const body = choice && { delta: choice.delta, logprobs: logprobsObject(choice.logprobs) };
+  return chunk(header, "chat.completion.chunk", body, choice?.result, usage);
+}
+
+/** A streamed chunk of either endpoint: its choice's `body` (none: empty choices), usage. */
+function chunk(
+  header: CompletionHeader,
+  object: string,
+  body: Record<string, unknown> | null,
+  result: GenerationResult | undefined,
+  usage: { include: boolean; result?: GenerationResult } | undefined,
+): object {
+  const c: Record<string, unknown> = { ...header, object };
+  c.choices = body ? [{ index: 0, ...body, ...finish(result) }] : [];
+  if (body && result) c.timings = timingsOf(result);
+  if (usage?.include) c.usage = usage.result ? usageOf(usage.result) : null;
+  return c;
+}
+
+/** The legacy completions' `logprobs` of a choice (null without logprobs). */
+export interface TextLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  /** The alternatives of each token, and the token itself, by text (OpenAI's shape). */
+  top_logprobs: Record<string, number>[];
+  /** Where each token starts in the completion's text, in UTF-16 code units. */
+  text_offset: number[];
+}
+
+/**
+ * The legacy logprobs of `entries`, whose text starts `offset` code units into the completion
+ * (a stream's chunks continue from the text before them).
+ */
+export function textLogprobsObject(
+  entries: TokenLogprob[] | undefined,
+  offset = 0,
+): TextLogprobs | null {
+  if (!entries) return null;
+  const lp = (x: number) => Math.max(x, -9999); // −∞ would be null in JSON
+  const out: TextLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+  for (const e of entries) {
+    out.tokens.push(e.token);
+    out.token_logprobs.push(lp(e.logprob));
+    const top: Record<string, number> = {};
+    for (const t of [...e.topLogprobs, e]) top[t.token] ??= lp(t.logprob);
+    out.top_logprobs.push(top);
+    out.text_offset.push(offset);
+    offset += e.token.length;
   }
-  if (usage?.include) chunk.usage = usage.result ? usageOf(usage.result) : null;
-  return chunk;
+  return out;
+}
+
+/** The non-streaming `/v1/completions` response. */
+export function textCompletionObject(header: CompletionHeader, result: GenerationResult): object {
+  const body = { text: result.text, logprobs: textLogprobsObject(result.logprobs) };
+  return whole(header, "text_completion", body, result);
+}
+
+/**
+ * One streamed `/v1/completions` chunk: `{text, logprobs}` while the answer is written, then an
+ * empty text with the finish reason; with `include_usage` a last chunk with empty choices and the
+ * usage (null on the others), as vLLM streams them.
+ */
+export function textChunkObject(
+  header: CompletionHeader,
+  choice: { text: string; logprobs?: TextLogprobs | null; result?: GenerationResult } | null,
+  usage?: { include: boolean; result?: GenerationResult },
+): object {
+  const body = choice && { text: choice.text, logprobs: choice.logprobs ?? null };
+  return chunk(header, "text_completion", body, choice?.result, usage);
 }

@@ -284,6 +284,85 @@ export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequ
     );
   }
   refuseUnsupported(body);
+  return { model: body.model, messages, ...parseSampling(body, limits) };
+}
+
+/** A POST /v1/completions request (OpenAI's legacy completions, as vLLM serves them). */
+export interface TextCompletionRequest extends Omit<ChatRequest, "messages"> {
+  /** The raw prompt: text, or token ids. */
+  prompt: string | number[];
+}
+
+/**
+ * Validates a /v1/completions body: `prompt` (a string, token ids, or a list of one of them),
+ * `logprobs` as the legacy integer of alternatives (0..20), `max_tokens` defaulting to 16 as
+ * OpenAI's and vLLM's do, and the chat endpoint's sampling fields. `echo`, `suffix` and `best_of`
+ * are refused (400 naming them).
+ */
+export function parseCompletionRequest(
+  body: unknown,
+  limits: RequestLimits,
+): TextCompletionRequest {
+  if (!isObject(body)) {
+    throw badRequest(
+      null,
+      `The request body must be a JSON object; got ${typeName(body)}.`,
+      "invalid_type",
+    );
+  }
+  if (typeof body.model !== "string" || body.model === "") {
+    throw badRequest(
+      "model",
+      "model must be a non-empty string (see GET /v1/models).",
+      "invalid_type",
+    );
+  }
+  const prompt = parsePrompt(body.prompt);
+  if (optionalBoolean(body, "echo")) {
+    throw badRequest("echo", "echo is not supported by this server.", "unsupported_parameter");
+  }
+  if (body.suffix !== undefined && body.suffix !== null && body.suffix !== "") {
+    throw badRequest("suffix", "suffix is not supported by this server.", "unsupported_parameter");
+  }
+  const bestOf = optionalNumber(body, "best_of", { integer: true, min: 1 });
+  if (bestOf !== undefined && bestOf !== 1) {
+    throw badRequest("best_of", `best_of must be 1 here; got ${bestOf}.`, "unsupported_value");
+  }
+  // The legacy logprobs: the count of alternatives (0: the chosen token's alone), not a flag.
+  const top = optionalNumber(body, "logprobs", { integer: true, min: 0, max: MAX_TOP_LOGPROBS });
+  refuseUnsupported({ ...body, logprobs: undefined, top_logprobs: undefined });
+  const sampling = parseSampling({ ...body, logprobs: undefined, top_logprobs: undefined }, limits);
+  sampling.options.maxNewTokens ??= 16;
+  if (top !== undefined) Object.assign(sampling.options, { logprobs: true, topLogprobs: top });
+  return { model: body.model, prompt, ...sampling };
+}
+
+/** A completions `prompt`: text or token ids, alone or as a list of one (batches are refused). */
+function parsePrompt(x: unknown): string | number[] {
+  const ids = (v: unknown): v is number[] =>
+    Array.isArray(v) && v.length > 0 && v.every((t) => Number.isSafeInteger(t) && t >= 0);
+  if (typeof x === "string" || ids(x)) return x;
+  if (Array.isArray(x) && x.length === 1 && (typeof x[0] === "string" || ids(x[0]))) return x[0];
+  if (Array.isArray(x) && x.length > 1 && x.every((p) => typeof p === "string" || ids(p))) {
+    throw badRequest(
+      "prompt",
+      `prompt holds ${x.length} prompts; this server completes one a request: send them apart.`,
+      "unsupported_value",
+    );
+  }
+  throw badRequest(
+    "prompt",
+    `prompt must be a string or an array of token ids; got ${typeName(x)}.`,
+    "invalid_type",
+  );
+}
+
+/** The sampling, length and streaming fields both endpoints take. */
+function parseSampling(
+  body: Json,
+  limits: RequestLimits,
+): Pick<ChatRequest, "options" | "stream" | "includeUsage"> {
+  refuseUnsupported(body);
   const maxTokens = optionalNumber(body, "max_tokens", {
     integer: true,
     min: 1,
@@ -329,7 +408,7 @@ export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequ
   for (const key of Object.keys(options) as (keyof typeof options)[]) {
     if (options[key] === undefined) delete options[key];
   }
-  return { model: body.model, messages, options, stream, includeUsage };
+  return { options, stream, includeUsage };
 }
 
 async function checkedImage(

@@ -1,6 +1,7 @@
 /**
  * The OpenAI-compatible HTTP API as a Hono app: `POST /v1/chat/completions` (streaming or not,
- * text and images), `GET /v1/models`, `GET /health`, and a chat web page at `/`.
+ * text and images), `POST /v1/completions` (a raw prompt, as vLLM's), `GET /v1/models`,
+ * `GET /health`, and a chat web page at `/`.
  *
  * @example Mount it in your own Hono app
  * ```ts ignore
@@ -19,16 +20,30 @@ import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import type {
   ChatEngine,
-  ChatMessage,
   GenerateOptions,
   GenerationEvent,
+  GenerationResult,
+  TokenLogprob,
 } from "../generate/types.ts";
 import { errorResponse, HttpError, toHttpError } from "./_errors.ts";
 import type { ImagePolicy } from "./_images.ts";
-import { chunkObject, completionHeader, completionObject } from "./_openai.ts";
+import {
+  chunkObject,
+  type CompletionHeader,
+  completionHeader,
+  completionObject,
+  textChunkObject,
+  textCompletionObject,
+  textLogprobsObject,
+} from "./_openai.ts";
 import { PAGE_HTML } from "./_page.ts";
 import { GenerationQueue, type Ticket } from "./_queue.ts";
-import { type ChatRequest, loadMessages, parseChatRequest } from "./_request.ts";
+import {
+  type ChatRequest,
+  loadMessages,
+  parseChatRequest,
+  parseCompletionRequest,
+} from "./_request.ts";
 import { sseResponse } from "./_sse.ts";
 
 /** Limits and switches of the HTTP API; every field has a safe default. */
@@ -126,17 +141,61 @@ function follow(clientSignal: AbortSignal, abort: AbortController): () => void {
 /** The engine's events once the ticket's turn comes; the turn is given back however they end. */
 async function* turnEvents(
   ticket: Ticket,
-  engine: ChatEngine,
-  messages: ChatMessage[],
+  start: (options: GenerateOptions) => AsyncIterable<GenerationEvent>,
   options: GenerateOptions,
 ): AsyncGenerator<GenerationEvent> {
   try {
     await ticket.ready;
-    yield* engine.generate(messages, options);
+    yield* start(options);
   } finally {
     ticket.release();
   }
 }
+
+/** How an endpoint words its responses: whole, or as stream chunks. */
+interface Format {
+  /** Its ids' prefix: "chatcmpl", "cmpl". */
+  prefix: string;
+  whole(header: CompletionHeader, result: GenerationResult): object;
+  chunks(header: CompletionHeader, usage: { include: boolean }): {
+    /** The chunk before any text, if the endpoint sends one. */
+    open(): object | undefined;
+    delta(text: string, logprobs: TokenLogprob[] | undefined): object;
+    finish(result: GenerationResult): object;
+    usage(result: GenerationResult): object;
+  };
+}
+
+/** /v1/chat/completions: the assistant's role first, then content deltas. */
+const CHAT: Format = {
+  prefix: "chatcmpl",
+  whole: completionObject,
+  chunks: (header, usage) => ({
+    open: () => chunkObject(header, { delta: { role: "assistant", content: "" } }, usage),
+    delta: (text, logprobs) => chunkObject(header, { delta: { content: text }, logprobs }, usage),
+    finish: (result) => chunkObject(header, { delta: {}, result }, usage),
+    usage: (result) => chunkObject(header, null, { include: true, result }),
+  }),
+};
+
+/** /v1/completions: text chunks, the legacy logprobs' offsets running on across them. */
+const TEXT: Format = {
+  prefix: "cmpl",
+  whole: textCompletionObject,
+  chunks: (header, usage) => {
+    let offset = 0;
+    return {
+      open: () => undefined,
+      delta: (text, logprobs) => {
+        const lp = textLogprobsObject(logprobs, offset);
+        offset += lp ? lp.tokens.reduce((n, t) => n + t.length, 0) : 0;
+        return textChunkObject(header, { text, logprobs: lp }, usage);
+      },
+      finish: (result) => textChunkObject(header, { text: "", result }, usage),
+      usage: (result) => textChunkObject(header, null, { include: true, result }),
+    };
+  },
+};
 
 /**
  * How long a streamed request waits for its first event before committing to a 200 SSE response.
@@ -286,109 +345,140 @@ export function createApp(
     return c.json(modelObject(e));
   });
 
-  app.on(["GET", "PUT", "PATCH", "DELETE"], "/v1/chat/completions", (c) => {
-    throw new HttpError(
-      405,
-      `${c.req.method} is not allowed on /v1/chat/completions; send a POST.`,
-      "invalid_request_error",
-      null,
-      "method_not_allowed",
-      { allow: "POST" },
-    );
+  for (const path of ["/v1/chat/completions", "/v1/completions"]) {
+    app.on(["GET", "PUT", "PATCH", "DELETE"], path, (c) => {
+      throw new HttpError(
+        405,
+        `${c.req.method} is not allowed on ${path}; send a POST.`,
+        "invalid_request_error",
+        null,
+        "method_not_allowed",
+        { allow: "POST" },
+      );
+    });
+  }
+
+  const limitBody = bodyLimit({
+    maxSize: settings.maxBodyBytes,
+    onError: () => {
+      throw new HttpError(
+        413,
+        `The request body is larger than ${settings.maxBodyBytes} bytes; send smaller or fewer images.`,
+        "invalid_request_error",
+        null,
+        "request_too_large",
+      );
+    },
   });
 
-  app.post(
-    "/v1/chat/completions",
-    bodyLimit({
-      maxSize: settings.maxBodyBytes,
-      onError: () => {
+  app.post("/v1/chat/completions", limitBody, async (c) => {
+    const request = parseChatRequest(await readJson(c.req.raw), settings);
+    // Images are fetched and decoded before queueing: a bad image is a 400, not a stream that
+    // fails once the request's turn comes.
+    return await answer(c.req.raw, request, CHAT, async (e, signal) => {
+      const messages = await loadMessages(request.messages, policy, signal);
+      return (options) => e.generate(messages, options);
+    });
+  });
+
+  app.post("/v1/completions", limitBody, async (c) => {
+    const request = parseCompletionRequest(await readJson(c.req.raw), settings);
+    return await answer(c.req.raw, request, TEXT, (e) => {
+      const complete = e.complete?.bind(e);
+      if (!complete) {
         throw new HttpError(
-          413,
-          `The request body is larger than ${settings.maxBodyBytes} bytes; send smaller or fewer images.`,
+          404,
+          "This server's engine does not serve /v1/completions; use /v1/chat/completions.",
           "invalid_request_error",
           null,
-          "request_too_large",
+          "not_found",
         );
-      },
-    }),
-    async (c) => {
-      const request = parseChatRequest(await readJson(c.req.raw), settings);
-      const e = await engineReady;
-      if (request.model !== e.modelId) throw modelNotFound(request.model, e);
-      // One signal for everything this request starts: aborted when its client disconnects.
-      const abort = new AbortController();
-      const detach = follow(c.req.raw.signal, abort);
-      let streaming = false;
-      try {
-        // Images are fetched and decoded before queueing: a bad image is a 400, not a stream
-        // that fails once the request's turn comes.
-        const messages = await loadMessages(request.messages, policy, abort.signal);
-        const ticket = queue.enter(abort.signal);
-        if (!ticket) {
-          throw new HttpError(
-            503,
-            `The server is busy: ${queue.waiting} request${
-              queue.waiting === 1 ? " is" : "s are"
-            } ` +
-              `already waiting for the model. ` +
-              `Retry in ${settings.retryAfterSeconds} s.`,
-            "server_error",
-            null,
-            "queue_full",
-            { "retry-after": String(settings.retryAfterSeconds) },
-          );
-        }
-        const options: GenerateOptions = { ...request.options, signal: abort.signal };
-        const events = turnEvents(ticket, e, messages, options);
-        if (request.stream) {
-          const first = events.next();
-          first.catch(() => {}); // awaited below or in the stream
-          await within(first, Math.min(STREAM_GRACE_MS, settings.keepAliveMs));
-          streaming = true;
-          return streamCompletion(e.modelId, events, first, request, abort, detach);
-        }
-        for await (const event of events) {
-          if (event.type === "done") {
-            return c.json(completionObject(completionHeader(e.modelId), event.result));
-          }
-        }
-        throw new Error("the engine's stream ended without a result");
-      } catch (error) {
-        if (abort.signal.aborted) return new Response(null, { status: CLIENT_CLOSED });
-        throw error;
-      } finally {
-        if (!streaming) detach();
       }
-    },
-  );
+      return Promise.resolve((options) => complete(request.prompt, options));
+    });
+  });
+
+  /**
+   * Serves one generation request of either endpoint: the model checked, `prepare` (fetching
+   * images) before queueing, then the events once its turn comes — one response, or a stream.
+   */
+  async function answer(
+    raw: Request,
+    request: Pick<ChatRequest, "model" | "options" | "stream" | "includeUsage">,
+    format: Format,
+    prepare: (
+      engine: ChatEngine,
+      signal: AbortSignal,
+    ) => Promise<(options: GenerateOptions) => AsyncIterable<GenerationEvent>>,
+  ): Promise<Response> {
+    const e = await engineReady;
+    if (request.model !== e.modelId) throw modelNotFound(request.model, e);
+    // One signal for everything this request starts: aborted when its client disconnects.
+    const abort = new AbortController();
+    const detach = follow(raw.signal, abort);
+    let streaming = false;
+    try {
+      const start = await prepare(e, abort.signal);
+      const ticket = queue.enter(abort.signal);
+      if (!ticket) {
+        throw new HttpError(
+          503,
+          `The server is busy: ${queue.waiting} request${queue.waiting === 1 ? " is" : "s are"} ` +
+            `already waiting for the model. ` +
+            `Retry in ${settings.retryAfterSeconds} s.`,
+          "server_error",
+          null,
+          "queue_full",
+          { "retry-after": String(settings.retryAfterSeconds) },
+        );
+      }
+      const events = turnEvents(ticket, start, { ...request.options, signal: abort.signal });
+      const header = completionHeader(e.modelId, format.prefix);
+      if (request.stream) {
+        const first = events.next();
+        first.catch(() => {}); // awaited below or in the stream
+        await within(first, Math.min(STREAM_GRACE_MS, settings.keepAliveMs));
+        streaming = true;
+        return streamCompletion(header, format, events, first, request.includeUsage, abort, detach);
+      }
+      for await (const event of events) {
+        if (event.type === "done") return Response.json(format.whole(header, event.result));
+      }
+      throw new Error("the engine's stream ended without a result");
+    } catch (error) {
+      if (abort.signal.aborted) return new Response(null, { status: CLIENT_CLOSED });
+      throw error;
+    } finally {
+      if (!streaming) detach();
+    }
+  }
 
   /** The SSE response of a streamed request whose first event is `first`. */
   function streamCompletion(
-    modelId: string,
+    header: CompletionHeader,
+    format: Format,
     events: AsyncGenerator<GenerationEvent>,
     first: Promise<IteratorResult<GenerationEvent>>,
-    request: ChatRequest,
+    includeUsage: boolean,
     abort: AbortController,
     detach: () => void,
   ): Response {
-    const header = completionHeader(modelId);
-    const usage = { include: request.includeUsage };
+    const usage = { include: includeUsage };
+    const chunks = format.chunks(header, usage);
     return sseResponse(async (send, signal) => {
       try {
-        send(chunkObject(header, { delta: { role: "assistant", content: "" } }, usage));
+        const opening = chunks.open();
+        if (opening) send(opening);
         for (let next = await first; !next.done && !signal.aborted; next = await events.next()) {
           const event = next.value;
           if (event.type === "delta") {
             // With logprobs a delta may carry tokens but no text yet (held for a stop string).
             if (event.text || event.logprobs?.length) {
-              const choice = { delta: { content: event.text }, logprobs: event.logprobs };
-              send(chunkObject(header, choice, usage));
+              send(chunks.delta(event.text, event.logprobs));
             }
           } else {
-            send(chunkObject(header, { delta: {}, result: event.result }, usage));
-            if (usage.include) {
-              send(chunkObject(header, null, { include: true, result: event.result }));
-            }
+            send(chunks.finish(event.result));
+            if (usage.include) send(chunks.usage(event.result));
           }
         }
         send("[DONE]");

@@ -207,6 +207,101 @@ Deno.test("logprobs: each token's logprob and top_logprobs, in the response and 
   assert.equal(fake.calls.at(-1)!.options.logprobs, undefined);
 });
 
+Deno.test("POST /v1/completions continues a raw prompt: text_completion, legacy logprobs, usage", async () => {
+  const { app, fake } = setup();
+  const post = (body: object) =>
+    app.request("/v1/completions", { method: "POST", body: JSON.stringify(body) });
+  const body = { model: MODEL, prompt: "Once upon", max_tokens: 3, logprobs: 2, seed: 1 };
+  const json = await (await post(body)).json();
+  assert.equal(json.object, "text_completion");
+  assert.match(json.id, /^cmpl-[0-9a-f]{32}$/);
+  assert.equal(json.choices[0].text, "I see 0");
+  assert.equal(json.choices[0].finish_reason, "length");
+  assert.equal(json.usage.completion_tokens, 3);
+  assert.deepEqual(fake.prompts, ["Once upon"]);
+  const { signal: _, ...options } = fake.calls[0].options;
+  assert.deepEqual(options, {
+    maxNewTokens: 3,
+    seed: 1,
+    logprobs: true,
+    topLogprobs: 2,
+    stopOnLoop: true,
+  });
+  // OpenAI's legacy shape: tokens, their logprobs, the alternatives (and the token) by text, and
+  // where each token starts in the text.
+  assert.deepEqual(json.choices[0].logprobs, {
+    tokens: ["I", " see", " 0"],
+    token_logprobs: [-0.1, -0.2, -0.3],
+    top_logprobs: [
+      { I: -0.1, alt1: -1.1 },
+      { " see": -0.2, alt1: -1.2 },
+      { " 0": -0.3, alt1: -1.3 },
+    ],
+    text_offset: [0, 1, 5],
+  });
+  // Streamed: text chunks (no role chunk), offsets running on, an empty finish chunk, usage.
+  const data = await sseData(
+    await post({ ...body, stream: true, stream_options: { include_usage: true } }),
+  );
+  assert.equal(data.at(-1), "[DONE]");
+  const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+  assert.ok(chunks.every((c) => c.object === "text_completion" && c.id === chunks[0].id));
+  assert.deepEqual(chunks.slice(0, 3).map((c) => c.choices[0].text), ["I", " see", " 0"]);
+  assert.deepEqual(chunks.slice(0, 3).map((c) => c.choices[0].logprobs.text_offset), [
+    [0],
+    [1],
+    [5],
+  ]);
+  assert.deepEqual(chunks[3].choices[0], {
+    index: 0,
+    text: "",
+    logprobs: null,
+    finish_reason: "length",
+    native_finish_reason: "length",
+  });
+  assert.deepEqual(chunks[4].choices, []);
+  assert.equal(chunks[4].usage.total_tokens, 13);
+  // max_tokens defaults to 16 there, as OpenAI's and vLLM's; token ids (alone or in a list of
+  // one) are a prompt too.
+  await (await post({ model: MODEL, prompt: [[9707, 11]] })).json();
+  assert.equal(fake.calls.at(-1)!.options.maxNewTokens, 16);
+  assert.deepEqual(fake.prompts.at(-1), [9707, 11]);
+});
+
+Deno.test("POST /v1/completions refuses what it cannot serve, naming the field", async () => {
+  const { app } = setup();
+  const cases: [object, number, string | null][] = [
+    [{ prompt: ["a", "b"] }, 400, "prompt"],
+    [{ prompt: 5 }, 400, "prompt"],
+    [{ prompt: [] }, 400, "prompt"],
+    [{ prompt: "a", echo: true }, 400, "echo"],
+    [{ prompt: "a", suffix: "z" }, 400, "suffix"],
+    [{ prompt: "a", best_of: 2 }, 400, "best_of"],
+    [{ prompt: "a", logprobs: 21 }, 400, "logprobs"],
+    [{ prompt: "a", logprobs: true }, 400, "logprobs"],
+    [{ prompt: "a", n: 2 }, 400, "n"],
+    [{ prompt: "a", model: "other" }, 404, "model"],
+  ];
+  for (const [body, status, param] of cases) {
+    const response = await app.request("/v1/completions", {
+      method: "POST",
+      body: JSON.stringify({ model: MODEL, ...body }),
+    });
+    assert.equal(response.status, status, JSON.stringify(body));
+    assert.equal((await response.json()).error.param, param, JSON.stringify(body));
+  }
+  // An engine without complete(): the route says so (and where to go).
+  const bare = createApp({ modelId: MODEL, generate: new FakeEngine().generate });
+  const r = await bare.request("/v1/completions", {
+    method: "POST",
+    body: JSON.stringify({ model: MODEL, prompt: "a" }),
+  });
+  assert.equal(r.status, 404);
+  assert.match((await r.json()).error.message, /does not serve \/v1\/completions/);
+  const get = await setup().app.request("/v1/completions");
+  assert.equal(get.status, 405);
+});
+
 Deno.test("stream: true without include_usage sends no usage field and no usage chunk", async () => {
   const data = await sseData(await post(setup().app, { ...hello, stream: true }));
   const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
@@ -566,7 +661,7 @@ Deno.test("GET /health says loading until the engine promise resolves, then ok w
 });
 
 Deno.test("unknown routes are OpenAI-style 404s", async () => {
-  const response = await setup().app.request("/v1/completions", { method: "POST" });
+  const response = await setup().app.request("/v1/embeddings", { method: "POST" });
   assert.equal(response.status, 404);
   assert.equal((await response.json()).error.code, "not_found");
 });

@@ -39,7 +39,8 @@ export type ToWorker =
   | {
     type: "generate";
     id: number;
-    messages: ChatMessage[];
+    /** Chat messages (Pipeline.generate) or a raw prompt (Pipeline.complete). */
+    input: { messages: ChatMessage[] } | { prompt: string | number[] };
     options: Omit<GenerateOptions, "signal">;
   }
   | { type: "abort"; id: number }
@@ -139,9 +140,24 @@ export class WorkerEngine implements ChatEngine {
   }
 
   /** Streams the answer to `messages` from the worker; `options.signal` aborts it there. */
-  async *generate(
+  generate(
     messages: ChatMessage[],
     options: GenerateOptions = {},
+  ): AsyncGenerator<GenerationEvent> {
+    return this.#stream({ messages }, options);
+  }
+
+  /** Streams the continuation of a raw prompt from the worker (Pipeline.complete there). */
+  complete(
+    prompt: string | number[],
+    options: GenerateOptions = {},
+  ): AsyncGenerator<GenerationEvent> {
+    return this.#stream({ prompt }, options);
+  }
+
+  async *#stream(
+    input: Extract<ToWorker, { type: "generate" }>["input"],
+    options: GenerateOptions,
   ): AsyncGenerator<GenerationEvent> {
     if (this.#failure) throw this.#failure;
     const id = ++this.#next;
@@ -151,7 +167,7 @@ export class WorkerEngine implements ChatEngine {
     const abort = () => this.#worker.postMessage({ type: "abort", id } satisfies ToWorker);
     let ended = false;
     this.#worker.postMessage(
-      { type: "generate", id, messages, options: rest } satisfies ToWorker,
+      { type: "generate", id, input, options: rest } satisfies ToWorker,
     );
     if (signal?.aborted) abort();
     else signal?.addEventListener("abort", abort, { once: true });

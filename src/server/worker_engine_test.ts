@@ -19,11 +19,14 @@ import type {
 
 const TEXT: ChatMessage[] = [{ role: "user", content: "Write one sentence about the sea." }];
 
-/** The deltas joined and the final record of one generation. */
-async function answer(engine: ChatEngine, messages: ChatMessage[], options = {}) {
+/** The deltas joined and the final record of one generation (a raw prompt's with a string). */
+async function answer(engine: ChatEngine, messages: ChatMessage[] | string, options = {}) {
   let text = "";
   let result: GenerationResult | undefined;
-  for await (const ev of engine.generate(messages, options) as AsyncIterable<GenerationEvent>) {
+  const events = typeof messages === "string"
+    ? engine.complete!(messages, options)
+    : engine.generate(messages, options);
+  for await (const ev of events as AsyncIterable<GenerationEvent>) {
     if (ev.type === "delta") text += ev.text;
     else result = ev.result;
   }
@@ -51,6 +54,13 @@ Deno.test("loadWorkerEngine() answers as the pipeline on this thread does, image
       assert.deepEqual(got.result.usage, want.result.usage);
       assert.equal(got.result.finishReason, want.result.finishReason);
     }
+    // A raw prompt crosses too (Pipeline.complete there).
+    const raw = { maxNewTokens: 3, temperature: 0 };
+    const rawWant = await answer(here, "The sea is", raw);
+    const rawGot = await answer(worker, "The sea is", raw);
+    assert.equal(rawGot.text, rawWant.text);
+    assert.deepEqual(rawGot.result.usage, rawWant.result.usage);
+    await assert.rejects(answer(worker, "", raw), InvalidInputError);
     const image2 = await answer(worker, withImage, { maxNewTokens: 1 });
     assert.ok(image2.result.usage.imageTokens > 0, "the image crossed to the worker");
   } finally {
