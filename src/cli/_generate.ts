@@ -36,6 +36,8 @@ options:
   --prompt <text>           the user's text
   --image <file>            an image (PNG, JPEG, WebP); repeat for several
   --system <text>           a system prompt instead of the template's default
+  --raw                     continue --prompt as it is, without the chat template (special
+                            tokens in it recognised; no --image or --system): /v1/completions
   --max-tokens <n>          most tokens to generate (1..8192)
   --temperature <t>         0 = greedy (default: generation_config.json)
   --top-p <p>  --top-k <k>  --repetition-penalty <r>
@@ -167,6 +169,7 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
     "stop-on-loop": { type: "boolean" },
     json: { type: "boolean" },
     logprobs: { type: "string" },
+    raw: { type: "boolean" },
   }, USAGE);
   if (v.help) {
     await io.out(USAGE);
@@ -177,13 +180,22 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
   if (options.logprobs && !v.json) {
     throw new UsageError("--logprobs needs --json: the logprobs are in the JSON record", USAGE);
   }
-  const messages = await promptMessages(v, USAGE);
+  if (v.raw && (stringList(v, "image").length || v.system !== undefined)) {
+    throw new UsageError(
+      "--raw continues the prompt alone: it takes no --image or --system",
+      USAGE,
+    );
+  }
+  const messages = v.raw ? [] : await promptMessages(v, USAGE);
+  const raw = v.raw ? requireString(v, "prompt", USAGE) : undefined;
   const pipeline = await loadPipeline(v, USAGE);
   const abort = new AbortController();
   const stopOnCtrlC = onInterrupt(abort);
   try {
     let result: GenerationResult | undefined;
-    for await (const ev of pipeline.generate(messages, { ...options, signal: abort.signal })) {
+    const o = { ...options, signal: abort.signal };
+    const events = raw !== undefined ? pipeline.complete(raw, o) : pipeline.generate(messages, o);
+    for await (const ev of events) {
       if (ev.type === "done") result = ev.result;
       else if (!v.json) await io.out(ev.text);
     }

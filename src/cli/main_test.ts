@@ -4,6 +4,7 @@ import { readReferenceCase, TINY_DIR } from "../model/_fixture.ts";
 import { maxAbsDiff } from "../ref/_random.ts";
 import type { Io } from "./_args.ts";
 import { main } from "./main.ts";
+import { Tokenizer } from "../tokenizer.ts";
 
 const PNG0 = `${TINY_DIR}reference/case0_0.png`;
 const PROMPT0 = "What value should be filled in the blank space?";
@@ -154,6 +155,35 @@ Deno.test("qvq generate --json prints one JSON record with text, finish reason, 
     assert.equal(e.topLogprobs[0].id, e.id);
     assert.ok(e.logprob < 0);
   }
+  // --raw: the templated prompt's text, given as it is, continues as the chat answer does.
+  using tok = await Tokenizer.load(TINY_DIR);
+  const ref = await readReferenceCase(3);
+  const raw = await cli([
+    "generate",
+    ...TINY_F32,
+    "--prompt",
+    tok.decode(Array.from(ref.inputIds)),
+    "--raw",
+    "--max-tokens",
+    "3",
+    "--json",
+  ]);
+  assert.equal(raw.code, 0, raw.err);
+  const rj = JSON.parse(raw.out);
+  assert.equal(rj.text, " retired retired retired");
+  assert.equal(rj.usage.promptTokens, ref.inputIds.length);
+  const rawImage = await cli([
+    "generate",
+    "--model",
+    "/nonexistent-model",
+    "--prompt",
+    "hi",
+    "--raw",
+    "--image",
+    "x.png",
+  ]);
+  assert.equal(rawImage.code, 2);
+  assert.match(rawImage.err, /--raw continues the prompt alone/);
   const bad = await cli([
     "generate",
     "--model",
