@@ -105,14 +105,10 @@ Deno.test("main() --help on a command prints its usage and exits 0", async () =>
 });
 
 Deno.test("qvq generate --json prints one JSON record with text, finish reason, usage, timings", async () => {
-  const r = await cli([
-    "generate",
-    ...TINY_F32,
-    ...CASE0,
-    "--max-tokens",
-    "3",
-    "--json",
-  ]);
+  // Three greedy tokens of the tiny model, as one JSON record, with `more` options.
+  const json3 = (...more: string[]) =>
+    cli(["generate", ...TINY_F32, "--max-tokens", "3", "--temperature", "0", "--json", ...more]);
+  const r = await json3(...CASE0);
   assert.equal(r.code, 0, r.err);
   const lines = r.out.trim().split("\n");
   assert.equal(lines.length, 1);
@@ -133,16 +129,7 @@ Deno.test("qvq generate --json prints one JSON record with text, finish reason, 
   ]);
   assert.equal(j.logprobs, undefined);
   // --logprobs 2: each token's entry with two alternatives, greedy's choice the first.
-  const lp = await cli([
-    "generate",
-    ...TINY_F32,
-    ...CASE0,
-    "--max-tokens",
-    "3",
-    "--json",
-    "--logprobs",
-    "2",
-  ]);
+  const lp = await json3(...CASE0, "--logprobs", "2");
   assert.equal(lp.code, 0, lp.err);
   const entries = JSON.parse(lp.out).logprobs;
   assert.deepEqual(entries.map((e: { token: string }) => e.token), [
@@ -158,16 +145,7 @@ Deno.test("qvq generate --json prints one JSON record with text, finish reason, 
   // --raw: the templated prompt's text, given as it is, continues as the chat answer does.
   using tok = await Tokenizer.load(TINY_DIR);
   const ref = await readReferenceCase(3);
-  const raw = await cli([
-    "generate",
-    ...TINY_F32,
-    "--prompt",
-    tok.decode(Array.from(ref.inputIds)),
-    "--raw",
-    "--max-tokens",
-    "3",
-    "--json",
-  ]);
+  const raw = await json3("--prompt", tok.decode(Array.from(ref.inputIds)), "--raw");
   assert.equal(raw.code, 0, raw.err);
   const rj = JSON.parse(raw.out);
   assert.equal(rj.text, " retired retired retired");

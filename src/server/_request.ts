@@ -254,8 +254,8 @@ export interface RequestLimits {
   maxImages: number;
 }
 
-/** Validates a parsed JSON body (the model name is checked by the caller, who knows the engine). */
-export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequest {
+/** A request body as an object, and its model name (checked against the engine by the caller). */
+function modelRequest(body: unknown): { body: Json; model: string } {
   if (!isObject(body)) {
     throw badRequest(
       null,
@@ -270,6 +270,12 @@ export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequ
       "invalid_type",
     );
   }
+  return { body, model: body.model };
+}
+
+/** Validates a parsed JSON body (the model name is checked by the caller, who knows the engine). */
+export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequest {
+  const { body, model } = modelRequest(json);
   if (!Array.isArray(body.messages) || body.messages.length === 0) {
     throw badRequest("messages", "messages must be a non-empty array of messages.", "invalid_type");
   }
@@ -284,7 +290,7 @@ export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequ
     );
   }
   refuseUnsupported(body);
-  return { model: body.model, messages, ...parseSampling(body, limits) };
+  return { model, messages, ...parseSampling(body, limits) };
 }
 
 /** A POST /v1/completions request (OpenAI's legacy completions, as vLLM serves them). */
@@ -300,23 +306,10 @@ export interface TextCompletionRequest extends Omit<ChatRequest, "messages"> {
  * are refused (400 naming them).
  */
 export function parseCompletionRequest(
-  body: unknown,
+  json: unknown,
   limits: RequestLimits,
 ): TextCompletionRequest {
-  if (!isObject(body)) {
-    throw badRequest(
-      null,
-      `The request body must be a JSON object; got ${typeName(body)}.`,
-      "invalid_type",
-    );
-  }
-  if (typeof body.model !== "string" || body.model === "") {
-    throw badRequest(
-      "model",
-      "model must be a non-empty string (see GET /v1/models).",
-      "invalid_type",
-    );
-  }
+  const { body, model } = modelRequest(json);
   const prompt = parsePrompt(body.prompt);
   if (optionalBoolean(body, "echo")) {
     throw badRequest("echo", "echo is not supported by this server.", "unsupported_parameter");
@@ -334,7 +327,7 @@ export function parseCompletionRequest(
   const sampling = parseSampling({ ...body, logprobs: undefined, top_logprobs: undefined }, limits);
   sampling.options.maxNewTokens ??= 16;
   if (top !== undefined) Object.assign(sampling.options, { logprobs: true, topLogprobs: top });
-  return { model: body.model, prompt, ...sampling };
+  return { model, prompt, ...sampling };
 }
 
 /** A completions `prompt`: text or token ids, alone or as a list of one (batches are refused). */
