@@ -276,7 +276,7 @@ export class Pipeline implements ChatEngine {
    * @throws InvalidInputError for an empty prompt, ids outside the vocabulary, or image pads
    */
   async *complete(
-    prompt: string | readonly number[],
+    prompt: string | ArrayLike<number>,
     options: GenerateOptions = {},
   ): AsyncGenerator<GenerationEvent, void, undefined> {
     this.#checkOpen();
@@ -285,25 +285,41 @@ export class Pipeline implements ChatEngine {
   }
 
   /**
+   * What {@link complete} would refuse, without waiting: the options, the prompt, its fit in the
+   * context.
+   * @throws InvalidInputError (ContextLengthError for a prompt or budget over the context)
+   */
+  checkPrompt(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<void> {
+    try {
+      const o = resolveOptions(options, this.generationConfig);
+      tokenBudget(this.model.maxContext, this.prepareText(prompt), o);
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error); // a rejection, as the worker's relay awaits it
+    }
+  }
+
+  /**
    * A raw prompt's model inputs (see {@link complete}): its ids, no images.
    * @throws InvalidInputError for an empty prompt, ids outside the vocabulary, or image pads
    */
-  prepareText(prompt: string | readonly number[]): PreparedPrompt {
+  prepareText(prompt: string | ArrayLike<number>): PreparedPrompt {
     this.#checkOpen();
     const c = this.model.config;
     let ids: Int32Array;
     if (typeof prompt === "string") {
       ids = this.tokenizer.encode(prompt);
-    } else if (Array.isArray(prompt)) {
-      const bad = prompt.findIndex((id) =>
-        !(Number.isInteger(id) && id >= 0 && id < c.text.vocabSize)
-      );
+    } else if (Array.isArray(prompt) || ArrayBuffer.isView(prompt)) {
+      // The tokenizer's ids (the lm_head's padding rows past them are no tokens).
+      const n = this.tokenizer.vocabSize;
+      const list = Array.from(prompt as ArrayLike<number>);
+      const bad = list.findIndex((id) => !(Number.isInteger(id) && id >= 0 && id < n));
       if (bad >= 0) {
         throw new InvalidInputError(
-          `prompt[${bad}] must be a token id in [0, ${c.text.vocabSize}), got ${prompt[bad]}`,
+          `prompt[${bad}] must be a token id in [0, ${n}), got ${list[bad]}`,
         );
       }
-      ids = Int32Array.from(prompt);
+      ids = Int32Array.from(list);
     } else {
       throw new InvalidInputError(
         `a prompt must be a string or an array of token ids, got ${typeof prompt}`,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { InvalidInputError, ModelFileError } from "./errors.ts";
+import { ContextLengthError, InvalidInputError, ModelFileError } from "./errors.ts";
 import { sharedGpu } from "./gpu/device.ts";
 import { MemoryModelSource, openModelSource } from "./model_files.ts";
 import { readReferenceCase, TINY_DIR } from "./model/_fixture.ts";
@@ -60,7 +60,7 @@ Deno.test("Pipeline.complete() continues a raw prompt, text or ids, as generate(
     throw new Error("no result");
   };
   const want = await run(p.generate(TEXT, { maxNewTokens: 4, temperature: 0 }));
-  for (const prompt of [text, ids]) {
+  for (const prompt of [text, ids, Int32Array.from(ids)]) {
     const got = await run(p.complete(prompt, { maxNewTokens: 4, temperature: 0 }));
     assert.equal(got.text, want.text);
     assert.equal(
@@ -77,20 +77,26 @@ Deno.test("Pipeline.complete() continues a raw prompt, text or ids, as generate(
   const refused: [string | number[], RegExp][] = [
     ["", /the prompt is empty/],
     [[], /the prompt is empty/],
-    [[1, 2.5], /prompt\[1\] must be a token id in \[0, 151936\), got 2.5/],
-    [[151936], /prompt\[0\] must be a token id/],
+    [
+      [1, 2.5],
+      new RegExp(`prompt\\[1\\] must be a token id in \\[0, ${p.tokenizer.vocabSize}\\), got 2.5`),
+    ],
+    // An lm_head padding row past the tokenizer's ids is no token.
+    [[p.tokenizer.vocabSize], /prompt\[0\] must be a token id/],
     [
       "<|vision_start|><|image_pad|><|vision_end|>What is it?",
       /token 1 is an image or video placeholder/,
     ],
   ];
   for (const [prompt, msg] of refused) {
-    await assert.rejects(
-      run(p.complete(prompt)),
-      (e: Error) => e instanceof InvalidInputError && msg.test(e.message),
-      JSON.stringify(prompt),
-    );
+    const named = (e: Error) => e instanceof InvalidInputError && msg.test(e.message);
+    await assert.rejects(run(p.complete(prompt)), named, JSON.stringify(prompt));
+    await assert.rejects(p.checkPrompt(prompt), named, `checkPrompt ${JSON.stringify(prompt)}`);
   }
+  // checkPrompt() also weighs the options and the context (64 tokens here), waiting for nothing.
+  await p.checkPrompt(ids, { maxNewTokens: 64 - ids.length });
+  await assert.rejects(p.checkPrompt(ids, { maxNewTokens: 65 - ids.length }), ContextLengthError);
+  await assert.rejects(p.checkPrompt(ids, { topK: -1 }), /topK/);
 });
 
 Deno.test("Pipeline.forward() gives transformers' image embeddings and last logits for case 0", async () => {

@@ -126,4 +126,9 @@ export interface ChatEngine {
    * answers that route with a 404.
    */
   complete?(prompt: string | number[], options?: GenerateOptions): AsyncIterable<GenerationEvent>;
+  /**
+   * Checks what `complete` would refuse of a raw prompt and options before it waits its turn: a
+   * server calls it before queueing, so a bad prompt is a 400 at once. Optional.
+   */
+  checkPrompt?(prompt: string | number[], options?: GenerateOptions): Promise<void>;
 }

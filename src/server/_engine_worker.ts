@@ -56,6 +56,11 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
     const done = generate(m.id, m);
     settled.add(done);
     done.finally(() => settled.delete(done));
+  } else if (m.type === "check") {
+    pipeline!.checkPrompt(m.prompt, m.options).then(
+      () => post({ type: "end", id: m.id }),
+      (error) => post({ type: "error", id: m.id, error: describeError(error) }),
+    );
   } else if (m.type === "abort") {
     running.get(m.id)?.abort();
   } else if (m.type === "dispose") {

@@ -13,6 +13,7 @@ import type {
   GenerationEvent,
   TokenLogprob,
 } from "../generate/types.ts";
+import { ContextLengthError, InvalidInputError } from "../errors.ts";
 
 /** How the fake behaves. */
 export interface FakeEngineOptions {
@@ -93,6 +94,17 @@ export class FakeEngine implements ChatEngine {
     this.prompts.push(prompt);
     const text = typeof prompt === "string" ? prompt : prompt.join(" ");
     return this.generate([{ role: "user", content: text }], options);
+  }
+
+  /** As Pipeline.checkPrompt, roughly: an empty prompt, or more than 4096 new tokens, refused. */
+  checkPrompt(prompt: string | number[], options: GenerateOptions = {}): Promise<void> {
+    if (prompt.length === 0) {
+      return Promise.reject(new InvalidInputError("the prompt is empty: it has no tokens"));
+    }
+    if ((options.maxNewTokens ?? 0) > 4096) {
+      return Promise.reject(new ContextLengthError("the prompt and its answer exceed the context"));
+    }
+    return Promise.resolve();
   }
 
   async *generate(

@@ -168,19 +168,33 @@ function chunk(
 export interface TextLogprobs {
   tokens: string[];
   token_logprobs: number[];
-  /** The alternatives of each token, and the token itself, by text (OpenAI's shape). */
+  /** Each token itself and its alternatives, by text (OpenAI's shape). */
   top_logprobs: Record<string, number>[];
-  /** Where each token starts in the completion's text, in UTF-16 code units. */
+  /** Where each token starts in the completion's text, in characters (code points, as Python's). */
   text_offset: number[];
 }
 
 /**
- * The legacy logprobs of `entries`, whose text starts `offset` code units into the completion
- * (a stream's chunks continue from the text before them).
+ * Where each token of a completion starts in its text, in characters (code points: a Python
+ * client's index into `text`). Counted from the tokens' bytes, so a character split over two
+ * tokens counts once, where it ends; one per completion, carried across a stream's chunks.
  */
+export class TextOffsets {
+  #chars = 0;
+  readonly #utf8 = new TextDecoder();
+
+  /** The offset of the token with these bytes, then moves past it. */
+  next(bytes: number[]): number {
+    const at = this.#chars;
+    this.#chars += [...this.#utf8.decode(Uint8Array.from(bytes), { stream: true })].length;
+    return at;
+  }
+}
+
+/** The legacy logprobs of `entries`, their offsets from `offsets` (a stream's goes on). */
 export function textLogprobsObject(
   entries: TokenLogprob[] | undefined,
-  offset = 0,
+  offsets: TextOffsets = new TextOffsets(),
 ): TextLogprobs | null {
   if (!entries) return null;
   const lp = (x: number) => Math.max(x, -9999); // −∞ would be null in JSON
@@ -188,11 +202,12 @@ export function textLogprobsObject(
   for (const e of entries) {
     out.tokens.push(e.token);
     out.token_logprobs.push(lp(e.logprob));
-    const top: Record<string, number> = {};
-    for (const t of [...e.topLogprobs, e]) top[t.token] ??= lp(t.logprob);
+    // The token first: where alternatives share its text (a split character's "\ufffd", a
+    // special token's ""), the entry under that text is its own.
+    const top: Record<string, number> = { [e.token]: lp(e.logprob) };
+    for (const t of e.topLogprobs) top[t.token] ??= lp(t.logprob);
     out.top_logprobs.push(top);
-    out.text_offset.push(offset);
-    offset += e.token.length;
+    out.text_offset.push(offsets.next(e.bytes));
   }
   return out;
 }

@@ -6,6 +6,8 @@ import {
   completionObject,
   logprobsObject,
   openAIFinishReason,
+  textLogprobsObject,
+  TextOffsets,
 } from "./_openai.ts";
 
 const RESULT: GenerationResult = {
@@ -89,4 +91,25 @@ Deno.test("logprobsObject() is OpenAI's logprobs of a choice; −∞ is sent as 
     JSON.stringify(logprobsObject([{ ...t("b", -Infinity), topLogprobs: [] }])),
     /-9999/,
   );
+});
+
+Deno.test("textLogprobsObject(): offsets in code points from the bytes; a token's own logprob under its text", () => {
+  const utf8 = (s: string) => [...new TextEncoder().encode(s)];
+  const cat = utf8("🐱"); // four bytes, two UTF-16 units, one character
+  const t = (token: string, bytes: number[], logprob: number) => ({ token, id: 0, logprob, bytes });
+  const entries = [
+    { ...t("\ufffd", cat.slice(0, 2), -0.5), topLogprobs: [t("\ufffd", [0xe4], -0.1)] },
+    { ...t("\ufffd", cat.slice(2), -0.25), topLogprobs: [] },
+    { ...t(" x", utf8(" x"), -1), topLogprobs: [t(" y", utf8(" y"), -0.5), t(" x", [], -1)] },
+    { ...t("é", utf8("é"), -2), topLogprobs: [] },
+  ];
+  const lp = textLogprobsObject(entries)!;
+  // "🐱 xé": the cat at 0 (its second half too: the character starts there), " x" at 1, "é" at 3.
+  assert.deepEqual(lp.text_offset, [0, 0, 1, 3]);
+  assert.deepEqual(lp.top_logprobs[0], { "\ufffd": -0.5 }, "its own, not the alternative's");
+  assert.deepEqual(lp.top_logprobs[2], { " x": -1, " y": -0.5 });
+  // Streamed: one TextOffsets carries on across chunks.
+  const offsets = new TextOffsets();
+  const parts = [entries.slice(0, 1), entries.slice(1, 3), entries.slice(3)];
+  assert.deepEqual(parts.flatMap((p) => textLogprobsObject(p, offsets)!.text_offset), [0, 0, 1, 3]);
 });

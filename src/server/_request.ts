@@ -321,6 +321,13 @@ export function parseCompletionRequest(
   if (bestOf !== undefined && bestOf !== 1) {
     throw badRequest("best_of", `best_of must be 1 here; got ${bestOf}.`, "unsupported_value");
   }
+  if (body.top_logprobs !== undefined && body.top_logprobs !== null) {
+    throw badRequest(
+      "top_logprobs",
+      "top_logprobs is a chat field; on /v1/completions logprobs is the count of alternatives.",
+      "unsupported_parameter",
+    );
+  }
   // The legacy logprobs: the count of alternatives (0: the chosen token's alone), not a flag.
   const top = optionalNumber(body, "logprobs", { integer: true, min: 0, max: MAX_TOP_LOGPROBS });
   refuseUnsupported({ ...body, logprobs: undefined, top_logprobs: undefined });

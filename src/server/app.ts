@@ -25,7 +25,7 @@ import type {
   GenerationResult,
   TokenLogprob,
 } from "../generate/types.ts";
-import { errorResponse, HttpError, toHttpError } from "./_errors.ts";
+import { badRequest, errorResponse, HttpError, toHttpError } from "./_errors.ts";
 import type { ImagePolicy } from "./_images.ts";
 import {
   chunkObject,
@@ -35,6 +35,7 @@ import {
   textChunkObject,
   textCompletionObject,
   textLogprobsObject,
+  TextOffsets,
 } from "./_openai.ts";
 import { PAGE_HTML } from "./_page.ts";
 import { GenerationQueue, type Ticket } from "./_queue.ts";
@@ -183,14 +184,11 @@ const TEXT: Format = {
   prefix: "cmpl",
   whole: textCompletionObject,
   chunks: (header, usage) => {
-    let offset = 0;
+    const offsets = new TextOffsets();
     return {
       open: () => undefined,
-      delta: (text, logprobs) => {
-        const lp = textLogprobsObject(logprobs, offset);
-        offset += lp ? lp.tokens.reduce((n, t) => n + t.length, 0) : 0;
-        return textChunkObject(header, { text, logprobs: lp }, usage);
-      },
+      delta: (text, logprobs) =>
+        textChunkObject(header, { text, logprobs: textLogprobsObject(logprobs, offsets) }, usage),
       finish: (result) => textChunkObject(header, { text: "", result }, usage),
       usage: (result) => textChunkObject(header, null, { include: true, result }),
     };
@@ -383,7 +381,7 @@ export function createApp(
 
   app.post("/v1/completions", limitBody, async (c) => {
     const request = parseCompletionRequest(await readJson(c.req.raw), settings);
-    return await answer(c.req.raw, request, TEXT, (e) => {
+    return await answer(c.req.raw, request, TEXT, async (e) => {
       const complete = e.complete?.bind(e);
       if (!complete) {
         throw new HttpError(
@@ -394,7 +392,14 @@ export function createApp(
           "not_found",
         );
       }
-      return Promise.resolve((options) => complete(request.prompt, options));
+      // What the engine would refuse of the prompt, a 400 now rather than at its turn.
+      await e.checkPrompt?.(request.prompt, request.options).catch((error) => {
+        const http = toHttpError(error);
+        throw http.status === 400
+          ? badRequest("prompt", http.message, http.code ?? undefined)
+          : error;
+      });
+      return (options) => complete(request.prompt, options);
     });
   });
 

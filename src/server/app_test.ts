@@ -280,6 +280,10 @@ Deno.test("POST /v1/completions refuses what it cannot serve, naming the field",
     [{ prompt: "a", logprobs: 21 }, 400, "logprobs"],
     [{ prompt: "a", logprobs: true }, 400, "logprobs"],
     [{ prompt: "a", n: 2 }, 400, "n"],
+    [{ prompt: "a", top_logprobs: 3 }, 400, "top_logprobs"],
+    // What the engine refuses of the prompt, before queueing, named as the prompt's fault.
+    [{ prompt: "" }, 400, "prompt"],
+    [{ prompt: "too long", max_tokens: 8000 }, 400, "prompt"],
     [{ prompt: "a", model: "other" }, 404, "model"],
   ];
   for (const [body, status, param] of cases) {
@@ -300,6 +304,22 @@ Deno.test("POST /v1/completions refuses what it cannot serve, naming the field",
   assert.match((await r.json()).error.message, /does not serve \/v1\/completions/);
   const get = await setup().app.request("/v1/completions");
   assert.equal(get.status, 405);
+  // A bad prompt does not wait for the generation running: its 400 comes at once.
+  const slow = setup({ tokenDelayMs: 200 });
+  const running = slow.app.request("/v1/completions", {
+    method: "POST",
+    body: JSON.stringify({ model: MODEL, prompt: "a b c d e f" }),
+  });
+  await new Promise((r) => setTimeout(r, 50));
+  const t0 = performance.now();
+  const early = await slow.app.request("/v1/completions", {
+    method: "POST",
+    body: JSON.stringify({ model: MODEL, prompt: "", stream: true }),
+  });
+  assert.equal(early.status, 400);
+  assert.ok(performance.now() - t0 < 150, "not queued behind the running one");
+  await early.body?.cancel();
+  assert.equal((await running).status, 200);
 });
 
 Deno.test("stream: true without include_usage sends no usage field and no usage chunk", async () => {

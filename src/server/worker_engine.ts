@@ -43,6 +43,12 @@ export type ToWorker =
     input: { messages: ChatMessage[] } | { prompt: string | number[] };
     options: Omit<GenerateOptions, "signal">;
   }
+  | {
+    type: "check";
+    id: number;
+    prompt: string | number[];
+    options: Omit<GenerateOptions, "signal">;
+  }
   | { type: "abort"; id: number }
   | { type: "dispose" };
 
@@ -153,6 +159,22 @@ export class WorkerEngine implements ChatEngine {
     options: GenerateOptions = {},
   ): AsyncGenerator<GenerationEvent> {
     return this.#stream({ prompt }, options);
+  }
+
+  /** Pipeline.checkPrompt in the worker: what complete() would refuse, without queueing. */
+  async checkPrompt(prompt: string | number[], options: GenerateOptions = {}): Promise<void> {
+    if (this.#failure) throw this.#failure;
+    const id = ++this.#next;
+    const box = new Mailbox();
+    this.#boxes.set(id, box);
+    const { signal: _, ...rest } = options;
+    try {
+      this.#worker.postMessage({ type: "check", id, prompt, options: rest } satisfies ToWorker);
+      const m = await box.take();
+      if (m.type === "error") throw revive(m.error);
+    } finally {
+      this.#boxes.delete(id);
+    }
   }
 
   async *#stream(

@@ -61,6 +61,10 @@ Deno.test("loadWorkerEngine() answers as the pipeline on this thread does, image
     assert.equal(rawGot.text, rawWant.text);
     assert.deepEqual(rawGot.result.usage, rawWant.result.usage);
     await assert.rejects(answer(worker, "", raw), InvalidInputError);
+    // checkPrompt() asks the worker without queueing: the classes cross back.
+    await worker.checkPrompt("The sea is", raw);
+    await assert.rejects(worker.checkPrompt(""), /the prompt is empty/);
+    await assert.rejects(worker.checkPrompt(Array(40000).fill(9707)), ContextLengthError);
     const image2 = await answer(worker, withImage, { maxNewTokens: 1 });
     assert.ok(image2.result.usage.imageTokens > 0, "the image crossed to the worker");
   } finally {
