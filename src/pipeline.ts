@@ -273,7 +273,8 @@ export class Pipeline implements ChatEngine {
    * such as `<|im_start|>` in it are recognised), or token ids — as {@link generate} streams an
    * answer (OpenAI's and vLLM's `/v1/completions`). The prompt holds no images: image or video
    * placeholders in it are refused.
-   * @throws InvalidInputError for an empty prompt, ids outside the vocabulary, or image pads
+   * @throws InvalidInputError for an empty prompt, ids outside the vocabulary, or image pads;
+   *   ContextLengthError for a prompt (and token budget) over the context
    */
   async *complete(
     prompt: string | ArrayLike<number>,
@@ -295,7 +296,7 @@ export class Pipeline implements ChatEngine {
       tokenBudget(this.model.maxContext, this.prepareText(prompt), o);
       return Promise.resolve();
     } catch (error) {
-      return Promise.reject(error); // a rejection, as the worker's relay awaits it
+      return Promise.reject(error); // a rejection, as an async check's would be
     }
   }
 

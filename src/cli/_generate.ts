@@ -186,8 +186,9 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
       USAGE,
     );
   }
-  const messages = v.raw ? [] : await promptMessages(v, USAGE);
+  // The raw prompt, or the chat messages (their images read before the model loads).
   const raw = v.raw ? requireString(v, "prompt", USAGE) : undefined;
+  const messages = raw === undefined ? await promptMessages(v, USAGE) : [];
   const pipeline = await loadPipeline(v, USAGE);
   const abort = new AbortController();
   const stopOnCtrlC = onInterrupt(abort);

@@ -57,7 +57,8 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
     settled.add(done);
     done.finally(() => settled.delete(done));
   } else if (m.type === "check") {
-    pipeline!.checkPrompt(m.prompt, m.options).then(
+    // In a then(): anything it throws is this check's answer, never the worker's own failure.
+    Promise.resolve().then(() => pipeline!.checkPrompt(m.prompt, m.options)).then(
       () => post({ type: "end", id: m.id }),
       (error) => post({ type: "error", id: m.id, error: describeError(error) }),
     );

@@ -1,7 +1,8 @@
 /**
  * Response objects in OpenAI's chat completion format: the full `chat.completion` and the
- * `chat.completion.chunk`s of a stream; and the legacy `text_completion` of `/v1/completions`. Shapes follow OpenAI's API reference (as typed in
- * openai-node, src/resources/chat/completions/completions.ts, Apache-2.0).
+ * `chat.completion.chunk`s of a stream; and the legacy `text_completion` of `/v1/completions`.
+ * Shapes follow OpenAI's API reference (as typed in openai-node,
+ * src/resources/chat/completions/completions.ts, Apache-2.0).
  *
  * Extensions, ignored by OpenAI's clients: `native_finish_reason` on a choice (qvq's own reason,
  * e.g. "loop", where `finish_reason` must be one of OpenAI's), `prompt_tokens_details.image_tokens`

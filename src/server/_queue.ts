@@ -32,6 +32,11 @@ export class GenerationQueue {
     return this.#waiters.length;
   }
 
+  /** True when {@link enter} would turn a request away now. */
+  get full(): boolean {
+    return this.#running && this.#waiters.length >= this.maxWaiting;
+  }
+
   /** True while a generation holds the engine. */
   get running(): boolean {
     return this.#running;
@@ -42,7 +47,7 @@ export class GenerationQueue {
    * the queue is full. The caller must `release()` the ticket when done, whatever happens.
    */
   enter(signal?: AbortSignal): Ticket | undefined {
-    if (this.#running && this.#waiters.length >= this.maxWaiting) return undefined;
+    if (this.full) return undefined;
     let state: "waiting" | "running" | "done" = "waiting";
     let resolve!: () => void, reject!: (reason: unknown) => void;
     const ready = new Promise<void>((res, rej) => (resolve = res, reject = rej));

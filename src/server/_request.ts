@@ -1,5 +1,5 @@
 /**
- * Validation of a `POST /v1/chat/completions` body. Every field is checked before any work starts,
+ * Validation of a `POST /v1/chat/completions` (or `/v1/completions`) body. Every field is checked before any work starts,
  * and every failure is a 400 naming the field (OpenAI's `param`), so a malformed request can never
  * reach the engine or turn into a 500.
  *
@@ -289,7 +289,6 @@ export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequ
       "too_many_images",
     );
   }
-  refuseUnsupported(body);
   return { model, messages, ...parseSampling(body, limits) };
 }
 
@@ -330,7 +329,7 @@ export function parseCompletionRequest(
   }
   // The legacy logprobs: the count of alternatives (0: the chosen token's alone), not a flag.
   const top = optionalNumber(body, "logprobs", { integer: true, min: 0, max: MAX_TOP_LOGPROBS });
-  refuseUnsupported({ ...body, logprobs: undefined, top_logprobs: undefined });
+  // The chat fields of those names are not this endpoint's (both checked above).
   const sampling = parseSampling({ ...body, logprobs: undefined, top_logprobs: undefined }, limits);
   sampling.options.maxNewTokens ??= 16;
   if (top !== undefined) Object.assign(sampling.options, { logprobs: true, topLogprobs: top });

@@ -157,6 +157,11 @@ async function* turnEvents(
 interface Format {
   /** Its ids' prefix: "chatcmpl", "cmpl". */
   prefix: string;
+  /**
+   * A prompt's fault (a 400) as the 400 naming the endpoint's own prompt field, where the engine's
+   * words name another; undefined for everything else (mapped and logged as usual).
+   */
+  inputError(error: unknown): HttpError | undefined;
   whole(header: CompletionHeader, result: GenerationResult): object;
   chunks(header: CompletionHeader, usage: { include: boolean }): {
     /** The chunk before any text, if the endpoint sends one. */
@@ -170,6 +175,7 @@ interface Format {
 /** /v1/chat/completions: the assistant's role first, then content deltas. */
 const CHAT: Format = {
   prefix: "chatcmpl",
+  inputError: () => undefined, // the engine's errors already name "messages"
   whole: completionObject,
   chunks: (header, usage) => ({
     open: () => chunkObject(header, { delta: { role: "assistant", content: "" } }, usage),
@@ -182,6 +188,12 @@ const CHAT: Format = {
 /** /v1/completions: text chunks, the legacy logprobs' offsets running on across them. */
 const TEXT: Format = {
   prefix: "cmpl",
+  inputError: (error) => {
+    const http = toHttpError(error);
+    return http.status === 400 && (http.param === null || http.param === "messages")
+      ? badRequest("prompt", http.message, http.code ?? undefined)
+      : undefined;
+  },
   whole: textCompletionObject,
   chunks: (header, usage) => {
     const offsets = new TextOffsets();
@@ -422,21 +434,26 @@ export function createApp(
     const abort = new AbortController();
     const detach = follow(raw.signal, abort);
     let streaming = false;
+    const busy = () =>
+      new HttpError(
+        503,
+        `The server is busy: ${queue.waiting} request${queue.waiting === 1 ? " is" : "s are"} ` +
+          `already waiting for the model. ` +
+          `Retry in ${settings.retryAfterSeconds} s.`,
+        "server_error",
+        null,
+        "queue_full",
+        { "retry-after": String(settings.retryAfterSeconds) },
+      );
     try {
-      const start = await prepare(e, abort.signal);
+      // A full queue turns the request away before its preparation (images fetched and decoded,
+      // a prompt tokenized) costs anything; the place is taken after it.
+      if (queue.full) throw busy();
+      const start = await prepare(e, abort.signal).catch((error) => {
+        throw format.inputError(error) ?? error;
+      });
       const ticket = queue.enter(abort.signal);
-      if (!ticket) {
-        throw new HttpError(
-          503,
-          `The server is busy: ${queue.waiting} request${queue.waiting === 1 ? " is" : "s are"} ` +
-            `already waiting for the model. ` +
-            `Retry in ${settings.retryAfterSeconds} s.`,
-          "server_error",
-          null,
-          "queue_full",
-          { "retry-after": String(settings.retryAfterSeconds) },
-        );
-      }
+      if (!ticket) throw busy();
       const events = turnEvents(ticket, start, { ...request.options, signal: abort.signal });
       const header = completionHeader(e.modelId, format.prefix);
       if (request.stream) {
@@ -452,7 +469,7 @@ export function createApp(
       throw new Error("the engine's stream ended without a result");
     } catch (error) {
       if (abort.signal.aborted) return new Response(null, { status: CLIENT_CLOSED });
-      throw error;
+      throw format.inputError(error) ?? error;
     } finally {
       if (!streaming) detach();
     }
@@ -489,7 +506,7 @@ export function createApp(
         send("[DONE]");
       } catch (error) {
         if (signal.aborted) return;
-        const http = toHttpError(error);
+        const http = format.inputError(error) ?? toHttpError(error);
         if (http.status === 500) console.error("qvq server:", error);
         // OpenAI's clients raise an APIError for a data event carrying `error`.
         send(http.toJSON());

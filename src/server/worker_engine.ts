@@ -44,6 +44,7 @@ export type ToWorker =
     options: Omit<GenerateOptions, "signal">;
   }
   | {
+    // Pipeline.checkPrompt there: answered with "end" (fine) or "error" under its id.
     type: "check";
     id: number;
     prompt: string | number[];
@@ -86,7 +87,7 @@ function revive(d: ErrorDescription): Error {
   return error;
 }
 
-/** The messages of one generation, in order, for the generator that relays them. */
+/** The messages of one generation (or prompt check), in order, for whoever relays them. */
 class Mailbox {
   readonly #items: FromWorker[] = [];
   #wake: (() => void) | undefined;
