@@ -21,8 +21,14 @@ const Params = defineParams({
 /** Tokens per first-stage workgroup (SLICE in the shader). */
 const SLICE = 1024;
 
-/** Byte size of the per-request sampling settings buffer (struct Sampling in the shader). */
-export const SAMPLING_BYTES = 40;
+/** Most logit_bias entries a request may set (OpenAI's limit). */
+export const MAX_LOGIT_BIAS = 300;
+
+/**
+ * Byte size of the per-request sampling settings buffer (struct Sampling in the shader): ten
+ * 4-byte fields, the bias count and a reserved word, then the bias entries, 8 bytes each.
+ */
+export const SAMPLING_BYTES = 48 + 8 * MAX_LOGIT_BIAS;
 
 /** Per-request sampling settings (transformers' names and meanings). */
 export interface SamplingSettings {
@@ -43,6 +49,11 @@ export interface SamplingSettings {
   frequencyPenalty: number;
   /** OpenAI's presence_penalty: subtracted once from every token generated so far. 0: off. */
   presencePenalty: number;
+  /**
+   * OpenAI's logit_bias: (token id, bias) pairs added to those logits before everything else
+   * (≤ {@link MAX_LOGIT_BIAS}, ids distinct; −100 bans a token, 100 all but forces it). Default none.
+   */
+  logitBias?: readonly (readonly [number, number])[];
   /** Integer in [0, 2^53): the same seed gives the same tokens. */
   seed: number;
   /** Ids at the start of the prompt buffer the penalty looks at (the whole prompt). */
@@ -92,6 +103,18 @@ export function writeSamplingParams(gpu: Gpu, buffer: GPUBuffer, s: SamplingSett
   for (const name of ["frequencyPenalty", "presencePenalty"] as const) {
     if (!Number.isFinite(s[name])) bad(name, s[name], "a finite number");
   }
+  const bias = s.logitBias ?? [];
+  if (bias.length > MAX_LOGIT_BIAS) {
+    bad("logitBias", `${bias.length} entries`, `≤ ${MAX_LOGIT_BIAS} entries`);
+  }
+  const ids = new Set<number>();
+  for (const [id, b] of bias) {
+    if (!(Number.isInteger(id) && id >= 0 && id < 2 ** 32) || ids.has(id)) {
+      bad("logitBias", `token ${id}`, "distinct token ids");
+    }
+    if (!Number.isFinite(b)) bad("logitBias", `bias ${b} of token ${id}`, "a finite number");
+    ids.add(id);
+  }
   if (!(Number.isSafeInteger(s.seed) && s.seed >= 0)) {
     bad("seed", s.seed, "an integer in [0, 2^53)");
   }
@@ -111,6 +134,11 @@ export function writeSamplingParams(gpu: Gpu, buffer: GPUBuffer, s: SamplingSett
   v.setUint32(28, s.promptLength, true);
   v.setFloat32(32, s.frequencyPenalty, true);
   v.setFloat32(36, s.presencePenalty, true);
+  v.setUint32(40, bias.length, true);
+  bias.forEach(([id, b], i) => {
+    v.setUint32(48 + 8 * i, id, true);
+    v.setFloat32(52 + 8 * i, b, true);
+  });
   gpu.device.queue.writeBuffer(buffer, 0, buf);
 }
 
@@ -185,7 +213,7 @@ export class Sampler extends Dispatch {
       entry: "scores_pass",
       bindings: ["read", "read", "read", "read", "read", "read_write"],
       params: Params,
-      defines: { STAGE1: true },
+      defines: { STAGE1: true, MAX_BIAS: MAX_LOGIT_BIAS },
     });
     super(gpu, scores, [b.logits, b.prompt, b.params, b.state, b.tokens, scratch], params, [
       nslices,
@@ -195,7 +223,12 @@ export class Sampler extends Dispatch {
       entry: "pick",
       bindings: ["read", "read", "read_write", "read_write", "read"],
       params: Params,
-      defines: { WG: wg, CAP: cap, NO_CANDIDATES: s.candidates === false },
+      defines: {
+        WG: wg,
+        CAP: cap,
+        NO_CANDIDATES: s.candidates === false,
+        MAX_BIAS: MAX_LOGIT_BIAS,
+      },
     });
     this.#pick = new Dispatch(gpu, pick, [b.params, b.state, b.tokens, b.scores, scratch], params, [
       1,

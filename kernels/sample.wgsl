@@ -1,9 +1,10 @@
 // Token sampling on the GPU, no readback: transformers' order — repetition penalty (logits
 // processor), then temperature → top-k → top-p (warpers) — then a draw from a counter-based RNG
 // keyed by (seed, ring index). Greedy = argmax with the lowest index winning ties (torch.argmax).
-// OpenAI's frequency and presence penalties, which transformers lacks, come after the repetition
-// penalty and before the temperature, over the generated tokens only, as vLLM applies them:
-// s − frequency · count − presence · (count > 0).
+// OpenAI's logit_bias is added to the logits first, and its frequency and presence penalties,
+// which transformers lacks, come after the repetition penalty and before the temperature, over
+// the generated tokens only — the order vLLM applies them in: s − frequency · count − presence ·
+// (count > 0).
 //
 // Two entries:
 //   scores_pass — #if STAGE1, many workgroups, one slice of SLICE tokens each: processed scores
@@ -41,6 +42,9 @@ struct Sampling {
   prompt_len: u32,     // ids in `prompt` used for the penalty
   frequency: f32,      // frequency_penalty, a generated token's count times it; 0: off
   presence: f32,       // presence_penalty, once for every generated token; 0: off
+  bias_count: u32,     // logit_bias entries in `biases`
+  reserved: u32,
+  biases: array<vec2<u32>, {{MAX_BIAS}}>,  // (token id, bias as f32 bits), ids distinct
 }
 
 const NONE: u32 = 0xffffffffu;
@@ -62,6 +66,7 @@ const SLICE: u32 = 1024u;         // tokens per scores_pass workgroup (one vec4 
 const WG: u32 = SLICE / 4u;
 var<workgroup> seen: array<atomic<u32>, SLICE / 32u>;   // bit i: token base + i is in the history
 var<workgroup> counts: array<atomic<u32>, SLICE>;      // generated occurrences of token base + i
+var<workgroup> bias: array<f32, SLICE>;                // logit_bias of token base + i (0: none)
 var<workgroup> red: array<f32, WG>;
 var<workgroup> redi: array<u32, WG>;
 
@@ -76,6 +81,10 @@ fn scores_pass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
   if (sp.penalty != 1.0) {
     for (var i = lid; i < sp.prompt_len; i += WG) { mark(prompt[i], base); }
     for (var i = lid; i < min(w, p.capacity); i += WG) { mark(tokens[i], base); }
+  }
+  for (var i = lid; i < sp.bias_count; i += WG) {
+    let e = sp.biases[i];
+    if (e.x >= base && e.x < base + SLICE) { bias[e.x - base] = bitcast<f32>(e.y); }
   }
   let counted = sp.frequency != 0.0 || sp.presence != 0.0;
   if (counted) {
@@ -92,7 +101,7 @@ fn scores_pass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
   for (var c = 0u; c < 4u; c++) {
     let i = base + lid * 4u + c;
     if (i < p.vocab) {
-      var x = logits[i];
+      var x = logits[i] + bias[lid * 4u + c];
       if ((atomicLoad(&seen[(lid * 4u + c) >> 5u]) & (1u << ((lid * 4u + c) & 31u))) != 0u) {
         x = select(x / sp.penalty, x * sp.penalty, x < 0.0);
       }

@@ -210,11 +210,24 @@ Deno.test("sample() with every penalty follows the CPU reference over many steps
     const x = randn(rng, VOCAB, 1);
     for (let i = 0; i < 8; i++) x[Math.floor(rng() * VOCAB)] = 6 + rng();
     const prompt = Uint32Array.from({ length: 40 }, () => Math.floor(rng() * VOCAB));
+    // A logit bias on some leaders and on random ids (across slices), up or down.
+    const biased = [
+      ...new Set(
+        Array.from(
+          { length: 12 },
+          (_, k) =>
+            k < 4
+              ? argmax(x.map((v, i) => (i % 7 === k ? v : -Infinity)))
+              : Math.floor(rng() * VOCAB),
+        ),
+      ),
+    ];
     const s: SamplingSettings = {
       ...GREEDY,
       repetitionPenalty: c === 0 ? 1 : 1 + 0.2 * rng(),
       frequencyPenalty: Math.fround(0.05 + 0.3 * rng()),
       presencePenalty: Math.fround(c === 2 ? -0.2 : 0.5 * rng()),
+      logitBias: c === 1 ? [] : biased.map((id) => [id, Math.fround(4 * rng() - 2)] as const),
     };
     const got = await h.run(x, s, prompt, steps);
     const gen: number[] = [];
@@ -228,6 +241,36 @@ Deno.test("sample() with every penalty follows the CPU reference over many steps
     assert.ok(new Set(gen).size > 2, `case ${c}: the penalties moved the winner (${gen})`);
   }
   h.destroy();
+});
+
+Deno.test("sample() logit bias: −100 bans a token, +100 forces one, before the penalties", async () => {
+  const gpu = await sharedGpu();
+  const h = new Harness(gpu, VOCAB, 4);
+  const x = randn(seeded(45), VOCAB, 2);
+  const top = argmax(x);
+  const banned = await h.run(x, { ...GREEDY, logitBias: [[top, -100]] });
+  const second = argmax(x.map((v, i) => (i === top ? -Infinity : v)));
+  assert.equal(banned.tokens[0], second);
+  const forced = await h.run(
+    x,
+    { ...GREEDY, logitBias: [[VOCAB - 1, 100], [7, -3]] },
+    undefined,
+    2,
+  );
+  assert.deepEqual([...forced.tokens], [VOCAB - 1, VOCAB - 1, VOCAB - 1]);
+  assert.equal(forced.scores[0], Math.fround(x[VOCAB - 1] + 100));
+  // Before the repetition penalty: a biased logit in the prompt is divided with its bias.
+  const y = new Float32Array(64).fill(0);
+  y[5] = 4, y[6] = 3;
+  const small = new Harness(gpu, 64, 1);
+  const r = await small.run(
+    y,
+    { ...GREEDY, logitBias: [[6, 5]], repetitionPenalty: 2 },
+    Uint32Array.from([6]),
+  );
+  assert.deepEqual([r.tokens[0], r.scores[0]], [5, 4]); // (3 + 5) / 2 = 4 ties 5's 4: the lower id
+  h.destroy();
+  small.destroy();
 });
 
 Deno.test("sample() with a seed replays the CPU reference draw and is reproducible", async () => {
@@ -378,6 +421,16 @@ Deno.test("writeSamplingParams() rejects out-of-range settings naming the field"
   assert.throws(
     () => writeSamplingParams(gpu, b, { ...GREEDY, frequencyPenalty: Infinity }),
     /frequencyPenalty/,
+  );
+  const many = Array.from({ length: 301 }, (_, i) => [i, 1] as const);
+  assert.throws(() => writeSamplingParams(gpu, b, { ...GREEDY, logitBias: many }), /301 entries/);
+  assert.throws(
+    () => writeSamplingParams(gpu, b, { ...GREEDY, logitBias: [[3, 1], [3, 2]] }),
+    /logitBias must be distinct token ids, got token 3/,
+  );
+  assert.throws(
+    () => writeSamplingParams(gpu, b, { ...GREEDY, logitBias: [[3, NaN]] }),
+    /logitBias must be a finite number/,
   );
   b.destroy();
 });

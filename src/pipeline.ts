@@ -345,6 +345,13 @@ export class Pipeline implements ChatEngine {
     // dispose() ends this generation too (finishReason "abort"), before it frees the GPU memory.
     o.signal = o.signal ? AbortSignal.any([o.signal, this.#closing.signal]) : this.#closing.signal;
     tokenBudget(this.model.maxContext, prompt, o); // a prompt that cannot run fails before queueing
+    const rows = this.model.config.text.vocabSize;
+    const unknown = o.logitBias.find(([id]) => id >= rows);
+    if (unknown) {
+      throw new InvalidInputError(
+        `logitBias names token ${unknown[0]}, but the model's ids end at ${rows - 1}`,
+      );
+    }
     let release: (() => void) | undefined;
     try {
       release = await this.#lock.acquire(o.signal);

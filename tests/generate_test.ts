@@ -141,6 +141,17 @@ Deno.test("Pipeline.generate() applies the frequency penalty to what it generate
   const repeats = freq.split(" retired").length - 1;
   assert.ok(freq.startsWith(" retired retired"), freq);
   assert.ok(repeats >= 2 && repeats < 10, `${repeats} repeats: ${JSON.stringify(freq)}`);
+  // A logit bias of −100 bans " retired"; with +100 on another token, that one comes every time.
+  const retired = (await pipeline).tokenizer.tokenToId("Ġretired")!;
+  const banned = (await run({ ...greedy, maxNewTokens: 3, logitBias: { [retired]: -100 } })).result;
+  assert.ok(!banned.text.includes(" retired"), banned.text);
+  const sea = (await pipeline).tokenizer.tokenToId("Ġsea")!;
+  const forced = (await run({ ...greedy, maxNewTokens: 3, logitBias: { [sea]: 100 } })).result;
+  assert.equal(forced.text, " sea sea sea");
+  await assert.rejects(
+    run({ ...greedy, logitBias: { 200000: 1 } }),
+    /logitBias names token 200000, but the model's ids end at 151935/,
+  );
   // Rewarding repetition keeps greedy's answer.
   assert.equal(
     (await run({ ...greedy, presencePenalty: -2, frequencyPenalty: -1 })).result.text,

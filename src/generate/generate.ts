@@ -115,6 +115,7 @@ export async function* runGeneration(
       repetitionPenalty: o.repetitionPenalty,
       frequencyPenalty: o.frequencyPenalty,
       presencePenalty: o.presencePenalty,
+      logitBias: o.logitBias,
       seed: o.seed,
     }, o.logprobs ? o.topLogprobs : undefined);
     return yield* decodeStream(run, o, skipUnknownIds(decoder, tokenizer.vocabSize), {

@@ -6,6 +6,7 @@
 import { InvalidInputError, ModelFileError } from "../errors.ts";
 import type { GenerateOptions } from "./types.ts";
 import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
+import { MAX_LOGIT_BIAS } from "../../kernels/sample.ts";
 
 /** Hard ceiling on `maxNewTokens` (QVQ's reasoning fits; longer runs are loops in practice). */
 export const MAX_NEW_TOKENS_LIMIT = 8192;
@@ -122,6 +123,8 @@ export interface ResolvedOptions {
   frequencyPenalty: number;
   /** 0 = no penalty. */
   presencePenalty: number;
+  /** (token id, bias) pairs, ids distinct; empty: none. */
+  logitBias: [number, number][];
   /** Report logprobs, and this many alternatives a position. */
   logprobs: boolean;
   topLogprobs: number;
@@ -143,6 +146,7 @@ const OPTION_KEYS: Record<keyof GenerateOptions, true> = {
   repetitionPenalty: true,
   frequencyPenalty: true,
   presencePenalty: true,
+  logitBias: true,
   logprobs: true,
   topLogprobs: true,
   seed: true,
@@ -228,6 +232,7 @@ export function resolveOptions(
   );
   const [frequencyPenalty, presencePenalty] = (["frequencyPenalty", "presencePenalty"] as const)
     .map((key) => numField(o, key, 0, (v) => v >= -2 && v <= 2, "a number in [-2, 2] (0 = none)"));
+  const logitBias = logitBiasField(o.logitBias);
   const logprobs = o.logprobs ?? false;
   if (typeof logprobs !== "boolean") {
     throw new InvalidInputError(`logprobs must be true or false, got ${preview(logprobs)}`);
@@ -259,6 +264,7 @@ export function resolveOptions(
     repetitionPenalty,
     frequencyPenalty,
     presencePenalty,
+    logitBias,
     logprobs,
     topLogprobs,
     seed,
@@ -267,6 +273,34 @@ export function resolveOptions(
     stopOnLoop,
     signal,
   };
+}
+
+/** `logitBias` as (id, bias) pairs: an object of ≤ 300 integer ids, each biased by −100..100. */
+function logitBiasField(v: unknown): [number, number][] {
+  if (v === undefined) return [];
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new InvalidInputError(
+      `logitBias must be an object of token id → bias, got ${preview(v)}`,
+    );
+  }
+  const entries = Object.entries(v);
+  if (entries.length > MAX_LOGIT_BIAS) {
+    throw new InvalidInputError(
+      `logitBias has ${entries.length} tokens; at most ${MAX_LOGIT_BIAS} may be biased`,
+    );
+  }
+  return entries.map(([key, b]) => {
+    const id = Number(key);
+    if (!/^\d+$/.test(key) || !Number.isSafeInteger(id)) {
+      throw new InvalidInputError(`logitBias keys must be token ids, got ${preview(key)}`);
+    }
+    if (typeof b !== "number" || !(b >= -100 && b <= 100)) {
+      throw new InvalidInputError(
+        `logitBias[${key}] must be a number in [-100, 100], got ${preview(b)}`,
+      );
+    }
+    return [id, b];
+  });
 }
 
 function clampTopP(v: number): number {

@@ -88,6 +88,11 @@ Deno.test("resolveOptions() keeps the caller's values", () => {
   assert.deepEqual([o.logprobs, o.topLogprobs], [false, 0]);
   const lp = resolveOptions({ logprobs: true, topLogprobs: 20 }, QVQ);
   assert.deepEqual([lp.logprobs, lp.topLogprobs], [true, 20]);
+  assert.deepEqual(resolveOptions({ logitBias: { 7: -100, 42: 2.5 } }, QVQ).logitBias, [
+    [7, -100],
+    [42, 2.5],
+  ]);
+  assert.deepEqual(resolveOptions({}, QVQ).logitBias, []);
   const zero = resolveOptions({ logprobs: false, topLogprobs: 0 }, QVQ);
   assert.deepEqual([zero.logprobs, zero.topLogprobs], [false, 0]);
   assert.deepEqual(o.stop, ["END", "\n\n"]);
@@ -110,6 +115,13 @@ Deno.test("resolveOptions() rejects every bad option with its field and value", 
     [{ presencePenalty: 2.5 }, /presencePenalty must be a number in \[-2, 2\].*2\.5/],
     [{ frequencyPenalty: -3 }, /frequencyPenalty.*-3/],
     [{ logprobs: 1 }, /logprobs must be true or false, got 1/],
+    [{ logitBias: [1] }, /logitBias must be an object of token id → bias/],
+    [{ logitBias: { x: 1 } }, /logitBias keys must be token ids, got "x"/],
+    [{ logitBias: { 5: 101 } }, /logitBias\[5\] must be a number in \[-100, 100\], got 101/],
+    [
+      { logitBias: Object.fromEntries(Array.from({ length: 301 }, (_, i) => [i, 1])) },
+      /logitBias has 301 tokens; at most 300/,
+    ],
     [{ logprobs: true, topLogprobs: 21 }, /topLogprobs must be an integer in \[0, 20\], got 21/],
     [{ topLogprobs: 2 }, /topLogprobs needs logprobs: true/],
     [{ seed: -3 }, /seed.*-3/],

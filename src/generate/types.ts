@@ -39,6 +39,11 @@ export interface GenerateOptions {
    */
   presencePenalty?: number;
   /**
+   * OpenAI's logit_bias: token id → bias in [−100, 100], added to that token's logit before the
+   * penalties and the temperature (−100 bans it, 100 all but forces it). At most 300 tokens.
+   */
+  logitBias?: Readonly<Record<number, number>>;
+  /**
    * Report each generated token's log probability: log_softmax of the model's raw logits, before
    * penalties and temperature (vLLM's default), on the delta events and the final record.
    */

@@ -20,10 +20,13 @@ export interface SamplingRefOptions {
   frequencyPenalty?: number;
   /** OpenAI's presence_penalty over the generated ids; 0 or absent: off. */
   presencePenalty?: number;
+  /** OpenAI's logit_bias: (id, bias) added to the logits first; absent: none. */
+  logitBias?: readonly (readonly [number, number])[];
 }
 
 /**
- * Scores after the repetition penalty (each distinct history id once: `where(x < 0, x·p, x/p)`),
+ * Scores after the logit bias (added in f32), the repetition penalty (each distinct history id
+ * once: `where(x < 0, x·p, x/p)`),
  * then the frequency and presence penalties over the generated ids (vLLM's `logits -= f · counts;
  * logits -= pr · (counts > 0)`) and, when sampling, the temperature, in f32 like transformers.
  * @param logits (vocab) f32
@@ -37,10 +40,13 @@ export function processScores(
   promptLength = history.length,
 ): Float32Array {
   const out = logits.slice();
+  for (const [id, b] of o.logitBias ?? []) if (id < out.length) out[id] = Math.fround(out[id] + b);
   const p = o.repetitionPenalty;
   if (p !== 1) {
     for (const id of new Set(Array.from(history))) {
-      if (id < logits.length) out[id] = logits[id] < 0 ? logits[id] * p : logits[id] / p;
+      if (id < out.length) {
+        out[id] = out[id] < 0 ? Math.fround(out[id] * p) : Math.fround(out[id] / p);
+      }
     }
   }
   const f = o.frequencyPenalty ?? 0, pr = o.presencePenalty ?? 0;

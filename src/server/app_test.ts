@@ -89,6 +89,7 @@ Deno.test("POST /v1/chat/completions passes text and image parts and every optio
     repetition_penalty: 1.05,
     frequency_penalty: 0.25,
     presence_penalty: -0.5,
+    logit_bias: { "9707": -100, "11": 2 },
     n: 1,
     user: "ignored",
   });
@@ -115,6 +116,7 @@ Deno.test("POST /v1/chat/completions passes text and image parts and every optio
     repetitionPenalty: 1.05,
     frequencyPenalty: 0.25,
     presencePenalty: -0.5,
+    logitBias: { 9707: -100, 11: 2 },
     stopOnLoop: true,
   });
 });
@@ -533,6 +535,9 @@ const MALFORMED: [string, unknown, number, string | null][] = [
   ["n 2", { ...hello, n: 2 }, 400, "n"],
   ["frequency_penalty 3", { ...hello, frequency_penalty: 3 }, 400, "frequency_penalty"],
   ["presence_penalty -2.5", { ...hello, presence_penalty: -2.5 }, 400, "presence_penalty"],
+  ["logit_bias a list", { ...hello, logit_bias: [1] }, 400, "logit_bias"],
+  ["logit_bias of a word", { ...hello, logit_bias: { hello: 1 } }, 400, "logit_bias"],
+  ["logit_bias 200", { ...hello, logit_bias: { "5": 200 } }, 400, "logit_bias"],
   ["repetition_penalty 0", { ...hello, repetition_penalty: 0 }, 400, "repetition_penalty"],
   ["stream a string", { ...hello, stream: "yes" }, 400, "stream"],
   [
