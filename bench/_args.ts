@@ -57,7 +57,10 @@ export interface BenchOptions {
   followup: number;
   /** Record each token's logprob and this many alternatives (the logprobs kernels), or none. */
   logprobs?: number;
-  /** Sample with every penalty on (repetition 1.05, presence 0.5, frequency 0.1), still greedy. */
+  /**
+   * Sample with every penalty on (repetition 1.05, presence 0.5, frequency 0.1) and a 300-token
+   * logit bias, still greedy.
+   */
   penalties: boolean;
 }
 
@@ -81,7 +84,8 @@ const USAGE = `deno task bench [options]
   --followup N                then time the next chat turn, N new prompt tokens (≥ 10), from
                               the KV cache the turn before left and whole; adds "followup"
   --logprobs N                decode with each token's logprob and N alternatives (0..20)
-  --penalties                 decode with repetition, presence and frequency penalties on
+  --penalties                 decode with repetition, presence, frequency penalties and a
+                              300-token logit bias on
 Prints one JSON line.`;
 
 /** Parses argv; throws InvalidInputError with the usage on a bad option. */

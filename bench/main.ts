@@ -24,7 +24,14 @@ import type { GridThw } from "../src/model/rope_index.ts";
 import { syntheticModel } from "../src/model/synthetic.ts";
 import type { WeightPlan } from "../src/model/weights.ts";
 import { DEFAULT_IMAGE_PROCESSOR_CONFIG, smartResize } from "../src/image.ts";
-import { GREEDY, type KvDType, kvElementBytes, logprobSide } from "../kernels/mod.ts";
+import {
+  GREEDY,
+  type KvDType,
+  kvElementBytes,
+  logprobSide,
+  MAX_LOGIT_BIAS,
+  type SamplingSettings,
+} from "../kernels/mod.ts";
 import { SessionRun } from "../src/generate/session_run.ts";
 import { pumpTokens } from "../src/generate/token_pump.ts";
 import { type BenchOptions, parseArgs, SHAPES } from "./_args.ts";
@@ -477,12 +484,23 @@ function round(x: number, digits = 4): number {
   return Math.round(x * f) / f;
 }
 
-/** Greedy, with --penalties every penalty on (they change which token wins, not the work). */
-function sampling(o: BenchOptions): typeof GREEDY {
-  return o.penalties
-    ? { ...GREEDY, repetitionPenalty: 1.05, presencePenalty: 0.5, frequencyPenalty: 0.1 }
-    : GREEDY;
+/**
+ * Greedy, with --penalties every penalty and a 300-token logit bias on (they change which token
+ * wins, not the work).
+ */
+function sampling(o: BenchOptions): SamplingSettingsNoPrompt {
+  if (!o.penalties) return GREEDY;
+  const logitBias = Array.from({ length: MAX_LOGIT_BIAS }, (_, i) => [i * 97, 0.5] as const);
+  return {
+    ...GREEDY,
+    repetitionPenalty: 1.05,
+    presencePenalty: 0.5,
+    frequencyPenalty: 0.1,
+    logitBias,
+  };
 }
+
+type SamplingSettingsNoPrompt = Omit<SamplingSettings, "promptLength">;
 
 /** Records work into one compute pass and submits it. */
 function record(gpu: Gpu, run: SessionRun, first: number, count: number): void {
