@@ -41,6 +41,7 @@ import {
   resolveOptions,
 } from "./generate/options.ts";
 import type { PreparedPrompt } from "./generate/prompt.ts";
+import { checkLogprobs } from "../kernels/logprobs.ts";
 import type {
   ChatEngine,
   ChatMessage,
@@ -292,8 +293,7 @@ export class Pipeline implements ChatEngine {
    */
   checkPrompt(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<void> {
     try {
-      const o = resolveOptions(options, this.generationConfig);
-      tokenBudget(this.model.maxContext, this.prepareText(prompt), o);
+      this.#checkRun(this.prepareText(prompt), resolveOptions(options, this.generationConfig));
       return Promise.resolve();
     } catch (error) {
       return Promise.reject(error); // a rejection, as an async check's would be
@@ -337,14 +337,13 @@ export class Pipeline implements ChatEngine {
     return { inputIds: ids, pixelValues: new Float32Array(0), gridThw: [], imageTokens: 0 };
   }
 
-  /** A prepared prompt's generation, queued behind the one running (see {@link generate}). */
-  async *#run(
-    prompt: PreparedPrompt,
-    o: ResolvedOptions,
-  ): AsyncGenerator<GenerationEvent, void, undefined> {
-    // dispose() ends this generation too (finishReason "abort"), before it frees the GPU memory.
-    o.signal = o.signal ? AbortSignal.any([o.signal, this.#closing.signal]) : this.#closing.signal;
-    tokenBudget(this.model.maxContext, prompt, o); // a prompt that cannot run fails before queueing
+  /**
+   * What this model refuses of a prepared prompt and its options, before it waits its turn: a
+   * prompt or budget over the context, biases of tokens it lacks, logprobs this device cannot
+   * compute.
+   */
+  #checkRun(prompt: PreparedPrompt, o: ResolvedOptions): void {
+    tokenBudget(this.model.maxContext, prompt, o);
     const rows = this.model.config.text.vocabSize;
     const unknown = o.logitBias.find(([id]) => id >= rows);
     if (unknown) {
@@ -352,6 +351,17 @@ export class Pipeline implements ChatEngine {
         `logitBias names token ${unknown[0]}, but the model's ids end at ${rows - 1}`,
       );
     }
+    if (o.logprobs) checkLogprobs(this.model.gpu, rows, o.topLogprobs);
+  }
+
+  /** A prepared prompt's generation, queued behind the one running (see {@link generate}). */
+  async *#run(
+    prompt: PreparedPrompt,
+    o: ResolvedOptions,
+  ): AsyncGenerator<GenerationEvent, void, undefined> {
+    // dispose() ends this generation too (finishReason "abort"), before it frees the GPU memory.
+    o.signal = o.signal ? AbortSignal.any([o.signal, this.#closing.signal]) : this.#closing.signal;
+    this.#checkRun(prompt, o); // a prompt that cannot run fails before queueing
     let release: (() => void) | undefined;
     try {
       release = await this.#lock.acquire(o.signal);

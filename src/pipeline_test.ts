@@ -97,6 +97,11 @@ Deno.test("Pipeline.complete() continues a raw prompt, text or ids, as generate(
   await p.checkPrompt(ids, { maxNewTokens: 64 - ids.length });
   await assert.rejects(p.checkPrompt(ids, { maxNewTokens: 65 - ids.length }), ContextLengthError);
   await assert.rejects(p.checkPrompt(ids, { topK: -1 }), /topK/);
+  // And what the model refuses at its turn: a bias of a token it lacks.
+  await assert.rejects(
+    p.checkPrompt(ids, { logitBias: { 200000: 1 } }),
+    /logitBias names token 200000/,
+  );
 });
 
 Deno.test("Pipeline.forward() gives transformers' image embeddings and last logits for case 0", async () => {

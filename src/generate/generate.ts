@@ -17,7 +17,6 @@ import type { PreparedPrompt } from "./prompt.ts";
 import { imageKeys, type PromptCache } from "./prompt_cache.ts";
 import { SessionRun } from "./session_run.ts";
 import { tokenTexts } from "./logprobs.ts";
-import { checkLogprobs } from "../../kernels/logprobs.ts";
 import type { GenerationEvent, GenerationResult } from "./types.ts";
 
 /** The prompt cache to use, and hooks for tests. */
@@ -49,8 +48,6 @@ export async function* runGeneration(
     maxNewTokens: tokenBudget(model.maxContext, prompt, options),
   };
   const gpu = model.gpu;
-  // Logprobs this device cannot compute fail here, not after a prefill.
-  if (o.logprobs) checkLogprobs(gpu, model.config.text.vocabSize, o.topLogprobs);
   const cache = hooks.promptCache;
   let images: ImageEmbeds | undefined;
   let session: Session | undefined;

@@ -405,12 +405,8 @@ export function createApp(
         );
       }
       // What the engine would refuse of the prompt, a 400 now rather than at its turn.
-      await e.checkPrompt?.(request.prompt, request.options).catch((error) => {
-        const http = toHttpError(error);
-        throw http.status === 400
-          ? badRequest("prompt", http.message, http.code ?? undefined)
-          : error;
-      });
+      // (answer() names "prompt" in its refusals: TEXT.inputError.)
+      await e.checkPrompt?.(request.prompt, request.options);
       return (options) => complete(request.prompt, options);
     });
   });
