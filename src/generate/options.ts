@@ -232,7 +232,7 @@ export function resolveOptions(
   );
   const [frequencyPenalty, presencePenalty] = (["frequencyPenalty", "presencePenalty"] as const)
     .map((key) => numField(o, key, 0, (v) => v >= -2 && v <= 2, "a number in [-2, 2] (0 = none)"));
-  const logitBias = logitBiasField(o.logitBias);
+  const logitBias = o.logitBias === undefined ? [] : parseLogitBias(o.logitBias);
   const logprobs = o.logprobs ?? false;
   if (typeof logprobs !== "boolean") {
     throw new InvalidInputError(`logprobs must be true or false, got ${preview(logprobs)}`);
@@ -275,28 +275,29 @@ export function resolveOptions(
   };
 }
 
-/** `logitBias` as (id, bias) pairs: an object of ≤ 300 integer ids, each biased by −100..100. */
-function logitBiasField(v: unknown): [number, number][] {
-  if (v === undefined) return [];
+/**
+ * A logit bias (`logitBias`, or the server's `logit_bias`: `name` in the messages) as (id, bias)
+ * pairs: an object of ≤ 300 token ids (its keys), each biased by −100..100.
+ * @throws InvalidInputError naming `name` and what is wrong
+ */
+export function parseLogitBias(v: unknown, name = "logitBias"): [number, number][] {
   if (typeof v !== "object" || v === null || Array.isArray(v)) {
-    throw new InvalidInputError(
-      `logitBias must be an object of token id → bias, got ${preview(v)}`,
-    );
+    throw new InvalidInputError(`${name} must be an object of token id → bias, got ${preview(v)}`);
   }
   const entries = Object.entries(v);
   if (entries.length > MAX_LOGIT_BIAS) {
     throw new InvalidInputError(
-      `logitBias has ${entries.length} tokens; at most ${MAX_LOGIT_BIAS} may be biased`,
+      `${name} has ${entries.length} tokens; at most ${MAX_LOGIT_BIAS} may be biased`,
     );
   }
   return entries.map(([key, b]) => {
     const id = Number(key);
     if (!/^\d+$/.test(key) || !Number.isSafeInteger(id)) {
-      throw new InvalidInputError(`logitBias keys must be token ids, got ${preview(key)}`);
+      throw new InvalidInputError(`${name} keys must be token ids, got ${preview(key)}`);
     }
     if (typeof b !== "number" || !(b >= -100 && b <= 100)) {
       throw new InvalidInputError(
-        `logitBias[${key}] must be a number in [-100, 100], got ${preview(b)}`,
+        `${name}[${key}] must be a number in [-100, 100], got ${preview(b)}`,
       );
     }
     return [id, b];

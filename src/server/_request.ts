@@ -1,17 +1,17 @@
 /**
- * Validation of a `POST /v1/chat/completions` (or `/v1/completions`) body. Every field is checked before any work starts,
- * and every failure is a 400 naming the field (OpenAI's `param`), so a malformed request can never
- * reach the engine or turn into a 500.
+ * Validation of a `POST /v1/chat/completions` (or `/v1/completions`) body. Every field is checked
+ * before any work starts, and every failure is a 400 naming the field (OpenAI's `param`), so a
+ * malformed request can never reach the engine or turn into a 500.
  *
  * Request shapes follow OpenAI's API reference for chat completions (as typed in openai-node,
  * src/resources/chat/completions/completions.ts, Apache-2.0); only the fields qvq honours are typed.
  * @module
  */
-import { MAX_NEW_TOKENS_LIMIT, MAX_STOP_LENGTH } from "../generate/options.ts";
+import { MAX_NEW_TOKENS_LIMIT, MAX_STOP_LENGTH, parseLogitBias } from "../generate/options.ts";
+import { InvalidInputError } from "../errors.ts";
 import type { ChatMessage, ContentPart, GenerateOptions } from "../generate/types.ts";
 import { badRequest } from "./_errors.ts";
 import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
-import { MAX_LOGIT_BIAS } from "../../kernels/sample.ts";
 import { checkDecodes, type ImagePolicy, loadImage } from "./_images.ts";
 
 /** OpenAI accepts at most 4 stop sequences. */
@@ -129,38 +129,16 @@ function parseStop(body: Json): string[] | undefined {
 }
 
 /** `logit_bias`: token id (a JSON key) → bias in [−100, 100], at most 300 tokens; null: none. */
-function parseLogitBias(body: Json): Record<number, number> | undefined {
+function parseLogitBiasField(body: Json): Record<number, number> | undefined {
   const x = body.logit_bias;
   if (x === undefined || x === null) return undefined;
-  if (!isObject(x)) {
-    throw badRequest(
-      "logit_bias",
-      `logit_bias must be an object of token id → bias; got ${typeName(x)}.`,
-      "invalid_type",
-    );
+  try {
+    const pairs = parseLogitBias(x, "logit_bias"); // the engine's check, named for the request
+    return pairs.length ? Object.fromEntries(pairs) : undefined;
+  } catch (e) {
+    if (e instanceof InvalidInputError) throw badRequest("logit_bias", e.message);
+    throw e;
   }
-  const entries = Object.entries(x);
-  if (entries.length > MAX_LOGIT_BIAS) {
-    throw badRequest(
-      "logit_bias",
-      `logit_bias may bias at most ${MAX_LOGIT_BIAS} tokens; got ${entries.length}.`,
-    );
-  }
-  for (const [key, b] of entries) {
-    if (!/^\d+$/.test(key) || !Number.isSafeInteger(Number(key))) {
-      throw badRequest(
-        "logit_bias",
-        `logit_bias keys must be token ids; got ${JSON.stringify(key)}.`,
-      );
-    }
-    if (typeof b !== "number" || !(b >= -100 && b <= 100)) {
-      throw badRequest(
-        "logit_bias",
-        `logit_bias[${key}] must be a number in [-100, 100]; got ${JSON.stringify(b)}.`,
-      );
-    }
-  }
-  return entries.length ? Object.fromEntries(entries) as Record<number, number> : undefined;
 }
 
 /**
@@ -434,7 +412,7 @@ function parseSampling(
     }),
     frequencyPenalty: optionalNumber(body, "frequency_penalty", { min: -2, max: 2 }),
     presencePenalty: optionalNumber(body, "presence_penalty", { min: -2, max: 2 }),
-    logitBias: parseLogitBias(body),
+    logitBias: parseLogitBiasField(body),
     ...parseLogprobs(body),
     seed: optionalNumber(body, "seed", { integer: true, min: 0 }),
     stop: parseStop(body),
