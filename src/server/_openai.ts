@@ -81,15 +81,17 @@ export function timingsOf(result: GenerationResult): Timings {
   };
 }
 
-/**
- * OpenAI's `logprobs` of a choice: one entry a token (null without logprobs). A logprob of −∞ (a
- * −∞ logit) would be null in JSON: it is −9999, as vLLM sends it.
- */
+/** A logprob for JSON: −∞ (a −∞ logit) would be null there, so it is −9999, as vLLM sends it. */
+function jsonLogprob(x: number): number {
+  return Math.max(x, -9999);
+}
+
+/** OpenAI's `logprobs` of a choice: one entry a token (null without logprobs). */
 export function logprobsObject(entries: TokenLogprob[] | undefined): object | null {
   if (!entries) return null;
   const one = (t: TopLogprob) => ({
     token: t.token,
-    logprob: Math.max(t.logprob, -9999),
+    logprob: jsonLogprob(t.logprob),
     bytes: t.bytes,
   });
   return {
@@ -198,15 +200,14 @@ export function textLogprobsObject(
   offsets: TextOffsets = new TextOffsets(),
 ): TextLogprobs | null {
   if (!entries) return null;
-  const lp = (x: number) => Math.max(x, -9999); // −∞ would be null in JSON
   const out: TextLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
   for (const e of entries) {
     out.tokens.push(e.token);
-    out.token_logprobs.push(lp(e.logprob));
+    out.token_logprobs.push(jsonLogprob(e.logprob));
     // The token first: where alternatives share its text (a split character's "\ufffd", a
     // special token's ""), the entry under that text is its own.
-    const top: Record<string, number> = { [e.token]: lp(e.logprob) };
-    for (const t of e.topLogprobs) top[t.token] ??= lp(t.logprob);
+    const top: Record<string, number> = { [e.token]: jsonLogprob(e.logprob) };
+    for (const t of e.topLogprobs) top[t.token] ??= jsonLogprob(t.logprob);
     out.top_logprobs.push(top);
     out.text_offset.push(offsets.next(e.bytes));
   }
