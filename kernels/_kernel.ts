@@ -180,6 +180,42 @@ export class Dispatch {
 }
 
 /**
+ * A dispatch and the one that finishes its work from a scratch buffer they share (a pass over
+ * slices, then one workgroup merging them: the sampler, the logprobs): one `encode` records both,
+ * `destroy` frees both and the scratch. A decode loop treats it like any other {@link Dispatch}.
+ */
+export class TwoPassDispatch extends Dispatch {
+  readonly #then: Dispatch;
+  readonly #scratch: GPUBuffer;
+
+  /** The first pass as {@link Dispatch}'s arguments, then the second and the scratch it owns. */
+  constructor(
+    gpu: Gpu,
+    v: KernelVariant,
+    buffers: readonly BufferArg[],
+    params: ArrayBuffer | undefined,
+    workgroups: readonly [number, number?, number?],
+    then: Dispatch,
+    scratch: GPUBuffer,
+  ) {
+    super(gpu, v, buffers, params, workgroups);
+    this.#then = then;
+    this.#scratch = scratch;
+  }
+
+  override encode(pass: GPUComputePassEncoder): void {
+    super.encode(pass);
+    this.#then.encode(pass);
+  }
+
+  override destroy(): void {
+    super.destroy();
+    this.#then.destroy();
+    this.#scratch.destroy();
+  }
+}
+
+/**
  * Many dispatches' params in one uniform buffer, each at its own offset (a multiple of
  * minUniformBufferOffsetAlignment), written by one writeBuffer per {@link ParamsArena.flush}.
  * Why: a buffer and a writeBuffer of its own cost a Dispatch ≈ 25 µs of CPU on the H200 machine

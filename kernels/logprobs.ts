@@ -8,7 +8,7 @@
 import type { Gpu } from "../src/gpu/device.ts";
 import { createStorage } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
+import { type BufferArg, ceilDiv, Dispatch, TwoPassDispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import type { SideRing } from "../src/generate/token_pump.ts";
 
@@ -108,10 +108,7 @@ function subgroupsUsable(gpu: Gpu): boolean {
  * The two dispatches that write ring entry w's record (w = state.step, or + 1 in a decode step):
  * encode them right after the sampler of that entry, while its logits are still the buffer's.
  */
-export class Logprobs extends Dispatch {
-  readonly #merge: Dispatch;
-  readonly #scratch: GPUBuffer;
-
+export class Logprobs extends TwoPassDispatch {
   constructor(gpu: Gpu, b: LogprobBuffers, s: LogprobShape) {
     const { nslices, candidates, room } = checkLogprobs(gpu, s.vocab, s.top);
     const scratch = createStorage(gpu, nslices * (1 + room) * 8, "logprobs.scratch");
@@ -137,7 +134,6 @@ export class Logprobs extends Dispatch {
       params: Params,
       defines: { STAGE1: true, TOPN: room, SUBGROUPS: subgroups },
     });
-    super(gpu, slices, [b.logits, scratch], params, [nslices]);
     const merge = variant(gpu, {
       family: "logprobs",
       entry: "merge",
@@ -150,21 +146,10 @@ export class Logprobs extends Dispatch {
         SUBGROUPS: subgroups,
       },
     });
-    this.#merge = new Dispatch(gpu, merge, [b.logits, scratch, b.state, b.tokens, b.out], params, [
+    const then = new Dispatch(gpu, merge, [b.logits, scratch, b.state, b.tokens, b.out], params, [
       1,
     ]);
-    this.#scratch = scratch;
-  }
-
-  override encode(pass: GPUComputePassEncoder): void {
-    super.encode(pass);
-    this.#merge.encode(pass);
-  }
-
-  override destroy(): void {
-    super.destroy();
-    this.#merge.destroy();
-    this.#scratch.destroy();
+    super(gpu, slices, [b.logits, scratch], params, [nslices], then, scratch);
   }
 }
 

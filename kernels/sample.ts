@@ -8,7 +8,7 @@
 import type { Gpu } from "../src/gpu/device.ts";
 import { createStorage, STORAGE } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, ceilDiv, Dispatch, variant } from "./_kernel.ts";
+import { type BufferArg, ceilDiv, Dispatch, TwoPassDispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 
 const Params = defineParams({
@@ -184,10 +184,7 @@ export function sampleWorkgroupSize(gpu: Gpu): number {
  * A bound sampler: records its two kernels (per-slice scores, then the pick) with one `encode`,
  * and owns its scratch buffer. It is a {@link Dispatch}, so a decode loop treats it like any other.
  */
-export class Sampler extends Dispatch {
-  readonly #pick: Dispatch;
-  readonly #scratch: GPUBuffer;
-
+export class Sampler extends TwoPassDispatch {
   constructor(gpu: Gpu, b: SampleBuffers, s: SampleShape) {
     const wg = sampleWorkgroupSize(gpu);
     const nslices = ceilDiv(s.vocab, SLICE), nvec = (nslices * SLICE) / 4; // proc padded to whole slices
@@ -215,9 +212,6 @@ export class Sampler extends Dispatch {
       params: Params,
       defines: { STAGE1: true, MAX_BIAS: MAX_LOGIT_BIAS },
     });
-    super(gpu, scores, [b.logits, b.prompt, b.params, b.state, b.tokens, scratch], params, [
-      nslices,
-    ]);
     const pick = variant(gpu, {
       family: "sample",
       entry: "pick",
@@ -230,21 +224,11 @@ export class Sampler extends Dispatch {
         MAX_BIAS: MAX_LOGIT_BIAS,
       },
     });
-    this.#pick = new Dispatch(gpu, pick, [b.params, b.state, b.tokens, b.scores, scratch], params, [
+    const then = new Dispatch(gpu, pick, [b.params, b.state, b.tokens, b.scores, scratch], params, [
       1,
     ]);
-    this.#scratch = scratch;
-  }
-
-  override encode(pass: GPUComputePassEncoder): void {
-    super.encode(pass);
-    this.#pick.encode(pass);
-  }
-
-  override destroy(): void {
-    super.destroy();
-    this.#pick.destroy();
-    this.#scratch.destroy();
+    const first = [b.logits, b.prompt, b.params, b.state, b.tokens, scratch];
+    super(gpu, scores, first, params, [nslices], then, scratch);
   }
 }
 
