@@ -150,40 +150,17 @@ Deno.test("qvq generate --json prints one JSON record with text, finish reason, 
   const rj = JSON.parse(raw.out);
   assert.equal(rj.text, " retired retired retired");
   assert.equal(rj.usage.promptTokens, ref.inputIds.length);
-  const rawImage = await cli([
-    "generate",
-    "--model",
-    "/nonexistent-model",
-    "--prompt",
-    "hi",
-    "--raw",
-    "--image",
-    "x.png",
-  ]);
-  assert.equal(rawImage.code, 2);
-  assert.match(rawImage.err, /--raw continues the prompt alone/);
-  const bad = await cli([
-    "generate",
-    "--model",
-    "/nonexistent-model",
-    "--prompt",
-    "hi",
-    "--logprobs",
-    "21",
-  ]);
-  assert.equal(bad.code, 2);
-  assert.match(bad.err, /--logprobs must be an integer in \[0, 20\], got 21/);
-  const plain = await cli([
-    "generate",
-    "--model",
-    "/nonexistent-model",
-    "--prompt",
-    "hi",
-    "--logprobs",
-    "1",
-  ]);
-  assert.equal(plain.code, 2);
-  assert.match(plain.err, /--logprobs needs --json/);
+  // Usage errors (exit 2) before any model loads: the model named does not even exist.
+  const refused = [
+    [["--raw", "--image", "x.png"], /--raw continues the prompt alone/],
+    [["--logprobs", "21"], /--logprobs must be an integer in \[0, 20\], got 21/],
+    [["--logprobs", "1"], /--logprobs needs --json/],
+  ] as const;
+  for (const [flags, msg] of refused) {
+    const r = await cli(["generate", "--model", "/nonexistent-model", "--prompt", "hi", ...flags]);
+    assert.equal(r.code, 2, flags.join(" "));
+    assert.match(r.err, msg, flags.join(" "));
+  }
 });
 
 Deno.test("deno task qvq generate --quant q4 runs end to end on the quantized model", async () => {
