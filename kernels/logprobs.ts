@@ -105,46 +105,64 @@ function subgroupsUsable(gpu: Gpu): boolean {
 }
 
 /**
+ * The two variants of a logprobs pass pair (#if ROWS: over a block of prompt rows), and the
+ * sizes checkLogprobs() gives them.
+ */
+function passVariants(
+  gpu: Gpu,
+  vocab: number,
+  top: number,
+  asked: boolean | undefined,
+  rows: boolean,
+) {
+  const { nslices, candidates, room } = checkLogprobs(gpu, vocab, top);
+  const usable = subgroupsUsable(gpu);
+  const subgroups = asked ?? usable;
+  if (subgroups && !usable) {
+    throw new InvalidInputError(
+      "logprobs: subgroups asked for, but this device has none of 4 to 256 lanes; " +
+        "leave `subgroups` unset",
+    );
+  }
+  const slices = variant(gpu, {
+    family: "logprobs",
+    entry: "slice_pass",
+    bindings: ["read", "read_write"],
+    params: Params,
+    defines: { STAGE1: true, TOPN: room, SUBGROUPS: subgroups, ROWS: rows },
+  });
+  const merge = variant(gpu, {
+    family: "logprobs",
+    entry: "merge",
+    bindings: rows
+      ? ["read", "read", "read", "read_write"]
+      : ["read", "read", "read", "read", "read_write"],
+    params: Params,
+    defines: {
+      TOPN: room,
+      CANDIDATES: candidates,
+      SLICES: nslices,
+      SUBGROUPS: subgroups,
+      ROWS: rows,
+    },
+  });
+  return { nslices, room, slices, merge };
+}
+
+/**
  * The two dispatches that write ring entry w's record (w = state.step, or + 1 in a decode step):
  * encode them right after the sampler of that entry, while its logits are still the buffer's.
  */
 export class Logprobs extends TwoPassDispatch {
   constructor(gpu: Gpu, b: LogprobBuffers, s: LogprobShape) {
-    const { nslices, candidates, room } = checkLogprobs(gpu, s.vocab, s.top);
+    const { nslices, room, slices, merge } = passVariants(gpu, s.vocab, s.top, s.subgroups, false);
     const scratch = createStorage(gpu, nslices * (1 + room) * 8, "logprobs.scratch");
-    const usable = subgroupsUsable(gpu);
-    const subgroups = s.subgroups ?? usable;
-    if (subgroups && !usable) {
-      throw new InvalidInputError(
-        "logprobs: subgroups asked for, but this device has none of 4 to 256 lanes; " +
-          "leave `subgroups` unset",
-      );
-    }
     const params = Params.pack({
       vocab: s.vocab,
       ahead: s.afterPrefill ? 0 : 1,
       capacity: s.capacity,
       nslices,
       top: s.top,
-    });
-    const slices = variant(gpu, {
-      family: "logprobs",
-      entry: "slice_pass",
-      bindings: ["read", "read_write"],
-      params: Params,
-      defines: { STAGE1: true, TOPN: room, SUBGROUPS: subgroups },
-    });
-    const merge = variant(gpu, {
-      family: "logprobs",
-      entry: "merge",
-      bindings: ["read", "read", "read", "read", "read_write"],
-      params: Params,
-      defines: {
-        TOPN: room,
-        CANDIDATES: candidates,
-        SLICES: nslices,
-        SUBGROUPS: subgroups,
-      },
     });
     const then = new Dispatch(gpu, merge, [b.logits, scratch, b.state, b.tokens, b.out], params, [
       1,
@@ -156,6 +174,79 @@ export class Logprobs extends TwoPassDispatch {
 /** Creates the logprobs dispatches of one sampler (after prefill, or a decode step's). */
 export function logprobs(gpu: Gpu, b: LogprobBuffers, s: LogprobShape): Logprobs {
   return new Logprobs(gpu, b, s);
+}
+
+/** Buffers of a prompt's logprobs over a block of its rows. */
+export interface PromptLogprobBuffers {
+  /** (rows, vocab) f32 logits: row r predicts the token ids[offset + r]. */
+  logits: BufferArg;
+  /** u32 prompt ids (at least offset + rows). */
+  ids: BufferArg;
+  /** (rows, {@link logprobWords}(top)) u32 records. */
+  out: BufferArg;
+}
+
+/** Shape of a prompt-logprobs dispatch pair. */
+export interface PromptLogprobShape {
+  vocab: number;
+  /** Rows of logits scored (1 ..= 65535). */
+  rows: number;
+  /** Alternatives a record lists (0 ..= {@link MAX_TOP_LOGPROBS}). */
+  top: number;
+  /** Index in `ids` of the token row 0 is scored for. */
+  offset: number;
+  /** As {@link LogprobShape}'s. */
+  subgroups?: boolean;
+}
+
+/**
+ * The two dispatches that score a block of prompt rows (vLLM's prompt_logprobs): record r holds
+ * ids[offset + r] and its log_softmax under logits row r, then the `top` most likely tokens of
+ * that row — the records the decode loop's {@link Logprobs} writes, for the prompt's own tokens.
+ */
+export class PromptLogprobs extends TwoPassDispatch {
+  constructor(gpu: Gpu, b: PromptLogprobBuffers, s: PromptLogprobShape) {
+    if (!(Number.isInteger(s.rows) && s.rows >= 1 && s.rows <= 65535)) {
+      throw new InvalidInputError(
+        `prompt logprobs: rows must be an integer in [1, 65535], got ${s.rows}`,
+      );
+    }
+    if (!(Number.isInteger(s.offset) && s.offset >= 0)) {
+      throw new InvalidInputError(
+        `prompt logprobs: offset must be a non-negative integer, got ${s.offset}`,
+      );
+    }
+    if (s.rows * s.vocab * 4 > gpu.maxBinding) {
+      throw new InvalidInputError(
+        `prompt logprobs: ${s.rows} rows of ${s.vocab} logits exceed this device's ` +
+          `${gpu.maxBinding}-byte binding; score fewer rows at a time`,
+      );
+    }
+    const { nslices, room, slices, merge } = passVariants(gpu, s.vocab, s.top, s.subgroups, true);
+    const scratch = createStorage(
+      gpu,
+      s.rows * nslices * (1 + room) * 8,
+      "prompt_logprobs.scratch",
+    );
+    const params = Params.pack({
+      vocab: s.vocab,
+      ahead: s.offset,
+      capacity: s.rows,
+      nslices,
+      top: s.top,
+    });
+    const then = new Dispatch(gpu, merge, [b.logits, scratch, b.ids, b.out], params, [s.rows]);
+    super(gpu, slices, [b.logits, scratch], params, [nslices, s.rows], then, scratch);
+  }
+}
+
+/** Creates the dispatches that score a block of prompt rows ({@link PromptLogprobs}). */
+export function promptLogprobs(
+  gpu: Gpu,
+  b: PromptLogprobBuffers,
+  s: PromptLogprobShape,
+): PromptLogprobs {
+  return new PromptLogprobs(gpu, b, s);
 }
 
 /** One ring entry's record: the chosen token and the alternatives, most likely first. */

@@ -12,6 +12,11 @@
 //                (chosen id, its logprob), then p.top × (id, logprob), most likely first; ties go to
 //                the lower id. Logprobs are f32 bits in a u32 array.
 // Taken entries are marked by their id (NONE), not their value, so any finite logit can win.
+//
+// #if ROWS: a prompt's logprobs (vLLM's prompt_logprobs, /v1/completions' echo) — the same two
+// entries over a (rows, vocab) block of logits, row r scored for the prompt's next token:
+// slice_pass runs (nslices, rows) workgroups, merge one a row, and record r takes the id at
+// tokens[r + p.ahead] (tokens: the prompt's ids) rather than a ring entry's; no decode state.
 
 #include decode_state
 
@@ -115,8 +120,8 @@ fn set_thread(t: Thread) {
 const SREC: u32 = 1u + TOPN;
 
 #if STAGE1
-@group(0) @binding(0) var<storage, read> logits: array<f32>;               // (vocab) f32
-@group(0) @binding(1) var<storage, read_write> scratch: array<vec2<u32>>;  // (nslices, SREC)
+@group(0) @binding(0) var<storage, read> logits: array<f32>;               // (vocab) f32; #if ROWS (rows, vocab)
+@group(0) @binding(1) var<storage, read_write> scratch: array<vec2<u32>>;  // ([rows,] nslices, SREC)
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
 // A thread's four logits, sorted (larger first, the lower id on ties), and the next to offer:
@@ -142,9 +147,16 @@ fn slice_pass(@builtin(workgroup_id) wid: vec3<u32>, t: Thread) {
   set_thread(t);
   let lid = t.lid;
   let base = wid.x * SLICE;
+#if ROWS
+  let lo = wid.y * p.vocab;    // this row's logits
+  let so = wid.y * p.nslices;  // and its slices' scratch records
+#else
+  let lo = 0u;
+  let so = 0u;
+#endif
   for (var c = 0u; c < 4u; c++) {
     let i = base + lid * 4u + c;
-    v4[c] = select(0.0, logits[min(i, p.vocab - 1u)], i < p.vocab);
+    v4[c] = select(0.0, logits[lo + min(i, p.vocab - 1u)], i < p.vocab);
     i4[c] = select(NONE, i, i < p.vocab);
   }
   // A sorting network of four.
@@ -160,26 +172,31 @@ fn slice_pass(@builtin(workgroup_id) wid: vec3<u32>, t: Thread) {
   var z = 0.0;
   for (var c = 0u; c < 4u; c++) { z += select(0.0, exp(v4[c] - mx), i4[c] != NONE && some); }
   let zs = wg_sum(z);
-  if (lid == 0u) { scratch[wid.x * SREC] = vec2<u32>(top.x, bitcast<u32>(zs)); }
+  if (lid == 0u) { scratch[(so + wid.x) * SREC] = vec2<u32>(top.x, bitcast<u32>(zs)); }
   // p.top rounds, each taking the best head, whose thread moves on to its next; the first round's
   // is the max found above.
   if (p.top > 0u) {
     if (top.y != NONE && top.y == i4.x) { next4 = 1u; }
-    if (lid == 0u) { scratch[wid.x * SREC + 1u] = top; }
+    if (lid == 0u) { scratch[(so + wid.x) * SREC + 1u] = top; }
   }
   for (var r = 1u; r < p.top; r++) {
     let h = min(next4, 3u);
     let b = wg_best(v4[h], select(NONE, i4[h], next4 < 4u));
     if (b.y != NONE && next4 < 4u && b.y == i4[h]) { next4 += 1u; }
-    if (lid == 0u) { scratch[wid.x * SREC + 1u + r] = b; }
+    if (lid == 0u) { scratch[(so + wid.x) * SREC + 1u + r] = b; }
   }
 }
 #else
-@group(0) @binding(0) var<storage, read> logits: array<f32>;             // (vocab) f32
-@group(0) @binding(1) var<storage, read> scratch: array<vec2<u32>>;      // (nslices, SREC)
+@group(0) @binding(0) var<storage, read> logits: array<f32>;             // (vocab) f32; #if ROWS (rows, vocab)
+@group(0) @binding(1) var<storage, read> scratch: array<vec2<u32>>;      // ([rows,] nslices, SREC)
+#if ROWS
+@group(0) @binding(2) var<storage, read> tokens: array<u32>;             // (p.ahead + rows) u32 prompt ids
+@group(0) @binding(3) var<storage, read_write> out: array<vec2<u32>>;    // (rows, 1 + p.top)
+#else
 @group(0) @binding(2) var<storage, read> state: DecodeState;
 @group(0) @binding(3) var<storage, read> tokens: array<u32>;             // (capacity) u32 token ring
 @group(0) @binding(4) var<storage, read_write> out: array<vec2<u32>>;    // (capacity, 1 + p.top)
+#endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
 // The slices' candidates, p.top a slice in its order (larger first, the lower id on ties: the order
@@ -189,30 +206,42 @@ var<workgroup> cand_i: array<u32, {{CANDIDATES}}>;
 var<workgroup> head: array<u32, {{SLICES}}>;
 
 @compute @workgroup_size(WG)
-fn merge(t: Thread) {
+fn merge(t: Thread, @builtin(workgroup_id) wid: vec3<u32>) {
   set_thread(t);
   let lid = t.lid;
+#if ROWS
+  let w = wid.x;
+#else
   let w = state.step + p.ahead;
+#endif
   if (w >= p.capacity) { return; }  // uniform: every thread returns
+#if ROWS
+  let lo = w * p.vocab;  // the row's logits and its slices' records
+  let so = w * p.nslices;
+  let id = tokens[w + p.ahead];
+#else
+  let lo = 0u;
+  let so = 0u;
+  let id = tokens[w];
+#endif
   // log Σ exp over the slices: M = max of the slice maxima, Z = Σ z_s · exp(m_s − M).
   var m = -3.4028235e38;
-  for (var s = lid; s < p.nslices; s += WG) { m = max(m, bitcast<f32>(scratch[s * SREC].x)); }
+  for (var s = lid; s < p.nslices; s += WG) { m = max(m, bitcast<f32>(scratch[(so + s) * SREC].x)); }
   let mm = wg_best(m, lid);
   let big = bitcast<f32>(mm.x);
   var z = 0.0;
   for (var s = lid; s < p.nslices; s += WG) {
-    let e = scratch[s * SREC];
+    let e = scratch[(so + s) * SREC];
     z += select(0.0, bitcast<f32>(e.y) * exp(bitcast<f32>(e.x) - big), bitcast<f32>(e.y) > 0.0);
   }
   let lse = big + log(wg_sum(z));
   let rec = w * (1u + p.top);
   if (lid == 0u) {
-    let id = tokens[w];
-    out[rec] = vec2<u32>(id, bitcast<u32>(logits[min(id, p.vocab - 1u)] - lse));
+    out[rec] = vec2<u32>(id, bitcast<u32>(logits[lo + min(id, p.vocab - 1u)] - lse));
   }
   let n = p.nslices * p.top;
   for (var c = lid; c < n; c += WG) {
-    let e = scratch[(c / p.top) * SREC + 1u + c % p.top];
+    let e = scratch[(so + c / p.top) * SREC + 1u + c % p.top];
     cand_v[c] = bitcast<f32>(e.x);
     cand_i[c] = e.y;
   }

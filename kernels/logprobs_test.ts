@@ -11,6 +11,7 @@ import {
   logprobWords,
   MAX_TOP_LOGPROBS,
   parseLogprobRecords,
+  promptLogprobs,
 } from "./logprobs.ts";
 import { createSamplingParams, GREEDY, sample, writeSamplingParams } from "./sample.ts";
 import { advance, createDecodeState, writeDecodeState } from "./state.ts";
@@ -191,4 +192,58 @@ Deno.test("logprobs() drops a record past the ring and refuses bad shapes by nam
   assert.equal(new Set(keys.slice(1)).size, 1);
   assert.notEqual(keys[0], keys[1]);
   Object.values(b).forEach((x) => x.destroy());
+});
+
+Deno.test("promptLogprobs() scores each row of a block for its own id, as the CPU reference", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(53);
+  // [vocab, rows, top, offset]: the real vocabulary over a few rows, a partial slice, one row.
+  const cases = [[151936, 3, 20, 1], [3000, 9, 4, 5], [7, 2, 7, 0], [2048, 1, 0, 2]];
+  for (const subgroups of await variants()) {
+    for (const [vocab, rows, top, offset] of cases) {
+      const x = randn(rng, rows * vocab, 3);
+      // Each row's id: its argmax on even rows, a random other token on odd ones.
+      const ids = new Uint32Array(offset + rows + 1).map((_, i) => (i * 7919) % vocab);
+      for (let r = 0; r < rows; r += 2) {
+        ids[offset + r] = argmax(x.subarray(r * vocab, (r + 1) * vocab));
+      }
+      const b = {
+        logits: createStorage(gpu, x.byteLength),
+        ids: createStorage(gpu, ids.byteLength),
+        out: createStorage(gpu, (rows + 1) * logprobWords(top) * 4),
+      };
+      writeArray(gpu, b.logits, x);
+      writeArray(gpu, b.ids, ids);
+      const d = promptLogprobs(gpu, b, { vocab, rows, top, offset, subgroups });
+      run(gpu, [d]);
+      const words = await readU32(gpu, b.out, (rows + 1) * logprobWords(top));
+      const recs = parseLogprobRecords(words, rows, top);
+      for (const [r, rec] of recs.entries()) {
+        const what = `vocab ${vocab} row ${r} subgroups ${subgroups}`;
+        const want = logprobsRef(x.subarray(r * vocab, (r + 1) * vocab), ids[offset + r], top);
+        assert.equal(rec.id, want.id, what);
+        assertClose(rec.logprob, want.logprob, what);
+        assert.deepEqual(rec.top.map((t) => t.id), want.top.map((t) => t.id), what);
+        rec.top.forEach((t, j) => assertClose(t.logprob, want.top[j].logprob, `${what} top ${j}`));
+      }
+      // Nothing past the block's rows is written.
+      assert.deepEqual(
+        [...words.subarray(rows * logprobWords(top))],
+        Array(logprobWords(top)).fill(0),
+      );
+      d.destroy();
+      Object.values(b).forEach((x) => x.destroy());
+    }
+  }
+  const none = createStorage(gpu, 16);
+  const b = { logits: none, ids: none, out: none };
+  assert.throws(
+    () => promptLogprobs(gpu, b, { vocab: 4, rows: 0, top: 0, offset: 0 }),
+    /rows must be an integer in \[1, 65535\], got 0/,
+  );
+  assert.throws(
+    () => promptLogprobs(gpu, b, { vocab: 151936, rows: 4096, top: 0, offset: 0 }),
+    /4096 rows of 151936 logits exceed this device's \d+-byte binding/,
+  );
+  none.destroy();
 });
