@@ -141,7 +141,7 @@ for (let c = 0; c < CASES; c++) {
     }
     const s = model.createSession(ref.inputIds.length + STEPS + 4);
     try {
-      const all = await model.prefill(s, ref.inputIds, images, { allLogits: true });
+      const all = (await model.prefill(s, ref.inputIds, images, { allLogits: true })).logits;
       // f32 on the same bf16-valued weights: errors are summation-order ulps (measured ≈ 4e-7 of
       // max |logit|); 1e-4 leaves room for other GPUs' FMA/reduction orders, far below the 1e-3 goal.
       checkLogits(all!, ref, V, 1e-4, `case ${c}`);
@@ -281,7 +281,7 @@ Deno.test("synthetic model (transformers-5 names, nested config, untied lm_head,
       "image_embeds",
     );
     const s = model.createSession(64);
-    const all = await model.prefill(s, ids, images, { allLogits: true });
+    const all = (await model.prefill(s, ids, images, { allLogits: true })).logits;
     images.destroy();
     // Same reasoning as the tiny model's 1e-4: measured errors are ~1e-6 of max |logit|.
     assertRelClose(all!, r.f32("logits"), 1e-4, "prompt logits");
@@ -291,9 +291,9 @@ Deno.test("synthetic model (transformers-5 names, nested config, untied lm_head,
     s.dispose();
 
     // Text only, 21 tokens in chunks of 16 and 5.
-    const t = await model.prefill(model.createSession(32), r.i32("text_input_ids"), undefined, {
+    const t = (await model.prefill(model.createSession(32), r.i32("text_input_ids"), undefined, {
       allLogits: true,
-    });
+    })).logits;
     assertRelClose(t!, r.f32("text_logits"), 1e-4, "text prompt logits");
     const s2 = model.createSession(32);
     await model.prefill(s2, r.i32("text_input_ids"));

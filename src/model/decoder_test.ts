@@ -246,7 +246,7 @@ Deno.test("layerDispatches() chains prepared x through o / down / gate_up at m =
     Object.assign(DECODER_FUSION, { preparedX, preparedAct });
     try {
       const s = model.createSession(32);
-      const all = await model.prefill(s, prompt, undefined, { allLogits: true });
+      const all = (await model.prefill(s, prompt, undefined, { allLogits: true })).logits;
       const n = s.decodeDispatches.length;
       s.dispose();
       return { all: all!, n };
@@ -288,7 +288,7 @@ for (const quant of [undefined, "q8"] as const) {
       Object.assign(DECODER_FUSION, { residentGemv });
       try {
         const s = model.createSession(32);
-        const all = await model.prefill(s, prompt, undefined, { allLogits: true });
+        const all = (await model.prefill(s, prompt, undefined, { allLogits: true })).logits;
         const keys = s.decodeDispatches.map((d) => d.variant.key);
         s.dispose();
         return { all: all!, keys };

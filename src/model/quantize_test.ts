@@ -66,7 +66,7 @@ Deno.test("q8/q4 on the tiny model: logit error and greedy agreement vs the f32 
       for (const m of [f32, q]) {
         const img = r.gridThw.length ? m.encodeImages(r.pixelValues, r.gridThw) : undefined;
         const s = m.createSession(r.inputIds.length + 1);
-        logits.push((await m.prefill(s, r.inputIds, img, { allLogits: true }))!);
+        logits.push((await m.prefill(s, r.inputIds, img, { allLogits: true })).logits!);
         s.dispose();
         img?.destroy();
       }

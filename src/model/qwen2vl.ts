@@ -15,11 +15,18 @@
  */
 import { GpuError, InvalidInputError } from "../errors.ts";
 import { fmtBytes, Gpu, requestGpu } from "../gpu/device.ts";
-import { createStorage, readF32, uploadArray, writeArray } from "../gpu/buffers.ts";
+import { createStorage, readF32, readU32, uploadArray, writeArray } from "../gpu/buffers.ts";
 import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
 import { type ModelSource, openModelSource } from "../model_files.ts";
 import { SafetensorsCheckpoint } from "../safetensors.ts";
 import { type Dispatch, withParamsArena } from "../../kernels/_kernel.ts";
+import {
+  checkLogprobs,
+  logprobWords,
+  parseLogprobRecords,
+  promptLogprobs,
+  type TokenLogprobRecord,
+} from "../../kernels/logprobs.ts";
 import {
   checkKvDType,
   copyRows,
@@ -106,6 +113,21 @@ export interface PrefillOptions {
    * of the later images only. `tokens` must not fall inside an image. Default: none (row 0 on).
    */
   cached?: { tokens: number; grids: readonly GridThw[] };
+  /**
+   * Score the prompt itself (vLLM's prompt_logprobs): for every token after the first, its
+   * log_softmax under the logits of the position before it, and this many most likely tokens
+   * there (0..20) — the lm_head over every prompt row, scored on the GPU a chunk at a time.
+   * Needs the whole prompt run (no `cached` tokens).
+   */
+  promptLogprobs?: number;
+}
+
+/** What {@link Qwen2VLModel.prefill} read back beside filling the session. */
+export interface PrefillResult {
+  /** With `allLogits`: (seq, vocab) f32. */
+  logits?: Float32Array;
+  /** With `promptLogprobs`: seq − 1 records, record i for prompt token i + 1. */
+  promptLogprobs?: TokenLogprobRecord[];
 }
 
 /** Options of {@link planModel}. */
@@ -408,14 +430,15 @@ export class Qwen2VLModel {
    * `opts.signal` is checked before each one.
    * @param inputIds (seq) token ids, image pads already expanded to each image's token count
    * @param images embeddings of the prompt's images (after `opts.cached.tokens`, when given)
-   * @returns (seq, vocab) f32 logits when `opts.allLogits`, else undefined
+   * @returns the logits of every position (`opts.allLogits`) and the prompt's logprobs
+   *   (`opts.promptLogprobs`) where asked for
    */
   async prefill(
     session: Session,
     inputIds: ArrayLike<number>,
     images?: ImageEmbeds,
     opts: PrefillOptions = {},
-  ): Promise<Float32Array | undefined> {
+  ): Promise<PrefillResult> {
     this.#alive();
     await session.ready();
     const gpu = this.gpu, cfg = this.config, t = cfg.text, H = t.hiddenSize, V = t.vocabSize;
@@ -435,11 +458,17 @@ export class Qwen2VLModel {
           `runs), got ${start}`,
       );
     }
-    if (start > 0 && opts.allLogits) {
+    const top = opts.promptLogprobs;
+    // Every row through the lm_head: all logits read back, or the prompt scored on the GPU.
+    const scoring = opts.allLogits || top !== undefined;
+    if (start > 0 && scoring) {
       throw new InvalidInputError(
-        "prefill: allLogits needs the whole prompt run (no cached.tokens)",
+        `prefill: ${
+          opts.allLogits ? "allLogits" : "promptLogprobs"
+        } needs the whole prompt run (no cached.tokens)`,
       );
     }
+    if (top !== undefined) checkLogprobs(gpu, V, top);
     const ids = new Uint32Array(S);
     // Image-pad runs from `start` on, in prompt order (those before it are in the cache).
     const runs: { start: number; len: number }[] = [];
@@ -490,15 +519,23 @@ export class Qwen2VLModel {
     }
 
     let chunk = this.#chunk;
-    if (opts.allLogits) chunk = Math.max(1, Math.min(chunk, Math.floor(gpu.maxBinding / (V * 4))));
+    if (scoring) chunk = Math.max(1, Math.min(chunk, Math.floor(gpu.maxBinding / (V * 4))));
     chunk = Math.min(chunk, S - start);
     const b = createDecoderBuffers(gpu, t, chunk, "prefill");
     const last = createStorage(gpu, H * 4, "prefill.last_x"); // (1, H) f32
     const lastH = createStorage(gpu, H * 4, "prefill.last_h");
-    const logitsAll = opts.allLogits
+    const logitsAll = scoring // (chunk, vocab) f32
       ? createStorage(gpu, chunk * V * 4, "prefill.logits")
       : undefined;
     const out = opts.allLogits ? new Float32Array(S * V) : undefined;
+    // With promptLogprobs: the prompt's ids (S) u32, what a chunk's rows are scored for, and the
+    // chunk's records, (chunk, logprobWords(top)) u32.
+    const scored = top === undefined ? undefined : {
+      top,
+      ids: uploadArray(gpu, ids, "prefill.prompt_ids"),
+      out: createStorage(gpu, chunk * logprobWords(top) * 4, "prefill.prompt_logprobs"),
+      records: [] as TokenLogprobRecord[],
+    };
     const embed = this.#w.matrix("text.embed");
     // Image embedding rows used so far: runs consume images.buffer rows in order.
     const runRow = runs.map((_, i) => runs.slice(0, i).reduce((a, r) => a + r.len, 0));
@@ -513,6 +550,9 @@ export class Qwen2VLModel {
         const n = Math.min(chunk, S - c);
         const idsBuf = uploadArray(gpu, ids.subarray(c, c + n), "prefill.ids");
         const posBuf = uploadArray(gpu, pos.subarray(c * 3, (c + n) * 3), "prefill.pos");
+        // The chunk's rows that predict a prompt token (the last prompt row predicts none).
+        const rows = scored ? Math.min(n, S - 1 - c) : 0;
+        let scorer: Dispatch | undefined;
         // The chunk's params in one uniform buffer (kernels/_kernel.ts ParamsArena): built and
         // submitted without an await between.
         withParamsArena(gpu, t.numLayers * 32 + 64, () => {
@@ -548,11 +588,24 @@ export class Qwen2VLModel {
             ds.push(...headDispatches(gpu, t, this.#w, session.logits, lastH, last, 1));
           }
           if (logitsAll) ds.push(...headDispatches(gpu, t, this.#w, logitsAll, b.h, b.x, n));
+          if (scored && rows > 0) {
+            scorer = promptLogprobs(
+              gpu,
+              { logits: logitsAll!, ids: scored.ids, out: scored.out },
+              { vocab: V, rows, top: scored.top, offset: c + 1 },
+            );
+            ds.push(scorer);
+          }
           submit(gpu, ds, "prefill");
         });
         idsBuf.destroy();
         posBuf.destroy();
-        if (logitsAll) out!.set(await readF32(gpu, logitsAll, n * V), c * V);
+        if (out) out.set(await readF32(gpu, logitsAll!, n * V), c * V);
+        if (scorer) {
+          scorer.destroy(); // its scratch is freed once the submitted work is done
+          const words = await readU32(gpu, scored!.out, rows * logprobWords(scored!.top));
+          scored!.records.push(...parseLogprobRecords(words, rows, scored!.top));
+        }
         if (opts.signal && c + n < S) {
           await queued;
           queued = gpu.device.queue.onSubmittedWorkDone();
@@ -563,12 +616,14 @@ export class Qwen2VLModel {
       last.destroy();
       lastH.destroy();
       logitsAll?.destroy();
+      scored?.ids.destroy();
+      scored?.out.destroy();
     }
     writeArray(gpu, session.prompt, ids);
     writeDecodeState(gpu, session.state, { cacheLen: S, position: S + ropeDelta, step: 0 });
     session.promptLength = S;
     session.ropeDelta = ropeDelta;
-    return out;
+    return { logits: out, promptLogprobs: scored?.records };
   }
 
   /**

@@ -9,6 +9,7 @@ import { PRESETS } from "./presets.ts";
 import { planModel, Qwen2VLModel } from "./qwen2vl.ts";
 import { checkpointTensors, writeSparseCheckpoint } from "./_sparse.ts";
 import { readReference, SYNTHETIC_DIR, TINY_DIR } from "./_fixture.ts";
+import { logprobsRef } from "../ref/logprobs.ts";
 
 const MiB = 1024 * 1024, GiB = 1024 * MiB;
 
@@ -157,7 +158,7 @@ Deno.test("Qwen2VLModel.load() refuses an f16 KV cache without shader-f16, and a
   );
 });
 
-Deno.test("prefill() in chunks gives the same logits and decode state as in one pass", async () => {
+Deno.test("prefill() in chunks gives the same logits, prompt logprobs and decode state as in one pass", async () => {
   const gpu = await sharedGpu();
   const r = await readReference(`${SYNTHETIC_DIR}reference.safetensors`);
   const ids = r.i32("text_input_ids"); // 21 tokens
@@ -170,8 +171,32 @@ Deno.test("prefill() in chunks gives the same logits and decode state as in one 
       prefillChunk,
     });
     const s = model.createSession(32);
-    const all = await model.prefill(s, ids, undefined, { allLogits: true });
+    const { logits: all, promptLogprobs: lp } = await model.prefill(s, ids, undefined, {
+      allLogits: true,
+      promptLogprobs: 3,
+    });
     const last = await readF32(gpu, s.logits);
+    // Prompt token i + 1 scored under row i's logits (chunks of 7 end on a 0-row chunk of one token).
+    assert.equal(lp!.length, 20, `chunk ${prefillChunk}`);
+    lp!.forEach((rec, i) => {
+      const want = logprobsRef(all!.subarray(i * 1000, (i + 1) * 1000), ids[i + 1], 3);
+      const what = `chunk ${prefillChunk} token ${i + 1}`;
+      assert.deepEqual([rec.id, ...rec.top.map((t) => t.id)], [
+        want.id,
+        ...want.top.map((t) => t.id),
+      ], what);
+      for (
+        const [got, exp] of [
+          [rec.logprob, want.logprob],
+          ...rec.top.map((t, j) => [t.logprob, want.top[j].logprob]),
+        ]
+      ) {
+        assert.ok(
+          Math.abs(got - exp) <= 2e-5 * Math.max(1, Math.abs(exp)),
+          `${what}: ${got} vs ${exp}`,
+        );
+      }
+    });
     assert.deepEqual(await readDecodeState(gpu, s.state), { cacheLen: 21, position: 21, step: 0 });
     // session.logits comes from the m = 1 GEMV, the rows from the tiled GEMM: same sums, other order.
     assertClose(last, all!.subarray(20 * 1000), 1e-6, "session.logits = last row");
@@ -317,6 +342,10 @@ Deno.test("prefill() from cached.tokens continues a session's prompt: the logits
         await assert.rejects(
           () => model.prefill(s, ids, undefined, { cached: { tokens: ids.length, grids } }),
           /cached\.tokens must be an integer in 0\.\.39/,
+        );
+        await assert.rejects(
+          () => model.prefill(s, ids, late, { cached: { tokens: cut, grids }, promptLogprobs: 0 }),
+          /promptLogprobs needs the whole prompt run \(no cached\.tokens\)/,
         );
       }
       s.dispose();
