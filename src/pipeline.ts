@@ -308,8 +308,9 @@ export class Pipeline implements ChatEngine {
     this.#checkOpen();
     const c = this.model.config;
     let ids: Int32Array;
-    if (typeof prompt === "string") {
-      ids = this.tokenizer.encode(prompt);
+    const text = typeof prompt === "string" ? prompt : undefined;
+    if (text !== undefined) {
+      ids = this.tokenizer.encode(text);
     } else if (Array.isArray(prompt) || ArrayBuffer.isView(prompt)) {
       // The tokenizer's ids (the lm_head's padding rows past them are no tokens).
       const n = this.tokenizer.vocabSize;
@@ -334,7 +335,7 @@ export class Pipeline implements ChatEngine {
           "images: send images as chat messages (generate(), /v1/chat/completions)",
       );
     }
-    return { inputIds: ids, pixelValues: new Float32Array(0), gridThw: [], imageTokens: 0 };
+    return { inputIds: ids, pixelValues: new Float32Array(0), gridThw: [], imageTokens: 0, text };
   }
 
   /**
@@ -352,6 +353,7 @@ export class Pipeline implements ChatEngine {
       );
     }
     if (o.logprobs) checkLogprobs(this.model.gpu, rows, o.topLogprobs);
+    if (o.promptLogprobs !== undefined) checkLogprobs(this.model.gpu, rows, o.promptLogprobs);
   }
 
   /** A prepared prompt's generation, queued behind the one running (see {@link generate}). */

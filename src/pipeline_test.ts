@@ -4,6 +4,7 @@ import { sharedGpu } from "./gpu/device.ts";
 import { MemoryModelSource, openModelSource } from "./model_files.ts";
 import { readReferenceCase, TINY_DIR } from "./model/_fixture.ts";
 import { maxAbsDiff } from "./ref/_random.ts";
+import { logprobsRef } from "./ref/logprobs.ts";
 import { BITS_PER_WEIGHT, logitError } from "./model/quantize.ts";
 import { Pipeline, type PipelineOptions } from "./pipeline.ts";
 import type { ChatMessage, GenerationEvent } from "./generate/types.ts";
@@ -101,6 +102,85 @@ Deno.test("Pipeline.complete() continues a raw prompt, text or ids, as generate(
   await assert.rejects(
     p.checkPrompt(ids, { logitBias: { 200000: 1 } }),
     /logitBias names token 200000/,
+  );
+});
+
+Deno.test("Pipeline.complete() echo and promptLogprobs: the prompt's text, and each token scored as log_softmax of its logits", async () => {
+  const p = await pipeline;
+  const ref = await readReferenceCase(3);
+  const ids = Array.from(ref.inputIds);
+  const S = ids.length, V = p.model.config.text.vocabSize;
+  // The model's logits at every prompt position, read back whole (the CPU reference's input).
+  const s = p.model.createSession(S + 1);
+  const all = (await p.model.prefill(s, ids, undefined, { allLogits: true })).logits!;
+  s.dispose();
+  const options = { maxNewTokens: 2, temperature: 0, echo: true, promptLogprobs: 3 };
+  // Twice: the second time the prompt cache holds the prompt, but scoring runs all of it.
+  for (const round of [0, 1]) {
+    const events: GenerationEvent[] = [];
+    for await (const ev of p.complete(ids, options)) events.push(ev);
+    const [first, ...rest] = events;
+    assert.ok(
+      first.type === "delta" && first.text === "" && first.prompt,
+      "the prompt comes first",
+    );
+    const done = rest.at(-1)!;
+    assert.ok(done.type === "done");
+    const echo = first.prompt;
+    assert.deepEqual(done.result.prompt, echo);
+    assert.ok(rest.every((e) => e.type === "done" || !e.prompt), "once");
+    assert.equal(done.result.usage.cachedTokens, 0, `round ${round}`);
+    assert.equal(done.result.usage.completionTokens, 2);
+    // Token ids given: their text decoded with the special tokens.
+    assert.equal(echo.text, p.tokenizer.decode(ids));
+    assert.ok(echo.text!.startsWith("<|im_start|>system"), echo.text);
+    const lps = echo.logprobs!;
+    assert.equal(lps.length, S);
+    assert.deepEqual(lps.map((t) => t.id), ids);
+    assert.deepEqual([lps[0].token, lps[0].logprob, lps[0].topLogprobs], [
+      "<|im_start|>",
+      null,
+      [],
+    ]);
+    // The tokens' bytes, in order, are the prompt's text.
+    assert.equal(new TextDecoder().decode(Uint8Array.from(lps.flatMap((t) => t.bytes))), echo.text);
+    for (let i = 1; i < S; i++) {
+      const want = logprobsRef(all.subarray((i - 1) * V, i * V), ids[i], 3);
+      const got = lps[i];
+      const near = (a: number | null, b: number) =>
+        Math.abs(a! - b) <= 2e-5 * Math.max(1, Math.abs(b));
+      assert.ok(near(got.logprob, want.logprob), `token ${i}: ${got.logprob} vs ${want.logprob}`);
+      assert.deepEqual(got.topLogprobs.map((t) => t.id), want.top.map((t) => t.id), `token ${i}`);
+      got.topLogprobs.forEach((t, j) =>
+        assert.ok(near(t.logprob, want.top[j].logprob), `${i}/${j}`)
+      );
+      // And the most likely is transformers' argmax at that position.
+      assert.equal(
+        got.topLogprobs[0].id,
+        ref.logitsArgmax[i - 1],
+        `token ${i}: transformers' argmax`,
+      );
+    }
+  }
+  // A text prompt is echoed exactly as given (the tokenizer's NFC normalisation aside).
+  const text = "Cafe\u0301 <|im_start|> au lait";
+  for await (const ev of p.complete(text, { maxNewTokens: 1, echo: true })) {
+    if (ev.type === "done") {
+      assert.deepEqual(ev.result.prompt, { text });
+      assert.equal(ev.result.logprobs, undefined);
+    }
+  }
+  // Neither asked: no prompt record; the counts refused by name.
+  for await (const ev of p.complete(text, { maxNewTokens: 1 })) {
+    assert.ok(ev.type === "done" ? ev.result.prompt === undefined : ev.prompt === undefined);
+  }
+  await assert.rejects(
+    p.checkPrompt(ids, { promptLogprobs: 21 }),
+    /promptLogprobs must be an integer in \[0, 20\], got 21/,
+  );
+  await assert.rejects(
+    p.checkPrompt(ids, { echo: 1 as unknown as boolean }),
+    /echo must be true or false, got 1/,
   );
 });
 

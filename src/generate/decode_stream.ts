@@ -10,7 +10,13 @@ import { LoopDetector } from "./loop_detector.ts";
 import type { ResolvedOptions } from "./options.ts";
 import { StopStringFilter } from "./stop_strings.ts";
 import { type BatchRecorder, type PumpOptions, pumpTokens } from "./token_pump.ts";
-import type { FinishReason, GenerationEvent, GenerationResult, TokenLogprob } from "./types.ts";
+import type {
+  FinishReason,
+  GenerationEvent,
+  GenerationResult,
+  PromptEcho,
+  TokenLogprob,
+} from "./types.ts";
 import { logprobSide, type TokenLogprobRecord } from "../../kernels/logprobs.ts";
 import { tokenLogprob, type TokenText } from "./logprobs.ts";
 
@@ -56,6 +62,8 @@ export interface PromptStats {
   visionMs: number;
   /** performance.now() when the prefill started: the first token's arrival ends the prefill time. */
   prefillStart: number;
+  /** The prompt echoed and scored, for the final record (GenerationResult.prompt). */
+  prompt?: PromptEcho;
 }
 
 /** Options of {@link decodeStream} beyond the generation options. */
@@ -197,6 +205,7 @@ export async function* decodeStream(
       tokensPerSecond: completion > 1 && decodeMs > 0 ? (completion - 1) / (decodeMs / 1000) : 0,
     },
     ...(lp ? { logprobs: allLogprobs } : {}),
+    ...(stats.prompt ? { prompt: stats.prompt } : {}),
   };
   yield { type: "done", result };
   return result;

@@ -16,7 +16,7 @@ import type { ResolvedOptions } from "./options.ts";
 import type { PreparedPrompt } from "./prompt.ts";
 import { imageKeys, type PromptCache } from "./prompt_cache.ts";
 import { SessionRun } from "./session_run.ts";
-import { tokenTexts } from "./logprobs.ts";
+import { promptEcho, tokenTexts } from "./logprobs.ts";
 import type { GenerationEvent, GenerationResult } from "./types.ts";
 
 /** The prompt cache to use, and hooks for tests. */
@@ -67,7 +67,10 @@ export async function* runGeneration(
     // What the cache holds of the prompt decides which images to encode; the session is taken
     // (or made) after the vision tower, whose activations the memory plan does not count beside
     // a whole-context KV cache.
-    const peeked = cache?.peek(history, S + o.maxNewTokens) ?? { tokens: 0, images: 0 };
+    // Scoring the prompt runs all of it: the cache serves none.
+    const none = { tokens: 0, images: 0 };
+    const scoring = o.promptLogprobs !== undefined;
+    const peeked = (!scoring && cache?.peek(history, S + o.maxNewTokens)) || none;
     const cachedGrids = prompt.gridThw.slice(0, peeked.images);
     if (prompt.gridThw.length > peeked.images) {
       const t0 = performance.now();
@@ -86,20 +89,24 @@ export async function* runGeneration(
       ? await cache.take(history, S + o.maxNewTokens)
       : { session: model.createSession(S + o.maxNewTokens), cached: peeked };
     session = hit.session;
-    heldRows = hit.cached.tokens;
+    const cached = scoring ? none : hit.cached;
+    heldRows = cached.tokens;
     hooks.onSession?.(session);
     const prefillStart = performance.now();
+    let echo;
     try {
       // An abort during the vision tower or between prefill chunks stops the prefill.
-      await model.prefill(session, prompt.inputIds, images, {
+      const { promptLogprobs } = await model.prefill(session, prompt.inputIds, images, {
         signal: o.signal,
-        cached: { tokens: hit.cached.tokens, grids: cachedGrids },
+        cached: { tokens: cached.tokens, grids: cachedGrids },
+        promptLogprobs: o.promptLogprobs,
       });
+      echo = promptEcho(tokenizer, prompt, o, promptLogprobs);
     } catch (error) {
       if (!o.signal?.aborted) throw error;
       // Prefill stops between chunks and writes rows from heldRows on only: the session stays
       // cacheable with the rows before.
-      return yield* aborted(S, prompt.imageTokens, visionMs, hit.cached.tokens);
+      return yield* aborted(S, prompt.imageTokens, visionMs, cached.tokens);
     }
     heldRows = S;
     images?.destroy();
@@ -115,12 +122,14 @@ export async function* runGeneration(
       logitBias: o.logitBias,
       seed: o.seed,
     }, o.logprobs ? o.topLogprobs : undefined);
+    if (echo) yield { type: "delta", text: "", prompt: echo };
     return yield* decodeStream(run, o, skipUnknownIds(decoder, tokenizer.vocabSize), {
       promptTokens: S,
       imageTokens: prompt.imageTokens,
-      cachedTokens: hit.cached.tokens,
+      cachedTokens: cached.tokens,
       visionMs,
       prefillStart,
+      prompt: echo,
     }, { ...hooks, ids: generated, ...(o.logprobs ? { tokenText: tokenTexts(tokenizer) } : {}) });
   } catch (error) {
     failed = true; // the session's rows may be half written

@@ -5,7 +5,9 @@
  */
 import type { TokenLogprobRecord } from "../../kernels/logprobs.ts";
 import type { Tokenizer } from "../tokenizer.ts";
-import type { TokenLogprob, TopLogprob } from "./types.ts";
+import type { ResolvedOptions } from "./options.ts";
+import type { PreparedPrompt } from "./prompt.ts";
+import type { PromptEcho, TokenLogprob, TopLogprob } from "./types.ts";
 
 /** A token's text (Hugging Face's decode of it alone) and its exact bytes. */
 export interface TokenText {
@@ -32,9 +34,13 @@ const BYTE_OF: ReadonlyMap<string, number> = (() => {
  * its text as bytes; one that holds part of a character (the text shows U+FFFD) has its
  * byte-level vocabulary entry read back to bytes. Special tokens (`<|im_end|>`) and ids past the
  * tokenizer's vocabulary (padding rows of the lm_head) are "" with no bytes, as they add no text
- * to the answer: its bytes are its tokens' bytes, in order.
+ * to the answer: its bytes are its tokens' bytes, in order. With `special`, special tokens are
+ * their text, as in a prompt's text.
  */
-export function tokenTexts(tokenizer: Tokenizer): (id: number) => TokenText {
+export function tokenTexts(
+  tokenizer: Tokenizer,
+  { special = false } = {},
+): (id: number) => TokenText {
   const cache = new Map<number, TokenText>();
   const utf8 = new TextEncoder();
   return (id) => {
@@ -44,7 +50,7 @@ export function tokenTexts(tokenizer: Tokenizer): (id: number) => TokenText {
       t = { token: "", bytes: [] };
     } else {
       // As the answer's text: a special token adds none (its id still names it).
-      const token = tokenizer.decode([id], { skipSpecialTokens: true });
+      const token = tokenizer.decode([id], { skipSpecialTokens: !special });
       let bytes = [...utf8.encode(token)];
       const entry = tokenizer.idToToken(id);
       if (token.includes("\ufffd") && entry && [...entry].every((c) => BYTE_OF.has(c))) {
@@ -61,4 +67,29 @@ export function tokenTexts(tokenizer: Tokenizer): (id: number) => TokenText {
 export function tokenLogprob(r: TokenLogprobRecord, text: (id: number) => TokenText): TokenLogprob {
   const one = (id: number, logprob: number): TopLogprob => ({ ...text(id), id, logprob });
   return { ...one(r.id, r.logprob), topLogprobs: r.top.map((t) => one(t.id, t.logprob)) };
+}
+
+/**
+ * The prompt's record of a generation (undefined when neither `echo` nor
+ * `promptLogprobs` asks for one): the prompt's text, and its tokens beside `records`, the
+ * prefill's scores of every token after the first (kernels/logprobs.ts PromptLogprobs).
+ */
+export function promptEcho(
+  tokenizer: Tokenizer,
+  prompt: PreparedPrompt,
+  o: Pick<ResolvedOptions, "echo" | "promptLogprobs">,
+  records: readonly TokenLogprobRecord[] | undefined,
+): PromptEcho | undefined {
+  if (!o.echo && o.promptLogprobs === undefined) return undefined;
+  const ids = prompt.inputIds;
+  const echo: PromptEcho = {};
+  if (o.echo) echo.text = prompt.text ?? tokenizer.decode(ids, { skipSpecialTokens: false });
+  if (records) {
+    const text = tokenTexts(tokenizer, { special: true });
+    echo.logprobs = [
+      { ...text(ids[0]), id: ids[0], logprob: null, topLogprobs: [] },
+      ...records.map((r) => tokenLogprob(r, text)),
+    ];
+  }
+  return echo;
 }

@@ -128,6 +128,10 @@ export interface ResolvedOptions {
   /** Report logprobs, and this many alternatives a position. */
   logprobs: boolean;
   topLogprobs: number;
+  /** Score the prompt with this many alternatives a position (undefined: not at all). */
+  promptLogprobs?: number;
+  /** Echo the prompt's text. */
+  echo: boolean;
   /** Integer in [0, 2^53): the GPU RNG takes its low and high 32 bits. */
   seed: number;
   stop: string[];
@@ -149,6 +153,8 @@ const OPTION_KEYS: Record<keyof GenerateOptions, true> = {
   logitBias: true,
   logprobs: true,
   topLogprobs: true,
+  promptLogprobs: true,
+  echo: true,
   seed: true,
   stop: true,
   stopOnLoop: true,
@@ -233,10 +239,7 @@ export function resolveOptions(
   const [frequencyPenalty, presencePenalty] = (["frequencyPenalty", "presencePenalty"] as const)
     .map((key) => numField(o, key, 0, (v) => v >= -2 && v <= 2, "a number in [-2, 2] (0 = none)"));
   const logitBias = o.logitBias === undefined ? [] : parseLogitBias(o.logitBias);
-  const logprobs = o.logprobs ?? false;
-  if (typeof logprobs !== "boolean") {
-    throw new InvalidInputError(`logprobs must be true or false, got ${preview(logprobs)}`);
-  }
+  const logprobs = boolField(o, "logprobs");
   const topLogprobs = intField(o, "topLogprobs", 0, 0, MAX_TOP_LOGPROBS);
   if (topLogprobs > 0 && !logprobs) {
     // As vLLM: alternatives only with logprobs true (0 without it asks for nothing: clients that
@@ -245,12 +248,13 @@ export function resolveOptions(
       `topLogprobs needs logprobs: true (got topLogprobs ${topLogprobs} without it)`,
     );
   }
+  const promptLogprobs = o.promptLogprobs === undefined
+    ? undefined
+    : intField(o, "promptLogprobs", 0, 0, MAX_TOP_LOGPROBS);
   const seed = intField(o, "seed", randomSeed(), 0, Number.MAX_SAFE_INTEGER);
   const stop = stopField(o.stop);
-  const stopOnLoop = o.stopOnLoop ?? false;
-  if (typeof stopOnLoop !== "boolean") {
-    throw new InvalidInputError(`stopOnLoop must be true or false, got ${preview(stopOnLoop)}`);
-  }
+  const stopOnLoop = boolField(o, "stopOnLoop");
+  const echo = boolField(o, "echo");
   const signal = o.signal;
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new InvalidInputError(`signal must be an AbortSignal, got ${preview(signal)}`);
@@ -267,6 +271,8 @@ export function resolveOptions(
     logitBias,
     logprobs,
     topLogprobs,
+    promptLogprobs,
+    echo,
     seed,
     stop,
     stopTokenIds: [...config.eosTokenIds],
@@ -302,6 +308,14 @@ export function parseLogitBias(v: unknown, name = "logitBias"): [number, number]
     }
     return [id, b];
   });
+}
+
+function boolField(o: Record<string, unknown>, key: string): boolean {
+  const v = o[key] ?? false;
+  if (typeof v !== "boolean") {
+    throw new InvalidInputError(`${key} must be true or false, got ${preview(v)}`);
+  }
+  return v;
 }
 
 function clampTopP(v: number): number {

@@ -68,4 +68,6 @@ export interface PreparedPrompt {
   gridThw: GridThw[];
   /** Σ vision tokens (image pads in inputIds). */
   imageTokens: number;
+  /** A raw prompt's text as given (what `echo` shows; else the ids are decoded). */
+  text?: string;
 }

@@ -50,6 +50,19 @@ export interface GenerateOptions {
   logprobs?: boolean;
   /** With `logprobs`: also this many most likely tokens at each position (0..20). */
   topLogprobs?: number;
+  /**
+   * Score the prompt itself (vLLM's prompt_logprobs; /v1/completions' echo with logprobs): every
+   * prompt token's log probability given the tokens before it, and this many most likely tokens
+   * at its position (0..20), on a first delta before the answer and on the result (`prompt`). It
+   * runs the lm_head over every prompt row and the whole prompt (the prompt cache serves none).
+   */
+  promptLogprobs?: number;
+  /**
+   * Put the prompt's text on a first delta before the answer and on the result (`prompt`; OpenAI's
+   * `echo`): a raw prompt's as given to `complete()` (token ids decoded), a chat's as the model
+   * reads it (the template's text, special tokens and image pads included).
+   */
+  echo?: boolean;
   /** Same seed, same options, same prompt → same text. */
   seed?: number;
   /** Strings that end the answer (not included in it). */
@@ -79,6 +92,26 @@ export interface TokenLogprob extends TopLogprob {
   topLogprobs: TopLogprob[];
 }
 
+/** A prompt token and, from the second on, its log probability given the tokens before it. */
+export interface PromptTokenLogprob extends Omit<TokenLogprob, "logprob"> {
+  /**
+   * log_softmax of the raw logits of the position before it; null for the first token (nothing
+   * predicts it: its `topLogprobs` are empty).
+   */
+  logprob: number | null;
+}
+
+/** The prompt, echoed (`echo`) and scored (`promptLogprobs`). */
+export interface PromptEcho {
+  /** With `echo`: the prompt's text. */
+  text?: string;
+  /**
+   * With `promptLogprobs`: one entry per prompt token, in order (special tokens by their text,
+   * e.g. "<|im_start|>").
+   */
+  logprobs?: PromptTokenLogprob[];
+}
+
 /** Why generation ended. */
 export type FinishReason = "stop" | "length" | "loop" | "abort";
 
@@ -102,6 +135,8 @@ export interface GenerationResult {
   timings: { visionMs: number; prefillMs: number; decodeMs: number; tokensPerSecond: number };
   /** With `logprobs`: every answer token's, in order (those of the delta events together). */
   logprobs?: TokenLogprob[];
+  /** With `echo` or `promptLogprobs`: the prompt's record (as on the first delta). */
+  prompt?: PromptEcho;
 }
 
 /** What a stream yields: text as it is written, then one final record. */
@@ -116,6 +151,11 @@ export type GenerationEvent =
      * the same); a stop id has none: it is not part of the answer.
      */
     logprobs?: TokenLogprob[];
+    /**
+     * With `echo` or `promptLogprobs`: the prompt's record, on a first delta of its own (empty
+     * text) as soon as the prompt has run, before any answer text.
+     */
+    prompt?: PromptEcho;
   }
   | { type: "done"; result: GenerationResult };
 
