@@ -8,6 +8,7 @@ import type { ChatEngine } from "../src/generate/types.ts";
 import { createApp, type ServerOptions } from "../src/server/app.ts";
 import { FakeEngine } from "../src/server/_fake_engine.ts";
 import { loadEngine } from "../src/server/_engine.ts";
+import { readReferenceCase } from "../src/model/_fixture.ts";
 
 const PNG = await Deno.readFile(
   new URL("./fixtures/tiny-qwen2vl/reference/case1_0.png", import.meta.url),
@@ -246,6 +247,37 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
       streamed += c.choices[0]?.text ?? "";
     }
     assert.equal(streamed, done.choices[0].text);
+
+    // lm-evaluation-harness's loglikelihood request: token ids, echo, max_tokens 0, logprobs 1 —
+    // the prompt's tokens scored, the first null, each position's most likely transformers' argmax.
+    const ids = Array.from(ids3);
+    const scored = await s.client.completions.create({
+      model: "tiny-qwen2vl",
+      prompt: [ids],
+      echo: true,
+      max_tokens: 0,
+      logprobs: 1,
+      temperature: 0,
+    });
+    const c = scored.choices[0];
+    assert.equal(c.text, rawPrompt);
+    assert.equal(scored.usage?.completion_tokens, 0);
+    const lps = c.logprobs!;
+    assert.equal(lps.tokens!.length, ids.length);
+    assert.equal(lps.tokens!.join(""), rawPrompt);
+    assert.equal(lps.token_logprobs![0], null);
+    assert.equal(lps.top_logprobs![0], null);
+    const argmax = (await readReferenceCase(3)).logitsArgmax;
+    for (let i = 1; i < ids.length; i++) {
+      const top = lps.top_logprobs![i]!;
+      const own = lps.token_logprobs![i]!;
+      assert.ok(own < 0 && top[lps.tokens![i]] === own, `token ${i}`);
+      // The most likely's text is transformers' argmax's (greedy exactly where the token is it).
+      const best = Object.entries(top).sort((a, b) => b[1] - a[1])[0];
+      const want = engine.tokenizer.decode([argmax[i - 1]]);
+      assert.equal(best[0], want, `position ${i}`);
+      assert.equal(best[1] === own, ids[i] === argmax[i - 1], `position ${i} greedy`);
+    }
   } finally {
     engine.dispose();
   }

@@ -11,6 +11,7 @@ import type {
   FinishReason,
   GenerateOptions,
   GenerationEvent,
+  PromptEcho,
   TokenLogprob,
 } from "../generate/types.ts";
 import { ContextLengthError, InvalidInputError } from "../errors.ts";
@@ -64,6 +65,35 @@ export function describeRequest(messages: ChatMessage[]): string {
     ? lastUser.content
     : (lastUser?.content ?? []).flatMap((p) => (p.type === "text" ? [p.text] : [])).join(" ");
   return `I see ${images} image${images === 1 ? "" : "s"}. You said: ${text}`;
+}
+
+/**
+ * The fake's prompt record: the last user message's text (what complete() was given), its words
+ * the tokens, word k scored −k / 100 with `promptLogprobs` alternatives "palt<j>" below it.
+ */
+function promptRecord(messages: ChatMessage[], o: GenerateOptions): PromptEcho | undefined {
+  if (!o.echo && o.promptLogprobs === undefined) return undefined;
+  const last = [...messages].reverse().find((m) => m.role === "user")?.content;
+  const text = typeof last === "string" ? last : "";
+  const one = (token: string, id: number, logprob: number) => ({
+    token,
+    id,
+    logprob,
+    bytes: [...new TextEncoder().encode(token)],
+  });
+  return {
+    ...(o.echo ? { text } : {}),
+    ...(o.promptLogprobs === undefined ? {} : {
+      logprobs: (text.match(/\s*\S+/g) ?? []).map((w, k) => ({
+        ...one(w, 500 + k, -k / 100),
+        ...(k === 0 ? { logprob: null } : {}),
+        topLogprobs: k === 0 ? [] : Array.from(
+          { length: o.promptLogprobs! },
+          (_, j) => one(`palt${j}`, 2000 + j, -k / 100 - j - 1),
+        ),
+      })),
+    }),
+  };
 }
 
 /** A ChatEngine that streams a scripted answer word by word. */
@@ -127,6 +157,9 @@ export class FakeEngine implements ChatEngine {
     try {
       if (o.error && !o.failAfterTokens) throw o.error;
       await sleep(o.prefillDelayMs ?? 0, options.signal);
+      // With echo / promptLogprobs: the last user text as the prompt, word k (from 0) scored −k / 100.
+      const prompt = promptRecord(messages, options);
+      if (prompt) yield { type: "delta", text: "", prompt };
       const answer = (o.answer ?? describeRequest)(messages);
       // Tokens: each word with the space before it.
       const tokens = answer.match(/\s*\S+/g) ?? [];
@@ -207,6 +240,7 @@ export class FakeEngine implements ChatEngine {
           },
           timings: { visionMs: 1, prefillMs: 2, decodeMs: 3, tokensPerSecond: 42 },
           ...(options.logprobs ? { logprobs } : {}),
+          ...(prompt ? { prompt } : {}),
         },
       };
     } finally {

@@ -12,6 +12,7 @@
 import type {
   FinishReason,
   GenerationResult,
+  PromptTokenLogprob,
   TokenLogprob,
   TopLogprob,
 } from "../generate/types.ts";
@@ -170,9 +171,10 @@ function chunk(
 /** The legacy completions' `logprobs` of a choice (null without logprobs). */
 export interface TextLogprobs {
   tokens: string[];
-  token_logprobs: number[];
-  /** Each token itself and its alternatives, by text (OpenAI's shape). */
-  top_logprobs: Record<string, number>[];
+  /** null for an echoed prompt's first token (nothing predicts it). */
+  token_logprobs: (number | null)[];
+  /** Each token itself and its alternatives, by text (OpenAI's shape); null where its logprob is. */
+  top_logprobs: (Record<string, number> | null)[];
   /** Where each token starts in the completion's text, in characters (code points, as Python's). */
   text_offset: number[];
 }
@@ -194,30 +196,65 @@ export class TextOffsets {
   }
 }
 
-/** The legacy logprobs of `entries`, their offsets from `offsets` (a stream's goes on). */
+/**
+ * The legacy logprobs of `entries` (an echoed prompt's, then the completion's), their offsets from
+ * `offsets` (a stream's goes on).
+ */
 export function textLogprobsObject(
-  entries: TokenLogprob[] | undefined,
+  entries: readonly (TokenLogprob | PromptTokenLogprob)[] | undefined,
   offsets: TextOffsets = new TextOffsets(),
 ): TextLogprobs | null {
   if (!entries) return null;
   const out: TextLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
   for (const e of entries) {
     out.tokens.push(e.token);
-    out.token_logprobs.push(jsonLogprob(e.logprob));
+    const lp = e.logprob === null ? null : jsonLogprob(e.logprob);
+    out.token_logprobs.push(lp);
     // The token first: where alternatives share its text (a split character's "\ufffd", a
     // special token's ""), the entry under that text is its own.
-    const top: Record<string, number> = { [e.token]: jsonLogprob(e.logprob) };
-    for (const t of e.topLogprobs) top[t.token] ??= jsonLogprob(t.logprob);
+    const top: Record<string, number> | null = lp === null ? null : { [e.token]: lp };
+    if (top) { for (const t of e.topLogprobs) top[t.token] ??= jsonLogprob(t.logprob); }
     out.top_logprobs.push(top);
     out.text_offset.push(offsets.next(e.bytes));
   }
   return out;
 }
 
-/** The non-streaming `/v1/completions` response. */
-export function textCompletionObject(header: CompletionHeader, result: GenerationResult): object {
-  const body = { text: result.text, logprobs: textLogprobsObject(result.logprobs) };
-  return whole(header, "text_completion", body, result);
+/** A /v1/completions request's `echo`: `only` for the prompt alone (max_tokens 0). */
+export interface Echo {
+  only: boolean;
+}
+
+/**
+ * What a completion reports of `result`: with `echo.only` the generated token (run, as in vLLM)
+ * is not shown or counted, and the completion ended at its length of 0.
+ */
+export function shownResult(result: GenerationResult, echo?: Echo): GenerationResult {
+  if (!echo?.only || result.finishReason === "abort") return result;
+  return {
+    ...result,
+    finishReason: "length",
+    text: "",
+    usage: { ...result.usage, completionTokens: 0 },
+    ...(result.logprobs ? { logprobs: [] } : {}),
+  };
+}
+
+/** The non-streaming `/v1/completions` response; with `echo`, the prompt (and its logprobs) first. */
+export function textCompletionObject(
+  header: CompletionHeader,
+  result: GenerationResult,
+  echo?: Echo,
+): object {
+  const shown = shownResult(result, echo);
+  const prompt = echo ? result.prompt : undefined;
+  const body = {
+    text: (prompt?.text ?? "") + shown.text,
+    logprobs: textLogprobsObject(
+      shown.logprobs && [...(prompt?.logprobs ?? []), ...shown.logprobs],
+    ),
+  };
+  return whole(header, "text_completion", body, shown);
 }
 
 /**

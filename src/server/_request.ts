@@ -310,13 +310,19 @@ export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequ
 export interface TextCompletionRequest extends Omit<ChatRequest, "messages"> {
   /** The raw prompt: text, or token ids. */
   prompt: string | number[];
+  /**
+   * `echo`: the prompt comes first in the text (and, with logprobs, its tokens scored); `only`
+   * for `max_tokens` 0: the prompt alone (one token is generated and not shown, as vLLM does).
+   */
+  echo?: { only: boolean };
 }
 
 /**
  * Validates a /v1/completions body: `prompt` (a string, token ids, or a list of one of them),
- * `logprobs` as the legacy integer of alternatives (0..20), `max_tokens` defaulting to 16 as
- * OpenAI's and vLLM's do, and the chat endpoint's sampling fields. `echo`, `suffix` and `best_of`
- * are refused (400 naming them).
+ * `logprobs` as the legacy integer of alternatives (0..20), `echo` (with logprobs, the prompt's
+ * tokens scored too; with `max_tokens` 0, the prompt alone — lm-evaluation-harness's loglikelihood
+ * requests), `max_tokens` defaulting to 16 as OpenAI's and vLLM's do, and the chat endpoint's
+ * sampling fields. `suffix` and `best_of` are refused (400 naming them).
  */
 export function parseCompletionRequest(
   json: unknown,
@@ -324,8 +330,14 @@ export function parseCompletionRequest(
 ): TextCompletionRequest {
   const { body, model } = modelRequest(json);
   const prompt = parsePrompt(body.prompt);
-  if (optionalBoolean(body, "echo")) {
-    throw badRequest("echo", "echo is not supported by this server.", "unsupported_parameter");
+  const echo = optionalBoolean(body, "echo") ?? false;
+  // max_tokens 0 asks for the prompt alone: only with echo (one token runs, as in vLLM).
+  const only = echo && body.max_tokens === 0;
+  if (body.max_tokens === 0 && !echo) {
+    throw badRequest(
+      "max_tokens",
+      "max_tokens must be at least 1; 0 (the prompt alone) needs echo: true. got 0.",
+    );
   }
   if (body.suffix !== undefined && body.suffix !== null && body.suffix !== "") {
     throw badRequest("suffix", "suffix is not supported by this server.", "unsupported_parameter");
@@ -344,10 +356,17 @@ export function parseCompletionRequest(
   // The legacy logprobs: the count of alternatives (0: the chosen token's alone), not a flag.
   const top = optionalNumber(body, "logprobs", { integer: true, min: 0, max: MAX_TOP_LOGPROBS });
   // The chat fields of those names are not this endpoint's (both checked above).
-  const sampling = parseSampling({ ...body, logprobs: undefined, top_logprobs: undefined }, limits);
+  const sampling = parseSampling({
+    ...body,
+    logprobs: undefined,
+    top_logprobs: undefined,
+    ...(only ? { max_tokens: 1 } : {}),
+  }, limits);
   sampling.options.maxNewTokens ??= 16;
   if (top !== undefined) Object.assign(sampling.options, { logprobs: true, topLogprobs: top });
-  return { model, prompt, ...sampling };
+  if (!echo) return { model, prompt, ...sampling };
+  Object.assign(sampling.options, { echo: true, promptLogprobs: top });
+  return { model, prompt, ...sampling, echo: { only } };
 }
 
 /** A completions `prompt`: text or token ids, alone or as a list of one (batches are refused). */

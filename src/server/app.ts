@@ -23,7 +23,6 @@ import type {
   GenerateOptions,
   GenerationEvent,
   GenerationResult,
-  TokenLogprob,
 } from "../generate/types.ts";
 import { badRequest, errorResponse, HttpError, toHttpError } from "./_errors.ts";
 import type { ImagePolicy } from "./_images.ts";
@@ -32,6 +31,8 @@ import {
   type CompletionHeader,
   completionHeader,
   completionObject,
+  type Echo,
+  shownResult,
   textChunkObject,
   textCompletionObject,
   textLogprobsObject,
@@ -166,11 +167,14 @@ interface Format {
   chunks(header: CompletionHeader, usage: { include: boolean }): {
     /** The chunk before any text, if the endpoint sends one. */
     open(): object | undefined;
-    delta(text: string, logprobs: TokenLogprob[] | undefined): object;
+    /** A delta's chunk, or undefined where it shows nothing. */
+    delta(event: Delta): object | undefined;
     finish(result: GenerationResult): object;
     usage(result: GenerationResult): object;
   };
 }
+
+type Delta = Extract<GenerationEvent, { type: "delta" }>;
 
 /** /v1/chat/completions: the assistant's role first, then content deltas. */
 const CHAT: Format = {
@@ -179,33 +183,51 @@ const CHAT: Format = {
   whole: completionObject,
   chunks: (header, usage) => ({
     open: () => chunkObject(header, { delta: { role: "assistant", content: "" } }, usage),
-    delta: (text, logprobs) => chunkObject(header, { delta: { content: text }, logprobs }, usage),
+    delta: (ev) =>
+      chunkObject(header, { delta: { content: ev.text }, logprobs: ev.logprobs }, usage),
     finish: (result) => chunkObject(header, { delta: {}, result }, usage),
     usage: (result) => chunkObject(header, null, { include: true, result }),
   }),
 };
 
-/** /v1/completions: text chunks, the legacy logprobs' offsets running on across them. */
-const TEXT: Format = {
-  prefix: "cmpl",
-  inputError: (error) => {
-    const http = toHttpError(error);
-    return http.status === 400 && (http.param === null || http.param === "messages")
-      ? badRequest("prompt", http.message, http.code ?? undefined)
-      : undefined;
-  },
-  whole: textCompletionObject,
-  chunks: (header, usage) => {
-    const offsets = new TextOffsets();
-    return {
-      open: () => undefined,
-      delta: (text, logprobs) =>
-        textChunkObject(header, { text, logprobs: textLogprobsObject(logprobs, offsets) }, usage),
-      finish: (result) => textChunkObject(header, { text: "", result }, usage),
-      usage: (result) => textChunkObject(header, null, { include: true, result }),
-    };
-  },
-};
+/**
+ * /v1/completions: text chunks, the legacy logprobs' offsets running on across them; with `echo`
+ * the prompt's text (and its scored tokens) first, in a chunk of its own, and with `echo.only`
+ * nothing after it (see shownResult).
+ */
+function textFormat(echo?: Echo): Format {
+  return {
+    prefix: "cmpl",
+    inputError: (error) => {
+      const http = toHttpError(error);
+      return http.status === 400 && (http.param === null || http.param === "messages")
+        ? badRequest("prompt", http.message, http.code ?? undefined)
+        : undefined;
+    },
+    whole: (header, result) => textCompletionObject(header, result, echo),
+    chunks: (header, usage) => {
+      const offsets = new TextOffsets();
+      const shown = (result: GenerationResult) => shownResult(result, echo);
+      return {
+        open: () => undefined,
+        delta: (ev) => {
+          const p = echo && ev.prompt;
+          if (!p && echo?.only) return undefined; // the token run past the prompt alone
+          // The prompt's scored tokens are there where the request asked for logprobs.
+          const entries = p ? p.logprobs : ev.logprobs;
+          const text = p ? p.text ?? "" : ev.text;
+          return textChunkObject(
+            header,
+            { text, logprobs: textLogprobsObject(entries, offsets) },
+            usage,
+          );
+        },
+        finish: (result) => textChunkObject(header, { text: "", result: shown(result) }, usage),
+        usage: (result) => textChunkObject(header, null, { include: true, result: shown(result) }),
+      };
+    },
+  };
+}
 
 /**
  * How long a streamed request waits for its first event before committing to a 200 SSE response.
@@ -393,7 +415,7 @@ export function createApp(
 
   app.post("/v1/completions", limitBody, async (c) => {
     const request = parseCompletionRequest(await readJson(c.req.raw), settings);
-    return await answer(c.req.raw, request, TEXT, async (e) => {
+    return await answer(c.req.raw, request, textFormat(request.echo), async (e) => {
       const complete = e.complete?.bind(e);
       if (!complete) {
         throw new HttpError(
@@ -405,7 +427,7 @@ export function createApp(
         );
       }
       // What the engine would refuse of the prompt, a 400 now rather than at its turn.
-      // (answer() names "prompt" in its refusals: TEXT.inputError.)
+      // (answer() names "prompt" in its refusals: textFormat's inputError.)
       await e.checkPrompt?.(request.prompt, request.options);
       return (options) => complete(request.prompt, options);
     });
@@ -490,10 +512,11 @@ export function createApp(
         for (let next = await first; !next.done && !signal.aborted; next = await events.next()) {
           const event = next.value;
           if (event.type === "delta") {
-            // With logprobs a delta may carry tokens but no text yet (held for a stop string).
-            if (event.text || event.logprobs?.length) {
-              send(chunks.delta(event.text, event.logprobs));
-            }
+            // With logprobs a delta may carry tokens but no text yet (held for a stop string);
+            // an echoed prompt comes on a delta of its own.
+            const chunk = (event.text || event.logprobs?.length || event.prompt) &&
+              chunks.delta(event);
+            if (chunk) send(chunk);
           } else {
             send(chunks.finish(event.result));
             if (usage.include) send(chunks.usage(event.result));

@@ -270,13 +270,74 @@ Deno.test("POST /v1/completions continues a raw prompt: text_completion, legacy 
   assert.deepEqual(fake.prompts.at(-1), [9707, 11]);
 });
 
+Deno.test("POST /v1/completions echo: the prompt first, its tokens scored (null first), alone with max_tokens 0", async () => {
+  const { app, fake } = setup();
+  const post = (body: object) =>
+    app.request("/v1/completions", { method: "POST", body: JSON.stringify(body) });
+  const body = { model: MODEL, prompt: "Once upon", max_tokens: 2, logprobs: 1, echo: true };
+  const json = await (await post(body)).json();
+  assert.equal(json.choices[0].text, "Once uponI see");
+  const { signal: _, ...options } = fake.calls[0].options;
+  assert.deepEqual(options, {
+    maxNewTokens: 2,
+    logprobs: true,
+    topLogprobs: 1,
+    echo: true,
+    promptLogprobs: 1,
+    stopOnLoop: true,
+  });
+  // The prompt's tokens, then the completion's; text offsets run on through both.
+  assert.deepEqual(json.choices[0].logprobs, {
+    tokens: ["Once", " upon", "I", " see"],
+    token_logprobs: [null, -0.01, -0.1, -0.2],
+    top_logprobs: [null, { " upon": -0.01, palt0: -1.01 }, { I: -0.1 }, { " see": -0.2 }],
+    text_offset: [0, 4, 9, 10],
+  });
+  assert.equal(json.usage.completion_tokens, 2);
+  // Streamed: the prompt in a chunk of its own, first.
+  const data = await sseData(await post({ ...body, stream: true }));
+  const chunks = data.slice(0, -1).map((d) => JSON.parse(d).choices[0]);
+  assert.deepEqual(chunks.map((c) => c.text), ["Once upon", "I", " see", ""]);
+  assert.deepEqual(chunks[0].logprobs.token_logprobs, [null, -0.01]);
+  assert.deepEqual(chunks.slice(0, 3).map((c) => c.logprobs.text_offset), [[0, 4], [9], [10]]);
+  // max_tokens 0 (lm-evaluation-harness's loglikelihood): one token runs, the prompt alone shows.
+  const zero = { ...body, max_tokens: 0 };
+  const only = await (await post(zero)).json();
+  assert.equal(fake.calls.at(-1)!.options.maxNewTokens, 1);
+  assert.equal(only.choices[0].text, "Once upon");
+  assert.deepEqual(only.choices[0].logprobs.tokens, ["Once", " upon"]);
+  assert.equal(only.choices[0].finish_reason, "length");
+  assert.equal(only.usage.completion_tokens, 0);
+  assert.equal(only.usage.total_tokens, only.usage.prompt_tokens);
+  const streamed = await sseData(
+    await post({ ...zero, stream: true, stream_options: { include_usage: true } }),
+  );
+  const parts = streamed.slice(0, -1).map((d) => JSON.parse(d));
+  assert.deepEqual(parts.map((c) => c.choices[0]?.text), ["Once upon", "", undefined]);
+  assert.equal(parts[1].choices[0].finish_reason, "length");
+  assert.equal(parts[2].usage.completion_tokens, 0);
+  // Echo without logprobs: the text alone, nothing scored.
+  const plain = await (await post({ model: MODEL, prompt: "Hi", max_tokens: 1, echo: true }))
+    .json();
+  assert.equal(plain.choices[0].text, "HiI");
+  assert.equal(plain.choices[0].logprobs, null);
+  assert.equal(fake.calls.at(-1)!.options.promptLogprobs, undefined);
+  // max_tokens 0 needs echo.
+  const refused = await post({ model: MODEL, prompt: "Hi", max_tokens: 0 });
+  assert.equal(refused.status, 400);
+  const error = (await refused.json()).error;
+  assert.equal(error.param, "max_tokens");
+  assert.match(error.message, /0 \(the prompt alone\) needs echo: true/);
+});
+
 Deno.test("POST /v1/completions refuses what it cannot serve, naming the field", async () => {
   const { app } = setup();
   const cases: [object, number, string | null][] = [
     [{ prompt: ["a", "b"] }, 400, "prompt"],
     [{ prompt: 5 }, 400, "prompt"],
     [{ prompt: [] }, 400, "prompt"],
-    [{ prompt: "a", echo: true }, 400, "echo"],
+    [{ prompt: "a", echo: "yes" }, 400, "echo"],
+    [{ prompt: "a", echo: true, max_tokens: -1 }, 400, "max_tokens"],
     [{ prompt: "a", suffix: "z" }, 400, "suffix"],
     [{ prompt: "a", best_of: 2 }, 400, "best_of"],
     [{ prompt: "a", logprobs: 21 }, 400, "logprobs"],
