@@ -62,6 +62,8 @@ export interface BenchOptions {
    * logit bias, still greedy.
    */
   penalties: boolean;
+  /** Prefill scoring every prompt token with this many alternatives (prompt logprobs), or not. */
+  promptLogprobs?: number;
 }
 
 const USAGE = `deno task bench [options]
@@ -86,6 +88,7 @@ const USAGE = `deno task bench [options]
   --logprobs N                decode with each token's logprob and N alternatives (0..20)
   --penalties                 decode with repetition, presence, frequency penalties and a
                               300-token logit bias on
+  --prompt-logprobs N         prefill scoring every prompt token, N alternatives (0..20)
 Prints one JSON line.`;
 
 /** Parses argv; throws InvalidInputError with the usage on a bad option. */
@@ -182,6 +185,12 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
         break;
       case "--penalties":
         o.penalties = true;
+        break;
+      case "--prompt-logprobs":
+        o.promptLogprobs = int(flag, val(), 0);
+        if (o.promptLogprobs > MAX_TOP_LOGPROBS) {
+          bad(`--prompt-logprobs must be at most ${MAX_TOP_LOGPROBS}`);
+        }
         break;
       case "--help":
       case "-h":

@@ -98,6 +98,8 @@ export interface BenchResult {
   logprobs?: number;
   /** --penalties: repetition, presence and frequency penalties were on. */
   penalties?: boolean;
+  /** --prompt-logprobs N: prefill (and TTFT) scored every prompt token, N alternatives. */
+  prompt_logprobs?: number;
   /** With --profile: each dispatch of a decode step timed alone (GPU µs per step). */
   decode_profile?: StepProfile & { step_us: number };
   /** With --profile: each dispatch of the vision tower and of prefill timed alone (GPU µs). */
@@ -279,7 +281,8 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       const t1 = performance.now();
       const img = grid ? model.encodeImages(pixels!, [grid]) : undefined;
       const tVision = performance.now();
-      await model.prefill(s, ids, img);
+      const scoring = { promptLogprobs: o.promptLogprobs };
+      await model.prefill(s, ids, img, scoring);
       // The generation loop's own sampler + advance, as Pipeline builds it after prefill.
       const run = new SessionRun(model, s, sampling(o), o.logprobs);
       record(gpu, run, 0, 1);
@@ -301,7 +304,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       const im2 = grid ? model.encodeImages(pixels!, [grid]) : undefined;
       if (im2) await readF32(gpu, im2.buffer, 1);
       const t3 = performance.now();
-      await model.prefill(s2, ids, im2);
+      await model.prefill(s2, ids, im2, scoring);
       await readF32(gpu, s2.logits, 1);
       const prefillS = (performance.now() - t3) / 1000;
       im2?.destroy();
@@ -399,6 +402,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         dispatches_per_step: s.decodeDispatches.length + 3 + (o.logprobs !== undefined ? 2 : 0),
         ...(o.logprobs !== undefined ? { logprobs: o.logprobs } : {}),
         ...(o.penalties ? { penalties: true } : {}),
+        ...(o.promptLogprobs !== undefined ? { prompt_logprobs: o.promptLogprobs } : {}),
         ...(profile ? { decode_profile: profile } : {}),
         ...(ttftProfile ? { ttft_profile: ttftProfile } : {}),
         ...(followup ? { followup } : {}),

@@ -35,6 +35,8 @@ Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
   assert.deepEqual([parseArgs([]).logprobs, parseArgs([]).penalties], [undefined, false]);
   const lp = parseArgs(["--logprobs", "20", "--penalties"]);
   assert.deepEqual([lp.logprobs, lp.penalties], [20, true]);
+  assert.equal(parseArgs([]).promptLogprobs, undefined);
+  assert.equal(parseArgs(["--prompt-logprobs", "1"]).promptLogprobs, 1);
   for (
     const bad of [
       ["--shape", "gpt"],
@@ -44,6 +46,7 @@ Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
       ["--image", "644"],
       ["--new-tokens", "0"],
       ["--logprobs", "21"],
+      ["--prompt-logprobs", "21"],
       ["--frobnicate"],
     ]
   ) {
