@@ -57,6 +57,10 @@ options:
   --json                    print one JSON object at the end: text, finish reason, usage, timings
   --logprobs <n>            with --json: each token's log probability and its n likeliest
                             alternatives (0..20) in the object's "logprobs"
+  --prompt-logprobs <n>     with --json: every prompt token's log probability given those
+                            before it, n alternatives (0..20), in "prompt"."logprobs"
+  --echo                    print the prompt (as the model reads it) before the answer; with
+                            --json in "prompt"."text"
 `;
 
 /** The options every model command takes. */
@@ -118,6 +122,7 @@ const FLAGS: Record<string, string> = {
   seed: "--seed",
   stop: "--stop",
   topLogprobs: "--logprobs",
+  promptLogprobs: "--prompt-logprobs",
 };
 
 /**
@@ -157,6 +162,8 @@ function readGenerateOptions(v: Values, usage: string): GenerateOptions {
   if (v["stop-on-loop"]) o.stopOnLoop = true;
   const top = numberOption(v, "logprobs", usage, true);
   if (top !== undefined) [o.logprobs, o.topLogprobs] = [true, top];
+  set("promptLogprobs", numberOption(v, "prompt-logprobs", usage, true));
+  if (v.echo) o.echo = true;
   return o;
 }
 
@@ -169,6 +176,8 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
     "stop-on-loop": { type: "boolean" },
     json: { type: "boolean" },
     logprobs: { type: "string" },
+    "prompt-logprobs": { type: "string" },
+    echo: { type: "boolean" },
     raw: { type: "boolean" },
   }, USAGE);
   if (v.help) {
@@ -177,8 +186,15 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
   }
   requireString(v, "model", USAGE);
   const options = generateOptions(v, USAGE);
-  if (options.logprobs && !v.json) {
-    throw new UsageError("--logprobs needs --json: the logprobs are in the JSON record", USAGE);
+  for (
+    const [set, flag] of [[options.logprobs, "--logprobs"], [
+      options.promptLogprobs !== undefined,
+      "--prompt-logprobs",
+    ]] as const
+  ) {
+    if (set && !v.json) {
+      throw new UsageError(`${flag} needs --json: the logprobs are in the JSON record`, USAGE);
+    }
   }
   if (v.raw && (stringList(v, "image").length || v.system !== undefined)) {
     throw new UsageError(
@@ -198,7 +214,7 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
     const events = raw !== undefined ? pipeline.complete(raw, o) : pipeline.generate(messages, o);
     for await (const ev of events) {
       if (ev.type === "done") result = ev.result;
-      else if (!v.json) await io.out(ev.text);
+      else if (!v.json) await io.out((ev.prompt?.text ?? "") + ev.text);
     }
     if (!result) throw new Error("generation ended without a result");
     if (v.json) {

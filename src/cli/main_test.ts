@@ -150,11 +150,29 @@ Deno.test("qvq generate --json prints one JSON record with text, finish reason, 
   const rj = JSON.parse(raw.out);
   assert.equal(rj.text, " retired retired retired");
   assert.equal(rj.usage.promptTokens, ref.inputIds.length);
+  // --prompt-logprobs and --echo: the prompt's record in the JSON; --echo alone prints it first.
+  const scored = await json3("--prompt", "The sea is", "--raw", "--prompt-logprobs", "1", "--echo");
+  assert.equal(scored.code, 0, scored.err);
+  const prompt = JSON.parse(scored.out).prompt;
+  assert.equal(prompt.text, "The sea is");
+  assert.deepEqual(prompt.logprobs.map((e: { token: string }) => e.token), ["The", " sea", " is"]);
+  assert.equal(prompt.logprobs[0].logprob, null);
+  assert.ok(prompt.logprobs[2].logprob < 0 && prompt.logprobs[2].topLogprobs.length === 1);
+  const two = ["generate", ...TINY_F32, ...GREEDY_2, "--prompt", "The sea is", "--raw"];
+  const answer = JSON.parse((await cli([...two, "--json"])).out).text;
+  const printed = await cli([...two, "--echo"]);
+  assert.equal(printed.code, 0, printed.err);
+  assert.equal(printed.out, `The sea is${answer}\n`);
   // Usage errors (exit 2) before any model loads: the model named does not even exist.
   const refused = [
     [["--raw", "--image", "x.png"], /--raw continues the prompt alone/],
     [["--logprobs", "21"], /--logprobs must be an integer in \[0, 20\], got 21/],
     [["--logprobs", "1"], /--logprobs needs --json/],
+    [["--prompt-logprobs", "0"], /--prompt-logprobs needs --json/],
+    [
+      ["--prompt-logprobs", "21", "--json"],
+      /--prompt-logprobs must be an integer in \[0, 20\], got 21/,
+    ],
   ] as const;
   for (const [flags, msg] of refused) {
     const r = await cli(["generate", "--model", "/nonexistent-model", "--prompt", "hi", ...flags]);
