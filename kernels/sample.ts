@@ -26,7 +26,7 @@ export const MAX_LOGIT_BIAS = 300;
 
 /**
  * Byte size of the per-request sampling settings buffer (struct Sampling in the shader): ten
- * 4-byte fields, the bias count and a reserved word, then the bias entries, 8 bytes each.
+ * 4-byte fields, the bias count and min_p, then the bias entries, 8 bytes each.
  */
 export const SAMPLING_BYTES = 48 + 8 * MAX_LOGIT_BIAS;
 
@@ -40,6 +40,11 @@ export interface SamplingSettings {
   topK: number;
   /** Keep the smallest most-likely set with probability ≥ topP; 1: off. In (0, 1]. */
   topP: number;
+  /**
+   * Keep the tokens at least this fraction as likely as the most likely (after top-k and top-p,
+   * transformers' MinPLogitsWarper); 0 or absent: off. In [0, 1].
+   */
+  minP?: number;
   /** > 0; 1: off. Penalises every distinct prompt or generated id once. */
   repetitionPenalty: number;
   /**
@@ -97,6 +102,8 @@ export function writeSamplingParams(gpu: Gpu, buffer: GPUBuffer, s: SamplingSett
     bad("topK", s.topK, "an integer ≥ 0");
   }
   if (!(s.topP > 0 && s.topP <= 1)) bad("topP", s.topP, "in (0, 1]");
+  const minP = s.minP ?? 0;
+  if (!(minP >= 0 && minP <= 1)) bad("minP", minP, "in [0, 1]");
   if (!(s.repetitionPenalty > 0) || !Number.isFinite(s.repetitionPenalty)) {
     bad("repetitionPenalty", s.repetitionPenalty, "> 0");
   }
@@ -135,6 +142,7 @@ export function writeSamplingParams(gpu: Gpu, buffer: GPUBuffer, s: SamplingSett
   v.setFloat32(32, s.frequencyPenalty, true);
   v.setFloat32(36, s.presencePenalty, true);
   v.setUint32(40, bias.length, true);
+  v.setFloat32(44, minP, true);
   bias.forEach(([id, b], i) => {
     v.setUint32(48 + 8 * i, id, true);
     v.setFloat32(52 + 8 * i, b, true);

@@ -1,5 +1,5 @@
 // Token sampling on the GPU, no readback: transformers' order — repetition penalty (logits
-// processor), then temperature → top-k → top-p (warpers) — then a draw from a counter-based RNG
+// processor), then temperature → top-k → top-p → min-p (warpers) — then a draw from a counter-based RNG
 // keyed by (seed, ring index). Greedy = argmax with the lowest index winning ties (torch.argmax).
 // OpenAI's logit_bias is added to the logits first, and its frequency and presence penalties,
 // which transformers lacks, come after the repetition penalty and before the temperature, over
@@ -23,6 +23,8 @@
 //   top-p: τ_p = the smallest t with mass{key > t} < top_p (bisection over keys): the token at which
 //          the descending cumulative probability first reaches top_p is kept with everything above
 //          it, as transformers' ascending `cumsum <= 1 - top_p` removal that keeps ≥ 1 token.
+//   min-p: τ_m = key(max + ln min_p): transformers' MinPLogitsWarper keeps p ≥ min_p · p_max over
+//          what top-k / top-p left, whose max is the overall max, so it is one more lower bound.
 // The tokens that can be drawn at all — within CUT of the max (the rest weigh < e^-30 each) and,
 // for top-p alone, above its lower bound — are compacted in draw order into workgroup memory when
 // they fit (CAP), and the thresholds and the draw run there; else on passes over `proc`.
@@ -43,7 +45,7 @@ struct Sampling {
   frequency: f32,      // frequency_penalty, a generated token's count times it; 0: off
   presence: f32,       // presence_penalty, once for every generated token; 0: off
   bias_count: u32,     // logit_bias entries in `biases`
-  reserved: u32,
+  min_p: f32,          // 0: off
   biases: array<vec2<u32>, {{MAX_BIAS}}>,  // (token id, bias as f32 bits), ids distinct
 }
 
@@ -338,6 +340,9 @@ fn pick(@builtin(local_invocation_index) lid: u32) {
   // margin for rounding) nothing can be drawn, so the cut is exact.
   var cut = mx - CUT;
   if (sp.top_p < 1.0 && !topk) { cut = max(cut, mx + log(z_all * (1.0 - sp.top_p) / f32(p.vocab)) - 0.01); }
+  // Nothing below min-p's bound is drawn; but top-p weighs the mass above top-k's threshold, all
+  // of it, so with top-p on the candidates keep it.
+  if (sp.min_p > 0.0 && sp.top_p >= 1.0) { cut = max(cut, mx + log(sp.min_p) - 0.01); }
   let floor_key = key(cut);
   var mine = 0u;
   for (var j = lid; j < p.nvec; j += 4u * WG) {
@@ -384,6 +389,7 @@ fn pick(@builtin(local_invocation_index) lid: u32) {
     }
     tau = lo;
   }
+  if (sp.min_p > 0.0) { tau = max(tau, key(mx + log(sp.min_p))); }
 
   // Draw: a prefix sum over the threads finds the one whose run crosses u · total; that thread
   // walks its run. Candidates: thread l owns the contiguous slots [l·per, (l+1)·per), which keeps

@@ -306,6 +306,9 @@ Deno.test("sample() with a seed replays the CPU reference draw and is reproducib
     [peaked, { ...base, temperature: 0.8, topP: 0.95, repetitionPenalty: 1.3, seed: 9 }],
     [peaked, { ...base, seed: 10 }],
     [peaked, { ...base, temperature: 0.7, presencePenalty: 1.5, frequencyPenalty: 0.25, seed: 11 }],
+    [flat, { ...base, temperature: 0.8, minP: 0.05, seed: 12 }],
+    [flat, { ...base, temperature: 1.2, topK: 40, topP: 0.9, minP: 0.2, seed: 13 }],
+    [peaked, { ...base, minP: 0.1, seed: 14 }],
   ];
   for (const [x, s] of settings) {
     for (const h of hs) {
@@ -369,6 +372,10 @@ Deno.test("sample() draws exactly from transformers' top-k / top-p token sets", 
     [{ topK: 3 }, [40, 7, 93]],
     [{ topK: 3, topP: 0.7 }, [40, 7]],
     [{ topK: 1 }, [40]],
+    // min_p: p ≥ 0.2 · 0.5 keeps {40, 7, 93}; 0.4 · 0.5 {40, 7}; after top-p 0.75, 0.7 · 0.5 {40}.
+    [{ minP: 0.2 }, [40, 7, 93]],
+    [{ minP: 0.4 }, [40, 7]],
+    [{ topP: 0.75, minP: 0.7 }, [40]],
   ];
   for (const candidates of [true, false]) {
     const h = new Harness(gpu, vocab, n + 1, candidates);
@@ -410,6 +417,10 @@ Deno.test("writeSamplingParams() rejects out-of-range settings naming the field"
     InvalidInputError,
   );
   assert.throws(() => writeSamplingParams(gpu, b, { ...GREEDY, seed: 1.5 }), /seed/);
+  assert.throws(
+    () => writeSamplingParams(gpu, b, { ...GREEDY, minP: 1.5 }),
+    /minP must be in \[0, 1\], got 1.5/,
+  );
   assert.throws(
     () => writeSamplingParams(gpu, b, { ...GREEDY, repetitionPenalty: 0 }),
     /repetitionPenalty/,

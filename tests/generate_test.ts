@@ -131,6 +131,14 @@ Deno.test("Pipeline.generate() with the same seed gives the same text, another s
   assert.notEqual(a.result.text, " retired".repeat(4));
 });
 
+Deno.test("Pipeline.generate() min-p 1 keeps the most likely token alone: greedy's answer, sampled", async () => {
+  const greedy = (await run({ maxNewTokens: 4, temperature: 0 })).result.text;
+  const sampled = { maxNewTokens: 4, temperature: 1, topK: 0, topP: 1, seed: 5 };
+  assert.equal((await run({ ...sampled, minP: 1 })).result.text, greedy);
+  // Without it the same seed draws from the nearly flat distribution.
+  assert.notEqual((await run(sampled)).result.text, greedy);
+});
+
 Deno.test("Pipeline.generate() applies the frequency penalty to what it generated", async () => {
   const greedy = { maxNewTokens: 10, temperature: 0 };
   const plain = (await run(greedy)).result.text;

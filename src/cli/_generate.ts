@@ -40,7 +40,7 @@ options:
                             tokens in it recognised; no --image or --system): /v1/completions
   --max-tokens <n>          most tokens to generate (1..8192)
   --temperature <t>         0 = greedy (default: generation_config.json)
-  --top-p <p>  --top-k <k>  --repetition-penalty <r>
+  --top-p <p>  --top-k <k>  --min-p <m>  --repetition-penalty <r>
   --presence-penalty <p>  --frequency-penalty <f>
                             OpenAI's penalties on tokens the answer already has: once / per
                             occurrence, -2..2 (e.g. 1 against endless repetition; 0: none)
@@ -103,6 +103,7 @@ export const SAMPLING_OPTIONS = {
   "max-tokens": { type: "string" },
   temperature: { type: "string" },
   "top-p": { type: "string" },
+  "min-p": { type: "string" },
   "top-k": { type: "string" },
   "repetition-penalty": { type: "string" },
   "presence-penalty": { type: "string" },
@@ -115,6 +116,7 @@ const FLAGS: Record<string, string> = {
   maxNewTokens: "--max-tokens",
   temperature: "--temperature",
   topP: "--top-p",
+  minP: "--min-p",
   topK: "--top-k",
   repetitionPenalty: "--repetition-penalty",
   presencePenalty: "--presence-penalty",
@@ -152,6 +154,7 @@ function readGenerateOptions(v: Values, usage: string): GenerateOptions {
   set("maxNewTokens", numberOption(v, "max-tokens", usage, true));
   set("temperature", numberOption(v, "temperature", usage));
   set("topP", numberOption(v, "top-p", usage));
+  set("minP", numberOption(v, "min-p", usage));
   set("topK", numberOption(v, "top-k", usage, true));
   set("repetitionPenalty", numberOption(v, "repetition-penalty", usage));
   set("presencePenalty", numberOption(v, "presence-penalty", usage));

@@ -116,6 +116,7 @@ export async function* runGeneration(
       temperature: o.temperature,
       topK: o.topK,
       topP: o.topP,
+      minP: o.minP,
       repetitionPenalty: o.repetitionPenalty,
       frequencyPenalty: o.frequencyPenalty,
       presencePenalty: o.presencePenalty,

@@ -33,6 +33,8 @@ export interface GenerationConfig {
   topK: number;
   /** Nucleus sampling: keep the smallest set of tokens whose probability reaches p (1: all). */
   topP: number;
+  /** MinPLogitsWarper: keep tokens at least this fraction as likely as the most likely (0: off). */
+  minP: number;
   /**
    * Penalty on tokens already in the context: their positive scores divided by it, negative ones
    * multiplied (transformers' repetition_penalty; 1: none).
@@ -98,6 +100,7 @@ export function parseGenerationConfig(
     temperature: num("temperature", 1),
     topK: num("top_k", 50),
     topP: num("top_p", 1),
+    minP: num("min_p", 0),
     repetitionPenalty: num("repetition_penalty", 1),
     maxNewTokens: maxNew === undefined || maxNew === null ? undefined : num("max_new_tokens", 0),
   };
@@ -117,6 +120,8 @@ export interface ResolvedOptions {
   topK: number;
   /** 1 = no top-p filter. */
   topP: number;
+  /** 0 = no min-p filter. */
+  minP: number;
   /** 1 = no penalty. */
   repetitionPenalty: number;
   /** 0 = no penalty. */
@@ -146,6 +151,7 @@ const OPTION_KEYS: Record<keyof GenerateOptions, true> = {
   maxNewTokens: true,
   temperature: true,
   topP: true,
+  minP: true,
   topK: true,
   repetitionPenalty: true,
   frequencyPenalty: true,
@@ -229,6 +235,13 @@ export function resolveOptions(
     (v) => v > 0 && v <= 1,
     "a number in (0, 1]",
   );
+  const minP = numField(
+    o,
+    "minP",
+    config.minP >= 0 && config.minP <= 1 ? config.minP : 0,
+    (v) => v >= 0 && v <= 1,
+    "a number in [0, 1] (0 = off)",
+  );
   const repetitionPenalty = numField(
     o,
     "repetitionPenalty",
@@ -265,6 +278,7 @@ export function resolveOptions(
     temperature,
     topK,
     topP,
+    minP,
     repetitionPenalty,
     frequencyPenalty,
     presencePenalty,

@@ -85,6 +85,10 @@ Deno.test("resolveOptions() keeps the caller's values", () => {
     [8192, 0, 0, 1, 1, 42, true],
   );
   assert.deepEqual([o.frequencyPenalty, o.presencePenalty], [-2, 1.5]);
+  // min_p: the caller's, else generation_config.json's, else off.
+  assert.equal(o.minP, 0);
+  assert.equal(resolveOptions({ minP: 0.05 }, QVQ).minP, 0.05);
+  assert.equal(resolveOptions({}, parseGenerationConfig({ min_p: 0.1 })).minP, 0.1);
   assert.deepEqual([o.logprobs, o.topLogprobs], [false, 0]);
   const lp = resolveOptions({ logprobs: true, topLogprobs: 20 }, QVQ);
   assert.deepEqual([lp.logprobs, lp.topLogprobs], [true, 20]);
@@ -110,6 +114,7 @@ Deno.test("resolveOptions() rejects every bad option with its field and value", 
     [{ topP: 0 }, /topP.*\b0\b/],
     [{ topP: 1.2 }, /topP.*1\.2/],
     [{ topK: -1 }, /topK.*-1/],
+    [{ minP: 1.5 }, /minP must be a number in \[0, 1\] \(0 = off\), got 1\.5/],
     [{ topK: 2.5 }, /topK.*2\.5/],
     [{ repetitionPenalty: 0 }, /repetitionPenalty.*\b0\b/],
     [{ presencePenalty: 2.5 }, /presencePenalty must be a number in \[-2, 2\].*2\.5/],

@@ -26,6 +26,12 @@ export interface GenerateOptions {
   topP?: number;
   /** Keep only the k most likely tokens (0: all). */
   topK?: number;
+  /**
+   * Min-p sampling: keep only the tokens at least this fraction as likely as the most likely one
+   * (after top-k and top-p, as transformers' MinPLogitsWarper; vLLM's and llama.cpp's min_p).
+   * 0..1, 0: off.
+   */
+  minP?: number;
   /** Penalty on tokens already in the context, as transformers' repetition_penalty (1: none). */
   repetitionPenalty?: number;
   /**

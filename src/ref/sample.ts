@@ -14,6 +14,8 @@ export interface SamplingRefOptions {
   topK: number;
   /** ≥ 1: off. */
   topP: number;
+  /** 0 or absent: off. */
+  minP?: number;
   /** 1: off. */
   repetitionPenalty: number;
   /** OpenAI's frequency_penalty over the generated ids; 0 or absent: off. */
@@ -73,7 +75,7 @@ export function argmax(x: ArrayLike<number>): number {
 }
 
 /**
- * The probabilities a seeded draw follows: top-k, then top-p, then softmax over what is left,
+ * The probabilities a seeded draw follows: top-k, then top-p, then min-p, then softmax over what is left,
  * transcribed from transformers (`scores < topk(scores, k)[0][-1]` removed; top-p sorts ascending,
  * removes `softmax(sorted).cumsum() <= 1 - top_p` and keeps the last token). f64.
  * @param scores (vocab) processed scores (after {@link processScores})
@@ -96,6 +98,12 @@ export function samplingProbs(scores: Float32Array, o: SamplingRefOptions): Floa
       if (cum <= 1 - o.topP) remove.push(order[r]);
     }
     for (const i of remove) s[i] = -Infinity;
+  }
+  if (o.minP) {
+    // MinPLogitsWarper: probs < min_p · max(probs) removed (the most likely always stays).
+    const probs = softmax(Array.from(s));
+    const floor = o.minP * Math.max(...probs);
+    for (let i = 0; i < n; i++) if (probs[i] < floor) s[i] = -Infinity;
   }
   return Float64Array.from(softmax(Array.from(s)));
 }

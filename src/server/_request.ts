@@ -421,6 +421,7 @@ function parseSampling(
     maxNewTokens: maxCompletion ?? maxTokens,
     temperature: optionalNumber(body, "temperature", { min: 0, max: 2 }),
     topP: optionalNumber(body, "top_p", { min: 0, max: 1, exclusiveMin: true }),
+    minP: optionalNumber(body, "min_p", { min: 0, max: 1 }),
     // The engine's ranges (generate/options.ts resolveOptions), checked here so they are 400s
     // naming the field even for a request that would first wait in the queue.
     topK: optionalNumber(body, "top_k", { integer: true, min: 1, max: 2 ** 31 - 1 }),
