@@ -139,6 +139,21 @@ Deno.test("Pipeline.generate() min-p 1 keeps the most likely token alone: greedy
   assert.notEqual((await run(sampled)).result.text, greedy);
 });
 
+Deno.test("Pipeline.generate() stopTokenIds end the answer; ignoreEos runs past the eos ids", async () => {
+  const p = await pipeline;
+  const retired = p.tokenizer.encode(" retired")[0];
+  const stopped = await run({ maxNewTokens: 4, temperature: 0, stopTokenIds: [retired] });
+  assert.deepEqual([stopped.result.text, stopped.result.finishReason], ["", "stop"]);
+  assert.equal(stopped.result.usage.completionTokens, 1);
+  // <|im_end|> forced by a bias: the answer ends at once, unless the eos ids are ignored.
+  const eos = { maxNewTokens: 3, temperature: 0, logitBias: { 151645: 100 } };
+  const ended = await run(eos);
+  assert.deepEqual([ended.result.finishReason, ended.result.usage.completionTokens], ["stop", 1]);
+  const ignored = await run({ ...eos, ignoreEos: true });
+  assert.deepEqual([ignored.result.text, ignored.result.finishReason], ["", "length"]);
+  assert.equal(ignored.result.usage.completionTokens, 3);
+});
+
 Deno.test("Pipeline.generate() applies the frequency penalty to what it generated", async () => {
   const greedy = { maxNewTokens: 10, temperature: 0 };
   const plain = (await run(greedy)).result.text;

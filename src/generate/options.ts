@@ -14,6 +14,8 @@ export const MAX_NEW_TOKENS_LIMIT = 8192;
 export const DEFAULT_MAX_NEW_TOKENS = 2048;
 /** Most stop strings per request; each is matched against every new piece of text. */
 export const MAX_STOP_STRINGS = 16;
+/** Most `stopTokenIds` per request. */
+export const MAX_STOP_TOKEN_IDS = 64;
 /** Longest stop string in UTF-16 code units. */
 export const MAX_STOP_LENGTH = 256;
 
@@ -163,6 +165,8 @@ const OPTION_KEYS: Record<keyof GenerateOptions, true> = {
   echo: true,
   seed: true,
   stop: true,
+  stopTokenIds: true,
+  ignoreEos: true,
   stopOnLoop: true,
   signal: true,
 };
@@ -266,6 +270,10 @@ export function resolveOptions(
     : intField(o, "promptLogprobs", 0, 0, MAX_TOP_LOGPROBS);
   const seed = intField(o, "seed", randomSeed(), 0, Number.MAX_SAFE_INTEGER);
   const stop = stopField(o.stop);
+  const ignoreEos = boolField(o, "ignoreEos");
+  const stopTokenIds = [
+    ...new Set([...(ignoreEos ? [] : config.eosTokenIds), ...stopIdsField(o.stopTokenIds)]),
+  ];
   const stopOnLoop = boolField(o, "stopOnLoop");
   const echo = boolField(o, "echo");
   const signal = o.signal;
@@ -289,7 +297,7 @@ export function resolveOptions(
     echo,
     seed,
     stop,
-    stopTokenIds: [...config.eosTokenIds],
+    stopTokenIds,
     stopOnLoop,
     signal,
   };
@@ -387,6 +395,16 @@ function stopField(v: unknown): string[] {
     }
   }
   return [...new Set(v as string[])];
+}
+
+function stopIdsField(v: unknown): number[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || v.length > MAX_STOP_TOKEN_IDS || !v.every(isTokenId)) {
+    throw new InvalidInputError(
+      `stopTokenIds must be an array of at most ${MAX_STOP_TOKEN_IDS} token ids, got ${preview(v)}`,
+    );
+  }
+  return v;
 }
 
 function randomSeed(): number {

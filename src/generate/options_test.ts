@@ -89,6 +89,13 @@ Deno.test("resolveOptions() keeps the caller's values", () => {
   assert.equal(o.minP, 0);
   assert.equal(resolveOptions({ minP: 0.05 }, QVQ).minP, 0.05);
   assert.equal(resolveOptions({}, parseGenerationConfig({ min_p: 0.1 })).minP, 0.1);
+  // stopTokenIds beside the eos ids; ignoreEos drops those.
+  assert.deepEqual(
+    resolveOptions({ stopTokenIds: [13, 151645] }, QVQ).stopTokenIds,
+    [151645, 151643, 13],
+  );
+  assert.deepEqual(resolveOptions({ stopTokenIds: [13], ignoreEos: true }, QVQ).stopTokenIds, [13]);
+  assert.deepEqual(resolveOptions({ ignoreEos: true }, QVQ).stopTokenIds, []);
   assert.deepEqual([o.logprobs, o.topLogprobs], [false, 0]);
   const lp = resolveOptions({ logprobs: true, topLogprobs: 20 }, QVQ);
   assert.deepEqual([lp.logprobs, lp.topLogprobs], [true, 20]);
@@ -115,6 +122,11 @@ Deno.test("resolveOptions() rejects every bad option with its field and value", 
     [{ topP: 1.2 }, /topP.*1\.2/],
     [{ topK: -1 }, /topK.*-1/],
     [{ minP: 1.5 }, /minP must be a number in \[0, 1\] \(0 = off\), got 1\.5/],
+    [
+      { stopTokenIds: [1.5] },
+      /stopTokenIds must be an array of at most 64 token ids, got \[1\.5\]/,
+    ],
+    [{ ignoreEos: "yes" }, /ignoreEos must be true or false/],
     [{ topK: 2.5 }, /topK.*2\.5/],
     [{ repetitionPenalty: 0 }, /repetitionPenalty.*\b0\b/],
     [{ presencePenalty: 2.5 }, /presencePenalty must be a number in \[-2, 2\].*2\.5/],

@@ -73,6 +73,16 @@ export interface GenerateOptions {
   seed?: number;
   /** Strings that end the answer (not included in it). */
   stop?: string[];
+  /**
+   * Token ids that end the answer too, beside the model's end-of-sequence ids (vLLM's
+   * stop_token_ids; not included in it). At most 64.
+   */
+  stopTokenIds?: number[];
+  /**
+   * Do not end at the model's end-of-sequence ids (vLLM's ignore_eos: answers of a fixed length,
+   * for benchmarks); `stopTokenIds` and `stop` still end it.
+   */
+  ignoreEos?: boolean;
   /** Stop with finishReason "loop" when the text keeps repeating itself. */
   stopOnLoop?: boolean;
   /**

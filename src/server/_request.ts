@@ -7,7 +7,12 @@
  * src/resources/chat/completions/completions.ts, Apache-2.0); only the fields qvq honours are typed.
  * @module
  */
-import { MAX_NEW_TOKENS_LIMIT, MAX_STOP_LENGTH, parseLogitBias } from "../generate/options.ts";
+import {
+  MAX_NEW_TOKENS_LIMIT,
+  MAX_STOP_LENGTH,
+  MAX_STOP_TOKEN_IDS,
+  parseLogitBias,
+} from "../generate/options.ts";
 import { InvalidInputError } from "../errors.ts";
 import type { ChatMessage, ContentPart, GenerateOptions } from "../generate/types.ts";
 import { badRequest } from "./_errors.ts";
@@ -99,6 +104,28 @@ function optionalBoolean(body: Json, name: string, param = name): boolean | unde
     );
   }
   return x;
+}
+
+/** vLLM's stop_token_ids: token ids that end the answer beside the model's eos ids. */
+function parseStopTokenIds(body: Json): number[] | undefined {
+  const ids = body.stop_token_ids;
+  if (ids === undefined || ids === null) return undefined;
+  if (
+    !Array.isArray(ids) || !ids.every((t) => Number.isSafeInteger(t) && t >= 0 && t < 2 ** 31)
+  ) {
+    throw badRequest(
+      "stop_token_ids",
+      "stop_token_ids must be an array of token ids.",
+      "invalid_type",
+    );
+  }
+  if (ids.length > MAX_STOP_TOKEN_IDS) {
+    throw badRequest(
+      "stop_token_ids",
+      `stop_token_ids takes at most ${MAX_STOP_TOKEN_IDS} ids; got ${ids.length}.`,
+    );
+  }
+  return ids.length ? ids : undefined;
 }
 
 function parseStop(body: Json): string[] | undefined {
@@ -436,6 +463,8 @@ function parseSampling(
     ...parseLogprobs(body),
     seed: optionalNumber(body, "seed", { integer: true, min: 0 }),
     stop: parseStop(body),
+    stopTokenIds: parseStopTokenIds(body),
+    ignoreEos: optionalBoolean(body, "ignore_eos"),
     stopOnLoop: optionalBoolean(body, "stop_on_loop") ?? limits.stopOnLoop,
   };
   // Leave unset fields out, so the engine's defaults (generation_config.json) apply.
