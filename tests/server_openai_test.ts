@@ -97,11 +97,11 @@ Deno.test("the openai client raises its typed errors: 400 with the field, 401, 4
   const bad = await s.client.chat.completions.create({
     model: engine.modelId,
     messages: question,
-    n: 3,
+    n: 9,
   }).catch((e) => e);
   assert.ok(bad instanceof OpenAI.BadRequestError);
   assert.equal(bad.param, "n");
-  assert.match(bad.message, /n must be 1/);
+  assert.match(bad.message, /n must be >= 1 and <= 8; got 9/);
 
   const wrongKey = new OpenAI({ apiKey: "sk-wrong", baseURL: s.baseURL, maxRetries: 0 });
   assert.ok((await wrongKey.models.list().catch((e) => e)) instanceof OpenAI.AuthenticationError);
@@ -247,6 +247,16 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
       streamed += c.choices[0]?.text ?? "";
     }
     assert.equal(streamed, done.choices[0].text);
+
+    // n: 2 choices, choice i as a request of its own with seed + i answers.
+    // (A plain prompt: after the template " retired" leads by too much for draws to differ.)
+    const sampled = { ...raw, prompt: "The sea is", temperature: 1, max_tokens: 3 };
+    const two = await s.client.completions.create({ ...sampled, n: 2, seed: 3 });
+    const alone = await s.client.completions.create({ ...sampled, seed: 4 });
+    assert.equal(two.choices.length, 2);
+    assert.equal(two.choices[1].text, alone.choices[0].text);
+    assert.notEqual(two.choices[0].text, two.choices[1].text);
+    assert.equal(two.usage?.completion_tokens, 6);
 
     // lm-evaluation-harness's loglikelihood request: token ids, echo, max_tokens 0, logprobs 1 —
     // the prompt's tokens scored, the first null, each position's most likely transformers' argmax.

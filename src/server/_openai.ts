@@ -101,30 +101,62 @@ export function logprobsObject(entries: TokenLogprob[] | undefined): object | nu
   };
 }
 
-/** The non-streaming response. */
-export function completionObject(header: CompletionHeader, result: GenerationResult): object {
-  const message = { role: "assistant", content: result.text, refusal: null };
-  return whole(
-    header,
-    "chat.completion",
-    { message, logprobs: logprobsObject(result.logprobs) },
-    result,
-  );
+/**
+ * The usage and timings of `n` choices of one prompt (OpenAI's `n`): the prompt counted once (the
+ * first choice's, which ran it), the completions' tokens and the times summed, the decode rate
+ * over them all.
+ */
+export function combinedResult(results: readonly GenerationResult[]): GenerationResult {
+  const [first] = results;
+  if (results.length === 1) return first;
+  const sum = (f: (r: GenerationResult) => number) => results.reduce((a, r) => a + f(r), 0);
+  const decodeMs = sum((r) => r.timings.decodeMs);
+  const decoded = sum((r) => Math.max(0, r.usage.completionTokens - 1));
+  return {
+    ...first,
+    usage: { ...first.usage, completionTokens: sum((r) => r.usage.completionTokens) },
+    timings: {
+      visionMs: sum((r) => r.timings.visionMs),
+      prefillMs: sum((r) => r.timings.prefillMs),
+      decodeMs,
+      tokensPerSecond: decodeMs > 0 ? decoded / (decodeMs / 1000) : 0,
+    },
+  };
 }
 
-/** A whole response of either endpoint: its one choice's `body`, finish reasons, usage, timings. */
+/** One result, or the `n` choices' results in order. */
+type Results = GenerationResult | readonly GenerationResult[];
+
+function list(results: Results): readonly GenerationResult[] {
+  return Array.isArray(results) ? results : [results as GenerationResult];
+}
+
+/** The non-streaming response: one choice a result. */
+export function completionObject(header: CompletionHeader, results: Results): object {
+  const all = list(results);
+  return whole(header, "chat.completion", all, (r) => ({
+    message: { role: "assistant", content: r.text, refusal: null },
+    logprobs: logprobsObject(r.logprobs),
+  }));
+}
+
+/**
+ * A whole response of either endpoint: each result's choice (its `body`, finish reasons), usage,
+ * timings.
+ */
 function whole(
   header: CompletionHeader,
   object: string,
-  body: Record<string, unknown>,
-  result: GenerationResult,
+  results: readonly GenerationResult[],
+  body: (r: GenerationResult) => Record<string, unknown>,
 ): object {
+  const all = combinedResult(results);
   return {
     ...header,
     object,
-    choices: [{ index: 0, ...body, ...finish(result) }],
-    usage: usageOf(result),
-    timings: timingsOf(result),
+    choices: results.map((r, index) => ({ index, ...body(r), ...finish(r) })),
+    usage: usageOf(all),
+    timings: timingsOf(all),
   };
 }
 
@@ -146,23 +178,29 @@ function finish(result?: GenerationResult): Record<string, unknown> {
  */
 export function chunkObject(
   header: CompletionHeader,
-  choice: { delta: object; result?: GenerationResult; logprobs?: TokenLogprob[] } | null,
+  choice:
+    | { delta: object; result?: GenerationResult; logprobs?: TokenLogprob[]; index?: number }
+    | null,
   usage?: { include: boolean; result?: GenerationResult },
 ): object {
   const body = choice && { delta: choice.delta, logprobs: logprobsObject(choice.logprobs) };
-  return chunk(header, "chat.completion.chunk", body, choice?.result, usage);
+  return chunk(header, "chat.completion.chunk", body, choice?.result, usage, choice?.index);
 }
 
-/** A streamed chunk of either endpoint: its choice's `body` (none: empty choices), usage. */
+/**
+ * A streamed chunk of either endpoint: choice `index`'s `body` (none: empty choices), usage
+ * (with `n` choices, of them all: {@link combinedResult}).
+ */
 function chunk(
   header: CompletionHeader,
   object: string,
   body: Record<string, unknown> | null,
   result: GenerationResult | undefined,
   usage: { include: boolean; result?: GenerationResult } | undefined,
+  index = 0,
 ): object {
   const c: Record<string, unknown> = { ...header, object };
-  c.choices = body ? [{ index: 0, ...body, ...finish(result) }] : [];
+  c.choices = body ? [{ index, ...body, ...finish(result) }] : [];
   if (body && result) c.timings = timingsOf(result);
   if (usage?.include) c.usage = usage.result ? usageOf(usage.result) : null;
   return c;
@@ -240,21 +278,23 @@ export function shownResult(result: GenerationResult, echo?: Echo): GenerationRe
   };
 }
 
-/** The non-streaming `/v1/completions` response; with `echo`, the prompt (and its logprobs) first. */
+/**
+ * The non-streaming `/v1/completions` response, one choice a result; with `echo`, the prompt (and
+ * its logprobs) first in each.
+ */
 export function textCompletionObject(
   header: CompletionHeader,
-  result: GenerationResult,
+  results: Results,
   echo?: Echo,
 ): object {
-  const shown = shownResult(result, echo);
-  const prompt = echo ? result.prompt : undefined;
-  const body = {
-    text: (prompt?.text ?? "") + shown.text,
-    logprobs: textLogprobsObject(
-      shown.logprobs && [...(prompt?.logprobs ?? []), ...shown.logprobs],
-    ),
-  };
-  return whole(header, "text_completion", body, shown);
+  const shown = list(results).map((r) => shownResult(r, echo));
+  return whole(header, "text_completion", shown, (r) => {
+    const prompt = echo ? r.prompt : undefined;
+    return {
+      text: (prompt?.text ?? "") + r.text,
+      logprobs: textLogprobsObject(r.logprobs && [...(prompt?.logprobs ?? []), ...r.logprobs]),
+    };
+  });
 }
 
 /**
@@ -264,9 +304,11 @@ export function textCompletionObject(
  */
 export function textChunkObject(
   header: CompletionHeader,
-  choice: { text: string; logprobs?: TextLogprobs | null; result?: GenerationResult } | null,
+  choice:
+    | { text: string; logprobs?: TextLogprobs | null; result?: GenerationResult; index?: number }
+    | null,
   usage?: { include: boolean; result?: GenerationResult },
 ): object {
   const body = choice && { text: choice.text, logprobs: choice.logprobs ?? null };
-  return chunk(header, "text_completion", body, choice?.result, usage);
+  return chunk(header, "text_completion", body, choice?.result, usage, choice?.index);
 }

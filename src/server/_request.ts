@@ -42,7 +42,12 @@ export interface ChatRequest {
   stream: boolean;
   /** `stream_options.include_usage`: send a last chunk with usage and empty choices. */
   includeUsage: boolean;
+  /** OpenAI's `n`: answers to generate, one after the other (1..{@link MAX_CHOICES}). */
+  n: number;
 }
+
+/** Most choices (`n`) a request may ask for: each is a whole generation, run in turn. */
+export const MAX_CHOICES = 8;
 
 type Json = Record<string, unknown>;
 
@@ -191,14 +196,6 @@ function parseLogprobs(body: Json): Pick<ChatRequest["options"], "logprobs" | "t
 
 /** Fields OpenAI defines that qvq cannot honour; sending them with a non-default value is a 400. */
 function refuseUnsupported(body: Json): void {
-  const n = optionalNumber(body, "n", { integer: true, min: 1 });
-  if (n !== undefined && n !== 1) {
-    throw badRequest(
-      "n",
-      `n must be 1; this server generates one choice per request, got ${n}.`,
-      "unsupported_value",
-    );
-  }
   for (const name of ["tools", "functions", "audio"]) {
     const x = body[name];
     if (x !== undefined && x !== null && !(Array.isArray(x) && x.length === 0)) {
@@ -420,8 +417,9 @@ function parsePrompt(x: unknown): string | number[] {
 function parseSampling(
   body: Json,
   limits: RequestLimits,
-): Pick<ChatRequest, "options" | "stream" | "includeUsage"> {
+): Pick<ChatRequest, "options" | "stream" | "includeUsage" | "n"> {
   refuseUnsupported(body);
+  const n = optionalNumber(body, "n", { integer: true, min: 1, max: MAX_CHOICES }) ?? 1;
   const maxTokens = optionalNumber(body, "max_tokens", {
     integer: true,
     min: 1,
@@ -471,7 +469,7 @@ function parseSampling(
   for (const key of Object.keys(options) as (keyof typeof options)[]) {
     if (options[key] === undefined) delete options[key];
   }
-  return { options, stream, includeUsage };
+  return { options, stream, includeUsage, n };
 }
 
 async function checkedImage(

@@ -35,6 +35,7 @@ Deno.test("parseChatRequest() maps OpenAI fields to GenerateOptions, preferring 
     options: { maxNewTokens: 20, stopOnLoop: false },
     stream: true,
     includeUsage: true,
+    n: 1,
   });
 });
 

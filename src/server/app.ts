@@ -28,6 +28,7 @@ import { badRequest, errorResponse, HttpError, toHttpError } from "./_errors.ts"
 import type { ImagePolicy } from "./_images.ts";
 import {
   chunkObject,
+  combinedResult,
   type CompletionHeader,
   completionHeader,
   completionObject,
@@ -140,15 +141,29 @@ function follow(clientSignal: AbortSignal, abort: AbortController): () => void {
   return () => clientSignal.removeEventListener("abort", onGone);
 }
 
-/** The engine's events once the ticket's turn comes; the turn is given back however they end. */
+/**
+ * The engine's events of `n` choices, one generation after the other, once the ticket's turn
+ * comes; the turn is given back however they end. With a seed, choice i samples with seed ± i
+ * (the same request, the same answers); without, each draws its own. An aborted choice ends them.
+ */
 async function* turnEvents(
   ticket: Ticket,
   start: (options: GenerateOptions) => AsyncIterable<GenerationEvent>,
   options: GenerateOptions,
-): AsyncGenerator<GenerationEvent> {
+  n: number,
+): AsyncGenerator<{ index: number; event: GenerationEvent }> {
   try {
     await ticket.ready;
-    yield* start(options);
+    for (let index = 0; index < n; index++) {
+      const s = options.seed;
+      const seed = s === undefined
+        ? {}
+        : { seed: s + index <= Number.MAX_SAFE_INTEGER ? s + index : s - index };
+      for await (const event of start({ ...options, ...seed })) {
+        yield { index, event };
+        if (event.type === "done" && event.result.finishReason === "abort") return;
+      }
+    }
   } finally {
     ticket.release();
   }
@@ -163,15 +178,18 @@ interface Format {
    * words name another; undefined for everything else (mapped and logged as usual).
    */
   inputError(error: unknown): HttpError | undefined;
-  whole(header: CompletionHeader, result: GenerationResult): object;
-  chunks(header: CompletionHeader, usage: { include: boolean }): {
+  /** The whole response: a choice a result (OpenAI's `n`). */
+  whole(header: CompletionHeader, results: GenerationResult[]): object;
+  /** Choice `index`'s chunks of a stream. */
+  chunks(header: CompletionHeader, usage: { include: boolean }, index: number): {
     /** The chunk before any text, if the endpoint sends one. */
     open(): object | undefined;
     /** A delta's chunk, or undefined where it shows nothing. */
     delta(event: Delta): object | undefined;
     finish(result: GenerationResult): object;
-    usage(result: GenerationResult): object;
   };
+  /** A stream's last chunk: no choices, the usage of them all. */
+  usage(header: CompletionHeader, results: GenerationResult[]): object;
 }
 
 type Delta = Extract<GenerationEvent, { type: "delta" }>;
@@ -181,13 +199,14 @@ const CHAT: Format = {
   prefix: "chatcmpl",
   inputError: () => undefined, // the engine's errors already name "messages"
   whole: completionObject,
-  chunks: (header, usage) => ({
-    open: () => chunkObject(header, { delta: { role: "assistant", content: "" } }, usage),
+  chunks: (header, usage, index) => ({
+    open: () => chunkObject(header, { delta: { role: "assistant", content: "" }, index }, usage),
     delta: (ev) =>
-      chunkObject(header, { delta: { content: ev.text }, logprobs: ev.logprobs }, usage),
-    finish: (result) => chunkObject(header, { delta: {}, result }, usage),
-    usage: (result) => chunkObject(header, null, { include: true, result }),
+      chunkObject(header, { delta: { content: ev.text }, logprobs: ev.logprobs, index }, usage),
+    finish: (result) => chunkObject(header, { delta: {}, result, index }, usage),
   }),
+  usage: (header, results) =>
+    chunkObject(header, null, { include: true, result: combinedResult(results) }),
 };
 
 /**
@@ -204,10 +223,9 @@ function textFormat(echo?: Echo): Format {
         ? badRequest("prompt", http.message, http.code ?? undefined)
         : undefined;
     },
-    whole: (header, result) => textCompletionObject(header, result, echo),
-    chunks: (header, usage) => {
+    whole: (header, results) => textCompletionObject(header, results, echo),
+    chunks: (header, usage, index) => {
       const offsets = new TextOffsets();
-      const shown = (result: GenerationResult) => shownResult(result, echo);
       return {
         open: () => undefined,
         delta: (ev) => {
@@ -218,14 +236,19 @@ function textFormat(echo?: Echo): Format {
           const text = p ? p.text ?? "" : ev.text;
           return textChunkObject(
             header,
-            { text, logprobs: textLogprobsObject(entries, offsets) },
+            { text, logprobs: textLogprobsObject(entries, offsets), index },
             usage,
           );
         },
-        finish: (result) => textChunkObject(header, { text: "", result: shown(result) }, usage),
-        usage: (result) => textChunkObject(header, null, { include: true, result: shown(result) }),
+        finish: (result) =>
+          textChunkObject(header, { text: "", result: shownResult(result, echo), index }, usage),
       };
     },
+    usage: (header, results) =>
+      textChunkObject(header, null, {
+        include: true,
+        result: combinedResult(results.map((r) => shownResult(r, echo))),
+      }),
   };
 }
 
@@ -439,7 +462,7 @@ export function createApp(
    */
   async function answer(
     raw: Request,
-    request: Pick<ChatRequest, "model" | "options" | "stream" | "includeUsage">,
+    request: Pick<ChatRequest, "model" | "options" | "stream" | "includeUsage" | "n">,
     format: Format,
     prepare: (
       engine: ChatEngine,
@@ -472,7 +495,12 @@ export function createApp(
       });
       const ticket = queue.enter(abort.signal);
       if (!ticket) throw busy();
-      const events = turnEvents(ticket, start, { ...request.options, signal: abort.signal });
+      const events = turnEvents(
+        ticket,
+        start,
+        { ...request.options, signal: abort.signal },
+        request.n,
+      );
       const header = completionHeader(e.modelId, format.prefix);
       if (request.stream) {
         const first = events.next();
@@ -481,10 +509,13 @@ export function createApp(
         streaming = true;
         return streamCompletion(header, format, events, first, request.includeUsage, abort, detach);
       }
-      for await (const event of events) {
-        if (event.type === "done") return Response.json(format.whole(header, event.result));
+      const results: GenerationResult[] = [];
+      for await (const { event } of events) if (event.type === "done") results.push(event.result);
+      if (results.length < request.n) {
+        if (abort.signal.aborted) return new Response(null, { status: CLIENT_CLOSED });
+        throw new Error("the engine's stream ended without a result");
       }
-      throw new Error("the engine's stream ended without a result");
+      return Response.json(format.whole(header, results));
     } catch (error) {
       if (abort.signal.aborted) return new Response(null, { status: CLIENT_CLOSED });
       throw format.inputError(error) ?? error;
@@ -497,20 +528,28 @@ export function createApp(
   function streamCompletion(
     header: CompletionHeader,
     format: Format,
-    events: AsyncGenerator<GenerationEvent>,
-    first: Promise<IteratorResult<GenerationEvent>>,
+    events: AsyncGenerator<{ index: number; event: GenerationEvent }>,
+    first: Promise<IteratorResult<{ index: number; event: GenerationEvent }>>,
     includeUsage: boolean,
     abort: AbortController,
     detach: () => void,
   ): Response {
     const usage = { include: includeUsage };
-    const chunks = format.chunks(header, usage);
+    // Each choice's chunks, made (and opened) at its first event; every finished one's result.
+    const choices: ReturnType<Format["chunks"]>[] = [];
+    const results: GenerationResult[] = [];
     return sseResponse(async (send, signal) => {
-      try {
+      const open = (index: number) => {
+        const chunks = choices[index] = format.chunks(header, usage, index);
         const opening = chunks.open();
         if (opening) send(opening);
+        return chunks;
+      };
+      try {
+        open(0); // at once: a client waiting in the queue sees its stream begin
         for (let next = await first; !next.done && !signal.aborted; next = await events.next()) {
-          const event = next.value;
+          const { index, event } = next.value;
+          const chunks = choices[index] ?? open(index);
           if (event.type === "delta") {
             // With logprobs a delta may carry tokens but no text yet (held for a stop string);
             // an echoed prompt comes on a delta of its own.
@@ -519,9 +558,10 @@ export function createApp(
             if (chunk) send(chunk);
           } else {
             send(chunks.finish(event.result));
-            if (usage.include) send(chunks.usage(event.result));
+            results.push(event.result);
           }
         }
+        if (usage.include && results.length) send(format.usage(header, results));
         send("[DONE]");
       } catch (error) {
         if (signal.aborted) return;

@@ -348,7 +348,7 @@ Deno.test("POST /v1/completions refuses what it cannot serve, naming the field",
     [{ prompt: "a", best_of: 2 }, 400, "best_of"],
     [{ prompt: "a", logprobs: 21 }, 400, "logprobs"],
     [{ prompt: "a", logprobs: true }, 400, "logprobs"],
-    [{ prompt: "a", n: 2 }, 400, "n"],
+    [{ prompt: "a", n: 9 }, 400, "n"],
     [{ prompt: "a", top_logprobs: 3 }, 400, "top_logprobs"],
     // What the engine refuses of the prompt, before queueing, named as the prompt's fault.
     [{ prompt: "" }, 400, "prompt"],
@@ -599,7 +599,8 @@ const MALFORMED: [string, unknown, number, string | null][] = [
   ["stop a number", { ...hello, stop: 5 }, 400, "stop"],
   ["stop with an empty string", { ...hello, stop: [""] }, 400, "stop"],
   ["five stop strings", { ...hello, stop: ["a", "b", "c", "d", "e"] }, 400, "stop"],
-  ["n 2", { ...hello, n: 2 }, 400, "n"],
+  ["n 9", { ...hello, n: 9 }, 400, "n"],
+  ["n 0", { ...hello, n: 0 }, 400, "n"],
   ["frequency_penalty 3", { ...hello, frequency_penalty: 3 }, 400, "frequency_penalty"],
   ["presence_penalty -2.5", { ...hello, presence_penalty: -2.5 }, 400, "presence_penalty"],
   ["logit_bias a list", { ...hello, logit_bias: [1] }, 400, "logit_bias"],
@@ -884,4 +885,66 @@ Deno.test("image URLs are fetched only when the server allows it", async () => {
   } finally {
     await images.shutdown();
   }
+});
+
+Deno.test("n choices: generated one after the other, seed + i each, usage summed, streamed by index", async () => {
+  const { app, fake } = setup();
+  const json = await (await post(app, { ...hello, n: 3, seed: 7, max_tokens: 2 })).json();
+  assert.deepEqual(json.choices.map((c: { index: number }) => c.index), [0, 1, 2]);
+  assert.ok(
+    json.choices.every((c: { message: { content: string } }) => c.message.content === "I see"),
+  );
+  assert.deepEqual(fake.calls.map((c) => c.options.seed), [7, 8, 9]);
+  assert.equal(fake.maxActive, 1, "one generation at a time");
+  // The prompt once (the fake's 10 tokens), the completions summed.
+  assert.deepEqual(
+    [json.usage.prompt_tokens, json.usage.completion_tokens, json.usage.total_tokens],
+    [10, 6, 16],
+  );
+  // Without a seed each draws its own (none is passed on).
+  await (await post(app, { ...hello, n: 2, max_tokens: 1 })).json();
+  assert.deepEqual(fake.calls.slice(3).map((c) => c.options.seed), [undefined, undefined]);
+  // Streamed: each choice's role chunk, text and finish, in turn; the usage of all at the end.
+  const data = await sseData(
+    await post(app, {
+      ...hello,
+      n: 2,
+      max_tokens: 2,
+      stream: true,
+      stream_options: { include_usage: true },
+    }),
+  );
+  const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+  const seen = chunks.filter((c) => c.choices.length).map((c) => {
+    const ch = c.choices[0];
+    return [ch.index, ch.delta.role ?? ch.delta.content ?? ch.finish_reason];
+  });
+  assert.deepEqual(seen, [
+    [0, "assistant"],
+    [0, "I"],
+    [0, " see"],
+    [0, "length"],
+    [1, "assistant"],
+    [1, "I"],
+    [1, " see"],
+    [1, "length"],
+  ]);
+  assert.equal(chunks.at(-1).usage.completion_tokens, 4);
+  // /v1/completions too, each choice with its own echo and text offsets.
+  const text = await (await app.request("/v1/completions", {
+    method: "POST",
+    body: JSON.stringify({
+      model: MODEL,
+      prompt: "Hi",
+      n: 2,
+      max_tokens: 1,
+      echo: true,
+      logprobs: 0,
+    }),
+  })).json();
+  assert.deepEqual(text.choices.map((c: { text: string }) => c.text), ["HiI", "HiI"]);
+  assert.deepEqual(
+    text.choices.map((c: { logprobs: { text_offset: number[] } }) => c.logprobs.text_offset),
+    [[0, 2], [0, 2]],
+  );
 });
