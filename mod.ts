@@ -38,6 +38,8 @@ export type {
   GenerateOptions,
   GenerationEvent,
   GenerationResult,
+  PromptEcho,
+  PromptTokenLogprob,
   TokenLogprob,
   TopLogprob,
 } from "./src/generate/types.ts";
@@ -101,6 +103,7 @@ export {
   planModel,
   type PlanModelOptions,
   type PrefillOptions,
+  type PrefillResult,
   Qwen2VLModel,
   Session,
 } from "./src/model/qwen2vl.ts";
@@ -116,6 +119,7 @@ export type { LayerCache } from "./src/model/decoder.ts";
 export { Gpu, type GpuFeatures, requestGpu, type RequestGpuOptions } from "./src/gpu/device.ts";
 export type { QuantDType, WeightDType } from "./src/gpu/tensor.ts";
 export type { KvDType } from "./kernels/kv_cache.ts";
+export type { TokenLogprobRecord } from "./kernels/logprobs.ts";
 
 // Errors.
 export {

@@ -251,8 +251,11 @@ export function promptLogprobs(
 
 /** One ring entry's record: the chosen token and the alternatives, most likely first. */
 export interface TokenLogprobRecord {
+  /** The chosen (or prompt) token. */
   id: number;
+  /** Its log_softmax of the raw logits. */
   logprob: number;
+  /** The most likely tokens and theirs, most likely first (the lower id on ties). */
   top: { id: number; logprob: number }[];
 }
 

@@ -170,6 +170,13 @@ Deno.test("Pipeline.complete() echo and promptLogprobs: the prompt's text, and e
       assert.equal(ev.result.logprobs, undefined);
     }
   }
+  // Scored, its tokens' text (NFC: "é" one character), so that they spell it.
+  for await (const ev of p.complete(text, { maxNewTokens: 1, echo: true, promptLogprobs: 0 })) {
+    if (ev.type !== "done") continue;
+    const { text: shown, logprobs } = ev.result.prompt!;
+    assert.equal(shown, text.normalize("NFC"));
+    assert.equal(logprobs!.map((t) => t.token).join(""), shown);
+  }
   // Neither asked: no prompt record; the counts refused by name.
   for await (const ev of p.complete(text, { maxNewTokens: 1 })) {
     assert.ok(ev.type === "done" ? ev.result.prompt === undefined : ev.prompt === undefined);

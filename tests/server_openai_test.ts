@@ -258,9 +258,23 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
     assert.notEqual(two.choices[0].text, two.choices[1].text);
     assert.equal(two.usage?.completion_tokens, 6);
 
-    // lm-evaluation-harness's loglikelihood request: token ids, echo, max_tokens 0, logprobs 1 —
-    // the prompt's tokens scored, the first null, each position's most likely transformers' argmax.
+    // lm-evaluation-harness's loglikelihood request — token ids, echo, max_tokens 1, logprobs 1 —
+    // reads token_logprobs[ctxlen:-1]: the prompt's, then the one generated token's.
     const ids = Array.from(ids3);
+    const lm = await s.client.completions.create({
+      model: "tiny-qwen2vl",
+      prompt: [ids],
+      echo: true,
+      max_tokens: 1,
+      logprobs: 1,
+      temperature: 0,
+    });
+    const lmLps = lm.choices[0].logprobs!;
+    assert.equal(lmLps.tokens!.length, ids.length + 1);
+    assert.equal(lm.choices[0].text, rawPrompt + six.slice(0, lmLps.tokens!.at(-1)!.length));
+    assert.equal(lm.usage?.completion_tokens, 1);
+    // With max_tokens 0 the prompt alone: the prompt's tokens scored, the first null, each
+    // position's most likely transformers' argmax.
     const scored = await s.client.completions.create({
       model: "tiny-qwen2vl",
       prompt: [ids],
@@ -276,6 +290,7 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
     assert.equal(lps.tokens!.length, ids.length);
     assert.equal(lps.tokens!.join(""), rawPrompt);
     assert.equal(lps.token_logprobs![0], null);
+    assert.deepEqual(lmLps.token_logprobs!.slice(0, -1), lps.token_logprobs, "the same scores");
     assert.equal(lps.top_logprobs![0], null);
     const argmax = (await readReferenceCase(3)).logitsArgmax;
     for (let i = 1; i < ids.length; i++) {

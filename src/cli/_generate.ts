@@ -170,6 +170,14 @@ function readGenerateOptions(v: Values, usage: string): GenerateOptions {
   return o;
 }
 
+/**
+ * An echoed prompt for the terminal: an image's run of `<|image_pad|>` tokens (hundreds to
+ * thousands) as one, with its count.
+ */
+function shownPrompt(text = ""): string {
+  return text.replace(/(<\|image_pad\|>)+/g, (run) => `<|image_pad|>×${run.length / 13}`);
+}
+
 /** `qvq generate …`: returns the exit code. */
 export async function generateCommand(args: string[], io: Io): Promise<number> {
   const v = parseCommand(args, {
@@ -217,7 +225,7 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
     const events = raw !== undefined ? pipeline.complete(raw, o) : pipeline.generate(messages, o);
     for await (const ev of events) {
       if (ev.type === "done") result = ev.result;
-      else if (!v.json) await io.out((ev.prompt?.text ?? "") + ev.text);
+      else if (!v.json) await io.out(shownPrompt(ev.prompt?.text) + ev.text);
     }
     if (!result) throw new Error("generation ended without a result");
     if (v.json) {

@@ -163,6 +163,10 @@ Deno.test("qvq generate --json prints one JSON record with text, finish reason, 
   const printed = await cli([...two, "--echo"]);
   assert.equal(printed.code, 0, printed.err);
   assert.equal(printed.out, `The sea is${answer}\n`);
+  // A chat's echo shows an image's pads as one, counted.
+  const chat = await cli(["generate", ...TINY_F32, ...GREEDY_2, ...CASE0, "--echo"]);
+  assert.equal(chat.code, 0, chat.err);
+  assert.match(chat.out, /<\|vision_start\|><\|image_pad\|>×4<\|vision_end\|>/);
   // Usage errors (exit 2) before any model loads: the model named does not even exist.
   const refused = [
     [["--raw", "--image", "x.png"], /--raw continues the prompt alone/],

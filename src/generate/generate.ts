@@ -90,7 +90,9 @@ export async function* runGeneration(
       : { session: model.createSession(S + o.maxNewTokens), cached: peeked };
     session = hit.session;
     const cached = scoring ? none : hit.cached;
-    heldRows = cached.tokens;
+    // Scoring prefills from row 0, rewriting what the session held of the prompt with the same
+    // rows: those stay valid whether or not it is stopped part way.
+    heldRows = hit.cached.tokens;
     hooks.onSession?.(session);
     const prefillStart = performance.now();
     let echo;

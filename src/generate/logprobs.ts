@@ -83,7 +83,13 @@ export function promptEcho(
   if (!o.echo && o.promptLogprobs === undefined) return undefined;
   const ids = prompt.inputIds;
   const echo: PromptEcho = {};
-  if (o.echo) echo.text = prompt.text ?? tokenizer.decode(ids, { skipSpecialTokens: false });
+  // A raw prompt's text as given, but where its tokens are listed beside it, theirs: the
+  // tokenizer's NFC normalisation may have changed it, and their offsets must fall in the text.
+  if (o.echo) {
+    echo.text = records || prompt.text === undefined
+      ? tokenizer.decode(ids, { skipSpecialTokens: false })
+      : prompt.text;
+  }
   if (records) {
     const text = tokenTexts(tokenizer, { special: true });
     echo.logprobs = [

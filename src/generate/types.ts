@@ -65,7 +65,8 @@ export interface GenerateOptions {
   promptLogprobs?: number;
   /**
    * Put the prompt's text on a first delta before the answer and on the result (`prompt`; OpenAI's
-   * `echo`): a raw prompt's as given to `complete()` (token ids decoded), a chat's as the model
+   * `echo`): a raw prompt's as given to `complete()` (token ids decoded; with `promptLogprobs`,
+   * its tokens' text, which the tokenizer's NFC normalisation may change), a chat's as the model
    * reads it (the template's text, special tokens and image pads included).
    */
   echo?: boolean;
@@ -96,7 +97,9 @@ export interface GenerateOptions {
 export interface TopLogprob {
   /** The token's text alone (U+FFFD where it holds part of a character). */
   token: string;
+  /** The token's id. */
   id: number;
+  /** log_softmax of the model's raw logits at this position. */
   logprob: number;
   /** The token's exact UTF-8 bytes (a character may span tokens). */
   bytes: number[];

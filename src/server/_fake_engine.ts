@@ -33,6 +33,8 @@ export interface FakeEngineOptions {
   failAfterTokens?: number;
   /** usage.cachedTokens of a request (default 0: no prompt cache). */
   cachedTokens?: (messages: ChatMessage[]) => number;
+  /** Ignore `echo` and `promptLogprobs` (an engine older than them). */
+  noEcho?: boolean;
 }
 
 /** What one call of generate() received and how it ended. */
@@ -158,7 +160,7 @@ export class FakeEngine implements ChatEngine {
       if (o.error && !o.failAfterTokens) throw o.error;
       await sleep(o.prefillDelayMs ?? 0, options.signal);
       // With echo / promptLogprobs: the last user text as the prompt, word k (from 0) scored −k / 100.
-      const prompt = promptRecord(messages, options);
+      const prompt = o.noEcho ? undefined : promptRecord(messages, options);
       if (prompt) yield { type: "delta", text: "", prompt };
       const answer = (o.answer ?? describeRequest)(messages);
       // Tokens: each word with the space before it.

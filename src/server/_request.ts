@@ -318,6 +318,16 @@ export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequ
     throw badRequest("messages", "messages must be a non-empty array of messages.", "invalid_type");
   }
   const messages = body.messages.map(parseMessage);
+  refusePromptLogprobs(body);
+  if (optionalBoolean(body, "echo")) {
+    // vLLM's chat echo repeats the last message of the assistant's role it continues; this
+    // server does not continue a final assistant message.
+    throw badRequest(
+      "echo",
+      "echo is not supported on /v1/chat/completions; /v1/completions echoes a raw prompt.",
+      "unsupported_parameter",
+    );
+  }
   const images = messages.flatMap((m) => (typeof m.content === "string" ? [] : m.content))
     .filter((p) => p.type === "image_url");
   if (images.length > limits.maxImages) {
@@ -344,9 +354,10 @@ export interface TextCompletionRequest extends Omit<ChatRequest, "messages"> {
 /**
  * Validates a /v1/completions body: `prompt` (a string, token ids, or a list of one of them),
  * `logprobs` as the legacy integer of alternatives (0..20), `echo` (with logprobs, the prompt's
- * tokens scored too; with `max_tokens` 0, the prompt alone — lm-evaluation-harness's loglikelihood
- * requests), `max_tokens` defaulting to 16 as OpenAI's and vLLM's do, and the chat endpoint's
- * sampling fields. `suffix` and `best_of` are refused (400 naming them).
+ * tokens scored too — lm-evaluation-harness's loglikelihood requests send it with `max_tokens` 1;
+ * with `max_tokens` 0, the prompt alone), `max_tokens` defaulting to 16 as OpenAI's and vLLM's do,
+ * and the chat endpoint's sampling fields. `suffix`, `best_of` and vLLM's `prompt_logprobs` are
+ * refused (400 naming them).
  */
 export function parseCompletionRequest(
   json: unknown,
@@ -363,6 +374,16 @@ export function parseCompletionRequest(
       "max_tokens must be at least 1; 0 (the prompt alone) needs echo: true. got 0.",
     );
   }
+  const completion = body.max_completion_tokens;
+  if (only && completion !== undefined && completion !== null) {
+    throw badRequest(
+      "max_completion_tokens",
+      `max_tokens 0 asks for the prompt alone; max_completion_tokens ${
+        JSON.stringify(completion)
+      } asks for more. Send one of them.`,
+    );
+  }
+  refusePromptLogprobs(body);
   if (body.suffix !== undefined && body.suffix !== null && body.suffix !== "") {
     throw badRequest("suffix", "suffix is not supported by this server.", "unsupported_parameter");
   }
@@ -391,6 +412,21 @@ export function parseCompletionRequest(
   if (!echo) return { model, prompt, ...sampling };
   Object.assign(sampling.options, { echo: true, promptLogprobs: top });
   return { model, prompt, ...sampling, echo: { only } };
+}
+
+/**
+ * vLLM's `prompt_logprobs` (its own response field, with each token's rank): refused rather than
+ * ignored; /v1/completions' `echo` with `logprobs` scores the prompt.
+ */
+function refusePromptLogprobs(body: Json): void {
+  if (body.prompt_logprobs !== undefined && body.prompt_logprobs !== null) {
+    throw badRequest(
+      "prompt_logprobs",
+      "prompt_logprobs is not supported by this server; on /v1/completions send echo: true with " +
+        "logprobs to have the prompt's tokens scored.",
+      "unsupported_parameter",
+    );
+  }
 }
 
 /** A completions `prompt`: text or token ids, alone or as a list of one (batches are refused). */

@@ -215,6 +215,13 @@ const CHAT: Format = {
  * nothing after it (see shownResult).
  */
 function textFormat(echo?: Echo): Format {
+  // An engine that ignored `echo` would answer with the prompt missing (with max_tokens 0, an
+  // empty completion scored as certain): an error instead.
+  const echoed = (shown: boolean, result: GenerationResult) => {
+    if (echo && !shown && result.finishReason !== "abort") {
+      throw new Error("the engine did not echo the prompt: its complete() ignored `echo`");
+    }
+  };
   return {
     prefix: "cmpl",
     inputError: (error) => {
@@ -223,13 +230,18 @@ function textFormat(echo?: Echo): Format {
         ? badRequest("prompt", http.message, http.code ?? undefined)
         : undefined;
     },
-    whole: (header, results) => textCompletionObject(header, results, echo),
+    whole: (header, results) => {
+      results.forEach((r) => echoed(r.prompt !== undefined, r));
+      return textCompletionObject(header, results, echo);
+    },
     chunks: (header, usage, index) => {
       const offsets = new TextOffsets();
+      let prompted = false;
       return {
         open: () => undefined,
         delta: (ev) => {
           const p = echo && ev.prompt;
+          if (p) prompted = true;
           if (!p && echo?.only) return undefined; // the token run past the prompt alone
           // The prompt's scored tokens are there where the request asked for logprobs.
           const entries = p ? p.logprobs : ev.logprobs;
@@ -240,8 +252,14 @@ function textFormat(echo?: Echo): Format {
             usage,
           );
         },
-        finish: (result) =>
-          textChunkObject(header, { text: "", result: shownResult(result, echo), index }, usage),
+        finish: (result) => {
+          echoed(prompted, result);
+          return textChunkObject(
+            header,
+            { text: "", result: shownResult(result, echo), index },
+            usage,
+          );
+        },
       };
     },
     usage: (header, results) =>

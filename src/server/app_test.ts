@@ -948,3 +948,48 @@ Deno.test("n choices: generated one after the other, seed + i each, usage summed
     [[0, 2], [0, 2]],
   );
 });
+
+Deno.test("echo's edges: max_tokens 0 against max_completion_tokens, prompt_logprobs and chat echo refused, an engine that ignores echo", async () => {
+  const { app } = setup();
+  const completions = (a: typeof app, body: object) =>
+    a.request("/v1/completions", {
+      method: "POST",
+      body: JSON.stringify({ model: MODEL, ...body }),
+    });
+  const refused: [Response, string][] = [
+    [
+      await completions(app, { prompt: "a", echo: true, max_tokens: 0, max_completion_tokens: 5 }),
+      "max_completion_tokens",
+    ],
+    [await completions(app, { prompt: "a", prompt_logprobs: 1 }), "prompt_logprobs"],
+    [await post(app, { ...hello, prompt_logprobs: 1 }), "prompt_logprobs"],
+    [await post(app, { ...hello, echo: true }), "echo"],
+  ];
+  for (const [r, param] of refused) {
+    assert.equal(r.status, 400, param);
+    assert.equal((await r.json()).error.param, param);
+  }
+  assert.equal((await post(app, { ...hello, echo: false })).status, 200);
+  // An engine that drops echo: an error, not a completion missing its prompt.
+  const old = setup({ noEcho: true });
+  const silent = console.error;
+  const logged: string[] = [];
+  console.error = (...args: unknown[]) => void logged.push(args.map(String).join(" "));
+  try {
+    const whole = await completions(old.app, {
+      prompt: "a",
+      echo: true,
+      max_tokens: 0,
+      logprobs: 1,
+    });
+    assert.equal(whole.status, 500);
+    const data = await sseData(
+      await completions(old.app, { prompt: "a", echo: true, max_tokens: 1, stream: true }),
+    );
+    assert.ok(data.some((d) => d.includes('"error"')), data.join("\n"));
+    assert.equal(logged.length, 2);
+    assert.ok(logged.every((l) => /did not echo the prompt/.test(l)), logged.join("\n"));
+  } finally {
+    console.error = silent;
+  }
+});
