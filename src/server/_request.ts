@@ -210,7 +210,35 @@ function refuseUnsupported(body: Json): void {
       "unsupported_parameter",
     );
   }
+  // vLLM's extensions that would change the answer, where this server lacks them: a 400 rather
+  // than an answer that silently ignores them. Their defaults (or null) are accepted.
+  for (const [name, isDefault] of VLLM_UNSUPPORTED) {
+    const x = body[name];
+    if (x !== undefined && x !== null && !isDefault(x)) {
+      throw badRequest(
+        name,
+        `${name} is not supported by this server (${JSON.stringify(x)}).`,
+        "unsupported_parameter",
+      );
+    }
+  }
 }
+
+/** vLLM request fields this server does not implement, and which of their values mean "off". */
+const VLLM_UNSUPPORTED: [string, (x: unknown) => boolean][] = [
+  ["min_tokens", (x) => x === 0],
+  ["use_beam_search", (x) => x === false],
+  ["include_stop_str_in_output", (x) => x === false],
+  ["skip_special_tokens", (x) => x === true],
+  ["allowed_token_ids", (x) => Array.isArray(x) && x.length === 0],
+  ["bad_words", (x) => Array.isArray(x) && x.length === 0],
+  ["truncate_prompt_tokens", () => false],
+  ["guided_json", () => false],
+  ["guided_regex", () => false],
+  ["guided_choice", () => false],
+  ["guided_grammar", () => false],
+  ["structured_outputs", () => false],
+];
 
 function parsePart(part: unknown, param: string, role: string): RequestPart {
   if (!isObject(part)) {

@@ -630,6 +630,16 @@ const MALFORMED: [string, unknown, number, string | null][] = [
     400,
     "response_format",
   ],
+  // vLLM's extensions this server lacks, at a value that would change the answer.
+  ["min_tokens", { ...hello, min_tokens: 5 }, 400, "min_tokens"],
+  ["guided_json", { ...hello, guided_json: { type: "object" } }, 400, "guided_json"],
+  [
+    "skip_special_tokens false",
+    { ...hello, skip_special_tokens: false },
+    400,
+    "skip_special_tokens",
+  ],
+  ["bad_words", { ...hello, bad_words: ["x"] }, 400, "bad_words"],
 ];
 
 function imageBody(url: string) {
@@ -970,6 +980,9 @@ Deno.test("echo's edges: max_tokens 0 against max_completion_tokens, prompt_logp
     assert.equal((await r.json()).error.param, param);
   }
   assert.equal((await post(app, { ...hello, echo: false })).status, 200);
+  // vLLM's extensions this server lacks are accepted at their defaults.
+  const defaults = { ...hello, min_tokens: 0, skip_special_tokens: true, bad_words: [] };
+  assert.equal((await post(app, defaults)).status, 200);
   // An engine that drops echo: an error, not a completion missing its prompt.
   const old = setup({ noEcho: true });
   const silent = console.error;
