@@ -529,10 +529,9 @@ export function createApp(
       }
       const results: GenerationResult[] = [];
       for await (const { event } of events) if (event.type === "done") results.push(event.result);
-      if (results.length < request.n) {
-        if (abort.signal.aborted) return new Response(null, { status: CLIENT_CLOSED });
-        throw new Error("the engine's stream ended without a result");
-      }
+      if (abort.signal.aborted) return new Response(null, { status: CLIENT_CLOSED });
+      // Fewer than n only where a choice was aborted (the engine closing): the choices so far.
+      if (!results.length) throw new Error("the engine's stream ended without a result");
       return Response.json(format.whole(header, results));
     } catch (error) {
       if (abort.signal.aborted) return new Response(null, { status: CLIENT_CLOSED });
