@@ -80,6 +80,26 @@ Deno.test("examples/module.ts streams the tiny model's answer", async () => {
   assert.ok(out.startsWith(`${ANSWER}\n[length: 12 tokens, `), out);
 });
 
+Deno.test("examples/score.ts ranks three answers by their log-likelihood", async () => {
+  const { out } = await run(Deno.execPath(), ["run", "-A", "examples/score.ts"]);
+  const rows = out.trim().split("\n").map((line) => {
+    const m = line.match(/^ *(-\d+\.\d{3})  ("[^"]*") \((\d+) tokens\)$/);
+    assert.ok(m, line);
+    return { logprob: Number(m[1]), answer: JSON.parse(m[2]), tokens: Number(m[3]) };
+  });
+  // Qwen's tokenizer splits numbers into digits: an answer's tokens come after the template's.
+  assert.deepEqual(Object.fromEntries(rows.map((r) => [r.answer, r.tokens])), {
+    "9.11": 4,
+    "9.9": 3,
+    "They are equal.": 4,
+  });
+  // Most likely first; a sum of log probabilities, below 0.
+  for (const [i, r] of rows.entries()) {
+    assert.ok(i === 0 || rows[i - 1].logprob >= r.logprob, out);
+    assert.ok(r.logprob < 0 && Number.isFinite(r.logprob) && r.tokens >= 1, out);
+  }
+});
+
 Deno.test("the server of deno task serve answers examples/curl.sh and examples/openai_client.ts", async () => {
   // What `deno task serve --port 0` runs.
   await using s = await server(
