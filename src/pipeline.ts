@@ -352,6 +352,12 @@ export class Pipeline implements ChatEngine {
         `logitBias names token ${unknown[0]}, but the model's ids end at ${rows - 1}`,
       );
     }
+    const stop = o.stopTokenIds.find((id) => id >= rows);
+    if (stop !== undefined) {
+      throw new InvalidInputError(
+        `stopTokenIds names token ${stop}, but the model's ids end at ${rows - 1}`,
+      );
+    }
     if (o.logprobs) checkLogprobs(this.model.gpu, rows, o.topLogprobs);
     if (o.promptLogprobs !== undefined) checkLogprobs(this.model.gpu, rows, o.promptLogprobs);
   }

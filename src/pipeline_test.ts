@@ -103,6 +103,10 @@ Deno.test("Pipeline.complete() continues a raw prompt, text or ids, as generate(
     p.checkPrompt(ids, { logitBias: { 200000: 1 } }),
     /logitBias names token 200000/,
   );
+  await assert.rejects(
+    p.checkPrompt(ids, { stopTokenIds: [13, 200000] }),
+    /stopTokenIds names token 200000, but the model's ids end at 151935/,
+  );
 });
 
 Deno.test("Pipeline.complete() echo and promptLogprobs: the prompt's text, and each token scored as log_softmax of its logits", async () => {

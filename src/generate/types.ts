@@ -28,8 +28,9 @@ export interface GenerateOptions {
   topK?: number;
   /**
    * Min-p sampling: keep only the tokens at least this fraction as likely as the most likely one
-   * (after top-k and top-p, as transformers' MinPLogitsWarper; vLLM's and llama.cpp's min_p).
-   * 0..1, 0: off.
+   * (vLLM's and llama.cpp's min_p), applied after top-k and top-p as transformers'
+   * MinPLogitsWarper is — vLLM applies it before them, which differs where top-k or top-p also
+   * cut. 0..1, 0: off.
    */
   minP?: number;
   /** Penalty on tokens already in the context, as transformers' repetition_penalty (1: none). */

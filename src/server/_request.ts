@@ -527,7 +527,10 @@ function parseSampling(
     stop: parseStop(body),
     stopTokenIds: parseStopTokenIds(body),
     ignoreEos: optionalBoolean(body, "ignore_eos"),
-    stopOnLoop: optionalBoolean(body, "stop_on_loop") ?? limits.stopOnLoop,
+    // ignore_eos asks for answers of exactly max_tokens (vLLM's benchmarks send it): the loop
+    // stop, on by default here, would cut them short.
+    stopOnLoop: optionalBoolean(body, "stop_on_loop") ??
+      (optionalBoolean(body, "ignore_eos") ? false : limits.stopOnLoop),
   };
   // Leave unset fields out, so the engine's defaults (generation_config.json) apply.
   for (const key of Object.keys(options) as (keyof typeof options)[]) {

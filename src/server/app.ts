@@ -23,6 +23,7 @@ import type {
   GenerateOptions,
   GenerationEvent,
   GenerationResult,
+  PromptEcho,
 } from "../generate/types.ts";
 import { badRequest, errorResponse, HttpError, toHttpError } from "./_errors.ts";
 import type { ImagePolicy } from "./_images.ts";
@@ -154,12 +155,22 @@ async function* turnEvents(
 ): AsyncGenerator<{ index: number; event: GenerationEvent }> {
   try {
     await ticket.ready;
+    // The first choice's prompt record (echo, prompt logprobs) serves the others: scoring the
+    // prompt again would run all of it again, past the prompt cache.
+    let prompt: PromptEcho | undefined;
+    const { echo: _, promptLogprobs: __, ...unscored } = options;
     for (let index = 0; index < n; index++) {
       const s = options.seed;
       const seed = s === undefined
         ? {}
         : { seed: s + index <= Number.MAX_SAFE_INTEGER ? s + index : s - index };
-      for await (const event of start({ ...options, ...seed })) {
+      const reuse = prompt;
+      if (reuse) yield { index, event: { type: "delta", text: "", prompt: reuse } };
+      for await (const event of start({ ...(reuse ? unscored : options), ...seed })) {
+        if (event.type === "done") {
+          if (index === 0) prompt = event.result.prompt;
+          if (reuse) event.result.prompt = reuse;
+        }
         yield { index, event };
         if (event.type === "done" && event.result.finishReason === "abort") return;
       }

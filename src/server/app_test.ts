@@ -88,7 +88,7 @@ Deno.test("POST /v1/chat/completions passes text and image parts and every optio
     seed: 7,
     stop: "END",
     stop_token_ids: [151643, 13],
-    ignore_eos: true,
+    ignore_eos: false,
     repetition_penalty: 1.05,
     frequency_penalty: 0.25,
     presence_penalty: -0.5,
@@ -118,7 +118,7 @@ Deno.test("POST /v1/chat/completions passes text and image parts and every optio
     seed: 7,
     stop: ["END"],
     stopTokenIds: [151643, 13],
-    ignoreEos: true,
+    ignoreEos: false,
     repetitionPenalty: 1.05,
     frequencyPenalty: 0.25,
     presencePenalty: -0.5,
@@ -953,6 +953,14 @@ Deno.test("n choices: generated one after the other, seed + i each, usage summed
     }),
   })).json();
   assert.deepEqual(text.choices.map((c: { text: string }) => c.text), ["HiI", "HiI"]);
+  // The prompt is scored once: the second choice reuses the first's record.
+  const [scored, reused] = fake.calls.slice(-2).map((c) => c.options);
+  assert.deepEqual([scored.echo, scored.promptLogprobs], [true, 0]);
+  assert.deepEqual([reused.echo, reused.promptLogprobs], [undefined, undefined]);
+  assert.deepEqual(
+    text.choices.map((c: { logprobs: { token_logprobs: unknown[] } }) => c.logprobs.token_logprobs),
+    [[null, -0.1], [null, -0.1]],
+  );
   assert.deepEqual(
     text.choices.map((c: { logprobs: { text_offset: number[] } }) => c.logprobs.text_offset),
     [[0, 2], [0, 2]],
@@ -1005,4 +1013,16 @@ Deno.test("echo's edges: max_tokens 0 against max_completion_tokens, prompt_logp
   } finally {
     console.error = silent;
   }
+});
+
+Deno.test("ignore_eos turns the loop stop off unless stop_on_loop says otherwise", async () => {
+  const { app, fake } = setup({}, { stopOnLoop: true });
+  for (const extra of [{}, { ignore_eos: true }, { ignore_eos: true, stop_on_loop: true }]) {
+    await (await post(app, { ...hello, ...extra })).json();
+  }
+  assert.deepEqual(fake.calls.map((c) => [c.options.ignoreEos, c.options.stopOnLoop]), [
+    [undefined, true],
+    [true, false],
+    [true, true],
+  ]);
 });
