@@ -247,9 +247,15 @@ export class Pipeline implements ChatEngine {
    * `apply_chat_template(messages, add_generation_prompt=True)`.
    * @throws InvalidInputError for malformed messages or undecodable images
    */
-  prepare(messages: readonly ChatMessage[]): Promise<PreparedPrompt> {
+  prepare(
+    messages: readonly ChatMessage[],
+    options: { continueFinalMessage?: boolean } = {},
+  ): Promise<PreparedPrompt> {
     this.#checkOpen();
-    return this.processor.prepare(messages, { maxImageTokens: this.model.maxContext });
+    return this.processor.prepare(messages, {
+      maxImageTokens: this.model.maxContext,
+      continueFinalMessage: options.continueFinalMessage,
+    });
   }
 
   /**
@@ -266,7 +272,7 @@ export class Pipeline implements ChatEngine {
   ): AsyncGenerator<GenerationEvent, void, undefined> {
     this.#checkOpen();
     const o = resolveOptions(options, this.generationConfig);
-    yield* this.#run(await this.prepare(messages), o);
+    yield* this.#run(await this.prepare(messages, o), o);
   }
 
   /**
@@ -283,6 +289,7 @@ export class Pipeline implements ChatEngine {
   ): AsyncGenerator<GenerationEvent, void, undefined> {
     this.#checkOpen();
     const o = resolveOptions(options, this.generationConfig);
+    noFinalMessage(o);
     yield* this.#run(this.prepareText(prompt), o);
   }
 
@@ -293,7 +300,9 @@ export class Pipeline implements ChatEngine {
    */
   checkPrompt(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<void> {
     try {
-      this.#checkRun(this.prepareText(prompt), resolveOptions(options, this.generationConfig));
+      const o = resolveOptions(options, this.generationConfig);
+      noFinalMessage(o);
+      this.#checkRun(this.prepareText(prompt), o);
       return Promise.resolve();
     } catch (error) {
       return Promise.reject(error); // a rejection, as an async check's would be
@@ -475,6 +484,16 @@ export class Pipeline implements ChatEngine {
         `pipeline "${this.modelId}" was disposed: load a new one (Pipeline.load) to generate again`,
       );
     }
+  }
+}
+
+/** A raw prompt has no messages: continueFinalMessage is refused there, not ignored. */
+function noFinalMessage(o: ResolvedOptions): void {
+  if (o.continueFinalMessage) {
+    throw new InvalidInputError(
+      "continueFinalMessage continues a chat's last message; a raw prompt already ends where " +
+        "the answer begins",
+    );
   }
 }
 

@@ -195,6 +195,31 @@ Deno.test("Pipeline.complete() echo and promptLogprobs: the prompt's text, and e
   );
 });
 
+Deno.test("Pipeline.generate() continueFinalMessage continues an assistant's answer begun, as its raw prompt would", async () => {
+  const p = await pipeline;
+  const run = async (events: AsyncIterable<GenerationEvent>) => {
+    for await (const ev of events) if (ev.type === "done") return ev.result;
+    throw new Error("no result");
+  };
+  const begun = "The sea is";
+  const options = { maxNewTokens: 3, temperature: 0 };
+  const got = await run(p.generate([...TEXT, { role: "assistant", content: begun }], {
+    ...options,
+    continueFinalMessage: true,
+  }));
+  // The same prompt by hand: the template's text with its generation prompt, then the answer begun.
+  const raw = p.tokenizer.decode((await p.prepare(TEXT)).inputIds) + begun;
+  const want = await run(p.complete(raw, options));
+  assert.equal(got.text, want.text);
+  assert.equal(got.usage.promptTokens, p.tokenizer.encode(raw).length);
+  // A raw prompt has no final message to continue; a chat's last message needs text.
+  await assert.rejects(
+    run(p.complete(raw, { continueFinalMessage: true })),
+    /continueFinalMessage continues a chat's last message/,
+  );
+  await assert.rejects(p.checkPrompt(raw, { continueFinalMessage: true }), InvalidInputError);
+});
+
 Deno.test("Pipeline.forward() gives transformers' image embeddings and last logits for case 0", async () => {
   const p = await pipeline;
   const ref = await readReferenceCase(0);

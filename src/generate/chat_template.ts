@@ -17,6 +17,12 @@ export interface RenderOptions {
   addGenerationPrompt?: boolean;
   /** Qwen2-VL templates: prefix each image with "Picture N: " (default false, as transformers). */
   addVisionId?: boolean;
+  /**
+   * The last message (usually the assistant's answer begun) is to be continued: the prompt ends
+   * with its text (no end-of-turn after it, no new assistant header) — transformers' and vLLM's
+   * `continue_final_message`. Needs addGenerationPrompt false or unset.
+   */
+  continueFinalMessage?: boolean;
 }
 
 /**
@@ -75,17 +81,25 @@ export class ChatTemplate {
   /** Renders `messages` (validated) to the prompt text. Images become the template's image placeholders. */
   render(messages: readonly ChatMessage[], options: RenderOptions = {}): string {
     validateMessages(messages);
+    const cont = options.continueFinalMessage ?? false;
+    if (cont && options.addGenerationPrompt) {
+      throw new InvalidInputError(
+        "continueFinalMessage continues the last message: it cannot also add a generation prompt",
+      );
+    }
     const msgs = messages.map((m) => ({
       role: m.role,
       content: typeof m.content === "string" ? m.content : m.content.map((
         p,
       ) => (p.type === "text" ? { type: "text", text: p.text } : { type: "image" })),
     }));
+    if (cont) markFinal(msgs);
+    let text: string;
     try {
-      return this.#template.render({
+      text = this.#template.render({
         ...this.#specialTokens,
         messages: msgs,
-        add_generation_prompt: options.addGenerationPrompt ?? true,
+        add_generation_prompt: !cont && (options.addGenerationPrompt ?? true),
         add_vision_id: options.addVisionId ?? false,
       });
     } catch (e) {
@@ -94,7 +108,37 @@ export class ChatTemplate {
         `the chat template failed on these messages: ${(e as Error).message}`,
       );
     }
+    if (!cont) return text;
+    // As transformers: the text up to the mark, which the template wrote where the final
+    // message's text ends (less the spaces it trims there).
+    const at = text.lastIndexOf(FINAL_MARK.trim());
+    if (at < 0) {
+      throw new InvalidInputError(
+        "continueFinalMessage: the chat template does not write the final message's text, so it " +
+          "cannot be continued",
+      );
+    }
+    return text.slice(at, at + FINAL_MARK.length) === FINAL_MARK
+      ? text.slice(0, at)
+      : text.slice(0, at).trimEnd();
   }
+}
+
+/** transformers' continue_final_message tag, appended to the final message's text to find its end. */
+const FINAL_MARK = "CONTINUE_FINAL_MESSAGE_TAG ";
+
+/** Appends {@link FINAL_MARK} to the last message's last text (as transformers). */
+function markFinal(msgs: { content: string | { type: string; text?: string }[] }[]): void {
+  const last = msgs[msgs.length - 1];
+  if (typeof last.content === "string") {
+    last.content += FINAL_MARK;
+    return;
+  }
+  const part = last.content.findLast((p) => p.type === "text");
+  if (!part) {
+    throw new InvalidInputError("continueFinalMessage: the final message has no text to continue");
+  }
+  part.text += FINAL_MARK;
 }
 
 /** The images of `messages`, in prompt order (the order of their placeholders). */

@@ -55,6 +55,44 @@ Deno.test("ChatTemplate.render() numbers pictures with addVisionId", async () =>
   assert.match(text, /Picture 1: <\|vision_start\|>.*Picture 2: <\|vision_start\|>/);
 });
 
+Deno.test("ChatTemplate.render() continueFinalMessage ends the prompt inside the final message, as transformers", async () => {
+  const t = await fixtureTemplate();
+  const asked: ChatMessage = { role: "user", content: "Is 9.9 larger than 9.11?" };
+  const cont = { continueFinalMessage: true };
+  const head = SYS +
+    "<|im_start|>user\nIs 9.9 larger than 9.11?<|im_end|>\n<|im_start|>assistant\n";
+  const parts: ChatMessage = {
+    role: "assistant",
+    content: [{ type: "text", text: "First, " }, { type: "text", text: "then" }],
+  };
+  // transformers 5.24's apply_chat_template(continue_final_message=True) on these (tokenizer
+  // only, 2026-11-29): the text up to the final message's end — its spaces kept, no <|im_end|>,
+  // no new header; the last text part; a user's message too.
+  const cases: [ChatMessage[], string][] = [
+    [[asked, { role: "assistant", content: "Yes, because" }], head + "Yes, because"],
+    [[asked, { role: "assistant", content: "Yes, " }], head + "Yes, "],
+    [[asked, { role: "assistant", content: "  padded  " }], head + "  padded  "],
+    [[asked, { role: "assistant", content: "" }], head],
+    [[asked, parts], head + "First, then"],
+    [
+      [{ role: "user", content: "Complete this: the sea" }],
+      SYS + "<|im_start|>user\nComplete this: the sea",
+    ],
+  ];
+  for (const [messages, want] of cases) assert.equal(t.render(messages, cont), want);
+  const image: ChatMessage = { role: "assistant", content: [{ type: "image", image: PNG }] };
+  const refused: [ChatMessage[], object, RegExp][] = [
+    [[asked, image], cont, /the final message has no text to continue/],
+    [[asked, parts], { ...cont, addGenerationPrompt: true }, /cannot also add a generation prompt/],
+  ];
+  for (const [messages, options, msg] of refused) {
+    assert.throws(
+      () => t.render(messages, options),
+      (e: Error) => e instanceof InvalidInputError && msg.test(e.message),
+    );
+  }
+});
+
 Deno.test("ChatTemplate.fromConfigs() falls back to tokenizer_config.json, also its named-template list", () => {
   const t1 = ChatTemplate.fromConfigs(undefined, {
     chat_template: "A{{ eos_token }}",

@@ -139,6 +139,8 @@ export interface ResolvedOptions {
   promptLogprobs?: number;
   /** Echo the prompt's text. */
   echo: boolean;
+  /** Continue the last (assistant's) message rather than answer after it. */
+  continueFinalMessage: boolean;
   /** Integer in [0, 2^53): the GPU RNG takes its low and high 32 bits. */
   seed: number;
   stop: string[];
@@ -163,6 +165,7 @@ const OPTION_KEYS: Record<keyof GenerateOptions, true> = {
   topLogprobs: true,
   promptLogprobs: true,
   echo: true,
+  continueFinalMessage: true,
   seed: true,
   stop: true,
   stopTokenIds: true,
@@ -276,6 +279,7 @@ export function resolveOptions(
   ];
   const stopOnLoop = boolField(o, "stopOnLoop");
   const echo = boolField(o, "echo");
+  const continueFinalMessage = boolField(o, "continueFinalMessage");
   const signal = o.signal;
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new InvalidInputError(`signal must be an AbortSignal, got ${preview(signal)}`);
@@ -295,6 +299,7 @@ export function resolveOptions(
     topLogprobs,
     promptLogprobs,
     echo,
+    continueFinalMessage,
     seed,
     stop,
     stopTokenIds,

@@ -65,6 +65,12 @@ export interface GenerateOptions {
    */
   promptLogprobs?: number;
   /**
+   * Chat messages only: continue the last message — usually the assistant's answer begun (a
+   * prefill) — rather than answer after it; its text is not repeated in the answer (vLLM's and
+   * transformers' `continue_final_message`). Default false: the answer is a new assistant turn.
+   */
+  continueFinalMessage?: boolean;
+  /**
    * Put the prompt's text on a first delta before the answer and on the result (`prompt`; OpenAI's
    * `echo`): a raw prompt's as given to `complete()` (token ids decoded; with `promptLogprobs`,
    * its tokens' text, which the tokenizer's NFC normalisation may change), a chat's as the model

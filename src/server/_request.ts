@@ -365,7 +365,33 @@ export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequ
       "too_many_images",
     );
   }
-  return { model, messages, ...parseSampling(body, limits) };
+  const sampling = parseSampling(body, limits);
+  if (parseContinuation(body)) sampling.options.continueFinalMessage = true;
+  return { model, messages, ...sampling };
+}
+
+/**
+ * vLLM's `continue_final_message` (an assistant's answer begun, to continue) and its
+ * `add_generation_prompt` (true by default; false only beside it — a prompt that ends on a user's
+ * turn with no assistant header has no use here).
+ */
+function parseContinuation(body: Json): boolean {
+  const cont = optionalBoolean(body, "continue_final_message") ?? false;
+  const header = optionalBoolean(body, "add_generation_prompt");
+  if (cont && header) {
+    throw badRequest(
+      "add_generation_prompt",
+      "continue_final_message continues the last message: add_generation_prompt must be false.",
+    );
+  }
+  if (!cont && header === false) {
+    throw badRequest(
+      "add_generation_prompt",
+      "add_generation_prompt false is supported only with continue_final_message true.",
+      "unsupported_value",
+    );
+  }
+  return cont;
 }
 
 /** A POST /v1/completions request (OpenAI's legacy completions, as vLLM serves them). */

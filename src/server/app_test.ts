@@ -1026,3 +1026,31 @@ Deno.test("ignore_eos turns the loop stop off unless stop_on_loop says otherwise
     [true, true],
   ]);
 });
+
+Deno.test("continue_final_message: an assistant's answer begun, continued; add_generation_prompt beside it", async () => {
+  const { app, fake } = setup();
+  const begun = {
+    ...hello,
+    messages: [...hello.messages, { role: "assistant", content: "Well," }],
+  };
+  for (
+    const extra of [{ continue_final_message: true }, {
+      continue_final_message: true,
+      add_generation_prompt: false,
+    }]
+  ) {
+    assert.equal((await post(app, { ...begun, ...extra })).status, 200);
+    assert.equal(fake.calls.at(-1)!.options.continueFinalMessage, true);
+  }
+  await (await post(app, hello)).json();
+  assert.equal(fake.calls.at(-1)!.options.continueFinalMessage, undefined);
+  for (
+    const extra of [{ continue_final_message: true, add_generation_prompt: true }, {
+      add_generation_prompt: false,
+    }]
+  ) {
+    const r = await post(app, { ...begun, ...extra });
+    assert.equal(r.status, 400, JSON.stringify(extra));
+    assert.equal((await r.json()).error.param, "add_generation_prompt");
+  }
+});
