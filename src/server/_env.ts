@@ -112,8 +112,16 @@ export function optionsFromEnv(env: Env): ServerOptions {
   if (key) options.apiKey = key;
   const maxQueue = wholeNumber("QVQ_MAX_QUEUE", env("QVQ_MAX_QUEUE"));
   if (maxQueue !== undefined) options.maxQueue = maxQueue;
-  if (ON.test(env("QVQ_ALLOW_REMOTE_IMAGES") ?? "")) {
-    options.allowRemoteImages = true;
+  const remote = env("QVQ_ALLOW_REMOTE_IMAGES");
+  if (remote !== undefined && remote.trim() !== "") {
+    const on = onOff(remote);
+    if (on === undefined) {
+      throw new InvalidInputError(
+        `QVQ_ALLOW_REMOTE_IMAGES: "${remote}" is neither on (1, true, yes, on) nor off (0, false, ` +
+          "no, off)",
+      );
+    }
+    if (on) options.allowRemoteImages = true;
   }
   const cors = (env("QVQ_CORS") ?? "").trim();
   if (OFF.test(cors)) options.cors = false;
@@ -123,7 +131,11 @@ export function optionsFromEnv(env: Env): ServerOptions {
   return options;
 }
 
-/** Where `deno task serve` listens: `--port`, else `PORT`, else 8000; `--host`, else 0.0.0.0. */
+/**
+ * Where `deno task serve` listens: `--port`, else `PORT`, else 8000; `--host`, else 127.0.0.1 —
+ * this machine only, as Ollama and llama.cpp's server: with no API key a network would get the
+ * model (`--host 0.0.0.0` serves it; set QVQ_API_KEY then).
+ */
 export function listenOptions(args: string[], env: Env): { port: number; hostname: string } {
   const { values } = parseArgs({
     args,
@@ -135,5 +147,5 @@ export function listenOptions(args: string[], env: Env): { port: number; hostnam
   if (!/^\d+$/.test(text) || port > 65535) {
     throw new InvalidInputError(`The port must be 0..65535; got "${text}".`);
   }
-  return { port, hostname: values.host ?? "0.0.0.0" };
+  return { port, hostname: values.host ?? "127.0.0.1" };
 }

@@ -30,6 +30,11 @@ Deno.test("optionsFromEnv() reads the API key, the queue length and the remote-i
     () => optionsFromEnv(vars({ QVQ_MAX_QUEUE: "lots" })),
     /QVQ_MAX_QUEUE must be a whole number.*"lots"/,
   );
+  assert.deepEqual(optionsFromEnv(vars({ QVQ_ALLOW_REMOTE_IMAGES: "off" })), {});
+  assert.throws(
+    () => optionsFromEnv(vars({ QVQ_ALLOW_REMOTE_IMAGES: "maybe" })),
+    /QVQ_ALLOW_REMOTE_IMAGES: "maybe" is neither on .* nor off/,
+  );
   // QVQ_CORS: any origin unless turned off or narrowed to a list.
   for (const on of ["*", "1", "true", ""]) {
     assert.deepEqual(optionsFromEnv(vars({ QVQ_CORS: on })), {});
@@ -109,11 +114,12 @@ Deno.test("loadOptionsFromEnv() reads QVQ_KV_CACHE_DTYPE: f16 or f32, empty/unse
 });
 
 Deno.test("listenOptions() takes --port, else PORT, else 8000, and --host", () => {
-  assert.deepEqual(listenOptions([], vars({})), { port: 8000, hostname: "0.0.0.0" });
-  assert.deepEqual(listenOptions([], vars({ PORT: "9001" })), { port: 9001, hostname: "0.0.0.0" });
-  assert.deepEqual(listenOptions(["--port", "0", "--host", "127.0.0.1"], vars({ PORT: "9001" })), {
+  // This machine only unless --host says otherwise.
+  assert.deepEqual(listenOptions([], vars({})), { port: 8000, hostname: "127.0.0.1" });
+  assert.deepEqual(listenOptions([], vars({ PORT: "9001" })), { port: 9001, hostname: "127.0.0.1" });
+  assert.deepEqual(listenOptions(["--port", "0", "--host", "0.0.0.0"], vars({ PORT: "9001" })), {
     port: 0,
-    hostname: "127.0.0.1",
+    hostname: "0.0.0.0",
   });
   assert.throws(() => listenOptions(["--port", "http"], vars({})), /0\.\.65535; got "http"/);
   assert.throws(() => listenOptions([], vars({ PORT: "70000" })), /got "70000"/);

@@ -1,6 +1,7 @@
 /**
  * `deno task serve`: the server of src/server/serve.ts on `--port` (or `PORT`, default 8000) and
- * `--host` (default 0.0.0.0). `deno serve src/server/serve.ts` runs the same app with deno serve's
+ * `--host` (default 127.0.0.1: this machine only; 0.0.0.0 serves the network). `deno serve
+ * src/server/serve.ts` runs the same app with deno serve's
  * own flags; this entry exists because a task cannot default an environment variable portably.
  *
  * @example
@@ -25,7 +26,11 @@ try {
 Deno.serve({
   ...listen,
   onListen: ({ hostname, port }) => {
-    const host = hostname === "0.0.0.0" ? "localhost" : hostname;
-    console.error(`qvq: listening on http://${host}:${port}/ (chat page; OpenAI API at /v1)`);
+    const everywhere = hostname === "0.0.0.0" || hostname === "::";
+    const host = everywhere ? "localhost" : hostname.includes(":") ? `[${hostname}]` : hostname;
+    console.error(
+      `qvq: listening on http://${host}:${port}/ (chat page; OpenAI API at /v1)` +
+        (everywhere ? `, on every network interface (${hostname})` : ""),
+    );
   },
 }, app.fetch);
