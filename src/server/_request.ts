@@ -530,6 +530,8 @@ function parseSampling(
       throw badRequest("stream_options", "stream_options must be an object.", "invalid_type");
     }
   }
+  const topK = optionalNumber(body, "top_k", { integer: true, min: -1, max: 2 ** 31 - 1 });
+  const seed = optionalNumber(body, "seed", { integer: true, min: -1 });
   const includeUsage = isObject(streamOptions) &&
     (optionalBoolean(streamOptions, "include_usage", "stream_options.include_usage") ?? false);
   const options: ChatRequest["options"] = {
@@ -539,7 +541,7 @@ function parseSampling(
     minP: optionalNumber(body, "min_p", { min: 0, max: 1 }),
     // The engine's ranges (generate/options.ts resolveOptions), checked here so they are 400s
     // naming the field even for a request that would first wait in the queue.
-    topK: optionalNumber(body, "top_k", { integer: true, min: 1, max: 2 ** 31 - 1 }),
+    topK: topK === -1 ? 0 : topK, // vLLM's -1 for "off": the module's 0
     repetitionPenalty: optionalNumber(body, "repetition_penalty", {
       min: 0,
       exclusiveMin: true,
@@ -549,7 +551,7 @@ function parseSampling(
     presencePenalty: optionalNumber(body, "presence_penalty", { min: -2, max: 2 }),
     logitBias: parseLogitBiasField(body),
     ...parseLogprobs(body),
-    seed: optionalNumber(body, "seed", { integer: true, min: 0 }),
+    seed: seed === -1 ? undefined : seed, // llama.cpp's -1: a random seed, as none
     stop: parseStop(body),
     stopTokenIds: parseStopTokenIds(body),
     ignoreEos: optionalBoolean(body, "ignore_eos"),

@@ -113,7 +113,7 @@ Deno.test("parseChatRequest() refuses values the engine would refuse, naming the
   // the queue would get a 200 and an error event instead of a 400 with its param.
   for (
     const [field, value] of [
-      ["seed", -1],
+      ["seed", -2],
       ["top_k", 2 ** 31],
       ["repetition_penalty", 101],
       ["stop", ["x".repeat(257)]],

@@ -594,7 +594,8 @@ const MALFORMED: [string, unknown, number, string | null][] = [
   ["temperature negative", { ...hello, temperature: -1 }, 400, "temperature"],
   ["temperature too high", { ...hello, temperature: 3 }, 400, "temperature"],
   ["top_p 0", { ...hello, top_p: 0 }, 400, "top_p"],
-  ["top_k 0", { ...hello, top_k: 0 }, 400, "top_k"],
+  ["top_k -2", { ...hello, top_k: -2 }, 400, "top_k"],
+  ["seed -2", { ...hello, seed: -2 }, 400, "seed"],
   ["seed fractional", { ...hello, seed: 0.5 }, 400, "seed"],
   ["stop a number", { ...hello, stop: 5 }, 400, "stop"],
   ["stop with an empty string", { ...hello, stop: [""] }, 400, "stop"],
@@ -1053,4 +1054,16 @@ Deno.test("continue_final_message: an assistant's answer begun, continued; add_g
     assert.equal(r.status, 400, JSON.stringify(extra));
     assert.equal((await r.json()).error.param, "add_generation_prompt");
   }
+});
+
+Deno.test("top_k -1 or 0 is no top-k (vLLM's off), seed -1 a random seed (llama.cpp's)", async () => {
+  const { app, fake } = setup();
+  for (const extra of [{ top_k: -1, seed: -1 }, { top_k: 0 }, { top_k: 5, seed: 0 }]) {
+    assert.equal((await post(app, { ...hello, ...extra })).status, 200);
+  }
+  assert.deepEqual(fake.calls.map((c) => [c.options.topK, c.options.seed]), [
+    [0, undefined],
+    [0, undefined],
+    [5, 0],
+  ]);
 });
