@@ -210,7 +210,7 @@ function refuseUnsupported(body: Json): void {
       "unsupported_parameter",
     );
   }
-  // vLLM's extensions that would change the answer, where this server lacks them: a 400 rather
+  // vLLM's (and llama.cpp's) extensions that would change the answer, where this server lacks them: a 400 rather
   // than an answer that silently ignores them. Their defaults (or null) are accepted.
   for (const [name, isDefault] of VLLM_UNSUPPORTED) {
     const x = body[name];
@@ -224,7 +224,10 @@ function refuseUnsupported(body: Json): void {
   }
 }
 
-/** vLLM request fields this server does not implement, and which of their values mean "off". */
+/**
+ * vLLM's and llama.cpp's request fields this server does not implement, and which of their
+ * values mean "off".
+ */
 const VLLM_UNSUPPORTED: [string, (x: unknown) => boolean][] = [
   ["min_tokens", (x) => x === 0],
   ["use_beam_search", (x) => x === false],
@@ -238,6 +241,20 @@ const VLLM_UNSUPPORTED: [string, (x: unknown) => boolean][] = [
   ["guided_choice", () => false],
   ["guided_grammar", () => false],
   ["structured_outputs", () => false],
+  ["chat_template", () => false],
+  ["chat_template_kwargs", (x) => isObject(x) && Object.keys(x).length === 0],
+  ["mm_processor_kwargs", (x) => isObject(x) && Object.keys(x).length === 0],
+  // llama.cpp's server's own sampling fields, likewise.
+  ["n_predict", () => false],
+  ["typical_p", (x) => x === 1],
+  ["tfs_z", (x) => x === 1],
+  ["mirostat", (x) => x === 0],
+  ["dynatemp_range", (x) => x === 0],
+  ["repeat_penalty", (x) => x === 1],
+  ["xtc_probability", (x) => x === 0],
+  ["dry_multiplier", (x) => x === 0],
+  ["grammar", (x) => x === ""],
+  ["json_schema", () => false],
 ];
 
 function parsePart(part: unknown, param: string, role: string): RequestPart {

@@ -641,6 +641,15 @@ const MALFORMED: [string, unknown, number, string | null][] = [
     "skip_special_tokens",
   ],
   ["bad_words", { ...hello, bad_words: ["x"] }, 400, "bad_words"],
+  [
+    "mm_processor_kwargs",
+    { ...hello, mm_processor_kwargs: { max_pixels: 4096 } },
+    400,
+    "mm_processor_kwargs",
+  ],
+  ["chat_template", { ...hello, chat_template: "{{ messages }}" }, 400, "chat_template"],
+  ["n_predict (llama.cpp's)", { ...hello, n_predict: 3 }, 400, "n_predict"],
+  ["mirostat (llama.cpp's)", { ...hello, mirostat: 2 }, 400, "mirostat"],
 ];
 
 function imageBody(url: string) {
@@ -990,7 +999,14 @@ Deno.test("echo's edges: max_tokens 0 against max_completion_tokens, prompt_logp
   }
   assert.equal((await post(app, { ...hello, echo: false })).status, 200);
   // vLLM's extensions this server lacks are accepted at their defaults.
-  const defaults = { ...hello, min_tokens: 0, skip_special_tokens: true, bad_words: [] };
+  const defaults = {
+    ...hello,
+    min_tokens: 0,
+    skip_special_tokens: true,
+    bad_words: [],
+    mm_processor_kwargs: {},
+    typical_p: 1,
+  };
   assert.equal((await post(app, defaults)).status, 200);
   // An engine that drops echo: an error, not a completion missing its prompt.
   const old = setup({ noEcho: true });
