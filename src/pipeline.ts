@@ -27,6 +27,8 @@ import type { KvDType } from "../kernels/kv_cache.ts";
 import { type ModelSource, openModelSource } from "./model_files.ts";
 import { parseConfig } from "./model/config.ts";
 import { type ImageEmbeds, Qwen2VLModel, type Session } from "./model/qwen2vl.ts";
+import { checkPatchesFit } from "./model/vision.ts";
+import { patchCount } from "./image.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { ChatProcessor } from "./generate/processor.ts";
 import { FifoLock } from "./generate/fifo_lock.ts";
@@ -354,6 +356,12 @@ export class Pipeline implements ChatEngine {
    */
   #checkRun(prompt: PreparedPrompt, o: ResolvedOptions): void {
     tokenBudget(this.model.maxContext, prompt, o);
+    // Images past what this adapter's bindings hold (software adapters: ~5.5 megapixels).
+    checkPatchesFit(
+      this.model.config.vision,
+      patchCount(prompt.gridThw),
+      this.model.gpu.maxBinding,
+    );
     const rows = this.model.config.text.vocabSize;
     const unknown = o.logitBias.find(([id]) => id >= rows);
     if (unknown) {

@@ -7,6 +7,7 @@ import { maxAbsDiff } from "./ref/_random.ts";
 import { logprobsRef } from "./ref/logprobs.ts";
 import { BITS_PER_WEIGHT, logitError } from "./model/quantize.ts";
 import { Pipeline, type PipelineOptions } from "./pipeline.ts";
+import { encodePng } from "./_png.ts";
 import type { ChatMessage, GenerationEvent } from "./generate/types.ts";
 
 const pipeline = sharedGpu().then((gpu) =>
@@ -218,6 +219,35 @@ Deno.test("Pipeline.generate() continueFinalMessage continues an assistant's ans
     /continueFinalMessage continues a chat's last message/,
   );
   await assert.rejects(p.checkPrompt(raw, { continueFinalMessage: true }), InvalidInputError);
+});
+
+Deno.test("Pipeline.generate() refuses images past the adapter's bindings before the GPU, saying how much it takes", async () => {
+  // A context that holds the image's 7597 tokens: only the adapter can refuse it.
+  using p = await Pipeline.load(TINY_DIR, {
+    gpu: await sharedGpu(),
+    dtype: "f32",
+    maxContext: 8192,
+    promptCache: false,
+  });
+  const [w, h] = [3000, 2000]; // 30388 patches after resizing
+  const image = await encodePng(w, h, new Uint8Array(w * h * 3).fill(128));
+  const messages: ChatMessage[] = [{ role: "user", content: [{ type: "image", image }] }];
+  const v = p.model.config.vision;
+  const perPatch = 4 * Math.max(v.patchDim, v.mlpHidden, 3 * v.embedDim);
+  if (30388 * perPatch > p.model.gpu.maxBinding) {
+    // A software adapter's 128 MiB (CI): refused by name, the stream never reaching the GPU.
+    await assert.rejects(
+      p.chat(messages, { maxNewTokens: 1 }),
+      (e: Error) =>
+        e instanceof InvalidInputError &&
+        /the images of this prompt make 30388 patches .* send smaller or fewer images/.test(
+          e.message,
+        ),
+    );
+  } else {
+    // A GPU's 2 GiB bindings hold them.
+    assert.equal((await p.chat(messages, { maxNewTokens: 1 })).usage.imageTokens, 7597);
+  }
 });
 
 Deno.test("Pipeline.forward() gives transformers' image embeddings and last logits for case 0", async () => {

@@ -120,19 +120,7 @@ export class VisionTower {
     const P = checkImages(v, pixelValues, grids);
     const E = v.embedDim, M = v.mlpHidden, D = v.mergedDim, H = v.outHidden;
     const merged = P / (v.spatialMergeSize * v.spatialMergeSize);
-    for (
-      const [what, bytes] of [["pixel_values", P * v.patchDim * 4], ["vision MLP", P * M * 4], [
-        "qkv",
-        P * 3 * E * 4,
-      ]] as const
-    ) {
-      if (bytes > gpu.maxBinding) {
-        throw new InvalidInputError(
-          `encodeImages: ${P} patches need a ${what} buffer of ${fmtBytes(bytes)}, over this ` +
-            `adapter's ${fmtBytes(gpu.maxBinding)} binding limit; use smaller images (max_pixels)`,
-        );
-      }
-    }
+    checkPatchesFit(v, P, gpu.maxBinding);
     const buf = (bytes: number, label: string) => createStorage(gpu, bytes, label);
     const pv = uploadArray(gpu, pixelValues, "vision.pixel_values"); // (P, 1176) f32
     const pos = uploadArray(gpu, visionPositionIds(grids, v.spatialMergeSize), "vision.pos"); // (P, 2) u32
@@ -271,4 +259,22 @@ export function submit(gpu: Gpu, ds: readonly Dispatch[], label: string): void {
     gpu.device.queue.submit([enc.finish()]);
   }
   for (const d of ds) d.destroy();
+}
+
+/**
+ * Throws InvalidInputError where the images of one prompt, `patches` in all, are more than this
+ * adapter can encode at once: its largest activations ((patches, mlp hidden) f32, the pixel
+ * values, qkv) must each fit one storage binding (128 MiB on software adapters: about 5.5
+ * megapixels at Qwen2-VL's shapes; 2 GiB on an H100 / H200). The message names the most it takes.
+ */
+export function checkPatchesFit(v: VisionConfig, patches: number, maxBinding: number): void {
+  const perPatch = 4 * Math.max(v.patchDim, v.mlpHidden, 3 * v.embedDim); // bytes, the largest row
+  if (patches * perPatch <= maxBinding) return;
+  const most = Math.floor(maxBinding / perPatch);
+  const px = (most * v.patchSize * v.patchSize / 1e6).toFixed(1);
+  throw new InvalidInputError(
+    `the images of this prompt make ${patches} patches of ${v.patchSize} × ${v.patchSize} pixels; ` +
+      `this GPU adapter (storage bindings of at most ${fmtBytes(maxBinding)}) encodes at most ` +
+      `${most} at once (about ${px} megapixels in all): send smaller or fewer images`,
+  );
 }

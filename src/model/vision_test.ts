@@ -5,7 +5,8 @@ import { InvalidInputError } from "../errors.ts";
 import { openModelSource } from "../model_files.ts";
 import { SafetensorsCheckpoint } from "../safetensors.ts";
 import { parseConfig } from "./config.ts";
-import { checkImages, submitBefore, VisionTower } from "./vision.ts";
+import { checkImages, checkPatchesFit, submitBefore, VisionTower } from "./vision.ts";
+import { PRESETS } from "./presets.ts";
 import { planWeights, uploadWeights } from "./weights.ts";
 import { CASES, readReferenceCase, TINY_DIR } from "./_fixture.ts";
 import { assertClose } from "../ref/_random.ts";
@@ -98,4 +99,20 @@ Deno.test("checkImages() rejects grids that do not match pixel_values", () => {
 Deno.test("submitBefore(): the first layer goes to the GPU alone, then every SUBMIT_LAYERS", () => {
   const at = Array.from({ length: 14 }, (_, l) => l).filter(submitBefore);
   assert.deepEqual(at, [1, 4, 8, 12]);
+});
+
+Deno.test("checkPatchesFit() refuses images past the adapter's bindings, naming the most it takes", () => {
+  const v = parseConfig(PRESETS["Qwen2-VL-7B-Instruct"]).vision;
+  // Its largest row: the MLP's 5120 f32 a patch, 20480 bytes; 128 MiB hold 6553 patches.
+  const mib128 = 128 * 2 ** 20;
+  checkPatchesFit(v, 6553, mib128);
+  assert.throws(
+    () => checkPatchesFit(v, 6554, mib128),
+    (e: Error) =>
+      e instanceof InvalidInputError &&
+      /make 6554 patches of 14 × 14 pixels; this GPU adapter \(storage bindings of at most 128\.00 MiB\) encodes at most 6553 at once \(about 1\.3 megapixels in all\): send smaller or fewer images/
+        .test(e.message),
+  );
+  // A 3000 × 2000 photo (30388 patches) on an H200's 2 GiB bindings.
+  checkPatchesFit(v, 30388, 2 ** 31 - 4);
 });
