@@ -27,7 +27,11 @@ options:
   --system <text>           a system prompt
   --max-tokens <n>          most tokens per answer
   --temperature <t>         0 = greedy
-  --top-p <p>  --top-k <k>  --seed <n>  --repetition-penalty <r>
+  --top-p <p>  --top-k <k>  --min-p <m>  --seed <n>  --repetition-penalty <r>
+  --presence-penalty <p>  --frequency-penalty <f>
+                            OpenAI's penalties on tokens the answer already has (-2..2)
+  --stop <text>             stop before this text; repeat for several
+  --stop-on-loop            stop an answer that keeps repeating itself (QVQ can reason in circles)
   --dtype <f16|f32>         weight dtype on the GPU (default f16 where supported)
   --quant <q8|q4|f16>       quantize the decoder's matrices while loading: 8.5 / 4.5 bits per
                             weight; q4 costs more accuracy (BENCHMARKS.md); f16: none (default)
@@ -191,6 +195,8 @@ export async function chatCommand(
     system: { type: "string" },
     ...SAMPLING_OPTIONS,
     ...LOAD_OPTIONS,
+    stop: { type: "string", multiple: true },
+    "stop-on-loop": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   }, USAGE);
   if (v.help) {

@@ -112,6 +112,11 @@ Deno.test("chatCommand() parses its options and chats over the given input", asy
       "--presence-penalty",
       "-0.5",
       "--frequency-penalty=0.25",
+      "--min-p",
+      "0.05",
+      "--stop",
+      "END",
+      "--stop-on-loop",
       "--system",
       "S",
       "--dtype",
@@ -135,6 +140,9 @@ Deno.test("chatCommand() parses its options and chats over the given input", asy
     seed: 3,
     presencePenalty: -0.5,
     frequencyPenalty: 0.25,
+    minP: 0.05,
+    stop: ["END"],
+    stopOnLoop: true,
   });
   assert.deepEqual(engine.calls[0].messages[0], { role: "system", content: "S" });
   await assert.rejects(

@@ -47,6 +47,7 @@ options:
   --seed <n>                same seed, same options → same answer
   --stop <text>             stop before this text; repeat for several
   --stop-on-loop            stop when the answer keeps repeating itself
+  --ignore-eos              run past the end-of-sequence ids to --max-tokens (benchmarks)
   --dtype <f16|f32>         weight dtype on the GPU (default f16 where supported)
   --quant <q8|q4|f16>       quantize the decoder's matrices while loading: 8.5 / 4.5 bits per
                             weight; q4 costs more accuracy (BENCHMARKS.md); f16: none (default)
@@ -163,6 +164,7 @@ function readGenerateOptions(v: Values, usage: string): GenerateOptions {
   const stop = stringList(v, "stop");
   if (stop.length) o.stop = stop;
   if (v["stop-on-loop"]) o.stopOnLoop = true;
+  if (v["ignore-eos"]) o.ignoreEos = true;
   const top = numberOption(v, "logprobs", usage, true);
   if (top !== undefined) [o.logprobs, o.topLogprobs] = [true, top];
   set("promptLogprobs", numberOption(v, "prompt-logprobs", usage, true));
@@ -185,6 +187,7 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
     ...SAMPLING_OPTIONS,
     stop: { type: "string", multiple: true },
     "stop-on-loop": { type: "boolean" },
+    "ignore-eos": { type: "boolean" },
     json: { type: "boolean" },
     logprobs: { type: "string" },
     "prompt-logprobs": { type: "string" },

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { readSafetensors } from "../safetensors.ts";
 import { readReferenceCase, TINY_DIR } from "../model/_fixture.ts";
 import { maxAbsDiff } from "../ref/_random.ts";
-import type { Io } from "./_args.ts";
+import type { Io, Values } from "./_args.ts";
+import { generateOptions } from "./_generate.ts";
 import { main } from "./main.ts";
 import { Tokenizer } from "../tokenizer.ts";
 
@@ -378,4 +379,10 @@ Deno.test("qvq generate names an --image file that is missing or empty", async (
   } finally {
     await Deno.remove(empty);
   }
+});
+
+Deno.test("generateOptions() reads --ignore-eos, --min-p and --stop-on-loop", () => {
+  const v = { "ignore-eos": true, "min-p": "0.1", "stop-on-loop": true } as Values;
+  assert.deepEqual(generateOptions(v, "usage"), { ignoreEos: true, minP: 0.1, stopOnLoop: true });
+  assert.deepEqual(generateOptions({} as Values, "usage"), {});
 });
