@@ -59,9 +59,12 @@ export function badRequest(
 export function toHttpError(error: unknown): HttpError {
   if (error instanceof HttpError) return error;
   if (error instanceof ContextLengthError) {
-    return badRequest("messages", error.message, "context_length_exceeded");
+    return badRequest("messages", apiNamed(error.message).message, "context_length_exceeded");
   }
-  if (error instanceof InvalidInputError) return badRequest(null, error.message);
+  if (error instanceof InvalidInputError) {
+    const { field, message } = apiNamed(error.message);
+    return badRequest(field, message);
+  }
   if (error instanceof EngineClosedError) {
     return new HttpError(
       503,
@@ -80,6 +83,34 @@ export function toHttpError(error: unknown): HttpError {
     "The server had an error while processing your request; see the server log.",
     "server_error",
   );
+}
+
+/** The request field of each generation option the engine names in its errors. */
+const API_NAMES: Readonly<Record<string, string>> = {
+  maxNewTokens: "max_tokens",
+  temperature: "temperature",
+  topP: "top_p",
+  topK: "top_k",
+  minP: "min_p",
+  repetitionPenalty: "repetition_penalty",
+  presencePenalty: "presence_penalty",
+  frequencyPenalty: "frequency_penalty",
+  logitBias: "logit_bias",
+  topLogprobs: "top_logprobs",
+  promptLogprobs: "logprobs",
+  stopTokenIds: "stop_token_ids",
+  continueFinalMessage: "continue_final_message",
+};
+
+/**
+ * An engine error's message in the request's words: one that starts with a generation option's
+ * module name (`logitBias names token …`) names the request field instead, which becomes the
+ * error's `param`; others are as they are, with no field.
+ */
+function apiNamed(message: string): { field: string | null; message: string } {
+  const name = message.match(/^[a-zA-Z]+/)?.[0] ?? "";
+  const field = Object.hasOwn(API_NAMES, name) ? API_NAMES[name] : undefined;
+  return field ? { field, message: field + message.slice(name.length) } : { field: null, message };
 }
 
 /** The Response for an HttpError. */

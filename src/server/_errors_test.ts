@@ -40,3 +40,28 @@ Deno.test("toHttpError() makes input errors 400s, GPU errors 500s with their mes
   assert.equal(other.status, 500);
   assert.doesNotMatch(other.message, /secret/);
 });
+
+Deno.test("toHttpError() words an engine's option errors with the request's field names", () => {
+  const bias = toHttpError(
+    new InvalidInputError("logitBias names token 200000, but the model's ids end at 151935"),
+  );
+  assert.deepEqual([bias.status, bias.param, bias.message], [
+    400,
+    "logit_bias",
+    "logit_bias names token 200000, but the model's ids end at 151935",
+  ]);
+  assert.equal(
+    toHttpError(new InvalidInputError("stopTokenIds names token 9")).param,
+    "stop_token_ids",
+  );
+  // The context's error keeps its field and code, in the request's words.
+  const context = toHttpError(new ContextLengthError("maxNewTokens 8192 does not fit: …"));
+  assert.deepEqual([context.param, context.code, context.message], [
+    "messages",
+    "context_length_exceeded",
+    "max_tokens 8192 does not fit: …",
+  ]);
+  // Anything else as it is, with no field.
+  const other = toHttpError(new InvalidInputError("the prompt is empty: it has no tokens"));
+  assert.deepEqual([other.param, other.message], [null, "the prompt is empty: it has no tokens"]);
+});
