@@ -20,21 +20,23 @@ const answers = given.length ? given : ["9.9", "9.11", "They are equal."];
 
 const qvq = await Pipeline.load(await resolveModel(model));
 try {
-  // The chat template's text up to the answer, then each answer after it: the answer's tokens
-  // are the prompt's last ones, each scored given everything before it.
-  const prompt = await qvq.prepare([{ role: "user", content: question }]);
-  const context = qvq.tokenizer.decode(prompt.inputIds);
+  // The chat template's tokens up to the answer, then the answer's own (tokenized apart, as an
+  // evaluation harness does: the template's last newline and an answer's first would otherwise
+  // merge): the prompt's last tokens, each scored given everything before it.
+  const context = Array.from((await qvq.prepare([{ role: "user", content: question }])).inputIds);
   const scores = [];
   for (const answer of answers) {
-    const ids = qvq.tokenizer.encode(context + answer);
-    const n = ids.length - prompt.inputIds.length; // the answer's tokens
+    const tokens = Array.from(qvq.tokenizer.encode(answer));
+    if (!tokens.length) throw new Error(`the answer ${JSON.stringify(answer)} has no tokens`);
     let logprob = 0;
-    for await (const event of qvq.complete(ids, { promptLogprobs: 0, maxNewTokens: 1 })) {
+    for await (
+      const event of qvq.complete([...context, ...tokens], { promptLogprobs: 0, maxNewTokens: 1 })
+    ) {
       if (event.type !== "done") continue;
-      const tokens = event.result.prompt!.logprobs!.slice(-n);
-      logprob = tokens.reduce((sum, t) => sum + t.logprob!, 0);
+      const scored = event.result.prompt!.logprobs!.slice(-tokens.length);
+      logprob = scored.reduce((sum, t) => sum + t.logprob!, 0);
     }
-    scores.push({ answer, tokens: n, logprob });
+    scores.push({ answer, tokens: tokens.length, logprob });
   }
   scores.sort((a, b) => b.logprob - a.logprob);
   for (const s of scores) {

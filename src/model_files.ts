@@ -80,8 +80,9 @@ export abstract class BaseModelSource implements ModelSource {
   protected missing(name: string, cause?: unknown): ModelFileError {
     // "Qwen/Qwen2-VL-2B-Instruct" read as a relative directory: say how to fetch a hub id.
     const hubId = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/.test(this.location)
-      ? ` If "${this.location}" is a Hugging Face model id, download it first: ` +
-        `Pipeline.load(await resolveModel("${this.location}")).`
+      ? ` If "${this.location}" is a Hugging Face model id, download it first (qvq generate, ` +
+        `qvq chat and the server do; in code: Pipeline.load(await resolveModel("${this.location}"))) ` +
+        `and pass its directory.`
       : "";
     const e = new ModelFileError(
       `Model file "${name}" not found in ${this.location}: check the path or URL, and that the ` +

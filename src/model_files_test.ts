@@ -268,3 +268,13 @@ Deno.test("checkFileName() refuses names that leave the model location", () => {
     });
   }
 });
+
+Deno.test("a missing file of a hub-id-like path says how to download the model first", async () => {
+  const src = await openModelSource("Qwen/Not-Downloaded");
+  await assert.rejects(src.size("config.json"), (e: Error) => {
+    assert.ok(e instanceof ModelFileError);
+    assert.match(e.message, /"Qwen\/Not-Downloaded" is a Hugging Face model id, download it first/);
+    assert.match(e.message, /qvq generate, qvq chat and the server do/);
+    return true;
+  });
+});
