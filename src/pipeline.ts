@@ -50,6 +50,7 @@ import type {
   GenerateOptions,
   GenerationEvent,
   GenerationResult,
+  TokenizeInput,
 } from "./generate/types.ts";
 
 /** Options of {@link Pipeline.load}. */
@@ -167,6 +168,49 @@ export class Pipeline implements ChatEngine {
   /** The model's tokenizer. */
   get tokenizer(): Tokenizer {
     return this.processor.tokenizer;
+  }
+
+  /** The model's context in tokens: the prompt and its answer together (load's `maxContext`). */
+  get maxContext(): number {
+    return this.model.maxContext;
+  }
+
+  /**
+   * The token ids the model would read: a raw prompt's as {@link complete} encodes it (special
+   * tokens recognised), or chat messages' as {@link generate} renders them, each image's
+   * placeholder expanded to its tokens (the images are decoded and sized, not encoded).
+   * @throws InvalidInputError for malformed messages or undecodable images
+   */
+  async tokenize(input: TokenizeInput): Promise<number[]> {
+    this.#checkOpen();
+    if ("messages" in input) {
+      const opts = { continueFinalMessage: input.continueFinalMessage };
+      return Array.from((await this.prepare(input.messages, opts)).inputIds);
+    }
+    if (typeof input.prompt !== "string") {
+      throw new InvalidInputError(`tokenize: prompt must be a string, got ${typeof input.prompt}`);
+    }
+    return Array.from(this.tokenizer.encode(input.prompt));
+  }
+
+  /**
+   * The text of token ids, special tokens included.
+   * @throws InvalidInputError for ids outside the tokenizer's vocabulary
+   */
+  detokenize(ids: number[]): Promise<string> {
+    try {
+      this.#checkOpen();
+      const n = this.tokenizer.vocabSize;
+      const bad = ids.findIndex((id) => !(Number.isInteger(id) && id >= 0 && id < n));
+      if (bad >= 0) {
+        throw new InvalidInputError(
+          `tokens[${bad}] must be a token id in [0, ${n}), got ${ids[bad]}`,
+        );
+      }
+      return Promise.resolve(this.tokenizer.decode(ids));
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /**

@@ -224,6 +224,50 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
       assert.ok(e.logprob < 0 && e.top_logprobs[1].logprob <= e.logprob);
     }
 
+    // vLLM's /tokenize and /detokenize (beside /v1, behind its key) and max_model_len.
+    const root = s.baseURL.replace(/\/v1$/, "");
+    const call = async (path: string, body: unknown) => {
+      const r = await fetch(root + path, {
+        method: "POST",
+        headers: { authorization: `Bearer ${KEY}` },
+        body: JSON.stringify(body),
+      });
+      return { status: r.status, json: await r.json() };
+    };
+    const models = await s.client.models.list();
+    const context = (models.data[0] as unknown as { max_model_len: number }).max_model_len;
+    assert.equal(context, engine.maxContext);
+    assert.deepEqual(
+      (await call("/tokenize", { model: "tiny-qwen2vl", prompt: "Hello world" })).json,
+      {
+        count: 2,
+        max_model_len: context,
+        tokens: [9707, 1879],
+      },
+    );
+    // Messages as the chat endpoint renders them: case 0's image and question are its 35 ids.
+    const chat = await call("/tokenize", { messages: params.messages });
+    assert.deepEqual(
+      chat.json.tokens,
+      Array.from((await readReferenceCase(0)).inputIds),
+    );
+    assert.deepEqual((await call("/detokenize", { tokens: [9707, 1879] })).json, {
+      prompt: "Hello world",
+    });
+    const refused: [string, unknown, number, string | null][] = [
+      ["/detokenize", { tokens: [1e9] }, 400, "tokens"],
+      ["/detokenize", { tokens: "x" }, 400, "tokens"],
+      ["/tokenize", { model: "tiny-qwen2vl" }, 400, "prompt"],
+      ["/tokenize", { prompt: "a", model: "gpt-4o" }, 404, "model"],
+    ];
+    for (const [path, body, status, param] of refused) {
+      const r = await call(path, body);
+      assert.deepEqual([r.status, r.json.error.param], [status, param], JSON.stringify(body));
+    }
+    const keyless = await fetch(`${root}/tokenize`, { method: "POST", body: '{"prompt":"a"}' });
+    assert.equal(keyless.status, 401);
+    await keyless.body?.cancel();
+
     // /v1/completions: case 3's templated prompt given raw continues as its chat answers.
     const text3 = cases.cases[3];
     const ids3 = (await engine.prepare([{ role: "user", content: text3.prompt }])).inputIds;

@@ -202,4 +202,19 @@ export interface ChatEngine {
    * server calls it before queueing, so a bad prompt is a 400 at once. Optional.
    */
   checkPrompt?(prompt: string | number[], options?: GenerateOptions): Promise<void>;
+  /** The model's context in tokens (vLLM's `max_model_len`). Optional. */
+  readonly maxContext?: number;
+  /**
+   * The token ids the model would read: of a raw prompt as `complete` reads it, or of chat
+   * messages as `generate` renders them (image placeholders expanded to each image's tokens).
+   * Optional: a server whose engine lacks it answers `/tokenize` with a 404.
+   */
+  tokenize?(input: TokenizeInput): Promise<number[]>;
+  /** The text of token ids, special tokens included. Optional (`/detokenize`). */
+  detokenize?(ids: number[]): Promise<string>;
 }
+
+/** What {@link ChatEngine.tokenize} takes: a raw prompt, or chat messages. */
+export type TokenizeInput =
+  | { prompt: string }
+  | { messages: ChatMessage[]; continueFinalMessage?: boolean };

@@ -8,7 +8,7 @@
 /// <reference lib="deno.worker" />
 import { loadEngine } from "./_engine.ts";
 import type { Pipeline } from "../pipeline.ts";
-import { describeError, type FromWorker, type ToWorker } from "./worker_engine.ts";
+import { describeError, type FromWorker, type ToWorker, type WorkerCall } from "./worker_engine.ts";
 import { currentThread } from "./_thread.ts";
 
 let pipeline: Pipeline | undefined;
@@ -48,7 +48,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
     loadEngine(m.model, m.options).then(
       (p) => {
         pipeline = p;
-        post({ type: "loaded", modelId: p.modelId });
+        post({ type: "loaded", modelId: p.modelId, maxContext: p.maxContext });
       },
       (error) => post({ type: "load-error", error: describeError(error) }),
     );
@@ -56,10 +56,10 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
     const done = generate(m.id, m);
     settled.add(done);
     done.finally(() => settled.delete(done));
-  } else if (m.type === "check") {
-    // In a then(): anything it throws is this check's answer, never the worker's own failure.
-    Promise.resolve().then(() => pipeline!.checkPrompt(m.prompt, m.options)).then(
-      () => post({ type: "end", id: m.id }),
+  } else if (m.type === "call") {
+    // In a then(): anything it throws is this call's answer, never the worker's own failure.
+    Promise.resolve().then(() => call(m)).then(
+      (value) => post({ type: "value", id: m.id, value }),
       (error) => post({ type: "error", id: m.id, error: describeError(error) }),
     );
   } else if (m.type === "abort") {
@@ -68,6 +68,14 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
     close();
   }
 };
+
+/** The pipeline's answer to a quick call. */
+function call(c: WorkerCall): Promise<unknown> {
+  const p = pipeline!;
+  if (c.method === "checkPrompt") return p.checkPrompt(...c.args);
+  if (c.method === "tokenize") return p.tokenize(...c.args);
+  return p.detokenize(...c.args);
+}
 
 /** Ends every generation, frees the GPU, tells the main thread and exits. */
 async function close() {

@@ -356,23 +356,12 @@ function modelRequest(body: unknown): { body: Json; model: string } {
   return { body, model: body.model };
 }
 
-/** Validates a parsed JSON body (the model name is checked by the caller, who knows the engine). */
-export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequest {
-  const { body, model } = modelRequest(json);
+/** A body's `messages`: a non-empty array of OpenAI messages, at most `limits.maxImages` images. */
+function parseMessages(body: Json, limits: RequestLimits): RequestMessage[] {
   if (!Array.isArray(body.messages) || body.messages.length === 0) {
     throw badRequest("messages", "messages must be a non-empty array of messages.", "invalid_type");
   }
   const messages = body.messages.map(parseMessage);
-  refusePromptLogprobs(body);
-  if (optionalBoolean(body, "echo")) {
-    // vLLM's chat echo repeats the last message of the assistant's role it continues; this
-    // server does not continue a final assistant message.
-    throw badRequest(
-      "echo",
-      "echo is not supported on /v1/chat/completions; /v1/completions echoes a raw prompt.",
-      "unsupported_parameter",
-    );
-  }
   const images = messages.flatMap((m) => (typeof m.content === "string" ? [] : m.content))
     .filter((p) => p.type === "image_url");
   if (images.length > limits.maxImages) {
@@ -380,6 +369,76 @@ export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequ
       images[limits.maxImages].param.replace(/\.image_url\.url$/, ""),
       `A request may carry at most ${limits.maxImages} images; this one has ${images.length}.`,
       "too_many_images",
+    );
+  }
+  return messages;
+}
+
+/** A POST /tokenize request (vLLM's): a raw prompt, or chat messages as the chat endpoint takes them. */
+export type TokenizeRequest =
+  & { model?: string }
+  & ({ prompt: string } | { messages: RequestMessage[]; continueFinalMessage: boolean });
+
+/**
+ * Validates a /tokenize body: `prompt` (text), or `messages` with `add_generation_prompt` /
+ * `continue_final_message` as the chat endpoint reads them; `model` optional (as vLLM's).
+ * `add_special_tokens` is accepted either way (Qwen's tokenizer adds none); vLLM's
+ * `return_token_strs` is refused.
+ */
+export function parseTokenizeRequest(json: unknown, limits: RequestLimits): TokenizeRequest {
+  const body = optionalModel(json);
+  optionalBoolean(body, "add_special_tokens");
+  if (optionalBoolean(body, "return_token_strs")) {
+    throw badRequest(
+      "return_token_strs",
+      "return_token_strs is not supported by this server; /detokenize gives a token's text.",
+      "unsupported_parameter",
+    );
+  }
+  const model = body.model as string | undefined;
+  if (body.messages !== undefined) {
+    return {
+      model,
+      messages: parseMessages(body, limits),
+      continueFinalMessage: parseContinuation(body),
+    };
+  }
+  if (typeof body.prompt !== "string") {
+    throw badRequest("prompt", "Send prompt (a string) or messages to tokenize.", "invalid_type");
+  }
+  return { model, prompt: body.prompt };
+}
+
+/** Validates a /detokenize body: `tokens`, token ids; `model` optional. */
+export function parseDetokenizeRequest(json: unknown): { model?: string; tokens: number[] } {
+  const body = optionalModel(json);
+  const ids = body.tokens;
+  if (!Array.isArray(ids) || !ids.every((t) => Number.isSafeInteger(t) && t >= 0)) {
+    throw badRequest("tokens", "tokens must be an array of token ids.", "invalid_type");
+  }
+  return { model: body.model as string | undefined, tokens: ids };
+}
+
+/** A body whose `model`, where given, is a non-empty string (the caller checks it names the engine's). */
+function optionalModel(json: unknown): Json {
+  if (isObject(json) && (json.model === undefined || json.model === null)) {
+    const { model: _, ...rest } = json;
+    return rest;
+  }
+  return modelRequest(json).body;
+}
+
+/** Validates a parsed JSON body (the model name is checked by the caller, who knows the engine). */
+export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequest {
+  const { body, model } = modelRequest(json);
+  const messages = parseMessages(body, limits);
+  refusePromptLogprobs(body);
+  if (optionalBoolean(body, "echo")) {
+    // vLLM's chat echo puts a continued final message's text before the answer; not here.
+    throw badRequest(
+      "echo",
+      "echo is not supported on /v1/chat/completions; /v1/completions echoes a raw prompt.",
+      "unsupported_parameter",
     );
   }
   const sampling = parseSampling(body, limits);

@@ -5,7 +5,7 @@
  *
  * @example Mount it in your own Hono app
  * ```ts ignore
- * import { Hono } from "hono";
+ * import { Hono, type MiddlewareHandler } from "hono";
  * import { createApp, Pipeline } from "@qvq/webgpu";
  *
  * const engine = await Pipeline.load("tests/fixtures/tiny-qwen2vl");
@@ -15,7 +15,7 @@
  * ```
  * @module
  */
-import { Hono } from "hono";
+import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import type {
@@ -47,6 +47,8 @@ import {
   loadMessages,
   parseChatRequest,
   parseCompletionRequest,
+  parseDetokenizeRequest,
+  parseTokenizeRequest,
 } from "./_request.ts";
 import { sseResponse } from "./_sse.ts";
 
@@ -375,24 +377,24 @@ export function createApp(
     app.get("/", (c) => c.html(PAGE_HTML));
   }
 
+  // The API: /v1, and vLLM's /tokenize and /detokenize beside it.
+  const API = ["/v1/*", "/tokenize", "/detokenize"];
   // Before the API key check: a browser's preflight carries no Authorization header.
   if (settings.cors !== false) {
-    app.use(
-      "/v1/*",
-      cors({
-        origin: settings.cors === true ? "*" : settings.cors,
-        allowMethods: ["GET", "POST", "OPTIONS"],
-        // No allowHeaders: the preflight allows the headers the browser asks for, as vLLM's
-        // ["*"] and llama.cpp's "*" do. A fixed list blocked the openai npm client in a browser,
-        // which sends X-Stainless-* headers with every request.
-        maxAge: 600,
-      }),
-    );
+    const allow = cors({
+      origin: settings.cors === true ? "*" : settings.cors,
+      allowMethods: ["GET", "POST", "OPTIONS"],
+      // No allowHeaders: the preflight allows the headers the browser asks for, as vLLM's
+      // ["*"] and llama.cpp's "*" do. A fixed list blocked the openai npm client in a browser,
+      // which sends X-Stainless-* headers with every request.
+      maxAge: 600,
+    });
+    for (const path of API) app.use(path, allow);
   }
 
   if (settings.apiKey !== undefined) {
     const key = settings.apiKey;
-    app.use("/v1/*", async (c, next) => {
+    const check: MiddlewareHandler = async (c, next) => {
       const header = c.req.header("authorization") ?? "";
       const given = header.match(/^Bearer\s+(.+)$/i)?.[1]?.trim();
       if (given === undefined || !sameKey(given, key)) {
@@ -408,7 +410,8 @@ export function createApp(
         );
       }
       await next();
-    });
+    };
+    for (const path of API) app.use(path, check);
   }
 
   const created = Math.floor(Date.now() / 1000); // when this server started serving it
@@ -417,6 +420,7 @@ export function createApp(
     object: "model",
     created,
     owned_by: "qvq",
+    ...(e.maxContext ? { max_model_len: e.maxContext } : {}), // vLLM's: the context in tokens
   });
 
   app.get("/v1/models", async (c) => {
@@ -483,6 +487,50 @@ export function createApp(
       await e.checkPrompt?.(request.prompt, request.options);
       return (options) => complete(request.prompt, options);
     });
+  });
+
+  /** The engine for a request that may name its model; a 404 where the engine lacks `method`. */
+  const engineFor = async (model: string | undefined, method: "tokenize" | "detokenize") => {
+    const e = await engineReady;
+    if (model !== undefined && model !== e.modelId) throw modelNotFound(model, e);
+    if (!e[method]) {
+      throw new HttpError(
+        404,
+        `This server's engine does not serve /${method}.`,
+        "invalid_request_error",
+        null,
+        "not_found",
+      );
+    }
+    return e;
+  };
+
+  // vLLM's tokenizer endpoints: the ids the model would read, and the text of ids.
+  app.post("/tokenize", limitBody, async (c) => {
+    const request = parseTokenizeRequest(await readJson(c.req.raw), settings);
+    const e = await engineFor(request.model, "tokenize");
+    const field = "prompt" in request ? "prompt" : "messages";
+    const input = "prompt" in request ? { prompt: request.prompt } : {
+      messages: await loadMessages(request.messages, policy, c.req.raw.signal),
+      continueFinalMessage: request.continueFinalMessage,
+    };
+    const tokens = await e.tokenize!(input).catch((error) => {
+      throw fieldError(error, field);
+    });
+    return c.json({
+      count: tokens.length,
+      ...(e.maxContext ? { max_model_len: e.maxContext } : {}),
+      tokens,
+    });
+  });
+
+  app.post("/detokenize", limitBody, async (c) => {
+    const request = parseDetokenizeRequest(await readJson(c.req.raw));
+    const e = await engineFor(request.model, "detokenize");
+    const prompt = await e.detokenize!(request.tokens).catch((error) => {
+      throw fieldError(error, "tokens");
+    });
+    return c.json({ prompt });
   });
 
   /**
@@ -605,6 +653,12 @@ export function createApp(
   }
 
   return app;
+}
+
+/** An engine's refusal (a 400 naming no field) as the fault of the request's `field`. */
+function fieldError(error: unknown, field: string): unknown {
+  const http = toHttpError(error);
+  return http.status === 400 && http.param === null ? badRequest(field, http.message) : error;
 }
 
 function modelNotFound(model: string, engine: ChatEngine): HttpError {

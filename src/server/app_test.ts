@@ -1083,3 +1083,12 @@ Deno.test("top_k -1 or 0 is no top-k (vLLM's off), seed -1 a random seed (llama.
     [5, 0],
   ]);
 });
+
+Deno.test("/tokenize and /detokenize: a 404 from an engine without them", async () => {
+  const { app } = setup();
+  for (const [path, body] of [["/tokenize", { prompt: "a" }], ["/detokenize", { tokens: [1] }]]) {
+    const r = await app.request(path as string, { method: "POST", body: JSON.stringify(body) });
+    assert.equal(r.status, 404);
+    assert.match((await r.json()).error.message, /does not serve \/(de)?tokenize/);
+  }
+});

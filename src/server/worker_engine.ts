@@ -14,6 +14,7 @@ import type {
   ChatMessage,
   GenerateOptions,
   GenerationEvent,
+  TokenizeInput,
 } from "../generate/types.ts";
 import { EngineClosedError, ERROR_CLASSES, GpuError } from "../errors.ts";
 import type { PipelineOptions } from "../pipeline.ts";
@@ -43,23 +44,28 @@ export type ToWorker =
     input: { messages: ChatMessage[] } | { prompt: string | number[] };
     options: Omit<GenerateOptions, "signal">;
   }
-  | {
-    // Pipeline.checkPrompt there: answered with "end" (fine) or "error" under its id.
-    type: "check";
+  | ({
+    // One of the Pipeline's quick methods there: answered with "value" or "error" under its id.
+    type: "call";
     id: number;
-    prompt: string | number[];
-    options: Omit<GenerateOptions, "signal">;
-  }
+  } & WorkerCall)
   | { type: "abort"; id: number }
   | { type: "dispose" };
+
+/** The Pipeline methods the worker answers at once (no GPU work, no queue), and their arguments. */
+export type WorkerCall =
+  | { method: "checkPrompt"; args: [string | number[], Omit<GenerateOptions, "signal">] }
+  | { method: "tokenize"; args: [TokenizeInput] }
+  | { method: "detokenize"; args: [number[]] };
 
 /** Messages from the worker. */
 export type FromWorker =
   | { type: "thread"; entry: string | null } // first: its thread's /proc entry (src/server/_thread.ts)
-  | { type: "loaded"; modelId: string }
+  | { type: "loaded"; modelId: string; maxContext: number }
   | { type: "load-error"; error: ErrorDescription }
   | { type: "event"; id: number; event: GenerationEvent }
   | { type: "end"; id: number }
+  | { type: "value"; id: number; value: unknown }
   | { type: "error"; id: number; error: ErrorDescription }
   | { type: "closed" };
 
@@ -107,6 +113,7 @@ class Mailbox {
 /** A ChatEngine whose pipeline runs in a worker; make one with {@link loadWorkerEngine}. */
 export class WorkerEngine implements ChatEngine {
   readonly modelId: string;
+  readonly maxContext: number | undefined;
   readonly #worker: Worker;
   readonly #boxes = new Map<number, Mailbox>();
   #next = 0;
@@ -121,9 +128,15 @@ export class WorkerEngine implements ChatEngine {
    * Relays to `worker`, which has loaded `modelId` (make one with {@link loadWorkerEngine});
    * `thread` is the entry of its thread that the worker reported.
    */
-  constructor(worker: Worker, modelId: string, thread: string | null = null) {
+  constructor(
+    worker: Worker,
+    modelId: string,
+    thread: string | null = null,
+    maxContext?: number,
+  ) {
     this.#worker = worker;
     this.modelId = modelId;
+    this.maxContext = maxContext;
     this.#thread = thread;
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const m = e.data;
@@ -164,15 +177,31 @@ export class WorkerEngine implements ChatEngine {
 
   /** Pipeline.checkPrompt in the worker: what complete() would refuse, without queueing. */
   async checkPrompt(prompt: string | number[], options: GenerateOptions = {}): Promise<void> {
+    const { signal: _, ...rest } = options;
+    await this.#call({ method: "checkPrompt", args: [prompt, rest] });
+  }
+
+  /** Pipeline.tokenize in the worker. */
+  async tokenize(input: TokenizeInput): Promise<number[]> {
+    return await this.#call({ method: "tokenize", args: [input] }) as number[];
+  }
+
+  /** Pipeline.detokenize in the worker. */
+  async detokenize(ids: number[]): Promise<string> {
+    return await this.#call({ method: "detokenize", args: [ids] }) as string;
+  }
+
+  /** One of the pipeline's quick methods in the worker: its value, or its error (its class kept). */
+  async #call(call: WorkerCall): Promise<unknown> {
     if (this.#failure) throw this.#failure;
     const id = ++this.#next;
     const box = new Mailbox();
     this.#boxes.set(id, box);
-    const { signal: _, ...rest } = options;
     try {
-      this.#worker.postMessage({ type: "check", id, prompt, options: rest } satisfies ToWorker);
+      this.#worker.postMessage({ type: "call", id, ...call } satisfies ToWorker);
       const m = await box.take();
       if (m.type === "error") throw revive(m.error);
+      return m.type === "value" ? m.value : undefined;
     } finally {
       this.#boxes.delete(id);
     }
@@ -291,8 +320,9 @@ export function loadWorkerEngine(
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const m = e.data;
       if (m.type === "thread") thread = m.entry;
-      else if (m.type === "loaded") resolve(engine = new WorkerEngine(worker, m.modelId, thread));
-      else if (m.type === "load-error") failed(revive(m.error));
+      else if (m.type === "loaded") {
+        resolve(engine = new WorkerEngine(worker, m.modelId, thread, m.maxContext));
+      } else if (m.type === "load-error") failed(revive(m.error));
     };
     worker.onerror = (e) => {
       e.preventDefault();

@@ -64,6 +64,13 @@ Deno.test("loadWorkerEngine() answers as the pipeline on this thread does, image
     // checkPrompt() asks the worker without queueing: the classes cross back.
     await worker.checkPrompt("The sea is", raw);
     await assert.rejects(worker.checkPrompt(""), /the prompt is empty/);
+    // tokenize / detokenize and the context cross as the pipeline's here.
+    assert.equal(worker.maxContext, here.maxContext);
+    for (const input of [{ prompt: "Hello world" }, { messages: withImage }]) {
+      assert.deepEqual(await worker.tokenize(input), await here.tokenize(input));
+    }
+    assert.equal(await worker.detokenize([9707, 1879]), "Hello world");
+    await assert.rejects(worker.detokenize([-1]), InvalidInputError);
     await assert.rejects(worker.checkPrompt(Array(40000).fill(9707)), ContextLengthError);
     const image2 = await answer(worker, withImage, { maxNewTokens: 1 });
     assert.ok(image2.result.usage.imageTokens > 0, "the image crossed to the worker");
