@@ -83,7 +83,7 @@ Deno.test("examples/module.ts streams the tiny model's answer", async () => {
 Deno.test("examples/score.ts ranks three answers by their log-likelihood", async () => {
   const { out } = await run(Deno.execPath(), ["run", "-A", "examples/score.ts"]);
   const rows = out.trim().split("\n").map((line) => {
-    const m = line.match(/^ *(-\d+\.\d{3})  ("[^"]*") \((\d+) tokens\)$/);
+    const m = line.match(/^ *(-\d+\.\d{3}) {2}("[^"]*") \((\d+) tokens\)$/);
     assert.ok(m, line);
     return { logprob: Number(m[1]), answer: JSON.parse(m[2]), tokens: Number(m[3]) };
   });
