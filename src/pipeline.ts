@@ -400,12 +400,12 @@ export class Pipeline implements ChatEngine {
    */
   #checkRun(prompt: PreparedPrompt, o: ResolvedOptions): void {
     tokenBudget(this.model.maxContext, prompt, o);
-    // Images past what this adapter's bindings hold (software adapters: ~5.5 megapixels).
-    checkPatchesFit(
-      this.model.config.vision,
-      patchCount(prompt.gridThw),
-      this.model.gpu.maxBinding,
-    );
+    // An image past what this adapter's bindings hold (a 7B tower on a software adapter: about
+    // 1.3 megapixels) fails however the prompt cache serves the rest: checked here, image by
+    // image; the images encoded together, those the cache lacks, are checked when encoded.
+    for (const grid of prompt.gridThw) {
+      checkPatchesFit(this.model.config.vision, patchCount([grid]), this.model.gpu.maxBinding);
+    }
     const rows = this.model.config.text.vocabSize;
     const unknown = o.logitBias.find(([id]) => id >= rows);
     if (unknown) {

@@ -240,7 +240,7 @@ Deno.test("Pipeline.generate() refuses images past the adapter's bindings before
       p.chat(messages, { maxNewTokens: 1 }),
       (e: Error) =>
         e instanceof InvalidInputError &&
-        /the images of this prompt make 30388 patches .* send smaller or fewer images/.test(
+        /the images to encode make 30388 patches .* send smaller or fewer images/.test(
           e.message,
         ),
     );

@@ -262,10 +262,11 @@ export function submit(gpu: Gpu, ds: readonly Dispatch[], label: string): void {
 }
 
 /**
- * Throws InvalidInputError where the images of one prompt, `patches` in all, are more than this
+ * Throws InvalidInputError where images encoded together, `patches` in all, are more than this
  * adapter can encode at once: its largest activations ((patches, mlp hidden) f32, the pixel
- * values, qkv) must each fit one storage binding (128 MiB on software adapters: about 5.5
- * megapixels at Qwen2-VL's shapes; 2 GiB on an H100 / H200). The message names the most it takes.
+ * values, qkv) must each fit one storage binding (128 MiB on software adapters: about 1.3
+ * megapixels for Qwen2-VL's towers, whose MLP is 5120 wide; 2 GiB on an H100 / H200: 21
+ * megapixels). The message names the most it takes.
  */
 export function checkPatchesFit(v: VisionConfig, patches: number, maxBinding: number): void {
   const perPatch = 4 * Math.max(v.patchDim, v.mlpHidden, 3 * v.embedDim); // bytes, the largest row
@@ -273,7 +274,7 @@ export function checkPatchesFit(v: VisionConfig, patches: number, maxBinding: nu
   const most = Math.floor(maxBinding / perPatch);
   const px = (most * v.patchSize * v.patchSize / 1e6).toFixed(1);
   throw new InvalidInputError(
-    `the images of this prompt make ${patches} patches of ${v.patchSize} × ${v.patchSize} pixels; ` +
+    `the images to encode make ${patches} patches of ${v.patchSize} × ${v.patchSize} pixels; ` +
       `this GPU adapter (storage bindings of at most ${fmtBytes(maxBinding)}) encodes at most ` +
       `${most} at once (about ${px} megapixels in all): send smaller or fewer images`,
   );
