@@ -184,7 +184,8 @@ export class Pipeline implements ChatEngine {
   async tokenize(input: TokenizeInput): Promise<number[]> {
     this.#checkOpen();
     if ("messages" in input) {
-      const opts = { continueFinalMessage: input.continueFinalMessage };
+      const { continueFinalMessage, addGenerationPrompt } = input;
+      const opts = { continueFinalMessage, addGenerationPrompt };
       return Array.from((await this.prepare(input.messages, opts)).inputIds);
     }
     if (typeof input.prompt !== "string") {
@@ -295,12 +296,13 @@ export class Pipeline implements ChatEngine {
    */
   prepare(
     messages: readonly ChatMessage[],
-    options: { continueFinalMessage?: boolean } = {},
+    options: { continueFinalMessage?: boolean; addGenerationPrompt?: boolean } = {},
   ): Promise<PreparedPrompt> {
     this.#checkOpen();
     return this.processor.prepare(messages, {
       maxImageTokens: this.model.maxContext,
       continueFinalMessage: options.continueFinalMessage,
+      addGenerationPrompt: options.addGenerationPrompt,
     });
   }
 

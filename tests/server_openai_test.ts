@@ -251,6 +251,12 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
       chat.json.tokens,
       Array.from((await readReferenceCase(0)).inputIds),
     );
+    // A finished conversation: no assistant header ("<|im_start|>assistant\n", three tokens).
+    const finished = await call("/tokenize", {
+      messages: params.messages,
+      add_generation_prompt: false,
+    });
+    assert.deepEqual(finished.json.tokens, chat.json.tokens.slice(0, -3));
     assert.deepEqual((await call("/detokenize", { tokens: [9707, 1879] })).json, {
       prompt: "Hello world",
     });
@@ -259,6 +265,8 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
       ["/detokenize", { tokens: "x" }, 400, "tokens"],
       ["/tokenize", { model: "tiny-qwen2vl" }, 400, "prompt"],
       ["/tokenize", { prompt: "a", model: "gpt-4o" }, 404, "model"],
+      ["/tokenize", { messages: params.messages, tools: [{ type: "function" }] }, 400, "tools"],
+      ["/tokenize", { messages: params.messages, chat_template: "x" }, 400, "chat_template"],
     ];
     for (const [path, body, status, param] of refused) {
       const r = await call(path, body);

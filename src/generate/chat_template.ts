@@ -134,11 +134,19 @@ function markFinal(msgs: { content: string | { type: string; text?: string }[] }
     last.content += FINAL_MARK;
     return;
   }
-  const part = last.content.findLast((p) => p.type === "text");
-  if (!part) {
+  const at = last.content.findLastIndex((p) => p.type === "text");
+  if (at < 0) {
     throw new InvalidInputError("continueFinalMessage: the final message has no text to continue");
   }
-  part.text += FINAL_MARK;
+  if (at < last.content.length - 1) {
+    // Cut after the text, the image's placeholder would be lost while its pixels are not.
+    throw new InvalidInputError(
+      `continueFinalMessage continues the final message's text, but messages[${
+        msgs.length - 1
+      }].content[${at + 1}] (an image) comes after it: put its images before the text`,
+    );
+  }
+  last.content[at].text += FINAL_MARK;
 }
 
 /** The images of `messages`, in prompt order (the order of their placeholders). */

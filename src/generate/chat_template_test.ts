@@ -84,6 +84,14 @@ Deno.test("ChatTemplate.render() continueFinalMessage ends the prompt inside the
   const refused: [ChatMessage[], object, RegExp][] = [
     [[asked, image], cont, /the final message has no text to continue/],
     [[asked, parts], { ...cont, addGenerationPrompt: true }, /cannot also add a generation prompt/],
+    [
+      [asked, {
+        role: "assistant",
+        content: [{ type: "text", text: "See" }, { type: "image", image: PNG }],
+      }],
+      cont,
+      /messages\[1\]\.content\[1\] \(an image\) comes after it: put its images before the text/,
+    ],
   ];
   for (const [messages, options, msg] of refused) {
     assert.throws(

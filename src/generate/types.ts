@@ -217,4 +217,9 @@ export interface ChatEngine {
 /** What {@link ChatEngine.tokenize} takes: a raw prompt, or chat messages. */
 export type TokenizeInput =
   | { prompt: string }
-  | { messages: ChatMessage[]; continueFinalMessage?: boolean };
+  | {
+    messages: ChatMessage[];
+    continueFinalMessage?: boolean;
+    /** Append the assistant's header, as generate does (default true; false: a finished chat). */
+    addGenerationPrompt?: boolean;
+  };

@@ -112,8 +112,8 @@ export function optionsFromEnv(env: Env): ServerOptions {
   if (key) options.apiKey = key;
   const maxQueue = wholeNumber("QVQ_MAX_QUEUE", env("QVQ_MAX_QUEUE"));
   if (maxQueue !== undefined) options.maxQueue = maxQueue;
-  const remote = env("QVQ_ALLOW_REMOTE_IMAGES");
-  if (remote !== undefined && remote.trim() !== "") {
+  const remote = env("QVQ_ALLOW_REMOTE_IMAGES")?.trim();
+  if (remote) {
     const on = onOff(remote);
     if (on === undefined) {
       throw new InvalidInputError(
@@ -147,5 +147,11 @@ export function listenOptions(args: string[], env: Env): { port: number; hostnam
   if (!/^\d+$/.test(text) || port > 65535) {
     throw new InvalidInputError(`The port must be 0..65535; got "${text}".`);
   }
-  return { port, hostname: values.host ?? "127.0.0.1" };
+  const hostname = values.host ?? "127.0.0.1";
+  if (!/^[\w.:-]+$/.test(hostname)) {
+    throw new InvalidInputError(
+      `The host must be an address or a name like 127.0.0.1, 0.0.0.0 or ::; got "${hostname}".`,
+    );
+  }
+  return { port, hostname };
 }

@@ -31,6 +31,9 @@ Deno.test("optionsFromEnv() reads the API key, the queue length and the remote-i
     /QVQ_MAX_QUEUE must be a whole number.*"lots"/,
   );
   assert.deepEqual(optionsFromEnv(vars({ QVQ_ALLOW_REMOTE_IMAGES: "off" })), {});
+  assert.deepEqual(optionsFromEnv(vars({ QVQ_ALLOW_REMOTE_IMAGES: " 1 " })), {
+    allowRemoteImages: true,
+  });
   assert.throws(
     () => optionsFromEnv(vars({ QVQ_ALLOW_REMOTE_IMAGES: "maybe" })),
     /QVQ_ALLOW_REMOTE_IMAGES: "maybe" is neither on .* nor off/,
@@ -116,7 +119,10 @@ Deno.test("loadOptionsFromEnv() reads QVQ_KV_CACHE_DTYPE: f16 or f32, empty/unse
 Deno.test("listenOptions() takes --port, else PORT, else 8000, and --host", () => {
   // This machine only unless --host says otherwise.
   assert.deepEqual(listenOptions([], vars({})), { port: 8000, hostname: "127.0.0.1" });
-  assert.deepEqual(listenOptions([], vars({ PORT: "9001" })), { port: 9001, hostname: "127.0.0.1" });
+  assert.deepEqual(listenOptions([], vars({ PORT: "9001" })), {
+    port: 9001,
+    hostname: "127.0.0.1",
+  });
   assert.deepEqual(listenOptions(["--port", "0", "--host", "0.0.0.0"], vars({ PORT: "9001" })), {
     port: 0,
     hostname: "0.0.0.0",
@@ -124,6 +130,8 @@ Deno.test("listenOptions() takes --port, else PORT, else 8000, and --host", () =
   assert.throws(() => listenOptions(["--port", "http"], vars({})), /0\.\.65535; got "http"/);
   assert.throws(() => listenOptions([], vars({ PORT: "70000" })), /got "70000"/);
   assert.throws(() => listenOptions(["--verbose"], vars({})), /--verbose/);
+  assert.throws(() => listenOptions(["--host", ""], vars({})), /The host must be an address/);
+  assert.deepEqual(listenOptions(["--host", "::"], vars({})).hostname, "::");
 });
 
 Deno.test("loadOptionsFromEnv() reads QVQ_PROMPT_CACHE: 0/false/no/off turn the prompt cache off, on-words and unset leave it on, a number keeps that many conversations", () => {

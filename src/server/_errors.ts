@@ -100,6 +100,7 @@ const API_NAMES: Readonly<Record<string, string>> = {
   promptLogprobs: "logprobs",
   stopTokenIds: "stop_token_ids",
   continueFinalMessage: "continue_final_message",
+  logprobs: "logprobs",
 };
 
 /**
@@ -108,9 +109,13 @@ const API_NAMES: Readonly<Record<string, string>> = {
  * error's `param`; others are as they are, with no field.
  */
 function apiNamed(message: string): { field: string | null; message: string } {
-  const name = message.match(/^[a-zA-Z]+/)?.[0] ?? "";
+  // A whole leading word ("topK must be …", "logprobs: …"), not the start of a longer one.
+  const name = message.match(/^([a-zA-Z]+)(?=[\s:[]|$)/)?.[1] ?? "";
   const field = Object.hasOwn(API_NAMES, name) ? API_NAMES[name] : undefined;
-  return field ? { field, message: field + message.slice(name.length) } : { field: null, message };
+  if (!field) return { field: null, message };
+  // Every option named in it, in the request's words ("… (got topLogprobs 3 without it)").
+  const words = new RegExp(`\\b(${Object.keys(API_NAMES).join("|")})\\b`, "g");
+  return { field, message: message.replace(words, (w) => API_NAMES[w]) };
 }
 
 /** The Response for an HttpError. */

@@ -61,6 +61,19 @@ Deno.test("toHttpError() words an engine's option errors with the request's fiel
     "context_length_exceeded",
     "max_tokens 8192 does not fit: …",
   ]);
+  // Every option it names; a leading word that only starts like an option is not one.
+  const top = toHttpError(
+    new InvalidInputError("topLogprobs needs logprobs: true (got topLogprobs 3 without it)"),
+  );
+  assert.deepEqual([top.param, top.message], [
+    "top_logprobs",
+    "top_logprobs needs logprobs: true (got top_logprobs 3 without it)",
+  ]);
+  assert.equal(toHttpError(new InvalidInputError("temperature_scaled is off")).param, null);
+  assert.equal(
+    toHttpError(new InvalidInputError("logprobs: 11 alternatives need…")).param,
+    "logprobs",
+  );
   // Anything else as it is, with no field.
   const other = toHttpError(new InvalidInputError("the prompt is empty: it has no tokens"));
   assert.deepEqual([other.param, other.message], [null, "the prompt is empty: it has no tokens"]);

@@ -377,16 +377,22 @@ function parseMessages(body: Json, limits: RequestLimits): RequestMessage[] {
 /** A POST /tokenize request (vLLM's): a raw prompt, or chat messages as the chat endpoint takes them. */
 export type TokenizeRequest =
   & { model?: string }
-  & ({ prompt: string } | { messages: RequestMessage[]; continueFinalMessage: boolean });
+  & ({ prompt: string } | {
+    messages: RequestMessage[];
+    continueFinalMessage: boolean;
+    addGenerationPrompt: boolean;
+  });
 
 /**
- * Validates a /tokenize body: `prompt` (text), or `messages` with `add_generation_prompt` /
- * `continue_final_message` as the chat endpoint reads them; `model` optional (as vLLM's).
- * `add_special_tokens` is accepted either way (Qwen's tokenizer adds none); vLLM's
- * `return_token_strs` is refused.
+ * Validates a /tokenize body: `prompt` (text), or `messages` with `add_generation_prompt` (true
+ * by default; false counts a finished conversation) and `continue_final_message`; `model`
+ * optional (as vLLM's). `add_special_tokens` is accepted either way (Qwen's tokenizer adds none);
+ * vLLM's `return_token_strs`, and what the chat endpoint refuses of the template (`tools`,
+ * `chat_template`, …), are refused.
  */
 export function parseTokenizeRequest(json: unknown, limits: RequestLimits): TokenizeRequest {
   const body = optionalModel(json);
+  refuseUnsupported(body);
   optionalBoolean(body, "add_special_tokens");
   if (optionalBoolean(body, "return_token_strs")) {
     throw badRequest(
@@ -397,11 +403,17 @@ export function parseTokenizeRequest(json: unknown, limits: RequestLimits): Toke
   }
   const model = body.model as string | undefined;
   if (body.messages !== undefined) {
-    return {
-      model,
-      messages: parseMessages(body, limits),
-      continueFinalMessage: parseContinuation(body),
-    };
+    const messages = parseMessages(body, limits);
+    const continueFinalMessage = optionalBoolean(body, "continue_final_message") ?? false;
+    const header = optionalBoolean(body, "add_generation_prompt");
+    if (continueFinalMessage && header) {
+      throw badRequest(
+        "add_generation_prompt",
+        "continue_final_message continues the last message: add_generation_prompt must be false.",
+      );
+    }
+    const addGenerationPrompt = !continueFinalMessage && (header ?? true);
+    return { model, messages, continueFinalMessage, addGenerationPrompt };
   }
   if (typeof body.prompt !== "string") {
     throw badRequest("prompt", "Send prompt (a string) or messages to tokenize.", "invalid_type");

@@ -54,7 +54,10 @@ import { sseResponse } from "./_sse.ts";
 
 /** Limits and switches of the HTTP API; every field has a safe default. */
 export interface ServerOptions {
-  /** Require `Authorization: Bearer <apiKey>` on /v1/* (401 otherwise). Default: no key. */
+  /**
+   * Require `Authorization: Bearer <apiKey>` on /v1/*, /tokenize and /detokenize (401 otherwise).
+   * Default: no key.
+   */
   apiKey?: string;
   /** Requests that may wait while one generates; more get 503 with Retry-After. Default 16. */
   maxQueue?: number;
@@ -82,7 +85,8 @@ export interface ServerOptions {
   /** Serve the chat page at `/`. Default true. */
   webPage?: boolean;
   /**
-   * Cross-origin access to /v1 for web apps served elsewhere (CORS): true lets any origin in, as
+   * Cross-origin access to /v1, /tokenize and /detokenize for web apps served elsewhere (CORS):
+   * true lets any origin in, as
    * llama.cpp's server and vLLM do by default; a list, only those origins; false, none (no CORS
    * headers). Default true.
    */
@@ -433,7 +437,7 @@ export function createApp(
     return c.json(modelObject(e));
   });
 
-  for (const path of ["/v1/chat/completions", "/v1/completions"]) {
+  for (const path of ["/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"]) {
     app.on(["GET", "PUT", "PATCH", "DELETE"], path, (c) => {
       throw new HttpError(
         405,
@@ -513,6 +517,7 @@ export function createApp(
     const input = "prompt" in request ? { prompt: request.prompt } : {
       messages: await loadMessages(request.messages, policy, c.req.raw.signal),
       continueFinalMessage: request.continueFinalMessage,
+      addGenerationPrompt: request.addGenerationPrompt,
     };
     const tokens = await e.tokenize!(input).catch((error) => {
       throw fieldError(error, field);

@@ -1091,4 +1091,7 @@ Deno.test("/tokenize and /detokenize: a 404 from an engine without them", async 
     assert.equal(r.status, 404);
     assert.match((await r.json()).error.message, /does not serve \/(de)?tokenize/);
   }
+  const get = await app.request("/tokenize");
+  assert.deepEqual([get.status, get.headers.get("allow")], [405, "POST"]);
+  await get.body?.cancel();
 });

@@ -14,10 +14,10 @@
  * - `QVQ_KV_CACHE_DTYPE`: `f16` or `f32`, the KV cache's type (default f32; f16 halves its memory)
  * - `QVQ_WARMUP=0`: skip the warm-up generations after loading (a faster start, a slower first
  *   request)
- * - `QVQ_API_KEY`: require `Authorization: Bearer <key>` on /v1
+ * - `QVQ_API_KEY`: require `Authorization: Bearer <key>` on /v1, /tokenize and /detokenize
  * - `QVQ_MAX_QUEUE`: requests that may wait for the model (default 16)
  * - `QVQ_ALLOW_REMOTE_IMAGES=1`: fetch http(s) image URLs (public addresses only)
- * - `QVQ_CORS`: cross-origin access to /v1 — any origin by default; `off`, or a comma-separated
+ * - `QVQ_CORS`: cross-origin access to the API (/v1, /tokenize, /detokenize) — any origin by default; `off`, or a comma-separated
  *   list of origins
  * - `HF_TOKEN`, `HF_ENDPOINT`, `HF_HOME`, `HF_HUB_OFFLINE`: as for huggingface_hub
  *
