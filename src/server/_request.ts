@@ -210,8 +210,9 @@ function refuseUnsupported(body: Json): void {
       "unsupported_parameter",
     );
   }
-  // vLLM's (and llama.cpp's) extensions that would change the answer, where this server lacks them: a 400 rather
-  // than an answer that silently ignores them. Their defaults (or null) are accepted.
+  // vLLM's (and llama.cpp's) extensions that would change the answer, where this server lacks
+  // them: a 400 rather than an answer that silently ignores them. Their defaults (or null) are
+  // accepted.
   for (const [name, isDefault] of VLLM_UNSUPPORTED) {
     const x = body[name];
     if (x !== undefined && x !== null && !isDefault(x)) {
@@ -404,16 +405,7 @@ export function parseTokenizeRequest(json: unknown, limits: RequestLimits): Toke
   const model = body.model as string | undefined;
   if (body.messages !== undefined) {
     const messages = parseMessages(body, limits);
-    const continueFinalMessage = optionalBoolean(body, "continue_final_message") ?? false;
-    const header = optionalBoolean(body, "add_generation_prompt");
-    if (continueFinalMessage && header) {
-      throw badRequest(
-        "add_generation_prompt",
-        "continue_final_message continues the last message: add_generation_prompt must be false.",
-      );
-    }
-    const addGenerationPrompt = !continueFinalMessage && (header ?? true);
-    return { model, messages, continueFinalMessage, addGenerationPrompt };
+    return { model, messages, ...parseContinuation(body, { finished: true }) };
   }
   if (typeof body.prompt !== "string") {
     throw badRequest("prompt", "Send prompt (a string) or messages to tokenize.", "invalid_type");
@@ -454,16 +446,20 @@ export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequ
     );
   }
   const sampling = parseSampling(body, limits);
-  if (parseContinuation(body)) sampling.options.continueFinalMessage = true;
+  if (parseContinuation(body).continueFinalMessage) sampling.options.continueFinalMessage = true;
   return { model, messages, ...sampling };
 }
 
 /**
  * vLLM's `continue_final_message` (an assistant's answer begun, to continue) and its
- * `add_generation_prompt` (true by default; false only beside it — a prompt that ends on a user's
- * turn with no assistant header has no use here).
+ * `add_generation_prompt` (true by default; false beside it, or with `finished` — /tokenize
+ * counting a finished chat: a chat to answer that ends on a user's turn with no assistant header
+ * has no use here).
  */
-function parseContinuation(body: Json): boolean {
+function parseContinuation(
+  body: Json,
+  { finished = false } = {},
+): { continueFinalMessage: boolean; addGenerationPrompt: boolean } {
   const cont = optionalBoolean(body, "continue_final_message") ?? false;
   const header = optionalBoolean(body, "add_generation_prompt");
   if (cont && header) {
@@ -472,14 +468,14 @@ function parseContinuation(body: Json): boolean {
       "continue_final_message continues the last message: add_generation_prompt must be false.",
     );
   }
-  if (!cont && header === false) {
+  if (!cont && header === false && !finished) {
     throw badRequest(
       "add_generation_prompt",
       "add_generation_prompt false is supported only with continue_final_message true.",
       "unsupported_value",
     );
   }
-  return cont;
+  return { continueFinalMessage: cont, addGenerationPrompt: !cont && (header ?? true) };
 }
 
 /** A POST /v1/completions request (OpenAI's legacy completions, as vLLM serves them). */
@@ -620,6 +616,7 @@ function parseSampling(
   }
   const topK = optionalNumber(body, "top_k", { integer: true, min: -1, max: 2 ** 31 - 1 });
   const seed = optionalNumber(body, "seed", { integer: true, min: -1 });
+  const ignoreEos = optionalBoolean(body, "ignore_eos");
   const includeUsage = isObject(streamOptions) &&
     (optionalBoolean(streamOptions, "include_usage", "stream_options.include_usage") ?? false);
   const options: ChatRequest["options"] = {
@@ -642,11 +639,10 @@ function parseSampling(
     seed: seed === -1 ? undefined : seed, // llama.cpp's -1: a random seed, as none
     stop: parseStop(body),
     stopTokenIds: parseStopTokenIds(body),
-    ignoreEos: optionalBoolean(body, "ignore_eos"),
+    ignoreEos,
     // ignore_eos asks for answers of exactly max_tokens (vLLM's benchmarks send it): the loop
     // stop, on by default here, would cut them short.
-    stopOnLoop: optionalBoolean(body, "stop_on_loop") ??
-      (optionalBoolean(body, "ignore_eos") ? false : limits.stopOnLoop),
+    stopOnLoop: optionalBoolean(body, "stop_on_loop") ?? (ignoreEos ? false : limits.stopOnLoop),
   };
   // Leave unset fields out, so the engine's defaults (generation_config.json) apply.
   for (const key of Object.keys(options) as (keyof typeof options)[]) {
