@@ -24,11 +24,15 @@ const SLICE = 1024;
 /** Most logit_bias entries a request may set (OpenAI's limit). */
 export const MAX_LOGIT_BIAS = 300;
 
+/** Most stop ids min_tokens holds back (the eos ids and vLLM's ≤ 64 stop_token_ids). */
+export const MAX_HELD_STOPS = 80;
+
 /**
  * Byte size of the per-request sampling settings buffer (struct Sampling in the shader): ten
- * 4-byte fields, the bias count and min_p, then the bias entries, 8 bytes each.
+ * 4-byte fields, the bias count and min_p, the bias entries (8 bytes each), then min_tokens, the
+ * stop count and the stop ids (4 bytes each).
  */
-export const SAMPLING_BYTES = 48 + 8 * MAX_LOGIT_BIAS;
+export const SAMPLING_BYTES = 48 + 8 * MAX_LOGIT_BIAS + 8 + 4 * MAX_HELD_STOPS;
 
 /** Per-request sampling settings (transformers' names and meanings). */
 export interface SamplingSettings {
@@ -63,6 +67,13 @@ export interface SamplingSettings {
   seed: number;
   /** Ids at the start of the prompt buffer the penalty looks at (the whole prompt). */
   promptLength: number;
+  /**
+   * vLLM's min_tokens: `stopIds` cannot be drawn for ring entries below it (the first minTokens
+   * tokens). 0 or absent: off.
+   */
+  minTokens?: number;
+  /** The ids minTokens holds back: the stop ids (≤ {@link MAX_HELD_STOPS}). */
+  stopIds?: readonly number[];
 }
 
 /** Greedy argmax (transformers' do_sample=False) with no penalty; add the prompt length. */
@@ -128,6 +139,14 @@ export function writeSamplingParams(gpu: Gpu, buffer: GPUBuffer, s: SamplingSett
   if (!(Number.isInteger(s.promptLength) && s.promptLength >= 0)) {
     bad("promptLength", s.promptLength, "≥ 0");
   }
+  const minTokens = s.minTokens ?? 0, stops = s.stopIds ?? [];
+  if (!(Number.isInteger(minTokens) && minTokens >= 0 && minTokens < 2 ** 32)) {
+    bad("minTokens", minTokens, "an integer ≥ 0");
+  }
+  if (stops.length > MAX_HELD_STOPS) bad("stopIds", `${stops.length} ids`, `≤ ${MAX_HELD_STOPS}`);
+  if (!stops.every((id) => Number.isInteger(id) && id >= 0 && id < 2 ** 32)) {
+    bad("stopIds", `[${stops}]`, "token ids");
+  }
   const greedy = !s.doSample || s.temperature === 0;
   const buf = new ArrayBuffer(SAMPLING_BYTES);
   const v = new DataView(buf);
@@ -147,6 +166,10 @@ export function writeSamplingParams(gpu: Gpu, buffer: GPUBuffer, s: SamplingSett
     v.setUint32(48 + 8 * i, id, true);
     v.setFloat32(52 + 8 * i, b, true);
   });
+  const held = 48 + 8 * MAX_LOGIT_BIAS;
+  v.setUint32(held, minTokens, true);
+  v.setUint32(held + 4, stops.length, true);
+  stops.forEach((id, i) => v.setUint32(held + 8 + 4 * i, id, true));
   gpu.device.queue.writeBuffer(buffer, 0, buf);
 }
 
@@ -218,7 +241,7 @@ export class Sampler extends TwoPassDispatch {
       entry: "scores_pass",
       bindings: ["read", "read", "read", "read", "read", "read_write"],
       params: Params,
-      defines: { STAGE1: true, MAX_BIAS: MAX_LOGIT_BIAS },
+      defines: { STAGE1: true, MAX_BIAS: MAX_LOGIT_BIAS, MAX_STOPS: MAX_HELD_STOPS },
     });
     const pick = variant(gpu, {
       family: "sample",
@@ -230,6 +253,7 @@ export class Sampler extends TwoPassDispatch {
         CAP: cap,
         NO_CANDIDATES: s.candidates === false,
         MAX_BIAS: MAX_LOGIT_BIAS,
+        MAX_STOPS: MAX_HELD_STOPS,
       },
     });
     const then = new Dispatch(gpu, pick, [b.params, b.state, b.tokens, b.scores, scratch], params, [

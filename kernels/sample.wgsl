@@ -1,6 +1,7 @@
 // Token sampling on the GPU, no readback: transformers' order — repetition penalty (logits
 // processor), then temperature → top-k → top-p → min-p (warpers) — then a draw from a counter-based RNG
 // keyed by (seed, ring index). Greedy = argmax with the lowest index winning ties (torch.argmax).
+// vLLM's min_tokens bans the stop ids (`stops`) while fewer than min_tokens tokens were generated.
 // OpenAI's logit_bias is added to the logits first, and its frequency and presence penalties,
 // which transformers lacks, come after the repetition penalty and before the temperature, over
 // the generated tokens only — the order vLLM applies them in: s − frequency · count − presence ·
@@ -47,6 +48,9 @@ struct Sampling {
   bias_count: u32,     // logit_bias entries in `biases`
   min_p: f32,          // 0: off
   biases: array<vec2<u32>, {{MAX_BIAS}}>,  // (token id, bias as f32 bits), ids distinct
+  min_tokens: u32,     // the stop ids cannot be drawn at ring entries below it; 0: off
+  stop_count: u32,     // ids in `stops`
+  stops: array<u32, {{MAX_STOPS}}>,        // the stop ids min_tokens holds back
 }
 
 const NONE: u32 = 0xffffffffu;
@@ -69,6 +73,7 @@ const WG: u32 = SLICE / 4u;
 var<workgroup> seen: array<atomic<u32>, SLICE / 32u>;   // bit i: token base + i is in the history
 var<workgroup> counts: array<atomic<u32>, SLICE>;      // generated occurrences of token base + i
 var<workgroup> bias: array<f32, SLICE>;                // logit_bias of token base + i (0: none)
+var<workgroup> banned: array<atomic<u32>, SLICE / 32u>; // bit i: token base + i held back (min_tokens)
 var<workgroup> red: array<f32, WG>;
 var<workgroup> redi: array<u32, WG>;
 
@@ -87,6 +92,14 @@ fn scores_pass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
   for (var i = lid; i < sp.bias_count; i += WG) {
     let e = sp.biases[i];
     if (e.x >= base && e.x < base + SLICE) { bias[e.x - base] = bitcast<f32>(e.y); }
+  }
+  if (w < sp.min_tokens) {
+    for (var i = lid; i < sp.stop_count; i += WG) {
+      let id = sp.stops[i];
+      if (id >= base && id < base + SLICE) {
+        atomicOr(&banned[(id - base) >> 5u], 1u << ((id - base) & 31u));
+      }
+    }
   }
   let counted = sp.frequency != 0.0 || sp.presence != 0.0;
   if (counted) {
@@ -113,6 +126,10 @@ fn scores_pass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         x = x - select(0.0, sp.presence, n > 0u);
       }
       x = x / t;
+      // Held back by min_tokens: scored as the padding past the vocabulary is, never drawn.
+      if ((atomicLoad(&banned[(lid * 4u + c) >> 5u]) & (1u << ((lid * 4u + c) & 31u))) != 0u) {
+        x = LOWEST;
+      }
       s4[c] = x;
       if (x > best || besti == NONE) { best = x; besti = i; }
     }

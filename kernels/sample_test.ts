@@ -391,6 +391,41 @@ Deno.test("sample() draws exactly from transformers' top-k / top-p token sets", 
   }
 });
 
+Deno.test("sample() min_tokens holds the stop ids back for the first entries, greedy and drawn", async () => {
+  const gpu = await sharedGpu();
+  for (const candidates of [true, false]) {
+    const h = new Harness(gpu, VOCAB, 8, candidates);
+    const x = randn(seeded(44), VOCAB, 2);
+    const stop = argmax(x), second = argmax(x.map((v, i) => (i === stop ? -Infinity : v)));
+    const far = 151643; // a stop id in another slice, also held
+    x[far] = x[stop] - 0.5;
+    const s = { ...GREEDY, minTokens: 3, stopIds: [far, stop] };
+    const got = await h.run(x, s, undefined, 5);
+    // Entries 0..2 (the first three tokens): the stop ids held back, the next best instead.
+    assert.deepEqual(
+      [...got.tokens],
+      [second, second, second, stop, stop, stop],
+      `candidates ${candidates}`,
+    );
+    // Drawn: the CPU reference's draw, step by step.
+    const drawn = { ...s, doSample: true, temperature: 0.05, seed: 21 };
+    const d = await h.run(x, drawn, undefined, 5);
+    for (let w = 0; w <= 5; w++) {
+      const scores = processScores(x, [...d.tokens.subarray(0, w)], refOptions(drawn), 0);
+      const want = drawInKernelOrder(
+        samplingProbs(scores, refOptions(drawn)),
+        uniform01(21, w),
+        sampleWorkgroupSize(gpu),
+      );
+      assert.equal(d.tokens[w], want, `drawn step ${w}`);
+      if (w < 3) {
+        assert.ok(d.tokens[w] !== stop && d.tokens[w] !== far, `drawn step ${w} held back`);
+      }
+    }
+    h.destroy();
+  }
+});
+
 Deno.test("sample() drops a write past the token ring", async () => {
   const gpu = await sharedGpu();
   const h = new Harness(gpu, 16, 2);
@@ -420,6 +455,10 @@ Deno.test("writeSamplingParams() rejects out-of-range settings naming the field"
   assert.throws(
     () => writeSamplingParams(gpu, b, { ...GREEDY, minP: 1.5 }),
     /minP must be in \[0, 1\], got 1.5/,
+  );
+  assert.throws(
+    () => writeSamplingParams(gpu, b, { ...GREEDY, minTokens: 1, stopIds: Array(81).fill(1) }),
+    /stopIds must be ≤ 80, got 81 ids/,
   );
   assert.throws(
     () => writeSamplingParams(gpu, b, { ...GREEDY, repetitionPenalty: 0 }),

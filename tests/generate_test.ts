@@ -154,6 +154,23 @@ Deno.test("Pipeline.generate() stopTokenIds end the answer; ignoreEos runs past 
   assert.equal(ignored.result.usage.completionTokens, 3);
 });
 
+Deno.test("Pipeline.generate() minTokens: no stop id, stop string or loop stop before that many tokens", async () => {
+  // <|im_end|> forced by a bias: held back for the first three tokens, then it ends the answer.
+  const eos = { maxNewTokens: 6, temperature: 0, logitBias: { 151645: 100 } };
+  const held = await run({ ...eos, minTokens: 3 });
+  assert.deepEqual([held.result.finishReason, held.result.usage.completionTokens], ["stop", 4]);
+  assert.equal(held.result.text, " retired".repeat(3)); // greedy's answer without the eos
+  // A stop string found in the first tokens does not count until the minTokens-th.
+  const stop = { maxNewTokens: 6, temperature: 0, stop: [" retired"] };
+  assert.deepEqual([(await run(stop)).result.text, (await run(stop)).result.finishReason], [
+    "",
+    "stop",
+  ]);
+  const late = await run({ ...stop, minTokens: 2 });
+  assert.deepEqual([late.result.text, late.result.finishReason], [" retired", "stop"]);
+  assert.equal(late.result.usage.completionTokens, 2);
+});
+
 Deno.test("Pipeline.generate() applies the frequency penalty to what it generated", async () => {
   const greedy = { maxNewTokens: 10, temperature: 0 };
   const plain = (await run(greedy)).result.text;

@@ -161,10 +161,15 @@ export async function* decodeStream(
           pending.push(entry);
           allLogprobs.push(entry);
         }
-        const r = filter.push(decoder.push(id));
+        // min_tokens: stop strings and the loop stop count from the minTokens-th token on (the
+        // GPU holds the stop ids back until then), as vLLM checks them.
+        const piece = decoder.push(id);
+        const r = completion >= options.minTokens
+          ? filter.push(piece)
+          : { text: piece, stopped: false };
         delta += r.text;
         if (r.stopped) finish = "stop";
-        else if (loop?.push(id)) finish = "loop";
+        else if (loop?.push(id) && completion >= options.minTokens) finish = "loop";
         else if (completion >= options.maxNewTokens) finish = "length";
         if (finish !== null) break;
       }

@@ -124,6 +124,8 @@ export async function* runGeneration(
       presencePenalty: o.presencePenalty,
       logitBias: o.logitBias,
       seed: o.seed,
+      minTokens: o.minTokens,
+      stopIds: o.stopTokenIds,
     }, o.logprobs ? o.topLogprobs : undefined);
     if (echo) yield { type: "delta", text: "", prompt: echo };
     return yield* decodeStream(run, o, skipUnknownIds(decoder, tokenizer.vocabSize), {

@@ -6,7 +6,7 @@
 import { InvalidInputError, ModelFileError } from "../errors.ts";
 import type { GenerateOptions } from "./types.ts";
 import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
-import { MAX_LOGIT_BIAS } from "../../kernels/sample.ts";
+import { MAX_HELD_STOPS, MAX_LOGIT_BIAS } from "../../kernels/sample.ts";
 
 /** Hard ceiling on `maxNewTokens` (QVQ's reasoning fits; longer runs are loops in practice). */
 export const MAX_NEW_TOKENS_LIMIT = 8192;
@@ -116,6 +116,8 @@ export interface ResolvedOptions {
    * taking the default (a cap: lowered to what the context holds). Absent = default.
    */
   maxNewTokensGiven?: boolean;
+  /** The first this many tokens cannot end the answer (0: off). */
+  minTokens: number;
   /** 0 = greedy (argmax, lowest id on ties). */
   temperature: number;
   /** 0 = no top-k filter. */
@@ -153,6 +155,7 @@ export interface ResolvedOptions {
 /** The fields of GenerateOptions (the compiler keeps this list whole). */
 const OPTION_KEYS: Record<keyof GenerateOptions, true> = {
   maxNewTokens: true,
+  minTokens: true,
   temperature: true,
   topP: true,
   minP: true,
@@ -277,6 +280,18 @@ export function resolveOptions(
   const stopTokenIds = [
     ...new Set([...(ignoreEos ? [] : config.eosTokenIds), ...stopIdsField(o.stopTokenIds)]),
   ];
+  const minTokens = intField(o, "minTokens", 0, 0, MAX_NEW_TOKENS_LIMIT);
+  if (minTokens > maxNewTokens) {
+    throw new InvalidInputError(
+      `minTokens ${minTokens} is more than maxNewTokens ${maxNewTokens}: the answer could not end`,
+    );
+  }
+  if (minTokens > 0 && stopTokenIds.length > MAX_HELD_STOPS) {
+    throw new InvalidInputError(
+      `minTokens holds back at most ${MAX_HELD_STOPS} stop ids; the eos ids and stopTokenIds ` +
+        `make ${stopTokenIds.length}`,
+    );
+  }
   const stopOnLoop = boolField(o, "stopOnLoop");
   const echo = boolField(o, "echo");
   const continueFinalMessage = boolField(o, "continueFinalMessage");
@@ -287,6 +302,7 @@ export function resolveOptions(
   return {
     maxNewTokens,
     maxNewTokensGiven: o.maxNewTokens !== undefined,
+    minTokens,
     temperature,
     topK,
     topP,

@@ -122,6 +122,8 @@ Deno.test("resolveOptions() rejects every bad option with its field and value", 
     [{ topP: 1.2 }, /topP.*1\.2/],
     [{ topK: -1 }, /topK.*-1/],
     [{ minP: 1.5 }, /minP must be a number in \[0, 1\] \(0 = off\), got 1\.5/],
+    [{ minTokens: 9, maxNewTokens: 8 }, /minTokens 9 is more than maxNewTokens 8/],
+    [{ minTokens: -1 }, /minTokens must be an integer in \[0, 8192\]/],
     [
       { stopTokenIds: [1.5] },
       /stopTokenIds must be an array of at most 64 token ids, got \[1\.5\]/,

@@ -20,6 +20,12 @@ export interface ChatMessage {
 export interface GenerateOptions {
   /** Most tokens to generate (1..8192). */
   maxNewTokens?: number;
+  /**
+   * vLLM's min_tokens: the answer's first this many tokens cannot end it — the stop ids (eos,
+   * `stopTokenIds`) are held back on the GPU, and stop strings and the loop stop are looked for
+   * only from then on. 0 (default) ..= maxNewTokens.
+   */
+  minTokens?: number;
   /** 0 = greedy. */
   temperature?: number;
   /** Nucleus sampling: the smallest most likely set of tokens whose probability reaches p. */

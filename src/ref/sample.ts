@@ -24,6 +24,9 @@ export interface SamplingRefOptions {
   presencePenalty?: number;
   /** OpenAI's logit_bias: (id, bias) added to the logits first; absent: none. */
   logitBias?: readonly (readonly [number, number])[];
+  /** vLLM's min_tokens: `stopIds` held back while fewer were generated; absent: off. */
+  minTokens?: number;
+  stopIds?: readonly number[];
 }
 
 /**
@@ -64,6 +67,10 @@ export function processScores(
     }
   }
   if (o.doSample) { for (let i = 0; i < out.length; i++) out[i] = out[i] / o.temperature; }
+  // min_tokens: the stop ids score as the kernel's padding (the lowest f32), never drawn.
+  if (history.length - promptLength < (o.minTokens ?? 0)) {
+    for (const id of o.stopIds ?? []) if (id < out.length) out[id] = -3.4028234663852886e38;
+  }
   return out;
 }
 

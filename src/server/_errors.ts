@@ -88,6 +88,7 @@ export function toHttpError(error: unknown): HttpError {
 /** The request field of each generation option the engine names in its errors. */
 const API_NAMES: Readonly<Record<string, string>> = {
   maxNewTokens: "max_tokens",
+  minTokens: "min_tokens",
   temperature: "temperature",
   topP: "top_p",
   topK: "top_k",

@@ -230,7 +230,6 @@ function refuseUnsupported(body: Json): void {
  * values mean "off".
  */
 const VLLM_UNSUPPORTED: [string, (x: unknown) => boolean][] = [
-  ["min_tokens", (x) => x === 0],
   ["use_beam_search", (x) => x === false],
   ["include_stop_str_in_output", (x) => x === false],
   ["skip_special_tokens", (x) => x === true],
@@ -624,6 +623,11 @@ function parseSampling(
     temperature: optionalNumber(body, "temperature", { min: 0, max: 2 }),
     topP: optionalNumber(body, "top_p", { min: 0, max: 1, exclusiveMin: true }),
     minP: optionalNumber(body, "min_p", { min: 0, max: 1 }),
+    minTokens: optionalNumber(body, "min_tokens", {
+      integer: true,
+      min: 0,
+      max: MAX_NEW_TOKENS_LIMIT,
+    }),
     // The engine's ranges (generate/options.ts resolveOptions), checked here so they are 400s
     // naming the field even for a request that would first wait in the queue.
     topK: topK === -1 ? 0 : topK, // vLLM's -1 for "off": the module's 0

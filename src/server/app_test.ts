@@ -85,6 +85,7 @@ Deno.test("POST /v1/chat/completions passes text and image parts and every optio
     top_p: 0.9,
     top_k: 20,
     min_p: 0.05,
+    min_tokens: 2,
     seed: 7,
     stop: "END",
     stop_token_ids: [151643, 13],
@@ -115,6 +116,7 @@ Deno.test("POST /v1/chat/completions passes text and image parts and every optio
     topP: 0.9,
     topK: 20,
     minP: 0.05,
+    minTokens: 2,
     seed: 7,
     stop: ["END"],
     stopTokenIds: [151643, 13],
@@ -632,7 +634,7 @@ const MALFORMED: [string, unknown, number, string | null][] = [
     "response_format",
   ],
   // vLLM's extensions this server lacks, at a value that would change the answer.
-  ["min_tokens", { ...hello, min_tokens: 5 }, 400, "min_tokens"],
+  ["min_tokens -1", { ...hello, min_tokens: -1 }, 400, "min_tokens"],
   ["guided_json", { ...hello, guided_json: { type: "object" } }, 400, "guided_json"],
   [
     "skip_special_tokens false",
