@@ -401,7 +401,13 @@ export class Pipeline implements ChatEngine {
    * compute.
    */
   #checkRun(prompt: PreparedPrompt, o: ResolvedOptions): void {
-    tokenBudget(this.model.maxContext, prompt, o);
+    const budget = tokenBudget(this.model.maxContext, prompt, o);
+    if (o.minTokens > budget) {
+      throw new InvalidInputError(
+        `minTokens ${o.minTokens} is more than the ${budget} tokens the context leaves after this ` +
+          "prompt: the answer could not end",
+      );
+    }
     // An image past what this adapter's bindings hold (a 7B tower on a software adapter: about
     // 1.3 megapixels) fails however the prompt cache serves the rest: checked here, image by
     // image; the images encoded together, those the cache lacks, are checked when encoded.

@@ -160,15 +160,28 @@ Deno.test("Pipeline.generate() minTokens: no stop id, stop string or loop stop b
   const held = await run({ ...eos, minTokens: 3 });
   assert.deepEqual([held.result.finishReason, held.result.usage.completionTokens], ["stop", 4]);
   assert.equal(held.result.text, " retired".repeat(3)); // greedy's answer without the eos
-  // A stop string found in the first tokens does not count until the minTokens-th.
+  // The eos ids are held back with ignoreEos too (as vLLM): then ignored, they end nothing.
+  const ignored = await run({ ...eos, minTokens: 3, ignoreEos: true });
+  assert.deepEqual([ignored.result.finishReason, ignored.result.usage.completionTokens], [
+    "length",
+    6,
+  ]);
+  assert.equal(ignored.result.text, " retired".repeat(3));
+  // A stop string ends the answer from the token after the minTokens-th on (vLLM v1).
   const stop = { maxNewTokens: 6, temperature: 0, stop: [" retired"] };
   assert.deepEqual([(await run(stop)).result.text, (await run(stop)).result.finishReason], [
     "",
     "stop",
   ]);
   const late = await run({ ...stop, minTokens: 2 });
-  assert.deepEqual([late.result.text, late.result.finishReason], [" retired", "stop"]);
-  assert.equal(late.result.usage.completionTokens, 2);
+  assert.deepEqual([late.result.text, late.result.finishReason], [" retired retired", "stop"]);
+  assert.equal(late.result.usage.completionTokens, 3);
+  // More than the context leaves after the prompt: refused before the GPU.
+  const p = await pipeline;
+  await assert.rejects(
+    p.chat(await case0(), { minTokens: 60 }),
+    /minTokens 60 is more than the 29 tokens the context leaves after this prompt/,
+  );
 });
 
 Deno.test("Pipeline.generate() applies the frequency penalty to what it generated", async () => {

@@ -161,15 +161,14 @@ export async function* decodeStream(
           pending.push(entry);
           allLogprobs.push(entry);
         }
-        // min_tokens: stop strings and the loop stop count from the minTokens-th token on (the
-        // GPU holds the stop ids back until then), as vLLM checks them.
-        const piece = decoder.push(id);
-        const r = completion >= options.minTokens
-          ? filter.push(piece)
-          : { text: piece, stopped: false };
+        // min_tokens: a stop string or the loop stop ends the answer from the token after the
+        // minTokens-th on (the GPU holds the stop ids back as long), as vLLM (v1) checks them; a
+        // stop string begun before still counts there.
+        const armed = completion > options.minTokens;
+        const r = filter.push(decoder.push(id), armed);
         delta += r.text;
         if (r.stopped) finish = "stop";
-        else if (loop?.push(id) && completion >= options.minTokens) finish = "loop";
+        else if (loop?.push(id) && armed) finish = "loop";
         else if (completion >= options.maxNewTokens) finish = "length";
         if (finish !== null) break;
       }

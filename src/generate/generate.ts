@@ -125,7 +125,7 @@ export async function* runGeneration(
       logitBias: o.logitBias,
       seed: o.seed,
       minTokens: o.minTokens,
-      stopIds: o.stopTokenIds,
+      stopIds: o.heldStopIds,
     }, o.logprobs ? o.topLogprobs : undefined);
     if (echo) yield { type: "delta", text: "", prompt: echo };
     return yield* decodeStream(run, o, skipUnknownIds(decoder, tokenizer.vocabSize), {

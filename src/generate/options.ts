@@ -118,6 +118,11 @@ export interface ResolvedOptions {
   maxNewTokensGiven?: boolean;
   /** The first this many tokens cannot end the answer (0: off). */
   minTokens: number;
+  /**
+   * The ids minTokens holds back: the eos ids (also with ignoreEos, as vLLM) and stopTokenIds;
+   * empty without minTokens.
+   */
+  heldStopIds: number[];
   /** 0 = greedy (argmax, lowest id on ties). */
   temperature: number;
   /** 0 = no top-k filter. */
@@ -283,13 +288,18 @@ export function resolveOptions(
   const minTokens = intField(o, "minTokens", 0, 0, MAX_NEW_TOKENS_LIMIT);
   if (minTokens > maxNewTokens) {
     throw new InvalidInputError(
-      `minTokens ${minTokens} is more than maxNewTokens ${maxNewTokens}: the answer could not end`,
+      `minTokens ${minTokens} is more than maxNewTokens ${maxNewTokens}${
+        o.maxNewTokens === undefined ? " (the default)" : ""
+      }: the answer could not end`,
     );
   }
-  if (minTokens > 0 && stopTokenIds.length > MAX_HELD_STOPS) {
+  const heldStopIds = minTokens > 0
+    ? [...new Set([...config.eosTokenIds, ...stopTokenIds])]
+    : [];
+  if (heldStopIds.length > MAX_HELD_STOPS) {
     throw new InvalidInputError(
       `minTokens holds back at most ${MAX_HELD_STOPS} stop ids; the eos ids and stopTokenIds ` +
-        `make ${stopTokenIds.length}`,
+        `make ${heldStopIds.length}`,
     );
   }
   const stopOnLoop = boolField(o, "stopOnLoop");
@@ -303,6 +313,7 @@ export function resolveOptions(
     maxNewTokens,
     maxNewTokensGiven: o.maxNewTokens !== undefined,
     minTokens,
+    heldStopIds,
     temperature,
     topK,
     topP,

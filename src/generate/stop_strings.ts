@@ -38,10 +38,19 @@ export class StopStringFilter {
     return this.#stopped;
   }
 
-  /** Adds text; returns what can be shown now. After a stop, returns "" forever. */
-  push(piece: string): StopPush {
+  /**
+   * Adds text; returns what can be shown now. After a stop, returns "" forever. Not `armed`
+   * (vLLM's min_tokens), a stop string completed in it does not stop, but the tail that could
+   * begin one is still held: a stop string that ends in a later, armed piece is found.
+   */
+  push(piece: string, armed = true): StopPush {
     if (this.#stopped) return { text: "", stopped: true };
     const buf = this.#held + piece;
+    if (!armed) {
+      const keep = this.#partialTail(buf);
+      this.#held = buf.slice(buf.length - keep);
+      return { text: buf.slice(0, buf.length - keep), stopped: false };
+    }
     // The earliest complete stop string wins (the held text holds none: we would have stopped).
     let cut = -1;
     for (const s of this.#stops) {

@@ -55,3 +55,13 @@ Deno.test("StopStringFilter.push() handles stop strings of non-ASCII characters"
   assert.deepEqual(feed(["。\n"], ["你好。", "\n再见"]), [["你好", ""], true, ""]);
   assert.deepEqual(feed(["🙂!"], ["ok 🙂", "?"]), [["ok ", "🙂?"], false, ""]);
 });
+
+Deno.test("StopStringFilter.push() not armed keeps the tail a stop string may begin with, and stops only once armed", () => {
+  const f = new StopStringFilter([" </a>"]);
+  // A whole stop string before the boundary does not stop (min_tokens) ...
+  assert.deepEqual(f.push("x </a>y", false), { text: "x </a>y", stopped: false });
+  // ... and one begun before it and completed after it does.
+  assert.deepEqual(f.push(" <", false), { text: "", stopped: false });
+  assert.deepEqual(f.push("/a", false), { text: "", stopped: false });
+  assert.deepEqual(f.push(">z", true), { text: "", stopped: true });
+});

@@ -22,8 +22,9 @@ export interface GenerateOptions {
   maxNewTokens?: number;
   /**
    * vLLM's min_tokens: the answer's first this many tokens cannot end it — the stop ids (eos,
-   * `stopTokenIds`) are held back on the GPU, and stop strings and the loop stop are looked for
-   * only from then on. 0 (default) ..= maxNewTokens.
+   * also with ignoreEos, and `stopTokenIds`) are held back on the GPU, and a stop string (one
+   * begun earlier too) or the loop stop ends it from the next token on, as vLLM v1. 0 (default)
+   * ..= maxNewTokens and what the context leaves after the prompt.
    */
   minTokens?: number;
   /** 0 = greedy. */
