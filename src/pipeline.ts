@@ -184,8 +184,8 @@ export class Pipeline implements ChatEngine {
   async tokenize(input: TokenizeInput): Promise<number[]> {
     this.#checkOpen();
     if ("messages" in input) {
-      const { continueFinalMessage, addGenerationPrompt } = input;
-      const opts = { continueFinalMessage, addGenerationPrompt };
+      const { continueFinalMessage, addGenerationPrompt, chatTemplateKwargs } = input;
+      const opts = { continueFinalMessage, addGenerationPrompt, chatTemplateKwargs };
       return Array.from((await this.prepare(input.messages, opts)).inputIds);
     }
     if (typeof input.prompt !== "string") {
@@ -291,18 +291,25 @@ export class Pipeline implements ChatEngine {
 
   /**
    * Chat messages → input ids (image pads expanded) and pixel values, as Qwen2VLProcessor with
-   * `apply_chat_template(messages, add_generation_prompt=True)`.
+   * `apply_chat_template(messages, add_generation_prompt=True)` — or, with the options, with
+   * `continue_final_message`, without the generation prompt, or with more template variables
+   * (`chat_template_kwargs`).
    * @throws InvalidInputError for malformed messages or undecodable images
    */
   prepare(
     messages: readonly ChatMessage[],
-    options: { continueFinalMessage?: boolean; addGenerationPrompt?: boolean } = {},
+    options: {
+      continueFinalMessage?: boolean;
+      addGenerationPrompt?: boolean;
+      chatTemplateKwargs?: Readonly<Record<string, unknown>>;
+    } = {},
   ): Promise<PreparedPrompt> {
     this.#checkOpen();
     return this.processor.prepare(messages, {
       maxImageTokens: this.model.maxContext,
       continueFinalMessage: options.continueFinalMessage,
       addGenerationPrompt: options.addGenerationPrompt,
+      templateKwargs: options.chatTemplateKwargs,
     });
   }
 

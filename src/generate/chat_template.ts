@@ -23,6 +23,12 @@ export interface RenderOptions {
    * `continue_final_message`. Needs addGenerationPrompt false or unset.
    */
   continueFinalMessage?: boolean;
+  /**
+   * More variables for the template (vLLM's and transformers' `chat_template_kwargs`, e.g.
+   * `{ enable_thinking: false }` for templates that read it); the template's own (messages,
+   * add_generation_prompt, the special tokens) win over them.
+   */
+  templateKwargs?: Readonly<Record<string, unknown>>;
 }
 
 /**
@@ -97,6 +103,7 @@ export class ChatTemplate {
     let text: string;
     try {
       text = this.#template.render({
+        ...options.templateKwargs,
         ...this.#specialTokens,
         messages: msgs,
         add_generation_prompt: !cont && (options.addGenerationPrompt ?? true),

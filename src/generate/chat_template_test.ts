@@ -101,6 +101,16 @@ Deno.test("ChatTemplate.render() continueFinalMessage ends the prompt inside the
   }
 });
 
+Deno.test("ChatTemplate.render() passes templateKwargs to the template; its own variables win", () => {
+  const t = new ChatTemplate(
+    "{% if enable_thinking %}<think>{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}",
+  );
+  const hi: ChatMessage[] = [{ role: "user", content: "Hi" }];
+  assert.equal(t.render(hi, { templateKwargs: { enable_thinking: true } }), "<think>Hi");
+  assert.equal(t.render(hi, { templateKwargs: { enable_thinking: false } }), "Hi");
+  assert.equal(t.render(hi, { templateKwargs: { messages: [{ content: "X" }] } }), "Hi");
+});
+
 Deno.test("ChatTemplate.fromConfigs() falls back to tokenizer_config.json, also its named-template list", () => {
   const t1 = ChatTemplate.fromConfigs(undefined, {
     chat_template: "A{{ eos_token }}",

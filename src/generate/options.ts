@@ -148,6 +148,8 @@ export interface ResolvedOptions {
   echo: boolean;
   /** Continue the last (assistant's) message rather than answer after it. */
   continueFinalMessage: boolean;
+  /** More variables for the chat template. */
+  chatTemplateKwargs?: Readonly<Record<string, unknown>>;
   /** Integer in [0, 2^53): the GPU RNG takes its low and high 32 bits. */
   seed: number;
   stop: string[];
@@ -174,6 +176,7 @@ const OPTION_KEYS: Record<keyof GenerateOptions, true> = {
   promptLogprobs: true,
   echo: true,
   continueFinalMessage: true,
+  chatTemplateKwargs: true,
   seed: true,
   stop: true,
   stopTokenIds: true,
@@ -293,9 +296,7 @@ export function resolveOptions(
       }: the answer could not end`,
     );
   }
-  const heldStopIds = minTokens > 0
-    ? [...new Set([...config.eosTokenIds, ...stopTokenIds])]
-    : [];
+  const heldStopIds = minTokens > 0 ? [...new Set([...config.eosTokenIds, ...stopTokenIds])] : [];
   if (heldStopIds.length > MAX_HELD_STOPS) {
     throw new InvalidInputError(
       `minTokens holds back at most ${MAX_HELD_STOPS} stop ids; the eos ids and stopTokenIds ` +
@@ -305,6 +306,18 @@ export function resolveOptions(
   const stopOnLoop = boolField(o, "stopOnLoop");
   const echo = boolField(o, "echo");
   const continueFinalMessage = boolField(o, "continueFinalMessage");
+  const chatTemplateKwargs = o.chatTemplateKwargs as Record<string, unknown> | undefined;
+  if (
+    chatTemplateKwargs !== undefined &&
+    (typeof chatTemplateKwargs !== "object" || chatTemplateKwargs === null ||
+      Array.isArray(chatTemplateKwargs))
+  ) {
+    throw new InvalidInputError(
+      `chatTemplateKwargs must be an object of template variables, got ${
+        preview(chatTemplateKwargs)
+      }`,
+    );
+  }
   const signal = o.signal;
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new InvalidInputError(`signal must be an AbortSignal, got ${preview(signal)}`);
@@ -327,6 +340,7 @@ export function resolveOptions(
     promptLogprobs,
     echo,
     continueFinalMessage,
+    ...(chatTemplateKwargs ? { chatTemplateKwargs } : {}),
     seed,
     stop,
     stopTokenIds,

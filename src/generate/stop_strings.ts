@@ -51,10 +51,11 @@ export class StopStringFilter {
       this.#held = buf.slice(buf.length - keep);
       return { text: buf.slice(0, buf.length - keep), stopped: false };
     }
-    // The earliest complete stop string wins (the held text holds none: we would have stopped).
+    // The earliest complete stop string that ends in this piece wins: one ending in the held
+    // text was found before (or, held unarmed, must not count now).
     let cut = -1;
     for (const s of this.#stops) {
-      const i = buf.indexOf(s);
+      const i = buf.indexOf(s, Math.max(0, this.#held.length - s.length + 1));
       if (i >= 0 && (cut < 0 || i < cut)) cut = i;
     }
     if (cut >= 0) {

@@ -65,3 +65,11 @@ Deno.test("StopStringFilter.push() not armed keeps the tail a stop string may be
   assert.deepEqual(f.push("/a", false), { text: "", stopped: false });
   assert.deepEqual(f.push(">z", true), { text: "", stopped: true });
 });
+
+Deno.test("StopStringFilter.push() armed again does not stop on a stop string that ended while unarmed", () => {
+  // "\n" is whole, and the held tail of "\n\n": armed, only a match ending in the new text counts.
+  const f = new StopStringFilter(["\n\n", "\n"]);
+  assert.deepEqual(f.push("a\n", false), { text: "a", stopped: false });
+  assert.deepEqual(f.push("b", true), { text: "\nb", stopped: false });
+  assert.deepEqual(f.push("c\n", true), { text: "c", stopped: true });
+});

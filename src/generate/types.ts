@@ -78,6 +78,11 @@ export interface GenerateOptions {
    */
   continueFinalMessage?: boolean;
   /**
+   * Chat messages only: more variables for the chat template (vLLM's `chat_template_kwargs`,
+   * e.g. `{ enable_thinking: false }` for templates that read it; Qwen2-VL's reads none).
+   */
+  chatTemplateKwargs?: Readonly<Record<string, unknown>>;
+  /**
    * Put the prompt's text on a first delta before the answer and on the result (`prompt`; OpenAI's
    * `echo`): a raw prompt's as given to `complete()` (token ids decoded; with `promptLogprobs`,
    * its tokens' text, which the tokenizer's NFC normalisation may change), a chat's as the model
@@ -229,4 +234,6 @@ export type TokenizeInput =
     continueFinalMessage?: boolean;
     /** Append the assistant's header, as generate does (default true; false: a finished chat). */
     addGenerationPrompt?: boolean;
+    /** As GenerateOptions.chatTemplateKwargs. */
+    chatTemplateKwargs?: Readonly<Record<string, unknown>>;
   };

@@ -242,7 +242,6 @@ const VLLM_UNSUPPORTED: [string, (x: unknown) => boolean][] = [
   ["guided_grammar", () => false],
   ["structured_outputs", () => false],
   ["chat_template", () => false],
-  ["chat_template_kwargs", (x) => isObject(x) && Object.keys(x).length === 0],
   ["mm_processor_kwargs", (x) => isObject(x) && Object.keys(x).length === 0],
   // llama.cpp's server's own sampling fields, likewise.
   ["n_predict", () => false],
@@ -381,6 +380,7 @@ export type TokenizeRequest =
     messages: RequestMessage[];
     continueFinalMessage: boolean;
     addGenerationPrompt: boolean;
+    chatTemplateKwargs?: Record<string, unknown>;
   });
 
 /**
@@ -404,7 +404,13 @@ export function parseTokenizeRequest(json: unknown, limits: RequestLimits): Toke
   const model = body.model as string | undefined;
   if (body.messages !== undefined) {
     const messages = parseMessages(body, limits);
-    return { model, messages, ...parseContinuation(body, { finished: true }) };
+    const chatTemplateKwargs = parseTemplateKwargs(body);
+    return {
+      model,
+      messages,
+      ...parseContinuation(body, { finished: true }),
+      ...(chatTemplateKwargs ? { chatTemplateKwargs } : {}),
+    };
   }
   if (typeof body.prompt !== "string") {
     throw badRequest("prompt", "Send prompt (a string) or messages to tokenize.", "invalid_type");
@@ -446,7 +452,23 @@ export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequ
   }
   const sampling = parseSampling(body, limits);
   if (parseContinuation(body).continueFinalMessage) sampling.options.continueFinalMessage = true;
+  const kwargs = parseTemplateKwargs(body);
+  if (kwargs) sampling.options.chatTemplateKwargs = kwargs;
   return { model, messages, ...sampling };
+}
+
+/** vLLM's `chat_template_kwargs`: more variables for the chat template (an object), or none. */
+function parseTemplateKwargs(body: Json): Json | undefined {
+  const x = body.chat_template_kwargs;
+  if (x === undefined || x === null) return undefined;
+  if (!isObject(x)) {
+    throw badRequest(
+      "chat_template_kwargs",
+      "chat_template_kwargs must be an object of template variables.",
+      "invalid_type",
+    );
+  }
+  return Object.keys(x).length ? x : undefined;
 }
 
 /**

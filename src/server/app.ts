@@ -1,11 +1,11 @@
 /**
  * The OpenAI-compatible HTTP API as a Hono app: `POST /v1/chat/completions` (streaming or not,
- * text and images), `POST /v1/completions` (a raw prompt, as vLLM's), `GET /v1/models`,
- * `GET /health`, and a chat web page at `/`.
+ * text and images), `POST /v1/completions` (a raw prompt, as vLLM's), `GET /v1/models`, vLLM's
+ * `POST /tokenize` and `/detokenize`, `GET /health`, and a chat web page at `/`.
  *
  * @example Mount it in your own Hono app
  * ```ts ignore
- * import { Hono, type MiddlewareHandler } from "hono";
+ * import { Hono } from "hono";
  * import { createApp, Pipeline } from "@qvq/webgpu";
  *
  * const engine = await Pipeline.load("tests/fixtures/tiny-qwen2vl");
@@ -518,6 +518,7 @@ export function createApp(
       messages: await loadMessages(request.messages, policy, c.req.raw.signal),
       continueFinalMessage: request.continueFinalMessage,
       addGenerationPrompt: request.addGenerationPrompt,
+      chatTemplateKwargs: request.chatTemplateKwargs,
     };
     const tokens = await e.tokenize!(input).catch((error) => {
       throw fieldError(error, field);

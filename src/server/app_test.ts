@@ -980,7 +980,7 @@ Deno.test("n choices: generated one after the other, seed + i each, usage summed
 });
 
 Deno.test("echo's edges: max_tokens 0 against max_completion_tokens, prompt_logprobs and chat echo refused, an engine that ignores echo", async () => {
-  const { app } = setup();
+  const { app, fake } = setup();
   const completions = (a: typeof app, body: object) =>
     a.request("/v1/completions", {
       method: "POST",
@@ -1001,6 +1001,14 @@ Deno.test("echo's edges: max_tokens 0 against max_completion_tokens, prompt_logp
   }
   assert.equal((await post(app, { ...hello, echo: false })).status, 200);
   // vLLM's extensions this server lacks are accepted at their defaults.
+  // chat_template_kwargs goes to the template (Qwen2-VL's reads none of these).
+  assert.equal(
+    (await post(app, { ...hello, chat_template_kwargs: { enable_thinking: false } })).status,
+    200,
+  );
+  assert.deepEqual(fake.calls.at(-1)!.options.chatTemplateKwargs, { enable_thinking: false });
+  const kw = await post(app, { ...hello, chat_template_kwargs: "x" });
+  assert.deepEqual([kw.status, (await kw.json()).error.param], [400, "chat_template_kwargs"]);
   const defaults = {
     ...hello,
     min_tokens: 0,
