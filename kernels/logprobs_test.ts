@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { sharedGpu } from "../src/gpu/device.ts";
 import { createStorage, readU32, writeArray } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { logprobsRef } from "../src/ref/logprobs.ts";
+import { assertLogprobsClose, logprobsRef } from "../src/ref/logprobs.ts";
 import { argmax } from "../src/ref/sample.ts";
 import { randn, seeded } from "../src/ref/_random.ts";
 import {
@@ -89,15 +89,7 @@ Deno.test("logprobs() matches log_softmax and the top ids of the CPU reference, 
       assert.equal(ids[0], argmax(x));
       assert.equal(new Set(ids).size, ids.length, "the penalty moved the choice each step");
       for (const [w, rec] of recs.entries()) {
-        const want = logprobsRef(x, ids[w], top);
-        assert.equal(rec.id, ids[w], `vocab ${vocab} entry ${w}`);
-        assertClose(rec.logprob, want.logprob, `vocab ${vocab} entry ${w} logprob`);
-        assert.deepEqual(
-          rec.top.map((t) => t.id),
-          want.top.map((t) => t.id),
-          `top ids ${vocab}/${w}`,
-        );
-        rec.top.forEach((t, j) => assertClose(t.logprob, want.top[j].logprob, `top ${j}`));
+        assertLogprobsClose(rec, logprobsRef(x, ids[w], top), `vocab ${vocab} entry ${w}`);
       }
     }
   }
@@ -221,10 +213,7 @@ Deno.test("promptLogprobs() scores each row of a block for its own id, as the CP
       for (const [r, rec] of recs.entries()) {
         const what = `vocab ${vocab} row ${r} subgroups ${subgroups}`;
         const want = logprobsRef(x.subarray(r * vocab, (r + 1) * vocab), ids[offset + r], top);
-        assert.equal(rec.id, want.id, what);
-        assertClose(rec.logprob, want.logprob, what);
-        assert.deepEqual(rec.top.map((t) => t.id), want.top.map((t) => t.id), what);
-        rec.top.forEach((t, j) => assertClose(t.logprob, want.top[j].logprob, `${what} top ${j}`));
+        assertLogprobsClose(rec, want, what);
       }
       // Nothing past the block's rows is written.
       assert.deepEqual(

@@ -201,13 +201,7 @@ export class Pipeline implements ChatEngine {
   detokenize(ids: number[]): Promise<string> {
     try {
       this.#checkOpen();
-      const n = this.tokenizer.vocabSize;
-      const bad = ids.findIndex((id) => !(Number.isInteger(id) && id >= 0 && id < n));
-      if (bad >= 0) {
-        throw new InvalidInputError(
-          `tokens[${bad}] must be a token id in [0, ${n}), got ${ids[bad]}`,
-        );
-      }
+      checkTokenIds(ids, this.tokenizer.vocabSize, "tokens");
       return Promise.resolve(this.tokenizer.decode(ids));
     } catch (error) {
       return Promise.reject(error);
@@ -377,14 +371,8 @@ export class Pipeline implements ChatEngine {
       ids = this.tokenizer.encode(text);
     } else if (Array.isArray(prompt) || ArrayBuffer.isView(prompt)) {
       // The tokenizer's ids (the lm_head's padding rows past them are no tokens).
-      const n = this.tokenizer.vocabSize;
       const list = Array.from(prompt as ArrayLike<number>);
-      const bad = list.findIndex((id) => !(Number.isInteger(id) && id >= 0 && id < n));
-      if (bad >= 0) {
-        throw new InvalidInputError(
-          `prompt[${bad}] must be a token id in [0, ${n}), got ${list[bad]}`,
-        );
-      }
+      checkTokenIds(list, this.tokenizer.vocabSize, "prompt");
       ids = Int32Array.from(list);
     } else {
       throw new InvalidInputError(
@@ -422,18 +410,16 @@ export class Pipeline implements ChatEngine {
       checkPatchesFit(this.model.config.vision, patchCount([grid]), this.model.gpu.maxBinding);
     }
     const rows = this.model.config.text.vocabSize;
-    const unknown = o.logitBias.find(([id]) => id >= rows);
-    if (unknown) {
-      throw new InvalidInputError(
-        `logitBias names token ${unknown[0]}, but the model's ids end at ${rows - 1}`,
-      );
-    }
-    const stop = o.stopTokenIds.find((id) => id >= rows);
-    if (stop !== undefined) {
-      throw new InvalidInputError(
-        `stopTokenIds names token ${stop}, but the model's ids end at ${rows - 1}`,
-      );
-    }
+    const past = (name: string, ids: number[]) => {
+      const id = ids.find((id) => id >= rows);
+      if (id !== undefined) {
+        throw new InvalidInputError(
+          `${name} names token ${id}, but the model's ids end at ${rows - 1}`,
+        );
+      }
+    };
+    past("logitBias", o.logitBias.map(([id]) => id));
+    past("stopTokenIds", o.stopTokenIds);
     if (o.logprobs) checkLogprobs(this.model.gpu, rows, o.topLogprobs);
     if (o.promptLogprobs !== undefined) checkLogprobs(this.model.gpu, rows, o.promptLogprobs);
   }
@@ -551,6 +537,14 @@ export class Pipeline implements ChatEngine {
         `pipeline "${this.modelId}" was disposed: load a new one (Pipeline.load) to generate again`,
       );
     }
+  }
+}
+
+/** Throws InvalidInputError naming `name[i]`, the first of `ids` not a token id below `n`. */
+function checkTokenIds(ids: readonly number[], n: number, name: string): void {
+  const bad = ids.findIndex((id) => !(Number.isInteger(id) && id >= 0 && id < n));
+  if (bad >= 0) {
+    throw new InvalidInputError(`${name}[${bad}] must be a token id in [0, ${n}), got ${ids[bad]}`);
   }
 }
 

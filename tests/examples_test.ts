@@ -5,6 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { Pipeline } from "../src/pipeline.ts";
+import { TINY_DIR } from "../src/model/_fixture.ts";
+import { logprobsRef } from "../src/ref/logprobs.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const CASES = JSON.parse(
@@ -93,10 +96,24 @@ Deno.test("examples/score.ts ranks three answers by their log-likelihood", async
     "9.9": 3,
     "They are equal.": 4,
   });
-  // Most likely first; a sum of log probabilities, below 0.
-  for (const [i, r] of rows.entries()) {
-    assert.ok(i === 0 || rows[i - 1].logprob >= r.logprob, out);
-    assert.ok(r.logprob < 0 && Number.isFinite(r.logprob) && r.tokens >= 1, out);
+  // Each score is the answer's log-likelihood: its tokens' log_softmax under the logits of the
+  // positions before them, here from every prompt row's logits read back whole (another path
+  // than the example's prompt logprobs).
+  using p = await Pipeline.load(TINY_DIR, { dtype: "f32", maxContext: 64 });
+  const context = Array.from(
+    (await p.prepare([{ role: "user", content: "Which is larger, 9.11 or 9.9?" }])).inputIds,
+  );
+  const V = p.model.config.text.vocabSize;
+  for (const r of rows) {
+    const ids = [...context, ...p.tokenizer.encode(r.answer)];
+    const s = p.model.createSession(ids.length + 1);
+    const all = (await p.model.prefill(s, ids, undefined, { allLogits: true })).logits!;
+    s.dispose();
+    let sum = 0;
+    for (let i = context.length; i < ids.length; i++) {
+      sum += logprobsRef(all.subarray((i - 1) * V, i * V), ids[i], 0).logprob;
+    }
+    assert.ok(Math.abs(sum - r.logprob) < 2e-3, `${r.answer}: ${r.logprob} printed, ${sum}`);
   }
 });
 

@@ -177,7 +177,8 @@ function readGenerateOptions(v: Values, usage: string): GenerateOptions {
  * thousands) as one, with its count.
  */
 function shownPrompt(text = ""): string {
-  return text.replace(/(<\|image_pad\|>)+/g, (run) => `<|image_pad|>×${run.length / 13}`);
+  const pad = "<|image_pad|>";
+  return text.replace(/(<\|image_pad\|>)+/g, (run) => `${pad}×${run.length / pad.length}`);
 }
 
 /** `qvq generate …`: returns the exit code. */

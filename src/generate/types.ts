@@ -36,8 +36,8 @@ export interface GenerateOptions {
   /**
    * Min-p sampling: keep only the tokens at least this fraction as likely as the most likely one
    * (vLLM's and llama.cpp's min_p), applied after top-k and top-p as transformers'
-   * MinPLogitsWarper is — vLLM applies it before them, which differs where top-k or top-p also
-   * cut. 0..1, 0: off.
+   * MinPLogitsWarper is — vLLM applies it before them, which differs where top-p also cuts
+   * (min-p and top-k cut from the same maximum). 0..1, 0: off.
    */
   minP?: number;
   /** Penalty on tokens already in the context, as transformers' repetition_penalty (1: none). */

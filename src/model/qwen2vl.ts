@@ -601,8 +601,7 @@ export class Qwen2VLModel {
         idsBuf.destroy();
         posBuf.destroy();
         if (out) out.set(await readF32(gpu, logitsAll!, n * V), c * V);
-        if (scorer) {
-          scorer.destroy(); // its scratch is freed once the submitted work is done
+        if (scorer) { // (submit() destroyed its dispatches: their buffers go once the work is done)
           const words = await readU32(gpu, scored!.out, rows * logprobWords(scored!.top));
           scored!.records.push(...parseLogprobRecords(words, rows, scored!.top));
         }

@@ -4,6 +4,8 @@
  * @module
  */
 
+import assert from "node:assert/strict";
+
 /** The chosen token's logprob and the `top` alternatives. */
 export interface LogprobsRef {
   id: number;
@@ -31,4 +33,35 @@ export function logprobsRef(logits: ArrayLike<number>, id: number, top: number):
     logprob: logits[id] - lse,
     top: order.map((i) => ({ id: i, logprob: logits[i] - lse })),
   };
+}
+
+/**
+ * Throws an AssertionError unless `got` (a kernel's record, or a generation's entry: `topLogprobs`
+ * for `top`) is `want`: the same ids in the same order, each logprob within `tol` of it relative
+ * to max(1, |logprob|) (f32 sums in another order).
+ */
+export function assertLogprobsClose(
+  got: {
+    id: number;
+    logprob: number | null;
+    top?: readonly { id: number; logprob: number }[];
+    topLogprobs?: readonly { id: number; logprob: number }[];
+  },
+  want: LogprobsRef,
+  what: string,
+  tol = 2e-5,
+): void {
+  const top = got.top ?? got.topLogprobs ?? [];
+  assert.deepEqual(
+    [got.id, ...top.map((t) => t.id)],
+    [want.id, ...want.top.map((t) => t.id)],
+    what,
+  );
+  const pairs = [
+    [got.logprob, want.logprob],
+    ...top.map((t, j) => [t.logprob, want.top[j].logprob]),
+  ];
+  for (const [g, w] of pairs as [number, number][]) {
+    assert.ok(Math.abs(g - w) <= tol * Math.max(1, Math.abs(w)), `${what}: ${g} vs ${w}`);
+  }
 }

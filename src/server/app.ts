@@ -477,15 +477,7 @@ export function createApp(
     const request = parseCompletionRequest(await readJson(c.req.raw), settings);
     return await answer(c.req.raw, request, textFormat(request.echo), async (e) => {
       const complete = e.complete?.bind(e);
-      if (!complete) {
-        throw new HttpError(
-          404,
-          "This server's engine does not serve /v1/completions; use /v1/chat/completions.",
-          "invalid_request_error",
-          null,
-          "not_found",
-        );
-      }
+      if (!complete) throw notServed("/v1/completions", "; use /v1/chat/completions");
       // What the engine would refuse of the prompt, a 400 now rather than at its turn.
       // (answer() names "prompt" in its refusals: textFormat's inputError.)
       await e.checkPrompt?.(request.prompt, request.options);
@@ -495,19 +487,17 @@ export function createApp(
 
   /** The engine for a request that may name its model; a 404 where the engine lacks `method`. */
   const engineFor = async (model: string | undefined, method: "tokenize" | "detokenize") => {
-    const e = await engineReady;
-    if (model !== undefined && model !== e.modelId) throw modelNotFound(model, e);
-    if (!e[method]) {
-      throw new HttpError(
-        404,
-        `This server's engine does not serve /${method}.`,
-        "invalid_request_error",
-        null,
-        "not_found",
-      );
-    }
+    const e = await servedEngine(model);
+    if (!e[method]) throw notServed(`/${method}`);
     return e;
   };
+
+  /** The engine, once loaded, where `model` (if given) names it; else the 404 for `model`. */
+  async function servedEngine(model: string | undefined): Promise<ChatEngine> {
+    const e = await engineReady;
+    if (model !== undefined && model !== e.modelId) throw modelNotFound(model, e);
+    return e;
+  }
 
   // vLLM's tokenizer endpoints: the ids the model would read, and the text of ids.
   app.post("/tokenize", limitBody, async (c) => {
@@ -552,8 +542,7 @@ export function createApp(
       signal: AbortSignal,
     ) => Promise<(options: GenerateOptions) => AsyncIterable<GenerationEvent>>,
   ): Promise<Response> {
-    const e = await engineReady;
-    if (request.model !== e.modelId) throw modelNotFound(request.model, e);
+    const e = await servedEngine(request.model);
     // One signal for everything this request starts: aborted when its client disconnects.
     const abort = new AbortController();
     const detach = follow(raw.signal, abort);
@@ -659,6 +648,17 @@ export function createApp(
   }
 
   return app;
+}
+
+/** The 404 for a route the engine lacks (`hint`: what to use instead). */
+function notServed(path: string, hint = ""): HttpError {
+  return new HttpError(
+    404,
+    `This server's engine does not serve ${path}${hint}.`,
+    "invalid_request_error",
+    null,
+    "not_found",
+  );
 }
 
 /** An engine's refusal (a 400 naming no field) as the fault of the request's `field`. */

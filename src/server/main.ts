@@ -1,8 +1,9 @@
 /**
  * `deno task serve`: the server of src/server/serve.ts on `--port` (or `PORT`, default 8000) and
  * `--host` (default 127.0.0.1: this machine only; 0.0.0.0 serves the network). `deno serve
- * src/server/serve.ts` runs the same app with deno serve's
- * own flags; this entry exists because a task cannot default an environment variable portably.
+ * src/server/serve.ts` runs the same app with deno serve's own flags — and its default host,
+ * 0.0.0.0: every network interface (`--host 127.0.0.1` keeps it to this machine). This entry
+ * exists because a task cannot default an environment variable portably.
  *
  * @example
  * ```sh
