@@ -270,3 +270,41 @@ Deno.test("the chat page names files it cannot attach, and says where an API key
   );
   assert.equal(await page.locator("#attachments .thumb").count(), 0);
 });
+
+Deno.test("the chat page: images go in the order chosen, a long answer shows whole, a cut-off says why, settings persist", async () => {
+  const long = Array.from({ length: 3000 }, (_, i) => `w${i}`).join(" ");
+  const engine = new FakeEngine({ answer: () => long });
+  await using s = await serveAndLaunch(createApp(engine).fetch);
+  const page = await s.browser.newPage({ viewport: { width: 900, height: 640 } });
+  await page.goto(`${s.url}/`);
+  await waitForModel(page, engine.modelId);
+  // A large image then a small one: the large one's read finishes last, but it stays first.
+  const png = await Deno.readFile(PNG_PATH);
+  const large = new Uint8Array(4_000_000);
+  large.set(png);
+  await page.setInputFiles("#file", [
+    { name: "large.png", mimeType: "image/png", buffer: Buffer.from(large) },
+    { name: "small.png", mimeType: "image/png", buffer: Buffer.from(png) },
+  ]);
+  await page.waitForFunction(() => document.querySelectorAll("#attachments .thumb").length === 2);
+  const sizes = await page.$$eval("#attachments img", (imgs) => imgs.map((i: any) => i.src.length));
+  assert.ok(sizes[0] > sizes[1], `large first: ${sizes}`);
+  // Max tokens 2500 of a 3000-word answer: the whole of what was written, and why it stopped.
+  await page.click("summary");
+  await page.fill("#max-tokens", "2500");
+  await page.dispatchEvent("#max-tokens", "change");
+  await page.locator("#attachments button").first().click();
+  await page.locator("#attachments button").first().click();
+  await send(page, "Go on.");
+  await page.waitForSelector(".msg.assistant:not(.streaming) .stats", { timeout: 30_000 });
+  const text = (await page.textContent(".msg.assistant .text"))!;
+  assert.equal(text, long.split(" ").slice(0, 2500).join(" "));
+  assert.match(
+    (await page.textContent(".msg.assistant .stats"))!,
+    /cut off at Max tokens \(2500\): raise it under Settings/,
+  );
+  // Settings survive a reload.
+  await page.reload();
+  await waitForModel(page, engine.modelId);
+  assert.equal(await page.inputValue("#max-tokens"), "2500");
+});

@@ -107,6 +107,12 @@ let epoch = 0;               // conversations started: a turn that outlives its 
 const apiKey = $("api-key");
 apiKey.value = localStorage.getItem("qvq-api-key") || "";
 apiKey.addEventListener("change", () => { localStorage.setItem("qvq-api-key", apiKey.value); loadModel(); });
+// The other settings are kept across reloads too.
+for (const id of ["max-tokens", "temperature", "presence-penalty"]) {
+  const input = $(id), saved = localStorage.getItem("qvq-" + id);
+  if (saved !== null) input.value = saved;
+  input.addEventListener("change", () => localStorage.setItem("qvq-" + id, input.value));
+}
 
 // API URLs relative to the page's folder, so the page also works when the app is mounted under a
 // prefix and opened without the trailing slash ("/qvq" as well as "/qvq/").
@@ -125,7 +131,9 @@ async function failure(response) {
   if (response.status === 401) {
     return new Error("This server needs an API key: enter it under Settings (top right).");
   }
-  const error = new Error(body.error ? body.error.message : "The server answered HTTP " + response.status + ".");
+  // The API names the field ("messages[2].content[0].image_url.url: …"); the page's user sent none.
+  const message = body.error ? body.error.message.replace(/^messages\[\d+\][\w.\[\]]*: /, "") : null;
+  const error = new Error(message || "The server answered HTTP " + response.status + ".");
   error.code = body.error ? body.error.code : null;
   return error;
 }
@@ -194,12 +202,18 @@ function showAttachments() {
 const ACCEPTED = ["image/png", "image/jpeg", "image/webp"];
 function attach(files) {
   const skipped = [];
+  const reads = [];
   for (const file of files) {
     if (!ACCEPTED.includes(file.type)) { skipped.push(file.name || file.type || "a file"); continue; }
-    const reader = new FileReader();
-    reader.onload = () => { attached.push(reader.result); showAttachments(); };
-    reader.readAsDataURL(file);
+    reads.push(new Promise((resolve) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => { skipped.push(file.name || "a file"); resolve(null); };
+      reader.readAsDataURL(file);
+    }));
   }
+  // In the order chosen ("compare image 1 and image 2"), not the order the reads finish in.
+  Promise.all(reads).then((urls) => { attached.push(...urls.filter(Boolean)); showAttachments(); });
   $("notice").textContent = skipped.length
     ? "Not attached (only PNG, JPEG or WebP images): " + skipped.join(", ") : "";
 }
@@ -225,7 +239,9 @@ async function* events(response) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {
-    const { value, done } = await reader.read();
+    const { value, done } = await reader.read().catch((e) => {
+      throw e.name === "AbortError" ? e : new Error("The connection to the server was lost mid-answer (" + e.message + ").");
+    });
     if (done) throw new Error("The connection closed before the answer ended.");
     buffer += value.replace(/\r\n/g, "\n");
     let end;
@@ -251,6 +267,16 @@ function setRunning(controller) {
 async function answer(div, signal) {
   const out = div.querySelector(".text");
   let text = "", usage = null, timings = null, reason = null, refused = false, stopped = false;
+  // The text is written once a frame, not once a token: each write lays the growing answer out
+  // again (8000 tokens took the page 50 s to show, for 0.3 s of streaming). A reader at the bottom
+  // follows it; one who scrolled up stays.
+  let frame = 0;
+  const paint = () => {
+    frame = 0;
+    const follow = atBottom();
+    out.textContent = text;
+    if (follow) div.scrollIntoView({ block: "end" });
+  };
   try {
     const response = await fetch(api("v1/chat/completions"), {
       method: "POST",
@@ -268,10 +294,8 @@ async function answer(div, signal) {
       if (chunk.error) throw new Error(chunk.error.message);
       const choice = chunk.choices[0];
       if (choice && choice.delta.content) {
-        const follow = atBottom();
         text += choice.delta.content;
-        out.textContent = text;
-        if (follow) div.scrollIntoView({ block: "end" });
+        if (!frame) frame = requestAnimationFrame(paint);
       }
       if (choice && choice.finish_reason) reason = choice.native_finish_reason || choice.finish_reason;
       if (chunk.timings) timings = chunk.timings;
@@ -282,11 +306,17 @@ async function answer(div, signal) {
     if (timings) parts.push(timings.tokens_per_second.toFixed(1) + " tokens/s");
     const cached = usage && usage.prompt_tokens_details ? usage.prompt_tokens_details.cached_tokens : 0;
     if (cached) parts.push(cached + " of " + usage.prompt_tokens + " prompt tokens cached");
-    if (reason && reason !== "stop") parts.push("ended: " + reason);
+    if (reason === "length") {
+      parts.push("cut off at Max tokens (" + usage?.completion_tokens + "): raise it under Settings");
+    } else if (reason === "loop") {
+      parts.push("stopped: the answer kept repeating itself");
+    } else if (reason && reason !== "stop") {
+      parts.push("ended: " + reason);
+    }
     const stats = document.createElement("div");
     stats.className = "stats";
     stats.textContent = parts.join(" · ");
-    div.append(stats);
+    settle(stats);
   } catch (error) {
     const p = document.createElement("div");
     if (error.name === "AbortError") {
@@ -299,13 +329,25 @@ async function answer(div, signal) {
       if (error.code === "context_length_exceeded" && history.length > 1) {
         p.textContent += " The conversation so far counts too: start a New chat (top right) to drop it.";
       }
+      if (error.code === "request_too_large" && history.length > 1) {
+        p.textContent += " Every image of the conversation is sent again each turn: start a New chat (top right).";
+      }
       refused = text === "";
     }
-    div.append(p);
+    settle(p);
     // The server was restarted with another model: take its id for the next message.
     if (error.code === "model_not_found") await loadModel();
   }
   return { text, refused, stopped };
+
+  // The last of the text, then line (the stats or the error) under it, in view.
+  function settle(line) {
+    if (frame) cancelAnimationFrame(frame);
+    const follow = atBottom();
+    paint();
+    div.append(line);
+    if (follow) div.scrollIntoView({ block: "end" });
+  }
 }
 
 $("form").addEventListener("submit", async (e) => {
@@ -319,6 +361,7 @@ $("form").addEventListener("submit", async (e) => {
   if (text) content.push({ type: "text", text });
   history.push({ role: "user", content });
   const sent = attached;
+  $("notice").textContent = "";
   const asked = addMessage("user", text, attached);
   attached = [];
   showAttachments();
@@ -338,6 +381,7 @@ $("form").addEventListener("submit", async (e) => {
     asked.classList.add("refused");
     if (!prompt.value) { prompt.value = text; grow(); }
     if (attached.length === 0) { attached = sent; showAttachments(); }
+    div.scrollIntoView({ block: "end" }); // the error in view above the grown footer
   } else {
     history.push({ role: "assistant", content: reply.text });
   }
@@ -357,6 +401,9 @@ $("new-chat").addEventListener("click", () => {
   prompt.focus();
 });
 
+// Escape stops the answer being written.
+document.addEventListener("keydown", (e) => { if (e.key === "Escape" && running) running.abort(); });
+prompt.focus();
 loadModel();
 </script>
 </body>
