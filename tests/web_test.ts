@@ -308,3 +308,24 @@ Deno.test("the chat page: images go in the order chosen, a long answer shows who
   await waitForModel(page, engine.modelId);
   assert.equal(await page.inputValue("#max-tokens"), "2500");
 });
+
+Deno.test("the chat page renders an answer's markdown with DOM nodes only: code blocks, inline code, bold, headings", async () => {
+  const md =
+    "## Step 1\nThere are **two** shapes: `a < b`, 2*3*4.\n```js\nconst x = '<b>1</b>';\n```\nDone <i>.";
+  const engine = new FakeEngine({ answer: () => md });
+  await using s = await serveAndLaunch(createApp(engine).fetch);
+  const page = await s.browser.newPage();
+  await page.goto(`${s.url}/`);
+  await waitForModel(page, engine.modelId);
+  await send(page, "Show me.");
+  await page.waitForSelector(".msg.assistant:not(.streaming) .stats");
+  const text = page.locator(".msg.assistant .text");
+  assert.equal(await text.locator(".h").textContent(), "Step 1");
+  assert.equal(await text.locator("strong").textContent(), "two");
+  assert.equal(await text.locator(":scope > code").textContent(), "a < b");
+  assert.equal(await text.locator("pre code").textContent(), "const x = '<b>1</b>';");
+  assert.equal(await text.locator(".copy").count(), 1);
+  // The model's "HTML" stays text, and a single * is not emphasis.
+  assert.equal(await text.locator("b, i").count(), 0);
+  assert.match((await text.textContent())!, /2\*3\*4\.[\s\S]*Done <i>\./);
+});

@@ -43,6 +43,15 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   .msg.user { background: var(--user); align-self: flex-end; max-width: 85%; }
   .msg.assistant { background: var(--panel); border: 1px solid var(--line); }
   .msg .text { white-space: pre-wrap; word-wrap: break-word; }
+  .msg .text code { font: .88em/1.4 ui-monospace, "SFMono-Regular", Menlo, monospace; background: var(--bg);
+                    border-radius: 4px; padding: 0 .2rem; }
+  .msg .text .code { position: relative; margin: .4rem 0; }
+  .msg .text pre { white-space: pre; overflow-x: auto; background: var(--bg); border: 1px solid var(--line);
+                   border-radius: 8px; padding: .55rem .7rem; margin: 0; }
+  .msg .text pre code { background: none; padding: 0; }
+  .msg .text .copy { position: absolute; top: .3rem; right: .3rem; font: inherit; font-size: .72rem; cursor: pointer;
+                     border: 1px solid var(--line); border-radius: 6px; background: var(--panel); color: var(--muted); }
+  .msg .text .h { font-weight: 700; }
   .msg.assistant.streaming .text::after { content: "▍"; color: var(--accent); animation: blink 1s steps(1) infinite; }
   @keyframes blink { 50% { opacity: 0; } }
   .msg img { max-width: 14rem; max-height: 14rem; border-radius: 8px; display: block; margin-bottom: .4rem; }
@@ -152,6 +161,62 @@ async function loadModel() {
   } catch (error) {
     $("model").textContent = "no model: " + error.message;
   }
+}
+
+// An answer's markdown as DOM nodes, built with textContent only (no HTML from the model reaches
+// the page): fenced code blocks (with a copy button; an unclosed one, still being written, runs
+// to the end), inline code, **bold** and # headings. Everything else stays text as written —
+// single * and _ too, which reasoning uses for products and names.
+function renderMarkdown(el, text) {
+  const nodes = [];
+  const parts = text.split(/^\x60\x60\x60[^\n]*\n?/m);
+  parts.forEach((part, i) => {
+    if (i % 2 === 1) {
+      const box = document.createElement("div");
+      box.className = "code";
+      const pre = document.createElement("pre");
+      const code = document.createElement("code");
+      code.textContent = part.replace(/\n$/, "");
+      pre.append(code);
+      const copy = document.createElement("button");
+      copy.type = "button";
+      copy.className = "copy";
+      copy.textContent = "Copy";
+      copy.onclick = () => navigator.clipboard?.writeText(code.textContent).then(() => { copy.textContent = "Copied"; });
+      box.append(pre, copy);
+      nodes.push(box);
+    } else {
+      nodes.push(...inline(part));
+    }
+  });
+  el.replaceChildren(...nodes);
+}
+
+// Inline markdown of text outside code blocks: headings, inline code, bold.
+function inline(text) {
+  const out = [];
+  for (const [j, line] of text.split("\n").entries()) {
+    if (j > 0) out.push("\n");
+    const heading = line.match(/^#{1,6} +(.*)$/);
+    const holder = heading ? document.createElement("span") : null;
+    if (holder) holder.className = "h";
+    const pieces = (heading ? heading[1] : line).split(/(\x60[^\x60\n]+\x60|\*\*[^*\n]+\*\*)/);
+    const made = pieces.filter((p) => p !== "").map((p) => {
+      if (p.length > 2 && p[0] === "\x60" && p.endsWith("\x60")) {
+        const c = document.createElement("code");
+        c.textContent = p.slice(1, -1);
+        return c;
+      }
+      if (p.length > 4 && p.startsWith("**") && p.endsWith("**")) {
+        const b = document.createElement("strong");
+        b.textContent = p.slice(2, -2);
+        return b;
+      }
+      return p;
+    });
+    if (holder) { holder.append(...made); out.push(holder); } else out.push(...made);
+  }
+  return out;
 }
 
 // Whether the view is at (or near) the bottom: only then does new text scroll it, so a reader who
@@ -274,7 +339,7 @@ async function answer(div, signal) {
   const paint = () => {
     frame = 0;
     const follow = atBottom();
-    out.textContent = text;
+    renderMarkdown(out, text);
     if (follow) div.scrollIntoView({ block: "end" });
   };
   try {
