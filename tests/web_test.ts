@@ -269,6 +269,16 @@ Deno.test("the chat page names files it cannot attach, and says where an API key
     /Not attached .*notes\.txt/.test(document.getElementById("notice")?.textContent ?? "")
   );
   assert.equal(await page.locator("#attachments .thumb").count(), 0);
+  // A file that claims to be a PNG but does not open is named too, and not attached.
+  await page.setInputFiles("#file", {
+    name: "broken.png",
+    mimeType: "image/png",
+    buffer: Buffer.from("not a png at all"),
+  });
+  await page.waitForFunction(() =>
+    /Not attached .*broken\.png/.test(document.getElementById("notice")?.textContent ?? "")
+  );
+  assert.equal(await page.locator("#attachments .thumb").count(), 0);
 });
 
 Deno.test("the chat page: images go in the order chosen, a long answer shows whole, a cut-off says why, settings persist", async () => {

@@ -270,17 +270,25 @@ function attach(files) {
   const reads = [];
   for (const file of files) {
     if (!ACCEPTED.includes(file.type)) { skipped.push(file.name || file.type || "a file"); continue; }
+    // Read, and decoded by the browser: a broken file is named now, not refused by the server.
     reads.push(new Promise((resolve) => {
       const reader = new FileReader();
-      reader.onload = () => resolve(reader.result);
+      reader.onload = () => {
+        const img = new Image();
+        img.src = reader.result;
+        img.decode().then(() => resolve(reader.result), () => { skipped.push(file.name || "an image"); resolve(null); });
+      };
       reader.onerror = () => { skipped.push(file.name || "a file"); resolve(null); };
       reader.readAsDataURL(file);
     }));
   }
+  const notice = () => {
+    $("notice").textContent = skipped.length
+      ? "Not attached (only PNG, JPEG or WebP images that open): " + skipped.join(", ") : "";
+  };
+  notice();
   // In the order chosen ("compare image 1 and image 2"), not the order the reads finish in.
-  Promise.all(reads).then((urls) => { attached.push(...urls.filter(Boolean)); showAttachments(); });
-  $("notice").textContent = skipped.length
-    ? "Not attached (only PNG, JPEG or WebP images): " + skipped.join(", ") : "";
+  Promise.all(reads).then((urls) => { attached.push(...urls.filter(Boolean)); showAttachments(); notice(); });
 }
 
 $("file").addEventListener("change", (e) => { attach(e.target.files); e.target.value = ""; });
@@ -435,10 +443,12 @@ $("form").addEventListener("submit", async (e) => {
 
   const div = addMessage("assistant", "");
   div.classList.add("streaming");
+  div.setAttribute("aria-busy", "true"); // screen readers read the answer once it is written
   const controller = new AbortController();
   setRunning(controller);
   const reply = await answer(div, controller.signal);
   div.classList.remove("streaming");
+  div.removeAttribute("aria-busy");
   if (mine !== epoch) { setRunning(null); return; } // New chat while it ran
   if (reply.refused || (reply.stopped && reply.text === "")) {
     // Not part of the conversation: later turns must not resend it. Back in the box to fix.
