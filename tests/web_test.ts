@@ -317,6 +317,15 @@ Deno.test("the chat page: images go in the order chosen, a long answer shows who
   await page.reload();
   await waitForModel(page, engine.modelId);
   assert.equal(await page.inputValue("#max-tokens"), "2500");
+  // Escape closes the settings; so does a click outside them.
+  const open = () => page.$eval("header details", (d: any) => d.open);
+  await page.click("summary");
+  assert.equal(await open(), true);
+  await page.keyboard.press("Escape");
+  assert.equal(await open(), false);
+  await page.click("summary");
+  await page.click("main");
+  assert.equal(await open(), false);
 });
 
 Deno.test("the chat page renders an answer's markdown with DOM nodes only: code blocks, inline code, bold, headings", async () => {

@@ -17,10 +17,11 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
 <link rel="icon" href="data:,">
 <style>
   :root { --bg: #f6f7f9; --panel: #fff; --ink: #1d2430; --muted: #6b7280; --line: #e3e6eb;
-          --accent: #4f46e5; --user: #eef0ff; --err: #b91c1c; color-scheme: light dark; }
+          --accent: #4f46e5; --user: #eef0ff; --err: #b91c1c; --on-color: #fff; color-scheme: light dark; }
   @media (prefers-color-scheme: dark) {
+    /* Dark text on the light accents: white on them read at about 3:1. */
     :root { --bg: #14161a; --panel: #1c1f25; --ink: #e6e8eb; --muted: #9aa1ab; --line: #2c313a;
-            --accent: #8b85ff; --user: #262a3d; --err: #f87171; }
+            --accent: #8b85ff; --user: #262a3d; --err: #f87171; --on-color: #14161a; }
   }
   * { box-sizing: border-box; }
   body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; background: var(--bg);
@@ -71,7 +72,7 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   textarea:focus { outline: 2px solid var(--accent); outline-offset: -1px; }
   .button { font: inherit; border: 1px solid var(--line); border-radius: 10px; height: 2.6rem; padding: 0 .9rem;
             background: var(--bg); color: var(--ink); cursor: pointer; display: inline-flex; align-items: center; }
-  #send { background: var(--accent); border-color: var(--accent); color: #fff; font-weight: 600; }
+  #send { background: var(--accent); border-color: var(--accent); color: var(--on-color); font-weight: 600; }
   #send.stop { background: var(--err); border-color: var(--err); }
   input[type=file] { display: none; }
   label.button:focus-visible, #new-chat:focus-visible { outline: 2px solid var(--accent); outline-offset: 1px; }
@@ -101,7 +102,7 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
     <div id="attachments"></div>
     <div id="notice" role="alert"></div>
     <label class="button" title="Attach an image" tabindex="0" role="button" aria-label="Attach an image"><svg viewBox="0 0 24 24" width="20" height="20" fill="none" stroke="currentColor" stroke-width="2" stroke-linejoin="round" aria-hidden="true"><rect x="3" y="4" width="18" height="16" rx="2"/><circle cx="9" cy="10" r="2"/><path d="M21 16l-5-5-9 9"/></svg><input id="file" type="file" accept="image/png,image/jpeg,image/webp" multiple></label>
-    <textarea id="prompt" rows="1" placeholder="Message QVQ (Shift+Enter for a new line)"></textarea>
+    <textarea id="prompt" rows="1" aria-label="Message" placeholder="Message QVQ (Shift+Enter for a new line)"></textarea>
     <button id="send" class="button" type="submit">Send</button>
   </form>
 </footer>
@@ -476,8 +477,14 @@ $("new-chat").addEventListener("click", () => {
   prompt.focus();
 });
 
-// Escape stops the answer being written.
-document.addEventListener("keydown", (e) => { if (e.key === "Escape" && running) running.abort(); });
+// Escape closes the settings, else stops the answer being written; a click outside them closes them.
+const settings = document.querySelector("header details");
+document.addEventListener("keydown", (e) => {
+  if (e.key !== "Escape") return;
+  if (settings.open) settings.open = false;
+  else if (running) running.abort();
+});
+document.addEventListener("click", (e) => { if (settings.open && !settings.contains(e.target)) settings.open = false; });
 prompt.focus();
 loadModel();
 </script>
