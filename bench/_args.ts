@@ -114,6 +114,12 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     if (!Number.isInteger(n) || n < min) bad(`${name} must be an integer ≥ ${min}, got ${v}`);
     return n;
   };
+  // A count of alternatives (--logprobs, --prompt-logprobs): 0 ..= MAX_TOP_LOGPROBS.
+  const alternatives = (name: string, v: string | undefined) => {
+    const n = int(name, v, 0);
+    if (n > MAX_TOP_LOGPROBS) bad(`${name} must be at most ${MAX_TOP_LOGPROBS}`);
+    return n;
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const [flag, inline] = a.includes("=") ? a.split("=", 2) : [a, undefined];
@@ -180,17 +186,13 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
         o.profile = true;
         break;
       case "--logprobs":
-        o.logprobs = int(flag, val(), 0);
-        if (o.logprobs > MAX_TOP_LOGPROBS) bad(`--logprobs must be at most ${MAX_TOP_LOGPROBS}`);
+        o.logprobs = alternatives(flag, val());
         break;
       case "--penalties":
         o.penalties = true;
         break;
       case "--prompt-logprobs":
-        o.promptLogprobs = int(flag, val(), 0);
-        if (o.promptLogprobs > MAX_TOP_LOGPROBS) {
-          bad(`--prompt-logprobs must be at most ${MAX_TOP_LOGPROBS}`);
-        }
+        o.promptLogprobs = alternatives(flag, val());
         break;
       case "--help":
       case "-h":
