@@ -18,3 +18,4 @@ export * from "./convert.ts";
 export * from "./gemm.ts";
 export * from "./gemv.ts";
 export * from "./logprobs.ts";
+export * from "./grammar.ts";

@@ -8,7 +8,14 @@
 import type { Gpu } from "../src/gpu/device.ts";
 import { createStorage, STORAGE } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { type BufferArg, ceilDiv, Dispatch, TwoPassDispatch, variant } from "./_kernel.ts";
+import {
+  type BufferArg,
+  ceilDiv,
+  checkSize,
+  Dispatch,
+  TwoPassDispatch,
+  variant,
+} from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 
 const Params = defineParams({
@@ -187,6 +194,11 @@ export interface SampleBuffers {
   tokens: BufferArg;
   /** (capacity) f32: the largest processed score of each sampled position (transformers' `scores` max). */
   scores: BufferArg;
+  /**
+   * JSON mode: (ceil(vocab / 32)) u32 bits, token i drawable only where bit i is set
+   * (kernels/grammar.ts grammarMask). Absent: every token.
+   */
+  allowed?: BufferArg;
 }
 
 /** Shape of a sampler. */
@@ -236,12 +248,26 @@ export class Sampler extends TwoPassDispatch {
       nvec,
       nslices,
     });
+    if (b.allowed) checkSize("allowed", b.allowed, ceilDiv(s.vocab, 32) * 4);
     const scores = variant(gpu, {
       family: "sample",
       entry: "scores_pass",
-      bindings: ["read", "read", "read", "read", "read", "read_write"],
+      bindings: [
+        "read",
+        "read",
+        "read",
+        "read",
+        "read",
+        "read_write",
+        ...(b.allowed ? ["read" as const] : []),
+      ],
       params: Params,
-      defines: { STAGE1: true, MAX_BIAS: MAX_LOGIT_BIAS, MAX_STOPS: MAX_HELD_STOPS },
+      defines: {
+        STAGE1: true,
+        MAX_BIAS: MAX_LOGIT_BIAS,
+        MAX_STOPS: MAX_HELD_STOPS,
+        MASK: b.allowed !== undefined,
+      },
     });
     const pick = variant(gpu, {
       family: "sample",
@@ -260,6 +286,7 @@ export class Sampler extends TwoPassDispatch {
       1,
     ]);
     const first = [b.logits, b.prompt, b.params, b.state, b.tokens, scratch];
+    if (b.allowed) first.push(b.allowed);
     super(gpu, scores, first, params, [nslices], then, scratch);
   }
 }

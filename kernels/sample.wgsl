@@ -1,7 +1,8 @@
 // Token sampling on the GPU, no readback: transformers' order — repetition penalty (logits
 // processor), then temperature → top-k → top-p → min-p (warpers) — then a draw from a counter-based RNG
 // keyed by (seed, ring index). Greedy = argmax with the lowest index winning ties (torch.argmax).
-// vLLM's min_tokens bans the stop ids (`stops`) while fewer than min_tokens tokens were generated.
+// vLLM's min_tokens bans the stop ids (`stops`) while fewer than min_tokens tokens were generated;
+// #if MASK, JSON mode bans every token its grammar does not allow (`allowed`) the same way.
 // OpenAI's logit_bias is added to the logits first, and its frequency and presence penalties,
 // which transformers lacks, come after the repetition penalty and before the temperature, over
 // the generated tokens only — the order vLLM applies them in: s − frequency · count − presence ·
@@ -67,6 +68,10 @@ const SLICE: u32 = 1024u;         // tokens per scores_pass workgroup (one vec4 
 @group(0) @binding(3) var<storage, read> state: DecodeState;
 @group(0) @binding(4) var<storage, read> tokens: array<u32>;       // (capacity) u32 token ring
 @group(0) @binding(5) var<storage, read_write> scratch: array<vec4<f32>>;
+#if MASK
+// JSON mode (kernels/grammar.wgsl mask): bit i set when token i may come next.
+@group(0) @binding(6) var<storage, read> allowed: array<u32>;      // (ceil(vocab / 32)) u32
+#endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
 const WG: u32 = SLICE / 4u;
@@ -130,6 +135,9 @@ fn scores_pass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
       if ((atomicLoad(&banned[(lid * 4u + c) >> 5u]) & (1u << ((lid * 4u + c) & 31u))) != 0u) {
         x = LOWEST;
       }
+#if MASK
+      if (((allowed[i >> 5u] >> (i & 31u)) & 1u) == 0u) { x = LOWEST; }
+#endif
       s4[c] = x;
       if (x > best || besti == NONE) { best = x; besti = i; }
     }

@@ -30,35 +30,39 @@ const BYTE_OF: ReadonlyMap<string, number> = (() => {
 })();
 
 /**
- * The text and bytes of an id, cached. A token that decodes to whole characters has the UTF-8 of
- * its text as bytes; one that holds part of a character (the text shows U+FFFD) has its
- * byte-level vocabulary entry read back to bytes. Special tokens (`<|im_end|>`) and ids past the
- * tokenizer's vocabulary (padding rows of the lm_head) are "" with no bytes, as they add no text
- * to the answer: its bytes are its tokens' bytes, in order. With `special`, special tokens are
- * their text, as in a prompt's text.
+ * The text and bytes of an id. A token that decodes to whole characters has the UTF-8 of its text
+ * as bytes; one that holds part of a character (the text shows U+FFFD) has its byte-level
+ * vocabulary entry read back to bytes. Special tokens (`<|im_end|>`) and ids past the tokenizer's
+ * vocabulary (padding rows of the lm_head) are "" with no bytes, as they add no text to the
+ * answer: its bytes are its tokens' bytes, in order. With `special`, special tokens are their
+ * text, as in a prompt's text.
  */
+export function tokenText(tokenizer: Tokenizer, id: number, special = false): TokenText {
+  if (id >= tokenizer.vocabSize) return { token: "", bytes: [] };
+  // As the answer's text: a special token adds none (its id still names it).
+  const token = tokenizer.decode([id], { skipSpecialTokens: !special });
+  let bytes = [...UTF8.encode(token)];
+  const entry = tokenizer.idToToken(id);
+  if (token.includes("\ufffd") && entry && [...entry].every((c) => BYTE_OF.has(c))) {
+    bytes = [...entry].map((c) => BYTE_OF.get(c)!);
+  }
+  return { token, bytes };
+}
+
+const UTF8 = new TextEncoder();
+
+/** {@link tokenText}, cached. */
 export function tokenTexts(
   tokenizer: Tokenizer,
   { special = false } = {},
 ): (id: number) => TokenText {
   const cache = new Map<number, TokenText>();
-  const utf8 = new TextEncoder();
   return (id) => {
     let t = cache.get(id);
-    if (t) return t;
-    if (id >= tokenizer.vocabSize) {
-      t = { token: "", bytes: [] };
-    } else {
-      // As the answer's text: a special token adds none (its id still names it).
-      const token = tokenizer.decode([id], { skipSpecialTokens: !special });
-      let bytes = [...utf8.encode(token)];
-      const entry = tokenizer.idToToken(id);
-      if (token.includes("\ufffd") && entry && [...entry].every((c) => BYTE_OF.has(c))) {
-        bytes = [...entry].map((c) => BYTE_OF.get(c)!);
-      }
-      t = { token, bytes };
+    if (!t) {
+      t = tokenText(tokenizer, id, special);
+      cache.set(id, t);
     }
-    cache.set(id, t);
     return t;
   };
 }

@@ -27,6 +27,8 @@ export interface SamplingRefOptions {
   /** vLLM's min_tokens: `stopIds` held back while fewer were generated; absent: off. */
   minTokens?: number;
   stopIds?: readonly number[];
+  /** JSON mode: (ceil(vocab / 32)) u32 bits, only tokens whose bit is set drawable; absent: all. */
+  allowed?: Uint32Array;
 }
 
 /**
@@ -70,6 +72,12 @@ export function processScores(
   // min_tokens: the stop ids score as the kernel's padding (the lowest f32), never drawn.
   if (history.length - promptLength < (o.minTokens ?? 0)) {
     for (const id of o.stopIds ?? []) if (id < out.length) out[id] = -3.4028234663852886e38;
+  }
+  // JSON mode: the same for every token the grammar does not allow.
+  if (o.allowed) {
+    for (let i = 0; i < out.length; i++) {
+      if (((o.allowed[i >> 5] >>> (i & 31)) & 1) === 0) out[i] = -3.4028234663852886e38;
+    }
   }
   return out;
 }

@@ -1,0 +1,153 @@
+/**
+ * JSON mode on the GPU (kernels/grammar.wgsl): `grammarMask` marks the vocabulary ids that may
+ * come next in (ceil(vocab / 32)) u32 bits that the sampler reads (kernels/sample.ts `allowed`),
+ * and `grammarAdvance` moves the automaton past the id drawn. The automaton and its state words:
+ * src/generate/json_grammar.ts; reference: src/ref/grammar.ts.
+ * @module
+ */
+import type { Gpu } from "../src/gpu/device.ts";
+import { createStorage, readU32, uploadArray } from "../src/gpu/buffers.ts";
+import { InvalidInputError } from "../src/errors.ts";
+import {
+  GRAMMAR_STATE_WORDS,
+  type GrammarState,
+  MAX_JSON_DEPTH,
+  MAX_JSON_WHITESPACE,
+  type TokenTable,
+} from "../src/generate/json_grammar.ts";
+import { type BufferArg, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
+import { defineParams } from "./_params.ts";
+import { MAX_HELD_STOPS } from "./sample.ts";
+
+const Params = defineParams({ vocab: "u32", ahead: "u32" });
+
+/** Most end ids a grammar holds (the sampler's held stop ids: eos and stop_token_ids). */
+export const MAX_GRAMMAR_ENDS = MAX_HELD_STOPS;
+
+/** Byte size of a grammar buffer (struct Grammar): the state, the end count and padding, the ids. */
+export const GRAMMAR_BYTES = 4 * (GRAMMAR_STATE_WORDS + 4 + MAX_GRAMMAR_ENDS);
+
+/** Threads (ids) of a mask workgroup. */
+const MASK_WG = 256;
+
+const DEFINES = {
+  MAX_ENDS: MAX_GRAMMAR_ENDS,
+  MAX_DEPTH: MAX_JSON_DEPTH,
+  MAX_WS: MAX_JSON_WHITESPACE,
+};
+
+/** A {@link TokenTable} on the GPU. */
+export interface GpuTokenTable {
+  /** (vocab + 1) u32 byte offsets. */
+  offsets: GPUBuffer;
+  /** (ceil(total bytes / 4)) u32. */
+  bytes: GPUBuffer;
+  vocab: number;
+}
+
+/** Uploads a token table (once per model: about 1.6 MB for Qwen2's vocabulary). */
+export function uploadTokenTable(gpu: Gpu, t: TokenTable): GpuTokenTable {
+  if (t.offsets.length !== t.vocab + 1) {
+    throw new InvalidInputError(
+      `token table: ${t.offsets.length} offsets for a ${t.vocab}-id vocabulary (need vocab + 1)`,
+    );
+  }
+  return {
+    offsets: uploadArray(gpu, t.offsets, "grammar.offsets"),
+    bytes: uploadArray(gpu, t.bytes, "grammar.bytes"),
+    vocab: t.vocab,
+  };
+}
+
+/** Words of the allowed-ids bitmask of a `vocab`-id vocabulary. */
+export function maskWords(vocab: number): number {
+  return ceilDiv(vocab, 32);
+}
+
+/** Creates a grammar buffer ({@link GRAMMAR_BYTES}); write it with {@link writeGrammar}. */
+export function createGrammar(gpu: Gpu, label = "grammar"): GPUBuffer {
+  return createStorage(gpu, GRAMMAR_BYTES, label);
+}
+
+/**
+ * Sets a grammar buffer's state and end ids (queued: applies to command buffers submitted after
+ * this call).
+ */
+export function writeGrammar(
+  gpu: Gpu,
+  buffer: GPUBuffer,
+  state: GrammarState,
+  endIds: readonly number[],
+): void {
+  if (state.length !== GRAMMAR_STATE_WORDS) {
+    throw new InvalidInputError(
+      `grammar state must be ${GRAMMAR_STATE_WORDS} words, got ${state.length}`,
+    );
+  }
+  if (endIds.length > MAX_GRAMMAR_ENDS) {
+    throw new InvalidInputError(`grammar: ${endIds.length} end ids, at most ${MAX_GRAMMAR_ENDS}`);
+  }
+  const words = new Uint32Array(GRAMMAR_BYTES / 4);
+  words.set(state);
+  words[GRAMMAR_STATE_WORDS] = endIds.length;
+  words.set(endIds, GRAMMAR_STATE_WORDS + 4);
+  gpu.device.queue.writeBuffer(buffer, 0, words);
+}
+
+/** Reads a grammar buffer's state back (for tests). */
+export async function readGrammarState(gpu: Gpu, buffer: GPUBuffer): Promise<GrammarState> {
+  return await readU32(gpu, buffer, GRAMMAR_STATE_WORDS);
+}
+
+/**
+ * The mask dispatch: bit i of `allowed` (ceil(vocab / 32) u32) set when id i may come next from
+ * the grammar buffer's state.
+ */
+export function grammarMask(
+  gpu: Gpu,
+  b: { table: GpuTokenTable; grammar: BufferArg; allowed: BufferArg },
+): Dispatch {
+  const vocab = b.table.vocab;
+  checkSize("grammar", b.grammar, GRAMMAR_BYTES);
+  checkSize("allowed", b.allowed, maskWords(vocab) * 4);
+  const v = variant(gpu, {
+    family: "grammar",
+    entry: "mask",
+    bindings: ["read", "read", "read", "read_write"],
+    params: Params,
+    defines: { ...DEFINES, MASK: true },
+  });
+  return new Dispatch(
+    gpu,
+    v,
+    [b.table.offsets, b.table.bytes, b.grammar, b.allowed],
+    Params.pack({ vocab, ahead: 0 }),
+    [ceilDiv(vocab, MASK_WG)],
+  );
+}
+
+/**
+ * The advance dispatch: feeds tokens[state.step + ahead] (ahead 0 #if afterPrefill, else 1: the
+ * sampler's ring convention, kernels/sample.ts) to the grammar's state.
+ */
+export function grammarAdvance(
+  gpu: Gpu,
+  b: { table: GpuTokenTable; grammar: BufferArg; state: BufferArg; tokens: BufferArg },
+  { afterPrefill = false } = {},
+): Dispatch {
+  checkSize("grammar", b.grammar, GRAMMAR_BYTES);
+  const v = variant(gpu, {
+    family: "grammar",
+    entry: "advance",
+    bindings: ["read", "read", "read_write", "read", "read"],
+    params: Params,
+    defines: DEFINES,
+  });
+  return new Dispatch(
+    gpu,
+    v,
+    [b.table.offsets, b.table.bytes, b.grammar, b.state, b.tokens],
+    Params.pack({ vocab: b.table.vocab, ahead: afterPrefill ? 0 : 1 }),
+    [1],
+  );
+}

@@ -1,0 +1,56 @@
+/**
+ * Reference for kernels/grammar.wgsl: the allowed-ids bitmask and the state after a drawn id,
+ * written as plain loops over the automaton of src/generate/json_grammar.ts.
+ * @module
+ */
+import {
+  type GrammarState,
+  Mode,
+  stepBytes,
+  tokenBytes,
+  type TokenTable,
+} from "../generate/json_grammar.ts";
+
+/**
+ * Bit i (word i >> 5, bit i & 31) set when id i may come next from `state`: its bytes (it has
+ * some) are accepted one after another, or it is an end id and the object is closed (DONE) or
+ * the state FAILED.
+ * @returns (ceil(vocab / 32)) u32
+ */
+export function maskRef(
+  state: GrammarState,
+  table: TokenTable,
+  endIds: readonly number[],
+): Uint32Array {
+  const out = new Uint32Array(Math.ceil(table.vocab / 32));
+  const mode = state[0];
+  for (let id = 0; id < table.vocab; id++) {
+    let ok = (mode === Mode.DONE || mode === Mode.FAILED) && endIds.includes(id);
+    if (!ok && mode !== Mode.FAILED) {
+      const bytes = tokenBytes(table, id);
+      ok = bytes.length > 0 && stepBytes(state, bytes) !== undefined;
+    }
+    if (ok) out[id >> 5] |= 1 << (id & 31);
+  }
+  return out;
+}
+
+/**
+ * The state after id `id` is drawn: unchanged for an end id once DONE (or FAILED), FAILED for an
+ * id the state refuses (or one with no bytes, or past the vocabulary).
+ */
+export function advanceRef(
+  state: GrammarState,
+  table: TokenTable,
+  id: number,
+  endIds: readonly number[],
+): GrammarState {
+  const mode = state[0];
+  if ((mode === Mode.DONE || mode === Mode.FAILED) && endIds.includes(id)) return state.slice();
+  const bytes = id < table.vocab ? tokenBytes(table, id) : new Uint8Array();
+  const next = bytes.length > 0 ? stepBytes(state, bytes) : undefined;
+  if (next) return next;
+  const failed = state.slice();
+  failed[0] = Mode.FAILED;
+  return failed;
+}
