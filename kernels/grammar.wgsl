@@ -272,7 +272,7 @@ fn step_byte(b: u32) -> bool {
     return true;
   }
   if (is_ws(b)) {
-    if (s[0] == FAILED || s[3] >= MAX_WS) { return false; }
+    if (s[0] < VALUE || s[0] > AFTER || s[3] >= MAX_WS) { return false; }
     s[3] += 1u;
     return true;
   }

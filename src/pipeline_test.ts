@@ -9,6 +9,7 @@ import { BITS_PER_WEIGHT, logitError } from "./model/quantize.ts";
 import { Pipeline, type PipelineOptions } from "./pipeline.ts";
 import { encodePng } from "./_png.ts";
 import type { ChatMessage, GenerationEvent } from "./generate/types.ts";
+import { stateAfter } from "./generate/json_grammar.ts";
 
 const pipeline = sharedGpu().then((gpu) =>
   Pipeline.load(TINY_DIR, { gpu, dtype: "f32", maxContext: 64 })
@@ -577,3 +578,76 @@ Deno.test("Pipeline.load() names the missing file before loading weights", async
 });
 
 addEventListener("unload", () => pipeline.then((p) => p.dispose()));
+
+Deno.test("Pipeline.chat() responseFormat json_object keeps the answer the start of a JSON object", async () => {
+  const p = await pipeline;
+  // Unconstrained, the tiny random model's answer is no JSON at all.
+  const free = await p.chat(TEXT, { maxNewTokens: 30 });
+  assert.equal(stateAfter(free.text), undefined);
+  // Constrained: every prefix parses on, greedy and sampled alike.
+  for (const options of [{}, { temperature: 1, seed: 7 }, { temperature: 1.5, seed: 8, topK: 0 }]) {
+    let streamed = "";
+    let result;
+    for await (
+      const ev of p.generate(TEXT, { ...options, maxNewTokens: 38, responseFormat: "json_object" })
+    ) {
+      if (ev.type === "delta") streamed += ev.text;
+      else result = ev.result;
+    }
+    assert.ok(result);
+    assert.equal(streamed, result.text);
+    assert.ok(
+      stateAfter(result.text),
+      `not the start of an object: ${JSON.stringify(result.text)}`,
+    );
+    assert.ok(result.text.trimStart().startsWith("{"));
+    if (result.finishReason === "stop") JSON.parse(result.text);
+    else assert.equal(result.finishReason, "length");
+  }
+});
+
+Deno.test("Pipeline.chat() responseFormat json_object ends only once the object is closed", async () => {
+  const p = await pipeline;
+  const id = (text: string) => p.tokenizer.encode(text)[0];
+  const [eos] = p.generationConfig.eosTokenIds;
+  // "}" and the end id favoured over everything: the answer closes its object at once, then ends
+  // (the end id held back until then: favoured from the start, it would end an empty answer).
+  const r = await p.chat(TEXT, {
+    maxNewTokens: 30,
+    responseFormat: "json_object",
+    logitBias: { [id("}")]: 100, [eos]: 100 },
+  });
+  assert.equal(r.finishReason, "stop");
+  assert.equal(r.text, "{}");
+  // "{}" is one token of this vocabulary; the end id counts too.
+  assert.equal(r.usage.completionTokens, p.tokenizer.encode("{}").length + 1);
+  // Without JSON mode the same bias ends at once, with no text.
+  const free = await p.chat(TEXT, { maxNewTokens: 30, logitBias: { [eos]: 100 } });
+  assert.equal(free.text, "");
+});
+
+Deno.test("Pipeline.generate() responseFormat json_object continues a final message's object, or refuses", async () => {
+  const p = await pipeline;
+  const begun: ChatMessage[] = [...TEXT, { role: "assistant", content: '{"sea": ' }];
+  const r = await p.chat(begun, {
+    maxNewTokens: 20,
+    responseFormat: "json_object",
+    continueFinalMessage: true,
+  });
+  assert.ok(stateAfter('{"sea": ' + r.text), JSON.stringify(r.text));
+  await assert.rejects(
+    p.chat([...TEXT, { role: "assistant", content: "Sure: {" }], {
+      responseFormat: "json_object",
+      continueFinalMessage: true,
+    }),
+    /"Sure: \{" is not the start of a JSON object/,
+  );
+  await assert.rejects(
+    p.chat(TEXT, { responseFormat: "json_schema" as "json_object" }),
+    /responseFormat must be "text" or "json_object", got "json_schema"/,
+  );
+  await assert.rejects(
+    p.chat(TEXT, { responseFormat: "json_object", ignoreEos: true }),
+    /ignoreEos leaves none/,
+  );
+});

@@ -15,7 +15,7 @@ import { decodeStream, type DecodeStreamOptions, skipUnknownIds } from "./decode
 import type { ResolvedOptions } from "./options.ts";
 import type { PreparedPrompt } from "./prompt.ts";
 import { imageKeys, type PromptCache } from "./prompt_cache.ts";
-import { SessionRun } from "./session_run.ts";
+import { type RunGrammar, SessionRun } from "./session_run.ts";
 import { promptEcho, tokenTexts } from "./logprobs.ts";
 import type { GenerationEvent, GenerationResult } from "./types.ts";
 
@@ -28,6 +28,8 @@ export interface RunGenerationHooks extends Omit<DecodeStreamOptions, "ids"> {
    * end (freed instead after an error). Without one, each generation has a session of its own.
    */
   promptCache?: PromptCache;
+  /** JSON mode's token table and start state (needed when the options ask for JSON mode). */
+  json?: Omit<RunGrammar, "endIds">;
 }
 
 /**
@@ -113,20 +115,26 @@ export async function* runGeneration(
     heldRows = S;
     images?.destroy();
     images = undefined;
-    run = new SessionRun(model, session, {
-      doSample: o.temperature > 0,
-      temperature: o.temperature,
-      topK: o.topK,
-      topP: o.topP,
-      minP: o.minP,
-      repetitionPenalty: o.repetitionPenalty,
-      frequencyPenalty: o.frequencyPenalty,
-      presencePenalty: o.presencePenalty,
-      logitBias: o.logitBias,
-      seed: o.seed,
-      minTokens: o.minTokens,
-      stopIds: o.heldStopIds,
-    }, o.logprobs ? o.topLogprobs : undefined);
+    run = new SessionRun(
+      model,
+      session,
+      {
+        doSample: o.temperature > 0,
+        temperature: o.temperature,
+        topK: o.topK,
+        topP: o.topP,
+        minP: o.minP,
+        repetitionPenalty: o.repetitionPenalty,
+        frequencyPenalty: o.frequencyPenalty,
+        presencePenalty: o.presencePenalty,
+        logitBias: o.logitBias,
+        seed: o.seed,
+        minTokens: o.minTokens,
+        stopIds: o.heldStopIds,
+      },
+      o.logprobs ? o.topLogprobs : undefined,
+      grammar(o, hooks.json),
+    );
     if (echo) yield { type: "delta", text: "", prompt: echo };
     return yield* decodeStream(run, o, skipUnknownIds(decoder, tokenizer.vocabSize), {
       promptTokens: S,
@@ -151,6 +159,13 @@ export async function* runGeneration(
     images?.destroy();
     decoder.dispose();
   }
+}
+
+/** JSON mode's part of the run, if the options ask for it: the answer ends at the stop ids. */
+function grammar(o: ResolvedOptions, json: RunGenerationHooks["json"]): RunGrammar | undefined {
+  if (!o.json) return undefined;
+  if (!json) throw new Error("runGeneration: JSON mode needs hooks.json (the token table)");
+  return { ...json, endIds: o.stopTokenIds };
 }
 
 /**

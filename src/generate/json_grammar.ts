@@ -11,9 +11,10 @@
  * in turn from the current state; special tokens (no bytes) only as end ids, and only once the
  * object is complete.
  *
- * Limits, as llama.cpp's json.gbnf has its own: at most {@link MAX_JSON_DEPTH} nested containers
- * and {@link MAX_JSON_WHITESPACE} whitespace bytes in a row outside strings (a model cannot pad
- * forever; pretty-printed JSON stays well inside). Strings must be valid UTF-8 (no overlong forms,
+ * Limits, as llama.cpp's json.gbnf has its own: the answer is the object's text (no whitespace
+ * before or after it), at most {@link MAX_JSON_DEPTH} nested containers and {@link MAX_JSON_WHITESPACE}
+ * whitespace bytes in a row outside strings (a model cannot pad forever; pretty-printed JSON
+ * stays well inside). Strings must be valid UTF-8 (no overlong forms,
  * no surrogates, nothing past U+10FFFF), control characters escaped.
  * @module
  */
@@ -29,7 +30,7 @@ export const MAX_JSON_WHITESPACE = 64;
 
 /** The automaton's modes (word 0 of the state); the kernel's constants are the same numbers. */
 export const Mode = {
-  /** Before the top-level object: whitespace or `{`. */
+  /** Before the top-level object: `{` (no whitespace first: the answer is the object's text). */
   START: 0,
   /** A value must come (after `:` or an array's `,`). */
   VALUE: 1,
@@ -43,7 +44,7 @@ export const Mode = {
   COLON: 5,
   /** After a value in a container: `,` or the container's close. */
   AFTER: 6,
-  /** The object is closed: whitespace, or an end id. */
+  /** The object is closed: an end id. */
   DONE: 7,
   /** In a string (aux bit 0: it is a key). */
   STRING: 8,
@@ -267,7 +268,8 @@ export function stepByte(s: GrammarState, b: number): boolean {
   }
   // Structural modes (a number that just ended lands here in AFTER or DONE).
   if (isWs(b)) {
-    if (s[0] === Mode.FAILED || s[3] >= MAX_JSON_WHITESPACE) return false;
+    // Inside the object only: the answer is the object's text, nothing before or after it.
+    if (s[0] < Mode.VALUE || s[0] > Mode.AFTER || s[3] >= MAX_JSON_WHITESPACE) return false;
     s[3] += 1;
     return true;
   }

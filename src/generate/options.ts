@@ -156,6 +156,8 @@ export interface ResolvedOptions {
   /** Token ids that end generation (not part of the text). */
   stopTokenIds: number[];
   stopOnLoop: boolean;
+  /** JSON mode (responseFormat "json_object"). */
+  json: boolean;
   signal?: AbortSignal;
 }
 
@@ -182,6 +184,7 @@ const OPTION_KEYS: Record<keyof GenerateOptions, true> = {
   stopTokenIds: true,
   ignoreEos: true,
   stopOnLoop: true,
+  responseFormat: true,
   signal: true,
 };
 
@@ -304,6 +307,13 @@ export function resolveOptions(
     );
   }
   const stopOnLoop = boolField(o, "stopOnLoop");
+  const json = responseFormatField(o.responseFormat);
+  if (json && stopTokenIds.length === 0) {
+    throw new InvalidInputError(
+      'responseFormat "json_object" ends the answer with an end-of-sequence or stop id once the ' +
+        "object is closed, but ignoreEos leaves none: give stopTokenIds, or drop ignoreEos",
+    );
+  }
   const echo = boolField(o, "echo");
   const continueFinalMessage = boolField(o, "continueFinalMessage");
   const chatTemplateKwargs = o.chatTemplateKwargs as Record<string, unknown> | undefined;
@@ -345,8 +355,18 @@ export function resolveOptions(
     stop,
     stopTokenIds,
     stopOnLoop,
+    json,
     signal,
   };
+}
+
+/** Whether responseFormat asks for JSON mode. */
+function responseFormatField(v: unknown): boolean {
+  if (v === undefined || v === "text") return false;
+  if (v === "json_object") return true;
+  throw new InvalidInputError(
+    `responseFormat must be "text" or "json_object", got ${preview(v)}`,
+  );
 }
 
 /**

@@ -1,7 +1,8 @@
 /**
  * Binds a model session to the decode loop: the sampler that follows prefill, the decode step's
  * sampler and the state's `advance` (and, when logprobs are asked for, the logprobs kernels after
- * each sampler), built once per generation and re-encoded for every step.
+ * each sampler; in JSON mode the grammar's mask before each sampler and its advance after),
+ * built once per generation and re-encoded for every step.
  * Ring entry 0 comes from the prefill's logits; entry i ≥ 1 from decode step i − 1, which reads
  * tokens[i − 1] (kernels/state.wgsl).
  * @module
@@ -16,9 +17,28 @@ import {
 } from "../../kernels/sample.ts";
 import { advance } from "../../kernels/state.ts";
 import { logprobs, logprobWords } from "../../kernels/logprobs.ts";
+import {
+  createGrammar,
+  type GpuTokenTable,
+  grammarAdvance,
+  grammarMask,
+  maskWords,
+  writeGrammar,
+} from "../../kernels/grammar.ts";
+import type { GrammarState } from "./json_grammar.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import type { Qwen2VLModel, Session } from "../model/qwen2vl.ts";
 import type { DecodeRun } from "./decode_stream.ts";
+
+/** JSON mode's part of a run (src/generate/json_grammar.ts). */
+export interface RunGrammar {
+  /** The vocabulary's bytes on the GPU (one per model). */
+  table: GpuTokenTable;
+  /** The automaton's state before the first token (a continued answer's: after its start). */
+  start: GrammarState;
+  /** Ids that end the answer, allowed once the object is closed. */
+  endIds: readonly number[];
+}
 
 /** A {@link DecodeRun} over a prefilled session. Dispose it before the session. */
 export class SessionRun implements DecodeRun {
@@ -33,18 +53,30 @@ export class SessionRun implements DecodeRun {
   /** With logprobs: the records, (capacity, logprobWords(top)) u32, and their dispatches. */
   readonly logprobs?: { buffer: GPUBuffer; top: number };
   readonly #lp?: { first: Dispatch; next: Dispatch };
+  /**
+   * JSON mode: the mask before each sampler, the automaton's advance after it, and their buffers:
+   * (GRAMMAR_BYTES) the automaton's state, (ceil(vocab / 32)) u32 the allowed ids.
+   */
+  readonly #grammar?: {
+    mask: Dispatch;
+    first: Dispatch;
+    next: Dispatch;
+    buffers: GPUBuffer[];
+  };
   #disposed = false;
 
   /**
    * @param session prefilled (its promptLength is the repetition penalty's prompt history)
    * @param sampling how each token is chosen (e.g. GREEDY from kernels/sample.ts)
    * @param topLogprobs record each token's logprob and this many alternatives (undefined: none)
+   * @param grammar JSON mode (undefined: none)
    */
   constructor(
     model: Qwen2VLModel,
     session: Session,
     sampling: Omit<SamplingSettings, "promptLength">,
     topLogprobs?: number,
+    grammar?: RunGrammar,
   ) {
     const gpu = model.gpu;
     this.gpu = gpu;
@@ -53,6 +85,30 @@ export class SessionRun implements DecodeRun {
     this.ring = session.tokens;
     this.#params = createSamplingParams(gpu, "generate.sampling");
     writeSamplingParams(gpu, this.#params, { ...sampling, promptLength: session.promptLength });
+    const shape = { vocab: model.config.text.vocabSize, capacity: session.maxTokens };
+    let allowed: GPUBuffer | undefined;
+    if (grammar) {
+      if (grammar.table.vocab !== shape.vocab) {
+        throw new InvalidInputError(
+          `JSON mode: the token table covers ${grammar.table.vocab} ids, the model ${shape.vocab}`,
+        );
+      }
+      const state = createGrammar(gpu, "generate.grammar");
+      writeGrammar(gpu, state, grammar.start, grammar.endIds);
+      allowed = createStorage(gpu, maskWords(shape.vocab) * 4, "generate.allowed");
+      const g = {
+        table: grammar.table,
+        grammar: state,
+        state: session.state,
+        tokens: session.tokens,
+      };
+      this.#grammar = {
+        mask: grammarMask(gpu, { table: grammar.table, grammar: state, allowed }),
+        first: grammarAdvance(gpu, g, { afterPrefill: true }),
+        next: grammarAdvance(gpu, g),
+        buffers: [state, allowed],
+      };
+    }
     const bufs = {
       logits: session.logits,
       prompt: session.prompt,
@@ -60,8 +116,8 @@ export class SessionRun implements DecodeRun {
       state: session.state,
       tokens: session.tokens,
       scores: session.scores,
+      allowed,
     };
-    const shape = { vocab: model.config.text.vocabSize, capacity: session.maxTokens };
     this.#first = sample(gpu, bufs, { ...shape, afterPrefill: true });
     this.#next = sample(gpu, bufs, shape);
     this.#advance = advance(gpu, session.state);
@@ -95,15 +151,20 @@ export class SessionRun implements DecodeRun {
     if (this.#disposed) throw new InvalidInputError("SessionRun.record: this run was disposed");
     const pass = encoder.beginComputePass({ label: `decode ${first}..${first + count}` });
     let i = first;
+    const g = this.#grammar;
     if (i === 0 && count > 0) {
+      g?.mask.encode(pass);
       this.#first.encode(pass);
       this.#lp?.first.encode(pass);
+      g?.first.encode(pass);
       i++;
     }
     for (; i < first + count; i++) {
       this.#model.encodeDecodeStep(pass, this.#session);
+      g?.mask.encode(pass);
       this.#next.encode(pass);
       this.#lp?.next.encode(pass);
+      g?.next.encode(pass);
       this.#advance.encode(pass);
     }
     pass.end();
@@ -115,7 +176,15 @@ export class SessionRun implements DecodeRun {
    */
   stepDispatches(): readonly Dispatch[] {
     const lp = this.#lp ? [this.#lp.next] : [];
-    return [...this.#session.decodeDispatches, this.#next, ...lp, this.#advance];
+    const g = this.#grammar;
+    return [
+      ...this.#session.decodeDispatches,
+      ...(g ? [g.mask] : []),
+      this.#next,
+      ...lp,
+      ...(g ? [g.next] : []),
+      this.#advance,
+    ];
   }
 
   /** Frees the sampler's (and the logprobs') buffers (the session is the caller's). */
@@ -127,5 +196,10 @@ export class SessionRun implements DecodeRun {
     this.#lp?.next.destroy();
     this.#params.destroy();
     this.logprobs?.buffer.destroy();
+    const g = this.#grammar;
+    if (g) {
+      for (const d of [g.mask, g.first, g.next]) d.destroy();
+      for (const b of g.buffers) b.destroy();
+    }
   }
 }

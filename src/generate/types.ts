@@ -106,6 +106,20 @@ export interface GenerateOptions {
   /** Stop with finishReason "loop" when the text keeps repeating itself. */
   stopOnLoop?: boolean;
   /**
+   * `"json_object"`: JSON mode (OpenAI's `response_format`) — every token is drawn from those
+   * that keep the answer the start of a JSON object, and the answer ends (an end-of-sequence or
+   * stop id) only once the object is closed, so an answer that is not cut short by
+   * `maxNewTokens` or a stop string parses with `JSON.parse`. Masked on the GPU, a token at a
+   * time, at about the decode speed without it. Ask for JSON in the prompt too: the model is
+   * held to the syntax, not told what to write. `"text"` (default): no constraint.
+   * @example
+   * ```ts ignore
+   * const r = await pipe.chat(messages, { responseFormat: "json_object" });
+   * const answer = JSON.parse(r.text);
+   * ```
+   */
+  responseFormat?: "text" | "json_object";
+  /**
    * Cancels generation (also while queued or prefilling). Its KV cache goes to the prompt cache,
    * like a finished one's, or is freed without one.
    */
