@@ -9,6 +9,7 @@ import { createApp, type ServerOptions } from "../src/server/app.ts";
 import { FakeEngine } from "../src/server/_fake_engine.ts";
 import { loadEngine } from "../src/server/_engine.ts";
 import { readReferenceCase } from "../src/model/_fixture.ts";
+import { stateAfter } from "../src/generate/json_grammar.ts";
 
 const PNG = await Deno.readFile(
   new URL("./fixtures/tiny-qwen2vl/reference/case1_0.png", import.meta.url),
@@ -355,6 +356,36 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
       assert.equal(best[0], want, `position ${i}`);
       assert.equal(best[1] === own, ids[i] === argmax[i - 1], `position ${i} greedy`);
     }
+
+    // JSON mode: sampled and streamed, the answer stays the start of a JSON object; with "}" and
+    // the end id favoured it is the empty object (the end id held back until it closes).
+    const json = await s.client.chat.completions.create({
+      ...params,
+      messages: [{ role: "user", content: "Describe the sea as JSON." }],
+      response_format: { type: "json_object" },
+      temperature: 1,
+      seed: 5,
+      max_tokens: 20,
+      stream: true,
+    });
+    let object = "";
+    for await (const chunk of json) object += chunk.choices[0]?.delta.content ?? "";
+    assert.ok(stateAfter(object) && object.startsWith("{"), JSON.stringify(object));
+    const closed = await s.client.chat.completions.create({
+      ...params,
+      response_format: { type: "json_object" },
+      logit_bias: { [engine.tokenizer.encode("}")[0]]: 100, "151645": 100 },
+    });
+    assert.equal(closed.choices[0].message.content, "{}");
+    assert.equal(closed.choices[0].finish_reason, "stop");
+    const schema = s.client.chat.completions.create({
+      ...params,
+      response_format: { type: "json_schema", json_schema: { name: "sea", schema: {} } },
+    });
+    await assert.rejects(
+      schema,
+      (e) => e instanceof OpenAI.BadRequestError && e.param === "response_format",
+    );
   } finally {
     engine.dispose();
   }

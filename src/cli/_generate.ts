@@ -45,6 +45,7 @@ options:
                             OpenAI's penalties on tokens the answer already has: once / per
                             occurrence, -2..2 (e.g. 1 against endless repetition; 0: none)
   --seed <n>                same seed, same options → same answer
+  --format json             JSON mode: the answer is a JSON object (ask for one in --prompt)
   --stop <text>             stop before this text; repeat for several
   --stop-on-loop            stop when the answer keeps repeating itself
   --ignore-eos              run past the end-of-sequence ids to --max-tokens (benchmarks)
@@ -110,6 +111,7 @@ export const SAMPLING_OPTIONS = {
   "presence-penalty": { type: "string" },
   "frequency-penalty": { type: "string" },
   seed: { type: "string" },
+  format: { type: "string" },
 } as const;
 
 /** The flag of each generation option, for usage errors. */
@@ -161,6 +163,11 @@ function readGenerateOptions(v: Values, usage: string): GenerateOptions {
   set("presencePenalty", numberOption(v, "presence-penalty", usage));
   set("frequencyPenalty", numberOption(v, "frequency-penalty", usage));
   set("seed", numberOption(v, "seed", usage, true));
+  const format = v.format;
+  if (format === "json") o.responseFormat = "json_object";
+  else if (format !== undefined && format !== "text") {
+    throw new UsageError(`--format takes json or text, got ${JSON.stringify(format)}`, usage);
+  }
   const stop = stringList(v, "stop");
   if (stop.length) o.stop = stop;
   if (v["stop-on-loop"]) o.stopOnLoop = true;

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readSafetensors } from "../safetensors.ts";
 import { readReferenceCase, TINY_DIR } from "../model/_fixture.ts";
 import { maxAbsDiff } from "../ref/_random.ts";
-import type { Io, Values } from "./_args.ts";
+import { type Io, UsageError, type Values } from "./_args.ts";
 import { generateOptions } from "./_generate.ts";
 import { main } from "./main.ts";
 import { Tokenizer } from "../tokenizer.ts";
@@ -379,6 +379,17 @@ Deno.test("qvq generate names an --image file that is missing or empty", async (
   } finally {
     await Deno.remove(empty);
   }
+});
+
+Deno.test("generateOptions() reads --format json as JSON mode, and refuses other formats", () => {
+  assert.deepEqual(generateOptions({ format: "json" } as Values, "usage"), {
+    responseFormat: "json_object",
+  });
+  assert.deepEqual(generateOptions({ format: "text" } as Values, "usage"), {});
+  assert.throws(
+    () => generateOptions({ format: "yaml" } as Values, "usage"),
+    (e) => e instanceof UsageError && /--format takes json or text, got "yaml"/.test(e.message),
+  );
 });
 
 Deno.test("generateOptions() reads --ignore-eos, --min-p and --stop-on-loop", () => {

@@ -308,7 +308,7 @@ export function resolveOptions(
   }
   const stopOnLoop = boolField(o, "stopOnLoop");
   const json = responseFormatField(o.responseFormat);
-  if (json && stopTokenIds.length === 0) {
+  if (json && ignoreEos && stopTokenIds.length === 0) {
     throw new InvalidInputError(
       'responseFormat "json_object" ends the answer with an end-of-sequence or stop id once the ' +
         "object is closed, but ignoreEos leaves none: give stopTokenIds, or drop ignoreEos",

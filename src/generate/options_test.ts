@@ -163,3 +163,24 @@ Deno.test("resolveOptions() rejects every bad option with its field and value", 
     });
   }
 });
+
+Deno.test("resolveOptions() reads responseFormat: json_object is JSON mode, text none", () => {
+  const config = parseGenerationConfig({ eos_token_id: [2] });
+  assert.equal(resolveOptions({}, config).json, false);
+  assert.equal(resolveOptions({ responseFormat: "text" }, config).json, false);
+  assert.equal(resolveOptions({ responseFormat: "json_object" }, config).json, true);
+  assert.throws(
+    () => resolveOptions({ responseFormat: "json_schema" as "text" }, config),
+    /responseFormat must be "text" or "json_object", got "json_schema"/,
+  );
+  // Nothing could end the answer once its object closed.
+  assert.throws(
+    () => resolveOptions({ responseFormat: "json_object", ignoreEos: true }, config),
+    /ignoreEos leaves none/,
+  );
+  assert.equal(
+    resolveOptions({ responseFormat: "json_object", ignoreEos: true, stopTokenIds: [5] }, config)
+      .json,
+    true,
+  );
+});

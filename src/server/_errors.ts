@@ -102,6 +102,8 @@ const API_NAMES: Readonly<Record<string, string>> = {
   stopTokenIds: "stop_token_ids",
   continueFinalMessage: "continue_final_message",
   logprobs: "logprobs",
+  responseFormat: "response_format",
+  ignoreEos: "ignore_eos",
 };
 
 /**

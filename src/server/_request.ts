@@ -202,14 +202,6 @@ function refuseUnsupported(body: Json): void {
       throw badRequest(name, `${name} is not supported by this server.`, "unsupported_parameter");
     }
   }
-  const format = body.response_format;
-  if (format !== undefined && format !== null && !(isObject(format) && format.type === "text")) {
-    throw badRequest(
-      "response_format",
-      'response_format: only {"type":"text"} is supported by this server.',
-      "unsupported_parameter",
-    );
-  }
   // vLLM's (and llama.cpp's) extensions that would change the answer, where this server lacks
   // them: a 400 rather than an answer that silently ignores them. Their defaults (or null) are
   // accepted.
@@ -608,6 +600,34 @@ function parsePrompt(x: unknown): string | number[] {
   );
 }
 
+/**
+ * OpenAI's response_format: `{"type": "json_object"}` is JSON mode; `{"type": "text"}` (or none)
+ * no constraint. JSON schemas (`json_schema`) are refused: this server holds answers to JSON's
+ * syntax, not to a schema.
+ */
+function parseResponseFormat(body: Json): "json_object" | undefined {
+  const format = body.response_format;
+  if (format === undefined || format === null) return undefined;
+  const type = isObject(format) ? format.type : undefined;
+  if (type === "text") return undefined;
+  if (type === "json_object") return "json_object";
+  if (type === "json_schema") {
+    throw badRequest(
+      "response_format",
+      'response_format {"type": "json_schema"} is not supported by this server; ' +
+        '{"type": "json_object"} is (an answer that is a JSON object, with no schema: describe ' +
+        "the fields you want in the prompt).",
+      "unsupported_parameter",
+    );
+  }
+  throw badRequest(
+    "response_format",
+    'response_format must be {"type": "text"} or {"type": "json_object"}; got ' +
+      `${JSON.stringify(format)}.`,
+    "invalid_value",
+  );
+}
+
 /** The sampling, length and streaming fields both endpoints take. */
 function parseSampling(
   body: Json,
@@ -669,6 +689,7 @@ function parseSampling(
     // ignore_eos asks for answers of exactly max_tokens (vLLM's benchmarks send it): the loop
     // stop, on by default here, would cut them short.
     stopOnLoop: optionalBoolean(body, "stop_on_loop") ?? (ignoreEos ? false : limits.stopOnLoop),
+    responseFormat: parseResponseFormat(body),
   };
   // Leave unset fields out, so the engine's defaults (generation_config.json) apply.
   for (const key of Object.keys(options) as (keyof typeof options)[]) {

@@ -94,6 +94,7 @@ Deno.test("POST /v1/chat/completions passes text and image parts and every optio
     frequency_penalty: 0.25,
     presence_penalty: -0.5,
     logit_bias: { "9707": -100, "11": 2 },
+    response_format: { type: "json_object" },
     n: 1,
     user: "ignored",
   });
@@ -126,6 +127,7 @@ Deno.test("POST /v1/chat/completions passes text and image parts and every optio
     presencePenalty: -0.5,
     logitBias: { 9707: -100, 11: 2 },
     stopOnLoop: true,
+    responseFormat: "json_object",
   });
 });
 
@@ -628,8 +630,15 @@ const MALFORMED: [string, unknown, number, string | null][] = [
   ["top_logprobs without logprobs", { ...hello, top_logprobs: 2 }, 400, "top_logprobs"],
   ["tools", { ...hello, tools: [{ type: "function", function: { name: "f" } }] }, 400, "tools"],
   [
-    "json response_format",
-    { ...hello, response_format: { type: "json_object" } },
+    "json_schema response_format",
+    { ...hello, response_format: { type: "json_schema", json_schema: { name: "x", schema: {} } } },
+    400,
+    "response_format",
+  ],
+  ["response_format a string", { ...hello, response_format: "json" }, 400, "response_format"],
+  [
+    "response_format of no type",
+    { ...hello, response_format: { type: "xml" } },
     400,
     "response_format",
   ],
