@@ -64,6 +64,11 @@ export interface BenchOptions {
   penalties: boolean;
   /** Prefill scoring every prompt token with this many alternatives (prompt logprobs), or not. */
   promptLogprobs?: number;
+  /**
+   * Decode in JSON mode (the grammar's mask and advance each step), over the tiny fixture's
+   * tokenizer (Qwen2's vocabulary), inside a string: where the mask reads every token's bytes.
+   */
+  jsonMode: boolean;
 }
 
 const USAGE = `deno task bench [options]
@@ -89,6 +94,8 @@ const USAGE = `deno task bench [options]
   --penalties                 decode with repetition, presence, frequency penalties and a
                               300-token logit bias on
   --prompt-logprobs N         prefill scoring every prompt token, N alternatives (0..20)
+  --json-mode                 decode in JSON mode (response_format json_object), inside a
+                              string value: the grammar's mask and advance each step
 Prints one JSON line.`;
 
 /** Parses argv; throws InvalidInputError with the usage on a bad option. */
@@ -105,6 +112,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     profile: false,
     followup: 0,
     penalties: false,
+    jsonMode: false,
   };
   const bad = (msg: string): never => {
     throw new InvalidInputError(`${msg}\n${USAGE}`);
@@ -190,6 +198,9 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
         break;
       case "--penalties":
         o.penalties = true;
+        break;
+      case "--json-mode":
+        o.jsonMode = true;
         break;
       case "--prompt-logprobs":
         o.promptLogprobs = alternatives(flag, val());

@@ -32,7 +32,10 @@ import {
   MAX_LOGIT_BIAS,
   type SamplingSettings,
 } from "../kernels/mod.ts";
-import { SessionRun } from "../src/generate/session_run.ts";
+import { type RunGrammar, SessionRun } from "../src/generate/session_run.ts";
+import { stateAfter, tokenTable } from "../src/generate/json_grammar.ts";
+import { uploadTokenTable } from "../kernels/grammar.ts";
+import { Tokenizer } from "../src/tokenizer.ts";
 import { pumpTokens } from "../src/generate/token_pump.ts";
 import { type BenchOptions, parseArgs, SHAPES } from "./_args.ts";
 import { writeSyntheticCheckpoint } from "./_checkpoint.ts";
@@ -100,6 +103,8 @@ export interface BenchResult {
   penalties?: boolean;
   /** --prompt-logprobs N: prefill (and TTFT) scored every prompt token, N alternatives. */
   prompt_logprobs?: number;
+  /** --json-mode: decoded in JSON mode (mask and advance each step), inside a string. */
+  json_mode?: boolean;
   /** With --profile: each dispatch of a decode step timed alone (GPU µs per step). */
   decode_profile?: StepProfile & { step_us: number };
   /** With --profile: each dispatch of the vision tower and of prefill timed alone (GPU µs). */
@@ -272,6 +277,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
     | "load_source"
     | "load_gb_s"
   >;
+  const grammar = o.jsonMode ? await benchGrammar(model) : undefined;
   try {
     for (let rep = 0; rep < o.repeat; rep++) {
       const s = model.createSession(maxTokens);
@@ -284,7 +290,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       const scoring = { promptLogprobs: o.promptLogprobs };
       await model.prefill(s, ids, img, scoring);
       // The generation loop's own sampler + advance, as Pipeline builds it after prefill.
-      const run = new SessionRun(model, s, sampling(o), o.logprobs);
+      const run = new SessionRun(model, s, sampling(o), o.logprobs, grammar);
       record(gpu, run, 0, 1);
       const tSubmitted = performance.now();
       await readU32(gpu, s.tokens, 1);
@@ -398,10 +404,13 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         image_tokens: imageTokens,
         image_patches: patches,
         new_tokens: timed,
-        // + sampler (2 kernels) + advance, + 2 logprobs kernels with --logprobs
-        dispatches_per_step: s.decodeDispatches.length + 3 + (o.logprobs !== undefined ? 2 : 0),
+        // + sampler (2 kernels) + advance, + 2 logprobs kernels with --logprobs, + the grammar's
+        // mask and advance with --json-mode
+        dispatches_per_step: s.decodeDispatches.length + 3 + (o.logprobs !== undefined ? 2 : 0) +
+          (grammar ? 2 : 0),
         ...(o.logprobs !== undefined ? { logprobs: o.logprobs } : {}),
         ...(o.penalties ? { penalties: true } : {}),
+        ...(grammar ? { json_mode: true } : {}),
         ...(o.promptLogprobs !== undefined ? { prompt_logprobs: o.promptLogprobs } : {}),
         ...(profile ? { decode_profile: profile } : {}),
         ...(ttftProfile ? { ttft_profile: ttftProfile } : {}),
@@ -411,6 +420,8 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       s.dispose();
     }
   } finally {
+    grammar?.table.offsets.destroy();
+    grammar?.table.bytes.destroy();
     model.dispose();
   }
   return {
@@ -505,6 +516,22 @@ function sampling(o: BenchOptions): SamplingSettingsNoPrompt {
 }
 
 type SamplingSettingsNoPrompt = Omit<SamplingSettings, "promptLength">;
+
+/**
+ * --json-mode's grammar: Qwen2's vocabulary (the tiny fixture's tokenizer) over the shape's
+ * lm_head, starting inside a string value, where every token's bytes are read each step.
+ */
+async function benchGrammar(model: Qwen2VLModel): Promise<RunGrammar> {
+  const tokenizer = await Tokenizer.load(
+    new URL("../tests/fixtures/tiny-qwen2vl/", import.meta.url),
+  );
+  try {
+    const table = uploadTokenTable(model.gpu, tokenTable(tokenizer, model.config.text.vocabSize));
+    return { table, start: stateAfter('{"answer": "')!, endIds: [151645, 151643] };
+  } finally {
+    tokenizer.dispose();
+  }
+}
 
 /** Records work into one compute pass and submits it. */
 function record(gpu: Gpu, run: SessionRun, first: number, count: number): void {

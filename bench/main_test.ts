@@ -33,8 +33,9 @@ Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
   assert.equal(parseArgs([]).kvCacheDtype, undefined);
   assert.equal(parseArgs(["--kv-cache-dtype", "f32"]).kvCacheDtype, "f32");
   assert.deepEqual([parseArgs([]).logprobs, parseArgs([]).penalties], [undefined, false]);
-  const lp = parseArgs(["--logprobs", "20", "--penalties"]);
-  assert.deepEqual([lp.logprobs, lp.penalties], [20, true]);
+  const lp = parseArgs(["--logprobs", "20", "--penalties", "--json-mode"]);
+  assert.deepEqual([lp.logprobs, lp.penalties, lp.jsonMode], [20, true, true]);
+  assert.equal(parseArgs([]).jsonMode, false);
   assert.equal(parseArgs([]).promptLogprobs, undefined);
   assert.equal(parseArgs(["--prompt-logprobs", "1"]).promptLogprobs, 1);
   for (
@@ -90,8 +91,8 @@ Deno.test("runBench() at the tiny shape: every number measured and plausible (f1
         "1",
         "--followup",
         "12",
-        // q4 also decodes with the logprobs kernels and every penalty on.
-        ...(quant ? ["--logprobs", "5", "--penalties"] : []),
+        // q4 also decodes with the logprobs kernels, every penalty on and in JSON mode.
+        ...(quant ? ["--logprobs", "5", "--penalties", "--json-mode"] : []),
       ]),
       dtype,
       quant,
@@ -118,7 +119,10 @@ Deno.test("runBench() at the tiny shape: every number measured and plausible (f1
     assert.equal(r.image_patches, 16);
     assert.equal(r.image_tokens, 4);
     assert.equal(r.new_tokens, 4); // 6 steps, 2 of them warm-up
-    assert.deepEqual([r.logprobs, r.penalties], quant ? [5, true] : [undefined, undefined]);
+    assert.deepEqual(
+      [r.logprobs, r.penalties, r.json_mode],
+      quant ? [5, true, true] : [undefined, undefined, undefined],
+    );
     for (
       const k of [
         "load_s",
