@@ -117,6 +117,7 @@ Deno.test("the chat page streams an answer to a typed question with an attached 
   assert.equal(engine.calls[0].options.presencePenalty, undefined);
   await page.click("summary");
   await page.fill("#presence-penalty", "1.5");
+  await page.check("#json-mode");
   await page.fill("#prompt", "Are you sure?");
   await page.click("#send");
   await page.waitForFunction(
@@ -129,6 +130,11 @@ Deno.test("the chat page streams an answer to a typed question with an attached 
   assert.deepEqual(engine.calls[1].messages.map((m) => m.role), ["user", "assistant", "user"]);
   assert.equal(engine.calls[1].messages[1].content, ANSWER);
   assert.equal(engine.calls[1].options.presencePenalty, 1.5);
+  // JSON answers: the request's response_format, the answer shown as a code block.
+  assert.equal(engine.calls[0].options.responseFormat, undefined);
+  assert.equal(engine.calls[1].options.responseFormat, "json_object");
+  assert.equal(await page.locator(".msg.assistant").nth(1).locator("pre code").count(), 1);
+  assert.equal(await page.locator(".msg.assistant").nth(0).locator("pre").count(), 0);
 
   const shot = Deno.env.get("QVQ_WEB_SCREENSHOT");
   if (shot) await page.screenshot({ path: shot });
@@ -317,6 +323,12 @@ Deno.test("the chat page: images go in the order chosen, a long answer shows who
   await page.reload();
   await waitForModel(page, engine.modelId);
   assert.equal(await page.inputValue("#max-tokens"), "2500");
+  assert.equal(await page.isChecked("#json-mode"), false);
+  await page.click("summary");
+  await page.check("#json-mode");
+  await page.reload();
+  await waitForModel(page, engine.modelId);
+  assert.equal(await page.isChecked("#json-mode"), true);
   // Escape closes the settings; so does a click outside them.
   const open = () => page.$eval("header details", (d: any) => d.open);
   await page.click("summary");

@@ -35,6 +35,7 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   #settings { position: absolute; right: 0; top: 1.8rem; z-index: 2; background: var(--panel); border: 1px solid var(--line);
               border-radius: 8px; padding: .75rem; display: grid; gap: .5rem; width: 16rem; box-shadow: 0 6px 24px #0002; }
   #settings label { display: grid; gap: .15rem; color: var(--muted); }
+  #settings label.check { display: flex; align-items: center; gap: .4rem; }
   #settings input { font: inherit; padding: .3rem .4rem; border: 1px solid var(--line); border-radius: 6px;
                     background: var(--bg); color: var(--ink); }
   main { flex: 1; overflow-y: auto; padding: 1rem; }
@@ -92,6 +93,7 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
       <label>Max tokens <input id="max-tokens" type="number" min="1" max="8192" value="2048"></label>
       <label>Temperature <input id="temperature" type="number" min="0" max="2" step="0.1" value="0"></label>
       <label title="Lowers every token the answer already used (against reasoning in circles; Qwen suggests 0 to 2)">Presence penalty <input id="presence-penalty" type="number" min="-2" max="2" step="0.1" value="0"></label>
+      <label class="check" title="The answer is a JSON object (ask for one, and its fields, in your message)"><input id="json-mode" type="checkbox"> JSON answers</label>
       <label>API key <input id="api-key" type="password" placeholder="only if the server needs one"></label>
     </div>
   </details>
@@ -123,6 +125,9 @@ for (const id of ["max-tokens", "temperature", "presence-penalty"]) {
   if (saved !== null) input.value = saved;
   input.addEventListener("change", () => localStorage.setItem("qvq-" + id, input.value));
 }
+const jsonMode = $("json-mode");
+jsonMode.checked = localStorage.getItem("qvq-json-mode") === "true";
+jsonMode.addEventListener("change", () => localStorage.setItem("qvq-json-mode", String(jsonMode.checked)));
 
 // API URLs relative to the page's folder, so the page also works when the app is mounted under a
 // prefix and opened without the trailing slash ("/qvq" as well as "/qvq/").
@@ -345,10 +350,12 @@ async function answer(div, signal) {
   // again (8000 tokens took the page 50 s to show, for 0.3 s of streaming). A reader at the bottom
   // follows it; one who scrolled up stays.
   let frame = 0;
+  // A JSON answer shows as a code block (with its copy button), as it is written.
+  const json = jsonMode.checked;
   const paint = () => {
     frame = 0;
     const follow = atBottom();
-    renderMarkdown(out, text);
+    renderMarkdown(out, json ? "\x60\x60\x60json\n" + text + "\n\x60\x60\x60" : text);
     if (follow) div.scrollIntoView({ block: "end" });
   };
   try {
@@ -361,6 +368,7 @@ async function answer(div, signal) {
         max_tokens: Number($("max-tokens").value) || undefined,
         temperature: Number($("temperature").value),
         presence_penalty: Number($("presence-penalty").value) || undefined,
+        response_format: json ? { type: "json_object" } : undefined,
       }),
     }).catch((e) => { throw e.name === "AbortError" ? e : unreachable(e); });
     if (!response.ok) throw await failure(response);
