@@ -1,8 +1,9 @@
 /**
- * JSON mode on the GPU (kernels/grammar.wgsl): `grammarMask` marks the vocabulary ids that may
- * come next in (ceil(vocab / 32)) u32 bits that the sampler reads (kernels/sample.ts `allowed`),
- * and `grammarAdvance` moves the automaton past the id drawn. The automaton and its state words:
- * src/generate/json_grammar.ts; reference: src/ref/grammar.ts.
+ * JSON mode and structured outputs on the GPU (kernels/grammar.wgsl): `grammarMask` marks the
+ * vocabulary ids that may come next in (ceil(vocab / 32)) u32 bits that the sampler reads
+ * (kernels/sample.ts `allowed`), and `grammarAdvance` moves the automaton past the id drawn. JSON
+ * mode's automaton and its state words: src/generate/json_grammar.ts; with a `dfa` (a JSON schema
+ * or a choice list, src/generate/json_schema.ts) its table instead. Reference: src/ref/grammar.ts.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
@@ -15,11 +16,12 @@ import {
   MAX_JSON_WHITESPACE,
   type TokenTable,
 } from "../src/generate/json_grammar.ts";
+import type { Dfa } from "../src/generate/json_schema.ts";
 import { type BufferArg, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { MAX_HELD_STOPS } from "./sample.ts";
 
-const Params = defineParams({ vocab: "u32", ahead: "u32" });
+const Params = defineParams({ vocab: "u32", ahead: "u32", states: "u32" });
 
 /** Most end ids a grammar holds (the sampler's held stop ids: eos and stop_token_ids). */
 export const MAX_GRAMMAR_ENDS = MAX_HELD_STOPS;
@@ -94,6 +96,21 @@ export function writeGrammar(
   gpu.device.queue.writeBuffer(buffer, 0, words);
 }
 
+/** A {@link Dfa} on the GPU: its transitions, then its accepting flags, as one u32 array. */
+export interface GpuDfa {
+  /** (states · 256 + states) u32 */
+  buffer: GPUBuffer;
+  states: number;
+}
+
+/** Uploads a DFA's table (1 KiB a state). */
+export function uploadDfa(gpu: Gpu, dfa: Dfa): GpuDfa {
+  const words = new Uint32Array(dfa.states * 257);
+  words.set(dfa.next);
+  words.set(dfa.accept, dfa.states * 256);
+  return { buffer: uploadArray(gpu, words, "grammar.dfa"), states: dfa.states };
+}
+
 /** Reads a grammar buffer's state back (for tests). */
 export async function readGrammarState(gpu: Gpu, buffer: GPUBuffer): Promise<GrammarState> {
   return await readU32(gpu, buffer, GRAMMAR_STATE_WORDS);
@@ -105,7 +122,7 @@ export async function readGrammarState(gpu: Gpu, buffer: GPUBuffer): Promise<Gra
  */
 export function grammarMask(
   gpu: Gpu,
-  b: { table: GpuTokenTable; grammar: BufferArg; allowed: BufferArg },
+  b: { table: GpuTokenTable; grammar: BufferArg; allowed: BufferArg; dfa?: GpuDfa },
 ): Dispatch {
   const vocab = b.table.vocab;
   checkSize("grammar", b.grammar, GRAMMAR_BYTES);
@@ -113,15 +130,15 @@ export function grammarMask(
   const v = variant(gpu, {
     family: "grammar",
     entry: "mask",
-    bindings: ["read", "read", "read", "read_write"],
+    bindings: ["read", "read", "read", "read_write", ...(b.dfa ? ["read" as const] : [])],
     params: Params,
-    defines: { ...DEFINES, MASK: true },
+    defines: { ...DEFINES, MASK: true, DFA: b.dfa !== undefined },
   });
   return new Dispatch(
     gpu,
     v,
-    [b.table.offsets, b.table.bytes, b.grammar, b.allowed],
-    Params.pack({ vocab, ahead: 0 }),
+    [b.table.offsets, b.table.bytes, b.grammar, b.allowed, ...(b.dfa ? [b.dfa.buffer] : [])],
+    Params.pack({ vocab, ahead: 0, states: b.dfa?.states ?? 0 }),
     [ceilDiv(vocab, MASK_WG)],
   );
 }
@@ -132,22 +149,39 @@ export function grammarMask(
  */
 export function grammarAdvance(
   gpu: Gpu,
-  b: { table: GpuTokenTable; grammar: BufferArg; state: BufferArg; tokens: BufferArg },
+  b: {
+    table: GpuTokenTable;
+    grammar: BufferArg;
+    state: BufferArg;
+    tokens: BufferArg;
+    dfa?: GpuDfa;
+  },
   { afterPrefill = false } = {},
 ): Dispatch {
   checkSize("grammar", b.grammar, GRAMMAR_BYTES);
   const v = variant(gpu, {
     family: "grammar",
     entry: "advance",
-    bindings: ["read", "read", "read_write", "read", "read"],
+    bindings: ["read", "read", "read_write", "read", "read", ...(b.dfa ? ["read" as const] : [])],
     params: Params,
-    defines: DEFINES,
+    defines: { ...DEFINES, DFA: b.dfa !== undefined },
   });
   return new Dispatch(
     gpu,
     v,
-    [b.table.offsets, b.table.bytes, b.grammar, b.state, b.tokens],
-    Params.pack({ vocab: b.table.vocab, ahead: afterPrefill ? 0 : 1 }),
+    [
+      b.table.offsets,
+      b.table.bytes,
+      b.grammar,
+      b.state,
+      b.tokens,
+      ...(b.dfa ? [b.dfa.buffer] : []),
+    ],
+    Params.pack({
+      vocab: b.table.vocab,
+      ahead: afterPrefill ? 0 : 1,
+      states: b.dfa?.states ?? 0,
+    }),
     [1],
   );
 }

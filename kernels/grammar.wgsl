@@ -9,6 +9,7 @@
 //   advance — one thread: feeds the drawn token (tokens[state.step + ahead], the sampler's ring
 //             convention) to the state; a token the state refuses (every score was masked, so the
 //             sampler drew one anyway) leaves it FAILED, where only end ids are allowed.
+// #if DFA the automaton is a table instead (structured outputs; see `walk` below).
 //
 // The state (8 u32 words, the TypeScript GrammarState): mode, depth, aux, whitespace run, then
 // 4 words of stack bits (bit i: level i is an object). aux by mode — strings: bit 0 a key, bits
@@ -30,10 +31,16 @@ struct Grammar {
 #if MASK
 @group(0) @binding(2) var<storage, read> g: Grammar;
 @group(0) @binding(3) var<storage, read_write> allowed: array<u32>; // (ceil(vocab / 32)) u32 bits
+#if DFA
+@group(0) @binding(4) var<storage, read> dfa: array<u32>;       // (states · 256 + states) u32
+#endif
 #else
 @group(0) @binding(2) var<storage, read_write> g: Grammar;
 @group(0) @binding(3) var<storage, read> state: DecodeState;
 @group(0) @binding(4) var<storage, read> tokens: array<u32>;    // (capacity) u32 token ring
+#if DFA
+@group(0) @binding(5) var<storage, read> dfa: array<u32>;       // (states · 256 + states) u32
+#endif
 #endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
@@ -334,6 +341,47 @@ fn feed(id: u32) -> bool {
   return true;
 }
 
+#if DFA
+// #if DFA (structured outputs: a JSON schema or a choice list, src/generate/json_schema.ts): the
+// state is one DFA state in s[0] (NONE once a refused token was drawn: only end ids then);
+// dfa[q · 256 + b] the state after byte b (NONE: refused), dfa[p.states · 256 + q] 1 where the
+// answer may end. An accepting state allows the end ids and whatever goes on from it.
+const NONE: u32 = 0xffffffffu;
+
+fn accepts(q: u32) -> bool { return q != NONE && dfa[p.states * 256u + q] == 1u; }
+
+// The state after token id's bytes from q; NONE for one refused, or a token with none.
+fn walk(q0: u32, id: u32) -> u32 {
+  let a = offsets[id];
+  let b = offsets[id + 1u];
+  var q = select(q0, NONE, a == b);
+  for (var i = a; i < b && q != NONE; i++) { q = dfa[q * 256u + byte_at(i)]; }
+  return q;
+}
+
+// Whether id may come next from state q.
+fn allows(q: u32, id: u32) -> bool {
+  if ((q == NONE || accepts(q)) && is_end(id)) { return true; }
+  return q != NONE && walk(q, id) != NONE;
+}
+
+// The state after id is drawn from q: unchanged for an end id where the answer may end.
+fn after(q: u32, id: u32) -> u32 {
+  if ((q == NONE || accepts(q)) && is_end(id)) { return q; }
+  if (q == NONE || id >= p.vocab) { return NONE; }
+  return walk(q, id);
+}
+#else
+// Whether id may come next from the automaton's state g.s.
+fn allows(id: u32) -> bool {
+  let mode = g.s[0];
+  if ((mode == DONE || mode == FAILED) && is_end(id)) { return true; }
+  if (mode == FAILED) { return false; }
+  s = g.s;
+  return feed(id);
+}
+#endif
+
 #if MASK
 var<workgroup> bits: array<atomic<u32>, 8>;
 
@@ -343,16 +391,12 @@ fn mask(@builtin(global_invocation_id) gid: vec3<u32>,
   if (lid < 8u) { atomicStore(&bits[lid], 0u); }
   workgroupBarrier();
   let id = gid.x;
-  if (id < p.vocab) {
-    var ok = false;
-    let mode = g.s[0];
-    if (mode == DONE || mode == FAILED) { ok = is_end(id); }
-    if (!ok && mode != FAILED) {
-      s = g.s;
-      ok = feed(id);
-    }
-    if (ok) { atomicOr(&bits[lid >> 5u], 1u << (lid & 31u)); }
-  }
+#if DFA
+  let ok = id < p.vocab && allows(g.s[0], id);
+#else
+  let ok = id < p.vocab && allows(id);
+#endif
+  if (ok) { atomicOr(&bits[lid >> 5u], 1u << (lid & 31u)); }
   workgroupBarrier();
   let w = wid.x * 8u + lid;
   if (lid < 8u && w * 32u < p.vocab) { allowed[w] = atomicLoad(&bits[lid]); }
@@ -361,6 +405,9 @@ fn mask(@builtin(global_invocation_id) gid: vec3<u32>,
 @compute @workgroup_size(1)
 fn advance() {
   let id = tokens[state.step + p.ahead];
+#if DFA
+  g.s[0] = after(g.s[0], id);
+#else
   let mode = g.s[0];
   if ((mode == DONE || mode == FAILED) && is_end(id)) { return; }
   s = g.s;
@@ -369,5 +416,6 @@ fn advance() {
     return;
   }
   g.s = s;
+#endif
 }
 #endif

@@ -11,7 +11,8 @@ import {
   tokenBytes,
   type TokenTable,
 } from "../src/generate/json_grammar.ts";
-import { advanceRef, maskRef } from "../src/ref/grammar.ts";
+import { advanceDfaRef, advanceRef, maskDfaRef, maskRef } from "../src/ref/grammar.ts";
+import { DFA_NONE, dfaWalk, schemaDfa } from "../src/generate/json_schema.ts";
 import { argmax, processScores } from "../src/ref/sample.ts";
 import { randn, seeded } from "../src/ref/_random.ts";
 import {
@@ -20,6 +21,7 @@ import {
   grammarMask,
   maskWords,
   readGrammarState,
+  uploadDfa,
   uploadTokenTable,
   writeGrammar,
 } from "./grammar.ts";
@@ -225,4 +227,70 @@ Deno.test("sample() with a grammar mask draws only allowed tokens: a greedy JSON
     b.allowed,
     b.grammar,
   ].forEach((x) => x.destroy());
+});
+
+Deno.test("grammarMask() and grammarAdvance() with a DFA match the reference", async () => {
+  const gpu = await sharedGpu();
+  const { table, ends } = syntheticTable(3001, 7);
+  const dfa = schemaDfa({
+    type: "object",
+    properties: {
+      a: { type: "array", items: { enum: [1, "x", true] }, maxItems: 3 },
+      b: { type: "string" },
+      n: { type: ["number", "null"] },
+    },
+    required: ["a", "b"],
+  });
+  const t = uploadTokenTable(gpu, table);
+  const gd = uploadDfa(gpu, dfa);
+  const grammar = createGrammar(gpu);
+  const allowed = createStorage(gpu, maskWords(table.vocab) * 4);
+  const state = createDecodeState(gpu);
+  const steps = 16;
+  const tokens = createStorage(gpu, (steps + 1) * 4);
+  const mask = grammarMask(gpu, { table: t, grammar, allowed, dfa: gd });
+  const b = { table: t, grammar, state, tokens, dfa: gd };
+  const first = grammarAdvance(gpu, b, { afterPrefill: true });
+  const next = grammarAdvance(gpu, b);
+  const adv = advance(gpu, state);
+  // States along an answer, its accepting end, and the refused state.
+  const answer = utf8.encode('{"a": [1, "x"], "b": "caf\u00e9 \\u00e9", "n": -1.5e3}');
+  const qs = [...Array(answer.length + 1).keys()].map((n) =>
+    dfaWalk(dfa, 0, answer.subarray(0, n))
+  );
+  assert.equal(dfa.accept[qs.at(-1)!], 1);
+  qs.push(DFA_NONE);
+  const word = (q: number) => Uint32Array.of(q, 0, 0, 0, 0, 0, 0, 0);
+  for (const q of qs) {
+    writeGrammar(gpu, grammar, word(q), ends);
+    run(gpu, [mask]);
+    assert.deepEqual(
+      await readU32(gpu, allowed, maskWords(table.vocab)),
+      maskDfaRef(q, table, dfa, ends),
+      `state ${q}`,
+    );
+  }
+  const rand = seeded(8);
+  for (const q0 of qs.filter((_, i) => i % 9 === 0)) {
+    const ids: number[] = [];
+    let q = q0;
+    for (let i = 0; i <= steps; i++) {
+      const m = maskDfaRef(q, table, dfa, ends);
+      const ok = [...Array(table.vocab).keys()].filter((id) => (m[id >> 5] >>> (id & 31)) & 1);
+      const id = ok.length && !(i === steps && rand() < 0.5)
+        ? ok[Math.floor(rand() * ok.length)]
+        : Math.floor(rand() * table.vocab);
+      ids.push(id);
+      q = advanceDfaRef(q, table, dfa, id, ends);
+    }
+    writeGrammar(gpu, grammar, word(q0), ends);
+    writeDecodeState(gpu, state, { cacheLen: 0, position: 0, step: 0 });
+    writeArray(gpu, tokens, new Uint32Array(ids));
+    const ds = [first];
+    for (let i = 0; i < steps; i++) ds.push(next, adv);
+    run(gpu, ds);
+    assert.equal((await readGrammarState(gpu, grammar))[0], q, `from ${q0} by ${ids}`);
+  }
+  [mask, first, next, adv].forEach((d) => d.destroy());
+  [t.offsets, t.bytes, gd.buffer, grammar, allowed, state, tokens].forEach((x) => x.destroy());
 });

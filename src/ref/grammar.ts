@@ -10,6 +10,7 @@ import {
   tokenBytes,
   type TokenTable,
 } from "../generate/json_grammar.ts";
+import { type Dfa, DFA_NONE, dfaWalk } from "../generate/json_schema.ts";
 
 /**
  * Bit i (word i >> 5, bit i & 31) set when id i may come next from `state`: its bytes (it has
@@ -53,4 +54,39 @@ export function advanceRef(
   const failed = state.slice();
   failed[0] = Mode.FAILED;
   return failed;
+}
+
+/**
+ * {@link maskRef} for a DFA grammar (kernels/grammar.wgsl `#if DFA`): from DFA state `q`
+ * (DFA_NONE once a refused id was drawn), id i is allowed when its bytes (it has some) walk to a
+ * state, or it is an end id and `q` accepts (or is DFA_NONE).
+ */
+export function maskDfaRef(
+  q: number,
+  table: TokenTable,
+  dfa: Dfa,
+  endIds: readonly number[],
+): Uint32Array {
+  const out = new Uint32Array(Math.ceil(table.vocab / 32));
+  for (let id = 0; id < table.vocab; id++) {
+    const bytes = tokenBytes(table, id);
+    const ok = ((q === DFA_NONE || dfa.accept[q] === 1) && endIds.includes(id)) ||
+      (q !== DFA_NONE && bytes.length > 0 && dfaWalk(dfa, q, bytes) !== DFA_NONE);
+    if (ok) out[id >> 5] |= 1 << (id & 31);
+  }
+  return out;
+}
+
+/** {@link advanceRef} for a DFA grammar: the state after `id` is drawn from `q`. */
+export function advanceDfaRef(
+  q: number,
+  table: TokenTable,
+  dfa: Dfa,
+  id: number,
+  endIds: readonly number[],
+): number {
+  if ((q === DFA_NONE || dfa.accept[q] === 1) && endIds.includes(id)) return q;
+  if (q === DFA_NONE || id >= table.vocab) return DFA_NONE;
+  const bytes = tokenBytes(table, id);
+  return bytes.length ? dfaWalk(dfa, q, bytes) : DFA_NONE;
 }

@@ -1,0 +1,572 @@
+/**
+ * Structured outputs (OpenAI's `response_format: {"type": "json_schema"}`, vLLM's guided_json and
+ * guided_choice): a JSON schema — or a list of choices — compiled to a byte-level DFA whose
+ * accepted strings are exactly the answers allowed. The GPU walks each vocabulary entry's bytes
+ * through its transition table to mask the next draw (kernels/grammar.wgsl `#if DFA`), as JSON
+ * mode's automaton does for any object.
+ *
+ * A schema without recursion describes a regular language once whitespace is fixed, so a DFA holds
+ * it: objects write their properties in the schema's order (optional ones may be left out),
+ * strings and numbers are JSON's, enums and consts their compact `JSON.stringify`. Whitespace: one
+ * optional space after `:` and `,`, none elsewhere. Supported: `type` (one or a list), `properties`
+ * / `required`, `items` with `minItems` / `maxItems` (a bounded list up to {@link MAX_UNROLLED}
+ * items), `enum`, `const`, `anyOf` / `oneOf`, `allOf` of one schema, `$ref` into `$defs` /
+ * `definitions` (not recursive), `nullable`; annotations (`title`, `description`, `format`,
+ * `default`, …) are ignored. Anything else — a pattern, a length or range bound, a schema that
+ * allows any value — is refused with {@link SchemaError}: the answer could not be held to it.
+ * @module
+ */
+import { InvalidInputError } from "../errors.ts";
+
+/** Thrown for a schema (or choice list) that cannot be compiled; the message names where. */
+export class SchemaError extends InvalidInputError {
+  override name = "SchemaError";
+}
+
+/** Most DFA states a schema may compile to (its table: 1 KiB a state on the GPU). */
+export const MAX_DFA_STATES = 16384;
+/** Most items a bounded list (`maxItems`) is written out for. */
+export const MAX_UNROLLED = 32;
+/** DFA transition to nowhere. */
+export const DFA_NONE = 0xffffffff;
+
+/**
+ * A byte-level DFA: state 0 is the start; `next[s · 256 + b]` the state after byte b in state s
+ * ({@link DFA_NONE}: refused), `accept[s]` 1 where the answer may end.
+ */
+export interface Dfa {
+  states: number;
+  /** (states · 256) u32 */
+  next: Uint32Array;
+  /** (states) u8 */
+  accept: Uint8Array;
+}
+
+/** The state after `bytes` from `s`, or DFA_NONE. */
+export function dfaWalk(dfa: Dfa, s: number, bytes: ArrayLike<number>): number {
+  for (let i = 0; i < bytes.length && s !== DFA_NONE; i++) s = dfa.next[s * 256 + bytes[i]];
+  return s;
+}
+
+/** Whether the DFA accepts `text` whole. */
+export function dfaAccepts(dfa: Dfa, text: string): boolean {
+  const s = dfaWalk(dfa, 0, new TextEncoder().encode(text));
+  return s !== DFA_NONE && dfa.accept[s] === 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// An NFA with ε edges, built fragment by fragment (Thompson's construction), then determinized.
+
+/** A piece of the NFA: enter at `start`, leave from `end`. */
+interface Frag {
+  start: number;
+  end: number;
+}
+
+class Nfa {
+  /** Per state: byte edges as (lo, hi, target) triples. */
+  readonly edges: number[][] = [];
+  /** Per state: ε targets. */
+  readonly eps: number[][] = [];
+
+  state(): number {
+    this.edges.push([]);
+    this.eps.push([]);
+    return this.edges.length - 1;
+  }
+
+  range(a: number, lo: number, hi: number, b: number): void {
+    this.edges[a].push(lo, hi, b);
+  }
+
+  byte(a: number, byte: number, b: number): void {
+    this.range(a, byte, byte, b);
+  }
+
+  empty(a: number, b: number): void {
+    this.eps[a].push(b);
+  }
+
+  /** A fragment of two fresh states. */
+  frag(): Frag {
+    return { start: this.state(), end: this.state() };
+  }
+
+  literal(bytes: ArrayLike<number>): Frag {
+    const start = this.state();
+    let at = start;
+    for (let i = 0; i < bytes.length; i++) {
+      const next = this.state();
+      this.byte(at, bytes[i], next);
+      at = next;
+    }
+    return { start, end: at };
+  }
+
+  seq(parts: Frag[]): Frag {
+    for (let i = 1; i < parts.length; i++) this.empty(parts[i - 1].end, parts[i].start);
+    return { start: parts[0].start, end: parts[parts.length - 1].end };
+  }
+
+  alt(parts: Frag[]): Frag {
+    const f = this.frag();
+    for (const p of parts) {
+      this.empty(f.start, p.start);
+      this.empty(p.end, f.end);
+    }
+    return f;
+  }
+
+  optional(p: Frag): Frag {
+    this.empty(p.start, p.end);
+    return p;
+  }
+
+  /** One optional space (after `:` and `,`). */
+  space(): Frag {
+    const f = this.frag();
+    this.byte(f.start, 0x20, f.end);
+    this.empty(f.start, f.end);
+    return f;
+  }
+
+  /** A JSON string: escapes, strict UTF-8 (RFC 3629), control characters escaped. */
+  string(): Frag {
+    const f = this.frag();
+    const body = this.state();
+    const esc = this.state();
+    this.byte(f.start, 0x22, body);
+    this.byte(body, 0x22, f.end);
+    this.range(body, 0x20, 0x21, body);
+    this.range(body, 0x23, 0x5b, body);
+    this.range(body, 0x5d, 0x7f, body);
+    this.byte(body, 0x5c, esc);
+    for (const c of '"\\/bfnrt') this.byte(esc, c.charCodeAt(0), body);
+    let hex = body;
+    for (let i = 0; i < 4; i++) {
+      const h = this.state();
+      for (const [lo, hi] of [[0x30, 0x39], [0x41, 0x46], [0x61, 0x66]]) this.range(h, lo, hi, hex);
+      hex = h;
+    }
+    this.byte(esc, 0x75, hex);
+    // Continuation bytes still to come: c1 one, c2 two, c3 three.
+    const c1 = this.state(), c2 = this.state(), c3 = this.state();
+    this.range(c1, 0x80, 0xbf, body);
+    this.range(c2, 0x80, 0xbf, c1);
+    this.range(c3, 0x80, 0xbf, c2);
+    this.range(body, 0xc2, 0xdf, c1);
+    const narrow = (lead: number, lo: number, hi: number, then: number) => {
+      const s = this.state();
+      this.byte(body, lead, s);
+      this.range(s, lo, hi, then);
+    };
+    narrow(0xe0, 0xa0, 0xbf, c1);
+    this.range(body, 0xe1, 0xec, c2);
+    narrow(0xed, 0x80, 0x9f, c1);
+    this.range(body, 0xee, 0xef, c2);
+    narrow(0xf0, 0x90, 0xbf, c2);
+    this.range(body, 0xf1, 0xf3, c3);
+    narrow(0xf4, 0x80, 0x8f, c2);
+    return f;
+  }
+
+  /** A JSON number (`integer`: no fraction or exponent). */
+  number(integer: boolean): Frag {
+    const f = this.frag();
+    const sign = this.state(), zero = this.state(), digits = this.state(), int = this.state();
+    this.byte(f.start, 0x2d, sign);
+    this.empty(f.start, sign);
+    this.byte(sign, 0x30, zero);
+    this.range(sign, 0x31, 0x39, digits);
+    this.range(digits, 0x30, 0x39, digits);
+    this.empty(zero, int);
+    this.empty(digits, int);
+    if (integer) {
+      this.empty(int, f.end);
+      return f;
+    }
+    const dot = this.state(), frac = this.state(), exp = this.state();
+    const e = this.state(), esign = this.state(), edigits = this.state();
+    this.byte(int, 0x2e, dot);
+    this.range(dot, 0x30, 0x39, frac);
+    this.range(frac, 0x30, 0x39, frac);
+    this.empty(int, exp);
+    this.empty(frac, exp);
+    this.empty(exp, f.end);
+    this.byte(exp, 0x65, e);
+    this.byte(exp, 0x45, e);
+    this.byte(e, 0x2b, esign);
+    this.byte(e, 0x2d, esign);
+    this.empty(e, esign);
+    this.range(esign, 0x30, 0x39, edigits);
+    this.range(edigits, 0x30, 0x39, edigits);
+    this.empty(edigits, f.end);
+    return f;
+  }
+}
+
+const utf8 = new TextEncoder();
+
+/** Keywords that only describe: they do not change which answers a schema allows here. */
+const ANNOTATIONS = new Set([
+  "$schema",
+  "$id",
+  "$comment",
+  "$defs",
+  "definitions",
+  "title",
+  "description",
+  "default",
+  "examples",
+  "format",
+  "deprecated",
+  "readOnly",
+  "writeOnly",
+  "additionalProperties",
+  "strict",
+  "name",
+]);
+/** Keywords this compiler reads. */
+const KNOWN = new Set([
+  "type",
+  "properties",
+  "required",
+  "items",
+  "minItems",
+  "maxItems",
+  "enum",
+  "const",
+  "anyOf",
+  "oneOf",
+  "allOf",
+  "$ref",
+  "nullable",
+]);
+
+type Schema = Record<string, unknown>;
+
+/** Compiles a schema's NFA: one fragment per schema node, `path` naming where for errors. */
+class SchemaCompiler {
+  readonly nfa = new Nfa();
+  readonly #root: Schema;
+  readonly #open: string[] = [];
+
+  constructor(root: Schema) {
+    this.#root = root;
+  }
+
+  value(schema: unknown, path: string): Frag {
+    if (
+      schema === true || (isObject(schema) && Object.keys(schema).every((k) => ANNOTATIONS.has(k)))
+    ) {
+      throw new SchemaError(
+        `${path} allows any value, which structured output cannot hold an answer to: give it a ` +
+          "type (or enum / const)",
+      );
+    }
+    if (!isObject(schema)) {
+      throw new SchemaError(`${path} must be a schema object, got ${JSON.stringify(schema)}`);
+    }
+    for (const k of Object.keys(schema)) {
+      if (!KNOWN.has(k) && !ANNOTATIONS.has(k)) {
+        throw new SchemaError(
+          `${path}: "${k}" is not supported (supported: ${[...KNOWN].join(", ")}; annotations ` +
+            "such as title, description and format are ignored)",
+        );
+      }
+    }
+    const nfa = this.nfa;
+    if (schema.$ref !== undefined) return this.#ref(schema, path);
+    if (schema.const !== undefined) return this.#constant(schema.const);
+    if (schema.enum !== undefined) {
+      if (!Array.isArray(schema.enum) || schema.enum.length === 0) {
+        throw new SchemaError(`${path}.enum must be a non-empty list of values`);
+      }
+      const values = schema.nullable === true ? [...schema.enum, null] : schema.enum;
+      const distinct = new Map(values.map((v) => [JSON.stringify(v), v]));
+      return nfa.alt([...distinct.values()].map((v) => this.#constant(v)));
+    }
+    for (const key of ["anyOf", "oneOf"] as const) {
+      const list = schema[key];
+      if (list === undefined) continue;
+      if (!Array.isArray(list) || list.length === 0) {
+        throw new SchemaError(`${path}.${key} must be a non-empty list of schemas`);
+      }
+      // oneOf's "exactly one": alternatives that overlap would need the rest excluded; answers
+      // the schemas of a real oneOf allow rarely match two, and each matches one of them.
+      const { [key]: _, ...rest } = schema;
+      const base = Object.keys(rest).some((k) => KNOWN.has(k)) ? rest : undefined;
+      return nfa.alt(
+        list.map((s, i) =>
+          this.value(base ? { ...base, ...(s as Schema) } : s, `${path}.${key}[${i}]`)
+        ),
+      );
+    }
+    if (schema.allOf !== undefined) {
+      if (!Array.isArray(schema.allOf) || schema.allOf.length !== 1) {
+        throw new SchemaError(`${path}.allOf is supported with one schema only`);
+      }
+      const { allOf: _, ...rest } = schema;
+      return this.value({ ...rest, ...(schema.allOf[0] as Schema) }, `${path}.allOf[0]`);
+    }
+    const type = schema.type;
+    const types = Array.isArray(type) ? type : type === undefined ? [] : [type];
+    if (schema.nullable === true && !types.includes("null")) types.push("null");
+    if (types.length === 0) {
+      if (schema.properties !== undefined) types.push("object");
+      else if (schema.items !== undefined) types.push("array");
+      else throw new SchemaError(`${path} has no type, enum or const: say which values it takes`);
+    }
+    return nfa.alt(types.map((t) => this.#typed(schema, t, path)));
+  }
+
+  #typed(schema: Schema, type: unknown, path: string): Frag {
+    const nfa = this.nfa;
+    switch (type) {
+      case "string":
+        return nfa.string();
+      case "number":
+      case "integer":
+        return nfa.number(type === "integer");
+      case "boolean":
+        return nfa.alt([nfa.literal(utf8.encode("true")), nfa.literal(utf8.encode("false"))]);
+      case "null":
+        return nfa.literal(utf8.encode("null"));
+      case "array":
+        return this.#array(schema, path);
+      case "object":
+        return this.#object(schema, path);
+    }
+    throw new SchemaError(`${path}.type ${JSON.stringify(type)} is not a JSON schema type`);
+  }
+
+  /** One JSON value exactly (const, an enum's member), its whitespace as everywhere else. */
+  #constant(v: unknown): Frag {
+    const nfa = this.nfa;
+    const sep = () => nfa.seq([nfa.literal([0x2c]), nfa.space()]);
+    if (Array.isArray(v)) {
+      const parts = [nfa.literal([0x5b])];
+      v.forEach((x, i) => parts.push(...(i ? [sep()] : []), this.#constant(x)));
+      return nfa.seq([...parts, nfa.literal([0x5d])]);
+    }
+    if (isObject(v)) {
+      const parts = [nfa.literal([0x7b])];
+      Object.entries(v).forEach(([k, x], i) =>
+        parts.push(
+          ...(i ? [sep()] : []),
+          nfa.literal(utf8.encode(JSON.stringify(k) + ":")),
+          nfa.space(),
+          this.#constant(x),
+        )
+      );
+      return nfa.seq([...parts, nfa.literal([0x7d])]);
+    }
+    return nfa.literal(utf8.encode(JSON.stringify(v)));
+  }
+
+  #array(schema: Schema, path: string): Frag {
+    const nfa = this.nfa;
+    const min = count(schema.minItems, `${path}.minItems`) ?? 0;
+    const max = count(schema.maxItems, `${path}.maxItems`);
+    if (max !== undefined && max < min) {
+      throw new SchemaError(`${path}: maxItems ${max} is below minItems ${min}`);
+    }
+    if (Math.max(min, max ?? 0) > MAX_UNROLLED) {
+      throw new SchemaError(
+        `${path}: minItems / maxItems up to ${MAX_UNROLLED} are supported, got ` +
+          `${Math.max(min, max ?? 0)}`,
+      );
+    }
+    if (schema.items === undefined) {
+      throw new SchemaError(`${path} is an array with no "items": say what its items are`);
+    }
+    const item = () => this.value(schema.items, `${path}.items`);
+    const open = nfa.literal([0x5b]), close = nfa.literal([0x5d]);
+    const sep = () => nfa.seq([nfa.literal([0x2c]), nfa.space()]);
+    const f = nfa.frag();
+    nfa.empty(f.start, open.start);
+    nfa.empty(close.end, f.end);
+    if (min === 0) nfa.empty(open.end, close.start);
+    if (max === 0) return f;
+    // The first item, then up to min in all; from there the list may close, or take more: any
+    // number (no maxItems) or up to max, each written out.
+    let at = nfa.seq([{ start: open.end, end: open.end }, item()]).end;
+    for (let i = 2; i <= min; i++) at = nfa.seq([{ start: at, end: at }, sep(), item()]).end;
+    nfa.empty(at, close.start);
+    if (max === undefined) {
+      const more = nfa.seq([sep(), item()]);
+      nfa.empty(at, more.start);
+      nfa.empty(more.end, at);
+    } else {
+      for (let i = Math.max(min, 1) + 1; i <= max; i++) {
+        at = nfa.seq([{ start: at, end: at }, sep(), item()]).end;
+        nfa.empty(at, close.start);
+      }
+    }
+    return f;
+  }
+
+  #object(schema: Schema, path: string): Frag {
+    const nfa = this.nfa;
+    const props = schema.properties ?? {};
+    if (!isObject(props)) throw new SchemaError(`${path}.properties must be an object`);
+    const required = schema.required ?? [];
+    if (!Array.isArray(required) || !required.every((r) => typeof r === "string")) {
+      throw new SchemaError(`${path}.required must be a list of property names`);
+    }
+    const missing = required.find((r) => !Object.hasOwn(props, r));
+    if (missing !== undefined) {
+      throw new SchemaError(`${path}.required names "${missing}", which is not in its properties`);
+    }
+    const f = nfa.frag();
+    const open = nfa.literal([0x7b]);
+    nfa.empty(f.start, open.start);
+    // Two tracks before each property: nothing written yet (no comma next), or something.
+    let none = open.end, some = nfa.state();
+    for (const [name, sub] of Object.entries(props)) {
+      const p = `${path}.properties.${name}`;
+      const key = () =>
+        nfa.seq([nfa.literal(utf8.encode(JSON.stringify(name) + ":")), nfa.space()]);
+      const first = nfa.seq([key(), this.value(sub, p)]);
+      const later = nfa.seq([nfa.literal([0x2c]), nfa.space(), key(), this.value(sub, p)]);
+      const [none2, some2] = [nfa.state(), nfa.state()];
+      nfa.empty(none, first.start);
+      nfa.empty(first.end, some2);
+      nfa.empty(some, later.start);
+      nfa.empty(later.end, some2);
+      if (!required.includes(name)) {
+        nfa.empty(none, none2);
+        nfa.empty(some, some2);
+      }
+      [none, some] = [none2, some2];
+    }
+    const close = nfa.literal([0x7d]);
+    nfa.empty(none, close.start);
+    nfa.empty(some, close.start);
+    nfa.empty(close.end, f.end);
+    return f;
+  }
+
+  #ref(schema: Schema, path: string): Frag {
+    const ref = schema.$ref;
+    const m = typeof ref === "string" ? /^#\/(\$defs|definitions)\/([^/]+)$/.exec(ref) : null;
+    const defs = m ? this.#root[m[1]] : undefined;
+    const name = m ? m[2].replace(/~1/g, "/").replace(/~0/g, "~") : "";
+    if (!m || !isObject(defs) || !Object.hasOwn(defs, name)) {
+      throw new SchemaError(
+        `${path}.$ref ${JSON.stringify(ref)}: only "#/$defs/<name>" and "#/definitions/<name>" ` +
+          "of this schema are supported",
+      );
+    }
+    if (this.#open.includes(ref as string)) {
+      throw new SchemaError(
+        `${path}.$ref ${JSON.stringify(ref)} refers to itself (through ` +
+          `${this.#open.join(" → ")}): recursive schemas are not supported`,
+      );
+    }
+    this.#open.push(ref as string);
+    try {
+      return this.value(defs[name], `${m[1]}.${name}`);
+    } finally {
+      this.#open.pop();
+    }
+  }
+}
+
+function isObject(x: unknown): x is Schema {
+  return typeof x === "object" && x !== null && !Array.isArray(x);
+}
+
+function count(x: unknown, name: string): number | undefined {
+  if (x === undefined) return undefined;
+  if (!Number.isInteger(x) || (x as number) < 0) {
+    throw new SchemaError(`${name} must be a whole number ≥ 0, got ${JSON.stringify(x)}`);
+  }
+  return x as number;
+}
+
+/** Subset construction: the DFA of `nfa` from `start`, accepting where `end` is reached. */
+function determinize(nfa: Nfa, start: number, end: number, what: string): Dfa {
+  const closure = (set: number[]): number[] => {
+    const seen = new Set(set);
+    const stack = [...set];
+    while (stack.length) {
+      for (const t of nfa.eps[stack.pop()!]) {
+        if (!seen.has(t)) {
+          seen.add(t);
+          stack.push(t);
+        }
+      }
+    }
+    return [...seen].sort((a, b) => a - b);
+  };
+  const ids = new Map<string, number>();
+  const sets: number[][] = [];
+  const next: number[] = [];
+  const accept: number[] = [];
+  const add = (set: number[]): number => {
+    const key = set.join(",");
+    let id = ids.get(key);
+    if (id === undefined) {
+      id = sets.length;
+      if (id >= MAX_DFA_STATES) {
+        throw new SchemaError(
+          `${what} is too large to compile: over ${MAX_DFA_STATES} states (fewer alternatives, ` +
+            "shorter bounded lists or fewer optional properties make it smaller)",
+        );
+      }
+      ids.set(key, id);
+      sets.push(set);
+      accept.push(set.includes(end) ? 1 : 0);
+    }
+    return id;
+  };
+  add(closure([start]));
+  for (let s = 0; s < sets.length; s++) {
+    const targets: number[][] = Array.from({ length: 256 }, () => []);
+    for (const q of sets[s]) {
+      const e = nfa.edges[q];
+      for (let i = 0; i < e.length; i += 3) {
+        for (let b = e[i]; b <= e[i + 1]; b++) targets[b].push(e[i + 2]);
+      }
+    }
+    for (let b = 0; b < 256; b++) {
+      next[s * 256 + b] = targets[b].length ? add(closure(targets[b])) : DFA_NONE;
+    }
+  }
+  return { states: sets.length, next: Uint32Array.from(next), accept: Uint8Array.from(accept) };
+}
+
+/**
+ * The DFA of the answers `schema` allows (a JSON schema object, as OpenAI's json_schema.schema).
+ * @throws SchemaError naming the part of the schema it cannot hold an answer to
+ */
+export function schemaDfa(schema: unknown): Dfa {
+  if (!isObject(schema)) {
+    throw new SchemaError(`a JSON schema must be an object, got ${JSON.stringify(schema)}`);
+  }
+  const c = new SchemaCompiler(schema);
+  const f = c.value(schema, "schema");
+  return determinize(c.nfa, f.start, f.end, "the schema");
+}
+
+/**
+ * The DFA of exactly one of `choices` (vLLM's guided_choice): the answer is one of the strings.
+ * @throws SchemaError for an empty list or a choice that is not a non-empty string
+ */
+export function choiceDfa(choices: unknown): Dfa {
+  if (!Array.isArray(choices) || choices.length === 0) {
+    throw new SchemaError(
+      `choices must be a non-empty list of strings, got ${JSON.stringify(choices)}`,
+    );
+  }
+  const bad = choices.findIndex((c) => typeof c !== "string" || c.length === 0);
+  if (bad >= 0) {
+    throw new SchemaError(
+      `choices[${bad}] must be a non-empty string, got ${JSON.stringify(choices[bad])}`,
+    );
+  }
+  const nfa = new Nfa();
+  const f = nfa.alt(choices.map((c: string) => nfa.literal(utf8.encode(c))));
+  return determinize(nfa, f.start, f.end, "the choice list");
+}

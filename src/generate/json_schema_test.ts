@@ -1,0 +1,279 @@
+import assert from "node:assert/strict";
+import { seeded } from "../ref/_random.ts";
+import {
+  choiceDfa,
+  DFA_NONE,
+  dfaAccepts,
+  dfaWalk,
+  MAX_UNROLLED,
+  schemaDfa,
+  SchemaError,
+} from "./json_schema.ts";
+
+const utf8 = new TextEncoder();
+
+/** A schema using every supported keyword. */
+const SCHEMA = {
+  $defs: {
+    point: {
+      type: "object",
+      properties: { x: { type: "number" }, y: { type: "number" } },
+      required: ["x", "y"],
+    },
+  },
+  type: "object",
+  properties: {
+    name: { type: "string", description: "ignored" },
+    age: { type: "integer" },
+    tags: { type: "array", items: { type: "string" }, maxItems: 3 },
+    kind: { enum: ["cat", "dog", 3, null] },
+    where: { $ref: "#/$defs/point" },
+    ok: { type: "boolean" },
+    nick: { type: ["string", "null"] },
+    path: { type: "array", items: { $ref: "#/$defs/point" }, minItems: 2 },
+    v: { const: { a: [1, "b"] } },
+    any: { anyOf: [{ type: "integer" }, { type: "string", format: "date" }] },
+  },
+  required: ["name", "age", "kind", "where", "path", "v"],
+  additionalProperties: false,
+};
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+/** A random instance of SCHEMA (optional properties left out at random). */
+function instance(rand: () => number): Record<string, Json> {
+  const pick = <T>(xs: T[]) => xs[Math.floor(rand() * xs.length)];
+  const str = () =>
+    Array.from(
+      { length: Math.floor(rand() * 5) },
+      () => pick(["a", " ", '"', "\\", "é", "😀", "\n", "\u0007"]),
+    ).join("");
+  const num = () => pick([0, -1, 2.5, 1e21, -3e-7, 42]);
+  const point = () => ({ x: num(), y: num() });
+  const o: Record<string, Json> = { name: str(), age: pick([0, 7, -12, 123456]) };
+  if (rand() < 0.6) o.tags = Array.from({ length: Math.floor(rand() * 4) }, str);
+  o.kind = pick(["cat", "dog", 3, null]);
+  o.where = point();
+  if (rand() < 0.5) o.ok = rand() < 0.5;
+  if (rand() < 0.5) o.nick = rand() < 0.5 ? null : str();
+  o.path = Array.from({ length: 2 + Math.floor(rand() * 3) }, point);
+  o.v = { a: [1, "b"] };
+  if (rand() < 0.5) o.any = rand() < 0.5 ? 5 : "2026-11-29";
+  return o;
+}
+
+/** JSON text with one space after every `:` and `,` outside strings (the other style allowed). */
+function spaced(value: Json): string {
+  if (Array.isArray(value)) return `[${value.map(spaced).join(", ")}]`;
+  if (value !== null && typeof value === "object") {
+    return `{${
+      Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}: ${spaced(v)}`).join(", ")
+    }}`;
+  }
+  return JSON.stringify(value);
+}
+
+Deno.test("schemaDfa() accepts instances written compact or with spaces, and each prefix goes on", () => {
+  const dfa = schemaDfa(SCHEMA);
+  const rand = seeded(1);
+  for (let i = 0; i < 300; i++) {
+    const v = instance(rand);
+    for (const text of [JSON.stringify(v), spaced(v)]) {
+      assert.ok(dfaAccepts(dfa, text), text);
+      const bytes = utf8.encode(text);
+      for (let n = 0; n < bytes.length; n++) {
+        const s = dfaWalk(dfa, 0, bytes.subarray(0, n));
+        assert.notEqual(s, DFA_NONE, `prefix ${n} of ${text}`);
+        assert.equal(dfa.accept[s], 0, `${text} ends early at ${n}`);
+      }
+    }
+  }
+});
+
+Deno.test("schemaDfa() refuses answers the schema does not allow", () => {
+  const dfa = schemaDfa(SCHEMA);
+  const ok = JSON.stringify(instance(seeded(2)));
+  const base = {
+    name: "a",
+    age: 1,
+    kind: "cat",
+    where: { x: 1, y: 2 },
+    path: [{ x: 1, y: 2 }, { x: 3, y: 4 }],
+    v: { a: [1, "b"] },
+  };
+  assert.ok(dfaAccepts(dfa, JSON.stringify(base)));
+  const refused = [
+    { ...base, age: 1.5 }, // integer
+    { ...base, kind: "cow" }, // enum
+    { ...base, path: [{ x: 1, y: 2 }] }, // minItems 2
+    { ...base, tags: ["a", "b", "c", "d"] }, // maxItems 3
+    { ...base, extra: 1 }, // a property it does not list
+    { age: 1, name: "a", kind: "cat", where: base.where, path: base.path, v: base.v }, // order
+    { ...base, where: { y: 2, x: 1 } },
+    { ...base, v: { a: [1, "c"] } }, // const
+    { ...base, nick: 3 },
+    { ...base, any: true },
+  ];
+  for (const v of refused) assert.ok(!dfaAccepts(dfa, JSON.stringify(v)), JSON.stringify(v));
+  const { name: _, ...noName } = base;
+  assert.ok(!dfaAccepts(dfa, JSON.stringify(noName)), "a required property left out");
+  for (const text of [" " + ok, ok + " ", ok + "\n", ok.replace(":", " :"), `{"name":"a\u0001"}`]) {
+    assert.ok(!dfaAccepts(dfa, text), text);
+  }
+  // Strings are strict UTF-8: an encoded surrogate (ED A0 80) is refused, as in JSON mode.
+  const inName = dfaWalk(dfa, 0, utf8.encode('{"name":"'));
+  assert.notEqual(inName, DFA_NONE);
+  assert.equal(dfaWalk(dfa, inName, [0xed, 0xa0, 0x80]), DFA_NONE);
+  assert.notEqual(dfaWalk(dfa, inName, [0xed, 0x9f, 0xbf]), DFA_NONE);
+});
+
+Deno.test("schemaDfa() writes bounded lists out and counts their items", () => {
+  for (const [min, max] of [[0, 0], [0, 1], [1, 1], [2, 4], [0, undefined], [3, undefined]]) {
+    const dfa = schemaDfa({
+      type: "array",
+      items: { type: "integer" },
+      minItems: min,
+      maxItems: max,
+    });
+    for (let n = 0; n <= 6; n++) {
+      const list = JSON.stringify(Array.from({ length: n }, (_, i) => i));
+      const want = n >= min! && (max === undefined || n <= max);
+      assert.equal(dfaAccepts(dfa, list), want, `${list} of [${min}, ${max}]`);
+    }
+  }
+});
+
+Deno.test("schemaDfa() and choiceDfa() refuse what they cannot hold an answer to, saying where", () => {
+  const cases: [unknown, RegExp][] = [
+    [{ type: "string", pattern: "^a" }, /schema: "pattern" is not supported/],
+    [{ type: "object", properties: { a: {} } }, /schema\.properties\.a allows any value/],
+    [true, /a JSON schema must be an object/],
+    [
+      { type: "object", properties: { n: { type: "integer", minimum: 0 } } },
+      /properties\.n: "minimum" is not supported/,
+    ],
+    [{
+      $defs: { t: { type: "object", properties: { c: { $ref: "#/$defs/t" } } } },
+      $ref: "#/$defs/t",
+    }, /recursive schemas are not supported/],
+    [{ $ref: "https://example.com/s.json" }, /only "#\/\$defs\/<name>"/],
+    [
+      { type: "array", items: { type: "string" }, maxItems: MAX_UNROLLED + 1 },
+      /minItems \/ maxItems up to 32/,
+    ],
+    [{ type: "array" }, /with no "items"/],
+    [{ type: "object", properties: {}, required: ["a"] }, /required names "a"/],
+    [{ type: "date" }, /type "date" is not a JSON schema type/],
+  ];
+  for (const [schema, message] of cases) {
+    assert.throws(
+      () => schemaDfa(schema),
+      (e) => e instanceof SchemaError && message.test(e.message),
+      JSON.stringify(schema),
+    );
+  }
+  // Many optional properties of long strings still compile; a union past the state budget does not.
+  const wide = {
+    type: "object",
+    properties: Object.fromEntries(
+      Array.from({ length: 40 }, (_, i) => [`p${i}`, { type: "string" }]),
+    ),
+  };
+  assert.ok(schemaDfa(wide).states > 40);
+  assert.throws(() => choiceDfa([]), SchemaError);
+  assert.throws(() => choiceDfa(["a", ""]), /choices\[1\] must be a non-empty string/);
+});
+
+Deno.test("choiceDfa() accepts exactly one of the choices", () => {
+  const dfa = choiceDfa(["yes", "no", "not sure", "né"]);
+  for (const c of ["yes", "no", "not sure", "né"]) assert.ok(dfaAccepts(dfa, c), c);
+  for (const c of ["", "ye", "yess", "no ", "not", "Yes"]) assert.ok(!dfaAccepts(dfa, c), c);
+  // "no" is a whole answer and the start of "not sure": accepting, and it goes on.
+  const s = dfaWalk(dfa, 0, utf8.encode("no"));
+  assert.equal(dfa.accept[s], 1);
+  assert.notEqual(dfaWalk(dfa, s, utf8.encode("t")), DFA_NONE);
+});
+
+Deno.test("schemaDfa() of a flat object stays small (its table is 1 KiB a state on the GPU)", () => {
+  const dfa = schemaDfa({
+    type: "object",
+    properties: {
+      title: { type: "string" },
+      year: { type: "integer" },
+      tags: { type: "array", items: { type: "string" } },
+    },
+    required: ["title", "year", "tags"],
+  });
+  assert.ok(dfa.states < 120, `${dfa.states} states`);
+});
+
+/** Whether `v` is an instance of `schema` (the keywords SCHEMA uses; JSON Schema's meaning). */
+function valid(v: Json, schema: Record<string, unknown>, root = schema): boolean {
+  const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+  if (schema.$ref) {
+    const name = (schema.$ref as string).split("/").pop()!;
+    return valid(v, (root.$defs as Record<string, Record<string, unknown>>)[name], root);
+  }
+  if ("const" in schema) return same(v, schema.const);
+  if (schema.enum) return (schema.enum as unknown[]).some((e) => same(e, v));
+  if (schema.anyOf) {
+    return (schema.anyOf as Record<string, unknown>[]).some((s) => valid(v, s, root));
+  }
+  const types = [schema.type].flat();
+  return types.some((t) => {
+    switch (t) {
+      case "string":
+        return typeof v === "string";
+      case "integer":
+        return Number.isInteger(v);
+      case "number":
+        return typeof v === "number";
+      case "boolean":
+        return typeof v === "boolean";
+      case "null":
+        return v === null;
+      case "array":
+        return Array.isArray(v) && v.length >= ((schema.minItems as number) ?? 0) &&
+          v.length <= ((schema.maxItems as number) ?? Infinity) &&
+          v.every((x) => valid(x, schema.items as Record<string, unknown>, root));
+      case "object": {
+        if (v === null || typeof v !== "object" || Array.isArray(v)) return false;
+        const props = schema.properties as Record<string, Record<string, unknown>>;
+        return Object.keys(v).every((k) => k in props && valid(v[k], props[k], root)) &&
+          (schema.required as string[]).every((k) => k in v);
+      }
+    }
+    return false;
+  });
+}
+
+Deno.test("schemaDfa() accepts only instances (mutated answers checked by a validator)", () => {
+  const dfa = schemaDfa(SCHEMA);
+  const rand = seeded(3);
+  const alphabet = [...'{}[]",: 0123456789-.eEtrufalsn\\abcxy', "é"];
+  let accepted = 0;
+  for (let i = 0; i < 3000; i++) {
+    const v = instance(rand);
+    const text = [...(rand() < 0.5 ? JSON.stringify(v) : spaced(v))];
+    for (let e = 0; e < 1 + Math.floor(rand() * 2); e++) {
+      const at = Math.floor(rand() * text.length);
+      const c = alphabet[Math.floor(rand() * alphabet.length)];
+      const kind = Math.floor(rand() * 3);
+      if (kind === 0) text.splice(at, 0, c);
+      else if (kind === 1) text.splice(at, 1);
+      else text.splice(at, 1, c);
+    }
+    const mutated = text.join("");
+    if (!dfaAccepts(dfa, mutated)) continue;
+    accepted++;
+    let parsed: Json;
+    try {
+      parsed = JSON.parse(mutated);
+    } catch {
+      assert.fail(`accepted, but JSON.parse refuses ${mutated}`);
+    }
+    assert.ok(valid(parsed, SCHEMA), `accepted, but not an instance: ${mutated}`);
+  }
+  // Some mutations keep an instance (a digit for a digit, a letter inside a string).
+  assert.ok(accepted > 200, `${accepted} accepted`);
+});
