@@ -51,6 +51,7 @@ import {
   stateAfter,
   tokenTable,
 } from "./generate/json_grammar.ts";
+import { DFA_NONE, dfaWalk } from "./generate/json_schema.ts";
 import type {
   ChatEngine,
   ChatMessage,
@@ -153,7 +154,7 @@ export class Pipeline implements ChatEngine {
   readonly #cache: PromptCache | undefined;
   /** Aborted by dispose(): ends the generation in progress and those queued. */
   readonly #closing = new AbortController();
-  /** JSON mode's token table on the GPU, made by the first request that asks for JSON mode. */
+  /** The vocabulary's bytes on the GPU, made by the first request with a responseFormat. */
   #jsonTable?: GpuTokenTable;
 
   private constructor(
@@ -331,20 +332,22 @@ export class Pipeline implements ChatEngine {
     this.#checkOpen();
     const o = resolveOptions(options, this.generationConfig);
     const prompt = await this.prepare(messages, o);
-    yield* this.#run(prompt, o, this.#jsonStart(messages, prompt, o));
+    yield* this.#run(prompt, o, this.#constraintStart(messages, prompt, o));
   }
 
   /**
-   * JSON mode's start state: a continued final message's text must itself be the start of a JSON
-   * object, and the answer goes on from there.
-   * @throws InvalidInputError when it is not
+   * The constraint's start state: a continued final message's text must itself begin an answer
+   * it allows (the start of a JSON object, of the schema's instance, of a choice), and the answer
+   * goes on from there.
+   * @throws InvalidInputError when it does not
    */
-  #jsonStart(
+  #constraintStart(
     messages: readonly ChatMessage[],
     prompt: PreparedPrompt,
     o: ResolvedOptions,
   ): GrammarState {
-    if (!o.json || !o.continueFinalMessage) return initialState();
+    const c = o.constraint;
+    if (!c || !o.continueFinalMessage) return initialState();
     const content = messages[messages.length - 1].content;
     const text = typeof content === "string"
       ? content
@@ -352,12 +355,19 @@ export class Pipeline implements ChatEngine {
     // The template may have trimmed the text's trailing whitespace (chat_template.ts): the prompt
     // ends with what the answer continues.
     const shown = this.tokenizer.decode(prompt.inputIds).endsWith(text) ? text : text.trimEnd();
-    const start = stateAfter(shown);
+    let start: GrammarState | undefined;
+    if (c === "json_object") {
+      start = stateAfter(shown);
+    } else {
+      const q = dfaWalk(c, 0, new TextEncoder().encode(shown));
+      if (q !== DFA_NONE) (start = initialState())[0] = q;
+    }
     if (!start) {
       throw new InvalidInputError(
-        'responseFormat "json_object" with continueFinalMessage: the final message ' +
-          `${JSON.stringify(shown.slice(0, 80))} is not the start of a JSON object, so no ` +
-          "continuation of it can be one",
+        "responseFormat with continueFinalMessage: the final message " +
+          `${JSON.stringify(shown.slice(0, 80))} does not begin ${
+            c === "json_object" ? "a JSON object" : "an answer it allows"
+          }, so no continuation of it can be one`,
       );
     }
     return start;
@@ -467,7 +477,7 @@ export class Pipeline implements ChatEngine {
   async *#run(
     prompt: PreparedPrompt,
     o: ResolvedOptions,
-    jsonStart: GrammarState = initialState(),
+    start: GrammarState = initialState(),
   ): AsyncGenerator<GenerationEvent, void, undefined> {
     // dispose() ends this generation too (finishReason "abort"), before it frees the GPU memory.
     o.signal = o.signal ? AbortSignal.any([o.signal, this.#closing.signal]) : this.#closing.signal;
@@ -485,14 +495,14 @@ export class Pipeline implements ChatEngine {
       yield* runGeneration(this.model, this.tokenizer, prompt, o, {
         loopDetector: () => new LoopDetector(loop),
         promptCache: this.#cache,
-        ...(o.json ? { json: { table: this.#tokenTable(), start: jsonStart } } : {}),
+        ...(o.constraint ? { grammar: { table: this.#tokenTable(), start } } : {}),
       });
     } finally {
       release();
     }
   }
 
-  /** JSON mode's token table, uploaded once (about 0.4 s and 1.6 MB for Qwen2's vocabulary). */
+  /** The vocabulary's bytes, uploaded once (about 0.4 s and 1.6 MB for Qwen2's vocabulary). */
   #tokenTable(): GpuTokenTable {
     this.#jsonTable ??= uploadTokenTable(
       this.model.gpu,

@@ -640,14 +640,56 @@ Deno.test("Pipeline.generate() responseFormat json_object continues a final mess
       responseFormat: "json_object",
       continueFinalMessage: true,
     }),
-    /"Sure: \{" is not the start of a JSON object/,
+    /"Sure: \{" does not begin a JSON object/,
   );
   await assert.rejects(
     p.chat(TEXT, { responseFormat: "json_schema" as "json_object" }),
-    /responseFormat must be "text" or "json_object", got "json_schema"/,
+    /responseFormat must be "text", "json_object", .* got "json_schema"/,
   );
   await assert.rejects(
     p.chat(TEXT, { responseFormat: "json_object", ignoreEos: true }),
     /ignoreEos leaves none/,
+  );
+});
+
+Deno.test("Pipeline.chat() responseFormat jsonSchema and choice: the answer is an instance, whole", async () => {
+  const p = await pipeline;
+  const schema = {
+    type: "object",
+    properties: { answer: { enum: ["yes", "no"] }, sure: { type: "boolean" }, n: { type: "null" } },
+    required: ["answer", "sure"],
+  };
+  for (const options of [{}, { temperature: 1, seed: 3 }, { temperature: 1.5, seed: 4, topK: 0 }]) {
+    const r = await p.chat(TEXT, {
+      ...options,
+      maxNewTokens: 38,
+      responseFormat: { jsonSchema: schema },
+    });
+    assert.equal(r.finishReason, "stop", r.text);
+    const v = JSON.parse(r.text);
+    assert.deepEqual(Object.keys(v).slice(0, 2), ["answer", "sure"]);
+    assert.ok(["yes", "no"].includes(v.answer) && typeof v.sure === "boolean", r.text);
+    const choice = await p.chat(TEXT, {
+      ...options,
+      maxNewTokens: 38,
+      responseFormat: { choice: ["sunny", "rainy", "no idea"] },
+    });
+    assert.equal(choice.finishReason, "stop");
+    assert.ok(["sunny", "rainy", "no idea"].includes(choice.text), choice.text);
+  }
+  // A continued answer goes on from its start; one the schema cannot continue is refused.
+  const begun: ChatMessage[] = [...TEXT, { role: "assistant", content: '{"answer": "n' }];
+  const r = await p.chat(begun, {
+    maxNewTokens: 30,
+    responseFormat: { jsonSchema: schema },
+    continueFinalMessage: true,
+  });
+  assert.equal(JSON.parse('{"answer": "n' + r.text).answer, "no");
+  await assert.rejects(
+    p.chat([...TEXT, { role: "assistant", content: '{"sure": ' }], {
+      responseFormat: { jsonSchema: schema },
+      continueFinalMessage: true,
+    }),
+    /the final message "\{\\"sure\\": " does not begin an answer it allows/,
   );
 });

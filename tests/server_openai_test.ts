@@ -378,13 +378,42 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
     });
     assert.equal(closed.choices[0].message.content, "{}");
     assert.equal(closed.choices[0].finish_reason, "stop");
-    const schema = s.client.chat.completions.create({
+    // Structured outputs: OpenAI's json_schema; a schema it cannot hold an answer to is a 400.
+    const sea = {
+      type: "object",
+      properties: { calm: { type: "boolean" }, colour: { enum: ["blue", "grey", "green"] } },
+      required: ["calm", "colour"],
+      additionalProperties: false,
+    };
+    const structured = await s.client.chat.completions.create({
       ...params,
-      response_format: { type: "json_schema", json_schema: { name: "sea", schema: {} } },
+      messages: [{ role: "user", content: "Describe the sea." }],
+      response_format: {
+        type: "json_schema",
+        json_schema: { name: "sea", schema: sea, strict: true },
+      },
+      temperature: 1,
+      seed: 9,
+      max_tokens: 40,
+    });
+    assert.equal(structured.choices[0].finish_reason, "stop");
+    const parsed = JSON.parse(structured.choices[0].message.content!);
+    assert.deepEqual(Object.keys(parsed), ["calm", "colour"]);
+    assert.ok(
+      typeof parsed.calm === "boolean" && sea.properties.colour.enum.includes(parsed.colour),
+    );
+    const anything = s.client.chat.completions.create({
+      ...params,
+      response_format: {
+        type: "json_schema",
+        json_schema: { name: "x", schema: { type: "object", properties: { a: {} } } },
+      },
     });
     await assert.rejects(
-      schema,
-      (e) => e instanceof OpenAI.BadRequestError && e.param === "response_format",
+      anything,
+      (e) =>
+        e instanceof OpenAI.BadRequestError && e.param === "response_format" &&
+        /response_format: schema\.properties\.a allows any value/.test(e.message),
     );
   } finally {
     engine.dispose();

@@ -46,6 +46,7 @@ options:
                             occurrence, -2..2 (e.g. 1 against endless repetition; 0: none)
   --seed <n>                same seed, same options → same answer
   --format json             JSON mode: the answer is a JSON object (ask for one in --prompt)
+  --json-schema <file|json> structured output: the answer is an instance of this JSON schema
   --stop <text>             stop before this text; repeat for several
   --stop-on-loop            stop when the answer keeps repeating itself
   --ignore-eos              run past the end-of-sequence ids to --max-tokens (benchmarks)
@@ -112,6 +113,7 @@ export const SAMPLING_OPTIONS = {
   "frequency-penalty": { type: "string" },
   seed: { type: "string" },
   format: { type: "string" },
+  "json-schema": { type: "string" },
 } as const;
 
 /** The flag of each generation option, for usage errors. */
@@ -128,6 +130,7 @@ const FLAGS: Record<string, string> = {
   stop: "--stop",
   topLogprobs: "--logprobs",
   promptLogprobs: "--prompt-logprobs",
+  responseFormat: "--format",
 };
 
 /**
@@ -143,7 +146,9 @@ export function generateOptions(v: Values, usage: string): GenerateOptions {
     if (!(e instanceof InvalidInputError)) throw e;
     // resolveOptions names the option ("maxNewTokens must be …", "stop[0] must be …").
     const name = e.message.match(/^(\w+)/)?.[1] ?? "";
-    const flag = FLAGS[name];
+    const flag = name === "responseFormat" && v["json-schema"] !== undefined
+      ? "--json-schema"
+      : FLAGS[name];
     throw new UsageError(flag ? e.message.replace(/^\w+(\[\d+\])?/, flag) : e.message, usage);
   }
   return o;
@@ -168,6 +173,13 @@ function readGenerateOptions(v: Values, usage: string): GenerateOptions {
   else if (format !== undefined && format !== "text") {
     throw new UsageError(`--format takes json or text, got ${JSON.stringify(format)}`, usage);
   }
+  const schema = v["json-schema"];
+  if (typeof schema === "string") {
+    if (format === "json") {
+      throw new UsageError("give --format json or --json-schema, not both", usage);
+    }
+    o.responseFormat = { jsonSchema: readSchema(schema, usage) };
+  }
   const stop = stringList(v, "stop");
   if (stop.length) o.stop = stop;
   if (v["stop-on-loop"]) o.stopOnLoop = true;
@@ -177,6 +189,23 @@ function readGenerateOptions(v: Values, usage: string): GenerateOptions {
   set("promptLogprobs", numberOption(v, "prompt-logprobs", usage, true));
   if (v.echo) o.echo = true;
   return o;
+}
+
+/** --json-schema's schema: JSON text (starting with "{"), or a file holding it. */
+function readSchema(arg: string, usage: string): unknown {
+  let text = arg;
+  if (!arg.trimStart().startsWith("{")) {
+    try {
+      text = Deno.readTextFileSync(arg);
+    } catch (e) {
+      throw new UsageError(`--json-schema ${arg}: cannot read it (${(e as Error).message})`, usage);
+    }
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new UsageError(`--json-schema: not JSON (${(e as Error).message})`, usage);
+  }
 }
 
 /**

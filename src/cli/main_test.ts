@@ -386,6 +386,35 @@ Deno.test("generateOptions() reads --format json as JSON mode, and refuses other
     responseFormat: "json_object",
   });
   assert.deepEqual(generateOptions({ format: "text" } as Values, "usage"), {});
+  const schema = { type: "object", properties: { n: { type: "integer" } }, required: ["n"] };
+  assert.deepEqual(
+    generateOptions({ "json-schema": JSON.stringify(schema) } as Values, "usage"),
+    { responseFormat: { jsonSchema: schema } },
+  );
+  const file = Deno.makeTempFileSync({ suffix: ".json" });
+  Deno.writeTextFileSync(file, JSON.stringify(schema));
+  assert.deepEqual(
+    generateOptions({ "json-schema": file } as Values, "usage").responseFormat,
+    { jsonSchema: schema },
+  );
+  Deno.removeSync(file);
+  for (
+    const [v, message] of [
+      [
+        { "json-schema": '{"type": "string", "pattern": "a"}' },
+        /^--json-schema: schema: "pattern" is not supported/,
+      ],
+      [{ "json-schema": "/no/such.json" }, /--json-schema \/no\/such\.json: cannot read it/],
+      [{ "json-schema": "{type" }, /--json-schema: not JSON/],
+      [{ "json-schema": "{}", format: "json" }, /not both/],
+    ] as const
+  ) {
+    assert.throws(
+      () => generateOptions(v as unknown as Values, "usage"),
+      (e) => e instanceof UsageError && message.test(e.message),
+      JSON.stringify(v),
+    );
+  }
   assert.throws(
     () => generateOptions({ format: "yaml" } as Values, "usage"),
     (e) => e instanceof UsageError && /--format takes json or text, got "yaml"/.test(e.message),

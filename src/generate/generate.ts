@@ -28,8 +28,11 @@ export interface RunGenerationHooks extends Omit<DecodeStreamOptions, "ids"> {
    * end (freed instead after an error). Without one, each generation has a session of its own.
    */
   promptCache?: PromptCache;
-  /** JSON mode's token table and start state (needed when the options ask for JSON mode). */
-  json?: Omit<RunGrammar, "endIds">;
+  /**
+   * The constraint's token table and start state (needed when the options' responseFormat holds
+   * the answer to something).
+   */
+  grammar?: Pick<RunGrammar, "table" | "start">;
 }
 
 /**
@@ -133,7 +136,7 @@ export async function* runGeneration(
         stopIds: o.heldStopIds,
       },
       o.logprobs ? o.topLogprobs : undefined,
-      grammar(o, hooks.json),
+      grammar(o, hooks.grammar),
     );
     if (echo) yield { type: "delta", text: "", prompt: echo };
     return yield* decodeStream(run, o, skipUnknownIds(decoder, tokenizer.vocabSize), {
@@ -161,11 +164,15 @@ export async function* runGeneration(
   }
 }
 
-/** JSON mode's part of the run, if the options ask for it: the answer ends at the stop ids. */
-function grammar(o: ResolvedOptions, json: RunGenerationHooks["json"]): RunGrammar | undefined {
-  if (!o.json) return undefined;
-  if (!json) throw new Error("runGeneration: JSON mode needs hooks.json (the token table)");
-  return { ...json, endIds: o.stopTokenIds };
+/** The constraint's part of the run, if the options ask for one: the answer ends at the stop ids. */
+function grammar(
+  o: ResolvedOptions,
+  g: RunGenerationHooks["grammar"],
+): RunGrammar | undefined {
+  if (!o.constraint) return undefined;
+  if (!g) throw new Error("runGeneration: responseFormat needs hooks.grammar (the token table)");
+  const dfa = o.constraint === "json_object" ? {} : { dfa: o.constraint };
+  return { ...g, ...dfa, endIds: o.stopTokenIds };
 }
 
 /**

@@ -7,6 +7,7 @@ import { InvalidInputError, ModelFileError } from "../errors.ts";
 import type { GenerateOptions } from "./types.ts";
 import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
 import { MAX_HELD_STOPS, MAX_LOGIT_BIAS } from "../../kernels/sample.ts";
+import { choiceDfa, type Dfa, schemaDfa, SchemaError } from "./json_schema.ts";
 
 /** Hard ceiling on `maxNewTokens` (QVQ's reasoning fits; longer runs are loops in practice). */
 export const MAX_NEW_TOKENS_LIMIT = 8192;
@@ -156,8 +157,11 @@ export interface ResolvedOptions {
   /** Token ids that end generation (not part of the text). */
   stopTokenIds: number[];
   stopOnLoop: boolean;
-  /** JSON mode (responseFormat "json_object"). */
-  json: boolean;
+  /**
+   * What the answer is held to (responseFormat): "json_object" (JSON mode's automaton), or the DFA
+   * of a JSON schema or a choice list; undefined: nothing.
+   */
+  constraint?: "json_object" | Dfa;
   signal?: AbortSignal;
 }
 
@@ -307,11 +311,11 @@ export function resolveOptions(
     );
   }
   const stopOnLoop = boolField(o, "stopOnLoop");
-  const json = responseFormatField(o.responseFormat);
-  if (json && ignoreEos && stopTokenIds.length === 0) {
+  const constraint = responseFormatField(o.responseFormat);
+  if (constraint && ignoreEos && stopTokenIds.length === 0) {
     throw new InvalidInputError(
-      'responseFormat "json_object" ends the answer with an end-of-sequence or stop id once the ' +
-        "object is closed, but ignoreEos leaves none: give stopTokenIds, or drop ignoreEos",
+      "responseFormat ends the answer with an end-of-sequence or stop id once it is whole, but " +
+        "ignoreEos leaves none: give stopTokenIds, or drop ignoreEos",
     );
   }
   const echo = boolField(o, "echo");
@@ -355,17 +359,33 @@ export function resolveOptions(
     stop,
     stopTokenIds,
     stopOnLoop,
-    json,
+    ...(constraint ? { constraint } : {}),
     signal,
   };
 }
 
-/** Whether responseFormat asks for JSON mode. */
-function responseFormatField(v: unknown): boolean {
-  if (v === undefined || v === "text") return false;
-  if (v === "json_object") return true;
+/** What responseFormat holds the answer to (undefined: nothing), a schema compiled. */
+function responseFormatField(v: unknown): ResolvedOptions["constraint"] {
+  if (v === undefined || v === "text") return undefined;
+  if (v === "json_object") return "json_object";
+  if (typeof v === "object" && v !== null && !Array.isArray(v)) {
+    const keys = Object.keys(v);
+    try {
+      if (keys.length === 1 && keys[0] === "jsonSchema") {
+        return schemaDfa((v as { jsonSchema: unknown }).jsonSchema);
+      }
+      if (keys.length === 1 && keys[0] === "choice") {
+        return choiceDfa((v as { choice: unknown }).choice);
+      }
+    } catch (e) {
+      // Named as the option, which the server's errors turn into its request field.
+      if (e instanceof SchemaError) throw new SchemaError(`responseFormat: ${e.message}`);
+      throw e;
+    }
+  }
   throw new InvalidInputError(
-    `responseFormat must be "text" or "json_object", got ${preview(v)}`,
+    `responseFormat must be "text", "json_object", { jsonSchema: <schema> } or { choice: ` +
+      `[<strings>] }, got ${preview(v)}`,
   );
 }
 

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { InvalidInputError, ModelFileError } from "../errors.ts";
 import { DEFAULT_MAX_NEW_TOKENS, parseGenerationConfig, resolveOptions } from "./options.ts";
+import { dfaAccepts, SchemaError } from "./json_schema.ts";
 
 const FIXTURE = new URL(
   "../../tests/fixtures/tiny-qwen2vl/generation_config.json",
@@ -164,23 +165,33 @@ Deno.test("resolveOptions() rejects every bad option with its field and value", 
   }
 });
 
-Deno.test("resolveOptions() reads responseFormat: json_object is JSON mode, text none", () => {
+Deno.test("resolveOptions() reads responseFormat: json_object, a schema's DFA, a choice's, text none", () => {
   const config = parseGenerationConfig({ eos_token_id: [2] });
-  assert.equal(resolveOptions({}, config).json, false);
-  assert.equal(resolveOptions({ responseFormat: "text" }, config).json, false);
-  assert.equal(resolveOptions({ responseFormat: "json_object" }, config).json, true);
+  assert.equal(resolveOptions({}, config).constraint, undefined);
+  assert.equal(resolveOptions({ responseFormat: "text" }, config).constraint, undefined);
+  assert.equal(resolveOptions({ responseFormat: "json_object" }, config).constraint, "json_object");
+  const schema = resolveOptions({ responseFormat: { jsonSchema: { type: "integer" } } }, config);
+  assert.ok(typeof schema.constraint === "object" && dfaAccepts(schema.constraint, "-12"));
+  const choice = resolveOptions({ responseFormat: { choice: ["yes", "no"] } }, config);
+  assert.ok(typeof choice.constraint === "object" && dfaAccepts(choice.constraint, "no"));
   assert.throws(
     () => resolveOptions({ responseFormat: "json_schema" as "text" }, config),
-    /responseFormat must be "text" or "json_object", got "json_schema"/,
+    /responseFormat must be "text", "json_object", \{ jsonSchema: <schema> \} or \{ choice/,
   );
-  // Nothing could end the answer once its object closed.
+  // A schema it cannot hold an answer to fails here, naming where (before a request queues).
+  assert.throws(
+    () =>
+      resolveOptions({ responseFormat: { jsonSchema: { type: "string", pattern: "a+" } } }, config),
+    (e) => e instanceof SchemaError && /"pattern" is not supported/.test(e.message),
+  );
+  // Nothing could end the answer once whole.
   assert.throws(
     () => resolveOptions({ responseFormat: "json_object", ignoreEos: true }, config),
     /ignoreEos leaves none/,
   );
   assert.equal(
     resolveOptions({ responseFormat: "json_object", ignoreEos: true, stopTokenIds: [5] }, config)
-      .json,
-    true,
+      .constraint,
+    "json_object",
   );
 });

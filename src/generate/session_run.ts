@@ -23,20 +23,30 @@ import {
   grammarAdvance,
   grammarMask,
   maskWords,
+  uploadDfa,
   writeGrammar,
 } from "../../kernels/grammar.ts";
 import type { GrammarState } from "./json_grammar.ts";
+import type { Dfa } from "./json_schema.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import type { Qwen2VLModel, Session } from "../model/qwen2vl.ts";
 import type { DecodeRun } from "./decode_stream.ts";
 
-/** JSON mode's part of a run (src/generate/json_grammar.ts). */
+/**
+ * The constraint's part of a run: JSON mode's automaton (src/generate/json_grammar.ts) or a
+ * schema's or choice list's DFA (src/generate/json_schema.ts).
+ */
 export interface RunGrammar {
   /** The vocabulary's bytes on the GPU (one per model). */
   table: GpuTokenTable;
-  /** The automaton's state before the first token (a continued answer's: after its start). */
+  /** The DFA to hold the answer to; absent: JSON mode's automaton. */
+  dfa?: Dfa;
+  /**
+   * The state before the first token (a continued answer's: after its start): the automaton's
+   * words, or with a DFA its state in word 0.
+   */
   start: GrammarState;
-  /** Ids that end the answer, allowed once the object is closed. */
+  /** Ids that end the answer, allowed once it is whole. */
   endIds: readonly number[];
 }
 
@@ -96,17 +106,19 @@ export class SessionRun implements DecodeRun {
       const state = createGrammar(gpu, "generate.grammar");
       writeGrammar(gpu, state, grammar.start, grammar.endIds);
       allowed = createStorage(gpu, maskWords(shape.vocab) * 4, "generate.allowed");
+      const dfa = grammar.dfa && uploadDfa(gpu, grammar.dfa);
       const g = {
         table: grammar.table,
         grammar: state,
         state: session.state,
         tokens: session.tokens,
+        dfa,
       };
       this.#grammar = {
-        mask: grammarMask(gpu, { table: grammar.table, grammar: state, allowed }),
+        mask: grammarMask(gpu, { table: grammar.table, grammar: state, allowed, dfa }),
         first: grammarAdvance(gpu, g, { afterPrefill: true }),
         next: grammarAdvance(gpu, g),
-        buffers: [state, allowed],
+        buffers: [state, allowed, ...(dfa ? [dfa.buffer] : [])],
       };
     }
     const bufs = {

@@ -106,19 +106,26 @@ export interface GenerateOptions {
   /** Stop with finishReason "loop" when the text keeps repeating itself. */
   stopOnLoop?: boolean;
   /**
-   * `"json_object"`: JSON mode (OpenAI's `response_format`) — every token is drawn from those
-   * that keep the answer the start of a JSON object, and the answer ends (an end-of-sequence or
-   * stop id) only once the object is closed, so an answer that is not cut short by
-   * `maxNewTokens` or a stop string parses with `JSON.parse`. Masked on the GPU, a token at a
-   * time, at about the decode speed without it. Ask for JSON in the prompt too: the model is
-   * held to the syntax, not told what to write. `"text"` (default): no constraint.
+   * What the answer is held to, a token at a time, masked on the GPU at about the decode speed
+   * without it; it ends (an end-of-sequence or stop id) only once whole, so an answer not cut
+   * short by `maxNewTokens` or a stop string is what was asked for:
+   * - `"json_object"`: JSON mode (OpenAI's `response_format`) — a JSON object, any object;
+   * - `{ jsonSchema }`: structured outputs (OpenAI's `json_schema`, vLLM's guided_json) — an
+   *   instance of the schema, its properties in the schema's order (src/generate/json_schema.ts
+   *   lists the keywords supported; others are refused);
+   * - `{ choice }`: exactly one of the strings (vLLM's guided_choice);
+   * - `"text"` (default): nothing.
+   * Say in the prompt what to write, too: the model is held to the form, not told the content.
    * @example
    * ```ts ignore
-   * const r = await pipe.chat(messages, { responseFormat: "json_object" });
-   * const answer = JSON.parse(r.text);
+   * const r = await pipe.chat(messages, {
+   *   responseFormat: { jsonSchema: { type: "object", properties: { count: { type: "integer" } },
+   *     required: ["count"] } },
+   * });
+   * const { count } = JSON.parse(r.text);
    * ```
    */
-  responseFormat?: "text" | "json_object";
+  responseFormat?: "text" | "json_object" | { jsonSchema: unknown } | { choice: string[] };
   /**
    * Cancels generation (also while queued or prefilling). Its KV cache goes to the prompt cache,
    * like a finished one's, or is freed without one.

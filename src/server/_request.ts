@@ -228,9 +228,7 @@ const VLLM_UNSUPPORTED: [string, (x: unknown) => boolean][] = [
   ["allowed_token_ids", (x) => Array.isArray(x) && x.length === 0],
   ["bad_words", (x) => Array.isArray(x) && x.length === 0],
   ["truncate_prompt_tokens", () => false],
-  ["guided_json", () => false],
   ["guided_regex", () => false],
-  ["guided_choice", () => false],
   ["guided_grammar", () => false],
   ["structured_outputs", () => false],
   ["chat_template", () => false],
@@ -601,29 +599,60 @@ function parsePrompt(x: unknown): string | number[] {
 }
 
 /**
- * OpenAI's response_format: `{"type": "json_object"}` is JSON mode; `{"type": "text"}` (or none)
- * no constraint. JSON schemas (`json_schema`) are refused: this server holds answers to JSON's
- * syntax, not to a schema.
+ * What the answer is held to: OpenAI's response_format — `{"type": "json_object"}` (JSON mode),
+ * `{"type": "json_schema", "json_schema": {"schema": …}}` (structured outputs), `{"type":
+ * "text"}` or none — or vLLM's guided_json (a schema, or its JSON text) and guided_choice (a list
+ * of strings). One of them a request. The schema is compiled by the engine (its errors name the
+ * part it cannot hold an answer to).
  */
-function parseResponseFormat(body: Json): "json_object" | undefined {
+function parseResponseFormat(body: Json): GenerateOptions["responseFormat"] {
+  const given = ["response_format", "guided_json", "guided_choice"].filter((k) =>
+    body[k] !== undefined && body[k] !== null &&
+    !(k === "response_format" && isObject(body[k]) && (body[k] as Json).type === "text")
+  );
+  if (given.length > 1) {
+    throw badRequest(given[1], `${given.join(" and ")} both constrain the answer: send one.`);
+  }
+  if (body.guided_choice !== undefined && body.guided_choice !== null) {
+    const choice = body.guided_choice;
+    if (!Array.isArray(choice) || !choice.every((c) => typeof c === "string")) {
+      throw badRequest("guided_choice", "guided_choice must be a list of strings.", "invalid_type");
+    }
+    return { choice };
+  }
+  if (body.guided_json !== undefined && body.guided_json !== null) {
+    let schema = body.guided_json;
+    if (typeof schema === "string") {
+      try {
+        schema = JSON.parse(schema);
+      } catch {
+        throw badRequest(
+          "guided_json",
+          "guided_json must be a JSON schema (an object or its JSON text).",
+        );
+      }
+    }
+    return { jsonSchema: schema };
+  }
   const format = body.response_format;
   if (format === undefined || format === null) return undefined;
   const type = isObject(format) ? format.type : undefined;
   if (type === "text") return undefined;
   if (type === "json_object") return "json_object";
   if (type === "json_schema") {
-    throw badRequest(
-      "response_format",
-      'response_format {"type": "json_schema"} is not supported by this server; ' +
-        '{"type": "json_object"} is (an answer that is a JSON object, with no schema: describe ' +
-        "the fields you want in the prompt).",
-      "unsupported_parameter",
-    );
+    const spec = (format as Json).json_schema;
+    if (!isObject(spec) || spec.schema === undefined) {
+      throw badRequest(
+        "response_format",
+        'response_format {"type": "json_schema"} needs "json_schema": {"name": …, "schema": {…}}.',
+      );
+    }
+    return { jsonSchema: spec.schema };
   }
   throw badRequest(
     "response_format",
-    'response_format must be {"type": "text"} or {"type": "json_object"}; got ' +
-      `${JSON.stringify(format)}.`,
+    'response_format must be {"type": "text"}, {"type": "json_object"} or {"type": ' +
+      `"json_schema", "json_schema": {…}}; got ${JSON.stringify(format)}.`,
     "invalid_value",
   );
 }

@@ -630,11 +630,19 @@ const MALFORMED: [string, unknown, number, string | null][] = [
   ["top_logprobs without logprobs", { ...hello, top_logprobs: 2 }, 400, "top_logprobs"],
   ["tools", { ...hello, tools: [{ type: "function", function: { name: "f" } }] }, 400, "tools"],
   [
-    "json_schema response_format",
-    { ...hello, response_format: { type: "json_schema", json_schema: { name: "x", schema: {} } } },
+    "json_schema response_format without a schema",
+    { ...hello, response_format: { type: "json_schema", json_schema: { name: "x" } } },
     400,
     "response_format",
   ],
+  [
+    "response_format and guided_json both",
+    { ...hello, response_format: { type: "json_object" }, guided_json: { type: "object" } },
+    400,
+    "guided_json",
+  ],
+  ["guided_choice of numbers", { ...hello, guided_choice: [1, 2] }, 400, "guided_choice"],
+  ["guided_json of bad JSON text", { ...hello, guided_json: "{type" }, 400, "guided_json"],
   ["response_format a string", { ...hello, response_format: "json" }, 400, "response_format"],
   [
     "response_format of no type",
@@ -644,7 +652,7 @@ const MALFORMED: [string, unknown, number, string | null][] = [
   ],
   // vLLM's extensions this server lacks, at a value that would change the answer.
   ["min_tokens -1", { ...hello, min_tokens: -1 }, 400, "min_tokens"],
-  ["guided_json", { ...hello, guided_json: { type: "object" } }, 400, "guided_json"],
+  ["guided_regex", { ...hello, guided_regex: "a+" }, 400, "guided_regex"],
   [
     "skip_special_tokens false",
     { ...hello, skip_special_tokens: false },
@@ -1113,4 +1121,27 @@ Deno.test("/tokenize and /detokenize: a 404 from an engine without them", async 
   const get = await app.request("/tokenize");
   assert.deepEqual([get.status, get.headers.get("allow")], [405, "POST"]);
   await get.body?.cancel();
+});
+
+Deno.test("structured outputs: json_schema, guided_json (object or text) and guided_choice reach the engine", async () => {
+  const schema = { type: "object", properties: { n: { type: "integer" } }, required: ["n"] };
+  const cases: [Record<string, unknown>, unknown][] = [
+    [
+      {
+        response_format: { type: "json_schema", json_schema: { name: "n", schema, strict: true } },
+      },
+      { jsonSchema: schema },
+    ],
+    [{ guided_json: schema }, { jsonSchema: schema }],
+    [{ guided_json: JSON.stringify(schema) }, { jsonSchema: schema }],
+    [{ guided_choice: ["a", "b"] }, { choice: ["a", "b"] }],
+    [{ response_format: { type: "text" }, guided_choice: ["a"] }, { choice: ["a"] }],
+  ];
+  for (const [fields, want] of cases) {
+    const { app, fake } = setup();
+    const response = await post(app, { ...hello, ...fields });
+    assert.equal(response.status, 200, JSON.stringify(fields));
+    await response.body?.cancel();
+    assert.deepEqual(fake.calls[0].options.responseFormat, want);
+  }
 });
