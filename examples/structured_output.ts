@@ -1,0 +1,54 @@
+/**
+ * Structured outputs: a picture's contents as an instance of a JSON schema your program can use —
+ * OpenAI's `response_format: {"type": "json_schema", …}`, here as the module option
+ * `responseFormat: { jsonSchema }` (`"json_object"` holds an answer to any object instead).
+ *
+ *   deno run -A examples/structured_output.ts [model] [image]
+ *
+ * `model` is a directory or a Hugging Face hub id; by default the bundled tiny model (random
+ * weights: it fills the form with whatever its draws make, and may run out of tokens in a string).
+ */
+import { Pipeline, resolveModel } from "@qvq/webgpu";
+
+const here = (path: string) => new URL(path, import.meta.url).pathname;
+const [
+  model = here("../tests/fixtures/tiny-qwen2vl"),
+  imagePath = here("../tests/fixtures/tiny-qwen2vl/reference/case0_0.png"),
+] = Deno.args;
+
+/** What the program wants to know, as a schema: the answer is an instance, properties in order. */
+const schema = {
+  type: "object",
+  properties: {
+    objects: { type: "array", items: { type: "string" }, maxItems: 8 },
+    count: { type: "integer" },
+    mood: { enum: ["calm", "busy", "tense", "cheerful"] },
+    hasText: { type: "boolean" },
+  },
+  required: ["objects", "count", "mood", "hasText"],
+};
+
+const qvq = await Pipeline.load(await resolveModel(model));
+try {
+  const result = await qvq.chat([{
+    role: "user",
+    content: [
+      { type: "image", image: await Deno.readFile(imagePath) },
+      // The schema holds the answer to its form; the prompt says what goes in it.
+      {
+        type: "text",
+        text:
+          "List the objects in the image, count them, name its mood, and say whether it shows text. Answer in JSON.",
+      },
+    ],
+  }], { responseFormat: { jsonSchema: schema }, maxNewTokens: 512, temperature: 0 });
+  if (result.finishReason !== "stop") {
+    // Cut short (max tokens, a stop string, a loop): the start of an instance, not a whole one.
+    console.error(`the answer was cut short (${result.finishReason}): ${result.text}`);
+    Deno.exit(1);
+  }
+  const { objects, count, mood, hasText } = JSON.parse(result.text);
+  console.log(JSON.stringify({ objects, count, mood, hasText }, null, 2));
+} finally {
+  qvq.dispose();
+}
