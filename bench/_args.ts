@@ -69,6 +69,8 @@ export interface BenchOptions {
    * tokenizer (Qwen2's vocabulary), inside a string: where the mask reads every token's bytes.
    */
   jsonMode: boolean;
+  /** The same with a JSON schema's DFA (structured outputs) instead of JSON mode's automaton. */
+  jsonSchema: boolean;
 }
 
 const USAGE = `deno task bench [options]
@@ -96,6 +98,7 @@ const USAGE = `deno task bench [options]
   --prompt-logprobs N         prefill scoring every prompt token, N alternatives (0..20)
   --json-mode                 decode in JSON mode (response_format json_object), inside a
                               string value: the grammar's mask and advance each step
+  --json-schema               the same held to a JSON schema (its DFA: structured outputs)
 Prints one JSON line.`;
 
 /** Parses argv; throws InvalidInputError with the usage on a bad option. */
@@ -113,6 +116,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     followup: 0,
     penalties: false,
     jsonMode: false,
+    jsonSchema: false,
   };
   const bad = (msg: string): never => {
     throw new InvalidInputError(`${msg}\n${USAGE}`);
@@ -201,6 +205,9 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
         break;
       case "--json-mode":
         o.jsonMode = true;
+        break;
+      case "--json-schema":
+        o.jsonSchema = true;
         break;
       case "--prompt-logprobs":
         o.promptLogprobs = alternatives(flag, val());

@@ -33,7 +33,8 @@ import {
   type SamplingSettings,
 } from "../kernels/mod.ts";
 import { type RunGrammar, SessionRun } from "../src/generate/session_run.ts";
-import { stateAfter, tokenTable } from "../src/generate/json_grammar.ts";
+import { initialState, stateAfter, tokenTable } from "../src/generate/json_grammar.ts";
+import { dfaWalk, schemaDfa } from "../src/generate/json_schema.ts";
 import { uploadTokenTable } from "../kernels/grammar.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 import { pumpTokens } from "../src/generate/token_pump.ts";
@@ -105,6 +106,8 @@ export interface BenchResult {
   prompt_logprobs?: number;
   /** --json-mode: decoded in JSON mode (mask and advance each step), inside a string. */
   json_mode?: boolean;
+  /** --json-schema: decoded held to a JSON schema's DFA, inside a string. */
+  json_schema?: boolean;
   /** With --profile: each dispatch of a decode step timed alone (GPU µs per step). */
   decode_profile?: StepProfile & { step_us: number };
   /** With --profile: each dispatch of the vision tower and of prefill timed alone (GPU µs). */
@@ -277,7 +280,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
     | "load_source"
     | "load_gb_s"
   >;
-  const grammar = o.jsonMode ? await benchGrammar(model) : undefined;
+  const grammar = o.jsonMode || o.jsonSchema ? await benchGrammar(model, o.jsonSchema) : undefined;
   try {
     for (let rep = 0; rep < o.repeat; rep++) {
       const s = model.createSession(maxTokens);
@@ -410,7 +413,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
           (grammar ? 2 : 0),
         ...(o.logprobs !== undefined ? { logprobs: o.logprobs } : {}),
         ...(o.penalties ? { penalties: true } : {}),
-        ...(grammar ? { json_mode: true } : {}),
+        ...(grammar ? { [grammar.dfa ? "json_schema" : "json_mode"]: true } : {}),
         ...(o.promptLogprobs !== undefined ? { prompt_logprobs: o.promptLogprobs } : {}),
         ...(profile ? { decode_profile: profile } : {}),
         ...(ttftProfile ? { ttft_profile: ttftProfile } : {}),
@@ -518,16 +521,32 @@ function sampling(o: BenchOptions): SamplingSettingsNoPrompt {
 type SamplingSettingsNoPrompt = Omit<SamplingSettings, "promptLength">;
 
 /**
- * --json-mode's grammar: Qwen2's vocabulary (the tiny fixture's tokenizer) over the shape's
- * lm_head, starting inside a string value, where every token's bytes are read each step.
+ * --json-mode's (or with `schema`, --json-schema's) grammar: Qwen2's vocabulary (the tiny
+ * fixture's tokenizer) over the shape's lm_head, starting inside a string value, where every
+ * token's bytes are read each step.
  */
-async function benchGrammar(model: Qwen2VLModel): Promise<RunGrammar> {
+async function benchGrammar(model: Qwen2VLModel, schema: boolean): Promise<RunGrammar> {
   const tokenizer = await Tokenizer.load(
     new URL("../tests/fixtures/tiny-qwen2vl/", import.meta.url),
   );
   try {
     const table = uploadTokenTable(model.gpu, tokenTable(tokenizer, model.config.text.vocabSize));
-    return { table, start: stateAfter('{"answer": "')!, endIds: [151645, 151643] };
+    const endIds = [151645, 151643];
+    if (!schema) return { table, start: stateAfter('{"answer": "')!, endIds };
+    // examples/structured_output.ts's schema, in its first string.
+    const dfa = schemaDfa({
+      type: "object",
+      properties: {
+        objects: { type: "array", items: { type: "string" }, maxItems: 8 },
+        count: { type: "integer" },
+        mood: { enum: ["calm", "busy", "tense", "cheerful"] },
+        hasText: { type: "boolean" },
+      },
+      required: ["objects", "count", "mood", "hasText"],
+    });
+    const start = initialState();
+    start[0] = dfaWalk(dfa, 0, new TextEncoder().encode('{"objects": ["'));
+    return { table, dfa, start, endIds };
   } finally {
     tokenizer.dispose();
   }

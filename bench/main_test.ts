@@ -36,6 +36,10 @@ Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
   const lp = parseArgs(["--logprobs", "20", "--penalties", "--json-mode"]);
   assert.deepEqual([lp.logprobs, lp.penalties, lp.jsonMode], [20, true, true]);
   assert.equal(parseArgs([]).jsonMode, false);
+  assert.deepEqual([parseArgs([]).jsonSchema, parseArgs(["--json-schema"]).jsonSchema], [
+    false,
+    true,
+  ]);
   assert.equal(parseArgs([]).promptLogprobs, undefined);
   assert.equal(parseArgs(["--prompt-logprobs", "1"]).promptLogprobs, 1);
   for (
