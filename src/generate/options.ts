@@ -318,6 +318,14 @@ export function resolveOptions(
         "ignoreEos leaves none: give stopTokenIds, or drop ignoreEos",
     );
   }
+  if (constraint && minTokens > 0) {
+    // Once the answer is whole only an end id may follow, which minTokens holds back: the draw
+    // would have nothing left to take.
+    throw new InvalidInputError(
+      `responseFormat and minTokens ${minTokens} do not go together: an answer held to a format ` +
+        "ends when it is whole; ask for a longer answer in the prompt instead",
+    );
+  }
   const echo = boolField(o, "echo");
   const continueFinalMessage = boolField(o, "continueFinalMessage");
   const chatTemplateKwargs = o.chatTemplateKwargs as Record<string, unknown> | undefined;

@@ -184,6 +184,10 @@ Deno.test("resolveOptions() reads responseFormat: json_object, a schema's DFA, a
       resolveOptions({ responseFormat: { jsonSchema: { type: "string", pattern: "a+" } } }, config),
     (e) => e instanceof SchemaError && /"pattern" is not supported/.test(e.message),
   );
+  assert.throws(
+    () => resolveOptions({ responseFormat: "json_object", minTokens: 5 }, config),
+    /responseFormat and minTokens 5 do not go together/,
+  );
   // Nothing could end the answer once whole.
   assert.throws(
     () => resolveOptions({ responseFormat: "json_object", ignoreEos: true }, config),
