@@ -22,7 +22,8 @@ export const WARMUP_SIZES: readonly (readonly [number, number])[] = [[644, 476],
  * Runs the paths a server's first requests take, 2 new tokens each (greedy): one image and a
  * question (the vision tower, a prefill in one chunk), an image of each size (both attention
  * tilings, a prefill of two chunks), and that conversation's next turn (a short prefill after the
- * prompt cache's prefix), the last two with logprobs; then clears the prompt cache, so the warm-up leaves nothing a client
+ * prompt cache's prefix), the last two with logprobs, and two short text answers in JSON mode and
+ * held to a schema; then clears the prompt cache, so the warm-up leaves nothing a client
  * could reuse. A model whose context cannot hold a warm-up prompt stops the warm-up there (what is
  * left compiles at first use).
  */
@@ -51,6 +52,11 @@ export async function warmUp(pipeline: Pipeline): Promise<void> {
       logprobs: true,
       topLogprobs: 1,
     });
+    // JSON mode and a schema (their mask, advance and masked sampler; the vocabulary's byte table,
+    // about 0.4 s to build, is made once here instead of in a first such request).
+    const json = [{ role: "user" as const, content: "Answer in JSON." }];
+    await run(json, { responseFormat: "json_object" });
+    await run(json, { responseFormat: { jsonSchema: { type: "object", properties: {} } } });
   } catch (e) {
     if (!(e instanceof ContextLengthError)) throw e;
   } finally {

@@ -38,6 +38,16 @@ Deno.test("loadEngine({ warmUp }) compiles what a first image request needs and 
         }], { maxNewTokens: 4, temperature: 0, logprobs: true, topLogprobs: 5 + w % 7 })
       ) if (ev.type === "done") result = ev.result;
       assert.equal(engine.model.gpu.pipelineCount, compiled, `no pipeline compiled at ${w} × ${h}`);
+      // Held to a format too (JSON mode, a schema): nothing left to compile.
+      for (const responseFormat of ["json_object", { jsonSchema: { enum: [1, 2] } }] as const) {
+        for await (
+          const _ of engine.generate([{ role: "user", content: `${w}?` }], {
+            maxNewTokens: 3,
+            responseFormat,
+          })
+        );
+        assert.equal(engine.model.gpu.pipelineCount, compiled, JSON.stringify(responseFormat));
+      }
       assert.ok(result!.usage.imageTokens > 0);
       assert.equal(result!.usage.cachedTokens, 0, "the warm-up's prompts were not cached");
       await engine.clearPromptCache();
