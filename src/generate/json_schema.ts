@@ -6,14 +6,21 @@
  * mode's automaton does for any object.
  *
  * A schema without recursion describes a regular language once whitespace is fixed, so a DFA holds
- * it: objects write their properties in the schema's order (optional ones may be left out),
- * strings and numbers are JSON's, enums and consts their compact `JSON.stringify`. Whitespace: one
- * optional space after `:` and `,`, none elsewhere. Supported: `type` (one or a list), `properties`
+ * it: objects write their properties in the schema's order (as JavaScript orders an object's keys:
+ * integer-like names first; optional ones may be left out, and only the listed ones are written, so
+ * `additionalProperties` is moot), strings and numbers are JSON's (`integer`: no fraction or
+ * exponent, so not `1.0`), enums and consts their JSON. Whitespace: one optional space after `:`
+ * and `,`, none elsewhere. Supported: `type` (one or a list), `properties` (required for an object)
  * / `required`, `items` with `minItems` / `maxItems` (a bounded list up to {@link MAX_UNROLLED}
- * items), `enum`, `const`, `anyOf` / `oneOf`, `allOf` of one schema, `$ref` into `$defs` /
- * `definitions` (not recursive), `nullable`; annotations (`title`, `description`, `format`,
- * `default`, …) are ignored. Anything else — a pattern, a length or range bound, a schema that
- * allows any value — is refused with {@link SchemaError}: the answer could not be held to it.
+ * items), `enum` and `const` (beside a `type`: its members of that type), `anyOf` / `oneOf` (with
+ * the keywords beside them merged into each branch, where the branch does not set them too),
+ * `allOf` of one schema, `$ref` into `$defs` / `definitions` (not recursive, nothing beside it),
+ * `nullable` (also null); annotations (`title`, `description`, `format`, `default`,
+ * `discriminator`, …) are ignored. oneOf compiles as anyOf: where its branches overlap, an answer
+ * two of them allow (which breaks its "exactly one") is not refused. Anything else — a pattern, a
+ * length or range bound, a part that allows any value, keywords that would have to be intersected,
+ * a schema past {@link MAX_NFA_STATES} automaton states or {@link MAX_SCHEMA_DEPTH} levels — is
+ * refused with {@link SchemaError}: the answer could not be held to it.
  * @module
  */
 import { InvalidInputError } from "../errors.ts";
@@ -27,6 +34,10 @@ export class SchemaError extends InvalidInputError {
 export const MAX_DFA_STATES = 16384;
 /** Most items a bounded list (`maxItems`) is written out for. */
 export const MAX_UNROLLED = 32;
+/** Most NFA states a schema's compilation may make (each $ref use and list item is a copy). */
+export const MAX_NFA_STATES = 200_000;
+/** Deepest a schema may nest (objects, lists, branches, $refs). */
+export const MAX_SCHEMA_DEPTH = 64;
 /** DFA transition to nowhere. */
 export const DFA_NONE = 0xffffffff;
 
@@ -70,6 +81,12 @@ class Nfa {
   readonly eps: number[][] = [];
 
   state(): number {
+    if (this.edges.length >= MAX_NFA_STATES) {
+      throw new SchemaError(
+        `the schema is too large to compile (over ${MAX_NFA_STATES} automaton states): fewer ` +
+          "nested or repeated parts, shorter bounded lists or fewer $ref uses make it smaller",
+      );
+    }
     this.edges.push([]);
     this.eps.push([]);
     return this.edges.length - 1;
@@ -225,7 +242,10 @@ const ANNOTATIONS = new Set([
   "additionalProperties",
   "strict",
   "name",
+  "discriminator",
 ]);
+/** The keywords that name a schema's values each their own way: one of them a schema. */
+const COMPOSITIONS = ["$ref", "const", "enum", "anyOf", "oneOf", "allOf"] as const;
 /** Keywords this compiler reads. */
 const KNOWN = new Set([
   "type",
@@ -255,7 +275,10 @@ class SchemaCompiler {
     this.#root = root;
   }
 
-  value(schema: unknown, path: string): Frag {
+  value(schema: unknown, path: string, depth = 0): Frag {
+    if (depth > MAX_SCHEMA_DEPTH) {
+      throw new SchemaError(`${path}: the schema nests deeper than ${MAX_SCHEMA_DEPTH} levels`);
+    }
     if (
       schema === true || (isObject(schema) && Object.keys(schema).every((k) => ANNOTATIONS.has(k)))
     ) {
@@ -265,7 +288,7 @@ class SchemaCompiler {
       );
     }
     if (!isObject(schema)) {
-      throw new SchemaError(`${path} must be a schema object, got ${JSON.stringify(schema)}`);
+      throw new SchemaError(`${path} must be a schema object, got ${preview(schema)}`);
     }
     for (const k of Object.keys(schema)) {
       if (!KNOWN.has(k) && !ANNOTATIONS.has(k)) {
@@ -276,51 +299,96 @@ class SchemaCompiler {
       }
     }
     const nfa = this.nfa;
-    if (schema.$ref !== undefined) return this.#ref(schema, path);
-    if (schema.const !== undefined) return this.#constant(schema.const);
-    if (schema.enum !== undefined) {
-      if (!Array.isArray(schema.enum) || schema.enum.length === 0) {
-        throw new SchemaError(`${path}.enum must be a non-empty list of values`);
+    if (schema.nullable !== undefined) {
+      if (typeof schema.nullable !== "boolean") {
+        throw new SchemaError(
+          `${path}.nullable must be true or false, got ${preview(schema.nullable)}`,
+        );
       }
-      const values = schema.nullable === true ? [...schema.enum, null] : schema.enum;
-      const distinct = new Map(values.map((v) => [JSON.stringify(v), v]));
-      return nfa.alt([...distinct.values()].map((v) => this.#constant(v)));
+      const { nullable: _, ...rest } = schema;
+      const inner = this.value(rest, path, depth);
+      return schema.nullable ? nfa.alt([inner, nfa.literal(utf8.encode("null"))]) : inner;
     }
-    for (const key of ["anyOf", "oneOf"] as const) {
-      const list = schema[key];
-      if (list === undefined) continue;
-      if (!Array.isArray(list) || list.length === 0) {
-        throw new SchemaError(`${path}.${key} must be a non-empty list of schemas`);
-      }
-      // oneOf's "exactly one": alternatives that overlap would need the rest excluded; answers
-      // the schemas of a real oneOf allow rarely match two, and each matches one of them.
-      const { [key]: _, ...rest } = schema;
-      const base = Object.keys(rest).some((k) => KNOWN.has(k)) ? rest : undefined;
-      return nfa.alt(
-        list.map((s, i) =>
-          this.value(base ? { ...base, ...(s as Schema) } : s, `${path}.${key}[${i}]`)
-        ),
+    // One way of naming the values at a time; beside it, only keywords it can honour.
+    const ways = COMPOSITIONS.filter((k) => schema[k] !== undefined);
+    if (ways.length > 1) {
+      throw new SchemaError(
+        `${path}: ${ways.join(" beside ")} is not supported: write one of them`,
       );
     }
-    if (schema.allOf !== undefined) {
-      if (!Array.isArray(schema.allOf) || schema.allOf.length !== 1) {
+    const way = ways[0];
+    const siblings = Object.keys(schema).filter((k) => KNOWN.has(k) && k !== way);
+    if (way === "$ref") {
+      if (siblings.length) {
+        throw new SchemaError(
+          `${path}: "$ref" beside ${siblings.join(", ")} is not supported: put them in the ` +
+            "definition",
+        );
+      }
+      return this.#ref(schema, path, depth);
+    }
+    if (way === "const" || way === "enum") {
+      const extra = siblings.filter((k) => k !== "type");
+      if (extra.length) {
+        throw new SchemaError(`${path}: "${way}" beside ${extra.join(", ")} is not supported`);
+      }
+      const list = way === "const" ? [schema.const] : schema.enum;
+      if (!Array.isArray(list) || list.length === 0) {
+        throw new SchemaError(`${path}.enum must be a non-empty list of values`);
+      }
+      const bad = list.find((v) => !isJsonData(v));
+      if (bad !== undefined || list.some((v) => v === undefined)) {
+        throw new SchemaError(`${path}.${way}: values must be JSON data, got ${preview(bad)}`);
+      }
+      // Beside a type, the members of that type (JSON Schema: both must hold).
+      const types = schema.type === undefined ? undefined : typeList(schema.type, path);
+      const kept = list.filter((v) => !types || types.some((t) => hasType(v, t)));
+      if (!kept.length) {
+        throw new SchemaError(
+          `${path}: no value of its ${way} is of its type ${preview(schema.type)}`,
+        );
+      }
+      const distinct = new Map(kept.map((v) => [JSON.stringify(v), v]));
+      return nfa.alt([...distinct.values()].map((v) => this.#constant(v)));
+    }
+    if (way === "anyOf" || way === "oneOf" || way === "allOf") {
+      const list = schema[way];
+      if (!Array.isArray(list) || list.length === 0) {
+        throw new SchemaError(`${path}.${way} must be a non-empty list of schemas`);
+      }
+      if (way === "allOf" && list.length !== 1) {
         throw new SchemaError(`${path}.allOf is supported with one schema only`);
       }
-      const { allOf: _, ...rest } = schema;
-      return this.value({ ...rest, ...(schema.allOf[0] as Schema) }, `${path}.allOf[0]`);
+      // The keywords beside it apply to every branch: merged in, where the branch sets none of
+      // them itself (two of a kind would have to be intersected). oneOf is compiled as anyOf:
+      // an answer its branches both allow would break its "exactly one" (the module doc).
+      return nfa.alt(list.map((branch, i) => {
+        const at = `${path}.${way}[${i}]`;
+        if (!isObject(branch)) {
+          throw new SchemaError(`${at} must be a schema object, got ${preview(branch)}`);
+        }
+        const clash = siblings.find((k) => branch[k] !== undefined);
+        if (clash) {
+          throw new SchemaError(
+            `${at} sets "${clash}", which is also set beside ${way}: not supported (write it in ` +
+              "each branch alone)",
+          );
+        }
+        const merged: Schema = { ...branch };
+        for (const k of siblings) merged[k] = schema[k];
+        return this.value(merged, at, depth + 1);
+      }));
     }
-    const type = schema.type;
-    const types = Array.isArray(type) ? type : type === undefined ? [] : [type];
-    if (schema.nullable === true && !types.includes("null")) types.push("null");
+    const types = schema.type === undefined ? [] : typeList(schema.type, path);
     if (types.length === 0) {
       if (schema.properties !== undefined) types.push("object");
       else if (schema.items !== undefined) types.push("array");
       else throw new SchemaError(`${path} has no type, enum or const: say which values it takes`);
     }
-    return nfa.alt(types.map((t) => this.#typed(schema, t, path)));
+    return nfa.alt(types.map((t) => this.#typed(schema, t, path, depth)));
   }
 
-  #typed(schema: Schema, type: unknown, path: string): Frag {
+  #typed(schema: Schema, type: string, path: string, depth: number): Frag {
     const nfa = this.nfa;
     switch (type) {
       case "string":
@@ -333,11 +401,11 @@ class SchemaCompiler {
       case "null":
         return nfa.literal(utf8.encode("null"));
       case "array":
-        return this.#array(schema, path);
+        return this.#array(schema, path, depth);
       case "object":
-        return this.#object(schema, path);
+        return this.#object(schema, path, depth);
     }
-    throw new SchemaError(`${path}.type ${JSON.stringify(type)} is not a JSON schema type`);
+    throw new SchemaError(`${path}.type ${preview(type)} is not a JSON schema type`);
   }
 
   /** One JSON value exactly (const, an enum's member), its whitespace as everywhere else. */
@@ -364,7 +432,7 @@ class SchemaCompiler {
     return nfa.literal(utf8.encode(JSON.stringify(v)));
   }
 
-  #array(schema: Schema, path: string): Frag {
+  #array(schema: Schema, path: string, depth: number): Frag {
     const nfa = this.nfa;
     const min = count(schema.minItems, `${path}.minItems`) ?? 0;
     const max = count(schema.maxItems, `${path}.maxItems`);
@@ -380,7 +448,7 @@ class SchemaCompiler {
     if (schema.items === undefined) {
       throw new SchemaError(`${path} is an array with no "items": say what its items are`);
     }
-    const item = () => this.value(schema.items, `${path}.items`);
+    const item = () => this.value(schema.items, `${path}.items`, depth + 1);
     const open = nfa.literal([0x5b]), close = nfa.literal([0x5d]);
     const sep = () => nfa.seq([nfa.literal([0x2c]), nfa.space()]);
     const f = nfa.frag();
@@ -406,9 +474,15 @@ class SchemaCompiler {
     return f;
   }
 
-  #object(schema: Schema, path: string): Frag {
+  #object(schema: Schema, path: string, depth: number): Frag {
     const nfa = this.nfa;
-    const props = schema.properties ?? {};
+    const props = schema.properties;
+    if (props === undefined) {
+      throw new SchemaError(
+        `${path} is an object with no "properties": list them (an object of any properties ` +
+          "cannot be held to; properties {} allows only {})",
+      );
+    }
     if (!isObject(props)) throw new SchemaError(`${path}.properties must be an object`);
     const required = schema.required ?? [];
     if (!Array.isArray(required) || !required.every((r) => typeof r === "string")) {
@@ -421,19 +495,19 @@ class SchemaCompiler {
     const f = nfa.frag();
     const open = nfa.literal([0x7b]);
     nfa.empty(f.start, open.start);
-    // Two tracks before each property: nothing written yet (no comma next), or something.
+    // Two tracks before each property: nothing written yet (no comma next), or something. The
+    // property itself is compiled once, entered from either.
     let none = open.end, some = nfa.state();
     for (const [name, sub] of Object.entries(props)) {
       const p = `${path}.properties.${name}`;
-      const key = () =>
-        nfa.seq([nfa.literal(utf8.encode(JSON.stringify(name) + ":")), nfa.space()]);
-      const first = nfa.seq([key(), this.value(sub, p)]);
-      const later = nfa.seq([nfa.literal([0x2c]), nfa.space(), key(), this.value(sub, p)]);
+      const key = nfa.literal(utf8.encode(JSON.stringify(name) + ":"));
+      const entry = nfa.seq([key, nfa.space(), this.value(sub, p, depth + 1)]);
+      const comma = nfa.seq([nfa.literal([0x2c]), nfa.space()]);
       const [none2, some2] = [nfa.state(), nfa.state()];
-      nfa.empty(none, first.start);
-      nfa.empty(first.end, some2);
-      nfa.empty(some, later.start);
-      nfa.empty(later.end, some2);
+      nfa.empty(none, entry.start);
+      nfa.empty(some, comma.start);
+      nfa.empty(comma.end, entry.start);
+      nfa.empty(entry.end, some2);
       if (!required.includes(name)) {
         nfa.empty(none, none2);
         nfa.empty(some, some2);
@@ -447,7 +521,7 @@ class SchemaCompiler {
     return f;
   }
 
-  #ref(schema: Schema, path: string): Frag {
+  #ref(schema: Schema, path: string, depth: number): Frag {
     const ref = schema.$ref;
     const m = typeof ref === "string" ? /^#\/(\$defs|definitions)\/([^/]+)$/.exec(ref) : null;
     const defs = m ? this.#root[m[1]] : undefined;
@@ -466,10 +540,56 @@ class SchemaCompiler {
     }
     this.#open.push(ref as string);
     try {
-      return this.value(defs[name], `${m[1]}.${name}`);
+      return this.value(defs[name], `${m[1]}.${name}`, depth + 1);
     } finally {
       this.#open.pop();
     }
+  }
+}
+
+/** A schema's `type` as a list, each a JSON schema type. */
+function typeList(type: unknown, path: string): string[] {
+  const list = Array.isArray(type) ? [...type] : [type];
+  const bad = list.find((t) => typeof t !== "string" || !TYPES.includes(t));
+  if (bad !== undefined || !list.length) {
+    throw new SchemaError(`${path}.type ${preview(bad ?? type)} is not a JSON schema type`);
+  }
+  return list as string[];
+}
+
+const TYPES = ["string", "number", "integer", "boolean", "null", "array", "object"];
+
+/** Whether JSON value `v` is of JSON schema type `t`. */
+function hasType(v: unknown, t: string): boolean {
+  switch (t) {
+    case "null":
+      return v === null;
+    case "integer":
+      return Number.isInteger(v);
+    case "array":
+      return Array.isArray(v);
+    case "object":
+      return isObject(v);
+    default:
+      return typeof v === t;
+  }
+}
+
+/** Whether `v` is JSON data: null, a string, a boolean, a finite number, or plain lists and objects of them. */
+function isJsonData(v: unknown): boolean {
+  if (v === null || typeof v === "string" || typeof v === "boolean") return true;
+  if (typeof v === "number") return Number.isFinite(v);
+  if (Array.isArray(v)) return v.every(isJsonData);
+  return isObject(v) && [Object.prototype, null].includes(Object.getPrototypeOf(v)) &&
+    Object.values(v).every(isJsonData);
+}
+
+/** A short rendering of a value for messages (JSON where it is JSON). */
+function preview(v: unknown): string {
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return String(v);
   }
 }
 

@@ -277,3 +277,93 @@ Deno.test("schemaDfa() accepts only instances (mutated answers checked by a vali
   // Some mutations keep an instance (a digit for a digit, a letter inside a string).
   assert.ok(accepted > 200, `${accepted} accepted`);
 });
+
+Deno.test("schemaDfa() holds sibling keywords or refuses them; never drops one", () => {
+  const refused: [unknown, RegExp][] = [
+    // "At least one of": required beside anyOf and in its branch would need intersecting.
+    [{
+      type: "object",
+      properties: { a: { type: "string" }, x: { type: "string" } },
+      required: ["a"],
+      anyOf: [{ required: ["x"] }],
+    }, /anyOf\[0\] sets "required", which is also set beside anyOf/],
+    [{ type: "string", anyOf: [{ type: "integer" }] }, /sets "type"/],
+    [{ type: "string", allOf: [{ type: "integer" }] }, /sets "type"/],
+    [{ type: "string", anyOf: [false] }, /anyOf\[0\] must be a schema object, got false/],
+    [{ enum: [1, "x"], anyOf: [{ type: "string" }] }, /enum beside anyOf is not supported/],
+    [{ anyOf: [{ type: "string" }], oneOf: [{ type: "integer" }] }, /anyOf beside oneOf/],
+    [{ const: 1, enum: [1] }, /const beside enum/],
+    [{
+      $defs: { a: { type: "object", properties: { x: { type: "string" } } } },
+      $ref: "#/$defs/a",
+      required: ["x"],
+    }, /"\$ref" beside required is not supported/],
+    [{ enum: [undefined] }, /values must be JSON data, got undefined/],
+    [{ enum: [{ a: undefined }] }, /values must be JSON data/],
+    [{ enum: [NaN] }, /values must be JSON data, got null/],
+    [{ enum: [new Date(0)] }, /values must be JSON data/],
+    [{ enum: [1n] }, /values must be JSON data, got 1/],
+    [{ type: "object" }, /an object with no "properties"/],
+    [{ type: "string", nullable: "yes" }, /nullable must be true or false/],
+    [{ type: "string", enum: [1, 2] }, /no value of its enum is of its type "string"/],
+  ];
+  for (const [schema, message] of refused) {
+    assert.throws(
+      () => schemaDfa(schema),
+      (e) => e instanceof SchemaError && message.test(e.message),
+      String(message),
+    );
+  }
+  // Beside a type, only the enum's members of that type.
+  const typed = schemaDfa({ type: "string", enum: ["a", null, 1] });
+  assert.deepEqual(['"a"', "null", "1"].map((t) => dfaAccepts(typed, t)), [true, false, false]);
+  // Siblings of anyOf that its branches do not set apply to each branch.
+  const merged = schemaDfa({
+    type: "object",
+    anyOf: [{ properties: { a: { type: "integer" } }, required: ["a"] }, {
+      properties: { b: { type: "null" } },
+      required: ["b"],
+    }],
+  });
+  assert.ok(dfaAccepts(merged, '{"a":1}') && dfaAccepts(merged, '{"b":null}'));
+  assert.ok(!dfaAccepts(merged, "1") && !dfaAccepts(merged, "{}"));
+  // nullable adds null (to a type, an enum, a $ref alike) without changing the caller's schema.
+  const types = ["string"];
+  const nullable = schemaDfa({ type: types, nullable: true });
+  assert.ok(dfaAccepts(nullable, "null") && dfaAccepts(nullable, '"s"'));
+  assert.deepEqual(types, ["string"]);
+});
+
+Deno.test("schemaDfa() refuses schemas too large or too deep quickly, and compiles deep objects in linear time", () => {
+  // Twenty nested one-property objects: each property compiled once (was exponential).
+  let nested: Record<string, unknown> = { type: "integer" };
+  for (let i = 0; i < 20; i++) {
+    nested = { type: "object", properties: { a: nested }, required: ["a"] };
+  }
+  const t0 = performance.now();
+  const dfa = schemaDfa(nested);
+  assert.ok(performance.now() - t0 < 2000, `${performance.now() - t0} ms`);
+  assert.ok(dfaAccepts(dfa, '{"a":'.repeat(20) + "7" + "}".repeat(20)));
+  const slow: [unknown, RegExp][] = [];
+  // A chain of definitions each used twice: 2^20 copies.
+  const defs: Record<string, unknown> = { d0: { type: "integer" } };
+  for (let i = 1; i <= 20; i++) {
+    defs[`d${i}`] = { anyOf: [{ $ref: `#/$defs/d${i - 1}` }, { $ref: `#/$defs/d${i - 1}` }] };
+  }
+  slow.push([{ $defs: defs, $ref: "#/$defs/d20" }, /too large to compile/]);
+  // Four nested lists of up to 32 items: 32^4 copies.
+  let lists: Record<string, unknown> = { type: "integer" };
+  for (let i = 0; i < 4; i++) lists = { type: "array", items: lists, maxItems: 32 };
+  slow.push([lists, /too large to compile/]);
+  let deep: Record<string, unknown> = { type: "integer" };
+  for (let i = 0; i < 20_000; i++) deep = { anyOf: [deep] };
+  slow.push([deep, /nests deeper than 64 levels/]);
+  for (const [schema, message] of slow) {
+    const t = performance.now();
+    assert.throws(
+      () => schemaDfa(schema),
+      (e) => e instanceof SchemaError && message.test(e.message),
+    );
+    assert.ok(performance.now() - t < 5000, `${performance.now() - t} ms for ${message}`);
+  }
+});

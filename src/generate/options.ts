@@ -372,6 +372,42 @@ export function resolveOptions(
   };
 }
 
+/**
+ * The DFAs of the last schemas and choice lists compiled, by their JSON: clients send the same
+ * schema request after request, and a request's options are resolved more than once (checked
+ * before it queues, then run). Least recently used first; at most {@link DFA_CACHE_BYTES} of
+ * tables.
+ */
+const dfaCache = new Map<string, Dfa>();
+const DFA_CACHE_BYTES = 64 << 20;
+
+function cachedDfa(kind: string, value: unknown, compile: () => Dfa): Dfa {
+  let key: string | undefined;
+  try {
+    key = `${kind}:${JSON.stringify(value)}`;
+  } catch {
+    // Not JSON (a cycle, a BigInt): the compiler says what is wrong with it.
+  }
+  const hit = key === undefined ? undefined : dfaCache.get(key);
+  if (hit) {
+    dfaCache.delete(key!);
+    dfaCache.set(key!, hit);
+    return hit;
+  }
+  const dfa = compile();
+  if (key !== undefined) {
+    dfaCache.set(key, dfa);
+    let bytes = 0;
+    for (const d of dfaCache.values()) bytes += d.next.byteLength;
+    for (const [k, d] of dfaCache) {
+      if (bytes <= DFA_CACHE_BYTES || k === key) break;
+      dfaCache.delete(k);
+      bytes -= d.next.byteLength;
+    }
+  }
+  return dfa;
+}
+
 /** What responseFormat holds the answer to (undefined: nothing), a schema compiled. */
 function responseFormatField(v: unknown): ResolvedOptions["constraint"] {
   if (v === undefined || v === "text") return undefined;
@@ -380,10 +416,12 @@ function responseFormatField(v: unknown): ResolvedOptions["constraint"] {
     const keys = Object.keys(v);
     try {
       if (keys.length === 1 && keys[0] === "jsonSchema") {
-        return schemaDfa((v as { jsonSchema: unknown }).jsonSchema);
+        const schema = (v as { jsonSchema: unknown }).jsonSchema;
+        return cachedDfa("schema", schema, () => schemaDfa(schema));
       }
       if (keys.length === 1 && keys[0] === "choice") {
-        return choiceDfa((v as { choice: unknown }).choice);
+        const choice = (v as { choice: unknown }).choice;
+        return cachedDfa("choice", choice, () => choiceDfa(choice));
       }
     } catch (e) {
       // Named as the option, which the server's errors turn into its request field.

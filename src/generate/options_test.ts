@@ -199,3 +199,15 @@ Deno.test("resolveOptions() reads responseFormat: json_object, a schema's DFA, a
     "json_object",
   );
 });
+
+Deno.test("resolveOptions() compiles a schema once for repeated requests (the DFA cache)", () => {
+  const config = parseGenerationConfig({ eos_token_id: [2] });
+  const schema = { type: "object", properties: { n: { type: "integer" } }, required: ["n"] };
+  const a = resolveOptions({ responseFormat: { jsonSchema: schema } }, config).constraint;
+  const b = resolveOptions({ responseFormat: { jsonSchema: structuredClone(schema) } }, config)
+    .constraint;
+  assert.ok(typeof a === "object" && a === b, "the same DFA object, not a second compile");
+  const c = resolveOptions({ responseFormat: { jsonSchema: { ...schema, required: [] } } }, config)
+    .constraint;
+  assert.notEqual(c, a);
+});

@@ -615,22 +615,32 @@ function parseResponseFormat(body: Json): GenerateOptions["responseFormat"] {
   }
   if (body.guided_choice !== undefined && body.guided_choice !== null) {
     const choice = body.guided_choice;
-    if (!Array.isArray(choice) || !choice.every((c) => typeof c === "string")) {
-      throw badRequest("guided_choice", "guided_choice must be a list of strings.", "invalid_type");
+    if (
+      !Array.isArray(choice) || !choice.length ||
+      !choice.every((c) => typeof c === "string" && c.length > 0)
+    ) {
+      throw badRequest(
+        "guided_choice",
+        "guided_choice must be a non-empty list of non-empty strings.",
+        "invalid_type",
+      );
     }
     return { choice };
   }
   if (body.guided_json !== undefined && body.guided_json !== null) {
-    let schema = body.guided_json;
+    let schema: unknown = body.guided_json;
     if (typeof schema === "string") {
       try {
         schema = JSON.parse(schema);
       } catch {
-        throw badRequest(
-          "guided_json",
-          "guided_json must be a JSON schema (an object or its JSON text).",
-        );
+        schema = undefined;
       }
+    }
+    if (!isObject(schema)) {
+      throw badRequest(
+        "guided_json",
+        "guided_json must be a JSON schema (an object or its JSON text).",
+      );
     }
     return { jsonSchema: schema };
   }

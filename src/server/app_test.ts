@@ -642,6 +642,8 @@ const MALFORMED: [string, unknown, number, string | null][] = [
     "guided_json",
   ],
   ["guided_choice of numbers", { ...hello, guided_choice: [1, 2] }, 400, "guided_choice"],
+  ["guided_choice empty", { ...hello, guided_choice: [] }, 400, "guided_choice"],
+  ["guided_json a number", { ...hello, guided_json: 5 }, 400, "guided_json"],
   ["guided_json of bad JSON text", { ...hello, guided_json: "{type" }, 400, "guided_json"],
   ["response_format a string", { ...hello, response_format: "json" }, 400, "response_format"],
   [
