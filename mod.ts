@@ -129,4 +129,5 @@ export {
   InvalidInputError,
   ModelFileError,
   QvqError,
+  SchemaError,
 } from "./src/errors.ts";

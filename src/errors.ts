@@ -25,6 +25,12 @@ export class InvalidInputError extends QvqError {}
  */
 export class ContextLengthError extends InvalidInputError {}
 
+/**
+ * A JSON schema (or choice list) that structured outputs cannot hold an answer to: an
+ * InvalidInputError whose message names the part of the schema and why.
+ */
+export class SchemaError extends InvalidInputError {}
+
 /** No usable WebGPU adapter, a device lost, or a GPU limit exceeded (e.g. out of memory). */
 export class GpuError extends QvqError {}
 
@@ -43,6 +49,7 @@ export const ERROR_CLASSES: Readonly<Record<string, new (message: string) => Qvq
   ModelFileError,
   InvalidInputError,
   ContextLengthError,
+  SchemaError,
   GpuError,
   EngineClosedError,
 };

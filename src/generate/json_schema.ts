@@ -23,12 +23,7 @@
  * refused with {@link SchemaError}: the answer could not be held to it.
  * @module
  */
-import { InvalidInputError } from "../errors.ts";
-
-/** Thrown for a schema (or choice list) that cannot be compiled; the message names where. */
-export class SchemaError extends InvalidInputError {
-  override name = "SchemaError";
-}
+import { SchemaError } from "../errors.ts";
 
 /** Most DFA states a schema may compile to (its table: 1 KiB a state on the GPU). */
 export const MAX_DFA_STATES = 16384;
@@ -570,8 +565,12 @@ function hasType(v: unknown, t: string): boolean {
       return Array.isArray(v);
     case "object":
       return isObject(v);
-    default:
-      return typeof v === t;
+    case "string":
+      return typeof v === "string";
+    case "boolean":
+      return typeof v === "boolean";
+    default: // number
+      return typeof v === "number";
   }
 }
 

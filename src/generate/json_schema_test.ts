@@ -7,8 +7,8 @@ import {
   dfaWalk,
   MAX_UNROLLED,
   schemaDfa,
-  SchemaError,
 } from "./json_schema.ts";
+import { SchemaError } from "../errors.ts";
 
 const utf8 = new TextEncoder();
 

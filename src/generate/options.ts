@@ -3,11 +3,11 @@
  * validator every caller's {@link GenerateOptions} go through.
  * @module
  */
-import { InvalidInputError, ModelFileError } from "../errors.ts";
+import { InvalidInputError, ModelFileError, SchemaError } from "../errors.ts";
 import type { GenerateOptions } from "./types.ts";
 import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
 import { MAX_HELD_STOPS, MAX_LOGIT_BIAS } from "../../kernels/sample.ts";
-import { choiceDfa, type Dfa, schemaDfa, SchemaError } from "./json_schema.ts";
+import { choiceDfa, type Dfa, schemaDfa } from "./json_schema.ts";
 
 /** Hard ceiling on `maxNewTokens` (QVQ's reasoning fits; longer runs are loops in practice). */
 export const MAX_NEW_TOKENS_LIMIT = 8192;
