@@ -360,8 +360,10 @@ fn walk(q0: u32, id: u32) -> u32 {
 }
 
 // Whether id may come next from state q.
+// An end id only where the answer may end (a stop id that is text too would otherwise end it
+// part way).
 fn allows(q: u32, id: u32) -> bool {
-  if ((q == NONE || accepts(q)) && is_end(id)) { return true; }
+  if (is_end(id)) { return q == NONE || accepts(q); }
   return q != NONE && walk(q, id) != NONE;
 }
 
@@ -373,9 +375,11 @@ fn after(q: u32, id: u32) -> u32 {
 }
 #else
 // Whether id may come next from the automaton's state g.s.
+// An end id only once the object is closed (a stop id that is text too would otherwise end it
+// part way).
 fn allows(id: u32) -> bool {
   let mode = g.s[0];
-  if ((mode == DONE || mode == FAILED) && is_end(id)) { return true; }
+  if (is_end(id)) { return mode == DONE || mode == FAILED; }
   if (mode == FAILED) { return false; }
   s = g.s;
   return feed(id);
@@ -404,7 +408,9 @@ fn mask(@builtin(global_invocation_id) gid: vec3<u32>,
 #else
 @compute @workgroup_size(1)
 fn advance() {
-  let id = tokens[state.step + p.ahead];
+  let w = state.step + p.ahead;
+  if (w >= arrayLength(&tokens)) { return; }   // past the ring: the sampler wrote nothing
+  let id = tokens[w];
 #if DFA
   g.s[0] = after(g.s[0], id);
 #else

@@ -348,10 +348,12 @@ export class Pipeline implements ChatEngine {
   ): GrammarState {
     const c = o.constraint;
     if (!c || !o.continueFinalMessage) return initialState();
+    // The final message's text: its text parts after its last image, which the template writes
+    // back to back at the prompt's end.
     const content = messages[messages.length - 1].content;
-    const text = typeof content === "string"
-      ? content
-      : content.findLast((p) => p.type === "text")?.text ?? "";
+    const text = typeof content === "string" ? content : content
+      .slice(content.findLastIndex((p) => p.type !== "text") + 1)
+      .map((p) => (p.type === "text" ? p.text : "")).join("");
     // The template may have trimmed the text's trailing whitespace (chat_template.ts): the prompt
     // ends with what the answer continues.
     const shown = this.tokenizer.decode(prompt.inputIds).endsWith(text) ? text : text.trimEnd();

@@ -693,3 +693,28 @@ Deno.test("Pipeline.chat() responseFormat jsonSchema and choice: the answer is a
     /the final message "\{\\"sure\\": " does not begin an answer it allows/,
   );
 });
+
+Deno.test("Pipeline.chat() responseFormat: a stop id that is text ends the answer only once it is whole; a final message's text parts continue together", async () => {
+  const p = await pipeline;
+  const quote = p.tokenizer.encode('"')[0];
+  for (const seed of [3, 4, 5]) {
+    const r = await p.chat(TEXT, {
+      responseFormat: "json_object",
+      stopTokenIds: [quote],
+      logitBias: { [quote]: 100 },
+      temperature: 1.5,
+      seed,
+      maxNewTokens: 30,
+    });
+    // `"` may be drawn inside the object (as text), never as the end of an unclosed one.
+    if (r.finishReason === "stop") JSON.parse(r.text);
+    else assert.equal(r.finishReason, "length");
+    assert.ok(stateAfter(r.text), r.text);
+  }
+  const parts: ChatMessage[] = [...TEXT, {
+    role: "assistant",
+    content: [{ type: "text", text: "{" }, { type: "text", text: '"sea": ' }],
+  }];
+  const r = await p.chat(parts, { responseFormat: "json_object", continueFinalMessage: true, maxNewTokens: 20 });
+  assert.ok(stateAfter('{"sea": ' + r.text), r.text);
+});

@@ -13,9 +13,9 @@ import {
 import { type Dfa, DFA_NONE, dfaWalk } from "../generate/json_schema.ts";
 
 /**
- * Bit i (word i >> 5, bit i & 31) set when id i may come next from `state`: its bytes (it has
- * some) are accepted one after another, or it is an end id and the object is closed (DONE) or
- * the state FAILED.
+ * Bit i (word i >> 5, bit i & 31) set when id i may come next from `state`: an end id once the
+ * object is closed (DONE) or the state FAILED, and only then (one that is text too as well); any
+ * other id when its bytes (it has some) are accepted one after another.
  * @returns (ceil(vocab / 32)) u32
  */
 export function maskRef(
@@ -26,8 +26,9 @@ export function maskRef(
   const out = new Uint32Array(Math.ceil(table.vocab / 32));
   const mode = state[0];
   for (let id = 0; id < table.vocab; id++) {
+    // An end id only once the object is closed, even one that is text too.
     let ok = (mode === Mode.DONE || mode === Mode.FAILED) && endIds.includes(id);
-    if (!ok && mode !== Mode.FAILED) {
+    if (!ok && mode !== Mode.FAILED && !endIds.includes(id)) {
       const bytes = tokenBytes(table, id);
       ok = bytes.length > 0 && stepBytes(state, bytes) !== undefined;
     }
@@ -58,8 +59,8 @@ export function advanceRef(
 
 /**
  * {@link maskRef} for a DFA grammar (kernels/grammar.wgsl `#if DFA`): from DFA state `q`
- * (DFA_NONE once a refused id was drawn), id i is allowed when its bytes (it has some) walk to a
- * state, or it is an end id and `q` accepts (or is DFA_NONE).
+ * (DFA_NONE once a refused id was drawn), an end id is allowed where `q` accepts (or is
+ * DFA_NONE), and only there; any other id when its bytes (it has some) walk to a state.
  */
 export function maskDfaRef(
   q: number,
@@ -70,8 +71,9 @@ export function maskDfaRef(
   const out = new Uint32Array(Math.ceil(table.vocab / 32));
   for (let id = 0; id < table.vocab; id++) {
     const bytes = tokenBytes(table, id);
-    const ok = ((q === DFA_NONE || dfa.accept[q] === 1) && endIds.includes(id)) ||
-      (q !== DFA_NONE && bytes.length > 0 && dfaWalk(dfa, q, bytes) !== DFA_NONE);
+    const ok = endIds.includes(id)
+      ? q === DFA_NONE || dfa.accept[q] === 1
+      : q !== DFA_NONE && bytes.length > 0 && dfaWalk(dfa, q, bytes) !== DFA_NONE;
     if (ok) out[id >> 5] |= 1 << (id & 31);
   }
   return out;

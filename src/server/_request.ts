@@ -697,6 +697,7 @@ function parseSampling(
   const topK = optionalNumber(body, "top_k", { integer: true, min: -1, max: 2 ** 31 - 1 });
   const seed = optionalNumber(body, "seed", { integer: true, min: -1 });
   const ignoreEos = optionalBoolean(body, "ignore_eos");
+  const responseFormat = parseResponseFormat(body);
   const includeUsage = isObject(streamOptions) &&
     (optionalBoolean(streamOptions, "include_usage", "stream_options.include_usage") ?? false);
   const options: ChatRequest["options"] = {
@@ -726,9 +727,11 @@ function parseSampling(
     stopTokenIds: parseStopTokenIds(body),
     ignoreEos,
     // ignore_eos asks for answers of exactly max_tokens (vLLM's benchmarks send it): the loop
-    // stop, on by default here, would cut them short.
-    stopOnLoop: optionalBoolean(body, "stop_on_loop") ?? (ignoreEos ? false : limits.stopOnLoop),
-    responseFormat: parseResponseFormat(body),
+    // stop, on by default here, would cut them short; and an answer held to a format (JSON) it
+    // would end unfinished with finish_reason "stop", which clients take for a whole one.
+    stopOnLoop: optionalBoolean(body, "stop_on_loop") ??
+      (ignoreEos || responseFormat ? false : limits.stopOnLoop),
+    responseFormat,
   };
   // Leave unset fields out, so the engine's defaults (generation_config.json) apply.
   for (const key of Object.keys(options) as (keyof typeof options)[]) {

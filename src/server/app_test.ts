@@ -126,7 +126,8 @@ Deno.test("POST /v1/chat/completions passes text and image parts and every optio
     frequencyPenalty: 0.25,
     presencePenalty: -0.5,
     logitBias: { 9707: -100, 11: 2 },
-    stopOnLoop: true,
+    // An answer held to a format: no loop stop unless asked for (it would end it unfinished).
+    stopOnLoop: false,
     responseFormat: "json_object",
   });
 });
@@ -1145,5 +1146,22 @@ Deno.test("structured outputs: json_schema, guided_json (object or text) and gui
     assert.equal(response.status, 200, JSON.stringify(fields));
     await response.body?.cancel();
     assert.deepEqual(fake.calls[0].options.responseFormat, want);
+  }
+});
+
+Deno.test("an answer held to a format has no loop stop by default; stop_on_loop still turns it on", async () => {
+  for (
+    const [fields, want] of [
+      [{ response_format: { type: "json_object" } }, false],
+      [{ guided_choice: ["a"] }, false],
+      [{ response_format: { type: "json_object" }, stop_on_loop: true }, true],
+      [{ response_format: { type: "text" } }, true],
+    ] as const
+  ) {
+    const { app, fake } = setup();
+    const response = await post(app, { ...hello, ...fields });
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+    assert.equal(fake.calls[0].options.stopOnLoop, want, JSON.stringify(fields));
   }
 });
