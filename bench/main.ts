@@ -534,16 +534,11 @@ async function benchGrammar(model: Qwen2VLModel, schema: boolean): Promise<RunGr
     const endIds = [151645, 151643];
     if (!schema) return { table, start: stateAfter('{"answer": "')!, endIds };
     // examples/structured_output.ts's schema, in its first string.
-    const dfa = schemaDfa({
-      type: "object",
-      properties: {
-        objects: { type: "array", items: { type: "string" }, maxItems: 8 },
-        count: { type: "integer" },
-        mood: { enum: ["calm", "busy", "tense", "cheerful"] },
-        hasText: { type: "boolean" },
-      },
-      required: ["objects", "count", "mood", "hasText"],
-    });
+    const dfa = schemaDfa(JSON.parse(
+      await Deno.readTextFile(
+        new URL("../examples/structured_output.schema.json", import.meta.url),
+      ),
+    ));
     const start = initialState();
     start[0] = dfaWalk(dfa, 0, new TextEncoder().encode('{"objects": ["'));
     return { table, dfa, start, endIds };

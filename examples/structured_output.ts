@@ -16,17 +16,11 @@ const [
   imagePath = here("../tests/fixtures/tiny-qwen2vl/reference/case0_0.png"),
 ] = Deno.args;
 
-/** What the program wants to know, as a schema: the answer is an instance, properties in order. */
-const schema = {
-  type: "object",
-  properties: {
-    objects: { type: "array", items: { type: "string" }, maxItems: 8 },
-    count: { type: "integer" },
-    mood: { enum: ["calm", "busy", "tense", "cheerful"] },
-    hasText: { type: "boolean" },
-  },
-  required: ["objects", "count", "mood", "hasText"],
-};
+/**
+ * What the program wants to know, as a schema (objects, their count, a mood, whether it shows
+ * text): the answer is an instance, its properties in the schema's order.
+ */
+const schema = JSON.parse(await Deno.readTextFile(here("structured_output.schema.json")));
 
 const qvq = await Pipeline.load(await resolveModel(model));
 try {

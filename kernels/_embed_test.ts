@@ -39,6 +39,7 @@ Deno.test("the embedded kernels hold no #include and no fragment of their own; e
     "attention_decode",
     "embedding",
     "gemv",
+    "grammar",
     "kv_cache",
     "linear",
     "linear_q",

@@ -23,15 +23,29 @@ export function maskRef(
   table: TokenTable,
   endIds: readonly number[],
 ): Uint32Array {
-  const out = new Uint32Array(Math.ceil(table.vocab / 32));
   const mode = state[0];
+  return maskOf(
+    table,
+    endIds,
+    mode === Mode.DONE || mode === Mode.FAILED,
+    (bytes) => mode !== Mode.FAILED && stepBytes(state, bytes) !== undefined,
+  );
+}
+
+/**
+ * (ceil(vocab / 32)) u32 bits: an end id where `ended` (the answer may end there), and only there;
+ * any other id with bytes where `goesOn` of its bytes.
+ */
+function maskOf(
+  table: TokenTable,
+  endIds: readonly number[],
+  ended: boolean,
+  goesOn: (bytes: Uint8Array) => boolean,
+): Uint32Array {
+  const out = new Uint32Array(Math.ceil(table.vocab / 32));
   for (let id = 0; id < table.vocab; id++) {
-    // An end id only once the object is closed, even one that is text too.
-    let ok = (mode === Mode.DONE || mode === Mode.FAILED) && endIds.includes(id);
-    if (!ok && mode !== Mode.FAILED && !endIds.includes(id)) {
-      const bytes = tokenBytes(table, id);
-      ok = bytes.length > 0 && stepBytes(state, bytes) !== undefined;
-    }
+    const bytes = tokenBytes(table, id);
+    const ok = endIds.includes(id) ? ended : bytes.length > 0 && goesOn(bytes);
     if (ok) out[id >> 5] |= 1 << (id & 31);
   }
   return out;
@@ -68,15 +82,12 @@ export function maskDfaRef(
   dfa: Dfa,
   endIds: readonly number[],
 ): Uint32Array {
-  const out = new Uint32Array(Math.ceil(table.vocab / 32));
-  for (let id = 0; id < table.vocab; id++) {
-    const bytes = tokenBytes(table, id);
-    const ok = endIds.includes(id)
-      ? q === DFA_NONE || dfa.accept[q] === 1
-      : q !== DFA_NONE && bytes.length > 0 && dfaWalk(dfa, q, bytes) !== DFA_NONE;
-    if (ok) out[id >> 5] |= 1 << (id & 31);
-  }
-  return out;
+  return maskOf(
+    table,
+    endIds,
+    q === DFA_NONE || dfa.accept[q] === 1,
+    (bytes) => q !== DFA_NONE && dfaWalk(dfa, q, bytes) !== DFA_NONE,
+  );
 }
 
 /** {@link advanceRef} for a DFA grammar: the state after `id` is drawn from `q`. */
