@@ -715,6 +715,27 @@ Deno.test("Pipeline.chat() responseFormat: a stop id that is text ends the answe
     role: "assistant",
     content: [{ type: "text", text: "{" }, { type: "text", text: '"sea": ' }],
   }];
-  const r = await p.chat(parts, { responseFormat: "json_object", continueFinalMessage: true, maxNewTokens: 20 });
+  const r = await p.chat(parts, {
+    responseFormat: "json_object",
+    continueFinalMessage: true,
+    maxNewTokens: 20,
+  });
   assert.ok(stateAfter('{"sea": ' + r.text), r.text);
+});
+
+Deno.test("Pipeline.complete() holds a raw prompt's continuation to a format too", async () => {
+  const p = await pipeline;
+  const r = await p.chat(TEXT, { maxNewTokens: 10, responseFormat: { choice: ["calm", "rough"] } });
+  let text = "";
+  for await (
+    const ev of p.complete("The sea today is", {
+      maxNewTokens: 10,
+      responseFormat: { choice: ["calm", "rough"] },
+    })
+  ) if (ev.type === "done") text = ev.result.text;
+  assert.ok(["calm", "rough"].includes(text) && ["calm", "rough"].includes(r.text), text);
+  await assert.rejects(
+    p.checkPrompt("x", { responseFormat: { jsonSchema: { type: "string", pattern: "x" } } }),
+    /responseFormat: schema: "pattern" is not supported/,
+  );
 });
