@@ -739,3 +739,17 @@ Deno.test("Pipeline.complete() holds a raw prompt's continuation to a format too
     /responseFormat: schema: "pattern" is not supported/,
   );
 });
+
+Deno.test("Pipeline.chat() responseFormat regex: the answer matches the pattern whole", async () => {
+  const p = await pipeline;
+  for (const seed of [1, 2, 3]) {
+    const r = await p.chat(TEXT, {
+      temperature: 1,
+      seed,
+      maxNewTokens: 30,
+      responseFormat: { regex: "(calm|rough), \\d{1,2} knots" },
+    });
+    assert.equal(r.finishReason, "stop", r.text);
+    assert.match(r.text, /^(calm|rough), \d{1,2} knots$/);
+  }
+});

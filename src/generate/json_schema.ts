@@ -1,7 +1,8 @@
 /**
- * Structured outputs (OpenAI's `response_format: {"type": "json_schema"}`, vLLM's guided_json and
- * guided_choice): a JSON schema — or a list of choices — compiled to a byte-level DFA whose
- * accepted strings are exactly the answers allowed. The GPU walks each vocabulary entry's bytes
+ * Structured outputs (OpenAI's `response_format: {"type": "json_schema"}`, vLLM's guided_json,
+ * guided_choice and guided_regex): a JSON schema — or a list of choices, or a regular expression
+ * ({@link regexDfa}) — compiled to a byte-level DFA whose accepted strings are exactly the answers
+ * allowed. The GPU walks each vocabulary entry's bytes
  * through its transition table to mask the next draw (kernels/grammar.wgsl `#if DFA`), as JSON
  * mode's automaton does for any object.
  *
@@ -161,25 +162,33 @@ class Nfa {
       hex = h;
     }
     this.byte(esc, 0x75, hex);
+    this.nonAscii(body, body);
+    return f;
+  }
+
+  /**
+   * Edges from `a` to `b` for every character past ASCII, as well-formed UTF-8 (RFC 3629: no
+   * overlong forms, no surrogates, nothing past U+10FFFF).
+   */
+  nonAscii(a: number, b: number): void {
     // Continuation bytes still to come: c1 one, c2 two, c3 three.
     const c1 = this.state(), c2 = this.state(), c3 = this.state();
-    this.range(c1, 0x80, 0xbf, body);
+    this.range(c1, 0x80, 0xbf, b);
     this.range(c2, 0x80, 0xbf, c1);
     this.range(c3, 0x80, 0xbf, c2);
-    this.range(body, 0xc2, 0xdf, c1);
+    this.range(a, 0xc2, 0xdf, c1);
     const narrow = (lead: number, lo: number, hi: number, then: number) => {
       const s = this.state();
-      this.byte(body, lead, s);
+      this.byte(a, lead, s);
       this.range(s, lo, hi, then);
     };
     narrow(0xe0, 0xa0, 0xbf, c1);
-    this.range(body, 0xe1, 0xec, c2);
+    this.range(a, 0xe1, 0xec, c2);
     narrow(0xed, 0x80, 0x9f, c1);
-    this.range(body, 0xee, 0xef, c2);
+    this.range(a, 0xee, 0xef, c2);
     narrow(0xf0, 0x90, 0xbf, c2);
-    this.range(body, 0xf1, 0xf3, c3);
+    this.range(a, 0xf1, 0xf3, c3);
     narrow(0xf4, 0x80, 0x8f, c2);
-    return f;
   }
 
   /** A JSON number (`integer`: no fraction or exponent). */
@@ -688,4 +697,299 @@ export function choiceDfa(choices: unknown): Dfa {
   const nfa = new Nfa();
   const f = nfa.alt(choices.map((c: string) => nfa.literal(utf8.encode(c))));
   return determinize(nfa, f.start, f.end, "the choice list");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regular expressions (vLLM's guided_regex): the answer matches the pattern whole.
+
+/** Most repetitions a `{n,m}` bound may name. */
+export const MAX_REPEAT = 256;
+
+/** A set of characters: ASCII by bitmap, any character past ASCII, and some past ASCII by name. */
+interface CharSet {
+  ascii: boolean[];
+  anyNonAscii: boolean;
+  /** Characters past ASCII, each a code point. */
+  extra: Set<number>;
+}
+
+type Node =
+  | { k: "set"; set: CharSet }
+  | { k: "seq"; items: Node[] }
+  | { k: "alt"; items: Node[] }
+  | { k: "rep"; node: Node; min: number; max?: number };
+
+const asciiSet = (test: (b: number) => boolean): CharSet => ({
+  ascii: Array.from({ length: 128 }, (_, b) => test(b)),
+  anyNonAscii: false,
+  extra: new Set(),
+});
+const isWordByte = (b: number) =>
+  (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b === 0x5f;
+const isSpaceByte = (b: number) => b === 0x20 || (b >= 0x09 && b <= 0x0d);
+const isDigitByte = (b: number) => b >= 0x30 && b <= 0x39;
+
+/** A class escape's set (\d \w \s and their complements, ASCII semantics), or undefined. */
+function classEscape(c: string): CharSet | undefined {
+  const base = { d: isDigitByte, w: isWordByte, s: isSpaceByte }[c.toLowerCase()];
+  if (!base) return undefined;
+  if (c === c.toLowerCase()) return asciiSet(base);
+  const set = asciiSet((b) => !base(b));
+  set.anyNonAscii = true;
+  return set;
+}
+
+/** Parses a pattern (Python / JavaScript syntax, the subset regexDfa documents) into a tree. */
+class RegexParser {
+  #at = 0;
+  constructor(readonly src: string) {}
+
+  fail(what: string): never {
+    throw new SchemaError(`regex ${JSON.stringify(this.src)} at ${this.#at}: ${what}`);
+  }
+
+  parse(): Node {
+    // Whole-answer anchors are what the match means anyway.
+    if (this.src.startsWith("^")) this.#at = 1;
+    const node = this.#alt();
+    if (this.#at < this.src.length) this.fail(`unexpected "${this.src[this.#at]}"`);
+    return node;
+  }
+
+  #peek(): string | undefined {
+    return this.src[this.#at];
+  }
+
+  /** The next character (a whole code point); "" at the end. */
+  #next(): string {
+    if (this.#at >= this.src.length) return "";
+    const c = String.fromCodePoint(this.src.codePointAt(this.#at)!);
+    this.#at += c.length;
+    return c;
+  }
+
+  #alt(): Node {
+    const items = [this.#seq()];
+    while (this.#peek() === "|") {
+      this.#at++;
+      items.push(this.#seq());
+    }
+    return items.length === 1 ? items[0] : { k: "alt", items };
+  }
+
+  #seq(): Node {
+    const items: Node[] = [];
+    for (let c = this.#peek(); c !== undefined && c !== "|" && c !== ")"; c = this.#peek()) {
+      if (c === "$" && this.#at === this.src.length - 1) {
+        this.#at++;
+        break;
+      }
+      items.push(this.#quantified(this.#atom()));
+    }
+    return { k: "seq", items };
+  }
+
+  #quantified(node: Node): Node {
+    let min: number, max: number | undefined;
+    const c = this.#peek();
+    if (c === "*") [min, max] = [0, undefined];
+    else if (c === "+") [min, max] = [1, undefined];
+    else if (c === "?") [min, max] = [0, 1];
+    else if (c === "{") {
+      const m = /^\{(\d+)(,(\d*))?\}/.exec(this.src.slice(this.#at));
+      if (!m) return node; // a literal "{", as Python reads it
+      min = Number(m[1]);
+      max = m[2] === undefined ? min : m[3] === "" ? undefined : Number(m[3]);
+      if (min > MAX_REPEAT || (max ?? 0) > MAX_REPEAT || (max !== undefined && max < min)) {
+        this.fail(`{${m[1]}${m[2] ?? ""}}: bounds must be ordered and at most ${MAX_REPEAT}`);
+      }
+      this.#at += m[0].length - 1;
+    } else return node;
+    this.#at++;
+    if (this.#peek() === "?" || this.#peek() === "+") this.#at++; // lazy / possessive: the same language
+    const after = this.#peek();
+    if (after !== undefined && "*+?".includes(after)) this.fail("a quantifier on a quantifier");
+    return this.#quantified({ k: "rep", node, min, max });
+  }
+
+  #atom(): Node {
+    const c = this.#next();
+    switch (c) {
+      case "(": {
+        if (this.#peek() === "?") {
+          const m = /^\?(:|P?<[A-Za-z_][A-Za-z0-9_]*>)/.exec(this.src.slice(this.#at));
+          if (!m) this.fail("lookarounds, flags and other (?…) groups are not supported");
+          this.#at += m[0].length;
+        }
+        const node = this.#alt();
+        if (this.#next() !== ")") this.fail('a "(" without its ")"');
+        return node;
+      }
+      case ")":
+        return this.fail('a ")" without its "("');
+      case "[":
+        return { k: "set", set: this.#class() };
+      case ".": {
+        const set = asciiSet((b) => b !== 0x0a);
+        set.anyNonAscii = true;
+        return { k: "set", set };
+      }
+      case "\\":
+        return { k: "set", set: this.#escape(false) };
+      case "^":
+      case "$":
+        return this.fail(
+          `"${c}" is only supported at the pattern's start / end (it matches whole)`,
+        );
+      case "*":
+      case "+":
+      case "?":
+        return this.fail(`"${c}" with nothing to repeat`);
+    }
+    return { k: "set", set: this.#char(c) };
+  }
+
+  #char(c: string): CharSet {
+    const cp = c.codePointAt(0)!;
+    const set = asciiSet((b) => b === cp);
+    if (cp >= 0x80) set.extra.add(cp);
+    return set;
+  }
+
+  /** After a backslash: a class escape, or one character. */
+  #escape(inClass: boolean): CharSet {
+    const c = this.#next();
+    if (c === "") this.fail("a pattern ending in a backslash");
+    const cls = classEscape(c);
+    if (cls) return cls;
+    const simple: Record<string, number> = { n: 10, t: 9, r: 13, f: 12, v: 11, "0": 0 };
+    if (c in simple) return this.#char(String.fromCharCode(simple[c]));
+    if (c === "x" || c === "u") {
+      const n = c === "x" ? 2 : 4;
+      const hex = this.src.slice(this.#at, this.#at + n);
+      if (!new RegExp(`^[0-9a-fA-F]{${n}}$`).test(hex)) this.fail(`\\${c} needs ${n} hex digits`);
+      this.#at += n;
+      return this.#char(String.fromCodePoint(parseInt(hex, 16)));
+    }
+    if (/[1-9]/.test(c)) this.fail("backreferences are not supported");
+    if (!inClass && "bBAZzG".includes(c)) {
+      this.fail(`\\${c} (an anchor or boundary) is not supported`);
+    }
+    if (/[A-Za-z]/.test(c)) this.fail(`\\${c} is not a supported escape`);
+    return this.#char(c);
+  }
+
+  #class(): CharSet {
+    const negate = this.#peek() === "^";
+    if (negate) this.#at++;
+    const set = asciiSet(() => false);
+    const add = (s: CharSet) => {
+      s.ascii.forEach((on, b) => on && (set.ascii[b] = true));
+      set.anyNonAscii ||= s.anyNonAscii;
+      for (const cp of s.extra) set.extra.add(cp);
+    };
+    let first = true;
+    while (true) {
+      const c = this.#peek();
+      if (c === undefined) this.fail('a "[" without its "]"');
+      if (c === "]" && !first) break;
+      first = false;
+      const lo = c === "\\" ? (this.#at++, this.#escape(true)) : this.#char(this.#next());
+      const single = (s: CharSet) => {
+        const on = s.ascii.findIndex((x) => x);
+        const count = s.ascii.filter((x) => x).length + s.extra.size;
+        return !s.anyNonAscii && count === 1 ? (on >= 0 ? on : [...s.extra][0]) : undefined;
+      };
+      if (
+        this.#peek() === "-" && this.src[this.#at + 1] !== "]" &&
+        this.src[this.#at + 1] !== undefined
+      ) {
+        this.#at++;
+        const hiC = this.#peek() === "\\"
+          ? (this.#at++, this.#escape(true))
+          : this.#char(this.#next());
+        const [a, b] = [single(lo), single(hiC)];
+        if (a === undefined || b === undefined || a > b) {
+          this.fail("a range must go from one character up to another");
+        }
+        if (b >= 0x80 && b - Math.max(a, 0x80) > 1024) {
+          this.fail("a range past ASCII may span at most 1024 characters");
+        }
+        for (let cp = a; cp <= b; cp++) add(this.#char(String.fromCodePoint(cp)));
+      } else add(lo);
+    }
+    this.#at++; // "]"
+    if (!negate) return set;
+    if (set.extra.size) this.fail("a negated class naming characters past ASCII is not supported");
+    const out = asciiSet((b) => !set.ascii[b]);
+    out.anyNonAscii = !set.anyNonAscii;
+    return out;
+  }
+}
+
+/** Compiles a regex tree into the NFA. */
+function regexFrag(nfa: Nfa, node: Node): Frag {
+  switch (node.k) {
+    case "set": {
+      const f = nfa.frag();
+      const { ascii, anyNonAscii, extra } = node.set;
+      ascii.forEach((on, b) => on && nfa.byte(f.start, b, f.end));
+      if (anyNonAscii) nfa.nonAscii(f.start, f.end);
+      for (const cp of extra) {
+        const lit = nfa.literal(utf8.encode(String.fromCodePoint(cp)));
+        nfa.empty(f.start, lit.start);
+        nfa.empty(lit.end, f.end);
+      }
+      return f;
+    }
+    case "seq": {
+      if (!node.items.length) {
+        const s = nfa.state();
+        return { start: s, end: s };
+      }
+      return nfa.seq(node.items.map((n) => regexFrag(nfa, n)));
+    }
+    case "alt":
+      return nfa.alt(node.items.map((n) => regexFrag(nfa, n)));
+    case "rep": {
+      const start = nfa.state();
+      let at = start;
+      for (let i = 0; i < node.min; i++) {
+        at = nfa.seq([{ start: at, end: at }, regexFrag(nfa, node.node)]).end;
+      }
+      const end = nfa.state();
+      nfa.empty(at, end);
+      if (node.max === undefined) {
+        const more = regexFrag(nfa, node.node);
+        nfa.empty(at, more.start);
+        nfa.empty(more.end, at);
+      } else {
+        for (let i = node.min; i < node.max; i++) {
+          at = nfa.seq([{ start: at, end: at }, regexFrag(nfa, node.node)]).end;
+          nfa.empty(at, end);
+        }
+      }
+      return { start, end };
+    }
+  }
+}
+
+/**
+ * The DFA of the answers that match `pattern` whole (vLLM's guided_regex). The syntax is the
+ * common part of Python's and JavaScript's: literals and escapes (`\n`, `\xHH`, `\uHHHH`, `\.`),
+ * `.` (any character but a newline), classes `[a-z\d_]` and `[^…]` (negated: ASCII members only),
+ * `\d \w \s` and `\D \W \S` (ASCII meanings, as Python's re.ASCII), groups `(…)`, `(?:…)`,
+ * `(?P<name>…)`, `|`, `* + ?` and `{n}`, `{n,}`, `{n,m}` (≤ {@link MAX_REPEAT}; lazy forms
+ * match the same answers), and `^` / `$` at the ends. Backreferences, lookarounds, inline flags
+ * and `\b` are refused.
+ * @throws SchemaError saying where the pattern is not supported
+ */
+export function regexDfa(pattern: unknown): Dfa {
+  if (typeof pattern !== "string" || pattern === "") {
+    throw new SchemaError(`regex must be a non-empty pattern, got ${preview(pattern)}`);
+  }
+  const tree = new RegexParser(pattern).parse();
+  const nfa = new Nfa();
+  const f = regexFrag(nfa, tree);
+  return determinize(nfa, f.start, f.end, "the regex");
 }

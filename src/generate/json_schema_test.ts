@@ -6,6 +6,7 @@ import {
   dfaAccepts,
   dfaWalk,
   MAX_UNROLLED,
+  regexDfa,
   schemaDfa,
 } from "./json_schema.ts";
 import { SchemaError } from "../errors.ts";
@@ -365,5 +366,86 @@ Deno.test("schemaDfa() refuses schemas too large or too deep quickly, and compil
       (e) => e instanceof SchemaError && message.test(e.message),
     );
     assert.ok(performance.now() - t < 5000, `${performance.now() - t} ms for ${message}`);
+  }
+});
+
+Deno.test("regexDfa() matches answers whole, as RegExp does (fuzzed against it)", () => {
+  const patterns = [
+    "[A-Z][a-z]+ \\d{1,3}",
+    "(yes|no|maybe)",
+    "\\d{4}-\\d{2}-\\d{2}",
+    "^[^,\\n]+(, [^,\\n]+)*$",
+    "(?:ab)+c?|x*",
+    "a{2,}b{0,2}",
+    "[\\w.+-]+@[\\w-]+\\.[a-z]{2,6}",
+    "é+[à-ä]?",
+    "\\x41\\u00e9\\.\\s\\S",
+    "(?P<n>[0-9]+)\\.(?<m>[0-9]*)",
+    "a.c",
+    "[\\]a]|[a-]",
+  ];
+  const rand = seeded(5);
+  const alphabet = [..."aAbBcxyzZ0123456789 -.,@+_é\u00e0\u00e2😀\n\t", "yes", "no", "maybe", "ab"];
+  let total = 0;
+  for (const pattern of patterns) {
+    const dfa = regexDfa(pattern);
+    const re = new RegExp(
+      `^(?:${pattern.replace(/^\^|\$$/g, "").replace(/\(\?P</g, "(?<")})$`,
+      "u",
+    );
+    let matched = 0;
+    for (let i = 0; i < 3000; i++) {
+      const text = Array.from(
+        { length: Math.floor(rand() * 8) },
+        () => alphabet[Math.floor(rand() * alphabet.length)],
+      ).join("");
+      const want = re.test(text);
+      assert.equal(dfaAccepts(dfa, text), want, `${pattern} on ${JSON.stringify(text)}`);
+      if (want) matched++;
+    }
+    // A few known matches each, which random strings may miss.
+    for (
+      const text of ({
+        "[A-Z][a-z]+ \\d{1,3}": ["Room 101"],
+        "\\d{4}-\\d{2}-\\d{2}": ["2026-11-29"],
+        "[\\w.+-]+@[\\w-]+\\.[a-z]{2,6}": ["a.b+c@example.com"],
+        "\\x41\\u00e9\\.\\s\\S": ["Aé. x"],
+      } as Record<string, string[]>)[pattern] ?? []
+    ) {
+      assert.ok(re.test(text) && dfaAccepts(dfa, text), `${pattern} on ${text}`);
+    }
+    total += matched;
+  }
+  // Random strings match some patterns often ("x*", "(yes|no|maybe)"): both verdicts are tested.
+  assert.ok(total > 300, `${total} matches`);
+});
+
+Deno.test("regexDfa() refuses what it does not support, saying where", () => {
+  const cases: [unknown, RegExp][] = [
+    ["", /a non-empty pattern/],
+    [5, /a non-empty pattern, got 5/],
+    ["(a)\\1", /backreferences are not supported/],
+    ["a(?=b)", /lookarounds, flags/],
+    ["(?i)a", /lookarounds, flags/],
+    ["\\bword", /\\b \(an anchor or boundary\)/],
+    ["a^b", /only supported at the pattern's start/],
+    ["(ab", /without its "\)"/],
+    ["ab)", /unexpected "\)"/],
+    ["[ab", /without its "\]"/],
+    ["*a", /with nothing to repeat/],
+    ["a**", /a quantifier on a quantifier/],
+    ["a{3,2}", /bounds must be ordered/],
+    ["a{999}", /at most 256/],
+    ["[^é]", /negated class naming characters past ASCII/],
+    ["[z-a]", /a range must go from one character up to another/],
+    ["\\q", /\\q is not a supported escape/],
+    ["ab\\", /ending in a backslash/],
+  ];
+  for (const [pattern, message] of cases) {
+    assert.throws(
+      () => regexDfa(pattern),
+      (e) => e instanceof SchemaError && message.test(e.message),
+      String(pattern),
+    );
   }
 });

@@ -7,7 +7,7 @@ import { InvalidInputError, ModelFileError, SchemaError } from "../errors.ts";
 import type { GenerateOptions } from "./types.ts";
 import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
 import { MAX_HELD_STOPS, MAX_LOGIT_BIAS } from "../../kernels/sample.ts";
-import { choiceDfa, type Dfa, schemaDfa } from "./json_schema.ts";
+import { choiceDfa, type Dfa, regexDfa, schemaDfa } from "./json_schema.ts";
 
 /** Hard ceiling on `maxNewTokens` (QVQ's reasoning fits; longer runs are loops in practice). */
 export const MAX_NEW_TOKENS_LIMIT = 8192;
@@ -423,6 +423,10 @@ function responseFormatField(v: unknown): ResolvedOptions["constraint"] {
         const choice = (v as { choice: unknown }).choice;
         return cachedDfa("choice", choice, () => choiceDfa(choice));
       }
+      if (keys.length === 1 && keys[0] === "regex") {
+        const regex = (v as { regex: unknown }).regex;
+        return cachedDfa("regex", regex, () => regexDfa(regex));
+      }
     } catch (e) {
       // Named as the option, which the server's errors turn into its request field.
       if (e instanceof SchemaError) throw new SchemaError(`responseFormat: ${e.message}`);
@@ -430,8 +434,8 @@ function responseFormatField(v: unknown): ResolvedOptions["constraint"] {
     }
   }
   throw new InvalidInputError(
-    `responseFormat must be "text", "json_object", { jsonSchema: <schema> } or { choice: ` +
-      `[<strings>] }, got ${preview(v)}`,
+    `responseFormat must be "text", "json_object", { jsonSchema: <schema> }, { choice: ` +
+      `[<strings>] } or { regex: <pattern> }, got ${preview(v)}`,
   );
 }
 

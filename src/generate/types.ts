@@ -114,6 +114,8 @@ export interface GenerateOptions {
    *   instance of the schema, its properties in the schema's order (src/generate/json_schema.ts
    *   lists the keywords supported; others are refused);
    * - `{ choice }`: exactly one of the strings (vLLM's guided_choice);
+   * - `{ regex }`: a match of the pattern, whole (vLLM's guided_regex; the syntax:
+   *   src/generate/json_schema.ts regexDfa);
    * - `"text"` (default): nothing.
    * Say in the prompt what to write, too: the model is held to the form, not told the content.
    * @example
@@ -125,7 +127,12 @@ export interface GenerateOptions {
    * const { count } = JSON.parse(r.text);
    * ```
    */
-  responseFormat?: "text" | "json_object" | { jsonSchema: unknown } | { choice: string[] };
+  responseFormat?:
+    | "text"
+    | "json_object"
+    | { jsonSchema: unknown }
+    | { choice: string[] }
+    | { regex: string };
   /**
    * Cancels generation (also while queued or prefilling). Its KV cache goes to the prompt cache,
    * like a finished one's, or is freed without one.

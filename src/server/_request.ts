@@ -228,7 +228,6 @@ const VLLM_UNSUPPORTED: [string, (x: unknown) => boolean][] = [
   ["allowed_token_ids", (x) => Array.isArray(x) && x.length === 0],
   ["bad_words", (x) => Array.isArray(x) && x.length === 0],
   ["truncate_prompt_tokens", () => false],
-  ["guided_regex", () => false],
   ["guided_grammar", () => false],
   ["structured_outputs", () => false],
   ["chat_template", () => false],
@@ -601,12 +600,12 @@ function parsePrompt(x: unknown): string | number[] {
 /**
  * What the answer is held to: OpenAI's response_format — `{"type": "json_object"}` (JSON mode),
  * `{"type": "json_schema", "json_schema": {"schema": …}}` (structured outputs), `{"type":
- * "text"}` or none — or vLLM's guided_json (a schema, or its JSON text) and guided_choice (a list
- * of strings). One of them a request. The schema is compiled by the engine (its errors name the
+ * "text"}` or none — or vLLM's guided_json (a schema, or its JSON text), guided_choice (a list
+ * of strings) and guided_regex (a pattern). One of them a request. The schema is compiled by the engine (its errors name the
  * part it cannot hold an answer to).
  */
 function parseResponseFormat(body: Json): GenerateOptions["responseFormat"] {
-  const given = ["response_format", "guided_json", "guided_choice"].filter((k) =>
+  const given = ["response_format", "guided_json", "guided_choice", "guided_regex"].filter((k) =>
     body[k] !== undefined && body[k] !== null &&
     !(k === "response_format" && isObject(body[k]) && (body[k] as Json).type === "text")
   );
@@ -626,6 +625,12 @@ function parseResponseFormat(body: Json): GenerateOptions["responseFormat"] {
       );
     }
     return { choice };
+  }
+  if (body.guided_regex !== undefined && body.guided_regex !== null) {
+    if (typeof body.guided_regex !== "string" || body.guided_regex === "") {
+      throw badRequest("guided_regex", "guided_regex must be a non-empty pattern.", "invalid_type");
+    }
+    return { regex: body.guided_regex };
   }
   if (body.guided_json !== undefined && body.guided_json !== null) {
     let schema: unknown = body.guided_json;

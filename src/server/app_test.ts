@@ -655,7 +655,7 @@ const MALFORMED: [string, unknown, number, string | null][] = [
   ],
   // vLLM's extensions this server lacks, at a value that would change the answer.
   ["min_tokens -1", { ...hello, min_tokens: -1 }, 400, "min_tokens"],
-  ["guided_regex", { ...hello, guided_regex: "a+" }, 400, "guided_regex"],
+  ["guided_regex a number", { ...hello, guided_regex: 5 }, 400, "guided_regex"],
   [
     "skip_special_tokens false",
     { ...hello, skip_special_tokens: false },
@@ -1138,6 +1138,7 @@ Deno.test("structured outputs: json_schema, guided_json (object or text) and gui
     [{ guided_json: schema }, { jsonSchema: schema }],
     [{ guided_json: JSON.stringify(schema) }, { jsonSchema: schema }],
     [{ guided_choice: ["a", "b"] }, { choice: ["a", "b"] }],
+    [{ guided_regex: "\\d+" }, { regex: "\\d+" }],
     [{ response_format: { type: "text" }, guided_choice: ["a"] }, { choice: ["a"] }],
   ];
   for (const [fields, want] of cases) {
