@@ -176,7 +176,7 @@ Deno.test("resolveOptions() reads responseFormat: json_object, a schema's DFA, a
   assert.ok(typeof choice.constraint === "object" && dfaAccepts(choice.constraint, "no"));
   assert.throws(
     () => resolveOptions({ responseFormat: "json_schema" as "text" }, config),
-    /responseFormat must be "text", "json_object", \{ jsonSchema: <schema> \} or \{ choice/,
+    /responseFormat must be "text", "json_object", \{ jsonSchema: <schema> \}, \{ choice: .* or \{ regex/,
   );
   // A schema it cannot hold an answer to fails here, naming where (before a request queues).
   assert.throws(
