@@ -32,6 +32,7 @@ options:
                             OpenAI's penalties on tokens the answer already has (-2..2)
   --format json             JSON mode: every answer is a JSON object (ask for one)
   --json-schema <file|json> structured output: every answer is an instance of this JSON schema
+  --regex <pattern>         every answer is a match of this regular expression, whole
   --stop <text>             stop before this text; repeat for several
   --stop-on-loop            stop an answer that keeps repeating itself (QVQ can reason in circles)
   --dtype <f16|f32>         weight dtype on the GPU (default f16 where supported)

@@ -47,6 +47,7 @@ options:
   --seed <n>                same seed, same options → same answer
   --format json             JSON mode: the answer is a JSON object (ask for one in --prompt)
   --json-schema <file|json> structured output: the answer is an instance of this JSON schema
+  --regex <pattern>         the answer is a match of this regular expression, whole
   --stop <text>             stop before this text; repeat for several
   --stop-on-loop            stop when the answer keeps repeating itself
   --ignore-eos              run past the end-of-sequence ids to --max-tokens (benchmarks)
@@ -114,6 +115,7 @@ export const SAMPLING_OPTIONS = {
   seed: { type: "string" },
   format: { type: "string" },
   "json-schema": { type: "string" },
+  regex: { type: "string" },
 } as const;
 
 /** The flag of each generation option, for usage errors. */
@@ -146,8 +148,12 @@ export function generateOptions(v: Values, usage: string): GenerateOptions {
     if (!(e instanceof InvalidInputError)) throw e;
     // resolveOptions names the option ("maxNewTokens must be …", "stop[0] must be …").
     const name = e.message.match(/^(\w+)/)?.[1] ?? "";
-    const flag = name === "responseFormat" && v["json-schema"] !== undefined
+    const flag = name !== "responseFormat"
+      ? FLAGS[name]
+      : v["json-schema"] !== undefined
       ? "--json-schema"
+      : v.regex !== undefined
+      ? "--regex"
       : FLAGS[name];
     throw new UsageError(flag ? e.message.replace(/^\w+(\[\d+\])?/, flag) : e.message, usage);
   }
@@ -173,13 +179,13 @@ function readGenerateOptions(v: Values, usage: string): GenerateOptions {
   else if (format !== undefined && format !== "text") {
     throw new UsageError(`--format takes json or text, got ${JSON.stringify(format)}`, usage);
   }
-  const schema = v["json-schema"];
-  if (typeof schema === "string") {
-    if (format === "json") {
-      throw new UsageError("give --format json or --json-schema, not both", usage);
-    }
-    o.responseFormat = { jsonSchema: readSchema(schema, usage) };
+  const schema = v["json-schema"], regex = v.regex;
+  const formats = [format === "json", typeof schema === "string", typeof regex === "string"];
+  if (formats.filter((x) => x).length > 1) {
+    throw new UsageError("give one of --format json, --json-schema and --regex", usage);
   }
+  if (typeof schema === "string") o.responseFormat = { jsonSchema: readSchema(schema, usage) };
+  if (typeof regex === "string") o.responseFormat = { regex };
   const stop = stringList(v, "stop");
   if (stop.length) o.stop = stop;
   if (v["stop-on-loop"]) o.stopOnLoop = true;

@@ -398,6 +398,9 @@ Deno.test("generateOptions() reads --format json as JSON mode, and refuses other
     { jsonSchema: schema },
   );
   Deno.removeSync(file);
+  assert.deepEqual(generateOptions({ regex: "\\d+" } as Values, "usage"), {
+    responseFormat: { regex: "\\d+" },
+  });
   for (
     const [v, message] of [
       [
@@ -406,7 +409,8 @@ Deno.test("generateOptions() reads --format json as JSON mode, and refuses other
       ],
       [{ "json-schema": "/no/such.json" }, /--json-schema \/no\/such\.json: cannot read it/],
       [{ "json-schema": "{type" }, /--json-schema: not JSON/],
-      [{ "json-schema": "{}", format: "json" }, /not both/],
+      [{ "json-schema": "{}", format: "json" }, /give one of --format json, --json-schema and/],
+      [{ regex: "a(?=b)" }, /^--regex: regex "a\(\?=b\)" at 2: lookarounds/],
     ] as const
   ) {
     assert.throws(
