@@ -81,6 +81,21 @@ export function writeGrammar(
   state: GrammarState,
   endIds: readonly number[],
 ): void {
+  gpu.device.queue.writeBuffer(buffer, 0, packGrammar(state, endIds));
+}
+
+/** A new grammar buffer holding `state` and `endIds` (checked before anything is allocated). */
+export function uploadGrammar(
+  gpu: Gpu,
+  state: GrammarState,
+  endIds: readonly number[],
+  label = "grammar",
+): GPUBuffer {
+  return uploadArray(gpu, packGrammar(state, endIds), label);
+}
+
+/** A grammar buffer's words (struct Grammar), checked. */
+function packGrammar(state: GrammarState, endIds: readonly number[]): Uint32Array<ArrayBuffer> {
   if (state.length !== GRAMMAR_STATE_WORDS) {
     throw new InvalidInputError(
       `grammar state must be ${GRAMMAR_STATE_WORDS} words, got ${state.length}`,
@@ -93,7 +108,7 @@ export function writeGrammar(
   words.set(state);
   words[GRAMMAR_STATE_WORDS] = endIds.length;
   words.set(endIds, GRAMMAR_STATE_WORDS + 4);
-  gpu.device.queue.writeBuffer(buffer, 0, words);
+  return words;
 }
 
 /** A {@link Dfa} on the GPU: its transitions, then its accepting flags, as one u32 array. */

@@ -195,7 +195,7 @@ export interface SampleBuffers {
   /** (capacity) f32: the largest processed score of each sampled position (transformers' `scores` max). */
   scores: BufferArg;
   /**
-   * JSON mode: (ceil(vocab / 32)) u32 bits, token i drawable only where bit i is set
+   * A responseFormat: (ceil(vocab / 32)) u32 bits, token i drawable only where bit i is set
    * (kernels/grammar.ts grammarMask). Absent: every token.
    */
   allowed?: BufferArg;

@@ -2,7 +2,8 @@
 // processor), then temperature → top-k → top-p → min-p (warpers) — then a draw from a counter-based RNG
 // keyed by (seed, ring index). Greedy = argmax with the lowest index winning ties (torch.argmax).
 // vLLM's min_tokens bans the stop ids (`stops`) while fewer than min_tokens tokens were generated;
-// #if MASK, JSON mode bans every token its grammar does not allow (`allowed`) the same way.
+// #if MASK, a responseFormat (JSON mode, a schema…) bans every token its grammar does not allow
+// (`allowed`) the same way.
 // OpenAI's logit_bias is added to the logits first, and its frequency and presence penalties,
 // which transformers lacks, come after the repetition penalty and before the temperature, over
 // the generated tokens only — the order vLLM applies them in: s − frequency · count − presence ·
@@ -69,7 +70,7 @@ const SLICE: u32 = 1024u;         // tokens per scores_pass workgroup (one vec4 
 @group(0) @binding(4) var<storage, read> tokens: array<u32>;       // (capacity) u32 token ring
 @group(0) @binding(5) var<storage, read_write> scratch: array<vec4<f32>>;
 #if MASK
-// JSON mode (kernels/grammar.wgsl mask): bit i set when token i may come next.
+// A responseFormat's grammar (kernels/grammar.wgsl mask): bit i set when token i may come next.
 @group(0) @binding(6) var<storage, read> allowed: array<u32>;      // (ceil(vocab / 32)) u32
 #endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;

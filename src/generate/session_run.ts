@@ -1,7 +1,8 @@
 /**
  * Binds a model session to the decode loop: the sampler that follows prefill, the decode step's
  * sampler and the state's `advance` (and, when logprobs are asked for, the logprobs kernels after
- * each sampler; in JSON mode the grammar's mask before each sampler and its advance after),
+ * each sampler; with a responseFormat the grammar's mask before each sampler and its advance
+ * after),
  * built once per generation and re-encoded for every step.
  * Ring entry 0 comes from the prefill's logits; entry i ≥ 1 from decode step i − 1, which reads
  * tokens[i − 1] (kernels/state.wgsl).
@@ -18,13 +19,12 @@ import {
 import { advance } from "../../kernels/state.ts";
 import { logprobs, logprobWords } from "../../kernels/logprobs.ts";
 import {
-  createGrammar,
   type GpuTokenTable,
   grammarAdvance,
   grammarMask,
   maskWords,
   uploadDfa,
-  writeGrammar,
+  uploadGrammar,
 } from "../../kernels/grammar.ts";
 import type { GrammarState } from "./json_grammar.ts";
 import type { Dfa } from "./json_schema.ts";
@@ -33,8 +33,8 @@ import type { Qwen2VLModel, Session } from "../model/qwen2vl.ts";
 import type { DecodeRun } from "./decode_stream.ts";
 
 /**
- * The constraint's part of a run: JSON mode's automaton (src/generate/json_grammar.ts) or a
- * schema's or choice list's DFA (src/generate/json_schema.ts).
+ * The constraint's part of a run: JSON mode's automaton (src/generate/json_grammar.ts) or the DFA
+ * of a schema, a choice list or a regex (src/generate/json_schema.ts).
  */
 export interface RunGrammar {
   /** The vocabulary's bytes on the GPU (one per model). */
@@ -64,8 +64,9 @@ export class SessionRun implements DecodeRun {
   readonly logprobs?: { buffer: GPUBuffer; top: number };
   readonly #lp?: { first: Dispatch; next: Dispatch };
   /**
-   * JSON mode: the mask before each sampler, the automaton's advance after it, and their buffers:
-   * (GRAMMAR_BYTES) the automaton's state, (ceil(vocab / 32)) u32 the allowed ids.
+   * A responseFormat's mask before each sampler, the automaton's advance after it, and their
+   * buffers: (GRAMMAR_BYTES) the automaton's state, (ceil(vocab / 32)) u32 the allowed ids, and
+   * with a DFA its table.
    */
   readonly #grammar?: {
     mask: Dispatch;
@@ -79,7 +80,7 @@ export class SessionRun implements DecodeRun {
    * @param session prefilled (its promptLength is the repetition penalty's prompt history)
    * @param sampling how each token is chosen (e.g. GREEDY from kernels/sample.ts)
    * @param topLogprobs record each token's logprob and this many alternatives (undefined: none)
-   * @param grammar JSON mode (undefined: none)
+   * @param grammar what the answer is held to (undefined: nothing)
    */
   constructor(
     model: Qwen2VLModel,
@@ -100,11 +101,10 @@ export class SessionRun implements DecodeRun {
     if (grammar) {
       if (grammar.table.vocab !== shape.vocab) {
         throw new InvalidInputError(
-          `JSON mode: the token table covers ${grammar.table.vocab} ids, the model ${shape.vocab}`,
+          `responseFormat: the token table covers ${grammar.table.vocab} ids, the model ${shape.vocab}`,
         );
       }
-      const state = createGrammar(gpu, "generate.grammar");
-      writeGrammar(gpu, state, grammar.start, grammar.endIds);
+      const state = uploadGrammar(gpu, grammar.start, grammar.endIds, "generate.grammar");
       allowed = createStorage(gpu, maskWords(shape.vocab) * 4, "generate.allowed");
       const dfa = grammar.dfa && uploadDfa(gpu, grammar.dfa);
       const g = {

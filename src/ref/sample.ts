@@ -27,7 +27,7 @@ export interface SamplingRefOptions {
   /** vLLM's min_tokens: `stopIds` held back while fewer were generated; absent: off. */
   minTokens?: number;
   stopIds?: readonly number[];
-  /** JSON mode: (ceil(vocab / 32)) u32 bits, only tokens whose bit is set drawable; absent: all. */
+  /** A responseFormat: (ceil(vocab / 32)) u32 bits, only tokens whose bit is set drawable; absent: all. */
   allowed?: Uint32Array;
 }
 
@@ -73,7 +73,7 @@ export function processScores(
   if (history.length - promptLength < (o.minTokens ?? 0)) {
     for (const id of o.stopIds ?? []) if (id < out.length) out[id] = -3.4028234663852886e38;
   }
-  // JSON mode: the same for every token the grammar does not allow.
+  // A responseFormat: the same for every token its grammar does not allow.
   if (o.allowed) {
     for (let i = 0; i < out.length; i++) {
       if (((o.allowed[i >> 5] >>> (i & 31)) & 1) === 0) out[i] = -3.4028234663852886e38;
