@@ -30,6 +30,11 @@ import { SchemaError } from "../errors.ts";
 export const MAX_DFA_STATES = 16384;
 /** Most items a bounded list (`maxItems`) is written out for. */
 export const MAX_UNROLLED = 32;
+/**
+ * Most steps (NFA states visited) the subset construction may take: a few seconds of one core at
+ * worst, past which a constraint is refused as too large.
+ */
+export const MAX_DFA_WORK = 10_000_000;
 /** Most NFA states a schema's compilation may make (each $ref use and list item is a copy). */
 export const MAX_NFA_STATES = 200_000;
 /** Deepest a schema may nest (objects, lists, branches, $refs). */
@@ -79,8 +84,9 @@ class Nfa {
   state(): number {
     if (this.edges.length >= MAX_NFA_STATES) {
       throw new SchemaError(
-        `the schema is too large to compile (over ${MAX_NFA_STATES} automaton states): fewer ` +
-          "nested or repeated parts, shorter bounded lists or fewer $ref uses make it smaller",
+        `the constraint is too large to compile (over ${MAX_NFA_STATES} automaton states): ` +
+          "fewer nested or repeated parts, shorter bounded repeats and lists or fewer $ref uses " +
+          "make it smaller",
       );
     }
     this.edges.push([]);
@@ -615,6 +621,15 @@ function count(x: unknown, name: string): number | undefined {
 
 /** Subset construction: the DFA of `nfa` from `start`, accepting where `end` is reached. */
 function determinize(nfa: Nfa, start: number, end: number, what: string): Dfa {
+  // Work done (NFA states visited), bounded so no constraint can hold the thread for long: the
+  // DFA-state limit alone does not bound the size of the sets that make each state.
+  let work = 0;
+  const tooLarge = (why: string): never => {
+    throw new SchemaError(
+      `${what} is too large to compile (${why}): fewer alternatives, shorter bounded repeats and ` +
+        "lists, or fewer optional parts make it smaller",
+    );
+  };
   const closure = (set: number[]): number[] => {
     const seen = new Set(set);
     const stack = [...set];
@@ -626,6 +641,8 @@ function determinize(nfa: Nfa, start: number, end: number, what: string): Dfa {
         }
       }
     }
+    work += seen.size;
+    if (work > MAX_DFA_WORK) tooLarge(`over ${MAX_DFA_WORK} steps of subset construction`);
     return [...seen].sort((a, b) => a - b);
   };
   const ids = new Map<string, number>();
@@ -637,12 +654,7 @@ function determinize(nfa: Nfa, start: number, end: number, what: string): Dfa {
     let id = ids.get(key);
     if (id === undefined) {
       id = sets.length;
-      if (id >= MAX_DFA_STATES) {
-        throw new SchemaError(
-          `${what} is too large to compile: over ${MAX_DFA_STATES} states (fewer alternatives, ` +
-            "shorter bounded lists or fewer optional properties make it smaller)",
-        );
-      }
+      if (id >= MAX_DFA_STATES) tooLarge(`over ${MAX_DFA_STATES} states`);
       ids.set(key, id);
       sets.push(set);
       accept.push(set.includes(end) ? 1 : 0);
@@ -656,13 +668,54 @@ function determinize(nfa: Nfa, start: number, end: number, what: string): Dfa {
       const e = nfa.edges[q];
       for (let i = 0; i < e.length; i += 3) {
         for (let b = e[i]; b <= e[i + 1]; b++) targets[b].push(e[i + 2]);
+        work += e[i + 1] - e[i] + 1;
       }
     }
+    if (work > MAX_DFA_WORK) tooLarge(`over ${MAX_DFA_WORK} steps of subset construction`);
+    // Bytes with the same targets (a class's letters) share one closure.
+    const byTargets = new Map<string, number>();
     for (let b = 0; b < 256; b++) {
-      next[s * 256 + b] = targets[b].length ? add(closure(targets[b])) : DFA_NONE;
+      if (!targets[b].length) {
+        next[s * 256 + b] = DFA_NONE;
+        continue;
+      }
+      const key = targets[b].join(",");
+      let to = byTargets.get(key);
+      if (to === undefined) byTargets.set(key, to = add(closure(targets[b])));
+      next[s * 256 + b] = to;
     }
   }
-  return { states: sets.length, next: Uint32Array.from(next), accept: Uint8Array.from(accept) };
+  return prune(
+    { states: sets.length, next: Uint32Array.from(next), accept: Uint8Array.from(accept) },
+    what,
+  );
+}
+
+/**
+ * `dfa` with every transition into a state that cannot reach an accepting one removed, so the
+ * mask never lets an answer into a dead end (a pattern part that matches nothing, `[^\s\S]`).
+ * @throws SchemaError when the start itself is such a state: nothing matches at all
+ */
+function prune(dfa: Dfa, what: string): Dfa {
+  const n = dfa.states;
+  const live = new Uint8Array(n);
+  const into: number[][] = Array.from({ length: n }, () => []);
+  for (let s = 0; s < n; s++) {
+    for (let b = 0; b < 256; b++) {
+      const t = dfa.next[s * 256 + b];
+      if (t !== DFA_NONE) into[t].push(s);
+    }
+  }
+  const stack: number[] = [];
+  for (let s = 0; s < n; s++) if (dfa.accept[s]) (live[s] = 1, stack.push(s));
+  while (stack.length) {
+    for (const s of into[stack.pop()!]) if (!live[s]) (live[s] = 1, stack.push(s));
+  }
+  if (!live[0]) throw new SchemaError(`${what} matches nothing: no answer could satisfy it`);
+  for (let i = 0; i < dfa.next.length; i++) {
+    if (dfa.next[i] !== DFA_NONE && !live[dfa.next[i]]) dfa.next[i] = DFA_NONE;
+  }
+  return dfa;
 }
 
 /**
@@ -705,13 +758,15 @@ export function choiceDfa(choices: unknown): Dfa {
 /** Most repetitions a `{n,m}` bound may name. */
 export const MAX_REPEAT = 256;
 
-/** A set of characters: ASCII by bitmap, any character past ASCII, and some past ASCII by name. */
+/** A set of characters: ASCII by bitmap, the rest as code point ranges (from 0x80 on). */
 interface CharSet {
   ascii: boolean[];
-  anyNonAscii: boolean;
-  /** Characters past ASCII, each a code point. */
-  extra: Set<number>;
+  /** [lo, hi] code points, each ≥ 0x80 (surrogates left out when compiled). */
+  ranges: [number, number][];
 }
+
+/** Every code point past ASCII. */
+const NON_ASCII: [number, number] = [0x80, 0x10ffff];
 
 type Node =
   | { k: "set"; set: CharSet }
@@ -721,8 +776,7 @@ type Node =
 
 const asciiSet = (test: (b: number) => boolean): CharSet => ({
   ascii: Array.from({ length: 128 }, (_, b) => test(b)),
-  anyNonAscii: false,
-  extra: new Set(),
+  ranges: [],
 });
 const isWordByte = (b: number) =>
   (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b === 0x5f;
@@ -735,17 +789,73 @@ function classEscape(c: string): CharSet | undefined {
   if (!base) return undefined;
   if (c === c.toLowerCase()) return asciiSet(base);
   const set = asciiSet((b) => !base(b));
-  set.anyNonAscii = true;
+  set.ranges.push(NON_ASCII);
   return set;
+}
+
+/** The code points past ASCII that `ranges` leave out. */
+function complement(ranges: [number, number][]): [number, number][] {
+  const sorted = [...ranges].sort((a, b) => a[0] - b[0]);
+  const out: [number, number][] = [];
+  let from = 0x80;
+  for (const [lo, hi] of sorted) {
+    if (lo > from) out.push([from, lo - 1]);
+    from = Math.max(from, hi + 1);
+  }
+  if (from <= 0x10ffff) out.push([from, 0x10ffff]);
+  return out;
+}
+
+/**
+ * The UTF-8 byte sequences of code points [lo, hi] (surrogates left out): each a list of byte
+ * ranges, one a byte, that together match exactly the range's encodings (Russ Cox's split, as
+ * Go's and Rust's regex engines compile classes).
+ */
+export function utf8Sequences(lo: number, hi: number): [number, number][][] {
+  const out: [number, number][][] = [];
+  const todo: [number, number][] = [[lo, hi]];
+  next: while (todo.length) {
+    const [a, b] = todo.pop()!;
+    if (a > b) continue;
+    if (a <= 0xdfff && b >= 0xd800) {
+      todo.push([a, 0xd7ff], [0xe000, b]);
+      continue;
+    }
+    for (const max of [0x7f, 0x7ff, 0xffff]) {
+      if (a <= max && b > max) {
+        todo.push([a, max], [max + 1, b]);
+        continue next;
+      }
+    }
+    const n = b <= 0x7f ? 1 : b <= 0x7ff ? 2 : b <= 0xffff ? 3 : 4;
+    for (let i = 1; i < n; i++) {
+      const m = (1 << (6 * i)) - 1;
+      if ((a & ~m) !== (b & ~m)) {
+        if ((a & m) !== 0) {
+          todo.push([a, a | m], [(a | m) + 1, b]);
+          continue next;
+        }
+        if ((b & m) !== m) {
+          todo.push([a, (b & ~m) - 1], [b & ~m, b]);
+          continue next;
+        }
+      }
+    }
+    const ea = utf8.encode(String.fromCodePoint(a)), eb = utf8.encode(String.fromCodePoint(b));
+    out.push([...ea].map((x, i) => [x, eb[i]]));
+  }
+  return out;
 }
 
 /** Parses a pattern (Python / JavaScript syntax, the subset regexDfa documents) into a tree. */
 class RegexParser {
   #at = 0;
+  #depth = 0;
   constructor(readonly src: string) {}
 
   fail(what: string): never {
-    throw new SchemaError(`regex ${JSON.stringify(this.src)} at ${this.#at}: ${what}`);
+    const shown = this.src.length > 80 ? this.src.slice(0, 77) + "…" : this.src;
+    throw new SchemaError(`regex ${JSON.stringify(shown)} at ${this.#at}: ${what}`);
   }
 
   parse(): Node {
@@ -796,26 +906,44 @@ class RegexParser {
     else if (c === "+") [min, max] = [1, undefined];
     else if (c === "?") [min, max] = [0, 1];
     else if (c === "{") {
-      const m = /^\{(\d+)(,(\d*))?\}/.exec(this.src.slice(this.#at));
+      const m = this.#bound();
       if (!m) return node; // a literal "{", as Python reads it
-      min = Number(m[1]);
-      max = m[2] === undefined ? min : m[3] === "" ? undefined : Number(m[3]);
+      min = m.min;
+      max = m.max;
       if (min > MAX_REPEAT || (max ?? 0) > MAX_REPEAT || (max !== undefined && max < min)) {
-        this.fail(`{${m[1]}${m[2] ?? ""}}: bounds must be ordered and at most ${MAX_REPEAT}`);
+        this.fail(`${m.text}: bounds must be ordered and at most ${MAX_REPEAT}`);
       }
-      this.#at += m[0].length - 1;
+      this.#at += m.text.length - 1;
     } else return node;
     this.#at++;
-    if (this.#peek() === "?" || this.#peek() === "+") this.#at++; // lazy / possessive: the same language
+    if (this.#peek() === "?") this.#at++; // lazy: the same answers match
     const after = this.#peek();
-    if (after !== undefined && "*+?".includes(after)) this.fail("a quantifier on a quantifier");
-    return this.#quantified({ k: "rep", node, min, max });
+    if (after === "+") this.fail("possessive quantifiers are not supported");
+    if ((after !== undefined && "*?".includes(after)) || (after === "{" && this.#bound())) {
+      this.fail("a quantifier on a quantifier");
+    }
+    return { k: "rep", node, min, max };
+  }
+
+  /** A `{n}`, `{n,}`, `{n,m}` or `{,m}` bound here (Python's forms), or undefined: a literal. */
+  #bound(): { text: string; min: number; max?: number } | undefined {
+    const m = /^\{(\d*)(,(\d*))?\}/.exec(this.src.slice(this.#at));
+    if (!m || (m[1] === "" && m[2] === undefined)) return undefined;
+    const min = m[1] === "" ? 0 : Number(m[1]);
+    return {
+      text: m[0],
+      min,
+      max: m[2] === undefined ? min : m[3] === "" ? undefined : Number(m[3]),
+    };
   }
 
   #atom(): Node {
     const c = this.#next();
     switch (c) {
       case "(": {
+        if (++this.#depth > MAX_SCHEMA_DEPTH) {
+          this.fail(`groups nest deeper than ${MAX_SCHEMA_DEPTH}`);
+        }
         if (this.#peek() === "?") {
           const m = /^\?(:|P?<[A-Za-z_][A-Za-z0-9_]*>)/.exec(this.src.slice(this.#at));
           if (!m) this.fail("lookarounds, flags and other (?…) groups are not supported");
@@ -823,6 +951,7 @@ class RegexParser {
         }
         const node = this.#alt();
         if (this.#next() !== ")") this.fail('a "(" without its ")"');
+        this.#depth--;
         return node;
       }
       case ")":
@@ -831,7 +960,7 @@ class RegexParser {
         return { k: "set", set: this.#class() };
       case ".": {
         const set = asciiSet((b) => b !== 0x0a);
-        set.anyNonAscii = true;
+        set.ranges.push(NON_ASCII);
         return { k: "set", set };
       }
       case "\\":
@@ -851,8 +980,9 @@ class RegexParser {
 
   #char(c: string): CharSet {
     const cp = c.codePointAt(0)!;
+    if (cp >= 0xd800 && cp <= 0xdfff) this.fail("a lone surrogate is no character");
     const set = asciiSet((b) => b === cp);
-    if (cp >= 0x80) set.extra.add(cp);
+    if (cp >= 0x80) set.ranges.push([cp, cp]);
     return set;
   }
 
@@ -862,6 +992,7 @@ class RegexParser {
     if (c === "") this.fail("a pattern ending in a backslash");
     const cls = classEscape(c);
     if (cls) return cls;
+    if (c === "0" && /[0-9]/.test(this.#peek() ?? "")) this.fail("octal escapes are not supported");
     const simple: Record<string, number> = { n: 10, t: 9, r: 13, f: 12, v: 11, "0": 0 };
     if (c in simple) return this.#char(String.fromCharCode(simple[c]));
     if (c === "x" || c === "u") {
@@ -869,8 +1000,16 @@ class RegexParser {
       const hex = this.src.slice(this.#at, this.#at + n);
       if (!new RegExp(`^[0-9a-fA-F]{${n}}$`).test(hex)) this.fail(`\\${c} needs ${n} hex digits`);
       this.#at += n;
-      return this.#char(String.fromCodePoint(parseInt(hex, 16)));
+      let cp = parseInt(hex, 16);
+      // A surrogate pair written as two \u escapes is one character (as JavaScript reads it).
+      const low = /^\\u(d[c-f][0-9a-f]{2})/i.exec(this.src.slice(this.#at));
+      if (c === "u" && cp >= 0xd800 && cp <= 0xdbff && low) {
+        cp = 0x10000 + ((cp - 0xd800) << 10) + (parseInt(low[1], 16) - 0xdc00);
+        this.#at += 6;
+      }
+      return this.#char(String.fromCodePoint(cp));
     }
+
     if (/[1-9]/.test(c)) this.fail("backreferences are not supported");
     if (!inClass && "bBAZzG".includes(c)) {
       this.fail(`\\${c} (an anchor or boundary) is not supported`);
@@ -885,8 +1024,7 @@ class RegexParser {
     const set = asciiSet(() => false);
     const add = (s: CharSet) => {
       s.ascii.forEach((on, b) => on && (set.ascii[b] = true));
-      set.anyNonAscii ||= s.anyNonAscii;
-      for (const cp of s.extra) set.extra.add(cp);
+      set.ranges.push(...s.ranges);
     };
     let first = true;
     while (true) {
@@ -897,8 +1035,9 @@ class RegexParser {
       const lo = c === "\\" ? (this.#at++, this.#escape(true)) : this.#char(this.#next());
       const single = (s: CharSet) => {
         const on = s.ascii.findIndex((x) => x);
-        const count = s.ascii.filter((x) => x).length + s.extra.size;
-        return !s.anyNonAscii && count === 1 ? (on >= 0 ? on : [...s.extra][0]) : undefined;
+        const one = s.ranges.length === 1 && s.ranges[0][0] === s.ranges[0][1];
+        const count = s.ascii.filter((x) => x).length + (one ? 1 : s.ranges.length ? 2 : 0);
+        return count === 1 ? (on >= 0 ? on : s.ranges[0][0]) : undefined;
       };
       if (
         this.#peek() === "-" && this.src[this.#at + 1] !== "]" &&
@@ -912,17 +1051,15 @@ class RegexParser {
         if (a === undefined || b === undefined || a > b) {
           this.fail("a range must go from one character up to another");
         }
-        if (b >= 0x80 && b - Math.max(a, 0x80) > 1024) {
-          this.fail("a range past ASCII may span at most 1024 characters");
-        }
-        for (let cp = a; cp <= b; cp++) add(this.#char(String.fromCodePoint(cp)));
+        const range = asciiSet((x) => x >= a && x <= b);
+        if (b >= 0x80) range.ranges.push([Math.max(a, 0x80), b]);
+        add(range);
       } else add(lo);
     }
     this.#at++; // "]"
     if (!negate) return set;
-    if (set.extra.size) this.fail("a negated class naming characters past ASCII is not supported");
     const out = asciiSet((b) => !set.ascii[b]);
-    out.anyNonAscii = !set.anyNonAscii;
+    out.ranges = complement(set.ranges);
     return out;
   }
 }
@@ -932,13 +1069,16 @@ function regexFrag(nfa: Nfa, node: Node): Frag {
   switch (node.k) {
     case "set": {
       const f = nfa.frag();
-      const { ascii, anyNonAscii, extra } = node.set;
-      ascii.forEach((on, b) => on && nfa.byte(f.start, b, f.end));
-      if (anyNonAscii) nfa.nonAscii(f.start, f.end);
-      for (const cp of extra) {
-        const lit = nfa.literal(utf8.encode(String.fromCodePoint(cp)));
-        nfa.empty(f.start, lit.start);
-        nfa.empty(lit.end, f.end);
+      node.set.ascii.forEach((on, b) => on && nfa.byte(f.start, b, f.end));
+      for (const [lo, hi] of node.set.ranges) {
+        for (const seq of utf8Sequences(lo, hi)) {
+          let at = f.start;
+          seq.forEach(([a, b], i) => {
+            const to = i === seq.length - 1 ? f.end : nfa.state();
+            nfa.range(at, a, b, to);
+            at = to;
+          });
+        }
       }
       return f;
     }
@@ -975,13 +1115,16 @@ function regexFrag(nfa: Nfa, node: Node): Frag {
 }
 
 /**
- * The DFA of the answers that match `pattern` whole (vLLM's guided_regex). The syntax is the
- * common part of Python's and JavaScript's: literals and escapes (`\n`, `\xHH`, `\uHHHH`, `\.`),
- * `.` (any character but a newline), classes `[a-z\d_]` and `[^…]` (negated: ASCII members only),
- * `\d \w \s` and `\D \W \S` (ASCII meanings, as Python's re.ASCII), groups `(…)`, `(?:…)`,
- * `(?P<name>…)`, `|`, `* + ?` and `{n}`, `{n,}`, `{n,m}` (≤ {@link MAX_REPEAT}; lazy forms
- * match the same answers), and `^` / `$` at the ends. Backreferences, lookarounds, inline flags
- * and `\b` are refused.
+ * The DFA of the answers that match `pattern` whole (vLLM's guided_regex). The syntax is Python's
+ * `re` where JavaScript agrees: literals and escapes (`\n`, `\xHH`, `\uHHHH` — a surrogate pair
+ * of them one character —, `\.`), `.` (any character but `\n`, as Python's), classes `[a-z\d_]`,
+ * `[\u4e00-\u9fff]` and `[^…]` (any characters, as UTF-8 byte ranges), `\d \w \s` and
+ * `\D \W \S` (ASCII meanings, as Python's re.ASCII), groups `(…)`, `(?:…)`, `(?P<name>…)`, `|`,
+ * `* + ?` and `{n}`, `{n,}`, `{,m}`, `{n,m}` (≤ {@link MAX_REPEAT}; lazy forms match the same
+ * answers), and `^` / `$` at the ends. Backreferences, lookarounds, inline flags, possessive
+ * quantifiers, octal escapes and `\b` are refused, as is a pattern that matches nothing or one
+ * whose automaton passes the compile budgets ({@link MAX_DFA_WORK}: nested bounded repeats such
+ * as `([a-z]{1,20} ?){1,30}` can).
  * @throws SchemaError saying where the pattern is not supported
  */
 export function regexDfa(pattern: unknown): Dfa {

@@ -8,6 +8,7 @@ import {
   MAX_UNROLLED,
   regexDfa,
   schemaDfa,
+  utf8Sequences,
 } from "./json_schema.ts";
 import { SchemaError } from "../errors.ts";
 
@@ -436,16 +437,74 @@ Deno.test("regexDfa() refuses what it does not support, saying where", () => {
     ["a**", /a quantifier on a quantifier/],
     ["a{3,2}", /bounds must be ordered/],
     ["a{999}", /at most 256/],
-    ["[^é]", /negated class naming characters past ASCII/],
+    ["a[^\\s\\S]", /matches nothing/],
+    ["\\uD83D", /a lone surrogate is no character/],
+    ["a*+a", /possessive quantifiers are not supported/],
+    ["x{2}{3}", /a quantifier on a quantifier/],
+    ["\\012", /octal escapes are not supported/],
+    ["(".repeat(100) + "a" + ")".repeat(100), /groups nest deeper than 64/],
     ["[z-a]", /a range must go from one character up to another/],
     ["\\q", /\\q is not a supported escape/],
     ["ab\\", /ending in a backslash/],
   ];
+  // Budgets: refused in well under a second each, not minutes (or a process out of memory).
+  for (const pattern of ["((a{0,256}){0,256})", "(.{0,100}){0,100}", "([a-z]{1,20} ?){1,30}"]) {
+    const t0 = performance.now();
+    assert.throws(() => regexDfa(pattern), /too large to compile/);
+    assert.ok(performance.now() - t0 < 5000, `${pattern}: ${performance.now() - t0} ms`);
+  }
   for (const [pattern, message] of cases) {
     assert.throws(
       () => regexDfa(pattern),
       (e) => e instanceof SchemaError && message.test(e.message),
       String(pattern),
     );
+  }
+});
+
+Deno.test("regexDfa() classes past ASCII: ranges, negations and surrogate pairs, as UTF-8", () => {
+  const cases: [string, string[], string[]][] = [
+    ["[\\u4e00-\\u9fff]+", ["中文", "漢字"], ["中a", "", "😀", "ぁ"]],
+    ["[^，。]+", ["你好", "abc", "😀"], ["你，", "。"]],
+    ["[^a]", ["b", "é", "😀", "\n"], ["a", "ab"]],
+    ["\\uD83D\\uDE00", ["😀"], ["\uFFFD\uFFFD", ""]],
+    ["[😀-😂]", ["😀", "😁", "😂"], ["😃", "😿"]],
+    ["[à-ÿ]{2}", ["éü"], ["ea", "é"]],
+  ];
+  for (const [pattern, yes, no] of cases) {
+    const dfa = regexDfa(pattern);
+    for (const t of yes) assert.ok(dfaAccepts(dfa, t), `${pattern} on ${t}`);
+    for (const t of no) assert.ok(!dfaAccepts(dfa, t), `${pattern} on ${JSON.stringify(t)}`);
+  }
+});
+
+Deno.test("utf8Sequences() covers exactly a range's encodings", () => {
+  const rand = seeded(9);
+  const utf8Of = (cp: number) => new TextEncoder().encode(String.fromCodePoint(cp));
+  for (let k = 0; k < 200; k++) {
+    const lo = 0x80 + Math.floor(rand() * 0x10ff00);
+    const hi = Math.min(0x10ffff, lo + Math.floor(rand() * (rand() < 0.5 ? 300 : 200_000)));
+    const seqs = utf8Sequences(lo, hi);
+    const hits = (bytes: Uint8Array) =>
+      seqs.filter((q) =>
+        q.length === bytes.length && q.every(([a, b], i) => bytes[i] >= a && bytes[i] <= b)
+      )
+        .length;
+    for (let i = 0; i < 50; i++) {
+      // A member (one sequence each), and code points just outside (none).
+      const cp = lo + Math.floor(rand() * (hi - lo + 1));
+      if (cp < 0xd800 || cp > 0xdfff) {
+        assert.equal(
+          hits(utf8Of(cp)),
+          1,
+          `${cp.toString(16)} in [${lo.toString(16)}, ${hi.toString(16)}]`,
+        );
+      }
+    }
+    for (const cp of [lo - 1, hi + 1]) {
+      if (cp >= 0x80 && cp <= 0x10ffff && (cp < 0xd800 || cp > 0xdfff)) {
+        assert.equal(hits(utf8Of(cp)), 0);
+      }
+    }
   }
 });
