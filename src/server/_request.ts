@@ -44,6 +44,11 @@ export interface ChatRequest {
   includeUsage: boolean;
   /** OpenAI's `n`: answers to generate, one after the other (1..{@link MAX_CHOICES}). */
   n: number;
+  /**
+   * The field that set `options.responseFormat` (response_format, or vLLM's guided_json,
+   * guided_choice, guided_regex): what the engine's refusals of it name.
+   */
+  formatField?: string;
 }
 
 /** Most choices (`n`) a request may ask for: each is a whole generation, run in turn. */
@@ -227,9 +232,9 @@ const VLLM_UNSUPPORTED: [string, (x: unknown) => boolean][] = [
   ["skip_special_tokens", (x) => x === true],
   ["allowed_token_ids", (x) => Array.isArray(x) && x.length === 0],
   ["bad_words", (x) => Array.isArray(x) && x.length === 0],
+  ["guided_whitespace_pattern", () => false],
   ["truncate_prompt_tokens", () => false],
   ["guided_grammar", () => false],
-  ["structured_outputs", () => false],
   ["chat_template", () => false],
   ["mm_processor_kwargs", (x) => isObject(x) && Object.keys(x).length === 0],
   // llama.cpp's server's own sampling fields, likewise.
@@ -604,13 +609,45 @@ function parsePrompt(x: unknown): string | number[] {
  * of strings) and guided_regex (a pattern). One of them a request. The schema is compiled by the engine (its errors name the
  * part it cannot hold an answer to).
  */
-function parseResponseFormat(body: Json): GenerateOptions["responseFormat"] {
-  const given = ["response_format", "guided_json", "guided_choice", "guided_regex"].filter((k) =>
+function parseResponseFormat(
+  body: Json,
+): { value: NonNullable<GenerateOptions["responseFormat"]>; field: string } | undefined {
+  const given = [
+    "response_format",
+    "guided_json",
+    "guided_choice",
+    "guided_regex",
+    "structured_outputs",
+  ].filter((k) =>
     body[k] !== undefined && body[k] !== null &&
     !(k === "response_format" && isObject(body[k]) && (body[k] as Json).type === "text")
   );
   if (given.length > 1) {
     throw badRequest(given[1], `${given.join(" and ")} both constrain the answer: send one.`);
+  }
+  // vLLM's newer form of the guided_* fields.
+  const so = body.structured_outputs;
+  if (so !== undefined && so !== null) {
+    if (!isObject(so)) {
+      throw badRequest(
+        "structured_outputs",
+        "structured_outputs must be an object.",
+        "invalid_type",
+      );
+    }
+    const keys = Object.keys(so).filter((k) => so[k] !== undefined && so[k] !== null);
+    const bad = keys.find((k) => !["json", "regex", "choice"].includes(k));
+    if (bad !== undefined || keys.length !== 1) {
+      throw badRequest(
+        "structured_outputs",
+        bad !== undefined
+          ? `structured_outputs.${bad} is not supported by this server (json, regex and choice are).`
+          : "structured_outputs needs exactly one of json, regex and choice.",
+        bad !== undefined ? "unsupported_parameter" : undefined,
+      );
+    }
+    const inner = parseResponseFormat({ [`guided_${keys[0]}`]: so[keys[0]] })!;
+    return { value: inner.value, field: "structured_outputs" };
   }
   if (body.guided_choice !== undefined && body.guided_choice !== null) {
     const choice = body.guided_choice;
@@ -624,13 +661,13 @@ function parseResponseFormat(body: Json): GenerateOptions["responseFormat"] {
         "invalid_type",
       );
     }
-    return { choice };
+    return { value: { choice }, field: "guided_choice" };
   }
   if (body.guided_regex !== undefined && body.guided_regex !== null) {
     if (typeof body.guided_regex !== "string" || body.guided_regex === "") {
       throw badRequest("guided_regex", "guided_regex must be a non-empty pattern.", "invalid_type");
     }
-    return { regex: body.guided_regex };
+    return { value: { regex: body.guided_regex }, field: "guided_regex" };
   }
   if (body.guided_json !== undefined && body.guided_json !== null) {
     let schema: unknown = body.guided_json;
@@ -647,13 +684,13 @@ function parseResponseFormat(body: Json): GenerateOptions["responseFormat"] {
         "guided_json must be a JSON schema (an object or its JSON text).",
       );
     }
-    return { jsonSchema: schema };
+    return { value: { jsonSchema: schema }, field: "guided_json" };
   }
   const format = body.response_format;
   if (format === undefined || format === null) return undefined;
   const type = isObject(format) ? format.type : undefined;
   if (type === "text") return undefined;
-  if (type === "json_object") return "json_object";
+  if (type === "json_object") return { value: "json_object", field: "response_format" };
   if (type === "json_schema") {
     const spec = (format as Json).json_schema;
     if (!isObject(spec) || spec.schema === undefined) {
@@ -662,7 +699,7 @@ function parseResponseFormat(body: Json): GenerateOptions["responseFormat"] {
         'response_format {"type": "json_schema"} needs "json_schema": {"name": …, "schema": {…}}.',
       );
     }
-    return { jsonSchema: spec.schema };
+    return { value: { jsonSchema: spec.schema }, field: "response_format" };
   }
   throw badRequest(
     "response_format",
@@ -676,7 +713,7 @@ function parseResponseFormat(body: Json): GenerateOptions["responseFormat"] {
 function parseSampling(
   body: Json,
   limits: RequestLimits,
-): Pick<ChatRequest, "options" | "stream" | "includeUsage" | "n"> {
+): Pick<ChatRequest, "options" | "stream" | "includeUsage" | "n" | "formatField"> {
   refuseUnsupported(body);
   const n = optionalNumber(body, "n", { integer: true, min: 1, max: MAX_CHOICES }) ?? 1;
   const maxTokens = optionalNumber(body, "max_tokens", {
@@ -702,7 +739,8 @@ function parseSampling(
   const topK = optionalNumber(body, "top_k", { integer: true, min: -1, max: 2 ** 31 - 1 });
   const seed = optionalNumber(body, "seed", { integer: true, min: -1 });
   const ignoreEos = optionalBoolean(body, "ignore_eos");
-  const responseFormat = parseResponseFormat(body);
+  const format = parseResponseFormat(body);
+  const responseFormat = format?.value;
   const includeUsage = isObject(streamOptions) &&
     (optionalBoolean(streamOptions, "include_usage", "stream_options.include_usage") ?? false);
   const options: ChatRequest["options"] = {
@@ -742,7 +780,7 @@ function parseSampling(
   for (const key of Object.keys(options) as (keyof typeof options)[]) {
     if (options[key] === undefined) delete options[key];
   }
-  return { options, stream, includeUsage, n };
+  return { options, stream, includeUsage, n, ...(format ? { formatField: format.field } : {}) };
 }
 
 async function checkedImage(

@@ -535,14 +535,27 @@ export function createApp(
    */
   async function answer(
     raw: Request,
-    request: Pick<ChatRequest, "model" | "options" | "stream" | "includeUsage" | "n">,
-    format: Format,
+    request: Pick<
+      ChatRequest,
+      "model" | "options" | "stream" | "includeUsage" | "n" | "formatField"
+    >,
+    endpoint: Format,
     prepare: (
       engine: ChatEngine,
       signal: AbortSignal,
     ) => Promise<(options: GenerateOptions) => AsyncIterable<GenerationEvent>>,
   ): Promise<Response> {
     const e = await servedEngine(request.model);
+    // The engine names its refusals of a format "response_format": where vLLM's guided_* field
+    // set it, that field.
+    const field = request.formatField;
+    const format: Format = field && field !== "response_format"
+      ? {
+        ...endpoint,
+        inputError: (error) =>
+          endpoint.inputError(error) ?? renamedField(error, "response_format", field),
+      }
+      : endpoint;
     // One signal for everything this request starts: aborted when its client disconnects.
     const abort = new AbortController();
     const detach = follow(raw.signal, abort);
@@ -658,6 +671,17 @@ function notServed(path: string, hint = ""): HttpError {
     "invalid_request_error",
     null,
     "not_found",
+  );
+}
+
+/** An engine's refusal naming field `from` (a 400) as the fault of field `to`; else undefined. */
+function renamedField(error: unknown, from: string, to: string): HttpError | undefined {
+  const http = toHttpError(error);
+  if (http.status !== 400 || http.param !== from) return undefined;
+  return badRequest(
+    to,
+    http.message.replace(new RegExp(`^${from}\\b`), to),
+    http.code ?? undefined,
   );
 }
 

@@ -1166,3 +1166,35 @@ Deno.test("an answer held to a format has no loop stop by default; stop_on_loop 
     assert.equal(fake.calls[0].options.stopOnLoop, want, JSON.stringify(fields));
   }
 });
+
+Deno.test("structured outputs: vLLM's structured_outputs maps as guided_*; errors name the field the client sent", async () => {
+  const { app, fake } = setup();
+  const ok = await post(app, { ...hello, structured_outputs: { regex: "\\d+" } });
+  assert.equal(ok.status, 200);
+  await ok.body?.cancel();
+  assert.deepEqual(fake.calls[0].options.responseFormat, { regex: "\\d+" });
+  for (
+    const [fields, param] of [
+      [{ structured_outputs: { grammar: "root ::= x" } }, "structured_outputs"],
+      [{ structured_outputs: { json: {}, regex: "a" } }, "structured_outputs"],
+      [{ structured_outputs: { regex: "a" }, guided_regex: "a" }, "structured_outputs"],
+      [
+        { guided_json: { type: "object" }, guided_whitespace_pattern: " " },
+        "guided_whitespace_pattern",
+      ],
+    ] as const
+  ) {
+    const r = await post(app, { ...hello, ...fields });
+    assert.equal(r.status, 400, JSON.stringify(fields));
+    assert.equal((await r.json()).error.param, param, JSON.stringify(fields));
+  }
+  // An engine's refusal of the format names the client's field (the fake refuses like the engine).
+  const refusing = setup({
+    error: new InvalidInputError('responseFormat: regex "(a" at 2: a "(" without its ")"'),
+  });
+  const r = await post(refusing.app, { ...hello, guided_regex: "(a" });
+  const body = await r.json();
+  assert.equal(r.status, 400);
+  assert.equal(body.error.param, "guided_regex");
+  assert.match(body.error.message, /^guided_regex: regex "\(a"/);
+});
