@@ -508,3 +508,73 @@ Deno.test("utf8Sequences() covers exactly a range's encodings", () => {
     }
   }
 });
+
+Deno.test("regexDfa() agrees with RegExp on random patterns (Python's meanings written out for it)", () => {
+  const rand = seeded(11);
+  const pick = <T>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)];
+  // [our pattern piece, the same for JavaScript's RegExp under Python's / ASCII meanings]
+  type Piece = [string, string];
+  const W = "A-Za-z0-9_", S = "\\t-\\r ";
+  const atoms: Piece[] = [
+    ...[..."abx0 -,é😀中"].map((c): Piece => [c, c]),
+    ["\\.", "\\."],
+    ["\\n", "\\n"],
+    ["\\x41", "\\x41"],
+    ["\\u00e9", "\\u00e9"],
+    ["\\d", "[0-9]"],
+    ["\\w", `[${W}]`],
+    ["\\s", `[${S}]`],
+    ["\\D", "[^0-9]"],
+    ["\\W", `[^${W}]`],
+    ["\\S", `[^${S}]`],
+    [".", "[^\\n]"],
+    ["[a-c]", "[a-c]"],
+    ["[^a-c,]", "[^a-c,]"],
+    ["[é-ü\\d]", "[é-ü0-9]"],
+    ["[^é😀]", "[^é😀]"],
+    ["[\\u4e00-\\u9fff]", "[\\u4e00-\\u9fff]"],
+  ];
+  const quants = ["", "", "", "*", "+", "?", "{2}", "{0,2}", "{1,}", "{,2}", "*?", "{1,3}"];
+  const jsQuant = (q: string) => q.replace("{,", "{0,");
+  const seq = (depth: number): Piece => {
+    let a = "", b = "";
+    for (let n = Math.floor(rand() * 4); n > 0; n--) {
+      const [x, y] = depth > 0 && rand() < 0.25 ? group(depth - 1) : pick(atoms);
+      const q = pick(quants);
+      a += x + q;
+      b += (q ? `(?:${y})` : y) + jsQuant(q);
+    }
+    return [a, b];
+  };
+  const group = (depth: number): Piece => {
+    const alts = Array.from({ length: rand() < 0.7 ? 1 : 2 }, () => seq(depth));
+    return [`(${alts.map((p) => p[0]).join("|")})`, `(?:${alts.map((p) => p[1]).join("|")})`];
+  };
+  const alphabet = [..."abxcA0 -,.\n\t\\é😀中ü"];
+  let patterns = 0, matches = 0;
+  for (let k = 0; k < 400; k++) {
+    const [pattern, js] = seq(2);
+    if (!pattern) continue;
+    let dfa;
+    try {
+      dfa = regexDfa(pattern);
+    } catch (e) {
+      // Only the documented refusals: a pattern matching nothing (x{0}-like is not generated), or
+      // one past the budgets.
+      assert.ok(
+        e instanceof SchemaError && /too large|matches nothing/.test(e.message),
+        `${pattern}: ${e}`,
+      );
+      continue;
+    }
+    patterns++;
+    const re = new RegExp(`^(?:${js})$`, "u");
+    for (let i = 0; i < 150; i++) {
+      const text = Array.from({ length: Math.floor(rand() * 6) }, () => pick(alphabet)).join("");
+      const want = re.test(text);
+      assert.equal(dfaAccepts(dfa, text), want, `${pattern} on ${JSON.stringify(text)}`);
+      if (want) matches++;
+    }
+  }
+  assert.ok(patterns > 250 && matches > 1000, `${patterns} patterns, ${matches} matches`);
+});
