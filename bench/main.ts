@@ -34,7 +34,8 @@ import {
 } from "../kernels/mod.ts";
 import { type RunGrammar, SessionRun } from "../src/generate/session_run.ts";
 import { initialState, stateAfter, tokenTable } from "../src/generate/json_grammar.ts";
-import { dfaWalk, schemaDfa } from "../src/generate/json_schema.ts";
+import { dfaWalk } from "../src/generate/_automaton.ts";
+import { schemaDfa } from "../src/generate/json_schema.ts";
 import { uploadTokenTable } from "../kernels/grammar.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 import { pumpTokens } from "../src/generate/token_pump.ts";

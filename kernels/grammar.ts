@@ -16,7 +16,7 @@ import {
   MAX_JSON_WHITESPACE,
   type TokenTable,
 } from "../src/generate/json_grammar.ts";
-import type { Dfa } from "../src/generate/json_schema.ts";
+import type { Dfa } from "../src/generate/_automaton.ts";
 import { type BufferArg, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { MAX_HELD_STOPS } from "./sample.ts";

@@ -12,7 +12,8 @@ import {
   type TokenTable,
 } from "../src/generate/json_grammar.ts";
 import { advanceDfaRef, advanceRef, maskDfaRef, maskRef } from "../src/ref/grammar.ts";
-import { DFA_NONE, dfaWalk, schemaDfa } from "../src/generate/json_schema.ts";
+import { DFA_NONE, dfaWalk } from "../src/generate/_automaton.ts";
+import { schemaDfa } from "../src/generate/json_schema.ts";
 import { argmax, processScores } from "../src/ref/sample.ts";
 import { randn, seeded } from "../src/ref/_random.ts";
 import {

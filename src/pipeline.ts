@@ -51,7 +51,7 @@ import {
   stateAfter,
   tokenTable,
 } from "./generate/json_grammar.ts";
-import { DFA_NONE, dfaWalk } from "./generate/json_schema.ts";
+import { DFA_NONE, dfaWalk } from "./generate/_automaton.ts";
 import type {
   ChatEngine,
   ChatMessage,

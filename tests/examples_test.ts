@@ -8,7 +8,8 @@ import { fileURLToPath } from "node:url";
 import { Pipeline } from "../src/pipeline.ts";
 import { TINY_DIR } from "../src/model/_fixture.ts";
 import { logprobsRef } from "../src/ref/logprobs.ts";
-import { DFA_NONE, dfaWalk, schemaDfa } from "../src/generate/json_schema.ts";
+import { DFA_NONE, dfaWalk } from "../src/generate/_automaton.ts";
+import { schemaDfa } from "../src/generate/json_schema.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const CASES = JSON.parse(

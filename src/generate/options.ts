@@ -7,7 +7,9 @@ import { InvalidInputError, ModelFileError, SchemaError } from "../errors.ts";
 import type { GenerateOptions } from "./types.ts";
 import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
 import { MAX_HELD_STOPS, MAX_LOGIT_BIAS } from "../../kernels/sample.ts";
-import { choiceDfa, type Dfa, regexDfa, schemaDfa } from "./json_schema.ts";
+import type { Dfa } from "./_automaton.ts";
+import { choiceDfa, schemaDfa } from "./json_schema.ts";
+import { regexDfa } from "./regex.ts";
 
 /** Hard ceiling on `maxNewTokens` (QVQ's reasoning fits; longer runs are loops in practice). */
 export const MAX_NEW_TOKENS_LIMIT = 8192;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { InvalidInputError, ModelFileError, SchemaError } from "../errors.ts";
 import { DEFAULT_MAX_NEW_TOKENS, parseGenerationConfig, resolveOptions } from "./options.ts";
-import { dfaAccepts } from "./json_schema.ts";
+import { dfaAccepts } from "./_automaton.ts";
 
 const FIXTURE = new URL(
   "../../tests/fixtures/tiny-qwen2vl/generation_config.json",

@@ -27,7 +27,7 @@ import {
   uploadGrammar,
 } from "../../kernels/grammar.ts";
 import type { GrammarState } from "./json_grammar.ts";
-import type { Dfa } from "./json_schema.ts";
+import type { Dfa } from "./_automaton.ts";
 import { createStorage } from "../gpu/buffers.ts";
 import type { Qwen2VLModel, Session } from "../model/qwen2vl.ts";
 import type { DecodeRun } from "./decode_stream.ts";

@@ -10,7 +10,7 @@ import {
   tokenBytes,
   type TokenTable,
 } from "../generate/json_grammar.ts";
-import { type Dfa, DFA_NONE, dfaWalk } from "../generate/json_schema.ts";
+import { type Dfa, DFA_NONE, dfaWalk } from "../generate/_automaton.ts";
 
 /**
  * Bit i (word i >> 5, bit i & 31) set when id i may come next from `state`: an end id once the

@@ -1,0 +1,362 @@
+/**
+ * Byte-level automata for structured outputs (src/generate/json_schema.ts, src/generate/regex.ts):
+ * an NFA built fragment by fragment (Thompson's construction, with JSON's strings and numbers and
+ * UTF-8 ranges as pieces), determinized into the byte DFA the GPU walks (kernels/grammar.wgsl
+ * `#if DFA`) under budgets that bound the work, its dead ends pruned.
+ * @module
+ */
+import { SchemaError } from "../errors.ts";
+
+/** Most DFA states a schema may compile to (its table: 1 KiB a state on the GPU). */
+export const MAX_DFA_STATES = 16384;
+/**
+ * Most steps (NFA states visited) the subset construction may take: a few seconds of one core at
+ * worst, past which a constraint is refused as too large.
+ */
+export const MAX_DFA_WORK = 10_000_000;
+/** Most NFA states a schema's compilation may make (each $ref use and list item is a copy). */
+export const MAX_NFA_STATES = 200_000;
+
+/** DFA transition to nowhere. */
+export const DFA_NONE = 0xffffffff;
+
+/**
+ * A byte-level DFA: state 0 is the start; `next[s · 256 + b]` the state after byte b in state s
+ * ({@link DFA_NONE}: refused), `accept[s]` 1 where the answer may end.
+ */
+export interface Dfa {
+  states: number;
+  /** (states · 256) u32 */
+  next: Uint32Array;
+  /** (states) u8 */
+  accept: Uint8Array;
+}
+
+/** The state after `bytes` from `s`, or DFA_NONE. */
+export function dfaWalk(dfa: Dfa, s: number, bytes: ArrayLike<number>): number {
+  for (let i = 0; i < bytes.length && s !== DFA_NONE; i++) s = dfa.next[s * 256 + bytes[i]];
+  return s;
+}
+
+/** Whether the DFA accepts `text` whole. */
+export function dfaAccepts(dfa: Dfa, text: string): boolean {
+  const s = dfaWalk(dfa, 0, new TextEncoder().encode(text));
+  return s !== DFA_NONE && dfa.accept[s] === 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// An NFA with ε edges, built fragment by fragment (Thompson's construction), then determinized.
+
+/** A piece of the NFA: enter at `start`, leave from `end`. */
+export interface Frag {
+  start: number;
+  end: number;
+}
+
+export class Nfa {
+  /** Per state: byte edges as (lo, hi, target) triples. */
+  readonly edges: number[][] = [];
+  /** Per state: ε targets. */
+  readonly eps: number[][] = [];
+
+  state(): number {
+    if (this.edges.length >= MAX_NFA_STATES) {
+      throw new SchemaError(
+        `the constraint is too large to compile (over ${MAX_NFA_STATES} automaton states): ` +
+          "fewer nested or repeated parts, shorter bounded repeats and lists or fewer $ref uses " +
+          "make it smaller",
+      );
+    }
+    this.edges.push([]);
+    this.eps.push([]);
+    return this.edges.length - 1;
+  }
+
+  range(a: number, lo: number, hi: number, b: number): void {
+    this.edges[a].push(lo, hi, b);
+  }
+
+  byte(a: number, byte: number, b: number): void {
+    this.range(a, byte, byte, b);
+  }
+
+  empty(a: number, b: number): void {
+    this.eps[a].push(b);
+  }
+
+  /** A fragment of two fresh states. */
+  frag(): Frag {
+    return { start: this.state(), end: this.state() };
+  }
+
+  literal(bytes: ArrayLike<number>): Frag {
+    const start = this.state();
+    let at = start;
+    for (let i = 0; i < bytes.length; i++) {
+      const next = this.state();
+      this.byte(at, bytes[i], next);
+      at = next;
+    }
+    return { start, end: at };
+  }
+
+  seq(parts: Frag[]): Frag {
+    for (let i = 1; i < parts.length; i++) this.empty(parts[i - 1].end, parts[i].start);
+    return { start: parts[0].start, end: parts[parts.length - 1].end };
+  }
+
+  alt(parts: Frag[]): Frag {
+    const f = this.frag();
+    for (const p of parts) {
+      this.empty(f.start, p.start);
+      this.empty(p.end, f.end);
+    }
+    return f;
+  }
+
+  optional(p: Frag): Frag {
+    this.empty(p.start, p.end);
+    return p;
+  }
+
+  /** One optional space (after `:` and `,`). */
+  space(): Frag {
+    const f = this.frag();
+    this.byte(f.start, 0x20, f.end);
+    this.empty(f.start, f.end);
+    return f;
+  }
+
+  /** A JSON string: escapes, strict UTF-8 (RFC 3629), control characters escaped. */
+  string(): Frag {
+    const f = this.frag();
+    const body = this.state();
+    const esc = this.state();
+    this.byte(f.start, 0x22, body);
+    this.byte(body, 0x22, f.end);
+    this.range(body, 0x20, 0x21, body);
+    this.range(body, 0x23, 0x5b, body);
+    this.range(body, 0x5d, 0x7f, body);
+    this.byte(body, 0x5c, esc);
+    for (const c of '"\\/bfnrt') this.byte(esc, c.charCodeAt(0), body);
+    let hex = body;
+    for (let i = 0; i < 4; i++) {
+      const h = this.state();
+      for (const [lo, hi] of [[0x30, 0x39], [0x41, 0x46], [0x61, 0x66]]) this.range(h, lo, hi, hex);
+      hex = h;
+    }
+    this.byte(esc, 0x75, hex);
+    this.nonAscii(body, body);
+    return f;
+  }
+
+  /**
+   * Edges from `a` to `b` for every character past ASCII, as well-formed UTF-8 (RFC 3629: no
+   * overlong forms, no surrogates, nothing past U+10FFFF).
+   */
+  nonAscii(a: number, b: number): void {
+    // Continuation bytes still to come: c1 one, c2 two, c3 three.
+    const c1 = this.state(), c2 = this.state(), c3 = this.state();
+    this.range(c1, 0x80, 0xbf, b);
+    this.range(c2, 0x80, 0xbf, c1);
+    this.range(c3, 0x80, 0xbf, c2);
+    this.range(a, 0xc2, 0xdf, c1);
+    const narrow = (lead: number, lo: number, hi: number, then: number) => {
+      const s = this.state();
+      this.byte(a, lead, s);
+      this.range(s, lo, hi, then);
+    };
+    narrow(0xe0, 0xa0, 0xbf, c1);
+    this.range(a, 0xe1, 0xec, c2);
+    narrow(0xed, 0x80, 0x9f, c1);
+    this.range(a, 0xee, 0xef, c2);
+    narrow(0xf0, 0x90, 0xbf, c2);
+    this.range(a, 0xf1, 0xf3, c3);
+    narrow(0xf4, 0x80, 0x8f, c2);
+  }
+
+  /** A JSON number (`integer`: no fraction or exponent). */
+  number(integer: boolean): Frag {
+    const f = this.frag();
+    const sign = this.state(), zero = this.state(), digits = this.state(), int = this.state();
+    this.byte(f.start, 0x2d, sign);
+    this.empty(f.start, sign);
+    this.byte(sign, 0x30, zero);
+    this.range(sign, 0x31, 0x39, digits);
+    this.range(digits, 0x30, 0x39, digits);
+    this.empty(zero, int);
+    this.empty(digits, int);
+    if (integer) {
+      this.empty(int, f.end);
+      return f;
+    }
+    const dot = this.state(), frac = this.state(), exp = this.state();
+    const e = this.state(), esign = this.state(), edigits = this.state();
+    this.byte(int, 0x2e, dot);
+    this.range(dot, 0x30, 0x39, frac);
+    this.range(frac, 0x30, 0x39, frac);
+    this.empty(int, exp);
+    this.empty(frac, exp);
+    this.empty(exp, f.end);
+    this.byte(exp, 0x65, e);
+    this.byte(exp, 0x45, e);
+    this.byte(e, 0x2b, esign);
+    this.byte(e, 0x2d, esign);
+    this.empty(e, esign);
+    this.range(esign, 0x30, 0x39, edigits);
+    this.range(edigits, 0x30, 0x39, edigits);
+    this.empty(edigits, f.end);
+    return f;
+  }
+}
+
+export const utf8 = new TextEncoder();
+
+/** A short rendering of a value for messages (JSON where it is JSON). */
+export function preview(v: unknown): string {
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return String(v);
+  }
+}
+
+/** Subset construction: the DFA of `nfa` from `start`, accepting where `end` is reached. */
+export function determinize(nfa: Nfa, start: number, end: number, what: string): Dfa {
+  // Work done (NFA states visited), bounded so no constraint can hold the thread for long: the
+  // DFA-state limit alone does not bound the size of the sets that make each state.
+  let work = 0;
+  const tooLarge = (why: string): never => {
+    throw new SchemaError(
+      `${what} is too large to compile (${why}): fewer alternatives, shorter bounded repeats and ` +
+        "lists, or fewer optional parts make it smaller",
+    );
+  };
+  const closure = (set: number[]): number[] => {
+    const seen = new Set(set);
+    const stack = [...set];
+    while (stack.length) {
+      for (const t of nfa.eps[stack.pop()!]) {
+        if (!seen.has(t)) {
+          seen.add(t);
+          stack.push(t);
+        }
+      }
+    }
+    work += seen.size;
+    if (work > MAX_DFA_WORK) tooLarge(`over ${MAX_DFA_WORK} steps of subset construction`);
+    return [...seen].sort((a, b) => a - b);
+  };
+  const ids = new Map<string, number>();
+  const sets: number[][] = [];
+  const next: number[] = [];
+  const accept: number[] = [];
+  const add = (set: number[]): number => {
+    const key = set.join(",");
+    let id = ids.get(key);
+    if (id === undefined) {
+      id = sets.length;
+      if (id >= MAX_DFA_STATES) tooLarge(`over ${MAX_DFA_STATES} states`);
+      ids.set(key, id);
+      sets.push(set);
+      accept.push(set.includes(end) ? 1 : 0);
+    }
+    return id;
+  };
+  add(closure([start]));
+  for (let s = 0; s < sets.length; s++) {
+    const targets: number[][] = Array.from({ length: 256 }, () => []);
+    for (const q of sets[s]) {
+      const e = nfa.edges[q];
+      for (let i = 0; i < e.length; i += 3) {
+        for (let b = e[i]; b <= e[i + 1]; b++) targets[b].push(e[i + 2]);
+        work += e[i + 1] - e[i] + 1;
+      }
+    }
+    if (work > MAX_DFA_WORK) tooLarge(`over ${MAX_DFA_WORK} steps of subset construction`);
+    // Bytes with the same targets (a class's letters) share one closure.
+    const byTargets = new Map<string, number>();
+    for (let b = 0; b < 256; b++) {
+      if (!targets[b].length) {
+        next[s * 256 + b] = DFA_NONE;
+        continue;
+      }
+      const key = targets[b].join(",");
+      let to = byTargets.get(key);
+      if (to === undefined) byTargets.set(key, to = add(closure(targets[b])));
+      next[s * 256 + b] = to;
+    }
+  }
+  return prune(
+    { states: sets.length, next: Uint32Array.from(next), accept: Uint8Array.from(accept) },
+    what,
+  );
+}
+
+/**
+ * `dfa` with every transition into a state that cannot reach an accepting one removed, so the
+ * mask never lets an answer into a dead end (a pattern part that matches nothing, `[^\s\S]`).
+ * @throws SchemaError when the start itself is such a state: nothing matches at all
+ */
+function prune(dfa: Dfa, what: string): Dfa {
+  const n = dfa.states;
+  const live = new Uint8Array(n);
+  const into: number[][] = Array.from({ length: n }, () => []);
+  for (let s = 0; s < n; s++) {
+    for (let b = 0; b < 256; b++) {
+      const t = dfa.next[s * 256 + b];
+      if (t !== DFA_NONE) into[t].push(s);
+    }
+  }
+  const stack: number[] = [];
+  for (let s = 0; s < n; s++) if (dfa.accept[s]) (live[s] = 1, stack.push(s));
+  while (stack.length) {
+    for (const s of into[stack.pop()!]) if (!live[s]) (live[s] = 1, stack.push(s));
+  }
+  if (!live[0]) throw new SchemaError(`${what} matches nothing: no answer could satisfy it`);
+  for (let i = 0; i < dfa.next.length; i++) {
+    if (dfa.next[i] !== DFA_NONE && !live[dfa.next[i]]) dfa.next[i] = DFA_NONE;
+  }
+  return dfa;
+}
+
+/**
+ * The UTF-8 byte sequences of code points [lo, hi] (surrogates left out): each a list of byte
+ * ranges, one a byte, that together match exactly the range's encodings (Russ Cox's split, as
+ * Go's and Rust's regex engines compile classes).
+ */
+export function utf8Sequences(lo: number, hi: number): [number, number][][] {
+  const out: [number, number][][] = [];
+  const todo: [number, number][] = [[lo, hi]];
+  next: while (todo.length) {
+    const [a, b] = todo.pop()!;
+    if (a > b) continue;
+    if (a <= 0xdfff && b >= 0xd800) {
+      todo.push([a, 0xd7ff], [0xe000, b]);
+      continue;
+    }
+    for (const max of [0x7f, 0x7ff, 0xffff]) {
+      if (a <= max && b > max) {
+        todo.push([a, max], [max + 1, b]);
+        continue next;
+      }
+    }
+    const n = b <= 0x7f ? 1 : b <= 0x7ff ? 2 : b <= 0xffff ? 3 : 4;
+    for (let i = 1; i < n; i++) {
+      const m = (1 << (6 * i)) - 1;
+      if ((a & ~m) !== (b & ~m)) {
+        if ((a & m) !== 0) {
+          todo.push([a, a | m], [(a | m) + 1, b]);
+          continue next;
+        }
+        if ((b & m) !== m) {
+          todo.push([a, (b & ~m) - 1], [b & ~m, b]);
+          continue next;
+        }
+      }
+    }
+    const ea = utf8.encode(String.fromCodePoint(a)), eb = utf8.encode(String.fromCodePoint(b));
+    out.push([...ea].map((x, i) => [x, eb[i]]));
+  }
+  return out;
+}
