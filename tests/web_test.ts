@@ -317,8 +317,20 @@ Deno.test("the chat page: images go in the order chosen, a long answer shows who
   assert.equal(text, long.split(" ").slice(0, 2500).join(" "));
   assert.match(
     (await page.textContent(".msg.assistant .stats"))!,
-    /cut off at Max tokens \(2500\): raise it under Settings/,
+    /cut off at Max tokens \(2500\): raise it under Settings, or\s*Continue/,
   );
+  // Continue: the answer so far goes back as the last message (continue_final_message), and what
+  // comes is written on after it, in the same message.
+  await page.click(".msg.assistant .stats button.continue");
+  await page.waitForFunction(() => !document.querySelector(".msg.assistant.streaming") &&
+    document.querySelectorAll(".msg.assistant .stats").length === 1 &&
+    document.querySelector(".msg.assistant .text")!.textContent!.length > 20000);
+  const [, more] = engine.calls;
+  assert.equal(more.options.continueFinalMessage, true);
+  assert.deepEqual(more.messages.at(-1), { role: "assistant", content: text });
+  const continued = (await page.textContent(".msg.assistant .text"))!;
+  assert.ok(continued.startsWith(text) && continued.length > text.length);
+  assert.equal(await page.locator(".msg.assistant").count(), 1);
   // Settings survive a reload.
   await page.reload();
   await waitForModel(page, engine.modelId);

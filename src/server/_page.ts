@@ -58,6 +58,7 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   @keyframes blink { 50% { opacity: 0; } }
   .msg img { max-width: 14rem; max-height: 14rem; border-radius: 8px; display: block; margin-bottom: .4rem; }
   .stats { color: var(--muted); font-size: .78rem; margin-top: .35rem; }
+  .stats button.continue { margin-left: .5rem; font-size: .78rem; padding: .1rem .5rem; }
   .error { color: var(--err); }
   .msg.refused { opacity: 0.5; text-decoration: line-through; }
   footer { background: var(--panel); border-top: 1px solid var(--line); padding: .7rem 1rem; }
@@ -343,9 +344,11 @@ function setRunning(controller) {
 
 // Streams the answer to the conversation into div; returns the text written, and refused: the
 // server answered with an error before any text (the turn is then not part of the conversation).
-async function answer(div, signal) {
+// With prior (the answer so far, the conversation's last message), it continues that answer
+// (continue_final_message) and the text written is the whole of it.
+async function answer(div, signal, prior = "") {
   const out = div.querySelector(".text");
-  let text = "", usage = null, timings = null, reason = null, refused = false, stopped = false;
+  let text = prior, usage = null, timings = null, reason = null, refused = false, stopped = false;
   // The text is written once a frame, not once a token: each write lays the growing answer out
   // again (8000 tokens took the page 50 s to show, for 0.3 s of streaming). A reader at the bottom
   // follows it; one who scrolled up stays.
@@ -369,6 +372,7 @@ async function answer(div, signal) {
         temperature: Number($("temperature").value),
         presence_penalty: Number($("presence-penalty").value) || undefined,
         response_format: json ? { type: "json_object" } : undefined,
+        continue_final_message: prior ? true : undefined,
       }),
     }).catch((e) => { throw e.name === "AbortError" ? e : unreachable(e); });
     if (!response.ok) throw await failure(response);
@@ -389,7 +393,7 @@ async function answer(div, signal) {
     const cached = usage && usage.prompt_tokens_details ? usage.prompt_tokens_details.cached_tokens : 0;
     if (cached) parts.push(cached + " of " + usage.prompt_tokens + " prompt tokens cached");
     if (reason === "length") {
-      parts.push("cut off at Max tokens (" + usage?.completion_tokens + "): raise it under Settings");
+      parts.push("cut off at Max tokens (" + usage?.completion_tokens + "): raise it under Settings, or");
     } else if (reason === "loop") {
       parts.push("stopped: the answer kept repeating itself");
     } else if (reason && reason !== "stop") {
@@ -398,6 +402,15 @@ async function answer(div, signal) {
     const stats = document.createElement("div");
     stats.className = "stats";
     stats.textContent = parts.join(" · ");
+    if (reason === "length") {
+      // Go on from where it was cut: the answer so far sent back as the last message.
+      const more = document.createElement("button");
+      more.type = "button";
+      more.className = "continue";
+      more.textContent = "Continue";
+      more.addEventListener("click", () => continueAnswer(div, stats));
+      stats.append(more);
+    }
     settle(stats);
   } catch (error) {
     const p = document.createElement("div");
@@ -472,6 +485,29 @@ $("form").addEventListener("submit", async (e) => {
   setRunning(null);
   prompt.focus();
 });
+
+// Continues the conversation's last answer (cut off at Max tokens) in its own message.
+async function continueAnswer(div, stats) {
+  const last = history[history.length - 1];
+  if (running || !last || last.role !== "assistant" || div !== lastAnswer()) return;
+  const mine = epoch;
+  stats.remove();
+  div.classList.add("streaming");
+  div.setAttribute("aria-busy", "true");
+  const controller = new AbortController();
+  setRunning(controller);
+  const reply = await answer(div, controller.signal, last.content);
+  div.classList.remove("streaming");
+  div.removeAttribute("aria-busy");
+  if (mine === epoch) last.content = reply.text;
+  setRunning(null);
+}
+
+// The conversation's last answer on the page (an older one cannot be continued).
+function lastAnswer() {
+  const all = document.querySelectorAll(".msg.assistant");
+  return all[all.length - 1];
+}
 
 $("new-chat").addEventListener("click", () => {
   epoch++;
