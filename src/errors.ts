@@ -53,3 +53,19 @@ export const ERROR_CLASSES: Readonly<Record<string, new (message: string) => Qvq
   GpuError,
   EngineClosedError,
 };
+
+/** A short printable form of a bad value for error messages. */
+export function preview(v: unknown): string {
+  let s: string;
+  try {
+    s = typeof v === "string"
+      ? JSON.stringify(v)
+      : v === undefined
+      ? "undefined"
+      : JSON.stringify(v) ?? String(v);
+  } catch {
+    s = String(v);
+  }
+  if (typeof v === "number" && !Number.isFinite(v)) s = String(v);
+  return s.length > 80 ? s.slice(0, 77) + "..." : s;
+}

@@ -212,15 +212,6 @@ export class Nfa {
 
 export const utf8 = new TextEncoder();
 
-/** A short rendering of a value for messages (JSON where it is JSON). */
-export function preview(v: unknown): string {
-  try {
-    return JSON.stringify(v) ?? String(v);
-  } catch {
-    return String(v);
-  }
-}
-
 /** Subset construction: the DFA of `nfa` from `start`, accepting where `end` is reached. */
 export function determinize(nfa: Nfa, start: number, end: number, what: string): Dfa {
   // Work done (NFA states visited), bounded so no constraint can hold the thread for long: the

@@ -6,7 +6,7 @@
  */
 import { Template } from "@huggingface/jinja";
 import { InvalidInputError, ModelFileError } from "../errors.ts";
-import { preview } from "./options.ts";
+import { preview } from "../errors.ts";
 import type { ChatMessage, ContentPart } from "./types.ts";
 
 const ROLES = new Set(["system", "user", "assistant"]);

@@ -24,8 +24,8 @@
  * levels — is refused with SchemaError: the answer could not be held to it.
  * @module
  */
-import { SchemaError } from "../errors.ts";
-import { determinize, type Dfa, type Frag, Nfa, preview, utf8 } from "./_automaton.ts";
+import { preview, SchemaError } from "../errors.ts";
+import { determinize, type Dfa, type Frag, Nfa, utf8 } from "./_automaton.ts";
 
 /** Most items a bounded list (`maxItems`) is written out for. */
 export const MAX_UNROLLED = 32;

@@ -3,7 +3,7 @@
  * validator every caller's {@link GenerateOptions} go through.
  * @module
  */
-import { InvalidInputError, ModelFileError, SchemaError } from "../errors.ts";
+import { InvalidInputError, ModelFileError, preview, SchemaError } from "../errors.ts";
 import type { GenerateOptions } from "./types.ts";
 import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
 import { MAX_HELD_STOPS, MAX_LOGIT_BIAS } from "../../kernels/sample.ts";
@@ -552,20 +552,4 @@ function randomSeed(): number {
 
 function isTokenId(v: unknown): v is number {
   return typeof v === "number" && Number.isInteger(v) && v >= 0 && v < 2 ** 31;
-}
-
-/** A short printable form of a bad value for error messages. */
-export function preview(v: unknown): string {
-  let s: string;
-  try {
-    s = typeof v === "string"
-      ? JSON.stringify(v)
-      : v === undefined
-      ? "undefined"
-      : JSON.stringify(v) ?? String(v);
-  } catch {
-    s = String(v);
-  }
-  if (typeof v === "number" && !Number.isFinite(v)) s = String(v);
-  return s.length > 80 ? s.slice(0, 77) + "..." : s;
 }

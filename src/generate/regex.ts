@@ -3,15 +3,8 @@
  * answers that match it whole ({@link regexDfa}), which the GPU walks as it walks a schema's.
  * @module
  */
-import { SchemaError } from "../errors.ts";
-import {
-  determinize,
-  type Dfa,
-  type Frag,
-  Nfa,
-  preview,
-  utf8Sequences,
-} from "./_automaton.ts";
+import { preview, SchemaError } from "../errors.ts";
+import { determinize, type Dfa, type Frag, Nfa, utf8Sequences } from "./_automaton.ts";
 
 /** Deepest groups may nest. */
 const MAX_GROUP_DEPTH = 64;
