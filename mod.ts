@@ -41,6 +41,7 @@ export type {
   PromptEcho,
   PromptTokenLogprob,
   TokenLogprob,
+  ToolCall,
   TopLogprob,
 } from "./src/generate/types.ts";
 

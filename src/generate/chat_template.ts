@@ -7,9 +7,9 @@
 import { Template } from "@huggingface/jinja";
 import { InvalidInputError, ModelFileError } from "../errors.ts";
 import { preview } from "../errors.ts";
-import type { ChatMessage, ContentPart } from "./types.ts";
+import type { ChatMessage, ContentPart, ToolCall } from "./types.ts";
 
-const ROLES = new Set(["system", "user", "assistant"]);
+const ROLES = new Set(["system", "user", "assistant", "tool"]);
 
 /** Options of {@link ChatTemplate.render}. */
 export interface RenderOptions {
@@ -93,12 +93,8 @@ export class ChatTemplate {
         "continueFinalMessage continues the last message: it cannot also add a generation prompt",
       );
     }
-    const msgs = messages.map((m) => ({
-      role: m.role,
-      content: typeof m.content === "string" ? m.content : m.content.map((
-        p,
-      ) => (p.type === "text" ? { type: "text", text: p.text } : { type: "image" })),
-    }));
+    const readsCalls = this.source.includes("tool_calls");
+    const msgs = messages.map((m) => templateMessage(m, readsCalls));
     if (cont) markFinal(msgs);
     let text: string;
     try {
@@ -129,6 +125,64 @@ export class ChatTemplate {
       ? text.slice(0, at)
       : text.slice(0, at).trimEnd();
   }
+}
+
+/**
+ * A message as the template reads it: images as placeholders; a tool message's `tool_call_id`;
+ * an assistant's tool calls as OpenAI's `tool_calls` (arguments parsed, as vLLM hands them to
+ * templates) where the template reads them, else written after its text as {@link toolCallsText}
+ * — so a template without a tool format (Qwen2-VL's) still shows the model what it called.
+ */
+function templateMessage(m: ChatMessage, readsCalls: boolean): TemplateMessage {
+  let content: TemplateMessage["content"] = typeof m.content === "string"
+    ? m.content
+    : m.content.map((
+      p,
+    ) => (p.type === "text" ? { type: "text", text: p.text } : { type: "image" }));
+  const out: TemplateMessage = { role: m.role, content };
+  if (m.toolCallId !== undefined) out.tool_call_id = m.toolCallId;
+  if (!m.toolCalls?.length) return out;
+  if (readsCalls) {
+    out.tool_calls = m.toolCalls.map((c) => ({
+      ...(c.id !== undefined ? { id: c.id } : {}),
+      type: "function",
+      function: { name: c.name, arguments: parsedOr(c.arguments) },
+    }));
+    return out;
+  }
+  const calls = toolCallsText(m.toolCalls);
+  if (typeof content === "string") content = content ? `${content}\n${calls}` : calls;
+  else content = [...content, { type: "text", text: calls }];
+  return { ...out, content };
+}
+
+interface TemplateMessage {
+  role: string;
+  content: string | { type: string; text?: string }[];
+  tool_call_id?: string;
+  tool_calls?: object[];
+}
+
+/** JSON text as its value; other text as it is. */
+function parsedOr(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/**
+ * Tool calls as the text a server's `tool_choice: "required"` has the model write:
+ * `[{"name": "f", "parameters": {…}}]`, each call's arguments as given (quoted as a string where
+ * they are not JSON).
+ */
+export function toolCallsText(calls: readonly ToolCall[]): string {
+  const one = (c: ToolCall) => {
+    const args = parsedOr(c.arguments) === c.arguments ? JSON.stringify(c.arguments) : c.arguments;
+    return `{"name": ${JSON.stringify(c.name)}, "parameters": ${args}}`;
+  };
+  return `[${calls.map(one).join(", ")}]`;
 }
 
 /** transformers' continue_final_message tag, appended to the final message's text to find its end. */
@@ -177,9 +231,12 @@ export function validateMessages(messages: readonly ChatMessage[]): void {
     }
     if (!ROLES.has(m.role)) {
       throw new InvalidInputError(
-        `messages[${i}].role must be "system", "user" or "assistant", got ${preview(m.role)}`,
+        `messages[${i}].role must be "system", "user", "assistant" or "tool", got ${
+          preview(m.role)
+        }`,
       );
     }
+    validateToolFields(m, i);
     if (typeof m.content === "string") return;
     if (!Array.isArray(m.content)) {
       throw new InvalidInputError(
@@ -206,6 +263,36 @@ export function validateMessages(messages: readonly ChatMessage[]): void {
         );
       }
     });
+  });
+}
+
+/** A message's toolCalls (assistant messages only) and toolCallId (tool messages only). */
+function validateToolFields(m: ChatMessage, i: number): void {
+  if (m.toolCallId !== undefined && (m.role !== "tool" || typeof m.toolCallId !== "string")) {
+    throw new InvalidInputError(
+      `messages[${i}].toolCallId must be a string on a "tool" message, got ${
+        preview(m.toolCallId)
+      } on a "${m.role}" one`,
+    );
+  }
+  if (m.toolCalls === undefined) return;
+  if (m.role !== "assistant" || !Array.isArray(m.toolCalls)) {
+    throw new InvalidInputError(
+      `messages[${i}].toolCalls must be an array on an "assistant" message, got ${
+        preview(m.toolCalls)
+      } on a "${m.role}" one`,
+    );
+  }
+  m.toolCalls.forEach((c, j) => {
+    const ok = c !== null && typeof c === "object" && typeof c.name === "string" &&
+      c.name !== "" && typeof c.arguments === "string" &&
+      (c.id === undefined || typeof c.id === "string");
+    if (!ok) {
+      throw new InvalidInputError(
+        `messages[${i}].toolCalls[${j}] must be { name: <non-empty string>, arguments: ` +
+          `<JSON text>, id?: <string> }, got ${preview(c)}`,
+      );
+    }
   });
 }
 

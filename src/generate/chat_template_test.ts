@@ -143,7 +143,7 @@ Deno.test("ChatTemplate.render() rejects malformed messages naming the bad field
   const t = await fixtureTemplate();
   const bad: [unknown, RegExp][] = [
     [[], /non-empty array/],
-    [[{ role: "tool", content: "x" }], /messages\[0\]\.role.*"tool"/],
+    [[{ role: "function", content: "x" }], /messages\[0\]\.role.*"function"/],
     [[{ role: "user", content: 5 }], /messages\[0\]\.content.*5/],
     [
       [{ role: "user", content: [{ type: "audio" }] }],
@@ -190,4 +190,75 @@ Deno.test("collectImages() returns images in placeholder order across messages",
     ]),
     [a, b, c],
   );
+});
+
+Deno.test("ChatTemplate.render() writes an assistant's tool calls as JSON where the template has no tool format, and tool results as their role", async () => {
+  const t = await fixtureTemplate(); // Qwen2-VL's: no tool_calls in it
+  const text = t.render([
+    { role: "user", content: "Weather in Paris?" },
+    {
+      role: "assistant",
+      content: "",
+      toolCalls: [
+        { id: "call_1", name: "get_weather", arguments: '{"city": "Paris"}' },
+        { name: "note", arguments: "not json" },
+      ],
+    },
+    { role: "tool", content: '{"celsius": 12}', toolCallId: "call_1" },
+  ]);
+  assert.equal(
+    text,
+    SYS + "<|im_start|>user\nWeather in Paris?<|im_end|>\n" +
+      '<|im_start|>assistant\n[{"name": "get_weather", "parameters": {"city": "Paris"}}, ' +
+      '{"name": "note", "parameters": "not json"}]<|im_end|>\n' +
+      '<|im_start|>tool\n{"celsius": 12}<|im_end|>\n<|im_start|>assistant\n',
+  );
+  // After the assistant's text, on a line of its own.
+  const withText = t.render([
+    { role: "user", content: "Hi" },
+    { role: "assistant", content: "Looking.", toolCalls: [{ name: "f", arguments: "{}" }] },
+  ], { addGenerationPrompt: false });
+  assert.ok(withText.endsWith('Looking.\n[{"name": "f", "parameters": {}}]<|im_end|>\n'));
+});
+
+Deno.test("ChatTemplate.render() hands tool calls to a template that reads tool_calls, arguments parsed", () => {
+  const t = new ChatTemplate(
+    "{% for m in messages %}{{ m.role }}:{{ m.content }}" +
+      "{% if m.tool_calls %}{% for c in m.tool_calls %}[{{ c.id }} {{ c.type }} " +
+      "{{ c.function.name }} {{ c.function.arguments.city }}]{% endfor %}{% endif %}" +
+      "{% if m.tool_call_id %}<{{ m.tool_call_id }}>{% endif %};{% endfor %}",
+  );
+  const text = t.render([
+    { role: "user", content: "Q" },
+    {
+      role: "assistant",
+      content: "",
+      toolCalls: [{ id: "c1", name: "get_weather", arguments: '{"city":"Oslo"}' }],
+    },
+    { role: "tool", content: "R", toolCallId: "c1" },
+  ]);
+  assert.equal(text, "user:Q;assistant:[c1 function get_weather Oslo];tool:R<c1>;");
+});
+
+Deno.test("ChatTemplate.render() refuses tool fields on the wrong role or malformed", async () => {
+  const t = await fixtureTemplate();
+  const bad = (m: unknown, re: RegExp) =>
+    assert.throws(
+      () => t.render([m as ChatMessage]),
+      (e) => e instanceof InvalidInputError && re.test(e.message),
+    );
+  bad(
+    { role: "user", content: "x", toolCalls: [] },
+    /messages\[0\]\.toolCalls must be an array on an "assistant" message.*"user"/,
+  );
+  bad(
+    { role: "assistant", content: "x", toolCalls: [{ name: "", arguments: "{}" }] },
+    /messages\[0\]\.toolCalls\[0\] must be \{ name: <non-empty string>/,
+  );
+  bad(
+    { role: "assistant", content: "x", toolCalls: [{ name: "f", arguments: {} }] },
+    /toolCalls\[0\]/,
+  );
+  bad({ role: "user", content: "x", toolCallId: "c" }, /toolCallId must be a string on a "tool"/);
+  bad({ role: "tool", content: "x", toolCallId: 3 }, /toolCallId must be a string/);
 });

@@ -10,10 +10,28 @@ export type ContentPart =
 
 /** A chat message. `content` as a string is one text part. */
 export interface ChatMessage {
-  /** Who speaks. */
-  role: "system" | "user" | "assistant";
-  /** The text, or text and image parts in order. */
+  /** Who speaks; "tool" carries a tool's result back (OpenAI's tool messages). */
+  role: "system" | "user" | "assistant" | "tool";
+  /** The text, or text and image parts in order (images in user messages only). */
   content: string | ContentPart[];
+  /**
+   * Assistant messages: the tools it called (OpenAI's `tool_calls`). A chat template that reads
+   * `tool_calls` renders them its way; for one that does not (Qwen2-VL's), they are written after
+   * the content as the JSON a tool call is generated as (see ToolCall).
+   */
+  toolCalls?: ToolCall[];
+  /** Tool messages: the id of the call this is the result of (OpenAI's `tool_call_id`). */
+  toolCallId?: string;
+}
+
+/** A call of a tool, as an assistant message records it. */
+export interface ToolCall {
+  /** The call's id (OpenAI's `call_…`), which the tool message answering it repeats. */
+  id?: string;
+  /** The function's name. */
+  name: string;
+  /** Its arguments: JSON text, as the model wrote it. */
+  arguments: string;
 }
 
 /** Sampling and stopping options; unset fields come from the model's generation_config.json. */
