@@ -258,6 +258,12 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
       add_generation_prompt: false,
     });
     assert.deepEqual(finished.json.tokens, chat.json.tokens.slice(0, -3));
+    // Tools reach the template, which (Qwen2-VL's) does not write them: the same ids.
+    const withTools = await call("/tokenize", {
+      messages: params.messages,
+      tools: [{ type: "function", function: { name: "f" } }],
+    });
+    assert.deepEqual(withTools.json.tokens, chat.json.tokens);
     assert.deepEqual((await call("/detokenize", { tokens: [9707, 1879] })).json, {
       prompt: "Hello world",
     });
@@ -266,7 +272,13 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
       ["/detokenize", { tokens: "x" }, 400, "tokens"],
       ["/tokenize", { model: "tiny-qwen2vl" }, 400, "prompt"],
       ["/tokenize", { prompt: "a", model: "gpt-4o" }, 404, "model"],
-      ["/tokenize", { messages: params.messages, tools: [{ type: "function" }] }, 400, "tools"],
+      ["/tokenize", { messages: params.messages, tools: [{ type: "function" }] }, 400, "tools[0]"],
+      [
+        "/tokenize",
+        { messages: params.messages, tools: [], tool_choice: "required" },
+        400,
+        "tool_choice",
+      ],
       ["/tokenize", { messages: params.messages, chat_template: "x" }, 400, "chat_template"],
     ];
     for (const [path, body, status, param] of refused) {
@@ -414,6 +426,94 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
       (e) =>
         e instanceof OpenAI.BadRequestError && e.param === "response_format" &&
         /response_format: schema\.properties\.a allows any value/.test(e.message),
+    );
+
+    // Tools: "required" (one call, parallel_tool_calls false) and a named function, held to the
+    // tools' schemas — every call parses and fits its tool; the named one streamed.
+    const tools: OpenAI.Chat.ChatCompletionTool[] = [
+      {
+        type: "function",
+        function: { name: "wave", parameters: { type: "object", properties: {} } },
+      },
+      {
+        type: "function",
+        function: {
+          name: "forecast",
+          description: "The sea's state",
+          parameters: {
+            type: "object",
+            properties: { calm: { type: "boolean" }, colour: { enum: ["blue", "grey"] } },
+            required: ["calm", "colour"],
+          },
+        },
+      },
+    ];
+    const fits = (name: string, args: string) => {
+      const a = JSON.parse(args);
+      if (name === "wave") return Object.keys(a).length === 0;
+      return typeof a.calm === "boolean" && ["blue", "grey"].includes(a.colour);
+    };
+    const required = await s.client.chat.completions.create({
+      ...params,
+      tools,
+      tool_choice: "required",
+      parallel_tool_calls: false,
+      temperature: 1,
+      seed: 3,
+      max_tokens: 60,
+    });
+    const called = required.choices[0].message;
+    assert.equal(required.choices[0].finish_reason, "stop");
+    assert.equal(called.content, null);
+    assert.equal(called.tool_calls?.length, 1);
+    const toolCall = called.tool_calls![0] as OpenAI.Chat.ChatCompletionMessageFunctionToolCall;
+    assert.ok(fits(toolCall.function.name, toolCall.function.arguments), JSON.stringify(toolCall));
+    const namedStream = await s.client.chat.completions.create({
+      ...params,
+      tools,
+      tool_choice: { type: "function", function: { name: "forecast" } },
+      temperature: 1,
+      seed: 4,
+      max_tokens: 60,
+      stream: true,
+    });
+    let args = "";
+    let name = "";
+    for await (const chunk of namedStream) {
+      for (const d of chunk.choices[0]?.delta.tool_calls ?? []) {
+        name += d.function?.name ?? "";
+        args += d.function?.arguments ?? "";
+      }
+    }
+    assert.equal(name, "forecast");
+    assert.ok(fits(name, args), args);
+    // The call and its result go back into the conversation; a parameters schema the answer
+    // cannot be held to is a 400 naming that tool.
+    const followUp = await s.client.chat.completions.create({
+      ...params,
+      messages: [
+        ...params.messages,
+        { role: "assistant", content: null, tool_calls: called.tool_calls },
+        { role: "tool", tool_call_id: toolCall.id, content: "done" },
+      ],
+      tools,
+      tool_choice: "none",
+      max_tokens: 3,
+    });
+    assert.equal(typeof followUp.choices[0].message.content, "string");
+    const unheld = s.client.chat.completions.create({
+      ...params,
+      tools: [tools[0], {
+        type: "function",
+        function: { name: "f", parameters: { type: "object", properties: { a: {} } } },
+      }],
+      tool_choice: "required",
+    });
+    await assert.rejects(
+      unheld,
+      (e) =>
+        e instanceof OpenAI.BadRequestError && e.param === "tools[1].function.parameters" &&
+        /^400 tools\[1\]\.function\.parameters\.properties\.a allows any value/.test(e.message),
     );
   } finally {
     engine.dispose();

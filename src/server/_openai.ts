@@ -16,6 +16,7 @@ import type {
   TokenLogprob,
   TopLogprob,
 } from "../generate/types.ts";
+import { ToolCallScanner, type ToolMode } from "./_tools.ts";
 
 /** Reported as `system_fingerprint`, so clients can tell which server answered. */
 export const SYSTEM_FINGERPRINT = "qvq-webgpu";
@@ -131,13 +132,29 @@ function list(results: Results): readonly GenerationResult[] {
   return Array.isArray(results) ? results : [results as GenerationResult];
 }
 
-/** The non-streaming response: one choice a result. */
-export function completionObject(header: CompletionHeader, results: Results): object {
+/**
+ * The non-streaming response: one choice a result. With `tools` (an answer held to tool calls)
+ * the message carries the calls read from the text as `tool_calls` and no content — unless the
+ * answer was cut off before any call's name, when its text is the content.
+ */
+export function completionObject(
+  header: CompletionHeader,
+  results: Results,
+  tools?: ToolMode,
+): object {
   const all = list(results);
   return whole(header, "chat.completion", all, (r) => ({
-    message: { role: "assistant", content: r.text, refusal: null },
+    message: assistantMessage(r.text, tools),
     logprobs: logprobsObject(r.logprobs),
   }));
+}
+
+function assistantMessage(text: string, tools?: ToolMode): object {
+  const calls = tools && new ToolCallScanner(tools);
+  calls?.push(text);
+  return calls?.calls.length
+    ? { role: "assistant", content: null, refusal: null, tool_calls: calls.calls }
+    : { role: "assistant", content: text, refusal: null };
 }
 
 /**

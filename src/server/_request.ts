@@ -18,6 +18,7 @@ import type { ChatMessage, ContentPart, GenerateOptions } from "../generate/type
 import { badRequest } from "./_errors.ts";
 import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
 import { checkDecodes, type ImagePolicy, loadImage } from "./_images.ts";
+import { parseTools, type ToolRequest } from "./_tools.ts";
 
 /** OpenAI accepts at most 4 stop sequences. */
 const MAX_STOP_SEQUENCES = 4;
@@ -31,6 +32,10 @@ export type RequestPart =
 export interface RequestMessage {
   role: ChatMessage["role"];
   content: string | RequestPart[];
+  /** An assistant's `tool_calls`. */
+  toolCalls?: ChatMessage["toolCalls"];
+  /** A tool message's `tool_call_id`. */
+  toolCallId?: string;
 }
 
 /** A validated chat completion request. */
@@ -49,6 +54,8 @@ export interface ChatRequest {
    * guided_choice, guided_regex): what the engine's refusals of it name.
    */
   formatField?: string;
+  /** `tools` and `tool_choice`, where the request sends tools. */
+  tools?: ToolRequest;
 }
 
 /** Most choices (`n`) a request may ask for: each is a whole generation, run in turn. */
@@ -199,13 +206,28 @@ function parseLogprobs(body: Json): Pick<ChatRequest["options"], "logprobs" | "t
   return on ? { logprobs: true, topLogprobs: top ?? 0 } : {};
 }
 
-/** Fields OpenAI defines that qvq cannot honour; sending them with a non-default value is a 400. */
-function refuseUnsupported(body: Json): void {
-  for (const name of ["tools", "functions", "audio"]) {
+/**
+ * Fields OpenAI defines that qvq cannot honour; sending them with a non-default value is a 400.
+ * `tools` only where the endpoint takes them (`withTools`: chat, /tokenize).
+ */
+function refuseUnsupported(body: Json, { withTools = false } = {}): void {
+  for (const name of [...(withTools ? [] : ["tools"]), "functions", "audio"]) {
     const x = body[name];
     if (x !== undefined && x !== null && !(Array.isArray(x) && x.length === 0)) {
-      throw badRequest(name, `${name} is not supported by this server.`, "unsupported_parameter");
+      const hint = name === "functions" ? "; send tools (OpenAI's newer form) instead" : "";
+      throw badRequest(
+        name,
+        `${name} is not supported by this server${hint}.`,
+        "unsupported_parameter",
+      );
     }
+  }
+  if (!withTools && body.tool_choice !== undefined && body.tool_choice !== null) {
+    throw badRequest(
+      "tool_choice",
+      "tool_choice is not supported here: tools are a chat field.",
+      "unsupported_parameter",
+    );
   }
   // vLLM's (and llama.cpp's) extensions that would change the answer, where this server lacks
   // them: a 400 rather than an answer that silently ignores them. Their defaults (or null) are
@@ -290,7 +312,34 @@ const ROLES: Record<string, ChatMessage["role"]> = {
   developer: "system",
   user: "user",
   assistant: "assistant",
+  tool: "tool",
 };
+
+/** An assistant message's `tool_calls` (OpenAI's shape) as the engine's ToolCalls. */
+function parseToolCalls(x: unknown, param: string): ChatMessage["toolCalls"] {
+  if (!Array.isArray(x)) throw badRequest(param, `${param} must be an array.`, "invalid_type");
+  return x.map((call, j) => {
+    const at = `${param}[${j}]`;
+    const f = isObject(call) ? call.function : undefined;
+    if (
+      !isObject(call) || (call.type !== undefined && call.type !== "function") || !isObject(f) ||
+      typeof f.name !== "string" || f.name === "" || typeof f.arguments !== "string" ||
+      (call.id !== undefined && call.id !== null && typeof call.id !== "string")
+    ) {
+      throw badRequest(
+        at,
+        `${at} must be {"id": …, "type": "function", "function": {"name": …, "arguments": ` +
+          `"<JSON text>"}}; got ${JSON.stringify(call)?.slice(0, 120)}.`,
+        "invalid_type",
+      );
+    }
+    return {
+      ...(typeof call.id === "string" ? { id: call.id } : {}),
+      name: f.name,
+      arguments: f.arguments,
+    };
+  });
+}
 
 function parseMessage(message: unknown, i: number): RequestMessage {
   const param = `messages[${i}]`;
@@ -305,15 +354,42 @@ function parseMessage(message: unknown, i: number): RequestMessage {
   if (!role) {
     throw badRequest(
       `${param}.role`,
-      `${param}.role must be "system", "developer", "user" or "assistant"; got ${
+      `${param}.role must be "system", "developer", "user", "assistant" or "tool"; got ${
         JSON.stringify(message.role)
       }.`,
     );
   }
+  const extra: Pick<RequestMessage, "toolCalls" | "toolCallId"> = {};
+  const calls = message.tool_calls;
+  if (calls !== undefined && calls !== null && !(Array.isArray(calls) && !calls.length)) {
+    if (role !== "assistant") {
+      throw badRequest(
+        `${param}.tool_calls`,
+        `${param}.tool_calls: only assistant messages call tools.`,
+      );
+    }
+    extra.toolCalls = parseToolCalls(calls, `${param}.tool_calls`);
+  }
+  const id = message.tool_call_id;
+  if (role === "tool" && id !== undefined && id !== null) {
+    if (typeof id !== "string") {
+      throw badRequest(
+        `${param}.tool_call_id`,
+        `${param}.tool_call_id must be a string.`,
+        "invalid_type",
+      );
+    }
+    extra.toolCallId = id;
+  }
   const content = message.content;
-  if (typeof content === "string") return { role, content };
+  if (typeof content === "string") return { role, content, ...extra };
+  // OpenAI's assistant message that only calls tools has no content.
+  if ((content === undefined || content === null) && extra.toolCalls) {
+    return { role, content: "", ...extra };
+  }
   if (Array.isArray(content)) {
-    return { role, content: content.map((p, j) => parsePart(p, `${param}.content[${j}]`, role)) };
+    const parts = content.map((p, j) => parsePart(p, `${param}.content[${j}]`, role));
+    return { role, content: parts, ...extra };
   }
   throw badRequest(
     `${param}.content`,
@@ -386,7 +462,14 @@ export type TokenizeRequest =
  */
 export function parseTokenizeRequest(json: unknown, limits: RequestLimits): TokenizeRequest {
   const body = optionalModel(json);
-  refuseUnsupported(body);
+  refuseUnsupported(body, { withTools: true });
+  if (body.tool_choice !== undefined && body.tool_choice !== null) {
+    throw badRequest(
+      "tool_choice",
+      "tool_choice is not a /tokenize field: the prompt is the same for every choice.",
+      "unsupported_parameter",
+    );
+  }
   optionalBoolean(body, "add_special_tokens");
   if (optionalBoolean(body, "return_token_strs")) {
     throw badRequest(
@@ -398,7 +481,9 @@ export function parseTokenizeRequest(json: unknown, limits: RequestLimits): Toke
   const model = body.model as string | undefined;
   if (body.messages !== undefined) {
     const messages = parseMessages(body, limits);
-    const chatTemplateKwargs = parseTemplateKwargs(body);
+    // As the chat endpoint passes them: the template's `tools` (a "none" choice validates them).
+    const tools = parseTools({ tools: body.tools, tool_choice: "none" })?.tools;
+    const chatTemplateKwargs = withTools(parseTemplateKwargs(body), tools);
     return {
       model,
       messages,
@@ -444,11 +529,17 @@ export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequ
       "unsupported_parameter",
     );
   }
-  const sampling = parseSampling(body, limits);
+  const tools = parseTools(body);
+  const sampling = parseSampling(body, limits, { chat: true, tools });
   if (parseContinuation(body).continueFinalMessage) sampling.options.continueFinalMessage = true;
-  const kwargs = parseTemplateKwargs(body);
+  const kwargs = withTools(parseTemplateKwargs(body), tools?.tools);
   if (kwargs) sampling.options.chatTemplateKwargs = kwargs;
-  return { model, messages, ...sampling };
+  return { model, messages, ...sampling, ...(tools ? { tools } : {}) };
+}
+
+/** Template variables with the request's tools as `tools` (transformers' and vLLM's name). */
+function withTools(kwargs: Json | undefined, tools: Json[] | undefined): Json | undefined {
+  return tools ? { ...kwargs, tools } : kwargs;
 }
 
 /** vLLM's `chat_template_kwargs`: more variables for the chat template (an object), or none. */
@@ -709,12 +800,16 @@ function parseResponseFormat(
   );
 }
 
-/** The sampling, length and streaming fields both endpoints take. */
+/**
+ * The sampling, length and streaming fields both endpoints take; `tools` (chat) may hold the
+ * answer to their schemas in place of a response format.
+ */
 function parseSampling(
   body: Json,
   limits: RequestLimits,
+  { chat = false, tools }: { chat?: boolean; tools?: ToolRequest } = {},
 ): Pick<ChatRequest, "options" | "stream" | "includeUsage" | "n" | "formatField"> {
-  refuseUnsupported(body);
+  refuseUnsupported(body, { withTools: chat });
   const n = optionalNumber(body, "n", { integer: true, min: 1, max: MAX_CHOICES }) ?? 1;
   const maxTokens = optionalNumber(body, "max_tokens", {
     integer: true,
@@ -739,7 +834,18 @@ function parseSampling(
   const topK = optionalNumber(body, "top_k", { integer: true, min: -1, max: 2 ** 31 - 1 });
   const seed = optionalNumber(body, "seed", { integer: true, min: -1 });
   const ignoreEos = optionalBoolean(body, "ignore_eos");
-  const format = parseResponseFormat(body);
+  let format = parseResponseFormat(body);
+  if (tools?.schema) {
+    if (format) {
+      throw badRequest(
+        format.field,
+        `${format.field} and tool_choice ${
+          JSON.stringify(body.tool_choice)
+        } both constrain the answer: send one.`,
+      );
+    }
+    format = { value: { jsonSchema: tools.schema }, field: "tools" };
+  }
   const responseFormat = format?.value;
   const includeUsage = isObject(streamOptions) &&
     (optionalBoolean(streamOptions, "include_usage", "stream_options.include_usage") ?? false);
@@ -803,8 +909,8 @@ export function loadMessages(
   policy: ImagePolicy,
   signal?: AbortSignal,
 ): Promise<ChatMessage[]> {
-  return Promise.all(messages.map(async ({ role, content }): Promise<ChatMessage> => {
-    if (typeof content === "string") return { role, content };
+  return Promise.all(messages.map(async ({ role, content, ...tool }): Promise<ChatMessage> => {
+    if (typeof content === "string") return { role, content, ...tool };
     const parts = await Promise.all(
       content.map(async (part): Promise<ContentPart> =>
         part.type === "text"
@@ -812,6 +918,6 @@ export function loadMessages(
           : { type: "image", image: await checkedImage(part.url, part.param, policy, signal) }
       ),
     );
-    return { role, content: parts };
+    return { role, content: parts, ...tool };
   }));
 }

@@ -51,6 +51,7 @@ import {
   parseTokenizeRequest,
 } from "./_request.ts";
 import { sseResponse } from "./_sse.ts";
+import { ToolCallScanner, type ToolRequest, toolSchemaError } from "./_tools.ts";
 
 /** Limits and switches of the HTTP API; every field has a safe default. */
 export interface ServerOptions {
@@ -211,20 +212,49 @@ interface Format {
 
 type Delta = Extract<GenerationEvent, { type: "delta" }>;
 
-/** /v1/chat/completions: the assistant's role first, then content deltas. */
-const CHAT: Format = {
-  prefix: "chatcmpl",
-  inputError: () => undefined, // the engine's errors already name "messages"
-  whole: completionObject,
-  chunks: (header, usage, index) => ({
-    open: () => chunkObject(header, { delta: { role: "assistant", content: "" }, index }, usage),
-    delta: (ev) =>
-      chunkObject(header, { delta: { content: ev.text }, logprobs: ev.logprobs, index }, usage),
-    finish: (result) => chunkObject(header, { delta: {}, result, index }, usage),
-  }),
-  usage: (header, results) =>
-    chunkObject(header, null, { include: true, result: combinedResult(results) }),
-};
+/**
+ * /v1/chat/completions: the assistant's role first, then content deltas — or, for an answer held
+ * to `tools`, tool-call deltas (a call's id and name, then pieces of its arguments), and the
+ * engine's refusals of the tools' schemas named as the tool's parameters.
+ */
+function chatFormat(tools?: ToolRequest): Format {
+  const mode = tools?.mode;
+  return {
+    prefix: "chatcmpl",
+    // The engine's errors already name "messages".
+    inputError: (error) => (tools ? toolSchemaError(error, tools) : undefined),
+    whole: (header, results) => completionObject(header, results, mode),
+    chunks: (header, usage, index) => {
+      const calls = mode && new ToolCallScanner(mode);
+      const open = { role: "assistant", content: "" };
+      let text = ""; // with calls: the answer so far
+      return {
+        open: () => chunkObject(header, { delta: open, index }, usage),
+        delta: (ev) => {
+          if (!calls) {
+            return chunkObject(
+              header,
+              { delta: { content: ev.text }, logprobs: ev.logprobs, index },
+              usage,
+            );
+          }
+          text += ev.text;
+          const deltas = calls.push(ev.text);
+          if (!deltas.length && !ev.logprobs?.length) return undefined;
+          const delta = deltas.length ? { tool_calls: deltas } : {};
+          return chunkObject(header, { delta, logprobs: ev.logprobs, index }, usage);
+        },
+        // An answer cut off before any call's name: its text as content, as completionObject.
+        finish: (result) => {
+          const delta = calls && !calls.calls.length && text ? { content: text } : {};
+          return chunkObject(header, { delta, result, index }, usage);
+        },
+      };
+    },
+    usage: (header, results) =>
+      chunkObject(header, null, { include: true, result: combinedResult(results) }),
+  };
+}
 
 /**
  * /v1/completions: text chunks, the legacy logprobs' offsets running on across them; with `echo`
@@ -467,7 +497,7 @@ export function createApp(
     const request = parseChatRequest(await readJson(c.req.raw), settings);
     // Images are fetched and decoded before queueing: a bad image is a 400, not a stream that
     // fails once the request's turn comes.
-    return await answer(c.req.raw, request, CHAT, async (e, signal) => {
+    return await answer(c.req.raw, request, chatFormat(request.tools), async (e, signal) => {
       const messages = await loadMessages(request.messages, policy, signal);
       return (options) => e.generate(messages, options);
     });
@@ -549,7 +579,7 @@ export function createApp(
     // The engine names its refusals of a format "response_format": where vLLM's guided_* field
     // set it, that field.
     const field = request.formatField;
-    const format: Format = field && field !== "response_format"
+    const format: Format = field && field !== "response_format" && field !== "tools"
       ? {
         ...endpoint,
         inputError: (error) =>

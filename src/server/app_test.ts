@@ -355,6 +355,8 @@ Deno.test("POST /v1/completions refuses what it cannot serve, naming the field",
     [{ prompt: "a", logprobs: true }, 400, "logprobs"],
     [{ prompt: "a", n: 9 }, 400, "n"],
     [{ prompt: "a", top_logprobs: 3 }, 400, "top_logprobs"],
+    [{ prompt: "a", tools: [{ type: "function", function: { name: "f" } }] }, 400, "tools"],
+    [{ prompt: "a", tool_choice: "none" }, 400, "tool_choice"],
     // What the engine refuses of the prompt, before queueing, named as the prompt's fault.
     [{ prompt: "" }, 400, "prompt"],
     [{ prompt: "too long", max_tokens: 8000 }, 400, "prompt"],
@@ -483,10 +485,32 @@ const MALFORMED: [string, unknown, number, string | null][] = [
     "messages[0].role",
   ],
   [
-    "tool role",
-    { model: MODEL, messages: [{ role: "tool", content: "hi" }] },
+    "function role (OpenAI's deprecated one)",
+    { model: MODEL, messages: [{ role: "function", content: "hi" }] },
     400,
     "messages[0].role",
+  ],
+  [
+    "tool_calls on a user message",
+    {
+      model: MODEL,
+      messages: [{
+        role: "user",
+        content: "hi",
+        tool_calls: [{ id: "c", type: "function", function: { name: "f", arguments: "{}" } }],
+      }],
+    },
+    400,
+    "messages[0].tool_calls",
+  ],
+  [
+    "tool_calls arguments not a string",
+    {
+      model: MODEL,
+      messages: [{ role: "assistant", tool_calls: [{ function: { name: "f", arguments: {} } }] }],
+    },
+    400,
+    "messages[0].tool_calls[0]",
   ],
   ["no role", { model: MODEL, messages: [{ content: "hi" }] }, 400, "messages[0].role"],
   [
@@ -629,7 +653,23 @@ const MALFORMED: [string, unknown, number, string | null][] = [
   ["logprobs a string", { ...hello, logprobs: "yes" }, 400, "logprobs"],
   ["top_logprobs 21", { ...hello, logprobs: true, top_logprobs: 21 }, 400, "top_logprobs"],
   ["top_logprobs without logprobs", { ...hello, top_logprobs: 2 }, 400, "top_logprobs"],
-  ["tools", { ...hello, tools: [{ type: "function", function: { name: "f" } }] }, 400, "tools"],
+  [
+    "tools with tool_choice auto (their default)",
+    { ...hello, tools: [{ type: "function", function: { name: "f" } }] },
+    400,
+    "tool_choice",
+  ],
+  [
+    "tools and a response format both holding the answer",
+    {
+      ...hello,
+      tools: [{ type: "function", function: { name: "f" } }],
+      tool_choice: "required",
+      response_format: { type: "json_object" },
+    },
+    400,
+    "response_format",
+  ],
   [
     "json_schema response_format without a schema",
     { ...hello, response_format: { type: "json_schema", json_schema: { name: "x" } } },
@@ -1197,4 +1237,122 @@ Deno.test("structured outputs: vLLM's structured_outputs maps as guided_*; error
   assert.equal(r.status, 400);
   assert.equal(body.error.param, "guided_regex");
   assert.match(body.error.message, /^guided_regex: regex "\(a"/);
+});
+
+const WEATHER_TOOL = {
+  type: "function",
+  function: {
+    name: "get_weather",
+    parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+  },
+};
+
+Deno.test("tools: tool_choice required holds the answer to the calls' schema and reports tool_calls", async () => {
+  const text = '[{"name": "get_weather", "parameters": {"city": "Paris"}}, ' +
+    '{"name": "get_weather", "parameters": {"city": "Oslo"}}]';
+  const { app, fake } = setup({ answer: () => text });
+  const response = await post(app, { ...hello, tools: [WEATHER_TOOL], tool_choice: "required" });
+  assert.equal(response.status, 200);
+  const body = await response.json();
+  const [choice] = body.choices;
+  assert.equal(choice.message.content, null);
+  assert.equal(choice.finish_reason, "stop");
+  assert.deepEqual(
+    choice.message.tool_calls.map((c: { type: string; function: unknown }) => [c.type, c.function]),
+    [
+      ["function", { name: "get_weather", arguments: '{"city": "Paris"}' }],
+      ["function", { name: "get_weather", arguments: '{"city": "Oslo"}' }],
+    ],
+  );
+  assert.match(choice.message.tool_calls[0].id, /^call_\w{24}$/);
+  assert.notEqual(choice.message.tool_calls[0].id, choice.message.tool_calls[1].id);
+  const o = fake.calls[0].options;
+  const format = o.responseFormat as { jsonSchema: Record<string, unknown> };
+  assert.equal(format.jsonSchema.type, "array");
+  assert.equal(format.jsonSchema.minItems, 1);
+  assert.deepEqual(o.chatTemplateKwargs, { tools: [WEATHER_TOOL] });
+  assert.equal(o.stopOnLoop, false);
+});
+
+Deno.test("tools: a named function streams its call, id and name first, then its arguments", async () => {
+  const { app, fake } = setup({ answer: () => '{"city": "Rio de Janeiro"}' });
+  const response = await post(app, {
+    ...hello,
+    stream: true,
+    tools: [WEATHER_TOOL],
+    tool_choice: { type: "function", function: { name: "get_weather" } },
+  });
+  assert.equal(response.status, 200);
+  assert.deepEqual(fake.calls[0].options.responseFormat, {
+    jsonSchema: WEATHER_TOOL.function.parameters,
+  });
+  const chunks = (await sseData(response)).filter((d) => d !== "[DONE]").map((d) => JSON.parse(d));
+  assert.deepEqual(chunks[0].choices[0].delta, { role: "assistant", content: "" });
+  const deltas = chunks.slice(1, -1).map((c) => c.choices[0].delta.tool_calls);
+  assert.ok(deltas.length > 1); // the fake's words: one delta each
+  const [first, ...rest] = deltas.map((d) => d[0]);
+  assert.equal(first.index, 0);
+  assert.match(first.id, /^call_/);
+  assert.equal(first.type, "function");
+  assert.equal(first.function.name, "get_weather");
+  for (const d of rest) assert.deepEqual(Object.keys(d).sort(), ["function", "index"]);
+  assert.equal(
+    deltas.map((d) => d[0].function.arguments).join(""),
+    '{"city": "Rio de Janeiro"}',
+  );
+  assert.equal(chunks.at(-1).choices[0].finish_reason, "stop");
+});
+
+Deno.test("tools: none answers in text; a conversation's tool calls and results reach the engine", async () => {
+  const { app, fake } = setup();
+  const response = await post(app, {
+    model: MODEL,
+    tools: [WEATHER_TOOL],
+    tool_choice: "none",
+    messages: [
+      { role: "user", content: "Weather in Paris?" },
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [{
+          id: "call_1",
+          type: "function",
+          function: { name: "get_weather", arguments: '{"city": "Paris"}' },
+        }],
+      },
+      { role: "tool", tool_call_id: "call_1", content: "12 C" },
+    ],
+  });
+  assert.equal(response.status, 200);
+  const body = await response.json();
+  assert.equal(typeof body.choices[0].message.content, "string");
+  assert.equal(body.choices[0].message.tool_calls, undefined);
+  const { messages, options } = fake.calls[0];
+  assert.deepEqual(messages.slice(1), [
+    {
+      role: "assistant",
+      content: "",
+      toolCalls: [{ id: "call_1", name: "get_weather", arguments: '{"city": "Paris"}' }],
+    },
+    { role: "tool", content: "12 C", toolCallId: "call_1" },
+  ]);
+  assert.equal(options.responseFormat, undefined);
+  assert.deepEqual(options.chatTemplateKwargs, { tools: [WEATHER_TOOL] });
+});
+
+Deno.test("tools: an answer cut off before a call's name comes back as text, streamed or not", async () => {
+  const opts = { answer: () => '[{"name": "get', finishReason: "length" as const };
+  const request = { ...hello, tools: [WEATHER_TOOL], tool_choice: "required" };
+  const whole = await (await post(setup(opts).app, request)).json();
+  assert.deepEqual(whole.choices[0].message, {
+    role: "assistant",
+    content: '[{"name": "get',
+    refusal: null,
+  });
+  assert.equal(whole.choices[0].finish_reason, "length");
+  const chunks = (await sseData(await post(setup(opts).app, { ...request, stream: true })))
+    .filter((d) => d !== "[DONE]").map((d) => JSON.parse(d));
+  assert.equal(chunks.length, 2); // the role, then the finish carrying the text
+  assert.deepEqual(chunks[1].choices[0].delta, { content: '[{"name": "get' });
+  assert.equal(chunks[1].choices[0].finish_reason, "length");
 });
