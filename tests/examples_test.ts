@@ -174,6 +174,22 @@ Deno.test("the server of deno task serve answers examples/curl.sh and examples/o
       `"prompt_tokens_details":{"cached_tokens":33,"image_tokens":4}}\n` +
       `${ANSWER}\nstreamed 12 tokens\n`,
   );
+
+  // The tool round trip: a call held to the tool's schema, its result, an answer after it.
+  const tools = await run(Deno.execPath(), [
+    "run",
+    "-A",
+    "examples/tool_calling.ts",
+    `${s.base}/v1`,
+  ]);
+  const [call, result, answer] = tools.out.trimEnd().split("\n");
+  const args = JSON.parse(call.match(/^call: sea_state (.*)$/)![1]);
+  assert.deepEqual(Object.keys(args), ["harbour", "unit"]);
+  assert.ok(
+    ["Bergen", "Brest", "Cádiz"].includes(args.harbour) && ["metres", "feet"].includes(args.unit),
+  );
+  assert.equal(JSON.parse(result.match(/^result: (.*)$/)![1]).harbour, args.harbour);
+  assert.equal(typeof JSON.parse(answer.match(/^answer: (.*)$/)![1]), "string");
 });
 
 Deno.test("examples/serve.ts mounts the API in its own app under deno serve", async () => {
