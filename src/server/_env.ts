@@ -101,10 +101,23 @@ export function loadOptionsFromEnv(
   };
 }
 
+/** An on/off variable: true, false, or undefined where unset or empty. */
+function switchOf(env: Env, name: string): boolean | undefined {
+  const v = env(name)?.trim();
+  if (!v) return undefined;
+  const on = onOff(v);
+  if (on === undefined) {
+    throw new InvalidInputError(
+      `${name}: "${v}" is neither on (1, true, yes, on) nor off (0, false, no, off)`,
+    );
+  }
+  return on;
+}
+
 /**
- * Server options from `QVQ_API_KEY`, `QVQ_MAX_QUEUE`, `QVQ_ALLOW_REMOTE_IMAGES` and `QVQ_CORS`
- * (0 / false / no / off: no cross-origin access; unset, `*`, 1 / true: any origin; else a
- * comma-separated list of origins).
+ * Server options from `QVQ_API_KEY`, `QVQ_MAX_QUEUE`, `QVQ_ALLOW_REMOTE_IMAGES`, `QVQ_METRICS`
+ * (off: no `/metrics`) and `QVQ_CORS` (0 / false / no / off: no cross-origin access; unset, `*`,
+ * 1 / true: any origin; else a comma-separated list of origins).
  */
 export function optionsFromEnv(env: Env): ServerOptions {
   const options: ServerOptions = {};
@@ -112,17 +125,8 @@ export function optionsFromEnv(env: Env): ServerOptions {
   if (key) options.apiKey = key;
   const maxQueue = wholeNumber("QVQ_MAX_QUEUE", env("QVQ_MAX_QUEUE"));
   if (maxQueue !== undefined) options.maxQueue = maxQueue;
-  const remote = env("QVQ_ALLOW_REMOTE_IMAGES")?.trim();
-  if (remote) {
-    const on = onOff(remote);
-    if (on === undefined) {
-      throw new InvalidInputError(
-        `QVQ_ALLOW_REMOTE_IMAGES: "${remote}" is neither on (1, true, yes, on) nor off (0, false, ` +
-          "no, off)",
-      );
-    }
-    if (on) options.allowRemoteImages = true;
-  }
+  if (switchOf(env, "QVQ_ALLOW_REMOTE_IMAGES")) options.allowRemoteImages = true;
+  if (switchOf(env, "QVQ_METRICS") === false) options.metrics = false;
   const cors = (env("QVQ_CORS") ?? "").trim();
   if (OFF.test(cors)) options.cors = false;
   else if (cors && cors !== "*" && !ON.test(cors)) {

@@ -31,6 +31,12 @@ Deno.test("optionsFromEnv() reads the API key, the queue length and the remote-i
     /QVQ_MAX_QUEUE must be a whole number.*"lots"/,
   );
   assert.deepEqual(optionsFromEnv(vars({ QVQ_ALLOW_REMOTE_IMAGES: "off" })), {});
+  assert.deepEqual(optionsFromEnv(vars({ QVQ_METRICS: "off" })), { metrics: false });
+  assert.deepEqual(optionsFromEnv(vars({ QVQ_METRICS: "1" })), {});
+  assert.throws(
+    () => optionsFromEnv(vars({ QVQ_METRICS: "later" })),
+    /QVQ_METRICS: "later" is neither on .* nor off/,
+  );
   assert.deepEqual(optionsFromEnv(vars({ QVQ_ALLOW_REMOTE_IMAGES: " 1 " })), {
     allowRemoteImages: true,
   });

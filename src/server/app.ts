@@ -51,6 +51,7 @@ import {
   parseTokenizeRequest,
 } from "./_request.ts";
 import { sseResponse } from "./_sse.ts";
+import { Metrics } from "./_metrics.ts";
 import { ToolCallScanner, type ToolRequest, toolSchemaError } from "./_tools.ts";
 
 /** Limits and switches of the HTTP API; every field has a safe default. */
@@ -92,6 +93,11 @@ export interface ServerOptions {
    * headers). Default true.
    */
   cors?: boolean | string[];
+  /**
+   * Serve Prometheus metrics at `GET /metrics` (vLLM's names with the prefix `qvq:`; like vLLM's,
+   * without the API key). Default true.
+   */
+  metrics?: boolean;
 }
 
 type Settings = Required<Omit<ServerOptions, "apiKey">> & { apiKey?: string };
@@ -109,6 +115,7 @@ const DEFAULTS: Settings = {
   stopOnLoop: true,
   webPage: true,
   cors: true,
+  metrics: true,
 };
 
 /** Status for a response whose client already left (nginx's convention); nobody reads it. */
@@ -159,9 +166,11 @@ async function* turnEvents(
   start: (options: GenerateOptions) => AsyncIterable<GenerationEvent>,
   options: GenerateOptions,
   n: number,
+  onTurn: () => void = () => {},
 ): AsyncGenerator<{ index: number; event: GenerationEvent }> {
   try {
     await ticket.ready;
+    onTurn();
     // The first choice's prompt record (echo, prompt logprobs) serves the others: scoring the
     // prompt again would run all of it again, past the prompt cache.
     let prompt: PromptEcho | undefined;
@@ -361,6 +370,7 @@ export function createApp(
   const given = Object.entries(options).filter(([, v]) => v !== undefined);
   const settings: Settings = { ...DEFAULTS, ...Object.fromEntries(given) };
   const queue = new GenerationQueue(settings.maxQueue);
+  const metrics = new Metrics();
   const policy: ImagePolicy = {
     allowRemote: settings.allowRemoteImages,
     allowPrivate: settings.allowPrivateImageHosts,
@@ -370,7 +380,10 @@ export function createApp(
   let loaded: ChatEngine | undefined = engine instanceof Promise ? undefined : engine;
   let loadError: unknown;
   const engineReady = Promise.resolve(engine).then(
-    (e) => (loaded = e),
+    (e) => {
+      metrics.model = e.modelId;
+      return (loaded = e);
+    },
     (error) => {
       loadError = error;
       throw error;
@@ -379,6 +392,16 @@ export function createApp(
   engineReady.catch(() => {}); // reported by /health and by each request
 
   const app = new Hono();
+  if (settings.metrics) {
+    app.use("*", async (c, next) => {
+      await next();
+      metrics.response(routeOf(c.req.path), c.res.status);
+    });
+    app.get("/metrics", (c) =>
+      c.body(metrics.render(queue), 200, {
+        "content-type": "text/plain; version=0.0.4; charset=utf-8",
+      }));
+  }
 
   app.onError((error) => {
     const http = toHttpError(error);
@@ -589,6 +612,8 @@ export function createApp(
     // One signal for everything this request starts: aborted when its client disconnects.
     const abort = new AbortController();
     const detach = follow(raw.signal, abort);
+    const arrived = performance.now();
+    const since = () => (performance.now() - arrived) / 1000;
     let streaming = false;
     const busy = () =>
       new HttpError(
@@ -610,11 +635,16 @@ export function createApp(
       });
       const ticket = queue.enter(abort.signal);
       if (!ticket) throw busy();
-      const events = turnEvents(
-        ticket,
-        start,
-        { ...request.options, signal: abort.signal },
-        request.n,
+      const events = observed(
+        turnEvents(
+          ticket,
+          start,
+          { ...request.options, signal: abort.signal },
+          request.n,
+          () => metrics.queued(since()),
+        ),
+        metrics,
+        since,
       );
       const header = completionHeader(e.modelId, format.prefix);
       if (request.stream) {
@@ -691,6 +721,47 @@ export function createApp(
   }
 
   return app;
+}
+
+/**
+ * The events of a request passed on, its first token, finished generations and end recorded in
+ * `metrics` (`since`: seconds since it arrived).
+ */
+async function* observed(
+  events: AsyncGenerator<{ index: number; event: GenerationEvent }>,
+  metrics: Metrics,
+  since: () => number,
+): AsyncGenerator<{ index: number; event: GenerationEvent }> {
+  let first = true;
+  try {
+    for await (const item of events) {
+      if (first && item.event.type === "delta") {
+        first = false;
+        metrics.firstToken(since());
+      }
+      if (item.event.type === "done") metrics.finished(item.event.result);
+      yield item;
+    }
+  } finally {
+    metrics.ended(since());
+  }
+}
+
+/** The routes metrics count responses by (a bounded set, unlike paths), matched by their end. */
+const ROUTES = [
+  "/v1/chat/completions",
+  "/v1/completions",
+  "/v1/models",
+  "/tokenize",
+  "/detokenize",
+  "/health",
+  "/metrics",
+];
+
+/** The route of `path` (under any prefix the app is mounted at), for metrics. */
+function routeOf(path: string): string {
+  if (/\/v1\/models\/./.test(path)) return "/v1/models/:model";
+  return ROUTES.find((r) => path.endsWith(r)) ?? (path.endsWith("/") ? "/" : "other");
 }
 
 /** The 404 for a route the engine lacks (`hint`: what to use instead). */

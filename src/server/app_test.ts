@@ -1356,3 +1356,38 @@ Deno.test("tools: an answer cut off before a call's name comes back as text, str
   assert.deepEqual(chunks[1].choices[0].delta, { content: '[{"name": "get' });
   assert.equal(chunks[1].choices[0].finish_reason, "length");
 });
+
+Deno.test("GET /metrics counts requests, tokens and responses (no API key needed); metrics: false turns it off", async () => {
+  const { app } = setup({}, { apiKey: "k" });
+  const auth = { authorization: "Bearer k" };
+  const ok = await post(app, { ...hello, max_tokens: 3 }, auth);
+  await ok.json();
+  const bad = await post(app, { ...hello, temperature: 9 }, auth);
+  assert.equal(bad.status, 400);
+  await bad.body?.cancel();
+  const streamed = await post(app, { ...hello, stream: true }, auth);
+  await streamed.text();
+  const r = await app.request("/metrics");
+  assert.equal(r.status, 200);
+  assert.match(r.headers.get("content-type")!, /^text\/plain; version=0\.0\.4/);
+  const text = await r.text();
+  const series = (key: string) =>
+    Number(text.split("\n").find((l) => l.startsWith(`${key} `))?.split(" ")[1]);
+  const l = `model_name="${MODEL}"`;
+  assert.equal(series(`qvq:request_success_total{${l},finished_reason="length"}`), 1);
+  assert.equal(series(`qvq:request_success_total{${l},finished_reason="stop"}`), 1);
+  // The fake's answer: 3 tokens (max_tokens), then its whole default answer.
+  assert.equal(
+    series(`qvq:generation_tokens_total{${l}}`),
+    3 + "I see 0 images. You said: Hello there".split(" ").length,
+  );
+  assert.equal(series(`qvq:time_to_first_token_seconds_count{${l}}`), 2);
+  assert.equal(series(`qvq:e2e_request_latency_seconds_count{${l}}`), 2);
+  assert.equal(series(`qvq:num_requests_waiting{${l}}`), 0);
+  const route = (status: number) =>
+    series(`qvq:http_responses_total{${l},route="/v1/chat/completions",status="${status}"}`);
+  assert.equal(route(200), 2);
+  assert.equal(route(400), 1);
+  const off = setup({}, { metrics: false }).app;
+  assert.equal((await off.request("/metrics")).status, 404);
+});

@@ -17,6 +17,7 @@
  * - `QVQ_API_KEY`: require `Authorization: Bearer <key>` on /v1, /tokenize and /detokenize
  * - `QVQ_MAX_QUEUE`: requests that may wait for the model (default 16)
  * - `QVQ_ALLOW_REMOTE_IMAGES=1`: fetch http(s) image URLs (public addresses only)
+ * - `QVQ_METRICS=0`: no Prometheus metrics at `/metrics` (served by default, without the key)
  * - `QVQ_CORS`: cross-origin access to the API (/v1, /tokenize, /detokenize) — any origin by default; `off`, or a comma-separated
  *   list of origins
  * - `HF_TOKEN`, `HF_ENDPOINT`, `HF_HOME`, `HF_HUB_OFFLINE`: as for huggingface_hub
