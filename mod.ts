@@ -68,6 +68,8 @@ export {
   type TokenizerConfig,
 } from "./src/tokenizer.ts";
 export {
+  type DecodedImage,
+  decodeImage,
   DEFAULT_IMAGE_PROCESSOR_CONFIG,
   type GridThw,
   type ImageProcessorConfig,

@@ -318,6 +318,27 @@ function checkBytes(bytes: unknown, what: string): Uint8Array {
   return bytes;
 }
 
+/** Throws InvalidInputError unless `image` is decoded pixels: `data` of width × height RGB triples. */
+function checkDecoded(image: unknown, what: string): void {
+  const { width, height, data } = (image ?? {}) as Partial<DecodedImage>;
+  const size = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+  if (
+    typeof image !== "object" || !size(width) || !size(height) || !(data instanceof Uint8Array)
+  ) {
+    throw new InvalidInputError(
+      `${what} must be encoded bytes (a Uint8Array of PNG, JPEG or WebP) or decoded pixels ` +
+        `({ width, height, data: (height, width, 3) RGB Uint8Array }), got ${typeof image}.`,
+    );
+  }
+  if (data.length !== width! * height! * 3) {
+    throw new InvalidInputError(
+      `${what}: data has ${data.length} bytes, not width × height × 3 = ${
+        width! * height! * 3
+      } for ${width}×${height} RGB pixels.`,
+    );
+  }
+}
+
 /**
  * Decodes PNG, JPEG or WebP bytes to 8-bit RGB exactly as PIL's `Image.open(f).convert("RGB")`
  * (JPEG within a few levels). Throws InvalidInputError for unsupported, corrupt, empty or
@@ -351,14 +372,17 @@ export interface PreprocessOptions {
  * too elongated, and ModelFileError for impossible settings.
  */
 export async function preprocessImages(
-  images: Uint8Array[],
+  images: readonly (Uint8Array | DecodedImage)[],
   config: ImageProcessorConfig,
   options: PreprocessOptions = {},
 ): Promise<PreprocessedImages> {
   if (!Array.isArray(images)) {
     throw new InvalidInputError(`images must be an array of Uint8Array, got ${typeof images}.`);
   }
-  images.forEach((bytes, i) => checkBytes(bytes, `Image ${i}`));
+  images.forEach((image, i) => {
+    if (!(image instanceof Uint8Array)) checkDecoded(image, `Image ${i}`);
+    else checkBytes(image, `Image ${i}`);
+  });
   // Ranges are checked in Rust; here only what would be silently truncated crossing into wasm.
   for (
     const key of ["patchSize", "temporalPatchSize", "mergeSize", "minPixels", "maxPixels"] as const
@@ -375,19 +399,24 @@ export async function preprocessImages(
   const parts: Float32Array[] = [];
   const gridThw: GridThw[] = [];
   let tokens = 0;
-  for (const [i, bytes] of images.entries()) {
-    const out = call(`Image ${i}: `, () =>
-      wasm.imgPreprocess(
-        bytes,
-        config.patchSize,
-        config.temporalPatchSize,
-        config.mergeSize,
-        config.minPixels,
-        config.maxPixels,
-        mean,
-        std,
-        config.rescaleFactor ?? DEFAULT_IMAGE_PROCESSOR_CONFIG.rescaleFactor,
-      ));
+  const settings = [
+    config.patchSize,
+    config.temporalPatchSize,
+    config.mergeSize,
+    config.minPixels,
+    config.maxPixels,
+    mean,
+    std,
+    config.rescaleFactor ?? DEFAULT_IMAGE_PROCESSOR_CONFIG.rescaleFactor,
+  ] as const;
+  for (const [i, image] of images.entries()) {
+    const out = call(
+      `Image ${i}: `,
+      () =>
+        image instanceof Uint8Array
+          ? wasm.imgPreprocess(image, ...settings)
+          : wasm.imgPreprocessRgb(image.data, image.width, image.height, ...settings),
+    );
     try {
       const [t, h, w] = out.gridThw;
       gridThw.push([t, h, w]);

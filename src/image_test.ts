@@ -82,6 +82,34 @@ Deno.test("preprocessImages() gives transformers' pixel_values and image_grid_th
   }
 });
 
+Deno.test("preprocessImages() takes decoded pixels as it takes the file, and refuses malformed ones", async () => {
+  const config = await fixtureConfig();
+  const cases = await imageCases();
+  const files = cases.map(([, png]) => png);
+  const decoded = await Promise.all(files.map(decodeImage));
+  const a = await preprocessImages(files, config);
+  const b = await preprocessImages([decoded[0], files[1], decoded[2]], config);
+  assert.deepEqual(b.gridThw, a.gridThw);
+  assert.equal(maxAbsDiff(b.pixelValues, a.pixelValues), 0);
+  const { width, height, data } = decoded[1];
+  const bad: [unknown, RegExp][] = [
+    [
+      { width, height, data: data.subarray(1) },
+      /Image 0: data has \d+ bytes, not width × height × 3/,
+    ],
+    [{ width, height }, /Image 0 must be encoded bytes .* or decoded pixels/],
+    [{ width: 0, height: 0, data: new Uint8Array(0) }, /Image 0: RGB image has an empty side/],
+    [{ width: 1.5, height, data }, /Image 0 must be encoded bytes/],
+  ];
+  for (const [image, message] of bad) {
+    await assert.rejects(
+      preprocessImages([image as Uint8Array], config),
+      (e) => e instanceof InvalidInputError && message.test(e.message),
+      message.source,
+    );
+  }
+});
+
 Deno.test("preprocessImages() concatenates several images' patches in order", async () => {
   const config = await fixtureConfig();
   const cases = await imageCases();
@@ -307,7 +335,7 @@ Deno.test("preprocessImages() refuses unsupported, truncated, empty and oversize
   // Not bytes at all.
   await assert.rejects(
     preprocessImages(["x" as unknown as Uint8Array], config),
-    /Image 0 must be a Uint8Array/,
+    /Image 0 must be encoded bytes \(a Uint8Array of PNG, JPEG or WebP\) or decoded pixels/,
   );
   await assert.rejects(preprocessImages([png], { ...config, patchSize: 14.5 }), /config.patchSize/);
   // Ranges the TypeScript types allow but the processor cannot use are the model file's fault.

@@ -211,8 +211,8 @@ function markFinal(msgs: { content: string | { type: string; text?: string }[] }
 }
 
 /** The images of `messages`, in prompt order (the order of their placeholders). */
-export function collectImages(messages: readonly ChatMessage[]): Uint8Array[] {
-  const out: Uint8Array[] = [];
+export function collectImages(messages: readonly ChatMessage[]): ContentImage[] {
+  const out: ContentImage[] = [];
   for (const m of messages) {
     if (typeof m.content === "string") continue;
     for (const p of m.content) if (p.type === "image") out.push(p.image);
@@ -250,9 +250,10 @@ export function validateMessages(messages: readonly ChatMessage[]): void {
           throw new InvalidInputError(`${where}.text must be a string, got ${preview(p.text)}`);
         }
       } else if (p?.type === "image") {
-        if (!(p.image instanceof Uint8Array) || p.image.length === 0) {
+        if (!isImage(p.image)) {
           throw new InvalidInputError(
-            `${where}.image must be the image file's bytes (a non-empty Uint8Array)`,
+            `${where}.image must be the image file's bytes (a non-empty Uint8Array) or its ` +
+              "decoded pixels ({ width, height, data: (height, width, 3) RGB Uint8Array })",
           );
         }
       } else {
@@ -264,6 +265,22 @@ export function validateMessages(messages: readonly ChatMessage[]): void {
       }
     });
   });
+}
+
+/** An image as a content part holds it: encoded bytes, or decoded pixels. */
+type ContentImage = Extract<ContentPart, { type: "image" }>["image"];
+
+/**
+ * Whether `x` is an image a content part may hold: non-empty bytes, or pixels whose `data` holds
+ * width × height RGB triples (sizes the preprocessor refuses are its to refuse).
+ */
+function isImage(x: unknown): boolean {
+  if (x instanceof Uint8Array) return x.length > 0;
+  if (x === null || typeof x !== "object") return false;
+  const { width, height, data } = x as Record<string, unknown>;
+  return Number.isSafeInteger(width) && Number.isSafeInteger(height) &&
+    (width as number) >= 0 && (height as number) >= 0 && data instanceof Uint8Array &&
+    data.length === (width as number) * (height as number) * 3;
 }
 
 /** A message's toolCalls (assistant messages only) and toolCallId (tool messages only). */

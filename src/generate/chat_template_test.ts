@@ -262,3 +262,21 @@ Deno.test("ChatTemplate.render() refuses tool fields on the wrong role or malfor
   bad({ role: "user", content: "x", toolCallId: "c" }, /toolCallId must be a string on a "tool"/);
   bad({ role: "tool", content: "x", toolCallId: 3 }, /toolCallId must be a string/);
 });
+
+Deno.test("ChatTemplate.render() takes decoded pixels as an image; collectImages() keeps them", async () => {
+  const t = await fixtureTemplate();
+  const pixels = { width: 1, height: 2, data: new Uint8Array(6) };
+  const msgs: ChatMessage[] = [{
+    role: "user",
+    content: [{ type: "image", image: pixels }, { type: "text", text: "Hm?" }],
+  }];
+  assert.ok(t.render(msgs).includes("<|vision_start|><|image_pad|><|vision_end|>Hm?"));
+  assert.deepEqual(collectImages(msgs), [pixels]);
+  const short = { width: 2, height: 2, data: new Uint8Array(6) };
+  assert.throws(
+    () => t.render([{ role: "user", content: [{ type: "image", image: short }] }]),
+    (e) =>
+      e instanceof InvalidInputError &&
+      /content\[0\]\.image must be .* decoded pixels/.test(e.message),
+  );
+});

@@ -2,11 +2,16 @@
  * The types that connect generation to its callers (the module API, the server, the CLI).
  * @module
  */
+import type { DecodedImage } from "../image.ts";
 
-/** One part of a message's content. Images travel as encoded bytes (PNG/JPEG/WebP). */
+/**
+ * One part of a message's content. An image is its file's bytes (PNG, JPEG or WebP), or pixels
+ * already decoded (a {@link DecodedImage}: from decodeImage(), a canvas, a video frame), which
+ * are not decoded again.
+ */
 export type ContentPart =
   | { type: "text"; text: string }
-  | { type: "image"; image: Uint8Array };
+  | { type: "image"; image: Uint8Array | DecodedImage };
 
 /** A chat message. `content` as a string is one text part. */
 export interface ChatMessage {

@@ -18,6 +18,7 @@ import type { ChatMessage, ContentPart, GenerateOptions } from "../generate/type
 import { badRequest } from "./_errors.ts";
 import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
 import { checkDecodes, type ImagePolicy, loadImage } from "./_images.ts";
+import type { DecodedImage } from "../image.ts";
 import { parseTools, type ToolRequest } from "./_tools.ts";
 
 /** OpenAI accepts at most 4 stop sequences. */
@@ -893,29 +894,35 @@ async function checkedImage(
   url: string,
   param: string,
   policy: ImagePolicy,
-  signal?: AbortSignal,
-): Promise<Uint8Array> {
+  signal: AbortSignal | undefined,
+  pixels: () => boolean,
+): Promise<Uint8Array | DecodedImage> {
   const bytes = await loadImage(url, param, policy, signal);
-  await checkDecodes(bytes, param);
-  return bytes;
+  const decoded = await checkDecodes(bytes, param);
+  return pixels() ? decoded : bytes;
 }
 
 /**
  * Fetches or decodes every image of validated messages, in order, and checks that each decodes
- * (a bad image is a 400 here, before the request waits in the queue).
+ * (a bad image is a 400 here, before the request waits in the queue). Each image is its decoded
+ * pixels where `pixels()` says so once it is decoded — the request will run at once, and the
+ * engine need not decode it again — else its bytes (a request that waits holds the smaller
+ * form).
  */
 export function loadMessages(
   messages: RequestMessage[],
   policy: ImagePolicy,
   signal?: AbortSignal,
+  pixels: () => boolean = () => false,
 ): Promise<ChatMessage[]> {
   return Promise.all(messages.map(async ({ role, content, ...tool }): Promise<ChatMessage> => {
     if (typeof content === "string") return { role, content, ...tool };
     const parts = await Promise.all(
       content.map(async (part): Promise<ContentPart> =>
-        part.type === "text"
-          ? part
-          : { type: "image", image: await checkedImage(part.url, part.param, policy, signal) }
+        part.type === "text" ? part : {
+          type: "image",
+          image: await checkedImage(part.url, part.param, policy, signal, pixels),
+        }
       ),
     );
     return { role, content: parts, ...tool };

@@ -521,7 +521,9 @@ export function createApp(
     // Images are fetched and decoded before queueing: a bad image is a 400, not a stream that
     // fails once the request's turn comes.
     return await answer(c.req.raw, request, chatFormat(request.tools), async (e, signal) => {
-      const messages = await loadMessages(request.messages, policy, signal);
+      // Decoded pixels go to the engine where the request will run at once (no second decode).
+      const idle = () => !queue.running && queue.waiting === 0;
+      const messages = await loadMessages(request.messages, policy, signal, idle);
       return (options) => e.generate(messages, options);
     });
   });
@@ -558,7 +560,7 @@ export function createApp(
     const e = await engineFor(request.model, "tokenize");
     const field = "prompt" in request ? "prompt" : "messages";
     const input = "prompt" in request ? { prompt: request.prompt } : {
-      messages: await loadMessages(request.messages, policy, c.req.raw.signal),
+      messages: await loadMessages(request.messages, policy, c.req.raw.signal, () => true),
       continueFinalMessage: request.continueFinalMessage,
       addGenerationPrompt: request.addGenerationPrompt,
       chatTemplateKwargs: request.chatTemplateKwargs,

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { InvalidInputError } from "../errors.ts";
+import { decodeImage } from "../image.ts";
 import { createApp, type ServerOptions } from "./app.ts";
 import { FakeEngine, type FakeEngineOptions } from "./_fake_engine.ts";
 
@@ -7,6 +8,7 @@ const PNG = await Deno.readFile(
   new URL("../../tests/fixtures/tiny-qwen2vl/reference/case0_0.png", import.meta.url),
 );
 const PNG_URL = `data:image/png;base64,${PNG.toBase64()}`;
+const PIXELS = await decodeImage(PNG);
 const MODEL = "fake/qvq-test";
 
 function setup(engine: FakeEngineOptions = {}, options: ServerOptions = {}) {
@@ -104,7 +106,8 @@ Deno.test("POST /v1/chat/completions passes text and image parts and every optio
     { role: "system", content: "Think step by step." },
     {
       role: "user",
-      content: [{ type: "image", image: PNG }, { type: "text", text: "What is this?" }],
+      // Decoded once, by the server: the engine takes the pixels of a request that runs at once.
+      content: [{ type: "image", image: PIXELS }, { type: "text", text: "What is this?" }],
     },
     { role: "assistant", content: [{ type: "text", text: "A square." }] },
     { role: "user", content: "Sure?" },
@@ -963,7 +966,7 @@ Deno.test("image URLs are fetched only when the server allows it", async () => {
     );
     const { app, fake } = setup({}, { allowRemoteImages: true, allowPrivateImageHosts: true });
     assert.equal((await post(app, body)).status, 200);
-    assert.deepEqual(fake.calls[0].messages[0].content, [{ type: "image", image: PNG }]);
+    assert.deepEqual(fake.calls[0].messages[0].content, [{ type: "image", image: PIXELS }]);
   } finally {
     await images.shutdown();
   }
@@ -1390,4 +1393,27 @@ Deno.test("GET /metrics counts requests, tokens and responses (no API key needed
   assert.equal(route(400), 1);
   const off = setup({}, { metrics: false }).app;
   assert.equal((await off.request("/metrics")).status, 404);
+});
+
+Deno.test("an image reaches the engine decoded when its request runs at once, as bytes when it waits", async () => {
+  const { app, fake } = setup({ tokenDelayMs: 5 });
+  const ask = () =>
+    post(app, {
+      model: MODEL,
+      messages: [{
+        role: "user",
+        content: [{ type: "image_url", image_url: { url: PNG_URL } }, { type: "text", text: "?" }],
+      }],
+    });
+  const first = ask();
+  // The first is generating by the time the second's image is decoded: the second waits.
+  while (!fake.calls.length) await new Promise((r) => setTimeout(r, 1));
+  const second = ask();
+  for (const r of [await first, await second]) {
+    assert.equal(r.status, 200);
+    await r.body?.cancel();
+  }
+  const image = (i: number) => (fake.calls[i].messages[0].content as { image: unknown }[])[0].image;
+  assert.deepEqual(image(0), PIXELS);
+  assert.deepEqual(image(1), PNG);
 });

@@ -104,6 +104,12 @@ export function imgDecode(bytes: Uint8Array | number[]): ImgRgb;
 export function imgPreprocess(bytes: Uint8Array | number[], patch_size: number, temporal_patch_size: number, merge_size: number, min_pixels: number, max_pixels: number, image_mean: Float32Array | number[], image_std: Float32Array | number[], rescale_factor: number): ImgPatches;
 
 /**
+ * Resizes and flattens decoded (height, width, 3) RGB pixels as [`image_preprocess`] does after
+ * decoding; the same config arguments.
+ */
+export function imgPreprocessRgb(data: Uint8Array | number[], width: number, height: number, patch_size: number, temporal_patch_size: number, merge_size: number, min_pixels: number, max_pixels: number, image_mean: Float32Array | number[], image_std: Float32Array | number[], rescale_factor: number): ImgPatches;
+
+/**
  * The header length from a file's first 8 bytes, checked against the file size.
  */
 export function stHeaderLength(prefix: Uint8Array | number[], file_size: number): number;
@@ -130,6 +136,7 @@ export interface InitOutput {
     readonly __wbg_toktokenizer_free: (a: number, b: number) => void;
     readonly imgDecode: (a: number, b: number) => [number, number, number];
     readonly imgPreprocess: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number, j: number, k: number, l: number) => [number, number, number];
+    readonly imgPreprocessRgb: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number, j: number, k: number, l: number, m: number, n: number) => [number, number, number];
     readonly imgpatches_gridThw: (a: number) => [number, number];
     readonly imgpatches_takePixelValues: (a: number) => [number, number];
     readonly imgrgb_height: (a: number) => number;

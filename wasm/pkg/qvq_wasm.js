@@ -398,6 +398,52 @@ export function imgPreprocess(bytes, patch_size, temporal_patch_size, merge_size
 }
 
 /**
+ * Resizes and flattens decoded (height, width, 3) RGB pixels as [`image_preprocess`] does after
+ * decoding; the same config arguments.
+ * @param {Uint8Array | number[]} data
+ * @param {number} width
+ * @param {number} height
+ * @param {number} patch_size
+ * @param {number} temporal_patch_size
+ * @param {number} merge_size
+ * @param {number} min_pixels
+ * @param {number} max_pixels
+ * @param {Float32Array | number[]} image_mean
+ * @param {Float32Array | number[]} image_std
+ * @param {number} rescale_factor
+ * @returns {ImgPatches}
+ */
+export function imgPreprocessRgb(data, width, height, patch_size, temporal_patch_size, merge_size, min_pixels, max_pixels, image_mean, image_std, rescale_factor) {
+    const val4 = +width;
+    const val5 = +height;
+    const val6 = +patch_size;
+    const val7 = +temporal_patch_size;
+    const val8 = +merge_size;
+    const val9 = +min_pixels;
+    const val10 = +max_pixels;
+    const val11 = +rescale_factor;
+    let ptr0, len0, ptr1, len1, ptr2, len2;
+    try {
+        ptr0 = passArray8ToWasm0(data, wasm.__wbindgen_malloc);
+        len0 = WASM_VECTOR_LEN;
+        ptr1 = passArrayF32ToWasm0(image_mean, wasm.__wbindgen_malloc);
+        len1 = WASM_VECTOR_LEN;
+        ptr2 = passArrayF32ToWasm0(image_std, wasm.__wbindgen_malloc);
+        len2 = WASM_VECTOR_LEN;
+    } catch (e) {
+        if (ptr2) { wasm.__wbindgen_free(ptr2, len2 * 4, 4); }
+        if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 4, 4); }
+        if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+        throw e;
+    }
+    const ret = wasm.imgPreprocessRgb(ptr0, len0, val4, val5, val6, val7, val8, val9, val10, ptr1, len1, ptr2, len2, val11);
+    if (ret[2]) {
+        throw takeFromExternrefTable0(ret[1]);
+    }
+    return ImgPatches.__wrap(ret[0]);
+}
+
+/**
  * The header length from a file's first 8 bytes, checked against the file size.
  * @param {Uint8Array | number[]} prefix
  * @param {number} file_size

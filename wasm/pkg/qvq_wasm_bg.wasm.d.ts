@@ -8,6 +8,7 @@ export const __wbg_tokstreamdecoder_free: (a: number, b: number) => void;
 export const __wbg_toktokenizer_free: (a: number, b: number) => void;
 export const imgDecode: (a: number, b: number) => [number, number, number];
 export const imgPreprocess: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number, j: number, k: number, l: number) => [number, number, number];
+export const imgPreprocessRgb: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number, j: number, k: number, l: number, m: number, n: number) => [number, number, number];
 export const imgpatches_gridThw: (a: number) => [number, number];
 export const imgpatches_takePixelValues: (a: number) => [number, number];
 export const imgrgb_height: (a: number) => number;

@@ -39,7 +39,32 @@ pub struct Preprocessed {
 /// Decodes, resizes, normalises and flattens one encoded image.
 pub fn preprocess(bytes: &[u8], config: &ProcessorConfig) -> Result<Preprocessed, ImageError> {
     config.validate()?;
-    let img = decode(bytes)?;
+    preprocess_rgb(&decode(bytes)?, config)
+}
+
+/// Resizes, normalises and flattens an image already decoded (by [`decode`], or pixels a caller
+/// holds): what [`preprocess`] does after decoding, so an image decoded once to check it is not
+/// decoded again. Refuses an empty or oversized image as [`decode`] would.
+pub fn preprocess_rgb(
+    img: &RgbImage,
+    config: &ProcessorConfig,
+) -> Result<Preprocessed, ImageError> {
+    config.validate()?;
+    let (w, h) = (img.width as u64, img.height as u64);
+    if w == 0 || h == 0 {
+        return Err(ImageError::ZeroSize {
+            format: "RGB",
+            width: w,
+            height: h,
+        });
+    }
+    if w * h > MAX_DECODED_PIXELS {
+        return Err(ImageError::TooLarge {
+            format: "RGB",
+            width: w,
+            height: h,
+        });
+    }
     let factor = config.factor() as u64;
     let (height, width) = smart_resize(
         img.height as u64,
@@ -48,7 +73,7 @@ pub fn preprocess(bytes: &[u8], config: &ProcessorConfig) -> Result<Preprocessed
         config.min_pixels,
         config.max_pixels,
     )?;
-    let img = resize_bicubic(&img, width as usize, height as usize, Backend::Torchvision);
+    let img = resize_bicubic(img, width as usize, height as usize, Backend::Torchvision);
     let mut pixel_values = Vec::new();
     let (grid_h, grid_w) = patchify::patchify_into(&img, config, &mut pixel_values);
     Ok(Preprocessed {

@@ -2,8 +2,8 @@
 //! tests/tools/make_image_refs.py and by transformers 5.17 for the model fixture).
 
 use qvq_image::{
-    Backend, ImageError, ProcessorConfig, RgbImage, decode, preprocess, resize_bicubic,
-    smart_resize,
+    Backend, ImageError, ProcessorConfig, RgbImage, decode, preprocess, preprocess_rgb,
+    resize_bicubic, smart_resize,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -259,4 +259,36 @@ fn preprocess_survives_every_single_byte_corruption_of_small_png_jpeg_and_webp_f
             }
         }
     }
+}
+
+#[test]
+fn preprocess_rgb_of_decoded_pixels_equals_preprocess_of_the_file() {
+    let root = "tiny-qwen2vl/reference";
+    let config = ProcessorConfig {
+        max_pixels: 12845056,
+        min_pixels: 3136,
+        ..ProcessorConfig::default()
+    };
+    for file in ["case0_0.png", "case1_0.png"] {
+        let bytes = read(&format!("{root}/{file}"));
+        let whole = preprocess(&bytes, &config).unwrap();
+        let split = preprocess_rgb(&decode(&bytes).unwrap(), &config).unwrap();
+        assert_eq!(whole, split, "{file}");
+    }
+    // Sizes decode() would refuse are refused here too.
+    let empty = RgbImage::new(0, 5, vec![]);
+    assert!(matches!(
+        preprocess_rgb(&empty, &config),
+        Err(ImageError::ZeroSize { .. })
+    ));
+    let side = 1usize << 13;
+    let huge = RgbImage {
+        width: side + 1,
+        height: side,
+        data: vec![],
+    };
+    assert!(matches!(
+        preprocess_rgb(&huge, &config),
+        Err(ImageError::TooLarge { .. })
+    ));
 }
