@@ -152,7 +152,7 @@ function templateMessage(m: ChatMessage, readsCalls: boolean): TemplateMessage {
   }
   const calls = toolCallsText(m.toolCalls);
   if (typeof content === "string") content = content ? `${content}\n${calls}` : calls;
-  else content = [...content, { type: "text", text: calls }];
+  else content = [...content, { type: "text", text: content.length ? `\n${calls}` : calls }];
   return { ...out, content };
 }
 

@@ -219,6 +219,15 @@ Deno.test("ChatTemplate.render() writes an assistant's tool calls as JSON where 
     { role: "assistant", content: "Looking.", toolCalls: [{ name: "f", arguments: "{}" }] },
   ], { addGenerationPrompt: false });
   assert.ok(withText.endsWith('Looking.\n[{"name": "f", "parameters": {}}]<|im_end|>\n'));
+  const withParts = t.render([
+    { role: "user", content: "Hi" },
+    {
+      role: "assistant",
+      content: [{ type: "text", text: "Looking." }],
+      toolCalls: [{ name: "f", arguments: "{}" }],
+    },
+  ], { addGenerationPrompt: false });
+  assert.equal(withParts, withText);
 });
 
 Deno.test("ChatTemplate.render() hands tool calls to a template that reads tool_calls, arguments parsed", () => {

@@ -143,18 +143,32 @@ export function completionObject(
   tools?: ToolMode,
 ): object {
   const all = list(results);
-  return whole(header, "chat.completion", all, (r) => ({
-    message: assistantMessage(r.text, tools),
-    logprobs: logprobsObject(r.logprobs),
-  }));
+  return whole(header, "chat.completion", all, (r) => {
+    const scanner = tools && new ToolCallScanner(tools);
+    scanner?.push(r.text);
+    const calls = scanner?.calls ?? [];
+    return {
+      message: calls.length
+        ? { role: "assistant", content: null, refusal: null, tool_calls: calls }
+        : { role: "assistant", content: r.text, refusal: null },
+      logprobs: logprobsObject(r.logprobs),
+      ...toolFinish(r, tools, calls.length),
+    };
+  });
 }
 
-function assistantMessage(text: string, tools?: ToolMode): object {
-  const calls = tools && new ToolCallScanner(tools);
-  calls?.push(text);
-  return calls?.calls.length
-    ? { role: "assistant", content: null, refusal: null, tool_calls: calls.calls }
-    : { role: "assistant", content: text, refusal: null };
+/**
+ * The finish reason of an answer held to tool calls, where it is not the generation's own:
+ * "tool_calls" for calls of "required" that ended whole, as vLLM and OpenAI report them (a named
+ * function's call ends with "stop", as theirs does).
+ */
+export function toolFinish(
+  result: GenerationResult,
+  tools: ToolMode | undefined,
+  calls: number,
+): { finish_reason?: "tool_calls" } {
+  const whole = openAIFinishReason(result.finishReason) === "stop";
+  return tools?.kind === "required" && whole && calls > 0 ? { finish_reason: "tool_calls" } : {};
 }
 
 /**
@@ -171,7 +185,8 @@ function whole(
   return {
     ...header,
     object,
-    choices: results.map((r, index) => ({ index, ...body(r), ...finish(r) })),
+    // The body's finish_reason, where it sets one, wins.
+    choices: results.map((r, index) => ({ index, ...finish(r), ...body(r) })),
     usage: usageOf(all),
     timings: timingsOf(all),
   };
@@ -196,11 +211,19 @@ function finish(result?: GenerationResult): Record<string, unknown> {
 export function chunkObject(
   header: CompletionHeader,
   choice:
-    | { delta: object; result?: GenerationResult; logprobs?: TokenLogprob[]; index?: number }
+    | {
+      delta: object;
+      result?: GenerationResult;
+      logprobs?: TokenLogprob[];
+      index?: number;
+      /** In place of the result's finish reason (see toolFinish). */
+      finish?: { finish_reason?: string };
+    }
     | null,
   usage?: { include: boolean; result?: GenerationResult },
 ): object {
-  const body = choice && { delta: choice.delta, logprobs: logprobsObject(choice.logprobs) };
+  const body = choice &&
+    { delta: choice.delta, logprobs: logprobsObject(choice.logprobs), ...choice.finish };
   return chunk(header, "chat.completion.chunk", body, choice?.result, usage, choice?.index);
 }
 
@@ -217,7 +240,7 @@ function chunk(
   index = 0,
 ): object {
   const c: Record<string, unknown> = { ...header, object };
-  c.choices = body ? [{ index, ...body, ...finish(result) }] : [];
+  c.choices = body ? [{ index, ...finish(result), ...body }] : [];
   if (body && result) c.timings = timingsOf(result);
   if (usage?.include) c.usage = usage.result ? usageOf(usage.result) : null;
   return c;

@@ -323,7 +323,7 @@ function parseToolCalls(x: unknown, param: string): ChatMessage["toolCalls"] {
     const at = `${param}[${j}]`;
     const f = isObject(call) ? call.function : undefined;
     if (
-      !isObject(call) || (call.type !== undefined && call.type !== "function") || !isObject(f) ||
+      !isObject(call) || (call.type != null && call.type !== "function") || !isObject(f) ||
       typeof f.name !== "string" || f.name === "" || typeof f.arguments !== "string" ||
       (call.id !== undefined && call.id !== null && typeof call.id !== "string")
     ) {
@@ -463,14 +463,8 @@ export type TokenizeRequest =
  */
 export function parseTokenizeRequest(json: unknown, limits: RequestLimits): TokenizeRequest {
   const body = optionalModel(json);
+  // tool_choice is accepted and ignored, as vLLM's /tokenize does: the prompt is the same.
   refuseUnsupported(body, { withTools: true });
-  if (body.tool_choice !== undefined && body.tool_choice !== null) {
-    throw badRequest(
-      "tool_choice",
-      "tool_choice is not a /tokenize field: the prompt is the same for every choice.",
-      "unsupported_parameter",
-    );
-  }
   optionalBoolean(body, "add_special_tokens");
   if (optionalBoolean(body, "return_token_strs")) {
     throw badRequest(
@@ -532,15 +526,29 @@ export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequ
   }
   const tools = parseTools(body);
   const sampling = parseSampling(body, limits, { chat: true, tools });
-  if (parseContinuation(body).continueFinalMessage) sampling.options.continueFinalMessage = true;
+  if (parseContinuation(body).continueFinalMessage) {
+    if (tools?.schema) {
+      // The calls' text is written anew from the message's tool_calls: it cannot be continued.
+      throw badRequest(
+        "continue_final_message",
+        `continue_final_message continues an answer's text; with tool_choice ${
+          JSON.stringify(body.tool_choice)
+        } the answer is tool calls, which start anew: send one of them.`,
+      );
+    }
+    sampling.options.continueFinalMessage = true;
+  }
   const kwargs = withTools(parseTemplateKwargs(body), tools?.tools);
   if (kwargs) sampling.options.chatTemplateKwargs = kwargs;
   return { model, messages, ...sampling, ...(tools ? { tools } : {}) };
 }
 
-/** Template variables with the request's tools as `tools` (transformers' and vLLM's name). */
+/**
+ * Template variables with the request's tools as `tools` (transformers' and vLLM's name); a
+ * `tools` the client put in chat_template_kwargs wins, as in vLLM.
+ */
 function withTools(kwargs: Json | undefined, tools: Json[] | undefined): Json | undefined {
-  return tools ? { ...kwargs, tools } : kwargs;
+  return tools ? { tools, ...kwargs } : kwargs;
 }
 
 /** vLLM's `chat_template_kwargs`: more variables for the chat template (an object), or none. */

@@ -92,7 +92,8 @@ export function parseTools(body: Json): ToolRequest | undefined {
       ...base,
       mode,
       schema: functions[i].parameters,
-      rename: (p) => p.replace(/^schema\b/, at),
+      // The compiler names a $ref's target from its $defs, without "schema." before it.
+      rename: (p) => p.replace(/^schema\b/, at).replace(/^(\$defs|definitions)\b/, `${at}.$1`),
     };
   }
   return { ...base, mode, ...requiredSchema(functions, parallel !== false) };
@@ -138,7 +139,23 @@ function parseTool(tool: unknown, i: number): FunctionSpec {
       "invalid_type",
     );
   }
-  return { name: f.name, parameters: params ?? NO_PARAMETERS };
+  return { name: f.name, parameters: noArguments(params) ? NO_PARAMETERS : params as Json };
+}
+
+/**
+ * Whether a parameters schema declares no arguments: none, `{}`, or an object with no
+ * properties (`{"type": "object"}`, as MCP's tools without arguments send) — held to `{}`, as
+ * vLLM holds a missing one, rather than refused as allowing any value.
+ */
+function noArguments(params: Json | null | undefined): boolean {
+  if (params === undefined || params === null) return true;
+  const words = new Set(["type", "properties", "required", "additionalProperties", "title"]);
+  for (const word of ["description", "$schema", "$comment"]) words.add(word);
+  const empty = (x: unknown) => x === undefined || (isObject(x) && !Object.keys(x).length);
+  const none = (x: unknown) => x === undefined || (Array.isArray(x) && !x.length);
+  return Object.keys(params).every((k) => words.has(k)) &&
+    (params.type === undefined || params.type === "object") && empty(params.properties) &&
+    none(params.required) && typeof (params.additionalProperties ?? false) === "boolean";
 }
 
 /** `tool_choice` as a mode (undefined: "none", or no tools). */
@@ -167,9 +184,11 @@ function parseChoice(choice: unknown, names: string[]): ToolMode | undefined {
       "unsupported_value",
     );
   }
-  const name = isObject(choice) && choice.type === "function" && isObject(choice.function)
-    ? choice.function.name
+  // vLLM takes a named choice without its "type" too.
+  const f = isObject(choice) && (choice.type === "function" || choice.type === undefined)
+    ? choice.function
     : undefined;
+  const name = isObject(f) ? f.name : undefined;
   if (typeof name !== "string") {
     throw badRequest(
       "tool_choice",
@@ -248,7 +267,7 @@ function requiredSchema(
         "tools[$1].function.parameters",
       )
         .replace(
-          /^schema\.(\$defs|definitions)\.([^.[]+)/,
+          /^(?:schema\.)?(\$defs|definitions)\.([^.[\s:]+)/,
           (_, key, name) => `tools[${owner[`${key}/${name}`]}].function.parameters.${key}.${name}`,
         ),
   };
@@ -263,7 +282,12 @@ export function toolSchemaError(error: unknown, tools: ToolRequest): HttpError |
   if (http.status !== 400 || http.param !== "response_format") return undefined;
   const message = tools.rename(http.message.replace(/^response_format: /, ""));
   const param = message.match(/^tools\[\d+\]\.function\.parameters/)?.[0] ?? "tools";
-  return badRequest(param, message, http.code ?? undefined);
+  // The automaton's budgets, for all the tools together: what to send instead.
+  const hint = param === "tools" && tools.mode?.kind === "required"
+    ? ` (tool_choice "required" holds the answer to all ${tools.tools.length} tools at once: ` +
+      "send fewer tools, or name the one to call)"
+    : "";
+  return badRequest(param, message + hint, http.code ?? undefined);
 }
 
 /** One call as a response reports it. */

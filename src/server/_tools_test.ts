@@ -301,3 +301,62 @@ Deno.test("ToolCallScanner: a cut-off answer leaves its last call's arguments un
   ]);
   assert.notEqual(toolCallId(), toolCallId());
 });
+
+Deno.test("toolSchemaError() names the tool of a refused part of its $defs, the compiler's own message in", () => {
+  const params = {
+    type: "object",
+    properties: { p: { $ref: "#/$defs/P" } },
+    required: ["p"],
+    $defs: { P: { type: "string", minLength: 2 } },
+  };
+  const tool = { type: "function", function: { name: "f", parameters: params } };
+  for (
+    const choice of ["required", { type: "function", function: { name: "f" } }] as unknown[]
+  ) {
+    const t = parseTools({ tools: [TIME, tool], tool_choice: choice })!;
+    let refused: unknown;
+    try {
+      schemaDfa(t.schema);
+    } catch (e) {
+      // As the engine words it: responseFormat, then the compiler's message.
+      refused = new SchemaError(`responseFormat: ${(e as Error).message}`);
+    }
+    assert.ok(refused instanceof SchemaError, JSON.stringify(choice));
+    const e = toolSchemaError(toHttpError(refused), t)!;
+    assert.equal(e.param, "tools[1].function.parameters", JSON.stringify(choice));
+    assert.match(e.message, /^tools\[1\]\.function\.parameters\.\$defs\.P\b.*minLength/);
+  }
+});
+
+Deno.test("parseTools(): parameters {} or an object with no properties take no arguments; a named choice may leave out its type", () => {
+  for (
+    const parameters of [{}, { type: "object" }, {
+      type: "object",
+      properties: {},
+      additionalProperties: false,
+    }]
+  ) {
+    const t = parseTools({
+      tools: [{ type: "function", function: { name: "f", parameters } }],
+      tool_choice: { function: { name: "f" } },
+    })!;
+    assert.deepEqual(t.schema, { type: "object", properties: {} }, JSON.stringify(parameters));
+  }
+  // A map (additionalProperties a schema) is not "no arguments": the compiler refuses it.
+  const map = { type: "object", additionalProperties: { type: "string" } };
+  const t = parseTools({
+    tools: [{ type: "function", function: { name: "f", parameters: map } }],
+    tool_choice: "required",
+  })!;
+  assert.throws(() => schemaDfa(t.schema), SchemaError);
+});
+
+Deno.test("toolSchemaError(): past the automaton's budget, required says to send fewer tools or name one", () => {
+  const t = parseTools({ tools: [WEATHER, TIME], tool_choice: "required" })!;
+  const e = toolSchemaError(
+    toHttpError(new SchemaError("responseFormat: the schema needs more than 16384 states")),
+    t,
+  )!;
+  assert.equal(e.param, "tools");
+  assert.match(e.message, /all 2 tools at once: send fewer tools, or name the one to call/);
+});

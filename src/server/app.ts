@@ -39,6 +39,7 @@ import {
   textCompletionObject,
   textLogprobsObject,
   TextOffsets,
+  toolFinish,
 } from "./_openai.ts";
 import { PAGE_HTML } from "./_page.ts";
 import { GenerationQueue, type Ticket } from "./_queue.ts";
@@ -231,7 +232,7 @@ function chatFormat(tools?: ToolRequest): Format {
   return {
     prefix: "chatcmpl",
     // The engine's errors already name "messages".
-    inputError: (error) => (tools ? toolSchemaError(error, tools) : undefined),
+    inputError: (error) => (tools?.schema ? toolSchemaError(error, tools) : undefined),
     whole: (header, results) => completionObject(header, results, mode),
     chunks: (header, usage, index) => {
       const calls = mode && new ToolCallScanner(mode);
@@ -256,7 +257,8 @@ function chatFormat(tools?: ToolRequest): Format {
         // An answer cut off before any call's name: its text as content, as completionObject.
         finish: (result) => {
           const delta = calls && !calls.calls.length && text ? { content: text } : {};
-          return chunkObject(header, { delta, result, index }, usage);
+          const finish = toolFinish(result, mode, calls?.calls.length ?? 0);
+          return chunkObject(header, { delta, result, index, finish }, usage);
         },
       };
     },

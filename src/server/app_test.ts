@@ -1259,7 +1259,8 @@ Deno.test("tools: tool_choice required holds the answer to the calls' schema and
   const body = await response.json();
   const [choice] = body.choices;
   assert.equal(choice.message.content, null);
-  assert.equal(choice.finish_reason, "stop");
+  assert.equal(choice.finish_reason, "tool_calls"); // as vLLM and OpenAI report "required"
+  assert.equal(choice.native_finish_reason, "stop");
   assert.deepEqual(
     choice.message.tool_calls.map((c: { type: string; function: unknown }) => [c.type, c.function]),
     [
@@ -1416,4 +1417,47 @@ Deno.test("an image reaches the engine decoded when its request runs at once, as
   const image = (i: number) => (fake.calls[i].messages[0].content as { image: unknown }[])[0].image;
   assert.deepEqual(image(0), PIXELS);
   assert.deepEqual(image(1), PNG);
+});
+
+Deno.test("tools: none leaves a format's errors to its field; continue_final_message with a forced call, a client's template tools and null call types", async () => {
+  const refusing = setup({
+    error: new InvalidInputError('responseFormat: regex "(a" at 2: a "(" without its ")"'),
+  });
+  const r = await post(refusing.app, {
+    ...hello,
+    tools: [WEATHER_TOOL],
+    tool_choice: "none",
+    guided_regex: "(a",
+  });
+  assert.equal(r.status, 400);
+  assert.equal((await r.json()).error.param, "guided_regex");
+  const { app, fake } = setup();
+  const cont = await post(app, {
+    model: MODEL,
+    messages: [{ role: "user", content: "Hi" }, { role: "assistant", content: "[" }],
+    continue_final_message: true,
+    add_generation_prompt: false,
+    tools: [WEATHER_TOOL],
+    tool_choice: "required",
+  });
+  assert.equal(cont.status, 400);
+  assert.equal((await cont.json()).error.param, "continue_final_message");
+  const ok = await post(app, {
+    model: MODEL,
+    tools: [WEATHER_TOOL],
+    tool_choice: "none",
+    chat_template_kwargs: { tools: ["mine"] },
+    messages: [
+      { role: "user", content: "Hi" },
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [{ type: null, function: { name: "f", arguments: "{}" } }],
+      },
+    ],
+  });
+  assert.equal(ok.status, 200);
+  await ok.body?.cancel();
+  assert.deepEqual(fake.calls[0].options.chatTemplateKwargs, { tools: ["mine"] });
+  assert.deepEqual(fake.calls[0].messages[1].toolCalls, [{ name: "f", arguments: "{}" }]);
 });
