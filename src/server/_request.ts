@@ -15,7 +15,7 @@ import {
 } from "../generate/options.ts";
 import { InvalidInputError } from "../errors.ts";
 import type { ChatMessage, ContentPart, GenerateOptions } from "../generate/types.ts";
-import { badRequest } from "./_errors.ts";
+import { badRequest, HttpError } from "./_errors.ts";
 import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
 import { checkDecodes, type ImagePolicy, loadImage } from "./_images.ts";
 import type { DecodedImage } from "../image.ts";
@@ -746,8 +746,16 @@ function parseResponseFormat(
         bad !== undefined ? "unsupported_parameter" : undefined,
       );
     }
-    const inner = parseResponseFormat({ [`guided_${keys[0]}`]: so[keys[0]] })!;
-    return { value: inner.value, field: "structured_outputs" };
+    // Checked as its guided_* field would be, its errors named as the field the client sent.
+    const guided = `guided_${keys[0]}`;
+    try {
+      const inner = parseResponseFormat({ [guided]: so[keys[0]] })!;
+      return { value: inner.value, field: "structured_outputs" };
+    } catch (e) {
+      if (!(e instanceof HttpError) || e.param !== guided) throw e;
+      const field = `structured_outputs.${keys[0]}`;
+      throw badRequest(field, e.message.replace(guided, field), e.code ?? undefined);
+    }
   }
   if (body.guided_choice !== undefined && body.guided_choice !== null) {
     const choice = body.guided_choice;

@@ -1221,6 +1221,9 @@ Deno.test("structured outputs: vLLM's structured_outputs maps as guided_*; error
       [{ structured_outputs: { grammar: "root ::= x" } }, "structured_outputs"],
       [{ structured_outputs: { json: {}, regex: "a" } }, "structured_outputs"],
       [{ structured_outputs: { regex: "a" }, guided_regex: "a" }, "structured_outputs"],
+      [{ structured_outputs: { regex: "" } }, "structured_outputs.regex"],
+      [{ structured_outputs: { choice: [] } }, "structured_outputs.choice"],
+      [{ structured_outputs: { json: 5 } }, "structured_outputs.json"],
       [
         { guided_json: { type: "object" }, guided_whitespace_pattern: " " },
         "guided_whitespace_pattern",
