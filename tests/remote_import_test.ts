@@ -36,7 +36,7 @@ Deno.test("qvq imported over HTTP loads its WASM core and worker from there and 
     const tiny = `${ROOT}tests/fixtures/tiny-qwen2vl`;
     await Deno.writeTextFile(
       `${dir}/use.ts`,
-      `import { loadWorkerEngine, Pipeline } from "@qvq/webgpu";
+      `import { createApp, loadWorkerEngine, Pipeline } from "@qvq/webgpu";
 const image = await Deno.readFile(${JSON.stringify(`${tiny}/reference/case0_0.png`)});
 const messages = [{ role: "user" as const, content: [{ type: "image" as const, image },
   { type: "text" as const, text: "What is in the image?" }] }];
@@ -52,9 +52,20 @@ const a = await answer(here);
 here.dispose();
 const worker = await loadWorkerEngine(${JSON.stringify(tiny)}, { progress: false });
 const b = await answer(worker);
+// The server's app decodes a request's images on its decoder's worker, also loaded from there.
+const response = await createApp(worker).request("/v1/chat/completions", {
+  method: "POST",
+  body: JSON.stringify({ model: worker.modelId, max_tokens: 6, temperature: 0, messages: [{
+    role: "user", content: [
+      { type: "image_url", image_url: { url: "data:image/png;base64," + image.toBase64() } },
+      { type: "text", text: "What is in the image?" },
+    ],
+  }] }),
+});
+const c = (await response.json()).choices[0].message.content;
 worker.dispose();
 await worker.closed;
-console.log(JSON.stringify({ a, b }));
+console.log(JSON.stringify({ a, b, c }));
 `,
     );
     const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
@@ -66,10 +77,18 @@ console.log(JSON.stringify({ a, b }));
     }).output();
     const err = new TextDecoder().decode(stderr);
     assert.equal(code, 0, err);
-    const { a, b } = JSON.parse(new TextDecoder().decode(stdout));
+    const { a, b, c } = JSON.parse(new TextDecoder().decode(stdout));
     assert.ok(a.length > 0, "an answer on the script's thread");
     assert.equal(b, a, "the worker's answer is the same");
-    for (const path of ["/mod.ts", "/wasm/pkg/qvq_wasm_bg.wasm", "/src/server/_engine_worker.ts"]) {
+    assert.equal(c, a, "the server's answer is the same");
+    for (
+      const path of [
+        "/mod.ts",
+        "/wasm/pkg/qvq_wasm_bg.wasm",
+        "/src/server/_engine_worker.ts",
+        "/src/server/_decode_worker.ts",
+      ]
+    ) {
       assert.ok(served.includes(path), `${path} came over HTTP`);
     }
   } finally {

@@ -24,6 +24,11 @@ export interface ImagePolicy {
   maxBytes: number;
   /** Time limit for one remote fetch, redirects included, in ms. */
   timeoutMs: number;
+  /**
+   * How images are decoded to check them (default decodeImage on this thread; the server's app
+   * decodes on a worker: src/server/_decoder.ts).
+   */
+  decode?: (bytes: Uint8Array) => Promise<DecodedImage>;
 }
 
 /** Redirects followed by a remote fetch; each hop's address is checked again. */
@@ -310,9 +315,13 @@ export async function loadImage(
  * first token: a 12-megapixel JPEG decodes in ≈ 0.19 s on the 2-core development VM, a
  * 1024 × 768 one in ≈ 10 ms, 2026-11-29).
  */
-export async function checkDecodes(bytes: Uint8Array, param: string): Promise<DecodedImage> {
+export async function checkDecodes(
+  bytes: Uint8Array,
+  param: string,
+  decode: (bytes: Uint8Array) => Promise<DecodedImage> = decodeImage,
+): Promise<DecodedImage> {
   try {
-    const image = await decodeImage(bytes);
+    const image = await decode(bytes);
     smartResize(image.height, image.width, DEFAULT_IMAGE_PROCESSOR_CONFIG); // size, aspect checks
     return image;
   } catch (e) {

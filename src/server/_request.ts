@@ -914,7 +914,7 @@ async function checkedImage(
   pixels: () => boolean,
 ): Promise<Uint8Array | DecodedImage> {
   const bytes = await loadImage(url, param, policy, signal);
-  const decoded = await checkDecodes(bytes, param);
+  const decoded = await checkDecodes(bytes, param, policy.decode);
   return pixels() ? decoded : bytes;
 }
 

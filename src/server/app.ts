@@ -53,6 +53,7 @@ import {
 } from "./_request.ts";
 import { sseResponse } from "./_sse.ts";
 import { Metrics } from "./_metrics.ts";
+import { ImageDecoder } from "./_decoder.ts";
 import { ToolCallScanner, type ToolRequest, toolSchemaError } from "./_tools.ts";
 
 /** Limits and switches of the HTTP API; every field has a safe default. */
@@ -373,11 +374,14 @@ export function createApp(
   const settings: Settings = { ...DEFAULTS, ...Object.fromEntries(given) };
   const queue = new GenerationQueue(settings.maxQueue);
   const metrics = new Metrics();
+  // Images are decoded (to check them) on a worker: a photo held this thread for ≈ 0.3 s.
+  const decoder = new ImageDecoder();
   const policy: ImagePolicy = {
     allowRemote: settings.allowRemoteImages,
     allowPrivate: settings.allowPrivateImageHosts,
     maxBytes: settings.maxImageBytes,
     timeoutMs: settings.imageFetchTimeoutMs,
+    decode: (bytes) => decoder.decode(bytes),
   };
   let loaded: ChatEngine | undefined = engine instanceof Promise ? undefined : engine;
   let loadError: unknown;

@@ -1,0 +1,68 @@
+import assert from "node:assert/strict";
+import { InvalidInputError } from "../errors.ts";
+import { decodeImage } from "../image.ts";
+import { encodePng } from "../_png.ts";
+import { ImageDecoder } from "./_decoder.ts";
+
+const PNG = await Deno.readFile(
+  new URL("../../tests/fixtures/tiny-qwen2vl/reference/case0_0.png", import.meta.url),
+);
+
+Deno.test("ImageDecoder decodes on its worker as decodeImage() does, several at once each to its own", async () => {
+  const decoder = new ImageDecoder();
+  try {
+    const other = await encodePng(4, 2, new Uint8Array(24).map((_, i) => i * 9));
+    const [a, b, c] = await Promise.all([
+      decoder.decode(PNG),
+      decoder.decode(other),
+      decoder.decode(PNG),
+    ]);
+    assert.deepEqual(a, await decodeImage(PNG));
+    assert.deepEqual(b, await decodeImage(other));
+    assert.deepEqual(c, a);
+    // Its errors are qvq's classes, with decodeImage's words.
+    await assert.rejects(
+      decoder.decode(PNG.subarray(0, 40)),
+      (e) => e instanceof InvalidInputError && /PNG/.test(e.message),
+    );
+    assert.deepEqual(await decoder.decode(PNG), a); // still working after a failure
+  } finally {
+    decoder.close();
+  }
+});
+
+Deno.test("ImageDecoder.close() fails the decodes in flight; the next decode starts a new worker", async () => {
+  const decoder = new ImageDecoder();
+  const inFlight = decoder.decode(PNG);
+  decoder.close();
+  await assert.rejects(inFlight, /the image decoder was closed/);
+  assert.equal((await decoder.decode(PNG)).width, 56);
+  decoder.close();
+});
+
+Deno.test("an idle ImageDecoder does not keep the process alive", async () => {
+  const script = `import { ImageDecoder } from ${
+    JSON.stringify(new URL("./_decoder.ts", import.meta.url).href)
+  };
+const d = new ImageDecoder();
+const image = await d.decode(await Deno.readFile(${
+    JSON.stringify(
+      new URL("../../tests/fixtures/tiny-qwen2vl/reference/case0_0.png", import.meta.url).pathname,
+    )
+  }));
+console.log(image.width);`;
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/use.ts`, script);
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--no-check", `${dir}/use.ts`],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(30_000), // a worker keeping it alive would hang it
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.equal(new TextDecoder().decode(out.stdout), "56\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
