@@ -5,9 +5,10 @@
  *
  *   deno run -A examples/tool_calling.ts [base-url]
  *
- * (default http://localhost:8000/v1; QVQ_API_KEY if the server needs one). Qwen2-VL and QVQ have
- * no tool-call format of their own, so the server serves `tool_choice` "required" or a named
- * function (not "auto"): say in the prompt what the tools are for.
+ * (default http://localhost:8000/v1; QVQ_API_KEY if the server needs one). `tool_choice:
+ * "required"` holds the answer to calls of the tools (their arguments fit their schemas), so the
+ * tiny test model, whose weights are random, calls one too; with a real model "auto" (the
+ * default) lets it choose, in Qwen's own tool-call format.
  */
 import OpenAI from "openai";
 

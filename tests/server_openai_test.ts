@@ -267,6 +267,16 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
       tool_choice: "required", // ignored, as vLLM's /tokenize does
     });
     assert.deepEqual(withTools.json.tokens, chat.json.tokens);
+    // With "auto" (their default) the system message describes them, in Qwen-Agent's words.
+    const described = await call("/tokenize", {
+      messages: params.messages,
+      tools: [{ type: "function", function: { name: "f", description: "Does f." } }],
+    });
+    const prompt = (await call("/detokenize", { tokens: described.json.tokens })).json.prompt;
+    assert.match(
+      prompt,
+      /^<\|im_start\|>system\nYou are a helpful assistant\.\n\n# Tools\n\n## You have access to the following tools:\n\n### f\n\nf: Does f\. Parameters: \{"type": "object", "properties": \{\}\} Format the arguments as a JSON object\./,
+    );
     assert.deepEqual((await call("/detokenize", { tokens: [9707, 1879] })).json, {
       prompt: "Hello world",
     });
@@ -498,6 +508,16 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
       max_tokens: 3,
     });
     assert.equal(typeof followUp.choices[0].message.content, "string");
+    // "auto": the model answers freely (the tiny model's random words), stopped before a
+    // ✿RESULT✿ it might write; a call would come back as tool_calls.
+    const free = await s.client.chat.completions.create({
+      ...params,
+      tools,
+      max_tokens: 8,
+      temperature: 0,
+    });
+    assert.equal(free.choices[0].finish_reason, "length");
+    assert.equal(typeof free.choices[0].message.content, "string");
     const unheld = s.client.chat.completions.create({
       ...params,
       tools: [tools[0], {

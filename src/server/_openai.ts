@@ -16,7 +16,8 @@ import type {
   TokenLogprob,
   TopLogprob,
 } from "../generate/types.ts";
-import { ToolCallScanner, type ToolMode } from "./_tools.ts";
+import { type ToolCallOut, ToolCallScanner, type ToolMode } from "./_tools.ts";
+import { parseQwenAnswer } from "./_qwen_tools.ts";
 
 /** Reported as `system_fingerprint`, so clients can tell which server answered. */
 export const SYSTEM_FINGERPRINT = "qvq-webgpu";
@@ -144,23 +145,30 @@ export function completionObject(
 ): object {
   const all = list(results);
   return whole(header, "chat.completion", all, (r) => {
-    const scanner = tools && new ToolCallScanner(tools);
-    scanner?.push(r.text);
-    const calls = scanner?.calls ?? [];
+    const { content, calls } = readCalls(r.text, tools);
     return {
       message: calls.length
-        ? { role: "assistant", content: null, refusal: null, tool_calls: calls }
-        : { role: "assistant", content: r.text, refusal: null },
+        ? { role: "assistant", content: content || null, refusal: null, tool_calls: calls }
+        : { role: "assistant", content, refusal: null },
       logprobs: logprobsObject(r.logprobs),
       ...toolFinish(r, tools, calls.length),
     };
   });
 }
 
+/** An answer's content and tool calls, as `tools` (if any) has the model write them. */
+function readCalls(text: string, tools?: ToolMode): { content: string; calls: ToolCallOut[] } {
+  if (!tools) return { content: text, calls: [] };
+  if (tools.kind === "auto") return parseQwenAnswer(text, tools);
+  const scanner = new ToolCallScanner(tools);
+  scanner.push(text);
+  return { content: scanner.calls.length ? "" : text, calls: [...scanner.calls] };
+}
+
 /**
- * The finish reason of an answer held to tool calls, where it is not the generation's own:
- * "tool_calls" for calls of "required" that ended whole, as vLLM and OpenAI report them (a named
- * function's call ends with "stop", as theirs does).
+ * The finish reason of an answer with tool calls, where it is not the generation's own:
+ * "tool_calls" for calls of "required" or "auto" that ended whole, as vLLM and OpenAI report them
+ * (a named function's call ends with "stop", as theirs does).
  */
 export function toolFinish(
   result: GenerationResult,
@@ -168,7 +176,8 @@ export function toolFinish(
   calls: number,
 ): { finish_reason?: "tool_calls" } {
   const whole = openAIFinishReason(result.finishReason) === "stop";
-  return tools?.kind === "required" && whole && calls > 0 ? { finish_reason: "tool_calls" } : {};
+  const chosen = tools?.kind === "required" || tools?.kind === "auto";
+  return chosen && whole && calls > 0 ? { finish_reason: "tool_calls" } : {};
 }
 
 /**

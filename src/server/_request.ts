@@ -20,6 +20,7 @@ import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
 import { checkDecodes, type ImagePolicy, loadImage } from "./_images.ts";
 import type { DecodedImage } from "../image.ts";
 import { parseTools, type ToolRequest } from "./_tools.ts";
+import { QWEN_TOOL_STOPS, qwenToolMessages } from "./_qwen_tools.ts";
 
 /** OpenAI accepts at most 4 stop sequences. */
 const MAX_STOP_SEQUENCES = 4;
@@ -463,7 +464,6 @@ export type TokenizeRequest =
  */
 export function parseTokenizeRequest(json: unknown, limits: RequestLimits): TokenizeRequest {
   const body = optionalModel(json);
-  // tool_choice is accepted and ignored, as vLLM's /tokenize does: the prompt is the same.
   refuseUnsupported(body, { withTools: true });
   optionalBoolean(body, "add_special_tokens");
   if (optionalBoolean(body, "return_token_strs")) {
@@ -475,14 +475,22 @@ export function parseTokenizeRequest(json: unknown, limits: RequestLimits): Toke
   }
   const model = body.model as string | undefined;
   if (body.messages !== undefined) {
-    const messages = parseMessages(body, limits);
-    // As the chat endpoint passes them: the template's `tools` (a "none" choice validates them).
-    const tools = parseTools({ tools: body.tools, tool_choice: "none" })?.tools;
-    const chatTemplateKwargs = withTools(parseTemplateKwargs(body), tools);
+    let messages = parseMessages(body, limits);
+    let turn = parseContinuation(body, { finished: true });
+    // The prompt the chat endpoint would make: tools as the template's `tools`; with tool_choice
+    // "auto" (their default) described in the system message and the calls written in Qwen's
+    // format (the prompt is the same for the other choices, as vLLM's /tokenize has it).
+    const tools = parseTools(body);
+    if (tools?.mode?.kind === "auto") {
+      const qwen = qwenToolMessages(messages, tools.specs, tools.mode.parallel);
+      messages = qwen.messages;
+      if (qwen.continueFinal) turn = { continueFinalMessage: true, addGenerationPrompt: false };
+    }
+    const chatTemplateKwargs = withTools(parseTemplateKwargs(body), tools?.tools);
     return {
       model,
       messages,
-      ...parseContinuation(body, { finished: true }),
+      ...turn,
       ...(chatTemplateKwargs ? { chatTemplateKwargs } : {}),
     };
   }
@@ -514,7 +522,7 @@ function optionalModel(json: unknown): Json {
 /** Validates a parsed JSON body (the model name is checked by the caller, who knows the engine). */
 export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequest {
   const { body, model } = modelRequest(json);
-  const messages = parseMessages(body, limits);
+  let messages = parseMessages(body, limits);
   refusePromptLogprobs(body);
   if (optionalBoolean(body, "echo")) {
     // vLLM's chat echo puts a continued final message's text before the answer; not here.
@@ -537,6 +545,23 @@ export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequ
       );
     }
     sampling.options.continueFinalMessage = true;
+  }
+  const mode = tools?.mode;
+  if (tools && mode?.kind === "auto") {
+    if (sampling.formatField) {
+      throw badRequest(
+        sampling.formatField,
+        `${sampling.formatField} holds the answer to a format; with tool_choice "auto" the model ` +
+          'answers freely, calling tools where it chooses: send one of them (tool_choice "required" ' +
+          "holds the answer to the tools' calls).",
+      );
+    }
+    // The tools described, the conversation's calls and results written in Qwen's format.
+    const qwen = qwenToolMessages(messages, tools.specs, mode.parallel);
+    messages = qwen.messages;
+    mode.continued = qwen.continueFinal;
+    if (qwen.continueFinal) sampling.options.continueFinalMessage = true;
+    sampling.options.stop = [...(sampling.options.stop ?? []), ...QWEN_TOOL_STOPS];
   }
   const kwargs = withTools(parseTemplateKwargs(body), tools?.tools);
   if (kwargs) sampling.options.chatTemplateKwargs = kwargs;

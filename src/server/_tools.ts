@@ -15,6 +15,7 @@
  * @module
  */
 import { preview } from "../errors.ts";
+import type { ToolSpec } from "./_qwen_tools.ts";
 import { badRequest, type HttpError, toHttpError } from "./_errors.ts";
 
 /** Most tools a request may carry (OpenAI's limit). */
@@ -27,8 +28,18 @@ type Json = Record<string, unknown>;
 const isObject = (x: unknown): x is Json =>
   typeof x === "object" && x !== null && !Array.isArray(x);
 
-/** How a request's answer is held to its tools: one named function, or calls of any of them. */
-export type ToolMode = { kind: "named"; name: string } | { kind: "required" };
+/**
+ * How a request's answer relates to its tools: held to one named function's arguments, or to
+ * calls of any of them ("required"); or free, calling them in Qwen's own format where the model
+ * chooses ("auto", src/server/_qwen_tools.ts; `continued`: the answer goes on from the results).
+ */
+export type ToolMode =
+  | { kind: "named"; name: string }
+  | { kind: "required" }
+  | { kind: "auto"; parallel: boolean; continued: boolean };
+
+/** The modes whose answers are held to a schema (ToolCallScanner reads them). */
+export type HeldMode = Exclude<ToolMode, { kind: "auto" }>;
 
 /** A request's validated tools. */
 export interface ToolRequest {
@@ -36,8 +47,10 @@ export interface ToolRequest {
   tools: Json[];
   /** How the answer is held; undefined for `tool_choice: "none"` (a text answer). */
   mode?: ToolMode;
-  /** The JSON schema the answer is held to (with `mode`). */
+  /** The JSON schema the answer is held to (named and required modes). */
   schema?: Json;
+  /** Each tool's name, description and parameters, as the "auto" mode's prompt describes them. */
+  specs: ToolSpec[];
   /**
    * The request's words for a path in the engine's refusal of `schema` (`schema.items.anyOf[1]
    * .properties.parameters.x` → `tools[1].function.parameters.x`).
@@ -81,10 +94,10 @@ export function parseTools(body: Json): ToolRequest | undefined {
     }
     names.add(f.name);
   });
-  const mode = parseChoice(choice, functions.map((f) => f.name));
+  const mode = parseChoice(choice, functions.map((f) => f.name), parallel !== false);
   if (!tools.length) return undefined;
-  const base = { tools: tools as Json[] };
-  if (mode === undefined) return { ...base, rename: (p) => p };
+  const base = { tools: tools as Json[], specs: functions };
+  if (mode === undefined || mode.kind === "auto") return { ...base, mode, rename: (p) => p };
   if (mode.kind === "named") {
     const i = functions.findIndex((f) => f.name === mode.name);
     const at = `tools[${i}].function.parameters`;
@@ -99,10 +112,7 @@ export function parseTools(body: Json): ToolRequest | undefined {
   return { ...base, mode, ...requiredSchema(functions, parallel !== false) };
 }
 
-interface FunctionSpec {
-  name: string;
-  parameters: Json;
-}
+type FunctionSpec = ToolSpec;
 
 function parseTool(tool: unknown, i: number): FunctionSpec {
   const at = `tools[${i}]`;
@@ -139,7 +149,11 @@ function parseTool(tool: unknown, i: number): FunctionSpec {
       "invalid_type",
     );
   }
-  return { name: f.name, parameters: noArguments(params) ? NO_PARAMETERS : params as Json };
+  return {
+    name: f.name,
+    description: (f.description as string | undefined) ?? "",
+    parameters: noArguments(params) ? NO_PARAMETERS : params as Json,
+  };
 }
 
 /**
@@ -159,7 +173,11 @@ function noArguments(params: Json | null | undefined): boolean {
 }
 
 /** `tool_choice` as a mode (undefined: "none", or no tools). */
-function parseChoice(choice: unknown, names: string[]): ToolMode | undefined {
+function parseChoice(
+  choice: unknown,
+  names: string[],
+  parallel: boolean,
+): ToolMode | undefined {
   if (choice === undefined || choice === null) {
     if (!names.length) return undefined;
     choice = "auto"; // OpenAI's default once tools are sent
@@ -173,17 +191,7 @@ function parseChoice(choice: unknown, names: string[]): ToolMode | undefined {
     );
   }
   if (choice === "required") return { kind: "required" };
-  if (choice === "auto") {
-    throw badRequest(
-      "tool_choice",
-      'tool_choice "auto" (the default once tools are sent) is not supported by this server: ' +
-        "this model has no tool-call format of its own for a parser to find in a free answer. " +
-        'Send tool_choice "required" (the answer is one or more calls of the tools), ' +
-        `{"type": "function", "function": {"name": "${names[0]}"}} (a call of that one), ` +
-        'or "none" (a text answer).',
-      "unsupported_value",
-    );
-  }
+  if (choice === "auto") return { kind: "auto", parallel, continued: false };
   // vLLM takes a named choice without its "type" too.
   const f = isObject(choice) && (choice.type === "function" || choice.type === undefined)
     ? choice.function
@@ -319,7 +327,7 @@ export function toolCallId(): string {
  * arguments unfinished, as they streamed.
  */
 export class ToolCallScanner {
-  readonly #mode: ToolMode;
+  readonly #mode: HeldMode;
   readonly #calls: ToolCallOut[] = [];
   // "required": the JSON walk. Depth 1 is the list, 2 an item (a call), more its arguments.
   #depth = 0;
@@ -333,7 +341,7 @@ export class ToolCallScanner {
   #pending = ""; // arguments read before the item's name
   #name: string | undefined;
 
-  constructor(mode: ToolMode) {
+  constructor(mode: HeldMode) {
     this.#mode = mode;
   }
 

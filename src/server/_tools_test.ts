@@ -140,13 +140,23 @@ Deno.test("parseTools(): required moves the tools' $defs to the root, where thei
   assert.match(e.message, /tools\[0\] defines "P" otherwise/);
 });
 
-Deno.test("parseTools() refuses auto (also the default with tools), unknown names and malformed tools, naming the field", () => {
-  for (const body of [{ tools: [WEATHER] }, { tools: [WEATHER], tool_choice: "auto" }]) {
-    const e = refusal(body);
-    assert.equal(e.param, "tool_choice");
-    assert.equal(e.code, "unsupported_value");
-    assert.match(e.message, /"auto" .* not supported.*"required".*"get_weather"/s);
+Deno.test("parseTools(): auto (also the default with tools) holds nothing and keeps the tools' descriptions", () => {
+  for (
+    const body of [{ tools: [WEATHER, TIME] }, { tools: [WEATHER, TIME], tool_choice: "auto" }]
+  ) {
+    const t = parseTools(body)!;
+    assert.deepEqual(t.mode, { kind: "auto", parallel: true, continued: false });
+    assert.equal(t.schema, undefined);
+    assert.deepEqual(t.specs, [
+      { name: "get_weather", description: "Weather now", parameters: WEATHER.function.parameters },
+      { name: "get-time", description: "", parameters: { type: "object", properties: {} } },
+    ]);
   }
+  const one = parseTools({ tools: [TIME], parallel_tool_calls: false })!;
+  assert.deepEqual(one.mode, { kind: "auto", parallel: false, continued: false });
+});
+
+Deno.test("parseTools() refuses unknown names and malformed tools, naming the field", () => {
   const cases: [Record<string, unknown>, string, RegExp][] = [
     [{ tools: {} }, "tools", /must be an array/],
     [

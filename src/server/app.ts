@@ -54,7 +54,8 @@ import {
 import { sseResponse } from "./_sse.ts";
 import { Metrics } from "./_metrics.ts";
 import { ImageDecoder } from "./_decoder.ts";
-import { ToolCallScanner, type ToolRequest, toolSchemaError } from "./_tools.ts";
+import { ToolCallScanner, type ToolMode, type ToolRequest, toolSchemaError } from "./_tools.ts";
+import { QwenAnswerStream } from "./_qwen_tools.ts";
 
 /** Limits and switches of the HTTP API; every field has a safe default. */
 export interface ServerOptions {
@@ -236,35 +237,72 @@ function chatFormat(tools?: ToolRequest): Format {
     inputError: (error) => (tools?.schema ? toolSchemaError(error, tools) : undefined),
     whole: (header, results) => completionObject(header, results, mode),
     chunks: (header, usage, index) => {
-      const calls = mode && new ToolCallScanner(mode);
+      const reader = deltaReader(mode);
       const open = { role: "assistant", content: "" };
-      let text = ""; // with calls: the answer so far
       return {
         open: () => chunkObject(header, { delta: open, index }, usage),
         delta: (ev) => {
-          if (!calls) {
-            return chunkObject(
-              header,
-              { delta: { content: ev.text }, logprobs: ev.logprobs, index },
-              usage,
-            );
-          }
-          text += ev.text;
-          const deltas = calls.push(ev.text);
-          if (!deltas.length && !ev.logprobs?.length) return undefined;
-          const delta = deltas.length ? { tool_calls: deltas } : {};
-          return chunkObject(header, { delta, logprobs: ev.logprobs, index }, usage);
+          const delta = reader.push(ev.text);
+          if (!delta && !ev.logprobs?.length) return undefined;
+          return chunkObject(header, { delta: delta ?? {}, logprobs: ev.logprobs, index }, usage);
         },
-        // An answer cut off before any call's name: its text as content, as completionObject.
         finish: (result) => {
-          const delta = calls && !calls.calls.length && text ? { content: text } : {};
-          const finish = toolFinish(result, mode, calls?.calls.length ?? 0);
+          const { delta, calls } = reader.end();
+          const finish = toolFinish(result, mode, calls);
           return chunkObject(header, { delta, result, index, finish }, usage);
         },
       };
     },
     usage: (header, results) =>
       chunkObject(header, null, { include: true, result: combinedResult(results) }),
+  };
+}
+
+/** How a streamed chat answer's text becomes its chunks' deltas. */
+interface DeltaReader {
+  /** A delta's text as a chunk's delta fields; undefined where it shows nothing yet. */
+  push(text: string): Record<string, unknown> | undefined;
+  /** The last chunk's delta fields, and how many tool calls the answer made. */
+  end(): { delta: Record<string, unknown>; calls: number };
+}
+
+/**
+ * The reader for `mode`: content deltas; a held answer's tool-call deltas (an answer cut off
+ * before any call's name: its text as content at the end, as completionObject gives it); or the
+ * "auto" mode's content as it is written and its calls, whole, at the end.
+ */
+function deltaReader(mode?: ToolMode): DeltaReader {
+  if (!mode) return { push: (text) => ({ content: text }), end: () => ({ delta: {}, calls: 0 }) };
+  if (mode.kind === "auto") {
+    const answer = new QwenAnswerStream(mode);
+    return {
+      push: (text) => {
+        const content = answer.push(text);
+        return content ? { content } : undefined;
+      },
+      end: () => {
+        const { content, calls } = answer.finish();
+        const toolCalls = calls.map((c, index) => ({ index, ...c }));
+        const delta = {
+          ...(content ? { content } : {}),
+          ...(calls.length ? { tool_calls: toolCalls } : {}),
+        };
+        return { delta, calls: calls.length };
+      },
+    };
+  }
+  const scanner = new ToolCallScanner(mode);
+  let text = "";
+  return {
+    push: (more) => {
+      text += more;
+      const deltas = scanner.push(more);
+      return deltas.length ? { tool_calls: deltas } : undefined;
+    },
+    end: () => ({
+      delta: !scanner.calls.length && text ? { content: text } : {},
+      calls: scanner.calls.length,
+    }),
   };
 }
 

@@ -657,10 +657,24 @@ const MALFORMED: [string, unknown, number, string | null][] = [
   ["top_logprobs 21", { ...hello, logprobs: true, top_logprobs: 21 }, 400, "top_logprobs"],
   ["top_logprobs without logprobs", { ...hello, top_logprobs: 2 }, 400, "top_logprobs"],
   [
-    "tools with tool_choice auto (their default)",
-    { ...hello, tools: [{ type: "function", function: { name: "f" } }] },
+    "tools with auto and a response format",
+    {
+      ...hello,
+      tools: [{ type: "function", function: { name: "f" } }],
+      response_format: { type: "json_object" },
+    },
     400,
-    "tool_choice",
+    "response_format",
+  ],
+  [
+    "a tool message without the call it answers (auto)",
+    {
+      model: MODEL,
+      tools: [{ type: "function", function: { name: "f" } }],
+      messages: [{ role: "user", content: "hi" }, { role: "tool", content: "r" }],
+    },
+    400,
+    "messages[1]",
   ],
   [
     "tools and a response format both holding the answer",
@@ -1463,4 +1477,65 @@ Deno.test("tools: none leaves a format's errors to its field; continue_final_mes
   await ok.body?.cancel();
   assert.deepEqual(fake.calls[0].options.chatTemplateKwargs, { tools: ["mine"] });
   assert.deepEqual(fake.calls[0].messages[1].toolCalls, [{ name: "f", arguments: "{}" }]);
+});
+
+Deno.test("tools: auto has the model call tools in Qwen's format, read out as tool_calls; results continue the turn", async () => {
+  const answer =
+    'Let me check.\n✿FUNCTION✿: get_weather\n✿ARGS✿: {"city": "Paris"}\n✿RESULT✿: made up';
+  const { app, fake } = setup({ answer: () => answer });
+  const body = await (await post(app, { ...hello, tools: [WEATHER_TOOL] })).json();
+  const [choice] = body.choices;
+  assert.equal(choice.message.content, "Let me check.");
+  assert.deepEqual(choice.message.tool_calls.map((c: { function: unknown }) => c.function), [
+    { name: "get_weather", arguments: '{"city": "Paris"}' },
+  ]);
+  assert.equal(choice.finish_reason, "tool_calls");
+  const { messages, options } = fake.calls[0];
+  assert.equal(messages[0].role, "system");
+  assert.match(
+    messages[0].content as string,
+    /^You are a helpful assistant\.\n\n# Tools\n\n.*get_weather/s,
+  );
+  assert.deepEqual(options.stop, ["✿RESULT✿", "✿RETURN✿"]);
+  assert.equal(options.continueFinalMessage, undefined);
+  // Streamed: the content as it is written, the calls with the finish.
+  const streamed = setup({ answer: () => answer });
+  const chunks = (await sseData(
+    await post(streamed.app, { ...hello, tools: [WEATHER_TOOL], stream: true, stop: "END" }),
+  ))
+    .filter((d) => d !== "[DONE]").map((d) => JSON.parse(d));
+  assert.deepEqual(streamed.fake.calls[0].options.stop, ["END", "✿RESULT✿", "✿RETURN✿"]);
+  const content = chunks.map((c) => c.choices[0].delta.content ?? "").join("");
+  assert.equal(content, "Let me check.");
+  const last = chunks.at(-1).choices[0];
+  assert.equal(last.finish_reason, "tool_calls");
+  assert.deepEqual(
+    last.delta.tool_calls.map((c: { index: number; function: unknown }) => [c.index, c.function]),
+    [
+      [0, { name: "get_weather", arguments: '{"city": "Paris"}' }],
+    ],
+  );
+  // The client sends the call and its result back: the engine continues the turn after ✿RETURN✿.
+  const next = setup({ answer: () => ": It is 12 C." });
+  const followUp = await (await post(next.app, {
+    model: MODEL,
+    tools: [WEATHER_TOOL],
+    messages: [
+      { role: "user", content: "Weather in Paris?" },
+      choice.message,
+      { role: "tool", tool_call_id: choice.message.tool_calls[0].id, content: "12 C" },
+    ],
+  })).json();
+  assert.deepEqual(followUp.choices[0].message, {
+    role: "assistant",
+    content: "It is 12 C.",
+    refusal: null,
+  });
+  assert.equal(followUp.choices[0].finish_reason, "stop");
+  const sent = next.fake.calls[0];
+  assert.equal(sent.options.continueFinalMessage, true);
+  assert.equal(
+    sent.messages.at(-1)!.content,
+    'Let me check.\n✿FUNCTION✿: get_weather\n✿ARGS✿: {"city": "Paris"}\n✿RESULT✿: 12 C\n✿RETURN✿',
+  );
 });
