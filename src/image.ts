@@ -396,31 +396,46 @@ export async function preprocessImages(
   await loadWasm();
   const mean = Float32Array.from(config.imageMean);
   const std = Float32Array.from(config.imageStd);
+  const settings = call("", () =>
+    new wasm.ImgConfig(
+      config.patchSize,
+      config.temporalPatchSize,
+      config.mergeSize,
+      config.minPixels,
+      config.maxPixels,
+      mean,
+      std,
+      config.rescaleFactor ?? DEFAULT_IMAGE_PROCESSOR_CONFIG.rescaleFactor,
+    ));
+  try {
+    return preprocessEach(images, settings, config.mergeSize, options);
+  } finally {
+    settings.free();
+  }
+}
+
+/** The images preprocessed with `settings` (see preprocessImages), their patches concatenated. */
+function preprocessEach(
+  images: readonly (Uint8Array | DecodedImage)[],
+  settings: InstanceType<typeof wasm.ImgConfig>,
+  mergeSize: number,
+  options: PreprocessOptions,
+): PreprocessedImages {
   const parts: Float32Array[] = [];
   const gridThw: GridThw[] = [];
   let tokens = 0;
-  const settings = [
-    config.patchSize,
-    config.temporalPatchSize,
-    config.mergeSize,
-    config.minPixels,
-    config.maxPixels,
-    mean,
-    std,
-    config.rescaleFactor ?? DEFAULT_IMAGE_PROCESSOR_CONFIG.rescaleFactor,
-  ] as const;
   for (const [i, image] of images.entries()) {
     const out = call(
       `Image ${i}: `,
       () =>
         image instanceof Uint8Array
-          ? wasm.imgPreprocess(image, ...settings)
-          : wasm.imgPreprocessRgb(image.data, image.width, image.height, ...settings),
+          ? wasm.imgPreprocess(image, settings)
+          : wasm.imgPreprocessRgb(image.data, image.width, image.height, settings),
     );
     try {
       const [t, h, w] = out.gridThw;
       gridThw.push([t, h, w]);
-      tokens += imageTokenCount([t, h, w], config.mergeSize);
+      tokens += imageTokenCount([t, h, w], mergeSize);
       if (options.maxImageTokens !== undefined && tokens > options.maxImageTokens) {
         throw new ContextLengthError(
           `Image ${i}: the images so far need ${tokens} image tokens, more than the model's ` +

@@ -2,6 +2,15 @@
 /* eslint-disable */
 
 /**
+ * The processor settings, built once from numbers and arrays for the preprocess calls.
+ */
+export class ImgConfig {
+    free(): void;
+    [Symbol.dispose](): void;
+    constructor(patch_size: number, temporal_patch_size: number, merge_size: number, min_pixels: number, max_pixels: number, image_mean: Float32Array | number[], image_std: Float32Array | number[], rescale_factor: number);
+}
+
+/**
  * One preprocessed image.
  */
 export class ImgPatches {
@@ -101,13 +110,13 @@ export function imgDecode(bytes: Uint8Array | number[]): ImgRgb;
 /**
  * Decodes, resizes and flattens one image as Qwen2-VL's processor does.
  */
-export function imgPreprocess(bytes: Uint8Array | number[], patch_size: number, temporal_patch_size: number, merge_size: number, min_pixels: number, max_pixels: number, image_mean: Float32Array | number[], image_std: Float32Array | number[], rescale_factor: number): ImgPatches;
+export function imgPreprocess(bytes: Uint8Array | number[], config: ImgConfig): ImgPatches;
 
 /**
  * Resizes and flattens decoded (height, width, 3) RGB pixels as [`image_preprocess`] does after
- * decoding; the same config arguments.
+ * decoding.
  */
-export function imgPreprocessRgb(data: Uint8Array | number[], width: number, height: number, patch_size: number, temporal_patch_size: number, merge_size: number, min_pixels: number, max_pixels: number, image_mean: Float32Array | number[], image_std: Float32Array | number[], rescale_factor: number): ImgPatches;
+export function imgPreprocessRgb(data: Uint8Array | number[], width: number, height: number, config: ImgConfig): ImgPatches;
 
 /**
  * The header length from a file's first 8 bytes, checked against the file size.
@@ -129,14 +138,16 @@ export type InitInput = RequestInfo | URL | Response | BufferSource | WebAssembl
 
 export interface InitOutput {
     readonly memory: WebAssembly.Memory;
+    readonly __wbg_imgconfig_free: (a: number, b: number) => void;
     readonly __wbg_imgpatches_free: (a: number, b: number) => void;
     readonly __wbg_imgrgb_free: (a: number, b: number) => void;
     readonly __wbg_stconverter_free: (a: number, b: number) => void;
     readonly __wbg_tokstreamdecoder_free: (a: number, b: number) => void;
     readonly __wbg_toktokenizer_free: (a: number, b: number) => void;
     readonly imgDecode: (a: number, b: number) => [number, number, number];
-    readonly imgPreprocess: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number, j: number, k: number, l: number) => [number, number, number];
-    readonly imgPreprocessRgb: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number, j: number, k: number, l: number, m: number, n: number) => [number, number, number];
+    readonly imgPreprocess: (a: number, b: number, c: number) => [number, number, number];
+    readonly imgPreprocessRgb: (a: number, b: number, c: number, d: number, e: number) => [number, number, number];
+    readonly imgconfig_new: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number, j: number) => [number, number, number];
     readonly imgpatches_gridThw: (a: number) => [number, number];
     readonly imgpatches_takePixelValues: (a: number) => [number, number];
     readonly imgrgb_height: (a: number) => number;

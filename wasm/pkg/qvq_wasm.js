@@ -1,6 +1,59 @@
 /* @ts-self-types="./qvq_wasm.d.ts" */
 
 /**
+ * The processor settings, built once from numbers and arrays for the preprocess calls.
+ */
+export class ImgConfig {
+    __destroy_into_raw() {
+        const ptr = this.__wbg_ptr;
+        this.__wbg_ptr = 0;
+        ImgConfigFinalization.unregister(this);
+        return ptr;
+    }
+    free() {
+        const ptr = this.__destroy_into_raw();
+        wasm.__wbg_imgconfig_free(ptr, 0);
+    }
+    /**
+     * @param {number} patch_size
+     * @param {number} temporal_patch_size
+     * @param {number} merge_size
+     * @param {number} min_pixels
+     * @param {number} max_pixels
+     * @param {Float32Array | number[]} image_mean
+     * @param {Float32Array | number[]} image_std
+     * @param {number} rescale_factor
+     */
+    constructor(patch_size, temporal_patch_size, merge_size, min_pixels, max_pixels, image_mean, image_std, rescale_factor) {
+        const val3 = +patch_size;
+        const val4 = +temporal_patch_size;
+        const val5 = +merge_size;
+        const val6 = +min_pixels;
+        const val7 = +max_pixels;
+        const val8 = +rescale_factor;
+        let ptr0, len0, ptr1, len1;
+        try {
+            ptr0 = passArrayF32ToWasm0(image_mean, wasm.__wbindgen_malloc);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = passArrayF32ToWasm0(image_std, wasm.__wbindgen_malloc);
+            len1 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 4, 4); }
+            if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 4, 4); }
+            throw e;
+        }
+        const ret = wasm.imgconfig_new(val3, val4, val5, val6, val7, ptr0, len0, ptr1, len1, val8);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        this.__wbg_ptr = ret[0];
+        ImgConfigFinalization.register(this, this.__wbg_ptr, this);
+        return this;
+    }
+}
+if (Symbol.dispose) ImgConfig.prototype[Symbol.dispose] = ImgConfig.prototype.free;
+
+/**
  * One preprocessed image.
  */
 export class ImgPatches {
@@ -359,38 +412,14 @@ export function imgDecode(bytes) {
 /**
  * Decodes, resizes and flattens one image as Qwen2-VL's processor does.
  * @param {Uint8Array | number[]} bytes
- * @param {number} patch_size
- * @param {number} temporal_patch_size
- * @param {number} merge_size
- * @param {number} min_pixels
- * @param {number} max_pixels
- * @param {Float32Array | number[]} image_mean
- * @param {Float32Array | number[]} image_std
- * @param {number} rescale_factor
+ * @param {ImgConfig} config
  * @returns {ImgPatches}
  */
-export function imgPreprocess(bytes, patch_size, temporal_patch_size, merge_size, min_pixels, max_pixels, image_mean, image_std, rescale_factor) {
-    const val4 = +patch_size;
-    const val5 = +temporal_patch_size;
-    const val6 = +merge_size;
-    const val7 = +min_pixels;
-    const val8 = +max_pixels;
-    const val9 = +rescale_factor;
-    let ptr0, len0, ptr1, len1, ptr2, len2;
-    try {
-        ptr0 = passArray8ToWasm0(bytes, wasm.__wbindgen_malloc);
-        len0 = WASM_VECTOR_LEN;
-        ptr1 = passArrayF32ToWasm0(image_mean, wasm.__wbindgen_malloc);
-        len1 = WASM_VECTOR_LEN;
-        ptr2 = passArrayF32ToWasm0(image_std, wasm.__wbindgen_malloc);
-        len2 = WASM_VECTOR_LEN;
-    } catch (e) {
-        if (ptr2) { wasm.__wbindgen_free(ptr2, len2 * 4, 4); }
-        if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 4, 4); }
-        if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
-        throw e;
-    }
-    const ret = wasm.imgPreprocess(ptr0, len0, val4, val5, val6, val7, val8, ptr1, len1, ptr2, len2, val9);
+export function imgPreprocess(bytes, config) {
+    _assertClass(config, ImgConfig);
+    const ptr0 = passArray8ToWasm0(bytes, wasm.__wbindgen_malloc);
+    const len0 = WASM_VECTOR_LEN;
+    const ret = wasm.imgPreprocess(ptr0, len0, config.__wbg_ptr);
     if (ret[2]) {
         throw takeFromExternrefTable0(ret[1]);
     }
@@ -399,44 +428,20 @@ export function imgPreprocess(bytes, patch_size, temporal_patch_size, merge_size
 
 /**
  * Resizes and flattens decoded (height, width, 3) RGB pixels as [`image_preprocess`] does after
- * decoding; the same config arguments.
+ * decoding.
  * @param {Uint8Array | number[]} data
  * @param {number} width
  * @param {number} height
- * @param {number} patch_size
- * @param {number} temporal_patch_size
- * @param {number} merge_size
- * @param {number} min_pixels
- * @param {number} max_pixels
- * @param {Float32Array | number[]} image_mean
- * @param {Float32Array | number[]} image_std
- * @param {number} rescale_factor
+ * @param {ImgConfig} config
  * @returns {ImgPatches}
  */
-export function imgPreprocessRgb(data, width, height, patch_size, temporal_patch_size, merge_size, min_pixels, max_pixels, image_mean, image_std, rescale_factor) {
-    const val4 = +width;
-    const val5 = +height;
-    const val6 = +patch_size;
-    const val7 = +temporal_patch_size;
-    const val8 = +merge_size;
-    const val9 = +min_pixels;
-    const val10 = +max_pixels;
-    const val11 = +rescale_factor;
-    let ptr0, len0, ptr1, len1, ptr2, len2;
-    try {
-        ptr0 = passArray8ToWasm0(data, wasm.__wbindgen_malloc);
-        len0 = WASM_VECTOR_LEN;
-        ptr1 = passArrayF32ToWasm0(image_mean, wasm.__wbindgen_malloc);
-        len1 = WASM_VECTOR_LEN;
-        ptr2 = passArrayF32ToWasm0(image_std, wasm.__wbindgen_malloc);
-        len2 = WASM_VECTOR_LEN;
-    } catch (e) {
-        if (ptr2) { wasm.__wbindgen_free(ptr2, len2 * 4, 4); }
-        if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 4, 4); }
-        if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
-        throw e;
-    }
-    const ret = wasm.imgPreprocessRgb(ptr0, len0, val4, val5, val6, val7, val8, val9, val10, ptr1, len1, ptr2, len2, val11);
+export function imgPreprocessRgb(data, width, height, config) {
+    _assertClass(config, ImgConfig);
+    const val2 = +width;
+    const val3 = +height;
+    const ptr0 = passArray8ToWasm0(data, wasm.__wbindgen_malloc);
+    const len0 = WASM_VECTOR_LEN;
+    const ret = wasm.imgPreprocessRgb(ptr0, len0, val2, val3, config.__wbg_ptr);
     if (ret[2]) {
         throw takeFromExternrefTable0(ret[1]);
     }
@@ -533,6 +538,9 @@ function __wbg_get_imports() {
     };
 }
 
+const ImgConfigFinalization = (typeof FinalizationRegistry === 'undefined')
+    ? { register: () => {}, unregister: () => {} }
+    : new FinalizationRegistry(ptr => wasm.__wbg_imgconfig_free(ptr, 1));
 const ImgPatchesFinalization = (typeof FinalizationRegistry === 'undefined')
     ? { register: () => {}, unregister: () => {} }
     : new FinalizationRegistry(ptr => wasm.__wbg_imgpatches_free(ptr, 1));
@@ -548,6 +556,12 @@ const TokStreamDecoderFinalization = (typeof FinalizationRegistry === 'undefined
 const TokTokenizerFinalization = (typeof FinalizationRegistry === 'undefined')
     ? { register: () => {}, unregister: () => {} }
     : new FinalizationRegistry(ptr => wasm.__wbg_toktokenizer_free(ptr, 1));
+
+function _assertClass(instance, klass) {
+    if (!(instance instanceof klass)) {
+        throw new Error(`expected instance of ${klass.name}`);
+    }
+}
 
 function getArrayF32FromWasm0(ptr, len) {
     ptr = ptr >>> 0;

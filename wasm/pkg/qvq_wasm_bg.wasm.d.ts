@@ -1,14 +1,16 @@
 /* tslint:disable */
 /* eslint-disable */
 export const memory: WebAssembly.Memory;
+export const __wbg_imgconfig_free: (a: number, b: number) => void;
 export const __wbg_imgpatches_free: (a: number, b: number) => void;
 export const __wbg_imgrgb_free: (a: number, b: number) => void;
 export const __wbg_stconverter_free: (a: number, b: number) => void;
 export const __wbg_tokstreamdecoder_free: (a: number, b: number) => void;
 export const __wbg_toktokenizer_free: (a: number, b: number) => void;
 export const imgDecode: (a: number, b: number) => [number, number, number];
-export const imgPreprocess: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number, j: number, k: number, l: number) => [number, number, number];
-export const imgPreprocessRgb: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number, j: number, k: number, l: number, m: number, n: number) => [number, number, number];
+export const imgPreprocess: (a: number, b: number, c: number) => [number, number, number];
+export const imgPreprocessRgb: (a: number, b: number, c: number, d: number, e: number) => [number, number, number];
+export const imgconfig_new: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number, j: number) => [number, number, number];
 export const imgpatches_gridThw: (a: number) => [number, number];
 export const imgpatches_takePixelValues: (a: number) => [number, number];
 export const imgrgb_height: (a: number) => number;

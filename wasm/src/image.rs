@@ -68,83 +68,64 @@ pub fn image_decode(bytes: &[u8]) -> Result<ImageRgb, JsValue> {
         .map_err(js_error)
 }
 
-/// The processor settings the preprocess calls take as numbers and arrays.
-#[allow(clippy::too_many_arguments)]
-fn processor_config(
-    patch_size: u32,
-    temporal_patch_size: u32,
-    merge_size: u32,
-    min_pixels: f64,
-    max_pixels: f64,
-    image_mean: &[f32],
-    image_std: &[f32],
-    rescale_factor: f64,
-) -> Result<ProcessorConfig, JsValue> {
-    let triple = |v: &[f32], field: &'static str| -> Result<[f32; 3], JsValue> {
-        v.try_into().map_err(|_| {
-            js_error(ImageError::BadConfig {
-                field,
-                detail: format!("has {} values, not 3", v.len()),
+/// The processor settings, built once from numbers and arrays for the preprocess calls.
+#[wasm_bindgen(js_name = ImgConfig)]
+pub struct ImageConfig {
+    inner: ProcessorConfig,
+}
+
+#[wasm_bindgen(js_class = ImgConfig)]
+impl ImageConfig {
+    #[wasm_bindgen(constructor)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        patch_size: u32,
+        temporal_patch_size: u32,
+        merge_size: u32,
+        min_pixels: f64,
+        max_pixels: f64,
+        image_mean: &[f32],
+        image_std: &[f32],
+        rescale_factor: f64,
+    ) -> Result<ImageConfig, JsValue> {
+        let triple = |v: &[f32], field: &'static str| -> Result<[f32; 3], JsValue> {
+            v.try_into().map_err(|_| {
+                js_error(ImageError::BadConfig {
+                    field,
+                    detail: format!("has {} values, not 3", v.len()),
+                })
             })
-        })
-    };
-    Ok(ProcessorConfig {
-        patch_size: patch_size as usize,
-        temporal_patch_size: temporal_patch_size as usize,
-        merge_size: merge_size as usize,
-        min_pixels: min_pixels as u64,
-        max_pixels: max_pixels as u64,
-        image_mean: triple(image_mean, "image_mean")?,
-        image_std: triple(image_std, "image_std")?,
-        rescale_factor,
-    })
+        };
+        let inner = ProcessorConfig {
+            patch_size: patch_size as usize,
+            temporal_patch_size: temporal_patch_size as usize,
+            merge_size: merge_size as usize,
+            min_pixels: min_pixels as u64,
+            max_pixels: max_pixels as u64,
+            image_mean: triple(image_mean, "image_mean")?,
+            image_std: triple(image_std, "image_std")?,
+            rescale_factor,
+        };
+        Ok(ImageConfig { inner })
+    }
 }
 
 /// Decodes, resizes and flattens one image as Qwen2-VL's processor does.
 #[wasm_bindgen(js_name = imgPreprocess)]
-#[allow(clippy::too_many_arguments)]
-pub fn image_preprocess(
-    bytes: &[u8],
-    patch_size: u32,
-    temporal_patch_size: u32,
-    merge_size: u32,
-    min_pixels: f64,
-    max_pixels: f64,
-    image_mean: &[f32],
-    image_std: &[f32],
-    rescale_factor: f64,
-) -> Result<ImagePatches, JsValue> {
-    let config = processor_config(
-        patch_size,
-        temporal_patch_size,
-        merge_size,
-        min_pixels,
-        max_pixels,
-        image_mean,
-        image_std,
-        rescale_factor,
-    )?;
-    qvq_image::preprocess(bytes, &config)
+pub fn image_preprocess(bytes: &[u8], config: &ImageConfig) -> Result<ImagePatches, JsValue> {
+    qvq_image::preprocess(bytes, &config.inner)
         .map(|inner| ImagePatches { inner })
         .map_err(js_error)
 }
 
 /// Resizes and flattens decoded (height, width, 3) RGB pixels as [`image_preprocess`] does after
-/// decoding; the same config arguments.
+/// decoding.
 #[wasm_bindgen(js_name = imgPreprocessRgb)]
-#[allow(clippy::too_many_arguments)]
 pub fn image_preprocess_rgb(
     data: Vec<u8>,
     width: u32,
     height: u32,
-    patch_size: u32,
-    temporal_patch_size: u32,
-    merge_size: u32,
-    min_pixels: f64,
-    max_pixels: f64,
-    image_mean: &[f32],
-    image_std: &[f32],
-    rescale_factor: f64,
+    config: &ImageConfig,
 ) -> Result<ImagePatches, JsValue> {
     let (w, h) = (width as usize, height as usize);
     if data.len() as u64 != w as u64 * h as u64 * 3 {
@@ -157,17 +138,7 @@ pub fn image_preprocess_rgb(
         err.set_name("InvalidInputError");
         return Err(err.into());
     }
-    let config = processor_config(
-        patch_size,
-        temporal_patch_size,
-        merge_size,
-        min_pixels,
-        max_pixels,
-        image_mean,
-        image_std,
-        rescale_factor,
-    )?;
-    qvq_image::preprocess_rgb(&qvq_image::RgbImage::new(w, h, data), &config)
+    qvq_image::preprocess_rgb(&qvq_image::RgbImage::new(w, h, data), &config.inner)
         .map(|inner| ImagePatches { inner })
         .map_err(js_error)
 }
