@@ -98,6 +98,8 @@ export async function* decodeStream(
   let completion = 0;
   let firstAt = NaN;
   let finish: FinishReason | null = null;
+  let stopReason: string | number | undefined; // what ended it, where the caller asked for it
+  const asked = new Set(options.askedStopIds);
   // Logprobs: the records read back (by ring index), the entries not yet on a delta, and all.
   const lp = run.logprobs;
   const records: TokenLogprobRecord[] = [];
@@ -154,6 +156,7 @@ export async function* decodeStream(
         extra.ids?.push(id);
         if (stopIds.has(id)) {
           finish = "stop";
+          if (asked.has(id)) stopReason = id;
           break;
         }
         if (lp) {
@@ -167,7 +170,7 @@ export async function* decodeStream(
         const armed = completion > options.minTokens;
         const r = filter.push(decoder.push(id), armed);
         delta += r.text;
-        if (r.stopped) finish = "stop";
+        if (r.stopped) [finish, stopReason] = ["stop", filter.matched];
         else if (loop?.push(id) && armed) finish = "loop";
         else if (completion >= options.maxNewTokens) finish = "length";
         if (finish !== null) break;
@@ -195,6 +198,7 @@ export async function* decodeStream(
   const decodeMs = end - first;
   const result: GenerationResult = {
     finishReason: finish ?? "abort",
+    ...(stopReason !== undefined ? { stopReason } : {}),
     text,
     usage: {
       promptTokens: stats.promptTokens,

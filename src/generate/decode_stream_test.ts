@@ -285,3 +285,15 @@ Deno.test("skipUnknownIds(): a padding id past the tokenizer's vocabulary adds n
   assert.equal(text, "Hello, world! ❤️");
   tok.dispose();
 });
+
+Deno.test("decodeStream() names what the caller asked for that stopped it (stopReason), not an eos id", async () => {
+  const eos = await collect([1, 2, 6, 98, 1], { stopTokenIds: [98] }); // 98 is also the eos id
+  assert.equal(eos.result.finishReason, "stop");
+  assert.equal(eos.result.stopReason, undefined);
+  const asked = await collect([1, 2, 7, 1], { stopTokenIds: [7] });
+  assert.equal(asked.result.finishReason, "stop");
+  assert.equal(asked.result.stopReason, 7);
+  const text = await collect([1, 2, 3, 4, 5, 6], { stop: ["nope", "</a>", "o w"] });
+  assert.equal(text.result.stopReason, "o w"); // the earliest in the text
+  assert.equal((await collect([1, 2], {})).result.stopReason, undefined); // length
+});

@@ -158,6 +158,8 @@ export interface ResolvedOptions {
   stop: string[];
   /** Token ids that end generation (not part of the text). */
   stopTokenIds: number[];
+  /** The stop ids the caller asked for (stopTokenIds less the eos ids): a result's stopReason. */
+  askedStopIds: number[];
   stopOnLoop: boolean;
   /**
    * What the answer is held to (responseFormat): "json_object" (JSON mode's automaton), or the DFA
@@ -294,9 +296,10 @@ export function resolveOptions(
   const seed = intField(o, "seed", randomSeed(), 0, Number.MAX_SAFE_INTEGER);
   const stop = stopField(o.stop);
   const ignoreEos = boolField(o, "ignoreEos");
-  const stopTokenIds = [
-    ...new Set([...(ignoreEos ? [] : config.eosTokenIds), ...stopIdsField(o.stopTokenIds)]),
-  ];
+  const asked = stopIdsField(o.stopTokenIds);
+  const stopTokenIds = [...new Set([...(ignoreEos ? [] : config.eosTokenIds), ...asked])];
+  // As vLLM's stop_reason: an eos id ends the answer as itself, even where it was asked for too.
+  const askedStopIds = asked.filter((id) => ignoreEos || !config.eosTokenIds.includes(id));
   const minTokens = intField(o, "minTokens", 0, 0, MAX_NEW_TOKENS_LIMIT);
   if (minTokens > maxNewTokens) {
     throw new InvalidInputError(
@@ -368,6 +371,7 @@ export function resolveOptions(
     seed,
     stop,
     stopTokenIds,
+    askedStopIds,
     stopOnLoop,
     ...(constraint ? { constraint } : {}),
     signal,

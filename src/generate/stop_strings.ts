@@ -28,6 +28,7 @@ export class StopStringFilter {
   /** Text received but not yet emitted: a suffix that is a proper prefix of some stop string. */
   #held = "";
   #stopped = false;
+  #matched: string | undefined;
 
   constructor(stops: readonly string[]) {
     this.#stops = stops.filter((s) => s.length > 0);
@@ -36,6 +37,11 @@ export class StopStringFilter {
   /** Whether a stop string was seen. */
   get stopped(): boolean {
     return this.#stopped;
+  }
+
+  /** The stop string that stopped the stream (the earliest; of two there, the first listed). */
+  get matched(): string | undefined {
+    return this.#matched;
   }
 
   /**
@@ -56,7 +62,7 @@ export class StopStringFilter {
     let cut = -1;
     for (const s of this.#stops) {
       const i = buf.indexOf(s, Math.max(0, this.#held.length - s.length + 1));
-      if (i >= 0 && (cut < 0 || i < cut)) cut = i;
+      if (i >= 0 && (cut < 0 || i < cut)) [cut, this.#matched] = [i, s];
     }
     if (cut >= 0) {
       this.#held = "";

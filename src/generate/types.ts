@@ -208,6 +208,11 @@ export type FinishReason = "stop" | "length" | "loop" | "abort";
 export interface GenerationResult {
   /** Why the generation ended. */
   finishReason: FinishReason;
+  /**
+   * What ended a "stop" answer, where the caller asked for it (vLLM's stop_reason): the stop
+   * string (from `stop`), or the id (from `stopTokenIds`); absent for an end-of-sequence id.
+   */
+  stopReason?: string | number;
   /** The full generated text (without the stop string). */
   text: string;
   /**

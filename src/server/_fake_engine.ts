@@ -168,6 +168,7 @@ export class FakeEngine implements ChatEngine {
       const max = options.maxNewTokens ?? Infinity;
       let text = "";
       let reason: FinishReason = o.finishReason ?? "stop";
+      let stopReason: string | undefined; // the stop string that ended it
       let count = 0;
       // With logprobs: token k (a word, from 1) has logprob −k / 10, its alternatives "alt<j>" below it.
       const logprobs: TokenLogprob[] = [];
@@ -207,10 +208,11 @@ export class FakeEngine implements ChatEngine {
           break;
         }
         const next = text + token;
-        const stopAt = Math.min(
-          ...(options.stop ?? []).map((s) => next.indexOf(s)).filter((i) => i >= 0),
-        );
+        const found = (options.stop ?? []).map((s) => [next.indexOf(s), s] as const)
+          .filter(([i]) => i >= 0);
+        const stopAt = Math.min(...found.map(([i]) => i));
         if (Number.isFinite(stopAt)) {
+          stopReason = found.find(([i]) => i === stopAt)![1];
           // As the real engine: the token that completes a stop string has an entry, text or not.
           if (stopAt > text.length || options.logprobs) {
             yield delta(next.slice(text.length, stopAt), token);
@@ -233,6 +235,7 @@ export class FakeEngine implements ChatEngine {
         type: "done",
         result: {
           finishReason: reason,
+          ...(stopReason !== undefined ? { stopReason } : {}),
           text,
           usage: {
             promptTokens: 10 + 4 * images,

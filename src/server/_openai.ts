@@ -17,7 +17,7 @@ import type {
   TopLogprob,
 } from "../generate/types.ts";
 import { type ToolCallOut, ToolCallScanner, type ToolMode } from "./_tools.ts";
-import { parseQwenAnswer } from "./_qwen_tools.ts";
+import { parseQwenAnswer, QWEN_TOOL_STOPS } from "./_qwen_tools.ts";
 
 /** Reported as `system_fingerprint`, so clients can tell which server answered. */
 export const SYSTEM_FINGERPRINT = "qvq-webgpu";
@@ -168,16 +168,24 @@ function readCalls(text: string, tools?: ToolMode): { content: string; calls: To
 /**
  * The finish reason of an answer with tool calls, where it is not the generation's own:
  * "tool_calls" for calls of "required" or "auto" that ended whole, as vLLM and OpenAI report them
- * (a named function's call ends with "stop", as theirs does).
+ * (a named function's call ends with "stop", as theirs does). Whole: ended by the model (an
+ * end-of-sequence id, or in the "auto" format the result it would write next), not by a stop
+ * string or id of the client's, which may have cut a call short.
  */
 export function toolFinish(
   result: GenerationResult,
   tools: ToolMode | undefined,
   calls: number,
-): { finish_reason?: "tool_calls" } {
-  const whole = openAIFinishReason(result.finishReason) === "stop";
+): { finish_reason?: "tool_calls"; stop_reason?: null } {
+  const reason = result.stopReason;
+  // The "auto" format's own stop strings are the server's, not the client's: no stop_reason.
+  const ours = tools?.kind === "auto" && QWEN_TOOL_STOPS.includes(reason as string);
+  const whole = result.finishReason === "stop" && (reason === undefined || ours);
   const chosen = tools?.kind === "required" || tools?.kind === "auto";
-  return chosen && whole && calls > 0 ? { finish_reason: "tool_calls" } : {};
+  return {
+    ...(chosen && whole && calls > 0 ? { finish_reason: "tool_calls" as const } : {}),
+    ...(ours ? { stop_reason: null } : {}),
+  };
 }
 
 /**
@@ -201,12 +209,17 @@ function whole(
   };
 }
 
-/** A choice's finish fields: OpenAI's reason and qvq's own, or null while it is written. */
+/**
+ * A choice's finish fields: OpenAI's reason, qvq's own, and vLLM's stop_reason (the client's stop
+ * string or id that ended it; null for the model's end or any other reason), or null while it is
+ * written.
+ */
 function finish(result?: GenerationResult): Record<string, unknown> {
   return result
     ? {
       finish_reason: openAIFinishReason(result.finishReason),
       native_finish_reason: result.finishReason,
+      stop_reason: result.stopReason ?? null,
     }
     : { finish_reason: null };
 }
@@ -225,8 +238,8 @@ export function chunkObject(
       result?: GenerationResult;
       logprobs?: TokenLogprob[];
       index?: number;
-      /** In place of the result's finish reason (see toolFinish). */
-      finish?: { finish_reason?: string };
+      /** In place of the result's finish fields (see toolFinish). */
+      finish?: { finish_reason?: string; stop_reason?: null };
     }
     | null,
   usage?: { include: boolean; result?: GenerationResult },

@@ -70,14 +70,28 @@ const PARALLEL: Record<Lang, string> = {
     `${FN_RESULT}: 工具1的结果\n${FN_RESULT}: 工具2的结果\n...\n${FN_RESULT}: 工具N的结果\n` +
     `${FN_EXIT}: 根据工具结果进行回复，需将图片用![](url)渲染出来`,
 };
-const DESCRIPTION: Record<Lang, [string, string]> = {
-  en: ["Parameters:", "Format the arguments as a JSON object."],
-  zh: ["输入参数：", "此工具的输入应为JSON对象。"],
+// A tool's line: "<name>: <description> <Parameters:><parameters> <how to write its input>".
+const DESCRIPTION: Record<Lang, { params: string; json: string; code: string }> = {
+  en: {
+    params: "Parameters: ",
+    json: "Format the arguments as a JSON object.",
+    code: "Enclose the code within triple backticks (`) at the beginning and end of the code.",
+  },
+  zh: {
+    params: "输入参数：",
+    json: "此工具的输入应为JSON对象。",
+    code: "此工具的输入应为Markdown代码块。",
+  },
 };
 
-/** Whether the conversation is in Chinese as Qwen-Agent tells (any CJK ideograph in its text). */
+/**
+ * Whether the conversation is in Chinese as Qwen-Agent tells: a CJK ideograph in a system or user
+ * message's text.
+ */
 function chinese(messages: readonly RequestMessage[]): boolean {
-  return messages.some((m) => /[\u4e00-\u9fff]/.test(textOf(m.content)));
+  return messages.some((m) =>
+    (m.role === "system" || m.role === "user") && /[\u4e00-\u9fff]/.test(textOf(m.content))
+  );
 }
 
 /** The text of a message's content (its text parts, joined). */
@@ -105,11 +119,14 @@ export function toolSystemPrompt(
   parallel: boolean,
   lang: Lang,
 ): string {
-  const [params, format] = DESCRIPTION[lang];
-  const descs = tools.map((t) =>
-    `### ${t.name}\n\n${t.name}: ${t.description} ${params} ${pythonJson(t.parameters)} ${format}`
-      .trimEnd()
-  );
+  const words = DESCRIPTION[lang];
+  const descs = tools.map((t) => {
+    // Qwen-Agent's code interpreter takes a code block, every other tool a JSON object.
+    const how = t.name === "code_interpreter" ? words.code : words.json;
+    return `### ${t.name}\n\n${t.name}: ${t.description} ${words.params}${
+      pythonJson(t.parameters)
+    } ${how}`.trimEnd();
+  });
   const how = (parallel ? PARALLEL : FORMAT)[lang].replace(
     "{names}",
     tools.map((t) => t.name).join(","),
@@ -187,17 +204,23 @@ export function qwenToolMessages(
 
 /**
  * Text without what Qwen-Agent drops from the ends of shown text: a special word (or the start
- * of one) at the end, the whitespace around it, newlines at the start.
+ * of one) at the end, the whitespace around it, newlines at the start. `all`: every special word
+ * at the end, not just the last (a stream holds back what a later word could drop).
  */
-function shown(text: string): string {
+function shown(text: string, all = false): string {
   let t = text.trimEnd();
-  const whole = SPECIAL.find((s) => t.endsWith(s));
-  if (whole) t = t.slice(0, -whole.length);
-  else {
-    const at = t.lastIndexOf("✿");
-    if (at >= 0 && SPECIAL.some((s) => s.startsWith(t.slice(at)))) t = t.slice(0, at);
+  for (let more = true; more;) {
+    const before = t;
+    const whole = SPECIAL.find((s) => t.endsWith(s));
+    if (whole) t = t.slice(0, -whole.length);
+    else {
+      const at = t.lastIndexOf("✿");
+      if (at >= 0 && SPECIAL.some((s) => s.startsWith(t.slice(at)))) t = t.slice(0, at);
+    }
+    t = t.trimEnd();
+    more = all && t !== before;
   }
-  return t.replace(/^\n+/, "").trimEnd();
+  return t.replace(/^\n+/, "");
 }
 
 /** Arguments without a trailing comment after the JSON object or code block (Qwen-Agent's fix). */
@@ -261,7 +284,7 @@ export class QwenAnswerStream {
     }
     const at = t.indexOf(`${FN_NAME}:`);
     if (at >= 0) this.#calling = true;
-    return this.#more(shown(at >= 0 ? t.slice(0, at) : t));
+    return this.#more(shown(at >= 0 ? t.slice(0, at) : t, true));
   }
 
   /** The end: the content not yet shown, and the calls. */

@@ -198,3 +198,50 @@ Deno.test("QwenAnswerStream shows the content as it comes, in any pieces, adding
   assert.equal(s.push("TION✿: now"), "");
   assert.deepEqual(s.finish().content, "");
 });
+
+Deno.test("toolSystemPrompt(): no space after 输入参数：, the code interpreter's own instruction; the language from system and user text", () => {
+  assert.ok(
+    toolSystemPrompt([WEATHER], false, "zh").includes(
+      'get_weather: Weather now. 输入参数：{"type": "object"',
+    ),
+  );
+  const code: ToolSpec = { name: "code_interpreter", description: "Runs Python.", parameters: {} };
+  assert.ok(
+    toolSystemPrompt([code], false, "en").includes(
+      "code_interpreter: Runs Python. Parameters: {} Enclose the code within triple backticks (`) at the beginning and end of the code.",
+    ),
+  );
+  assert.ok(
+    toolSystemPrompt([code], false, "zh").includes("输入参数：{} 此工具的输入应为Markdown代码块。"),
+  );
+  // A Chinese tool result (or answer) does not make the prompt Chinese; a user's question does.
+  const english = qwenToolMessages(
+    [
+      { role: "user", content: "Weather?" },
+      { role: "assistant", content: "", toolCalls: [{ name: "get_weather", arguments: "{}" }] },
+      { role: "tool", content: "晴" },
+    ],
+    [WEATHER],
+    true,
+  );
+  assert.match(english.messages[0].content as string, /# Tools/);
+  const chinese = qwenToolMessages([{ role: "user", content: "天气？" }], [WEATHER], true);
+  assert.match(chinese.messages[0].content as string, /# 工具/);
+});
+
+Deno.test("QwenAnswerStream holds back special words a later call would drop", () => {
+  for (
+    const [pieces, content] of [
+      [["Text ✿ARGS✿ ✿FUNCTION✿", ": f"], "Text"],
+      [["✿FUNC✿FUNCTION✿", ": f"], ""],
+      [["Text ✿ARGS✿ ✿FUNCTION✿"], "Text ✿ARGS✿"],
+    ] as const
+  ) {
+    const s = new QwenAnswerStream();
+    let shown = "";
+    for (const p of pieces) shown += s.push(p);
+    const end = s.finish();
+    assert.equal(shown + end.content, content, JSON.stringify(pieces));
+    assert.equal(end.content, parseQwenAnswer(pieces.join("")).content.slice(shown.length));
+  }
+});

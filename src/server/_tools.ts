@@ -104,7 +104,7 @@ export function parseTools(body: Json): ToolRequest | undefined {
     return {
       ...base,
       mode,
-      schema: functions[i].parameters,
+      schema: schemaOf(functions[i].parameters),
       // The compiler names a $ref's target from its $defs, without "schema." before it.
       rename: (p) => p.replace(/^schema\b/, at).replace(/^(\$defs|definitions)\b/, `${at}.$1`),
     };
@@ -149,11 +149,40 @@ function parseTool(tool: unknown, i: number): FunctionSpec {
       "invalid_type",
     );
   }
+  if (params && nesting(params) > MAX_PARAMETERS_DEPTH) {
+    throw badRequest(
+      `${at}.function.parameters`,
+      `${at}.function.parameters nests deeper than ${MAX_PARAMETERS_DEPTH} levels.`,
+    );
+  }
+  // As sent, for the "auto" prompt's description (the held modes take schemaOf it).
   return {
     name: f.name,
     description: (f.description as string | undefined) ?? "",
-    parameters: noArguments(params) ? NO_PARAMETERS : params as Json,
+    parameters: (params as Json | null | undefined) ?? NO_PARAMETERS,
   };
+}
+
+/** Deepest a tool's parameters may nest (objects and arrays): deeper is no schema anyone writes. */
+const MAX_PARAMETERS_DEPTH = 100;
+
+/** How deeply `value` nests objects and arrays (walked without recursion). */
+function nesting(value: unknown): number {
+  let deepest = 0;
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== "object") continue;
+    deepest = Math.max(deepest, depth);
+    if (deepest > MAX_PARAMETERS_DEPTH) break;
+    for (const x of Object.values(v)) stack.push([x, depth + 1]);
+  }
+  return deepest;
+}
+
+/** The schema an answer to these parameters is held to: `{}` where they declare no arguments. */
+function schemaOf(params: Json): Json {
+  return noArguments(params) ? NO_PARAMETERS : params;
 }
 
 /**
@@ -227,7 +256,7 @@ function requiredSchema(
   const defs: Record<string, Json> = {};
   const owner: Record<string, number> = {};
   const branches = functions.map((f, i) => {
-    const { $defs, definitions, ...parameters } = f.parameters;
+    const { $defs, definitions, ...parameters } = schemaOf(f.parameters);
     for (const [key, group] of [["$defs", $defs], ["definitions", definitions]] as const) {
       if (group === undefined) continue;
       if (!isObject(group)) {

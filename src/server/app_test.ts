@@ -51,6 +51,7 @@ Deno.test("POST /v1/chat/completions answers in OpenAI's chat.completion format"
     logprobs: null,
     finish_reason: "stop",
     native_finish_reason: "stop",
+    stop_reason: null,
   }]);
   assert.deepEqual(body.usage, {
     prompt_tokens: 10,
@@ -274,6 +275,7 @@ Deno.test("POST /v1/completions continues a raw prompt: text_completion, legacy 
     logprobs: null,
     finish_reason: "length",
     native_finish_reason: "length",
+    stop_reason: null,
   });
   assert.deepEqual(chunks[4].choices, []);
   assert.equal(chunks[4].usage.total_tokens, 13);
@@ -1538,4 +1540,28 @@ Deno.test("tools: auto has the model call tools in Qwen's format, read out as to
     sent.messages.at(-1)!.content,
     'Let me check.\n✿FUNCTION✿: get_weather\n✿ARGS✿: {"city": "Paris"}\n✿RESULT✿: 12 C\n✿RETURN✿',
   );
+});
+
+Deno.test("tools: a client's stop string that cuts a call ends with stop (its stop_reason), the format's own with tool_calls", async () => {
+  const answer = '✿FUNCTION✿: get_weather\n✿ARGS✿: {"city": "Rome"}\n✿RESULT✿: sunny';
+  const cut = await (await post(setup({ answer: () => answer }).app, {
+    ...hello,
+    tools: [WEATHER_TOOL],
+    stop: ["Rome"],
+  })).json();
+  assert.equal(cut.choices[0].finish_reason, "stop");
+  assert.equal(cut.choices[0].stop_reason, "Rome");
+  assert.deepEqual(cut.choices[0].message.tool_calls[0].function, {
+    name: "get_weather",
+    arguments: '{"city": "',
+  });
+  const whole = await (await post(setup({ answer: () => answer }).app, {
+    ...hello,
+    tools: [WEATHER_TOOL],
+  })).json();
+  assert.equal(whole.choices[0].finish_reason, "tool_calls");
+  assert.equal(whole.choices[0].stop_reason, null); // ✿RESULT✿ is the server's, not the client's
+  // Without tools, stop_reason is the client's stop string (vLLM's field).
+  const plain = await (await post(setup().app, { ...hello, stop: ["there"] })).json();
+  assert.equal(plain.choices[0].stop_reason, "there");
 });
