@@ -225,15 +225,14 @@ interface Format {
 type Delta = Extract<GenerationEvent, { type: "delta" }>;
 
 /**
- * /v1/chat/completions: the assistant's role first, then content deltas — or, for an answer held
- * to `tools`, tool-call deltas (a call's id and name, then pieces of its arguments), and the
- * engine's refusals of the tools' schemas named as the tool's parameters.
+ * /v1/chat/completions: the assistant's role first, then deltas as deltaReader() makes them for
+ * the request's tool mode (none: content); the engine's refusals of a held mode's schemas named as
+ * the tool's parameters (its other errors already name "messages").
  */
 function chatFormat(tools?: ToolRequest): Format {
   const mode = tools?.mode;
   return {
     prefix: "chatcmpl",
-    // The engine's errors already name "messages".
     inputError: (error) => (tools?.schema ? toolSchemaError(error, tools) : undefined),
     whole: (header, results) => completionObject(header, results, mode),
     chunks: (header, usage, index) => {
