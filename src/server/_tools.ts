@@ -1,12 +1,10 @@
 /**
- * OpenAI's tool calling (`tools`, `tool_choice`), served as vLLM serves it for a model whose chat
- * template has no tool-call format of its own (Qwen2-VL's, QVQ's): `tool_choice: "required"` or a
- * named function holds the answer to the tools' JSON schemas (the structured outputs' DFA, so every
- * call parses and names a tool) and reports it as `tool_calls`; `"none"` answers in text. `"auto"`
- * — the default once tools are sent — would need the model to mark a call in a free answer, in a
- * format of its own that a parser then finds: refused (400), as vLLM refuses it without
- * `--tool-call-parser`. The tools also reach the chat template as `tools`, for templates that
- * describe them.
+ * OpenAI's tool calling (`tools`, `tool_choice`). `tool_choice: "required"` or a named function
+ * holds the answer to the tools' JSON schemas (the structured outputs' DFA, so every call parses
+ * and names a tool), as vLLM serves them for any model, and reports it as `tool_calls`; `"none"`
+ * answers in text; `"auto"` — the default once tools are sent — lets the model call them in Qwen's
+ * own format (src/server/_qwen_tools.ts). The tools also reach the chat template as `tools`, for
+ * templates that describe them.
  *
  * What the model writes: for a named function, its arguments (a JSON value of its `parameters`
  * schema); for "required", `[{"name": "f", "parameters": {…}}, …]` — one item a call, each a
@@ -45,7 +43,7 @@ export type HeldMode = Exclude<ToolMode, { kind: "auto" }>;
 export interface ToolRequest {
   /** The tools as sent (`{"type": "function", "function": {…}}`), the chat template's `tools`. */
   tools: Json[];
-  /** How the answer is held; undefined for `tool_choice: "none"` (a text answer). */
+  /** How the answer relates to the tools; undefined for `tool_choice: "none"` (a text answer). */
   mode?: ToolMode;
   /** The JSON schema the answer is held to (named and required modes). */
   schema?: Json;
