@@ -126,8 +126,9 @@ const CLIENT_CLOSED = 499;
 
 async function readJson(request: Request): Promise<unknown> {
   const text = await request.text();
+  let body: unknown;
   try {
-    return JSON.parse(text);
+    body = JSON.parse(text);
   } catch (error) {
     throw new HttpError(
       400,
@@ -137,6 +138,36 @@ async function readJson(request: Request): Promise<unknown> {
       "invalid_json",
     );
   }
+  if (nestedDeeper(body, MAX_BODY_DEPTH)) {
+    throw new HttpError(
+      400,
+      `The request body nests objects and arrays deeper than ${MAX_BODY_DEPTH} levels.`,
+      "invalid_request_error",
+      null,
+      "invalid_json",
+    );
+  }
+  return body;
+}
+
+/**
+ * Deepest a request body may nest. Deno's postMessage silently dropped a request nested ≈ 3000
+ * levels on its way to the engine's worker (the request then waited forever, holding the queue),
+ * and deeper ones overflowed the stack in the validators; nothing a client sends needs more than
+ * a schema's 64 levels (src/generate/json_schema.ts) and a few around it.
+ */
+const MAX_BODY_DEPTH = 128;
+
+/** Whether `value` nests objects and arrays deeper than `max` (walked without recursion). */
+function nestedDeeper(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== "object") continue;
+    if (depth > max) return true;
+    for (const x of Object.values(v)) stack.push([x, depth + 1]);
+  }
+  return false;
 }
 
 /** Constant-time string comparison, so response timing does not reveal the key. */

@@ -1565,3 +1565,25 @@ Deno.test("tools: a client's stop string that cuts a call ends with stop (its st
   const plain = await (await post(setup().app, { ...hello, stop: ["there"] })).json();
   assert.equal(plain.choices[0].stop_reason, "there");
 });
+
+Deno.test("a body nested past 128 levels is a 400 at once (deeper ones once hung the engine's worker)", async () => {
+  const { app, fake } = setup();
+  for (const depth of [129, 3000, 10_000]) {
+    const schema = '{"type":"array","items":'.repeat(depth) + "{}" + "}".repeat(depth);
+    const body =
+      `{"model":"${MODEL}","messages":[{"role":"user","content":"hi"}],"guided_json":${schema}}`;
+    const r = await post(app, body);
+    assert.equal(r.status, 400, `depth ${depth}`);
+    const { error } = await r.json();
+    assert.equal(error.code, "invalid_json");
+    assert.match(error.message, /nests objects and arrays deeper than 128 levels/);
+  }
+  assert.equal(fake.calls.length, 0);
+  // The server goes on answering.
+  const ok = await post(app, {
+    ...hello,
+    guided_json: { type: "array", items: { type: "integer" } },
+  });
+  assert.equal(ok.status, 200);
+  await ok.body?.cancel();
+});
