@@ -42,7 +42,8 @@ export interface RequestMessage {
 
 /** A validated chat completion request. */
 export interface ChatRequest {
-  model: string;
+  /** The model asked for; absent: the one served (as vLLM and llama.cpp's server take it). */
+  model?: string;
   messages: RequestMessage[];
   /** Generation options, everything but `signal`. */
   options: Omit<GenerateOptions, "signal">;
@@ -521,7 +522,8 @@ function optionalModel(json: unknown): Json {
 
 /** Validates a parsed JSON body (the model name is checked by the caller, who knows the engine). */
 export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequest {
-  const { body, model } = modelRequest(json);
+  const body = optionalModel(json);
+  const model = body.model as string | undefined;
   let messages = parseMessages(body, limits);
   refusePromptLogprobs(body);
   if (optionalBoolean(body, "echo")) {
@@ -641,7 +643,8 @@ export function parseCompletionRequest(
   json: unknown,
   limits: RequestLimits,
 ): TextCompletionRequest {
-  const { body, model } = modelRequest(json);
+  const body = optionalModel(json);
+  const model = body.model as string | undefined;
   const prompt = parsePrompt(body.prompt);
   const echo = optionalBoolean(body, "echo") ?? false;
   // max_tokens 0 asks for the prompt alone: only with echo (one token runs, as in vLLM).

@@ -476,7 +476,6 @@ const MALFORMED: [string, unknown, number, string | null][] = [
   ["a JSON array", "[]", 400, null],
   ["a JSON string", '"hi"', 400, null],
   ["null", "null", 400, null],
-  ["no model", { messages: hello.messages }, 400, "model"],
   ["model of wrong type", { ...hello, model: 3 }, 400, "model"],
   ["unknown model", { ...hello, model: "gpt-4o" }, 404, "model"],
   ["no messages", { model: MODEL }, 400, "messages"],
@@ -1586,4 +1585,20 @@ Deno.test("a body nested past 128 levels is a 400 at once (deeper ones once hung
   });
   assert.equal(ok.status, 200);
   await ok.body?.cancel();
+});
+
+Deno.test("a request without model (or with null) is for the served model, as vLLM and llama.cpp's server take it", async () => {
+  const { app, fake } = setup();
+  for (const body of [{ messages: hello.messages }, { model: null, messages: hello.messages }]) {
+    const r = await post(app, body);
+    assert.equal(r.status, 200, JSON.stringify(body));
+    assert.equal((await r.json()).model, MODEL);
+  }
+  const text = await app.request("/v1/completions", {
+    method: "POST",
+    body: JSON.stringify({ prompt: "a", max_tokens: 2 }),
+  });
+  assert.equal(text.status, 200);
+  assert.equal((await text.json()).model, MODEL);
+  assert.equal(fake.calls.length, 3);
 });
