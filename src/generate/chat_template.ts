@@ -250,12 +250,8 @@ export function validateMessages(messages: readonly ChatMessage[]): void {
           throw new InvalidInputError(`${where}.text must be a string, got ${preview(p.text)}`);
         }
       } else if (p?.type === "image") {
-        if (!isImage(p.image)) {
-          throw new InvalidInputError(
-            `${where}.image must be the image file's bytes (a non-empty Uint8Array) or its ` +
-              "decoded pixels ({ width, height, data: (height, width, 3) RGB Uint8Array })",
-          );
-        }
+        const fault = imageFault(p.image);
+        if (fault) throw new InvalidInputError(`${where}.image ${fault}`);
       } else {
         throw new InvalidInputError(
           `${where}.type must be "text" or "image", got ${
@@ -271,16 +267,26 @@ export function validateMessages(messages: readonly ChatMessage[]): void {
 type ContentImage = Extract<ContentPart, { type: "image" }>["image"];
 
 /**
- * Whether `x` is an image a content part may hold: non-empty bytes, or pixels whose `data` holds
- * width × height RGB triples (sizes the preprocessor refuses are its to refuse).
+ * What is wrong with `x` as an image a content part may hold — non-empty bytes, or pixels whose
+ * `data` holds width × height RGB triples (sizes the preprocessor refuses are its to refuse) —
+ * or undefined where nothing is.
  */
-function isImage(x: unknown): boolean {
-  if (x instanceof Uint8Array) return x.length > 0;
-  if (x === null || typeof x !== "object") return false;
+function imageFault(x: unknown): string | undefined {
+  const what = "must be the image file's bytes (a non-empty Uint8Array) or its decoded pixels " +
+    "({ width, height, data: (height, width, 3) RGB Uint8Array })";
+  if (x instanceof Uint8Array) return x.length > 0 ? undefined : what;
+  if (x === null || typeof x !== "object") return what;
   const { width, height, data } = x as Record<string, unknown>;
-  return Number.isSafeInteger(width) && Number.isSafeInteger(height) &&
-    (width as number) >= 0 && (height as number) >= 0 && data instanceof Uint8Array &&
-    data.length === (width as number) * (height as number) * 3;
+  const size = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+  if (!size(width) || !size(height) || !ArrayBuffer.isView(data)) return what;
+  if (!(data instanceof Uint8Array)) {
+    return `${what}; its data is a ${data.constructor.name} (a canvas's ImageData is RGBA in a ` +
+      "Uint8ClampedArray: copy its R, G and B bytes into a Uint8Array)";
+  }
+  const want = width * height * 3;
+  if (data.length === want) return undefined;
+  const rgba = data.length === width * height * 4 ? " (4 bytes a pixel: RGBA? drop the A)" : "";
+  return `${what}; its data has ${data.length} bytes, not width × height × 3 = ${want}${rgba}`;
 }
 
 /** A message's toolCalls (assistant messages only) and toolCallId (tool messages only). */

@@ -289,3 +289,22 @@ Deno.test("ChatTemplate.render() takes decoded pixels as an image; collectImages
       /content\[0\]\.image must be .* decoded pixels/.test(e.message),
   );
 });
+
+Deno.test("ChatTemplate.render() says what is wrong with decoded pixels: RGBA, a clamped array, a length", async () => {
+  const t = await fixtureTemplate();
+  const bad = (image: unknown, re: RegExp) =>
+    assert.throws(
+      () => t.render([{ role: "user", content: [{ type: "image", image } as never] }]),
+      (e) => e instanceof InvalidInputError && re.test(e.message),
+    );
+  bad(
+    { width: 2, height: 1, data: new Uint8ClampedArray(8) },
+    /Uint8ClampedArray \(a canvas's ImageData is RGBA/,
+  );
+  bad(
+    { width: 2, height: 1, data: new Uint8Array(8) },
+    /has 8 bytes, not width × height × 3 = 6 \(4 bytes a pixel: RGBA\? drop the A\)/,
+  );
+  bad({ width: 2, height: 1, data: new Uint8Array(5) }, /has 5 bytes, not width × height × 3 = 6$/);
+  bad(new Uint8Array(0), /must be the image file's bytes/);
+});

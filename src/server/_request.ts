@@ -91,7 +91,9 @@ function optionalNumber(body: Json, name: string, rule: NumberRule): number | un
     throw badRequest(name, `${name} must be a finite number; got ${shown}.`, "invalid_type");
   }
   const { min = -Infinity, max = Infinity, exclusiveMin = false, integer = false } = rule;
-  if (integer && !Number.isSafeInteger(x)) {
+  // Out of range first: max_tokens 1e30 is past 8192, whatever JSON's integers hold exactly.
+  const outside = x < min || (exclusiveMin && x === min) || x > max;
+  if (integer && !Number.isSafeInteger(x) && !(outside && Number.isInteger(x))) {
     throw badRequest(
       name,
       Number.isInteger(x)
@@ -101,7 +103,7 @@ function optionalNumber(body: Json, name: string, rule: NumberRule): number | un
       Number.isInteger(x) ? "invalid_value" : "invalid_type",
     );
   }
-  if (x < min || (exclusiveMin && x === min) || x > max) {
+  if (outside) {
     const low = min === -Infinity ? "" : `${exclusiveMin ? ">" : ">="} ${min}`;
     const high = max === Infinity ? "" : `<= ${max}`;
     throw badRequest(

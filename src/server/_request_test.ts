@@ -175,3 +175,11 @@ Deno.test("loadMessages() refuses an image that does not decode, or is too elong
     });
   }
 });
+
+Deno.test("parseChatRequest(): an integer past a field's range says the range, however large", () => {
+  const e = refusal({ ...base, max_tokens: 1e30 });
+  assert.equal(e.param, "max_tokens");
+  assert.match(e.message, /^max_tokens must be >= 1 and <= \d+; got 1e\+30\.$/);
+  // A seed has no upper bound but JSON's exact integers.
+  assert.match(refusal({ ...base, seed: 1e20 }).message, /at most 9007199254740991/);
+});
