@@ -266,3 +266,18 @@ Deno.test("Ctrl+C through deno task (SIGINT twice) ends an open stream with serv
     await lines.cancel();
   }
 });
+
+Deno.test("deno task serve on a port in use says so in a line and exits 1, loading no model", async () => {
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "src/server/main.ts", "--port", String(taken.addr.port)],
+    cwd: ROOT,
+    env: ENV,
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  const err = new TextDecoder().decode(stderr);
+  assert.equal(code, 1, err);
+  assert.match(err, new RegExp(`^error: 127\\.0\\.0\\.1:${taken.addr.port} is already in use`));
+  assert.doesNotMatch(err, /serving|at Object|Uncaught/);
+});

@@ -12,7 +12,6 @@
  * ```
  * @module
  */
-import app from "./serve.ts";
 import { listenOptions } from "./_env.ts";
 
 const USAGE = "usage: deno task serve [--port <n>] [--host <address>]   (model: QVQ_MODEL)";
@@ -24,14 +23,31 @@ try {
   console.error(`error: ${(error as Error).message}\n${USAGE}`);
   Deno.exit(2);
 }
-Deno.serve({
-  ...listen,
-  onListen: ({ hostname, port }) => {
-    const everywhere = hostname === "0.0.0.0" || hostname === "::";
-    const host = everywhere ? "localhost" : hostname.includes(":") ? `[${hostname}]` : hostname;
-    console.error(
-      `qvq: listening on http://${host}:${port}/ (chat page; OpenAI API at /v1)` +
-        (everywhere ? `, on every network interface (${hostname})` : ""),
-    );
-  },
-}, app.fetch);
+// The app (and the model's loading) starts once the address is ours: a port in use is a one-line
+// error, with no model loaded for nothing.
+let app: Promise<typeof import("./serve.ts")> | undefined;
+try {
+  Deno.serve({
+    ...listen,
+    onListen: ({ hostname, port }) => {
+      const everywhere = hostname === "0.0.0.0" || hostname === "::";
+      const host = everywhere ? "localhost" : hostname.includes(":") ? `[${hostname}]` : hostname;
+      console.error(
+        `qvq: listening on http://${host}:${port}/ (chat page; OpenAI API at /v1)` +
+          (everywhere ? `, on every network interface (${hostname})` : ""),
+      );
+    },
+  }, async (request, info) => (await (app ??= import("./serve.ts"))).default.fetch(request, info));
+} catch (error) {
+  if (!(error instanceof Deno.errors.AddrInUse || error instanceof Deno.errors.PermissionDenied)) {
+    throw error;
+  }
+  const where = `${listen.hostname}:${listen.port}`;
+  console.error(
+    error instanceof Deno.errors.AddrInUse
+      ? `error: ${where} is already in use (another server?): choose another with --port\n${USAGE}`
+      : `error: not allowed to listen on ${where} (${error.message})\n${USAGE}`,
+  );
+  Deno.exit(1);
+}
+app ??= import("./serve.ts");
