@@ -89,6 +89,11 @@ export class Metrics {
     }
   }
 
+  /** A request ended with no generation's record (its client left mid-answer): "abort". */
+  aborted(): void {
+    this.#add("qvq:request_success_total", { finished_reason: "abort" }, 1);
+  }
+
   /** A request (all its choices) ended, `seconds` after it arrived. */
   ended(seconds: number): void {
     this.#e2e.observe(seconds);

@@ -809,16 +809,22 @@ async function* observed(
   since: () => number,
 ): AsyncGenerator<{ index: number; event: GenerationEvent }> {
   let first = true;
+  let done = false;
   try {
     for await (const item of events) {
       if (first && item.event.type === "delta") {
         first = false;
         metrics.firstToken(since());
       }
-      if (item.event.type === "done") metrics.finished(item.event.result);
+      if (item.event.type === "done") {
+        done = true;
+        metrics.finished(item.event.result);
+      }
       yield item;
     }
   } finally {
+    // A client gone mid-answer closes the events before their record: counted as aborted.
+    if (!done) metrics.aborted();
     metrics.ended(since());
   }
 }

@@ -926,6 +926,10 @@ Deno.test("a streaming client that disconnects aborts its generation and frees t
   // The next request gets the engine at once.
   const next = await post(app, { ...hello, max_tokens: 2 });
   assert.equal((await next.json()).choices[0].message.content, "word word");
+  // The metrics count the first as aborted, the second as cut at its length.
+  const metrics = await (await app.request("/metrics")).text();
+  assert.match(metrics, /qvq:request_success_total\{model_name="[^"]+",finished_reason="abort"\} 1\n/);
+  assert.match(metrics, /qvq:request_success_total\{model_name="[^"]+",finished_reason="length"\} 1\n/);
 });
 
 Deno.test("a queued request whose client disconnects leaves the queue without generating", async () => {
