@@ -20,7 +20,7 @@
  * @module
  */
 import type { Gpu } from "./gpu/device.ts";
-import { InvalidInputError } from "./errors.ts";
+import { InvalidInputError, preview } from "./errors.ts";
 import { readF32 } from "./gpu/buffers.ts";
 import type { QuantDType, WeightDType } from "./gpu/tensor.ts";
 import type { KvDType } from "../kernels/kv_cache.ts";
@@ -193,6 +193,11 @@ export class Pipeline implements ChatEngine {
    */
   async tokenize(input: TokenizeInput): Promise<number[]> {
     this.#checkOpen();
+    if (input === null || typeof input !== "object") {
+      throw new InvalidInputError(
+        `tokenize: input must be { prompt: <text> } or { messages: [...] }, got ${preview(input)}`,
+      );
+    }
     if ("messages" in input) {
       const { continueFinalMessage, addGenerationPrompt, chatTemplateKwargs } = input;
       const opts = { continueFinalMessage, addGenerationPrompt, chatTemplateKwargs };

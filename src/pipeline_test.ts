@@ -753,3 +753,16 @@ Deno.test("Pipeline.chat() responseFormat regex: the answer matches the pattern 
     assert.match(r.text, /^(calm|rough), \d{1,2} knots$/);
   }
 });
+
+Deno.test("Pipeline.tokenize() takes { prompt } or { messages }, and says so for anything else", async () => {
+  const p = await pipeline;
+  assert.deepEqual(await p.tokenize({ prompt: "Hello world" }), [9707, 1879]);
+  for (const input of ["Hello world", null, 3]) {
+    await assert.rejects(
+      p.tokenize(input as never),
+      (e) =>
+        e instanceof InvalidInputError &&
+        /input must be \{ prompt: <text> \} or \{ messages/.test(e.message),
+    );
+  }
+});
