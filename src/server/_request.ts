@@ -725,6 +725,18 @@ function parsePrompt(x: unknown): string | number[] {
       "unsupported_value",
     );
   }
+  // What is wrong with a list: empty, or an entry no token id.
+  const list = Array.isArray(x) && x.length === 1 && Array.isArray(x[0]) ? x[0] : x;
+  if (Array.isArray(list) && !list.length) {
+    throw badRequest("prompt", "prompt is empty: send text or at least one token id.");
+  }
+  const bad = Array.isArray(list) ? list.findIndex((t) => !Number.isSafeInteger(t) || t < 0) : -1;
+  if (Array.isArray(list) && list.every((t) => typeof t === "number") && bad >= 0) {
+    throw badRequest(
+      "prompt",
+      `prompt[${bad}] must be a token id (an integer >= 0); got ${JSON.stringify(list[bad])}.`,
+    );
+  }
   throw badRequest(
     "prompt",
     `prompt must be a string or an array of token ids; got ${typeName(x)}.`,

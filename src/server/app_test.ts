@@ -352,6 +352,8 @@ Deno.test("POST /v1/completions refuses what it cannot serve, naming the field",
     [{ prompt: ["a", "b"] }, 400, "prompt"],
     [{ prompt: 5 }, 400, "prompt"],
     [{ prompt: [] }, 400, "prompt"],
+    [{ prompt: [[]] }, 400, "prompt"],
+    [{ prompt: [5, -1] }, 400, "prompt"],
     [{ prompt: "a", echo: "yes" }, 400, "echo"],
     [{ prompt: "a", echo: true, max_tokens: -1 }, 400, "max_tokens"],
     [{ prompt: "a", suffix: "z" }, 400, "suffix"],
@@ -928,8 +930,14 @@ Deno.test("a streaming client that disconnects aborts its generation and frees t
   assert.equal((await next.json()).choices[0].message.content, "word word");
   // The metrics count the first as aborted, the second as cut at its length.
   const metrics = await (await app.request("/metrics")).text();
-  assert.match(metrics, /qvq:request_success_total\{model_name="[^"]+",finished_reason="abort"\} 1\n/);
-  assert.match(metrics, /qvq:request_success_total\{model_name="[^"]+",finished_reason="length"\} 1\n/);
+  assert.match(
+    metrics,
+    /qvq:request_success_total\{model_name="[^"]+",finished_reason="abort"\} 1\n/,
+  );
+  assert.match(
+    metrics,
+    /qvq:request_success_total\{model_name="[^"]+",finished_reason="length"\} 1\n/,
+  );
 });
 
 Deno.test("a queued request whose client disconnects leaves the queue without generating", async () => {
@@ -1605,4 +1613,24 @@ Deno.test("a request without model (or with null) is for the served model, as vL
   assert.equal(text.status, 200);
   assert.equal((await text.json()).model, MODEL);
   assert.equal(fake.calls.length, 3);
+});
+
+Deno.test("POST /v1/completions says what is wrong with a prompt of ids: empty, or which id", async () => {
+  const { app } = setup();
+  const message = async (prompt: unknown) => {
+    const r = await app.request("/v1/completions", {
+      method: "POST",
+      body: JSON.stringify({ model: MODEL, prompt }),
+    });
+    assert.equal(r.status, 400);
+    return (await r.json()).error.message as string;
+  };
+  assert.match(await message([]), /^prompt is empty/);
+  assert.match(await message([[]]), /^prompt is empty/);
+  assert.match(
+    await message([5, -1]),
+    /^prompt\[1\] must be a token id \(an integer >= 0\); got -1\.$/,
+  );
+  assert.match(await message([[5, 2.5]]), /^prompt\[1\] must be a token id/);
+  assert.match(await message({}), /must be a string or an array of token ids; got object/);
 });
