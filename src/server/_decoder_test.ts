@@ -66,3 +66,22 @@ console.log(image.width);`;
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("ImageDecoder: a decode past its time limit fails, and its worker is replaced", async () => {
+  const hasty = new ImageDecoder({ timeoutMs: 1 }); // a worker's start alone takes longer
+  try {
+    await assert.rejects(hasty.decode(PNG), /decoding an image took more than 1 ms/);
+  } finally {
+    hasty.close();
+  }
+  const decoder = new ImageDecoder();
+  try {
+    const first = decoder.decode(PNG);
+    decoder.close(); // fails the first; its worker's end must not fail what comes after
+    await assert.rejects(first, /closed/);
+    assert.equal((await decoder.decode(PNG)).width, 56);
+    assert.equal((await decoder.decode(PNG)).width, 56);
+  } finally {
+    decoder.close();
+  }
+});

@@ -162,7 +162,7 @@ function parseTool(tool: unknown, i: number): FunctionSpec {
 }
 
 /** Deepest a tool's parameters may nest (objects and arrays): deeper is no schema anyone writes. */
-const MAX_PARAMETERS_DEPTH = 100;
+const MAX_PARAMETERS_DEPTH = 200;
 
 /** How deeply `value` nests objects and arrays (walked without recursion). */
 function nesting(value: unknown): number {

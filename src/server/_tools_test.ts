@@ -371,10 +371,10 @@ Deno.test("toolSchemaError(): past the automaton's budget, required says to send
   assert.match(e.message, /all 2 tools at once: send fewer tools, or name the one to call/);
 });
 
-Deno.test("parseTools() refuses parameters nested past 100 levels (a 400, not a stack overflow)", () => {
+Deno.test("parseTools() refuses parameters nested past 200 levels (a 400, not a stack overflow)", () => {
   let deep: Record<string, unknown> = { type: "string" };
   for (let i = 0; i < 6000; i++) deep = { type: "object", properties: { a: deep } };
   const e = refusal({ tools: [{ type: "function", function: { name: "f", parameters: deep } }] });
   assert.equal(e.param, "tools[0].function.parameters");
-  assert.match(e.message, /nests deeper than 100 levels/);
+  assert.match(e.message, /nests deeper than 200 levels/);
 });

@@ -1577,9 +1577,9 @@ Deno.test("tools: a client's stop string that cuts a call ends with stop (its st
   assert.equal(plain.choices[0].stop_reason, "there");
 });
 
-Deno.test("a body nested past 128 levels is a 400 at once (deeper ones once hung the engine's worker)", async () => {
+Deno.test("a body nested past 256 levels is a 400 at once (deeper ones once hung the engine's worker)", async () => {
   const { app, fake } = setup();
-  for (const depth of [129, 3000, 10_000]) {
+  for (const depth of [257, 3000, 10_000]) {
     const schema = '{"type":"array","items":'.repeat(depth) + "{}" + "}".repeat(depth);
     const body =
       `{"model":"${MODEL}","messages":[{"role":"user","content":"hi"}],"guided_json":${schema}}`;
@@ -1587,16 +1587,16 @@ Deno.test("a body nested past 128 levels is a 400 at once (deeper ones once hung
     assert.equal(r.status, 400, `depth ${depth}`);
     const { error } = await r.json();
     assert.equal(error.code, "invalid_json");
-    assert.match(error.message, /nests objects and arrays deeper than 128 levels/);
+    assert.match(error.message, /nests objects and arrays deeper than 256 levels/);
   }
   assert.equal(fake.calls.length, 0);
-  // The server goes on answering.
-  const ok = await post(app, {
-    ...hello,
-    guided_json: { type: "array", items: { type: "integer" } },
-  });
+  // The server goes on answering; a schema as deep as the compiler takes (64 objects) gets through.
+  let deep: Record<string, unknown> = { type: "integer" };
+  for (let i = 0; i < 63; i++) deep = { type: "object", properties: { a: deep }, required: ["a"] };
+  const ok = await post(app, { ...hello, guided_json: deep });
   assert.equal(ok.status, 200);
   await ok.body?.cancel();
+  assert.deepEqual(fake.calls[0].options.responseFormat, { jsonSchema: deep });
 });
 
 Deno.test("a request without model (or with null) is for the served model, as vLLM and llama.cpp's server take it", async () => {
@@ -1633,4 +1633,13 @@ Deno.test("POST /v1/completions says what is wrong with a prompt of ids: empty, 
   );
   assert.match(await message([[5, 2.5]]), /^prompt\[1\] must be a token id/);
   assert.match(await message({}), /must be a string or an array of token ids; got object/);
+});
+
+Deno.test("metrics: a request the engine refuses is no finished generation (not an abort)", async () => {
+  const { app } = setup({ error: new InvalidInputError("the prompt is too long") });
+  const r = await post(app, hello);
+  assert.equal(r.status, 400);
+  await r.body?.cancel();
+  const text = await (await app.request("/metrics")).text();
+  assert.doesNotMatch(text, /qvq:request_success_total\{/);
 });
