@@ -2,9 +2,10 @@
  * Image decoding off the server's thread. The server decodes each image of a request before
  * queueing it (a bad image is a 400 before a stream starts); done on its own thread, a
  * 12-megapixel JPEG held that thread for ≈ 0.28 s (H200 machine's CPU, 2026-11-29), during which
- * `/health` and every open stream — the running answer's too — waited. Here a worker decodes
- * them, one after another; the worker does not keep the process alive while it has nothing to do
- * (it is unref'd when idle), and {@link ImageDecoder.close} ends it.
+ * `/health` and every open stream — the running answer's too — waited. Here workers decode them
+ * (a request's several images, or several requests', at once up to the number of workers); a
+ * worker does not keep the process alive while it has nothing to do (it is unref'd when idle), and
+ * {@link ImageDecoder.close} ends them.
  * @module
  */
 import { Worker } from "node:worker_threads";
@@ -24,8 +25,9 @@ function workerUrl(): URL {
 
 /**
  * Longest a decode may take before it fails and its worker is replaced: a 64-megapixel JPEG, the
- * largest decoded, takes ≈ 1.5 s on the H200 machine's CPU; a worker that has not answered in a
- * minute is stuck, and every image after it would wait behind it.
+ * largest decoded, would take ≈ 1.5 s on the H200 machine's CPU by the 0.28 s its 12-megapixel
+ * photo took; a worker that has not answered in a minute is stuck, and the images after it would
+ * wait behind it.
  */
 export const DECODE_TIMEOUT_MS = 60_000;
 
@@ -37,15 +39,27 @@ interface Pending {
   timer: ReturnType<typeof setTimeout>;
 }
 
-/** Decodes images on a worker thread, started at the first image. */
+/**
+ * Workers by default: half the cores, 1 to 4 (each holds a wasm memory as large as the largest
+ * image it decoded).
+ */
+export function defaultDecodeWorkers(): number {
+  return Math.max(1, Math.min(4, Math.floor((navigator.hardwareConcurrency ?? 2) / 2)));
+}
+
+/** Decodes images on worker threads, each started when it is first needed. */
 export class ImageDecoder {
-  #worker: Worker | undefined;
+  readonly #workers: (Worker | undefined)[];
   #next = 0;
   readonly #pending = new Map<number, Pending>();
   readonly #timeoutMs: number;
 
-  /** `timeoutMs`: see {@link DECODE_TIMEOUT_MS} (tests pass less). */
-  constructor({ timeoutMs = DECODE_TIMEOUT_MS } = {}) {
+  /**
+   * `workers`: how many decode at once ({@link defaultDecodeWorkers}); `timeoutMs`: see
+   * {@link DECODE_TIMEOUT_MS} (tests pass less).
+   */
+  constructor({ workers = defaultDecodeWorkers(), timeoutMs = DECODE_TIMEOUT_MS } = {}) {
+    this.#workers = new Array(Math.max(1, workers)).fill(undefined);
     this.#timeoutMs = timeoutMs;
   }
 
@@ -54,7 +68,7 @@ export class ImageDecoder {
    * not decode (other failures — a worker lost, a decode past its time — as Error).
    */
   decode(bytes: Uint8Array): Promise<DecodedImage> {
-    const worker = this.#start();
+    const worker = this.#least();
     const id = this.#next++;
     return new Promise<DecodedImage>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -69,16 +83,27 @@ export class ImageDecoder {
     });
   }
 
-  /** Ends the worker; decodes in flight fail. */
+  /** Ends the workers; decodes in flight fail. */
   close(): void {
-    const worker = this.#worker;
-    if (!worker) return;
-    this.#fail(new Error("the image decoder was closed"), worker);
-    this.#retire(worker);
+    for (const worker of this.#workers) {
+      if (!worker) continue;
+      this.#fail(new Error("the image decoder was closed"), worker);
+      this.#retire(worker);
+    }
   }
 
-  #start(): Worker {
-    if (this.#worker) return this.#worker;
+  /** The worker with the fewest decodes in flight (an idle slot's new worker first). */
+  #least(): Worker {
+    const load = (w: Worker) => [...this.#pending.values()].filter((p) => p.worker === w).length;
+    const free = this.#workers.indexOf(undefined);
+    const busy = this.#workers.filter((w): w is Worker => w !== undefined);
+    const idle = busy.find((w) => load(w) === 0);
+    if (idle) return idle;
+    if (free >= 0) return this.#start(free);
+    return busy.reduce((a, b) => (load(b) < load(a) ? b : a));
+  }
+
+  #start(slot: number): Worker {
     const worker = new Worker(workerUrl());
     worker.on("message", (answer: DecodeAnswer) => {
       const waiting = this.#take(answer.id);
@@ -96,13 +121,13 @@ export class ImageDecoder {
     });
     // A worker that dies (it should not) fails what it held; the next image starts another.
     const lost = (why: unknown) => {
-      if (this.#worker === worker) this.#worker = undefined;
+      this.#retire(worker, false);
       this.#fail(new Error(`the image decoder's worker ended: ${why}`), worker);
     };
     worker.on("error", lost);
     worker.on("exit", (code) => lost(`exit code ${code}`));
     worker.unref();
-    this.#worker = worker;
+    this.#workers[slot] = worker;
     return worker;
   }
 
@@ -123,9 +148,10 @@ export class ImageDecoder {
     }
   }
 
-  /** Ends `worker`; the next decode starts another. */
-  #retire(worker: Worker): void {
-    if (this.#worker === worker) this.#worker = undefined;
-    worker.terminate();
+  /** Frees `worker`'s slot (the next decode there starts another) and ends it. */
+  #retire(worker: Worker, terminate = true): void {
+    const slot = this.#workers.indexOf(worker);
+    if (slot >= 0) this.#workers[slot] = undefined;
+    if (terminate) worker.terminate();
   }
 }

@@ -8,8 +8,8 @@ const PNG = await Deno.readFile(
   new URL("../../tests/fixtures/tiny-qwen2vl/reference/case0_0.png", import.meta.url),
 );
 
-Deno.test("ImageDecoder decodes on its worker as decodeImage() does, several at once each to its own", async () => {
-  const decoder = new ImageDecoder();
+Deno.test("ImageDecoder decodes on its workers as decodeImage() does, several at once each to its own", async () => {
+  const decoder = new ImageDecoder({ workers: 2 });
   try {
     const other = await encodePng(4, 2, new Uint8Array(24).map((_, i) => i * 9));
     const [a, b, c] = await Promise.all([
@@ -44,13 +44,14 @@ Deno.test("an idle ImageDecoder does not keep the process alive", async () => {
   const script = `import { ImageDecoder } from ${
     JSON.stringify(new URL("./_decoder.ts", import.meta.url).href)
   };
-const d = new ImageDecoder();
-const image = await d.decode(await Deno.readFile(${
+const d = new ImageDecoder({ workers: 2 });
+const bytes = await Deno.readFile(${
     JSON.stringify(
       new URL("../../tests/fixtures/tiny-qwen2vl/reference/case0_0.png", import.meta.url).pathname,
     )
-  }));
-console.log(image.width);`;
+  });
+const [a, b] = await Promise.all([d.decode(bytes), d.decode(bytes)]);
+console.log(a.width + b.width);`;
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeTextFile(`${dir}/use.ts`, script);
@@ -61,7 +62,7 @@ console.log(image.width);`;
       signal: AbortSignal.timeout(30_000), // a worker keeping it alive would hang it
     }).output();
     assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-    assert.equal(new TextDecoder().decode(out.stdout), "56\n");
+    assert.equal(new TextDecoder().decode(out.stdout), "112\n");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
