@@ -6,7 +6,7 @@
  * (`first_text_ms`), the whole call, and the generation's own usage and timings. The first run
  * compiles shaders. The prompt cache is off, so every run encodes the image and prefills.
  *
- *   deno run -A bench/_e2e.ts --model DIR --image FILE [--quant q4|q8] [--max-tokens 256]
+ *   deno run -A bench/_e2e.ts --model DIR --image FILE [--copies N] [--quant q4|q8] [--max-tokens 256]
  *     [--runs 3] [--prompt TEXT] [--http [--worker]] [--gap-ms 0]
  *
  * `--gap-ms N`: idle N ms before each run, so the GPU has finished what the last answer left
@@ -45,6 +45,8 @@ const quant = opt("--quant", "f16") as "f16" | "q8" | "q4";
 const maxNewTokens = Number(opt("--max-tokens", "256"));
 const runs = Number(opt("--runs", "3"));
 const text = opt("--prompt", "Describe the image.");
+/** `--copies N`: the message carries the image N times (a request of several images). */
+const copies = Number(opt("--copies", "1"));
 const mime = image[0] === 0x89 ? "image/png" : "image/jpeg"; // PNG's signature starts 0x89
 const http = args.includes("--http");
 const gapMs = Number(opt("--gap-ms", "0"));
@@ -113,7 +115,10 @@ async function viaModule(t0: number) {
   let result: GenerationResult | undefined;
   const messages = [{
     role: "user" as const,
-    content: [{ type: "image" as const, image }, { type: "text" as const, text }],
+    content: [
+      ...Array.from({ length: copies }, () => ({ type: "image" as const, image })),
+      { type: "text" as const, text },
+    ],
   }];
   for await (const ev of p!.generate(messages, { maxNewTokens, temperature: 0 })) {
     if (ev.type === "delta") {
@@ -163,6 +168,8 @@ async function client(port: number) {
       base.modelId,
       "--image",
       opt("--image"),
+      "--copies",
+      String(copies),
       "--max-tokens",
       String(maxNewTokens),
       "--prompt",
@@ -200,7 +207,10 @@ async function viaHttp(port: number, modelId: string) {
       messages: [{
         role: "user",
         content: [
-          { type: "image_url", image_url: { url: `data:${mime};base64,${image.toBase64()}` } },
+          ...Array.from({ length: copies }, () => ({
+            type: "image_url",
+            image_url: { url: `data:${mime};base64,${image.toBase64()}` },
+          })),
           { type: "text", text },
         ],
       }],
