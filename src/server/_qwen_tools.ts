@@ -147,12 +147,12 @@ export function qwenToolMessages(
   parallel: boolean,
 ): { messages: RequestMessage[]; continueFinal: boolean } {
   const out: RequestMessage[] = [];
-  // Appends text to the last message (an assistant turn being built), or starts one.
+  // Appends text to the assistant turn being built (text: only this function writes one), or
+  // starts one.
   const append = (text: string) => {
     const last = out[out.length - 1];
-    if (last?.role !== "assistant") out.push({ role: "assistant", content: text });
-    else if (typeof last.content === "string") last.content += text;
-    else last.content = [...last.content, { type: "text", text }];
+    if (last?.role === "assistant") last.content = (last.content as string) + text;
+    else out.push({ role: "assistant", content: text });
   };
   const exit = `\n${FN_EXIT}: `;
   messages.forEach((m, i) => {
@@ -175,9 +175,8 @@ export function qwenToolMessages(
             "answers.",
         );
       }
-      if (typeof last.content === "string" && last.content.endsWith(exit)) {
-        last.content = last.content.slice(0, -exit.length);
-      }
+      const turn = last.content as string;
+      if (turn.endsWith(exit)) last.content = turn.slice(0, -exit.length);
       append(`\n${FN_RESULT}: ${textOf(m.content)}${exit}`);
     }
   });
