@@ -15,6 +15,7 @@
 import { preview } from "../errors.ts";
 import type { ToolSpec } from "./_qwen_tools.ts";
 import { badRequest, type HttpError, toHttpError } from "./_errors.ts";
+import { nestedDeeper } from "./_json.ts";
 
 /** Most tools a request may carry (OpenAI's limit). */
 export const MAX_TOOLS = 128;
@@ -147,7 +148,7 @@ function parseTool(tool: unknown, i: number): FunctionSpec {
       "invalid_type",
     );
   }
-  if (params && nesting(params) > MAX_PARAMETERS_DEPTH) {
+  if (params && nestedDeeper(params, MAX_PARAMETERS_DEPTH)) {
     throw badRequest(
       `${at}.function.parameters`,
       `${at}.function.parameters nests deeper than ${MAX_PARAMETERS_DEPTH} levels.`,
@@ -163,20 +164,6 @@ function parseTool(tool: unknown, i: number): FunctionSpec {
 
 /** Deepest a tool's parameters may nest (objects and arrays): deeper is no schema anyone writes. */
 const MAX_PARAMETERS_DEPTH = 200;
-
-/** How deeply `value` nests objects and arrays (walked without recursion). */
-function nesting(value: unknown): number {
-  let deepest = 0;
-  const stack: [unknown, number][] = [[value, 1]];
-  while (stack.length) {
-    const [v, depth] = stack.pop()!;
-    if (v === null || typeof v !== "object") continue;
-    deepest = Math.max(deepest, depth);
-    if (deepest > MAX_PARAMETERS_DEPTH) break;
-    for (const x of Object.values(v)) stack.push([x, depth + 1]);
-  }
-  return deepest;
-}
 
 /** The schema an answer to these parameters is held to: `{}` where they declare no arguments. */
 function schemaOf(params: Json): Json {

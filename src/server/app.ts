@@ -52,6 +52,7 @@ import {
   parseTokenizeRequest,
 } from "./_request.ts";
 import { sseResponse } from "./_sse.ts";
+import { readJson } from "./_json.ts";
 import { Metrics } from "./_metrics.ts";
 import { ImageDecoder } from "./_decoder.ts";
 import { ToolCallScanner, type ToolMode, type ToolRequest, toolSchemaError } from "./_tools.ts";
@@ -123,60 +124,6 @@ const DEFAULTS: Settings = {
 
 /** Status for a response whose client already left (nginx's convention); nobody reads it. */
 const CLIENT_CLOSED = 499;
-
-async function readJson(request: Request): Promise<unknown> {
-  const text = await request.text();
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch (error) {
-    throw new HttpError(
-      400,
-      `The request body is not valid JSON (${(error as Error).message}).`,
-      "invalid_request_error",
-      null,
-      "invalid_json",
-    );
-  }
-  if (nestedDeeper(body, MAX_BODY_DEPTH)) {
-    throw new HttpError(
-      400,
-      `The request body nests objects and arrays deeper than ${MAX_BODY_DEPTH} levels.`,
-      "invalid_request_error",
-      null,
-      "invalid_json",
-    );
-  }
-  return body;
-}
-
-/**
- * Deepest a request body may nest. Deno's postMessage silently dropped a request nested ≈ 3000
- * levels on its way to the engine's worker (the request then waited forever, holding the queue),
- * and deeper ones overflowed the stack in the validators; nothing a client sends needs more than
- * a schema's 64 levels (src/generate/json_schema.ts: two JSON levels each, an object and its
- * `properties`) and a few around it.
- */
-const MAX_BODY_DEPTH = 256;
-
-/**
- * Whether `value` nests objects and arrays deeper than `max`, walked level by level without
- * recursion and without visiting numbers or strings (a 32 MB array of numbers: 0.4 s, not 5).
- */
-function nestedDeeper(value: unknown, max: number): boolean {
-  let level: object[] = value !== null && typeof value === "object" ? [value] : [];
-  for (let depth = 1; level.length; depth++) {
-    if (depth > max) return true;
-    const next: object[] = [];
-    for (const v of level) {
-      for (const x of Array.isArray(v) ? v : Object.values(v)) {
-        if (x !== null && typeof x === "object") next.push(x);
-      }
-    }
-    level = next;
-  }
-  return false;
-}
 
 /** Constant-time string comparison, so response timing does not reveal the key. */
 function sameKey(given: string, expected: string): boolean {

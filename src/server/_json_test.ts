@@ -1,0 +1,31 @@
+import assert from "node:assert/strict";
+import { HttpError } from "./_errors.ts";
+import { nestedDeeper, readJson } from "./_json.ts";
+
+Deno.test("nestedDeeper() counts objects and arrays, not what they hold", () => {
+  assert.equal(nestedDeeper(5, 0), false);
+  assert.equal(nestedDeeper({}, 1), false);
+  assert.equal(nestedDeeper({}, 0), true);
+  assert.equal(nestedDeeper({ a: [1, "x", { b: null }] }, 3), false);
+  assert.equal(nestedDeeper({ a: [1, "x", { b: [] }] }, 3), true);
+  assert.equal(nestedDeeper(new Array(1_000_000).fill(7), 1), false);
+});
+
+Deno.test("readJson() refuses what is not JSON and what nests past 256 levels", async () => {
+  const read = (body: string) => readJson(new Request("http://x/", { method: "POST", body }));
+  assert.deepEqual(await read('{"a":[1]}'), { a: [1] });
+  for (
+    const [body, re] of [["{", /not valid JSON/], [
+      "[".repeat(257) + "]".repeat(257),
+      /256 levels/,
+    ]] as const
+  ) {
+    await assert.rejects(
+      read(body),
+      (e) =>
+        e instanceof HttpError && e.status === 400 && e.code === "invalid_json" &&
+        re.test(e.message),
+    );
+  }
+  assert.equal((await read("[".repeat(256) + "]".repeat(256)) as unknown[]).length, 1);
+});
