@@ -177,7 +177,7 @@ function parsedOr(text: string): unknown {
  * `[{"name": "f", "parameters": {…}}]`, each call's arguments as given (quoted as a string where
  * they are not JSON).
  */
-export function toolCallsText(calls: readonly ToolCall[]): string {
+function toolCallsText(calls: readonly ToolCall[]): string {
   const one = (c: ToolCall) => {
     const args = parsedOr(c.arguments) === c.arguments ? JSON.stringify(c.arguments) : c.arguments;
     return `{"name": ${JSON.stringify(c.name)}, "parameters": ${args}}`;
