@@ -5,6 +5,9 @@
  * ignored, as transformers does), `smart_resize` to multiples of `patch_size * merge_size`,
  * torchvision's antialiased uint8 bicubic resize (bit-exact), `(x / 255 - mean) / std` in f32,
  * and the patch layout with each still image repeated over `temporal_patch_size` frames.
+ * A video ({@link VideoInput}: its frames) is preprocessed as `Qwen2VLVideoProcessor` does with
+ * frame sampling off: every frame resized to the size smart_resize gives the first, the frames
+ * paired into temporal patches (an odd last one repeated), `[t, h, w]` with t = ⌈frames / 2⌉.
  *
  * PNG and WebP pixels equal PIL's exactly, so PNG inputs give transformers' values bit for bit;
  * JPEG decoding differs from libjpeg-turbo by at most a few levels at some pixels.
@@ -54,13 +57,25 @@ export interface ImageProcessorConfig {
  */
 export type GridThw = readonly [t: number, h: number, w: number];
 
-/** The processor's output for a list of images. */
+/** The processor's output for a list of images (and videos). */
 export interface PreprocessedImages {
   /** (sum of t·h·w over the images, 3 · temporalPatchSize · patchSize²) f32, images in order */
   pixelValues: Float32Array;
-  /** One `[t, h, w]` per image. */
+  /** One `[t, h, w]` per image (or video). */
   gridThw: GridThw[];
 }
+
+/**
+ * A video as its frames, in order, all of one size: encoded PNG / JPEG / WebP bytes or decoded
+ * pixels (what qwen-vl-utils calls a video given as a list of images). qvq decodes no video
+ * files (MP4, WebM): extract the frames first, e.g. `ffmpeg -i in.mp4 -vf fps=2 f%03d.png`.
+ */
+export interface VideoInput {
+  frames: readonly (Uint8Array | DecodedImage)[];
+}
+
+/** Most frames a video may have (transformers' `max_frames` for Qwen2-VL). */
+export const MAX_VIDEO_FRAMES = 768;
 
 /** An image decoded to 8-bit RGB. */
 export interface DecodedImage {
@@ -91,28 +106,49 @@ export const DEFAULT_IMAGE_PROCESSOR_CONFIG: Readonly<Required<ImageProcessorCon
   rescaleFactor: 1 / 255,
 };
 
+/**
+ * transformers' `Qwen2VLVideoProcessor` class defaults (fewer pixels a frame than an image's),
+ * for a video_preprocessor_config.json that leaves fields out. Without that file transformers
+ * reads preprocessor_config.json for videos too: the image settings.
+ */
+export const DEFAULT_VIDEO_PROCESSOR_CONFIG: Readonly<Required<ImageProcessorConfig>> = {
+  ...DEFAULT_IMAGE_PROCESSOR_CONFIG,
+  minPixels: 128 * 28 * 28,
+  maxPixels: 768 * 28 * 28,
+};
+
 const FILE = "preprocessor_config.json";
 
-function configError(field: string, problem: string, value: unknown): ModelFileError {
+function configError(
+  field: string,
+  problem: string,
+  value: unknown,
+  file = FILE,
+): ModelFileError {
   return new ModelFileError(
-    `${FILE}: "${field}" ${problem}, got ${JSON.stringify(value) ?? String(value)}; ` +
+    `${file}: "${field}" ${problem}, got ${JSON.stringify(value) ?? String(value)}; ` +
       `fix the file or remove the field to use the default.`,
   );
 }
 
-function positiveInt(obj: Record<string, unknown>, field: string, fallback: number): number {
+function positiveInt(
+  obj: Record<string, unknown>,
+  field: string,
+  fallback: number,
+  file: string,
+): number {
   const v = obj[field];
   if (v === undefined) return fallback;
   if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1 || v > 1024) {
-    throw configError(field, "must be an integer from 1 to 1024", v);
+    throw configError(field, "must be an integer from 1 to 1024", v, file);
   }
   return v;
 }
 
-function pixelCount(v: unknown, field: string): number | undefined {
+function pixelCount(v: unknown, field: string, file: string): number | undefined {
   if (v === undefined || v === null) return undefined;
   if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
-    throw configError(field, "must be a non-negative integer pixel count", v);
+    throw configError(field, "must be a non-negative integer pixel count", v, file);
   }
   return v;
 }
@@ -122,6 +158,7 @@ function triple(
   field: string,
   fallback: readonly number[],
   positive: boolean,
+  file: string,
 ): [number, number, number] {
   const v = obj[field];
   if (v === undefined) return [fallback[0], fallback[1], fallback[2]];
@@ -131,7 +168,7 @@ function triple(
     !Array.isArray(values) || values.length !== 3 ||
     !values.every((x) => typeof x === "number" && Number.isFinite(x) && (!positive || x > 0))
   ) {
-    throw configError(field, `must be 3 finite${positive ? " positive" : ""} numbers`, v);
+    throw configError(field, `must be 3 finite${positive ? " positive" : ""} numbers`, v, file);
   }
   return [values[0], values[1], values[2]];
 }
@@ -151,10 +188,14 @@ function triple(
  * assert.deepEqual([c.minPixels, c.maxPixels, c.patchSize], [3136, 1003520, 14]);
  * ```
  */
-export function parsePreprocessorConfig(json: unknown): ImageProcessorConfig {
+export function parsePreprocessorConfig(
+  json: unknown,
+  defaults: Readonly<Required<ImageProcessorConfig>> = DEFAULT_IMAGE_PROCESSOR_CONFIG,
+  file = FILE,
+): ImageProcessorConfig {
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     throw new ModelFileError(
-      `${FILE} must hold a JSON object, got ${Array.isArray(json) ? "an array" : String(json)}.`,
+      `${file} must hold a JSON object, got ${Array.isArray(json) ? "an array" : String(json)}.`,
     );
   }
   const obj = json as Record<string, unknown>;
@@ -164,42 +205,43 @@ export function parsePreprocessorConfig(json: unknown): ImageProcessorConfig {
         flag,
         "must be true (qvq always runs this step, as Qwen2-VL expects)",
         false,
+        file,
       );
     }
   }
   const size = obj.size ?? {};
   if (typeof size !== "object" || size === null || Array.isArray(size)) {
-    throw configError("size", "must be an object", size);
+    throw configError("size", "must be an object", size, file);
   }
   const s = size as Record<string, unknown>;
-  const d = DEFAULT_IMAGE_PROCESSOR_CONFIG;
-  const minPixels = pixelCount(obj.min_pixels, "min_pixels") ??
-    pixelCount(s.shortest_edge, "size.shortest_edge") ??
-    pixelCount(s.min_pixels, "size.min_pixels") ?? d.minPixels;
-  const maxPixels = pixelCount(obj.max_pixels, "max_pixels") ??
-    pixelCount(s.longest_edge, "size.longest_edge") ??
-    pixelCount(s.max_pixels, "size.max_pixels") ?? d.maxPixels;
-  if (maxPixels < 1) throw configError("max_pixels", "must be at least 1", maxPixels);
+  const d = defaults;
+  const minPixels = pixelCount(obj.min_pixels, "min_pixels", file) ??
+    pixelCount(s.shortest_edge, "size.shortest_edge", file) ??
+    pixelCount(s.min_pixels, "size.min_pixels", file) ?? d.minPixels;
+  const maxPixels = pixelCount(obj.max_pixels, "max_pixels", file) ??
+    pixelCount(s.longest_edge, "size.longest_edge", file) ??
+    pixelCount(s.max_pixels, "size.max_pixels", file) ?? d.maxPixels;
+  if (maxPixels < 1) throw configError("max_pixels", "must be at least 1", maxPixels, file);
   if (minPixels > maxPixels) {
-    throw configError("min_pixels", `must not exceed max_pixels (${maxPixels})`, minPixels);
+    throw configError("min_pixels", `must not exceed max_pixels (${maxPixels})`, minPixels, file);
   }
   if (minPixels > MAX_IMAGE_PIXELS) {
-    throw configError("min_pixels", `must not exceed ${MAX_IMAGE_PIXELS}`, minPixels);
+    throw configError("min_pixels", `must not exceed ${MAX_IMAGE_PIXELS}`, minPixels, file);
   }
   const rescaleFactor = obj.rescale_factor ?? d.rescaleFactor;
   if (
     typeof rescaleFactor !== "number" || !(rescaleFactor > 0) || !Number.isFinite(rescaleFactor)
   ) {
-    throw configError("rescale_factor", "must be a positive number", rescaleFactor);
+    throw configError("rescale_factor", "must be a positive number", rescaleFactor, file);
   }
   return {
-    patchSize: positiveInt(obj, "patch_size", d.patchSize),
-    temporalPatchSize: positiveInt(obj, "temporal_patch_size", d.temporalPatchSize),
-    mergeSize: positiveInt(obj, "merge_size", d.mergeSize),
+    patchSize: positiveInt(obj, "patch_size", d.patchSize, file),
+    temporalPatchSize: positiveInt(obj, "temporal_patch_size", d.temporalPatchSize, file),
+    mergeSize: positiveInt(obj, "merge_size", d.mergeSize, file),
     minPixels,
     maxPixels,
-    imageMean: triple(obj, "image_mean", d.imageMean, false),
-    imageStd: triple(obj, "image_std", d.imageStd, true),
+    imageMean: triple(obj, "image_mean", d.imageMean, false, file),
+    imageStd: triple(obj, "image_std", d.imageStd, true, file),
     rescaleFactor,
   };
 }
@@ -358,6 +400,12 @@ export async function decodeImage(bytes: Uint8Array): Promise<DecodedImage> {
 /** Options of {@link preprocessImages}. */
 export interface PreprocessOptions {
   /**
+   * How videos are resized (the model's video_preprocessor_config.json); the image settings when
+   * left out, as transformers does for a model without that file. Patch, merge and temporal
+   * sizes must be the image settings'.
+   */
+  videoConfig?: ImageProcessorConfig;
+  /**
    * Refuse the images as soon as they need more image tokens than this (the model's context), so
    * that a request with many huge images fails after the first one over the limit instead of
    * holding every image's pixel values (up to ~300 MB each at the default max_pixels) first.
@@ -367,12 +415,14 @@ export interface PreprocessOptions {
 
 /**
  * Preprocesses encoded images (PNG, JPEG or WebP bytes) as transformers' Qwen2-VL image
- * processor does: one `[t, h, w]` per image, and their patches concatenated in order. Throws
- * InvalidInputError naming the image (by index) that is unsupported, corrupt, empty, oversized or
- * too elongated, and ModelFileError for impossible settings.
+ * processor does: one `[t, h, w]` per image, and their patches concatenated in order. A
+ * {@link VideoInput} among them is preprocessed as the video processor does (its `[t, h, w]` with
+ * t = ⌈frames / 2⌉), in its place. Throws InvalidInputError naming the image (by index; a video's
+ * frame too) that is unsupported, corrupt, empty, oversized or too elongated, and ModelFileError
+ * for impossible settings.
  */
 export async function preprocessImages(
-  images: readonly (Uint8Array | DecodedImage)[],
+  images: readonly (Uint8Array | DecodedImage | VideoInput)[],
   config: ImageProcessorConfig,
   options: PreprocessOptions = {},
 ): Promise<PreprocessedImages> {
@@ -380,44 +430,107 @@ export async function preprocessImages(
     throw new InvalidInputError(`images must be an array of Uint8Array, got ${typeof images}.`);
   }
   images.forEach((image, i) => {
-    if (!(image instanceof Uint8Array)) checkDecoded(image, `Image ${i}`);
-    else checkBytes(image, `Image ${i}`);
+    if (isVideo(image)) checkVideo(image, `Image ${i} (a video)`);
+    else checkImage(image, `Image ${i}`);
   });
+  const video = options.videoConfig;
+  if (video) {
+    for (const key of ["patchSize", "temporalPatchSize", "mergeSize"] as const) {
+      if (video[key] !== config[key]) {
+        throw new InvalidInputError(
+          `videoConfig.${key} is ${video[key]} but the images' is ${config[key]}: the vision ` +
+            `tower has one patch layout.`,
+        );
+      }
+    }
+  }
+  await loadWasm();
+  const settings = wasmConfig(config, "config");
+  const videoSettings = video && images.some(isVideo) ? wasmConfig(video, "videoConfig") : settings;
+  try {
+    return preprocessEach(images, settings, videoSettings, config.mergeSize, options);
+  } finally {
+    if (videoSettings !== settings) videoSettings.free();
+    settings.free();
+  }
+}
+
+/** `config` as the wasm preprocess calls take it (`what` names it in errors). */
+function wasmConfig(
+  config: ImageProcessorConfig,
+  what: string,
+): wasm.ImgConfig {
   // Ranges are checked in Rust; here only what would be silently truncated crossing into wasm.
   for (
     const key of ["patchSize", "temporalPatchSize", "mergeSize", "minPixels", "maxPixels"] as const
   ) {
     if (!Number.isSafeInteger(config[key]) || config[key] < 0) {
       throw new InvalidInputError(
-        `config.${key} must be a non-negative integer, got ${config[key]}.`,
+        `${what}.${key} must be a non-negative integer, got ${config[key]}.`,
       );
     }
   }
-  await loadWasm();
-  const mean = Float32Array.from(config.imageMean);
-  const std = Float32Array.from(config.imageStd);
-  const settings = call("", () =>
+  return call("", () =>
     new wasm.ImgConfig(
       config.patchSize,
       config.temporalPatchSize,
       config.mergeSize,
       config.minPixels,
       config.maxPixels,
-      mean,
-      std,
+      Float32Array.from(config.imageMean),
+      Float32Array.from(config.imageStd),
       config.rescaleFactor ?? DEFAULT_IMAGE_PROCESSOR_CONFIG.rescaleFactor,
     ));
+}
+
+/** Whether `x` is a {@link VideoInput} (an object with `frames`), not an image. */
+export function isVideo(x: unknown): x is VideoInput {
+  return typeof x === "object" && x !== null && !(x instanceof Uint8Array) && "frames" in x;
+}
+
+function checkImage(image: unknown, what: string): void {
+  if (image instanceof Uint8Array) checkBytes(image, what);
+  else checkDecoded(image, what);
+}
+
+function checkVideo(video: VideoInput, what: string): void {
+  const frames = video.frames;
+  if (!Array.isArray(frames) || frames.length === 0 || frames.length > MAX_VIDEO_FRAMES) {
+    throw new InvalidInputError(
+      `${what}: frames must be an array of 1 to ${MAX_VIDEO_FRAMES} images (encoded bytes or ` +
+        `decoded pixels), got ${
+          Array.isArray(frames) ? `${frames.length} frames` : typeof frames
+        }.`,
+    );
+  }
+  frames.forEach((f, k) => checkImage(f, `${what}, frame ${k}`));
+}
+
+/** One video's patches: each frame decoded (when bytes) and fed to the wasm patcher in turn. */
+function preprocessVideo(
+  video: VideoInput,
+  settings: wasm.ImgConfig,
+  what: string,
+): wasm.ImgPatches {
+  const v = call(`${what}: `, () => new wasm.ImgVideo(settings));
   try {
-    return preprocessEach(images, settings, config.mergeSize, options);
+    video.frames.forEach((f, k) =>
+      call(
+        `${what}, frame ${k}: `,
+        () => f instanceof Uint8Array ? v.push(f) : v.pushRgb(f.data, f.width, f.height),
+      )
+    );
+    return call(`${what}: `, () => v.finish());
   } finally {
-    settings.free();
+    v.free();
   }
 }
 
 /** The images preprocessed with `settings` (see preprocessImages), their patches concatenated. */
 function preprocessEach(
-  images: readonly (Uint8Array | DecodedImage)[],
-  settings: InstanceType<typeof wasm.ImgConfig>,
+  images: readonly (Uint8Array | DecodedImage | VideoInput)[],
+  settings: wasm.ImgConfig,
+  videoSettings: wasm.ImgConfig,
   mergeSize: number,
   options: PreprocessOptions,
 ): PreprocessedImages {
@@ -425,13 +538,15 @@ function preprocessEach(
   const gridThw: GridThw[] = [];
   let tokens = 0;
   for (const [i, image] of images.entries()) {
-    const out = call(
-      `Image ${i}: `,
-      () =>
-        image instanceof Uint8Array
-          ? wasm.imgPreprocess(image, settings)
-          : wasm.imgPreprocessRgb(image.data, image.width, image.height, settings),
-    );
+    const out = isVideo(image)
+      ? preprocessVideo(image, videoSettings, `Image ${i} (a video)`)
+      : call(
+        `Image ${i}: `,
+        () =>
+          image instanceof Uint8Array
+            ? wasm.imgPreprocess(image, settings)
+            : wasm.imgPreprocessRgb(image.data, image.width, image.height, settings),
+      );
     try {
       const [t, h, w] = out.gridThw;
       gridThw.push([t, h, w]);

@@ -4,6 +4,7 @@ import { encodePng } from "./_png.ts";
 import {
   decodeImage,
   DEFAULT_IMAGE_PROCESSOR_CONFIG,
+  DEFAULT_VIDEO_PROCESSOR_CONFIG,
   type ImageProcessorConfig,
   imageTokenCount,
   MAX_IMAGE_PIXELS,
@@ -13,6 +14,7 @@ import {
   smartResize,
 } from "./image.ts";
 import { readSafetensors } from "./safetensors.ts";
+import { readVideoCases } from "./model/_fixture.ts";
 
 const FIXTURES = new URL("../tests/fixtures/", import.meta.url);
 const MODEL = new URL("tiny-qwen2vl/", FIXTURES);
@@ -127,6 +129,80 @@ Deno.test("preprocessImages() concatenates several images' patches in order", as
     pixelValues: new Float32Array(),
     gridThw: [],
   });
+});
+
+Deno.test("preprocessImages() gives transformers' pixel_values_videos and video_grid_thw bit for bit for a video's frames", async () => {
+  const config = await fixtureConfig();
+  const cases = await readVideoCases();
+  assert.equal(cases.length, 2);
+  for (const c of cases) {
+    const video = { frames: c.frames };
+    const images = c.image ? [c.image, video] : [video];
+    const out = await preprocessImages(images, config);
+    const grids = [...c.imageGridThw, c.videoGridThw];
+    assert.deepEqual(out.gridThw, grids, c.name);
+    // Qwen2VLProcessor returns images and videos apart; here they come in prompt order.
+    const split = c.pixelValues.length;
+    assert.equal(out.pixelValues.length, split + c.pixelValuesVideos.length, c.name);
+    assert.equal(maxAbsDiff(out.pixelValues.subarray(0, split), c.pixelValues), 0, c.name);
+    assert.equal(maxAbsDiff(out.pixelValues.subarray(split), c.pixelValuesVideos), 0, c.name);
+    // Decoded frames are the same video.
+    const decoded = await preprocessImages(
+      [{ frames: await Promise.all(c.frames.map(decodeImage)) }],
+      config,
+    );
+    assert.deepEqual(decoded.gridThw, [c.videoGridThw]);
+    assert.equal(maxAbsDiff(decoded.pixelValues, c.pixelValuesVideos), 0, `${c.name} decoded`);
+  }
+});
+
+Deno.test("preprocessImages() resizes a video by its videoConfig, and one frame as a still image", async () => {
+  const config = await fixtureConfig();
+  const [c] = await readVideoCases();
+  // 84 x 56 frames: 4704 pixels, inside the fixture's bounds; a video config of at most 56 · 56
+  // pixels shrinks them by √1.5 to 28 x 56 (2 × 4 patches), while the image stays 4 × 6.
+  const videoConfig = { ...config, minPixels: 28 * 28, maxPixels: 56 * 56 };
+  const out = await preprocessImages([c.frames[0], { frames: c.frames }], config, { videoConfig });
+  assert.deepEqual(out.gridThw, [[1, 4, 6], [3, 2, 4]]);
+  const one = await preprocessImages([{ frames: [c.frames[2]] }], config);
+  const still = await preprocessImages([c.frames[2]], config);
+  assert.deepEqual(one.gridThw, still.gridThw);
+  assert.equal(maxAbsDiff(one.pixelValues, still.pixelValues), 0);
+  await assert.rejects(
+    preprocessImages([{ frames: c.frames }], config, {
+      videoConfig: { ...config, temporalPatchSize: 1 },
+    }),
+    /videoConfig.temporalPatchSize is 1 but the images' is 2/,
+  );
+  assert.deepEqual(
+    [DEFAULT_VIDEO_PROCESSOR_CONFIG.minPixels, DEFAULT_VIDEO_PROCESSOR_CONFIG.maxPixels],
+    [128 * 28 * 28, 768 * 28 * 28],
+  );
+});
+
+Deno.test("preprocessImages() refuses a video without frames, of mixed sizes or with a bad frame, naming the frame", async () => {
+  const config = await fixtureConfig();
+  const [a, b] = await readVideoCases();
+  const bad: [unknown, RegExp][] = [
+    [{ frames: [] }, /Image 0 \(a video\): frames must be an array of 1 to 768 images/],
+    [{ frames: "x" }, /frames must be an array .* got string/],
+    [
+      { frames: [a.frames[0], b.frames[0]] },
+      /Image 0 \(a video\), frame 1: video frame 1 is 40x70 pixels but frame 0 is 84x56/,
+    ],
+    [
+      { frames: [a.frames[0], a.frames[1].subarray(0, 40)] },
+      /Image 0 \(a video\), frame 1: cannot decode PNG image/,
+    ],
+    [{ frames: [a.frames[0], { width: 2, height: 2 }] }, /Image 0 \(a video\), frame 1 must be/],
+  ];
+  for (const [video, message] of bad) {
+    await assert.rejects(
+      preprocessImages([video as { frames: Uint8Array[] }], config),
+      (e) => e instanceof InvalidInputError && message.test(e.message),
+      message.source,
+    );
+  }
 });
 
 Deno.test("preprocessImages() lays out patches as transformers' reshape/permute for other patch, merge and temporal sizes", async () => {

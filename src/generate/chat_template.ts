@@ -7,6 +7,7 @@
 import { Template } from "@huggingface/jinja";
 import { InvalidInputError, ModelFileError } from "../errors.ts";
 import { preview } from "../errors.ts";
+import { MAX_VIDEO_FRAMES, type VideoInput } from "../image.ts";
 import type { ChatMessage, ContentPart, ToolCall } from "./types.ts";
 
 const ROLES = new Set(["system", "user", "assistant", "tool"]);
@@ -136,9 +137,7 @@ export class ChatTemplate {
 function templateMessage(m: ChatMessage, readsCalls: boolean): TemplateMessage {
   let content: TemplateMessage["content"] = typeof m.content === "string"
     ? m.content
-    : m.content.map((
-      p,
-    ) => (p.type === "text" ? { type: "text", text: p.text } : { type: "image" }));
+    : m.content.map((p) => (p.type === "text" ? { type: "text", text: p.text } : { type: p.type }));
   const out: TemplateMessage = { role: m.role, content };
   if (m.toolCallId !== undefined) out.tool_call_id = m.toolCallId;
   if (!m.toolCalls?.length) return out;
@@ -210,12 +209,18 @@ function markFinal(msgs: { content: string | { type: string; text?: string }[] }
   last.content[at].text += FINAL_MARK;
 }
 
-/** The images of `messages`, in prompt order (the order of their placeholders). */
-export function collectImages(messages: readonly ChatMessage[]): ContentImage[] {
-  const out: ContentImage[] = [];
+/**
+ * The images and videos of `messages`, in prompt order (the order of their placeholders): an
+ * image as it is, a video as its frames ({@link VideoInput}).
+ */
+export function collectImages(messages: readonly ChatMessage[]): (ContentImage | VideoInput)[] {
+  const out: (ContentImage | VideoInput)[] = [];
   for (const m of messages) {
     if (typeof m.content === "string") continue;
-    for (const p of m.content) if (p.type === "image") out.push(p.image);
+    for (const p of m.content) {
+      if (p.type === "image") out.push(p.image);
+      else if (p.type === "video") out.push({ frames: p.video });
+    }
   }
   return out;
 }
@@ -252,9 +257,23 @@ export function validateMessages(messages: readonly ChatMessage[]): void {
       } else if (p?.type === "image") {
         const fault = imageFault(p.image);
         if (fault) throw new InvalidInputError(`${where}.image ${fault}`);
+      } else if (p?.type === "video") {
+        const frames: unknown = p.video;
+        if (!Array.isArray(frames) || frames.length === 0 || frames.length > MAX_VIDEO_FRAMES) {
+          throw new InvalidInputError(
+            `${where}.video must be the video's frames, an array of 1 to ${MAX_VIDEO_FRAMES} ` +
+              `images of one size, got ${
+                Array.isArray(frames) ? `${frames.length} frames` : preview(frames)
+              }`,
+          );
+        }
+        frames.forEach((f, k) => {
+          const fault = imageFault(f);
+          if (fault) throw new InvalidInputError(`${where}.video[${k}] ${fault}`);
+        });
       } else {
         throw new InvalidInputError(
-          `${where}.type must be "text" or "image", got ${
+          `${where}.type must be "text", "image" or "video", got ${
             preview((p as { type?: unknown })?.type)
           }`,
         );

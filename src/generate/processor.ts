@@ -1,12 +1,14 @@
 /**
  * Chat messages → model inputs, without the GPU: transformers'
  * `processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)` for
- * Qwen2-VL — the chat template, the image processor, and the tokenizer with each image's
- * placeholder expanded to its vision token count.
+ * Qwen2-VL — the chat template, the image and video processors, and the tokenizer with each
+ * image's (video's) placeholder expanded to its vision token count.
  * @module
  */
 import {
+  DEFAULT_VIDEO_PROCESSOR_CONFIG,
   type ImageProcessorConfig,
+  isVideo,
   parsePreprocessorConfig,
   preprocessImages,
   type PreprocessOptions,
@@ -17,6 +19,8 @@ import { Tokenizer } from "../tokenizer.ts";
 import { ChatTemplate, collectImages, type RenderOptions } from "./chat_template.ts";
 import { expandImagePads, type GridThw, imageTokenCounts, type PreparedPrompt } from "./prompt.ts";
 import type { ChatMessage } from "./types.ts";
+
+const VIDEO_FILE = "video_preprocessor_config.json";
 
 /** Options of {@link ChatProcessor.prepare}: the template's, plus the image token budget. */
 export type PrepareOptions = RenderOptions & PreprocessOptions;
@@ -43,18 +47,28 @@ export class ChatProcessor {
   readonly imageConfig: ImageProcessorConfig;
   /** The `<|image_pad|>` id (config.json's image_token_id). */
   readonly imageTokenId: number;
+  /** How video frames are resized (video_preprocessor_config.json, else the image settings). */
+  readonly videoConfig: ImageProcessorConfig;
+  /** The `<|video_pad|>` id (config.json's video_token_id). */
+  readonly videoTokenId: number;
 
-  /** A processor from its parts (Pipeline.load makes one from a model directory). */
+  /**
+   * A processor from its parts (Pipeline.load makes one from a model directory); videos take
+   * the image settings and Qwen2-VL's `<|video_pad|>` (151656) unless given.
+   */
   constructor(
     template: ChatTemplate,
     tokenizer: Tokenizer,
     imageConfig: ImageProcessorConfig,
     imageTokenId: number,
+    video: { config?: ImageProcessorConfig; tokenId?: number } = {},
   ) {
     this.template = template;
     this.tokenizer = tokenizer;
     this.imageConfig = imageConfig;
     this.imageTokenId = imageTokenId;
+    this.videoConfig = video.config ?? imageConfig;
+    this.videoTokenId = video.tokenId ?? 151656;
   }
 
   /**
@@ -75,17 +89,24 @@ export class ChatProcessor {
       await optionalJson("tokenizer_config.json"),
     );
     const imageConfig = parsePreprocessorConfig(await src.readJson("preprocessor_config.json"));
+    // transformers reads a video processor's settings from video_preprocessor_config.json, and
+    // from preprocessor_config.json (the image settings) where a model has no such file.
+    const videoJson = await optionalJson(VIDEO_FILE);
+    const videoConfig = videoJson === undefined
+      ? imageConfig
+      : parsePreprocessorConfig(videoJson, DEFAULT_VIDEO_PROCESSOR_CONFIG, VIDEO_FILE);
     return new ChatProcessor(
       template,
       tokenizer ?? await Tokenizer.load(src),
       imageConfig,
       config.imageTokenId,
+      { config: videoConfig, tokenId: config.videoTokenId },
     );
   }
 
   /**
    * The model inputs for `messages`: the template's text (with its default system prompt when
-   * the messages have none), tokenized, each image pad repeated t·h·w / merge² times.
+   * the messages have none), tokenized, each image (video) pad repeated t·h·w / merge² times.
    * @throws InvalidInputError for malformed messages or images that do not decode
    */
   async prepare(
@@ -95,11 +116,20 @@ export class ChatProcessor {
     const text = this.template.render(messages, options);
     const images = collectImages(messages);
     const { pixelValues, gridThw } = images.length
-      ? await preprocessImages(images, this.imageConfig, { maxImageTokens: options.maxImageTokens })
+      ? await preprocessImages(images, this.imageConfig, {
+        maxImageTokens: options.maxImageTokens,
+        videoConfig: this.videoConfig,
+      })
       : { pixelValues: new Float32Array(0), gridThw: [] as GridThw[] };
     const counts = imageTokenCounts(gridThw, this.imageConfig.mergeSize);
+    const kinds = images.map((x) => isVideo(x) ? this.videoTokenId : this.imageTokenId);
     return {
-      inputIds: expandImagePads(this.tokenizer.encode(text), this.imageTokenId, counts),
+      inputIds: expandImagePads(
+        this.tokenizer.encode(text),
+        [this.imageTokenId, this.videoTokenId],
+        counts,
+        kinds,
+      ),
       pixelValues,
       gridThw: gridThw.map(([t, h, w]) => [t, h, w] as const),
       imageTokens: counts.reduce((a, b) => a + b, 0),

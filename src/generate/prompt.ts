@@ -12,7 +12,8 @@
  *     text[i] = text[i].replace("<|placeholder|>", self.image_token)
  * ```
  * The tokenizer splits special tokens out before anything else, so tokenizing the text with one
- * pad per image and repeating the pad id afterwards gives the same ids.
+ * pad per image and repeating the pad id afterwards gives the same ids. Videos are the same with
+ * `<|video_pad|>` (`replace_video_token`: video_grid_thw.prod() // merge_length each).
  * @module
  */
 import { InvalidInputError } from "../errors.ts";
@@ -26,30 +27,46 @@ export function imageTokenCounts(gridThw: readonly GridThw[], mergeSize: number)
 }
 
 /**
- * Replaces the k-th `imageTokenId` in `ids` by `counts[k]` copies of it.
- * Throws InvalidInputError when the number of pads differs from the number of images (e.g. the
- * text itself contains "<|image_pad|>").
+ * Replaces the k-th placeholder in `ids` — a token among `padIds` (the image pad, and the video
+ * pad) — by `counts[k]` copies of it.
+ * Throws InvalidInputError when the number of placeholders differs from the number of images
+ * (e.g. the text itself contains "<|image_pad|>"), or when `kinds` is given and the k-th
+ * placeholder is not `kinds[k]` (an image's pad where a video's stands).
+ * @param kinds the pad id each image (or video) needs, in order
  * @returns (seq) i32
  */
 export function expandImagePads(
   ids: ArrayLike<number>,
-  imageTokenId: number,
+  padIds: number | readonly number[],
   counts: readonly number[],
+  kinds?: readonly number[],
 ): Int32Array {
-  let pads = 0;
-  for (let i = 0; i < ids.length; i++) if (ids[i] === imageTokenId) pads++;
-  if (pads !== counts.length) {
+  const pads = new Set(typeof padIds === "number" ? [padIds] : padIds);
+  const at: number[] = []; // where the placeholders are
+  for (let i = 0; i < ids.length; i++) if (pads.has(ids[i])) at.push(i);
+  if (at.length !== counts.length) {
     throw new InvalidInputError(
-      `the prompt has ${pads} image placeholder(s) (token ${imageTokenId}) but ${counts.length} image(s) ` +
+      `the prompt has ${at.length} image placeholder(s) (token ${
+        [...pads].join(" or ")
+      }) but ${counts.length} image(s) ` +
         `were given; give one image per placeholder and do not type "<|image_pad|>" in text`,
     );
   }
-  const total = ids.length - pads + counts.reduce((a, b) => a + b, 0);
+  at.forEach((i, k) => {
+    if (kinds && ids[i] !== kinds[k]) {
+      throw new InvalidInputError(
+        `placeholder ${k} of the prompt is token ${ids[i]} but its ${
+          k < kinds.length ? `input needs token ${kinds[k]}` : "input is missing"
+        }: the chat template must write an image's and a video's placeholders as given`,
+      );
+    }
+  });
+  const total = ids.length - at.length + counts.reduce((a, b) => a + b, 0);
   const out = new Int32Array(total);
   let o = 0, k = 0;
   for (let i = 0; i < ids.length; i++) {
-    if (ids[i] === imageTokenId) {
-      out.fill(imageTokenId, o, o + counts[k]);
+    if (pads.has(ids[i])) {
+      out.fill(ids[i], o, o + counts[k]);
       o += counts[k++];
     } else {
       out[o++] = ids[i];
@@ -64,9 +81,9 @@ export interface PreparedPrompt {
   inputIds: Int32Array;
   /** (Σ t·h·w, channels · temporal_patch · patch²) f32, empty without images */
   pixelValues: Float32Array;
-  /** One (t, h, w) per image, in prompt order. */
+  /** One (t, h, w) per image or video, in prompt order. */
   gridThw: GridThw[];
-  /** Σ vision tokens (image pads in inputIds). */
+  /** Σ vision tokens (image and video pads in inputIds). */
   imageTokens: number;
   /** A raw prompt's text as given (what `echo` shows; else the ids are decoded). */
   text?: string;

@@ -76,15 +76,16 @@ export interface TokenHistory {
 export function reusablePrefix(
   held: TokenHistory,
   next: TokenHistory,
-  imageTokenId: number,
+  padIds: number | readonly number[],
 ): { tokens: number; images: number } {
+  const pads = new Set(typeof padIds === "number" ? [padIds] : padIds);
   const limit = Math.min(held.ids.length, next.ids.length - 2);
   let n = 0;
   while (n < limit && held.ids[n] === next.ids[n]) n++;
   // Walk next's images in order (image k is the k-th run of counts[k] pads; two images may touch).
   let k = 0;
   for (let i = 0; i < n; i++) {
-    if (next.ids[i] !== imageTokenId) continue;
+    if (!pads.has(next.ids[i])) continue;
     const img = next.images[k], same = held.images[k]?.key === img?.key;
     if (!img || !same || i + img.tokens > n) return { tokens: i, images: k };
     i += img.tokens - 1;
@@ -209,7 +210,8 @@ export class PromptCache {
   /** The kept session {@link take} takes for `prompt` (undefined: a new one). */
   #choose(prompt: TokenHistory, maxTokens: number) {
     this.#slots = this.#slots.filter((s) => !s.session.disposed);
-    const prefix = (s: Slot) => reusablePrefix(s.held, prompt, this.#model.config.imageTokenId);
+    const c = this.#model.config;
+    const prefix = (s: Slot) => reusablePrefix(s.held, prompt, [c.imageTokenId, c.videoTokenId]);
     let best: { index: number; cached: { tokens: number; images: number } } | undefined;
     this.#slots.forEach((slot, index) => {
       if (slot.session.maxTokens < maxTokens) return;

@@ -7,17 +7,20 @@ import type { DecodedImage } from "../image.ts";
 /**
  * One part of a message's content. An image is its file's bytes (PNG, JPEG or WebP), or pixels
  * already decoded (a {@link DecodedImage}: from decodeImage(), a canvas, a video frame), which
- * are not decoded again.
+ * are not decoded again. A video is its frames in order, images of one size (as Qwen2-VL's
+ * model card gives a video as a list of frames; video files are not decoded here): every frame
+ * is used, two frames a temporal patch.
  */
 export type ContentPart =
   | { type: "text"; text: string }
-  | { type: "image"; image: Uint8Array | DecodedImage };
+  | { type: "image"; image: Uint8Array | DecodedImage }
+  | { type: "video"; video: readonly (Uint8Array | DecodedImage)[] };
 
 /** A chat message. `content` as a string is one text part. */
 export interface ChatMessage {
   /** Who speaks; "tool" carries a tool's result back (OpenAI's tool messages). */
   role: "system" | "user" | "assistant" | "tool";
-  /** The text, or text and image parts in order (images in user messages only). */
+  /** The text, or text, image and video parts in order. */
   content: string | ContentPart[];
   /**
    * Assistant messages: the tools it called (OpenAI's `tool_calls`). A chat template that reads

@@ -89,3 +89,81 @@ export async function readReference(path: string): Promise<Reference> {
     shape: (name) => get(name).shape,
   };
 }
+
+/** transformers' video references on the tiny model (tests/tools/make_video_refs.py). */
+export const VIDEO_DIR: string = new URL("../../tests/fixtures/video/", import.meta.url).pathname;
+
+/** One video reference case: its files, and transformers' tensors for them. */
+export interface VideoCase {
+  name: string;
+  /** The user's text after the image (if any) and the video. */
+  prompt: string;
+  /** The video's frames, PNG bytes in order. */
+  frames: Uint8Array[];
+  /** An image before the video in the same message, PNG bytes. */
+  image?: Uint8Array;
+  /** (seq) i32 prompt ids, pads expanded */
+  inputIds: Int32Array;
+  /** (3, seq) i32 */
+  positionIds: Int32Array;
+  ropeDelta: number;
+  /** (video patches, 1176) f32 */
+  pixelValuesVideos: Float32Array;
+  videoGridThw: [number, number, number];
+  /** (image patches, 1176) f32, empty without an image */
+  pixelValues: Float32Array;
+  imageGridThw: [number, number, number][];
+  /** The last prompt row's 256 largest logits and their ids (torch.topk order). */
+  logitsLastTopValues: Float32Array;
+  logitsLastTopIds: Int32Array;
+  /** max |logit| of the last prompt row */
+  logitsLastAbsMax: number;
+  /** (seq) i32 / f32: argmax and max of the logits at every prompt position */
+  logitsArgmax: Int32Array;
+  logitsMax: Float32Array;
+  /** (12) i32 greedy continuation */
+  generatedIds: Int32Array;
+}
+
+/** Reads every video reference case. */
+export async function readVideoCases(): Promise<VideoCase[]> {
+  const meta = JSON.parse(await Deno.readTextFile(`${VIDEO_DIR}cases.json`));
+  const out: VideoCase[] = [];
+  for (
+    const c of meta.cases as {
+      name: string;
+      prompt: string;
+      frames: string[];
+      image: string | null;
+    }[]
+  ) {
+    const r = await readReference(`${VIDEO_DIR}${c.name}.safetensors`);
+    const grid = (name: string) => {
+      const g = r.shape(name).length ? r.i32(name) : new Int32Array(0);
+      const grids: [number, number, number][] = [];
+      for (let k = 0; k < g.length; k += 3) grids.push([g[k], g[k + 1], g[k + 2]]);
+      return grids;
+    };
+    const hasImage = c.image !== null;
+    out.push({
+      name: c.name,
+      prompt: c.prompt,
+      frames: await Promise.all(c.frames.map((f) => Deno.readFile(`${VIDEO_DIR}${f}`))),
+      image: hasImage ? await Deno.readFile(`${VIDEO_DIR}${c.image}`) : undefined,
+      inputIds: r.i32("input_ids"),
+      positionIds: r.i32("position_ids"),
+      ropeDelta: r.i32("rope_deltas")[0],
+      pixelValuesVideos: r.f32("pixel_values_videos"),
+      videoGridThw: grid("video_grid_thw")[0],
+      pixelValues: hasImage ? r.f32("pixel_values") : new Float32Array(0),
+      imageGridThw: hasImage ? grid("image_grid_thw") : [],
+      logitsLastTopValues: r.f32("logits_last_top_values"),
+      logitsLastTopIds: r.i32("logits_last_top_ids"),
+      logitsLastAbsMax: r.f32("logits_last_absmax")[0],
+      logitsArgmax: r.i32("logits_argmax"),
+      logitsMax: r.f32("logits_max"),
+      generatedIds: r.i32("generated_ids"),
+    });
+  }
+  return out;
+}

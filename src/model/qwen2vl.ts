@@ -481,7 +481,7 @@ export class Qwen2VLModel {
         );
       }
       ids[i] = id;
-      if (id !== cfg.imageTokenId) continue;
+      if (id !== cfg.imageTokenId && id !== cfg.videoTokenId) continue;
       if (i < start) {
         cachedPads++;
         continue;
@@ -501,7 +501,7 @@ export class Qwen2VLModel {
     const nImage = runs.reduce((a, r) => a + r.len, 0);
     if (nImage !== (images?.tokens ?? 0)) {
       throw new InvalidInputError(
-        `prefill: the prompt has ${nImage} image tokens (id ${cfg.imageTokenId})${
+        `prefill: the prompt has ${nImage} image and video tokens (ids ${cfg.imageTokenId}, ${cfg.videoTokenId})${
           start > 0 ? ` after its ${start} cached ones` : ""
         } but ${images?.tokens ?? 0} ` +
           `image embeddings were given; expand each image placeholder to its grid's token count`,
@@ -510,7 +510,7 @@ export class Qwen2VLModel {
     const { positions, ropeDelta } = getRopeIndex(
       ids,
       [...cachedGrids, ...(images?.grids ?? [])],
-      cfg.imageTokenId,
+      [cfg.imageTokenId, cfg.videoTokenId],
       merge,
     );
     const pos = new Uint32Array(S * 3); // (S, 3) u32, the rope kernel's layout

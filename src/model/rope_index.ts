@@ -21,7 +21,9 @@ export interface RopeIndex {
 }
 
 /**
- * The 3D positions of a prompt whose images appear as runs of `imageTokenId`.
+ * The 3D positions of a prompt whose images (and videos) appear as runs of their pad tokens:
+ * `padIds` is the image pad, or the image and video pads (a video is its grid's t·h·w/merge²
+ * tokens, temporal positions 0..t−1 as an image's are 0, as Qwen2-VL places them).
  *
  * transformers (modeling_qwen2_vl.py, `get_rope_index` and `get_vision_position_ids`):
  * ```python
@@ -47,9 +49,10 @@ export interface RopeIndex {
 export function getRopeIndex(
   inputIds: ArrayLike<number>,
   grids: readonly GridThw[],
-  imageTokenId: number,
+  padIds: number | readonly number[],
   spatialMergeSize: number,
 ): RopeIndex {
+  const pads = new Set(typeof padIds === "number" ? [padIds] : padIds);
   const seq = inputIds.length;
   const pos = new Int32Array(3 * seq); // (3, seq)
   let current = 0; // next free position
@@ -57,7 +60,8 @@ export function getRopeIndex(
   let img = 0;
   let i = 0;
   while (i < seq) {
-    if (inputIds[i] !== imageTokenId) {
+    const pad = inputIds[i];
+    if (!pads.has(pad)) {
       pos[i] = pos[seq + i] = pos[2 * seq + i] = current;
       maxPos = Math.max(maxPos, current);
       current++;
@@ -66,7 +70,7 @@ export function getRopeIndex(
     }
     if (img >= grids.length) {
       throw new InvalidInputError(
-        `the prompt has more image-token runs (id ${imageTokenId}) than the ${grids.length} image grid(s) given`,
+        `the prompt has more image-token runs (id ${pad}) than the ${grids.length} image grid(s) given`,
       );
     }
     const [t, gh, gw] = grids[img];
@@ -78,7 +82,7 @@ export function getRopeIndex(
     }
     const n = t * lh * lw;
     for (let k = 0; k < n; k++) {
-      if (i + k >= seq || inputIds[i + k] !== imageTokenId) {
+      if (i + k >= seq || inputIds[i + k] !== pad) {
         throw new InvalidInputError(
           `image ${img} (grid [${t}, ${gh}, ${gw}]) needs ${n} consecutive image tokens at ` +
             `position ${i}, found ${k}; expand each image placeholder to t·h·w/${

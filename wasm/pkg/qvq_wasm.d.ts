@@ -43,6 +43,31 @@ export class ImgRgb {
 }
 
 /**
+ * Builds one video's pixel values a frame at a time (see qvq_image::VideoPatcher): frames of one
+ * size, decoded pixels or encoded bytes, in order; `finish` gives the patches.
+ */
+export class ImgVideo {
+    free(): void;
+    [Symbol.dispose](): void;
+    /**
+     * The video's patches; the object is spent afterwards.
+     */
+    finish(): ImgPatches;
+    /**
+     * An empty video, resized as `config` says.
+     */
+    constructor(config: ImgConfig);
+    /**
+     * Adds the next frame as decoded (height, width, 3) RGB pixels.
+     */
+    pushRgb(data: Uint8Array | number[], width: number, height: number): void;
+    /**
+     * Adds the next frame as encoded PNG / JPEG / WebP bytes.
+     */
+    push(bytes: Uint8Array | number[]): void;
+}
+
+/**
  * Converts slices of tensor data; the result stays in wasm memory at `outputPtr()` until the
  * next call, so JavaScript copies it out without an extra allocation on this side.
  */
@@ -141,6 +166,7 @@ export interface InitOutput {
     readonly __wbg_imgconfig_free: (a: number, b: number) => void;
     readonly __wbg_imgpatches_free: (a: number, b: number) => void;
     readonly __wbg_imgrgb_free: (a: number, b: number) => void;
+    readonly __wbg_imgvideo_free: (a: number, b: number) => void;
     readonly __wbg_stconverter_free: (a: number, b: number) => void;
     readonly __wbg_tokstreamdecoder_free: (a: number, b: number) => void;
     readonly __wbg_toktokenizer_free: (a: number, b: number) => void;
@@ -153,6 +179,10 @@ export interface InitOutput {
     readonly imgrgb_height: (a: number) => number;
     readonly imgrgb_takeData: (a: number) => [number, number];
     readonly imgrgb_width: (a: number) => number;
+    readonly imgvideo_finish: (a: number) => [number, number, number];
+    readonly imgvideo_new: (a: number) => [number, number, number];
+    readonly imgvideo_push: (a: number, b: number, c: number) => [number, number];
+    readonly imgvideo_pushRgb: (a: number, b: number, c: number, d: number, e: number) => [number, number];
     readonly stHeaderLength: (a: number, b: number, c: number) => [number, number, number];
     readonly stMemory: () => any;
     readonly stParseHeader: (a: number, b: number, c: number) => [number, number, number, number];

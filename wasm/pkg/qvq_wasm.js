@@ -144,6 +144,77 @@ export class ImgRgb {
 if (Symbol.dispose) ImgRgb.prototype[Symbol.dispose] = ImgRgb.prototype.free;
 
 /**
+ * Builds one video's pixel values a frame at a time (see qvq_image::VideoPatcher): frames of one
+ * size, decoded pixels or encoded bytes, in order; `finish` gives the patches.
+ */
+export class ImgVideo {
+    __destroy_into_raw() {
+        const ptr = this.__wbg_ptr;
+        this.__wbg_ptr = 0;
+        ImgVideoFinalization.unregister(this);
+        return ptr;
+    }
+    free() {
+        const ptr = this.__destroy_into_raw();
+        wasm.__wbg_imgvideo_free(ptr, 0);
+    }
+    /**
+     * The video's patches; the object is spent afterwards.
+     * @returns {ImgPatches}
+     */
+    finish() {
+        const ret = wasm.imgvideo_finish(this.__wbg_ptr);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        return ImgPatches.__wrap(ret[0]);
+    }
+    /**
+     * An empty video, resized as `config` says.
+     * @param {ImgConfig} config
+     */
+    constructor(config) {
+        _assertClass(config, ImgConfig);
+        const ret = wasm.imgvideo_new(config.__wbg_ptr);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        this.__wbg_ptr = ret[0];
+        ImgVideoFinalization.register(this, this.__wbg_ptr, this);
+        return this;
+    }
+    /**
+     * Adds the next frame as decoded (height, width, 3) RGB pixels.
+     * @param {Uint8Array | number[]} data
+     * @param {number} width
+     * @param {number} height
+     */
+    pushRgb(data, width, height) {
+        const val2 = +width;
+        const val3 = +height;
+        const ptr0 = passArray8ToWasm0(data, wasm.__wbindgen_malloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.imgvideo_pushRgb(this.__wbg_ptr, ptr0, len0, val2, val3);
+        if (ret[1]) {
+            throw takeFromExternrefTable0(ret[0]);
+        }
+    }
+    /**
+     * Adds the next frame as encoded PNG / JPEG / WebP bytes.
+     * @param {Uint8Array | number[]} bytes
+     */
+    push(bytes) {
+        const ptr0 = passArray8ToWasm0(bytes, wasm.__wbindgen_malloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.imgvideo_push(this.__wbg_ptr, ptr0, len0);
+        if (ret[1]) {
+            throw takeFromExternrefTable0(ret[0]);
+        }
+    }
+}
+if (Symbol.dispose) ImgVideo.prototype[Symbol.dispose] = ImgVideo.prototype.free;
+
+/**
  * Converts slices of tensor data; the result stays in wasm memory at `outputPtr()` until the
  * next call, so JavaScript copies it out without an extra allocation on this side.
  */
@@ -547,6 +618,9 @@ const ImgPatchesFinalization = (typeof FinalizationRegistry === 'undefined')
 const ImgRgbFinalization = (typeof FinalizationRegistry === 'undefined')
     ? { register: () => {}, unregister: () => {} }
     : new FinalizationRegistry(ptr => wasm.__wbg_imgrgb_free(ptr, 1));
+const ImgVideoFinalization = (typeof FinalizationRegistry === 'undefined')
+    ? { register: () => {}, unregister: () => {} }
+    : new FinalizationRegistry(ptr => wasm.__wbg_imgvideo_free(ptr, 1));
 const StConverterFinalization = (typeof FinalizationRegistry === 'undefined')
     ? { register: () => {}, unregister: () => {} }
     : new FinalizationRegistry(ptr => wasm.__wbg_stconverter_free(ptr, 1));

@@ -129,16 +129,70 @@ pub fn image_preprocess_rgb(
 ) -> Result<ImagePatches, JsValue> {
     let (w, h) = (width as usize, height as usize);
     if data.len() as u64 != w as u64 * h as u64 * 3 {
-        let err = js_sys::Error::new(&format!(
-            "decoded image data has {} bytes, not width x height x 3 = {} for {width}x{height} \
-             RGB pixels",
-            data.len(),
-            w as u64 * h as u64 * 3
-        ));
-        err.set_name("InvalidInputError");
-        return Err(err.into());
+        return Err(bad_rgb_len(data.len(), width, height));
     }
     qvq_image::preprocess_rgb(&qvq_image::RgbImage::new(w, h, data), &config.inner)
         .map(|inner| ImagePatches { inner })
         .map_err(js_error)
+}
+
+/// Builds one video's pixel values a frame at a time (see qvq_image::VideoPatcher): frames of one
+/// size, decoded pixels or encoded bytes, in order; `finish` gives the patches.
+#[wasm_bindgen(js_name = ImgVideo)]
+pub struct ImageVideo {
+    inner: Option<qvq_image::VideoPatcher>,
+}
+
+#[wasm_bindgen(js_class = ImgVideo)]
+impl ImageVideo {
+    /// An empty video, resized as `config` says.
+    #[wasm_bindgen(constructor)]
+    pub fn new(config: &ImageConfig) -> Result<ImageVideo, JsValue> {
+        qvq_image::VideoPatcher::new(&config.inner)
+            .map(|p| ImageVideo { inner: Some(p) })
+            .map_err(js_error)
+    }
+
+    /// Adds the next frame as decoded (height, width, 3) RGB pixels.
+    #[wasm_bindgen(js_name = pushRgb)]
+    pub fn push_rgb(&mut self, data: Vec<u8>, width: u32, height: u32) -> Result<(), JsValue> {
+        let (w, h) = (width as usize, height as usize);
+        if data.len() as u64 != w as u64 * h as u64 * 3 {
+            return Err(bad_rgb_len(data.len(), width, height));
+        }
+        let frame = qvq_image::RgbImage::new(w, h, data);
+        self.patcher_mut().push(&frame).map_err(js_error)
+    }
+
+    /// Adds the next frame as encoded PNG / JPEG / WebP bytes.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), JsValue> {
+        let frame = qvq_image::decode(bytes).map_err(js_error)?;
+        self.patcher_mut().push(&frame).map_err(js_error)
+    }
+
+    /// The video's patches; the object is spent afterwards.
+    pub fn finish(&mut self) -> Result<ImagePatches, JsValue> {
+        let patcher = self.inner.take().expect("ImgVideo.finish called twice");
+        patcher
+            .finish()
+            .map(|inner| ImagePatches { inner })
+            .map_err(js_error)
+    }
+}
+
+impl ImageVideo {
+    fn patcher_mut(&mut self) -> &mut qvq_image::VideoPatcher {
+        self.inner.as_mut().expect("ImgVideo used after finish")
+    }
+}
+
+/// The InvalidInputError for decoded RGB data of the wrong length.
+fn bad_rgb_len(len: usize, width: u32, height: u32) -> JsValue {
+    let err = js_sys::Error::new(&format!(
+        "decoded image data has {len} bytes, not width x height x 3 = {} for {width}x{height} \
+         RGB pixels",
+        width as u64 * height as u64 * 3
+    ));
+    err.set_name("InvalidInputError");
+    err.into()
 }

@@ -32,6 +32,16 @@ pub enum ImageError {
     ResizedToNothing { height: u64, width: u64 },
     /// A processor setting is out of range.
     BadConfig { field: &'static str, detail: String },
+    /// A video frame's size differs from the first frame's.
+    FrameSize {
+        frame: usize,
+        width: u64,
+        height: u64,
+        first_width: u64,
+        first_height: u64,
+    },
+    /// A video finished with no frames.
+    NoFrames,
 }
 
 impl fmt::Display for ImageError {
@@ -83,6 +93,19 @@ impl fmt::Display for ImageError {
             ImageError::BadConfig { field, detail } => {
                 write!(f, "bad image processor setting {field}: {detail}")
             }
+            ImageError::FrameSize {
+                frame,
+                width,
+                height,
+                first_width,
+                first_height,
+            } => write!(
+                f,
+                "video frame {frame} is {width}x{height} pixels but frame 0 is \
+                 {first_width}x{first_height}: every frame of a video must have the same size \
+                 (resize or crop them alike)"
+            ),
+            ImageError::NoFrames => write!(f, "the video has no frames: give at least one"),
         }
     }
 }

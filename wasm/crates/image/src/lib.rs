@@ -6,6 +6,8 @@
 //! 2. [`smart_resize`]: the target size, multiples of `patch_size * merge_size`.
 //! 3. [`resample`]: antialiased bicubic, torchvision's (or Pillow's) fixed-point arithmetic.
 //! 4. [`patchify`]: `(x - mean) / std` in f32 and the `(patches, 3 * 2 * 14 * 14)` layout.
+//!
+//! [`video`] runs steps 2–4 over a video's frames (`Qwen2VLVideoProcessor`), a frame at a time.
 
 pub mod config;
 pub mod decode;
@@ -13,12 +15,14 @@ pub mod error;
 pub mod patchify;
 pub mod resample;
 pub mod smart_resize;
+pub mod video;
 
 pub use config::ProcessorConfig;
 pub use decode::{RgbImage, decode};
 pub use error::ImageError;
 pub use resample::{Backend, resize_bicubic};
 pub use smart_resize::smart_resize;
+pub use video::VideoPatcher;
 
 /// Most pixels a decoded image may have: 2^26 = 67,108,864 (8192 x 8192, a 64 Mpx photo).
 /// Checked against the file header before any pixel buffer exists, so a small file announcing a
@@ -50,7 +54,24 @@ pub fn preprocess_rgb(
     config: &ProcessorConfig,
 ) -> Result<Preprocessed, ImageError> {
     config.validate()?;
-    let (w, h) = (img.width as u64, img.height as u64);
+    let (height, width) = target_size(img.width, img.height, config)?;
+    let img = resize_bicubic(img, width, height, Backend::Torchvision);
+    let mut pixel_values = Vec::new();
+    let (grid_h, grid_w) = patchify::patchify_into(&img, config, &mut pixel_values);
+    Ok(Preprocessed {
+        pixel_values,
+        grid_thw: [1, grid_h, grid_w],
+    })
+}
+
+/// The `(height, width)` pixels of `width` x `height` decoded pixels resize to (smart_resize with
+/// the config's bounds); refuses an empty or oversized input as [`decode`] would.
+pub(crate) fn target_size(
+    width: usize,
+    height: usize,
+    config: &ProcessorConfig,
+) -> Result<(usize, usize), ImageError> {
+    let (w, h) = (width as u64, height as u64);
     if w == 0 || h == 0 {
         return Err(ImageError::ZeroSize {
             format: "RGB",
@@ -66,18 +87,6 @@ pub fn preprocess_rgb(
         });
     }
     let factor = config.factor() as u64;
-    let (height, width) = smart_resize(
-        img.height as u64,
-        img.width as u64,
-        factor,
-        config.min_pixels,
-        config.max_pixels,
-    )?;
-    let img = resize_bicubic(img, width as usize, height as usize, Backend::Torchvision);
-    let mut pixel_values = Vec::new();
-    let (grid_h, grid_w) = patchify::patchify_into(&img, config, &mut pixel_values);
-    Ok(Preprocessed {
-        pixel_values,
-        grid_thw: [1, grid_h, grid_w],
-    })
+    let (th, tw) = smart_resize(h, w, factor, config.min_pixels, config.max_pixels)?;
+    Ok((th as usize, tw as usize))
 }

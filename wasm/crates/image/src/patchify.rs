@@ -15,6 +15,11 @@
 //! So each value is `(f32(x) - m) / s` in f32 with `m = f32(mean) * f32(1 / rescale)`, and rows
 //! run over merge windows (gh/m, gw/m), then positions inside the window (m, m); columns over
 //! (channel, frame, py, px). A still image fills both temporal frames with the same pixels.
+//!
+//! A video (`Qwen2VLVideoProcessor.patchify`) is the same per temporal patch: its frames taken
+//! `temporal_patch_size` at a time (the last repeated to fill the final group), each group's rows
+//! after the previous group's — `permute(0, 1, 4, 7, 5, 8, 3, 2, 6, 9)` of
+//! `(b, gt, t, c, gh/m, m, p, gw/m, m, p)`: rows (gt, gh/m, gw/m, m, m), columns (c, t, p, p).
 
 use crate::config::ProcessorConfig;
 use crate::decode::RgbImage;
@@ -45,20 +50,41 @@ pub fn patchify_into(
     config: &ProcessorConfig,
     out: &mut Vec<f32>,
 ) -> (usize, usize) {
+    patchify_group_into(&vec![img; config.temporal_patch_size], config, out)
+}
+
+/// Flattens one temporal patch of a video — `temporal_patch_size` resized frames of one size, in
+/// order — into `(grid_h * grid_w, 3 * temporal_patch_size * patch_size^2)` f32 rows appended to
+/// `out`. A frame given twice in a row (a still image, a padded group) is normalised once.
+/// Returns `(grid_h, grid_w)`.
+pub fn patchify_group_into(
+    frames: &[&RgbImage],
+    config: &ProcessorConfig,
+    out: &mut Vec<f32>,
+) -> (usize, usize) {
     let p = config.patch_size;
     let m = config.merge_size;
     let t = config.temporal_patch_size;
+    assert_eq!(frames.len(), t, "one temporal patch is {t} frames");
+    let (width, height) = (frames[0].width, frames[0].height);
     assert!(
-        img.height.is_multiple_of(p * m) && img.width.is_multiple_of(p * m),
+        frames
+            .iter()
+            .all(|f| f.width == width && f.height == height),
+        "the frames of a temporal patch have one size"
+    );
+    assert!(
+        height.is_multiple_of(p * m) && width.is_multiple_of(p * m),
         "resize to a multiple of {}",
         p * m
     );
-    let (grid_h, grid_w) = (img.height / p, img.width / p);
+    let (grid_h, grid_w) = (height / p, width / p);
     let table = normalisation_table(config);
     out.reserve(grid_h * grid_w * 3 * t * p * p);
-    // (p, p) f32: one channel of one patch, written t times (a still image fills every frame)
+    // (p, p) f32: one channel of one patch of one frame, copied again for the next frame when it
+    // is the same image
     let mut frame = vec![0f32; p * p];
-    let row_bytes = img.width * 3;
+    let row_bytes = width * 3;
     for block_y in 0..grid_h / m {
         for block_x in 0..grid_w / m {
             for in_y in 0..m {
@@ -66,13 +92,15 @@ pub fn patchify_into(
                     let (y0, x0) = ((block_y * m + in_y) * p, (block_x * m + in_x) * p);
                     // Row layout (channel, frame, py, px).
                     for (c, lut) in table.iter().enumerate() {
-                        for (py, dst) in frame.chunks_exact_mut(p).enumerate() {
-                            let src = &img.data[(y0 + py) * row_bytes + x0 * 3..][..p * 3];
-                            for (d, px) in dst.iter_mut().zip(src.chunks_exact(3)) {
-                                *d = lut[px[c] as usize];
+                        for (i, img) in frames.iter().enumerate() {
+                            if i == 0 || !std::ptr::eq(*img, frames[i - 1]) {
+                                for (py, dst) in frame.chunks_exact_mut(p).enumerate() {
+                                    let src = &img.data[(y0 + py) * row_bytes + x0 * 3..][..p * 3];
+                                    for (d, px) in dst.iter_mut().zip(src.chunks_exact(3)) {
+                                        *d = lut[px[c] as usize];
+                                    }
+                                }
                             }
-                        }
-                        for _ in 0..t {
                             out.extend_from_slice(&frame);
                         }
                     }
@@ -125,5 +153,42 @@ mod tests {
                 (100.0, 100.0, 200.0)
             );
         }
+    }
+
+    #[test]
+    fn patchify_group_into_puts_each_frame_in_its_temporal_slot() {
+        // Two 2x2 frames, patch 1, merge 2, temporal 2: frame f's red = 50 * f + 10 * y + x.
+        let frame = |f: u8| {
+            let mut data = Vec::new();
+            for y in 0..2u8 {
+                for x in 0..2u8 {
+                    data.extend_from_slice(&[50 * f + 10 * y + x, 7 + f, 9]);
+                }
+            }
+            RgbImage::new(2, 2, data)
+        };
+        let (a, b) = (frame(0), frame(1));
+        let cfg = config(1, 2, 2);
+        let mut out = Vec::new();
+        assert_eq!(patchify_group_into(&[&a, &b], &cfg, &mut out), (2, 2));
+        // Rows (y, x) in merge order; columns (channel, frame).
+        let rows: Vec<Vec<u8>> = out
+            .chunks_exact(6)
+            .map(|r| r.iter().map(|v| v.round() as u8).collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                [0, 50, 7, 8, 9, 9],
+                [1, 51, 7, 8, 9, 9],
+                [10, 60, 7, 8, 9, 9],
+                [11, 61, 7, 8, 9, 9]
+            ]
+        );
+        // The same frame twice is what patchify_into writes for a still image.
+        let (mut twice, mut still) = (Vec::new(), Vec::new());
+        patchify_group_into(&[&b, &b], &cfg, &mut twice);
+        patchify_into(&b, &cfg, &mut still);
+        assert_eq!(twice, still);
     }
 }
