@@ -15,12 +15,15 @@ import {
   CASES,
   readReference,
   readReferenceCase,
+  readVideoCases,
   type ReferenceCase,
   SYNTHETIC_DIR,
   TINY_DIR,
 } from "../src/model/_fixture.ts";
 import { GREEDY } from "../kernels/sample.ts";
 import { SessionRun } from "../src/generate/session_run.ts";
+import { ChatProcessor } from "../src/generate/processor.ts";
+import { openModelSource } from "../src/model_files.ts";
 
 const STEPS = 12;
 
@@ -160,6 +163,54 @@ for (let c = 0; c < CASES; c++) {
     }
   });
 }
+
+Deno.test("tiny model f32 matches transformers on videos (alone, and after an image): positions, logits, 12 greedy steps", async () => {
+  const model = await tiny("f32");
+  const proc = await ChatProcessor.load(openModelSource(TINY_DIR));
+  const cfg = model.config, V = cfg.text.vocabSize;
+  for (const c of await readVideoCases()) {
+    const prompt = await proc.prepare([{
+      role: "user",
+      content: [
+        ...(c.image ? [{ type: "image" as const, image: c.image }] : []),
+        { type: "video", video: c.frames },
+        { type: "text", text: c.prompt },
+      ],
+    }]);
+    assert.deepEqual(Array.from(prompt.inputIds), Array.from(c.inputIds), `${c.name} input_ids`);
+    const rope = getRopeIndex(
+      prompt.inputIds,
+      prompt.gridThw,
+      [cfg.imageTokenId, cfg.videoTokenId],
+      cfg.vision.spatialMergeSize,
+    );
+    assert.deepEqual(Array.from(rope.positions), Array.from(c.positionIds), `${c.name} positions`);
+    assert.equal(rope.ropeDelta, c.ropeDelta, `${c.name} rope_deltas`);
+    const images = model.encodeImages(prompt.pixelValues, prompt.gridThw);
+    const s = model.createSession(prompt.inputIds.length + STEPS + 4);
+    try {
+      const all = (await model.prefill(s, prompt.inputIds, images, { allLogits: true })).logits!;
+      const S = prompt.inputIds.length, scale = c.logitsLastAbsMax, tol = 1e-4;
+      const { arg, max } = rowArgMax(all, S, V);
+      assert.deepEqual(Array.from(arg), Array.from(c.logitsArgmax), `${c.name} argmax`);
+      for (let i = 0; i < S; i++) {
+        const err = Math.abs(max[i] - c.logitsMax[i]);
+        assert.ok(err <= tol * scale, `${c.name} logits_max[${i}]: err ${err}`);
+      }
+      // The last row's 256 largest logits, by id.
+      const last = all.subarray((S - 1) * V);
+      c.logitsLastTopIds.forEach((id, k) => {
+        const err = Math.abs(last[id] - c.logitsLastTopValues[k]);
+        assert.ok(err <= tol * scale, `${c.name} logits_last[${id}]: err ${err}`);
+      });
+      const { ids } = await greedy(model, s, STEPS);
+      assert.deepEqual(Array.from(ids), Array.from(c.generatedIds), `${c.name} generated_ids`);
+    } finally {
+      s.dispose();
+      images.destroy();
+    }
+  }
+});
 
 Deno.test("tiny model with f16 weights: last logits close to transformers and the same 12 greedy ids", async () => {
   // bf16 weights are exact in f16 unless below f16's normal range (|w| < 6.1e-5, where low bits

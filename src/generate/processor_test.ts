@@ -1,12 +1,14 @@
 import assert from "node:assert/strict";
 import { InvalidInputError } from "../errors.ts";
 import { openModelSource } from "../model_files.ts";
-import { TINY_DIR } from "../model/_fixture.ts";
+import { readVideoCases, TINY_DIR } from "../model/_fixture.ts";
+import { ChatTemplate } from "./chat_template.ts";
 import { ChatProcessor } from "./processor.ts";
 
 const proc = await ChatProcessor.load(openModelSource(TINY_DIR));
 const png = (c: number) => Deno.readFile(`${TINY_DIR}reference/case${c}_0.png`);
 const PAD = 151655;
+const VIDEO_PAD = 151656;
 const count = (ids: Int32Array, id: number) => ids.filter((x) => x === id).length;
 
 Deno.test("ChatProcessor.prepare() expands several images of one message, in order", async () => {
@@ -28,6 +30,44 @@ Deno.test("ChatProcessor.prepare() expands several images of one message, in ord
     /^<\|im_start\|>system\n.*<\|vision_start\|>(<\|image_pad\|>){12}<\|vision_end\|>and<\|vision_start\|>(<\|image_pad\|>){4}<\|vision_end\|><\|im_end\|>\n<\|im_start\|>assistant\n$/s,
   );
   assert.equal(p.pixelValues.length, (48 + 16) * 1176);
+});
+
+Deno.test("ChatProcessor.prepare() gives transformers' input_ids for videos, alone and after an image", async () => {
+  for (const c of await readVideoCases()) {
+    const p = await proc.prepare([{
+      role: "user",
+      content: [
+        ...(c.image ? [{ type: "image" as const, image: c.image }] : []),
+        { type: "video", video: c.frames },
+        { type: "text", text: c.prompt },
+      ],
+    }]);
+    assert.deepEqual(Array.from(p.inputIds), Array.from(c.inputIds), c.name);
+    assert.deepEqual(p.gridThw, [...c.imageGridThw, c.videoGridThw], c.name);
+    assert.equal(p.imageTokens, count(p.inputIds, PAD) + count(p.inputIds, VIDEO_PAD), c.name);
+  }
+});
+
+Deno.test("ChatProcessor.prepare() refuses a template that writes an image's placeholder for a video", async () => {
+  const [c] = await readVideoCases();
+  const imageOnly = new ChatProcessor(
+    ChatTemplate.fromConfigs({
+      chat_template: "{% for m in messages %}{% for p in m.content %}" +
+        "{% if p.type == 'text' %}{{ p.text }}{% else %}<|image_pad|>{% endif %}" +
+        "{% endfor %}{% endfor %}",
+    }, {}),
+    proc.tokenizer,
+    proc.imageConfig,
+    PAD,
+  );
+  await assert.rejects(
+    imageOnly.prepare([{ role: "user", content: [{ type: "video", video: c.frames }] }]),
+    (e) =>
+      e instanceof InvalidInputError &&
+      /placeholder 0 of the prompt is token 151655 but its input needs token 151656/.test(
+        e.message,
+      ),
+  );
 });
 
 Deno.test("ChatProcessor.prepare() of a text-only conversation has no pixel values", async () => {
