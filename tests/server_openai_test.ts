@@ -536,3 +536,55 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
     engine.dispose();
   }
 });
+
+Deno.test("the openai client gets transformers' greedy answer to an image and a video (its frames as data URLs)", async () => {
+  const dir = new URL("./fixtures/video/", import.meta.url);
+  const cases = JSON.parse(await Deno.readTextFile(new URL("cases.json", dir))).cases;
+  const ref = cases.find((c: { image: string | null }) => c.image); // an image, then a video
+  const url = async (file: string) =>
+    `data:image/png;base64,${(await Deno.readFile(new URL(file, dir))).toBase64()}`;
+  const engine = await loadEngine(TINY, { progress: false });
+  try {
+    await using s = serve(engine);
+    const messages = [{
+      role: "user",
+      content: [
+        { type: "image_url", image_url: { url: await url(ref.image) } },
+        // Qwen2-VL's video part (not in OpenAI's types): the frames, in order.
+        { type: "video", video: await Promise.all(ref.frames.map(url)) },
+        { type: "text", text: ref.prompt },
+      ],
+    }] as unknown as OpenAI.Chat.ChatCompletionMessageParam[];
+    const completion = await s.client.chat.completions.create({
+      model: "tiny-qwen2vl",
+      messages,
+      max_tokens: ref.generated_ids.length,
+      temperature: 0,
+      stop_on_loop: false,
+    } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming);
+    assert.equal(completion.choices[0].message.content, ref.generated_text);
+    assert.equal(completion.usage?.prompt_tokens, ref.seq_len);
+    // /tokenize counts the same prompt.
+    const r = await fetch(s.baseURL.replace(/\/v1$/, "/tokenize"), {
+      method: "POST",
+      headers: { authorization: `Bearer ${KEY}` },
+      body: JSON.stringify({ model: "tiny-qwen2vl", messages }),
+    });
+    assert.equal((await r.json()).count, ref.seq_len);
+    // A video file is a 400 that says what to send.
+    await assert.rejects(
+      s.client.chat.completions.create({
+        model: "tiny-qwen2vl",
+        messages: [{
+          role: "user",
+          content: [{ type: "video_url", video_url: { url: "https://example.com/a.mp4" } }],
+        }] as unknown as OpenAI.Chat.ChatCompletionMessageParam[],
+      }),
+      (e) =>
+        e instanceof OpenAI.BadRequestError && e.code === "unsupported_video" &&
+        /send the video as its frames/.test(e.message),
+    );
+  } finally {
+    engine.dispose();
+  }
+});

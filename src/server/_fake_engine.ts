@@ -62,11 +62,15 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 export function describeRequest(messages: ChatMessage[]): string {
   const parts = messages.flatMap((m) => (typeof m.content === "string" ? [] : m.content));
   const images = parts.filter((p) => p.type === "image").length;
+  const frames = parts.flatMap((p) => p.type === "video" ? [p.video.length] : []);
+  const videos = frames.length
+    ? ` and ${frames.length} video${frames.length === 1 ? "" : "s"} of ${frames.join(", ")} frames`
+    : "";
   const lastUser = [...messages].reverse().find((m) => m.role === "user");
   const text = typeof lastUser?.content === "string"
     ? lastUser.content
     : (lastUser?.content ?? []).flatMap((p) => (p.type === "text" ? [p.text] : [])).join(" ");
-  return `I see ${images} image${images === 1 ? "" : "s"}. You said: ${text}`;
+  return `I see ${images} image${images === 1 ? "" : "s"}${videos}. You said: ${text}`;
 }
 
 /**

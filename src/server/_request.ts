@@ -18,7 +18,7 @@ import type { ChatMessage, ContentPart, GenerateOptions } from "../generate/type
 import { badRequest, HttpError } from "./_errors.ts";
 import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
 import { checkDecodes, type ImagePolicy, loadImage } from "./_images.ts";
-import type { DecodedImage } from "../image.ts";
+import { type DecodedImage, MAX_VIDEO_FRAMES } from "../image.ts";
 import { parseTools, type ToolRequest } from "./_tools.ts";
 import { QWEN_TOOL_STOPS, qwenToolMessages } from "./_qwen_tools.ts";
 
@@ -28,7 +28,13 @@ const MAX_STOP_SEQUENCES = 4;
 /** One content part of a request message, images not yet fetched. */
 export type RequestPart =
   | { type: "text"; text: string }
-  | { type: "image_url"; url: string; param: string };
+  | { type: "image_url"; url: string; param: string }
+  | { type: "video"; frames: { url: string; param: string }[]; param: string };
+
+/** What to send instead of a video file, which qvq does not decode. */
+const VIDEO_AS_FRAMES =
+  `send the video as its frames, {"type":"video","video":["data:image/jpeg;base64,...", ...]} ` +
+  `(Qwen2-VL's format; e.g. ffmpeg -i in.mp4 -vf fps=2 f%03d.jpg): qvq decodes no video files`;
 
 /** A validated message; images are still URLs. */
 export interface RequestMessage {
@@ -305,9 +311,41 @@ function parsePart(part: unknown, param: string, role: string): RequestPart {
     }
     return { type: "image_url", url: image.url, param: `${param}.image_url.url` };
   }
+  if (part.type === "video" || part.type === "video_url") {
+    if (role !== "user") {
+      throw badRequest(param, `${param}: videos are only allowed in user messages, not "${role}".`);
+    }
+    const frames = part.type === "video" ? part.video : undefined;
+    if (!Array.isArray(frames)) {
+      throw badRequest(
+        `${param}.${part.type}`,
+        `${param}: ${VIDEO_AS_FRAMES}.`,
+        part.type === "video" && frames !== undefined && typeof frames !== "string"
+          ? "invalid_type"
+          : "unsupported_video",
+      );
+    }
+    if (frames.length === 0 || frames.length > MAX_VIDEO_FRAMES) {
+      throw badRequest(
+        `${param}.video`,
+        `${param}.video must hold 1 to ${MAX_VIDEO_FRAMES} frames (image URLs); got ${frames.length}.`,
+      );
+    }
+    return {
+      type: "video",
+      param,
+      frames: frames.map((url, k) => {
+        const at = `${param}.video[${k}]`;
+        if (typeof url !== "string") {
+          throw badRequest(at, `${at} must be an image URL string (a data: URL).`, "invalid_type");
+        }
+        return { url, param: at };
+      }),
+    };
+  }
   throw badRequest(
     `${param}.type`,
-    `${param}.type must be "text" or "image_url"; got ${JSON.stringify(part.type)}.`,
+    `${param}.type must be "text", "image_url" or "video"; got ${JSON.stringify(part.type)}.`,
   );
 }
 
@@ -436,12 +474,19 @@ function parseMessages(body: Json, limits: RequestLimits): RequestMessage[] {
     throw badRequest("messages", "messages must be a non-empty array of messages.", "invalid_type");
   }
   const messages = body.messages.map(parseMessage);
-  const images = messages.flatMap((m) => (typeof m.content === "string" ? [] : m.content))
-    .filter((p) => p.type === "image_url");
+  // A video's frames count as images: each is decoded and held like one.
+  const parts = messages.flatMap((m) => (typeof m.content === "string" ? [] : m.content));
+  const hasVideo = parts.some((p) => p.type === "video");
+  const images = parts
+    .flatMap((p) =>
+      p.type === "image_url" ? [p.param] : p.type === "video" ? p.frames.map((f) => f.param) : []
+    );
   if (images.length > limits.maxImages) {
     throw badRequest(
-      images[limits.maxImages].param.replace(/\.image_url\.url$/, ""),
-      `A request may carry at most ${limits.maxImages} images; this one has ${images.length}.`,
+      images[limits.maxImages].replace(/\.image_url\.url$/, ""),
+      `A request may carry at most ${limits.maxImages} images${
+        hasVideo ? " (a video's frames count one each)" : ""
+      }; this one has ${images.length}.`,
       "too_many_images",
     );
   }
@@ -948,16 +993,33 @@ function parseSampling(
   return { options, stream, includeUsage, n, ...(format ? { formatField: format.field } : {}) };
 }
 
+/** Throws a 400 naming the first frame whose size (as decoded) differs from frame 0's. */
+function checkFrameSizes(
+  sizes: readonly { width: number; height: number }[],
+  part: { frames: { param: string }[] },
+): void {
+  const { width: w, height: h } = sizes[0];
+  const k = sizes.findIndex((s) => s.width !== w || s.height !== h);
+  if (k > 0) {
+    const at = part.frames[k].param;
+    throw badRequest(
+      at,
+      `${at}: the frame is ${sizes[k].width}x${sizes[k].height} pixels but frame 0 is ${w}x${h}; ` +
+        "every frame of a video must have the same size.",
+    );
+  }
+}
+
 async function checkedImage(
   url: string,
   param: string,
   policy: ImagePolicy,
   signal: AbortSignal | undefined,
   pixels: () => boolean,
-): Promise<Uint8Array | DecodedImage> {
+): Promise<{ image: Uint8Array | DecodedImage; width: number; height: number }> {
   const bytes = await loadImage(url, param, policy, signal);
   const decoded = await checkDecodes(bytes, param, policy.decode);
-  return pixels() ? decoded : bytes;
+  return { image: pixels() ? decoded : bytes, width: decoded.width, height: decoded.height };
 }
 
 /**
@@ -975,13 +1037,16 @@ export function loadMessages(
 ): Promise<ChatMessage[]> {
   return Promise.all(messages.map(async ({ role, content, ...tool }): Promise<ChatMessage> => {
     if (typeof content === "string") return { role, content, ...tool };
+    const load = (p: { url: string; param: string }) =>
+      checkedImage(p.url, p.param, policy, signal, pixels);
     const parts = await Promise.all(
-      content.map(async (part): Promise<ContentPart> =>
-        part.type === "text" ? part : {
-          type: "image",
-          image: await checkedImage(part.url, part.param, policy, signal, pixels),
-        }
-      ),
+      content.map(async (part): Promise<ContentPart> => {
+        if (part.type === "text") return part;
+        if (part.type === "image_url") return { type: "image", image: (await load(part)).image };
+        const frames = await Promise.all(part.frames.map(load));
+        checkFrameSizes(frames, part);
+        return { type: "video", video: frames.map((f) => f.image) };
+      }),
     );
     return { role, content: parts, ...tool };
   }));

@@ -183,3 +183,87 @@ Deno.test("parseChatRequest(): an integer past a field's range says the range, h
   // A seed has no upper bound but JSON's exact integers.
   assert.match(refusal({ ...base, seed: 1e20 }).message, /at most 9007199254740991/);
 });
+
+Deno.test("parseChatRequest() takes a video as its frames' URLs, counts each frame as an image, and refuses video files", () => {
+  const video = (frames: unknown) => ({
+    model: "m",
+    messages: [{
+      role: "user",
+      content: [{ type: "text", text: "t" }, { type: "video", video: frames }],
+    }],
+  });
+  const { messages } = parseChatRequest(video(["data:a", "data:b"]), LIMITS);
+  assert.deepEqual(messages[0].content, [
+    { type: "text", text: "t" },
+    {
+      type: "video",
+      param: "messages[0].content[1]",
+      frames: [
+        { url: "data:a", param: "messages[0].content[1].video[0]" },
+        { url: "data:b", param: "messages[0].content[1].video[1]" },
+      ],
+    },
+  ]);
+  const tooMany = refusal(video(["data:a", "data:b", "data:c"]));
+  assert.equal(tooMany.param, "messages[0].content[1].video[2]");
+  assert.match(
+    tooMany.message,
+    /at most 2 images \(a video's frames count one each\); this one has 3/,
+  );
+  const file = refusal(video("data:video/mp4;base64,AAAA"));
+  assert.equal(file.code, "unsupported_video");
+  assert.match(file.message, /send the video as its frames, .*qvq decodes no video files/);
+  const vllm = refusal({
+    model: "m",
+    messages: [{ role: "user", content: [{ type: "video_url", video_url: { url: "x.mp4" } }] }],
+  });
+  assert.equal(vllm.param, "messages[0].content[0].video_url");
+  assert.equal(vllm.code, "unsupported_video");
+  assert.match(refusal(video([])).message, /video must hold 1 to 768 frames \(image URLs\); got 0/);
+  const notUrl = refusal(video(["data:a", 7]));
+  assert.equal(notUrl.param, "messages[0].content[1].video[1]");
+  const assistant = refusal({
+    model: "m",
+    messages: [{ role: "assistant", content: [{ type: "video", video: ["data:a"] }] }],
+  });
+  assert.match(assistant.message, /videos are only allowed in user messages, not "assistant"/);
+});
+
+Deno.test("loadMessages() decodes a video's frames, and refuses frames of another size or that do not decode, naming the frame", async () => {
+  const policy = { allowRemote: false, allowPrivate: false, maxBytes: 1 << 20, timeoutMs: 1000 };
+  const limits = { stopOnLoop: true, maxImages: 8 };
+  const load = (frames: string[]) =>
+    loadMessages(
+      parseChatRequest({
+        model: "m",
+        messages: [{ role: "user", content: [{ type: "video", video: frames }] }],
+      }, limits).messages,
+      policy,
+    );
+  assert.deepEqual(await load([PNG_URL, PNG_URL]), [
+    { role: "user", content: [{ type: "video", video: [PNG, PNG] }] },
+  ]);
+  const other = await encodePng(57, 56, new Uint8Array(57 * 56 * 3).fill(9));
+  const cases: [string, string, RegExp][] = [
+    [
+      `data:image/png;base64,${other.toBase64()}`,
+      "invalid_value",
+      /video\[1\]: the frame is 57x56 pixels but frame 0 is 56x56; every frame of a video must have the same size/,
+    ],
+    [
+      `data:image/png;base64,${PNG.subarray(0, 60).toBase64()}`,
+      "invalid_image",
+      /cannot decode PNG/,
+    ],
+  ];
+  for (const [second, code, why] of cases) {
+    await assert.rejects(() => load([PNG_URL, second, PNG_URL]), (e: Error) => {
+      assert.ok(e instanceof HttpError, String(e));
+      assert.equal(e.status, 400);
+      assert.equal(e.param, "messages[0].content[0].video[1]");
+      assert.equal(e.code, code);
+      assert.match(e.message, why);
+      return true;
+    });
+  }
+});

@@ -18,7 +18,7 @@ defaults (`do_sample_frames` off) uses every frame. Outputs (tests/fixtures/vide
                        row's 256 largest), logits_last_absmax, logits_argmax, logits_max (every
                        position), generated_ids
   cases.json           [{name, prompt, frames, image, video_grid_thw, image_grid_thw, seq_len,
-                         generated_ids}]
+                         generated_ids, generated_text}]
 """
 
 import json
@@ -121,6 +121,7 @@ def main() -> None:
             "image_grid_thw": inputs["image_grid_thw"].tolist() if images else [],
             "seq_len": int(inputs["input_ids"].shape[1]),
             "generated_ids": generated.tolist(),
+            "generated_text": processor.decode(generated, skip_special_tokens=True),
         })
     meta = {
         "model": "tiny-qwen2vl",
