@@ -28,16 +28,21 @@ import { InvalidInputError } from "../errors.ts";
 
 const USAGE = `usage: qvq generate --model <dir|url|org/name> --prompt <text> [options]
 
-Answers one user message (images first, then the text) with the model's chat template and
+Answers one user message (images first, then videos, then the text) with the model's chat template and
 default system prompt; the answer streams to stdout.
 
 options:
   --model <dir|url|id>      model directory, URL, or Hugging Face hub id (downloaded and cached)
   --prompt <text>           the user's text
   --image <file>            an image (PNG, JPEG, WebP); repeat for several
+  --video <frames>          a video as its frames, in order: image files of one size, comma-
+                            separated, or a directory of them (sorted by name); repeat for
+                            several (after the images). Extract an MP4's frames first, e.g.
+                            ffmpeg -i in.mp4 -vf fps=2 frames/%04d.jpg
   --system <text>           a system prompt instead of the template's default
   --raw                     continue --prompt as it is, without the chat template (special
-                            tokens in it recognised; no --image or --system): /v1/completions
+                            tokens in it recognised; no --image, --video or --system):
+                            /v1/completions
   --max-tokens <n>          most tokens to generate (1..8192)
   --temperature <t>         0 = greedy (default: generation_config.json)
   --top-p <p>  --top-k <k>  --min-p <m>  --repetition-penalty <r>
@@ -72,6 +77,7 @@ export const MODEL_OPTIONS = {
   model: { type: "string" },
   prompt: { type: "string" },
   image: { type: "string", multiple: true },
+  video: { type: "string", multiple: true },
   system: { type: "string" },
   ...LOAD_OPTIONS,
   help: { type: "boolean", short: "h" },
@@ -84,11 +90,37 @@ export async function promptMessages(v: Values, usage: string): Promise<ChatMess
   for (const path of stringList(v, "image")) {
     content.push({ type: "image", image: await readImageFile(path) });
   }
+  for (const frames of stringList(v, "video")) {
+    const paths = await videoFramePaths(frames);
+    content.push({ type: "video", video: await Promise.all(paths.map(readImageFile)) });
+  }
   content.push({ type: "text", text });
   const messages: ChatMessage[] = [];
   if (typeof v.system === "string") messages.push({ role: "system", content: v.system });
   messages.push({ role: "user", content });
   return messages;
+}
+
+/**
+ * The frame files of a `--video`: its comma-separated paths, or the PNG, JPEG and WebP files of
+ * a directory sorted by name (frame_0001.jpg, …).
+ */
+export async function videoFramePaths(arg: string): Promise<string[]> {
+  let dir = false;
+  try {
+    dir = (await Deno.stat(arg)).isDirectory;
+  } catch {
+    // not one path: a list of frames
+  }
+  if (!dir) return arg.split(",").filter((p) => p !== "");
+  const names: string[] = [];
+  for await (const e of Deno.readDir(arg)) {
+    if (e.isFile && /\.(png|jpe?g|webp)$/i.test(e.name)) names.push(e.name);
+  }
+  if (!names.length) {
+    throw new InvalidInputError(`--video ${arg}: the directory has no PNG, JPEG or WebP frames`);
+  }
+  return names.sort().map((n) => `${arg.replace(/\/$/, "")}/${n}`);
 }
 
 /**
@@ -215,12 +247,17 @@ function readSchema(arg: string, usage: string): unknown {
 }
 
 /**
- * An echoed prompt for the terminal: an image's run of `<|image_pad|>` tokens (hundreds to
- * thousands) as one, with its count.
+ * An echoed prompt for the terminal: an image's (video's) run of `<|image_pad|>`
+ * (`<|video_pad|>`) tokens — hundreds to thousands — as one, with its count.
  */
 function shownPrompt(text = ""): string {
-  const pad = "<|image_pad|>";
-  return text.replace(/(<\|image_pad\|>)+/g, (run) => `${pad}×${run.length / pad.length}`);
+  return text.replace(
+    /(<\|image_pad\|>)+|(<\|video_pad\|>)+/g,
+    (run, image) => {
+      const pad = image ? "<|image_pad|>" : "<|video_pad|>";
+      return `${pad}×${run.length / pad.length}`;
+    },
+  );
 }
 
 /** `qvq generate …`: returns the exit code. */
@@ -253,9 +290,12 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
       throw new UsageError(`${flag} needs --json: the logprobs are in the JSON record`, USAGE);
     }
   }
-  if (v.raw && (stringList(v, "image").length || v.system !== undefined)) {
+  if (
+    v.raw &&
+    (stringList(v, "image").length || stringList(v, "video").length || v.system !== undefined)
+  ) {
     throw new UsageError(
-      "--raw continues the prompt alone: it takes no --image or --system",
+      "--raw continues the prompt alone: it takes no --image, --video or --system",
       USAGE,
     );
   }

@@ -10,7 +10,7 @@ import { type Io, parseCommand, requireOutPath, requireString, writeOutFile } fr
 import { loadPipeline, MODEL_OPTIONS, promptMessages } from "./_generate.ts";
 
 const USAGE =
-  `usage: qvq logits --model <dir|url|org/name> --prompt <text> [--image <file>]... --out <file.safetensors>
+  `usage: qvq logits --model <dir|url|org/name> --prompt <text> [--image <file>]... [--video <frames>]... --out <file.safetensors>
 
 Runs the prompt (one user turn with the model's chat template and default system prompt) through
 the model once and writes input_ids (I32), image_grid_thw (I32), pixel_values (F32),
@@ -20,6 +20,8 @@ options:
   --model <dir|url|id>   model directory, URL, or Hugging Face hub id
   --prompt <text>        the user's text
   --image <file>         an image; repeat for several
+  --video <frames>       a video: its frame files, comma-separated, or a directory of them
+                         (image_grid_thw and pixel_values then hold images, then videos)
   --system <text>        a system prompt instead of the template's default
   --dtype <f16|f32>      weight dtype on the GPU (f32 for parity with transformers' fp32)
   --quant <q8|q4|f16>    quantize the decoder's matrices while loading (f16: none), to measure

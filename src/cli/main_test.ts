@@ -363,6 +363,56 @@ Deno.test("qvq tokenize and detokenize read JSON on stdin", async () => {
   assert.match(bad.err, /not valid JSON/);
 });
 
+Deno.test("qvq generate --video answers as transformers does, frames from a list or a directory", async () => {
+  const dir = `${TINY_DIR}../video/`;
+  const ref = JSON.parse(await Deno.readTextFile(`${dir}cases.json`)).cases[0]; // 5 frames
+  const frames = ref.frames.map((f: string) => `${dir}${f}`);
+  const tmp = await Deno.makeTempDir();
+  try {
+    // A directory's frames sorted by name; other files skipped.
+    for (const [k, f] of frames.entries()) await Deno.copyFile(f, `${tmp}/frame_${k}.png`);
+    await Deno.writeTextFile(`${tmp}/notes.txt`, "not a frame");
+    for (const video of [frames.join(","), tmp]) {
+      const r = await cli([
+        "generate",
+        ...TINY_F32,
+        "--video",
+        video,
+        "--prompt",
+        ref.prompt,
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "12",
+        "--json",
+      ]);
+      assert.equal(r.code, 0, r.err);
+      const j = JSON.parse(r.out);
+      assert.equal(j.text, ref.generated_text);
+      assert.equal(j.usage.promptTokens, ref.seq_len);
+      assert.equal(j.usage.imageTokens, 18); // grid [3, 4, 6]: 72 patches, 18 tokens
+    }
+    const echo = await cli([
+      "generate",
+      ...TINY_F32,
+      ...GREEDY_2,
+      "--video",
+      tmp,
+      "--prompt",
+      "hi",
+      "--echo",
+    ]);
+    assert.match(echo.out, /<\|vision_start\|><\|video_pad\|>×18<\|vision_end\|>/);
+    const empty = await Deno.makeTempDir();
+    const none = await cli(["generate", "--model", TINY_DIR, "--video", empty, "--prompt", "hi"]);
+    assert.equal(none.code, 1);
+    assert.match(none.err, /--video .*: the directory has no PNG, JPEG or WebP frames/);
+    await Deno.remove(empty);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
 Deno.test("qvq generate names an --image file that is missing or empty", async () => {
   const empty = await Deno.makeTempFile({ suffix: ".png" });
   try {
