@@ -71,14 +71,17 @@ export {
   type DecodedImage,
   decodeImage,
   DEFAULT_IMAGE_PROCESSOR_CONFIG,
+  DEFAULT_VIDEO_PROCESSOR_CONFIG,
   type GridThw,
   type ImageProcessorConfig,
   imageTokenCount,
+  MAX_VIDEO_FRAMES,
   parsePreprocessorConfig,
   type PreprocessedImages,
   preprocessImages,
   type PreprocessOptions,
   smartResize,
+  type VideoInput,
 } from "./src/image.ts";
 export {
   type DType,
