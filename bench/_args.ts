@@ -34,6 +34,8 @@ export interface BenchOptions {
   promptTokens: number;
   /** Image size in pixels [width, height], or none. */
   image?: [number, number];
+  /** The image as a video of this many frames of its size (two frames a temporal patch), or none. */
+  videoFrames?: number;
   /** Tokens generated in the timed decode. */
   newTokens: number;
   /** Decode steps recorded per command buffer. */
@@ -81,6 +83,8 @@ const USAGE = `deno task bench [options]
   --dtype f16|f32             float weights (default f16; tiny on lavapipe: f32 works too)
   --prompt-tokens N           prompt length incl. image tokens (default 478)
   --image WxH                 an image of W×H pixels (e.g. 644x476 = 391 tokens)
+  --video-frames N            with --image: a video of N frames of that size instead (⌈N/2⌉
+                              temporal patches; attention within each, as Qwen2-VL's tower)
   --new-tokens N              decode steps timed (default 128)
   --steps-per-submit N        decode steps per command buffer (default 32)
   --repeat N                  runs; the last is reported (default 2)
@@ -170,6 +174,9 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
         o.image = [Number(m![1]), Number(m![2])];
         break;
       }
+      case "--video-frames":
+        o.videoFrames = int(flag, val(), 1);
+        break;
       case "--new-tokens":
         o.newTokens = int(flag, val(), 1);
         break;
@@ -221,5 +228,8 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     }
   }
   if (o.writeCheckpoint && !o.checkpoint) bad("--write-checkpoint needs --checkpoint DIR");
+  if (o.videoFrames !== undefined && !o.image) {
+    bad("--video-frames needs --image WxH (the frame size)");
+  }
   return o;
 }

@@ -97,6 +97,8 @@ export interface BenchResult {
   prompt_tokens: number;
   image_tokens: number;
   image_patches: number;
+  /** The image as a video of this many frames (--video-frames), where the run set it. */
+  video_frames?: number;
   new_tokens: number;
   dispatches_per_step: number;
   /** --logprobs N: the alternatives each token's record listed. */
@@ -205,9 +207,9 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       ...DEFAULT_IMAGE_PROCESSOR_CONFIG,
       maxPixels: 12845056, // the released Qwen2-VL preprocessor_config.json
     });
-    grid = [1, h / v.patchSize, w / v.patchSize];
+    grid = [Math.ceil((o.videoFrames ?? 1) / 2), h / v.patchSize, w / v.patchSize];
   }
-  const patches = grid ? grid[1] * grid[2] : 0;
+  const patches = grid ? grid[0] * grid[1] * grid[2] : 0;
   const imageTokens = patches / v.spatialMergeSize ** 2;
   const ids = promptIds(cfg, o.promptTokens, imageTokens);
   // Prompt, answer, the sampler's next token and a follow-up turn must fit the session.
@@ -407,6 +409,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         prompt_tokens: ids.length,
         image_tokens: imageTokens,
         image_patches: patches,
+        ...(o.videoFrames !== undefined ? { video_frames: o.videoFrames } : {}),
         new_tokens: timed,
         // + sampler (2 kernels) + advance, + 2 logprobs kernels with --logprobs, + the grammar's
         // mask and advance with --json-mode

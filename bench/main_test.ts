@@ -42,6 +42,7 @@ Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
   ]);
   assert.equal(parseArgs([]).promptLogprobs, undefined);
   assert.equal(parseArgs(["--prompt-logprobs", "1"]).promptLogprobs, 1);
+  assert.equal(parseArgs(["--image", "56x56", "--video-frames", "3"]).videoFrames, 3);
   for (
     const bad of [
       ["--shape", "gpt"],
@@ -49,6 +50,8 @@ Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
       ["--vision-quant", "q4"],
       ["--kv-cache-dtype", "bf16"],
       ["--image", "644"],
+      ["--video-frames", "4"],
+      ["--image", "56x56", "--video-frames", "0"],
       ["--new-tokens", "0"],
       ["--logprobs", "21"],
       ["--prompt-logprobs", "21"],
@@ -57,6 +60,31 @@ Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
   ) {
     assert.throws(() => parseArgs(bad), InvalidInputError, bad.join(" "));
   }
+});
+
+Deno.test("runBench() with --video-frames runs the tower on ⌈frames / 2⌉ temporal patches of the image's size", async () => {
+  const gpu = await sharedGpu();
+  const r = await runBench({
+    ...parseArgs([
+      "--shape",
+      "tiny",
+      "--prompt-tokens",
+      "24",
+      "--image",
+      "56x56",
+      "--video-frames",
+      "3",
+      "--new-tokens",
+      "3",
+      "--repeat",
+      "1",
+    ]),
+    dtype: gpu.features.f16 ? "f16" : "f32",
+  }, gpu);
+  assert.equal(r.video_frames, 3);
+  assert.equal(r.image_patches, 32); // 2 temporal patches of 4 × 4
+  assert.equal(r.image_tokens, 8);
+  assert.ok(r.vision_s > 0 && r.ttft_s > r.vision_s, `${r.vision_s} ${r.ttft_s}`);
 });
 
 Deno.test("decodeBytes() counts 7B f16: 14.1 GB of decoder + lm_head weights, one embedding row, the KV cache", () => {
