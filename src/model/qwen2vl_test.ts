@@ -209,7 +209,7 @@ Deno.test("prefill() sets the decode position from the rope delta and rejects ba
     ]]);
     await assert.rejects(
       () => model.prefill(s, ids),
-      /has 9 image tokens \(id 900\) but 0 image embeddings/,
+      /has 9 image and video tokens \(ids 900, 901\) but 0 image embeddings/,
     );
     await assert.rejects(
       () => model.prefill(s, [1, 2, 1000], images),
