@@ -72,6 +72,13 @@ export interface PreprocessedImages {
  */
 export interface VideoInput {
   frames: readonly (Uint8Array | DecodedImage)[];
+  /**
+   * This video's own bounds on a frame's resized area in pixels (qwen-vl-utils' `min_pixels` /
+   * `max_pixels` on a video), in place of the video settings': a video costs ⌈frames / 2⌉ ·
+   * area / 28² tokens, so a lower `maxPixels` is how to fit more frames in the context.
+   */
+  minPixels?: number;
+  maxPixels?: number;
 }
 
 /** Most frames a video may have (transformers' `max_frames` for Qwen2-VL). */
@@ -448,7 +455,7 @@ export async function preprocessImages(
   const settings = wasmConfig(config, "config");
   const videoSettings = video && images.some(isVideo) ? wasmConfig(video, "videoConfig") : settings;
   try {
-    return preprocessEach(images, settings, videoSettings, config.mergeSize, options);
+    return preprocessEach(images, settings, videoSettings, video ?? config, options);
   } finally {
     if (videoSettings !== settings) videoSettings.free();
     settings.free();
@@ -504,15 +511,52 @@ function checkVideo(video: VideoInput, what: string): void {
     );
   }
   frames.forEach((f, k) => checkImage(f, `${what}, frame ${k}`));
+  for (const key of ["minPixels", "maxPixels"] as const) {
+    const v = video[key];
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < (key === "maxPixels" ? 1 : 0))) {
+      throw new InvalidInputError(
+        `${what}: ${key} must be an integer of at least ${key === "maxPixels" ? 1 : 0}, got ${v}.`,
+      );
+    }
+  }
+}
+
+/**
+ * The settings a video is resized with: `config` with the video's own pixel bounds, where it has
+ * any (see VideoInput); undefined where it has none.
+ */
+function ownBounds(
+  video: VideoInput,
+  config: ImageProcessorConfig,
+  what: string,
+): ImageProcessorConfig | undefined {
+  if (video.minPixels === undefined && video.maxPixels === undefined) return undefined;
+  const minPixels = video.minPixels ?? Math.min(config.minPixels, video.maxPixels!);
+  const maxPixels = video.maxPixels ?? Math.max(config.maxPixels, minPixels);
+  if (minPixels > maxPixels || minPixels > MAX_IMAGE_PIXELS) {
+    throw new InvalidInputError(
+      `${what}: minPixels ${minPixels} must not exceed maxPixels ${maxPixels} nor ` +
+        `${MAX_IMAGE_PIXELS}.`,
+    );
+  }
+  return { ...config, minPixels, maxPixels };
 }
 
 /** One video's patches: each frame decoded (when bytes) and fed to the wasm patcher in turn. */
 function preprocessVideo(
   video: VideoInput,
   settings: wasm.ImgConfig,
+  config: ImageProcessorConfig,
   what: string,
 ): wasm.ImgPatches {
-  const v = call(`${what}: `, () => new wasm.ImgVideo(settings));
+  const own = ownBounds(video, config, what);
+  const ownSettings = own ? wasmConfig(own, what) : undefined;
+  let v: wasm.ImgVideo;
+  try {
+    v = call(`${what}: `, () => new wasm.ImgVideo(ownSettings ?? settings));
+  } finally {
+    ownSettings?.free(); // the patcher holds its own copy
+  }
   try {
     video.frames.forEach((f, k) =>
       call(
@@ -531,15 +575,16 @@ function preprocessEach(
   images: readonly (Uint8Array | DecodedImage | VideoInput)[],
   settings: wasm.ImgConfig,
   videoSettings: wasm.ImgConfig,
-  mergeSize: number,
+  videoConfig: ImageProcessorConfig,
   options: PreprocessOptions,
 ): PreprocessedImages {
   const parts: Float32Array[] = [];
   const gridThw: GridThw[] = [];
+  const mergeSize = videoConfig.mergeSize;
   let tokens = 0;
   for (const [i, image] of images.entries()) {
     const out = isVideo(image)
-      ? preprocessVideo(image, videoSettings, `Image ${i} (a video)`)
+      ? preprocessVideo(image, videoSettings, videoConfig, `Image ${i} (a video)`)
       : call(
         `Image ${i}: `,
         () =>

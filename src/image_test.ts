@@ -168,6 +168,29 @@ Deno.test("preprocessImages() resizes a video by its videoConfig, and one frame 
   const still = await preprocessImages([c.frames[2]], config);
   assert.deepEqual(one.gridThw, still.gridThw);
   assert.equal(maxAbsDiff(one.pixelValues, still.pixelValues), 0);
+  // The video's own bounds do the same, in place of the settings.
+  const own = await preprocessImages(
+    [c.frames[0], { frames: c.frames, maxPixels: 56 * 56 }],
+    config,
+  );
+  assert.deepEqual(own.gridThw, [[1, 4, 6], [3, 2, 4]]);
+  assert.equal(maxAbsDiff(own.pixelValues, out.pixelValues), 0);
+  // minPixels alone: 84 x 56 scaled by √(112² / 4704) and ceil-rounded to 28s → 140 x 112.
+  const up = await preprocessImages([{ frames: c.frames, minPixels: 112 * 112 }], config);
+  assert.deepEqual(up.gridThw, [[3, 8, 10]]);
+  for (
+    const [bounds, message] of [
+      [{ maxPixels: 0 }, /maxPixels must be an integer of at least 1, got 0/],
+      [{ minPixels: 1.5 }, /minPixels must be an integer of at least 0, got 1.5/],
+      [{ minPixels: 5000, maxPixels: 4000 }, /minPixels 5000 must not exceed maxPixels 4000/],
+    ] as const
+  ) {
+    await assert.rejects(
+      preprocessImages([{ frames: c.frames, ...bounds }], config),
+      (e) => e instanceof InvalidInputError && message.test(e.message),
+      message.source,
+    );
+  }
   await assert.rejects(
     preprocessImages([{ frames: c.frames }], config, {
       videoConfig: { ...config, temporalPatchSize: 1 },

@@ -219,7 +219,9 @@ export function collectImages(messages: readonly ChatMessage[]): (ContentImage |
     if (typeof m.content === "string") continue;
     for (const p of m.content) {
       if (p.type === "image") out.push(p.image);
-      else if (p.type === "video") out.push({ frames: p.video });
+      else if (p.type === "video") {
+        out.push({ frames: p.video, minPixels: p.minPixels, maxPixels: p.maxPixels });
+      }
     }
   }
   return out;

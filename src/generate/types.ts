@@ -14,7 +14,13 @@ import type { DecodedImage } from "../image.ts";
 export type ContentPart =
   | { type: "text"; text: string }
   | { type: "image"; image: Uint8Array | DecodedImage }
-  | { type: "video"; video: readonly (Uint8Array | DecodedImage)[] };
+  | {
+    type: "video";
+    video: readonly (Uint8Array | DecodedImage)[];
+    /** Bounds on a frame's resized area in pixels, in place of the model's (see VideoInput). */
+    minPixels?: number;
+    maxPixels?: number;
+  };
 
 /** A chat message. `content` as a string is one text part. */
 export interface ChatMessage {

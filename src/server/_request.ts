@@ -18,7 +18,7 @@ import type { ChatMessage, ContentPart, GenerateOptions } from "../generate/type
 import { badRequest, HttpError } from "./_errors.ts";
 import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
 import { checkDecodes, type ImagePolicy, loadImage } from "./_images.ts";
-import { type DecodedImage, MAX_VIDEO_FRAMES } from "../image.ts";
+import { type DecodedImage, MAX_IMAGE_PIXELS, MAX_VIDEO_FRAMES } from "../image.ts";
 import { parseTools, type ToolRequest } from "./_tools.ts";
 import { QWEN_TOOL_STOPS, qwenToolMessages } from "./_qwen_tools.ts";
 
@@ -29,7 +29,14 @@ const MAX_STOP_SEQUENCES = 4;
 export type RequestPart =
   | { type: "text"; text: string }
   | { type: "image_url"; url: string; param: string }
-  | { type: "video"; frames: { url: string; param: string }[]; param: string };
+  | {
+    type: "video";
+    frames: { url: string; param: string }[];
+    param: string;
+    /** qwen-vl-utils' per-video `min_pixels` / `max_pixels`: bounds on a frame's resized area. */
+    minPixels?: number;
+    maxPixels?: number;
+  };
 
 /** What to send instead of a video file, which qvq does not decode. */
 const VIDEO_AS_FRAMES =
@@ -331,9 +338,27 @@ function parsePart(part: unknown, param: string, role: string): RequestPart {
         `${param}.video must hold 1 to ${MAX_VIDEO_FRAMES} frames (image URLs); got ${frames.length}.`,
       );
     }
+    // Named by their whole path, as a top-level field's errors are by its name.
+    const bound = (key: "min_pixels" | "max_pixels") => {
+      const at = `${param}.${key}`;
+      return optionalNumber({ [at]: part[key] }, at, {
+        min: key === "max_pixels" ? 1 : 0,
+        max: MAX_IMAGE_PIXELS,
+        integer: true,
+      });
+    };
+    const minPixels = bound("min_pixels"), maxPixels = bound("max_pixels");
+    if (minPixels !== undefined && maxPixels !== undefined && minPixels > maxPixels) {
+      throw badRequest(
+        `${param}.min_pixels`,
+        `${param}.min_pixels (${minPixels}) must not exceed max_pixels (${maxPixels}).`,
+      );
+    }
     return {
       type: "video",
       param,
+      ...(minPixels !== undefined ? { minPixels } : {}),
+      ...(maxPixels !== undefined ? { maxPixels } : {}),
       frames: frames.map((url, k) => {
         const at = `${param}.video[${k}]`;
         if (typeof url !== "string") {
@@ -1045,7 +1070,13 @@ export function loadMessages(
         if (part.type === "image_url") return { type: "image", image: (await load(part)).image };
         const frames = await Promise.all(part.frames.map(load));
         checkFrameSizes(frames, part);
-        return { type: "video", video: frames.map((f) => f.image) };
+        const { minPixels, maxPixels } = part;
+        return {
+          type: "video",
+          video: frames.map((f) => f.image),
+          ...(minPixels !== undefined ? { minPixels } : {}),
+          ...(maxPixels !== undefined ? { maxPixels } : {}),
+        };
       }),
     );
     return { role, content: parts, ...tool };

@@ -220,6 +220,39 @@ Deno.test("parseChatRequest() takes a video as its frames' URLs, counts each fra
   assert.equal(vllm.param, "messages[0].content[0].video_url");
   assert.equal(vllm.code, "unsupported_video");
   assert.match(refusal(video([])).message, /video must hold 1 to 768 frames \(image URLs\); got 0/);
+  // qwen-vl-utils' per-video pixel bounds.
+  const bounded = parseChatRequest({
+    model: "m",
+    messages: [{
+      role: "user",
+      content: [{ type: "video", video: ["data:a"], min_pixels: 3136, max_pixels: 200704 }],
+    }],
+  }, LIMITS).messages[0].content[0];
+  assert.deepEqual(bounded, {
+    type: "video",
+    param: "messages[0].content[0]",
+    minPixels: 3136,
+    maxPixels: 200704,
+    frames: [{ url: "data:a", param: "messages[0].content[0].video[0]" }],
+  });
+  for (
+    const [bounds, param, why] of [
+      [{ max_pixels: 0 }, "max_pixels", /max_pixels must be >= 1 and <= 67108864; got 0/],
+      [{ min_pixels: 2.5 }, "min_pixels", /min_pixels must be an integer; got 2.5/],
+      [
+        { min_pixels: 9, max_pixels: 8 },
+        "min_pixels",
+        /min_pixels \(9\) must not exceed max_pixels \(8\)/,
+      ],
+    ] as const
+  ) {
+    const e = refusal({
+      model: "m",
+      messages: [{ role: "user", content: [{ type: "video", video: ["data:a"], ...bounds }] }],
+    });
+    assert.equal(e.param, `messages[0].content[0].${param}`);
+    assert.match(e.message, why);
+  }
   const notUrl = refusal(video(["data:a", 7]));
   assert.equal(notUrl.param, "messages[0].content[1].video[1]");
   const assistant = refusal({
@@ -242,6 +275,13 @@ Deno.test("loadMessages() decodes a video's frames, and refuses frames of anothe
     );
   assert.deepEqual(await load([PNG_URL, PNG_URL]), [
     { role: "user", content: [{ type: "video", video: [PNG, PNG] }] },
+  ]);
+  const bounded = parseChatRequest({
+    model: "m",
+    messages: [{ role: "user", content: [{ type: "video", video: [PNG_URL], max_pixels: 3136 }] }],
+  }, limits).messages;
+  assert.deepEqual(await loadMessages(bounded, policy), [
+    { role: "user", content: [{ type: "video", video: [PNG], maxPixels: 3136 }] },
   ]);
   const other = await encodePng(57, 56, new Uint8Array(57 * 56 * 3).fill(9));
   const cases: [string, string, RegExp][] = [
