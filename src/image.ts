@@ -522,8 +522,10 @@ function checkVideo(video: VideoInput, what: string): void {
 }
 
 /**
- * The settings a video is resized with: `config` with the video's own pixel bounds, where it has
- * any (see VideoInput); undefined where it has none.
+ * The settings a video is resized with: `config` with its bounds narrowed by the video's own
+ * (see VideoInput) — clamped into the config's [minPixels, maxPixels], as qwen-vl-utils' resize is
+ * followed by the processor's, so a request cannot make frames larger (or smaller) than the model
+ * allows; undefined where the video has none.
  */
 function ownBounds(
   video: VideoInput,
@@ -531,42 +533,98 @@ function ownBounds(
   what: string,
 ): ImageProcessorConfig | undefined {
   if (video.minPixels === undefined && video.maxPixels === undefined) return undefined;
-  const minPixels = video.minPixels ?? Math.min(config.minPixels, video.maxPixels!);
-  const maxPixels = video.maxPixels ?? Math.max(config.maxPixels, minPixels);
-  if (minPixels > maxPixels || minPixels > MAX_IMAGE_PIXELS) {
+  const clamp = (x: number) => Math.min(Math.max(x, config.minPixels), config.maxPixels);
+  const minPixels = clamp(video.minPixels ?? config.minPixels);
+  const maxPixels = clamp(video.maxPixels ?? config.maxPixels);
+  if (minPixels > maxPixels) {
     throw new InvalidInputError(
-      `${what}: minPixels ${minPixels} must not exceed maxPixels ${maxPixels} nor ` +
-        `${MAX_IMAGE_PIXELS}.`,
+      `${what}: minPixels ${video.minPixels} must not exceed maxPixels ${video.maxPixels}.`,
     );
   }
   return { ...config, minPixels, maxPixels };
 }
 
-/** One video's patches: each frame decoded (when bytes) and fed to the wasm patcher in turn. */
+/** An image's or a video's output: its grid and its rows of pixel values (in parts). */
+interface Patches {
+  grid: GridThw;
+  values: Float32Array[];
+}
+
+/** Frees a wasm object, keeping the error in flight (a trapped instance refuses to free). */
+function freeQuietly(x: { free(): void }): void {
+  try {
+    x.free();
+  } catch {
+    // after a trap the instance is unusable; the original error says why
+  }
+}
+
+/**
+ * One video's patches: each frame decoded (when bytes) and fed to the wasm patcher in turn, each
+ * temporal patch's rows moved out of wasm's memory as soon as it is made. From frame 0 the
+ * video's size is known: `tokenRoom` refuses (ContextLengthError) a video that would not fit
+ * before the other frames are decoded.
+ */
 function preprocessVideo(
   video: VideoInput,
   settings: wasm.ImgConfig,
   config: ImageProcessorConfig,
   what: string,
-): wasm.ImgPatches {
+  tokenRoom: (tokens: number) => void,
+): Patches {
   const own = ownBounds(video, config, what);
   const ownSettings = own ? wasmConfig(own, what) : undefined;
   let v: wasm.ImgVideo;
   try {
     v = call(`${what}: `, () => new wasm.ImgVideo(ownSettings ?? settings));
   } finally {
-    ownSettings?.free(); // the patcher holds its own copy
+    if (ownSettings) freeQuietly(ownSettings); // the patcher holds its own copy
   }
+  const values: Float32Array[] = [];
   try {
-    video.frames.forEach((f, k) =>
+    video.frames.forEach((f, k) => {
       call(
         `${what}, frame ${k}: `,
         () => f instanceof Uint8Array ? v.push(f) : v.pushRgb(f.data, f.width, f.height),
-      )
-    );
-    return call(`${what}: `, () => v.finish());
+      );
+      if (k === 0) {
+        const [t, h, w] = v.gridFor(video.frames.length);
+        tokenRoom(imageTokenCount([t, h, w], config.mergeSize));
+      }
+      const rows = v.takePixelValues();
+      if (rows.length) values.push(rows);
+    });
+    const out = call(`${what}: `, () => v.finish());
+    try {
+      const [t, h, w] = out.gridThw;
+      values.push(out.takePixelValues());
+      return { grid: [t, h, w], values };
+    } finally {
+      freeQuietly(out);
+    }
   } finally {
-    v.free();
+    freeQuietly(v);
+  }
+}
+
+/** One image's patches. */
+function preprocessOne(
+  image: Uint8Array | DecodedImage,
+  settings: wasm.ImgConfig,
+  what: string,
+): Patches {
+  const out = call(
+    `${what}: `,
+    () =>
+      image instanceof Uint8Array
+        ? wasm.imgPreprocess(image, settings)
+        : wasm.imgPreprocessRgb(image.data, image.width, image.height, settings),
+  );
+  try {
+    const [t, h, w] = out.gridThw;
+    return { grid: [t, h, w], values: [out.takePixelValues()] };
+  } finally {
+    freeQuietly(out);
   }
 }
 
@@ -583,29 +641,24 @@ function preprocessEach(
   const mergeSize = videoConfig.mergeSize;
   let tokens = 0;
   for (const [i, image] of images.entries()) {
-    const out = isVideo(image)
-      ? preprocessVideo(image, videoSettings, videoConfig, `Image ${i} (a video)`)
-      : call(
-        `Image ${i}: `,
-        () =>
-          image instanceof Uint8Array
-            ? wasm.imgPreprocess(image, settings)
-            : wasm.imgPreprocessRgb(image.data, image.width, image.height, settings),
-      );
-    try {
-      const [t, h, w] = out.gridThw;
-      gridThw.push([t, h, w]);
-      tokens += imageTokenCount([t, h, w], mergeSize);
-      if (options.maxImageTokens !== undefined && tokens > options.maxImageTokens) {
+    // Throws once the images so far and `more` tokens would not fit the context.
+    const room = (more: number) => {
+      if (options.maxImageTokens !== undefined && tokens + more > options.maxImageTokens) {
         throw new ContextLengthError(
-          `Image ${i}: the images so far need ${tokens} image tokens, more than the model's ` +
-            `context of ${options.maxImageTokens}; send fewer or smaller images.`,
+          `Image ${i}: the images so far need ${tokens + more} image tokens, more than the ` +
+            `model's context of ${options.maxImageTokens}; send fewer or smaller images` +
+            `${isVideo(image) ? " (or fewer frames, or a lower maxPixels)" : ""}.`,
         );
       }
-      parts.push(out.takePixelValues());
-    } finally {
-      out.free();
-    }
+    };
+    const out = isVideo(image)
+      ? preprocessVideo(image, videoSettings, videoConfig, `Image ${i} (a video)`, room)
+      : preprocessOne(image, settings, `Image ${i}`);
+    const more = imageTokenCount(out.grid, mergeSize);
+    room(more);
+    tokens += more;
+    gridThw.push(out.grid);
+    parts.push(...out.values);
   }
   if (parts.length === 1) return { pixelValues: parts[0], gridThw };
   const pixelValues = new Float32Array(parts.reduce((n, p) => n + p.length, 0));

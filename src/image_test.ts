@@ -203,6 +203,30 @@ Deno.test("preprocessImages() resizes a video by its videoConfig, and one frame 
   );
 });
 
+Deno.test("preprocessImages() refuses a video past maxImageTokens from its first frame, and clamps its own bounds into the settings'", async () => {
+  const config = await fixtureConfig();
+  const [c] = await readVideoCases(); // 5 frames of 84 x 56: 3 temporal patches of 6 tokens
+  // Frame 1 does not decode: the refusal comes first, from frame 0's size, before it is read.
+  const frames = [c.frames[0], new Uint8Array([137, 80, 78, 71]), ...c.frames.slice(2)];
+  await assert.rejects(
+    preprocessImages([c.frames[0], { frames }], config, { maxImageTokens: 6 + 17 }),
+    (e) =>
+      e instanceof ContextLengthError &&
+      /^Image 1: the images so far need 24 image tokens, more than the model's context of 23; .*or a lower maxPixels/
+        .test(e.message),
+  );
+  const fits = await preprocessImages([c.frames[0], { frames: c.frames }], config, {
+    maxImageTokens: 24,
+  });
+  assert.deepEqual(fits.gridThw, [[1, 4, 6], [3, 4, 6]]);
+  // A video's own bounds stay inside the settings': minPixels 2^26 is the settings' max here.
+  const small = { ...config, minPixels: 28 * 28, maxPixels: 56 * 56 };
+  const clamped = await preprocessImages([{ frames: c.frames, minPixels: 2 ** 26 }], small, {
+    videoConfig: small,
+  });
+  assert.deepEqual(clamped.gridThw, [[3, 2, 4]]); // ≤ 56 · 56 pixels: 28 x 56
+});
+
 Deno.test("preprocessImages() refuses a video without frames, of mixed sizes or with a bad frame, naming the frame", async () => {
   const config = await fixtureConfig();
   const [a, b] = await readVideoCases();

@@ -54,6 +54,10 @@ export class ImgVideo {
      */
     finish(): ImgPatches;
     /**
+     * `[t, h, w]` the video has with `frames` frames in all, once frame 0 is in (empty before).
+     */
+    gridFor(frames: number): Uint32Array;
+    /**
      * An empty video, resized as `config` says.
      */
     constructor(config: ImgConfig);
@@ -65,6 +69,10 @@ export class ImgVideo {
      * Adds the next frame as encoded PNG / JPEG / WebP bytes.
      */
     push(bytes: Uint8Array | number[]): void;
+    /**
+     * Moves the pixel values made so far out as a `Float32Array` (whole temporal patches).
+     */
+    takePixelValues(): Float32Array;
 }
 
 /**
@@ -180,9 +188,11 @@ export interface InitOutput {
     readonly imgrgb_takeData: (a: number) => [number, number];
     readonly imgrgb_width: (a: number) => number;
     readonly imgvideo_finish: (a: number) => [number, number, number];
+    readonly imgvideo_gridFor: (a: number, b: number) => [number, number];
     readonly imgvideo_new: (a: number) => [number, number, number];
     readonly imgvideo_push: (a: number, b: number, c: number) => [number, number];
     readonly imgvideo_pushRgb: (a: number, b: number, c: number, d: number, e: number) => [number, number];
+    readonly imgvideo_takePixelValues: (a: number) => [number, number];
     readonly stHeaderLength: (a: number, b: number, c: number) => [number, number, number];
     readonly stMemory: () => any;
     readonly stParseHeader: (a: number, b: number, c: number) => [number, number, number, number];

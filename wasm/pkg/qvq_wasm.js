@@ -170,6 +170,17 @@ export class ImgVideo {
         return ImgPatches.__wrap(ret[0]);
     }
     /**
+     * `[t, h, w]` the video has with `frames` frames in all, once frame 0 is in (empty before).
+     * @param {number} frames
+     * @returns {Uint32Array}
+     */
+    gridFor(frames) {
+        const ret = wasm.imgvideo_gridFor(this.__wbg_ptr, frames);
+        var v1 = getArrayU32FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 4, 4);
+        return v1;
+    }
+    /**
      * An empty video, resized as `config` says.
      * @param {ImgConfig} config
      */
@@ -210,6 +221,16 @@ export class ImgVideo {
         if (ret[1]) {
             throw takeFromExternrefTable0(ret[0]);
         }
+    }
+    /**
+     * Moves the pixel values made so far out as a `Float32Array` (whole temporal patches).
+     * @returns {Float32Array}
+     */
+    takePixelValues() {
+        const ret = wasm.imgvideo_takePixelValues(this.__wbg_ptr);
+        var v1 = getArrayF32FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 4, 4);
+        return v1;
     }
 }
 if (Symbol.dispose) ImgVideo.prototype[Symbol.dispose] = ImgVideo.prototype.free;

@@ -153,6 +153,21 @@ impl ImageVideo {
             .map_err(js_error)
     }
 
+    /// `[t, h, w]` the video has with `frames` frames in all, once frame 0 is in (empty before).
+    #[wasm_bindgen(js_name = gridFor)]
+    pub fn grid_for(&self, frames: u32) -> Vec<u32> {
+        let patcher = self.inner.as_ref().expect("ImgVideo used after finish");
+        patcher
+            .grid_for(frames as usize)
+            .map_or(Vec::new(), |g| g.iter().map(|&v| v as u32).collect())
+    }
+
+    /// Moves the pixel values made so far out as a `Float32Array` (whole temporal patches).
+    #[wasm_bindgen(js_name = takePixelValues)]
+    pub fn take_pixel_values(&mut self) -> Vec<f32> {
+        self.patcher_mut().take_pixel_values()
+    }
+
     /// Adds the next frame as decoded (height, width, 3) RGB pixels.
     #[wasm_bindgen(js_name = pushRgb)]
     pub fn push_rgb(&mut self, data: Vec<u8>, width: u32, height: u32) -> Result<(), JsValue> {

@@ -12,7 +12,9 @@
 //! ```
 //!
 //! Frames arrive one at a time ([`VideoPatcher::push`]), so only one temporal patch of resized
-//! frames is held besides the output: a long video never sits in memory decoded all at once.
+//! frames is held besides the output, and the caller may move the output out as it grows
+//! ([`VideoPatcher::take_pixel_values`]): a long video never sits in (wasm32's 4 GiB of) memory
+//! whole, decoded or patchified.
 
 use crate::config::ProcessorConfig;
 use crate::decode::RgbImage;
@@ -55,6 +57,21 @@ impl VideoPatcher {
         self.frames
     }
 
+    /// `[grid_t, grid_h, grid_w]` of the video once it has `frames` frames in all; known from
+    /// frame 0 on (None before), so a caller can refuse a video too long for its context before
+    /// decoding the rest.
+    pub fn grid_for(&self, frames: usize) -> Option<[usize; 3]> {
+        let (p, t) = (self.config.patch_size, self.config.temporal_patch_size);
+        self.size
+            .map(|(_, (h, w))| [frames.div_ceil(t), h / p, w / p])
+    }
+
+    /// Moves out the pixel-value rows made so far (whole temporal patches, in order); later rows
+    /// follow in the next take or in [`VideoPatcher::finish`].
+    pub fn take_pixel_values(&mut self) -> Vec<f32> {
+        std::mem::take(&mut self.pixel_values)
+    }
+
     /// Adds the next frame (RGB, the size of frame 0).
     pub fn push(&mut self, frame: &RgbImage) -> Result<(), ImageError> {
         let dims = (frame.width, frame.height);
@@ -93,8 +110,8 @@ impl VideoPatcher {
         self.pending.clear();
     }
 
-    /// The video's pixel values and `[grid_t, grid_h, grid_w]`; a last incomplete temporal patch
-    /// is filled with its last frame.
+    /// The video's pixel values not yet taken and `[grid_t, grid_h, grid_w]`; a last incomplete
+    /// temporal patch is filled with its last frame.
     pub fn finish(mut self) -> Result<Preprocessed, ImageError> {
         if self.frames == 0 {
             return Err(ImageError::NoFrames);
@@ -161,6 +178,32 @@ mod tests {
         patchify_group_into(&[&resized[0], &resized[1]], &cfg, &mut expected);
         patchify_group_into(&[&resized[2], &resized[2]], &cfg, &mut expected);
         assert_eq!(out.pixel_values, expected);
+    }
+
+    #[test]
+    fn rows_taken_as_they_are_made_add_up_to_the_video() {
+        let cfg = config();
+        let frames: Vec<RgbImage> = (0..5).map(|s| noise(70, 50, s)).collect();
+        let whole = {
+            let mut v = VideoPatcher::new(&cfg).unwrap();
+            frames.iter().for_each(|f| v.push(f).unwrap());
+            v.finish().unwrap()
+        };
+        let mut v = VideoPatcher::new(&cfg).unwrap();
+        assert_eq!(v.grid_for(5), None);
+        let mut taken = Vec::new();
+        for (k, f) in frames.iter().enumerate() {
+            v.push(f).unwrap();
+            assert_eq!(v.grid_for(5), Some([3, 4, 4]));
+            let rows = v.take_pixel_values();
+            // A temporal patch is made by every second frame.
+            assert_eq!(rows.len(), if k % 2 == 1 { 16 * 1176 } else { 0 });
+            taken.extend(rows);
+        }
+        let last = v.finish().unwrap();
+        assert_eq!(last.grid_thw, whole.grid_thw);
+        taken.extend(last.pixel_values);
+        assert_eq!(taken, whole.pixel_values);
     }
 
     #[test]
