@@ -42,6 +42,13 @@ export interface RopeIndex {
  * ```
  * A text-only prompt gets arange(seq) on every axis and delta 0 (`_prepare_position_ids_for_generation`).
  *
+ * One difference, for videos: the text after an image or video starts one past its largest
+ * position, `current + max(t, h / merge, w / merge)`, as Qwen2-VL's own code (transformers 4.x's
+ * `st_idx = llm_pos_ids_list[-1].max() + 1`, which the models were trained with) and vLLM place
+ * it; transformers 5.17's `current_pos += max(h, w) // merge` above is the same for every image
+ * and for a video of t ≤ max(h, w) / merge, but for a longer video (64 frames of 448 × 252: t =
+ * 32 against 16) it starts the text among the video's own temporal positions.
+ *
  * @param inputIds (seq) token ids
  * @param grids one grid per image, in prompt order
  * @throws InvalidInputError when the image-token runs do not match the grids' token counts
@@ -96,7 +103,7 @@ export function getRopeIndex(
       pos[2 * seq + i + k] = ww + current;
       maxPos = Math.max(maxPos, tt + current, hh + current, ww + current);
     }
-    current += Math.max(gh, gw) / spatialMergeSize;
+    current += Math.max(t, lh, lw); // one past the largest position of the run (see above)
     i += n;
     img++;
   }

@@ -5,6 +5,7 @@ import { imageTokenCount } from "../image.ts";
 import { CASES, readReferenceCase } from "./_fixture.ts";
 
 const IMAGE = 151655;
+const VIDEO = 151656;
 
 Deno.test("getRopeIndex() gives transformers' position_ids and rope_deltas for every reference case", async () => {
   for (let c = 0; c < CASES; c++) {
@@ -28,6 +29,25 @@ Deno.test("getRopeIndex() places two images and a video-like multi-frame grid", 
   assert.deepEqual(h, [0, 1, 2, 2, 3, 3, 4, 5, 5, 5, 5, 7]);
   assert.deepEqual(w, [0, 1, 2, 3, 2, 3, 4, 5, 6, 5, 6, 7]);
   assert.equal(ropeDelta, 8 - n);
+});
+
+Deno.test("getRopeIndex() starts the text after a long video one past its last temporal position, as Qwen2-VL and vLLM", () => {
+  // text(1), video [5, 4, 4] (t = 5 > max(h, w) / 2 = 2: 5 · 2 · 2 = 20 tokens), text(2)
+  const ids = [1, ...Array(20).fill(VIDEO), 2, 3];
+  const { positions, ropeDelta } = getRopeIndex(ids, [[5, 4, 4]], [IMAGE, VIDEO], 2);
+  const n = ids.length;
+  const t = Array.from(positions.subarray(0, n));
+  // The video starts at 1: temporal 1..5, h and w 1..2; the text after it at 1 + 5 = 6
+  // (transformers 5.17: 1 + max(4, 4) / 2 = 3, inside the video's temporal positions 1..5).
+  assert.deepEqual(t.slice(0, 5), [0, 1, 1, 1, 1]);
+  assert.deepEqual(t.slice(17, 21), [5, 5, 5, 5]);
+  assert.deepEqual(Array.from(positions.subarray(n + 1, n + 5)), [1, 1, 2, 2]); // h
+  assert.deepEqual(Array.from(positions.subarray(2 * n + 1, 2 * n + 5)), [1, 2, 1, 2]); // w
+  assert.deepEqual(t.slice(21), [6, 7]);
+  assert.equal(ropeDelta, 8 - n);
+  // A video no longer in time than in space places its text as transformers 5.17 does.
+  const short = getRopeIndex([1, ...Array(8).fill(VIDEO), 2], [[2, 4, 4]], [IMAGE, VIDEO], 2);
+  assert.equal(short.positions[9], 1 + 2);
 });
 
 Deno.test("getRopeIndex() rejects image-token runs that do not match the grids", () => {
