@@ -69,6 +69,9 @@ export interface PreprocessedImages {
  * A video as its frames, in order, all of one size: encoded PNG / JPEG / WebP bytes or decoded
  * pixels (what qwen-vl-utils calls a video given as a list of images). qvq decodes no video
  * files (MP4, WebM): extract the frames first, e.g. `ffmpeg -i in.mp4 -vf fps=2 f%03d.png`.
+ * A frame with transparency loses its alpha, as an image does (PIL's `convert("RGB")`), where
+ * transformers' video processor and qwen-vl-utils blend it onto white (frames from a video file
+ * have no alpha).
  */
 export interface VideoInput {
   frames: readonly (Uint8Array | DecodedImage)[];

@@ -103,7 +103,7 @@ export async function promptMessages(v: Values, usage: string): Promise<ChatMess
 
 /**
  * The frame files of a `--video`: its comma-separated paths, or the PNG, JPEG and WebP files of
- * a directory sorted by name (frame_0001.jpg, …).
+ * a directory sorted by name, numbers by value (f2.jpg before f10.jpg).
  */
 export async function videoFramePaths(arg: string): Promise<string[]> {
   let dir = false;
@@ -120,7 +120,9 @@ export async function videoFramePaths(arg: string): Promise<string[]> {
   if (!names.length) {
     throw new InvalidInputError(`--video ${arg}: the directory has no PNG, JPEG or WebP frames`);
   }
-  return names.sort().map((n) => `${arg.replace(/\/$/, "")}/${n}`);
+  // Numbers in names in numeric order: f2.png before f10.png (as zero-padded names sort anyway).
+  names.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+  return names.map((n) => `${arg.replace(/\/$/, "")}/${n}`);
 }
 
 /**

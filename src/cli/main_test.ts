@@ -3,7 +3,7 @@ import { readSafetensors } from "../safetensors.ts";
 import { readReferenceCase, TINY_DIR } from "../model/_fixture.ts";
 import { maxAbsDiff } from "../ref/_random.ts";
 import { type Io, UsageError, type Values } from "./_args.ts";
-import { generateOptions } from "./_generate.ts";
+import { generateOptions, videoFramePaths } from "./_generate.ts";
 import { main } from "./main.ts";
 import { Tokenizer } from "../tokenizer.ts";
 
@@ -410,6 +410,23 @@ Deno.test("qvq generate --video answers as transformers does, frames from a list
     await Deno.remove(empty);
   } finally {
     await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("videoFramePaths() lists a directory's frames by name, numbers by value, or splits a list", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const n of ["f10.png", "f2.JPG", "f1.webp", "notes.txt", "f3.gif"]) {
+      await Deno.writeFile(`${dir}/${n}`, new Uint8Array(1));
+    }
+    assert.deepEqual(await videoFramePaths(`${dir}/`), [
+      `${dir}/f1.webp`,
+      `${dir}/f2.JPG`,
+      `${dir}/f10.png`,
+    ]);
+    assert.deepEqual(await videoFramePaths("a.png,b.png,"), ["a.png", "b.png"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
