@@ -324,9 +324,11 @@ Deno.test("the chat page: images go in the order chosen, a long answer shows who
   // Continue: the answer so far goes back as the last message (continue_final_message), and what
   // comes is written on after it, in the same message.
   await page.click(".msg.assistant .stats button.continue");
-  await page.waitForFunction(() => !document.querySelector(".msg.assistant.streaming") &&
+  await page.waitForFunction(() =>
+    !document.querySelector(".msg.assistant.streaming") &&
     document.querySelectorAll(".msg.assistant .stats").length === 1 &&
-    document.querySelector(".msg.assistant .text")!.textContent!.length > 20000);
+    document.querySelector(".msg.assistant .text")!.textContent!.length > 20000
+  );
   const [, more] = engine.calls;
   assert.equal(more.options.continueFinalMessage, true);
   assert.deepEqual(more.messages.at(-1), { role: "assistant", content: text });
@@ -373,4 +375,49 @@ Deno.test("the chat page renders an answer's markdown with DOM nodes only: code 
   // The model's "HTML" stays text, and a single * is not emphasis.
   assert.equal(await text.locator("b, i").count(), 0);
   assert.match((await text.textContent())!, /2\*3\*4\.[\s\S]*Done <i>\./);
+});
+
+Deno.test("the chat page sends a video file as its frames: sampled at 2 a second, JPEG, with max_pixels", async () => {
+  const engine = new FakeEngine(); // answers with what it received
+  let sent: { video: string[]; max_pixels: number } | undefined;
+  const app = createApp(engine);
+  await using s = await serveAndLaunch(async (req) => {
+    if (req.method === "POST" && new URL(req.url).pathname === "/v1/chat/completions") {
+      const body = await req.clone().json();
+      sent = body.messages.at(-1).content.find((p: { type: string }) => p.type === "video");
+    }
+    return app.fetch(req);
+  });
+  const page = await s.browser.newPage();
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(`${s.url}/`);
+  await waitForModel(page, engine.modelId);
+  // A 2-second 64 x 48 WebM (ffmpeg's testsrc): 4 frames at 2 a second.
+  await page.setInputFiles(
+    "#file",
+    fileURLToPath(new URL("./fixtures/video/clip.webm", import.meta.url)),
+  );
+  await page.waitForSelector("#attachments .thumb .frames");
+  assert.equal(await page.textContent("#attachments .thumb .frames"), "▶ 4 frames");
+  await send(page, "What moves?");
+  await page.waitForFunction(() =>
+    /You said: What moves\?/.test(
+      document.querySelector(".msg.assistant:last-child .text")?.textContent ?? "",
+    )
+  );
+  assert.equal(
+    await page.textContent(".msg.assistant:last-child .text"),
+    "I see 0 images and 1 video of 4 frames. You said: What moves?",
+  );
+  assert.equal(sent?.video.length, 4);
+  assert.equal(sent?.max_pixels, 448 * 448);
+  for (const url of sent!.video) assert.match(url, /^data:image\/jpeg;base64,/);
+  // The frames differ (testsrc moves) and keep the video's size (under 448² pixels).
+  assert.equal(new Set(sent!.video).size, 4);
+  const frame = await decodeImage(Buffer.from(sent!.video[0].split(",")[1], "base64"));
+  assert.deepEqual([frame.width, frame.height], [64, 48]);
+  // The sent message shows the video's first frame and its count.
+  assert.equal(await page.textContent(".msg.user .frames"), "▶ 4 frames");
+  assert.deepEqual(errors, []);
 });

@@ -67,6 +67,12 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   #attachments:empty { display: none; }
   .thumb { position: relative; }
   .thumb img { height: 3.5rem; border-radius: 6px; border: 1px solid var(--line); display: block; }
+  .thumb .frames, .msg .frames { position: absolute; left: .2rem; bottom: .2rem; font-size: .62rem; padding: 0 .25rem;
+                                 border-radius: 4px; background: var(--ink); color: var(--panel); white-space: nowrap; opacity: .85; }
+  .thumb .video img { min-width: 5.5rem; object-fit: cover; }
+  .msg .video { position: relative; display: inline-block; }
+  .msg .video img { height: 7rem; width: auto; }
+  .msg .video .frames { bottom: .6rem; }
   .thumb button { position: absolute; top: -.4rem; right: -.4rem; border: 0; border-radius: 50%; width: 1.2rem; height: 1.2rem;
                   font-size: .75rem; line-height: 1; background: var(--ink); color: var(--panel); cursor: pointer; padding: 0; }
   textarea { font: inherit; resize: none; padding: .55rem .7rem; border: 1px solid var(--line); border-radius: 10px;
@@ -99,12 +105,12 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
     </div>
   </details>
 </header>
-<main><div id="messages" role="log" aria-live="polite" aria-label="Conversation"><p class="empty">Ask about an image: attach one, type a question, press Enter.</p></div></main>
+<main><div id="messages" role="log" aria-live="polite" aria-label="Conversation"><p class="empty">Ask about an image or a video: attach one, type a question, press Enter.</p></div></main>
 <footer>
   <form id="form">
     <div id="attachments"></div>
     <div id="notice" role="alert"></div>
-    <label class="button" title="Attach an image" tabindex="0" role="button" aria-label="Attach an image"><svg viewBox="0 0 24 24" width="20" height="20" fill="none" stroke="currentColor" stroke-width="2" stroke-linejoin="round" aria-hidden="true"><rect x="3" y="4" width="18" height="16" rx="2"/><circle cx="9" cy="10" r="2"/><path d="M21 16l-5-5-9 9"/></svg><input id="file" type="file" accept="image/png,image/jpeg,image/webp" multiple></label>
+    <label class="button" title="Attach an image or a video" tabindex="0" role="button" aria-label="Attach an image or a video"><svg viewBox="0 0 24 24" width="20" height="20" fill="none" stroke="currentColor" stroke-width="2" stroke-linejoin="round" aria-hidden="true"><rect x="3" y="4" width="18" height="16" rx="2"/><circle cx="9" cy="10" r="2"/><path d="M21 16l-5-5-9 9"/></svg><input id="file" type="file" accept="image/png,image/jpeg,image/webp,video/*" multiple></label>
     <textarea id="prompt" rows="1" aria-label="Message" placeholder="Message QVQ (Shift+Enter for a new line)"></textarea>
     <button id="send" class="button" type="submit">Send</button>
   </form>
@@ -112,7 +118,7 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
 <script type="module">
 const $ = (id) => document.getElementById(id);
 const history = [];          // OpenAI messages of the conversation so far
-let attached = [];           // data: URLs going with the next message
+let attached = [];           // going with the next message: { url } an image, { frames: [url…] } a video (data: URLs)
 let model = null;
 let running = null;          // AbortController of the answer being streamed
 let epoch = 0;               // conversations started: a turn that outlives its conversation is dropped
@@ -238,12 +244,7 @@ function addMessage(role, text, images) {
   div.className = "msg " + role;
   div.setAttribute("role", "group");
   div.setAttribute("aria-label", role === "user" ? "You" : "QVQ");
-  for (const url of images || []) {
-    const img = document.createElement("img");
-    img.src = url;
-    img.alt = "attached image";
-    div.append(img);
-  }
+  for (const item of images || []) div.append(preview(item, "attached"));
   const body = document.createElement("div");
   body.className = "text";
   body.textContent = text;
@@ -253,22 +254,73 @@ function addMessage(role, text, images) {
   return div;
 }
 
+// An attachment as shown: an image, or a video's first frame with its frame count.
+function preview(item, what) {
+  const img = document.createElement("img");
+  img.src = item.frames ? item.frames[0] : item.url;
+  img.alt = what + (item.frames ? " video" : " image");
+  if (!item.frames) return img;
+  const box = document.createElement("div");
+  box.className = "video";
+  const badge = document.createElement("span");
+  badge.className = "frames";
+  badge.textContent = "▶ " + item.frames.length + " frames";
+  box.append(img, badge);
+  return box;
+}
+
 function showAttachments() {
-  $("attachments").replaceChildren(...attached.map((url, i) => {
+  $("attachments").replaceChildren(...attached.map((item, i) => {
     const thumb = document.createElement("div");
     thumb.className = "thumb";
-    const img = document.createElement("img");
-    img.src = url;
-    img.alt = "image to send";
     const remove = document.createElement("button");
     remove.type = "button";
     remove.textContent = "×";
     remove.title = "Remove";
-    remove.setAttribute("aria-label", "Remove image " + (i + 1));
+    remove.setAttribute("aria-label", "Remove " + (item.frames ? "video " : "image ") + (i + 1));
     remove.onclick = () => { attached.splice(i, 1); showAttachments(); };
-    thumb.append(img, remove);
+    thumb.append(preview(item, "to send"), remove);
     return thumb;
   }));
+}
+
+// A video file's frames, as the server takes a video: sampled at 2 a second (Qwen's rate), at
+// most VIDEO_FRAMES spread over it, each drawn at most VIDEO_PIXELS in area (sent as max_pixels
+// too: a video costs frames / 2 · area / 784 tokens) and sent as JPEG. The browser decodes the
+// file (MP4, WebM: whatever it plays); the server decodes no video files.
+const VIDEO_FRAMES = 16, VIDEO_PIXELS = 448 * 448;
+function videoFrames(file) {
+  return new Promise((resolve, reject) => {
+    const video = document.createElement("video");
+    const src = URL.createObjectURL(file);
+    const done = (result, error) => { URL.revokeObjectURL(src); video.removeAttribute("src"); error ? reject(error) : resolve(result); };
+    video.muted = true;
+    video.preload = "auto";
+    video.onerror = () => done(null, new Error("the browser cannot play it"));
+    video.onloadeddata = async () => {
+      try {
+        const duration = Number.isFinite(video.duration) ? video.duration : 0;
+        const n = Math.max(1, Math.min(VIDEO_FRAMES, Math.round(duration * 2)));
+        const scale = Math.min(1, Math.sqrt(VIDEO_PIXELS / (video.videoWidth * video.videoHeight)));
+        const canvas = document.createElement("canvas");
+        canvas.width = Math.max(1, Math.round(video.videoWidth * scale));
+        canvas.height = Math.max(1, Math.round(video.videoHeight * scale));
+        const ctx = canvas.getContext("2d");
+        const frames = [];
+        for (let k = 0; k < n; k++) {
+          // The middle of each of n equal spans.
+          const at = duration * (k + 0.5) / n;
+          if (Math.abs(video.currentTime - at) > 1e-3) {
+            await new Promise((ok) => { video.onseeked = ok; video.currentTime = at; });
+          }
+          ctx.drawImage(video, 0, 0, canvas.width, canvas.height);
+          frames.push(canvas.toDataURL("image/jpeg", 0.9));
+        }
+        done({ frames });
+      } catch (e) { done(null, e); }
+    };
+    video.src = src;
+  });
 }
 
 const ACCEPTED = ["image/png", "image/jpeg", "image/webp"];
@@ -276,6 +328,10 @@ function attach(files) {
   const skipped = [];
   const reads = [];
   for (const file of files) {
+    if (file.type.startsWith("video/")) {
+      reads.push(videoFrames(file).catch(() => { skipped.push(file.name || "a video"); return null; }));
+      continue;
+    }
     if (!ACCEPTED.includes(file.type)) { skipped.push(file.name || file.type || "a file"); continue; }
     // Read, and decoded by the browser: a broken file is named now, not refused by the server.
     reads.push(new Promise((resolve) => {
@@ -283,7 +339,7 @@ function attach(files) {
       reader.onload = () => {
         const img = new Image();
         img.src = reader.result;
-        img.decode().then(() => resolve(reader.result), () => { skipped.push(file.name || "an image"); resolve(null); });
+        img.decode().then(() => resolve({ url: reader.result }), () => { skipped.push(file.name || "an image"); resolve(null); });
       };
       reader.onerror = () => { skipped.push(file.name || "a file"); resolve(null); };
       reader.readAsDataURL(file);
@@ -291,11 +347,11 @@ function attach(files) {
   }
   const notice = () => {
     $("notice").textContent = skipped.length
-      ? "Not attached (only PNG, JPEG or WebP images that open): " + skipped.join(", ") : "";
+      ? "Not attached (only PNG, JPEG or WebP images and videos this browser plays): " + skipped.join(", ") : "";
   };
   notice();
   // In the order chosen ("compare image 1 and image 2"), not the order the reads finish in.
-  Promise.all(reads).then((urls) => { attached.push(...urls.filter(Boolean)); showAttachments(); notice(); });
+  Promise.all(reads).then((items) => { attached.push(...items.filter(Boolean)); showAttachments(); notice(); });
 }
 
 $("file").addEventListener("change", (e) => { attach(e.target.files); e.target.value = ""; });
@@ -452,7 +508,9 @@ $("form").addEventListener("submit", async (e) => {
   if (!text && attached.length === 0) return;
   if (!model) await loadModel();
   const mine = epoch;
-  const content = attached.map((url) => ({ type: "image_url", image_url: { url } }));
+  const content = attached.map((item) => item.frames
+    ? { type: "video", video: item.frames, max_pixels: VIDEO_PIXELS }
+    : { type: "image_url", image_url: { url: item.url } });
   if (text) content.push({ type: "text", text });
   history.push({ role: "user", content });
   const sent = attached;
@@ -515,7 +573,7 @@ $("new-chat").addEventListener("click", () => {
   history.length = 0;
   const empty = document.createElement("p");
   empty.className = "empty";
-  empty.textContent = "New chat: attach an image, type a question, press Enter.";
+  empty.textContent = "New chat: attach an image or a video, type a question, press Enter.";
   $("messages").replaceChildren(empty);
   $("notice").textContent = "";
   prompt.focus();
