@@ -85,6 +85,15 @@ Deno.test("examples/module.ts streams the tiny model's answer", async () => {
   assert.ok(out.startsWith(`${ANSWER}\n[length: 12 tokens, `), out);
 });
 
+Deno.test("examples/video.ts answers about the fixture's five frames as transformers does", async () => {
+  const { out } = await run(Deno.execPath(), ["run", "-A", "examples/video.ts"]);
+  const ref = JSON.parse(
+    await Deno.readTextFile(new URL("./fixtures/video/cases.json", import.meta.url)),
+  ).cases[0];
+  // 5 frames of 84 x 56 (under 448² pixels): grid [3, 4, 6], 18 tokens.
+  assert.equal(out, `${ref.generated_text}\n[length: 5 frames, 18 video tokens, 12 tokens]\n`);
+});
+
 Deno.test("examples/structured_output.ts answers with the start of an instance, and says when it is cut short", async () => {
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "examples/structured_output.ts"],
