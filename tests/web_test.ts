@@ -287,6 +287,16 @@ Deno.test("the chat page names files it cannot attach, and says where an API key
     /Not attached .*broken\.png/.test(document.getElementById("notice")?.textContent ?? "")
   );
   assert.equal(await page.locator("#attachments .thumb").count(), 0);
+  // And a video the browser cannot play.
+  await page.setInputFiles("#file", {
+    name: "broken.webm",
+    mimeType: "video/webm",
+    buffer: Buffer.from("not a video either"),
+  });
+  await page.waitForFunction(() =>
+    /Not attached .*broken\.webm/.test(document.getElementById("notice")?.textContent ?? "")
+  );
+  assert.equal(await page.locator("#attachments .thumb").count(), 0);
 });
 
 Deno.test("the chat page: images go in the order chosen, a long answer shows whole, a cut-off says why, settings persist", async () => {

@@ -293,10 +293,21 @@ function videoFrames(file) {
   return new Promise((resolve, reject) => {
     const video = document.createElement("video");
     const src = URL.createObjectURL(file);
-    const done = (result, error) => { URL.revokeObjectURL(src); video.removeAttribute("src"); error ? reject(error) : resolve(result); };
+    let settled = false, timer;
+    const done = (result, error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      URL.revokeObjectURL(src);
+      video.removeAttribute("src");
+      error ? reject(error) : resolve(result);
+    };
     video.muted = true;
     video.preload = "auto";
     video.onerror = () => done(null, new Error("the browser cannot play it"));
+    // A file that never shows a frame (no video track) or a seek that never ends is given up.
+    timer = setTimeout(() => done(null, new Error("timed out")), 10000);
+    const alive = () => { clearTimeout(timer); timer = setTimeout(() => done(null, new Error("timed out")), 10000); };
     video.onloadeddata = async () => {
       try {
         const duration = Number.isFinite(video.duration) ? video.duration : 0;
@@ -313,6 +324,7 @@ function videoFrames(file) {
           if (Math.abs(video.currentTime - at) > 1e-3) {
             await new Promise((ok) => { video.onseeked = ok; video.currentTime = at; });
           }
+          alive();
           ctx.drawImage(video, 0, 0, canvas.width, canvas.height);
           frames.push(canvas.toDataURL("image/jpeg", 0.9));
         }
