@@ -1,7 +1,7 @@
 /**
  * `qvq chat`: an interactive chat in the terminal. Each line is a user message; the answer streams
- * as it is written. `/image <path>` attaches an image to the next message, `/reset` starts over,
- * `/exit` (or end of input) quits; Ctrl+C stops the answer being written. Works with piped stdin
+ * as it is written. `/image <path>` attaches an image to the next message (`/video <frames>` a
+ * video), `/reset` starts over, `/exit` (or end of input) quits; Ctrl+C stops the answer being written. Works with piped stdin
  * too (no prompt is printed then), which is how it is tested.
  * @module
  */
@@ -16,7 +16,7 @@ import {
   requireString,
   stdio,
 } from "./_args.ts";
-import { generateOptions, SAMPLING_OPTIONS } from "./_generate.ts";
+import { generateOptions, SAMPLING_OPTIONS, videoFramePaths } from "./_generate.ts";
 
 const USAGE = `usage: qvq chat --model <dir|org/name> [options]
 
@@ -45,11 +45,14 @@ options:
 
 in the chat:
   /image <path>   attach an image (PNG, JPEG, WebP) to your next message
+  /video <frames> attach a video to your next message: a directory of its frames (sorted by
+                  name) or the frame files, comma-separated (e.g. from ffmpeg -i in.mp4
+                  -vf fps=2 frames/%04d.jpg)
   /reset          forget the conversation
   /exit           quit (also Ctrl+D); Ctrl+C stops the current answer
 `;
 
-const HELP = "commands: /image <path>, /reset, /exit\n";
+const HELP = "commands: /image <path>, /video <frames>, /reset, /exit\n";
 
 /** Where the chat reads and writes; the CLI passes the terminal, tests pass streams. */
 export interface ChatIo extends Io {
@@ -87,7 +90,7 @@ export async function runChat(
   const { system, ...generateOptions } = options;
   const start: ChatMessage[] = system ? [{ role: "system", content: system }] : [];
   let history = [...start];
-  let images: { path: string; bytes: Uint8Array }[] = [];
+  let attached: ContentPart[] = []; // images and videos for the next message, in order
   const prompt = () => (io.interactive ? io.out("\n> ") : undefined);
 
   if (io.interactive) await io.err(`qvq chat with ${engine.modelId}. ${HELP}`);
@@ -102,19 +105,28 @@ export async function runChat(
     }
     if (line === "/reset") {
       history = [...start];
-      images = [];
+      attached = [];
       await io.err("(conversation cleared)\n");
       await prompt();
       continue;
     }
-    const image = line.match(/^\/image\s+(.+)$/);
-    if (image) {
-      const path = image[1].trim().replace(/^(["'])(.*)\1$/, "$2");
+    const media = line.match(/^\/(image|video)\s+(.+)$/);
+    if (media) {
+      const path = media[2].trim().replace(/^(["'])(.*)\1$/, "$2");
       try {
-        images.push({ path, bytes: await io.readFile(path) });
-        await io.err(`(attached ${path}; it goes with your next message)\n`);
+        if (media[1] === "image") {
+          attached.push({ type: "image", image: await io.readFile(path) });
+          await io.err(`(attached ${path}; it goes with your next message)\n`);
+        } else {
+          const frames = await videoFramePaths(path);
+          const video = await Promise.all(frames.map((f) => io.readFile(f)));
+          attached.push({ type: "video", video });
+          await io.err(
+            `(attached a video of ${frames.length} frames; it goes with your next message)\n`,
+          );
+        }
       } catch (error) {
-        await io.err(`error: cannot read image "${path}": ${(error as Error).message}\n`);
+        await io.err(`error: cannot read ${media[1]} "${path}": ${(error as Error).message}\n`);
       }
       await prompt();
       continue;
@@ -125,12 +137,9 @@ export async function runChat(
       continue;
     }
 
-    const content: ContentPart[] = [
-      ...images.map(({ bytes }): ContentPart => ({ type: "image", image: bytes })),
-      { type: "text", text: line },
-    ];
-    const turn: ChatMessage = { role: "user", content: images.length ? content : line };
-    images = [];
+    const content: ContentPart[] = [...attached, { type: "text", text: line }];
+    const turn: ChatMessage = { role: "user", content: attached.length ? content : line };
+    attached = [];
     const abort = new AbortController();
     const stopListening = io.interactive ? onInterrupt(abort) : () => {};
     let answer = "";

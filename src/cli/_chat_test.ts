@@ -66,6 +66,37 @@ Deno.test("runChat() attaches /image files to the next message only", async () =
   assert.match(io.stdout.join(""), /^I see 2 images\. You said: Compare them\n/);
 });
 
+Deno.test("runChat() attaches a /video of frames (a list or a directory) beside /image, in order", async () => {
+  const engine = new FakeEngine();
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const k of [1, 2, 10]) await Deno.writeFile(`${dir}/f${k}.png`, PNG);
+    const io = pipe(
+      `/video ${PNG_PATH},${PNG_PATH}\n/image ${PNG_PATH}\n/video ${dir}\nWhat changed?\n` +
+        `/video ${dir}/none\n`,
+    );
+    await runChat(engine, io);
+    assert.deepEqual(engine.calls[0].messages, [{
+      role: "user",
+      content: [
+        { type: "video", video: [PNG, PNG] },
+        { type: "image", image: PNG },
+        { type: "video", video: [PNG, PNG, PNG] },
+        { type: "text", text: "What changed?" },
+      ],
+    }]);
+    assert.match(
+      io.stdout.join(""),
+      /^I see 1 image and 2 videos of 2, 3 frames\. You said: What changed\?\n/,
+    );
+    const err = io.stderr.join("");
+    assert.match(err, /attached a video of 3 frames/);
+    assert.match(err, /error: cannot read video ".*\/none"/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("runChat() reports unreadable images and unknown commands, /reset forgets, /exit stops", async () => {
   const engine = new FakeEngine();
   const io = pipe("/image /no/such.png\n/frobnicate\nOne\n/reset\nTwo\n/exit\nThree\n");
