@@ -34,6 +34,8 @@ options:
   --json-schema <file|json> structured output: every answer is an instance of this JSON schema
   --regex <pattern>         every answer is a match of this regular expression, whole
   --stop <text>             stop before this text; repeat for several
+  --stop-token-id <id>      also stop at this token id; repeat for several
+  --logit-bias <id>=<bias>  add -100..100 to a token's logit (-100 bans it); repeat for several
   --stop-on-loop            stop an answer that keeps repeating itself (QVQ can reason in circles)
   --dtype <f16|f32>         weight dtype on the GPU (default f16 where supported)
   --quant <q8|q4|f16>       quantize the decoder's matrices while loading: 8.5 / 4.5 bits per

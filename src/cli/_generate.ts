@@ -54,6 +54,9 @@ options:
   --json-schema <file|json> structured output: the answer is an instance of this JSON schema
   --regex <pattern>         the answer is a match of this regular expression, whole
   --stop <text>             stop before this text; repeat for several
+  --stop-token-id <id>      also stop at this token id (vLLM's stop_token_ids); repeat for several
+  --logit-bias <id>=<bias>  add -100..100 to a token's logit (OpenAI's logit_bias; -100 bans
+                            it); repeat for several
   --stop-on-loop            stop when the answer keeps repeating itself
   --ignore-eos              run past the end-of-sequence ids to --max-tokens (benchmarks)
   --dtype <f16|f32>         weight dtype on the GPU (default f16 where supported)
@@ -150,6 +153,8 @@ export const SAMPLING_OPTIONS = {
   format: { type: "string" },
   "json-schema": { type: "string" },
   regex: { type: "string" },
+  "stop-token-id": { type: "string", multiple: true },
+  "logit-bias": { type: "string", multiple: true },
 } as const;
 
 /** The flag of each generation option, for usage errors. */
@@ -164,6 +169,8 @@ const FLAGS: Record<string, string> = {
   frequencyPenalty: "--frequency-penalty",
   seed: "--seed",
   stop: "--stop",
+  stopTokenIds: "--stop-token-id",
+  logitBias: "--logit-bias",
   topLogprobs: "--logprobs",
   promptLogprobs: "--prompt-logprobs",
   responseFormat: "--format",
@@ -194,6 +201,15 @@ export function generateOptions(v: Values, usage: string): GenerateOptions {
   return o;
 }
 
+/** `text` as an integer (a token id), or a UsageError naming `flag`. */
+function intText(text: string, flag: string, usage: string): number {
+  const n = Number(text.trim());
+  if (text.trim() === "" || !Number.isSafeInteger(n)) {
+    throw new UsageError(`${flag} takes integer token ids, got ${JSON.stringify(text)}`, usage);
+  }
+  return n;
+}
+
 function readGenerateOptions(v: Values, usage: string): GenerateOptions {
   const o: GenerateOptions = {};
   const set = <K extends keyof GenerateOptions>(key: K, val: GenerateOptions[K] | undefined) => {
@@ -222,6 +238,24 @@ function readGenerateOptions(v: Values, usage: string): GenerateOptions {
   if (typeof regex === "string") o.responseFormat = { regex };
   const stop = stringList(v, "stop");
   if (stop.length) o.stop = stop;
+  const ids = stringList(v, "stop-token-id");
+  if (ids.length) o.stopTokenIds = ids.map((x) => intText(x, "--stop-token-id", usage));
+  const biases = stringList(v, "logit-bias");
+  if (biases.length) {
+    const bias: Record<number, number> = {};
+    for (const pair of biases) {
+      const m = pair.match(/^\s*(-?\d+)\s*=\s*(\S+)\s*$/);
+      const value = m ? Number(m[2]) : NaN;
+      if (!m || !Number.isFinite(value)) {
+        throw new UsageError(
+          `--logit-bias takes <token id>=<bias>, e.g. 151645=-100, got ${JSON.stringify(pair)}`,
+          usage,
+        );
+      }
+      bias[intText(m[1], "--logit-bias", usage)] = value;
+    }
+    o.logitBias = bias;
+  }
   if (v["stop-on-loop"]) o.stopOnLoop = true;
   if (v["ignore-eos"]) o.ignoreEos = true;
   const top = numberOption(v, "logprobs", usage, true);

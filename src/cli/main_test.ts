@@ -492,6 +492,32 @@ Deno.test("generateOptions() reads --format json as JSON mode, and refuses other
   );
 });
 
+Deno.test("generateOptions() reads --stop-token-id and --logit-bias, naming a bad one", () => {
+  const usage = "usage: test";
+  assert.deepEqual(
+    generateOptions({
+      "stop-token-id": ["151645", " 7 "],
+      "logit-bias": ["151645=-100", "9 = 2.5"],
+    } as Values, usage),
+    { stopTokenIds: [151645, 7], logitBias: { 151645: -100, 9: 2.5 } },
+  );
+  for (
+    const [v, msg] of [
+      [{ "stop-token-id": ["x"] }, /--stop-token-id takes integer token ids, got "x"/],
+      [{ "stop-token-id": ["-3"] }, /^--stop-token-id/],
+      [{ "logit-bias": ["151645"] }, /--logit-bias takes <token id>=<bias>, e\.g\. 151645=-100/],
+      [{ "logit-bias": ["1=abc"] }, /--logit-bias takes <token id>=<bias>/],
+      [{ "logit-bias": ["1=101"] }, /^--logit-bias/],
+    ] as const
+  ) {
+    assert.throws(
+      () => generateOptions(v as unknown as Values, usage),
+      (e) => e instanceof UsageError && msg.test(e.message),
+      JSON.stringify(v),
+    );
+  }
+});
+
 Deno.test("generateOptions() reads --ignore-eos, --min-p and --stop-on-loop", () => {
   const v = { "ignore-eos": true, "min-p": "0.1", "stop-on-loop": true } as Values;
   assert.deepEqual(generateOptions(v, "usage"), { ignoreEos: true, minP: 0.1, stopOnLoop: true });
