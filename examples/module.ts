@@ -7,9 +7,11 @@
  * cached); by default the bundled tiny model, whose weights are random: it proves the pipeline,
  * not the answers.
  */
+import { fileURLToPath } from "node:url";
 import { Pipeline, resolveModel } from "@qvq/webgpu";
 
-const here = (path: string) => new URL(path, import.meta.url).pathname;
+// A path beside this file (as a path, not a URL: spaces stay spaces).
+const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 const [
   model = here("../tests/fixtures/tiny-qwen2vl"),
   image = here("../tests/fixtures/tiny-qwen2vl/reference/case0_0.png"),

@@ -8,9 +8,11 @@
  * `model` is a directory or a Hugging Face hub id; by default the bundled tiny model (random
  * weights: the numbers prove the pipeline, not the model).
  */
+import { fileURLToPath } from "node:url";
 import { Pipeline, resolveModel } from "@qvq/webgpu";
 
-const here = (path: string) => new URL(path, import.meta.url).pathname;
+// A path beside this file (as a path, not a URL: spaces stay spaces).
+const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 const [
   model = here("../tests/fixtures/tiny-qwen2vl"),
   question = "Which is larger, 9.11 or 9.9?",

@@ -6,11 +6,12 @@
  * Your routes stay yours; the model's API lives under /qvq (http://localhost:8000/qvq/v1, and the
  * chat page at http://localhost:8000/qvq/). Without QVQ_MODEL it serves the bundled tiny model.
  */
+import { fileURLToPath } from "node:url";
 import { Hono } from "hono";
 import { createApp, loadWorkerEngine } from "@qvq/webgpu";
 
 const model = Deno.env.get("QVQ_MODEL") ??
-  new URL("../tests/fixtures/tiny-qwen2vl", import.meta.url).pathname;
+  fileURLToPath(new URL("../tests/fixtures/tiny-qwen2vl", import.meta.url));
 // The model on a worker thread (a hub id is downloaded first): this thread, which Deno's WebGPU
 // would hold through every wait on the GPU, stays free for your routes. The warm-up compiles the
 // GPU pipelines before the first request needs them.

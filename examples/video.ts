@@ -8,9 +8,11 @@
  * By default the bundled tiny model (random weights: it proves the pipeline, not the answers) and
  * the five frames of tests/fixtures/video.
  */
+import { fileURLToPath } from "node:url";
 import { Pipeline, resolveModel } from "@qvq/webgpu";
 
-const here = (path: string) => new URL(path, import.meta.url).pathname;
+// A path beside this file (as a path, not a URL: spaces stay spaces).
+const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 const [
   model = here("../tests/fixtures/tiny-qwen2vl"),
   dir = here("../tests/fixtures/video"),

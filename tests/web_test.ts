@@ -17,6 +17,8 @@ import { type DecodedImage, decodeImage } from "../src/image.ts";
 
 /** The page's document, inside functions that playwright runs in the browser. */
 declare const document: any;
+declare const HTMLElement: any;
+declare const HTMLVideoElement: any;
 
 const PNG_PATH = fileURLToPath(
   new URL("./fixtures/tiny-qwen2vl/reference/case2_0.png", import.meta.url),
@@ -429,5 +431,59 @@ Deno.test("the chat page sends a video file as its frames: sampled at 2 a second
   assert.deepEqual([frame.width, frame.height], [64, 48]);
   // The sent message shows the video's first frame and its count.
   assert.equal(await page.textContent(".msg.user .frames"), "▶ 4 frames");
+  assert.deepEqual(errors, []);
+});
+
+Deno.test("the chat page: a video still being read goes with a message sent at once, in the order picked; no-picture and no-duration files", async () => {
+  const engine = new FakeEngine();
+  const sent: { type: string; video?: string[] }[][] = [];
+  const app = createApp(engine);
+  await using s = await serveAndLaunch(async (req) => {
+    if (req.method === "POST" && new URL(req.url).pathname === "/v1/chat/completions") {
+      sent.push((await req.clone().json()).messages.at(-1).content);
+    }
+    return app.fetch(req);
+  });
+  const page = await s.browser.newPage();
+  // Slow seeks (300 ms each, as a long video's): the message is sent while the video is read.
+  await page.addInitScript(() => {
+    const own = Object.getOwnPropertyDescriptor(HTMLElement.prototype, "onseeked")!;
+    Object.defineProperty(HTMLVideoElement.prototype, "onseeked", {
+      get() {
+        return own.get!.call(this);
+      },
+      set(fn: ((e: unknown) => void) | null) {
+        own.set!.call(this, fn && ((e: unknown) => setTimeout(() => fn(e), 300)));
+      },
+    });
+  });
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(`${s.url}/`);
+  await waitForModel(page, engine.modelId);
+  const fixture = (name: string) =>
+    fileURLToPath(new URL(`./fixtures/video/${name}`, import.meta.url));
+  // A video, then (a separate pick) an image, then Enter at once: the message waits for the
+  // video and sends both, in the order picked.
+  await page.setInputFiles("#file", fixture("clip.webm"));
+  await page.setInputFiles("#file", PNG_PATH);
+  await send(page, "Both?");
+  assert.equal(await page.textContent("#notice"), "Reading the video…");
+  await page.waitForFunction(() =>
+    /You said: Both\?/.test(
+      document.querySelector(".msg.assistant:last-child .text")?.textContent ?? "",
+    )
+  );
+  assert.deepEqual(sent[0].map((p) => p.type), ["video", "image_url", "text"]);
+  assert.equal(sent[0][0].video?.length, 4);
+  // An audio-only file has no picture: named, not attached; a WebM without a duration (a live
+  // stream's, as MediaRecorder writes too) is sampled over its whole length.
+  await page.setInputFiles("#file", [fixture("audio.webm"), fixture("live.webm")]);
+  await page.waitForFunction(() =>
+    /Not attached .*audio\.webm/.test(document.getElementById("notice")?.textContent ?? "") &&
+    document.querySelector("#attachments .thumb .frames") !== null
+  );
+  assert.equal(await page.textContent("#attachments .thumb .frames"), "▶ 4 frames");
+  assert.equal(await page.locator("#attachments .thumb").count(), 1);
   assert.deepEqual(errors, []);
 });

@@ -70,6 +70,8 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   .thumb .frames, .msg .frames { position: absolute; left: .2rem; bottom: .2rem; font-size: .62rem; padding: 0 .25rem;
                                  border-radius: 4px; background: var(--ink); color: var(--panel); white-space: nowrap; opacity: .85; }
   .thumb .video img { min-width: 5.5rem; object-fit: cover; }
+  .thumb .reading { height: 3.5rem; min-width: 3.5rem; padding: 0 .5rem; border-radius: 6px; border: 1px dashed var(--line);
+                    display: flex; align-items: center; justify-content: center; color: var(--muted); font-size: .8rem; }
   .msg .video { position: relative; display: inline-block; }
   .msg .video img { height: 7rem; width: auto; }
   .msg .video .frames { bottom: .6rem; }
@@ -118,7 +120,9 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
 <script type="module">
 const $ = (id) => document.getElementById(id);
 const history = [];          // OpenAI messages of the conversation so far
-let attached = [];           // going with the next message: { url } an image, { frames: [url…] } a video (data: URLs)
+let attached = [];           // going with the next message: { url } an image, { frames: [url…] } a video (data: URLs),
+                             // { reading, video } a file still being read
+let waiting = false;         // a message waiting for its attachments to be read
 let model = null;
 let running = null;          // AbortController of the answer being streamed
 let epoch = 0;               // conversations started: a turn that outlives its conversation is dropped
@@ -256,6 +260,12 @@ function addMessage(role, text, images) {
 
 // An attachment as shown: an image, or a video's first frame with its frame count.
 function preview(item, what) {
+  if (item.reading) {
+    const box = document.createElement("div");
+    box.className = "reading";
+    box.textContent = item.video ? "video…" : "…";
+    return box;
+  }
   const img = document.createElement("img");
   img.src = item.frames ? item.frames[0] : item.url;
   img.alt = what + (item.frames ? " video" : " image");
@@ -277,8 +287,8 @@ function showAttachments() {
     remove.type = "button";
     remove.textContent = "×";
     remove.title = "Remove";
-    remove.setAttribute("aria-label", "Remove " + (item.frames ? "video " : "image ") + (i + 1));
-    remove.onclick = () => { attached.splice(i, 1); showAttachments(); };
+    remove.setAttribute("aria-label", "Remove " + (item.frames || item.video ? "video " : "image ") + (i + 1));
+    remove.onclick = () => { attached.splice(i, 1); showAttachments(); notice(); };
     thumb.append(preview(item, "to send"), remove);
     return thumb;
   }));
@@ -310,6 +320,14 @@ function videoFrames(file) {
     const alive = () => { clearTimeout(timer); timer = setTimeout(() => done(null, new Error("timed out")), 10000); };
     video.onloadeddata = async () => {
       try {
+        // An audio-only file (or a codec this browser plays the sound of only) has no picture.
+        if (!video.videoWidth || !video.videoHeight) throw new Error("no picture");
+        if (!Number.isFinite(video.duration)) {
+          // A WebM without a duration (a MediaRecorder recording, a live stream): a seek past
+          // the end makes the browser find it.
+          await new Promise((ok) => { video.onseeked = ok; video.currentTime = 1e101; });
+          alive();
+        }
         const duration = Number.isFinite(video.duration) ? video.duration : 0;
         const n = Math.max(1, Math.min(VIDEO_FRAMES, Math.round(duration * 2)));
         const scale = Math.min(1, Math.sqrt(VIDEO_PIXELS / (video.videoWidth * video.videoHeight)));
@@ -336,34 +354,45 @@ function videoFrames(file) {
 }
 
 const ACCEPTED = ["image/png", "image/jpeg", "image/webp"];
+let skipped = [];            // files not attached since the last message went
+
+// An image file as a data: URL, decoded by the browser first: a broken file is named now, not
+// refused by the server.
+function readImage(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => {
+      const img = new Image();
+      img.src = reader.result;
+      img.decode().then(() => resolve({ url: reader.result }), reject);
+    };
+    reader.onerror = reject;
+    reader.readAsDataURL(file);
+  });
+}
+
+function notice() {
+  $("notice").textContent = skipped.length
+    ? "Not attached (only PNG, JPEG or WebP images and videos this browser plays): " + skipped.join(", ")
+    : attached.some((e) => e.reading) ? "Reading the video…" : "";
+}
+
+// Each file takes its place in attached at once — in the order chosen ("compare image 1 and
+// image 2"), across picks too — and holds it while it is read (a video takes seconds).
 function attach(files) {
-  const skipped = [];
-  const reads = [];
   for (const file of files) {
-    if (file.type.startsWith("video/")) {
-      reads.push(videoFrames(file).catch(() => { skipped.push(file.name || "a video"); return null; }));
-      continue;
-    }
-    if (!ACCEPTED.includes(file.type)) { skipped.push(file.name || file.type || "a file"); continue; }
-    // Read, and decoded by the browser: a broken file is named now, not refused by the server.
-    reads.push(new Promise((resolve) => {
-      const reader = new FileReader();
-      reader.onload = () => {
-        const img = new Image();
-        img.src = reader.result;
-        img.decode().then(() => resolve({ url: reader.result }), () => { skipped.push(file.name || "an image"); resolve(null); });
-      };
-      reader.onerror = () => { skipped.push(file.name || "a file"); resolve(null); };
-      reader.readAsDataURL(file);
-    }));
+    const name = file.name || file.type || "a file";
+    const video = file.type.startsWith("video/");
+    if (!video && !ACCEPTED.includes(file.type)) { skipped.push(name); continue; }
+    const entry = { video };
+    entry.reading = (video ? videoFrames(file) : readImage(file)).then(
+      (item) => { const i = attached.indexOf(entry); if (i >= 0) attached[i] = item; },
+      () => { const i = attached.indexOf(entry); if (i >= 0) { attached.splice(i, 1); skipped.push(name); } },
+    ).finally(() => { showAttachments(); notice(); });
+    attached.push(entry);
   }
-  const notice = () => {
-    $("notice").textContent = skipped.length
-      ? "Not attached (only PNG, JPEG or WebP images and videos this browser plays): " + skipped.join(", ") : "";
-  };
+  showAttachments();
   notice();
-  // In the order chosen ("compare image 1 and image 2"), not the order the reads finish in.
-  Promise.all(reads).then((items) => { attached.push(...items.filter(Boolean)); showAttachments(); notice(); });
 }
 
 $("file").addEventListener("change", (e) => { attach(e.target.files); e.target.value = ""; });
@@ -492,8 +521,8 @@ async function answer(div, signal, prior = "") {
       if (error.code === "context_length_exceeded" && history.length > 1) {
         p.textContent += " The conversation so far counts too: start a New chat (top right) to drop it.";
       }
-      if (error.code === "request_too_large" && history.length > 1) {
-        p.textContent += " Every image of the conversation is sent again each turn: start a New chat (top right).";
+      if ((error.code === "request_too_large" || error.code === "too_many_images") && history.length > 1) {
+        p.textContent += " Every image (and video frame) of the conversation is sent again each turn: start a New chat (top right).";
       }
       refused = text === "";
     }
@@ -516,6 +545,14 @@ async function answer(div, signal, prior = "") {
 $("form").addEventListener("submit", async (e) => {
   e.preventDefault();
   if (running) { running.abort(); return; }
+  if (waiting) return;
+  // Attachments still being read (a video takes seconds) go with this message: wait for them.
+  while (attached.some((e) => e.reading)) {
+    waiting = true;
+    notice();
+    await Promise.all(attached.filter((e) => e.reading).map((e) => e.reading));
+    waiting = false;
+  }
   const text = prompt.value.trim();
   if (!text && attached.length === 0) return;
   if (!model) await loadModel();
@@ -526,6 +563,7 @@ $("form").addEventListener("submit", async (e) => {
   if (text) content.push({ type: "text", text });
   history.push({ role: "user", content });
   const sent = attached;
+  skipped = [];
   $("notice").textContent = "";
   const asked = addMessage("user", text, attached);
   attached = [];
@@ -547,7 +585,8 @@ $("form").addEventListener("submit", async (e) => {
     history.pop();
     asked.classList.add("refused");
     if (!prompt.value) { prompt.value = text; grow(); }
-    if (attached.length === 0) { attached = sent; showAttachments(); }
+    attached = sent.concat(attached); // and any attached since
+    showAttachments();
     div.scrollIntoView({ block: "end" }); // the error in view above the grown footer
   } else {
     history.push({ role: "assistant", content: reply.text });
