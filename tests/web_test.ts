@@ -316,7 +316,10 @@ Deno.test("the chat page: images go in the order chosen, a long answer shows who
     { name: "large.png", mimeType: "image/png", buffer: Buffer.from(large) },
     { name: "small.png", mimeType: "image/png", buffer: Buffer.from(png) },
   ]);
-  await page.waitForFunction(() => document.querySelectorAll("#attachments .thumb").length === 2);
+  // Both hold their places at once; each shows its image once read.
+  await page.waitForFunction(() =>
+    document.querySelectorAll("#attachments .thumb img").length === 2
+  );
   const sizes = await page.$$eval("#attachments img", (imgs) => imgs.map((i: any) => i.src.length));
   assert.ok(sizes[0] > sizes[1], `large first: ${sizes}`);
   // Max tokens 2500 of a 3000-word answer: the whole of what was written, and why it stopped.
