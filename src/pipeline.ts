@@ -28,7 +28,6 @@ import { type ModelSource, openModelSource } from "./model_files.ts";
 import { parseConfig } from "./model/config.ts";
 import { type ImageEmbeds, Qwen2VLModel, type Session } from "./model/qwen2vl.ts";
 import { checkPatchesFit } from "./model/vision.ts";
-import { patchCount } from "./image.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { ChatProcessor } from "./generate/processor.ts";
 import { FifoLock } from "./generate/fifo_lock.ts";
@@ -459,11 +458,11 @@ export class Pipeline implements ChatEngine {
           "prompt: the answer could not end",
       );
     }
-    // An image past what this adapter's bindings hold (a 7B tower on a software adapter: about
-    // 1.3 megapixels) fails however the prompt cache serves the rest: checked here, image by
-    // image; the images encoded together, those the cache lacks, are checked when encoded.
-    for (const grid of prompt.gridThw) {
-      checkPatchesFit(this.model.config.vision, patchCount([grid]), this.model.gpu.maxBinding);
+    // An image (a video's frame) past what this adapter's bindings hold (a 7B tower on a software
+    // adapter: about 1.3 megapixels) fails however the prompt cache serves the rest: checked
+    // here, frame by frame (the tower runs more frames in more passes: VisionTower.encode).
+    for (const [, h, w] of prompt.gridThw) {
+      checkPatchesFit(this.model.config.vision, h * w, this.model.gpu.maxBinding);
     }
     const rows = this.model.config.text.vocabSize;
     const past = (name: string, ids: number[]) => {

@@ -106,18 +106,62 @@ export class VisionTower {
    * # VisionAttention: q, k, v = self.qkv(x).reshape(seq, 3, heads, -1).permute(1, 0, 2, 3).unbind(0)
    * #   q, k = apply_rotary_pos_emb_vision(q, k, cos, sin); softmax(q kᵀ · head_dim**-0.5) v per cu_seqlens block
    * ```
+   * Images (and a video's temporal patches) go through the tower in groups of at most
+   * `maxPatches` patches (default {@link VISION_GROUP_PATCHES}, and what the adapter's bindings
+   * hold): a frame's patches attend only to each other, so the groups' rows are the rows of one
+   * pass, while the activations stay bounded (≈ 20 KB a patch at Qwen2-VL's 5120-wide MLP) and a
+   * long video fits where one pass would not.
    * @param pixelValues (patches, 1176) f32 from the image processor
    * @param grids one (t, h, w) per image
    */
-  encode(pixelValues: Float32Array, grids: readonly GridThw[]): ImageEmbeds {
-    // Every layer's params in one uniform buffer (kernels/_kernel.ts ParamsArena).
-    const slots = this.#cfg.depth * 24 + 64;
-    return withParamsArena(this.#gpu, slots, () => this.#encode(pixelValues, grids));
+  encode(
+    pixelValues: Float32Array,
+    grids: readonly GridThw[],
+    opts: { maxPatches?: number } = {},
+  ): ImageEmbeds {
+    const gpu = this.#gpu, v = this.#cfg;
+    const P = checkImages(v, pixelValues, grids);
+    const most = Math.min(
+      opts.maxPatches ?? VISION_GROUP_PATCHES,
+      bindingPatches(v, gpu.maxBinding),
+    );
+    // Every layer's params in one uniform buffer a group (kernels/_kernel.ts ParamsArena).
+    const slots = v.depth * 24 + 64;
+    const pass = (pv: Float32Array, gs: readonly GridThw[]) =>
+      withParamsArena(gpu, slots, () => this.#encode(pv, gs));
+    const groups = visionGroups(grids, Math.max(1, most));
+    if (groups.length === 1) return pass(pixelValues, grids);
+    const merge = v.spatialMergeSize * v.spatialMergeSize, H = v.outHidden;
+    const out = createStorage(gpu, (P / merge) * H * 4, "image_embeds"); // (P/4, H) f32
+    try {
+      let row = 0; // patches done
+      for (const g of groups) {
+        const part = pass(
+          pixelValues.subarray(row * v.patchDim, (row + g.patches) * v.patchDim),
+          g.grids,
+        );
+        const enc = gpu.device.createCommandEncoder({ label: "vision.group" });
+        enc.copyBufferToBuffer(part.buffer, 0, out, (row / merge) * H * 4, part.tokens * H * 4);
+        gpu.device.queue.submit([enc.finish()]);
+        part.destroy(); // freed once the copy has run
+        row += g.patches;
+      }
+    } catch (e) {
+      out.destroy();
+      throw e;
+    }
+    return {
+      buffer: out,
+      tokens: P / merge,
+      hidden: H,
+      grids: grids.map((g) => [...g] as unknown as GridThw),
+      destroy: () => out.destroy(),
+    };
   }
 
   #encode(pixelValues: Float32Array, grids: readonly GridThw[]): ImageEmbeds {
     const gpu = this.#gpu, v = this.#cfg, w = this.#w;
-    const P = checkImages(v, pixelValues, grids);
+    const P = patchCount(grids);
     const E = v.embedDim, M = v.mlpHidden, D = v.mergedDim, H = v.outHidden;
     const merged = P / (v.spatialMergeSize * v.spatialMergeSize);
     checkPatchesFit(v, P, gpu.maxBinding);
@@ -221,6 +265,49 @@ export class VisionTower {
   destroy(): void {
     this.#rope?.destroy();
   }
+}
+
+/**
+ * Most patches {@link VisionTower.encode} runs through the tower at once by default: 32768 (a
+ * 64-frame 448 × 448 video, 8192 tokens), whose activations take ≈ 2.2 GB at Qwen2-VL's towers
+ * (x, h, o: 1280 f32 a patch each, qkv 3840, the MLP 5120) — beside QVQ-72B's 41 GB of q4 weights
+ * on an 80 GB card. More patches run as more passes (measured on the H200: 45–48 µs a patch either
+ * way, BENCHMARKS.md "Videos through the vision tower").
+ */
+export const VISION_GROUP_PATCHES = 32768;
+
+/** Patches one pass may hold on an adapter of `maxBinding`-byte storage bindings. */
+function bindingPatches(v: VisionConfig, maxBinding: number): number {
+  return Math.floor(maxBinding / (4 * Math.max(v.patchDim, v.mlpHidden, 3 * v.embedDim)));
+}
+
+/**
+ * `grids` cut into the groups the tower runs one after another: whole temporal patches (t = 1
+ * slices of a grid: a frame's patches attend only to each other) in order, at most `most` patches
+ * a group, a video split between groups where it must ([t1, h, w] then [t2, h, w]). A frame larger
+ * than `most` is a group of its own.
+ */
+export function visionGroups(
+  grids: readonly GridThw[],
+  most: number,
+): { grids: GridThw[]; patches: number }[] {
+  const groups: { grids: GridThw[]; patches: number }[] = [];
+  let cur: { grids: GridThw[]; patches: number } = { grids: [], patches: 0 };
+  for (const [t, h, w] of grids) {
+    let left = t;
+    while (left > 0) {
+      if (cur.patches > 0 && cur.patches + h * w > most) {
+        groups.push(cur);
+        cur = { grids: [], patches: 0 };
+      }
+      const frames = Math.max(1, Math.min(left, Math.floor((most - cur.patches) / (h * w))));
+      cur.grids.push([frames, h, w]);
+      cur.patches += frames * h * w;
+      left -= frames;
+    }
+  }
+  if (cur.patches > 0) groups.push(cur);
+  return groups;
 }
 
 /**

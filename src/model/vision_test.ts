@@ -5,10 +5,10 @@ import { InvalidInputError } from "../errors.ts";
 import { openModelSource } from "../model_files.ts";
 import { SafetensorsCheckpoint } from "../safetensors.ts";
 import { parseConfig } from "./config.ts";
-import { checkImages, checkPatchesFit, submitBefore, VisionTower } from "./vision.ts";
+import { checkImages, checkPatchesFit, submitBefore, visionGroups, VisionTower } from "./vision.ts";
 import { PRESETS } from "./presets.ts";
 import { planWeights, uploadWeights } from "./weights.ts";
-import { CASES, readReferenceCase, TINY_DIR } from "./_fixture.ts";
+import { CASES, readReferenceCase, readVideoCases, TINY_DIR } from "./_fixture.ts";
 import { assertClose } from "../ref/_random.ts";
 import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
 
@@ -83,6 +83,71 @@ Deno.test("VisionTower.encode() with visionQuant q8 stays within 2.5 % of transf
       // The q8 path did run: int8 rounding is far above the float tower's.
       assert.ok(worst > 1e-3, `${what}: max |Δ| ${worst}`);
     });
+  }
+});
+
+Deno.test("visionGroups() cuts grids into whole frames, at most `most` patches a group, in order", () => {
+  const g = (grids: [number, number, number][], most: number) =>
+    visionGroups(grids, most).map((x) => [x.grids, x.patches]);
+  // Everything fits: one group as given.
+  assert.deepEqual(g([[1, 4, 4], [3, 2, 4]], 100), [[[[1, 4, 4], [3, 2, 4]], 40]]);
+  // A video of 5 frames of 8 patches, 20 a group: 2 frames, 2 frames, 1 frame.
+  assert.deepEqual(g([[5, 2, 4]], 20), [
+    [[[2, 2, 4]], 16],
+    [[[2, 2, 4]], 16],
+    [[[1, 2, 4]], 8],
+  ]);
+  // An image then a video: the video's first frame joins the image's group where it fits.
+  assert.deepEqual(g([[1, 2, 2], [3, 2, 4]], 12), [
+    [[[1, 2, 2], [1, 2, 4]], 12],
+    [[[1, 2, 4]], 8],
+    [[[1, 2, 4]], 8],
+  ]);
+  // A frame larger than `most` is a group of its own.
+  assert.deepEqual(g([[1, 2, 2], [1, 6, 6], [1, 2, 2]], 10), [
+    [[[1, 2, 2]], 4],
+    [[[1, 6, 6]], 36],
+    [[[1, 2, 2]], 4],
+  ]);
+});
+
+Deno.test("VisionTower.encode() in groups of frames gives the embeddings of one pass (a video and an image)", async () => {
+  const gpu = await sharedGpu();
+  const src = openModelSource(TINY_DIR);
+  const cfg = parseConfig(await src.readJson("config.json"));
+  const ckpt = await SafetensorsCheckpoint.open(src);
+  const plan = planWeights(cfg, (n) => (ckpt.has(n) ? ckpt.get(n) : undefined), {
+    dtype: "f32",
+    maxBinding: gpu.maxBinding,
+    where: ckpt.origin,
+  });
+  const w = await uploadWeights(gpu, ckpt, plan);
+  const tower = new VisionTower(gpu, cfg.vision, w);
+  try {
+    const [c] = await readVideoCases(); // a video of 3 temporal patches of 4 × 6
+    const ref = await readReferenceCase(1); // and an image of 6 × 8
+    const pixels = new Float32Array(c.pixelValuesVideos.length + ref.pixelValues.length);
+    pixels.set(c.pixelValuesVideos);
+    pixels.set(ref.pixelValues, c.pixelValuesVideos.length);
+    const grids = [c.videoGridThw, ...ref.gridThw];
+    const read = async (maxPatches?: number) => {
+      const e = tower.encode(pixels, grids, { maxPatches });
+      const got = await readF32(gpu, e.buffer, e.tokens * e.hidden);
+      assert.equal(e.tokens, (72 + 48) / 4);
+      e.destroy();
+      return got;
+    };
+    const whole = await read();
+    // The image's rows are transformers' (one pass, as encoded alone in the case test above).
+    assertClose(whole.subarray(18 * cfg.vision.outHidden), ref.imageEmbeds, 1e-5, "image rows");
+    // Groups of 30 patches: frame by frame (24 each), the image alone (48 > 30): four passes.
+    assert.equal(visionGroups(grids, 30).length, 4);
+    assertClose(await read(30), whole, 1e-5, "groups of 30 patches");
+    assertClose(await read(50), whole, 1e-5, "groups of 50 patches");
+  } finally {
+    tower.destroy();
+    w.destroy();
+    ckpt.close();
   }
 });
 
