@@ -109,8 +109,8 @@ export class VisionTower {
    * Images (and a video's temporal patches) go through the tower in groups of at most
    * `maxPatches` patches (default {@link VISION_GROUP_PATCHES}, and what the adapter's bindings
    * hold): a frame's patches attend only to each other, so the groups' rows are the rows of one
-   * pass, while the activations stay bounded (≈ 20 KB a patch at Qwen2-VL's 5120-wide MLP) and a
-   * long video fits where one pass would not.
+   * pass, while the activations stay bounded (≈ 56 KB a patch at Qwen2-VL's towers) and a long
+   * video fits where one pass would not.
    * @param pixelValues (patches, 1176) f32 from the image processor
    * @param grids one (t, h, w) per image
    */
@@ -269,9 +269,9 @@ export class VisionTower {
 
 /**
  * Most patches {@link VisionTower.encode} runs through the tower at once by default: 32768 (a
- * 64-frame 448 × 448 video, 8192 tokens), whose activations take ≈ 2.2 GB at Qwen2-VL's towers
- * (x, h, o: 1280 f32 a patch each, qkv 3840, the MLP 5120) — beside QVQ-72B's 41 GB of q4 weights
- * on an 80 GB card. More patches run as more passes (measured on the H200: 45–48 µs a patch either
+ * 64-frame 448 × 448 video, 8192 tokens), whose activations take ≈ 1.9 GB at Qwen2-VL's towers
+ * (x, h, o: 1280 f32 a patch each, qkv 3840, the MLP 5120, the pixel values 1176) — beside
+ * QVQ-72B's 41 GB of q4 weights on an 80 GB card. More patches run as more passes (measured on the H200: 45–48 µs a patch either
  * way, BENCHMARKS.md "Videos through the vision tower").
  */
 export const VISION_GROUP_PATCHES = 32768;
