@@ -36,6 +36,8 @@ export interface BenchOptions {
   image?: [number, number];
   /** The image as a video of this many frames of its size (two frames a temporal patch), or none. */
   videoFrames?: number;
+  /** Most patches the vision tower runs in one pass (VisionTower.encode's maxPatches). */
+  visionGroupPatches?: number;
   /** Tokens generated in the timed decode. */
   newTokens: number;
   /** Decode steps recorded per command buffer. */
@@ -85,6 +87,7 @@ const USAGE = `deno task bench [options]
   --image WxH                 an image of W×H pixels (e.g. 644x476 = 391 tokens)
   --video-frames N            with --image: a video of N frames of that size instead (⌈N/2⌉
                               temporal patches; attention within each, as Qwen2-VL's tower)
+  --vision-group-patches N    most patches the vision tower runs in one pass (default 32768)
   --new-tokens N              decode steps timed (default 128)
   --steps-per-submit N        decode steps per command buffer (default 32)
   --repeat N                  runs; the last is reported (default 2)
@@ -176,6 +179,9 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
       }
       case "--video-frames":
         o.videoFrames = int(flag, val(), 1);
+        break;
+      case "--vision-group-patches":
+        o.visionGroupPatches = int(flag, val(), 1);
         break;
       case "--new-tokens":
         o.newTokens = int(flag, val(), 1);

@@ -15,7 +15,7 @@
  * @module
  */
 import { type Gpu, requestGpu } from "../src/gpu/device.ts";
-import { readF32, readU32 } from "../src/gpu/buffers.ts";
+import { gpuIdle, readF32, readU32 } from "../src/gpu/buffers.ts";
 import { InvalidInputError, QvqError } from "../src/errors.ts";
 import { PRESETS } from "../src/model/presets.ts";
 import { parseConfig, type Qwen2VLConfig } from "../src/model/config.ts";
@@ -289,9 +289,16 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       const s = model.createSession(maxTokens);
       await s.ready();
       // TTFT: vision → prefill → first token, one readback at the end. Vision and prefill are
-      // also timed alone (each with its own readback) in a second pass below.
+      // also timed alone (each with its own readback) in a second pass below. The tower's work is
+      // waited for before the prefill is queued, as the product's generate() does: queued
+      // together, a long video's tower and a long prefill lost the device on the H200 (7B,
+      // 15640 video tokens, 12.5 s of GPU work; 2026-11-29 22:07, whether or not the tower ran
+      // in groups), while either alone, or both with the wait, ran.
       const t1 = performance.now();
-      const img = grid ? model.encodeImages(pixels!, [grid]) : undefined;
+      const img = grid
+        ? model.encodeImages(pixels!, [grid], { maxPatches: o.visionGroupPatches })
+        : undefined;
+      if (img) await gpuIdle(gpu);
       const tVision = performance.now();
       const scoring = { promptLogprobs: o.promptLogprobs };
       await model.prefill(s, ids, img, scoring);
@@ -306,14 +313,16 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       let visionS = 0;
       if (grid) {
         const t2 = performance.now();
-        const im = model.encodeImages(pixels!, [grid]);
+        const im = model.encodeImages(pixels!, [grid], { maxPatches: o.visionGroupPatches });
         await readF32(gpu, im.buffer, 1);
         visionS = (performance.now() - t2) / 1000;
         im.destroy();
       }
       const s2 = model.createSession(maxTokens);
       await s2.ready();
-      const im2 = grid ? model.encodeImages(pixels!, [grid]) : undefined;
+      const im2 = grid
+        ? model.encodeImages(pixels!, [grid], { maxPatches: o.visionGroupPatches })
+        : undefined;
       if (im2) await readF32(gpu, im2.buffer, 1);
       const t3 = performance.now();
       await model.prefill(s2, ids, im2, scoring);
@@ -325,7 +334,9 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       const ttftProfile = o.profile
         ? await profileSubmits(gpu, async () => {
           const s3 = model.createSession(maxTokens);
-          const im3 = grid ? model.encodeImages(pixels!, [grid]) : undefined;
+          const im3 = grid
+            ? model.encodeImages(pixels!, [grid], { maxPatches: o.visionGroupPatches })
+            : undefined;
           try {
             await s3.ready();
             await model.prefill(s3, ids, im3);
@@ -465,6 +476,7 @@ async function timeFollowup(
   const first = async (session: Session, cached?: { tokens: number; grids: GridThw[] }) => {
     const t = performance.now();
     const embeds = img && !cached ? model.encodeImages(img.pixels, [img.grid]) : undefined;
+    if (embeds) await gpuIdle(gpu); // as the product's generate() (see the TTFT pass)
     await model.prefill(session, next, embeds, { cached });
     const run = new SessionRun(model, session, GREEDY);
     record(gpu, run, 0, 1);

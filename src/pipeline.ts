@@ -21,7 +21,7 @@
  */
 import type { Gpu } from "./gpu/device.ts";
 import { InvalidInputError, preview } from "./errors.ts";
-import { readF32 } from "./gpu/buffers.ts";
+import { gpuIdle, readF32 } from "./gpu/buffers.ts";
 import type { QuantDType, WeightDType } from "./gpu/tensor.ts";
 import type { KvDType } from "../kernels/kv_cache.ts";
 import { type ModelSource, openModelSource } from "./model_files.ts";
@@ -544,6 +544,9 @@ export class Pipeline implements ChatEngine {
       images = prompt.gridThw.length
         ? m.encodeImages(prompt.pixelValues, prompt.gridThw)
         : undefined;
+      // As generate(): the tower's work done before the prefill is queued behind it (a long
+      // video's tower and a long prefill queued together lost the device on the H200).
+      if (images) await gpuIdle(gpu);
       session = m.createSession(prompt.inputIds.length + 1);
       const imageEmbeds = images
         ? await readF32(gpu, images.buffer, images.tokens * images.hidden)

@@ -378,11 +378,16 @@ export class Qwen2VLModel {
    * Vision tower + merger on all images of a prompt.
    * @param pixelValues (Σ t·h·w, 1176) f32 from the image processor
    * @param gridThw one (t, h, w) per image, in prompt order
+   * @param opts.maxPatches most patches the tower runs in one pass (VisionTower.encode)
    * @returns (Σ t·h·w / 4, hidden) f32 on the GPU; destroy() it when the prompt is prefilled
    */
-  encodeImages(pixelValues: Float32Array, gridThw: readonly GridThw[]): ImageEmbeds {
+  encodeImages(
+    pixelValues: Float32Array,
+    gridThw: readonly GridThw[],
+    opts: { maxPatches?: number } = {},
+  ): ImageEmbeds {
     this.#alive();
-    return this.#vision.encode(pixelValues, gridThw);
+    return this.#vision.encode(pixelValues, gridThw, opts);
   }
 
   /** A session for up to `maxTokens` tokens (prompt + generated). Allocation failures surface in prefill. */

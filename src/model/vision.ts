@@ -5,7 +5,7 @@
  */
 import { InvalidInputError } from "../errors.ts";
 import { fmtBytes, type Gpu } from "../gpu/device.ts";
-import { createStorage, uploadArray } from "../gpu/buffers.ts";
+import { createStorage, writeArray } from "../gpu/buffers.ts";
 import { type Dispatch, withParamsArena } from "../../kernels/_kernel.ts";
 import {
   gelu,
@@ -133,22 +133,33 @@ export class VisionTower {
     if (groups.length === 1) return pass(pixelValues, grids);
     const merge = v.spatialMergeSize * v.spatialMergeSize, H = v.outHidden;
     const out = createStorage(gpu, (P / merge) * H * 4, "image_embeds"); // (P/4, H) f32
+    // One set of activations for every group, sized for the largest: each group's uploads and
+    // dispatches follow the last group's on the queue, and nothing is freed until all are in.
+    const scratch = visionScratch(
+      gpu,
+      v,
+      Math.max(...groups.map((g) => g.patches)),
+      Math.max(...groups.map((g) => g.grids.reduce((n, [t]) => n + t, 0))) + 1,
+    );
     try {
       let row = 0; // patches done
       for (const g of groups) {
-        const part = pass(
-          pixelValues.subarray(row * v.patchDim, (row + g.patches) * v.patchDim),
-          g.grids,
-        );
+        const part = withParamsArena(gpu, slots, () =>
+          this.#encode(
+            pixelValues.subarray(row * v.patchDim, (row + g.patches) * v.patchDim),
+            g.grids,
+            scratch,
+          ));
         const enc = gpu.device.createCommandEncoder({ label: "vision.group" });
         enc.copyBufferToBuffer(part.buffer, 0, out, (row / merge) * H * 4, part.tokens * H * 4);
         gpu.device.queue.submit([enc.finish()]);
-        part.destroy(); // freed once the copy has run
         row += g.patches;
       }
     } catch (e) {
       out.destroy();
       throw e;
+    } finally {
+      for (const b of Object.values(scratch)) b.destroy(); // after the last group's submit
     }
     return {
       buffer: out,
@@ -159,24 +170,26 @@ export class VisionTower {
     };
   }
 
-  #encode(pixelValues: Float32Array, grids: readonly GridThw[]): ImageEmbeds {
+  /**
+   * One pass of the tower over `grids`, in buffers of its own (freed once submitted, but `out`),
+   * or in `scratch` (see {@link VisionScratch}: the groups of one encode() share them).
+   */
+  #encode(
+    pixelValues: Float32Array,
+    grids: readonly GridThw[],
+    scratch?: VisionScratch,
+  ): ImageEmbeds {
     const gpu = this.#gpu, v = this.#cfg, w = this.#w;
     const P = patchCount(grids);
-    const E = v.embedDim, M = v.mlpHidden, D = v.mergedDim, H = v.outHidden;
+    const E = v.embedDim, D = v.mergedDim, H = v.outHidden;
     const merged = P / (v.spatialMergeSize * v.spatialMergeSize);
     checkPatchesFit(v, P, gpu.maxBinding);
-    const buf = (bytes: number, label: string) => createStorage(gpu, bytes, label);
-    const pv = uploadArray(gpu, pixelValues, "vision.pixel_values"); // (P, 1176) f32
-    const pos = uploadArray(gpu, visionPositionIds(grids, v.spatialMergeSize), "vision.pos"); // (P, 2) u32
     const cuHost = visionCuSeqlens(grids);
-    const cu = uploadArray(gpu, cuHost, "vision.cu_seqlens"); // (frames + 1) u32
-    const x = buf(P * E * 4, "vision.x"); // (P, E) f32 residual stream
-    const h = buf(P * E * 4, "vision.h"); // (P, E) f32 normed; after ln_q viewed as (P/4, 4E)
-    const qkv = buf(P * 3 * E * 4, "vision.qkv"); // (P, 3E) f32 rows [q | k | v]
-    const o = buf(P * E * 4, "vision.attn"); // (P, E) f32
-    const f = buf(P * M * 4, "vision.mlp"); // (P, M) f32
-    const m1 = buf(merged * D * 4, "vision.merger"); // (P/4, D) f32
-    const out = buf(merged * H * 4, "image_embeds"); // (P/4, H) f32
+    const own = scratch ?? visionScratch(gpu, v, P, cuHost.length);
+    const { pv, pos, cu, x, h, qkv, o, f, m1, out } = own;
+    writeArray(gpu, pv, pixelValues);
+    writeArray(gpu, pos, visionPositionIds(grids, v.spatialMergeSize));
+    writeArray(gpu, cu, cuHost);
     let maxSide = 1;
     for (const [, gh, gw] of grids) maxSide = Math.max(maxSide, gh, gw);
     const table = this.#ropeTable(maxSide);
@@ -251,7 +264,7 @@ export class VisionTower {
       }),
     );
     submit(gpu, ds, "vision");
-    for (const b of [pv, pos, cu, x, h, qkv, o, f, m1]) b.destroy();
+    if (!scratch) { for (const b of [pv, pos, cu, x, h, qkv, o, f, m1]) b.destroy(); }
     return {
       buffer: out,
       tokens: merged,
@@ -275,6 +288,38 @@ export class VisionTower {
  * way, BENCHMARKS.md "Videos through the vision tower").
  */
 export const VISION_GROUP_PATCHES = 32768;
+
+/** The tower's buffers for a pass of up to `patches` patches in `cuLength − 1` frames. */
+export interface VisionScratch {
+  pv: GPUBuffer; // (patches, 1176) f32 pixel values
+  pos: GPUBuffer; // (patches, 2) u32 (h, w) positions
+  cu: GPUBuffer; // (frames + 1) u32 cu_seqlens
+  x: GPUBuffer; // (patches, E) f32 residual stream
+  h: GPUBuffer; // (patches, E) f32 normed; after ln_q viewed as (patches/4, 4E)
+  qkv: GPUBuffer; // (patches, 3E) f32 rows [q | k | v]
+  o: GPUBuffer; // (patches, E) f32 attention output
+  f: GPUBuffer; // (patches, M) f32 MLP hidden
+  m1: GPUBuffer; // (patches/4, D) f32 merger hidden
+  out: GPUBuffer; // (patches/4, H) f32 image embeddings
+}
+
+function visionScratch(gpu: Gpu, v: VisionConfig, P: number, cuLength: number): VisionScratch {
+  const E = v.embedDim, M = v.mlpHidden, D = v.mergedDim, H = v.outHidden;
+  const merged = P / (v.spatialMergeSize * v.spatialMergeSize);
+  const buf = (bytes: number, label: string) => createStorage(gpu, bytes, label);
+  return {
+    pv: buf(P * v.patchDim * 4, "vision.pixel_values"),
+    pos: buf(P * 2 * 4, "vision.pos"),
+    cu: buf(cuLength * 4, "vision.cu_seqlens"),
+    x: buf(P * E * 4, "vision.x"),
+    h: buf(P * E * 4, "vision.h"),
+    qkv: buf(P * 3 * E * 4, "vision.qkv"),
+    o: buf(P * E * 4, "vision.attn"),
+    f: buf(P * M * 4, "vision.mlp"),
+    m1: buf(merged * D * 4, "vision.merger"),
+    out: buf(merged * H * 4, "image_embeds"),
+  };
+}
 
 /** Patches one pass may hold on an adapter of `maxBinding`-byte storage bindings. */
 function bindingPatches(v: VisionConfig, maxBinding: number): number {
