@@ -394,7 +394,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       }
       const followup = o.followup > 0
         ? await timeFollowup(model, s, ids, recorded - 1, followupIds(o.followup), () => {
-          return grid ? { pixels: pixels!, grid } : undefined;
+          return grid ? { pixels: pixels!, grid, maxPatches: o.visionGroupPatches } : undefined;
         })
         : undefined;
       const bytesPerToken = decodeBytes(
@@ -467,7 +467,9 @@ async function timeFollowup(
   prompt: number[],
   fed: number,
   more: number[],
-  image: () => { pixels: Float32Array; grid: [number, number, number] } | undefined,
+  image: () =>
+    | { pixels: Float32Array; grid: [number, number, number]; maxPatches?: number }
+    | undefined,
 ): Promise<NonNullable<BenchResult["followup"]>> {
   const gpu = model.gpu;
   const gen = fed > 0 ? Array.from(await readU32(gpu, s.tokens, fed)) : [];
@@ -475,7 +477,9 @@ async function timeFollowup(
   const img = image();
   const first = async (session: Session, cached?: { tokens: number; grids: GridThw[] }) => {
     const t = performance.now();
-    const embeds = img && !cached ? model.encodeImages(img.pixels, [img.grid]) : undefined;
+    const embeds = img && !cached
+      ? model.encodeImages(img.pixels, [img.grid], { maxPatches: img.maxPatches })
+      : undefined;
     if (embeds) await gpuIdle(gpu); // as the product's generate() (see the TTFT pass)
     await model.prefill(session, next, embeds, { cached });
     const run = new SessionRun(model, session, GREEDY);

@@ -130,8 +130,11 @@ export class VisionTower {
     const pass = (pv: Float32Array, gs: readonly GridThw[]) =>
       withParamsArena(gpu, slots, () => this.#encode(pv, gs));
     const groups = visionGroups(grids, Math.max(1, most));
-    if (groups.length === 1) return pass(pixelValues, grids);
     const merge = v.spatialMergeSize * v.spatialMergeSize, H = v.outHidden;
+    checkEmbedsFit(v, P / merge, gpu.maxBinding);
+    if (groups.length === 1) return pass(pixelValues, grids);
+    // A frame past the bindings is refused before any group's work is built.
+    checkPatchesFit(v, Math.max(...groups.map((g) => g.patches)), gpu.maxBinding);
     const out = createStorage(gpu, (P / merge) * H * 4, "image_embeds"); // (P/4, H) f32
     // One set of activations for every group, sized for the largest: each group's uploads and
     // dispatches follow the last group's on the queue, and nothing is freed until all are in.
@@ -319,6 +322,21 @@ function visionScratch(gpu: Gpu, v: VisionConfig, P: number, cuLength: number): 
     m1: buf(merged * D * 4, "vision.merger"),
     out: buf(merged * H * 4, "image_embeds"),
   };
+}
+
+/**
+ * Throws InvalidInputError where the image embeddings of `tokens` vision tokens ((tokens, LLM
+ * hidden) f32, which the prefill binds whole) are more than one storage binding holds (128 MiB on
+ * software adapters: 9362 tokens at 7B; an H100 / H200's 2 GiB hold more than a context).
+ */
+export function checkEmbedsFit(v: VisionConfig, tokens: number, maxBinding: number): void {
+  const bytes = tokens * v.outHidden * 4;
+  if (bytes <= maxBinding) return;
+  throw new InvalidInputError(
+    `the images and videos to encode make ${tokens} vision tokens, ${fmtBytes(bytes)} of ` +
+      `embeddings; this GPU adapter (storage bindings of at most ${fmtBytes(maxBinding)}) holds ` +
+      `${Math.floor(maxBinding / (v.outHidden * 4))}: send fewer frames or smaller images`,
+  );
 }
 
 /** Patches one pass may hold on an adapter of `maxBinding`-byte storage bindings. */

@@ -5,7 +5,14 @@ import { InvalidInputError } from "../errors.ts";
 import { openModelSource } from "../model_files.ts";
 import { SafetensorsCheckpoint } from "../safetensors.ts";
 import { parseConfig } from "./config.ts";
-import { checkImages, checkPatchesFit, submitBefore, visionGroups, VisionTower } from "./vision.ts";
+import {
+  checkEmbedsFit,
+  checkImages,
+  checkPatchesFit,
+  submitBefore,
+  visionGroups,
+  VisionTower,
+} from "./vision.ts";
 import { PRESETS } from "./presets.ts";
 import { planWeights, uploadWeights } from "./weights.ts";
 import { CASES, readReferenceCase, readVideoCases, TINY_DIR } from "./_fixture.ts";
@@ -144,6 +151,21 @@ Deno.test("VisionTower.encode() in groups of frames gives the embeddings of one 
     assert.equal(visionGroups(grids, 30).length, 4);
     assertClose(await read(30), whole, 1e-5, "groups of 30 patches");
     assertClose(await read(50), whole, 1e-5, "groups of 50 patches");
+    // A frame past the bindings in a later group is refused before any group's work is built
+    // (no GPU validation error from bindings sized for it).
+    const v = cfg.vision;
+    const most = Math.floor(
+      gpu.maxBinding / (4 * Math.max(v.patchDim, v.mlpHidden, 3 * v.embedDim)),
+    );
+    const big = Math.ceil(Math.sqrt(most + 1) / 2) * 2; // an even side: one frame of > most patches
+    const bigGrids: [number, number, number][] = [[1, 4, 4], [1, big, big]];
+    const bigPixels = new Float32Array((16 + big * big) * cfg.vision.patchDim);
+    gpu.device.pushErrorScope("validation");
+    assert.throws(
+      () => tower.encode(bigPixels, bigGrids, { maxPatches: 16 }),
+      (e: Error) => e instanceof InvalidInputError && /this GPU adapter/.test(e.message),
+    );
+    assert.equal(await gpu.device.popErrorScope(), null);
   } finally {
     tower.destroy();
     w.destroy();
@@ -164,6 +186,19 @@ Deno.test("checkImages() rejects grids that do not match pixel_values", () => {
 Deno.test("submitBefore(): the first layer goes to the GPU alone, then every SUBMIT_LAYERS", () => {
   const at = Array.from({ length: 14 }, (_, l) => l).filter(submitBefore);
   assert.deepEqual(at, [1, 4, 8, 12]);
+});
+
+Deno.test("checkEmbedsFit() refuses vision tokens whose embeddings pass one binding (frames checked one by one each fit)", () => {
+  const v = parseConfig(PRESETS["Qwen2-VL-7B-Instruct"]).vision;
+  const mib128 = 128 * 2 ** 20; // 3584 f32 a token: 9362 tokens
+  checkEmbedsFit(v, 9362, mib128);
+  assert.throws(
+    () => checkEmbedsFit(v, 9384, mib128), // a 48-frame 644 × 476 video
+    (e: Error) =>
+      e instanceof InvalidInputError &&
+      /make 9384 vision tokens, 128\.30 MiB of embeddings; this GPU adapter \(storage bindings of at most 128\.00 MiB\) holds 9362: send fewer frames or smaller images/
+        .test(e.message),
+  );
 });
 
 Deno.test("checkPatchesFit() refuses images past the adapter's bindings, naming the most it takes", () => {
