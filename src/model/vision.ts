@@ -127,32 +127,32 @@ export class VisionTower {
     );
     // Every layer's params in one uniform buffer a group (kernels/_kernel.ts ParamsArena).
     const slots = v.depth * 24 + 64;
-    const pass = (pv: Float32Array, gs: readonly GridThw[]) =>
-      withParamsArena(gpu, slots, () => this.#encode(pv, gs));
+    const pass = (pv: Float32Array, gs: readonly GridThw[], scratch?: VisionScratch) =>
+      withParamsArena(gpu, slots, () => this.#encode(pv, gs, scratch));
     const groups = visionGroups(grids, Math.max(1, most));
+    const largest = Math.max(...groups.map((g) => g.patches));
     const merge = v.spatialMergeSize * v.spatialMergeSize, H = v.outHidden;
+    // A frame past the bindings is refused before any group's work is built.
+    checkPatchesFit(v, largest, gpu.maxBinding);
     checkEmbedsFit(v, P / merge, gpu.maxBinding);
     if (groups.length === 1) return pass(pixelValues, grids);
-    // A frame past the bindings is refused before any group's work is built.
-    checkPatchesFit(v, Math.max(...groups.map((g) => g.patches)), gpu.maxBinding);
     const out = createStorage(gpu, (P / merge) * H * 4, "image_embeds"); // (P/4, H) f32
     // One set of activations for every group, sized for the largest: each group's uploads and
     // dispatches follow the last group's on the queue, and nothing is freed until all are in.
     const scratch = visionScratch(
       gpu,
       v,
-      Math.max(...groups.map((g) => g.patches)),
+      largest,
       Math.max(...groups.map((g) => g.grids.reduce((n, [t]) => n + t, 0))) + 1,
     );
     try {
       let row = 0; // patches done
       for (const g of groups) {
-        const part = withParamsArena(gpu, slots, () =>
-          this.#encode(
-            pixelValues.subarray(row * v.patchDim, (row + g.patches) * v.patchDim),
-            g.grids,
-            scratch,
-          ));
+        const part = pass(
+          pixelValues.subarray(row * v.patchDim, (row + g.patches) * v.patchDim),
+          g.grids,
+          scratch,
+        );
         const enc = gpu.device.createCommandEncoder({ label: "vision.group" });
         enc.copyBufferToBuffer(part.buffer, 0, out, (row / merge) * H * 4, part.tokens * H * 4);
         gpu.device.queue.submit([enc.finish()]);
@@ -174,8 +174,9 @@ export class VisionTower {
   }
 
   /**
-   * One pass of the tower over `grids`, in buffers of its own (freed once submitted, but `out`),
-   * or in `scratch` (see {@link VisionScratch}: the groups of one encode() share them).
+   * One pass of the tower over `grids` (checked by encode() to fit the bindings), in buffers of
+   * its own (freed once submitted, but `out`), or in `scratch` (see {@link VisionScratch}: the
+   * groups of one encode() share them).
    */
   #encode(
     pixelValues: Float32Array,
@@ -186,7 +187,6 @@ export class VisionTower {
     const P = patchCount(grids);
     const E = v.embedDim, D = v.mergedDim, H = v.outHidden;
     const merged = P / (v.spatialMergeSize * v.spatialMergeSize);
-    checkPatchesFit(v, P, gpu.maxBinding);
     const cuHost = visionCuSeqlens(grids);
     const own = scratch ?? visionScratch(gpu, v, P, cuHost.length);
     const { pv, pos, cu, x, h, qkv, o, f, m1, out } = own;
@@ -287,8 +287,8 @@ export class VisionTower {
  * Most patches {@link VisionTower.encode} runs through the tower at once by default: 32768 (a
  * 64-frame 448 × 448 video, 8192 tokens), whose activations take ≈ 1.9 GB at Qwen2-VL's towers
  * (x, h, o: 1280 f32 a patch each, qkv 3840, the MLP 5120, the pixel values 1176) — beside
- * QVQ-72B's 41 GB of q4 weights on an 80 GB card. More patches run as more passes (measured on the H200: 45–48 µs a patch either
- * way, BENCHMARKS.md "Videos through the vision tower").
+ * QVQ-72B's 41 GB of q4 weights on an 80 GB card. More patches run as more passes (measured on
+ * the H200: 44–51 µs a patch either way, BENCHMARKS.md "Long videos").
  */
 export const VISION_GROUP_PATCHES = 32768;
 
