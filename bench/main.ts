@@ -20,6 +20,7 @@ import { InvalidInputError, QvqError } from "../src/errors.ts";
 import { PRESETS } from "../src/model/presets.ts";
 import { parseConfig, type Qwen2VLConfig } from "../src/model/config.ts";
 import { Qwen2VLModel, type Session } from "../src/model/qwen2vl.ts";
+import type { ImageEmbeds } from "../src/model/vision.ts";
 import type { GridThw } from "../src/model/rope_index.ts";
 import { syntheticModel } from "../src/model/synthetic.ts";
 import type { WeightPlan } from "../src/model/weights.ts";
@@ -272,6 +273,9 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
   const pixels = grid
     ? new Float32Array(patches * v.patchDim).map((_, i) => Math.sin(i * 0.01))
     : undefined;
+  // The image through the tower (in groups of --vision-group-patches), or none.
+  const encode = () =>
+    grid ? model.encodeImages(pixels!, [grid], { maxPatches: o.visionGroupPatches }) : undefined;
   let last!: Omit<
     BenchResult,
     | "shape"
@@ -295,9 +299,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       // 15640 video tokens, 12.5 s of GPU work; 2026-11-29 22:07, whether or not the tower ran
       // in groups), while either alone, or both with the wait, ran.
       const t1 = performance.now();
-      const img = grid
-        ? model.encodeImages(pixels!, [grid], { maxPatches: o.visionGroupPatches })
-        : undefined;
+      const img = encode();
       if (img) await gpuIdle(gpu);
       const tVision = performance.now();
       const scoring = { promptLogprobs: o.promptLogprobs };
@@ -313,16 +315,14 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       let visionS = 0;
       if (grid) {
         const t2 = performance.now();
-        const im = model.encodeImages(pixels!, [grid], { maxPatches: o.visionGroupPatches });
+        const im = encode()!;
         await readF32(gpu, im.buffer, 1);
         visionS = (performance.now() - t2) / 1000;
         im.destroy();
       }
       const s2 = model.createSession(maxTokens);
       await s2.ready();
-      const im2 = grid
-        ? model.encodeImages(pixels!, [grid], { maxPatches: o.visionGroupPatches })
-        : undefined;
+      const im2 = encode();
       if (im2) await readF32(gpu, im2.buffer, 1);
       const t3 = performance.now();
       await model.prefill(s2, ids, im2, scoring);
@@ -334,9 +334,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       const ttftProfile = o.profile
         ? await profileSubmits(gpu, async () => {
           const s3 = model.createSession(maxTokens);
-          const im3 = grid
-            ? model.encodeImages(pixels!, [grid], { maxPatches: o.visionGroupPatches })
-            : undefined;
+          const im3 = encode();
           try {
             await s3.ready();
             await model.prefill(s3, ids, im3);
@@ -393,9 +391,14 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         profile = { step_us: round(1e6 / tokS, 1), ...p };
       }
       const followup = o.followup > 0
-        ? await timeFollowup(model, s, ids, recorded - 1, followupIds(o.followup), () => {
-          return grid ? { pixels: pixels!, grid, maxPatches: o.visionGroupPatches } : undefined;
-        })
+        ? await timeFollowup(
+          model,
+          s,
+          ids,
+          recorded - 1,
+          followupIds(o.followup),
+          grid && { grid, encode: () => encode()! },
+        )
         : undefined;
       const bytesPerToken = decodeBytes(
         cfg,
@@ -467,19 +470,14 @@ async function timeFollowup(
   prompt: number[],
   fed: number,
   more: number[],
-  image: () =>
-    | { pixels: Float32Array; grid: [number, number, number]; maxPatches?: number }
-    | undefined,
+  img: { grid: GridThw; encode: () => ImageEmbeds } | undefined,
 ): Promise<NonNullable<BenchResult["followup"]>> {
   const gpu = model.gpu;
   const gen = fed > 0 ? Array.from(await readU32(gpu, s.tokens, fed)) : [];
   const next = [...prompt, ...gen, ...more];
-  const img = image();
   const first = async (session: Session, cached?: { tokens: number; grids: GridThw[] }) => {
     const t = performance.now();
-    const embeds = img && !cached
-      ? model.encodeImages(img.pixels, [img.grid], { maxPatches: img.maxPatches })
-      : undefined;
+    const embeds = img && !cached ? img.encode() : undefined;
     if (embeds) await gpuIdle(gpu); // as the product's generate() (see the TTFT pass)
     await model.prefill(session, next, embeds, { cached });
     const run = new SessionRun(model, session, GREEDY);
