@@ -77,8 +77,9 @@ export interface VideoInput {
   frames: readonly (Uint8Array | DecodedImage)[];
   /**
    * This video's own bounds on a frame's resized area in pixels (qwen-vl-utils' `min_pixels` /
-   * `max_pixels` on a video), in place of the video settings': a video costs ⌈frames / 2⌉ ·
-   * area / 28² tokens, so a lower `maxPixels` is how to fit more frames in the context.
+   * `max_pixels` on a video), narrowing the video settings' (clamped into them): a video costs
+   * ⌈frames / 2⌉ · area / 28² tokens, so a lower `maxPixels` is how to fit more frames in the
+   * context.
    */
   minPixels?: number;
   maxPixels?: number;

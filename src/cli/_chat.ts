@@ -1,8 +1,8 @@
 /**
  * `qvq chat`: an interactive chat in the terminal. Each line is a user message; the answer streams
  * as it is written. `/image <path>` attaches an image to the next message (`/video <frames>` a
- * video), `/reset` starts over, `/exit` (or end of input) quits; Ctrl+C stops the answer being written. Works with piped stdin
- * too (no prompt is printed then), which is how it is tested.
+ * video), `/reset` starts over, `/exit` (or end of input) quits; Ctrl+C stops the answer being
+ * written. Works with piped stdin too (no prompt is printed then), which is how it is tested.
  * @module
  */
 import type { ChatEngine, ChatMessage, ContentPart, GenerateOptions } from "../generate/types.ts";

@@ -28,8 +28,8 @@ import { InvalidInputError } from "../errors.ts";
 
 const USAGE = `usage: qvq generate --model <dir|url|org/name> --prompt <text> [options]
 
-Answers one user message (images first, then videos, then the text) with the model's chat template and
-default system prompt; the answer streams to stdout.
+Answers one user message (images first, then videos, then the text) with the model's chat
+template and default system prompt; the answer streams to stdout.
 
 options:
   --model <dir|url|id>      model directory, URL, or Hugging Face hub id (downloaded and cached)
@@ -288,11 +288,8 @@ function readSchema(arg: string, usage: string): unknown {
  */
 function shownPrompt(text = ""): string {
   return text.replace(
-    /(<\|image_pad\|>)+|(<\|video_pad\|>)+/g,
-    (run, image) => {
-      const pad = image ? "<|image_pad|>" : "<|video_pad|>";
-      return `${pad}×${run.length / pad.length}`;
-    },
+    /(<\|(?:image|video)_pad\|>)\1*/g,
+    (run, pad: string) => `${pad}×${run.length / pad.length}`,
   );
 }
 
