@@ -130,6 +130,7 @@ export type { TokenLogprobRecord } from "./kernels/logprobs.ts";
 // Errors.
 export {
   ContextLengthError,
+  DeviceLostError,
   EngineClosedError,
   GpuError,
   InvalidInputError,

@@ -261,4 +261,4 @@ if (want("upload")) {
   await profiledUpload(undefined);
   await profiledUpload("q4");
 }
-gpu.device.destroy();
+gpu.destroy();

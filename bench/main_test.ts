@@ -173,7 +173,9 @@ Deno.test("runBench() at the tiny shape: every number measured and plausible (f1
       r.roofline_fraction,
       Math.round(r.bytes_per_token * r.decode_tok_s / r.card_bytes_per_s * 1e4) / 1e4,
     );
-    assert.equal(r.card_bytes_per_s, 3.35e12, "lavapipe is no H200: the H100 roofline");
+    // lavapipe (CI) divides by the H100's bandwidth; the device tool's H200 by its own.
+    const card = /H200/.test(r.device) ? 4.8e12 : 3.35e12;
+    assert.equal(r.card_bytes_per_s, card, `the roofline of ${r.device}`);
     assert.ok(r.dispatches_per_step > 10);
   }
 });

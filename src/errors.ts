@@ -35,6 +35,13 @@ export class SchemaError extends InvalidInputError {}
 export class GpuError extends QvqError {}
 
 /**
+ * The WebGPU device was lost (a driver reset, a GPU fault, the device destroyed by someone else):
+ * everything on it — the weights, the caches — is gone, and every later call fails with this
+ * error. Load the model again (a new Pipeline), or restart the server.
+ */
+export class DeviceLostError extends GpuError {}
+
+/**
  * The engine was disposed while a generation ran, or before one was asked for (a server shutting
  * down: the server answers 503 `server_shutting_down`). Retry against an engine that is loaded.
  */
@@ -51,6 +58,7 @@ export const ERROR_CLASSES: Readonly<Record<string, new (message: string) => Qvq
   ContextLengthError,
   SchemaError,
   GpuError,
+  DeviceLostError,
   EngineClosedError,
 };
 

@@ -20,7 +20,7 @@
  * @module
  */
 import type { Gpu } from "./gpu/device.ts";
-import { InvalidInputError, preview } from "./errors.ts";
+import { type DeviceLostError, InvalidInputError, preview, QvqError } from "./errors.ts";
 import { gpuIdle, readF32 } from "./gpu/buffers.ts";
 import type { QuantDType, WeightDType } from "./gpu/tensor.ts";
 import type { KvDType } from "../kernels/kv_cache.ts";
@@ -155,6 +155,15 @@ export class Pipeline implements ChatEngine {
   readonly #closing = new AbortController();
   /** The vocabulary's bytes on the GPU, made by the first request with a responseFormat. */
   #byteTable?: GpuTokenTable;
+
+  /**
+   * Why this pipeline can run nothing more: its GPU device was lost (a driver reset, a GPU fault).
+   * Every later generation throws this DeviceLostError, as does the one that was running; load the
+   * model again. Undefined while the device works.
+   */
+  get failure(): DeviceLostError | undefined {
+    return this.model.gpu.lostError;
+  }
 
   private constructor(
     modelId: string,
@@ -487,6 +496,7 @@ export class Pipeline implements ChatEngine {
   ): AsyncGenerator<GenerationEvent, void, undefined> {
     // dispose() ends this generation too (finishReason "abort"), before it frees the GPU memory.
     o.signal = o.signal ? AbortSignal.any([o.signal, this.#closing.signal]) : this.#closing.signal;
+    this.#checkDevice();
     this.#checkRun(prompt, o); // a prompt that cannot run fails before queueing
     let release: (() => void) | undefined;
     try {
@@ -497,14 +507,40 @@ export class Pipeline implements ChatEngine {
       return;
     }
     try {
+      this.#checkDevice(); // lost while this one waited
       const loop = this.#loop;
       yield* runGeneration(this.model, this.tokenizer, prompt, o, {
         loopDetector: () => new LoopDetector(loop),
         promptCache: this.#cache,
         ...(o.constraint ? { grammar: { table: this.#tokenTable(), start } } : {}),
       });
+    } catch (e) {
+      throw await this.#explained(e);
     } finally {
       release();
+    }
+  }
+
+  /** Throws {@link failure}, where the device was lost. */
+  #checkDevice(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  /**
+   * `e`, or the DeviceLostError behind it: what a lost device breaks first is some readback or
+   * buffer ("Buffer with 'token_pump.staging' label is invalid"), and the device's lost event may
+   * come a moment after that error, so an error that is not qvq's own waits for it briefly.
+   */
+  async #explained(e: unknown): Promise<unknown> {
+    if (this.failure || e instanceof QvqError) return this.failure ?? e;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), LOST_WAIT_MS);
+    });
+    try {
+      return await Promise.race([this.model.gpu.whenLost, late]) ?? e;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -541,6 +577,7 @@ export class Pipeline implements ChatEngine {
     let images: ImageEmbeds | undefined;
     let session: Session | undefined;
     try {
+      this.#checkDevice();
       images = prompt.gridThw.length
         ? m.encodeImages(prompt.pixelValues, prompt.gridThw)
         : undefined;
@@ -554,6 +591,8 @@ export class Pipeline implements ChatEngine {
       await m.prefill(session, prompt.inputIds, images);
       const logitsLast = await readF32(gpu, session.logits, m.config.text.vocabSize);
       return { prompt, imageEmbeds, logitsLast };
+    } catch (e) {
+      throw await this.#explained(e);
     } finally {
       session?.dispose();
       images?.destroy();
@@ -610,6 +649,9 @@ export class Pipeline implements ChatEngine {
     }
   }
 }
+
+/** How long an unexpected GPU error waits for the device's lost event (Pipeline #explained). */
+const LOST_WAIT_MS = 100;
 
 /** Throws InvalidInputError naming `name[i]`, the first of `ids` not a token id below `n`. */
 function checkTokenIds(ids: readonly number[], n: number, name: string): void {

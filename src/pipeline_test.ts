@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
-import { ContextLengthError, InvalidInputError, ModelFileError } from "./errors.ts";
-import { sharedGpu } from "./gpu/device.ts";
+import {
+  ContextLengthError,
+  DeviceLostError,
+  InvalidInputError,
+  ModelFileError,
+} from "./errors.ts";
+import { requestGpu, sharedGpu } from "./gpu/device.ts";
 import { MemoryModelSource, openModelSource } from "./model_files.ts";
 import { readReferenceCase, TINY_DIR } from "./model/_fixture.ts";
 import { maxAbsDiff } from "./ref/_random.ts";
@@ -8,7 +13,7 @@ import { assertLogprobsClose, logprobsRef } from "./ref/logprobs.ts";
 import { BITS_PER_WEIGHT, logitError } from "./model/quantize.ts";
 import { Pipeline, type PipelineOptions } from "./pipeline.ts";
 import { encodePng } from "./_png.ts";
-import type { ChatMessage, GenerationEvent } from "./generate/types.ts";
+import type { ChatMessage, GenerationEvent, GenerationResult } from "./generate/types.ts";
 import { stateAfter } from "./generate/json_grammar.ts";
 
 const pipeline = sharedGpu().then((gpu) =>
@@ -437,14 +442,49 @@ function commonPrefix(a: number[], b: number[]): number {
 Deno.test("Pipeline.generate() aborted while waiting on a batch leaves no GPU work behind for the next one", async () => {
   const p = await pipeline;
   const ac = new AbortController();
-  setTimeout(() => ac.abort(), 30);
-  const r = await p.chat(TEXT, { maxNewTokens: 37, signal: ac.signal });
-  assert.equal(r.finishReason, "abort");
+  // Aborted on the first text, while the pump waits on the batch after it (a timer raced the whole
+  // answer on a fast GPU: an H200 wrote all of a 30 ms timer's 37 tokens before it fired).
+  let r: GenerationResult | undefined;
+  for await (
+    const ev of p.generate(TEXT, { maxNewTokens: 37, signal: ac.signal }) as AsyncIterable<
+      GenerationEvent
+    >
+  ) {
+    if (ev.type === "delta") ac.abort();
+    if (ev.type === "done") r = ev.result;
+  }
+  assert.equal(r?.finishReason, "abort");
+  assert.ok(r.usage.completionTokens < 37, `${r.usage.completionTokens} tokens`);
   // The shared test GPU turns any validation error (a batch recorded with the freed sampler) into
   // a failure; the next generation reuses the session and answers in full.
   const next = await p.chat(TEXT, { maxNewTokens: 3 });
   assert.equal(next.text, " retired retired retired");
   await new Promise((resolve) => setTimeout(resolve, 100));
+});
+
+Deno.test("Pipeline on a lost device: the answer running, the next ones and forward() fail with DeviceLostError", async () => {
+  // A device of its own (the shared one serves the other tests), lost as a driver reset would
+  // lose it: destroyed by no code of qvq's.
+  const gpu = await requestGpu();
+  const p = await Pipeline.load(TINY_DIR, { gpu, dtype: "f32", maxContext: 64 });
+  try {
+    // (Not assert.equal(p.failure, undefined): it would narrow p.failure's type for good.)
+    assert.equal(p.failure === undefined, true);
+    let deltas = 0;
+    await assert.rejects(async () => {
+      for await (const ev of p.generate(TEXT, { maxNewTokens: 37 })) {
+        if (ev.type === "delta" && ++deltas === 1) gpu.device.destroy();
+      }
+    }, DeviceLostError);
+    assert.equal(deltas, 1);
+    assert.ok(p.failure instanceof DeviceLostError);
+    await assert.rejects(p.chat(TEXT, { maxNewTokens: 2 }), (e) => e === p.failure);
+    await assert.rejects(p.forward(TEXT), (e) => e === p.failure);
+    // What needs no GPU still works.
+    assert.ok((await p.tokenize({ prompt: "the sea" })).length > 0);
+  } finally {
+    p.dispose();
+  }
 });
 
 Deno.test("Pipeline.generate() runs concurrent requests one after the other, each complete", async () => {

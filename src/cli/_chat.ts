@@ -7,6 +7,7 @@
  */
 import type { ChatEngine, ChatMessage, ContentPart, GenerateOptions } from "../generate/types.ts";
 import type { LoadEngineOptions } from "../server/_engine.ts";
+import { DeviceLostError } from "../errors.ts";
 import {
   type Io,
   LOAD_OPTIONS,
@@ -173,8 +174,10 @@ export async function runChat(
       }
       history.push(turn, { role: "assistant", content: answer });
     } catch (error) {
-      // The turn is dropped: the user can fix the image or message and try again.
       await io.out("\n");
+      // Nothing more can run on a lost device: the chat ends with its error.
+      if (error instanceof DeviceLostError) throw error;
+      // The turn is dropped: the user can fix the image or message and try again.
       await io.err(`error: ${(error as Error).message}\n`);
     } finally {
       stopListening();

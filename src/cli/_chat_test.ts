@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { FakeEngine } from "../server/_fake_engine.ts";
+import { DeviceLostError } from "../errors.ts";
 import { UsageError } from "./_args.ts";
 import { chatCommand, type ChatIo, runChat } from "./_chat.ts";
 
@@ -125,6 +126,14 @@ Deno.test("runChat() prints an engine error and carries on with the next line", 
   assert.match(io.stderr.join(""), /error: image 0 is 1x1 pixels/);
   assert.equal(io.stdout.join("").trim(), "fine");
   assert.deepEqual(engine.calls[1].messages, [{ role: "user", content: "good" }]);
+});
+
+Deno.test("runChat() ends with the error where the GPU device was lost: no later line can run", async () => {
+  const lost = new DeviceLostError("the WebGPU device was lost (unknown: a test)");
+  const engine = new FakeEngine({ error: lost, failAfterTokens: 2 });
+  const io = pipe("first\nsecond\n");
+  await assert.rejects(runChat(engine, io), (e) => e === lost);
+  assert.equal(engine.calls.length, 1, "the second line was not sent");
 });
 
 Deno.test("chatCommand() parses its options and chats over the given input", async () => {

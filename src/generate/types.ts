@@ -289,6 +289,12 @@ export interface ChatEngine {
   tokenize?(input: TokenizeInput): Promise<number[]>;
   /** The text of token ids, special tokens included. Optional (`/detokenize`). */
   detokenize?(ids: number[]): Promise<string>;
+  /**
+   * Why the engine can answer nothing more, once it cannot (its GPU device lost, its worker
+   * failed; or, for a worker engine, disposed): the server's `/health` then answers with this
+   * error's status (500; 503 while shutting down) instead of "ok". Optional.
+   */
+  readonly failure?: Error;
 }
 
 /** What {@link ChatEngine.tokenize} takes: a raw prompt, or chat messages. */

@@ -3,7 +3,7 @@
  * kernels use, turns validation and out-of-memory errors into exceptions, and caches pipelines.
  * @module
  */
-import { GpuError } from "../errors.ts";
+import { DeviceLostError, GpuError } from "../errors.ts";
 import type { Dispatch, ParamsArena } from "../../kernels/_kernel.ts";
 
 /** Features a kernel may branch on. */
@@ -29,6 +29,10 @@ export class Gpu {
   readonly #pipelines = new Map<string, GPUComputePipeline>();
   readonly #layouts = new Map<string, GPUBindGroupLayout>();
   #lost = false;
+  /** destroy() was called: the loss that follows is ours, not a failure. */
+  #destroyed = false;
+  #lostError: DeviceLostError | undefined;
+  readonly #whenLost = Promise.withResolvers<DeviceLostError>();
   /**
    * When set, `submit()` (src/model/vision.ts: the vision tower's and prefill's batches) hands its
    * dispatches here instead of encoding them in one pass, so a profiler can time each one alone
@@ -51,7 +55,14 @@ export class Gpu {
     this.limits = device.limits;
     device.lost.then((info) => {
       this.#lost = true;
-      if (info.reason !== "destroyed") console.error(`qvq: WebGPU device lost: ${info.message}`);
+      if (this.#destroyed) return;
+      const why = [info.reason, info.message].filter((s) => s).join(": ") || "no reason given";
+      this.#lostError = new DeviceLostError(
+        `the WebGPU device was lost (${why}): the model's weights and caches on it are gone; ` +
+          "load the model again (restart the server or program)",
+      );
+      console.error(`qvq: ${this.#lostError.message}`);
+      this.#whenLost.resolve(this.#lostError);
     });
   }
 
@@ -63,6 +74,19 @@ export class Gpu {
   /** Whether the device was lost (driver reset, destroyed). */
   get lost(): boolean {
     return this.#lost;
+  }
+
+  /**
+   * Why the device is gone where it was lost other than by {@link destroy} (a driver reset, a GPU
+   * fault, `device.destroy()` called by someone else); undefined while it works.
+   */
+  get lostError(): DeviceLostError | undefined {
+    return this.#lostError;
+  }
+
+  /** Settles with {@link lostError} once the device is lost other than by {@link destroy}. */
+  get whenLost(): Promise<DeviceLostError> {
+    return this.#whenLost.promise;
   }
 
   /** How many pipelines have been compiled on this device (the warm-up's test counts them). */
@@ -122,8 +146,9 @@ export class Gpu {
     return result;
   }
 
-  /** Destroys the device and everything on it. */
+  /** Destroys the device and everything on it (not a loss: {@link lostError} stays unset). */
   destroy(): void {
+    this.#destroyed = true;
     this.device.destroy();
   }
 }
@@ -248,7 +273,7 @@ export function sharedGpu(): Promise<Gpu> {
     // Each test module runs in an isolate of its own: its device is freed when the module ends
     // rather than with every other module's at process exit. (The glibc abort at the exit of
     // passing test runs came from wgpu's GL backend: see defaultBackend().)
-    globalThis.addEventListener("unload", () => gpu.device.destroy());
+    globalThis.addEventListener("unload", () => gpu.destroy());
     return gpu;
   });
   return shared;

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { defaultBackend, fmtBytes, requestGpu, sharedGpu } from "./device.ts";
+import { DeviceLostError } from "../errors.ts";
 
 Deno.test("defaultBackend() asks for Vulkan on Linux unless the user chose, and leaves other systems alone", () => {
   assert.equal(defaultBackend("linux", undefined), "vulkan");
@@ -31,8 +32,26 @@ Deno.test("requestGpu() grants the features and limits qvq relies on", async () 
     assert.ok(gpu.limits.maxComputeWorkgroupStorageSize >= 16 * 1024);
     assert.equal(gpu.features.f16, gpu.device.features.has("shader-f16"));
   } finally {
-    gpu.device.destroy();
+    gpu.destroy();
   }
+});
+
+Deno.test("Gpu.lostError names a device lost other than by destroy(); its own destroy() is no loss", async () => {
+  const own = await requestGpu();
+  own.destroy();
+  await own.device.lost;
+  await new Promise((resolve) => setTimeout(resolve, 0)); // the Gpu's own lost handler ran
+  assert.ok(own.lost);
+  assert.equal(own.lostError, undefined);
+
+  const gpu = await requestGpu();
+  assert.equal(gpu.lostError, undefined);
+  gpu.device.destroy(); // as a driver reset would, from outside qvq's code
+  const error = await gpu.whenLost;
+  assert.ok(error instanceof DeviceLostError);
+  assert.equal(gpu.lostError, error);
+  assert.match(error.message, /^the WebGPU device was lost \(destroyed/);
+  assert.match(error.message, /load the model again/);
 });
 
 Deno.test("fmtBytes() picks the unit", () => {

@@ -49,6 +49,8 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
       (p) => {
         pipeline = p;
         post({ type: "loaded", modelId: p.modelId, maxContext: p.maxContext });
+        // The generations running fail with it on their own; the host learns it here, at once.
+        p.model.gpu.whenLost.then((error) => post({ type: "failed", error: describeError(error) }));
       },
       (error) => post({ type: "load-error", error: describeError(error) }),
     );

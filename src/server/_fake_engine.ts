@@ -112,6 +112,8 @@ export class FakeEngine implements ChatEngine {
   /** Generations running right now, and the most that ever ran at once. */
   active = 0;
   maxActive = 0;
+  /** Set by a test: the engine can answer no more (ChatEngine.failure). */
+  failure: Error | undefined;
   #options: FakeEngineOptions;
 
   constructor(options: FakeEngineOptions = {}) {

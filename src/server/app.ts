@@ -452,6 +452,13 @@ export function createApp(
   app.get("/health", (c) => {
     if (loadError) return c.json({ status: "error", error: String(loadError) }, 500);
     if (!loaded) return c.json({ status: "loading" }, 503);
+    // An engine that can answer no more (its GPU device lost) is no longer healthy: a supervisor
+    // polling /health restarts the server, as with vLLM's dead engine.
+    const failure = loaded.failure;
+    if (failure) {
+      const status = toHttpError(failure).status === 503 ? "shutting_down" : "error";
+      return c.json({ status, error: failure.message }, toHttpError(failure).status as 500 | 503);
+    }
     return c.json({
       status: "ok",
       model: loaded.modelId,
@@ -580,6 +587,7 @@ export function createApp(
   async function servedEngine(model: string | undefined): Promise<ChatEngine> {
     const e = await engineReady;
     if (model !== undefined && model !== e.modelId) throw modelNotFound(model, e);
+    if (e.failure) throw e.failure; // before its images are decoded, or its turn waited for
     return e;
   }
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { InvalidInputError } from "../errors.ts";
+import { DeviceLostError, EngineClosedError, InvalidInputError } from "../errors.ts";
 import { decodeImage } from "../image.ts";
 import { createApp, type ServerOptions } from "./app.ts";
 import { FakeEngine, type FakeEngineOptions } from "./_fake_engine.ts";
@@ -873,6 +873,37 @@ Deno.test("GET /health says loading until the engine promise resolves, then ok w
     model: MODEL,
     queue: { running: false, waiting: 0, max: 16 },
   });
+});
+
+Deno.test("an engine that can answer no more: /health says why (500; 503 shutting down), requests fail at once", async () => {
+  const { fake, app } = setup();
+  assert.equal((await app.request("/health")).status, 200);
+  fake.failure = new DeviceLostError("the WebGPU device was lost (unknown: a test)");
+  const health = await app.request("/health");
+  assert.equal(health.status, 500);
+  assert.deepEqual(await health.json(), { status: "error", error: fake.failure.message });
+  for (
+    const [path, body] of [
+      ["/v1/chat/completions", { ...hello, stream: true }],
+      ["/v1/completions", { model: MODEL, prompt: "The sea" }],
+      ["/tokenize", { prompt: "The sea" }],
+    ] as const
+  ) {
+    const r = await app.request(path, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    assert.equal(r.status, 500, path);
+    const { error } = await r.json();
+    assert.equal(error.message, fake.failure.message, path);
+    assert.equal(error.code, "DeviceLostError", path);
+  }
+  assert.equal(fake.calls.length, 0); // refused before its turn, not after it waited
+  fake.failure = new EngineClosedError("the engine was disposed");
+  const closing = await app.request("/health");
+  assert.equal(closing.status, 503);
+  assert.deepEqual(await closing.json(), { status: "shutting_down", error: fake.failure.message });
 });
 
 Deno.test("unknown routes are OpenAI-style 404s", async () => {

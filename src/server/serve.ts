@@ -35,6 +35,9 @@ import { loadOptionsFromEnv, modelFromEnv, optionsFromEnv } from "./_env.ts";
 
 const env = (name: string) => Deno.env.get(name);
 
+/** How long the server lets its last responses go out before it exits on a failed engine. */
+const EXIT_GRACE_MS = 500;
+
 /** A setting from the environment; a bad one is one line (which variable, why) and exit 2. */
 function setting<T>(read: () => T): T {
   try {
@@ -52,7 +55,17 @@ const model = setting(() => modelFromEnv(env, import.meta.url));
 // pipelines compiled.
 const engine = loadWorkerEngine(model, { warmUp: true, ...setting(() => loadOptionsFromEnv(env)) });
 engine.then(
-  (e) => console.error(`qvq: serving ${e.modelId} (from ${model})`),
+  (e) => {
+    console.error(`qvq: serving ${e.modelId} (from ${model})`);
+    // A model that can answer no more (its GPU device lost) ends the server, as vLLM's dead
+    // engine does, so a supervisor (systemd, a container's restart policy) starts a new one. The
+    // answers in progress have their error by then; a moment lets their last bytes go out.
+    e.failed.then(async (error) => {
+      console.error(`qvq: the model can answer no more: ${error.message}; exiting`);
+      await e.closed;
+      setTimeout(() => Deno.exit(1), EXIT_GRACE_MS);
+    });
+  },
   (error) => {
     // A server without its model is of no use: say why and stop.
     console.error(

@@ -67,6 +67,8 @@ export type FromWorker =
   | { type: "end"; id: number }
   | { type: "value"; id: number; value: unknown }
   | { type: "error"; id: number; error: ErrorDescription }
+  // The pipeline can run nothing more (its GPU device was lost).
+  | { type: "failed"; error: ErrorDescription }
   | { type: "closed" };
 
 /**
@@ -118,6 +120,8 @@ export class WorkerEngine implements ChatEngine {
   readonly #boxes = new Map<number, Mailbox>();
   #next = 0;
   #failure: Error | undefined;
+  /** Settled by a failure other than dispose(). */
+  readonly #failed = Promise.withResolvers<Error>();
   readonly #closed = Promise.withResolvers<void>();
   #ending = false;
   #fallback: ReturnType<typeof setTimeout> | undefined;
@@ -141,13 +145,36 @@ export class WorkerEngine implements ChatEngine {
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const m = e.data;
       if (m.type === "closed") this.#ended(false);
-      else if ("id" in m) this.#boxes.get(m.id)?.put(m);
+      else if (m.type === "failed") {
+        this.#fail(revive(m.error), true);
+        this.#close(); // it frees what it can and exits: nothing it holds can run again
+      } else if ("id" in m) this.#boxes.get(m.id)?.put(m);
     };
     worker.onerror = (e) => {
       e.preventDefault();
-      this.#fail(new GpuError(`the engine's worker failed: ${e.message}; restart the server`));
+      this.#fail(
+        new GpuError(`the engine's worker failed: ${e.message}; restart the server`),
+        true,
+      );
       this.#ended(true);
     };
+  }
+
+  /**
+   * Why the engine answers nothing more: the worker's GPU device was lost (DeviceLostError) or the
+   * worker failed (GpuError), or {@link dispose} was called (EngineClosedError); undefined while it
+   * works. Every call then throws it.
+   */
+  get failure(): Error | undefined {
+    return this.#failure;
+  }
+
+  /**
+   * Settles with {@link failure} when the engine fails — its device lost, its worker gone — and
+   * never for {@link dispose}: what `deno task serve` waits on to exit (1) rather than serve errors.
+   */
+  get failed(): Promise<Error> {
+    return this.#failed.promise;
   }
 
   /**
@@ -254,16 +281,25 @@ export class WorkerEngine implements ChatEngine {
     this.#fail(
       new EngineClosedError("the engine was disposed (the server is shutting down); load it again"),
     );
+    this.#close();
+  }
+
+  /** Asks the worker to end its generations, free the GPU and exit; terminates it if overdue. */
+  #close(): void {
     this.#worker.postMessage({ type: "dispose" } satisfies ToWorker);
     const fallback = setTimeout(() => this.#ended(true), DISPOSE_TIMEOUT_MS);
     Deno.unrefTimer(fallback);
     this.#fallback = fallback;
   }
 
-  /** Later generate() calls throw `error`; the open streams end with it. */
-  #fail(error: Error): void {
+  /**
+   * Later generate() calls throw `error`; the open streams end with it. `broken`: a failure, not a
+   * dispose ({@link failed} settles).
+   */
+  #fail(error: Error, broken = false): void {
     if (this.#failure) return;
     this.#failure = error;
+    if (broken) this.#failed.resolve(error);
     for (const box of this.#boxes.values()) {
       box.put({ type: "error", id: 0, error: describeError(error) });
     }

@@ -5,6 +5,7 @@ import { loadWorkerEngine, WorkerEngine } from "./worker_engine.ts";
 import { currentThread } from "./_thread.ts";
 import {
   ContextLengthError,
+  DeviceLostError,
   EngineClosedError,
   InvalidInputError,
   ModelFileError,
@@ -170,6 +171,43 @@ Deno.test({
     assert.throws(() => Deno.statSync(entry), "its thread is gone when closed settles");
     assert.ok(performance.now() - t >= 300, `closed settled after ${performance.now() - t} ms`);
   },
+});
+
+Deno.test("a WorkerEngine whose worker lost its device fails the stream open, and every call after, with it; the worker exits", async () => {
+  // A stand-in worker: one delta, then the word _engine_worker.ts sends when its device is lost.
+  const source = `self.onmessage = (e) => {
+      const m = e.data;
+      if (m.type === "generate") {
+        self.postMessage({ type: "event", id: m.id, event: { type: "delta", text: "The" } });
+        self.postMessage({
+          type: "failed",
+          error: { name: "DeviceLostError", message: "the WebGPU device was lost (unknown: a test)" },
+        });
+      } else if (m.type === "dispose") {
+        self.postMessage({ type: "closed" });
+        self.close();
+      }
+    };`;
+  const worker = new Worker(URL.createObjectURL(new Blob([source])), { type: "module" });
+  const engine = new WorkerEngine(worker, "stand-in");
+  assert.equal(engine.failure, undefined);
+  const texts: string[] = [];
+  await assert.rejects(
+    async () => {
+      for await (const ev of engine.generate(TEXT)) if (ev.type === "delta") texts.push(ev.text);
+    },
+    (e: Error) =>
+      e instanceof DeviceLostError && /device was lost \(unknown: a test\)/.test(e.message),
+  );
+  assert.deepEqual(texts, ["The"]);
+  const failure = await engine.failed;
+  assert.ok(failure instanceof DeviceLostError);
+  assert.equal(engine.failure, failure);
+  await assert.rejects(() => answer(engine, TEXT), (e) => e === failure);
+  await assert.rejects(() => engine.tokenize({ prompt: "x" }), (e) => e === failure);
+  await engine.closed; // the engine told the worker to go, and it did
+  engine.dispose(); // nothing more: the failure stays what the engine says
+  assert.equal(engine.failure, failure);
 });
 
 Deno.test("loadWorkerEngine() rejects with the load's own error: its class and message", async () => {
