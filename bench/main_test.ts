@@ -4,7 +4,13 @@ import { InvalidInputError } from "../src/errors.ts";
 import { PRESETS } from "../src/model/presets.ts";
 import { parseConfig } from "../src/model/config.ts";
 import { syntheticPlan } from "../src/model/synthetic.ts";
-import { cardBytesPerS, decodeBytes, runBench } from "./main.ts";
+import {
+  cardBytesPerS,
+  decodeBytes,
+  H100_BYTES_PER_S,
+  H200_BYTES_PER_S,
+  runBench,
+} from "./main.ts";
 import { parseArgs } from "./_args.ts";
 
 Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
@@ -174,7 +180,7 @@ Deno.test("runBench() at the tiny shape: every number measured and plausible (f1
       Math.round(r.bytes_per_token * r.decode_tok_s / r.card_bytes_per_s * 1e4) / 1e4,
     );
     // lavapipe (CI) divides by the H100's bandwidth; the device tool's H200 by its own.
-    const card = /H200/.test(r.device) ? 4.8e12 : 3.35e12;
+    const card = /H200/i.test(r.device) ? H200_BYTES_PER_S : H100_BYTES_PER_S;
     assert.equal(r.card_bytes_per_s, card, `the roofline of ${r.device}`);
     assert.ok(r.dispatches_per_step > 10);
   }

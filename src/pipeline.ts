@@ -20,7 +20,7 @@
  * @module
  */
 import type { Gpu } from "./gpu/device.ts";
-import { type DeviceLostError, InvalidInputError, preview, QvqError } from "./errors.ts";
+import { DeviceLostError, InvalidInputError, preview, QvqError } from "./errors.ts";
 import { gpuIdle, readF32 } from "./gpu/buffers.ts";
 import type { QuantDType, WeightDType } from "./gpu/tensor.ts";
 import type { KvDType } from "../kernels/kv_cache.ts";
@@ -527,21 +527,28 @@ export class Pipeline implements ChatEngine {
   }
 
   /**
-   * `e`, or the DeviceLostError behind it: what a lost device breaks first is some readback or
-   * buffer ("Buffer with 'token_pump.staging' label is invalid"), and the device's lost event may
-   * come a moment after that error, so an error that is not qvq's own waits for it briefly.
+   * `e`, or a DeviceLostError with `e` as its cause: what a lost device breaks first is some
+   * readback or buffer ("Buffer with 'token_pump.staging' label is invalid"), and the device's
+   * lost event may come a moment after that error (≈ 1 ms on lavapipe), so an error that is not
+   * qvq's own waits for it up to {@link LOST_WAIT_MS}, holding the lock: such an error is rare
+   * (a bug, a lost device), and the next generation should not start on a device about to be
+   * known lost.
    */
   async #explained(e: unknown): Promise<unknown> {
-    if (this.failure || e instanceof QvqError) return this.failure ?? e;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), LOST_WAIT_MS);
-    });
-    try {
-      return await Promise.race([this.model.gpu.whenLost, late]) ?? e;
-    } finally {
-      clearTimeout(timer);
+    if (e instanceof DeviceLostError) return e;
+    let lost = this.failure;
+    if (!lost && !(e instanceof QvqError)) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<undefined>((resolve) => {
+        timer = setTimeout(() => resolve(undefined), LOST_WAIT_MS);
+      });
+      try {
+        lost = await Promise.race([this.model.gpu.whenLost, late]);
+      } finally {
+        clearTimeout(timer);
+      }
     }
+    return lost ? new DeviceLostError(lost.message, { cause: e }) : e;
   }
 
   /** The vocabulary's bytes, uploaded once (about 0.4 s and 1.6 MB for Qwen2's vocabulary). */

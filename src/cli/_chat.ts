@@ -176,7 +176,7 @@ export async function runChat(
     } catch (error) {
       await io.out("\n");
       // Nothing more can run on a lost device: the chat ends with its error.
-      if (error instanceof DeviceLostError) throw error;
+      if (error instanceof DeviceLostError || engine.failure) throw engine.failure ?? error;
       // The turn is dropped: the user can fix the image or message and try again.
       await io.err(`error: ${(error as Error).message}\n`);
     } finally {

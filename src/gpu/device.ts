@@ -55,7 +55,8 @@ export class Gpu {
     this.limits = device.limits;
     device.lost.then((info) => {
       this.#lost = true;
-      if (this.#destroyed) return;
+      // A loss reported as "unknown" is the driver's, even if destroy() ran before this handler.
+      if (this.#destroyed && info.reason === "destroyed") return;
       const why = [info.reason, info.message].filter((s) => s).join(": ") || "no reason given";
       this.#lostError = new DeviceLostError(
         `the WebGPU device was lost (${why}): the model's weights and caches on it are gone; ` +

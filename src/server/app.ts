@@ -434,7 +434,8 @@ export function createApp(
 
   app.onError((error) => {
     const http = toHttpError(error);
-    if (http.status === 500) console.error("qvq server:", error);
+    // The engine's failure was logged where it happened; each request it refuses is not news.
+    if (http.status === 500 && error !== loaded?.failure) console.error("qvq server:", error);
     return errorResponse(http);
   });
   app.notFound((c) =>
@@ -456,8 +457,10 @@ export function createApp(
     // polling /health restarts the server, as with vLLM's dead engine.
     const failure = loaded.failure;
     if (failure) {
-      const status = toHttpError(failure).status === 503 ? "shutting_down" : "error";
-      return c.json({ status, error: failure.message }, toHttpError(failure).status as 500 | 503);
+      const http = toHttpError(failure); // EngineClosedError: 503, the rest 500
+      return http.status === 503
+        ? c.json({ status: "shutting_down" }, 503)
+        : c.json({ status: "error", error: http.message }, 500);
     }
     return c.json({
       status: "ok",

@@ -146,16 +146,16 @@ export class WorkerEngine implements ChatEngine {
       const m = e.data;
       if (m.type === "closed") this.#ended(false);
       else if (m.type === "failed") {
+        if (this.#failure) return; // disposed already: the worker is on its way out
         this.#fail(revive(m.error), true);
         this.#close(); // it frees what it can and exits: nothing it holds can run again
       } else if ("id" in m) this.#boxes.get(m.id)?.put(m);
     };
     worker.onerror = (e) => {
-      e.preventDefault();
-      this.#fail(
-        new GpuError(`the engine's worker failed: ${e.message}; restart the server`),
-        true,
-      );
+      e.preventDefault(); // reported here, once, not as an uncaught error that ends the process
+      const error = new GpuError(`the engine's worker failed: ${e.message}; restart the server`);
+      console.error(`qvq: ${error.message}`);
+      this.#fail(error, true);
       this.#ended(true);
     };
   }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { TINY_DIR } from "../model/_fixture.ts";
 import { loadEngine } from "./_engine.ts";
-import { loadWorkerEngine, WorkerEngine } from "./worker_engine.ts";
+import { type FromWorker, loadWorkerEngine, WorkerEngine } from "./worker_engine.ts";
 import { currentThread } from "./_thread.ts";
 import {
   ContextLengthError,
@@ -208,6 +208,39 @@ Deno.test("a WorkerEngine whose worker lost its device fails the stream open, an
   await engine.closed; // the engine told the worker to go, and it did
   engine.dispose(); // nothing more: the failure stays what the engine says
   assert.equal(engine.failure, failure);
+});
+
+Deno.test("the engine's worker tells the engine its device was lost: the stream open fails with DeviceLostError, the worker exits", async () => {
+  // The real worker (src/server/_engine_worker.ts) behind a wrapper that can lose its device.
+  const worker = new Worker(new URL("./_lost_device_worker.ts", import.meta.url).href, {
+    type: "module",
+  });
+  const next = () =>
+    new Promise<FromWorker>((resolve) => worker.onmessage = (e) => resolve(e.data));
+  const first = await next();
+  assert.equal(first.type, "thread");
+  worker.postMessage({ type: "load", model: TINY_DIR, options: { progress: false } });
+  const loaded = await next();
+  assert.equal(loaded.type, "loaded", JSON.stringify(loaded));
+  const engine = new WorkerEngine(
+    worker,
+    loaded.type === "loaded" ? loaded.modelId : "",
+    first.type === "thread" ? first.entry : null,
+  );
+  let deltas = 0;
+  await assert.rejects(async () => {
+    for await (const ev of engine.generate(TEXT, { maxNewTokens: 200, stopOnLoop: false })) {
+      if (ev.type === "delta" && ++deltas === 1) worker.postMessage({ type: "test-lose-device" });
+    }
+  }, DeviceLostError);
+  // The worker said so itself (not only through the failed stream): the engine knows at once.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise((resolve) => timer = setTimeout(() => resolve("not told"), 5000));
+  const failed = await Promise.race([engine.failed, late]);
+  clearTimeout(timer);
+  assert.ok(failed instanceof DeviceLostError, String(failed));
+  await assert.rejects(() => answer(engine, TEXT), DeviceLostError);
+  await engine.closed; // the worker freed what it held and exited
 });
 
 Deno.test("loadWorkerEngine() rejects with the load's own error: its class and message", async () => {
