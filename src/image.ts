@@ -459,7 +459,7 @@ export async function preprocessImages(
   const settings = wasmConfig(config, "config");
   const videoSettings = video && images.some(isVideo) ? wasmConfig(video, "videoConfig") : settings;
   try {
-    return preprocessEach(images, settings, videoSettings, video ?? config, options);
+    return preprocessEach(images, settings, videoSettings, video ?? config, config, options);
   } finally {
     if (videoSettings !== settings) videoSettings.free();
     settings.free();
@@ -632,12 +632,91 @@ function preprocessOne(
   }
 }
 
+/**
+ * Throws ContextLengthError where the images up to image `i` need more than `most` image tokens
+ * (`tokens` of them).
+ */
+function checkRoom(
+  i: number,
+  image: Uint8Array | DecodedImage | VideoInput,
+  tokens: number,
+  most: number | undefined,
+): void {
+  if (most === undefined || tokens <= most) return;
+  throw new ContextLengthError(
+    `Image ${i}: the images so far need ${tokens} image tokens, more than the model's context ` +
+      `of ${most}; send fewer or smaller images` +
+      `${isVideo(image) ? " (or fewer frames, or a lower maxPixels)" : ""}.`,
+  );
+}
+
+/**
+ * The grid an image (a video: `image` is it, `size` its frames') of `size` is resized to:
+ * `smartResize` with the image settings, or the video's (its own bounds within them), a temporal
+ * patch a pair of frames.
+ */
+function gridOf(
+  image: Uint8Array | DecodedImage | VideoInput,
+  size: ImageSize,
+  config: ImageProcessorConfig,
+  videoConfig: ImageProcessorConfig,
+  what: string,
+): GridThw {
+  const video = isVideo(image);
+  const settings = video ? ownBounds(image, videoConfig, what) ?? videoConfig : config;
+  let h: number, w: number;
+  try {
+    [h, w] = smartResize(size.height, size.width, settings);
+  } catch (e) {
+    if (e instanceof InvalidInputError) throw new InvalidInputError(`${what}: ${e.message}`);
+    throw e;
+  }
+  const t = video ? Math.ceil(image.frames.length / settings.temporalPatchSize) : 1;
+  return [t, h / settings.patchSize, w / settings.patchSize];
+}
+
+/** An image's size alone: what {@link imageGrids} needs of it. */
+export interface ImageSize {
+  width: number;
+  height: number;
+}
+
+/**
+ * The `[t, h, w]` grid of each image or video, as {@link preprocessImages} would make it, from
+ * sizes alone — nothing resized or patchified: `sizes[i]` (an image's size, a video's frames')
+ * where given, else a decoded image's (a video's frame 0's) own, else its bytes decoded for it.
+ * Refuses what preprocessImages refuses of sizes (an extreme aspect ratio; more image tokens
+ * than `maxImageTokens`: ContextLengthError), so a prompt can be measured, and checked, without
+ * the memory and time its pixel values take (tens of MB an image at the model's bounds).
+ */
+export async function imageGrids(
+  images: readonly (Uint8Array | DecodedImage | VideoInput)[],
+  config: ImageProcessorConfig,
+  options: PreprocessOptions & { sizes?: readonly ImageSize[] } = {},
+): Promise<GridThw[]> {
+  const videoConfig = options.videoConfig ?? config;
+  const grids: GridThw[] = [];
+  let tokens = 0;
+  for (const [i, image] of images.entries()) {
+    const what = isVideo(image) ? `Image ${i} (a video)` : `Image ${i}`;
+    const first = isVideo(image) ? image.frames[0] : image;
+    const size = options.sizes?.[i] ??
+      (first instanceof Uint8Array ? await decodeImage(first) : first);
+    const grid = gridOf(image, size, config, videoConfig, what);
+    tokens += imageTokenCount(grid, config.mergeSize);
+    checkRoom(i, image, tokens, options.maxImageTokens);
+    grids.push(grid);
+  }
+  return grids;
+}
+
 /** The images preprocessed with `settings` (see preprocessImages), their patches concatenated. */
 function preprocessEach(
   images: readonly (Uint8Array | DecodedImage | VideoInput)[],
   settings: wasm.ImgConfig,
   videoSettings: wasm.ImgConfig,
   videoConfig: ImageProcessorConfig,
+  config: ImageProcessorConfig,
   options: PreprocessOptions,
 ): PreprocessedImages {
   const parts: Float32Array[] = [];
@@ -646,15 +725,19 @@ function preprocessEach(
   let tokens = 0;
   for (const [i, image] of images.entries()) {
     // Throws once the images so far and `more` tokens would not fit the context.
-    const room = (more: number) => {
-      if (options.maxImageTokens !== undefined && tokens + more > options.maxImageTokens) {
-        throw new ContextLengthError(
-          `Image ${i}: the images so far need ${tokens + more} image tokens, more than the ` +
-            `model's context of ${options.maxImageTokens}; send fewer or smaller images` +
-            `${isVideo(image) ? " (or fewer frames, or a lower maxPixels)" : ""}.`,
-        );
-      }
-    };
+    const room = (more: number) => checkRoom(i, image, tokens + more, options.maxImageTokens);
+    // Decoded pixels tell their grid before they are resized: refused then, not after (a size
+    // smartResize refuses is left for the preprocessing to refuse in its words).
+    if (!isVideo(image) && !(image instanceof Uint8Array)) {
+      const grid = (() => {
+        try {
+          return gridOf(image, image, config, videoConfig, `Image ${i}`);
+        } catch (e) {
+          if (!(e instanceof InvalidInputError)) throw e;
+        }
+      })();
+      if (grid) room(imageTokenCount(grid, mergeSize));
+    }
     const out = isVideo(image)
       ? preprocessVideo(image, videoSettings, videoConfig, `Image ${i} (a video)`, room)
       : preprocessOne(image, settings, `Image ${i}`);

@@ -5,6 +5,7 @@ import {
   decodeImage,
   DEFAULT_IMAGE_PROCESSOR_CONFIG,
   DEFAULT_VIDEO_PROCESSOR_CONFIG,
+  imageGrids,
   type ImageProcessorConfig,
   imageTokenCount,
   MAX_IMAGE_PIXELS,
@@ -14,6 +15,7 @@ import {
   smartResize,
 } from "./image.ts";
 import { readSafetensors } from "./safetensors.ts";
+import { loadWasm, wasm } from "./_wasm.ts";
 import { readVideoCases } from "./model/_fixture.ts";
 
 const FIXTURES = new URL("../tests/fixtures/", import.meta.url);
@@ -477,4 +479,87 @@ Deno.test("preprocessImages() stops at the first image past maxImageTokens, nami
       e instanceof ContextLengthError &&
       /^Image 2: .*need 12 image tokens.*context of 8/.test(e.message),
   );
+});
+
+Deno.test("imageGrids() gives preprocessImages()'s grids from sizes alone, and its refusals", async () => {
+  // Random sizes and settings, images and videos (odd frame counts, bounds of their own), as
+  // pixels, as sizes, and one as a file: every grid as preprocessing makes it.
+  let seed = 7;
+  const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+  const png = await Deno.readFile(new URL("reference/case0_0.png", MODEL)); // 56 × 56
+  const pixels = (width: number, height: number) => ({
+    width,
+    height,
+    data: new Uint8Array(width * height * 3),
+  });
+  for (let trial = 0; trial < 12; trial++) {
+    const config = {
+      ...DEFAULT_IMAGE_PROCESSOR_CONFIG,
+      minPixels: 3136,
+      maxPixels: 40000 + rand(200000),
+    };
+    const videoConfig = {
+      ...DEFAULT_VIDEO_PROCESSOR_CONFIG,
+      minPixels: 3136,
+      maxPixels: 30000 + rand(90000),
+    };
+    const images = Array.from({ length: 1 + rand(3) }, (_, k) => {
+      const size = () => pixels(20 + rand(600), 20 + rand(600));
+      if (k === 0 && trial % 4 === 0) return png;
+      if (rand(2)) return size();
+      const frame = size();
+      const bounds = rand(2) ? { maxPixels: 4000 + rand(60000) } : {};
+      return { frames: Array.from({ length: 1 + rand(5) }, () => frame), ...bounds };
+    });
+    const want = await preprocessImages(images, config, { videoConfig });
+    assert.deepEqual(
+      await imageGrids(images, config, { videoConfig }),
+      want.gridThw,
+      `trial ${trial}`,
+    );
+    const sizes = images.map((x) => {
+      const first = x instanceof Uint8Array
+        ? { width: 56, height: 56 }
+        : "frames" in x
+        ? x.frames[0]
+        : x;
+      return { width: first.width, height: first.height };
+    });
+    const stripped = images.map((x) =>
+      "frames" in x ? { ...x, frames: x.frames.map(() => png) } : png
+    );
+    assert.deepEqual(
+      await imageGrids(stripped, config, { videoConfig, sizes }),
+      want.gridThw,
+      `trial ${trial}, sizes`,
+    );
+  }
+  const config = await fixtureConfig();
+  await assert.rejects(
+    () => imageGrids([png, png, png], config, { maxImageTokens: 8 }),
+    (e: Error) =>
+      e instanceof ContextLengthError &&
+      /^Image 2: .*need 12 image tokens.*context of 8/.test(e.message),
+  );
+  await assert.rejects(
+    () => imageGrids([png], config, { sizes: [{ width: 5000, height: 20 }] }),
+    (e: Error) =>
+      e instanceof InvalidInputError &&
+      /^Image 0: Image aspect ratio is too extreme/.test(e.message),
+  );
+});
+
+Deno.test("preprocessImages() refuses decoded pixels past maxImageTokens before resizing them", async () => {
+  const config = await fixtureConfig();
+  // Resizing copies the pixels into wasm's memory, which never shrinks: a check after the resize
+  // would have grown it by their 48 MB (more than any earlier test of this file needed).
+  const big = { width: 4000, height: 4000, data: new Uint8Array(4000 * 4000 * 3) };
+  await loadWasm();
+  const memory = () => (wasm.stMemory() as WebAssembly.Memory).buffer.byteLength;
+  const before = memory();
+  await assert.rejects(
+    () => preprocessImages([big], config, { maxImageTokens: 8 }),
+    (e: Error) => e instanceof ContextLengthError && /^Image 0: /.test(e.message),
+  );
+  assert.ok(memory() - before < big.data.length, `wasm memory ${before} → ${memory()} bytes`);
 });

@@ -59,6 +59,7 @@ import type {
   GenerationResult,
   TokenizeInput,
 } from "./generate/types.ts";
+import type { ImageSize } from "./image.ts";
 
 /** Options of {@link Pipeline.load}. */
 export interface PipelineOptions {
@@ -196,7 +197,8 @@ export class Pipeline implements ChatEngine {
   /**
    * The token ids the model would read: a raw prompt's as {@link complete} encodes it (special
    * tokens recognised), or chat messages' as {@link generate} renders them, each image's
-   * placeholder expanded to its tokens (the images are decoded and sized, not encoded).
+   * placeholder expanded to its tokens (counted from the image's size: decoded for it where it is
+   * bytes and `imageSizes` does not give it; never resized or encoded).
    * @throws InvalidInputError for malformed messages or undecodable images
    */
   async tokenize(input: TokenizeInput): Promise<number[]> {
@@ -207,8 +209,11 @@ export class Pipeline implements ChatEngine {
       );
     }
     if ("messages" in input) {
-      const { continueFinalMessage, addGenerationPrompt, chatTemplateKwargs } = input;
-      const opts = { continueFinalMessage, addGenerationPrompt, chatTemplateKwargs };
+      const { continueFinalMessage, addGenerationPrompt, chatTemplateKwargs, imageSizes } = input;
+      // Counted from the images' sizes: nothing resized (a resize of a large image takes
+      // hundreds of MB and most of a second for ids that do not depend on it).
+      const gridsOnly = imageSizes ? { sizes: imageSizes } : true;
+      const opts = { continueFinalMessage, addGenerationPrompt, chatTemplateKwargs, gridsOnly };
       return Array.from((await this.prepare(input.messages, opts)).inputIds);
     }
     if (typeof input.prompt !== "string") {
@@ -319,6 +324,11 @@ export class Pipeline implements ChatEngine {
       continueFinalMessage?: boolean;
       addGenerationPrompt?: boolean;
       chatTemplateKwargs?: Readonly<Record<string, unknown>>;
+      /**
+       * The ids and image grids alone (pixel values empty): each image's grid from its size,
+       * nothing resized; `sizes`: the images' (a video's frames') in prompt order, where known.
+       */
+      gridsOnly?: boolean | { sizes: readonly ImageSize[] };
     } = {},
   ): Promise<PreparedPrompt> {
     this.#checkOpen();
@@ -327,7 +337,29 @@ export class Pipeline implements ChatEngine {
       continueFinalMessage: options.continueFinalMessage,
       addGenerationPrompt: options.addGenerationPrompt,
       templateKwargs: options.chatTemplateKwargs,
+      gridsOnly: options.gridsOnly,
     });
+  }
+
+  /**
+   * What {@link generate} would refuse of `messages` and `options`, without waiting its turn and
+   * without resizing an image (each image's token count follows from its size): malformed
+   * messages or options, a response format that cannot hold, a prompt and budget over the
+   * context. A server calls it before queueing a request, so such a request is a 400 at once,
+   * not a stream that fails at its turn. `sizes`: the images' sizes (a video's frames'), in
+   * prompt order, where the caller knows them — their contents are then not read.
+   * @throws InvalidInputError (ContextLengthError for a prompt or budget over the context)
+   */
+  async checkChat(
+    messages: readonly ChatMessage[],
+    options: GenerateOptions = {},
+    sizes?: readonly ImageSize[],
+  ): Promise<void> {
+    this.#checkOpen();
+    const o = resolveOptions(options, this.generationConfig);
+    const prompt = await this.prepare(messages, { ...o, gridsOnly: sizes ? { sizes } : true });
+    this.#checkRun(prompt, o);
+    this.#constraintStart(messages, prompt, o);
   }
 
   /**

@@ -13,7 +13,12 @@ import { assertLogprobsClose, logprobsRef } from "./ref/logprobs.ts";
 import { BITS_PER_WEIGHT, logitError } from "./model/quantize.ts";
 import { Pipeline, type PipelineOptions } from "./pipeline.ts";
 import { encodePng } from "./_png.ts";
-import type { ChatMessage, GenerationEvent, GenerationResult } from "./generate/types.ts";
+import type {
+  ChatMessage,
+  GenerateOptions,
+  GenerationEvent,
+  GenerationResult,
+} from "./generate/types.ts";
 import { stateAfter } from "./generate/json_grammar.ts";
 
 const pipeline = sharedGpu().then((gpu) =>
@@ -823,4 +828,42 @@ Deno.test("Pipeline.tokenize() takes { prompt } or { messages }, and says so for
         /input must be \{ prompt: <text> \} or \{ messages/.test(e.message),
     );
   }
+});
+
+Deno.test("Pipeline.checkChat() refuses what generate() would, before its turn, counting images from their sizes", async () => {
+  const p = await pipeline; // a 64-token context
+  const png = await Deno.readFile(`${TINY_DIR}reference/case0_0.png`); // 56 × 56: 4 image tokens
+  const ask = (image: Uint8Array): ChatMessage[] => [{
+    role: "user",
+    content: [{ type: "image", image }, { type: "text", text: "What is it?" }],
+  }];
+  await p.checkChat(TEXT);
+  await p.checkChat(ask(png)); // decoded for its size
+  // Sizes in place of the images: one stand-in byte is never read.
+  const standIn = new Uint8Array(1);
+  await p.checkChat(ask(standIn), {}, [{ width: 56, height: 56 }]);
+  await assert.rejects(
+    p.checkChat(ask(standIn), {}, [{ width: 2000, height: 1500 }]),
+    (e) => e instanceof ContextLengthError && /^Image 0: /.test(e.message),
+  );
+  // The same refusals, in the same words, as generate() at its start.
+  const refusals: [ChatMessage[], GenerateOptions][] = [
+    [TEXT, { maxNewTokens: 60 }],
+    [TEXT, { responseFormat: { regex: "(a" } }],
+    [TEXT, { logitBias: { 999999: 1 } }],
+    [[{ role: "user", content: [{ type: "text" } as never] }], {}],
+  ];
+  for (const [messages, options] of refusals) {
+    const said = await p.chat(messages, options).then(() => "nothing", (e: Error) => e.message);
+    await assert.rejects(
+      p.checkChat(messages, options),
+      (e) => e instanceof InvalidInputError && e.message === said,
+      said,
+    );
+  }
+  // tokenize() counts from sizes too: the same ids as from the decoded image.
+  assert.deepEqual(
+    await p.tokenize({ messages: ask(standIn), imageSizes: [{ width: 56, height: 56 }] }),
+    await p.tokenize({ messages: ask(png) }),
+  );
 });

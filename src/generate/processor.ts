@@ -7,7 +7,9 @@
  */
 import {
   DEFAULT_VIDEO_PROCESSOR_CONFIG,
+  imageGrids,
   type ImageProcessorConfig,
+  type ImageSize,
   isVideo,
   parsePreprocessorConfig,
   preprocessImages,
@@ -23,7 +25,14 @@ import type { ChatMessage } from "./types.ts";
 const VIDEO_FILE = "video_preprocessor_config.json";
 
 /** Options of {@link ChatProcessor.prepare}: the template's, plus the image token budget. */
-export type PrepareOptions = RenderOptions & PreprocessOptions;
+export type PrepareOptions = RenderOptions & PreprocessOptions & {
+  /**
+   * The ids and grids alone, no pixel values (empty): each image's grid from its size
+   * (imageGrids), nothing resized — to count or check a prompt. `sizes`: the images' sizes (a
+   * video's frames'), in prompt order, where the caller knows them (their contents unread).
+   */
+  gridsOnly?: boolean | { sizes: readonly ImageSize[] };
+};
 
 /**
  * Turns chat messages into input ids and pixel values.
@@ -115,12 +124,19 @@ export class ChatProcessor {
   ): Promise<PreparedPrompt> {
     const text = this.template.render(messages, options);
     const images = collectImages(messages);
-    const { pixelValues, gridThw } = images.length
-      ? await preprocessImages(images, this.imageConfig, {
-        maxImageTokens: options.maxImageTokens,
-        videoConfig: this.videoConfig,
-      })
-      : { pixelValues: new Float32Array(0), gridThw: [] as GridThw[] };
+    const settings = { maxImageTokens: options.maxImageTokens, videoConfig: this.videoConfig };
+    const only = options.gridsOnly;
+    const { pixelValues, gridThw } = !images.length
+      ? { pixelValues: new Float32Array(0), gridThw: [] as GridThw[] }
+      : only
+      ? {
+        pixelValues: new Float32Array(0),
+        gridThw: await imageGrids(images, this.imageConfig, {
+          ...settings,
+          sizes: only === true ? undefined : only.sizes,
+        }),
+      }
+      : await preprocessImages(images, this.imageConfig, settings);
     const counts = imageTokenCounts(gridThw, this.imageConfig.mergeSize);
     const kinds = images.map((x) => isVideo(x) ? this.videoTokenId : this.imageTokenId);
     return {

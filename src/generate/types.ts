@@ -2,7 +2,7 @@
  * The types that connect generation to its callers (the module API, the server, the CLI).
  * @module
  */
-import type { DecodedImage } from "../image.ts";
+import type { DecodedImage, ImageSize } from "../image.ts";
 
 /**
  * One part of a message's content. An image is its file's bytes (PNG, JPEG or WebP), or pixels
@@ -279,6 +279,18 @@ export interface ChatEngine {
    * server calls it before queueing, so a bad prompt is a 400 at once. Optional.
    */
   checkPrompt?(prompt: string | number[], options?: GenerateOptions): Promise<void>;
+  /**
+   * Checks what `generate` would refuse of chat messages and options (malformed parts, a format
+   * that cannot hold, a prompt over the context) without waiting its turn or resizing an image: a
+   * server calls it before queueing, so such a request is a 400 at once rather than a stream that
+   * fails when its turn comes. `sizes`: the images' sizes (a video's frames'), in prompt order,
+   * where the caller knows them (their contents are then not read). Optional.
+   */
+  checkChat?(
+    messages: ChatMessage[],
+    options?: GenerateOptions,
+    sizes?: readonly ImageSize[],
+  ): Promise<void>;
   /** The model's context in tokens (vLLM's `max_model_len`). Optional. */
   readonly maxContext?: number;
   /**
@@ -307,4 +319,9 @@ export type TokenizeInput =
     addGenerationPrompt?: boolean;
     /** As GenerateOptions.chatTemplateKwargs. */
     chatTemplateKwargs?: Readonly<Record<string, unknown>>;
+    /**
+     * The images' sizes (a video's frames'), in prompt order, where the caller knows them: their
+     * contents are then not read (an image's token count follows from its size).
+     */
+    imageSizes?: readonly ImageSize[];
   };

@@ -75,6 +75,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
 function call(c: WorkerCall): Promise<unknown> {
   const p = pipeline!;
   if (c.method === "checkPrompt") return p.checkPrompt(...c.args);
+  if (c.method === "checkChat") return p.checkChat(...c.args);
   if (c.method === "tokenize") return p.tokenize(...c.args);
   return p.detokenize(...c.args);
 }

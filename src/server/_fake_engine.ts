@@ -15,6 +15,7 @@ import type {
   TokenLogprob,
 } from "../generate/types.ts";
 import { ContextLengthError, InvalidInputError } from "../errors.ts";
+import type { ImageSize } from "../image.ts";
 
 /** How the fake behaves. */
 export interface FakeEngineOptions {
@@ -35,6 +36,8 @@ export interface FakeEngineOptions {
   cachedTokens?: (messages: ChatMessage[]) => number;
   /** Ignore `echo` and `promptLogprobs` (an engine older than them). */
   noEcho?: boolean;
+  /** What the engine refuses of a request: checkChat rejects with it, generate throws it first. */
+  refuse?: (messages: ChatMessage[]) => Error | undefined;
 }
 
 /** What one call of generate() received and how it ended. */
@@ -114,6 +117,8 @@ export class FakeEngine implements ChatEngine {
   maxActive = 0;
   /** Set by a test: the engine can answer no more (ChatEngine.failure). */
   failure: Error | undefined;
+  /** Every checkChat() call: its messages and the image sizes given. */
+  readonly checks: { messages: ChatMessage[]; sizes?: readonly ImageSize[] }[] = [];
   #options: FakeEngineOptions;
 
   constructor(options: FakeEngineOptions = {}) {
@@ -145,6 +150,17 @@ export class FakeEngine implements ChatEngine {
     return Promise.resolve();
   }
 
+  /** As Pipeline.checkChat: what `refuse` says of the messages. */
+  checkChat(
+    messages: ChatMessage[],
+    _options: GenerateOptions = {},
+    sizes?: readonly ImageSize[],
+  ): Promise<void> {
+    this.checks.push({ messages, sizes });
+    const refused = this.#options.refuse?.(messages);
+    return refused ? Promise.reject(refused) : Promise.resolve();
+  }
+
   async *generate(
     messages: ChatMessage[],
     options: GenerateOptions = {},
@@ -164,6 +180,8 @@ export class FakeEngine implements ChatEngine {
       });
     try {
       if (o.error && !o.failAfterTokens) throw o.error;
+      const refused = o.refuse?.(messages);
+      if (refused) throw refused;
       await sleep(o.prefillDelayMs ?? 0, options.signal);
       // With echo / promptLogprobs: the last user text as the prompt, word k (from 0) scored −k / 100.
       const prompt = o.noEcho ? undefined : promptRecord(messages, options);

@@ -18,7 +18,14 @@ import type { ChatMessage, ContentPart, GenerateOptions } from "../generate/type
 import { badRequest, HttpError } from "./_errors.ts";
 import { MAX_TOP_LOGPROBS } from "../../kernels/logprobs.ts";
 import { checkDecodes, type ImagePolicy, loadImage } from "./_images.ts";
-import { type DecodedImage, MAX_IMAGE_PIXELS, MAX_VIDEO_FRAMES } from "../image.ts";
+import {
+  type DecodedImage,
+  type ImageSize,
+  isVideo,
+  MAX_IMAGE_PIXELS,
+  MAX_VIDEO_FRAMES,
+} from "../image.ts";
+import { collectImages } from "../generate/chat_template.ts";
 import { parseTools, type ToolRequest } from "./_tools.ts";
 import { QWEN_TOOL_STOPS, qwenToolMessages } from "./_qwen_tools.ts";
 
@@ -1044,7 +1051,23 @@ async function checkedImage(
 ): Promise<{ image: Uint8Array | DecodedImage; width: number; height: number }> {
   const bytes = await loadImage(url, param, policy, signal);
   const decoded = await checkDecodes(bytes, param, policy.decode);
-  return { image: pixels() ? decoded : bytes, width: decoded.width, height: decoded.height };
+  const { width, height } = decoded;
+  const image = pixels() ? decoded : bytes;
+  SIZES.set(image, { width, height });
+  return { image, width, height };
+}
+
+/** The size of each image {@link loadMessages} loaded, by the object its message holds. */
+const SIZES = new WeakMap<object, ImageSize>();
+
+/**
+ * The sizes of the images (a video's frames) of messages from {@link loadMessages}, in prompt
+ * order, as the engine's checkChat and tokenize take them in place of the images themselves;
+ * undefined where an image did not come from there.
+ */
+export function imageSizes(messages: readonly ChatMessage[]): ImageSize[] | undefined {
+  const sizes = collectImages(messages).map((x) => SIZES.get(isVideo(x) ? x.frames[0] : x));
+  return sizes.every((s) => s !== undefined) ? sizes as ImageSize[] : undefined;
 }
 
 /**

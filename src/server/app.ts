@@ -45,6 +45,7 @@ import { PAGE_HTML } from "./_page.ts";
 import { GenerationQueue, type Ticket } from "./_queue.ts";
 import {
   type ChatRequest,
+  imageSizes,
   loadMessages,
   parseChatRequest,
   parseCompletionRequest,
@@ -563,6 +564,10 @@ export function createApp(
       // Decoded pixels go to the engine where the request will run at once (no second decode).
       const idle = () => !queue.running && queue.waiting === 0;
       const messages = await loadMessages(request.messages, policy, signal, idle);
+      // A request that will wait is checked first — a bad format, a prompt over the context: a
+      // 400 now, not a 200 whose stream fails (or a 400 that waits out the queue) at its turn.
+      // One that runs at once meets those errors before its stream begins.
+      if (!idle()) await e.checkChat?.(messages, request.options, imageSizes(messages));
       return (options) => e.generate(messages, options);
     });
   });
@@ -599,11 +604,16 @@ export function createApp(
     const request = parseTokenizeRequest(await readJson(c.req.raw), settings);
     const e = await engineFor(request.model, "tokenize");
     const field = "prompt" in request ? "prompt" : "messages";
+    // The images' sizes go in their place: an image's token count follows from its size.
+    const messages = "prompt" in request
+      ? []
+      : await loadMessages(request.messages, policy, c.req.raw.signal);
     const input = "prompt" in request ? { prompt: request.prompt } : {
-      messages: await loadMessages(request.messages, policy, c.req.raw.signal, () => true),
+      messages,
       continueFinalMessage: request.continueFinalMessage,
       addGenerationPrompt: request.addGenerationPrompt,
       chatTemplateKwargs: request.chatTemplateKwargs,
+      imageSizes: imageSizes(messages),
     };
     const tokens = await e.tokenize!(input).catch((error) => {
       throw fieldError(error, field);

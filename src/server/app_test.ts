@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { DeviceLostError, EngineClosedError, InvalidInputError } from "../errors.ts";
+import {
+  ContextLengthError,
+  DeviceLostError,
+  EngineClosedError,
+  InvalidInputError,
+} from "../errors.ts";
 import { decodeImage } from "../image.ts";
 import { createApp, type ServerOptions } from "./app.ts";
 import { FakeEngine, type FakeEngineOptions } from "./_fake_engine.ts";
@@ -904,6 +909,38 @@ Deno.test("an engine that can answer no more: /health says why (500; 503 shuttin
   const closing = await app.request("/health");
   assert.equal(closing.status, 503);
   assert.deepEqual(await closing.json(), { status: "shutting_down" });
+});
+
+Deno.test("a chat request that will wait is checked first: refused with a 400 at once, not a stream that fails at its turn", async () => {
+  const over = "Tell me everything";
+  const { fake, app } = setup({
+    tokenDelayMs: 25,
+    refuse: (m) =>
+      JSON.stringify(m).includes(over)
+        ? new ContextLengthError("the prompt and its answer exceed the context")
+        : undefined,
+  });
+  const request = (text: string) => ({
+    model: MODEL,
+    stream: true,
+    messages: [{
+      role: "user",
+      content: [{ type: "image_url", image_url: { url: PNG_URL } }, { type: "text", text }],
+    }],
+  });
+  // Idle: runs at once, unchecked (its refusal would come before its stream began).
+  const first = await post(app, request("Hello"));
+  assert.equal(first.status, 200);
+  assert.equal(fake.checks.length, 0);
+  const rest = first.text(); // still streaming, a token every 25 ms
+  const refused = await post(app, request(over));
+  assert.equal(refused.status, 400);
+  const { error } = await refused.json();
+  assert.equal(error.code, "context_length_exceeded");
+  assert.equal(fake.checks.length, 1);
+  assert.deepEqual(fake.checks[0].sizes, [{ width: PIXELS.width, height: PIXELS.height }]);
+  await rest;
+  assert.equal(fake.calls.length, 1, "the refused request never reached generate");
 });
 
 Deno.test("unknown routes are OpenAI-style 404s", async () => {

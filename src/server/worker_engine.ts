@@ -19,6 +19,7 @@ import type {
 import { EngineClosedError, ERROR_CLASSES, GpuError } from "../errors.ts";
 import type { PipelineOptions } from "../pipeline.ts";
 import type { DownloadOptions } from "../hub/download.ts";
+import type { ImageSize } from "../image.ts";
 import { threadExited } from "./_thread.ts";
 
 /** An error as it crosses between the threads: its class name and message. */
@@ -55,6 +56,10 @@ export type ToWorker =
 /** The Pipeline methods the worker answers at once (no GPU work, no queue), and their arguments. */
 export type WorkerCall =
   | { method: "checkPrompt"; args: [string | number[], Omit<GenerateOptions, "signal">] }
+  | {
+    method: "checkChat";
+    args: [ChatMessage[], Omit<GenerateOptions, "signal">, readonly ImageSize[] | undefined];
+  }
   | { method: "tokenize"; args: [TokenizeInput] }
   | { method: "detokenize"; args: [number[]] };
 
@@ -84,6 +89,29 @@ export interface WorkerLoadOptions
   download?: Omit<DownloadOptions, "progress" | "signal">;
   /** Run the warm-up generations after loading (src/server/_warmup.ts): the first request finds its GPU pipelines compiled. */
   warmUp?: boolean;
+}
+
+/** One byte that stands for an image whose size is sent instead ({@link withoutImages}). */
+const STAND_IN = new Uint8Array(1);
+
+/**
+ * `messages` with every image (every frame) a one-byte stand-in: where their sizes go with them,
+ * the worker reads nothing else of them, and a photo's decoded pixels (tens of MB) are not
+ * copied to it for a check.
+ */
+function withoutImages(messages: ChatMessage[]): ChatMessage[] {
+  return messages.map((m) =>
+    typeof m.content === "string" ? m : {
+      ...m,
+      content: m.content.map((p) =>
+        p.type === "image"
+          ? { ...p, image: STAND_IN }
+          : p.type === "video"
+          ? { ...p, video: p.video.map(() => STAND_IN) }
+          : p
+      ),
+    }
+  );
 }
 
 /** The error `d` describes, as its own class where it is one of qvq's (the server maps those). */
@@ -202,15 +230,32 @@ export class WorkerEngine implements ChatEngine {
     return this.#stream({ prompt }, options);
   }
 
+  /**
+   * Pipeline.checkChat in the worker: what generate() would refuse, without queueing. With
+   * `sizes`, the images do not cross to the worker (their sizes stand for them).
+   */
+  async checkChat(
+    messages: ChatMessage[],
+    options: GenerateOptions = {},
+    sizes?: readonly ImageSize[],
+  ): Promise<void> {
+    const { signal: _, ...rest } = options;
+    const sent = sizes ? withoutImages(messages) : messages;
+    await this.#call({ method: "checkChat", args: [sent, rest, sizes] });
+  }
+
   /** Pipeline.checkPrompt in the worker: what complete() would refuse, without queueing. */
   async checkPrompt(prompt: string | number[], options: GenerateOptions = {}): Promise<void> {
     const { signal: _, ...rest } = options;
     await this.#call({ method: "checkPrompt", args: [prompt, rest] });
   }
 
-  /** Pipeline.tokenize in the worker. */
+  /** Pipeline.tokenize in the worker (with `imageSizes`, the images do not cross to it). */
   async tokenize(input: TokenizeInput): Promise<number[]> {
-    return await this.#call({ method: "tokenize", args: [input] }) as number[];
+    const sent = "messages" in input && input.imageSizes
+      ? { ...input, messages: withoutImages(input.messages) }
+      : input;
+    return await this.#call({ method: "tokenize", args: [sent] }) as number[];
   }
 
   /** Pipeline.detokenize in the worker. */

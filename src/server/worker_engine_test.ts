@@ -95,6 +95,25 @@ Deno.test("a WorkerEngine keeps qvq's error classes, aborts on the signal, and f
     );
     const long = [{ role: "user" as const, content: "sea ".repeat(40_000) }];
     await assert.rejects(() => answer(engine, long), ContextLengthError);
+    // checkChat and tokenize with sizes: the images stay here (a photo's pixels are tens of MB
+    // to copy), their sizes speak for them there.
+    const pixels = { width: 1000, height: 750, data: new Uint8Array(1000 * 750 * 3) };
+    const photo: ChatMessage[] = [{
+      role: "user",
+      content: [{ type: "image", image: pixels }, { type: "text", text: "What is it?" }],
+    }];
+    const sizes = [{ width: 1000, height: 750 }];
+    await engine.checkChat(photo, {}, sizes);
+    await assert.rejects(() => engine.checkChat(long), ContextLengthError);
+    const here = await loadEngine(TINY_DIR, { progress: false });
+    try {
+      assert.deepEqual(
+        await engine.tokenize({ messages: photo, imageSizes: sizes }),
+        await here.tokenize({ messages: photo }),
+      );
+    } finally {
+      here.dispose();
+    }
 
     // Aborted before it starts, and while it runs: "abort" either way.
     const early = new AbortController();
