@@ -566,8 +566,11 @@ export function createApp(
       const messages = await loadMessages(request.messages, policy, signal, idle);
       // A request that will wait is checked first — a bad format, a prompt over the context: a
       // 400 now, not a 200 whose stream fails (or a 400 that waits out the queue) at its turn.
-      // One that runs at once meets those errors before its stream begins.
-      if (!idle()) await e.checkChat?.(messages, request.options, imageSizes(messages));
+      // So is one with images (their sizes alone cross to the engine: images over the context
+      // are refused before their pixels are copied there). A text one that runs at once meets
+      // those errors before its stream begins, without the round trip.
+      const sizes = imageSizes(messages);
+      if (!idle() || sizes?.length) await e.checkChat?.(messages, request.options, sizes);
       return (options) => e.generate(messages, options);
     });
   });

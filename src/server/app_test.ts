@@ -928,19 +928,33 @@ Deno.test("a chat request that will wait is checked first: refused with a 400 at
       content: [{ type: "image_url", image_url: { url: PNG_URL } }, { type: "text", text }],
     }],
   });
-  // Idle: runs at once, unchecked (its refusal would come before its stream began).
+  // Idle and text only: runs at once, unchecked (its refusal would come before its stream).
+  const text = await post(app, { ...hello, stream: true });
+  assert.equal(text.status, 200);
+  await text.text();
+  assert.equal(fake.checks.length, 0);
+  // With an image, or waiting: checked.
   const first = await post(app, request("Hello"));
   assert.equal(first.status, 200);
-  assert.equal(fake.checks.length, 0);
+  assert.equal(fake.checks.length, 1);
   const rest = first.text(); // still streaming, a token every 25 ms
   const refused = await post(app, request(over));
   assert.equal(refused.status, 400);
   const { error } = await refused.json();
   assert.equal(error.code, "context_length_exceeded");
-  assert.equal(fake.checks.length, 1);
-  assert.deepEqual(fake.checks[0].sizes, [{ width: PIXELS.width, height: PIXELS.height }]);
+  assert.equal(fake.checks.length, 2);
+  assert.deepEqual(fake.checks[1].sizes, [{ width: PIXELS.width, height: PIXELS.height }]);
   await rest;
-  assert.equal(fake.calls.length, 1, "the refused request never reached generate");
+  assert.equal(fake.calls.length, 2, "the refused request never reached generate");
+  // Waiting, text only: checked too.
+  const busy = (await post(app, { ...hello, stream: true })).text(); // its stream has begun
+  const refusedText = await post(app, {
+    model: MODEL,
+    messages: [{ role: "user", content: over }],
+  });
+  assert.equal(refusedText.status, 400);
+  assert.equal(fake.checks.length, 3);
+  await busy;
 });
 
 Deno.test("unknown routes are OpenAI-style 404s", async () => {
