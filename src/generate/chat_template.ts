@@ -104,7 +104,8 @@ export class ChatTemplate {
         ...this.#specialTokens,
         messages: msgs,
         add_generation_prompt: !cont && (options.addGenerationPrompt ?? true),
-        add_vision_id: options.addVisionId ?? false,
+        // A caller's chat_template_kwargs may set it too (vLLM passes them through).
+        add_vision_id: options.addVisionId ?? options.templateKwargs?.add_vision_id ?? false,
       });
     } catch (e) {
       // includes the template's own raise_exception('...')

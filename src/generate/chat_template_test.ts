@@ -53,6 +53,14 @@ Deno.test("ChatTemplate.render() numbers pictures with addVisionId", async () =>
     addVisionId: true,
   });
   assert.match(text, /Picture 1: <\|vision_start\|>.*Picture 2: <\|vision_start\|>/);
+  // The same from chat_template_kwargs (vLLM passes them to the template), which set it before
+  // as well but were overwritten.
+  const images: ChatMessage[] = [{
+    role: "user",
+    content: [{ type: "image", image: PNG }, { type: "image", image: PNG }],
+  }];
+  assert.equal(t.render(images, { templateKwargs: { add_vision_id: true } }), text);
+  assert.doesNotMatch(t.render(images), /Picture/);
 });
 
 Deno.test("ChatTemplate.render() continueFinalMessage ends the prompt inside the final message, as transformers", async () => {

@@ -111,7 +111,7 @@ export interface GenerateOptions {
   continueFinalMessage?: boolean;
   /**
    * Chat messages only: more variables for the chat template (vLLM's `chat_template_kwargs`,
-   * e.g. `{ enable_thinking: false }` for templates that read it; Qwen2-VL's reads none).
+   * e.g. `{ add_vision_id: true }`, which Qwen2-VL's reads: "Picture 1: " before each image).
    */
   chatTemplateKwargs?: Readonly<Record<string, unknown>>;
   /**
