@@ -25,7 +25,7 @@ Chat with a Qwen2-VL / QVQ model in the terminal; the answer streams as it is wr
 
 options:
   --model <dir|id>          a model directory, or a Hugging Face hub id (downloaded and cached)
-  --system <text>           a system prompt
+  --system <text>           a system prompt instead of the template's default ("": none)
   --max-tokens <n>          most tokens per answer
   --temperature <t>         0 = greedy
   --top-p <p>  --top-k <k>  --min-p <m>  --seed <n>  --repetition-penalty <r>
@@ -91,7 +91,8 @@ export async function runChat(
   options: Omit<GenerateOptions, "signal"> & { system?: string } = {},
 ): Promise<void> {
   const { system, ...generateOptions } = options;
-  const start: ChatMessage[] = system ? [{ role: "system", content: system }] : [];
+  // An empty --system is an empty system turn (no default prompt), as `qvq generate` takes it.
+  const start: ChatMessage[] = system !== undefined ? [{ role: "system", content: system }] : [];
   let history = [...start];
   let attached: ContentPart[] = []; // images and videos for the next message, in order
   const prompt = () => (io.interactive ? io.out("\n> ") : undefined);

@@ -271,3 +271,15 @@ Deno.test("qvq chat with piped stdin answers with the tiny model as transformers
   assert.match(err, /attached .*case0_0\.png/);
   assert.match(err, /\[12 tokens, [\d.]+ tokens\/s, ended: length\]/);
 });
+
+Deno.test("runChat() takes an empty system prompt as an empty system turn, not the template's default", async () => {
+  const engine = new FakeEngine();
+  await runChat(engine, pipe("Hi\n"), { system: "" });
+  assert.deepEqual(engine.calls[0].messages, [
+    { role: "system", content: "" },
+    { role: "user", content: "Hi" },
+  ]);
+  const none = new FakeEngine();
+  await runChat(none, pipe("Hi\n"), {});
+  assert.deepEqual(none.calls[0].messages, [{ role: "user", content: "Hi" }]);
+});

@@ -39,7 +39,7 @@ options:
                             separated, or a directory of them (sorted by name); repeat for
                             several (after the images). Extract an MP4's frames first, e.g.
                             ffmpeg -i in.mp4 -vf fps=2 frames/%04d.jpg
-  --system <text>           a system prompt instead of the template's default
+  --system <text>           a system prompt instead of the template's default ("": none)
   --raw                     continue --prompt as it is, without the chat template (special
                             tokens in it recognised; no --image, --video or --system):
                             /v1/completions

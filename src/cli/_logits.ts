@@ -22,7 +22,7 @@ options:
   --image <file>         an image; repeat for several
   --video <frames>       a video: its frame files, comma-separated, or a directory of them
                          (image_grid_thw and pixel_values then hold images, then videos)
-  --system <text>        a system prompt instead of the template's default
+  --system <text>        a system prompt instead of the template's default ("": none)
   --dtype <f16|f32>      weight dtype on the GPU (f32 for parity with transformers' fp32)
   --quant <q8|q4|f16>    quantize the decoder's matrices while loading (f16: none), to measure
                          what quantization does to the logits
