@@ -156,6 +156,10 @@ export class Pipeline implements ChatEngine {
   readonly #closing = new AbortController();
   /** The vocabulary's bytes on the GPU, made by the first request with a responseFormat. */
   #byteTable?: GpuTokenTable;
+  /** Calls preparing a prompt (the template, the images): dispose() frees only after them. */
+  #preparing = 0;
+  /** dispose()'s freeing, waiting for the calls preparing a prompt. */
+  #afterPreparing?: () => void;
 
   /**
    * Why this pipeline can run nothing more: its GPU device was lost (a driver reset, a GPU fault).
@@ -332,12 +336,15 @@ export class Pipeline implements ChatEngine {
     } = {},
   ): Promise<PreparedPrompt> {
     this.#checkOpen();
+    this.#preparing++;
     return this.processor.prepare(messages, {
       maxImageTokens: this.model.maxContext,
       continueFinalMessage: options.continueFinalMessage,
       addGenerationPrompt: options.addGenerationPrompt,
       templateKwargs: options.chatTemplateKwargs,
       gridsOnly: options.gridsOnly,
+    }).finally(() => {
+      if (--this.#preparing === 0) this.#afterPreparing?.();
     });
   }
 
@@ -358,6 +365,7 @@ export class Pipeline implements ChatEngine {
     this.#checkOpen();
     const o = resolveOptions(options, this.generationConfig);
     const prompt = await this.prepare(messages, { ...o, gridsOnly: sizes ? { sizes } : true });
+    this.#checkOpen(); // disposed meanwhile: say so, not what a freed tokenizer says
     this.#checkRun(prompt, o);
     this.#constraintStart(messages, prompt, o);
   }
@@ -616,6 +624,7 @@ export class Pipeline implements ChatEngine {
     let images: ImageEmbeds | undefined;
     let session: Session | undefined;
     try {
+      this.#checkOpen(); // disposed while it waited: the model is freed
       this.#checkDevice();
       images = prompt.gridThw.length
         ? m.encodeImages(prompt.pixelValues, prompt.gridThw)
@@ -655,8 +664,9 @@ export class Pipeline implements ChatEngine {
 
   /**
    * Frees the model's GPU memory (the prompt cache's too) and the tokenizer. A generation in
-   * progress, and those queued, end with finishReason "abort"; the memory is freed as soon as the
-   * one in progress has stopped (at once when none runs). Later calls throw InvalidInputError.
+   * progress, and those queued or still preparing their prompt, end with finishReason "abort"; the
+   * memory is freed as soon as the one in progress has stopped and the prompts being prepared are
+   * (at once when none are). Later calls throw InvalidInputError.
    */
   dispose(): void {
     if (this.#closing.signal.aborted) return;
@@ -668,11 +678,21 @@ export class Pipeline implements ChatEngine {
       this.model.dispose();
       this.tokenizer.dispose();
     };
-    if (this.#lock.pending === 0) return free();
-    this.#lock.acquire().then((release) => {
-      free();
-      release();
-    });
+    // After the generation running (the lock's holder and those queued end with "abort"), and
+    // after the calls still preparing a prompt: their template and images need the tokenizer,
+    // and a generation among them then ends with "abort" at the lock.
+    const afterGenerations = () => {
+      if (this.#lock.pending === 0) return free();
+      this.#lock.acquire().then((release) => {
+        free();
+        release();
+      });
+    };
+    if (this.#preparing === 0) return afterGenerations();
+    this.#afterPreparing = () => {
+      this.#afterPreparing = undefined;
+      afterGenerations();
+    };
   }
 
   /** {@link dispose}, for `using`. */

@@ -867,3 +867,26 @@ Deno.test("Pipeline.checkChat() refuses what generate() would, before its turn, 
     await p.tokenize({ messages: ask(png) }),
   );
 });
+
+Deno.test("Pipeline.dispose() while calls prepare their prompt: a generation ends with abort, tokenize answers, forward says the pipeline was disposed", async () => {
+  const p = await Pipeline.load(TINY_DIR, { gpu: await sharedGpu(), dtype: "f32", maxContext: 64 });
+  const png = await Deno.readFile(`${TINY_DIR}reference/case0_0.png`);
+  const ask: ChatMessage[] = [{
+    role: "user",
+    content: [{ type: "image", image: png }, { type: "text", text: "What is it?" }],
+  }];
+  const chat = p.chat(ask, { maxNewTokens: 2 });
+  const ids = p.tokenize({ messages: ask });
+  const forward = p.forward(ask);
+  p.dispose(); // all three are decoding the image
+  assert.equal((await chat).finishReason, "abort");
+  assert.ok((await ids).length > 0);
+  await assert.rejects(
+    forward,
+    (e) => e instanceof InvalidInputError && /pipeline .* was disposed/.test(e.message),
+  );
+  await assert.rejects(
+    p.chat(TEXT),
+    (e) => e instanceof InvalidInputError && /disposed/.test(e.message),
+  );
+});
