@@ -5,6 +5,7 @@
  */
 import { parseArgs } from "node:util";
 import { InvalidInputError } from "../errors.ts";
+import { type DecodedImage, decodeImage } from "../image.ts";
 import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
 import { parseQuant, parseVisionQuant } from "../model/quantize.ts";
 import { checkKvDType, type KvDType } from "../../kernels/kv_cache.ts";
@@ -224,7 +225,7 @@ function parsedOption<T>(
 }
 
 /** The bytes of an `--image` file; an unreadable one is an InvalidInputError naming the path. */
-export async function readImageFile(path: string): Promise<Uint8Array> {
+export async function readImageFile(path: string): Promise<DecodedImage> {
   let bytes: Uint8Array;
   try {
     bytes = await Deno.readFile(path);
@@ -232,7 +233,33 @@ export async function readImageFile(path: string): Promise<Uint8Array> {
     throw new InvalidInputError(`cannot read image "${path}": ${(e as Error).message}`);
   }
   if (!bytes.length) throw new InvalidInputError(`image "${path}" is an empty file`);
-  return bytes;
+  return await decodeImageFile(bytes, path);
+}
+
+/**
+ * An image file's bytes decoded, its path named where they do not decode: the CLI decodes every
+ * image before the model loads (a GIF found after QVQ-72B's tens of GB had loaded cost minutes),
+ * and the pipeline takes the pixels without decoding them again.
+ */
+export async function decodeImageFile(bytes: Uint8Array, path: string): Promise<DecodedImage> {
+  try {
+    return await decodeImage(bytes);
+  } catch (e) {
+    if (!(e instanceof InvalidInputError)) throw e;
+    throw new InvalidInputError(`image "${path}": ${e.message}`);
+  }
+}
+
+/** Refuses a video whose frames (decoded from `paths`) are not all of frame 0's size. */
+export function checkFrameSizes(frames: readonly DecodedImage[], paths: readonly string[]): void {
+  const [{ width, height }] = frames;
+  const k = frames.findIndex((f) => f.width !== width || f.height !== height);
+  if (k > 0) {
+    throw new InvalidInputError(
+      `video frame "${paths[k]}" is ${frames[k].width}x${frames[k].height} pixels but frame ` +
+        `"${paths[0]}" is ${width}x${height}: every frame of a video must have the same size`,
+    );
+  }
 }
 
 /**

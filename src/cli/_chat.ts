@@ -9,6 +9,8 @@ import type { ChatEngine, ChatMessage, ContentPart, GenerateOptions } from "../g
 import type { LoadEngineOptions } from "../server/_engine.ts";
 import { DeviceLostError } from "../errors.ts";
 import {
+  checkFrameSizes,
+  decodeImageFile,
   type Io,
   LOAD_OPTIONS,
   loadOptions,
@@ -118,12 +120,15 @@ export async function runChat(
     if (media) {
       const path = media[2].trim().replace(/^(["'])(.*)\1$/, "$2");
       try {
+        // Decoded now: a file that is no image is refused here, not with the next message.
+        const read = async (f: string) => decodeImageFile(await io.readFile(f), f);
         if (media[1] === "image") {
-          attached.push({ type: "image", image: await io.readFile(path) });
+          attached.push({ type: "image", image: await read(path) });
           await io.err(`(attached ${path}; it goes with your next message)\n`);
         } else {
           const frames = await videoFramePaths(path);
-          const video = await Promise.all(frames.map((f) => io.readFile(f)));
+          const video = await Promise.all(frames.map(read));
+          checkFrameSizes(video, frames);
           attached.push({ type: "video", video });
           await io.err(
             `(attached a video of ${frames.length} frames; it goes with your next message)\n`,

@@ -1,12 +1,16 @@
 import assert from "node:assert/strict";
 import { FakeEngine } from "../server/_fake_engine.ts";
 import { DeviceLostError } from "../errors.ts";
+import { decodeImage } from "../image.ts";
+import { encodePng } from "../_png.ts";
 import { UsageError } from "./_args.ts";
 import { chatCommand, type ChatIo, runChat } from "./_chat.ts";
 
 const PNG_PATH =
   new URL("../../tests/fixtures/tiny-qwen2vl/reference/case0_0.png", import.meta.url).pathname;
 const PNG = await Deno.readFile(PNG_PATH);
+/** What the chat attaches: the image decoded (a bad file is refused when attached). */
+const PIXELS = await decodeImage(PNG);
 
 /** Piped stdin of `text`, and collectors for stdout and stderr. */
 function pipe(text: string): ChatIo & { stdout: string[]; stderr: string[] } {
@@ -58,7 +62,7 @@ Deno.test("runChat() attaches /image files to the next message only", async () =
   await runChat(engine, io);
   assert.deepEqual(engine.calls[0].messages, [{
     role: "user",
-    content: [{ type: "image", image: PNG }, { type: "image", image: PNG }, {
+    content: [{ type: "image", image: PIXELS }, { type: "image", image: PIXELS }, {
       type: "text",
       text: "Compare them",
     }],
@@ -80,9 +84,9 @@ Deno.test("runChat() attaches a /video of frames (a list or a directory) beside 
     assert.deepEqual(engine.calls[0].messages, [{
       role: "user",
       content: [
-        { type: "video", video: [PNG, PNG] },
-        { type: "image", image: PNG },
-        { type: "video", video: [PNG, PNG, PNG] },
+        { type: "video", video: [PIXELS, PIXELS] },
+        { type: "image", image: PIXELS },
+        { type: "video", video: [PIXELS, PIXELS, PIXELS] },
         { type: "text", text: "What changed?" },
       ],
     }]);
@@ -93,6 +97,26 @@ Deno.test("runChat() attaches a /video of frames (a list or a directory) beside 
     const err = io.stderr.join("");
     assert.match(err, /attached a video of 3 frames/);
     assert.match(err, /error: cannot read video ".*\/none"/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("runChat() refuses a file that is no image, or a video of mixed sizes, when attached: the next message goes without it", async () => {
+  const engine = new FakeEngine();
+  const dir = await Deno.makeTempDir();
+  try {
+    const text = `${dir}/notes.png`;
+    await Deno.writeTextFile(text, "not an image");
+    const wide = `${dir}/wide.png`;
+    await Deno.writeFile(wide, await encodePng(8, 4, new Uint8Array(8 * 4 * 3)));
+    const io = pipe(`/image ${text}\n/video ${PNG_PATH},${wide}\nStill there?\n`);
+    await runChat(engine, io);
+    const err = io.stderr.join("");
+    assert.match(err, /error: cannot read image ".*notes\.png": image ".*notes\.png": /);
+    assert.match(err, /frame ".*wide\.png" is 8x4 pixels but frame ".*case0_0\.png" is 56x56/);
+    assert.doesNotMatch(err, /attached/);
+    assert.deepEqual(engine.calls[0].messages, [{ role: "user", content: "Still there?" }]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

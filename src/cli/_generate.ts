@@ -12,6 +12,7 @@ import type {
 import type { Pipeline } from "../pipeline.ts";
 import { parseGenerationConfig, resolveOptions } from "../generate/options.ts";
 import {
+  checkFrameSizes,
   type Io,
   LOAD_OPTIONS,
   loadOptions,
@@ -95,7 +96,9 @@ export async function promptMessages(v: Values, usage: string): Promise<ChatMess
   }
   for (const frames of stringList(v, "video")) {
     const paths = await videoFramePaths(frames);
-    content.push({ type: "video", video: await Promise.all(paths.map(readImageFile)) });
+    const video = await Promise.all(paths.map(readImageFile));
+    checkFrameSizes(video, paths);
+    content.push({ type: "video", video });
   }
   content.push({ type: "text", text });
   const messages: ChatMessage[] = [];

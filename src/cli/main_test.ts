@@ -6,6 +6,7 @@ import { type Io, UsageError, type Values } from "./_args.ts";
 import { generateOptions, videoFramePaths } from "./_generate.ts";
 import { main } from "./main.ts";
 import { Tokenizer } from "../tokenizer.ts";
+import { encodePng } from "../_png.ts";
 
 const PNG0 = `${TINY_DIR}reference/case0_0.png`;
 const PROMPT0 = "What value should be filled in the blank space?";
@@ -445,6 +446,26 @@ Deno.test("qvq generate names an --image file that is missing or empty", async (
     }
   } finally {
     await Deno.remove(empty);
+  }
+});
+
+Deno.test("qvq generate refuses a file that is no image, or a video of mixed sizes, before it loads a model", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const text = `${dir}/notes.png`;
+    await Deno.writeTextFile(text, "not an image");
+    const wide = `${dir}/wide.png`;
+    await Deno.writeFile(wide, await encodePng(8, 4, new Uint8Array(8 * 4 * 3)));
+    // No model there: an error about the image shows the model was not loaded first.
+    const model = ["generate", "--model", `${dir}/no-model`, "--prompt", "hi"];
+    const image = await cli([...model, "--image", text]);
+    assert.equal(image.code, 1, image.err);
+    assert.match(image.err, /^error: image ".*notes\.png": /);
+    const video = await cli([...model, "--video", `${PNG0},${wide}`]);
+    assert.equal(video.code, 1, video.err);
+    assert.match(video.err, /^error: video frame ".*wide\.png" is 8x4 pixels but frame /);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
