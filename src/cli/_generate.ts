@@ -199,7 +199,10 @@ export function generateOptions(v: Values, usage: string): GenerateOptions {
       : v.regex !== undefined
       ? "--regex"
       : FLAGS[name];
-    throw new UsageError(flag ? e.message.replace(/^\w+(\[\d+\])?/, flag) : e.message, usage);
+    // "logitBias[151643] must be …": the flag and the token ("--logit-bias 151643=… must be …").
+    const id = name === "logitBias" ? e.message.match(/^\w+\[(\d+)\]/)?.[1] : undefined;
+    const said = id !== undefined ? `${flag} ${id}=…` : flag;
+    throw new UsageError(said ? e.message.replace(/^\w+(\[\d+\])?/, said) : e.message, usage);
   }
   return o;
 }
@@ -363,7 +366,9 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
           `${t.tokensPerSecond.toFixed(1)} tokens/s\n`,
       );
     }
-    return 0;
+    // Stopped by Ctrl+C: the answer so far is out, but the command did not finish (a shell's
+    // `qvq generate … && next` must not go on), as a process ended by SIGINT exits 130.
+    return abort.signal.aborted ? 130 : 0;
   } finally {
     stopOnCtrlC();
     pipeline.dispose();

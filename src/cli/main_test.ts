@@ -528,7 +528,10 @@ Deno.test("generateOptions() reads --stop-token-id and --logit-bias, naming a ba
       [{ "stop-token-id": ["-3"] }, /^--stop-token-id/],
       [{ "logit-bias": ["151645"] }, /--logit-bias takes <token id>=<bias>, e\.g\. 151645=-100/],
       [{ "logit-bias": ["1=abc"] }, /--logit-bias takes <token id>=<bias>/],
-      [{ "logit-bias": ["1=101"] }, /^--logit-bias/],
+      [
+        { "logit-bias": ["151643=-101"] },
+        /^--logit-bias 151643=… must be a number in \[-100, 100\]/,
+      ],
     ] as const
   ) {
     assert.throws(
@@ -537,6 +540,53 @@ Deno.test("generateOptions() reads --stop-token-id and --logit-bias, naming a ba
       JSON.stringify(v),
     );
   }
+});
+
+Deno.test({
+  name: "qvq generate stopped by Ctrl+C prints the answer so far and exits 130, not 0",
+  ignore: Deno.build.os === "windows",
+  fn: async () => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "src/cli/main.ts",
+        "generate",
+        "--model",
+        TINY_DIR,
+        "--prompt",
+        "Tell me a long story.",
+        "--max-tokens",
+        "8192",
+        "--ignore-eos",
+      ],
+      cwd: new URL("../../", import.meta.url),
+      env: { XDG_RUNTIME_DIR: "/tmp" },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const reader = child.stdout.getReader();
+    let out = "";
+    // Ctrl+C once its first text is out; should none come, the guard ends it within the minute.
+    const guard = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    while (out === "") {
+      const r = await reader.read();
+      if (r.done) break;
+      out += new TextDecoder().decode(r.value);
+    }
+    child.kill("SIGINT");
+    for (let r = await reader.read(); !r.done; r = await reader.read()) {
+      out += new TextDecoder().decode(r.value);
+    }
+    const [status, err] = await Promise.all([
+      child.status,
+      new Response(child.stderr).text(),
+    ]);
+    clearTimeout(guard);
+    assert.equal(status.code, 130, err);
+    assert.match(err, /^\[abort\] \d+ prompt \+ \d+ generated tokens/m);
+    assert.ok(out.length > 0);
+  },
 });
 
 Deno.test("generateOptions() reads --ignore-eos, --min-p and --stop-on-loop", () => {
