@@ -247,8 +247,23 @@ export class Pipeline implements ChatEngine {
    */
   static async load(
     location: string | URL | ModelSource,
-    opts: PipelineOptions = {},
+    opts: PipelineOptions | null = {},
   ): Promise<Pipeline> {
+    const source = typeof location === "string" || location instanceof URL ||
+      (typeof location === "object" && location !== null && "readJson" in location &&
+        "pathOf" in location);
+    if (!source) {
+      throw new InvalidInputError(
+        `Pipeline.load takes a model directory, a file: or http(s): URL, or a ModelSource, got ` +
+          `${preview(location)}`,
+      );
+    }
+    opts ??= {}; // null: no options, as in most JavaScript APIs
+    if (typeof opts !== "object" || Array.isArray(opts)) {
+      throw new InvalidInputError(
+        `Pipeline.load's options must be an object, got ${preview(opts)}`,
+      );
+    }
     // A misspelt option would otherwise be ignored ({ quantization: "q8" } loading f16 weights).
     refuseUnknownKeys(opts, LOAD_OPTION_KEYS, "load");
     const src = typeof location === "string" || location instanceof URL
@@ -714,6 +729,9 @@ const LOST_WAIT_MS = 100;
 
 /** Throws InvalidInputError naming `name[i]`, the first of `ids` not a token id below `n`. */
 function checkTokenIds(ids: readonly number[], n: number, name: string): void {
+  if (!Array.isArray(ids)) {
+    throw new InvalidInputError(`${name} must be an array of token ids, got ${preview(ids)}`);
+  }
   const bad = ids.findIndex((id) => !(Number.isInteger(id) && id >= 0 && id < n));
   if (bad >= 0) {
     throw new InvalidInputError(`${name}[${bad}] must be a token id in [0, ${n}), got ${ids[bad]}`);

@@ -602,6 +602,35 @@ Deno.test("Pipeline.load() refuses bad loopDetection thresholds before loading",
   );
 });
 
+Deno.test("Pipeline.load() and detokenize() name a bad argument (no TypeError from inside)", async () => {
+  for (const location of [undefined, null, 123, {}]) {
+    await assert.rejects(
+      () => Pipeline.load(location as never),
+      (e: Error) =>
+        e instanceof InvalidInputError &&
+        /^Pipeline.load takes a model directory, a file: or http\(s\): URL, or a ModelSource, got /
+          .test(e.message),
+      String(location),
+    );
+  }
+  await assert.rejects(
+    () => Pipeline.load(TINY_DIR, 5 as never),
+    (e: Error) =>
+      e instanceof InvalidInputError && /options must be an object, got 5/.test(e.message),
+  );
+  // null options are none: the load goes on (to the missing config here).
+  await assert.rejects(() => Pipeline.load(`${TINY_DIR}nope/`, null), ModelFileError);
+  const p = await pipeline;
+  for (const ids of ["x", null]) {
+    await assert.rejects(
+      p.detokenize(ids as never),
+      (e: Error) =>
+        e instanceof InvalidInputError &&
+        /^tokens must be an array of token ids, got /.test(e.message),
+    );
+  }
+});
+
 Deno.test("Pipeline.load() refuses a bad promptCache, onProgress or an unknown option before any weight is uploaded", async () => {
   for (const promptCache of [-1, 1.5, "yes"]) {
     let uploaded = 0;

@@ -16,7 +16,7 @@ import type {
   GenerationEvent,
   TokenizeInput,
 } from "../generate/types.ts";
-import { EngineClosedError, ERROR_CLASSES, GpuError } from "../errors.ts";
+import { EngineClosedError, ERROR_CLASSES, GpuError, InvalidInputError } from "../errors.ts";
 import type { PipelineOptions } from "../pipeline.ts";
 import type { DownloadOptions } from "../hub/download.ts";
 import type { ImageSize } from "../image.ts";
@@ -270,7 +270,7 @@ export class WorkerEngine implements ChatEngine {
     const box = new Mailbox();
     this.#boxes.set(id, box);
     try {
-      this.#worker.postMessage({ type: "call", id, ...call } satisfies ToWorker);
+      this.#post({ type: "call", id, ...call }, call.args[1]);
       const m = await box.take();
       if (m.type === "error") throw revive(m.error);
       return m.type === "value" ? m.value : undefined;
@@ -290,9 +290,12 @@ export class WorkerEngine implements ChatEngine {
     const { signal, ...rest } = options;
     const abort = () => this.#worker.postMessage({ type: "abort", id } satisfies ToWorker);
     let ended = false;
-    this.#worker.postMessage(
-      { type: "generate", id, input, options: rest } satisfies ToWorker,
-    );
+    try {
+      this.#post({ type: "generate", id, input, options: rest }, rest);
+    } catch (e) {
+      this.#boxes.delete(id);
+      throw e;
+    }
     if (signal?.aborted) abort();
     else signal?.addEventListener("abort", abort, { once: true });
     try {
@@ -312,6 +315,27 @@ export class WorkerEngine implements ChatEngine {
       this.#boxes.delete(id);
       // A consumer that left early: the worker stops that generation (its queue slot frees).
       if (!ended && !this.#failure) abort();
+    }
+  }
+
+  /**
+   * Posts `message` to the worker; where it cannot be copied there (a function among `options`: a
+   * callback), an InvalidInputError saying which, rather than the DataCloneError.
+   */
+  #post(message: ToWorker, options: unknown): void {
+    try {
+      this.#worker.postMessage(message);
+    } catch (e) {
+      if (!(e instanceof DOMException && e.name === "DataCloneError")) throw e;
+      const fn = typeof options === "object" && options !== null
+        ? Object.entries(options).find(([, v]) => typeof v === "function")?.[0]
+        : undefined;
+      throw new InvalidInputError(
+        `the request cannot cross to the engine's worker${
+          fn ? `: option ${fn} is a function` : ""
+        }` +
+          ` (${e.message}); pass plain data (numbers, strings, arrays, objects, images)`,
+      );
     }
   }
 

@@ -105,6 +105,12 @@ Deno.test("a WorkerEngine keeps qvq's error classes, aborts on the signal, and f
     const sizes = [{ width: 1000, height: 750 }];
     await engine.checkChat(photo, {}, sizes);
     await assert.rejects(() => engine.checkChat(long), ContextLengthError);
+    // A callback cannot cross to the worker: named, not a DataCloneError.
+    await assert.rejects(
+      () => answer(engine, TEXT, { onToken: () => {} }),
+      (e: Error) =>
+        e instanceof InvalidInputError && /option onToken is a function/.test(e.message),
+    );
     const here = await loadEngine(TINY_DIR, { progress: false });
     try {
       assert.deepEqual(
