@@ -31,6 +31,13 @@ function workerUrl(): URL {
  */
 export const DECODE_TIMEOUT_MS = 60_000;
 
+/**
+ * A worker whose wasm memory has grown past this is ended once idle (the next image starts
+ * another): wasm memory never shrinks, and one 8000 × 8000 image left a worker holding ≈ 0.5 GB
+ * for as long as the server ran; images of a few megapixels stay well under it.
+ */
+export const RETIRE_MEMORY_BYTES = 256 * 2 ** 20;
+
 /** A decode in flight: its caller's promise, the worker it went to, its time limit. */
 interface Pending {
   resolve: (image: DecodedImage) => void;
@@ -53,14 +60,28 @@ export class ImageDecoder {
   #next = 0;
   readonly #pending = new Map<number, Pending>();
   readonly #timeoutMs: number;
+  readonly #retireBytes: number;
+  /** Workers to end once idle: their memory grew past #retireBytes. */
+  readonly #bloated = new WeakSet<Worker>();
+  #started = 0;
 
   /**
    * `workers`: how many decode at once ({@link defaultDecodeWorkers}); `timeoutMs`: see
    * {@link DECODE_TIMEOUT_MS} (tests pass less).
    */
-  constructor({ workers = defaultDecodeWorkers(), timeoutMs = DECODE_TIMEOUT_MS } = {}) {
+  constructor({
+    workers = defaultDecodeWorkers(),
+    timeoutMs = DECODE_TIMEOUT_MS,
+    retireBytes = RETIRE_MEMORY_BYTES,
+  } = {}) {
     this.#workers = new Array(Math.max(1, workers)).fill(undefined);
     this.#timeoutMs = timeoutMs;
+    this.#retireBytes = retireBytes;
+  }
+
+  /** How many workers were started so far (a retired or replaced one's slot starts another). */
+  get started(): number {
+    return this.#started;
   }
 
   /**
@@ -105,7 +126,9 @@ export class ImageDecoder {
 
   #start(slot: number): Worker {
     const worker = new Worker(workerUrl());
+    this.#started++;
     worker.on("message", (answer: DecodeAnswer) => {
+      if (answer.memoryBytes > this.#retireBytes) this.#bloated.add(worker);
       const waiting = this.#take(answer.id);
       if (!waiting) return;
       if ("error" in answer) {
@@ -137,7 +160,10 @@ export class ImageDecoder {
     if (!entry) return undefined;
     this.#pending.delete(id);
     clearTimeout(entry.timer);
-    if (![...this.#pending.values()].some((p) => p.worker === entry.worker)) entry.worker.unref();
+    if (![...this.#pending.values()].some((p) => p.worker === entry.worker)) {
+      entry.worker.unref();
+      if (this.#bloated.has(entry.worker)) this.#retire(entry.worker);
+    }
     return entry;
   }
 

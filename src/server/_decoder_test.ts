@@ -40,6 +40,22 @@ Deno.test("ImageDecoder.close() fails the decodes in flight; the next decode sta
   decoder.close();
 });
 
+Deno.test("ImageDecoder ends a worker whose wasm memory grew past retireBytes once idle; the next image starts another", async () => {
+  const kept = new ImageDecoder({ workers: 1 });
+  const retiring = new ImageDecoder({ workers: 1, retireBytes: 1 }); // any memory is too much
+  try {
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await kept.decode(PNG)).width, 56);
+      assert.equal((await retiring.decode(PNG)).width, 56);
+    }
+    assert.equal(kept.started, 1);
+    assert.equal(retiring.started, 3);
+  } finally {
+    kept.close();
+    retiring.close();
+  }
+});
+
 Deno.test("an idle ImageDecoder does not keep the process alive", async () => {
   const script = `import { ImageDecoder } from ${
     JSON.stringify(new URL("./_decoder.ts", import.meta.url).href)
