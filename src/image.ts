@@ -699,15 +699,46 @@ export async function imageGrids(
   let tokens = 0;
   for (const [i, image] of images.entries()) {
     const what = isVideo(image) ? `Image ${i} (a video)` : `Image ${i}`;
-    const first = isVideo(image) ? image.frames[0] : image;
-    const size = options.sizes?.[i] ??
-      (first instanceof Uint8Array ? await decodeImage(first) : first);
+    if (isVideo(image)) checkVideo(image, what);
+    else checkImage(image, what);
+    const size = options.sizes?.[i] ?? await sizeOf(image, what);
     const grid = gridOf(image, size, config, videoConfig, what);
     tokens += imageTokenCount(grid, config.mergeSize);
     checkRoom(i, image, tokens, options.maxImageTokens);
     grids.push(grid);
   }
   return grids;
+}
+
+/**
+ * An image's size (bytes decoded for it), or a video's: every frame's, which must be frame 0's
+ * (as preprocessing refuses a video of mixed sizes, or a frame that does not decode).
+ */
+async function sizeOf(
+  image: Uint8Array | DecodedImage | VideoInput,
+  what: string,
+): Promise<ImageSize> {
+  const one = async (x: Uint8Array | DecodedImage, at: string) => {
+    if (!(x instanceof Uint8Array)) return x;
+    try {
+      return await decodeImage(x);
+    } catch (e) {
+      if (!(e instanceof InvalidInputError)) throw e;
+      throw new InvalidInputError(`${at}: ${e.message}`);
+    }
+  };
+  if (!isVideo(image)) return one(image, what);
+  const first = await one(image.frames[0], `${what}, frame 0`);
+  for (let k = 1; k < image.frames.length; k++) {
+    const f = await one(image.frames[k], `${what}, frame ${k}`);
+    if (f.width !== first.width || f.height !== first.height) {
+      throw new InvalidInputError(
+        `${what}, frame ${k}: ${f.width}x${f.height} pixels, but frame 0 is ` +
+          `${first.width}x${first.height}; every frame of a video must have the same size.`,
+      );
+    }
+  }
+  return { width: first.width, height: first.height };
 }
 
 /** The images preprocessed with `settings` (see preprocessImages), their patches concatenated. */

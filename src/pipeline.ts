@@ -233,8 +233,10 @@ export class Pipeline implements ChatEngine {
   detokenize(ids: number[]): Promise<string> {
     try {
       this.#checkOpen();
-      checkTokenIds(ids, this.tokenizer.vocabSize, "tokens");
-      return Promise.resolve(this.tokenizer.decode(ids));
+      // A typed array (a prompt's inputIds) as well as an array.
+      const list = ArrayBuffer.isView(ids) ? Array.from(ids as unknown as ArrayLike<number>) : ids;
+      checkTokenIds(list, this.tokenizer.vocabSize, "tokens");
+      return Promise.resolve(this.tokenizer.decode(list));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -400,6 +402,11 @@ export class Pipeline implements ChatEngine {
     this.#checkOpen();
     const o = resolveOptions(options, this.generationConfig);
     const prompt = await this.prepare(messages, o);
+    // Disposed while it prepared: the tokenizer #constraintStart reads may be freed.
+    if (this.#closing.signal.aborted) {
+      yield { type: "done", result: abortedBeforeStart(prompt) };
+      return;
+    }
     yield* this.#run(prompt, o, this.#constraintStart(messages, prompt, o));
   }
 

@@ -621,6 +621,8 @@ Deno.test("Pipeline.load() and detokenize() name a bad argument (no TypeError fr
   // null options are none: the load goes on (to the missing config here).
   await assert.rejects(() => Pipeline.load(`${TINY_DIR}nope/`, null), ModelFileError);
   const p = await pipeline;
+  // A typed array is ids too (a prompt's inputIds).
+  assert.equal(await p.detokenize(Int32Array.from([9707, 1879]) as never), "Hello world");
   for (const ids of ["x", null]) {
     await assert.rejects(
       p.detokenize(ids as never),
@@ -890,6 +892,28 @@ Deno.test("Pipeline.checkChat() refuses what generate() would, before its turn, 
       said,
     );
   }
+  // Videos generate() refuses, checkChat() and tokenize() refuse too (they read only sizes).
+  const frame = (w: number, h: number) => ({
+    width: w,
+    height: h,
+    data: new Uint8Array(w * h * 3),
+  });
+  const video = (v: Record<string, unknown>): ChatMessage[] => [{
+    role: "user",
+    content: [{ type: "video", video: [frame(56, 56), frame(56, 56)], ...v } as never],
+  }];
+  for (
+    const bad of [
+      video({ minPixels: 1.5 }),
+      video({ maxPixels: 0 }),
+      video({ video: [frame(56, 56), frame(84, 56)] }),
+      video({ video: [frame(56, 56), frame(56, 56), new Uint8Array([1, 2, 3])] }),
+    ]
+  ) {
+    await assert.rejects(p.chat(bad, { maxNewTokens: 1 }), InvalidInputError);
+    await assert.rejects(p.checkChat(bad), InvalidInputError);
+    await assert.rejects(p.tokenize({ messages: bad }), InvalidInputError);
+  }
   // tokenize() counts from sizes too: the same ids as from the decoded image.
   assert.deepEqual(
     await p.tokenize({ messages: ask(standIn), imageSizes: [{ width: 56, height: 56 }] }),
@@ -918,4 +942,14 @@ Deno.test("Pipeline.dispose() while calls prepare their prompt: a generation end
     p.chat(TEXT),
     (e) => e instanceof InvalidInputError && /disposed/.test(e.message),
   );
+  // Alone (so the memory is freed the moment its prompt is prepared): a format that continues
+  // the final message reads the tokenizer after that.
+  const q = await Pipeline.load(TINY_DIR, { gpu: await sharedGpu(), dtype: "f32", maxContext: 64 });
+  const continued = q.chat([...ask, { role: "assistant", content: "{" }], {
+    maxNewTokens: 2,
+    continueFinalMessage: true,
+    responseFormat: "json_object",
+  });
+  q.dispose();
+  assert.equal((await continued).finishReason, "abort");
 });

@@ -5,7 +5,7 @@
  */
 import { parseArgs } from "node:util";
 import { InvalidInputError } from "../errors.ts";
-import { type DecodedImage, decodeImage } from "../image.ts";
+import { decodeImage } from "../image.ts";
 import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
 import { parseQuant, parseVisionQuant } from "../model/quantize.ts";
 import { checkKvDType, type KvDType } from "../../kernels/kv_cache.ts";
@@ -224,8 +224,18 @@ function parsedOption<T>(
   }
 }
 
-/** The bytes of an `--image` file; an unreadable one is an InvalidInputError naming the path. */
-export async function readImageFile(path: string): Promise<DecodedImage> {
+/** An image file's bytes, checked to decode, and its size. */
+export interface CheckedImage {
+  bytes: Uint8Array;
+  width: number;
+  height: number;
+}
+
+/**
+ * An `--image` file's bytes, checked to decode; an unreadable or undecodable one is an
+ * InvalidInputError naming the path.
+ */
+export async function readImageFile(path: string): Promise<CheckedImage> {
   let bytes: Uint8Array;
   try {
     bytes = await Deno.readFile(path);
@@ -233,25 +243,30 @@ export async function readImageFile(path: string): Promise<DecodedImage> {
     throw new InvalidInputError(`cannot read image "${path}": ${(e as Error).message}`);
   }
   if (!bytes.length) throw new InvalidInputError(`image "${path}" is an empty file`);
-  return await decodeImageFile(bytes, path);
+  return await checkImageFile(bytes, path);
 }
 
 /**
- * An image file's bytes decoded, its path named where they do not decode: the CLI decodes every
- * image before the model loads (a GIF found after QVQ-72B's tens of GB had loaded cost minutes),
- * and the pipeline takes the pixels without decoding them again.
+ * An image file's bytes, decoded once to check them — the CLI checks every image before the model
+ * loads (a GIF found after QVQ-72B's tens of GB had loaded cost minutes) — its path named where
+ * they do not decode. The pixels are dropped: the pipeline decodes again when it runs, and a
+ * long video's frames held decoded (or a chat's images, in its history) would take gigabytes.
  */
-export async function decodeImageFile(bytes: Uint8Array, path: string): Promise<DecodedImage> {
+export async function checkImageFile(bytes: Uint8Array, path: string): Promise<CheckedImage> {
   try {
-    return await decodeImage(bytes);
+    const { width, height } = await decodeImage(bytes);
+    return { bytes, width, height };
   } catch (e) {
     if (!(e instanceof InvalidInputError)) throw e;
     throw new InvalidInputError(`image "${path}": ${e.message}`);
   }
 }
 
-/** Refuses a video whose frames (decoded from `paths`) are not all of frame 0's size. */
-export function checkFrameSizes(frames: readonly DecodedImage[], paths: readonly string[]): void {
+/** Refuses a video whose frames (read from `paths`) are not all of frame 0's size. */
+export function checkFrameSizes(
+  frames: readonly { width: number; height: number }[],
+  paths: readonly string[],
+): void {
   const [{ width, height }] = frames;
   const k = frames.findIndex((f) => f.width !== width || f.height !== height);
   if (k > 0) {

@@ -10,7 +10,7 @@ import type { LoadEngineOptions } from "../server/_engine.ts";
 import { DeviceLostError } from "../errors.ts";
 import {
   checkFrameSizes,
-  decodeImageFile,
+  checkImageFile,
   type Io,
   LOAD_OPTIONS,
   loadOptions,
@@ -120,16 +120,17 @@ export async function runChat(
     if (media) {
       const path = media[2].trim().replace(/^(["'])(.*)\1$/, "$2");
       try {
-        // Decoded now: a file that is no image is refused here, not with the next message.
-        const read = async (f: string) => decodeImageFile(await io.readFile(f), f);
+        // Checked now: a file that is no image is refused here, not with the next message.
+        const read = async (f: string) => checkImageFile(await io.readFile(f), f);
         if (media[1] === "image") {
-          attached.push({ type: "image", image: await read(path) });
+          attached.push({ type: "image", image: (await read(path)).bytes });
           await io.err(`(attached ${path}; it goes with your next message)\n`);
         } else {
           const frames = await videoFramePaths(path);
-          const video = await Promise.all(frames.map(read));
+          const video = [];
+          for (const f of frames) video.push(await read(f)); // one decoded at a time
           checkFrameSizes(video, frames);
-          attached.push({ type: "video", video });
+          attached.push({ type: "video", video: video.map((f) => f.bytes) });
           await io.err(
             `(attached a video of ${frames.length} frames; it goes with your next message)\n`,
           );

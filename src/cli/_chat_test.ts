@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { FakeEngine } from "../server/_fake_engine.ts";
 import { DeviceLostError } from "../errors.ts";
-import { decodeImage } from "../image.ts";
 import { encodePng } from "../_png.ts";
 import { UsageError } from "./_args.ts";
 import { chatCommand, type ChatIo, runChat } from "./_chat.ts";
@@ -9,8 +8,6 @@ import { chatCommand, type ChatIo, runChat } from "./_chat.ts";
 const PNG_PATH =
   new URL("../../tests/fixtures/tiny-qwen2vl/reference/case0_0.png", import.meta.url).pathname;
 const PNG = await Deno.readFile(PNG_PATH);
-/** What the chat attaches: the image decoded (a bad file is refused when attached). */
-const PIXELS = await decodeImage(PNG);
 
 /** Piped stdin of `text`, and collectors for stdout and stderr. */
 function pipe(text: string): ChatIo & { stdout: string[]; stderr: string[] } {
@@ -62,7 +59,7 @@ Deno.test("runChat() attaches /image files to the next message only", async () =
   await runChat(engine, io);
   assert.deepEqual(engine.calls[0].messages, [{
     role: "user",
-    content: [{ type: "image", image: PIXELS }, { type: "image", image: PIXELS }, {
+    content: [{ type: "image", image: PNG }, { type: "image", image: PNG }, {
       type: "text",
       text: "Compare them",
     }],
@@ -84,9 +81,9 @@ Deno.test("runChat() attaches a /video of frames (a list or a directory) beside 
     assert.deepEqual(engine.calls[0].messages, [{
       role: "user",
       content: [
-        { type: "video", video: [PIXELS, PIXELS] },
-        { type: "image", image: PIXELS },
-        { type: "video", video: [PIXELS, PIXELS, PIXELS] },
+        { type: "video", video: [PNG, PNG] },
+        { type: "image", image: PNG },
+        { type: "video", video: [PNG, PNG, PNG] },
         { type: "text", text: "What changed?" },
       ],
     }]);

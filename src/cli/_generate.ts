@@ -92,13 +92,14 @@ export async function promptMessages(v: Values, usage: string): Promise<ChatMess
   const text = requireString(v, "prompt", usage);
   const content: ContentPart[] = [];
   for (const path of stringList(v, "image")) {
-    content.push({ type: "image", image: await readImageFile(path) });
+    content.push({ type: "image", image: (await readImageFile(path)).bytes });
   }
   for (const frames of stringList(v, "video")) {
     const paths = await videoFramePaths(frames);
-    const video = await Promise.all(paths.map(readImageFile));
+    const video = [];
+    for (const path of paths) video.push(await readImageFile(path)); // one decoded at a time
     checkFrameSizes(video, paths);
-    content.push({ type: "video", video });
+    content.push({ type: "video", video: video.map((f) => f.bytes) });
   }
   content.push({ type: "text", text });
   const messages: ChatMessage[] = [];

@@ -40,7 +40,7 @@ export async function preprocessCommand(args: string[], io: Io): Promise<number>
   const paths = stringList(v, "image");
   if (paths.length === 0) throw new UsageError("give at least one --image", USAGE);
   const config = parsePreprocessorConfig(await src.readJson("preprocessor_config.json"));
-  const images = await Promise.all(paths.map(readImageFile));
+  const images = (await Promise.all(paths.map(readImageFile))).map((i) => i.bytes);
   const { pixelValues, gridThw } = await preprocessImages(images, config);
   const patches = patchCount(gridThw);
   await writeOutFile(
