@@ -43,6 +43,7 @@ import {
 } from "./_openai.ts";
 import { PAGE_HTML } from "./_page.ts";
 import { GenerationQueue, type Ticket } from "./_queue.ts";
+import { handOverImages } from "./worker_engine.ts";
 import {
   type ChatRequest,
   imageSizes,
@@ -571,7 +572,9 @@ export function createApp(
       // those errors before its stream begins, without the round trip.
       const sizes = imageSizes(messages);
       if (!idle() || sizes?.length) await e.checkChat?.(messages, request.options, sizes);
-      return (options) => e.generate(messages, options);
+      // One answer: its decoded pixels move to a worker engine's thread rather than being copied.
+      const sent = request.n === 1 ? handOverImages(messages) : messages;
+      return (options) => e.generate(sent, options);
     });
   });
 

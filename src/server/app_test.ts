@@ -8,6 +8,7 @@ import {
 import { decodeImage } from "../image.ts";
 import { createApp, type ServerOptions } from "./app.ts";
 import { FakeEngine, type FakeEngineOptions } from "./_fake_engine.ts";
+import { handedOver } from "./worker_engine.ts";
 
 const PNG = await Deno.readFile(
   new URL("../../tests/fixtures/tiny-qwen2vl/reference/case0_0.png", import.meta.url),
@@ -1079,6 +1080,20 @@ Deno.test("image URLs are fetched only when the server allows it", async () => {
   } finally {
     await images.shutdown();
   }
+});
+
+Deno.test("a request for one answer hands its messages' decoded pixels over to the engine; one for several does not", async () => {
+  const { app, fake } = setup();
+  const body = {
+    model: MODEL,
+    messages: [{
+      role: "user",
+      content: [{ type: "image_url", image_url: { url: PNG_URL } }, { type: "text", text: "Hi" }],
+    }],
+  };
+  assert.equal((await post(app, body)).status, 200);
+  assert.equal((await post(app, { ...body, n: 2 })).status, 200);
+  assert.deepEqual(fake.calls.map((c) => handedOver(c.messages)), [true, false, false]);
 });
 
 Deno.test("n choices: generated one after the other, seed + i each, usage summed, streamed by index", async () => {

@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { TINY_DIR } from "../model/_fixture.ts";
 import { loadEngine } from "./_engine.ts";
-import { type FromWorker, loadWorkerEngine, WorkerEngine } from "./worker_engine.ts";
+import {
+  type FromWorker,
+  handOverImages,
+  loadWorkerEngine,
+  WorkerEngine,
+} from "./worker_engine.ts";
+import { decodeImage } from "../image.ts";
 import { currentThread } from "./_thread.ts";
 import {
   ContextLengthError,
@@ -276,4 +282,30 @@ Deno.test("loadWorkerEngine() rejects with the load's own error: its class and m
     () => loadWorkerEngine(missing, { progress: false }),
     (e: Error) => e instanceof ModelFileError && e.message === here.message,
   );
+});
+
+Deno.test("a WorkerEngine moves handed-over pixels to its worker (their buffers detached) and copies the rest, answering the same", async () => {
+  const engine = await loadWorkerEngine(TINY_DIR, { progress: false });
+  try {
+    const png = await Deno.readFile(`${TINY_DIR}reference/case0_0.png`);
+    const ask = (image: Uint8Array | { width: number; height: number; data: Uint8Array }) =>
+      [{
+        role: "user",
+        content: [{ type: "image", image }, { type: "text", text: "What is it?" }],
+      }] as ChatMessage[];
+    const options = { maxNewTokens: 3, temperature: 0 };
+    const kept = await decodeImage(png);
+    const want = await answer(engine, ask(kept), options);
+    assert.equal(kept.data.byteLength, 56 * 56 * 3, "copied: still here");
+    const moved = await decodeImage(png);
+    const got = await answer(engine, handOverImages(ask(moved)), options);
+    assert.equal(moved.data.byteLength, 0, "transferred: detached here");
+    assert.equal(got.text, want.text);
+    assert.equal(got.result.usage.promptTokens, want.result.usage.promptTokens);
+    // The prompt cache knew the image: the worker had the same pixels, moved.
+    assert.ok(got.result.usage.cachedTokens > 0, JSON.stringify(got.result.usage));
+  } finally {
+    engine.dispose();
+    await engine.closed;
+  }
 });
