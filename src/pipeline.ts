@@ -22,6 +22,7 @@
 import type { Gpu } from "./gpu/device.ts";
 import { DeviceLostError, InvalidInputError, preview, QvqError } from "./errors.ts";
 import { gpuIdle, readF32 } from "./gpu/buffers.ts";
+import { within } from "./_async.ts";
 import type { QuantDType, WeightDType } from "./gpu/tensor.ts";
 import type { KvDType } from "../kernels/kv_cache.ts";
 import { type ModelSource, openModelSource } from "./model_files.ts";
@@ -598,18 +599,8 @@ export class Pipeline implements ChatEngine {
    */
   async #explained(e: unknown): Promise<unknown> {
     if (e instanceof DeviceLostError) return e;
-    let lost = this.failure;
-    if (!lost && !(e instanceof QvqError)) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const late = new Promise<undefined>((resolve) => {
-        timer = setTimeout(() => resolve(undefined), LOST_WAIT_MS);
-      });
-      try {
-        lost = await Promise.race([this.model.gpu.whenLost, late]);
-      } finally {
-        clearTimeout(timer);
-      }
-    }
+    const lost = this.failure ??
+      (e instanceof QvqError ? undefined : await within(this.model.gpu.whenLost, LOST_WAIT_MS));
     return lost ? new DeviceLostError(lost.message, { cause: e }) : e;
   }
 

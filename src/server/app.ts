@@ -44,6 +44,7 @@ import {
 import { PAGE_HTML } from "./_page.ts";
 import { GenerationQueue, type Ticket } from "./_queue.ts";
 import { handOverImages } from "./worker_engine.ts";
+import { within } from "../_async.ts";
 import {
   type ChatRequest,
   imageSizes,
@@ -361,19 +362,6 @@ function textFormat(echo?: Echo): Format {
  * keep-alives) after it.
  */
 const STREAM_GRACE_MS = 1000;
-
-/** `first` if it settles within `ms`, else undefined (a rejection is passed on). */
-async function within<T>(first: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), ms);
-  });
-  try {
-    return await Promise.race([first, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /**
  * Builds the HTTP app for `engine` (or for the promise of one still loading: requests wait for it,
