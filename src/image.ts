@@ -682,6 +682,16 @@ export interface ImageSize {
 }
 
 /**
+ * The index of a video's first frame whose size is not frame 0's, or -1 where all share it:
+ * every frame of a video must have one size (the server, the CLI and {@link imageGrids} each say
+ * so in their own terms).
+ */
+export function otherSizedFrame(sizes: readonly ImageSize[]): number {
+  const [first] = sizes;
+  return sizes.findIndex((s) => s.width !== first.width || s.height !== first.height);
+}
+
+/**
  * The `[t, h, w]` grid of each image or video, as {@link preprocessImages} would make it, from
  * sizes alone — nothing resized or patchified: `sizes[i]` (an image's size, a video's frames')
  * where given, else a decoded image's (a video's frame 0's) own, else its bytes decoded for it.
@@ -728,17 +738,19 @@ async function sizeOf(
     }
   };
   if (!isVideo(image)) return one(image, what);
-  const first = await one(image.frames[0], `${what}, frame 0`);
-  for (let k = 1; k < image.frames.length; k++) {
-    const f = await one(image.frames[k], `${what}, frame ${k}`);
-    if (f.width !== first.width || f.height !== first.height) {
+  // One decoded at a time, each checked before the next (as the preprocessing refuses them).
+  const sizes: ImageSize[] = [];
+  for (const [k, f] of image.frames.entries()) {
+    const { width, height } = await one(f, `${what}, frame ${k}`);
+    sizes.push({ width, height });
+    if (otherSizedFrame(sizes) > 0) { // this frame: the ones before matched
       throw new InvalidInputError(
-        `${what}, frame ${k}: ${f.width}x${f.height} pixels, but frame 0 is ` +
-          `${first.width}x${first.height}; every frame of a video must have the same size.`,
+        `${what}, frame ${k}: ${width}x${height} pixels, but frame 0 is ` +
+          `${sizes[0].width}x${sizes[0].height}; every frame of a video must have the same size.`,
       );
     }
   }
-  return { width: first.width, height: first.height };
+  return sizes[0];
 }
 
 /** The images preprocessed with `settings` (see preprocessImages), their patches concatenated. */

@@ -5,7 +5,7 @@
  */
 import { parseArgs } from "node:util";
 import { InvalidInputError } from "../errors.ts";
-import { decodeImage } from "../image.ts";
+import { decodeImage, otherSizedFrame } from "../image.ts";
 import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
 import { parseQuant, parseVisionQuant } from "../model/quantize.ts";
 import { checkKvDType, type KvDType } from "../../kernels/kv_cache.ts";
@@ -268,7 +268,7 @@ export function checkFrameSizes(
   paths: readonly string[],
 ): void {
   const [{ width, height }] = frames;
-  const k = frames.findIndex((f) => f.width !== width || f.height !== height);
+  const k = otherSizedFrame(frames);
   if (k > 0) {
     throw new InvalidInputError(
       `video frame "${paths[k]}" is ${frames[k].width}x${frames[k].height} pixels but frame ` +

@@ -24,6 +24,7 @@ import {
   isVideo,
   MAX_IMAGE_PIXELS,
   MAX_VIDEO_FRAMES,
+  otherSizedFrame,
 } from "../image.ts";
 import { collectImages } from "../generate/chat_template.ts";
 import { parseTools, type ToolRequest } from "./_tools.ts";
@@ -1031,7 +1032,7 @@ function checkFrameSizes(
   part: { frames: { param: string }[] },
 ): void {
   const { width: w, height: h } = sizes[0];
-  const k = sizes.findIndex((s) => s.width !== w || s.height !== h);
+  const k = otherSizedFrame(sizes);
   if (k > 0) {
     const at = part.frames[k].param;
     throw badRequest(
