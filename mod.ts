@@ -40,6 +40,7 @@ export type {
   GenerationResult,
   PromptEcho,
   PromptTokenLogprob,
+  TokenizeInput,
   TokenLogprob,
   ToolCall,
   TopLogprob,

@@ -74,6 +74,7 @@ export interface PreprocessedImages {
  * have no alpha).
  */
 export interface VideoInput {
+  /** The frames in order, each a file's bytes or decoded pixels, all of one size. */
   frames: readonly (Uint8Array | DecodedImage)[];
   /**
    * This video's own bounds on a frame's resized area in pixels (qwen-vl-utils' `min_pixels` /
@@ -82,6 +83,7 @@ export interface VideoInput {
    * context.
    */
   minPixels?: number;
+  /** See {@link VideoInput.minPixels}. */
   maxPixels?: number;
 }
 
@@ -90,7 +92,9 @@ export const MAX_VIDEO_FRAMES = 768;
 
 /** An image decoded to 8-bit RGB. */
 export interface DecodedImage {
+  /** Pixels a row. */
   width: number;
+  /** Rows. */
   height: number;
   /** (height, width, 3) u8 */
   data: Uint8Array;
@@ -677,7 +681,9 @@ function gridOf(
 
 /** An image's size alone: what {@link imageGrids} needs of it. */
 export interface ImageSize {
+  /** Pixels a row. */
   width: number;
+  /** Rows. */
   height: number;
 }
 
