@@ -3,19 +3,24 @@ import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 
-/** The files `deno publish --dry-run` would upload to JSR, relative to the repository root. */
-async function publishedFiles(): Promise<string[]> {
+/** `deno args…` run in the repository root: its exit code and its output (stdout, stderr), plain. */
+async function deno(...args: string[]): Promise<{ code: number; text: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["publish", "--dry-run", "--allow-dirty"],
+    args,
     cwd: ROOT,
+    env: { NO_COLOR: "1" },
     stdout: "piped",
     stderr: "piped",
   }).output();
   const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-  assert.equal(out.code, 0, `deno publish --dry-run failed:\n${text}`);
-  // deno-lint-ignore no-control-regex
-  const plain = text.replace(/\x1b\[[0-9;]*m/g, "");
-  return [...plain.matchAll(/file:\/\/(\S+) \(/g)].map((m) => m[1].slice(ROOT.length));
+  return { code: out.code, text };
+}
+
+/** The files `deno publish --dry-run` would upload to JSR, relative to the repository root. */
+async function publishedFiles(): Promise<string[]> {
+  const { code, text } = await deno("publish", "--dry-run", "--allow-dirty");
+  assert.equal(code, 0, `deno publish --dry-run failed:\n${text}`);
+  return [...text.matchAll(/file:\/\/(\S+) \(/g)].map((m) => m[1].slice(ROOT.length));
 }
 
 Deno.test("the JSR package holds the module, its kernels and its WASM core, and no tests or fixtures", async () => {
@@ -41,15 +46,7 @@ Deno.test("the JSR package holds the module, its kernels and its WASM core, and 
 });
 
 Deno.test("every symbol mod.ts exports is documented and names only exported types (deno doc --lint)", async () => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["doc", "--lint", "mod.ts"],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  // deno-lint-ignore no-control-regex
-  const text = (new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr))
-    .replace(/\x1b\[[0-9;]*m/g, "");
+  const { text } = await deno("doc", "--lint", "mod.ts");
   const errors = [...text.matchAll(/^error\[([\w-]+)\]: (.*)\n\s*--> (\S+)/gm)]
     .map(([, rule, message, at]) => `${rule}: ${message} (${at.replace(ROOT, "")})`)
     // createApp returns hono's Hono, a type of the `hono` package (its users mount the app with
