@@ -1,8 +1,9 @@
 /**
  * Qwen2-VL image preprocessing, run in WebAssembly (`wasm/crates/image`): PNG / JPEG / WebP bytes
  * → the `pixel_values` and `image_grid_thw` that transformers 5.17's `Qwen2VLImageProcessor`
- * gives for the same file. The steps are PIL's `convert("RGB")` (alpha dropped, EXIF orientation
- * ignored, as transformers does), `smart_resize` to multiples of `patch_size * merge_size`,
+ * gives for the same file. The steps are transformers' `convert_to_rgb` (an image with
+ * transparency composited onto white, as transformers since 5.2x, vLLM and qwen-vl-utils do —
+ * 5.17 dropped the alpha; EXIF orientation ignored, as transformers does), `smart_resize` to multiples of `patch_size * merge_size`,
  * torchvision's antialiased uint8 bicubic resize (bit-exact), `(x / 255 - mean) / std` in f32,
  * and the patch layout with each still image repeated over `temporal_patch_size` frames.
  * A video ({@link VideoInput}: its frames) is preprocessed as `Qwen2VLVideoProcessor` does with
@@ -69,9 +70,9 @@ export interface PreprocessedImages {
  * A video as its frames, in order, all of one size: encoded PNG / JPEG / WebP bytes or decoded
  * pixels (what qwen-vl-utils calls a video given as a list of images). qvq decodes no video
  * files (MP4, WebM): extract the frames first, e.g. `ffmpeg -i in.mp4 -vf fps=2 f%03d.png`.
- * A frame with transparency loses its alpha, as an image does (PIL's `convert("RGB")`), where
- * transformers' video processor and qwen-vl-utils blend it onto white (frames from a video file
- * have no alpha).
+ * A frame with transparency is composited onto white as an image is (transformers' video
+ * processor blends it onto white too, in floats, so such a frame's pixel values may differ from
+ * its by a rounding; frames from a video file have no alpha).
  */
 export interface VideoInput {
   /** The frames in order, each a file's bytes or decoded pixels, all of one size. */
@@ -397,8 +398,9 @@ function checkDecoded(image: unknown, what: string): void {
 }
 
 /**
- * Decodes PNG, JPEG or WebP bytes to 8-bit RGB exactly as PIL's `Image.open(f).convert("RGB")`
- * (JPEG within a few levels). Throws InvalidInputError for unsupported, corrupt, empty or
+ * Decodes PNG, JPEG or WebP bytes to 8-bit RGB exactly as transformers' `convert_to_rgb` makes
+ * of `PIL.Image.open(f)`: `convert("RGB")`, an image with transparency (alpha, a PNG's tRNS)
+ * composited onto white as `Image.alpha_composite` does (JPEG within a few levels). Throws InvalidInputError for unsupported, corrupt, empty or
  * oversized ({@link MAX_IMAGE_PIXELS}) images.
  */
 export async function decodeImage(bytes: Uint8Array): Promise<DecodedImage> {

@@ -12,7 +12,8 @@ project root with the exact versions the model references were made with:
 
 Outputs (all under tests/fixtures/images/):
   decode/<name>.<ext>      the encoded image
-  decode/<name>.rgb        what `Image.open(f).convert("RGB")` gives: (height, width, 3) u8
+  decode/<name>.rgb        what transformers' convert_to_rgb makes of `Image.open(f)` (to_rgb below):
+                           (height, width, 3) u8
   decode_cases.json        [{file, expected, width, height, pil_mode}]
   resize/<name>.rgb        resized noise image, (out_h, out_w, 3) u8
   resize_cases.json        [{backend, in_h, in_w, out_h, out_w, seed, expected}]
@@ -133,6 +134,16 @@ def decode_images() -> list[tuple[str, bytes]]:
     return out
 
 
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """transformers' convert_to_rgb (5.24; 5.17 dropped the alpha): transparent images composited
+    onto white with Image.alpha_composite, the rest through convert("RGB")."""
+    if "A" in im.getbands() or im.info.get("transparency") is not None:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.asarray(im.convert("RGB"))
+
+
 def write_decode_cases() -> None:
     folder = OUT / "decode"
     folder.mkdir(parents=True, exist_ok=True)
@@ -141,7 +152,7 @@ def write_decode_cases() -> None:
         (folder / name).write_bytes(data)
         im = Image.open(io.BytesIO(data))
         mode = im.mode
-        rgb = np.asarray(im.convert("RGB"))
+        rgb = to_rgb(im)
         expected = name.rsplit(".", 1)[0] + ".rgb"
         (folder / expected).write_bytes(rgb.tobytes())
         cases.append({

@@ -136,7 +136,7 @@ export class TokTokenizer {
 }
 
 /**
- * Decodes PNG / JPEG / WebP bytes to RGB like PIL's `convert("RGB")`.
+ * Decodes PNG / JPEG / WebP bytes to RGB like transformers' `convert_to_rgb` (transparent images over white).
  */
 export function imgDecode(bytes: Uint8Array | number[]): ImgRgb;
 

@@ -487,7 +487,7 @@ export class TokTokenizer {
 if (Symbol.dispose) TokTokenizer.prototype[Symbol.dispose] = TokTokenizer.prototype.free;
 
 /**
- * Decodes PNG / JPEG / WebP bytes to RGB like PIL's `convert("RGB")`.
+ * Decodes PNG / JPEG / WebP bytes to RGB like transformers' `convert_to_rgb` (transparent images over white).
  * @param {Uint8Array | number[]} bytes
  * @returns {ImgRgb}
  */

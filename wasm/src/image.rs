@@ -60,7 +60,7 @@ impl ImagePatches {
     }
 }
 
-/// Decodes PNG / JPEG / WebP bytes to RGB like PIL's `convert("RGB")`.
+/// Decodes PNG / JPEG / WebP bytes to RGB like transformers' `convert_to_rgb` (transparent images over white).
 #[wasm_bindgen(js_name = imgDecode)]
 pub fn image_decode(bytes: &[u8]) -> Result<ImageRgb, JsValue> {
     qvq_image::decode(bytes)

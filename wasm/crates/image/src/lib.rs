@@ -2,7 +2,7 @@
 //! (torchvision-backend) `Qwen2VLImageProcessor`.
 //!
 //! The data path, one module per step:
-//! 1. [`decode`]: PNG / JPEG / WebP bytes → 8-bit RGB like PIL's `convert("RGB")`.
+//! 1. [`decode`]: PNG / JPEG / WebP bytes → 8-bit RGB like transformers' `convert_to_rgb` (transparent images over white).
 //! 2. [`smart_resize`]: the target size, multiples of `patch_size * merge_size`.
 //! 3. [`resample`]: antialiased bicubic, torchvision's (or Pillow's) fixed-point arithmetic.
 //! 4. [`patchify`]: `(x - mean) / std` in f32 and the `(patches, 3 * 2 * 14 * 14)` layout.

@@ -57,7 +57,7 @@ fn byte_diff(a: &[u8], b: &[u8]) -> (u8, f64) {
 }
 
 #[test]
-fn decode_matches_pil_convert_rgb_for_every_reference_image() {
+fn decode_matches_transformers_convert_to_rgb_for_every_reference_image() {
     for case in json("images/decode_cases.json").as_array().unwrap() {
         let file = &format!("images/{}", case["file"].as_str().unwrap());
         let img = decode(&read(file)).unwrap_or_else(|e| panic!("{file}: {e}"));

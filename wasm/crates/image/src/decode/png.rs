@@ -1,18 +1,19 @@
-//! PNG through the `png` crate. PIL's modes, and so its `convert("RGB")`, depend on the colour type
-//! in the header; the conversions below follow PIL's for each one:
+//! PNG through the `png` crate. PIL's modes, and so transformers' `convert_to_rgb`, depend on the
+//! colour type in the header; the conversions below follow them for each one:
 //!
-//! | PNG                       | PIL mode | → RGB                            |
-//! |---------------------------|----------|----------------------------------|
-//! | gray 1/2/4/8 bit          | 1 / L    | scaled to 0..255, replicated     |
-//! | gray 16 bit (± tRNS)      | I;16     | `min(v, 255)`, replicated        |
-//! | gray+alpha 8/16           | LA/RGBA  | high byte of gray, alpha dropped |
-//! | RGB / RGBA 8/16           | RGB/RGBA | high byte, alpha dropped         |
-//! | palette (± tRNS)          | P        | palette lookup, alpha dropped    |
+//! | PNG                       | PIL mode | → RGB                                   |
+//! |---------------------------|----------|-----------------------------------------|
+//! | gray 1/2/4/8 bit          | 1 / L    | scaled to 0..255, replicated            |
+//! | gray 16 bit (± tRNS)      | I;16     | `min(v, 255)`, replicated (tRNS unused) |
+//! | gray+alpha 8/16           | LA/RGBA  | high byte of gray, over white           |
+//! | RGB / RGBA 8/16           | RGB/RGBA | high byte, over white where RGBA        |
+//! | palette                   | P        | palette lookup                          |
 //!
-//! A tRNS chunk never changes the colours, so expanding it to an alpha channel and dropping that
-//! channel is the same as PIL ignoring it.
+//! A tRNS chunk (a palette's alphas, or one transparent gray level or colour) makes the image
+//! transparent for transformers (`info["transparency"]`): the png crate expands it to an alpha
+//! channel, composited onto white like any other.
 
-use super::{Format, RgbImage, check_dimensions, drop_channels, gray_to_rgb};
+use super::{Format, RgbImage, check_dimensions, to_rgb};
 use crate::error::ImageError;
 use png::{BitDepth, ColorType, Decoder, Transformations};
 use std::io::Cursor;
@@ -62,24 +63,18 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
         }
         return Ok(RgbImage::new(width, height, rgb));
     }
-    let samples = frame.color_type.samples();
     // 16-bit samples are big-endian: their high byte comes first, and PIL keeps only that byte.
-    let bytes_per_sample = if frame.bit_depth == BitDepth::Sixteen {
+    let w = if frame.bit_depth == BitDepth::Sixteen {
         2
     } else {
         1
     };
-    let stride = samples * bytes_per_sample;
+    let stride = frame.color_type.samples() * w;
     let rgb = match frame.color_type {
-        ColorType::Grayscale | ColorType::GrayscaleAlpha => gray_to_rgb(&buf, stride),
-        ColorType::Rgb | ColorType::Rgba if bytes_per_sample == 1 => drop_channels(&buf, stride, 3),
-        ColorType::Rgb | ColorType::Rgba => {
-            let mut rgb = Vec::with_capacity(width * height * 3);
-            for px in buf.chunks_exact(stride) {
-                rgb.extend_from_slice(&[px[0], px[2], px[4]]);
-            }
-            rgb
-        }
+        ColorType::Grayscale => to_rgb(&buf, stride, [0; 3], None),
+        ColorType::GrayscaleAlpha => to_rgb(&buf, stride, [0; 3], Some(w)),
+        ColorType::Rgb => to_rgb(&buf, stride, [0, w, 2 * w], None),
+        ColorType::Rgba => to_rgb(&buf, stride, [0, w, 2 * w], Some(3 * w)),
         // EXPAND turns palette images into RGB; an error beats a panic, which would abort the wasm.
         ColorType::Indexed => {
             let detail = "palette samples were not expanded to RGB".to_string();

@@ -1,8 +1,8 @@
 //! WebP through `image-webp` (lossy, lossless, alpha, extended; the first frame of an animation,
-//! as PIL shows). Lossless pixels are exact; lossy ones go through image-webp's YUV → RGB, which
+//! as PIL shows), an image with alpha over white (see the decode module). Lossless pixels are exact; lossy ones go through image-webp's YUV → RGB, which
 //! can differ from libwebp's (PIL's) by a level or so.
 
-use super::{Format, RgbImage, check_dimensions, drop_channels};
+use super::{Format, RgbImage, check_dimensions, to_rgb};
 use crate::error::ImageError;
 use image_webp::WebPDecoder;
 use std::io::Cursor;
@@ -26,7 +26,7 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let mut buf = vec![0u8; size];
     decoder.read_image(&mut buf).map_err(corrupt)?;
     let rgb = if decoder.has_alpha() {
-        drop_channels(&buf, 4, 3)
+        to_rgb(&buf, 4, [0, 1, 2], Some(3))
     } else {
         buf
     };
