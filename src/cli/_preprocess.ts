@@ -1,9 +1,11 @@
 /**
  * `qvq preprocess`: images → the `pixel_values` (F32) and `image_grid_thw` (I32) transformers'
- * Qwen2VLImageProcessor gives, saved as safetensors. Needs only preprocessor_config.json.
+ * Qwen2VLImageProcessor gives, saved as safetensors. Needs only the image settings
+ * (preprocessor_config.json, or transformers 5's processor_config.json).
  * @module
  */
-import { parsePreprocessorConfig, patchCount, preprocessImages } from "../image.ts";
+import { patchCount, preprocessImages } from "../image.ts";
+import { loadProcessorConfigs } from "../generate/processor.ts";
 import { openModelSource } from "../model_files.ts";
 import { writeSafetensors } from "../safetensors.ts";
 import {
@@ -19,7 +21,7 @@ import {
 
 const USAGE = `usage: qvq preprocess --model <dir|url> --image <file>... --out <file.safetensors>
 
-Runs Qwen2-VL's image processor (preprocessor_config.json of the model) on the images, in order,
+Runs Qwen2-VL's image processor (the model's preprocessor_config.json) on the images, in order,
 and writes pixel_values (F32, (patches, 1176)) and image_grid_thw (I32, (images, 3)).
 `;
 
@@ -39,7 +41,7 @@ export async function preprocessCommand(args: string[], io: Io): Promise<number>
   const out = await requireOutPath(v, "out", USAGE);
   const paths = stringList(v, "image");
   if (paths.length === 0) throw new UsageError("give at least one --image", USAGE);
-  const config = parsePreprocessorConfig(await src.readJson("preprocessor_config.json"));
+  const { image: config } = await loadProcessorConfigs(src);
   const images = (await Promise.all(paths.map(readImageFile))).map((i) => i.bytes);
   const { pixelValues, gridThw } = await preprocessImages(images, config);
   const patches = patchCount(gridThw);

@@ -1,6 +1,6 @@
 /**
- * The model's own jinja chat template (chat_template.json or tokenizer_config.json's
- * `chat_template`), rendered the way transformers' `apply_chat_template` does: messages in, prompt
+ * The model's own jinja chat template (chat_template.json, chat_template.jinja or
+ * tokenizer_config.json's `chat_template`), rendered the way transformers' `apply_chat_template` does: messages in, prompt
  * text out, one `<|vision_start|><|image_pad|><|vision_end|>` per image.
  * @module
  */
@@ -11,6 +11,8 @@ import { MAX_VIDEO_FRAMES, type VideoInput } from "../image.ts";
 import type { ChatMessage, ContentPart, ToolCall } from "./types.ts";
 
 const ROLES = new Set(["system", "user", "assistant", "tool"]);
+/** The raw template file transformers 5's `save_pretrained` writes. */
+export const JINJA_FILE = "chat_template.jinja";
 
 /** Options of {@link ChatTemplate.render}. */
 export interface RenderOptions {
@@ -69,19 +71,26 @@ export class ChatTemplate {
   }
 
   /**
-   * Builds the template from the model directory's files (already JSON-decoded): chat_template.json
-   * wins over tokenizer_config.json's `chat_template`, as in transformers' processors. Throws
-   * ModelFileError when neither has one.
+   * Builds the template from the model directory's files (the JSON ones already decoded), in
+   * the order transformers' processor looks for them: chat_template.json, then the raw
+   * chat_template.jinja (what `save_pretrained` writes since transformers 5), then
+   * tokenizer_config.json's `chat_template` (the tokenizer's, which vLLM falls back to). Throws
+   * ModelFileError when none has one.
    */
-  static fromConfigs(chatTemplateJson: unknown, tokenizerConfig: unknown): ChatTemplate {
+  static fromConfigs(
+    chatTemplateJson: unknown,
+    tokenizerConfig: unknown,
+    jinja?: string,
+  ): ChatTemplate {
     const special = specialTokensOf(tokenizerConfig);
     const fromCt = pickTemplate(chatTemplateJson, "chat_template.json");
     if (fromCt !== undefined) return new ChatTemplate(fromCt, special, "chat_template.json");
+    if (jinja !== undefined) return new ChatTemplate(jinja, special, JINJA_FILE);
     const fromTc = pickTemplate(tokenizerConfig, "tokenizer_config.json");
     if (fromTc !== undefined) return new ChatTemplate(fromTc, special, "tokenizer_config.json");
     throw new ModelFileError(
-      `the model has no chat template: neither chat_template.json nor tokenizer_config.json's ` +
-        `"chat_template" exists; add one of them to the model directory`,
+      `the model has no chat template: none of chat_template.json, ${JINJA_FILE} or ` +
+        `tokenizer_config.json's "chat_template" exists; add one of them to the model directory`,
     );
   }
 

@@ -131,6 +131,17 @@ Deno.test("ChatTemplate.fromConfigs() falls back to tokenizer_config.json, also 
   assert.equal(t2.render([{ role: "user", content: "x" }]), "D");
 });
 
+Deno.test("ChatTemplate.fromConfigs() takes chat_template.jinja after chat_template.json, before tokenizer_config.json", () => {
+  const tc = { chat_template: "T" };
+  assert.equal(ChatTemplate.fromConfigs({ chat_template: "C" }, tc, "J").source, "C");
+  assert.equal(ChatTemplate.fromConfigs(undefined, tc, "J").source, "J");
+  assert.equal(ChatTemplate.fromConfigs(undefined, tc).source, "T");
+  assert.throws(
+    () => ChatTemplate.fromConfigs(undefined, {}, "{% if %}"),
+    /chat_template\.jinja: the chat template does not parse/,
+  );
+});
+
 Deno.test("ChatTemplate.fromConfigs() says which file lacks or breaks the template", () => {
   assert.throws(
     () => ChatTemplate.fromConfigs(undefined, {}),

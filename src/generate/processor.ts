@@ -15,14 +15,56 @@ import {
   preprocessImages,
   type PreprocessOptions,
 } from "../image.ts";
+import { ModelFileError } from "../errors.ts";
 import type { ModelSource } from "../model_files.ts";
 import { parseConfig, type Qwen2VLConfig } from "../model/config.ts";
 import { Tokenizer } from "../tokenizer.ts";
-import { ChatTemplate, collectImages, type RenderOptions } from "./chat_template.ts";
+import { ChatTemplate, collectImages, JINJA_FILE, type RenderOptions } from "./chat_template.ts";
 import { expandImagePads, type GridThw, imageTokenCounts, type PreparedPrompt } from "./prompt.ts";
 import type { ChatMessage } from "./types.ts";
 
+const IMAGE_FILE = "preprocessor_config.json";
 const VIDEO_FILE = "video_preprocessor_config.json";
+/** transformers 5 saves a processor's image and video settings nested in this one file. */
+const PROCESSOR_FILE = "processor_config.json";
+
+/**
+ * A model's image and video settings, found where transformers 5 looks: processor_config.json's
+ * nested `image_processor` (what `save_pretrained` writes since v5), else preprocessor_config.json
+ * (the hub's Qwen2-VL checkpoints); for videos its `video_processor`, else
+ * video_preprocessor_config.json, else the image settings. Throws ModelFileError where neither
+ * image source exists.
+ */
+export async function loadProcessorConfigs(
+  src: ModelSource,
+): Promise<{ image: ImageProcessorConfig; video: ImageProcessorConfig }> {
+  const optionalJson = async (name: string) =>
+    (await src.exists(name)) ? await src.readJson(name) : undefined;
+  const processor = await optionalJson(PROCESSOR_FILE);
+  const nested = (key: string) => {
+    const v = typeof processor === "object" && processor !== null
+      ? (processor as Record<string, unknown>)[key]
+      : undefined;
+    return v === undefined ? undefined : { json: v, file: `${PROCESSOR_FILE}'s "${key}"` };
+  };
+  const imageSource = nested("image_processor") ??
+    { json: await optionalJson(IMAGE_FILE), file: IMAGE_FILE };
+  if (imageSource.json === undefined) {
+    throw new ModelFileError(
+      `the model has no image processor settings: neither ${src.pathOf(IMAGE_FILE)} nor an ` +
+        `"image_processor" in ${src.pathOf(PROCESSOR_FILE)} exists; add the model's ` +
+        `${IMAGE_FILE}`,
+    );
+  }
+  const image = parsePreprocessorConfig(imageSource.json, undefined, imageSource.file);
+  // Without video settings of its own a model's videos take the image settings, as in transformers.
+  const videoSource = nested("video_processor") ??
+    { json: await optionalJson(VIDEO_FILE), file: VIDEO_FILE };
+  const video = videoSource.json === undefined
+    ? image
+    : parsePreprocessorConfig(videoSource.json, DEFAULT_VIDEO_PROCESSOR_CONFIG, videoSource.file);
+  return { image, video };
+}
 
 /** Options of {@link ChatProcessor.prepare}: the template's, plus the image token budget. */
 export type PrepareOptions = RenderOptions & PreprocessOptions & {
@@ -81,9 +123,9 @@ export class ChatProcessor {
   }
 
   /**
-   * Reads config.json (unless given, already parsed), the chat template (chat_template.json or
-   * tokenizer_config.json), preprocessor_config.json and the tokenizer (unless given) from a
-   * model location.
+   * Reads config.json (unless given, already parsed), the chat template (chat_template.json,
+   * chat_template.jinja or tokenizer_config.json), the image and video settings
+   * ({@link loadProcessorConfigs}) and the tokenizer (unless given) from a model location.
    */
   static async load(
     src: ModelSource,
@@ -96,14 +138,9 @@ export class ChatProcessor {
     const template = ChatTemplate.fromConfigs(
       await optionalJson("chat_template.json"),
       await optionalJson("tokenizer_config.json"),
+      (await src.exists(JINJA_FILE)) ? await src.readText(JINJA_FILE) : undefined,
     );
-    const imageConfig = parsePreprocessorConfig(await src.readJson("preprocessor_config.json"));
-    // transformers reads a video processor's settings from video_preprocessor_config.json, and
-    // from preprocessor_config.json (the image settings) where a model has no such file.
-    const videoJson = await optionalJson(VIDEO_FILE);
-    const videoConfig = videoJson === undefined
-      ? imageConfig
-      : parsePreprocessorConfig(videoJson, DEFAULT_VIDEO_PROCESSOR_CONFIG, VIDEO_FILE);
+    const { image: imageConfig, video: videoConfig } = await loadProcessorConfigs(src);
     return new ChatProcessor(
       template,
       tokenizer ?? await Tokenizer.load(src),

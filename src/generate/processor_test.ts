@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { InvalidInputError } from "../errors.ts";
+import { InvalidInputError, ModelFileError } from "../errors.ts";
 import { openModelSource } from "../model_files.ts";
 import { readVideoCases, TINY_DIR } from "../model/_fixture.ts";
 import { ChatTemplate } from "./chat_template.ts";
@@ -98,3 +98,86 @@ Deno.test("ChatProcessor.prepare() refuses an image placeholder typed in the tex
 });
 
 addEventListener("unload", () => proc.tokenizer.dispose());
+
+/**
+ * The tiny model's processor files as transformers 5's `save_pretrained` writes them: the
+ * template as chat_template.jinja, the image and video settings nested in processor_config.json
+ * (`size` in edges), no chat_template.json, preprocessor_config.json or template in
+ * tokenizer_config.json (`video` overrides the nested video settings).
+ */
+async function savedByTransformers5(video: Record<string, unknown> = {}): Promise<string> {
+  const dir = await Deno.makeTempDir();
+  for (const f of ["config.json", "tokenizer.json"]) {
+    await Deno.copyFile(`${TINY_DIR}${f}`, `${dir}/${f}`);
+  }
+  const { chat_template: _, ...tokenizerConfig } = JSON.parse(
+    await Deno.readTextFile(`${TINY_DIR}tokenizer_config.json`),
+  );
+  await Deno.writeTextFile(`${dir}/tokenizer_config.json`, JSON.stringify(tokenizerConfig));
+  const { chat_template } = JSON.parse(await Deno.readTextFile(`${TINY_DIR}chat_template.json`));
+  await Deno.writeTextFile(`${dir}/chat_template.jinja`, chat_template);
+  const pre = JSON.parse(await Deno.readTextFile(`${TINY_DIR}preprocessor_config.json`));
+  const settings = {
+    image_mean: pre.image_mean,
+    image_std: pre.image_std,
+    merge_size: pre.merge_size,
+    patch_size: pre.patch_size,
+    temporal_patch_size: pre.temporal_patch_size,
+    size: { shortest_edge: pre.min_pixels, longest_edge: pre.max_pixels },
+  };
+  await Deno.writeTextFile(
+    `${dir}/processor_config.json`,
+    JSON.stringify({
+      image_processor: { ...settings, image_processor_type: "Qwen2VLImageProcessor" },
+      processor_class: "Qwen2VLProcessor",
+      video_processor: { ...settings, ...video, video_processor_type: "Qwen2VLVideoProcessor" },
+    }),
+  );
+  return dir;
+}
+
+Deno.test("ChatProcessor.load() reads a model saved by transformers 5: chat_template.jinja and processor_config.json", async () => {
+  const dir = await savedByTransformers5();
+  try {
+    const saved = await ChatProcessor.load(openModelSource(dir));
+    assert.equal(saved.template.source, proc.template.source);
+    assert.deepEqual(saved.imageConfig, proc.imageConfig);
+    assert.deepEqual(saved.videoConfig, proc.videoConfig);
+    // transformers' ids for images and videos, as from the hub's file layout
+    for (const c of await readVideoCases()) {
+      const p = await saved.prepare([{
+        role: "user",
+        content: [
+          ...(c.image ? [{ type: "image" as const, image: c.image }] : []),
+          { type: "video", video: c.frames },
+          { type: "text", text: c.prompt },
+        ],
+      }]);
+      assert.deepEqual(Array.from(p.inputIds), Array.from(c.inputIds), c.name);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ChatProcessor.load() takes the video settings nested in processor_config.json, and names what is missing", async () => {
+  const dir = await savedByTransformers5({ size: { shortest_edge: 3136, longest_edge: 50176 } });
+  try {
+    const saved = await ChatProcessor.load(openModelSource(dir));
+    assert.deepEqual([saved.videoConfig.minPixels, saved.videoConfig.maxPixels], [3136, 50176]);
+    assert.equal(saved.imageConfig.maxPixels, proc.imageConfig.maxPixels);
+    // A legacy chat_template.json wins over chat_template.jinja, as in transformers' processor.
+    await Deno.writeTextFile(`${dir}/chat_template.json`, JSON.stringify({ chat_template: "J" }));
+    assert.equal((await ChatProcessor.load(openModelSource(dir))).template.source, "J");
+    await Deno.remove(`${dir}/processor_config.json`);
+    await assert.rejects(
+      ChatProcessor.load(openModelSource(dir)),
+      (e) =>
+        e instanceof ModelFileError &&
+        /no image processor settings: neither .*preprocessor_config\.json nor an "image_processor" in .*processor_config\.json/
+          .test(e.message),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -63,10 +63,15 @@ export interface DownloadOptions {
 export const MODEL_FILES: readonly { name: string; optional: boolean }[] = [
   { name: "config.json", optional: false },
   { name: "generation_config.json", optional: true },
-  { name: "preprocessor_config.json", optional: false },
+  // Image settings: preprocessor_config.json (the hub's Qwen2-VL repos) or, as transformers 5
+  // saves them, nested in processor_config.json; ChatProcessor.load says when neither is there.
+  { name: "preprocessor_config.json", optional: true },
+  { name: "processor_config.json", optional: true },
+  { name: "video_preprocessor_config.json", optional: true },
   { name: "tokenizer.json", optional: false },
   { name: "tokenizer_config.json", optional: false },
   { name: "chat_template.json", optional: true },
+  { name: "chat_template.jinja", optional: true },
 ];
 const INDEX = "model.safetensors.index.json";
 const SINGLE = "model.safetensors";
