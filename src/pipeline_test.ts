@@ -86,6 +86,16 @@ Deno.test("Pipeline.complete() continues a raw prompt, text or ids, as generate(
   const plain = await run(p.complete("The sea is", { maxNewTokens: 2, temperature: 0 }));
   assert.equal(plain.usage.promptTokens, p.tokenizer.encode("The sea is").length);
   assert.equal(plain.usage.completionTokens, 2);
+  // A temperature too small for the sampler's f32 division is greedy (it drew a wrong token).
+  // (A failed draw had left the last answer's token in place: a sampled one comes first here.)
+  const france = "The capital of France is";
+  const greedy = await run(p.complete(france, { maxNewTokens: 3, temperature: 0 }));
+  const hot = await run(
+    p.complete(france, { maxNewTokens: 3, temperature: 1, topP: 0.9, seed: 1 }),
+  );
+  assert.notEqual(hot.text, greedy.text);
+  const cold = await run(p.complete(france, { maxNewTokens: 3, temperature: 1e-38, seed: 1 }));
+  assert.equal(cold.text, greedy.text);
   // Refused before the GPU, by name.
   const refused: [string | number[], RegExp][] = [
     ["", /the prompt is empty/],

@@ -12,6 +12,12 @@ import { choiceDfa, schemaDfa } from "./json_schema.ts";
 import { regexDfa } from "./regex.ts";
 
 /** Hard ceiling on `maxNewTokens` (QVQ's reasoning fits; longer runs are loops in practice). */
+/**
+ * Temperatures below this sample greedily (vLLM's sampling epsilon): the most likely token, not a
+ * division of the logits by a number that small.
+ */
+export const GREEDY_TEMPERATURE = 1e-5;
+
 export const MAX_NEW_TOKENS_LIMIT = 8192;
 /** `maxNewTokens` when neither the caller nor generation_config.json sets it. */
 export const DEFAULT_MAX_NEW_TOKENS = 2048;
@@ -126,7 +132,7 @@ export interface ResolvedOptions {
    * empty without minTokens.
    */
   heldStopIds: number[];
-  /** 0 = greedy (argmax, lowest id on ties). */
+  /** 0 = greedy (argmax, lowest id on ties); a temperature under {@link GREEDY_TEMPERATURE} is 0. */
   temperature: number;
   /** 0 = no top-k filter. */
   topK: number;
@@ -249,13 +255,16 @@ export function resolveOptions(
     MAX_NEW_TOKENS_LIMIT,
   );
   // transformers samples only with do_sample; a caller who sets a temperature > 0 asks for it.
-  const temperature = numField(
+  const given = numField(
     o,
     "temperature",
     config.doSample ? config.temperature : 0,
     (v) => v >= 0 && v <= 100,
     "a number in [0, 100] (0 = greedy)",
   );
+  // Below GREEDY_TEMPERATURE, greedy, as vLLM: the sampler divides f32 logits by it, and under
+  // ≈ 1e-37 they overflow to ±inf (or it rounds to 0) and the draw picks a wrong token.
+  const temperature = given < GREEDY_TEMPERATURE ? 0 : given;
   const topK = intField(o, "topK", Math.max(0, Math.round(config.topK)), 0, 2 ** 31 - 1);
   const topP = numField(
     o,

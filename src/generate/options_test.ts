@@ -60,6 +60,14 @@ Deno.test("resolveOptions() fills unset fields from generation_config.json", () 
   assert.ok(Number.isSafeInteger(o.seed) && o.seed >= 0);
 });
 
+Deno.test("resolveOptions() samples greedily below GREEDY_TEMPERATURE (1e-5), as vLLM", () => {
+  const cfg = parseGenerationConfig({ do_sample: true, temperature: 1e-7 });
+  assert.equal(resolveOptions(undefined, cfg).temperature, 0);
+  for (const [t, resolved] of [[1e-38, 0], [5e-324, 0], [9.99e-6, 0], [1e-5, 1e-5], [0.7, 0.7]]) {
+    assert.equal(resolveOptions({ temperature: t }, cfg).temperature, resolved, `${t}`);
+  }
+});
+
 Deno.test("resolveOptions() is greedy when do_sample is false and no temperature is given", () => {
   const cfg = parseGenerationConfig({ do_sample: false, temperature: 0.7 });
   assert.equal(resolveOptions(undefined, cfg).temperature, 0);
