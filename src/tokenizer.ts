@@ -19,7 +19,7 @@
  * @module
  */
 import { loadWasm, wasm } from "./_wasm.ts";
-import { InvalidInputError, ModelFileError, type QvqError } from "./errors.ts";
+import { InvalidInputError, ModelFileError, preview, type QvqError } from "./errors.ts";
 import { type ModelSource, openModelSource } from "./model_files.ts";
 
 /** One entry of tokenizer_config.json's `added_tokens_decoder` (Hugging Face's field names). */
@@ -30,7 +30,10 @@ export interface AddedTokenConfig {
   lstrip?: boolean;
   /** Whether the token absorbs whitespace to its right. */
   rstrip?: boolean;
-  /** Match in the NFC-normalized text instead of the raw text (default true). */
+  /**
+   * Match in the NFC-normalized text instead of the raw text (default: true unless `special`, as
+   * transformers' `AddedToken`).
+   */
   normalized?: boolean;
   /** Whether the token matches only as a whole word. */
   single_word?: boolean;
@@ -45,6 +48,25 @@ export interface TokenizerConfig {
    * tokenizer.json are added and known ones take the flags given here.
    */
   addedTokensDecoder?: Record<string, AddedTokenConfig>;
+}
+
+/**
+ * Refuses what wasm-bindgen would coerce into ids by `Number()` (null → 0, "" → 0, true → 1,
+ * [5] → 5): `ids` must be an array (or typed array) of numbers; the wasm checks their range.
+ */
+function checkIds(ids: ArrayLike<number>): void {
+  if (ArrayBuffer.isView(ids)) return;
+  if (!Array.isArray(ids)) {
+    throw new InvalidInputError(
+      `Tokenizer.decode() takes an array of token ids, got ${preview(ids)}.`,
+    );
+  }
+  const bad = ids.findIndex((id) => typeof id !== "number");
+  if (bad >= 0) {
+    throw new InvalidInputError(
+      `Tokenizer.decode(): ids[${bad}] is ${preview(ids[bad])}, not a token id.`,
+    );
+  }
 }
 
 /** Options of {@link Tokenizer.decode} and {@link Tokenizer.createStreamDecoder}. */
@@ -93,6 +115,9 @@ export class StreamDecoder {
    */
   push(id: number): string {
     const inner = this.#get();
+    if (typeof id !== "number") {
+      throw new InvalidInputError(`StreamDecoder.push() takes a token id, got ${preview(id)}.`);
+    }
     return call(() => inner.push(id));
   }
 
@@ -171,7 +196,11 @@ export class Tokenizer {
         return await Tokenizer.fromJson(json, config);
       } catch (e) {
         if (e instanceof ModelFileError) {
-          throw new ModelFileError(`${src.pathOf("tokenizer.json")}: ${e.message}`, { cause: e });
+          // (The wasm begins the errors of tokenizer_config.json's added tokens with the field.)
+          const file = /^added_tokens_decoder\b/.test(e.message)
+            ? "tokenizer_config.json"
+            : "tokenizer.json";
+          throw new ModelFileError(`${src.pathOf(file)}: ${e.message}`, { cause: e });
         }
         throw e;
       }
@@ -215,6 +244,7 @@ export class Tokenizer {
    */
   decode(ids: ArrayLike<number>, opts: DecodeOptions = {}): string {
     const inner = this.#get();
+    checkIds(ids);
     return call(() =>
       inner.decode(ids as unknown as Float64Array, opts.skipSpecialTokens ?? false)
     );

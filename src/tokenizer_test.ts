@@ -192,3 +192,57 @@ Deno.test("a disposed Tokenizer throws a clear error", async () => {
   assert.throws(() => d.push(9707), InvalidInputError);
   t.dispose(); // twice is fine
 });
+
+Deno.test("an added token of tokenizer_config.json is normalized unless special, as in transformers", async () => {
+  // U+212B (Angstrom sign) NFC-normalizes to U+00C5: a normalized token matches neither form
+  // as written, so it stays a special token matched in the raw text only.
+  const config = { added_tokens_decoder: { "151657": { content: "\u212b", special: true } } };
+  const source = new MemoryModelSource({
+    "tokenizer.json": JSON_BYTES,
+    "tokenizer_config.json": new TextEncoder().encode(JSON.stringify(config)),
+  });
+  using t = await Tokenizer.load(source);
+  // transformers 5.24's AutoTokenizer on the same files: [64, 144044, 65] and [64, 151657, 65]
+  assert.deepEqual(Array.from(t.encode("a\u00c5b")), [64, 144044, 65]);
+  assert.deepEqual(Array.from(t.encode("a\u212bb")), [64, 151657, 65]);
+  assert.equal(t.decode(t.encode("a\u212bb")), "a\u212bb");
+});
+
+Deno.test("load() names tokenizer_config.json for a bad added_tokens_decoder entry", async () => {
+  for (
+    const added of [{ x: { content: "y" } }, { "151657": { content: 5 } }]
+  ) {
+    const source = new MemoryModelSource({
+      "tokenizer.json": JSON_BYTES,
+      "tokenizer_config.json": new TextEncoder().encode(
+        JSON.stringify({ added_tokens_decoder: added }),
+      ),
+    });
+    await assert.rejects(
+      Tokenizer.load(source),
+      (e) =>
+        e instanceof ModelFileError &&
+        /tokenizer_config\.json: added_tokens_decoder/.test(e.message),
+      JSON.stringify(added),
+    );
+  }
+});
+
+Deno.test("decode() and StreamDecoder.push() refuse what is not a token id", async () => {
+  using t = await Tokenizer.fromJson(JSON_BYTES);
+  const d = t.createStreamDecoder();
+  for (const ids of [[null], [""], [true], [[5]], "abc", null, new Set([1, 2]), { length: 1 }]) {
+    assert.throws(
+      () => t.decode(ids as unknown as number[]),
+      (e) => e instanceof InvalidInputError && /token id/.test(e.message),
+      String(ids),
+    );
+  }
+  for (const id of [null, false, "5", [5]]) {
+    assert.throws(() => d.push(id as unknown as number), InvalidInputError, String(id));
+  }
+  // Arrays and typed arrays of ids still decode.
+  assert.equal(t.decode([9707, 1879]), "Hello world");
+  assert.equal(t.decode(Int32Array.of(9707, 1879)), "Hello world");
+  d.dispose();
+});

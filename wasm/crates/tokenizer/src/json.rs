@@ -55,14 +55,16 @@ pub struct AddedTokenJson<'a> {
 }
 
 impl AddedTokenJson<'_> {
-    /// The token with defaults applied (a token is normalized unless said otherwise).
+    /// The token with defaults applied: as transformers' `AddedToken`, a token is normalized
+    /// unless it is special or says otherwise (tokenizer.json writes every flag; a
+    /// tokenizer_config.json entry may leave `normalized` out).
     pub fn token(&self) -> AddedToken {
         AddedToken {
             content: self.content.0.to_string(),
             single_word: self.single_word,
             lstrip: self.lstrip,
             rstrip: self.rstrip,
-            normalized: self.normalized.unwrap_or(true),
+            normalized: self.normalized.unwrap_or(!self.special),
             special: self.special,
         }
     }

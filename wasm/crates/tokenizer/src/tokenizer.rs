@@ -108,9 +108,13 @@ impl Tokenizer {
     /// Adds tokenizer_config.json's `added_tokens_decoder` (the JSON object's bytes), as
     /// transformers does on top of tokenizer.json: new contents become added tokens, known ones
     /// take the flags given there.
+    /// Its errors begin "added_tokens_decoder", naming the field (and so the file) at fault.
     pub fn add_tokens_decoder(&mut self, json: &[u8]) -> Result<(), Error> {
         let tokens = json::parse_added_tokens_decoder(json)?;
-        self.add_tokens(tokens)
+        self.add_tokens(tokens).map_err(|e| match e {
+            Error::ModelFile(m) => Error::ModelFile(format!("added_tokens_decoder: {m}")),
+            other => other,
+        })
     }
 
     fn add_tokens(&mut self, tokens: Vec<AddedToken>) -> Result<(), Error> {
