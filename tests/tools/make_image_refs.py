@@ -82,6 +82,19 @@ def pil_bytes(img: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
+def cjpeg_bytes(img: np.ndarray, *args: str) -> bytes:
+    """libjpeg-turbo's cjpeg (Debian's libjpeg-turbo-progs) on `img`: the layouts PIL cannot write."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        Image.fromarray(img).save(f"{d}/in.ppm")
+        scans = f"{d}/scans.txt"
+        Path(scans).write_text("0;\n1;\n2;\n")  # one scan a component (non-interleaved)
+        args = tuple(scans if a == "SCANS" else a for a in args)
+        subprocess.run(["cjpeg", "-quality", "90", *args, "-outfile", f"{d}/out.jpg", f"{d}/in.ppm"], check=True)
+        return Path(f"{d}/out.jpg").read_bytes()
+
+
 def decode_images() -> list[tuple[str, bytes]]:
     """(file name, encoded bytes) for every decoder path we support."""
     h, w = 23, 37  # odd sizes: partial JPEG MCUs, partial PNG bytes at low bit depths
@@ -126,6 +139,11 @@ def decode_images() -> list[tuple[str, bytes]]:
     exif = Image.Exif()
     exif[0x0112] = 6
     out.append(("jpeg_exif_rotated.jpg", pil_bytes(im, "JPEG", quality=90, exif=exif.tobytes())))
+    # Legal layouts zune-jpeg misdecodes (src: wasm/crates/image/src/decode/jpeg.rs): chroma sampled
+    # more finely than luma, baseline and progressive; 4:2:0 in one scan a component.
+    out.append(("jpeg_chroma_finer.jpg", cjpeg_bytes(rgb, "-sample", "1x1,2x2,2x2")))
+    out.append(("jpeg_chroma_finer_progressive.jpg", cjpeg_bytes(rgb, "-sample", "1x2,2x1,1x1", "-progressive")))
+    out.append(("jpeg_420_separate_scans.jpg", cjpeg_bytes(rgb, "-sample", "2x2", "-scans", "SCANS")))
 
     out.append(("webp_lossless.webp", pil_bytes(im, "WEBP", lossless=True)))
     out.append(("webp_lossless_alpha.webp", pil_bytes(Image.fromarray(np.dstack([rgb, alpha]), "RGBA"), "WEBP", lossless=True, exact=True)))
