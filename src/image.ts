@@ -670,6 +670,14 @@ function gridOf(
 ): GridThw {
   const video = isVideo(image);
   const settings = video ? ownBounds(image, videoConfig, what) ?? videoConfig : config;
+  // Preprocessing refuses these (the wasm's limit, in its words): so do the grids.
+  const pixels = size.width * size.height;
+  if (pixels > MAX_IMAGE_PIXELS) {
+    throw new InvalidInputError(
+      `${what}: RGB image is ${size.width}x${size.height} = ${pixels} pixels, more than the ` +
+        `limit of ${MAX_IMAGE_PIXELS} (about 8192x8192); downscale it before sending`,
+    );
+  }
   let h: number, w: number;
   try {
     [h, w] = smartResize(size.height, size.width, settings);

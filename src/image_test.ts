@@ -547,6 +547,17 @@ Deno.test("imageGrids() gives preprocessImages()'s grids from sizes alone, and i
       e instanceof InvalidInputError &&
       /^Image 0: Image aspect ratio is too extreme/.test(e.message),
   );
+  // Over the decoded-pixel limit: refused as preprocessImages() refuses it (not a grid).
+  const over = { width: 8193, height: 8192, data: new Uint8Array(0) };
+  await assert.rejects(
+    () => imageGrids([png], config, { sizes: [over] }),
+    (e: Error) =>
+      e instanceof InvalidInputError &&
+      /^Image 0: RGB image is 8193x8192 = 67117056 pixels, more than the limit/.test(e.message),
+  );
+  await assert.doesNotReject(() =>
+    imageGrids([png], config, { sizes: [{ width: 8192, height: 8192 }] })
+  );
 });
 
 Deno.test("preprocessImages() refuses decoded pixels past maxImageTokens before resizing them", async () => {
