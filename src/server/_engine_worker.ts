@@ -24,6 +24,7 @@ post({ type: "thread", entry: currentThread() });
 
 async function generate(id: number, message: Extract<ToWorker, { type: "generate" }>) {
   const abort = new AbortController();
+  if (message.aborted) abort.abort();
   running.set(id, abort);
   try {
     const options = { ...message.options, signal: abort.signal };

@@ -45,6 +45,11 @@ export type ToWorker =
     /** Chat messages (Pipeline.generate) or a raw prompt (Pipeline.complete). */
     input: { messages: ChatMessage[] } | { prompt: string | number[] };
     options: Omit<GenerateOptions, "signal">;
+    /**
+     * The signal was aborted before the call: the generation starts aborted (an "abort" message
+     * after it could come once its first token was out).
+     */
+    aborted?: boolean;
   }
   | ({
     // One of the Pipeline's quick methods there: answered with "value" or "error" under its id.
@@ -331,13 +336,13 @@ export class WorkerEngine implements ChatEngine {
       const transfer = "messages" in input && handedOver(input.messages)
         ? pixelBuffers(input.messages)
         : [];
-      this.#post({ type: "generate", id, input, options: rest }, rest, transfer);
+      const aborted = signal?.aborted;
+      this.#post({ type: "generate", id, input, options: rest, aborted }, rest, transfer);
     } catch (e) {
       this.#boxes.delete(id);
       throw e;
     }
-    if (signal?.aborted) abort();
-    else signal?.addEventListener("abort", abort, { once: true });
+    signal?.addEventListener("abort", abort, { once: true });
     try {
       for (;;) {
         const m = await box.take();
