@@ -537,6 +537,73 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
   }
 });
 
+Deno.test("the openai client's responses.create gets transformers' greedy answer from the tiny model, streamed or not", async () => {
+  const cases = JSON.parse(
+    await Deno.readTextFile(
+      new URL("./fixtures/tiny-qwen2vl/reference/cases.json", import.meta.url),
+    ),
+  );
+  const ref = cases.cases[0]; // one image + one question, the template's default system prompt
+  const image = await Deno.readFile(
+    new URL(`./fixtures/tiny-qwen2vl/reference/${ref.images[0]}`, import.meta.url),
+  );
+  const engine = await loadEngine(TINY, { progress: false });
+  try {
+    await using s = serve(engine);
+    const params = {
+      model: "tiny-qwen2vl",
+      input: [{
+        role: "user" as const,
+        content: [
+          {
+            type: "input_image" as const,
+            image_url: `data:image/png;base64,${image.toBase64()}`,
+            detail: "auto" as const,
+          },
+          { type: "input_text" as const, text: ref.prompt },
+        ],
+      }],
+      max_output_tokens: ref.generated_ids.length,
+      temperature: 0,
+      stop_on_loop: false, // the reference runs all 12 steps; its text does repeat itself
+    } as OpenAI.Responses.ResponseCreateParamsNonStreaming;
+    const response = await s.client.responses.create(params);
+    assert.equal(response.output_text, ref.generated_text);
+    assert.equal(response.status, "incomplete");
+    assert.equal(response.usage?.input_tokens, ref.seq_len);
+    assert.equal(response.usage?.output_tokens, ref.generated_ids.length);
+
+    const stream = await s.client.responses.create({ ...params, stream: true });
+    let text = "";
+    let last: OpenAI.Responses.ResponseStreamEvent | undefined;
+    for await (const event of stream) {
+      if (event.type === "response.output_text.delta") text += event.delta;
+      last = event;
+    }
+    assert.equal(text, ref.generated_text);
+    assert.equal(last?.type, "response.incomplete");
+
+    // The engine's refusal of a schema names the Responses field.
+    await assert.rejects(
+      s.client.responses.create({
+        model: "tiny-qwen2vl",
+        input: "hi",
+        max_output_tokens: 2,
+        text: {
+          format: {
+            type: "json_schema",
+            name: "x",
+            schema: { type: "object", patternProperties: { "^a": { type: "string" } } },
+          },
+        },
+      }),
+      (e) => e instanceof OpenAI.BadRequestError && /^text\.format/.test(String(e.param)),
+    );
+  } finally {
+    engine.dispose();
+  }
+});
+
 Deno.test("the openai client gets transformers' greedy answer to an image and a video (its frames as data URLs)", async () => {
   const dir = new URL("./fixtures/video/", import.meta.url);
   const cases = JSON.parse(await Deno.readTextFile(new URL("cases.json", dir))).cases;

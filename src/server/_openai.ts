@@ -11,13 +11,15 @@
  */
 import type {
   FinishReason,
+  GenerationEvent,
   GenerationResult,
   PromptTokenLogprob,
   TokenLogprob,
   TopLogprob,
 } from "../generate/types.ts";
+import type { HttpError } from "./_errors.ts";
 import { type ToolCallOut, ToolCallScanner, type ToolMode } from "./_tools.ts";
-import { parseQwenAnswer, QWEN_TOOL_STOPS } from "./_qwen_tools.ts";
+import { parseQwenAnswer, QWEN_TOOL_STOPS, QwenAnswerStream } from "./_qwen_tools.ts";
 
 /** Reported as `system_fingerprint`, so clients can tell which server answered. */
 export const SYSTEM_FINGERPRINT = "qvq-webgpu";
@@ -46,13 +48,97 @@ export interface CompletionHeader {
   system_fingerprint: string;
 }
 
-/** A new header: a fresh `chatcmpl-` id (`cmpl-` for `prefix` "cmpl") and the time in Unix seconds. */
-export function completionHeader(model: string, prefix = "chatcmpl"): CompletionHeader {
+/** A new header: a fresh id (`prefix` and 32 hex digits) and the time in Unix seconds. */
+export function completionHeader(model: string, prefix = "chatcmpl-"): CompletionHeader {
   return {
-    id: `${prefix}-${crypto.randomUUID().replaceAll("-", "")}`,
+    id: `${prefix}${crypto.randomUUID().replaceAll("-", "")}`,
     created: Math.floor(Date.now() / 1000),
     model,
     system_fingerprint: SYSTEM_FINGERPRINT,
+  };
+}
+
+/** What a stream step sends: one event, several, or none. */
+export type Events = object | object[] | undefined;
+
+/** How an endpoint words its responses: whole, or as stream events. */
+export interface Format {
+  /** Its ids' prefix: "chatcmpl-", "cmpl-", "resp_". */
+  prefix: string;
+  /**
+   * A prompt's fault (a 400) as the 400 naming the endpoint's own prompt field, where the engine's
+   * words name another; undefined for everything else (mapped and logged as usual).
+   */
+  inputError(error: unknown): HttpError | undefined;
+  /** The whole response: a choice a result (OpenAI's `n`). */
+  whole(header: CompletionHeader, results: GenerationResult[]): object;
+  /** Choice `index`'s events of a stream. */
+  chunks(header: CompletionHeader, usage: { include: boolean }, index: number): {
+    /** What is sent before any text, at once (a queued client sees its stream begin). */
+    open(): Events;
+    /** A delta's events; none where it shows nothing. */
+    delta(event: Delta): Events;
+    finish(result: GenerationResult): Events;
+  };
+  /** A stream's last chunk: no choices, the usage of them all (absent: none). */
+  usage?(header: CompletionHeader, results: GenerationResult[]): object;
+  /**
+   * Typed events (the Responses API): each sent as an SSE event named by its `type`, no `[DONE]`
+   * at the end. Else `data:` lines and `[DONE]`, as chat completions stream.
+   */
+  typed?: boolean;
+  /** A stream's error event (default: OpenAI's `{error: {…}}`). */
+  streamError?(error: HttpError): object;
+}
+
+/** A delta event of a generation. */
+export type Delta = Extract<GenerationEvent, { type: "delta" }>;
+
+/** How a streamed chat answer's text becomes its chunks' deltas. */
+export interface DeltaReader {
+  /** A delta's text as a chunk's delta fields; undefined where it shows nothing yet. */
+  push(text: string): Record<string, unknown> | undefined;
+  /** The last chunk's delta fields, and how many tool calls the answer made. */
+  end(): { delta: Record<string, unknown>; calls: number };
+}
+
+/**
+ * The reader for `mode`: content deltas; a held answer's tool-call deltas (an answer cut off
+ * before any call's name: its text as content at the end, as completionObject gives it); or the
+ * "auto" mode's content as it is written and its calls, whole, at the end.
+ */
+export function deltaReader(mode?: ToolMode): DeltaReader {
+  if (!mode) return { push: (text) => ({ content: text }), end: () => ({ delta: {}, calls: 0 }) };
+  if (mode.kind === "auto") {
+    const answer = new QwenAnswerStream(mode);
+    return {
+      push: (text) => {
+        const content = answer.push(text);
+        return content ? { content } : undefined;
+      },
+      end: () => {
+        const { content, calls } = answer.finish();
+        const toolCalls = calls.map((c, index) => ({ index, ...c }));
+        const delta = {
+          ...(content ? { content } : {}),
+          ...(calls.length ? { tool_calls: toolCalls } : {}),
+        };
+        return { delta, calls: calls.length };
+      },
+    };
+  }
+  const scanner = new ToolCallScanner(mode);
+  let text = "";
+  return {
+    push: (more) => {
+      text += more;
+      const deltas = scanner.push(more);
+      return deltas.length ? { tool_calls: deltas } : undefined;
+    },
+    end: () => ({
+      delta: !scanner.calls.length && text ? { content: text } : {},
+      calls: scanner.calls.length,
+    }),
   };
 }
 

@@ -6,8 +6,11 @@
  * @module
  */
 
-/** Sends one `data:` event: a string as is (e.g. "[DONE]"), anything else as JSON. */
-export type SendEvent = (data: unknown) => void;
+/**
+ * Sends one event's `data:` — a string as is (e.g. "[DONE]"), anything else as JSON — after an
+ * `event:` line naming it where `event` is given (the Responses API's typed events).
+ */
+export type SendEvent = (data: unknown, event?: string) => void;
 
 const encoder = new TextEncoder();
 
@@ -36,8 +39,12 @@ export function sseResponse(
         if (idle) write(": keep-alive\n\n");
         idle = true;
       }, keepAliveMs);
-      const send: SendEvent = (data) =>
-        write(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`);
+      const send: SendEvent = (data, event) =>
+        write(
+          `${event === undefined ? "" : `event: ${event}\n`}data: ${
+            typeof data === "string" ? data : JSON.stringify(data)
+          }\n\n`,
+        );
       produce(send, abort.signal)
         .catch((error) => {
           if (!abort.signal.aborted) console.error("qvq server: stream failed:", error);

@@ -1,6 +1,7 @@
 /**
  * The OpenAI-compatible HTTP API as a Hono app: `POST /v1/chat/completions` (streaming or not,
- * text and images), `POST /v1/completions` (a raw prompt, as vLLM's), `GET /v1/models`, vLLM's
+ * text and images), `POST /v1/completions` (a raw prompt, as vLLM's), `POST /v1/responses`
+ * (OpenAI's Responses API, without a store), `GET /v1/models`, vLLM's
  * `POST /tokenize` and `/detokenize`, `GET /health`, and a chat web page at `/`.
  *
  * @example Mount it in your own Hono app
@@ -33,7 +34,10 @@ import {
   type CompletionHeader,
   completionHeader,
   completionObject,
+  deltaReader,
   type Echo,
+  type Events,
+  type Format,
   shownResult,
   textChunkObject,
   textCompletionObject,
@@ -54,12 +58,12 @@ import {
   parseDetokenizeRequest,
   parseTokenizeRequest,
 } from "./_request.ts";
+import { chatBodyOfResponses, responsesError, responsesFormat } from "./_responses.ts";
 import { sseResponse } from "./_sse.ts";
 import { readJson } from "./_json.ts";
 import { Metrics } from "./_metrics.ts";
 import { ImageDecoder } from "./_decoder.ts";
-import { ToolCallScanner, type ToolMode, type ToolRequest, toolSchemaError } from "./_tools.ts";
-import { QwenAnswerStream } from "./_qwen_tools.ts";
+import { type ToolRequest, toolSchemaError } from "./_tools.ts";
 
 /** Limits and switches of the HTTP API; every field has a safe default. */
 export interface ServerOptions {
@@ -188,31 +192,6 @@ async function* turnEvents(
   }
 }
 
-/** How an endpoint words its responses: whole, or as stream chunks. */
-interface Format {
-  /** Its ids' prefix: "chatcmpl", "cmpl". */
-  prefix: string;
-  /**
-   * A prompt's fault (a 400) as the 400 naming the endpoint's own prompt field, where the engine's
-   * words name another; undefined for everything else (mapped and logged as usual).
-   */
-  inputError(error: unknown): HttpError | undefined;
-  /** The whole response: a choice a result (OpenAI's `n`). */
-  whole(header: CompletionHeader, results: GenerationResult[]): object;
-  /** Choice `index`'s chunks of a stream. */
-  chunks(header: CompletionHeader, usage: { include: boolean }, index: number): {
-    /** The chunk before any text, if the endpoint sends one. */
-    open(): object | undefined;
-    /** A delta's chunk, or undefined where it shows nothing. */
-    delta(event: Delta): object | undefined;
-    finish(result: GenerationResult): object;
-  };
-  /** A stream's last chunk: no choices, the usage of them all. */
-  usage(header: CompletionHeader, results: GenerationResult[]): object;
-}
-
-type Delta = Extract<GenerationEvent, { type: "delta" }>;
-
 /**
  * /v1/chat/completions: the assistant's role first, then deltas as deltaReader() makes them for
  * the request's tool mode (none: content); the engine's refusals of a held mode's schemas named as
@@ -221,7 +200,7 @@ type Delta = Extract<GenerationEvent, { type: "delta" }>;
 function chatFormat(tools?: ToolRequest): Format {
   const mode = tools?.mode;
   return {
-    prefix: "chatcmpl",
+    prefix: "chatcmpl-",
     inputError: (error) => (tools?.schema ? toolSchemaError(error, tools) : undefined),
     whole: (header, results) => completionObject(header, results, mode),
     chunks: (header, usage, index) => {
@@ -246,54 +225,6 @@ function chatFormat(tools?: ToolRequest): Format {
   };
 }
 
-/** How a streamed chat answer's text becomes its chunks' deltas. */
-interface DeltaReader {
-  /** A delta's text as a chunk's delta fields; undefined where it shows nothing yet. */
-  push(text: string): Record<string, unknown> | undefined;
-  /** The last chunk's delta fields, and how many tool calls the answer made. */
-  end(): { delta: Record<string, unknown>; calls: number };
-}
-
-/**
- * The reader for `mode`: content deltas; a held answer's tool-call deltas (an answer cut off
- * before any call's name: its text as content at the end, as completionObject gives it); or the
- * "auto" mode's content as it is written and its calls, whole, at the end.
- */
-function deltaReader(mode?: ToolMode): DeltaReader {
-  if (!mode) return { push: (text) => ({ content: text }), end: () => ({ delta: {}, calls: 0 }) };
-  if (mode.kind === "auto") {
-    const answer = new QwenAnswerStream(mode);
-    return {
-      push: (text) => {
-        const content = answer.push(text);
-        return content ? { content } : undefined;
-      },
-      end: () => {
-        const { content, calls } = answer.finish();
-        const toolCalls = calls.map((c, index) => ({ index, ...c }));
-        const delta = {
-          ...(content ? { content } : {}),
-          ...(calls.length ? { tool_calls: toolCalls } : {}),
-        };
-        return { delta, calls: calls.length };
-      },
-    };
-  }
-  const scanner = new ToolCallScanner(mode);
-  let text = "";
-  return {
-    push: (more) => {
-      text += more;
-      const deltas = scanner.push(more);
-      return deltas.length ? { tool_calls: deltas } : undefined;
-    },
-    end: () => ({
-      delta: !scanner.calls.length && text ? { content: text } : {},
-      calls: scanner.calls.length,
-    }),
-  };
-}
-
 /**
  * /v1/completions: text chunks, the legacy logprobs' offsets running on across them; with `echo`
  * the prompt's text (and its scored tokens) first, in a chunk of its own, and with `echo.only`
@@ -308,7 +239,7 @@ function textFormat(echo?: Echo): Format {
     }
   };
   return {
-    prefix: "cmpl",
+    prefix: "cmpl-",
     inputError: (error) => {
       const http = toHttpError(error);
       return http.status === 400 && (http.param === null || http.param === "messages")
@@ -519,7 +450,14 @@ export function createApp(
     return c.json(modelObject(e));
   });
 
-  for (const path of ["/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"]) {
+  const posts = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/responses",
+    "/tokenize",
+    "/detokenize",
+  ];
+  for (const path of posts) {
     app.on(["GET", "PUT", "PATCH", "DELETE"], path, (c) => {
       throw new HttpError(
         405,
@@ -545,25 +483,46 @@ export function createApp(
     },
   });
 
+  /**
+   * What a chat request does before its turn: its images fetched and decoded (a bad image is a
+   * 400, not a stream that fails once the request's turn comes), the request checked.
+   */
+  const prepareChat = (request: ChatRequest) =>
+  async (
+    e: ChatEngine,
+    signal: AbortSignal,
+  ): Promise<(options: GenerateOptions) => AsyncIterable<GenerationEvent>> => {
+    // Decoded pixels go to the engine where the request will run at once (no second decode).
+    const idle = () => !queue.running && queue.waiting === 0;
+    const messages = await loadMessages(request.messages, policy, signal, idle);
+    // A request that will wait is checked first — a bad format, a prompt over the context: a
+    // 400 now, not a 200 whose stream fails (or a 400 that waits out the queue) at its turn.
+    // So is one with images (their sizes alone cross to the engine: images over the context
+    // are refused before their pixels are copied there). A text one that runs at once meets
+    // those errors before its stream begins, without the round trip.
+    const sizes = imageSizes(messages);
+    if (!idle() || sizes?.length) await e.checkChat?.(messages, request.options, sizes);
+    // One answer: its decoded pixels move to a worker engine's thread rather than being copied.
+    const sent = request.n === 1 ? handOverImages(messages) : messages;
+    return (options) => e.generate(sent, options);
+  };
+
   app.post("/v1/chat/completions", limitBody, async (c) => {
     const request = parseChatRequest(await readJson(c.req.raw), settings);
-    // Images are fetched and decoded before queueing: a bad image is a 400, not a stream that
-    // fails once the request's turn comes.
-    return await answer(c.req.raw, request, chatFormat(request.tools), async (e, signal) => {
-      // Decoded pixels go to the engine where the request will run at once (no second decode).
-      const idle = () => !queue.running && queue.waiting === 0;
-      const messages = await loadMessages(request.messages, policy, signal, idle);
-      // A request that will wait is checked first — a bad format, a prompt over the context: a
-      // 400 now, not a 200 whose stream fails (or a 400 that waits out the queue) at its turn.
-      // So is one with images (their sizes alone cross to the engine: images over the context
-      // are refused before their pixels are copied there). A text one that runs at once meets
-      // those errors before its stream begins, without the round trip.
-      const sizes = imageSizes(messages);
-      if (!idle() || sizes?.length) await e.checkChat?.(messages, request.options, sizes);
-      // One answer: its decoded pixels move to a worker engine's thread rather than being copied.
-      const sent = request.n === 1 ? handOverImages(messages) : messages;
-      return (options) => e.generate(sent, options);
-    });
+    return await answer(c.req.raw, request, chatFormat(request.tools), prepareChat(request));
+  });
+
+  // OpenAI's Responses API, stateless: the request as a chat request, the answer as a response.
+  app.post("/v1/responses", limitBody, async (c) => {
+    const { chat, echo } = chatBodyOfResponses(await readJson(c.req.raw));
+    let request: ChatRequest;
+    try {
+      request = parseChatRequest(chat, settings);
+    } catch (error) {
+      throw responsesError(error);
+    }
+    const format = responsesFormat(request.tools, echo);
+    return await answer(c.req.raw, request, format, prepareChat(request));
   });
 
   app.post("/v1/completions", limitBody, async (c) => {
@@ -730,10 +689,15 @@ export function createApp(
     const choices: ReturnType<Format["chunks"]>[] = [];
     const results: GenerationResult[] = [];
     return sseResponse(async (send, signal) => {
+      // Typed events (the Responses API) go out as SSE events named by their type.
+      const emit = (events: Events) => {
+        for (const e of events === undefined ? [] : Array.isArray(events) ? events : [events]) {
+          send(e, format.typed ? (e as { type: string }).type : undefined);
+        }
+      };
       const open = (index: number) => {
         const chunks = choices[index] = format.chunks(header, usage, index);
-        const opening = chunks.open();
-        if (opening) send(opening);
+        emit(chunks.open());
         return chunks;
       };
       try {
@@ -744,22 +708,22 @@ export function createApp(
           if (event.type === "delta") {
             // With logprobs a delta may carry tokens but no text yet (held for a stop string);
             // an echoed prompt comes on a delta of its own.
-            const chunk = (event.text || event.logprobs?.length || event.prompt) &&
-              chunks.delta(event);
-            if (chunk) send(chunk);
+            if (event.text || event.logprobs?.length || event.prompt) emit(chunks.delta(event));
           } else {
-            send(chunks.finish(event.result));
+            emit(chunks.finish(event.result));
             results.push(event.result);
           }
         }
-        if (usage.include && results.length) send(format.usage(header, results));
-        send("[DONE]");
+        if (format.usage && usage.include && results.length) send(format.usage(header, results));
+        if (!format.typed) send("[DONE]");
       } catch (error) {
         if (signal.aborted) return;
         const http = format.inputError(error) ?? toHttpError(error);
         if (http.status === 500) console.error("qvq server:", error);
-        // OpenAI's clients raise an APIError for a data event carrying `error`.
-        send(http.toJSON());
+        // OpenAI's clients raise an APIError for a data event carrying `error` (or, typed, for
+        // an `error` event).
+        if (format.typed) send(format.streamError?.(http) ?? http.toJSON(), "error");
+        else send(format.streamError?.(http) ?? http.toJSON());
       } finally {
         await events.return(undefined); // closes the engine's generator if we left early
         detach();
@@ -806,6 +770,7 @@ async function* observed(
 const ROUTES = [
   "/v1/chat/completions",
   "/v1/completions",
+  "/v1/responses",
   "/v1/models",
   "/tokenize",
   "/detokenize",

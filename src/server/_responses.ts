@@ -1,0 +1,598 @@
+/**
+ * OpenAI's Responses API, `POST /v1/responses`, served statelessly (as vLLM serves it without a
+ * store): the request is translated into a chat completion request, so every field the two share
+ * is parsed and checked by the chat endpoint's code, and the answer is written as a `response`
+ * object or as its stream of typed events. Shapes follow openai-node's
+ * src/resources/responses/responses.ts (Apache-2.0).
+ *
+ * What it takes: `input` as a string or as items — messages (`input_text`, `input_image` with an
+ * `image_url`, an assistant's `output_text`), `function_call` and `function_call_output` —,
+ * `instructions`, `max_output_tokens`, `temperature`, `top_p`, `text.format` (text, JSON mode,
+ * `json_schema`), function `tools` with `tool_choice` and `parallel_tool_calls`, `top_logprobs`
+ * with `include: ["message.output_text.logprobs"]`, `stream`, `metadata`, and the chat endpoint's
+ * sampling extensions (`seed`, `stop`, `top_k`, …). What needs a store (`previous_response_id`,
+ * `conversation`, `background`, item references) or hosted tools is a 400 saying so.
+ * @module
+ */
+import type { GenerationResult, TokenLogprob } from "../generate/types.ts";
+import { badRequest, HttpError, toHttpError } from "./_errors.ts";
+import {
+  type CompletionHeader,
+  completionObject,
+  deltaReader,
+  type Events,
+  type Format,
+} from "./_openai.ts";
+import { type ToolRequest, toolSchemaError } from "./_tools.ts";
+
+type Json = Record<string, unknown>;
+
+/** The request's fields a response object repeats back. */
+export interface ResponsesEcho {
+  instructions: string | null;
+  max_output_tokens: number | null;
+  temperature: number | null;
+  top_p: number | null;
+  top_logprobs: number | null;
+  tools: unknown[];
+  tool_choice: unknown;
+  parallel_tool_calls: boolean;
+  text: { format: unknown };
+  metadata: unknown;
+  user: string | null;
+}
+
+/** Fields that need state this server does not keep (a response store, conversations). */
+const STATEFUL: Record<string, string> = {
+  previous_response_id: "this server keeps no responses: send the whole conversation as `input`",
+  conversation: "this server keeps no conversations: send the whole conversation as `input`",
+  prompt: "this server keeps no prompt templates: send the prompt as `input`",
+};
+
+/** Responses fields translated here (the rest pass to the chat request as they are). */
+const OWN = new Set([
+  "input",
+  "instructions",
+  "max_output_tokens",
+  "text",
+  "tools",
+  "tool_choice",
+  "include",
+  "top_logprobs",
+  "store",
+  "metadata",
+  "user",
+  "reasoning",
+  "truncation",
+  "background",
+  "service_tier",
+  "stream_options",
+  "safety_identifier",
+  "prompt_cache_key",
+  // chat-only names: refused below, or replaced by the translation
+  "messages",
+  "n",
+  "max_tokens",
+  "max_completion_tokens",
+  "response_format",
+  "logprobs",
+]);
+
+function isObject(x: unknown): x is Json {
+  return typeof x === "object" && x !== null && !Array.isArray(x);
+}
+
+function unsupported(param: string, why: string): HttpError {
+  return badRequest(param, `${param} is not supported: ${why}.`, "unsupported_parameter");
+}
+
+/**
+ * The chat completion request body of a Responses request, and the fields its response repeats.
+ * Throws a 400 naming the Responses field for what the translation itself refuses.
+ */
+export function chatBodyOfResponses(json: unknown): { chat: Json; echo: ResponsesEcho } {
+  if (!isObject(json)) {
+    throw badRequest(null, "The request body must be a JSON object.");
+  }
+  for (const [field, why] of Object.entries(STATEFUL)) {
+    if (json[field] !== undefined && json[field] !== null) throw unsupported(field, why);
+  }
+  if (json.background === true) {
+    throw unsupported("background", "this server answers while the request is open");
+  }
+  for (const field of ["messages", "n", "max_tokens", "max_completion_tokens", "response_format"]) {
+    if (json[field] !== undefined) {
+      const instead: Record<string, string> = {
+        messages: "input",
+        n: "one request per answer",
+        max_tokens: "max_output_tokens",
+        max_completion_tokens: "max_output_tokens",
+        response_format: "text.format",
+      };
+      throw badRequest(
+        field,
+        `${field} is a chat completions field; /v1/responses takes ${instead[field]}.`,
+        "unsupported_parameter",
+      );
+    }
+  }
+  const chat: Json = {};
+  for (const [k, v] of Object.entries(json)) if (!OWN.has(k)) chat[k] = v;
+
+  const instructions = optionalString(json, "instructions");
+  chat.messages = [
+    ...(instructions !== undefined ? [{ role: "system", content: instructions }] : []),
+    ...inputMessages(json.input),
+  ];
+  if (json.max_output_tokens !== undefined && json.max_output_tokens !== null) {
+    chat.max_completion_tokens = json.max_output_tokens;
+  }
+  const format = textFormat(json.text);
+  if (format) chat.response_format = format;
+  const tools = json.tools ?? [];
+  if (!Array.isArray(tools)) throw badRequest("tools", "tools must be an array of tools.");
+  if (tools.length) chat.tools = tools.map(chatTool);
+  if (json.tool_choice !== undefined && json.tool_choice !== null) {
+    chat.tool_choice = chatToolChoice(json.tool_choice);
+  }
+  const include = json.include ?? [];
+  if (!Array.isArray(include) || !include.every((x) => typeof x === "string")) {
+    throw badRequest("include", "include must be an array of strings.");
+  }
+  const topLogprobs = json.top_logprobs ?? undefined;
+  if (include.includes("message.output_text.logprobs") || (topLogprobs ?? 0) !== 0) {
+    chat.logprobs = true;
+    if (topLogprobs !== undefined) chat.top_logprobs = topLogprobs;
+  }
+  const user = optionalString(json, "user");
+  return {
+    chat,
+    echo: {
+      instructions: instructions ?? null,
+      max_output_tokens: typeof json.max_output_tokens === "number" ? json.max_output_tokens : null,
+      temperature: typeof json.temperature === "number" ? json.temperature : null,
+      top_p: typeof json.top_p === "number" ? json.top_p : null,
+      top_logprobs: typeof topLogprobs === "number" ? topLogprobs : null,
+      tools,
+      tool_choice: json.tool_choice ?? "auto",
+      parallel_tool_calls: json.parallel_tool_calls !== false,
+      text: {
+        format: isObject(json.text) && json.text.format ? json.text.format : { type: "text" },
+      },
+      metadata: json.metadata ?? null,
+      user: user ?? null,
+    },
+  };
+}
+
+function optionalString(json: Json, field: string): string | undefined {
+  const v = json[field];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "string") throw badRequest(field, `${field} must be a string.`);
+  return v;
+}
+
+/** `input` as chat messages: a string is one user message; items become messages in order. */
+function inputMessages(input: unknown): Json[] {
+  if (typeof input === "string") return [{ role: "user", content: input }];
+  if (!Array.isArray(input)) {
+    throw badRequest(
+      "input",
+      input === undefined
+        ? "input is required: a string, or an array of messages and items."
+        : "input must be a string, or an array of messages and items.",
+    );
+  }
+  const messages: Json[] = [];
+  for (const [i, item] of input.entries()) {
+    const at = `input[${i}]`;
+    if (!isObject(item)) throw badRequest(at, `${at} must be an object (a message or an item).`);
+    const type = item.type ?? "message";
+    if (type === "message") {
+      messages.push(message(item, at));
+    } else if (type === "function_call") {
+      const call = {
+        id: requireString(item, "call_id", at),
+        type: "function",
+        function: {
+          name: requireString(item, "name", at),
+          arguments: requireString(item, "arguments", at),
+        },
+      };
+      // Calls one after another belong to one assistant turn.
+      const last = messages.at(-1);
+      if (last?.role === "assistant" && Array.isArray(last.tool_calls)) last.tool_calls.push(call);
+      else messages.push({ role: "assistant", content: null, tool_calls: [call] });
+    } else if (type === "function_call_output") {
+      const output = item.output;
+      messages.push({
+        role: "tool",
+        tool_call_id: requireString(item, "call_id", at),
+        content: typeof output === "string" ? output : partsText(output, `${at}.output`),
+      });
+    } else if (type === "item_reference") {
+      throw unsupported(at, "this server keeps no items: send the item itself");
+    } else {
+      throw badRequest(
+        `${at}.type`,
+        `${at}.type ${JSON.stringify(type)} is not supported here; send messages, ` +
+          `function_call and function_call_output items.`,
+        "unsupported_value",
+      );
+    }
+  }
+  return messages;
+}
+
+function requireString(item: Json, field: string, at: string): string {
+  const v = item[field];
+  if (typeof v !== "string") throw badRequest(`${at}.${field}`, `${at}.${field} must be a string.`);
+  return v;
+}
+
+/** A message item as a chat message: its parts as the chat endpoint's, `developer` as `system`. */
+function message(item: Json, at: string): Json {
+  const role = item.role === "developer" ? "system" : item.role;
+  const content = item.content;
+  if (typeof content === "string") return { role, content };
+  if (!Array.isArray(content)) {
+    throw badRequest(`${at}.content`, `${at}.content must be a string or an array of parts.`);
+  }
+  if (role === "assistant") return { role, content: partsText(content, `${at}.content`) };
+  return { role, content: content.map((p, j) => chatPart(p, `${at}.content[${j}]`)) };
+}
+
+/** An input part as a chat content part. */
+function chatPart(part: unknown, at: string): Json {
+  if (!isObject(part)) throw badRequest(at, `${at} must be an object.`);
+  switch (part.type) {
+    case "input_text":
+    case "output_text":
+      return { type: "text", text: part.text };
+    case "input_image": {
+      if (typeof part.image_url !== "string") {
+        const why = part.file_id !== undefined
+          ? "this server has no files API: send the image as image_url (a data: URL)"
+          : "an input_image needs image_url (a data: URL, or http(s) where the server allows it)";
+        throw badRequest(`${at}.image_url`, `${at}: ${why}.`);
+      }
+      return { type: "image_url", image_url: { url: part.image_url } };
+    }
+    default:
+      throw badRequest(
+        `${at}.type`,
+        `${at}.type ${JSON.stringify(part.type)} is not supported; send input_text and ` +
+          `input_image parts.`,
+        "unsupported_value",
+      );
+  }
+}
+
+/** The text of parts that are all text (an assistant's earlier answer, a tool's output). */
+function partsText(parts: unknown, at: string): string {
+  if (!Array.isArray(parts)) throw badRequest(at, `${at} must be a string or an array of parts.`);
+  return parts.map((p, j) => {
+    if (
+      !isObject(p) || !["output_text", "input_text", "text"].includes(p.type as string) ||
+      typeof p.text !== "string"
+    ) {
+      throw badRequest(`${at}[${j}]`, `${at}[${j}] must be a text part ({type, text}).`);
+    }
+    return p.text;
+  }).join("");
+}
+
+/** `text.format` as the chat endpoint's `response_format` (none for plain text). */
+function textFormat(text: unknown): Json | undefined {
+  if (text === undefined || text === null) return undefined;
+  if (!isObject(text)) throw badRequest("text", "text must be an object ({format: …}).");
+  const f = text.format;
+  if (f === undefined || f === null) return undefined;
+  if (!isObject(f)) throw badRequest("text.format", "text.format must be an object.");
+  if (f.type === "text") return undefined;
+  if (f.type === "json_object") return { type: "json_object" };
+  if (f.type === "json_schema") {
+    if (!isObject(f.schema) && typeof f.schema !== "boolean") {
+      throw badRequest(
+        "text.format.schema",
+        'text.format {"type": "json_schema"} needs "schema": the JSON schema of the answer.',
+      );
+    }
+    const { type: _, ...schema } = f;
+    return { type: "json_schema", json_schema: schema };
+  }
+  throw badRequest(
+    "text.format.type",
+    `text.format.type must be "text", "json_object" or "json_schema", got ${
+      JSON.stringify(f.type)
+    }.`,
+  );
+}
+
+/** A Responses function tool (flat) as a chat tool (`function` nested). */
+function chatTool(tool: unknown, i: number): Json {
+  const at = `tools[${i}]`;
+  if (!isObject(tool)) throw badRequest(at, `${at} must be an object.`);
+  if (tool.type !== "function") {
+    throw badRequest(
+      `${at}.type`,
+      `${at}.type ${JSON.stringify(tool.type)} is not supported: this server runs no hosted ` +
+        `tools; declare functions ({type: "function", name, parameters}).`,
+      "unsupported_value",
+    );
+  }
+  const { type: _, ...fn } = tool;
+  return { type: "function", function: fn };
+}
+
+/** A Responses tool_choice as the chat endpoint's. */
+function chatToolChoice(choice: unknown): unknown {
+  if (typeof choice === "string") return choice;
+  if (isObject(choice) && choice.type === "function") {
+    return { type: "function", function: { name: choice.name } };
+  }
+  throw badRequest(
+    "tool_choice",
+    `tool_choice must be "auto", "none", "required" or {type: "function", name}, got ${
+      JSON.stringify(choice)
+    }.`,
+  );
+}
+
+/** Chat field names in errors → the Responses request's. */
+const RENAMED: [RegExp, string][] = [
+  [/^messages(\[\d+\])?/, "input"],
+  [/^max_completion_tokens\b/, "max_output_tokens"],
+  [/^response_format(\.json_schema)?/, "text.format"],
+  [/^tools\[(\d+)\]\.function\b/, "tools[$1]"],
+  [/^tool_choice\.function\b/, "tool_choice"],
+  [/^logprobs\b/, "include"],
+];
+
+/** A chat request's 400 as the Responses request's: its field (and the message's) renamed. */
+export function responsesError(error: unknown): unknown {
+  if (!(error instanceof HttpError) || error.status !== 400 || error.param === null) return error;
+  const renamed = RENAMED.find(([from]) => from.test(error.param!));
+  if (!renamed) return error;
+  const [from, to] = renamed;
+  const param = error.param.replace(from, to);
+  const message = error.message.startsWith(error.param)
+    ? param + error.message.slice(error.param.length)
+    : error.message;
+  return new HttpError(400, message, error.type, param, error.code, error.headers);
+}
+
+/** The usage object of a response. */
+function usageOf(r: GenerationResult): Json {
+  const { promptTokens, completionTokens, cachedTokens } = r.usage;
+  return {
+    input_tokens: promptTokens,
+    input_tokens_details: { cached_tokens: cachedTokens },
+    output_tokens: completionTokens,
+    output_tokens_details: { reasoning_tokens: 0 },
+    total_tokens: promptTokens + completionTokens,
+  };
+}
+
+/** Logprobs of output text: OpenAI's entries (−∞ as −9999, as the chat endpoint sends them). */
+function textLogprobs(entries: TokenLogprob[] | undefined): Json[] {
+  const lp = (x: number) => Math.max(x, -9999);
+  return (entries ?? []).map((e) => ({
+    token: e.token,
+    logprob: lp(e.logprob),
+    bytes: e.bytes,
+    top_logprobs: e.topLogprobs.map((t) => ({
+      token: t.token,
+      logprob: lp(t.logprob),
+      bytes: t.bytes,
+    })),
+  }));
+}
+
+/** A response's status, and why it is incomplete, from how its generation ended. */
+function statusOf(r: GenerationResult): { status: string; incomplete_details: Json | null } {
+  if (r.finishReason === "length") {
+    return { status: "incomplete", incomplete_details: { reason: "max_output_tokens" } };
+  }
+  if (r.finishReason === "abort") return { status: "cancelled", incomplete_details: null };
+  return { status: "completed", incomplete_details: null };
+}
+
+/** Ids of a response's output items: `msg_` / `fc_` and the response's own hex. */
+function itemId(header: CompletionHeader, kind: "msg" | "fc", i = 0): string {
+  return `${kind}_${header.id.slice(header.id.indexOf("_") + 1)}${i ? `_${i}` : ""}`;
+}
+
+/** The output items of an answer: its text as a message (where it has any or calls none), then its calls. */
+function outputItems(
+  header: CompletionHeader,
+  r: GenerationResult,
+  tools: ToolRequest | undefined,
+  status: string,
+): Json[] {
+  // completionObject reads the calls out of the text as the chat endpoint does.
+  const chat = completionObject(header, [r], tools?.mode) as {
+    choices: [{ message: { content: string | null; tool_calls?: ChatCall[] } }];
+  };
+  const { content, tool_calls: calls = [] } = chat.choices[0].message;
+  const itemStatus = status === "incomplete" ? "incomplete" : "completed";
+  const items: Json[] = [];
+  if (content || !calls.length) {
+    items.push(messageItem(header, itemStatus, content ?? "", textLogprobs(r.logprobs)));
+  }
+  calls.forEach((c, i) => items.push(callItem(header, c, i, itemStatus)));
+  return items;
+}
+
+interface ChatCall {
+  id: string;
+  function: { name: string; arguments: string };
+}
+
+function messageItem(
+  header: CompletionHeader,
+  status: string,
+  text: string,
+  logprobs: Json[],
+): Json {
+  return {
+    type: "message",
+    id: itemId(header, "msg"),
+    status,
+    role: "assistant",
+    content: status === "in_progress" ? [] : [outputText(text, logprobs)],
+  };
+}
+
+function outputText(text: string, logprobs: Json[]): Json {
+  return { type: "output_text", text, annotations: [], logprobs };
+}
+
+function callItem(header: CompletionHeader, c: ChatCall, i: number, status: string): Json {
+  return {
+    type: "function_call",
+    id: itemId(header, "fc", i),
+    call_id: c.id,
+    name: c.function.name,
+    arguments: status === "in_progress" ? "" : c.function.arguments,
+    status,
+  };
+}
+
+/** A response object: `output` and `usage` once it has a result, else in progress. */
+function responseObject(
+  header: CompletionHeader,
+  echo: ResponsesEcho,
+  tools: ToolRequest | undefined,
+  result?: GenerationResult,
+): Json {
+  const done = result && statusOf(result);
+  return {
+    id: header.id,
+    object: "response",
+    created_at: header.created,
+    status: done?.status ?? "in_progress",
+    error: null,
+    incomplete_details: done?.incomplete_details ?? null,
+    model: header.model,
+    output: result ? outputItems(header, result, tools, done!.status) : [],
+    ...echo,
+    reasoning: null,
+    store: false,
+    truncation: "disabled",
+    usage: result ? usageOf(result) : null,
+  };
+}
+
+/**
+ * /v1/responses: the response object, or its events — `response.created` and
+ * `response.in_progress` at once; the message item and its text part opened at the first text,
+ * `response.output_text.delta` for each delta; then the text, part and item done, each function
+ * call an item with its arguments, and `response.completed` (or `response.incomplete` at
+ * max_output_tokens), every event with its `sequence_number`.
+ */
+export function responsesFormat(tools: ToolRequest | undefined, echo: ResponsesEcho): Format {
+  let sequence = 0;
+  const event = (type: string, fields: Json) => ({ type, sequence_number: sequence++, ...fields });
+  return {
+    prefix: "resp_",
+    typed: true,
+    inputError: (error) => {
+      // The chat endpoint's words (a tool's parameters, response_format) in the Responses'.
+      const tool = tools?.schema ? toolSchemaError(error, tools) : undefined;
+      const http = tool ?? toHttpError(error);
+      const renamed = responsesError(http);
+      return renamed !== http ? renamed as HttpError : tool;
+    },
+    whole: (header, [result]) => responseObject(header, echo, tools, result),
+    chunks: (header) => {
+      const reader = deltaReader(tools?.mode);
+      const msg = itemId(header, "msg");
+      let text = "";
+      const logprobs: Json[] = [];
+      let opened = false;
+      const part = { item_id: msg, output_index: 0, content_index: 0 };
+      const openMessage = (): object[] => {
+        if (opened) return [];
+        opened = true;
+        return [
+          event("response.output_item.added", {
+            output_index: 0,
+            item: messageItem(header, "in_progress", "", []),
+          }),
+          event("response.content_part.added", { ...part, part: outputText("", []) }),
+        ];
+      };
+      return {
+        open: () => [
+          event("response.created", { response: responseObject(header, echo, tools) }),
+          event("response.in_progress", { response: responseObject(header, echo, tools) }),
+        ],
+        delta: (ev): Events => {
+          const delta = reader.push(ev.text);
+          const more = typeof delta?.content === "string" ? delta.content : "";
+          const lp = textLogprobs(ev.logprobs);
+          if (!more && !lp.length) return undefined;
+          text += more;
+          logprobs.push(...lp);
+          return [
+            ...openMessage(),
+            event("response.output_text.delta", { ...part, delta: more, logprobs: lp }),
+          ];
+        },
+        finish: (result) => {
+          const whole = responseObject(header, echo, tools, result);
+          const items = whole.output as Json[];
+          const events: object[] = [];
+          // The message item (first, where there is one) ends with the text the deltas showed.
+          const message = items[0]?.type === "message" ? items[0] : undefined;
+          if (message) {
+            const { text: final } = (message.content as Json[])[0] as { text: string };
+            const rest = final.startsWith(text) ? final.slice(text.length) : "";
+            events.push(...openMessage());
+            if (rest) {
+              events.push(
+                event("response.output_text.delta", { ...part, delta: rest, logprobs: [] }),
+              );
+            }
+            const done = outputText(final, logprobs);
+            events.push(
+              event("response.output_text.done", { ...part, text: final, logprobs }),
+              event("response.content_part.done", { ...part, part: done }),
+              event("response.output_item.done", {
+                output_index: 0,
+                item: { ...message, content: [done] },
+              }),
+            );
+          }
+          items.forEach((item, output_index) => {
+            if (item.type !== "function_call") return;
+            events.push(
+              event("response.output_item.added", {
+                output_index,
+                item: { ...item, arguments: "", status: "in_progress" },
+              }),
+              event("response.function_call_arguments.delta", {
+                item_id: item.id,
+                output_index,
+                delta: item.arguments,
+              }),
+              event("response.function_call_arguments.done", {
+                item_id: item.id,
+                output_index,
+                name: item.name,
+                arguments: item.arguments,
+              }),
+              event("response.output_item.done", { output_index, item }),
+            );
+          });
+          const kind = whole.status === "incomplete" ? "response.incomplete" : "response.completed";
+          events.push(event(kind, { response: whole }));
+          return events;
+        },
+      };
+    },
+    streamError: (http) =>
+      event("error", { code: http.code, message: http.message, param: http.param }),
+  };
+}

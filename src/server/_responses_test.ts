@@ -1,0 +1,304 @@
+import assert from "node:assert/strict";
+import { decodeImage } from "../image.ts";
+import { createApp } from "./app.ts";
+import { FakeEngine, type FakeEngineOptions } from "./_fake_engine.ts";
+import { chatBodyOfResponses } from "./_responses.ts";
+
+const PNG = await Deno.readFile(
+  new URL("../../tests/fixtures/tiny-qwen2vl/reference/case0_0.png", import.meta.url),
+);
+const PNG_URL = `data:image/png;base64,${PNG.toBase64()}`;
+const MODEL = "fake/qvq-test";
+
+function setup(engine: FakeEngineOptions = {}) {
+  const fake = new FakeEngine(engine);
+  return { fake, app: createApp(fake) };
+}
+
+async function respond(app: ReturnType<typeof createApp>, body: unknown): Promise<Response> {
+  return await app.request("/v1/responses", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+/** A stream's events: each SSE event's name and its JSON data. */
+async function events(response: Response): Promise<{ name: string; data: Record<string, any> }[]> {
+  const text = await response.text();
+  return text.split("\n\n").filter((b) => b.startsWith("event: ")).map((b) => {
+    const [head, data] = b.split("\n");
+    return { name: head.slice("event: ".length), data: JSON.parse(data.slice("data: ".length)) };
+  });
+}
+
+const WEATHER = {
+  type: "function",
+  name: "get_weather",
+  parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+};
+
+Deno.test("POST /v1/responses answers a string input as a response object", async () => {
+  const { app, fake } = setup();
+  const r = await respond(app, {
+    model: MODEL,
+    input: "Hello there",
+    instructions: "Be brief.",
+    max_output_tokens: 50,
+    temperature: 0.5,
+    metadata: { run: "7" },
+  });
+  assert.equal(r.status, 200);
+  const body = await r.json();
+  assert.match(body.id, /^resp_[0-9a-f]{32}$/);
+  assert.equal(body.object, "response");
+  assert.equal(body.status, "completed");
+  assert.equal(body.model, MODEL);
+  assert.deepEqual(body.output, [{
+    type: "message",
+    id: `msg_${body.id.slice(5)}`,
+    status: "completed",
+    role: "assistant",
+    content: [{
+      type: "output_text",
+      text: "I see 0 images. You said: Hello there",
+      annotations: [],
+      logprobs: [],
+    }],
+  }]);
+  assert.deepEqual(
+    [body.instructions, body.max_output_tokens, body.temperature, body.metadata, body.store],
+    ["Be brief.", 50, 0.5, { run: "7" }, false],
+  );
+  assert.deepEqual(body.usage, {
+    input_tokens: 10,
+    input_tokens_details: { cached_tokens: 0 },
+    output_tokens: 8,
+    output_tokens_details: { reasoning_tokens: 0 },
+    total_tokens: 18,
+  });
+  // What reached the engine: the instructions as the system message, the options mapped.
+  const { messages, options } = fake.calls[0];
+  assert.deepEqual(messages, [
+    { role: "system", content: "Be brief." },
+    { role: "user", content: "Hello there" },
+  ]);
+  assert.equal(options.maxNewTokens, 50);
+  assert.equal(options.temperature, 0.5);
+});
+
+Deno.test("POST /v1/responses takes message items with text and image parts, developer as system", async () => {
+  const { app, fake } = setup();
+  const r = await respond(app, {
+    input: [
+      { role: "developer", content: "Look closely." },
+      {
+        type: "message",
+        role: "user",
+        content: [
+          { type: "input_image", image_url: PNG_URL, detail: "auto" },
+          { type: "input_text", text: "What is it?" },
+        ],
+      },
+      { role: "assistant", content: [{ type: "output_text", text: "A square." }] },
+      { role: "user", content: "Sure?" },
+    ],
+  });
+  assert.equal(r.status, 200);
+  const { messages } = fake.calls[0];
+  assert.deepEqual(messages.map((m) => m.role), ["system", "user", "assistant", "user"]);
+  assert.equal(messages[0].content, "Look closely.");
+  const parts = messages[1].content as { type: string; image?: unknown }[];
+  assert.deepEqual(parts.map((p) => p.type), ["image", "text"]);
+  assert.deepEqual(parts[0].image, await decodeImage(PNG));
+  assert.equal(messages[2].content, "A square.");
+  assert.equal((await r.json()).output[0].content[0].text, "I see 1 image. You said: Sure?");
+});
+
+Deno.test("POST /v1/responses stream: typed events in order, the text deltas adding up, then response.completed", async () => {
+  const { app } = setup({ tokenDelayMs: 1 });
+  const r = await respond(app, { input: "Hi", stream: true });
+  assert.equal(r.status, 200);
+  assert.match(r.headers.get("content-type")!, /^text\/event-stream/);
+  const evs = await events(r);
+  // Each event is named by its type, numbered in order.
+  evs.forEach((e, i) => {
+    assert.equal(e.name, e.data.type);
+    assert.equal(e.data.sequence_number, i);
+  });
+  const names = evs.map((e) => e.name);
+  assert.deepEqual(names.slice(0, 4), [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+  ]);
+  assert.deepEqual(names.slice(-4), [
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+  ]);
+  assert.equal(evs[0].data.response.status, "in_progress");
+  const deltas = evs.filter((e) => e.name === "response.output_text.delta");
+  assert.ok(deltas.length > 1);
+  const text = deltas.map((e) => e.data.delta).join("");
+  assert.equal(text, "I see 0 images. You said: Hi");
+  const done = evs.at(-1)!.data.response;
+  assert.equal(done.status, "completed");
+  assert.equal(done.output[0].content[0].text, text);
+  assert.equal(evs.at(-4)!.data.text, text);
+  assert.equal(done.usage.output_tokens, 7);
+});
+
+Deno.test("POST /v1/responses at max_output_tokens is incomplete, streamed or not", async () => {
+  const { app } = setup();
+  const body = await (await respond(app, { input: "Hello there", max_output_tokens: 3 })).json();
+  assert.equal(body.status, "incomplete");
+  assert.deepEqual(body.incomplete_details, { reason: "max_output_tokens" });
+  assert.equal(body.output[0].status, "incomplete");
+  assert.equal(body.output[0].content[0].text, "I see 0");
+  const evs = await events(await respond(app, { input: "Hi", max_output_tokens: 3, stream: true }));
+  assert.equal(evs.at(-1)!.name, "response.incomplete");
+  assert.equal(evs.at(-1)!.data.response.status, "incomplete");
+});
+
+Deno.test("POST /v1/responses tools: calls come back as function_call items; their outputs continue the turn", async () => {
+  const answer =
+    'Let me check.\n✿FUNCTION✿: get_weather\n✿ARGS✿: {"city": "Paris"}\n✿RESULT✿: made up';
+  const { app } = setup({ answer: () => answer });
+  const body = await (await respond(app, { input: "Weather in Paris?", tools: [WEATHER] })).json();
+  assert.equal(body.status, "completed");
+  assert.deepEqual(body.output.map((o: { type: string }) => o.type), ["message", "function_call"]);
+  assert.equal(body.output[0].content[0].text, "Let me check.");
+  const call = body.output[1];
+  assert.deepEqual(
+    [call.name, call.arguments, call.status],
+    ["get_weather", '{"city": "Paris"}', "completed"],
+  );
+  assert.match(call.call_id, /^call_\w{24}$/);
+  assert.match(call.id, /^fc_/);
+  assert.deepEqual(body.tools, [WEATHER]);
+  // Streamed: the text as deltas, the call as an item with its arguments.
+  const evs = await events(
+    await respond(setup({ answer: () => answer }).app, {
+      input: "Weather in Paris?",
+      tools: [WEATHER],
+      stream: true,
+    }),
+  );
+  const text = evs.filter((e) => e.name === "response.output_text.delta").map((e) => e.data.delta);
+  assert.equal(text.join(""), "Let me check.");
+  const args = evs.find((e) => e.name === "response.function_call_arguments.done")!.data;
+  assert.deepEqual([args.name, args.arguments, args.output_index], [
+    "get_weather",
+    '{"city": "Paris"}',
+    1,
+  ]);
+  assert.equal(evs.at(-1)!.data.response.output[1].type, "function_call");
+  // The client sends the call and its output back: the turn goes on after ✿RETURN✿.
+  const next = setup({ answer: () => ": It is 12 C." });
+  const follow = await (await respond(next.app, {
+    tools: [WEATHER],
+    input: [
+      { role: "user", content: "Weather in Paris?" },
+      ...body.output,
+      { type: "function_call_output", call_id: call.call_id, output: "12 C" },
+    ],
+  })).json();
+  assert.equal(follow.output[0].content[0].text, "It is 12 C.");
+  assert.equal(
+    next.fake.calls[0].messages.at(-1)!.content,
+    'Let me check.\n✿FUNCTION✿: get_weather\n✿ARGS✿: {"city": "Paris"}\n✿RESULT✿: 12 C\n✿RETURN✿',
+  );
+});
+
+Deno.test("POST /v1/responses: a named function's call as its only output, text.format and logprobs mapped", async () => {
+  const { app, fake } = setup({ answer: () => '{"city": "Oslo"}' });
+  const body = await (await respond(app, {
+    input: "Weather in Oslo?",
+    tools: [WEATHER],
+    tool_choice: { type: "function", name: "get_weather" },
+  })).json();
+  assert.deepEqual(body.output.map((o: { type: string }) => o.type), ["function_call"]);
+  assert.equal(body.output[0].arguments, '{"city": "Oslo"}');
+  assert.deepEqual(body.tool_choice, { type: "function", name: "get_weather" });
+  const schema = { type: "object", properties: { a: { type: "integer" } }, required: ["a"] };
+  await respond(app, {
+    input: "x",
+    text: { format: { type: "json_schema", name: "thing", schema, strict: true } },
+    include: ["message.output_text.logprobs"],
+    top_logprobs: 2,
+  });
+  const o = fake.calls[1].options;
+  assert.deepEqual(o.responseFormat, { jsonSchema: schema });
+  assert.deepEqual([o.logprobs, o.topLogprobs], [true, 2]);
+});
+
+Deno.test("POST /v1/responses refuses what it cannot serve, naming the field", async () => {
+  const { app, fake } = setup();
+  const cases: [Record<string, unknown>, string, RegExp][] = [
+    [{}, "input", /input is required/],
+    [{ input: 5 }, "input", /must be a string, or an array/],
+    [{ input: "x", previous_response_id: "resp_1" }, "previous_response_id", /keeps no responses/],
+    [{ input: "x", conversation: "conv_1" }, "conversation", /keeps no conversations/],
+    [{ input: "x", background: true }, "background", /not supported/],
+    [{ input: "x", messages: [] }, "messages", /takes input/],
+    [{ input: "x", max_tokens: 5 }, "max_tokens", /takes max_output_tokens/],
+    [{ input: "x", n: 2 }, "n", /chat completions field/],
+    [{ input: "x", max_output_tokens: 0 }, "max_output_tokens", /^max_output_tokens must be/],
+    [{ input: "x", tools: [{ type: "web_search" }] }, "tools[0].type", /hosted tools/],
+    [{ input: [{ type: "reasoning", summary: [] }] }, "input[0].type", /"reasoning" is not/],
+    [{ input: [{ type: "item_reference", id: "x" }] }, "input[0]", /keeps no items/],
+    [
+      { input: [{ role: "user", content: [{ type: "input_image", file_id: "f" }] }] },
+      "input[0].content[0].image_url",
+      /no files API/,
+    ],
+    [
+      { input: [{ role: "user", content: [{ type: "input_file", file_data: "x" }] }] },
+      "input[0].content[0].type",
+      /"input_file" is not supported/,
+    ],
+    [{ input: "x", text: { format: { type: "yaml" } } }, "text.format.type", /json_schema/],
+    [
+      { input: "x", text: { format: { type: "json_schema", name: "a" } } },
+      "text.format.schema",
+      /needs "schema"/,
+    ],
+    [{ input: "x", tool_choice: { type: "file_search" } }, "tool_choice", /tool_choice must be/],
+  ];
+  for (const [body, param, message] of cases) {
+    const r = await respond(app, body);
+    assert.equal(r.status, 400, JSON.stringify(body));
+    const { error } = await r.json();
+    assert.equal(error.param, param, JSON.stringify(body));
+    assert.match(error.message, message, JSON.stringify(body));
+  }
+  assert.equal(fake.calls.length, 0);
+});
+
+Deno.test("chatBodyOfResponses() puts consecutive function calls in one assistant turn", () => {
+  const { chat } = chatBodyOfResponses({
+    input: [
+      { role: "user", content: "Paris and Rome?" },
+      { type: "function_call", call_id: "a", name: "f", arguments: "{}" },
+      { type: "function_call", call_id: "b", name: "f", arguments: "{}" },
+      { type: "function_call_output", call_id: "a", output: "1" },
+      { type: "function_call_output", call_id: "b", output: [{ type: "input_text", text: "2" }] },
+    ],
+  });
+  assert.deepEqual(chat.messages, [
+    { role: "user", content: "Paris and Rome?" },
+    {
+      role: "assistant",
+      content: null,
+      tool_calls: [
+        { id: "a", type: "function", function: { name: "f", arguments: "{}" } },
+        { id: "b", type: "function", function: { name: "f", arguments: "{}" } },
+      ],
+    },
+    { role: "tool", tool_call_id: "a", content: "1" },
+    { role: "tool", tool_call_id: "b", content: "2" },
+  ]);
+});
