@@ -45,3 +45,18 @@ for await (const chunk of stream) {
   if (text) await Deno.stdout.write(new TextEncoder().encode(text));
   if (chunk.usage) console.log(`\nstreamed ${chunk.usage.completion_tokens} tokens`);
 }
+
+// The same question through the Responses API (`client.responses`, what agent frameworks call).
+const response = await client.responses.create({
+  model: model.id,
+  input: [{
+    role: "user",
+    content: [
+      { type: "input_image", image_url: `data:image/png;base64,${png.toBase64()}`, detail: "auto" },
+      { type: "input_text", text: "What value should be filled in the blank space?" },
+    ],
+  }],
+  max_output_tokens: 12,
+  temperature: 0,
+});
+console.log(`responses: ${JSON.stringify(response.output_text)} (${response.status})`);
