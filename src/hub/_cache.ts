@@ -7,24 +7,45 @@
  *   blobs/<etag>                      file contents, named by the hub's ETag (sha256 for LFS files)
  *   blobs/<etag>.incomplete           a download in progress (resumed from its length)
  *   refs/<revision>                   the commit hash a branch or tag pointed to
- *   snapshots/<commit>/<file>         relative symlinks to ../../blobs/<etag>
+ *   snapshots/<commit>/<file>         relative symlinks to ../../blobs/<etag> (where symlinks
+ *                                     cannot be made: the file itself, its blob moved there)
  * ```
  * @module
  */
 import { join } from "node:path";
 
-/** huggingface_hub's home: `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`. */
-export function hfHome(env: (name: string) => string | undefined): string {
-  return env("HF_HOME") ??
-    join(
-      env("XDG_CACHE_HOME") ?? join(env("HOME") ?? env("USERPROFILE") ?? ".", ".cache"),
-      "huggingface",
-    );
+/** A variable's value as huggingface_hub reads a path from it: `~` and `$VAR` / `${VAR}` expanded. */
+export function expandPath(path: string, env: (name: string) => string | undefined): string {
+  // os.path.expanduser: a leading ~ (or ~/…) is the home directory.
+  const home = env("HOME") ?? env("USERPROFILE");
+  let p = home !== undefined && /^~(?=$|[\\/])/.test(path) ? home + path.slice(1) : path;
+  // os.path.expandvars: $NAME and ${NAME} of set variables; unset ones stay as written.
+  p = p.replace(/\$(\w+)|\$\{([^}]*)\}/g, (m, a, b) => env(a ?? b) ?? m);
+  return p;
 }
 
-/** The cache root: `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`. */
+/**
+ * huggingface_hub's home: `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else
+ * `~/.cache/huggingface` (expanded as a path, as huggingface_hub's constants.py does).
+ */
+export function hfHome(env: (name: string) => string | undefined): string {
+  return expandPath(
+    env("HF_HOME") ??
+      join(
+        env("XDG_CACHE_HOME") ?? join(env("HOME") ?? env("USERPROFILE") ?? ".", ".cache"),
+        "huggingface",
+      ),
+    env,
+  );
+}
+
+/**
+ * The cache root: `HF_HUB_CACHE` (or the older `HUGGINGFACE_HUB_CACHE`), else `$HF_HOME/hub`,
+ * else `~/.cache/huggingface/hub`.
+ */
 export function defaultCacheDir(env: (name: string) => string | undefined): string {
-  return env("HF_HUB_CACHE") || join(hfHome(env), "hub");
+  const set = env("HF_HUB_CACHE") || env("HUGGINGFACE_HUB_CACHE");
+  return set ? expandPath(set, env) : join(hfHome(env), "hub");
 }
 
 /** Paths of one model repository in the cache. */
@@ -55,36 +76,55 @@ export class RepoCache {
     }
   }
 
-  /** Records that `revision` (a branch or tag; commit hashes need no ref) is at `commit`. */
+  /**
+   * Records that `revision` (a branch or tag; commit hashes need no ref) is at `commit` — only
+   * where it changed (a read-only cache that already says so is fine, as in huggingface_hub), and
+   * by a rename, so a reader never sees it half written.
+   */
   async writeRef(revision: string, commit: string): Promise<void> {
-    if (revision === commit) return;
+    if (revision === commit || await this.readRef(revision) === commit) return;
     const path = join(this.dir, "refs", revision);
     await Deno.mkdir(join(path, ".."), { recursive: true });
-    await Deno.writeTextFile(path, commit);
+    const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+    await Deno.writeTextFile(tmp, commit);
+    await Deno.rename(tmp, path);
   }
 
   /**
    * Points `snapshots/<commit>/<file>` at `blobs/<etag>` with a relative symlink (so the cache can
-   * move). A pointer already at that blob is left alone; another is replaced by a rename, so a
-   * process reading the snapshot meanwhile never finds the file missing, and two processes linking
-   * the same file do not collide. Where symlinks are not allowed (Windows without developer mode)
-   * the blob is copied instead.
+   * move). A pointer already at that blob is left alone, and so is a file of the blob's `size`
+   * there: huggingface_hub's copy where it could not (or was told not to: `symlinks` false, its
+   * HF_HUB_DISABLE_SYMLINKS) make symlinks. Another pointer is replaced by a rename, so a process
+   * reading the snapshot meanwhile never finds the file missing, and two processes linking the
+   * same file do not collide. Without symlinks the blob itself moves into the snapshot where it
+   * was just downloaded for this file alone (`fresh`), as huggingface_hub moves it, else is copied.
    */
-  async link(commit: string, file: string, etag: string): Promise<string> {
+  async link(
+    commit: string,
+    file: string,
+    blob: { etag: string; size: number; fresh?: boolean },
+    symlinks = true,
+  ): Promise<string> {
     const pointer = join(this.snapshot(commit), file);
     await Deno.mkdir(join(pointer, ".."), { recursive: true });
     const depth = file.split("/").length + 1; // up from snapshots/<commit>/<dirs...>
-    const target = [...Array(depth).fill(".."), "blobs", etag].join("/");
-    if (await Deno.readLink(pointer).catch(() => undefined) === target) return pointer;
+    const target = [...Array(depth).fill(".."), "blobs", blob.etag].join("/");
+    const now = await Deno.lstat(pointer).catch(() => undefined);
+    if (now?.isSymlink && await Deno.readLink(pointer).catch(() => undefined) === target) {
+      return pointer;
+    }
+    if (now?.isFile && now.size === blob.size) return pointer;
     const tmp = `${pointer}.${crypto.randomUUID()}.tmp`;
     try {
+      if (!symlinks) throw new Deno.errors.NotSupported("symlinks are turned off");
       await Deno.symlink(target, tmp);
     } catch (error) {
       if (
         !(error instanceof Deno.errors.PermissionDenied ||
           error instanceof Deno.errors.NotSupported)
       ) throw error;
-      await Deno.copyFile(this.blob(etag), tmp);
+      if (blob.fresh) await Deno.rename(this.blob(blob.etag), tmp);
+      else await Deno.copyFile(this.blob(blob.etag), tmp);
     }
     await Deno.rename(tmp, pointer);
     return pointer;

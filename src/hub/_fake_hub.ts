@@ -13,6 +13,8 @@ export const FIXTURE = fileURLToPath(
 );
 /** Its repo id on the fake hub, and the commit `main` points to. */
 export const REPO = "qvq-test/tiny-qwen2vl";
+/** The repository's old name, which the hub redirects to REPO. */
+export const RENAMED = "qvq-test/old-name";
 export const COMMIT = "4f1c2a9be07d61c3a0b5e8d9f2c4a6b8d0e1f234";
 /** The files of the repo. */
 export const FILES = [
@@ -100,6 +102,11 @@ export async function fakeHub(faults: Faults = {}, options: { gated?: boolean } 
         status,
         headers: { ...(code ? { "x-error-code": code } : {}), "x-error-message": message },
       });
+    }
+    if (repo === RENAMED) {
+      // A renamed repository: the hub sends its requests on, with an absolute URL.
+      const to = `${url.origin}/${REPO}/resolve/${revision}/${name}`;
+      return new Response(null, { status: 307, headers: { location: to } });
     }
     if (repo !== REPO) return error(401, "RepoNotFound");
     if (options.gated && request.headers.get("authorization") !== "Bearer hf_good") {

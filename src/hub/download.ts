@@ -20,7 +20,7 @@ import { createHash, type Hash } from "node:crypto";
 import { basename, join } from "node:path";
 import { ModelFileError } from "../errors.ts";
 import { checkFileName } from "../model_files.ts";
-import { defaultCacheDir, fileSize, hfHome, RepoCache } from "./_cache.ts";
+import { defaultCacheDir, expandPath, fileSize, hfHome, RepoCache } from "./_cache.ts";
 import { ProgressBar, type ProgressSink, stderrSink } from "./_progress.ts";
 
 export type { ProgressSink } from "./_progress.ts";
@@ -38,7 +38,7 @@ export interface DownloadOptions {
   token?: string;
   /** Cache root. Default `HF_HUB_CACHE`, else `$HF_HOME/hub`, else ~/.cache/huggingface/hub. */
   cacheDir?: string;
-  /** Use only the cache (no network). Default: `HF_HUB_OFFLINE=1`. */
+  /** Use only the cache (no network). Default: `HF_HUB_OFFLINE=1` (or `TRANSFORMERS_OFFLINE=1`). */
   offline?: boolean;
   /**
    * A progress bar on stderr (true), none (false), or your own sink. Default true: redrawn in place
@@ -46,9 +46,9 @@ export interface DownloadOptions {
    */
   progress?: boolean | ProgressSink;
   /**
-   * Seconds to wait for the hub's answer to a file's metadata, and for the next bytes of a
-   * download before resuming it. Default `HF_HUB_DOWNLOAD_TIMEOUT`, else `HF_HUB_ETAG_TIMEOUT`,
-   * else 10 (huggingface_hub's defaults): a stalled connection is retried, not waited on forever.
+   * Seconds to wait for the hub's answer to a file's metadata (default `HF_HUB_ETAG_TIMEOUT`, else
+   * 10) and for the next bytes of a download before resuming it (default `HF_HUB_DOWNLOAD_TIMEOUT`,
+   * else 10), as huggingface_hub: a stalled connection is retried, not waited on forever.
    */
   timeoutSeconds?: number;
   /** Times a dropped download is resumed before giving up. Default 5. */
@@ -106,7 +106,11 @@ interface Context {
   token: boolean;
   cache: RepoCache;
   retries: number;
-  /** Longest wait for a HEAD's answer, and between two chunks of a download, in ms. */
+  /** Whether the snapshot links its blobs (else holds them: HF_HUB_DISABLE_SYMLINKS). */
+  symlinks: boolean;
+  /** Longest wait for a HEAD's answer, in ms. */
+  headTimeoutMs: number;
+  /** Longest wait between two chunks of a download, in ms. */
   timeoutMs: number;
   signal?: AbortSignal;
 }
@@ -131,12 +135,39 @@ function joined(signal: AbortSignal | undefined, other: AbortSignal): AbortSigna
 
 /** huggingface_hub's token file: HF_TOKEN_PATH, else $HF_HOME/token (~/.cache/huggingface/token). */
 function savedToken(): string | undefined {
+  const path = env("HF_TOKEN_PATH");
   try {
-    return Deno.readTextFileSync(env("HF_TOKEN_PATH") ?? join(hfHome(env), "token")).trim() ||
-      undefined;
+    return cleanToken(
+      Deno.readTextFileSync(path ? expandPath(path, env) : join(hfHome(env), "token")),
+    );
   } catch {
     return undefined; // none saved, or not readable
   }
+}
+
+/** huggingface_hub's `_clean_token`: no line breaks, no surrounding blanks; empty is none. */
+function cleanToken(token: string | undefined): string | undefined {
+  return token?.replace(/[\r\n]/g, "").trim() || undefined;
+}
+
+/**
+ * The token a request sends unless given one: HF_TOKEN (or the older HUGGING_FACE_HUB_TOKEN), else
+ * the saved one — none with HF_HUB_DISABLE_IMPLICIT_TOKEN, as huggingface_hub.
+ */
+function implicitToken(): string | undefined {
+  if (isTrue(env("HF_HUB_DISABLE_IMPLICIT_TOKEN"))) return undefined;
+  return cleanToken(env("HF_TOKEN") ?? env("HUGGING_FACE_HUB_TOKEN")) ?? savedToken();
+}
+
+/** huggingface_hub's `_is_true` of a variable. */
+function isTrue(value: string | undefined): boolean {
+  return ["1", "ON", "YES", "TRUE"].includes(value?.toUpperCase() ?? "");
+}
+
+/** Seconds from variable `name` (a positive number), else 10: huggingface_hub's timeouts. */
+function seconds(name: string): number {
+  const s = Number(env(name));
+  return Number.isFinite(s) && s > 0 ? s : 10;
 }
 
 /** huggingface_hub's `_normalize_etag`: drop a weak `W/` prefix and the quotes. */
@@ -211,12 +242,12 @@ async function headFile(
         method: "HEAD",
         redirect: "manual",
         headers: ctx.headers,
-        signal: joined(ctx.signal, AbortSignal.timeout(ctx.timeoutMs)),
+        signal: joined(ctx.signal, AbortSignal.timeout(ctx.headTimeoutMs)),
       });
     } catch (error) {
       if (ctx.signal?.aborted) throw error;
       const why = error instanceof DOMException && error.name === "TimeoutError"
-        ? `no answer within ${ctx.timeoutMs / 1000} s`
+        ? `no answer within ${ctx.headTimeoutMs / 1000} s`
         : (error as Error).message;
       throw new HubUnreachable(
         `Cannot reach ${ctx.endpoint} for "${name}" of "${ctx.repoId}" (${why}).`,
@@ -228,9 +259,15 @@ async function headFile(
     await response.body?.cancel();
     const location = response.headers.get("location");
     const isRedirect = response.status >= 300 && response.status < 400 && location;
-    if (isRedirect && !/^https?:\/\//i.test(location)) {
-      url = new URL(location, url).href;
-      continue;
+    // The hub's own redirects (a renamed repo; a mirror sending on to the hub) are followed: a
+    // relative one, or one to a hub origin that is no LFS file's (those carry X-Linked-Etag and
+    // point at the CDN, which the download follows).
+    if (isRedirect && !response.headers.get("x-linked-etag")) {
+      const next = new URL(location, url);
+      if (!/^https?:\/\//i.test(location) || hubOrigins(ctx, url).includes(next.origin)) {
+        url = next.href;
+        continue;
+      }
     }
     if (!isRedirect && !response.ok) {
       if (response.status === 404 && response.headers.get("x-error-code") === "EntryNotFound") {
@@ -252,6 +289,11 @@ async function headFile(
     return { name, url: resolveUrl(ctx, commit, name), commit, etag: normalizeEtag(etag), size };
   }
   throw new ModelFileError(`Too many redirects for "${name}" of "${ctx.repoId}" (${url}).`);
+}
+
+/** Origins whose redirects are the hub's own: the request's, HF_ENDPOINT's, huggingface.co's. */
+function hubOrigins(ctx: Context, url: string): string[] {
+  return [new URL(url).origin, new URL(ctx.endpoint).origin, DEFAULT_ENDPOINT, "https://hf.co"];
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -307,8 +349,9 @@ async function writeAll(
 /** A disk that is full or not writable: final (retrying cannot help), unlike a dropped connection. */
 function localWriteError(path: string, error: unknown): ModelFileError {
   return new ModelFileError(
-    `Cannot write ${path} (${error instanceof Error ? error.message : error}): free disk space, ` +
-      `or set HF_HOME (or HF_HUB_CACHE) to a writable directory with room for the model.`,
+    `Cannot write ${path} (${error instanceof Error ? error.message : error}): make it ` +
+      `writable, free disk space, or set HF_HOME (or HF_HUB_CACHE) to a writable directory with ` +
+      `room for the model.`,
     { cause: error },
   );
 }
@@ -546,7 +589,7 @@ export async function downloadModel(
   const cacheDir = options.cacheDir ?? defaultCacheDir(env);
   const cache = new RepoCache(cacheDir, repoId);
   const offline = options.offline ??
-    ["1", "true", "yes", "on"].includes(env("HF_HUB_OFFLINE")?.toLowerCase() ?? "");
+    (isTrue(env("HF_HUB_OFFLINE")) || isTrue(env("TRANSFORMERS_OFFLINE")));
   if (offline) {
     const dir = await cachedSnapshot(cache, revision).catch((error) => {
       throw isFsError(error) ? localWriteError(cache.dir, error) : error;
@@ -557,9 +600,9 @@ export async function downloadModel(
         `at "${revision}". Download it once online.`,
     );
   }
-  const token = options.token ?? env("HF_TOKEN") ?? savedToken();
-  const timeout = options.timeoutSeconds ??
-    Number(env("HF_HUB_DOWNLOAD_TIMEOUT") ?? env("HF_HUB_ETAG_TIMEOUT") ?? 10);
+  const token = options.token ?? implicitToken();
+  const given = options.timeoutSeconds;
+  const timeout = (s: number) => 1000 * (given !== undefined && given > 0 ? given : s);
   const ctx: Context = {
     repoId,
     endpoint: (options.endpoint ?? env("HF_ENDPOINT") ?? DEFAULT_ENDPOINT).replace(/\/+$/, ""),
@@ -571,7 +614,9 @@ export async function downloadModel(
     token: token !== undefined,
     cache,
     retries: options.retries ?? 5,
-    timeoutMs: 1000 * (Number.isFinite(timeout) && timeout > 0 ? timeout : 10),
+    headTimeoutMs: timeout(seconds("HF_HUB_ETAG_TIMEOUT")),
+    timeoutMs: timeout(seconds("HF_HUB_DOWNLOAD_TIMEOUT")),
+    symlinks: !isTrue(env("HF_HUB_DISABLE_SYMLINKS")),
     signal: options.signal,
   };
   try {
@@ -641,13 +686,23 @@ async function download(
 
   const sink = progressSink(options);
   const fetchAll = async (files: FileMeta[]) => {
+    // A file is there as its blob, or as the snapshot's file itself (a cache without symlinks:
+    // huggingface_hub moves the blob there).
+    const has = async (m: FileMeta) =>
+      (await fileSize(cache.blob(m.etag))) === m.size ||
+      (await fileSize(join(cache.snapshot(commit), m.name))) === m.size;
     const missing: FileMeta[] = [];
-    for (const m of files) if ((await fileSize(cache.blob(m.etag))) !== m.size) missing.push(m);
+    for (const m of files) if (!await has(m)) missing.push(m);
     const total = missing.reduce((n, m) => n + m.size, 0);
     const bar = sink && total > 0 ? new ProgressBar(`${repoId}`, total, sink) : undefined;
     await pool(missing, options.concurrency ?? 4, (m) => downloadBlob(ctx, cacheDir, m, bar));
     bar?.finish();
-    for (const m of files) await cache.link(commit, m.name, m.etag);
+    // A blob downloaded for one file alone may move into the snapshot (without symlinks).
+    const uses = (etag: string) => files.filter((f) => f.etag === etag).length;
+    for (const m of files) {
+      const fresh = missing.includes(m) && uses(m.etag) === 1;
+      await cache.link(commit, m.name, { etag: m.etag, size: m.size, fresh }, ctx.symlinks);
+    }
   };
 
   if (index) {

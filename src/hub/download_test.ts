@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { ModelFileError } from "../errors.ts";
 import { downloadModel, resolveModel } from "./download.ts";
 import type { ProgressSink } from "./_progress.ts";
-import { COMMIT, fakeHub, FILES, FIXTURE, gitSha1, REPO, sha256 } from "./_fake_hub.ts";
+import { COMMIT, fakeHub, FILES, FIXTURE, gitSha1, RENAMED, REPO, sha256 } from "./_fake_hub.ts";
 
 async function tempCache(): Promise<string & AsyncDisposable> {
   const dir = await Deno.makeTempDir({ prefix: "qvq-hub-test-" });
@@ -317,4 +317,99 @@ Deno.test("a cache directory that cannot be written is a ModelFileError saying s
     downloadModel(REPO, { ...quiet, endpoint: hub.endpoint, cacheDir: file }),
     (e) => e instanceof ModelFileError && /^Cannot write .*not-a-dir.*set HF_HOME/.test(e.message),
   );
+});
+
+/** Runs `f` with environment variables set, restoring them after. */
+async function withEnv<T>(vars: Record<string, string>, f: () => Promise<T>): Promise<T> {
+  const before = Object.fromEntries(Object.keys(vars).map((k) => [k, Deno.env.get(k)]));
+  for (const [k, v] of Object.entries(vars)) Deno.env.set(k, v);
+  try {
+    return await f();
+  } finally {
+    for (const [k, v] of Object.entries(before)) {
+      if (v === undefined) Deno.env.delete(k);
+      else Deno.env.set(k, v);
+    }
+  }
+}
+
+Deno.test("a cache without symlinks (HF_HUB_DISABLE_SYMLINKS, or huggingface_hub's on Windows) holds the files and is reused as is", async () => {
+  await using hub = await fakeHub();
+  await using cache = await tempCache();
+  const options = { ...quiet, endpoint: hub.endpoint, cacheDir: `${cache}` };
+  const dir = await withEnv({ HF_HUB_DISABLE_SYMLINKS: "1" }, () => downloadModel(REPO, options));
+  await assertSameFiles(dir);
+  for (const name of FILES) assert.ok((await Deno.lstat(join(dir, name))).isFile, name);
+  // The blobs moved into the snapshot, as huggingface_hub moves them: no second copy.
+  const blobs = join(`${cache}`, "models--qvq-test--tiny-qwen2vl", "blobs");
+  assert.deepEqual([...Deno.readDirSync(blobs)].filter((e) => e.isFile), []);
+  // The next call, symlinks or not, downloads nothing and leaves the files as they are.
+  const inodes = await Promise.all(FILES.map(async (n) => (await Deno.stat(join(dir, n))).ino));
+  hub.seen.length = 0;
+  assert.equal(await downloadModel(REPO, options), dir);
+  assert.deepEqual(hub.seen.filter((s) => s.method !== "HEAD"), []);
+  assert.deepEqual(
+    await Promise.all(FILES.map(async (n) => (await Deno.stat(join(dir, n))).ino)),
+    inodes,
+  );
+});
+
+Deno.test("tokens and switches as huggingface_hub reads them: HUGGING_FACE_HUB_TOKEN, cleaned; HF_HUB_DISABLE_IMPLICIT_TOKEN; TRANSFORMERS_OFFLINE", async () => {
+  await using hub = await fakeHub({}, { gated: true });
+  await using cache = await tempCache();
+  const options = { ...quiet, endpoint: hub.endpoint, cacheDir: `${cache}` };
+  const none = { HF_TOKEN: "", HF_TOKEN_PATH: "/nonexistent/token" };
+  const dir = await withEnv(
+    { ...none, HUGGING_FACE_HUB_TOKEN: " hf_good\r\n" },
+    () => downloadModel(REPO, options),
+  );
+  await assertSameFiles(dir);
+  assert.ok(hub.seen.every((s) => s.auth === "Bearer hf_good"));
+  // The saved token file, under a path with ~ in it, is read too.
+  await Deno.writeTextFile(join(`${cache}`, "token"), "hf_good\n");
+  hub.seen.length = 0;
+  await withEnv(
+    { ...none, HUGGING_FACE_HUB_TOKEN: "", HOME: `${cache}`, HF_TOKEN_PATH: "~/token" },
+    () => downloadModel(REPO, options),
+  );
+  assert.ok(hub.seen.length > 0 && hub.seen.every((s) => s.auth === "Bearer hf_good"));
+  // With implicit tokens off, HF_TOKEN is not sent (the cache stands in for the gated hub).
+  hub.seen.length = 0;
+  await withEnv({ HF_TOKEN: "hf_good", HF_HUB_DISABLE_IMPLICIT_TOKEN: "1" }, async () => {
+    assert.equal(await downloadModel(REPO, options), dir);
+  });
+  assert.ok(hub.seen.length > 0 && hub.seen.every((s) => s.auth === null));
+  hub.seen.length = 0;
+  await withEnv({ TRANSFORMERS_OFFLINE: "1" }, async () => {
+    assert.equal(await downloadModel(REPO, options), dir);
+  });
+  assert.deepEqual(hub.seen, []);
+});
+
+Deno.test("a renamed repository's absolute redirect on the hub's own origin is followed", async () => {
+  await using hub = await fakeHub();
+  await using cache = await tempCache();
+  const dir = await downloadModel(RENAMED, {
+    ...quiet,
+    endpoint: hub.endpoint,
+    cacheDir: `${cache}`,
+  });
+  await assertSameFiles(dir);
+  assert.equal(dir, join(`${cache}`, "models--qvq-test--old-name", "snapshots", COMMIT));
+});
+
+Deno.test("HF_HUB_ETAG_TIMEOUT bounds the wait for metadata, apart from HF_HUB_DOWNLOAD_TIMEOUT", async () => {
+  await using cache = await tempCache();
+  const options = { ...quiet, cacheDir: `${cache}` };
+  {
+    await using hub = await fakeHub();
+    await downloadModel(REPO, { ...options, endpoint: hub.endpoint });
+  }
+  await using hub = await fakeHub({ stallHead: true });
+  const started = performance.now();
+  await withEnv({ HF_HUB_ETAG_TIMEOUT: "0.3", HF_HUB_DOWNLOAD_TIMEOUT: "60" }, async () => {
+    await assertSameFiles(await downloadModel(REPO, { ...options, endpoint: hub.endpoint }));
+  });
+  const waited = performance.now() - started;
+  assert.ok(waited < 10_000, `fell back to the cache after ${waited} ms`);
 });
