@@ -90,7 +90,9 @@ function unsupported(param: string, why: string): HttpError {
  * The chat completion request body of a Responses request, and the fields its response repeats.
  * Throws a 400 naming the Responses field for what the translation itself refuses.
  */
-export function chatBodyOfResponses(json: unknown): { chat: Json; echo: ResponsesEcho } {
+export function chatBodyOfResponses(
+  json: unknown,
+): { chat: Json; echo: ResponsesEcho; sources: Sources } {
   if (!isObject(json)) {
     throw badRequest(null, "The request body must be a JSON object.");
   }
@@ -120,10 +122,12 @@ export function chatBodyOfResponses(json: unknown): { chat: Json; echo: Response
   for (const [k, v] of Object.entries(json)) if (!OWN.has(k)) chat[k] = v;
 
   const instructions = optionalString(json, "instructions");
+  const input = inputMessages(json.input);
   chat.messages = [
     ...(instructions !== undefined ? [{ role: "system", content: instructions }] : []),
-    ...inputMessages(json.input),
+    ...input.messages,
   ];
+  const sources = [...(instructions !== undefined ? [INSTRUCTIONS] : []), ...input.sources];
   if (json.max_output_tokens !== undefined && json.max_output_tokens !== null) {
     chat.max_completion_tokens = json.max_output_tokens;
   }
@@ -132,8 +136,15 @@ export function chatBodyOfResponses(json: unknown): { chat: Json; echo: Response
   const tools = json.tools ?? [];
   if (!Array.isArray(tools)) throw badRequest("tools", "tools must be an array of tools.");
   if (tools.length) chat.tools = tools.map(chatTool);
-  if (json.tool_choice !== undefined && json.tool_choice !== null) {
-    chat.tool_choice = chatToolChoice(json.tool_choice);
+  const choice = json.tool_choice;
+  if (choice !== undefined && choice !== null) {
+    if (!tools.length && choice !== "none" && choice !== "auto") {
+      throw badRequest(
+        "tool_choice",
+        `tool_choice ${JSON.stringify(choice)} needs tools: send the tools it may call.`,
+      );
+    }
+    chat.tool_choice = chatToolChoice(choice);
   }
   const include = json.include ?? [];
   if (!Array.isArray(include) || !include.every((x) => typeof x === "string")) {
@@ -147,6 +158,7 @@ export function chatBodyOfResponses(json: unknown): { chat: Json; echo: Response
   const user = optionalString(json, "user");
   return {
     chat,
+    sources,
     echo: {
       instructions: instructions ?? null,
       max_output_tokens: typeof json.max_output_tokens === "number" ? json.max_output_tokens : null,
@@ -172,9 +184,18 @@ function optionalString(json: Json, field: string): string | undefined {
   return v;
 }
 
+/**
+ * Where each chat message came from, for errors: the `input` items it was made of (one, or a
+ * merged turn's calls, one a call), or {@link INSTRUCTIONS}.
+ */
+export type Sources = number[][];
+const INSTRUCTIONS = [-1];
+
 /** `input` as chat messages: a string is one user message; items become messages in order. */
-function inputMessages(input: unknown): Json[] {
-  if (typeof input === "string") return [{ role: "user", content: input }];
+function inputMessages(input: unknown): { messages: Json[]; sources: Sources } {
+  if (typeof input === "string") {
+    return { messages: [{ role: "user", content: input }], sources: [[0]] };
+  }
   if (!Array.isArray(input)) {
     throw badRequest(
       "input",
@@ -184,12 +205,14 @@ function inputMessages(input: unknown): Json[] {
     );
   }
   const messages: Json[] = [];
+  const sources: Sources = [];
   for (const [i, item] of input.entries()) {
     const at = `input[${i}]`;
     if (!isObject(item)) throw badRequest(at, `${at} must be an object (a message or an item).`);
     const type = item.type ?? "message";
     if (type === "message") {
       messages.push(message(item, at));
+      sources.push([i]);
     } else if (type === "function_call") {
       const call = {
         id: requireString(item, "call_id", at),
@@ -201,8 +224,13 @@ function inputMessages(input: unknown): Json[] {
       };
       // Calls one after another belong to one assistant turn.
       const last = messages.at(-1);
-      if (last?.role === "assistant" && Array.isArray(last.tool_calls)) last.tool_calls.push(call);
-      else messages.push({ role: "assistant", content: null, tool_calls: [call] });
+      if (last?.role === "assistant" && Array.isArray(last.tool_calls)) {
+        last.tool_calls.push(call);
+        sources.at(-1)!.push(i);
+      } else {
+        messages.push({ role: "assistant", content: null, tool_calls: [call] });
+        sources.push([i]);
+      }
     } else if (type === "function_call_output") {
       const output = item.output;
       messages.push({
@@ -210,6 +238,7 @@ function inputMessages(input: unknown): Json[] {
         tool_call_id: requireString(item, "call_id", at),
         content: typeof output === "string" ? output : partsText(output, `${at}.output`),
       });
+      sources.push([i]);
     } else if (type === "item_reference") {
       throw unsupported(at, "this server keeps no items: send the item itself");
     } else {
@@ -221,7 +250,7 @@ function inputMessages(input: unknown): Json[] {
       );
     }
   }
-  return messages;
+  return { messages, sources };
 }
 
 function requireString(item: Json, field: string, at: string): string {
@@ -339,9 +368,8 @@ function chatToolChoice(choice: unknown): unknown {
   );
 }
 
-/** Chat field names in errors → the Responses request's. */
+/** Chat field names in errors → the Responses request's (messages: {@link inputParam}). */
 const RENAMED: [RegExp, string][] = [
-  [/^messages(\[\d+\])?/, "input"],
   [/^max_completion_tokens\b/, "max_output_tokens"],
   [/^response_format(\.json_schema)?/, "text.format"],
   [/^tools\[(\d+)\]\.function\b/, "tools[$1]"],
@@ -349,13 +377,28 @@ const RENAMED: [RegExp, string][] = [
   [/^logprobs\b/, "include"],
 ];
 
+/**
+ * A chat message's field as the `input` item's (or `instructions`) it came from: a merged turn's
+ * `tool_calls[k]` is its k-th function_call item; an image part's `image_url.url` its `image_url`.
+ */
+function inputParam(param: string, sources: Sources): string | undefined {
+  const m = param.match(/^messages\[(\d+)\](.*)$/);
+  if (!m) return /^messages\b/.test(param) ? param.replace(/^messages/, "input") : undefined;
+  const from = sources[Number(m[1])];
+  if (!from) return "input";
+  if (from === INSTRUCTIONS) return "instructions";
+  const call = m[2].match(/^\.tool_calls\[(\d+)\](?:\.function)?(.*)$/);
+  if (call) return `input[${from[Number(call[1])] ?? from[0]}]${call[2]}`;
+  return `input[${from[0]}]${m[2].replace(/\.image_url\.url$/, ".image_url")}`;
+}
+
 /** A chat request's 400 as the Responses request's: its field (and the message's) renamed. */
-export function responsesError(error: unknown): unknown {
+export function responsesError(error: unknown, sources: Sources = []): unknown {
   if (!(error instanceof HttpError) || error.status !== 400 || error.param === null) return error;
   const renamed = RENAMED.find(([from]) => from.test(error.param!));
-  if (!renamed) return error;
-  const [from, to] = renamed;
-  const param = error.param.replace(from, to);
+  const param = inputParam(error.param, sources) ??
+    (renamed ? error.param.replace(renamed[0], renamed[1]) : undefined);
+  if (param === undefined) return error;
   const message = error.message.startsWith(error.param)
     ? param + error.message.slice(error.param.length)
     : error.message;
@@ -491,7 +534,11 @@ function responseObject(
  * call an item with its arguments, and `response.completed` (or `response.incomplete` at
  * max_output_tokens), every event with its `sequence_number`.
  */
-export function responsesFormat(tools: ToolRequest | undefined, echo: ResponsesEcho): Format {
+export function responsesFormat(
+  tools: ToolRequest | undefined,
+  echo: ResponsesEcho,
+  sources: Sources,
+): Format {
   let sequence = 0;
   const event = (type: string, fields: Json) => ({ type, sequence_number: sequence++, ...fields });
   return {
@@ -501,7 +548,7 @@ export function responsesFormat(tools: ToolRequest | undefined, echo: ResponsesE
       // The chat endpoint's words (a tool's parameters, response_format) in the Responses'.
       const tool = tools?.schema ? toolSchemaError(error, tools) : undefined;
       const http = tool ?? toHttpError(error);
-      const renamed = responsesError(http);
+      const renamed = responsesError(http, sources);
       return renamed !== http ? renamed as HttpError : tool;
     },
     whole: (header, [result]) => responseObject(header, echo, tools, result),
@@ -510,6 +557,7 @@ export function responsesFormat(tools: ToolRequest | undefined, echo: ResponsesE
       const msg = itemId(header, "msg");
       let text = "";
       const logprobs: Json[] = [];
+      const pending: Json[] = [];
       let opened = false;
       const part = { item_id: msg, output_index: 0, content_index: 0 };
       const openMessage = (): object[] => {
@@ -531,9 +579,12 @@ export function responsesFormat(tools: ToolRequest | undefined, echo: ResponsesE
         delta: (ev): Events => {
           const delta = reader.push(ev.text);
           const more = typeof delta?.content === "string" ? delta.content : "";
-          const lp = textLogprobs(ev.logprobs);
-          if (!more && !lp.length) return undefined;
+          // Tokens that show no text yet (held for a stop string, or a tool call's) keep their
+          // logprobs for the text they become: no message item opens for them.
+          pending.push(...textLogprobs(ev.logprobs));
+          if (!more) return undefined;
           text += more;
+          const lp = pending.splice(0);
           logprobs.push(...lp);
           return [
             ...openMessage(),
@@ -550,9 +601,11 @@ export function responsesFormat(tools: ToolRequest | undefined, echo: ResponsesE
             const { text: final } = (message.content as Json[])[0] as { text: string };
             const rest = final.startsWith(text) ? final.slice(text.length) : "";
             events.push(...openMessage());
-            if (rest) {
+            const lp = pending.splice(0);
+            logprobs.push(...lp);
+            if (rest || lp.length) {
               events.push(
-                event("response.output_text.delta", { ...part, delta: rest, logprobs: [] }),
+                event("response.output_text.delta", { ...part, delta: rest, logprobs: lp }),
               );
             }
             const done = outputText(final, logprobs);

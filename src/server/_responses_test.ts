@@ -266,7 +266,33 @@ Deno.test("POST /v1/responses refuses what it cannot serve, naming the field", a
       "text.format.schema",
       /needs "schema"/,
     ],
-    [{ input: "x", tool_choice: { type: "file_search" } }, "tool_choice", /tool_choice must be/],
+    [
+      { input: "x", tools: [WEATHER], tool_choice: { type: "file_search" } },
+      "tool_choice",
+      /tool_choice must be/,
+    ],
+    [
+      { input: "x", tool_choice: { type: "function", name: "f" } },
+      "tool_choice",
+      /^tool_choice \{"type":"function","name":"f"\} needs tools/,
+    ],
+    // Fields inside input items are named as the items are, by their index.
+    [
+      {
+        instructions: "Be brief.",
+        input: [
+          { role: "user", content: "a" },
+          { type: "function_call", call_id: "c1", name: "f", arguments: "{}" },
+          { type: "function_call", call_id: "c2", name: "f", arguments: "{}" },
+          {
+            role: "user",
+            content: [{ type: "input_image", image_url: "data:image/png;base64,AAAA" }],
+          },
+        ],
+      },
+      "input[3].content[0].image_url",
+      /^input\[3\]\.content\[0\]\.image_url/,
+    ],
   ];
   for (const [body, param, message] of cases) {
     const r = await respond(app, body);
@@ -301,4 +327,39 @@ Deno.test("chatBodyOfResponses() puts consecutive function calls in one assistan
     { role: "tool", tool_call_id: "a", content: "1" },
     { role: "tool", tool_call_id: "b", content: "2" },
   ]);
+});
+
+Deno.test("POST /v1/responses stream: a call with logprobs opens no message item; its tokens' logprobs go with the text", async () => {
+  const { app } = setup({ answer: () => '{"city": "Oslo"}' });
+  const evs = await events(
+    await respond(app, {
+      input: "Weather in Oslo?",
+      tools: [WEATHER],
+      tool_choice: { type: "function", name: "get_weather" },
+      include: ["message.output_text.logprobs"],
+      stream: true,
+    }),
+  );
+  const added = evs.filter((e) => e.name === "response.output_item.added");
+  assert.deepEqual(added.map((e) => [e.data.output_index, e.data.item.type]), [[
+    0,
+    "function_call",
+  ]]);
+  assert.equal(evs.filter((e) => e.name === "response.output_text.delta").length, 0);
+  assert.deepEqual(evs.at(-1)!.data.response.output.map((o: { type: string }) => o.type), [
+    "function_call",
+  ]);
+  // Text with logprobs: each token's entry, once, on the deltas and the done event.
+  const plain = await events(
+    await respond(setup().app, {
+      input: "Hi",
+      include: ["message.output_text.logprobs"],
+      stream: true,
+    }),
+  );
+  const deltas = plain.filter((e) => e.name === "response.output_text.delta");
+  const tokens = deltas.flatMap((e) => e.data.logprobs.map((l: { token: string }) => l.token));
+  assert.equal(tokens.join(""), "I see 0 images. You said: Hi");
+  const done = plain.find((e) => e.name === "response.output_text.done")!.data;
+  assert.deepEqual(done.logprobs.map((l: { token: string }) => l.token), tokens);
 });

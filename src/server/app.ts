@@ -514,14 +514,14 @@ export function createApp(
 
   // OpenAI's Responses API, stateless: the request as a chat request, the answer as a response.
   app.post("/v1/responses", limitBody, async (c) => {
-    const { chat, echo } = chatBodyOfResponses(await readJson(c.req.raw));
+    const { chat, echo, sources } = chatBodyOfResponses(await readJson(c.req.raw));
     let request: ChatRequest;
     try {
       request = parseChatRequest(chat, settings);
     } catch (error) {
-      throw responsesError(error);
+      throw responsesError(error, sources);
     }
-    const format = responsesFormat(request.tools, echo);
+    const format = responsesFormat(request.tools, echo, sources);
     return await answer(c.req.raw, request, format, prepareChat(request));
   });
 
