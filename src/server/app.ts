@@ -293,6 +293,12 @@ function textFormat(echo?: Echo): Format {
  * keep-alives) after it.
  */
 const STREAM_GRACE_MS = 1000;
+/**
+ * How long a non-streamed answer may take before its 200 is sent and held open (heldResponse), and
+ * how often the held response writes a space (capped by keepAliveMs, for tests).
+ */
+const WHOLE_GRACE_MS = 10_000;
+const HELD_HEARTBEAT_MS = 1000;
 
 /**
  * Builds the HTTP app for `engine` (or for the promise of one still loading: requests wait for it,
@@ -660,18 +666,76 @@ export function createApp(
         streaming = true;
         return streamCompletion(header, format, events, first, request.includeUsage, abort, detach);
       }
-      const results: GenerationResult[] = [];
-      for await (const { event } of events) if (event.type === "done") results.push(event.result);
-      if (abort.signal.aborted) return new Response(null, { status: CLIENT_CLOSED });
-      // Fewer than n only where a choice was aborted (the engine closing): the choices so far.
-      if (!results.length) throw new Error("the engine's stream ended without a result");
-      return Response.json(format.whole(header, results));
+      const whole = (async () => {
+        const results: GenerationResult[] = [];
+        for await (const { event } of events) if (event.type === "done") results.push(event.result);
+        if (abort.signal.aborted) return undefined;
+        // Fewer than n only where a choice was aborted (the engine closing): the choices so far.
+        if (!results.length) throw new Error("the engine's stream ended without a result");
+        return format.whole(header, results);
+      })();
+      whole.catch(() => {}); // awaited below or in the held response
+      // Most answers come within the grace, with their own status. A longer one is answered 200 at
+      // once and held open with a space a second until its JSON: Deno's request.signal misses a
+      // client that went away after sending its body in a separate TCP segment (curl with a few KB,
+      // the openai clients on their timeout), so without writes the answer would run on for
+      // nobody; a write to the closed connection cancels the body, and that aborts it. (Proxies
+      // with a read timeout see a live connection too; JSON allows the leading whitespace.)
+      const grace = Math.min(WHOLE_GRACE_MS, settings.keepAliveMs);
+      const ready = await within(whole.then((body) => ({ body })), grace);
+      if (ready) {
+        if (ready.body === undefined) return new Response(null, { status: CLIENT_CLOSED });
+        return Response.json(ready.body);
+      }
+      streaming = true;
+      return heldResponse(whole, format, abort, detach);
     } catch (error) {
       if (abort.signal.aborted) return new Response(null, { status: CLIENT_CLOSED });
       throw format.inputError(error) ?? error;
     } finally {
       if (!streaming) detach();
     }
+  }
+
+  /**
+   * A non-streamed answer's 200 sent before its body: a space every heartbeat (so a client gone is
+   * found by a failed write, which cancels the body and aborts the answer), then the JSON — or,
+   * if the answer fails now, its error object, under the 200 already sent.
+   */
+  function heldResponse(
+    whole: Promise<object | undefined>,
+    format: Format,
+    abort: AbortController,
+    detach: () => void,
+  ): Response {
+    const encoder = new TextEncoder();
+    let timer: ReturnType<typeof setInterval> | undefined;
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        const heartbeat = Math.min(HELD_HEARTBEAT_MS, settings.keepAliveMs);
+        controller.enqueue(encoder.encode(" "));
+        timer = setInterval(() => controller.enqueue(encoder.encode(" ")), heartbeat);
+        whole
+          .then((answer) => answer, (error) => {
+            if (abort.signal.aborted) return undefined;
+            const http = format.inputError(error) ?? toHttpError(error);
+            if (http.status === 500) console.error("qvq server:", error);
+            return http.toJSON();
+          })
+          .then((json) => {
+            clearInterval(timer);
+            detach();
+            if (abort.signal.aborted) return;
+            if (json) controller.enqueue(encoder.encode(JSON.stringify(json)));
+            controller.close();
+          });
+      },
+      cancel(reason) {
+        clearInterval(timer);
+        abort.abort(reason ?? new DOMException("The client disconnected.", "AbortError"));
+      },
+    });
+    return new Response(body, { headers: { "content-type": "application/json" } });
   }
 
   /** The SSE response of a streamed request whose first event is `first`. */

@@ -1023,6 +1023,59 @@ Deno.test("a streaming client that disconnects aborts its generation and frees t
   );
 });
 
+Deno.test("a non-streamed answer past the grace is a 200 held open with spaces, then its JSON (or its error)", async () => {
+  // keepAliveMs 50: the grace and the heartbeat shrink to 50 ms.
+  const { app } = setup({ tokenDelayMs: 20 }, { keepAliveMs: 50 });
+  const response = await post(app, hello); // 8 words: ≈ 160 ms
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get("content-type"), "application/json");
+  const text = await response.text();
+  assert.match(text, /^ +\{/);
+  const body = JSON.parse(text);
+  assert.equal(body.choices[0].message.content, "I see 0 images. You said: Hello there");
+  // An answer within the grace is sent whole, as before.
+  const quick = await post(setup({}, { keepAliveMs: 50 }).app, hello);
+  assert.match(await quick.text(), /^\{"id":"chatcmpl-/);
+  // A failure after the 200: the error object, as a 200's body.
+  const failing = setup(
+    { tokenDelayMs: 20, failAfterTokens: 5, error: new Error("GPU fell over") },
+    {
+      keepAliveMs: 50,
+    },
+  );
+  const failed = await post(failing.app, hello);
+  assert.equal(failed.status, 200);
+  const { error } = JSON.parse(await failed.text());
+  assert.equal(error.type, "server_error");
+});
+
+Deno.test("a non-streamed request whose client goes away after sending its body apart is aborted (Deno's request.signal misses it)", async () => {
+  const { app, fake } = setup({ tokenDelayMs: 20, answer: () => "word ".repeat(2000) }, {
+    keepAliveMs: 50,
+  });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+  try {
+    const body = new TextEncoder().encode(JSON.stringify(hello));
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    // The headers, then the body in a TCP segment of its own (what curl does with a few KB).
+    await conn.write(new TextEncoder().encode(
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+        `Content-Length: ${body.length}\r\n\r\n`,
+    ));
+    await new Promise((r) => setTimeout(r, 50));
+    await conn.write(body);
+    await new Promise((r) => setTimeout(r, 200)); // generating, past the grace
+    assert.equal(fake.calls.length, 1);
+    conn.close();
+    for (let i = 0; i < 100 && !fake.calls[0].closed; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(fake.calls[0].finishReason, "abort");
+  } finally {
+    await server.shutdown();
+  }
+});
+
 Deno.test("a queued request whose client disconnects leaves the queue without generating", async () => {
   const { app, fake } = setup({ tokenDelayMs: 20 });
   const first = post(app, hello);
