@@ -400,8 +400,8 @@ function checkDecoded(image: unknown, what: string): void {
 /**
  * Decodes PNG, JPEG or WebP bytes to 8-bit RGB exactly as transformers' `convert_to_rgb` makes
  * of `PIL.Image.open(f)`: `convert("RGB")`, an image with transparency (alpha, a PNG's tRNS)
- * composited onto white as `Image.alpha_composite` does (JPEG within a few levels). Throws InvalidInputError for unsupported, corrupt, empty or
- * oversized ({@link MAX_IMAGE_PIXELS}) images.
+ * composited onto white as `Image.alpha_composite` does (JPEG within a few levels). Throws
+ * InvalidInputError for unsupported, corrupt, empty or oversized ({@link MAX_IMAGE_PIXELS}) images.
  */
 export async function decodeImage(bytes: Uint8Array): Promise<DecodedImage> {
   checkBytes(bytes, "The image");
@@ -412,6 +412,19 @@ export async function decodeImage(bytes: Uint8Array): Promise<DecodedImage> {
   } finally {
     img.free();
   }
+}
+
+/**
+ * The size of PNG, JPEG or WebP bytes from their headers alone: no pixels decoded (a server counts
+ * a request's image tokens before it spends the memory and time of decoding them). Throws
+ * InvalidInputError where {@link decodeImage} would refuse the size or the format; an image whose
+ * headers read fine may still fail to decode.
+ */
+export async function imageSize(bytes: Uint8Array): Promise<ImageSize> {
+  checkBytes(bytes, "The image");
+  await loadWasm();
+  const [width, height] = call("", () => wasm.imgSize(bytes));
+  return { width, height };
 }
 
 /** Options of {@link preprocessImages}. */

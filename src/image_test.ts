@@ -3,6 +3,7 @@ import { ContextLengthError, InvalidInputError, ModelFileError } from "./errors.
 import { encodePng } from "./_png.ts";
 import {
   decodeImage,
+  imageSize,
   DEFAULT_IMAGE_PROCESSOR_CONFIG,
   DEFAULT_VIDEO_PROCESSOR_CONFIG,
   imageGrids,
@@ -300,12 +301,14 @@ Deno.test("preprocessImages() lays out patches as transformers' reshape/permute 
   }
 });
 
-Deno.test("decodeImage() gives PIL's convert('RGB') pixels for every reference PNG, JPEG and WebP", async () => {
+Deno.test("decodeImage() gives transformers' convert_to_rgb pixels for every reference PNG, JPEG and WebP; imageSize() its size from the headers", async () => {
   const cases = await readJson(new URL("decode_cases.json", IMAGES));
   assert.ok(cases.length >= 25);
   for (const c of cases) {
-    const img = await decodeImage(await Deno.readFile(new URL(c.file, IMAGES)));
+    const bytes = await Deno.readFile(new URL(c.file, IMAGES));
+    const img = await decodeImage(bytes);
     assert.deepEqual([img.width, img.height], [c.width, c.height], c.file);
+    assert.deepEqual(await imageSize(bytes), { width: c.width, height: c.height }, c.file);
     const expected = await Deno.readFile(new URL(c.expected, IMAGES));
     const max = maxAbsDiff(img.data, expected);
     if (!c.file.endsWith(".jpg")) {
@@ -457,6 +460,20 @@ Deno.test("preprocessImages() refuses unsupported, truncated, empty and oversize
     );
   }
   await assert.rejects(decodeImage(await bad("gif_1x1.gif")), InvalidInputError);
+  // imageSize() refuses the bombs from their headers, as decodeImage() does.
+  for (const [file, message] of [
+    ["png_bomb.png", /PNG image is 100000x100000/],
+    ["jpeg_bomb.jpg", /JPEG image is 65000x65000/],
+    ["webp_bomb.webp", /WebP image is 16383x16383/],
+    ["gif_1x1.gif", /unsupported image format \(GIF\)/],
+    ["png_zero_width.png", /PNG/],
+  ] as const) {
+    await assert.rejects(
+      imageSize(await bad(file)),
+      (e) => e instanceof InvalidInputError && message.test(e.message),
+      file,
+    );
+  }
   // Not bytes at all.
   await assert.rejects(
     preprocessImages(["x" as unknown as Uint8Array], config),

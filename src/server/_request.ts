@@ -21,6 +21,7 @@ import { checkDecodes, type ImagePolicy, loadImage } from "./_images.ts";
 import {
   type DecodedImage,
   type ImageSize,
+  imageSize,
   isVideo,
   MAX_IMAGE_PIXELS,
   MAX_VIDEO_FRAMES,
@@ -1026,7 +1027,7 @@ function parseSampling(
   return { options, stream, includeUsage, n, ...(format ? { formatField: format.field } : {}) };
 }
 
-/** Throws a 400 naming the first frame whose size (as decoded) differs from frame 0's. */
+/** Throws a 400 naming the first frame whose size differs from frame 0's. */
 function checkFrameSizes(
   sizes: readonly { width: number; height: number }[],
   part: { frames: { param: string }[] },
@@ -1043,51 +1044,41 @@ function checkFrameSizes(
   }
 }
 
-async function checkedImage(
+/** An image's bytes and its size from their headers (nothing decoded yet). */
+interface Sized {
+  bytes: Uint8Array;
+  width: number;
+  height: number;
+}
+
+/** Fetches an image's bytes and reads its size from their headers: a 400 where they do not read. */
+async function sizedImage(
   url: string,
   param: string,
   policy: ImagePolicy,
   signal: AbortSignal | undefined,
-  pixels: () => boolean,
-): Promise<{ image: Uint8Array | DecodedImage; width: number; height: number }> {
+): Promise<Sized> {
   const bytes = await loadImage(url, param, policy, signal);
-  const decoded = await checkDecodes(bytes, param, policy.decode);
-  const { width, height } = decoded;
-  const image = pixels() ? decoded : bytes;
-  SIZES.set(image, { width, height });
-  return { image, width, height };
-}
-
-/** The size of each image {@link loadMessages} loaded, by the object its message holds. */
-const SIZES = new WeakMap<object, ImageSize>();
-
-/**
- * The sizes of the images (a video's frames) of messages from {@link loadMessages}, in prompt
- * order, as the engine's checkChat and tokenize take them in place of the images themselves;
- * undefined where an image did not come from there.
- */
-export function imageSizes(messages: readonly ChatMessage[]): ImageSize[] | undefined {
-  const sizes = collectImages(messages).map((x) => SIZES.get(isVideo(x) ? x.frames[0] : x));
-  return sizes.every((s) => s !== undefined) ? sizes as ImageSize[] : undefined;
+  try {
+    return { bytes, ...await imageSize(bytes) };
+  } catch (e) {
+    if (!(e instanceof InvalidInputError)) throw e;
+    throw badRequest(param, `${param}: ${e.message}`, "invalid_image");
+  }
 }
 
 /**
- * Fetches or decodes every image of validated messages, in order, and checks that each decodes
- * (a bad image is a 400 here, before the request waits in the queue). Each image is its decoded
- * pixels where `pixels()` says so once it is decoded — the request will run at once, and the
- * engine need not decode it again — else its bytes (a request that waits holds the smaller
- * form).
+ * The messages with each image part (each video frame) as `load` makes it, in order; a video's
+ * frames checked to be of one size.
  */
-export function loadMessages(
+function mapImages(
   messages: RequestMessage[],
-  policy: ImagePolicy,
-  signal?: AbortSignal,
-  pixels: () => boolean = () => false,
+  load: (
+    p: { url: string; param: string },
+  ) => Promise<{ image: Uint8Array | DecodedImage } & ImageSize>,
 ): Promise<ChatMessage[]> {
   return Promise.all(messages.map(async ({ role, content, ...tool }): Promise<ChatMessage> => {
     if (typeof content === "string") return { role, content, ...tool };
-    const load = (p: { url: string; param: string }) =>
-      checkedImage(p.url, p.param, policy, signal, pixels);
     const parts = await Promise.all(
       content.map(async (part): Promise<ContentPart> => {
         if (part.type === "text") return part;
@@ -1105,4 +1096,53 @@ export function loadMessages(
     );
     return { role, content: parts, ...tool };
   }));
+}
+
+/** The size of each image {@link loadMessages} loaded, by the object its message holds. */
+const SIZES = new WeakMap<object, ImageSize>();
+
+/**
+ * The sizes of the images (a video's frames) of messages from {@link loadMessages}, in prompt
+ * order, as the engine's checkChat and tokenize take them in place of the images themselves;
+ * undefined where an image did not come from there.
+ */
+export function imageSizes(messages: readonly ChatMessage[]): ImageSize[] | undefined {
+  const sizes = collectImages(messages).map((x) => SIZES.get(isVideo(x) ? x.frames[0] : x));
+  return sizes.every((s) => s !== undefined) ? sizes as ImageSize[] : undefined;
+}
+
+/**
+ * Fetches or decodes every image of validated messages, in order, and checks that each decodes
+ * (a bad image is a 400 here, before the request waits in the queue). First every image's bytes
+ * and its size from their headers, which `precheck` (if given) sees — the messages with the
+ * images' bytes, and their sizes — so a request the engine refuses (its images over the context)
+ * is refused before any is decoded (32 photos of 8000 x 8000 had taken 7 GB and 20 s to be
+ * refused); then each is decoded (none once `signal` aborts). Each image is then its decoded
+ * pixels where `pixels()` says so — the request will run at once, and the engine need not decode
+ * it again — else its bytes (a request that waits holds the smaller form).
+ */
+export async function loadMessages(
+  messages: RequestMessage[],
+  policy: ImagePolicy,
+  signal?: AbortSignal,
+  pixels: () => boolean = () => false,
+  precheck?: (messages: ChatMessage[], sizes: ImageSize[]) => Promise<void>,
+): Promise<ChatMessage[]> {
+  const sized = new Map<string, Sized>(); // by param: one a part or frame
+  const headers = await mapImages(messages, async (p) => {
+    const s = await sizedImage(p.url, p.param, policy, signal);
+    sized.set(p.param, s);
+    SIZES.set(s.bytes, { width: s.width, height: s.height });
+    return { image: s.bytes, ...s };
+  });
+  if (precheck) await precheck(headers, imageSizes(headers) ?? []);
+  return await mapImages(messages, async (p) => {
+    const { bytes } = sized.get(p.param)!;
+    signal?.throwIfAborted();
+    const decoded = await checkDecodes(bytes, p.param, policy.decode);
+    const { width, height } = decoded;
+    const image = pixels() ? decoded : bytes;
+    SIZES.set(image, { width, height });
+    return { image, width, height };
+  });
 }

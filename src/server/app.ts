@@ -500,14 +500,20 @@ export function createApp(
   ): Promise<(options: GenerateOptions) => AsyncIterable<GenerationEvent>> => {
     // Decoded pixels go to the engine where the request will run at once (no second decode).
     const idle = () => !queue.running && queue.waiting === 0;
-    const messages = await loadMessages(request.messages, policy, signal, idle);
     // A request that will wait is checked first — a bad format, a prompt over the context: a
     // 400 now, not a 200 whose stream fails (or a 400 that waits out the queue) at its turn.
-    // So is one with images (their sizes alone cross to the engine: images over the context
-    // are refused before their pixels are copied there). A text one that runs at once meets
-    // those errors before its stream begins, without the round trip.
-    const sizes = imageSizes(messages);
-    if (!idle() || sizes?.length) await e.checkChat?.(messages, request.options, sizes);
+    // So is one with images, from their sizes as their headers give them, before any is decoded
+    // (images over the context cost neither the decoding nor the copy to the engine). A text one
+    // that runs at once meets those errors before its stream begins, without the round trip.
+    const messages = await loadMessages(
+      request.messages,
+      policy,
+      signal,
+      idle,
+      async (m, sizes) => {
+        if (!idle() || sizes.length) await e.checkChat?.(m, request.options, sizes);
+      },
+    );
     // One answer: its decoded pixels move to a worker engine's thread rather than being copied.
     const sent = request.n === 1 ? handOverImages(messages) : messages;
     return (options) => e.generate(sent, options);

@@ -1076,6 +1076,27 @@ Deno.test("a non-streamed request whose client goes away after sending its body 
   }
 });
 
+Deno.test("images are counted from their headers and refused over the context before any is decoded", async () => {
+  // The PNG's signature and IHDR, its pixels cut off: the size reads, the decode would fail.
+  const headerOnly = PNG.subarray(0, 33);
+  const url = `data:image/png;base64,${headerOnly.toBase64()}`;
+  const request = {
+    ...hello,
+    messages: [{ role: "user", content: [{ type: "image_url", image_url: { url } }] }],
+  };
+  const { app, fake } = setup({
+    refuse: () => new ContextLengthError("the images need more tokens than the context"),
+  });
+  const refused = await post(app, request);
+  assert.equal(refused.status, 400);
+  assert.equal((await refused.json()).error.code, "context_length_exceeded");
+  assert.equal(fake.calls.length, 0);
+  // Let through, the image is decoded, and found broken.
+  const broken = await post(setup().app, request);
+  assert.equal(broken.status, 400);
+  assert.equal((await broken.json()).error.code, "invalid_image");
+});
+
 Deno.test("a queued request whose client disconnects leaves the queue without generating", async () => {
   const { app, fake } = setup({ tokenDelayMs: 20 });
   const first = post(app, hello);

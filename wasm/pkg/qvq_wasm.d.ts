@@ -152,6 +152,12 @@ export function imgPreprocess(bytes: Uint8Array | number[], config: ImgConfig): 
 export function imgPreprocessRgb(data: Uint8Array | number[], width: number, height: number, config: ImgConfig): ImgPatches;
 
 /**
+ * `[width, height]` of PNG / JPEG / WebP bytes from their headers alone, refused as `imgDecode`
+ * refuses the image's size or format.
+ */
+export function imgSize(bytes: Uint8Array | number[]): Uint32Array;
+
+/**
  * The header length from a file's first 8 bytes, checked against the file size.
  */
 export function stHeaderLength(prefix: Uint8Array | number[], file_size: number): number;
@@ -181,6 +187,7 @@ export interface InitOutput {
     readonly imgDecode: (a: number, b: number) => [number, number, number];
     readonly imgPreprocess: (a: number, b: number, c: number) => [number, number, number];
     readonly imgPreprocessRgb: (a: number, b: number, c: number, d: number, e: number) => [number, number, number];
+    readonly imgSize: (a: number, b: number) => [number, number, number, number];
     readonly imgconfig_new: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number, j: number) => [number, number, number];
     readonly imgpatches_gridThw: (a: number) => [number, number];
     readonly imgpatches_takePixelValues: (a: number) => [number, number];

@@ -541,6 +541,24 @@ export function imgPreprocessRgb(data, width, height, config) {
 }
 
 /**
+ * `[width, height]` of PNG / JPEG / WebP bytes from their headers alone, refused as `imgDecode`
+ * refuses the image's size or format.
+ * @param {Uint8Array | number[]} bytes
+ * @returns {Uint32Array}
+ */
+export function imgSize(bytes) {
+    const ptr0 = passArray8ToWasm0(bytes, wasm.__wbindgen_malloc);
+    const len0 = WASM_VECTOR_LEN;
+    const ret = wasm.imgSize(ptr0, len0);
+    if (ret[3]) {
+        throw takeFromExternrefTable0(ret[2]);
+    }
+    var v2 = getArrayU32FromWasm0(ret[0], ret[1]).slice();
+    wasm.__wbindgen_free(ret[0], ret[1] * 4, 4);
+    return v2;
+}
+
+/**
  * The header length from a file's first 8 bytes, checked against the file size.
  * @param {Uint8Array | number[]} prefix
  * @param {number} file_size

@@ -11,6 +11,7 @@ export const __wbg_toktokenizer_free: (a: number, b: number) => void;
 export const imgDecode: (a: number, b: number) => [number, number, number];
 export const imgPreprocess: (a: number, b: number, c: number) => [number, number, number];
 export const imgPreprocessRgb: (a: number, b: number, c: number, d: number, e: number) => [number, number, number];
+export const imgSize: (a: number, b: number) => [number, number, number, number];
 export const imgconfig_new: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number, j: number) => [number, number, number];
 export const imgpatches_gridThw: (a: number) => [number, number];
 export const imgpatches_takePixelValues: (a: number) => [number, number];

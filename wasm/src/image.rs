@@ -68,6 +68,15 @@ pub fn image_decode(bytes: &[u8]) -> Result<ImageRgb, JsValue> {
         .map_err(js_error)
 }
 
+/// `[width, height]` of PNG / JPEG / WebP bytes from their headers alone, refused as `imgDecode`
+/// refuses the image's size or format.
+#[wasm_bindgen(js_name = imgSize)]
+pub fn image_size(bytes: &[u8]) -> Result<Vec<u32>, JsValue> {
+    qvq_image::dimensions(bytes)
+        .map(|(w, h)| vec![w as u32, h as u32])
+        .map_err(js_error)
+}
+
 /// The processor settings, built once from numbers and arrays for the preprocess calls.
 #[wasm_bindgen(js_name = ImgConfig)]
 pub struct ImageConfig {

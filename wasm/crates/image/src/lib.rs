@@ -18,7 +18,7 @@ pub mod smart_resize;
 pub mod video;
 
 pub use config::ProcessorConfig;
-pub use decode::{RgbImage, decode};
+pub use decode::{RgbImage, decode, dimensions};
 pub use error::ImageError;
 pub use resample::{Backend, resize_bicubic};
 pub use smart_resize::smart_resize;

@@ -2,7 +2,7 @@
 //! tests/tools/make_image_refs.py and by transformers 5.17 for the model fixture).
 
 use qvq_image::{
-    Backend, ImageError, ProcessorConfig, RgbImage, decode, preprocess, preprocess_rgb,
+    Backend, ImageError, ProcessorConfig, RgbImage, decode, dimensions, preprocess, preprocess_rgb,
     resize_bicubic, smart_resize,
 };
 use serde_json::Value;
@@ -64,6 +64,12 @@ fn decode_matches_transformers_convert_to_rgb_for_every_reference_image() {
         assert_eq!(
             (img.width as u64, img.height as u64),
             (num(case, "width"), num(case, "height")),
+            "{file}"
+        );
+        // The headers alone give the same size.
+        assert_eq!(
+            dimensions(&read(file)),
+            Ok((img.width, img.height)),
             "{file}"
         );
         let expected = read(&format!("images/{}", case["expected"].as_str().unwrap()));

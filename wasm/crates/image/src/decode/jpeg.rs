@@ -44,9 +44,17 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     Ok(RgbImage::new(width, height, pixels))
 }
 
+/// (width, height) from the frame header.
+pub fn dimensions(bytes: &[u8]) -> Result<(usize, usize), ImageError> {
+    let l = layout(bytes).ok_or_else(|| corrupt("no frame header before the first scan"))?;
+    Ok((l.width, l.height))
+}
+
 /// What [`layout`] reads of a JPEG's frame and first scan headers.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Layout {
+    width: usize,
+    height: usize,
     /// Each component's (horizontal, vertical) sampling factors, luma first.
     sampling: Vec<(u8, u8)>,
     /// Baseline or extended sequential (SOF0 / SOF1), not progressive.
@@ -73,7 +81,7 @@ impl Layout {
 /// where the headers end or break before it (zune-jpeg then reports what is wrong).
 pub(crate) fn layout(bytes: &[u8]) -> Option<Layout> {
     let mut i = 2; // after SOI
-    let mut frame: Option<(Vec<(u8, u8)>, bool)> = None;
+    let mut frame: Option<(Vec<(u8, u8)>, bool, usize, usize)> = None;
     loop {
         while *bytes.get(i)? == 0xff && *bytes.get(i + 1)? == 0xff {
             i += 1; // fill bytes
@@ -96,12 +104,16 @@ pub(crate) fn layout(bytes: &[u8]) -> Option<Layout> {
                 let sampling = (0..n)
                     .map(|c| seg.get(7 + 3 * c).map(|hv| (hv >> 4, hv & 15)))
                     .collect::<Option<Vec<_>>>()?;
-                frame = Some((sampling, matches!(marker, 0xc0 | 0xc1)));
+                let height = u16::from_be_bytes([*seg.get(1)?, *seg.get(2)?]) as usize;
+                let width = u16::from_be_bytes([*seg.get(3)?, *seg.get(4)?]) as usize;
+                frame = Some((sampling, matches!(marker, 0xc0 | 0xc1), width, height));
             }
             0xda => {
-                let (sampling, sequential) = frame?;
+                let (sampling, sequential, width, height) = frame?;
                 let first_scan = *seg.first()? as usize;
                 return Some(Layout {
+                    width,
+                    height,
                     sampling,
                     sequential,
                     first_scan,
@@ -152,6 +164,8 @@ mod tests {
         assert_eq!(
             layout(&headers(0xc2, &[(2, 2), (1, 1), (1, 1)], 1)),
             Some(Layout {
+                width: 16,
+                height: 16,
                 sampling: vec![(2, 2), (1, 1), (1, 1)],
                 sequential: false,
                 first_scan: 1

@@ -118,6 +118,19 @@ pub(crate) fn check_dimensions(format: Format, width: u64, height: u64) -> Resul
     Ok(())
 }
 
+/// An image's (width, height) from its headers alone — nothing decoded, nothing allocated for its
+/// pixels — refused as [`decode`] refuses its size (empty, over the pixel limit) or its format.
+pub fn dimensions(bytes: &[u8]) -> Result<(usize, usize), ImageError> {
+    let format = sniff(bytes)?;
+    let (width, height) = match format {
+        Format::Png => png::dimensions(bytes)?,
+        Format::Jpeg => jpeg::dimensions(bytes)?,
+        Format::WebP => webp::dimensions(bytes)?,
+    };
+    check_dimensions(format, width as u64, height as u64)?;
+    Ok((width, height))
+}
+
 /// Decodes a PNG, JPEG or WebP file to RGB like PIL's `convert("RGB")`.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     match sniff(bytes)? {
@@ -196,6 +209,23 @@ mod tests {
             to_rgb(&la16, 4, [0, 0, 0], Some(2)),
             [255, 255, 255, 0x40, 0x40, 0x40]
         );
+    }
+
+    #[test]
+    fn dimensions_read_headers_and_refuse_what_decode_refuses() {
+        // A 3 x 2 PNG's signature and IHDR (no pixel data: dimensions needs none).
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\0\0\0\x03\0\0\0\x02\x08\x02\0\0\0".to_vec();
+        png.extend_from_slice(&[0x12, 0x16, 0xf1, 0x4d]); // its CRC
+        assert_eq!(dimensions(&png), Ok((3, 2)));
+        png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        assert!(matches!(
+            dimensions(&png),
+            Err(ImageError::Corrupt { .. } | ImageError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            dimensions(b"GIF89a"),
+            Err(ImageError::UnsupportedFormat { .. })
+        ));
     }
 
     #[test]

@@ -25,6 +25,13 @@ fn corrupt(e: png::DecodingError) -> ImageError {
     }
 }
 
+/// (width, height) from the IHDR chunk.
+pub fn dimensions(bytes: &[u8]) -> Result<(usize, usize), ImageError> {
+    let mut decoder = Decoder::new(Cursor::new(bytes));
+    let info = decoder.read_header_info().map_err(corrupt)?;
+    Ok((info.width as usize, info.height as usize))
+}
+
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let mut decoder = Decoder::new(Cursor::new(bytes));
     let (width, height, color, depth) = {

@@ -14,6 +14,14 @@ fn corrupt(e: image_webp::DecodingError) -> ImageError {
     }
 }
 
+/// (width, height) from the RIFF headers (the canvas of an extended file).
+pub fn dimensions(bytes: &[u8]) -> Result<(usize, usize), ImageError> {
+    let (width, height) = WebPDecoder::new(Cursor::new(bytes))
+        .map_err(corrupt)?
+        .dimensions();
+    Ok((width as usize, height as usize))
+}
+
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let mut decoder = WebPDecoder::new(Cursor::new(bytes)).map_err(corrupt)?;
     let (width, height) = decoder.dimensions();
