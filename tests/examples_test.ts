@@ -292,3 +292,37 @@ Deno.test("deno task serve on a port in use says so in a line and exits 1, loadi
   assert.match(err, new RegExp(`^error: 127\\.0\\.0\\.1:${taken.addr.port} is already in use`));
   assert.doesNotMatch(err, /serving|at Object|Uncaught/);
 });
+
+Deno.test("SIGTERM while the model loads answers the request waiting for it (503, retry) and exits 143", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "src/server/main.ts", "--port", "0"],
+    cwd: ROOT,
+    env: ENV,
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let log = "";
+  let url: string | undefined;
+  while (!url) {
+    const { value, done } = await lines.read();
+    if (done) throw new Error(`server exited before listening:\n${log}`);
+    log += value;
+    url = log.match(/listening on (http:\/\/\S+?)\/? /)?.[1];
+  }
+  const base = url.replace(/\/$/, "");
+  // The model is still loading (and warming up): the request waits for it.
+  const health = await fetch(`${base}/health`);
+  assert.deepEqual([health.status, await health.json()], [503, { status: "loading" }]);
+  const waiting = fetch(`${base}/v1/chat/completions`, {
+    method: "POST",
+    body: JSON.stringify({ messages: [{ role: "user", content: "Hi" }], max_tokens: 2 }),
+  });
+  await new Promise((r) => setTimeout(r, 100));
+  child.kill("SIGTERM");
+  const answer = await waiting;
+  assert.equal(answer.status, 503);
+  assert.equal((await answer.json()).error.code, "server_shutting_down");
+  assert.equal((await child.status).code, 143);
+  await lines.cancel();
+});

@@ -26,6 +26,7 @@ import type {
   GenerationResult,
   PromptEcho,
 } from "../generate/types.ts";
+import { EngineClosedError } from "../errors.ts";
 import { badRequest, errorResponse, HttpError, toHttpError } from "./_errors.ts";
 import type { ImagePolicy } from "./_images.ts";
 import {
@@ -378,6 +379,7 @@ export function createApp(
   );
 
   app.get("/health", (c) => {
+    if (loadError instanceof EngineClosedError) return c.json({ status: "shutting_down" }, 503);
     if (loadError) return c.json({ status: "error", error: String(loadError) }, 500);
     if (!loaded) return c.json({ status: "loading" }, 503);
     // An engine that can answer no more (its GPU device lost) is no longer healthy: a supervisor

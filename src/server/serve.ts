@@ -29,7 +29,7 @@
  * @module
  */
 import { createApp } from "./app.ts";
-import { QvqError } from "../errors.ts";
+import { EngineClosedError, QvqError } from "../errors.ts";
 import { loadWorkerEngine } from "./worker_engine.ts";
 import { loadOptionsFromEnv, modelFromEnv, optionsFromEnv } from "./_env.ts";
 
@@ -67,6 +67,8 @@ engine.then(
     });
   },
   (error) => {
+    // Stopped by a signal while loading: that stop answers the waiting requests and exits.
+    if (error instanceof EngineClosedError) return;
     // A server without its model is of no use: say why and stop.
     console.error(
       `qvq: cannot load the model "${model}": ${error instanceof Error ? error.message : error}`,

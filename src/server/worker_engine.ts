@@ -441,6 +441,9 @@ function workerGone(worker: Worker, thread: string | null, kill: boolean): Promi
   return threadExited(thread).then(() => {});
 }
 
+/** How long a stop during loading leaves the requests waiting for the model to be answered. */
+const ANSWER_GRACE_MS = 100;
+
 /** How long {@link WorkerEngine.dispose} waits for the worker to free the GPU and exit. */
 export const DISPOSE_TIMEOUT_MS = 10_000;
 
@@ -461,12 +464,21 @@ export function loadWorkerEngine(
   });
   let engine: WorkerEngine | undefined;
   let thread: string | null = null;
-  stopOnSignals(() => {
-    if (!engine) return workerGone(worker, thread, true); // still loading: nothing to finish
-    engine.dispose();
-    return engine.closed;
+  let refuse: ((error: Error) => void) | undefined;
+  stopOnSignals(async () => {
+    if (engine) {
+      engine.dispose();
+      return await engine.closed;
+    }
+    // Still loading: requests waiting for the model are answered (503 server_shutting_down, their
+    // clients told to retry) before the worker goes and the process exits; they had been cut
+    // with no answer at all.
+    refuse?.(new EngineClosedError("The server is shutting down before its model loaded; retry."));
+    await workerGone(worker, thread, true);
+    await new Promise((r) => setTimeout(r, ANSWER_GRACE_MS));
   });
   return new Promise((resolve, reject) => {
+    refuse = reject;
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const m = e.data;
       if (m.type === "thread") thread = m.entry;
