@@ -70,9 +70,10 @@ export interface PreprocessedImages {
  * A video as its frames, in order, all of one size: encoded PNG / JPEG / WebP bytes or decoded
  * pixels (what qwen-vl-utils calls a video given as a list of images). qvq decodes no video
  * files (MP4, WebM): extract the frames first, e.g. `ffmpeg -i in.mp4 -vf fps=2 f%03d.png`.
- * A frame with transparency is composited onto white as an image is (transformers' video
- * processor blends it onto white too, in floats, so such a frame's pixel values may differ from
- * its by a rounding; frames from a video file have no alpha).
+ * A frame with transparency is composited onto white as an image is, to 8-bit pixels, then
+ * resized; transformers' video processor blends it onto white in floats and resizes those, so
+ * such a frame's pixel values differ from its: by a level or so on smooth content, by tens of
+ * levels at hard edges (frames from a video file have no alpha).
  */
 export interface VideoInput {
   /** The frames in order, each a file's bytes or decoded pixels, all of one size. */

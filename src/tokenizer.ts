@@ -52,20 +52,32 @@ export interface TokenizerConfig {
 
 /**
  * Refuses what wasm-bindgen would coerce into ids by `Number()` (null → 0, "" → 0, true → 1,
- * [5] → 5): `ids` must be an array (or typed array) of numbers; the wasm checks their range.
+ * [5] → 5): `ids` must be an array, a typed array of numbers or another array-like of numbers;
+ * the wasm checks their range.
  */
 function checkIds(ids: ArrayLike<number>): void {
-  if (ArrayBuffer.isView(ids)) return;
-  if (!Array.isArray(ids)) {
+  if (ArrayBuffer.isView(ids)) {
+    if (ids instanceof DataView || ids instanceof BigInt64Array || ids instanceof BigUint64Array) {
+      throw new InvalidInputError(
+        `Tokenizer.decode() takes token ids as numbers, got a ${ids.constructor.name}.`,
+      );
+    }
+    return;
+  }
+  if (
+    typeof ids !== "object" || ids === null || typeof ids.length !== "number" ||
+    !Number.isSafeInteger(ids.length) || ids.length < 0
+  ) {
     throw new InvalidInputError(
       `Tokenizer.decode() takes an array of token ids, got ${preview(ids)}.`,
     );
   }
-  const bad = ids.findIndex((id) => typeof id !== "number");
-  if (bad >= 0) {
-    throw new InvalidInputError(
-      `Tokenizer.decode(): ids[${bad}] is ${preview(ids[bad])}, not a token id.`,
-    );
+  for (let i = 0; i < ids.length; i++) {
+    if (typeof ids[i] !== "number") {
+      throw new InvalidInputError(
+        `Tokenizer.decode(): ids[${i}] is ${preview(ids[i])}, not a token id.`,
+      );
+    }
   }
 }
 

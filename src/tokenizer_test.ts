@@ -231,7 +231,20 @@ Deno.test("load() names tokenizer_config.json for a bad added_tokens_decoder ent
 Deno.test("decode() and StreamDecoder.push() refuse what is not a token id", async () => {
   using t = await Tokenizer.fromJson(JSON_BYTES);
   const d = t.createStreamDecoder();
-  for (const ids of [[null], [""], [true], [[5]], "abc", null, new Set([1, 2]), { length: 1 }]) {
+  for (
+    const ids of [
+      [null],
+      [""],
+      [true],
+      [[5]],
+      "abc",
+      null,
+      new Set([1, 2]),
+      { length: 1 },
+      new DataView(new ArrayBuffer(8)),
+      BigInt64Array.of(1n),
+    ]
+  ) {
     assert.throws(
       () => t.decode(ids as unknown as number[]),
       (e) => e instanceof InvalidInputError && /token id/.test(e.message),
@@ -244,5 +257,6 @@ Deno.test("decode() and StreamDecoder.push() refuse what is not a token id", asy
   // Arrays and typed arrays of ids still decode.
   assert.equal(t.decode([9707, 1879]), "Hello world");
   assert.equal(t.decode(Int32Array.of(9707, 1879)), "Hello world");
+  assert.equal(t.decode({ length: 2, 0: 9707, 1: 1879 }), "Hello world"); // any ArrayLike
   d.dispose();
 });

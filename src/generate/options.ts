@@ -11,13 +11,13 @@ import type { Dfa } from "./_automaton.ts";
 import { choiceDfa, schemaDfa } from "./json_schema.ts";
 import { regexDfa } from "./regex.ts";
 
-/** Hard ceiling on `maxNewTokens` (QVQ's reasoning fits; longer runs are loops in practice). */
 /**
  * Temperatures below this sample greedily (vLLM's sampling epsilon): the most likely token, not a
  * division of the logits by a number that small.
  */
 export const GREEDY_TEMPERATURE = 1e-5;
 
+/** Hard ceiling on `maxNewTokens` (QVQ's reasoning fits; longer runs are loops in practice). */
 export const MAX_NEW_TOKENS_LIMIT = 8192;
 /** `maxNewTokens` when neither the caller nor generation_config.json sets it. */
 export const DEFAULT_MAX_NEW_TOKENS = 2048;
