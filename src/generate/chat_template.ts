@@ -72,17 +72,21 @@ export class ChatTemplate {
 
   /**
    * Builds the template from the model directory's files (the JSON ones already decoded), in
-   * the order transformers' processor looks for them: chat_template.json, then the raw
-   * chat_template.jinja (what `save_pretrained` writes since transformers 5), then
-   * tokenizer_config.json's `chat_template` (the tokenizer's, which vLLM falls back to). Throws
-   * ModelFileError when none has one.
+   * the order transformers' processor takes them: a `chat_template` in processor_config.json
+   * (transformers 5 warns, and uses it), chat_template.json, then the raw chat_template.jinja
+   * (what `save_pretrained` writes since transformers 5), then tokenizer_config.json's
+   * `chat_template` (the tokenizer's, which vLLM falls back to). Throws ModelFileError when none
+   * has one.
    */
   static fromConfigs(
     chatTemplateJson: unknown,
     tokenizerConfig: unknown,
     jinja?: string,
+    processorConfig?: unknown,
   ): ChatTemplate {
     const special = specialTokensOf(tokenizerConfig);
+    const fromPc = pickTemplate(processorConfig, "processor_config.json");
+    if (fromPc !== undefined) return new ChatTemplate(fromPc, special, "processor_config.json");
     const fromCt = pickTemplate(chatTemplateJson, "chat_template.json");
     if (fromCt !== undefined) return new ChatTemplate(fromCt, special, "chat_template.json");
     if (jinja !== undefined) return new ChatTemplate(jinja, special, JINJA_FILE);

@@ -136,6 +136,10 @@ Deno.test("ChatTemplate.fromConfigs() takes chat_template.jinja after chat_templ
   assert.equal(ChatTemplate.fromConfigs({ chat_template: "C" }, tc, "J").source, "C");
   assert.equal(ChatTemplate.fromConfigs(undefined, tc, "J").source, "J");
   assert.equal(ChatTemplate.fromConfigs(undefined, tc).source, "T");
+  // processor_config.json's own chat_template first (transformers 5.24 warns, and uses it).
+  const pc = { chat_template: "P", image_processor: {} };
+  assert.equal(ChatTemplate.fromConfigs({ chat_template: "C" }, tc, "J", pc).source, "P");
+  assert.equal(ChatTemplate.fromConfigs({ chat_template: "C" }, tc, "J", { a: 1 }).source, "C");
   assert.throws(
     () => ChatTemplate.fromConfigs(undefined, {}, "{% if %}"),
     /chat_template\.jinja: the chat template does not parse/,

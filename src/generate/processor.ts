@@ -139,6 +139,7 @@ export class ChatProcessor {
       await optionalJson("chat_template.json"),
       await optionalJson("tokenizer_config.json"),
       (await src.exists(JINJA_FILE)) ? await src.readText(JINJA_FILE) : undefined,
+      await optionalJson(PROCESSOR_FILE),
     );
     const { image: imageConfig, video: videoConfig } = await loadProcessorConfigs(src);
     return new ChatProcessor(
