@@ -126,6 +126,17 @@ def decode_images() -> list[tuple[str, bytes]]:
     out.append(("png_rgb8_trns.png", pypng_bytes(rows(rgb), width=w, height=h, greyscale=False, transparent=tuple(int(v) for v in rgb[0, 0]))))
     out.append(("png_l8_trns.png", pypng_bytes(rows(gray), width=w, height=h, greyscale=True, transparent=int(gray[0, 0]))))
     out.append(("png_l16_trns.png", pypng_bytes(rows(g16), width=w, height=h, greyscale=True, bitdepth=16, transparent=int(g16[0, 0]))))
+    # tRNS keys PIL reads its own way (src: wasm/crates/image/src/decode/png.rs): a 4-bit key matches
+    # no scaled gray but 0; a 16-bit key by its low byte, against the clipped gray or the high
+    # bytes of RGB.
+    levels4 = (gray.astype(np.uint32) * 15 + 127) // 255
+    out.append(("png_gray4_trns.png", pypng_bytes(rows(levels4), width=w, height=h, greyscale=True, bitdepth=4, transparent=int(levels4[0, 0]) or 1)))
+    out.append(("png_gray2_trns0.png", pypng_bytes(rows((levels4 // 5).astype(np.uint32)), width=w, height=h, greyscale=True, bitdepth=2, transparent=0)))
+    y, x = np.mgrid[0:h, 0:w]
+    small16 = ((x * 7 + y * 13) % 300).astype(np.uint32)  # some under 256
+    out.append(("png_l16_trns_low.png", pypng_bytes(rows(small16), width=w, height=h, greyscale=True, bitdepth=16, transparent=356)))
+    key16 = tuple(int(c >> 8) + 256 for c in rgb16[0, 0])
+    out.append(("png_rgb16_trns_low.png", pypng_bytes(rows(rgb16), width=w, height=h, greyscale=False, bitdepth=16, transparent=key16)))
 
     im = Image.fromarray(rgb)
     out.append(("jpeg_420.jpg", pil_bytes(im, "JPEG", quality=90, subsampling="4:2:0")))

@@ -4,14 +4,15 @@
 //! | PNG                       | PIL mode | → RGB                                   |
 //! |---------------------------|----------|-----------------------------------------|
 //! | gray 1/2/4/8 bit          | 1 / L    | scaled to 0..255, replicated            |
-//! | gray 16 bit (± tRNS)      | I;16     | `min(v, 255)`, replicated (tRNS unused) |
+//! | gray 16 bit (± tRNS)      | I;16     | `min(v, 255)`, replicated (see tRNS)    |
 //! | gray+alpha 8/16           | LA/RGBA  | high byte of gray, over white           |
 //! | RGB / RGBA 8/16           | RGB/RGBA | high byte, over white where RGBA        |
 //! | palette                   | P        | palette lookup                          |
 //!
 //! A tRNS chunk (a palette's alphas, or one transparent gray level or colour) makes the image
 //! transparent for transformers (`info["transparency"]`): the png crate expands it to an alpha
-//! channel, composited onto white like any other.
+//! channel, composited onto white like any other — where PIL matches the key as the png crate
+//! does; its quirks with 2- and 4-bit gray and 16-bit samples are followed in `decode`.
 
 use super::{Format, RgbImage, check_dimensions, to_rgb};
 use crate::error::ImageError;
@@ -52,6 +53,15 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
         Transformations::EXPAND
     });
     let mut reader = decoder.read_info().map_err(corrupt)?;
+    // The tRNS key's low byte of each sample, as PIL keeps it (the png crate already keeps those
+    // alone below 16 bits).
+    let trns_low: Option<Vec<u8>> = reader.info().trns.as_ref().map(|t| {
+        if depth == BitDepth::Sixteen {
+            t.iter().skip(1).step_by(2).copied().collect()
+        } else {
+            t.to_vec()
+        }
+    });
     let size = reader.output_buffer_size().ok_or(ImageError::TooLarge {
         format: "PNG",
         width: width as u64,
@@ -62,13 +72,37 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     buf.truncate(frame.buffer_size());
     let (width, height) = (width as usize, height as usize);
     if gray16 {
-        // PIL's I;16 → L conversion clips instead of shifting: 256..65535 all become 255.
+        // PIL's I;16 → L conversion clips instead of shifting: 256..65535 all become 255. A tRNS
+        // gray makes the pixels whose clipped value is its low byte transparent: white.
+        let key = trns_low.as_ref().and_then(|t| t.first().copied());
         let mut rgb = Vec::with_capacity(width * height * 3);
         for px in buf.chunks_exact(2) {
             let v = u16::from_be_bytes([px[0], px[1]]).min(255) as u8;
+            let v = if Some(v) == key { 255 } else { v };
             rgb.extend_from_slice(&[v, v, v]);
         }
         return Ok(RgbImage::new(width, height, rgb));
+    }
+    // Where PIL reads a tRNS key otherwise than the png crate expands it (exact samples), the
+    // alpha is made again as PIL's: 2- and 4-bit gray compare the key, unscaled, with the scaled
+    // 8-bit gray (so only a key of 0 matches, the black pixels); 16-bit RGB compares the low byte
+    // of each key sample with the high byte PIL keeps of each pixel's.
+    if let Some(key) = &trns_low {
+        let (gray_low_bits, rgb16) = (
+            color == ColorType::Grayscale && matches!(depth, BitDepth::Two | BitDepth::Four),
+            color == ColorType::Rgb && depth == BitDepth::Sixteen,
+        );
+        if gray_low_bits && frame.color_type == ColorType::GrayscaleAlpha {
+            for px in buf.chunks_exact_mut(2) {
+                px[1] = if Some(&px[0]) == key.first() { 0 } else { 255 };
+            }
+        } else if rgb16 && frame.color_type == ColorType::Rgba && key.len() == 3 {
+            for px in buf.chunks_exact_mut(8) {
+                let hit = [px[0], px[2], px[4]] == key[..];
+                px[6] = if hit { 0 } else { 255 };
+                px[7] = px[6];
+            }
+        }
     }
     // 16-bit samples are big-endian: their high byte comes first, and PIL keeps only that byte.
     let w = if frame.bit_depth == BitDepth::Sixteen {
