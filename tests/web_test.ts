@@ -490,3 +490,119 @@ Deno.test("the chat page: a video still being read goes with a message sent at o
   assert.equal(await page.locator("#attachments .thumb").count(), 1);
   assert.deepEqual(errors, []);
 });
+
+Deno.test("the chat page keeps a message whose file fails while it waits, sends once on a double Enter, says a key was refused", async () => {
+  const engine = new FakeEngine({ answer: () => "ok" });
+  await using s = await serveAndLaunch(createApp(engine, { apiKey: "sk-right" }).fetch);
+  const page = await s.browser.newPage();
+  await page.addInitScript(() => {
+    const read = FileReader.prototype.readAsDataURL;
+    FileReader.prototype.readAsDataURL = function (this: FileReader, file: Blob) {
+      setTimeout(() => read.call(this, file), 300);
+    };
+  });
+  // The model list: unreachable at first (no model id yet), then slow to come.
+  let lists = 0;
+  await page.route("**/v1/models", async (route) => {
+    if (lists++ === 0) return await route.abort();
+    await new Promise((r) => setTimeout(r, 500));
+    await route.continue();
+  });
+  await page.goto(`${s.url}/`);
+  await page.waitForFunction(() =>
+    /Cannot reach the server/.test(document.getElementById("model")?.textContent ?? "")
+  );
+  // A wrong key is not "no key" (its change reloads the model list).
+  await page.click("summary");
+  await page.fill("#api-key", "sk-typo");
+  await page.press("#api-key", "Enter");
+  await page.waitForFunction(() =>
+    /refused the API key \(Incorrect API key provided/.test(
+      document.getElementById("model")?.textContent ?? "",
+    )
+  );
+  await page.evaluate(() => localStorage.setItem("qvq-api-key", "sk-right"));
+  await page.reload();
+  await page.waitForFunction(() =>
+    /no model|Cannot reach/.test(document.getElementById("model")?.textContent ?? "") ||
+    (document.getElementById("model")?.textContent ?? "") !== ""
+  );
+  // A double Enter while the model id is still being fetched sends one message.
+  await page.fill("#prompt", "Once, please.");
+  await page.press("#prompt", "Enter");
+  await new Promise((r) => setTimeout(r, 100));
+  await page.press("#prompt", "Enter");
+  await page.waitForSelector(".msg.assistant:not(.streaming) .stats");
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(engine.calls.length, 1);
+  assert.equal(await page.locator(".msg.user").count(), 1);
+  // A file that fails to be read while the message waits for it: the message stays, the file
+  // named (a "PNG" that is noise, refused by the browser's decoder once read; reads here take
+  // 300 ms more, so it fails after Enter).
+  await page.setInputFiles("#file", {
+    name: "noise.png",
+    mimeType: "image/png",
+    buffer: Buffer.alloc(4096, 7),
+  });
+  await send(page, "What is in it?");
+  await page.waitForFunction(() =>
+    /Not attached .*noise\.png/.test(document.getElementById("notice")?.textContent ?? "")
+  );
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(await page.inputValue("#prompt"), "What is in it?");
+  assert.equal(engine.calls.length, 1);
+  // New chat forgets the names; the next attachment's notice is its own.
+  await page.click("#new-chat");
+  await attachPng(page);
+  assert.equal(await page.textContent("#notice"), "");
+});
+
+Deno.test("the chat page: Continue after a refused turn, text after a closing fence, an error without a message", async () => {
+  const long = "one two three four five six seven eight nine ten";
+  const engine = new FakeEngine({
+    answer: () => long + "\n```html\n<b>x</b>\n``` after the fence\nend",
+  });
+  await using s = await serveAndLaunch(createApp(engine).fetch);
+  const page = await s.browser.newPage();
+  await page.goto(`${s.url}/`);
+  await waitForModel(page, engine.modelId);
+  await page.click("summary");
+  await page.fill("#max-tokens", "3");
+  await page.keyboard.press("Escape");
+  await send(page, "Count.");
+  await page.waitForSelector(".msg.assistant:not(.streaming) .stats button.continue");
+  // A refused turn (temperature over 2: a 400), then Continue on the cut answer still works.
+  await page.click("summary");
+  await page.fill("#temperature", "5");
+  await page.keyboard.press("Escape");
+  await send(page, "Again?");
+  await page.waitForSelector(".msg.assistant .error");
+  await page.click("summary");
+  await page.fill("#temperature", "0");
+  await page.fill("#max-tokens", "2048");
+  await page.keyboard.press("Escape");
+  await page.click("button.continue");
+  await page.waitForFunction(() =>
+    /after the fence/.test(document.querySelector(".msg.assistant .text")?.textContent ?? "")
+  );
+  assert.equal(engine.calls.length, 2);
+  const first = page.locator(".msg.assistant").first().locator(".text");
+  assert.equal(await first.locator("pre code").textContent(), "<b>x</b>");
+  assert.match((await first.textContent())!, / after the fence\nend/);
+  // A server (or proxy) error without a message says its status, not a TypeError.
+  await page.route(
+    "**/v1/chat/completions",
+    (route) =>
+      route.fulfill({
+        status: 500,
+        contentType: "application/json",
+        body: '{"error":{"code":"x"}}',
+      }),
+  );
+  await send(page, "And now?");
+  await page.waitForSelector(".msg.assistant .error >> nth=1");
+  assert.equal(
+    await page.locator(".msg.assistant .error").nth(1).textContent(),
+    "The server answered HTTP 500.",
+  );
+});

@@ -66,7 +66,7 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   #attachments { grid-column: 1 / -1; display: flex; gap: .5rem; flex-wrap: wrap; }
   #attachments:empty { display: none; }
   .thumb { position: relative; }
-  .thumb img { height: 3.5rem; border-radius: 6px; border: 1px solid var(--line); display: block; }
+  .thumb img { height: 3.5rem; max-width: 7rem; object-fit: cover; border-radius: 6px; border: 1px solid var(--line); display: block; }
   .thumb .frames, .msg .frames { position: absolute; left: .2rem; bottom: .2rem; font-size: .62rem; padding: 0 .25rem;
                                  border-radius: 4px; background: var(--ink); color: var(--panel); white-space: nowrap; opacity: .85; }
   .thumb .video img { min-width: 5.5rem; object-fit: cover; }
@@ -154,13 +154,18 @@ function headers() {
 // The server's error message (its code kept), or the HTTP status.
 async function failure(response) {
   const body = await response.json().catch(() => ({}));
+  // OpenAI's {error: {message, code}}; a proxy's may be a string, or carry no message.
+  const said = typeof body.error === "string" ? body.error
+    : body.error && typeof body.error.message === "string" ? body.error.message : null;
   if (response.status === 401) {
-    return new Error("This server needs an API key: enter it under Settings (top right).");
+    return new Error(apiKey.value
+      ? "The server refused the API key (" + (said || "HTTP 401") + "): check it under Settings (top right)."
+      : "This server needs an API key: enter it under Settings (top right).");
   }
   // The API names the field ("messages[2].content[0].image_url.url: …"); the page's user sent none.
-  const message = body.error ? body.error.message.replace(/^messages\[\d+\][\w.\[\]]*: /, "") : null;
+  const message = said ? said.replace(/^messages\[\d+\][\w.\[\]]*: /, "") : null;
   const error = new Error(message || "The server answered HTTP " + response.status + ".");
-  error.code = body.error ? body.error.code : null;
+  error.code = body.error && typeof body.error === "object" ? body.error.code : null;
   return error;
 }
 
@@ -186,7 +191,15 @@ async function loadModel() {
 // single * and _ too, which reasoning uses for products and names.
 function renderMarkdown(el, text) {
   const nodes = [];
-  const parts = text.split(/^\x60\x60\x60[^\n]*\n?/m);
+  // Text and code in turns (odd parts code), split at fence lines: what follows an opening fence
+  // on its line is the language (dropped), what follows a closing one is text.
+  const blocks = [[]];
+  for (const line of text.split("\n")) {
+    if (!line.startsWith("\x60\x60\x60")) { blocks[blocks.length - 1].push(line); continue; }
+    const closing = blocks.length % 2 === 0;
+    blocks.push(closing && line.slice(3).trim() ? [line.slice(3)] : []);
+  }
+  const parts = blocks.map((lines) => lines.join("\n"));
   parts.forEach((part, i) => {
     if (i % 2 === 1) {
       const box = document.createElement("div");
@@ -288,7 +301,14 @@ function showAttachments() {
     remove.textContent = "×";
     remove.title = "Remove";
     remove.setAttribute("aria-label", "Remove " + (item.frames || item.video ? "video " : "image ") + (i + 1));
-    remove.onclick = () => { attached.splice(i, 1); showAttachments(); notice(); };
+    remove.onclick = () => {
+      attached.splice(i, 1);
+      showAttachments();
+      notice();
+      // Focus stays in the row: the next attachment's ×, else the message box.
+      const next = $("attachments").querySelectorAll("button")[Math.min(i, attached.length - 1)];
+      (next || prompt).focus();
+    };
     thumb.append(preview(item, "to send"), remove);
     return thumb;
   }));
@@ -546,16 +566,23 @@ $("form").addEventListener("submit", async (e) => {
   e.preventDefault();
   if (running) { running.abort(); return; }
   if (waiting) return;
-  // Attachments still being read (a video takes seconds) go with this message: wait for them.
-  while (attached.some((e) => e.reading)) {
-    waiting = true;
-    notice();
-    await Promise.all(attached.filter((e) => e.reading).map((e) => e.reading));
+  // Attachments still being read (a video takes seconds) go with this message: wait for them. One
+  // that fails meanwhile keeps the message here, its name in the notice: sent without it, the
+  // question would be answered as if it had been.
+  const failedBefore = skipped.length;
+  waiting = true;
+  try {
+    while (attached.some((e) => e.reading)) {
+      notice();
+      await Promise.all(attached.filter((e) => e.reading).map((e) => e.reading));
+    }
+    if (skipped.length > failedBefore) { notice(); return; }
+    if (!prompt.value.trim() && attached.length === 0) return;
+    if (!model) await loadModel(); // (a second Enter meanwhile is ignored: waiting)
+  } finally {
     waiting = false;
   }
   const text = prompt.value.trim();
-  if (!text && attached.length === 0) return;
-  if (!model) await loadModel();
   const mine = epoch;
   const content = attached.map((item) => item.frames
     ? { type: "video", video: item.frames, max_pixels: VIDEO_PIXELS }
@@ -571,6 +598,7 @@ $("form").addEventListener("submit", async (e) => {
   prompt.value = "";
   prompt.style.height = "auto";
 
+  // Only the last answer can be continued: earlier Continue buttons go once it is answered.
   const div = addMessage("assistant", "");
   div.classList.add("streaming");
   div.setAttribute("aria-busy", "true"); // screen readers read the answer once it is written
@@ -584,12 +612,16 @@ $("form").addEventListener("submit", async (e) => {
     // Not part of the conversation: later turns must not resend it. Back in the box to fix.
     history.pop();
     asked.classList.add("refused");
+    div.classList.add("refused");
     if (!prompt.value) { prompt.value = text; grow(); }
     attached = sent.concat(attached); // and any attached since
     showAttachments();
     div.scrollIntoView({ block: "end" }); // the error in view above the grown footer
   } else {
     history.push({ role: "assistant", content: reply.text });
+    for (const old of document.querySelectorAll(".msg.assistant")) {
+      if (old !== div) old.querySelector("button.continue")?.remove();
+    }
   }
   setRunning(null);
   prompt.focus();
@@ -614,7 +646,7 @@ async function continueAnswer(div, stats) {
 
 // The conversation's last answer on the page (an older one cannot be continued).
 function lastAnswer() {
-  const all = document.querySelectorAll(".msg.assistant");
+  const all = document.querySelectorAll(".msg.assistant:not(.refused)");
   return all[all.length - 1];
 }
 
@@ -626,6 +658,7 @@ $("new-chat").addEventListener("click", () => {
   empty.className = "empty";
   empty.textContent = "New chat: attach an image or a video, type a question, press Enter.";
   $("messages").replaceChildren(empty);
+  skipped = [];
   $("notice").textContent = "";
   prompt.focus();
 });
