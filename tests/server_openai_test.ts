@@ -254,6 +254,18 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
       chat.json.tokens,
       Array.from((await readReferenceCase(0)).inputIds),
     );
+    // Counted from the image's headers alone: its signature and IHDR give the same ids.
+    const headerOnly = `data:image/png;base64,${image.subarray(0, 33).toBase64()}`;
+    const sized = await call("/tokenize", {
+      messages: [{
+        role: "user",
+        content: [
+          { type: "image_url", image_url: { url: headerOnly } },
+          { type: "text", text: ref.prompt },
+        ],
+      }],
+    });
+    assert.deepEqual(sized.json.tokens, chat.json.tokens);
     // A finished conversation: no assistant header ("<|im_start|>assistant\n", three tokens).
     const finished = await call("/tokenize", {
       messages: params.messages,

@@ -123,8 +123,17 @@ export class RepoCache {
         !(error instanceof Deno.errors.PermissionDenied ||
           error instanceof Deno.errors.NotSupported)
       ) throw error;
-      if (blob.fresh) await Deno.rename(this.blob(blob.etag), tmp);
-      else await Deno.copyFile(this.blob(blob.etag), tmp);
+      try {
+        if (blob.fresh) await Deno.rename(this.blob(blob.etag), tmp);
+        else await Deno.copyFile(this.blob(blob.etag), tmp);
+      } catch (error) {
+        // Another download of the same file (this process's or another's) moved the blob into
+        // this very snapshot first: its file is there.
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+        const there = await Deno.lstat(pointer).catch(() => undefined);
+        if (there?.isFile && there.size === blob.size) return pointer;
+        throw error;
+      }
     }
     await Deno.rename(tmp, pointer);
     return pointer;

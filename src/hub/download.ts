@@ -453,69 +453,95 @@ async function fetchInto(
   }
 }
 
-/** Downloads one blob into the cache (resuming its .incomplete file), verifying size and sha256. */
-async function downloadBlob(
+/**
+ * Runs `f` holding blob `etag`'s lock: the lock file huggingface_hub uses, so Python and qvq (and
+ * two downloads here) never write one blob, or move it into a snapshot, at once.
+ */
+async function withBlobLock<T>(
+  ctx: Context,
+  cacheDir: string,
+  etag: string,
+  f: () => Promise<T>,
+): Promise<T> {
+  const lockDir = join(cacheDir, ".locks", ctx.cache.dir.split(/[\\/]/).at(-1)!);
+  await Deno.mkdir(lockDir, { recursive: true });
+  using lock = await Deno.open(join(lockDir, `${etag}.lock`), { write: true, create: true });
+  await lock.lock(true);
+  try {
+    return await f();
+  } finally {
+    await lock.unlock();
+  }
+}
+
+/**
+ * Downloads one blob into the cache (resuming its .incomplete file), verifying size and sha256 —
+ * unless, once its lock is held, it is there, or `present()` says the snapshot holds its file (a
+ * cache without symlinks, whose blob another download moved there meanwhile).
+ */
+function downloadBlob(
   ctx: Context,
   cacheDir: string,
   meta: FileMeta,
   progress?: ProgressBar,
+  present: () => Promise<boolean> = () => Promise.resolve(false),
+): Promise<void> {
+  return withBlobLock(ctx, cacheDir, meta.etag, () => fetchBlob(ctx, meta, progress, present));
+}
+
+async function fetchBlob(
+  ctx: Context,
+  meta: FileMeta,
+  progress: ProgressBar | undefined,
+  present: () => Promise<boolean>,
 ): Promise<void> {
   const blob = ctx.cache.blob(meta.etag);
-  const lockDir = join(cacheDir, ".locks", ctx.cache.dir.split(/[\\/]/).at(-1)!);
-  await Deno.mkdir(lockDir, { recursive: true });
   await Deno.mkdir(join(blob, ".."), { recursive: true });
-  // The same lock file huggingface_hub uses, so Python and qvq never write one blob at once.
-  using lock = await Deno.open(join(lockDir, `${meta.etag}.lock`), { write: true, create: true });
-  await lock.lock(true);
-  try {
-    if ((await fileSize(blob)) === meta.size) return progress?.add(meta.size);
-    const partial = `${blob}.incomplete`;
-    const have = (await fileSize(partial)) ?? 0;
-    if (have > meta.size) await Deno.truncate(partial, 0);
-    // Only LFS files can be verified: their ETag is their sha256.
-    const hash = /^[0-9a-f]{64}$/.test(meta.etag) ? new Sha256() : undefined;
-    if (hash && have > 0 && have <= meta.size) await hashPrefix(hash, partial, have);
-    progress?.add(have <= meta.size ? have : 0);
-    for (let attempt = 0;; attempt++) {
-      try {
-        await fetchInto(ctx, meta, partial, hash, progress);
-        break;
-      } catch (error) {
-        if (!(error instanceof Transient) || attempt >= ctx.retries) {
-          if (error instanceof Transient) {
-            throw new ModelFileError(
-              `Downloading "${meta.name}" of "${ctx.repoId}" failed ${
-                attempt + 1
-              } times (${error.message}). ` +
-                `Run again to resume from ${(await fileSize(partial)) ?? 0} bytes.`,
-            );
-          }
-          throw error;
+  if ((await fileSize(blob)) === meta.size || await present()) return progress?.add(meta.size);
+  const partial = `${blob}.incomplete`;
+  const have = (await fileSize(partial)) ?? 0;
+  if (have > meta.size) await Deno.truncate(partial, 0);
+  // Only LFS files can be verified: their ETag is their sha256.
+  const hash = /^[0-9a-f]{64}$/.test(meta.etag) ? new Sha256() : undefined;
+  if (hash && have > 0 && have <= meta.size) await hashPrefix(hash, partial, have);
+  progress?.add(have <= meta.size ? have : 0);
+  for (let attempt = 0;; attempt++) {
+    try {
+      await fetchInto(ctx, meta, partial, hash, progress);
+      break;
+    } catch (error) {
+      if (!(error instanceof Transient) || attempt >= ctx.retries) {
+        if (error instanceof Transient) {
+          throw new ModelFileError(
+            `Downloading "${meta.name}" of "${ctx.repoId}" failed ${
+              attempt + 1
+            } times (${error.message}). ` +
+              `Run again to resume from ${(await fileSize(partial)) ?? 0} bytes.`,
+          );
         }
-        await sleep(attempt === 0 ? 0 : 1000 * 2 ** (attempt - 1));
+        throw error;
       }
+      await sleep(attempt === 0 ? 0 : 1000 * 2 ** (attempt - 1));
     }
-    const got = (await fileSize(partial)) ?? 0;
-    if (got !== meta.size) {
+  }
+  const got = (await fileSize(partial)) ?? 0;
+  if (got !== meta.size) {
+    throw new ModelFileError(
+      `"${meta.name}" of "${ctx.repoId}": downloaded ${got} bytes, the hub announced ${meta.size}. ` +
+        `Delete ${partial} and try again.`,
+    );
+  }
+  if (hash) {
+    const digest = hash.hex();
+    if (digest !== meta.etag) {
+      await Deno.remove(partial);
       throw new ModelFileError(
-        `"${meta.name}" of "${ctx.repoId}": downloaded ${got} bytes, the hub announced ${meta.size}. ` +
-          `Delete ${partial} and try again.`,
+        `"${meta.name}" of "${ctx.repoId}" is corrupt: sha256 ${digest}, expected ${meta.etag}. ` +
+          `The partial file was deleted; run again to download it afresh.`,
       );
     }
-    if (hash) {
-      const digest = hash.hex();
-      if (digest !== meta.etag) {
-        await Deno.remove(partial);
-        throw new ModelFileError(
-          `"${meta.name}" of "${ctx.repoId}" is corrupt: sha256 ${digest}, expected ${meta.etag}. ` +
-            `The partial file was deleted; run again to download it afresh.`,
-        );
-      }
-    }
-    await Deno.rename(partial, blob);
-  } finally {
-    await lock.unlock();
   }
+  await Deno.rename(partial, blob);
 }
 
 /**
@@ -588,8 +614,8 @@ export async function downloadModel(
   const revision = options.revision ?? "main";
   const cacheDir = options.cacheDir ?? defaultCacheDir(env);
   const cache = new RepoCache(cacheDir, repoId);
-  const offline = options.offline ??
-    (isTrue(env("HF_HUB_OFFLINE")) || isTrue(env("TRANSFORMERS_OFFLINE")));
+  // huggingface_hub: HF_HUB_OFFLINE where set (also to 0), else TRANSFORMERS_OFFLINE.
+  const offline = options.offline ?? isTrue(env("HF_HUB_OFFLINE") ?? env("TRANSFORMERS_OFFLINE"));
   if (offline) {
     const dir = await cachedSnapshot(cache, revision).catch((error) => {
       throw isFsError(error) ? localWriteError(cache.dir, error) : error;
@@ -688,20 +714,31 @@ async function download(
   const fetchAll = async (files: FileMeta[]) => {
     // A file is there as its blob, or as the snapshot's file itself (a cache without symlinks:
     // huggingface_hub moves the blob there).
-    const has = async (m: FileMeta) =>
-      (await fileSize(cache.blob(m.etag))) === m.size ||
+    const inSnapshot = async (m: FileMeta) =>
       (await fileSize(join(cache.snapshot(commit), m.name))) === m.size;
+    const has = async (m: FileMeta) =>
+      (await fileSize(cache.blob(m.etag))) === m.size || await inSnapshot(m);
     const missing: FileMeta[] = [];
     for (const m of files) if (!await has(m)) missing.push(m);
     const total = missing.reduce((n, m) => n + m.size, 0);
     const bar = sink && total > 0 ? new ProgressBar(`${repoId}`, total, sink) : undefined;
-    await pool(missing, options.concurrency ?? 4, (m) => downloadBlob(ctx, cacheDir, m, bar));
+    await pool(
+      missing,
+      options.concurrency ?? 4,
+      (m) => downloadBlob(ctx, cacheDir, m, bar, () => inSnapshot(m)),
+    );
     bar?.finish();
-    // A blob downloaded for one file alone may move into the snapshot (without symlinks).
+    // A blob downloaded for one file alone may move into the snapshot (without symlinks), under
+    // its lock: another download of it then finds the file there, not a blob gone.
     const uses = (etag: string) => files.filter((f) => f.etag === etag).length;
     for (const m of files) {
       const fresh = missing.includes(m) && uses(m.etag) === 1;
-      await cache.link(commit, m.name, { etag: m.etag, size: m.size, fresh }, ctx.symlinks);
+      await withBlobLock(
+        ctx,
+        cacheDir,
+        m.etag,
+        () => cache.link(commit, m.name, { etag: m.etag, size: m.size, fresh }, ctx.symlinks),
+      );
     }
   };
 

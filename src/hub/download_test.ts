@@ -384,6 +384,14 @@ Deno.test("tokens and switches as huggingface_hub reads them: HUGGING_FACE_HUB_T
     assert.equal(await downloadModel(REPO, options), dir);
   });
   assert.deepEqual(hub.seen, []);
+  // HF_HUB_OFFLINE, where set, decides (huggingface_hub's constants.py).
+  await withEnv(
+    { HF_HUB_OFFLINE: "0", TRANSFORMERS_OFFLINE: "1", HF_TOKEN: "hf_good" },
+    async () => {
+      assert.equal(await downloadModel(REPO, options), dir);
+    },
+  );
+  assert.ok(hub.seen.length > 0);
 });
 
 Deno.test("a renamed repository's absolute redirect on the hub's own origin is followed", async () => {
@@ -412,4 +420,17 @@ Deno.test("HF_HUB_ETAG_TIMEOUT bounds the wait for metadata, apart from HF_HUB_D
   });
   const waited = performance.now() - started;
   assert.ok(waited < 10_000, `fell back to the cache after ${waited} ms`);
+});
+
+Deno.test("downloads of one model at once without symlinks all land (a blob moved into the snapshot by another)", async () => {
+  await using hub = await fakeHub();
+  for (let round = 0; round < 3; round++) {
+    await using cache = await tempCache();
+    const options = { ...quiet, endpoint: hub.endpoint, cacheDir: `${cache}` };
+    const dirs = await withEnv(
+      { HF_HUB_DISABLE_SYMLINKS: "1" },
+      () => Promise.all([0, 1, 2].map(() => downloadModel(REPO, options))),
+    );
+    for (const dir of dirs) await assertSameFiles(dir);
+  }
 });

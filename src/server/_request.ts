@@ -1112,6 +1112,33 @@ export function imageSizes(messages: readonly ChatMessage[]): ImageSize[] | unde
 }
 
 /**
+ * Validated messages with each image as its bytes, its size read from their headers (nothing
+ * decoded): what counting a prompt's tokens needs (vLLM's /tokenize), and {@link loadMessages}'
+ * first step. A 400 where an image cannot be fetched or its headers do not read.
+ */
+export function sizeMessages(
+  messages: RequestMessage[],
+  policy: ImagePolicy,
+  signal?: AbortSignal,
+): Promise<ChatMessage[]> {
+  return sizedMessages(messages, policy, signal, new Map());
+}
+
+function sizedMessages(
+  messages: RequestMessage[],
+  policy: ImagePolicy,
+  signal: AbortSignal | undefined,
+  sized: Map<string, Sized>,
+): Promise<ChatMessage[]> {
+  return mapImages(messages, async (p) => {
+    const s = await sizedImage(p.url, p.param, policy, signal);
+    sized.set(p.param, s);
+    SIZES.set(s.bytes, { width: s.width, height: s.height });
+    return { image: s.bytes, ...s };
+  });
+}
+
+/**
  * Fetches or decodes every image of validated messages, in order, and checks that each decodes
  * (a bad image is a 400 here, before the request waits in the queue). First every image's bytes
  * and its size from their headers, which `precheck` (if given) sees — the messages with the
@@ -1129,12 +1156,7 @@ export async function loadMessages(
   precheck?: (messages: ChatMessage[], sizes: ImageSize[]) => Promise<void>,
 ): Promise<ChatMessage[]> {
   const sized = new Map<string, Sized>(); // by param: one a part or frame
-  const headers = await mapImages(messages, async (p) => {
-    const s = await sizedImage(p.url, p.param, policy, signal);
-    sized.set(p.param, s);
-    SIZES.set(s.bytes, { width: s.width, height: s.height });
-    return { image: s.bytes, ...s };
-  });
+  const headers = await sizedMessages(messages, policy, signal, sized);
   if (precheck) await precheck(headers, imageSizes(headers) ?? []);
   return await mapImages(messages, async (p) => {
     const { bytes } = sized.get(p.param)!;

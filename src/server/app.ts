@@ -58,6 +58,7 @@ import {
   parseCompletionRequest,
   parseDetokenizeRequest,
   parseTokenizeRequest,
+  sizeMessages,
 } from "./_request.ts";
 import { chatBodyOfResponses, responsesError, responsesFormat } from "./_responses.ts";
 import { sseResponse } from "./_sse.ts";
@@ -571,10 +572,11 @@ export function createApp(
     const request = parseTokenizeRequest(await readJson(c.req.raw), settings);
     const e = await engineFor(request.model, "tokenize");
     const field = "prompt" in request ? "prompt" : "messages";
-    // The images' sizes go in their place: an image's token count follows from its size.
+    // The images' sizes go in their place: an image's token count follows from its size, read
+    // from its headers (none is decoded: 32 photos of 8000 x 8000 took 7 GB to count).
     const messages = "prompt" in request
       ? []
-      : await loadMessages(request.messages, policy, c.req.raw.signal);
+      : await sizeMessages(request.messages, policy, c.req.raw.signal);
     const input = "prompt" in request ? { prompt: request.prompt } : {
       messages,
       continueFinalMessage: request.continueFinalMessage,
@@ -688,7 +690,8 @@ export function createApp(
       // client that went away after sending its body in a separate TCP segment (curl with a few KB,
       // the openai clients on their timeout), so without writes the answer would run on for
       // nobody; a write to the closed connection cancels the body, and that aborts it. (Proxies
-      // with a read timeout see a live connection too; JSON allows the leading whitespace.)
+      // with a read timeout see a live connection too; JSON allows the leading whitespace.) A
+      // failure after the 200 cuts the connection (heldResponse).
       const grace = Math.min(WHOLE_GRACE_MS, settings.keepAliveMs);
       const ready = await within(whole.then((body) => ({ body })), grace);
       if (ready) {
@@ -707,8 +710,10 @@ export function createApp(
 
   /**
    * A non-streamed answer's 200 sent before its body: a space every heartbeat (so a client gone is
-   * found by a failed write, which cancels the body and aborts the answer), then the JSON — or,
-   * if the answer fails now, its error object, under the 200 already sent.
+   * found by a failed write, which cancels the body and aborts the answer), then the JSON. An
+   * answer that fails now — the server shutting down, the engine failing — cuts the connection
+   * instead: an error object under the 200 already sent reads as success to OpenAI's clients,
+   * while a cut connection is an error they retry.
    */
   function heldResponse(
     whole: Promise<object | undefined>,
@@ -723,20 +728,22 @@ export function createApp(
         const heartbeat = Math.min(HELD_HEARTBEAT_MS, settings.keepAliveMs);
         controller.enqueue(encoder.encode(" "));
         timer = setInterval(() => controller.enqueue(encoder.encode(" ")), heartbeat);
-        whole
-          .then((answer) => answer, (error) => {
-            if (abort.signal.aborted) return undefined;
+        whole.then(
+          (answer) => {
+            if (abort.signal.aborted) return;
+            if (answer) controller.enqueue(encoder.encode(JSON.stringify(answer)));
+            controller.close();
+          },
+          (error) => {
+            if (abort.signal.aborted) return;
             const http = format.inputError(error) ?? toHttpError(error);
             if (http.status === 500) console.error("qvq server:", error);
-            return http.toJSON();
-          })
-          .then((json) => {
-            clearInterval(timer);
-            detach();
-            if (abort.signal.aborted) return;
-            if (json) controller.enqueue(encoder.encode(JSON.stringify(json)));
-            controller.close();
-          });
+            controller.error(http);
+          },
+        ).finally(() => {
+          clearInterval(timer);
+          detach();
+        });
       },
       cancel(reason) {
         clearInterval(timer);
