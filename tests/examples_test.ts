@@ -32,11 +32,8 @@ async function run(command: string, args: string[], env: Record<string, string> 
   return { out, err };
 }
 
-/**
- * Starts a server process and waits for the address it prints; the model is loaded once /health
- * says ok. Dispose to stop it.
- */
-async function server(args: string[], listening: RegExp, health = "/health") {
+/** Starts a server process and waits for the address it prints (http://…, no trailing slash). */
+async function spawnServer(args: string[], listening: RegExp) {
   const child = new Deno.Command(Deno.execPath(), {
     args,
     cwd: ROOT,
@@ -53,7 +50,15 @@ async function server(args: string[], listening: RegExp, health = "/health") {
     log += value;
     url = log.match(listening)?.[1];
   }
-  const base = url.replace(/\/$/, "").replace("0.0.0.0", "127.0.0.1");
+  return { child, lines, log, url: url.replace(/\/$/, "").replace("0.0.0.0", "127.0.0.1") };
+}
+
+/**
+ * Starts a server process and waits for the address it prints; the model is loaded once /health
+ * says ok. Dispose to stop it.
+ */
+async function server(args: string[], listening: RegExp, health = "/health") {
+  const { child, lines, log, url: base } = await spawnServer(args, listening);
   for (let i = 0;; i++) {
     const response = await fetch(base + health);
     const body = await response.text();
@@ -294,23 +299,10 @@ Deno.test("deno task serve on a port in use says so in a line and exits 1, loadi
 });
 
 Deno.test("SIGTERM while the model loads answers the request waiting for it (503, retry) and exits 143", async () => {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "src/server/main.ts", "--port", "0"],
-    cwd: ROOT,
-    env: ENV,
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let log = "";
-  let url: string | undefined;
-  while (!url) {
-    const { value, done } = await lines.read();
-    if (done) throw new Error(`server exited before listening:\n${log}`);
-    log += value;
-    url = log.match(/listening on (http:\/\/\S+?)\/? /)?.[1];
-  }
-  const base = url.replace(/\/$/, "");
+  const { child, lines, url: base } = await spawnServer(
+    ["run", "-A", "src/server/main.ts", "--port", "0"],
+    /listening on (http:\/\/\S+?)\/? /,
+  );
   // The model is still loading (and warming up): the request waits for it.
   const health = await fetch(`${base}/health`);
   assert.deepEqual([health.status, await health.json()], [503, { status: "loading" }]);

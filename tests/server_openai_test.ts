@@ -173,16 +173,25 @@ Deno.test("a long answer streams steadily, one chunk per token as it is written"
   assert.ok(firstAt < (performance.now() - start) / 4, `first token after ${firstAt} ms`);
 });
 
-Deno.test("the openai client gets transformers' greedy answer from the tiny model, streamed or not", async () => {
+/**
+ * transformers' reference case 0 of the tiny model (one image and one question, the template's
+ * default system prompt) and its image's bytes.
+ */
+async function referenceCase0() {
   const cases = JSON.parse(
     await Deno.readTextFile(
       new URL("./fixtures/tiny-qwen2vl/reference/cases.json", import.meta.url),
     ),
   );
-  const ref = cases.cases[0]; // one image + one question, the template's default system prompt
+  const ref = cases.cases[0];
   const image = await Deno.readFile(
     new URL(`./fixtures/tiny-qwen2vl/reference/${ref.images[0]}`, import.meta.url),
   );
+  return { cases, ref, image };
+}
+
+Deno.test("the openai client gets transformers' greedy answer from the tiny model, streamed or not", async () => {
+  const { cases, ref, image } = await referenceCase0();
   const engine = await loadEngine(TINY, { progress: false });
   try {
     await using s = serve(engine);
@@ -550,15 +559,7 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
 });
 
 Deno.test("the openai client's responses.create gets transformers' greedy answer from the tiny model, streamed or not", async () => {
-  const cases = JSON.parse(
-    await Deno.readTextFile(
-      new URL("./fixtures/tiny-qwen2vl/reference/cases.json", import.meta.url),
-    ),
-  );
-  const ref = cases.cases[0]; // one image + one question, the template's default system prompt
-  const image = await Deno.readFile(
-    new URL(`./fixtures/tiny-qwen2vl/reference/${ref.images[0]}`, import.meta.url),
-  );
+  const { ref, image } = await referenceCase0();
   const engine = await loadEngine(TINY, { progress: false });
   try {
     await using s = serve(engine);

@@ -4,6 +4,7 @@ import { openModelSource } from "../model_files.ts";
 import { readVideoCases, TINY_DIR } from "../model/_fixture.ts";
 import { ChatTemplate } from "./chat_template.ts";
 import { ChatProcessor } from "./processor.ts";
+import type { ChatMessage } from "./types.ts";
 
 const proc = await ChatProcessor.load(openModelSource(TINY_DIR));
 const png = (c: number) => Deno.readFile(`${TINY_DIR}reference/case${c}_0.png`);
@@ -32,16 +33,21 @@ Deno.test("ChatProcessor.prepare() expands several images of one message, in ord
   assert.equal(p.pixelValues.length, (48 + 16) * 1176);
 });
 
+/** A video case's message: its image (if any), its frames, its question. */
+function videoCaseMessages(c: Awaited<ReturnType<typeof readVideoCases>>[number]): ChatMessage[] {
+  return [{
+    role: "user",
+    content: [
+      ...(c.image ? [{ type: "image" as const, image: c.image }] : []),
+      { type: "video", video: c.frames },
+      { type: "text", text: c.prompt },
+    ],
+  }];
+}
+
 Deno.test("ChatProcessor.prepare() gives transformers' input_ids for videos, alone and after an image", async () => {
   for (const c of await readVideoCases()) {
-    const p = await proc.prepare([{
-      role: "user",
-      content: [
-        ...(c.image ? [{ type: "image" as const, image: c.image }] : []),
-        { type: "video", video: c.frames },
-        { type: "text", text: c.prompt },
-      ],
-    }]);
+    const p = await proc.prepare(videoCaseMessages(c));
     assert.deepEqual(Array.from(p.inputIds), Array.from(c.inputIds), c.name);
     assert.deepEqual(p.gridThw, [...c.imageGridThw, c.videoGridThw], c.name);
     assert.equal(p.imageTokens, count(p.inputIds, PAD) + count(p.inputIds, VIDEO_PAD), c.name);
@@ -145,14 +151,7 @@ Deno.test("ChatProcessor.load() reads a model saved by transformers 5: chat_temp
     assert.deepEqual(saved.videoConfig, proc.videoConfig);
     // transformers' ids for images and videos, as from the hub's file layout
     for (const c of await readVideoCases()) {
-      const p = await saved.prepare([{
-        role: "user",
-        content: [
-          ...(c.image ? [{ type: "image" as const, image: c.image }] : []),
-          { type: "video", video: c.frames },
-          { type: "text", text: c.prompt },
-        ],
-      }]);
+      const p = await saved.prepare(videoCaseMessages(c));
       assert.deepEqual(Array.from(p.inputIds), Array.from(c.inputIds), c.name);
     }
   } finally {
