@@ -5,8 +5,22 @@
  */
 import { HttpError } from "./_errors.ts";
 
-/** The body of `request` parsed as JSON: a 400 where it is not JSON or nests too deeply. */
+/**
+ * The body of `request` parsed as JSON: a 400 where it is not JSON or nests too deeply, a 415
+ * where it is compressed (the server reads bodies as they come; a gzipped one was refused as
+ * "not valid JSON", its binary quoted).
+ */
 export async function readJson(request: Request): Promise<unknown> {
+  const encoding = request.headers.get("content-encoding")?.trim().toLowerCase();
+  if (encoding && encoding !== "identity") {
+    throw new HttpError(
+      415,
+      `The request body is compressed (Content-Encoding: ${encoding}); send it uncompressed.`,
+      "invalid_request_error",
+      null,
+      "unsupported_content_encoding",
+    );
+  }
   const text = await request.text();
   let body: unknown;
   try {

@@ -29,3 +29,22 @@ Deno.test("readJson() refuses what is not JSON and what nests past 256 levels", 
   }
   assert.equal((await read("[".repeat(256) + "]".repeat(256)) as unknown[]).length, 1);
 });
+
+Deno.test("readJson() refuses a compressed body with a 415 saying so (not 'not valid JSON' and its bytes)", async () => {
+  const gzipped = await new Response(
+    new Blob(['{"a":1}']).stream().pipeThrough(new CompressionStream("gzip")),
+  ).bytes();
+  const request = (encoding: string) =>
+    new Request("http://x/", {
+      method: "POST",
+      headers: { "content-encoding": encoding },
+      body: encoding === "identity" ? '{"a":1}' : gzipped,
+    });
+  await assert.rejects(
+    readJson(request("gzip")),
+    (e) =>
+      e instanceof HttpError && e.status === 415 && e.code === "unsupported_content_encoding" &&
+      /compressed \(Content-Encoding: gzip\); send it uncompressed/.test(e.message),
+  );
+  assert.deepEqual(await readJson(request("identity")), { a: 1 });
+});
