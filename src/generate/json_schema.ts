@@ -148,6 +148,16 @@ class SchemaCompiler {
       if (bad !== undefined || list.some((v) => v === undefined)) {
         throw new SchemaError(`${path}.${way}: values must be JSON data, got ${preview(bad)}`);
       }
+      // JSON.parse gave the schema's numbers as doubles: an integer past 2^53 may not be the one
+      // written (12345678901234567891 is 12345678901234567000 by then), and the answer would be held
+      // to a number the schema does not list.
+      const big = list.find(hasUnsafeInteger);
+      if (big !== undefined) {
+        throw new SchemaError(
+          `${path}.${way}: ${preview(big)} holds an integer past ±2^53, which reaches the ` +
+            "schema compiler rounded (JSON.parse reads numbers as doubles): write it as a string",
+        );
+      }
       // Beside a type, the members of that type (JSON Schema: both must hold).
       const types = schema.type === undefined ? undefined : typeList(schema.type, path);
       const kept = list.filter((v) => !types || types.some((t) => hasType(v, t)));
@@ -385,6 +395,13 @@ function hasType(v: unknown, t: string): boolean {
     default: // number
       return typeof v === "number";
   }
+}
+
+/** Whether JSON data `v` is, or holds, an integer past ±(2^53 − 1). */
+function hasUnsafeInteger(v: unknown): boolean {
+  if (typeof v === "number") return Number.isInteger(v) && !Number.isSafeInteger(v);
+  if (Array.isArray(v)) return v.some(hasUnsafeInteger);
+  return isObject(v) && Object.values(v).some(hasUnsafeInteger);
 }
 
 /** Whether `v` is JSON data: null, a string, a boolean, a finite number, or plain lists and objects of them. */

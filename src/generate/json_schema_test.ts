@@ -158,6 +158,15 @@ Deno.test("schemaDfa() and choiceDfa() refuse what they cannot hold an answer to
     [{ type: "array" }, /with no "items"/],
     [{ type: "object", properties: {}, required: ["a"] }, /required names "a"/],
     [{ type: "date" }, /type "date" is not a JSON schema type/],
+    // Integers past 2^53 reach the compiler rounded by JSON.parse: refused, not changed.
+    [
+      JSON.parse('{"const": 9007199254740993}'),
+      /schema\.const: 9007199254740992 holds an integer past/,
+    ],
+    [
+      { type: "object", properties: { id: { enum: [1, [2, 12345678901234567000]] } } },
+      /properties\.id\.enum: \[2,12345678901234567000\] holds an integer past ±2\^53/,
+    ],
   ];
   for (const [schema, message] of cases) {
     assert.throws(
@@ -174,6 +183,8 @@ Deno.test("schemaDfa() and choiceDfa() refuse what they cannot hold an answer to
     ),
   };
   assert.ok(schemaDfa(wide).states > 40);
+  // The largest safe integer is fine.
+  assert.ok(schemaDfa({ const: Number.MAX_SAFE_INTEGER }).states > 1);
   assert.throws(() => choiceDfa([]), SchemaError);
   assert.throws(() => choiceDfa(["a", ""]), /choices\[1\] must be a non-empty string/);
 });
