@@ -51,7 +51,8 @@ import {
   stateAfter,
   tokenTable,
 } from "./generate/json_grammar.ts";
-import { DFA_NONE, dfaWalk } from "./generate/_automaton.ts";
+import { type Dfa, DFA_NONE, dfaStateOnlyBy, dfaWalk } from "./generate/_automaton.ts";
+import { tokenText } from "./generate/logprobs.ts";
 import type {
   ChatEngine,
   ChatMessage,
@@ -547,6 +548,9 @@ export class Pipeline implements ChatEngine {
     };
     past("logitBias", o.logitBias.map(([id]) => id));
     past("stopTokenIds", o.stopTokenIds);
+    if (o.constraint && o.constraint !== "json_object") {
+      checkStopsBeside(o.constraint, o, this.tokenizer);
+    }
     if (o.logprobs) checkLogprobs(this.model.gpu, rows, o.topLogprobs);
     if (o.promptLogprobs !== undefined) checkLogprobs(this.model.gpu, rows, o.promptLogprobs);
   }
@@ -724,6 +728,27 @@ export class Pipeline implements ChatEngine {
 
 /** How long an unexpected GPU error waits for the device's lost event (Pipeline #explained). */
 const LOST_WAIT_MS = 100;
+
+/**
+ * Refuses stop ids that are all the text a format allows at some point of the answer ("b" after
+ * the "a" of the regex "ab"): held back there, as a stop id is where the answer may not end, they
+ * left no token to draw, and the random draw that followed ended an answer that does not match.
+ */
+function checkStopsBeside(dfa: Dfa, o: ResolvedOptions, tokenizer: Tokenizer): void {
+  const single = new Map<number, number>(); // byte → its single-byte stop id
+  for (const id of o.askedStopIds) {
+    const { bytes } = tokenText(tokenizer, id);
+    if (bytes.length === 1) single.set(bytes[0], id);
+  }
+  if (!single.size || dfaStateOnlyBy(dfa, new Set(single.keys())) < 0) return;
+  const ids = [...single.values()].map((id) => `${id} (${JSON.stringify(tokenizer.decode([id]))})`);
+  throw new InvalidInputError(
+    `stopTokenIds: ${ids.join(", ")} ${ids.length === 1 ? "is" : "are"} all the text ` +
+      "responseFormat allows at some point of the answer, where a stop id is held back (it ends " +
+      "the answer only where the answer may end): no token would be left. Drop the stop id, or " +
+      "use a stop string.",
+  );
+}
 
 /** Throws InvalidInputError naming `name[i]`, the first of `ids` not a token id below `n`. */
 function checkTokenIds(ids: readonly number[], n: number, name: string): void {

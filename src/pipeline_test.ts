@@ -827,6 +827,34 @@ Deno.test("Pipeline.chat() responseFormat: a stop id that is text ends the answe
   assert.ok(stateAfter('{"sea": ' + r.text), r.text);
 });
 
+Deno.test("Pipeline.generate() refuses a stop id that is all the text a format allows at some point", async () => {
+  const p = await pipeline;
+  const [b] = p.tokenizer.encode("b");
+  // After "a" only "b" continues: held back as a stop id, it left no token, and a random draw
+  // ended an answer that did not match ("a_Port", finish "stop").
+  await assert.rejects(
+    p.chat(TEXT, { maxNewTokens: 4, responseFormat: { regex: "ab" }, stopTokenIds: [b] }),
+    (e) =>
+      e instanceof InvalidInputError &&
+      new RegExp(`^stopTokenIds: ${b} \\("b"\\) is all the text responseFormat allows`)
+        .test(e.message),
+  );
+  // A stop id the format never needs alone is fine, and so is one where others continue too.
+  const [x] = p.tokenizer.encode("x");
+  const r = await p.chat(TEXT, {
+    maxNewTokens: 4,
+    responseFormat: { regex: "ab" },
+    stopTokenIds: [x],
+  });
+  assert.equal(r.text, "ab");
+  const c = await p.chat(TEXT, {
+    maxNewTokens: 4,
+    responseFormat: { regex: "a[bc]" },
+    stopTokenIds: [b],
+  });
+  assert.ok(["ab", "ac"].includes(c.text) || c.finishReason === "length", c.text);
+});
+
 Deno.test("Pipeline.complete() holds a raw prompt's continuation to a format too", async () => {
   const p = await pipeline;
   const r = await p.chat(TEXT, { maxNewTokens: 10, responseFormat: { choice: ["calm", "rough"] } });

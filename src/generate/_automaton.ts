@@ -38,6 +38,27 @@ export function dfaWalk(dfa: Dfa, s: number, bytes: ArrayLike<number>): number {
   return s;
 }
 
+/**
+ * A state the answer may not end in whose every next byte is in `bytes`, or -1 where there is none.
+ * Where `bytes` are those of single-byte stop ids, the grammar holds such ids back there (a stop
+ * id ends the answer only where it may end), and a byte-level vocabulary's other tokens all begin
+ * with some allowed byte's single-byte token: no token would be left to draw.
+ */
+export function dfaStateOnlyBy(dfa: Dfa, bytes: ReadonlySet<number>): number {
+  for (let s = 0; s < dfa.states; s++) {
+    if (dfa.accept[s]) continue;
+    let any = false;
+    let other = false;
+    for (let b = 0; b < 256 && !other; b++) {
+      if (dfa.next[s * 256 + b] === DFA_NONE) continue;
+      any = true;
+      other = !bytes.has(b);
+    }
+    if (any && !other) return s;
+  }
+  return -1;
+}
+
 /** Whether the DFA accepts `text` whole. */
 export function dfaAccepts(dfa: Dfa, text: string): boolean {
   const s = dfaWalk(dfa, 0, new TextEncoder().encode(text));

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { seeded } from "../ref/_random.ts";
-import { utf8Sequences } from "./_automaton.ts";
+import { DFA_NONE, dfaStateOnlyBy, dfaWalk, utf8Sequences } from "./_automaton.ts";
+import { regexDfa } from "./regex.ts";
 
 Deno.test("utf8Sequences() covers exactly a range's encodings", () => {
   const rand = seeded(9);
@@ -31,4 +32,17 @@ Deno.test("utf8Sequences() covers exactly a range's encodings", () => {
       }
     }
   }
+});
+
+Deno.test("dfaStateOnlyBy() finds a state the answer may not end in whose only next bytes are given", () => {
+  const b = (s: string) => new Set([...new TextEncoder().encode(s)]);
+  const ab = regexDfa("ab");
+  assert.notEqual(dfaWalk(ab, 0, new TextEncoder().encode("a")), DFA_NONE);
+  // After "a" only "b" continues; at the start only "a".
+  assert.equal(dfaStateOnlyBy(ab, b("b")), dfaWalk(ab, 0, new TextEncoder().encode("a")));
+  assert.equal(dfaStateOnlyBy(ab, b("a")), 0);
+  assert.equal(dfaStateOnlyBy(ab, b("x")), -1);
+  // Where the answer may end, or other bytes continue, no state is left without a token.
+  assert.equal(dfaStateOnlyBy(regexDfa("ab?"), b("b")), -1);
+  assert.equal(dfaStateOnlyBy(regexDfa("a[bc]"), b("b")), -1);
 });
