@@ -853,6 +853,13 @@ Deno.test("Pipeline.generate() refuses a stop id that is all the text a format a
     stopTokenIds: [b],
   });
   assert.ok(["ab", "ac"].includes(c.text) || c.finishReason === "length", c.text);
+  // Where a longer token goes on from the stop id's byte ("bc" of "abc"), it is not all the text.
+  const abc = await p.chat(TEXT, {
+    maxNewTokens: 4,
+    responseFormat: { regex: "abc" },
+    stopTokenIds: [b],
+  });
+  assert.ok(abc.text === "abc" || abc.finishReason === "length", abc.text);
 });
 
 Deno.test("Pipeline.complete() holds a raw prompt's continuation to a format too", async () => {

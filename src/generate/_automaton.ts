@@ -39,12 +39,11 @@ export function dfaWalk(dfa: Dfa, s: number, bytes: ArrayLike<number>): number {
 }
 
 /**
- * A state the answer may not end in whose every next byte is in `bytes`, or -1 where there is none.
- * Where `bytes` are those of single-byte stop ids, the grammar holds such ids back there (a stop
- * id ends the answer only where it may end), and a byte-level vocabulary's other tokens all begin
- * with some allowed byte's single-byte token: no token would be left to draw.
+ * The states the answer may not end in whose every next byte is in `bytes`. Where `bytes` are
+ * those of single-byte stop ids, the grammar holds such ids back there (a stop id ends the answer
+ * only where it may end): only tokens that begin with those bytes and go on are left to draw.
  */
-export function dfaStateOnlyBy(dfa: Dfa, bytes: ReadonlySet<number>): number {
+export function* dfaStatesOnlyBy(dfa: Dfa, bytes: ReadonlySet<number>): Generator<number> {
   for (let s = 0; s < dfa.states; s++) {
     if (dfa.accept[s]) continue;
     let any = false;
@@ -54,9 +53,8 @@ export function dfaStateOnlyBy(dfa: Dfa, bytes: ReadonlySet<number>): number {
       any = true;
       other = !bytes.has(b);
     }
-    if (any && !other) return s;
+    if (any && !other) yield s;
   }
-  return -1;
 }
 
 /** Whether the DFA accepts `text` whole. */

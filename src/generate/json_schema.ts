@@ -148,22 +148,24 @@ class SchemaCompiler {
       if (bad !== undefined || list.some((v) => v === undefined)) {
         throw new SchemaError(`${path}.${way}: values must be JSON data, got ${preview(bad)}`);
       }
-      // JSON.parse gave the schema's numbers as doubles: an integer past 2^53 may not be the one
-      // written (12345678901234567891 is 12345678901234567000 by then), and the answer would be held
-      // to a number the schema does not list.
-      const big = list.find(hasUnsafeInteger);
-      if (big !== undefined) {
-        throw new SchemaError(
-          `${path}.${way}: ${preview(big)} holds an integer past ±2^53, which reaches the ` +
-            "schema compiler rounded (JSON.parse reads numbers as doubles): write it as a string",
-        );
-      }
       // Beside a type, the members of that type (JSON Schema: both must hold).
       const types = schema.type === undefined ? undefined : typeList(schema.type, path);
       const kept = list.filter((v) => !types || types.some((t) => hasType(v, t)));
       if (!kept.length) {
         throw new SchemaError(
           `${path}: no value of its ${way} is of its type ${preview(schema.type)}`,
+        );
+      }
+      // JSON.parse gave the schema's numbers as doubles: a whole number of 17 to 21 digits (an
+      // id) may not be the one written (12345678901234567891 is 12345678901234567000 by then), and
+      // the answer would be held to a number the schema does not list. (1e300 and 6.02e23 are
+      // written with an exponent, and are the doubles meant.)
+      const big = kept.find(hasUnsafeInteger);
+      if (big !== undefined) {
+        throw new SchemaError(
+          `${path}.${way}: ${preview(big)} holds a whole number past 2^53 (9007199254740992), ` +
+            "which reaches the schema compiler rounded (JSON.parse reads numbers as doubles): " +
+            "list such ids as strings, or keep numbers below 2^53",
         );
       }
       const distinct = new Map(kept.map((v) => [JSON.stringify(v), v]));
@@ -397,9 +399,14 @@ function hasType(v: unknown, t: string): boolean {
   }
 }
 
-/** Whether JSON data `v` is, or holds, an integer past ±(2^53 − 1). */
+/**
+ * Whether JSON data `v` is, or holds, a whole number from 2^53 up to 1e21: one written out in
+ * digits (as ids are) that a double may not hold exactly (from 1e21 on, JSON writes exponents).
+ */
 function hasUnsafeInteger(v: unknown): boolean {
-  if (typeof v === "number") return Number.isInteger(v) && !Number.isSafeInteger(v);
+  if (typeof v === "number") {
+    return !Number.isSafeInteger(v) && Number.isInteger(v) && Math.abs(v) < 1e21;
+  }
   if (Array.isArray(v)) return v.some(hasUnsafeInteger);
   return isObject(v) && Object.values(v).some(hasUnsafeInteger);
 }

@@ -91,6 +91,25 @@ export class RepoCache {
   }
 
   /**
+   * Whether `snapshots/<commit>/<file>` is already as {@link link} leaves it: a link to the blob, or
+   * a file of its size (huggingface_hub's copy without symlinks). Nothing is written to find out,
+   * so a complete cache on a read-only volume is used as it is.
+   */
+  async linked(
+    commit: string,
+    file: string,
+    blob: { etag: string; size: number },
+  ): Promise<boolean> {
+    const pointer = join(this.snapshot(commit), file);
+    const now = await Deno.lstat(pointer).catch(() => undefined);
+    if (now?.isFile) return now.size === blob.size;
+    if (!now?.isSymlink) return false;
+    const depth = file.split("/").length + 1; // up from snapshots/<commit>/<dirs...>
+    const target = [...Array(depth).fill(".."), "blobs", blob.etag].join("/");
+    return await Deno.readLink(pointer).catch(() => undefined) === target;
+  }
+
+  /**
    * Points `snapshots/<commit>/<file>` at `blobs/<etag>` with a relative symlink (so the cache can
    * move). A pointer already at that blob is left alone, and so is a file of the blob's `size`
    * there: huggingface_hub's copy where it could not (or was told not to: `symlinks` false, its
@@ -106,14 +125,10 @@ export class RepoCache {
     symlinks = true,
   ): Promise<string> {
     const pointer = join(this.snapshot(commit), file);
+    if (await this.linked(commit, file, blob)) return pointer;
     await Deno.mkdir(join(pointer, ".."), { recursive: true });
     const depth = file.split("/").length + 1; // up from snapshots/<commit>/<dirs...>
     const target = [...Array(depth).fill(".."), "blobs", blob.etag].join("/");
-    const now = await Deno.lstat(pointer).catch(() => undefined);
-    if (now?.isSymlink && await Deno.readLink(pointer).catch(() => undefined) === target) {
-      return pointer;
-    }
-    if (now?.isFile && now.size === blob.size) return pointer;
     const tmp = `${pointer}.${crypto.randomUUID()}.tmp`;
     try {
       if (!symlinks) throw new Deno.errors.NotSupported("symlinks are turned off");

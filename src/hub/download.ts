@@ -732,6 +732,8 @@ async function download(
     // its lock: another download of it then finds the file there, not a blob gone.
     const uses = (etag: string) => files.filter((f) => f.etag === etag).length;
     for (const m of files) {
+      // Already linked: nothing to write, no lock to take (a read-only cache stays usable).
+      if (await cache.linked(commit, m.name, m)) continue;
       const fresh = missing.includes(m) && uses(m.etag) === 1;
       await withBlobLock(
         ctx,

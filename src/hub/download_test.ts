@@ -434,3 +434,17 @@ Deno.test("downloads of one model at once without symlinks all land (a blob move
     for (const dir of dirs) await assertSameFiles(dir);
   }
 });
+
+Deno.test("a complete cache is used online without writing to it (no lock taken, no ref rewritten)", async () => {
+  await using hub = await fakeHub();
+  await using cache = await tempCache();
+  const options = { ...quiet, endpoint: hub.endpoint, cacheDir: `${cache}` };
+  const dir = await downloadModel(REPO, options);
+  // Nothing under the cache can be made now: its lock directory is a file (a read-only volume
+  // refuses the same writes; this test may run as root, whom permissions do not stop).
+  await Deno.remove(join(`${cache}`, ".locks"), { recursive: true });
+  await Deno.writeTextFile(join(`${cache}`, ".locks"), "");
+  hub.seen.length = 0;
+  assert.equal(await downloadModel(REPO, options), dir);
+  assert.deepEqual(hub.seen.filter((s) => s.method !== "HEAD"), []);
+});

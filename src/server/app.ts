@@ -699,7 +699,7 @@ export function createApp(
         return Response.json(ready.body);
       }
       streaming = true;
-      return heldResponse(whole, format, abort, detach);
+      return heldResponse(whole, abort, detach);
     } catch (error) {
       if (abort.signal.aborted) return new Response(null, { status: CLIENT_CLOSED });
       throw format.inputError(error) ?? error;
@@ -713,11 +713,10 @@ export function createApp(
    * found by a failed write, which cancels the body and aborts the answer), then the JSON. An
    * answer that fails now — the server shutting down, the engine failing — cuts the connection
    * instead: an error object under the 200 already sent reads as success to OpenAI's clients,
-   * while a cut connection is an error they retry.
+   * while a cut connection is an error (the openai npm client throws; it does not retry it).
    */
   function heldResponse(
     whole: Promise<object | undefined>,
-    format: Format,
     abort: AbortController,
     detach: () => void,
   ): Response {
@@ -734,12 +733,8 @@ export function createApp(
             if (answer) controller.enqueue(encoder.encode(JSON.stringify(answer)));
             controller.close();
           },
-          (error) => {
-            if (abort.signal.aborted) return;
-            const http = format.inputError(error) ?? toHttpError(error);
-            if (http.status === 500) console.error("qvq server:", error);
-            controller.error(http);
-          },
+          // Deno.serve logs the error a body ends with: that is its one log line.
+          (error) => abort.signal.aborted || controller.error(error),
         ).finally(() => {
           clearInterval(timer);
           detach();
