@@ -537,7 +537,8 @@ async function answer(div, signal, prior = "") {
       p.textContent = "stopped";
     } else {
       p.className = "error";
-      p.textContent = error.message;
+      // A hint goes after the server's sentence, which may end without a full stop.
+      p.textContent = /[.!?)]$/.test(error.message) ? error.message : error.message + ".";
       if (error.code === "context_length_exceeded" && history.length > 1) {
         p.textContent += " The conversation so far counts too: start a New chat (top right) to drop it.";
       }
