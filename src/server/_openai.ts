@@ -177,16 +177,17 @@ function jsonLogprob(x: number): number {
 
 /** OpenAI's `logprobs` of a choice: one entry a token (null without logprobs). */
 export function logprobsObject(entries: TokenLogprob[] | undefined): object | null {
-  if (!entries) return null;
+  return entries ? { content: logprobEntries(entries), refusal: null } : null;
+}
+
+/** OpenAI's entry of each token's logprob, with its alternatives (the Responses API's too). */
+export function logprobEntries(entries: readonly TokenLogprob[]): object[] {
   const one = (t: TopLogprob) => ({
     token: t.token,
     logprob: jsonLogprob(t.logprob),
     bytes: t.bytes,
   });
-  return {
-    content: entries.map((e) => ({ ...one(e), top_logprobs: e.topLogprobs.map(one) })),
-    refusal: null,
-  };
+  return entries.map((e) => ({ ...one(e), top_logprobs: e.topLogprobs.map(one) }));
 }
 
 /**

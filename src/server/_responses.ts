@@ -14,7 +14,7 @@
  * `conversation`, `background`, item references) or hosted tools is a 400 saying so.
  * @module
  */
-import type { GenerationResult, TokenLogprob } from "../generate/types.ts";
+import type { GenerationResult } from "../generate/types.ts";
 import { badRequest, HttpError, toHttpError } from "./_errors.ts";
 import {
   type CompletionHeader,
@@ -22,6 +22,7 @@ import {
   deltaReader,
   type Events,
   type Format,
+  logprobEntries,
 } from "./_openai.ts";
 import { type ToolRequest, toolSchemaError } from "./_tools.ts";
 
@@ -417,21 +418,6 @@ function usageOf(r: GenerationResult): Json {
   };
 }
 
-/** Logprobs of output text: OpenAI's entries (−∞ as −9999, as the chat endpoint sends them). */
-function textLogprobs(entries: TokenLogprob[] | undefined): Json[] {
-  const lp = (x: number) => Math.max(x, -9999);
-  return (entries ?? []).map((e) => ({
-    token: e.token,
-    logprob: lp(e.logprob),
-    bytes: e.bytes,
-    top_logprobs: e.topLogprobs.map((t) => ({
-      token: t.token,
-      logprob: lp(t.logprob),
-      bytes: t.bytes,
-    })),
-  }));
-}
-
 /** A response's status, and why it is incomplete, from how its generation ended. */
 function statusOf(r: GenerationResult): { status: string; incomplete_details: Json | null } {
   if (r.finishReason === "length") {
@@ -461,7 +447,7 @@ function outputItems(
   const itemStatus = status === "incomplete" ? "incomplete" : "completed";
   const items: Json[] = [];
   if (content || !calls.length) {
-    items.push(messageItem(header, itemStatus, content ?? "", textLogprobs(r.logprobs)));
+    items.push(messageItem(header, itemStatus, content ?? "", logprobEntries(r.logprobs ?? [])));
   }
   calls.forEach((c, i) => items.push(callItem(header, c, i, itemStatus)));
   return items;
@@ -476,7 +462,7 @@ function messageItem(
   header: CompletionHeader,
   status: string,
   text: string,
-  logprobs: Json[],
+  logprobs: object[],
 ): Json {
   return {
     type: "message",
@@ -487,7 +473,7 @@ function messageItem(
   };
 }
 
-function outputText(text: string, logprobs: Json[]): Json {
+function outputText(text: string, logprobs: object[]): Json {
   return { type: "output_text", text, annotations: [], logprobs };
 }
 
@@ -556,8 +542,8 @@ export function responsesFormat(
       const reader = deltaReader(tools?.mode);
       const msg = itemId(header, "msg");
       let text = "";
-      const logprobs: Json[] = [];
-      const pending: Json[] = [];
+      const logprobs: object[] = [];
+      const pending: object[] = [];
       let opened = false;
       const part = { item_id: msg, output_index: 0, content_index: 0 };
       const openMessage = (): object[] => {
@@ -581,7 +567,7 @@ export function responsesFormat(
           const more = typeof delta?.content === "string" ? delta.content : "";
           // Tokens that show no text yet (held for a stop string, or a tool call's) keep their
           // logprobs for the text they become: no message item opens for them.
-          pending.push(...textLogprobs(ev.logprobs));
+          pending.push(...logprobEntries(ev.logprobs ?? []));
           if (!more) return undefined;
           text += more;
           const lp = pending.splice(0);
