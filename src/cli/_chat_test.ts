@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { FakeEngine } from "../server/_fake_engine.ts";
 import { DeviceLostError } from "../errors.ts";
-import { encodePng } from "../_png.ts";
+import { badImageFiles } from "../model/_fixture.ts";
 import { UsageError } from "./_args.ts";
 import { chatCommand, type ChatIo, runChat } from "./_chat.ts";
 
@@ -103,10 +103,7 @@ Deno.test("runChat() refuses a file that is no image, or a video of mixed sizes,
   const engine = new FakeEngine();
   const dir = await Deno.makeTempDir();
   try {
-    const text = `${dir}/notes.png`;
-    await Deno.writeTextFile(text, "not an image");
-    const wide = `${dir}/wide.png`;
-    await Deno.writeFile(wide, await encodePng(8, 4, new Uint8Array(8 * 4 * 3)));
+    const { text, wide } = await badImageFiles(dir);
     const io = pipe(`/image ${text}\n/video ${PNG_PATH},${wide}\nStill there?\n`);
     await runChat(engine, io);
     const err = io.stderr.join("");

@@ -1,12 +1,11 @@
 import assert from "node:assert/strict";
 import { readSafetensors } from "../safetensors.ts";
-import { readReferenceCase, TINY_DIR } from "../model/_fixture.ts";
+import { badImageFiles, readReferenceCase, TINY_DIR } from "../model/_fixture.ts";
 import { maxAbsDiff } from "../ref/_random.ts";
 import { type Io, UsageError, type Values } from "./_args.ts";
 import { generateOptions, videoFramePaths } from "./_generate.ts";
 import { main } from "./main.ts";
 import { Tokenizer } from "../tokenizer.ts";
-import { encodePng } from "../_png.ts";
 
 const PNG0 = `${TINY_DIR}reference/case0_0.png`;
 const PROMPT0 = "What value should be filled in the blank space?";
@@ -452,10 +451,7 @@ Deno.test("qvq generate names an --image file that is missing or empty", async (
 Deno.test("qvq generate refuses a file that is no image, or a video of mixed sizes, before it loads a model", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const text = `${dir}/notes.png`;
-    await Deno.writeTextFile(text, "not an image");
-    const wide = `${dir}/wide.png`;
-    await Deno.writeFile(wide, await encodePng(8, 4, new Uint8Array(8 * 4 * 3)));
+    const { text, wide } = await badImageFiles(dir);
     // No model there: an error about the image shows the model was not loaded first.
     const model = ["generate", "--model", `${dir}/no-model`, "--prompt", "hi"];
     const image = await cli([...model, "--image", text]);

@@ -4,6 +4,7 @@
  * @module
  */
 import { readSafetensors } from "../safetensors.ts";
+import { encodePng } from "../_png.ts";
 
 /** The tiny random Qwen2-VL checkpoint the parity tests run. */
 export const TINY_DIR: string =
@@ -166,4 +167,16 @@ export async function readVideoCases(): Promise<VideoCase[]> {
     });
   }
   return out;
+}
+
+/**
+ * Two files in `dir` a caller must refuse as images: `text`, a text file named .png, and `wide`,
+ * an 8 × 4 PNG (a video frame of another size than the reference images').
+ */
+export async function badImageFiles(dir: string): Promise<{ text: string; wide: string }> {
+  const text = `${dir}/notes.png`;
+  await Deno.writeTextFile(text, "not an image");
+  const wide = `${dir}/wide.png`;
+  await Deno.writeFile(wide, await encodePng(8, 4, new Uint8Array(8 * 4 * 3)));
+  return { text, wide };
 }
