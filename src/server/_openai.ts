@@ -87,6 +87,8 @@ export interface Format {
    * at the end. Else `data:` lines and `[DONE]`, as chat completions stream.
    */
   typed?: boolean;
+  /** Ollama's stream: each event one line of JSON (no SSE framing, no `[DONE]`). */
+  ndjson?: boolean;
   /** A stream's error event (default: OpenAI's `{error: {…}}`). */
   streamError?(error: HttpError): object;
 }

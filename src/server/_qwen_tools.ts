@@ -19,6 +19,8 @@ import type { RequestMessage, RequestPart } from "./_request.ts";
 import { toolCallId, type ToolCallOut } from "./_tools.ts";
 
 const FN_NAME = "✿FUNCTION✿";
+/** What starts a call in an answer of this format (the text before it is the content). */
+export const QWEN_FUNCTION_MARK = FN_NAME;
 const FN_ARGS = "✿ARGS✿";
 const FN_RESULT = "✿RESULT✿";
 const FN_EXIT = "✿RETURN✿";

@@ -1,8 +1,8 @@
 /**
- * A server-sent-events response fed by an async producer. Each event is written as soon as it is
- * sent (no batching), a comment line keeps idle connections alive (while queued, or during a long
- * prefill) so proxies and clients do not time out, and a client that goes away aborts the
- * producer's signal.
+ * A server-sent-events response (or Ollama's JSON lines) fed by an async producer. Each event is
+ * written as soon as it is sent (no batching), a comment line keeps idle SSE connections alive
+ * (while queued, or during a long prefill) so proxies and clients do not time out, and a client
+ * that goes away aborts the producer's signal.
  * @module
  */
 
@@ -21,9 +21,17 @@ const encoder = new TextEncoder();
  */
 export function sseResponse(
   produce: (send: SendEvent, signal: AbortSignal) => Promise<void>,
-  options: { keepAliveMs: number; controller: AbortController },
+  options: {
+    keepAliveMs: number;
+    controller: AbortController;
+    /**
+     * Ollama's framing: each event one line of JSON (`event` ignored), and no keep-alive, since
+     * its clients take every line for JSON (a blank one fails ollama-python).
+     */
+    ndjson?: boolean;
+  },
 ): Response {
-  const { keepAliveMs, controller: abort } = options;
+  const { keepAliveMs, controller: abort, ndjson = false } = options;
   let timer: ReturnType<typeof setInterval> | undefined;
   let open = true;
   const body = new ReadableStream<Uint8Array>({
@@ -35,12 +43,14 @@ export function sseResponse(
         controller.enqueue(encoder.encode(text));
       };
       // Every tick: a comment if nothing was written since the last one.
-      timer = setInterval(() => {
-        if (idle) write(": keep-alive\n\n");
-        idle = true;
-      }, keepAliveMs);
+      if (!ndjson) {
+        timer = setInterval(() => {
+          if (idle) write(": keep-alive\n\n");
+          idle = true;
+        }, keepAliveMs);
+      }
       const send: SendEvent = (data, event) =>
-        write(
+        ndjson ? write(`${JSON.stringify(data)}\n`) : write(
           `${event === undefined ? "" : `event: ${event}\n`}data: ${
             typeof data === "string" ? data : JSON.stringify(data)
           }\n\n`,
@@ -65,7 +75,7 @@ export function sseResponse(
   });
   return new Response(body, {
     headers: {
-      "content-type": "text/event-stream; charset=utf-8",
+      "content-type": ndjson ? "application/x-ndjson" : "text/event-stream; charset=utf-8",
       "cache-control": "no-cache",
       // Tells nginx-style proxies not to buffer the stream.
       "x-accel-buffering": "no",

@@ -2,7 +2,8 @@
  * The OpenAI-compatible HTTP API as a Hono app: `POST /v1/chat/completions` (streaming or not,
  * text and images), `POST /v1/completions` (a raw prompt, as vLLM's), `POST /v1/responses`
  * (OpenAI's Responses API, without a store), `GET /v1/models`, vLLM's
- * `POST /tokenize` and `/detokenize`, `GET /health`, and a chat web page at `/`.
+ * `POST /tokenize` and `/detokenize`, Ollama's API (`POST /api/chat`, `/api/generate`, `GET
+ * /api/tags`, …: src/server/_ollama.ts), `GET /health`, and a chat web page at `/`.
  *
  * @example Mount it in your own Hono app
  * ```ts ignore
@@ -59,8 +60,23 @@ import {
   parseDetokenizeRequest,
   parseTokenizeRequest,
   sizeMessages,
+  type TextCompletionRequest,
 } from "./_request.ts";
 import { chatBodyOfResponses, responsesError, responsesFormat } from "./_responses.ts";
+import {
+  loadedObject,
+  modelEntry,
+  namedModel,
+  OLLAMA_API_VERSION,
+  ollamaChat,
+  ollamaChatFormat,
+  ollamaError,
+  ollamaErrorResponse,
+  ollamaGenerate,
+  ollamaGenerateFormat,
+  onceResponse,
+  showObject,
+} from "./_ollama.ts";
 import { sseResponse } from "./_sse.ts";
 import { readJson } from "./_json.ts";
 import { Metrics } from "./_metrics.ts";
@@ -70,7 +86,8 @@ import { type ToolRequest, toolSchemaError } from "./_tools.ts";
 /** Limits and switches of the HTTP API; every field has a safe default. */
 export interface ServerOptions {
   /**
-   * Require `Authorization: Bearer <apiKey>` on /v1/*, /tokenize and /detokenize (401 otherwise).
+   * Require `Authorization: Bearer <apiKey>` on /v1/*, /tokenize, /detokenize and Ollama's /api/*
+   * (401 otherwise).
    * Default: no key.
    */
   apiKey?: string;
@@ -100,7 +117,7 @@ export interface ServerOptions {
   /** Serve the chat page at `/`. Default true. */
   webPage?: boolean;
   /**
-   * Cross-origin access to /v1, /tokenize and /detokenize for web apps served elsewhere (CORS):
+   * Cross-origin access to /v1, /tokenize, /detokenize and /api for web apps served elsewhere (CORS):
    * true lets any origin in, as
    * llama.cpp's server and vLLM do by default; a list, only those origins; false, none (no CORS
    * headers). Default true.
@@ -361,14 +378,19 @@ export function createApp(
       }));
   }
 
-  app.onError((error) => {
+  // Requests to Ollama's API (/api/*), whose errors are written as Ollama writes them.
+  const ollama = new WeakSet<Request>();
+  const errorOf = (c: { req: { raw: Request } }, http: HttpError) =>
+    ollama.has(c.req.raw) ? ollamaErrorResponse(http) : errorResponse(http);
+  app.onError((error, c) => {
     const http = toHttpError(error);
     // The engine's failure was logged where it happened; each request it refuses is not news.
     if (http.status === 500 && error !== loaded?.failure) console.error("qvq server:", error);
-    return errorResponse(http);
+    return errorOf(c, http);
   });
   app.notFound((c) =>
-    errorResponse(
+    errorOf(
+      c,
       new HttpError(
         404,
         `No route for ${c.req.method} ${c.req.path}.`,
@@ -378,6 +400,10 @@ export function createApp(
       ),
     )
   );
+  app.use("/api/*", async (c, next) => {
+    ollama.add(c.req.raw);
+    await next();
+  });
 
   app.get("/health", (c) => {
     if (loadError instanceof EngineClosedError) return c.json({ status: "shutting_down" }, 503);
@@ -403,8 +429,8 @@ export function createApp(
     app.get("/", (c) => c.html(PAGE_HTML));
   }
 
-  // The API: /v1, and vLLM's /tokenize and /detokenize beside it.
-  const API = ["/v1/*", "/tokenize", "/detokenize"];
+  // The API: /v1, vLLM's /tokenize and /detokenize beside it, and Ollama's /api.
+  const API = ["/v1/*", "/tokenize", "/detokenize", "/api/*"];
   // Before the API key check: a browser's preflight carries no Authorization header.
   if (settings.cors !== false) {
     const allow = cors({
@@ -465,6 +491,10 @@ export function createApp(
     "/v1/responses",
     "/tokenize",
     "/detokenize",
+    "/api/chat",
+    "/api/generate",
+    "/api/show",
+    "/api/pull",
   ];
   for (const path of posts) {
     app.on(["GET", "PUT", "PATCH", "DELETE"], path, (c) => {
@@ -540,17 +570,115 @@ export function createApp(
     return await answer(c.req.raw, request, format, prepareChat(request));
   });
 
+  /** What a raw prompt's request does before its turn: the prompt checked. */
+  const prepareCompletion =
+    (request: TextCompletionRequest, path: string, hint: string) => async (e: ChatEngine) => {
+      const complete = e.complete?.bind(e);
+      if (!complete) throw notServed(path, hint);
+      // What the engine would refuse of the prompt, a 400 now rather than at its turn.
+      // (answer() names "prompt" in its refusals: the format's inputError.)
+      await e.checkPrompt?.(request.prompt, request.options);
+      return (options: GenerateOptions) => complete(request.prompt, options);
+    };
+
   app.post("/v1/completions", limitBody, async (c) => {
     const request = parseCompletionRequest(await readJson(c.req.raw), settings);
-    return await answer(c.req.raw, request, textFormat(request.echo), async (e) => {
-      const complete = e.complete?.bind(e);
-      if (!complete) throw notServed("/v1/completions", "; use /v1/chat/completions");
-      // What the engine would refuse of the prompt, a 400 now rather than at its turn.
-      // (answer() names "prompt" in its refusals: textFormat's inputError.)
-      await e.checkPrompt?.(request.prompt, request.options);
-      return (options) => complete(request.prompt, options);
-    });
+    const prepare = prepareCompletion(request, "/v1/completions", "; use /v1/chat/completions");
+    return await answer(c.req.raw, request, textFormat(request.echo), prepare);
   });
+
+  // Ollama's API: chat and generate translated into the requests above, answered as Ollama.
+  const since = new Date().toISOString(); // when this server began serving its model
+  /** A translated request parsed, its refusals named as the Ollama request's fields. */
+  const ollamaParsed = <T>(parse: () => T, sources: [string, number][]): T => {
+    try {
+      return parse();
+    } catch (error) {
+      throw ollamaError(error, sources);
+    }
+  };
+
+  app.post("/api/chat", limitBody, async (c) => {
+    const e = await servedEngine(undefined);
+    const o = ollamaChat(await readJson(c.req.raw), e.modelId);
+    if (o.load) return onceResponse(o.stream, loadedObject(o.model, "chat"));
+    const request = ollamaParsed(() => parseChatRequest(o.body, settings), o.sources);
+    const format = ollamaChatFormat(o.model, request.tools?.mode, o.sources);
+    return await answer(c.req.raw, request, format, prepareChat(request));
+  });
+
+  app.post("/api/generate", limitBody, async (c) => {
+    const e = await servedEngine(undefined);
+    const o = ollamaGenerate(await readJson(c.req.raw), e.modelId);
+    if (o.load) return onceResponse(o.stream, loadedObject(o.model, "generate"));
+    const format = ollamaGenerateFormat(o.model, o.sources);
+    if (!o.raw) {
+      const request = ollamaParsed(() => parseChatRequest(o.body, settings), o.sources);
+      return await answer(c.req.raw, request, format, prepareChat(request));
+    }
+    const request = ollamaParsed(() => parseCompletionRequest(o.body, settings), o.sources);
+    // Without num_predict, the model's default length (not /v1/completions' 16).
+    if (o.defaultLength) request.options.maxNewTokens = undefined;
+    const prepare = prepareCompletion(request, "/api/generate with raw", "; send it without raw");
+    return await answer(c.req.raw, request, format, prepare);
+  });
+
+  app.get("/api/tags", async (c) => {
+    const e = await engineReady;
+    return c.json({ models: [await modelEntry(e.modelId, since)] });
+  });
+
+  app.get("/api/ps", async (c) => {
+    const e = await engineReady;
+    const running = {
+      ...await modelEntry(e.modelId, since),
+      expires_at: "2318-01-01T00:00:00Z", // never unloaded: Ollama's date for keep_alive -1
+      size_vram: 0,
+      ...(e.maxContext ? { context_length: e.maxContext } : {}),
+    };
+    return c.json({ models: [running] });
+  });
+
+  app.post("/api/show", limitBody, async (c) => {
+    const e = await engineReady;
+    namedModel(await readJson(c.req.raw), e.modelId, true);
+    return c.json(showObject(e.maxContext, since));
+  });
+
+  app.get("/api/version", (c) => c.json({ version: OLLAMA_API_VERSION }));
+
+  // A pull of the model served succeeds (clients pull before they chat); nothing else is pulled.
+  app.post("/api/pull", limitBody, async (c) => {
+    const e = await engineReady;
+    const json = await readJson(c.req.raw);
+    namedModel(json, e.modelId, true);
+    return onceResponse((json as { stream?: unknown }).stream !== false, { status: "success" });
+  });
+
+  for (
+    const path of [
+      "/api/embed",
+      "/api/embeddings",
+      "/api/create",
+      "/api/copy",
+      "/api/delete",
+      "/api/push",
+      "/api/blobs/*",
+    ]
+  ) {
+    app.all(path, (c) => {
+      throw new HttpError(
+        501,
+        `${c.req.path} is not served: this server generates with the one model it loaded ` +
+          `(${
+            loaded?.modelId ?? "loading"
+          }); it does not embed, create, copy, delete or push models.`,
+        "invalid_request_error",
+        null,
+        "not_implemented",
+      );
+    });
+  }
 
   /** The engine for a request that may name its model; a 404 where the engine lacks `method`. */
   const engineFor = async (model: string | undefined, method: "tokenize" | "detokenize") => {
@@ -789,7 +917,7 @@ export function createApp(
           }
         }
         if (format.usage && usage.include && results.length) send(format.usage(header, results));
-        if (!format.typed) send("[DONE]");
+        if (!format.typed && !format.ndjson) send("[DONE]");
       } catch (error) {
         if (signal.aborted) return;
         const http = format.inputError(error) ?? toHttpError(error);
@@ -802,7 +930,7 @@ export function createApp(
         await events.return(undefined); // closes the engine's generator if we left early
         detach();
       }
-    }, { keepAliveMs: settings.keepAliveMs, controller: abort });
+    }, { keepAliveMs: settings.keepAliveMs, controller: abort, ndjson: format.ndjson });
   }
 
   return app;
@@ -843,6 +971,13 @@ async function* observed(
 /** The routes metrics count responses by (a bounded set, unlike paths), matched by their end. */
 const ROUTES = [
   "/v1/chat/completions",
+  "/api/chat",
+  "/api/generate",
+  "/api/tags",
+  "/api/show",
+  "/api/ps",
+  "/api/version",
+  "/api/pull",
   "/v1/completions",
   "/v1/responses",
   "/v1/models",

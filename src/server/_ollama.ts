@@ -1,0 +1,574 @@
+/**
+ * Ollama's API beside OpenAI's, for the clients that speak it (ollama-js, ollama-python, Open
+ * WebUI, editors' Ollama providers): `POST /api/chat` and `/api/generate`, `GET /api/tags`,
+ * `/api/ps` and `/api/version`, `POST /api/show`. A request is translated into a chat (or, with
+ * `raw`, a completion) request, so the OpenAI endpoints' parser checks every field they share;
+ * answers are written as Ollama writes them: a stream of JSON lines unless `stream` is false,
+ * durations in nanoseconds, errors as `{"error": "…"}`. Shapes follow ollama-js's
+ * src/interfaces.ts (MIT) and Ollama's docs/api.md.
+ *
+ * Options: `temperature`, `top_k`, `top_p`, `min_p`, `seed`, `num_predict` (−1 / −2: the model's
+ * default length), `stop`, `presence_penalty`, `frequency_penalty` and `repeat_penalty` (as the
+ * chat endpoint's `repetition_penalty`: over the prompt and the answer, not the last
+ * `repeat_last_n` tokens) are used; those that set how llama.cpp runs (`num_ctx`, `num_gpu`,
+ * `num_thread`, …) and the samplers Ollama's own engine ignores (`mirostat`, `tfs_z`,
+ * `typical_p`, …) are ignored, as Ollama ignores options it does not know.
+ * @module
+ */
+import type { GenerationResult, TokenLogprob } from "../generate/types.ts";
+import { badRequest, HttpError, toHttpError } from "./_errors.ts";
+import { deltaReader, type Format, logprobEntries } from "./_openai.ts";
+import { QWEN_FUNCTION_MARK } from "./_qwen_tools.ts";
+import type { ToolMode } from "./_tools.ts";
+
+type Json = Record<string, unknown>;
+
+/** The Ollama API version whose endpoints and fields this server follows (`GET /api/version`). */
+export const OLLAMA_API_VERSION = "0.12.0";
+
+/** Ollama's options and the chat request fields they become. */
+const OPTIONS: Readonly<Record<string, string>> = {
+  temperature: "temperature",
+  top_k: "top_k",
+  top_p: "top_p",
+  min_p: "min_p",
+  seed: "seed",
+  num_predict: "max_tokens",
+  stop: "stop",
+  presence_penalty: "presence_penalty",
+  frequency_penalty: "frequency_penalty",
+  repeat_penalty: "repetition_penalty",
+};
+
+/** The chat request's field names in its errors → the Ollama request's. */
+const RENAMED: [RegExp, string][] = [
+  ...Object.entries(OPTIONS).map(([o, chat]): [RegExp, string] => [
+    new RegExp(`\\b${chat}\\b`, "g"),
+    `options.${o}`,
+  ]),
+  [/\bresponse_format(\.json_schema(\.schema)?)?\b/g, "format"],
+];
+
+function isObject(x: unknown): x is Json {
+  return typeof x === "object" && x !== null && !Array.isArray(x);
+}
+
+/** An Ollama request's error (400) naming its field `param`. */
+function invalid(param: string, message: string): HttpError {
+  return badRequest(param, message);
+}
+
+/**
+ * The served model's Ollama name: its id with the tag Ollama gives an untagged name, so a client
+ * that lists the models and names one back is served.
+ */
+export function ollamaName(modelId: string): string {
+  return /:[^/]+$/.test(modelId) ? modelId : `${modelId}:latest`;
+}
+
+/**
+ * The model a request names (`model`, or the older `name`), checked against the served one: a
+ * 404 as Ollama's for another. Undefined where it names none (a 400 where it must: `required`).
+ */
+export function namedModel(json: unknown, modelId: string, required = false): string | undefined {
+  if (!isObject(json)) throw invalid("", "The request body must be a JSON object.");
+  const model = json.model ?? json.name;
+  if (model === undefined || model === null || model === "") {
+    if (required) throw invalid("model", "model is required: name the model (GET /api/tags).");
+    return undefined;
+  }
+  if (typeof model !== "string") throw invalid("model", "model must be a string.");
+  if (model !== modelId && model !== ollamaName(modelId)) {
+    throw new HttpError(
+      404,
+      `model "${model}" not found: this server serves "${ollamaName(modelId)}" ` +
+        `(start another with QVQ_MODEL for another model).`,
+      "invalid_request_error",
+      "model",
+      "model_not_found",
+    );
+  }
+  return model;
+}
+
+/** What an /api/chat or /api/generate request asks, translated. */
+export interface OllamaRequest {
+  /** The chat completion request body, or (`raw`) the completion request body. */
+  body: Json;
+  /** /api/generate with `raw`: `body` is a /v1/completions request. */
+  raw: boolean;
+  /** No messages (no prompt): Ollama's request to load the model, answered at once. */
+  load: boolean;
+  /** Stream JSON lines (Ollama's default) or answer once. */
+  stream: boolean;
+  /** The model as the request named it (answers repeat it), or the served one's name. */
+  model: string;
+  /** `num_predict` was not given (or −1 / −2): the model's default length, not /v1/completions' 16. */
+  defaultLength: boolean;
+  /** Where each chat message came from, for errors: [Ollama field, images in it]. */
+  sources: [string, number][];
+}
+
+/** The request body's sampling fields from `options`, `format`, `think` and `logprobs`. */
+function sampling(json: Json, body: Json): { defaultLength: boolean } {
+  const options = json.options ?? {};
+  if (!isObject(options)) throw invalid("options", "options must be an object of model options.");
+  let defaultLength = true;
+  for (const [name, value] of Object.entries(options)) {
+    const field = OPTIONS[name];
+    if (!field || value === null) continue; // llama.cpp's runtime settings, unknown names
+    if (name === "num_predict" && typeof value === "number" && value < 0) {
+      if (value !== -1 && value !== -2) {
+        throw invalid(
+          "options.num_predict",
+          `options.num_predict must be a positive number of tokens, or -1 / -2 for the model's ` +
+            `default; got ${value}.`,
+        );
+      }
+      continue;
+    }
+    if (name === "num_predict") defaultLength = false;
+    body[field] = value;
+  }
+  const format = json.format;
+  if (format === "json") body.response_format = { type: "json_object" };
+  else if (isObject(format)) {
+    body.response_format = { type: "json_schema", json_schema: { name: "format", schema: format } };
+  } else if (format !== undefined && format !== null && format !== "") {
+    throw invalid(
+      "format",
+      `format must be "json" or a JSON schema; got ${JSON.stringify(format)}.`,
+    );
+  }
+  const think = json.think;
+  if (think !== undefined && think !== null && think !== false) {
+    throw invalid(
+      "think",
+      "think: this model writes its reasoning in the answer (it has no separate thinking); " +
+        "send think: false or leave it out.",
+    );
+  }
+  if (json.logprobs !== undefined && json.logprobs !== null) body.logprobs = json.logprobs;
+  if (json.top_logprobs !== undefined && json.top_logprobs !== null) {
+    body.top_logprobs = json.top_logprobs;
+  }
+  const stream = json.stream ?? true;
+  if (typeof stream !== "boolean") throw invalid("stream", "stream must be true or false.");
+  body.stream = stream;
+  return { defaultLength };
+}
+
+/** A message's base64 `images` (or data: URLs) as the chat endpoint's image parts. */
+function imageParts(images: unknown, at: string): Json[] {
+  if (images === undefined || images === null) return [];
+  if (!Array.isArray(images) || !images.every((x) => typeof x === "string")) {
+    throw invalid(at, `${at} must be an array of base64-encoded images.`);
+  }
+  return images.map((b64) => ({
+    type: "image_url",
+    image_url: { url: b64.startsWith("data:") ? b64 : `data:;base64,${b64}` },
+  }));
+}
+
+/** Content with images before the text, as Qwen2-VL's examples put them (text alone: a string). */
+function content(text: string, images: Json[]): string | Json[] {
+  return images.length ? [...images, ...(text ? [{ type: "text", text }] : [])] : text;
+}
+
+/** An Ollama message as a chat message. */
+function chatMessage(m: unknown, i: number): Json {
+  const at = `messages[${i}]`;
+  if (!isObject(m)) throw invalid(at, `${at} must be an object with "role" and "content".`);
+  const text = m.content ?? "";
+  if (typeof text !== "string") throw invalid(`${at}.content`, `${at}.content must be a string.`);
+  const out: Json = { role: m.role, content: content(text, imageParts(m.images, `${at}.images`)) };
+  if (m.tool_calls !== undefined && m.tool_calls !== null) {
+    if (!Array.isArray(m.tool_calls)) {
+      throw invalid(`${at}.tool_calls`, `${at}.tool_calls must be an array.`);
+    }
+    out.tool_calls = m.tool_calls.map((c, j) => {
+      const f = isObject(c) ? c.function : undefined;
+      const args = isObject(f) ? f.arguments ?? {} : undefined;
+      if (
+        !isObject(f) || typeof f.name !== "string" || !(isObject(args) || typeof args === "string")
+      ) {
+        throw invalid(
+          `${at}.tool_calls[${j}]`,
+          `${at}.tool_calls[${j}] must be {"function": {"name": …, "arguments": {…}}}.`,
+        );
+      }
+      return {
+        type: "function",
+        function: {
+          name: f.name,
+          arguments: typeof args === "string" ? args : JSON.stringify(args),
+        },
+      };
+    });
+  }
+  return out;
+}
+
+/** POST /api/chat's request, translated. */
+export function ollamaChat(json: unknown, modelId: string): OllamaRequest {
+  if (!isObject(json)) throw invalid("", "The request body must be a JSON object.");
+  const model = namedModel(json, modelId) ?? ollamaName(modelId);
+  const messages = json.messages ?? [];
+  if (!Array.isArray(messages)) throw invalid("messages", "messages must be an array of messages.");
+  const body: Json = { messages: messages.map(chatMessage) };
+  const sources = messages.map((m): [string, number] => [
+    "",
+    isObject(m) && Array.isArray(m.images) ? m.images.length : 0,
+  ]);
+  // Ollama continues an assistant's answer sent last (a prefill).
+  const last = messages.at(-1);
+  if (isObject(last) && last.role === "assistant" && !last.tool_calls) {
+    body.continue_final_message = true;
+    body.add_generation_prompt = false;
+  }
+  if (json.tools !== undefined && json.tools !== null) body.tools = json.tools;
+  const { defaultLength } = sampling(json, body);
+  return {
+    body,
+    raw: false,
+    load: messages.length === 0,
+    stream: body.stream as boolean,
+    model,
+    defaultLength,
+    sources,
+  };
+}
+
+/** POST /api/generate's request, translated: a chat of the system prompt and the prompt, or raw. */
+export function ollamaGenerate(json: unknown, modelId: string): OllamaRequest {
+  if (!isObject(json)) throw invalid("", "The request body must be a JSON object.");
+  const model = namedModel(json, modelId) ?? ollamaName(modelId);
+  const refuse = (field: string, why: string) => {
+    const v = json[field];
+    if (v !== undefined && v !== null && v !== "" && !(Array.isArray(v) && !v.length)) {
+      throw invalid(field, `${field} is not supported: ${why}.`);
+    }
+  };
+  refuse("suffix", "this model has no fill-in-the-middle prompt");
+  refuse("template", "the model's own chat template renders the prompt");
+  refuse("context", "send the conversation as messages to /api/chat");
+  const prompt = json.prompt ?? "";
+  if (typeof prompt !== "string") throw invalid("prompt", "prompt must be a string.");
+  const system = json.system ?? "";
+  if (typeof system !== "string") throw invalid("system", "system must be a string.");
+  const images = imageParts(json.images, "images");
+  const raw = json.raw ?? false;
+  if (typeof raw !== "boolean") throw invalid("raw", "raw must be true or false.");
+  let body: Json;
+  let sources: [string, number][] = [];
+  if (raw) {
+    if (images.length) {
+      throw invalid("images", "images need the chat template: send them without raw.");
+    }
+    body = { prompt };
+  } else {
+    const messages = [
+      ...(system ? [{ role: "system", content: system }] : []),
+      { role: "user", content: content(prompt, images) },
+    ];
+    sources = [...(system ? [["system", 0] as [string, number]] : []), ["prompt", images.length]];
+    body = { messages };
+  }
+  const { defaultLength } = sampling(json, body);
+  return {
+    body,
+    raw,
+    load: !prompt && !images.length,
+    stream: body.stream as boolean,
+    model,
+    defaultLength,
+    sources,
+  };
+}
+
+/**
+ * A chat or completion request's error in the Ollama request's words: its message with the chat
+ * fields renamed (`max_tokens` → `options.num_predict`, a message's image part → its `images[j]`;
+ * /api/generate's message fields → `prompt`, `images[j]`, `system`).
+ */
+export function ollamaError(error: unknown, sources: [string, number][] = []): unknown {
+  if (!(error instanceof HttpError) || error.status !== 400) return error;
+  const rename = (text: string) => {
+    let out = text.replace(
+      /\bmessages\[(\d+)\](?:\.content(?:\[(\d+)\])?)?(?:\.image_url(?:\.url)?)?/g,
+      (all, i: string, j: string | undefined) => {
+        const [field, images] = sources[Number(i)] ?? ["", 0];
+        const image = j !== undefined && Number(j) < images;
+        if (field) return image ? `images[${j}]` : field;
+        return image
+          ? `messages[${i}].images[${j}]`
+          : all.replace(/\.content\[\d+\].*$/, ".content");
+      },
+    );
+    for (const [from, to] of RENAMED) out = out.replace(from, to);
+    return out;
+  };
+  const param = error.param === null ? null : rename(error.param);
+  const message = rename(error.message);
+  if (param === error.param && message === error.message) return error;
+  return new HttpError(400, message, error.type, param, error.code, error.headers);
+}
+
+/** Ollama's `done_reason`: "length" where max tokens ended it, else "stop". */
+function doneReason(r: GenerationResult): string {
+  return r.finishReason === "length" ? "length" : "stop";
+}
+
+/** The counts and times Ollama's last object carries, in nanoseconds. */
+function stats(r: GenerationResult, started: number): Json {
+  const ns = (ms: number) => Math.round(ms * 1e6);
+  return {
+    total_duration: ns(performance.now() - started),
+    load_duration: 0, // the model is loaded before the server listens
+    prompt_eval_count: r.usage.promptTokens,
+    prompt_eval_duration: ns(r.timings.visionMs + r.timings.prefillMs),
+    eval_count: r.usage.completionTokens,
+    eval_duration: ns(r.timings.decodeMs),
+  };
+}
+
+/** An object's first fields: the model as named, the time now. */
+function stamp(model: string): Json {
+  return { model, created_at: new Date().toISOString() };
+}
+
+/** Ollama's tool calls (arguments as objects); undefined where one's arguments are no JSON object. */
+function ollamaCalls(
+  calls: { function: { name: string; arguments: string } }[],
+): Json[] | undefined {
+  const out: Json[] = [];
+  for (const c of calls) {
+    let args: unknown;
+    try {
+      args = JSON.parse(c.function.arguments || "{}");
+    } catch {
+      return undefined;
+    }
+    if (!isObject(args)) return undefined;
+    out.push({ function: { name: c.function.name, arguments: args } });
+  }
+  return out;
+}
+
+/**
+ * An answer's message fields from its content and the calls read from it: calls whose arguments
+ * are not a JSON object stay text (the answer's own words from the first call on), as Ollama
+ * leaves a call it cannot parse.
+ */
+function messageFields(
+  content: string,
+  calls: { function: { name: string; arguments: string } }[],
+  text: string,
+): Json {
+  if (!calls.length) return { role: "assistant", content };
+  const parsed = ollamaCalls(calls);
+  if (!parsed) return { role: "assistant", content: content + callsText(text) };
+  return { role: "assistant", content, tool_calls: parsed };
+}
+
+/** The answer's text from its first tool call on. */
+function callsText(text: string): string {
+  const at = text.indexOf(QWEN_FUNCTION_MARK);
+  return at < 0 ? "" : text.slice(at);
+}
+
+/** `logprobs` where asked for: Ollama's entries are OpenAI's. */
+function logprobsField(entries: readonly TokenLogprob[] | undefined): Json {
+  return entries ? { logprobs: logprobEntries(entries) } : {};
+}
+
+/**
+ * /api/chat's answer: `{model, created_at, message, done, …}` objects, the text as it is written
+ * and a last one with `done_reason` and the counts; tool calls (the "auto" mode the chat endpoint
+ * gives tools) with the last.
+ */
+export function ollamaChatFormat(
+  model: string,
+  mode: ToolMode | undefined,
+  sources: [string, number][],
+): Format {
+  const started = performance.now();
+  return {
+    prefix: "",
+    ndjson: true,
+    inputError: (error) => {
+      const http = toHttpError(error);
+      return http.status === 400 ? ollamaError(http, sources) as HttpError : undefined;
+    },
+    whole: (_, [r]) => {
+      const reader = deltaReader(mode);
+      const shown = (reader.push(r.text)?.content ?? "") as string;
+      const { delta } = reader.end();
+      const calls = (delta.tool_calls ?? []) as { function: { name: string; arguments: string } }[];
+      return {
+        ...stamp(model),
+        message: messageFields(shown + ((delta.content ?? "") as string), calls, r.text),
+        done: true,
+        done_reason: doneReason(r),
+        ...stats(r, started),
+        ...logprobsField(r.logprobs),
+      };
+    },
+    chunks: () => {
+      const reader = deltaReader(mode);
+      const pending: TokenLogprob[] = [];
+      return {
+        open: () => undefined,
+        delta: (ev) => {
+          const text = (reader.push(ev.text)?.content ?? "") as string;
+          if (ev.logprobs) pending.push(...ev.logprobs);
+          if (!text) return undefined; // tokens held back: their logprobs go with the text
+          return {
+            ...stamp(model),
+            message: { role: "assistant", content: text },
+            done: false,
+            ...logprobsField(ev.logprobs ? pending.splice(0) : undefined),
+          };
+        },
+        finish: (r) => {
+          const { delta } = reader.end();
+          const calls = (delta.tool_calls ?? []) as {
+            function: { name: string; arguments: string };
+          }[];
+          return {
+            ...stamp(model),
+            message: messageFields((delta.content ?? "") as string, calls, r.text),
+            done: true,
+            done_reason: doneReason(r),
+            ...stats(r, started),
+            ...logprobsField(r.logprobs ? pending.splice(0) : undefined),
+          };
+        },
+      };
+    },
+    streamError: (http) => ({ error: http.message }),
+  };
+}
+
+/** /api/generate's answer: as /api/chat's, the text in `response`. */
+export function ollamaGenerateFormat(model: string, sources: [string, number][]): Format {
+  const started = performance.now();
+  return {
+    prefix: "",
+    ndjson: true,
+    inputError: (error) => {
+      const http = toHttpError(error);
+      // The completion endpoint's refusals of the raw prompt name no field, or "messages".
+      if (http.status !== 400) return undefined;
+      const named = (http.param === null || http.param === "messages") && !sources.length
+        ? badRequest("prompt", http.message, http.code ?? undefined)
+        : http;
+      return ollamaError(named, sources) as HttpError;
+    },
+    whole: (_, [r]) => ({
+      ...stamp(model),
+      response: r.text,
+      done: true,
+      done_reason: doneReason(r),
+      ...stats(r, started),
+      ...logprobsField(r.logprobs),
+    }),
+    chunks: () => {
+      const pending: TokenLogprob[] = [];
+      return {
+        open: () => undefined,
+        delta: (ev) => {
+          if (ev.logprobs) pending.push(...ev.logprobs);
+          if (!ev.text) return undefined;
+          return {
+            ...stamp(model),
+            response: ev.text,
+            done: false,
+            ...logprobsField(ev.logprobs ? pending.splice(0) : undefined),
+          };
+        },
+        finish: (r) => ({
+          ...stamp(model),
+          response: "",
+          done: true,
+          done_reason: doneReason(r),
+          ...stats(r, started),
+          ...logprobsField(r.logprobs ? pending.splice(0) : undefined),
+        }),
+      };
+    },
+    streamError: (http) => ({ error: http.message }),
+  };
+}
+
+/** The answer to a request with no messages (no prompt): Ollama's "the model is loaded". */
+export function loadedObject(model: string, kind: "chat" | "generate"): Json {
+  return {
+    ...stamp(model),
+    ...(kind === "chat" ? { message: { role: "assistant", content: "" } } : { response: "" }),
+    done: true,
+    done_reason: "load",
+  };
+}
+
+/** What /api/tags, /api/ps and /api/show say of the served model. */
+export function modelDetails(): Json {
+  return {
+    parent_model: "",
+    format: "safetensors",
+    family: "qwen2vl",
+    families: ["qwen2vl"],
+    parameter_size: "",
+    quantization_level: "",
+  };
+}
+
+/** A stable digest-like id of the model's name (Ollama's is its manifest's sha256). */
+export async function modelDigest(modelId: string): Promise<string> {
+  const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(modelId));
+  return new Uint8Array(hash).toHex();
+}
+
+/** The served model as /api/tags lists it (`since`: when the server began serving it, ISO). */
+export async function modelEntry(modelId: string, since: string): Promise<Json> {
+  const name = ollamaName(modelId);
+  return {
+    name,
+    model: name,
+    modified_at: since,
+    size: 0, // not known to the server: the weights may be quantized while loading
+    digest: await modelDigest(modelId),
+    details: modelDetails(),
+  };
+}
+
+/** POST /api/show's answer: what Ollama's clients read of a model (its capabilities, context). */
+export function showObject(maxContext: number | undefined, since: string): Json {
+  return {
+    license: "",
+    modelfile: "",
+    parameters: "",
+    template: "",
+    details: modelDetails(),
+    model_info: {
+      "general.architecture": "qwen2vl",
+      ...(maxContext ? { "qwen2vl.context_length": maxContext } : {}),
+    },
+    capabilities: ["completion", "vision", "tools"],
+    modified_at: since,
+  };
+}
+
+/** A request answered without generating (a load, a pull of the served model): one line, or JSON. */
+export function onceResponse(stream: boolean, object: object): Response {
+  return stream
+    ? new Response(`${JSON.stringify(object)}\n`, {
+      headers: { "content-type": "application/x-ndjson" },
+    })
+    : Response.json(object);
+}
+
+/** An error as Ollama sends it: `{"error": "…"}` with the status. */
+export function ollamaErrorResponse(error: HttpError): Response {
+  return Response.json({ error: error.message }, { status: error.status, headers: error.headers });
+}

@@ -1,0 +1,349 @@
+import assert from "node:assert/strict";
+import type { GenerationResult, TokenLogprob } from "../generate/types.ts";
+import { badRequest, HttpError } from "./_errors.ts";
+import {
+  namedModel,
+  ollamaChat,
+  ollamaChatFormat,
+  ollamaError,
+  ollamaGenerate,
+  ollamaGenerateFormat,
+  ollamaName,
+} from "./_ollama.ts";
+import { completionHeader } from "./_openai.ts";
+import { QWEN_FUNCTION_MARK } from "./_qwen_tools.ts";
+
+const ID = "Qwen/Qwen2-VL-2B-Instruct";
+const PNG64 = "iVBORw0KGgo=";
+
+function result(text: string, over: Partial<GenerationResult> = {}): GenerationResult {
+  return {
+    finishReason: "stop",
+    text,
+    usage: { promptTokens: 20, completionTokens: 5, imageTokens: 4, cachedTokens: 3 },
+    timings: { visionMs: 1.5, prefillMs: 2, decodeMs: 10, tokensPerSecond: 400 },
+    ...over,
+  };
+}
+
+function lp(token: string, logprob: number): TokenLogprob {
+  return { token, id: 1, logprob, bytes: [...new TextEncoder().encode(token)], topLogprobs: [] };
+}
+
+Deno.test("ollamaName tags an untagged id :latest; namedModel takes either and refuses others with a 404", () => {
+  assert.equal(ollamaName(ID), `${ID}:latest`);
+  assert.equal(ollamaName("qvq:72b"), "qvq:72b");
+  assert.equal(namedModel({ model: ID }, ID), ID);
+  assert.equal(namedModel({ model: `${ID}:latest` }, ID), `${ID}:latest`);
+  assert.equal(namedModel({ name: ID }, ID), ID); // the older field
+  assert.equal(namedModel({}, ID), undefined);
+  assert.throws(() => namedModel({}, ID, true), /model is required/);
+  assert.throws(
+    () => namedModel({ model: "llama3" }, ID),
+    (e) => e instanceof HttpError && e.status === 404 && /"llama3" not found/.test(e.message),
+  );
+  assert.throws(() => namedModel({ model: 3 }, ID), /model must be a string/);
+  assert.throws(() => namedModel([], ID), /JSON object/);
+});
+
+Deno.test("ollamaChat translates messages, images, tool calls and options into a chat request", () => {
+  const o = ollamaChat({
+    model: `${ID}:latest`,
+    messages: [
+      { role: "system", content: "Be brief." },
+      { role: "user", content: "What is this?", images: [PNG64, `data:image/png;base64,${PNG64}`] },
+      {
+        role: "assistant",
+        content: "",
+        tool_calls: [{ function: { name: "look", arguments: { zoom: 2 } } }],
+      },
+      { role: "tool", content: "a cat", tool_name: "look" },
+    ],
+    tools: [{ type: "function", function: { name: "look", parameters: { type: "object" } } }],
+    options: {
+      temperature: 0.2,
+      top_k: 5,
+      num_predict: 64,
+      stop: ["\n\n"],
+      repeat_penalty: 1.1,
+      num_ctx: 4096, // llama.cpp's settings: ignored
+      num_gpu: 99,
+      mirostat: 0,
+      typical_p: 1,
+    },
+    format: "json",
+    keep_alive: "5m",
+    logprobs: true,
+    top_logprobs: 2,
+  }, ID);
+  assert.equal(o.model, `${ID}:latest`);
+  assert.equal(o.stream, true); // Ollama's default
+  assert.equal(o.load, false);
+  assert.equal(o.raw, false);
+  assert.equal(o.defaultLength, false);
+  assert.deepEqual(o.sources, [["", 0], ["", 2], ["", 0], ["", 0]]);
+  assert.deepEqual(o.body, {
+    messages: [
+      { role: "system", content: "Be brief." },
+      {
+        role: "user",
+        content: [
+          { type: "image_url", image_url: { url: `data:;base64,${PNG64}` } },
+          { type: "image_url", image_url: { url: `data:image/png;base64,${PNG64}` } },
+          { type: "text", text: "What is this?" },
+        ],
+      },
+      {
+        role: "assistant",
+        content: "",
+        tool_calls: [{ type: "function", function: { name: "look", arguments: '{"zoom":2}' } }],
+      },
+      { role: "tool", content: "a cat" },
+    ],
+    tools: [{ type: "function", function: { name: "look", parameters: { type: "object" } } }],
+    temperature: 0.2,
+    top_k: 5,
+    max_tokens: 64,
+    stop: ["\n\n"],
+    repetition_penalty: 1.1,
+    response_format: { type: "json_object" },
+    logprobs: true,
+    top_logprobs: 2,
+    stream: true,
+  });
+});
+
+Deno.test("ollamaChat: no messages is a load; an assistant's last message is continued; a schema format; stream false", () => {
+  const load = ollamaChat({}, ID);
+  assert.equal(load.load, true);
+  assert.equal(load.model, `${ID}:latest`); // named as /api/tags lists it
+  assert.equal(ollamaChat({ model: ID }, ID).model, ID); // as the request named it
+
+  const o = ollamaChat({
+    messages: [{ role: "user", content: "Count" }, { role: "assistant", content: "1, 2," }],
+    format: { type: "object", properties: { n: { type: "integer" } } },
+    options: { num_predict: -1 },
+    stream: false,
+  }, ID);
+  assert.equal(o.stream, false);
+  assert.equal(o.defaultLength, true);
+  assert.equal(o.body.max_tokens, undefined);
+  assert.equal(o.body.continue_final_message, true);
+  assert.equal(o.body.add_generation_prompt, false);
+  assert.deepEqual(o.body.response_format, {
+    type: "json_schema",
+    json_schema: {
+      name: "format",
+      schema: { type: "object", properties: { n: { type: "integer" } } },
+    },
+  });
+});
+
+Deno.test("ollamaChat refuses what it cannot translate, naming the Ollama field", () => {
+  const bad: [unknown, RegExp][] = [
+    [{ messages: {} }, /^messages must be an array/],
+    [{ messages: [{ role: "user", content: 3 }] }, /^messages\[0\]\.content must be a string/],
+    [
+      { messages: [{ role: "user", content: "x", images: "abc" }] },
+      /^messages\[0\]\.images must be/,
+    ],
+    [
+      { messages: [{ role: "assistant", content: "", tool_calls: [{ name: "f" }] }] },
+      /tool_calls\[0\] must be/,
+    ],
+    [{ messages: [], options: [] }, /^options must be an object/],
+    [{ messages: [], options: { num_predict: -3 } }, /^options\.num_predict must be a positive/],
+    [{ messages: [], format: "xml" }, /^format must be "json" or a JSON schema/],
+    [{ messages: [], think: true }, /^think: this model writes its reasoning in the answer/],
+    [{ messages: [], stream: "yes" }, /^stream must be true or false/],
+  ];
+  for (const [json, message] of bad) {
+    assert.throws(
+      () => ollamaChat(json, ID),
+      (e) => e instanceof HttpError && e.status === 400 && message.test(e.message),
+      JSON.stringify(json),
+    );
+  }
+  // think: false is no request for thinking.
+  assert.equal(ollamaChat({ messages: [], think: false }, ID).load, true);
+});
+
+Deno.test("ollamaGenerate: system and prompt as a chat, raw as a completion, the rest refused", () => {
+  const o = ollamaGenerate({
+    model: ID,
+    prompt: "Describe",
+    system: "Be brief.",
+    images: [PNG64],
+    options: { seed: 7 },
+    stream: false,
+  }, ID);
+  assert.deepEqual(o.body, {
+    messages: [
+      { role: "system", content: "Be brief." },
+      {
+        role: "user",
+        content: [
+          { type: "image_url", image_url: { url: `data:;base64,${PNG64}` } },
+          { type: "text", text: "Describe" },
+        ],
+      },
+    ],
+    seed: 7,
+    stream: false,
+  });
+  assert.deepEqual(o.sources, [["system", 0], ["prompt", 1]]);
+  assert.equal(o.raw, false);
+
+  const raw = ollamaGenerate({ prompt: "<|im_start|>user\nHi", raw: true }, ID);
+  assert.deepEqual(raw.body, { prompt: "<|im_start|>user\nHi", stream: true });
+  assert.equal(raw.raw, true);
+  assert.equal(raw.defaultLength, true);
+
+  assert.equal(ollamaGenerate({ model: ID }, ID).load, true);
+  assert.equal(ollamaGenerate({ prompt: "", context: [] }, ID).load, true); // an empty context is none
+  for (
+    const [json, message] of [
+      [{ prompt: "x", suffix: "y" }, /suffix is not supported/],
+      [{ prompt: "x", template: "{{ .Prompt }}" }, /template is not supported/],
+      [{ prompt: "x", context: [1, 2] }, /context is not supported: send the conversation/],
+      [{ prompt: "x", raw: true, images: [PNG64] }, /images need the chat template/],
+      [{ prompt: 5 }, /prompt must be a string/],
+    ] as [unknown, RegExp][]
+  ) {
+    assert.throws(() => ollamaGenerate(json, ID), message, JSON.stringify(json));
+  }
+});
+
+Deno.test("ollamaError renames the chat request's fields as the Ollama request's", () => {
+  const renamed = (e: HttpError, sources: [string, number][] = []) => {
+    const r = ollamaError(e, sources) as HttpError;
+    return [r.param, r.message];
+  };
+  assert.deepEqual(
+    renamed(badRequest("max_tokens", "max_tokens must be >= 1 and <= 8192; got 0.")),
+    ["options.num_predict", "options.num_predict must be >= 1 and <= 8192; got 0."],
+  );
+  assert.deepEqual(
+    renamed(badRequest("repetition_penalty", "repetition_penalty must be > 0.")),
+    ["options.repeat_penalty", "options.repeat_penalty must be > 0."],
+  );
+  assert.deepEqual(
+    renamed(badRequest("response_format.json_schema.schema", "response_format: bad.")),
+    ["format", "format: bad."],
+  );
+  // A message's image part is its images[j]; its text part is its content.
+  const sources: [string, number][] = [["", 0], ["", 2]];
+  assert.deepEqual(
+    renamed(
+      badRequest("messages[1].content[1].image_url.url", "messages[1].content[1]: bad."),
+      sources,
+    ),
+    ["messages[1].images[1]", "messages[1].images[1]: bad."],
+  );
+  assert.deepEqual(
+    renamed(badRequest("messages[1].content[2]", "messages[1].content[2]: no."), sources),
+    ["messages[1].content", "messages[1].content: no."],
+  );
+  // /api/generate's messages are its system, prompt and images.
+  const generate: [string, number][] = [["system", 0], ["prompt", 1]];
+  assert.deepEqual(
+    renamed(
+      badRequest("messages[1].content[0].image_url.url", "messages[1].content[0]: bad."),
+      generate,
+    ),
+    ["images[0]", "images[0]: bad."],
+  );
+  assert.deepEqual(renamed(badRequest("messages[0].content", "x"), generate), ["system", "x"]);
+  // Not a 400: as it is.
+  const e = new HttpError(503, "busy");
+  assert.equal(ollamaError(e), e);
+});
+
+Deno.test("ollamaChatFormat answers as Ollama: text chunks, then done with the counts in nanoseconds", () => {
+  const format = ollamaChatFormat("m:latest", undefined, []);
+  assert.equal(format.ndjson, true);
+  const header = completionHeader("m");
+  const chunks = format.chunks(header, { include: false }, 0);
+  assert.equal(chunks.open(), undefined);
+  const one = chunks.delta({ type: "delta", text: "Hi" }) as Record<string, unknown>;
+  assert.match(String(one.created_at), /^\d{4}-\d\d-\d\dT/);
+  assert.deepEqual(
+    { ...one, created_at: 0 },
+    {
+      model: "m:latest",
+      created_at: 0,
+      message: { role: "assistant", content: "Hi" },
+      done: false,
+    },
+  );
+  assert.equal(chunks.delta({ type: "delta", text: "" }), undefined);
+  const last = chunks.finish(result("Hi", { finishReason: "length" })) as Record<string, unknown>;
+  assert.ok(typeof last.total_duration === "number" && last.total_duration >= 0);
+  assert.deepEqual({ ...last, created_at: 0, total_duration: 0 }, {
+    model: "m:latest",
+    created_at: 0,
+    message: { role: "assistant", content: "" },
+    done: true,
+    done_reason: "length",
+    total_duration: 0,
+    load_duration: 0,
+    prompt_eval_count: 20,
+    prompt_eval_duration: 3_500_000,
+    eval_count: 5,
+    eval_duration: 10_000_000,
+  });
+  const whole = format.whole(header, [result("Hello")]) as Record<string, unknown>;
+  assert.deepEqual(whole.message, { role: "assistant", content: "Hello" });
+  assert.equal(whole.done_reason, "stop");
+  assert.deepEqual(format.streamError?.(badRequest(null, "no")), { error: "no" });
+});
+
+Deno.test("ollamaChatFormat: tool calls with object arguments at the end; unparseable ones stay text", () => {
+  const mode = { kind: "auto" as const, parallel: true, continued: false };
+  const format = ollamaChatFormat("m", mode, []);
+  const text = `Let me look.\n${QWEN_FUNCTION_MARK}: look\n✿ARGS✿: {"zoom": 2}`;
+  const whole = format.whole(completionHeader("m"), [result(text)]) as Record<string, unknown>;
+  assert.deepEqual(whole.message, {
+    role: "assistant",
+    content: "Let me look.",
+    tool_calls: [{ function: { name: "look", arguments: { zoom: 2 } } }],
+  });
+  const chunks = format.chunks(completionHeader("m"), { include: false }, 0);
+  const shown = (chunks.delta({ type: "delta", text }) as { message: { content: string } })
+    .message.content;
+  const last = chunks.finish(result(text)) as { message: Record<string, unknown> };
+  assert.equal(shown + last.message.content, "Let me look.");
+  assert.deepEqual(last.message.tool_calls, [{
+    function: { name: "look", arguments: { zoom: 2 } },
+  }]);
+
+  const broken = `Hm.\n${QWEN_FUNCTION_MARK}: look\n✿ARGS✿: zoom twice`;
+  const b = format.whole(completionHeader("m"), [result(broken)]) as Record<string, unknown>;
+  assert.deepEqual(b.message, {
+    role: "assistant",
+    content: `Hm.${QWEN_FUNCTION_MARK}: look\n✿ARGS✿: zoom twice`,
+  });
+});
+
+Deno.test("ollama formats carry logprobs with the text they belong to", () => {
+  const format = ollamaGenerateFormat("m", []);
+  const chunks = format.chunks(completionHeader("m"), { include: false }, 0);
+  // A token held back (no text yet) gives its logprobs to the next text.
+  assert.equal(chunks.delta({ type: "delta", text: "", logprobs: [lp("a", -0.5)] }), undefined);
+  const next = chunks.delta({ type: "delta", text: "ab", logprobs: [lp("b", -0.25)] }) as Record<
+    string,
+    unknown
+  >;
+  assert.equal(next.response, "ab");
+  assert.deepEqual(next.logprobs, [
+    { token: "a", logprob: -0.5, bytes: [97], top_logprobs: [] },
+    { token: "b", logprob: -0.25, bytes: [98], top_logprobs: [] },
+  ]);
+  const whole = format.whole(completionHeader("m"), [result("ab", { logprobs: [lp("a", -1)] })]);
+  assert.deepEqual((whole as { logprobs: unknown }).logprobs, [
+    { token: "a", logprob: -1, bytes: [97], top_logprobs: [] },
+  ]);
+  // Without logprobs asked: no field.
+  const plain = ollamaGenerateFormat("m", []).whole(completionHeader("m"), [result("x")]);
+  assert.equal("logprobs" in plain, false);
+});
