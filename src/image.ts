@@ -125,8 +125,8 @@ export const DEFAULT_IMAGE_PROCESSOR_CONFIG: Readonly<Required<ImageProcessorCon
 
 /**
  * transformers' `Qwen2VLVideoProcessor` class defaults (fewer pixels a frame than an image's),
- * for a video_preprocessor_config.json that leaves fields out. Without that file transformers
- * reads preprocessor_config.json for videos too: the image settings.
+ * for video settings that leave fields out. Without video settings of its own a model's videos
+ * read preprocessor_config.json — the image settings, these defaults filling what it leaves out.
  */
 export const DEFAULT_VIDEO_PROCESSOR_CONFIG: Readonly<Required<ImageProcessorConfig>> = {
   ...DEFAULT_IMAGE_PROCESSOR_CONFIG,

@@ -32,8 +32,8 @@ const PROCESSOR_FILE = "processor_config.json";
  * A model's image and video settings, found where transformers 5 looks: processor_config.json's
  * nested `image_processor` (what `save_pretrained` writes since v5), else preprocessor_config.json
  * (the hub's Qwen2-VL checkpoints); for videos its `video_processor`, else
- * video_preprocessor_config.json, else the image settings. Throws ModelFileError where neither
- * image source exists.
+ * video_preprocessor_config.json, else the image settings (what they leave out from the video
+ * processor's defaults). Throws ModelFileError where neither image source exists.
  */
 export async function loadProcessorConfigs(
   src: ModelSource,
@@ -57,12 +57,15 @@ export async function loadProcessorConfigs(
     );
   }
   const image = parsePreprocessorConfig(imageSource.json, undefined, imageSource.file);
-  // Without video settings of its own a model's videos take the image settings, as in transformers.
+  // Without video settings of its own a model's videos read the image settings, as in
+  // transformers — where the video processor fills what they leave out with its own defaults
+  // (fewer pixels a frame than an image's), not the image processor's.
   const videoSource = nested("video_processor") ??
     { json: await optionalJson(VIDEO_FILE), file: VIDEO_FILE };
-  const video = videoSource.json === undefined
-    ? image
-    : parsePreprocessorConfig(videoSource.json, DEFAULT_VIDEO_PROCESSOR_CONFIG, videoSource.file);
+  const { json: videoJson, file: videoFile } = videoSource.json === undefined
+    ? imageSource
+    : videoSource;
+  const video = parsePreprocessorConfig(videoJson, DEFAULT_VIDEO_PROCESSOR_CONFIG, videoFile);
   return { image, video };
 }
 

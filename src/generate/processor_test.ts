@@ -180,3 +180,44 @@ Deno.test("ChatProcessor.load() takes the video settings nested in processor_con
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("ChatProcessor.load(): a model without video settings gives its videos the image settings, the video processor's defaults filling the gaps (transformers 5.17 / 5.24)", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    for (
+      const f of ["config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.json"]
+    ) {
+      await Deno.copyFile(`${TINY_DIR}${f}`, `${dir}/${f}`);
+    }
+    const { min_pixels: _, max_pixels: __, ...pre } = JSON.parse(
+      await Deno.readTextFile(`${TINY_DIR}preprocessor_config.json`),
+    );
+    // Three 56 × 84 frames (a pair and the last repeated): transformers' video_grid_thw.
+    const frame = { width: 84, height: 56, data: new Uint8Array(84 * 56 * 3).fill(128) };
+    const grid = async (settings: Record<string, unknown>) => {
+      await Deno.writeTextFile(
+        `${dir}/preprocessor_config.json`,
+        JSON.stringify({ ...pre, ...settings }),
+      );
+      const p = await ChatProcessor.load(openModelSource(dir));
+      const prepared = await p.prepare([{
+        role: "user",
+        content: [{ type: "video", video: [frame, frame, frame] }],
+      }]);
+      p.tokenizer.dispose();
+      return [prepared.gridThw, p.imageConfig, p.videoConfig] as const;
+    };
+    // No bounds: the video processor's 100352 – 602112 pixels a frame (the images' 3136 – 1003520
+    // gave [2, 4, 6]).
+    const [none, image, video] = await grid({});
+    assert.deepEqual(none, [[2, 20, 28]]);
+    assert.deepEqual([video.minPixels, video.maxPixels], [100352, 602112]);
+    assert.deepEqual([image.minPixels, image.maxPixels], [3136, 1003520]);
+    // One bound given: the other still the video processor's.
+    const [maxOnly, , v2] = await grid({ max_pixels: 200704 });
+    assert.deepEqual(maxOnly, [[2, 20, 28]]);
+    assert.deepEqual([v2.minPixels, v2.maxPixels], [100352, 200704]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
