@@ -89,10 +89,17 @@ Deno.test("ollama-js generates, raw or through the chat template, to num_predict
     ["user", "Why is the sky blue?"],
   ]);
 
-  const raw = await s.client.generate({ model: engine.modelId, prompt: "1, 2, 3,", raw: true });
+  const raw = await s.client.generate({
+    model: engine.modelId,
+    prompt: "1, 2, 3,",
+    raw: true,
+    logprobs: true,
+  });
   assert.deepEqual(engine.prompts, ["1, 2, 3,"]); // the completion route: no template
   assert.equal(raw.response, "I see 0 images. You said: 1, 2, 3,");
   assert.equal(engine.calls[1].options.maxNewTokens, undefined); // the model's default, not 16
+  assert.equal(raw.logprobs?.length, 9); // one a token (a word, for the fake engine)
+  assert.deepEqual(raw.logprobs?.[0], { token: "I", logprob: -0.1, bytes: [73], top_logprobs: [] });
 
   const streamed = await s.client.generate({ model: engine.modelId, prompt: "Hi", stream: true });
   let text = "";

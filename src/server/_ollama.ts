@@ -23,6 +23,9 @@ import type { ToolMode } from "./_tools.ts";
 
 type Json = Record<string, unknown>;
 
+/** A call as the chat endpoint's answer holds it. */
+type ChatCall = { id: string; function: { name: string; arguments: string } };
+
 /** The Ollama API version whose endpoints and fields this server follows (`GET /api/version`). */
 export const OLLAMA_API_VERSION = "0.12.0";
 
@@ -110,7 +113,7 @@ export interface OllamaRequest {
 }
 
 /** The request body's sampling fields from `options`, `format`, `think` and `logprobs`. */
-function sampling(json: Json, body: Json): { defaultLength: boolean } {
+function sampling(json: Json, body: Json, raw = false): { defaultLength: boolean } {
   const options = json.options ?? {};
   if (!isObject(options)) throw invalid("options", "options must be an object of model options.");
   let defaultLength = true;
@@ -148,9 +151,17 @@ function sampling(json: Json, body: Json): { defaultLength: boolean } {
         "send think: false or leave it out.",
     );
   }
-  if (json.logprobs !== undefined && json.logprobs !== null) body.logprobs = json.logprobs;
-  if (json.top_logprobs !== undefined && json.top_logprobs !== null) {
-    body.top_logprobs = json.top_logprobs;
+  const logprobs = json.logprobs ?? false;
+  if (typeof logprobs !== "boolean") throw invalid("logprobs", "logprobs must be true or false.");
+  // top_logprobs without logprobs is ignored, as Ollama ignores it.
+  const top = json.top_logprobs ?? 0;
+  if (logprobs) {
+    if (typeof top !== "number") {
+      throw invalid("top_logprobs", "top_logprobs must be a number of alternatives.");
+    }
+    // /v1/completions (raw) takes the count of alternatives as its `logprobs`.
+    if (raw) body.logprobs = top;
+    else Object.assign(body, { logprobs: true, top_logprobs: top });
   }
   const stream = json.stream ?? true;
   if (typeof stream !== "boolean") throw invalid("stream", "stream must be true or false.");
@@ -181,7 +192,9 @@ function chatMessage(m: unknown, i: number): Json {
   if (!isObject(m)) throw invalid(at, `${at} must be an object with "role" and "content".`);
   const text = m.content ?? "";
   if (typeof text !== "string") throw invalid(`${at}.content`, `${at}.content must be a string.`);
-  const out: Json = { role: m.role, content: content(text, imageParts(m.images, `${at}.images`)) };
+  // Ollama takes roles in any case.
+  const role = typeof m.role === "string" ? m.role.toLowerCase() : m.role;
+  const out: Json = { role, content: content(text, imageParts(m.images, `${at}.images`)) };
   if (m.tool_calls !== undefined && m.tool_calls !== null) {
     if (!Array.isArray(m.tool_calls)) {
       throw invalid(`${at}.tool_calls`, `${at}.tool_calls must be an array.`);
@@ -222,7 +235,8 @@ export function ollamaChat(json: unknown, modelId: string): OllamaRequest {
   ]);
   // Ollama continues an assistant's answer sent last (a prefill).
   const last = messages.at(-1);
-  if (isObject(last) && last.role === "assistant" && !last.tool_calls) {
+  const lastRole = isObject(last) && typeof last.role === "string" ? last.role.toLowerCase() : "";
+  if (lastRole === "assistant" && isObject(last) && !last.tool_calls) {
     body.continue_final_message = true;
     body.add_generation_prompt = false;
   }
@@ -265,6 +279,9 @@ export function ollamaGenerate(json: unknown, modelId: string): OllamaRequest {
     if (images.length) {
       throw invalid("images", "images need the chat template: send them without raw.");
     }
+    if (system) {
+      throw invalid("system", "raw mode takes no system prompt: write it into the prompt.");
+    }
     body = { prompt };
   } else {
     const messages = [
@@ -274,7 +291,7 @@ export function ollamaGenerate(json: unknown, modelId: string): OllamaRequest {
     sources = [...(system ? [["system", 0] as [string, number]] : []), ["prompt", images.length]];
     body = { messages };
   }
-  const { defaultLength } = sampling(json, body);
+  const { defaultLength } = sampling(json, body, raw);
   return {
     body,
     raw,
@@ -337,12 +354,13 @@ function stamp(model: string): Json {
   return { model, created_at: new Date().toISOString() };
 }
 
-/** Ollama's tool calls (arguments as objects); undefined where one's arguments are no JSON object. */
-function ollamaCalls(
-  calls: { function: { name: string; arguments: string } }[],
-): Json[] | undefined {
+/**
+ * Ollama's tool calls: each with its id and its `function.index` (Open WebUI merges calls that
+ * share an index), arguments as objects; undefined where one's arguments are no JSON object.
+ */
+function ollamaCalls(calls: ChatCall[]): Json[] | undefined {
   const out: Json[] = [];
-  for (const c of calls) {
+  for (const [index, c] of calls.entries()) {
     let args: unknown;
     try {
       args = JSON.parse(c.function.arguments || "{}");
@@ -350,7 +368,7 @@ function ollamaCalls(
       return undefined;
     }
     if (!isObject(args)) return undefined;
-    out.push({ function: { name: c.function.name, arguments: args } });
+    out.push({ id: c.id, function: { index, name: c.function.name, arguments: args } });
   }
   return out;
 }
@@ -360,11 +378,7 @@ function ollamaCalls(
  * are not a JSON object stay text (the answer's own words from the first call on), as Ollama
  * leaves a call it cannot parse.
  */
-function messageFields(
-  content: string,
-  calls: { function: { name: string; arguments: string } }[],
-  text: string,
-): Json {
+function messageFields(content: string, calls: ChatCall[], text: string): Json {
   if (!calls.length) return { role: "assistant", content };
   const parsed = ollamaCalls(calls);
   if (!parsed) return { role: "assistant", content: content + callsText(text) };
@@ -404,7 +418,7 @@ export function ollamaChatFormat(
       const reader = deltaReader(mode);
       const shown = (reader.push(r.text)?.content ?? "") as string;
       const { delta } = reader.end();
-      const calls = (delta.tool_calls ?? []) as { function: { name: string; arguments: string } }[];
+      const calls = (delta.tool_calls ?? []) as ChatCall[];
       return {
         ...stamp(model),
         message: messageFields(shown + ((delta.content ?? "") as string), calls, r.text),
@@ -432,9 +446,7 @@ export function ollamaChatFormat(
         },
         finish: (r) => {
           const { delta } = reader.end();
-          const calls = (delta.tool_calls ?? []) as {
-            function: { name: string; arguments: string };
-          }[];
+          const calls = (delta.tool_calls ?? []) as ChatCall[];
           return {
             ...stamp(model),
             message: messageFields((delta.content ?? "") as string, calls, r.text),

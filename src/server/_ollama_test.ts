@@ -303,18 +303,31 @@ Deno.test("ollamaChatFormat: tool calls with object arguments at the end; unpars
   const format = ollamaChatFormat("m", mode, []);
   const text = `Let me look.\n${QWEN_FUNCTION_MARK}: look\n✿ARGS✿: {"zoom": 2}`;
   const whole = format.whole(completionHeader("m"), [result(text)]) as Record<string, unknown>;
-  assert.deepEqual(whole.message, {
+  const message = whole.message as { tool_calls: { id: string }[] };
+  assert.match(message.tool_calls[0].id, /^call_[0-9a-f]{24}$/);
+  assert.deepEqual(message, {
     role: "assistant",
     content: "Let me look.",
-    tool_calls: [{ function: { name: "look", arguments: { zoom: 2 } } }],
+    tool_calls: [{
+      id: message.tool_calls[0].id,
+      function: { index: 0, name: "look", arguments: { zoom: 2 } },
+    }],
   });
+  // Two calls: each its own index (Open WebUI merges calls that share one).
+  const two = format.whole(completionHeader("m"), [result(`${text}\n${text.slice(13)}`)]) as {
+    message: { tool_calls: { function: { index: number } }[] };
+  };
+  assert.deepEqual(two.message.tool_calls.map((c) => c.function.index), [0, 1]);
   const chunks = format.chunks(completionHeader("m"), { include: false }, 0);
   const shown = (chunks.delta({ type: "delta", text }) as { message: { content: string } })
     .message.content;
   const last = chunks.finish(result(text)) as { message: Record<string, unknown> };
   assert.equal(shown + last.message.content, "Let me look.");
-  assert.deepEqual(last.message.tool_calls, [{
-    function: { name: "look", arguments: { zoom: 2 } },
+  const calls = last.message.tool_calls as { id: string; function: unknown }[];
+  assert.deepEqual(calls.map((c) => c.function), [{
+    index: 0,
+    name: "look",
+    arguments: { zoom: 2 },
   }]);
 
   const broken = `Hm.\n${QWEN_FUNCTION_MARK}: look\n✿ARGS✿: zoom twice`;
@@ -346,4 +359,37 @@ Deno.test("ollama formats carry logprobs with the text they belong to", () => {
   // Without logprobs asked: no field.
   const plain = ollamaGenerateFormat("m", []).whole(completionHeader("m"), [result("x")]);
   assert.equal("logprobs" in plain, false);
+});
+
+Deno.test("ollama requests: roles in any case, logprobs as the route takes them, raw without a system prompt", () => {
+  const o = ollamaChat({
+    messages: [{ role: "User", content: "Hi" }, { role: "ASSISTANT", content: "Hel" }],
+    top_logprobs: 3, // without logprobs: ignored, as Ollama ignores it
+  }, ID);
+  assert.deepEqual(o.body.messages, [
+    { role: "user", content: "Hi" },
+    { role: "assistant", content: "Hel" },
+  ]);
+  assert.equal(o.body.continue_final_message, true);
+  assert.equal("top_logprobs" in o.body || "logprobs" in o.body, false);
+  const chat = ollamaChat({ messages: [], logprobs: true, top_logprobs: 2 }, ID);
+  assert.deepEqual([chat.body.logprobs, chat.body.top_logprobs], [true, 2]);
+  // /v1/completions (raw) takes the count of alternatives as its logprobs; false sends none.
+  assert.equal(ollamaGenerate({ prompt: "a", raw: true, logprobs: true }, ID).body.logprobs, 0);
+  assert.equal(
+    ollamaGenerate({ prompt: "a", raw: true, logprobs: true, top_logprobs: 4 }, ID).body.logprobs,
+    4,
+  );
+  assert.equal(
+    "logprobs" in ollamaGenerate({ prompt: "a", raw: true, logprobs: false }, ID).body,
+    false,
+  );
+  assert.throws(
+    () => ollamaChat({ messages: [], logprobs: "yes" }, ID),
+    /logprobs must be true or false/,
+  );
+  assert.throws(
+    () => ollamaGenerate({ prompt: "a", raw: true, system: "Be brief." }, ID),
+    /raw mode takes no system prompt/,
+  );
 });
