@@ -142,7 +142,7 @@ async function checkRow(
 ) {
   const width = s.heads * s.headDim, kvWidth = s.kvHeads * s.headDim;
   // int8: the reference sees q and k as the int8 kernel does: k less its mean over the keys (the
-  // kernel's mean is over all tokens: one image, lo = 0, hi = seq), rounded per head row.
+  // kernel's mean is over the query's cu_seqlens block: the keys [lo, hi)), rounded per head row.
   const rounded = (x: Float32Array) => int8 ? fakeInt8(x, s.headDim) : x;
   const qr = rounded(await readRows(q.b, q.stride, q.off, width, q.row, 1));
   const k = await readRows(kv.k, kv.stride, kv.kOff, kvWidth, lo, hi - lo);

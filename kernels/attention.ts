@@ -37,7 +37,15 @@
  */
 import type { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { balancedTree, type BufferArg, bufferOf, ceilDiv, Dispatch, variant } from "./_kernel.ts";
+import {
+  balancedTree,
+  type BufferArg,
+  bufferOf,
+  ceilDiv,
+  checkSize,
+  Dispatch,
+  variant,
+} from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { grid2d } from "./_grid.ts";
 import { kvDefines, type KvDType } from "./kv_cache.ts";
@@ -689,11 +697,13 @@ const qkScratch = deviceScratch("attention.qk8"), meanScratch = deviceScratch("a
 /**
  * Quantizes q and k − mean(k) rows to int8 for the flash prefill's int8 S (kernels/attention.wgsl
  * `k_mean`, then `quantize_qk`): per (token, head) row of head_dim values, d = max|x| / 127 (f32)
- * and codes round(x / d), half to even. The mean over all tokens, per KV head and dim, leaves
- * every query's softmax as it was and keeps a bias the keys share from setting their int8 step
- * (see the shader).
+ * and codes round(x / d), half to even. The mean over each cu_seqlens block's tokens (an image, a
+ * video's frame), per KV head and dim, leaves every query's softmax as it was, keeps a bias the
+ * keys share from setting their int8 step, and keeps a block's codes its own: the same whatever
+ * else is encoded with it (see the shader).
  * @param qk (seq, heads + kvHeads, head_dim / 16 + 1) vec4: each row's codes, then d
- * @param kmean (kvHeads · head_dim) f32, written by the first dispatch
+ * @param kmean (nCu − 1, kvHeads · head_dim) f32, written by the first dispatch
+ * @param cu (nCu) u32 cu_seqlens: block b is tokens cu[b] .. cu[b + 1] − 1
  * @returns [mean of k, quantize]
  */
 export function quantizeQk(
@@ -702,29 +712,44 @@ export function quantizeQk(
   kmean: BufferArg,
   q: HeadRows,
   k: HeadRows,
-  s: AttentionHeads & { seq: number },
+  cu: BufferArg,
+  s: AttentionHeads & { seq: number; nCu: number },
 ): Dispatch[] {
   const r = resolveHeads("quantizeQk", s, q, k, k);
+  if (!(Number.isInteger(s.nCu) && s.nCu >= 2 && s.nCu <= 65536)) {
+    throw new InvalidInputError(
+      `quantizeQk: nCu must be 2 ..= 65536 cu_seqlens entries; got ${s.nCu}`,
+    );
+  }
+  checkSize("cu", cu, s.nCu * 4);
+  checkSize("kmean", kmean, (s.nCu - 1) * r.kvHeads * r.headDim * 4);
   const rows = s.seq * (r.heads + r.kvHeads);
-  const params = pack(r, { seq: s.seq });
+  const params = pack(r, { seq: s.seq, nCu: s.nCu });
   const mean = variant(gpu, {
     family: "attention",
     entry: "k_mean",
-    bindings: ["read", "read_write"],
+    bindings: ["read_write", "read", "read"],
     params: Params,
     defines: { HD: r.headDim, QUANT_QK: true, KMEAN: true },
   });
   const quant = variant(gpu, {
     family: "attention",
     entry: "quantize_qk",
-    bindings: ["read", "read", "read", "read_write"],
+    bindings: ["read", "read", "read", "read", "read_write"],
     params: Params,
     defines: { HD: r.headDim, QUANT_QK: true },
     code: quantizeCode(r.headDim),
   });
+  const blocks = [r.kvHeads * r.headDim / 4, s.nCu - 1] as const;
   return [
-    new Dispatch(gpu, mean, [k.buffer, kmean], params, [r.kvHeads * r.headDim / 4, 1]),
-    new Dispatch(gpu, quant, [q.buffer, k.buffer, kmean, qk], params, grid2d(ceilDiv(rows, 256))),
+    new Dispatch(gpu, mean, [kmean, k.buffer, cu], params, blocks),
+    new Dispatch(
+      gpu,
+      quant,
+      [q.buffer, k.buffer, cu, kmean, qk],
+      params,
+      grid2d(ceilDiv(rows, 256)),
+    ),
   ];
 }
 
@@ -751,7 +776,7 @@ export function visionAttentionInt8(
 ): Dispatch[] {
   const r = visionHeads("visionAttentionInt8", s, q, k, v);
   const w = qw4(r.headDim), rows = r.heads + r.kvHeads, bytes = s.seq * rows * w * 16;
-  const meanBytes = r.kvHeads * r.headDim * 4;
+  const meanBytes = (s.nCu - 1) * r.kvHeads * r.headDim * 4;
   if (bytes > gpu.maxBinding) {
     throw new InvalidInputError(
       `visionAttentionInt8: ${s.seq} patches need ${bytes} bytes of int8 q / k rows, over this ` +
@@ -766,7 +791,7 @@ export function visionAttentionInt8(
   // The prefill reads q and k from the scratch: rows of (heads + kvHeads) · w vec4, k after q.
   const rq: ResolvedHeads = { ...r, q: [rows * w, 0], k: [rows * w, r.heads * w] };
   return [
-    ...quantizeQk(gpu, qk, kmean, q, k, { ...s, kvHeads: r.kvHeads }),
+    ...quantizeQk(gpu, qk, kmean, q, k, cu, { ...s, kvHeads: r.kvHeads }),
     prefillDispatch(
       gpu,
       "visionAttentionInt8",

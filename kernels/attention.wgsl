@@ -8,7 +8,8 @@
 //   prefill         — queries 0..seq-1 against keys; causal (query i sits at position offset + i and
 //                     sees keys 0..offset+i) or, #if VISION, block-diagonal by cu_seqlens (query i
 //                     in block b sees keys cu[b]..cu[b+1]-1: each image frame attends to itself).
-//   k_mean          — #if QUANT_QK and KMEAN: the mean of k over the tokens, per KV head and dim;
+//   k_mean          — #if QUANT_QK and KMEAN: the mean of k over each cu_seqlens block's tokens,
+//                     per KV head and dim;
 //   quantize_qk     — #if QUANT_QK: q and k − mean(k) rows to int8 for the flash prefill's INT8S.
 // Decode (one query against the KV cache) is kernels/attention_decode.wgsl.
 
@@ -23,46 +24,68 @@ const QW4: u32 = HD / 16u + 1u;
 #if QUANT_QK
 // Why k − mean(k) (SageAttention's smoothing): a component all keys share (a bias) moves every
 // score of a query by the same amount, which softmax ignores, but it sets the keys' int8 step;
-// subtracted, the step follows what tells keys apart. One mean over all tokens serves every
-// cu_seqlens block (a constant shift within each). CPU experiment (src/ref/attention.ts
-// fakeInt8, 256 keys × 80, keys N(0, 1) + 10·o, o ∼ N(0, 1) per dim): max |Δ| from f32 0.17
-// without, 0.041 with, the same as with no offset at all.
-#if KMEAN
-// k_mean: one workgroup per vec4 of (KV head, dim); its 256 threads sum rows t ≡ lid (mod 256),
-// then a tree over workgroup memory.
-@group(0) @binding(0) var<storage, read> k: array<vec4<f32>>;             // (seq, k_stride) f32
-@group(0) @binding(1) var<storage, read_write> kmean: array<vec4<f32>>;   // (kv heads · HD) f32
+// subtracted, the step follows what tells keys apart. Each cu_seqlens block (an image, a
+// video's frame) has its own mean — a constant shift within the block, all its queries see — so
+// a block's codes, and its image's embeddings, do not depend on the other images encoded with it
+// (the prompt cache encodes only the images it has not seen; one mean over all tokens moved an
+// image's embeddings by 1 %). CPU experiment (src/ref/attention.ts fakeInt8, 256 keys × 80,
+// keys N(0, 1) + 10·o, o ∼ N(0, 1) per dim): max |Δ| from f32 0.17 without, 0.041 with, the same
+// as with no offset at all.
+@group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;             // (seq, k_stride) f32
+@group(0) @binding(2) var<storage, read> cu: array<u32>;                  // (n_cu) u32 cu_seqlens
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
+
+// vec4 in one token's KV heads' row (kv heads · HD / 4): kmean's row length.
+fn kw4() -> u32 { return p.heads / p.group * HD4; }
+
+#if KMEAN
+// k_mean: one workgroup per (vec4 of (KV head, dim), cu_seqlens block); its 256 threads sum the
+// block's rows t ≡ cu[b] + lid (mod 256), then a tree over workgroup memory.
+@group(0) @binding(0) var<storage, read_write> kmean: array<vec4<f32>>;   // (n_cu − 1, kv heads · HD) f32
 
 var<workgroup> part: array<vec4<f32>, 256>;
 
 @compute @workgroup_size(256)
 fn k_mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let c = wid.x;                  // vec4 column of the KV heads' row
+  let lo = cu[wid.y];
+  let hi = cu[wid.y + 1u];
   var s = vec4<f32>(0.0);
-  for (var t = lid; t < p.seq; t += 256u) { s += k[t * p.k_stride + p.k_off + c]; }
+  for (var t = lo + lid; t < hi; t += 256u) { s += k[t * p.k_stride + p.k_off + c]; }
   part[lid] = s;
   for (var n = 128u; n > 0u; n >>= 1u) {
     workgroupBarrier();
     if (lid < n) { part[lid] += part[lid + n]; }
   }
-  if (lid == 0u) { kmean[c] = part[0] / f32(p.seq); }
+  if (lid == 0u) { kmean[wid.y * kw4() + c] = part[0] / f32(max(hi - lo, 1u)); }
 }
 #else
 // quantize_qk: one thread per (token, row), the heads q rows then the heads / group k rows
-// (minus k_mean's mean) of a token: d = max|x| / 127 (f32), codes round(x / d) (half to even, as
-// kernels/gemm.wgsl's QUANTIZE_X; d = 0 gives codes 0). q and k as the prefill reads them.
+// (minus k_mean's mean of the token's block) of a token: d = max|x| / 127 (f32), codes
+// round(x / d) (half to even, as kernels/gemm.wgsl's QUANTIZE_X; d = 0 gives codes 0). q and k
+// as the prefill reads them.
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;         // (seq, q_stride) f32
-@group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;         // (seq, k_stride) f32
-@group(0) @binding(2) var<storage, read> kmean: array<vec4<f32>>;     // (kv heads · HD) f32
-@group(0) @binding(3) var<storage, read_write> qk: array<vec4<u32>>;  // (seq, heads + kv heads, QW4)
-@group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> kmean: array<vec4<f32>>;     // (n_cu − 1, kv heads · HD) f32
+@group(0) @binding(4) var<storage, read_write> qk: array<vec4<u32>>;  // (seq, heads + kv heads, QW4)
+
+// The cu_seqlens block of token t: b with cu[b] ≤ t < cu[b + 1] (a video has hundreds of blocks).
+fn block_of(t: u32) -> u32 {
+  var lo = 0u;
+  var hi = p.n_cu - 1u;
+  while (hi - lo > 1u) {
+    let mid = (lo + hi) / 2u;
+    if (cu[mid] <= t) { lo = mid; } else { hi = mid; }
+  }
+  return lo;
+}
+
+var<private> mean_row: u32;  // this thread's token's row of kmean, in vec4
 
 // Element c (vec4) of row r of token t.
 fn qk_at(t: u32, r: u32, c: u32) -> vec4<f32> {
   if (r < p.heads) { return q[t * p.q_stride + p.q_off + r * HD4 + c]; }
   let kc = (r - p.heads) * HD4 + c;
-  return k[t * p.k_stride + p.k_off + kc] - kmean[kc];
+  return k[t * p.k_stride + p.k_off + kc] - kmean[mean_row + kc];
 }
 
 #include int8
@@ -77,6 +100,7 @@ fn quantize_qk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
   if (f >= p.seq * rows) { return; }
   let t = f / rows;
   let r = f % rows;
+  if (r >= p.heads) { mean_row = block_of(t) * kw4(); }
   {{QK_LOAD}}
   let amax = {{QK_AMAX}};
   let d = amax / 127.0;

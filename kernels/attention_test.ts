@@ -361,11 +361,16 @@ async function int8Rows(
   headDim: number,
 ) {
   const { seq } = c.args[5], w = headDim / 16 + 1, rows = seq * 2 * heads;
-  const qk = createStorage(gpu, rows * w * 16), kmean = createStorage(gpu, heads * headDim * 4);
-  run(gpu, quantizeQk(gpu, qk, kmean, c.args[1], c.args[2], { seq, heads, headDim }));
+  const { nCu } = c.args[5];
+  const qk = createStorage(gpu, rows * w * 16);
+  const kmean = createStorage(gpu, (nCu - 1) * heads * headDim * 4);
+  run(
+    gpu,
+    quantizeQk(gpu, qk, kmean, c.args[1], c.args[2], c.args[4], { seq, heads, headDim, nCu }),
+  );
   const words = new Uint32Array((await readF32(gpu, qk)).buffer);
   [qk, kmean].forEach((b) => b.destroy());
-  const x = [c.q, centered(c.k, c.embed)];
+  const x = [c.q, centered(c.k, c.embed, c.cu)];
   const cpu = x.map((a) => quantizeX(a, headDim));
   const out = [new Float32Array(seq * c.embed), new Float32Array(seq * c.embed)];
   let flips = 0;

@@ -20,12 +20,14 @@ import { assertClose } from "../ref/_random.ts";
 import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
 
 /**
- * Loads the tiny model's vision tower (`opts` as planWeights takes them) and calls `check` with each
- * image case's embeddings and transformers' reference.
+ * Loads the tiny model's vision tower (`opts` as planWeights takes them) and calls `use` with a
+ * function that encodes pixel values to their embeddings (read back).
  */
-async function forEachImageCase(
+async function withTower(
   opts: { dtype: WeightDType; visionQuant?: QuantDType },
-  check: (c: number, got: Float32Array, want: Float32Array) => void,
+  use: (
+    encode: (pixels: Float32Array, grids: [number, number, number][]) => Promise<Float32Array>,
+  ) => Promise<void>,
 ): Promise<void> {
   const gpu = await sharedGpu();
   const src = openModelSource(TINY_DIR);
@@ -39,19 +41,34 @@ async function forEachImageCase(
   const w = await uploadWeights(gpu, ckpt, plan);
   const tower = new VisionTower(gpu, cfg.vision, w);
   try {
-    for (let c = 0; c < CASES; c++) {
-      const ref = await readReferenceCase(c);
-      if (!ref.gridThw.length) continue;
-      const emb = tower.encode(ref.pixelValues, ref.gridThw);
+    await use(async (pixels, grids) => {
+      const emb = tower.encode(pixels, grids);
       const got = await readF32(gpu, emb.buffer, emb.tokens * emb.hidden);
       emb.destroy();
-      check(c, got, ref.imageEmbeds);
-    }
+      return got;
+    });
   } finally {
     tower.destroy();
     w.destroy();
     ckpt.close();
   }
+}
+
+/**
+ * Loads the tiny model's vision tower (`opts` as planWeights takes them) and calls `check` with each
+ * image case's embeddings and transformers' reference.
+ */
+async function forEachImageCase(
+  opts: { dtype: WeightDType; visionQuant?: QuantDType },
+  check: (c: number, got: Float32Array, want: Float32Array) => void,
+): Promise<void> {
+  await withTower(opts, async (encode) => {
+    for (let c = 0; c < CASES; c++) {
+      const ref = await readReferenceCase(c);
+      if (!ref.gridThw.length) continue;
+      check(c, await encode(ref.pixelValues, ref.gridThw), ref.imageEmbeds);
+    }
+  });
 }
 
 Deno.test("VisionTower.encode() gives transformers' image_embeds for every image case (tiny model, f32)", async () => {
@@ -215,4 +232,33 @@ Deno.test("checkPatchesFit() refuses images past the adapter's bindings, naming 
   );
   // A 3000 × 2000 photo (30388 patches) on an H200's 2 GiB bindings.
   checkPatchesFit(v, 30388, 2 ** 31 - 4);
+});
+
+Deno.test("VisionTower.encode(): an image's embeddings do not depend on the images encoded with it, float or int8 tower", async () => {
+  // The prompt cache encodes only the images it has not seen, so an image's rows must be the same
+  // alone or beside others (the int8 tower's k mean was over all of them: 1 % apart).
+  const refs = [];
+  for (let c = 0; c < CASES && refs.length < 2; c++) {
+    const ref = await readReferenceCase(c);
+    if (ref.gridThw.length === 1 && ref.gridThw[0][0] === 1) refs.push(ref);
+  }
+  assert.equal(refs.length, 2);
+  const [a, b] = refs;
+  for (const visionQuant of [undefined, "q8"] as const) {
+    await withTower({ dtype: "f32", visionQuant }, async (encode) => {
+      const alone = [
+        await encode(a.pixelValues, a.gridThw),
+        await encode(b.pixelValues, b.gridThw),
+      ];
+      const pixels = new Float32Array(a.pixelValues.length + b.pixelValues.length);
+      pixels.set(a.pixelValues);
+      pixels.set(b.pixelValues, a.pixelValues.length);
+      const both = await encode(pixels, [...a.gridThw, ...b.gridThw]);
+      assert.deepEqual(
+        both,
+        Float32Array.from([...alone[0], ...alone[1]]),
+        `visionQuant ${visionQuant}`,
+      );
+    });
+  }
 });
