@@ -4,8 +4,8 @@
  *   deno run -A examples/module.ts [model] [image] [question]
  *
  * `model` is a directory or a Hugging Face hub id (e.g. Qwen/Qwen2-VL-2B-Instruct, downloaded and
- * cached); by default the bundled tiny model, whose weights are random: it proves the pipeline,
- * not the answers.
+ * cached); by default QVQ_MODEL, else the bundled tiny model, whose weights are random: it proves
+ * the pipeline, not the answers.
  */
 import { fileURLToPath } from "node:url";
 import { Pipeline, resolveModel } from "@qvq/webgpu";
@@ -13,7 +13,7 @@ import { Pipeline, resolveModel } from "@qvq/webgpu";
 // A path beside this file (as a path, not a URL: spaces stay spaces).
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 const [
-  model = here("../tests/fixtures/tiny-qwen2vl"),
+  model = Deno.env.get("QVQ_MODEL") || here("../tests/fixtures/tiny-qwen2vl"),
   image = here("../tests/fixtures/tiny-qwen2vl/reference/case0_0.png"),
   question = "What value should be filled in the blank space?",
 ] = Deno.args;

@@ -5,7 +5,7 @@
  *
  *   deno run -A examples/score.ts [model] [question] [answer…]
  *
- * `model` is a directory or a Hugging Face hub id; by default the bundled tiny model (random
+ * `model` is a directory or a Hugging Face hub id; by default QVQ_MODEL, else the bundled tiny model (random
  * weights: the numbers prove the pipeline, not the model).
  */
 import { fileURLToPath } from "node:url";
@@ -14,7 +14,7 @@ import { Pipeline, resolveModel } from "@qvq/webgpu";
 // A path beside this file (as a path, not a URL: spaces stay spaces).
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 const [
-  model = here("../tests/fixtures/tiny-qwen2vl"),
+  model = Deno.env.get("QVQ_MODEL") || here("../tests/fixtures/tiny-qwen2vl"),
   question = "Which is larger, 9.11 or 9.9?",
   ...given
 ] = Deno.args;

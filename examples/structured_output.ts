@@ -5,7 +5,7 @@
  *
  *   deno run -A examples/structured_output.ts [model] [image]
  *
- * `model` is a directory or a Hugging Face hub id; by default the bundled tiny model (random
+ * `model` is a directory or a Hugging Face hub id; by default QVQ_MODEL, else the bundled tiny model (random
  * weights: it fills the form with whatever its draws make, and may run out of tokens in a string).
  */
 import { fileURLToPath } from "node:url";
@@ -14,7 +14,7 @@ import { Pipeline, resolveModel } from "@qvq/webgpu";
 // A path beside this file (as a path, not a URL: spaces stay spaces).
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 const [
-  model = here("../tests/fixtures/tiny-qwen2vl"),
+  model = Deno.env.get("QVQ_MODEL") || here("../tests/fixtures/tiny-qwen2vl"),
   imagePath = here("../tests/fixtures/tiny-qwen2vl/reference/case0_0.png"),
 ] = Deno.args;
 

@@ -5,7 +5,7 @@
  *
  * qvq decodes no video files: extract the frames first, e.g. at the 2 a second Qwen samples,
  *   ffmpeg -i clip.mp4 -vf fps=2 frames/%04d.jpg
- * By default the bundled tiny model (random weights: it proves the pipeline, not the answers) and
+ * By default QVQ_MODEL, else the bundled tiny model (random weights: it proves the pipeline, not the answers) and
  * the five frames of tests/fixtures/video.
  */
 import { fileURLToPath } from "node:url";
@@ -14,7 +14,7 @@ import { Pipeline, resolveModel } from "@qvq/webgpu";
 // A path beside this file (as a path, not a URL: spaces stay spaces).
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 const [
-  model = here("../tests/fixtures/tiny-qwen2vl"),
+  model = Deno.env.get("QVQ_MODEL") || here("../tests/fixtures/tiny-qwen2vl"),
   dir = here("../tests/fixtures/video"),
   question = "What happens in this video?",
 ] = Deno.args;

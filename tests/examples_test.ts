@@ -90,6 +90,20 @@ Deno.test("examples/module.ts streams the tiny model's answer", async () => {
   assert.ok(out.startsWith(`${ANSWER}\n[length: 12 tokens, `), out);
 });
 
+Deno.test("the module examples load QVQ_MODEL where it is set, as the README says", async () => {
+  for (const example of ["module", "score", "structured_output", "video"]) {
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `examples/${example}.ts`],
+      cwd: ROOT,
+      env: { ...ENV, QVQ_MODEL: "/nonexistent/qvq-model" },
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.notEqual(code, 0, example);
+    assert.match(new TextDecoder().decode(stderr), /\/nonexistent\/qvq-model/, example);
+  }
+});
+
 Deno.test("examples/video.ts answers about the fixture's five frames as transformers does", async () => {
   const { out } = await run(Deno.execPath(), ["run", "-A", "examples/video.ts"]);
   const ref = JSON.parse(
