@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { type Gpu, sharedGpu } from "../src/gpu/device.ts";
 import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
-import { attention as attentionRef, centered, cuSeqlens } from "../src/ref/attention.ts";
+import {
+  attention as attentionRef,
+  blockMeans,
+  centered,
+  cuSeqlens,
+} from "../src/ref/attention.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
 import { quantizeX } from "../src/ref/gemm_q.ts";
 import { cacheArray, cacheValues } from "../src/ref/kv_cache.ts";
@@ -369,8 +374,15 @@ async function int8Rows(
     quantizeQk(gpu, qk, kmean, c.args[1], c.args[2], c.args[4], { seq, heads, headDim, nCu }),
   );
   const words = new Uint32Array((await readF32(gpu, qk)).buffer);
+  // The means, each block's: the CPU's sums, the GPU's division (it may be an ulp or two off —
+  // a shift like any other to softmax — and a mean of 20 an ulp off moves k − mean by 2e-6).
+  const means = await readF32(gpu, kmean);
   [qk, kmean].forEach((b) => b.destroy());
-  const x = [c.q, centered(c.k, c.embed, c.cu)];
+  const want = blockMeans(c.k, c.embed, c.cu);
+  means.forEach((m, i) =>
+    assert.ok(Math.abs(m - want[i]) <= 3e-7 * Math.abs(want[i]), `mean ${i}`)
+  );
+  const x = [c.q, centered(c.k, c.embed, c.cu, means)];
   const cpu = x.map((a) => quantizeX(a, headDim));
   const out = [new Float32Array(seq * c.embed), new Float32Array(seq * c.embed)];
   let flips = 0;

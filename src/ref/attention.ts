@@ -76,27 +76,44 @@ export function fakeInt8(x: Float32Array, n: number): Float32Array {
 }
 
 /**
- * k minus its mean over each block's rows (cu_seqlens: block b is rows cu[b] .. cu[b + 1] − 1;
- * default one block of all), per column (a (rows, width) matrix): what the int8 attention
- * quantizes (kernels/attention.wgsl k_mean), a shift softmax does not see within a block. The
- * mean is summed in f32 in the kernel's order — row cu[b] + t into partial t % 256 in turn, then
- * a tree over the 256 partials — so it has the kernel's bits (a mean off in its last bit would
- * move a k value that sits near half a code step to the other code).
+ * The mean of k over each block's rows (cu_seqlens: block b is rows cu[b] .. cu[b + 1] − 1;
+ * default one block of all), per column of a (rows, width) matrix: (blocks, width). Summed in f32
+ * in kernels/attention.wgsl k_mean's order — row cu[b] + t into partial t % 256 in turn, then a
+ * tree over the 256 partials — so the sums have the kernel's bits (its division may differ by an
+ * ulp or two: a GPU may multiply by the reciprocal).
  */
-export function centered(
+export function blockMeans(
   k: Float32Array,
   width: number,
   cu: ArrayLike<number> = [0, k.length / width],
 ): Float32Array {
-  const out = new Float32Array(k.length), part = new Float32Array(256);
+  const out = new Float32Array((cu.length - 1) * width), part = new Float32Array(256);
   for (let b = 0; b + 1 < cu.length; b++) {
     const lo = cu[b], hi = cu[b + 1];
     for (let c = 0; c < width; c++) {
       part.fill(0);
       for (let t = lo; t < hi; t++) part[(t - lo) % 256] += k[t * width + c];
       for (let n = 128; n > 0; n >>= 1) for (let i = 0; i < n; i++) part[i] += part[i + n];
-      const mean = Math.fround(part[0] / Math.max(hi - lo, 1));
-      for (let t = lo; t < hi; t++) out[t * width + c] = k[t * width + c] - mean;
+      out[b * width + c] = part[0] / Math.max(hi - lo, 1);
+    }
+  }
+  return out;
+}
+
+/**
+ * k minus its block's mean ({@link blockMeans}, or `means` as given), per column: what the int8
+ * attention quantizes (kernels/attention.wgsl k_mean), a shift softmax does not see within a block.
+ */
+export function centered(
+  k: Float32Array,
+  width: number,
+  cu: ArrayLike<number> = [0, k.length / width],
+  means: Float32Array = blockMeans(k, width, cu),
+): Float32Array {
+  const out = new Float32Array(k.length);
+  for (let b = 0; b + 1 < cu.length; b++) {
+    for (let t = cu[b]; t < cu[b + 1]; t++) {
+      for (let c = 0; c < width; c++) out[t * width + c] = k[t * width + c] - means[b * width + c];
     }
   }
   return out;
