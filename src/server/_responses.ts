@@ -400,9 +400,12 @@ export function responsesError(error: unknown, sources: Sources = []): unknown {
   const param = inputParam(error.param, sources) ??
     (renamed ? error.param.replace(renamed[0], renamed[1]) : undefined);
   if (param === undefined) return error;
-  const message = error.message.startsWith(error.param)
-    ? param + error.message.slice(error.param.length)
-    : error.message;
+  const message =
+    (error.message.startsWith(error.param)
+      ? param + error.message.slice(error.param.length)
+      : error.message)
+      // The context's refusal names the length field wherever it says it ("… (max_tokens)").
+      .replace(/\bmax(?:_completion)?_tokens\b/g, "max_output_tokens");
   return new HttpError(400, message, error.type, param, error.code, error.headers);
 }
 

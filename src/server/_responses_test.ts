@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { decodeImage } from "../image.ts";
 import { createApp } from "./app.ts";
 import { FakeEngine, type FakeEngineOptions } from "./_fake_engine.ts";
-import { chatBodyOfResponses } from "./_responses.ts";
+import { chatBodyOfResponses, responsesError } from "./_responses.ts";
+import { badRequest, type HttpError } from "./_errors.ts";
 
 const PNG = await Deno.readFile(
   new URL("../../tests/fixtures/tiny-qwen2vl/reference/case0_0.png", import.meta.url),
@@ -362,4 +363,21 @@ Deno.test("POST /v1/responses stream: a call with logprobs opens no message item
   assert.equal(tokens.join(""), "I see 0 images. You said: Hi");
   const done = plain.find((e) => e.name === "response.output_text.done")!.data;
   assert.deepEqual(done.logprobs.map((l: { token: string }) => l.token), tokens);
+});
+
+Deno.test("responsesError: the context's refusal names max_output_tokens, not the chat fields", () => {
+  const error = badRequest(
+    "messages",
+    "max_tokens 8192 does not fit: the prompt has 30002 tokens and the model's context holds " +
+      "32768; ask for at most 2766 new tokens (max_tokens), or shorten the prompt",
+    "context_length_exceeded",
+  );
+  const renamed = responsesError(error, [[0]]) as HttpError;
+  assert.equal(renamed.param, "input");
+  assert.equal(renamed.code, "context_length_exceeded");
+  assert.equal(
+    renamed.message,
+    "max_output_tokens 8192 does not fit: the prompt has 30002 tokens and the model's context " +
+      "holds 32768; ask for at most 2766 new tokens (max_output_tokens), or shorten the prompt",
+  );
 });
