@@ -5,7 +5,12 @@
  */
 import { parseArgs } from "node:util";
 import { InvalidInputError } from "../errors.ts";
-import { decodeImage, otherSizedFrame } from "../image.ts";
+import {
+  decodeImage,
+  DEFAULT_IMAGE_PROCESSOR_CONFIG,
+  otherSizedFrame,
+  smartResize,
+} from "../image.ts";
 import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
 import { parseQuant, parseVisionQuant } from "../model/quantize.ts";
 import { checkKvDType, type KvDType } from "../../kernels/kv_cache.ts";
@@ -249,12 +254,14 @@ export async function readImageFile(path: string): Promise<CheckedImage> {
 /**
  * An image file's bytes, decoded once to check them — the CLI checks every image before the model
  * loads (a GIF found after QVQ-72B's tens of GB had loaded cost minutes) — its path named where
- * they do not decode. The pixels are dropped: the pipeline decodes again when it runs, and a
+ * they do not decode or the processor would refuse its size. The pixels are dropped: the pipeline decodes again when it runs, and a
  * long video's frames held decoded (or a chat's images, in its history) would take gigabytes.
  */
 export async function checkImageFile(bytes: Uint8Array, path: string): Promise<CheckedImage> {
   try {
     const { width, height } = await decodeImage(bytes);
+    // What the processor would refuse of its size (an aspect ratio over 200), as the server checks.
+    smartResize(height, width, DEFAULT_IMAGE_PROCESSOR_CONFIG);
     return { bytes, width, height };
   } catch (e) {
     if (!(e instanceof InvalidInputError)) throw e;

@@ -103,11 +103,12 @@ Deno.test("runChat() refuses a file that is no image, or a video of mixed sizes,
   const engine = new FakeEngine();
   const dir = await Deno.makeTempDir();
   try {
-    const { text, wide } = await badImageFiles(dir);
-    const io = pipe(`/image ${text}\n/video ${PNG_PATH},${wide}\nStill there?\n`);
+    const { text, wide, thin } = await badImageFiles(dir);
+    const io = pipe(`/image ${text}\n/video ${PNG_PATH},${wide}\n/image ${thin}\nStill there?\n`);
     await runChat(engine, io);
     const err = io.stderr.join("");
     assert.match(err, /error: cannot read image ".*notes\.png": image ".*notes\.png": /);
+    assert.match(err, /error: cannot read image ".*thin\.png": .*aspect ratio/);
     assert.match(err, /frame ".*wide\.png" is 8x4 pixels but frame ".*case0_0\.png" is 56x56/);
     assert.doesNotMatch(err, /attached/);
     assert.deepEqual(engine.calls[0].messages, [{ role: "user", content: "Still there?" }]);

@@ -26,6 +26,7 @@ import {
   type Values,
 } from "./_args.ts";
 import { InvalidInputError } from "../errors.ts";
+import { MAX_VIDEO_FRAMES } from "../image.ts";
 
 const USAGE = `usage: qvq generate --model <dir|url|org/name> --prompt <text> [options]
 
@@ -119,7 +120,7 @@ export async function videoFramePaths(arg: string): Promise<string[]> {
   } catch {
     // not one path: a list of frames
   }
-  if (!dir) return arg.split(",").filter((p) => p !== "");
+  if (!dir) return checkFrameCount(arg, arg.split(",").filter((p) => p !== ""));
   const names: string[] = [];
   for await (const e of Deno.readDir(arg)) {
     if (e.isFile && /\.(png|jpe?g|webp)$/i.test(e.name)) names.push(e.name);
@@ -129,7 +130,18 @@ export async function videoFramePaths(arg: string): Promise<string[]> {
   }
   // Numbers in names in numeric order: f2.png before f10.png (as zero-padded names sort anyway).
   names.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
-  return names.map((n) => `${arg.replace(/\/$/, "")}/${n}`);
+  return checkFrameCount(arg, names.map((n) => `${arg.replace(/\/$/, "")}/${n}`));
+}
+
+/** The frames of a video, refused where they are more than the model takes (before any is read). */
+function checkFrameCount(arg: string, paths: string[]): string[] {
+  if (paths.length > MAX_VIDEO_FRAMES) {
+    throw new InvalidInputError(
+      `--video ${arg}: ${paths.length} frames, more than a video's ${MAX_VIDEO_FRAMES}; ` +
+        `extract fewer (e.g. ffmpeg -vf fps=1)`,
+    );
+  }
+  return paths;
 }
 
 /**

@@ -448,10 +448,10 @@ Deno.test("qvq generate names an --image file that is missing or empty", async (
   }
 });
 
-Deno.test("qvq generate refuses a file that is no image, or a video of mixed sizes, before it loads a model", async () => {
+Deno.test("qvq generate refuses a file that is no image, an image the processor would refuse, or a video of mixed sizes or too many frames, before it loads a model", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const { text, wide } = await badImageFiles(dir);
+    const { text, wide, thin } = await badImageFiles(dir);
     // No model there: an error about the image shows the model was not loaded first.
     const model = ["generate", "--model", `${dir}/no-model`, "--prompt", "hi"];
     const image = await cli([...model, "--image", text]);
@@ -460,6 +460,12 @@ Deno.test("qvq generate refuses a file that is no image, or a video of mixed siz
     const video = await cli([...model, "--video", `${PNG0},${wide}`]);
     assert.equal(video.code, 1, video.err);
     assert.match(video.err, /^error: video frame ".*wide\.png" is 8x4 pixels but frame /);
+    const extreme = await cli([...model, "--image", thin]);
+    assert.equal(extreme.code, 1, extreme.err);
+    assert.match(extreme.err, /^error: image ".*thin\.png": .*aspect ratio/);
+    const long = await cli([...model, "--video", Array(769).fill(PNG0).join(",")]);
+    assert.equal(long.code, 1, long.err);
+    assert.match(long.err, /^error: --video .*: 769 frames, more than a video's 768/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -173,10 +173,14 @@ export async function readVideoCases(): Promise<VideoCase[]> {
  * Two files in `dir` a caller must refuse as images: `text`, a text file named .png, and `wide`,
  * an 8 × 4 PNG (a video frame of another size than the reference images').
  */
-export async function badImageFiles(dir: string): Promise<{ text: string; wide: string }> {
+export async function badImageFiles(
+  dir: string,
+): Promise<{ text: string; wide: string; thin: string }> {
   const text = `${dir}/notes.png`;
   await Deno.writeTextFile(text, "not an image");
   const wide = `${dir}/wide.png`;
   await Deno.writeFile(wide, await encodePng(8, 4, new Uint8Array(8 * 4 * 3)));
-  return { text, wide };
+  const thin = `${dir}/thin.png`; // 1000 × 4: an aspect ratio of 250, over the processor's 200
+  await Deno.writeFile(thin, await encodePng(1000, 4, new Uint8Array(1000 * 4 * 3)));
+  return { text, wide, thin };
 }
