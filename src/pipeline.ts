@@ -407,13 +407,37 @@ export class Pipeline implements ChatEngine {
   ): AsyncGenerator<GenerationEvent, void, undefined> {
     this.#checkOpen();
     const o = resolveOptions(options, this.generationConfig);
-    const prompt = await this.prepare(messages, o);
-    // Disposed while it prepared: the tokenizer #constraintStart reads may be freed.
-    if (this.#closing.signal.aborted) {
-      yield { type: "done", result: abortedBeforeStart(prompt) };
-      return;
+    // Its place in line is taken now, before the images are decoded and resized: generations run
+    // in call order, not in the order their prompts are ready (a text one overtook an image).
+    const turn = this.#turn(o);
+    let prompt: PreparedPrompt, start: GrammarState;
+    try {
+      prompt = await this.prepare(messages, o);
+      // Disposed while it prepared: the tokenizer #constraintStart reads may be freed.
+      if (this.#closing.signal.aborted) {
+        turn.then((release) => release(), () => {});
+        yield { type: "done", result: abortedBeforeStart(prompt) };
+        return;
+      }
+      start = this.#constraintStart(messages, prompt, o);
+    } catch (e) {
+      turn.then((release) => release(), () => {}); // its place given up
+      throw e;
     }
-    yield* this.#run(prompt, o, this.#constraintStart(messages, prompt, o));
+    yield* this.#run(prompt, o, start, turn);
+  }
+
+  /**
+   * A place in line for the GPU (see {@link FifoLock}), aborted with `o.signal` or by
+   * {@link dispose}, which it joins into `o.signal`; settled (a rejection is its abort) in its
+   * time, so a caller that stops waiting must still release what it resolves to.
+   */
+  #turn(o: ResolvedOptions): Promise<() => void> {
+    // dispose() ends this generation too (finishReason "abort"), before it frees the GPU memory.
+    o.signal = o.signal ? AbortSignal.any([o.signal, this.#closing.signal]) : this.#closing.signal;
+    const turn = this.#lock.acquire(o.signal);
+    turn.catch(() => {}); // an abort while waiting: #run reports it
+    return turn;
   }
 
   /**
@@ -559,19 +583,27 @@ export class Pipeline implements ChatEngine {
     if (o.promptLogprobs !== undefined) checkLogprobs(this.model.gpu, rows, o.promptLogprobs);
   }
 
-  /** A prepared prompt's generation, queued behind the one running (see {@link generate}). */
+  /**
+   * A prepared prompt's generation, queued behind the one running (see {@link generate}) — at
+   * `turn`, a place taken by {@link #turn}, or at one taken now.
+   */
   async *#run(
     prompt: PreparedPrompt,
     o: ResolvedOptions,
     start: GrammarState = initialState(),
+    turn?: Promise<() => void>,
   ): AsyncGenerator<GenerationEvent, void, undefined> {
-    // dispose() ends this generation too (finishReason "abort"), before it frees the GPU memory.
-    o.signal = o.signal ? AbortSignal.any([o.signal, this.#closing.signal]) : this.#closing.signal;
-    this.#checkDevice();
-    this.#checkRun(prompt, o); // a prompt that cannot run fails before queueing
+    try {
+      this.#checkDevice();
+      this.#checkRun(prompt, o); // a prompt that cannot run fails before queueing
+    } catch (e) {
+      turn?.then((release) => release(), () => {});
+      throw e;
+    }
+    turn ??= this.#turn(o);
     let release: (() => void) | undefined;
     try {
-      release = await this.#lock.acquire(o.signal);
+      release = await turn;
     } catch (e) {
       if (!o.signal?.aborted) throw e;
       yield { type: "done", result: abortedBeforeStart(prompt) };

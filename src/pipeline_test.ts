@@ -539,6 +539,33 @@ Deno.test("Pipeline.generate() runs concurrent requests one after the other, eac
   assert.equal(order.filter((e) => e === "b:done").length, 1);
 });
 
+Deno.test("Pipeline.generate() runs generations in call order, an image's decoding and resizing included", async () => {
+  const p = await pipeline;
+  // Two 2400 × 1800 frames take far longer to decode and resize than a text prompt to prepare.
+  const frame = await encodePng(2400, 1800, new Uint8Array(2400 * 1800 * 3).map((_, i) => i * 7));
+  const video: ChatMessage[] = [{
+    role: "user",
+    content: [{ type: "video", video: [frame, frame], maxPixels: 56 * 56 }, {
+      type: "text",
+      text: "hi",
+    }],
+  }];
+  const done: string[] = [];
+  const consume = async (name: string, messages: ChatMessage[]) => {
+    for await (const ev of p.generate(messages, { maxNewTokens: 1 })) {
+      if (ev.type === "done") done.push(`${name}:${ev.result.finishReason}`);
+    }
+  };
+  await Promise.all([consume("video", video), consume("text", TEXT)]);
+  assert.deepEqual(done, ["video:length", "text:length"]); // the text one overtook it before
+  // A prompt refused after its place was taken gives the place up: the next one runs.
+  await assert.rejects(
+    p.chat([{ role: "user", content: [{ type: "image", image: new Uint8Array([1, 2]) }] }]),
+    InvalidInputError,
+  );
+  assert.equal((await p.chat(TEXT, { maxNewTokens: 1 })).finishReason, "length");
+});
+
 Deno.test('Pipeline.generate() aborted while queued ends with "abort" without touching the GPU', async () => {
   const p = await pipeline;
   const ac = new AbortController();
