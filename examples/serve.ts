@@ -1,7 +1,10 @@
 /**
  * The OpenAI-compatible API inside your own Hono app, for `deno serve`:
  *
- *   QVQ_MODEL=Qwen/Qwen2-VL-2B-Instruct deno serve -A --port 8000 examples/serve.ts
+ *   QVQ_MODEL=Qwen/Qwen2-VL-2B-Instruct deno serve -A --host 127.0.0.1 --port 8000 examples/serve.ts
+ *
+ * (`deno serve` listens on every interface unless told `--host`: with no API key — QVQ_API_KEY —
+ * keep it to this machine, as `deno task serve` does.)
  *
  * Your routes stay yours; the model's API lives under /qvq (http://localhost:8000/qvq/v1, and the
  * chat page at http://localhost:8000/qvq/). Without QVQ_MODEL it serves the bundled tiny model.
