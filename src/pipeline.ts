@@ -287,8 +287,30 @@ export class Pipeline implements ChatEngine {
       src.pathOf("generation_config.json"),
       config.eosTokenIds,
     );
+    const loop = opts.loopDetection;
+    if (loop !== undefined && (typeof loop !== "object" || loop === null || Array.isArray(loop))) {
+      throw new InvalidInputError(
+        `loopDetection must be an object { maxPeriod, minRepeats, minTokens }, got ${
+          preview(loop)
+        }`,
+      );
+    }
+    if (loop) {
+      refuseUnknownKeys(
+        loop,
+        { maxPeriod: true, minRepeats: true, minTokens: true },
+        "loopDetection",
+      );
+    }
+    if (
+      opts.modelId !== undefined && (typeof opts.modelId !== "string" || opts.modelId === "")
+    ) {
+      throw new InvalidInputError(
+        `modelId must be a non-empty string (the id clients name), got ${preview(opts.modelId)}`,
+      );
+    }
     try {
-      new LoopDetector(opts.loopDetection); // its thresholds, checked before anything loads
+      new LoopDetector(loop); // its thresholds, checked before anything loads
     } catch (e) {
       throw new InvalidInputError(
         `loopDetection ${JSON.stringify(opts.loopDetection)}: maxPeriod must be ≥ 1, minRepeats ` +

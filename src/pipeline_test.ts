@@ -632,11 +632,21 @@ Deno.test('Pipeline.dispose() ends the generation in progress and the queued one
   p.dispose(); // twice: nothing more
 });
 
-Deno.test("Pipeline.load() refuses bad loopDetection thresholds before loading", async () => {
-  await assert.rejects(
-    () => Pipeline.load(TINY_DIR, { loopDetection: { minTokens: -1 } }),
-    (e: Error) => e instanceof InvalidInputError && /loopDetection.*minTokens/.test(e.message),
-  );
+Deno.test("Pipeline.load() refuses bad loopDetection thresholds, a misspelt one, and a bad modelId before loading", async () => {
+  const cases: [unknown, RegExp][] = [
+    [{ loopDetection: { minTokens: -1 } }, /loopDetection.*minTokens/],
+    [{ loopDetection: { minRepeat: 2 } }, /unknown loopDetection option minRepeat; .*minRepeats/],
+    [{ loopDetection: "on" }, /loopDetection must be an object/],
+    [{ modelId: 5 }, /modelId must be a non-empty string/],
+    [{ modelId: "" }, /modelId must be a non-empty string/],
+  ];
+  for (const [options, message] of cases) {
+    await assert.rejects(
+      () => Pipeline.load(TINY_DIR, options as PipelineOptions),
+      (e: Error) => e instanceof InvalidInputError && message.test(e.message),
+      JSON.stringify(options),
+    );
+  }
 });
 
 Deno.test("Pipeline.load() and detokenize() name a bad argument (no TypeError from inside)", async () => {
