@@ -4,7 +4,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { InvalidInputError } from "../errors.ts";
+import { InvalidInputError, QvqError } from "../errors.ts";
 import {
   decodeImage,
   DEFAULT_IMAGE_PROCESSOR_CONFIG,
@@ -36,9 +36,24 @@ export interface Io {
   stdin?(): ReadableStream<Uint8Array>;
 }
 
-/** The process's stdout and stderr. */
+/** stdout could not be written (a full disk, a closed file): said in a line, exit 1. */
+export class OutputError extends QvqError {
+  override name = "OutputError";
+}
+
+/**
+ * The process's stdout and stderr. A failed write to stdout is an {@link OutputError} (a closed
+ * pipe stays a BrokenPipe: `qvq … | head` ends quietly).
+ */
 export const stdio: Io = {
-  out: (t) => writeAll(Deno.stdout, t),
+  out: async (t) => {
+    try {
+      await writeAll(Deno.stdout, t);
+    } catch (e) {
+      if (e instanceof Deno.errors.BrokenPipe) throw e;
+      throw new OutputError(`cannot write the output to stdout: ${(e as Error).message}`);
+    }
+  },
   err: (t) => writeAll(Deno.stderr, t),
 };
 

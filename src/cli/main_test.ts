@@ -275,6 +275,21 @@ Deno.test("qvq generate stops quietly when its stdout is closed (piped into head
   assert.equal(err, "");
 });
 
+Deno.test("qvq says so in a line when stdout cannot be written (a full disk), exit 1", async () => {
+  const main = new URL("./main.ts", import.meta.url).pathname;
+  const { code, stderr } = await new Deno.Command("bash", {
+    args: [
+      "-c",
+      `echo '["hi"]' | "${Deno.execPath()}" run -A "${main}" tokenize --model "${TINY_DIR}" > /dev/full`,
+    ],
+    stderr: "piped",
+  }).output();
+  const err = new TextDecoder().decode(stderr);
+  assert.equal(code, 1, err);
+  assert.match(err, /^error: cannot write the output to stdout: No space left on device/);
+  assert.doesNotMatch(err, /\bat \S+:\d+:\d+/); // no stack trace
+});
+
 Deno.test("qvq logits writes the reference tensors, matching transformers on case 0", async () => {
   const out = await Deno.makeTempFile({ suffix: ".safetensors" });
   try {
