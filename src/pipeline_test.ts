@@ -793,6 +793,34 @@ Deno.test("Pipeline.generate() responseFormat json_object continues a final mess
   );
 });
 
+Deno.test("Pipeline.chat() responseFormat jsonSchema with freeAfter: an instance, or text from the prefix on", async () => {
+  const p = await pipeline;
+  const schema = { type: "object", properties: { ok: { type: "boolean" } }, required: ["ok"] };
+  for (const seed of [1, 2, 3, 4, 5, 6]) {
+    // The prefix as one word the model may pick: "Write" begins the prompt's own text.
+    const r = await p.chat(TEXT, {
+      temperature: 1.5,
+      seed,
+      maxNewTokens: 12,
+      responseFormat: { jsonSchema: schema, freeAfter: "Write" },
+    });
+    if (!r.text.startsWith("Write")) {
+      assert.equal(r.finishReason, "stop", r.text);
+      assert.equal(typeof JSON.parse(r.text).ok, "boolean", r.text);
+    }
+  }
+  // Continued from the prefix, the answer is free: the tiny model's own words, to the limit.
+  const begun: ChatMessage[] = [...TEXT, { role: "assistant", content: "Write" }];
+  const free = await p.chat(begun, {
+    maxNewTokens: 6,
+    responseFormat: { jsonSchema: schema, freeAfter: "Write" },
+    continueFinalMessage: true,
+  });
+  const plain = await p.chat(begun, { maxNewTokens: 6, continueFinalMessage: true });
+  assert.equal(free.text, plain.text);
+  assert.equal(free.finishReason, "length");
+});
+
 Deno.test("Pipeline.chat() responseFormat jsonSchema and choice: the answer is an instance, whole", async () => {
   const p = await pipeline;
   const schema = {

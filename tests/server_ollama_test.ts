@@ -139,6 +139,17 @@ Deno.test("ollama-js sees Ollama's errors: the field renamed, the unknown model,
   assert.equal(status(refused), 401);
   assert.match(refused.message, /Missing API key/);
 
+  // A format beside tools must be a schema (the answer: its instance, or calls).
+  const tool = { type: "function", function: { name: "f", parameters: { type: "object" } } };
+  const json = await s.client.chat({
+    model: engine.modelId,
+    messages: [{ role: "user", content: "x" }],
+    tools: [tool],
+    format: "json",
+  }).catch((e) => e);
+  assert.equal(status(json), 400);
+  assert.match(json.message, /^format beside tools .* must be a JSON schema/);
+
   const embed = await s.client.embed({ model: engine.modelId, input: "x" }).catch((e) => e);
   assert.equal(status(embed), 501);
   assert.match(embed.message, /does not embed/);

@@ -433,15 +433,22 @@ function count(x: unknown, name: string): number | undefined {
 }
 
 /**
- * The DFA of the answers `schema` allows (a JSON schema object, as OpenAI's json_schema.schema).
+ * The DFA of the answers `schema` allows (a JSON schema object, as OpenAI's json_schema.schema);
+ * with `freeAfter`, also any text that begins with it (a tool call's marker: the answer is the
+ * schema's instance, or calls).
  * @throws SchemaError naming the part of the schema it cannot hold an answer to
  */
-export function schemaDfa(schema: unknown): Dfa {
+export function schemaDfa(schema: unknown, freeAfter?: string): Dfa {
   if (!isObject(schema)) {
     throw new SchemaError(`a JSON schema must be an object, got ${JSON.stringify(schema)}`);
   }
   const c = new SchemaCompiler(schema);
-  const f = c.value(schema, "schema");
+  let f = c.value(schema, "schema");
+  if (freeAfter) {
+    const nfa = c.nfa, free = nfa.state();
+    nfa.range(free, 0x00, 0xff, free); // any bytes from there on
+    f = nfa.alt([f, nfa.seq([nfa.literal(utf8.encode(freeAfter)), { start: free, end: free }])]);
+  }
   return determinize(c.nfa, f.start, f.end, "the schema");
 }
 

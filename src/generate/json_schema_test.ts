@@ -84,6 +84,20 @@ Deno.test("schemaDfa() accepts instances written compact or with spaces, and eac
   }
 });
 
+Deno.test("schemaDfa() with freeAfter: the schema's instance, or any text from that prefix on", () => {
+  const schema = { type: "object", properties: { n: { type: "integer" } }, required: ["n"] };
+  const dfa = schemaDfa(schema, "✿FUNCTION✿");
+  for (const ok of ['{"n": 3}', "✿FUNCTION✿", '✿FUNCTION✿: look\n✿ARGS✿: {"zoom": 2}\n✿RESULT✿']) {
+    assert.ok(dfaAccepts(dfa, ok), ok);
+  }
+  for (const bad of ['{"n": 3} ', "✿FUNC", "Let me look. ✿FUNCTION✿", '{"n": "3"}', ""]) {
+    assert.ok(!dfaAccepts(dfa, bad), bad);
+  }
+  // Every byte goes on after the prefix (an answer's text, whatever its encoding).
+  const at = dfaWalk(dfa, 0, new TextEncoder().encode("✿FUNCTION✿"));
+  for (let b = 0; b < 256; b++) assert.notEqual(dfaWalk(dfa, at, [b]), DFA_NONE, `byte ${b}`);
+});
+
 Deno.test("schemaDfa() refuses answers the schema does not allow", () => {
   const dfa = schemaDfa(SCHEMA);
   const ok = JSON.stringify(instance(seeded(2)));

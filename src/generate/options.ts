@@ -430,9 +430,20 @@ function responseFormatField(v: unknown): ResolvedOptions["constraint"] {
   if (typeof v === "object" && v !== null && !Array.isArray(v)) {
     const keys = Object.keys(v);
     try {
-      if (keys.length === 1 && keys[0] === "jsonSchema") {
-        const schema = (v as { jsonSchema: unknown }).jsonSchema;
-        return cachedDfa("schema", schema, () => schemaDfa(schema));
+      if (
+        keys.includes("jsonSchema") && keys.every((k) => k === "jsonSchema" || k === "freeAfter")
+      ) {
+        const { jsonSchema: schema, freeAfter } = v as { jsonSchema: unknown; freeAfter?: unknown };
+        if (freeAfter !== undefined && (typeof freeAfter !== "string" || freeAfter === "")) {
+          throw new InvalidInputError(
+            `responseFormat.freeAfter must be a non-empty string, got ${preview(freeAfter)}`,
+          );
+        }
+        return cachedDfa(
+          "schema",
+          freeAfter === undefined ? schema : [schema, freeAfter],
+          () => schemaDfa(schema, freeAfter),
+        );
       }
       if (keys.length === 1 && keys[0] === "choice") {
         const choice = (v as { choice: unknown }).choice;
@@ -449,7 +460,7 @@ function responseFormatField(v: unknown): ResolvedOptions["constraint"] {
     }
   }
   throw new InvalidInputError(
-    `responseFormat must be "text", "json_object", { jsonSchema: <schema> }, { choice: ` +
+    `responseFormat must be "text", "json_object", { jsonSchema: <schema>[, freeAfter] }, { choice: ` +
       `[<strings>] } or { regex: <pattern> }, got ${preview(v)}`,
   );
 }

@@ -184,7 +184,35 @@ Deno.test("resolveOptions() reads responseFormat: json_object, a schema's DFA, a
   assert.ok(typeof choice.constraint === "object" && dfaAccepts(choice.constraint, "no"));
   assert.throws(
     () => resolveOptions({ responseFormat: "json_schema" as "text" }, config),
-    /responseFormat must be "text", "json_object", \{ jsonSchema: <schema> \}, \{ choice: .* or \{ regex/,
+    /responseFormat must be "text", "json_object", \{ jsonSchema: <schema>\[, freeAfter\] \}, \{ choice: .* or \{ regex/,
+  );
+  // freeAfter: the schema's instance, or any text that begins with it.
+  const either = resolveOptions(
+    { responseFormat: { jsonSchema: { type: "integer" }, freeAfter: "CALL" } },
+    config,
+  ).constraint;
+  assert.ok(typeof either === "object");
+  assert.ok(
+    dfaAccepts(either, "-12") && dfaAccepts(either, "CALL f(1)") && !dfaAccepts(either, "x"),
+  );
+  assert.notEqual(either, schema.constraint); // cached apart
+  for (const freeAfter of ["", 5]) {
+    assert.throws(
+      () =>
+        resolveOptions(
+          { responseFormat: { jsonSchema: { type: "integer" }, freeAfter: freeAfter as string } },
+          config,
+        ),
+      /responseFormat\.freeAfter must be a non-empty string/,
+    );
+  }
+  assert.throws(
+    () =>
+      resolveOptions(
+        { responseFormat: { jsonSchema: { type: "integer" }, choice: ["a"] } as never },
+        config,
+      ),
+    /responseFormat must be/,
   );
   // A schema it cannot hold an answer to fails here, naming where (before a request queues).
   assert.throws(

@@ -144,7 +144,9 @@ export interface GenerateOptions {
    * - `"json_object"`: JSON mode (OpenAI's `response_format`) — a JSON object, any object;
    * - `{ jsonSchema }`: structured outputs (OpenAI's `json_schema`, vLLM's guided_json) — an
    *   instance of the schema, its properties in the schema's order (src/generate/json_schema.ts
-   *   lists the keywords supported; others are refused);
+   *   lists the keywords supported; others are refused); with `freeAfter`, or any text that
+   *   begins with it (the server's tool calls beside a format: the answer is the format's, or
+   *   calls);
    * - `{ choice }`: exactly one of the strings (vLLM's guided_choice);
    * - `{ regex }`: a match of the pattern, whole (vLLM's guided_regex; the syntax:
    *   src/generate/json_schema.ts regexDfa);
@@ -162,7 +164,7 @@ export interface GenerateOptions {
   responseFormat?:
     | "text"
     | "json_object"
-    | { jsonSchema: unknown }
+    | { jsonSchema: unknown; freeAfter?: string }
     | { choice: string[] }
     | { regex: string };
   /**

@@ -29,7 +29,7 @@ import {
 } from "../image.ts";
 import { collectImages } from "../generate/chat_template.ts";
 import { parseTools, type ToolRequest } from "./_tools.ts";
-import { QWEN_TOOL_STOPS, qwenToolMessages } from "./_qwen_tools.ts";
+import { QWEN_FUNCTION_MARK, QWEN_TOOL_STOPS, qwenToolMessages } from "./_qwen_tools.ts";
 
 /** OpenAI accepts at most 4 stop sequences. */
 const MAX_STOP_SEQUENCES = 4;
@@ -631,13 +631,20 @@ export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequ
   }
   const mode = tools?.mode;
   if (tools && mode?.kind === "auto") {
-    if (sampling.formatField) {
-      throw badRequest(
-        sampling.formatField,
-        `${sampling.formatField} holds the answer to a format; with tool_choice "auto" the model ` +
-          'answers freely, calling tools where it chooses: send one of them (tool_choice "required" ' +
-          "holds the answer to the tools' calls).",
-      );
+    const field = sampling.formatField;
+    if (field) {
+      // A schema beside tools holds the answer to its instance — or to calls, once it begins
+      // with one (OpenAI's structured outputs beside function tools: an agent's final answer).
+      const f = sampling.options.responseFormat;
+      if (typeof f !== "object" || !("jsonSchema" in f)) {
+        throw badRequest(
+          field,
+          `${field} beside tools (tool_choice "auto") must be a JSON schema (json_schema): the ` +
+            "answer is then its instance, or the model's tool calls; JSON mode, a regex or a " +
+            "choice cannot make way for a call.",
+        );
+      }
+      sampling.options.responseFormat = { jsonSchema: f.jsonSchema, freeAfter: QWEN_FUNCTION_MARK };
     }
     // The tools described, the conversation's calls and results written in Qwen's format.
     const qwen = qwenToolMessages(messages, tools.specs, mode.parallel);

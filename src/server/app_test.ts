@@ -1661,6 +1661,35 @@ Deno.test("tools: none leaves a format's errors to its field; continue_final_mes
   assert.deepEqual(fake.calls[0].messages[1].toolCalls, [{ name: "f", arguments: "{}" }]);
 });
 
+Deno.test("tools: auto beside a json_schema holds the answer to the schema's instance, or to calls (an agent's final answer); JSON mode is refused there", async () => {
+  const answer = '✿FUNCTION✿: get_weather\n✿ARGS✿: {"city": "Paris"}\n✿RESULT✿: made up';
+  const { app, fake } = setup({ answer: () => answer });
+  const schema = { type: "object", properties: { city: { type: "string" } }, required: ["city"] };
+  const response = await post(app, {
+    ...hello,
+    tools: [WEATHER_TOOL],
+    response_format: { type: "json_schema", json_schema: { name: "final", schema } },
+  });
+  assert.equal(response.status, 200);
+  const [choice] = (await response.json()).choices;
+  assert.equal(choice.finish_reason, "tool_calls");
+  assert.equal(choice.message.tool_calls[0].function.name, "get_weather");
+  assert.deepEqual(fake.calls[0].options.responseFormat, {
+    jsonSchema: schema,
+    freeAfter: "✿FUNCTION✿",
+  });
+  const refused = await post(app, {
+    ...hello,
+    tools: [WEATHER_TOOL],
+    response_format: { type: "json_object" },
+  });
+  assert.equal(refused.status, 400);
+  assert.match(
+    (await refused.json()).error.message,
+    /^response_format beside tools \(tool_choice "auto"\) must be a JSON schema/,
+  );
+});
+
 Deno.test("tools: auto has the model call tools in Qwen's format, read out as tool_calls; results continue the turn", async () => {
   const answer =
     'Let me check.\n✿FUNCTION✿: get_weather\n✿ARGS✿: {"city": "Paris"}\n✿RESULT✿: made up';
