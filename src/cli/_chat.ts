@@ -7,7 +7,7 @@
  */
 import type { ChatEngine, ChatMessage, ContentPart, GenerateOptions } from "../generate/types.ts";
 import type { LoadEngineOptions } from "../server/_engine.ts";
-import { DeviceLostError } from "../errors.ts";
+import { ContextLengthError, DeviceLostError } from "../errors.ts";
 import {
   checkFrameSizes,
   checkImageFile,
@@ -184,8 +184,14 @@ export async function runChat(
       await io.out("\n");
       // Nothing more can run on a lost device: the chat ends with its error.
       if (error instanceof DeviceLostError || engine.failure) throw engine.failure ?? error;
-      // The turn is dropped: the user can fix the image or message and try again.
-      await io.err(`error: ${(error as Error).message}\n`);
+      // The turn is dropped: the user can fix the image or message and try again — or, where
+      // the conversation itself has filled the context, start over.
+      const full = error instanceof ContextLengthError && history.length > 0;
+      await io.err(
+        `error: ${(error as Error).message}${
+          full ? "\n(the conversation fills the model's context: /reset starts a new one)" : ""
+        }\n`,
+      );
     } finally {
       stopListening();
     }

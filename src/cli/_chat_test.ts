@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { FakeEngine } from "../server/_fake_engine.ts";
-import { DeviceLostError } from "../errors.ts";
+import { ContextLengthError, DeviceLostError } from "../errors.ts";
 import { badImageFiles } from "../model/_fixture.ts";
 import { UsageError } from "./_args.ts";
 import { chatCommand, type ChatIo, runChat } from "./_chat.ts";
@@ -301,4 +301,20 @@ Deno.test("runChat() takes an empty system prompt as an empty system turn, not t
   const none = new FakeEngine();
   await runChat(none, pipe("Hi\n"), {});
   assert.deepEqual(none.calls[0].messages, [{ role: "user", content: "Hi" }]);
+});
+
+Deno.test("runChat(): a conversation that fills the context says /reset starts a new one (a first message over it does not)", async () => {
+  const full = new ContextLengthError("the prompt has 92 tokens but the model's context holds 80");
+  const engine = new FakeEngine({
+    refuse: (m) => (m.length > 1 || m[0].content === "Long" ? full : undefined),
+  });
+  const io = pipe("Long\nOne\nTwo\n/reset\nThree\n");
+  await runChat(engine, io);
+  const errors = io.stderr.join("").split("\n").filter((l) =>
+    l.startsWith("error:") || l.startsWith("(")
+  );
+  const hint = "(the conversation fills the model's context: /reset starts a new one)";
+  // "Long" alone is over it: no hint. "Two" follows "One": the conversation is full.
+  assert.equal(errors.filter((l) => l === hint).length, 1, errors.join("\n"));
+  assert.deepEqual(engine.calls.at(-1)?.messages, [{ role: "user", content: "Three" }]);
 });
