@@ -392,10 +392,19 @@ export class WorkerEngine implements ChatEngine {
    */
   dispose(): void {
     if (this.#failure) return;
-    this.#fail(
-      new EngineClosedError("the engine was disposed (the server is shutting down); load it again"),
-    );
+    this.#fail(new EngineClosedError("the engine was disposed; load it again"));
     this.#close();
+  }
+
+  /** {@link dispose}: `using engine = await loadWorkerEngine(…)`. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** {@link dispose}, then {@link closed}: `await using engine = await loadWorkerEngine(…)`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+    await this.closed;
   }
 
   /** Asks the worker to end its generations, free the GPU and exit; terminates it if overdue. */
@@ -453,7 +462,8 @@ export const DISPOSE_TIMEOUT_MS = 10_000;
  *
  * SIGINT and SIGTERM end the process, as they do by default, but only once the worker has freed
  * the GPU (the engine disposed; exit codes 130 / 143). Without this a live worker kept the process
- * alive: `deno serve`'s graceful shutdown waited for it forever.
+ * alive: `deno serve`'s graceful shutdown waited for it forever. Once the engine is closed (its
+ * dispose() done, or its load failed) the signals are the program's again.
  */
 export function loadWorkerEngine(
   model: string,
@@ -465,7 +475,7 @@ export function loadWorkerEngine(
   let engine: WorkerEngine | undefined;
   let thread: string | null = null;
   let refuse: ((error: Error) => void) | undefined;
-  stopOnSignals(async () => {
+  const unlisten = stopOnSignals(async () => {
     if (engine) {
       engine.dispose();
       return await engine.closed;
@@ -484,6 +494,7 @@ export function loadWorkerEngine(
       if (m.type === "thread") thread = m.entry;
       else if (m.type === "loaded") {
         resolve(engine = new WorkerEngine(worker, m.modelId, thread, m.maxContext));
+        engine.closed.then(unlisten);
       } else if (m.type === "load-error") failed(revive(m.error));
     };
     worker.onerror = (e) => {
@@ -492,7 +503,11 @@ export function loadWorkerEngine(
     };
     // Rejects once the worker's thread has ended: a caller that exits on the error must not catch
     // it tearing down a device (see WorkerEngine.closed).
-    const failed = (error: Error) => workerGone(worker, thread, true).then(() => reject(error));
+    const failed = (error: Error) =>
+      workerGone(worker, thread, true).then(() => {
+        unlisten();
+        reject(error);
+      });
     worker.postMessage({ type: "load", model, options } satisfies ToWorker);
   });
 }
@@ -505,10 +520,12 @@ const STOP_SIGNALS = { SIGINT: 130, SIGTERM: 143 } as const;
  * are ignored while it stops: Ctrl+C on `deno task serve` reaches the server twice (the terminal
  * signals the process group, and `deno task` passes its own on), and a second signal with no
  * listener killed the process at once — streams cut without their last event, and the worker's
- * GPU teardown interrupted. The stop itself ends within the dispose fallback's timeout.
+ * GPU teardown interrupted. The stop itself ends within the dispose fallback's timeout. Returns
+ * the function that stops listening.
  */
-function stopOnSignals(stop: () => Promise<void>): void {
+function stopOnSignals(stop: () => Promise<void>): () => void {
   let stopping = false;
+  const added: [Deno.Signal, () => void][] = [];
   for (const [signal, code] of Object.entries(STOP_SIGNALS) as [Deno.Signal, number][]) {
     const listener = () => {
       if (stopping) return;
@@ -517,8 +534,14 @@ function stopOnSignals(stop: () => Promise<void>): void {
     };
     try {
       Deno.addSignalListener(signal, listener);
+      added.push([signal, listener]);
     } catch {
       // Not a signal this platform has (SIGTERM on Windows).
     }
   }
+  // Stops listening (not while a stop is under way: it exits).
+  return () => {
+    if (stopping) return;
+    for (const [signal, listener] of added.splice(0)) Deno.removeSignalListener(signal, listener);
+  };
 }

@@ -309,3 +309,38 @@ Deno.test("a WorkerEngine moves handed-over pixels to its worker (their buffers 
     await engine.closed;
   }
 });
+
+Deno.test("a WorkerEngine disposes with `await using`, and gives SIGINT back to the program once closed", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const script = `${dir}/main.ts`;
+    await Deno.writeTextFile(
+      script,
+      `import { loadWorkerEngine } from "${new URL("./worker_engine.ts", import.meta.url).href}";
+      {
+        await using engine = await loadWorkerEngine(${
+        JSON.stringify(TINY_DIR)
+      }, { progress: false });
+        console.log(engine.modelId);
+      }
+      // The program's own Ctrl+C handling: the engine's listener (exit 130) is gone.
+      Deno.addSignalListener("SIGINT", () => console.log("mine"));
+      Deno.kill(Deno.pid, "SIGINT");
+      await new Promise((r) => setTimeout(r, 1000));
+      console.log("still here");
+      Deno.exit(0);`,
+    );
+    const config = new URL("../../deno.json", import.meta.url).pathname;
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--check", "--config", config, script],
+      env: { XDG_RUNTIME_DIR: "/tmp" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const out = new TextDecoder().decode(stdout);
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    assert.equal(out, "tiny-qwen2vl\nmine\nstill here\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
