@@ -566,6 +566,14 @@ Deno.test("Pipeline.generate() runs generations in call order, an image's decodi
   assert.equal((await p.chat(TEXT, { maxNewTokens: 1 })).finishReason, "length");
 });
 
+Deno.test("Pipeline.chat() maxNewTokens Infinity runs to the context's end; a number past it is refused", async () => {
+  const p = await pipeline; // maxContext 64
+  const r = await p.chat(TEXT, { maxNewTokens: Infinity, ignoreEos: true, stopOnLoop: false });
+  assert.equal(r.finishReason, "length");
+  assert.equal(r.usage.promptTokens + r.usage.completionTokens, 64);
+  await assert.rejects(p.chat(TEXT, { maxNewTokens: 60 }), ContextLengthError);
+});
+
 Deno.test('Pipeline.generate() aborted while queued ends with "abort" without touching the GPU', async () => {
   const p = await pipeline;
   const ac = new AbortController();

@@ -97,7 +97,8 @@ Deno.test("ollama-js generates, raw or through the chat template, to num_predict
   });
   assert.deepEqual(engine.prompts, ["1, 2, 3,"]); // the completion route: no template
   assert.equal(raw.response, "I see 0 images. You said: 1, 2, 3,");
-  assert.equal(engine.calls[1].options.maxNewTokens, undefined); // the model's default, not 16
+  // Ollama's default num_predict (-1): as many as the context holds (not /v1/completions' 16).
+  assert.equal(engine.calls[1].options.maxNewTokens, Infinity);
   assert.equal(raw.logprobs?.length, 9); // one a token (a word, for the fake engine)
   assert.deepEqual(raw.logprobs?.[0], { token: "I", logprob: -0.1, bytes: [73], top_logprobs: [] });
 
@@ -111,14 +112,27 @@ Deno.test("ollama-js sees Ollama's errors: the field renamed, the unknown model,
   const engine = new FakeEngine();
   await using s = serve(engine);
   const status = (e: unknown) => (e as { status_code: number }).status_code;
-  const tooLong = await s.client.chat({
+  const hot = await s.client.chat({
+    model: engine.modelId,
+    messages: [{ role: "user", content: "x" }],
+    options: { temperature: 5 },
+  }).catch((e) => e);
+  assert.equal(hot.name, "ResponseError");
+  assert.equal(status(hot), 400);
+  assert.match(hot.message, /^options\.temperature must be .*; got 5\.$/);
+  const none = await s.client.chat({
+    model: engine.modelId,
+    messages: [{ role: "user", content: "x" }],
+    options: { num_predict: 0 },
+  }).catch((e) => e);
+  assert.equal(none.message, "options.num_predict must be >= 1 and <= 8192; got 0.");
+  // Past the ceiling: as many as the context holds, up to it (Ollama's "at most").
+  await s.client.chat({
     model: engine.modelId,
     messages: [{ role: "user", content: "x" }],
     options: { num_predict: 99999 },
-  }).catch((e) => e);
-  assert.equal(tooLong.name, "ResponseError");
-  assert.equal(status(tooLong), 400);
-  assert.equal(tooLong.message, "options.num_predict must be >= 1 and <= 8192; got 99999.");
+  });
+  assert.equal(engine.calls.at(-1)?.options.maxNewTokens, Infinity);
 
   const notImage = await s.client.chat({
     model: engine.modelId,
@@ -153,7 +167,7 @@ Deno.test("ollama-js sees Ollama's errors: the field renamed, the unknown model,
   const embed = await s.client.embed({ model: engine.modelId, input: "x" }).catch((e) => e);
   assert.equal(status(embed), 501);
   assert.match(embed.message, /does not embed/);
-  assert.equal(engine.calls.length, 0);
+  assert.equal(engine.calls.length, 1); // the num_predict 99999 one
 });
 
 Deno.test("ollama-js lists, shows and pulls the served model; a chat without messages loads it", async () => {

@@ -247,7 +247,9 @@ export function resolveOptions(
     "generation",
     Object.hasOwn(o, "maxTokens") ? " (maxNewTokens is the answer's token limit)" : "",
   );
-  const maxNewTokens = intField(
+  // Infinity: as many as the context holds beside the prompt, up to the ceiling (Ollama's -1).
+  const toContext = o.maxNewTokens === Infinity;
+  const maxNewTokens = toContext ? MAX_NEW_TOKENS_LIMIT : intField(
     o,
     "maxNewTokens",
     Math.min(config.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT),
@@ -360,7 +362,7 @@ export function resolveOptions(
   }
   return {
     maxNewTokens,
-    maxNewTokensGiven: o.maxNewTokens !== undefined,
+    maxNewTokensGiven: o.maxNewTokens !== undefined && !toContext,
     minTokens,
     heldStopIds,
     temperature,

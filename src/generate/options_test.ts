@@ -50,6 +50,11 @@ const QVQ = parseGenerationConfig({
 Deno.test("resolveOptions() fills unset fields from generation_config.json", () => {
   const o = resolveOptions({}, QVQ);
   assert.equal(o.maxNewTokens, DEFAULT_MAX_NEW_TOKENS);
+  assert.equal(o.maxNewTokensGiven, false);
+  // Infinity: as many as the context holds, up to the ceiling, lowered to it as a default is.
+  const full = resolveOptions({ maxNewTokens: Infinity }, QVQ);
+  assert.deepEqual([full.maxNewTokens, full.maxNewTokensGiven], [8192, false]);
+  assert.equal(resolveOptions({ maxNewTokens: 100 }, QVQ).maxNewTokensGiven, true);
   assert.equal(o.temperature, 0.01);
   assert.equal(o.topK, 1);
   assert.equal(o.topP, 0.001);

@@ -50,7 +50,11 @@ export interface ToolCall {
 
 /** Sampling and stopping options; unset fields come from the model's generation_config.json. */
 export interface GenerateOptions {
-  /** Most tokens to generate (1..8192). */
+  /**
+   * Most tokens to generate (1..8192; more than the context holds beside the prompt is an error),
+   * or Infinity: as many as it holds, up to 8192. Default: generation_config.json's
+   * `max_new_tokens`, else 2048 — lowered to what the context holds.
+   */
   maxNewTokens?: number;
   /**
    * vLLM's min_tokens: the answer's first this many tokens cannot end it — the stop ids (eos,

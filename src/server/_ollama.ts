@@ -7,8 +7,8 @@
  * durations in nanoseconds, errors as `{"error": "…"}`. Shapes follow ollama-js's
  * src/interfaces.ts (MIT) and Ollama's docs/api.md.
  *
- * Options: `temperature`, `top_k`, `top_p`, `min_p`, `seed`, `num_predict` (−1 / −2: the model's
- * default length), `stop`, `presence_penalty`, `frequency_penalty` and `repeat_penalty` (as the
+ * Options: `temperature`, `top_k`, `top_p`, `min_p`, `seed`, `num_predict` (absent, −1, −2 or past
+ * 8192: as many tokens as the context holds, up to 8192), `stop`, `presence_penalty`, `frequency_penalty` and `repeat_penalty` (as the
  * chat endpoint's `repetition_penalty`: over the prompt and the answer, not the last
  * `repeat_last_n` tokens) are used; those that set how llama.cpp runs (`num_ctx`, `num_gpu`,
  * `num_thread`, …) and the samplers Ollama's own engine ignores (`mirostat`, `tfs_z`,
@@ -20,6 +20,7 @@ import { badRequest, HttpError, toHttpError } from "./_errors.ts";
 import { deltaReader, type Format, logprobEntries } from "./_openai.ts";
 import { QWEN_FUNCTION_MARK } from "./_qwen_tools.ts";
 import type { ToolMode } from "./_tools.ts";
+import { MAX_NEW_TOKENS_LIMIT } from "../generate/options.ts";
 
 type Json = Record<string, unknown>;
 
@@ -106,17 +107,20 @@ export interface OllamaRequest {
   stream: boolean;
   /** The model as the request named it (answers repeat it), or the served one's name. */
   model: string;
-  /** `num_predict` was not given (or −1 / −2): the model's default length, not /v1/completions' 16. */
-  defaultLength: boolean;
+  /**
+   * `num_predict` was not given, −1 or −2 (Ollama's "until the context is full"), or past the
+   * 8192-token ceiling: as many tokens as the context holds beside the prompt, up to 8192.
+   */
+  toContext: boolean;
   /** Where each chat message came from, for errors: [Ollama field, images in it]. */
   sources: [string, number][];
 }
 
 /** The request body's sampling fields from `options`, `format`, `think` and `logprobs`. */
-function sampling(json: Json, body: Json, raw = false): { defaultLength: boolean } {
+function sampling(json: Json, body: Json, raw = false): { toContext: boolean } {
   const options = json.options ?? {};
   if (!isObject(options)) throw invalid("options", "options must be an object of model options.");
-  let defaultLength = true;
+  let toContext = true;
   for (const [name, value] of Object.entries(options)) {
     const field = OPTIONS[name];
     if (!field || value === null) continue; // llama.cpp's runtime settings, unknown names
@@ -124,13 +128,17 @@ function sampling(json: Json, body: Json, raw = false): { defaultLength: boolean
       if (value !== -1 && value !== -2) {
         throw invalid(
           "options.num_predict",
-          `options.num_predict must be a positive number of tokens, or -1 / -2 for the model's ` +
-            `default; got ${value}.`,
+          `options.num_predict must be a positive number of tokens, or -1 / -2 for as many as ` +
+            `the context holds; got ${value}.`,
         );
       }
       continue;
     }
-    if (name === "num_predict") defaultLength = false;
+    // Past the ceiling: at most that many is as many as the context holds, up to it.
+    if (name === "num_predict" && typeof value === "number" && value > MAX_NEW_TOKENS_LIMIT) {
+      continue;
+    }
+    if (name === "num_predict") toContext = false;
     body[field] = value;
   }
   const format = json.format;
@@ -166,7 +174,7 @@ function sampling(json: Json, body: Json, raw = false): { defaultLength: boolean
   const stream = json.stream ?? true;
   if (typeof stream !== "boolean") throw invalid("stream", "stream must be true or false.");
   body.stream = stream;
-  return { defaultLength };
+  return { toContext };
 }
 
 /** A message's base64 `images` (or data: URLs) as the chat endpoint's image parts. */
@@ -241,14 +249,14 @@ export function ollamaChat(json: unknown, modelId: string): OllamaRequest {
     body.add_generation_prompt = false;
   }
   if (json.tools !== undefined && json.tools !== null) body.tools = json.tools;
-  const { defaultLength } = sampling(json, body);
+  const { toContext } = sampling(json, body);
   return {
     body,
     raw: false,
     load: messages.length === 0,
     stream: body.stream as boolean,
     model,
-    defaultLength,
+    toContext,
     sources,
   };
 }
@@ -291,14 +299,14 @@ export function ollamaGenerate(json: unknown, modelId: string): OllamaRequest {
     sources = [...(system ? [["system", 0] as [string, number]] : []), ["prompt", images.length]];
     body = { messages };
   }
-  const { defaultLength } = sampling(json, body, raw);
+  const { toContext } = sampling(json, body, raw);
   return {
     body,
     raw,
     load: !prompt && !images.length,
     stream: body.stream as boolean,
     model,
-    defaultLength,
+    toContext,
     sources,
   };
 }

@@ -80,7 +80,7 @@ Deno.test("ollamaChat translates messages, images, tool calls and options into a
   assert.equal(o.stream, true); // Ollama's default
   assert.equal(o.load, false);
   assert.equal(o.raw, false);
-  assert.equal(o.defaultLength, false);
+  assert.equal(o.toContext, false);
   assert.deepEqual(o.sources, [["", 0], ["", 2], ["", 0], ["", 0]]);
   assert.deepEqual(o.body, {
     messages: [
@@ -126,7 +126,7 @@ Deno.test("ollamaChat: no messages is a load; an assistant's last message is con
     stream: false,
   }, ID);
   assert.equal(o.stream, false);
-  assert.equal(o.defaultLength, true);
+  assert.equal(o.toContext, true);
   assert.equal(o.body.max_tokens, undefined);
   assert.equal(o.body.continue_final_message, true);
   assert.equal(o.body.add_generation_prompt, false);
@@ -197,7 +197,7 @@ Deno.test("ollamaGenerate: system and prompt as a chat, raw as a completion, the
   const raw = ollamaGenerate({ prompt: "<|im_start|>user\nHi", raw: true }, ID);
   assert.deepEqual(raw.body, { prompt: "<|im_start|>user\nHi", stream: true });
   assert.equal(raw.raw, true);
-  assert.equal(raw.defaultLength, true);
+  assert.equal(raw.toContext, true);
 
   assert.equal(ollamaGenerate({ model: ID }, ID).load, true);
   assert.equal(ollamaGenerate({ prompt: "", context: [] }, ID).load, true); // an empty context is none

@@ -603,6 +603,7 @@ export function createApp(
     const o = ollamaChat(await readJson(c.req.raw), e.modelId);
     if (o.load) return onceResponse(o.stream, loadedObject(o.model, "chat"));
     const request = ollamaParsed(() => parseChatRequest(o.body, settings), o.sources);
+    if (o.toContext) request.options.maxNewTokens = Infinity;
     const format = ollamaChatFormat(o.model, request.tools?.mode, o.sources);
     return await answer(c.req.raw, request, format, prepareChat(request));
   });
@@ -614,11 +615,12 @@ export function createApp(
     const format = ollamaGenerateFormat(o.model, o.sources);
     if (!o.raw) {
       const request = ollamaParsed(() => parseChatRequest(o.body, settings), o.sources);
+      if (o.toContext) request.options.maxNewTokens = Infinity;
       return await answer(c.req.raw, request, format, prepareChat(request));
     }
     const request = ollamaParsed(() => parseCompletionRequest(o.body, settings), o.sources);
-    // Without num_predict, the model's default length (not /v1/completions' 16).
-    if (o.defaultLength) request.options.maxNewTokens = undefined;
+    // Ollama's "until the context is full" (not /v1/completions' 16).
+    if (o.toContext) request.options.maxNewTokens = Infinity;
     const prepare = prepareCompletion(request, "/api/generate with raw", "; send it without raw");
     return await answer(c.req.raw, request, format, prepare);
   });
