@@ -101,9 +101,13 @@ export async function runChat(
 
   if (io.interactive) await io.err(`qvq chat with ${engine.modelId}. ${HELP}`);
   await prompt();
+  let exited = false;
   for await (const raw of lines(io.input)) {
     const line = raw.trim();
-    if (line === "/exit" || line === "/quit") break;
+    if (line === "/exit" || line === "/quit") {
+      exited = true;
+      break;
+    }
     if (line === "" || line === "/help") {
       if (line === "/help") await io.err(HELP);
       await prompt();
@@ -138,6 +142,13 @@ export async function runChat(
       } catch (error) {
         await io.err(`error: cannot read ${media[1]} "${path}": ${(error as Error).message}\n`);
       }
+      await prompt();
+      continue;
+    }
+    if (line === "/image" || line === "/video") {
+      await io.err(
+        `error: ${line} needs a path: ${line} ${line === "/image" ? "<path>" : "<frames>"}\n`,
+      );
       await prompt();
       continue;
     }
@@ -197,6 +208,8 @@ export async function runChat(
     }
     await prompt();
   }
+  // Ctrl+D at the prompt: the shell's prompt on a line of its own.
+  if (io.interactive && !exited) await io.out("\n");
 }
 
 /** Loads a chat engine from a model directory, URL or hub id. */

@@ -318,3 +318,18 @@ Deno.test("runChat(): a conversation that fills the context says /reset starts a
   assert.equal(errors.filter((l) => l === hint).length, 1, errors.join("\n"));
   assert.deepEqual(engine.calls.at(-1)?.messages, [{ role: "user", content: "Three" }]);
 });
+
+Deno.test("runChat(): /image or /video without a path says what it needs; Ctrl+D ends the chat on a line of its own", async () => {
+  const engine = new FakeEngine();
+  const io = { ...pipe("/image\n/video \nHi\n"), interactive: true };
+  await runChat(engine, io);
+  const err = io.stderr.join("");
+  assert.match(err, /error: \/image needs a path: \/image <path>/);
+  assert.match(err, /error: \/video needs a path: \/video <frames>/);
+  assert.doesNotMatch(err, /unknown command/);
+  assert.ok(io.stdout.join("").endsWith("\n> \n"), JSON.stringify(io.stdout.join("")));
+  // /exit: the newline was the user's.
+  const exited = { ...pipe("/exit\n"), interactive: true };
+  await runChat(engine, exited);
+  assert.equal(exited.stdout.join(""), "\n> ");
+});
