@@ -170,6 +170,24 @@ Deno.test("ollama-js sees Ollama's errors: the field renamed, the unknown model,
   assert.equal(engine.calls.length, 1); // the num_predict 99999 one
 });
 
+Deno.test("Ollama's errors keep their shape for a chunked body (no content-length)", async () => {
+  const engine = new FakeEngine();
+  await using s = serve(engine);
+  const body = JSON.stringify({
+    messages: [{ role: "user", content: "x" }],
+    options: { top_k: -5 },
+  });
+  const response = await fetch(`${s.host}/api/chat`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${KEY}` },
+    body: ReadableStream.from([new TextEncoder().encode(body)]),
+  });
+  assert.equal(response.status, 400);
+  const error = await response.json();
+  assert.equal(typeof error.error, "string", JSON.stringify(error));
+  assert.match(error.error, /^options\.top_k /);
+});
+
 Deno.test("ollama-js lists, shows and pulls the served model; a chat without messages loads it", async () => {
   const engine = new FakeEngine();
   await using s = serve(engine);

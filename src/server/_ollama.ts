@@ -47,10 +47,10 @@ const OPTIONS: Readonly<Record<string, string>> = {
 /** The chat request's field names in its errors → the Ollama request's. */
 const RENAMED: [RegExp, string][] = [
   ...Object.entries(OPTIONS).map(([o, chat]): [RegExp, string] => [
-    new RegExp(`\\b${chat}\\b`, "g"),
+    new RegExp(`^${chat}\\b`),
     `options.${o}`,
   ]),
-  [/\bresponse_format(\.json_schema(\.schema)?)?\b/g, "format"],
+  [/^response_format(\.json_schema(\.schema)?)?\b/, "format"],
 ];
 
 function isObject(x: unknown): x is Json {
@@ -318,6 +318,8 @@ export function ollamaGenerate(json: unknown, modelId: string): OllamaRequest {
  */
 export function ollamaError(error: unknown, sources: [string, number][] = []): unknown {
   if (!(error instanceof HttpError) || error.status !== 400) return error;
+  // A field named where it leads (a param, or a message's first words: a schema's own property
+  // names further on stay as they are) — and a message's path anywhere.
   const rename = (text: string) => {
     let out = text.replace(
       /\bmessages\[(\d+)\](?:\.content(?:\[(\d+)\])?)?(?:\.image_url(?:\.url)?)?/g,
@@ -330,11 +332,12 @@ export function ollamaError(error: unknown, sources: [string, number][] = []): u
           : all.replace(/\.content\[\d+\].*$/, ".content");
       },
     );
-    for (const [from, to] of RENAMED) out = out.replace(from, to);
-    return out;
+    const renamed = RENAMED.find(([from]) => from.test(out));
+    return renamed ? out.replace(renamed[0], renamed[1]) : out;
   };
   const param = error.param === null ? null : rename(error.param);
-  const message = rename(error.message);
+  // The context's refusal says which length to lower: "… new tokens (max_tokens)".
+  const message = rename(error.message).replace("(max_tokens)", "(options.num_predict)");
   if (param === error.param && message === error.message) return error;
   return new HttpError(400, message, error.type, param, error.code, error.headers);
 }

@@ -254,6 +254,34 @@ Deno.test("ollamaError renames the chat request's fields as the Ollama request's
     ["images[0]", "images[0]: bad."],
   );
   assert.deepEqual(renamed(badRequest("messages[0].content", "x"), generate), ["system", "x"]);
+  // Only a leading field is renamed: a schema's own property names further on stay.
+  assert.deepEqual(
+    renamed(
+      badRequest(
+        "response_format",
+        'response_format: schema.properties.temperature: "multipleOf" is not supported',
+      ),
+    ),
+    ["format", 'format: schema.properties.temperature: "multipleOf" is not supported'],
+  );
+  assert.deepEqual(
+    renamed(badRequest("stop", "stop takes at most 4 strings; each stop string is matched")),
+    ["options.stop", "options.stop takes at most 4 strings; each stop string is matched"],
+  );
+  // The context's refusal: its length field, leading and in its advice.
+  assert.deepEqual(
+    renamed(
+      badRequest(
+        "messages",
+        "max_tokens 8192 does not fit: ask for at most 2 new tokens (max_tokens), or shorten it",
+      ),
+    ),
+    [
+      "messages",
+      "options.num_predict 8192 does not fit: ask for at most 2 new tokens (options.num_predict), " +
+      "or shorten it",
+    ],
+  );
   // Not a 400: as it is.
   const e = new HttpError(503, "busy");
   assert.equal(ollamaError(e), e);

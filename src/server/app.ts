@@ -378,10 +378,12 @@ export function createApp(
       }));
   }
 
-  // Requests to Ollama's API (/api/*), whose errors are written as Ollama writes them.
-  const ollama = new WeakSet<Request>();
-  const errorOf = (c: { req: { raw: Request } }, http: HttpError) =>
-    ollama.has(c.req.raw) ? ollamaErrorResponse(http) : errorResponse(http);
+  // Requests to Ollama's API (/api/*), whose errors are written as Ollama writes them: marked by
+  // their context (the one object a request keeps throughout — bodyLimit replaces c.req.raw of a
+  // chunked body).
+  const ollama = new WeakSet<object>();
+  const errorOf = (c: object, http: HttpError) =>
+    ollama.has(c) ? ollamaErrorResponse(http) : errorResponse(http);
   app.onError((error, c) => {
     const http = toHttpError(error);
     // The engine's failure was logged where it happened; each request it refuses is not news.
@@ -401,7 +403,7 @@ export function createApp(
     )
   );
   app.use("/api/*", async (c, next) => {
-    ollama.add(c.req.raw);
+    ollama.add(c);
     await next();
   });
 
