@@ -441,11 +441,9 @@ function responseFormatField(v: unknown): ResolvedOptions["constraint"] {
             `responseFormat.freeAfter must be a non-empty string, got ${preview(freeAfter)}`,
           );
         }
-        return cachedDfa(
-          "schema",
-          freeAfter === undefined ? schema : [schema, freeAfter],
-          () => schemaDfa(schema, freeAfter),
-        );
+        return freeAfter === undefined
+          ? cachedDfa("schema", schema, () => schemaDfa(schema))
+          : cachedDfa("schema+free", [schema, freeAfter], () => schemaDfa(schema, freeAfter));
       }
       if (keys.length === 1 && keys[0] === "choice") {
         const choice = (v as { choice: unknown }).choice;
