@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import { Hono } from "hono";
 import { createApp, loadWorkerEngine } from "@qvq/webgpu";
 
-const model = Deno.env.get("QVQ_MODEL") ??
+const model = Deno.env.get("QVQ_MODEL") ||
   fileURLToPath(new URL("../tests/fixtures/tiny-qwen2vl", import.meta.url));
 // The model on a worker thread (a hub id is downloaded first): this thread, which Deno's WebGPU
 // would hold through every wait on the GPU, stays free for your routes. The warm-up compiles the

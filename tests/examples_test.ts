@@ -17,7 +17,8 @@ const CASES = JSON.parse(
 );
 /** transformers' greedy answer to the question every example asks (case 0: its image and prompt). */
 const ANSWER: string = CASES.cases[0].generated_text;
-const ENV = { XDG_RUNTIME_DIR: "/tmp" };
+// QVQ_MODEL empty: the examples run the tiny model whatever the shell has set.
+const ENV = { XDG_RUNTIME_DIR: "/tmp", QVQ_MODEL: "" };
 
 async function run(command: string, args: string[], env: Record<string, string> = {}) {
   const { code, stdout, stderr } = await new Deno.Command(command, {
