@@ -321,7 +321,7 @@ export function ollamaError(error: unknown, sources: [string, number][] = []): u
   // A field named where it leads (a param, or a message's first words: a schema's own property
   // names further on stay as they are) — and a message's path anywhere.
   const rename = (text: string) => {
-    let out = text.replace(
+    const out = text.replace(
       /\bmessages\[(\d+)\](?:\.content(?:\[(\d+)\])?)?(?:\.image_url(?:\.url)?)?/g,
       (all, i: string, j: string | undefined) => {
         const [field, images] = sources[Number(i)] ?? ["", 0];
