@@ -8,6 +8,7 @@ import { Ollama } from "ollama";
 import type { ChatEngine } from "../src/generate/types.ts";
 import { createApp, type ServerOptions } from "../src/server/app.ts";
 import { FakeEngine } from "../src/server/_fake_engine.ts";
+import { ContextLengthError } from "../src/errors.ts";
 import { loadEngine } from "../src/server/_engine.ts";
 import { decodeImage } from "../src/image.ts";
 
@@ -168,6 +169,32 @@ Deno.test("ollama-js sees Ollama's errors: the field renamed, the unknown model,
   assert.equal(status(embed), 501);
   assert.match(embed.message, /does not embed/);
   assert.equal(engine.calls.length, 1); // the num_predict 99999 one
+});
+
+Deno.test("ollama-js: a conversation over the context loses its oldest turns, as Ollama truncates it; truncate false refuses", async () => {
+  // The fake's context: a system message and two more.
+  const full = new ContextLengthError("the prompt has 90 tokens but the model's context holds 80");
+  const engine = new FakeEngine({ refuse: (m) => (m.length > 3 ? full : undefined) });
+  await using s = serve(engine);
+  const messages = [
+    { role: "system", content: "Be brief." },
+    ...["one", "two", "three"].flatMap((t) => [
+      { role: "user", content: `Say ${t}` },
+      { role: "assistant", content: t },
+    ]),
+    { role: "user", content: "And four?" },
+  ];
+  const r = await s.client.chat({ model: engine.modelId, messages });
+  assert.equal(r.message.content, "I see 0 images. You said: And four?");
+  const kept = engine.calls.at(-1)!.messages.map((m) => m.content);
+  assert.deepEqual(kept, ["Be brief.", "three", "And four?"]);
+  const refused = await fetch(`${s.host}/api/chat`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${KEY}` },
+    body: JSON.stringify({ messages, truncate: false, stream: false }),
+  });
+  assert.equal(refused.status, 400);
+  assert.match((await refused.json()).error, /context holds 80/);
 });
 
 Deno.test("Ollama's errors keep their shape for a chunked body (no content-length)", async () => {

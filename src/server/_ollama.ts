@@ -114,6 +114,27 @@ export interface OllamaRequest {
   toContext: boolean;
   /** Where each chat message came from, for errors: [Ollama field, images in it]. */
   sources: [string, number][];
+  /** Ollama's `truncate` (default true): a conversation over the context loses its oldest turns. */
+  truncate: boolean;
+}
+
+/**
+ * A chat request body without its `drop` oldest messages — never a system message or the last
+ * one, as Ollama's chatPrompt drops them — nor a tool result left without the call it answered;
+ * undefined where it has fewer to drop.
+ */
+export function withoutOldest(body: Json, drop: number): Json | undefined {
+  const messages = body.messages as Json[];
+  const droppable = messages.flatMap((m, i) =>
+    m.role !== "system" && i < messages.length - 1 ? [i] : []
+  );
+  if (drop > droppable.length) return undefined;
+  const gone = new Set(droppable.slice(0, drop));
+  const kept = messages.filter((_, i) => !gone.has(i));
+  // Results whose call went: those now first after the system messages.
+  let i = kept.findIndex((m) => m.role !== "system");
+  while (i >= 0 && i < kept.length - 1 && kept[i].role === "tool") kept.splice(i, 1);
+  return { ...body, messages: kept };
 }
 
 /** The request body's sampling fields from `options`, `format`, `think` and `logprobs`. */
@@ -250,7 +271,10 @@ export function ollamaChat(json: unknown, modelId: string): OllamaRequest {
   }
   if (json.tools !== undefined && json.tools !== null) body.tools = json.tools;
   const { toContext } = sampling(json, body);
+  const truncate = json.truncate ?? true;
+  if (typeof truncate !== "boolean") throw invalid("truncate", "truncate must be true or false.");
   return {
+    truncate,
     body,
     raw: false,
     load: messages.length === 0,
@@ -301,6 +325,7 @@ export function ollamaGenerate(json: unknown, modelId: string): OllamaRequest {
   }
   const { toContext } = sampling(json, body, raw);
   return {
+    truncate: false, // one prompt: nothing to drop
     body,
     raw,
     load: !prompt && !images.length,

@@ -9,6 +9,7 @@ import {
   ollamaGenerate,
   ollamaGenerateFormat,
   ollamaName,
+  withoutOldest,
 } from "./_ollama.ts";
 import { completionHeader } from "./_openai.ts";
 import { QWEN_FUNCTION_MARK } from "./_qwen_tools.ts";
@@ -420,4 +421,30 @@ Deno.test("ollama requests: roles in any case, logprobs as the route takes them,
     () => ollamaGenerate({ prompt: "a", raw: true, system: "Be brief." }, ID),
     /raw mode takes no system prompt/,
   );
+});
+
+Deno.test("withoutOldest() drops the oldest turns, never a system message or the last one, nor leaves a result without its call", () => {
+  const m = (role: string, content: string) => ({ role, content });
+  const body = {
+    messages: [
+      m("system", "S"),
+      m("user", "u1"),
+      m("assistant", "a1"),
+      m("tool", "t1"),
+      m("user", "u2"),
+      m("assistant", "a2"),
+      m("user", "u3"),
+    ],
+    stream: true,
+  };
+  const texts = (drop: number) =>
+    (withoutOldest(body, drop)?.messages as { content: string }[] | undefined)?.map((x) =>
+      x.content
+    );
+  assert.deepEqual(texts(0), ["S", "u1", "a1", "t1", "u2", "a2", "u3"]);
+  assert.deepEqual(texts(1), ["S", "a1", "t1", "u2", "a2", "u3"]);
+  assert.deepEqual(texts(2), ["S", "u2", "a2", "u3"]); // t1's call went with a1
+  assert.deepEqual(texts(5), ["S", "u3"]);
+  assert.equal(texts(6), undefined); // five to drop at most
+  assert.equal(withoutOldest(body, 1)?.stream, true);
 });

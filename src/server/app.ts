@@ -27,7 +27,7 @@ import type {
   GenerationResult,
   PromptEcho,
 } from "../generate/types.ts";
-import { EngineClosedError } from "../errors.ts";
+import { ContextLengthError, EngineClosedError } from "../errors.ts";
 import { badRequest, errorResponse, HttpError, toHttpError } from "./_errors.ts";
 import type { ImagePolicy } from "./_images.ts";
 import {
@@ -74,8 +74,10 @@ import {
   ollamaErrorResponse,
   ollamaGenerate,
   ollamaGenerateFormat,
+  type OllamaRequest,
   onceResponse,
   showObject,
+  withoutOldest,
 } from "./_ollama.ts";
 import { sseResponse } from "./_sse.ts";
 import { readJson } from "./_json.ts";
@@ -600,14 +602,69 @@ export function createApp(
     }
   };
 
+  /**
+   * Ollama's truncation (its `truncate`, on by default): a conversation over the context loses its
+   * oldest messages until it fits (withoutOldest), the fewest found by bisection, each try counted
+   * by the engine from its images' headers. Nothing fits, or the engine cannot count: as it is
+   * (the engine's refusal then says why).
+   */
+  async function fitted(
+    e: ChatEngine,
+    o: OllamaRequest,
+    parse: (body: Record<string, unknown>) => ChatRequest,
+    full: ChatRequest,
+    signal: AbortSignal,
+  ): Promise<ChatRequest> {
+    const check = e.checkChat?.bind(e);
+    if (!o.truncate || !check) return full;
+    const fits = async (r: ChatRequest) => {
+      try {
+        const m = await sizeMessages(r.messages, policy, signal);
+        await check(m, r.options, imageSizes(m) ?? []);
+        return true;
+      } catch (error) {
+        if (error instanceof ContextLengthError) return false;
+        throw error;
+      }
+    };
+    if (await fits(full)) return full;
+    const tryDrop = async (drop: number) => {
+      const body = withoutOldest(o.body, drop);
+      if (!body) return undefined;
+      let r: ChatRequest;
+      try {
+        r = parse(body);
+      } catch {
+        return null; // a turn cut where the request no longer parses: drop more
+      }
+      return (await fits(r)) ? r : null;
+    };
+    let lo = 1, hi = (o.body.messages as unknown[]).length, best: ChatRequest | undefined;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const r = await tryDrop(mid);
+      if (r === undefined) hi = mid - 1; // fewer messages to drop than that
+      else if (r) [best, hi] = [r, mid - 1];
+      else lo = mid + 1;
+    }
+    return best ?? full;
+  }
+
   app.post("/api/chat", limitBody, async (c) => {
     const e = await servedEngine(undefined);
     const o = ollamaChat(await readJson(c.req.raw), e.modelId);
     if (o.load) return onceResponse(o.stream, loadedObject(o.model, "chat"));
-    const request = ollamaParsed(() => parseChatRequest(o.body, settings), o.sources);
-    if (o.toContext) request.options.maxNewTokens = Infinity;
+    const parse = (body: Record<string, unknown>) => {
+      const request = ollamaParsed(() => parseChatRequest(body, settings), o.sources);
+      if (o.toContext) request.options.maxNewTokens = Infinity;
+      return request;
+    };
+    const request = parse(o.body);
     const format = ollamaChatFormat(o.model, request.tools?.mode, o.sources);
-    return await answer(c.req.raw, request, format, prepareChat(request));
+    return await answer(c.req.raw, request, format, async (e, signal) => {
+      const kept = await fitted(e, o, parse, request, signal);
+      return await prepareChat(kept)(e, signal);
+    });
   });
 
   app.post("/api/generate", limitBody, async (c) => {
