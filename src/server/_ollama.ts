@@ -132,7 +132,7 @@ export function withoutOldest(body: Json, drop: number): Json | undefined {
   const gone = new Set(droppable.slice(0, drop));
   const kept = messages.filter((_, i) => !gone.has(i));
   // Results whose call went: those now first after the system messages.
-  let i = kept.findIndex((m) => m.role !== "system");
+  const i = kept.findIndex((m) => m.role !== "system");
   while (i >= 0 && i < kept.length - 1 && kept[i].role === "tool") kept.splice(i, 1);
   return { ...body, messages: kept };
 }
