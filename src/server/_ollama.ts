@@ -442,68 +442,31 @@ export function ollamaChatFormat(
   mode: ToolMode | undefined,
   sources: [string, number][],
 ): Format {
-  const started = performance.now();
-  return {
-    prefix: "",
-    ndjson: true,
+  return ndjsonFormat(model, {
     inputError: (error) => {
       const http = toHttpError(error);
       return http.status === 400 ? ollamaError(http, sources) as HttpError : undefined;
     },
-    whole: (_, [r]) => {
+    reader: () => {
       const reader = deltaReader(mode);
-      const shown = (reader.push(r.text)?.content ?? "") as string;
-      const { delta } = reader.end();
-      const calls = (delta.tool_calls ?? []) as ChatCall[];
       return {
-        ...stamp(model),
-        message: messageFields(shown + ((delta.content ?? "") as string), calls, r.text),
-        done: true,
-        done_reason: doneReason(r),
-        ...stats(r, started),
-        ...logprobsField(r.logprobs),
-      };
-    },
-    chunks: () => {
-      const reader = deltaReader(mode);
-      const pending: TokenLogprob[] = [];
-      return {
-        open: () => undefined,
-        delta: (ev) => {
-          const text = (reader.push(ev.text)?.content ?? "") as string;
-          if (ev.logprobs) pending.push(...ev.logprobs);
-          if (!text) return undefined; // tokens held back: their logprobs go with the text
-          return {
-            ...stamp(model),
-            message: { role: "assistant", content: text },
-            done: false,
-            ...logprobsField(ev.logprobs ? pending.splice(0) : undefined),
-          };
-        },
-        finish: (r) => {
+        push: (text) => (reader.push(text)?.content ?? "") as string,
+        last: (r, shown) => {
           const { delta } = reader.end();
           const calls = (delta.tool_calls ?? []) as ChatCall[];
           return {
-            ...stamp(model),
-            message: messageFields((delta.content ?? "") as string, calls, r.text),
-            done: true,
-            done_reason: doneReason(r),
-            ...stats(r, started),
-            ...logprobsField(r.logprobs ? pending.splice(0) : undefined),
+            message: messageFields(shown + ((delta.content ?? "") as string), calls, r.text),
           };
         },
       };
     },
-    streamError: (http) => ({ error: http.message }),
-  };
+    part: (text) => ({ message: { role: "assistant", content: text } }),
+  });
 }
 
 /** /api/generate's answer: as /api/chat's, the text in `response`. */
 export function ollamaGenerateFormat(model: string, sources: [string, number][]): Format {
-  const started = performance.now();
-  return {
-    prefix: "",
-    ndjson: true,
+  return ndjsonFormat(model, {
     inputError: (error) => {
       const http = toHttpError(error);
       // The completion endpoint's refusals of the raw prompt name no field, or "messages".
@@ -513,36 +476,56 @@ export function ollamaGenerateFormat(model: string, sources: [string, number][])
         : http;
       return ollamaError(named, sources) as HttpError;
     },
-    whole: (_, [r]) => ({
-      ...stamp(model),
-      response: r.text,
-      done: true,
-      done_reason: doneReason(r),
-      ...stats(r, started),
-      ...logprobsField(r.logprobs),
-    }),
+    reader: () => ({ push: (text) => text, last: (_, shown) => ({ response: shown }) }),
+    part: (text) => ({ response: text }),
+  });
+}
+
+/**
+ * An Ollama answer as objects: `reader()` reads one answer — the text a delta shows, and the last
+ * object's fields given the text already shown (all of it answered whole, none streamed) —,
+ * `part` a shown piece's fields; every object begins with the model and the time, the last has
+ * `done_reason` and the counts, and logprobs go with the text they belong to.
+ */
+function ndjsonFormat(model: string, answer: {
+  inputError: Format["inputError"];
+  reader: () => { push(text: string): string; last(r: GenerationResult, shown: string): Json };
+  part: (text: string) => Json;
+}): Format {
+  const started = performance.now();
+  const last = (r: GenerationResult, fields: Json, logprobs?: readonly TokenLogprob[]) => ({
+    ...stamp(model),
+    ...fields,
+    done: true,
+    done_reason: doneReason(r),
+    ...stats(r, started),
+    ...logprobsField(logprobs),
+  });
+  return {
+    prefix: "",
+    ndjson: true,
+    inputError: answer.inputError,
+    whole: (_, [r]) => {
+      const reader = answer.reader();
+      return last(r, reader.last(r, reader.push(r.text)), r.logprobs);
+    },
     chunks: () => {
+      const reader = answer.reader();
       const pending: TokenLogprob[] = [];
       return {
         open: () => undefined,
         delta: (ev) => {
+          const text = reader.push(ev.text);
           if (ev.logprobs) pending.push(...ev.logprobs);
-          if (!ev.text) return undefined;
+          if (!text) return undefined; // tokens held back: their logprobs go with the text
           return {
             ...stamp(model),
-            response: ev.text,
+            ...answer.part(text),
             done: false,
             ...logprobsField(ev.logprobs ? pending.splice(0) : undefined),
           };
         },
-        finish: (r) => ({
-          ...stamp(model),
-          response: "",
-          done: true,
-          done_reason: doneReason(r),
-          ...stats(r, started),
-          ...logprobsField(r.logprobs ? pending.splice(0) : undefined),
-        }),
+        finish: (r) => last(r, reader.last(r, ""), r.logprobs ? pending.splice(0) : undefined),
       };
     },
     streamError: (http) => ({ error: http.message }),
