@@ -121,12 +121,6 @@ Deno.test("ollama-js sees Ollama's errors: the field renamed, the unknown model,
   assert.equal(hot.name, "ResponseError");
   assert.equal(status(hot), 400);
   assert.match(hot.message, /^options\.temperature must be .*; got 5\.$/);
-  const none = await s.client.chat({
-    model: engine.modelId,
-    messages: [{ role: "user", content: "x" }],
-    options: { num_predict: 0 },
-  }).catch((e) => e);
-  assert.equal(none.message, "options.num_predict must be >= 1 and <= 8192; got 0.");
   // Past the ceiling: as many as the context holds, up to it (Ollama's "at most").
   await s.client.chat({
     model: engine.modelId,
@@ -195,6 +189,67 @@ Deno.test("ollama-js: a conversation over the context loses its oldest turns, as
   });
   assert.equal(refused.status, 400);
   assert.match((await refused.json()).error, /context holds 80/);
+});
+
+Deno.test("Ollama's stop strings: any number (not the /v1 endpoints' 4); num_predict 0 limits nothing; a line separator in the answer stays one NDJSON line", async () => {
+  const engine = new FakeEngine({ answer: () => "Line one\u2028line two" });
+  await using s = serve(engine);
+  const stop = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<file_sep>", "a", "b", "c"];
+  await s.client.generate({
+    model: engine.modelId,
+    prompt: "def f(",
+    raw: true,
+    options: { stop, num_predict: 0 },
+  });
+  assert.deepEqual(engine.calls[0].options.stop, stop);
+  assert.equal(engine.calls[0].options.maxNewTokens, Infinity);
+  const response = await fetch(`${s.host}/api/chat`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${KEY}` },
+    body: JSON.stringify({ messages: [{ role: "user", content: "hi" }] }),
+  });
+  const body = await response.text();
+  assert.equal(/[\u2028\u2029]/.test(body), false);
+  const lines = body.trimEnd().split("\n").map((l) => JSON.parse(l));
+  assert.equal(lines.map((l) => l.message.content).join(""), "Line one\u2028line two");
+});
+
+Deno.test("Ollama's errors name the request's own fields: after truncation, for a 413, for raw top_logprobs", async () => {
+  const full = new ContextLengthError("the prompt has 90 tokens but the model's context holds 80");
+  const engine = new FakeEngine({ refuse: (m) => (m.length > 1 ? full : undefined) });
+  await using s = serve(engine, { maxImageBytes: 2000 });
+  const post = async (path: string, body: unknown) => {
+    const r = await fetch(`${s.host}${path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${KEY}` },
+      body: JSON.stringify({ stream: false, ...body as object }),
+    });
+    return { status: r.status, error: (await r.json()).error as string };
+  };
+  // Its header whole, its data cut: found when decoded, after the first two messages were dropped.
+  const cut = PNG.subarray(0, PNG.length - 40).toBase64();
+  const truncated = await post("/api/chat", {
+    messages: [
+      { role: "user", content: "old" },
+      { role: "assistant", content: "older" },
+      { role: "user", content: "look", images: [PNG.toBase64(), cut] },
+    ],
+  });
+  assert.equal(truncated.status, 400);
+  assert.match(truncated.error, /^messages\[2\]\.images\[1\]: /);
+  const big = new Uint8Array(3000);
+  big.set(PNG.subarray(0, 33)); // a PNG's signature and header, 3000 bytes
+  const tooLarge = await post("/api/generate", { prompt: "hi", images: [big.toBase64()] });
+  assert.equal(tooLarge.status, 413);
+  assert.match(tooLarge.error, /^images\[0\]: /);
+  const raw = await post("/api/generate", {
+    prompt: "hi",
+    raw: true,
+    logprobs: true,
+    top_logprobs: 30,
+  });
+  assert.equal(raw.status, 400);
+  assert.match(raw.error, /^top_logprobs must be /);
 });
 
 Deno.test("Ollama's errors keep their shape for a chunked body (no content-length)", async () => {

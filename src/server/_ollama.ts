@@ -112,10 +112,12 @@ export interface OllamaRequest {
    * 8192-token ceiling: as many tokens as the context holds beside the prompt, up to 8192.
    */
   toContext: boolean;
-  /** Where each chat message came from, for errors: [Ollama field, images in it]. */
-  sources: [string, number][];
+  /** Where each chat message came from, for errors (see {@link Source}). */
+  sources: Source[];
   /** Ollama's `truncate` (default true): a conversation over the context loses its oldest turns. */
   truncate: boolean;
+  /** `options.stop`: any number (the engine takes 16), set on the parsed request's options. */
+  stop: string[] | undefined;
 }
 
 /**
@@ -123,25 +125,56 @@ export interface OllamaRequest {
  * one, as Ollama's chatPrompt drops them — nor a tool result left without the call it answered;
  * undefined where it has fewer to drop.
  */
-export function withoutOldest(body: Json, drop: number): Json | undefined {
+export function withoutOldest(
+  body: Json,
+  drop: number,
+): { body: Json; kept: number[] } | undefined {
   const messages = body.messages as Json[];
   const droppable = messages.flatMap((m, i) =>
     m.role !== "system" && i < messages.length - 1 ? [i] : []
   );
   if (drop > droppable.length) return undefined;
   const gone = new Set(droppable.slice(0, drop));
-  const kept = messages.filter((_, i) => !gone.has(i));
+  const kept = messages.flatMap((_, i) => gone.has(i) ? [] : [i]);
   // Results whose call went: those now first after the system messages.
-  const i = kept.findIndex((m) => m.role !== "system");
-  while (i >= 0 && i < kept.length - 1 && kept[i].role === "tool") kept.splice(i, 1);
-  return { ...body, messages: kept };
+  const first = kept.findIndex((i) => messages[i].role !== "system");
+  while (first >= 0 && first < kept.length - 1 && messages[kept[first]].role === "tool") {
+    kept.splice(first, 1);
+  }
+  return { body: { ...body, messages: kept.map((i) => messages[i]) }, kept };
+}
+
+/**
+ * Where a chat message came from, for errors: the Ollama request's field for the message (`at`),
+ * for its text, and for its images (`images[j]`), and how many images it has.
+ */
+export interface Source {
+  at: string;
+  text: string;
+  images: string;
+  count: number;
+}
+
+/** /api/chat's message i as a {@link Source}. */
+function messageSource(i: number, count: number): Source {
+  return {
+    at: `messages[${i}]`,
+    text: `messages[${i}].content`,
+    images: `messages[${i}].images`,
+    count,
+  };
 }
 
 /** The request body's sampling fields from `options`, `format`, `think` and `logprobs`. */
-function sampling(json: Json, body: Json, raw = false): { toContext: boolean } {
+function sampling(
+  json: Json,
+  body: Json,
+  raw = false,
+): { toContext: boolean; stop: string[] | undefined } {
   const options = json.options ?? {};
   if (!isObject(options)) throw invalid("options", "options must be an object of model options.");
   let toContext = true;
+  let stop: unknown;
   for (const [name, value] of Object.entries(options)) {
     const field = OPTIONS[name];
     if (!field || value === null) continue; // llama.cpp's runtime settings, unknown names
@@ -159,7 +192,12 @@ function sampling(json: Json, body: Json, raw = false): { toContext: boolean } {
     if (name === "num_predict" && typeof value === "number" && value > MAX_NEW_TOKENS_LIMIT) {
       continue;
     }
+    if (name === "num_predict" && value === 0) continue; // Ollama's runner: 0 limits nothing
     if (name === "num_predict") toContext = false;
+    if (name === "stop") {
+      stop = value;
+      continue;
+    }
     body[field] = value;
   }
   const format = json.format;
@@ -188,14 +226,23 @@ function sampling(json: Json, body: Json, raw = false): { toContext: boolean } {
     if (typeof top !== "number") {
       throw invalid("top_logprobs", "top_logprobs must be a number of alternatives.");
     }
-    // /v1/completions (raw) takes the count of alternatives as its `logprobs`.
+    // /v1/completions (raw) takes the count of alternatives as its `logprobs` (checked here, so
+    // its refusal names top_logprobs).
+    if (raw && !(Number.isInteger(top) && top >= 0 && top <= 20)) {
+      throw invalid("top_logprobs", `top_logprobs must be 0 to 20 alternatives; got ${top}.`);
+    }
     if (raw) body.logprobs = top;
     else Object.assign(body, { logprobs: true, top_logprobs: top });
   }
   const stream = json.stream ?? true;
   if (typeof stream !== "boolean") throw invalid("stream", "stream must be true or false.");
   body.stream = stream;
-  return { toContext };
+  // Any number of stop strings (Ollama has no cap; the chat endpoint's 4 is OpenAI's): the engine
+  // checks them (at most 16).
+  if (stop !== undefined && !(Array.isArray(stop) && stop.every((x) => typeof x === "string"))) {
+    throw invalid("options.stop", "options.stop must be an array of strings.");
+  }
+  return { toContext, stop: stop as string[] | undefined };
 }
 
 /** A message's base64 `images` (or data: URLs) as the chat endpoint's image parts. */
@@ -258,10 +305,9 @@ export function ollamaChat(json: unknown, modelId: string): OllamaRequest {
   const messages = json.messages ?? [];
   if (!Array.isArray(messages)) throw invalid("messages", "messages must be an array of messages.");
   const body: Json = { messages: messages.map(chatMessage) };
-  const sources = messages.map((m): [string, number] => [
-    "",
-    isObject(m) && Array.isArray(m.images) ? m.images.length : 0,
-  ]);
+  const sources = messages.map((m, i) =>
+    messageSource(i, isObject(m) && Array.isArray(m.images) ? m.images.length : 0)
+  );
   // Ollama continues an assistant's answer sent last (a prefill).
   const last = messages.at(-1);
   const lastRole = isObject(last) && typeof last.role === "string" ? last.role.toLowerCase() : "";
@@ -270,11 +316,12 @@ export function ollamaChat(json: unknown, modelId: string): OllamaRequest {
     body.add_generation_prompt = false;
   }
   if (json.tools !== undefined && json.tools !== null) body.tools = json.tools;
-  const { toContext } = sampling(json, body);
+  const { toContext, stop } = sampling(json, body);
   const truncate = json.truncate ?? true;
   if (typeof truncate !== "boolean") throw invalid("truncate", "truncate must be true or false.");
   return {
     truncate,
+    stop,
     body,
     raw: false,
     load: messages.length === 0,
@@ -306,7 +353,7 @@ export function ollamaGenerate(json: unknown, modelId: string): OllamaRequest {
   const raw = json.raw ?? false;
   if (typeof raw !== "boolean") throw invalid("raw", "raw must be true or false.");
   let body: Json;
-  let sources: [string, number][] = [];
+  let sources: Source[] = [];
   if (raw) {
     if (images.length) {
       throw invalid("images", "images need the chat template: send them without raw.");
@@ -320,12 +367,17 @@ export function ollamaGenerate(json: unknown, modelId: string): OllamaRequest {
       ...(system ? [{ role: "system", content: system }] : []),
       { role: "user", content: content(prompt, images) },
     ];
-    sources = [...(system ? [["system", 0] as [string, number]] : []), ["prompt", images.length]];
+    const prompted = { at: "prompt", text: "prompt", images: "images", count: images.length };
+    sources = [
+      ...(system ? [{ at: "system", text: "system", images: "images", count: 0 }] : []),
+      prompted,
+    ];
     body = { messages };
   }
-  const { toContext } = sampling(json, body, raw);
+  const { toContext, stop } = sampling(json, body, raw);
   return {
     truncate: false, // one prompt: nothing to drop
+    stop,
     body,
     raw,
     load: !prompt && !images.length,
@@ -341,20 +393,19 @@ export function ollamaGenerate(json: unknown, modelId: string): OllamaRequest {
  * fields renamed (`max_tokens` → `options.num_predict`, a message's image part → its `images[j]`;
  * /api/generate's message fields → `prompt`, `images[j]`, `system`).
  */
-export function ollamaError(error: unknown, sources: [string, number][] = []): unknown {
-  if (!(error instanceof HttpError) || error.status !== 400) return error;
+export function ollamaError(error: unknown, sources: Source[] = []): unknown {
+  // A client's fault (400, 413 …): in the request's words.
+  if (!(error instanceof HttpError) || error.status < 400 || error.status >= 500) return error;
   // A field named where it leads (a param, or a message's first words: a schema's own property
   // names further on stay as they are) — and a message's path anywhere.
   const rename = (text: string) => {
     const out = text.replace(
       /\bmessages\[(\d+)\](?:\.content(?:\[(\d+)\])?)?(?:\.image_url(?:\.url)?)?/g,
       (all, i: string, j: string | undefined) => {
-        const [field, images] = sources[Number(i)] ?? ["", 0];
-        const image = j !== undefined && Number(j) < images;
-        if (field) return image ? `images[${j}]` : field;
-        return image
-          ? `messages[${i}].images[${j}]`
-          : all.replace(/\.content\[\d+\].*$/, ".content");
+        const source = sources[Number(i)];
+        if (!source) return all;
+        if (j !== undefined && Number(j) < source.count) return `${source.images}[${j}]`;
+        return all.includes(".content") ? source.text : source.at;
       },
     );
     const renamed = RENAMED.find(([from]) => from.test(out));
@@ -364,7 +415,7 @@ export function ollamaError(error: unknown, sources: [string, number][] = []): u
   // The context's refusal says which length to lower: "… new tokens (max_tokens)".
   const message = rename(error.message).replace("(max_tokens)", "(options.num_predict)");
   if (param === error.param && message === error.message) return error;
-  return new HttpError(400, message, error.type, param, error.code, error.headers);
+  return new HttpError(error.status, message, error.type, param, error.code, error.headers);
 }
 
 /** Ollama's `done_reason`: "length" where max tokens ended it, else "stop". */
@@ -440,12 +491,12 @@ function logprobsField(entries: readonly TokenLogprob[] | undefined): Json {
 export function ollamaChatFormat(
   model: string,
   mode: ToolMode | undefined,
-  sources: [string, number][],
+  sources: Source[],
 ): Format {
   return ndjsonFormat(model, {
     inputError: (error) => {
       const http = toHttpError(error);
-      return http.status === 400 ? ollamaError(http, sources) as HttpError : undefined;
+      return http.status < 500 ? ollamaError(http, sources) as HttpError : undefined;
     },
     reader: () => {
       const reader = deltaReader(mode);
@@ -465,13 +516,14 @@ export function ollamaChatFormat(
 }
 
 /** /api/generate's answer: as /api/chat's, the text in `response`. */
-export function ollamaGenerateFormat(model: string, sources: [string, number][]): Format {
+export function ollamaGenerateFormat(model: string, sources: Source[], raw = false): Format {
   return ndjsonFormat(model, {
     inputError: (error) => {
       const http = toHttpError(error);
+      if (http.status >= 500) return undefined;
+      if (!raw) return ollamaError(http, sources) as HttpError;
       // The completion endpoint's refusals of the raw prompt name no field, or "messages".
-      if (http.status !== 400) return undefined;
-      const named = (http.param === null || http.param === "messages") && !sources.length
+      const named = http.status === 400 && (http.param === null || http.param === "messages")
         ? badRequest("prompt", http.message, http.code ?? undefined)
         : http;
       return ollamaError(named, sources) as HttpError;

@@ -9,6 +9,7 @@ import {
   ollamaGenerate,
   ollamaGenerateFormat,
   ollamaName,
+  type Source,
   withoutOldest,
 } from "./_ollama.ts";
 import { completionHeader } from "./_openai.ts";
@@ -82,7 +83,13 @@ Deno.test("ollamaChat translates messages, images, tool calls and options into a
   assert.equal(o.load, false);
   assert.equal(o.raw, false);
   assert.equal(o.toContext, false);
-  assert.deepEqual(o.sources, [["", 0], ["", 2], ["", 0], ["", 0]]);
+  assert.deepEqual(o.stop, ["\n\n"]); // set on the parsed options: any number of them
+  assert.deepEqual(o.sources.map((x) => [x.at, x.text, x.images, x.count]), [
+    ["messages[0]", "messages[0].content", "messages[0].images", 0],
+    ["messages[1]", "messages[1].content", "messages[1].images", 2],
+    ["messages[2]", "messages[2].content", "messages[2].images", 0],
+    ["messages[3]", "messages[3].content", "messages[3].images", 0],
+  ]);
   assert.deepEqual(o.body, {
     messages: [
       { role: "system", content: "Be brief." },
@@ -105,7 +112,6 @@ Deno.test("ollamaChat translates messages, images, tool calls and options into a
     temperature: 0.2,
     top_k: 5,
     max_tokens: 64,
-    stop: ["\n\n"],
     repetition_penalty: 1.1,
     response_format: { type: "json_object" },
     logprobs: true,
@@ -192,7 +198,10 @@ Deno.test("ollamaGenerate: system and prompt as a chat, raw as a completion, the
     seed: 7,
     stream: false,
   });
-  assert.deepEqual(o.sources, [["system", 0], ["prompt", 1]]);
+  assert.deepEqual(o.sources, [
+    { at: "system", text: "system", images: "images", count: 0 },
+    { at: "prompt", text: "prompt", images: "images", count: 1 },
+  ]);
   assert.equal(o.raw, false);
 
   const raw = ollamaGenerate({ prompt: "<|im_start|>user\nHi", raw: true }, ID);
@@ -216,7 +225,7 @@ Deno.test("ollamaGenerate: system and prompt as a chat, raw as a completion, the
 });
 
 Deno.test("ollamaError renames the chat request's fields as the Ollama request's", () => {
-  const renamed = (e: HttpError, sources: [string, number][] = []) => {
+  const renamed = (e: HttpError, sources: Source[] = []) => {
     const r = ollamaError(e, sources) as HttpError;
     return [r.param, r.message];
   };
@@ -233,20 +242,30 @@ Deno.test("ollamaError renames the chat request's fields as the Ollama request's
     ["format", "format: bad."],
   );
   // A message's image part is its images[j]; its text part is its content.
-  const sources: [string, number][] = [["", 0], ["", 2]];
+  // As the request sent them: after a truncation, message 1 is the request's messages[4].
+  const message = (i: number, count: number): Source => ({
+    at: `messages[${i}]`,
+    text: `messages[${i}].content`,
+    images: `messages[${i}].images`,
+    count,
+  });
+  const sources = [message(0, 0), message(4, 2)];
   assert.deepEqual(
     renamed(
       badRequest("messages[1].content[1].image_url.url", "messages[1].content[1]: bad."),
       sources,
     ),
-    ["messages[1].images[1]", "messages[1].images[1]: bad."],
+    ["messages[4].images[1]", "messages[4].images[1]: bad."],
   );
   assert.deepEqual(
     renamed(badRequest("messages[1].content[2]", "messages[1].content[2]: no."), sources),
-    ["messages[1].content", "messages[1].content: no."],
+    ["messages[4].content", "messages[4].content: no."],
   );
   // /api/generate's messages are its system, prompt and images.
-  const generate: [string, number][] = [["system", 0], ["prompt", 1]];
+  const generate: Source[] = [
+    { at: "system", text: "system", images: "images", count: 0 },
+    { at: "prompt", text: "prompt", images: "images", count: 1 },
+  ];
   assert.deepEqual(
     renamed(
       badRequest("messages[1].content[0].image_url.url", "messages[1].content[0]: bad."),
@@ -438,7 +457,7 @@ Deno.test("withoutOldest() drops the oldest turns, never a system message or the
     stream: true,
   };
   const texts = (drop: number) =>
-    (withoutOldest(body, drop)?.messages as { content: string }[] | undefined)?.map((x) =>
+    (withoutOldest(body, drop)?.body.messages as { content: string }[] | undefined)?.map((x) =>
       x.content
     );
   assert.deepEqual(texts(0), ["S", "u1", "a1", "t1", "u2", "a2", "u3"]);
@@ -446,5 +465,6 @@ Deno.test("withoutOldest() drops the oldest turns, never a system message or the
   assert.deepEqual(texts(2), ["S", "u2", "a2", "u3"]); // t1's call went with a1
   assert.deepEqual(texts(5), ["S", "u3"]);
   assert.equal(texts(6), undefined); // five to drop at most
-  assert.equal(withoutOldest(body, 1)?.stream, true);
+  assert.equal(withoutOldest(body, 1)?.body.stream, true);
+  assert.deepEqual(withoutOldest(body, 2)?.kept, [0, 4, 5, 6]); // the messages kept, by index
 });

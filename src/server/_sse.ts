@@ -50,7 +50,7 @@ export function sseResponse(
         }, keepAliveMs);
       }
       const send: SendEvent = (data, event) =>
-        ndjson ? write(`${JSON.stringify(data)}\n`) : write(
+        ndjson ? write(`${ndjsonLine(data)}\n`) : write(
           `${event === undefined ? "" : `event: ${event}\n`}data: ${
             typeof data === "string" ? data : JSON.stringify(data)
           }\n\n`,
@@ -81,4 +81,16 @@ export function sseResponse(
       "x-accel-buffering": "no",
     },
   });
+}
+
+/**
+ * One line of JSON: U+2028, U+2029 and U+0085, which JSON.stringify leaves as they are, escaped
+ * (as Go's encoding/json writes them): Python's line readers split on them, and ollama-python
+ * failed on an answer holding one.
+ */
+export function ndjsonLine(data: unknown): string {
+  return JSON.stringify(data).replace(
+    /[\u0085\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { sseResponse } from "./_sse.ts";
+import { ndjsonLine, sseResponse } from "./_sse.ts";
 
 Deno.test("sseResponse() writes each event as a data line as soon as it is sent", async () => {
   let release!: () => void;
@@ -52,4 +52,11 @@ Deno.test("sseResponse() aborts the producer's signal when the client cancels th
   assert.equal(seen, controller.signal);
   assert.equal(controller.signal.aborted, true);
   assert.equal(sentAfterCancel, 1);
+});
+
+Deno.test("ndjsonLine() escapes the line separators JSON leaves raw, as Go's encoding/json does", () => {
+  const line = ndjsonLine({ content: "one\u2028two\u2029three\u0085four\n" });
+  assert.equal(line, '{"content":"one\\u2028two\\u2029three\\u0085four\\n"}');
+  assert.deepEqual(JSON.parse(line), { content: "one\u2028two\u2029three\u0085four\n" });
+  assert.equal(/[\u0085\u2028\u2029\n]/.test(line), false);
 });

@@ -593,14 +593,26 @@ export function createApp(
 
   // Ollama's API: chat and generate translated into the requests above, answered as Ollama.
   const since = new Date().toISOString(); // when this server began serving its model
-  /** A translated request parsed, its refusals named as the Ollama request's fields. */
-  const ollamaParsed = <T>(parse: () => T, sources: [string, number][]): T => {
+  /**
+   * A translated request (`body`: o.body, or a truncation of it) parsed, its refusals named as the
+   * Ollama request's fields, with what the translation kept aside: Ollama's length default, its
+   * stop strings (any number).
+   */
+  function ollamaParsed<T extends { options: GenerateOptions }>(
+    parse: (body: Record<string, unknown>, limits: Settings) => T,
+    o: OllamaRequest,
+    body = o.body,
+  ): T {
+    let request: T;
     try {
-      return parse();
+      request = parse(body, settings);
     } catch (error) {
-      throw ollamaError(error, sources);
+      throw ollamaError(error, o.sources);
     }
-  };
+    if (o.toContext) request.options.maxNewTokens = Infinity;
+    if (o.stop) request.options.stop = [...o.stop, ...(request.options.stop ?? [])];
+    return request;
+  }
 
   /**
    * Ollama's truncation (its `truncate`, on by default): a conversation over the context loses its
@@ -629,36 +641,36 @@ export function createApp(
     };
     if (await fits(full)) return full;
     const tryDrop = async (drop: number) => {
-      const body = withoutOldest(o.body, drop);
-      if (!body) return undefined;
+      const cut = withoutOldest(o.body, drop);
+      if (!cut) return undefined;
       let r: ChatRequest;
       try {
-        r = parse(body);
+        r = parse(cut.body);
       } catch {
         return null; // a turn cut where the request no longer parses: drop more
       }
-      return (await fits(r)) ? r : null;
+      return (await fits(r)) ? { r, kept: cut.kept } : null;
     };
-    let lo = 1, hi = (o.body.messages as unknown[]).length, best: ChatRequest | undefined;
+    let lo = 1, hi = (o.body.messages as unknown[]).length;
+    let best: { r: ChatRequest; kept: number[] } | undefined;
     while (lo <= hi) {
       const mid = (lo + hi) >> 1;
-      const r = await tryDrop(mid);
-      if (r === undefined) hi = mid - 1; // fewer messages to drop than that
-      else if (r) [best, hi] = [r, mid - 1];
+      const found = await tryDrop(mid);
+      if (found === undefined) hi = mid - 1; // fewer messages to drop than that
+      else if (found) [best, hi] = [found, mid - 1];
       else lo = mid + 1;
     }
-    return best ?? full;
+    if (!best) return full;
+    // Errors from here on name the messages kept by their place in the request sent.
+    o.sources.splice(0, o.sources.length, ...best.kept.map((i) => o.sources[i]));
+    return best.r;
   }
 
   app.post("/api/chat", limitBody, async (c) => {
     const e = await servedEngine(undefined);
     const o = ollamaChat(await readJson(c.req.raw), e.modelId);
     if (o.load) return onceResponse(o.stream, loadedObject(o.model, "chat"));
-    const parse = (body: Record<string, unknown>) => {
-      const request = ollamaParsed(() => parseChatRequest(body, settings), o.sources);
-      if (o.toContext) request.options.maxNewTokens = Infinity;
-      return request;
-    };
+    const parse = (body: Record<string, unknown>) => ollamaParsed(parseChatRequest, o, body);
     const request = parse(o.body);
     const format = ollamaChatFormat(o.model, request.tools?.mode, o.sources);
     return await answer(c.req.raw, request, format, async (e, signal) => {
@@ -671,15 +683,13 @@ export function createApp(
     const e = await servedEngine(undefined);
     const o = ollamaGenerate(await readJson(c.req.raw), e.modelId);
     if (o.load) return onceResponse(o.stream, loadedObject(o.model, "generate"));
-    const format = ollamaGenerateFormat(o.model, o.sources);
+    const format = ollamaGenerateFormat(o.model, o.sources, o.raw);
     if (!o.raw) {
-      const request = ollamaParsed(() => parseChatRequest(o.body, settings), o.sources);
-      if (o.toContext) request.options.maxNewTokens = Infinity;
+      const request = ollamaParsed(parseChatRequest, o);
       return await answer(c.req.raw, request, format, prepareChat(request));
     }
-    const request = ollamaParsed(() => parseCompletionRequest(o.body, settings), o.sources);
-    // Ollama's "until the context is full" (not /v1/completions' 16).
-    if (o.toContext) request.options.maxNewTokens = Infinity;
+    // Ollama's "until the context is full" (not /v1/completions' 16), set by ollamaParsed.
+    const request = ollamaParsed(parseCompletionRequest, o);
     const prepare = prepareCompletion(request, "/api/generate with raw", "; send it without raw");
     return await answer(c.req.raw, request, format, prepare);
   });
