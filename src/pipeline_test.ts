@@ -827,6 +827,22 @@ Deno.test("Pipeline.chat() responseFormat jsonSchema with freeAfter: an instance
   const plain = await p.chat(begun, { maxNewTokens: 6, continueFinalMessage: true });
   assert.equal(free.text, plain.text);
   assert.equal(free.finishReason, "length");
+  // A turn whose words, call and result went before (the server's tool turn continued): held
+  // from the call on — after its result the answer is the schema's again.
+  const turn: ChatMessage[] = [...TEXT, {
+    role: "assistant",
+    content: "Let me check.\nWrite: f\nArgs: {}\nResult: sunny\nDone",
+  }];
+  const again = await p.chat(turn, {
+    maxNewTokens: 12,
+    responseFormat: { jsonSchema: schema, freeAfter: "Write", freeUntil: "Done" },
+    continueFinalMessage: true,
+  });
+  const rest = again.text.replace(/^: ?/, "");
+  if (!rest.startsWith("Write")) {
+    assert.equal(again.finishReason, "stop", again.text);
+    assert.equal(typeof JSON.parse(rest).ok, "boolean", again.text);
+  }
 });
 
 Deno.test("Pipeline.chat() responseFormat jsonSchema and choice: the answer is an instance, whole", async () => {

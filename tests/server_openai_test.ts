@@ -558,6 +558,49 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
   }
 });
 
+Deno.test("the openai client: a json_schema beside tools holds the tiny model's answer after a tool's result (an agent's final turn)", async () => {
+  const engine = await loadEngine(TINY, { progress: false });
+  try {
+    await using s = serve(engine);
+    const schema = { type: "object", properties: { ok: { type: "boolean" } }, required: ["ok"] };
+    for (const before of [null, "Let me check."]) {
+      const completion = await s.client.chat.completions.create({
+        model: "tiny-qwen2vl",
+        max_tokens: 30,
+        temperature: 0,
+        messages: [
+          { role: "user", content: "weather?" },
+          {
+            role: "assistant",
+            content: before,
+            tool_calls: [{
+              id: "c1",
+              type: "function",
+              function: { name: "get_weather", arguments: "{}" },
+            }],
+          },
+          { role: "tool", tool_call_id: "c1", content: "sunny" },
+        ],
+        tools: [{
+          type: "function",
+          function: { name: "get_weather", parameters: { type: "object", properties: {} } },
+        }],
+        response_format: { type: "json_schema", json_schema: { name: "a", schema } },
+      });
+      const [choice] = completion.choices;
+      // Another call (cut short here: the random model's call is all one token), or the
+      // schema's instance, whole (it had run unconstrained, or been a 400).
+      const text = choice.message.content ?? "";
+      if (!choice.message.tool_calls?.length && !text.startsWith("✿FUNCTION✿:")) {
+        assert.equal(choice.finish_reason, "stop", text);
+        assert.equal(typeof JSON.parse(text).ok, "boolean");
+      }
+    }
+  } finally {
+    engine.dispose();
+  }
+});
+
 Deno.test("the openai client's responses.create gets transformers' greedy answer from the tiny model, streamed or not", async () => {
   const { ref, image } = await referenceCase0();
   const engine = await loadEngine(TINY, { progress: false });

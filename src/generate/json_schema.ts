@@ -434,22 +434,40 @@ function count(x: unknown, name: string): number | undefined {
 
 /**
  * The DFA of the answers `schema` allows (a JSON schema object, as OpenAI's json_schema.schema);
- * with `freeAfter`, also any text that begins with it (a tool call's marker: the answer is the
- * schema's instance, or calls).
+ * with `free.after`, also any text that begins with it (a tool call's marker: the answer is the
+ * schema's instance, or calls), and with `free.until`, free only up to that marker (the calls'
+ * results given back), after which — a ":" and a space optional, as Qwen-Agent writes
+ * "✿RETURN✿: " — the answer is held as at its start again.
  * @throws SchemaError naming the part of the schema it cannot hold an answer to
  */
-export function schemaDfa(schema: unknown, freeAfter?: string): Dfa {
+export function schemaDfa(schema: unknown, free?: { after: string; until?: string }): Dfa {
   if (!isObject(schema)) {
     throw new SchemaError(`a JSON schema must be an object, got ${JSON.stringify(schema)}`);
   }
   const c = new SchemaCompiler(schema);
-  let f = c.value(schema, "schema");
-  if (freeAfter) {
-    const nfa = c.nfa, free = nfa.state();
-    nfa.range(free, 0x00, 0xff, free); // any bytes from there on
-    f = nfa.alt([f, nfa.seq([nfa.literal(utf8.encode(freeAfter)), { start: free, end: free }])]);
+  const instance = c.value(schema, "schema");
+  if (!free) return determinize(c.nfa, instance.start, instance.end, "the schema");
+  const nfa = c.nfa, answer = nfa.frag();
+  nfa.empty(answer.start, instance.start);
+  nfa.empty(instance.end, answer.end);
+  const after = nfa.literal(utf8.encode(free.after));
+  nfa.empty(answer.start, after.start);
+  if (!free.until) {
+    nfa.range(after.end, 0x00, 0xff, after.end); // any bytes from the marker on
+    nfa.empty(after.end, answer.end);
+  } else {
+    // Free text up to the marker (each state an end), then ":" and " " optional, then as at the
+    // start again.
+    const text = textUntil(nfa, utf8.encode(free.until), answer.end);
+    nfa.empty(after.end, text.start);
+    const lead = nfa.seq([
+      nfa.optional(nfa.literal(utf8.encode(":"))),
+      nfa.optional(nfa.literal(utf8.encode(" "))),
+    ]);
+    nfa.empty(text.found, lead.start);
+    nfa.empty(lead.end, answer.start);
   }
-  return determinize(c.nfa, f.start, f.end, "the schema");
+  return determinize(nfa, answer.start, answer.end, "the schema");
 }
 
 /**
@@ -471,4 +489,38 @@ export function choiceDfa(choices: unknown): Dfa {
   const nfa = new Nfa();
   const f = nfa.alt(choices.map((c: string) => nfa.literal(utf8.encode(c))));
   return determinize(nfa, f.start, f.end, "the choice list");
+}
+
+/**
+ * Text that does not contain `marker` until it ends with it: a state per marker prefix matched so
+ * far (Knuth–Morris–Pratt), every byte going where the longest match goes — each state ε to
+ * `end`, `found` reached by the marker's last byte.
+ */
+function textUntil(nfa: Nfa, marker: Uint8Array, end: number): { start: number; found: number } {
+  const m = marker.length, fail = new Array<number>(m).fill(0);
+  for (let i = 1, k = 0; i < m; i++) {
+    while (k && marker[i] !== marker[k]) k = fail[k - 1];
+    if (marker[i] === marker[k]) k++;
+    fail[i] = k;
+  }
+  const next = (k: number, b: number) => {
+    while (k && marker[k] !== b) k = fail[k - 1];
+    return marker[k] === b ? k + 1 : 0;
+  };
+  const states = Array.from({ length: m }, () => nfa.state()), found = nfa.state();
+  const bytes = [...new Set(marker)].sort((a, b) => a - b);
+  for (let k = 0; k < m; k++) {
+    nfa.empty(states[k], end);
+    let lo = 0; // bytes not in the marker: no match at all
+    for (const b of bytes) {
+      if (lo < b) nfa.range(states[k], lo, b - 1, states[0]);
+      lo = b + 1;
+    }
+    if (lo <= 0xff) nfa.range(states[k], lo, 0xff, states[0]);
+    for (const b of bytes) {
+      const n = next(k, b);
+      nfa.byte(states[k], b, n === m ? found : states[n]);
+    }
+  }
+  return { start: states[0], found };
 }

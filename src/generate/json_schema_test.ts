@@ -86,7 +86,7 @@ Deno.test("schemaDfa() accepts instances written compact or with spaces, and eac
 
 Deno.test("schemaDfa() with freeAfter: the schema's instance, or any text from that prefix on", () => {
   const schema = { type: "object", properties: { n: { type: "integer" } }, required: ["n"] };
-  const dfa = schemaDfa(schema, "✿FUNCTION✿");
+  const dfa = schemaDfa(schema, { after: "✿FUNCTION✿" });
   for (const ok of ['{"n": 3}', "✿FUNCTION✿", '✿FUNCTION✿: look\n✿ARGS✿: {"zoom": 2}\n✿RESULT✿']) {
     assert.ok(dfaAccepts(dfa, ok), ok);
   }
@@ -96,6 +96,27 @@ Deno.test("schemaDfa() with freeAfter: the schema's instance, or any text from t
   // Every byte goes on after the prefix (an answer's text, whatever its encoding).
   const at = dfaWalk(dfa, 0, new TextEncoder().encode("✿FUNCTION✿"));
   for (let b = 0; b < 256; b++) assert.notEqual(dfaWalk(dfa, at, [b]), DFA_NONE, `byte ${b}`);
+});
+
+Deno.test("schemaDfa() with free.until: calls free up to their results, then held again", () => {
+  const schema = { type: "object", properties: { n: { type: "integer" } }, required: ["n"] };
+  const dfa = schemaDfa(schema, { after: "✿FUNCTION✿", until: "✿RETURN✿" });
+  const call = '✿FUNCTION✿: f\n✿ARGS✿: {"q": "✿RET"}\n✿RESULT✿: sunny\n✿RETURN✿';
+  for (
+    const ok of [
+      '{"n": 3}',
+      call.slice(0, 30),
+      `${call}: {"n": 3}`,
+      `${call}{"n": 3}`,
+      `${call}: ${call}: {"n": 1}`,
+      `${call}: ✿FUNCTION✿: g`,
+    ]
+  ) {
+    assert.ok(dfaAccepts(dfa, ok), ok);
+  }
+  for (const bad of [call, `${call}: hello`, `${call}:  {"n": 3}`, "Let me check."]) {
+    assert.ok(!dfaAccepts(dfa, bad), bad);
+  }
 });
 
 Deno.test("schemaDfa() refuses answers the schema does not allow", () => {

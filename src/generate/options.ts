@@ -172,6 +172,11 @@ export interface ResolvedOptions {
    * of a JSON schema or a choice list; undefined: nothing.
    */
   constraint?: "json_object" | Dfa;
+  /**
+   * A schema's `freeAfter` marker: a continued final message is held from its first one on (the
+   * text before it, the turn's own words before its calls, is history).
+   */
+  constraintFrom?: string;
   signal?: AbortSignal;
 }
 
@@ -385,6 +390,10 @@ export function resolveOptions(
     askedStopIds,
     stopOnLoop,
     ...(constraint ? { constraint } : {}),
+    ...(constraint && typeof o.responseFormat === "object" && o.responseFormat !== null &&
+        "freeAfter" in o.responseFormat && typeof o.responseFormat.freeAfter === "string"
+      ? { constraintFrom: o.responseFormat.freeAfter }
+      : {}),
     signal,
   };
 }
@@ -432,18 +441,24 @@ function responseFormatField(v: unknown): ResolvedOptions["constraint"] {
   if (typeof v === "object" && v !== null && !Array.isArray(v)) {
     const keys = Object.keys(v);
     try {
+      const free = ["freeAfter", "freeUntil"];
       if (
-        keys.includes("jsonSchema") && keys.every((k) => k === "jsonSchema" || k === "freeAfter")
+        keys.includes("jsonSchema") && keys.every((k) => k === "jsonSchema" || free.includes(k))
       ) {
-        const { jsonSchema: schema, freeAfter } = v as { jsonSchema: unknown; freeAfter?: unknown };
-        if (freeAfter !== undefined && (typeof freeAfter !== "string" || freeAfter === "")) {
-          throw new InvalidInputError(
-            `responseFormat.freeAfter must be a non-empty string, got ${preview(freeAfter)}`,
-          );
+        const { jsonSchema: schema, freeAfter, freeUntil } = v as Record<string, unknown>;
+        for (const [name, x] of [["freeAfter", freeAfter], ["freeUntil", freeUntil]] as const) {
+          if (x !== undefined && (typeof x !== "string" || x === "")) {
+            throw new InvalidInputError(
+              `responseFormat.${name} must be a non-empty string, got ${preview(x)}`,
+            );
+          }
         }
-        return freeAfter === undefined
-          ? cachedDfa("schema", schema, () => schemaDfa(schema))
-          : cachedDfa("schema+free", [schema, freeAfter], () => schemaDfa(schema, freeAfter));
+        if (freeUntil !== undefined && freeAfter === undefined) {
+          throw new InvalidInputError("responseFormat.freeUntil needs freeAfter");
+        }
+        if (freeAfter === undefined) return cachedDfa("schema", schema, () => schemaDfa(schema));
+        const span = { after: freeAfter as string, until: freeUntil as string | undefined };
+        return cachedDfa("schema+free", [schema, span], () => schemaDfa(schema, span));
       }
       if (keys.length === 1 && keys[0] === "choice") {
         const choice = (v as { choice: unknown }).choice;

@@ -201,6 +201,14 @@ Deno.test("resolveOptions() reads responseFormat: json_object, a schema's DFA, a
     dfaAccepts(either, "-12") && dfaAccepts(either, "CALL f(1)") && !dfaAccepts(either, "x"),
   );
   assert.notEqual(either, schema.constraint); // cached apart
+  assert.throws(
+    () =>
+      resolveOptions(
+        { responseFormat: { jsonSchema: { type: "integer" }, freeUntil: "END" } },
+        config,
+      ),
+    /responseFormat\.freeUntil needs freeAfter/,
+  );
   // …and apart from a "schema" that is the cache's own key for it (an array is no schema).
   assert.throws(
     () => resolveOptions({ responseFormat: { jsonSchema: [{ type: "integer" }, "CALL"] } }, config),

@@ -150,7 +150,9 @@ export interface GenerateOptions {
    *   instance of the schema, its properties in the schema's order (src/generate/json_schema.ts
    *   lists the keywords supported; others are refused); with `freeAfter`, or any text that
    *   begins with it (the server's tool calls beside a format: the answer is the format's, or
-   *   calls);
+   *   calls), free up to `freeUntil` where given (the calls' results), then held again (a ":"
+   *   and a space optional after it); a continued final message is held from its first
+   *   `freeAfter` on;
    * - `{ choice }`: exactly one of the strings (vLLM's guided_choice);
    * - `{ regex }`: a match of the pattern, whole (vLLM's guided_regex; the syntax:
    *   src/generate/json_schema.ts regexDfa);
@@ -168,7 +170,7 @@ export interface GenerateOptions {
   responseFormat?:
     | "text"
     | "json_object"
-    | { jsonSchema: unknown; freeAfter?: string }
+    | { jsonSchema: unknown; freeAfter?: string; freeUntil?: string }
     | { choice: string[] }
     | { regex: string };
   /**

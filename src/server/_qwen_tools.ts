@@ -24,6 +24,8 @@ export const QWEN_FUNCTION_MARK = FN_NAME;
 const FN_ARGS = "✿ARGS✿";
 const FN_RESULT = "✿RESULT✿";
 const FN_EXIT = "✿RETURN✿";
+/** What follows a call's results in the turn (the answer goes on from it). */
+export const QWEN_RETURN_MARK = FN_EXIT;
 const SPECIAL = [FN_NAME, FN_ARGS, FN_RESULT, FN_EXIT];
 
 /** What ends an answer in this format: the model would go on to write the tool's result. */

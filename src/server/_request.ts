@@ -29,7 +29,12 @@ import {
 } from "../image.ts";
 import { collectImages } from "../generate/chat_template.ts";
 import { parseTools, type ToolRequest } from "./_tools.ts";
-import { QWEN_FUNCTION_MARK, QWEN_TOOL_STOPS, qwenToolMessages } from "./_qwen_tools.ts";
+import {
+  QWEN_FUNCTION_MARK,
+  QWEN_RETURN_MARK,
+  QWEN_TOOL_STOPS,
+  qwenToolMessages,
+} from "./_qwen_tools.ts";
 
 /** OpenAI accepts at most 4 stop sequences. */
 const MAX_STOP_SEQUENCES = 4;
@@ -644,7 +649,13 @@ export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequ
             "choice cannot make way for a call.",
         );
       }
-      sampling.options.responseFormat = { jsonSchema: f.jsonSchema, freeAfter: QWEN_FUNCTION_MARK };
+      // Calls free until their results come back (✿RETURN✿), then held again: the answer after
+      // a tool's result (an agent's final turn) is the schema's too.
+      sampling.options.responseFormat = {
+        jsonSchema: f.jsonSchema,
+        freeAfter: `${QWEN_FUNCTION_MARK}:`, // as the answer's calls are read
+        freeUntil: QWEN_RETURN_MARK,
+      };
     }
     // The tools described, the conversation's calls and results written in Qwen's format.
     const qwen = qwenToolMessages(messages, tools.specs, mode.parallel);

@@ -1676,7 +1676,8 @@ Deno.test("tools: auto beside a json_schema holds the answer to the schema's ins
   assert.equal(choice.message.tool_calls[0].function.name, "get_weather");
   assert.deepEqual(fake.calls[0].options.responseFormat, {
     jsonSchema: schema,
-    freeAfter: "✿FUNCTION✿",
+    freeAfter: "✿FUNCTION✿:",
+    freeUntil: "✿RETURN✿",
   });
   const refused = await post(app, {
     ...hello,
