@@ -991,17 +991,10 @@ function parseSampling(
   const seed = optionalNumber(body, "seed", { integer: true, min: -1 });
   const ignoreEos = optionalBoolean(body, "ignore_eos");
   let format = parseResponseFormat(body);
-  if (tools?.schema) {
-    if (format) {
-      throw badRequest(
-        format.field,
-        `${format.field} and tool_choice ${
-          JSON.stringify(body.tool_choice)
-        } both constrain the answer: send one.`,
-      );
-    }
-    format = { value: { jsonSchema: tools.schema }, field: "tools" };
-  }
+  // A forced call (tool_choice "required" or a named function) is this turn's answer: it holds
+  // the answer, not a response format sent beside it (for the turn after the call), as OpenAI
+  // answers and vLLM's tool parsers rule.
+  if (tools?.schema) format = { value: { jsonSchema: tools.schema }, field: "tools" };
   const responseFormat = format?.value;
   const includeUsage = isObject(streamOptions) &&
     (optionalBoolean(streamOptions, "include_usage", "stream_options.include_usage") ?? false);

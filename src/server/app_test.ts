@@ -686,17 +686,6 @@ const MALFORMED: [string, unknown, number, string | null][] = [
     "messages[1]",
   ],
   [
-    "tools and a response format both holding the answer",
-    {
-      ...hello,
-      tools: [{ type: "function", function: { name: "f" } }],
-      tool_choice: "required",
-      response_format: { type: "json_object" },
-    },
-    400,
-    "response_format",
-  ],
-  [
     "json_schema response_format without a schema",
     { ...hello, response_format: { type: "json_schema", json_schema: { name: "x" } } },
     400,
@@ -1679,6 +1668,17 @@ Deno.test("tools: auto beside a json_schema holds the answer to the schema's ins
     freeAfter: "✿FUNCTION✿:",
     freeUntil: "✿RETURN✿",
   });
+  // A forced call beside it: the call holds this turn (the format is for the one after it).
+  const forced = await post(app, {
+    ...hello,
+    tools: [WEATHER_TOOL],
+    tool_choice: "required",
+    response_format: { type: "json_schema", json_schema: { name: "final", schema } },
+  });
+  assert.equal(forced.status, 200);
+  await forced.body?.cancel();
+  const held = fake.calls[1].options.responseFormat as { jsonSchema: { type: string } };
+  assert.equal(held.jsonSchema.type, "array"); // the list of calls, not the format's object
   const refused = await post(app, {
     ...hello,
     tools: [WEATHER_TOOL],
