@@ -237,7 +237,19 @@ function chatFormat(tools?: ToolRequest): Format {
         finish: (result) => {
           const { delta, calls } = reader.end();
           const finish = toolFinish(result, mode, calls);
-          return chunkObject(header, { delta, result, index, finish }, usage);
+          const { tool_calls: whole, ...rest } = delta as { tool_calls?: object[] };
+          if (!whole?.length) return chunkObject(header, { delta, result, index, finish }, usage);
+          // Calls read whole at the end ("auto"): a chunk each, as OpenAI streams them (LlamaIndex
+          // reads one call a chunk), then the finish.
+          return [
+            ...(Object.keys(rest).length
+              ? [chunkObject(header, { delta: rest, index }, usage)]
+              : []),
+            ...whole.map((call) =>
+              chunkObject(header, { delta: { tool_calls: [call] }, index }, usage)
+            ),
+            chunkObject(header, { delta: {}, result, index, finish }, usage),
+          ];
         },
       };
     },

@@ -1721,11 +1721,14 @@ Deno.test("tools: auto has the model call tools in Qwen's format, read out as to
   assert.equal(content, "Let me check.");
   const last = chunks.at(-1).choices[0];
   assert.equal(last.finish_reason, "tool_calls");
+  assert.deepEqual(last.delta, {});
+  // Each call in a chunk of its own before the finish, as OpenAI streams them.
+  const calls = chunks.flatMap((c) =>
+    c.choices[0].delta.tool_calls ? [c.choices[0].delta.tool_calls] : []
+  );
   assert.deepEqual(
-    last.delta.tool_calls.map((c: { index: number; function: unknown }) => [c.index, c.function]),
-    [
-      [0, { name: "get_weather", arguments: '{"city": "Paris"}' }],
-    ],
+    calls.map((cs: { index: number; function: unknown }[]) => cs.map((c) => [c.index, c.function])),
+    [[[0, { name: "get_weather", arguments: '{"city": "Paris"}' }]]],
   );
   // The client sends the call and its result back: the engine continues the turn after ✿RETURN✿.
   const next = setup({ answer: () => ": It is 12 C." });
@@ -1841,4 +1844,19 @@ Deno.test("metrics: a request the engine refuses is no finished generation (not 
   await r.body?.cancel();
   const text = await (await app.request("/metrics")).text();
   assert.doesNotMatch(text, /qvq:request_success_total\{/);
+});
+
+Deno.test("tools: auto streams each call in a chunk of its own, then the finish (LlamaIndex reads one call a chunk)", async () => {
+  const call = (city: string) => `✿FUNCTION✿: get_weather\n✿ARGS✿: {"city": "${city}"}`;
+  const { app } = setup({ answer: () => `On it.\n${call("Paris")}\n${call("Rome")}\n✿RESULT✿` });
+  const chunks = (await sseData(await post(app, { ...hello, tools: [WEATHER_TOOL], stream: true })))
+    .filter((d) => d !== "[DONE]").map((d) => JSON.parse(d).choices[0]);
+  const withCalls = chunks.filter((c) => c.delta.tool_calls);
+  assert.deepEqual(
+    withCalls.map((c) => c.delta.tool_calls.map((t: { index: number }) => t.index)),
+    [[0], [1]],
+  );
+  assert.ok(withCalls.every((c) => c.finish_reason === null));
+  assert.deepEqual([chunks.at(-1).finish_reason, chunks.at(-1).delta], ["tool_calls", {}]);
+  assert.equal(chunks.map((c) => c.delta.content ?? "").join(""), "On it.");
 });
