@@ -159,7 +159,7 @@ export function qwenToolMessages(
     else out.push({ role: "assistant", content: text });
   };
   const exit = `\n${FN_EXIT}: `;
-  messages.forEach((m, i) => {
+  inCallOrder(messages).forEach(({ m, i }) => {
     if (m.role === "system" || m.role === "user") {
       out.push({ role: m.role, content: m.content });
     } else if (m.role === "assistant") {
@@ -259,6 +259,39 @@ export function parseQwenAnswer(
     }
   }
   return { content: shown(text.slice(0, at)), calls: parallel ? calls : calls.slice(0, 1) };
+}
+
+/**
+ * The messages, each with its index, a turn's tool results in the order of the calls they answer
+ * (by `tool_call_id`, as OpenAI links them: the format writes results in the calls' order; a
+ * client may send them as its tools finish). Results without ids stay where they are; an id that
+ * answers none of the turn's calls is a 400.
+ */
+function inCallOrder(messages: readonly RequestMessage[]): { m: RequestMessage; i: number }[] {
+  const out = messages.map((m, i) => ({ m, i }));
+  for (let i = 0; i < out.length; i++) {
+    const ids = (out[i].m.toolCalls ?? []).map((c) => c.id);
+    // Calls without ids (some clients', Ollama's) leave their results where they are.
+    if (out[i].m.role !== "assistant" || !ids.length || ids.includes(undefined)) continue;
+    let end = i + 1;
+    while (end < out.length && out[end].m.role === "tool") end++;
+    const run = out.slice(i + 1, end);
+    for (const { m, i: at } of run) {
+      if (m.toolCallId !== undefined && !ids.includes(m.toolCallId)) {
+        throw badRequest(
+          `messages[${at}].tool_call_id`,
+          `messages[${at}].tool_call_id ${JSON.stringify(m.toolCallId)} answers none of the ` +
+            `calls of the assistant message before it (${ids.join(", ")}).`,
+        );
+      }
+    }
+    if (run.every(({ m }) => m.toolCallId !== undefined)) {
+      run.sort((a, b) => ids.indexOf(a.m.toolCallId) - ids.indexOf(b.m.toolCallId));
+      out.splice(i + 1, run.length, ...run);
+    }
+    i = end - 1;
+  }
+  return out;
 }
 
 /**

@@ -245,3 +245,54 @@ Deno.test("QwenAnswerStream holds back special words a later call would drop", (
     assert.equal(end.content, parseQwenAnswer(pieces.join("")).content.slice(shown.length));
   }
 });
+
+Deno.test("qwenToolMessages() writes a turn's results in its calls' order, by tool_call_id; an id answering no call is a 400", () => {
+  const turn: RequestMessage[] = [
+    { role: "user", content: "Weather in Paris and the time in Rome?" },
+    {
+      role: "assistant",
+      content: "",
+      toolCalls: [
+        { id: "call_1", name: "get_weather", arguments: '{"city": "Paris"}' },
+        { id: "call_2", name: "get_weather", arguments: '{"city": "Rome"}' },
+      ],
+    },
+  ];
+  // The client's tools finished in the other order.
+  const { messages } = qwenToolMessages(
+    [
+      ...turn,
+      { role: "tool", content: "15:00", toolCallId: "call_2" },
+      { role: "tool", content: "sunny", toolCallId: "call_1" },
+    ],
+    [WEATHER],
+    true,
+  );
+  assert.match(
+    messages[2].content as string,
+    /Paris.*Rome.*\n✿RESULT✿: sunny\n✿RESULT✿: 15:00\n✿RETURN✿$/s,
+  );
+  // Without ids: in the order sent.
+  const positional = qwenToolMessages(
+    [
+      ...turn,
+      { role: "tool", content: "15:00" },
+      { role: "tool", content: "sunny" },
+    ],
+    [WEATHER],
+    true,
+  );
+  assert.match(positional.messages[2].content as string, /✿RESULT✿: 15:00\n✿RESULT✿: sunny/);
+  assert.throws(
+    () =>
+      qwenToolMessages(
+        [...turn, { role: "tool", content: "x", toolCallId: "call_9" }],
+        [WEATHER],
+        true,
+      ),
+    (e) =>
+      e instanceof HttpError && e.param === "messages[2].tool_call_id" &&
+      /"call_9" answers none of the calls of the assistant message before it \(call_1, call_2\)/
+        .test(e.message),
+  );
+});
