@@ -488,9 +488,10 @@ export class Pipeline implements ChatEngine {
     if (c === "json_object") {
       start = stateAfter(shown);
     } else {
-      // From a freeAfter marker on (the turn's calls and their results, then the answer), where
-      // the format has one and the text holds it: the words before are the turn's history.
-      const at = o.constraintFrom ? shown.indexOf(o.constraintFrom) : -1;
+      // From the last freeAfter marker on (the turn's last call and its results, then the
+      // answer), where the format has one and the text holds it: the words and rounds of calls
+      // before it are the turn's history.
+      const at = o.constraintFrom ? shown.lastIndexOf(o.constraintFrom) : -1;
       const q = dfaWalk(c, 0, new TextEncoder().encode(at >= 0 ? shown.slice(at) : shown));
       if (q !== DFA_NONE) (start = initialState())[0] = q;
     }

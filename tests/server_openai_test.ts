@@ -563,24 +563,28 @@ Deno.test("the openai client: a json_schema beside tools holds the tiny model's 
   try {
     await using s = serve(engine);
     const schema = { type: "object", properties: { ok: { type: "boolean" } }, required: ["ok"] };
-    for (const before of [null, "Let me check."]) {
+    const round = (id: string, before: string | null) => [{
+      role: "assistant" as const,
+      content: before,
+      tool_calls: [{
+        id,
+        type: "function" as const,
+        function: { name: "get_weather", arguments: "{}" },
+      }],
+    }, { role: "tool" as const, tool_call_id: id, content: "sunny" }];
+    // One round with or without words before its call; two rounds, words between them.
+    for (
+      const rounds of [
+        round("c1", null),
+        round("c1", "Let me check."),
+        [...round("c1", null), ...round("c2", "Now the time.")],
+      ]
+    ) {
       const completion = await s.client.chat.completions.create({
         model: "tiny-qwen2vl",
         max_tokens: 30,
         temperature: 0,
-        messages: [
-          { role: "user", content: "weather?" },
-          {
-            role: "assistant",
-            content: before,
-            tool_calls: [{
-              id: "c1",
-              type: "function",
-              function: { name: "get_weather", arguments: "{}" },
-            }],
-          },
-          { role: "tool", tool_call_id: "c1", content: "sunny" },
-        ],
+        messages: [{ role: "user", content: "weather?" }, ...rounds],
         tools: [{
           type: "function",
           function: { name: "get_weather", parameters: { type: "object", properties: {} } },

@@ -173,8 +173,8 @@ export interface ResolvedOptions {
    */
   constraint?: "json_object" | Dfa;
   /**
-   * A schema's `freeAfter` marker: a continued final message is held from its first one on (the
-   * text before it, the turn's own words before its calls, is history).
+   * A schema's `freeAfter` marker: a continued final message is held from its last one on (the
+   * text before it, the turn's words and earlier rounds of calls, is history).
    */
   constraintFrom?: string;
   signal?: AbortSignal;

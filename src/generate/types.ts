@@ -151,7 +151,7 @@ export interface GenerateOptions {
    *   lists the keywords supported; others are refused); with `freeAfter`, or any text that
    *   begins with it (the server's tool calls beside a format: the answer is the format's, or
    *   calls), free up to `freeUntil` where given (the calls' results), then held again (a ":"
-   *   and a space optional after it); a continued final message is held from its first
+   *   and a space optional after it); a continued final message is held from its last
    *   `freeAfter` on;
    * - `{ choice }`: exactly one of the strings (vLLM's guided_choice);
    * - `{ regex }`: a match of the pattern, whole (vLLM's guided_regex; the syntax:
