@@ -203,6 +203,18 @@ Deno.test("Ollama's stop strings: any number (not the /v1 endpoints' 4); num_pre
   });
   assert.deepEqual(engine.calls[0].options.stop, stop);
   assert.equal(engine.calls[0].options.maxNewTokens, Infinity);
+  // Beside tools, two of the engine's 16 end a call: the request's count says so.
+  const tool = { type: "function", function: { name: "f", parameters: { type: "object" } } };
+  const many = await s.client.chat({
+    model: engine.modelId,
+    messages: [{ role: "user", content: "x" }],
+    tools: [tool],
+    options: { stop: Array.from({ length: 15 }, (_, i) => `s${i}`) },
+  }).catch((e) => e);
+  assert.equal(
+    many.message,
+    "options.stop takes at most 14 strings beside tools (2 of the 16 end a call); got 15.",
+  );
   const response = await fetch(`${s.host}/api/chat`, {
     method: "POST",
     headers: { authorization: `Bearer ${KEY}` },

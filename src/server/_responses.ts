@@ -390,6 +390,8 @@ function inputParam(param: string, sources: Sources): string | undefined {
   if (from === INSTRUCTIONS) return "instructions";
   const call = m[2].match(/^\.tool_calls\[(\d+)\](?:\.function)?(.*)$/);
   if (call) return `input[${from[Number(call[1])] ?? from[0]}]${call[2]}`;
+  // A function_call_output's call_id (the chat message's tool_call_id).
+  if (m[2] === ".tool_call_id") return `input[${from[0]}].call_id`;
   return `input[${from[0]}]${m[2].replace(/\.image_url\.url$/, ".image_url")}`;
 }
 

@@ -381,3 +381,19 @@ Deno.test("responsesError: the context's refusal names max_output_tokens, not th
       "holds 32768; ask for at most 2766 new tokens (max_output_tokens), or shorten the prompt",
   );
 });
+
+Deno.test("POST /v1/responses: a function_call_output answering no call is a 400 naming its call_id", async () => {
+  const app = createApp(new FakeEngine());
+  const response = await respond(app, {
+    tools: [WEATHER],
+    input: [
+      { role: "user", content: "Weather in Paris?" },
+      { type: "function_call", call_id: "c1", name: "get_weather", arguments: "{}" },
+      { type: "function_call_output", call_id: "zz", output: "sunny" },
+    ],
+  });
+  assert.equal(response.status, 400);
+  const { error } = await response.json();
+  assert.equal(error.param, "input[2].call_id");
+  assert.match(error.message, /^input\[2\]\.call_id "zz" answers none of the calls/);
+});

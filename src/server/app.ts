@@ -28,6 +28,7 @@ import type {
   PromptEcho,
 } from "../generate/types.ts";
 import { ContextLengthError, EngineClosedError } from "../errors.ts";
+import { MAX_STOP_STRINGS } from "../generate/options.ts";
 import { badRequest, errorResponse, HttpError, toHttpError } from "./_errors.ts";
 import type { ImagePolicy } from "./_images.ts";
 import {
@@ -622,7 +623,19 @@ export function createApp(
       throw ollamaError(error, o.sources);
     }
     if (o.toContext) request.options.maxNewTokens = Infinity;
-    if (o.stop) request.options.stop = [...o.stop, ...(request.options.stop ?? [])];
+    if (o.stop) {
+      // The engine takes 16, the tool calls' own stops among them.
+      const own = request.options.stop ?? [], room = MAX_STOP_STRINGS - own.length;
+      if (o.stop.length > room) {
+        throw badRequest(
+          "options.stop",
+          `options.stop takes at most ${room} strings${
+            own.length ? ` beside tools (${own.length} of the ${MAX_STOP_STRINGS} end a call)` : ""
+          }; got ${o.stop.length}.`,
+        );
+      }
+      request.options.stop = [...o.stop, ...own];
+    }
     return request;
   }
 
