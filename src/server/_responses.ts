@@ -449,12 +449,18 @@ function outputItems(
     choices: [{ message: { content: string | null; tool_calls?: ChatCall[] } }];
   };
   const { content, tool_calls: calls = [] } = chat.choices[0].message;
-  const itemStatus = status === "incomplete" ? "incomplete" : "completed";
+  // Cut short at max_output_tokens: only the last item was being written; those before it are
+  // whole.
+  const cut = status === "incomplete";
+  const last = calls.length ? calls.length - 1 : -1; // -1: the message
+  const itemStatus = (i: number) => cut && i === last ? "incomplete" : "completed";
   const items: Json[] = [];
   if (content || !calls.length) {
-    items.push(messageItem(header, itemStatus, content ?? "", logprobEntries(r.logprobs ?? [])));
+    items.push(
+      messageItem(header, itemStatus(-1), content ?? "", logprobEntries(r.logprobs ?? [])),
+    );
   }
-  calls.forEach((c, i) => items.push(callItem(header, c, i, itemStatus)));
+  calls.forEach((c, i) => items.push(callItem(header, c, i, itemStatus(i))));
   return items;
 }
 

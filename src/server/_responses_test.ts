@@ -397,3 +397,19 @@ Deno.test("POST /v1/responses: a function_call_output answering no call is a 400
   assert.equal(error.param, "input[2].call_id");
   assert.match(error.message, /^input\[2\]\.call_id "zz" answers none of the calls/);
 });
+
+Deno.test("POST /v1/responses cut short in its second call: only that call is incomplete", async () => {
+  const call = (city: string) => `✿FUNCTION✿: get_weather\n✿ARGS✿: {"city": "${city}"}`;
+  const app = createApp(
+    new FakeEngine({
+      answer: () => `Checking.\n${call("Paris")}\n${call("Ro")}`,
+      finishReason: "length",
+    }),
+  );
+  const body = await (await respond(app, { input: "Weather?", tools: [WEATHER] })).json();
+  assert.equal(body.status, "incomplete");
+  assert.deepEqual(
+    body.output.map((o: { type: string; status: string }) => [o.type, o.status]),
+    [["message", "completed"], ["function_call", "completed"], ["function_call", "incomplete"]],
+  );
+});
