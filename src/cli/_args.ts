@@ -252,17 +252,17 @@ export interface CheckedImage {
 }
 
 /**
- * An `--image` file's bytes, checked to decode; an unreadable or undecodable one is an
- * InvalidInputError naming the path.
+ * An `--image` file's bytes (or a `--video` frame's: `what`), checked to decode; an unreadable or
+ * undecodable one is an InvalidInputError naming the path.
  */
-export async function readImageFile(path: string): Promise<CheckedImage> {
+export async function readImageFile(path: string, what = "image"): Promise<CheckedImage> {
   let bytes: Uint8Array;
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
-    throw new InvalidInputError(`cannot read image "${path}": ${(e as Error).message}`);
+    throw new InvalidInputError(`cannot read ${what} "${path}": ${(e as Error).message}`);
   }
-  if (!bytes.length) throw new InvalidInputError(`image "${path}" is an empty file`);
+  if (!bytes.length) throw new InvalidInputError(`${what} "${path}" is an empty file`);
   return await checkImageFile(bytes, path);
 }
 

@@ -98,7 +98,8 @@ export async function promptMessages(v: Values, usage: string): Promise<ChatMess
   for (const frames of stringList(v, "video")) {
     const paths = await videoFramePaths(frames);
     const video = [];
-    for (const path of paths) video.push(await readImageFile(path)); // one decoded at a time
+    // One decoded at a time.
+    for (const path of paths) video.push(await readImageFile(path, "video frame"));
     checkFrameSizes(video, paths);
     content.push({ type: "video", video: video.map((f) => f.bytes) });
   }

@@ -42,7 +42,7 @@ export async function preprocessCommand(args: string[], io: Io): Promise<number>
   const paths = stringList(v, "image");
   if (paths.length === 0) throw new UsageError("give at least one --image", USAGE);
   const { image: config } = await loadProcessorConfigs(src);
-  const images = (await Promise.all(paths.map(readImageFile))).map((i) => i.bytes);
+  const images = (await Promise.all(paths.map((p) => readImageFile(p)))).map((i) => i.bytes);
   const { pixelValues, gridThw } = await preprocessImages(images, config);
   const patches = patchCount(gridThw);
   await writeOutFile(

@@ -458,6 +458,18 @@ Deno.test("qvq generate names an --image file that is missing or empty", async (
       assert.equal(r.code, 1, r.err);
       assert.match(r.err, msg);
     }
+    // A --video frame is named as one.
+    const frame = await cli([
+      "generate",
+      "--model",
+      TINY_DIR,
+      "--video",
+      "/nonexistent.png",
+      "--prompt",
+      "hi",
+    ]);
+    assert.equal(frame.code, 1, frame.err);
+    assert.match(frame.err, /cannot read video frame "\/nonexistent\.png"/);
   } finally {
     await Deno.remove(empty);
   }
