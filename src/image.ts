@@ -666,7 +666,9 @@ function checkRoom(
   throw new ContextLengthError(
     `Image ${i}: the images so far need ${tokens} image tokens, more than the model's context ` +
       `of ${most}; send fewer or smaller images` +
-      `${isVideo(image) ? " (or fewer frames, or a lower maxPixels)" : ""}.`,
+      `${
+        isVideo(image) ? " (or fewer frames, or a lower max_pixels — maxPixels in a module)" : ""
+      }.`,
   );
 }
 

@@ -215,7 +215,7 @@ Deno.test("preprocessImages() refuses a video past maxImageTokens from its first
     preprocessImages([c.frames[0], { frames }], config, { maxImageTokens: 6 + 17 }),
     (e) =>
       e instanceof ContextLengthError &&
-      /^Image 1: the images so far need 24 image tokens, more than the model's context of 23; .*or a lower maxPixels/
+      /^Image 1: the images so far need 24 image tokens, more than the model's context of 23; .*or a lower max_pixels — maxPixels in a module\)/
         .test(e.message),
   );
   const fits = await preprocessImages([c.frames[0], { frames: c.frames }], config, {
