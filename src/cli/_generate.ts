@@ -35,7 +35,7 @@ template and default system prompt; the answer streams to stdout.
 
 options:
   --model <dir|url|id>      model directory, URL, or Hugging Face hub id (downloaded and cached)
-  --prompt <text>           the user's text
+  --prompt <text>           the user's text (-: read from stdin)
   --image <file>            an image (PNG, JPEG, WebP); repeat for several
   --video <frames>          a video as its frames, in order: image files of one size, comma-
                             separated, or a directory of them (sorted by name); repeat for
@@ -352,6 +352,8 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
       USAGE,
     );
   }
+  // --prompt -: the text read from stdin (a file, a pipe), as llama.cpp's -f reads a file.
+  if (v.prompt === "-") v.prompt = await new Response(io.stdin?.() ?? Deno.stdin.readable).text();
   // The raw prompt, or the chat messages (their images read before the model loads).
   const raw = v.raw ? requireString(v, "prompt", USAGE) : undefined;
   const messages = raw === undefined ? await promptMessages(v, USAGE) : [];

@@ -623,3 +623,17 @@ Deno.test("generateOptions() reads --ignore-eos, --min-p and --stop-on-loop", ()
   assert.deepEqual(generateOptions(v, "usage"), { ignoreEos: true, minP: 0.1, stopOnLoop: true });
   assert.deepEqual(generateOptions({} as Values, "usage"), {});
 });
+
+Deno.test("qvq generate --prompt - reads the prompt from stdin, as --prompt gives it", async () => {
+  const question = "What value should be filled in the blank space?\nThink step by step.";
+  const piped = await cli(
+    ["generate", ...TINY_F32, "--prompt", "-", ...GREEDY_2, "--json"],
+    question,
+  );
+  const given = await cli(["generate", ...TINY_F32, "--prompt", question, ...GREEDY_2, "--json"]);
+  assert.equal(piped.code, 0, piped.err);
+  const [a, b] = [piped, given].map((r) => JSON.parse(r.out));
+  assert.equal(a.text, b.text);
+  assert.equal(a.usage.promptTokens, b.usage.promptTokens);
+  assert.ok(a.usage.promptTokens > 20);
+});
