@@ -437,13 +437,13 @@ export class Pipeline implements ChatEngine {
       prompt = await this.prepare(messages, o);
       // Disposed while it prepared: the tokenizer #constraintStart reads may be freed.
       if (this.#closing.signal.aborted) {
-        turn.then((release) => release(), () => {});
+        giveUp(turn);
         yield { type: "done", result: abortedBeforeStart(prompt) };
         return;
       }
       start = this.#constraintStart(messages, prompt, o);
     } catch (e) {
-      turn.then((release) => release(), () => {}); // its place given up
+      giveUp(turn);
       throw e;
     }
     yield* this.#run(prompt, o, start, turn);
@@ -623,7 +623,7 @@ export class Pipeline implements ChatEngine {
       this.#checkDevice();
       this.#checkRun(prompt, o); // a prompt that cannot run fails before queueing
     } catch (e) {
-      turn?.then((release) => release(), () => {});
+      if (turn) giveUp(turn);
       throw e;
     }
     turn ??= this.#turn(o);
@@ -859,6 +859,11 @@ function noFinalMessage(o: ResolvedOptions): void {
 function lastSegment(location: string): string {
   const parts = location.replace(/[/\\]+$/, "").split(/[/\\]/);
   return parts[parts.length - 1] || location;
+}
+
+/** A place in line (Pipeline #turn) given up unused: released once it comes (nothing if aborted). */
+function giveUp(turn: Promise<() => void>): void {
+  turn.then((release) => release(), () => {});
 }
 
 function abortedBeforeStart(prompt: PreparedPrompt): GenerationResult {
