@@ -20,6 +20,7 @@ import { badRequest, HttpError, toHttpError } from "./_errors.ts";
 import { deltaReader, type Format, logprobEntries } from "./_openai.ts";
 import { QWEN_FUNCTION_MARK } from "./_qwen_tools.ts";
 import type { ToolMode } from "./_tools.ts";
+import { ndjsonLine } from "./_sse.ts";
 import { MAX_NEW_TOKENS_LIMIT } from "../generate/options.ts";
 
 type Json = Record<string, unknown>;
@@ -645,7 +646,7 @@ export function showObject(maxContext: number | undefined, since: string): Json 
 /** A request answered without generating (a load, a pull of the served model): one line, or JSON. */
 export function onceResponse(stream: boolean, object: object): Response {
   return stream
-    ? new Response(`${JSON.stringify(object)}\n`, {
+    ? new Response(`${ndjsonLine(object)}\n`, {
       headers: { "content-type": "application/x-ndjson" },
     })
     : Response.json(object);
