@@ -541,9 +541,10 @@ export function createApp(
 
   /**
    * What a chat request does before its turn: its images fetched and decoded (a bad image is a
-   * 400, not a stream that fails once the request's turn comes), the request checked.
+   * 400, not a stream that fails once the request's turn comes), the request checked (unless
+   * `checked`: the caller did, with the same request).
    */
-  const prepareChat = (request: ChatRequest) =>
+  const prepareChat = (request: ChatRequest, checked = false) =>
   async (
     e: ChatEngine,
     signal: AbortSignal,
@@ -561,7 +562,7 @@ export function createApp(
       signal,
       idle,
       async (m, sizes) => {
-        if (!idle() || sizes.length) await e.checkChat?.(m, request.options, sizes);
+        if (!checked && (!idle() || sizes.length)) await e.checkChat?.(m, request.options, sizes);
       },
     );
     // One answer: its decoded pixels move to a worker engine's thread rather than being copied.
@@ -642,8 +643,9 @@ export function createApp(
   /**
    * Ollama's truncation (its `truncate`, on by default): a conversation over the context loses its
    * oldest messages until it fits (withoutOldest), the fewest found by bisection, each try counted
-   * by the engine from its images' headers. Nothing fits, or the engine cannot count: as it is
-   * (the engine's refusal then says why).
+   * by the engine from its images' headers (`checked`: the request returned was, so the check
+   * before its turn need not run again). Nothing fits, or the engine cannot count: as it is (the
+   * engine's refusal then says why).
    */
   async function fitted(
     e: ChatEngine,
@@ -651,9 +653,9 @@ export function createApp(
     parse: (body: Record<string, unknown>) => ChatRequest,
     full: ChatRequest,
     signal: AbortSignal,
-  ): Promise<ChatRequest> {
+  ): Promise<{ request: ChatRequest; checked: boolean }> {
     const check = e.checkChat?.bind(e);
-    if (!o.truncate || !check) return full;
+    if (!o.truncate || !check) return { request: full, checked: false };
     const fits = async (r: ChatRequest) => {
       try {
         const m = await sizeMessages(r.messages, policy, signal);
@@ -664,7 +666,7 @@ export function createApp(
         throw error;
       }
     };
-    if (await fits(full)) return full;
+    if (await fits(full)) return { request: full, checked: true };
     const tryDrop = async (drop: number) => {
       const cut = withoutOldest(o.body, drop);
       if (!cut) return undefined;
@@ -685,10 +687,10 @@ export function createApp(
       else if (found) [best, hi] = [found, mid - 1];
       else lo = mid + 1;
     }
-    if (!best) return full;
+    if (!best) return { request: full, checked: false };
     // Errors from here on name the messages kept by their place in the request sent.
     o.sources.splice(0, o.sources.length, ...best.kept.map((i) => o.sources[i]));
-    return best.r;
+    return { request: best.r, checked: true };
   }
 
   app.post("/api/chat", limitBody, async (c) => {
@@ -700,7 +702,7 @@ export function createApp(
     const format = ollamaChatFormat(o.model, request.tools?.mode, o.sources);
     return await answer(c.req.raw, request, format, async (e, signal) => {
       const kept = await fitted(e, o, parse, request, signal);
-      return await prepareChat(kept)(e, signal);
+      return await prepareChat(kept.request, kept.checked)(e, signal);
     });
   });
 
