@@ -150,10 +150,16 @@ export function parseConfig(json: unknown, file = "config.json"): Qwen2VLConfig 
   // Top-level keys win; the legacy layout has them top-level, transformers 5 may also repeat them.
   const tokenId = (k: string, dflt: number) =>
     json[k] !== undefined ? r.int(json, k, "", dflt) : r.int(t, k, tPath, dflt);
-  const tie = json.tie_word_embeddings ?? t.tie_word_embeddings ?? false;
-  if (typeof tie !== "boolean") {
-    throw bad(`tie_word_embeddings must be true or false, got ${describe(tie)}`);
-  }
+  // transformers 5: the top-level value (default false), set true where text_config's says so
+  // (pre-v5 saves put it there) — a top-level false does not override a nested true.
+  const tieAt = (o: Json, path: string) => {
+    const v = o.tie_word_embeddings ?? false;
+    if (typeof v !== "boolean") {
+      throw bad(`${path}tie_word_embeddings must be true or false, got ${describe(v)}`);
+    }
+    return v;
+  };
+  const tie = tieAt(json, "") || tieAt(t, tPath);
   const eosRaw = json.eos_token_id ?? t.eos_token_id;
   const eosTokenIds = eosRaw === undefined || eosRaw === null
     ? []

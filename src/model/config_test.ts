@@ -86,6 +86,38 @@ Deno.test("parseConfig() reads the transformers-5 nested text_config format iden
   assert.deepEqual(parseConfig(nested), parseConfig(flat));
 });
 
+Deno.test("parseConfig() ties lm_head where either the top level or text_config says so, as transformers 5.24", () => {
+  // [top-level, text_config's, Qwen2VLConfig(**config).tie_word_embeddings in transformers 5.24]
+  const cases: [boolean | undefined, boolean | undefined, boolean][] = [
+    [undefined, undefined, false],
+    [undefined, true, true],
+    [undefined, false, false],
+    [true, undefined, true],
+    [true, false, true],
+    [false, undefined, false],
+    [false, true, true], // a v5 save of a pre-v5 config: the nested true wins over the default
+    [false, false, false],
+  ];
+  // The tiny config in transformers 5's layout: the LLM's fields in text_config.
+  const nested = () => {
+    const { architectures, model_type, vision_config, ...text_config } = tiny();
+    delete text_config.tie_word_embeddings;
+    return { architectures, model_type, vision_config, text_config };
+  };
+  for (const [top, text, want] of cases) {
+    const c: any = nested();
+    if (top !== undefined) c.tie_word_embeddings = top;
+    if (text !== undefined) c.text_config.tie_word_embeddings = text;
+    assert.equal(parseConfig(c).tieWordEmbeddings, want, `top ${top}, text_config ${text}`);
+  }
+  const c: any = nested();
+  c.text_config.tie_word_embeddings = "yes";
+  assert.throws(
+    () => parseConfig(c),
+    /text_config\.tie_word_embeddings must be true or false, got "yes"/,
+  );
+});
+
 Deno.test("parseConfig() gives the real shapes of the presets", () => {
   const q = parseConfig(PRESETS["QVQ-72B-Preview"]);
   assert.equal(q.text.hiddenSize, 8192);
