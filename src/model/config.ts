@@ -21,6 +21,7 @@
  * @module
  */
 import { ModelFileError } from "../errors.ts";
+import { QUANT_OPTION } from "./quantize.ts";
 
 /** The vision tower (ViT + patch merger). */
 export interface VisionConfig {
@@ -134,6 +135,7 @@ export function parseConfig(json: unknown, file = "config.json"): Qwen2VLConfig 
   if (arch !== undefined && (!Array.isArray(arch) || !arch.includes(ARCHITECTURE))) {
     throw bad(`architectures is ${JSON.stringify(arch)}, expected ["${ARCHITECTURE}"]`);
   }
+  refuseQuantized(json, file);
   // transformers-5 nests the LLM fields in text_config; the hub's legacy files keep them flat.
   const nested = json.text_config;
   if (nested !== undefined && !isObject(nested)) {
@@ -181,6 +183,25 @@ export function parseConfig(json: unknown, file = "config.json"): Qwen2VLConfig 
     eosTokenIds,
     torchDtype: typeof dt === "string" ? dt : undefined,
   };
+}
+
+/**
+ * Refuses a checkpoint quantized by another tool (AWQ, GPTQ, bitsandbytes, FP8, …): its
+ * config.json has a `quantization_config`, and its matrices are stored in that tool's packed form
+ * (AWQ / GPTQ: `q_proj.qweight` I32, `qzeros`, `scales`), not as the float tensors qvq reads.
+ */
+function refuseQuantized(json: Json, file: string): void {
+  const q = json.quantization_config;
+  if (q === undefined || q === null) return;
+  const method = isObject(q) ? q.quant_method : undefined;
+  const bits = isObject(q) && typeof q.bits === "number" ? `, ${q.bits}-bit` : "";
+  throw new ModelFileError(
+    `${file}: quantization_config says the checkpoint is already quantized (quant_method ` +
+      `${describe(method)}${bits}), its weights stored in that method's packed form, which qvq ` +
+      `cannot read. qvq loads bf16, f16 or f32 safetensors and quantizes them itself while ` +
+      `loading: use the original unquantized checkpoint (e.g. Qwen/Qwen2-VL-7B-Instruct, not ` +
+      `Qwen/Qwen2-VL-7B-Instruct-AWQ) with ${QUANT_OPTION}`,
+  );
 }
 
 /*

@@ -118,6 +118,44 @@ Deno.test("parseConfig() ties lm_head where either the top level or text_config 
   );
 });
 
+Deno.test("parseConfig() refuses a checkpoint another tool quantized, naming its method and qvq's own quant option", () => {
+  // quantization_config as Qwen/Qwen2-VL-7B-Instruct-AWQ, -GPTQ-Int4 and a bitsandbytes save have it.
+  const cases: [Record<string, unknown>, string][] = [
+    [
+      { bits: 4, group_size: 128, quant_method: "awq", version: "gemm", zero_point: true },
+      '"awq", 4-bit',
+    ],
+    [
+      { bits: 4, group_size: 128, desc_act: false, quant_method: "gptq", sym: true },
+      '"gptq", 4-bit',
+    ],
+    [
+      { load_in_4bit: true, bnb_4bit_quant_type: "nf4", quant_method: "bitsandbytes" },
+      '"bitsandbytes"',
+    ],
+  ];
+  for (const [quantization_config, method] of cases) {
+    assert.throws(
+      () => parseConfig({ ...tiny(), quantization_config }, "awq/config.json"),
+      (e: Error) => {
+        assert.ok(e instanceof ModelFileError, String(e));
+        assert.equal(
+          e.message,
+          `awq/config.json: quantization_config says the checkpoint is already quantized ` +
+            `(quant_method ${method}), its weights stored in that method's packed form, which ` +
+            `qvq cannot read. qvq loads bf16, f16 or f32 safetensors and quantizes them itself ` +
+            `while loading: use the original unquantized checkpoint (e.g. ` +
+            `Qwen/Qwen2-VL-7B-Instruct, not Qwen/Qwen2-VL-7B-Instruct-AWQ) with quant: "q8" or ` +
+            `"q4" (Pipeline.load's option; CLI --quant q8|q4; server QVQ_QUANT=q8|q4)`,
+        );
+        return true;
+      },
+    );
+  }
+  // null (as some tools write it) means not quantized.
+  assert.equal(parseConfig({ ...tiny(), quantization_config: null }).text.hiddenSize, 32);
+});
+
 Deno.test("parseConfig() gives the real shapes of the presets", () => {
   const q = parseConfig(PRESETS["QVQ-72B-Preview"]);
   assert.equal(q.text.hiddenSize, 8192);

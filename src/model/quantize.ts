@@ -19,6 +19,13 @@ import type { QuantDType } from "../gpu/tensor.ts";
 /** The quantized weight types. */
 export const QUANT_TYPES: readonly QuantDType[] = ["q8", "q4"];
 
+/**
+ * qvq's own quantization as each way in names it, for error messages that point to it: the
+ * load option `quant`, the CLI's `--quant` and the server's `QVQ_QUANT`.
+ */
+export const QUANT_OPTION =
+  `quant: "q8" or "q4" (Pipeline.load's option; CLI --quant q8|q4; server QVQ_QUANT=q8|q4)`;
+
 /** Bits stored per weight, the f16 scale of each 32-group included. */
 export const BITS_PER_WEIGHT: Readonly<Record<QuantDType, number>> = { q8: 8.5, q4: 4.5 };
 
