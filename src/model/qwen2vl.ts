@@ -54,8 +54,10 @@ import {
   estimateMemory,
   type GpuWeights,
   type MemoryEstimate,
+  orList,
   planWeights,
   prefillChunkTokens,
+  smallerWeights,
   uploadWeights,
   type WeightPlan,
 } from "./weights.ts";
@@ -313,7 +315,13 @@ export class Qwen2VLModel {
             `${fmtBytes(memory.weights)} ${dtype}, KV cache ${fmtBytes(memory.kvCache)} ` +
             `${kvCacheDtype} for ${maxContext} tokens, activations ` +
             `${fmtBytes(memory.activations)}), over the ${fmtBytes(opts.memoryLimit)} limit; ` +
-            `use f16 or quantized weights, an f16 KV cache or a shorter maxContext`,
+            `to fit, load with ${
+              orList([
+                ...smallerWeights(plan),
+                ...(kvCacheDtype === "f32" ? ["an f16 KV cache"] : []),
+                "a shorter maxContext",
+              ])
+            }`,
         );
       }
       const chunk = opts.prefillChunk ?? prefillChunkTokens(cfg, gpu.maxBinding);

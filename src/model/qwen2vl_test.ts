@@ -140,6 +140,25 @@ Deno.test("Qwen2VLModel.load() refuses a model over memoryLimit, saying how much
       return true;
     },
   );
+  // What it already uses is not offered again: q8 is, so q4 is what is left.
+  await assert.rejects(
+    () =>
+      Qwen2VLModel.load(TINY_DIR, {
+        gpu,
+        dtype: "f32",
+        quant: "q8",
+        visionQuant: "q8",
+        maxContext: 1024,
+        memoryLimit: MiB,
+      }),
+    (e: Error) => {
+      assert.match(
+        e.message,
+        /; to fit, load with dtype: "f16" \(on an adapter with shader-f16\), quant: "q4" \(Pipeline\.load's option; CLI --quant q4; server QVQ_QUANT=q4\), an f16 KV cache or a shorter maxContext$/,
+      );
+      return true;
+    },
+  );
 });
 
 Deno.test("Qwen2VLModel.load() refuses an f16 KV cache without shader-f16, and an unknown kvCacheDtype", async () => {

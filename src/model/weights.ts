@@ -8,7 +8,7 @@
  * @module
  */
 import { GpuError, ModelFileError } from "../errors.ts";
-import { checkQuant, checkVisionQuant, checkWeightDType } from "./quantize.ts";
+import { checkQuant, checkVisionQuant, checkWeightDType, QUANT_OPTION } from "./quantize.ts";
 import { fmtBytes, type Gpu } from "../gpu/device.ts";
 import { createStorage, gpuIdle } from "../gpu/buffers.ts";
 import {
@@ -792,14 +792,49 @@ function allocChecked(
     if (err) {
       throw new GpuError(
         `out of GPU memory allocating "${pt.key}" (${fmtBytes(pt.bytes)}); the model's weights ` +
-          `need ${
-            fmtBytes(plan.weightBytes)
-          } in ${plan.dtype}. Use f16 weights, a smaller model, ` +
-          `or a quantized one`,
+          `need ${fmtBytes(plan.weightBytes)} (${describeWeights(plan)}); to fit, load with ${
+            orList([...smallerWeights(plan), "a smaller model"])
+          }`,
       );
     }
   });
   return [w, checked];
+}
+
+/** How a plan stores its matrices, for messages: "f16", "f16, decoder q4, vision q8". */
+function describeWeights(plan: Pick<WeightPlan, "dtype" | "quant" | "visionQuant">): string {
+  return [
+    plan.dtype,
+    ...(plan.quant ? [`decoder ${plan.quant}`] : []),
+    ...(plan.visionQuant ? [`vision ${plan.visionQuant}`] : []),
+  ].join(", ");
+}
+
+/**
+ * The load options that would make `plan`'s weights smaller, most effective first, none the plan
+ * already uses: f16 matrices where they are f32, qvq's own quantization of the decoder (q4 where
+ * it is q8 already), the int8 vision tower. Empty where everything is as small as qvq makes it.
+ */
+export function smallerWeights(
+  plan: Pick<WeightPlan, "dtype" | "quant" | "visionQuant">,
+): string[] {
+  const out: string[] = [];
+  if (plan.dtype === "f32") out.push(`dtype: "f16" (on an adapter with shader-f16)`);
+  if (!plan.quant) out.push(QUANT_OPTION);
+  else if (plan.quant === "q8") {
+    out.push(`quant: "q4" (Pipeline.load's option; CLI --quant q4; server QVQ_QUANT=q4)`);
+  }
+  if (!plan.visionQuant) {
+    out.push(
+      `visionQuant: "q8" (CLI --vision-quant q8; server QVQ_VISION_QUANT=q8) for the vision tower`,
+    );
+  }
+  return out;
+}
+
+/** "a", "a or b", "a, b or c". */
+export function orList(items: readonly string[]): string {
+  return items.length < 2 ? items.join("") : `${items.slice(0, -1).join(", ")} or ${items.at(-1)}`;
 }
 
 /**

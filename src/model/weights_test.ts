@@ -1,23 +1,25 @@
 import assert from "node:assert/strict";
-import { InvalidInputError, ModelFileError } from "../errors.ts";
+import { GpuError, InvalidInputError, ModelFileError } from "../errors.ts";
 import { parseConfig } from "./config.ts";
 import { PRESETS } from "./presets.ts";
 import { gemmKernel } from "../../kernels/linear.ts";
 import {
   estimateMemory,
+  orList,
   planWeights,
   prefillChunkTokens,
   rowsPerChunk,
+  smallerWeights,
   type StoredTensor,
   type TensorLookup,
   uploadWeights,
 } from "./weights.ts";
-import { sharedGpu } from "../gpu/device.ts";
+import { Gpu, sharedGpu } from "../gpu/device.ts";
 import { readBytes, uploadArray } from "../gpu/buffers.ts";
 import { createWeight, destroyWeight } from "../gpu/tensor.ts";
 import { DEQUANT_SCRATCH_BYTES, writeQuantRows } from "../../kernels/linear_q.ts";
 import { syntheticPlan } from "./synthetic.ts";
-import { checkVisionQuant } from "./quantize.ts";
+import { checkVisionQuant, QUANT_OPTION } from "./quantize.ts";
 import { MemoryModelSource, openModelSource } from "../model_files.ts";
 import { SafetensorsCheckpoint, writeSafetensors } from "../safetensors.ts";
 import { checkpointTensors, type HeaderTensor } from "./_sparse.ts";
@@ -370,6 +372,73 @@ function concat(parts: Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+Deno.test("uploadWeights() out of GPU memory names qvq's own q8/q4 option, not the f16 the weights already are", async () => {
+  const gpu = await sharedGpu();
+  // The shared device, reporting every out-of-memory error scope as failed (its real scopes still
+  // pushed and popped in pairs).
+  const filters: GPUErrorFilter[] = [];
+  const device = new Proxy(gpu.device, {
+    get(target, prop) {
+      if (prop === "pushErrorScope") {
+        return (filter: GPUErrorFilter) => (filters.push(filter), target.pushErrorScope(filter));
+      }
+      if (prop === "popErrorScope") {
+        return async () => {
+          const real = await target.popErrorScope();
+          return filters.pop() === "out-of-memory" ? { message: "test: no memory" } : real;
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  const full = new Gpu(device, gpu.adapterInfo, gpu.features);
+  const src = openModelSource(TINY_DIR);
+  const cfg = parseConfig(await src.readJson("config.json"));
+  const ckpt = await SafetensorsCheckpoint.open(src);
+  const lookup = (n: string) => (ckpt.has(n) ? ckpt.get(n) : undefined);
+  const oom = (opts: { quant?: "q8" | "q4"; visionQuant?: "q8" }) =>
+    uploadWeights(
+      full,
+      ckpt,
+      planWeights(cfg, lookup, { dtype: "f16", maxBinding: MiB, where: ckpt.origin, ...opts }),
+    ).then(() => assert.fail("the upload succeeded"), (e: Error) => e);
+  try {
+    const f16 = await oom({});
+    assert.ok(f16 instanceof GpuError, String(f16));
+    assert.match(
+      f16.message,
+      /^out of GPU memory allocating "[\w.]+" \([\d.]+ [KM]iB\); the model's weights need [\d.]+ MiB \(f16\); to fit, load with quant: "q8" or "q4" \(Pipeline\.load's option; CLI --quant q8\|q4; server QVQ_QUANT=q8\|q4\), visionQuant: "q8" .* or a smaller model$/,
+    );
+    assert.doesNotMatch(f16.message, /dtype: "f16"|f16 weights/);
+    const q8 = await oom({ quant: "q8" });
+    assert.match(
+      q8.message,
+      /\(f16, decoder q8\); to fit, load with quant: "q4" \(.*QVQ_QUANT=q4\), visionQuant/,
+    );
+    const smallest = await oom({ quant: "q4", visionQuant: "q8" });
+    assert.match(
+      smallest.message,
+      /\(f16, decoder q4, vision q8\); to fit, load with a smaller model$/,
+    );
+  } finally {
+    ckpt.close();
+  }
+});
+
+Deno.test("smallerWeights() offers only what the plan does not use yet", () => {
+  assert.deepEqual(smallerWeights({ dtype: "f32", quant: "q4", visionQuant: "q8" }), [
+    'dtype: "f16" (on an adapter with shader-f16)',
+  ]);
+  assert.deepEqual(smallerWeights({ dtype: "f16" }), [
+    QUANT_OPTION,
+    'visionQuant: "q8" (CLI --vision-quant q8; server QVQ_VISION_QUANT=q8) for the vision tower',
+  ]);
+  assert.deepEqual(smallerWeights({ dtype: "f16", quant: "q4", visionQuant: "q8" }), []);
+  assert.equal(orList(["a", "b", "c"]), "a, b or c");
+  assert.equal(orList(["a"]), "a");
+});
 
 Deno.test("estimateMemory() counts quantized prefill's scratch: q8's dequantize slices, q4's int8 x", () => {
   const cfg = parseConfig(PRESETS["Qwen2-VL-7B-Instruct"]);
