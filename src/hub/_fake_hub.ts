@@ -65,9 +65,18 @@ export interface Seen {
  * ETag, X-Linked-* headers, 302 to `/cdn/<sha256>` for LFS files, X-Error-Code on errors), and the
  * CDN honours Range. Faults are injected per test.
  */
-export async function fakeHub(faults: Faults = {}, options: { gated?: boolean } = {}) {
+export async function fakeHub(
+  faults: Faults = {},
+  options: {
+    gated?: boolean;
+    /** Files served with these bytes instead of the fixture's (another repo's config.json). */
+    replace?: Record<string, Uint8Array<ArrayBuffer>>;
+  } = {},
+) {
   const files = new Map<string, Uint8Array<ArrayBuffer>>();
-  for (const name of FILES) files.set(name, await Deno.readFile(join(FIXTURE, name)));
+  for (const name of FILES) {
+    files.set(name, options.replace?.[name] ?? await Deno.readFile(join(FIXTURE, name)));
+  }
   const byHash = new Map([...files].filter(([n]) => isLfs(n)).map(([n, b]) => [sha256(b), n]));
   const seen: Seen[] = [];
   let interruptions = faults.interrupt?.times ?? 0;

@@ -20,6 +20,7 @@ import { createHash, type Hash } from "node:crypto";
 import { basename, join } from "node:path";
 import { ModelFileError } from "../errors.ts";
 import { checkFileName } from "../model_files.ts";
+import { parseConfig } from "../model/config.ts";
 import { defaultCacheDir, expandPath, fileSize, hfHome, RepoCache } from "./_cache.ts";
 import { ProgressBar, type ProgressSink, stderrSink } from "./_progress.ts";
 
@@ -574,6 +575,22 @@ async function shardNames(path: string, repoId: string): Promise<string[]> {
   return [...new Set(Object.values(index.weight_map))].map(checkFileName);
 }
 
+/**
+ * Parses a downloaded config.json as Pipeline.load does (src/model/config.ts parseConfig).
+ * @throws ModelFileError naming the repository's config.json and what qvq cannot run
+ */
+async function checkConfig(path: string, repoId: string): Promise<void> {
+  const file = `config.json of "${repoId}"`;
+  let json: unknown;
+  try {
+    json = JSON.parse(await Deno.readTextFile(path));
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error;
+    throw new ModelFileError(`${file} is not valid JSON (${path}): ${error.message}`);
+  }
+  parseConfig(json, file);
+}
+
 /** The snapshot of `revision` if the cache holds every file it needs, else undefined. */
 async function cachedSnapshot(cache: RepoCache, revision: string): Promise<string | undefined> {
   const commit = await cache.readRef(revision);
@@ -702,16 +719,9 @@ async function download(
   const commit = first.commit;
   const heads = async (names: string[]) =>
     await Promise.all(names.map((n) => headFile(ctx, commit, n)));
-  const metas: FileMeta[] = [first];
-  const rest = await heads([...MODEL_FILES.slice(1).map((f) => f.name), INDEX]);
-  MODEL_FILES.slice(1).forEach((f, i) => {
-    if (rest[i]) metas.push(rest[i]!);
-    else if (!f.optional) throw new ModelFileError(`"${repoId}" at ${commit} has no ${f.name}.`);
-  });
-  const index = rest.at(-1);
 
   const sink = progressSink(options);
-  const fetchAll = async (files: FileMeta[]) => {
+  const fetchAll = async (files: FileMeta[], showProgress = true) => {
     // A file is there as its blob, or as the snapshot's file itself (a cache without symlinks:
     // huggingface_hub moves the blob there).
     const inSnapshot = async (m: FileMeta) =>
@@ -721,7 +731,9 @@ async function download(
     const missing: FileMeta[] = [];
     for (const m of files) if (!await has(m)) missing.push(m);
     const total = missing.reduce((n, m) => n + m.size, 0);
-    const bar = sink && total > 0 ? new ProgressBar(`${repoId}`, total, sink) : undefined;
+    const bar = sink && showProgress && total > 0
+      ? new ProgressBar(`${repoId}`, total, sink)
+      : undefined;
     await pool(
       missing,
       options.concurrency ?? 4,
@@ -743,6 +755,18 @@ async function download(
       );
     }
   };
+
+  // config.json first, checked as loading checks it: a repository qvq cannot run (another
+  // architecture, a checkpoint another tool quantized) is refused before its weights are fetched.
+  await fetchAll([first], false);
+  await checkConfig(join(cache.snapshot(commit), first.name), repoId);
+  const metas: FileMeta[] = [];
+  const rest = await heads([...MODEL_FILES.slice(1).map((f) => f.name), INDEX]);
+  MODEL_FILES.slice(1).forEach((f, i) => {
+    if (rest[i]) metas.push(rest[i]!);
+    else if (!f.optional) throw new ModelFileError(`"${repoId}" at ${commit} has no ${f.name}.`);
+  });
+  const index = rest.at(-1);
 
   if (index) {
     await fetchAll([...metas, index]);

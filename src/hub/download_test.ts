@@ -51,6 +51,41 @@ Deno.test("downloadModel() fills the hub cache layout and returns the snapshot",
   );
 });
 
+Deno.test("downloadModel() checks config.json before the weights: a repo qvq cannot run is refused having fetched only that file", async () => {
+  const config = JSON.parse(await Deno.readTextFile(join(FIXTURE, "config.json")));
+  const cases: [Record<string, unknown>, RegExp][] = [
+    // As Qwen/Qwen2-VL-7B-Instruct-AWQ's: its shards hold q_proj.qweight, qzeros, scales.
+    [
+      { ...config, quantization_config: { bits: 4, quant_method: "awq", version: "gemm" } },
+      /^config\.json of "qvq-test\/tiny-qwen2vl": quantization_config says the checkpoint is already quantized \(quant_method "awq", 4-bit\).* with quant: "q8" or "q4"/,
+    ],
+    [
+      { ...config, model_type: "qwen2_5_vl" },
+      /^config\.json of "qvq-test\/tiny-qwen2vl": model_type is "qwen2_5_vl", but qvq runs only "qwen2_vl"/,
+    ],
+  ];
+  for (const [json, message] of cases) {
+    const replace = { "config.json": new TextEncoder().encode(JSON.stringify(json)) };
+    await using hub = await fakeHub({}, { replace });
+    await using cache = await tempCache();
+    await assert.rejects(
+      downloadModel(REPO, { ...quiet, endpoint: hub.endpoint, cacheDir: `${cache}` }),
+      (e: Error) => e instanceof ModelFileError && message.test(e.message),
+    );
+    // One GET, of config.json: neither the other files nor a shard (nor their HEADs) asked for.
+    assert.deepEqual(
+      hub.seen.filter((s) => s.method === "GET").map((s) => s.path),
+      [`/${REPO}/resolve/${COMMIT}/config.json`],
+    );
+    assert.ok(hub.seen.every((s) => s.path.endsWith("/config.json")), JSON.stringify(hub.seen));
+    // Nothing names the commit as main's: the next call checks again.
+    await assert.rejects(
+      Deno.stat(join(`${cache}`, "models--qvq-test--tiny-qwen2vl", "refs", "main")),
+      Deno.errors.NotFound,
+    );
+  }
+});
+
 Deno.test("downloadModel() reuses the cache: a second call only asks for metadata", async () => {
   await using hub = await fakeHub();
   await using cache = await tempCache();
