@@ -622,6 +622,9 @@ export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequ
   }
   const tools = parseTools(body);
   const sampling = parseSampling(body, limits, { chat: true, tools });
+  // Without max_tokens an answer may run as long as the context holds (up to the ceiling), as
+  // vLLM's chat answers do: the module's 2048 would cut QVQ's longer reasoning off at "length".
+  sampling.options.maxNewTokens ??= Infinity;
   if (parseContinuation(body).continueFinalMessage) {
     if (tools?.schema) {
       // The calls' text is written anew from the message's tool_calls: it cannot be continued.

@@ -149,6 +149,21 @@ Deno.test("POST /v1/chat/completions leaves unset options to the engine's defaul
   assert.deepEqual(options, { maxNewTokens: 5, stop: ["a", "b"], stopOnLoop: false });
 });
 
+Deno.test("POST /v1/chat/completions and /v1/responses without a length let the answer run as long as the context holds", async () => {
+  const { app, fake } = setup();
+  await (await post(app, hello)).json();
+  await (await post(app, { ...hello, max_tokens: null, max_completion_tokens: null })).json();
+  const responses = await app.request("/v1/responses", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ model: MODEL, input: "Hi" }),
+  });
+  assert.equal(responses.status, 200);
+  await responses.json();
+  // Infinity: the engine's "as many as the context holds" (the module's default is 2048).
+  assert.deepEqual(fake.calls.map((c) => c.options.maxNewTokens), [Infinity, Infinity, Infinity]);
+});
+
 Deno.test("POST /v1/chat/completions maps finish reasons: length, and loop as stop with the native reason", async () => {
   const long = await (await post(setup().app, { ...hello, max_tokens: 3 })).json();
   assert.equal(long.choices[0].finish_reason, "length");
