@@ -138,6 +138,7 @@ export {
   GpuError,
   InvalidInputError,
   ModelFileError,
+  NoChatTemplateError,
   QvqError,
   SchemaError,
 } from "./src/errors.ts";

@@ -16,6 +16,13 @@ export class QvqError extends Error {
 /** A model file (config, safetensors, tokenizer, image) is missing, malformed or inconsistent. */
 export class ModelFileError extends QvqError {}
 
+/**
+ * The model has no chat template (no chat_template.json, chat_template.jinja or
+ * tokenizer_config.json `chat_template`), and chat messages were given: it loads, and raw prompts
+ * run, but messages cannot become a prompt. The server answers it with a 400 `no_chat_template`.
+ */
+export class NoChatTemplateError extends ModelFileError {}
+
 /** A caller passed a bad argument or request (bad parameter, bad message, bad image). */
 export class InvalidInputError extends QvqError {}
 
@@ -54,6 +61,7 @@ export class EngineClosedError extends QvqError {}
 export const ERROR_CLASSES: Readonly<Record<string, new (message: string) => QvqError>> = {
   QvqError,
   ModelFileError,
+  NoChatTemplateError,
   InvalidInputError,
   ContextLengthError,
   SchemaError,

@@ -4,10 +4,11 @@ import {
   DeviceLostError,
   InvalidInputError,
   ModelFileError,
+  NoChatTemplateError,
 } from "./errors.ts";
 import { requestGpu, sharedGpu } from "./gpu/device.ts";
 import { MemoryModelSource, openModelSource } from "./model_files.ts";
-import { readReferenceCase, TINY_DIR } from "./model/_fixture.ts";
+import { readReferenceCase, TINY_DIR, tinyWithoutTemplate } from "./model/_fixture.ts";
 import { maxAbsDiff } from "./ref/_random.ts";
 import { assertLogprobsClose, logprobsRef } from "./ref/logprobs.ts";
 import { BITS_PER_WEIGHT, logitError } from "./model/quantize.ts";
@@ -720,10 +721,48 @@ Deno.test("Pipeline.load() names the missing file before loading weights", async
   for (const f of ["config.json", "tokenizer.json", "generation_config.json"]) {
     files[f] = await src.readBytes(f);
   }
+  // (No chat template is no error: a model without one serves raw prompts.)
   await assert.rejects(
     () => Pipeline.load(new MemoryModelSource(files, "mem")),
-    (e: Error) => e instanceof ModelFileError && /chat_template/.test(e.message),
+    (e: Error) => e instanceof ModelFileError && /preprocessor_config\.json/.test(e.message),
   );
+});
+
+Deno.test("Pipeline.load() of a model without a chat template: raw prompts run as with one, chat messages are refused with NoChatTemplateError", async () => {
+  const gpu = await sharedGpu();
+  const bare = await Pipeline.load(await tinyWithoutTemplate(), {
+    gpu,
+    dtype: "f32",
+    maxContext: 64,
+  });
+  try {
+    const run = async (events: AsyncIterable<GenerationEvent>) => {
+      for await (const ev of events) if (ev.type === "done") return ev.result;
+      throw new Error("no result");
+    };
+    // The same model: a raw prompt continues as it does with the template there.
+    const prompt = "The capital of France is";
+    const want = await run((await pipeline).complete(prompt, { maxNewTokens: 4, temperature: 0 }));
+    const got = await run(bare.complete(prompt, { maxNewTokens: 4, temperature: 0 }));
+    assert.equal(got.text, want.text);
+    assert.deepEqual(await bare.tokenize({ prompt }), await (await pipeline).tokenize({ prompt }));
+    await bare.checkPrompt(prompt);
+    // Every path that renders chat messages says what is missing, and what to do.
+    const refused = (e: Error) =>
+      e instanceof NoChatTemplateError && /no chat template.*send a raw prompt/.test(e.message);
+    await assert.rejects(run(bare.generate(TEXT)), refused, "generate");
+    await assert.rejects(bare.chat(TEXT), refused, "chat");
+    await assert.rejects(bare.checkChat(TEXT), refused, "checkChat");
+    await assert.rejects(bare.tokenize({ messages: TEXT }), refused, "tokenize");
+    await assert.rejects(bare.forward(TEXT), refused, "forward");
+    // A refused chat held no place in line: the next raw prompt runs.
+    assert.equal(
+      (await run(bare.complete(prompt, { maxNewTokens: 4, temperature: 0 }))).text,
+      want.text,
+    );
+  } finally {
+    bare.dispose();
+  }
 });
 
 addEventListener("unload", () => pipeline.then((p) => p.dispose()));

@@ -8,7 +8,9 @@ import type { ChatEngine } from "../src/generate/types.ts";
 import { createApp, type ServerOptions } from "../src/server/app.ts";
 import { FakeEngine } from "../src/server/_fake_engine.ts";
 import { loadEngine } from "../src/server/_engine.ts";
-import { readReferenceCase } from "../src/model/_fixture.ts";
+import { readReferenceCase, tinyWithoutTemplate } from "../src/model/_fixture.ts";
+import { Pipeline } from "../src/pipeline.ts";
+import { warmUp } from "../src/server/_warmup.ts";
 import { stateAfter } from "../src/generate/json_grammar.ts";
 import { decodeImage } from "../src/image.ts";
 
@@ -189,6 +191,44 @@ async function referenceCase0() {
   );
   return { cases, ref, image };
 }
+
+Deno.test("a model without a chat template: /v1/completions answers, a chat is a 400 no_chat_template saying to send a raw prompt", async () => {
+  const engine = await Pipeline.load(await tinyWithoutTemplate(), { modelId: "bare" });
+  try {
+    await warmUp(engine); // the server's warm-up runs raw prompts for it
+    await using s = serve(engine);
+    const completion = await s.client.completions.create({
+      model: "bare",
+      prompt: "The capital of France is",
+      max_tokens: 3,
+      temperature: 0,
+    });
+    assert.equal(completion.choices[0].finish_reason, "length");
+    assert.equal(completion.usage?.completion_tokens, 3);
+    const messages = [{ role: "user" as const, content: "Hi" }];
+    // The field named as each API names it: /v1/responses' conversation is its `input`.
+    const refused: [unknown, string][] = [
+      [
+        await s.client.chat.completions.create({ model: "bare", messages }).catch((e) => e),
+        "messages",
+      ],
+      [
+        await s.client.chat.completions.create({ model: "bare", messages, stream: true })
+          .catch((e) => e),
+        "messages",
+      ],
+      [await s.client.responses.create({ model: "bare", input: "Hi" }).catch((e) => e), "input"],
+    ];
+    for (const [e, param] of refused) {
+      assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+      assert.equal(e.code, "no_chat_template");
+      assert.equal(e.param, param);
+      assert.match(e.message, /the model has no chat template .* send a raw prompt/);
+    }
+  } finally {
+    engine.dispose();
+  }
+});
 
 Deno.test("the openai client gets transformers' greedy answer from the tiny model, streamed or not", async () => {
   const { cases, ref, image } = await referenceCase0();

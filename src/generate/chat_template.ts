@@ -5,7 +5,7 @@
  * @module
  */
 import { Template } from "@huggingface/jinja";
-import { InvalidInputError, ModelFileError } from "../errors.ts";
+import { InvalidInputError, ModelFileError, NoChatTemplateError } from "../errors.ts";
 import { preview } from "../errors.ts";
 import { MAX_VIDEO_FRAMES, type VideoInput } from "../image.ts";
 import type { ChatMessage, ContentPart, ToolCall } from "./types.ts";
@@ -75,8 +75,8 @@ export class ChatTemplate {
    * the order transformers' processor takes them: a `chat_template` in processor_config.json
    * (transformers 5 warns, and uses it), chat_template.json, then the raw chat_template.jinja
    * (what `save_pretrained` writes since transformers 5), then tokenizer_config.json's
-   * `chat_template` (the tokenizer's, which vLLM falls back to). Throws ModelFileError when none
-   * has one.
+   * `chat_template` (the tokenizer's, which vLLM falls back to). Throws NoChatTemplateError when
+   * none has one ({@link findInConfigs} returns undefined then).
    */
   static fromConfigs(
     chatTemplateJson: unknown,
@@ -84,6 +84,22 @@ export class ChatTemplate {
     jinja?: string,
     processorConfig?: unknown,
   ): ChatTemplate {
+    const t = ChatTemplate.findInConfigs(chatTemplateJson, tokenizerConfig, jinja, processorConfig);
+    if (!t) throw noChatTemplate();
+    return t;
+  }
+
+  /**
+   * The template of the model directory's files, as {@link fromConfigs} finds it, or undefined
+   * where none has one (a base model's dump: raw prompts only). Throws ModelFileError for one that
+   * is there but does not parse.
+   */
+  static findInConfigs(
+    chatTemplateJson: unknown,
+    tokenizerConfig: unknown,
+    jinja?: string,
+    processorConfig?: unknown,
+  ): ChatTemplate | undefined {
     const special = specialTokensOf(tokenizerConfig);
     const fromPc = pickTemplate(processorConfig, "processor_config.json");
     if (fromPc !== undefined) return new ChatTemplate(fromPc, special, "processor_config.json");
@@ -92,10 +108,7 @@ export class ChatTemplate {
     if (jinja !== undefined) return new ChatTemplate(jinja, special, JINJA_FILE);
     const fromTc = pickTemplate(tokenizerConfig, "tokenizer_config.json");
     if (fromTc !== undefined) return new ChatTemplate(fromTc, special, "tokenizer_config.json");
-    throw new ModelFileError(
-      `the model has no chat template: none of chat_template.json, ${JINJA_FILE} or ` +
-        `tokenizer_config.json's "chat_template" exists; add one of them to the model directory`,
-    );
+    return undefined;
   }
 
   /** Renders `messages` (validated) to the prompt text. Images become the template's image placeholders. */
@@ -196,6 +209,19 @@ function toolCallsText(calls: readonly ToolCall[]): string {
     return `{"name": ${JSON.stringify(c.name)}, "parameters": ${args}}`;
   };
   return `[${calls.map(one).join(", ")}]`;
+}
+
+/**
+ * The error for chat messages given to a model without a chat template: what is missing, and the
+ * two ways on (add a template, or send a raw prompt, which needs none).
+ */
+export function noChatTemplate(): NoChatTemplateError {
+  return new NoChatTemplateError(
+    `the model has no chat template (none of chat_template.json, ${JINJA_FILE} or ` +
+      `tokenizer_config.json's "chat_template" exists), so chat messages cannot be made into a ` +
+      `prompt: add one of them to the model directory, or send a raw prompt, which needs none ` +
+      `(Pipeline.complete, POST /v1/completions, qvq generate --raw)`,
+  );
 }
 
 /** transformers' continue_final_message tag, appended to the final message's text to find its end. */

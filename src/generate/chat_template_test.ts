@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { InvalidInputError, ModelFileError } from "../errors.ts";
+import { InvalidInputError, ModelFileError, NoChatTemplateError } from "../errors.ts";
 import { ChatTemplate, collectImages } from "./chat_template.ts";
 import type { ChatMessage } from "./types.ts";
 
@@ -149,7 +149,16 @@ Deno.test("ChatTemplate.fromConfigs() takes chat_template.jinja after chat_templ
 Deno.test("ChatTemplate.fromConfigs() says which file lacks or breaks the template", () => {
   assert.throws(
     () => ChatTemplate.fromConfigs(undefined, {}),
-    (e: Error) => e instanceof ModelFileError && /chat_template\.json/.test(e.message),
+    (e: Error) =>
+      e instanceof NoChatTemplateError && e instanceof ModelFileError &&
+      /chat_template\.json.*or send a raw prompt/.test(e.message),
+  );
+  // findInConfigs(): none is no error there (a model for raw prompts), a broken one still is.
+  assert.equal(ChatTemplate.findInConfigs(undefined, {}, undefined, {}), undefined);
+  assert.equal(ChatTemplate.findInConfigs(undefined, { chat_template: "T" })?.source, "T");
+  assert.throws(
+    () => ChatTemplate.findInConfigs(undefined, {}, "{% if %}"),
+    /chat_template\.jinja: the chat template does not parse/,
   );
   assert.throws(
     () => ChatTemplate.fromConfigs({ chat_template: "{% if %}" }, {}),

@@ -19,7 +19,13 @@ import { ModelFileError } from "../errors.ts";
 import type { ModelSource } from "../model_files.ts";
 import { parseConfig, type Qwen2VLConfig } from "../model/config.ts";
 import { Tokenizer } from "../tokenizer.ts";
-import { ChatTemplate, collectImages, JINJA_FILE, type RenderOptions } from "./chat_template.ts";
+import {
+  ChatTemplate,
+  collectImages,
+  JINJA_FILE,
+  noChatTemplate,
+  type RenderOptions,
+} from "./chat_template.ts";
 import { expandImagePads, type GridThw, imageTokenCounts, type PreparedPrompt } from "./prompt.ts";
 import type { ChatMessage } from "./types.ts";
 
@@ -93,8 +99,11 @@ export type PrepareOptions = RenderOptions & PreprocessOptions & {
  * ```
  */
 export class ChatProcessor {
-  /** The model's chat template (tokenizer_config.json's `chat_template`). */
-  readonly template: ChatTemplate;
+  /**
+   * The model's chat template (chat_template.json, chat_template.jinja or tokenizer_config.json's
+   * `chat_template`); undefined where the model has none, and {@link prepare} refuses messages.
+   */
+  readonly template: ChatTemplate | undefined;
   /** The model's tokenizer. */
   readonly tokenizer: Tokenizer;
   /** How images are resized and normalized (preprocessor_config.json). */
@@ -111,7 +120,7 @@ export class ChatProcessor {
    * the image settings and Qwen2-VL's `<|video_pad|>` (151656) unless given.
    */
   constructor(
-    template: ChatTemplate,
+    template: ChatTemplate | undefined,
     tokenizer: Tokenizer,
     imageConfig: ImageProcessorConfig,
     imageTokenId: number,
@@ -127,7 +136,8 @@ export class ChatProcessor {
 
   /**
    * Reads config.json (unless given, already parsed), the chat template (chat_template.json,
-   * chat_template.jinja or tokenizer_config.json), the image and video settings
+   * chat_template.jinja or tokenizer_config.json; none is no error: the tokenizer still serves raw
+   * prompts, and {@link prepare} says what is missing), the image and video settings
    * ({@link loadProcessorConfigs}) and the tokenizer (unless given) from a model location.
    */
   static async load(
@@ -138,7 +148,7 @@ export class ChatProcessor {
     const optionalJson = async (name: string) =>
       (await src.exists(name)) ? await src.readJson(name) : undefined;
     config ??= parseConfig(await src.readJson("config.json"), src.pathOf("config.json"));
-    const template = ChatTemplate.fromConfigs(
+    const template = ChatTemplate.findInConfigs(
       await optionalJson("chat_template.json"),
       await optionalJson("tokenizer_config.json"),
       (await src.exists(JINJA_FILE)) ? await src.readText(JINJA_FILE) : undefined,
@@ -157,12 +167,14 @@ export class ChatProcessor {
   /**
    * The model inputs for `messages`: the template's text (with its default system prompt when
    * the messages have none), tokenized, each image (video) pad repeated t·h·w / merge² times.
-   * @throws InvalidInputError for malformed messages or images that do not decode
+   * @throws InvalidInputError for malformed messages or images that do not decode;
+   *   NoChatTemplateError where the model has no chat template
    */
   async prepare(
     messages: readonly ChatMessage[],
     options: PrepareOptions = {},
   ): Promise<PreparedPrompt> {
+    if (!this.template) throw noChatTemplate();
     const text = this.template.render(messages, options);
     const images = collectImages(messages);
     const settings = { maxImageTokens: options.maxImageTokens, videoConfig: this.videoConfig };

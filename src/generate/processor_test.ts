@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { InvalidInputError, ModelFileError } from "../errors.ts";
+import { InvalidInputError, ModelFileError, NoChatTemplateError } from "../errors.ts";
 import { openModelSource } from "../model_files.ts";
-import { readVideoCases, TINY_DIR } from "../model/_fixture.ts";
+import { readVideoCases, TINY_DIR, tinyWithoutTemplate } from "../model/_fixture.ts";
 import { ChatTemplate } from "./chat_template.ts";
 import { ChatProcessor } from "./processor.ts";
 import type { ChatMessage } from "./types.ts";
@@ -142,11 +142,40 @@ async function savedByTransformers5(video: Record<string, unknown> = {}): Promis
   return dir;
 }
 
+Deno.test("ChatProcessor.load() loads a model without a chat template; prepare() refuses messages, saying what to add or send instead", async () => {
+  const bare = await ChatProcessor.load(await tinyWithoutTemplate());
+  try {
+    assert.equal(bare.template, undefined);
+    // The tokenizer and image settings are the model's all the same.
+    assert.deepEqual(
+      bare.tokenizer.encode("Hello <|im_start|>"),
+      proc.tokenizer.encode("Hello <|im_start|>"),
+    );
+    assert.deepEqual(bare.imageConfig, proc.imageConfig);
+    await assert.rejects(
+      bare.prepare([{ role: "user", content: "Hi" }]),
+      (e: Error) => {
+        assert.ok(e instanceof NoChatTemplateError && e instanceof ModelFileError, String(e));
+        assert.equal(
+          e.message,
+          "the model has no chat template (none of chat_template.json, chat_template.jinja or " +
+            'tokenizer_config.json\'s "chat_template" exists), so chat messages cannot be made ' +
+            "into a prompt: add one of them to the model directory, or send a raw prompt, which " +
+            "needs none (Pipeline.complete, POST /v1/completions, qvq generate --raw)",
+        );
+        return true;
+      },
+    );
+  } finally {
+    bare.tokenizer.dispose();
+  }
+});
+
 Deno.test("ChatProcessor.load() reads a model saved by transformers 5: chat_template.jinja and processor_config.json", async () => {
   const dir = await savedByTransformers5();
   try {
     const saved = await ChatProcessor.load(openModelSource(dir));
-    assert.equal(saved.template.source, proc.template.source);
+    assert.equal(saved.template?.source, proc.template?.source);
     assert.deepEqual(saved.imageConfig, proc.imageConfig);
     assert.deepEqual(saved.videoConfig, proc.videoConfig);
     // transformers' ids for images and videos, as from the hub's file layout
@@ -167,7 +196,7 @@ Deno.test("ChatProcessor.load() takes the video settings nested in processor_con
     assert.equal(saved.imageConfig.maxPixels, proc.imageConfig.maxPixels);
     // A legacy chat_template.json wins over chat_template.jinja, as in transformers' processor.
     await Deno.writeTextFile(`${dir}/chat_template.json`, JSON.stringify({ chat_template: "J" }));
-    assert.equal((await ChatProcessor.load(openModelSource(dir))).template.source, "J");
+    assert.equal((await ChatProcessor.load(openModelSource(dir))).template?.source, "J");
     await Deno.remove(`${dir}/processor_config.json`);
     await assert.rejects(
       ChatProcessor.load(openModelSource(dir)),

@@ -5,6 +5,7 @@
  */
 import { readSafetensors } from "../safetensors.ts";
 import { encodePng } from "../_png.ts";
+import { MemoryModelSource } from "../model_files.ts";
 
 /** The tiny random Qwen2-VL checkpoint the parity tests run. */
 export const TINY_DIR: string =
@@ -13,6 +14,24 @@ export const TINY_DIR: string =
 /** A synthetic Qwen2-VL of another shape (tests/fixtures/synthetic-qwen2vl/make.py). */
 export const SYNTHETIC_DIR: string =
   new URL("../../tests/fixtures/synthetic-qwen2vl/", import.meta.url).pathname;
+
+/**
+ * The tiny checkpoint as a base model's dump: every file but its chat template (no
+ * chat_template.json, no `chat_template` in tokenizer_config.json), in memory.
+ */
+export async function tinyWithoutTemplate(): Promise<MemoryModelSource> {
+  const files: Record<string, Uint8Array> = {};
+  for await (const e of Deno.readDir(TINY_DIR)) {
+    if (e.isFile && e.name !== "chat_template.json") {
+      files[e.name] = await Deno.readFile(`${TINY_DIR}${e.name}`);
+    }
+  }
+  const { chat_template: _, ...tokenizerConfig } = JSON.parse(
+    new TextDecoder().decode(files["tokenizer_config.json"]),
+  );
+  files["tokenizer_config.json"] = new TextEncoder().encode(JSON.stringify(tokenizerConfig));
+  return new MemoryModelSource(files, "tiny-without-template");
+}
 
 /** One case's reference tensors, by name. */
 export interface ReferenceCase {

@@ -9,6 +9,7 @@ import {
   GpuError,
   InvalidInputError,
   ModelFileError,
+  NoChatTemplateError,
   QvqError,
 } from "../errors.ts";
 
@@ -64,6 +65,10 @@ export function toHttpError(error: unknown): HttpError {
   if (error instanceof InvalidInputError) {
     const { field, message } = apiNamed(error.message);
     return badRequest(field, message);
+  }
+  if (error instanceof NoChatTemplateError) {
+    // As vLLM answers a chat for a model without a template: the request can go raw instead.
+    return badRequest("messages", error.message, "no_chat_template");
   }
   if (error instanceof EngineClosedError) {
     return new HttpError(

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { ContextLengthError, EngineClosedError, GpuError, InvalidInputError } from "../errors.ts";
+import {
+  ContextLengthError,
+  EngineClosedError,
+  GpuError,
+  InvalidInputError,
+  NoChatTemplateError,
+} from "../errors.ts";
 import { badRequest, errorResponse, HttpError, toHttpError } from "./_errors.ts";
 
 Deno.test("errorResponse() sends OpenAI's error JSON with the status and extra headers", async () => {
@@ -31,6 +37,15 @@ Deno.test("toHttpError() makes input errors 400s, GPU errors 500s with their mes
   assert.equal(gpu.status, 500);
   assert.equal(gpu.code, "GpuError");
   assert.match(gpu.message, /kv cache/);
+  // Chat messages for a model without a chat template: vLLM's 400; the request could go raw.
+  const bare = toHttpError(new NoChatTemplateError("the model has no chat template"));
+  assert.deepEqual(bare.toJSON().error, {
+    message: "the model has no chat template",
+    type: "invalid_request_error",
+    param: "messages",
+    code: "no_chat_template",
+  });
+  assert.equal(bare.status, 400);
   // The engine disposed under a request (the server shutting down): retry elsewhere, not a bug.
   const closed = toHttpError(new EngineClosedError("the engine was disposed"));
   assert.equal(closed.status, 503);

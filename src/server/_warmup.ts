@@ -7,7 +7,7 @@
  * @module
  */
 import type { Pipeline } from "../pipeline.ts";
-import type { ChatMessage, GenerateOptions } from "../generate/types.ts";
+import type { ChatMessage, GenerateOptions, GenerationEvent } from "../generate/types.ts";
 import { ContextLengthError } from "../errors.ts";
 import { encodePng } from "../_png.ts";
 
@@ -23,45 +23,74 @@ export const WARMUP_SIZES: readonly (readonly [number, number])[] = [[644, 476],
  * question (the vision tower, a prefill in one chunk), an image of each size (both attention
  * tilings, a prefill of two chunks), and that conversation's next turn (a short prefill after the
  * prompt cache's prefix), the last two with logprobs, and two short text answers in JSON mode and
- * held to a schema; then clears the prompt cache, so the warm-up leaves nothing a client
- * could reuse. A model whose context cannot hold a warm-up prompt stops the warm-up there (what is
- * left compiles at first use).
+ * held to a schema — for a model without a chat template, raw prompts of those kinds, without
+ * images (no request can carry one); then clears the prompt cache, so the warm-up leaves nothing
+ * a client could reuse. A model whose context cannot hold a warm-up prompt stops the warm-up
+ * there (what is left compiles at first use).
  */
 export async function warmUp(pipeline: Pipeline): Promise<void> {
-  const [small, large] = await Promise.all(
-    WARMUP_SIZES.map(async ([w, h]) => ({ type: "image" as const, image: await grayPng(w, h) })),
-  );
-  const run = async (messages: ChatMessage[], more: GenerateOptions = {}) => {
-    let text = "";
-    const options = { maxNewTokens: 2, temperature: 0, ...more };
-    for await (const ev of pipeline.generate(messages, options)) {
-      if (ev.type === "done") text = ev.result.text;
-    }
-    return text;
-  };
   try {
-    await run([{ role: "user", content: [small, { type: "text", text: "Describe the image." }] }]);
-    const two: ChatMessage[] = [{
-      role: "user",
-      content: [small, large, { type: "text", text: "Compare the images." }],
-    }];
-    // The logprobs kernels too (their two variants: alternatives or none), which add to the
-    // dispatches of these runs without changing their text.
-    const answer = await run(two, { logprobs: true });
-    await run([...two, { role: "assistant", content: answer }, { role: "user", content: "Why?" }], {
-      logprobs: true,
-      topLogprobs: 1,
-    });
-    // JSON mode and a schema (their mask, advance and masked sampler; the vocabulary's byte table,
-    // about 0.4 s to build, is made once here instead of in a first such request).
-    const json = [{ role: "user" as const, content: "Answer in JSON." }];
-    await run(json, { responseFormat: "json_object" });
-    await run(json, { responseFormat: { jsonSchema: { type: "object", properties: {} } } });
+    if (pipeline.processor.template) await warmUpChat(pipeline);
+    else await warmUpRaw(pipeline);
   } catch (e) {
     if (!(e instanceof ContextLengthError)) throw e;
   } finally {
     await pipeline.clearPromptCache();
   }
+}
+
+/** A generation's text, its stream read to the end. */
+async function drain(events: AsyncIterable<GenerationEvent>): Promise<string> {
+  let text = "";
+  for await (const ev of events) if (ev.type === "done") text = ev.result.text;
+  return text;
+}
+
+/** The warm-up's options: 2 greedy tokens, and `more`. */
+const greedy = (more: GenerateOptions): GenerateOptions => ({
+  maxNewTokens: 2,
+  temperature: 0,
+  ...more,
+});
+
+/** {@link warmUp} through the chat template. */
+async function warmUpChat(pipeline: Pipeline): Promise<void> {
+  const [small, large] = await Promise.all(
+    WARMUP_SIZES.map(async ([w, h]) => ({ type: "image" as const, image: await grayPng(w, h) })),
+  );
+  const run = (messages: ChatMessage[], more: GenerateOptions = {}) =>
+    drain(pipeline.generate(messages, greedy(more)));
+  await run([{ role: "user", content: [small, { type: "text", text: "Describe the image." }] }]);
+  const two: ChatMessage[] = [{
+    role: "user",
+    content: [small, large, { type: "text", text: "Compare the images." }],
+  }];
+  // The logprobs kernels too (their two variants: alternatives or none), which add to the
+  // dispatches of these runs without changing their text.
+  const answer = await run(two, { logprobs: true });
+  await run([...two, { role: "assistant", content: answer }, { role: "user", content: "Why?" }], {
+    logprobs: true,
+    topLogprobs: 1,
+  });
+  // JSON mode and a schema (their mask, advance and masked sampler; the vocabulary's byte table,
+  // about 0.4 s to build, is made once here instead of in a first such request).
+  const json = [{ role: "user" as const, content: "Answer in JSON." }];
+  await run(json, { responseFormat: "json_object" });
+  await run(json, { responseFormat: { jsonSchema: { type: "object", properties: {} } } });
+}
+
+/** {@link warmUp} for a model without a chat template: raw prompts (Pipeline.complete). */
+async function warmUpRaw(pipeline: Pipeline): Promise<void> {
+  const run = (prompt: string, more: GenerateOptions = {}) =>
+    drain(pipeline.complete(prompt, greedy(more)));
+  const prompt = "Describe the sea.";
+  const answer = await run(prompt, { logprobs: true });
+  // Its continuation: a short prefill after the prompt cache's prefix.
+  await run(`${prompt}${answer} Why?`, { logprobs: true, topLogprobs: 1 });
+  await run("Answer in JSON.", { responseFormat: "json_object" });
+  await run("Answer in JSON.", {
+    responseFormat: { jsonSchema: { type: "object", properties: {} } },
+  });
 }
 
 /** A mid-gray RGB PNG of `width` × `height`, encoded here (no image files shipped). */

@@ -4,7 +4,8 @@ import { loadEngine } from "./_engine.ts";
 import { grayPng, warmUp, WARMUP_SIZES } from "./_warmup.ts";
 import { Pipeline } from "../pipeline.ts";
 import { decodeImage } from "../image.ts";
-import type { GenerationResult } from "../generate/types.ts";
+import type { GenerateOptions, GenerationResult } from "../generate/types.ts";
+import { tinyWithoutTemplate } from "../model/_fixture.ts";
 
 const TINY = fileURLToPath(new URL("../../tests/fixtures/tiny-qwen2vl", import.meta.url));
 
@@ -78,6 +79,30 @@ Deno.test("warmUp() stops where the model's context cannot hold its prompt, and 
       })
     ) if (ev.type === "done") result = ev.result;
     assert.equal(result!.usage.cachedTokens, 0);
+  } finally {
+    pipeline.dispose();
+  }
+});
+
+Deno.test("warmUp() of a model without a chat template warms what raw prompts take, and leaves no cache", async () => {
+  const pipeline = await Pipeline.load(await tinyWithoutTemplate());
+  try {
+    const before = pipeline.model.gpu.pipelineCount;
+    await warmUp(pipeline); // chat messages would throw NoChatTemplateError: it sends none
+    const compiled = pipeline.model.gpu.pipelineCount;
+    assert.ok(compiled > before, `${before} pipelines at load, ${compiled} after the warm-up`);
+    // A raw prompt with other logprobs, and one held to a format: nothing left to compile.
+    const raw = async (prompt: string, options: GenerateOptions) => {
+      let result: GenerationResult | undefined;
+      for await (const ev of pipeline.complete(prompt, { maxNewTokens: 3, ...options })) {
+        if (ev.type === "done") result = ev.result;
+      }
+      return result!;
+    };
+    const first = await raw("Describe the sea.", { logprobs: true, topLogprobs: 5 });
+    assert.equal(first.usage.cachedTokens, 0, "the warm-up's prompts were not cached");
+    await raw("A JSON object:", { responseFormat: "json_object" });
+    assert.equal(pipeline.model.gpu.pipelineCount, compiled);
   } finally {
     pipeline.dispose();
   }
