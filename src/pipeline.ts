@@ -205,6 +205,15 @@ export class Pipeline implements ChatEngine {
   }
 
   /**
+   * The system message the chat template writes where a conversation has none (QVQ-72B-Preview's
+   * "You are a helpful and harmless assistant. …"); undefined where it writes none, or the model
+   * has no chat template.
+   */
+  get defaultSystemPrompt(): string | undefined {
+    return this.processor.template?.defaultSystemPrompt;
+  }
+
+  /**
    * The token ids the model would read: a raw prompt's as {@link complete} encodes it (special
    * tokens recognised), or chat messages' as {@link generate} renders them, each image's
    * placeholder expanded to its tokens (counted from the image's size: decoded for it where it is

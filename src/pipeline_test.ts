@@ -42,6 +42,7 @@ async function case0(): Promise<ChatMessage[]> {
 Deno.test("Pipeline.load() reads the model's id, generation config and chat template", async () => {
   const p = await pipeline;
   assert.equal(p.modelId, "tiny-qwen2vl");
+  assert.equal(p.defaultSystemPrompt, "You are a helpful assistant.");
   assert.deepEqual(p.generationConfig.eosTokenIds, [151645, 151643]);
   // case 3 is this text-only prompt
   assert.deepEqual(
@@ -755,6 +756,7 @@ Deno.test("Pipeline.load() of a model without a chat template: raw prompts run a
     await assert.rejects(bare.checkChat(TEXT), refused, "checkChat");
     await assert.rejects(bare.tokenize({ messages: TEXT }), refused, "tokenize");
     await assert.rejects(bare.forward(TEXT), refused, "forward");
+    assert.equal(bare.defaultSystemPrompt, undefined);
     // A refused chat held no place in line: the next raw prompt runs.
     assert.equal(
       (await run(bare.complete(prompt, { maxNewTokens: 4, temperature: 0 }))).text,

@@ -8,7 +8,13 @@ import type { ChatEngine } from "../src/generate/types.ts";
 import { createApp, type ServerOptions } from "../src/server/app.ts";
 import { FakeEngine } from "../src/server/_fake_engine.ts";
 import { loadEngine } from "../src/server/_engine.ts";
-import { readReferenceCase, tinyWithoutTemplate } from "../src/model/_fixture.ts";
+import {
+  QVQ_SYSTEM,
+  qvqTemplate,
+  readReferenceCase,
+  tinyWithoutTemplate,
+  tinyWithTemplate,
+} from "../src/model/_fixture.ts";
 import { Pipeline } from "../src/pipeline.ts";
 import { warmUp } from "../src/server/_warmup.ts";
 import { stateAfter } from "../src/generate/json_grammar.ts";
@@ -225,6 +231,40 @@ Deno.test("a model without a chat template: /v1/completions answers, a chat is a
       assert.equal(e.param, param);
       assert.match(e.message, /the model has no chat template .* send a raw prompt/);
     }
+  } finally {
+    engine.dispose();
+  }
+});
+
+Deno.test("QVQ-72B-Preview's template: tools (auto) are described after its own default system message, not Qwen-Agent's", async () => {
+  const engine = await Pipeline.load(await tinyWithTemplate(await qvqTemplate()), {
+    modelId: "qvq",
+  });
+  try {
+    assert.equal(engine.defaultSystemPrompt, QVQ_SYSTEM);
+    await using s = serve(engine);
+    const root = s.baseURL.replace(/\/v1$/, "");
+    const call = async (path: string, body: unknown) =>
+      await (await fetch(`${root}${path}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      })).json();
+    const tools = [{ type: "function", function: { name: "f", description: "Does f." } }];
+    const messages = [{ role: "user", content: "Call f." }];
+    const { tokens } = await call("/tokenize", { messages, tools });
+    assert.match(
+      (await call("/detokenize", { tokens })).prompt,
+      /^<\|im_start\|>system\nYou are a helpful and harmless assistant\. You are Qwen developed by Alibaba\. You should think step-by-step\.\n\n# Tools\n\n## You have access to the following tools:\n\n### f\n\nf: Does f\./,
+    );
+    // The chat endpoint reads that prompt.
+    const completion = await s.client.chat.completions.create({
+      model: "qvq",
+      messages: [{ role: "user", content: "Call f." }],
+      tools: [{ type: "function", function: { name: "f", description: "Does f." } }],
+      max_tokens: 1,
+    });
+    assert.equal(completion.usage?.prompt_tokens, tokens.length);
   } finally {
     engine.dispose();
   }

@@ -52,6 +52,7 @@ export class ChatTemplate {
   readonly source: string;
   readonly #template: Template;
   readonly #specialTokens: Record<string, string>;
+  #defaultSystem?: { text: string | undefined };
 
   /**
    * Parses the template (throws ModelFileError naming `file` when it does not parse).
@@ -109,6 +110,52 @@ export class ChatTemplate {
     const fromTc = pickTemplate(tokenizerConfig, "tokenizer_config.json");
     if (fromTc !== undefined) return new ChatTemplate(fromTc, special, "tokenizer_config.json");
     return undefined;
+  }
+
+  /**
+   * The system message the template writes where a conversation has none — Qwen2-VL's "You are a
+   * helpful assistant.", QVQ-72B-Preview's "You are a helpful and harmless assistant. You are
+   * Qwen developed by Alibaba. You should think step-by-step." — or undefined where it writes
+   * none. Found by rendering one user message with a system message of its own and without: the
+   * text the second has where the first has the given one.
+   *
+   * @example
+   * ```ts
+   * import { ChatTemplate } from "./chat_template.ts";
+   * const t = new ChatTemplate(
+   *   "{% for m in messages %}{% if loop.first and m.role != 'system' %}<|system|>Be kind." +
+   *     "{% endif %}<|{{ m.role }}|>{{ m.content }}{% endfor %}",
+   * );
+   * console.assert(t.defaultSystemPrompt === "Be kind.");
+   * ```
+   */
+  get defaultSystemPrompt(): string | undefined {
+    this.#defaultSystem ??= { text: this.#findDefaultSystem() };
+    return this.#defaultSystem.text;
+  }
+
+  #findDefaultSystem(): string | undefined {
+    const user: ChatMessage = { role: "user", content: "\u2063user\u2063" };
+    let given: string, none: string;
+    try {
+      given = this.render([{ role: "system", content: DEFAULT_SYSTEM_MARK }, user], {
+        addGenerationPrompt: false,
+      });
+      none = this.render([user], { addGenerationPrompt: false });
+    } catch {
+      return undefined; // a template that refuses either conversation has no default to find
+    }
+    const at = given.indexOf(DEFAULT_SYSTEM_MARK);
+    if (at < 0) return undefined;
+    const [before, after] = [given.slice(0, at), given.slice(at + DEFAULT_SYSTEM_MARK.length)];
+    // The default written where the given one is, between the same text before and after.
+    if (
+      none.length < before.length + after.length || !none.startsWith(before) ||
+      !none.endsWith(after)
+    ) {
+      return undefined;
+    }
+    return none.slice(before.length, none.length - after.length);
   }
 
   /** Renders `messages` (validated) to the prompt text. Images become the template's image placeholders. */
@@ -223,6 +270,9 @@ export function noChatTemplate(): NoChatTemplateError {
       `(Pipeline.complete, POST /v1/completions, qvq generate --raw)`,
   );
 }
+
+/** A system message's text no template writes itself ({@link ChatTemplate.defaultSystemPrompt}). */
+const DEFAULT_SYSTEM_MARK = "\u2063system\u2063";
 
 /** transformers' continue_final_message tag, appended to the final message's text to find its end. */
 const FINAL_MARK = "CONTINUE_FINAL_MESSAGE_TAG ";

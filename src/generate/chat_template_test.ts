@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { InvalidInputError, ModelFileError, NoChatTemplateError } from "../errors.ts";
 import { ChatTemplate, collectImages } from "./chat_template.ts";
 import type { ChatMessage } from "./types.ts";
+import { QVQ_SYSTEM } from "../model/_fixture.ts";
 
 const DIR = new URL("../../tests/fixtures/tiny-qwen2vl/", import.meta.url);
 const readJson = async (f: string) => JSON.parse(await Deno.readTextFile(new URL(f, DIR)));
@@ -27,6 +28,24 @@ Deno.test("ChatTemplate.render() gives Qwen2-VL's prompt with the default system
     SYS + "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>" +
       "<|vision_start|><|image_pad|><|vision_end|>Compare.<|im_end|>\n<|im_start|>assistant\n",
   );
+});
+
+Deno.test("ChatTemplate.defaultSystemPrompt is the system message the template writes where a conversation has none", async () => {
+  const t = await fixtureTemplate();
+  assert.equal(t.defaultSystemPrompt, "You are a helpful assistant.");
+  // QVQ-72B-Preview's template: Qwen2-VL's with its own default.
+  const qvq = new ChatTemplate(t.source.replace("You are a helpful assistant.", QVQ_SYSTEM));
+  assert.equal(qvq.defaultSystemPrompt, QVQ_SYSTEM);
+  // Writing none where the conversation has none; an empty one; a template that refuses a
+  // conversation without a system message.
+  const plain = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}";
+  assert.equal(new ChatTemplate(plain).defaultSystemPrompt, undefined);
+  const empty = "{% if messages[0].role != 'system' %}<|system|>\n{% endif %}" + plain;
+  assert.equal(new ChatTemplate(empty).defaultSystemPrompt, "");
+  const strict =
+    "{% if messages[0].role != 'system' %}{{ raise_exception('no system') }}{% endif %}" +
+    plain;
+  assert.equal(new ChatTemplate(strict).defaultSystemPrompt, undefined);
 });
 
 Deno.test("ChatTemplate.render() handles string content, a system message, history and no generation prompt", async () => {

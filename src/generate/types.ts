@@ -302,6 +302,12 @@ export interface ChatEngine {
   /** The model's context in tokens (vLLM's `max_model_len`). Optional. */
   readonly maxContext?: number;
   /**
+   * The system message the model's chat template writes where a conversation has none
+   * (ChatTemplate.defaultSystemPrompt); undefined where it writes none. The server describes
+   * tools after it (tool_choice "auto") when a conversation has no system message. Optional.
+   */
+  readonly defaultSystemPrompt?: string;
+  /**
    * The token ids the model would read: of a raw prompt as `complete` reads it, or of chat
    * messages as `generate` renders them (image placeholders expanded to each image's tokens).
    * Optional: a server whose engine lacks it answers `/tokenize` with a 404.

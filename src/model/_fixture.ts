@@ -19,7 +19,17 @@ export const SYNTHETIC_DIR: string =
  * The tiny checkpoint as a base model's dump: every file but its chat template (no
  * chat_template.json, no `chat_template` in tokenizer_config.json), in memory.
  */
-export async function tinyWithoutTemplate(): Promise<MemoryModelSource> {
+export function tinyWithoutTemplate(): Promise<MemoryModelSource> {
+  return tinyWithTemplate(undefined);
+}
+
+/**
+ * The tiny checkpoint in memory with `template` as its chat template (chat_template.json's), or
+ * none at all (undefined: see {@link tinyWithoutTemplate}).
+ */
+export async function tinyWithTemplate(
+  template: string | undefined,
+): Promise<MemoryModelSource> {
   const files: Record<string, Uint8Array> = {};
   for await (const e of Deno.readDir(TINY_DIR)) {
     if (e.isFile && e.name !== "chat_template.json") {
@@ -29,9 +39,25 @@ export async function tinyWithoutTemplate(): Promise<MemoryModelSource> {
   const { chat_template: _, ...tokenizerConfig } = JSON.parse(
     new TextDecoder().decode(files["tokenizer_config.json"]),
   );
-  files["tokenizer_config.json"] = new TextEncoder().encode(JSON.stringify(tokenizerConfig));
-  return new MemoryModelSource(files, "tiny-without-template");
+  const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+  files["tokenizer_config.json"] = json(tokenizerConfig);
+  if (template !== undefined) files["chat_template.json"] = json({ chat_template: template });
+  return new MemoryModelSource(files, template === undefined ? "tiny-without-template" : "tiny");
 }
+
+/**
+ * QVQ-72B-Preview's chat template: Qwen2-VL's (the tiny fixture's) with its own default system
+ * message, which asks for step-by-step thinking.
+ */
+export async function qvqTemplate(): Promise<string> {
+  const { chat_template } = JSON.parse(await Deno.readTextFile(`${TINY_DIR}chat_template.json`));
+  return chat_template.replace("You are a helpful assistant.", QVQ_SYSTEM);
+}
+
+/** QVQ-72B-Preview's default system message (its chat template's). */
+export const QVQ_SYSTEM =
+  "You are a helpful and harmless assistant. You are Qwen developed by Alibaba. You should " +
+  "think step-by-step.";
 
 /** One case's reference tensors, by name. */
 export interface ReferenceCase {

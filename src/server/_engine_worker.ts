@@ -49,7 +49,12 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
     loadEngine(m.model, m.options).then(
       (p) => {
         pipeline = p;
-        post({ type: "loaded", modelId: p.modelId, maxContext: p.maxContext });
+        post({
+          type: "loaded",
+          modelId: p.modelId,
+          maxContext: p.maxContext,
+          defaultSystemPrompt: p.defaultSystemPrompt,
+        });
         // The generations running fail with it on their own; the host learns it here, at once.
         p.model.gpu.whenLost.then((error) => post({ type: "failed", error: describeError(error) }));
       },

@@ -38,6 +38,8 @@ export interface FakeEngineOptions {
   noEcho?: boolean;
   /** What the engine refuses of a request: checkChat rejects with it, generate throws it first. */
   refuse?: (messages: ChatMessage[]) => Error | undefined;
+  /** Its chat template's default system message (ChatEngine.defaultSystemPrompt). Default none. */
+  defaultSystemPrompt?: string;
 }
 
 /** What one call of generate() received and how it ended. */
@@ -124,6 +126,11 @@ export class FakeEngine implements ChatEngine {
   constructor(options: FakeEngineOptions = {}) {
     this.modelId = options.modelId ?? "fake/qvq-test";
     this.#options = options;
+  }
+
+  /** The scripted default system message ({@link FakeEngineOptions.defaultSystemPrompt}). */
+  get defaultSystemPrompt(): string | undefined {
+    return this.#options.defaultSystemPrompt;
   }
 
   /**

@@ -31,8 +31,11 @@ const SPECIAL = [FN_NAME, FN_ARGS, FN_RESULT, FN_EXIT];
 /** What ends an answer in this format: the model would go on to write the tool's result. */
 export const QWEN_TOOL_STOPS: readonly string[] = [FN_RESULT, FN_EXIT];
 
-/** Qwen-Agent's system message where a conversation has none. */
-const DEFAULT_SYSTEM = "You are a helpful assistant.";
+/**
+ * Qwen-Agent's system message where a conversation has none (its DEFAULT_SYSTEM_MESSAGE): the
+ * tools' section follows it where the chat template has no default of its own to give.
+ */
+export const QWEN_AGENT_SYSTEM = "You are a helpful assistant.";
 
 /** A tool as the prompt describes it. */
 export interface ToolSpec {
@@ -140,15 +143,18 @@ export function toolSystemPrompt(
 
 /**
  * A conversation as Qwen-Agent gives it to the model with tools: the tools' section after the
- * system message (or after its default one); each assistant message's calls written into its
- * turn, each tool message's result after them, the next assistant text after `✿RETURN✿: `. With
- * `continueFinal` the prompt ends inside the last assistant turn (it ends on results: the answer
- * goes on from `✿RETURN✿`).
+ * system message — where the conversation has none, after `defaultSystem`: the system message the
+ * model's chat template writes then (ChatTemplate.defaultSystemPrompt: Qwen2-VL's "You are a
+ * helpful assistant.", QVQ-72B-Preview's step-by-step one), by default Qwen-Agent's own; each
+ * assistant message's calls written into its turn, each tool message's result after them, the
+ * next assistant text after `✿RETURN✿: `. With `continueFinal` the prompt ends inside the last
+ * assistant turn (it ends on results: the answer goes on from `✿RETURN✿`).
  */
 export function qwenToolMessages(
   messages: readonly RequestMessage[],
   tools: readonly ToolSpec[],
   parallel: boolean,
+  defaultSystem: string = QWEN_AGENT_SYSTEM,
 ): { messages: RequestMessage[]; continueFinal: boolean } {
   const out: RequestMessage[] = [];
   // Appends text to the assistant turn being built (text: only this function writes one), or
@@ -194,7 +200,10 @@ export function qwenToolMessages(
         : [...first.content, { type: "text", text: `\n\n${section}` } as RequestPart],
     };
   } else {
-    out.unshift({ role: "system", content: `${DEFAULT_SYSTEM}\n\n${section}` });
+    out.unshift({
+      role: "system",
+      content: defaultSystem ? `${defaultSystem}\n\n${section}` : section,
+    });
   }
   // Ending on results: continue the turn from "✿RETURN✿" (": " would often be one token with
   // what follows, so the prompt stops before it and the answer's ": " is dropped).

@@ -3,6 +3,7 @@ import { HttpError } from "./_errors.ts";
 import {
   parseQwenAnswer,
   pythonJson,
+  QWEN_AGENT_SYSTEM,
   QwenAnswerStream,
   qwenToolMessages,
   type ToolSpec,
@@ -142,6 +143,34 @@ Deno.test("qwenToolMessages() writes a conversation's calls and results into one
       e instanceof HttpError && e.param === "messages[1]" &&
       /must follow the assistant message/.test(e.message),
   );
+});
+
+Deno.test("qwenToolMessages() describes the tools after the chat template's default system message where a conversation has none", () => {
+  const qvq = "You are a helpful and harmless assistant. You are Qwen developed by Alibaba. You " +
+    "should think step-by-step.";
+  const question: RequestMessage[] = [{ role: "user", content: "Weather in Paris?" }];
+  const section = toolSystemPrompt([WEATHER], true, "en");
+  // QVQ-72B-Preview's default kept, the tools after it (not Qwen-Agent's default instead).
+  assert.deepEqual(qwenToolMessages(question, [WEATHER], true, qvq).messages[0], {
+    role: "system",
+    content: `${qvq}\n\n${section}`,
+  });
+  // A template whose default is empty: the tools alone; none known: Qwen-Agent's default.
+  assert.equal(qwenToolMessages(question, [WEATHER], true, "").messages[0].content, section);
+  assert.equal(
+    qwenToolMessages(question, [WEATHER], true, undefined).messages[0].content,
+    `${QWEN_AGENT_SYSTEM}\n\n${section}`,
+  );
+  // The conversation's own system message wins over any default.
+  const own = qwenToolMessages(
+    [{ role: "system", content: "Be brief." }, ...question],
+    [
+      WEATHER,
+    ],
+    true,
+    qvq,
+  );
+  assert.equal(own.messages[0].content, `Be brief.\n\n${section}`);
 });
 
 Deno.test("parseQwenAnswer() reads the content before the first call and each call, as Qwen-Agent does", () => {

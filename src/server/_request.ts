@@ -486,6 +486,12 @@ export interface RequestLimits {
   stopOnLoop: boolean;
   /** Most images in one request. */
   maxImages: number;
+  /**
+   * The system message the engine's chat template writes where a conversation has none
+   * (ChatEngine.defaultSystemPrompt): with tools (tool_choice "auto") and no system message, the
+   * tools are described after it. Unset: Qwen-Agent's "You are a helpful assistant.".
+   */
+  defaultSystemPrompt?: string;
 }
 
 /** A request body as an object, and its model name (checked against the engine by the caller). */
@@ -569,7 +575,12 @@ export function parseTokenizeRequest(json: unknown, limits: RequestLimits): Toke
     // format (the prompt is the same for the other choices, as vLLM's /tokenize has it).
     const tools = parseTools(body);
     if (tools?.mode?.kind === "auto") {
-      const qwen = qwenToolMessages(messages, tools.specs, tools.mode.parallel);
+      const qwen = qwenToolMessages(
+        messages,
+        tools.specs,
+        tools.mode.parallel,
+        limits.defaultSystemPrompt,
+      );
       messages = qwen.messages;
       if (qwen.continueFinal) turn = { continueFinalMessage: true, addGenerationPrompt: false };
     }
@@ -661,7 +672,7 @@ export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequ
       };
     }
     // The tools described, the conversation's calls and results written in Qwen's format.
-    const qwen = qwenToolMessages(messages, tools.specs, mode.parallel);
+    const qwen = qwenToolMessages(messages, tools.specs, mode.parallel, limits.defaultSystemPrompt);
     messages = qwen.messages;
     mode.continued = qwen.continueFinal;
     if (qwen.continueFinal) sampling.options.continueFinalMessage = true;

@@ -60,6 +60,7 @@ import {
   parseCompletionRequest,
   parseDetokenizeRequest,
   parseTokenizeRequest,
+  type RequestLimits,
   sizeMessages,
   type TextCompletionRequest,
 } from "./_request.ts";
@@ -134,6 +135,8 @@ export interface ServerOptions {
 }
 
 type Settings = Required<Omit<ServerOptions, "apiKey">> & { apiKey?: string };
+/** What request parsing reads: the settings, and what the engine's chat template writes. */
+type ParseSettings = Settings & Pick<RequestLimits, "defaultSystemPrompt">;
 
 const DEFAULTS: Settings = {
   maxQueue: 16,
@@ -380,6 +383,19 @@ export function createApp(
     },
   );
   engineReady.catch(() => {}); // reported by /health and by each request
+  /**
+   * The settings request parsing reads, with the engine's chat template's default system message
+   * (tools are described after it where a conversation has none) once the engine has loaded.
+   */
+  const limits = (): ParseSettings => ({
+    ...settings,
+    defaultSystemPrompt: loaded?.defaultSystemPrompt,
+  });
+  /** {@link limits} once the engine has loaded (or failed to: the request then fails on that). */
+  const loadedLimits = async (): Promise<ParseSettings> => {
+    await engineReady.catch(() => {});
+    return limits();
+  };
 
   const app = new Hono();
   if (settings.metrics) {
@@ -571,16 +587,17 @@ export function createApp(
   };
 
   app.post("/v1/chat/completions", limitBody, async (c) => {
-    const request = parseChatRequest(await readJson(c.req.raw), settings);
+    const request = parseChatRequest(await readJson(c.req.raw), await loadedLimits());
     return await answer(c.req.raw, request, chatFormat(request.tools), prepareChat(request));
   });
 
   // OpenAI's Responses API, stateless: the request as a chat request, the answer as a response.
   app.post("/v1/responses", limitBody, async (c) => {
     const { chat, echo, sources } = chatBodyOfResponses(await readJson(c.req.raw));
+    const parseSettings = await loadedLimits();
     let request: ChatRequest;
     try {
-      request = parseChatRequest(chat, settings);
+      request = parseChatRequest(chat, parseSettings);
     } catch (error) {
       throw responsesError(error, sources);
     }
@@ -613,13 +630,13 @@ export function createApp(
    * stop strings (any number).
    */
   function ollamaParsed<T extends { options: GenerateOptions }>(
-    parse: (body: Record<string, unknown>, limits: Settings) => T,
+    parse: (body: Record<string, unknown>, limits: ParseSettings) => T,
     o: OllamaRequest,
     body = o.body,
   ): T {
     let request: T;
     try {
-      request = parse(body, settings);
+      request = parse(body, limits()); // after servedEngine(): with the engine's default system
     } catch (error) {
       throw ollamaError(error, o.sources);
     }
@@ -795,7 +812,7 @@ export function createApp(
 
   // vLLM's tokenizer endpoints: the ids the model would read, and the text of ids.
   app.post("/tokenize", limitBody, async (c) => {
-    const request = parseTokenizeRequest(await readJson(c.req.raw), settings);
+    const request = parseTokenizeRequest(await readJson(c.req.raw), await loadedLimits());
     const e = await engineFor(request.model, "tokenize");
     const field = "prompt" in request ? "prompt" : "messages";
     // The images' sizes go in their place: an image's token count follows from its size, read

@@ -1861,6 +1861,37 @@ Deno.test("metrics: a request the engine refuses is no finished generation (not 
   assert.doesNotMatch(text, /qvq:request_success_total\{/);
 });
 
+Deno.test("tools: auto describes the tools after the engine's default system message (QVQ's), also for a request that came while it loaded", async () => {
+  const qvq = "You are a helpful and harmless assistant. You are Qwen developed by Alibaba. You " +
+    "should think step-by-step.";
+  const { app, fake } = setup({ defaultSystemPrompt: qvq });
+  assert.equal((await post(app, { ...hello, tools: [WEATHER_TOOL] })).status, 200);
+  assert.match(
+    fake.calls[0].messages[0].content as string,
+    /^You are a helpful and harmless assistant\. You are Qwen developed by Alibaba\. You should think step-by-step\.\n\n# Tools\n\n.*get_weather/s,
+  );
+  // Ollama's chat too.
+  const ollama = await app.request("/api/chat", {
+    method: "POST",
+    body: JSON.stringify({
+      model: MODEL,
+      messages: hello.messages,
+      tools: [WEATHER_TOOL],
+      stream: false,
+    }),
+  });
+  assert.equal(ollama.status, 200);
+  assert.equal(fake.calls[1].messages[0].content, fake.calls[0].messages[0].content);
+  // An engine still loading: the request waits for it, and gets its default too.
+  let resolve!: (e: FakeEngine) => void;
+  const loading = createApp(new Promise<FakeEngine>((r) => (resolve = r)));
+  const pending = post(loading, { ...hello, tools: [WEATHER_TOOL] });
+  const late = new FakeEngine({ defaultSystemPrompt: qvq });
+  resolve(late);
+  assert.equal((await pending).status, 200);
+  assert.equal(late.calls[0].messages[0].content, fake.calls[0].messages[0].content);
+});
+
 Deno.test("tools: auto streams each call in a chunk of its own, then the finish (LlamaIndex reads one call a chunk)", async () => {
   const call = (city: string) => `✿FUNCTION✿: get_weather\n✿ARGS✿: {"city": "${city}"}`;
   const { app } = setup({ answer: () => `On it.\n${call("Paris")}\n${call("Rome")}\n✿RESULT✿` });

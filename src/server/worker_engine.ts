@@ -72,7 +72,7 @@ export type WorkerCall =
 /** Messages from the worker. */
 export type FromWorker =
   | { type: "thread"; entry: string | null } // first: its thread's /proc entry (src/server/_thread.ts)
-  | { type: "loaded"; modelId: string; maxContext: number }
+  | { type: "loaded"; modelId: string; maxContext: number; defaultSystemPrompt?: string }
   | { type: "load-error"; error: ErrorDescription }
   | { type: "event"; id: number; event: GenerationEvent }
   | { type: "end"; id: number }
@@ -186,6 +186,7 @@ class Mailbox {
 export class WorkerEngine implements ChatEngine {
   readonly modelId: string;
   readonly maxContext: number | undefined;
+  readonly defaultSystemPrompt: string | undefined;
   readonly #worker: Worker;
   readonly #boxes = new Map<number, Mailbox>();
   #next = 0;
@@ -200,17 +201,20 @@ export class WorkerEngine implements ChatEngine {
 
   /**
    * Relays to `worker`, which has loaded `modelId` (make one with {@link loadWorkerEngine});
-   * `thread` is the entry of its thread that the worker reported.
+   * `thread` is the entry of its thread that the worker reported; `maxContext` and
+   * `defaultSystemPrompt` are its pipeline's.
    */
   constructor(
     worker: Worker,
     modelId: string,
     thread: string | null = null,
     maxContext?: number,
+    defaultSystemPrompt?: string,
   ) {
     this.#worker = worker;
     this.modelId = modelId;
     this.maxContext = maxContext;
+    this.defaultSystemPrompt = defaultSystemPrompt;
     this.#thread = thread;
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const m = e.data;
@@ -493,7 +497,8 @@ export function loadWorkerEngine(
       const m = e.data;
       if (m.type === "thread") thread = m.entry;
       else if (m.type === "loaded") {
-        resolve(engine = new WorkerEngine(worker, m.modelId, thread, m.maxContext));
+        engine = new WorkerEngine(worker, m.modelId, thread, m.maxContext, m.defaultSystemPrompt);
+        resolve(engine);
         engine.closed.then(unlisten);
       } else if (m.type === "load-error") failed(revive(m.error));
     };

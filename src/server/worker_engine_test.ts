@@ -73,6 +73,8 @@ Deno.test("loadWorkerEngine() answers as the pipeline on this thread does, image
     await assert.rejects(worker.checkPrompt(""), /the prompt is empty/);
     // tokenize / detokenize and the context cross as the pipeline's here.
     assert.equal(worker.maxContext, here.maxContext);
+    assert.equal(worker.defaultSystemPrompt, "You are a helpful assistant.");
+    assert.equal(worker.defaultSystemPrompt, here.defaultSystemPrompt);
     for (const input of [{ prompt: "Hello world" }, { messages: withImage }]) {
       assert.deepEqual(await worker.tokenize(input), await here.tokenize(input));
     }
