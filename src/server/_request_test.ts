@@ -61,7 +61,8 @@ Deno.test("parseChatRequest() treats null as unset, as OpenAI does", () => {
       .map((k) => [k, null]),
   );
   const request = parseChatRequest({ ...base, ...nulls }, LIMITS);
-  assert.deepEqual(request.options, { stopOnLoop: true });
+  // No length: as many tokens as the context holds (Infinity), as vLLM's chat answers.
+  assert.deepEqual(request.options, { maxNewTokens: Infinity, stopOnLoop: true });
   assert.equal(request.stream, false);
 });
 
