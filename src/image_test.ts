@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { ContextLengthError, InvalidInputError, ModelFileError } from "./errors.ts";
-import { encodePng } from "./_png.ts";
+import { encodePng, pngChunk } from "./_png.ts";
 import {
   decodeImage,
-  imageSize,
   DEFAULT_IMAGE_PROCESSOR_CONFIG,
   DEFAULT_VIDEO_PROCESSOR_CONFIG,
   imageGrids,
   type ImageProcessorConfig,
+  imageSize,
   imageTokenCount,
   MAX_IMAGE_PIXELS,
   parsePreprocessorConfig,
@@ -324,6 +324,117 @@ Deno.test("decodeImage() gives transformers' convert_to_rgb pixels for every ref
   }
 });
 
+/** Hex pairs → bytes. */
+const fromHex = (hex: string) => Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16));
+
+Deno.test("decodeImage() turns every orientation of every format upright as PIL's exif_transpose does; imageSize() gives the upright size", async () => {
+  // tests/tools/make_image_refs.py: exif_transpose(Image.open(f)) then convert("RGB"), for EXIF in
+  // each place PIL reads it (and EXIF it reads past); the Rust tests read the same table.
+  const cases = await readJson(new URL("orientation_cases.json", IMAGES));
+  assert.ok(cases.length >= 35);
+  for (const c of cases) {
+    const bytes = await Deno.readFile(new URL(c.file, IMAGES));
+    const img = await decodeImage(bytes);
+    assert.deepEqual([img.width, img.height], [c.width, c.height], c.file);
+    assert.deepEqual(await imageSize(bytes), { width: c.width, height: c.height }, c.file);
+    const max = maxAbsDiff(img.data, fromHex(c.expected));
+    // PNG and WebP exact; JPEG within zune-jpeg's rounding, as the decode references above.
+    assert.ok(c.file.endsWith(".jpg") ? max <= 3 : max === 0, `${c.file}: max ${max}`);
+  }
+});
+
+/** Little-endian EXIF (a TIFF stream) whose first IFD holds one SHORT Orientation `v`. */
+function exifOrientation(v: number): Uint8Array {
+  // "II", 42, IFD0 at 8; 1 entry: tag 0x0112, SHORT, 1 value, v; no next IFD
+  return Uint8Array.of(
+    73,
+    73,
+    42,
+    0,
+    8,
+    0,
+    0,
+    0,
+    1,
+    0,
+    0x12,
+    1,
+    3,
+    0,
+    1,
+    0,
+    0,
+    0,
+    v,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+  );
+}
+
+/** `png` with `chunk` just before IEND: after the image data, where PIL still reads an eXIf. */
+function withChunk(png: Uint8Array, chunk: Uint8Array): Uint8Array {
+  const iend = png.length - 12;
+  return Uint8Array.from([...png.subarray(0, iend), ...chunk, ...png.subarray(iend)]);
+}
+
+Deno.test("a photo with EXIF orientation 6 gets its upright grid from imageSize(), imageGrids(), preprocessImages() and as a video's frames", async () => {
+  const config = await fixtureConfig();
+  const stored = noise(56, 140, 9); // (56, 140, 3): as the camera wrote it, on its side
+  const plain = await encodePng(140, 56, stored);
+  const turned = withChunk(plain, pngChunk("eXIf", exifOrientation(6)));
+  assert.deepEqual(await imageSize(plain), { width: 140, height: 56 });
+  assert.deepEqual(await imageSize(turned), { width: 56, height: 140 });
+  // transformers: [1, 10, 4] (load_image turns it upright first); before: [1, 4, 10].
+  assert.deepEqual(await imageGrids([plain, turned], config), [[1, 4, 10], [1, 10, 4]]);
+  // ROTATE_270, a quarter turn clockwise: upright (x, y) is stored (y, 55 - x).
+  const upright = new Uint8Array(stored.length);
+  for (let y = 0; y < 140; y++) {
+    for (let x = 0; x < 56; x++) {
+      upright.set(
+        stored.subarray(((55 - x) * 140 + y) * 3, ((55 - x) * 140 + y) * 3 + 3),
+        (y * 56 + x) * 3,
+      );
+    }
+  }
+  assert.deepEqual(await decodeImage(turned), { width: 56, height: 140, data: upright });
+  const out = await preprocessImages([turned], config);
+  assert.deepEqual(out.gridThw, [[1, 10, 4]]);
+  const fromPixels = await preprocessImages([{ width: 56, height: 140, data: upright }], config);
+  assert.equal(maxAbsDiff(out.pixelValues, fromPixels.pixelValues), 0);
+  // A video of such frames (transformers loads frame files with load_image too).
+  const video = await preprocessImages([{ frames: [turned, turned] }], config);
+  assert.deepEqual(video.gridThw, [[1, 10, 4]]);
+  assert.deepEqual(await imageGrids([{ frames: [turned, turned, turned] }], config), [[2, 10, 4]]);
+  await assert.rejects(
+    preprocessImages([{ frames: [turned, plain] }], config),
+    (e) =>
+      e instanceof InvalidInputError &&
+      /frame 1 is 140x56 pixels but frame 0 is 56x140/.test(e.message),
+  );
+});
+
+Deno.test("decodeImage() decodes an image whose EXIF it cannot read as stored, without an error", async () => {
+  const plain = await encodePng(5, 3, noise(3, 5, 2));
+  const stored = await decodeImage(plain);
+  const bad = [
+    Uint8Array.of(88, 88, 42, 0, 8, 0, 0, 0), // no TIFF header
+    exifOrientation(6).subarray(0, 12), // the IFD cut inside its one entry
+    exifOrientation(9), // no such orientation
+    exifOrientation(6).subarray(0, 6), // the header cut
+    new Uint8Array(),
+  ];
+  for (const exif of bad) {
+    const png = withChunk(plain, pngChunk("eXIf", exif));
+    assert.deepEqual(await decodeImage(png), stored, `${exif}`);
+    assert.deepEqual(await imageSize(png), { width: 5, height: 3 });
+  }
+});
+
 Deno.test("smartResize() agrees with transformers' smart_resize on every reference case", async () => {
   const cases = await readJson(new URL("smart_resize_cases.json", IMAGES));
   assert.ok(cases.length > 100);
@@ -461,13 +572,15 @@ Deno.test("preprocessImages() refuses unsupported, truncated, empty and oversize
   }
   await assert.rejects(decodeImage(await bad("gif_1x1.gif")), InvalidInputError);
   // imageSize() refuses the bombs from their headers, as decodeImage() does.
-  for (const [file, message] of [
-    ["png_bomb.png", /PNG image is 100000x100000/],
-    ["jpeg_bomb.jpg", /JPEG image is 65000x65000/],
-    ["webp_bomb.webp", /WebP image is 16383x16383/],
-    ["gif_1x1.gif", /unsupported image format \(GIF\)/],
-    ["png_zero_width.png", /PNG/],
-  ] as const) {
+  for (
+    const [file, message] of [
+      ["png_bomb.png", /PNG image is 100000x100000/],
+      ["jpeg_bomb.jpg", /JPEG image is 65000x65000/],
+      ["webp_bomb.webp", /WebP image is 16383x16383/],
+      ["gif_1x1.gif", /unsupported image format \(GIF\)/],
+      ["png_zero_width.png", /PNG/],
+    ] as const
+  ) {
     await assert.rejects(
       imageSize(await bad(file)),
       (e) => e instanceof InvalidInputError && message.test(e.message),

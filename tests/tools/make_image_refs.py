@@ -12,9 +12,13 @@ project root with the exact versions the model references were made with:
 
 Outputs (all under tests/fixtures/images/):
   decode/<name>.<ext>      the encoded image
-  decode/<name>.rgb        what transformers' convert_to_rgb makes of `Image.open(f)` (to_rgb below):
-                           (height, width, 3) u8
+  decode/<name>.rgb        what transformers' load_image and convert_to_rgb make of the file (load
+                           and to_rgb below): (height, width, 3) u8
   decode_cases.json        [{file, expected, width, height, pil_mode}]
+  orientation/<name>.<ext> 7x4 images with an EXIF orientation in each place PIL reads one
+  orientation_cases.json   [{file, width, height, expected: hex of (height, width, 3) u8}]
+  exif_cases.json          [{name, tiff: hex, tag: absent | present | raises, orientation}]: EXIF
+                           blobs, well-formed and not, and what PIL's exif_transpose makes of them
   resize/<name>.rgb        resized noise image, (out_h, out_w, 3) u8
   resize_cases.json        [{backend, in_h, in_w, out_h, out_w, seed, expected}]
   smart_resize_cases.json  [{height, width, factor, min_pixels, max_pixels, expected | error}]
@@ -25,6 +29,7 @@ Outputs (all under tests/fixtures/images/):
 import io
 import json
 import math
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -34,7 +39,8 @@ import png  # pypng: writes the 16-bit, low-bit-depth and interlaced PNGs PIL ca
 import torch
 import torchvision
 import transformers
-from PIL import Image
+from PIL import Image, ImageOps
+from PIL.PngImagePlugin import PngInfo
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as tvF
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
@@ -146,7 +152,7 @@ def decode_images() -> list[tuple[str, bytes]]:
     out.append(("jpeg_restart.jpg", pil_bytes(im, "JPEG", quality=90, restart_marker_blocks=1)))
     out.append(("jpeg_gray.jpg", pil_bytes(Image.fromarray(gray, "L"), "JPEG", quality=90)))
     out.append(("jpeg_cmyk.jpg", pil_bytes(im.convert("CMYK"), "JPEG", quality=95)))
-    # EXIF orientation 6 (rotate 90°): transformers does not apply it, so neither do we.
+    # EXIF orientation 6 (a quarter turn clockwise): transformers' load_image turns it upright.
     exif = Image.Exif()
     exif[0x0112] = 6
     out.append(("jpeg_exif_rotated.jpg", pil_bytes(im, "JPEG", quality=90, exif=exif.tobytes())))
@@ -173,22 +179,188 @@ def to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+def load(data: bytes) -> Image.Image:
+    """transformers' load_image before its convert: `PIL.ImageOps.exif_transpose(Image.open(f))`."""
+    return ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+
+
 def write_decode_cases() -> None:
     folder = OUT / "decode"
     folder.mkdir(parents=True, exist_ok=True)
     cases = []
     for name, data in decode_images():
         (folder / name).write_bytes(data)
-        im = Image.open(io.BytesIO(data))
-        mode = im.mode
+        im = load(data)
         rgb = to_rgb(im)
         expected = name.rsplit(".", 1)[0] + ".rgb"
         (folder / expected).write_bytes(rgb.tobytes())
         cases.append({
             "file": f"decode/{name}", "expected": f"decode/{expected}",
-            "width": im.width, "height": im.height, "pil_mode": mode,
+            "width": im.width, "height": im.height, "pil_mode": Image.open(io.BytesIO(data)).mode,
         })
     (OUT / "decode_cases.json").write_text(json.dumps(cases, indent=1) + "\n")
+
+
+def tiff(order: str, entries: list[tuple[int, int, int, bytes]], ifd: int = 8, tail: bytes = b"",
+         count: int | None = None) -> bytes:
+    """A TIFF stream (EXIF without its `Exif\\0\\0`): header, IFD0 at `ifd` with `entries`
+    (tag, type, count, the 4 value bytes) or `count` claimed, then `tail` (out-of-line values
+    start at 8 + 2 + 12 * len(entries) + 4 with ifd = 8)."""
+    e = "<" if order == "II" else ">"
+    head = order.encode() + struct.pack(e + "HL", 42, ifd) + b"\0" * (ifd - 8)
+    body = struct.pack(e + "H", len(entries) if count is None else count)
+    for tag, typ, n, value in entries:
+        body += struct.pack(e + "HHL", tag, typ, n) + value
+    return head + body + struct.pack(e + "L", 0) + tail
+
+
+def orientation_tiff(value: int, order: str = "II") -> bytes:
+    e = "<" if order == "II" else ">"
+    return tiff(order, [(0x0112, 3, 1, struct.pack(e + "HH", value, 0))])
+
+
+XMP = '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="%d"/></rdf:RDF></x:xmpmeta>'
+
+
+def png_after_idat(png_bytes: bytes, kind: bytes, data: bytes) -> bytes:
+    """`png_bytes` with a chunk put after its image data, just before IEND."""
+    iend = png_bytes.rindex(b"IEND") - 4
+    return png_bytes[:iend] + png_chunk(kind, data) + png_bytes[iend:]
+
+
+def orientation_images() -> list[tuple[str, bytes]]:
+    """(file name, encoded bytes): every orientation in every format, in each place PIL reads one,
+    and EXIF PIL reads past, stops in or refuses."""
+    im = Image.fromarray(picture(4, 7))  # not square: each transpose gives another picture
+    exif = lambda t: b"Exif\0\0" + t  # noqa: E731
+    jpeg = lambda **kw: pil_bytes(im, "JPEG", quality=95, **kw)  # noqa: E731 (4:2:0, as phones)
+    out = []
+    for o in range(1, 9):
+        out.append((f"png_{o}.png", pil_bytes(im, "PNG", exif=exif(orientation_tiff(o)))))
+        out.append((f"jpeg_{o}.jpg", jpeg(exif=exif(orientation_tiff(o)))))
+        out.append((f"webp_{o}.webp", pil_bytes(im, "WEBP", lossless=True, exif=exif(orientation_tiff(o)))))
+    # Big-endian EXIF (as Canon and Nikon write it); a PNG's eXIf after the image data.
+    out.append(("jpeg_6_big_endian.jpg", jpeg(exif=exif(orientation_tiff(6, "MM")))))
+    out.append(("png_8_after_idat_big_endian.png", png_after_idat(pil_bytes(im, "PNG"), b"eXIf", orientation_tiff(8, "MM"))))
+    # The XMP counts only where the EXIF has no orientation tag.
+    out.append(("jpeg_xmp_5.jpg", jpeg(xmp=(XMP % 5).encode())))
+    no_tag = tiff("II", [(0x0131, 2, 4, b"qvq\0")])  # Software = "qvq"
+    out.append(("jpeg_exif_without_orientation_xmp_7.jpg", jpeg(exif=exif(no_tag), xmp=(XMP % 7).encode())))
+    out.append(("jpeg_3_xmp_6.jpg", jpeg(exif=exif(orientation_tiff(3)), xmp=(XMP % 6).encode())))
+    itxt = PngInfo()
+    itxt.add_itxt("XML:com.adobe.xmp", XMP % 7)
+    out.append(("png_xmp_7.png", pil_bytes(im, "PNG", pnginfo=itxt)))
+    out.append(("webp_xmp_8.webp", pil_bytes(im, "WEBP", lossless=True, xmp=(XMP % 8).encode())))
+    # ImageMagick's "Raw profile type exif" (zTXt, hex lines) in a PNG without eXIf.
+    hexed = exif(orientation_tiff(5)).hex()
+    raw = PngInfo()
+    raw.add_text("Raw profile type exif", f"\nexif\n{len(hexed) // 2:8}\n" + "\n".join(re.findall(".{1,72}", hexed)) + "\n", zip=True)
+    out.append(("png_raw_profile_5.png", pil_bytes(im, "PNG", pnginfo=raw)))
+    # A WebP EXIF chunk whose VP8X flag is off: libwebp, so PIL, does not see it.
+    webp = bytearray(pil_bytes(im, "WEBP", lossless=True, exif=exif(orientation_tiff(6))))
+    assert webp[12:16] == b"VP8X" and webp[20] & 0x08
+    webp[20] &= ~0x08
+    out.append(("webp_6_unflagged.webp", bytes(webp)))
+    # EXIF PIL reads past or stops in: an IFD that claims 5 entries and holds 1 (kept), an
+    # orientation of 9 (left as it is), RATIONAL 12/2 (equal to 6), a header that is no TIFF's
+    # (PIL, reading the DPI first, keeps an empty EXIF, and ignores the XMP).
+    out.append(("jpeg_6_cut_ifd.jpg", jpeg(exif=exif(tiff("II", [(0x0112, 3, 1, b"\x06\0\0\0")], count=5)[:-4]))))
+    out.append(("jpeg_9.jpg", jpeg(exif=exif(orientation_tiff(9)))))
+    out.append(("jpeg_6_rational.jpg", jpeg(exif=exif(tiff("II", [(0x0112, 5, 1, struct.pack("<L", 26))], tail=struct.pack("<LL", 12, 2))))))
+    out.append(("jpeg_bad_header_xmp_6.jpg", jpeg(exif=exif(b"XX*\0" + orientation_tiff(6)[4:]), xmp=(XMP % 6).encode())))
+    return out
+
+
+def exif_blobs() -> list[tuple[str, bytes]]:
+    """(name, TIFF stream): the orientation entry of every type, count and placement, and the ways
+    an IFD breaks."""
+    le = lambda fmt, *v: struct.pack("<" + fmt, *v)  # noqa: E731
+    ool = 8 + 2 + 12 + 4  # where the one entry's out-of-line value starts
+    short = lambda v: (0x0112, 3, 1, le("HH", v, 0))  # noqa: E731
+    return [
+        ("short 6 little-endian", orientation_tiff(6)),
+        ("short 6 big-endian", orientation_tiff(6, "MM")),
+        ("short 6, header MM*\\0", b"MM*\0" + orientation_tiff(6, "MM")[4:]),
+        ("short 6, header II\\0*", b"II\0*" + orientation_tiff(6)[4:]),
+        ("byte 6", tiff("II", [(0x0112, 1, 1, b"\x06\0\0\0")])),
+        ("sbyte 6", tiff("II", [(0x0112, 6, 1, b"\x06\0\0\0")])),
+        ("ascii 6", tiff("II", [(0x0112, 2, 2, b"6\0\0\0")])),
+        ("undefined 6", tiff("II", [(0x0112, 7, 1, b"\x06\0\0\0")])),
+        ("long 6", tiff("II", [(0x0112, 4, 1, le("L", 6))])),
+        ("long 6 big-endian", tiff("MM", [(0x0112, 4, 1, struct.pack(">L", 6))])),
+        ("long 65542", tiff("II", [(0x0112, 4, 1, le("L", 65542))])),
+        ("sshort 6", tiff("II", [(0x0112, 8, 1, le("hh", 6, 0))])),
+        ("sshort -6", tiff("II", [(0x0112, 8, 1, le("hh", -6, 0))])),
+        ("slong 8", tiff("II", [(0x0112, 9, 1, le("l", 8))])),
+        ("ifd 6", tiff("II", [(0x0112, 13, 1, le("L", 6))])),
+        ("long8 6", tiff("II", [(0x0112, 16, 1, le("L", ool))], tail=le("Q", 6))),
+        ("rational 12/2", tiff("II", [(0x0112, 5, 1, le("L", ool))], tail=le("LL", 12, 2))),
+        ("rational 12/2 big-endian", tiff("MM", [(0x0112, 5, 1, struct.pack(">L", ool))], tail=struct.pack(">LL", 12, 2))),
+        ("rational 13/2", tiff("II", [(0x0112, 5, 1, le("L", ool))], tail=le("LL", 13, 2))),
+        ("rational 6/0", tiff("II", [(0x0112, 5, 1, le("L", ool))], tail=le("LL", 6, 0))),
+        ("srational -12/-2", tiff("II", [(0x0112, 10, 1, le("L", ool))], tail=le("ll", -12, -2))),
+        ("float 6.0", tiff("II", [(0x0112, 11, 1, le("f", 6.0))])),
+        ("float 6.5", tiff("II", [(0x0112, 11, 1, le("f", 6.5))])),
+        ("double 3.0", tiff("II", [(0x0112, 12, 1, le("L", ool))], tail=le("d", 3.0))),
+        ("unknown type 99", tiff("II", [(0x0112, 99, 1, le("HH", 6, 0))])),
+        ("short, two values 6 3", tiff("II", [(0x0112, 3, 2, le("HH", 6, 3))])),
+        ("short, three values out of line 8 3 3", tiff("II", [(0x0112, 3, 3, le("L", ool))], tail=le("HHH", 8, 3, 3))),
+        ("short, no values", tiff("II", [(0x0112, 3, 0, le("HH", 6, 0))])),
+        ("short values past the end", tiff("II", [(0x0112, 3, 3, le("L", 1000))])),
+        ("short values cut by the end", tiff("II", [(0x0112, 3, 3, le("L", ool))], tail=le("H", 8))),
+        ("twice: the first kept", tiff("II", [short(6), short(3)])),
+        ("twice: the first of an unknown type", tiff("II", [(0x0112, 99, 1, le("HH", 6, 0)), short(3)])),
+        ("twice: the first empty", tiff("II", [(0x0112, 3, 0, le("HH", 6, 0)), short(3)])),
+        ("twice: the first past the end ends the IFD", tiff("II", [(0x0112, 3, 5, le("L", 999)), short(3)])),
+        ("another tag past the end first", tiff("II", [(0x0100, 3, 5, le("L", 999)), short(6)])),
+        ("other tags' values over the stream's length first", tiff("II", [(0x0100, 3, 40, le("L", 8)), (0x0112, 3, 3, le("L", 8))])),
+        ("another tag twice, the second past the end", tiff("II", [(0x0100, 3, 1, le("HH", 1, 0)), (0x0100, 3, 5, le("L", 999)), short(6)])),
+        ("IFD cut after the orientation", tiff("II", [short(6)], count=5)[:-4]),
+        ("IFD cut before the orientation", tiff("II", [(0x0100, 3, 1, le("HH", 6, 0)), short(6)])[:8 + 2 + 12 + 6]),
+        ("65535 entries claimed", tiff("II", [short(6)], count=65535)),
+        ("orientation 0", tiff("II", [short(0)])),
+        ("orientation 9", tiff("II", [short(9)])),
+        ("IFD at an odd offset", tiff("II", [short(6)], ifd=9)),
+        ("IFD past the end", b"II*\0" + le("L", 500) + b"\0" * 30),
+        ("IFD at offset 4", b"II*\0" + le("L", 4)),
+        ("IFD at offset 0", b"II*\0" + le("L", 0) + orientation_tiff(6)[8:]),
+        ("header only", b"II*\0"),
+        ("header of 7 bytes", b"II*\0\x08\0\0"),
+        ("empty", b""),
+        ("Exif\\0\\0 alone", b"Exif\0\0"),
+        ("Exif\\0\\0 twice", b"Exif\0\0" * 2 + orientation_tiff(6)),
+        ("Exif\\0\\0 thrice", b"Exif\0\0" * 3 + orientation_tiff(6)),
+        ("BigTIFF header", b"II+\0\x08\0\0\0\0\0\0\0\0\0\0\0"),
+        ("not TIFF", b"XX*\0" + orientation_tiff(6)[4:]),
+    ]
+
+
+def pil_exif(blob: bytes) -> dict:
+    """What `Image.getexif()` makes of EXIF `blob` for exif_transpose: whether IFD0 keeps an
+    orientation entry (else the XMP is looked at), and the orientation it applies."""
+    exif = Image.Exif()
+    try:
+        exif.load(blob)
+    except Exception:  # noqa: BLE001 — PIL raises SyntaxError, struct.error and more
+        return {"tag": "raises", "orientation": 1}
+    if 0x0112 not in exif:
+        return {"tag": "absent", "orientation": 1}
+    # exif_transpose's lookup: a dict keyed 2..8, so 6.0 and IFDRational(12, 2) find 6 too.
+    return {"tag": "present", "orientation": {n: n for n in range(2, 9)}.get(exif[0x0112], 1)}
+
+
+def write_orientation_cases() -> None:
+    folder = OUT / "orientation"
+    folder.mkdir(parents=True, exist_ok=True)
+    cases = []
+    for name, data in orientation_images():
+        (folder / name).write_bytes(data)
+        rgb = to_rgb(load(data))
+        cases.append({"file": f"orientation/{name}", "width": rgb.shape[1], "height": rgb.shape[0],
+                      "expected": rgb.tobytes().hex()})
+    (OUT / "orientation_cases.json").write_text(json.dumps(cases, indent=1) + "\n")
+    blobs = [{"name": name, "tiff": blob.hex(), **pil_exif(blob)} for name, blob in exif_blobs()]
+    (OUT / "exif_cases.json").write_text(json.dumps(blobs, indent=1) + "\n")
 
 
 def torchvision_resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
@@ -290,6 +462,7 @@ def main() -> None:
           f"transformers {transformers.__version__}, pillow {Image.__version__}")
     assert transformers.__version__ == "5.17.0", "the model references were made with transformers 5.17.0"
     write_decode_cases()
+    write_orientation_cases()
     write_resize_cases()
     write_smart_resize_cases()
     write_bad_files()

@@ -2,7 +2,8 @@
 //! (torchvision-backend) `Qwen2VLImageProcessor`.
 //!
 //! The data path, one module per step:
-//! 1. [`decode`]: PNG / JPEG / WebP bytes → 8-bit RGB like transformers' `convert_to_rgb` (transparent images over white).
+//! 1. [`decode`]: PNG / JPEG / WebP bytes → 8-bit RGB like transformers' `load_image` and
+//!    `convert_to_rgb`: turned upright by the EXIF orientation, transparent images over white.
 //! 2. [`smart_resize`]: the target size, multiples of `patch_size * merge_size`.
 //! 3. [`resample`]: antialiased bicubic, torchvision's (or Pillow's) fixed-point arithmetic.
 //! 4. [`patchify`]: `(x - mean) / std` in f32 and the `(patches, 3 * 2 * 14 * 14)` layout.
@@ -18,7 +19,7 @@ pub mod smart_resize;
 pub mod video;
 
 pub use config::ProcessorConfig;
-pub use decode::{RgbImage, decode, dimensions};
+pub use decode::{Orientation, RgbImage, decode, dimensions};
 pub use error::ImageError;
 pub use resample::{Backend, resize_bicubic};
 pub use smart_resize::smart_resize;

@@ -88,6 +88,37 @@ fn decode_matches_transformers_convert_to_rgb_for_every_reference_image() {
     }
 }
 
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn decode_turns_images_upright_as_transformers_load_image_does() {
+    // PIL's exif_transpose of each file, then convert("RGB"): every orientation of every format,
+    // EXIF in each place PIL reads it, and EXIF it reads past.
+    let cases = json("images/orientation_cases.json");
+    let cases = cases.as_array().unwrap();
+    assert!(cases.len() >= 35);
+    for case in cases {
+        let file = &format!("images/{}", case["file"].as_str().unwrap());
+        let bytes = read(file);
+        let img = decode(&bytes).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let size = (num(case, "width") as usize, num(case, "height") as usize);
+        assert_eq!((img.width, img.height), size, "{file}");
+        assert_eq!(dimensions(&bytes), Ok(size), "{file}");
+        let (max, mean) = byte_diff(&img.data, &hex(case["expected"].as_str().unwrap()));
+        if !file.ends_with(".jpg") {
+            assert_eq!((max, mean), (0, 0.0), "{file}");
+        } else {
+            // As the decode references above: zune-jpeg's rounding, not the orientation.
+            assert!(max <= 3 && mean <= 0.5, "{file}: max {max} mean {mean}");
+        }
+    }
+}
+
 #[test]
 fn resize_bicubic_is_bit_exact_with_torchvision_and_pillow() {
     for case in json("images/resize_cases.json").as_array().unwrap() {
@@ -252,6 +283,10 @@ fn preprocess_survives_every_single_byte_corruption_of_small_png_jpeg_and_webp_f
         "decode/png_palette4_trns.png",
         "decode/jpeg_gray.jpg",
         "decode/webp_lossy.webp",
+        // and their EXIF, XMP and text chunks
+        "orientation/jpeg_6_big_endian.jpg",
+        "orientation/png_raw_profile_5.png",
+        "orientation/webp_xmp_8.webp",
     ] {
         let bytes = read(&format!("images/{file}"));
         let config = ProcessorConfig::default();

@@ -4,11 +4,17 @@
 //! qwen-vl-utils all put transparent images on white; transformers 5.17 still dropped the alpha,
 //! which turned black text on a transparent background into a black image); 16-bit samples keep
 //! their high byte, except 16-bit grayscale (PIL mode `I;16`), which saturates at 255 and whose
-//! tRNS PIL ignores; EXIF orientation is not applied.
+//! tRNS PIL ignores. The pixels are then flipped or turned upright by the file's EXIF orientation
+//! ([`exif`] reads it, [`orientation`] moves them) as transformers' `load_image` does with
+//! `PIL.ImageOps.exif_transpose` before `convert("RGB")`.
 
+mod exif;
 mod jpeg;
+mod orientation;
 mod png;
 mod webp;
+
+pub use orientation::Orientation;
 
 use crate::MAX_DECODED_PIXELS;
 use crate::error::ImageError;
@@ -118,7 +124,8 @@ pub(crate) fn check_dimensions(format: Format, width: u64, height: u64) -> Resul
     Ok(())
 }
 
-/// An image's (width, height) from its headers alone — nothing decoded, nothing allocated for its
+/// An image's (width, height) as [`decode`] gives it (EXIF orientations 5–8 swap the stored
+/// sides) from its headers and metadata alone — nothing decoded, nothing allocated for its
 /// pixels — refused as [`decode`] refuses its size (empty, over the pixel limit) or its format.
 pub fn dimensions(bytes: &[u8]) -> Result<(usize, usize), ImageError> {
     let format = sniff(bytes)?;
@@ -128,16 +135,19 @@ pub fn dimensions(bytes: &[u8]) -> Result<(usize, usize), ImageError> {
         Format::WebP => webp::dimensions(bytes)?,
     };
     check_dimensions(format, width as u64, height as u64)?;
-    Ok((width, height))
+    Ok(exif::orientation(bytes, format).size(width, height))
 }
 
-/// Decodes a PNG, JPEG or WebP file to RGB like PIL's `convert("RGB")`.
+/// Decodes a PNG, JPEG or WebP file to upright RGB like transformers' `load_image`:
+/// `PIL.ImageOps.exif_transpose`, then `convert("RGB")` (transparency over white).
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
-    match sniff(bytes)? {
+    let format = sniff(bytes)?;
+    let img = match format {
         Format::Png => png::decode(bytes),
         Format::Jpeg => jpeg::decode(bytes),
         Format::WebP => webp::decode(bytes),
-    }
+    }?;
+    Ok(exif::orientation(bytes, format).apply(img))
 }
 
 /// One sample of value `v` and alpha `a` over white, as `PIL.Image.alpha_composite` onto an opaque
