@@ -391,10 +391,16 @@ export function createApp(
     ...settings,
     defaultSystemPrompt: loaded?.defaultSystemPrompt,
   });
-  /** {@link limits} once the engine has loaded (or failed to: the request then fails on that). */
-  const loadedLimits = async (): Promise<ParseSettings> => {
+  /**
+   * A request parsed with {@link limits}: at once, so a bad one is a 400 while the model still
+   * loads (minutes for QVQ-72B), and again once it has loaded where it had not yet, with the
+   * engine's default system message (where the load failed, the request fails on that).
+   */
+  const parsedWithEngine = async <T>(parse: (limits: ParseSettings) => T): Promise<T> => {
+    const early = parse(limits());
+    if (loaded) return early;
     await engineReady.catch(() => {});
-    return limits();
+    return loaded ? parse(limits()) : early;
   };
 
   const app = new Hono();
@@ -587,17 +593,17 @@ export function createApp(
   };
 
   app.post("/v1/chat/completions", limitBody, async (c) => {
-    const request = parseChatRequest(await readJson(c.req.raw), await loadedLimits());
+    const body = await readJson(c.req.raw);
+    const request = await parsedWithEngine((limits) => parseChatRequest(body, limits));
     return await answer(c.req.raw, request, chatFormat(request.tools), prepareChat(request));
   });
 
   // OpenAI's Responses API, stateless: the request as a chat request, the answer as a response.
   app.post("/v1/responses", limitBody, async (c) => {
     const { chat, echo, sources } = chatBodyOfResponses(await readJson(c.req.raw));
-    const parseSettings = await loadedLimits();
     let request: ChatRequest;
     try {
-      request = parseChatRequest(chat, parseSettings);
+      request = await parsedWithEngine((limits) => parseChatRequest(chat, limits));
     } catch (error) {
       throw responsesError(error, sources);
     }
@@ -812,7 +818,8 @@ export function createApp(
 
   // vLLM's tokenizer endpoints: the ids the model would read, and the text of ids.
   app.post("/tokenize", limitBody, async (c) => {
-    const request = parseTokenizeRequest(await readJson(c.req.raw), await loadedLimits());
+    const body = await readJson(c.req.raw);
+    const request = await parsedWithEngine((limits) => parseTokenizeRequest(body, limits));
     const e = await engineFor(request.model, "tokenize");
     const field = "prompt" in request ? "prompt" : "messages";
     // The images' sizes go in their place: an image's token count follows from its size, read

@@ -1892,6 +1892,27 @@ Deno.test("tools: auto describes the tools after the engine's default system mes
   assert.equal(late.calls[0].messages[0].content, fake.calls[0].messages[0].content);
 });
 
+Deno.test("a malformed chat, responses or tokenize request while the model loads is a 400 at once, not after the load", async () => {
+  const app = createApp(new Promise<FakeEngine>(() => {})); // loads for ever
+  const bad = (path: string, body: unknown) =>
+    app.request(path, { method: "POST", body: JSON.stringify(body) });
+  for (
+    const [path, body, field] of [
+      ["/v1/chat/completions", { ...hello, temperature: "hot" }, "temperature"],
+      ["/v1/responses", { model: MODEL, input: "Hi", temperature: "hot" }, "temperature"],
+      ["/tokenize", { model: MODEL, messages: "Hi" }, "messages"],
+    ] as const
+  ) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"pending">((r) => (timer = setTimeout(() => r("pending"), 2000)));
+    const response = await Promise.race([bad(path, body), timeout]);
+    clearTimeout(timer);
+    assert.ok(response !== "pending", `${path} waited for the load`);
+    assert.equal(response.status, 400, path);
+    assert.equal((await response.json()).error.param, field, path);
+  }
+});
+
 Deno.test("tools: auto streams each call in a chunk of its own, then the finish (LlamaIndex reads one call a chunk)", async () => {
   const call = (city: string) => `✿FUNCTION✿: get_weather\n✿ARGS✿: {"city": "${city}"}`;
   const { app } = setup({ answer: () => `On it.\n${call("Paris")}\n${call("Rome")}\n✿RESULT✿` });
