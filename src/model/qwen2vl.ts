@@ -53,6 +53,7 @@ import { type ImageEmbeds, submit, submitBefore, VisionTower } from "./vision.ts
 import {
   estimateMemory,
   type GpuWeights,
+  loadOption,
   type MemoryEstimate,
   orList,
   planWeights,
@@ -318,7 +319,9 @@ export class Qwen2VLModel {
             `to fit, load with ${
               orList([
                 ...smallerWeights(plan),
-                ...(kvCacheDtype === "f32" ? ["an f16 KV cache"] : []),
+                ...(kvCacheDtype === "f32"
+                  ? [loadOption("kvCacheDtype", "f16", "kv-cache-dtype", "QVQ_KV_CACHE_DTYPE")]
+                  : []),
                 "a shorter maxContext",
               ])
             }`,

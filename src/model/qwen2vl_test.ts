@@ -136,7 +136,10 @@ Deno.test("Qwen2VLModel.load() refuses a model over memoryLimit, saying how much
         e.message,
         /needs about 20\.45 MiB of GPU memory \(weights 18\.94 MiB f32, KV cache 256\.00 KiB f32 for 1024 tokens/,
       );
-      assert.match(e.message, /an f16 KV cache or a shorter maxContext/);
+      assert.match(
+        e.message,
+        /kvCacheDtype: "f16" \(Pipeline\.load's option; CLI --kv-cache-dtype f16; server QVQ_KV_CACHE_DTYPE=f16\) or a shorter maxContext/,
+      );
       return true;
     },
   );
@@ -154,7 +157,7 @@ Deno.test("Qwen2VLModel.load() refuses a model over memoryLimit, saying how much
     (e: Error) => {
       assert.match(
         e.message,
-        /; to fit, load with dtype: "f16" \(on an adapter with shader-f16\), quant: "q4" \(Pipeline\.load's option; CLI --quant q4; server QVQ_QUANT=q4\), an f16 KV cache or a shorter maxContext$/,
+        /; to fit, load with dtype: "f16" \(Pipeline\.load's option; CLI --dtype f16\) where the adapter has shader-f16, quant: "q4" \(Pipeline\.load's option; CLI --quant q4; server QVQ_QUANT=q4\), kvCacheDtype: "f16" \(.*\) or a shorter maxContext$/,
       );
       return true;
     },

@@ -819,17 +819,30 @@ export function smallerWeights(
   plan: Pick<WeightPlan, "dtype" | "quant" | "visionQuant">,
 ): string[] {
   const out: string[] = [];
-  if (plan.dtype === "f32") out.push(`dtype: "f16" (on an adapter with shader-f16)`);
-  if (!plan.quant) out.push(QUANT_OPTION);
-  else if (plan.quant === "q8") {
-    out.push(`quant: "q4" (Pipeline.load's option; CLI --quant q4; server QVQ_QUANT=q4)`);
+  if (plan.dtype === "f32") {
+    out.push(`${loadOption("dtype", "f16", "dtype")} where the adapter has shader-f16`);
   }
+  if (!plan.quant) out.push(QUANT_OPTION);
+  else if (plan.quant === "q8") out.push(loadOption("quant", "q4", "quant", "QVQ_QUANT"));
   if (!plan.visionQuant) {
     out.push(
-      `visionQuant: "q8" (CLI --vision-quant q8; server QVQ_VISION_QUANT=q8) for the vision tower`,
+      `${loadOption("visionQuant", "q8", "vision-quant", "QVQ_VISION_QUANT")} for the vision tower`,
     );
   }
   return out;
+}
+
+/**
+ * A load option as each front end spells it: `name: "value" (Pipeline.load's option; CLI --flag
+ * value; server ENV=value)`, the CLI and server parts where they have one.
+ */
+export function loadOption(name: string, value: string, flag?: string, env?: string): string {
+  const where = [
+    "Pipeline.load's option",
+    ...(flag ? [`CLI --${flag} ${value}`] : []),
+    ...(env ? [`server ${env}=${value}`] : []),
+  ];
+  return `${name}: "${value}" (${where.join("; ")})`;
 }
 
 /** "a", "a or b", "a, b or c". */

@@ -429,11 +429,12 @@ Deno.test("uploadWeights() out of GPU memory names qvq's own q8/q4 option, not t
 
 Deno.test("smallerWeights() offers only what the plan does not use yet", () => {
   assert.deepEqual(smallerWeights({ dtype: "f32", quant: "q4", visionQuant: "q8" }), [
-    'dtype: "f16" (on an adapter with shader-f16)',
+    `dtype: "f16" (Pipeline.load's option; CLI --dtype f16) where the adapter has shader-f16`,
   ]);
   assert.deepEqual(smallerWeights({ dtype: "f16" }), [
     QUANT_OPTION,
-    'visionQuant: "q8" (CLI --vision-quant q8; server QVQ_VISION_QUANT=q8) for the vision tower',
+    `visionQuant: "q8" (Pipeline.load's option; CLI --vision-quant q8; server QVQ_VISION_QUANT=q8) ` +
+    "for the vision tower",
   ]);
   assert.deepEqual(smallerWeights({ dtype: "f16", quant: "q4", visionQuant: "q8" }), []);
   assert.equal(orList(["a", "b", "c"]), "a, b or c");
