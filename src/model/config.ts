@@ -161,7 +161,8 @@ export function parseConfig(json: unknown, file = "config.json"): Qwen2VLConfig 
     }
     return v;
   };
-  const tie = tieAt(json, "") || tieAt(t, tPath);
+  const [tieTop, tieText] = [tieAt(json, ""), tieAt(t, tPath)]; // both checked
+  const tie = tieTop || tieText;
   const eosRaw = json.eos_token_id ?? t.eos_token_id;
   const eosTokenIds = eosRaw === undefined || eosRaw === null
     ? []

@@ -116,6 +116,9 @@ Deno.test("parseConfig() ties lm_head where either the top level or text_config 
     () => parseConfig(c),
     /text_config\.tie_word_embeddings must be true or false, got "yes"/,
   );
+  // Checked beside a top-level true too (the true does not hide it).
+  c.tie_word_embeddings = true;
+  assert.throws(() => parseConfig(c), /text_config\.tie_word_embeddings must be true or false/);
 });
 
 Deno.test("parseConfig() refuses a checkpoint another tool quantized, naming its method and qvq's own quant option", () => {
