@@ -5,7 +5,9 @@
 //!   first), else the last XMP APP1.
 //! - PNG: the last `eXIf` chunk (or tEXt `exif`), else a text chunk `Raw profile type exif` (hex,
 //!   as ImageMagick writes it), else the last text chunk `XML:com.adobe.xmp`; chunks after the
-//!   image data count (`exif_transpose` loads the image first).
+//!   image data count (`exif_transpose` loads the image first). Compressed text is inflated
+//!   under those two keywords only, within PIL's limits (1 MiB a chunk, 64 MiB of text in all:
+//!   PIL refuses a file past them; we read none of its metadata).
 //! - WebP: the first `EXIF` chunk where VP8X's EXIF flag is set, else the first `XMP ` chunk
 //!   where its flag is set (libwebp ignores the chunks its flags do not announce).
 //!
@@ -18,6 +20,8 @@
 
 use super::Format;
 use super::orientation::Orientation;
+use miniz_oxide::inflate::TINFLStatus;
+use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
 use std::borrow::Cow;
 use std::collections::HashSet;
 
@@ -235,15 +239,31 @@ fn jpeg_metadata(bytes: &[u8]) -> Metadata<'_> {
     meta
 }
 
-/// Most bytes a compressed PNG text chunk may inflate to (PIL's `MAX_TEXT_CHUNK`, 1 MiB; PIL
-/// refuses a file with more, we ignore the chunk).
+/// Most bytes one compressed PNG text chunk may inflate to: PIL's `MAX_TEXT_CHUNK`
+/// (`ImageFile.SAFEBLOCK`, 1 MiB). PIL refuses a file with a larger one.
 const MAX_TEXT_CHUNK: usize = 1 << 20;
 
+/// Most bytes of text a PNG's text chunks may hold together: PIL's `MAX_TEXT_MEMORY` (64 MiB).
+/// PIL refuses a file with more.
+const MAX_TEXT_MEMORY: usize = 64 * MAX_TEXT_CHUNK;
+
+/// The text chunk keywords `getexif` reads: compressed text under any other is not inflated.
+const KEYWORDS: [&[u8]; 2] = [b"Raw profile type exif", b"XML:com.adobe.xmp"];
+
+/// PIL refuses the PNG for its text chunks (see [`PngText`]).
+#[derive(Debug, PartialEq)]
+struct Refused;
+
 /// PNG: every chunk up to IEND (for an animation, up to the second frame), as PIL reads them
-/// when it opens and then loads the file.
+/// when it opens and then loads the file; none where PIL refuses the file for its text.
 fn png_metadata(bytes: &[u8]) -> Metadata<'_> {
+    png_chunks(bytes).unwrap_or_default()
+}
+
+fn png_chunks(bytes: &[u8]) -> Result<Metadata<'_>, Refused> {
     let mut meta = Metadata::default();
     let mut raw_profile: Option<Cow<[u8]>> = None;
+    let mut text = PngText::default();
     let (mut i, mut image_data, mut animated) = (8, false, false);
     while let Some(head) = bytes.get(i..i + 8) {
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
@@ -252,44 +272,95 @@ fn png_metadata(bytes: &[u8]) -> Metadata<'_> {
         };
         let kind = &head[4..8];
         i += 12 + len;
-        let text = match kind {
+        match kind {
             b"IEND" => break,
-            b"IDAT" => {
-                image_data = true;
-                continue;
-            }
+            b"IDAT" => image_data = true,
             b"acTL" if data.len() >= 8 => {
                 let frames = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
                 animated = (2..=0x8000_0000).contains(&frames);
-                continue;
             }
             b"fcTL" if image_data && animated => break,
-            b"eXIf" => {
-                meta.exif = Some(Cow::Owned([b"Exif\0\0", data].concat()));
-                continue;
-            }
-            b"tEXt" => split_nul(data).map(|(k, v)| (k, Cow::Borrowed(v))),
-            b"zTXt" => split_nul(data).and_then(|(k, v)| match v {
-                [0, z @ ..] => Some((k, inflate(z).unwrap_or_default().into())),
-                [] => Some((k, Cow::Borrowed(v))),
-                _ => None, // another compression method: PIL refuses the file
-            }),
-            b"iTXt" => international_text(data),
-            _ => None,
-        };
-        match text {
-            // A tEXt "exif" is kept as bytes, as the eXIf chunk (PIL's quirk); its other
-            // chunks' values are text, which PIL cannot read as EXIF.
-            Some((b"exif", v)) if kind == b"tEXt" => meta.exif = Some(v),
-            Some((b"Raw profile type exif", v)) => raw_profile = Some(v),
-            Some((b"XML:com.adobe.xmp", v)) => meta.xmp = Some(v),
+            b"eXIf" => meta.exif = Some(Cow::Owned([b"Exif\0\0", data].concat())),
+            b"tEXt" | b"zTXt" | b"iTXt" => match text.read(kind, data)? {
+                // A tEXt "exif" is kept as bytes, as the eXIf chunk (PIL's quirk); its other
+                // chunks' values are text, which PIL cannot read as EXIF.
+                Some((b"exif", v)) if kind == b"tEXt" => meta.exif = Some(v),
+                Some((b"Raw profile type exif", v)) => raw_profile = Some(v),
+                Some((b"XML:com.adobe.xmp", v)) => meta.xmp = Some(v),
+                _ => {}
+            },
             _ => {}
         }
     }
     if meta.exif.is_none() {
         meta.exif = raw_profile.and_then(|p| hex_profile(&p)).map(Cow::Owned);
     }
-    meta
+    Ok(meta)
+}
+
+/// A text chunk's keyword and text.
+type KeyedText<'a> = (&'a [u8], Cow<'a, [u8]>);
+
+/// A text chunk's value: its bytes, or a zlib stream of them.
+enum Text<'a> {
+    Plain(&'a [u8]),
+    Zlib(&'a [u8]),
+}
+
+/// A PNG's text chunks read one after the other as PIL reads them, within PIL's limits.
+#[derive(Default)]
+struct PngText {
+    /// PIL's `text_memory`: the bytes of text read so far, refused past [`MAX_TEXT_MEMORY`].
+    /// Unlike PIL's, it counts what a stream gave before zlib failed on it (PIL counts none of
+    /// it) and not the compressed text of other keywords than [`KEYWORDS`] (never inflated; PIL
+    /// counts it): so no file makes us inflate more than `MAX_TEXT_MEMORY` and one chunk.
+    memory: usize,
+    /// One zlib decompressor for every chunk (each new one clears 11 KB of tables).
+    zlib: Option<Box<DecompressorOxide>>,
+}
+
+impl PngText {
+    /// The keyword and text PIL keeps of a tEXt, zTXt or iTXt chunk; None where it keeps none,
+    /// and where the text is compressed under a keyword not in [`KEYWORDS`] (left compressed).
+    /// Err where PIL refuses the file: text past [`MAX_TEXT_MEMORY`] in all, or a stream past
+    /// [`MAX_TEXT_CHUNK`].
+    fn read<'a>(&mut self, kind: &[u8], data: &'a [u8]) -> Result<Option<KeyedText<'a>>, Refused> {
+        let parsed = match kind {
+            b"tEXt" => split_nul(data).map(|(k, v)| (k, Text::Plain(v))),
+            b"zTXt" => split_nul(data).and_then(|(k, v)| match v {
+                [] => Some((k, Text::Plain(v))),
+                [0, z @ ..] => Some((k, Text::Zlib(z))),
+                _ => None, // another compression method: PIL refuses the file
+            }),
+            _ => international_text(data),
+        };
+        let Some((keyword, text)) = parsed else {
+            return Ok(None);
+        };
+        let (text, len) = match text {
+            Text::Plain(v) => (Some(Cow::Borrowed(v)), v.len()),
+            Text::Zlib(_) if !KEYWORDS.contains(&keyword) => return Ok(None),
+            Text::Zlib(z) => {
+                let zlib = self.zlib.get_or_insert_default();
+                zlib.init();
+                let (text, len) = inflate(zlib, z);
+                if len > MAX_TEXT_CHUNK {
+                    return Err(Refused);
+                }
+                // Where zlib fails, a zTXt keeps an empty text, an iTXt none.
+                let text = match text {
+                    None if kind == b"zTXt" => Some(Cow::Borrowed(&[][..])),
+                    text => text.map(Cow::Owned),
+                };
+                (text, len)
+            }
+        };
+        self.memory += len;
+        if self.memory > MAX_TEXT_MEMORY {
+            return Err(Refused);
+        }
+        Ok(text.map(|t| (keyword, t)))
+    }
 }
 
 /// A text chunk's keyword and value, split at the first NUL (PIL takes a chunk without one as
@@ -304,7 +375,7 @@ fn split_nul(data: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// An iTXt chunk's keyword and text: keyword, NUL, compression flag and method, language, NUL,
 /// translated keyword, NUL, text (zlib when flagged); None where PIL skips the chunk.
-fn international_text(data: &[u8]) -> Option<(&[u8], Cow<'_, [u8]>)> {
+fn international_text(data: &[u8]) -> Option<(&[u8], Text<'_>)> {
     let p = data.iter().position(|&c| c == 0)?;
     let (k, r) = (&data[..p], &data[p + 1..]);
     let [flag, method, r @ ..] = r else {
@@ -313,15 +384,37 @@ fn international_text(data: &[u8]) -> Option<(&[u8], Cow<'_, [u8]>)> {
     let mut parts = r.splitn(3, |&c| c == 0);
     let (_lang, _translated, v) = (parts.next()?, parts.next()?, parts.next()?);
     match (flag, method) {
-        (0, _) => Some((k, Cow::Borrowed(v))),
-        (_, 0) => Some((k, inflate(v)?.into())),
+        (0, _) => Some((k, Text::Plain(v))),
+        (_, 0) => Some((k, Text::Zlib(v))),
         _ => None,
     }
 }
 
-/// A zlib stream inflated, up to [`MAX_TEXT_CHUNK`] bytes.
-fn inflate(z: &[u8]) -> Option<Vec<u8>> {
-    fdeflate::decompress_to_vec_bounded(z, MAX_TEXT_CHUNK).ok()
+/// A zlib stream inflated by `zlib` (just initialised) as zlib inflates it for PIL's
+/// `_safe_zlib_decompress`: the text (None where zlib fails on the stream or it is cut short)
+/// and how many bytes it inflated, stopping past [`MAX_TEXT_CHUNK`].
+fn inflate(zlib: &mut DecompressorOxide, z: &[u8]) -> (Option<Vec<u8>>, usize) {
+    let flags = inflate_flags::TINFL_FLAG_PARSE_ZLIB_HEADER
+        | inflate_flags::TINFL_FLAG_COMPUTE_ADLER32
+        | inflate_flags::TINFL_FLAG_HAS_MORE_INPUT
+        // The whole output in one buffer: what catches a distance back past its start.
+        | inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
+    let mut out = vec![0; z.len().saturating_mul(2).clamp(64, MAX_TEXT_CHUNK + 1)];
+    let (mut read, mut written) = (0, 0);
+    loop {
+        let (status, r, w) = decompress(zlib, &z[read..], &mut out, written, flags);
+        (read, written) = (read + r, written + w);
+        match status {
+            TINFLStatus::Done => break,
+            TINFLStatus::HasMoreOutput if out.len() <= MAX_TEXT_CHUNK => {
+                out.resize((2 * out.len()).min(MAX_TEXT_CHUNK + 1), 0);
+            }
+            // Cut short, not zlib, or too large (`written` then passes MAX_TEXT_CHUNK).
+            _ => return (None, written),
+        }
+    }
+    out.truncate(written);
+    (Some(out), written)
 }
 
 /// ImageMagick's "Raw profile type exif" text: `\nexif\n<length>\n<hex lines>`; PIL joins the
@@ -603,9 +696,10 @@ mod tests {
             0x2c, 0xc9, 0xcc, 0xcf, 0xb3, 0x55, 0x32, 0x53, 0x52, 0x28, 0xa1, 0x4c, 0x10, 0x00,
             0xf6, 0xd0, 0x1d, 0x19,
         ];
-        assert_eq!(inflate(&z).unwrap(), b"tiff:Orientation=\"6\" ".repeat(4));
+        let inflate = |z: &[u8]| inflate(&mut DecompressorOxide::new(), z);
+        assert_eq!(inflate(&z).0.unwrap(), b"tiff:Orientation=\"6\" ".repeat(4));
         for cut in 0..z.len() {
-            assert_eq!(inflate(&z[..cut]), None, "cut at {cut}");
+            assert_eq!(inflate(&z[..cut]).0, None, "cut at {cut}");
         }
         // 2 MiB of zeros (stored blocks): past the bound, refused.
         let mut big = vec![0x78, 0x01];
@@ -614,7 +708,32 @@ mod tests {
             big.extend(std::iter::repeat_n(0, 32768));
         }
         big.extend_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 1]);
-        assert_eq!(inflate(&big), None);
+        assert_eq!(inflate(&big), (None, MAX_TEXT_CHUNK + 1));
+    }
+
+    #[test]
+    fn png_text_past_pils_limits_leaves_the_image_upright() {
+        // PIL 13 gives 6 for the first file and refuses the other two (ValueError: "Too much
+        // memory used in text chunks", "Decompressed data too large").
+        let o = |chunks: &[Vec<u8>]| orientation(&png(chunks), Format::Png);
+        let xmp = |len: usize| {
+            let mut text = b"<x tiff:Orientation=\"6\"/>".to_vec();
+            text.resize(len, b' ');
+            let z = miniz_oxide::deflate::compress_to_vec_zlib(&text, 6);
+            png_chunk(b"zTXt", &[b"XML:com.adobe.xmp\0\0", &z[..]].concat())
+        };
+        let comment =
+            |len: usize| png_chunk(b"tEXt", &[&b"Comment\0"[..], &vec![b'q'; len]].concat());
+        let filled = [
+            comment(MAX_TEXT_MEMORY - MAX_TEXT_CHUNK),
+            xmp(MAX_TEXT_CHUNK),
+        ];
+        assert_eq!(o(&filled), Orientation::Rotate270);
+        assert_eq!(
+            o(&[&filled[..], &[comment(1)]].concat()),
+            Orientation::Upright
+        );
+        assert_eq!(o(&[xmp(MAX_TEXT_CHUNK + 1)]), Orientation::Upright);
     }
 
     #[test]
