@@ -120,3 +120,26 @@ fn dimensions_allocates_little_for_each_small_xmp_chunk() {
         file.len()
     );
 }
+
+#[test]
+fn dimensions_joins_a_jpegs_exif_segments_in_linear_work() {
+    // 300 Exif APP1 segments of 64 KB (19.6 MB joined): the joined EXIF grows in one buffer,
+    // doubling, so the bytes allocated stay under 4 times its size (a copy of all joined so far
+    // at each segment would allocate 150 times its size).
+    let mut file = vec![0xff, 0xd8];
+    for k in 0..300u16 {
+        let payload = [&b"Exif\0\0"[..], &k.to_be_bytes().repeat(32_760)].concat();
+        file.extend_from_slice(&[0xff, 0xe1]);
+        file.extend_from_slice(&(payload.len() as u16 + 2).to_be_bytes());
+        file.extend_from_slice(&payload);
+    }
+    file.extend_from_slice(b"\xff\xc0\0\x0b\x08\0\x02\0\x03\x01\x01\x11\0"); // SOF0: 3 x 2, gray
+    file.extend_from_slice(b"\xff\xda\0\x08\x01\x01\0\0\x3f\0"); // SOS
+    let (size, allocated) = dimensions_allocating(&file);
+    assert_eq!(size, (3, 2));
+    assert!(
+        allocated < 4 * file.len(),
+        "{allocated} bytes allocated for {} bytes",
+        file.len()
+    );
+}

@@ -1,8 +1,8 @@
 //! A file's EXIF orientation, read where PIL 13 reads it for `ImageOps.exif_transpose`
 //! (`Image.getexif()`, then tag 0x0112 of the first IFD):
 //!
-//! - JPEG: the APP1 `Exif\0\0` segments before the first scan (a second one joined to the
-//!   first), else the last XMP APP1.
+//! - JPEG: the APP1 `Exif\0\0` segments before the first scan (each after the first joined to
+//!   it), else the last XMP APP1.
 //! - PNG: the last `eXIf` chunk (or tEXt `exif`), else a text chunk `Raw profile type exif` (hex,
 //!   as ImageMagick writes it), else the last text chunk `XML:com.adobe.xmp`; chunks after the
 //!   image data count (`exif_transpose` loads the image first). Compressed text is inflated
@@ -223,11 +223,13 @@ fn jpeg_metadata(bytes: &[u8]) -> Metadata<'_> {
                     break; // start of scan
                 }
                 if marker == 0xe1 && seg.starts_with(b"Exif\0\0") {
-                    // PIL joins a second Exif segment to the first, without its header.
-                    meta.exif = Some(match meta.exif.take() {
-                        None => Cow::Borrowed(seg),
-                        Some(first) => Cow::Owned([&first[..], &seg[6..]].concat()),
-                    });
+                    // PIL joins each later Exif segment to the first, without its header (one
+                    // buffer grown in place: a copy of all joined so far each time would take
+                    // time quadratic in the segments).
+                    match &mut meta.exif {
+                        None => meta.exif = Some(Cow::Borrowed(seg)),
+                        Some(exif) => exif.to_mut().extend_from_slice(&seg[6..]),
+                    }
                 } else if marker == 0xe1 && seg.starts_with(XMP) {
                     meta.xmp = Some(Cow::Borrowed(&seg[XMP.len()..]));
                 }
@@ -581,6 +583,12 @@ mod tests {
         assert_eq!(o(&two), Orientation::Rotate270);
         let joined = jpeg_metadata(&two).exif.unwrap();
         assert_eq!(joined.len(), 6 + 2 * tiff6(6).len());
+        // Any number of them, each (but the first) without its header.
+        let parts: Vec<Vec<u8>> = (0..300u16).map(|k| k.to_be_bytes().repeat(100)).collect();
+        let many: Vec<_> = parts.iter().map(|p| exif_app1(p)).collect();
+        let many = jpeg(&many);
+        let joined = jpeg_metadata(&many).exif.unwrap();
+        assert_eq!(joined, [&b"Exif\0\0"[..], &parts.concat()].concat());
         // The XMP only without an EXIF orientation; the last XMP segment.
         assert_eq!(o(&jpeg(&[xmp_app1(5), xmp_app1(8)])), Orientation::Rotate90);
         assert_eq!(
