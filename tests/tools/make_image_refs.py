@@ -331,6 +331,8 @@ def exif_blobs() -> list[tuple[str, bytes]]:
         ("Exif\\0\\0 twice", b"Exif\0\0" * 2 + orientation_tiff(6)),
         ("Exif\\0\\0 thrice", b"Exif\0\0" * 3 + orientation_tiff(6)),
         ("BigTIFF header", b"II+\0\x08\0\0\0\0\0\0\0\0\0\0\0"),
+        # PIL spots BigTIFF by byte 2 only: big-endian BigTIFF's header reads as a TIFF's.
+        ("short 6, header MM\\0+", b"MM\0+" + orientation_tiff(6, "MM")[4:]),
         ("not TIFF", b"XX*\0" + orientation_tiff(6)[4:]),
     ]
 

@@ -62,8 +62,8 @@ enum Tag {
     /// decoded value with 1..8, so 6 as LONG, RATIONAL 12/2 or FLOAT 6.0 all turn the image),
     /// None where it is not one (BYTE, ASCII and UNDEFINED decode to strings of bytes).
     Value(Option<i64>),
-    /// Not a TIFF stream PIL reads (a bad or BigTIFF header, or one cut short): PIL raises, or
-    /// (reading a JPEG's DPI first) keeps an empty EXIF and ignores the XMP.
+    /// Not a TIFF stream PIL reads (a bad header, BigTIFF's `II+\0`, or one cut short): PIL
+    /// raises, or (reading a JPEG's DPI first) keeps an empty EXIF and ignores the XMP.
     Unreadable,
 }
 
@@ -77,7 +77,8 @@ fn tiff_orientation(data: &[u8]) -> Tag {
         return Tag::Absent;
     }
     let big = match d.get(..4) {
-        Some(b"MM\0*" | b"MM*\0") => true,
+        // PIL spots BigTIFF by its byte 2 (43): in `II+\0` (then raises), not in `MM\0+`.
+        Some(b"MM\0*" | b"MM*\0" | b"MM\0+") => true,
         Some(b"II*\0" | b"II\0*") => false,
         _ => return Tag::Unreadable,
     };
