@@ -256,6 +256,15 @@ def orientation_images() -> list[tuple[str, bytes]]:
     raw = PngInfo()
     raw.add_text("Raw profile type exif", f"\nexif\n{len(hexed) // 2:8}\n" + "\n".join(re.findall(".{1,72}", hexed)) + "\n", zip=True)
     out.append(("png_raw_profile_5.png", pil_bytes(im, "PNG", pnginfo=raw)))
+    # A zlib stream cut short keeps what zlib inflates of it (PIL's _safe_zlib_decompress does not
+    # ask for its end): cut in its Adler-32, or just after the orientation's digit; one whose
+    # Adler-32 is wrong is refused (an empty zTXt).
+    z = zlib.compress((XMP % 7).encode(), 9)
+    digit = next(n for n in range(len(z)) if b'Orientation="7' in zlib.decompressobj().decompress(z[:n]))
+    plain = pil_bytes(im, "PNG")
+    out.append(("png_xmp_cut_in_adler32_7.png", png_after_idat(plain, b"zTXt", b"XML:com.adobe.xmp\0\0" + z[:-2])))
+    out.append(("png_xmp_cut_after_digit_7.png", png_after_idat(plain, b"iTXt", b"XML:com.adobe.xmp\0\1\0\0\0" + z[:digit])))
+    out.append(("png_xmp_bad_adler32_1.png", png_after_idat(plain, b"zTXt", b"XML:com.adobe.xmp\0\0" + z[:-1] + bytes([z[-1] ^ 1]))))
     # A WebP EXIF chunk whose VP8X flag is off: libwebp, so PIL, does not see it.
     webp = bytearray(pil_bytes(im, "WEBP", lossless=True, exif=exif(orientation_tiff(6))))
     assert webp[12:16] == b"VP8X" and webp[20] & 0x08
