@@ -265,6 +265,11 @@ def orientation_images() -> list[tuple[str, bytes]]:
     out.append(("png_xmp_cut_in_adler32_7.png", png_after_idat(plain, b"zTXt", b"XML:com.adobe.xmp\0\0" + z[:-2])))
     out.append(("png_xmp_cut_after_digit_7.png", png_after_idat(plain, b"iTXt", b"XML:com.adobe.xmp\0\1\0\0\0" + z[:digit])))
     out.append(("png_xmp_bad_adler32_1.png", png_after_idat(plain, b"zTXt", b"XML:com.adobe.xmp\0\0" + z[:-1] + bytes([z[-1] ^ 1]))))
+    # Where the last XML:com.adobe.xmp text is empty, PIL reads the last iTXt XMP's bytes (its
+    # info["xmp"]); an iTXt XMP that is not UTF-8 is not kept as the XML:com.adobe.xmp text.
+    out.append(("png_xmp_7_then_empty_xmp.png", png_after_idat(pil_bytes(im, "PNG", pnginfo=itxt), b"tEXt", b"XML:com.adobe.xmp\0")))
+    latin1 = png_after_idat(plain, b"tEXt", b"XML:com.adobe.xmp\0" + (XMP % 3).encode())
+    out.append(("png_xmp_3_then_latin1_itxt_xmp_6.png", png_after_idat(latin1, b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + (XMP % 6).encode() + b"\xe9")))
     # A WebP EXIF chunk whose VP8X flag is off: libwebp, so PIL, does not see it.
     webp = bytearray(pil_bytes(im, "WEBP", lossless=True, exif=exif(orientation_tiff(6))))
     assert webp[12:16] == b"VP8X" and webp[20] & 0x08

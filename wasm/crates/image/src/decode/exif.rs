@@ -4,10 +4,12 @@
 //! - JPEG: the APP1 `Exif\0\0` segments before the first scan (each after the first joined to
 //!   it), else the last XMP APP1.
 //! - PNG: the last `eXIf` chunk (or tEXt `exif`), else a text chunk `Raw profile type exif` (hex,
-//!   as ImageMagick writes it), else the last text chunk `XML:com.adobe.xmp`; chunks after the
-//!   image data count (`exif_transpose` loads the image first). Compressed text is inflated
-//!   under those two keywords only, within PIL's limits (1 MiB a chunk, 64 MiB of text in all:
-//!   PIL refuses a file past them; we read none of its metadata).
+//!   as ImageMagick writes it), else the last text chunk `XML:com.adobe.xmp` (an iTXt's where it
+//!   is UTF-8) or, where that is empty, the last iTXt `XML:com.adobe.xmp` whatever its encoding
+//!   (PIL's `info["xmp"]`); chunks after the image data count (`exif_transpose` loads the image
+//!   first). Compressed text is inflated under those keywords only, within PIL's limits (1 MiB
+//!   a chunk, 64 MiB of text in all: PIL refuses a file past them; we read none of its
+//!   metadata); a stream cut short gives what zlib inflates of it, as for PIL.
 //! - WebP: the first `EXIF` chunk where VP8X's EXIF flag is set, else the first `XMP ` chunk
 //!   where its flag is set (libwebp ignores the chunks its flags do not announce).
 //!
@@ -250,8 +252,9 @@ const MAX_TEXT_CHUNK: usize = 1 << 20;
 /// PIL refuses a file with more.
 const MAX_TEXT_MEMORY: usize = 64 * MAX_TEXT_CHUNK;
 
-/// The text chunk keywords `getexif` reads: compressed text under any other is not inflated.
-const KEYWORDS: [&[u8]; 2] = [b"Raw profile type exif", b"XML:com.adobe.xmp"];
+/// The text chunk keywords `getexif` reads (`xmp` is where PIL also keeps an iTXt XMP's bytes):
+/// compressed text under any other is not inflated.
+const KEYWORDS: [&[u8]; 3] = [b"Raw profile type exif", b"XML:com.adobe.xmp", b"xmp"];
 
 /// PIL refuses the PNG for its text chunks (see [`PngText`]).
 #[derive(Debug, PartialEq)]
@@ -266,7 +269,10 @@ fn png_metadata(bytes: &[u8]) -> Metadata<'_> {
 fn png_chunks(bytes: &[u8]) -> Result<Metadata<'_>, Refused> {
     let mut meta = Metadata::default();
     let mut raw_profile: Option<Cow<[u8]>> = None;
-    let mut text = PngText::default();
+    // PIL's info["XML:com.adobe.xmp"] and info["xmp"].
+    let mut xml: Option<Cow<[u8]>> = None;
+    let mut xmp: Option<Cow<[u8]>> = None;
+    let mut text_chunks = PngText::default();
     let (mut i, mut image_data, mut animated) = (8, false, false);
     while let Some(head) = bytes.get(i..i + 8) {
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
@@ -284,25 +290,50 @@ fn png_chunks(bytes: &[u8]) -> Result<Metadata<'_>, Refused> {
             }
             b"fcTL" if image_data && animated => break,
             b"eXIf" => meta.exif = Some(Cow::Owned([b"Exif\0\0", data].concat())),
-            b"tEXt" | b"zTXt" | b"iTXt" => match text.read(kind, data)? {
-                // A tEXt "exif" is kept as bytes, as the eXIf chunk (PIL's quirk); its other
-                // chunks' values are text, which PIL cannot read as EXIF.
-                Some((b"exif", v)) if kind == b"tEXt" => meta.exif = Some(v),
-                Some((b"Raw profile type exif", v)) => raw_profile = Some(v),
-                Some((b"XML:com.adobe.xmp", v)) => meta.xmp = Some(v),
-                _ => {}
-            },
+            b"tEXt" | b"zTXt" | b"iTXt" => {
+                let Some(chunk) = text_chunks.read(kind, data)? else {
+                    continue;
+                };
+                let TextChunk {
+                    keyword,
+                    text,
+                    kept,
+                } = chunk;
+                // PIL keeps an iTXt XMP's bytes as info["xmp"] too, UTF-8 or not.
+                if kind == b"iTXt" && keyword == b"XML:com.adobe.xmp" {
+                    xmp = Some(text.clone());
+                }
+                match keyword {
+                    _ if !kept => {}
+                    // A tEXt "exif" is kept as bytes, as the eXIf chunk (PIL's quirk); its
+                    // other chunks' values are text, which PIL cannot read as EXIF.
+                    b"exif" if kind == b"tEXt" => meta.exif = Some(text),
+                    b"Raw profile type exif" => raw_profile = Some(text),
+                    b"XML:com.adobe.xmp" => xml = Some(text),
+                    // Text as info["xmp"]: empty, or PIL raises searching it with a bytes pattern.
+                    b"xmp" => xmp = None,
+                    _ => {}
+                }
+            }
             _ => {}
         }
     }
     if meta.exif.is_none() {
         meta.exif = raw_profile.and_then(|p| hex_profile(&p)).map(Cow::Owned);
     }
+    // getexif: `if not xmp_tags and (xmp_tags := self.info.get("xmp"))`.
+    meta.xmp = xml.filter(|x| !x.is_empty()).or(xmp);
     Ok(meta)
 }
 
-/// A text chunk's keyword and text.
-type KeyedText<'a> = (&'a [u8], Cow<'a, [u8]>);
+/// A text chunk as PIL reads it.
+struct TextChunk<'a> {
+    keyword: &'a [u8],
+    text: Cow<'a, [u8]>,
+    /// Whether PIL keeps the text under its keyword: an iTXt's only where it, its language and
+    /// its translated keyword are UTF-8.
+    kept: bool,
+}
 
 /// A text chunk's value: its bytes, or a zlib stream of them.
 enum Text<'a> {
@@ -323,21 +354,22 @@ struct PngText {
 }
 
 impl PngText {
-    /// The keyword and text PIL keeps of a tEXt, zTXt or iTXt chunk; None where it keeps none,
-    /// and where the text is compressed under a keyword not in [`KEYWORDS`] (left compressed).
-    /// Err where PIL refuses the file: text past [`MAX_TEXT_MEMORY`] in all, or a stream past
+    /// A tEXt, zTXt or iTXt chunk's keyword and text; None where PIL skips the chunk, and where
+    /// the text is compressed under a keyword not in [`KEYWORDS`] (left compressed). Err where
+    /// PIL refuses the file: text past [`MAX_TEXT_MEMORY`] in all, or a stream past
     /// [`MAX_TEXT_CHUNK`].
-    fn read<'a>(&mut self, kind: &[u8], data: &'a [u8]) -> Result<Option<KeyedText<'a>>, Refused> {
+    fn read<'a>(&mut self, kind: &[u8], data: &'a [u8]) -> Result<Option<TextChunk<'a>>, Refused> {
+        // `header_utf8`, for an iTXt: whether its language and translated keyword are UTF-8.
         let parsed = match kind {
-            b"tEXt" => split_nul(data).map(|(k, v)| (k, Text::Plain(v))),
+            b"tEXt" => split_nul(data).map(|(k, v)| (k, Text::Plain(v), None)),
             b"zTXt" => split_nul(data).and_then(|(k, v)| match v {
-                [] => Some((k, Text::Plain(v))),
-                [0, z @ ..] => Some((k, Text::Zlib(z))),
+                [] => Some((k, Text::Plain(v), None)),
+                [0, z @ ..] => Some((k, Text::Zlib(z), None)),
                 _ => None, // another compression method: PIL refuses the file
             }),
             _ => international_text(data),
         };
-        let Some((keyword, text)) = parsed else {
+        let Some((keyword, text, header_utf8)) = parsed else {
             return Ok(None);
         };
         let (text, len) = match text {
@@ -362,7 +394,15 @@ impl PngText {
         if self.memory > MAX_TEXT_MEMORY {
             return Err(Refused);
         }
-        Ok(text.map(|t| (keyword, t)))
+        Ok(text.map(|text| {
+            let utf8 = |b: &[u8]| std::str::from_utf8(b).is_ok();
+            let kept = header_utf8.is_none_or(|header| header && utf8(&text));
+            TextChunk {
+                keyword,
+                text,
+                kept,
+            }
+        }))
     }
 }
 
@@ -376,19 +416,21 @@ fn split_nul(data: &[u8]) -> Option<(&[u8], &[u8])> {
     (!k.is_empty()).then_some((k, v))
 }
 
-/// An iTXt chunk's keyword and text: keyword, NUL, compression flag and method, language, NUL,
-/// translated keyword, NUL, text (zlib when flagged); None where PIL skips the chunk.
-fn international_text(data: &[u8]) -> Option<(&[u8], Text<'_>)> {
+/// An iTXt chunk's keyword, text and whether its language and translated keyword are UTF-8:
+/// keyword, NUL, compression flag and method, language, NUL, translated keyword, NUL, text
+/// (zlib when flagged); None where PIL skips the chunk.
+fn international_text(data: &[u8]) -> Option<(&[u8], Text<'_>, Option<bool>)> {
     let p = data.iter().position(|&c| c == 0)?;
     let (k, r) = (&data[..p], &data[p + 1..]);
     let [flag, method, r @ ..] = r else {
         return None;
     };
     let mut parts = r.splitn(3, |&c| c == 0);
-    let (_lang, _translated, v) = (parts.next()?, parts.next()?, parts.next()?);
+    let (lang, translated, v) = (parts.next()?, parts.next()?, parts.next()?);
+    let header_utf8 = std::str::from_utf8(lang).is_ok() && std::str::from_utf8(translated).is_ok();
     match (flag, method) {
-        (0, _) => Some((k, Text::Plain(v))),
-        (_, 0) => Some((k, Text::Zlib(v))),
+        (0, _) => Some((k, Text::Plain(v), Some(header_utf8))),
+        (_, 0) => Some((k, Text::Zlib(v), Some(header_utf8))),
         _ => None,
     }
 }
@@ -699,6 +741,48 @@ mod tests {
         let mut cut = png(&[exif(6)]);
         cut.truncate(cut.len() - 20);
         assert_eq!(orientation(&cut, Format::Png), Orientation::Upright);
+    }
+
+    #[test]
+    fn png_falls_back_to_the_last_itxt_xmp_where_the_xmp_text_is_empty() {
+        // PIL 13 gives 6, 6, nothing, TypeError (so transformers refuses the image), 6, 3, 6:
+        // getexif reads info["xmp"] (an iTXt XMP's bytes, UTF-8 or not) where
+        // info["XML:com.adobe.xmp"] (the last XMP text kept) is empty; a chunk keyed "xmp"
+        // replaces those bytes with text, where it is kept.
+        let o = |chunks: &[Vec<u8>]| orientation(&png(chunks), Format::Png);
+        const X: &[u8] = b"XML:com.adobe.xmp";
+        let x = |v: u8| format!("<x tiff:Orientation=\"{v}\"/>").into_bytes();
+        let itxt = |k: &[u8], t: &[u8]| png_chunk(b"iTXt", &[k, b"\0\0\0\0\0", t].concat());
+        let text = |k: &[u8], t: &[u8]| png_chunk(b"tEXt", &[k, b"\0", t].concat());
+        let (xmp6, empty) = (itxt(X, &x(6)), text(X, b""));
+        let bad_ztxt = png_chunk(b"zTXt", &[X, b"\0\0\0\0"].concat()); // zlib fails: ""
+        let cases = [
+            (vec![xmp6.clone(), empty.clone()], Orientation::Rotate270),
+            (vec![xmp6.clone(), bad_ztxt], Orientation::Rotate270),
+            (
+                vec![xmp6.clone(), empty.clone(), text(b"xmp", b"")],
+                Orientation::Upright,
+            ),
+            (
+                vec![xmp6.clone(), empty.clone(), text(b"xmp", b"a")],
+                Orientation::Upright,
+            ),
+            (
+                vec![xmp6.clone(), empty, itxt(b"xmp", b"\xe9")],
+                Orientation::Rotate270,
+            ),
+            (
+                vec![text(X, &x(3)), itxt(X, &[&x(6)[..], b"\xe9"].concat())],
+                Orientation::Rotate180,
+            ),
+            (
+                vec![itxt(X, &[&x(6)[..], b"\xe9"].concat())],
+                Orientation::Rotate270,
+            ),
+        ];
+        for (k, (chunks, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(o(&chunks), expected, "case {k}");
+        }
     }
 
     #[test]
