@@ -6,8 +6,10 @@
  * `PIL.ImageOps.exif_transpose`: a phone photo stored sideways with Orientation 6 is turned
  * upright, its width and height swapped; all eight values, from a JPEG's APP1, a PNG's eXIf or a
  * WebP's EXIF chunk, or their XMP, read as PIL reads them; metadata that cannot be read is
- * ignored, never an error), transformers' `convert_to_rgb` (an image with transparency composited
- * onto white, as transformers since 5.2x, vLLM and qwen-vl-utils do — 5.17 dropped the alpha),
+ * ignored, never an error, even where PIL refuses the file for it, as past 64 MiB of PNG text;
+ * the few other differences from PIL are listed in `wasm/crates/image/src/decode/exif.rs`),
+ * transformers' `convert_to_rgb` (an image with transparency composited onto white, as
+ * transformers since 5.2x, vLLM and qwen-vl-utils do — 5.17 dropped the alpha),
  * `smart_resize` to multiples of `patch_size * merge_size`, torchvision's antialiased uint8
  * bicubic resize (bit-exact), `(x / 255 - mean) / std` in f32, and the patch layout with each
  * still image repeated over `temporal_patch_size` frames.

@@ -17,8 +17,19 @@
 //! `tiff:Orientation(="|>)([0-9])`.
 //!
 //! Metadata never fails an image: what cannot be read counts as upright. PIL itself raises on
-//! some of it (a TIFF header that is not one, a bad hex profile), and transformers then refuses
-//! the image; where PIL reads on, skips or stops, this module does the same, entry by entry.
+//! some of it (a TIFF header that is not one, a bad hex profile, PNG text past its limits), and
+//! transformers then refuses the image; where PIL reads on, skips or stops, this module does the
+//! same, entry by entry. Where it still differs from PIL 13, in files PIL refuses or near its
+//! limits:
+//!
+//! - PNG text under other keywords than those read is never inflated: it is neither counted
+//!   toward the 64 MiB nor refused past 1 MiB a chunk, where PIL refuses the file (we read its
+//!   orientation). The bytes a stream gave before zlib failed on it count, where PIL counts
+//!   none, and an iTXt counts its bytes whether or not PIL keeps it, where PIL counts the
+//!   characters of those it keeps: a file near 64 MiB of text may be upright here and turned
+//!   by PIL. These keep the work bounded: no file makes us inflate more than 64 MiB and a chunk.
+//! - A zTXt or iTXt keyed `exif` is ignored, an earlier `eXIf` still read; PIL keeps its text as
+//!   the EXIF and raises on it.
 
 use super::Format;
 use super::orientation::Orientation;
