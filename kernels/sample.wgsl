@@ -404,9 +404,11 @@ fn pick(@builtin(local_invocation_index) lid: u32) {
   var tau = 0u;
   if (topk && (!use_cand || n_cand > sp.top_k)) { tau = kth_largest(sp.top_k, lid, use_cand, n_cand); }
 
-  // top-p over the top-k survivors' softmax.
+  // top-p over the top-k survivors' softmax; top-p alone over all of it (z_all): the candidates
+  // leave out the tail under their cut, whose mass still counts toward 1 − top_p.
   if (sp.top_p < 1.0) {
-    let need = sp.top_p * wg_sum(own_mass(lid, use_cand, n_cand, tau, NONE, mx), lid);
+    let kept = wg_sum(own_mass(lid, use_cand, n_cand, tau, NONE, mx), lid);
+    let need = sp.top_p * select(z_all, kept, topk);
     var lo = tau;
     var hi = key(mx);
     while (lo < hi) {

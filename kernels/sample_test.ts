@@ -377,13 +377,24 @@ Deno.test("sample() draws exactly from transformers' top-k / top-p token sets", 
     [{ minP: 0.4 }, [40, 7]],
     [{ topP: 0.75, minP: 0.7 }, [40]],
   ];
+  // A heavy tail: 0.3 and 0.25 on tokens 0 and 1, 0.45 spread over the other 98. top_p 0.5
+  // removes the tail (cumsum 0.45 ≤ 0.5) and keeps both heads (0.70 > 0.5): the tail's mass, under
+  // the candidates' cut, still counts toward 1 − top_p (it was left out, and only token 0 kept).
+  const tail = new Float32Array(vocab);
+  for (let i = 2; i < vocab; i++) tail[i] = Math.log(0.45 / (vocab - 2));
+  [tail[0], tail[1]] = [Math.log(0.3), Math.log(0.25)];
   for (const candidates of [true, false]) {
     const h = new Harness(gpu, vocab, n + 1, candidates);
-    for (const [c, want] of cases) {
-      const got = await h.run(x, { ...GREEDY, doSample: true, seed: 5, ...c }, undefined, n);
+    for (
+      const [logits, c, want] of [
+        ...cases.map(([c, w]) => [x, c, w] as const),
+        [tail, { topP: 0.5 }, [0, 1]] as const,
+      ]
+    ) {
+      const got = await h.run(logits, { ...GREEDY, doSample: true, seed: 5, ...c }, undefined, n);
       assert.deepEqual(
         [...new Set(got.tokens)].sort(),
-        want.sort(),
+        [...want].sort(),
         `${JSON.stringify(c)} candidates ${candidates}`,
       );
     }
