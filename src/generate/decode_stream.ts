@@ -6,6 +6,7 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
+import { GpuError } from "../errors.ts";
 import { LoopDetector } from "./loop_detector.ts";
 import type { ResolvedOptions } from "./options.ts";
 import { StopStringFilter } from "./stop_strings.ts";
@@ -39,6 +40,16 @@ export function skipUnknownIds(decoder: TokenTextDecoder, vocabSize: number): To
   };
 }
 
+/** The error for a sampled id past the vocabulary rows (see {@link DecodeRun.rows}). */
+function nonFiniteLogits(at: number, id: number): GpuError {
+  return new GpuError(
+    `the sampler found no token to draw at answer token ${at} (id ${id} is past the ` +
+      `vocabulary): the model's logits were not finite numbers (NaN or infinity) or every token ` +
+      `was masked. The weights may hold NaN / infinity (a damaged or f16-overflowing ` +
+      `checkpoint: try dtype "f32"), or the GPU computed them wrong.`,
+  );
+}
+
 /** The GPU side of one generation, after its prefill was submitted. */
 export interface DecodeRun {
   gpu: Gpu;
@@ -51,6 +62,12 @@ export interface DecodeRun {
    * logprobWords(top)) u32 (kernels/logprobs.ts).
    */
   logprobs?: { buffer: GPUBuffer; top: number };
+  /**
+   * The model's vocabulary rows: the sampler writes an id past them only where the logits were
+   * not finite (NaN or infinity: broken weights, an overflow) or every token was masked, and the
+   * stream then fails rather than feed that id back as a token.
+   */
+  rows?: number;
 }
 
 /** What the caller measured before decoding, for the final record. */
@@ -152,6 +169,7 @@ export async function* decodeStream(
       if (Number.isNaN(firstAt)) firstAt = performance.now();
       let delta = "";
       for (const id of next.value) {
+        if (run.rows !== undefined && id >= run.rows) throw nonFiniteLogits(completion, id);
         completion++;
         extra.ids?.push(id);
         if (stopIds.has(id)) {

@@ -8,7 +8,7 @@ import {
   type TokenTextDecoder,
 } from "./decode_stream.ts";
 import { Tokenizer } from "../tokenizer.ts";
-import { InvalidInputError } from "../errors.ts";
+import { GpuError, InvalidInputError } from "../errors.ts";
 import { LoopDetector } from "./loop_detector.ts";
 import { parseGenerationConfig, resolveOptions } from "./options.ts";
 import type { GenerateOptions, GenerationEvent, GenerationResult } from "./types.ts";
@@ -216,6 +216,32 @@ Deno.test("decodeStream() stops at a stop id and discards the tokens after it", 
   assert.equal(result.text, "Hello world again");
   assert.equal(result.usage.completionTokens, 4, "the stop id is a generated token");
   assert.deepEqual(ids, [1, 2, 6, 98], "ids stop at the stop id");
+});
+
+Deno.test("decodeStream() fails on an id past the vocabulary rows (logits not finite), naming it", async () => {
+  const run = Object.assign(await fakeRun([1, 2, 0xffffffff, 6]), { rows: 100 });
+  const options = resolveOptions({ maxNewTokens: 4 }, CONFIG);
+  const stats = { promptTokens: 1, imageTokens: 0, cachedTokens: 0, visionMs: 0, prefillStart: 0 };
+  const texts: string[] = [];
+  await assert.rejects(
+    async () => {
+      for await (const ev of decodeStream(run, options, fakeDecoder(), stats)) {
+        if (ev.type === "delta") texts.push(ev.text);
+      }
+    },
+    (e: Error) =>
+      e instanceof GpuError &&
+      /answer token 2 \(id 4294967295 is past the vocabulary\): .*not finite/.test(e.message),
+  );
+  assert.ok(!texts.join("").includes("again"), "nothing after it is streamed");
+  run.dispose();
+  // A padding row inside the vocabulary is a token: no error.
+  const pad = Object.assign(await fakeRun([1, 99]), { rows: 100 });
+  const r = decodeStream(pad, resolveOptions({ maxNewTokens: 2 }, CONFIG), fakeDecoder(), stats);
+  let last;
+  for await (const ev of r) if (ev.type === "done") last = ev.result;
+  assert.equal(last?.finishReason, "stop");
+  pad.dispose();
 });
 
 Deno.test("decodeStream() stops at a stop string split across tokens, never showing its beginning", async () => {

@@ -54,6 +54,7 @@ export interface RunGrammar {
 export class SessionRun implements DecodeRun {
   readonly gpu;
   readonly ring: GPUBuffer;
+  readonly rows: number;
   readonly #model: Qwen2VLModel;
   readonly #session: Session;
   readonly #params: GPUBuffer;
@@ -94,6 +95,7 @@ export class SessionRun implements DecodeRun {
     this.#model = model;
     this.#session = session;
     this.ring = session.tokens;
+    this.rows = model.config.text.vocabSize;
     this.#params = createSamplingParams(gpu, "generate.sampling");
     writeSamplingParams(gpu, this.#params, { ...sampling, promptLength: session.promptLength });
     const shape = { vocab: model.config.text.vocabSize, capacity: session.maxTokens };
