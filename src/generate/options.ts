@@ -252,19 +252,15 @@ export function resolveOptions(
     "generation",
     Object.hasOwn(o, "maxTokens") ? " (maxNewTokens is the answer's token limit)" : "",
   );
-  // Infinity: as many as the context holds beside the prompt (Ollama's -1, the server's chat
-  // default), up to generation_config.json's max_new_tokens where it sets one, as vLLM's default
-  // max_tokens, and the ceiling.
+  // Infinity: as many as the context holds beside the prompt, up to the ceiling (Ollama's -1).
   const toContext = o.maxNewTokens === Infinity;
-  const maxNewTokens = toContext
-    ? Math.max(1, Math.min(config.maxNewTokens ?? MAX_NEW_TOKENS_LIMIT, MAX_NEW_TOKENS_LIMIT))
-    : intField(
-      o,
-      "maxNewTokens",
-      Math.min(config.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT),
-      1,
-      MAX_NEW_TOKENS_LIMIT,
-    );
+  const maxNewTokens = toContext ? MAX_NEW_TOKENS_LIMIT : intField(
+    o,
+    "maxNewTokens",
+    Math.min(config.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT),
+    1,
+    MAX_NEW_TOKENS_LIMIT,
+  );
   // transformers samples only with do_sample; a caller who sets a temperature > 0 asks for it.
   const given = numField(
     o,

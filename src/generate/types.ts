@@ -52,8 +52,7 @@ export interface ToolCall {
 export interface GenerateOptions {
   /**
    * Most tokens to generate (1..8192; more than the context holds beside the prompt is an error),
-   * or Infinity: as many as it holds, up to generation_config.json's `max_new_tokens` where it
-   * sets one (vLLM's default max_tokens) and 8192. Default: generation_config.json's
+   * or Infinity: as many as it holds, up to 8192. Default: generation_config.json's
    * `max_new_tokens`, else 2048 — lowered to what the context holds.
    */
   maxNewTokens?: number;
