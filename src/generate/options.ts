@@ -103,6 +103,15 @@ export function parseGenerationConfig(
     );
   }
   const maxNew = j.max_new_tokens;
+  if (
+    maxNew !== undefined && maxNew !== null &&
+    !(Number.isInteger(maxNew) && (maxNew as number) >= 1)
+  ) {
+    // It is every answer's default length: a fraction or 0 would fail each request instead.
+    throw new ModelFileError(
+      `${file}: "max_new_tokens" must be an integer ≥ 1, got ${preview(maxNew)}`,
+    );
+  }
   return {
     eosTokenIds: [...new Set(eos)],
     bosTokenId: id("bos_token_id"),

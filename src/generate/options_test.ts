@@ -33,6 +33,14 @@ Deno.test("parseGenerationConfig() names the file and field of a bad value", () 
   );
   assert.throws(() => parseGenerationConfig({ temperature: "hot" }), /temperature.*"hot"/);
   assert.throws(() => parseGenerationConfig([1]), ModelFileError);
+  // max_new_tokens is every answer's default length: a fraction or 0 is the file's error.
+  for (const bad of [100.5, 0, -3, "300"]) {
+    assert.throws(
+      () => parseGenerationConfig({ max_new_tokens: bad }),
+      /"max_new_tokens" must be an integer ≥ 1/,
+    );
+  }
+  assert.equal(parseGenerationConfig({ max_new_tokens: 300 }).maxNewTokens, 300);
 });
 
 // QVQ-72B-Preview's generation_config.json
