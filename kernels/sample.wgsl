@@ -407,8 +407,8 @@ fn pick(@builtin(local_invocation_index) lid: u32) {
   // top-p over the top-k survivors' softmax; top-p alone over all of it (z_all): the candidates
   // leave out the tail under their cut, whose mass still counts toward 1 − top_p.
   if (sp.top_p < 1.0) {
-    let kept = wg_sum(own_mass(lid, use_cand, n_cand, tau, NONE, mx), lid);
-    let need = sp.top_p * select(z_all, kept, topk);
+    var need = sp.top_p * z_all;
+    if (topk) { need = sp.top_p * wg_sum(own_mass(lid, use_cand, n_cand, tau, NONE, mx), lid); }
     var lo = tau;
     var hi = key(mx);
     while (lo < hi) {

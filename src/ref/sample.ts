@@ -117,7 +117,7 @@ export function samplingProbs(scores: Float32Array, o: SamplingRefOptions): Floa
   if (o.minP) {
     // MinPLogitsWarper: probs < min_p · max(probs) removed (the most likely always stays).
     const probs = softmax(Array.from(s));
-    const floor = o.minP * Math.max(...probs);
+    const floor = o.minP * probs.reduce((a, b) => Math.max(a, b)); // no spread: 151936 args
     for (let i = 0; i < n; i++) if (probs[i] < floor) s[i] = -Infinity;
   }
   return Float64Array.from(softmax(Array.from(s)));
