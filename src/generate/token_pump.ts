@@ -195,8 +195,12 @@ export async function* pumpTokens(
       side?.take(new Uint32Array(data, sideAt), running.first, running.count);
       free.push(running.staging);
       running = next;
-      next = prepare(); // while the GPU runs `running`, before the consumer sees these ids
       yield ids;
+      // Encoded after the consumer took these ids (the GPU still runs `running`): a batch
+      // encoded before and never submitted, where the consumer stops (a stop id or string, the
+      // loop stop, an abort), held its command buffer's native memory until a garbage
+      // collection V8 had no reason to run (≈ 0.3 MB an answer on the tiny model).
+      next = running ? prepare() : undefined;
       if (running) await turnEventLoop();
       if (options.signal?.aborted) return;
     }

@@ -88,17 +88,18 @@ Deno.test("pumpTokens() hands over a side ring's entries with each batch, before
   f.dispose();
 });
 
-Deno.test("pumpTokens() records the batch after next before handing a batch over", async () => {
+Deno.test("pumpTokens() has the next batch submitted when it hands a batch over, and records none further", async () => {
   const f = await fakeDecode(40);
   const seen: number[] = [];
   for await (
     const ids of pumpTokens(f.gpu, f.ring, f.record, { total: 40, maxBatch: 8, batchMs: Infinity })
   ) {
-    // when batch k is handed over, batch k + 1 is submitted and k + 2 recorded (if any are left)
+    // when batch k is handed over, batch k + 1 is submitted (if any is left); k + 2 is recorded
+    // only after the consumer took k, so a consumer that stops leaves no batch recorded unsent
     seen.push(f.calls.length);
     assert.ok(ids.length > 0);
   }
-  assert.deepEqual(seen, [3, 4, 5, 6, 7, 8, 8, 8]);
+  assert.deepEqual(seen, [2, 3, 4, 5, 6, 7, 8, 8]);
   f.dispose();
 });
 
@@ -110,13 +111,11 @@ Deno.test("pumpTokens() submits nothing more once the consumer stops", async () 
     if (got >= 3) break;
   }
   assert.equal(got, 3);
-  assert.deepEqual(
-    f.calls,
-    [[0, 1], [1, 2], [3, 4], [7, 8]],
-    "recorded: two batches past the stop",
-  );
-  // Of those, the one after the stop ran (it was submitted as the stop's batch was read); the
-  // last was only recorded, never submitted: its ring entries are still 0.
+  // One batch past the stop, submitted as the stop's batch was read; none recorded and never
+  // submitted (its command buffer's native memory stayed until a garbage collection: ≈ 0.3 MB
+  // an answer ended by a stop, the loop stop or an abort).
+  assert.deepEqual(f.calls, [[0, 1], [1, 2], [3, 4]], "recorded: one batch past the stop");
+  // It ran; nothing after it did: those ring entries are still 0.
   const ring = await readU32(f.gpu, f.ring, 15);
   assert.deepEqual([...ring.subarray(3, 7)], [1021, 1028, 1035, 1042]);
   assert.deepEqual([...ring.subarray(7, 15)], Array(8).fill(0));
