@@ -320,12 +320,16 @@ Deno.test("SIGTERM while the model loads answers the request waiting for it (503
   );
   // The model is still loading (and warming up): the request waits for it.
   const health = await fetch(`${base}/health`);
-  assert.deepEqual([health.status, await health.json()], [503, { status: "loading" }]);
+  assert.deepEqual([health.status, await health.json()], [503, { status: "loading", waiting: 0 }]);
   const waiting = fetch(`${base}/v1/chat/completions`, {
     method: "POST",
     body: JSON.stringify({ messages: [{ role: "user", content: "Hi" }], max_tokens: 2 }),
   });
-  await new Promise((r) => setTimeout(r, 100));
+  // Signalled once the server holds the request (on a loaded machine 100 ms was not always enough
+  // for the connection to open: the signal closed the listener first).
+  while ((await (await fetch(`${base}/health`)).json()).waiting !== 1) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
   child.kill("SIGTERM");
   const answer = await waiting;
   assert.equal(answer.status, 503);

@@ -383,6 +383,18 @@ export function createApp(
     },
   );
   engineReady.catch(() => {}); // reported by /health and by each request
+  // Requests for the model waiting for it to load (not yet in the queue): /health and /metrics
+  // count them.
+  let awaitingLoad = 0;
+  const untilLoaded = async (): Promise<ChatEngine> => {
+    if (loaded) return loaded;
+    awaitingLoad++;
+    try {
+      return await engineReady;
+    } finally {
+      awaitingLoad--;
+    }
+  };
   /**
    * The settings request parsing reads, with the engine's chat template's default system message
    * (tools are described after it where a conversation has none) once the engine has loaded.
@@ -399,7 +411,7 @@ export function createApp(
   const parsedWithEngine = async <T>(parse: (limits: ParseSettings) => T): Promise<T> => {
     const early = parse(limits());
     if (loaded) return early;
-    await engineReady.catch(() => {});
+    await untilLoaded().catch(() => {});
     return loaded ? parse(limits()) : early;
   };
 
@@ -409,10 +421,17 @@ export function createApp(
       await next();
       metrics.response(routeOf(c.req.path), c.res.status);
     });
-    app.get("/metrics", (c) =>
-      c.body(metrics.render(queue), 200, {
-        "content-type": "text/plain; version=0.0.4; charset=utf-8",
-      }));
+    app.get(
+      "/metrics",
+      (c) =>
+        c.body(
+          metrics.render({ running: queue.running, waiting: queue.waiting + awaitingLoad }),
+          200,
+          {
+            "content-type": "text/plain; version=0.0.4; charset=utf-8",
+          },
+        ),
+    );
   }
 
   // Requests to Ollama's API (/api/*), whose errors are written as Ollama writes them: marked by
@@ -447,7 +466,7 @@ export function createApp(
   app.get("/health", (c) => {
     if (loadError instanceof EngineClosedError) return c.json({ status: "shutting_down" }, 503);
     if (loadError) return c.json({ status: "error", error: String(loadError) }, 500);
-    if (!loaded) return c.json({ status: "loading" }, 503);
+    if (!loaded) return c.json({ status: "loading", waiting: awaitingLoad }, 503);
     // An engine that can answer no more (its GPU device lost) is no longer healthy: a supervisor
     // polling /health restarts the server, as with vLLM's dead engine.
     const failure = loaded.failure;
@@ -810,7 +829,7 @@ export function createApp(
 
   /** The engine, once loaded, where `model` (if given) names it; else the 404 for `model`. */
   async function servedEngine(model: string | undefined): Promise<ChatEngine> {
-    const e = await engineReady;
+    const e = await untilLoaded();
     if (model !== undefined && model !== e.modelId) throw modelNotFound(model, e);
     if (e.failure) throw e.failure; // before its images are decoded, or its turn waited for
     return e;

@@ -874,8 +874,17 @@ Deno.test("GET /health says loading until the engine promise resolves, then ok w
   const app = createApp(new Promise<FakeEngine>((r) => (resolve = r)));
   const loading = await app.request("/health");
   assert.equal(loading.status, 503);
-  assert.deepEqual(await loading.json(), { status: "loading" });
+  assert.deepEqual(await loading.json(), { status: "loading", waiting: 0 });
   const pending = post(app, hello); // waits for the engine
+  // It is counted as waiting, by /health and by /metrics (a supervisor sees requests pile up).
+  for (let i = 0; i < 10 && !(await (await app.request("/health")).json()).waiting; i++) {
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  assert.deepEqual(await (await app.request("/health")).json(), { status: "loading", waiting: 1 });
+  assert.match(
+    await (await app.request("/metrics")).text(),
+    /\nqvq:num_requests_waiting\{[^}]*\} 1\n/,
+  );
   resolve(new FakeEngine());
   assert.equal((await pending).status, 200);
   assert.deepEqual(await (await app.request("/health")).json(), {
