@@ -19,6 +19,9 @@ import { type DecodedImage, decodeImage } from "../src/image.ts";
 declare const document: any;
 declare const HTMLElement: any;
 declare const HTMLVideoElement: any;
+declare const HTMLMediaElement: any;
+declare const CanvasRenderingContext2D: any;
+declare const VideoFrame: any;
 
 const PNG_PATH = fileURLToPath(
   new URL("./fixtures/tiny-qwen2vl/reference/case2_0.png", import.meta.url),
@@ -434,6 +437,90 @@ Deno.test("the chat page sends a video file as its frames: sampled at 2 a second
   assert.deepEqual([frame.width, frame.height], [64, 48]);
   // The sent message shows the video's first frame and its count.
   assert.equal(await page.textContent(".msg.user .frames"), "▶ 4 frames");
+  assert.deepEqual(errors, []);
+});
+
+Deno.test("the chat page draws a video's frame once the seek's frame is shown, not when seeked fires", async () => {
+  const engine = new FakeEngine();
+  let sent: { video: string[] } | undefined;
+  const app = createApp(engine);
+  await using s = await serveAndLaunch(async (req) => {
+    if (req.method === "POST" && new URL(req.url).pathname === "/v1/chat/completions") {
+      const body = await req.clone().json();
+      sent = body.messages.at(-1).content.find((p: { type: string }) => p.type === "video");
+    }
+    return app.fetch(req);
+  });
+  const page = await s.browser.newPage();
+  // Chromium on a busy machine: the frame a seek lands on reaches what drawImage reads (by another
+  // thread) after the seeked event. Here the second seek's frame comes 300 ms late; until then
+  // drawImage and VideoFrame see the frame before it, which the page drew already.
+  await page.addInitScript(() => {
+    const proto = HTMLMediaElement.prototype;
+    const time = Object.getOwnPropertyDescriptor(proto, "currentTime")!;
+    const late = new WeakMap<object, any>(); // a video → the frame it still shows
+    const seeks = new WeakMap<object, number>();
+    (globalThis as any).staleReads = 0;
+    Object.defineProperty(proto, "currentTime", {
+      get() {
+        return time.get!.call(this);
+      },
+      set(t: number) {
+        const n = (seeks.get(this) ?? 0) + 1;
+        seeks.set(this, n);
+        if (n === 2) {
+          const before = new VideoFrame(this);
+          late.set(this, before);
+          this.addEventListener("seeked", () =>
+            setTimeout(() => {
+              late.delete(this);
+              before.close();
+            }, 300), { once: true });
+        }
+        time.set!.call(this, t);
+      },
+    });
+    const stale = (image: unknown) => {
+      const frame = late.get(image as object);
+      if (frame) (globalThis as any).staleReads++;
+      return frame;
+    };
+    const draw = CanvasRenderingContext2D.prototype.drawImage;
+    CanvasRenderingContext2D.prototype.drawImage = function (image: unknown, ...rest: unknown[]) {
+      return draw.call(this, stale(image) ?? image, ...rest);
+    };
+    const Frame = VideoFrame;
+    (globalThis as any).VideoFrame = class extends Frame {
+      constructor(image: unknown, init?: unknown) {
+        const frame = stale(image);
+        super(
+          frame ?? image,
+          frame ? { timestamp: frame.timestamp, duration: frame.duration } : init,
+        );
+      }
+    };
+  });
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(`${s.url}/`);
+  await waitForModel(page, engine.modelId);
+  await page.setInputFiles(
+    "#file",
+    fileURLToPath(new URL("./fixtures/video/clip.webm", import.meta.url)),
+  );
+  await page.waitForSelector("#attachments .thumb .frames");
+  await send(page, "What moves?");
+  await page.waitForFunction(() =>
+    /You said: What moves\?/.test(
+      document.querySelector(".msg.assistant:last-child .text")?.textContent ?? "",
+    )
+  );
+  assert.ok(
+    await page.evaluate(() => (globalThis as any).staleReads) > 0,
+    "the late frame was seen",
+  );
+  assert.equal(sent?.video.length, 4);
+  assert.equal(new Set(sent!.video).size, 4); // no frame twice
   assert.deepEqual(errors, []);
 });
 

@@ -319,6 +319,41 @@ function showAttachments() {
 // too: a video costs frames / 2 · area / 784 tokens) and sent as JPEG. The browser decodes the
 // file (MP4, WebM: whatever it plays); the server decodes no video files.
 const VIDEO_FRAMES = 16, VIDEO_PIXELS = 448 * 448;
+
+// The frame drawImage would draw from a video now, as WebCodecs sees it: { ts, dur } in µs (dur
+// null where unknown), undefined while it has none, null where this browser has no VideoFrame.
+function shownFrame(video) {
+  if (typeof VideoFrame !== "function") return null;
+  try {
+    const frame = new VideoFrame(video);
+    const shown = { ts: frame.timestamp, dur: frame.duration };
+    frame.close();
+    return shown;
+  } catch { return undefined; }
+}
+
+// After a seek's seeked event, waits until the video shows the frame at "at" seconds. The frame a
+// seek lands on reaches what drawImage reads by another thread than the event (Chromium posts it
+// to its VideoFrameCompositor thread): on a busy machine drawImage drew the frame before the seek
+// again, a video's frames sent with one twice and one missing. The frame is in place once its span
+// holds "at" (or, its duration unknown, once it is not "before", the frame shown before the
+// seek); one that never is (a seek past the last picture of a video whose sound runs on, frames
+// with gaps) is taken after FRAME_WAIT_MS.
+const FRAME_WAIT_MS = 2000;
+async function frameAt(video, at, before) {
+  const us = at * 1e6, slack = 1000; // 1 ms: WebM times are whole milliseconds
+  const since = performance.now();
+  for (;;) {
+    const shown = shownFrame(video);
+    if (shown === null) return;
+    const holds = shown !== undefined && (shown.dur === null
+      ? shown.ts !== before?.ts
+      : shown.ts <= us + slack && us < shown.ts + shown.dur + slack);
+    if (holds || performance.now() - since > FRAME_WAIT_MS) return;
+    await new Promise((ok) => setTimeout(ok, 10));
+  }
+}
+
 function videoFrames(file) {
   return new Promise((resolve, reject) => {
     const video = document.createElement("video");
@@ -360,7 +395,9 @@ function videoFrames(file) {
           // The middle of each of n equal spans.
           const at = duration * (k + 0.5) / n;
           if (Math.abs(video.currentTime - at) > 1e-3) {
+            const before = shownFrame(video);
             await new Promise((ok) => { video.onseeked = ok; video.currentTime = at; });
+            await frameAt(video, at, before);
           }
           alive();
           ctx.drawImage(video, 0, 0, canvas.width, canvas.height);
