@@ -28,7 +28,8 @@ Chat with a Qwen2-VL / QVQ model in the terminal; the answer streams as it is wr
 options:
   --model <dir|id>          a model directory, or a Hugging Face hub id (downloaded and cached)
   --system <text>           a system prompt instead of the template's default ("": none)
-  --max-tokens <n>          most tokens per answer
+  --max-tokens <n>          most tokens per answer (default: as many as the context holds,
+                            up to 8192)
   --temperature <t>         0 = greedy
   --top-p <p>  --top-k <k>  --min-p <m>  --seed <n>  --repetition-penalty <r>
   --presence-penalty <p>  --frequency-penalty <f>

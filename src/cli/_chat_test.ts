@@ -195,6 +195,7 @@ Deno.test("chatCommand() parses its options and chats over the given input", asy
   assert.equal(out.join(""), "I see 0 images. You said: Hi\n");
   const { signal: _, ...options } = engine.calls[0].options;
   assert.deepEqual(options, {
+    maxNewTokens: Infinity, // no --max-tokens: to the context's end
     temperature: 0.5,
     seed: 3,
     presencePenalty: -0.5,

@@ -45,7 +45,8 @@ options:
   --raw                     continue --prompt as it is, without the chat template (special
                             tokens in it recognised; no --image, --video or --system):
                             /v1/completions
-  --max-tokens <n>          most tokens to generate (1..8192)
+  --max-tokens <n>          most tokens to generate (1..8192; default: as many as the
+                            context holds, up to 8192, as llama-cli and ollama run)
   --temperature <t>         0 = greedy (default: generation_config.json)
   --top-p <p>  --top-k <k>  --min-p <m>  --repetition-penalty <r>
   --presence-penalty <p>  --frequency-penalty <f>
@@ -235,7 +236,9 @@ function readGenerateOptions(v: Values, usage: string): GenerateOptions {
   const set = <K extends keyof GenerateOptions>(key: K, val: GenerateOptions[K] | undefined) => {
     if (val !== undefined) o[key] = val;
   };
-  set("maxNewTokens", numberOption(v, "max-tokens", usage, true));
+  // Without --max-tokens, an answer runs to its end or the context's (≤ 8192 tokens), as llama-cli
+  // and `ollama run` do: the module's 2048 cut QVQ's longer reasoning off.
+  set("maxNewTokens", numberOption(v, "max-tokens", usage, true) ?? Infinity);
   set("temperature", numberOption(v, "temperature", usage));
   set("topP", numberOption(v, "top-p", usage));
   set("minP", numberOption(v, "min-p", usage));

@@ -499,14 +499,17 @@ Deno.test("qvq generate refuses a file that is no image, an image the processor 
 });
 
 Deno.test("generateOptions() reads --format json as JSON mode, and refuses other formats", () => {
+  const TO_CONTEXT = { maxNewTokens: Infinity }; // without --max-tokens: to the context's end
   assert.deepEqual(generateOptions({ format: "json" } as Values, "usage"), {
+    ...TO_CONTEXT,
     responseFormat: "json_object",
   });
-  assert.deepEqual(generateOptions({ format: "text" } as Values, "usage"), {});
+  assert.deepEqual(generateOptions({ format: "text" } as Values, "usage"), TO_CONTEXT);
+  assert.deepEqual(generateOptions({ "max-tokens": "7" } as Values, "usage"), { maxNewTokens: 7 });
   const schema = { type: "object", properties: { n: { type: "integer" } }, required: ["n"] };
   assert.deepEqual(
     generateOptions({ "json-schema": JSON.stringify(schema) } as Values, "usage"),
-    { responseFormat: { jsonSchema: schema } },
+    { ...TO_CONTEXT, responseFormat: { jsonSchema: schema } },
   );
   const file = Deno.makeTempFileSync({ suffix: ".json" });
   Deno.writeTextFileSync(file, JSON.stringify(schema));
@@ -516,6 +519,7 @@ Deno.test("generateOptions() reads --format json as JSON mode, and refuses other
   );
   Deno.removeSync(file);
   assert.deepEqual(generateOptions({ regex: "\\d+" } as Values, "usage"), {
+    ...TO_CONTEXT,
     responseFormat: { regex: "\\d+" },
   });
   for (
@@ -549,7 +553,7 @@ Deno.test("generateOptions() reads --stop-token-id and --logit-bias, naming a ba
       "stop-token-id": ["151645", " 7 "],
       "logit-bias": ["151645=-100", "9 = 2.5"],
     } as Values, usage),
-    { stopTokenIds: [151645, 7], logitBias: { 151645: -100, 9: 2.5 } },
+    { maxNewTokens: Infinity, stopTokenIds: [151645, 7], logitBias: { 151645: -100, 9: 2.5 } },
   );
   for (
     const [v, msg] of [
@@ -620,8 +624,13 @@ Deno.test({
 
 Deno.test("generateOptions() reads --ignore-eos, --min-p and --stop-on-loop", () => {
   const v = { "ignore-eos": true, "min-p": "0.1", "stop-on-loop": true } as Values;
-  assert.deepEqual(generateOptions(v, "usage"), { ignoreEos: true, minP: 0.1, stopOnLoop: true });
-  assert.deepEqual(generateOptions({} as Values, "usage"), {});
+  assert.deepEqual(generateOptions(v, "usage"), {
+    maxNewTokens: Infinity,
+    ignoreEos: true,
+    minP: 0.1,
+    stopOnLoop: true,
+  });
+  assert.deepEqual(generateOptions({} as Values, "usage"), { maxNewTokens: Infinity });
 });
 
 Deno.test("qvq generate --prompt - reads the prompt from stdin, as --prompt gives it", async () => {
