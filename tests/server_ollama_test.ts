@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { Ollama } from "ollama";
 import type { ChatEngine } from "../src/generate/types.ts";
 import { createApp, type ServerOptions } from "../src/server/app.ts";
-import { FakeEngine } from "../src/server/_fake_engine.ts";
+import { FakeEngine, waitFor } from "../src/server/_fake_engine.ts";
 import { ContextLengthError } from "../src/errors.ts";
 import { loadEngine } from "../src/server/_engine.ts";
 import { decodeImage } from "../src/image.ts";
@@ -314,9 +314,7 @@ Deno.test("ollama-js: abort() on a stream stops the generation on the server", a
   await assert.rejects(async () => {
     for await (const _ of stream) if (++seen === 5) stream.abort();
   }, /abort/i);
-  for (let i = 0; i < 100 && !engine.calls[0].closed; i++) {
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  await waitFor(() => engine.calls[0].closed, "the generation to close");
   assert.equal(engine.calls[0].finishReason, "abort");
 });
 

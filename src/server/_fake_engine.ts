@@ -40,6 +40,13 @@ export interface FakeEngineOptions {
   refuse?: (messages: ChatMessage[]) => Error | undefined;
   /** Its chat template's default system message (ChatEngine.defaultSystemPrompt). Default none. */
   defaultSystemPrompt?: string;
+  /**
+   * Holds generation `call` (its index in {@link FakeEngine.calls}) before it writes token `k`
+   * (from 0, after the prefill) where it returns a promise: the engine waits for it, or for the
+   * request's abort. A test holds a generation there to look at the server while it runs, where a
+   * delay would have to outlast a loaded machine's slowest moment.
+   */
+  hold?: (k: number, call: number) => Promise<unknown> | undefined;
 }
 
 /** What one call of generate() received and how it ended. */
@@ -62,6 +69,54 @@ const sleep = (ms: number, signal?: AbortSignal) =>
     }
     signal?.addEventListener("abort", done, { once: true });
   });
+
+/** Resolves with `promise` settling, or at once on `signal`'s abort. */
+const until = (promise: Promise<unknown>, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    signal?.addEventListener("abort", done, { once: true });
+    promise.then(done, done);
+  });
+
+/**
+ * Resolves once `condition()` holds, checked every few milliseconds; rejects naming `what` once
+ * `timeoutMs` have passed without it (generous: only a broken server takes that long, a loaded
+ * machine merely a while). Tests wait on what they can see, not for a fixed time.
+ */
+export async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 30_000,
+): Promise<void> {
+  const start = performance.now();
+  while (!(await condition())) {
+    if (performance.now() - start > timeoutMs) {
+      throw new Error(`waited ${timeoutMs} ms for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/**
+ * A gate for {@link FakeEngineOptions.hold}: the generations held on `promise` go on once `open()`
+ * is called, or once `timeoutMs` have passed (generous) — a server that waits where it should not
+ * then fails its test's assertions instead of hanging it.
+ */
+export function gate(timeoutMs = 30_000): { promise: Promise<void>; open(): void } {
+  const { promise, resolve } = Promise.withResolvers<void>();
+  const timer = setTimeout(resolve, timeoutMs);
+  return {
+    promise,
+    open() {
+      clearTimeout(timer);
+      resolve();
+    },
+  };
+}
 
 /** The default answer: describes what the engine received. */
 export function describeRequest(messages: ChatMessage[]): string {
@@ -174,7 +229,7 @@ export class FakeEngine implements ChatEngine {
     options: GenerateOptions = {},
   ): AsyncGenerator<GenerationEvent> {
     const call: FakeCall = { messages, options, closed: false };
-    this.calls.push(call);
+    const index = this.calls.push(call) - 1;
     this.active++;
     this.maxActive = Math.max(this.maxActive, this.active);
     const o = this.#options;
@@ -230,6 +285,8 @@ export class FakeEngine implements ChatEngine {
           : { type: "delta", text: t };
       };
       for (const token of tokens) {
+        const held = o.hold?.(count, index);
+        if (held) await until(held, options.signal);
         if (options.signal?.aborted) {
           reason = "abort";
           break;

@@ -7,7 +7,7 @@ import {
 } from "../errors.ts";
 import { decodeImage } from "../image.ts";
 import { createApp, type ServerOptions } from "./app.ts";
-import { FakeEngine, type FakeEngineOptions } from "./_fake_engine.ts";
+import { FakeEngine, type FakeEngineOptions, gate, waitFor } from "./_fake_engine.ts";
 import { handedOver } from "./worker_engine.ts";
 
 const PNG = await Deno.readFile(
@@ -408,13 +408,15 @@ Deno.test("POST /v1/completions refuses what it cannot serve, naming the field",
   assert.match((await r.json()).error.message, /does not serve \/v1\/completions/);
   const get = await setup().app.request("/v1/completions");
   assert.equal(get.status, 405);
-  // A bad prompt does not wait for the generation running: its 400 comes at once.
-  const slow = setup({ tokenDelayMs: 200 });
+  // A bad prompt does not wait for the generation running (held until its 400 came): its 400
+  // comes at once.
+  const go = gate();
+  const slow = setup({ hold: () => go.promise });
   const running = slow.app.request("/v1/completions", {
     method: "POST",
     body: JSON.stringify({ model: MODEL, prompt: "a b c d e f" }),
   });
-  await new Promise((r) => setTimeout(r, 50));
+  await waitFor(() => slow.fake.calls.length === 1, "the first prompt to be generating");
   let finished = false;
   const done = Promise.resolve(running).then((r: Response) => (finished = true, r));
   const early = await slow.app.request("/v1/completions", {
@@ -424,6 +426,7 @@ Deno.test("POST /v1/completions refuses what it cannot serve, naming the field",
   assert.equal(early.status, 400);
   assert.equal(finished, false, "answered while the running one still runs");
   await early.body?.cancel();
+  go.open();
   assert.equal((await done).status, 200);
   // Clients' defaults for the refused fields are accepted.
   const defaults = await app.request("/v1/completions", {
@@ -432,17 +435,19 @@ Deno.test("POST /v1/completions refuses what it cannot serve, naming the field",
   });
   assert.equal(defaults.status, 200);
   // A full queue is a 503 before the prompt is even checked.
-  const full = setup({ tokenDelayMs: 200 }, { maxQueue: 0 });
+  const free = gate();
+  const full = setup({ hold: () => free.promise }, { maxQueue: 0 });
   const first = full.app.request("/v1/completions", {
     method: "POST",
     body: JSON.stringify({ model: MODEL, prompt: "a b c" }),
   });
-  await new Promise((r) => setTimeout(r, 50));
+  await waitFor(() => full.fake.calls.length === 1, "the first prompt to be generating");
   const refused = await full.app.request("/v1/completions", {
     method: "POST",
     body: JSON.stringify({ model: MODEL, prompt: "" }),
   });
   assert.equal(refused.status, 503);
+  free.open();
   assert.equal((await first).status, 200);
 });
 
@@ -993,15 +998,24 @@ Deno.test("options given as undefined keep their defaults", async () => {
 });
 
 Deno.test("concurrent requests run one at a time in arrival order; a full queue is a 503 with Retry-After", async () => {
-  const { app, fake } = setup({ tokenDelayMs: 5 }, { maxQueue: 2, retryAfterSeconds: 3 });
+  // The first is held generating until the fourth has been refused.
+  const go = gate();
+  const { app, fake } = setup({ tokenDelayMs: 5, hold: () => go.promise }, {
+    maxQueue: 2,
+    retryAfterSeconds: 3,
+  });
   const say = (text: string) =>
     post(app, { model: MODEL, messages: [{ role: "user", content: text }] });
   const running = [say("one"), say("two"), say("three")];
-  await new Promise((r) => setTimeout(r, 0));
+  await waitFor(
+    async () => (await (await app.request("/health")).json()).queue.waiting === 2,
+    "two requests waiting behind the first",
+  );
   const refused = await say("four");
   assert.equal(refused.status, 503);
   assert.equal(refused.headers.get("retry-after"), "3");
   assert.equal((await refused.json()).error.code, "queue_full");
+  go.open();
   const answers = await Promise.all(
     running.map(async (r) => (await (await r).json()).choices[0].message.content as string),
   );
@@ -1017,8 +1031,7 @@ Deno.test("a streaming client that disconnects aborts its generation and frees t
   await reader.read(); // the role chunk
   await reader.read(); // a first word
   await reader.cancel();
-  for (let i = 0; i < 50 && !fake.calls[0].closed; i++) await new Promise((r) => setTimeout(r, 10));
-  assert.equal(fake.calls[0].closed, true);
+  await waitFor(() => fake.calls[0].closed, "the generation to close");
   assert.equal(fake.calls[0].options.signal?.aborted, true);
   assert.equal(fake.calls[0].finishReason, "abort");
   // The next request gets the engine at once.
@@ -1046,8 +1059,9 @@ Deno.test("a non-streamed answer past the grace is a 200 held open with spaces, 
   assert.match(text, /^ +\{/);
   const body = JSON.parse(text);
   assert.equal(body.choices[0].message.content, "I see 0 images. You said: Hello there");
-  // An answer within the grace is sent whole, as before.
-  const quick = await post(setup({}, { keepAliveMs: 50 }).app, hello);
+  // An answer within the grace is sent whole, as before (the grace at its 10 s: a loaded machine
+  // can take more than 50 ms over even this answer).
+  const quick = await post(setup().app, hello);
   assert.match(await quick.text(), /^\{"id":"chatcmpl-/);
   // A failure after the 200 cuts the body short: an error the client sees (and the openai clients
   // retry), not an error object that would read as a successful answer.
@@ -1064,23 +1078,34 @@ Deno.test("a non-streamed request whose client goes away after sending its body 
   const { app, fake } = setup({ tokenDelayMs: 20, answer: () => "word ".repeat(2000) }, {
     keepAliveMs: 50,
   });
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+  const handling = Promise.withResolvers<void>();
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    handling.resolve();
+    return app.fetch(request);
+  });
   try {
     const body = new TextEncoder().encode(JSON.stringify(hello));
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
-    // The headers, then the body in a TCP segment of its own (what curl does with a few KB).
+    // The headers, then (once the server handles them) the body in a TCP segment of its own (what
+    // curl does with a few KB).
     await conn.write(new TextEncoder().encode(
       "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
         `Content-Length: ${body.length}\r\n\r\n`,
     ));
-    await new Promise((r) => setTimeout(r, 50));
+    await handling.promise;
     await conn.write(body);
-    await new Promise((r) => setTimeout(r, 200)); // generating, past the grace
+    // Generating, past the grace: the 200's head has come.
+    let head = "";
+    const chunk = new Uint8Array(4096);
+    while (!head.includes("\r\n\r\n")) {
+      const n = await conn.read(chunk);
+      if (n === null) throw new Error(`the server closed the connection: ${head}`);
+      head += new TextDecoder().decode(chunk.subarray(0, n));
+    }
+    assert.match(head, /^HTTP\/1\.1 200 /);
     assert.equal(fake.calls.length, 1);
     conn.close();
-    for (let i = 0; i < 100 && !fake.calls[0].closed; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await waitFor(() => fake.calls[0].closed, "the generation to close");
     assert.equal(fake.calls[0].finishReason, "abort");
   } finally {
     await server.shutdown();
@@ -1109,7 +1134,9 @@ Deno.test("images are counted from their headers and refused over the context be
 });
 
 Deno.test("a queued request whose client disconnects leaves the queue without generating", async () => {
-  const { app, fake } = setup({ tokenDelayMs: 20 });
+  // The first is held generating until the queued one has gone.
+  const go = gate();
+  const { app, fake } = setup({ tokenDelayMs: 20, hold: () => go.promise });
   const first = post(app, hello);
   const gone = new AbortController();
   const queued = Promise.resolve(app.request("/v1/chat/completions", {
@@ -1117,11 +1144,12 @@ Deno.test("a queued request whose client disconnects leaves the queue without ge
     body: JSON.stringify({ ...hello, stream: true }),
     signal: gone.signal,
   }));
-  await new Promise((r) => setTimeout(r, 30));
-  assert.equal((await (await app.request("/health")).json()).queue.waiting, 1);
+  const waiting = async () => (await (await app.request("/health")).json()).queue.waiting;
+  await waitFor(async () => await waiting() === 1, "the second request to queue");
   gone.abort();
   assert.equal((await queued).status, 499); // nobody reads it
-  assert.equal((await (await app.request("/health")).json()).queue.waiting, 0);
+  assert.equal(await waiting(), 0);
+  go.open();
   await first;
   await new Promise((r) => setTimeout(r, 30));
   assert.equal(fake.calls.length, 1);
@@ -1130,9 +1158,17 @@ Deno.test("a queued request whose client disconnects leaves the queue without ge
 });
 
 Deno.test("a streamed answer waiting in the queue gets its role chunk, then SSE keep-alive comments", async () => {
-  const { app } = setup({ prefillDelayMs: 100 }, { keepAliveMs: 20 });
+  // The first is held generating until the second's stream has had two keep-alives.
+  const go = gate();
+  const { app } = setup({ hold: () => go.promise }, { keepAliveMs: 20 });
   const first = post(app, hello);
-  const text = await (await post(app, { ...hello, stream: true })).text();
+  const reader = (await post(app, { ...hello, stream: true })).body!
+    .pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  for (let r = await reader.read(); !r.done; r = await reader.read()) {
+    text += r.value;
+    if (text.split(": keep-alive\n\n").length > 2) go.open();
+  }
   await first;
   const [role, ...rest] = text.split(/(?<=\n\n)/);
   assert.match(role, /^data: .*"role":"assistant"/);
@@ -1609,7 +1645,8 @@ Deno.test("GET /metrics counts requests, tokens and responses (no API key needed
 });
 
 Deno.test("an image reaches the engine decoded when its request runs at once, as bytes when it waits", async () => {
-  const { app, fake } = setup({ tokenDelayMs: 5 });
+  const go = gate();
+  const { app, fake } = setup({ tokenDelayMs: 5, hold: () => go.promise });
   const ask = () =>
     post(app, {
       model: MODEL,
@@ -1619,9 +1656,14 @@ Deno.test("an image reaches the engine decoded when its request runs at once, as
       }],
     });
   const first = ask();
-  // The first is generating by the time the second's image is decoded: the second waits.
-  while (!fake.calls.length) await new Promise((r) => setTimeout(r, 1));
+  // The first is generating (held) when the second comes: the second waits.
+  await waitFor(() => fake.calls.length === 1, "the first request to be generating");
   const second = ask();
+  await waitFor(
+    async () => (await (await app.request("/health")).json()).queue.waiting === 1,
+    "the second request to queue",
+  );
+  go.open();
   for (const r of [await first, await second]) {
     assert.equal(r.status, 200);
     await r.body?.cancel();
@@ -1912,11 +1954,15 @@ Deno.test("a malformed chat, responses or tokenize request while the model loads
       ["/tokenize", { model: MODEL, messages: "Hi" }, "messages"],
     ] as const
   ) {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<"pending">((r) => (timer = setTimeout(() => r("pending"), 2000)));
-    const response = await Promise.race([bad(path, body), timeout]);
-    clearTimeout(timer);
-    assert.ok(response !== "pending", `${path} waited for the load`);
+    // Answered, or counted by /health among the requests waiting for the model: never the second.
+    let answered = false;
+    const pending = Promise.resolve(bad(path, body)).then((r) => (answered = true, r));
+    await waitFor(
+      async () => answered || (await (await app.request("/health")).json()).waiting > 0,
+      `${path} to be answered`,
+    );
+    assert.ok(answered, `${path} waited for the load`);
+    const response = await pending;
     assert.equal(response.status, 400, path);
     assert.equal((await response.json()).error.param, field, path);
   }
