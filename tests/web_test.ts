@@ -12,7 +12,7 @@ import { Hono } from "hono";
 import type { Page } from "playwright-core";
 import { launchChromium } from "../src/bundle/_chromium.ts";
 import { createApp } from "../src/server/app.ts";
-import { FakeEngine } from "../src/server/_fake_engine.ts";
+import { FakeEngine, gate, waitFor } from "../src/server/_fake_engine.ts";
 import { type DecodedImage, decodeImage } from "../src/image.ts";
 
 /** The page's document, inside functions that playwright runs in the browser. */
@@ -72,7 +72,13 @@ async function send(page: Page, text: string): Promise<void> {
 }
 
 Deno.test("the chat page streams an answer to a typed question with an attached image", async () => {
-  const engine = new FakeEngine({ tokenDelayMs: 40, answer: () => ANSWER });
+  // The first answer is held after its third word until the page has been seen mid-answer.
+  const seen = gate();
+  const engine = new FakeEngine({
+    tokenDelayMs: 40,
+    answer: () => ANSWER,
+    hold: (k, call) => call === 0 && k === 3 ? seen.promise : undefined,
+  });
   await using s = await serveAndLaunch(createApp(engine).fetch);
   const page = await s.browser.newPage({ viewport: { width: 900, height: 640 } });
   const errors: string[] = [];
@@ -96,6 +102,7 @@ Deno.test("the chat page streams an answer to a typed question with an attached 
     `partial: ${partial}`,
   );
   assert.equal(await page.textContent("#send"), "Stop");
+  seen.open();
 
   await page.waitForSelector(".msg.assistant:not(.streaming) .stats", { timeout: 20_000 });
   assert.equal(await answer.textContent(), ANSWER);
@@ -159,9 +166,7 @@ Deno.test("the chat page's Stop button aborts the generation on the server", asy
   );
   await page.click("#send");
   await page.waitForSelector(".msg.assistant:not(.streaming)");
-  for (let i = 0; i < 100 && !engine.calls[0].closed; i++) {
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  await waitFor(() => engine.calls[0].closed, "the generation to close");
   // The server may stop the engine either way: by the request's AbortSignal (the engine then ends
   // with "abort") or by closing the generator it was reading (no final record at all). Either way
   // the signal must have fired and the generation must be over, well before its 500 tokens.
@@ -215,7 +220,14 @@ Deno.test("the chat page finds the API when the app is mounted under a prefix", 
 });
 
 Deno.test("the chat page: Enter while streaming does not stop the answer; Stop marks a partial answer as stopped", async () => {
-  const engine = new FakeEngine({ tokenDelayMs: 20, answer: () => "thinking ".repeat(60) });
+  // Each answer is held after its third word: the first until Enter was pressed mid-answer, the
+  // second until Stop.
+  const gates = [gate(), gate()];
+  const engine = new FakeEngine({
+    tokenDelayMs: 20,
+    answer: () => "thinking ".repeat(60),
+    hold: (k, call) => k === 3 ? gates[call]?.promise : undefined,
+  });
   await using s = await serveAndLaunch(createApp(engine).fetch);
   const page = await s.browser.newPage();
   await page.goto(`${s.url}/`);
@@ -227,6 +239,7 @@ Deno.test("the chat page: Enter while streaming does not stop the answer; Stop m
   // The next question typed and Enter pressed mid-answer: it stays in the box, the answer goes on.
   await send(page, "Second");
   assert.equal(await page.inputValue("#prompt"), "Second");
+  gates[0].open();
   await page.waitForSelector(".msg.assistant:not(.streaming) .stats", { timeout: 20_000 });
   assert.equal(engine.calls.length, 1);
   assert.equal(engine.calls[0].finishReason, "stop", "the first answer ran to its end");
@@ -241,10 +254,16 @@ Deno.test("the chat page: Enter while streaming does not stop the answer; Stop m
     document.querySelectorAll(".msg.assistant")[1]?.querySelector(".stats")?.textContent ===
       "stopped"
   );
+  gates[1].open();
 });
 
 Deno.test("the chat page: Stop before the first token gives the turn back; New chat forgets the conversation", async () => {
-  const engine = new FakeEngine({ prefillDelayMs: 3000, answer: () => "late" });
+  // The first answer is held before its first token (until Stop aborts it).
+  const first = gate();
+  const engine = new FakeEngine({
+    answer: () => "late",
+    hold: (k, call) => call === 0 && k === 0 ? first.promise : undefined,
+  });
   await using s = await serveAndLaunch(createApp(engine).fetch);
   const page = await s.browser.newPage();
   await page.goto(`${s.url}/`);
@@ -263,6 +282,7 @@ Deno.test("the chat page: Stop before the first token gives the turn back; New c
     role: "user",
     content: [{ type: "text", text: "Fresh start" }],
   }]);
+  first.open();
 });
 
 Deno.test("the chat page names files it cannot attach, and says where an API key goes", async () => {
@@ -453,12 +473,13 @@ Deno.test("the chat page draws a video's frame once the seek's frame is shown, n
   });
   const page = await s.browser.newPage();
   // Chromium on a busy machine: the frame a seek lands on reaches what drawImage reads (by another
-  // thread) after the seeked event. Here the second seek's frame comes 300 ms late; until then
-  // drawImage and VideoFrame see the frame before it, which the page drew already.
+  // thread) after the seeked event. Here the second seek's frame comes late: the first three
+  // reads after it (drawImage's or VideoFrame's) still get the frame before it, which the page
+  // drew already.
   await page.addInitScript(() => {
     const proto = HTMLMediaElement.prototype;
     const time = Object.getOwnPropertyDescriptor(proto, "currentTime")!;
-    const late = new WeakMap<object, any>(); // a video → the frame it still shows
+    const late = new WeakMap<object, { frame: any; reads: number }>(); // a video → what it shows
     const seeks = new WeakMap<object, number>();
     (globalThis as any).staleReads = 0;
     Object.defineProperty(proto, "currentTime", {
@@ -468,22 +489,20 @@ Deno.test("the chat page draws a video's frame once the seek's frame is shown, n
       set(t: number) {
         const n = (seeks.get(this) ?? 0) + 1;
         seeks.set(this, n);
-        if (n === 2) {
-          const before = new VideoFrame(this);
-          late.set(this, before);
-          this.addEventListener("seeked", () =>
-            setTimeout(() => {
-              late.delete(this);
-              before.close();
-            }, 300), { once: true });
-        }
+        if (n === 2) late.set(this, { frame: new VideoFrame(this), reads: 0 });
         time.set!.call(this, t);
       },
     });
     const stale = (image: unknown) => {
-      const frame = late.get(image as object);
-      if (frame) (globalThis as any).staleReads++;
-      return frame;
+      const lag = late.get(image as object);
+      if (!lag) return undefined;
+      if (++lag.reads > 3) {
+        late.delete(image as object);
+        lag.frame.close();
+        return undefined;
+      }
+      (globalThis as any).staleReads++;
+      return lag.frame;
     };
     const draw = CanvasRenderingContext2D.prototype.drawImage;
     CanvasRenderingContext2D.prototype.drawImage = function (image: unknown, ...rest: unknown[]) {
@@ -535,15 +554,18 @@ Deno.test("the chat page: a video still being read goes with a message sent at o
     return app.fetch(req);
   });
   const page = await s.browser.newPage();
-  // Slow seeks (300 ms each, as a long video's): the message is sent while the video is read.
+  // Seeks that end only when the test says (a long video's are slow): the message is sent while
+  // the video is read.
   await page.addInitScript(() => {
+    const test = globalThis as any;
+    test.seeksMayEnd = new Promise((resolve) => test.endSeeks = resolve);
     const own = Object.getOwnPropertyDescriptor(HTMLElement.prototype, "onseeked")!;
     Object.defineProperty(HTMLVideoElement.prototype, "onseeked", {
       get() {
         return own.get!.call(this);
       },
       set(fn: ((e: unknown) => void) | null) {
-        own.set!.call(this, fn && ((e: unknown) => setTimeout(() => fn(e), 300)));
+        own.set!.call(this, fn && ((e: unknown) => test.seeksMayEnd.then(() => fn(e))));
       },
     });
   });
@@ -559,6 +581,7 @@ Deno.test("the chat page: a video still being read goes with a message sent at o
   await page.setInputFiles("#file", PNG_PATH);
   await send(page, "Both?");
   assert.equal(await page.textContent("#notice"), "Reading the video…");
+  await page.evaluate(() => (globalThis as any).endSeeks());
   await page.waitForFunction(() =>
     /You said: Both\?/.test(
       document.querySelector(".msg.assistant:last-child .text")?.textContent ?? "",
@@ -582,17 +605,22 @@ Deno.test("the chat page keeps a message whose file fails while it waits, sends 
   const engine = new FakeEngine({ answer: () => "ok" });
   await using s = await serveAndLaunch(createApp(engine, { apiKey: "sk-right" }).fetch);
   const page = await s.browser.newPage();
+  // File reads that end only when the test says.
   await page.addInitScript(() => {
+    const test = globalThis as any;
+    test.readsMayEnd = new Promise((resolve) => test.endReads = resolve);
     const read = FileReader.prototype.readAsDataURL;
     FileReader.prototype.readAsDataURL = function (this: FileReader, file: Blob) {
-      setTimeout(() => read.call(this, file), 300);
+      test.readsMayEnd.then(() => read.call(this, file));
     };
   });
-  // The model list: unreachable at first (no model id yet), then slow to come.
+  // The model list: unreachable at first (no model id yet), then (after the reload below) held
+  // until the test lets it come.
   let lists = 0;
+  const listing: { gate?: ReturnType<typeof gate> } = {};
   await page.route("**/v1/models", async (route) => {
     if (lists++ === 0) return await route.abort();
-    await new Promise((r) => setTimeout(r, 500));
+    await listing.gate?.promise;
     await route.continue();
   });
   await page.goto(`${s.url}/`);
@@ -609,6 +637,7 @@ Deno.test("the chat page keeps a message whose file fails while it waits, sends 
     )
   );
   await page.evaluate(() => localStorage.setItem("qvq-api-key", "sk-right"));
+  listing.gate = gate();
   await page.reload();
   await page.waitForFunction(() =>
     /no model|Cannot reach/.test(document.getElementById("model")?.textContent ?? "") ||
@@ -619,19 +648,21 @@ Deno.test("the chat page keeps a message whose file fails while it waits, sends 
   await page.press("#prompt", "Enter");
   await new Promise((r) => setTimeout(r, 100));
   await page.press("#prompt", "Enter");
+  listing.gate.open();
   await page.waitForSelector(".msg.assistant:not(.streaming) .stats");
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(engine.calls.length, 1);
   assert.equal(await page.locator(".msg.user").count(), 1);
   // A file that fails to be read while the message waits for it: the message stays, the file
-  // named (a "PNG" that is noise, refused by the browser's decoder once read; reads here take
-  // 300 ms more, so it fails after Enter).
+  // named (a "PNG" that is noise, refused by the browser's decoder once read; read here only
+  // after Enter).
   await page.setInputFiles("#file", {
     name: "noise.png",
     mimeType: "image/png",
     buffer: Buffer.alloc(4096, 7),
   });
   await send(page, "What is in it?");
+  await page.evaluate(() => (globalThis as any).endReads());
   await page.waitForFunction(() =>
     /Not attached .*noise\.png/.test(document.getElementById("notice")?.textContent ?? "")
   );
