@@ -19,16 +19,34 @@ Deno.test("sseResponse() writes each event as a data line as soon as it is sent"
 });
 
 Deno.test("sseResponse() sends keep-alive comments only while nothing else is written", async () => {
+  // Idle until the client has had two comments (a tick marks the stream idle, the next writes one:
+  // not before 40 ms), then busy with an event every 5 ms. (Should the comments never come, the
+  // producer goes on after 30 s, and the test fails rather than hangs.)
+  const twoComments = Promise.withResolvers<void>();
+  const guard = setTimeout(twoComments.resolve, 30_000);
+  const start = performance.now();
   const response = sseResponse(async (send) => {
-    await new Promise((r) => setTimeout(r, 100));
+    await twoComments.promise;
     for (let i = 0; i < 5; i++) {
       send(i);
       await new Promise((r) => setTimeout(r, 5));
     }
   }, { keepAliveMs: 20, controller: new AbortController() });
-  const text = await response.text();
+  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  for (let r = await reader.read(); !r.done; r = await reader.read()) {
+    text += r.value;
+    if (text === ": keep-alive\n\n: keep-alive\n\n") {
+      assert.ok(
+        performance.now() - start >= 30,
+        `two comments after ${performance.now() - start} ms`,
+      );
+      twoComments.resolve();
+    }
+  }
+  clearTimeout(guard);
   const [idle, busy] = [text.slice(0, text.indexOf("data:")), text.slice(text.indexOf("data:"))];
-  assert.match(idle, /^(: keep-alive\n\n){2,5}$/);
+  assert.equal(idle, ": keep-alive\n\n: keep-alive\n\n");
   assert.equal(busy, "data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\n");
 });
 
