@@ -331,10 +331,13 @@ function textFormat(echo?: Echo): Format {
  */
 const STREAM_GRACE_MS = 1000;
 /**
- * How long a non-streamed answer may take before its 200 is sent and held open (heldResponse), and
- * how often the held response writes a space (capped by keepAliveMs, for tests).
+ * How long a non-streamed answer may take before its 200 is sent and held open (heldResponse): at
+ * most WHOLE_GRACE_MS after it came, or WHOLE_AFTER_FIRST_MS after its first token (by then the
+ * request has been checked — what fails later is the server, not the request); and how often the
+ * held response writes a space (each capped by keepAliveMs, for tests).
  */
 const WHOLE_GRACE_MS = 10_000;
+const WHOLE_AFTER_FIRST_MS = 1000;
 const HELD_HEARTBEAT_MS = 1000;
 
 /**
@@ -945,9 +948,13 @@ export function createApp(
         streaming = true;
         return streamCompletion(header, format, events, first, request.includeUsage, abort, detach);
       }
+      const firstToken = Promise.withResolvers<void>();
       const whole = (async () => {
         const results: GenerationResult[] = [];
-        for await (const { event } of events) if (event.type === "done") results.push(event.result);
+        for await (const { event } of events) {
+          if (event.type === "delta") firstToken.resolve();
+          if (event.type === "done") results.push(event.result);
+        }
         if (abort.signal.aborted) return undefined;
         // Fewer than n only where a choice was aborted (the engine closing): the choices so far.
         if (!results.length) throw new Error("the engine's stream ended without a result");
@@ -957,12 +964,18 @@ export function createApp(
       // Most answers come within the grace, with their own status. A longer one is answered 200 at
       // once and held open with a space a second until its JSON: Deno's request.signal misses a
       // client that went away after sending its body in a separate TCP segment (curl with a few KB,
-      // the openai clients on their timeout), so without writes the answer would run on for
-      // nobody; a write to the closed connection cancels the body, and that aborts it. (Proxies
-      // with a read timeout see a live connection too; JSON allows the leading whitespace.) A
-      // failure after the 200 cuts the connection (heldResponse).
-      const grace = Math.min(WHOLE_GRACE_MS, settings.keepAliveMs);
-      const ready = await within(whole.then((body) => ({ body })), grace);
+      // httpx — the Python openai and ollama clients — on their timeout), so without writes the
+      // answer would run on for nobody, holding the queue; a write to the closed connection
+      // cancels the body, and that aborts it. So the grace ends a second after the first token:
+      // a client gone mid-answer costs ≈ 2 s of generation, not 10. (Proxies with a read timeout
+      // see a live connection too; JSON allows the leading whitespace.) A failure after the 200
+      // cuts the connection (heldResponse).
+      const settled = whole.then((body) => ({ body }));
+      const afterFirst = Math.min(WHOLE_AFTER_FIRST_MS, settings.keepAliveMs);
+      const ready = await within(
+        Promise.race([settled, firstToken.promise.then(() => within(settled, afterFirst))]),
+        Math.min(WHOLE_GRACE_MS, settings.keepAliveMs),
+      );
       if (ready) {
         if (ready.body === undefined) return new Response(null, { status: CLIENT_CLOSED });
         return Response.json(ready.body);

@@ -1074,6 +1074,15 @@ Deno.test("a non-streamed answer past the grace is a 200 held open with spaces, 
   await assert.rejects(failed.text());
 });
 
+Deno.test("a non-streamed answer still generating a second after its first token is held then, not at the 10 s grace", async () => {
+  // Default settings: 100 words 20 ms apart take ≥ 2 s, within the 10 s grace but past a second
+  // after the first token — a client gone by then (httpx on its timeout) is found by the spaces.
+  const { app } = setup({ tokenDelayMs: 20, answer: () => "word ".repeat(100) });
+  const text = await (await post(app, hello)).text();
+  assert.match(text, /^ +\{"id":"chatcmpl-/);
+  assert.equal(JSON.parse(text).choices[0].message.content, "word ".repeat(100).trimEnd());
+});
+
 Deno.test("a non-streamed request whose client goes away after sending its body apart is aborted (Deno's request.signal misses it)", async () => {
   const { app, fake } = setup({ tokenDelayMs: 20, answer: () => "word ".repeat(2000) }, {
     keepAliveMs: 50,
