@@ -10,7 +10,8 @@
  * Options: `temperature`, `top_k`, `top_p`, `min_p`, `seed`, `num_predict` (absent, −1, −2 or past
  * 8192: as many tokens as the context holds, up to 8192), `stop`, `presence_penalty`, `frequency_penalty` and `repeat_penalty` (as the
  * chat endpoint's `repetition_penalty`: over the prompt and the answer, not the last
- * `repeat_last_n` tokens) are used; those that set how llama.cpp runs (`num_ctx`, `num_gpu`,
+ * `repeat_last_n` tokens) and qvq's `stop_on_loop` (true or false: the /v1 endpoints' extension, the
+ * server's loop stop) are used; those that set how llama.cpp runs (`num_ctx`, `num_gpu`,
  * `num_thread`, …) and the samplers Ollama's own engine ignores (`mirostat`, `tfs_z`,
  * `typical_p`, …) are ignored, as Ollama ignores options it does not know.
  * @module
@@ -43,6 +44,9 @@ const OPTIONS: Readonly<Record<string, string>> = {
   presence_penalty: "presence_penalty",
   frequency_penalty: "frequency_penalty",
   repeat_penalty: "repetition_penalty",
+  // qvq's extension, as /v1's top-level `stop_on_loop`: false lets an answer that repeats itself
+  // run on to num_predict; unset, the server's default (on, unless `format` holds the answer).
+  stop_on_loop: "stop_on_loop",
 };
 
 /** The chat request's field names in its errors → the Ollama request's. */

@@ -1371,6 +1371,46 @@ Deno.test("ignore_eos turns the loop stop off unless stop_on_loop says otherwise
   ]);
 });
 
+Deno.test("Ollama's options.stop_on_loop turns the loop stop on or off, as /v1's stop_on_loop; a non-boolean is a 400 naming it", async () => {
+  const ollama = (app: ReturnType<typeof createApp>, path: string, options: unknown) =>
+    app.request(path.replace("?raw", ""), {
+      method: "POST",
+      body: JSON.stringify({
+        model: MODEL,
+        ...(path === "/api/chat" ? { messages: hello.messages } : { prompt: "Hi" }),
+        ...(path.endsWith("?raw") ? { raw: true } : {}),
+        stream: false,
+        options,
+      }),
+    });
+  const { app, fake } = setup({}, { stopOnLoop: true });
+  for (const path of ["/api/chat", "/api/generate", "/api/generate?raw"]) {
+    for (const options of [{}, { stop_on_loop: false }, { stop_on_loop: true }]) {
+      const response = await ollama(app, path, options);
+      assert.equal(response.status, 200, `${path} ${JSON.stringify(options)}`);
+      await response.json();
+    }
+  }
+  assert.deepEqual(fake.calls.map((c) => c.options.stopOnLoop), [
+    ...[true, false, true], // /api/chat: the server's default, then as asked
+    ...[true, false, true], // /api/generate
+    ...[true, false, true], // /api/generate with raw
+  ]);
+  // The server's default off stays off unless a request asks.
+  const off = setup({}, { stopOnLoop: false });
+  for (const options of [{}, { stop_on_loop: true }]) {
+    await (await ollama(off.app, "/api/chat", options)).json();
+  }
+  assert.deepEqual(off.fake.calls.map((c) => c.options.stopOnLoop), [false, true]);
+  for (const path of ["/api/chat", "/api/generate"]) {
+    const bad = await ollama(app, path, { stop_on_loop: "no" });
+    assert.equal(bad.status, 400, path);
+    assert.deepEqual(await bad.json(), {
+      error: 'options.stop_on_loop must be true or false; got "no".',
+    });
+  }
+});
+
 Deno.test("continue_final_message: an assistant's answer begun, continued; add_generation_prompt beside it", async () => {
   const { app, fake } = setup();
   const begun = {
