@@ -40,7 +40,8 @@ options:
   --stop <text>             stop before this text; repeat for several
   --stop-token-id <id>      also stop at this token id; repeat for several
   --logit-bias <id>=<bias>  add -100..100 to a token's logit (-100 bans it); repeat for several
-  --stop-on-loop            stop an answer that keeps repeating itself (QVQ can reason in circles)
+  --stop-on-loop            stop an answer that keeps repeating itself (QVQ can reason in
+                            circles; the default, but with a format); --no-stop-on-loop: never
   --dtype <f16|f32>         weight dtype on the GPU (default f16 where supported)
   --quant <q8|q4|f16>       quantize the decoder's matrices while loading: 8.5 / 4.5 bits per
                             weight; q4 costs more accuracy (BENCHMARKS.md); f16: none (default)
@@ -241,6 +242,7 @@ export async function chatCommand(
     ...LOAD_OPTIONS,
     stop: { type: "string", multiple: true },
     "stop-on-loop": { type: "boolean" },
+    "no-stop-on-loop": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   }, USAGE);
   if (v.help) {

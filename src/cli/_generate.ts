@@ -60,7 +60,8 @@ options:
   --stop-token-id <id>      also stop at this token id (vLLM's stop_token_ids); repeat for several
   --logit-bias <id>=<bias>  add -100..100 to a token's logit (OpenAI's logit_bias; -100 bans
                             it); repeat for several
-  --stop-on-loop            stop when the answer keeps repeating itself
+  --stop-on-loop            stop when the answer keeps repeating itself (the default, but with
+                            --ignore-eos or a format); --no-stop-on-loop: never
   --ignore-eos              run past the end-of-sequence ids to --max-tokens (benchmarks)
   --dtype <f16|f32>         weight dtype on the GPU (default f16 where supported)
   --quant <q8|q4|f16>       quantize the decoder's matrices while loading: 8.5 / 4.5 bits per
@@ -279,8 +280,16 @@ function readGenerateOptions(v: Values, usage: string): GenerateOptions {
     }
     o.logitBias = bias;
   }
-  if (v["stop-on-loop"]) o.stopOnLoop = true;
+  if (v["stop-on-loop"] && v["no-stop-on-loop"]) {
+    throw new UsageError("give one of --stop-on-loop and --no-stop-on-loop", usage);
+  }
   if (v["ignore-eos"]) o.ignoreEos = true;
+  // As the server's: an answer that keeps repeating itself ends (QVQ can reason in circles, and
+  // without --max-tokens it would run on to the context's end) — unless it is to run to
+  // --max-tokens (--ignore-eos) or is held to a format, which the stop would end unfinished.
+  if (v["stop-on-loop"] || (!v["no-stop-on-loop"] && !o.ignoreEos && !o.responseFormat)) {
+    o.stopOnLoop = true;
+  }
   const top = numberOption(v, "logprobs", usage, true);
   if (top !== undefined) [o.logprobs, o.topLogprobs] = [true, top];
   set("promptLogprobs", numberOption(v, "prompt-logprobs", usage, true));
@@ -323,6 +332,7 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
     ...SAMPLING_OPTIONS,
     stop: { type: "string", multiple: true },
     "stop-on-loop": { type: "boolean" },
+    "no-stop-on-loop": { type: "boolean" },
     "ignore-eos": { type: "boolean" },
     json: { type: "boolean" },
     logprobs: { type: "string" },

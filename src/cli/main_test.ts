@@ -504,8 +504,15 @@ Deno.test("generateOptions() reads --format json as JSON mode, and refuses other
     ...TO_CONTEXT,
     responseFormat: "json_object",
   });
-  assert.deepEqual(generateOptions({ format: "text" } as Values, "usage"), TO_CONTEXT);
-  assert.deepEqual(generateOptions({ "max-tokens": "7" } as Values, "usage"), { maxNewTokens: 7 });
+  // A text answer stops a loop by default (an answer held to a format does not).
+  assert.deepEqual(generateOptions({ format: "text" } as Values, "usage"), {
+    ...TO_CONTEXT,
+    stopOnLoop: true,
+  });
+  assert.deepEqual(generateOptions({ "max-tokens": "7" } as Values, "usage"), {
+    maxNewTokens: 7,
+    stopOnLoop: true,
+  });
   const schema = { type: "object", properties: { n: { type: "integer" } }, required: ["n"] };
   assert.deepEqual(
     generateOptions({ "json-schema": JSON.stringify(schema) } as Values, "usage"),
@@ -553,7 +560,12 @@ Deno.test("generateOptions() reads --stop-token-id and --logit-bias, naming a ba
       "stop-token-id": ["151645", " 7 "],
       "logit-bias": ["151645=-100", "9 = 2.5"],
     } as Values, usage),
-    { maxNewTokens: Infinity, stopTokenIds: [151645, 7], logitBias: { 151645: -100, 9: 2.5 } },
+    {
+      maxNewTokens: Infinity,
+      stopTokenIds: [151645, 7],
+      logitBias: { 151645: -100, 9: 2.5 },
+      stopOnLoop: true,
+    },
   );
   for (
     const [v, msg] of [
@@ -630,7 +642,22 @@ Deno.test("generateOptions() reads --ignore-eos, --min-p and --stop-on-loop", ()
     minP: 0.1,
     stopOnLoop: true,
   });
-  assert.deepEqual(generateOptions({} as Values, "usage"), { maxNewTokens: Infinity });
+  assert.deepEqual(generateOptions({} as Values, "usage"), {
+    maxNewTokens: Infinity,
+    stopOnLoop: true,
+  });
+  // The loop stop is off where the answer is to run to --max-tokens, or where asked.
+  for (const off of [{ "ignore-eos": true }, { "no-stop-on-loop": true }]) {
+    assert.equal(
+      generateOptions(off as Values, "usage").stopOnLoop,
+      undefined,
+      Object.keys(off)[0],
+    );
+  }
+  assert.throws(
+    () => generateOptions({ "stop-on-loop": true, "no-stop-on-loop": true } as Values, "usage"),
+    (e) => e instanceof UsageError && /one of --stop-on-loop and --no-stop-on-loop/.test(e.message),
+  );
 });
 
 Deno.test("qvq generate --prompt - reads the prompt from stdin, as --prompt gives it", async () => {
