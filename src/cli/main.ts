@@ -121,4 +121,10 @@ export async function main(args: string[], io: Io = stdio): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  // `deno task qvq` runs this in the repository root; the paths a user types (--image, --out,
+  // --model) are relative to where they ran it, which deno task passes as INIT_CWD.
+  const from = Deno.env.get("INIT_CWD");
+  if (from) Deno.chdir(from);
+  Deno.exit(await main(Deno.args));
+}

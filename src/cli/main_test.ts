@@ -331,6 +331,38 @@ Deno.test("qvq logits writes the reference tensors, matching transformers on cas
   }
 });
 
+Deno.test("deno task qvq reads and writes relative paths from the directory it was run in", async () => {
+  const root = new URL("../../", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir({ dir: root, prefix: "_cli_cwd_" });
+  try {
+    await Deno.copyFile(PNG0, `${dir}/in.png`);
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "task",
+        "-q",
+        "qvq",
+        "preprocess",
+        "--model",
+        TINY_DIR,
+        "--image",
+        "in.png",
+        "--out",
+        "o.st",
+      ],
+      cwd: dir,
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    assert.deepEqual(
+      (await readSafetensors(await Deno.readFile(`${dir}/o.st`))).get("image_grid_thw")!.shape,
+      [1, 3],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("qvq preprocess writes pixel_values and image_grid_thw equal to transformers'", async () => {
   const out = await Deno.makeTempFile({ suffix: ".safetensors" });
   try {
