@@ -1059,8 +1059,8 @@ Deno.test("a non-streamed answer past the grace is a 200 held open with spaces, 
   assert.match(text, /^ +\{/);
   const body = JSON.parse(text);
   assert.equal(body.choices[0].message.content, "I see 0 images. You said: Hello there");
-  // An answer within the grace is sent whole, as before (the grace at its 10 s: a loaded machine
-  // can take more than 50 ms over even this answer).
+  // An answer within the grace is sent whole, as before (the default grace — 10 s, and a second
+  // after the first token — not 50 ms, which a loaded machine can take over even this answer).
   const quick = await post(setup().app, hello);
   assert.match(await quick.text(), /^\{"id":"chatcmpl-/);
   // A failure after the 200 cuts the body short: an error the client sees (and the openai clients
