@@ -28,7 +28,11 @@ export interface LoadEngineOptions {
   promptCache?: boolean | number;
   /** Hub download settings (default: from HF_* environment variables). */
   download?: DownloadOptions;
-  /** A progress bar for the weight upload: true (stderr), false, or a sink. Default: when stderr is a terminal. */
+  /**
+   * Progress of the weight upload: true (stderr: a bar on a terminal, a line every 10 % in a log,
+   * as a download's), false, or a sink. Default: stderr — QVQ-72B's upload takes minutes, and a
+   * server's log showed nothing between "listening" and "serving".
+   */
   progress?: boolean | ProgressSink;
   /**
    * Run a few short generations after loading (images, 2 tokens each; src/server/_warmup.ts), so
@@ -55,10 +59,9 @@ export async function loadEngine(
   const isUrl = /^(https?|file):/i.test(model);
   const location = isUrl ? model : await resolveModel(model, options.download);
   const fromHub = !isUrl && location !== model;
-  const sink =
-    options.progress === true || (options.progress === undefined && Deno.stderr.isTerminal())
-      ? stderrSink()
-      : options.progress || undefined;
+  const sink = options.progress === true || options.progress === undefined
+    ? stderrSink()
+    : options.progress || undefined;
   let bar: ProgressBar | undefined;
   let shown = 0;
   const pipeline = await Pipeline.load(location, {

@@ -17,6 +17,21 @@ Deno.test("loadEngine() passes quant to the model: its decoder matrices load as 
   }
 });
 
+Deno.test("loadEngine() logs the weight upload to stderr by default, a line every 10 % where it is no terminal", async () => {
+  const code = `import { loadEngine } from ${
+    JSON.stringify(new URL("./_engine.ts", import.meta.url).href)
+  };
+    (await loadEngine(${JSON.stringify(TINY)})).dispose();`;
+  const { success, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--config", fileURLToPath(new URL("../../deno.json", import.meta.url)), code],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  const err = new TextDecoder().decode(stderr);
+  assert.ok(success, err);
+  assert.match(err, /^loading weights \[#{24}\] 100% /m);
+});
+
 Deno.test("loadEngine() names a directory's model by its folder and a hub model by its id", async () => {
   const fromDir = await loadEngine(TINY, { progress: false });
   try {

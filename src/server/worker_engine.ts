@@ -89,7 +89,10 @@ export type FromWorker =
 export interface WorkerLoadOptions
   extends
     Pick<PipelineOptions, "dtype" | "quant" | "visionQuant" | "kvCacheDtype" | "promptCache"> {
-  /** A progress bar on the worker's stderr for the download and weight upload (default: when it is a terminal). */
+  /**
+   * Progress of the download and weight upload on stderr: a bar on a terminal, a line every 10 %
+   * in a log (default true).
+   */
   progress?: boolean;
   /** Hub download settings (default: from HF_* environment variables). */
   download?: Omit<DownloadOptions, "progress" | "signal">;
