@@ -85,6 +85,7 @@ import { sseResponse } from "./_sse.ts";
 import { readJson } from "./_json.ts";
 import { Metrics } from "./_metrics.ts";
 import { ImageDecoder } from "./_decoder.ts";
+import { answerUnrouted } from "./_routes.ts";
 import { type ToolRequest, toolSchemaError } from "./_tools.ts";
 
 /** Limits and switches of the HTTP API; every field has a safe default. */
@@ -343,7 +344,11 @@ const HELD_HEARTBEAT_MS = 1000;
 /**
  * Builds the HTTP app for `engine` (or for the promise of one still loading: requests wait for it,
  * `/health` says "loading"). Use `app.fetch` as a fetch handler (`Deno.serve(app.fetch)`,
- * `export default app` for `deno serve`), or mount it with `parent.route(prefix, app)`.
+ * `export default app` for `deno serve`), or mount it with `parent.route(prefix, app)`. A path it
+ * does not serve is a JSON 404 listing what it does (a served path's other methods: a 405 with
+ * `Allow`); mounted, it answers so for `<prefix>/v1/*` and `<prefix>/api/*` (register the parent's
+ * own routes there before mounting it), the parent's notFound for the rest. A trailing slash is
+ * the route without it (mounted: where the parent is `new Hono({ strict: false })`).
  *
  * @example Answer one request without a listening server
  * ```ts ignore
@@ -418,7 +423,11 @@ export function createApp(
     return loaded ? parse(limits()) : early;
   };
 
-  const app = new Hono();
+  // Not strict: a path with a trailing slash (`/v1/chat/completions/`) is the route without it, for
+  // the middleware (the API key's check) as for the handlers. (FastAPI, vLLM's, redirects with
+  // 307; the route itself is the simpler answer, and clients that don't follow redirects with a
+  // body are served.) A parent Hono the app is mounted in decides for its own paths.
+  const app = new Hono({ strict: false });
   if (settings.metrics) {
     app.use("*", async (c, next) => {
       await next();
@@ -449,18 +458,6 @@ export function createApp(
     if (http.status === 500 && error !== loaded?.failure) console.error("qvq server:", error);
     return errorOf(c, http);
   });
-  app.notFound((c) =>
-    errorOf(
-      c,
-      new HttpError(
-        404,
-        `No route for ${c.req.method} ${c.req.path}.`,
-        "invalid_request_error",
-        null,
-        "not_found",
-      ),
-    )
-  );
   app.use("/api/*", async (c, next) => {
     ollama.add(c);
     await next();
@@ -545,30 +542,6 @@ export function createApp(
     if (c.req.param("id") !== e.modelId) throw modelNotFound(c.req.param("id"), e);
     return c.json(modelObject(e));
   });
-
-  const posts = [
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/responses",
-    "/tokenize",
-    "/detokenize",
-    "/api/chat",
-    "/api/generate",
-    "/api/show",
-    "/api/pull",
-  ];
-  for (const path of posts) {
-    app.on(["GET", "PUT", "PATCH", "DELETE"], path, (c) => {
-      throw new HttpError(
-        405,
-        `${c.req.method} is not allowed on ${path}; send a POST.`,
-        "invalid_request_error",
-        null,
-        "method_not_allowed",
-        { allow: "POST" },
-      );
-    });
-  }
 
   const limitBody = bodyLimit({
     maxSize: settings.maxBodyBytes,
@@ -1087,6 +1060,8 @@ export function createApp(
     }, { keepAliveMs: settings.keepAliveMs, controller: abort, ndjson: format.ndjson });
   }
 
+  // Last, after every route: a served path's other methods are 405s, other paths 404s, as JSON.
+  answerUnrouted(app, errorOf);
   return app;
 }
 

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { Hono } from "hono";
 import {
   ContextLengthError,
   DeviceLostError,
@@ -976,10 +977,139 @@ Deno.test("a chat request that will wait is checked first: refused with a 400 at
   await busy;
 });
 
-Deno.test("unknown routes are OpenAI-style 404s", async () => {
-  const response = await setup().app.request("/v1/embeddings", { method: "POST" });
-  assert.equal(response.status, 404);
-  assert.equal((await response.json()).error.code, "not_found");
+Deno.test("unknown routes are JSON 404s naming the method and path and listing what is served: OpenAI's shape, Ollama's under /api/", async () => {
+  const { app } = setup();
+  for (const [method, path] of [["POST", "/v1/embeddings"], ["GET", "/nope"], ["GET", "/v1"]]) {
+    const response = await app.request(path, { method });
+    assert.equal(response.status, 404, path);
+    assert.match(response.headers.get("content-type")!, /^application\/json/);
+    const { error } = await response.json();
+    assert.deepEqual([error.type, error.param, error.code], [
+      "invalid_request_error",
+      null,
+      "not_found",
+    ]);
+    assert.match(
+      error.message,
+      new RegExp(`^No route for ${method} ${path}\\. This server serves `),
+    );
+    for (
+      const served of [
+        "POST /v1/chat/completions",
+        "POST /v1/completions",
+        "POST /v1/responses",
+        "GET /v1/models",
+        "POST /tokenize",
+        "POST /detokenize",
+        "GET /health",
+        "GET /metrics",
+        "GET / (the chat page)",
+        "Ollama's API at /api/*",
+      ]
+    ) assert.ok(error.message.includes(served), `${served} in ${error.message}`);
+  }
+  // What is not served is not listed.
+  const bare = setup({}, { webPage: false, metrics: false }).app;
+  const { error } = await (await bare.request("/nope")).json();
+  assert.doesNotMatch(error.message, /\/metrics|chat page/);
+  // Ollama's shape under /api/, listing Ollama's routes.
+  const ollama = await app.request("/api/embedding", { method: "POST" });
+  assert.equal(ollama.status, 404);
+  const body = await ollama.json();
+  assert.deepEqual(Object.keys(body), ["error"]);
+  assert.match(
+    body.error,
+    /^No route for POST \/api\/embedding\. This server serves POST \/api\/chat, /,
+  );
+  assert.match(body.error, /GET \/api\/tags/);
+});
+
+Deno.test("a served path's other methods are 405s with Allow, in the API's shape", async () => {
+  const { app } = setup();
+  for (
+    const [method, path, allow] of [
+      ["POST", "/v1/models", "GET, HEAD"],
+      ["DELETE", "/v1/models/" + MODEL, "GET, HEAD"],
+      ["POST", "/health", "GET, HEAD"],
+      ["PUT", "/metrics", "GET, HEAD"],
+      ["POST", "/", "GET, HEAD"],
+      ["GET", "/v1/responses", "POST"],
+      ["GET", "/detokenize", "POST"],
+    ]
+  ) {
+    const response = await app.request(path, { method });
+    assert.deepEqual([response.status, response.headers.get("allow")], [405, allow], path);
+    const { error } = await response.json();
+    assert.equal(error.code, "method_not_allowed", path);
+    assert.match(error.message, new RegExp(`^${method} is not allowed on `), path);
+  }
+  const tags = await app.request("/api/tags", { method: "POST", body: "{}" });
+  assert.deepEqual([tags.status, tags.headers.get("allow")], [405, "GET, HEAD"]);
+  assert.deepEqual(await tags.json(), { error: "POST is not allowed on /api/tags; send a GET." });
+  // HEAD is GET without its body.
+  const head = await app.request("/health", { method: "HEAD" });
+  assert.equal(head.status, 200);
+});
+
+Deno.test("a trailing slash is the route without it, the API key's check included", async () => {
+  const { app } = setup({}, { apiKey: "sk-test" });
+  const slashed = (path: string, init: RequestInit = {}) =>
+    app.request(path, { ...init, headers: { authorization: "Bearer sk-test" } });
+  const chat = await slashed("/v1/chat/completions/", {
+    method: "POST",
+    body: JSON.stringify(hello),
+  });
+  assert.equal(chat.status, 200);
+  assert.equal((await chat.json()).object, "chat.completion");
+  assert.equal((await (await slashed("/v1/models/")).json()).object, "list");
+  assert.equal((await slashed("/api/tags/")).status, 200);
+  assert.equal((await slashed("/health/")).status, 200);
+  assert.equal((await app.request("/v1/models/")).status, 401); // no key: no way round it
+  assert.equal((await app.request("/tokenize/", { method: "POST", body: "{}" })).status, 401);
+});
+
+Deno.test("mounted under a prefix: its routes, 405s and JSON 404s under /v1 and /api there; a trailing slash as the parent's strict decides", async () => {
+  const app = setup().app;
+  const strict = new Hono();
+  strict.route("/qvq", app);
+  strict.get("/mine", (c) => c.text("the parent's"));
+  assert.equal((await strict.request("/qvq/v1/models")).status, 200);
+  assert.equal(await (await strict.request("/mine")).text(), "the parent's");
+  const get = await strict.request("/qvq/v1/chat/completions");
+  assert.deepEqual([get.status, get.headers.get("allow")], [405, "POST"]);
+  assert.match(
+    (await get.json()).error.message,
+    /^GET is not allowed on \/qvq\/v1\/chat\/completions;/,
+  );
+  const missing = await strict.request("/qvq/v1/embeddings", { method: "POST" });
+  assert.equal(missing.status, 404);
+  const { error } = await missing.json();
+  assert.match(error.message, /^No route for POST \/qvq\/v1\/embeddings\. /);
+  assert.match(error.message, /POST \/qvq\/v1\/chat\/completions, /);
+  assert.deepEqual(await (await strict.request("/qvq/api/embedding")).json(), {
+    error: "No route for GET /qvq/api/embedding. This server serves POST /qvq/api/chat, " +
+      "POST /qvq/api/generate, GET /qvq/api/tags, GET /qvq/api/ps, POST /qvq/api/show, " +
+      "GET /qvq/api/version and POST /qvq/api/pull.",
+  });
+  // A strict parent does not serve the trailing slash: the 404 says what is.
+  const slashed = await strict.request("/qvq/v1/chat/completions/", {
+    method: "POST",
+    body: JSON.stringify(hello),
+  });
+  assert.equal(slashed.status, 404);
+  assert.match(
+    (await slashed.json()).error.message,
+    /^No route for POST \/qvq\/v1\/chat\/completions\/\. \/qvq\/v1\/chat\/completions \(without the trailing slash\) is served\./,
+  );
+  // One that is not strict does.
+  const loose = new Hono({ strict: false });
+  loose.route("/qvq", app);
+  const served = await loose.request("/qvq/v1/chat/completions/", {
+    method: "POST",
+    body: JSON.stringify(hello),
+  });
+  assert.equal(served.status, 200);
+  await served.json();
 });
 
 Deno.test("GET / serves the chat page unless webPage is false", async () => {
