@@ -121,6 +121,25 @@ export function requireString(v: Values, name: string, usage: string): string {
 }
 
 /**
+ * The required `--model` of a command that reads a model's files without loading it (a directory
+ * or an http(s) URL; no hub download): a directory that does not exist is said to be missing,
+ * not reported as its first file missing.
+ */
+export async function requireModelDir(v: Values, usage: string): Promise<string> {
+  const model = requireString(v, "model", usage);
+  if (/^[a-z][a-z0-9+.-]+:/i.test(model)) return model; // a URL
+  const info = await Deno.stat(model).catch(() => undefined);
+  if (!info?.isDirectory) {
+    throw new UsageError(
+      `--model ${model}: ${info ? "not a directory" : "no such directory"} (this command reads ` +
+        `a model directory or an http(s) URL; qvq generate downloads a hub model id)`,
+      usage,
+    );
+  }
+  return model;
+}
+
+/**
  * The required `--name` output path, its directory checked before any work (a missing one would
  * otherwise fail only after the model has run).
  */

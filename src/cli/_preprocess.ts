@@ -13,7 +13,7 @@ import {
   parseCommand,
   readImageFile,
   requireOutPath,
-  requireString,
+  requireModelDir,
   stringList,
   UsageError,
   writeOutFile,
@@ -37,7 +37,7 @@ export async function preprocessCommand(args: string[], io: Io): Promise<number>
     await io.out(USAGE);
     return 0;
   }
-  const src = openModelSource(requireString(v, "model", USAGE));
+  const src = openModelSource(await requireModelDir(v, USAGE));
   const out = await requireOutPath(v, "out", USAGE);
   const paths = stringList(v, "image");
   if (paths.length === 0) throw new UsageError("give at least one --image", USAGE);

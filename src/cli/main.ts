@@ -5,7 +5,7 @@
  * @module
  */
 import { QvqError } from "../errors.ts";
-import { type Io, parseCommand, requireString, stdio, UsageError } from "./_args.ts";
+import { type Io, parseCommand, requireModelDir, stdio, UsageError } from "./_args.ts";
 
 /** One subcommand: what it does (for the overview) and how to run it. */
 interface Command {
@@ -59,7 +59,7 @@ async function tokenizeLike(args: string[], io: Io, decode: boolean): Promise<nu
     await io.out(TOKENIZE_USAGE);
     return 0;
   }
-  const model = requireString(v, "model", TOKENIZE_USAGE);
+  const model = await requireModelDir(v, TOKENIZE_USAGE);
   if (!decode && v["skip-special-tokens"]) {
     throw new UsageError("--skip-special-tokens applies to detokenize only", TOKENIZE_USAGE);
   }

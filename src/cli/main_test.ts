@@ -87,6 +87,13 @@ Deno.test("main() answers bad usage with the command's usage and exit code 2", a
     ],
     [["preprocess", "--model", TINY_DIR, "--out", "x.safetensors"], /at least one --image/],
     [["tokenize"], /--model is required/],
+    // A model directory that is not there is said to be missing (not its first file).
+    [
+      ["preprocess", "--model", "/nonexistent/dir", "--image", "a.png", "--out", "p.st"],
+      /--model \/nonexistent\/dir: no such directory/,
+    ],
+    [["tokenize", "--model", "/nonexistent/dir"], /--model \/nonexistent\/dir: no such directory/],
+    [["detokenize", "--model", PNG0], /--model .*case0_0\.png: not a directory/],
     [["tokenize", "--model", TINY_DIR, "--skip-special-tokens"], /detokenize only/],
   ];
   for (const [args, msg] of bad) {
