@@ -318,11 +318,26 @@ function parsePart(part: unknown, param: string, role: string): RequestPart {
     }
     return { type: "text", text: part.text };
   }
-  if (part.type === "image_url") {
+  // Also as OpenAI and vLLM take it, the URL itself as image_url, and as Qwen's model cards write
+  // it (qwen-vl-utils), {"type": "image", "image": URL}.
+  if (part.type === "image_url" || part.type === "image") {
     if (role !== "user") {
       throw badRequest(param, `${param}: images are only allowed in user messages, not "${role}".`);
     }
+    if (part.type === "image") {
+      if (typeof part.image !== "string") {
+        throw badRequest(
+          `${param}.image`,
+          `${param}.image must be an image URL string (a data: URL).`,
+          "invalid_type",
+        );
+      }
+      return { type: "image_url", url: part.image, param: `${param}.image` };
+    }
     const image = part.image_url;
+    if (typeof image === "string") {
+      return { type: "image_url", url: image, param: `${param}.image_url` };
+    }
     if (!isObject(image) || typeof image.url !== "string") {
       throw badRequest(
         `${param}.image_url`,
@@ -384,7 +399,9 @@ function parsePart(part: unknown, param: string, role: string): RequestPart {
   }
   throw badRequest(
     `${param}.type`,
-    `${param}.type must be "text", "image_url" or "video"; got ${JSON.stringify(part.type)}.`,
+    `${param}.type must be "text", "image_url" (or "image") or "video"; got ${
+      JSON.stringify(part.type)
+    }.`,
   );
 }
 
@@ -528,7 +545,7 @@ function parseMessages(body: Json, limits: RequestLimits): RequestMessage[] {
     );
   if (images.length > limits.maxImages) {
     throw badRequest(
-      images[limits.maxImages].replace(/\.image_url\.url$/, ""),
+      images[limits.maxImages].replace(/\.(image_url\.url|image_url|image)$/, ""),
       `A request may carry at most ${limits.maxImages} images${
         hasVideo ? " (a video's frames count one each)" : ""
       }; this one has ${images.length}.`,

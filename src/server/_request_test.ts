@@ -89,6 +89,29 @@ Deno.test("parseChatRequest() keeps parts in order and records each image's fiel
   ]);
 });
 
+Deno.test("parseChatRequest() takes an image as image_url's URL string and as Qwen's {type: image}", () => {
+  const { messages } = parseChatRequest({
+    model: "m",
+    messages: [{
+      role: "user",
+      content: [{ type: "image_url", image_url: "data:a" }, { type: "image", image: "data:b" }],
+    }],
+  }, LIMITS);
+  assert.deepEqual(messages[0].content, [
+    { type: "image_url", url: "data:a", param: "messages[0].content[0].image_url" },
+    { type: "image_url", url: "data:b", param: "messages[0].content[1].image" },
+  ]);
+  const bad = refusal({ model: "m", messages: [{ role: "user", content: [{ type: "image" }] }] });
+  assert.equal(bad.param, "messages[0].content[0].image");
+  assert.match(bad.message, /must be an image URL string/);
+  const three = [{ type: "image", image: PNG_URL }, { type: "image_url", image_url: PNG_URL }];
+  const tooMany = refusal({
+    model: "m",
+    messages: [{ role: "user", content: [...three, { type: "image", image: PNG_URL }] }],
+  });
+  assert.equal(tooMany.param, "messages[0].content[2]");
+});
+
 Deno.test("parseChatRequest() names the bad field and the bad value in its 400s", () => {
   const e = refusal({ ...base, temperature: "hot" });
   assert.equal(e.status, 400);
