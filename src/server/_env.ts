@@ -136,16 +136,62 @@ export function optionsFromEnv(env: Env): ServerOptions {
 }
 
 /**
- * Where `deno task serve` listens: `--port`, else `PORT`, else 8000; `--host`, else 127.0.0.1 —
- * this machine only, as Ollama and llama.cpp's server: with no API key a network would get the
- * model (`--host 0.0.0.0` serves it; set QVQ_API_KEY then).
+ * `deno task serve --help`: the command line and the environment variables the server reads
+ * (src/server/serve.ts, {@link loadOptionsFromEnv}, {@link optionsFromEnv}), with their defaults.
  */
-export function listenOptions(args: string[], env: Env): { port: number; hostname: string } {
+export const SERVE_USAGE = `usage: deno task serve [--port <n>] [--host <address>]
+
+Serves a Qwen2-VL or QVQ model: a chat page at /, OpenAI's API at /v1 (chat/completions,
+completions, responses, models), vLLM's /tokenize and /detokenize, Ollama's API at /api,
+/health and /metrics.
+
+options:
+  --port <n>         the port to listen on (default: PORT, else 8000; 0: any free port)
+  --host <address>   the address to listen on (default 127.0.0.1: this machine only;
+                     0.0.0.0: every network interface — set QVQ_API_KEY then)
+  -h, --help         print this and exit
+
+environment:
+  QVQ_MODEL                model directory or Hugging Face hub id, e.g. Qwen/Qwen2-VL-2B-Instruct
+                           (default: the bundled tiny model, random weights)
+  QVQ_QUANT                q8 or q4: quantize the decoder's weights while loading (default f16:
+                           as loaded)
+  QVQ_VISION_QUANT         q8: quantize the vision tower's weights (default f16: none)
+  QVQ_KV_CACHE_DTYPE       f32 (default) or f16 (half the KV cache's memory)
+  QVQ_PROMPT_CACHE         on (default: one conversation), N (the last N conversations) or off
+  QVQ_WARMUP               off: no warm-up generations after loading (default on)
+  QVQ_API_KEY              require "Authorization: Bearer <key>" on /v1, /tokenize, /detokenize
+                           and /api (default: no key)
+  QVQ_MAX_QUEUE            requests that may wait for the model; more get 503 (default 16)
+  QVQ_ALLOW_REMOTE_IMAGES  on: fetch http(s) image URLs, public addresses only (default off)
+  QVQ_CORS                 off, or the origins allowed, comma-separated (default: any origin)
+  QVQ_METRICS              off: no Prometheus metrics at /metrics (default on)
+  PORT                     the port where --port is not given
+  HF_TOKEN, HF_HOME, HF_ENDPOINT, HF_HUB_OFFLINE, HF_HUB_DOWNLOAD_TIMEOUT
+                           as huggingface_hub reads them
+  (on: 1, true, yes or on; off: 0, false, no or off)`;
+
+/** `deno task serve`'s command line: `--help` asked for, or where to listen. */
+export type ServeArgs = { help: true } | { help: false; port: number; hostname: string };
+
+/**
+ * `deno task serve`'s command line: `--help` / `-h` (beside any other option), else where it
+ * listens: `--port`, else `PORT`, else 8000; `--host`, else 127.0.0.1 — this machine only, as
+ * Ollama and llama.cpp's server: with no API key a network would get the model (`--host 0.0.0.0`
+ * serves it; set QVQ_API_KEY then).
+ * @throws InvalidInputError for an unknown option or a bad port or host
+ */
+export function serveArgs(args: string[], env: Env): ServeArgs {
   const { values } = parseArgs({
     args,
-    options: { port: { type: "string" }, host: { type: "string" } },
+    options: {
+      port: { type: "string" },
+      host: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
     strict: true,
   });
+  if (values.help) return { help: true };
   const text = values.port ?? env("PORT") ?? "8000";
   const port = Number(text);
   if (!/^\d+$/.test(text) || port > 65535) {
@@ -157,5 +203,5 @@ export function listenOptions(args: string[], env: Env): { port: number; hostnam
       `The host must be an address or a name like 127.0.0.1, 0.0.0.0 or ::; got "${hostname}".`,
     );
   }
-  return { port, hostname };
+  return { help: false, port, hostname };
 }

@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { InvalidInputError } from "../errors.ts";
-import { listenOptions, loadOptionsFromEnv, modelFromEnv, optionsFromEnv } from "./_env.ts";
+import {
+  loadOptionsFromEnv,
+  modelFromEnv,
+  optionsFromEnv,
+  SERVE_USAGE,
+  serveArgs,
+} from "./_env.ts";
 
 const vars = (v: Record<string, string>) => (name: string) => v[name];
 
@@ -122,22 +128,45 @@ Deno.test("loadOptionsFromEnv() reads QVQ_KV_CACHE_DTYPE: f16 or f32, empty/unse
   );
 });
 
-Deno.test("listenOptions() takes --port, else PORT, else 8000, and --host", () => {
+Deno.test("serveArgs() takes --port, else PORT, else 8000, and --host", () => {
+  const listen = (args: string[], env: Record<string, string>) => {
+    const a = serveArgs(args, vars(env));
+    assert.ok(!a.help);
+    return { port: a.port, hostname: a.hostname };
+  };
   // This machine only unless --host says otherwise.
-  assert.deepEqual(listenOptions([], vars({})), { port: 8000, hostname: "127.0.0.1" });
-  assert.deepEqual(listenOptions([], vars({ PORT: "9001" })), {
-    port: 9001,
-    hostname: "127.0.0.1",
-  });
-  assert.deepEqual(listenOptions(["--port", "0", "--host", "0.0.0.0"], vars({ PORT: "9001" })), {
+  assert.deepEqual(listen([], {}), { port: 8000, hostname: "127.0.0.1" });
+  assert.deepEqual(listen([], { PORT: "9001" }), { port: 9001, hostname: "127.0.0.1" });
+  assert.deepEqual(listen(["--port", "0", "--host", "0.0.0.0"], { PORT: "9001" }), {
     port: 0,
     hostname: "0.0.0.0",
   });
-  assert.throws(() => listenOptions(["--port", "http"], vars({})), /0\.\.65535; got "http"/);
-  assert.throws(() => listenOptions([], vars({ PORT: "70000" })), /got "70000"/);
-  assert.throws(() => listenOptions(["--verbose"], vars({})), /--verbose/);
-  assert.throws(() => listenOptions(["--host", ""], vars({})), /The host must be an address/);
-  assert.deepEqual(listenOptions(["--host", "::"], vars({})).hostname, "::");
+  assert.throws(() => serveArgs(["--port", "http"], vars({})), /0\.\.65535; got "http"/);
+  assert.throws(() => serveArgs([], vars({ PORT: "70000" })), /got "70000"/);
+  assert.throws(() => serveArgs(["--verbose"], vars({})), /--verbose/);
+  assert.throws(() => serveArgs(["--host", ""], vars({})), /The host must be an address/);
+  assert.deepEqual(listen(["--host", "::"], {}).hostname, "::");
+});
+
+Deno.test("serveArgs() takes --help and -h, beside other options and a bad PORT", () => {
+  for (const args of [["--help"], ["-h"], ["--port", "9000", "--help"]]) {
+    assert.deepEqual(serveArgs(args, vars({ PORT: "http" })), { help: true }, args.join(" "));
+  }
+});
+
+Deno.test("SERVE_USAGE names every option and every variable the server reads", async () => {
+  assert.match(SERVE_USAGE, /^usage: deno task serve \[--port <n>\] \[--host <address>\]\n/);
+  for (const option of ["--port", "--host", "-h, --help"]) assert.ok(SERVE_USAGE.includes(option));
+  // The names read: the QVQ_ variables of this module and of serve.ts, PORT, huggingface_hub's.
+  const sources = await Promise.all(
+    ["./_env.ts", "./serve.ts"].map((f) => Deno.readTextFile(new URL(f, import.meta.url))),
+  );
+  const code = sources.join("\n").replace(SERVE_USAGE, "");
+  const names = new Set(code.match(/\bQVQ_[A-Z_]+\b/g));
+  assert.ok(names.size >= 11, [...names].join(" "));
+  for (const name of [...names, "PORT", "HF_TOKEN", "HF_HOME", "HF_ENDPOINT", "HF_HUB_OFFLINE"]) {
+    assert.match(SERVE_USAGE, new RegExp(`\\n  (.*, )?${name}\\b`), name);
+  }
 });
 
 Deno.test("loadOptionsFromEnv() reads QVQ_PROMPT_CACHE: 0/false/no/off turn the prompt cache off, on-words and unset leave it on, a number keeps that many conversations", () => {

@@ -1,6 +1,7 @@
 /**
  * `deno task serve`: the server of src/server/serve.ts on `--port` (or `PORT`, default 8000) and
- * `--host` (default 127.0.0.1: this machine only; 0.0.0.0 serves the network). `deno serve
+ * `--host` (default 127.0.0.1: this machine only; 0.0.0.0 serves the network); `--help` prints
+ * the usage with the environment variables the server reads. `deno serve
  * src/server/serve.ts` runs the same app with deno serve's own flags — and its default host,
  * 0.0.0.0: every network interface (`--host 127.0.0.1` keeps it to this machine). This entry
  * exists because a task cannot default an environment variable portably.
@@ -12,17 +13,23 @@
  * ```
  * @module
  */
-import { listenOptions } from "./_env.ts";
+import { SERVE_USAGE, serveArgs } from "./_env.ts";
 
-const USAGE = "usage: deno task serve [--port <n>] [--host <address>]   (model: QVQ_MODEL)";
+/** The usage's first line, after an error. */
+const USAGE = `${SERVE_USAGE.split("\n")[0]}   (deno task serve --help for more)`;
 
-let listen;
+let args;
 try {
-  listen = listenOptions(Deno.args, (name) => Deno.env.get(name));
+  args = serveArgs(Deno.args, (name) => Deno.env.get(name));
 } catch (error) {
   console.error(`error: ${(error as Error).message}\n${USAGE}`);
   Deno.exit(2);
 }
+if (args.help) {
+  console.log(SERVE_USAGE);
+  Deno.exit(0);
+}
+const { help: _, ...listen } = args;
 // The app (and the model's loading) starts once the address is ours: a port in use is a one-line
 // error, with no model loaded for nothing.
 let app: Promise<typeof import("./serve.ts")> | undefined;

@@ -14,13 +14,16 @@
  * - `QVQ_KV_CACHE_DTYPE`: `f16` or `f32`, the KV cache's type (default f32; f16 halves its memory)
  * - `QVQ_WARMUP=0`: skip the warm-up generations after loading (a faster start, a slower first
  *   request)
- * - `QVQ_API_KEY`: require `Authorization: Bearer <key>` on /v1, /tokenize and /detokenize
+ * - `QVQ_PROMPT_CACHE`: conversations whose KV cache is kept (default 1; `0` / `off`: none)
+ * - `QVQ_API_KEY`: require `Authorization: Bearer <key>` on /v1, /tokenize, /detokenize and /api
  * - `QVQ_MAX_QUEUE`: requests that may wait for the model (default 16)
  * - `QVQ_ALLOW_REMOTE_IMAGES=1`: fetch http(s) image URLs (public addresses only)
  * - `QVQ_METRICS=0`: no Prometheus metrics at `/metrics` (served by default, without the key)
- * - `QVQ_CORS`: cross-origin access to the API (/v1, /tokenize, /detokenize) — any origin by default; `off`, or a comma-separated
- *   list of origins
+ * - `QVQ_CORS`: cross-origin access to the API (/v1, /tokenize, /detokenize, /api) — any origin by
+ *   default; `off`, or a comma-separated list of origins
  * - `HF_TOKEN`, `HF_ENDPOINT`, `HF_HOME`, `HF_HUB_OFFLINE`: as for huggingface_hub
+ *
+ * `deno task serve --help` prints them with their defaults (`SERVE_USAGE` in src/server/_env.ts).
  *
  * @example
  * ```sh
