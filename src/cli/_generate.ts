@@ -365,8 +365,12 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
       USAGE,
     );
   }
-  // --prompt -: the text read from stdin (a file, a pipe), as llama.cpp's -f reads a file.
-  if (v.prompt === "-") v.prompt = await new Response(io.stdin?.() ?? Deno.stdin.readable).text();
+  // --prompt -: the text read from stdin (a file, a pipe), as llama.cpp's -f reads a file; a chat
+  // message without the one line end `echo` or an editor leaves (a raw prompt is kept as it is).
+  if (v.prompt === "-") {
+    const text = await new Response(io.stdin?.() ?? Deno.stdin.readable).text();
+    v.prompt = v.raw ? text : text.replace(/\r?\n$/, "");
+  }
   // The raw prompt, or the chat messages (their images read before the model loads).
   const raw = v.raw ? requireString(v, "prompt", USAGE) : undefined;
   const messages = raw === undefined ? await promptMessages(v, USAGE) : [];

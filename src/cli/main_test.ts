@@ -701,9 +701,10 @@ Deno.test("generateOptions() reads --ignore-eos, --min-p and --stop-on-loop", ()
 
 Deno.test("qvq generate --prompt - reads the prompt from stdin, as --prompt gives it", async () => {
   const question = "What value should be filled in the blank space?\nThink step by step.";
+  // The line end echo leaves is not part of the message.
   const piped = await cli(
     ["generate", ...TINY_F32, "--prompt", "-", ...GREEDY_2, "--json"],
-    question,
+    `${question}\n`,
   );
   const given = await cli(["generate", ...TINY_F32, "--prompt", question, ...GREEDY_2, "--json"]);
   assert.equal(piped.code, 0, piped.err);
