@@ -447,6 +447,37 @@ export async function imageSize(bytes: Uint8Array): Promise<ImageSize> {
   return { width, height };
 }
 
+/** The formats {@link decodeImage} reads. */
+export const DECODED_FORMATS: readonly string[] = ["PNG", "JPEG", "WebP"];
+
+/**
+ * Bytes enough to tell an image's format: {@link imageFormat} reads no further (an ISO media
+ * file's brand ends at byte 12).
+ */
+const SIGNATURE_BYTES = 16;
+
+/**
+ * What encoded image bytes are, by their first bytes, as {@link decodeImage} tells them before it
+ * decodes: "PNG", "JPEG" or "WebP" ({@link DECODED_FORMATS}), else the format found — "GIF",
+ * "BMP", "TIFF", "AVIF", "HEIC", "HEIF/HEIC or MP4" (another ISO media file), "JPEG XL",
+ * "Photoshop", "text (SVG or HTML?)" —, "empty input" or "unknown signature". One table, in Rust
+ * (`sniff` in wasm/crates/image/src/decode/mod.rs), for this and for the decoder's refusals.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { imageFormat } from "./image.ts";
+ * assert.equal(await imageFormat(new TextEncoder().encode("GIF89a\x01\x00")), "GIF");
+ * assert.equal(await imageFormat(new Uint8Array([0xff, 0xd8, 0xff, 0xe0])), "JPEG");
+ * ```
+ */
+export async function imageFormat(bytes: Uint8Array): Promise<string> {
+  checkBytes(bytes, "The image");
+  await loadWasm();
+  // The signature alone crosses into wasm's memory, not a 20 MB photo.
+  return wasm.imgFormat(bytes.subarray(0, SIGNATURE_BYTES));
+}
+
 /** Options of {@link preprocessImages}. */
 export interface PreprocessOptions {
   /**

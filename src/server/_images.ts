@@ -8,9 +8,11 @@
 import { badRequest, HttpError } from "./_errors.ts";
 import { InvalidInputError } from "../errors.ts";
 import {
+  DECODED_FORMATS,
   type DecodedImage,
   decodeImage,
   DEFAULT_IMAGE_PROCESSOR_CONFIG,
+  imageFormat,
   smartResize,
 } from "../image.ts";
 
@@ -34,21 +36,6 @@ export interface ImagePolicy {
 /** Redirects followed by a remote fetch; each hop's address is checked again. */
 const MAX_REDIRECTS = 3;
 
-/** The encoded formats the image decoder (wasm/crates/image) reads. */
-export type ImageFormat = "png" | "jpeg" | "webp";
-
-/** The format of `bytes` from its magic number, or undefined when it is none we decode. */
-export function sniffImage(bytes: Uint8Array): ImageFormat | undefined {
-  const b = bytes;
-  if (b.length >= 8 && b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47) {
-    return "png";
-  }
-  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return "jpeg";
-  const ascii = (from: number, to: number) => String.fromCharCode(...b.subarray(from, to));
-  if (b.length >= 12 && ascii(0, 4) === "RIFF" && ascii(8, 12) === "WEBP") return "webp";
-  return undefined;
-}
-
 function tooLarge(param: string, bytes: number, maxBytes: number): HttpError {
   return new HttpError(
     413,
@@ -60,20 +47,38 @@ function tooLarge(param: string, bytes: number, maxBytes: number): HttpError {
   );
 }
 
-function checkImage(bytes: Uint8Array, param: string, what: string): Uint8Array {
-  if (!sniffImage(bytes)) {
+/**
+ * What bytes that are no image qvq reads are, for a refusal: "a GIF image", "empty", … (`format`:
+ * {@link imageFormat}'s name for them).
+ */
+function formatFound(format: string, bytes: Uint8Array): string {
+  const reads = "qvq reads PNG, JPEG and WebP";
+  if (format === "empty input") return `empty: ${reads} images`;
+  if (format === "unknown signature") {
     const head = Array.from(bytes.subarray(0, 8), (x) => x.toString(16).padStart(2, "0")).join(" ");
-    throw badRequest(
-      param,
-      `${param}: ${what} is not a PNG, JPEG or WebP image (first bytes: ${head || "none"}).`,
-      "invalid_image",
-    );
+    return `not a PNG, JPEG or WebP image (first bytes: ${head})`;
   }
-  return bytes;
+  if (format.startsWith("text")) return `${format}, not an image: ${reads} images`;
+  const kind = format.includes(" or ") ? "file" : "image"; // "HEIF/HEIC or MP4"
+  return `${/^[AEIOU]/.test(format) ? "an" : "a"} ${format} ${kind}: ${reads}; convert it first`;
 }
 
-/** Decodes a base64 `data:` URL of an image, checking its size before decoding. */
-export function decodeDataUrl(url: string, param: string, maxBytes: number): Uint8Array {
+/** `bytes` where they are an image qvq decodes; else a 400 naming what they are. */
+async function checkImage(bytes: Uint8Array, param: string, what: string): Promise<Uint8Array> {
+  const format = await imageFormat(bytes);
+  if (DECODED_FORMATS.includes(format)) return bytes;
+  throw badRequest(param, `${param}: ${what} is ${formatFound(format, bytes)}.`, "invalid_image");
+}
+
+/**
+ * Decodes a base64 `data:` URL of an image, checking its size before decoding and its format
+ * after.
+ */
+export async function decodeDataUrl(
+  url: string,
+  param: string,
+  maxBytes: number,
+): Promise<Uint8Array> {
   const comma = url.indexOf(",");
   const header = comma < 0 ? "" : url.slice(5, comma).toLowerCase();
   if (comma < 0 || !header.endsWith(";base64")) {
@@ -110,7 +115,7 @@ export function decodeDataUrl(url: string, param: string, maxBytes: number): Uin
     );
   }
   if (bytes.length > maxBytes) throw tooLarge(param, bytes.length, maxBytes);
-  return checkImage(bytes, param, "the data URL");
+  return await checkImage(bytes, param, "the data URL");
 }
 
 function parseIPv4(host: string): number[] | undefined {
@@ -258,7 +263,11 @@ async function fetchImage(
           "invalid_image_url",
         );
       }
-      return checkImage(await readLimited(response, param, policy.maxBytes), param, `"${url}"`);
+      return await checkImage(
+        await readLimited(response, param, policy.maxBytes),
+        param,
+        `"${url}"`,
+      );
     }
   } catch (error) {
     if (error instanceof HttpError) throw error;
@@ -284,7 +293,7 @@ export async function loadImage(
   policy: ImagePolicy,
   signal?: AbortSignal,
 ): Promise<Uint8Array> {
-  if (/^data:/i.test(url)) return decodeDataUrl(url, param, policy.maxBytes);
+  if (/^data:/i.test(url)) return await decodeDataUrl(url, param, policy.maxBytes);
   let parsed: URL | undefined;
   try {
     parsed = new URL(url);

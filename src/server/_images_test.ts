@@ -1,12 +1,6 @@
 import assert from "node:assert/strict";
 import { HttpError } from "./_errors.ts";
-import {
-  decodeDataUrl,
-  type ImagePolicy,
-  isPublicAddress,
-  loadImage,
-  sniffImage,
-} from "./_images.ts";
+import { decodeDataUrl, type ImagePolicy, isPublicAddress, loadImage } from "./_images.ts";
 
 const PNG = await Deno.readFile(
   new URL("../../tests/fixtures/tiny-qwen2vl/reference/case1_0.png", import.meta.url),
@@ -22,14 +16,55 @@ async function rejects(promise: Promise<unknown>, status: number, code: string, 
   if (message) assert.match(error.message, message);
 }
 
-Deno.test("sniffImage() names PNG, JPEG and WebP by their magic numbers and nothing else", () => {
-  assert.equal(sniffImage(PNG), "png");
-  assert.equal(sniffImage(new Uint8Array([0xff, 0xd8, 0xff, 0xe0, 0, 0x10])), "jpeg");
-  const webp = new TextEncoder().encode("RIFF\x24\0\0\0WEBPVP8 ");
-  assert.equal(sniffImage(webp), "webp");
-  assert.equal(sniffImage(new TextEncoder().encode("GIF89a......")), undefined);
-  assert.equal(sniffImage(new TextEncoder().encode("<svg xmlns=")), undefined);
-  assert.equal(sniffImage(new Uint8Array()), undefined);
+Deno.test("loadImage() takes PNG, JPEG and WebP by their magic numbers, and names the format of other images it refuses", async () => {
+  const data = (bytes: Uint8Array) => `data:image/png;base64,${bytes.toBase64()}`;
+  const policy = { allowRemote: false, allowPrivate: false, maxBytes: 1 << 20, timeoutMs: 1000 };
+  const load = (bytes: Uint8Array) => loadImage(data(bytes), PARAM, policy);
+  const ascii = (text: string) => new TextEncoder().encode(text);
+  // The format is checked here; whether the image decodes, later (checkDecodes).
+  for (
+    const ok of [
+      PNG,
+      new Uint8Array([0xff, 0xd8, 0xff, 0xe0, 0, 0x10]),
+      ascii("RIFF\x24\0\0\0WEBPVP8 "),
+    ]
+  ) assert.deepEqual(await load(ok), ok);
+  const gif = await Deno.readFile(
+    new URL("../../tests/fixtures/images/bad/gif_1x1.gif", import.meta.url),
+  );
+  const refused: [Uint8Array, string][] = [
+    [gif, "a GIF image: qvq reads PNG, JPEG and WebP; convert it first"],
+    [ascii("BM\x3a\0\0\0\0\0"), "a BMP image: qvq reads PNG, JPEG and WebP; convert it first"],
+    [ascii("II*\0\x08\0\0\0"), "a TIFF image: qvq reads PNG, JPEG and WebP; convert it first"],
+    [ascii("MM\0*\0\0\0\x08"), "a TIFF image: qvq reads PNG, JPEG and WebP; convert it first"],
+    [
+      ascii("\0\0\0\x18ftypheic\0\0\0\0"),
+      "a HEIC image: qvq reads PNG, JPEG and WebP; convert it first",
+    ],
+    [
+      ascii("\0\0\0\x1cftypavif\0\0\0\0"),
+      "an AVIF image: qvq reads PNG, JPEG and WebP; convert it first",
+    ],
+    [
+      ascii("\0\0\0\x20ftypisom\0\0\x02\0"),
+      "a HEIF/HEIC or MP4 file: qvq reads PNG, JPEG and WebP; convert it first",
+    ],
+    [
+      ascii("<svg xmlns="),
+      "text (SVG or HTML?), not an image: qvq reads PNG, JPEG and WebP images",
+    ],
+    [new Uint8Array(), "empty: qvq reads PNG, JPEG and WebP images"],
+    [
+      new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9]),
+      "not a PNG, JPEG or WebP image (first bytes: 01 02 03 04 05 06 07 08)",
+    ],
+  ];
+  for (const [bytes, found] of refused) {
+    const error = await load(bytes).then(() => undefined, (e) => e);
+    assert.ok(error instanceof HttpError, found);
+    assert.deepEqual([error.status, error.code, error.param], [400, "invalid_image", PARAM]);
+    assert.equal(error.message, `${PARAM}: the data URL is ${found}.`);
+  }
 });
 
 Deno.test("isPublicAddress() refuses loopback, private, link-local and reserved IPv4 and IPv6", () => {
@@ -69,11 +104,12 @@ Deno.test("isPublicAddress() refuses loopback, private, link-local and reserved 
   for (const [ip, expected] of cases) assert.equal(isPublicAddress(ip), expected, ip);
 });
 
-Deno.test("decodeDataUrl() returns the image bytes of a base64 data URL", () => {
-  assert.deepEqual(decodeDataUrl(`data:image/png;base64,${PNG.toBase64()}`, PARAM, 1 << 20), PNG);
+Deno.test("decodeDataUrl() returns the image bytes of a base64 data URL", async () => {
+  const decode = (url: string) => decodeDataUrl(url, PARAM, 1 << 20);
+  assert.deepEqual(await decode(`data:image/png;base64,${PNG.toBase64()}`), PNG);
   // Media type is optional and case-insensitive; the bytes decide the format.
-  assert.deepEqual(decodeDataUrl(`data:;BASE64,${PNG.toBase64()}`, PARAM, 1 << 20), PNG);
-  assert.deepEqual(decodeDataUrl(`data:image/jpeg;base64,${PNG.toBase64()}`, PARAM, 1 << 20), PNG);
+  assert.deepEqual(await decode(`data:;BASE64,${PNG.toBase64()}`), PNG);
+  assert.deepEqual(await decode(`data:image/jpeg;base64,${PNG.toBase64()}`), PNG);
 });
 
 Deno.test("decodeDataUrl() refuses oversized, non-base64, non-image and undecodable payloads", async () => {
@@ -96,7 +132,7 @@ Deno.test("decodeDataUrl() refuses oversized, non-base64, non-image and undecoda
     1000,
     400,
     "invalid_image",
-    /47 49 46 38/,
+    /the data URL is a GIF image: qvq reads PNG, JPEG and WebP; convert it first\.$/,
   );
 });
 

@@ -141,6 +141,13 @@ export class TokTokenizer {
 export function imgDecode(bytes: Uint8Array | number[]): ImgRgb;
 
 /**
+ * What encoded bytes are by their first bytes, as `imgDecode` sniffs them: "PNG", "JPEG" or
+ * "WebP" (what it decodes), else the format it found ("GIF", "BMP", "TIFF", "AVIF", "HEIC", …),
+ * "empty input" or "unknown signature".
+ */
+export function imgFormat(bytes: Uint8Array | number[]): string;
+
+/**
  * Decodes, resizes and flattens one image as Qwen2-VL's processor does.
  */
 export function imgPreprocess(bytes: Uint8Array | number[], config: ImgConfig): ImgPatches;
@@ -185,6 +192,7 @@ export interface InitOutput {
     readonly __wbg_tokstreamdecoder_free: (a: number, b: number) => void;
     readonly __wbg_toktokenizer_free: (a: number, b: number) => void;
     readonly imgDecode: (a: number, b: number) => [number, number, number];
+    readonly imgFormat: (a: number, b: number) => [number, number];
     readonly imgPreprocess: (a: number, b: number, c: number) => [number, number, number];
     readonly imgPreprocessRgb: (a: number, b: number, c: number, d: number, e: number) => [number, number, number];
     readonly imgSize: (a: number, b: number) => [number, number, number, number];

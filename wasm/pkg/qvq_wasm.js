@@ -502,6 +502,28 @@ export function imgDecode(bytes) {
 }
 
 /**
+ * What encoded bytes are by their first bytes, as `imgDecode` sniffs them: "PNG", "JPEG" or
+ * "WebP" (what it decodes), else the format it found ("GIF", "BMP", "TIFF", "AVIF", "HEIC", …),
+ * "empty input" or "unknown signature".
+ * @param {Uint8Array | number[]} bytes
+ * @returns {string}
+ */
+export function imgFormat(bytes) {
+    let deferred2_0;
+    let deferred2_1;
+    try {
+        const ptr0 = passArray8ToWasm0(bytes, wasm.__wbindgen_malloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.imgFormat(ptr0, len0);
+        deferred2_0 = ret[0];
+        deferred2_1 = ret[1];
+        return getStringFromWasm0(ret[0], ret[1]);
+    } finally {
+        wasm.__wbindgen_free(deferred2_0, deferred2_1, 1);
+    }
+}
+
+/**
  * Decodes, resizes and flattens one image as Qwen2-VL's processor does.
  * @param {Uint8Array | number[]} bytes
  * @param {ImgConfig} config

@@ -9,6 +9,7 @@ export const __wbg_stconverter_free: (a: number, b: number) => void;
 export const __wbg_tokstreamdecoder_free: (a: number, b: number) => void;
 export const __wbg_toktokenizer_free: (a: number, b: number) => void;
 export const imgDecode: (a: number, b: number) => [number, number, number];
+export const imgFormat: (a: number, b: number) => [number, number];
 export const imgPreprocess: (a: number, b: number, c: number) => [number, number, number];
 export const imgPreprocessRgb: (a: number, b: number, c: number, d: number, e: number) => [number, number, number];
 export const imgSize: (a: number, b: number) => [number, number, number, number];

@@ -77,6 +77,19 @@ pub fn image_size(bytes: &[u8]) -> Result<Vec<u32>, JsValue> {
         .map_err(js_error)
 }
 
+/// What encoded bytes are by their first bytes, as `imgDecode` sniffs them: "PNG", "JPEG" or
+/// "WebP" (what it decodes), else the format it found ("GIF", "BMP", "TIFF", "AVIF", "HEIC", …),
+/// "empty input" or "unknown signature".
+#[wasm_bindgen(js_name = imgFormat)]
+pub fn image_format(bytes: &[u8]) -> String {
+    match qvq_image::decode::sniff(bytes) {
+        Ok(format) => format.name(),
+        Err(ImageError::UnsupportedFormat { detected }) => detected,
+        Err(_) => "unknown signature",
+    }
+    .to_string()
+}
+
 /// The processor settings, built once from numbers and arrays for the preprocess calls.
 #[wasm_bindgen(js_name = ImgConfig)]
 pub struct ImageConfig {

@@ -84,9 +84,16 @@ pub fn sniff(bytes: &[u8]) -> Result<Format, ImageError> {
         return Ok(Format::WebP);
     }
     if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
+        // The ISO base media file's major brand: AVIF's, HEIF's (an iPhone's HEIC photos), else
+        // a video's (MP4, MOV) or another HEIF.
         let brand = &bytes[8..12];
+        const HEIF: [&[u8; 4]; 8] = [
+            b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1",
+        ];
         let detected = if brand.starts_with(b"avi") {
             "AVIF"
+        } else if HEIF.iter().any(|b| brand == &b[..]) {
+            "HEIC"
         } else {
             "HEIF/HEIC or MP4"
         };
@@ -240,11 +247,14 @@ mod tests {
 
     #[test]
     fn sniff_names_formats_it_does_not_decode() {
-        let cases: [(&[u8], &str); 5] = [
+        let cases: [(&[u8], &str); 8] = [
             (b"GIF89a\x01\x00", "GIF"),
             (b"BM\x00\x00", "BMP"),
             (b"\0\0\0\x1cftypavif", "AVIF"),
-            (b"\0\0\0\x18ftypheic", "HEIF/HEIC or MP4"),
+            (b"\0\0\0\x18ftypheic", "HEIC"),
+            (b"\0\0\0\x18ftypmif1", "HEIC"),
+            (b"\0\0\0\x18ftypisom", "HEIF/HEIC or MP4"),
+            (b"II*\0\x08\0", "TIFF"),
             (b"", "empty input"),
         ];
         for (bytes, detected) in cases {
