@@ -36,6 +36,9 @@ export interface ImagePolicy {
 /** Redirects followed by a remote fetch; each hop's address is checked again. */
 const MAX_REDIRECTS = 3;
 
+/** The refusal of a data URL whose payload does not decode (after `<param>: `). */
+export const DATA_URL_NOT_BASE64 = "the data URL's payload is not valid base64.";
+
 function tooLarge(param: string, bytes: number, maxBytes: number): HttpError {
   return new HttpError(
     413,
@@ -108,11 +111,7 @@ export async function decodeDataUrl(
   try {
     bytes = Uint8Array.fromBase64(payload);
   } catch {
-    throw badRequest(
-      param,
-      `${param}: the data URL's payload is not valid base64.`,
-      "invalid_image_url",
-    );
+    throw badRequest(param, `${param}: ${DATA_URL_NOT_BASE64}`, "invalid_image_url");
   }
   if (bytes.length > maxBytes) throw tooLarge(param, bytes.length, maxBytes);
   return await checkImage(bytes, param, "the data URL");

@@ -18,6 +18,7 @@
  */
 import type { GenerationResult, TokenLogprob } from "../generate/types.ts";
 import { badRequest, HttpError, toHttpError } from "./_errors.ts";
+import { DATA_URL_NOT_BASE64 } from "./_images.ts";
 import { deltaReader, type Format, logprobEntries } from "./_openai.ts";
 import { QWEN_FUNCTION_MARK } from "./_qwen_tools.ts";
 import type { ToolMode } from "./_tools.ts";
@@ -418,7 +419,17 @@ export function ollamaError(error: unknown, sources: Source[] = []): unknown {
   };
   const param = error.param === null ? null : rename(error.param);
   // The context's refusal says which length to lower: "… new tokens (max_tokens)".
-  const message = rename(error.message).replace("(max_tokens)", "(options.num_predict)");
+  let message = rename(error.message).replace("(max_tokens)", "(options.num_predict)");
+  // An Ollama image is base64, not the data URL its translation made of it (imageParts): the
+  // refusal is the entry's.
+  if (param !== null && param !== error.param && /(^|\.)images\[\d+\]$/.test(param)) {
+    message = message
+      .replace(
+        `${param}: ${DATA_URL_NOT_BASE64}`,
+        `${param} is not valid base64: send the image file's bytes base64-encoded.`,
+      )
+      .replace(`${param}: the data URL is `, `${param} is `);
+  }
   if (param === error.param && message === error.message) return error;
   return new HttpError(error.status, message, error.type, param, error.code, error.headers);
 }

@@ -1541,6 +1541,53 @@ Deno.test("Ollama's options.stop_on_loop turns the loop stop on or off, as /v1's
   }
 });
 
+Deno.test("Ollama's images are base64, not data URLs: a refusal names the images[j] entry and what it is", async () => {
+  const { app, fake } = setup();
+  const gif = await Deno.readFile(
+    new URL("../../tests/fixtures/images/bad/gif_1x1.gif", import.meta.url),
+  );
+  const refused = async (path: string, image: string) => {
+    const response = await app.request(path, {
+      method: "POST",
+      body: JSON.stringify({
+        model: MODEL,
+        stream: false,
+        ...(path === "/api/chat"
+          ? {
+            messages: [{ role: "user", content: "What is it?", images: [PNG.toBase64(), image] }],
+          }
+          : { prompt: "What is it?", images: [PNG.toBase64(), image] }),
+      }),
+    });
+    assert.equal(response.status, 400, path);
+    return (await response.json()).error;
+  };
+  const notBase64 = "is not valid base64: send the image file's bytes base64-encoded.";
+  const isGif = "is a GIF image: qvq reads PNG, JPEG and WebP; convert it first.";
+  assert.equal(await refused("/api/chat", "notbase64!!"), `messages[0].images[1] ${notBase64}`);
+  assert.equal(await refused("/api/generate", "notbase64!!"), `images[1] ${notBase64}`);
+  assert.equal(await refused("/api/chat", gif.toBase64()), `messages[0].images[1] ${isGif}`);
+  assert.equal(await refused("/api/generate", gif.toBase64()), `images[1] ${isGif}`);
+  // A data URL sent as an image (which Ollama's API takes too) says what it is.
+  assert.equal(
+    await refused("/api/chat", `data:image/gif;base64,${gif.toBase64()}`),
+    `messages[0].images[1] ${isGif}`,
+  );
+  // /v1 speaks of its data URLs.
+  const v1 = await post(app, {
+    model: MODEL,
+    messages: [{
+      role: "user",
+      content: [{ type: "image_url", image_url: { url: "data:image/png;base64,notbase64!!" } }],
+    }],
+  });
+  assert.equal(
+    (await v1.json()).error.message,
+    "messages[0].content[0].image_url.url: the data URL's payload is not valid base64.",
+  );
+  assert.equal(fake.calls.length, 0);
+});
+
 Deno.test("continue_final_message: an assistant's answer begun, continued; add_generation_prompt beside it", async () => {
   const { app, fake } = setup();
   const begun = {
