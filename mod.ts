@@ -44,6 +44,7 @@ export type {
   TokenLogprob,
   ToolCall,
   TopLogprob,
+  WeightTypes,
 } from "./src/generate/types.ts";
 
 // Serving: the OpenAI-compatible Hono app and the Hugging Face hub downloader.

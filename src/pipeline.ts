@@ -62,6 +62,7 @@ import type {
   GenerationEvent,
   GenerationResult,
   TokenizeInput,
+  WeightTypes,
 } from "./generate/types.ts";
 import type { ImageSize } from "./image.ts";
 
@@ -202,6 +203,15 @@ export class Pipeline implements ChatEngine {
   /** The model's context in tokens: the prompt and its answer together (load's `maxContext`). */
   get maxContext(): number {
     return this.model.maxContext;
+  }
+
+  /**
+   * How the weights are held on the GPU: load's `dtype` (as the adapter allowed it), `quant` and
+   * `visionQuant`.
+   */
+  get weightTypes(): WeightTypes {
+    const { dtype, quant, visionQuant } = this.model.plan;
+    return { dtype, ...(quant ? { quant } : {}), ...(visionQuant ? { visionQuant } : {}) };
   }
 
   /**

@@ -3,6 +3,7 @@
  * @module
  */
 import type { DecodedImage, ImageSize } from "../image.ts";
+import type { QuantDType, WeightDType } from "../gpu/tensor.ts";
 
 /**
  * One part of a message's content. An image is its file's bytes (PNG, JPEG or WebP), or pixels
@@ -302,6 +303,11 @@ export interface ChatEngine {
   /** The model's context in tokens (vLLM's `max_model_len`). Optional. */
   readonly maxContext?: number;
   /**
+   * How the model's weights are held (their float type, what is quantized): a server reports it
+   * (Ollama's `quantization_level`, its start-up line). Optional.
+   */
+  readonly weightTypes?: WeightTypes;
+  /**
    * The system message the model's chat template writes where a conversation has none
    * (ChatTemplate.defaultSystemPrompt); undefined where it writes none. The server describes
    * tools after it (tool_choice "auto") when a conversation has no system message. Optional.
@@ -321,6 +327,16 @@ export interface ChatEngine {
    * error's status (500; 503 while shutting down) instead of "ok". Optional.
    */
   readonly failure?: Error;
+}
+
+/** How a loaded model's weights are held on the GPU ({@link ChatEngine.weightTypes}). */
+export interface WeightTypes {
+  /** The float type of every weight not quantized (all of them where nothing is). */
+  readonly dtype: WeightDType;
+  /** The decoder's matrices and lm_head quantized to this (src/model/quantize.ts), if they are. */
+  readonly quant?: QuantDType;
+  /** The vision tower's matrices quantized to this, if they are. */
+  readonly visionQuant?: QuantDType;
 }
 
 /** What {@link ChatEngine.tokenize} takes: a raw prompt, or chat messages. */

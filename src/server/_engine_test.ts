@@ -11,6 +11,8 @@ Deno.test("loadEngine() passes quant to the model: its decoder matrices load as 
   try {
     const { plan } = engine.model;
     assert.equal(plan.quant, "q4");
+    // What the server reports of it (Ollama's quantization_level, its "serving" line).
+    assert.deepEqual(engine.weightTypes, { dtype: plan.dtype, quant: "q4" });
     assert.equal(plan.tensors.get("text.layers.0.qkv")!.dtype, "q4");
   } finally {
     engine.dispose();

@@ -52,8 +52,11 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
         post({
           type: "loaded",
           modelId: p.modelId,
-          maxContext: p.maxContext,
-          defaultSystemPrompt: p.defaultSystemPrompt,
+          about: {
+            maxContext: p.maxContext,
+            defaultSystemPrompt: p.defaultSystemPrompt,
+            weightTypes: p.weightTypes,
+          },
         });
         // The generations running fail with it on their own; the host learns it here, at once.
         p.model.gpu.whenLost.then((error) => post({ type: "failed", error: describeError(error) }));

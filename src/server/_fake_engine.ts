@@ -13,6 +13,7 @@ import type {
   GenerationEvent,
   PromptEcho,
   TokenLogprob,
+  WeightTypes,
 } from "../generate/types.ts";
 import { ContextLengthError, InvalidInputError } from "../errors.ts";
 import type { ImageSize } from "../image.ts";
@@ -40,6 +41,8 @@ export interface FakeEngineOptions {
   refuse?: (messages: ChatMessage[]) => Error | undefined;
   /** Its chat template's default system message (ChatEngine.defaultSystemPrompt). Default none. */
   defaultSystemPrompt?: string;
+  /** How its weights are held (ChatEngine.weightTypes). Default: not said. */
+  weightTypes?: WeightTypes;
   /**
    * Holds generation `call` (its index in {@link FakeEngine.calls}) before it writes token `k`
    * (from 0, after the prefill) where it returns a promise: the engine waits for it, or for the
@@ -181,6 +184,11 @@ export class FakeEngine implements ChatEngine {
   constructor(options: FakeEngineOptions = {}) {
     this.modelId = options.modelId ?? "fake/qvq-test";
     this.#options = options;
+  }
+
+  /** The scripted weight types ({@link FakeEngineOptions.weightTypes}). */
+  get weightTypes(): WeightTypes | undefined {
+    return this.#options.weightTypes;
   }
 
   /** The scripted default system message ({@link FakeEngineOptions.defaultSystemPrompt}). */

@@ -16,7 +16,7 @@
  * `typical_p`, …) are ignored, as Ollama ignores options it does not know.
  * @module
  */
-import type { GenerationResult, TokenLogprob } from "../generate/types.ts";
+import type { GenerationResult, TokenLogprob, WeightTypes } from "../generate/types.ts";
 import { badRequest, HttpError, toHttpError } from "./_errors.ts";
 import { DATA_URL_NOT_BASE64 } from "./_images.ts";
 import { deltaReader, type Format, logprobEntries } from "./_openai.ts";
@@ -610,15 +610,28 @@ export function loadedObject(model: string, kind: "chat" | "generate"): Json {
   };
 }
 
+/**
+ * The served weights' `quantization_level`, named as Ollama names its own (the level of the
+ * model's bulk): "Q8" / "Q4" where qvq quantized the decoder's matrices and lm_head to q8 / q4 —
+ * groups of 32 weights sharing one f16 scale, 8.5 / 4.5 bits a weight: the block and scale of
+ * ggml's Q8_0 / Q4_0, not their codes (the embedding and the vision tower stay float) —, else the float type the weights are
+ * held in as loaded, "F16" or "F32" (a bf16 checkpoint is held as f16, so never "BF16"); "" where
+ * the engine does not say.
+ */
+export function quantizationLevel(weights: WeightTypes | undefined): string {
+  if (!weights) return "";
+  return (weights.quant ?? weights.dtype).toUpperCase();
+}
+
 /** What /api/tags, /api/ps and /api/show say of the served model. */
-export function modelDetails(): Json {
+export function modelDetails(weights?: WeightTypes): Json {
   return {
     parent_model: "",
     format: "safetensors",
     family: "qwen2vl",
     families: ["qwen2vl"],
     parameter_size: "",
-    quantization_level: "",
+    quantization_level: quantizationLevel(weights),
   };
 }
 
@@ -628,8 +641,15 @@ export async function modelDigest(modelId: string): Promise<string> {
   return new Uint8Array(hash).toHex();
 }
 
-/** The served model as /api/tags lists it (`since`: when the server began serving it, ISO). */
-export async function modelEntry(modelId: string, since: string): Promise<Json> {
+/**
+ * The served model as /api/tags lists it (`since`: when the server began serving it, ISO;
+ * `weights`: how they are held, for its quantization level).
+ */
+export async function modelEntry(
+  modelId: string,
+  since: string,
+  weights?: WeightTypes,
+): Promise<Json> {
   const name = ollamaName(modelId);
   return {
     name,
@@ -637,18 +657,22 @@ export async function modelEntry(modelId: string, since: string): Promise<Json> 
     modified_at: since,
     size: 0, // not known to the server: the weights may be quantized while loading
     digest: await modelDigest(modelId),
-    details: modelDetails(),
+    details: modelDetails(weights),
   };
 }
 
 /** POST /api/show's answer: what Ollama's clients read of a model (its capabilities, context). */
-export function showObject(maxContext: number | undefined, since: string): Json {
+export function showObject(
+  maxContext: number | undefined,
+  since: string,
+  weights?: WeightTypes,
+): Json {
   return {
     license: "",
     modelfile: "",
     parameters: "",
     template: "",
-    details: modelDetails(),
+    details: modelDetails(weights),
     model_info: {
       "general.architecture": "qwen2vl",
       ...(maxContext ? { "qwen2vl.context_length": maxContext } : {}),

@@ -741,13 +741,13 @@ export function createApp(
 
   app.get("/api/tags", async (c) => {
     const e = await engineReady;
-    return c.json({ models: [await modelEntry(e.modelId, since)] });
+    return c.json({ models: [await modelEntry(e.modelId, since, e.weightTypes)] });
   });
 
   app.get("/api/ps", async (c) => {
     const e = await engineReady;
     const running = {
-      ...await modelEntry(e.modelId, since),
+      ...await modelEntry(e.modelId, since, e.weightTypes),
       expires_at: "2318-01-01T00:00:00Z", // never unloaded: Ollama's date for keep_alive -1
       size_vram: 0,
       ...(e.maxContext ? { context_length: e.maxContext } : {}),
@@ -758,7 +758,7 @@ export function createApp(
   app.post("/api/show", limitBody, async (c) => {
     const e = await engineReady;
     namedModel(await readJson(c.req.raw), e.modelId, true);
-    return c.json(showObject(e.maxContext, since));
+    return c.json(showObject(e.maxContext, since, e.weightTypes));
   });
 
   app.get("/api/version", (c) => c.json({ version: OLLAMA_API_VERSION }));

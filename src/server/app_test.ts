@@ -1588,6 +1588,29 @@ Deno.test("Ollama's images are base64, not data URLs: a refusal names the images
   assert.equal(fake.calls.length, 0);
 });
 
+Deno.test("Ollama's /api/tags, /api/ps and /api/show give the served weights' quantization_level", async () => {
+  const levels = async (weightTypes?: FakeEngineOptions["weightTypes"]) => {
+    const { app } = setup({ weightTypes });
+    const tags = await (await app.request("/api/tags")).json();
+    const ps = await (await app.request("/api/ps")).json();
+    const show = await (await app.request("/api/show", {
+      method: "POST",
+      body: JSON.stringify({ model: MODEL }),
+    })).json();
+    return [tags.models[0], ps.models[0], show].map((m) => m.details.quantization_level);
+  };
+  assert.deepEqual(await levels({ dtype: "f16", quant: "q4" }), ["Q4", "Q4", "Q4"]);
+  assert.deepEqual(await levels({ dtype: "f32", quant: "q8", visionQuant: "q8" }), [
+    "Q8",
+    "Q8",
+    "Q8",
+  ]);
+  // Float weights: the type they are held in.
+  assert.deepEqual(await levels({ dtype: "f16" }), ["F16", "F16", "F16"]);
+  assert.deepEqual(await levels({ dtype: "f32", visionQuant: "q8" }), ["F32", "F32", "F32"]);
+  assert.deepEqual(await levels(), ["", "", ""]); // an engine that does not say
+});
+
 Deno.test("continue_final_message: an assistant's answer begun, continued; add_generation_prompt beside it", async () => {
   const { app, fake } = setup();
   const begun = {

@@ -33,7 +33,7 @@
  */
 import { createApp } from "./app.ts";
 import { EngineClosedError, QvqError } from "../errors.ts";
-import { loadWorkerEngine } from "./worker_engine.ts";
+import { describeWeights, loadWorkerEngine } from "./worker_engine.ts";
 import { loadOptionsFromEnv, modelFromEnv, optionsFromEnv } from "./_env.ts";
 
 const env = (name: string) => Deno.env.get(name);
@@ -59,7 +59,7 @@ const model = setting(() => modelFromEnv(env, import.meta.url));
 const engine = loadWorkerEngine(model, { warmUp: true, ...setting(() => loadOptionsFromEnv(env)) });
 engine.then(
   (e) => {
-    console.error(`qvq: serving ${e.modelId} (from ${model})`);
+    console.error(`qvq: serving ${e.modelId} (from ${model}; ${describeWeights(e.weightTypes)})`);
     // A model that can answer no more (its GPU device lost) ends the server, as vLLM's dead
     // engine does, so a supervisor (systemd, a container's restart policy) starts a new one. The
     // answers in progress have their error by then; a moment lets their last bytes go out.

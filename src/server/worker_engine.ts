@@ -15,6 +15,7 @@ import type {
   GenerateOptions,
   GenerationEvent,
   TokenizeInput,
+  WeightTypes,
 } from "../generate/types.ts";
 import { EngineClosedError, ERROR_CLASSES, GpuError, InvalidInputError } from "../errors.ts";
 import type { PipelineOptions } from "../pipeline.ts";
@@ -72,7 +73,7 @@ export type WorkerCall =
 /** Messages from the worker. */
 export type FromWorker =
   | { type: "thread"; entry: string | null } // first: its thread's /proc entry (src/server/_thread.ts)
-  | { type: "loaded"; modelId: string; maxContext: number; defaultSystemPrompt?: string }
+  | { type: "loaded"; modelId: string; about: WorkerEngineAbout }
   | { type: "load-error"; error: ErrorDescription }
   | { type: "event"; id: number; event: GenerationEvent }
   | { type: "end"; id: number }
@@ -185,11 +186,29 @@ class Mailbox {
   }
 }
 
+/** What a worker's pipeline tells of itself once loaded, for its {@link WorkerEngine}. */
+export type WorkerEngineAbout = Pick<
+  ChatEngine,
+  "maxContext" | "defaultSystemPrompt" | "weightTypes"
+>;
+
+/**
+ * How an engine's weights are held, in words for a log line (the server's "serving" line):
+ * "f16 weights", or the decoder's and the vision tower's types where either is quantized
+ * ("decoder q4, vision tower f16").
+ */
+export function describeWeights(w: WeightTypes | undefined): string {
+  if (!w) return "weights as the engine holds them";
+  if (!w.quant && !w.visionQuant) return `${w.dtype} weights`;
+  return `decoder ${w.quant ?? w.dtype}, vision tower ${w.visionQuant ?? w.dtype}`;
+}
+
 /** A ChatEngine whose pipeline runs in a worker; make one with {@link loadWorkerEngine}. */
 export class WorkerEngine implements ChatEngine {
   readonly modelId: string;
   readonly maxContext: number | undefined;
   readonly defaultSystemPrompt: string | undefined;
+  readonly weightTypes: WeightTypes | undefined;
   readonly #worker: Worker;
   readonly #boxes = new Map<number, Mailbox>();
   #next = 0;
@@ -204,20 +223,20 @@ export class WorkerEngine implements ChatEngine {
 
   /**
    * Relays to `worker`, which has loaded `modelId` (make one with {@link loadWorkerEngine});
-   * `thread` is the entry of its thread that the worker reported; `maxContext` and
-   * `defaultSystemPrompt` are its pipeline's.
+   * `thread` is the entry of its thread that the worker reported; `about`, what its pipeline
+   * said of itself (its context, default system message and weight types).
    */
   constructor(
     worker: Worker,
     modelId: string,
     thread: string | null = null,
-    maxContext?: number,
-    defaultSystemPrompt?: string,
+    about: WorkerEngineAbout = {},
   ) {
     this.#worker = worker;
     this.modelId = modelId;
-    this.maxContext = maxContext;
-    this.defaultSystemPrompt = defaultSystemPrompt;
+    this.maxContext = about.maxContext;
+    this.defaultSystemPrompt = about.defaultSystemPrompt;
+    this.weightTypes = about.weightTypes;
     this.#thread = thread;
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const m = e.data;
@@ -500,7 +519,7 @@ export function loadWorkerEngine(
       const m = e.data;
       if (m.type === "thread") thread = m.entry;
       else if (m.type === "loaded") {
-        engine = new WorkerEngine(worker, m.modelId, thread, m.maxContext, m.defaultSystemPrompt);
+        engine = new WorkerEngine(worker, m.modelId, thread, m.about);
         resolve(engine);
         engine.closed.then(unlisten);
       } else if (m.type === "load-error") failed(revive(m.error));

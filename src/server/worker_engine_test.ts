@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { TINY_DIR } from "../model/_fixture.ts";
 import { loadEngine } from "./_engine.ts";
 import {
+  describeWeights,
   type FromWorker,
   handOverImages,
   loadWorkerEngine,
@@ -75,6 +76,8 @@ Deno.test("loadWorkerEngine() answers as the pipeline on this thread does, image
     assert.equal(worker.maxContext, here.maxContext);
     assert.equal(worker.defaultSystemPrompt, "You are a helpful assistant.");
     assert.equal(worker.defaultSystemPrompt, here.defaultSystemPrompt);
+    assert.deepEqual(worker.weightTypes, here.weightTypes);
+    assert.match(here.weightTypes.dtype, /^f(16|32)$/);
     for (const input of [{ prompt: "Hello world" }, { messages: withImage }]) {
       assert.deepEqual(await worker.tokenize(input), await here.tokenize(input));
     }
@@ -368,4 +371,17 @@ Deno.test("a WorkerEngine disposes with `await using`, and gives SIGINT back to 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("describeWeights() says the float type, or what is quantized", () => {
+  assert.equal(describeWeights({ dtype: "f16" }), "f16 weights");
+  assert.equal(describeWeights({ dtype: "f16", quant: "q4" }), "decoder q4, vision tower f16");
+  assert.equal(
+    describeWeights({ dtype: "f32", quant: "q8", visionQuant: "q8" }),
+    "decoder q8, vision tower q8",
+  );
+  assert.equal(
+    describeWeights({ dtype: "f16", visionQuant: "q8" }),
+    "decoder f16, vision tower q8",
+  );
 });
