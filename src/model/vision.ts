@@ -205,7 +205,13 @@ export class VisionTower {
       ? visionAttentionInt8
       : (...a: Parameters<typeof visionAttention>) => [visionAttention(...a)];
 
-    const ds: Dispatch[] = [...linear(gpu, x, pv, w.matrix("vision.patch_embed"), null, { m: P })];
+    // The patch embedding's k (1176) is never split: the split the time model picks follows P, all
+    // the images' patches, so an image's rows would be summed otherwise alone than beside others,
+    // and an int8 tower's layers magnify that (1 % of the embeddings); the prompt cache encodes
+    // only the images it has not seen. (P's tiles fill the GPU wherever the time matters.)
+    const ds: Dispatch[] = [
+      ...linear(gpu, x, pv, w.matrix("vision.patch_embed"), null, { m: P }, { splitK: 1 }),
+    ];
     for (let i = 0; i < v.depth; i++) {
       // The GPU starts on the first blocks while the CPU builds the rest.
       if (submitBefore(i)) submit(gpu, ds.splice(0), "vision");
