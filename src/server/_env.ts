@@ -116,13 +116,16 @@ function switchOf(env: Env, name: string): boolean | undefined {
 
 /**
  * Server options from `QVQ_API_KEY`, `QVQ_MAX_QUEUE`, `QVQ_ALLOW_REMOTE_IMAGES`, `QVQ_METRICS`
- * (off: no `/metrics`) and `QVQ_CORS` (0 / false / no / off: no cross-origin access; unset, `*`,
- * 1 / true: any origin; else a comma-separated list of origins).
+ * (off: no `/metrics`), `QVQ_CORS` (0 / false / no / off: no cross-origin access; unset, `*`,
+ * 1 / true: any origin; else a comma-separated list of origins) and `QVQ_SERVED_MODEL_NAME` (the
+ * name the model is served as, vLLM's `--served-model-name`; unset or blank: its id).
  */
 export function optionsFromEnv(env: Env): ServerOptions {
   const options: ServerOptions = {};
   const key = env("QVQ_API_KEY");
   if (key) options.apiKey = key;
+  const name = env("QVQ_SERVED_MODEL_NAME")?.trim();
+  if (name) options.servedModelName = name;
   const maxQueue = wholeNumber("QVQ_MAX_QUEUE", env("QVQ_MAX_QUEUE"));
   if (maxQueue !== undefined) options.maxQueue = maxQueue;
   if (switchOf(env, "QVQ_ALLOW_REMOTE_IMAGES")) options.allowRemoteImages = true;
@@ -166,6 +169,8 @@ environment:
   QVQ_ALLOW_REMOTE_IMAGES  on: fetch http(s) image URLs, public addresses only (default off)
   QVQ_CORS                 off, or the origins allowed, comma-separated (default: any origin)
   QVQ_METRICS              off: no Prometheus metrics at /metrics (default on)
+  QVQ_SERVED_MODEL_NAME    the name the model is served as in answers, /v1/models and /api/tags
+                           (requests may give it or the model's id; default: the model's id)
   PORT                     the port where --port is not given
   HF_TOKEN, HF_HOME, HF_ENDPOINT, HF_HUB_OFFLINE, HF_HUB_DOWNLOAD_TIMEOUT
                            as huggingface_hub reads them

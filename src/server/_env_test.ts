@@ -39,6 +39,10 @@ Deno.test("optionsFromEnv() reads the API key, the queue length and the remote-i
   assert.deepEqual(optionsFromEnv(vars({ QVQ_ALLOW_REMOTE_IMAGES: "off" })), {});
   assert.deepEqual(optionsFromEnv(vars({ QVQ_METRICS: "off" })), { metrics: false });
   assert.deepEqual(optionsFromEnv(vars({ QVQ_METRICS: "1" })), {});
+  assert.deepEqual(optionsFromEnv(vars({ QVQ_SERVED_MODEL_NAME: " qvq " })), {
+    servedModelName: "qvq",
+  });
+  assert.deepEqual(optionsFromEnv(vars({ QVQ_SERVED_MODEL_NAME: " " })), {});
   assert.throws(
     () => optionsFromEnv(vars({ QVQ_METRICS: "later" })),
     /QVQ_METRICS: "later" is neither on .* nor off/,

@@ -77,10 +77,17 @@ export function ollamaName(modelId: string): string {
 }
 
 /**
- * The model a request names (`model`, or the older `name`), checked against the served one: a
- * 404 as Ollama's for another. Undefined where it names none (a 400 where it must: `required`).
+ * The model a request names (`model`, or the older `name`), checked against the served one's
+ * names (`names`: the one it is served as first, then any other it answers to), each also with
+ * Ollama's tag: a 404 as Ollama's for another. Undefined where it names none (a 400 where it
+ * must: `required`).
  */
-export function namedModel(json: unknown, modelId: string, required = false): string | undefined {
+export function namedModel(
+  json: unknown,
+  names: string | readonly string[],
+  required = false,
+): string | undefined {
+  const [served, ...others] = typeof names === "string" ? [names] : names;
   if (!isObject(json)) throw invalid("", "The request body must be a JSON object.");
   const model = json.model ?? json.name;
   if (model === undefined || model === null || model === "") {
@@ -88,10 +95,10 @@ export function namedModel(json: unknown, modelId: string, required = false): st
     return undefined;
   }
   if (typeof model !== "string") throw invalid("model", "model must be a string.");
-  if (model !== modelId && model !== ollamaName(modelId)) {
+  if (![served, ...others].some((name) => model === name || model === ollamaName(name))) {
     throw new HttpError(
       404,
-      `model "${model}" not found: this server serves "${ollamaName(modelId)}" ` +
+      `model "${model}" not found: this server serves "${ollamaName(served)}" ` +
         `(start another with QVQ_MODEL for another model).`,
       "invalid_request_error",
       "model",
@@ -304,10 +311,18 @@ function chatMessage(m: unknown, i: number): Json {
   return out;
 }
 
-/** POST /api/chat's request, translated. */
-export function ollamaChat(json: unknown, modelId: string): OllamaRequest {
+/**
+ * The model an /api/chat or /api/generate request names ({@link namedModel}), else the served
+ * one's Ollama name.
+ */
+function requestModel(json: Json, names: string | readonly string[]): string {
+  return namedModel(json, names) ?? ollamaName(typeof names === "string" ? names : names[0]);
+}
+
+/** POST /api/chat's request, translated (`names`: as {@link namedModel} takes them). */
+export function ollamaChat(json: unknown, names: string | readonly string[]): OllamaRequest {
   if (!isObject(json)) throw invalid("", "The request body must be a JSON object.");
-  const model = namedModel(json, modelId) ?? ollamaName(modelId);
+  const model = requestModel(json, names);
   const messages = json.messages ?? [];
   if (!Array.isArray(messages)) throw invalid("messages", "messages must be an array of messages.");
   const body: Json = { messages: messages.map(chatMessage) };
@@ -339,9 +354,9 @@ export function ollamaChat(json: unknown, modelId: string): OllamaRequest {
 }
 
 /** POST /api/generate's request, translated: a chat of the system prompt and the prompt, or raw. */
-export function ollamaGenerate(json: unknown, modelId: string): OllamaRequest {
+export function ollamaGenerate(json: unknown, names: string | readonly string[]): OllamaRequest {
   if (!isObject(json)) throw invalid("", "The request body must be a JSON object.");
-  const model = namedModel(json, modelId) ?? ollamaName(modelId);
+  const model = requestModel(json, names);
   const refuse = (field: string, why: string) => {
     const v = json[field];
     if (v !== undefined && v !== null && v !== "" && !(Array.isArray(v) && !v.length)) {

@@ -133,9 +133,17 @@ export interface ServerOptions {
    * without the API key). Default true.
    */
   metrics?: boolean;
+  /**
+   * The name the model is served as (vLLM's `--served-model-name`): answers, `/v1/models`, Ollama's
+   * `/api/tags` and the metrics give it; requests may name it or the engine's own `modelId`.
+   * Default: the engine's `modelId`.
+   */
+  servedModelName?: string;
 }
 
-type Settings = Required<Omit<ServerOptions, "apiKey">> & { apiKey?: string };
+type Settings =
+  & Required<Omit<ServerOptions, "apiKey" | "servedModelName">>
+  & Pick<ServerOptions, "apiKey" | "servedModelName">;
 /** What request parsing reads: the settings, and what the engine's chat template writes. */
 type ParseSettings = Settings & Pick<RequestLimits, "defaultSystemPrompt">;
 
@@ -367,6 +375,15 @@ export function createApp(
   // Fields given as undefined keep their defaults (a spread would overwrite them).
   const given = Object.entries(options).filter(([, v]) => v !== undefined);
   const settings: Settings = { ...DEFAULTS, ...Object.fromEntries(given) };
+  const alias = settings.servedModelName;
+  if (alias !== undefined && (typeof alias !== "string" || !alias.trim())) {
+    throw new TypeError(`servedModelName must be a non-empty string; got ${JSON.stringify(alias)}`);
+  }
+  /** The name `e` is served as. */
+  const nameOf = (e: ChatEngine) => alias ?? e.modelId;
+  /** The names a request may give `e`: the one it is served as first, then its own id. */
+  const namesOf = (e: ChatEngine): string[] =>
+    alias ? [...new Set([alias, e.modelId])] : [e.modelId];
   const queue = new GenerationQueue(settings.maxQueue);
   const metrics = new Metrics();
   // Images are decoded (to check them) on a worker: a photo held this thread for ≈ 0.3 s.
@@ -382,7 +399,7 @@ export function createApp(
   let loadError: unknown;
   const engineReady = Promise.resolve(engine).then(
     (e) => {
-      metrics.model = e.modelId;
+      metrics.model = nameOf(e);
       return (loaded = e);
     },
     (error) => {
@@ -478,7 +495,7 @@ export function createApp(
     }
     return c.json({
       status: "ok",
-      model: loaded.modelId,
+      model: nameOf(loaded),
       queue: { running: queue.running, waiting: queue.waiting, max: queue.maxWaiting },
     });
   });
@@ -526,7 +543,7 @@ export function createApp(
 
   const created = Math.floor(Date.now() / 1000); // when this server started serving it
   const modelObject = (e: ChatEngine) => ({
-    id: e.modelId,
+    id: nameOf(e),
     object: "model",
     created,
     owned_by: "qvq",
@@ -539,7 +556,8 @@ export function createApp(
 
   app.get("/v1/models/:id{.+}", async (c) => {
     const e = await engineReady;
-    if (c.req.param("id") !== e.modelId) throw modelNotFound(c.req.param("id"), e);
+    const id = c.req.param("id");
+    if (!namesOf(e).includes(id)) throw modelNotFound(id, nameOf(e));
     return c.json(modelObject(e));
   });
 
@@ -713,7 +731,7 @@ export function createApp(
 
   app.post("/api/chat", limitBody, async (c) => {
     const e = await servedEngine(undefined);
-    const o = ollamaChat(await readJson(c.req.raw), e.modelId);
+    const o = ollamaChat(await readJson(c.req.raw), namesOf(e));
     if (o.load) return onceResponse(o.stream, loadedObject(o.model, "chat"));
     const parse = (body: Record<string, unknown>) => ollamaParsed(parseChatRequest, o, body);
     const request = parse(o.body);
@@ -726,7 +744,7 @@ export function createApp(
 
   app.post("/api/generate", limitBody, async (c) => {
     const e = await servedEngine(undefined);
-    const o = ollamaGenerate(await readJson(c.req.raw), e.modelId);
+    const o = ollamaGenerate(await readJson(c.req.raw), namesOf(e));
     if (o.load) return onceResponse(o.stream, loadedObject(o.model, "generate"));
     const format = ollamaGenerateFormat(o.model, o.sources, o.raw);
     if (!o.raw) {
@@ -741,13 +759,13 @@ export function createApp(
 
   app.get("/api/tags", async (c) => {
     const e = await engineReady;
-    return c.json({ models: [await modelEntry(e.modelId, since, e.weightTypes)] });
+    return c.json({ models: [await modelEntry(nameOf(e), since, e.weightTypes)] });
   });
 
   app.get("/api/ps", async (c) => {
     const e = await engineReady;
     const running = {
-      ...await modelEntry(e.modelId, since, e.weightTypes),
+      ...await modelEntry(nameOf(e), since, e.weightTypes),
       expires_at: "2318-01-01T00:00:00Z", // never unloaded: Ollama's date for keep_alive -1
       size_vram: 0,
       ...(e.maxContext ? { context_length: e.maxContext } : {}),
@@ -757,7 +775,7 @@ export function createApp(
 
   app.post("/api/show", limitBody, async (c) => {
     const e = await engineReady;
-    namedModel(await readJson(c.req.raw), e.modelId, true);
+    namedModel(await readJson(c.req.raw), namesOf(e), true);
     return c.json(showObject(e.maxContext, since, e.weightTypes));
   });
 
@@ -767,7 +785,7 @@ export function createApp(
   app.post("/api/pull", limitBody, async (c) => {
     const e = await engineReady;
     const json = await readJson(c.req.raw);
-    namedModel(json, e.modelId, true);
+    namedModel(json, namesOf(e), true);
     return onceResponse((json as { stream?: unknown }).stream !== false, { status: "success" });
   });
 
@@ -787,7 +805,7 @@ export function createApp(
         501,
         `${c.req.path} is not served: this server generates with the one model it loaded ` +
           `(${
-            loaded?.modelId ?? "loading"
+            loaded ? nameOf(loaded) : "loading"
           }); it does not embed, create, copy, delete or push models.`,
         "invalid_request_error",
         null,
@@ -806,7 +824,7 @@ export function createApp(
   /** The engine, once loaded, where `model` (if given) names it; else the 404 for `model`. */
   async function servedEngine(model: string | undefined): Promise<ChatEngine> {
     const e = await untilLoaded();
-    if (model !== undefined && model !== e.modelId) throw modelNotFound(model, e);
+    if (model !== undefined && !namesOf(e).includes(model)) throw modelNotFound(model, nameOf(e));
     if (e.failure) throw e.failure; // before its images are decoded, or its turn waited for
     return e;
   }
@@ -913,7 +931,7 @@ export function createApp(
         since,
         abort.signal,
       );
-      const header = completionHeader(e.modelId, format.prefix);
+      const header = completionHeader(nameOf(e), format.prefix);
       if (request.stream) {
         const first = events.next();
         first.catch(() => {}); // awaited below or in the stream
@@ -1150,10 +1168,11 @@ function fieldError(error: unknown, field: string): unknown {
   return http.status === 400 && http.param === null ? badRequest(field, http.message) : error;
 }
 
-function modelNotFound(model: string, engine: ChatEngine): HttpError {
+/** The 404 for a request naming `model`, where the server serves `served`. */
+function modelNotFound(model: string, served: string): HttpError {
   return new HttpError(
     404,
-    `The model "${model}" does not exist on this server; it serves "${engine.modelId}".`,
+    `The model "${model}" does not exist on this server; it serves "${served}".`,
     "invalid_request_error",
     "model",
     "model_not_found",

@@ -834,6 +834,60 @@ Deno.test("GET /v1/models lists the engine's model; /v1/models/<id> finds it or 
   assert.equal((await missing.json()).error.code, "model_not_found");
 });
 
+Deno.test("servedModelName: the model is served as that name, listed and answered so; requests may name it or the model's id", async () => {
+  const { app, fake } = setup({}, { servedModelName: "qvq" });
+  const list = await (await app.request("/v1/models")).json();
+  assert.deepEqual(list.data.map((m: { id: string }) => m.id), ["qvq"]);
+  for (const id of ["qvq", MODEL]) {
+    assert.equal((await (await app.request(`/v1/models/${id}`)).json()).id, "qvq", id);
+  }
+  for (const model of ["qvq", MODEL, undefined]) {
+    const response = await post(app, { ...hello, model });
+    assert.equal(response.status, 200, model);
+    assert.equal((await response.json()).model, "qvq", model);
+  }
+  const other = await post(app, { ...hello, model: "gpt-4o" });
+  assert.equal(other.status, 404);
+  assert.match((await other.json()).error.message, /"gpt-4o" does not exist .*; it serves "qvq"\./);
+  const completion = await app.request("/v1/completions", {
+    method: "POST",
+    body: JSON.stringify({ model: "qvq", prompt: "Hi", max_tokens: 2 }),
+  });
+  assert.equal((await completion.json()).model, "qvq");
+  assert.equal((await (await app.request("/health")).json()).model, "qvq");
+  // Ollama's names: either, with or without its tag; listed as the served name.
+  const tags = await (await app.request("/api/tags")).json();
+  assert.deepEqual(tags.models.map((m: { name: string }) => m.name), ["qvq:latest"]);
+  for (const model of ["qvq", "qvq:latest", MODEL, `${MODEL}:latest`]) {
+    const chat = await app.request("/api/chat", {
+      method: "POST",
+      body: JSON.stringify({ model, messages: hello.messages, stream: false }),
+    });
+    assert.equal(chat.status, 200, model);
+    assert.equal((await chat.json()).model, model);
+    const show = await app.request("/api/show", {
+      method: "POST",
+      body: JSON.stringify({ model }),
+    });
+    assert.equal(show.status, 200, model);
+    await show.json();
+  }
+  const unnamed = await app.request("/api/generate", {
+    method: "POST",
+    body: JSON.stringify({ prompt: "Hi", stream: false }),
+  });
+  assert.equal((await unnamed.json()).model, "qvq:latest");
+  const missing = await app.request("/api/chat", {
+    method: "POST",
+    body: JSON.stringify({ model: "llama3", messages: hello.messages }),
+  });
+  assert.equal(missing.status, 404);
+  assert.match((await missing.json()).error, /this server serves "qvq:latest"/);
+  assert.equal(fake.calls.length, 9);
+  assert.match(await (await app.request("/metrics")).text(), /model_name="qvq"/);
+  assert.throws(() => createApp(fake, { servedModelName: " " }), /servedModelName must be a/);
+});
+
 Deno.test("/v1 answers browsers from other origins (CORS), before the API key; cors: false or a list restricts it", async () => {
   const preflight = (app: ReturnType<typeof setup>["app"], origin: string) =>
     app.request("/v1/chat/completions", {

@@ -21,6 +21,8 @@
  * - `QVQ_METRICS=0`: no Prometheus metrics at `/metrics` (served by default, without the key)
  * - `QVQ_CORS`: cross-origin access to the API (/v1, /tokenize, /detokenize, /api) — any origin by
  *   default; `off`, or a comma-separated list of origins
+ * - `QVQ_SERVED_MODEL_NAME`: the name the model is served as (vLLM's `--served-model-name`);
+ *   requests may give it or the model's id
  * - `HF_TOKEN`, `HF_ENDPOINT`, `HF_HOME`, `HF_HUB_OFFLINE`: as for huggingface_hub
  *
  * `deno task serve --help` prints them with their defaults (`SERVE_USAGE` in src/server/_env.ts).
@@ -53,13 +55,18 @@ function setting<T>(read: () => T): T {
 }
 
 const model = setting(() => modelFromEnv(env, import.meta.url));
+const options = setting(() => optionsFromEnv(env));
 // The model runs in a worker: its thread waits for the GPU, this one keeps answering HTTP.
 // It warms up (src/server/_warmup.ts) unless QVQ_WARMUP=0: the first request finds its GPU
 // pipelines compiled.
 const engine = loadWorkerEngine(model, { warmUp: true, ...setting(() => loadOptionsFromEnv(env)) });
 engine.then(
   (e) => {
-    console.error(`qvq: serving ${e.modelId} (from ${model}; ${describeWeights(e.weightTypes)})`);
+    const name = options.servedModelName;
+    const as = name && name !== e.modelId ? ` as "${name}"` : "";
+    console.error(
+      `qvq: serving ${e.modelId}${as} (from ${model}; ${describeWeights(e.weightTypes)})`,
+    );
     // A model that can answer no more (its GPU device lost) ends the server, as vLLM's dead
     // engine does, so a supervisor (systemd, a container's restart policy) starts a new one. The
     // answers in progress have their error by then; a moment lets their last bytes go out.
@@ -81,7 +88,4 @@ engine.then(
 );
 
 /** The fetch handler `deno serve` runs. */
-export default createApp(
-  engine,
-  setting(() => optionsFromEnv(env)),
-) satisfies Deno.ServeDefaultExport;
+export default createApp(engine, options) satisfies Deno.ServeDefaultExport;
