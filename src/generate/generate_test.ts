@@ -208,6 +208,47 @@ Deno.test("runGeneration() aborted mid-prefill reports the prompt tokens the cac
   }
 });
 
+Deno.test("runGeneration(): a q4 prompt one token past a prefill chunk answers the same again from the prompt cache", async () => {
+  // 9 tokens in 8-token chunks: 7 + 2 (a one-token last chunk would run the decode's GEMV, whose
+  // int8 activations round otherwise than the 2-row rerun of the cache's — a helper found a
+  // 513-token q4 prompt answered differently its second time: 512 + 1 against 2).
+  const gpu = await sharedGpu();
+  const q4 = await Qwen2VLModel.load(TINY_DIR, {
+    gpu,
+    dtype: "f32",
+    quant: "q4",
+    maxContext: CONTEXT,
+    prefillChunk: 8,
+  });
+  const cache = new PromptCache(q4);
+  try {
+    const prompt: PreparedPrompt = {
+      inputIds: Int32Array.from({ length: 9 }, (_, i) => 1000 + 7919 * i % 50000),
+      pixelValues: new Float32Array(0),
+      gridThw: [],
+      imageTokens: 0,
+    };
+    const options = resolveOptions({ maxNewTokens: 4, logprobs: true, topLogprobs: 5 }, CONFIG);
+    const run = async () => {
+      let result: GenerationResult | undefined;
+      for await (
+        const e of runGeneration(q4, await tokenizer, prompt, options, { promptCache: cache })
+      ) {
+        if (e.type === "done") result = e.result;
+      }
+      return result!;
+    };
+    const [first, again] = [await run(), await run()];
+    assert.equal(first.usage.cachedTokens, 0);
+    assert.equal(again.usage.cachedTokens, 7);
+    assert.equal(again.text, first.text);
+    assert.deepEqual(again.logprobs, first.logprobs);
+  } finally {
+    cache.close();
+    q4.dispose();
+  }
+});
+
 addEventListener("unload", () => {
   chunked.then((m) => m.dispose());
   model.then((m) => m.dispose());

@@ -561,9 +561,13 @@ export class Qwen2VLModel {
     // (src/gpu/buffers.ts readMapped): the GPU idles while the next chunk's first layer is built.)
     let queued: Promise<void> | undefined; // the GPU finishing the chunk before the last one
     try {
-      for (let c = start; c < S; c += chunk) {
+      for (let c = start, n = 0; c < S; c += n) {
         opts.signal?.throwIfAborted();
-        const n = Math.min(chunk, S - c);
+        // No last chunk of one row where there are more: a one-row chunk runs the decode's GEMVs
+        // (m = 1), whose q8 / q4 int8 activations round otherwise than the prefill GEMMs' — a
+        // prompt of 512k + 1 tokens answered differently uncached and from the prompt cache (which
+        // prefills the last two rows again). So 513 rows go as 511 + 2, as the cache's rerun does.
+        n = chunk > 2 && S - c === chunk + 1 ? chunk - 1 : Math.min(chunk, S - c);
         const idsBuf = uploadArray(gpu, ids.subarray(c, c + n), "prefill.ids");
         const posBuf = uploadArray(gpu, pos.subarray(c * 3, (c + n) * 3), "prefill.pos");
         // The chunk's rows that predict a prompt token (the last prompt row predicts none).
