@@ -577,10 +577,10 @@ const MALFORMED: [string, unknown, number, string | null][] = [
     "messages[0].content[0].text",
   ],
   [
-    "image_url a string",
+    "image_url a number (a URL string or {url} is one)",
     {
       model: MODEL,
-      messages: [{ role: "user", content: [{ type: "image_url", image_url: PNG_URL }] }],
+      messages: [{ role: "user", content: [{ type: "image_url", image_url: 7 }] }],
     },
     400,
     "messages[0].content[0].image_url",
