@@ -26,6 +26,8 @@ import {
   type Values,
 } from "./_args.ts";
 import { InvalidInputError } from "../errors.ts";
+import { gpuIdle } from "../gpu/buffers.ts";
+import { within } from "../_async.ts";
 import { MAX_VIDEO_FRAMES } from "../image.ts";
 
 const USAGE = `usage: qvq generate --model <dir|url|org/name> --prompt <text> [options]
@@ -404,6 +406,10 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
     return abort.signal.aborted ? 130 : 0;
   } finally {
     stopOnCtrlC();
+    // What an abort leaves on the GPU (the batch submitted after the last one read) runs out before
+    // the device is destroyed and the process exits: once in CI, under load, the process crashed
+    // there after Ctrl+C (exit 139, not 130) — lavapipe's threads still running, we suppose.
+    await within(gpuIdle(pipeline.model.gpu), 10_000).catch(() => {});
     pipeline.dispose();
   }
 }

@@ -357,6 +357,12 @@ Deno.test("deno task qvq reads and writes relative paths from the directory it w
         "o.st",
       ],
       cwd: dir,
+      // deno task keeps an INIT_CWD it finds (as npm does): under `deno task test` it would be the
+      // repository root's.
+      env: Object.fromEntries(
+        Object.entries(Deno.env.toObject()).filter(([k]) => k !== "INIT_CWD"),
+      ),
+      clearEnv: true,
       stdout: "null",
       stderr: "piped",
     }).output();
