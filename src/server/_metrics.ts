@@ -38,7 +38,13 @@ export interface QueueState {
 /** The counters and histograms of one server. */
 export class Metrics {
   #model = "";
-  readonly #counters = new Map<string, number>(); // "name{labels}" → value
+  // name and labels but the model's ("name{labels}") → the counter, labelled as the model is named
+  // when rendered: responses before the model loaded (/health's 503s) count under its name then,
+  // not in a series of model_name="" of their own.
+  readonly #counters = new Map<
+    string,
+    { name: string; labels: Record<string, string>; value: number }
+  >();
   readonly #ttft = new Histogram(TTFT_BUCKETS);
   readonly #tpot = new Histogram(TPOT_BUCKETS);
   readonly #e2e = new Histogram(E2E_BUCKETS);
@@ -50,8 +56,10 @@ export class Metrics {
   }
 
   #add(name: string, labels: Record<string, string>, by: number): void {
-    const key = `${name}${this.#labels(labels)}`;
-    this.#counters.set(key, (this.#counters.get(key) ?? 0) + by);
+    const key = `${name}${JSON.stringify(labels)}`;
+    const counter = this.#counters.get(key) ?? { name, labels, value: 0 };
+    counter.value += by;
+    this.#counters.set(key, counter);
   }
 
   #labels(extra: Record<string, string> = {}): string {
@@ -120,11 +128,11 @@ export class Metrics {
     for (const [name, text, labelled] of counters) {
       help(name, "counter", text);
       if (!labelled) {
-        out.push(`${name}${this.#labels()} ${this.#counters.get(`${name}${this.#labels()}`) ?? 0}`);
+        out.push(`${name}${this.#labels()} ${this.#counters.get(`${name}{}`)?.value ?? 0}`);
         continue;
       }
-      for (const [key, value] of this.#counters) {
-        if (key.startsWith(`${name}{`)) out.push(`${key} ${value}`);
+      for (const c of this.#counters.values()) {
+        if (c.name === name) out.push(`${name}${this.#labels(c.labels)} ${c.value}`);
       }
     }
     const histograms: [string, Histogram, string][] = [

@@ -71,3 +71,16 @@ Deno.test("Metrics renders vLLM-named counters, gauges and cumulative histograms
   assert.match(text, /# TYPE qvq:e2e_request_latency_seconds histogram\n/);
   assert.ok(text.endsWith("\n"));
 });
+
+Deno.test("Metrics counts responses from before the model loaded under its name, in one series", () => {
+  const m = new Metrics();
+  m.response("/health", 503); // while loading: no name yet
+  m.model = "qwen";
+  m.response("/health", 503);
+  const text = m.render({ running: false, waiting: 0 });
+  assert.equal(
+    value(text, 'qvq:http_responses_total{model_name="qwen",route="/health",status="503"}'),
+    2,
+  );
+  assert.ok(!text.includes('model_name=""'), text);
+});

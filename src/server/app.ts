@@ -386,6 +386,7 @@ export function createApp(
     alias ? [...new Set([alias, e.modelId])] : [e.modelId];
   const queue = new GenerationQueue(settings.maxQueue);
   const metrics = new Metrics();
+  if (alias) metrics.model = alias; // known before the model loads
   // Images are decoded (to check them) on a worker: a photo held this thread for ≈ 0.3 s.
   const decoder = new ImageDecoder();
   const policy: ImagePolicy = {
