@@ -123,8 +123,12 @@ export async function main(args: string[], io: Io = stdio): Promise<number> {
 
 if (import.meta.main) {
   // `deno task qvq` runs this in the repository root; the paths a user types (--image, --out,
-  // --model) are relative to where they ran it, which deno task passes as INIT_CWD.
-  const from = Deno.env.get("INIT_CWD");
+  // --model) are relative to where they ran it, which the task passes as QVQ_TASK_CWD (its
+  // INIT_CWD). Not INIT_CWD itself: every process under a task inherits that one.
+  const env = { name: "env", variable: "QVQ_TASK_CWD" } as const;
+  const from = Deno.permissions.querySync(env).state === "granted"
+    ? Deno.env.get("QVQ_TASK_CWD")
+    : undefined;
   if (from) Deno.chdir(from);
   Deno.exit(await main(Deno.args));
 }
