@@ -334,8 +334,12 @@ Deno.test("SIGTERM while the model loads answers the request waiting for it (503
   });
   // Signalled once the server holds the request (on a loaded machine 100 ms was not always enough
   // for the connection to open: the signal closed the listener first).
-  while ((await (await fetch(`${base}/health`)).json()).waiting !== 1) {
+  for (let health = await (await fetch(`${base}/health`)).json(); health.waiting !== 1;) {
+    // Loaded before the request was seen (not here: the warm-up takes seconds), the test would
+    // wait for nothing: it fails saying so.
+    assert.equal(health.status, "loading", "the model loaded before the request reached it");
     await new Promise((r) => setTimeout(r, 20));
+    health = await (await fetch(`${base}/health`)).json();
   }
   child.kill("SIGTERM");
   const answer = await waiting;

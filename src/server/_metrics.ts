@@ -114,7 +114,7 @@ export class Metrics {
       out.push(`# HELP ${name} ${text}`, `# TYPE ${name} ${type}`);
     help("qvq:num_requests_running", "gauge", "Requests generating now (0 or 1: one at a time).");
     out.push(`qvq:num_requests_running${this.#labels()} ${queue.running ? 1 : 0}`);
-    help("qvq:num_requests_waiting", "gauge", "Requests waiting in the queue for their turn.");
+    help("qvq:num_requests_waiting", "gauge", "Requests waiting for their turn (in the queue, or for the model to load).");
     out.push(`qvq:num_requests_waiting${this.#labels()} ${queue.waiting}`);
     // Counters with labels of their own have a series per value seen; the others one, from 0.
     const counters: [string, string, boolean][] = [

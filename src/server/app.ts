@@ -410,15 +410,22 @@ export function createApp(
   );
   engineReady.catch(() => {}); // reported by /health and by each request
   // Requests for the model waiting for it to load (not yet in the queue): /health and /metrics
-  // count them.
+  // count them, until the load ends or (`signal`) their client leaves.
   let awaitingLoad = 0;
-  const untilLoaded = async (): Promise<ChatEngine> => {
+  const untilLoaded = async (signal?: AbortSignal): Promise<ChatEngine> => {
     if (loaded) return loaded;
     awaitingLoad++;
+    let counted = true;
+    const leave = () => {
+      if (counted) awaitingLoad--;
+      counted = false;
+    };
+    signal?.addEventListener("abort", leave, { once: true });
     try {
       return await engineReady;
     } finally {
-      awaitingLoad--;
+      signal?.removeEventListener("abort", leave);
+      leave();
     }
   };
   /**
@@ -434,10 +441,13 @@ export function createApp(
    * loads (minutes for QVQ-72B), and again once it has loaded where it had not yet, with the
    * engine's default system message (where the load failed, the request fails on that).
    */
-  const parsedWithEngine = async <T>(parse: (limits: ParseSettings) => T): Promise<T> => {
+  const parsedWithEngine = async <T>(
+    parse: (limits: ParseSettings) => T,
+    signal: AbortSignal,
+  ): Promise<T> => {
     const early = parse(limits());
     if (loaded) return early;
-    await untilLoaded().catch(() => {});
+    await untilLoaded(signal).catch(() => {});
     return loaded ? parse(limits()) : early;
   };
 
@@ -608,7 +618,10 @@ export function createApp(
 
   app.post("/v1/chat/completions", limitBody, async (c) => {
     const body = await readJson(c.req.raw);
-    const request = await parsedWithEngine((limits) => parseChatRequest(body, limits));
+    const request = await parsedWithEngine(
+      (limits) => parseChatRequest(body, limits),
+      c.req.raw.signal,
+    );
     return await answer(c.req.raw, request, chatFormat(request.tools), prepareChat(request));
   });
 
@@ -617,7 +630,10 @@ export function createApp(
     const { chat, echo, sources } = chatBodyOfResponses(await readJson(c.req.raw));
     let request: ChatRequest;
     try {
-      request = await parsedWithEngine((limits) => parseChatRequest(chat, limits));
+      request = await parsedWithEngine(
+        (limits) => parseChatRequest(chat, limits),
+        c.req.raw.signal,
+      );
     } catch (error) {
       throw responsesError(error, sources);
     }
@@ -731,7 +747,7 @@ export function createApp(
   }
 
   app.post("/api/chat", limitBody, async (c) => {
-    const e = await servedEngine(undefined);
+    const e = await servedEngine(undefined, c.req.raw.signal);
     const o = ollamaChat(await readJson(c.req.raw), namesOf(e));
     if (o.load) return onceResponse(o.stream, loadedObject(o.model, "chat"));
     const parse = (body: Record<string, unknown>) => ollamaParsed(parseChatRequest, o, body);
@@ -744,7 +760,7 @@ export function createApp(
   });
 
   app.post("/api/generate", limitBody, async (c) => {
-    const e = await servedEngine(undefined);
+    const e = await servedEngine(undefined, c.req.raw.signal);
     const o = ollamaGenerate(await readJson(c.req.raw), namesOf(e));
     if (o.load) return onceResponse(o.stream, loadedObject(o.model, "generate"));
     const format = ollamaGenerateFormat(o.model, o.sources, o.raw);
@@ -823,8 +839,11 @@ export function createApp(
   };
 
   /** The engine, once loaded, where `model` (if given) names it; else the 404 for `model`. */
-  async function servedEngine(model: string | undefined): Promise<ChatEngine> {
-    const e = await untilLoaded();
+  async function servedEngine(
+    model: string | undefined,
+    signal?: AbortSignal,
+  ): Promise<ChatEngine> {
+    const e = await untilLoaded(signal);
     if (model !== undefined && !namesOf(e).includes(model)) throw modelNotFound(model, nameOf(e));
     if (e.failure) throw e.failure; // before its images are decoded, or its turn waited for
     return e;
@@ -833,7 +852,10 @@ export function createApp(
   // vLLM's tokenizer endpoints: the ids the model would read, and the text of ids.
   app.post("/tokenize", limitBody, async (c) => {
     const body = await readJson(c.req.raw);
-    const request = await parsedWithEngine((limits) => parseTokenizeRequest(body, limits));
+    const request = await parsedWithEngine(
+      (limits) => parseTokenizeRequest(body, limits),
+      c.req.raw.signal,
+    );
     const e = await engineFor(request.model, "tokenize");
     const field = "prompt" in request ? "prompt" : "messages";
     // The images' sizes go in their place: an image's token count follows from its size, read
@@ -883,7 +905,7 @@ export function createApp(
       signal: AbortSignal,
     ) => Promise<(options: GenerateOptions) => AsyncIterable<GenerationEvent>>,
   ): Promise<Response> {
-    const e = await servedEngine(request.model);
+    const e = await servedEngine(request.model, raw.signal);
     // The engine names its refusals of a format "response_format": where vLLM's guided_* field
     // set it, that field.
     const field = request.formatField;

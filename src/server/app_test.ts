@@ -945,7 +945,20 @@ Deno.test("GET /health says loading until the engine promise resolves, then ok w
     await (await app.request("/metrics")).text(),
     /\nqvq:num_requests_waiting\{[^}]*\} 1\n/,
   );
+  // One whose client leaves is no longer counted.
+  const leaving = new AbortController();
+  const left = app.request("/v1/chat/completions", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(hello),
+    signal: leaving.signal,
+  });
+  const waiting = async () => (await (await app.request("/health")).json()).waiting;
+  await waitFor(async () => await waiting() === 2, "two requests waiting");
+  leaving.abort();
+  await waitFor(async () => await waiting() === 1, "the one left waiting");
   resolve(new FakeEngine());
+  await Promise.resolve(left).catch(() => {});
   assert.equal((await pending).status, 200);
   assert.deepEqual(await (await app.request("/health")).json(), {
     status: "ok",
