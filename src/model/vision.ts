@@ -208,7 +208,10 @@ export class VisionTower {
     // The patch embedding's k (1176) is never split: the split the time model picks follows P, all
     // the images' patches, so an image's rows would be summed otherwise alone than beside others,
     // and an int8 tower's layers magnify that (1 % of the embeddings); the prompt cache encodes
-    // only the images it has not seen. (P's tiles fill the GPU wherever the time matters.)
+    // only the images it has not seen. (P's tiles fill the GPU wherever the time matters.) The
+    // blocks' own GEMMs (k ≥ 1024 at the real widths) still split by P, for speed: there an
+    // image's rows alone and beside others agree to f32 rounding (a review: proj 6.4e-6), and
+    // the int8 tower's GEMM tiles small passes (≤ 64 patches) otherwise.
     const ds: Dispatch[] = [
       ...linear(gpu, x, pv, w.matrix("vision.patch_embed"), null, { m: P }, { splitK: 1 }),
     ];
