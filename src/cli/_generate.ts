@@ -48,7 +48,9 @@ options:
                             tokens in it recognised; no --image, --video or --system):
                             /v1/completions
   --max-tokens <n>          most tokens to generate (1..8192; default: as many as the
-                            context holds, up to 8192, as llama-cli and ollama run)
+                            context holds, up to 8192, as llama-cli and ollama run — also
+                            with --ignore-eos; generation_config.json's max_new_tokens is
+                            not read)
   --temperature <t>         0 = greedy (default: generation_config.json)
   --top-p <p>  --top-k <k>  --min-p <m>  --repetition-penalty <r>
   --presence-penalty <p>  --frequency-penalty <f>

@@ -567,7 +567,9 @@ export function createApp(
 
   app.get("/v1/models/:id{.+}", async (c) => {
     const e = await engineReady;
-    const id = c.req.param("id");
+    // A trailing slash is the route's own, as on every other path (under a strict parent it
+    // reaches here as part of the id).
+    const id = c.req.param("id").replace(/\/$/, "");
     if (!namesOf(e).includes(id)) throw modelNotFound(id, nameOf(e));
     return c.json(modelObject(e));
   });

@@ -829,6 +829,15 @@ Deno.test("GET /v1/models lists the engine's model; /v1/models/<id> finds it or 
     data: [{ id: MODEL, object: "model", created: list.data[0].created, owned_by: "qvq" }],
   });
   assert.equal((await (await app.request(`/v1/models/${MODEL}`)).json()).id, MODEL);
+  // With a trailing slash too, also where a strict parent mounts the app (the slash then reaches
+  // the id).
+  const parent = new Hono();
+  parent.route("/qvq", app);
+  for (const served of [app, parent]) {
+    const prefix = served === app ? "" : "/qvq";
+    const slashed = await served.request(`${prefix}/v1/models/${MODEL}/`);
+    assert.equal((await slashed.json()).id, MODEL, prefix);
+  }
   const missing = await app.request("/v1/models/other");
   assert.equal(missing.status, 404);
   assert.equal((await missing.json()).error.code, "model_not_found");
