@@ -14,6 +14,7 @@
 set -u
 SKIP=(
   src/bundle/build_test.ts src/cli/_chat_test.ts src/cli/main_test.ts src/server/_decoder_test.ts
+  src/server/main_test.ts
   tests/examples_test.ts tests/publish_test.ts tests/remote_import_test.ts
   tests/server_openai_test.ts tests/web_test.ts
 )
