@@ -415,17 +415,27 @@ Deno.test("the chat page renders an answer's markdown with DOM nodes only: code 
   assert.match((await text.textContent())!, /2\*3\*4\.[\s\S]*Done <i>\./);
 });
 
-Deno.test("the chat page sends a video file as its frames: sampled at 2 a second, JPEG, with max_pixels", async () => {
-  const engine = new FakeEngine(); // answers with what it received
-  let sent: { video: string[]; max_pixels: number } | undefined;
-  const app = createApp(engine);
-  await using s = await serveAndLaunch(async (req) => {
+/** A chat request's video part, as the page sends it. */
+interface VideoPart {
+  video: string[];
+  max_pixels: number;
+}
+
+/** `app`'s handler, keeping the video part of each chat request's last message in `videos`. */
+function keepingVideos(app: { fetch: Deno.ServeHandler }, videos: VideoPart[]): Deno.ServeHandler {
+  return async (req, info) => {
     if (req.method === "POST" && new URL(req.url).pathname === "/v1/chat/completions") {
       const body = await req.clone().json();
-      sent = body.messages.at(-1).content.find((p: { type: string }) => p.type === "video");
+      videos.push(body.messages.at(-1).content.find((p: { type: string }) => p.type === "video"));
     }
-    return app.fetch(req);
-  });
+    return app.fetch(req, info);
+  };
+}
+
+Deno.test("the chat page sends a video file as its frames: sampled at 2 a second, JPEG, with max_pixels", async () => {
+  const engine = new FakeEngine(); // answers with what it received
+  const videos: VideoPart[] = [];
+  await using s = await serveAndLaunch(keepingVideos(createApp(engine), videos));
   const page = await s.browser.newPage();
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(String(e)));
@@ -448,12 +458,14 @@ Deno.test("the chat page sends a video file as its frames: sampled at 2 a second
     await page.textContent(".msg.assistant:last-child .text"),
     "I see 0 images and 1 video of 4 frames. You said: What moves?",
   );
-  assert.equal(sent?.video.length, 4);
-  assert.equal(sent?.max_pixels, 448 * 448);
-  for (const url of sent!.video) assert.match(url, /^data:image\/jpeg;base64,/);
+  assert.equal(videos.length, 1);
+  const [sent] = videos;
+  assert.equal(sent.video.length, 4);
+  assert.equal(sent.max_pixels, 448 * 448);
+  for (const url of sent.video) assert.match(url, /^data:image\/jpeg;base64,/);
   // The frames differ (testsrc moves) and keep the video's size (under 448² pixels).
-  assert.equal(new Set(sent!.video).size, 4);
-  const frame = await decodeImage(Buffer.from(sent!.video[0].split(",")[1], "base64"));
+  assert.equal(new Set(sent.video).size, 4);
+  const frame = await decodeImage(Buffer.from(sent.video[0].split(",")[1], "base64"));
   assert.deepEqual([frame.width, frame.height], [64, 48]);
   // The sent message shows the video's first frame and its count.
   assert.equal(await page.textContent(".msg.user .frames"), "▶ 4 frames");
@@ -462,15 +474,8 @@ Deno.test("the chat page sends a video file as its frames: sampled at 2 a second
 
 Deno.test("the chat page draws a video's frame once the seek's frame is shown, not when seeked fires", async () => {
   const engine = new FakeEngine();
-  let sent: { video: string[] } | undefined;
-  const app = createApp(engine);
-  await using s = await serveAndLaunch(async (req) => {
-    if (req.method === "POST" && new URL(req.url).pathname === "/v1/chat/completions") {
-      const body = await req.clone().json();
-      sent = body.messages.at(-1).content.find((p: { type: string }) => p.type === "video");
-    }
-    return app.fetch(req);
-  });
+  const videos: VideoPart[] = [];
+  await using s = await serveAndLaunch(keepingVideos(createApp(engine), videos));
   const page = await s.browser.newPage();
   // Chromium on a busy machine: the frame a seek lands on reaches what drawImage reads (by another
   // thread) after the seeked event. Here the second seek's frame comes late: the first three
@@ -538,8 +543,8 @@ Deno.test("the chat page draws a video's frame once the seek's frame is shown, n
     await page.evaluate(() => (globalThis as any).staleReads) > 0,
     "the late frame was seen",
   );
-  assert.equal(sent?.video.length, 4);
-  assert.equal(new Set(sent!.video).size, 4); // no frame twice
+  assert.equal(videos.at(-1)?.video.length, 4);
+  assert.equal(new Set(videos.at(-1)!.video).size, 4); // no frame twice
   assert.deepEqual(errors, []);
 });
 
