@@ -10,7 +10,9 @@ import { regexDfa } from "./regex.ts";
  */
 function cpuMs(): number {
   try {
-    const fields = Deno.readTextFileSync("/proc/thread-self/stat").split(") ")[1].split(" ");
+    // After the command's name, which is in parentheses and may itself hold ") ".
+    const stat = Deno.readTextFileSync("/proc/thread-self/stat");
+    const fields = stat.slice(stat.lastIndexOf(") ") + 2).split(" ");
     return (Number(fields[11]) + Number(fields[12])) * 10; // utime + stime
   } catch {
     return performance.now();
