@@ -187,6 +187,8 @@ export type ServeArgs = { help: true } | { help: false; port: number; hostname: 
  * @throws InvalidInputError for an unknown option or a bad port or host
  */
 export function serveArgs(args: string[], env: Env): ServeArgs {
+  // Help first: asked beside an option misspelt, the usage is what helps.
+  if (args.includes("--help") || args.includes("-h")) return { help: true };
   const { values } = parseArgs({
     args,
     options: {

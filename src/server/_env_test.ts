@@ -152,8 +152,8 @@ Deno.test("serveArgs() takes --port, else PORT, else 8000, and --host", () => {
   assert.deepEqual(listen(["--host", "::"], {}).hostname, "::");
 });
 
-Deno.test("serveArgs() takes --help and -h, beside other options and a bad PORT", () => {
-  for (const args of [["--help"], ["-h"], ["--port", "9000", "--help"]]) {
+Deno.test("serveArgs() takes --help and -h, beside other options (an unknown one too) and a bad PORT", () => {
+  for (const args of [["--help"], ["-h"], ["--port", "9000", "--help"], ["--verbose", "-h"]]) {
     assert.deepEqual(serveArgs(args, vars({ PORT: "http" })), { help: true }, args.join(" "));
   }
 });
