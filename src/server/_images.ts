@@ -171,17 +171,22 @@ export function isPublicAddress(ip: string): boolean {
     first === 0x64 && g[1] === 0xff9b || first === 0x2001 && g[1] === 0x0db8);
 }
 
-/** Throws unless every address `hostname` resolves to is public. */
-async function checkHost(hostname: string, param: string): Promise<void> {
+/**
+ * Throws unless every address `hostname` resolves to is public. The lookup ends with `signal` (the
+ * fetch's timeout and the client's leaving): a DNS server that never answers would otherwise hold
+ * the request past its timeout.
+ */
+async function checkHost(hostname: string, param: string, signal: AbortSignal): Promise<void> {
   const host = hostname.replace(/^\[|\]$/g, "");
   let addresses: string[];
   if (parseIPv4(host) || parseIPv6(host)) addresses = [host];
   else if (host === "localhost" || host.endsWith(".localhost")) addresses = ["127.0.0.1"];
   else {
     const lookups = await Promise.allSettled([
-      Deno.resolveDns(host, "A"),
-      Deno.resolveDns(host, "AAAA"),
+      Deno.resolveDns(host, "A", { signal }),
+      Deno.resolveDns(host, "AAAA", { signal }),
     ]);
+    signal.throwIfAborted();
     addresses = lookups.flatMap((r) => (r.status === "fulfilled" ? r.value : []));
     if (addresses.length === 0) {
       throw badRequest(param, `${param}: cannot resolve the host "${host}".`, "invalid_image_url");
@@ -232,7 +237,7 @@ async function fetchImage(
   const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
   try {
     for (let hop = 0;; hop++) {
-      if (!policy.allowPrivate) await checkHost(url.hostname, param);
+      if (!policy.allowPrivate) await checkHost(url.hostname, param, combined);
       const response = await fetch(url, { redirect: "manual", signal: combined });
       const location = response.headers.get("location");
       if (response.status >= 300 && response.status < 400 && location) {

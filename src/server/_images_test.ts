@@ -208,6 +208,37 @@ Deno.test("loadImage() refuses remote URLs when off, private hosts unless allowe
   }
 });
 
+Deno.test("loadImage(): the host's DNS lookup ends with the fetch's timeout (a resolver that never answers)", async () => {
+  const resolveDns = Deno.resolveDns;
+  let endedByTimeout = 0;
+  // A lookup that answers a public address only after 5 s, unless its signal ends it first.
+  Deno.resolveDns =
+    ((_query: string, _type: string, options?: { signal?: AbortSignal }) =>
+      new Promise((resolve, reject) => {
+        const late = setTimeout(() => resolve(["93.184.216.34"]), 5000);
+        options?.signal?.addEventListener("abort", () => {
+          clearTimeout(late);
+          endedByTimeout++;
+          reject(options.signal!.reason);
+        });
+      })) as typeof Deno.resolveDns;
+  try {
+    await rejects(
+      loadImage("http://slow-dns.example/cat.png", PARAM, {
+        ...POLICY,
+        allowPrivate: false,
+        timeoutMs: 50,
+      }),
+      400,
+      "image_url_timeout",
+      /50 ms/,
+    );
+    assert.equal(endedByTimeout, 2, "both lookups (A, AAAA) ended by the timeout");
+  } finally {
+    Deno.resolveDns = resolveDns;
+  }
+});
+
 Deno.test("loadImage() enforces the size and time limits and reports bad responses as 400s", async () => {
   const { server, url } = imageServer();
   try {
