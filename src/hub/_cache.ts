@@ -13,6 +13,41 @@
  * @module
  */
 import { join } from "node:path";
+import { ModelFileError } from "../errors.ts";
+
+/** A commit hash as the hub names it (`X-Repo-Commit`, `refs/<revision>`): a git sha1. */
+export const COMMIT_HASH: RegExp = /^[0-9a-f]{40}$/;
+
+/**
+ * `name` if it is one plain path segment, which stays inside the folder it is joined to (not
+ * empty, not `.` or `..`, no separator or NUL); else throws. Names that come from the hub's headers
+ * become file names in the cache: one that climbed out would write elsewhere.
+ */
+export function pathSegment(name: string, what: string): string {
+  if (name === "" || name === "." || name === ".." || /[\\/\0]/.test(name)) {
+    throw new ModelFileError(
+      `${what} ${JSON.stringify(name)} cannot name a file in the hub cache (it must be one plain ` +
+        `path segment).`,
+    );
+  }
+  return name;
+}
+
+/**
+ * `revision` if its `/`-separated segments are plain path segments (a branch, tag, commit or
+ * `refs/pr/3`), else throws: it names `refs/<revision>` in the cache.
+ */
+export function checkRevision(revision: string): string {
+  const bad = (p: string) => p === "" || p === "." || p === ".." || /[\\\0]/.test(p);
+  if (revision.split("/").some(bad)) {
+    const quoted = JSON.stringify(revision);
+    throw new ModelFileError(
+      `Bad revision ${quoted}: use a branch, tag or commit hash (or "refs/pr/N"), without empty, ` +
+        `"." or ".." segments.`,
+    );
+  }
+  return revision;
+}
 
 /** A variable's value as huggingface_hub reads a path from it: `~` and `$VAR` / `${VAR}` expanded. */
 export function expandPath(path: string, env: (name: string) => string | undefined): string {
@@ -57,23 +92,42 @@ export class RepoCache {
     this.dir = join(cacheDir, `models--${repoId.replaceAll("/", "--")}`);
   }
 
+  /** `blobs/<etag>`; throws where `etag` would lead out of `blobs/`. */
   blob(etag: string): string {
-    return join(this.dir, "blobs", etag);
+    return join(this.dir, "blobs", pathSegment(etag, "The blob name (ETag)"));
   }
 
+  /** `snapshots/<commit>`; throws unless `commit` is a commit hash. */
   snapshot(commit: string): string {
+    if (!COMMIT_HASH.test(commit)) {
+      throw new ModelFileError(
+        `${JSON.stringify(commit)} is not a commit hash (40 hex digits): no snapshot is named so.`,
+      );
+    }
     return join(this.dir, "snapshots", commit);
   }
 
-  /** The commit `revision` pointed to when last resolved, if recorded. */
+  /**
+   * The commit `revision` pointed to when last resolved, if recorded.
+   * @throws ModelFileError where the ref holds something else than a commit hash
+   */
   async readRef(revision: string): Promise<string | undefined> {
-    if (/^[0-9a-f]{40}$/.test(revision)) return revision;
+    if (COMMIT_HASH.test(revision)) return revision;
+    const path = join(this.dir, "refs", checkRevision(revision));
+    let commit: string;
     try {
-      return (await Deno.readTextFile(join(this.dir, "refs", revision))).trim();
+      commit = (await Deno.readTextFile(path)).trim();
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) return undefined;
       throw error;
     }
+    if (!COMMIT_HASH.test(commit)) {
+      throw new ModelFileError(
+        `${path} holds ${JSON.stringify(commit.slice(0, 100))}, not a commit hash (40 hex ` +
+          `digits): delete it (the next download online writes it again).`,
+      );
+    }
+    return commit;
   }
 
   /**
@@ -82,8 +136,10 @@ export class RepoCache {
    * by a rename, so a reader never sees it half written.
    */
   async writeRef(revision: string, commit: string): Promise<void> {
-    if (revision === commit || await this.readRef(revision) === commit) return;
-    const path = join(this.dir, "refs", revision);
+    if (revision === commit) return;
+    // A ref that holds no commit hash is replaced, not an error here.
+    if (await this.readRef(revision).catch(() => undefined) === commit) return;
+    const path = join(this.dir, "refs", checkRevision(revision));
     await Deno.mkdir(join(path, ".."), { recursive: true });
     const tmp = `${path}.${crypto.randomUUID()}.tmp`;
     await Deno.writeTextFile(tmp, commit);
@@ -104,9 +160,7 @@ export class RepoCache {
     const now = await Deno.lstat(pointer).catch(() => undefined);
     if (now?.isFile) return now.size === blob.size;
     if (!now?.isSymlink) return false;
-    const depth = file.split("/").length + 1; // up from snapshots/<commit>/<dirs...>
-    const target = [...Array(depth).fill(".."), "blobs", blob.etag].join("/");
-    return await Deno.readLink(pointer).catch(() => undefined) === target;
+    return await Deno.readLink(pointer).catch(() => undefined) === linkTarget(file, blob.etag);
   }
 
   /**
@@ -127,8 +181,7 @@ export class RepoCache {
     const pointer = join(this.snapshot(commit), file);
     if (await this.linked(commit, file, blob)) return pointer;
     await Deno.mkdir(join(pointer, ".."), { recursive: true });
-    const depth = file.split("/").length + 1; // up from snapshots/<commit>/<dirs...>
-    const target = [...Array(depth).fill(".."), "blobs", blob.etag].join("/");
+    const target = linkTarget(file, blob.etag);
     const tmp = `${pointer}.${crypto.randomUUID()}.tmp`;
     try {
       if (!symlinks) throw new Deno.errors.NotSupported("symlinks are turned off");
@@ -153,6 +206,12 @@ export class RepoCache {
     await Deno.rename(tmp, pointer);
     return pointer;
   }
+}
+
+/** The relative symlink from `snapshots/<commit>/<file>` to `blobs/<etag>`. */
+function linkTarget(file: string, etag: string): string {
+  const depth = file.split("/").length + 1; // up from snapshots/<commit>/<dirs...>
+  return [...Array(depth).fill(".."), "blobs", pathSegment(etag, "The blob name (ETag)")].join("/");
 }
 
 /** The size of the file at `path`, or undefined if there is none. */

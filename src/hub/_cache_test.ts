@@ -90,3 +90,30 @@ Deno.test("RepoCache names folders like huggingface_hub and links snapshots rela
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("RepoCache paths stay in the repo's folder: a blob name, commit or revision that would leave it throws", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const cache = new RepoCache(root, "org/name");
+    for (const etag of ["", ".", "..", "../../../victim.txt", "a/b", "a\\b"]) {
+      assert.throws(() => cache.blob(etag), /The blob name \(ETag\) .* cannot name a file/, etag);
+      await assert.rejects(
+        cache.link("a".repeat(40), "config.json", { etag, size: 2 }),
+        /cannot name a file/,
+        etag,
+      );
+    }
+    for (const commit of ["", "../../../SNAP", "A".repeat(40), "a".repeat(41)]) {
+      assert.throws(() => cache.snapshot(commit), /is not a commit hash/, commit);
+    }
+    for (const revision of ["", "..", "../x", "a//b", "refs/pr/.."]) {
+      await assert.rejects(cache.readRef(revision), /Bad revision/, revision);
+      await assert.rejects(cache.writeRef(revision, "a".repeat(40)), /Bad revision/, revision);
+    }
+    await cache.writeRef("refs/pr/2", "b".repeat(40));
+    assert.equal(await cache.readRef("refs/pr/2"), "b".repeat(40));
+    assert.deepEqual([...Deno.readDirSync(root)].map((e) => e.name), ["models--org--name"]);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

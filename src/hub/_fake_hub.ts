@@ -49,6 +49,8 @@ export interface Faults {
   status?: number;
   /** Answer with this status, X-Error-Code and X-Error-Message (a token the hub refuses: 401). */
   refuse?: { status: number; code?: string; message: string };
+  /** A hostile hub: these headers, per file, replace the hub's in its answers about that file. */
+  headers?: Record<string, Record<string, string>>;
 }
 
 /** Requests the fake hub saw: method, path, Range and Authorization. */
@@ -98,7 +100,8 @@ export async function fakeHub(
     if (cdn) return serveBytes(request, byHash.get(cdn[1])!);
     const m = url.pathname.match(/^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/);
     if (!m) return error(404, "NotFound");
-    const [, repo, revision, name] = m;
+    // The revision is one encoded segment ("refs%2Fpr%2F1"), the file's parts each encoded.
+    const [repo, revision, name] = [m[1], decodeURIComponent(m[2]), decodePath(m[3])];
     if (faults.stallHead && request.method === "HEAD") {
       return new Promise<Response>((resolve) =>
         hanging.push(() => resolve(new Response(null, { status: 503 })))
@@ -121,7 +124,7 @@ export async function fakeHub(
     if (options.gated && request.headers.get("authorization") !== "Bearer hf_good") {
       return error(403, "GatedRepo");
     }
-    if (revision !== "main" && revision !== COMMIT) return error(404, "RevisionNotFound");
+    if (!["main", "refs/pr/1", COMMIT].includes(revision)) return error(404, "RevisionNotFound");
     const bytes = files.get(name);
     if (!bytes) return error(404, "EntryNotFound");
     const size = bytes.length + (faults.wrongSize?.file === name ? faults.wrongSize.delta : 0);
@@ -133,15 +136,22 @@ export async function fakeHub(
         "x-linked-size": String(size),
         etag: `"${gitSha1(bytes)}"`,
         location: `${url.origin}/cdn/${hash}`,
-      });
+      }, faults.headers?.[name]);
       return new Response(null, { status: 302, headers });
     }
     headers.etag = `"${gitSha1(bytes)}"`;
     if (request.method === "HEAD") {
-      return new Response(null, { headers: { ...headers, "content-length": String(size) } });
+      return new Response(null, {
+        headers: { ...headers, "content-length": String(size), ...faults.headers?.[name] },
+      });
     }
     return serveBytes(request, name, headers);
   });
+
+  /** A path's encoded parts decoded ("a%3Fb/c" → "a?b/c"). */
+  function decodePath(path: string): string {
+    return path.split("/").map(decodeURIComponent).join("/");
+  }
 
   function serveBytes(request: Request, name: string, extra: Record<string, string> = {}) {
     let bytes = files.get(name)!;

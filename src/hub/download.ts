@@ -21,7 +21,16 @@ import { basename, join } from "node:path";
 import { ModelFileError } from "../errors.ts";
 import { checkFileName } from "../model_files.ts";
 import { parseConfig } from "../model/config.ts";
-import { defaultCacheDir, expandPath, fileSize, hfHome, RepoCache } from "./_cache.ts";
+import {
+  checkRevision,
+  COMMIT_HASH,
+  defaultCacheDir,
+  expandPath,
+  fileSize,
+  hfHome,
+  pathSegment,
+  RepoCache,
+} from "./_cache.ts";
 import { ProgressBar, type ProgressSink, stderrSink } from "./_progress.ts";
 
 export type { ProgressSink } from "./_progress.ts";
@@ -77,6 +86,11 @@ export const MODEL_FILES: readonly { name: string; optional: boolean }[] = [
 const INDEX = "model.safetensors.index.json";
 const SINGLE = "model.safetensors";
 const DEFAULT_ENDPOINT = "https://huggingface.co";
+/**
+ * A blob's name, the hub's ETag: the git blob sha1 of a plain file, the sha256 of an LFS one
+ * (X-Linked-Etag). The hub sends nothing else, and the name becomes a file's in the cache.
+ */
+const BLOB_NAME = /^[0-9a-f]{40}$|^[0-9a-f]{64}$/;
 
 function env(name: string): string | undefined {
   try {
@@ -279,15 +293,37 @@ async function headFile(
     }
     const h = response.headers;
     const commit = h.get("x-repo-commit");
-    const etag = h.get("x-linked-etag") ?? h.get("etag");
-    const size = Number(h.get("x-linked-size") ?? h.get("content-length") ?? NaN);
-    if (!commit || !etag || !Number.isSafeInteger(size)) {
+    const etagHeader = h.has("x-linked-etag") ? "X-Linked-Etag" : "ETag";
+    const etag = h.get(etagHeader);
+    const sizeHeader = h.has("x-linked-size") ? "X-Linked-Size" : "Content-Length";
+    const size = h.get(sizeHeader);
+    if (!commit || etag === null || size === null) {
       throw new ModelFileError(
         `${url} did not answer like the Hugging Face hub (missing X-Repo-Commit, ETag or size). ` +
           `Check HF_ENDPOINT ("${ctx.endpoint}").`,
       );
     }
-    return { name, url: resolveUrl(ctx, commit, name), commit, etag: normalizeEtag(etag), size };
+    // The commit and the ETag name a folder and a file in the cache: only the shapes the hub
+    // sends are taken ("../../x" would write outside it), and the size must be one.
+    const refuse = (header: string, value: string, want: string) =>
+      new ModelFileError(
+        `${url} answered ${header} ${JSON.stringify(value)} for "${name}" of "${ctx.repoId}": ` +
+          `not ${want}, as the Hugging Face hub sends. Check HF_ENDPOINT ("${ctx.endpoint}").`,
+      );
+    if (!COMMIT_HASH.test(commit)) throw refuse("X-Repo-Commit", commit, "a commit hash");
+    if (!BLOB_NAME.test(normalizeEtag(etag))) {
+      throw refuse(etagHeader, etag, "a git sha1 or an LFS sha256 (40 or 64 hex digits)");
+    }
+    if (!Number.isSafeInteger(Number(size))) {
+      throw refuse(sizeHeader, size, "a size in bytes");
+    }
+    return {
+      name,
+      url: resolveUrl(ctx, commit, name),
+      commit,
+      etag: normalizeEtag(etag),
+      size: Number(size),
+    };
   }
   throw new ModelFileError(`Too many redirects for "${name}" of "${ctx.repoId}" (${url}).`);
 }
@@ -465,8 +501,9 @@ async function withBlobLock<T>(
   f: () => Promise<T>,
 ): Promise<T> {
   const lockDir = join(cacheDir, ".locks", ctx.cache.dir.split(/[\\/]/).at(-1)!);
+  const lockFile = join(lockDir, `${pathSegment(etag, "The blob name (ETag)")}.lock`);
   await Deno.mkdir(lockDir, { recursive: true });
-  using lock = await Deno.open(join(lockDir, `${etag}.lock`), { write: true, create: true });
+  using lock = await Deno.open(lockFile, { write: true, create: true });
   await lock.lock(true);
   try {
     return await f();
@@ -628,7 +665,8 @@ export async function downloadModel(
       `"${repoId}" is not a hub model id; use "org/name", e.g. "Qwen/QVQ-72B-Preview".`,
     );
   }
-  const revision = options.revision ?? "main";
+  // It names refs/<revision> in the cache: "../x" would lead out of it.
+  const revision = checkRevision(options.revision ?? "main");
   const cacheDir = options.cacheDir ?? defaultCacheDir(env);
   const cache = new RepoCache(cacheDir, repoId);
   // huggingface_hub: HF_HUB_OFFLINE where set (also to 0), else TRANSFORMERS_OFFLINE.

@@ -483,3 +483,101 @@ Deno.test("a complete cache is used online without writing to it (no lock taken,
   assert.equal(await downloadModel(REPO, options), dir);
   assert.deepEqual(hub.seen.filter((s) => s.method !== "HEAD"), []);
 });
+
+/** What is in `dir` besides the cache folder `hub` the tests below download into. */
+function outsideCache(dir: string): string[] {
+  return [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n !== "hub");
+}
+
+Deno.test("a hub's ETag or X-Repo-Commit that is no hash is refused, naming the file and the endpoint, before it names a path", async () => {
+  const config = await Deno.readFile(join(FIXTURE, "config.json"));
+  const shard = "model-00001-of-00002.safetensors";
+  const cases: [Record<string, Record<string, string>>, RegExp][] = [
+    [
+      { "config.json": { etag: '"../../../victim.txt"' } },
+      /answered ETag "\\"\.\.\/\.\.\/\.\.\/victim\.txt\\"" for "config\.json" of "qvq-test\/tiny-qwen2vl": not a git sha1 or an LFS sha256/,
+    ],
+    [{ "config.json": { etag: '""' } }, /answered ETag "\\"\\"" for "config\.json"/],
+    [{ "config.json": { etag: "" } }, /answered ETag "" for "config\.json"/],
+    [
+      { [shard]: { "x-linked-etag": '"../../../victim.txt"' } },
+      /answered X-Linked-Etag .* for "model-00001/,
+    ],
+    [
+      { "config.json": { "x-repo-commit": "../../../SNAP" } },
+      /answered X-Repo-Commit "\.\.\/\.\.\/\.\.\/SNAP" for "config\.json" .*: not a commit hash/,
+    ],
+  ];
+  for (const [headers, message] of cases) {
+    await using hub = await fakeHub({ headers });
+    await using root = await tempCache();
+    await assert.rejects(
+      downloadModel(REPO, { ...quiet, endpoint: hub.endpoint, cacheDir: join(`${root}`, "hub") }),
+      (e) => {
+        assert.ok(e instanceof ModelFileError, String(e));
+        assert.match(e.message, message);
+        assert.ok(e.message.includes(hub.endpoint), e.message);
+        return true;
+      },
+    );
+    // blobs/../../../victim.txt, its lock and snapshots/../../../SNAP would be beside hub/.
+    assert.deepEqual(outsideCache(`${root}`), [], JSON.stringify(headers));
+  }
+  // A weak ETag of the right hash is the hash (huggingface_hub's _normalize_etag).
+  await using hub = await fakeHub({
+    headers: { "config.json": { etag: `W/"${gitSha1(config)}"` } },
+  });
+  await using cache = await tempCache();
+  await assertSameFiles(
+    await downloadModel(REPO, { ...quiet, endpoint: hub.endpoint, cacheDir: `${cache}` }),
+  );
+});
+
+Deno.test("a ref that holds no commit hash is refused offline, not followed out of the cache", async () => {
+  await using root = await tempCache();
+  const cacheDir = join(`${root}`, "hub");
+  const repoDir = join(cacheDir, "models--qvq-test--tiny-qwen2vl");
+  // snapshots/../../../SNAP: a complete model folder beside the cache.
+  await Deno.mkdir(join(`${root}`, "SNAP"));
+  for (const name of FILES) await Deno.copyFile(join(FIXTURE, name), join(`${root}`, "SNAP", name));
+  await Deno.mkdir(join(repoDir, "refs"), { recursive: true });
+  await Deno.writeTextFile(join(repoDir, "refs", "main"), "../../../SNAP");
+  await assert.rejects(
+    downloadModel(REPO, { ...quiet, offline: true, cacheDir }),
+    (e) =>
+      e instanceof ModelFileError &&
+      /refs\/main holds "\.\.\/\.\.\/\.\.\/SNAP", not a commit hash .*delete it/.test(e.message),
+  );
+  // Online, the ref is written anew.
+  await using hub = await fakeHub();
+  await downloadModel(REPO, { ...quiet, endpoint: hub.endpoint, cacheDir });
+  assert.equal(await Deno.readTextFile(join(repoDir, "refs", "main")), COMMIT);
+});
+
+Deno.test("a revision with empty, . or .. segments is refused before any request; refs/pr/N works", async () => {
+  await using hub = await fakeHub();
+  await using root = await tempCache();
+  const options = { ...quiet, endpoint: hub.endpoint, cacheDir: join(`${root}`, "hub") };
+  for (const revision of ["../../../x", "a/../b", "a//b", ".", "", "a\\..\\b"]) {
+    for (const offline of [false, true]) {
+      await assert.rejects(
+        downloadModel(REPO, { ...options, revision, offline }),
+        (e) =>
+          e instanceof ModelFileError &&
+          e.message.startsWith(`Bad revision ${JSON.stringify(revision)}: use a branch, tag`),
+        JSON.stringify(revision),
+      );
+    }
+  }
+  await assert.rejects(
+    resolveModel(`${REPO}@../../../x`, options),
+    /^ModelFileError: Bad revision/,
+  );
+  assert.deepEqual(hub.seen, []);
+  assert.deepEqual(outsideCache(`${root}`), []);
+  const dir = await resolveModel(`${REPO}@refs/pr/1`, options);
+  await assertSameFiles(dir);
+  const ref = join(`${root}`, "hub", "models--qvq-test--tiny-qwen2vl", "refs", "refs", "pr", "1");
+  assert.equal(await Deno.readTextFile(ref), COMMIT);
+  assert.equal(await resolveModel(`${REPO}@refs/pr/1`, { ...options, offline: true }), dir);
+});
