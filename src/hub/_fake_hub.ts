@@ -51,6 +51,8 @@ export interface Faults {
   refuse?: { status: number; code?: string; message: string };
   /** A hostile hub: these headers, per file, replace the hub's in its answers about that file. */
   headers?: Record<string, Record<string, string>>;
+  /** Answer every /resolve/ request with a 307 to this Location (a hostile hub's redirect). */
+  redirect?: string;
 }
 
 /** Requests the fake hub saw: method, path, Range and Authorization. */
@@ -71,14 +73,16 @@ export async function fakeHub(
   faults: Faults = {},
   options: {
     gated?: boolean;
-    /** Files served with these bytes instead of the fixture's (another repo's config.json). */
+    /**
+     * Files served with these bytes instead of the fixture's (another repo's config.json), or
+     * besides them (a shard another index names).
+     */
     replace?: Record<string, Uint8Array<ArrayBuffer>>;
   } = {},
 ) {
   const files = new Map<string, Uint8Array<ArrayBuffer>>();
-  for (const name of FILES) {
-    files.set(name, options.replace?.[name] ?? await Deno.readFile(join(FIXTURE, name)));
-  }
+  for (const name of FILES) files.set(name, await Deno.readFile(join(FIXTURE, name)));
+  for (const [name, bytes] of Object.entries(options.replace ?? {})) files.set(name, bytes);
   const byHash = new Map([...files].filter(([n]) => isLfs(n)).map(([n, b]) => [sha256(b), n]));
   const seen: Seen[] = [];
   let interruptions = faults.interrupt?.times ?? 0;
@@ -106,6 +110,9 @@ export async function fakeHub(
       return new Promise<Response>((resolve) =>
         hanging.push(() => resolve(new Response(null, { status: 503 })))
       );
+    }
+    if (faults.redirect !== undefined) {
+      return new Response(null, { status: 307, headers: { location: faults.redirect } });
     }
     if (faults.status) return new Response("nope", { status: faults.status });
     if (faults.refuse) {

@@ -236,8 +236,10 @@ function hubError(
   );
 }
 
+/** The file's URL; each segment of its name encoded, so `?`, `#` or `%2e%2e` stay in the name. */
 function resolveUrl(ctx: Context, revision: string, file: string): string {
-  return `${ctx.endpoint}/${ctx.repoId}/resolve/${encodeURIComponent(revision)}/${file}`;
+  const path = file.split("/").map(encodeURIComponent).join("/");
+  return `${ctx.endpoint}/${ctx.repoId}/resolve/${encodeURIComponent(revision)}/${path}`;
 }
 
 /**
@@ -274,15 +276,16 @@ async function headFile(
     await response.body?.cancel();
     const location = response.headers.get("location");
     const isRedirect = response.status >= 300 && response.status < 400 && location;
-    // The hub's own redirects (a renamed repo; a mirror sending on to the hub) are followed: a
-    // relative one, or one to a hub origin that is no LFS file's (those carry X-Linked-Etag and
-    // point at the CDN, which the download follows).
-    if (isRedirect && !response.headers.get("x-linked-etag")) {
-      const next = new URL(location, url);
-      if (!/^https?:\/\//i.test(location) || hubOrigins(ctx, url).includes(next.origin)) {
-        url = next.href;
-        continue;
-      }
+    // The hub's own redirects (a renamed repo; a mirror sending on to the hub) are followed, with
+    // the token: one that resolves to a hub origin and is no LFS file's (those carry X-Linked-Etag
+    // and point at the CDN, which the download follows). The origin is decided on the resolved
+    // URL, as fetch will read it: "//host/x", "\\host/x" or "h\ttp://host/x" are other hosts.
+    const next = isRedirect ? URL.parse(location, url) : null;
+    if (
+      next && !response.headers.get("x-linked-etag") && hubOrigins(ctx, url).includes(next.origin)
+    ) {
+      url = next.href;
+      continue;
     }
     if (!isRedirect && !response.ok) {
       if (response.status === 404 && response.headers.get("x-error-code") === "EntryNotFound") {
@@ -298,9 +301,10 @@ async function headFile(
     const sizeHeader = h.has("x-linked-size") ? "X-Linked-Size" : "Content-Length";
     const size = h.get(sizeHeader);
     if (!commit || etag === null || size === null) {
+      const elsewhere = next ? ` (it redirected to ${next.origin})` : "";
       throw new ModelFileError(
-        `${url} did not answer like the Hugging Face hub (missing X-Repo-Commit, ETag or size). ` +
-          `Check HF_ENDPOINT ("${ctx.endpoint}").`,
+        `${url} did not answer like the Hugging Face hub (missing X-Repo-Commit, ETag or size)` +
+          `${elsewhere}. Check HF_ENDPOINT ("${ctx.endpoint}").`,
       );
     }
     // The commit and the ETag name a folder and a file in the cache: only the shapes the hub

@@ -3,7 +3,17 @@ import { join } from "node:path";
 import { ModelFileError } from "../errors.ts";
 import { downloadModel, resolveModel } from "./download.ts";
 import type { ProgressSink } from "./_progress.ts";
-import { COMMIT, fakeHub, FILES, FIXTURE, gitSha1, RENAMED, REPO, sha256 } from "./_fake_hub.ts";
+import {
+  COMMIT,
+  fakeHub,
+  FILES,
+  FIXTURE,
+  gitSha1,
+  RENAMED,
+  REPO,
+  type Seen,
+  sha256,
+} from "./_fake_hub.ts";
 
 async function tempCache(): Promise<string & AsyncDisposable> {
   const dir = await Deno.makeTempDir({ prefix: "qvq-hub-test-" });
@@ -552,6 +562,56 @@ Deno.test("a ref that holds no commit hash is refused offline, not followed out 
   await using hub = await fakeHub();
   await downloadModel(REPO, { ...quiet, endpoint: hub.endpoint, cacheDir });
   assert.equal(await Deno.readTextFile(join(repoDir, "refs", "main")), COMMIT);
+});
+
+Deno.test("a redirect to another origin is not followed with the token, however its Location is spelled", async () => {
+  const thief: Seen[] = [];
+  await using other = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (r) => {
+    thief.push({
+      method: r.method,
+      path: new URL(r.url).pathname,
+      range: null,
+      auth: r.headers.get("authorization"),
+      encoding: null,
+    });
+    return new Response(null, { status: 404 });
+  });
+  const host = `127.0.0.1:${other.addr.port}`;
+  for (const location of [`//${host}/x`, `\\\\${host}/x`, `/\\${host}/x`, `h\tttp://${host}/x`]) {
+    await using hub = await fakeHub({ redirect: location });
+    await using cache = await tempCache();
+    const options = { ...quiet, endpoint: hub.endpoint, cacheDir: `${cache}`, token: "hf_secret" };
+    const error = await downloadModel(REPO, options).then(() => undefined, (e) => e);
+    assert.deepEqual(thief, [], JSON.stringify(location));
+    // The hub's answer is taken as it is: a redirect elsewhere, no file's metadata.
+    assert.ok(error instanceof ModelFileError, String(error));
+    assert.match(error.message, /did not answer like the Hugging Face hub/);
+    assert.ok(error.message.includes(`(it redirected to http://${host})`), error.message);
+  }
+});
+
+Deno.test("shard names from the index are encoded in the URL: ?, # and %2e%2e stay in the name", async () => {
+  const [one, two] = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
+  const [odd1, odd2] = ["odd?name#1.safetensors", "%2e%2e/%2e%2e/%2e%2e/%2e%2e/2.safetensors"];
+  const index = (await Deno.readTextFile(join(FIXTURE, "model.safetensors.index.json")))
+    .replaceAll(one, odd1).replaceAll(two, odd2);
+  await using hub = await fakeHub({}, {
+    replace: {
+      "model.safetensors.index.json": new TextEncoder().encode(index),
+      [odd1]: await Deno.readFile(join(FIXTURE, one)),
+      [odd2]: await Deno.readFile(join(FIXTURE, two)),
+    },
+  });
+  await using cache = await tempCache();
+  const dir = await downloadModel(REPO, { ...quiet, endpoint: hub.endpoint, cacheDir: `${cache}` });
+  assert.deepEqual(await Deno.readFile(join(dir, odd1)), await Deno.readFile(join(FIXTURE, one)));
+  assert.deepEqual(await Deno.readFile(join(dir, odd2)), await Deno.readFile(join(FIXTURE, two)));
+  const paths = hub.seen.map((s) => s.path);
+  assert.ok(
+    paths.every((p) => p.startsWith(`/${REPO}/resolve/`) || p.startsWith("/cdn/")),
+    `${paths}`,
+  );
+  assert.ok(paths.includes(`/${REPO}/resolve/${COMMIT}/odd%3Fname%231.safetensors`), `${paths}`);
 });
 
 Deno.test("a revision with empty, . or .. segments is refused before any request; refs/pr/N works", async () => {
