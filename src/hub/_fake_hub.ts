@@ -53,6 +53,8 @@ export interface Faults {
   headers?: Record<string, Record<string, string>>;
   /** Answer every /resolve/ request with a 307 to this Location (a hostile hub's redirect). */
   redirect?: string;
+  /** Answer a Range request for this file with its bytes from `from` (as Content-Range says). */
+  rangeFrom?: { file: string; from: number };
 }
 
 /** Requests the fake hub saw: method, path, Range and Authorization. */
@@ -167,7 +169,11 @@ export async function fakeHub(
       bytes[bytes.length - 1] ^= 0xff;
     }
     const range = request.headers.get("range")?.match(/^bytes=(\d+)-$/);
-    const from = range ? Number(range[1]) : 0;
+    const from = !range
+      ? 0
+      : faults.rangeFrom?.file === name
+      ? faults.rangeFrom.from
+      : Number(range[1]);
     if (from >= bytes.length && range) {
       return new Response(null, {
         status: 416,

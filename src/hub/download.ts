@@ -457,6 +457,20 @@ async function fetchInto(
       have = 0;
       hash?.clear();
     }
+    if (response.status === 206) {
+      // The part must start where the partial file ends, or appending it would shift the rest.
+      const start = response.headers.get("content-range")?.match(/^bytes (\d+)-/)?.[1];
+      if (start === undefined || Number(start) !== have) {
+        await response.body?.cancel();
+        await Deno.truncate(partial, 0);
+        hash?.clear();
+        throw new Transient(
+          `asked for bytes from ${have}, the server sent ` +
+            `${start === undefined ? "a part without Content-Range" : `bytes from ${start}`}; ` +
+            `starting over`,
+        );
+      }
+    }
     const total = response.status === 206
       ? Number(response.headers.get("content-range")?.match(/\/(\d+)$/)?.[1] ?? NaN)
       : Number(response.headers.get("content-length") ?? NaN);
@@ -541,6 +555,13 @@ async function fetchBlob(
   await Deno.mkdir(join(blob, ".."), { recursive: true });
   if ((await fileSize(blob)) === meta.size || await present()) return progress?.add(meta.size);
   const partial = `${blob}.incomplete`;
+  // Appending follows a link (or writes a device) planted at the partial's name: only a file of
+  // our own is resumed; anything else is removed (a link, not what it points at) and started over.
+  const kind = await Deno.lstat(partial).catch((error) => {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  });
+  if (kind && !kind.isFile) await Deno.remove(partial);
   const have = (await fileSize(partial)) ?? 0;
   if (have > meta.size) await Deno.truncate(partial, 0);
   // Only LFS files can be verified: their ETag is their sha256.

@@ -247,21 +247,27 @@ Deno.test("downloadModel() draws progress to the sink it is given", async () => 
   assert.match(lines.at(-1)!, /^qvq-test\/tiny-qwen2vl \[#{24}\] 100% 9\.\d+ MB\/9\.\d+ MB .*\n$/);
 });
 
-Deno.test({
-  name:
-    "a local write error (disk full) is final, names the file and what to do, and is not retried",
-  // /dev/full answers every write with ENOSPC: a disk that fills up at once.
-  ignore: Deno.build.os !== "linux",
-  fn: async () => {
-    const shard = "model-00001-of-00002.safetensors";
-    await using hub = await fakeHub();
-    await using cache = await tempCache();
-    const bytes = await Deno.readFile(join(FIXTURE, shard));
-    const blobs = join(`${cache}`, "models--qvq-test--tiny-qwen2vl", "blobs");
-    const partial = join(blobs, `${sha256(bytes)}.incomplete`);
-    await Deno.mkdir(blobs, { recursive: true });
-    await Deno.symlink("/dev/full", partial);
-    const options = { ...quiet, endpoint: hub.endpoint, cacheDir: `${cache}`, concurrency: 1 };
+Deno.test("a local write error (disk full) is final, names the file and what to do, and is not retried", async () => {
+  const shard = "model-00001-of-00002.safetensors";
+  await using hub = await fakeHub();
+  await using cache = await tempCache();
+  const bytes = await Deno.readFile(join(FIXTURE, shard));
+  const blobs = join(`${cache}`, "models--qvq-test--tiny-qwen2vl", "blobs");
+  const partial = join(blobs, `${sha256(bytes)}.incomplete`);
+  // A disk that fills up at once: every write to the shard's partial file fails as a full disk's
+  // (/dev/full's) do. (A link to /dev/full planted there is no longer written through.)
+  const open = Deno.open;
+  const full = () =>
+    Promise.reject(Object.assign(new Error("No space left on device (os error 28)"), {
+      code: "ENOSPC",
+    }));
+  (Deno as { open: typeof Deno.open }).open = async (path, options) => {
+    const file = await open(path, options);
+    if (path === partial) file.write = full;
+    return file;
+  };
+  const options = { ...quiet, endpoint: hub.endpoint, cacheDir: `${cache}`, concurrency: 1 };
+  try {
     await assert.rejects(
       downloadModel(REPO, options),
       (e) => {
@@ -272,12 +278,13 @@ Deno.test({
         return true;
       },
     );
-    const gets = hub.seen.filter((s) => s.method === "GET" && s.path === `/cdn/${sha256(bytes)}`);
-    assert.equal(gets.length, 1, "a full disk is not a dropped connection: no retry");
-    // With room again, the next call downloads it whole and the sha256 matches.
-    await Deno.remove(partial);
-    await assertSameFiles(await downloadModel(REPO, options));
-  },
+  } finally {
+    (Deno as { open: typeof Deno.open }).open = open;
+  }
+  const gets = hub.seen.filter((s) => s.method === "GET" && s.path === `/cdn/${sha256(bytes)}`);
+  assert.equal(gets.length, 1, "a full disk is not a dropped connection: no retry");
+  // With room again, the next call downloads it whole and the sha256 matches.
+  await assertSameFiles(await downloadModel(REPO, options));
 });
 
 Deno.test("a download that stalls is dropped after the timeout and resumed", async () => {
@@ -640,4 +647,35 @@ Deno.test("a revision with empty, . or .. segments is refused before any request
   const ref = join(`${root}`, "hub", "models--qvq-test--tiny-qwen2vl", "refs", "refs", "pr", "1");
   assert.equal(await Deno.readTextFile(ref), COMMIT);
   assert.equal(await resolveModel(`${REPO}@refs/pr/1`, { ...options, offline: true }), dir);
+});
+
+Deno.test("a resumed download whose 206 starts elsewhere than the bytes already had starts over", async () => {
+  const shard = "model-00001-of-00002.safetensors";
+  await using hub = await fakeHub({
+    interrupt: { file: shard, after: 300_000, times: 1 },
+    rangeFrom: { file: shard, from: 0 },
+  });
+  await using cache = await tempCache();
+  const dir = await downloadModel(REPO, { ...quiet, endpoint: hub.endpoint, cacheDir: `${cache}` });
+  const hash = sha256(await Deno.readFile(join(FIXTURE, shard)));
+  const gets = hub.seen.filter((s) => s.method === "GET" && s.path === `/cdn/${hash}`);
+  assert.deepEqual(gets.map((g) => g.range), [null, "bytes=300000-", null]);
+  await assertSameFiles(dir);
+});
+
+Deno.test("a link planted at a partial file's name is removed, not written through", async () => {
+  const shard = "model-00001-of-00002.safetensors";
+  await using hub = await fakeHub();
+  await using root = await tempCache();
+  const cacheDir = join(`${root}`, "hub");
+  const blobs = join(cacheDir, "models--qvq-test--tiny-qwen2vl", "blobs");
+  const partial = join(blobs, `${sha256(await Deno.readFile(join(FIXTURE, shard)))}.incomplete`);
+  const victim = join(`${root}`, "victim.txt");
+  await Deno.writeTextFile(victim, "keep me");
+  await Deno.mkdir(blobs, { recursive: true });
+  await Deno.symlink(victim, partial);
+  await assertSameFiles(
+    await downloadModel(REPO, { ...quiet, endpoint: hub.endpoint, cacheDir }),
+  );
+  assert.equal(await Deno.readTextFile(victim), "keep me");
 });
