@@ -115,6 +115,7 @@ interface FileMeta {
 
 interface Context {
   repoId: string;
+  /** The hub's base URL; it may hold credentials, which downloadModel hides from its errors. */
   endpoint: string;
   headers: Record<string, string>;
   /** Whether a token is sent (for what a 401 means). */
@@ -683,6 +684,35 @@ export async function downloadModel(
   repoId: string,
   options: DownloadOptions = {},
 ): Promise<string> {
+  try {
+    return await downloadOrCached(repoId, options);
+  } catch (error) {
+    throw withoutCredentials(error);
+  }
+}
+
+/**
+ * `text` with the user name and password left out of every URL in it: HF_ENDPOINT may hold them
+ * (`https://user:password@mirror`), and messages end in logs.
+ */
+function hideCredentials(text: string): string {
+  return text.replace(/\b([a-z][a-z\d+.-]*:\/\/)[^\s/?#]*@/gi, "$1");
+}
+
+/** `error` with {@link hideCredentials} applied to its message, stack and causes. */
+function withoutCredentials(error: unknown): unknown {
+  for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    for (const key of ["message", "stack"] as const) {
+      const text = e[key];
+      // Only where it changes: a DOMException's message cannot be set.
+      if (text !== undefined && hideCredentials(text) !== text) e[key] = hideCredentials(text);
+    }
+  }
+  return error;
+}
+
+/** {@link downloadModel}, whose errors may still hold HF_ENDPOINT's credentials. */
+async function downloadOrCached(repoId: string, options: DownloadOptions): Promise<string> {
   if (
     !/^[\w.-]+\/[\w.-]+$/.test(repoId) || repoId.split("/").some((p) => p === "." || p === "..")
   ) {
@@ -738,7 +768,8 @@ export async function downloadModel(
     if (dir) {
       // It may be older than the revision on the hub: say which one this is, and why.
       progressSink(options)?.write(
-        `${error instanceof Error ? error.message : error} Using the cached snapshot ` +
+        `${hideCredentials(error instanceof Error ? error.message : String(error))} ` +
+          `Using the cached snapshot ` +
           `${basename(dir)} of "${repoId}" (${cache.dir}); it may be older than "${revision}" ` +
           `on the hub.\n`,
       );

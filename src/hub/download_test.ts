@@ -6,6 +6,7 @@ import type { ProgressSink } from "./_progress.ts";
 import {
   COMMIT,
   fakeHub,
+  type Faults,
   FILES,
   FIXTURE,
   gitSha1,
@@ -678,4 +679,43 @@ Deno.test("a link planted at a partial file's name is removed, not written throu
     await downloadModel(REPO, { ...quiet, endpoint: hub.endpoint, cacheDir }),
   );
   assert.equal(await Deno.readTextFile(victim), "keep me");
+});
+
+Deno.test("credentials in HF_ENDPOINT are used but never shown in an error or a note", async () => {
+  await using cache = await tempCache();
+  const withCredentials = (endpoint: string) => endpoint.replace("http://", "http://user:s3cret@");
+  const shown: string[] = [];
+  const progress = { write: (t: string) => void shown.push(t), terminal: false };
+  const options = { progress, cacheDir: `${cache}`, timeoutSeconds: 0.5 };
+  const failing: Faults[] = [
+    { refuse: { status: 403, message: "no" } },
+    { status: 503 },
+    { status: 404 },
+    { headers: { "config.json": { etag: "bad" } } },
+    { redirect: "//127.0.0.1:1/x" },
+  ];
+  const collect = (e: unknown) => {
+    for (let c = e; c instanceof Error; c = c.cause) shown.push(c.message, c.stack ?? "");
+    return true;
+  };
+  for (const faults of failing) {
+    await using hub = await fakeHub(faults);
+    await assert.rejects(
+      downloadModel(REPO, { ...options, endpoint: withCredentials(hub.endpoint) }),
+      collect,
+    );
+  }
+  // The hub is used with them (Basic auth); then, gone, the cache stands in with a note.
+  const hub = await fakeHub();
+  const endpoint = withCredentials(hub.endpoint);
+  await assertSameFiles(await downloadModel(REPO, { ...options, endpoint }));
+  const resolves = hub.seen.filter((s) => s.path.includes("/resolve/"));
+  assert.ok(resolves.every((s) => s.auth === `Basic ${btoa("user:s3cret")}`));
+  await hub.shutdown();
+  await downloadModel(REPO, { ...options, endpoint });
+  await assert.rejects(downloadModel("qvq-test/other", { ...options, endpoint }), collect);
+  assert.ok(shown.some((t) => t.includes("Using the cached snapshot")));
+  const leaks = shown.filter((t) => t.includes("s3cret"));
+  assert.deepEqual(leaks, []);
+  assert.ok(shown.some((t) => t.includes(hub.endpoint)), "the endpoint is still named");
 });
