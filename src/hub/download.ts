@@ -18,7 +18,7 @@
  */
 import { createHash, type Hash } from "node:crypto";
 import { basename, join } from "node:path";
-import { ModelFileError } from "../errors.ts";
+import { InvalidInputError, ModelFileError } from "../errors.ts";
 import { checkFileName } from "../model_files.ts";
 import { parseConfig } from "../model/config.ts";
 import {
@@ -91,6 +91,8 @@ const DEFAULT_ENDPOINT = "https://huggingface.co";
  * (X-Linked-Etag). The hub sends nothing else, and the name becomes a file's in the cache.
  */
 const BLOB_NAME = /^[0-9a-f]{40}$|^[0-9a-f]{64}$/;
+/** The longest file name (one path segment) Linux, macOS and Windows all take, in UTF-8 bytes. */
+const NAME_MAX = 255;
 
 function env(name: string): string | undefined {
   try {
@@ -319,7 +321,7 @@ async function headFile(
     if (!BLOB_NAME.test(normalizeEtag(etag))) {
       throw refuse(etagHeader, etag, "a git sha1 or an LFS sha256 (40 or 64 hex digits)");
     }
-    if (!Number.isSafeInteger(Number(size))) {
+    if (!/^\d+$/.test(size) || !Number.isSafeInteger(Number(size))) {
       throw refuse(sizeHeader, size, "a size in bytes");
     }
     return {
@@ -624,7 +626,10 @@ async function pool<T>(items: T[], limit: number, work: (item: T) => Promise<voi
   if (errors.length > 0) throw errors[0];
 }
 
-/** Shard names listed by an index file's weight_map, each checked to stay inside the repo. */
+/**
+ * Shard names listed by an index file's weight_map, each checked to stay inside the repo and to be
+ * a name the snapshot can hold: no part longer than a file system takes, none under another file.
+ */
 async function shardNames(path: string, repoId: string): Promise<string[]> {
   let index: { weight_map?: Record<string, string> };
   try {
@@ -635,7 +640,30 @@ async function shardNames(path: string, repoId: string): Promise<string[]> {
   if (typeof index.weight_map !== "object" || index.weight_map === null) {
     throw new ModelFileError(`${INDEX} of "${repoId}" has no "weight_map" object (${path}).`);
   }
-  return [...new Set(Object.values(index.weight_map))].map(checkFileName);
+  const names: unknown[] = [...new Set(Object.values(index.weight_map))];
+  const files = new Set<unknown>([...MODEL_FILES.map((f) => f.name), INDEX, SINGLE, ...names]);
+  const encoder = new TextEncoder();
+  return names.map((name) => {
+    const bad = (why: string) =>
+      new ModelFileError(
+        `${INDEX} of "${repoId}" (${path}) names a bad shard file ${JSON.stringify(name)}: ${why}.`,
+      );
+    if (typeof name !== "string") throw bad("not a string");
+    try {
+      checkFileName(name);
+    } catch (error) {
+      if (!(error instanceof InvalidInputError)) throw error;
+      throw bad(`a relative path without "..", "." or empty parts is needed`);
+    }
+    const parts = name.split("/");
+    const long = parts.find((p) => encoder.encode(p).length > NAME_MAX);
+    if (long !== undefined) throw bad(`a part of it is longer than ${NAME_MAX} bytes`);
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join("/");
+      if (files.has(dir)) throw bad(`"${dir}" is a file of the repository, not a folder`);
+    }
+    return name;
+  });
 }
 
 /**

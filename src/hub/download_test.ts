@@ -719,3 +719,41 @@ Deno.test("credentials in HF_ENDPOINT are used but never shown in an error or a 
   assert.deepEqual(leaks, []);
   assert.ok(shown.some((t) => t.includes(hub.endpoint)), "the endpoint is still named");
 });
+
+Deno.test("an index's shard name no file system can hold, or one under a file, is a bad name in the index, and a negative size is the hub's", async () => {
+  const bytes = await Deno.readFile(join(FIXTURE, "model-00002-of-00002.safetensors"));
+  const cases: [string, RegExp][] = [
+    [
+      `${"a".repeat(300)}.safetensors`,
+      /names a bad shard file "a{300}\.safetensors": a part of it is longer than 255 bytes/,
+    ],
+    [
+      "config.json/x.safetensors",
+      /names a bad shard file "config\.json\/x\.safetensors": "config\.json" is a file of the repository, not a folder/,
+    ],
+  ];
+  for (const [name, message] of cases) {
+    const index = (await Deno.readTextFile(join(FIXTURE, "model.safetensors.index.json")))
+      .replaceAll("model-00002-of-00002.safetensors", name);
+    await using hub = await fakeHub({}, {
+      replace: { "model.safetensors.index.json": new TextEncoder().encode(index), [name]: bytes },
+    });
+    await using cache = await tempCache();
+    await assert.rejects(
+      downloadModel(REPO, { ...quiet, endpoint: hub.endpoint, cacheDir: `${cache}` }),
+      (e) => e instanceof ModelFileError && message.test(e.message) && !/disk/.test(e.message),
+      name,
+    );
+  }
+  const shard = "model-00001-of-00002.safetensors";
+  await using hub = await fakeHub({ headers: { [shard]: { "x-linked-size": "-1" } } });
+  await using cache = await tempCache();
+  await assert.rejects(
+    downloadModel(REPO, { ...quiet, endpoint: hub.endpoint, cacheDir: `${cache}` }),
+    (e) =>
+      e instanceof ModelFileError &&
+      /answered X-Linked-Size "-1" for "model-00001-of-00002\.safetensors" .*: not a size in bytes/
+        .test(e.message) &&
+      !/disk/.test(e.message),
+  );
+});
