@@ -71,6 +71,26 @@ async function send(page: Page, text: string): Promise<void> {
   await page.press("#prompt", "Enter");
 }
 
+/** Attaches the test clip, a 2-second 64 x 48 WebM (ffmpeg's testsrc: 4 frames at 2 a second). */
+async function attachClip(page: Page): Promise<void> {
+  await page.setInputFiles(
+    "#file",
+    fileURLToPath(new URL("./fixtures/video/clip.webm", import.meta.url)),
+  );
+  await page.waitForSelector("#attachments .thumb .frames");
+}
+
+/** Sends `text` and waits for the fake engine's answer to it ("… You said: <text>"). */
+async function askAndAwait(page: Page, text: string): Promise<void> {
+  await send(page, text);
+  await page.waitForFunction(
+    (said) =>
+      (document.querySelector(".msg.assistant:last-child .text")?.textContent ?? "")
+        .includes(`You said: ${said}`),
+    text,
+  );
+}
+
 Deno.test("the chat page streams an answer to a typed question with an attached image", async () => {
   // The first answer is held after its third word until the page has been seen mid-answer.
   const seen = gate();
@@ -441,19 +461,9 @@ Deno.test("the chat page sends a video file as its frames: sampled at 2 a second
   page.on("pageerror", (e) => errors.push(String(e)));
   await page.goto(`${s.url}/`);
   await waitForModel(page, engine.modelId);
-  // A 2-second 64 x 48 WebM (ffmpeg's testsrc): 4 frames at 2 a second.
-  await page.setInputFiles(
-    "#file",
-    fileURLToPath(new URL("./fixtures/video/clip.webm", import.meta.url)),
-  );
-  await page.waitForSelector("#attachments .thumb .frames");
+  await attachClip(page);
   assert.equal(await page.textContent("#attachments .thumb .frames"), "▶ 4 frames");
-  await send(page, "What moves?");
-  await page.waitForFunction(() =>
-    /You said: What moves\?/.test(
-      document.querySelector(".msg.assistant:last-child .text")?.textContent ?? "",
-    )
-  );
+  await askAndAwait(page, "What moves?");
   assert.equal(
     await page.textContent(".msg.assistant:last-child .text"),
     "I see 0 images and 1 video of 4 frames. You said: What moves?",
@@ -528,17 +538,8 @@ Deno.test("the chat page draws a video's frame once the seek's frame is shown, n
   page.on("pageerror", (e) => errors.push(String(e)));
   await page.goto(`${s.url}/`);
   await waitForModel(page, engine.modelId);
-  await page.setInputFiles(
-    "#file",
-    fileURLToPath(new URL("./fixtures/video/clip.webm", import.meta.url)),
-  );
-  await page.waitForSelector("#attachments .thumb .frames");
-  await send(page, "What moves?");
-  await page.waitForFunction(() =>
-    /You said: What moves\?/.test(
-      document.querySelector(".msg.assistant:last-child .text")?.textContent ?? "",
-    )
-  );
+  await attachClip(page);
+  await askAndAwait(page, "What moves?");
   assert.ok(
     await page.evaluate(() => (globalThis as any).staleReads) > 0,
     "the late frame was seen",
