@@ -54,23 +54,36 @@ function tooLarge(param: string, bytes: number, maxBytes: number): HttpError {
  * What bytes that are no image qvq reads are, for a refusal: "a GIF image", "empty", … (`format`:
  * {@link imageFormat}'s name for them).
  */
-function formatFound(format: string, bytes: Uint8Array): string {
-  const reads = "qvq reads PNG, JPEG and WebP";
+function formatFound(format: string, bytes: Uint8Array | undefined): string {
+  const reads = `qvq reads ${DECODED_FORMATS.slice(0, -1).join(", ")} and ${
+    DECODED_FORMATS.at(-1)
+  }`;
   if (format === "empty input") return `empty: ${reads} images`;
   if (format === "unknown signature") {
-    const head = Array.from(bytes.subarray(0, 8), (x) => x.toString(16).padStart(2, "0")).join(" ");
-    return `not a PNG, JPEG or WebP image (first bytes: ${head})`;
+    const head = bytes &&
+      Array.from(bytes.subarray(0, 8), (x) => x.toString(16).padStart(2, "0")).join(" ");
+    return `not a PNG, JPEG or WebP image${head ? ` (first bytes: ${head})` : ""}`;
   }
   if (format.startsWith("text")) return `${format}, not an image: ${reads} images`;
   const kind = format.includes(" or ") ? "file" : "image"; // "HEIF/HEIC or MP4"
   return `${/^[AEIOU]/.test(format) ? "an" : "a"} ${format} ${kind}: ${reads}; convert it first`;
 }
 
-/** `bytes` where they are an image qvq decodes; else a 400 naming what they are. */
-async function checkImage(bytes: Uint8Array, param: string, what: string): Promise<Uint8Array> {
+/**
+ * `bytes` where they are an image qvq decodes; else a 400 naming what they are — with their first
+ * bytes where `quote` (the client's own bytes, not a fetched body's: a fetch that reached a host
+ * it should not have must not hand its bytes back).
+ */
+async function checkImage(
+  bytes: Uint8Array,
+  param: string,
+  what: string,
+  quote = true,
+): Promise<Uint8Array> {
   const format = await imageFormat(bytes);
   if (DECODED_FORMATS.includes(format)) return bytes;
-  throw badRequest(param, `${param}: ${what} is ${formatFound(format, bytes)}.`, "invalid_image");
+  const found = formatFound(format, quote ? bytes : undefined);
+  throw badRequest(param, `${param}: ${what} is ${found}.`, "invalid_image");
 }
 
 /**
@@ -271,6 +284,7 @@ async function fetchImage(
         await readLimited(response, param, policy.maxBytes),
         param,
         `"${url}"`,
+        false,
       );
     }
   } catch (error) {

@@ -154,6 +154,7 @@ function imageServer() {
       return new Response(null, { status: 302, headers: { location: "file:///etc/passwd" } });
     }
     if (path === "/text") return new Response("hello, not an image");
+    if (path === "/binary") return new Response(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9]));
     if (path === "/big") return new Response(ReadableStream.from([PNG, new Uint8Array(1 << 20)]));
     if (path === "/slow") {
       await new Promise((r) => setTimeout(r, 300));
@@ -259,6 +260,10 @@ Deno.test("loadImage() enforces the size and time limits and reports bad respons
       /50 ms/,
     );
     await rejects(loadImage(url("/text"), PARAM, POLICY), 400, "invalid_image");
+    // A fetched body's bytes are not quoted back (a data URL's, the client's own, are).
+    const binary = await loadImage(url("/binary"), PARAM, POLICY).catch((e) => e);
+    assert.equal(binary.code, "invalid_image");
+    assert.match(binary.message, /is not a PNG, JPEG or WebP image\.$/);
     await rejects(loadImage(url("/missing"), PARAM, POLICY), 400, "invalid_image_url", /HTTP 404/);
     await rejects(loadImage(url("/loop"), PARAM, POLICY), 400, "invalid_image_url", /redirects/);
     await rejects(
