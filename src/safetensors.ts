@@ -468,7 +468,8 @@ export class SafetensorsCheckpoint {
     const rows = t.shape.length === 0 ? 1 : t.shape[0];
     const rowElems = product(t.shape.slice(1));
     const rowOut = rowElems * targetBytes(t.dtype, to);
-    if (!(maxBytes >= rowOut) || !Number.isFinite(maxBytes)) {
+    // A tensor of no rows has none to fit, whatever its rows' size ([0, 2^64 − 1] is valid).
+    if ((rows > 0 && !(maxBytes >= rowOut)) || !Number.isFinite(maxBytes)) {
       throw new InvalidInputError(
         `maxBytes ${maxBytes} is less than one row (${rowOut} bytes of ${to}) of tensor ` +
           `"${t.name}" with shape [${t.shape}]: pass at least ${rowOut}.`,

@@ -481,6 +481,19 @@ Deno.test("writeSafetensors() aligns the data and round-trips every writable dty
   }
 });
 
+Deno.test("readSafetensors() reads a tensor with a zero dimension as empty, whatever its other dimensions", async () => {
+  // Valid safetensors (the reference reads them): no bytes, so no row has to fit a slice.
+  for (const shape of ["[0,18446744073709551615]", "[18446744073709551615,0]", "[0,4]"]) {
+    const header = new TextEncoder().encode(
+      `{"z":{"dtype":"F32","shape":${shape},"data_offsets":[0,0]}}`,
+    );
+    const file = new Uint8Array(8 + header.length);
+    new DataView(file.buffer).setBigUint64(0, BigInt(header.length), true);
+    file.set(header, 8);
+    assert.equal((await readSafetensors(file)).get("z")?.data.length, 0, shape);
+  }
+});
+
 Deno.test("writeSafetensors() rejects data that does not match dtype or shape", () => {
   assert.throws(
     () => writeSafetensors({ x: { dtype: "F32", shape: [3], data: new Float32Array(2) } }),

@@ -259,9 +259,15 @@ fn parse_entry(name: String, v: Value) -> Result<TensorEntry, HeaderError> {
             format!("tensor '{name}' has data_offsets [{begin}, {end}]: begin is after end"),
         );
     }
-    let expected = shape
-        .iter()
-        .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d));
+    // A dimension of 0 makes an empty tensor whatever the others are (the reference takes
+    // [0, 2^64 - 1] and [2^64 - 1, 0] alike); else the product, which must fit 2^64 bytes.
+    let expected = if shape.contains(&0) {
+        Some(0)
+    } else {
+        shape
+            .iter()
+            .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d))
+    };
     if expected != Some(end - begin) {
         let want = expected.map_or("more than 2^64".to_string(), |b| b.to_string());
         return fail(
@@ -461,6 +467,11 @@ mod tests {
             ["s", "z", "y"]
         );
         assert!(parse_file(&file("{}", 0)).unwrap().tensors.is_empty());
+        // A zero dimension makes it empty whatever the others, in either order.
+        for shape in ["[0,18446744073709551615]", "[18446744073709551615,0]"] {
+            let j = format!(r#"{{"z":{{"dtype":"F32","shape":{shape},"data_offsets":[0,0]}}}}"#);
+            assert!(parse_file(&file(&j, 0)).is_ok(), "{shape}");
+        }
     }
 
     #[test]
