@@ -191,14 +191,9 @@ export function serveArgs(args: string[], env: Env): ServeArgs {
   if (args.includes("--help") || args.includes("-h")) return { help: true };
   const { values } = parseArgs({
     args,
-    options: {
-      port: { type: "string" },
-      host: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
+    options: { port: { type: "string" }, host: { type: "string" } },
     strict: true,
   });
-  if (values.help) return { help: true };
   const text = values.port ?? env("PORT") ?? "8000";
   const port = Number(text);
   if (!/^\d+$/.test(text) || port > 65535) {

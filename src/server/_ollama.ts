@@ -76,6 +76,11 @@ export function ollamaName(modelId: string): string {
   return /:[^/]+$/.test(modelId) ? modelId : `${modelId}:latest`;
 }
 
+/** The served model's names as a list: the one it is served as first. */
+function servedNames(names: string | readonly string[]): readonly string[] {
+  return typeof names === "string" ? [names] : names;
+}
+
 /**
  * The model a request names (`model`, or the older `name`), checked against the served one's
  * names (`names`: the one it is served as first, then any other it answers to), each also with
@@ -87,7 +92,7 @@ export function namedModel(
   names: string | readonly string[],
   required = false,
 ): string | undefined {
-  const [served, ...others] = typeof names === "string" ? [names] : names;
+  const all = servedNames(names);
   if (!isObject(json)) throw invalid("", "The request body must be a JSON object.");
   const model = json.model ?? json.name;
   if (model === undefined || model === null || model === "") {
@@ -95,10 +100,10 @@ export function namedModel(
     return undefined;
   }
   if (typeof model !== "string") throw invalid("model", "model must be a string.");
-  if (![served, ...others].some((name) => model === name || model === ollamaName(name))) {
+  if (!all.some((name) => model === name || model === ollamaName(name))) {
     throw new HttpError(
       404,
-      `model "${model}" not found: this server serves "${ollamaName(served)}" ` +
+      `model "${model}" not found: this server serves "${ollamaName(all[0])}" ` +
         `(start another with QVQ_MODEL for another model).`,
       "invalid_request_error",
       "model",
@@ -316,7 +321,7 @@ function chatMessage(m: unknown, i: number): Json {
  * one's Ollama name.
  */
 function requestModel(json: Json, names: string | readonly string[]): string {
-  return namedModel(json, names) ?? ollamaName(typeof names === "string" ? names : names[0]);
+  return namedModel(json, names) ?? ollamaName(servedNames(names)[0]);
 }
 
 /** POST /api/chat's request, translated (`names`: as {@link namedModel} takes them). */
