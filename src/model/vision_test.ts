@@ -252,9 +252,10 @@ Deno.test("VisionTower.encode(): an image's embeddings do not depend on the imag
     pixelValues: randn(rng, t * 64 * 1176),
     gridThw: [[t, 8, 8]] as [number, number, number][],
   });
-  for (const [a, b] of [refs, [frames(16), frames(17)]]) {
-    for (const visionQuant of [undefined, "q8"] as const) {
-      await withTower({ dtype: "f32", visionQuant }, async (encode) => {
+  const pairs = [refs, [frames(16), frames(17)]];
+  for (const visionQuant of [undefined, "q8"] as const) {
+    await withTower({ dtype: "f32", visionQuant }, async (encode) => {
+      for (const [a, b] of pairs) {
         const alone = [
           await encode(a.pixelValues, a.gridThw),
           await encode(b.pixelValues, b.gridThw),
@@ -268,7 +269,7 @@ Deno.test("VisionTower.encode(): an image's embeddings do not depend on the imag
           Float32Array.from([...alone[0], ...alone[1]]),
           `visionQuant ${visionQuant}, ${a.gridThw[0]}`,
         );
-      });
-    }
+      }
+    });
   }
 });
