@@ -18,13 +18,18 @@ import { ModelFileError } from "../errors.ts";
 /** A commit hash as the hub names it (`X-Repo-Commit`, `refs/<revision>`): a git sha1. */
 export const COMMIT_HASH: RegExp = /^[0-9a-f]{40}$/;
 
+/** Whether `name` is one plain path segment: not empty, not `.` or `..`, no separator or NUL. */
+function isPlainSegment(name: string): boolean {
+  return name !== "" && name !== "." && name !== ".." && !/[\\/\0]/.test(name);
+}
+
 /**
- * `name` if it is one plain path segment, which stays inside the folder it is joined to (not
- * empty, not `.` or `..`, no separator or NUL); else throws. Names that come from the hub's headers
+ * `name` if it is one plain path segment ({@link isPlainSegment}), which stays inside the folder it
+ * is joined to; else throws. Names that come from the hub's headers
  * become file names in the cache: one that climbed out would write elsewhere.
  */
 export function pathSegment(name: string, what: string): string {
-  if (name === "" || name === "." || name === ".." || /[\\/\0]/.test(name)) {
+  if (!isPlainSegment(name)) {
     throw new ModelFileError(
       `${what} ${JSON.stringify(name)} cannot name a file in the hub cache (it must be one plain ` +
         `path segment).`,
@@ -38,8 +43,7 @@ export function pathSegment(name: string, what: string): string {
  * `refs/pr/3`), else throws: it names `refs/<revision>` in the cache.
  */
 export function checkRevision(revision: string): string {
-  const bad = (p: string) => p === "" || p === "." || p === ".." || /[\\\0]/.test(p);
-  if (revision.split("/").some(bad)) {
+  if (!revision.split("/").every(isPlainSegment)) {
     const quoted = JSON.stringify(revision);
     throw new ModelFileError(
       `Bad revision ${quoted}: use a branch, tag or commit hash (or "refs/pr/N"), without empty, ` +
