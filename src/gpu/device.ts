@@ -171,7 +171,7 @@ export async function requestGpu(options: RequestGpuOptions = {}): Promise<Gpu> 
     throw new GpuError(noAdapterHelp("this runtime has no navigator.gpu"));
   }
   chooseBackend();
-  const adapter = await navigator.gpu.requestAdapter({
+  const adapter = await requestAdapterQuietly({
     powerPreference: options.powerPreference ?? "high-performance",
   });
   if (!adapter) throw new GpuError(noAdapterHelp("navigator.gpu.requestAdapter() returned null"));
@@ -252,6 +252,43 @@ function chooseBackend(): void {
     if (b) Deno.env.set("DENO_WEBGPU_BACKEND", b);
   } catch {
     // Not Deno: the runtime's default backends.
+  }
+}
+
+/**
+ * The XDG_RUNTIME_DIR to lend the adapter request, or undefined to leave the environment alone:
+ * on Linux with none set (a server, a container, a CI job), wgpu probes for a Wayland display
+ * while it creates its instance, and libwayland then prints "error: XDG_RUNTIME_DIR is invalid or
+ * not set in the environment." twice to stderr — every qvq command and server start looked like it
+ * failed. With any directory named, the probe fails quietly (no display there: none is used); a
+ * path that cannot exist, so nothing is ever connected to or created in it.
+ */
+export function quietRuntimeDir(os: string, current: string | undefined): string | undefined {
+  return os === "linux" && current === undefined ? "/nonexistent/qvq-no-wayland" : undefined;
+}
+
+/**
+ * navigator.gpu.requestAdapter() with {@link quietRuntimeDir} set only while the request is made
+ * (each request enumerates the adapters again, and the instance reads the variable then, within
+ * the call): the variable is gone again before anything else of the process can read it.
+ */
+function requestAdapterQuietly(options: GPURequestAdapterOptions): Promise<GPUAdapter | null> {
+  let lent: string | undefined;
+  try {
+    const env = { name: "env", variable: "XDG_RUNTIME_DIR" } as const;
+    // Only with env access already granted, as chooseBackend().
+    if (Deno.permissions.querySync(env).state === "granted") {
+      lent = quietRuntimeDir(Deno.build.os, Deno.env.get("XDG_RUNTIME_DIR"));
+    }
+  } catch {
+    // Not Deno.
+  }
+  if (lent === undefined) return navigator.gpu.requestAdapter(options);
+  Deno.env.set("XDG_RUNTIME_DIR", lent);
+  try {
+    return navigator.gpu.requestAdapter(options);
+  } finally {
+    Deno.env.delete("XDG_RUNTIME_DIR");
   }
 }
 

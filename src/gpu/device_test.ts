@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { defaultBackend, fmtBytes, requestGpu, sharedGpu } from "./device.ts";
+import { defaultBackend, fmtBytes, quietRuntimeDir, requestGpu, sharedGpu } from "./device.ts";
 import { DeviceLostError } from "../errors.ts";
 
 Deno.test("defaultBackend() asks for Vulkan on Linux unless the user chose, and leaves other systems alone", () => {
@@ -61,4 +61,39 @@ Deno.test("fmtBytes() picks the unit", () => {
   assert.equal(fmtBytes(512), "512 B");
   assert.equal(fmtBytes(1536), "1.50 KiB");
   assert.equal(fmtBytes(3 * 1024 ** 3), "3.00 GiB");
+});
+
+Deno.test("quietRuntimeDir() lends a directory only on Linux with none set", () => {
+  assert.equal(quietRuntimeDir("linux", undefined), "/nonexistent/qvq-no-wayland");
+  assert.equal(quietRuntimeDir("linux", "/run/user/1000"), undefined);
+  assert.equal(quietRuntimeDir("linux", ""), undefined);
+  assert.equal(quietRuntimeDir("darwin", undefined), undefined);
+});
+
+// libwayland's complaint came on every qvq start on a headless Linux machine; the lent variable
+// must not outlive the adapter request.
+Deno.test({
+  name:
+    "requestGpu() without XDG_RUNTIME_DIR prints nothing to stderr and leaves the variable unset",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const script = `
+      import { requestGpu } from ${JSON.stringify(new URL("./device.ts", import.meta.url).href)};
+      const gpu = await requestGpu();
+      gpu.destroy();
+      console.log(JSON.stringify(Deno.env.get("XDG_RUNTIME_DIR") ?? null));`;
+    const env = { ...Deno.env.toObject() };
+    delete env.XDG_RUNTIME_DIR;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--no-config", script],
+      env,
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, stderr);
+    assert.equal(stderr, "");
+    assert.equal(new TextDecoder().decode(out.stdout).trim(), "null");
+  },
 });
