@@ -416,7 +416,10 @@ Deno.test("the chat page: images go in the order chosen, a long answer shows who
 
 Deno.test("the chat page renders an answer's markdown with DOM nodes only: code blocks, inline code, bold, headings", async () => {
   const md =
-    "## Step 1\nThere are **two** shapes: `a < b`, 2*3*4.\n```js\nconst x = '<b>1</b>';\n```\nDone <i>.";
+    "## Step 1\nThere are **two** shapes: `a < b`, 2*3*4.\n```js\nconst x = '<b>1</b>';\n```\nDone <i>.\n" +
+    // Inline code between runs of two or three backticks, as models write it (on a line of its
+    // own too: no code block); a run never closed stays text.
+    "```py print(1)``` runs it, as does ```js f()```; `` a`b `` is code, **bold `x`** holds code, a lone `` stays.";
   const engine = new FakeEngine({ answer: () => md });
   await using s = await serveAndLaunch(createApp(engine).fetch);
   const page = await s.browser.newPage();
@@ -426,13 +429,21 @@ Deno.test("the chat page renders an answer's markdown with DOM nodes only: code 
   await page.waitForSelector(".msg.assistant:not(.streaming) .stats");
   const text = page.locator(".msg.assistant .text");
   assert.equal(await text.locator(".h").textContent(), "Step 1");
-  assert.equal(await text.locator("strong").textContent(), "two");
-  assert.equal(await text.locator(":scope > code").textContent(), "a < b");
+  assert.deepEqual(await text.locator("strong").allTextContents(), ["two", "bold x"]);
+  assert.deepEqual(await text.locator(":scope > code").allTextContents(), [
+    "a < b",
+    "py print(1)",
+    "js f()",
+    "a`b",
+  ]);
+  assert.equal(await text.locator("strong code").textContent(), "x");
   assert.equal(await text.locator("pre code").textContent(), "const x = '<b>1</b>';");
   assert.equal(await text.locator(".copy").count(), 1);
   // The model's "HTML" stays text, and a single * is not emphasis.
   assert.equal(await text.locator("b, i").count(), 0);
   assert.match((await text.textContent())!, /2\*3\*4\.[\s\S]*Done <i>\./);
+  assert.match((await text.textContent())!, /holds code, a lone `` stays\.$/);
+  assert.doesNotMatch((await text.textContent())!, /```/);
 });
 
 /** A chat request's video part, as the page sends it. */

@@ -192,11 +192,14 @@ async function loadModel() {
 function renderMarkdown(el, text) {
   const nodes = [];
   // Text and code in turns (odd parts code), split at fence lines: what follows an opening fence
-  // on its line is the language (dropped), what follows a closing one is text.
+  // on its line is the language (dropped), what follows a closing one is text. A line whose
+  // language would hold a backtick opens nothing (CommonMark's rule): js f() between three
+  // backticks each side, on one line, is inline code.
   const blocks = [[]];
   for (const line of text.split("\n")) {
-    if (!line.startsWith("\x60\x60\x60")) { blocks[blocks.length - 1].push(line); continue; }
     const closing = blocks.length % 2 === 0;
+    const fence = line.startsWith("\x60\x60\x60") && (closing || !line.slice(3).includes("\x60"));
+    if (!fence) { blocks[blocks.length - 1].push(line); continue; }
     blocks.push(closing && line.slice(3).trim() ? [line.slice(3)] : []);
   }
   const parts = blocks.map((lines) => lines.join("\n"));
@@ -228,24 +231,39 @@ function inline(text) {
   for (const [j, line] of text.split("\n").entries()) {
     if (j > 0) out.push("\n");
     const heading = line.match(/^#{1,6} +(.*)$/);
-    const holder = heading ? document.createElement("span") : null;
-    if (holder) holder.className = "h";
-    const pieces = (heading ? heading[1] : line).split(/(\x60[^\x60\n]+\x60|\*\*[^*\n]+\*\*)/);
-    const made = pieces.filter((p) => p !== "").map((p) => {
-      if (p.length > 2 && p[0] === "\x60" && p.endsWith("\x60")) {
-        const c = document.createElement("code");
-        c.textContent = p.slice(1, -1);
-        return c;
-      }
-      if (p.length > 4 && p.startsWith("**") && p.endsWith("**")) {
-        const b = document.createElement("strong");
-        b.textContent = p.slice(2, -2);
-        return b;
-      }
-      return p;
-    });
-    if (holder) { holder.append(...made); out.push(holder); } else out.push(...made);
+    if (!heading) { out.push(...spans(line)); continue; }
+    const holder = document.createElement("span");
+    holder.className = "h";
+    holder.append(...spans(heading[1]));
+    out.push(holder);
   }
+  return out;
+}
+
+// A code span as CommonMark reads one: a run of backticks up to the next run of as many (one,
+// two, three: a model writes all of them inline; a run never closed is text); or **bold**.
+const SPAN = /(?<!\x60)(\x60+)(?!\x60)([^\n]*?[^\x60\n])\1(?!\x60)|\*\*[^*\n]+\*\*/g;
+
+// A line's code spans and bold as nodes, the rest as text.
+function spans(line) {
+  const out = [];
+  let at = 0;
+  for (const m of line.matchAll(SPAN)) {
+    if (m.index > at) out.push(line.slice(at, m.index));
+    at = m.index + m[0].length;
+    if (m[1]) {
+      // A space each side is padding, as in CommonMark (for code that starts or ends with a backtick).
+      const padded = m[2].startsWith(" ") && m[2].endsWith(" ") && m[2].trim() !== "";
+      const c = document.createElement("code");
+      c.textContent = padded ? m[2].slice(1, -1) : m[2];
+      out.push(c);
+    } else {
+      const b = document.createElement("strong");
+      b.append(...spans(m[0].slice(2, -2)));
+      out.push(b);
+    }
+  }
+  if (at < line.length) out.push(line.slice(at));
   return out;
 }
 
