@@ -91,18 +91,24 @@ export function parseCommand(
 }
 
 /**
- * `--seed -3` as `--seed=-3`: node's parseArgs takes a value that starts with "-" for an option
- * (and refuses it as ambiguous); a negative number after an option that takes a value is that
- * option's value.
+ * `--seed -3` as `--seed=-3`, `--prompt "- list the items"` as `--prompt=- list …`: node's
+ * parseArgs refuses any value that starts with "-" as ambiguous (it could be a forgotten value
+ * followed by an option). After an option that takes a value, an argument that cannot be an
+ * option is that option's value: a negative number, text with a space in it, or a dash and a
+ * letter that names no short option (`--stop -x`). `--prompt --seed 3` (a forgotten value before
+ * an option) and a lone `-` (standard input) are left to parseArgs.
  */
 function joinNegativeValues(args: string[], options: Record<string, OptionSpec>): string[] {
+  const shorts = new Set(Object.values(options).map((o) => o.short).filter(Boolean));
+  const optionLike = (a: string) =>
+    a.startsWith("--") ? !/\s/.test(a) : !/\s/.test(a) && shorts.has(a.slice(1, 2));
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const name = args[i].startsWith("--") ? args[i].slice(2) : undefined;
     const next = args[i + 1];
     if (
-      name && options[name]?.type === "string" && next !== undefined &&
-      /^-(\d|\.\d)/.test(next)
+      name && options[name]?.type === "string" && next !== undefined && next.length > 1 &&
+      next.startsWith("-") && (/^-(\d|\.\d)/.test(next) || !optionLike(next))
     ) {
       out.push(`${args[i]}=${next}`);
       i++;
