@@ -22,6 +22,7 @@ declare const HTMLVideoElement: any;
 declare const HTMLMediaElement: any;
 declare const CanvasRenderingContext2D: any;
 declare const VideoFrame: any;
+declare const requestAnimationFrame: any;
 
 const PNG_PATH = fileURLToPath(
   new URL("./fixtures/tiny-qwen2vl/reference/case2_0.png", import.meta.url),
@@ -224,6 +225,42 @@ Deno.test("the chat page shows the server's error message and leaves the refused
     role: "user",
     content: [{ type: "text", text: "Just text, then." }],
   }]);
+});
+
+Deno.test("the chat page fits a phone: the placeholder on one line, the header one row", async () => {
+  // A long model id: on a phone it gives way, not the header's buttons.
+  const engine = new FakeEngine({ modelId: "Qwen/QVQ-72B-Preview-some-long-suffix" });
+  await using s = await serveAndLaunch(createApp(engine).fetch);
+  const page = await s.browser.newPage({ viewport: { width: 1280, height: 700 } });
+  await page.goto(`${s.url}/`);
+  await waitForModel(page, engine.modelId);
+  const layout = () =>
+    page.evaluate(() => {
+      const prompt = document.getElementById("prompt");
+      return {
+        placeholder: prompt.placeholder,
+        wraps: prompt.scrollHeight > prompt.clientHeight, // the placeholder's lines count
+        header: document.querySelector("header").getBoundingClientRect().height,
+        overflows: document.documentElement.scrollWidth > document.documentElement.clientWidth,
+      };
+    });
+  const wide = await layout();
+  for (const width of [360, 390, 768, 1280]) {
+    await page.setViewportSize({ width, height: 700 });
+    // The placeholder follows the box's width (a ResizeObserver's callback): two frames on.
+    await page.evaluate(() =>
+      new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))
+    );
+    const got = await layout();
+    assert.equal(got.wraps, false, `the placeholder wraps at ${width} px: ${got.placeholder}`);
+    assert.equal(got.header, wide.header, `the header is taller at ${width} px`);
+    assert.equal(got.overflows, false, `the page is wider than ${width} px`);
+    // The keyboard hint where it fits; on a phone (no Shift key to speak of) the plain placeholder.
+    assert.equal(
+      got.placeholder,
+      width < 500 ? "Message QVQ" : "Message QVQ (Shift+Enter for a new line)",
+    );
+  }
 });
 
 Deno.test("the chat page finds the API when the app is mounted under a prefix", async () => {

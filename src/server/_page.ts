@@ -87,6 +87,8 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   input[type=file] { display: none; }
   label.button:focus-visible, #new-chat:focus-visible { outline: 2px solid var(--accent); outline-offset: 1px; }
   #new-chat { margin-left: auto; font: inherit; font-size: .85rem; border: 0; background: none; color: var(--muted); cursor: pointer; }
+  /* On a phone the model's id gives way (its end cut off), not the header's buttons. */
+  #new-chat, header summary { white-space: nowrap; }
   #notice { grid-column: 1 / -1; color: var(--err); font-size: .85rem; }
   #notice:empty { display: none; }
 </style>
@@ -480,6 +482,16 @@ document.addEventListener("drop", (e) => { e.preventDefault(); attach(e.dataTran
 
 const prompt = $("prompt");
 const grow = () => { prompt.style.height = "auto"; prompt.style.height = prompt.scrollHeight + "px"; };
+// The placeholder names Shift+Enter only where that fits on its line: in a phone's narrow box it
+// wrapped, its second line cut off.
+const PLACEHOLDER = "Message QVQ", KEYS = " (Shift+Enter for a new line)";
+const measure = document.createElement("canvas").getContext("2d");
+new ResizeObserver(() => {
+  const style = getComputedStyle(prompt);
+  measure.font = style.fontStyle + " " + style.fontWeight + " " + style.fontSize + " " + style.fontFamily;
+  const room = prompt.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  prompt.placeholder = PLACEHOLDER + (measure.measureText(PLACEHOLDER + KEYS).width <= room ? KEYS : "");
+}).observe(prompt);
 prompt.addEventListener("input", grow);
 prompt.addEventListener("keydown", (e) => {
   // While an answer streams, Enter does not send (nor stop it: that is the Stop button's job).
