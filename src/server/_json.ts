@@ -6,16 +6,40 @@
 import { HttpError } from "./_errors.ts";
 
 /**
+ * The content codings of HTTP's registry (IANA's) that change a body's bytes: a body sent in one
+ * of them is not the JSON it holds until decoded, which this server does not do.
+ */
+const CODINGS = new Set([
+  "gzip",
+  "x-gzip",
+  "deflate",
+  "br",
+  "zstd",
+  "compress",
+  "x-compress",
+  "aes128gcm",
+  "dcb",
+  "dcz",
+  "exi",
+  "pack200-gzip",
+]);
+
+/**
  * The body of `request` parsed as JSON: a 400 where it is not JSON or nests too deeply, a 415
  * where it is compressed (the server reads bodies as they come; a gzipped one was refused as
- * "not valid JSON", its binary quoted).
+ * "not valid JSON", its binary quoted). A Content-Encoding that names no coding — `identity`, or
+ * a charset put in the wrong header (`UTF-8`, which some clients send) — changes nothing: the body
+ * is read as it is, as vLLM's server (uvicorn, Starlette) and Ollama's (Go's net/http, gin) read
+ * every body, whatever the header says.
  */
 export async function readJson(request: Request): Promise<unknown> {
-  const encoding = request.headers.get("content-encoding")?.trim().toLowerCase();
-  if (encoding && encoding !== "identity") {
+  const header = request.headers.get("content-encoding") ?? "";
+  const coded = header.split(",").map((c) => c.trim().toLowerCase()).filter((c) => CODINGS.has(c));
+  if (coded.length) {
     throw new HttpError(
       415,
-      `The request body is compressed (Content-Encoding: ${encoding}); send it uncompressed.`,
+      `The request body is compressed (Content-Encoding: ${coded.join(", ")}); send it ` +
+        "uncompressed.",
       "invalid_request_error",
       null,
       "unsupported_content_encoding",

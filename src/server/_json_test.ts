@@ -47,4 +47,35 @@ Deno.test("readJson() refuses a compressed body with a 415 saying so (not 'not v
       /compressed \(Content-Encoding: gzip\); send it uncompressed/.test(e.message),
   );
   assert.deepEqual(await readJson(request("identity")), { a: 1 });
+  // Every coding of a list is one the body went through: one real coding among them is a 415.
+  for (const encoding of ["identity, gzip", "BR", "zstd", "deflate"]) {
+    await assert.rejects(
+      readJson(request(encoding)),
+      (e) => e instanceof HttpError && e.status === 415,
+      encoding,
+    );
+  }
+});
+
+Deno.test("readJson() reads the body as it is under a Content-Encoding that names no coding (UTF-8: a charset in the wrong header)", async () => {
+  // What vLLM's uvicorn/Starlette and Ollama's net/http/gin do with every request's Content-Encoding.
+  for (const encoding of ["UTF-8", "utf8", "identity", "", "binary", "UTF-8, identity"]) {
+    const request = new Request("http://x/", {
+      method: "POST",
+      headers: { "content-encoding": encoding },
+      body: '{"a":1}',
+    });
+    assert.deepEqual(await readJson(request), { a: 1 }, encoding);
+  }
+  // A body that is not JSON under it is a 400 for that, not a 415.
+  await assert.rejects(
+    readJson(
+      new Request("http://x/", {
+        method: "POST",
+        headers: { "content-encoding": "UTF-8" },
+        body: "{",
+      }),
+    ),
+    (e) => e instanceof HttpError && e.status === 400 && e.code === "invalid_json",
+  );
 });
