@@ -309,7 +309,7 @@ Deno.test("the chat page: Enter while streaming does not stop the answer; Stop m
   await page.click("#send");
   await page.waitForFunction(() =>
     document.querySelectorAll(".msg.assistant")[1]?.querySelector(".stats")?.textContent ===
-      "stopped"
+      "Stopped."
   );
   gates[1].open();
 });
@@ -414,7 +414,7 @@ Deno.test("the chat page: images go in the order chosen, a long answer shows who
   assert.equal(text, long.split(" ").slice(0, 2500).join(" "));
   assert.match(
     (await page.textContent(".msg.assistant .stats"))!,
-    /cut off at Max tokens \(2500\): raise it under Settings, or\s*Continue/,
+    /· Cut off at Max tokens \(2500\): raise it under Settings, or\s*Continue\.$/,
   );
   // Continue: the answer so far goes back as the last message (continue_final_message), and what
   // comes is written on after it, in the same message.
@@ -729,7 +729,7 @@ Deno.test("the chat page keeps a message whose file fails while it waits, sends 
   assert.equal(await page.textContent("#notice"), "");
 });
 
-Deno.test("the chat page: Continue after a refused turn, text after a closing fence, an error without a message", async () => {
+Deno.test("the chat page: Continue after a refused turn, text after a closing fence, an error without a message, a hint after a bracket", async () => {
   const long = "one two three four five six seven eight nine ten";
   const engine = new FakeEngine({
     answer: () => long + "\n```html\n<b>x</b>\n``` after the fence\nend",
@@ -776,5 +776,28 @@ Deno.test("the chat page: Continue after a refused turn, text after a closing fe
   assert.equal(
     await page.locator(".msg.assistant .error").nth(1).textContent(),
     "The server answered HTTP 500.",
+  );
+  // The server's sentence ends in a bracket: its full stop comes before the hint.
+  await page.unroute("**/v1/chat/completions");
+  await page.route(
+    "**/v1/chat/completions",
+    (route) =>
+      route.fulfill({
+        status: 400,
+        contentType: "application/json",
+        body: JSON.stringify({
+          error: {
+            message: "The prompt has 5000 tokens (the context holds 4096)",
+            code: "context_length_exceeded",
+          },
+        }),
+      }),
+  );
+  await send(page, "Longer?");
+  await page.waitForSelector(".msg.assistant .error >> nth=2");
+  assert.equal(
+    await page.locator(".msg.assistant .error").nth(2).textContent(),
+    "The prompt has 5000 tokens (the context holds 4096). The conversation so far counts too: " +
+      "start a New chat (top right) to drop it.",
   );
 });

@@ -576,12 +576,14 @@ async function answer(div, signal, prior = "") {
     if (timings) parts.push(timings.tokens_per_second.toFixed(1) + " tokens/s");
     const cached = usage && usage.prompt_tokens_details ? usage.prompt_tokens_details.cached_tokens : 0;
     if (cached) parts.push(cached + " of " + usage.prompt_tokens + " prompt tokens cached");
+    // Figures, then why the answer ended as a sentence (Continue its last word).
     if (reason === "length") {
-      parts.push("cut off at Max tokens (" + usage?.completion_tokens + "): raise it under Settings, or");
+      parts.push("Cut off at Max tokens" + (usage ? " (" + usage.completion_tokens + ")" : "") +
+        ": raise it under Settings, or");
     } else if (reason === "loop") {
-      parts.push("stopped: the answer kept repeating itself");
+      parts.push("Stopped: the answer kept repeating itself.");
     } else if (reason && reason !== "stop") {
-      parts.push("ended: " + reason);
+      parts.push("Ended: " + reason + ".");
     }
     const stats = document.createElement("div");
     stats.className = "stats";
@@ -593,7 +595,7 @@ async function answer(div, signal, prior = "") {
       more.className = "continue";
       more.textContent = "Continue";
       more.addEventListener("click", () => continueAnswer(div, stats));
-      stats.append(more);
+      stats.append(more, ".");
     }
     settle(stats);
   } catch (error) {
@@ -601,11 +603,12 @@ async function answer(div, signal, prior = "") {
     if (error.name === "AbortError") {
       stopped = true;
       p.className = "stats";
-      p.textContent = "stopped";
+      p.textContent = "Stopped.";
     } else {
       p.className = "error";
-      // A hint goes after the server's sentence, which may end without a full stop.
-      p.textContent = /[.!?)]$/.test(error.message) ? error.message : error.message + ".";
+      // A hint goes after the server's sentence, which may end without a full stop (or with a
+      // bracket: "… (the context holds 4096)" still wants one).
+      p.textContent = /[.!?…]["')\]]?$/.test(error.message) ? error.message : error.message + ".";
       if (error.code === "context_length_exceeded" && history.length > 1) {
         p.textContent += " The conversation so far counts too: start a New chat (top right) to drop it.";
       }
