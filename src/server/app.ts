@@ -98,7 +98,10 @@ export interface ServerOptions {
   apiKey?: string;
   /** Requests that may wait while one generates; more get 503 with Retry-After. Default 16. */
   maxQueue?: number;
-  /** `Retry-After` seconds sent with a 503 when the queue is full. Default 10. */
+  /**
+   * `Retry-After` seconds sent with a 503 a client should send again: the queue full, or the server
+   * shutting down (its successor, or another replica, answers the retry). Default 10.
+   */
   retryAfterSeconds?: number;
   /** Largest request body in bytes (images travel base64 inside it); more is a 413. Default 32 MiB. */
   maxBodyBytes?: number;
@@ -478,8 +481,25 @@ export function createApp(
   // their context (the one object a request keeps throughout — bodyLimit replaces c.req.raw of a
   // chunked body).
   const ollama = new WeakSet<object>();
-  const errorOf = (c: object, http: HttpError) =>
-    ollama.has(c) ? ollamaErrorResponse(http) : errorResponse(http);
+  const errorOf = (c: object, error: HttpError) => {
+    const http = withRetryAfter(error);
+    return ollama.has(c) ? ollamaErrorResponse(http) : errorResponse(http);
+  };
+  /**
+   * A 503 for a server shutting down with `Retry-After`, as the queue-full 503 has it: the openai
+   * clients retry a 503 twice by default, within a couple of seconds — at a server still going
+   * away — unless told how long to wait (they honour up to 60 s). (The model still loading is no
+   * 503 to a request, which waits for it; /health's 503 "loading" is a state polled on the
+   * poller's own schedule, and how long a load takes — seconds, or minutes for QVQ-72B — is not
+   * known to say.)
+   */
+  const withRetryAfter = (http: HttpError) =>
+    http.code !== "server_shutting_down" || http.headers["retry-after"] !== undefined
+      ? http
+      : new HttpError(http.status, http.message, http.type, http.param, http.code, {
+        ...http.headers,
+        "retry-after": String(settings.retryAfterSeconds),
+      });
   app.onError((error, c) => {
     const http = toHttpError(error);
     // The engine's failure was logged where it happened; each request it refuses is not news.

@@ -2307,3 +2307,26 @@ Deno.test("tools: auto streams each call in a chunk of its own, then the finish 
   assert.deepEqual([chunks.at(-1).finish_reason, chunks.at(-1).delta], ["tool_calls", {}]);
   assert.equal(chunks.map((c) => c.delta.content ?? "").join(""), "On it.");
 });
+
+Deno.test("a 503 server_shutting_down carries Retry-After (retryAfterSeconds), as the queue-full 503 does: the openai clients wait that long before their retry", async () => {
+  const closed = new EngineClosedError("the engine was disposed; load it again");
+  const options = { retryAfterSeconds: 4 };
+  // Stopped while generating, before the answer's 200 (OpenAI's and Ollama's shapes), and stopped
+  // while the model loaded (the requests waiting for it).
+  const stopped = setup({ error: closed }, options).app;
+  const loading = createApp(Promise.reject(closed), options);
+  for (const app of [stopped, loading]) {
+    for (const stream of [false, true]) {
+      for (const path of ["/v1/chat/completions", "/api/chat"]) {
+        const r = await app.request(path, {
+          method: "POST",
+          body: JSON.stringify({ ...hello, stream }),
+        });
+        assert.equal(r.status, 503, path);
+        assert.equal(r.headers.get("retry-after"), "4", path);
+        const body = await r.json();
+        assert.match(body.error?.message ?? body.error, /shutting down/, path);
+      }
+    }
+  }
+});
