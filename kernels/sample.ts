@@ -28,6 +28,19 @@ const Params = defineParams({
 /** Tokens per first-stage workgroup (SLICE in the shader). */
 const SLICE = 1024;
 
+/**
+ * The id the sampler writes where no token can be drawn: every token masked (a grammar's
+ * `allowed` bits, min_tokens' held stop ids) or of −∞ logit. Past any vocabulary, as
+ * {@link NOT_FINITE} is: the host, reading the tokens back, tells them from drawn ids.
+ */
+export const NO_TOKEN = 0xffffffff;
+
+/**
+ * The id the sampler writes where a logit is NaN or +∞ (damaged weights, an f16 overflow): there
+ * is no distribution to draw from, whether greedy or sampling.
+ */
+export const NOT_FINITE = 0xfffffffe;
+
 /** Most logit_bias entries a request may set (OpenAI's limit). */
 export const MAX_LOGIT_BIAS = 300;
 
@@ -292,8 +305,9 @@ export class Sampler extends TwoPassDispatch {
 }
 
 /**
- * Builds a sampler writing tokens[w] and scores[w], w = state.step + (afterPrefill ? 0 : 1). The
- * settings come from the params buffer, so one sampler serves every request.
+ * Builds a sampler writing tokens[w] and scores[w], w = state.step + (afterPrefill ? 0 : 1) —
+ * tokens[w] is {@link NOT_FINITE} or {@link NO_TOKEN} where nothing can be drawn. The settings
+ * come from the params buffer, so one sampler serves every request.
  */
 export function sample(gpu: Gpu, b: SampleBuffers, s: SampleShape): Sampler {
   return new Sampler(gpu, b, s);

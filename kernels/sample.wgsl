@@ -33,6 +33,13 @@
 // they fit (CAP), and the thresholds and the draw run there; else on passes over `proc`.
 // Draw order: thread l of `pick` owns tokens 4j..4j+3 for j = l, l + WG, ...; threads in turn
 // (src/ref/sample.ts drawInKernelOrder replays it).
+// Ties: greedy and top_k 1 take the lowest id (torch.argmax); top-k and top-p keep every token tied
+// with the last one they keep (transformers' sort leaves which of them in no set order).
+//
+// No token: where a logit is NaN or +∞ (damaged weights, an f16 overflow: there is no distribution
+// to draw from) the entry is NOT_FINITE, and where every token is masked or −∞ it is NO_TOKEN —
+// ids past the vocabulary, which the host reads back with the tokens anyway (src/generate/
+// decode_stream.ts fails the answer, naming which), so the check costs no readback of its own.
 
 #include decode_state
 // Layout: kernels/sample.ts writeSamplingParams; written once per request.
@@ -56,11 +63,13 @@ struct Sampling {
 }
 
 const NONE: u32 = 0xffffffffu;
+const NO_TOKEN: u32 = 0xffffffffu;   // written where nothing can be drawn (kernels/sample.ts)
+const NOT_FINITE: u32 = 0xfffffffeu; // written where a logit is NaN or +∞
 const LOWEST: f32 = -3.4028235e38;
 const SLICE: u32 = 1024u;         // tokens per scores_pass workgroup (one vec4 per thread)
 
 // Scratch (vec4 units): proc (nvec = nslices · SLICE / 4) processed scores, padded with LOWEST;
-// then one vec4(max, bitcast(argmax), Σ exp(s − max), 0) per slice.
+// then one vec4(max, bitcast(argmax), Σ exp(s − max), 1 if a logit is NaN or +∞ else 0) per slice.
 
 #if STAGE1
 @group(0) @binding(0) var<storage, read> logits: array<f32>;       // (vocab) f32
@@ -82,6 +91,7 @@ var<workgroup> bias: array<f32, SLICE>;                // logit_bias of token ba
 var<workgroup> banned: array<atomic<u32>, SLICE / 32u>; // bit i: token base + i held back (min_tokens)
 var<workgroup> red: array<f32, WG>;
 var<workgroup> redi: array<u32, WG>;
+var<workgroup> nonfinite: atomic<u32>;                  // 1: a logit of the slice is NaN or +∞
 
 fn mark(id: u32, base: u32) {
   if (id >= base && id < base + SLICE) { atomicOr(&seen[(id - base) >> 5u], 1u << ((id - base) & 31u)); }
@@ -122,7 +132,11 @@ fn scores_pass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
   for (var c = 0u; c < 4u; c++) {
     let i = base + lid * 4u + c;
     if (i < p.vocab) {
-      var x = logits[i] + bias[lid * 4u + c];
+      let raw = logits[i];
+      // NaN or +∞, told by its bits (arithmetic may assume NaN away); −∞ is a token never drawn.
+      let rb = bitcast<u32>(raw);
+      if ((rb & 0x7fffffffu) >= 0x7f800000u && rb != 0xff800000u) { atomicStore(&nonfinite, 1u); }
+      var x = raw + bias[lid * 4u + c];
       if ((atomicLoad(&seen[(lid * 4u + c) >> 5u]) & (1u << ((lid * 4u + c) & 31u))) != 0u) {
         x = select(x / sp.penalty, x * sp.penalty, x < 0.0);
       }
@@ -166,7 +180,10 @@ fn scores_pass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     if (lid < s) { red[lid] += red[lid + s]; }
   }
   workgroupBarrier();
-  if (lid == 0u) { scratch[p.nvec + wid.x] = vec4<f32>(mx, bitcast<f32>(arg), red[0], 0.0); }
+  if (lid == 0u) {
+    let flag = f32(atomicLoad(&nonfinite));
+    scratch[p.nvec + wid.x] = vec4<f32>(mx, bitcast<f32>(arg), red[0], flag);
+  }
 }
 #else
 @group(0) @binding(0) var<storage, read> sp: Sampling;
@@ -354,6 +371,12 @@ fn pick(@builtin(local_invocation_index) lid: u32) {
   let mx = bitcast<f32>(wg_reduce(bitcast<u32>(sl.x), lid, MAX));
   let argmax = wg_reduce(select(NONE, bitcast<u32>(sl.y), sl.x == mx), lid, MIN_U);
   let z_all = wg_sum(sl.z * exp(sl.x - mx), lid);
+  let nan_or_inf = wg_sum(sl.w, lid) > 0.0;
+  // Nothing to draw from: a NaN / +∞ logit, or every score masked (LOWEST) or −∞.
+  if (nan_or_inf || !(mx > LOWEST)) {
+    if (lid == 0u) { tokens[w] = select(NO_TOKEN, NOT_FINITE, nan_or_inf); scores[w] = mx; }
+    return;
+  }
   if (sp.greedy != 0u || sp.top_k == 1u) {
     // top_k 1 keeps only the maximum (ties aside: it takes the lowest index, as greedy).
     if (lid == 0u) { tokens[w] = argmax; scores[w] = mx; }
@@ -436,9 +459,11 @@ fn pick(@builtin(local_invocation_index) lid: u32) {
   let goal = uniform01(w) * sc.y;
   if (own > 0.0 && before <= goal) { atomicMax(&pick_at, lid + 1u); }
   let chosen = workgroupUniformLoad(&pick_at);
+  // No thread's run reached the goal (it cannot, with finite scores): the entry is still written.
+  if (chosen == 0u && lid == 0u) { tokens[w] = NO_TOKEN; scores[w] = mx; }
   if (lid + 1u == chosen) {
     var acc = before;
-    var tok = NONE;
+    var tok = NO_TOKEN;
     // Only tokens of positive weight can be picked (not padding, not a -inf logit), also when
     // rounding leaves the walk short of the goal and the run's last such token is taken.
     if (use_cand) {

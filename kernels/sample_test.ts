@@ -6,6 +6,9 @@ import { InvalidInputError } from "../src/errors.ts";
 import {
   argmax,
   drawInKernelOrder,
+  NO_TOKEN,
+  NOT_FINITE,
+  nothingToDraw,
   processScores,
   samplingProbs,
   type SamplingRefOptions,
@@ -397,6 +400,85 @@ Deno.test("sample() draws exactly from transformers' top-k / top-p token sets", 
         [...want].sort(),
         `${JSON.stringify(c)} candidates ${candidates}`,
       );
+    }
+    h.destroy();
+  }
+});
+
+Deno.test("sample() keeps every token tied at the top-k and top-p boundaries, as the reference does", async () => {
+  const gpu = await sharedGpu();
+  const vocab = 100, n = 64;
+  // Probabilities 0.5, 0.25, 0.25 on tokens 60, 9, 31 (the rest ~0). top_k 2: the 2nd largest
+  // is tied, both kept. top_p 0.6: 0.5 falls short, the first 0.25 reaches it — and the other
+  // 0.25, tied with it, stays too (transformers' unstable sort keeps one, in no set order).
+  const x = new Float32Array(vocab).fill(-100);
+  [[60, 0.5], [9, 0.25], [31, 0.25]].forEach(([i, p]) => (x[i] = Math.log(p)));
+  for (const candidates of [true, false]) {
+    const h = new Harness(gpu, vocab, n + 1, candidates);
+    for (const c of [{ topK: 2 }, { topP: 0.6 }, { topK: 2, topP: 0.6 }]) {
+      const s = { ...GREEDY, doSample: true, seed: 8, ...c };
+      const got = await h.run(x, s, undefined, n);
+      assert.deepEqual([...new Set(got.tokens)].sort(), [31, 60, 9], JSON.stringify(c));
+      const probs = samplingProbs(processScores(x, [], refOptions(s)), refOptions(s));
+      assert.deepEqual([9, 31, 60].map((i) => probs[i] > 0), [true, true, true], "the reference");
+    }
+    h.destroy();
+  }
+});
+
+Deno.test("sample() writes NOT_FINITE where a logit is NaN or +∞, greedy or drawn, masked or not", async () => {
+  const gpu = await sharedGpu();
+  const vocab = 3000;
+  const base = Float32Array.from({ length: vocab }, (_, i) => Math.sin(i));
+  const drawn = { ...GREEDY, doSample: true, seed: 3 };
+  for (const candidates of [true, false]) {
+    const h = new Harness(gpu, vocab, 2, candidates);
+    for (const [at, v] of [[0, NaN], [2047, NaN], [vocab - 1, Infinity], [5, Infinity]]) {
+      const x = base.slice();
+      x[at] = v;
+      x[100] = -Infinity; // a −∞ logit alone is a token never drawn, not an error
+      for (
+        const s of [GREEDY, drawn, { ...drawn, topK: 5 }, { ...drawn, topP: 0.5 }, {
+          ...drawn,
+          minP: 0.1,
+        }, { ...GREEDY, minTokens: 1, stopIds: [at] }]
+      ) {
+        // The ring's entries hold something else first: a stale id must not stay.
+        writeArray(gpu, h.tokens, Uint32Array.from([7, 7]));
+        const got = await h.run(x, s, undefined, 1);
+        assert.deepEqual(
+          [...got.tokens],
+          [NOT_FINITE, NOT_FINITE],
+          `${v} at ${at}, ${JSON.stringify(s)}`,
+        );
+        assert.equal(nothingToDraw(x, processScores(x, [], refOptions(s))), NOT_FINITE);
+      }
+    }
+    h.destroy();
+  }
+});
+
+Deno.test("sample() writes NO_TOKEN where every token is masked or −∞, greedy or drawn", async () => {
+  const gpu = await sharedGpu();
+  const vocab = 16;
+  const all = Array.from({ length: vocab }, (_, i) => i);
+  const x = Float32Array.from(all, (i) => i / 4);
+  const drawn = { ...GREEDY, doSample: true, seed: 4 };
+  for (const candidates of [true, false]) {
+    const h = new Harness(gpu, vocab, 4, candidates);
+    for (const s of [GREEDY, drawn, { ...drawn, topK: 3, topP: 0.9 }]) {
+      // Every id held back (min_tokens: the same mask a grammar's bits apply) for two entries.
+      const held = { ...s, minTokens: 2, stopIds: all };
+      const got = await h.run(x, held, undefined, 3);
+      assert.deepEqual([...got.tokens.subarray(0, 2)], [NO_TOKEN, NO_TOKEN], JSON.stringify(s));
+      assert.equal(nothingToDraw(x, processScores(x, [], refOptions(held), 0)), NO_TOKEN);
+      // Every logit −∞.
+      const none = new Float32Array(vocab).fill(-Infinity);
+      const inf = await h.run(none, s, undefined, 1);
+      assert.deepEqual([...inf.tokens], [NO_TOKEN, NO_TOKEN], `−∞ ${JSON.stringify(s)}`);
+      // One finite logit among −∞: that token, whatever the settings.
+      none[11] = -50;
+      assert.deepEqual([...(await h.run(none, s, undefined, 1)).tokens], [11, 11]);
     }
     h.destroy();
   }

@@ -42,6 +42,13 @@ export class SchemaError extends InvalidInputError {}
 export class GpuError extends QvqError {}
 
 /**
+ * The sampler had no token to draw, and the answer ends with this error rather than a token no
+ * distribution chose: the model's logits held NaN or +∞ (damaged weights, an f16 overflow — the
+ * message says which), or every token was masked (a response format, min_tokens) or of −∞ logit.
+ */
+export class SamplingError extends GpuError {}
+
+/**
  * The WebGPU device was lost (a driver reset, a GPU fault, the device destroyed by someone else):
  * everything on it — the weights, the caches — is gone, and every later call fails with this
  * error. Load the model again (a new Pipeline), or restart the server.
@@ -66,6 +73,7 @@ export const ERROR_CLASSES: Readonly<Record<string, new (message: string) => Qvq
   ContextLengthError,
   SchemaError,
   GpuError,
+  SamplingError,
   DeviceLostError,
   EngineClosedError,
 };

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Gpu } from "../gpu/device.ts";
-import { GpuError } from "../errors.ts";
+import { SamplingError } from "../errors.ts";
 import { LoopDetector } from "./loop_detector.ts";
 import type { ResolvedOptions } from "./options.ts";
 import { StopStringFilter } from "./stop_strings.ts";
@@ -19,6 +19,7 @@ import type {
   TokenLogprob,
 } from "./types.ts";
 import { logprobSide, type TokenLogprobRecord } from "../../kernels/logprobs.ts";
+import { NOT_FINITE } from "../../kernels/sample.ts";
 import { tokenLogprob, type TokenText } from "./logprobs.ts";
 
 /** Incremental detokenizer: text that became complete with this id ("" while a character is pending). */
@@ -40,13 +41,22 @@ export function skipUnknownIds(decoder: TokenTextDecoder, vocabSize: number): To
   };
 }
 
-/** The error for a sampled id past the vocabulary rows (see {@link DecodeRun.rows}). */
-function nonFiniteLogits(at: number, id: number): GpuError {
-  return new GpuError(
-    `the sampler found no token to draw at answer token ${at} (id ${id} is past the ` +
-      `vocabulary): the model's logits were not finite numbers (NaN or infinity) or every token ` +
-      `was masked. The weights may hold NaN / infinity (a damaged or f16-overflowing ` +
-      `checkpoint: try dtype "f32"), or the GPU computed them wrong.`,
+/**
+ * The error for a sampled id past the vocabulary rows (see {@link DecodeRun.rows}): the sampler's
+ * NOT_FINITE or NO_TOKEN (kernels/sample.ts), or another id no draw can give.
+ */
+function noToken(at: number, id: number): SamplingError {
+  if (id === NOT_FINITE) {
+    return new SamplingError(
+      `the model's logits for answer token ${at} are not all finite numbers (NaN or +infinity), ` +
+        "so no token can be drawn: the weights may hold NaN / infinity (a damaged or " +
+        'f16-overflowing checkpoint: try dtype "f32"), or the GPU computed them wrong.',
+    );
+  }
+  return new SamplingError(
+    `the sampler found no token to draw for answer token ${at} (id ${id} is past the ` +
+      "vocabulary): every token was masked — by the response format, or by min_tokens' stop " +
+      "ids — or had a logit of −infinity.",
   );
 }
 
@@ -64,8 +74,8 @@ export interface DecodeRun {
   logprobs?: { buffer: GPUBuffer; top: number };
   /**
    * The model's vocabulary rows: the sampler writes an id past them only where the logits were
-   * not finite (NaN or infinity: broken weights, an overflow) or every token was masked, and the
-   * stream then fails rather than feed that id back as a token.
+   * not finite (NaN or +infinity: broken weights, an overflow) or every token was masked, and the
+   * stream then fails with a SamplingError rather than feed that id back as a token.
    */
   rows?: number;
 }
@@ -169,7 +179,7 @@ export async function* decodeStream(
       if (Number.isNaN(firstAt)) firstAt = performance.now();
       let delta = "";
       for (const id of next.value) {
-        if (run.rows !== undefined && id >= run.rows) throw nonFiniteLogits(completion, id);
+        if (run.rows !== undefined && id >= run.rows) throw noToken(completion, id);
         completion++;
         extra.ids?.push(id);
         if (stopIds.has(id)) {

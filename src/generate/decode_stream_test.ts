@@ -8,7 +8,8 @@ import {
   type TokenTextDecoder,
 } from "./decode_stream.ts";
 import { Tokenizer } from "../tokenizer.ts";
-import { GpuError, InvalidInputError } from "../errors.ts";
+import { GpuError, InvalidInputError, SamplingError } from "../errors.ts";
+import { NO_TOKEN, NOT_FINITE } from "../../kernels/sample.ts";
 import { LoopDetector } from "./loop_detector.ts";
 import { parseGenerationConfig, resolveOptions } from "./options.ts";
 import type { GenerateOptions, GenerationEvent, GenerationResult } from "./types.ts";
@@ -218,23 +219,31 @@ Deno.test("decodeStream() stops at a stop id and discards the tokens after it", 
   assert.deepEqual(ids, [1, 2, 6, 98], "ids stop at the stop id");
 });
 
-Deno.test("decodeStream() fails on an id past the vocabulary rows (logits not finite), naming it", async () => {
-  const run = Object.assign(await fakeRun([1, 2, 0xffffffff, 6]), { rows: 100 });
+Deno.test("decodeStream() fails on the sampler's ids past the vocabulary rows, naming why", async () => {
   const options = resolveOptions({ maxNewTokens: 4 }, CONFIG);
   const stats = { promptTokens: 1, imageTokens: 0, cachedTokens: 0, visionMs: 0, prefillStart: 0 };
-  const texts: string[] = [];
-  await assert.rejects(
-    async () => {
-      for await (const ev of decodeStream(run, options, fakeDecoder(), stats)) {
-        if (ev.type === "delta") texts.push(ev.text);
-      }
-    },
-    (e: Error) =>
-      e instanceof GpuError &&
-      /answer token 2 \(id 4294967295 is past the vocabulary\): .*not finite/.test(e.message),
-  );
-  assert.ok(!texts.join("").includes("again"), "nothing after it is streamed");
-  run.dispose();
+  for (
+    const [id, why] of [
+      [NOT_FINITE, /logits for answer token 2 are not all finite numbers \(NaN or \+infinity\)/],
+      [
+        NO_TOKEN,
+        /no token to draw for answer token 2 \(id 4294967295 .*\): every token was masked/,
+      ],
+    ] as const
+  ) {
+    const run = Object.assign(await fakeRun([1, 2, id, 6]), { rows: 100 });
+    const texts: string[] = [];
+    await assert.rejects(
+      async () => {
+        for await (const ev of decodeStream(run, options, fakeDecoder(), stats)) {
+          if (ev.type === "delta") texts.push(ev.text);
+        }
+      },
+      (e: Error) => e instanceof SamplingError && e instanceof GpuError && why.test(e.message),
+    );
+    assert.ok(!texts.join("").includes("again"), "nothing after it is streamed");
+    run.dispose();
+  }
   // A padding row inside the vocabulary is a token: no error.
   const pad = Object.assign(await fakeRun([1, 99]), { rows: 100 });
   const r = decodeStream(pad, resolveOptions({ maxNewTokens: 2 }, CONFIG), fakeDecoder(), stats);

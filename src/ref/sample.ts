@@ -82,17 +82,34 @@ export function processScores(
   return out;
 }
 
-/** torch.argmax: the first index of the maximum. */
+/** torch.argmax: the first index of the maximum (of finite scores: see {@link nothingToDraw}). */
 export function argmax(x: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
   return best;
 }
 
+/** The kernel's ids for an entry with nothing to draw (kernels/sample.ts). */
+export const NO_TOKEN = 0xffffffff, NOT_FINITE = 0xfffffffe;
+
+/**
+ * What the kernel writes instead of a token, if anything: {@link NOT_FINITE} where a logit is NaN
+ * or +∞ (greedy or not: there is no distribution — torch.argmax would take the NaN, torch's
+ * multinomial would refuse), {@link NO_TOKEN} where every processed score is masked (the lowest
+ * f32) or −∞; undefined where a token can be drawn.
+ * @param logits (vocab) raw logits
+ * @param scores (vocab) the same after {@link processScores}
+ */
+export function nothingToDraw(logits: Float32Array, scores: Float32Array): number | undefined {
+  if (logits.some((x) => Number.isNaN(x) || x === Infinity)) return NOT_FINITE;
+  return scores.some((x) => x > -3.4028234663852886e38) ? undefined : NO_TOKEN;
+}
+
 /**
  * The probabilities a seeded draw follows: top-k, then top-p, then min-p, then softmax over what is left,
  * transcribed from transformers (`scores < topk(scores, k)[0][-1]` removed; top-p sorts ascending,
- * removes `softmax(sorted).cumsum() <= 1 - top_p` and keeps the last token). f64.
+ * removes `softmax(sorted).cumsum() <= 1 - top_p` and keeps the last token — and the kernel keeps
+ * the tokens tied with it too). f64.
  * @param scores (vocab) processed scores (after {@link processScores})
  * @returns (vocab) probabilities, 0 for removed tokens
  */
@@ -112,7 +129,10 @@ export function samplingProbs(scores: Float32Array, o: SamplingRefOptions): Floa
       cum += probs[r];
       if (cum <= 1 - o.topP) remove.push(order[r]);
     }
-    for (const i of remove) s[i] = -Infinity;
+    // Tokens tied with the smallest kept one stay too, as top-k keeps its ties (the kernel's
+    // rule; transformers' unstable sort keeps some of them, in no set order).
+    const kept = remove.length < n ? s[order[remove.length]] : Infinity;
+    for (const i of remove) if (s[i] !== kept) s[i] = -Infinity;
   }
   if (o.minP) {
     // MinPLogitsWarper: probs < min_p · max(probs) removed (the most likely always stays).
