@@ -60,6 +60,40 @@ async function waitForModel(page: Page, modelId: string): Promise<void> {
   );
 }
 
+/** How {@link openPage} opens the chat page. */
+interface OpenOptions {
+  /** The model id the page shows once ready; by default any answer to its model list will do. */
+  model?: string;
+  viewport?: { width: number; height: number };
+  /** Its path on the server. Default "/". */
+  path?: string;
+  /** Runs on the page before it loads: init scripts, routes. */
+  before?: (page: Page) => Promise<unknown>;
+}
+
+/**
+ * A new page of `s`'s browser on the chat page, ready: its model list answered (with `model`'s id,
+ * where given). `errors` holds what the page's scripts threw uncaught, from the start: a test
+ * expects none.
+ */
+async function openPage(
+  s: Awaited<ReturnType<typeof serveAndLaunch>>,
+  options: OpenOptions = {},
+): Promise<{ page: Page; errors: string[] }> {
+  const page = await s.browser.newPage({ viewport: options.viewport });
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await options.before?.(page);
+  await page.goto(`${s.url}${options.path ?? "/"}`);
+  if (options.model !== undefined) await waitForModel(page, options.model);
+  else {
+    await page.waitForFunction(() =>
+      document.getElementById("model")?.textContent !== "connecting…"
+    );
+  }
+  return { page, errors };
+}
+
 /** Attaches PNG_PATH through the file input and waits for its thumbnail. */
 async function attachPng(page: Page): Promise<void> {
   await page.setInputFiles("#file", PNG_PATH);
@@ -101,11 +135,10 @@ Deno.test("the chat page streams an answer to a typed question with an attached 
     hold: (k, call) => call === 0 && k === 3 ? seen.promise : undefined,
   });
   await using s = await serveAndLaunch(createApp(engine).fetch);
-  const page = await s.browser.newPage({ viewport: { width: 900, height: 640 } });
-  const errors: string[] = [];
-  page.on("pageerror", (e) => errors.push(String(e)));
-  await page.goto(`${s.url}/`);
-  await waitForModel(page, engine.modelId);
+  const { page, errors } = await openPage(s, {
+    model: engine.modelId,
+    viewport: { width: 900, height: 640 },
+  });
 
   await attachPng(page);
   await send(page, "How many shapes are there?");
@@ -179,8 +212,7 @@ Deno.test("the chat page streams an answer to a typed question with an attached 
 Deno.test("the chat page's Stop button aborts the generation on the server", async () => {
   const engine = new FakeEngine({ tokenDelayMs: 30, answer: () => "thinking ".repeat(500) });
   await using s = await serveAndLaunch(createApp(engine).fetch);
-  const page = await s.browser.newPage();
-  await page.goto(`${s.url}/`);
+  const { page, errors } = await openPage(s, { model: engine.modelId });
   await send(page, "Think hard");
   await page.waitForFunction(() =>
     (document.querySelector(".msg.assistant .text")?.textContent ?? "").length > 20
@@ -196,14 +228,13 @@ Deno.test("the chat page's Stop button aborts the generation on the server", asy
   assert.ok(call.closed, "the generation is still running");
   assert.ok(call.finishReason === undefined || call.finishReason === "abort", call.finishReason);
   assert.equal(await page.textContent("#send"), "Send");
+  assert.deepEqual(errors, []);
 });
 
 Deno.test("the chat page shows the server's error message and leaves the refused turn out of the conversation", async () => {
   const engine = new FakeEngine({ answer: () => "fine" });
   await using s = await serveAndLaunch(createApp(engine, { maxImageBytes: 1000 }).fetch);
-  const page = await s.browser.newPage();
-  await page.goto(`${s.url}/`);
-  await waitForModel(page, engine.modelId);
+  const { page, errors } = await openPage(s, { model: engine.modelId });
   await attachPng(page);
   await send(page, "Too big?");
   await page.waitForSelector(".msg.assistant .error");
@@ -225,15 +256,17 @@ Deno.test("the chat page shows the server's error message and leaves the refused
     role: "user",
     content: [{ type: "text", text: "Just text, then." }],
   }]);
+  assert.deepEqual(errors, []);
 });
 
 Deno.test("the chat page fits a phone: the placeholder on one line, the header one row", async () => {
   // A long model id: on a phone it gives way, not the header's buttons.
   const engine = new FakeEngine({ modelId: "Qwen/QVQ-72B-Preview-some-long-suffix" });
   await using s = await serveAndLaunch(createApp(engine).fetch);
-  const page = await s.browser.newPage({ viewport: { width: 1280, height: 700 } });
-  await page.goto(`${s.url}/`);
-  await waitForModel(page, engine.modelId);
+  const { page, errors } = await openPage(s, {
+    model: engine.modelId,
+    viewport: { width: 1280, height: 700 },
+  });
   const layout = () =>
     page.evaluate(() => {
       const prompt = document.getElementById("prompt");
@@ -261,6 +294,7 @@ Deno.test("the chat page fits a phone: the placeholder on one line, the header o
       width < 500 ? "Message QVQ" : "Message QVQ (Shift+Enter for a new line)",
     );
   }
+  assert.deepEqual(errors, []);
 });
 
 Deno.test("the chat page finds the API when the app is mounted under a prefix", async () => {
@@ -268,12 +302,14 @@ Deno.test("the chat page finds the API when the app is mounted under a prefix", 
   const parent = new Hono();
   parent.route("/qvq", createApp(engine));
   await using s = await serveAndLaunch(parent.fetch);
-  const page = await s.browser.newPage();
-  await page.goto(`${s.url}/qvq`); // no trailing slash
-  await waitForModel(page, engine.modelId);
+  const { page, errors } = await openPage(s, {
+    model: engine.modelId,
+    path: "/qvq", // no trailing slash
+  });
   await send(page, "Hello");
   await page.waitForSelector(".msg.assistant:not(.streaming) .stats");
   assert.equal(await page.textContent(".msg.assistant .text"), "mounted");
+  assert.deepEqual(errors, []);
 });
 
 Deno.test("the chat page: Enter while streaming does not stop the answer; Stop marks a partial answer as stopped", async () => {
@@ -286,9 +322,7 @@ Deno.test("the chat page: Enter while streaming does not stop the answer; Stop m
     hold: (k, call) => k === 3 ? gates[call]?.promise : undefined,
   });
   await using s = await serveAndLaunch(createApp(engine).fetch);
-  const page = await s.browser.newPage();
-  await page.goto(`${s.url}/`);
-  await waitForModel(page, engine.modelId);
+  const { page, errors } = await openPage(s, { model: engine.modelId });
   await send(page, "First");
   await page.waitForFunction(() =>
     (document.querySelector(".msg.assistant .text")?.textContent ?? "").length > 20
@@ -312,6 +346,7 @@ Deno.test("the chat page: Enter while streaming does not stop the answer; Stop m
       "Stopped."
   );
   gates[1].open();
+  assert.deepEqual(errors, []);
 });
 
 Deno.test("the chat page: Stop before the first token gives the turn back; New chat forgets the conversation", async () => {
@@ -322,9 +357,7 @@ Deno.test("the chat page: Stop before the first token gives the turn back; New c
     hold: (k, call) => call === 0 && k === 0 ? first.promise : undefined,
   });
   await using s = await serveAndLaunch(createApp(engine).fetch);
-  const page = await s.browser.newPage();
-  await page.goto(`${s.url}/`);
-  await waitForModel(page, engine.modelId);
+  const { page, errors } = await openPage(s, { model: engine.modelId });
   await send(page, "Slow one");
   await page.waitForFunction(() => document.getElementById("send")?.textContent === "Stop");
   await page.click("#send");
@@ -340,13 +373,13 @@ Deno.test("the chat page: Stop before the first token gives the turn back; New c
     content: [{ type: "text", text: "Fresh start" }],
   }]);
   first.open();
+  assert.deepEqual(errors, []);
 });
 
 Deno.test("the chat page names files it cannot attach, and says where an API key goes", async () => {
   const engine = new FakeEngine();
   await using s = await serveAndLaunch(createApp(engine, { apiKey: "sk-test" }).fetch);
-  const page = await s.browser.newPage();
-  await page.goto(`${s.url}/`);
+  const { page, errors } = await openPage(s);
   await page.waitForFunction(() =>
     /enter it under Settings/.test(document.getElementById("model")?.textContent ?? "")
   );
@@ -379,15 +412,17 @@ Deno.test("the chat page names files it cannot attach, and says where an API key
     /Not attached .*broken\.webm/.test(document.getElementById("notice")?.textContent ?? "")
   );
   assert.equal(await page.locator("#attachments .thumb").count(), 0);
+  assert.deepEqual(errors, []);
 });
 
 Deno.test("the chat page: images go in the order chosen, a long answer shows whole, a cut-off says why, settings persist", async () => {
   const long = Array.from({ length: 3000 }, (_, i) => `w${i}`).join(" ");
   const engine = new FakeEngine({ answer: () => long });
   await using s = await serveAndLaunch(createApp(engine).fetch);
-  const page = await s.browser.newPage({ viewport: { width: 900, height: 640 } });
-  await page.goto(`${s.url}/`);
-  await waitForModel(page, engine.modelId);
+  const { page, errors } = await openPage(s, {
+    model: engine.modelId,
+    viewport: { width: 900, height: 640 },
+  });
   // A large image then a small one: the large one's read finishes last, but it stays first.
   const png = await Deno.readFile(PNG_PATH);
   const large = new Uint8Array(4_000_000);
@@ -449,6 +484,7 @@ Deno.test("the chat page: images go in the order chosen, a long answer shows who
   await page.click("summary");
   await page.click("main");
   assert.equal(await open(), false);
+  assert.deepEqual(errors, []);
 });
 
 Deno.test("the chat page renders an answer's markdown with DOM nodes only: code blocks, inline code, bold, headings", async () => {
@@ -459,9 +495,7 @@ Deno.test("the chat page renders an answer's markdown with DOM nodes only: code 
     "```py print(1)``` runs it, as does ```js f()```; `` a`b `` is code, **bold `x`** holds code, a lone `` stays.";
   const engine = new FakeEngine({ answer: () => md });
   await using s = await serveAndLaunch(createApp(engine).fetch);
-  const page = await s.browser.newPage();
-  await page.goto(`${s.url}/`);
-  await waitForModel(page, engine.modelId);
+  const { page, errors } = await openPage(s, { model: engine.modelId });
   await send(page, "Show me.");
   await page.waitForSelector(".msg.assistant:not(.streaming) .stats");
   const text = page.locator(".msg.assistant .text");
@@ -481,6 +515,7 @@ Deno.test("the chat page renders an answer's markdown with DOM nodes only: code 
   assert.match((await text.textContent())!, /2\*3\*4\.[\s\S]*Done <i>\./);
   assert.match((await text.textContent())!, /holds code, a lone `` stays\.$/);
   assert.doesNotMatch((await text.textContent())!, /```/);
+  assert.deepEqual(errors, []);
 });
 
 /** A chat request's video part, as the page sends it. */
@@ -504,11 +539,7 @@ Deno.test("the chat page sends a video file as its frames: sampled at 2 a second
   const engine = new FakeEngine(); // answers with what it received
   const videos: VideoPart[] = [];
   await using s = await serveAndLaunch(keepingVideos(createApp(engine), videos));
-  const page = await s.browser.newPage();
-  const errors: string[] = [];
-  page.on("pageerror", (e) => errors.push(String(e)));
-  await page.goto(`${s.url}/`);
-  await waitForModel(page, engine.modelId);
+  const { page, errors } = await openPage(s, { model: engine.modelId });
   await attachClip(page);
   assert.equal(await page.textContent("#attachments .thumb .frames"), "▶ 4 frames");
   await askAndAwait(page, "What moves?");
@@ -534,12 +565,11 @@ Deno.test("the chat page draws a video's frame once the seek's frame is shown, n
   const engine = new FakeEngine();
   const videos: VideoPart[] = [];
   await using s = await serveAndLaunch(keepingVideos(createApp(engine), videos));
-  const page = await s.browser.newPage();
   // Chromium on a busy machine: the frame a seek lands on reaches what drawImage reads (by another
   // thread) after the seeked event. Here the second seek's frame comes late: the first three
   // reads after it (drawImage's or VideoFrame's) still get the frame before it, which the page
   // drew already.
-  await page.addInitScript(() => {
+  const lateFrame = () => {
     const proto = HTMLMediaElement.prototype;
     const time = Object.getOwnPropertyDescriptor(proto, "currentTime")!;
     const late = new WeakMap<object, { frame: any; reads: number }>(); // a video → what it shows
@@ -581,11 +611,11 @@ Deno.test("the chat page draws a video's frame once the seek's frame is shown, n
         );
       }
     };
+  };
+  const { page, errors } = await openPage(s, {
+    model: engine.modelId,
+    before: (page) => page.addInitScript(lateFrame),
   });
-  const errors: string[] = [];
-  page.on("pageerror", (e) => errors.push(String(e)));
-  await page.goto(`${s.url}/`);
-  await waitForModel(page, engine.modelId);
   await attachClip(page);
   await askAndAwait(page, "What moves?");
   assert.ok(
@@ -607,10 +637,9 @@ Deno.test("the chat page: a video still being read goes with a message sent at o
     }
     return app.fetch(req);
   });
-  const page = await s.browser.newPage();
   // Seeks that end only when the test says (a long video's are slow): the message is sent while
   // the video is read.
-  await page.addInitScript(() => {
+  const heldSeeks = () => {
     const test = globalThis as any;
     test.seeksMayEnd = new Promise((resolve) => test.endSeeks = resolve);
     const own = Object.getOwnPropertyDescriptor(HTMLElement.prototype, "onseeked")!;
@@ -622,11 +651,11 @@ Deno.test("the chat page: a video still being read goes with a message sent at o
         own.set!.call(this, fn && ((e: unknown) => test.seeksMayEnd.then(() => fn(e))));
       },
     });
+  };
+  const { page, errors } = await openPage(s, {
+    model: engine.modelId,
+    before: (page) => page.addInitScript(heldSeeks),
   });
-  const errors: string[] = [];
-  page.on("pageerror", (e) => errors.push(String(e)));
-  await page.goto(`${s.url}/`);
-  await waitForModel(page, engine.modelId);
   const fixture = (name: string) =>
     fileURLToPath(new URL(`./fixtures/video/${name}`, import.meta.url));
   // A video, then (a separate pick) an image, then Enter at once: the message waits for the
@@ -658,26 +687,29 @@ Deno.test("the chat page: a video still being read goes with a message sent at o
 Deno.test("the chat page keeps a message whose file fails while it waits, sends once on a double Enter, says a key was refused", async () => {
   const engine = new FakeEngine({ answer: () => "ok" });
   await using s = await serveAndLaunch(createApp(engine, { apiKey: "sk-right" }).fetch);
-  const page = await s.browser.newPage();
   // File reads that end only when the test says.
-  await page.addInitScript(() => {
+  const heldReads = () => {
     const test = globalThis as any;
     test.readsMayEnd = new Promise((resolve) => test.endReads = resolve);
     const read = FileReader.prototype.readAsDataURL;
     FileReader.prototype.readAsDataURL = function (this: FileReader, file: Blob) {
       test.readsMayEnd.then(() => read.call(this, file));
     };
-  });
+  };
   // The model list: unreachable at first (no model id yet), then (after the reload below) held
   // until the test lets it come.
   let lists = 0;
   const listing: { gate?: ReturnType<typeof gate> } = {};
-  await page.route("**/v1/models", async (route) => {
-    if (lists++ === 0) return await route.abort();
-    await listing.gate?.promise;
-    await route.continue();
+  const { page, errors } = await openPage(s, {
+    async before(page) {
+      await page.addInitScript(heldReads);
+      await page.route("**/v1/models", async (route) => {
+        if (lists++ === 0) return await route.abort();
+        await listing.gate?.promise;
+        await route.continue();
+      });
+    },
   });
-  await page.goto(`${s.url}/`);
   await page.waitForFunction(() =>
     /Cannot reach the server/.test(document.getElementById("model")?.textContent ?? "")
   );
@@ -727,6 +759,7 @@ Deno.test("the chat page keeps a message whose file fails while it waits, sends 
   await page.click("#new-chat");
   await attachPng(page);
   assert.equal(await page.textContent("#notice"), "");
+  assert.deepEqual(errors, []);
 });
 
 Deno.test("the chat page: Continue after a refused turn, text after a closing fence, an error without a message, a hint after a bracket", async () => {
@@ -735,9 +768,7 @@ Deno.test("the chat page: Continue after a refused turn, text after a closing fe
     answer: () => long + "\n```html\n<b>x</b>\n``` after the fence\nend",
   });
   await using s = await serveAndLaunch(createApp(engine).fetch);
-  const page = await s.browser.newPage();
-  await page.goto(`${s.url}/`);
-  await waitForModel(page, engine.modelId);
+  const { page, errors } = await openPage(s, { model: engine.modelId });
   await page.click("summary");
   await page.fill("#max-tokens", "3");
   await page.keyboard.press("Escape");
@@ -800,4 +831,5 @@ Deno.test("the chat page: Continue after a refused turn, text after a closing fe
     "The prompt has 5000 tokens (the context holds 4096). The conversation so far counts too: " +
       "start a New chat (top right) to drop it.",
   );
+  assert.deepEqual(errors, []);
 });
