@@ -2,7 +2,7 @@
  * The server's Prometheus metrics (`GET /metrics`, text format 0.0.4), named after vLLM's so its
  * dashboards read them with the prefix changed (`vllm:` → `qvq:`): requests running and waiting,
  * tokens (prompt, cached, image, generated), finished requests by reason, HTTP responses by route
- * and status, and histograms of time to first token, time per output token, end-to-end latency and
+ * and status (and those that failed after their 200 was sent), and histograms of time to first token, time per output token, end-to-end latency and
  * queue time. Every series carries `model_name`.
  * @module
  */
@@ -73,6 +73,14 @@ export class Metrics {
     this.#add("qvq:http_responses_total", { route, status: String(status) }, 1);
   }
 
+  /**
+   * An HTTP response that failed after its 200 was sent (a held answer cut off, a stream ended on
+   * an error event): its route and the status of its error.
+   */
+  failed(route: string, status: number): void {
+    this.#add("qvq:http_responses_failed_total", { route, status: String(status) }, 1);
+  }
+
   /** A request's turn came after `seconds` in the queue. */
   queued(seconds: number): void {
     this.#queueTime.observe(seconds);
@@ -114,7 +122,11 @@ export class Metrics {
       out.push(`# HELP ${name} ${text}`, `# TYPE ${name} ${type}`);
     help("qvq:num_requests_running", "gauge", "Requests generating now (0 or 1: one at a time).");
     out.push(`qvq:num_requests_running${this.#labels()} ${queue.running ? 1 : 0}`);
-    help("qvq:num_requests_waiting", "gauge", "Requests waiting for their turn (in the queue, or for the model to load).");
+    help(
+      "qvq:num_requests_waiting",
+      "gauge",
+      "Requests waiting for their turn (in the queue, or for the model to load).",
+    );
     out.push(`qvq:num_requests_waiting${this.#labels()} ${queue.waiting}`);
     // Counters with labels of their own have a series per value seen; the others one, from 0.
     const counters: [string, string, boolean][] = [
@@ -123,7 +135,18 @@ export class Metrics {
       ["qvq:prompt_tokens_cached_total", "Prompt tokens the prompt cache served.", false],
       ["qvq:prompt_image_tokens_total", "Image tokens among the prompt tokens.", false],
       ["qvq:generation_tokens_total", "Tokens generated.", false],
-      ["qvq:http_responses_total", "HTTP responses, by route and status.", true],
+      [
+        "qvq:http_responses_total",
+        "HTTP responses, by route and the status sent (an answer that failed after its 200 is a " +
+        "200 here, and in qvq:http_responses_failed_total too).",
+        true,
+      ],
+      [
+        "qvq:http_responses_failed_total",
+        "HTTP responses that failed after their 200 was sent (a held answer cut off, a stream " +
+        "ended on an error event), by route and the status of their error.",
+        true,
+      ],
     ];
     for (const [name, text, labelled] of counters) {
       help(name, "counter", text);

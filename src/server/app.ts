@@ -27,7 +27,7 @@ import type {
   GenerationResult,
   PromptEcho,
 } from "../generate/types.ts";
-import { ContextLengthError, EngineClosedError } from "../errors.ts";
+import { ContextLengthError, EngineClosedError, QvqError } from "../errors.ts";
 import { MAX_STOP_STRINGS } from "../generate/options.ts";
 import { badRequest, errorResponse, HttpError, toHttpError } from "./_errors.ts";
 import type { ImagePolicy } from "./_images.ts";
@@ -982,7 +982,11 @@ export function createApp(
         first.catch(() => {}); // awaited below or in the stream
         await within(first, Math.min(STREAM_GRACE_MS, settings.keepAliveMs));
         streaming = true;
-        return streamCompletion(header, format, events, first, request.includeUsage, abort, detach);
+        const failed = failure(raw, format, "the stream ended on an error event");
+        return streamCompletion(header, format, events, first, request.includeUsage, abort, {
+          detach,
+          failed,
+        });
       }
       const firstToken = Promise.withResolvers<void>();
       const whole = (async () => {
@@ -1017,7 +1021,12 @@ export function createApp(
         return Response.json(ready.body);
       }
       streaming = true;
-      return heldResponse(whole, abort, detach);
+      return heldResponse(
+        whole,
+        abort,
+        detach,
+        failure(raw, format, "the held answer was cut off"),
+      );
     } catch (error) {
       if (abort.signal.aborted) return new Response(null, { status: CLIENT_CLOSED });
       throw format.inputError(error) ?? error;
@@ -1027,16 +1036,42 @@ export function createApp(
   }
 
   /**
+   * What an answer to `raw` that fails after its 200 went out (`how`: a held answer cut off, a
+   * stream ended on an error event) does with its error: counts it in the metrics
+   * (qvq:http_responses_failed_total, by its error's status) and gives its error as `format`
+   * answers it, with the one line the log has of it — the request, how it ended, the error's
+   * status, code and message; an error none of qvq's (a bug) with its stack after the line.
+   */
+  function failure(
+    raw: Request,
+    format: Format,
+    how: string,
+  ): (error: unknown) => { http: HttpError; line: string } {
+    const path = new URL(raw.url).pathname;
+    return (error) => {
+      const http = format.inputError(error) ?? toHttpError(error);
+      metrics.failed(routeOf(path), http.status);
+      const line = `qvq server: ${raw.method} ${path} failed after its 200 was sent (${how}): ` +
+        `${http.status} ${http.code ?? http.type}: ${http.message}`;
+      if (error instanceof QvqError) return { http, line };
+      return { http, line: `${line}\n${error instanceof Error ? error.stack : String(error)}` };
+    };
+  }
+
+  /**
    * A non-streamed answer's 200 sent before its body: a space every heartbeat (so a client gone is
    * found by a failed write, which cancels the body and aborts the answer), then the JSON. An
    * answer that fails now — the server shutting down, the engine failing — cuts the connection
    * instead: an error object under the 200 already sent reads as success to OpenAI's clients,
    * while a cut connection is an error (the openai npm client throws; it does not retry it).
+   * The body ends with an error Deno.serve logs (its default onError) as the one line `failed`
+   * gives, not as a stack trace.
    */
   function heldResponse(
     whole: Promise<object | undefined>,
     abort: AbortController,
     detach: () => void,
+    failed: (error: unknown) => { line: string },
   ): Response {
     const encoder = new TextEncoder();
     let timer: ReturnType<typeof setInterval> | undefined;
@@ -1051,8 +1086,7 @@ export function createApp(
             if (answer) controller.enqueue(encoder.encode(JSON.stringify(answer)));
             controller.close();
           },
-          // Deno.serve logs the error a body ends with: that is its one log line.
-          (error) => abort.signal.aborted || controller.error(error),
+          (error) => abort.signal.aborted || controller.error(loggedAs(failed(error).line, error)),
         ).finally(() => {
           clearInterval(timer);
           detach();
@@ -1066,7 +1100,10 @@ export function createApp(
     return new Response(body, { headers: { "content-type": "application/json" } });
   }
 
-  /** The SSE response of a streamed request whose first event is `first`. */
+  /**
+   * The SSE response of a streamed request whose first event is `first`; one that fails ends on an
+   * error event, and `failed` gives its error and the line logged of it.
+   */
   function streamCompletion(
     header: CompletionHeader,
     format: Format,
@@ -1074,7 +1111,10 @@ export function createApp(
     first: Promise<IteratorResult<{ index: number; event: GenerationEvent }>>,
     includeUsage: boolean,
     abort: AbortController,
-    detach: () => void,
+    ends: {
+      detach: () => void;
+      failed: (error: unknown) => { http: HttpError; line: string };
+    },
   ): Response {
     const usage = { include: includeUsage };
     // Each choice's chunks, made (and opened) at its first event; every finished one's result.
@@ -1110,15 +1150,15 @@ export function createApp(
         if (!format.typed && !format.ndjson) send("[DONE]");
       } catch (error) {
         if (signal.aborted) return;
-        const http = format.inputError(error) ?? toHttpError(error);
-        if (http.status === 500) console.error("qvq server:", error);
+        const { http, line } = ends.failed(error);
+        console.error(line);
         // OpenAI's clients raise an APIError for a data event carrying `error` (or, typed, for
         // an `error` event).
         if (format.typed) send(format.streamError?.(http) ?? http.toJSON(), "error");
         else send(format.streamError?.(http) ?? http.toJSON());
       } finally {
         await events.return(undefined); // closes the engine's generator if we left early
-        detach();
+        ends.detach();
       }
     }, { keepAliveMs: settings.keepAliveMs, controller: abort, ndjson: format.ndjson });
   }
@@ -1183,6 +1223,16 @@ const ROUTES = [
 function routeOf(path: string): string {
   if (/\/v1\/models\/./.test(path)) return "/v1/models/:model";
   return ROUTES.find((r) => path.endsWith(r)) ?? (path.endsWith("/") ? "/" : "other");
+}
+
+/**
+ * An error that Deno.serve's default onError (console.error) writes as `line` — not as `cause`'s
+ * stack trace, which it would write for the error itself.
+ */
+function loggedAs(line: string, cause: unknown): Error {
+  const error = new Error(line, { cause });
+  Object.defineProperty(error, Symbol.for("Deno.customInspect"), { value: () => line });
+  return error;
 }
 
 /** The 404 for a route the engine lacks (`hint`: what to use instead). */

@@ -4,6 +4,7 @@ import {
   ContextLengthError,
   DeviceLostError,
   EngineClosedError,
+  GpuError,
   InvalidInputError,
 } from "../errors.ts";
 import { decodeImage } from "../image.ts";
@@ -2328,5 +2329,141 @@ Deno.test("a 503 server_shutting_down carries Retry-After (retryAfterSeconds), a
         assert.match(body.error?.message ?? body.error, /shutting down/, path);
       }
     }
+  }
+});
+
+/** The value of the series `key` (its name and labels as written) in a /metrics text. */
+function seriesOf(text: string, key: string): number {
+  return Number(text.split("\n").find((l) => l.startsWith(`${key} `))?.split(" ")[1] ?? 0);
+}
+
+Deno.test("metrics: an answer that fails after its 200 (a held answer cut off, a stream's error event) is counted as failed, by its error's status; a client leaving is not", async () => {
+  const quiet = console.error;
+  console.error = () => {};
+  try {
+    // keepAliveMs 50: the answer is held (200, spaces) before it fails at its 5th token.
+    const { app } = setup(
+      { tokenDelayMs: 20, failAfterTokens: 5, error: new GpuError("the GPU fell over") },
+      { keepAliveMs: 50 },
+    );
+    const held = await post(app, hello);
+    assert.equal(held.status, 200);
+    await assert.rejects(held.text());
+    // A stream that fails mid-way: its error event, under the 200 sent.
+    const streamed = setup({
+      failAfterTokens: 2,
+      error: new EngineClosedError("the engine was disposed"),
+    });
+    const data = await sseData(await post(streamed.app, { ...hello, stream: true }));
+    assert.match(JSON.parse(data.at(-1)!).error.code, /server_shutting_down/);
+    // A client that leaves mid-stream is an abort, not a failure.
+    const gone = await post(streamed.app, { ...hello, stream: true });
+    await gone.body!.cancel();
+    const l = `model_name="${MODEL}",route="/v1/chat/completions"`;
+    for (const [a, status] of [[app, 500], [streamed.app, 503]] as const) {
+      const text = await (await a.request("/metrics")).text();
+      assert.match(text, /# TYPE qvq:http_responses_failed_total counter/);
+      // Its 200 was sent: counted there too, as the status line a proxy's log shows.
+      assert.equal(
+        seriesOf(text, `qvq:http_responses_total{${l},status="200"}`),
+        a === app ? 1 : 2,
+      );
+      assert.equal(seriesOf(text, `qvq:http_responses_failed_total{${l},status="${status}"}`), 1);
+      assert.equal(text.match(/^qvq:http_responses_failed_total\{/gm)?.length, 1, text);
+    }
+  } finally {
+    console.error = quiet;
+  }
+});
+
+Deno.test("an answer that fails after its 200 is logged in one line naming the request and the failure; an unexpected error keeps its stack", async () => {
+  // A held answer's body ends with an error Deno.serve logs (its default onError): as one line.
+  const cut = async (error: Error) => {
+    const { app } = setup({ tokenDelayMs: 20, failAfterTokens: 5, error }, { keepAliveMs: 50 });
+    const held = await post(app, hello);
+    assert.equal(held.status, 200);
+    let thrown: unknown;
+    await held.text().catch((e) => (thrown = e));
+    return Deno.inspect(thrown);
+  };
+  const line = await cut(new EngineClosedError("the engine was disposed"));
+  assert.doesNotMatch(line, /\n/);
+  assert.match(
+    line,
+    /^qvq server: POST \/v1\/chat\/completions failed after its 200 was sent \(the held answer was cut off\): 503 server_shutting_down: The server is shutting down/,
+  );
+  const gpu = await cut(new GpuError("the GPU fell over"));
+  assert.match(
+    gpu,
+    /^qvq server: POST \/v1\/chat\/completions .*: 500 GpuError: the GPU fell over$/,
+  );
+  const unexpected = await cut(new TypeError("x is undefined"));
+  assert.match(
+    unexpected,
+    /^qvq server: POST \/v1\/chat\/completions .*: 500 server_error: .*\nTypeError: x is undefined\n\s+at /,
+  );
+  // A stream's failure is logged by the server, in one line likewise.
+  const logged: string[] = [];
+  const quiet = console.error;
+  console.error = (...args: unknown[]) =>
+    void logged.push(args.map((a) => typeof a === "string" ? a : Deno.inspect(a)).join(" "));
+  try {
+    for (
+      const error of [
+        new EngineClosedError("the engine was disposed"),
+        new TypeError("x is undefined"),
+      ]
+    ) {
+      const { app } = setup({ failAfterTokens: 2, error });
+      await (await post(app, { ...hello, stream: true })).text();
+    }
+  } finally {
+    console.error = quiet;
+  }
+  assert.equal(logged.length, 2, logged.join("\n"));
+  assert.match(
+    logged[0],
+    /^qvq server: POST \/v1\/chat\/completions failed after its 200 was sent \(the stream ended on an error event\): 503 server_shutting_down: The server is shutting down[^\n]*$/,
+  );
+  assert.match(logged[1], /500 server_error: [^\n]*\n?.*TypeError: x is undefined\n\s+at /s);
+});
+
+Deno.test("a held answer's failure reaches a real server's log as one line (Deno.serve's default onError)", async () => {
+  const script = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(
+      script,
+      `import { createApp } from ${JSON.stringify(new URL("./app.ts", import.meta.url).href)};
+import { FakeEngine } from ${JSON.stringify(new URL("./_fake_engine.ts", import.meta.url).href)};
+import { EngineClosedError } from ${JSON.stringify(new URL("../errors.ts", import.meta.url).href)};
+const engine = new FakeEngine({ tokenDelayMs: 20, failAfterTokens: 5, error: new EngineClosedError("stopped") });
+const app = createApp(engine, { keepAliveMs: 50 });
+const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+const r = await fetch(\`http://127.0.0.1:\${server.addr.port}/v1/chat/completions\`, {
+  method: "POST",
+  body: JSON.stringify({ messages: [{ role: "user", content: "Hello there" }] }),
+});
+await r.text().catch(() => {});
+await server.shutdown();
+`,
+    );
+    const { stderr } = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--quiet",
+        `--config=${new URL("../../deno.json", import.meta.url).pathname}`,
+        script,
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const log = new TextDecoder().decode(stderr).trim();
+    assert.match(
+      log,
+      /^qvq server: POST \/v1\/chat\/completions failed after its 200 was sent \(the held answer was cut off\): 503 server_shutting_down: [^\n]+$/,
+    );
+  } finally {
+    await Deno.remove(script);
   }
 });
