@@ -4,8 +4,10 @@
  * `/api/ps` and `/api/version`, `POST /api/show`. A request is translated into a chat (or, with
  * `raw`, a completion) request, so the OpenAI endpoints' parser checks every field they share;
  * answers are written as Ollama writes them: a stream of JSON lines unless `stream` is false,
- * durations in nanoseconds, errors as `{"error": "…"}`. Shapes follow ollama-js's
- * src/interfaces.ts (MIT) and Ollama's docs/api.md.
+ * durations in nanoseconds, errors as `{"error": "…"}`. A message's `images` may be in any
+ * message, as Ollama takes them (Qwen2-VL's chat template places an image in any turn) — with
+ * `tools`, not in an assistant's or a tool's, whose turns are written as Qwen's call format, in
+ * text. Shapes follow ollama-js's src/interfaces.ts (MIT) and Ollama's docs/api.md.
  *
  * Options: `temperature`, `top_k`, `top_p`, `min_p`, `seed`, `num_predict` (absent, −1, −2 or past
  * 8192: as many tokens as the context holds, up to 8192), `stop`, `presence_penalty`, `frequency_penalty` and `repeat_penalty` (as the
@@ -340,6 +342,12 @@ export function ollamaChat(json: unknown, names: string | readonly string[]): Ol
   if (lastRole === "assistant" && isObject(last) && !last.tool_calls) {
     body.continue_final_message = true;
     body.add_generation_prompt = false;
+    // Images alone: the answer goes on after them (the template continues a message's text).
+    const final = (body.messages as Json[]).at(-1)!;
+    if (Array.isArray(final.content)) {
+      const parts = final.content as Json[];
+      if (!parts.some((p) => p.type === "text")) parts.push({ type: "text", text: "" });
+    }
   }
   if (json.tools !== undefined && json.tools !== null) body.tools = json.tools;
   const { toContext, stop } = sampling(json, body);

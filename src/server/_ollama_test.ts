@@ -143,7 +143,14 @@ Deno.test("ollamaChat: no messages is a load; an assistant's last message is con
       name: "format",
       schema: { type: "object", properties: { n: { type: "integer" } } },
     },
-  });
+  }); // An answer begun with images alone goes on after them: its text, empty, is what continues.
+  const drawn = ollamaChat({
+    messages: [{ role: "user", content: "Draw" }, { role: "assistant", images: ["AAAA"] }],
+  }, ID);
+  assert.deepEqual((drawn.body.messages as { content: unknown }[])[1].content, [
+    { type: "image_url", image_url: { url: "data:;base64,AAAA" } },
+    { type: "text", text: "" },
+  ]);
 });
 
 Deno.test("ollamaChat refuses what it cannot translate, naming the Ollama field", () => {

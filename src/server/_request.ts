@@ -304,7 +304,12 @@ const VLLM_UNSUPPORTED: [string, (x: unknown) => boolean][] = [
   ["json_schema", () => false],
 ];
 
-function parsePart(part: unknown, param: string, role: string): RequestPart {
+/**
+ * One content part of a message of `role`; images in a user message only, unless `anyRole` (they
+ * are then where the message is: Qwen2-VL's chat template writes an image's placeholder in any
+ * turn).
+ */
+function parsePart(part: unknown, param: string, role: string, anyRole = false): RequestPart {
   if (!isObject(part)) {
     throw badRequest(
       param,
@@ -321,7 +326,7 @@ function parsePart(part: unknown, param: string, role: string): RequestPart {
   // Also as OpenAI and vLLM take it, the URL itself as image_url, and as Qwen's model cards write
   // it (qwen-vl-utils), {"type": "image", "image": URL}.
   if (part.type === "image_url" || part.type === "image") {
-    if (role !== "user") {
+    if (role !== "user" && !anyRole) {
       throw badRequest(param, `${param}: images are only allowed in user messages, not "${role}".`);
     }
     if (part.type === "image") {
@@ -440,7 +445,7 @@ function parseToolCalls(x: unknown, param: string): ChatMessage["toolCalls"] {
   });
 }
 
-function parseMessage(message: unknown, i: number): RequestMessage {
+function parseMessage(message: unknown, i: number, imagesInAnyRole = false): RequestMessage {
   const param = `messages[${i}]`;
   if (!isObject(message)) {
     throw badRequest(
@@ -487,7 +492,9 @@ function parseMessage(message: unknown, i: number): RequestMessage {
     return { role, content: "", ...extra };
   }
   if (Array.isArray(content)) {
-    const parts = content.map((p, j) => parsePart(p, `${param}.content[${j}]`, role));
+    const parts = content.map((p, j) =>
+      parsePart(p, `${param}.content[${j}]`, role, imagesInAnyRole)
+    );
     return { role, content: parts, ...extra };
   }
   throw badRequest(
@@ -509,6 +516,11 @@ export interface RequestLimits {
    * tools are described after it. Unset: Qwen-Agent's "You are a helpful assistant.".
    */
   defaultSystemPrompt?: string;
+  /**
+   * Take images in system, assistant and tool messages too, as Ollama's API does (the chat
+   * template places them in any turn). Unset: in user messages only, as OpenAI's API takes them.
+   */
+  imagesInAnyRole?: boolean;
 }
 
 /** A request body as an object, and its model name (checked against the engine by the caller). */
@@ -535,7 +547,7 @@ function parseMessages(body: Json, limits: RequestLimits): RequestMessage[] {
   if (!Array.isArray(body.messages) || body.messages.length === 0) {
     throw badRequest("messages", "messages must be a non-empty array of messages.", "invalid_type");
   }
-  const messages = body.messages.map(parseMessage);
+  const messages = body.messages.map((m, i) => parseMessage(m, i, limits.imagesInAnyRole));
   // A video's frames count as images: each is decoded and held like one.
   const parts = messages.flatMap((m) => (typeof m.content === "string" ? [] : m.content));
   const hasVideo = parts.some((p) => p.type === "video");
@@ -634,6 +646,25 @@ function optionalModel(json: unknown): Json {
   return modelRequest(json).body;
 }
 
+/**
+ * With tools ("auto"), an assistant's turn and a tool's result are written in Qwen's call format,
+ * as text (qwenToolMessages): an image in one (Ollama's API takes them there) would be lost, so it
+ * is refused, saying where images can go.
+ */
+function refuseImagesInCallTurns(messages: readonly RequestMessage[]): void {
+  messages.forEach((m, i) => {
+    if (m.role !== "assistant" && m.role !== "tool") return;
+    const j = typeof m.content === "string" ? -1 : m.content.findIndex((p) => p.type !== "text");
+    if (j < 0) return;
+    const whose = m.role === "assistant" ? "an assistant message's" : "a tool result's";
+    throw badRequest(
+      `messages[${i}].content[${j}]`,
+      `messages[${i}].content[${j}]: with tools, ${whose} images cannot be placed: its turn is ` +
+        "written as text in Qwen's tool-call format. Send the image in a user (or system) message.",
+    );
+  });
+}
+
 /** Validates a parsed JSON body (the model name is checked by the caller, who knows the engine). */
 export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequest {
   const body = optionalModel(json);
@@ -688,6 +719,7 @@ export function parseChatRequest(json: unknown, limits: RequestLimits): ChatRequ
         freeUntil: QWEN_RETURN_MARK,
       };
     }
+    refuseImagesInCallTurns(messages);
     // The tools described, the conversation's calls and results written in Qwen's format.
     const qwen = qwenToolMessages(messages, tools.specs, mode.parallel, limits.defaultSystemPrompt);
     messages = qwen.messages;

@@ -331,3 +331,48 @@ Deno.test("loadMessages() decodes a video's frames, and refuses frames of anothe
     });
   }
 });
+
+Deno.test("parseChatRequest() takes images in any message with imagesInAnyRole (Ollama's API); with tools, not in an assistant's or a tool's turn, which are written as text", () => {
+  const image = { type: "image_url", image_url: { url: PNG_URL } };
+  const messages = [
+    { role: "system", content: [image, { type: "text", text: "Like this." }] },
+    { role: "user", content: "Hi" },
+    { role: "assistant", content: [image] },
+    { role: "tool", content: [image, { type: "text", text: "done" }] },
+  ];
+  const any = { ...LIMITS, maxImages: 8, imagesInAnyRole: true };
+  const request = parseChatRequest({ model: "m", messages }, any);
+  assert.deepEqual(
+    request.messages.map((m) => typeof m.content === "string" ? m.content : m.content[0].type),
+    ["image_url", "Hi", "image_url", "image_url"],
+  );
+  // OpenAI's rule otherwise.
+  assert.throws(
+    () => parseChatRequest({ model: "m", messages }, { ...LIMITS, maxImages: 8 }),
+    (e) => e instanceof HttpError && e.param === "messages[0].content[0]",
+  );
+  const tools = [{ type: "function", function: { name: "f", parameters: { type: "object" } } }];
+  for (const [at, whose] of [[2, "an assistant message's"], [3, "a tool result's"]] as const) {
+    const turns = [messages[1], { role: "assistant", content: "", tool_calls: [] }, messages[at]];
+    if (at === 3) {
+      turns[1] = {
+        role: "assistant",
+        content: "",
+        tool_calls: [{ id: "c", type: "function", function: { name: "f", arguments: "{}" } }],
+      } as (typeof turns)[1];
+    }
+    assert.throws(
+      () => parseChatRequest({ model: "m", messages: turns, tools }, any),
+      (e) =>
+        e instanceof HttpError && e.status === 400 && e.param === "messages[2].content[0]" &&
+        e.message.startsWith(
+          `messages[2].content[0]: with tools, ${whose} images cannot be placed`,
+        ),
+      whose,
+    );
+  }
+  // A system message's images stay, the tools described after its text.
+  const system = parseChatRequest({ model: "m", messages: messages.slice(0, 2), tools }, any);
+  const first = system.messages[0].content as { type: string }[];
+  assert.deepEqual(first.map((p) => p.type), ["image_url", "text", "text"]);
+});

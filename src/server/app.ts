@@ -147,8 +147,11 @@ export interface ServerOptions {
 type Settings =
   & Required<Omit<ServerOptions, "apiKey" | "servedModelName">>
   & Pick<ServerOptions, "apiKey" | "servedModelName">;
-/** What request parsing reads: the settings, and what the engine's chat template writes. */
-type ParseSettings = Settings & Pick<RequestLimits, "defaultSystemPrompt">;
+/**
+ * What request parsing reads: the settings, what the engine's chat template writes, and (Ollama's
+ * API) where images may be.
+ */
+type ParseSettings = Settings & Pick<RequestLimits, "defaultSystemPrompt" | "imagesInAnyRole">;
 
 const DEFAULTS: Settings = {
   maxQueue: 16,
@@ -694,7 +697,9 @@ export function createApp(
   ): T {
     let request: T;
     try {
-      request = parse(body, limits()); // after servedEngine(): with the engine's default system
+      // After servedEngine(): with the engine's default system message. Images in any message,
+      // as Ollama takes them.
+      request = parse(body, { ...limits(), imagesInAnyRole: true });
     } catch (error) {
       throw ollamaError(error, o.sources);
     }

@@ -7,6 +7,7 @@ import {
   GpuError,
   InvalidInputError,
 } from "../errors.ts";
+import { ChatTemplate } from "../generate/chat_template.ts";
 import { decodeImage } from "../image.ts";
 import { createApp, type ServerOptions } from "./app.ts";
 import { FakeEngine, type FakeEngineOptions, gate, waitFor } from "./_fake_engine.ts";
@@ -2466,4 +2467,91 @@ await server.shutdown();
   } finally {
     await Deno.remove(script);
   }
+});
+
+Deno.test("Ollama's images in system, assistant and tool messages reach the engine in place, where Qwen2-VL's chat template puts them; /v1 keeps OpenAI's user-only rule", async () => {
+  const template = new ChatTemplate(
+    JSON.parse(
+      await Deno.readTextFile(
+        new URL("../../tests/fixtures/tiny-qwen2vl/chat_template.json", import.meta.url),
+      ),
+    ).chat_template,
+  );
+  const { app, fake } = setup();
+  const chat = (messages: unknown[], extra: Record<string, unknown> = {}) =>
+    app.request("/api/chat", {
+      method: "POST",
+      body: JSON.stringify({ model: MODEL, stream: false, messages, ...extra }),
+    });
+  const image = PNG.toBase64();
+  const conversation = [
+    { role: "system", content: "Compare with this.", images: [image] },
+    { role: "user", content: "What is it?", images: [image] },
+    { role: "assistant", content: "This one.", images: [image] },
+    { role: "tool", content: "A picture.", images: [image] },
+    { role: "user", content: "And now?" },
+  ];
+  const r = await chat(conversation);
+  assert.equal(r.status, 200, await r.clone().text());
+  const sent = fake.calls[0].messages;
+  assert.deepEqual(
+    sent.map((m) => typeof m.content === "string" ? m.content : m.content.map((p) => p.type)),
+    [["image", "text"], ["image", "text"], ["image", "text"], ["image", "text"], "And now?"],
+  );
+  // The template places each where it came: a vision block in every turn that had one.
+  const turns = template.render(sent.map((m) => ({
+    ...m,
+    content: typeof m.content === "string"
+      ? m.content
+      : m.content.map((p) => p.type === "image" ? { ...p, image: PNG } : p),
+  }))).split("<|im_start|>").slice(1);
+  assert.deepEqual(
+    turns.map((t) => [t.split("\n")[0], t.includes("<|vision_start|><|image_pad|><|vision_end|>")]),
+    [["system", true], ["user", true], ["assistant", true], ["tool", true], ["user", false], [
+      "assistant",
+      false,
+    ]],
+  );
+  // An assistant's answer begun with images alone is continued after them.
+  const prefill = await chat([
+    { role: "user", content: "Draw it." },
+    { role: "assistant", content: "", images: [image] },
+  ]);
+  assert.equal(prefill.status, 200, await prefill.clone().text());
+  const last = fake.calls[1];
+  assert.equal(last.options.continueFinalMessage, true);
+  const prompt = template.render(
+    last.messages.map((m) => ({
+      ...m,
+      content: typeof m.content === "string"
+        ? m.content
+        : m.content.map((p) => p.type === "image" ? { ...p, image: PNG } : p),
+    })),
+    { continueFinalMessage: true },
+  );
+  assert.match(
+    prompt,
+    /<\|im_start\|>assistant\n<\|vision_start\|><\|image_pad\|><\|vision_end\|>$/,
+  );
+  // With tools an assistant's turn and a tool's result are written as Qwen's call format, in
+  // text: their images have no place there, and the refusal says so (a system's still do).
+  const tools = [WEATHER_TOOL];
+  const withTools = await chat(conversation, { tools });
+  assert.equal(withTools.status, 400);
+  assert.match(
+    (await withTools.json()).error,
+    /^messages\[2\]\.images\[0\]: with tools, an assistant message's images cannot be placed/,
+  );
+  const systemOnly = await chat([conversation[0], conversation[1]], { tools });
+  assert.equal(systemOnly.status, 200, await systemOnly.clone().text());
+  // OpenAI's API takes images in user messages only, as OpenAI does.
+  const v1 = await post(app, {
+    model: MODEL,
+    messages: [{ role: "system", content: [{ type: "image_url", image_url: PNG_URL }] }, {
+      role: "user",
+      content: "Hi",
+    }],
+  });
+  assert.equal(v1.status, 400);
+  assert.match((await v1.json()).error.message, /images are only allowed in user messages/);
 });
