@@ -23,6 +23,7 @@ declare const HTMLMediaElement: any;
 declare const CanvasRenderingContext2D: any;
 declare const VideoFrame: any;
 declare const requestAnimationFrame: any;
+declare const Navigator: any;
 
 const PNG_PATH = fileURLToPath(
   new URL("./fixtures/tiny-qwen2vl/reference/case2_0.png", import.meta.url),
@@ -515,6 +516,34 @@ Deno.test("the chat page renders an answer's markdown with DOM nodes only: code 
   assert.match((await text.textContent())!, /2\*3\*4\.[\s\S]*Done <i>\./);
   assert.match((await text.textContent())!, /holds code, a lone `` stays\.$/);
   assert.doesNotMatch((await text.textContent())!, /```/);
+  assert.deepEqual(errors, []);
+});
+
+Deno.test("the chat page's Copy button copies a code block where the page has no navigator.clipboard", async () => {
+  const engine = new FakeEngine({ answer: () => "Run:\n```sh\nqvq serve --host 0.0.0.0\n```" });
+  await using s = await serveAndLaunch(createApp(engine).fetch);
+  // Served over plain HTTP on the LAN (a phone opening http://192.168.…): no navigator.clipboard.
+  // What a copy puts on the clipboard is kept in `copied`.
+  const insecure = () => {
+    Object.defineProperty(Navigator.prototype, "clipboard", { get: () => undefined });
+    document.addEventListener("copy", (e: any) => {
+      const { value, selectionStart, selectionEnd } = e.target;
+      (globalThis as any).copied = value?.slice(selectionStart, selectionEnd);
+    });
+  };
+  const { page, errors } = await openPage(s, {
+    model: engine.modelId,
+    before: (page) => page.addInitScript(insecure),
+  });
+  await send(page, "How do I serve it?");
+  await page.waitForSelector(".msg.assistant:not(.streaming) .stats");
+  await page.click(".msg.assistant .copy");
+  await page.waitForFunction(() => document.querySelector(".copy")?.textContent !== "Copy");
+  assert.equal(await page.textContent(".msg.assistant .copy"), "Copied");
+  assert.equal(await page.evaluate(() => (globalThis as any).copied), "qvq serve --host 0.0.0.0");
+  // The focus is back where it was; the helper's box is gone.
+  assert.equal(await page.evaluate(() => document.activeElement?.className), "copy");
+  assert.equal(await page.locator("body > textarea").count(), 0);
   assert.deepEqual(errors, []);
 });
 

@@ -217,7 +217,7 @@ function renderMarkdown(el, text) {
       copy.type = "button";
       copy.className = "copy";
       copy.textContent = "Copy";
-      copy.onclick = () => navigator.clipboard?.writeText(code.textContent).then(() => { copy.textContent = "Copied"; });
+      copy.onclick = async () => { copy.textContent = await copyText(code.textContent) ? "Copied" : "Copy failed"; };
       box.append(pre, copy);
       nodes.push(box);
     } else {
@@ -225,6 +225,25 @@ function renderMarkdown(el, text) {
     }
   });
   el.replaceChildren(...nodes);
+}
+
+// Puts text on the clipboard; whether it did. A page served over plain HTTP from another machine
+// (opened on a phone, from the server's LAN address) has no navigator.clipboard, and a browser may
+// refuse it: there the older copy command, from a selection of the text, still works.
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.readOnly = true; // no phone keyboard for it
+    area.style.cssText = "position: fixed; top: 0; left: 0; opacity: 0;";
+    const focused = document.activeElement;
+    document.body.append(area);
+    area.select();
+    try { return document.execCommand("copy"); } catch { return false; } finally { area.remove(); focused?.focus(); }
+  }
 }
 
 // Inline markdown of text outside code blocks: headings, inline code, bold.
