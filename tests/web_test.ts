@@ -416,7 +416,7 @@ Deno.test("the chat page names files it cannot attach, and says where an API key
   assert.deepEqual(errors, []);
 });
 
-Deno.test("the chat page: images go in the order chosen, a long answer shows whole, a cut-off says why, settings persist", async () => {
+Deno.test("the chat page: images go in the order chosen, a long answer shows whole, a cut-off says why, settings persist and close by keyboard too", async () => {
   const long = Array.from({ length: 3000 }, (_, i) => `w${i}`).join(" ");
   const engine = new FakeEngine({ answer: () => long });
   await using s = await serveAndLaunch(createApp(engine).fetch);
@@ -485,6 +485,12 @@ Deno.test("the chat page: images go in the order chosen, a long answer shows who
   await page.click("summary");
   await page.click("main");
   assert.equal(await open(), false);
+  // Closed with Escape from one of their fields, they give the focus back to their summary.
+  await page.click("summary");
+  await page.focus("#temperature");
+  await page.keyboard.press("Escape");
+  assert.equal(await open(), false);
+  assert.equal(await page.evaluate(() => document.activeElement?.tagName), "SUMMARY");
   assert.deepEqual(errors, []);
 });
 

@@ -757,8 +757,13 @@ $("new-chat").addEventListener("click", () => {
 const settings = document.querySelector("header details");
 document.addEventListener("keydown", (e) => {
   if (e.key !== "Escape") return;
-  if (settings.open) settings.open = false;
-  else if (running) running.abort();
+  if (settings.open) {
+    // A focus in them goes back to their summary: it fell to the page's body, the next Tab then
+    // going on from wherever the browser chose.
+    const inside = settings.contains(document.activeElement);
+    settings.open = false;
+    if (inside) settings.querySelector("summary").focus();
+  } else if (running) running.abort();
 });
 document.addEventListener("click", (e) => { if (settings.open && !settings.contains(e.target)) settings.open = false; });
 prompt.focus();
