@@ -4,11 +4,14 @@
 //
 // Two entries:
 //   mask    — one thread a vocabulary id: the id is allowed when each of its bytes is accepted in
-//             turn from the current state (an end id: once the object is closed). Writes
+//             turn from the current state, and an end id also once the object is closed — where
+//             it ends the answer; before, an end id that is text (a stop id "e") is text like any
+//             other (src/generate/format_tracker.ts follows the same rule on the host). Writes
 //             (ceil(vocab / 32)) u32 bits that the sampler's scores_pass reads (#if MASK).
 //   advance — one thread: feeds the drawn token (tokens[state.step + ahead], the sampler's ring
-//             convention) to the state; a token the state refuses (every score was masked, so the
-//             sampler drew one anyway) leaves it FAILED, where only end ids are allowed.
+//             convention) to the state; a token the state refuses (the sampler's NO_TOKEN or
+//             NOT_FINITE, past the vocabulary, which fail the answer) leaves it FAILED, where only
+//             end ids are allowed.
 // #if DFA the automaton is a table instead (structured outputs; see `walk` below).
 //
 // The state (8 u32 words, the TypeScript GrammarState): mode, depth, aux, whitespace run, then
@@ -23,7 +26,7 @@ struct Grammar {
   pad0: u32,
   pad1: u32,
   pad2: u32,
-  ends: array<u32, {{MAX_ENDS}}>,  // the end ids (eos, stop ids): allowed once the object is closed
+  ends: array<u32, {{MAX_ENDS}}>,  // the end ids (eos, stop ids): they end it once it is closed
 }
 
 @group(0) @binding(0) var<storage, read> offsets: array<u32>;   // (vocab + 1) u32 byte offsets
@@ -359,11 +362,11 @@ fn walk(q0: u32, id: u32) -> u32 {
   return q;
 }
 
-// Whether id may come next from state q.
-// An end id only where the answer may end (a stop id that is text too would otherwise end it
-// part way).
+// Whether id may come next from state q: an end id where the answer may end (it ends it there),
+// and any id, an end id too, whose bytes go on from q (a stop id that is text is text where the
+// answer may not end: holding it back left no token where the format needed its text).
 fn allows(q: u32, id: u32) -> bool {
-  if (is_end(id)) { return q == NONE || accepts(q); }
+  if (is_end(id) && (q == NONE || accepts(q))) { return true; }
   return q != NONE && walk(q, id) != NONE;
 }
 
@@ -374,12 +377,12 @@ fn after(q: u32, id: u32) -> u32 {
   return walk(q, id);
 }
 #else
-// Whether id may come next from the automaton's state g.s.
-// An end id only once the object is closed (a stop id that is text too would otherwise end it
-// part way).
+// Whether id may come next from the automaton's state g.s: an end id once the object is closed (it
+// ends the answer there), and any id, an end id too, whose bytes go on from the state (a stop id
+// that is text is text before the object is closed: held back, it could leave no token).
 fn allows(id: u32) -> bool {
   let mode = g.s[0];
-  if (is_end(id)) { return mode == DONE || mode == FAILED; }
+  if (is_end(id) && (mode == DONE || mode == FAILED)) { return true; }
   if (mode == FAILED) { return false; }
   s = g.s;
   return feed(id);

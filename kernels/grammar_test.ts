@@ -295,3 +295,62 @@ Deno.test("grammarMask() and grammarAdvance() with a DFA match the reference", a
   [mask, first, next, adv].forEach((d) => d.destroy());
   [t.offsets, t.bytes, gd.buffer, grammar, allowed, state, tokens].forEach((x) => x.destroy());
 });
+
+Deno.test("grammarMask() allows a stop id that is text where the answer may not end, as text; an end only once whole", async () => {
+  const gpu = await sharedGpu();
+  // Ids: 0 "e", 1 "]", 2 "}", 3 "[", 4 "1", 5 "{", 6 '"a":tru', 7 "x", 8 eos (no bytes).
+  const entries = ["e", "]", "}", "[", "1", "{", '"a":tru', "x", ""].map((t) => utf8.encode(t));
+  const table = packTokenTable(entries.length, (id) => entries[id]);
+  const ends = [0, 1, 8]; // the stop ids "e" and "]", and the eos
+  const t = uploadTokenTable(gpu, table);
+  const grammar = createGrammar(gpu);
+  const allowed = createStorage(gpu, maskWords(table.vocab) * 4);
+  const bits = async (dfa?: ReturnType<typeof uploadDfa>) => {
+    const mask = grammarMask(gpu, { table: t, grammar, allowed, dfa });
+    run(gpu, [mask]);
+    mask.destroy();
+    const m = (await readU32(gpu, allowed, 1))[0];
+    return [...Array(table.vocab).keys()].filter((id) => (m >>> id) & 1);
+  };
+  // JSON mode: after {"a":tru only the stop id "e" goes on (the trap: held back as an end, it
+  // left no token); once the object is closed the end ids end it.
+  const tru = stepBytes(initialState(), utf8.encode('{"a":tru'))!;
+  writeGrammar(gpu, grammar, tru, ends);
+  assert.deepEqual(await bits(), [0]);
+  assert.deepEqual([...maskRef(tru, table, ends)], [1]);
+  const done = stepBytes(initialState(), utf8.encode('{"a":true}'))!;
+  writeGrammar(gpu, grammar, done, ends);
+  assert.deepEqual(await bits(), [0, 1, 8]);
+  // A DFA (an array of integers): "]" closes the array as text; where the array is whole, the
+  // end ids end it.
+  const dfa = schemaDfa({ type: "array", items: { type: "integer" } });
+  const gd = uploadDfa(gpu, dfa);
+  const at = (text: string) =>
+    Uint32Array.of(dfaWalk(dfa, 0, utf8.encode(text)), 0, 0, 0, 0, 0, 0, 0);
+  for (
+    const [text, want] of [["", [3]], ["[", [1, 4]], ["[1", [1, 4]], ["[1]", [0, 1, 8]]] as const
+  ) {
+    writeGrammar(gpu, grammar, at(text), ends);
+    assert.deepEqual(await bits(gd), want, JSON.stringify(text));
+    const ref = maskDfaRef(at(text)[0], table, dfa, ends)[0];
+    assert.deepEqual([...Array(table.vocab).keys()].filter((id) => (ref >>> id) & 1), want);
+  }
+  // The advance: "]" drawn after "[1" is text (the array closes); drawn again, it ends the answer
+  // (the state stays).
+  const state = createDecodeState(gpu);
+  const tokens = createStorage(gpu, 8);
+  const b = { table: t, grammar, state, tokens, dfa: gd };
+  const first = grammarAdvance(gpu, b, { afterPrefill: true });
+  const next = grammarAdvance(gpu, b);
+  const adv = advance(gpu, state);
+  writeGrammar(gpu, grammar, at("[1"), ends);
+  writeDecodeState(gpu, state, { cacheLen: 0, position: 0, step: 0 });
+  writeArray(gpu, tokens, Uint32Array.of(1, 1));
+  run(gpu, [first]);
+  assert.equal((await readGrammarState(gpu, grammar))[0], at("[1]")[0]);
+  run(gpu, [next, adv]);
+  assert.equal((await readGrammarState(gpu, grammar))[0], at("[1]")[0]);
+  assert.equal(advanceDfaRef(at("[1")[0], table, dfa, 1, ends), at("[1]")[0]);
+  [first, next, adv].forEach((d) => d.destroy());
+  [t.offsets, t.bytes, gd.buffer, grammar, allowed, state, tokens].forEach((x) => x.destroy());
+});

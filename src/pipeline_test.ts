@@ -957,39 +957,50 @@ Deno.test("Pipeline.chat() responseFormat: a stop id that is text ends the answe
   assert.ok(stateAfter('{"sea": ' + r.text), r.text);
 });
 
-Deno.test("Pipeline.generate() refuses a stop id that is all the text a format allows at some point", async () => {
+Deno.test("Pipeline.generate(): a stop id is text where a format needs it, and ends the answer once whole", async () => {
   const p = await pipeline;
   const [b] = p.tokenizer.encode("b");
-  // After "a" only "b" continues: held back as a stop id, it left no token, and a random draw
-  // ended an answer that did not match ("a_Port", finish "stop").
-  await assert.rejects(
-    p.chat(TEXT, { maxNewTokens: 4, responseFormat: { regex: "ab" }, stopTokenIds: [b] }),
-    (e) =>
-      e instanceof InvalidInputError &&
-      new RegExp(`^stopTokenIds: ${b} \\("b"\\) is all the text responseFormat allows`)
-        .test(e.message),
-  );
-  // A stop id the format never needs alone is fine, and so is one where others continue too.
-  const [x] = p.tokenizer.encode("x");
-  const r = await p.chat(TEXT, {
+  // After "a" only "b" continues: held back as a stop id it left no token, and a random draw
+  // ended an answer that did not match ("a_Port", finish "stop"). Now "b" is the answer's text,
+  // and where the answer is whole a stop id (or the eos) ends it.
+  const ab = await p.chat(TEXT, {
     maxNewTokens: 4,
     responseFormat: { regex: "ab" },
-    stopTokenIds: [x],
-  });
-  assert.equal(r.text, "ab");
-  const c = await p.chat(TEXT, {
-    maxNewTokens: 4,
-    responseFormat: { regex: "a[bc]" },
     stopTokenIds: [b],
   });
-  assert.ok(["ab", "ac"].includes(c.text) || c.finishReason === "length", c.text);
-  // Where a longer token goes on from the stop id's byte ("bc" of "abc"), it is not all the text.
-  const abc = await p.chat(TEXT, {
-    maxNewTokens: 4,
-    responseFormat: { regex: "abc" },
-    stopTokenIds: [b],
+  assert.deepEqual([ab.text, ab.finishReason], ["ab", "stop"]);
+  for (const regex of ["a[bc]", "abc"]) {
+    const r = await p.chat(TEXT, { maxNewTokens: 4, responseFormat: { regex }, stopTokenIds: [b] });
+    assert.ok(new RegExp(`^${regex}$`).test(r.text) && r.finishReason === "stop", r.text);
+  }
+  // JSON mode: {"a":tru goes on only with "e" (this vocabulary has no "e," nor "e}"); as a stop
+  // id it was held back, and greedy answered "!" (id 0) as "stop", a draw a padding id.
+  const [e] = p.tokenizer.encode("e");
+  const tru: ChatMessage[] = [...TEXT, { role: "assistant", content: '{"a":tru' }];
+  for (const temperature of [0, 1]) {
+    const r = await p.chat(tru, {
+      responseFormat: "json_object",
+      continueFinalMessage: true,
+      stopTokenIds: [e],
+      maxNewTokens: 8,
+      temperature,
+      seed: 1,
+    });
+    assert.ok(r.text.startsWith("e") && stateAfter('{"a":tru' + r.text), r.text);
+    if (r.finishReason === "stop") assert.deepEqual(JSON.parse('{"a":tru' + r.text), { a: true });
+    else assert.equal(r.finishReason, "length");
+  }
+  // A stop id that only closes: "]" beside an array ran the answer to maxNewTokens, never
+  // allowed as the array's end. Now it closes the array, then ends the answer.
+  const [close] = p.tokenizer.encode("]");
+  const arr = await p.chat(TEXT, {
+    responseFormat: { jsonSchema: { type: "array", items: { type: "integer" } } },
+    stopTokenIds: [close],
+    logitBias: { [close]: 100 },
+    maxNewTokens: 10,
   });
-  assert.ok(abc.text === "abc" || abc.finishReason === "length", abc.text);
+  assert.ok(Array.isArray(JSON.parse(arr.text)), arr.text);
+  assert.deepEqual([arr.finishReason, arr.stopReason], ["stop", close]);
 });
 
 Deno.test("Pipeline.complete() holds a raw prompt's continuation to a format too", async () => {

@@ -38,25 +38,6 @@ export function dfaWalk(dfa: Dfa, s: number, bytes: ArrayLike<number>): number {
   return s;
 }
 
-/**
- * The states the answer may not end in whose every next byte is in `bytes`. Where `bytes` are
- * those of single-byte stop ids, the grammar holds such ids back there (a stop id ends the answer
- * only where it may end): only tokens that begin with those bytes and go on are left to draw.
- */
-export function* dfaStatesOnlyBy(dfa: Dfa, bytes: ReadonlySet<number>): Generator<number> {
-  for (let s = 0; s < dfa.states; s++) {
-    if (dfa.accept[s]) continue;
-    let any = false;
-    let other = false;
-    for (let b = 0; b < 256 && !other; b++) {
-      if (dfa.next[s * 256 + b] === DFA_NONE) continue;
-      any = true;
-      other = !bytes.has(b);
-    }
-    if (any && !other) yield s;
-  }
-}
-
 /** Whether the DFA accepts `text` whole. */
 export function dfaAccepts(dfa: Dfa, text: string): boolean {
   const s = dfaWalk(dfa, 0, new TextEncoder().encode(text));

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { seeded } from "../ref/_random.ts";
-import { DFA_NONE, dfaStatesOnlyBy, dfaWalk, utf8Sequences } from "./_automaton.ts";
-import { regexDfa } from "./regex.ts";
+import { utf8Sequences } from "./_automaton.ts";
 
 Deno.test("utf8Sequences() covers exactly a range's encodings", () => {
   const rand = seeded(9);
@@ -32,21 +31,4 @@ Deno.test("utf8Sequences() covers exactly a range's encodings", () => {
       }
     }
   }
-});
-
-Deno.test("dfaStatesOnlyBy() finds the states the answer may not end in whose only next bytes are given", () => {
-  const b = (s: string) => new Set([...new TextEncoder().encode(s)]);
-  const states = (dfa: ReturnType<typeof regexDfa>, bytes: Set<number>) => [
-    ...dfaStatesOnlyBy(dfa, bytes),
-  ];
-  const ab = regexDfa("ab");
-  const afterA = dfaWalk(ab, 0, new TextEncoder().encode("a"));
-  assert.notEqual(afterA, DFA_NONE);
-  // After "a" only "b" continues; at the start only "a".
-  assert.deepEqual(states(ab, b("b")), [afterA]);
-  assert.deepEqual(states(ab, b("a")), [0]);
-  assert.deepEqual(states(ab, b("x")), []);
-  // Where the answer may end, or other bytes continue, there is none.
-  assert.deepEqual(states(regexDfa("ab?"), b("b")), []);
-  assert.deepEqual(states(regexDfa("a[bc]"), b("b")), []);
 });

@@ -21,6 +21,7 @@ import type {
 import { logprobSide, type TokenLogprobRecord } from "../../kernels/logprobs.ts";
 import { NOT_FINITE } from "../../kernels/sample.ts";
 import { tokenLogprob, type TokenText } from "./logprobs.ts";
+import type { FormatTracker } from "./format_tracker.ts";
 
 /** Incremental detokenizer: text that became complete with this id ("" while a character is pending). */
 export interface TokenTextDecoder {
@@ -103,6 +104,12 @@ export interface DecodeStreamOptions {
   ids?: number[];
   /** A token's text and bytes, for logprobs entries (src/generate/logprobs.ts tokenTexts). */
   tokenText?: (id: number) => TokenText;
+  /**
+   * A response format's state (src/generate/format_tracker.ts), fed every id: a stop id ends the
+   * answer only where it says so (where the answer may end); elsewhere it is text. Without one,
+   * every stop id ends the answer.
+   */
+  format?: Pick<FormatTracker, "push">;
 }
 
 /**
@@ -182,7 +189,8 @@ export async function* decodeStream(
         if (run.rows !== undefined && id >= run.rows) throw noToken(completion, id);
         completion++;
         extra.ids?.push(id);
-        if (stopIds.has(id)) {
+        const ends = extra.format ? extra.format.push(id) : stopIds.has(id);
+        if (ends) {
           finish = "stop";
           if (asked.has(id)) stopReason = id;
           break;

@@ -4,6 +4,7 @@ import { createStorage, uploadArray } from "../gpu/buffers.ts";
 import {
   type DecodeRun,
   decodeStream,
+  type DecodeStreamOptions,
   skipUnknownIds,
   type TokenTextDecoder,
 } from "./decode_stream.ts";
@@ -73,6 +74,7 @@ async function collect(
   script: number[],
   opts: GenerateOptions,
   onDelta?: (d: string, ac: AbortController) => void,
+  format?: DecodeStreamOptions["format"],
 ): Promise<{ deltas: string[]; result: GenerationResult; batches: number; ids: number[] }> {
   const run = await fakeRun(script);
   const ac = new AbortController();
@@ -94,6 +96,7 @@ async function collect(
     const ev of decodeStream(run, options, fakeDecoder(), stats, {
       loopDetector: () => new LoopDetector({ minTokens: 6 }),
       ids,
+      ...(format ? { format } : {}),
     }) as AsyncIterable<GenerationEvent>
   ) {
     if (ev.type === "delta") {
@@ -217,6 +220,19 @@ Deno.test("decodeStream() stops at a stop id and discards the tokens after it", 
   assert.equal(result.text, "Hello world again");
   assert.equal(result.usage.completionTokens, 4, "the stop id is a generated token");
   assert.deepEqual(ids, [1, 2, 6, 98], "ids stop at the stop id");
+});
+
+Deno.test("decodeStream() with a format: a stop id is text where the format says the answer goes on", async () => {
+  // The format (src/generate/format_tracker.ts) says the first " ha" is text, the second an end.
+  const fed: number[] = [];
+  let seen = 0;
+  const format = { push: (id: number) => (fed.push(id), id === 9 && ++seen === 2) };
+  const { result, ids } = await collect([1, 9, 2, 9, 6], { stopTokenIds: [9] }, undefined, format);
+  assert.equal(result.text, "Hello ha world");
+  assert.equal(result.finishReason, "stop");
+  assert.equal(result.stopReason, 9);
+  assert.deepEqual(ids, [1, 9, 2, 9]);
+  assert.deepEqual(fed, [1, 9, 2, 9], "every id is fed to the format, in order");
 });
 
 Deno.test("decodeStream() fails on the sampler's ids past the vocabulary rows, naming why", async () => {

@@ -17,6 +17,7 @@ import type { PreparedPrompt } from "./prompt.ts";
 import { imageKeys, type PromptCache } from "./prompt_cache.ts";
 import { type RunGrammar, SessionRun } from "./session_run.ts";
 import { promptEcho, tokenTexts } from "./logprobs.ts";
+import { FormatTracker } from "./format_tracker.ts";
 import type { GenerationEvent, GenerationResult } from "./types.ts";
 
 /** The prompt cache to use, and hooks for tests. */
@@ -118,6 +119,7 @@ export async function* runGeneration(
     heldRows = S;
     images?.destroy();
     images = undefined;
+    const held = grammar(o, hooks.grammar);
     run = new SessionRun(
       model,
       session,
@@ -136,9 +138,18 @@ export async function* runGeneration(
         stopIds: o.heldStopIds,
       },
       o.logprobs ? o.topLogprobs : undefined,
-      grammar(o, hooks.grammar),
+      held,
     );
     if (echo) yield { type: "delta", text: "", prompt: echo };
+    const texts = tokenTexts(tokenizer);
+    // The format's state on the host too: a stop id is text where the answer may not end.
+    const format = held &&
+      new FormatTracker(
+        held.dfa ?? "json_object",
+        held.start,
+        held.endIds,
+        (id) => texts(id).bytes,
+      );
     return yield* decodeStream(run, o, skipUnknownIds(decoder, tokenizer.vocabSize), {
       promptTokens: S,
       imageTokens: prompt.imageTokens,
@@ -146,7 +157,12 @@ export async function* runGeneration(
       visionMs,
       prefillStart,
       prompt: echo,
-    }, { ...hooks, ids: generated, ...(o.logprobs ? { tokenText: tokenTexts(tokenizer) } : {}) });
+    }, {
+      ...hooks,
+      ids: generated,
+      ...(o.logprobs ? { tokenText: texts } : {}),
+      ...(format ? { format } : {}),
+    });
   } catch (error) {
     failed = true; // the session's rows may be half written
     throw error;
@@ -164,7 +180,10 @@ export async function* runGeneration(
   }
 }
 
-/** The constraint's part of the run, if the options ask for one: the answer ends at the stop ids. */
+/**
+ * The constraint's part of the run, if the options ask for one: the stop ids end the answer where
+ * it may end (and are text before: {@link FormatTracker}).
+ */
 function grammar(
   o: ResolvedOptions,
   g: RunGenerationHooks["grammar"],

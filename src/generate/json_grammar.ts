@@ -58,7 +58,10 @@ export const Mode = {
   NUMBER: 12,
   /** In true / false / null (aux: literal · 16 + bytes matched). */
   LITERAL: 13,
-  /** A token the automaton refused was drawn anyway (every score was masked): only end ids. */
+  /**
+   * A token the automaton refuses was fed (the sampler's ids for no token, past the vocabulary,
+   * which fail the answer): only end ids.
+   */
   FAILED: 14,
 } as const;
 

@@ -46,7 +46,10 @@ export interface RunGrammar {
    * words, or with a DFA its state in word 0.
    */
   start: GrammarState;
-  /** Ids that end the answer, allowed once it is whole. */
+  /**
+   * Ids that end the answer, allowed as ends once it is whole (before, one that is text is text
+   * where its bytes go on: src/generate/format_tracker.ts).
+   */
   endIds: readonly number[];
 }
 

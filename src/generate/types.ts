@@ -144,8 +144,9 @@ export interface GenerateOptions {
   stopOnLoop?: boolean;
   /**
    * What the answer is held to, a token at a time, masked on the GPU at about the decode speed
-   * without it; it ends (an end-of-sequence or stop id) only once whole, so an answer not cut
-   * short by `maxNewTokens` or a stop string is what was asked for:
+   * without it; it ends (an end-of-sequence or stop id) only once whole — before, a stop id that
+   * is text is text, where the format allows it — so an answer not cut short by `maxNewTokens` or
+   * a stop string is what was asked for:
    * - `"json_object"`: JSON mode (OpenAI's `response_format`) — a JSON object, any object;
    * - `{ jsonSchema }`: structured outputs (OpenAI's `json_schema`, vLLM's guided_json) — an
    *   instance of the schema, its properties in the schema's order (src/generate/json_schema.ts

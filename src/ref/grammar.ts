@@ -14,8 +14,8 @@ import { type Dfa, DFA_NONE, dfaWalk } from "../generate/_automaton.ts";
 
 /**
  * Bit i (word i >> 5, bit i & 31) set when id i may come next from `state`: an end id once the
- * object is closed (DONE) or the state FAILED, and only then (one that is text too as well); any
- * other id when its bytes (it has some) are accepted one after another.
+ * object is closed (DONE) or the state FAILED; any id, an end id too, when its bytes (it has some)
+ * are accepted one after another.
  * @returns (ceil(vocab / 32)) u32
  */
 export function maskRef(
@@ -33,8 +33,8 @@ export function maskRef(
 }
 
 /**
- * (ceil(vocab / 32)) u32 bits: an end id where `ended` (the answer may end there), and only there;
- * any other id with bytes where `goesOn` of its bytes.
+ * (ceil(vocab / 32)) u32 bits: an end id where `ended` (the answer may end there); any id with
+ * bytes, an end id too, where `goesOn` of its bytes.
  */
 function maskOf(
   table: TokenTable,
@@ -45,7 +45,7 @@ function maskOf(
   const out = new Uint32Array(Math.ceil(table.vocab / 32));
   for (let id = 0; id < table.vocab; id++) {
     const bytes = tokenBytes(table, id);
-    const ok = endIds.includes(id) ? ended : bytes.length > 0 && goesOn(bytes);
+    const ok = (ended && endIds.includes(id)) || (bytes.length > 0 && goesOn(bytes));
     if (ok) out[id >> 5] |= 1 << (id & 31);
   }
   return out;
@@ -74,7 +74,7 @@ export function advanceRef(
 /**
  * {@link maskRef} for a DFA grammar (kernels/grammar.wgsl `#if DFA`): from DFA state `q`
  * (DFA_NONE once a refused id was drawn), an end id is allowed where `q` accepts (or is
- * DFA_NONE), and only there; any other id when its bytes (it has some) walk to a state.
+ * DFA_NONE); any id, an end id too, when its bytes (it has some) walk to a state.
  */
 export function maskDfaRef(
   q: number,
