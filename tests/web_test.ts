@@ -24,6 +24,8 @@ declare const CanvasRenderingContext2D: any;
 declare const VideoFrame: any;
 declare const requestAnimationFrame: any;
 declare const Navigator: any;
+declare const DataTransfer: any;
+declare const DragEvent: any;
 
 const PNG_PATH = fileURLToPath(
   new URL("./fixtures/tiny-qwen2vl/reference/case2_0.png", import.meta.url),
@@ -413,6 +415,37 @@ Deno.test("the chat page names files it cannot attach, and says where an API key
     /Not attached .*broken\.webm/.test(document.getElementById("notice")?.textContent ?? "")
   );
   assert.equal(await page.locator("#attachments .thumb").count(), 0);
+  assert.deepEqual(errors, []);
+});
+
+Deno.test("the chat page attaches files dropped on it, and leaves a drop of text to the message box", async () => {
+  const engine = new FakeEngine();
+  await using s = await serveAndLaunch(createApp(engine).fetch);
+  const { page, errors } = await openPage(s, { model: engine.modelId });
+  // A drag's dragover and drop on the message box, carrying `png` (base64) as a file or `text`;
+  // whether the page took each (prevented the browser's own handling).
+  const drop = (what: { png?: string; text?: string }) =>
+    page.evaluate(({ png, text }) => {
+      const data = new DataTransfer();
+      if (png) {
+        const bytes = Uint8Array.from(atob(png), (c) => c.charCodeAt(0));
+        data.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+      }
+      if (text) data.setData("text/plain", text);
+      return ["dragover", "drop"].map((type) => {
+        const event = new DragEvent(type, { dataTransfer: data, bubbles: true, cancelable: true });
+        document.getElementById("prompt").dispatchEvent(event);
+        return event.defaultPrevented;
+      });
+    }, what);
+  // Text (a quote dragged from the conversation) is the browser's to drop into the box: the page
+  // refused every drop.
+  assert.deepEqual(await drop({ text: "quoted" }), [false, false]);
+  assert.equal(await page.locator("#attachments .thumb").count(), 0);
+  assert.equal(await page.textContent("#notice"), "");
+  const png = Buffer.from(await Deno.readFile(PNG_PATH)).toString("base64");
+  assert.deepEqual(await drop({ png }), [true, true]);
+  await page.waitForSelector("#attachments .thumb img");
   assert.deepEqual(errors, []);
 });
 

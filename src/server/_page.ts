@@ -496,8 +496,11 @@ document.querySelector("label.button").addEventListener("keydown", (e) => {
   if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file").click(); }
 });
 document.addEventListener("paste", (e) => attach(e.clipboardData ? e.clipboardData.files : []));
-document.addEventListener("dragover", (e) => e.preventDefault());
-document.addEventListener("drop", (e) => { e.preventDefault(); attach(e.dataTransfer.files); });
+// Files dropped anywhere are attached; other drags (text dragged into the message box) are the
+// browser's: a drop of text was refused.
+const carriesFiles = (e) => e.dataTransfer && Array.from(e.dataTransfer.types).includes("Files");
+document.addEventListener("dragover", (e) => { if (carriesFiles(e)) e.preventDefault(); });
+document.addEventListener("drop", (e) => { if (carriesFiles(e)) { e.preventDefault(); attach(e.dataTransfer.files); } });
 
 const prompt = $("prompt");
 const grow = () => { prompt.style.height = "auto"; prompt.style.height = prompt.scrollHeight + "px"; };
