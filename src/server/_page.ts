@@ -24,8 +24,10 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
             --accent: #8b85ff; --user: #262a3d; --err: #f87171; --on-color: #14161a; }
   }
   * { box-sizing: border-box; }
+  /* 100dvh where known: a phone's 100vh is its screen with the address bar hidden, and the message
+     box sat under the bar while it showed. */
   body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; background: var(--bg);
-         color: var(--ink); display: flex; flex-direction: column; height: 100vh; }
+         color: var(--ink); display: flex; flex-direction: column; height: 100vh; height: 100dvh; }
   header { display: flex; align-items: center; gap: .75rem; padding: .6rem 1rem; background: var(--panel);
            border-bottom: 1px solid var(--line); }
   header h1 { font-size: 1.05rem; margin: 0; }
