@@ -2,8 +2,8 @@
 //! tests/tools/make_image_refs.py and by transformers 5.17 for the model fixture).
 
 use qvq_image::{
-    Backend, ImageError, ProcessorConfig, RgbImage, decode, dimensions, preprocess, preprocess_rgb,
-    resize_bicubic, smart_resize,
+    Backend, ImageError, ProcessorConfig, RgbImage, decode, decode_jpeg_exact, dimensions,
+    preprocess, preprocess_rgb, resize_bicubic, smart_resize,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -85,6 +85,35 @@ fn decode_matches_transformers_convert_to_rgb_for_every_reference_image() {
             // normalisation, so the model sees the same image.
             assert!(max <= 3 && mean <= 0.5, "{file}: max {max} mean {mean}");
         }
+    }
+}
+
+#[test]
+fn jpeg_decoder_matches_pil_byte_for_byte_on_every_corpus_file() {
+    // tests/tools/make_jpeg_refs.py: every sampling layout, size, progression, restart interval,
+    // quality extreme and colour space, decoded by PIL (libjpeg-turbo 3.2); and files refused.
+    let cases = json("images/jpeg_cases.json");
+    let cases = cases.as_array().unwrap();
+    assert!(cases.len() >= 80);
+    for case in cases {
+        let file = &format!("images/{}", case["file"].as_str().unwrap());
+        let got = decode_jpeg_exact(&read(file));
+        if let Some(word) = case["error"].as_str() {
+            let err = got.err().unwrap_or_else(|| panic!("{file} decoded"));
+            assert!(err.to_string().contains(word), "{file}: {err}");
+            continue;
+        }
+        let img = got.unwrap_or_else(|e| panic!("{file}: {e}"));
+        let expected = read(&format!("images/{}", case["expected"].as_str().unwrap()));
+        if file.contains("exif") {
+            continue; // upright only through decode(); see the orientation tests
+        }
+        assert_eq!(
+            (img.width as u64, img.height as u64),
+            (num(case, "width"), num(case, "height")),
+            "{file}"
+        );
+        assert_eq!(byte_diff(&img.data, &expected), (0, 0.0), "{file}");
     }
 }
 

@@ -1,0 +1,252 @@
+//! JPEG → RGB bit for bit as PIL gives it: `Image.open(f).convert("RGB")` with Pillow's bundled
+//! libjpeg-turbo (3.x) under Pillow's settings (ISLOW IDCT, fancy upsampling, no DCT scaling),
+//! which is what transformers' `load_image` feeds the model. Each stage follows libjpeg's
+//! arithmetic exactly: [`huffman`] and [`scan`] decode baseline, extended and progressive
+//! Huffman-coded scans (interleaved or not, with restart intervals, sampling factors 1 to 4 in
+//! any combination libjpeg accepts, chroma finer than luma included), [`idct`] is `jidctint.c`,
+//! [`upsample`] is `jdsample.c`'s choice of method per component, [`color`] is `jdcolor.c` plus
+//! PIL's own CMYK → RGB.
+//!
+//! Refused with [`ImageError::Corrupt`], as PIL refuses them or where we choose to: precision
+//! other than 8 bits, lossless, hierarchical and arithmetic-coded JPEG, 2-component images,
+//! fractional sampling ratios, and truncated or corrupt entropy-coded data (libjpeg would fill
+//! in grey with a warning; PIL refuses a truncated file unless `LOAD_TRUNCATED_IMAGES`). Also
+//! refused: a progressive file whose scans stop before its first AC coefficients are complete,
+//! which libjpeg block-smooths (`do_block_smoothing`); no common encoder writes one.
+
+mod color;
+mod huffman;
+mod idct;
+mod markers;
+mod scan;
+mod upsample;
+
+use super::{Format, RgbImage, check_dimensions};
+use crate::error::ImageError;
+use color::ColorSpace;
+use huffman::Huffman;
+use markers::{APP0, APP14, DHT, DQT, DRI, EOI, Frame, SOS, Segment};
+use scan::{Component, Tables};
+use upsample::{Method, Plane};
+
+fn corrupt(e: impl std::fmt::Display) -> ImageError {
+    ImageError::Corrupt {
+        format: "JPEG",
+        detail: e.to_string(),
+    }
+}
+
+/// Whether `marker` starts a frame: SOF0..SOF15 but DHT (C4), JPG (C8) and DAC (CC).
+fn is_sof(marker: u8) -> bool {
+    (0xc0..=0xcf).contains(&marker) && !matches!(marker, 0xc4 | 0xc8 | 0xcc)
+}
+
+/// (width, height) from the frame header, nothing decoded.
+pub fn dimensions(bytes: &[u8]) -> Result<(usize, usize), ImageError> {
+    let mut pos = 2; // after SOI
+    loop {
+        let seg = markers::segment(bytes, pos)?;
+        if is_sof(seg.marker) {
+            let f = markers::frame(seg.marker, seg.payload)?;
+            return Ok((f.width, f.height));
+        }
+        if matches!(seg.marker, SOS | EOI) {
+            return Err(corrupt("no frame header before the first scan"));
+        }
+        pos = seg.end;
+    }
+}
+
+/// Everything read so far: tables, markers, and once the frame header is in, its components.
+#[derive(Default)]
+struct Decoder {
+    quant: [Option<[u16; 64]>; 4],
+    dc: [Option<Huffman>; 4],
+    ac: [Option<Huffman>; 4],
+    restart_interval: usize,
+    jfif: bool,
+    adobe: Option<u8>,
+    frame: Option<Frame>,
+    comps: Vec<Component>,
+    mcus: (usize, usize),
+    max: (usize, usize),
+    scans: usize,
+}
+
+pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
+    let mut d = Decoder::default();
+    let mut next: Option<Segment> = None;
+    let mut pos = 2; // after SOI (the format sniff saw it)
+    loop {
+        let seg = match next.take() {
+            Some(seg) => seg,
+            None => markers::segment(bytes, pos)?,
+        };
+        pos = seg.end;
+        match seg.marker {
+            m if is_sof(m) => {
+                if d.frame.is_some() {
+                    return Err(corrupt("a second frame header (SOF)"));
+                }
+                let f = markers::frame(m, seg.payload)?;
+                check_dimensions(Format::Jpeg, f.width as u64, f.height as u64)?;
+                f.check_sides()?;
+                d.start_frame(f);
+            }
+            DHT => markers::huffman_tables(seg.payload, &mut d.dc, &mut d.ac)?,
+            DQT => markers::quant_tables(seg.payload, &mut d.quant)?,
+            DRI => {
+                let [hi, lo] = seg.payload[..] else {
+                    return Err(corrupt("a restart interval (DRI) segment not 2 bytes long"));
+                };
+                d.restart_interval = u16::from_be_bytes([hi, lo]) as usize;
+            }
+            APP0 => d.jfif |= markers::is_jfif(seg.payload),
+            APP14 => d.adobe = markers::adobe_transform(seg.payload).or(d.adobe),
+            SOS => match d.scan(bytes, &seg)? {
+                Some((code, after)) => next = Some(markers::marker_segment(bytes, code, after)?),
+                // No EOI after the data: libjpeg supplies one (with a warning) and PIL takes
+                // the image, since every scan up to here is complete.
+                None => break,
+            },
+            EOI => break,
+            0xdc => {
+                return Err(corrupt(
+                    "a DNL marker (height given after the scan), which libjpeg does not decode",
+                ));
+            }
+            _ => {} // APPn, COM, RSTn between scans, DAC: nothing we need
+        }
+    }
+    d.finish()
+}
+
+impl Decoder {
+    fn start_frame(&mut self, f: Frame) {
+        let max =
+            |k: fn(&markers::FrameComponent) -> usize| f.components.iter().map(k).max().unwrap();
+        let (max_h, max_v) = (max(|c| c.h), max(|c| c.v));
+        let ceil = |a: usize, b: usize| a.div_ceil(b);
+        self.mcus = (ceil(f.width, 8 * max_h), ceil(f.height, 8 * max_v));
+        self.max = (max_h, max_v);
+        self.comps = f
+            .components
+            .iter()
+            .map(|c| {
+                let blocks_across = self.mcus.0 * c.h;
+                let blocks_down = self.mcus.1 * c.v;
+                let stride = blocks_across * 8;
+                Component {
+                    h: c.h,
+                    v: c.v,
+                    tq: c.tq,
+                    width_in_blocks: ceil(f.width * c.h, 8 * max_h),
+                    height_in_blocks: ceil(f.height * c.v, 8 * max_v),
+                    blocks_across,
+                    quant: None,
+                    plane: Plane {
+                        data: vec![0; stride * blocks_down * 8],
+                        stride,
+                        width: ceil(f.width * c.h, max_h),
+                        height: ceil(f.height * c.v, max_v),
+                    },
+                    coefs: if f.progressive {
+                        vec![[0; 64]; blocks_across * blocks_down]
+                    } else {
+                        Vec::new()
+                    },
+                    coef_bits: [-1; 64],
+                }
+            })
+            .collect();
+        self.frame = Some(f);
+    }
+
+    /// Reads the SOS header in `seg` and decodes its scan.
+    fn scan(&mut self, bytes: &[u8], seg: &Segment) -> Result<Option<(u8, usize)>, ImageError> {
+        let frame = self
+            .frame
+            .as_ref()
+            .ok_or_else(|| corrupt("a scan (SOS) before the frame header (SOF)"))?;
+        let scan = markers::scan(seg.payload, frame)?;
+        let tables = Tables {
+            dc: &self.dc,
+            ac: &self.ac,
+            quant: &self.quant,
+            restart_interval: self.restart_interval,
+            mcus: self.mcus,
+            progressive: frame.progressive,
+        };
+        let next = scan::decode_scan(bytes, seg.end, &scan, &mut self.comps, &tables)?;
+        self.scans += 1;
+        Ok(next)
+    }
+
+    /// The IDCT of progressive coefficients, then upsampling and colour conversion.
+    fn finish(mut self) -> Result<RgbImage, ImageError> {
+        let frame = self
+            .frame
+            .take()
+            .ok_or_else(|| corrupt("no frame header (SOF)"))?;
+        if self.scans == 0 {
+            return Err(corrupt("no image data (no scan before the end)"));
+        }
+        if frame.progressive {
+            self.refuse_block_smoothing()?;
+            for c in &mut self.comps {
+                let quant = c.quant.unwrap_or([0; 64]);
+                let stride = c.plane.stride;
+                for y in 0..c.height_in_blocks {
+                    for x in 0..c.width_in_blocks {
+                        let out = &mut c.plane.data[y * 8 * stride + x * 8..];
+                        idct::idct_islow(&c.coefs[y * c.blocks_across + x], &quant, out, stride);
+                    }
+                }
+                c.coefs = Vec::new();
+            }
+        } else if let Some(i) = self.comps.iter().position(|c| c.quant.is_none()) {
+            return Err(corrupt(format!(
+                "component {} has no scan (truncated file?)",
+                frame.components[i].id
+            )));
+        }
+        let ids: Vec<u8> = frame.components.iter().map(|c| c.id).collect();
+        let space = ColorSpace::guess(&ids, self.jfif, self.adobe);
+        let methods = self
+            .comps
+            .iter()
+            .map(|c| Method::choose((c.h, c.v), self.max, c.plane.width))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (w, h) = (frame.width, frame.height);
+        let mut rows = vec![vec![0u8; w]; self.comps.len()];
+        let mut out = vec![0u8; w * h * 3];
+        for (y, out_row) in out.chunks_exact_mut(w * 3).enumerate() {
+            for ((m, c), row) in methods.iter().zip(&self.comps).zip(&mut rows) {
+                m.row(&c.plane, y, row);
+            }
+            let refs: Vec<&[u8]> = rows.iter().map(|r| &r[..]).collect();
+            color::convert_row(space, &refs, out_row);
+        }
+        Ok(RgbImage::new(w, h, out))
+    }
+
+    /// libjpeg smooths the blocks of a progressive image whose coefficients 1..=9 (zigzag) are
+    /// not all complete once the file ends (`smoothing_ok` in jdcoefct.c); we refuse those.
+    fn refuse_block_smoothing(&self) -> Result<(), ImageError> {
+        const LOW: [usize; 10] = [0, 1, 8, 16, 9, 2, 3, 10, 17, 24];
+        let possible = self.comps.iter().all(|c| {
+            c.coef_bits[0] >= 0 && c.quant.is_some_and(|q| LOW.iter().all(|&i| q[i] != 0))
+        });
+        let useful = self
+            .comps
+            .iter()
+            .any(|c| c.coef_bits[1..10].iter().any(|&b| b != 0));
+        if possible && useful {
+            return Err(corrupt(
+                "a progressive JPEG whose scans end before its first AC coefficients are \
+                 complete, which libjpeg block-smooths and we do not reproduce",
+            ));
+        }
+        Ok(())
+    }
+}

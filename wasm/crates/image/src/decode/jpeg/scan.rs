@@ -1,0 +1,338 @@
+//! One scan's entropy-coded data → coefficients (T.81 Annex F and G, Huffman coding only):
+//! sequential blocks go straight through the IDCT into their component's plane; progressive
+//! scans (DC first and refinement, AC first with end-of-band runs, AC refinement) accumulate
+//! coefficients that the IDCT reads once every scan is in. Restart markers reset the DC
+//! predictions and the end-of-band run, as libjpeg does.
+
+use super::corrupt;
+use super::huffman::{BitReader, Huffman};
+use super::idct::idct_islow;
+use super::markers::{Scan, ZIGZAG};
+use super::upsample::Plane;
+use crate::error::ImageError;
+
+/// A frame component as the decoder fills it.
+pub(super) struct Component {
+    pub h: usize,
+    pub v: usize,
+    pub tq: usize,
+    /// Blocks that hold image samples, across and down (libjpeg's `width_in_blocks`,
+    /// `height_in_blocks`).
+    pub width_in_blocks: usize,
+    pub height_in_blocks: usize,
+    /// Blocks across in `plane` / `coefs`: whole MCUs, so interleaved scans' padding blocks fit.
+    pub blocks_across: usize,
+    /// Its quantization table (natural order), latched when the component's first scan starts,
+    /// as libjpeg latches it (a later DQT for the same slot does not change it).
+    pub quant: Option<[u16; 64]>,
+    pub plane: Plane,
+    /// Progressive only: (blocks down, blocks across) of 64 coefficients in natural order.
+    pub coefs: Vec<[i16; 64]>,
+    /// Progressive only: per zigzag coefficient, the Al of the last scan that coded it, -1 where
+    /// none has (libjpeg's `coef_bits`).
+    pub coef_bits: [i8; 64],
+}
+
+/// What the scan decoder needs besides its components.
+pub(super) struct Tables<'a> {
+    pub dc: &'a [Option<Huffman>; 4],
+    pub ac: &'a [Option<Huffman>; 4],
+    pub quant: &'a [Option<[u16; 64]>; 4],
+    pub restart_interval: usize,
+    /// Whole MCUs across and down of an interleaved scan.
+    pub mcus: (usize, usize),
+    pub progressive: bool,
+}
+
+/// Huffman table `slot` of `class` ("DC" / "AC"), which the scan needs.
+fn table<'a>(
+    tables: &'a [Option<Huffman>; 4],
+    slot: usize,
+    class: &str,
+) -> Result<Option<&'a Huffman>, ImageError> {
+    match &tables[slot] {
+        Some(h) => Ok(Some(h)),
+        None => Err(corrupt(format!(
+            "a scan uses {class} Huffman table {slot}, which no DHT defines"
+        ))),
+    }
+}
+
+/// The kind of scan, which picks the block decoder.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Sequential,
+    DcFirst,
+    DcRefine,
+    AcFirst,
+    AcRefine,
+}
+
+/// Decodes the scan whose data starts at `pos`; returns the marker after it (its code and the
+/// offset after the code), None where the file ends instead.
+pub(super) fn decode_scan(
+    bytes: &[u8],
+    pos: usize,
+    scan: &Scan,
+    comps: &mut [Component],
+    t: &Tables,
+) -> Result<Option<(u8, usize)>, ImageError> {
+    let kind = match (t.progressive, scan.ss, scan.ah) {
+        (false, _, _) => Kind::Sequential,
+        (true, 0, 0) => Kind::DcFirst,
+        (true, 0, _) => Kind::DcRefine,
+        (true, _, 0) => Kind::AcFirst,
+        (true, _, _) => Kind::AcRefine,
+    };
+    // Latch quantization tables, find the Huffman tables, record the progression.
+    let mut huff: Vec<(Option<&Huffman>, Option<&Huffman>)> = Vec::new();
+    for sc in &scan.components {
+        let c = &mut comps[sc.index];
+        if c.quant.is_none() {
+            c.quant = Some(t.quant[c.tq].ok_or_else(|| {
+                corrupt(format!(
+                    "a scan uses quantization table {} before any DQT defines it",
+                    c.tq
+                ))
+            })?);
+        }
+        let dc = match kind {
+            Kind::Sequential | Kind::DcFirst => table(t.dc, sc.dc, "DC")?,
+            _ => None,
+        };
+        let ac = match kind {
+            Kind::Sequential | Kind::AcFirst | Kind::AcRefine => table(t.ac, sc.ac, "AC")?,
+            _ => None,
+        };
+        huff.push((dc, ac));
+        if t.progressive {
+            for k in scan.ss..=scan.se {
+                c.coef_bits[k] = scan.al as i8;
+            }
+        }
+    }
+
+    let single = scan.components.len() == 1;
+    let (across, down) = if single {
+        let c = &comps[scan.components[0].index];
+        (c.width_in_blocks, c.height_in_blocks)
+    } else {
+        t.mcus
+    };
+    let mut r = BitReader::new(bytes, pos);
+    let mut preds = [0i32; 4];
+    let mut eobrun = 0u32;
+    for m in 0..across * down {
+        if t.restart_interval > 0 && m > 0 && m % t.restart_interval == 0 {
+            let expected = 0xd0 + ((m / t.restart_interval - 1) % 8) as u8;
+            match r.next_marker() {
+                Some((code, _)) if code == expected => {}
+                found => {
+                    return Err(corrupt(format!(
+                        "restart marker RST{} missing after MCU {m} (found {})",
+                        expected - 0xd0,
+                        found.map_or("the end of the file".into(), |f| format!("0xFF{:02X}", f.0))
+                    )));
+                }
+            }
+            preds = [0; 4];
+            eobrun = 0;
+        }
+        let (mx, my) = (m % across, m / across);
+        for (si, sc) in scan.components.iter().enumerate() {
+            let c = &mut comps[sc.index];
+            let (bh, bv) = if single { (1, 1) } else { (c.h, c.v) };
+            let (dc, ac) = huff[si];
+            for by in 0..bv {
+                for bx in 0..bh {
+                    let (x, y) = (mx * bh + bx, my * bv + by);
+                    match kind {
+                        Kind::Sequential => {
+                            let mut block = [0i16; 64];
+                            sequential(
+                                &mut r,
+                                dc.unwrap(),
+                                ac.unwrap(),
+                                &mut preds[si],
+                                &mut block,
+                            )?;
+                            let stride = c.plane.stride;
+                            let out = &mut c.plane.data[y * 8 * stride + x * 8..];
+                            idct_islow(&block, c.quant.as_ref().unwrap(), out, stride);
+                        }
+                        Kind::DcFirst => {
+                            let s = dc.unwrap().decode(&mut r)?;
+                            preds[si] = preds[si].wrapping_add(r.receive_extend(s as u32));
+                            c.coefs[y * c.blocks_across + x][0] =
+                                preds[si].wrapping_shl(scan.al as u32) as i16;
+                        }
+                        Kind::DcRefine => {
+                            if r.bit() {
+                                c.coefs[y * c.blocks_across + x][0] |= 1 << scan.al;
+                            }
+                        }
+                        Kind::AcFirst => {
+                            let blk = &mut c.coefs[y * c.blocks_across + x];
+                            ac_first(&mut r, ac.unwrap(), scan, &mut eobrun, blk)?;
+                        }
+                        Kind::AcRefine => {
+                            let blk = &mut c.coefs[y * c.blocks_across + x];
+                            ac_refine(&mut r, ac.unwrap(), scan, &mut eobrun, blk)?;
+                        }
+                    }
+                }
+            }
+        }
+        if r.overran() {
+            return Err(corrupt(format!(
+                "the scan's data ends after {m} of {} MCUs (truncated file?)",
+                across * down
+            )));
+        }
+    }
+    Ok(r.next_marker())
+}
+
+/// A sequential block: DC difference, then (run, size) AC codes up to end-of-block.
+#[inline(always)]
+fn sequential(
+    r: &mut BitReader,
+    dc: &Huffman,
+    ac: &Huffman,
+    pred: &mut i32,
+    block: &mut [i16; 64],
+) -> Result<(), ImageError> {
+    let s = dc.decode(r)?;
+    *pred = pred.wrapping_add(r.receive_extend(s as u32));
+    block[0] = *pred as i16;
+    let mut k = 1;
+    while k < 64 {
+        let rs = ac.decode(r)?;
+        let (run, size) = ((rs >> 4) as usize, (rs & 15) as u32);
+        if size == 0 {
+            if run != 15 {
+                break;
+            }
+            k += 16;
+            continue;
+        }
+        k += run;
+        if k > 63 {
+            return Err(past_the_band(63));
+        }
+        block[ZIGZAG[k]] = r.receive_extend(size) as i16;
+        k += 1;
+    }
+    Ok(())
+}
+
+fn past_the_band(se: usize) -> ImageError {
+    corrupt(format!(
+        "a run of zero coefficients past the block's last coefficient ({se})"
+    ))
+}
+
+/// A progressive AC first scan's block (`decode_mcu_AC_first`): coefficients `ss..=se` scaled
+/// by 2^al, or one block of an end-of-band run.
+fn ac_first(
+    r: &mut BitReader,
+    ac: &Huffman,
+    scan: &Scan,
+    eobrun: &mut u32,
+    blk: &mut [i16; 64],
+) -> Result<(), ImageError> {
+    if *eobrun > 0 {
+        *eobrun -= 1;
+        return Ok(());
+    }
+    let mut k = scan.ss;
+    while k <= scan.se {
+        let rs = ac.decode(r)?;
+        let (run, size) = ((rs >> 4) as usize, (rs & 15) as u32);
+        if size == 0 {
+            if run != 15 {
+                // EOBn: this block and 2^n + (n bits) - 1 more end here.
+                *eobrun = (1 << run) + r.bits(run as u32) - 1;
+                break;
+            }
+            k += 16;
+            continue;
+        }
+        k += run;
+        if k > scan.se {
+            return Err(past_the_band(scan.se));
+        }
+        blk[ZIGZAG[k]] = r.receive_extend(size).wrapping_shl(scan.al as u32) as i16;
+        k += 1;
+    }
+    Ok(())
+}
+
+/// A progressive AC refinement scan's block (`decode_mcu_AC_refine`): one more bit of every
+/// nonzero coefficient in the band, and newly nonzero coefficients of ±2^al placed after runs of
+/// still-zero ones.
+fn ac_refine(
+    r: &mut BitReader,
+    ac: &Huffman,
+    scan: &Scan,
+    eobrun: &mut u32,
+    blk: &mut [i16; 64],
+) -> Result<(), ImageError> {
+    let p1 = 1i16 << scan.al;
+    let m1 = (-1i16).wrapping_shl(scan.al as u32);
+    // A correction bit of 1 moves a nonzero coefficient one step away from zero.
+    let refine = |r: &mut BitReader, coef: &mut i16| {
+        if r.bit() && *coef & p1 == 0 {
+            *coef = coef.wrapping_add(if *coef >= 0 { p1 } else { m1 });
+        }
+    };
+    let mut k = scan.ss;
+    if *eobrun == 0 {
+        while k <= scan.se {
+            let rs = ac.decode(r)?;
+            let (mut run, size) = ((rs >> 4) as i32, rs & 15);
+            let mut value = 0i16;
+            if size != 0 {
+                if size != 1 {
+                    return Err(corrupt(format!(
+                        "a refinement scan code of size {size} (only 1 is possible)"
+                    )));
+                }
+                value = if r.bit() { p1 } else { m1 };
+            } else if run != 15 {
+                *eobrun = (1 << run) + r.bits(run as u32);
+                break;
+            }
+            // Skip `run` still-zero coefficients, refining the nonzero ones passed on the way.
+            while k <= scan.se {
+                let coef = &mut blk[ZIGZAG[k]];
+                if *coef != 0 {
+                    refine(r, coef);
+                } else {
+                    run -= 1;
+                    if run < 0 {
+                        break;
+                    }
+                }
+                k += 1;
+            }
+            if value != 0 {
+                if k > scan.se {
+                    return Err(past_the_band(scan.se));
+                }
+                blk[ZIGZAG[k]] = value;
+            }
+            k += 1;
+        }
+    }
+    if *eobrun > 0 {
+        // Inside an end-of-band run: only the nonzero coefficients get their bit.
+        for &z in &ZIGZAG[k..=scan.se] {
+            if blk[z] != 0 {
+                refine(r, &mut blk[z]);
+            }
+        }
+        *eobrun -= 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! Component planes → full-resolution rows, choosing each component's method exactly as
+//! libjpeg-turbo's `jdsample.c` does with Pillow's settings (`do_fancy_upsampling` on, no DCT
+//! scaling): the "fancy" triangle filters for 2:1 horizontally (`h2v1`), vertically (`h1v2`) and
+//! both (`h2v2`), plain replication for the other integer ratios and for planes only 1 or 2
+//! samples wide, and libjpeg's edges: a plane's real extent is its downsampled size
+//! `ceil(image size * factor / max factor)`, the row above the first is the first, the row below
+//! the last is the last, and the filters stop at the last real column.
+
+use super::corrupt;
+use crate::error::ImageError;
+
+/// One component's decoded samples: (rows, stride) u8, of which `width` x `height` are real.
+pub(super) struct Plane {
+    pub data: Vec<u8>,
+    pub stride: usize,
+    /// libjpeg's `downsampled_width` / `downsampled_height`.
+    pub width: usize,
+    pub height: usize,
+}
+
+impl Plane {
+    fn row(&self, y: usize) -> &[u8] {
+        &self.data[y * self.stride..y * self.stride + self.width]
+    }
+}
+
+/// How one component reaches the output resolution (`jinit_upsampler`'s choice).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Method {
+    Full,
+    H2V1Fancy,
+    H1V2Fancy,
+    H2V2Fancy,
+    /// Each sample repeated h times across and v times down.
+    Replicate {
+        h: usize,
+        v: usize,
+    },
+}
+
+impl Method {
+    /// The method for a component sampled (h, v) in a frame whose largest factors are
+    /// (max_h, max_v), `width` samples wide once decoded; refused where libjpeg refuses.
+    pub fn choose(
+        (h, v): (usize, usize),
+        (max_h, max_v): (usize, usize),
+        width: usize,
+    ) -> Result<Method, ImageError> {
+        Ok(if (h, v) == (max_h, max_v) {
+            Method::Full
+        } else if h * 2 == max_h && v == max_v {
+            if width > 2 {
+                Method::H2V1Fancy
+            } else {
+                Method::Replicate { h: 2, v: 1 }
+            }
+        } else if h == max_h && v * 2 == max_v {
+            Method::H1V2Fancy
+        } else if h * 2 == max_h && v * 2 == max_v {
+            if width > 2 {
+                Method::H2V2Fancy
+            } else {
+                Method::Replicate { h: 2, v: 2 }
+            }
+        } else if max_h % h == 0 && max_v % v == 0 {
+            Method::Replicate {
+                h: max_h / h,
+                v: max_v / v,
+            }
+        } else {
+            return Err(corrupt(format!(
+                "a component sampled {h}x{v} against a largest {max_h}x{max_v} is not an \
+                 integer ratio, which libjpeg (and so PIL) does not decode either"
+            )));
+        })
+    }
+
+    /// Output row `y` of `plane` at full resolution into `out` (`out.len()` samples, the image
+    /// width); `y` is below the image height.
+    pub fn row(self, plane: &Plane, y: usize, out: &mut [u8]) {
+        let w = out.len();
+        match self {
+            Method::Full => out.copy_from_slice(&plane.row(y)[..w]),
+            Method::Replicate { h, v } => {
+                let src = plane.row(y / v);
+                for (x, o) in out.iter_mut().enumerate() {
+                    *o = src[x / h];
+                }
+            }
+            Method::H2V1Fancy => h2v1(plane.row(y), out),
+            Method::H1V2Fancy => {
+                let (near, far, bias) = context(plane, y);
+                for x in 0..w {
+                    out[x] = ((near[x] as u32 * 3 + far[x] as u32 + bias) >> 2) as u8;
+                }
+            }
+            Method::H2V2Fancy => {
+                let (near, far, _) = context(plane, y);
+                h2v2(near, far, out);
+            }
+        }
+    }
+}
+
+/// For output row `y` of a vertically doubled plane: the nearer input row, the further one
+/// (above for even rows, below for odd ones, clamped to the real rows) and `h1v2`'s rounding
+/// bias (1 above, 2 below).
+fn context(plane: &Plane, y: usize) -> (&[u8], &[u8], u32) {
+    let iy = y / 2;
+    if y % 2 == 0 {
+        (plane.row(iy), plane.row(iy.saturating_sub(1)), 1)
+    } else {
+        (plane.row(iy), plane.row((iy + 1).min(plane.height - 1)), 2)
+    }
+}
+
+/// `h2v1_fancy_upsample`: each sample becomes two, 3/4 of it and 1/4 of its neighbour on that
+/// side, rounded alternately down (+1) and up (+2); the outermost outputs are the samples.
+/// `input` has at least 3 samples; `out` at most twice as many.
+fn h2v1(input: &[u8], out: &mut [u8]) {
+    let n = input.len();
+    let at = |i: usize| input[i] as u32;
+    let mut put = |i: usize, v: u32| {
+        if i < out.len() {
+            out[i] = v as u8;
+        }
+    };
+    put(0, at(0));
+    put(1, (at(0) * 3 + at(1) + 2) >> 2);
+    for i in 1..n - 1 {
+        let v = at(i) * 3;
+        put(2 * i, (v + at(i - 1) + 1) >> 2);
+        put(2 * i + 1, (v + at(i + 1) + 2) >> 2);
+    }
+    put(2 * n - 2, (at(n - 1) * 3 + at(n - 2) + 1) >> 2);
+    put(2 * n - 1, at(n - 1));
+}
+
+/// `h2v2_fancy_upsample`: column sums `3 * near + far`, then the same triangle across with
+/// 9/16, 3/16, 3/16, 1/16 weights, rounded alternately +8 and +7.
+fn h2v2(near: &[u8], far: &[u8], out: &mut [u8]) {
+    let n = near.len();
+    let sum = |i: usize| near[i] as u32 * 3 + far[i] as u32;
+    let w = out.len();
+    // The full 2n outputs need not fit `out` (the image width may be odd): the body writes the
+    // pairs that do, the ends are checked.
+    out[0] = ((sum(0) * 4 + 8) >> 4) as u8;
+    if w > 1 {
+        out[1] = ((sum(0) * 3 + sum(1) + 7) >> 4) as u8;
+    }
+    let (mut last, mut this) = (sum(0), sum(1));
+    for i in 1..n - 1 {
+        let next = sum(i + 1);
+        if 2 * i + 1 < w {
+            out[2 * i] = ((this * 3 + last + 8) >> 4) as u8;
+            out[2 * i + 1] = ((this * 3 + next + 7) >> 4) as u8;
+        } else if 2 * i < w {
+            out[2 * i] = ((this * 3 + last + 8) >> 4) as u8;
+        }
+        (last, this) = (this, next);
+    }
+    if 2 * n - 2 < w {
+        out[2 * n - 2] = ((this * 3 + last + 8) >> 4) as u8;
+    }
+    if 2 * n - 1 < w {
+        out[2 * n - 1] = ((this * 4 + 7) >> 4) as u8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plane(rows: &[&[u8]]) -> Plane {
+        Plane {
+            data: rows.concat(),
+            stride: rows[0].len(),
+            width: rows[0].len(),
+            height: rows.len(),
+        }
+    }
+
+    #[test]
+    fn choose_follows_jinit_upsampler() {
+        let m = |hv, max, w| Method::choose(hv, max, w).unwrap();
+        assert_eq!(m((2, 2), (2, 2), 5), Method::Full);
+        assert_eq!(m((1, 1), (2, 1), 3), Method::H2V1Fancy);
+        assert_eq!(m((1, 1), (2, 1), 2), Method::Replicate { h: 2, v: 1 });
+        assert_eq!(m((1, 1), (1, 2), 1), Method::H1V2Fancy);
+        assert_eq!(m((1, 1), (2, 2), 3), Method::H2V2Fancy);
+        assert_eq!(m((1, 1), (2, 2), 2), Method::Replicate { h: 2, v: 2 });
+        assert_eq!(m((1, 1), (4, 2), 9), Method::Replicate { h: 4, v: 2 });
+        assert_eq!(m((1, 2), (2, 4), 9), Method::H2V2Fancy);
+        assert!(Method::choose((2, 1), (3, 1), 9).is_err());
+    }
+
+    #[test]
+    fn h2v1_weights_three_quarters_near_and_keeps_the_ends() {
+        let p = plane(&[&[0, 100, 200]]);
+        let mut out = [0u8; 6];
+        Method::H2V1Fancy.row(&p, 0, &mut out);
+        // (3*0+100+2)/4, (300+0+1)/4, (300+200+2)/4, (600+100+1)/4
+        assert_eq!(out, [0, 25, 75, 125, 175, 200]);
+        let mut odd = [0u8; 5];
+        Method::H2V1Fancy.row(&p, 0, &mut odd);
+        assert_eq!(odd, [0, 25, 75, 125, 175]);
+    }
+
+    #[test]
+    fn h1v2_uses_the_row_above_then_below_clamped_at_the_edges() {
+        let p = plane(&[&[0], &[100]]);
+        let rows: Vec<u8> = (0..4)
+            .map(|y| {
+                let mut o = [0u8];
+                Method::H1V2Fancy.row(&p, y, &mut o);
+                o[0]
+            })
+            .collect();
+        // (0*3+0+1)/4, (0*3+100+2)/4, (300+0+1)/4, (300+100+2)/4
+        assert_eq!(rows, [0, 25, 75, 100]);
+    }
+
+    #[test]
+    fn h2v2_rounds_with_8_then_7() {
+        let p = plane(&[&[0, 16, 32], &[64, 80, 96]]);
+        let mut out = [0u8; 6];
+        Method::H2V2Fancy.row(&p, 1, &mut out);
+        // column sums for row 1 (near row 0, far row 1): 64, 128, 192
+        // [(256+8)/16, (192+128+7)/16, (384+64+8)/16, (384+192+7)/16, (576+128+8)/16, (768+7)/16]
+        assert_eq!(out, [16, 20, 28, 36, 44, 48]);
+    }
+}
