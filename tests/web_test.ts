@@ -830,7 +830,7 @@ Deno.test("the chat page keeps a message whose file fails while it waits, sends 
   assert.deepEqual(errors, []);
 });
 
-Deno.test("the chat page: Continue after a refused turn, text after a closing fence, an error without a message, a hint after a bracket", async () => {
+Deno.test("the chat page: Continue after a refused turn (the focus kept), text after a closing fence, an error without a message, a hint after a bracket", async () => {
   const long = "one two three four five six seven eight nine ten";
   const engine = new FakeEngine({
     answer: () => long + "\n```html\n<b>x</b>\n``` after the fence\nend",
@@ -853,6 +853,8 @@ Deno.test("the chat page: Continue after a refused turn, text after a closing fe
   await page.fill("#max-tokens", "2048");
   await page.keyboard.press("Escape");
   await page.click("button.continue");
+  // The button is gone: its focus went to the message box (it fell to the page's body).
+  assert.equal(await page.evaluate(() => document.activeElement?.id), "prompt");
   await page.waitForFunction(() =>
     /after the fence/.test(document.querySelector(".msg.assistant .text")?.textContent ?? "")
   );

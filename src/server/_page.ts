@@ -727,6 +727,8 @@ async function continueAnswer(div, stats) {
   const last = history[history.length - 1];
   if (running || !last || last.role !== "assistant" || div !== lastAnswer()) return;
   const mine = epoch;
+  // The button goes with its line: its focus (a click's too) to the message box, not the body.
+  if (stats.contains(document.activeElement)) prompt.focus();
   stats.remove();
   div.classList.add("streaming");
   div.setAttribute("aria-busy", "true");
