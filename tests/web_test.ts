@@ -386,6 +386,12 @@ Deno.test("the chat page names files it cannot attach, and says where an API key
   await page.waitForFunction(() =>
     /enter it under Settings/.test(document.getElementById("model")?.textContent ?? "")
   );
+  // Read whole at any width: it was cut off like a long model id (on a phone to "no model: This …").
+  for (const width of [360, 768, 1280]) {
+    await page.setViewportSize({ width, height: 640 });
+    const cut = await page.$eval("#model", (e: any) => e.scrollWidth > e.clientWidth);
+    assert.equal(cut, false, `cut off at ${width} px`);
+  }
   await page.setInputFiles("#file", {
     name: "notes.txt",
     mimeType: "text/plain",

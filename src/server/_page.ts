@@ -32,6 +32,13 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
            border-bottom: 1px solid var(--line); }
   header h1 { font-size: 1.05rem; margin: 0; }
   #model { color: var(--muted); font-size: .85rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+  /* Why there is no model ("… enter the API key under Settings") is read whole, not cut off like
+     a long model id (on a phone to "no model: This …"): on a narrow screen on a row of its own. */
+  #model.problem { white-space: normal; }
+  @media (max-width: 720px) {
+    header:has(#model.problem) { flex-wrap: wrap; row-gap: .2rem; }
+    #model.problem { order: 1; flex-basis: 100%; }
+  }
   header details { font-size: .85rem; position: relative; }
   header summary { cursor: pointer; color: var(--muted); list-style: none; }
   #settings { position: absolute; right: 0; top: 1.8rem; z-index: 2; background: var(--panel); border: 1px solid var(--line);
@@ -184,9 +191,12 @@ async function loadModel() {
     if (!response.ok) throw await failure(response);
     model = (await response.json()).data[0].id;
     $("model").textContent = model;
+    $("model").classList.remove("problem");
   } catch (error) {
     $("model").textContent = "no model: " + error.message;
+    $("model").classList.add("problem");
   }
+  $("model").title = $("model").textContent; // a long model id is cut off
 }
 
 // An answer's markdown as DOM nodes, built with textContent only (no HTML from the model reaches
