@@ -26,6 +26,7 @@ declare const requestAnimationFrame: any;
 declare const Navigator: any;
 declare const DataTransfer: any;
 declare const DragEvent: any;
+declare const getComputedStyle: any;
 
 const PNG_PATH = fileURLToPath(
   new URL("./fixtures/tiny-qwen2vl/reference/case2_0.png", import.meta.url),
@@ -249,6 +250,19 @@ Deno.test("the chat page shows the server's error message and leaves the refused
   // The refused turn is back in the box (text and image) to fix, and marked as not sent.
   assert.equal(await page.inputValue("#prompt"), "Too big?");
   assert.equal(await page.locator("#attachments .thumb").count(), 1);
+  // The error is not marked with it: it was struck through and faded, as the question. (Both
+  // come from the element or a box around it.)
+  const look = (selector: string) =>
+    page.$eval(selector, (e: any) => {
+      let opacity = 1, struck = false;
+      for (let x = e; x; x = x.parentElement) {
+        opacity *= Number(getComputedStyle(x).opacity);
+        struck ||= getComputedStyle(x).textDecorationLine === "line-through";
+      }
+      return { opacity, struck };
+    });
+  assert.deepEqual(await look(".msg.assistant .error"), { opacity: 1, struck: false });
+  assert.deepEqual(await look(".msg.user.refused"), { opacity: 0.5, struck: true });
   assert.equal(await page.locator(".msg.user.refused").count(), 1);
   // The next turn goes out alone: it used to carry the refused one (and fail the same way) forever.
   await page.click("#attachments .thumb button");

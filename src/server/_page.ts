@@ -69,7 +69,8 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   .stats { color: var(--muted); font-size: .78rem; margin-top: .35rem; }
   .stats button.continue { margin-left: .5rem; font-size: .78rem; padding: .1rem .5rem; }
   .error { color: var(--err); }
-  .msg.refused { opacity: 0.5; text-decoration: line-through; }
+  /* A turn not sent is struck out; the error under it, which says why, stays readable. */
+  .msg.user.refused { opacity: 0.5; text-decoration: line-through; }
   footer { background: var(--panel); border-top: 1px solid var(--line); padding: .7rem 1rem; }
   form { max-width: 52rem; margin: 0 auto; display: grid; grid-template-columns: auto 1fr auto; gap: .5rem; align-items: end; }
   #attachments { grid-column: 1 / -1; display: flex; gap: .5rem; flex-wrap: wrap; }
