@@ -246,6 +246,9 @@ Deno.test("the chat page shows the server's error message and leaves the refused
     (await page.textContent(".msg.assistant .error"))!,
     /accepts images up to 1000 bytes/,
   );
+  // The server's clause after the field it names ("messages[0]…url: the image is …") starts a
+  // sentence here.
+  assert.match((await page.textContent(".msg.assistant .error"))!, /^The image is \d+ bytes; /);
   assert.equal(engine.calls.length, 0);
   // The refused turn is back in the box (text and image) to fix, and marked as not sent.
   assert.equal(await page.inputValue("#prompt"), "Too big?");

@@ -174,8 +174,12 @@ async function failure(response) {
       ? "The server refused the API key (" + (said || "HTTP 401") + "): check it under Settings (top right)."
       : "This server needs an API key: enter it under Settings (top right).");
   }
-  // The API names the field ("messages[2].content[0].image_url.url: …"); the page's user sent none.
-  const message = said ? said.replace(/^messages\[\d+\][\w.\[\]]*: /, "") : null;
+  // The API names the field ("messages[2].content[0].image_url.url: the image is …"); the page's
+  // user sent none. What is left starts a sentence: a first plain word capitalized (not a name
+  // such as max_pixels).
+  const message = said
+    ? said.replace(/^messages\[\d+\][\w.\[\]]*: /, "").replace(/^[a-z](?=[a-z]* )/, (c) => c.toUpperCase())
+    : null;
   const error = new Error(message || "The server answered HTTP " + response.status + ".");
   error.code = body.error && typeof body.error === "object" ? body.error.code : null;
   return error;
