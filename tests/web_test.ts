@@ -839,6 +839,7 @@ Deno.test("the chat page keeps a message whose file fails while it waits, sends 
     buffer: Buffer.alloc(4096, 7),
   });
   await send(page, "What is in it?");
+  assert.equal(await page.textContent("#notice"), "Reading the image…"); // was "… the video…"
   await page.evaluate(() => (globalThis as any).endReads());
   await page.waitForFunction(() =>
     /Not attached .*noise\.png/.test(document.getElementById("notice")?.textContent ?? "")

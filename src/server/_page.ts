@@ -487,7 +487,8 @@ function readImage(file) {
 function notice() {
   $("notice").textContent = skipped.length
     ? "Not attached (only PNG, JPEG or WebP images and videos this browser plays): " + skipped.join(", ")
-    : attached.some((e) => e.reading) ? "Reading the video…" : "";
+    : attached.some((e) => e.reading && e.video) ? "Reading the video…"
+    : attached.some((e) => e.reading) ? "Reading the image…" : "";
 }
 
 // Each file takes its place in attached at once — in the order chosen ("compare image 1 and
