@@ -840,10 +840,19 @@ Deno.test("the chat page keeps a message whose file fails while it waits, sends 
   });
   await send(page, "What is in it?");
   assert.equal(await page.textContent("#notice"), "Reading the image…"); // was "… the video…"
+  // In the muted grey of other news (as the model's id), not the red of the warning below.
+  const colors = () =>
+    page.evaluate(() =>
+      ["notice", "model"].map((id) => getComputedStyle(document.getElementById(id)).color)
+    );
+  const [reading, muted] = await colors();
+  assert.equal(reading, muted);
   await page.evaluate(() => (globalThis as any).endReads());
   await page.waitForFunction(() =>
     /Not attached .*noise\.png/.test(document.getElementById("notice")?.textContent ?? "")
   );
+  const [warning] = await colors();
+  assert.notEqual(warning, muted);
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(await page.inputValue("#prompt"), "What is in it?");
   assert.equal(engine.calls.length, 1);

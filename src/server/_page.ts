@@ -101,6 +101,7 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   #new-chat, header summary { white-space: nowrap; }
   #notice { grid-column: 1 / -1; color: var(--err); font-size: .85rem; }
   #notice:empty { display: none; }
+  #notice.news { color: var(--muted); }
 </style>
 </head>
 <body>
@@ -485,6 +486,7 @@ function readImage(file) {
 }
 
 function notice() {
+  $("notice").classList.toggle("news", !skipped.length); // "Reading …" is no warning
   $("notice").textContent = skipped.length
     ? "Not attached (only PNG, JPEG or WebP images and videos this browser plays): " + skipped.join(", ")
     : attached.some((e) => e.reading && e.video) ? "Reading the video…"
