@@ -895,44 +895,27 @@ Deno.test("the chat page: Continue after a refused turn (the focus kept), text a
   const first = page.locator(".msg.assistant").first().locator(".text");
   assert.equal(await first.locator("pre code").textContent(), "<b>x</b>");
   assert.match((await first.textContent())!, / after the fence\nend/);
+  // The chat endpoint answering `status` with `error`, as a server or a proxy may: the line the
+  // page writes under the question `text`.
+  const refused = async (text: string, status: number, error: object) => {
+    await page.unroute("**/v1/chat/completions");
+    await page.route(
+      "**/v1/chat/completions",
+      (route) =>
+        route.fulfill({ status, contentType: "application/json", body: JSON.stringify({ error }) }),
+    );
+    const n = await page.locator(".msg.assistant .error").count();
+    await send(page, text);
+    await page.waitForSelector(`.msg.assistant .error >> nth=${n}`);
+    return await page.locator(".msg.assistant .error").nth(n).textContent();
+  };
   // A server (or proxy) error without a message says its status, not a TypeError.
-  await page.route(
-    "**/v1/chat/completions",
-    (route) =>
-      route.fulfill({
-        status: 500,
-        contentType: "application/json",
-        body: '{"error":{"code":"x"}}',
-      }),
-  );
-  await send(page, "And now?");
-  await page.waitForSelector(".msg.assistant .error >> nth=1");
-  assert.equal(
-    await page.locator(".msg.assistant .error").nth(1).textContent(),
-    "The server answered HTTP 500.",
-  );
+  assert.equal(await refused("And now?", 500, { code: "x" }), "The server answered HTTP 500.");
   // The server's sentence ends in a bracket: its full stop comes before the hint.
-  await page.unroute("**/v1/chat/completions");
-  await page.route(
-    "**/v1/chat/completions",
-    (route) =>
-      route.fulfill({
-        status: 400,
-        contentType: "application/json",
-        body: JSON.stringify({
-          error: {
-            message: "The prompt has 5000 tokens (the context holds 4096)",
-            code: "context_length_exceeded",
-          },
-        }),
-      }),
-  );
-  await send(page, "Longer?");
-  await page.waitForSelector(".msg.assistant .error >> nth=2");
+  const said = "The prompt has 5000 tokens (the context holds 4096)";
   assert.equal(
-    await page.locator(".msg.assistant .error").nth(2).textContent(),
-    "The prompt has 5000 tokens (the context holds 4096). The conversation so far counts too: " +
-      "start a New chat (top right) to drop it.",
+    await refused("Longer?", 400, { message: said, code: "context_length_exceeded" }),
+    said + ". The conversation so far counts too: start a New chat (top right) to drop it.",
   );
   assert.deepEqual(errors, []);
 });
