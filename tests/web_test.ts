@@ -98,6 +98,14 @@ async function openPage(
   return { page, errors };
 }
 
+/** Waits until the page's notice names `name` among the files it did not attach. */
+async function waitForNotAttached(page: Page, name: string): Promise<void> {
+  await page.waitForFunction((name) => {
+    const said = document.getElementById("notice")?.textContent ?? "";
+    return said.startsWith("Not attached ") && said.includes(name);
+  }, name);
+}
+
 /** Attaches PNG_PATH through the file input and waits for its thumbnail. */
 async function attachPng(page: Page): Promise<void> {
   await page.setInputFiles("#file", PNG_PATH);
@@ -409,35 +417,18 @@ Deno.test("the chat page names files it cannot attach, and says where an API key
     const cut = await page.$eval("#model", (e: any) => e.scrollWidth > e.clientWidth);
     assert.equal(cut, false, `cut off at ${width} px`);
   }
-  await page.setInputFiles("#file", {
-    name: "notes.txt",
-    mimeType: "text/plain",
-    buffer: Buffer.from("hello"),
-  });
-  await page.waitForFunction(() =>
-    /Not attached .*notes\.txt/.test(document.getElementById("notice")?.textContent ?? "")
-  );
-  assert.equal(await page.locator("#attachments .thumb").count(), 0);
-  // A file that claims to be a PNG but does not open is named too, and not attached.
-  await page.setInputFiles("#file", {
-    name: "broken.png",
-    mimeType: "image/png",
-    buffer: Buffer.from("not a png at all"),
-  });
-  await page.waitForFunction(() =>
-    /Not attached .*broken\.png/.test(document.getElementById("notice")?.textContent ?? "")
-  );
-  assert.equal(await page.locator("#attachments .thumb").count(), 0);
-  // And a video the browser cannot play.
-  await page.setInputFiles("#file", {
-    name: "broken.webm",
-    mimeType: "video/webm",
-    buffer: Buffer.from("not a video either"),
-  });
-  await page.waitForFunction(() =>
-    /Not attached .*broken\.webm/.test(document.getElementById("notice")?.textContent ?? "")
-  );
-  assert.equal(await page.locator("#attachments .thumb").count(), 0);
+  // Named in the notice and not attached: a text file; a file that claims to be a PNG but does
+  // not open; a video the browser cannot play.
+  const files = [
+    { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("hello") },
+    { name: "broken.png", mimeType: "image/png", buffer: Buffer.from("not a png at all") },
+    { name: "broken.webm", mimeType: "video/webm", buffer: Buffer.from("not a video either") },
+  ];
+  for (const file of files) {
+    await page.setInputFiles("#file", file);
+    await waitForNotAttached(page, file.name);
+    assert.equal(await page.locator("#attachments .thumb").count(), 0);
+  }
   assert.deepEqual(errors, []);
 });
 
@@ -848,9 +839,7 @@ Deno.test("the chat page keeps a message whose file fails while it waits, sends 
   const [reading, muted] = await colors();
   assert.equal(reading, muted);
   await page.evaluate(() => (globalThis as any).endReads());
-  await page.waitForFunction(() =>
-    /Not attached .*noise\.png/.test(document.getElementById("notice")?.textContent ?? "")
-  );
+  await waitForNotAttached(page, "noise.png");
   const [warning] = await colors();
   assert.notEqual(warning, muted);
   await new Promise((r) => setTimeout(r, 200));
