@@ -280,14 +280,16 @@ function inline(text) {
 }
 
 // A code span as CommonMark reads one: a run of backticks up to the next run of as many (one,
-// two, three: a model writes all of them inline; a run never closed is text); or **bold**.
-const SPAN = /(?<!\x60)(\x60+)(?!\x60)([^\n]*?[^\x60\n])\1(?!\x60)|\*\*[^*\n]+\*\*/g;
+// two, three: a model writes all of them inline); or **bold**; or a run of backticks never
+// closed, which is text (matched whole, so that no span starts inside it).
+const SPAN = /(\x60+)(?!\x60)([^\n]*?[^\x60\n])\1(?!\x60)|\*\*[^*\n]+\*\*|\x60+/g;
 
 // A line's code spans and bold as nodes, the rest as text.
 function spans(line) {
   const out = [];
   let at = 0;
   for (const m of line.matchAll(SPAN)) {
+    if (!m[1] && m[0][0] === "\x60") continue; // stays in the text around it
     if (m.index > at) out.push(line.slice(at, m.index));
     at = m.index + m[0].length;
     if (m[1]) {
