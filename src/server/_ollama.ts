@@ -7,7 +7,11 @@
  * durations in nanoseconds, errors as `{"error": "…"}`. A message's `images` may be in any
  * message, as Ollama takes them (Qwen2-VL's chat template places an image in any turn) — with
  * `tools`, not in an assistant's or a tool's, whose turns are written as Qwen's call format, in
- * text. Shapes follow ollama-js's src/interfaces.ts (MIT) and Ollama's docs/api.md.
+ * text. `keep_alive` 0 unloads the model — at once on a request without messages (Ollama's unload,
+ * `ollama stop`), else once the request is answered — where the server can load it again (given
+ * the function that loads it: src/server/_engine_holder.ts); other durations keep it loaded, as
+ * the server does anyway: nothing unloads on a timer. Shapes follow ollama-js's
+ * src/interfaces.ts (MIT) and Ollama's docs/api.md.
  *
  * Options: `temperature`, `top_k`, `top_p`, `min_p`, `seed`, `num_predict` (absent, −1, −2 or past
  * 8192: as many tokens as the context holds, up to 8192), `stop`, `presence_penalty`, `frequency_penalty` and `repeat_penalty` (as the
@@ -121,8 +125,18 @@ export interface OllamaRequest {
   body: Json;
   /** /api/generate with `raw`: `body` is a /v1/completions request. */
   raw: boolean;
-  /** No messages (no prompt): Ollama's request to load the model, answered at once. */
+  /**
+   * No messages (no prompt): Ollama's request to load the model — or, with `keepAlive` 0, to
+   * unload it — answered without generating.
+   */
   load: boolean;
+  /**
+   * `keep_alive` in seconds (Infinity: a negative one, for ever), or undefined where not given. 0
+   * unloads the model once the request is done (the server can: the function it loads the model
+   * with; it loads it again for the next request); others keep it loaded, as the server does
+   * anyway — it unloads on no timer.
+   */
+  keepAlive: number | undefined;
   /** Stream JSON lines (Ollama's default) or answer once. */
   stream: boolean;
   /** The model as the request named it (answers repeat it), or the served one's name. */
@@ -265,6 +279,53 @@ function sampling(
   return { toContext, stop: stop as string[] | undefined };
 }
 
+/** Seconds in each unit of a Go duration (Ollama's keep_alive is one: time.ParseDuration's). */
+const DURATION_UNITS: Readonly<Record<string, number>> = {
+  ns: 1e-9,
+  us: 1e-6,
+  "µs": 1e-6, // U+00B5
+  "μs": 1e-6, // U+03BC
+  ms: 1e-3,
+  s: 1,
+  m: 60,
+  h: 3600,
+};
+
+/**
+ * A request's `keep_alive` in seconds, as Ollama reads it: a number of seconds, or a Go duration
+ * ("5m", "1h30m", "0"); negative is for ever (Infinity). A string of a plain number is taken as
+ * seconds too (Ollama refuses it; its OLLAMA_KEEP_ALIVE takes it). Undefined where not given.
+ */
+export function keepAliveSeconds(json: Json): number | undefined {
+  const v = json.keep_alive;
+  if (v === undefined || v === null) return undefined;
+  let seconds: number | undefined;
+  if (typeof v === "number" && Number.isFinite(v)) seconds = v;
+  else if (typeof v === "string") {
+    const t = v.trim();
+    if (/^[-+]?(\d+\.?\d*|\.\d+)$/.test(t)) seconds = Number(t);
+    else {
+      const sign = t.startsWith("-") ? -1 : 1;
+      const body = t.replace(/^[-+]/, "");
+      const part = /(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)/gy;
+      let total = 0, end = 0;
+      for (let m; (m = part.exec(body));) {
+        total += Number(m[1]) * DURATION_UNITS[m[2]];
+        end = part.lastIndex;
+      }
+      if (body && end === body.length) seconds = sign * total;
+    }
+  }
+  if (seconds === undefined) {
+    throw invalid(
+      "keep_alive",
+      `keep_alive must be a duration ("5m", "1h", "0") or a number of seconds (negative: for ` +
+        `ever); got ${JSON.stringify(v)}.`,
+    );
+  }
+  return seconds < 0 ? Infinity : seconds;
+}
+
 /** A message's base64 `images` (or data: URLs) as the chat endpoint's image parts. */
 function imageParts(images: unknown, at: string): Json[] {
   if (images === undefined || images === null) return [];
@@ -354,6 +415,7 @@ export function ollamaChat(json: unknown, names: string | readonly string[]): Ol
   const truncate = json.truncate ?? true;
   if (typeof truncate !== "boolean") throw invalid("truncate", "truncate must be true or false.");
   return {
+    keepAlive: keepAliveSeconds(json),
     truncate,
     stop,
     body,
@@ -410,6 +472,7 @@ export function ollamaGenerate(json: unknown, names: string | readonly string[])
   }
   const { toContext, stop } = sampling(json, body, raw);
   return {
+    keepAlive: keepAliveSeconds(json),
     truncate: false, // one prompt: nothing to drop
     stop,
     body,
@@ -472,7 +535,9 @@ function stats(r: GenerationResult, started: number): Json {
   const ns = (ms: number) => Math.round(ms * 1e6);
   return {
     total_duration: ns(performance.now() - started),
-    load_duration: 0, // the model is loaded before the server listens
+    // Not measured: a request that waited for the model to load (again) has the wait in
+    // total_duration.
+    load_duration: 0,
     prompt_eval_count: r.usage.promptTokens,
     prompt_eval_duration: ns(r.timings.visionMs + r.timings.prefillMs),
     eval_count: r.usage.completionTokens,
@@ -628,13 +693,20 @@ function ndjsonFormat(model: string, answer: {
   };
 }
 
-/** The answer to a request with no messages (no prompt): Ollama's "the model is loaded". */
-export function loadedObject(model: string, kind: "chat" | "generate"): Json {
+/**
+ * The answer to a request with no messages (no prompt): Ollama's "the model is loaded", or (with
+ * keep_alive 0) "unloaded".
+ */
+export function loadedObject(
+  model: string,
+  kind: "chat" | "generate",
+  reason: "load" | "unload" = "load",
+): Json {
   return {
     ...stamp(model),
     ...(kind === "chat" ? { message: { role: "assistant", content: "" } } : { response: "" }),
     done: true,
-    done_reason: "load",
+    done_reason: reason,
   };
 }
 

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { GenerationResult, TokenLogprob } from "../generate/types.ts";
 import { badRequest, HttpError } from "./_errors.ts";
 import {
+  keepAliveSeconds,
   namedModel,
   ollamaChat,
   ollamaChatFormat,
@@ -474,4 +475,36 @@ Deno.test("withoutOldest() drops the oldest turns, never a system message or the
   assert.equal(texts(6), undefined); // five to drop at most
   assert.equal(withoutOldest(body, 1)?.body.stream, true);
   assert.deepEqual(withoutOldest(body, 2)?.kept, [0, 4, 5, 6]); // the messages kept, by index
+});
+
+Deno.test("keepAliveSeconds() reads keep_alive as Ollama does: seconds, a Go duration, negative for ever; a malformed one is a 400", () => {
+  const read = (keep_alive: unknown) => keepAliveSeconds({ keep_alive });
+  assert.equal(read(undefined), undefined);
+  assert.equal(read(null), undefined);
+  for (
+    const [given, seconds] of [
+      [0, 0],
+      ["0", 0],
+      ["0s", 0],
+      [300, 300],
+      ["300", 300],
+      ["5m", 300],
+      ["1h30m", 5400],
+      ["1.5h", 5400],
+      [".5s", 0.5],
+      ["250ms", 0.25],
+      ["+2s", 2],
+      [-1, Infinity],
+      ["-1m", Infinity],
+    ] as const
+  ) {
+    assert.equal(read(given), seconds, JSON.stringify(given));
+  }
+  for (const bad of ["", "5 minutes", "5d", "m", "1h-2m", true, {}, [], Infinity]) {
+    assert.throws(
+      () => read(bad),
+      (e) => e instanceof HttpError && e.status === 400 && e.param === "keep_alive",
+      String(bad),
+    );
+  }
 });

@@ -86,6 +86,7 @@ import { readJson } from "./_json.ts";
 import { Metrics } from "./_metrics.ts";
 import { ImageDecoder } from "./_decoder.ts";
 import { answerUnrouted } from "./_routes.ts";
+import { EngineHolder, type EngineSource, type Lease } from "./_engine_holder.ts";
 import { type ToolRequest, toolSchemaError } from "./_tools.ts";
 
 /** Limits and switches of the HTTP API; every field has a safe default. */
@@ -196,6 +197,7 @@ function follow(clientSignal: AbortSignal, abort: AbortController): () => void {
  * The engine's events of `n` choices, one generation after the other, once the ticket's turn
  * comes; the turn is given back however they end. With a seed, choice i samples with seed ± i
  * (the same request, the same answers); without, each draws its own. An aborted choice ends them.
+ * `onEnd` is called once they have ended (the request's hold on the engine given back).
  */
 async function* turnEvents(
   ticket: Ticket,
@@ -203,6 +205,7 @@ async function* turnEvents(
   options: GenerateOptions,
   n: number,
   onTurn: () => void = () => {},
+  onEnd: () => void = () => {},
 ): AsyncGenerator<{ index: number; event: GenerationEvent }> {
   try {
     await ticket.ready;
@@ -229,6 +232,7 @@ async function* turnEvents(
     }
   } finally {
     ticket.release();
+    onEnd();
   }
 }
 
@@ -357,7 +361,10 @@ const HELD_HEARTBEAT_MS = 1000;
 
 /**
  * Builds the HTTP app for `engine` (or for the promise of one still loading: requests wait for it,
- * `/health` says "loading"). Use `app.fetch` as a fetch handler (`Deno.serve(app.fetch)`,
+ * `/health` says "loading"; or for a function that loads one, called at once — and again after an
+ * unload: Ollama's `keep_alive: 0` unloads an engine that has `dispose()` (a WorkerEngine, whose
+ * `closed` is then awaited), freeing the GPU, and the next request that needs it loads it again,
+ * waiting for it). Use `app.fetch` as a fetch handler (`Deno.serve(app.fetch)`,
  * `export default app` for `deno serve`), or mount it with `parent.route(prefix, app)`. A path it
  * does not serve is a JSON 404 listing what it does (a served path's other methods: a 405 with
  * `Allow`); mounted, it answers so for `<prefix>/v1/*` and `<prefix>/api/*` (register the parent's
@@ -374,10 +381,7 @@ const HELD_HEARTBEAT_MS = 1000;
  * console.log((await response.json()).choices[0].message.content);
  * ```
  */
-export function createApp(
-  engine: ChatEngine | Promise<ChatEngine>,
-  options: ServerOptions = {},
-): Hono {
+export function createApp(engine: EngineSource, options: ServerOptions = {}): Hono {
   // Fields given as undefined keep their defaults (a spread would overwrite them).
   const given = Object.entries(options).filter(([, v]) => v !== undefined);
   const settings: Settings = { ...DEFAULTS, ...Object.fromEntries(given) };
@@ -402,45 +406,23 @@ export function createApp(
     timeoutMs: settings.imageFetchTimeoutMs,
     decode: (bytes) => decoder.decode(bytes),
   };
-  let loaded: ChatEngine | undefined = engine instanceof Promise ? undefined : engine;
-  let loadError: unknown;
-  const engineReady = Promise.resolve(engine).then(
-    (e) => {
-      metrics.model = nameOf(e);
-      return (loaded = e);
-    },
-    (error) => {
-      loadError = error;
-      throw error;
-    },
-  );
-  engineReady.catch(() => {}); // reported by /health and by each request
-  // Requests for the model waiting for it to load (not yet in the queue): /health and /metrics
-  // count them, until the load ends or (`signal`) their client leaves.
-  let awaitingLoad = 0;
-  const untilLoaded = async (signal?: AbortSignal): Promise<ChatEngine> => {
-    if (loaded) return loaded;
-    awaitingLoad++;
-    let counted = true;
-    const leave = () => {
-      if (counted) awaitingLoad--;
-      counted = false;
-    };
-    signal?.addEventListener("abort", leave, { once: true });
-    try {
-      return await engineReady;
-    } finally {
-      signal?.removeEventListener("abort", leave);
-      leave();
-    }
-  };
+  // The engine, loaded — and unloaded and loaded again, where it can be — as asked; requests hold
+  // it while they use it (src/server/_engine_holder.ts).
+  const holder = new EngineHolder(engine);
+  // Reported by /health and by each request where it fails.
+  holder.first.then((e) => (metrics.model = nameOf(e)), () => {});
+  /**
+   * The engine as last loaded, for what it says of itself (its names, context, weights): loaded or
+   * not, once it has loaded once (not counted among the requests waiting for the model).
+   */
+  const described = async (): Promise<ChatEngine> => holder.known ?? await holder.first;
   /**
    * The settings request parsing reads, with the engine's chat template's default system message
    * (tools are described after it where a conversation has none) once the engine has loaded.
    */
   const limits = (): ParseSettings => ({
     ...settings,
-    defaultSystemPrompt: loaded?.defaultSystemPrompt,
+    defaultSystemPrompt: holder.known?.defaultSystemPrompt,
   });
   /**
    * A request parsed with {@link limits}: at once, so a bad one is a 400 while the model still
@@ -452,9 +434,9 @@ export function createApp(
     signal: AbortSignal,
   ): Promise<T> => {
     const early = parse(limits());
-    if (loaded) return early;
-    await untilLoaded(signal).catch(() => {});
-    return loaded ? parse(limits()) : early;
+    if (holder.known) return early;
+    await holder.untilKnown(signal).catch(() => {});
+    return holder.known ? parse(limits()) : early;
   };
 
   // Not strict: a path with a trailing slash (`/v1/chat/completions/`) is the route without it, for
@@ -471,7 +453,7 @@ export function createApp(
       "/metrics",
       (c) =>
         c.body(
-          metrics.render({ running: queue.running, waiting: queue.waiting + awaitingLoad }),
+          metrics.render({ running: queue.running, waiting: queue.waiting + holder.waiting }),
           200,
           {
             "content-type": "text/plain; version=0.0.4; charset=utf-8",
@@ -506,7 +488,9 @@ export function createApp(
   app.onError((error, c) => {
     const http = toHttpError(error);
     // The engine's failure was logged where it happened; each request it refuses is not news.
-    if (http.status === 500 && error !== loaded?.failure) console.error("qvq server:", error);
+    if (http.status === 500 && error !== holder.engine?.failure) {
+      console.error("qvq server:", error);
+    }
     return errorOf(c, http);
   });
   app.use("/api/*", async (c, next) => {
@@ -515,9 +499,19 @@ export function createApp(
   });
 
   app.get("/health", (c) => {
+    const loadError = holder.loadError;
     if (loadError instanceof EngineClosedError) return c.json({ status: "shutting_down" }, 503);
     if (loadError) return c.json({ status: "error", error: String(loadError) }, 500);
-    if (!loaded) return c.json({ status: "loading", waiting: awaitingLoad }, 503);
+    const known = holder.known;
+    if (!known) return c.json({ status: "loading", waiting: holder.waiting }, 503);
+    const loaded = holder.engine;
+    if (!loaded) {
+      // Unloaded (Ollama's keep_alive 0), still unloading, or loading again for the requests
+      // waiting: the server serves (a request loads the model, and waits for it), so a 200 — a
+      // supervisor must not restart it, nor a balancer drop it, for that.
+      const state = holder.state === "loading" ? "reloading" : holder.state;
+      return c.json({ status: state, model: nameOf(known), waiting: holder.waiting });
+    }
     // An engine that can answer no more (its GPU device lost) is no longer healthy: a supervisor
     // polling /health restarts the server, as with vLLM's dead engine.
     const failure = loaded.failure;
@@ -585,11 +579,11 @@ export function createApp(
   });
 
   app.get("/v1/models", async (c) => {
-    return c.json({ object: "list", data: [modelObject(await engineReady)] });
+    return c.json({ object: "list", data: [modelObject(await described())] });
   });
 
   app.get("/v1/models/:id{.+}", async (c) => {
-    const e = await engineReady;
+    const e = await described();
     // A trailing slash is the route's own, as on every other path (under a strict parent it
     // reaches here as part of the id).
     const id = c.req.param("id").replace(/\/$/, "");
@@ -697,8 +691,8 @@ export function createApp(
   ): T {
     let request: T;
     try {
-      // After servedEngine(): with the engine's default system message. Images in any message,
-      // as Ollama takes them.
+      // Once the engine is known: with its default system message. Images in any message, as
+      // Ollama takes them.
       request = parse(body, { ...limits(), imagesInAnyRole: true });
     } catch (error) {
       throw ollamaError(error, o.sources);
@@ -773,44 +767,78 @@ export function createApp(
     return { request: best.r, checked: true };
   }
 
+  /**
+   * Ollama's request without messages (no prompt): the model loaded (again, where it was
+   * unloaded) — or, with keep_alive 0, unloaded, freeing the GPU: at once where no request holds
+   * it (answered once it is), else once they are done (answered at once), as Ollama's.
+   */
+  async function loadOrUnload(
+    o: OllamaRequest,
+    kind: "chat" | "generate",
+    signal: AbortSignal,
+  ): Promise<Response> {
+    if (o.keepAlive !== 0) {
+      (await servedEngine(undefined, signal, false)).release();
+      return onceResponse(o.stream, loadedObject(o.model, kind));
+    }
+    if (!holder.canUnload) {
+      throw new HttpError(
+        501,
+        "This server keeps its model loaded: it was given the model loaded, not a way to load " +
+          "it again, so it cannot unload it (keep_alive 0). Stop the server to free the GPU.",
+        "invalid_request_error",
+        "keep_alive",
+        "not_implemented",
+      );
+    }
+    await holder.unload();
+    return onceResponse(o.stream, loadedObject(o.model, kind, "unload"));
+  }
+
   app.post("/api/chat", limitBody, async (c) => {
-    const e = await servedEngine(undefined, c.req.raw.signal);
+    const e = await holder.untilKnown(c.req.raw.signal);
     const o = ollamaChat(await readJson(c.req.raw), namesOf(e));
-    if (o.load) return onceResponse(o.stream, loadedObject(o.model, "chat"));
+    if (o.load) return await loadOrUnload(o, "chat", c.req.raw.signal);
     const parse = (body: Record<string, unknown>) => ollamaParsed(parseChatRequest, o, body);
     const request = parse(o.body);
     const format = ollamaChatFormat(o.model, request.tools?.mode, o.sources);
     return await answer(c.req.raw, request, format, async (e, signal) => {
       const kept = await fitted(e, o, parse, request, signal);
       return await prepareChat(kept.request, kept.checked)(e, signal);
-    });
+    }, o.keepAlive === 0);
   });
 
   app.post("/api/generate", limitBody, async (c) => {
-    const e = await servedEngine(undefined, c.req.raw.signal);
+    const e = await holder.untilKnown(c.req.raw.signal);
     const o = ollamaGenerate(await readJson(c.req.raw), namesOf(e));
-    if (o.load) return onceResponse(o.stream, loadedObject(o.model, "generate"));
+    if (o.load) return await loadOrUnload(o, "generate", c.req.raw.signal);
     const format = ollamaGenerateFormat(o.model, o.sources, o.raw);
+    const unloadAfter = o.keepAlive === 0;
     if (!o.raw) {
       const request = ollamaParsed(parseChatRequest, o);
-      return await answer(c.req.raw, request, format, prepareChat(request));
+      return await answer(c.req.raw, request, format, prepareChat(request), unloadAfter);
     }
     // Ollama's "until the context is full" (not /v1/completions' 16), set by ollamaParsed.
     const request = ollamaParsed(parseCompletionRequest, o);
     const prepare = prepareCompletion(request, "/api/generate with raw", "; send it without raw");
-    return await answer(c.req.raw, request, format, prepare);
+    return await answer(c.req.raw, request, format, prepare, unloadAfter);
   });
 
   app.get("/api/tags", async (c) => {
-    const e = await engineReady;
+    const e = await described();
     return c.json({ models: [await modelEntry(nameOf(e), since, e.weightTypes)] });
   });
 
+  // The model in memory: none while it is unloaded (or unloading, or loading again).
   app.get("/api/ps", async (c) => {
-    const e = await engineReady;
+    await described();
+    const e = holder.engine;
+    if (!e) return c.json({ models: [] });
     const running = {
       ...await modelEntry(nameOf(e), since, e.weightTypes),
-      expires_at: "2318-01-01T00:00:00Z", // never unloaded: Ollama's date for keep_alive -1
+      // Never unloaded on a timer: Ollama's date for keep_alive -1; now where it unloads once the
+      // requests holding it are done (the last one's keep_alive was 0).
+      expires_at: holder.unloadsWhenIdle ? new Date().toISOString() : "2318-01-01T00:00:00Z",
       size_vram: 0,
       ...(e.maxContext ? { context_length: e.maxContext } : {}),
     };
@@ -818,7 +846,7 @@ export function createApp(
   });
 
   app.post("/api/show", limitBody, async (c) => {
-    const e = await engineReady;
+    const e = await described();
     namedModel(await readJson(c.req.raw), namesOf(e), true);
     return c.json(showObject(e.maxContext, since, e.weightTypes));
   });
@@ -827,7 +855,7 @@ export function createApp(
 
   // A pull of the model served succeeds (clients pull before they chat); nothing else is pulled.
   app.post("/api/pull", limitBody, async (c) => {
-    const e = await engineReady;
+    const e = await described();
     const json = await readJson(c.req.raw);
     namedModel(json, namesOf(e), true);
     return onceResponse((json as { stream?: unknown }).stream !== false, { status: "success" });
@@ -849,7 +877,7 @@ export function createApp(
         501,
         `${c.req.path} is not served: this server generates with the one model it loaded ` +
           `(${
-            loaded ? nameOf(loaded) : "loading"
+            holder.known ? nameOf(holder.known) : "loading"
           }); it does not embed, create, copy, delete or push models.`,
         "invalid_request_error",
         null,
@@ -858,22 +886,46 @@ export function createApp(
     });
   }
 
-  /** The engine for a request that may name its model; a 404 where the engine lacks `method`. */
-  const engineFor = async (model: string | undefined, method: "tokenize" | "detokenize") => {
-    const e = await servedEngine(model);
-    if (!e[method]) throw notServed(`/${method}`);
-    return e;
+  /**
+   * `use` with the engine, for a request that may name its model (a 404 where the engine lacks
+   * `method`), held until it is done.
+   */
+  const withEngine = async <T>(
+    model: string | undefined,
+    method: "tokenize" | "detokenize",
+    use: (e: ChatEngine) => Promise<T>,
+  ): Promise<T> => {
+    const lease = await servedEngine(model);
+    try {
+      if (!lease.engine[method]) throw notServed(`/${method}`);
+      return await use(lease.engine);
+    } finally {
+      lease.release();
+    }
   };
 
-  /** The engine, once loaded, where `model` (if given) names it; else the 404 for `model`. */
+  /**
+   * The engine, held for a request (release the lease when done), where `model` (if given) names
+   * it — else the 404 for `model`: once loaded (again, where it was unloaded). `unloadAfter`: as
+   * EngineHolder.acquire() takes it (the request's keep_alive is 0, or not; unset: it says
+   * nothing).
+   */
   async function servedEngine(
     model: string | undefined,
     signal?: AbortSignal,
-  ): Promise<ChatEngine> {
-    const e = await untilLoaded(signal);
-    if (model !== undefined && !namesOf(e).includes(model)) throw modelNotFound(model, nameOf(e));
-    if (e.failure) throw e.failure; // before its images are decoded, or its turn waited for
-    return e;
+    unloadAfter?: boolean,
+  ): Promise<Lease> {
+    const known = await holder.untilKnown(signal);
+    if (model !== undefined && !namesOf(known).includes(model)) {
+      throw modelNotFound(model, nameOf(known));
+    }
+    const lease = await holder.acquire({ signal, unloadAfter });
+    const failure = lease.engine.failure;
+    if (failure) {
+      lease.release();
+      throw failure; // before its images are decoded, or its turn waited for
+    }
+    return lease;
   }
 
   // vLLM's tokenizer endpoints: the ids the model would read, and the text of ids.
@@ -883,42 +935,48 @@ export function createApp(
       (limits) => parseTokenizeRequest(body, limits),
       c.req.raw.signal,
     );
-    const e = await engineFor(request.model, "tokenize");
-    const field = "prompt" in request ? "prompt" : "messages";
-    // The images' sizes go in their place: an image's token count follows from its size, read
-    // from its headers (none is decoded: 32 photos of 8000 x 8000 took 7 GB to count).
-    const messages = "prompt" in request
-      ? []
-      : await sizeMessages(request.messages, policy, c.req.raw.signal);
-    const input = "prompt" in request ? { prompt: request.prompt } : {
-      messages,
-      continueFinalMessage: request.continueFinalMessage,
-      addGenerationPrompt: request.addGenerationPrompt,
-      chatTemplateKwargs: request.chatTemplateKwargs,
-      imageSizes: imageSizes(messages),
-    };
-    const tokens = await e.tokenize!(input).catch((error) => {
-      throw fieldError(error, field);
-    });
-    return c.json({
-      count: tokens.length,
-      ...(e.maxContext ? { max_model_len: e.maxContext } : {}),
-      tokens,
+    return await withEngine(request.model, "tokenize", async (e) => {
+      const field = "prompt" in request ? "prompt" : "messages";
+      // The images' sizes go in their place: an image's token count follows from its size, read
+      // from its headers (none is decoded: 32 photos of 8000 x 8000 took 7 GB to count).
+      const messages = "prompt" in request
+        ? []
+        : await sizeMessages(request.messages, policy, c.req.raw.signal);
+      const input = "prompt" in request ? { prompt: request.prompt } : {
+        messages,
+        continueFinalMessage: request.continueFinalMessage,
+        addGenerationPrompt: request.addGenerationPrompt,
+        chatTemplateKwargs: request.chatTemplateKwargs,
+        imageSizes: imageSizes(messages),
+      };
+      const tokens = await e.tokenize!(input).catch((error) => {
+        throw fieldError(error, field);
+      });
+      return c.json({
+        count: tokens.length,
+        ...(e.maxContext ? { max_model_len: e.maxContext } : {}),
+        tokens,
+      });
     });
   });
 
   app.post("/detokenize", limitBody, async (c) => {
     const request = parseDetokenizeRequest(await readJson(c.req.raw));
-    const e = await engineFor(request.model, "detokenize");
-    const prompt = await e.detokenize!(request.tokens).catch((error) => {
-      throw fieldError(error, "tokens");
-    });
+    const prompt = await withEngine(
+      request.model,
+      "detokenize",
+      (e) =>
+        e.detokenize!(request.tokens).catch((error) => {
+          throw fieldError(error, "tokens");
+        }),
+    );
     return c.json({ prompt });
   });
 
   /**
    * Serves one generation request of either endpoint: the model checked, `prepare` (fetching
-   * images) before queueing, then the events once its turn comes — one response, or a stream.
+   * images) before queueing, then the events once its turn comes — one response, or a stream. The
+   * engine is held for it until its events end; `unloadAfter`: its keep_alive is 0 (Ollama's).
    */
   async function answer(
     raw: Request,
@@ -931,8 +989,12 @@ export function createApp(
       engine: ChatEngine,
       signal: AbortSignal,
     ) => Promise<(options: GenerateOptions) => AsyncIterable<GenerationEvent>>,
+    unloadAfter = false,
   ): Promise<Response> {
-    const e = await servedEngine(request.model, raw.signal);
+    const lease = await servedEngine(request.model, raw.signal, unloadAfter);
+    const e = lease.engine;
+    // The events give the engine back once they have begun (turnEvents); before, this does.
+    let handedOver = false;
     // The engine names its refusals of a format "response_format": where vLLM's guided_* field
     // set it, that field.
     const field = request.formatField;
@@ -976,6 +1038,7 @@ export function createApp(
           { ...request.options, signal: abort.signal },
           request.n,
           () => metrics.queued(since()),
+          lease.release,
         ),
         metrics,
         since,
@@ -984,6 +1047,7 @@ export function createApp(
       const header = completionHeader(nameOf(e), format.prefix);
       if (request.stream) {
         const first = events.next();
+        handedOver = true;
         first.catch(() => {}); // awaited below or in the stream
         await within(first, Math.min(STREAM_GRACE_MS, settings.keepAliveMs));
         streaming = true;
@@ -1005,6 +1069,7 @@ export function createApp(
         if (!results.length) throw new Error("the engine's stream ended without a result");
         return format.whole(header, results);
       })();
+      handedOver = true;
       whole.catch(() => {}); // awaited below or in the held response
       // Most answers come within the grace, with their own status. A longer one is answered 200 at
       // once and held open with a space a second until its JSON: Deno's request.signal misses a
@@ -1037,6 +1102,7 @@ export function createApp(
       throw format.inputError(error) ?? error;
     } finally {
       if (!streaming) detach();
+      if (!handedOver) lease.release();
     }
   }
 

@@ -2555,3 +2555,190 @@ Deno.test("Ollama's images in system, assistant and tool messages reach the engi
   assert.equal(v1.status, 400);
   assert.match((await v1.json()).error.message, /images are only allowed in user messages/);
 });
+
+/** A fake that can be disposed, as a WorkerEngine: `closed` settles once `free()` is called. */
+class DisposableFake extends FakeEngine {
+  disposed = false;
+  readonly #closed = Promise.withResolvers<void>();
+  constructor(options: FakeEngineOptions = {}, free = true) {
+    super(options);
+    if (free) this.#closed.resolve();
+  }
+  dispose(): void {
+    this.disposed = true;
+  }
+  get closed(): Promise<void> {
+    return this.#closed.promise;
+  }
+  free(): void {
+    this.#closed.resolve();
+  }
+}
+
+/** An app given a function that loads a DisposableFake (`engines`: each one it loaded). */
+function reloadable(
+  engine: FakeEngineOptions = {},
+  options: ServerOptions & { free?: boolean; load?: () => Promise<void> } = {},
+) {
+  const engines: DisposableFake[] = [];
+  const { free, load, ...server } = options;
+  const app = createApp(async () => {
+    await load?.();
+    const e = new DisposableFake(engine, free ?? true);
+    engines.push(e);
+    return e;
+  }, server);
+  return { app, engines };
+}
+
+const ollama = (app: ReturnType<typeof createApp>, path: string, body: Record<string, unknown>) =>
+  Promise.resolve(
+    app.request(path, { method: "POST", body: JSON.stringify({ model: MODEL, ...body }) }),
+  );
+
+Deno.test("Ollama's keep_alive 0 without messages unloads the model (disposed: the GPU freed): /api/ps lists nothing, /health says so; the next request loads it again", async () => {
+  const { app, engines } = reloadable();
+  const unload = await ollama(app, "/api/chat", { messages: [], keep_alive: 0 });
+  assert.equal(unload.status, 200);
+  const said = JSON.parse(await unload.text());
+  assert.equal(said.done_reason, "unload");
+  assert.deepEqual(said.message, { role: "assistant", content: "" });
+  assert.equal(engines[0].disposed, true);
+  assert.deepEqual(await (await app.request("/api/ps")).json(), { models: [] });
+  const health = await app.request("/health");
+  assert.equal(health.status, 200); // serving: a request loads it again
+  assert.deepEqual(await health.json(), { status: "unloaded", model: MODEL, waiting: 0 });
+  // What it is stays known, without loading it again.
+  assert.equal((await (await app.request("/api/tags")).json()).models.length, 1);
+  assert.equal((await (await app.request("/v1/models")).json()).data[0].id, MODEL);
+  assert.equal(engines.length, 1);
+  // Any request that needs the model loads it again.
+  const answered = await post(app, hello);
+  assert.equal(answered.status, 200);
+  assert.equal(
+    (await answered.json()).choices[0].message.content,
+    "I see 0 images. You said: Hello there",
+  );
+  assert.equal(engines.length, 2);
+  assert.equal(engines[1].calls.length, 1);
+  assert.equal((await (await app.request("/api/ps")).json()).models.length, 1);
+  assert.equal((await (await app.request("/health")).json()).status, "ok");
+  // /api/generate's unload; then a load (no prompt, no keep_alive 0) loads it again.
+  const generate = await ollama(app, "/api/generate", { keep_alive: "0s", stream: false });
+  assert.deepEqual(
+    (({ model, response, done, done_reason }) => ({ model, response, done, done_reason }))(
+      await generate.json(),
+    ),
+    { model: MODEL, response: "", done: true, done_reason: "unload" },
+  );
+  assert.equal(engines[1].disposed, true);
+  const load = await ollama(app, "/api/generate", { stream: false });
+  assert.equal((await load.json()).done_reason, "load");
+  assert.equal(engines.length, 3);
+  assert.equal((await (await app.request("/api/ps")).json()).models.length, 1);
+  // Unloaded, a tokenize loads it too.
+  await ollama(app, "/api/chat", { messages: [], keep_alive: 0 });
+  const tokenized = await app.request("/tokenize", {
+    method: "POST",
+    body: JSON.stringify({ prompt: "The sea" }),
+  });
+  assert.equal(tokenized.status, 404); // the fake has no tokenizer: but it was loaded to say so
+  assert.equal(engines.length, 4);
+});
+
+Deno.test("an unload while a request generates waits for it (answered at once); requests that come while it unloads or loads again wait, counted, and are answered", async () => {
+  const go = gate();
+  const loading = gate();
+  let loads = 0;
+  const { app, engines } = reloadable({ hold: (k) => k === 1 ? go.promise : undefined }, {
+    free: false,
+    // The first load at once; the next one held until the test lets it.
+    load: () => loads++ ? loading.promise : Promise.resolve(),
+  });
+  const first = post(app, hello);
+  await waitFor(() => engines[0]?.calls.length === 1, "the first request to generate");
+  const unload = await ollama(app, "/api/chat", { messages: [], keep_alive: 0, stream: false });
+  assert.equal((await unload.json()).done_reason, "unload");
+  // Still generating: loaded, going once done.
+  assert.equal(engines[0].disposed, false);
+  const ps = (await (await app.request("/api/ps")).json()).models;
+  assert.equal(ps.length, 1);
+  assert.ok(Date.parse(ps[0].expires_at) <= Date.now(), ps[0].expires_at);
+  go.open();
+  assert.equal((await first).status, 200);
+  await waitFor(() => engines[0].disposed, "the unload");
+  // Unloading (its worker still freeing the GPU): a request waits.
+  assert.equal((await (await app.request("/health")).json()).status, "unloading");
+  const second = post(app, hello);
+  const status = async () => await (await app.request("/health")).json();
+  await waitFor(async () => (await status()).waiting === 1, "the request to wait");
+  assert.match(
+    await (await app.request("/metrics")).text(),
+    /\nqvq:num_requests_waiting\{[^}]*\} 1\n/,
+  );
+  engines[0].free();
+  await waitFor(async () => (await status()).status === "reloading", "the load again");
+  assert.equal((await status()).waiting, 1);
+  assert.equal((await app.request("/health")).status, 200);
+  loading.open();
+  const answer = await second;
+  assert.equal(answer.status, 200);
+  assert.equal(
+    (await answer.json()).choices[0].message.content,
+    "I see 0 images. You said: Hello there",
+  );
+  assert.equal(engines.length, 2);
+  assert.equal(engines[1].calls.length, 1);
+  assert.deepEqual((await status()).status, "ok");
+});
+
+Deno.test("Ollama's keep_alive on a request: 0 unloads the model after it, a duration or -1 keeps it (no timer unloads it), a malformed one is a 400 naming it", async () => {
+  const { app, engines } = reloadable();
+  const chat = (keep_alive: unknown) =>
+    ollama(app, "/api/chat", { messages: hello.messages, stream: false, keep_alive });
+  const once = await chat(0);
+  assert.equal(once.status, 200);
+  assert.equal((await once.json()).done_reason, "stop");
+  assert.equal(engines[0].disposed, true);
+  assert.deepEqual(await (await app.request("/api/ps")).json(), { models: [] });
+  for (const keep of ["5m", "1h30m", -1, "-1m", 300, "300", null]) {
+    const r = await chat(keep);
+    assert.equal(r.status, 200, String(keep));
+    await r.body?.cancel();
+  }
+  assert.equal(engines.length, 2); // loaded again once, and kept
+  assert.equal(engines[1].disposed, false);
+  const ps = (await (await app.request("/api/ps")).json()).models;
+  assert.equal(ps[0].expires_at, "2318-01-01T00:00:00Z");
+  for (const bad of ["5 minutes", "", true, {}]) {
+    const r = await chat(bad);
+    assert.equal(r.status, 400, JSON.stringify(bad));
+    assert.match((await r.json()).error, /^keep_alive must be a duration/);
+  }
+  // /api/generate's too.
+  const generated = await ollama(app, "/api/generate", {
+    prompt: "Hi",
+    stream: false,
+    keep_alive: "0",
+  });
+  assert.equal(generated.status, 200);
+  await generated.body?.cancel();
+  assert.equal(engines[1].disposed, true);
+});
+
+Deno.test("a server given its engine (not a way to load it) says it keeps its model loaded when asked to unload it; keep_alive 0 on a request leaves it loaded", async () => {
+  const { app } = setup();
+  const unload = await ollama(app, "/api/chat", { messages: [], keep_alive: 0 });
+  assert.equal(unload.status, 501);
+  assert.match((await unload.json()).error, /keeps its model loaded/);
+  const r = await ollama(app, "/api/chat", {
+    messages: hello.messages,
+    keep_alive: 0,
+    stream: false,
+  });
+  assert.equal(r.status, 200);
+  await r.body?.cancel();
+  const ps = (await (await app.request("/api/ps")).json()).models;
+  assert.equal(ps[0].expires_at, "2318-01-01T00:00:00Z");
+  assert.equal((await (await app.request("/health")).json()).status, "ok");
+});

@@ -4,7 +4,8 @@
  * pipeline, not the answers) behind the OpenAI-compatible API and the chat page.
  *
  * The port comes from `deno serve --port` (`PORT` in `deno task serve`). The server listens at
- * once; `/health` says "loading" until the model is ready, and requests wait for it.
+ * once; `/health` says "loading" until the model is ready, and requests wait for it. Ollama's
+ * `keep_alive: 0` unloads the model (its worker frees the GPU); the next request loads it again.
  *
  * Environment:
  * - `QVQ_MODEL`: model directory or hub id (e.g. `Qwen/QVQ-72B-Preview`, `Qwen/Qwen2-VL-2B-Instruct`)
@@ -35,7 +36,7 @@
  */
 import { createApp } from "./app.ts";
 import { EngineClosedError, QvqError } from "../errors.ts";
-import { describeWeights, loadWorkerEngine } from "./worker_engine.ts";
+import { describeWeights, loadWorkerEngine, type WorkerEngine } from "./worker_engine.ts";
 import { loadOptionsFromEnv, modelFromEnv, optionsFromEnv } from "./_env.ts";
 
 const env = (name: string) => Deno.env.get(name);
@@ -56,36 +57,52 @@ function setting<T>(read: () => T): T {
 
 const model = setting(() => modelFromEnv(env, import.meta.url));
 const options = setting(() => optionsFromEnv(env));
-// The model runs in a worker: its thread waits for the GPU, this one keeps answering HTTP.
-// It warms up (src/server/_warmup.ts) unless QVQ_WARMUP=0: the first request finds its GPU
-// pipelines compiled.
-const engine = loadWorkerEngine(model, { warmUp: true, ...setting(() => loadOptionsFromEnv(env)) });
-engine.then(
-  (e) => {
-    const name = options.servedModelName;
-    const as = name && name !== e.modelId ? ` as "${name}"` : "";
-    console.error(
-      `qvq: serving ${e.modelId}${as} (from ${model}; ${describeWeights(e.weightTypes)})`,
-    );
-    // A model that can answer no more (its GPU device lost) ends the server, as vLLM's dead
-    // engine does, so a supervisor (systemd, a container's restart policy) starts a new one. The
-    // answers in progress have their error by then; a moment lets their last bytes go out.
-    e.failed.then(async (error) => {
-      console.error(`qvq: the model can answer no more: ${error.message}; exiting`);
-      await e.closed;
-      setTimeout(() => Deno.exit(1), EXIT_GRACE_MS);
-    });
-  },
-  (error) => {
-    // Stopped by a signal while loading: that stop answers the waiting requests and exits.
-    if (error instanceof EngineClosedError) return;
-    // A server without its model is of no use: say why and stop.
-    console.error(
-      `qvq: cannot load the model "${model}": ${error instanceof Error ? error.message : error}`,
-    );
-    Deno.exit(1);
-  },
-);
+const loadOptions = setting(() => loadOptionsFromEnv(env));
+let loads = 0;
+
+/**
+ * Loads the model — at once, and again for the first request after an unload (Ollama's
+ * `keep_alive: 0`) — and watches the engine. It runs in a worker: its thread waits for the GPU,
+ * this one keeps answering HTTP. It warms up (src/server/_warmup.ts) unless QVQ_WARMUP=0: the
+ * first request finds its GPU pipelines compiled.
+ */
+function load(): Promise<WorkerEngine> {
+  const again = loads++ > 0;
+  if (again) console.error(`qvq: loading ${model} again (it was unloaded: keep_alive 0)`);
+  const engine = loadWorkerEngine(model, { warmUp: true, ...loadOptions });
+  engine.then(
+    (e) => {
+      const name = options.servedModelName;
+      const as = name && name !== e.modelId ? ` as "${name}"` : "";
+      console.error(
+        `qvq: serving ${e.modelId}${as} (from ${model}; ${describeWeights(e.weightTypes)})`,
+      );
+      // A model that can answer no more (its GPU device lost) ends the server, as vLLM's dead
+      // engine does, so a supervisor (systemd, a container's restart policy) starts a new one. The
+      // answers in progress have their error by then; a moment lets their last bytes go out.
+      e.failed.then(async (error) => {
+        console.error(`qvq: the model can answer no more: ${error.message}; exiting`);
+        await e.closed;
+        setTimeout(() => Deno.exit(1), EXIT_GRACE_MS);
+      });
+    },
+    (error) => {
+      // Stopped by a signal while loading: that stop answers the waiting requests and exits.
+      if (error instanceof EngineClosedError) return;
+      const why = error instanceof Error ? error.message : error;
+      // Loading again failed (the GPU's memory taken meanwhile?): the requests that waited have
+      // the error; the next one tries again.
+      if (again) {
+        console.error(`qvq: cannot load the model "${model}" again: ${why}`);
+        return;
+      }
+      // A server without its model is of no use: say why and stop.
+      console.error(`qvq: cannot load the model "${model}": ${why}`);
+      Deno.exit(1);
+    },
+  );
+  return engine;
+}
 
 /** The fetch handler `deno serve` runs. */
-export default createApp(engine, options) satisfies Deno.ServeDefaultExport;
+export default createApp(load, options) satisfies Deno.ServeDefaultExport;

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { TINY_DIR } from "../model/_fixture.ts";
 import { loadEngine } from "./_engine.ts";
+import { createApp } from "./app.ts";
 import {
   describeWeights,
   type FromWorker,
@@ -384,4 +385,39 @@ Deno.test("describeWeights() says the float type, or what is quantized", () => {
     describeWeights({ dtype: "f16", visionQuant: "q8" }),
     "decoder f16, vision tower q8",
   );
+});
+
+Deno.test("a server given loadWorkerEngine() unloads it on Ollama's keep_alive 0 (its worker gone, the GPU freed) and loads it again for the next request, answering the same", async () => {
+  const engines: WorkerEngine[] = [];
+  const app = createApp(async () => {
+    const e = await loadWorkerEngine(TINY_DIR, { progress: false });
+    engines.push(e);
+    return e;
+  });
+  const generate = async (body: Record<string, unknown>) =>
+    await (await app.request("/api/generate", {
+      method: "POST",
+      body: JSON.stringify({ stream: false, ...body }),
+    })).json();
+  const ask = { prompt: "The sea", options: { temperature: 0, num_predict: 5 } };
+  try {
+    const before = await generate(ask);
+    assert.equal(before.eval_count, 5);
+    const unload = await generate({ keep_alive: 0 });
+    assert.equal(unload.done_reason, "unload");
+    // Answered once unloaded: the worker's thread has ended.
+    let closed = false;
+    engines[0].closed.then(() => (closed = true));
+    await Promise.resolve();
+    assert.ok(closed, "the first worker still runs");
+    assert.deepEqual(await (await app.request("/api/ps")).json(), { models: [] });
+    const after = await generate(ask);
+    assert.equal(engines.length, 2);
+    assert.equal(after.response, before.response);
+  } finally {
+    for (const e of engines) {
+      e.dispose();
+      await e.closed;
+    }
+  }
 });
