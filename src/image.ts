@@ -17,14 +17,11 @@
  * frame sampling off: every frame resized to the size smart_resize gives the first, the frames
  * paired into temporal patches (an odd last one repeated), `[t, h, w]` with t = ⌈frames / 2⌉.
  *
- * PNG and WebP pixels equal PIL's exactly, so PNG inputs give transformers' values bit for bit.
- * JPEG pixels do not: zune-jpeg rounds its IDCT, chroma upsampling and YCbCr → RGB otherwise than
- * libjpeg-turbo (PIL's). Measured against Pillow 13 on pictures of 256 x 256 to 1024 x 768: 4:4:4
- * within 3 levels (mean ≈ 0.05), 4:2:2 within 4 (mean ≈ 0.2), 4:2:0 — what cameras write — within
- * 5 on high-frequency chroma (mean ≈ 0.4) and within 4 on smooth gradients. Subsampled images a
- * few pixels across differ far more, at their chroma: 4:2:0 by up to 9 levels at 8 rows high or
- * fewer, 4:2:0 and 4:2:2 by up to 81 at 1 to 8 pixels wide; an earlier audit saw 18–32 (mean
- * ≈ 0.46) on 4:2:0 files with high-frequency chroma. One level is about 0.015 after normalisation.
+ * PNG, WebP and JPEG pixels equal PIL's exactly, so inputs give transformers' values bit for
+ * bit. JPEG is decoded with libjpeg-turbo's own arithmetic as Pillow 13 runs it (ISLOW IDCT,
+ * fancy upsampling, its YCbCr → RGB tables, PIL's CMYK → RGB): baseline and progressive, every
+ * sampling layout libjpeg accepts, restart intervals, gray, RGB, CMYK and YCCK
+ * (`wasm/crates/image/src/decode/jpeg/`); arithmetic-coded, 12-bit and lossless JPEG are refused.
  *
  * @example
  * ```ts
@@ -418,7 +415,7 @@ function checkDecoded(image: unknown, what: string): void {
  * `convert_to_rgb` make of the file: turned by its EXIF orientation
  * (`PIL.ImageOps.exif_transpose`; values 5–8 swap width and height), then `convert("RGB")`, an
  * image with transparency (alpha, a PNG's tRNS) composited onto white as `Image.alpha_composite`
- * does (JPEG within a few levels: see the module notes). Throws InvalidInputError for unsupported,
+ * does (every format bit-exact: see the module notes). Throws InvalidInputError for unsupported,
  * corrupt, empty or oversized ({@link MAX_IMAGE_PIXELS}) images; metadata that cannot be read
  * leaves the image as stored.
  */

@@ -310,17 +310,27 @@ Deno.test("decodeImage() gives transformers' convert_to_rgb pixels for every ref
     assert.deepEqual([img.width, img.height], [c.width, c.height], c.file);
     assert.deepEqual(await imageSize(bytes), { width: c.width, height: c.height }, c.file);
     const expected = await Deno.readFile(new URL(c.expected, IMAGES));
-    const max = maxAbsDiff(img.data, expected);
-    if (!c.file.endsWith(".jpg")) {
-      // PNG (every colour type, bit depth, tRNS, interlacing) and WebP (lossy too) are exact.
-      assert.equal(max, 0, c.file);
-    } else {
-      // zune-jpeg rounds its IDCT, chroma upsampling and YCbCr → RGB differently from
-      // libjpeg-turbo: at most 3 levels on these pictures (natively and in wasm alike).
-      let sum = 0;
-      for (let i = 0; i < expected.length; i++) sum += Math.abs(img.data[i] - expected[i]);
-      assert.ok(max <= 3 && sum / expected.length <= 0.5, `${c.file}: max ${max}`);
+    // PNG (every colour type, bit depth, tRNS, interlacing), WebP (lossy too) and JPEG (every
+    // layout: libjpeg-turbo's arithmetic) are all exact, natively and in wasm alike.
+    assert.equal(maxAbsDiff(img.data, expected), 0, c.file);
+  }
+});
+
+Deno.test("decodeImage() gives PIL's pixels byte for byte for every JPEG of the corpus and refuses the files PIL's libjpeg does not decode like it", async () => {
+  // tests/tools/make_jpeg_refs.py: every sampling layout, odd sizes, progressive scans with
+  // successive approximation, restart intervals, quality 1 and 100, gray, RGB, CMYK, EXIF.
+  const cases = await readJson(new URL("jpeg_cases.json", IMAGES));
+  assert.ok(cases.length >= 80);
+  for (const c of cases) {
+    const bytes = await Deno.readFile(new URL(c.file, IMAGES));
+    if (c.error) {
+      await assert.rejects(() => decodeImage(bytes), new RegExp(c.error), c.file);
+      continue;
     }
+    const img = await decodeImage(bytes);
+    assert.deepEqual([img.width, img.height], [c.width, c.height], c.file);
+    const expected = await Deno.readFile(new URL(c.expected, IMAGES));
+    assert.equal(maxAbsDiff(img.data, expected), 0, c.file);
   }
 });
 
@@ -337,9 +347,8 @@ Deno.test("decodeImage() turns every orientation of every format upright as PIL'
     const img = await decodeImage(bytes);
     assert.deepEqual([img.width, img.height], [c.width, c.height], c.file);
     assert.deepEqual(await imageSize(bytes), { width: c.width, height: c.height }, c.file);
-    const max = maxAbsDiff(img.data, fromHex(c.expected));
-    // PNG and WebP exact; JPEG within zune-jpeg's rounding, as the decode references above.
-    assert.ok(c.file.endsWith(".jpg") ? max <= 3 : max === 0, `${c.file}: max ${max}`);
+    // Every format exact, as the decode references above.
+    assert.equal(maxAbsDiff(img.data, fromHex(c.expected)), 0, c.file);
   }
 });
 

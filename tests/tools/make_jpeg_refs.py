@@ -4,8 +4,9 @@ decoder (wasm/crates/image/src/decode/jpeg/) reads, with the RGB pixels PIL deco
 which it must match byte for byte; and files it must refuse.
 
 CI never runs this; it documents where the committed references came from. Needs Pillow 13
-(bundling libjpeg-turbo 3.x), numpy and Debian's libjpeg-turbo-progs (cjpeg writes the layouts
-PIL cannot: other sampling factors, scan scripts, RGB, arithmetic coding, 12-bit, lossless). Run
+(bundling libjpeg-turbo 3.x), numpy, Debian's libjpeg-turbo-progs (cjpeg writes the layouts PIL
+cannot: other sampling factors, scan scripts, RGB, arithmetic coding) and gcc with libjpeg's
+headers (a tiny libjpeg program writes YCCK). Run
 from the project root, with make_image_refs.py's environment:
 
     /tmp/pyenv/bin/python tests/tools/make_jpeg_refs.py
@@ -63,6 +64,50 @@ def cjpeg(img: np.ndarray, *args: str, scans: str | None = None) -> bytes:
         return Path(f"{d}/out.jpg").read_bytes()
 
 
+# libjpeg writing YCCK (Adobe transform 2), which neither PIL nor cjpeg can: raw CMYK on stdin,
+# "width height quality" as arguments, the JPEG on stdout. Built with gcc against Debian's
+# libjpeg-turbo (libjpeg-turbo8-dev / libjpeg62-turbo-dev).
+YCCK_WRITER = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <jpeglib.h>
+int main(int argc, char **argv) {
+  int w = atoi(argv[1]), h = atoi(argv[2]);
+  unsigned char *px = malloc((size_t)w * h * 4);
+  if (fread(px, 4, (size_t)w * h, stdin) != (size_t)w * h) return 1;
+  struct jpeg_compress_struct c;
+  struct jpeg_error_mgr e;
+  c.err = jpeg_std_error(&e);
+  jpeg_create_compress(&c);
+  jpeg_stdio_dest(&c, stdout);
+  c.image_width = w; c.image_height = h; c.input_components = 4; c.in_color_space = JCS_CMYK;
+  jpeg_set_defaults(&c);
+  jpeg_set_colorspace(&c, JCS_YCCK);
+  c.comp_info[1].h_samp_factor = c.comp_info[1].v_samp_factor = 1;
+  c.comp_info[0].h_samp_factor = c.comp_info[0].v_samp_factor = 2;
+  jpeg_set_quality(&c, atoi(argv[3]), TRUE);
+  jpeg_start_compress(&c, TRUE);
+  while (c.next_scanline < c.image_height) {
+    JSAMPROW row = px + (size_t)c.next_scanline * w * 4;
+    jpeg_write_scanlines(&c, &row, 1);
+  }
+  jpeg_finish_compress(&c);
+  return 0;
+}
+"""
+
+
+def ycck(cmyk: np.ndarray, quality: int) -> bytes:
+    """A YCCK JPEG (luma 2x2, the rest 1x1) of (h, w, 4) CMYK samples, as Photoshop writes them
+    (Adobe-inverted: 255 is no ink)."""
+    with tempfile.TemporaryDirectory() as d:
+        Path(f"{d}/w.c").write_text(YCCK_WRITER)
+        subprocess.run(["gcc", "-O1", "-o", f"{d}/w", f"{d}/w.c", "-ljpeg"], check=True)
+        h, w = cmyk.shape[:2]
+        return subprocess.run([f"{d}/w", str(w), str(h), str(quality)], input=cmyk.tobytes(),
+                              capture_output=True, check=True).stdout
+
+
 def gray(rgb: np.ndarray) -> np.ndarray:
     return (rgb.astype(np.uint32) @ np.array([299, 587, 114]) // 1000).astype(np.uint8)
 
@@ -115,11 +160,14 @@ def cases() -> list[tuple[str, bytes]]:
     extreme = np.stack([checker, 255 - checker, (x * 8 % 256).astype(np.uint8)], axis=-1)
     out.append(("pil_extreme_q100.jpg", pil_bytes(Image.fromarray(extreme), "JPEG", quality=100, subsampling=0)))
     out.append(("pil_extreme_q40_420.jpg", pil_bytes(Image.fromarray(extreme), "JPEG", quality=40)))
-    # Colour spaces: gray, RGB (Adobe transform 0), CMYK (PIL writes Adobe-inverted).
+    # Colour spaces: gray, RGB (Adobe transform 0), CMYK (PIL writes Adobe-inverted), YCCK.
     out.append(("cjpeg_grayscale.jpg", cjpeg(rgb, "-grayscale")))
     out.append(("cjpeg_rgb.jpg", cjpeg(rgb, "-rgb")))
     out.append(("pil_cmyk.jpg", pil_bytes(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=90)))
     out.append(("pil_cmyk_15x9.jpg", pil_bytes(Image.fromarray(small).convert("CMYK"), "JPEG", quality=75)))
+    cmyk = 255 - np.asarray(Image.fromarray(rgb).convert("CMYK"))  # PIL's CMYK, Adobe-inverted
+    cmyk[..., 3] = np.clip(cmyk[..., 3].astype(int) - (np.arange(35) * 3)[None, :], 0, 255)
+    out.append(("libjpeg_ycck.jpg", ycck(cmyk, 90)))
     # EXIF orientation 6: turned upright after decoding.
     exif = Image.Exif()
     exif[0x0112] = 6

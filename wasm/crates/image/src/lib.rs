@@ -19,7 +19,7 @@ pub mod smart_resize;
 pub mod video;
 
 pub use config::ProcessorConfig;
-pub use decode::{Orientation, RgbImage, decode, decode_jpeg_exact, dimensions};
+pub use decode::{Orientation, RgbImage, decode, dimensions};
 pub use error::ImageError;
 pub use resample::{Backend, resize_bicubic};
 pub use smart_resize::smart_resize;

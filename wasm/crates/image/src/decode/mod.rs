@@ -10,7 +10,6 @@
 
 mod exif;
 mod jpeg;
-mod jpeg_zune;
 mod orientation;
 mod png;
 mod webp;
@@ -139,17 +138,11 @@ pub fn dimensions(bytes: &[u8]) -> Result<(usize, usize), ImageError> {
     let format = sniff(bytes)?;
     let (width, height) = match format {
         Format::Png => png::dimensions(bytes)?,
-        Format::Jpeg => jpeg_zune::dimensions(bytes)?,
+        Format::Jpeg => jpeg::dimensions(bytes)?,
         Format::WebP => webp::dimensions(bytes)?,
     };
     check_dimensions(format, width as u64, height as u64)?;
     Ok(exif::orientation(bytes, format).size(width, height))
-}
-
-/// Decodes with the exact JPEG decoder (development switch).
-#[doc(hidden)]
-pub fn decode_jpeg_exact(bytes: &[u8]) -> Result<RgbImage, ImageError> {
-    jpeg::decode(bytes)
 }
 
 /// Decodes a PNG, JPEG or WebP file to upright RGB like transformers' `load_image`:
@@ -158,7 +151,7 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let format = sniff(bytes)?;
     let img = match format {
         Format::Png => png::decode(bytes),
-        Format::Jpeg => jpeg_zune::decode(bytes),
+        Format::Jpeg => jpeg::decode(bytes),
         Format::WebP => webp::decode(bytes),
     }?;
     Ok(exif::orientation(bytes, format).apply(img))

@@ -111,14 +111,15 @@ pub(super) fn convert_row(space: ColorSpace, rows: &[&[u8]], out: &mut [u8]) {
             }
         }
         ColorSpace::Rgb => {
-            for (x, o) in px.enumerate() {
-                o.copy_from_slice(&[rows[0][x], rows[1][x], rows[2][x]]);
+            let (r, g, b) = (&rows[0][..w], &rows[1][..w], &rows[2][..w]);
+            for (((o, &r), &g), &b) in px.zip(r).zip(g).zip(b) {
+                o.copy_from_slice(&[r, g, b]);
             }
         }
         ColorSpace::YCbCr => {
             let (y, cb, cr) = (&rows[0][..w], &rows[1][..w], &rows[2][..w]);
-            for (x, o) in px.enumerate() {
-                o.copy_from_slice(&ycc_rgb(y[x], cb[x], cr[x]));
+            for (((o, &y), &cb), &cr) in px.zip(y).zip(cb).zip(cr) {
+                o.copy_from_slice(&ycc_rgb(y, cb, cr));
             }
         }
         ColorSpace::Cmyk => {

@@ -133,6 +133,25 @@ pub(super) fn idct_islow(coef: &[i16; 64], quant: &[u16; 64], out: &mut [u8], st
     }
 }
 
+/// [`idct_islow`] of a block whose AC coefficients are all zero (most blocks of a photo's
+/// chroma): one flat value, the same the full IDCT computes through its shortcuts.
+pub(super) fn idct_dc_only(dc: i16, quant: u16, out: &mut [u8], stride: usize) {
+    let ws = ((dc as i64 * quant as i64) << PASS1_BITS) as i32;
+    let v = limit(descale(ws as i64, PASS1_BITS + 3));
+    for r in 0..8 {
+        out[r * stride..r * stride + 8].fill(v);
+    }
+}
+
+/// [`idct_islow`], or [`idct_dc_only`] where the AC coefficients are all zero.
+pub(super) fn idct_block(coef: &[i16; 64], quant: &[u16; 64], out: &mut [u8], stride: usize) {
+    if coef[1..].iter().all(|&c| c == 0) {
+        idct_dc_only(coef[0], quant[0], out, stride);
+    } else {
+        idct_islow(coef, quant, out, stride);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +173,26 @@ mod tests {
             [255, 0, 0, 0]
         );
         assert_eq!([limit(-513), limit(1024 + 5)], [255, 133]);
+    }
+
+    #[test]
+    fn idct_dc_only_is_idct_islow_of_a_dc_block() {
+        for (dc, q) in [
+            (0, 1),
+            (100, 2),
+            (-1023, 1),
+            (-300, 7),
+            (7, 255),
+            (20000, 40000),
+        ] {
+            let mut coef = [0i16; 64];
+            coef[0] = dc;
+            let mut quant = [3u16; 64];
+            quant[0] = q;
+            let mut flat = [0u8; 64];
+            idct_dc_only(dc, q, &mut flat, 8);
+            assert_eq!(flat, run(&coef, &quant), "{dc} * {q}");
+        }
     }
 
     #[test]

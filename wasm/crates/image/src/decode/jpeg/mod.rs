@@ -199,7 +199,7 @@ impl Decoder {
                 for y in 0..c.height_in_blocks {
                     for x in 0..c.width_in_blocks {
                         let out = &mut c.plane.data[y * 8 * stride + x * 8..];
-                        idct::idct_islow(&c.coefs[y * c.blocks_across + x], &quant, out, stride);
+                        idct::idct_block(&c.coefs[y * c.blocks_across + x], &quant, out, stride);
                     }
                 }
                 c.coefs = Vec::new();
@@ -218,14 +218,21 @@ impl Decoder {
             .map(|c| Method::choose((c.h, c.v), self.max, c.plane.width))
             .collect::<Result<Vec<_>, _>>()?;
         let (w, h) = (frame.width, frame.height);
-        let mut rows = vec![vec![0u8; w]; self.comps.len()];
+        // Room for whole MCUs across, so the upsamplers write whole groups.
+        let padded = self.mcus.0 * 8 * self.max.0;
+        let mut scratch = vec![vec![0u8; padded]; self.comps.len()];
         let mut out = vec![0u8; w * h * 3];
         for (y, out_row) in out.chunks_exact_mut(w * 3).enumerate() {
-            for ((m, c), row) in methods.iter().zip(&self.comps).zip(&mut rows) {
-                m.row(&c.plane, y, row);
+            let mut rows: [&[u8]; 4] = [&[]; 4];
+            for (((m, c), s), row) in methods
+                .iter()
+                .zip(&self.comps)
+                .zip(&mut scratch)
+                .zip(&mut rows)
+            {
+                *row = m.row(&c.plane, y, s);
             }
-            let refs: Vec<&[u8]> = rows.iter().map(|r| &r[..]).collect();
-            color::convert_row(space, &refs, out_row);
+            color::convert_row(space, &rows[..self.comps.len()], out_row);
         }
         Ok(RgbImage::new(w, h, out))
     }

@@ -6,7 +6,7 @@
 
 use super::corrupt;
 use super::huffman::{BitReader, Huffman};
-use super::idct::idct_islow;
+use super::idct::{idct_dc_only, idct_islow};
 use super::markers::{Scan, ZIGZAG};
 use super::upsample::Plane;
 use crate::error::ImageError;
@@ -149,16 +149,16 @@ pub(super) fn decode_scan(
                     match kind {
                         Kind::Sequential => {
                             let mut block = [0i16; 64];
-                            sequential(
-                                &mut r,
-                                dc.unwrap(),
-                                ac.unwrap(),
-                                &mut preds[si],
-                                &mut block,
-                            )?;
+                            let (dc, ac) = (dc.unwrap(), ac.unwrap());
+                            let has_ac = sequential(&mut r, dc, ac, &mut preds[si], &mut block)?;
                             let stride = c.plane.stride;
                             let out = &mut c.plane.data[y * 8 * stride + x * 8..];
-                            idct_islow(&block, c.quant.as_ref().unwrap(), out, stride);
+                            let quant = c.quant.as_ref().unwrap();
+                            if has_ac {
+                                idct_islow(&block, quant, out, stride);
+                            } else {
+                                idct_dc_only(block[0], quant[0], out, stride);
+                            }
                         }
                         Kind::DcFirst => {
                             let s = dc.unwrap().decode(&mut r)?;
@@ -193,7 +193,8 @@ pub(super) fn decode_scan(
     Ok(r.next_marker())
 }
 
-/// A sequential block: DC difference, then (run, size) AC codes up to end-of-block.
+/// A sequential block: DC difference, then (run, size) AC codes up to end-of-block; whether any
+/// AC coefficient was coded.
 #[inline(always)]
 fn sequential(
     r: &mut BitReader,
@@ -201,7 +202,7 @@ fn sequential(
     ac: &Huffman,
     pred: &mut i32,
     block: &mut [i16; 64],
-) -> Result<(), ImageError> {
+) -> Result<bool, ImageError> {
     let s = dc.decode(r)?;
     *pred = pred.wrapping_add(r.receive_extend(s as u32));
     block[0] = *pred as i16;
@@ -223,7 +224,7 @@ fn sequential(
         block[ZIGZAG[k]] = r.receive_extend(size) as i16;
         k += 1;
     }
-    Ok(())
+    Ok(k > 1)
 }
 
 fn past_the_band(se: usize) -> ImageError {

@@ -75,30 +75,32 @@ impl Method {
         })
     }
 
-    /// Output row `y` of `plane` at full resolution into `out` (`out.len()` samples, the image
-    /// width); `y` is below the image height.
-    pub fn row(self, plane: &Plane, y: usize, out: &mut [u8]) {
-        let w = out.len();
+    /// Output row `y` of `plane` at full resolution: the plane's own row for [`Method::Full`],
+    /// else written into `scratch` (at least the image width rounded up to whole MCUs, so the
+    /// filters write whole pairs). `y` is below the image height; the first image-width samples
+    /// of the result are the row.
+    pub fn row<'a>(self, plane: &'a Plane, y: usize, scratch: &'a mut [u8]) -> &'a [u8] {
         match self {
-            Method::Full => out.copy_from_slice(&plane.row(y)[..w]),
+            Method::Full => return plane.row(y),
             Method::Replicate { h, v } => {
                 let src = plane.row(y / v);
-                for (x, o) in out.iter_mut().enumerate() {
-                    *o = src[x / h];
+                for (chunk, &s) in scratch.chunks_exact_mut(h).zip(src) {
+                    chunk.fill(s);
                 }
             }
-            Method::H2V1Fancy => h2v1(plane.row(y), out),
+            Method::H2V1Fancy => h2v1(plane.row(y), scratch),
             Method::H1V2Fancy => {
                 let (near, far, bias) = context(plane, y);
-                for x in 0..w {
-                    out[x] = ((near[x] as u32 * 3 + far[x] as u32 + bias) >> 2) as u8;
+                for ((o, &n), &f) in scratch.iter_mut().zip(near).zip(far) {
+                    *o = ((n as u32 * 3 + f as u32 + bias) >> 2) as u8;
                 }
             }
             Method::H2V2Fancy => {
                 let (near, far, _) = context(plane, y);
-                h2v2(near, far, out);
+                h2v2(near, far, scratch);
             }
         }
+        scratch
     }
 }
 
@@ -107,7 +109,7 @@ impl Method {
 /// bias (1 above, 2 below).
 fn context(plane: &Plane, y: usize) -> (&[u8], &[u8], u32) {
     let iy = y / 2;
-    if y % 2 == 0 {
+    if y.is_multiple_of(2) {
         (plane.row(iy), plane.row(iy.saturating_sub(1)), 1)
     } else {
         (plane.row(iy), plane.row((iy + 1).min(plane.height - 1)), 2)
@@ -116,55 +118,40 @@ fn context(plane: &Plane, y: usize) -> (&[u8], &[u8], u32) {
 
 /// `h2v1_fancy_upsample`: each sample becomes two, 3/4 of it and 1/4 of its neighbour on that
 /// side, rounded alternately down (+1) and up (+2); the outermost outputs are the samples.
-/// `input` has at least 3 samples; `out` at most twice as many.
+/// `input` has at least 3 samples, `out` room for twice as many.
 fn h2v1(input: &[u8], out: &mut [u8]) {
     let n = input.len();
+    let out = &mut out[..2 * n];
     let at = |i: usize| input[i] as u32;
-    let mut put = |i: usize, v: u32| {
-        if i < out.len() {
-            out[i] = v as u8;
-        }
-    };
-    put(0, at(0));
-    put(1, (at(0) * 3 + at(1) + 2) >> 2);
-    for i in 1..n - 1 {
-        let v = at(i) * 3;
-        put(2 * i, (v + at(i - 1) + 1) >> 2);
-        put(2 * i + 1, (v + at(i + 1) + 2) >> 2);
+    out[0] = input[0];
+    out[1] = ((at(0) * 3 + at(1) + 2) >> 2) as u8;
+    for (i, pair) in out[2..2 * n - 2].chunks_exact_mut(2).enumerate() {
+        let (prev, this, next) = (at(i), at(i + 1) * 3, at(i + 2));
+        pair[0] = ((this + prev + 1) >> 2) as u8;
+        pair[1] = ((this + next + 2) >> 2) as u8;
     }
-    put(2 * n - 2, (at(n - 1) * 3 + at(n - 2) + 1) >> 2);
-    put(2 * n - 1, at(n - 1));
+    out[2 * n - 2] = ((at(n - 1) * 3 + at(n - 2) + 1) >> 2) as u8;
+    out[2 * n - 1] = input[n - 1];
 }
 
 /// `h2v2_fancy_upsample`: column sums `3 * near + far`, then the same triangle across with
-/// 9/16, 3/16, 3/16, 1/16 weights, rounded alternately +8 and +7.
+/// 9/16, 3/16, 3/16, 1/16 weights, rounded alternately +8 and +7. Rows of at least 3 samples,
+/// `out` room for twice as many.
 fn h2v2(near: &[u8], far: &[u8], out: &mut [u8]) {
     let n = near.len();
+    let out = &mut out[..2 * n];
     let sum = |i: usize| near[i] as u32 * 3 + far[i] as u32;
-    let w = out.len();
-    // The full 2n outputs need not fit `out` (the image width may be odd): the body writes the
-    // pairs that do, the ends are checked.
     out[0] = ((sum(0) * 4 + 8) >> 4) as u8;
-    if w > 1 {
-        out[1] = ((sum(0) * 3 + sum(1) + 7) >> 4) as u8;
-    }
+    out[1] = ((sum(0) * 3 + sum(1) + 7) >> 4) as u8;
     let (mut last, mut this) = (sum(0), sum(1));
-    for i in 1..n - 1 {
-        let next = sum(i + 1);
-        if 2 * i + 1 < w {
-            out[2 * i] = ((this * 3 + last + 8) >> 4) as u8;
-            out[2 * i + 1] = ((this * 3 + next + 7) >> 4) as u8;
-        } else if 2 * i < w {
-            out[2 * i] = ((this * 3 + last + 8) >> 4) as u8;
-        }
+    for (i, pair) in out[2..2 * n - 2].chunks_exact_mut(2).enumerate() {
+        let next = sum(i + 2);
+        pair[0] = ((this * 3 + last + 8) >> 4) as u8;
+        pair[1] = ((this * 3 + next + 7) >> 4) as u8;
         (last, this) = (this, next);
     }
-    if 2 * n - 2 < w {
-        out[2 * n - 2] = ((this * 3 + last + 8) >> 4) as u8;
-    }
-    if 2 * n - 1 < w {
-        out[2 * n - 1] = ((this * 4 + 7) >> 4) as u8;
-    }
+    out[2 * n - 2] = ((this * 3 + last + 8) >> 4) as u8;
+    out[2 * n - 1] = ((this * 4 + 7) >> 4) as u8;
 }
 
 #[cfg(test)]
@@ -197,13 +184,12 @@ mod tests {
     #[test]
     fn h2v1_weights_three_quarters_near_and_keeps_the_ends() {
         let p = plane(&[&[0, 100, 200]]);
-        let mut out = [0u8; 6];
-        Method::H2V1Fancy.row(&p, 0, &mut out);
+        let mut out = [0u8; 8];
         // (3*0+100+2)/4, (300+0+1)/4, (300+200+2)/4, (600+100+1)/4
-        assert_eq!(out, [0, 25, 75, 125, 175, 200]);
-        let mut odd = [0u8; 5];
-        Method::H2V1Fancy.row(&p, 0, &mut odd);
-        assert_eq!(odd, [0, 25, 75, 125, 175]);
+        assert_eq!(
+            Method::H2V1Fancy.row(&p, 0, &mut out)[..6],
+            [0, 25, 75, 125, 175, 200]
+        );
     }
 
     #[test]
@@ -212,8 +198,7 @@ mod tests {
         let rows: Vec<u8> = (0..4)
             .map(|y| {
                 let mut o = [0u8];
-                Method::H1V2Fancy.row(&p, y, &mut o);
-                o[0]
+                Method::H1V2Fancy.row(&p, y, &mut o)[0]
             })
             .collect();
         // (0*3+0+1)/4, (0*3+100+2)/4, (300+0+1)/4, (300+100+2)/4
@@ -224,9 +209,12 @@ mod tests {
     fn h2v2_rounds_with_8_then_7() {
         let p = plane(&[&[0, 16, 32], &[64, 80, 96]]);
         let mut out = [0u8; 6];
-        Method::H2V2Fancy.row(&p, 1, &mut out);
+        let out = Method::H2V2Fancy.row(&p, 1, &mut out);
         // column sums for row 1 (near row 0, far row 1): 64, 128, 192
         // [(256+8)/16, (192+128+7)/16, (384+64+8)/16, (384+192+7)/16, (576+128+8)/16, (768+7)/16]
         assert_eq!(out, [16, 20, 28, 36, 44, 48]);
+        let mut rep = [0u8; 9];
+        let rep = Method::Replicate { h: 3, v: 2 }.row(&p, 2, &mut rep);
+        assert_eq!(rep, [64, 64, 64, 80, 80, 80, 96, 96, 96]);
     }
 }
