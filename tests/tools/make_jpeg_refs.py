@@ -188,6 +188,8 @@ def refused() -> list[tuple[str, bytes, str]]:
         ("refuse_12bit.jpg", base[: sof + 4] + b"\x0c" + base[sof + 5:], "12-bit"),
         ("refuse_lossless.jpg", base[: sof + 1] + b"\xc3" + base[sof + 2:], "lossless"),
         ("refuse_truncated.jpg", base[: sos + (len(base) - sos) // 2], "truncated"),
+        # Every scan complete, only the EOI missing: PIL says "image file is truncated" too.
+        ("refuse_no_eoi.jpg", base[:-2], "end-of-image"),
     ]
 
 

@@ -105,9 +105,13 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
             APP14 => d.adobe = markers::adobe_transform(seg.payload).or(d.adobe),
             SOS => match d.scan(bytes, &seg)? {
                 Some((code, after)) => next = Some(markers::marker_segment(bytes, code, after)?),
-                // No EOI after the data: libjpeg supplies one (with a warning) and PIL takes
-                // the image, since every scan up to here is complete.
-                None => break,
+                // PIL refuses a file that ends without EOI ("image file is truncated"), even
+                // where every scan is complete.
+                None => {
+                    return Err(corrupt(
+                        "the file ends without its end-of-image marker (truncated?)",
+                    ));
+                }
             },
             EOI => break,
             0xdc => {
