@@ -42,49 +42,23 @@ const FIX_1_77200: i32 = 116130;
 const FIX_0_71414: i32 = 46802;
 const FIX_0_34414: i32 = 22554;
 
-/// `build_ycc_rgb_table`: per chroma value, R's and B's offsets rounded to integers, G's two
-/// terms kept in 16-bit fixed point (with the rounding half in Cb's) and rounded once summed.
-struct Tables {
-    cr_r: [i32; 256],
-    cb_b: [i32; 256],
-    cr_g: [i32; 256],
-    cb_g: [i32; 256],
+/// libjpeg's YCbCr → RGB of one sample. `build_ycc_rgb_table` tabulates these terms per chroma
+/// value: R's and B's offsets rounded to integers, G's two terms kept in 16-bit fixed point (with
+/// the rounding half in Cb's) and rounded once summed. Computing them here instead gives the same
+/// integers and lets the compiler vectorize the row (a table lookup would not).
+#[inline(always)]
+fn ycc_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
+    let (y, cb, cr) = (y as i32, cb as i32 - 128, cr as i32 - 128);
+    [
+        clamp(y + ((FIX_1_40200 * cr + ONE_HALF) >> SCALEBITS)),
+        clamp(y + ((-FIX_0_34414 * cb + ONE_HALF - FIX_0_71414 * cr) >> SCALEBITS)),
+        clamp(y + ((FIX_1_77200 * cb + ONE_HALF) >> SCALEBITS)),
+    ]
 }
-
-static TABLES: Tables = {
-    let mut t = Tables {
-        cr_r: [0; 256],
-        cb_b: [0; 256],
-        cr_g: [0; 256],
-        cb_g: [0; 256],
-    };
-    let mut i = 0;
-    while i < 256 {
-        let x = i as i32 - 128;
-        t.cr_r[i] = (FIX_1_40200 * x + ONE_HALF) >> SCALEBITS;
-        t.cb_b[i] = (FIX_1_77200 * x + ONE_HALF) >> SCALEBITS;
-        t.cr_g[i] = -FIX_0_71414 * x;
-        t.cb_g[i] = -FIX_0_34414 * x + ONE_HALF;
-        i += 1;
-    }
-    t
-};
 
 #[inline(always)]
 fn clamp(v: i32) -> u8 {
     v.clamp(0, 255) as u8
-}
-
-/// libjpeg's YCbCr → RGB of one sample.
-#[inline(always)]
-fn ycc_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
-    let t = &TABLES;
-    let (y, cb, cr) = (y as i32, cb as usize, cr as usize);
-    [
-        clamp(y + t.cr_r[cr]),
-        clamp(y + ((t.cb_g[cb] + t.cr_g[cr]) >> SCALEBITS)),
-        clamp(y + t.cb_b[cb]),
-    ]
 }
 
 /// PIL's CMYK → RGB of libjpeg's raw (Adobe-inverted) CMYK samples: `CMYK;I` stores
@@ -149,6 +123,31 @@ mod tests {
         assert_eq!(ycc_rgb(0, 0, 255), [178, 0, 0]);
         assert_eq!(ycc_rgb(255, 255, 0), [76, 255, 255]);
         assert_eq!(ycc_rgb(100, 90, 200), [201, 62, 33]);
+    }
+
+    #[test]
+    fn ycc_rgb_equals_libjpegs_tables_for_every_chroma_pair() {
+        // build_ycc_rgb_table's four tables, then ycc_rgb_convert's sums, for all (Cb, Cr).
+        let table =
+            |f: i32, half: i32| -> Vec<i32> { (0..256).map(|i| f * (i - 128) + half).collect() };
+        let cr_r: Vec<i32> = table(FIX_1_40200, ONE_HALF)
+            .iter()
+            .map(|v| v >> 16)
+            .collect();
+        let cb_b: Vec<i32> = table(FIX_1_77200, ONE_HALF)
+            .iter()
+            .map(|v| v >> 16)
+            .collect();
+        let (cr_g, cb_g) = (table(-FIX_0_71414, 0), table(-FIX_0_34414, ONE_HALF));
+        for y in [0, 1, 77, 128, 200, 254, 255] {
+            for cb in 0..256 {
+                for cr in 0..256 {
+                    let g = y + ((cb_g[cb] + cr_g[cr]) >> 16);
+                    let want = [y + cr_r[cr], g, y + cb_b[cb]].map(clamp);
+                    assert_eq!(ycc_rgb(y as u8, cb as u8, cr as u8), want, "{y} {cb} {cr}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -158,6 +158,16 @@ impl<'a> BitReader<'a> {
     }
 }
 
+/// `v`, the `n` (1..=16) extra bits of a magnitude category, as the signed value they code.
+#[inline(always)]
+fn extend(v: i32, n: u32) -> i32 {
+    if v < 1 << (n - 1) {
+        v - (1 << n) + 1
+    } else {
+        v
+    }
+}
+
 const LOOKUP_BITS: u32 = 9;
 
 /// A decoding table built from a DHT segment's code counts and symbols.
@@ -170,6 +180,9 @@ pub(super) struct Huffman {
     maxcode: [i32; 18],
     valoffset: [i32; 17],
     symbols: Vec<u8>,
+    /// For every 9-bit prefix that holds a whole AC code (run, size > 0) and its `size` extra
+    /// bits: `value << 16 | run << 8 | bits used`, else 0; one lookup decodes most coefficients.
+    ac_lookup: Vec<i32>,
 }
 
 impl Huffman {
@@ -203,12 +216,42 @@ impl Huffman {
             code <<= 1;
         }
         maxcode[17] = i32::MAX; // sentinel, as libjpeg's
+        let ac_lookup = (0..1u32 << LOOKUP_BITS)
+            .map(|prefix| {
+                let entry = lookup[prefix as usize];
+                let (len, run, size) = (
+                    (entry >> 8) as u32,
+                    (entry >> 4) as u8 & 15,
+                    entry as u32 & 15,
+                );
+                if entry == 0 || size == 0 || len + size > LOOKUP_BITS {
+                    return 0;
+                }
+                let bits = (prefix >> (LOOKUP_BITS - len - size)) & ((1 << size) - 1);
+                extend(bits as i32, size) << 16 | (run as i32) << 8 | (len + size) as i32
+            })
+            .collect();
         Ok(Huffman {
             lookup,
             maxcode,
             valoffset,
             symbols: symbols.to_vec(),
+            ac_lookup,
         })
+    }
+
+    /// An AC coefficient decoded whole from the next 9 bits, where they hold its code and its
+    /// extra bits: (run of zeros before it, its value); None for anything else (EOB, ZRL,
+    /// longer codes), which [`Huffman::decode`] then reads.
+    #[inline(always)]
+    pub fn decode_ac_fast(&self, r: &mut BitReader) -> Option<(usize, i32)> {
+        r.ensure(32);
+        let e = self.ac_lookup[r.peek(LOOKUP_BITS) as usize];
+        if e == 0 {
+            return None;
+        }
+        r.consume((e & 255) as u32);
+        Some(((e >> 8 & 15) as usize, e >> 16))
     }
 
     /// The next symbol from `r`.
@@ -279,6 +322,17 @@ mod tests {
             h.decode(&mut BitReader::new(&[0xff, 0x00, 0xff, 0x00], 0))
                 .is_err()
         );
+        // AC symbols: 0x02 (run 0, size 2) coded 0, 0x31 (run 3, size 1) coded 10.
+        let mut ac_counts = [0u8; 16];
+        ac_counts[0] = 1;
+        ac_counts[1] = 1;
+        let ac = Huffman::new(&ac_counts, &[0x02, 0x31]).unwrap();
+        let data = [0b0010_1010, 0b0101_0000]; // 0 01, 0 10, 10 0, 10 1
+        let mut r = BitReader::new(&data, 0);
+        assert_eq!(ac.decode_ac_fast(&mut r), Some((0, -2)));
+        assert_eq!(ac.decode_ac_fast(&mut r), Some((0, 2)));
+        assert_eq!(ac.decode_ac_fast(&mut r), Some((3, -1)));
+        assert_eq!(ac.decode_ac_fast(&mut r), Some((3, 1)));
         counts[0] = 3; // three 1-bit codes cannot exist
         assert!(Huffman::new(&counts, b"abcde").is_err());
     }

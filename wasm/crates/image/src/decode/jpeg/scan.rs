@@ -208,6 +208,15 @@ fn sequential(
     block[0] = *pred as i16;
     let mut k = 1;
     while k < 64 {
+        if let Some((run, value)) = ac.decode_ac_fast(r) {
+            k += run;
+            if k > 63 {
+                return Err(past_the_band(63));
+            }
+            block[ZIGZAG[k]] = value as i16;
+            k += 1;
+            continue;
+        }
         let rs = ac.decode(r)?;
         let (run, size) = ((rs >> 4) as usize, (rs & 15) as u32);
         if size == 0 {
