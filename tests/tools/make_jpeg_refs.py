@@ -108,6 +108,19 @@ def ycck(cmyk: np.ndarray, quality: int) -> bytes:
                               capture_output=True, check=True).stdout
 
 
+def without_dht(jpeg: bytes) -> bytes:
+    """`jpeg` with its Huffman tables left out, as Motion-JPEG frames come (libjpeg then uses
+    T.81 Annex K's, which are PIL's defaults)."""
+    out, i = bytearray(jpeg[:2]), 2
+    while True:
+        marker, length = jpeg[i + 1], int.from_bytes(jpeg[i + 2:i + 4], "big")
+        if marker != 0xC4:
+            out += jpeg[i:i + 2 + length]
+        if marker == 0xDA:
+            return bytes(out + jpeg[i + 2 + length:])
+        i += 2 + length
+
+
 def gray(rgb: np.ndarray) -> np.ndarray:
     return (rgb.astype(np.uint32) @ np.array([299, 587, 114]) // 1000).astype(np.uint8)
 
@@ -168,6 +181,8 @@ def cases() -> list[tuple[str, bytes]]:
     cmyk = 255 - np.asarray(Image.fromarray(rgb).convert("CMYK"))  # PIL's CMYK, Adobe-inverted
     cmyk[..., 3] = np.clip(cmyk[..., 3].astype(int) - (np.arange(35) * 3)[None, :], 0, 255)
     out.append(("libjpeg_ycck.jpg", ycck(cmyk, 90)))
+    # Motion-JPEG style: no DHT, the standard tables implied.
+    out.append(("pil_no_dht.jpg", without_dht(pil_bytes(Image.fromarray(small), "JPEG", quality=90))))
     # EXIF orientation 6: turned upright after decoding.
     exif = Image.Exif()
     exif[0x0112] = 6

@@ -173,6 +173,19 @@ impl Decoder {
             .as_ref()
             .ok_or_else(|| corrupt("a scan (SOS) before the frame header (SOF)"))?;
         let scan = markers::scan(seg.payload, frame)?;
+        if self.scans == 0 && !frame.progressive {
+            let (mut dc, mut ac) = Default::default();
+            markers::huffman_tables(&markers::STANDARD_DHT, &mut dc, &mut ac)?;
+            let fill = |ours: &mut [Option<Huffman>; 4], std: [Option<Huffman>; 4]| {
+                for (slot, table) in ours.iter_mut().zip(std) {
+                    if slot.is_none() {
+                        *slot = table;
+                    }
+                }
+            };
+            fill(&mut self.dc, dc);
+            fill(&mut self.ac, ac);
+        }
         let tables = Tables {
             dc: &self.dc,
             ac: &self.ac,
