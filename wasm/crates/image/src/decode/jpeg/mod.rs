@@ -1,18 +1,22 @@
 //! JPEG → RGB bit for bit as PIL gives it: `Image.open(f).convert("RGB")` with Pillow's bundled
-//! libjpeg-turbo (3.x) under Pillow's settings (ISLOW IDCT, fancy upsampling, no DCT scaling),
-//! which is what transformers' `load_image` feeds the model. Each stage follows libjpeg's
-//! arithmetic exactly: [`huffman`] and [`scan`] decode baseline, extended and progressive
-//! Huffman-coded scans (interleaved or not, with restart intervals, sampling factors 1 to 4 in
-//! any combination libjpeg accepts, chroma finer than luma included), [`idct`] is `jidctint.c`,
-//! [`upsample`] is `jdsample.c`'s choice of method per component, [`color`] is `jdcolor.c` plus
-//! PIL's own CMYK → RGB.
+//! libjpeg-turbo (3.x) under Pillow's settings (ISLOW IDCT, fancy upsampling, no DCT scaling,
+//! colour space guessed by libjpeg, CMYK read as `CMYK;I`), which is what transformers'
+//! `load_image` feeds the model. Each stage follows libjpeg's arithmetic exactly: [`huffman`] and
+//! [`scan`] decode baseline, extended and progressive Huffman-coded scans (interleaved or not,
+//! with restart intervals, sampling factors 1 to 4 in any combination libjpeg accepts, chroma
+//! finer than luma included, Annex K tables where a sequential file has none), [`idct`] is
+//! `jidctint.c`, [`upsample`] is `jdsample.c`'s choice of method per component, [`color`] is
+//! `jdcolor.c` plus PIL's own CMYK → RGB. tests/tools/make_jpeg_refs.py makes the corpus that
+//! holds it to PIL byte for byte.
 //!
-//! Refused with [`ImageError::Corrupt`], as PIL refuses them or where we choose to: precision
-//! other than 8 bits, lossless, hierarchical and arithmetic-coded JPEG, 2-component images,
-//! fractional sampling ratios, and truncated or corrupt entropy-coded data (libjpeg would fill
-//! in grey with a warning; PIL refuses a truncated file unless `LOAD_TRUNCATED_IMAGES`). Also
-//! refused: a progressive file whose scans stop before its first AC coefficients are complete,
-//! which libjpeg block-smooths (`do_block_smoothing`); no common encoder writes one.
+//! Refused with [`ImageError::Corrupt`], as PIL refuses them: precision other than 8 bits,
+//! lossless and hierarchical JPEG, 2-component images, fractional sampling ratios, sides over
+//! 65500, truncated files (data cut short, or no EOI; PIL refuses them unless
+//! `LOAD_TRUNCATED_IMAGES`). Refused where PIL decodes: arithmetic-coded JPEG (rare; libjpeg-turbo
+//! decodes it), corrupt entropy-coded data (libjpeg goes on with a warning and PIL returns what
+//! it made of it; we keep the strictness zune-jpeg had), and a progressive file whose scans stop
+//! before its first AC coefficients are complete, which libjpeg block-smooths
+//! (`do_block_smoothing`; no common encoder writes one).
 
 mod color;
 mod huffman;
@@ -48,6 +52,8 @@ pub fn dimensions(bytes: &[u8]) -> Result<(usize, usize), ImageError> {
         let seg = markers::segment(bytes, pos)?;
         if is_sof(seg.marker) {
             let f = markers::frame(seg.marker, seg.payload)?;
+            check_dimensions(Format::Jpeg, f.width as u64, f.height as u64)?;
+            f.check_sides()?;
             return Ok((f.width, f.height));
         }
         if matches!(seg.marker, SOS | EOI) {
