@@ -203,6 +203,10 @@ def refused() -> list[tuple[str, bytes, str]]:
         ("refuse_12bit.jpg", base[: sof + 4] + b"\x0c" + base[sof + 5:], "12-bit"),
         ("refuse_lossless.jpg", base[: sof + 1] + b"\xc3" + base[sof + 2:], "lossless"),
         ("refuse_truncated.jpg", base[: sos + (len(base) - sos) // 2], "truncated"),
+        # Progressive scans that leave luma's AC at half precision: libjpeg block-smooths it.
+        ("refuse_unfinished_progressive.jpg",
+         cjpeg(small, scans="0,1,2: 0-0, 0, 0;\n0: 1-63, 0, 1;\n1: 1-63, 0, 0;\n2: 1-63, 0, 0;\n"),
+         "block-smooths"),
         # Every scan complete, only the EOI missing: PIL says "image file is truncated" too.
         ("refuse_no_eoi.jpg", base[:-2], "end-of-image"),
     ]
