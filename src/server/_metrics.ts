@@ -91,7 +91,10 @@ export class Metrics {
     this.#ttft.observe(seconds);
   }
 
-  /** One generation (a choice) finished. */
+  /**
+   * One generation (a choice) finished — also one its client left: the engine's record of it then
+   * counts the tokens generated until it stopped ("abort").
+   */
   finished(result: GenerationResult): void {
     const u = result.usage;
     this.#add("qvq:request_success_total", { finished_reason: result.finishReason }, 1);
@@ -105,7 +108,10 @@ export class Metrics {
     }
   }
 
-  /** A request ended with no generation's record (its client left mid-answer): "abort". */
+  /**
+   * A request whose client left ended with no generation's record (it was still queued, or the
+   * engine failed as it stopped): "abort", with no tokens.
+   */
   aborted(): void {
     this.#add("qvq:request_success_total", { finished_reason: "abort" }, 1);
   }
@@ -134,7 +140,11 @@ export class Metrics {
       ["qvq:prompt_tokens_total", "Prompt tokens of finished generations.", false],
       ["qvq:prompt_tokens_cached_total", "Prompt tokens the prompt cache served.", false],
       ["qvq:prompt_image_tokens_total", "Image tokens among the prompt tokens.", false],
-      ["qvq:generation_tokens_total", "Tokens generated.", false],
+      [
+        "qvq:generation_tokens_total",
+        "Tokens generated (an aborted request's too, up to its abort).",
+        false,
+      ],
       [
         "qvq:http_responses_total",
         "HTTP responses, by route and the status sent (an answer that failed after its 200 is a " +

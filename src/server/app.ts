@@ -1242,6 +1242,14 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
 /**
  * The events of a request passed on, its first token, finished generations and end recorded in
  * `metrics` (`since`: seconds since it arrived).
+ *
+ * A request whose client leaves (`signal` aborted) is closed by its consumer — a stream stops at
+ * its next event — while the engine, told by the same signal, is still stopping: deltas it had
+ * sent (a worker's, in flight) come before its record of the generation. Closing the engine's
+ * events then would lose that record, and with it the tokens generated, which a non-streamed
+ * answer (that reads to the end) counts. So the rest of an aborted request's events are read, only
+ * for the record: streamed or not, an abort counts the tokens generated until the engine stopped,
+ * as vLLM counts tokens as they are produced.
  */
 async function* observed(
   events: AsyncGenerator<{ index: number; event: GenerationEvent }>,
@@ -1251,21 +1259,39 @@ async function* observed(
 ): AsyncGenerator<{ index: number; event: GenerationEvent }> {
   let first = true;
   let done = false;
+  const record = ({ event }: { event: GenerationEvent }) => {
+    if (first && event.type === "delta") {
+      first = false;
+      metrics.firstToken(since());
+    }
+    if (event.type === "done") {
+      done = true;
+      metrics.finished(event.result);
+    }
+  };
   try {
-    for await (const item of events) {
-      if (first && item.event.type === "delta") {
-        first = false;
-        metrics.firstToken(since());
-      }
-      if (item.event.type === "done") {
-        done = true;
-        metrics.finished(item.event.result);
-      }
-      yield item;
+    // next() by hand, not for-await: leaving a for-await would close `events` at once.
+    for (let next = await events.next(); !next.done; next = await events.next()) {
+      record(next.value);
+      yield next.value;
     }
   } finally {
-    // A client gone mid-answer closes the events before their record: counted as aborted (a
-    // request the engine refused is no finished generation at all).
+    try {
+      // The engine stops promptly at the abort (ChatEngine.generate's contract); a request still
+      // queued ends at once (its ticket refused).
+      if (signal.aborted) {
+        for (let next = await events.next(); !next.done; next = await events.next()) {
+          record(next.value);
+        }
+      }
+    } catch {
+      // An engine failing as it stops: the request ended with its client anyway.
+    } finally {
+      await events.return(undefined);
+    }
+    // A client gone mid-answer whose generation left no record (still queued, or the engine
+    // failed as it stopped): counted as aborted (a request the engine refused is no finished
+    // generation at all).
     if (!done && signal.aborted) metrics.aborted();
     metrics.ended(since());
   }

@@ -8,6 +8,7 @@ import {
   InvalidInputError,
 } from "../errors.ts";
 import { ChatTemplate } from "../generate/chat_template.ts";
+import type { ChatMessage, GenerateOptions, GenerationEvent } from "../generate/types.ts";
 import { decodeImage } from "../image.ts";
 import { createApp, type ServerOptions } from "./app.ts";
 import { FakeEngine, type FakeEngineOptions, gate, waitFor } from "./_fake_engine.ts";
@@ -2228,6 +2229,74 @@ Deno.test("POST /v1/completions says what is wrong with a prompt of ids: empty, 
   );
   assert.match(await message([[5, 2.5]]), /^prompt\[1\] must be a token id/);
   assert.match(await message({}), /must be a string or an array of token ids; got object/);
+});
+
+/**
+ * An engine as the worker engine is when a client leaves: two tokens, then it waits (generating)
+ * until the abort; a delta it had already sent arrives after the abort, then its record — three
+ * tokens generated, ended by the abort.
+ */
+class InFlightEngine extends FakeEngine {
+  sent = 0;
+  closed = 0;
+  override async *generate(
+    _messages: ChatMessage[],
+    options: GenerateOptions = {},
+  ): AsyncGenerator<GenerationEvent> {
+    try {
+      yield { type: "delta", text: "one" };
+      yield { type: "delta", text: " two" };
+      this.sent = 2;
+      const signal = options.signal!;
+      await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+      yield { type: "delta", text: " three" }; // sent before the worker saw the abort
+      yield {
+        type: "done",
+        result: {
+          finishReason: "abort",
+          text: "one two three",
+          usage: { promptTokens: 10, completionTokens: 3, imageTokens: 0, cachedTokens: 0 },
+          timings: { visionMs: 1, prefillMs: 2, decodeMs: 3, tokensPerSecond: 42 },
+        },
+      };
+    } finally {
+      this.closed++;
+    }
+  }
+}
+
+Deno.test("metrics: a client that leaves counts as an abort with the tokens generated until the engine stopped, streamed or not", async () => {
+  for (const stream of [true, false]) {
+    const engine = new InFlightEngine();
+    const app = createApp(engine);
+    const gone = new AbortController();
+    const response = Promise.resolve(app.request("/v1/chat/completions", {
+      method: "POST",
+      body: JSON.stringify({ ...hello, stream }),
+      signal: gone.signal,
+    }));
+    if (stream) {
+      // The role chunk and the first tokens have come: the client leaves mid-answer.
+      const reader = (await response).body!.getReader();
+      let seen = "";
+      while (!seen.includes("two")) seen += new TextDecoder().decode((await reader.read()).value);
+      await reader.cancel();
+    } else {
+      // Two tokens generated, the answer unfinished (it waits for the abort): the client leaves.
+      await waitFor(() => engine.sent === 2, "two tokens");
+      gone.abort();
+      await (await response).body?.cancel();
+    }
+    await waitFor(() => engine.closed === 1, "the generation to close");
+    const text = await (await app.request("/metrics")).text();
+    const series = (key: string) =>
+      Number(text.split("\n").find((l) => l.startsWith(`${key} `))?.split(" ")[1]);
+    const l = `model_name="${MODEL}"`;
+    const what = stream ? "streamed" : "not streamed";
+    assert.equal(series(`qvq:request_success_total{${l},finished_reason="abort"}`), 1, what);
+    assert.equal(series(`qvq:generation_tokens_total{${l}}`), 3, what);
+    assert.equal(series(`qvq:prompt_tokens_total{${l}}`), 10, what);
+  }
 });
 
 Deno.test("metrics: a request the engine refuses is no finished generation (not an abort)", async () => {
