@@ -95,11 +95,91 @@ fn idct_1d(x: [i64; 8], even_dc: [i64; 2]) -> [i64; 8] {
     ]
 }
 
+/// Inputs of at most this magnitude keep every intermediate of [`idct_lanes`] inside i32: its
+/// largest output is under 178,219 times its largest input, and 2^13 * 178,219 < 2^31.
+const NARROW_MAX: u32 = 1 << 13;
+
 /// 8x8 samples from one block: `coef` (64,) in natural (row-major) order, `quant` (64,) the
 /// component's quantization table in the same order; writes rows of 8 bytes `stride` apart into
-/// `out`.
+/// `out`. Runs the passes eight columns (then rows) at a time in i32, which the compiler
+/// vectorizes; a pass whose inputs could overflow i32 runs libjpeg's 64-bit arithmetic instead
+/// ([`pass1_wide`], [`pass2_wide`]), so the result is the same either way.
 pub(super) fn idct_islow(coef: &[i16; 64], quant: &[u16; 64], out: &mut [u8], stride: usize) {
-    // (8 rows, 8 columns) i32, as libjpeg's `int workspace[DCTSIZE2]`.
+    // (row k, column l): i16 * u16 always fits in i32.
+    let x: [[i32; 8]; 8] = std::array::from_fn(|k| {
+        std::array::from_fn(|l| coef[k * 8 + l] as i32 * quant[k * 8 + l] as i32)
+    });
+    if max_abs(&x) > NARROW_MAX {
+        let ws = pass1_wide(coef, quant);
+        return pass2_wide(&ws, out, stride);
+    }
+    // Pass 1, columns as lanes: ws (row k, column l).
+    let mut ws = [[0i32; 8]; 8];
+    idct_lanes(&x, CONST_BITS - PASS1_BITS, &mut ws);
+    if max_abs(&ws) > NARROW_MAX {
+        let flat: [i32; 64] = std::array::from_fn(|i| ws[i / 8][i % 8]);
+        return pass2_wide(&flat, out, stride);
+    }
+    // Pass 2, rows as lanes: input k of row l is ws[l][k]; o[k][l] is row l's column k.
+    let t: [[i32; 8]; 8] = std::array::from_fn(|k| std::array::from_fn(|l| ws[l][k]));
+    let mut o = [[0i32; 8]; 8];
+    idct_lanes(&t, CONST_BITS + PASS1_BITS + 3, &mut o);
+    for l in 0..8 {
+        let row: [u8; 8] = std::array::from_fn(|k| limit_i32(o[k][l]));
+        out[l * stride..l * stride + 8].copy_from_slice(&row);
+    }
+}
+
+fn max_abs(x: &[[i32; 8]; 8]) -> u32 {
+    x.iter().flatten().fold(0, |m, v| m.max(v.unsigned_abs()))
+}
+
+/// [`limit`] in arithmetic the compiler can vectorize: wrap to -512..=511, then clamp + 128.
+#[inline(always)]
+fn limit_i32(v: i32) -> u8 {
+    ((((v + 512) & 1023) - 512 + 128).clamp(0, 255)) as u8
+}
+
+/// The 1-D IDCT of eight lanes at once: `x[k]` holds input k of every lane, `out[k]` gets
+/// output k descaled by `shift`. Inputs are at most [`NARROW_MAX`] in magnitude.
+#[inline(always)]
+fn idct_lanes(x: &[[i32; 8]; 8], shift: u32, out: &mut [[i32; 8]; 8]) {
+    let round = 1 << (shift - 1);
+    let c = |f: i64| f as i32;
+    for l in 0..8 {
+        // Even part.
+        let z1 = (x[2][l] + x[6][l]) * c(FIX_0_541196100);
+        let tmp2 = z1 - x[6][l] * c(FIX_1_847759065);
+        let tmp3 = z1 + x[2][l] * c(FIX_0_765366865);
+        let tmp0 = (x[0][l] + x[4][l]) << CONST_BITS;
+        let tmp1 = (x[0][l] - x[4][l]) << CONST_BITS;
+        let (tmp10, tmp13) = (tmp0 + tmp3, tmp0 - tmp3);
+        let (tmp11, tmp12) = (tmp1 + tmp2, tmp1 - tmp2);
+        // Odd part.
+        let (t0, t1, t2, t3) = (x[7][l], x[5][l], x[3][l], x[1][l]);
+        let z5 = (t0 + t1 + t2 + t3) * c(FIX_1_175875602);
+        let z1 = (t0 + t3) * -c(FIX_0_899976223);
+        let z2 = (t1 + t2) * -c(FIX_2_562915447);
+        let z3 = (t0 + t2) * -c(FIX_1_961570560) + z5;
+        let z4 = (t1 + t3) * -c(FIX_0_390180644) + z5;
+        let t0 = t0 * c(FIX_0_298631336) + z1 + z3;
+        let t1 = t1 * c(FIX_2_053119869) + z2 + z4;
+        let t2 = t2 * c(FIX_3_072711026) + z2 + z3;
+        let t3 = t3 * c(FIX_1_501321110) + z1 + z4;
+        out[0][l] = (tmp10 + t3 + round) >> shift;
+        out[7][l] = (tmp10 - t3 + round) >> shift;
+        out[1][l] = (tmp11 + t2 + round) >> shift;
+        out[6][l] = (tmp11 - t2 + round) >> shift;
+        out[2][l] = (tmp12 + t1 + round) >> shift;
+        out[5][l] = (tmp12 - t1 + round) >> shift;
+        out[3][l] = (tmp13 + t0 + round) >> shift;
+        out[4][l] = (tmp13 - t0 + round) >> shift;
+    }
+}
+
+/// libjpeg's pass 1 in 64-bit arithmetic: the workspace, (row, column) row-major, stored as
+/// `int` (truncated, as C stores it).
+fn pass1_wide(coef: &[i16; 64], quant: &[u16; 64]) -> [i32; 64] {
     let mut ws = [0i32; 64];
     for col in 0..8 {
         let x: [i64; 8] =
@@ -118,6 +198,11 @@ pub(super) fn idct_islow(coef: &[i16; 64], quant: &[u16; 64], out: &mut [u8], st
             ws[r * 8 + col] = descale(y[r], CONST_BITS - PASS1_BITS) as i32;
         }
     }
+    ws
+}
+
+/// libjpeg's pass 2 in 64-bit arithmetic, rows of `ws` into rows of `out`.
+fn pass2_wide(ws: &[i32; 64], out: &mut [u8], stride: usize) {
     for (r, row) in ws.chunks_exact(8).enumerate() {
         let o = &mut out[r * stride..r * stride + 8];
         let x: [i64; 8] = std::array::from_fn(|c| row[c] as i64);
@@ -173,6 +258,42 @@ mod tests {
             [255, 0, 0, 0]
         );
         assert_eq!([limit(-513), limit(1024 + 5)], [255, 133]);
+    }
+
+    #[test]
+    fn idct_islow_lanes_equal_libjpegs_64_bit_passes_on_random_blocks() {
+        // Coefficient scales from photo-like to far past NARROW_MAX (both paths taken), sparse
+        // and dense blocks, 8- and 16-bit quantization.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for i in 0..20_000 {
+            let scale = [4, 64, 1024, 32767][i % 4] as u64;
+            let density = 1 + rnd() % 64;
+            let coef: [i16; 64] = std::array::from_fn(|_| {
+                if rnd() % 64 < density {
+                    ((rnd() % (2 * scale + 1)) as i64 - scale as i64) as i16
+                } else {
+                    0
+                }
+            });
+            let qmax = if i % 3 == 0 { 65535 } else { 255 };
+            let quant: [u16; 64] = std::array::from_fn(|_| 1 + (rnd() % qmax) as u16);
+            let mut wide = [0u8; 64];
+            pass2_wide(&pass1_wide(&coef, &quant), &mut wide, 8);
+            assert_eq!(run(&coef, &quant), wide, "block {i}");
+        }
+    }
+
+    #[test]
+    fn limit_i32_is_the_range_limit_table() {
+        for v in -5000..5000 {
+            assert_eq!(limit_i32(v), limit(v as i64), "{v}");
+        }
     }
 
     #[test]

@@ -125,8 +125,10 @@ fn h2v1(input: &[u8], out: &mut [u8]) {
     let at = |i: usize| input[i] as u32;
     out[0] = input[0];
     out[1] = ((at(0) * 3 + at(1) + 2) >> 2) as u8;
-    for (i, pair) in out[2..2 * n - 2].chunks_exact_mut(2).enumerate() {
-        let (prev, this, next) = (at(i), at(i + 1) * 3, at(i + 2));
+    // Each middle sample from its window (previous, itself, next): no value carried between
+    // iterations, so the loop vectorizes.
+    for (w, pair) in input.windows(3).zip(out[2..2 * n - 2].chunks_exact_mut(2)) {
+        let (prev, this, next) = (w[0] as u32, w[1] as u32 * 3, w[2] as u32);
         pair[0] = ((this + prev + 1) >> 2) as u8;
         pair[1] = ((this + next + 2) >> 2) as u8;
     }
@@ -143,15 +145,17 @@ fn h2v2(near: &[u8], far: &[u8], out: &mut [u8]) {
     let sum = |i: usize| near[i] as u32 * 3 + far[i] as u32;
     out[0] = ((sum(0) * 4 + 8) >> 4) as u8;
     out[1] = ((sum(0) * 3 + sum(1) + 7) >> 4) as u8;
-    let (mut last, mut this) = (sum(0), sum(1));
-    for (i, pair) in out[2..2 * n - 2].chunks_exact_mut(2).enumerate() {
-        let next = sum(i + 2);
-        pair[0] = ((this * 3 + last + 8) >> 4) as u8;
-        pair[1] = ((this * 3 + next + 7) >> 4) as u8;
-        (last, this) = (this, next);
+    // Each middle pair from its windows of both rows, the three column sums recomputed rather
+    // than carried between iterations, so the loop vectorizes.
+    let windows = near.windows(3).zip(far.windows(3));
+    for ((a, b), pair) in windows.zip(out[2..2 * n - 2].chunks_exact_mut(2)) {
+        let s = |j: usize| a[j] as u32 * 3 + b[j] as u32;
+        let this = s(1) * 3;
+        pair[0] = ((this + s(0) + 8) >> 4) as u8;
+        pair[1] = ((this + s(2) + 7) >> 4) as u8;
     }
-    out[2 * n - 2] = ((this * 3 + last + 8) >> 4) as u8;
-    out[2 * n - 1] = ((this * 4 + 7) >> 4) as u8;
+    out[2 * n - 2] = ((sum(n - 1) * 3 + sum(n - 2) + 8) >> 4) as u8;
+    out[2 * n - 1] = ((sum(n - 1) * 4 + 7) >> 4) as u8;
 }
 
 #[cfg(test)]
