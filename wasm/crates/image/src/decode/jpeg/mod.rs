@@ -79,6 +79,8 @@ struct Decoder {
     scans: usize,
 }
 
+/// The file's pixels as stored (the caller turns them upright by their EXIF orientation): reads
+/// the markers in order, decoding each scan as it comes, then upsamples and converts to RGB.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let mut d = Decoder::default();
     let mut next: Option<Segment> = None;
