@@ -156,8 +156,9 @@ def decode_images() -> list[tuple[str, bytes]]:
     exif = Image.Exif()
     exif[0x0112] = 6
     out.append(("jpeg_exif_rotated.jpg", pil_bytes(im, "JPEG", quality=90, exif=exif.tobytes())))
-    # Legal layouts zune-jpeg misdecodes (src: wasm/crates/image/src/decode/jpeg.rs): chroma sampled
-    # more finely than luma, baseline and progressive; 4:2:0 in one scan a component.
+    # Rarer legal layouts (zune-jpeg, our earlier decoder, misread them): chroma sampled more
+    # finely than luma, baseline and progressive; 4:2:0 in one scan a component. make_jpeg_refs.py
+    # covers JPEG layouts far more widely.
     out.append(("jpeg_chroma_finer.jpg", cjpeg_bytes(rgb, "-sample", "1x1,2x2,2x2")))
     out.append(("jpeg_chroma_finer_progressive.jpg", cjpeg_bytes(rgb, "-sample", "1x2,2x1,1x1", "-progressive")))
     out.append(("jpeg_420_separate_scans.jpg", cjpeg_bytes(rgb, "-sample", "2x2", "-scans", "SCANS")))
