@@ -151,6 +151,86 @@ export class Nfa {
   }
 
   /**
+   * A JSON string of `min` to `max` characters (`max` undefined: no bound), counted as JSON
+   * Schema counts them — code points of the decoded string: an escape (`\n`, `\u00e9`) is one,
+   * a UTF-8 sequence is one, and a surrogate pair written as two `\u` escapes is one (JSON.parse
+   * and Python's json join a high surrogate's escape and a low one's right after it); a lone
+   * surrogate's escape is one. A state per count, so its size grows with `max` (or `min`).
+   */
+  stringLength(min: number, max?: number): Frag {
+    const f = this.frag();
+    const top = max ?? min;
+    // n[i]: i characters read. h[i]: i read, the last a high surrogate's escape — a low
+    // surrogate's escape next completes that character (no count), anything else is a new one.
+    const n: number[] = [], h: number[] = [];
+    for (let i = 0; i <= top; i++) n.push(this.state()), h.push(this.state());
+    this.byte(f.start, 0x22, n[0]);
+    for (let i = 0; i <= top; i++) {
+      if (i >= min) this.byte(n[i], 0x22, f.end), this.byte(h[i], 0x22, f.end);
+      // Past max no character; with no max the last count takes any more.
+      const j = i < top ? i + 1 : max === undefined ? top : -1;
+      if (j >= 0) this.#character(n[i], h[i], n[j], h[j]);
+      // After a high surrogate's escape, a low one's completes the same character. (h[0] is
+      // reached only where the last count loops: min 0, no max.)
+      this.#lowEscape(h[i], this.#hexChain(2, n[i]));
+    }
+    return f;
+  }
+
+  /** `k` hex digits from the state returned to `to`. */
+  #hexChain(k: number, to: number): number {
+    let at = to;
+    for (let i = 0; i < k; i++) {
+      const s = this.state();
+      for (const [lo, hi] of [[0x30, 0x39], [0x41, 0x46], [0x61, 0x66]]) this.range(s, lo, hi, at);
+      at = s;
+    }
+    return at;
+  }
+
+  /** `\uD` and C–F from `from` to `rest` (where the escape's last two hex digits are read). */
+  #lowEscape(from: number, rest: number): void {
+    const [e, v, w] = [this.state(), this.state(), this.state()];
+    this.byte(from, 0x5c, e);
+    this.byte(e, 0x75, v);
+    this.byte(v, 0x44, w);
+    this.byte(v, 0x64, w);
+    this.range(w, 0x43, 0x46, rest);
+    this.range(w, 0x63, 0x66, rest);
+  }
+
+  /**
+   * Edges for one character of a JSON string from `fromN` (no high surrogate pending) and `fromH`
+   * (one pending) to `toN`, or to `toH` where it is a high surrogate's escape. (From `fromH`, a
+   * low surrogate's escape is not a character: stringLength() adds it.)
+   */
+  #character(fromN: number, fromH: number, toN: number, toH: number): void {
+    const c = this.state(); // any character but a low surrogate's escape
+    this.empty(fromN, c);
+    this.empty(fromH, c);
+    this.range(c, 0x20, 0x21, toN);
+    this.range(c, 0x23, 0x5b, toN);
+    this.range(c, 0x5d, 0x7f, toN);
+    this.nonAscii(c, toN);
+    const esc = this.state(), u = this.state(), d = this.state();
+    this.byte(c, 0x5c, esc);
+    for (const e of '"\\/bfnrt') this.byte(esc, e.charCodeAt(0), toN);
+    this.byte(esc, 0x75, u);
+    const [x3, x2] = [this.#hexChain(3, toN), this.#hexChain(2, toN)];
+    // \uXXXX: not D first (no surrogate), D then 0-7 (neither), D then 8-B (high).
+    for (const [lo, hi] of [[0x30, 0x39], [0x41, 0x43], [0x45, 0x46], [0x61, 0x63], [0x65, 0x66]]) {
+      this.range(u, lo, hi, x3);
+    }
+    this.byte(u, 0x44, d);
+    this.byte(u, 0x64, d);
+    this.range(d, 0x30, 0x37, x2);
+    const y2 = this.#hexChain(2, toH);
+    for (const [lo, hi] of [[0x38, 0x39], [0x41, 0x42], [0x61, 0x62]]) this.range(d, lo, hi, y2);
+    // A low surrogate's escape with none pending (D then C-F): a character of its own.
+    this.#lowEscape(fromN, x2);
+  }
+
+  /**
    * Edges from `a` to `b` for every character past ASCII, as well-formed UTF-8 (RFC 3629: no
    * overlong forms, no surrogates, nothing past U+10FFFF).
    */
@@ -173,6 +253,28 @@ export class Nfa {
     narrow(0xf0, 0x90, 0xbf, c2);
     this.range(a, 0xf1, 0xf3, c3);
     narrow(0xf4, 0x80, 0x8f, c2);
+  }
+
+  /**
+   * A JSON integer from `lo` to `hi` (±Infinity: no bound; otherwise whole numbers within ±2^53,
+   * lo ≤ hi), written as {@link number} writes integers: no leading zeros, and "-0" (the integer
+   * 0, as JSON.parse and Python read it) only where 0 is in the range.
+   */
+  integer(lo: number, hi: number): Frag {
+    const f = this.frag();
+    if (hi >= Math.max(lo, 0)) naturals(this, f.start, f.end, Math.max(lo, 0), hi);
+    if (lo <= 0 && hi >= 0) {
+      const z = this.literal(utf8.encode("-0"));
+      this.empty(f.start, z.start);
+      this.empty(z.end, f.end);
+    }
+    if (lo <= -1) {
+      // -n for n from max(1, -hi) to -lo.
+      const minus = this.state();
+      this.byte(f.start, 0x2d, minus);
+      naturals(this, minus, f.end, Math.max(1, -hi), -lo);
+    }
+    return f;
   }
 
   /** A JSON number (`integer`: no fraction or exponent). */
@@ -211,6 +313,56 @@ export class Nfa {
 }
 
 export const utf8 = new TextEncoder();
+
+/**
+ * Edges from `a` to `b` for the decimal digit strings of the same length from `lo` to `hi`
+ * (`lo` ≤ `hi`, both that length): the standard split — a shared first digit, or the rest of
+ * `lo`'s first digit up, the digits between free, and the rest of `hi`'s first digit down.
+ */
+function digitRange(nfa: Nfa, a: number, b: number, lo: string, hi: string): void {
+  const n = lo.length;
+  if (n === 0) return nfa.empty(a, b);
+  const [l, h] = [lo.charCodeAt(0), hi.charCodeAt(0)];
+  const via = (first: number, last: number, restLo: string, restHi: string) => {
+    const s = nfa.state();
+    nfa.range(a, first, last, s);
+    digitRange(nfa, s, b, restLo, restHi);
+  };
+  const [zeros, nines] = ["0".repeat(n - 1), "9".repeat(n - 1)];
+  if (l === h) return via(l, l, lo.slice(1), hi.slice(1));
+  // lo's first digit with every rest ≥ lo's, and hi's with every rest ≤ hi's; a first digit whose
+  // whole span is in (rest from 0…0 / up to 9…9) joins the free middle.
+  const from = lo.slice(1) === zeros ? l : l + 1, to = hi.slice(1) === nines ? h : h - 1;
+  if (from !== l) via(l, l, lo.slice(1), nines);
+  if (from <= to) via(from, to, zeros, nines);
+  if (to !== h) via(h, h, zeros, hi.slice(1));
+}
+
+/**
+ * Edges from `a` to `b` for the whole numbers from `lo` to `hi` (0 ≤ lo ≤ hi; hi Infinity for no
+ * bound; both below 2^53) in JSON's digits: no leading zero.
+ */
+function naturals(nfa: Nfa, a: number, b: number, lo: number, hi: number): void {
+  const loS = String(lo), hiS = hi === Infinity ? "" : String(hi);
+  const top = hi === Infinity ? loS.length : hiS.length;
+  for (let n = loS.length; n <= top; n++) {
+    const first = n === loS.length ? loS : "1" + "0".repeat(n - 1);
+    const last = n === hiS.length ? hiS : "9".repeat(n);
+    digitRange(nfa, a, b, first, last);
+  }
+  if (hi === Infinity) {
+    // Longer than lo: any such number is larger.
+    let at = nfa.state();
+    nfa.range(a, 0x31, 0x39, at);
+    for (let i = 0; i < loS.length; i++) {
+      const s = nfa.state();
+      nfa.range(at, 0x30, 0x39, s);
+      at = s;
+    }
+    nfa.range(at, 0x30, 0x39, at);
+    nfa.empty(at, b);
+  }
+}
 
 /** Subset construction: the DFA of `nfa` from `start`, accepting where `end` is reached. */
 export function determinize(nfa: Nfa, start: number, end: number, what: string): Dfa {

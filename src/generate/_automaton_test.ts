@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { seeded } from "../ref/_random.ts";
-import { utf8Sequences } from "./_automaton.ts";
+import { determinize, dfaAccepts, Nfa, utf8Sequences } from "./_automaton.ts";
 
 Deno.test("utf8Sequences() covers exactly a range's encodings", () => {
   const rand = seeded(9);
@@ -29,6 +29,65 @@ Deno.test("utf8Sequences() covers exactly a range's encodings", () => {
       if (cp >= 0x80 && cp <= 0x10ffff && (cp < 0xd800 || cp > 0xdfff)) {
         assert.equal(hits(utf8Of(cp)), 0);
       }
+    }
+  }
+});
+
+Deno.test("Nfa.integer() accepts exactly the integers of its range, in JSON's digits", () => {
+  const dfa = (lo: number, hi: number) => {
+    const nfa = new Nfa();
+    const f = nfa.integer(lo, hi);
+    return determinize(nfa, f.start, f.end, "the range");
+  };
+  const ends = [-Infinity, -1000, -101, -100, -99, -10, -9, -1, 0, 1, 9, 10, 19, 99, 100, 123];
+  ends.push(999, 1000, 1234, Infinity);
+  for (const lo of ends) {
+    for (const hi of ends) {
+      if (lo > hi || lo === Infinity || hi === -Infinity) continue;
+      const d = dfa(lo, hi);
+      for (let x = -1300; x <= 1300; x++) {
+        assert.equal(dfaAccepts(d, String(x)), x >= lo && x <= hi, `${x} in [${lo}, ${hi}]`);
+      }
+      for (const t of ["00", "01", "-01", "-00", "", "-", "+1", "1.0", "1e3"]) {
+        assert.ok(!dfaAccepts(d, t), `${t} in [${lo}, ${hi}]`);
+      }
+      assert.equal(dfaAccepts(d, "-0"), lo <= 0 && hi >= 0, `-0 in [${lo}, ${hi}]`);
+    }
+  }
+  const safe = dfa(-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+  assert.deepEqual(
+    ["9007199254740991", "9007199254740992", "-9007199254740991", "-9007199254740992"].map((t) =>
+      dfaAccepts(safe, t)
+    ),
+    [true, false, true, false],
+  );
+});
+
+Deno.test("Nfa.stringLength() counts code points of the decoded string, as JSON Schema does", () => {
+  const rand = seeded(5);
+  // Escapes are one character each; a surrogate pair of \u escapes is one (JSON.parse joins it),
+  // a lone surrogate's escape one; invalid pieces make the text no JSON string at all.
+  const pieces = ["a", " ", "é", "😀", "中", "\x7f", "\\n", '\\"', "\\\\", "\\/", "\\u00e9"];
+  pieces.push("\\u0041", "\\ud83d", "\\ude00", "\\uD83D\\uDE00", "\\uDBFF", "\\uDC00", "\\uD7FF");
+  pieces.push("\\uE000", "\\uD800\\u0041", "\\ud800\\ud800", "\\x", "\n", "\\u12", '"', "\\");
+  const bounds: [number, number | undefined][] = [[0, 0], [0, 1], [1, 1], [2, 2], [0, 3], [2, 5]];
+  bounds.push([3, undefined], [0, undefined], [1, undefined], [5, 8]);
+  for (const [min, max] of bounds) {
+    const nfa = new Nfa();
+    const f = nfa.stringLength(min, max);
+    const dfa = determinize(nfa, f.start, f.end, "the string");
+    for (let k = 0; k < 4000; k++) {
+      const n = Math.floor(rand() * 10);
+      const body = Array.from({ length: n }, () => pieces[Math.floor(rand() * pieces.length)]);
+      const text = `"${body.join("")}"`;
+      let want: boolean;
+      try {
+        const chars = [...JSON.parse(text)].length;
+        want = chars >= min && chars <= (max ?? Infinity);
+      } catch {
+        want = false;
+      }
+      assert.equal(dfaAccepts(dfa, text), want, `${text} in [${min}, ${max}]`);
     }
   }
 });
