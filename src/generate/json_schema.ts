@@ -9,19 +9,26 @@
  * A schema without recursion describes a regular language once whitespace is fixed, so a DFA holds
  * it: objects write their properties in the schema's order (as JavaScript orders an object's keys:
  * integer-like names first; optional ones may be left out, and only the listed ones are written, so
- * `additionalProperties` is moot), strings and numbers are JSON's (`integer`: no fraction or
- * exponent, so not `1.0`), enums and consts their JSON. Whitespace: one optional space after `:`
- * and `,`, none elsewhere. Supported: `type` (one or a list), `properties` (required for an object)
- * / `required`, `items` with `minItems` / `maxItems` (a bounded list up to {@link MAX_UNROLLED}
- * items), `enum` and `const` (beside a `type`: its members of that type), `anyOf` / `oneOf` (with
- * the keywords beside them merged into each branch, where the branch does not set them too),
- * `allOf` of one schema, `$ref` into `$defs` / `definitions` (not recursive, nothing beside it),
- * `nullable` (also null); annotations (`title`, `description`, `format`, `default`,
- * `discriminator`, …) are ignored. oneOf compiles as anyOf: where its branches overlap, an answer
- * two of them allow (which breaks its "exactly one") is not refused. Anything else — a pattern, a
- * length or range bound, a part that allows any value, keywords that would have to be intersected,
- * a schema past the automaton's budgets (src/generate/_automaton.ts) or {@link MAX_SCHEMA_DEPTH}
- * levels — is refused with SchemaError: the answer could not be held to it.
+ * beside `properties`, `additionalProperties` is moot), strings and numbers are JSON's (`integer`:
+ * no fraction or exponent, so not `1.0`), enums and consts their JSON. Whitespace: one optional
+ * space after `:` and `,`, none elsewhere. Supported: `type` (one or a list), `properties` /
+ * `required`, or with no properties listed `additionalProperties` with a schema (a map of any
+ * keys, Python's dict[str, X]; `false`: only {}) with `minProperties` 0 or 1 and `maxProperties`
+ * (≤ {@link MAX_UNROLLED}), `items` with `minItems` / `maxItems` (a bounded list up to
+ * {@link MAX_UNROLLED} items), `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` on
+ * integers (numbers or draft 4's booleans, whole or not, within ±(2^53 − 1)), `minLength` /
+ * `maxLength` on strings (code points, ≤ {@link MAX_STRING_LENGTH}), `enum` and `const` (beside a
+ * `type` or bounds: its members of that type and within them), `anyOf` / `oneOf` (with the
+ * keywords beside them merged into each branch, where the branch does not set them too), `allOf`
+ * of one schema, `$ref` into `$defs` / `definitions` (not recursive, nothing beside it), `nullable`
+ * (also null); annotations (`title`, `description`, `format`, `default`, `discriminator`, …) are
+ * ignored. oneOf compiles as anyOf: where its branches overlap, an answer two of them allow (which
+ * breaks its "exactly one") is not refused. Anything else — a pattern, bounds on a `number` (with
+ * exponents, whether `0.0…01e+N` is in range compares a count of digits with a decimal exponent:
+ * no automaton can), `multipleOf`, a part that allows any value, keywords that would have to be
+ * intersected, a schema past the automaton's budgets (src/generate/_automaton.ts) or
+ * {@link MAX_SCHEMA_DEPTH} levels — is refused with SchemaError: the answer could not be held to
+ * it.
  * @module
  */
 import { preview, SchemaError } from "../errors.ts";
@@ -31,6 +38,12 @@ import { determinize, type Dfa, type Frag, Nfa, utf8 } from "./_automaton.ts";
 export const MAX_UNROLLED = 32;
 /** Deepest a schema may nest (objects, lists, branches, $refs). */
 export const MAX_SCHEMA_DEPTH = 64;
+/**
+ * Longest `minLength` / `maxLength` a string is held to: its automaton has a state per count of
+ * characters, about 24 DFA states each (6,147 for 256), and a whole schema has 16,384
+ * (src/generate/_automaton.ts MAX_DFA_STATES).
+ */
+export const MAX_STRING_LENGTH = 256;
 
 /** Keywords that only describe: they do not change which answers a schema allows here. */
 const ANNOTATIONS = new Set([
@@ -62,6 +75,14 @@ const KNOWN = new Set([
   "items",
   "minItems",
   "maxItems",
+  "minimum",
+  "maximum",
+  "exclusiveMinimum",
+  "exclusiveMaximum",
+  "minLength",
+  "maxLength",
+  "minProperties",
+  "maxProperties",
   "enum",
   "const",
   "anyOf",
@@ -136,7 +157,7 @@ class SchemaCompiler {
       return this.#ref(schema, path, depth);
     }
     if (way === "const" || way === "enum") {
-      const extra = siblings.filter((k) => k !== "type");
+      const extra = siblings.filter((k) => k !== "type" && !VALUE_BOUNDS.includes(k));
       if (extra.length) {
         throw new SchemaError(`${path}: "${way}" beside ${extra.join(", ")} is not supported`);
       }
@@ -150,10 +171,14 @@ class SchemaCompiler {
       }
       // Beside a type, the members of that type (JSON Schema: both must hold).
       const types = schema.type === undefined ? undefined : typeList(schema.type, path);
-      const kept = list.filter((v) => !types || types.some((t) => hasType(v, t)));
+      // Beside bounds, the members within them (a bound holds numbers or strings only).
+      const kept = list.filter((v) =>
+        (!types || types.some((t) => hasType(v, t))) && withinBounds(v, schema, path)
+      );
       if (!kept.length) {
         throw new SchemaError(
-          `${path}: no value of its ${way} is of its type ${preview(schema.type)}`,
+          `${path}: no value of its ${way} is of its type ${preview(schema.type)} and within ` +
+            "its bounds",
         );
       }
       // JSON.parse gave the schema's numbers as doubles: a whole number of 17 to 21 digits (an
@@ -212,10 +237,22 @@ class SchemaCompiler {
     const nfa = this.nfa;
     switch (type) {
       case "string":
-        return nfa.string();
-      case "number":
-      case "integer":
-        return nfa.number(type === "integer");
+        return this.#string(schema, path);
+      case "integer": {
+        const [lo, hi] = integerBounds(schema, path);
+        return lo === -Infinity && hi === Infinity ? nfa.number(true) : nfa.integer(lo, hi);
+      }
+      case "number": {
+        const bound = NUMBER_BOUNDS.find((k) => schema[k] !== undefined);
+        if (bound) {
+          throw new SchemaError(
+            `${path}: "${bound}" on a number is not supported (a bound on a number with a ` +
+              "fraction or exponent cannot be held to exactly here); it is on an integer: " +
+              '"type": "integer"',
+          );
+        }
+        return nfa.number(false);
+      }
       case "boolean":
         return nfa.alt([nfa.literal(utf8.encode("true")), nfa.literal(utf8.encode("false"))]);
       case "null":
@@ -226,6 +263,24 @@ class SchemaCompiler {
         return this.#object(schema, path, depth);
     }
     throw new SchemaError(`${path}.type ${preview(type)} is not a JSON schema type`);
+  }
+
+  /** A string, held to `minLength` / `maxLength` (code points) if it has them. */
+  #string(schema: Schema, path: string): Frag {
+    const min = count(schema.minLength, `${path}.minLength`);
+    const max = count(schema.maxLength, `${path}.maxLength`);
+    if (min === undefined && max === undefined) return this.nfa.string();
+    if (max !== undefined && max < (min ?? 0)) {
+      throw new SchemaError(`${path}: maxLength ${max} is below minLength ${min}`);
+    }
+    if (Math.max(min ?? 0, max ?? 0) > MAX_STRING_LENGTH) {
+      throw new SchemaError(
+        `${path}: minLength / maxLength up to ${MAX_STRING_LENGTH} are supported (the automaton ` +
+          `needs a state per count of characters), got ${Math.max(min ?? 0, max ?? 0)}: ` +
+          "leave the bound out, or ask for a shorter string",
+      );
+    }
+    return this.nfa.stringLength(min ?? 0, max);
   }
 
   /** One JSON value exactly (const, an enum's member), its whitespace as everywhere else. */
@@ -253,7 +308,6 @@ class SchemaCompiler {
   }
 
   #array(schema: Schema, path: string, depth: number): Frag {
-    const nfa = this.nfa;
     const min = count(schema.minItems, `${path}.minItems`) ?? 0;
     const max = count(schema.maxItems, `${path}.maxItems`);
     if (max !== undefined && max < min) {
@@ -268,8 +322,17 @@ class SchemaCompiler {
     if (schema.items === undefined) {
       throw new SchemaError(`${path} is an array with no "items": say what its items are`);
     }
-    const item = () => this.value(schema.items, `${path}.items`, depth + 1);
-    const open = nfa.literal([0x5b]), close = nfa.literal([0x5d]);
+    return this.#repeat("[]", () => this.value(schema.items, `${path}.items`, depth + 1), min, max);
+  }
+
+  /**
+   * `brackets[0]`, from `min` to `max` (undefined: any number) of `item` separated by "," and
+   * an optional space, then `brackets[1]`: a list's items, a map's entries.
+   */
+  #repeat(brackets: string, item: () => Frag, min: number, max?: number): Frag {
+    const nfa = this.nfa;
+    const open = nfa.literal([brackets.charCodeAt(0)]);
+    const close = nfa.literal([brackets.charCodeAt(1)]);
     const sep = () => nfa.seq([nfa.literal([0x2c]), nfa.space()]);
     const f = nfa.frag();
     nfa.empty(f.start, open.start);
@@ -297,14 +360,35 @@ class SchemaCompiler {
   #object(schema: Schema, path: string, depth: number): Frag {
     const nfa = this.nfa;
     const props = schema.properties;
+    if (props !== undefined && !isObject(props)) {
+      throw new SchemaError(`${path}.properties must be an object`);
+    }
+    const ap = schema.additionalProperties;
+    const required = schema.required ?? [];
+    if ((props === undefined || Object.keys(props).length === 0) && ap !== undefined) {
+      if (Array.isArray(required) && required.length) {
+        throw new SchemaError(
+          `${path}.required names ${preview(required[0])}, which is not in its properties: ` +
+            "list it in properties",
+        );
+      }
+      return this.#map(schema, path, depth);
+    }
     if (props === undefined) {
       throw new SchemaError(
-        `${path} is an object with no "properties": list them (an object of any properties ` +
-          "cannot be held to; properties {} allows only {})",
+        `${path} is an object with no "properties": list them, or give "additionalProperties" ` +
+          "a schema for a map of any keys (an object of any values cannot be held to; " +
+          "properties {} allows only {})",
       );
     }
-    if (!isObject(props)) throw new SchemaError(`${path}.properties must be an object`);
-    const required = schema.required ?? [];
+    const counted = ["minProperties", "maxProperties"].find((k) => schema[k] !== undefined);
+    if (counted) {
+      throw new SchemaError(
+        `${path}: "${counted}" beside listed properties is not supported (it is on a map: ` +
+          '"additionalProperties" with no "properties"); make the properties required or optional ' +
+          "instead",
+      );
+    }
     if (!Array.isArray(required) || !required.every((r) => typeof r === "string")) {
       throw new SchemaError(`${path}.required must be a list of property names`);
     }
@@ -341,6 +425,43 @@ class SchemaCompiler {
     return f;
   }
 
+  /**
+   * An object of any keys whose values are `additionalProperties` (Python's dict[str, X]), with
+   * from minProperties to maxProperties of them; additionalProperties false: only {}.
+   */
+  #map(schema: Schema, path: string, depth: number): Frag {
+    const ap = schema.additionalProperties;
+    const min = count(schema.minProperties, `${path}.minProperties`) ?? 0;
+    let max = count(schema.maxProperties, `${path}.maxProperties`);
+    if (ap === false) max = 0;
+    if (max !== undefined && max < min) {
+      throw new SchemaError(`${path}: at most ${max} properties is below minProperties ${min}`);
+    }
+    // The automaton counts entries as written, not keys: {"a":1,"a":2} is two entries but one
+    // property once parsed. So a maximum holds (written entries are never fewer), and a minimum of
+    // one does (one entry is one key); two or more would need the keys told apart.
+    if (min > 1) {
+      throw new SchemaError(
+        `${path}: minProperties ${min} is not supported (0 and 1 are): a repeated key would be ` +
+          "counted twice, and telling keys apart is past an automaton",
+      );
+    }
+    if ((max ?? 0) > MAX_UNROLLED) {
+      throw new SchemaError(
+        `${path}: maxProperties up to ${MAX_UNROLLED} is supported, got ${max}`,
+      );
+    }
+    const nfa = this.nfa;
+    const entry = () =>
+      nfa.seq([
+        nfa.string(),
+        nfa.literal([0x3a]),
+        nfa.space(),
+        this.value(ap, `${path}.additionalProperties`, depth + 1),
+      ]);
+    return this.#repeat("{}", entry, min, max);
+  }
+
   #ref(schema: Schema, path: string, depth: number): Frag {
     const ref = schema.$ref;
     const m = typeof ref === "string" ? /^#\/(\$defs|definitions)\/([^/]+)$/.exec(ref) : null;
@@ -365,6 +486,96 @@ class SchemaCompiler {
       this.#open.pop();
     }
   }
+}
+
+/** Keywords that bound a number's value. */
+const NUMBER_BOUNDS = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
+/** Keywords that bound a number's value or a string's length: beside an enum, they filter it. */
+const VALUE_BOUNDS = [...NUMBER_BOUNDS, "minLength", "maxLength"];
+
+/** Whether JSON value `v` is within `schema`'s bounds on numbers and string lengths. */
+function withinBounds(v: unknown, schema: Schema, path: string): boolean {
+  if (typeof v === "string") {
+    const n = [...v].length; // code points, as JSON Schema counts
+    const min = count(schema.minLength, `${path}.minLength`) ?? 0;
+    const max = count(schema.maxLength, `${path}.maxLength`) ?? Infinity;
+    return n >= min && n <= max;
+  }
+  if (typeof v !== "number") return true;
+  const b = (k: string) => {
+    const x = schema[k];
+    if (x === undefined || typeof x === "boolean") return undefined;
+    if (typeof x !== "number" || !Number.isFinite(x)) {
+      throw new SchemaError(`${path}.${k} must be a number, got ${preview(x)}`);
+    }
+    return x;
+  };
+  const [min, max, exMin, exMax] = NUMBER_BOUNDS.map(b);
+  // Draft 4: exclusiveMinimum / exclusiveMaximum true make minimum / maximum exclusive.
+  const [strictMin, strictMax] = [
+    schema.exclusiveMinimum === true,
+    schema.exclusiveMaximum === true,
+  ];
+  return (min === undefined || (strictMin ? v > min : v >= min)) &&
+    (max === undefined || (strictMax ? v < max : v <= max)) &&
+    (exMin === undefined || v > exMin) && (exMax === undefined || v < exMax);
+}
+
+/**
+ * The whole numbers from lo to hi that an integer schema's bounds leave (±Infinity: unbounded):
+ * `minimum` / `maximum` inclusive, `exclusiveMinimum` / `exclusiveMaximum` as numbers (draft 6 on)
+ * or as draft 4's booleans on `minimum` / `maximum`; a bound need not be whole (`gt=1.5`: from 2).
+ * @throws SchemaError for a bound that is not a number, or past ±(2^53 − 1)
+ */
+function integerBounds(schema: Schema, path: string): [number, number] {
+  const bound = (k: string): number | undefined => {
+    const x = schema[k];
+    if (x === undefined) return undefined;
+    if (typeof x !== "number" || !Number.isFinite(x)) {
+      throw new SchemaError(`${path}.${k} must be a number, got ${preview(x)}`);
+    }
+    // JSON.parse gave the schema's numbers as doubles: past 2^53 a bound written in digits may
+    // not be the one meant (9007199254740993 arrives as 9007199254740992).
+    if (Math.abs(x) > Number.MAX_SAFE_INTEGER) {
+      throw new SchemaError(
+        `${path}.${k} ${preview(x)} is past ±(2^53 − 1) (${Number.MAX_SAFE_INTEGER}), which ` +
+          "reaches the schema compiler rounded (JSON.parse reads numbers as doubles): leave the " +
+          "bound out, or keep it within ±2^53",
+      );
+    }
+    return x;
+  };
+  const draft4 = (k: string, beside: string): boolean => {
+    const x = schema[k];
+    if (typeof x !== "boolean") return false;
+    if (x && schema[beside] === undefined) {
+      throw new SchemaError(`${path}.${k} true needs "${beside}" beside it (draft 4's form)`);
+    }
+    return x;
+  };
+  let lo = -Infinity, hi = Infinity;
+  const exMin = draft4("exclusiveMinimum", "minimum");
+  const exMax = draft4("exclusiveMaximum", "maximum");
+  const min = bound("minimum"), max = bound("maximum");
+  if (min !== undefined) lo = exMin ? Math.floor(min) + 1 : Math.ceil(min);
+  if (max !== undefined) hi = exMax ? Math.ceil(max) - 1 : Math.floor(max);
+  if (typeof schema.exclusiveMinimum !== "boolean") {
+    const x = bound("exclusiveMinimum");
+    if (x !== undefined) lo = Math.max(lo, Math.floor(x) + 1);
+  }
+  if (typeof schema.exclusiveMaximum !== "boolean") {
+    const x = bound("exclusiveMaximum");
+    if (x !== undefined) hi = Math.min(hi, Math.ceil(x) - 1);
+  }
+  if (lo > hi) {
+    throw new SchemaError(
+      `${path}: no integer is within its bounds (${
+        NUMBER_BOUNDS.filter((k) => k in schema)
+          .map((k) => `${k} ${preview(schema[k])}`).join(", ")
+      })`,
+    );
+  }
+  return [lo + 0, hi + 0]; // -0 (Math.ceil(-0.5)) as 0
 }
 
 /** A schema's `type` as a list, each a JSON schema type. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { seeded } from "../ref/_random.ts";
 import { DFA_NONE, dfaAccepts, dfaWalk } from "./_automaton.ts";
-import { choiceDfa, MAX_UNROLLED, schemaDfa } from "./json_schema.ts";
+import { choiceDfa, MAX_STRING_LENGTH, MAX_UNROLLED, schemaDfa } from "./json_schema.ts";
 import { SchemaError } from "../errors.ts";
 
 const utf8 = new TextEncoder();
@@ -178,8 +178,8 @@ Deno.test("schemaDfa() and choiceDfa() refuse what they cannot hold an answer to
     [{ type: "object", properties: { a: {} } }, /schema\.properties\.a allows any value/],
     [true, /a JSON schema must be an object/],
     [
-      { type: "object", properties: { n: { type: "integer", minimum: 0 } } },
-      /properties\.n: "minimum" is not supported/,
+      { type: "object", properties: { n: { type: "number", minimum: 0 } } },
+      /properties\.n: "minimum" on a number is not supported .*"type": "integer"/,
     ],
     [{
       $defs: { t: { type: "object", properties: { c: { $ref: "#/$defs/t" } } } },
@@ -347,7 +347,10 @@ Deno.test("schemaDfa() holds sibling keywords or refuses them; never drops one",
     [{ enum: [NaN] }, /values must be JSON data, got NaN/],
     [{ enum: [new Date(0)] }, /values must be JSON data/],
     [{ enum: [1n] }, /values must be JSON data, got 1/],
-    [{ type: "object" }, /an object with no "properties"/],
+    [
+      { type: "object" },
+      /an object with no "properties": list them, or give "additionalProperties"/,
+    ],
     [{ type: "string", nullable: "yes" }, /nullable must be true or false/],
     [{ type: "string", enum: [1, 2] }, /no value of its enum is of its type "string"/],
   ];
@@ -409,5 +412,261 @@ Deno.test("schemaDfa() refuses schemas too large or too deep quickly, and compil
       (e) => e instanceof SchemaError && message.test(e.message),
     );
     assert.ok(performance.now() - t < 5000, `${performance.now() - t} ms for ${message}`);
+  }
+});
+
+/** Whether integer `x` is within `schema`'s bounds, read straight off JSON Schema's wording. */
+function inRange(x: number, s: Record<string, number | boolean>): boolean {
+  const { minimum: min, maximum: max, exclusiveMinimum: exMin, exclusiveMaximum: exMax } = s;
+  return (min === undefined || (exMin === true ? x > (min as number) : x >= (min as number))) &&
+    (max === undefined || (exMax === true ? x < (max as number) : x <= (max as number))) &&
+    (typeof exMin !== "number" || x > exMin) && (typeof exMax !== "number" || x < exMax);
+}
+
+Deno.test("schemaDfa() holds integers to minimum / maximum / exclusive bounds exactly", () => {
+  const SAFE = Number.MAX_SAFE_INTEGER;
+  const cases: Record<string, number | boolean>[] = [
+    { minimum: 0 },
+    { maximum: 0 },
+    { exclusiveMinimum: 0 },
+    { exclusiveMaximum: 0 },
+    { minimum: -5, maximum: 5 },
+    { minimum: 0, maximum: 0 },
+    { minimum: 10, maximum: 10 },
+    { exclusiveMinimum: 0, exclusiveMaximum: 100 },
+    { minimum: -100, maximum: -10 },
+    { minimum: -123, exclusiveMaximum: -99 },
+    { minimum: 123, maximum: 4567 },
+    { minimum: 7, maximum: 1000 },
+    { minimum: 1.0 }, // pydantic ge=1.0
+    { exclusiveMinimum: 1.5 }, // gt=1.5: from 2
+    { minimum: -1.5, maximum: 2.5 },
+    { exclusiveMinimum: -2.5, exclusiveMaximum: 0.5 },
+    { minimum: 0, exclusiveMinimum: true, maximum: 9, exclusiveMaximum: true }, // draft 4
+    { minimum: 3, exclusiveMinimum: false },
+    { minimum: 5, exclusiveMinimum: 2, maximum: 50, exclusiveMaximum: 60 }, // all four
+    { minimum: 999, maximum: 1001 },
+    { maximum: SAFE },
+    { minimum: -SAFE, maximum: SAFE },
+    { minimum: SAFE - 15 },
+    { maximum: -SAFE + 15 },
+  ];
+  for (const bounds of cases) {
+    const dfa = schemaDfa({ type: "integer", ...bounds });
+    const ends = [bounds.minimum, bounds.maximum, bounds.exclusiveMinimum, bounds.exclusiveMaximum]
+      .filter((x): x is number => typeof x === "number").map(Math.round);
+    const xs = new Set<number>();
+    for (const e of [...ends, 0]) for (let d = -20; d <= 20; d++) xs.add(e + d);
+    for (const x of xs) {
+      assert.equal(
+        dfaAccepts(dfa, String(x)),
+        inRange(x, bounds),
+        `${x} ${JSON.stringify(bounds)}`,
+      );
+    }
+    // Far out, in digits a double cannot hold, and forms that are no JSON integer.
+    const far = ["9".repeat(17), "-" + "9".repeat(17), "12345678901234567890123", "-100000"];
+    for (const t of far) {
+      assert.equal(
+        dfaAccepts(dfa, t),
+        inRange(Number(t), bounds),
+        `${t} ${JSON.stringify(bounds)}`,
+      );
+    }
+    for (const t of ["", "-", "+1", "01", "-01", "00", "1.0", "1e2", " 1", "1 "]) {
+      assert.ok(!dfaAccepts(dfa, t), `${t} ${JSON.stringify(bounds)}`);
+    }
+    // "-0" is the integer 0 (JSON.parse and Python read it so): where 0 is in range.
+    assert.equal(dfaAccepts(dfa, "-0"), inRange(0, bounds), JSON.stringify(bounds));
+  }
+  // Bounds live only on the integer branch of a list of types, and in a property.
+  const both = schemaDfa({
+    type: "object",
+    properties: { n: { type: ["integer", "null"], minimum: 1, maximum: 12 } },
+    required: ["n"],
+  });
+  assert.deepEqual(
+    ['{"n":1}', '{"n": 12}', '{"n":null}', '{"n":0}', '{"n":13}', '{"n":"1"}'].map((t) =>
+      dfaAccepts(both, t)
+    ),
+    [true, true, true, false, false, false],
+  );
+  // An enum beside bounds keeps its members within them (a string is not held to a minimum).
+  const kept = schemaDfa({ enum: [1, 5, 10, "x", 2.5], minimum: 2, exclusiveMaximum: 10 });
+  assert.deepEqual(
+    ["1", "5", "10", '"x"', "2.5"].map((t) => dfaAccepts(kept, t)),
+    [false, true, false, true, true],
+  );
+  // A whole range of safe integers stays small.
+  assert.ok(schemaDfa({ type: "integer", minimum: -SAFE, maximum: SAFE }).states < 300);
+  const refused: [unknown, RegExp][] = [
+    [
+      { type: "integer", minimum: 2 ** 53 },
+      /schema\.minimum 9007199254740992 is past ±\(2\^53 − 1\)/,
+    ],
+    [{ type: "integer", maximum: -1e300 }, /schema\.maximum -1e\+300 is past ±\(2\^53 − 1\)/],
+    [{ type: "integer", minimum: "1" }, /schema\.minimum must be a number, got "1"/],
+    [
+      { type: "integer", exclusiveMinimum: true },
+      /exclusiveMinimum true needs "minimum" beside it/,
+    ],
+    [
+      { type: "integer", minimum: 5, maximum: 4 },
+      /no integer is within its bounds \(minimum 5, maximum 4\)/,
+    ],
+    [{ type: "integer", exclusiveMinimum: 1.2, exclusiveMaximum: 1.8 }, /no integer is within/],
+    [{ type: "number", exclusiveMaximum: 1 }, /"exclusiveMaximum" on a number is not supported/],
+    [
+      { enum: [1, 2], minimum: 3 },
+      /no value of its enum is of its type undefined and within its bounds/,
+    ],
+    [{ type: "integer", multipleOf: 2 }, /"multipleOf" is not supported/],
+  ];
+  for (const [schema, message] of refused) {
+    assert.throws(
+      () => schemaDfa(schema),
+      (e) => e instanceof SchemaError && message.test(e.message),
+      JSON.stringify(schema),
+    );
+  }
+});
+
+Deno.test("schemaDfa() holds strings to minLength / maxLength in code points", () => {
+  // Each piece one character once decoded: ASCII, 2- to 4-byte UTF-8, escapes, a \u pair.
+  const pieces = ["a", "é", "中", "😀", "\\n", '\\"', "\\u00e9", "\\ud83d\\ude00", "\\uDC00"];
+  const cases: [number | undefined, number | undefined][] = [[undefined, 0], [undefined, 3]];
+  cases.push([1, undefined], [4, undefined], [2, 2], [0, 5], [3, 6]);
+  for (const [min, max] of cases) {
+    const dfa = schemaDfa({ type: "string", minLength: min, maxLength: max });
+    const rand = seeded(11);
+    for (let n = 0; n <= 8; n++) {
+      for (let k = 0; k < 30; k++) {
+        const body = Array.from({ length: n }, () => pieces[Math.floor(rand() * pieces.length)]);
+        const text = `"${body.join("")}"`;
+        assert.equal([...JSON.parse(text)].length, n, text);
+        const want = n >= (min ?? 0) && n <= (max ?? Infinity);
+        assert.equal(dfaAccepts(dfa, text), want, `${text} in [${min}, ${max}]`);
+      }
+    }
+  }
+  // A high surrogate's escape then a low one's is one character; a lone one is one, too.
+  const one = schemaDfa({ type: "string", minLength: 1, maxLength: 1 });
+  for (const t of ['"\\uD83D\\uDE00"', '"\\ud800"', '"\\udc00"', '"\\u0041"', '"\\\\"']) {
+    assert.ok(dfaAccepts(one, t), t);
+  }
+  for (const t of ['"\\ud800\\ud800"', '"\\udc00\\ud800"', '"\\ud800a"', '""', '"ab"']) {
+    assert.ok(!dfaAccepts(one, t), t);
+  }
+  // Beside other types a length bound holds strings only; an enum keeps its members within it.
+  const mixed = schemaDfa({ type: ["string", "integer"], maxLength: 2 });
+  assert.deepEqual(['"ab"', '"abc"', "12345"].map((t) => dfaAccepts(mixed, t)), [
+    true,
+    false,
+    true,
+  ]);
+  const named = schemaDfa({ enum: ["no", "yes", "é😀x"], maxLength: 3, minLength: 3 });
+  assert.deepEqual(['"no"', '"yes"', '"é😀x"'].map((t) => dfaAccepts(named, t)), [
+    false,
+    true,
+    true,
+  ]);
+  // The longest bound allowed compiles within the state budget; past it is refused, saying so.
+  const long = schemaDfa({ type: "string", maxLength: MAX_STRING_LENGTH });
+  assert.ok(long.states < 6500, `${long.states} states`);
+  assert.ok(dfaAccepts(long, JSON.stringify("é".repeat(MAX_STRING_LENGTH))));
+  assert.ok(!dfaAccepts(long, JSON.stringify("é".repeat(MAX_STRING_LENGTH + 1))));
+  const refused: [unknown, RegExp][] = [
+    [{ type: "string", maxLength: 1000 }, /maxLength up to 256 are supported .* got 1000/],
+    [{ type: "string", minLength: 257 }, /minLength \/ maxLength up to 256 are supported/],
+    [{ type: "string", minLength: 3, maxLength: 2 }, /maxLength 2 is below minLength 3/],
+    [{ type: "string", maxLength: -1 }, /maxLength must be a whole number ≥ 0, got -1/],
+    [{ type: "string", maxLength: 4, pattern: "^a+$" }, /"pattern" is not supported/],
+  ];
+  for (const [schema, message] of refused) {
+    assert.throws(
+      () => schemaDfa(schema),
+      (e) => e instanceof SchemaError && message.test(e.message),
+      JSON.stringify(schema),
+    );
+  }
+});
+
+Deno.test("schemaDfa() writes a map (additionalProperties with no properties) as any keys' entries", () => {
+  // pydantic's dict[str, int], and dict[str, list[str]] in a property.
+  const ints = schemaDfa({ type: "object", additionalProperties: { type: "integer" } });
+  const yes = ["{}", '{"a":1}', '{"a": 1, "b":-2}', '{"":0,"\\u00e9\\n":3}', '{"a":1,"a":2}'];
+  for (const t of yes) assert.ok(dfaAccepts(ints, t), t);
+  const no = ['{"a":"1"}', '{"a":1,}', "{a:1}", '{"a":1.5}', "{ }", '{"a" :1}', "[]", '{"a":}'];
+  for (const t of no) assert.ok(!dfaAccepts(ints, t), t);
+  const nested = schemaDfa({
+    type: "object",
+    properties: {
+      tags: {
+        type: "object",
+        additionalProperties: { type: "array", items: { type: "string" } },
+        maxProperties: 2,
+        minProperties: 1,
+      },
+    },
+    required: ["tags"],
+  });
+  const counted = ['{"tags":{}}', '{"tags":{"a":[]}}', '{"tags":{"a":["x"],"b":[]}}'];
+  counted.push('{"tags":{"a":[],"b":[],"c":[]}}');
+  assert.deepEqual(counted.map((t) => dfaAccepts(nested, t)), [false, true, true, false]);
+  // properties {} beside additionalProperties is the same map; false allows only {}.
+  const empty = schemaDfa({
+    type: "object",
+    properties: {},
+    additionalProperties: { type: "null" },
+  });
+  assert.ok(dfaAccepts(empty, '{"x":null}') && !dfaAccepts(empty, '{"x":1}'));
+  const none = schemaDfa({ type: "object", additionalProperties: false });
+  assert.deepEqual(["{}", '{"a":1}'].map((t) => dfaAccepts(none, t)), [true, false]);
+  // Beside listed properties it is moot (only they are written), as before.
+  const listed = schemaDfa({
+    type: "object",
+    properties: { a: { type: "integer" } },
+    additionalProperties: { type: "string" },
+  });
+  assert.deepEqual(['{"a":1}', '{"a":1,"b":"x"}'].map((t) => dfaAccepts(listed, t)), [true, false]);
+  const refused: [unknown, RegExp][] = [
+    [{ type: "object", additionalProperties: true }, /additionalProperties allows any value/],
+    [{ type: "object", additionalProperties: {} }, /additionalProperties allows any value/],
+    [{ type: "object", additionalProperties: { description: "x" } }, /allows any value/],
+    [
+      { type: "object", additionalProperties: { type: "integer" }, minProperties: 2 },
+      /minProperties 2 is not supported \(0 and 1 are\): a repeated key would be counted twice/,
+    ],
+    [
+      { type: "object", additionalProperties: { type: "integer" }, maxProperties: 33 },
+      /maxProperties up to 32 is supported, got 33/,
+    ],
+    [
+      { type: "object", additionalProperties: false, minProperties: 1 },
+      /at most 0 properties is below minProperties 1/,
+    ],
+    [
+      { type: "object", properties: { a: { type: "integer" } }, maxProperties: 1 },
+      /"maxProperties" beside listed properties is not supported/,
+    ],
+    [
+      { type: "object", additionalProperties: { type: "integer" }, required: ["a"] },
+      /required names "a", which is not in its properties/,
+    ],
+    [
+      {
+        type: "object",
+        additionalProperties: { type: "integer" },
+        propertyNames: { maxLength: 3 },
+      },
+      /"propertyNames" is not supported/,
+    ],
+  ];
+  for (const [schema, message] of refused) {
+    assert.throws(
+      () => schemaDfa(schema),
+      (e) => e instanceof SchemaError && message.test(e.message),
+      JSON.stringify(schema),
+    );
   }
 });
