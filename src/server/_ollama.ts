@@ -26,7 +26,12 @@ import type { GenerationResult, TokenLogprob, WeightTypes } from "../generate/ty
 import { badRequest, HttpError, toHttpError } from "./_errors.ts";
 import { DATA_URL_NOT_BASE64 } from "./_images.ts";
 import { deltaReader, type Format, logprobEntries } from "./_openai.ts";
-import { QWEN_FUNCTION_MARK } from "./_qwen_tools.ts";
+import {
+  QWEN_AGENT_SYSTEM,
+  QWEN_FUNCTION_MARK,
+  QWEN_RETURN_MARK,
+  toolSystemPrompt,
+} from "./_qwen_tools.ts";
 import type { ToolMode } from "./_tools.ts";
 import { ndjsonLine } from "./_sse.ts";
 import { MAX_NEW_TOKENS_LIMIT } from "../generate/options.ts";
@@ -761,17 +766,22 @@ export async function modelEntry(
   };
 }
 
-/** POST /api/show's answer: what Ollama's clients read of a model (its capabilities, context). */
+/**
+ * POST /api/show's answer: what Ollama's clients read of a model (its capabilities, context, and
+ * its prompt template, {@link ollamaTemplate}, with `defaultSystem` as the engine's chat template
+ * writes it).
+ */
 export function showObject(
   maxContext: number | undefined,
   since: string,
   weights?: WeightTypes,
+  defaultSystem?: string,
 ): Json {
   return {
     license: "",
     modelfile: "",
     parameters: "",
-    template: "",
+    template: ollamaTemplate(defaultSystem),
     details: modelDetails(weights),
     model_info: {
       "general.architecture": "qwen2vl",
@@ -794,4 +804,113 @@ export function onceResponse(stream: boolean, object: object): Response {
 /** An error as Ollama sends it: `{"error": "…"}` with the status. */
 export function ollamaErrorResponse(error: HttpError): Response {
   return Response.json({ error: error.message }, { status: error.status, headers: error.headers });
+}
+
+/** Literal text inside a Go template (where `{{` would open an action). */
+function goText(text: string): string {
+  return text.replaceAll("{{", '{{ "{{" }}');
+}
+
+/**
+ * The tools' section of the system message (Qwen-Agent's, {@link toolSystemPrompt}: English,
+ * parallel calls — an Ollama request's) as a Go template over Ollama's `.Tools`: the text is
+ * toolSystemPrompt's own, written for placeholder tools, each placeholder replaced by the action
+ * that writes it — so the template says what the server writes, word for word. (Qwen-Agent writes
+ * a tool's parameters as Python's json.dumps, ", " between items; Ollama's `json`, Go's
+ * json.Marshal, writes them compact.)
+ */
+function goToolSection(): string {
+  const NAME = "\u0001", DESCRIPTION = "\u0002", PARAMETERS = "\u0003";
+  const prompt = (name: string) =>
+    toolSystemPrompt(
+      [{ name, description: DESCRIPTION, parameters: PARAMETERS as unknown as Json }],
+      true,
+      "en",
+    );
+  const params = JSON.stringify(PARAMETERS); // as pythonJson writes the placeholder
+  // prompt = the heading, a tool's description (from "### "), then "\n\n## " and how to call.
+  const plain = prompt(NAME), code = prompt("code_interpreter");
+  const start = plain.indexOf("### ");
+  const end = plain.indexOf("\n\n## ", start);
+  const tool = plain.slice(start, end);
+  const [described, asJson] = tool.split(`${params} `);
+  const asCode = code.slice(
+    code.indexOf(`${params} `) + params.length + 1,
+    code.indexOf("\n\n## ", code.indexOf("### ")),
+  );
+  const action = (text: string) =>
+    goText(text).replaceAll(NAME, "{{ .Function.Name }}")
+      .replaceAll(DESCRIPTION, "{{ .Function.Description }}");
+  const names = "{{ range $i, $_ := .Tools }}{{ if $i }},{{ end }}{{ .Function.Name }}{{ end }}";
+  return goText(plain.slice(0, start)) +
+    "{{ range $i, $_ := .Tools }}{{ if $i }}\n\n{{ end }}" + action(described) +
+    "{{ json .Function.Parameters }} " +
+    `{{ if eq .Function.Name "code_interpreter" }}${goText(asCode)}{{ else }}${
+      goText(asJson)
+    }{{ end }}{{ end }}` +
+    goText(plain.slice(end)).replaceAll(NAME, names);
+}
+
+/**
+ * The prompt template /api/show gives, as Ollama's Go template (its `.System`, `.Messages`,
+ * `.Tools`): what the server writes for an /api/chat request — Qwen2-VL's ChatML, the system
+ * message (or, without one, `defaultSystem`: what the engine's chat template writes then; with
+ * tools and no default, Qwen-Agent's) with the tools' section after it, a turn's calls as Qwen's
+ * `✿FUNCTION✿`/`✿ARGS✿` lines and the tools' results after them in the same turn, an answer
+ * that ends on results continued from `✿RETURN✿`, a last assistant message continued. Clients
+ * read it for what the model can do: litellm takes a model whose template never mentions "tools"
+ * for one without tool calls. Not rendered here (the server renders the model's own template);
+ * where it differs: every system message goes first (Ollama's `.System`), and a conversation in
+ * Chinese gets the tools' section in Chinese.
+ */
+export function ollamaTemplate(defaultSystem?: string): string {
+  // Written as Ollama's own templates are: `{{-` eats the line break before it, so the lines
+  // starting with one only lay the template out; every other line break is the prompt's.
+  const system = defaultSystem
+    ? `{{- /* always: the default where there is none */}}<|im_start|>system
+{{ if .System }}{{ .System }}{{ else }}${goText(defaultSystem)}{{ end }}`
+    : `{{- if or .System .Tools }}<|im_start|>system
+{{ if .System }}{{ .System }}{{ else }}${goText(QWEN_AGENT_SYSTEM)}{{ end }}`;
+  const [fn, args, result, ret] = [QWEN_FUNCTION_MARK, "✿ARGS✿", "✿RESULT✿", QWEN_RETURN_MARK];
+  // $next: the role of the message after this one (a tool's results continue the caller's turn).
+  return `{{- if .Messages }}
+${system}{{ if .Tools }}
+
+${goToolSection()}{{ end }}<|im_end|>
+${defaultSystem ? "{{/* no end: the system message is always written */}}" : "{{ end }}"}
+{{- $prev := "" }}
+{{- range $i, $m := .Messages }}
+{{- $rest := slice $.Messages $i }}
+{{- $next := "" }}{{ if gt (len $rest) 1 }}{{ $next = (index $rest 1).Role }}{{ end }}
+{{- if eq .Role "user" }}<|im_start|>user
+{{ range .Images }}<|vision_start|><|image_pad|><|vision_end|>{{ end }}{{ .Content }}<|im_end|>
+{{ else if eq .Role "assistant" }}
+{{- if ne $prev "tool" }}<|im_start|>assistant
+{{ end }}{{ .Content }}
+{{- range $j, $c := .ToolCalls }}
+{{- if or $j $m.Content (eq $prev "tool") }}
+{{ end }}${fn}: {{ .Function.Name }}
+${args}: {{ json .Function.Arguments }}
+{{- end }}
+{{- if and $next (ne $next "tool") }}<|im_end|>
+{{ end }}
+{{- else if eq .Role "tool" }}
+${result}: {{ .Content }}
+{{- if ne $next "tool" }}
+${ret}{{ if $next }}: {{ end }}
+{{- end }}
+{{- if and $next (ne $next "tool") (ne $next "assistant") }}<|im_end|>
+{{ end }}
+{{- end }}
+{{- if ne .Role "system" }}{{ $prev = .Role }}{{ end }}
+{{- end }}
+{{- if eq $prev "user" }}<|im_start|>assistant
+{{ end }}
+{{- else }}
+{{- if .System }}<|im_start|>system
+{{ .System }}<|im_end|>
+{{ end }}{{ if .Prompt }}<|im_start|>user
+{{ .Prompt }}<|im_end|>
+{{ end }}<|im_start|>assistant
+{{ end }}{{ .Response }}{{ if .Response }}<|im_end|>{{ end }}`;
 }

@@ -10,6 +10,8 @@ import {
   ollamaGenerate,
   ollamaGenerateFormat,
   ollamaName,
+  ollamaTemplate,
+  showObject,
   type Source,
   withoutOldest,
 } from "./_ollama.ts";
@@ -506,5 +508,43 @@ Deno.test("keepAliveSeconds() reads keep_alive as Ollama does: seconds, a Go dur
       (e) => e instanceof HttpError && e.status === 400 && e.param === "keep_alive",
       String(bad),
     );
+  }
+});
+
+Deno.test("showObject() gives a Go template of the server's prompt: ChatML, the engine's default system message, and the tools' section over .Tools (litellm reads 'tools' in it for tool support)", () => {
+  const qvq = "You are a helpful and harmless assistant. You are Qwen developed by Alibaba. You " +
+    "should think step-by-step.";
+  const template = showObject(32768, "2026-01-01T00:00:00Z", undefined, qvq).template as string;
+  assert.equal(template, ollamaTemplate(qvq));
+  // litellm's _supports_function_calling: "tools" in the template.
+  assert.ok(template.includes("tools"));
+  assert.ok(template.includes(
+    `<|im_start|>system\n{{ if .System }}{{ .System }}{{ else }}${qvq}{{ end }}{{ if .Tools }}` +
+      "\n\n# Tools\n\n## You have access to the following tools:\n\n" +
+      "{{ range $i, $_ := .Tools }}{{ if $i }}\n\n{{ end }}### {{ .Function.Name }}\n\n" +
+      "{{ .Function.Name }}: {{ .Function.Description }} Parameters: " +
+      '{{ json .Function.Parameters }} {{ if eq .Function.Name "code_interpreter" }}Enclose the ' +
+      "code within triple backticks (`) at the beginning and end of the code.{{ else }}Format " +
+      "the arguments as a JSON object.{{ end }}{{ end }}\n\n## Insert the following command in " +
+      "your reply when you need to call N tools in parallel:\n\n✿FUNCTION✿: The name of tool " +
+      "1, should be one of [{{ range $i, $_ := .Tools }}{{ if $i }},{{ end }}" +
+      "{{ .Function.Name }}{{ end }}]\n",
+  ));
+  // A turn's calls as Qwen's lines, the results after them in the turn.
+  assert.ok(template.includes(
+    "{{ end }}✿FUNCTION✿: {{ .Function.Name }}\n✿ARGS✿: {{ json .Function.Arguments }}",
+  ));
+  assert.ok(template.includes("\n✿RESULT✿: {{ .Content }}"));
+  // An engine whose template writes no default: a system turn only with a system message or
+  // tools, Qwen-Agent's default before the tools.
+  assert.match(
+    ollamaTemplate(),
+    /^\{\{- if \.Messages \}\}\n\{\{- if or \.System \.Tools \}\}<\|im_start\|>system\n\{\{ if \.System \}\}\{\{ \.System \}\}\{\{ else \}\}You are a helpful assistant\.\{\{ end \}\}/,
+  );
+  // Balanced actions: every if / range / else-less block closed (Go's parser refuses others).
+  for (const t of [template, ollamaTemplate()]) {
+    const opened = t.match(/\{\{-? (if|range) /g)!.length;
+    const closed = t.match(/\{\{-? end \}\}/g)!.length;
+    assert.equal(opened, closed);
   }
 });

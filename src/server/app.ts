@@ -848,7 +848,7 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
   app.post("/api/show", limitBody, async (c) => {
     const e = await described();
     namedModel(await readJson(c.req.raw), namesOf(e), true);
-    return c.json(showObject(e.maxContext, since, e.weightTypes));
+    return c.json(showObject(e.maxContext, since, e.weightTypes, e.defaultSystemPrompt));
   });
 
   app.get("/api/version", (c) => c.json({ version: OLLAMA_API_VERSION }));

@@ -1690,6 +1690,20 @@ Deno.test("Ollama's /api/tags, /api/ps and /api/show give the served weights' qu
   assert.deepEqual(await levels(), ["", "", ""]); // an engine that does not say
 });
 
+Deno.test("Ollama's /api/show gives the prompt template, with the engine's default system message and the tools' section (litellm looks for 'tools' in it)", async () => {
+  const { app } = setup({ defaultSystemPrompt: "Be kind." });
+  const show = await (await app.request("/api/show", {
+    method: "POST",
+    body: JSON.stringify({ model: MODEL }),
+  })).json();
+  assert.match(
+    show.template,
+    /\{\{ else \}\}Be kind\.\{\{ end \}\}\{\{ if \.Tools \}\}\n\n# Tools\n/,
+  );
+  assert.ok(show.template.includes("tools"));
+  assert.deepEqual(show.capabilities, ["completion", "vision", "tools"]);
+});
+
 Deno.test("continue_final_message: an assistant's answer begun, continued; add_generation_prompt beside it", async () => {
   const { app, fake } = setup();
   const begun = {
