@@ -317,7 +317,7 @@ Deno.test("toolSchemaError() names the tool of a refused part of its $defs, the 
     type: "object",
     properties: { p: { $ref: "#/$defs/P" } },
     required: ["p"],
-    $defs: { P: { type: "string", minLength: 2 } },
+    $defs: { P: { type: "string", pattern: "^a+$" } },
   };
   const tool = { type: "function", function: { name: "f", parameters: params } };
   for (
@@ -334,7 +334,7 @@ Deno.test("toolSchemaError() names the tool of a refused part of its $defs, the 
     assert.ok(refused instanceof SchemaError, JSON.stringify(choice));
     const e = toolSchemaError(toHttpError(refused), t)!;
     assert.equal(e.param, "tools[1].function.parameters", JSON.stringify(choice));
-    assert.match(e.message, /^tools\[1\]\.function\.parameters\.\$defs\.P\b.*minLength/);
+    assert.match(e.message, /^tools\[1\]\.function\.parameters\.\$defs\.P\b.*pattern/);
   }
 });
 
@@ -352,13 +352,20 @@ Deno.test("parseTools(): parameters {} or an object with no properties take no a
     })!;
     assert.deepEqual(t.schema, { type: "object", properties: {} }, JSON.stringify(parameters));
   }
-  // A map (additionalProperties a schema) is not "no arguments": the compiler refuses it.
-  const map = { type: "object", additionalProperties: { type: "string" } };
-  const t = parseTools({
-    tools: [{ type: "function", function: { name: "f", parameters: map } }],
-    tool_choice: "required",
-  })!;
-  assert.throws(() => schemaDfa(t.schema), SchemaError);
+  // A map (additionalProperties a schema) is not "no arguments": it is held to as a map
+  // (dict[str, str]); additionalProperties true or false without properties is.
+  const tools = (additionalProperties: unknown) =>
+    parseTools({
+      tools: [{
+        type: "function",
+        function: { name: "f", parameters: { type: "object", additionalProperties } },
+      }],
+      tool_choice: "required",
+    })!;
+  const map = tools({ type: "string" });
+  assert.notDeepEqual(map.schema, tools(false).schema);
+  assert.doesNotThrow(() => schemaDfa(map.schema));
+  assert.deepEqual(tools(true).schema, tools(false).schema);
 });
 
 Deno.test("toolSchemaError(): past the automaton's budget, required says to send fewer tools or name one", () => {
