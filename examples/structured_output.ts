@@ -6,7 +6,8 @@
  *   deno run -A examples/structured_output.ts [model] [image]
  *
  * `model` is a directory or a Hugging Face hub id; by default QVQ_MODEL, else the bundled tiny model (random
- * weights: it fills the form with whatever its draws make, and may run out of tokens in a string).
+ * weights: it fills the form with whatever its draws make — the schema's bounds, at most 8 objects
+ * of at most 40 characters and a count up to 99, hold even its answer to a whole instance).
  */
 import { fileURLToPath } from "node:url";
 import { Pipeline, resolveModel } from "@qvq/webgpu";
@@ -20,7 +21,9 @@ const [
 
 /**
  * What the program wants to know, as a schema (objects, their count, a mood, whether it shows
- * text): the answer is an instance, its properties in the schema's order.
+ * text): the answer is an instance, its properties in the schema's order. Bounds (maxItems,
+ * maxLength, minimum / maximum) keep it short: a model that rambles inside a string is cut off by
+ * the schema, not by max tokens.
  */
 const schema = JSON.parse(await Deno.readTextFile(here("structured_output.schema.json")));
 
