@@ -1,17 +1,22 @@
 /**
- * OpenAI's Responses API, `POST /v1/responses`, served statelessly (as vLLM serves it without a
- * store): the request is translated into a chat completion request, so every field the two share
- * is parsed and checked by the chat endpoint's code, and the answer is written as a `response`
- * object or as its stream of typed events. Shapes follow openai-node's
- * src/resources/responses/responses.ts (Apache-2.0).
+ * OpenAI's Responses API, `POST /v1/responses`: the request is translated into a chat completion
+ * request, so every field the two share is parsed and checked by the chat endpoint's code, and
+ * the answer is written as a `response` object or as its stream of typed events. Shapes follow
+ * openai-node's src/resources/responses/responses.ts (Apache-2.0). A response created with `store`
+ * not false (OpenAI's default) is kept in memory (src/server/_response_store.ts), so a request may
+ * continue it (`previous_response_id`: its whole conversation, then the new input — its
+ * `instructions` not carried over, as OpenAI does not) or name its items (`item_reference`, which
+ * the Vercel AI SDK sends for an earlier answer); one no longer kept is a 400 saying to send the
+ * whole conversation.
  *
  * What it takes: `input` as a string or as items — messages (`input_text`, `input_image` with an
  * `image_url`, an assistant's `output_text`), `function_call` and `function_call_output` —,
  * `instructions`, `max_output_tokens`, `temperature`, `top_p`, `text.format` (text, JSON mode,
  * `json_schema`), function `tools` with `tool_choice` and `parallel_tool_calls`, `top_logprobs`
  * with `include: ["message.output_text.logprobs"]`, `stream`, `metadata`, and the chat endpoint's
- * sampling extensions (`seed`, `stop`, `top_k`, …). What needs a store (`previous_response_id`,
- * `conversation`, `background`, item references) or hosted tools is a 400 saying so.
+ * sampling extensions (`seed`, `stop`, `top_k`, …), `store`, `previous_response_id` and
+ * `item_reference` items. `conversation`, `background`, stored prompts and hosted tools are a 400
+ * saying so.
  * @module
  */
 import type { GenerationResult } from "../generate/types.ts";
@@ -24,6 +29,7 @@ import {
   type Format,
   logprobEntries,
 } from "./_openai.ts";
+import type { ResponseStore } from "./_response_store.ts";
 import { type ToolRequest, toolSchemaError } from "./_tools.ts";
 
 type Json = Record<string, unknown>;
@@ -41,11 +47,12 @@ export interface ResponsesEcho {
   text: { format: unknown };
   metadata: unknown;
   user: string | null;
+  /** Whether the response is kept (in the store), for `previous_response_id` and item references. */
+  store: boolean;
 }
 
-/** Fields that need state this server does not keep (a response store, conversations). */
+/** Fields that need state this server does not keep (conversations, prompt templates). */
 const STATEFUL: Record<string, string> = {
-  previous_response_id: "this server keeps no responses: send the whole conversation as `input`",
   conversation: "this server keeps no conversations: send the whole conversation as `input`",
   prompt: "this server keeps no prompt templates: send the prompt as `input`",
 };
@@ -88,17 +95,24 @@ function unsupported(param: string, why: string): HttpError {
 }
 
 /**
- * The chat completion request body of a Responses request, and the fields its response repeats.
- * Throws a 400 naming the Responses field for what the translation itself refuses.
+ * The chat completion request body of a Responses request, the fields its response repeats, and
+ * the conversation it answers as input items (to keep, where `echo.store`): `previous_response_id`
+ * and item references expanded from `store` (without one, or with one that keeps nothing, they
+ * are refused). Throws a 400 naming the Responses field for what the translation itself refuses.
  */
 export function chatBodyOfResponses(
   json: unknown,
-): { chat: Json; echo: ResponsesEcho; sources: Sources } {
+  store?: ResponseStore,
+): { chat: Json; echo: ResponsesEcho; sources: Sources; conversation: Json[] } {
   if (!isObject(json)) {
     throw badRequest(null, "The request body must be a JSON object.");
   }
   for (const [field, why] of Object.entries(STATEFUL)) {
     if (json[field] !== undefined && json[field] !== null) throw unsupported(field, why);
+  }
+  const keeps = store?.enabled ? store : undefined;
+  if (json.store !== undefined && json.store !== null && typeof json.store !== "boolean") {
+    throw badRequest("store", `store must be true or false; got ${JSON.stringify(json.store)}.`);
   }
   if (json.background === true) {
     throw unsupported("background", "this server answers while the request is open");
@@ -123,7 +137,10 @@ export function chatBodyOfResponses(
   for (const [k, v] of Object.entries(json)) if (!OWN.has(k)) chat[k] = v;
 
   const instructions = optionalString(json, "instructions");
-  const input = inputMessages(json.input);
+  // The conversation: a previous response's (its input and output items), then this input.
+  const earlier = previousConversation(json, keeps);
+  const conversation = [...earlier, ...inputItems(json.input, keeps)];
+  const input = inputMessages(conversation, earlier.length);
   chat.messages = [
     ...(instructions !== undefined ? [{ role: "system", content: instructions }] : []),
     ...input.messages,
@@ -174,8 +191,79 @@ export function chatBodyOfResponses(
       },
       metadata: json.metadata ?? null,
       user: user ?? null,
+      // Kept unless asked not to (OpenAI's default), where it fits in the store at all.
+      store: keeps !== undefined && json.store !== false &&
+        JSON.stringify(conversation).length <= keeps.maxBytes,
     },
+    conversation,
   };
+}
+
+/** How a client that names what the store no longer holds goes on. */
+const RESEND = "send the whole conversation as `input` (and `store: false` where it keeps its own)";
+
+/** The conversation of the response `previous_response_id` names: its input, then its output. */
+function previousConversation(json: Json, store: ResponseStore | undefined): Json[] {
+  const id = json.previous_response_id;
+  if (id === undefined || id === null) return [];
+  if (!store) {
+    throw unsupported(
+      "previous_response_id",
+      "this server keeps no responses (its response store is off): send the whole conversation " +
+        "as `input`",
+    );
+  }
+  if (typeof id !== "string") {
+    throw badRequest("previous_response_id", "previous_response_id must be a string.");
+  }
+  const previous = store.get(id);
+  if (!previous) {
+    // OpenAI's answer to an id it does not know (a 400, not a 404), with what to do here.
+    throw badRequest(
+      "previous_response_id",
+      `Previous response with id '${id}' not found: this server keeps the last ` +
+        `${store.maxResponses} responses in memory (up to ${store.maxBytes} bytes), not across ` +
+        `restarts, and none created with store: false; ${RESEND}.`,
+      "previous_response_not_found",
+    );
+  }
+  return [...previous.input, ...previous.output];
+}
+
+/** `input` as items (a string is one user message), each `item_reference` as the item it names. */
+function inputItems(input: unknown, store: ResponseStore | undefined): Json[] {
+  if (typeof input === "string") return [{ type: "message", role: "user", content: input }];
+  if (!Array.isArray(input)) {
+    throw badRequest(
+      "input",
+      input === undefined
+        ? "input is required: a string, or an array of messages and items."
+        : "input must be a string, or an array of messages and items.",
+    );
+  }
+  return input.map((item, i) => {
+    const at = `input[${i}]`;
+    if (!isObject(item)) throw badRequest(at, `${at} must be an object (a message or an item).`);
+    if (item.type !== "item_reference") return item;
+    if (!store) {
+      throw unsupported(
+        at,
+        "this server keeps no items (its response store is off): send the item itself",
+      );
+    }
+    const id = requireString(item, "id", at);
+    const found = store.item(id);
+    if (!found) {
+      throw badRequest(
+        `${at}.id`,
+        `${at}: item with id '${id}' not found: this server keeps the items of its last ` +
+          `${store.maxResponses} responses in memory, not across restarts, and none of a ` +
+          `response created with store: false; ${RESEND}.`,
+        "item_not_found",
+      );
+    }
+    return found;
+  });
 }
 
 function optionalString(json: Json, field: string): string | undefined {
@@ -192,24 +280,16 @@ function optionalString(json: Json, field: string): string | undefined {
 export type Sources = number[][];
 const INSTRUCTIONS = [-1];
 
-/** `input` as chat messages: a string is one user message; items become messages in order. */
-function inputMessages(input: unknown): { messages: Json[]; sources: Sources } {
-  if (typeof input === "string") {
-    return { messages: [{ role: "user", content: input }], sources: [[0]] };
-  }
-  if (!Array.isArray(input)) {
-    throw badRequest(
-      "input",
-      input === undefined
-        ? "input is required: a string, or an array of messages and items."
-        : "input must be a string, or an array of messages and items.",
-    );
-  }
+/**
+ * The conversation's items as chat messages, in order; the first `earlier` are a previous
+ * response's (their sources negative: errors name previous_response_id), the rest `input`'s.
+ */
+function inputMessages(items: Json[], earlier: number): { messages: Json[]; sources: Sources } {
   const messages: Json[] = [];
   const sources: Sources = [];
-  for (const [i, item] of input.entries()) {
-    const at = `input[${i}]`;
-    if (!isObject(item)) throw badRequest(at, `${at} must be an object (a message or an item).`);
+  for (const [k, item] of items.entries()) {
+    const i = k - earlier;
+    const at = i < 0 ? "previous_response_id" : `input[${i}]`;
     const type = item.type ?? "message";
     if (type === "message") {
       messages.push(message(item, at));
@@ -240,8 +320,6 @@ function inputMessages(input: unknown): { messages: Json[]; sources: Sources } {
         content: typeof output === "string" ? output : partsText(output, `${at}.output`),
       });
       sources.push([i]);
-    } else if (type === "item_reference") {
-      throw unsupported(at, "this server keeps no items: send the item itself");
     } else {
       throw badRequest(
         `${at}.type`,
@@ -388,6 +466,7 @@ function inputParam(param: string, sources: Sources): string | undefined {
   const from = sources[Number(m[1])];
   if (!from) return "input";
   if (from === INSTRUCTIONS) return "instructions";
+  if (from[0] < 0) return "previous_response_id"; // a message of the previous conversation
   const call = m[2].match(/^\.tool_calls\[(\d+)\](?:\.function)?(.*)$/);
   if (call) return `input[${from[Number(call[1])] ?? from[0]}]${call[2]}`;
   // A function_call_output's call_id (the chat message's tool_call_id).
@@ -518,7 +597,6 @@ function responseObject(
     output: result ? outputItems(header, result, tools, done!.status) : [],
     ...echo,
     reasoning: null,
-    store: false,
     truncation: "disabled",
     usage: result ? usageOf(result) : null,
   };
@@ -529,13 +607,20 @@ function responseObject(
  * `response.in_progress` at once; the message item and its text part opened at the first text,
  * `response.output_text.delta` for each delta; then the text, part and item done, each function
  * call an item with its arguments, and `response.completed` (or `response.incomplete` at
- * max_output_tokens), every event with its `sequence_number`.
+ * max_output_tokens), every event with its `sequence_number`. `keep` is given each response
+ * answered (not one whose client left) as it is written, before it is sent: a client that reads
+ * it may name it at once.
  */
 export function responsesFormat(
   tools: ToolRequest | undefined,
   echo: ResponsesEcho,
   sources: Sources,
+  keep?: (response: Json) => void,
 ): Format {
+  const answered = (response: Json, result: GenerationResult) => {
+    if (result.finishReason !== "abort") keep?.(response);
+    return response;
+  };
   let sequence = 0;
   const event = (type: string, fields: Json) => ({ type, sequence_number: sequence++, ...fields });
   return {
@@ -548,7 +633,7 @@ export function responsesFormat(
       const renamed = responsesError(http, sources);
       return renamed !== http ? renamed as HttpError : tool;
     },
-    whole: (header, [result]) => responseObject(header, echo, tools, result),
+    whole: (header, [result]) => answered(responseObject(header, echo, tools, result), result),
     chunks: (header) => {
       const reader = deltaReader(tools?.mode);
       const msg = itemId(header, "msg");
@@ -589,7 +674,7 @@ export function responsesFormat(
           ];
         },
         finish: (result) => {
-          const whole = responseObject(header, echo, tools, result);
+          const whole = answered(responseObject(header, echo, tools, result), result);
           const items = whole.output as Json[];
           const events: object[] = [];
           // The message item (first, where there is one) ends with the text the deltas showed.

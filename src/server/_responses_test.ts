@@ -69,7 +69,7 @@ Deno.test("POST /v1/responses answers a string input as a response object", asyn
   }]);
   assert.deepEqual(
     [body.instructions, body.max_output_tokens, body.temperature, body.metadata, body.store],
-    ["Be brief.", 50, 0.5, { run: "7" }, false],
+    ["Be brief.", 50, 0.5, { run: "7" }, true], // kept: store defaults to true
   );
   assert.deepEqual(body.usage, {
     input_tokens: 10,
@@ -241,7 +241,13 @@ Deno.test("POST /v1/responses refuses what it cannot serve, naming the field", a
   const cases: [Record<string, unknown>, string, RegExp][] = [
     [{}, "input", /input is required/],
     [{ input: 5 }, "input", /must be a string, or an array/],
-    [{ input: "x", previous_response_id: "resp_1" }, "previous_response_id", /keeps no responses/],
+    [
+      { input: "x", previous_response_id: "resp_1" },
+      "previous_response_id",
+      /^Previous response with id 'resp_1' not found: .*send the whole conversation as `input`/,
+    ],
+    [{ input: "x", previous_response_id: 7 }, "previous_response_id", /must be a string/],
+    [{ input: "x", store: "yes" }, "store", /^store must be true or false; got "yes"\.$/],
     [{ input: "x", conversation: "conv_1" }, "conversation", /keeps no conversations/],
     [{ input: "x", background: true }, "background", /not supported/],
     [{ input: "x", messages: [] }, "messages", /takes input/],
@@ -250,7 +256,11 @@ Deno.test("POST /v1/responses refuses what it cannot serve, naming the field", a
     [{ input: "x", max_output_tokens: 0 }, "max_output_tokens", /^max_output_tokens must be/],
     [{ input: "x", tools: [{ type: "web_search" }] }, "tools[0].type", /hosted tools/],
     [{ input: [{ type: "reasoning", summary: [] }] }, "input[0].type", /"reasoning" is not/],
-    [{ input: [{ type: "item_reference", id: "x" }] }, "input[0]", /keeps no items/],
+    [
+      { input: [{ type: "item_reference", id: "x" }] },
+      "input[0].id",
+      /^input\[0\]: item with id 'x' not found: .*send the whole conversation/,
+    ],
     [
       { input: [{ role: "user", content: [{ type: "input_image", file_id: "f" }] }] },
       "input[0].content[0].image_url",
@@ -412,4 +422,185 @@ Deno.test("POST /v1/responses cut short in its second call: only that call is in
     body.output.map((o: { type: string; status: string }) => [o.type, o.status]),
     [["message", "completed"], ["function_call", "completed"], ["function_call", "incomplete"]],
   );
+});
+
+Deno.test("POST /v1/responses: the Vercel AI SDK's second turn (its earlier answer as an item_reference) reaches the engine as the whole conversation", async () => {
+  // The bodies @ai-sdk/openai 2.0.131 sent (ai 5.0.277, openai("fake/qvq-test"), two-turn
+  // generateText): its store option defaults to true, so the answer it got goes back by id.
+  const { app, fake } = setup();
+  const first = await respond(app, {
+    model: MODEL,
+    input: [{ role: "user", content: [{ type: "input_text", text: "Hello there" }] }],
+  });
+  assert.equal(first.status, 200);
+  const answer = await first.json();
+  assert.equal(answer.store, true);
+  const second = await respond(app, {
+    model: MODEL,
+    input: [
+      { role: "user", content: [{ type: "input_text", text: "Hello there" }] },
+      { type: "item_reference", id: answer.output[0].id },
+      { role: "user", content: [{ type: "input_text", text: "And again" }] },
+    ],
+  });
+  assert.equal(second.status, 200);
+  assert.equal(
+    (await second.json()).output[0].content[0].text,
+    "I see 0 images. You said: And again",
+  );
+  assert.deepEqual(fake.calls[1].messages, [
+    { role: "user", content: [{ type: "text", text: "Hello there" }] },
+    { role: "assistant", content: "I see 0 images. You said: Hello there" },
+    { role: "user", content: [{ type: "text", text: "And again" }] },
+  ]);
+  // Its tool loop: the call goes back by id, its output after it.
+  const tools = setup({
+    answer: (messages) =>
+      JSON.stringify(messages.at(-1)).includes("✿RESULT✿")
+        ? "It is sunny."
+        : '✿FUNCTION✿: get_weather\n✿ARGS✿: {"city": "Paris"}',
+  });
+  const call = await (await respond(tools.app, {
+    model: MODEL,
+    input: [{ role: "user", content: [{ type: "input_text", text: "Weather in Paris?" }] }],
+    tools: [WEATHER],
+  })).json();
+  assert.equal(call.output[0].type, "function_call");
+  const result = await respond(tools.app, {
+    model: MODEL,
+    input: [
+      { role: "user", content: [{ type: "input_text", text: "Weather in Paris?" }] },
+      { type: "item_reference", id: call.output[0].id },
+      { type: "function_call_output", call_id: call.output[0].call_id, output: "sunny" },
+    ],
+    tools: [WEATHER],
+  });
+  assert.equal(result.status, 200);
+  assert.equal((await result.json()).output[0].content[0].text, "It is sunny.");
+});
+
+Deno.test("POST /v1/responses previous_response_id: the stored conversation, then the new input; instructions not carried over", async () => {
+  const { app, fake } = setup();
+  const one = await (await respond(app, { model: MODEL, input: "One", instructions: "Be brief." }))
+    .json();
+  const two = await (await respond(app, {
+    model: MODEL,
+    input: [{ role: "user", content: [{ type: "input_text", text: "Two" }] }],
+    previous_response_id: one.id,
+  })).json();
+  assert.equal(two.status, "completed");
+  assert.equal(two.instructions, null);
+  // Streamed, with instructions of its own: they come first, the conversation after.
+  const streamed = await respond(app, {
+    model: MODEL,
+    input: "Three",
+    previous_response_id: two.id,
+    instructions: "Be kind.",
+    stream: true,
+  });
+  const got = await events(streamed);
+  assert.equal(got[0].data.response.store, true);
+  const three = got.at(-1)!.data.response;
+  assert.equal(three.output[0].content[0].text, "I see 0 images. You said: Three");
+  const said = (text: string) => `I see 0 images. You said: ${text}`;
+  assert.deepEqual(fake.calls.map((c) => c.messages), [
+    [{ role: "system", content: "Be brief." }, { role: "user", content: "One" }],
+    [
+      { role: "user", content: "One" },
+      { role: "assistant", content: said("One") },
+      { role: "user", content: [{ type: "text", text: "Two" }] },
+    ],
+    [
+      { role: "system", content: "Be kind." },
+      { role: "user", content: "One" },
+      { role: "assistant", content: said("One") },
+      { role: "user", content: [{ type: "text", text: "Two" }] },
+      { role: "assistant", content: said("Two") },
+      { role: "user", content: "Three" },
+    ],
+  ]);
+  // A streamed response is kept as it was answered: GET gives it back; DELETE forgets it.
+  const read = await app.request(`/v1/responses/${three.id}`);
+  assert.equal(read.status, 200);
+  assert.deepEqual(await read.json(), three);
+  const deleted = await app.request(`/v1/responses/${three.id}`, { method: "DELETE" });
+  assert.deepEqual(await deleted.json(), { id: three.id, object: "response", deleted: true });
+  const gone = await app.request(`/v1/responses/${three.id}`);
+  assert.equal(gone.status, 404);
+  assert.equal((await gone.json()).error.code, "not_found");
+  const after = await respond(app, { model: MODEL, input: "Four", previous_response_id: three.id });
+  assert.equal(after.status, 400);
+  assert.equal((await after.json()).error.code, "previous_response_not_found");
+  // The responses it followed are still kept.
+  assert.equal((await app.request(`/v1/responses/${two.id}`)).status, 200);
+});
+
+Deno.test("POST /v1/responses continues a call from previous_response_id with only its output", async () => {
+  const { app, fake } = setup({
+    answer: (messages) =>
+      JSON.stringify(messages.at(-1)).includes("✿RESULT✿")
+        ? "It is sunny."
+        : '✿FUNCTION✿: get_weather\n✿ARGS✿: {"city": "Paris"}',
+  });
+  const call = await (await respond(app, { model: MODEL, input: "Weather?", tools: [WEATHER] }))
+    .json();
+  const r = await respond(app, {
+    model: MODEL,
+    previous_response_id: call.id,
+    input: [{ type: "function_call_output", call_id: call.output[0].call_id, output: "sunny" }],
+    tools: [WEATHER],
+  });
+  assert.equal(r.status, 200);
+  assert.equal((await r.json()).output[0].content[0].text, "It is sunny.");
+  assert.match(
+    fake.calls[1].messages.at(-1)!.content as string,
+    /^✿FUNCTION✿: get_weather\n✿ARGS✿: \{"city": "Paris"\}\n✿RESULT✿: sunny\n✿RETURN✿$/,
+  );
+});
+
+Deno.test("POST /v1/responses store: false keeps nothing; past the store's bounds the oldest is gone, a 400 saying to send the whole conversation", async () => {
+  const fake = new FakeEngine();
+  const app = createApp(fake, { responseStore: { maxResponses: 2 } });
+  const unkept = await (await respond(app, { model: MODEL, input: "x", store: false })).json();
+  assert.equal(unkept.store, false);
+  assert.equal((await app.request(`/v1/responses/${unkept.id}`)).status, 404);
+  const ids: string[] = [];
+  for (const input of ["a", "b", "c"]) {
+    ids.push((await (await respond(app, { model: MODEL, input })).json()).id);
+  }
+  for (const [id, status] of [[unkept.id, 400], [ids[0], 400], [ids[1], 200], [ids[2], 200]]) {
+    // store: false: a follow-up kept would push the oldest out.
+    const r = await respond(app, {
+      model: MODEL,
+      input: "y",
+      previous_response_id: id,
+      store: false,
+    });
+    assert.equal(r.status, status, `${id}`);
+    const body = await r.json();
+    if (status !== 400) continue;
+    assert.deepEqual(
+      [body.error.type, body.error.param, body.error.code],
+      ["invalid_request_error", "previous_response_id", "previous_response_not_found"],
+    );
+    assert.match(
+      body.error.message,
+      /^Previous response with id 'resp_[0-9a-f]+' not found: this server keeps the last 2 responses in memory .*; send the whole conversation as `input` \(and `store: false` where it keeps its own\)\.$/,
+    );
+  }
+  // The evicted answer's item is gone with it.
+  const item = `msg_${ids[0].slice(5)}`;
+  const r = await respond(app, { model: MODEL, input: [{ type: "item_reference", id: item }] });
+  assert.equal(r.status, 400);
+  assert.equal((await r.json()).error.code, "item_not_found");
+  // A server that keeps nothing refuses them as before, and says store: false.
+  const stateless = createApp(fake, { responseStore: { maxResponses: 0 } });
+  const answer = await (await respond(stateless, { model: MODEL, input: "x" })).json();
+  assert.equal(answer.store, false);
+  const refused = await respond(stateless, {
+    model: MODEL,
+    input: "y",
+    previous_response_id: ids[2],
+  });
+  assert.match((await refused.json()).error.message, /response store is off/);
 });

@@ -1,9 +1,10 @@
 /**
  * The OpenAI-compatible HTTP API as a Hono app: `POST /v1/chat/completions` (streaming or not,
  * text and images), `POST /v1/completions` (a raw prompt, as vLLM's), `POST /v1/responses`
- * (OpenAI's Responses API, without a store), `GET /v1/models`, vLLM's
- * `POST /tokenize` and `/detokenize`, Ollama's API (`POST /api/chat`, `/api/generate`, `GET
- * /api/tags`, …: src/server/_ollama.ts), `GET /health`, and a chat web page at `/`.
+ * (OpenAI's Responses API; the responses kept in memory, `GET`/`DELETE /v1/responses/{id}`),
+ * `GET /v1/models`, vLLM's `POST /tokenize` and `/detokenize`, Ollama's API (`POST /api/chat`,
+ * `/api/generate`, `GET /api/tags`, …: src/server/_ollama.ts), `GET /health`, and a chat web
+ * page at `/`.
  *
  * @example Mount it in your own Hono app
  * ```ts ignore
@@ -84,6 +85,7 @@ import {
 import { sseResponse } from "./_sse.ts";
 import { readJson } from "./_json.ts";
 import { Metrics } from "./_metrics.ts";
+import { ResponseStore, type ResponseStoreLimits } from "./_response_store.ts";
 import { ImageDecoder } from "./_decoder.ts";
 import { answerUnrouted } from "./_routes.ts";
 import { EngineHolder, type EngineSource, type Lease } from "./_engine_holder.ts";
@@ -143,11 +145,19 @@ export interface ServerOptions {
    * Default: the engine's `modelId`.
    */
   servedModelName?: string;
+  /**
+   * What `POST /v1/responses` keeps in memory of the responses it creates with `store` not false
+   * (OpenAI's default), for `previous_response_id`, `item_reference` items and
+   * `GET`/`DELETE /v1/responses/{id}`: the least recently used go first past `maxResponses`
+   * (default 1000) or `maxBytes` of their JSON, images' data URLs included (default 64 MiB).
+   * `{ maxResponses: 0 }` keeps none: such requests are refused, and answers say `store: false`.
+   */
+  responseStore?: ResponseStoreLimits;
 }
 
 type Settings =
-  & Required<Omit<ServerOptions, "apiKey" | "servedModelName">>
-  & Pick<ServerOptions, "apiKey" | "servedModelName">;
+  & Required<Omit<ServerOptions, "apiKey" | "servedModelName" | "responseStore">>
+  & Pick<ServerOptions, "apiKey" | "servedModelName" | "responseStore">;
 /**
  * What request parsing reads: the settings, what the engine's chat template writes, and (Ollama's
  * API) where images may be.
@@ -395,6 +405,7 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
   const namesOf = (e: ChatEngine): string[] =>
     alias ? [...new Set([alias, e.modelId])] : [e.modelId];
   const queue = new GenerationQueue(settings.maxQueue);
+  const responses = new ResponseStore(settings.responseStore);
   const metrics = new Metrics();
   if (alias) metrics.model = alias; // known before the model loads
   // Images are decoded (to check them) on a worker: a photo held this thread for ≈ 0.3 s.
@@ -644,9 +655,13 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
     return await answer(c.req.raw, request, chatFormat(request.tools), prepareChat(request));
   });
 
-  // OpenAI's Responses API, stateless: the request as a chat request, the answer as a response.
+  // OpenAI's Responses API: the request as a chat request (a stored conversation it continues
+  // expanded), the answer as a response, kept unless it asks not to be.
   app.post("/v1/responses", limitBody, async (c) => {
-    const { chat, echo, sources } = chatBodyOfResponses(await readJson(c.req.raw));
+    const { chat, echo, sources, conversation } = chatBodyOfResponses(
+      await readJson(c.req.raw),
+      responses,
+    );
     let request: ChatRequest;
     try {
       request = await parsedWithEngine(
@@ -656,8 +671,33 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
     } catch (error) {
       throw responsesError(error, sources);
     }
-    const format = responsesFormat(request.tools, echo, sources);
+    const keep = echo.store
+      ? (response: Record<string, unknown>) =>
+        responses.put({ response, input: conversation, output: response.output as [] })
+      : undefined;
+    const format = responsesFormat(request.tools, echo, sources, keep);
     return await answer(c.req.raw, request, format, prepareChat(request));
+  });
+
+  /** A stored response, or OpenAI's 404 for an id it does not hold. */
+  const storedResponse = (id: string) => {
+    const stored = responses.get(id);
+    if (stored) return stored;
+    throw new HttpError(
+      404,
+      `Response with id '${id}' not found: this server keeps the last ` +
+        `${responses.maxResponses} responses created with store not false, in memory.`,
+      "invalid_request_error",
+      "response_id",
+      "not_found",
+    );
+  };
+  app.get("/v1/responses/:id", (c) => c.json(storedResponse(c.req.param("id")).response));
+  app.delete("/v1/responses/:id", (c) => {
+    const id = c.req.param("id");
+    storedResponse(id);
+    responses.delete(id);
+    return c.json({ id, object: "response", deleted: true });
   });
 
   /** What a raw prompt's request does before its turn: the prompt checked. */
@@ -1319,6 +1359,7 @@ const ROUTES = [
 /** The route of `path` (under any prefix the app is mounted at), for metrics. */
 function routeOf(path: string): string {
   if (/\/v1\/models\/./.test(path)) return "/v1/models/:model";
+  if (/\/v1\/responses\/./.test(path)) return "/v1/responses/:id";
   return ROUTES.find((r) => path.endsWith(r)) ?? (path.endsWith("/") ? "/" : "other");
 }
 

@@ -1,0 +1,68 @@
+import assert from "node:assert/strict";
+import { ResponseStore, type StoredResponse } from "./_response_store.ts";
+
+/** A stored response `id` answering `input` with one message item. */
+function stored(id: string, input: Record<string, unknown>[] = []): StoredResponse {
+  const output = [{ type: "message", id: `msg_${id}`, role: "assistant", content: [] }];
+  return { response: { id, object: "response", output }, input, output };
+}
+
+Deno.test("ResponseStore keeps the most recently used responses up to maxResponses; get() counts as use", () => {
+  const store = new ResponseStore({ maxResponses: 2 });
+  store.put(stored("a"));
+  store.put(stored("b"));
+  assert.equal(store.get("a")?.response.id, "a"); // a is now the most recent
+  store.put(stored("c")); // b goes
+  assert.deepEqual(["a", "b", "c"].map((id) => store.get(id) !== undefined), [true, false, true]);
+  assert.equal(store.item("msg_b"), undefined);
+  assert.equal(store.item("msg_c"), store.get("c")!.output[0]);
+  assert.equal(store.size.responses, 2);
+});
+
+Deno.test("ResponseStore is bounded by the bytes of its JSON, images' data URLs included; one alone over it is not kept", () => {
+  const image = {
+    type: "message",
+    role: "user",
+    content: [{ type: "input_image", image_url: `data:image/png;base64,${"A".repeat(4000)}` }],
+  };
+  const one = JSON.stringify(stored("x", [image])).length; // about what each counts for
+  const store = new ResponseStore({ maxBytes: 2 * one + 100 });
+  assert.equal(store.put(stored("a", [image])), true);
+  assert.equal(store.put(stored("b", [image])), true);
+  assert.ok(store.size.bytes > 2 * 4000 && store.size.bytes <= store.maxBytes);
+  store.put(stored("c", [image])); // over the bytes: a goes
+  assert.deepEqual(["a", "b", "c"].map((id) => store.get(id) !== undefined), [false, true, true]);
+  const huge = { ...image, content: [{ type: "input_text", text: "A".repeat(3 * one) }] };
+  assert.equal(store.put(stored("d", [huge])), false);
+  assert.equal(store.get("d"), undefined);
+  assert.deepEqual(["b", "c"].map((id) => store.get(id) !== undefined), [true, true]);
+});
+
+Deno.test("ResponseStore.delete() forgets a response; an item a later response carries on stays findable", () => {
+  const store = new ResponseStore();
+  const first = stored("a", [{ type: "message", role: "user", content: "Hi" }]);
+  store.put(first);
+  // The next turn's conversation holds the first's items (previous_response_id).
+  store.put(stored("b", [...first.input, ...first.output]));
+  assert.equal(store.delete("a"), true);
+  assert.equal(store.delete("a"), false);
+  assert.equal(store.item("msg_a"), first.output[0]);
+  store.delete("b");
+  assert.equal(store.item("msg_a"), undefined);
+  assert.deepEqual(store.size, { responses: 0, bytes: 0 });
+});
+
+Deno.test("ResponseStore refuses limits that are not integers >= 0; 0 keeps nothing", () => {
+  assert.throws(
+    () => new ResponseStore({ maxResponses: -1 }),
+    /maxResponses must be an integer >= 0; got -1/,
+  );
+  assert.throws(
+    () => new ResponseStore({ maxBytes: 1.5 }),
+    /maxBytes must be an integer >= 0; got 1.5/,
+  );
+  const off = new ResponseStore({ maxResponses: 0 });
+  assert.equal(off.enabled, false);
+  assert.equal(off.put(stored("a")), false);
+  assert.equal(off.get("a"), undefined);
+});
