@@ -117,8 +117,10 @@ function switchOf(env: Env, name: string): boolean | undefined {
 /**
  * Server options from `QVQ_API_KEY`, `QVQ_MAX_QUEUE`, `QVQ_ALLOW_REMOTE_IMAGES`, `QVQ_METRICS`
  * (off: no `/metrics`), `QVQ_CORS` (0 / false / no / off: no cross-origin access; unset, `*`,
- * 1 / true: any origin; else a comma-separated list of origins) and `QVQ_SERVED_MODEL_NAME` (the
- * name the model is served as, vLLM's `--served-model-name`; unset or blank: its id).
+ * 1 / true: any origin; else a comma-separated list of origins), `QVQ_SERVED_MODEL_NAME` (the
+ * name the model is served as, vLLM's `--served-model-name`; unset or blank: its id) and
+ * `QVQ_RESPONSE_STORE` (how many /v1/responses answers are kept in memory for
+ * `previous_response_id`; 0 / off: none, where a server must keep no conversations).
  */
 export function optionsFromEnv(env: Env): ServerOptions {
   const options: ServerOptions = {};
@@ -130,6 +132,13 @@ export function optionsFromEnv(env: Env): ServerOptions {
   if (maxQueue !== undefined) options.maxQueue = maxQueue;
   if (switchOf(env, "QVQ_ALLOW_REMOTE_IMAGES")) options.allowRemoteImages = true;
   if (switchOf(env, "QVQ_METRICS") === false) options.metrics = false;
+  // A number is a count (1 keeps one response), so only the on / off words are switches here.
+  const store = env("QVQ_RESPONSE_STORE")?.trim();
+  if (store && !/^(true|yes|on)$/i.test(store)) {
+    options.responseStore = {
+      maxResponses: /^(false|no|off)$/i.test(store) ? 0 : wholeNumber("QVQ_RESPONSE_STORE", store)!,
+    };
+  }
   const cors = (env("QVQ_CORS") ?? "").trim();
   if (OFF.test(cors)) options.cors = false;
   else if (cors && cors !== "*" && !ON.test(cors)) {
@@ -171,6 +180,8 @@ environment:
   QVQ_METRICS              off: no Prometheus metrics at /metrics (default on)
   QVQ_SERVED_MODEL_NAME    the name the model is served as in answers, /v1/models and /api/tags
                            (requests may give it or the model's id; default: the model's id)
+  QVQ_RESPONSE_STORE       /v1/responses answers kept in memory for previous_response_id
+                           (default 1000, ≤ 64 MiB; 0 / off: none)
   PORT                     the port where --port is not given
   HF_TOKEN, HF_HOME, HF_ENDPOINT, HF_HUB_OFFLINE, HF_HUB_DOWNLOAD_TIMEOUT
                            as huggingface_hub reads them

@@ -191,3 +191,24 @@ Deno.test("loadOptionsFromEnv() reads QVQ_PROMPT_CACHE: 0/false/no/off turn the 
     );
   }
 });
+
+Deno.test("optionsFromEnv() reads QVQ_RESPONSE_STORE: a count of responses kept, 0 / off none, on or unset the default", () => {
+  assert.deepEqual(optionsFromEnv(vars({ QVQ_RESPONSE_STORE: "50" })), {
+    responseStore: { maxResponses: 50 },
+  });
+  for (const off of ["0", "off", "false"]) {
+    assert.deepEqual(optionsFromEnv(vars({ QVQ_RESPONSE_STORE: off })), {
+      responseStore: { maxResponses: 0 },
+    });
+  }
+  assert.deepEqual(optionsFromEnv(vars({ QVQ_RESPONSE_STORE: "1" })), {
+    responseStore: { maxResponses: 1 },
+  });
+  for (const on of ["", " ", "on", "true"]) {
+    assert.deepEqual(optionsFromEnv(vars({ QVQ_RESPONSE_STORE: on })), {}, JSON.stringify(on));
+  }
+  assert.throws(
+    () => optionsFromEnv(vars({ QVQ_RESPONSE_STORE: "many" })),
+    /QVQ_RESPONSE_STORE must be a whole number ≥ 0; got "many"/,
+  );
+});

@@ -24,6 +24,8 @@
  *   default; `off`, or a comma-separated list of origins
  * - `QVQ_SERVED_MODEL_NAME`: the name the model is served as (vLLM's `--served-model-name`);
  *   requests may give it or the model's id
+ * - `QVQ_RESPONSE_STORE`: /v1/responses answers kept in memory for `previous_response_id`
+ *   (default 1000, up to 64 MiB; `0` / `off`: none)
  * - `HF_TOKEN`, `HF_ENDPOINT`, `HF_HOME`, `HF_HUB_OFFLINE`: as for huggingface_hub
  *
  * `deno task serve --help` prints them with their defaults (`SERVE_USAGE` in src/server/_env.ts).
