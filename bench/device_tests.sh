@@ -34,7 +34,9 @@ deno eval --no-config '
   Deno.writeTextFileSync(Deno.args[0], JSON.stringify({ imports }));
 ' "$out/import_map.json"
 # shellcheck disable=SC2086 # one argument per file
+# --unstable-no-legacy-abort: deno.json's "unstable" list, which --no-config leaves out (the server's
+# request.signal semantics).
 DENO_JOBS=8 timeout 540 deno test -A --no-config --no-lock --import-map "$out/import_map.json" \
-  --cached-only --no-check --parallel $files >"$out/device_tests.txt" 2>&1
+  --unstable-no-legacy-abort --cached-only --no-check --parallel $files >"$out/device_tests.txt" 2>&1
 echo "bench/device_tests.sh: deno test exited $?" >>"$out/device_tests.txt"
 sed 's/\x1b\[[0-9;]*m//g' "$out/device_tests.txt" | grep -E "FAILED|^(ok|FAILED) \||exited" | tail -n 20
