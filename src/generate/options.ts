@@ -296,12 +296,16 @@ export function resolveOptions(
     (v) => v >= 0 && v <= 1,
     "a number in [0, 1] (0 = off)",
   );
+  // At least 1/100, as at most 100: a seen token's logit is divided by it, and a penalty near 0
+  // (1e-40) turned finite logits into +∞ on the GPU, so the sampler found nothing to draw and the
+  // answer failed as if every token were masked.
+  const repetitionPenaltyOk = (v: number) => v >= 0.01 && v <= 100;
   const repetitionPenalty = numField(
     o,
     "repetitionPenalty",
-    config.repetitionPenalty > 0 ? config.repetitionPenalty : 1,
-    (v) => v > 0 && v <= 100,
-    "a number in (0, 100] (1 = no penalty)",
+    repetitionPenaltyOk(config.repetitionPenalty) ? config.repetitionPenalty : 1,
+    repetitionPenaltyOk,
+    "a number in [0.01, 100] (1 = no penalty)",
   );
   const [frequencyPenalty, presencePenalty] = (["frequencyPenalty", "presencePenalty"] as const)
     .map((key) => numField(o, key, 0, (v) => v >= -2 && v <= 2, "a number in [-2, 2] (0 = none)"));

@@ -1074,11 +1074,7 @@ function parseSampling(
     // The engine's ranges (generate/options.ts resolveOptions), checked here so they are 400s
     // naming the field even for a request that would first wait in the queue.
     topK: topK === -1 ? 0 : topK, // vLLM's -1 for "off": the module's 0
-    repetitionPenalty: optionalNumber(body, "repetition_penalty", {
-      min: 0,
-      exclusiveMin: true,
-      max: 100,
-    }),
+    repetitionPenalty: optionalNumber(body, "repetition_penalty", { min: 0.01, max: 100 }),
     frequencyPenalty: optionalNumber(body, "frequency_penalty", { min: -2, max: 2 }),
     presencePenalty: optionalNumber(body, "presence_penalty", { min: -2, max: 2 }),
     logitBias: parseLogitBiasField(body),

@@ -673,6 +673,7 @@ const MALFORMED: [string, unknown, number, string | null][] = [
   ["logit_bias of a word", { ...hello, logit_bias: { hello: 1 } }, 400, "logit_bias"],
   ["logit_bias 200", { ...hello, logit_bias: { "5": 200 } }, 400, "logit_bias"],
   ["repetition_penalty 0", { ...hello, repetition_penalty: 0 }, 400, "repetition_penalty"],
+  ["repetition_penalty 1e-40", { ...hello, repetition_penalty: 1e-40 }, 400, "repetition_penalty"],
   ["stream a string", { ...hello, stream: "yes" }, 400, "stream"],
   [
     "stream_options without stream",
