@@ -1,21 +1,6 @@
 import assert from "node:assert/strict";
 import { EngineHolder } from "./_engine_holder.ts";
-import { FakeEngine, waitFor } from "./_fake_engine.ts";
-
-/** A fake that can be disposed (as a WorkerEngine), its `closed` held until `free()`. */
-class DisposableFake extends FakeEngine {
-  disposed = false;
-  readonly #closed = Promise.withResolvers<void>();
-  dispose(): void {
-    this.disposed = true;
-  }
-  get closed(): Promise<void> {
-    return this.#closed.promise;
-  }
-  free(): void {
-    this.#closed.resolve();
-  }
-}
+import { DisposableFake, FakeEngine, waitFor } from "./_fake_engine.ts";
 
 /** A loading function that counts its loads and keeps the engines it made. */
 function loader(options: { fail?: (n: number) => Error | undefined } = {}) {

@@ -352,3 +352,26 @@ export class FakeEngine implements ChatEngine {
     }
   }
 }
+
+/**
+ * A FakeEngine that can be disposed, as a WorkerEngine (what an unload needs: EngineHolder's
+ * canUnload): `disposed` once asked, `closed` settling when the test calls `free()` — or at once,
+ * with `free` true (its GPU freed as soon as it is disposed).
+ */
+export class DisposableFake extends FakeEngine {
+  disposed = false;
+  readonly #closed = Promise.withResolvers<void>();
+  constructor(options: FakeEngineOptions = {}, free = false) {
+    super(options);
+    if (free) this.#closed.resolve();
+  }
+  dispose(): void {
+    this.disposed = true;
+  }
+  get closed(): Promise<void> {
+    return this.#closed.promise;
+  }
+  free(): void {
+    this.#closed.resolve();
+  }
+}

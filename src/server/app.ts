@@ -928,14 +928,18 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
 
   /**
    * `use` with the engine, for a request that may name its model (a 404 where the engine lacks
-   * `method`), held until it is done.
+   * `method`), held until it is done. A model found unloaded (Ollama's keep_alive 0) is loaded for
+   * it and unloaded again after: a tokenizer request (a monitor's, a client's count) does not undo
+   * an unload.
    */
   const withEngine = async <T>(
     model: string | undefined,
     method: "tokenize" | "detokenize",
+    signal: AbortSignal,
     use: (e: ChatEngine) => Promise<T>,
   ): Promise<T> => {
-    const lease = await servedEngine(model);
+    const unloaded = holder.state === "unloaded" || holder.state === "unloading";
+    const lease = await servedEngine(model, signal, unloaded ? true : undefined);
     try {
       if (!lease.engine[method]) throw notServed(`/${method}`);
       return await use(lease.engine);
@@ -975,7 +979,7 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
       (limits) => parseTokenizeRequest(body, limits),
       c.req.raw.signal,
     );
-    return await withEngine(request.model, "tokenize", async (e) => {
+    return await withEngine(request.model, "tokenize", c.req.raw.signal, async (e) => {
       const field = "prompt" in request ? "prompt" : "messages";
       // The images' sizes go in their place: an image's token count follows from its size, read
       // from its headers (none is decoded: 32 photos of 8000 x 8000 took 7 GB to count).
@@ -1005,6 +1009,7 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
     const prompt = await withEngine(
       request.model,
       "detokenize",
+      c.req.raw.signal,
       (e) =>
         e.detokenize!(request.tokens).catch((error) => {
           throw fieldError(error, "tokens");

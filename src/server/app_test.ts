@@ -11,7 +11,13 @@ import { ChatTemplate } from "../generate/chat_template.ts";
 import type { ChatMessage, GenerateOptions, GenerationEvent } from "../generate/types.ts";
 import { decodeImage } from "../image.ts";
 import { createApp, type ServerOptions } from "./app.ts";
-import { FakeEngine, type FakeEngineOptions, gate, waitFor } from "./_fake_engine.ts";
+import {
+  DisposableFake,
+  FakeEngine,
+  type FakeEngineOptions,
+  gate,
+  waitFor,
+} from "./_fake_engine.ts";
 import { handedOver } from "./worker_engine.ts";
 
 const PNG = await Deno.readFile(
@@ -2654,24 +2660,6 @@ Deno.test("Ollama's images in system, assistant and tool messages reach the engi
 });
 
 /** A fake that can be disposed, as a WorkerEngine: `closed` settles once `free()` is called. */
-class DisposableFake extends FakeEngine {
-  disposed = false;
-  readonly #closed = Promise.withResolvers<void>();
-  constructor(options: FakeEngineOptions = {}, free = true) {
-    super(options);
-    if (free) this.#closed.resolve();
-  }
-  dispose(): void {
-    this.disposed = true;
-  }
-  get closed(): Promise<void> {
-    return this.#closed.promise;
-  }
-  free(): void {
-    this.#closed.resolve();
-  }
-}
-
 /** An app given a function that loads a DisposableFake (`engines`: each one it loaded). */
 function reloadable(
   engine: FakeEngineOptions = {},
@@ -2733,7 +2721,7 @@ Deno.test("Ollama's keep_alive 0 without messages unloads the model (disposed: t
   assert.equal((await load.json()).done_reason, "load");
   assert.equal(engines.length, 3);
   assert.equal((await (await app.request("/api/ps")).json()).models.length, 1);
-  // Unloaded, a tokenize loads it too.
+  // Unloaded, a tokenize loads it too — and leaves it unloaded, as it found it.
   await ollama(app, "/api/chat", { messages: [], keep_alive: 0 });
   const tokenized = await app.request("/tokenize", {
     method: "POST",
@@ -2741,6 +2729,14 @@ Deno.test("Ollama's keep_alive 0 without messages unloads the model (disposed: t
   });
   assert.equal(tokenized.status, 404); // the fake has no tokenizer: but it was loaded to say so
   assert.equal(engines.length, 4);
+  await waitFor(() => engines[3].disposed, "the model to unload again after the tokenize");
+  assert.deepEqual(await (await app.request("/api/ps")).json(), { models: [] });
+  // Loaded, a tokenize leaves it loaded.
+  await ollama(app, "/api/generate", { stream: false });
+  await app.request("/detokenize", { method: "POST", body: JSON.stringify({ tokens: [1] }) });
+  assert.equal(engines.length, 5);
+  assert.equal(engines[4].disposed, false);
+  assert.equal((await (await app.request("/api/ps")).json()).models.length, 1);
 });
 
 Deno.test("an unload while a request generates waits for it (answered at once); requests that come while it unloads or loads again wait, counted, and are answered", async () => {
