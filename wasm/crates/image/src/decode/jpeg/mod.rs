@@ -16,7 +16,9 @@
 //! decodes it), corrupt entropy-coded data (libjpeg goes on with a warning and PIL returns what
 //! it made of it; we keep the strictness zune-jpeg had), and a progressive file whose scans stop
 //! before its first AC coefficients are complete, which libjpeg block-smooths
-//! (`do_block_smoothing`; no common encoder writes one).
+//! (`do_block_smoothing`; no common encoder writes one), and a file whose scans together visit
+//! its blocks more than [`VISITS_PER_BLOCK`] times over (a bound on decoding time that no
+//! encoder's scan script comes near).
 
 mod color;
 mod huffman;
@@ -77,7 +79,27 @@ struct Decoder {
     mcus: (usize, usize),
     max: (usize, usize),
     scans: usize,
+    /// The frame's blocks, all components (padding blocks of whole MCUs included).
+    blocks: usize,
+    /// Blocks the scans so far have visited, all scans together.
+    visits: usize,
 }
+
+/// How many times over, on average, a file's scans may visit the frame's blocks: the bound on
+/// decoding work that a file's size does not give. A progressive AC scan skips any number of
+/// blocks with end-of-band runs (32,767 blocks for two bytes), yet each skipped block is still
+/// visited and, in a refinement scan, has its coefficients checked, so a 200 KB file of
+/// a thousand such scans held a decoder for over a minute. Each scan visits each block of its
+/// components at most once, so the visits of a file are at most (the most scans one component is
+/// in) × the frame's blocks. The encoders' scripts are far below 64: libjpeg's and jpegtran's
+/// `jpeg_simple_progression` puts luma in 6 scans and each chroma component in 4 (10 scans in
+/// all), mozjpeg picks among scripts of that kind, hand-written successive approximation scripts
+/// put a component in about 20; even a script that gives every AC coefficient its own scan (63
+/// scans and the DC one) fits. The worst file it admits at the pixel limit (8192 × 8192, 4
+/// components: 4M blocks, 256M visits, all refinement scans of one component over zero
+/// coefficients, the cheapest visit per byte of file) is 157 KB and decodes in 27 s natively
+/// (x86-64, release), against 85 s for the reviewer's 1000-scan grayscale file before.
+const VISITS_PER_BLOCK: usize = 64;
 
 /// The file's pixels as stored (the caller turns them upright by their EXIF orientation): reads
 /// the markers in order, decoding each scan as it comes, then upsamples and converts to RGB.
@@ -171,6 +193,11 @@ impl Decoder {
                 }
             })
             .collect();
+        self.blocks = self
+            .comps
+            .iter()
+            .map(|c| c.blocks_across * self.mcus.1 * c.v)
+            .sum();
         self.frame = Some(f);
     }
 
@@ -181,6 +208,17 @@ impl Decoder {
             .as_ref()
             .ok_or_else(|| corrupt("a scan (SOS) before the frame header (SOF)"))?;
         let scan = markers::scan(seg.payload, frame)?;
+        self.visits += scan::blocks_visited(&scan, &self.comps, self.mcus);
+        if self.visits > VISITS_PER_BLOCK * self.blocks {
+            return Err(corrupt(format!(
+                "too many scans for its size: {} block visits in {} scans, more than \
+                 {VISITS_PER_BLOCK}× its {} blocks; encoders' progressive scripts visit each \
+                 block 6 to 20 times",
+                self.visits,
+                self.scans + 1,
+                self.blocks
+            )));
+        }
         if self.scans == 0 && !frame.progressive {
             let (mut dc, mut ac) = Default::default();
             markers::huffman_tables(&markers::STANDARD_DHT, &mut dc, &mut ac)?;
@@ -280,5 +318,73 @@ impl Decoder {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(marker: u8, payload: &[u8]) -> Vec<u8> {
+        let mut s = vec![0xff, marker];
+        s.extend_from_slice(&(payload.len() as u16 + 2).to_be_bytes());
+        s.extend_from_slice(payload);
+        s
+    }
+
+    /// A `side` × `side` grayscale progressive JPEG whose coefficients are all zero (mid-grey):
+    /// a DC scan (one 1-bit code per block), then `refinements` AC refinement scans (1..=63)
+    /// that skip every block with end-of-band runs of 32,767 blocks (EOB14, a 1-bit code and
+    /// its 14 bits), a few bytes a scan: the CPU-time bomb /tmp/jfuzz/mk.py made, small.
+    fn refinement_bomb(side: u16, refinements: usize) -> Vec<u8> {
+        let blocks = (side as usize).div_ceil(8).pow(2);
+        let mut f = vec![0xff, 0xd8];
+        f.extend(segment(DQT, &[[0u8].as_slice(), &[1; 64]].concat()));
+        let [hi, lo] = side.to_be_bytes();
+        f.extend(segment(0xc2, &[8, hi, lo, hi, lo, 1, 1, 0x11, 0]));
+        // DC table 0: symbol 0 (no difference); AC table 0: EOB14; each the one 1-bit code.
+        let one_code = |class: u8, symbol: u8| [&[class, 1][..], &[0; 15], &[symbol]].concat();
+        f.extend(segment(DHT, &one_code(0x00, 0)));
+        f.extend(segment(DHT, &one_code(0x10, 0xe0)));
+        f.extend(segment(SOS, &[1, 1, 0x00, 0, 0, 0]));
+        f.extend(vec![0u8; blocks.div_ceil(8)]);
+        // Each code '0' + 14 one bits runs 2^14 + 16383 blocks; zero bits pad the last byte.
+        let runs = blocks.div_ceil(32767);
+        let bits: Vec<bool> = (0..runs).flat_map(|_| (0..15).map(|i| i > 0)).collect();
+        let mut data = Vec::new();
+        for byte in bits.chunks(8) {
+            let b = (0..8).fold(0u8, |b, i| {
+                b << 1 | byte.get(i).copied().unwrap_or(false) as u8
+            });
+            data.push(b);
+            if b == 0xff {
+                data.push(0); // byte stuffing
+            }
+        }
+        for _ in 0..refinements {
+            f.extend(segment(SOS, &[1, 1, 0x00, 1, 63, 0x10]));
+            f.extend(&data);
+        }
+        f.extend([0xff, EOI]);
+        f
+    }
+
+    #[test]
+    fn decode_allows_scans_up_to_64_visits_per_block() {
+        // The DC scan and 63 refinements: 64 visits of each of the 64 blocks.
+        let image = decode(&refinement_bomb(64, 63)).unwrap();
+        assert_eq!((image.width, image.height), (64, 64));
+        assert!(image.data.iter().all(|&v| v == 128));
+    }
+
+    #[test]
+    fn decode_refuses_scans_past_64_visits_per_block() {
+        let bomb = refinement_bomb(64, 64);
+        assert!(bomb.len() < 1000, "{} bytes", bomb.len());
+        let err = decode(&bomb).expect_err("refused").to_string();
+        assert!(
+            err.contains("too many scans for its size: 4160 block visits in 65 scans, more than 64× its 64 blocks"),
+            "{err}"
+        );
     }
 }

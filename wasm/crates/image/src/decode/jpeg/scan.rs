@@ -68,6 +68,33 @@ enum Kind {
     AcRefine,
 }
 
+/// (across, down) of the MCUs a scan goes through: a single-component scan's MCU is one block
+/// and it covers only the blocks that hold samples; an interleaved scan covers whole MCUs
+/// (`mcus`), padding blocks included.
+fn extent(scan: &Scan, comps: &[Component], mcus: (usize, usize)) -> (usize, usize) {
+    match &scan.components[..] {
+        [only] => {
+            let c = &comps[only.index];
+            (c.width_in_blocks, c.height_in_blocks)
+        }
+        _ => mcus,
+    }
+}
+
+/// How many blocks a scan visits, each once, whatever its data says (end-of-band runs skip a
+/// block's bits, not the visit).
+pub(super) fn blocks_visited(scan: &Scan, comps: &[Component], mcus: (usize, usize)) -> usize {
+    let (across, down) = extent(scan, comps, mcus);
+    let per_mcu: usize = match &scan.components[..] {
+        [_] => 1,
+        all => all
+            .iter()
+            .map(|sc| comps[sc.index].h * comps[sc.index].v)
+            .sum(),
+    };
+    across * down * per_mcu
+}
+
 /// Decodes the scan whose data starts at `pos`; returns the marker after it (its code and the
 /// offset after the code), None where the file ends instead.
 pub(super) fn decode_scan(
@@ -113,12 +140,7 @@ pub(super) fn decode_scan(
     }
 
     let single = scan.components.len() == 1;
-    let (across, down) = if single {
-        let c = &comps[scan.components[0].index];
-        (c.width_in_blocks, c.height_in_blocks)
-    } else {
-        t.mcus
-    };
+    let (across, down) = extent(scan, comps, t.mcus);
     let mut r = BitReader::new(bytes, pos);
     let mut preds = [0i32; 4];
     let mut eobrun = 0u32;
