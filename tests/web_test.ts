@@ -69,6 +69,8 @@ interface OpenOptions {
   /** The model id the page shows once ready; by default any answer to its model list will do. */
   model?: string;
   viewport?: { width: number; height: number };
+  /** A phone's touch screen (playwright's hasTouch and isMobile): no hover, a coarse pointer. */
+  touch?: boolean;
   /** Its path on the server. Default "/". */
   path?: string;
   /** Runs on the page before it loads: init scripts, routes. */
@@ -84,7 +86,11 @@ async function openPage(
   s: Awaited<ReturnType<typeof serveAndLaunch>>,
   options: OpenOptions = {},
 ): Promise<{ page: Page; errors: string[] }> {
-  const page = await s.browser.newPage({ viewport: options.viewport });
+  const page = await s.browser.newPage({
+    viewport: options.viewport,
+    hasTouch: options.touch,
+    isMobile: options.touch,
+  });
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   await options.before?.(page);
@@ -323,6 +329,32 @@ Deno.test("the chat page fits a phone: the placeholder on one line, the header o
     );
   }
   assert.deepEqual(errors, []);
+});
+
+Deno.test("the chat page's text fields are 16 px on a phone: iPhone Safari zooms in on smaller ones", async () => {
+  const engine = new FakeEngine();
+  await using s = await serveAndLaunch(createApp(engine).fetch);
+  for (const touch of [true, false]) {
+    const { page, errors } = await openPage(s, {
+      model: engine.modelId,
+      viewport: { width: 390, height: 740 },
+      touch,
+    });
+    const fields = await page.$$eval(
+      "textarea, input:not([type=checkbox]):not([type=file])",
+      (all) => all.map((e: any) => [e.id, getComputedStyle(e).fontSize]),
+    );
+    assert.equal(fields.length, 5); // the message box and the settings' four
+    for (const [id, size] of fields) assert.ok(parseFloat(size) >= 16, `#${id} is ${size}`);
+    // The message box's line still as tall as the buttons beside it.
+    const heights = await page.$$eval(
+      "#prompt, #send",
+      (all) => all.map((e: any) => e.getBoundingClientRect().height),
+    );
+    assert.equal(heights[0], heights[1]);
+    await page.close();
+    assert.deepEqual(errors, []);
+  }
 });
 
 Deno.test("the chat page finds the API when the app is mounted under a prefix", async () => {

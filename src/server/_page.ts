@@ -42,7 +42,7 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   header details { font-size: .85rem; position: relative; }
   header summary { cursor: pointer; color: var(--muted); list-style: none; }
   #settings { position: absolute; right: 0; top: 1.8rem; z-index: 2; background: var(--panel); border: 1px solid var(--line);
-              border-radius: 8px; padding: .75rem; display: grid; gap: .5rem; width: 16rem; box-shadow: 0 6px 24px #0002; }
+              border-radius: 8px; padding: .75rem; display: grid; gap: .5rem; width: 18rem; max-width: calc(100vw - 2rem); box-shadow: 0 6px 24px #0002; }
   #settings label { display: grid; gap: .15rem; color: var(--muted); }
   #settings label.check { display: flex; align-items: center; gap: .4rem; }
   #settings input { font: inherit; padding: .3rem .4rem; border: 1px solid var(--line); border-radius: 6px;
@@ -87,9 +87,17 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   .msg .video .frames { bottom: .6rem; }
   .thumb button { position: absolute; top: -.4rem; right: -.4rem; border: 0; border-radius: 50%; width: 1.2rem; height: 1.2rem;
                   font-size: .75rem; line-height: 1; background: var(--ink); color: var(--panel); cursor: pointer; padding: 0; }
-  textarea { font: inherit; resize: none; padding: .55rem .7rem; border: 1px solid var(--line); border-radius: 10px;
+  /* One line as tall as the buttons beside it (2.6rem) at any font size: the 16 px of a phone's
+     stood 2 px above them. */
+  textarea { font: inherit; resize: none; padding: calc((2.6rem - 1.5em - 2px) / 2) .7rem; border: 1px solid var(--line); border-radius: 10px;
              background: var(--bg); color: var(--ink); min-height: 2.6rem; max-height: 12rem; }
   textarea:focus { outline: 2px solid var(--accent); outline-offset: -1px; }
+  /* iPhone Safari zooms the page in when a text field under 16 px gets the focus (and stays zoomed
+     in): on a touch screen or a narrow window (the script's TOUCH, or a phone's width) the fields
+     are 16 px. */
+  @media (pointer: coarse), (hover: none), (max-width: 720px) {
+    textarea, #settings input { font-size: 16px; }
+  }
   .button { font: inherit; border: 1px solid var(--line); border-radius: 10px; height: 2.6rem; padding: 0 .9rem;
             background: var(--bg); color: var(--ink); cursor: pointer; display: inline-flex; align-items: center; }
   #send { background: var(--accent); border-color: var(--accent); color: var(--on-color); font-weight: 600; }
