@@ -357,6 +357,40 @@ Deno.test("the chat page's text fields are 16 px on a phone: iPhone Safari zooms
   }
 });
 
+Deno.test("the chat page on a touch screen: Enter writes a new line, the Send button sends", async () => {
+  const engine = new FakeEngine(); // answers with what it received
+  await using s = await serveAndLaunch(createApp(engine).fetch);
+  const { page, errors } = await openPage(s, {
+    model: engine.modelId,
+    viewport: { width: 390, height: 740 },
+    touch: true,
+  });
+  assert.match((await page.textContent(".empty"))!, /type a question, tap Send\.$/);
+  await page.tap("#prompt");
+  await page.keyboard.type("First line");
+  await page.keyboard.press("Enter");
+  await page.keyboard.type("second line");
+  assert.equal(await page.inputValue("#prompt"), "First line\nsecond line");
+  assert.equal(await page.locator(".msg").count(), 0);
+  // No Shift+Enter hint, even where it would fit (a tablet's width).
+  await page.setViewportSize({ width: 1024, height: 740 });
+  await page.waitForFunction(() => document.getElementById("prompt").clientWidth > 600);
+  await page.evaluate(() =>
+    new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))
+  );
+  assert.equal(await page.getAttribute("#prompt", "placeholder"), "Message QVQ");
+  await page.tap("#send");
+  await page.waitForSelector(".msg.assistant:not(.streaming) .stats");
+  assert.deepEqual(engine.calls[0].messages[0].content, [{
+    type: "text",
+    text: "First line\nsecond line",
+  }]);
+  assert.equal(await page.textContent(".msg.user .text"), "First line\nsecond line");
+  await page.tap("#new-chat");
+  assert.match((await page.textContent(".empty"))!, /^New chat: .*, tap Send\.$/);
+  assert.deepEqual(errors, []);
+});
+
 Deno.test("the chat page finds the API when the app is mounted under a prefix", async () => {
   const engine = new FakeEngine({ answer: () => "mounted" });
   const parent = new Hono();

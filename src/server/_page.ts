@@ -128,7 +128,7 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
     </div>
   </details>
 </header>
-<main><div id="messages" role="log" aria-live="polite" aria-label="Conversation"><p class="empty">Ask about an image or a video: attach one, type a question, press Enter.</p></div></main>
+<main><div id="messages" role="log" aria-live="polite" aria-label="Conversation"><p class="empty" data-start="Ask about an image or a video: attach one, type a question, ">Ask about an image or a video: attach one, type a question, press Enter.</p></div></main>
 <footer>
   <form id="form">
     <div id="attachments"></div>
@@ -533,21 +533,41 @@ document.addEventListener("dragover", (e) => { if (carriesFiles(e)) e.preventDef
 document.addEventListener("drop", (e) => { if (carriesFiles(e)) { e.preventDefault(); attach(e.dataTransfer.files); } });
 
 const prompt = $("prompt");
+// On a touch screen Enter writes a new line and the Send button sends, as ChatGPT's and Claude's
+// pages do on phones: a phone's keyboard has no Shift to hold with Enter, so Enter sending left no
+// way to break a line. Touch is the primary pointer being coarse or unable to hover — either, as
+// some Android browsers get one of the two wrong; the CSS's 16 px fields use the same query. A
+// laptop with a touch screen has its touchpad or mouse as primary pointer: Enter sends there; an
+// iPad stays touch with a keyboard attached.
+const TOUCH = matchMedia("(pointer: coarse), (hover: none)");
 const grow = () => { prompt.style.height = "auto"; prompt.style.height = prompt.scrollHeight + "px"; };
-// The placeholder names Shift+Enter only where that fits on its line: in a phone's narrow box it
-// wrapped, its second line cut off.
+// The placeholder names Shift+Enter only where Enter sends and that fits on its line: in a narrow
+// window's box it wrapped, its second line cut off.
 const PLACEHOLDER = "Message QVQ", KEYS = " (Shift+Enter for a new line)";
 const measure = document.createElement("canvas").getContext("2d");
-new ResizeObserver(() => {
+function placeholder() {
   const style = getComputedStyle(prompt);
   measure.font = style.fontStyle + " " + style.fontWeight + " " + style.fontSize + " " + style.fontFamily;
   const room = prompt.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
-  prompt.placeholder = PLACEHOLDER + (measure.measureText(PLACEHOLDER + KEYS).width <= room ? KEYS : "");
-}).observe(prompt);
+  const keys = !TOUCH.matches && measure.measureText(PLACEHOLDER + KEYS).width <= room;
+  prompt.placeholder = PLACEHOLDER + (keys ? KEYS : "");
+}
+new ResizeObserver(placeholder).observe(prompt);
+// What the empty conversation says to do: its start, then how to send.
+const howTo = (start) => start + (TOUCH.matches ? "tap Send." : "press Enter.");
+TOUCH.addEventListener("change", () => {
+  placeholder();
+  const empty = document.querySelector(".empty");
+  if (empty) empty.textContent = howTo(empty.dataset.start);
+});
+document.querySelector(".empty").textContent = howTo(document.querySelector(".empty").dataset.start);
 prompt.addEventListener("input", grow);
 prompt.addEventListener("keydown", (e) => {
   // While an answer streams, Enter does not send (nor stop it: that is the Stop button's job).
-  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); if (!running) $("form").requestSubmit(); }
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing && !TOUCH.matches) {
+    e.preventDefault();
+    if (!running) $("form").requestSubmit();
+  }
 });
 
 // Yields the JSON payload of each SSE "data:" event until "[DONE]"; comments (keep-alives) are skipped.
@@ -781,7 +801,8 @@ $("new-chat").addEventListener("click", () => {
   history.length = 0;
   const empty = document.createElement("p");
   empty.className = "empty";
-  empty.textContent = "New chat: attach an image or a video, type a question, press Enter.";
+  empty.dataset.start = "New chat: attach an image or a video, type a question, ";
+  empty.textContent = howTo(empty.dataset.start);
   $("messages").replaceChildren(empty);
   skipped = [];
   $("notice").textContent = "";
