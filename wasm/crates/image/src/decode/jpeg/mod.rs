@@ -14,9 +14,10 @@
 //! 65500, truncated files (data cut short, or no EOI; PIL refuses them unless
 //! `LOAD_TRUNCATED_IMAGES`). Refused where PIL decodes: arithmetic-coded JPEG (rare; libjpeg-turbo
 //! decodes it), corrupt entropy-coded data (libjpeg goes on with a warning and PIL returns what
-//! it made of it; we keep the strictness zune-jpeg had), and a progressive file whose scans stop
+//! it made of it; we keep the strictness zune-jpeg had), a progressive file whose scans stop
 //! before its first AC coefficients are complete, which libjpeg block-smooths
-//! (`do_block_smoothing`; no common encoder writes one), and a file whose scans together visit
+//! (`do_block_smoothing`; no common encoder writes one), an AC scan of a component before its
+//! DC scan (T.81 forbids it; libjpeg warns and goes on), and a file whose scans together visit
 //! its blocks more than [`VISITS_PER_BLOCK`] times over (a bound on decoding time that no
 //! encoder's scan script comes near).
 
@@ -105,57 +106,65 @@ const VISITS_PER_BLOCK: usize = 64;
 /// the markers in order, decoding each scan as it comes, then upsamples and converts to RGB.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let mut d = Decoder::default();
-    let mut next: Option<Segment> = None;
-    let mut pos = 2; // after SOI (the format sniff saw it)
-    loop {
-        let seg = match next.take() {
-            Some(seg) => seg,
-            None => markers::segment(bytes, pos)?,
-        };
-        pos = seg.end;
-        match seg.marker {
-            m if is_sof(m) => {
-                if d.frame.is_some() {
-                    return Err(corrupt("a second frame header (SOF)"));
-                }
-                let f = markers::frame(m, seg.payload)?;
-                check_dimensions(Format::Jpeg, f.width as u64, f.height as u64)?;
-                f.check_sides()?;
-                d.start_frame(f);
-            }
-            DHT => markers::huffman_tables(seg.payload, &mut d.dc, &mut d.ac)?,
-            DQT => markers::quant_tables(seg.payload, &mut d.quant)?,
-            DRI => {
-                let [hi, lo] = seg.payload[..] else {
-                    return Err(corrupt("a restart interval (DRI) segment not 2 bytes long"));
-                };
-                d.restart_interval = u16::from_be_bytes([hi, lo]) as usize;
-            }
-            APP0 => d.jfif |= markers::is_jfif(seg.payload),
-            APP14 => d.adobe = markers::adobe_transform(seg.payload).or(d.adobe),
-            SOS => match d.scan(bytes, &seg)? {
-                Some((code, after)) => next = Some(markers::marker_segment(bytes, code, after)?),
-                // PIL refuses a file that ends without EOI ("image file is truncated"), even
-                // where every scan is complete.
-                None => {
-                    return Err(corrupt(
-                        "the file ends without its end-of-image marker (truncated?)",
-                    ));
-                }
-            },
-            EOI => break,
-            0xdc => {
-                return Err(corrupt(
-                    "a DNL marker (height given after the scan), which libjpeg does not decode",
-                ));
-            }
-            _ => {} // APPn, COM, RSTn between scans, DAC: nothing we need
-        }
-    }
+    d.read(bytes)?;
     d.finish()
 }
 
 impl Decoder {
+    /// Reads the markers up to EOI, decoding each scan as it comes.
+    fn read(&mut self, bytes: &[u8]) -> Result<(), ImageError> {
+        let mut next: Option<Segment> = None;
+        let mut pos = 2; // after SOI (the format sniff saw it)
+        loop {
+            let seg = match next.take() {
+                Some(seg) => seg,
+                None => markers::segment(bytes, pos)?,
+            };
+            pos = seg.end;
+            match seg.marker {
+                m if is_sof(m) => {
+                    if self.frame.is_some() {
+                        return Err(corrupt("a second frame header (SOF)"));
+                    }
+                    let f = markers::frame(m, seg.payload)?;
+                    check_dimensions(Format::Jpeg, f.width as u64, f.height as u64)?;
+                    f.check_sides()?;
+                    self.start_frame(f);
+                }
+                DHT => markers::huffman_tables(seg.payload, &mut self.dc, &mut self.ac)?,
+                DQT => markers::quant_tables(seg.payload, &mut self.quant)?,
+                DRI => {
+                    let [hi, lo] = seg.payload[..] else {
+                        return Err(corrupt("a restart interval (DRI) segment not 2 bytes long"));
+                    };
+                    self.restart_interval = u16::from_be_bytes([hi, lo]) as usize;
+                }
+                APP0 => self.jfif |= markers::is_jfif(seg.payload),
+                APP14 => self.adobe = markers::adobe_transform(seg.payload).or(self.adobe),
+                SOS => match self.scan(bytes, &seg)? {
+                    Some((code, after)) => {
+                        next = Some(markers::marker_segment(bytes, code, after)?)
+                    }
+                    // PIL refuses a file that ends without EOI ("image file is truncated"), even
+                    // where every scan is complete.
+                    None => {
+                        return Err(corrupt(
+                            "the file ends without its end-of-image marker (truncated?)",
+                        ));
+                    }
+                },
+                EOI => break,
+                0xdc => {
+                    return Err(corrupt(
+                        "a DNL marker (height given after the scan), which libjpeg does not decode",
+                    ));
+                }
+                _ => {} // APPn, COM, RSTn between scans, DAC: nothing we need
+            }
+        }
+        Ok(())
+    }
+
     fn start_frame(&mut self, f: Frame) {
         let max =
             |k: fn(&markers::FrameComponent) -> usize| f.components.iter().map(k).max().unwrap();
@@ -169,7 +178,6 @@ impl Decoder {
             .map(|c| {
                 let blocks_across = self.mcus.0 * c.h;
                 let blocks_down = self.mcus.1 * c.v;
-                let stride = blocks_across * 8;
                 Component {
                     h: c.h,
                     v: c.v,
@@ -177,18 +185,18 @@ impl Decoder {
                     width_in_blocks: ceil(f.width * c.h, 8 * max_h),
                     height_in_blocks: ceil(f.height * c.v, 8 * max_v),
                     blocks_across,
+                    blocks_down,
                     quant: None,
+                    // Allocated by the component's first scan, not here: a header of a few bytes
+                    // declares up to 8192 × 8192 × 4 components (768 MB of coefficients and
+                    // samples), and wasm memory, once grown, stays grown.
                     plane: Plane {
-                        data: vec![0; stride * blocks_down * 8],
-                        stride,
+                        data: Vec::new(),
+                        stride: blocks_across * 8,
                         width: ceil(f.width * c.h, max_h),
                         height: ceil(f.height * c.v, max_v),
                     },
-                    coefs: if f.progressive {
-                        vec![[0; 64]; blocks_across * blocks_down]
-                    } else {
-                        Vec::new()
-                    },
+                    coefs: Vec::new(),
                     coef_bits: [-1; 64],
                 }
             })
@@ -196,7 +204,7 @@ impl Decoder {
         self.blocks = self
             .comps
             .iter()
-            .map(|c| c.blocks_across * self.mcus.1 * c.v)
+            .map(|c| c.blocks_across * c.blocks_down)
             .sum();
         self.frame = Some(f);
     }
@@ -259,10 +267,15 @@ impl Decoder {
             for c in &mut self.comps {
                 let quant = c.quant.unwrap_or([0; 64]);
                 let stride = c.plane.stride;
+                c.plane.data = vec![0; stride * c.blocks_down * 8];
+                // A component no scan reached has no coefficients: all zero, mid-grey, as libjpeg
+                // leaves it.
+                let zero = [0; 64];
                 for y in 0..c.height_in_blocks {
                     for x in 0..c.width_in_blocks {
                         let out = &mut c.plane.data[y * 8 * stride + x * 8..];
-                        idct::idct_block(&c.coefs[y * c.blocks_across + x], &quant, out, stride);
+                        let coef = c.coefs.get(y * c.blocks_across + x).unwrap_or(&zero);
+                        idct::idct_block(coef, &quant, out, stride);
                     }
                 }
                 c.coefs = Vec::new();
@@ -332,20 +345,34 @@ mod tests {
         s
     }
 
-    /// A `side` × `side` grayscale progressive JPEG whose coefficients are all zero (mid-grey):
-    /// a DC scan (one 1-bit code per block), then `refinements` AC refinement scans (1..=63)
-    /// that skip every block with end-of-band runs of 32,767 blocks (EOB14, a 1-bit code and
-    /// its 14 bits), a few bytes a scan: the CPU-time bomb /tmp/jfuzz/mk.py made, small.
-    fn refinement_bomb(side: u16, refinements: usize) -> Vec<u8> {
-        let blocks = (side as usize).div_ceil(8).pow(2);
+    /// SOI, a quantization table of ones, a frame header (`sof`: SOF0 sequential, SOF2
+    /// progressive) of `side` × `side` with `comps` components sampled 1×1, and Huffman tables
+    /// of one 1-bit code each: DC symbol 0 (no difference), AC symbol 0xE0 (EOB14).
+    fn head(sof: u8, side: u16, comps: u8) -> Vec<u8> {
         let mut f = vec![0xff, 0xd8];
         f.extend(segment(DQT, &[[0u8].as_slice(), &[1; 64]].concat()));
         let [hi, lo] = side.to_be_bytes();
-        f.extend(segment(0xc2, &[8, hi, lo, hi, lo, 1, 1, 0x11, 0]));
-        // DC table 0: symbol 0 (no difference); AC table 0: EOB14; each the one 1-bit code.
+        let ids = (1..=comps).flat_map(|id| [id, 0x11, 0]);
+        f.extend(segment(
+            sof,
+            &[8, hi, lo, hi, lo, comps]
+                .into_iter()
+                .chain(ids)
+                .collect::<Vec<_>>(),
+        ));
         let one_code = |class: u8, symbol: u8| [&[class, 1][..], &[0; 15], &[symbol]].concat();
         f.extend(segment(DHT, &one_code(0x00, 0)));
         f.extend(segment(DHT, &one_code(0x10, 0xe0)));
+        f
+    }
+
+    /// A `side` × `side` progressive JPEG whose coefficients are all zero (mid-grey): a DC scan
+    /// of component 1 (a 1-bit code a block), then `refinements` AC refinement scans (1..=63) of
+    /// it that skip every block with end-of-band runs of 32,767 blocks (EOB14 and its 14 bits), a
+    /// few bytes a scan: the CPU-time bomb /tmp/jfuzz/mk.py made, small.
+    fn refinement_bomb(side: u16, comps: u8, refinements: usize) -> Vec<u8> {
+        let blocks = (side as usize).div_ceil(8).pow(2);
+        let mut f = head(0xc2, side, comps);
         f.extend(segment(SOS, &[1, 1, 0x00, 0, 0, 0]));
         f.extend(vec![0u8; blocks.div_ceil(8)]);
         // Each code '0' + 14 one bits runs 2^14 + 16383 blocks; zero bits pad the last byte.
@@ -369,22 +396,83 @@ mod tests {
         f
     }
 
+    fn nothing_allocated(d: &Decoder) -> bool {
+        d.comps
+            .iter()
+            .all(|c| c.coefs.is_empty() && c.plane.data.is_empty())
+    }
+
     #[test]
     fn decode_allows_scans_up_to_64_visits_per_block() {
         // The DC scan and 63 refinements: 64 visits of each of the 64 blocks.
-        let image = decode(&refinement_bomb(64, 63)).unwrap();
+        let image = decode(&refinement_bomb(64, 1, 63)).unwrap();
         assert_eq!((image.width, image.height), (64, 64));
         assert!(image.data.iter().all(|&v| v == 128));
     }
 
     #[test]
     fn decode_refuses_scans_past_64_visits_per_block() {
-        let bomb = refinement_bomb(64, 64);
+        let bomb = refinement_bomb(64, 1, 64);
         assert!(bomb.len() < 1000, "{} bytes", bomb.len());
         let err = decode(&bomb).expect_err("refused").to_string();
         assert!(
             err.contains("too many scans for its size: 4160 block visits in 65 scans, more than 64× its 64 blocks"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn read_allocates_nothing_for_a_frame_header_alone() {
+        // /tmp/jfuzz/hdr.jpg: 8192 × 8192 with 4 components declared, then EOI (it held 526 MB).
+        let mut f = head(0xc2, 8192, 4);
+        f.extend([0xff, EOI]);
+        let mut d = Decoder::default();
+        d.read(&f).unwrap();
+        assert_eq!((d.comps.len(), d.blocks), (4, 4 << 20));
+        assert!(nothing_allocated(&d));
+        let err = d.finish().expect_err("refused").to_string();
+        assert!(err.contains("no image data"), "{err}");
+    }
+
+    #[test]
+    fn read_refuses_a_scan_too_short_for_its_blocks_before_allocating() {
+        // A DC scan needs a bit a block, a sequential scan two: 2^20 blocks, 128 KiB / 256 KiB.
+        for (sof, dc_scan, needed) in [
+            (0xc2, [1, 1, 0x00, 0, 0, 0], 131072),
+            (0xc0, [1, 1, 0x00, 0, 63, 0], 262144),
+        ] {
+            let mut f = head(sof, 8192, 1);
+            f.extend(segment(SOS, &dc_scan));
+            f.extend([0; 1000]);
+            f.extend([0xff, EOI]);
+            let mut d = Decoder::default();
+            let err = d.read(&f).expect_err("refused").to_string();
+            let want = format!(
+                "a scan of 1048576 blocks needs at least {needed} bytes of data, and the file has 1002 left"
+            );
+            assert!(err.contains(&want), "{err}");
+            assert!(nothing_allocated(&d));
+        }
+    }
+
+    #[test]
+    fn read_refuses_an_ac_scan_before_the_dc_scan_before_allocating() {
+        let mut f = head(0xc2, 8192, 1);
+        f.extend(segment(SOS, &[1, 1, 0x00, 1, 63, 0x00]));
+        f.extend([0x7f, 0xfe, 0xff, EOI]);
+        let mut d = Decoder::default();
+        let err = d.read(&f).expect_err("refused").to_string();
+        assert!(
+            err.contains("an AC scan of a component before its DC scan"),
+            "{err}"
+        );
+        assert!(nothing_allocated(&d));
+    }
+
+    #[test]
+    fn decode_leaves_a_component_no_scan_reached_mid_grey() {
+        // Y gets its DC scan, Cb and Cr none: all three planes 128, grey once converted.
+        let image = decode(&refinement_bomb(16, 3, 0)).unwrap();
+        assert_eq!(image.data, vec![128; 16 * 16 * 3]);
     }
 }

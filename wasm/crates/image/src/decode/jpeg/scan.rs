@@ -20,13 +20,18 @@ pub(super) struct Component {
     /// `height_in_blocks`).
     pub width_in_blocks: usize,
     pub height_in_blocks: usize,
-    /// Blocks across in `plane` / `coefs`: whole MCUs, so interleaved scans' padding blocks fit.
+    /// Blocks across and down in `plane` / `coefs`: whole MCUs, so interleaved scans' padding
+    /// blocks fit.
     pub blocks_across: usize,
+    pub blocks_down: usize,
     /// Its quantization table (natural order), latched when the component's first scan starts,
     /// as libjpeg latches it (a later DQT for the same slot does not change it).
     pub quant: Option<[u16; 64]>,
+    /// Its samples, (blocks down × 8, blocks across × 8); empty until its first scan
+    /// (sequential) or the IDCT once every scan is in (progressive).
     pub plane: Plane,
-    /// Progressive only: (blocks down, blocks across) of 64 coefficients in natural order.
+    /// Progressive only: (blocks down, blocks across) of 64 coefficients in natural order; empty
+    /// until its first scan.
     pub coefs: Vec<[i16; 64]>,
     /// Progressive only: per zigzag coefficient, the Al of the last scan that coded it, -1 where
     /// none has (libjpeg's `coef_bits`).
@@ -95,6 +100,29 @@ pub(super) fn blocks_visited(scan: &Scan, comps: &[Component], mcus: (usize, usi
     across * down * per_mcu
 }
 
+/// Refuses, before anything is allocated for it, a scan of `blocks` blocks whose data cannot
+/// hold the bits they need, given the `available` bytes from its data to the end of the file.
+/// Every Huffman code is at least 1 bit: a sequential block holds two codes (DC, then an AC
+/// code or end-of-block), a DC first scan's block one, a DC refinement's block one bit. AC scans
+/// give no useful bound (an end-of-band run codes 32,767 blocks in 15 bits). A scan that reads
+/// more bits than its data holds is refused as truncated anyway (`BitReader::overran`), so this
+/// refuses no file that would decode: it only refuses it before its header's size costs memory.
+fn refuse_short_data(kind: Kind, blocks: usize, available: usize) -> Result<(), ImageError> {
+    let bits_per_block = match kind {
+        Kind::Sequential => 2,
+        Kind::DcFirst | Kind::DcRefine => 1,
+        Kind::AcFirst | Kind::AcRefine => 0,
+    };
+    let needed = (bits_per_block * blocks).div_ceil(8);
+    if needed > available {
+        return Err(corrupt(format!(
+            "a scan of {blocks} blocks needs at least {needed} bytes of data, and the file has \
+             {available} left (truncated file?)"
+        )));
+    }
+    Ok(())
+}
+
 /// Decodes the scan whose data starts at `pos`; returns the marker after it (its code and the
 /// offset after the code), None where the file ends instead.
 pub(super) fn decode_scan(
@@ -111,7 +139,13 @@ pub(super) fn decode_scan(
         (true, _, 0) => Kind::AcFirst,
         (true, _, _) => Kind::AcRefine,
     };
-    // Latch quantization tables, find the Huffman tables, record the progression.
+    refuse_short_data(
+        kind,
+        blocks_visited(scan, comps, t.mcus),
+        bytes.len().saturating_sub(pos),
+    )?;
+    // Latch quantization tables, find the Huffman tables, record the progression, and make room
+    // for the coefficients (or samples) of a component's first scan.
     let mut huff: Vec<(Option<&Huffman>, Option<&Huffman>)> = Vec::new();
     for sc in &scan.components {
         let c = &mut comps[sc.index];
@@ -133,9 +167,22 @@ pub(super) fn decode_scan(
         };
         huff.push((dc, ac));
         if t.progressive {
+            // libjpeg only warns (JWRN_BOGUS_PROGRESSION) and goes on; we refuse it, which
+            // also keeps a few bytes of AC scans from allocating a component's coefficients.
+            if scan.ss > 0 && c.coef_bits[0] < 0 {
+                return Err(corrupt(
+                    "an AC scan of a component before its DC scan (T.81 G.1.1.1.1: \
+                     a first DC scan shall precede any AC scans)",
+                ));
+            }
             for k in scan.ss..=scan.se {
                 c.coef_bits[k] = scan.al as i8;
             }
+            if c.coefs.is_empty() {
+                c.coefs = vec![[0; 64]; c.blocks_across * c.blocks_down];
+            }
+        } else if c.plane.data.is_empty() {
+            c.plane.data = vec![0; c.plane.stride * c.blocks_down * 8];
         }
     }
 
