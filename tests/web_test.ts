@@ -372,6 +372,11 @@ Deno.test("the chat page on a touch screen: Enter writes a new line, the Send bu
   await page.keyboard.type("second line");
   assert.equal(await page.inputValue("#prompt"), "First line\nsecond line");
   assert.equal(await page.locator(".msg").count(), 0);
+  // The box grew by the line, whole: it was its border (2 px) short, its text scrolled.
+  assert.ok(
+    await page.$eval("#prompt", (e: any) => e.scrollHeight <= e.clientHeight),
+    "the message box scrolls",
+  );
   // No Shift+Enter hint, even where it would fit (a tablet's width).
   await page.setViewportSize({ width: 1024, height: 740 });
   await page.waitForFunction(() => document.getElementById("prompt").clientWidth > 600);

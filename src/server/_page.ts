@@ -540,7 +540,11 @@ const prompt = $("prompt");
 // laptop with a touch screen has its touchpad or mouse as primary pointer: Enter sends there; an
 // iPad stays touch with a keyboard attached.
 const TOUCH = matchMedia("(pointer: coarse), (hover: none)");
-const grow = () => { prompt.style.height = "auto"; prompt.style.height = prompt.scrollHeight + "px"; };
+// The box as tall as its lines: their height (scrollHeight, padding included) and its border.
+const grow = () => {
+  prompt.style.height = "auto";
+  prompt.style.height = prompt.scrollHeight + prompt.offsetHeight - prompt.clientHeight + "px";
+};
 // The placeholder names Shift+Enter only where Enter sends and that fits on its line: in a narrow
 // window's box it wrapped, its second line cut off.
 const PLACEHOLDER = "Message QVQ", KEYS = " (Shift+Enter for a new line)";
