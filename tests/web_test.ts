@@ -671,6 +671,41 @@ Deno.test("the chat page's Copy button copies a code block where the page has no
   assert.deepEqual(errors, []);
 });
 
+Deno.test("the chat page's Copy button hides no code: a long line scrolls under it nowhere", async () => {
+  const line = "const answer = compute(" + "argument, ".repeat(20) + "last); // the end";
+  const engine = new FakeEngine({ answer: () => "```js\n" + line + "\nshort\n```" });
+  await using s = await serveAndLaunch(createApp(engine).fetch);
+  const { page, errors } = await openPage(s, {
+    model: engine.modelId,
+    viewport: { width: 390, height: 740 },
+    touch: true,
+  });
+  await page.fill("#prompt", "Code?");
+  await page.tap("#send");
+  await page.waitForSelector(".msg.assistant:not(.streaming) .stats");
+  // Where the button and the code's lines are, at either end of the block's horizontal scroll.
+  const where = (scroll: "start" | "end") =>
+    page.$eval(".msg.assistant pre", (pre: any, scroll) => {
+      pre.scrollLeft = scroll === "end" ? pre.scrollWidth : 0;
+      const copy = pre.parentElement.querySelector(".copy").getBoundingClientRect();
+      const code = pre.querySelector("code").getBoundingClientRect();
+      return {
+        scrolls: pre.scrollWidth > pre.clientWidth,
+        copyBottom: copy.bottom,
+        codeTop: code.top,
+      };
+    }, scroll);
+  for (const scroll of ["start", "end"] as const) {
+    const got = await where(scroll);
+    assert.ok(got.scrolls, "the line is longer than the block");
+    assert.ok(
+      got.copyBottom <= got.codeTop,
+      `the button covers code (${scroll}): ${JSON.stringify(got)}`,
+    );
+  }
+  assert.deepEqual(errors, []);
+});
+
 /** A chat request's video part, as the page sends it. */
 interface VideoPart {
   video: string[];

@@ -57,8 +57,10 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   .msg .text code { font: .88em/1.4 ui-monospace, "SFMono-Regular", Menlo, monospace; background: var(--bg);
                     border-radius: 4px; padding: 0 .2rem; }
   .msg .text .code { position: relative; margin: .4rem 0; }
+  /* The copy button sits in a strip of its own above the code (padding-top), not over the end of
+     its first line: a long line ran under it, hidden, at any horizontal scroll. */
   .msg .text pre { white-space: pre; overflow-x: auto; background: var(--bg); border: 1px solid var(--line);
-                   border-radius: 8px; padding: .55rem .7rem; margin: 0; }
+                   border-radius: 8px; padding: 1.9rem .7rem .55rem; margin: 0; }
   .msg .text pre code { background: none; padding: 0; }
   .msg .text .copy { position: absolute; top: .3rem; right: .3rem; font: inherit; font-size: .72rem; cursor: pointer;
                      border: 1px solid var(--line); border-radius: 6px; background: var(--panel); color: var(--muted); }
