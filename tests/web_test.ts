@@ -706,6 +706,55 @@ Deno.test("the chat page's Copy button hides no code: a long line scrolls under 
   assert.deepEqual(errors, []);
 });
 
+Deno.test("the chat page's × on an attachment is a finger's size to tap, and looks as it did", async () => {
+  const engine = new FakeEngine();
+  await using s = await serveAndLaunch(createApp(engine).fetch);
+  const { page, errors } = await openPage(s, {
+    model: engine.modelId,
+    viewport: { width: 390, height: 740 },
+    touch: true,
+  });
+  await page.setInputFiles("#file", [PNG_PATH, PNG_PATH]);
+  await page.waitForFunction(() =>
+    document.querySelectorAll("#attachments .thumb img").length === 2
+  );
+  const boxes = await page.$$eval("#attachments .thumb", (thumbs) =>
+    thumbs.map((thumb: any) => {
+      const rect = (e: any) => {
+        const { left, top, right, bottom, width, height } = e.getBoundingClientRect();
+        return { left, top, right, bottom, width, height };
+      };
+      const button = thumb.querySelector("button");
+      const target = rect(button);
+      // What a tap 1 px inside each corner of the button reaches.
+      const corners = [[target.left, target.top], [target.right, target.top], [
+        target.left,
+        target.bottom,
+      ], [target.right, target.bottom]].map(([x, y], k) =>
+        button.contains(
+          document.elementFromPoint(x + (k % 2 ? -1 : 1), y + (k < 2 ? 1 : -1)),
+        )
+      );
+      return { thumb: rect(thumb), target, dot: rect(button.querySelector("span")), corners };
+    }));
+  for (const { thumb, target, dot, corners } of boxes) {
+    assert.ok(target.width >= 32 && target.height >= 32, `${target.width} x ${target.height}`);
+    assert.deepEqual(corners, [true, true, true, true]);
+    // The dot as the button was: 1.2rem, on the thumbnail's corner, .4rem beyond it (to layout's
+    // 1/64 px).
+    const near = (got: number, want: number) => assert.ok(Math.abs(got - want) < 0.05, `${got}`);
+    near(dot.width, 19.2);
+    near(dot.height, 19.2);
+    near(dot.right - thumb.right, 6.4);
+    near(thumb.top - dot.top, 6.4);
+  }
+  // A tap at the edge of the first's target, off its dot, removes it.
+  const { target } = boxes[0];
+  await page.touchscreen.tap(target.left + 2, target.top + 2);
+  await page.waitForFunction(() => document.querySelectorAll("#attachments .thumb").length === 1);
+  assert.deepEqual(errors, []);
+});
+
 /** A chat request's video part, as the page sends it. */
 interface VideoPart {
   video: string[];

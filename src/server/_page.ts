@@ -87,8 +87,14 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   .msg .video { position: relative; display: inline-block; }
   .msg .video img { height: 7rem; width: auto; }
   .msg .video .frames { bottom: .6rem; }
-  .thumb button { position: absolute; top: -.4rem; right: -.4rem; border: 0; border-radius: 50%; width: 1.2rem; height: 1.2rem;
-                  font-size: .75rem; line-height: 1; background: var(--ink); color: var(--panel); cursor: pointer; padding: 0; }
+  /* An attachment's × is a dot of 1.2rem (19 px) on the thumbnail's corner; the button around it
+     is 2rem (32 px) for a finger, the rest of it invisible (above the next thumbnail). */
+  .thumb button { position: absolute; z-index: 1; top: -.8rem; right: -.8rem; width: 2rem; height: 2rem; border: 0;
+                  padding: 0; background: none; cursor: pointer; display: flex; align-items: center; justify-content: center; }
+  .thumb button span { width: 1.2rem; height: 1.2rem; border-radius: 50%; font-size: .75rem; line-height: 1; display: flex;
+                       align-items: center; justify-content: center; background: var(--ink); color: var(--panel); }
+  .thumb button:focus-visible { outline: none; }
+  .thumb button:focus-visible span { outline: 2px solid var(--accent); outline-offset: 1px; }
   /* One line as tall as the buttons beside it (2.6rem) at any font size: the 16 px of a phone's
      stood 2 px above them. */
   textarea { font: inherit; resize: none; padding: calc((2.6rem - 1.5em - 2px) / 2) .7rem; border: 1px solid var(--line); border-radius: 10px;
@@ -367,7 +373,9 @@ function showAttachments() {
     thumb.className = "thumb";
     const remove = document.createElement("button");
     remove.type = "button";
-    remove.textContent = "×";
+    const dot = document.createElement("span");
+    dot.textContent = "×";
+    remove.append(dot);
     remove.title = "Remove";
     remove.setAttribute("aria-label", "Remove " + (item.frames || item.video ? "video " : "image ") + (i + 1));
     remove.onclick = () => {
