@@ -231,6 +231,94 @@ export class Nfa {
   }
 
   /**
+   * Edges for one character whose code point is in `ranges` ([lo, hi] pairs; D800–DFFF: a lone
+   * surrogate, as JSON.parse reads a `\uXXXX` escape that is not half of a pair), in every
+   * encoding the string grammar ({@link string}, {@link stringLength}) accepts for it: raw (UTF-8
+   * past ASCII, ASCII from 0x20 but `"` and `\`), the short escapes (`\" \\ \/ \b \f \n \r \t`)
+   * and `\uXXXX` in either case of hex digit, a character past U+FFFF also as a surrogate pair of
+   * them. From `fromN` (no high surrogate's escape just read) and `fromH` (one just read: a low
+   * surrogate's escape next would join it, so it is no character of its own) to `toN`, or to `toH`
+   * where the character is a lone high surrogate's escape — {@link stringLength}'s two tracks.
+   */
+  jsonCharacters(
+    fromN: number,
+    fromH: number,
+    toN: number,
+    toH: number,
+    ranges: [number, number][],
+  ): void {
+    const c = this.state(); // the edges both tracks share
+    this.empty(fromN, c);
+    this.empty(fromH, c);
+    const within = (lo: number, hi: number): [number, number][] =>
+      ranges.flatMap(([a, b]): [number, number][] =>
+        Math.max(a, lo) <= Math.min(b, hi) ? [[Math.max(a, lo), Math.min(b, hi)]] : []
+      );
+    // Raw: printable ASCII but `"` and `\`, and any scalar value past it (utf8Sequences leaves
+    // surrogates out: UTF-8 cannot hold them).
+    for (const [lo, hi] of [[0x20, 0x21], [0x23, 0x5b], [0x5d, 0x10ffff]]) {
+      for (const [a, b] of within(lo, hi)) {
+        for (const seq of utf8Sequences(a, b)) this.#byteChain(c, seq.map((r) => [r]), toN);
+      }
+    }
+    const esc = this.state(), u = this.state();
+    this.byte(c, 0x5c, esc);
+    this.byte(esc, 0x75, u);
+    for (const [e, cp] of SHORT_ESCAPES) {
+      if (within(cp, cp).length) this.byte(esc, e, toN);
+    }
+    // \uXXXX of a scalar value up to U+FFFF; of a high surrogate (to the H track); of a low one
+    // only from the N track (after a high one's escape it would join it).
+    for (const [a, b] of [...within(0, 0xd7ff), ...within(0xe000, 0xffff)]) {
+      for (const seq of hexSequences(a, b)) this.#byteChain(u, seq, toN);
+    }
+    for (const [a, b] of within(0xd800, 0xdbff)) {
+      for (const seq of hexSequences(a, b)) this.#byteChain(u, seq, toH);
+    }
+    const low = within(0xdc00, 0xdfff);
+    if (low.length) {
+      const [escN, uN] = [this.state(), this.state()];
+      this.byte(fromN, 0x5c, escN);
+      this.byte(escN, 0x75, uN);
+      for (const [a, b] of low) for (const seq of hexSequences(a, b)) this.#byteChain(uN, seq, toN);
+    }
+    // Past U+FFFF, as a pair: the high half's escape, then the low half's — a split of the range
+    // into pieces of one high half (some low halves) or of many (every low half).
+    for (const [a, b] of within(0x10000, 0x10ffff)) {
+      const high = (cp: number) => 0xd800 + ((cp - 0x10000) >> 10);
+      const low = (cp: number) => 0xdc00 + ((cp - 0x10000) & 0x3ff);
+      const pieces: [number, number, number, number][] = [];
+      const [ha, hb] = [high(a), high(b)];
+      if (ha === hb) pieces.push([ha, ha, low(a), low(b)]);
+      else {
+        const first = low(a) === 0xdc00 ? ha : ha + 1, last = low(b) === 0xdfff ? hb : hb - 1;
+        if (first !== ha) pieces.push([ha, ha, low(a), 0xdfff]);
+        if (first <= last) pieces.push([first, last, 0xdc00, 0xdfff]);
+        if (last !== hb) pieces.push([hb, hb, 0xdc00, low(b)]);
+      }
+      for (const [h1, h2, l1, l2] of pieces) {
+        for (const hs of hexSequences(h1, h2)) {
+          const mid = this.state(), [e2, u2] = [this.state(), this.state()];
+          this.#byteChain(u, hs, mid);
+          this.byte(mid, 0x5c, e2);
+          this.byte(e2, 0x75, u2);
+          for (const ls of hexSequences(l1, l2)) this.#byteChain(u2, ls, toN);
+        }
+      }
+    }
+  }
+
+  /** Edges from `a` to `b` through one byte per step, each step's byte in one of its ranges. */
+  #byteChain(a: number, steps: [number, number][][], b: number): void {
+    let at = a;
+    steps.forEach((ranges, i) => {
+      const to = i === steps.length - 1 ? b : this.state();
+      for (const [lo, hi] of ranges) this.range(at, lo, hi, to);
+      at = to;
+    });
+  }
+
+  /**
    * Edges from `a` to `b` for every character past ASCII, as well-formed UTF-8 (RFC 3629: no
    * overlong forms, no surrogates, nothing past U+10FFFF).
    */
@@ -313,6 +401,54 @@ export class Nfa {
 }
 
 export const utf8 = new TextEncoder();
+
+/** The short escapes of a JSON string: the byte after `\`, the code point it stands for. */
+const SHORT_ESCAPES: [number, number][] = [
+  [0x22, 0x22],
+  [0x5c, 0x5c],
+  [0x2f, 0x2f],
+  [0x62, 0x08],
+  [0x66, 0x0c],
+  [0x6e, 0x0a],
+  [0x72, 0x0d],
+  [0x74, 0x09],
+];
+
+/**
+ * The 4-hex-digit spellings of the numbers [lo, hi] (0 ≤ lo ≤ hi ≤ 0xFFFF): each a list of four
+ * digits, each digit the byte ranges of its values in either case (`[0-9a-fA-F]`-like) — the
+ * standard split of a range of fixed-length numbers, as {@link digitRange} does in base 10.
+ */
+export function hexSequences(lo: number, hi: number, digits = 4): [number, number][][][] {
+  if (digits === 0) return [[]];
+  const shift = 4 * (digits - 1), m = (1 << shift) - 1;
+  const [l, h] = [lo >> shift, hi >> shift];
+  const out: [number, number][][][] = [];
+  const via = (first: number, last: number, restLo: number, restHi: number) => {
+    for (const rest of hexSequences(restLo, restHi, digits - 1)) {
+      out.push([hexDigitBytes(first, last), ...rest]);
+    }
+  };
+  if (l === h) via(l, l, lo & m, hi & m);
+  else {
+    const from = (lo & m) === 0 ? l : l + 1, to = (hi & m) === m ? h : h - 1;
+    if (from !== l) via(l, l, lo & m, m);
+    if (from <= to) via(from, to, 0, m);
+    if (to !== h) via(h, h, 0, hi & m);
+  }
+  return out;
+}
+
+/** The bytes of hex digits with values [a, b], upper and lower case. */
+function hexDigitBytes(a: number, b: number): [number, number][] {
+  const out: [number, number][] = [];
+  if (a <= 9) out.push([0x30 + a, 0x30 + Math.min(b, 9)]);
+  if (b >= 10) {
+    const [x, y] = [Math.max(a, 10) - 10, b - 10];
+    out.push([0x41 + x, 0x41 + y], [0x61 + x, 0x61 + y]);
+  }
+  return out;
+}
 
 /**
  * Edges from `a` to `b` for the decimal digit strings of the same length from `lo` to `hi`
@@ -434,6 +570,66 @@ export function determinize(nfa: Nfa, start: number, end: number, what: string):
     { states: sets.length, next: Uint32Array.from(next), accept: Uint8Array.from(accept) },
     what,
   );
+}
+
+/**
+ * The DFA of the byte strings both `a` and `b` accept (the product construction, from the pairs
+ * reachable), for constraints that must hold at once — a string's pattern, format and length.
+ * @throws SchemaError past {@link MAX_DFA_STATES} states, or when no string satisfies both
+ */
+export function intersect(a: Dfa, b: Dfa, what: string): Dfa {
+  const ids = new Map<number, number>([[0, 0]]);
+  const pairs: [number, number][] = [[0, 0]];
+  const next: number[] = [], accept: number[] = [];
+  for (let s = 0; s < pairs.length; s++) {
+    const [x, y] = pairs[s];
+    accept.push(a.accept[x] & b.accept[y]);
+    for (let c = 0; c < 256; c++) {
+      const [tx, ty] = [a.next[x * 256 + c], b.next[y * 256 + c]];
+      if (tx === DFA_NONE || ty === DFA_NONE) {
+        next.push(DFA_NONE);
+        continue;
+      }
+      const key = tx * b.states + ty;
+      let id = ids.get(key);
+      if (id === undefined) {
+        id = pairs.length;
+        if (id >= MAX_DFA_STATES) {
+          throw new SchemaError(
+            `${what} is too large to compile (over ${MAX_DFA_STATES} states): a shorter ` +
+              "length bound, or fewer constraints on the one string, make it smaller",
+          );
+        }
+        ids.set(key, id);
+        pairs.push([tx, ty]);
+      }
+      next.push(id);
+    }
+  }
+  return prune(
+    { states: pairs.length, next: Uint32Array.from(next), accept: Uint8Array.from(accept) },
+    what,
+  );
+}
+
+/**
+ * `dfa` as a fragment of `nfa`: a state per DFA state (its bytes to one target as one range), its
+ * accepting states ε to the end — a part compiled (and bounded) on its own, then joined in.
+ */
+export function embed(nfa: Nfa, dfa: Dfa): Frag {
+  const states = Array.from({ length: dfa.states }, () => nfa.state());
+  const end = nfa.state();
+  for (let s = 0; s < dfa.states; s++) {
+    if (dfa.accept[s]) nfa.empty(states[s], end);
+    for (let b = 0; b < 256;) {
+      const t = dfa.next[s * 256 + b];
+      let e = b;
+      while (e < 255 && dfa.next[s * 256 + e + 1] === t) e++;
+      if (t !== DFA_NONE) nfa.range(states[s], b, e, states[t]);
+      b = e + 1;
+    }
+  }
+  return { start: states[0], end };
 }
 
 /**

@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { seeded } from "../ref/_random.ts";
-import { determinize, dfaAccepts, Nfa, utf8Sequences } from "./_automaton.ts";
+import {
+  determinize,
+  dfaAccepts,
+  embed,
+  hexSequences,
+  intersect,
+  Nfa,
+  utf8Sequences,
+} from "./_automaton.ts";
 
 Deno.test("utf8Sequences() covers exactly a range's encodings", () => {
   const rand = seeded(9);
@@ -90,4 +98,48 @@ Deno.test("Nfa.stringLength() counts code points of the decoded string, as JSON 
       assert.equal(dfaAccepts(dfa, text), want, `${text} in [${min}, ${max}]`);
     }
   }
+});
+
+Deno.test("hexSequences() spells exactly a range's 4-digit hex numbers, in either case", () => {
+  const rand = seeded(12);
+  const hex = (n: number) => n.toString(16).padStart(4, "0");
+  for (let k = 0; k < 300; k++) {
+    const lo = Math.floor(rand() * 0x10000);
+    const hi = Math.min(0xffff, lo + Math.floor(rand() * (rand() < 0.5 ? 40 : 30000)));
+    const seqs = hexSequences(lo, hi);
+    const hits = (s: string) =>
+      seqs.filter((q) =>
+        q.every((ranges, i) =>
+          ranges.some(([a, b]) => s.charCodeAt(i) >= a && s.charCodeAt(i) <= b)
+        )
+      ).length;
+    for (const n of [lo, hi, lo + Math.floor(rand() * (hi - lo + 1))]) {
+      assert.equal(hits(hex(n)), 1, `${hex(n)} in [${hex(lo)}, ${hex(hi)}]`);
+      assert.equal(hits(hex(n).toUpperCase()), 1);
+    }
+    for (const n of [lo - 1, hi + 1]) if (n >= 0 && n <= 0xffff) assert.equal(hits(hex(n)), 0);
+  }
+});
+
+Deno.test("intersect() accepts what both accept; embed() joins a DFA into an NFA unchanged", () => {
+  const nfa = new Nfa();
+  const a = nfa.stringLength(2, 3), b = nfa.stringLength(3, 5);
+  const both = intersect(
+    determinize(nfa, a.start, a.end, "a"),
+    determinize(nfa, b.start, b.end, "b"),
+    "both",
+  );
+  for (const t of ['"ab"', '"abc"', '"a\\u00e9c"', '"abcd"', '""']) {
+    assert.equal(dfaAccepts(both, t), t === '"abc"' || t === '"a\\u00e9c"', t);
+  }
+  const outer = new Nfa();
+  const f = outer.seq([outer.literal([0x5b]), embed(outer, both), outer.literal([0x5d])]);
+  const d = determinize(outer, f.start, f.end, "list");
+  assert.ok(dfaAccepts(d, '["abc"]') && !dfaAccepts(d, '["ab"]') && !dfaAccepts(d, '"abc"'));
+  // Nothing in common: refused as matching nothing.
+  const c = nfa.stringLength(4, 4);
+  assert.throws(
+    () => intersect(both, determinize(nfa, c.start, c.end, "c"), "both and c"),
+    /both and c matches nothing/,
+  );
 });

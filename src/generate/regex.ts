@@ -22,6 +22,32 @@ interface CharSet {
 /** Every code point past ASCII. */
 const NON_ASCII: [number, number] = [0x80, 0x10ffff];
 
+/** Every code point (`[\s\S]`): a lone surrogate too, as a JSON string may hold one. */
+const ANY: CharSet = { ascii: Array(128).fill(true), ranges: [NON_ASCII] };
+
+/**
+ * ECMA-262's `\s` past ASCII (WhiteSpace and LineTerminator: U+00A0, U+1680, U+2000–U+200A,
+ * U+2028, U+2029, U+202F, U+205F, U+3000, U+FEFF); in ASCII it is Python's (tab to CR, space).
+ */
+const ECMA_SPACE: [number, number][] = [
+  [0xa0, 0xa0],
+  [0x1680, 0x1680],
+  [0x2000, 0x200a],
+  [0x2028, 0x2029],
+  [0x202f, 0x202f],
+  [0x205f, 0x205f],
+  [0x3000, 0x3000],
+  [0xfeff, 0xfeff],
+];
+
+/**
+ * Which language's meanings a pattern has: Python's `re` (vLLM's guided_regex, matched whole) or
+ * ECMA-262's (JSON Schema's `pattern`, searched for anywhere in the string unless anchored).
+ * They differ here in `.` (ECMA: no `\r`, U+2028 or U+2029 either), `\s` (ECMA: Unicode's
+ * spaces too), `{,m}` (Python's only) and where `^` / `$` may stand.
+ */
+export type Dialect = "python" | "ecma";
+
 type Node =
   | { k: "set"; set: CharSet }
   | { k: "seq"; items: Node[] }
@@ -37,13 +63,17 @@ const isWordByte = (b: number) =>
 const isSpaceByte = (b: number) => b === 0x20 || (b >= 0x09 && b <= 0x0d);
 const isDigitByte = (b: number) => b >= 0x30 && b <= 0x39;
 
-/** A class escape's set (\d \w \s and their complements, ASCII semantics), or undefined. */
-function classEscape(c: string): CharSet | undefined {
+/**
+ * A class escape's set (\d \w \s and their complements: ASCII meanings, but ECMA's `\s` takes
+ * {@link ECMA_SPACE} too), or undefined.
+ */
+function classEscape(c: string, dialect: Dialect): CharSet | undefined {
   const base = { d: isDigitByte, w: isWordByte, s: isSpaceByte }[c.toLowerCase()];
   if (!base) return undefined;
-  if (c === c.toLowerCase()) return asciiSet(base);
+  const wide = dialect === "ecma" && c.toLowerCase() === "s" ? ECMA_SPACE : [];
+  if (c === c.toLowerCase()) return { ...asciiSet(base), ranges: [...wide] };
   const set = asciiSet((b) => !base(b));
-  set.ranges.push(NON_ASCII);
+  set.ranges = complement(wide);
   return set;
 }
 
@@ -64,11 +94,17 @@ function complement(ranges: [number, number][]): [number, number][] {
 class RegexParser {
   #at = 0;
   #depth = 0;
-  constructor(readonly src: string) {}
+  /** Whether the last sequence read ended in `$`. */
+  #endAnchor = false;
+  constructor(
+    readonly src: string,
+    readonly dialect: Dialect = "python",
+    readonly label = "regex",
+  ) {}
 
   fail(what: string): never {
     const shown = this.src.length > 80 ? this.src.slice(0, 77) + "…" : this.src;
-    throw new SchemaError(`regex ${JSON.stringify(shown)} at ${this.#at}: ${what}`);
+    throw new SchemaError(`${this.label} ${JSON.stringify(shown)} at ${this.#at}: ${what}`);
   }
 
   parse(): Node {
@@ -77,6 +113,29 @@ class RegexParser {
     const node = this.#alt();
     if (this.#at < this.src.length) this.fail(`unexpected "${this.src[this.#at]}"`);
     return node;
+  }
+
+  /**
+   * The pattern as JSON Schema's search: each top-level alternative found anywhere in the string
+   * — any characters before it unless it starts with `^`, after it unless it ends with `$` (so
+   * `^a|b$` is "starts with a, or ends with b", as ECMA reads it).
+   */
+  parseSearch(): Node {
+    const any: Node = { k: "rep", node: { k: "set", set: ANY }, min: 0 };
+    const alts: Node[] = [];
+    do {
+      if (alts.length) this.#at++; // "|"
+      const start = this.#peek() === "^";
+      if (start) this.#at++;
+      this.#endAnchor = false;
+      const node = this.#seq();
+      alts.push({
+        k: "seq",
+        items: [...(start ? [] : [any]), node, ...(this.#endAnchor ? [] : [any])],
+      });
+    } while (this.#peek() === "|");
+    if (this.#at < this.src.length) this.fail(`unexpected "${this.src[this.#at]}"`);
+    return alts.length === 1 ? alts[0] : { k: "alt", items: alts };
   }
 
   #peek(): string | undefined {
@@ -103,8 +162,12 @@ class RegexParser {
   #seq(): Node {
     const items: Node[] = [];
     for (let c = this.#peek(); c !== undefined && c !== "|" && c !== ")"; c = this.#peek()) {
-      if (c === "$" && this.#at === this.src.length - 1) {
+      // "$" ends the answer: at the pattern's end, or (ECMA's search) a top-level alternative's.
+      const last = this.#at === this.src.length - 1 ||
+        (this.dialect === "ecma" && this.#depth === 0 && this.src[this.#at + 1] === "|");
+      if (c === "$" && last) {
         this.#at++;
+        this.#endAnchor = true;
         break;
       }
       items.push(this.#quantified(this.#atom()));
@@ -142,6 +205,9 @@ class RegexParser {
   #bound(): { text: string; min: number; max?: number } | undefined {
     const m = /^\{(\d*)(,(\d*))?\}/.exec(this.src.slice(this.#at));
     if (!m || (m[1] === "" && m[2] === undefined)) return undefined;
+    if (m[1] === "" && this.dialect === "ecma") {
+      this.fail(`${m[0]} is Python's, not ECMA-262's: write {0${m[0].slice(1)}`);
+    }
     const min = m[1] === "" ? 0 : Number(m[1]);
     return {
       text: m[0],
@@ -172,8 +238,14 @@ class RegexParser {
       case "[":
         return { k: "set", set: this.#class() };
       case ".": {
-        const set = asciiSet((b) => b !== 0x0a);
-        set.ranges.push(NON_ASCII);
+        // Python: any character but \n. ECMA: no line terminator (\n \r U+2028 U+2029).
+        if (this.dialect === "python") {
+          const set = asciiSet((b) => b !== 0x0a);
+          set.ranges.push(NON_ASCII);
+          return { k: "set", set };
+        }
+        const set = asciiSet((b) => b !== 0x0a && b !== 0x0d);
+        set.ranges.push([0x80, 0x2027], [0x202a, 0x10ffff]);
         return { k: "set", set };
       }
       case "\\":
@@ -181,7 +253,10 @@ class RegexParser {
       case "^":
       case "$":
         return this.fail(
-          `"${c}" is only supported at the pattern's start / end (it matches whole)`,
+          this.dialect === "python"
+            ? `"${c}" is only supported at the pattern's start / end (it matches whole)`
+            : `"${c}" is only supported at the start / end of the pattern or of its top-level ` +
+              'alternatives ("^a|b$"): not inside a group or mid-pattern',
         );
       case "*":
       case "+":
@@ -203,8 +278,9 @@ class RegexParser {
   #escape(inClass: boolean): CharSet {
     const c = this.#next();
     if (c === "") this.fail("a pattern ending in a backslash");
-    const cls = classEscape(c);
+    const cls = classEscape(c, this.dialect);
     if (cls) return cls;
+    if (inClass && c === "b") return this.#char("\b"); // backspace, in both languages
     if (c === "0" && /[0-9]/.test(this.#peek() ?? "")) this.fail("octal escapes are not supported");
     const simple: Record<string, number> = { n: 10, t: 9, r: 13, f: 12, v: 11, "0": 0 };
     if (c in simple) return this.#char(String.fromCharCode(simple[c]));
@@ -277,54 +353,121 @@ class RegexParser {
   }
 }
 
-/** Compiles a regex tree into the NFA. */
-function regexFrag(nfa: Nfa, node: Node): Frag {
+/** A set as sorted, disjoint, non-adjacent [lo, hi] code point ranges. */
+function setRanges(set: CharSet): [number, number][] {
+  const all: [number, number][] = [];
+  set.ascii.forEach((on, b) => on && all.push([b, b]));
+  all.push(...set.ranges);
+  all.sort((a, b) => a[0] - b[0]);
+  const out: [number, number][] = [];
+  for (const [lo, hi] of all) {
+    const last = out[out.length - 1];
+    if (last && lo <= last[1] + 1) last[1] = Math.max(last[1], hi);
+    else out.push([lo, hi]);
+  }
+  return out;
+}
+
+/**
+ * Compiles a regex tree into the NFA by Thompson's construction; each set as `charSet` makes it —
+ * UTF-8 bytes (the default), or one edge of code point ranges for {@link jsonStringDfa}.
+ */
+function regexFrag(nfa: Nfa, node: Node, charSet = utf8Set): Frag {
   switch (node.k) {
-    case "set": {
-      const f = nfa.frag();
-      node.set.ascii.forEach((on, b) => on && nfa.byte(f.start, b, f.end));
-      for (const [lo, hi] of node.set.ranges) {
-        for (const seq of utf8Sequences(lo, hi)) {
-          let at = f.start;
-          seq.forEach(([a, b], i) => {
-            const to = i === seq.length - 1 ? f.end : nfa.state();
-            nfa.range(at, a, b, to);
-            at = to;
-          });
-        }
-      }
-      return f;
-    }
+    case "set":
+      return charSet(nfa, node.set);
     case "seq": {
       if (!node.items.length) {
         const s = nfa.state();
         return { start: s, end: s };
       }
-      return nfa.seq(node.items.map((n) => regexFrag(nfa, n)));
+      return nfa.seq(node.items.map((n) => regexFrag(nfa, n, charSet)));
     }
     case "alt":
-      return nfa.alt(node.items.map((n) => regexFrag(nfa, n)));
+      return nfa.alt(node.items.map((n) => regexFrag(nfa, n, charSet)));
     case "rep": {
       const start = nfa.state();
       let at = start;
       for (let i = 0; i < node.min; i++) {
-        at = nfa.seq([{ start: at, end: at }, regexFrag(nfa, node.node)]).end;
+        at = nfa.seq([{ start: at, end: at }, regexFrag(nfa, node.node, charSet)]).end;
       }
       const end = nfa.state();
       nfa.empty(at, end);
       if (node.max === undefined) {
-        const more = regexFrag(nfa, node.node);
+        const more = regexFrag(nfa, node.node, charSet);
         nfa.empty(at, more.start);
         nfa.empty(more.end, at);
       } else {
         for (let i = node.min; i < node.max; i++) {
-          at = nfa.seq([{ start: at, end: at }, regexFrag(nfa, node.node)]).end;
+          at = nfa.seq([{ start: at, end: at }, regexFrag(nfa, node.node, charSet)]).end;
           nfa.empty(at, end);
         }
       }
       return { start, end };
     }
   }
+}
+
+/** A set as UTF-8 byte edges (surrogates left out: no answer's bytes can hold one). */
+function utf8Set(nfa: Nfa, set: CharSet): Frag {
+  const f = nfa.frag();
+  set.ascii.forEach((on, b) => on && nfa.byte(f.start, b, f.end));
+  for (const [lo, hi] of set.ranges) {
+    for (const seq of utf8Sequences(lo, hi)) {
+      let at = f.start;
+      seq.forEach(([a, b], i) => {
+        const to = i === seq.length - 1 ? f.end : nfa.state();
+        nfa.range(at, a, b, to);
+        at = to;
+      });
+    }
+  }
+  return f;
+}
+
+/**
+ * The DFA of the JSON string literals (quotes and all) whose value — as JSON.parse decodes it —
+ * `pattern` matches with JSON Schema's meaning: an ECMA-262 regex searched for anywhere in the
+ * string unless anchored (`^` / `$` at the ends of the pattern or of its top-level
+ * alternatives). The syntax is {@link regexDfa}'s with ECMA's meanings: `.` no line terminator,
+ * `\s` Unicode's spaces (`\d` `\w` ASCII, as ECMA's without the `i` flag), `{,m}` refused.
+ *
+ * The pattern is compiled over code points, then each character it reads is spelled in every way
+ * the string grammar ({@link Nfa.string}) may write it (Nfa.jsonCharacters): raw, a short escape,
+ * `\uXXXX` in either case, a surrogate pair of escapes; a lone surrogate's escape is a character
+ * of its own, as JSON.parse reads it. `label` names the pattern in errors.
+ * @throws SchemaError for syntax it does not support (backreferences, lookarounds, …), a pattern
+ * no string matches, or one past the compile budgets
+ */
+export function jsonStringDfa(pattern: string, label = "pattern"): Dfa {
+  const tree = new RegexParser(pattern, "ecma", label).parseSearch();
+  // Over code points: each set one edge of its ranges (Nfa stores any numbers as an edge's ends).
+  const cp = new Nfa();
+  const body = regexFrag(cp, tree, (nfa, set) => {
+    const f = nfa.frag();
+    for (const [lo, hi] of setRanges(set)) nfa.range(f.start, lo, hi, f.end);
+    return f;
+  });
+  // Then over bytes, two states per code point state: no high surrogate's escape just read (N),
+  // or one (H: a low one's escape would join it) — Nfa.stringLength's two tracks.
+  const nfa = new Nfa();
+  const N = cp.edges.map(() => nfa.state()), H = cp.edges.map(() => nfa.state());
+  cp.edges.forEach((edges, q) => {
+    for (const t of cp.eps[q]) (nfa.empty(N[q], N[t]), nfa.empty(H[q], H[t]));
+    // A set's ranges all go to one target: one character's encodings for them together.
+    const byTarget = new Map<number, [number, number][]>();
+    for (let i = 0; i < edges.length; i += 3) {
+      const list = byTarget.get(edges[i + 2]) ?? [];
+      list.push([edges[i], edges[i + 1]]);
+      byTarget.set(edges[i + 2], list);
+    }
+    for (const [t, ranges] of byTarget) nfa.jsonCharacters(N[q], H[q], N[t], H[t], ranges);
+  });
+  const f = nfa.frag();
+  nfa.byte(f.start, 0x22, N[body.start]);
+  nfa.byte(N[body.end], 0x22, f.end);
+  nfa.byte(H[body.end], 0x22, f.end);
+  return determinize(nfa, f.start, f.end, `${label} ${JSON.stringify(pattern)}`);
 }
 
 /**

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { seeded } from "../ref/_random.ts";
 import { SchemaError } from "../errors.ts";
 import { dfaAccepts } from "./_automaton.ts";
-import { regexDfa } from "./regex.ts";
+import { jsonStringDfa, regexDfa } from "./regex.ts";
 
 /**
  * Milliseconds of CPU time this thread has used (Linux: /proc/thread-self/stat, in 10 ms clock
@@ -197,4 +197,230 @@ Deno.test("regexDfa() agrees with RegExp on random patterns (Python's meanings w
     }
   }
   assert.ok(patterns > 250 && matches > 1000, `${patterns} patterns, ${matches} matches`);
+});
+
+/**
+ * Every way the string grammar may write code point `cp` inside a JSON string: raw (printable,
+ * not `"` or `\`; surrogates never), a short escape, `\uXXXX` in lower and upper case, and past
+ * U+FFFF the surrogate pair's escapes (mixed case too).
+ */
+function spellings(cp: number): string[] {
+  const out: string[] = [];
+  const short: Record<number, string> = {
+    0x22: '\\"',
+    0x5c: "\\\\",
+    0x2f: "\\/",
+    0x08: "\\b",
+    0x0c: "\\f",
+    0x0a: "\\n",
+    0x0d: "\\r",
+    0x09: "\\t",
+  };
+  if (cp >= 0x20 && cp !== 0x22 && cp !== 0x5c && (cp < 0xd800 || cp > 0xdfff)) {
+    out.push(String.fromCodePoint(cp));
+  }
+  if (short[cp]) out.push(short[cp]);
+  const u = (n: number) => "\\u" + n.toString(16).padStart(4, "0");
+  if (cp <= 0xffff) out.push(u(cp), u(cp).toUpperCase().replace("\\U", "\\u"));
+  else {
+    const [h, l] = [0xd800 + ((cp - 0x10000) >> 10), 0xdc00 + ((cp - 0x10000) & 0x3ff)];
+    out.push(u(h) + u(l), u(h).toUpperCase().replace("\\U", "\\u") + u(l));
+  }
+  return out;
+}
+
+Deno.test("spellings() are what JSON.parse reads back as the code point", () => {
+  for (const cp of [0, 0x0a, 0x22, 0x2f, 0x41, 0x5c, 0xe9, 0x2028, 0xd800, 0xdfff, 0x1f600]) {
+    for (const s of spellings(cp)) {
+      assert.equal(JSON.parse(`"${s}"`), String.fromCodePoint(cp), s);
+    }
+  }
+});
+
+/**
+ * Code points for random strings: ASCII the patterns name, JSON's escaped ones, ECMA's line
+ * terminators and spaces, past ASCII and past U+FFFF, and lone surrogates (which JSON.parse gives).
+ */
+const JSON_ALPHABET = [
+  ...'abcxA09 -_.,/"\\@é中ü😀😂',
+  "\n",
+  "\r",
+  "\t",
+  "\b",
+  "\f",
+  "\v",
+  "\u0000",
+  "\u001f",
+  "\u007f",
+  "\u00a0",
+  "\u2028",
+  "\u2029",
+  "\u3000",
+  "\ufeff",
+  "\ud83d",
+  "\ude00",
+  "\udbff",
+].map((c) => c.codePointAt(0)!);
+
+/** A random JSON string literal of up to `n` code points, each spelled one of its ways. */
+function randomLiteral(rand: () => number, n: number): string {
+  const pick = <T>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)];
+  let body = "";
+  for (let k = Math.floor(rand() * (n + 1)); k > 0; k--) {
+    const cp = pick(JSON_ALPHABET);
+    // A lone high surrogate's escape drawn before a low one's makes one character of the two,
+    // as JSON.parse reads them: the automaton must too.
+    body += pick(spellings(cp));
+  }
+  return `"${body}"`;
+}
+
+Deno.test("jsonStringDfa() accepts exactly the JSON strings whose value RegExp(p, 'u') finds (fuzzed, every spelling)", () => {
+  const rand = seeded(21);
+  const pick = <T>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)];
+  // Written the same for ECMA's RegExp: the reference is the pattern itself.
+  const atoms = [
+    ..."abx0 -,é😀中/",
+    "\\.",
+    "\\n",
+    "\\r",
+    "\\t",
+    '"',
+    "\\\\",
+    "\\x41",
+    "\\u00e9",
+    "\\uD83D\\uDE00",
+    "\\d",
+    "\\w",
+    "\\s",
+    "\\D",
+    "\\W",
+    "\\S",
+    ".",
+    "[a-c]",
+    "[^a-c,]",
+    "[é-ü\\d]",
+    "[^é😀]",
+    "[\\u4e00-\\u9fff]",
+    "[^\\n]",
+    "[\\s\\S]",
+    "[\\b]",
+  ];
+  const quants = ["", "", "", "*", "+", "?", "{2}", "{0,2}", "{1,}", "*?", "{1,3}"];
+  const seq = (depth: number): string => {
+    let p = "";
+    for (let n = 1 + Math.floor(rand() * 3); n > 0; n--) {
+      p += (depth > 0 && rand() < 0.25 ? group(depth - 1) : pick(atoms)) + pick(quants);
+    }
+    return p;
+  };
+  const group = (depth: number) =>
+    `(${Array.from({ length: rand() < 0.7 ? 1 : 2 }, () => seq(depth)).join("|")})`;
+  let patterns = 0, matches = 0, literals = 0;
+  for (let k = 0; k < 120; k++) {
+    // Anchors at the ends of the top-level alternatives, at random.
+    const alts = Array.from(
+      { length: rand() < 0.8 ? 1 : 2 },
+      () => (rand() < 0.4 ? "^" : "") + seq(2) + (rand() < 0.4 ? "$" : ""),
+    );
+    const pattern = alts.join("|");
+    let dfa;
+    try {
+      dfa = jsonStringDfa(pattern);
+    } catch (e) {
+      assert.ok(e instanceof SchemaError && /too large/.test(e.message), `${pattern}: ${e}`);
+      continue;
+    }
+    patterns++;
+    const re = new RegExp(pattern, "u");
+    for (let i = 0; i < 120; i++) {
+      const literal = randomLiteral(rand, 6);
+      const want = re.test(JSON.parse(literal));
+      assert.equal(dfaAccepts(dfa, literal), want, `${pattern} on ${literal}`);
+      literals++;
+      if (want) matches++;
+    }
+  }
+  assert.ok(
+    patterns > 100 && matches > 2000 && literals - matches > 2000,
+    `${patterns} patterns, ${matches} of ${literals} matched`,
+  );
+});
+
+Deno.test("jsonStringDfa() gives ., \\s, \\S, \\w, \\d ECMA's meanings, every code point checked", () => {
+  for (const p of [".", "\\s", "\\S", "\\w", "\\d", "[^\\s\\d]"]) {
+    const dfa = jsonStringDfa(`^${p}$`);
+    const re = new RegExp(`^${p}$`, "u");
+    // Every BMP code point (surrogates as lone escapes), and past it every 97th.
+    for (let cp = 0; cp <= 0x10ffff; cp += cp < 0x10000 ? 1 : 97) {
+      const literal = `"${spellings(cp).at(-1)}"`;
+      assert.equal(dfaAccepts(dfa, literal), re.test(JSON.parse(literal)), `${p} on ${literal}`);
+    }
+  }
+});
+
+Deno.test("jsonStringDfa() reads a value, not its spelling: escapes and raw forms alike", () => {
+  const cases: [string, string[], string[]][] = [
+    // [pattern, literals accepted, literals refused]
+    ["^abc$", ['"abc"', '"a\\u0062c"', '"\\u0061\\u0062\\u0063"', '"\\u0061b\\u0063"'], [
+      '"abcd"',
+      '"a\\u0042c"',
+      '"ab\\c"',
+    ]],
+    ["^a\\nb$", ['"a\\nb"', '"a\\u000ab"', '"a\\u000Ab"'], ['"a\nb"', '"a\\\\nb"', '"anb"']],
+    ['^"/\\\\$', ['"\\"/\\\\"', '"\\u0022\\/\\u005c"'], ['"\\"/"', '"/\\\\"']],
+    ["^😀$", ['"😀"', '"\\ud83d\\ude00"', '"\\uD83D\\uDE00"'], ['"\\ud83d"', '"\\ude00\\ud83d"']],
+    // A lone surrogate is a character of its own (as JSON.parse reads it); a pair is one.
+    ["^.$", ['"\\ud83d"', '"\\ude00"', '"\\ud83d\\ude00"', '"é"', '"\\u00e9"'], [
+      '"\\ud83d\\ud83d"',
+      '"\\ude00\\ud83d"',
+      '"\\n"',
+      '"\\r"',
+      '"\\u2028"',
+    ]],
+    ["^..$", ['"\\ud83d\\ud83d"', '"\\ude00\\ud83d"', '"\\ud83da"'], ['"\\ud83d\\ude00"']],
+    // Unanchored: found anywhere, across lines.
+    ["\\d{3}", ['"a\\n123\\nb"', '"1\\u00323"'], ['"12\\n3"', '"12"']],
+    ["^a|b$", ['"ax"', '"xb"', '"ab"'], ['"xa"', '"bx"']],
+    ["", ['""', '"anything \\n"'], []],
+    // Not a JSON string at all: refused whatever the pattern.
+    ["a", ['"a"'], ['"a\n"', '"a\\x"', '"a\\u12"', "a", '"a', '"\\ud83d\\ude0g"']],
+  ];
+  for (const [pattern, yes, no] of cases) {
+    const dfa = jsonStringDfa(pattern);
+    const re = new RegExp(pattern, "u");
+    for (const t of yes) {
+      assert.ok(re.test(JSON.parse(t)), `the case: ${pattern} on ${t}`);
+      assert.ok(dfaAccepts(dfa, t), `${pattern} on ${t}`);
+    }
+    for (const t of no) assert.ok(!dfaAccepts(dfa, t), `${pattern} on ${t}`);
+  }
+});
+
+Deno.test("jsonStringDfa() refuses what it cannot compile, naming the pattern", () => {
+  const cases: [string, RegExp][] = [
+    ["(a)\\1", /^p "\(a\)\\\\1" at 5: backreferences are not supported/],
+    ["a(?=b)", /lookarounds, flags/],
+    ["(?<!a)b", /lookarounds, flags/],
+    ["a^b", /"\^" is only supported at the start \/ end of the pattern or of its top-level/],
+    ["(a$)", /"\$" is only supported/],
+    ["a{,3}", /\{,3\} is Python's, not ECMA-262's: write \{0,3\}/],
+    ["\\bword", /\\b \(an anchor or boundary\)/],
+    ["\\p{L}", /\\p is not a supported escape/],
+    ["[^\\s\\S]", /matches nothing/],
+  ];
+  for (const [pattern, message] of cases) {
+    assert.throws(
+      () => jsonStringDfa(pattern, "p"),
+      (e) => e instanceof SchemaError && message.test(e.message),
+      pattern,
+    );
+  }
+  // Budgets: the search's leading "any characters" makes a subset per set of places a match may
+  // have started — refused within 5 s of work each, not minutes.
+  for (const pattern of ["a.{12}b", "[a-z]{0,256}x.{5}", "^(.{0,100}){0,100}$"]) {
+    const t0 = cpuMs();
+    assert.throws(() => jsonStringDfa(pattern), /too large to compile/);
+    assert.ok(cpuMs() - t0 < 5000, `${pattern}: ${cpuMs() - t0} ms of CPU`);
+  }
 });
