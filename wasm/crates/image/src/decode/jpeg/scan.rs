@@ -30,9 +30,12 @@ pub(super) struct Component {
     /// Its samples, (blocks down × 8, blocks across × 8); empty until its first scan
     /// (sequential) or the IDCT once every scan is in (progressive).
     pub plane: Plane,
-    /// Progressive only: (blocks down, blocks across) of 64 coefficients in natural order; empty
-    /// until its first scan.
+    /// Progressive only: (blocks down, blocks across) of 64 coefficients in zigzag order (so an
+    /// AC band is contiguous); empty until its first scan.
     pub coefs: Vec<[i16; 64]>,
+    /// Progressive only: per block of `coefs`, bit k clear where zigzag AC coefficient k is
+    /// zero (set where a scan coded it).
+    pub nonzero: Vec<u64>,
     /// Progressive only: per zigzag coefficient, the Al of the last scan that coded it, -1 where
     /// none has (libjpeg's `coef_bits`).
     pub coef_bits: [i8; 64],
@@ -180,6 +183,7 @@ pub(super) fn decode_scan(
             }
             if c.coefs.is_empty() {
                 c.coefs = vec![[0; 64]; c.blocks_across * c.blocks_down];
+                c.nonzero = vec![0; c.coefs.len()];
             }
         } else if c.plane.data.is_empty() {
             c.plane.data = vec![0; c.plane.stride * c.blocks_down * 8];
@@ -241,11 +245,13 @@ pub(super) fn decode_scan(
                             }
                         }
                         Kind::AcFirst => {
-                            let blk = &mut c.coefs[y * c.blocks_across + x];
+                            let i = y * c.blocks_across + x;
+                            let blk = (&mut c.coefs[i], &mut c.nonzero[i]);
                             ac_first(&mut r, ac.unwrap(), scan, &mut eobrun, blk)?;
                         }
                         Kind::AcRefine => {
-                            let blk = &mut c.coefs[y * c.blocks_across + x];
+                            let i = y * c.blocks_across + x;
+                            let blk = (&mut c.coefs[i], &mut c.nonzero[i]);
                             ac_refine(&mut r, ac.unwrap(), scan, &mut eobrun, blk)?;
                         }
                     }
@@ -318,7 +324,7 @@ fn ac_first(
     ac: &Huffman,
     scan: &Scan,
     eobrun: &mut u32,
-    blk: &mut [i16; 64],
+    (blk, nonzero): (&mut [i16; 64], &mut u64),
 ) -> Result<(), ImageError> {
     if *eobrun > 0 {
         *eobrun -= 1;
@@ -341,7 +347,8 @@ fn ac_first(
         if k > scan.se {
             return Err(past_the_band(scan.se));
         }
-        blk[ZIGZAG[k]] = r.receive_extend(size).wrapping_shl(scan.al as u32) as i16;
+        blk[k] = r.receive_extend(size).wrapping_shl(scan.al as u32) as i16;
+        *nonzero |= 1 << k;
         k += 1;
     }
     Ok(())
@@ -355,7 +362,7 @@ fn ac_refine(
     ac: &Huffman,
     scan: &Scan,
     eobrun: &mut u32,
-    blk: &mut [i16; 64],
+    (blk, nonzero): (&mut [i16; 64], &mut u64),
 ) -> Result<(), ImageError> {
     let p1 = 1i16 << scan.al;
     let m1 = (-1i16).wrapping_shl(scan.al as u32);
@@ -384,7 +391,7 @@ fn ac_refine(
             }
             // Skip `run` still-zero coefficients, refining the nonzero ones passed on the way.
             while k <= scan.se {
-                let coef = &mut blk[ZIGZAG[k]];
+                let coef = &mut blk[k];
                 if *coef != 0 {
                     refine(r, coef);
                 } else {
@@ -399,16 +406,23 @@ fn ac_refine(
                 if k > scan.se {
                     return Err(past_the_band(scan.se));
                 }
-                blk[ZIGZAG[k]] = value;
+                blk[k] = value;
+                *nonzero |= 1 << k;
             }
             k += 1;
         }
     }
     if *eobrun > 0 {
-        // Inside an end-of-band run: only the nonzero coefficients get their bit.
-        for &z in &ZIGZAG[k..=scan.se] {
-            if blk[z] != 0 {
-                refine(r, &mut blk[z]);
+        // Inside an end-of-band run: only the nonzero coefficients get their bit. An end-of-band
+        // run costs a few bits for thousands of blocks, so this is the visit a file's size does
+        // not pay for; most blocks of a run have no nonzero coefficient in the band, and the
+        // block's mask says so without reading its 128 bytes of coefficients.
+        let band = (u64::MAX >> (63 - scan.se)) & u64::MAX.checked_shl(k as u32).unwrap_or(0);
+        if *nonzero & band != 0 {
+            for coef in &mut blk[k..=scan.se] {
+                if *coef != 0 {
+                    refine(r, coef);
+                }
             }
         }
         *eobrun -= 1;
