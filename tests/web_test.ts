@@ -755,6 +755,36 @@ Deno.test("the chat page's × on an attachment is a finger's size to tap, and lo
   assert.deepEqual(errors, []);
 });
 
+Deno.test("the chat page's cursor blinks only for a reader who did not ask for reduced motion", async () => {
+  // Each answer is held after its second word, until the test has seen its cursor.
+  const held = [gate(), gate()];
+  const engine = new FakeEngine({
+    answer: () => "one two three",
+    hold: (k, call) => k === 2 ? held[call]?.promise : undefined,
+  });
+  await using s = await serveAndLaunch(createApp(engine).fetch);
+  const { page, errors } = await openPage(s, { model: engine.modelId });
+  // The streaming answer's cursor: what it shows and its animation.
+  const cursor = async () => {
+    await page.waitForSelector(".msg.assistant.streaming");
+    return await page.$eval(".msg.assistant.streaming .text", (e: any) => {
+      const after = getComputedStyle(e, "::after");
+      return [after.content, after.animationName];
+    });
+  };
+  for (const [k, motion] of (["no-preference", "reduce"] as const).entries()) {
+    await page.emulateMedia({ reducedMotion: motion });
+    await send(page, `Answer ${k}`);
+    assert.deepEqual(await cursor(), ['"▍"', motion === "reduce" ? "none" : "blink"]);
+    held[k].open();
+    await page.waitForFunction(
+      (n) => document.querySelectorAll(".msg.assistant:not(.streaming) .stats").length === n,
+      k + 1,
+    );
+  }
+  assert.deepEqual(errors, []);
+});
+
 /** A chat request's video part, as the page sends it. */
 interface VideoPart {
   video: string[];

@@ -67,6 +67,10 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   .msg .text .h { font-weight: 700; }
   .msg.assistant.streaming .text::after { content: "▍"; color: var(--accent); animation: blink 1s steps(1) infinite; }
   @keyframes blink { 50% { opacity: 0; } }
+  /* Nothing moves for a reader whose system asks for less motion: the cursor stays, steady. */
+  @media (prefers-reduced-motion: reduce) {
+    *, *::before, *::after { animation: none !important; transition: none !important; scroll-behavior: auto !important; }
+  }
   .msg img { max-width: 14rem; max-height: 14rem; border-radius: 8px; display: block; margin-bottom: .4rem; }
   .stats { color: var(--muted); font-size: .78rem; margin-top: .35rem; }
   .stats button.continue { margin-left: .5rem; font-size: .78rem; padding: .1rem .5rem; }
