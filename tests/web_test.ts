@@ -500,6 +500,12 @@ Deno.test("the chat page names files it cannot attach, and says where an API key
     await waitForNotAttached(page, file.name);
     assert.equal(await page.locator("#attachments .thumb").count(), 0);
   }
+  // A sentence, as the other notices: the names quoted, a full stop after them.
+  assert.equal(
+    await page.textContent("#notice"),
+    "Not attached (only PNG, JPEG or WebP images and videos this browser plays): " +
+      "“notes.txt”, “broken.png”, “broken.webm”.",
+  );
   assert.deepEqual(errors, []);
 });
 

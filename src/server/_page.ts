@@ -512,7 +512,7 @@ function readImage(file) {
 function notice() {
   $("notice").classList.toggle("news", !skipped.length); // "Reading …" is no warning
   $("notice").textContent = skipped.length
-    ? "Not attached (only PNG, JPEG or WebP images and videos this browser plays): " + skipped.join(", ")
+    ? "Not attached (only PNG, JPEG or WebP images and videos this browser plays): " + skipped.join(", ") + "."
     : attached.some((e) => e.reading && e.video) ? "Reading the video…"
     : attached.some((e) => e.reading) ? "Reading the image…" : "";
 }
@@ -521,7 +521,8 @@ function notice() {
 // image 2"), across picks too — and holds it while it is read (a video takes seconds).
 function attach(files) {
   for (const file of files) {
-    const name = file.name || file.type || "a file";
+    // Quoted, so that the notice's list (and its full stop) reads as such whatever the names hold.
+    const name = file.name ? "“" + file.name + "”" : "a file" + (file.type ? " (" + file.type + ")" : "");
     const video = file.type.startsWith("video/");
     if (!video && !ACCEPTED.includes(file.type)) { skipped.push(name); continue; }
     const entry = { video };
