@@ -17,22 +17,36 @@
  * (≤ {@link MAX_UNROLLED}), `items` with `minItems` / `maxItems` (a bounded list up to
  * {@link MAX_UNROLLED} items), `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` on
  * integers (numbers or draft 4's booleans, whole or not, within ±(2^53 − 1)), `minLength` /
- * `maxLength` on strings (code points, ≤ {@link MAX_STRING_LENGTH}), `enum` and `const` (beside a
- * `type` or bounds: its members of that type and within them), `anyOf` / `oneOf` (with the
- * keywords beside them merged into each branch, where the branch does not set them too), `allOf`
- * of one schema, `$ref` into `$defs` / `definitions` (not recursive, nothing beside it), `nullable`
- * (also null); annotations (`title`, `description`, `format`, `default`, `discriminator`, …) are
- * ignored. oneOf compiles as anyOf: where its branches overlap, an answer two of them allow (which
- * breaks its "exactly one") is not refused. Anything else — a pattern, bounds on a `number` (with
- * exponents, whether `0.0…01e+N` is in range compares a count of digits with a decimal exponent:
- * no automaton can), `multipleOf`, a part that allows any value, keywords that would have to be
- * intersected, a schema past the automaton's budgets (src/generate/_automaton.ts) or
- * {@link MAX_SCHEMA_DEPTH} levels — is refused with SchemaError: the answer could not be held to
- * it.
+ * `maxLength` on strings (code points, ≤ {@link MAX_STRING_LENGTH}), `pattern` on strings (an
+ * ECMA-262 regex found anywhere in the decoded value unless anchored, whatever escapes spell it:
+ * src/generate/regex.ts jsonStringDfa, its syntax there), `format` on strings for the formats of
+ * {@link FORMATS} (others stay annotations), a string's length, pattern and format intersected,
+ * `enum` and `const` (beside a `type`, bounds, a pattern or a format: its members of that type
+ * and within them), `anyOf` / `oneOf` (with the keywords beside them merged into each branch,
+ * where the branch does not set them too), `allOf` of one schema, `$ref` into `$defs` /
+ * `definitions` (not recursive, nothing beside it), `nullable` (also null); annotations (`title`,
+ * `description`, an unknown `format`, `default`, `discriminator`, …) are ignored. oneOf compiles
+ * as anyOf: where its branches overlap, an answer two of them allow (which breaks its "exactly
+ * one") is not refused. Anything else — a pattern's backreferences or lookarounds, bounds on a
+ * `number` (with exponents, whether `0.0…01e+N` is in range compares a count of digits with a
+ * decimal exponent: no automaton can), `multipleOf`, a part that allows any value, keywords that
+ * would have to be intersected, a schema past the automaton's budgets
+ * (src/generate/_automaton.ts) or {@link MAX_SCHEMA_DEPTH} levels — is refused with SchemaError:
+ * the answer could not be held to it.
  * @module
  */
 import { preview, SchemaError } from "../errors.ts";
-import { determinize, type Dfa, type Frag, Nfa, utf8 } from "./_automaton.ts";
+import {
+  determinize,
+  type Dfa,
+  dfaAccepts,
+  embed,
+  type Frag,
+  intersect,
+  Nfa,
+  utf8,
+} from "./_automaton.ts";
+import { jsonStringDfa } from "./regex.ts";
 
 /** Most items a bounded list (`maxItems`) is written out for. */
 export const MAX_UNROLLED = 32;
@@ -44,6 +58,49 @@ export const MAX_SCHEMA_DEPTH = 64;
  * (src/generate/_automaton.ts MAX_DFA_STATES).
  */
 export const MAX_STRING_LENGTH = 256;
+
+/** An ECMA-262 piece for a byte of an IPv4 address: 0 to 255, no leading zero. */
+const OCTET = "(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
+/** A domain's label: letters, digits and inner hyphens (its 63-character limit not held). */
+const LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?";
+/**
+ * RFC 3339's full-date, calendar-exact: months 01–12, each month's days (February 29 in leap
+ * years only: by 4, not by 100 unless by 400), years 0001–9999 (0000 left out, as Python's
+ * date and jsonschema's "date" check refuse it).
+ */
+const DATE = "(?:(?:[1-9]\\d{3}|0[1-9]\\d{2}|00[1-9]\\d|000[1-9])-(?:(?:0[13578]|1[02])-" +
+  "(?:0[1-9]|[12]\\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\\d|30)|02-(?:0[1-9]|1\\d|2[0-8]))|" +
+  "(?:\\d\\d(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)-02-29)";
+/**
+ * RFC 3339's full-time: hours 00–23, minutes and seconds 00–59 (no leap second 60), an optional
+ * fraction of any digits, an offset `Z` or ±HH:MM required (as jsonschema's check, through
+ * rfc3339-validator, reads it); upper case `T` / `Z` only (RFC 3339 allows lower case; writers
+ * use upper, and every reader takes it).
+ */
+const TIME =
+  "(?:[01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(?:\\.\\d+)?(?:Z|[+-](?:[01]\\d|2[0-3]):[0-5]\\d)";
+/** A dot-atom (RFC 5322's atext) of the local part. */
+const ATOM = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+";
+
+/**
+ * The string formats held to (as xgrammar, behind vLLM, holds them), each as an ECMA-262 pattern
+ * compiled as `pattern` is: `date`, `time` and `date-time` ({@link DATE}, {@link TIME}); `uuid`
+ * 8-4-4-4-12 hex digits of either case; `ipv4` dotted decimal without leading zeros; `email` a
+ * dot-atom local part, "@", then a domain of two or more {@link LABEL}s (no quoted local parts,
+ * no IP literals); `hostname` one or more labels (lengths not held); `uri` a scheme, ":", then
+ * RFC 3986's characters and %-escapes (its structure — authority, brackets only around an IP —
+ * not checked). Other formats stay annotations.
+ */
+export const FORMATS: Record<string, string> = {
+  date: `^${DATE}$`,
+  time: `^${TIME}$`,
+  "date-time": `^${DATE}T${TIME}$`,
+  uuid: "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+  ipv4: `^${OCTET}(?:\\.${OCTET}){3}$`,
+  email: `^${ATOM}(?:\\.${ATOM})*@${LABEL}(?:\\.${LABEL})+$`,
+  hostname: `^${LABEL}(?:\\.${LABEL})*$`,
+  uri: "^[A-Za-z][A-Za-z0-9+.-]*:(?:[A-Za-z0-9\\-._~:/?#\\[\\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*$",
+};
 
 /** Keywords that only describe: they do not change which answers a schema allows here. */
 const ANNOTATIONS = new Set([
@@ -81,6 +138,7 @@ const KNOWN = new Set([
   "exclusiveMaximum",
   "minLength",
   "maxLength",
+  "pattern",
   "minProperties",
   "maxProperties",
   "enum",
@@ -99,6 +157,8 @@ class SchemaCompiler {
   readonly nfa = new Nfa();
   readonly #root: Schema;
   readonly #open: string[] = [];
+  /** A string's constraints compiled, by pattern, format and length: a $def used again reuses it. */
+  readonly #strings = new Map<string, Dfa | undefined>();
 
   constructor(root: Schema) {
     this.#root = root;
@@ -173,7 +233,8 @@ class SchemaCompiler {
       const types = schema.type === undefined ? undefined : typeList(schema.type, path);
       // Beside bounds, the members within them (a bound holds numbers or strings only).
       const kept = list.filter((v) =>
-        (!types || types.some((t) => hasType(v, t))) && withinBounds(v, schema, path)
+        (!types || types.some((t) => hasType(v, t))) && withinBounds(v, schema, path) &&
+        (typeof v !== "string" || this.#matches(v, schema, path))
       );
       if (!kept.length) {
         throw new SchemaError(
@@ -265,11 +326,61 @@ class SchemaCompiler {
     throw new SchemaError(`${path}.type ${preview(type)} is not a JSON schema type`);
   }
 
-  /** A string, held to `minLength` / `maxLength` (code points) if it has them. */
+  /**
+   * A string, held to `minLength` / `maxLength` (code points), `pattern` and a known `format`
+   * ({@link FORMATS}) if it has them.
+   */
   #string(schema: Schema, path: string): Frag {
+    const dfa = this.#stringDfa(schema, path);
+    if (dfa) return embed(this.nfa, dfa);
+    const [min, max] = this.#lengths(schema, path);
+    if (min === undefined && max === undefined) return this.nfa.string();
+    return this.nfa.stringLength(min ?? 0, max);
+  }
+
+  /** Whether string `v` (an enum's member) satisfies the schema's pattern and format. */
+  #matches(v: string, schema: Schema, path: string): boolean {
+    const dfa = this.#stringDfa({ pattern: schema.pattern, format: schema.format }, path);
+    return !dfa || dfaAccepts(dfa, JSON.stringify(v));
+  }
+
+  /**
+   * The DFA of the string literals a schema with a `pattern` or known `format` allows, their
+   * length bounds intersected in (each compiled on its own, then the product: the pattern's
+   * automaton works on the value's code points, the length's counts them); undefined for a
+   * string with neither.
+   */
+  #stringDfa(schema: Schema, path: string): Dfa | undefined {
+    const { pattern, format } = schema;
+    if (pattern !== undefined && typeof pattern !== "string") {
+      throw new SchemaError(`${path}.pattern must be a regex string, got ${preview(pattern)}`);
+    }
+    const known = typeof format === "string" && Object.hasOwn(FORMATS, format);
+    if (pattern === undefined && !known) return undefined;
+    const [min, max] = this.#lengths(schema, path);
+    const key = JSON.stringify([pattern, known ? format : null, min, max]);
+    if (this.#strings.has(key)) return this.#strings.get(key);
+    const parts: Dfa[] = [];
+    if (pattern !== undefined) parts.push(jsonStringDfa(pattern, `${path}.pattern`));
+    if (known) parts.push(jsonStringDfa(FORMATS[format], `${path}.format "${format}", as`));
+    if (min !== undefined || max !== undefined) {
+      const nfa = new Nfa();
+      const f = nfa.stringLength(min ?? 0, max);
+      parts.push(determinize(nfa, f.start, f.end, `${path}'s length bounds`));
+    }
+    const what = `${path} (${
+      ["pattern", "format", "minLength", "maxLength"].filter((k) => schema[k] !== undefined)
+        .join(", ")
+    } together)`;
+    const dfa = parts.reduce((a, b) => intersect(a, b, what));
+    this.#strings.set(key, dfa);
+    return dfa;
+  }
+
+  /** `minLength` and `maxLength`, checked. */
+  #lengths(schema: Schema, path: string): [number | undefined, number | undefined] {
     const min = count(schema.minLength, `${path}.minLength`);
     const max = count(schema.maxLength, `${path}.maxLength`);
-    if (min === undefined && max === undefined) return this.nfa.string();
     if (max !== undefined && max < (min ?? 0)) {
       throw new SchemaError(`${path}: maxLength ${max} is below minLength ${min}`);
     }
@@ -280,7 +391,7 @@ class SchemaCompiler {
           "leave the bound out, or ask for a shorter string",
       );
     }
-    return this.nfa.stringLength(min ?? 0, max);
+    return [min, max];
   }
 
   /** One JSON value exactly (const, an enum's member), its whitespace as everywhere else. */
@@ -491,7 +602,7 @@ class SchemaCompiler {
 /** Keywords that bound a number's value. */
 const NUMBER_BOUNDS = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
 /** Keywords that bound a number's value or a string's length: beside an enum, they filter it. */
-const VALUE_BOUNDS = [...NUMBER_BOUNDS, "minLength", "maxLength"];
+const VALUE_BOUNDS = [...NUMBER_BOUNDS, "minLength", "maxLength", "pattern"];
 
 /** Whether JSON value `v` is within `schema`'s bounds on numbers and string lengths. */
 function withinBounds(v: unknown, schema: Schema, path: string): boolean {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { seeded } from "../ref/_random.ts";
 import { DFA_NONE, dfaAccepts, dfaWalk } from "./_automaton.ts";
-import { choiceDfa, MAX_STRING_LENGTH, MAX_UNROLLED, schemaDfa } from "./json_schema.ts";
+import { choiceDfa, FORMATS, MAX_STRING_LENGTH, MAX_UNROLLED, schemaDfa } from "./json_schema.ts";
 import { SchemaError } from "../errors.ts";
 
 const utf8 = new TextEncoder();
@@ -174,7 +174,12 @@ Deno.test("schemaDfa() writes bounded lists out and counts their items", () => {
 
 Deno.test("schemaDfa() and choiceDfa() refuse what they cannot hold an answer to, saying where", () => {
   const cases: [unknown, RegExp][] = [
-    [{ type: "string", pattern: "^a" }, /schema: "pattern" is not supported/],
+    [
+      { type: "string", pattern: "(a)\\1" },
+      /^schema\.pattern "\(a\)\\\\1" at 5: backreferences are not supported/,
+    ],
+    [{ type: "string", pattern: "a(?=b)" }, /schema\.pattern "a\(\?=b\)" .*lookarounds/],
+    [{ type: "string", pattern: 5 }, /schema\.pattern must be a regex string, got 5/],
     [{ type: "object", properties: { a: {} } }, /schema\.properties\.a allows any value/],
     [true, /a JSON schema must be an object/],
     [
@@ -267,7 +272,10 @@ function valid(v: Json, schema: Record<string, unknown>, root = schema): boolean
   return types.some((t) => {
     switch (t) {
       case "string":
-        return typeof v === "string";
+        // The formats held to are patterns: RegExp's verdict on the value.
+        return typeof v === "string" &&
+          (typeof schema.format !== "string" || !(schema.format in FORMATS) ||
+            new RegExp(FORMATS[schema.format], "u").test(v));
       case "integer":
         return Number.isInteger(v);
       case "number":
@@ -318,8 +326,9 @@ Deno.test("schemaDfa() accepts only instances (mutated answers checked by a vali
     }
     assert.ok(valid(parsed, SCHEMA), `accepted, but not an instance: ${mutated}`);
   }
-  // Some mutations keep an instance (a digit for a digit, a letter inside a string).
-  assert.ok(accepted > 200, `${accepted} accepted`);
+  // Some mutations keep an instance (a digit for a digit, a letter inside a string; fewer in
+  // "any"'s date, held to its format).
+  assert.ok(accepted > 150, `${accepted} accepted`);
 });
 
 Deno.test("schemaDfa() holds sibling keywords or refuses them; never drops one", () => {
@@ -580,7 +589,6 @@ Deno.test("schemaDfa() holds strings to minLength / maxLength in code points", (
     [{ type: "string", minLength: 257 }, /minLength \/ maxLength up to 256 are supported/],
     [{ type: "string", minLength: 3, maxLength: 2 }, /maxLength 2 is below minLength 3/],
     [{ type: "string", maxLength: -1 }, /maxLength must be a whole number ≥ 0, got -1/],
-    [{ type: "string", maxLength: 4, pattern: "^a+$" }, /"pattern" is not supported/],
   ];
   for (const [schema, message] of refused) {
     assert.throws(
@@ -669,4 +677,136 @@ Deno.test("schemaDfa() writes a map (additionalProperties with no properties) as
       JSON.stringify(schema),
     );
   }
+});
+
+Deno.test("schemaDfa() holds a string to its pattern: the decoded value, however it is spelled", () => {
+  // pydantic's Field(pattern=r"^\d{3}-\d{4}$"), and an unanchored one (found anywhere).
+  const phone = schemaDfa({
+    type: "object",
+    properties: { phone: { type: "string", pattern: "^\\d{3}-\\d{4}$" } },
+    required: ["phone"],
+  });
+  const yes = ['{"phone":"555-1234"}', '{"phone": "\\u0035\\u00355-1234"}'];
+  const no = ['{"phone":"555-12345"}', '{"phone":"x555-1234"}', '{"phone":"555\\n1234"}'];
+  for (const t of yes) assert.ok(dfaAccepts(phone, t), t);
+  for (const t of no) assert.ok(!dfaAccepts(phone, t), t);
+  const word = schemaDfa({ type: "string", pattern: "cat|dog" });
+  for (const [t, want] of [['"a cat!"', true], ['"\\u0063at"', true], ['"c\\nat"', false]]) {
+    assert.equal(dfaAccepts(word, t as string), want, t as string);
+  }
+  // Beside an enum: its members the pattern matches. Under nullable and $ref, as anywhere.
+  const e = schemaDfa({ enum: ["ab", "b", 1], pattern: "^a" });
+  assert.deepEqual(['"ab"', '"b"', "1"].map((t) => dfaAccepts(e, t)), [true, false, true]);
+  const r = schemaDfa({
+    type: "array",
+    items: { $ref: "#/$defs/code" },
+    $defs: { code: { type: "string", pattern: "^[A-Z]{2}$", nullable: true } },
+  });
+  for (const [t, want] of [['["AB",null,"CD"]', true], ['["AB","cd"]', false]] as const) {
+    assert.equal(dfaAccepts(r, t), want, t);
+  }
+});
+
+Deno.test("schemaDfa() intersects a pattern with minLength / maxLength, exactly", () => {
+  const schema = { type: "string", pattern: "^[a-c😀]*$", minLength: 2, maxLength: 3 };
+  const dfa = schemaDfa(schema);
+  const rand = seeded(8);
+  for (let i = 0; i < 2000; i++) {
+    const n = Math.floor(rand() * 5);
+    const value = Array.from({ length: n }, () => [..."abcd😀", "\ud83d"][Math.floor(rand() * 6)])
+      .join("");
+    // Spelled raw (a lone surrogate as JSON.stringify escapes it), or every character escaped
+    // (😀 as a surrogate pair of escapes).
+    const escaped = '"' +
+      [...value].map((c) =>
+        c.split("").map((u) => "\\u" + u.charCodeAt(0).toString(16).padStart(4, "0")).join("")
+      ).join("") + '"';
+    const want = /^[a-c😀]*$/u.test(value) && [...value].length >= 2 && [...value].length <= 3;
+    for (const t of [JSON.stringify(value), escaped]) assert.equal(dfaAccepts(dfa, t), want, t);
+  }
+  assert.throws(
+    () => schemaDfa({ type: "string", pattern: "^a{5}$", maxLength: 3 }),
+    /schema \(pattern, maxLength together\) matches nothing/,
+  );
+});
+
+Deno.test("schemaDfa() holds the formats it knows, at their boundaries; others stay annotations", () => {
+  const cases: Record<string, [string[], string[]]> = {
+    date: [
+      ["2024-02-29", "2000-02-29", "2023-12-31", "0001-01-01", "9999-04-30", "1999-01-31"],
+      ["2023-02-29", "1900-02-29", "2024-04-31", "2024-13-01", "2024-00-10", "2024-01-00"].concat(
+        [
+          "0000-01-01",
+          "2024-1-01",
+          "24-01-01",
+          "2024-01-01T00:00:00Z",
+          " 2024-01-01",
+          "２０２４-01-01",
+        ],
+      ),
+    ],
+    time: [
+      ["00:00:00Z", "23:59:59+05:30", "12:00:00.123456789-00:00", "08:30:00.5Z"],
+      ["24:00:00Z", "12:60:00Z", "12:00:60Z", "12:00:00", "12:00Z", "12:00:00z", "12:00:00+5:30"],
+    ],
+    "date-time": [
+      ["2024-02-29T23:59:59Z", "1970-01-01T00:00:00.0+01:00"],
+      ["2024-02-29t23:59:59Z", "2024-02-29 23:59:59Z", "2023-02-29T00:00:00Z", "2024-01-01T00:00Z"],
+    ],
+    uuid: [
+      ["123e4567-e89b-12d3-a456-426614174000", "123E4567-E89B-12D3-A456-426614174000"],
+      [
+        "123e4567e89b12d3a456426614174000",
+        "123e4567-e89b-12d3-a456-42661417400g",
+        "{123e4567-e89b-12d3-a456-426614174000}",
+      ],
+    ],
+    ipv4: [
+      ["0.0.0.0", "255.255.255.255", "192.168.1.10"],
+      ["256.0.0.1", "01.2.3.4", "1.2.3", "1.2.3.4.5", "1.2.3.-4"],
+    ],
+    email: [
+      ["a@b.co", "first.last+tag@sub.example-mail.org", "x!#$%&'*+/=?^_`{|}~-@a.b"],
+      ["a@b", "a..b@c.d", ".a@b.c", "a@-b.c", "a@b-.c", "a b@c.d", "@b.c", "a@b..c"],
+    ],
+    hostname: [["localhost", "a-b.example.com", "x1"], ["-a.com", "a_b.com", "a..b", ""]],
+    uri: [
+      ["https://example.com/a?b=c#d", "urn:isbn:0451450523", "mailto:a@b.c", "x:%41"],
+      ["example.com", "1http://a", "http://a b", "http://a%4", "://a"],
+    ],
+  };
+  for (const [format, [yes, no]] of Object.entries(cases)) {
+    const dfa = schemaDfa({ type: "string", format });
+    const re = new RegExp(FORMATS[format], "u");
+    for (const v of yes) {
+      assert.ok(dfaAccepts(dfa, JSON.stringify(v)) && re.test(v), `${format}: ${v}`);
+    }
+    for (const v of no) {
+      assert.ok(!dfaAccepts(dfa, JSON.stringify(v)) && !re.test(v), `${format} refuses ${v}`);
+    }
+  }
+  // Every date of some years, against the calendar (Date's, in UTC).
+  const date = schemaDfa({ type: "string", format: "date" });
+  for (const y of [0, 1, 4, 100, 400, 1900, 2000, 2023, 2024, 2100, 9999]) {
+    for (let m = 0; m <= 13; m++) {
+      for (let d = 0; d <= 32; d++) {
+        const text = [String(y).padStart(4, "0"), m, d].map((x) => String(x).padStart(2, "0"))
+          .join("-");
+        const t = new Date(0);
+        t.setUTCFullYear(y, m - 1, d);
+        const real = y > 0 && m >= 1 && m <= 12 && t.getUTCMonth() === m - 1 &&
+          t.getUTCDate() === d;
+        assert.equal(dfaAccepts(date, JSON.stringify(text)), real, text);
+      }
+    }
+  }
+  // Escaped spellings are the same value; a format beside a pattern, both held; others ignored.
+  assert.ok(dfaAccepts(date, '"\\u0032024-01-0\\u0031"'));
+  const both = schemaDfa({ type: "string", format: "date", pattern: "^2024-" });
+  assert.ok(dfaAccepts(both, '"2024-05-05"') && !dfaAccepts(both, '"2023-05-05"'));
+  const other = schemaDfa({ type: "string", format: "duration" });
+  assert.ok(dfaAccepts(other, '"anything"'));
+  // An enum beside a format keeps the members in that format.
+  const e = schemaDfa({ enum: ["2024-01-01", "soon"], format: "date" });
+  assert.ok(dfaAccepts(e, '"2024-01-01"') && !dfaAccepts(e, '"soon"'));
 });
