@@ -49,6 +49,8 @@ export type {
 
 // Serving: the OpenAI-compatible Hono app and the Hugging Face hub downloader.
 export { createApp, type ServerOptions } from "./src/server/app.ts";
+export type { EngineSource } from "./src/server/_engine_holder.ts";
+export type { ResponseStoreLimits } from "./src/server/_response_store.ts";
 export {
   loadWorkerEngine,
   type WorkerEngine,
