@@ -791,6 +791,57 @@ Deno.test("the chat page's cursor blinks only for a reader who did not ask for r
   assert.deepEqual(errors, []);
 });
 
+Deno.test("the chat page's buttons are a finger's size to tap on a phone", async () => {
+  // A code block (its Copy button), then an answer cut off at 3 tokens (its Continue button).
+  const engine = new FakeEngine({ answer: () => "```sh\nls\n``` one two three four" });
+  await using s = await serveAndLaunch(createApp(engine).fetch);
+  const { page, errors } = await openPage(s, {
+    model: engine.modelId,
+    viewport: { width: 360, height: 740 },
+    touch: true,
+    before: (page) => page.addInitScript(() => localStorage.setItem("qvq-max-tokens", "3")),
+  });
+  await page.fill("#prompt", "List.");
+  await page.tap("#send");
+  await page.waitForSelector(".msg.assistant:not(.streaming) .stats button.continue");
+  // How far a tap through the middle of each control reaches it, across and down (a px a step).
+  const reach = await page.evaluate(() =>
+    [
+      "#new-chat",
+      "header summary",
+      "label.button",
+      "#send",
+      ".msg .copy",
+      ".stats button.continue",
+    ].map((selector) => {
+      const e = document.querySelector(selector);
+      const r = e.getBoundingClientRect();
+      const [x, y] = [r.left + r.width / 2, r.top + r.height / 2];
+      const span = (at: (d: number) => [number, number]) => {
+        let n = 0;
+        for (let d = -40; d <= 40; d++) {
+          n += e.contains(document.elementFromPoint(...at(d))) ? 1 : 0;
+        }
+        return n;
+      };
+      return [selector, span((d) => [x + d, y]), span((d) => [x, y + d])] as const;
+    })
+  );
+  for (const [selector, across, down] of reach) {
+    assert.ok(across >= 32 && down >= 32, `${selector}: ${across} x ${down} px`);
+  }
+  // The Copy button's reach stops short of the code.
+  const [copyBottom, codeTop] = await page.$eval(".msg pre code", (code: any) => {
+    const copy = code.closest(".code").querySelector(".copy").getBoundingClientRect();
+    const x = copy.left + copy.width / 2;
+    let y = copy.bottom;
+    while (document.elementFromPoint(x, y)?.className === "copy") y++;
+    return [y, code.getBoundingClientRect().top];
+  });
+  assert.ok(copyBottom <= codeTop, `${copyBottom} > ${codeTop}`);
+  assert.deepEqual(errors, []);
+});
+
 /** A chat request's video part, as the page sends it. */
 interface VideoPart {
   video: string[];

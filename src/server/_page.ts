@@ -119,6 +119,12 @@ export const PAGE_HTML: string = String.raw`<!doctype html>
   #new-chat { margin-left: auto; font: inherit; font-size: .85rem; border: 0; background: none; color: var(--muted); cursor: pointer; }
   /* On a phone the model's id gives way (its end cut off), not the header's buttons. */
   #new-chat, header summary { white-space: nowrap; }
+  /* The small text buttons are a finger's size to tap (32 px and more), the rest of them invisible:
+     they were 20 px tall. The Copy button's reaches less far down, short of the code's first line. */
+  #new-chat, header summary, .stats button.continue { position: relative; }
+  #new-chat::after, header summary::after, .stats button.continue::after, .msg .text .copy::after {
+    content: ""; position: absolute; inset: -.5rem -.3rem; }
+  .msg .text .copy::after { inset: -.6rem -.3rem -.15rem; }
   #notice { grid-column: 1 / -1; color: var(--err); font-size: .85rem; }
   #notice:empty { display: none; }
   #notice.news { color: var(--muted); }
