@@ -478,9 +478,9 @@ export function jsonStringDfa(pattern: string, label = "pattern"): Dfa {
  * `\D \W \S` (ASCII meanings, as Python's re.ASCII), groups `(…)`, `(?:…)`, `(?P<name>…)`, `|`,
  * `* + ?` and `{n}`, `{n,}`, `{,m}`, `{n,m}` (≤ {@link MAX_REPEAT}; lazy forms match the same
  * answers), and `^` / `$` at the ends. Backreferences, lookarounds, inline flags, possessive
- * quantifiers, octal escapes and `\b` are refused, as is a pattern that matches nothing or one
- * whose automaton passes the compile budgets ({@link MAX_DFA_WORK}: nested bounded repeats such
- * as `([a-z]{1,20} ?){1,30}` can).
+ * quantifiers, octal escapes and `\b` (in a class: backspace) are refused, as is a pattern that
+ * matches nothing or one whose automaton passes the compile budgets ({@link MAX_DFA_WORK}: nested
+ * bounded repeats such as `([a-z]{1,20} ?){1,30}` can).
  * @throws SchemaError saying where the pattern is not supported
  */
 export function regexDfa(pattern: unknown): Dfa {

@@ -317,7 +317,7 @@ Deno.test("jsonStringDfa() accepts exactly the JSON strings whose value RegExp(p
   const group = (depth: number) =>
     `(${Array.from({ length: rand() < 0.7 ? 1 : 2 }, () => seq(depth)).join("|")})`;
   let patterns = 0, matches = 0, literals = 0;
-  for (let k = 0; k < 120; k++) {
+  for (let k = 0; k < 80; k++) {
     // Anchors at the ends of the top-level alternatives, at random.
     const alts = Array.from(
       { length: rand() < 0.8 ? 1 : 2 },
@@ -342,7 +342,7 @@ Deno.test("jsonStringDfa() accepts exactly the JSON strings whose value RegExp(p
     }
   }
   assert.ok(
-    patterns > 100 && matches > 2000 && literals - matches > 2000,
+    patterns > 70 && matches > 2000 && literals - matches > 5000,
     `${patterns} patterns, ${matches} of ${literals} matched`,
   );
 });
