@@ -842,6 +842,29 @@ Deno.test("the chat page's buttons are a finger's size to tap on a phone", async
   assert.deepEqual(errors, []);
 });
 
+Deno.test("the chat page on a touch screen gives the message box no focus unasked: that opens the keyboard", async () => {
+  const engine = new FakeEngine();
+  await using s = await serveAndLaunch(createApp(engine).fetch);
+  const { page, errors } = await openPage(s, {
+    model: engine.modelId,
+    viewport: { width: 360, height: 740 },
+    touch: true,
+  });
+  const focused = () => page.evaluate(() => document.activeElement?.id ?? "");
+  assert.notEqual(await focused(), "prompt", "on load");
+  await attachPng(page);
+  await page.tap("#attachments .thumb button");
+  await page.waitForFunction(() => !document.querySelector("#attachments .thumb"));
+  assert.notEqual(await focused(), "prompt", "after the × of the last attachment");
+  await page.fill("#prompt", "Hi");
+  await page.tap("#send");
+  await page.waitForSelector(".msg.assistant:not(.streaming) .stats");
+  assert.notEqual(await focused(), "prompt", "after the answer");
+  await page.tap("#new-chat");
+  assert.notEqual(await focused(), "prompt", "after New chat");
+  assert.deepEqual(errors, []);
+});
+
 /** A chat request's video part, as the page sends it. */
 interface VideoPart {
   video: string[];

@@ -394,7 +394,7 @@ function showAttachments() {
       notice();
       // Focus stays in the row: the next attachment's ×, else the message box.
       const next = $("attachments").querySelectorAll("button")[Math.min(i, attached.length - 1)];
-      (next || prompt).focus();
+      next ? next.focus() : focusPrompt();
     };
     thumb.append(preview(item, "to send"), remove);
     return thumb;
@@ -561,6 +561,10 @@ const prompt = $("prompt");
 // laptop with a touch screen has its touchpad or mouse as primary pointer: Enter sends there; an
 // iPad stays touch with a keyboard attached.
 const TOUCH = matchMedia("(pointer: coarse), (hover: none)");
+// The focus back to the message box, where its keys go on — but not on a touch screen: there a
+// focus given in a tap's handler (×, Continue, New chat) opens the keyboard, unasked, over half the
+// page.
+const focusPrompt = () => { if (!TOUCH.matches) prompt.focus(); };
 // The box as tall as its lines: their height (scrollHeight, padding included) and its border.
 const grow = () => {
   prompt.style.height = "auto";
@@ -792,7 +796,7 @@ $("form").addEventListener("submit", async (e) => {
     }
   }
   setRunning(null);
-  prompt.focus();
+  focusPrompt();
 });
 
 // Continues the conversation's last answer (cut off at Max tokens) in its own message.
@@ -801,7 +805,7 @@ async function continueAnswer(div, stats) {
   if (running || !last || last.role !== "assistant" || div !== lastAnswer()) return;
   const mine = epoch;
   // The button goes with its line: its focus (a click's too) to the message box, not the body.
-  if (stats.contains(document.activeElement)) prompt.focus();
+  if (stats.contains(document.activeElement)) focusPrompt();
   stats.remove();
   div.classList.add("streaming");
   div.setAttribute("aria-busy", "true");
@@ -831,7 +835,7 @@ $("new-chat").addEventListener("click", () => {
   $("messages").replaceChildren(empty);
   skipped = [];
   $("notice").textContent = "";
-  prompt.focus();
+  focusPrompt();
 });
 
 // Escape closes the settings, else stops the answer being written; a click outside them closes them.
@@ -847,7 +851,7 @@ document.addEventListener("keydown", (e) => {
   } else if (running) running.abort();
 });
 document.addEventListener("click", (e) => { if (settings.open && !settings.contains(e.target)) settings.open = false; });
-prompt.focus();
+focusPrompt();
 loadModel();
 </script>
 </body>
