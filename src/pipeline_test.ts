@@ -1015,8 +1015,10 @@ Deno.test("Pipeline.complete() holds a raw prompt's continuation to a format too
   ) if (ev.type === "done") text = ev.result.text;
   assert.ok(["calm", "rough"].includes(text) && ["calm", "rough"].includes(r.text), text);
   await assert.rejects(
-    p.checkPrompt("x", { responseFormat: { jsonSchema: { type: "string", pattern: "x" } } }),
-    /responseFormat: schema: "pattern" is not supported/,
+    p.checkPrompt("x", {
+      responseFormat: { jsonSchema: { type: "string", pattern: "(a)\\1" } },
+    }),
+    /responseFormat: schema\.pattern "\(a\)\\\\1" at 5: backreferences are not supported/,
   );
 });
 

@@ -577,8 +577,8 @@ Deno.test("generateOptions() reads --format json as JSON mode, and refuses other
   for (
     const [v, message] of [
       [
-        { "json-schema": '{"type": "string", "pattern": "a"}' },
-        /^--json-schema: schema: "pattern" is not supported/,
+        { "json-schema": '{"type": "string", "pattern": "(a)\\\\1"}' },
+        /^--json-schema: schema\.pattern "\(a\)\\\" at 5: backreferences are not supported/,
       ],
       [{ "json-schema": "/no/such.json" }, /--json-schema \/no\/such\.json: cannot read it/],
       [{ "json-schema": "{type" }, /--json-schema: not JSON/],
