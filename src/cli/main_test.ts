@@ -578,7 +578,7 @@ Deno.test("generateOptions() reads --format json as JSON mode, and refuses other
     const [v, message] of [
       [
         { "json-schema": '{"type": "string", "pattern": "(a)\\\\1"}' },
-        /^--json-schema: schema\.pattern "\(a\)\\\" at 5: backreferences are not supported/,
+        /^--json-schema: schema\.pattern "\(a\)\\\\1" at 5: backreferences are not supported/,
       ],
       [{ "json-schema": "/no/such.json" }, /--json-schema \/no\/such\.json: cannot read it/],
       [{ "json-schema": "{type" }, /--json-schema: not JSON/],
