@@ -182,8 +182,9 @@ class SchemaCompiler {
     for (const k of Object.keys(schema)) {
       if (!KNOWN.has(k) && !ANNOTATIONS.has(k)) {
         throw new SchemaError(
-          `${path}: "${k}" is not supported (supported: ${[...KNOWN].join(", ")}; annotations ` +
-            "such as title, description and format are ignored)",
+          `${path}: "${k}" is not supported (supported: ${[...KNOWN].join(", ")}; format ` +
+            `${Object.keys(FORMATS).join(", ")} on strings; annotations such as title, ` +
+            "description and other formats are ignored)",
         );
       }
     }
