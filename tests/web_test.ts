@@ -674,6 +674,10 @@ Deno.test("the chat page's Copy button copies a code block where the page has no
   // The focus is back where it was; the helper's box is gone.
   assert.equal(await page.evaluate(() => document.activeElement?.className), "copy");
   assert.equal(await page.locator("body > textarea").count(), 0);
+  // It says Copy again after a while: a second copy says Copied anew.
+  await page.waitForFunction(() => document.querySelector(".copy")?.textContent === "Copy");
+  await page.click(".msg.assistant .copy");
+  await page.waitForFunction(() => document.querySelector(".copy")?.textContent === "Copied");
   assert.deepEqual(errors, []);
 });
 

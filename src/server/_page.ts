@@ -261,7 +261,12 @@ function renderMarkdown(el, text) {
       copy.type = "button";
       copy.className = "copy";
       copy.textContent = "Copy";
-      copy.onclick = async () => { copy.textContent = await copyText(code.textContent) ? "Copied" : "Copy failed"; };
+      copy.onclick = async () => {
+        copy.textContent = await copyText(code.textContent) ? "Copied" : "Copy failed";
+        // Back to Copy after a while, so that the next copy says it copied too (it said nothing new).
+        clearTimeout(copy.back);
+        copy.back = setTimeout(() => { copy.textContent = "Copy"; }, COPIED_MS);
+      };
       box.append(pre, copy);
       nodes.push(box);
     } else {
@@ -270,6 +275,9 @@ function renderMarkdown(el, text) {
   });
   el.replaceChildren(...nodes);
 }
+
+// How long a Copy button says Copied (or Copy failed).
+const COPIED_MS = 2000;
 
 // Puts text on the clipboard; whether it did. A page served over plain HTTP from another machine
 // (opened on a phone, from the server's LAN address) has no navigator.clipboard, and a browser may
