@@ -56,6 +56,12 @@ export class EngineHolder {
   #awaitingFirst = 0;
   /** The last request's keep_alive was 0: unload once no request holds the engine. */
   #unloadWhenIdle = false;
+  /**
+   * A request other than a transient one (see {@link acquire}) has asked for the engine since it
+   * was last unloaded (true from the start: the server loads its model to serve it). Once
+   * unloaded, a load that only transient requests asked for is undone when they are done.
+   */
+  #demanded = true;
   /** The first load: the engine, or why it failed. */
   readonly first: Promise<ChatEngine>;
 
@@ -143,9 +149,14 @@ export class EngineHolder {
    * request says otherwise (Ollama's rule: the last request's keep_alive counts); unset, the
    * request does not say (a /tokenize). Release the lease when the request is done with the
    * engine. Rejects with the load's error where it fails; `signal`: the request's client left (it
-   * is no longer counted as waiting).
+   * is no longer counted as waiting). `transient`: the request does not change whether the model
+   * stays loaded (a /tokenize): it loads an unloaded model for its call, which unloads again after
+   * unless another request came for it meanwhile.
    */
-  acquire(options: { signal?: AbortSignal; unloadAfter?: boolean } = {}): Promise<Lease> {
+  acquire(
+    options: { signal?: AbortSignal; unloadAfter?: boolean; transient?: boolean } = {},
+  ): Promise<Lease> {
+    if (!options.transient) this.#demanded = true;
     if (options.unloadAfter !== undefined) this.#unloadWhenIdle = options.unloadAfter;
     if (this.#engine) return Promise.resolve(this.#lease(this.#engine));
     return this.#wait(options.signal);
@@ -157,6 +168,8 @@ export class EngineHolder {
    * once), unless a later request says otherwise. Loaded nowhere: nothing to do.
    */
   unload(): Promise<void> {
+    // Already unloaded (or going): nothing to do — no flag left behind for the next load to meet.
+    if (!this.#engine && !this.#loading) return this.#unloading ?? Promise.resolve();
     this.#unloadWhenIdle = true;
     this.#idle();
     return this.#unloading ?? Promise.resolve();
@@ -233,11 +246,16 @@ export class EngineHolder {
     };
   }
 
-  /** Unloads the engine where the last request asked it and none holds it now. */
+  /**
+   * Unloads the engine where none holds it now and the last request asked it, or only transient
+   * requests loaded it again.
+   */
   #idle(): void {
     const engine = this.#engine;
-    if (!engine || this.#users > 0 || !this.unloadsWhenIdle) return;
+    if (!engine || this.#users > 0 || !this.canUnload) return;
+    if (!this.#unloadWhenIdle && this.#demanded) return;
     this.#unloadWhenIdle = false;
+    this.#demanded = false;
     this.#engine = undefined;
     this.#unloading = (async () => {
       try {

@@ -145,3 +145,47 @@ Deno.test("untilKnown() waits for the first load, counted as waiting until its c
   assert.equal(holder.waiting, 0);
   assert.equal(await holder.untilKnown(), engine);
 });
+
+Deno.test("a transient request (a /tokenize) loads an unloaded engine for its call only, unless another request comes for it meanwhile; loaded, it changes nothing", async () => {
+  const { load, engines } = loader();
+  const holder = new EngineHolder(load);
+  await holder.first;
+  // Loaded: a transient lease leaves it loaded.
+  (await holder.acquire({ transient: true })).release();
+  assert.equal(holder.state, "loaded");
+  // Unloaded: loaded for the transient lease, unloaded again after it.
+  const unloading = holder.unload();
+  engines[0].free();
+  await unloading;
+  const t = await holder.acquire({ transient: true });
+  assert.equal(engines.length, 2);
+  t.release();
+  assert.equal(holder.state, "unloading");
+  engines[1].free();
+  await waitFor(() => holder.state === "unloaded", "the unload after the transient lease");
+  // The review's race: a request waits while the engine unloads, a transient one comes after it;
+  // the load both waited for stays (the waiting request asked for the model).
+  const again = holder.unload(); // nothing loaded: nothing to do
+  await again;
+  const chat = holder.acquire();
+  const tokenize = holder.acquire({ transient: true });
+  const [c, k] = await Promise.all([chat, tokenize]);
+  assert.equal(engines.length, 3);
+  k.release();
+  c.release();
+  assert.equal(holder.state, "loaded");
+  assert.equal(engines[2].disposed, false);
+  // And with the unload still freeing the GPU when they come.
+  const u = holder.unload();
+  assert.equal(holder.state, "unloading");
+  const chat2 = holder.acquire();
+  const tokenize2 = holder.acquire({ transient: true });
+  engines[2].free();
+  await u;
+  const [c2, k2] = await Promise.all([chat2, tokenize2]);
+  c2.release();
+  k2.release();
+  assert.equal(holder.state, "loaded");
+  assert.equal(engines.length, 4);
+  assert.equal(engines[3].disposed, false);
+});

@@ -938,8 +938,7 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
     signal: AbortSignal,
     use: (e: ChatEngine) => Promise<T>,
   ): Promise<T> => {
-    const unloaded = holder.state === "unloaded" || holder.state === "unloading";
-    const lease = await servedEngine(model, signal, unloaded ? true : undefined);
+    const lease = await servedEngine(model, signal, undefined, true);
     try {
       if (!lease.engine[method]) throw notServed(`/${method}`);
       return await use(lease.engine);
@@ -950,20 +949,21 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
 
   /**
    * The engine, held for a request (release the lease when done), where `model` (if given) names
-   * it — else the 404 for `model`: once loaded (again, where it was unloaded). `unloadAfter`: as
-   * EngineHolder.acquire() takes it (the request's keep_alive is 0, or not; unset: it says
-   * nothing).
+   * it — else the 404 for `model`: once loaded (again, where it was unloaded). `unloadAfter`,
+   * `transient`: as EngineHolder.acquire() takes them (the request's keep_alive is 0, or not;
+   * unset: it says nothing; a tokenizer request leaves the model as loaded as it found it).
    */
   async function servedEngine(
     model: string | undefined,
     signal?: AbortSignal,
     unloadAfter?: boolean,
+    transient?: boolean,
   ): Promise<Lease> {
     const known = await holder.untilKnown(signal);
     if (model !== undefined && !namesOf(known).includes(model)) {
       throw modelNotFound(model, nameOf(known));
     }
-    const lease = await holder.acquire({ signal, unloadAfter });
+    const lease = await holder.acquire({ signal, unloadAfter, transient });
     const failure = lease.engine.failure;
     if (failure) {
       lease.release();
