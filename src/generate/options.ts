@@ -420,6 +420,20 @@ export function resolveOptions(
 const dfaCache = new Map<string, Dfa>();
 const DFA_CACHE_BYTES = 64 << 20;
 
+/**
+ * The last schemas and choice lists refused, by their JSON, with their error's class and message:
+ * one past the automaton's budget takes most of a second to refuse, and a client that retries it
+ * (or a request checked before it queues, then run) would pay that again on the engine's thread.
+ * Least recently used first; at most {@link REFUSED_CACHE_ENTRIES}.
+ */
+const refusedCache = new Map<string, { error: new (message: string) => Error; message: string }>();
+const REFUSED_CACHE_ENTRIES = 64;
+
+/** How many refusals {@link cachedDfa} holds (tests). */
+export function cachedRefusals(): number {
+  return refusedCache.size;
+}
+
 function cachedDfa(kind: string, value: unknown, compile: () => Dfa): Dfa {
   let key: string | undefined;
   try {
@@ -433,7 +447,27 @@ function cachedDfa(kind: string, value: unknown, compile: () => Dfa): Dfa {
     dfaCache.set(key!, hit);
     return hit;
   }
-  const dfa = compile();
+  const refused = key === undefined ? undefined : refusedCache.get(key);
+  if (refused) {
+    refusedCache.delete(key!);
+    refusedCache.set(key!, refused);
+    throw new refused.error(refused.message); // a fresh error: callers may add to its message
+  }
+  let dfa: Dfa;
+  try {
+    dfa = compile();
+  } catch (e) {
+    if (key !== undefined && e instanceof InvalidInputError) {
+      refusedCache.set(key, {
+        error: e.constructor as new (message: string) => Error,
+        message: e.message,
+      });
+      if (refusedCache.size > REFUSED_CACHE_ENTRIES) {
+        refusedCache.delete(refusedCache.keys().next().value!);
+      }
+    }
+    throw e;
+  }
   if (key !== undefined) {
     dfaCache.set(key, dfa);
     let bytes = 0;

@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import { InvalidInputError, ModelFileError, SchemaError } from "../errors.ts";
-import { DEFAULT_MAX_NEW_TOKENS, parseGenerationConfig, resolveOptions } from "./options.ts";
+import {
+  cachedRefusals,
+  DEFAULT_MAX_NEW_TOKENS,
+  parseGenerationConfig,
+  resolveOptions,
+} from "./options.ts";
 import { dfaAccepts } from "./_automaton.ts";
 
 const FIXTURE = new URL(
@@ -244,8 +249,11 @@ Deno.test("resolveOptions() reads responseFormat: json_object, a schema's DFA, a
   // A schema it cannot hold an answer to fails here, naming where (before a request queues).
   assert.throws(
     () =>
-      resolveOptions({ responseFormat: { jsonSchema: { type: "string", pattern: "a+" } } }, config),
-    (e) => e instanceof SchemaError && /"pattern" is not supported/.test(e.message),
+      resolveOptions(
+        { responseFormat: { jsonSchema: { type: "string", pattern: "(a)\\1" } } },
+        config,
+      ),
+    (e) => e instanceof SchemaError && /backreferences are not supported/.test(e.message),
   );
   assert.throws(
     () => resolveOptions({ responseFormat: "json_object", minTokens: 5 }, config),
@@ -273,4 +281,23 @@ Deno.test("resolveOptions() compiles a schema once for repeated requests (the DF
   const c = resolveOptions({ responseFormat: { jsonSchema: { ...schema, required: [] } } }, config)
     .constraint;
   assert.notEqual(c, a);
+});
+
+Deno.test("a refused schema is refused again from the cache: the same error class and message, a fresh error each time", () => {
+  // Unique to this test (the cache is the module's), and refused by the compiler, not the options.
+  const schema = { type: "string", pattern: "(q)\\1", description: `refused ${Math.random()}` };
+  const before = cachedRefusals();
+  const errors = [0, 1].map(() => {
+    try {
+      resolveOptions({ responseFormat: { jsonSchema: schema } }, QVQ);
+    } catch (e) {
+      return e as Error;
+    }
+    assert.fail("the schema was taken");
+  });
+  assert.equal(cachedRefusals(), before + 1);
+  assert.ok(errors[0] instanceof SchemaError && errors[1] instanceof SchemaError);
+  assert.equal(errors[1].message, errors[0].message);
+  assert.match(errors[0].message, /backreferences are not supported/);
+  assert.notEqual(errors[1], errors[0]);
 });
