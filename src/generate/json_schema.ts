@@ -238,10 +238,12 @@ class SchemaCompiler {
         (typeof v !== "string" || this.#matches(v, schema, path))
       );
       if (!kept.length) {
-        throw new SchemaError(
-          `${path}: no value of its ${way} is of its type ${preview(schema.type)} and within ` +
-            "its bounds",
-        );
+        // Say only what the schema has: a type, or bounds, a pattern, a format beside it.
+        const what = [
+          ...(types ? [`of its type ${preview(schema.type)}`] : []),
+          "within its bounds, pattern and format",
+        ].join(" and ");
+        throw new SchemaError(`${path}: no value of its ${way} is ${what}`);
       }
       // JSON.parse gave the schema's numbers as doubles: a whole number of 17 to 21 digits (an
       // id) may not be the one written (12345678901234567891 is 12345678901234567000 by then), and
