@@ -100,8 +100,9 @@ export function parseCommand(
  */
 function joinNegativeValues(args: string[], options: Record<string, OptionSpec>): string[] {
   const shorts = new Set(Object.values(options).map((o) => o.short).filter(Boolean));
+  // `-h` or a group of short options (`-hv`) could be options; `-hello` could not.
   const optionLike = (a: string) =>
-    a.startsWith("--") ? !/\s/.test(a) : !/\s/.test(a) && shorts.has(a.slice(1, 2));
+    !/\s/.test(a) && (a.startsWith("--") || [...a.slice(1)].every((c) => shorts.has(c)));
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const name = args[i].startsWith("--") ? args[i].slice(2) : undefined;

@@ -16,6 +16,8 @@ Deno.test("parseCommand() takes a value that starts with a dash when it cannot b
   assert.deepEqual(parse("--seed", "-3", "--json"), { seed: "-3", json: true });
   assert.deepEqual(parse("--seed", "-.5"), { seed: "-.5" });
   assert.deepEqual(parse("--stop", "-x", "--stop", "--- end"), { stop: ["-x", "--- end"] });
+  // A word that starts with a short option's letter is not that option.
+  assert.deepEqual(parse("--prompt", "-hello"), { prompt: "-hello" });
   // A lone dash is a value already (standard input).
   assert.deepEqual(parse("--prompt", "-"), { prompt: "-" });
 });
