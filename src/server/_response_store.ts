@@ -5,13 +5,14 @@
  * may name it (`previous_response_id`), name one of its items (`{"type": "item_reference"}`), or
  * read and delete it (`GET` / `DELETE /v1/responses/{id}`). vLLM keeps such a store in memory too
  * (opt-in, unbounded); this one is bounded: the least recently used responses go first, past a
- * count or a size (the items' JSON, images' data URLs included). Nothing survives a restart.
+ * count or a size (their JSON, images' data URLs included, kept as strings: 2 bytes a character).
+ * Nothing survives a restart.
  * @module
  */
 
 type Json = Record<string, unknown>;
 
-/** One stored response. */
+/** One stored response, as put() takes it and get() gives it back (a copy: the store keeps JSON). */
 export interface StoredResponse {
   /** The response object as it was answered (GET /v1/responses/{id}). */
   response: Json;
@@ -29,7 +30,7 @@ export interface StoredResponse {
 export interface ResponseStoreLimits {
   /** Most responses kept; 0 keeps none (the server is stateless). Default 1000. */
   maxResponses?: number;
-  /** Most bytes kept: the UTF-16 length of the stored items' JSON. Default 64 MiB. */
+  /** Most bytes kept: the stored JSON strings' size in memory ({@link jsonBytes}). Default 64 MiB. */
   maxBytes?: number;
 }
 
@@ -39,21 +40,36 @@ export const RESPONSE_STORE_DEFAULTS: Required<ResponseStoreLimits> = {
   maxBytes: 64 * 1024 * 1024,
 };
 
-/** The size a stored response counts for: its items' and its answer's JSON. */
-function sizeOf(r: StoredResponse): number {
-  return JSON.stringify(r.input).length + JSON.stringify(r.output).length +
-    JSON.stringify(r.response).length;
+/**
+ * Bytes a string takes in memory, at most: V8 keeps one of Latin-1 characters in one byte each,
+ * any other in two (UTF-16 code units).
+ */
+const BYTES_PER_CHAR = 2;
+
+/** The bytes `value`'s JSON takes in memory as one string (what the store counts it for). */
+export function jsonBytes(value: unknown): number {
+  return JSON.stringify(value).length * BYTES_PER_CHAR;
+}
+
+/**
+ * A stored response as the store holds it: each part as ONE JSON string, parsed when used. The
+ * client's objects themselves are not kept: thousands of small ones (an item's extra fields)
+ * take many times their JSON's size on the heap, so the bound would not bound the memory.
+ */
+interface Held {
+  response: string;
+  input: string;
+  output: string;
+  /** What it counts for: its strings' bytes. */
+  bytes: number;
+  /** The ids of its items, each once. */
+  ids: Set<string>;
 }
 
 /** The ids of a stored response's items, each once. */
 function itemIds(r: StoredResponse): Set<string> {
   const ids = [...r.input, ...r.output].map((item) => item.id);
   return new Set(ids.filter((id): id is string => typeof id === "string"));
-}
-
-/** The item of `r` with `id` (its last: an output item over an input item of that id). */
-function itemOf(r: StoredResponse, id: string): Json | undefined {
-  return [...r.input, ...r.output].findLast((item) => item.id === id);
 }
 
 /**
@@ -65,17 +81,17 @@ function itemOf(r: StoredResponse, id: string): Json | undefined {
  * const store = new ResponseStore({ maxResponses: 2 });
  * const output = [{ type: "message", id: "msg_1", role: "assistant", content: [] }];
  * store.put({ response: { id: "resp_1", output }, input: [], output });
- * console.assert(store.item("msg_1") === output[0]);
+ * console.assert(store.item("msg_1")?.role === "assistant");
  * ```
  */
 export class ResponseStore {
   readonly maxResponses: number;
   readonly maxBytes: number;
   // Insertion order is recency: a response read is moved to the end, the first goes first.
-  readonly #responses = new Map<string, { stored: StoredResponse; bytes: number }>();
-  // An item by id, and how many stored responses hold it: a conversation's earlier items, carried
+  readonly #responses = new Map<string, Held>();
+  // An item id, and the stored responses that hold it: a conversation's earlier items, carried
   // on by previous_response_id, are in every response that followed.
-  readonly #items = new Map<string, { item: Json; holders: number }>();
+  readonly #items = new Map<string, Set<string>>();
   #bytes = 0;
 
   constructor(limits: ResponseStoreLimits = {}) {
@@ -106,13 +122,17 @@ export class ResponseStore {
   put(stored: StoredResponse): boolean {
     const id = stored.response.id as string;
     this.delete(id);
-    const bytes = sizeOf(stored);
-    if (!this.enabled || bytes > this.maxBytes) return false;
-    this.#responses.set(id, { stored, bytes });
+    if (!this.enabled) return false;
+    const [response, input, output] = [stored.response, stored.input, stored.output]
+      .map((part) => JSON.stringify(part));
+    const bytes = (response.length + input.length + output.length) * BYTES_PER_CHAR;
+    if (bytes > this.maxBytes) return false;
+    const ids = itemIds(stored);
+    this.#responses.set(id, { response, input, output, bytes, ids });
     this.#bytes += bytes;
-    for (const id of itemIds(stored)) {
-      const held = this.#items.get(id);
-      this.#items.set(id, { item: itemOf(stored, id)!, holders: (held?.holders ?? 0) + 1 });
+    for (const item of ids) {
+      const holders = this.#items.get(item) ?? new Set();
+      this.#items.set(item, holders.add(id));
     }
     for (const [oldest] of this.#responses) {
       if (this.#responses.size <= this.maxResponses && this.#bytes <= this.maxBytes) break;
@@ -127,12 +147,24 @@ export class ResponseStore {
     if (!entry) return undefined;
     this.#responses.delete(id);
     this.#responses.set(id, entry);
-    return entry.stored;
+    return {
+      response: JSON.parse(entry.response),
+      input: JSON.parse(entry.input),
+      output: JSON.parse(entry.output),
+    };
   }
 
-  /** The item with `id` among the stored responses' items, or undefined. */
+  /**
+   * The item with `id` among the stored responses' items (its holder's last: an output item over
+   * an input item of that id), or undefined.
+   */
   item(id: string): Json | undefined {
-    return this.#items.get(id)?.item;
+    const holder = [...this.#items.get(id) ?? []].at(-1);
+    if (holder === undefined) return undefined;
+    const held = this.#responses.get(holder)!;
+    const has = (item: Json) => item.id === id;
+    return (JSON.parse(held.output) as Json[]).findLast(has) ??
+      (JSON.parse(held.input) as Json[]).findLast(has);
   }
 
   /** Forgets the response stored under `id` and its items; false where there was none. */
@@ -141,9 +173,10 @@ export class ResponseStore {
     if (!entry) return false;
     this.#responses.delete(id);
     this.#bytes -= entry.bytes;
-    for (const id of itemIds(entry.stored)) {
-      const held = this.#items.get(id)!;
-      if (--held.holders === 0) this.#items.delete(id);
+    for (const item of entry.ids) {
+      const holders = this.#items.get(item)!;
+      holders.delete(id);
+      if (!holders.size) this.#items.delete(item);
     }
     return true;
   }

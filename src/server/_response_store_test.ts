@@ -15,7 +15,7 @@ Deno.test("ResponseStore keeps the most recently used responses up to maxRespons
   store.put(stored("c")); // b goes
   assert.deepEqual(["a", "b", "c"].map((id) => store.get(id) !== undefined), [true, false, true]);
   assert.equal(store.item("msg_b"), undefined);
-  assert.equal(store.item("msg_c"), store.get("c")!.output[0]);
+  assert.deepEqual(store.item("msg_c"), store.get("c")!.output[0]);
   assert.equal(store.size.responses, 2);
 });
 
@@ -25,17 +25,34 @@ Deno.test("ResponseStore is bounded by the bytes of its JSON, images' data URLs 
     role: "user",
     content: [{ type: "input_image", image_url: `data:image/png;base64,${"A".repeat(4000)}` }],
   };
-  const one = JSON.stringify(stored("x", [image])).length; // about what each counts for
+  const one = 2 * JSON.stringify(stored("x", [image])).length; // about what each counts for
   const store = new ResponseStore({ maxBytes: 2 * one + 100 });
   assert.equal(store.put(stored("a", [image])), true);
   assert.equal(store.put(stored("b", [image])), true);
   assert.ok(store.size.bytes > 2 * 4000 && store.size.bytes <= store.maxBytes);
   store.put(stored("c", [image])); // over the bytes: a goes
   assert.deepEqual(["a", "b", "c"].map((id) => store.get(id) !== undefined), [false, true, true]);
-  const huge = { ...image, content: [{ type: "input_text", text: "A".repeat(3 * one) }] };
+  const huge = { ...image, content: [{ type: "input_text", text: "A".repeat(one) }] };
   assert.equal(store.put(stored("d", [huge])), false);
   assert.equal(store.get("d"), undefined);
   assert.deepEqual(["b", "c"].map((id) => store.get(id) !== undefined), [true, true]);
+});
+
+Deno.test("ResponseStore holds a response as its JSON, 2 bytes a character, not the objects it was given", () => {
+  // A client's item with extra fields: 10 000 empty arrays are 30 000 characters of JSON but
+  // many times that on the heap as objects; kept as one string each, what is counted is held.
+  const junk = Array.from({ length: 10_000 }, () => []);
+  const first = stored("a", [{ type: "message", role: "user", content: "Hi", junk }]);
+  const store = new ResponseStore();
+  store.put(first);
+  const json = [first.response, first.input, first.output].map((p) => JSON.stringify(p));
+  assert.equal(store.size.bytes, 2 * json.join("").length);
+  const got = store.get("a")!;
+  assert.deepEqual(got, first);
+  assert.notEqual(got.input[0], first.input[0]); // a copy: the client's objects were let go
+  assert.notEqual(got.input[0].junk, junk);
+  first.output[0].role = "changed"; // nor does a change to them reach the store
+  assert.equal(store.item("msg_a")?.role, "assistant");
 });
 
 Deno.test("ResponseStore.delete() forgets a response; an item a later response carries on stays findable", () => {
@@ -46,7 +63,7 @@ Deno.test("ResponseStore.delete() forgets a response; an item a later response c
   store.put(stored("b", [...first.input, ...first.output]));
   assert.equal(store.delete("a"), true);
   assert.equal(store.delete("a"), false);
-  assert.equal(store.item("msg_a"), first.output[0]);
+  assert.deepEqual(store.item("msg_a"), first.output[0]);
   store.delete("b");
   assert.equal(store.item("msg_a"), undefined);
   assert.deepEqual(store.size, { responses: 0, bytes: 0 });

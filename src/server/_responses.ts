@@ -29,7 +29,7 @@ import {
   type Format,
   logprobEntries,
 } from "./_openai.ts";
-import type { ResponseStore } from "./_response_store.ts";
+import { jsonBytes, type ResponseStore } from "./_response_store.ts";
 import { type ToolRequest, toolSchemaError } from "./_tools.ts";
 
 type Json = Record<string, unknown>;
@@ -193,7 +193,7 @@ export function chatBodyOfResponses(
       user: user ?? null,
       // Kept unless asked not to (OpenAI's default), where it fits in the store at all.
       store: keeps !== undefined && json.store !== false &&
-        JSON.stringify(conversation).length <= keeps.maxBytes,
+        jsonBytes(conversation) <= keeps.maxBytes,
     },
     conversation,
   };
