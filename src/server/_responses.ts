@@ -47,7 +47,10 @@ export interface ResponsesEcho {
   text: { format: unknown };
   metadata: unknown;
   user: string | null;
-  /** Whether the response is kept (in the store), for `previous_response_id` and item references. */
+  /**
+   * Whether the response is kept (in the store), for `previous_response_id` and item references:
+   * until it is answered (`response.created`), whether it may be.
+   */
   store: boolean;
 }
 
@@ -191,7 +194,8 @@ export function chatBodyOfResponses(
       },
       metadata: json.metadata ?? null,
       user: user ?? null,
-      // Kept unless asked not to (OpenAI's default), where it fits in the store at all.
+      // Kept unless asked not to (OpenAI's default), where its conversation fits in the store at
+      // all; the answer's store is then the store's word (responsesFormat's keep).
       store: keeps !== undefined && json.store !== false &&
         jsonBytes(conversation) <= keeps.maxBytes,
     },
@@ -609,16 +613,17 @@ function responseObject(
  * call an item with its arguments, and `response.completed` (or `response.incomplete` at
  * max_output_tokens), every event with its `sequence_number`. `keep` is given each response
  * answered (not one whose client left) as it is written, before it is sent: a client that reads
- * it may name it at once.
+ * it may name it at once; its answer (whether it was kept) is the response's `store`.
  */
 export function responsesFormat(
   tools: ToolRequest | undefined,
   echo: ResponsesEcho,
   sources: Sources,
-  keep?: (response: Json) => void,
+  keep?: (response: Json) => boolean,
 ): Format {
   const answered = (response: Json, result: GenerationResult) => {
-    if (result.finishReason !== "abort") keep?.(response);
+    // The store may refuse it (over its bytes with its output): the answer says what happened.
+    if (keep && result.finishReason !== "abort") response.store = keep(response);
     return response;
   };
   let sequence = 0;

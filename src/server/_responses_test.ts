@@ -604,3 +604,24 @@ Deno.test("POST /v1/responses store: false keeps nothing; past the store's bound
   });
   assert.match((await refused.json()).error.message, /response store is off/);
 });
+
+Deno.test("POST /v1/responses: an answer the store does not keep (over its bytes with its output) says store: false, streamed or not", async () => {
+  // The conversation fits in 4000 bytes (2 a character); with the answer and the response object
+  // it does not.
+  const fake = new FakeEngine({ answer: () => "x".repeat(200) });
+  const app = createApp(fake, { responseStore: { maxBytes: 4000 } });
+  const input = "a".repeat(1500);
+  const whole = await (await respond(app, { model: MODEL, input })).json();
+  assert.equal(whole.store, false);
+  assert.equal((await app.request(`/v1/responses/${whole.id}`)).status, 404);
+  const got = await events(await respond(app, { model: MODEL, input, stream: true }));
+  assert.equal(got[0].data.response.store, true); // before the answer: it may be kept
+  const completed = got.at(-1)!;
+  assert.equal(completed.name, "response.completed");
+  assert.equal(completed.data.response.store, false);
+  assert.equal((await app.request(`/v1/responses/${completed.data.response.id}`)).status, 404);
+  // One that fits is kept, and says so.
+  const small = await (await respond(app, { model: MODEL, input: "a" })).json();
+  assert.equal(small.store, true);
+  assert.deepEqual(await (await app.request(`/v1/responses/${small.id}`)).json(), small);
+});
