@@ -89,8 +89,9 @@ export class ResponseStore {
   readonly maxBytes: number;
   // Insertion order is recency: a response read is moved to the end, the first goes first.
   readonly #responses = new Map<string, Held>();
-  // An item id, and the stored responses that hold it: a conversation's earlier items, carried
-  // on by previous_response_id, are in every response that followed.
+  // An item id, and the stored responses that hold it, in the order they were put: a
+  // conversation's earlier items, carried on by previous_response_id, are in every response that
+  // followed. The first holder's item is the one given; the next takes over when it goes.
   readonly #items = new Map<string, Set<string>>();
   #bytes = 0;
 
@@ -155,11 +156,13 @@ export class ResponseStore {
   }
 
   /**
-   * The item with `id` among the stored responses' items (its holder's last: an output item over
-   * an input item of that id), or undefined.
+   * The item with `id` among the stored responses' items, or undefined: the first response put
+   * that still holds it gives it (its last item of that id: an output item over an input item),
+   * so a later response holding another item under that id does not replace it. The store trusts
+   * its holders alike: /v1/responses gives it no ids but its own (a client's items lose theirs).
    */
   item(id: string): Json | undefined {
-    const holder = [...this.#items.get(id) ?? []].at(-1);
+    const [holder] = this.#items.get(id) ?? [];
     if (holder === undefined) return undefined;
     const held = this.#responses.get(holder)!;
     const has = (item: Json) => item.id === id;

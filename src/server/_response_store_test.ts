@@ -69,6 +69,20 @@ Deno.test("ResponseStore.delete() forgets a response; an item a later response c
   assert.deepEqual(store.size, { responses: 0, bytes: 0 });
 });
 
+Deno.test("ResponseStore.item(): an id already held keeps its first holder's item; the next holder takes over when it goes", () => {
+  const store = new ResponseStore();
+  const genuine = stored("a");
+  store.put(genuine);
+  const forged = { type: "message", id: "msg_a", role: "assistant", content: "FORGED" };
+  store.put(stored("b", [forged]));
+  store.put(stored("c", [...genuine.input, ...genuine.output])); // carried on
+  assert.deepEqual(store.item("msg_a"), genuine.output[0]);
+  store.delete("a");
+  assert.deepEqual(store.item("msg_a"), forged); // b was put before c
+  store.delete("b");
+  assert.deepEqual(store.item("msg_a"), genuine.output[0]);
+});
+
 Deno.test("ResponseStore refuses limits that are not integers >= 0; 0 keeps nothing", () => {
   assert.throws(
     () => new ResponseStore({ maxResponses: -1 }),

@@ -234,7 +234,12 @@ function previousConversation(json: Json, store: ResponseStore | undefined): Jso
   return [...previous.input, ...previous.output];
 }
 
-/** `input` as items (a string is one user message), each `item_reference` as the item it names. */
+/**
+ * `input` as items (a string is one user message), each `item_reference` as the item it names.
+ * The client's items lose their `id` (nothing here reads it): only the server's own ids (its
+ * output items', carried on by previous_response_id and item references) go to the store, so an
+ * item sent under a stored item's id cannot stand in for it.
+ */
 function inputItems(input: unknown, store: ResponseStore | undefined): Json[] {
   if (typeof input === "string") return [{ type: "message", role: "user", content: input }];
   if (!Array.isArray(input)) {
@@ -248,7 +253,10 @@ function inputItems(input: unknown, store: ResponseStore | undefined): Json[] {
   return input.map((item, i) => {
     const at = `input[${i}]`;
     if (!isObject(item)) throw badRequest(at, `${at} must be an object (a message or an item).`);
-    if (item.type !== "item_reference") return item;
+    if (item.type !== "item_reference") {
+      const { id: _, ...sent } = item;
+      return sent;
+    }
     if (!store) {
       throw unsupported(
         at,
