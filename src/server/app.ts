@@ -1284,6 +1284,9 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
   return app;
 }
 
+/** How long an aborted request's events are read for their record (see {@link observed}). */
+const ABORT_DRAIN_MS = 2000;
+
 /**
  * The events of a request passed on, its first token, finished generations and end recorded in
  * `metrics` (`since`: seconds since it arrived).
@@ -1323,10 +1326,22 @@ async function* observed(
   } finally {
     try {
       // The engine stops promptly at the abort (ChatEngine.generate's contract); a request still
-      // queued ends at once (its ticket refused).
+      // queued ends at once (its ticket refused). One that does not (a module user's engine that
+      // ignores the signal) is read for ABORT_DRAIN_MS at most, then closed at its next event,
+      // rather than left to run to max_tokens holding the queue.
       if (signal.aborted) {
-        for (let next = await events.next(); !next.done; next = await events.next()) {
-          record(next.value);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<"late">((resolve) => {
+          timer = setTimeout(() => resolve("late"), ABORT_DRAIN_MS);
+        });
+        try {
+          for (;;) {
+            const next = await Promise.race([events.next(), late]);
+            if (next === "late" || next.done) break;
+            record(next.value);
+          }
+        } finally {
+          clearTimeout(timer);
         }
       }
     } catch {

@@ -2320,6 +2320,56 @@ Deno.test("metrics: a client that leaves counts as an abort with the tokens gene
   }
 });
 
+/** An engine that ignores the abort (a module user's): a token every 10 ms, for good. */
+class DeafEngine extends FakeEngine {
+  sent = 0;
+  closed = 0;
+  override async *generate(): AsyncGenerator<GenerationEvent> {
+    try {
+      for (;;) {
+        this.sent++;
+        yield { type: "delta", text: " word" };
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    } finally {
+      this.closed++;
+    }
+  }
+}
+
+Deno.test("a client that leaves an engine that ignores the abort: its generation is closed soon after (not run for good, holding the queue), and the next request is answered", async () => {
+  const engine = new DeafEngine();
+  const app = createApp(engine);
+  const gone = new AbortController();
+  const response = await app.request("/v1/chat/completions", {
+    method: "POST",
+    body: JSON.stringify({ ...hello, stream: true }),
+    signal: gone.signal,
+  });
+  const reader = response.body!.getReader();
+  let seen = "";
+  while (!seen.includes("word")) seen += new TextDecoder().decode((await reader.read()).value);
+  await reader.cancel();
+  gone.abort();
+  await waitFor(() => engine.closed === 1, "the deaf engine's generation to be closed");
+  const sent = engine.sent;
+  assert.ok(sent < 2000, `${sent} tokens`); // closed within the drain, not run on
+  // The queue is free: the next request generates (its own tokens, then its client leaves too).
+  const next = new AbortController();
+  const again = await app.request("/v1/chat/completions", {
+    method: "POST",
+    body: JSON.stringify({ ...hello, stream: true }),
+    signal: next.signal,
+  });
+  const r2 = again.body!.getReader();
+  let seen2 = "";
+  while (!seen2.includes("word")) seen2 += new TextDecoder().decode((await r2.read()).value);
+  assert.ok(engine.sent > sent);
+  await r2.cancel();
+  next.abort();
+  await waitFor(() => engine.closed === 2, "the second generation to be closed");
+});
+
 Deno.test("metrics: a request the engine refuses is no finished generation (not an abort)", async () => {
   const { app } = setup({ error: new InvalidInputError("the prompt is too long") });
   const r = await post(app, hello);
