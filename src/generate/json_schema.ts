@@ -17,8 +17,9 @@
  * (≤ {@link MAX_UNROLLED}), `items` with `minItems` / `maxItems` (a bounded list up to
  * {@link MAX_UNROLLED} items), `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` on
  * integers (numbers or draft 4's booleans, whole or not, within ±(2^53 − 1)), `minLength` /
- * `maxLength` on strings (code points, ≤ {@link MAX_STRING_LENGTH}), `pattern` on strings (an
- * ECMA-262 regex found anywhere in the decoded value unless anchored, whatever escapes spell it:
+ * `maxLength` on strings (code points; `minLength` ≤ {@link MAX_STRING_LENGTH}, and a larger
+ * `maxLength` holds the answer to {@link MAX_STRING_LENGTH}: shorter, still valid), `pattern` on
+ * strings (an ECMA-262 regex found anywhere in the decoded value unless anchored, whatever escapes spell it:
  * src/generate/regex.ts jsonStringDfa, its syntax there), `format` on strings for the formats of
  * {@link FORMATS} (others stay annotations), a string's length, pattern and format intersected,
  * `enum` and `const` (beside a `type`, bounds, a pattern or a format: its members of that type
@@ -55,7 +56,8 @@ export const MAX_SCHEMA_DEPTH = 64;
 /**
  * Longest `minLength` / `maxLength` a string is held to: its automaton has a state per count of
  * characters, about 24 DFA states each (6,147 for 256), and a whole schema has 16,384
- * (src/generate/_automaton.ts MAX_DFA_STATES).
+ * (src/generate/_automaton.ts MAX_DFA_STATES). A larger `maxLength` (pydantic's HttpUrl: 2083)
+ * holds the answer to this many instead; a larger `minLength` is refused.
  */
 export const MAX_STRING_LENGTH = 256;
 
@@ -380,20 +382,23 @@ class SchemaCompiler {
     return dfa;
   }
 
-  /** `minLength` and `maxLength`, checked. */
+  /**
+   * `minLength` and `maxLength`, checked; a `maxLength` past {@link MAX_STRING_LENGTH} is held to
+   * that cap instead (every string that short is still valid: pydantic's HttpUrl says 2083).
+   */
   #lengths(schema: Schema, path: string): [number | undefined, number | undefined] {
     const min = count(schema.minLength, `${path}.minLength`);
-    const max = count(schema.maxLength, `${path}.maxLength`);
+    let max = count(schema.maxLength, `${path}.maxLength`);
     if (max !== undefined && max < (min ?? 0)) {
       throw new SchemaError(`${path}: maxLength ${max} is below minLength ${min}`);
     }
-    if (Math.max(min ?? 0, max ?? 0) > MAX_STRING_LENGTH) {
+    if ((min ?? 0) > MAX_STRING_LENGTH) {
       throw new SchemaError(
-        `${path}: minLength / maxLength up to ${MAX_STRING_LENGTH} are supported (the automaton ` +
-          `needs a state per count of characters), got ${Math.max(min ?? 0, max ?? 0)}: ` +
-          "leave the bound out, or ask for a shorter string",
+        `${path}: minLength up to ${MAX_STRING_LENGTH} is supported (the automaton needs a state ` +
+          `per count of characters), got ${min}: ask for a shorter string, or leave minLength out`,
       );
     }
+    if (max !== undefined && max > MAX_STRING_LENGTH) max = MAX_STRING_LENGTH;
     return [min, max];
   }
 

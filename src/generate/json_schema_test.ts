@@ -584,9 +584,18 @@ Deno.test("schemaDfa() holds strings to minLength / maxLength in code points", (
   assert.ok(long.states < 6500, `${long.states} states`);
   assert.ok(dfaAccepts(long, JSON.stringify("é".repeat(MAX_STRING_LENGTH))));
   assert.ok(!dfaAccepts(long, JSON.stringify("é".repeat(MAX_STRING_LENGTH + 1))));
+  // A longer maxLength (pydantic's HttpUrl: 2083) is held to the cap: shorter answers, all valid.
+  for (const schema of [{ maxLength: 2083 }, { minLength: 3, maxLength: 300, format: "uri" }]) {
+    const capped = schemaDfa({ type: "string", ...schema });
+    const at = (n: number) => JSON.stringify("http://a/" + "x".repeat(n - 9));
+    assert.deepEqual(
+      [at(10), at(MAX_STRING_LENGTH), at(MAX_STRING_LENGTH + 1)].map((t) => dfaAccepts(capped, t)),
+      [true, true, false],
+    );
+  }
   const refused: [unknown, RegExp][] = [
-    [{ type: "string", maxLength: 1000 }, /maxLength up to 256 are supported .* got 1000/],
-    [{ type: "string", minLength: 257 }, /minLength \/ maxLength up to 256 are supported/],
+    [{ type: "string", minLength: 257 }, /minLength up to 256 is supported .* got 257/],
+    [{ type: "string", minLength: 300, maxLength: 2083 }, /minLength up to 256 is supported/],
     [{ type: "string", minLength: 3, maxLength: 2 }, /maxLength 2 is below minLength 3/],
     [{ type: "string", maxLength: -1 }, /maxLength must be a whole number ≥ 0, got -1/],
   ];
