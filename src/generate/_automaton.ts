@@ -400,6 +400,194 @@ export class Nfa {
   }
 }
 
+/**
+ * A decimal's digits, exactly: `int` its whole part (no leading zeros; "0"), `frac` its fraction
+ * (no trailing zeros; "" for none), `neg` its sign (never for zero).
+ */
+export interface Decimal {
+  neg: boolean;
+  int: string;
+  frac: string;
+}
+
+/** A bound on a number's value: `value` itself allowed unless `strict`. */
+export interface DecimalBound {
+  value: Decimal;
+  strict: boolean;
+}
+
+/** -1, 0 or 1 as decimal `a` is below, equal to or above `b` (exactly: digits, not doubles). */
+export function compareDecimals(a: Decimal, b: Decimal): number {
+  const scale = Math.max(a.frac.length, b.frac.length);
+  const big = (d: Decimal) => (d.neg ? -1n : 1n) * BigInt(d.int + d.frac.padEnd(scale, "0"));
+  const [x, y] = [big(a), big(b)];
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/** How an unsigned decimal compares with a constant: the outcomes (-1, 0, 1) allowed. */
+type Comparison = { c: Decimal; allow: number[] };
+
+/**
+ * Edges from `f.start` to `f.end` for the unsigned decimals `(0|[1-9][0-9]*)(\.[0-9]+)?` whose value
+ * compares with `cmp.c` as `cmp.allow` says, digit by digit: a shorter whole part is smaller, a
+ * longer one larger; of the same length the first differing digit decides, then the fraction's
+ * (past `c`'s fraction, any nonzero digit is larger; ending early, smaller unless the rest of `c`
+ * is none).
+ */
+function unsignedDecimal(nfa: Nfa, f: Frag, cmp: Comparison): void {
+  const { int, frac } = cmp.c;
+  const out = new Map<number, number>();
+  for (const o of [-1, 0, 1]) {
+    const s = nfa.state();
+    if (cmp.allow.includes(o)) nfa.empty(s, f.end);
+    out.set(o, s);
+  }
+  // tail(o): the whole part read with outcome o settled; an optional free fraction follows.
+  const tails = new Map<number, number>();
+  const tail = (o: number): number => {
+    if (tails.has(o)) return tails.get(o)!;
+    const t = nfa.state(), dot = nfa.state(), d = nfa.state();
+    nfa.empty(t, out.get(o)!);
+    nfa.byte(t, 0x2e, dot);
+    nfa.range(dot, 0x30, 0x39, d);
+    nfa.range(d, 0x30, 0x39, d);
+    nfa.empty(d, out.get(o)!);
+    tails.set(o, t);
+    return t;
+  };
+  // fracTail(o): inside the fraction with outcome o settled: any more digits.
+  const fracTail = (o: number): number => {
+    const u = nfa.state();
+    nfa.range(u, 0x30, 0x39, u);
+    nfa.empty(u, out.get(o)!);
+    return u;
+  };
+  // free(k, o): k more digits of the whole part, then tail(o).
+  const free = (k: number, o: number): number => {
+    let at = tail(o);
+    for (let i = 0; i < k; i++) {
+      const s = nfa.state();
+      nfa.range(s, 0x30, 0x39, at);
+      at = s;
+    }
+    return at;
+  };
+  const eqInt = nfa.state();
+  if (int === "0") {
+    nfa.byte(f.start, 0x30, eqInt);
+    const more = nfa.state(); // any whole part from 1 is larger
+    nfa.range(f.start, 0x31, 0x39, more);
+    nfa.range(more, 0x30, 0x39, more);
+    nfa.empty(more, tail(1));
+  } else {
+    const n = int.length;
+    nfa.byte(f.start, 0x30, tail(-1));
+    // Shorter whole parts (1 to n − 1 digits): smaller.
+    if (n > 1) {
+      let at = nfa.state();
+      nfa.range(f.start, 0x31, 0x39, at);
+      for (let i = 1; i < n; i++) {
+        nfa.empty(at, tail(-1));
+        if (i < n - 1) {
+          const s = nfa.state();
+          nfa.range(at, 0x30, 0x39, s);
+          at = s;
+        }
+      }
+    }
+    // Longer ones (more than n digits): larger.
+    const longer = nfa.state();
+    nfa.range(longer, 0x30, 0x39, longer);
+    nfa.empty(longer, tail(1));
+    let at = longer;
+    for (let i = 0; i < n; i++) {
+      const s = nfa.state();
+      nfa.range(s, 0x30, 0x39, at);
+      at = s;
+    }
+    nfa.range(f.start, 0x31, 0x39, at);
+    // The same length: digit by digit.
+    let e = f.start;
+    for (let k = 0; k < n; k++) {
+      const d = int.charCodeAt(k), low = k === 0 ? 0x31 : 0x30;
+      if (d < 0x39) nfa.range(e, d + 1, 0x39, free(n - k - 1, 1));
+      if (d > low) nfa.range(e, low, d - 1, free(n - k - 1, -1));
+      const next = k === n - 1 ? eqInt : nfa.state();
+      nfa.byte(e, d, next);
+      e = next;
+    }
+  }
+  // The whole parts equal: no fraction, or the fraction's digits against c's.
+  nfa.empty(eqInt, out.get(frac ? -1 : 0)!);
+  let q = nfa.state();
+  nfa.byte(eqInt, 0x2e, q);
+  for (let k = 0; k < frac.length; k++) {
+    const d = frac.charCodeAt(k);
+    if (d < 0x39) nfa.range(q, d + 1, 0x39, fracTail(1));
+    if (d > 0x30) nfa.range(q, 0x30, d - 1, fracTail(-1));
+    const next = nfa.state();
+    nfa.byte(q, d, next);
+    if (k < frac.length - 1) nfa.empty(next, out.get(-1)!);
+    q = next;
+  }
+  // Past c's fraction: zeros keep it equal, any other digit makes it larger.
+  const past = frac ? q : nfa.state();
+  if (!frac) nfa.byte(q, 0x30, past), nfa.range(q, 0x31, 0x39, fracTail(1));
+  nfa.byte(past, 0x30, past);
+  nfa.range(past, 0x31, 0x39, fracTail(1));
+  nfa.empty(past, out.get(0)!);
+}
+
+/**
+ * A JSON number from `lo` to `hi` (undefined: no bound) written without an exponent,
+ * `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, its decimal value compared with the bounds exactly (any length
+ * of fraction, trailing zeros allowed); "-0" and "-0.0" are 0, so allowed where 0 is (as
+ * {@link Nfa.integer}). The non-negative and the negative answers are each an unsigned decimal
+ * held to at most two comparisons, compiled and intersected on their own, then embedded.
+ * @throws SchemaError when no number is within the bounds
+ */
+export function decimalRange(nfa: Nfa, lo?: DecimalBound, hi?: DecimalBound): Frag {
+  const zero = (d: Decimal) => d.int === "0" && d.frac === "";
+  const abs = (d: Decimal): Decimal => ({ ...d, neg: false });
+  // Each branch's comparisons of the unsigned part m; null: the branch holds no number.
+  const branch = (negative: boolean): Comparison[] | null => {
+    const out: Comparison[] = [];
+    // A lower bound on the value is one on m for "m" (m ≥ lo), an upper one for "-m" (m ≤ -lo).
+    const add = (b: DecimalBound | undefined, below: boolean): boolean => {
+      if (!b) return true;
+      const c = b.value;
+      // With m ≥ 0: m ≥ (or >) a negative number always holds; m ≤ (or <) one never does.
+      const mAbove = negative ? !below : below; // does the bound ask m to be at least c?
+      if (c.neg !== negative && !zero(c)) return mAbove;
+      if (zero(c) && mAbove && !b.strict) return true;
+      if (zero(c) && !mAbove && b.strict) return false;
+      out.push({
+        c: abs(c),
+        allow: mAbove ? (b.strict ? [1] : [0, 1]) : (b.strict ? [-1] : [-1, 0]),
+      });
+      return true;
+    };
+    return add(lo, true) && add(hi, false) ? out : null;
+  };
+  const unsigned = (cmps: Comparison[]): Frag => {
+    const dfas =
+      (cmps.length ? cmps : [{ c: { neg: false, int: "0", frac: "" }, allow: [-1, 0, 1] }])
+        .map((cmp) => {
+          const part = new Nfa();
+          const f = part.frag();
+          unsignedDecimal(part, f, cmp);
+          return determinize(part, f.start, f.end, "a number's bound");
+        });
+    return embed(nfa, dfas.reduce((a, b) => intersect(a, b, "a number's bounds")));
+  };
+  const parts: Frag[] = [];
+  const pos = branch(false), neg = branch(true);
+  if (pos) parts.push(unsigned(pos));
+  if (neg) parts.push(nfa.seq([nfa.literal([0x2d]), unsigned(neg)]));
+  if (!parts.length) throw new SchemaError("no number is within the bounds");
+  return nfa.alt(parts);
+}
+
 export const utf8 = new TextEncoder();
 
 /** The short escapes of a JSON string: the byte after `\`, the code point it stands for. */

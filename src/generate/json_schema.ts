@@ -16,10 +16,12 @@
  * keys, Python's dict[str, X]; `false`: only {}) with `minProperties` 0 or 1 and `maxProperties`
  * (≤ {@link MAX_UNROLLED}), `items` with `minItems` / `maxItems` (a bounded list up to
  * {@link MAX_UNROLLED} items), `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` on
- * integers (numbers or draft 4's booleans, whole or not, within ±(2^53 − 1)), `minLength` /
- * `maxLength` on strings (code points; `minLength` ≤ {@link MAX_STRING_LENGTH}, and a larger
- * `maxLength` holds the answer to {@link MAX_STRING_LENGTH}: shorter, still valid), `pattern` on
- * strings (an ECMA-262 regex found anywhere in the decoded value unless anchored, whatever escapes spell it:
+ * integers and numbers (numbers or draft 4's booleans, whole or not, within ±(2^53 − 1); a bounded
+ * `number` is written without an exponent, `-?int(.digits)?`, its decimal value held to the bounds
+ * exactly, digit by digit), `minLength` / `maxLength` on strings (code points; `minLength` ≤
+ * {@link MAX_STRING_LENGTH}, and a larger `maxLength` holds the answer to
+ * {@link MAX_STRING_LENGTH}: shorter, still valid), `pattern` on strings (an ECMA-262 regex found
+ * anywhere in the decoded value unless anchored, whatever escapes spell it:
  * src/generate/regex.ts jsonStringDfa, its syntax there), `format` on strings for the formats of
  * {@link FORMATS} (others stay annotations), a string's length, pattern and format intersected,
  * `enum` and `const` (beside a `type`, bounds, a pattern or a format: its members of that type
@@ -28,16 +30,18 @@
  * `definitions` (not recursive, nothing beside it), `nullable` (also null); annotations (`title`,
  * `description`, an unknown `format`, `default`, `discriminator`, …) are ignored. oneOf compiles
  * as anyOf: where its branches overlap, an answer two of them allow (which breaks its "exactly
- * one") is not refused. Anything else — a pattern's backreferences or lookarounds, bounds on a
- * `number` (with exponents, whether `0.0…01e+N` is in range compares a count of digits with a
- * decimal exponent: no automaton can), `multipleOf`, a part that allows any value, keywords that
- * would have to be intersected, a schema past the automaton's budgets
- * (src/generate/_automaton.ts) or {@link MAX_SCHEMA_DEPTH} levels — is refused with SchemaError:
- * the answer could not be held to it.
+ * one") is not refused. Anything else — a pattern's backreferences or lookarounds, `multipleOf`,
+ * a part that allows any value, keywords that would have to be intersected, a schema past the
+ * automaton's budgets (src/generate/_automaton.ts) or {@link MAX_SCHEMA_DEPTH} levels — is refused
+ * with SchemaError: the answer could not be held to it.
  * @module
  */
 import { preview, SchemaError } from "../errors.ts";
 import {
+  compareDecimals,
+  type Decimal,
+  type DecimalBound,
+  decimalRange,
   determinize,
   type Dfa,
   dfaAccepts,
@@ -309,15 +313,10 @@ class SchemaCompiler {
         return lo === -Infinity && hi === Infinity ? nfa.number(true) : nfa.integer(lo, hi);
       }
       case "number": {
-        const bound = NUMBER_BOUNDS.find((k) => schema[k] !== undefined);
-        if (bound) {
-          throw new SchemaError(
-            `${path}: "${bound}" on a number is not supported (a bound on a number with a ` +
-              "fraction or exponent cannot be held to exactly here); it is on an integer: " +
-              '"type": "integer"',
-          );
-        }
-        return nfa.number(false);
+        const bounds = numberBounds(schema, path);
+        return bounds.lo || bounds.hi
+          ? boundedNumber(nfa, schema, path, bounds)
+          : nfa.number(false);
       }
       case "boolean":
         return nfa.alt([nfa.literal(utf8.encode("true")), nfa.literal(utf8.encode("false"))]);
@@ -640,16 +639,22 @@ function withinBounds(v: unknown, schema: Schema, path: string): boolean {
     (exMin === undefined || v > exMin) && (exMax === undefined || v < exMax);
 }
 
+/** A number's lower and upper bound: the tighter of each kind (an exclusive one on a tie). */
+interface NumberBounds {
+  lo?: { x: number; strict: boolean };
+  hi?: { x: number; strict: boolean };
+}
+
 /**
- * The whole numbers from lo to hi that an integer schema's bounds leave (±Infinity: unbounded):
- * `minimum` / `maximum` inclusive, `exclusiveMinimum` / `exclusiveMaximum` as numbers (draft 6 on)
- * or as draft 4's booleans on `minimum` / `maximum`; a bound need not be whole (`gt=1.5`: from 2).
+ * A number schema's bounds: `minimum` / `maximum` inclusive, `exclusiveMinimum` /
+ * `exclusiveMaximum` as numbers (draft 6 on) or as draft 4's booleans on `minimum` / `maximum`.
  * @throws SchemaError for a bound that is not a number, or past ±(2^53 − 1)
  */
-function integerBounds(schema: Schema, path: string): [number, number] {
+function numberBounds(schema: Schema, path: string): NumberBounds {
   const bound = (k: string): number | undefined => {
     const x = schema[k];
-    if (x === undefined) return undefined;
+    // Draft 4's exclusiveMinimum / exclusiveMaximum are booleans: read by draft4() below.
+    if (x === undefined || (typeof x === "boolean" && k.startsWith("exclusive"))) return undefined;
     if (typeof x !== "number" || !Number.isFinite(x)) {
       throw new SchemaError(`${path}.${k} must be a number, got ${preview(x)}`);
     }
@@ -672,29 +677,83 @@ function integerBounds(schema: Schema, path: string): [number, number] {
     }
     return x;
   };
-  let lo = -Infinity, hi = Infinity;
-  const exMin = draft4("exclusiveMinimum", "minimum");
-  const exMax = draft4("exclusiveMaximum", "maximum");
-  const min = bound("minimum"), max = bound("maximum");
-  if (min !== undefined) lo = exMin ? Math.floor(min) + 1 : Math.ceil(min);
-  if (max !== undefined) hi = exMax ? Math.ceil(max) - 1 : Math.floor(max);
-  if (typeof schema.exclusiveMinimum !== "boolean") {
-    const x = bound("exclusiveMinimum");
-    if (x !== undefined) lo = Math.max(lo, Math.floor(x) + 1);
-  }
-  if (typeof schema.exclusiveMaximum !== "boolean") {
-    const x = bound("exclusiveMaximum");
-    if (x !== undefined) hi = Math.min(hi, Math.ceil(x) - 1);
-  }
+  const out: NumberBounds = {};
+  const tighter = (side: "lo" | "hi", x: number | undefined, strict: boolean) => {
+    if (x === undefined) return;
+    const old = out[side], sign = side === "lo" ? 1 : -1;
+    if (!old || sign * (x - old.x) > 0 || (x === old.x && strict)) out[side] = { x, strict };
+  };
+  tighter("lo", bound("minimum"), draft4("exclusiveMinimum", "minimum"));
+  tighter("hi", bound("maximum"), draft4("exclusiveMaximum", "maximum"));
+  tighter("lo", bound("exclusiveMinimum"), true);
+  tighter("hi", bound("exclusiveMaximum"), true);
+  return out;
+}
+
+/** The bounds a schema has, for a message: `minimum 0, exclusiveMaximum 1`. */
+function boundsText(schema: Schema): string {
+  return NUMBER_BOUNDS.filter((k) => k in schema).map((k) => `${k} ${preview(schema[k])}`)
+    .join(", ");
+}
+
+/**
+ * The whole numbers from lo to hi that an integer schema's bounds leave (±Infinity: unbounded);
+ * a bound need not be whole (`gt=1.5`: from 2).
+ * @throws SchemaError for a bound {@link numberBounds} refuses, or bounds no integer is within
+ */
+function integerBounds(schema: Schema, path: string): [number, number] {
+  const { lo: l, hi: h } = numberBounds(schema, path);
+  const lo = !l ? -Infinity : l.strict ? Math.floor(l.x) + 1 : Math.ceil(l.x);
+  const hi = !h ? Infinity : h.strict ? Math.ceil(h.x) - 1 : Math.floor(h.x);
   if (lo > hi) {
-    throw new SchemaError(
-      `${path}: no integer is within its bounds (${
-        NUMBER_BOUNDS.filter((k) => k in schema)
-          .map((k) => `${k} ${preview(schema[k])}`).join(", ")
-      })`,
-    );
+    throw new SchemaError(`${path}: no integer is within its bounds (${boundsText(schema)})`);
   }
   return [lo + 0, hi + 0]; // -0 (Math.ceil(-0.5)) as 0
+}
+
+/**
+ * Most fraction digits a number's bound may have (1e-64 is 64): a state or two per digit.
+ */
+const MAX_BOUND_FRACTION = 64;
+
+/**
+ * A bound's exact decimal digits: those of the shortest decimal that reads back as its double
+ * (JavaScript's String(x)) — the bound as written, when it was written with up to 17 significant
+ * digits (a double holds no more); 0.1 is 0.1, not the double's 0.1000000000000000055….
+ */
+function exactDecimal(x: number, name: string): Decimal {
+  const m = /^(-?)(\d+)(?:\.(\d+))?(?:e([+-]\d+))?$/.exec(String(x));
+  if (!m) throw new SchemaError(`${name} ${preview(x)} is not a decimal number`);
+  let digits = m[2] + (m[3] ?? ""), point = m[2].length + Number(m[4] ?? 0);
+  if (point < 0) (digits = "0".repeat(-point) + digits, point = 0);
+  digits = digits.padEnd(point, "0");
+  const int = digits.slice(0, point).replace(/^0+/, "") || "0";
+  const frac = digits.slice(point).replace(/0+$/, "");
+  if (frac.length > MAX_BOUND_FRACTION) {
+    throw new SchemaError(
+      `${name} ${preview(x)} has ${frac.length} fraction digits: up to ${MAX_BOUND_FRACTION} ` +
+        "are supported (each is a step of the automaton)",
+    );
+  }
+  return { neg: m[1] === "-" && (int !== "0" || frac !== ""), int, frac };
+}
+
+/**
+ * A bounded `number`: written without an exponent, its value within the bounds exactly
+ * ({@link decimalRange}). With an exponent no automaton could hold it: whether `0.0…01e+N` is in
+ * range compares a count of digits with the exponent's value.
+ */
+function boundedNumber(nfa: Nfa, schema: Schema, path: string, b: NumberBounds): Frag {
+  const at = (side?: { x: number; strict: boolean }): DecimalBound | undefined =>
+    side && { value: exactDecimal(side.x, `${path}'s bound`), strict: side.strict };
+  const [lo, hi] = [at(b.lo), at(b.hi)];
+  if (lo && hi) {
+    const c = compareDecimals(lo.value, hi.value);
+    if (c > 0 || (c === 0 && (lo.strict || hi.strict))) {
+      throw new SchemaError(`${path}: no number is within its bounds (${boundsText(schema)})`);
+    }
+  }
+  return decimalRange(nfa, lo, hi);
 }
 
 /** A schema's `type` as a list, each a JSON schema type. */

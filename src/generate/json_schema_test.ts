@@ -182,10 +182,6 @@ Deno.test("schemaDfa() and choiceDfa() refuse what they cannot hold an answer to
     [{ type: "string", pattern: 5 }, /schema\.pattern must be a regex string, got 5/],
     [{ type: "object", properties: { a: {} } }, /schema\.properties\.a allows any value/],
     [true, /a JSON schema must be an object/],
-    [
-      { type: "object", properties: { n: { type: "number", minimum: 0 } } },
-      /properties\.n: "minimum" on a number is not supported .*"type": "integer"/,
-    ],
     [{
       $defs: { t: { type: "object", properties: { c: { $ref: "#/$defs/t" } } } },
       $ref: "#/$defs/t",
@@ -524,12 +520,135 @@ Deno.test("schemaDfa() holds integers to minimum / maximum / exclusive bounds ex
       /no integer is within its bounds \(minimum 5, maximum 4\)/,
     ],
     [{ type: "integer", exclusiveMinimum: 1.2, exclusiveMaximum: 1.8 }, /no integer is within/],
-    [{ type: "number", exclusiveMaximum: 1 }, /"exclusiveMaximum" on a number is not supported/],
     [
       { enum: [1, 2], minimum: 3 },
       /: no value of its enum is within its bounds, pattern and format$/,
     ],
     [{ type: "integer", multipleOf: 2 }, /"multipleOf" is not supported/],
+  ];
+  for (const [schema, message] of refused) {
+    assert.throws(
+      () => schemaDfa(schema),
+      (e) => e instanceof SchemaError && message.test(e.message),
+      JSON.stringify(schema),
+    );
+  }
+});
+
+/** Decimal string `t` (`-?d+(.d+)?`) compared with `u`, exactly: BigInts at a shared scale. */
+function compareExact(t: string, u: string): number {
+  const parts = (x: string) => {
+    const [int, frac = ""] = x.replace(/^-/, "").split(".");
+    return { neg: x.startsWith("-"), int, frac };
+  };
+  const [a, b] = [parts(t), parts(u)];
+  const scale = Math.max(a.frac.length, b.frac.length);
+  const big = (d: typeof a) => (d.neg ? -1n : 1n) * BigInt(d.int + d.frac.padEnd(scale, "0"));
+  const [x, y] = [big(a), big(b)];
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+Deno.test("schemaDfa() holds bounded numbers to their bounds exactly, written without exponent", () => {
+  // Each bound set as written (a string, the reference compares its digits) and in the schema.
+  const cases: [Record<string, string | boolean>][] = [
+    [{ minimum: "0", maximum: "1" }], // pydantic confloat(ge=0, le=1)
+    [{ exclusiveMinimum: "0", exclusiveMaximum: "1" }],
+    [{ minimum: "0.5" }],
+    [{ maximum: "-2.75" }],
+    [{ exclusiveMinimum: "-2.75", maximum: "100" }],
+    [{ minimum: "1e-3", exclusiveMaximum: "0.5" }],
+    [{ minimum: "-1", maximum: "-0.001" }],
+    [{ minimum: "0", exclusiveMinimum: true, maximum: "10", exclusiveMaximum: true }], // draft 4
+    [{ exclusiveMinimum: "0" }],
+    [{ maximum: "0" }],
+    [{ minimum: "0" }],
+    [{ exclusiveMaximum: "0" }],
+    [{ minimum: "12.345", maximum: "12.35" }],
+    [{ minimum: "-100", maximum: "100" }],
+    [{ minimum: "99.99", exclusiveMaximum: "1000" }],
+    [{ minimum: "5", exclusiveMinimum: "5", maximum: "7.25", exclusiveMaximum: "8" }],
+    [{ minimum: "0.25", maximum: "0.25" }],
+  ];
+  const rand = seeded(5);
+  for (const [written] of cases) {
+    const bounds = Object.fromEntries(
+      Object.entries(written).map(([k, v]) => [k, typeof v === "string" ? Number(v) : v]),
+    );
+    const t0 = performance.now();
+    const dfa = schemaDfa({ type: "number", ...bounds });
+    const ms = performance.now() - t0;
+    assert.ok(dfa.states < 200 && ms < 500, `${dfa.states} states, ${ms} ms`);
+    const ends = Object.values(written).filter((v): v is string => typeof v === "string")
+      .map((v) => String(Number(v))); // 1e-3 as 0.001
+    // The grid: whole parts around each bound and 0, with 0 to 4 fraction digits; long fractions
+    // just beside each bound.
+    const ints = new Set(["0", "1", "2", "9", "10", "99", "100", "101", "999", "1000", "12345"]);
+    for (const e of ends) {
+      const n = Math.trunc(Math.abs(Number(e)));
+      for (let d = -2; d <= 2; d++) if (n + d >= 0) ints.add(String(n + d));
+    }
+    const fracs = ["", "0", "00", "0000"];
+    for (let d = 0; d < 10; d++) fracs.push(String(d), `${d}0`, `${d}5`, `${d}9`, `0${d}`);
+    for (let k = 0; k < 30; k++) {
+      fracs.push(String(Math.floor(rand() * 1000)).padStart(3, "0"));
+      fracs.push(String(Math.floor(rand() * 10000)).padStart(4, "0"));
+    }
+    for (const e of ends) {
+      const [, f = ""] = e.replace(/^-/, "").split(".");
+      fracs.push(f, f + "0", f + "00001", f + "0000000000000000000001");
+      fracs.push(f.padEnd(4, "0"), f.slice(0, -1) + "4999999999");
+      if (f) fracs.push(f.slice(0, -1) + String(Number(f.at(-1)) - 1) + "99999999999");
+    }
+    const texts: string[] = [];
+    for (const i of ints) {
+      for (const f of new Set(fracs)) {
+        const body = f ? `${i}.${f}` : i;
+        texts.push(body, "-" + body);
+      }
+    }
+    for (const t of texts) {
+      const ok = Object.entries(written).every(([k, v]) => {
+        if (typeof v === "boolean") return true;
+        const c = compareExact(t, String(Number(v)));
+        const strict = k.startsWith("exclusive") ||
+          written[`exclusive${k[0].toUpperCase()}${k.slice(1)}`] === true;
+        return k.endsWith("inimum") ? (strict ? c > 0 : c >= 0) : (strict ? c < 0 : c <= 0);
+      });
+      assert.equal(dfaAccepts(dfa, t), ok, `${t} ${JSON.stringify(written)}`);
+    }
+    // Only the exponent-free form of a JSON number.
+    for (
+      const t of ["", "-", "+1", "01", "-01", "00", "1.", ".5", "-.5", "1e0", "0E0", "0.5e1", " 0"]
+    ) {
+      assert.ok(!dfaAccepts(dfa, t), `${t} ${JSON.stringify(written)}`);
+    }
+  }
+  // Bounds on a number beside other types and in a property; unbounded numbers keep exponents.
+  const prop = schemaDfa({
+    type: "object",
+    properties: { p: { type: ["number", "null"], exclusiveMinimum: 0, maximum: 1 } },
+  });
+  assert.deepEqual(
+    ['{"p":0.5}', '{"p": 1.0}', '{"p":null}', '{"p":0}', '{"p":-0.0}', '{"p":1.01}', '{"p":5e-1}']
+      .map((t) => dfaAccepts(prop, t)),
+    [true, true, true, false, false, false, false],
+  );
+  assert.ok(dfaAccepts(schemaDfa({ type: "number" }), "5e-1"));
+  // A whole range of safe integers as bounds stays small.
+  const wide = schemaDfa({ type: "number", minimum: -(2 ** 53 - 1), maximum: 2 ** 53 - 1 });
+  assert.ok(wide.states < 500, `${wide.states}`);
+  const refused: [unknown, RegExp][] = [
+    [
+      { type: "number", minimum: 1, maximum: 0.5 },
+      /no number is within its bounds \(minimum 1, maximum 0\.5\)/,
+    ],
+    [{ type: "number", exclusiveMinimum: 0.5, maximum: 0.5 }, /no number is within its bounds/],
+    [
+      { type: "number", maximum: 2 ** 53 },
+      /schema\.maximum 9007199254740992 is past ±\(2\^53 − 1\)/,
+    ],
+    [{ type: "number", minimum: 1e-70 }, /has 70 fraction digits: up to 64 are supported/],
+    [{ type: "number", minimum: true }, /schema\.minimum must be a number, got true/],
   ];
   for (const [schema, message] of refused) {
     assert.throws(
