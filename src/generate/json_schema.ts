@@ -15,7 +15,8 @@
  * `required`, or with no properties listed `additionalProperties` with a schema (a map of any
  * keys, Python's dict[str, X]; `false`: only {}) with `minProperties` 0 or 1 and `maxProperties`
  * (≤ {@link MAX_UNROLLED}), `items` with `minItems` / `maxItems` (a bounded list up to
- * {@link MAX_UNROLLED} items), `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` on
+ * {@link MAX_UNROLLED} items), `prefixItems` (a tuple: those first, then `items` for the rest; with
+ * `items` false or absent, no more are written), `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` on
  * integers and numbers (numbers or draft 4's booleans, whole or not, within ±(2^53 − 1); a bounded
  * `number` is written without an exponent, `-?int(.digits)?`, its decimal value held to the bounds
  * exactly, digit by digit), `minLength` / `maxLength` on strings (code points; `minLength` ≤
@@ -136,6 +137,7 @@ const KNOWN = new Set([
   "properties",
   "required",
   "items",
+  "prefixItems",
   "minItems",
   "maxItems",
   "minimum",
@@ -297,7 +299,7 @@ class SchemaCompiler {
     const types = schema.type === undefined ? [] : typeList(schema.type, path);
     if (types.length === 0) {
       if (schema.properties !== undefined) types.push("object");
-      else if (schema.items !== undefined) types.push("array");
+      else if (schema.items !== undefined || schema.prefixItems !== undefined) types.push("array");
       else throw new SchemaError(`${path} has no type, enum or const: say which values it takes`);
     }
     return nfa.alt(types.map((t) => this.#typed(schema, t, path, depth)));
@@ -425,11 +427,37 @@ class SchemaCompiler {
     return nfa.literal(utf8.encode(JSON.stringify(v)));
   }
 
+  /**
+   * A list: `items` each, or `prefixItems` first (a tuple, pydantic's tuple[int, str]) and then
+   * `items` for the rest — `items` false or absent: none after the prefix (absent allows any, of
+   * which none are written) — from `minItems` to `maxItems` of them.
+   */
   #array(schema: Schema, path: string, depth: number): Frag {
+    const prefix = schema.prefixItems ?? [];
+    if (!Array.isArray(prefix)) {
+      throw new SchemaError(
+        `${path}.prefixItems must be a list of schemas, got ${preview(prefix)}`,
+      );
+    }
+    const rest = schema.items === false ? undefined : schema.items;
+    if (rest === undefined && schema.prefixItems === undefined && schema.items !== false) {
+      throw new SchemaError(`${path} is an array with no "items": say what its items are`);
+    }
     const min = count(schema.minItems, `${path}.minItems`) ?? 0;
-    const max = count(schema.maxItems, `${path}.maxItems`);
+    let max = count(schema.maxItems, `${path}.maxItems`);
+    if (rest === undefined) max = Math.min(max ?? Infinity, prefix.length);
     if (max !== undefined && max < min) {
-      throw new SchemaError(`${path}: maxItems ${max} is below minItems ${min}`);
+      throw new SchemaError(
+        schema.maxItems !== undefined && schema.maxItems === max
+          ? `${path}: maxItems ${max} is below minItems ${min}`
+          : `${path}: minItems ${min} is more than its ${prefix.length} prefixItems, and no ` +
+            'more are allowed ("items" false or absent): give "items" a schema for the rest',
+      );
+    }
+    if (prefix.length > MAX_UNROLLED) {
+      throw new SchemaError(
+        `${path}: prefixItems up to ${MAX_UNROLLED} are supported, got ${prefix.length}`,
+      );
     }
     if (Math.max(min, max ?? 0) > MAX_UNROLLED) {
       throw new SchemaError(
@@ -437,17 +465,26 @@ class SchemaCompiler {
           `${Math.max(min, max ?? 0)}`,
       );
     }
-    if (schema.items === undefined) {
-      throw new SchemaError(`${path} is an array with no "items": say what its items are`);
-    }
-    return this.#repeat("[]", () => this.value(schema.items, `${path}.items`, depth + 1), min, max);
+    const item = (i: number) =>
+      i < prefix.length
+        ? this.value(prefix[i], `${path}.prefixItems[${i}]`, depth + 1)
+        : this.value(rest, `${path}.items`, depth + 1);
+    return this.#repeat("[]", item, min, max, prefix.length);
   }
 
   /**
-   * `brackets[0]`, from `min` to `max` (undefined: any number) of `item` separated by "," and
-   * an optional space, then `brackets[1]`: a list's items, a map's entries.
+   * `brackets[0]`, from `min` to `max` (undefined: any number) of `item(i)` separated by "," and
+   * an optional space, then `brackets[1]`: a list's items, a map's entries. The first `fixed`
+   * (each its own `item(i)`: a tuple's prefix) and those up to `min` are written out; past them
+   * one more `item` repeats, or with a `max` each up to it is written out.
    */
-  #repeat(brackets: string, item: () => Frag, min: number, max?: number): Frag {
+  #repeat(
+    brackets: string,
+    item: (i: number) => Frag,
+    min: number,
+    max?: number,
+    fixed = 0,
+  ): Frag {
     const nfa = this.nfa;
     const open = nfa.literal([brackets.charCodeAt(0)]);
     const close = nfa.literal([brackets.charCodeAt(1)]);
@@ -457,20 +494,16 @@ class SchemaCompiler {
     nfa.empty(close.end, f.end);
     if (min === 0) nfa.empty(open.end, close.start);
     if (max === 0) return f;
-    // The first item, then up to min in all; from there the list may close, or take more: any
-    // number (no maxItems) or up to max, each written out.
-    let at = nfa.seq([{ start: open.end, end: open.end }, item()]).end;
-    for (let i = 2; i <= min; i++) at = nfa.seq([{ start: at, end: at }, sep(), item()]).end;
-    nfa.empty(at, close.start);
+    const unrolled = max ?? Math.max(min, fixed, 1);
+    let at = open.end;
+    for (let i = 0; i < unrolled; i++) {
+      at = nfa.seq([{ start: at, end: at }, ...(i ? [sep()] : []), item(i)]).end;
+      if (i + 1 >= min) nfa.empty(at, close.start);
+    }
     if (max === undefined) {
-      const more = nfa.seq([sep(), item()]);
+      const more = nfa.seq([sep(), item(unrolled)]);
       nfa.empty(at, more.start);
       nfa.empty(more.end, at);
-    } else {
-      for (let i = Math.max(min, 1) + 1; i <= max; i++) {
-        at = nfa.seq([{ start: at, end: at }, sep(), item()]).end;
-        nfa.empty(at, close.start);
-      }
     }
     return f;
   }

@@ -172,6 +172,71 @@ Deno.test("schemaDfa() writes bounded lists out and counts their items", () => {
   }
 });
 
+Deno.test("schemaDfa() writes a tuple's prefixItems in order, then items for the rest", () => {
+  // Items: an int, a string, then true; the list of the first n. Each schema's lengths allowed.
+  const values = ["7", '"a"', "true", "8", "9"];
+  const prefix = [{ type: "integer" }, { type: "string" }];
+  const cases: [Record<string, unknown>, number[]][] = [
+    [{ minItems: 2, maxItems: 2 }, [2]], // pydantic tuple[int, str]
+    [{ items: false }, [0, 1, 2]],
+    [{}, [0, 1, 2]], // items absent: more are allowed, none are written
+    [{ items: false, minItems: 1 }, [1, 2]],
+    [{ minItems: 2, maxItems: 5 }, [2]],
+  ];
+  for (const [extra, lengths] of cases) {
+    const dfa = schemaDfa({ type: "array", prefixItems: prefix, ...extra });
+    for (let n = 0; n <= 5; n++) {
+      const list = `[${values.slice(0, n).join(",")}]`;
+      assert.equal(dfaAccepts(dfa, list), lengths.includes(n), `${list} ${JSON.stringify(extra)}`);
+    }
+  }
+  // A rest schema: integers after the prefix, as many as maxItems allows (or any).
+  const ints = ["7", '"a"', "8", "9", "10", "11"];
+  const rest: [Record<string, unknown>, number[]][] = [
+    [{ items: { type: "integer" } }, [0, 1, 2, 3, 4, 5, 6]],
+    [{ items: { type: "integer" }, minItems: 3 }, [3, 4, 5, 6]],
+    [{ items: { type: "integer" }, minItems: 1, maxItems: 4 }, [1, 2, 3, 4]],
+  ];
+  for (const [extra, lengths] of rest) {
+    const dfa = schemaDfa({ type: "array", prefixItems: prefix, ...extra });
+    for (let n = 0; n <= 6; n++) {
+      const list = `[${ints.slice(0, n).join(", ")}]`;
+      assert.equal(dfaAccepts(dfa, list), lengths.includes(n), `${list} ${JSON.stringify(extra)}`);
+    }
+    // Each item held to its own schema: the prefix in order, the rest to items.
+    for (const bad of ['["a", 7]', "[7, 8]", '[7, "a", "b"]', '[7, "a", 8, null]']) {
+      assert.ok(!dfaAccepts(dfa, bad), `${bad} ${JSON.stringify(extra)}`);
+    }
+  }
+  // In a property, with no "type" (prefixItems says array).
+  const prop = schemaDfa({
+    type: "object",
+    properties: { pair: { prefixItems: prefix, minItems: 2, maxItems: 2 } },
+    required: ["pair"],
+  });
+  assert.ok(dfaAccepts(prop, '{"pair": [1, "x"]}'));
+  assert.ok(!dfaAccepts(prop, '{"pair": [1]}'));
+  const refused: [unknown, RegExp][] = [
+    [
+      { type: "array", prefixItems: prefix, items: false, minItems: 3 },
+      /schema: minItems 3 is more than its 2 prefixItems, and no more are allowed/,
+    ],
+    [{ type: "array", prefixItems: { type: "integer" } }, /prefixItems must be a list of schemas/],
+    [
+      { type: "array", prefixItems: Array(MAX_UNROLLED + 1).fill({ type: "null" }) },
+      /prefixItems up to 32 are supported, got 33/,
+    ],
+    [{ type: "array", prefixItems: [{}] }, /schema\.prefixItems\[0\] allows any value/],
+  ];
+  for (const [schema, message] of refused) {
+    assert.throws(
+      () => schemaDfa(schema),
+      (e) => e instanceof SchemaError && message.test(e.message),
+      JSON.stringify(schema),
+    );
+  }
+});
+
 Deno.test("schemaDfa() and choiceDfa() refuse what they cannot hold an answer to, saying where", () => {
   const cases: [unknown, RegExp][] = [
     [
