@@ -60,16 +60,31 @@ interface Held {
   response: string;
   input: string;
   output: string;
-  /** What it counts for: its strings' bytes. */
+  /** What it counts for: its strings' bytes (its items' own JSON counted apart, once each). */
   bytes: number;
   /** The ids of its items, each once. */
   ids: Set<string>;
 }
 
-/** The ids of a stored response's items, each once. */
-function itemIds(r: StoredResponse): Set<string> {
-  const ids = [...r.input, ...r.output].map((item) => item.id);
-  return new Set(ids.filter((id): id is string => typeof id === "string"));
+/**
+ * A stored response's items by id, as JSON: the last item of each id, an output item over an
+ * input item.
+ */
+function itemsById(r: StoredResponse): Map<string, string> {
+  const items = new Map<string, string>();
+  for (const item of [...r.input, ...r.output]) {
+    if (typeof item.id === "string") items.set(item.id, JSON.stringify(item));
+  }
+  return items;
+}
+
+/**
+ * One item id: its JSON — the first holder's; the responses that hold it carry the same item on
+ * (previous_response_id, item references) — and those responses, in the order they were put.
+ */
+interface HeldItem {
+  json: string;
+  holders: Set<string>;
 }
 
 /**
@@ -89,10 +104,12 @@ export class ResponseStore {
   readonly maxBytes: number;
   // Insertion order is recency: a response read is moved to the end, the first goes first.
   readonly #responses = new Map<string, Held>();
-  // An item id, and the stored responses that hold it, in the order they were put: a
+  // An item id, its JSON, and the stored responses that hold it, in the order they were put: a
   // conversation's earlier items, carried on by previous_response_id, are in every response that
-  // followed. The first holder's item is the one given; the next takes over when it goes.
-  readonly #items = new Map<string, Set<string>>();
+  // followed. The first holder's item is the one given, kept as its own string (an item reference
+  // parses that, not a holder's whole conversation: up to maxBytes of it, every reference); it
+  // stays while any holder does.
+  readonly #items = new Map<string, HeldItem>();
   #bytes = 0;
 
   constructor(limits: ResponseStoreLimits = {}) {
@@ -127,13 +144,18 @@ export class ResponseStore {
     const [response, input, output] = [stored.response, stored.input, stored.output]
       .map((part) => JSON.stringify(part));
     const bytes = (response.length + input.length + output.length) * BYTES_PER_CHAR;
-    if (bytes > this.maxBytes) return false;
-    const ids = itemIds(stored);
-    this.#responses.set(id, { response, input, output, bytes, ids });
-    this.#bytes += bytes;
-    for (const item of ids) {
-      const holders = this.#items.get(item) ?? new Set();
-      this.#items.set(item, holders.add(id));
+    const items = itemsById(stored);
+    let newItemBytes = 0;
+    for (const [item, json] of items) {
+      if (!this.#items.has(item)) newItemBytes += json.length * BYTES_PER_CHAR;
+    }
+    if (bytes + newItemBytes > this.maxBytes) return false;
+    this.#responses.set(id, { response, input, output, bytes, ids: new Set(items.keys()) });
+    this.#bytes += bytes + newItemBytes;
+    for (const [item, json] of items) {
+      const held = this.#items.get(item);
+      if (held) held.holders.add(id);
+      else this.#items.set(item, { json, holders: new Set([id]) });
     }
     for (const [oldest] of this.#responses) {
       if (this.#responses.size <= this.maxResponses && this.#bytes <= this.maxBytes) break;
@@ -162,12 +184,8 @@ export class ResponseStore {
    * its holders alike: /v1/responses gives it no ids but its own (a client's items lose theirs).
    */
   item(id: string): Json | undefined {
-    const [holder] = this.#items.get(id) ?? [];
-    if (holder === undefined) return undefined;
-    const held = this.#responses.get(holder)!;
-    const has = (item: Json) => item.id === id;
-    return (JSON.parse(held.output) as Json[]).findLast(has) ??
-      (JSON.parse(held.input) as Json[]).findLast(has);
+    const held = this.#items.get(id);
+    return held && JSON.parse(held.json);
   }
 
   /** Forgets the response stored under `id` and its items; false where there was none. */
@@ -177,9 +195,11 @@ export class ResponseStore {
     this.#responses.delete(id);
     this.#bytes -= entry.bytes;
     for (const item of entry.ids) {
-      const holders = this.#items.get(item)!;
-      holders.delete(id);
-      if (!holders.size) this.#items.delete(item);
+      const held = this.#items.get(item)!;
+      held.holders.delete(id);
+      if (held.holders.size) continue;
+      this.#items.delete(item);
+      this.#bytes -= held.json.length * BYTES_PER_CHAR;
     }
     return true;
   }

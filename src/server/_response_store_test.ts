@@ -25,7 +25,9 @@ Deno.test("ResponseStore is bounded by the bytes of its JSON, images' data URLs 
     role: "user",
     content: [{ type: "input_image", image_url: `data:image/png;base64,${"A".repeat(4000)}` }],
   };
-  const one = 2 * JSON.stringify(stored("x", [image])).length; // about what each counts for
+  // About what each counts for: its JSON, and its message item's own (kept apart, once).
+  const one = 2 * (JSON.stringify(stored("x", [image])).length +
+    JSON.stringify(stored("x").output[0]).length);
   const store = new ResponseStore({ maxBytes: 2 * one + 100 });
   assert.equal(store.put(stored("a", [image])), true);
   assert.equal(store.put(stored("b", [image])), true);
@@ -45,8 +47,10 @@ Deno.test("ResponseStore holds a response as its JSON, 2 bytes a character, not 
   const first = stored("a", [{ type: "message", role: "user", content: "Hi", junk }]);
   const store = new ResponseStore();
   store.put(first);
-  const json = [first.response, first.input, first.output].map((p) => JSON.stringify(p));
-  assert.equal(store.size.bytes, 2 * json.join("").length);
+  const json = [first.response, first.input, first.output, first.output[0]].map((p) =>
+    JSON.stringify(p)
+  );
+  assert.equal(store.size.bytes, 2 * json.join("").length); // the item's own JSON too, once
   const got = store.get("a")!;
   assert.deepEqual(got, first);
   assert.notEqual(got.input[0], first.input[0]); // a copy: the client's objects were let go
@@ -69,18 +73,46 @@ Deno.test("ResponseStore.delete() forgets a response; an item a later response c
   assert.deepEqual(store.size, { responses: 0, bytes: 0 });
 });
 
-Deno.test("ResponseStore.item(): an id already held keeps its first holder's item; the next holder takes over when it goes", () => {
+Deno.test("ResponseStore.item(): an id already held keeps its first holder's item while any holder stays, counted once", () => {
   const store = new ResponseStore();
   const genuine = stored("a");
   store.put(genuine);
+  const bytes = store.size.bytes;
   const forged = { type: "message", id: "msg_a", role: "assistant", content: "FORGED" };
   store.put(stored("b", [forged]));
   store.put(stored("c", [...genuine.input, ...genuine.output])); // carried on
   assert.deepEqual(store.item("msg_a"), genuine.output[0]);
   store.delete("a");
-  assert.deepEqual(store.item("msg_a"), forged); // b was put before c
+  assert.deepEqual(store.item("msg_a"), genuine.output[0]); // b and c still hold the id
   store.delete("b");
   assert.deepEqual(store.item("msg_a"), genuine.output[0]);
+  store.delete("c");
+  assert.equal(store.item("msg_a"), undefined);
+  assert.deepEqual(store.size, { responses: 0, bytes: 0 });
+  assert.ok(bytes > 0);
+});
+
+Deno.test("ResponseStore.item() reads the item alone, not a holder's whole conversation", () => {
+  // The review: a reference resolved from a later holder's input parsed all of it (up to
+  // maxBytes), every reference.
+  const store = new ResponseStore();
+  const first = stored("a");
+  store.put(first);
+  const long = Array.from({ length: 20_000 }, (_, i) => ({ type: "message", content: `${i}` }));
+  store.put(stored("b", [...long, ...first.output]));
+  store.delete("a");
+  const parse = JSON.parse;
+  let longest = 0;
+  JSON.parse = (text: string, ...rest: []) => {
+    longest = Math.max(longest, text.length);
+    return parse(text, ...rest);
+  };
+  try {
+    assert.deepEqual(store.item("msg_a"), first.output[0]);
+  } finally {
+    JSON.parse = parse;
+  }
+  assert.equal(longest, JSON.stringify(first.output[0]).length);
 });
 
 Deno.test("ResponseStore refuses limits that are not integers >= 0; 0 keeps nothing", () => {
