@@ -13,8 +13,9 @@
  * no fraction or exponent, so not `1.0`), enums and consts their JSON. Whitespace: one optional
  * space after `:` and `,`, none elsewhere. Supported: `type` (one or a list), `properties` /
  * `required`, or with no properties listed `additionalProperties` with a schema (a map of any
- * keys, Python's dict[str, X]; `false`: only {}) with `minProperties` 0 or 1 and `maxProperties`
- * (≤ {@link MAX_UNROLLED}), `items` with `minItems` / `maxItems` (a bounded list up to
+ * keys, Python's dict[str, X]; `false`: only {}) with `minProperties` 0 or 1, `maxProperties`
+ * (≤ {@link MAX_UNROLLED}) and `propertyNames` (a schema for its keys, as a string where it
+ * names no type: dict[Literal["a", "b"], X], dict[Enum, X]), `items` with `minItems` / `maxItems` (a bounded list up to
  * {@link MAX_UNROLLED} items), `prefixItems` (a tuple: those first, then `items` for the rest; with
  * `items` false or absent, no more are written), `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` on
  * integers and numbers (numbers or draft 4's booleans, whole or not, within ±(2^53 − 1); a bounded
@@ -149,6 +150,7 @@ const KNOWN = new Set([
   "pattern",
   "minProperties",
   "maxProperties",
+  "propertyNames",
   "enum",
   "const",
   "anyOf",
@@ -532,7 +534,9 @@ class SchemaCompiler {
           "properties {} allows only {})",
       );
     }
-    const counted = ["minProperties", "maxProperties"].find((k) => schema[k] !== undefined);
+    const counted = ["minProperties", "maxProperties", "propertyNames"].find((k) =>
+      schema[k] !== undefined
+    );
     if (counted) {
       throw new SchemaError(
         `${path}: "${counted}" beside listed properties is not supported (it is on a map: ` +
@@ -603,14 +607,44 @@ class SchemaCompiler {
       );
     }
     const nfa = this.nfa;
+    const keys = max === 0 ? undefined : this.#keys(schema, path, depth);
     const entry = () =>
       nfa.seq([
-        nfa.string(),
+        keys ? embed(nfa, keys) : nfa.string(),
         nfa.literal([0x3a]),
         nfa.space(),
         this.value(ap, `${path}.additionalProperties`, depth + 1),
       ]);
     return this.#repeat("{}", entry, min, max);
+  }
+
+  /**
+   * The DFA of a map's keys under `propertyNames` (dict[Literal["a", "b"], int], dict[Enum, int],
+   * dict[constr(pattern=…), int]), or undefined for any key: the key schema compiled on its own
+   * (as a string where it names no type, as pydantic leaves it), intersected with JSON's strings
+   * (a key is one, whatever else the schema allows).
+   */
+  #keys(schema: Schema, path: string, depth: number): Dfa | undefined {
+    const names = schema.propertyNames;
+    const at = `${path}.propertyNames`;
+    if (names === undefined || names === true) return undefined;
+    if (names === false) {
+      throw new SchemaError(`${at} false allows no key: write "maxProperties": 0 for only {}`);
+    }
+    if (!isObject(names)) {
+      throw new SchemaError(`${at} must be a schema object, got ${preview(names)}`);
+    }
+    if (Object.keys(names).every((k) => ANNOTATIONS.has(k))) return undefined;
+    const typed = names.type !== undefined || COMPOSITIONS.some((k) => names[k] !== undefined);
+    const sub = new SchemaCompiler(this.#root);
+    const f = sub.value(typed ? names : { ...names, type: "string" }, at, depth + 1);
+    const strings = new Nfa();
+    const any = strings.string();
+    return intersect(
+      determinize(sub.nfa, f.start, f.end, at),
+      determinize(strings, any.start, any.end, "a key"),
+      `${at} (keys are strings)`,
+    );
   }
 
   #ref(schema: Schema, path: string, depth: number): Frag {

@@ -857,10 +857,10 @@ Deno.test("schemaDfa() writes a map (additionalProperties with no properties) as
     [
       {
         type: "object",
-        additionalProperties: { type: "integer" },
+        properties: { a: { type: "integer" } },
         propertyNames: { maxLength: 3 },
       },
-      /"propertyNames" is not supported/,
+      /"propertyNames" beside listed properties is not supported/,
     ],
   ];
   for (const [schema, message] of refused) {
@@ -868,6 +868,62 @@ Deno.test("schemaDfa() writes a map (additionalProperties with no properties) as
       () => schemaDfa(schema),
       (e) => e instanceof SchemaError && message.test(e.message),
       JSON.stringify(schema),
+    );
+  }
+});
+
+Deno.test("schemaDfa() holds a map's keys to propertyNames", () => {
+  const map = (names: unknown, extra = {}) =>
+    schemaDfa({
+      $defs: { Color: { enum: ["red", "green", "blue"], type: "string" } },
+      type: "object",
+      additionalProperties: { type: "integer" },
+      propertyNames: names,
+      ...extra,
+    });
+  const cases: [unknown, string[], string[]][] = [
+    // dict[Literal["a", "b"], int]: pydantic's enum, no type.
+    [{ enum: ["a", "b"] }, ['{"a": 1, "b": 2}', '{"b":1}', "{}"], [
+      '{"c": 1}',
+      '{"a": 1, "ab": 2}',
+    ]],
+    // dict[Color, int]: the enum by $ref.
+    [{ $ref: "#/$defs/Color" }, ['{"red": 1, "blue": 2}'], ['{"Red": 1}', '{"red": 1, "x": 2}']],
+    // dict[constr(pattern=…), int]: a pattern with no type is on a string; escapes decoded.
+    [
+      { pattern: "^[a-z]{2}$" },
+      ['{"ab": 1}', '{"\\u0061b": 1, "zz": 2}'],
+      ['{"abc": 1}', '{"A1": 1}', '{"": 1}'],
+    ],
+    [{ maxLength: 2, minLength: 1 }, ['{"é😀": 1}', '{"a": 1}'], ['{"abc": 1}', '{"": 1}']],
+    // Members that are not strings cannot be keys.
+    [{ enum: [1, "one", null] }, ['{"one": 1}'], ["{1: 1}", "{null: 1}", '{"1": 1}']],
+    // true or annotations only: any key.
+    [true, ['{"anything": 1}'], ['{"a": "x"}']],
+    [{ title: "Key" }, ['{"anything": 1}', '{"": 2}'], []],
+  ];
+  for (const [names, yes, no] of cases) {
+    const dfa = map(names);
+    for (const t of yes) assert.ok(dfaAccepts(dfa, t), `${t} ${JSON.stringify(names)}`);
+    for (const t of no) assert.ok(!dfaAccepts(dfa, t), `${t} ${JSON.stringify(names)}`);
+  }
+  // Beside maxProperties: each entry's key held.
+  const two = map({ enum: ["a", "b"] }, { maxProperties: 2 });
+  assert.deepEqual(
+    ['{"a":1,"b":2}', '{"a":1,"b":2,"a":3}', '{"a":1,"c":2}'].map((t) => dfaAccepts(two, t)),
+    [true, false, false],
+  );
+  const refused: [unknown, RegExp][] = [
+    [false, /schema\.propertyNames false allows no key: write "maxProperties": 0/],
+    [{ enum: [1, 2] }, /schema\.propertyNames \(keys are strings\) matches nothing/],
+    [{ type: "string", pattern: "(a)\\1" }, /schema\.propertyNames\.pattern .*backreferences/],
+    ["x", /schema\.propertyNames must be a schema object, got "x"/],
+  ];
+  for (const [names, message] of refused) {
+    assert.throws(
+      () => map(names),
+      (e) => e instanceof SchemaError && message.test(e.message),
+      JSON.stringify(names),
     );
   }
 });
