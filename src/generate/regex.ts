@@ -315,7 +315,9 @@ class RegexParser {
       s.ascii.forEach((on, b) => on && (set.ascii[b] = true));
       set.ranges.push(...s.ranges);
     };
-    let first = true;
+    // Python takes a "]" right after "[" or "[^" as a literal; in ECMA it closes the class:
+    // "[]" matches nothing and "[^]" any character.
+    let first = this.dialect !== "ecma";
     while (true) {
       const c = this.#peek();
       if (c === undefined) this.fail('a "[" without its "]"');

@@ -424,3 +424,17 @@ Deno.test("jsonStringDfa() refuses what it cannot compile, naming the pattern", 
     assert.ok(cpuMs() - t0 < 5000, `${pattern}: ${cpuMs() - t0} ms of CPU`);
   }
 });
+
+Deno.test("jsonStringDfa(): in ECMA a ']' right after '[' or '[^' closes the class — '[]' matches nothing, '[^]' any character (Python's literal ']' is regexDfa's)", () => {
+  const any = jsonStringDfa("^[^]$");
+  for (const v of ["x", "]", "\n", "😀"]) assert.ok(dfaAccepts(any, JSON.stringify(v)), v);
+  assert.ok(!dfaAccepts(any, JSON.stringify("xy")));
+  const optional = jsonStringDfa("^a[]?b$");
+  assert.ok(dfaAccepts(optional, '"ab"'));
+  assert.ok(!dfaAccepts(optional, '"a]b"'));
+  for (const nothing of ["^[^][]$", "[][a]"]) {
+    assert.throws(() => jsonStringDfa(nothing), /matches nothing/, nothing);
+  }
+  // The guided_regex dialect (Python's re) keeps its literal "]".
+  assert.ok(dfaAccepts(regexDfa("[]a]"), "]"));
+});
