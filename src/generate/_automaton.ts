@@ -763,9 +763,9 @@ export function determinize(nfa: Nfa, start: number, end: number, what: string):
 /**
  * The DFA of the byte strings both `a` and `b` accept (the product construction, from the pairs
  * reachable), for constraints that must hold at once — a string's pattern, format and length.
- * @throws SchemaError past {@link MAX_DFA_STATES} states, or when no string satisfies both
+ * @throws SchemaError past `limit` states, or when no string satisfies both
  */
-export function intersect(a: Dfa, b: Dfa, what: string): Dfa {
+export function intersect(a: Dfa, b: Dfa, what: string, limit = MAX_DFA_STATES): Dfa {
   const ids = new Map<number, number>([[0, 0]]);
   const pairs: [number, number][] = [[0, 0]];
   const next: number[] = [], accept: number[] = [];
@@ -782,9 +782,9 @@ export function intersect(a: Dfa, b: Dfa, what: string): Dfa {
       let id = ids.get(key);
       if (id === undefined) {
         id = pairs.length;
-        if (id >= MAX_DFA_STATES) {
+        if (id >= limit) {
           throw new SchemaError(
-            `${what} is too large to compile (over ${MAX_DFA_STATES} states): a shorter ` +
+            `${what} is too large to compile (over ${limit} states): a shorter ` +
               "length bound, or fewer constraints on the one string, make it smaller",
           );
         }

@@ -50,6 +50,7 @@ import {
   embed,
   type Frag,
   intersect,
+  MAX_DFA_STATES,
   Nfa,
   utf8,
 } from "./_automaton.ts";
@@ -63,7 +64,9 @@ export const MAX_SCHEMA_DEPTH = 64;
  * Longest `minLength` / `maxLength` a string is held to: its automaton has a state per count of
  * characters, about 24 DFA states each (6,147 for 256), and a whole schema has 16,384
  * (src/generate/_automaton.ts MAX_DFA_STATES). A larger `maxLength` (pydantic's HttpUrl: 2083)
- * holds the answer to this many instead; a larger `minLength` is refused.
+ * holds the answer to this many instead (to fewer, {@link SHORTER}, where a pattern or format
+ * with this many would take over 3/4 of the budget: a uri, to 128); a larger `minLength` is
+ * refused.
  */
 export const MAX_STRING_LENGTH = 256;
 
@@ -87,28 +90,108 @@ const DATE = "(?:(?:[1-9]\\d{3}|0[1-9]\\d{2}|00[1-9]\\d|000[1-9])-(?:(?:0[13578]
  */
 const TIME =
   "(?:[01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(?:\\.\\d+)?(?:Z|[+-](?:[01]\\d|2[0-3]):[0-5]\\d)";
+/** IPv4 dotted decimal (Python's ipaddress: no leading zeros). */
+const IPV4 = `${OCTET}(?:\\.${OCTET}){3}`;
+/** One 16-bit group of an IPv6 address: 1 to 4 hex digits, either case. */
+const H16 = "[0-9A-Fa-f]{1,4}";
+/** An IPv6 address's last 32 bits: two groups, or an IPv4 address. */
+const LS32 = `(?:${H16}:${H16}|${IPV4})`;
+/**
+ * An IPv6 address in RFC 4291's text forms (RFC 3986's IPv6address, line by line): eight
+ * groups, or `::` standing for one or more zero groups (once), the last 32 bits two groups or an
+ * IPv4 address; no zone (`%eth0`: jsonschema's ipv6 check refuses it).
+ */
+const IPV6 = "(?:" + [
+  `(?:${H16}:){6}${LS32}`,
+  `::(?:${H16}:){5}${LS32}`,
+  `(?:${H16})?::(?:${H16}:){4}${LS32}`,
+  `(?:(?:${H16}:){0,1}${H16})?::(?:${H16}:){3}${LS32}`,
+  `(?:(?:${H16}:){0,2}${H16})?::(?:${H16}:){2}${LS32}`,
+  `(?:(?:${H16}:){0,3}${H16})?::${H16}:${LS32}`,
+  `(?:(?:${H16}:){0,4}${H16})?::${LS32}`,
+  `(?:(?:${H16}:){0,5}${H16})?::${H16}`,
+  `(?:(?:${H16}:){0,6}${H16})?::`,
+].join("|") + ")";
+/** A number of a duration: up to 6 digits, so Python's timedelta holds the whole (pydantic). */
+const DN = "\\d{1,6}";
+/** A duration's date part: years, months, days in that order, each optional, one at least. */
+const DUR_DATE = `(?:${DN}Y(?:${DN}M)?(?:${DN}D)?|${DN}M(?:${DN}D)?|${DN}D)`;
+/** A duration's time part: `T`, then hours, minutes, seconds in that order, one at least. */
+const DUR_TIME = `T(?:${DN}H(?:${DN}M)?(?:${DN}S)?|${DN}M(?:${DN}S)?|${DN}S)`;
+/** RFC 3986's characters: unreserved, sub-delims, a %-escape. */
+const UNRESERVED = "A-Za-z0-9\\-._~";
+const SUB_DELIMS = "!$&'()*+,;=";
+const PCT = "%[0-9A-Fa-f]{2}";
+const PCHAR = `(?:[${UNRESERVED}${SUB_DELIMS}:@]|${PCT})`;
+/** A host's name: RFC 3986's reg-name, not empty (pydantic's AnyUrl refuses "http://"). */
+const REG_NAME = `(?:[${UNRESERVED}${SUB_DELIMS}]|${PCT})+`;
+/**
+ * RFC 3986's URI with `host` as the host: a scheme, ":", then `//`, an authority
+ * ([userinfo@]host[:port]) and a path, or a path alone (not starting `//`), then an optional
+ * query and fragment.
+ */
+const uri = (host: string) =>
+  `[A-Za-z][A-Za-z0-9+.-]*:(?://(?:(?:[${UNRESERVED}${SUB_DELIMS}:]|${PCT})*@)?${host}` +
+  `(?::\\d*)?(?:/${PCHAR}*)*|/(?:${PCHAR}+(?:/${PCHAR}*)*)?|${PCHAR}+(?:/${PCHAR}*)*)?` +
+  `(?:\\?(?:${PCHAR}|[/?])*)?(?:#(?:${PCHAR}|[/?])*)?`;
+/** A URI whose host is a name or an [IPv6] literal (brackets nowhere else). */
+const URI = uri(`(?:\\[${IPV6}\\]|${REG_NAME})`);
 /** A dot-atom (RFC 5322's atext) of the local part. */
 const ATOM = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+";
 
 /**
  * The string formats held to (as xgrammar, behind vLLM, holds them), each as an ECMA-262 pattern
  * compiled as `pattern` is: `date`, `time` and `date-time` ({@link DATE}, {@link TIME}); `uuid`
- * 8-4-4-4-12 hex digits of either case; `ipv4` dotted decimal without leading zeros; `email` a
- * dot-atom local part, "@", then a domain of two or more {@link LABEL}s (no quoted local parts,
- * no IP literals); `hostname` one or more labels (lengths not held); `uri` a scheme, ":", then
- * RFC 3986's characters and %-escapes (its structure — authority, brackets only around an IP —
- * not checked). Other formats stay annotations.
+ * 8-4-4-4-12 hex digits of either case; `ipv4` dotted decimal without leading zeros; `ipv6`
+ * ({@link IPV6}: every RFC 4291 text form but a zone); `ipvanyaddress` (pydantic's
+ * IPvAnyAddress) either; `email` a dot-atom local part, "@", then a domain of two or more
+ * {@link LABEL}s (no quoted local parts, no IP literals); `hostname` one or more labels (lengths
+ * not held); `uri` RFC 3986's ({@link URI}: brackets only around an IPv6 host, and a host after
+ * `//` — pydantic's AnyUrl refuses "http://"; with a length bound, a named host only:
+ * {@link COUNTED_FORMATS}); `duration` ISO 8601's as jsonschema checks it
+ * (through isoduration) and pydantic reads it: `P`, then weeks alone, or years, months, days and
+ * `T` hours, minutes, seconds, each in order and optional, whole numbers of up to 6 digits (no
+ * fractions, no sign). Each is written raw (no escapes: its characters never need them), which
+ * keeps its automaton a sixth the size. Other formats stay annotations.
  */
 export const FORMATS: Record<string, string> = {
   date: `^${DATE}$`,
   time: `^${TIME}$`,
   "date-time": `^${DATE}T${TIME}$`,
   uuid: "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
-  ipv4: `^${OCTET}(?:\\.${OCTET}){3}$`,
+  ipv4: `^${IPV4}$`,
+  ipv6: `^${IPV6}$`,
+  ipvanyaddress: `^(?:${IPV4}|${IPV6})$`,
   email: `^${ATOM}(?:\\.${ATOM})*@${LABEL}(?:\\.${LABEL})+$`,
   hostname: `^${LABEL}(?:\\.${LABEL})*$`,
-  uri: "^[A-Za-z][A-Za-z0-9+.-]*:(?:[A-Za-z0-9\\-._~:/?#\\[\\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*$",
+  uri: `^${URI}$`,
+  duration: `^P(?:${DN}W|${DUR_DATE}(?:${DUR_TIME})?|${DUR_TIME})$`,
 };
+
+/**
+ * The forms a format is written in where its characters are counted (a length bound): a uri's
+ * host a name only, as counting through an IPv6 literal's automaton would take tens of thousands
+ * of states.
+ */
+const COUNTED_FORMATS: Record<string, string> = { uri: `^${uri(REG_NAME)}$` };
+
+/**
+ * The shortest and longest values (in characters) of the formats whose values have a fixed span:
+ * length bounds around that span need no counting.
+ */
+const FORMAT_LENGTHS: Record<string, [number, number]> = {
+  date: [10, 10],
+  uuid: [36, 36],
+  ipv4: [7, 15],
+  ipv6: [2, 45],
+  ipvanyaddress: [2, 45],
+};
+
+/**
+ * The lengths a `maxLength` past {@link MAX_STRING_LENGTH} is held to, longest first: the first
+ * whose automaton (with the string's pattern or format) takes at most 3/4 of the state budget.
+ */
+const SHORTER = [MAX_STRING_LENGTH, 128, 64, 32];
 
 /** Keywords that only describe: they do not change which answers a schema allows here. */
 const ANNOTATIONS = new Set([
@@ -365,22 +448,50 @@ class SchemaCompiler {
     }
     const known = typeof format === "string" && Object.hasOwn(FORMATS, format);
     if (pattern === undefined && !known) return undefined;
-    const [min, max] = this.#lengths(schema, path);
+    const [min, max, capped] = this.#lengths(schema, path);
     const key = JSON.stringify([pattern, known ? format : null, min, max]);
     if (this.#strings.has(key)) return this.#strings.get(key);
     const parts: Dfa[] = [];
     if (pattern !== undefined) parts.push(jsonStringDfa(pattern, `${path}.pattern`));
-    if (known) parts.push(jsonStringDfa(FORMATS[format], `${path}.format "${format}", as`));
-    if (min !== undefined || max !== undefined) {
-      const nfa = new Nfa();
-      const f = nfa.stringLength(min ?? 0, max);
-      parts.push(determinize(nfa, f.start, f.end, `${path}'s length bounds`));
+    // A format whose every value is within the length bounds needs no count (an IPv6 address's
+    // automaton times a count of 45 would pass the state budget).
+    const span = pattern === undefined && known ? FORMAT_LENGTHS[format] : undefined;
+    const implied = span && (min ?? 0) <= span[0] && (max ?? Infinity) >= span[1];
+    const counted = (min !== undefined || max !== undefined) && !implied;
+    if (known) {
+      const form = (counted && COUNTED_FORMATS[format]) || FORMATS[format];
+      parts.push(jsonStringDfa(form, `${path}.format "${format}", as`, true));
     }
     const what = `${path} (${
       ["pattern", "format", "minLength", "maxLength"].filter((k) => schema[k] !== undefined)
         .join(", ")
     } together)`;
-    const dfa = parts.reduce((a, b) => intersect(a, b, what));
+    let dfa = parts.reduce((a, b) => intersect(a, b, what));
+    if (counted) {
+      const bounded = (top: number | undefined, limit?: number) => {
+        const nfa = new Nfa();
+        const f = nfa.stringLength(min ?? 0, top);
+        return intersect(
+          dfa,
+          determinize(nfa, f.start, f.end, `${path}'s length bounds`),
+          what,
+          limit,
+        );
+      };
+      // A maxLength past the cap, already shortened, may be shortened further where the pattern
+      // or format times the count would take over 3/4 of the states a schema has (a uri: 256 is
+      // too many, 128 fits).
+      const tops = capped ? SHORTER.filter((n) => n >= (min ?? 0)) : [max];
+      for (const [i, top] of tops.entries()) {
+        const last = i === tops.length - 1;
+        try {
+          dfa = bounded(top, last ? MAX_DFA_STATES : (MAX_DFA_STATES * 3) / 4);
+          break;
+        } catch (e) {
+          if (last || !(e instanceof SchemaError && /too large/.test(e.message))) throw e;
+        }
+      }
+    }
     this.#strings.set(key, dfa);
     return dfa;
   }
@@ -389,9 +500,9 @@ class SchemaCompiler {
    * `minLength` and `maxLength`, checked; a `maxLength` past {@link MAX_STRING_LENGTH} is held to
    * that cap instead (every string that short is still valid: pydantic's HttpUrl says 2083).
    */
-  #lengths(schema: Schema, path: string): [number | undefined, number | undefined] {
+  #lengths(schema: Schema, path: string): [number | undefined, number | undefined, boolean] {
     const min = count(schema.minLength, `${path}.minLength`);
-    let max = count(schema.maxLength, `${path}.maxLength`);
+    const max = count(schema.maxLength, `${path}.maxLength`);
     if (max !== undefined && max < (min ?? 0)) {
       throw new SchemaError(`${path}: maxLength ${max} is below minLength ${min}`);
     }
@@ -401,8 +512,8 @@ class SchemaCompiler {
           `per count of characters), got ${min}: ask for a shorter string, or leave minLength out`,
       );
     }
-    if (max !== undefined && max > MAX_STRING_LENGTH) max = MAX_STRING_LENGTH;
-    return [min, max];
+    const capped = max !== undefined && max > MAX_STRING_LENGTH;
+    return [min, capped ? MAX_STRING_LENGTH : max, capped];
   }
 
   /** One JSON value exactly (const, an enum's member), its whitespace as everywhere else. */

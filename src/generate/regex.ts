@@ -410,6 +410,27 @@ function regexFrag(nfa: Nfa, node: Node, charSet = utf8Set): Frag {
   }
 }
 
+/**
+ * Edges from `a` to `b` for the code points of `ranges` written raw in a JSON string: their UTF-8
+ * bytes, less those JSON requires escaped (controls, `"`, `\`) and surrogates.
+ */
+function rawCharacters(nfa: Nfa, a: number, b: number, ranges: [number, number][]): void {
+  for (const [lo, hi] of ranges) {
+    for (const [x, y] of [[lo, 0x1f], [0x20, 0x21], [0x23, 0x5b], [0x5d, hi]]) {
+      const [l, h] = [Math.max(lo, x), Math.min(hi, y)];
+      if (l > h || h < 0x20) continue;
+      for (const seq of utf8Sequences(l, h)) {
+        let at = a;
+        seq.forEach(([p, q], i) => {
+          const to = i === seq.length - 1 ? b : nfa.state();
+          nfa.range(at, p, q, to);
+          at = to;
+        });
+      }
+    }
+  }
+}
+
 /** A set as UTF-8 byte edges (surrogates left out: no answer's bytes can hold one). */
 function utf8Set(nfa: Nfa, set: CharSet): Frag {
   const f = nfa.frag();
@@ -437,11 +458,14 @@ function utf8Set(nfa: Nfa, set: CharSet): Frag {
  * The pattern is compiled over code points, then each character it reads is spelled in every way
  * the string grammar ({@link Nfa.string}) may write it (Nfa.jsonCharacters): raw, a short escape,
  * `\uXXXX` in either case, a surrogate pair of escapes; a lone surrogate's escape is a character
- * of its own, as JSON.parse reads it. `label` names the pattern in errors.
+ * of its own, as JSON.parse reads it. `label` names the pattern in errors. With `raw`, each
+ * character is written as itself only (control characters, `"` and `\` then cannot be): a
+ * format's form (its characters never need escaping), and an automaton about a sixth the size —
+ * small enough to count its characters against a length bound.
  * @throws SchemaError for syntax it does not support (backreferences, lookarounds, …), a pattern
  * no string matches, or one past the compile budgets
  */
-export function jsonStringDfa(pattern: string, label = "pattern"): Dfa {
+export function jsonStringDfa(pattern: string, label = "pattern", raw = false): Dfa {
   const tree = new RegexParser(pattern, "ecma", label).parseSearch();
   // Over code points: each set one edge of its ranges (Nfa stores any numbers as an edge's ends).
   const cp = new Nfa();
@@ -463,7 +487,10 @@ export function jsonStringDfa(pattern: string, label = "pattern"): Dfa {
       list.push([edges[i], edges[i + 1]]);
       byTarget.set(edges[i + 2], list);
     }
-    for (const [t, ranges] of byTarget) nfa.jsonCharacters(N[q], H[q], N[t], H[t], ranges);
+    for (const [t, ranges] of byTarget) {
+      if (!raw) nfa.jsonCharacters(N[q], H[q], N[t], H[t], ranges);
+      else rawCharacters(nfa, N[q], N[t], ranges);
+    }
   });
   const f = nfa.frag();
   nfa.byte(f.start, 0x22, N[body.start]);

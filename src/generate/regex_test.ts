@@ -438,3 +438,31 @@ Deno.test("jsonStringDfa(): in ECMA a ']' right after '[' or '[^' closes the cla
   // The guided_regex dialect (Python's re) keeps its literal "]".
   assert.ok(dfaAccepts(regexDfa("[]a]"), "]"));
 });
+
+Deno.test("jsonStringDfa() with raw writes each character as itself: no escapes, none needed", () => {
+  const raw = jsonStringDfa('^[a-z"\\\\\\x00é]+$', "p", true);
+  const full = jsonStringDfa('^[a-z"\\\\\\x00é]+$', "p");
+  const texts = ['"abc"', '"é"', '"\\u0061"', '"a\\/"', '"\\""', '"\\\\"', '"\\u0000"', '"a"'];
+  // Raw: only the characters JSON lets stand unescaped; the full DFA reads every spelling.
+  assert.deepEqual(texts.map((t) => dfaAccepts(raw, t)), [
+    true,
+    true,
+    false,
+    false,
+    false,
+    false,
+    false,
+    true,
+  ]);
+  assert.deepEqual(texts.map((t) => dfaAccepts(full, t)), [
+    true,
+    true,
+    true,
+    false,
+    true,
+    true,
+    true,
+    true,
+  ]);
+  assert.ok(raw.states * 3 < full.states, `${raw.states} vs ${full.states}`);
+});
