@@ -250,6 +250,8 @@ class SchemaCompiler {
   readonly nfa = new Nfa();
   readonly #root: Schema;
   readonly #open: string[] = [];
+  /** The parts compiled (properties' values, items), each path once: {@link heaviestParts}. */
+  readonly parts: { schema: unknown; path: string; depth: number }[] = [];
   /** A string's constraints compiled, by pattern, format and length: a $def used again reuses it. */
   readonly #strings = new Map<string, Dfa | undefined>();
 
@@ -388,6 +390,15 @@ class SchemaCompiler {
       else throw new SchemaError(`${path} has no type, enum or const: say which values it takes`);
     }
     return nfa.alt(types.map((t) => this.#typed(schema, t, path, depth)));
+  }
+
+  /**
+   * A part of an object or a list (a property's value, an item), compiled by {@link value} and
+   * recorded in {@link parts}, to name the heaviest when the whole is too large.
+   */
+  #part(schema: unknown, path: string, depth: number): Frag {
+    if (!this.parts.some((p) => p.path === path)) this.parts.push({ schema, path, depth });
+    return this.value(schema, path, depth);
   }
 
   #typed(schema: Schema, type: string, path: string, depth: number): Frag {
@@ -580,8 +591,8 @@ class SchemaCompiler {
     }
     const item = (i: number) =>
       i < prefix.length
-        ? this.value(prefix[i], `${path}.prefixItems[${i}]`, depth + 1)
-        : this.value(rest, `${path}.items`, depth + 1);
+        ? this.#part(prefix[i], `${path}.prefixItems[${i}]`, depth + 1)
+        : this.#part(rest, `${path}.items`, depth + 1);
     return this.#repeat("[]", item, min, max, prefix.length);
   }
 
@@ -671,7 +682,7 @@ class SchemaCompiler {
     for (const [name, sub] of Object.entries(props)) {
       const p = `${path}.properties.${name}`;
       const key = nfa.literal(utf8.encode(JSON.stringify(name) + ":"));
-      const entry = nfa.seq([key, nfa.space(), this.value(sub, p, depth + 1)]);
+      const entry = nfa.seq([key, nfa.space(), this.#part(sub, p, depth + 1)]);
       const comma = nfa.seq([nfa.literal([0x2c]), nfa.space()]);
       const [none2, some2] = [nfa.state(), nfa.state()];
       nfa.empty(none, entry.start);
@@ -724,7 +735,7 @@ class SchemaCompiler {
         keys ? embed(nfa, keys) : nfa.string(),
         nfa.literal([0x3a]),
         nfa.space(),
-        this.value(ap, `${path}.additionalProperties`, depth + 1),
+        this.#part(ap, `${path}.additionalProperties`, depth + 1),
       ]);
     return this.#repeat("{}", entry, min, max);
   }
@@ -1013,7 +1024,9 @@ export function schemaDfa(schema: unknown, free?: { after: string; until?: strin
   }
   const c = new SchemaCompiler(schema);
   const instance = c.value(schema, "schema");
-  if (!free) return determinize(c.nfa, instance.start, instance.end, "the schema");
+  if (!free) {
+    return naming(schema, c, () => determinize(c.nfa, instance.start, instance.end, "the schema"));
+  }
   const nfa = c.nfa, answer = nfa.frag();
   nfa.empty(answer.start, instance.start);
   nfa.empty(instance.end, answer.end);
@@ -1034,7 +1047,64 @@ export function schemaDfa(schema: unknown, free?: { after: string; until?: strin
     nfa.empty(text.found, lead.start);
     nfa.empty(lead.end, answer.start);
   }
-  return determinize(nfa, answer.start, answer.end, "the schema");
+  return naming(schema, c, () => determinize(nfa, answer.start, answer.end, "the schema"));
+}
+
+/** Most parts {@link heaviestParts} compiles on their own to weigh them. */
+const MAX_WEIGHED = 40;
+
+/**
+ * `compile()`'s DFA; where the whole schema is past the state budget, its error names the parts
+ * that weigh most ({@link heaviestParts}), so the schema's author knows what to make smaller.
+ */
+function naming(root: Schema, c: SchemaCompiler, compile: () => Dfa): Dfa {
+  try {
+    return compile();
+  } catch (e) {
+    if (!(e instanceof SchemaError && /^the schema is too large/.test(e.message))) throw e;
+    const heavy = heaviestParts(root, c.parts);
+    if (!heavy.length) throw e;
+    throw new SchemaError(`${e.message}; its largest parts: ${heavy.join("; ")}`);
+  }
+}
+
+/**
+ * The parts of a schema that weigh most, as "path (N states)": each part (a property's value,
+ * an item) compiled on its own, the three largest of the outermost, then the largest within the
+ * largest, and so down to one with no parts (at most {@link MAX_WEIGHED} compiled in all). A part
+ * alone is not its whole weight in place (a list repeats it), but the order points at the cause.
+ */
+function heaviestParts(root: Schema, found: SchemaCompiler["parts"]): string[] {
+  const out: string[] = [];
+  let budget = MAX_WEIGHED;
+  const weigh = (part: SchemaCompiler["parts"][number]) => {
+    const c = new SchemaCompiler(root);
+    budget--;
+    try {
+      const f = c.value(part.schema, part.path, part.depth);
+      const states = determinize(c.nfa, f.start, f.end, part.path).states;
+      return { part, states, text: `${part.path} (${states} states)`, inner: c.parts };
+    } catch {
+      // Too large alone (or past a budget): the heaviest.
+      return {
+        part,
+        states: Infinity,
+        text: `${part.path} (over ${MAX_DFA_STATES} states)`,
+        inner: c.parts,
+      };
+    }
+  };
+  let level = found, parent = "";
+  for (let first = true; level.length && budget > 0; first = false) {
+    // The outermost parts recorded: those compiled at the least depth.
+    const top = Math.min(...level.map((p) => p.depth));
+    const weighed = level.filter((p) => p.depth === top).slice(0, budget).map(weigh)
+      .sort((a, b) => b.states - a.states);
+    const shown = weighed.slice(0, first ? 3 : 1).map((w) => w.text).join(", ");
+    out.push(first ? shown : `the largest within ${parent}: ${shown}`);
+    [level, parent] = [weighed[0].inner, weighed[0].part.path];
+  }
+  return out;
 }
 
 /**

@@ -485,6 +485,33 @@ Deno.test("schemaDfa() refuses schemas too large or too deep quickly, and compil
   }
 });
 
+Deno.test("schemaDfa() past the state budget names the parts that weigh most", () => {
+  const text = (n: number) => ({ type: "string", maxLength: n });
+  const schema = {
+    type: "object",
+    properties: {
+      n: { type: "integer" },
+      x: {
+        type: "object",
+        properties: { y: text(20), z: { type: "array", items: text(200), maxItems: 3 } },
+      },
+      w: text(100),
+    },
+  };
+  assert.throws(
+    () => schemaDfa(schema),
+    (e) =>
+      e instanceof SchemaError &&
+      e.message.endsWith(
+        "; its largest parts: schema.properties.x (14909 states), " +
+          "schema.properties.w (2403 states), schema.properties.n (4 states); the largest " +
+          "within schema.properties.x: schema.properties.x.properties.z (14413 states); the " +
+          "largest within schema.properties.x.properties.z: " +
+          "schema.properties.x.properties.z.items (4803 states)",
+      ),
+  );
+});
+
 /** Whether integer `x` is within `schema`'s bounds, read straight off JSON Schema's wording. */
 function inRange(x: number, s: Record<string, number | boolean>): boolean {
   const { minimum: min, maximum: max, exclusiveMinimum: exMin, exclusiveMaximum: exMax } = s;
