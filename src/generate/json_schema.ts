@@ -302,7 +302,11 @@ class SchemaCompiler {
       );
     }
     const way = ways[0];
-    const siblings = Object.keys(schema).filter((k) => KNOWN.has(k) && k !== way);
+    // A format held to (FORMATS) is a keyword like pattern beside a composition: merged into
+    // each branch, not dropped as an annotation (it was: a date beside anyOf took "x").
+    const siblings = Object.keys(schema).filter((k) =>
+      (KNOWN.has(k) || (k === "format" && heldFormat(schema.format))) && k !== way
+    );
     if (way === "$ref") {
       if (siblings.length) {
         throw new SchemaError(
@@ -313,7 +317,9 @@ class SchemaCompiler {
       return this.#ref(schema, path, depth);
     }
     if (way === "const" || way === "enum") {
-      const extra = siblings.filter((k) => k !== "type" && !VALUE_BOUNDS.includes(k));
+      const extra = siblings.filter((k) =>
+        k !== "type" && k !== "format" && !VALUE_BOUNDS.includes(k)
+      );
       if (extra.length) {
         throw new SchemaError(`${path}: "${way}" beside ${extra.join(", ")} is not supported`);
       }
@@ -799,6 +805,11 @@ class SchemaCompiler {
 const NUMBER_BOUNDS = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
 /** Keywords that bound a number's value or a string's length: beside an enum, they filter it. */
 const VALUE_BOUNDS = [...NUMBER_BOUNDS, "minLength", "maxLength", "pattern"];
+
+/** Whether `format` names one the compiler holds strings to ({@link FORMATS}). */
+function heldFormat(format: unknown): boolean {
+  return typeof format === "string" && Object.hasOwn(FORMATS, format);
+}
 
 /** Whether JSON value `v` is within `schema`'s bounds on numbers and string lengths. */
 function withinBounds(v: unknown, schema: Schema, path: string): boolean {

@@ -1230,3 +1230,23 @@ Deno.test("schemaDfa() holds the formats it knows, at their boundaries; others s
   const e = schemaDfa({ enum: ["2024-01-01", "soon"], format: "date" });
   assert.ok(dfaAccepts(e, '"2024-01-01"') && !dfaAccepts(e, '"soon"'));
 });
+
+Deno.test("schemaDfa(): a format held to beside anyOf / oneOf / allOf is merged into each branch, not dropped; beside $ref it is refused; an unknown format stays an annotation", () => {
+  const accepts = (schema: unknown, text: string) => dfaAccepts(schemaDfa(schema), text);
+  const beside = { type: "string", format: "date", anyOf: [{ maxLength: 20 }] };
+  assert.ok(accepts(beside, '"2024-02-29"'));
+  assert.ok(!accepts(beside, '"x"')); // was taken: the format dropped
+  assert.ok(!accepts({ type: "string", format: "date", allOf: [{ maxLength: 20 }] }, '"x"'));
+  const nullable = { format: "date", oneOf: [{ type: "string" }, { type: "null" }] };
+  assert.ok(accepts(nullable, "null") && accepts(nullable, '"2024-01-01"'));
+  assert.ok(!accepts(nullable, '"x"'));
+  assert.throws(
+    () => schemaDfa({ type: "string", format: "date", anyOf: [{ format: "time" }] }),
+    /anyOf\[0\] sets "format", which is also set beside anyOf/,
+  );
+  assert.throws(
+    () => schemaDfa({ format: "date", $ref: "#/$defs/d", $defs: { d: { type: "string" } } }),
+    /"\$ref" beside format is not supported/,
+  );
+  assert.ok(accepts({ type: "string", format: "made-up", anyOf: [{ maxLength: 3 }] }, '"xyz"'));
+});
