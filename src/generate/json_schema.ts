@@ -762,7 +762,10 @@ class SchemaCompiler {
     if (!isObject(names)) {
       throw new SchemaError(`${at} must be a schema object, got ${preview(names)}`);
     }
-    if (Object.keys(names).every((k) => ANNOTATIONS.has(k))) return undefined;
+    // Any key where it says nothing of them — but a format held to says something (a map of
+    // dates took "x" as a key).
+    const says = (k: string) => !ANNOTATIONS.has(k) || (k === "format" && heldFormat(names.format));
+    if (!Object.keys(names).some(says)) return undefined;
     const typed = names.type !== undefined || COMPOSITIONS.some((k) => names[k] !== undefined);
     const sub = new SchemaCompiler(this.#root);
     const f = sub.value(typed ? names : { ...names, type: "string" }, at, depth + 1);
@@ -922,6 +925,18 @@ const MAX_BOUND_FRACTION = 64;
  * digits (a double holds no more); 0.1 is 0.1, not the double's 0.1000000000000000055….
  */
 function exactDecimal(x: number, name: string): Decimal {
+  const { neg, int, frac } = shortestDecimal(x, name);
+  if (frac.length > MAX_BOUND_FRACTION) {
+    throw new SchemaError(
+      `${name} ${preview(x)} has ${frac.length} fraction digits: up to ${MAX_BOUND_FRACTION} ` +
+        "are supported (each is a step of the automaton)",
+    );
+  }
+  return { neg, int, frac };
+}
+
+/** The digits of the shortest decimal that reads back as double `x` (String(x)), unrounded. */
+function shortestDecimal(x: number, name: string): Decimal {
   const m = /^(-?)(\d+)(?:\.(\d+))?(?:e([+-]\d+))?$/.exec(String(x));
   if (!m) throw new SchemaError(`${name} ${preview(x)} is not a decimal number`);
   let digits = m[2] + (m[3] ?? ""), point = m[2].length + Number(m[4] ?? 0);
@@ -929,13 +944,40 @@ function exactDecimal(x: number, name: string): Decimal {
   digits = digits.padEnd(point, "0");
   const int = digits.slice(0, point).replace(/^0+/, "") || "0";
   const frac = digits.slice(point).replace(/0+$/, "");
-  if (frac.length > MAX_BOUND_FRACTION) {
-    throw new SchemaError(
-      `${name} ${preview(x)} has ${frac.length} fraction digits: up to ${MAX_BOUND_FRACTION} ` +
-        "are supported (each is a step of the automaton)",
-    );
-  }
   return { neg: m[1] === "-" && (int !== "0" || frac !== ""), int, frac };
+}
+
+/** The double next to `x` upward (`dir` 1) or downward (-1). */
+function nextDouble(x: number, dir: 1 | -1): number {
+  if (x === 0) return dir * Number.MIN_VALUE;
+  const view = new DataView(new ArrayBuffer(8));
+  view.setFloat64(0, x);
+  // The bits count the magnitude: one more moves away from zero, one less toward it.
+  view.setBigUint64(0, view.getBigUint64(0) + ((x > 0) === (dir > 0) ? 1n : -1n));
+  return view.getFloat64(0);
+}
+
+/**
+ * A strict bound as the inclusive bound that holds it for a reader that rounds to a double first
+ * (JSON.parse, Python's json, pydantic): the next double inward, as its shortest decimal — cut to
+ * {@link MAX_BOUND_FRACTION} digits, inward again. A text just inside the bound's exact value can
+ * round onto the bound itself (`exclusiveMaximum: 1` took 0.99999999999999999, which reads as 1);
+ * every text within the inclusive bound rounds to that double or further in (rounding is
+ * monotonic), and only texts that read as a double at most one step from the bound are lost.
+ */
+function strictAsInclusive(x: number, side: "lo" | "hi", name: string): Decimal {
+  const d = shortestDecimal(nextDouble(x, side === "lo" ? 1 : -1), name);
+  if (d.frac.length <= MAX_BOUND_FRACTION) return d;
+  // Inward: up for a lower bound, down for an upper one. Cutting digits moves toward zero, so
+  // it is inward where that is the right way (a positive upper bound, a negative lower one), and
+  // one step at the last digit kept away from zero otherwise.
+  const frac = d.frac.slice(0, MAX_BOUND_FRACTION).replace(/0+$/, "");
+  const cut = { neg: d.neg && (d.int !== "0" || frac !== ""), int: d.int, frac };
+  if ((side === "hi") === !d.neg) return cut;
+  const scaled = BigInt(cut.int + cut.frac) + 1n;
+  const text = scaled.toString().padStart(MAX_BOUND_FRACTION + 1, "0");
+  const int = text.slice(0, -MAX_BOUND_FRACTION).replace(/^0+/, "") || "0";
+  return { neg: d.neg, int, frac: text.slice(-MAX_BOUND_FRACTION).replace(/0+$/, "") };
 }
 
 /**
@@ -944,9 +986,15 @@ function exactDecimal(x: number, name: string): Decimal {
  * range compares a count of digits with the exponent's value.
  */
 function boundedNumber(nfa: Nfa, schema: Schema, path: string, b: NumberBounds): Frag {
-  const at = (side?: { x: number; strict: boolean }): DecimalBound | undefined =>
-    side && { value: exactDecimal(side.x, `${path}'s bound`), strict: side.strict };
-  const [lo, hi] = [at(b.lo), at(b.hi)];
+  const at = (
+    name: "lo" | "hi",
+    side?: { x: number; strict: boolean },
+  ): DecimalBound | undefined =>
+    side &&
+    (side.strict
+      ? { value: strictAsInclusive(side.x, name, `${path}'s bound`), strict: false }
+      : { value: exactDecimal(side.x, `${path}'s bound`), strict: false });
+  const [lo, hi] = [at("lo", b.lo), at("hi", b.hi)];
   if (lo && hi) {
     const c = compareDecimals(lo.value, hi.value);
     if (c > 0 || (c === 0 && (lo.strict || hi.strict))) {

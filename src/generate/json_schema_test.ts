@@ -640,7 +640,16 @@ function compareExact(t: string, u: string): number {
   return x < y ? -1 : x > y ? 1 : 0;
 }
 
-Deno.test("schemaDfa() holds bounded numbers to their bounds exactly, written without exponent", () => {
+/** The double next to `x` upward (`dir` 1) or downward (-1): the reference's own. */
+function nextDouble(x: number, dir: 1 | -1): number {
+  if (x === 0) return dir * Number.MIN_VALUE;
+  const a = new Float64Array([x]);
+  const bits = new BigInt64Array(a.buffer);
+  bits[0] += (x > 0) === (dir > 0) ? 1n : -1n;
+  return a[0];
+}
+
+Deno.test("schemaDfa() holds bounded numbers to their bounds as readers read them (doubles), written without exponent", () => {
   // Each bound set as written (a string, the reference compares its digits) and in the schema.
   const cases: [Record<string, string | boolean>][] = [
     [{ minimum: "0", maximum: "1" }], // pydantic confloat(ge=0, le=1)
@@ -698,15 +707,32 @@ Deno.test("schemaDfa() holds bounded numbers to their bounds exactly, written wi
         texts.push(body, "-" + body);
       }
     }
+    // Readers (JSON.parse, Python's json, pydantic) round a number to a double before comparing:
+    // an accepted text's double must be within the bounds (a text just inside a strict bound's
+    // exact value can round onto it: 0.99999999999999999 is 1). Inclusive bounds hold exactly
+    // over the digits; a strict bound may refuse texts that read as the double next to it.
     for (const t of texts) {
-      const ok = Object.entries(written).every(([k, v]) => {
-        if (typeof v === "boolean") return true;
-        const c = compareExact(t, String(Number(v)));
+      const v = Number(t);
+      let sound = true, whole = true;
+      for (const [k, b] of Object.entries(written)) {
+        if (typeof b === "boolean") continue;
+        const lower = k.endsWith("inimum");
         const strict = k.startsWith("exclusive") ||
           written[`exclusive${k[0].toUpperCase()}${k.slice(1)}`] === true;
-        return k.endsWith("inimum") ? (strict ? c > 0 : c >= 0) : (strict ? c < 0 : c <= 0);
-      });
-      assert.equal(dfaAccepts(dfa, t), ok, `${t} ${JSON.stringify(written)}`);
+        const x = Number(b);
+        if (strict) {
+          sound &&= lower ? v > x : v < x;
+          const far = nextDouble(nextDouble(x, lower ? 1 : -1), lower ? 1 : -1);
+          whole &&= lower ? v >= far : v <= far;
+        } else {
+          const c = compareExact(t, String(x));
+          sound &&= lower ? v >= x : v <= x;
+          whole &&= lower ? c >= 0 : c <= 0;
+        }
+      }
+      const accepted = dfaAccepts(dfa, t);
+      if (accepted) assert.ok(sound, `${t} accepted, outside ${JSON.stringify(written)}`);
+      if (whole) assert.ok(accepted, `${t} refused, inside ${JSON.stringify(written)}`);
     }
     // Only the exponent-free form of a JSON number.
     for (
@@ -1249,4 +1275,40 @@ Deno.test("schemaDfa(): a format held to beside anyOf / oneOf / allOf is merged 
     /"\$ref" beside format is not supported/,
   );
   assert.ok(accepts({ type: "string", format: "made-up", anyOf: [{ maxLength: 3 }] }, '"xyz"'));
+});
+
+Deno.test("schemaDfa(): a strict number bound holds for a reader that rounds to a double (the review's texts)", () => {
+  const cases: [Record<string, number>, string][] = [
+    [{ exclusiveMaximum: 1 }, "0.99999999999999999"], // reads as 1
+    [{ exclusiveMinimum: 0 }, `0.${"0".repeat(330)}1`], // reads as 0
+    [{ minimum: 0, exclusiveMaximum: 0.30000000000000004 }, "0.30000000000000003"],
+    [{ exclusiveMinimum: -937 }, "-936.9999999999999999"],
+  ];
+  for (const [bounds, text] of cases) {
+    const dfa = schemaDfa({ type: "number", ...bounds });
+    assert.ok(!dfaAccepts(dfa, text), `${text} ${JSON.stringify(bounds)}`);
+  }
+  // What stays: the double next to the bound inward, and all further in.
+  const positive = schemaDfa({ type: "number", exclusiveMinimum: 0 });
+  for (const t of ["0.5", "1", `0.${"0".repeat(60)}1`]) assert.ok(dfaAccepts(positive, t), t);
+  for (const t of ["0", "-0", "-0.0", "0.0"]) assert.ok(!dfaAccepts(positive, t), t);
+  const below1 = schemaDfa({ type: "number", exclusiveMaximum: 1 });
+  for (const t of ["0.9999999999999999", "0.5", "-3"]) assert.ok(dfaAccepts(below1, t), t);
+});
+
+Deno.test("schemaDfa(): propertyNames with only a format holds the keys to it (it took any key)", () => {
+  const dates = schemaDfa({
+    type: "object",
+    additionalProperties: { type: "integer" },
+    propertyNames: { format: "date" },
+  });
+  assert.ok(dfaAccepts(dates, '{"2024-02-29":1}'));
+  for (const t of ['{"x":1}', '{"2023-02-29":1}']) assert.ok(!dfaAccepts(dates, t), t);
+  // An unknown format stays an annotation: any key.
+  const any = schemaDfa({
+    type: "object",
+    additionalProperties: { type: "integer" },
+    propertyNames: { format: "made-up", description: "a key" },
+  });
+  assert.ok(dfaAccepts(any, '{"x":1}'));
 });
