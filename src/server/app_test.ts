@@ -2337,9 +2337,8 @@ class DeafEngine extends FakeEngine {
   }
 }
 
-Deno.test("a client that leaves an engine that ignores the abort: its generation is closed soon after (not run for good, holding the queue), and the next request is answered", async () => {
-  const engine = new DeafEngine();
-  const app = createApp(engine);
+/** Starts a streamed chat request and reads it until its first " word"; `leave()` is its client going. */
+async function streamedUntilWord(app: ReturnType<typeof createApp>) {
   const gone = new AbortController();
   const response = await app.request("/v1/chat/completions", {
     method: "POST",
@@ -2349,24 +2348,25 @@ Deno.test("a client that leaves an engine that ignores the abort: its generation
   const reader = response.body!.getReader();
   let seen = "";
   while (!seen.includes("word")) seen += new TextDecoder().decode((await reader.read()).value);
-  await reader.cancel();
-  gone.abort();
+  return {
+    leave: async () => {
+      await reader.cancel();
+      gone.abort();
+    },
+  };
+}
+
+Deno.test("a client that leaves an engine that ignores the abort: its generation is closed soon after (not run for good, holding the queue), and the next request is answered", async () => {
+  const engine = new DeafEngine();
+  const app = createApp(engine);
+  await (await streamedUntilWord(app)).leave();
   await waitFor(() => engine.closed === 1, "the deaf engine's generation to be closed");
   const sent = engine.sent;
   assert.ok(sent < 2000, `${sent} tokens`); // closed within the drain, not run on
   // The queue is free: the next request generates (its own tokens, then its client leaves too).
-  const next = new AbortController();
-  const again = await app.request("/v1/chat/completions", {
-    method: "POST",
-    body: JSON.stringify({ ...hello, stream: true }),
-    signal: next.signal,
-  });
-  const r2 = again.body!.getReader();
-  let seen2 = "";
-  while (!seen2.includes("word")) seen2 += new TextDecoder().decode((await r2.read()).value);
+  const again = await streamedUntilWord(app);
   assert.ok(engine.sent > sent);
-  await r2.cancel();
-  next.abort();
+  await again.leave();
   await waitFor(() => engine.closed === 2, "the second generation to be closed");
 });
 
