@@ -679,11 +679,9 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
     return await answer(c.req.raw, request, format, prepareChat(request));
   });
 
-  /** A stored response, or OpenAI's 404 for an id it does not hold. */
-  const storedResponse = (id: string) => {
-    const stored = responses.get(id);
-    if (stored) return stored;
-    throw new HttpError(
+  /** OpenAI's 404 for a response id the store does not hold. */
+  const responseNotFound = (id: string) =>
+    new HttpError(
       404,
       `Response with id '${id}' not found: this server keeps the last ` +
         `${responses.maxResponses} responses created with store not false, in memory.`,
@@ -691,12 +689,16 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
       "response_id",
       "not_found",
     );
-  };
-  app.get("/v1/responses/:id", (c) => c.json(storedResponse(c.req.param("id")).response));
+  app.get("/v1/responses/:id", (c) => {
+    const id = c.req.param("id");
+    const stored = responses.get(id);
+    if (!stored) throw responseNotFound(id);
+    return c.json(stored.response);
+  });
+  // delete() says whether it held the id: nothing is read back (parsed) to find out.
   app.delete("/v1/responses/:id", (c) => {
     const id = c.req.param("id");
-    storedResponse(id);
-    responses.delete(id);
+    if (!responses.delete(id)) throw responseNotFound(id);
     return c.json({ id, object: "response", deleted: true });
   });
 
