@@ -528,6 +528,9 @@ Deno.test("POST /v1/responses previous_response_id: the stored conversation, the
   const gone = await app.request(`/v1/responses/${three.id}`);
   assert.equal(gone.status, 404);
   assert.equal((await gone.json()).error.code, "not_found");
+  const again = await app.request(`/v1/responses/${three.id}`, { method: "DELETE" });
+  assert.equal(again.status, 404);
+  assert.equal((await again.json()).error.code, "not_found");
   const after = await respond(app, { model: MODEL, input: "Four", previous_response_id: three.id });
   assert.equal(after.status, 400);
   assert.equal((await after.json()).error.code, "previous_response_not_found");
