@@ -244,14 +244,20 @@ export function defaultBackend(os: string, chosen: string | undefined): string |
 
 /** Applies {@link defaultBackend}; Deno reads the variable when it creates its WebGPU instance. */
 function chooseBackend(): void {
+  if (!envGranted("DENO_WEBGPU_BACKEND")) return; // not Deno: the runtime's default backends
+  const b = defaultBackend(Deno.build.os, Deno.env.get("DENO_WEBGPU_BACKEND"));
+  if (b) Deno.env.set("DENO_WEBGPU_BACKEND", b);
+}
+
+/**
+ * Whether access to environment variable `variable` is already granted — asking would prompt a
+ * user who runs without it; false outside Deno.
+ */
+function envGranted(variable: string): boolean {
   try {
-    // Only with env access already granted: asking would prompt a user who runs without it.
-    const env = { name: "env", variable: "DENO_WEBGPU_BACKEND" } as const;
-    if (Deno.permissions.querySync(env).state !== "granted") return;
-    const b = defaultBackend(Deno.build.os, Deno.env.get("DENO_WEBGPU_BACKEND"));
-    if (b) Deno.env.set("DENO_WEBGPU_BACKEND", b);
+    return Deno.permissions.querySync({ name: "env", variable }).state === "granted";
   } catch {
-    // Not Deno: the runtime's default backends.
+    return false;
   }
 }
 
@@ -273,16 +279,9 @@ export function quietRuntimeDir(os: string, current: string | undefined): string
  * the call): the variable is gone again before anything else of the process can read it.
  */
 function requestAdapterQuietly(options: GPURequestAdapterOptions): Promise<GPUAdapter | null> {
-  let lent: string | undefined;
-  try {
-    const env = { name: "env", variable: "XDG_RUNTIME_DIR" } as const;
-    // Only with env access already granted, as chooseBackend().
-    if (Deno.permissions.querySync(env).state === "granted") {
-      lent = quietRuntimeDir(Deno.build.os, Deno.env.get("XDG_RUNTIME_DIR"));
-    }
-  } catch {
-    // Not Deno.
-  }
+  const lent = envGranted("XDG_RUNTIME_DIR")
+    ? quietRuntimeDir(Deno.build.os, Deno.env.get("XDG_RUNTIME_DIR"))
+    : undefined;
   if (lent === undefined) return navigator.gpu.requestAdapter(options);
   Deno.env.set("XDG_RUNTIME_DIR", lent);
   try {
