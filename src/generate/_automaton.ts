@@ -410,12 +410,6 @@ export interface Decimal {
   frac: string;
 }
 
-/** A bound on a number's value: `value` itself allowed unless `strict`. */
-export interface DecimalBound {
-  value: Decimal;
-  strict: boolean;
-}
-
 /** -1, 0 or 1 as decimal `a` is below, equal to or above `b` (exactly: digits, not doubles). */
 export function compareDecimals(a: Decimal, b: Decimal): number {
   const scale = Math.max(a.frac.length, b.frac.length);
@@ -539,32 +533,28 @@ function unsignedDecimal(nfa: Nfa, f: Frag, cmp: Comparison): void {
 }
 
 /**
- * A JSON number from `lo` to `hi` (undefined: no bound) written without an exponent,
+ * A JSON number from `lo` to `hi`, both included (undefined: no bound; json_schema.ts holds a
+ * strict bound as the inclusive one a double-reading reader needs), written without an exponent,
  * `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, its decimal value compared with the bounds exactly (any length
  * of fraction, trailing zeros allowed); "-0" and "-0.0" are 0, so allowed where 0 is (as
  * {@link Nfa.integer}). The non-negative and the negative answers are each an unsigned decimal
  * held to at most two comparisons, compiled and intersected on their own, then embedded.
  * @throws SchemaError when no number is within the bounds
  */
-export function decimalRange(nfa: Nfa, lo?: DecimalBound, hi?: DecimalBound): Frag {
+export function decimalRange(nfa: Nfa, lo?: Decimal, hi?: Decimal): Frag {
   const zero = (d: Decimal) => d.int === "0" && d.frac === "";
   const abs = (d: Decimal): Decimal => ({ ...d, neg: false });
   // Each branch's comparisons of the unsigned part m; null: the branch holds no number.
   const branch = (negative: boolean): Comparison[] | null => {
     const out: Comparison[] = [];
     // A lower bound on the value is one on m for "m" (m ≥ lo), an upper one for "-m" (m ≤ -lo).
-    const add = (b: DecimalBound | undefined, below: boolean): boolean => {
-      if (!b) return true;
-      const c = b.value;
-      // With m ≥ 0: m ≥ (or >) a negative number always holds; m ≤ (or <) one never does.
+    const add = (c: Decimal | undefined, below: boolean): boolean => {
+      if (!c) return true;
+      // With m ≥ 0: m ≥ a negative number always holds; m ≤ one never does.
       const mAbove = negative ? !below : below; // does the bound ask m to be at least c?
       if (c.neg !== negative && !zero(c)) return mAbove;
-      if (zero(c) && mAbove && !b.strict) return true;
-      if (zero(c) && !mAbove && b.strict) return false;
-      out.push({
-        c: abs(c),
-        allow: mAbove ? (b.strict ? [1] : [0, 1]) : (b.strict ? [-1] : [-1, 0]),
-      });
+      if (zero(c) && mAbove) return true;
+      out.push({ c: abs(c), allow: mAbove ? [0, 1] : [-1, 0] });
       return true;
     };
     return add(lo, true) && add(hi, false) ? out : null;

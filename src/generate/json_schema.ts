@@ -42,7 +42,6 @@ import { preview, SchemaError } from "../errors.ts";
 import {
   compareDecimals,
   type Decimal,
-  type DecimalBound,
   decimalRange,
   determinize,
   type Dfa,
@@ -463,7 +462,7 @@ class SchemaCompiler {
     if (pattern !== undefined && typeof pattern !== "string") {
       throw new SchemaError(`${path}.pattern must be a regex string, got ${preview(pattern)}`);
     }
-    const known = typeof format === "string" && Object.hasOwn(FORMATS, format);
+    const known = heldFormat(format);
     if (pattern === undefined && !known) return undefined;
     const [min, max, capped] = this.#lengths(schema, path);
     const key = JSON.stringify([pattern, known ? format : null, min, max]);
@@ -810,7 +809,7 @@ const NUMBER_BOUNDS = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaxim
 const VALUE_BOUNDS = [...NUMBER_BOUNDS, "minLength", "maxLength", "pattern"];
 
 /** Whether `format` names one the compiler holds strings to ({@link FORMATS}). */
-function heldFormat(format: unknown): boolean {
+function heldFormat(format: unknown): format is string {
   return typeof format === "string" && Object.hasOwn(FORMATS, format);
 }
 
@@ -986,18 +985,14 @@ function strictAsInclusive(x: number, side: "lo" | "hi", name: string): Decimal 
  * range compares a count of digits with the exponent's value.
  */
 function boundedNumber(nfa: Nfa, schema: Schema, path: string, b: NumberBounds): Frag {
-  const at = (
-    name: "lo" | "hi",
-    side?: { x: number; strict: boolean },
-  ): DecimalBound | undefined =>
+  const at = (name: "lo" | "hi", side?: { x: number; strict: boolean }): Decimal | undefined =>
     side &&
     (side.strict
-      ? { value: strictAsInclusive(side.x, name, `${path}'s bound`), strict: false }
-      : { value: exactDecimal(side.x, `${path}'s bound`), strict: false });
+      ? strictAsInclusive(side.x, name, `${path}'s bound`)
+      : exactDecimal(side.x, `${path}'s bound`));
   const [lo, hi] = [at("lo", b.lo), at("hi", b.hi)];
   if (lo && hi) {
-    const c = compareDecimals(lo.value, hi.value);
-    if (c > 0 || (c === 0 && (lo.strict || hi.strict))) {
+    if (compareDecimals(lo, hi) > 0) {
       throw new SchemaError(`${path}: no number is within its bounds (${boundsText(schema)})`);
     }
   }
