@@ -119,12 +119,7 @@ impl<'a> BitReader<'a> {
         if n == 0 {
             return 0;
         }
-        let v = self.bits(n) as i32;
-        if v < 1 << (n - 1) {
-            v - (1 << n) + 1
-        } else {
-            v
-        }
+        extend(self.bits(n) as i32, n)
     }
 
     /// Whether decoding has read past the end of the segment: the stream is truncated or

@@ -48,15 +48,22 @@ fn is_sof(marker: u8) -> bool {
     (0xc0..=0xcf).contains(&marker) && !matches!(marker, 0xc4 | 0xc8 | 0xcc)
 }
 
+/// A frame header read and checked as [`dimensions`] and [`decode`] both refuse it: the pixel
+/// limit first (TooLarge), then libjpeg's 65500 per side.
+fn read_frame(marker: u8, payload: &[u8]) -> Result<markers::Frame, ImageError> {
+    let f = markers::frame(marker, payload)?;
+    check_dimensions(Format::Jpeg, f.width as u64, f.height as u64)?;
+    f.check_sides()?;
+    Ok(f)
+}
+
 /// (width, height) from the frame header, nothing decoded.
 pub fn dimensions(bytes: &[u8]) -> Result<(usize, usize), ImageError> {
     let mut pos = 2; // after SOI
     loop {
         let seg = markers::segment(bytes, pos)?;
         if is_sof(seg.marker) {
-            let f = markers::frame(seg.marker, seg.payload)?;
-            check_dimensions(Format::Jpeg, f.width as u64, f.height as u64)?;
-            f.check_sides()?;
+            let f = read_frame(seg.marker, seg.payload)?;
             return Ok((f.width, f.height));
         }
         if matches!(seg.marker, SOS | EOI) {
@@ -136,9 +143,7 @@ impl Decoder {
                     if self.frame.is_some() {
                         return Err(corrupt("a second frame header (SOF)"));
                     }
-                    let f = markers::frame(m, seg.payload)?;
-                    check_dimensions(Format::Jpeg, f.width as u64, f.height as u64)?;
-                    f.check_sides()?;
+                    let f = read_frame(m, seg.payload)?;
                     self.start_frame(f);
                 }
                 DHT => markers::huffman_tables(seg.payload, &mut self.dc, &mut self.ac)?,
@@ -280,13 +285,18 @@ impl Decoder {
                 let stride = c.plane.stride;
                 c.plane.data = vec![0; stride * c.blocks_down * 8];
                 // A component no scan reached has no coefficients: all zero, mid-grey, as libjpeg
-                // leaves it.
-                let zero = [0; 64];
+                // leaves it. A block whose AC mask is empty has only its DC: idct_block would find
+                // that by looking at all 63 (after reordering them), the mask already says it.
                 for y in 0..c.height_in_blocks {
                     for x in 0..c.width_in_blocks {
                         let out = &mut c.plane.data[y * 8 * stride + x * 8..];
-                        let coef = c.coefs.get(y * c.blocks_across + x).unwrap_or(&zero);
-                        idct::idct_block(&natural_order(coef), &quant, out, stride);
+                        let i = y * c.blocks_across + x;
+                        if c.nonzero.get(i).is_none_or(|&m| m == 0) {
+                            let dc = c.coefs.get(i).map_or(0, |b| b[0]);
+                            idct::idct_dc_only(dc, quant[0], out, stride);
+                        } else {
+                            idct::idct_block(&natural_order(&c.coefs[i]), &quant, out, stride);
+                        }
                     }
                 }
                 c.coefs = Vec::new();
