@@ -139,13 +139,7 @@ export class Nfa {
     this.range(body, 0x5d, 0x7f, body);
     this.byte(body, 0x5c, esc);
     for (const c of '"\\/bfnrt') this.byte(esc, c.charCodeAt(0), body);
-    let hex = body;
-    for (let i = 0; i < 4; i++) {
-      const h = this.state();
-      for (const [lo, hi] of [[0x30, 0x39], [0x41, 0x46], [0x61, 0x66]]) this.range(h, lo, hi, hex);
-      hex = h;
-    }
-    this.byte(esc, 0x75, hex);
+    this.byte(esc, 0x75, this.#hexChain(4, body));
     this.nonAscii(body, body);
     return f;
   }
