@@ -252,7 +252,7 @@ export class Nfa {
     // surrogates out: UTF-8 cannot hold them).
     for (const [lo, hi] of [[0x20, 0x21], [0x23, 0x5b], [0x5d, 0x10ffff]]) {
       for (const [a, b] of within(lo, hi)) {
-        for (const seq of utf8Sequences(a, b)) this.#byteChain(c, seq.map((r) => [r]), toN);
+        this.utf8Range(c, a, b, toN);
       }
     }
     const esc = this.state(), u = this.state();
@@ -303,6 +303,11 @@ export class Nfa {
   }
 
   /** Edges from `a` to `b` through one byte per step, each step's byte in one of its ranges. */
+  /** Edges from `a` to `b` for the code points `lo`..`hi` as UTF-8 ({@link utf8Sequences}). */
+  utf8Range(a: number, lo: number, hi: number, b: number): void {
+    for (const seq of utf8Sequences(lo, hi)) this.#byteChain(a, seq.map((r) => [r]), b);
+  }
+
   #byteChain(a: number, steps: [number, number][][], b: number): void {
     let at = a;
     steps.forEach((ranges, i) => {

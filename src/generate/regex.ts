@@ -4,7 +4,7 @@
  * @module
  */
 import { preview, SchemaError } from "../errors.ts";
-import { determinize, type Dfa, type Frag, Nfa, utf8Sequences } from "./_automaton.ts";
+import { determinize, type Dfa, type Frag, Nfa } from "./_automaton.ts";
 
 /** Deepest groups may nest. */
 const MAX_GROUP_DEPTH = 64;
@@ -416,17 +416,9 @@ function regexFrag(nfa: Nfa, node: Node, charSet = utf8Set): Frag {
  */
 function rawCharacters(nfa: Nfa, a: number, b: number, ranges: [number, number][]): void {
   for (const [lo, hi] of ranges) {
-    for (const [x, y] of [[lo, 0x1f], [0x20, 0x21], [0x23, 0x5b], [0x5d, hi]]) {
+    for (const [x, y] of [[0x20, 0x21], [0x23, 0x5b], [0x5d, hi]]) {
       const [l, h] = [Math.max(lo, x), Math.min(hi, y)];
-      if (l > h || h < 0x20) continue;
-      for (const seq of utf8Sequences(l, h)) {
-        let at = a;
-        seq.forEach(([p, q], i) => {
-          const to = i === seq.length - 1 ? b : nfa.state();
-          nfa.range(at, p, q, to);
-          at = to;
-        });
-      }
+      if (l <= h) nfa.utf8Range(a, l, h, b);
     }
   }
 }
@@ -435,16 +427,7 @@ function rawCharacters(nfa: Nfa, a: number, b: number, ranges: [number, number][
 function utf8Set(nfa: Nfa, set: CharSet): Frag {
   const f = nfa.frag();
   set.ascii.forEach((on, b) => on && nfa.byte(f.start, b, f.end));
-  for (const [lo, hi] of set.ranges) {
-    for (const seq of utf8Sequences(lo, hi)) {
-      let at = f.start;
-      seq.forEach(([a, b], i) => {
-        const to = i === seq.length - 1 ? f.end : nfa.state();
-        nfa.range(at, a, b, to);
-        at = to;
-      });
-    }
-  }
+  for (const [lo, hi] of set.ranges) nfa.utf8Range(f.start, lo, hi, f.end);
   return f;
 }
 
