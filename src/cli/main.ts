@@ -36,7 +36,7 @@ const COMMANDS: Record<string, Command> = {
     run: async (a, io) => (await import("./_logits.ts")).logitsCommand(a, io),
   },
   chat: {
-    summary: "chat in the terminal (streaming; /image, /reset, /exit)",
+    summary: "chat in the terminal (streaming; /image, /video, /reset, /exit)",
     run: async (a, io) => (await import("./_chat.ts")).chatCommand(a, io),
   },
 };
@@ -86,6 +86,16 @@ export function overview(): string {
 }
 
 /**
+ * What follows a usage error: the command's synopsis (its usage text up to the first blank line)
+ * and where its options are — not its whole option list, which (50 lines for generate) would
+ * scroll the error itself off the terminal.
+ */
+function usageLines(usage: string, command: string): string {
+  const synopsis = usage.split(/\n\s*\n/)[0].trimEnd();
+  return `${synopsis}\n\nRun "qvq ${command} --help" for its options.\n`;
+}
+
+/**
  * Runs the CLI with `args` (without the program name) and returns the exit code.
  *
  * @example
@@ -108,7 +118,7 @@ export async function main(args: string[], io: Io = stdio): Promise<number> {
     return (await cmd.run(rest, io)) ?? 0;
   } catch (e) {
     if (e instanceof UsageError) {
-      await io.err(`error: ${e.message}\n\n${e.usage}`);
+      await io.err(`error: ${e.message}\n\n${usageLines(e.usage, name)}`);
       return 2;
     }
     if (e instanceof QvqError) {

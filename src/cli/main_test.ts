@@ -104,6 +104,30 @@ Deno.test("main() answers bad usage with the command's usage and exit code 2", a
   }
 });
 
+Deno.test("main() follows a usage error with the command's synopsis, not its whole option list", async () => {
+  // generate's option list is 50 lines: printed after the error, it scrolled the error itself off
+  // a terminal, and a user who forgot --prompt saw only the last options.
+  for (
+    const [args, command] of [[["generate", "--model", TINY_DIR], "generate"], [
+      ["chat"],
+      "chat",
+    ], [["detokenize"], "detokenize"]] as const
+  ) {
+    const r = await cli([...args]);
+    assert.equal(r.code, 2, args.join(" "));
+    assert.match(
+      r.err,
+      new RegExp(
+        `^error: --(model|prompt) is required\\n\\nusage: qvq [^\\n]*\\n(.+\\n)*` +
+          `\\nRun "qvq ${command} --help" for its options\\.\\n$`,
+      ),
+    );
+    assert.match(r.err, new RegExp(`qvq ${command} --model`));
+    assert.ok(r.err.trimEnd().split("\n").length <= 6, r.err);
+    assert.doesNotMatch(r.err, /options:|--max-tokens/);
+  }
+});
+
 Deno.test("main() --help on a command prints its usage and exits 0", async () => {
   for (const c of ["generate", "logits", "preprocess", "tokenize"]) {
     const r = await cli([c, "--help"]);
