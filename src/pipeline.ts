@@ -61,6 +61,7 @@ import type {
   TokenizeInput,
   WeightTypes,
 } from "./generate/types.ts";
+import { MAX_PARALLEL } from "./generate/types.ts";
 import type { ImageSize } from "./image.ts";
 
 /** Options of {@link Pipeline.load}. */
@@ -115,6 +116,17 @@ export interface PipelineOptions {
    * false or 0: off.
    */
   promptCache?: boolean | number;
+  /**
+   * Generations that run at once (default 1): each with a KV cache of its own (a prompt cache
+   * session: the prompt cache keeps at least this many), their decode batches taking turns on
+   * the GPU — each runs at about 1 / N of the speed one alone does (the rate all of them make
+   * together stays one generation's; nothing is batched), so a short answer is not kept waiting
+   * behind a long one. Those beyond wait their turn, in call order. Memory: each needs a KV cache
+   * for the whole context, which load() does not plan for beyond the first (QVQ-72B at 8192
+   * tokens: 5.4 GB each with the f32 cache); a generation the device cannot hold fails with a
+   * GpuError. vLLM's and llama.cpp's concurrent requests, Ollama's OLLAMA_NUM_PARALLEL.
+   */
+  parallel?: number;
   /** Called as weights stream to the GPU. */
   onProgress?: (doneBytes: number, totalBytes: number) => void;
 }
@@ -129,6 +141,7 @@ const LOAD_OPTION_KEYS: Record<keyof PipelineOptions, true> = {
   maxContext: true,
   loopDetection: true,
   promptCache: true,
+  parallel: true,
   onProgress: true,
 };
 
@@ -151,7 +164,8 @@ export class Pipeline implements ChatEngine {
   readonly processor: ChatProcessor;
   /** The model's generation_config.json defaults. */
   readonly generationConfig: GenerationConfig;
-  readonly #lock = new FifoLock();
+  /** Places for generations running at once ({@link parallel}). */
+  readonly #lock: FifoLock;
   readonly #loop: LoopDetectorOptions;
   readonly #cache: PromptCache | undefined;
   /** Aborted by dispose(): ends the generation in progress and those queued. */
@@ -179,15 +193,23 @@ export class Pipeline implements ChatEngine {
     generationConfig: GenerationConfig,
     loop: LoopDetectorOptions,
     promptCache: boolean | number,
+    parallel: number,
   ) {
     this.modelId = modelId;
     this.model = model;
     this.processor = processor;
     this.generationConfig = generationConfig;
     this.#loop = loop;
-    this.#cache = promptCache === false || promptCache === 0
-      ? undefined
-      : new PromptCache(model, { slots: promptCache === true ? 1 : promptCache });
+    this.#lock = new FifoLock(parallel);
+    // A session for each generation running, kept afterwards for the conversations' next turns.
+    this.#cache = promptCache === false || promptCache === 0 ? undefined : new PromptCache(model, {
+      slots: Math.max(promptCache === true ? 1 : promptCache, parallel),
+    });
+  }
+
+  /** Generations that run at once (load's `parallel`); those beyond wait their turn. */
+  get parallel(): number {
+    return this.#lock.places;
   }
 
   /** The model's tokenizer. */
@@ -340,6 +362,13 @@ export class Pipeline implements ChatEngine {
           `got ${JSON.stringify(promptCache)}`,
       );
     }
+    const parallel = opts.parallel ?? 1;
+    if (!Number.isInteger(parallel) || parallel < 1 || parallel > MAX_PARALLEL) {
+      throw new InvalidInputError(
+        `parallel must be a whole number of generations to run at once, 1 to ${MAX_PARALLEL}, ` +
+          `got ${preview(parallel)}`,
+      );
+    }
     if (opts.onProgress !== undefined && typeof opts.onProgress !== "function") {
       throw new InvalidInputError(
         `onProgress must be a function (doneBytes, totalBytes) => void, got ${typeof opts
@@ -366,6 +395,7 @@ export class Pipeline implements ChatEngine {
         generationConfig,
         opts.loopDetection ?? {},
         promptCache,
+        parallel,
       );
     } catch (e) {
       model?.dispose(); // its GPU memory, were it loaded
@@ -433,9 +463,9 @@ export class Pipeline implements ChatEngine {
    * Streams the answer to `messages`: text deltas (a decode batch each: 1, 2, 4, … up to 32
    * tokens), then one `done` record. Options are checked before waiting for the GPU; an abort
    * (also while queued, or by {@link dispose}) ends the stream with finishReason "abort". One
-   * generation runs at a time, in call order: run the stream to its end, break out of it or abort
-   * it — one left half-read holds the GPU and the generations after it wait. The KV cache stays in
-   * the prompt cache (see PipelineOptions.promptCache).
+   * generation runs at a time (load's `parallel`: that many), in call order: run the stream to its
+   * end, break out of it or abort it — one left half-read holds its place and the generations
+   * after it wait. The KV cache stays in the prompt cache (see PipelineOptions.promptCache).
    */
   async *generate(
     messages: readonly ChatMessage[],
@@ -739,12 +769,12 @@ export class Pipeline implements ChatEngine {
   }
 
   /**
-   * Frees the prompt cache's sessions (the next prompt then runs whole). Waits for the generation
-   * in progress, if any.
+   * Frees the prompt cache's sessions (the next prompt then runs whole). Waits for the generations
+   * in progress, if any (those called after it wait for it).
    */
   async clearPromptCache(): Promise<void> {
     this.#checkOpen();
-    const release = await this.#lock.acquire();
+    const release = await this.#lock.acquire(undefined, { all: true });
     try {
       this.#cache?.clear();
     } finally {
@@ -768,12 +798,12 @@ export class Pipeline implements ChatEngine {
       this.model.dispose();
       this.tokenizer.dispose();
     };
-    // After the generation running (the lock's holder and those queued end with "abort"), and
+    // After the generations running (the lock's holders and those queued end with "abort"), and
     // after the calls still preparing a prompt: their template and images need the tokenizer,
     // and a generation among them then ends with "abort" at the lock.
     const afterGenerations = () => {
       if (this.#lock.pending === 0) return free();
-      this.#lock.acquire().then((release) => {
+      this.#lock.acquire(undefined, { all: true }).then((release) => {
         free();
         release();
       });

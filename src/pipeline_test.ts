@@ -450,6 +450,53 @@ Deno.test("Pipeline with promptCache 2 serves two interleaved conversations each
   }
 });
 
+// parallel 2: a short answer asked after a long one ends first, with the same tokens as one
+// at a time; each conversation's next turn, both again at once, continues its own session.
+Deno.test("Pipeline with parallel 2 runs two generations at once, each answer what it is alone", async () => {
+  const gpu = (await pipeline).model.gpu;
+  const opts = { gpu, dtype: "f32", maxContext: 128 } as const;
+  const [one, two] = [
+    await Pipeline.load(TINY_DIR, opts),
+    await Pipeline.load(TINY_DIR, { ...opts, parallel: 2 }),
+  ];
+  try {
+    assert.equal(one.parallel, 1);
+    assert.equal(two.parallel, 2);
+    const long = { maxNewTokens: 40, temperature: 0, ignoreEos: true, stopOnLoop: false };
+    const short = { maxNewTokens: 2, temperature: 0 };
+    const run = async (p: Pipeline, chats: ChatMessage[][]) => {
+      const ended: string[] = [];
+      const results = await Promise.all(chats.map(async (chat, i) => {
+        const r = await p.chat(chat, i === 0 ? long : short);
+        ended.push(i === 0 ? "long" : "short");
+        return r;
+      }));
+      return { ended, results };
+    };
+    const chats = [await case0(), TEXT];
+    const alone = await run(one, chats);
+    assert.deepEqual(alone.ended, ["long", "short"], "one at a time: the short one waits");
+    const both = await run(two, chats);
+    assert.deepEqual(both.ended, ["short", "long"], "at once: the short one is not kept waiting");
+    assert.deepEqual(
+      both.results.map((r) => [r.text, r.finishReason, r.usage.completionTokens]),
+      alone.results.map((r) => [r.text, r.finishReason, r.usage.completionTokens]),
+    );
+    const next = (i: number) => [...chats[i], {
+      role: "assistant" as const,
+      content: both.results[i].text,
+    }, { role: "user" as const, content: "Go on." }];
+    const again = await run(two, [next(0), next(1)]);
+    assert.deepEqual(
+      again.results.map((r) => r.usage.cachedTokens),
+      both.results.map((r) => r.usage.promptTokens + r.usage.completionTokens - 1),
+    );
+  } finally {
+    one.dispose();
+    two.dispose();
+  }
+});
+
 function commonPrefix(a: number[], b: number[]): number {
   let n = 0;
   while (n < a.length && n < b.length && a[n] === b[n]) n++;
@@ -690,7 +737,7 @@ Deno.test("Pipeline.load() and detokenize() name a bad argument (no TypeError fr
   }
 });
 
-Deno.test("Pipeline.load() refuses a bad promptCache, onProgress or an unknown option before any weight is uploaded", async () => {
+Deno.test("Pipeline.load() refuses a bad promptCache, parallel, onProgress or an unknown option before any weight is uploaded", async () => {
   for (const promptCache of [-1, 1.5, "yes"]) {
     let uploaded = 0;
     await assert.rejects(
@@ -710,6 +757,15 @@ Deno.test("Pipeline.load() refuses a bad promptCache, onProgress or an unknown o
       e instanceof InvalidInputError &&
       /unknown load option quantization; .*quant,/.test(e.message),
   );
+  for (const parallel of [0, 1.5, 65, "2"]) {
+    await assert.rejects(
+      () => Pipeline.load(TINY_DIR, { parallel: parallel as number }),
+      (e: Error) =>
+        e instanceof InvalidInputError &&
+        /parallel must be a whole number of generations to run at once, 1 to 64/.test(e.message),
+      `parallel ${parallel}`,
+    );
+  }
   await assert.rejects(
     () => Pipeline.load(TINY_DIR, { onProgress: "x" as unknown as () => void }),
     (e: Error) => e instanceof InvalidInputError && /onProgress must be a function/.test(e.message),

@@ -14,7 +14,7 @@ import type { Tokenizer } from "../tokenizer.ts";
 import { decodeStream, type DecodeStreamOptions, skipUnknownIds } from "./decode_stream.ts";
 import type { ResolvedOptions } from "./options.ts";
 import type { PreparedPrompt } from "./prompt.ts";
-import { imageKeys, type PromptCache } from "./prompt_cache.ts";
+import { type CacheClaim, imageKeys, type PromptCache } from "./prompt_cache.ts";
 import { type RunGrammar, SessionRun } from "./session_run.ts";
 import { promptEcho, tokenTexts } from "./logprobs.ts";
 import { FormatTracker } from "./format_tracker.ts";
@@ -67,16 +67,18 @@ export async function* runGeneration(
   };
   const generated: number[] = [];
   let heldRows = 0, failed = false;
+  let claim: CacheClaim | undefined;
   try {
     let visionMs = 0;
     if (o.signal?.aborted) return yield* aborted(S, prompt.imageTokens, visionMs);
-    // What the cache holds of the prompt decides which images to encode; the session is taken
-    // (or made) after the vision tower, whose activations the memory plan does not count beside
-    // a whole-context KV cache.
-    // Scoring the prompt runs all of it: the cache serves none.
+    // What the cache holds of the prompt decides which images to encode. The session is claimed
+    // now (a generation running beside this one cannot take it meanwhile) and made, where it is
+    // new, after the vision tower, whose activations the memory plan does not count beside a
+    // whole-context KV cache. Scoring the prompt runs all of it: the cache serves none.
     const none = { tokens: 0, images: 0 };
     const scoring = o.promptLogprobs !== undefined;
-    const peeked = (!scoring && cache?.peek(history, S + o.maxNewTokens)) || none;
+    claim = cache?.claim(history, S + o.maxNewTokens);
+    const peeked = (!scoring && claim?.cached) || none;
     const cachedGrids = prompt.gridThw.slice(0, peeked.images);
     if (prompt.gridThw.length > peeked.images) {
       const t0 = performance.now();
@@ -91,8 +93,8 @@ export async function* runGeneration(
       await gpuIdle(gpu);
       visionMs = performance.now() - t0;
     }
-    const hit = cache
-      ? await cache.take(history, S + o.maxNewTokens)
+    const hit = claim
+      ? await claim.open()
       : { session: model.createSession(S + o.maxNewTokens), cached: peeked };
     session = hit.session;
     const cached = scoring ? none : hit.cached;
@@ -168,6 +170,7 @@ export async function* runGeneration(
     throw error;
   } finally {
     run?.dispose();
+    claim?.cancel(); // unopened: the vision tower failed or was aborted
     if (cache && session && !failed) {
       const ids = Array.from(prompt.inputIds.subarray(0, heldRows));
       if (heldRows === S) ids.push(...generated.slice(0, -1));

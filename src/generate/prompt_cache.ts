@@ -108,24 +108,49 @@ interface Slot {
 }
 
 /**
- * Kept sessions — one by default, `slots` conversations at most — and the history each one's KV
- * rows hold. Not thread-safe on its own: the pipeline calls it under its one-generation-at-a-time
- * lock.
+ * A prompt's hold on the cache, taken before its images are encoded ({@link PromptCache.claim}):
+ * the kept session it continues (taken out of the cache, so a generation running beside it cannot
+ * take it meanwhile) or room for a new one. End it with {@link open} or {@link cancel}.
+ */
+export interface CacheClaim {
+  /** Prompt tokens (and images among them) the claimed session holds; none for a new one. */
+  readonly cached: { tokens: number; images: number };
+  /**
+   * The claimed session, or a new one (see {@link PromptCache.take}): the caller's until it gives
+   * it back with {@link PromptCache.keep} or disposes it.
+   */
+  open(): Promise<CacheHit>;
+  /**
+   * Gives the claim up unopened: a claimed kept session goes back to the cache, holding what it
+   * held. Idempotent; does nothing after open().
+   */
+  cancel(): void;
+}
+
+/**
+ * Sessions — one by default, `slots` at most, counting those out with generations — and the
+ * history each kept one's KV rows hold. Generations running at once (PipelineOptions.parallel)
+ * each take a session of their own: a claim takes the kept session out of the cache until it is
+ * kept again.
  */
 export class PromptCache {
   readonly #model: Qwen2VLModel;
   /** Least recently kept first. */
   #slots: Slot[] = [];
-  /** Sessions kept at most: the option, lowered when the device refused one more. */
+  /** Sessions handed out (opened claims) and not yet kept: disposed ones no longer count. */
+  readonly #out = new Set<Session>();
+  /** Claims not yet opened or cancelled: each holds room for a session. */
+  #claims = 0;
+  /** Sessions at most, kept and out: the option, lowered when the device refused one more. */
   #capacity: number;
   #closed = false;
   /** A whole-context session failed to allocate once: sessions take each request's size. */
   #fullFailed = false;
 
   /**
-   * @param options.slots conversations kept at most (default 1), each a KV cache for the model's
-   *   whole context: a prompt continues the kept session it extends (see {@link peek}), and one
-   *   that extends none takes a new session while there is room, else the least recently used one
+   * @param options.slots sessions at most (default 1), each a KV cache for the model's whole
+   *   context: a prompt continues the kept session it extends (see {@link peek}), and one that
+   *   extends none takes a new session while there is room, else the least recently used one
    * @throws InvalidInputError for slots not a positive integer
    */
   constructor(model: Qwen2VLModel, options: { slots?: number } = {}) {
@@ -149,47 +174,103 @@ export class PromptCache {
     return this.#slots.length;
   }
 
+  /** Sessions out with generations (opened, not yet kept or freed). */
+  get sessionsOut(): number {
+    for (const s of this.#out) if (s.disposed) this.#out.delete(s);
+    return this.#out.size;
+  }
+
   /**
    * A session of at least `maxTokens` for `prompt`, and how much of the prompt its rows already
-   * hold: the kept session the prompt continues (see {@link peek}); else a new one for the model's
-   * whole context (maxContext) while fewer than `slots` are kept — the memory load() planned for
-   * the first (estimateMemory at maxContext), and a conversation never outgrows it — or the least
-   * recently kept session, reusing what its rows share with the prompt. Where the device cannot
-   * hold a whole-context session: no more sessions (the least recently kept one serves, from row
-   * 0), or, with none kept, a session of `maxTokens` (its allocation error, if that fails too,
-   * surfaces in prefill). The session is the caller's until it gives it back with {@link keep} or
-   * disposes it.
+   * hold: {@link claim} and {@link CacheClaim.open} at once.
    */
-  async take(prompt: TokenHistory, maxTokens: number): Promise<CacheHit> {
-    const chosen = this.#choose(prompt, maxTokens);
-    if (chosen) {
-      return { session: this.#slots.splice(chosen.index, 1)[0].session, cached: chosen.cached };
-    }
+  take(prompt: TokenHistory, maxTokens: number): Promise<CacheHit> {
+    return this.claim(prompt, maxTokens).open();
+  }
+
+  /**
+   * Claims for `prompt` the kept session of at least `maxTokens` it continues (see {@link peek}),
+   * taking it out of the cache; else room for a new one, for the model's whole context
+   * (maxContext), while fewer than `slots` sessions are kept or out — the memory load() planned
+   * for the first (estimateMemory at maxContext), and a conversation never outgrows it — or the
+   * least recently kept session, reusing what its rows share with the prompt (with none large
+   * enough, the least recent one's memory is freed for the new one). The session itself is made
+   * by {@link CacheClaim.open}, after the caller has encoded the images the cache does not hold:
+   * the vision tower never runs beside a newly allocated whole-context cache. Where the device
+   * cannot hold a whole-context session: no more sessions (a kept one serves, from row 0), or,
+   * with none kept, a session of `maxTokens` (its allocation error, if that fails too, surfaces
+   * in prefill).
+   */
+  claim(prompt: TokenHistory, maxTokens: number): CacheClaim {
     const none = { tokens: 0, images: 0 };
+    const chosen = this.#choose(prompt, maxTokens);
+    let session = chosen && this.#slots.splice(chosen.index, 1)[0].session;
     // At capacity with no kept session large enough: the least recent one's memory is freed.
-    if (this.#slots.length >= this.#capacity) this.#slots.shift()?.session.dispose();
+    if (!chosen && this.#total() >= this.#capacity) this.#slots.shift()?.session.dispose();
+    // Still none: every session is out with a generation (slots lowered below `parallel` by a
+    // device that refused one more) — one of this request's size, not kept beyond the slots.
+    const whole = this.#total() < this.#capacity;
+    this.#claims++;
+    let state: "claimed" | "opened" | "cancelled" = "claimed";
+    const end = () => {
+      const was = state;
+      if (was === "claimed") this.#claims--;
+      return was;
+    };
+    return {
+      cached: chosen?.cached ?? none,
+      open: async () => {
+        if (end() !== "claimed") {
+          throw new InvalidInputError("PromptCache: this claim was already opened or cancelled");
+        }
+        state = "opened";
+        if (session) return this.#handOut(session, chosen!.cached);
+        session = await this.#create(maxTokens, whole);
+        return this.#handOut(session, none);
+      },
+      cancel: () => {
+        if (end() !== "claimed") return;
+        state = "cancelled";
+        if (session) this.#return(session, chosen!.held);
+      },
+    };
+  }
+
+  /** A new session for `maxTokens`: `whole`, the whole context where it fits (see {@link claim}). */
+  async #create(maxTokens: number, whole: boolean): Promise<Session> {
     const full = Math.max(maxTokens, this.#model.maxContext);
-    if (full > maxTokens && !this.#fullFailed) {
+    if (whole && full > maxTokens && !this.#fullFailed) {
       let session: Session | undefined;
       try {
         session = this.#model.createSession(full);
         await session.ready();
-        return { session, cached: none };
+        return session;
       } catch (e) {
         session?.dispose();
         if (!(e instanceof GpuError)) throw e;
-        // Do not try (and fail) again every turn: with sessions kept, keep no more than these;
-        // with none, sessions take each request's size.
-        if (this.#slots.length === 0) {
+        // Do not try (and fail) again every turn: with sessions kept or out, keep no more than
+        // these; with none, sessions take each request's size.
+        const others = this.#slots.length + this.sessionsOut;
+        if (others === 0) {
           this.#fullFailed = true;
         } else {
-          this.#capacity = this.#slots.length;
+          this.#capacity = Math.max(1, others);
           const i = this.#leastRecent(maxTokens);
-          if (i >= 0) return { session: this.#slots.splice(i, 1)[0].session, cached: none };
+          if (i >= 0) return this.#slots.splice(i, 1)[0].session;
         }
       }
     }
-    return { session: this.#model.createSession(maxTokens), cached: none };
+    return this.#model.createSession(maxTokens);
+  }
+
+  #handOut(session: Session, cached: { tokens: number; images: number }): CacheHit {
+    this.#out.add(session);
+    return { session, cached };
+  }
+
+  /** Sessions kept, out, and claimed. */
+  #total(): number {
+    return this.#slots.length + this.sessionsOut + this.#claims;
   }
 
   /**
@@ -199,20 +280,21 @@ export class PromptCache {
    * the prompt (the same question again, after a long answer), the most such (a
    * later turn of its conversation, not another that shares only a system prompt, which would
    * overwrite it: llama.cpp's server likewise reuses a slot only for a prompt similar enough) —
-   * or, with `slots` sessions kept and none continued, the least recently kept one, whatever it
-   * shares. The caller encodes only the images after them before it takes the session, so the
-   * vision tower never runs beside a newly allocated whole-context cache.
+   * or, with `slots` sessions kept or out and none continued, the least recently kept one,
+   * whatever it shares.
    */
   peek(prompt: TokenHistory, maxTokens: number): { tokens: number; images: number } {
     return this.#choose(prompt, maxTokens)?.cached ?? { tokens: 0, images: 0 };
   }
 
-  /** The kept session {@link take} takes for `prompt` (undefined: a new one). */
+  /** The kept session {@link claim} takes for `prompt` (undefined: a new one). */
   #choose(prompt: TokenHistory, maxTokens: number) {
     this.#slots = this.#slots.filter((s) => !s.session.disposed);
     const c = this.#model.config;
     const prefix = (s: Slot) => reusablePrefix(s.held, prompt, [c.imageTokenId, c.videoTokenId]);
-    let best: { index: number; cached: { tokens: number; images: number } } | undefined;
+    let best:
+      | { index: number; held: TokenHistory; cached: { tokens: number; images: number } }
+      | undefined;
     this.#slots.forEach((slot, index) => {
       if (slot.session.maxTokens < maxTokens) return;
       const cached = prefix(slot);
@@ -225,16 +307,24 @@ export class PromptCache {
         ) &&
         cached.tokens >= prompt.ids.length - 2;
       if (cached.tokens === 0 || (2 * cached.tokens < slot.held.ids.length && !contained)) return;
-      if (!best || cached.tokens >= best.cached.tokens) best = { index, cached };
+      if (!best || cached.tokens >= best.cached.tokens) best = { index, held: slot.held, cached };
     });
-    if (best || this.#slots.length < this.#capacity) return best;
+    if (best || this.#total() < this.#capacity) return best;
     const index = this.#leastRecent(maxTokens);
-    return index >= 0 ? { index, cached: prefix(this.#slots[index]) } : undefined;
+    if (index < 0) return undefined;
+    const slot = this.#slots[index];
+    return { index, held: slot.held, cached: prefix(slot) };
   }
 
   /** The least recently kept session of at least `maxTokens` (its index; −1 when none is). */
   #leastRecent(maxTokens: number): number {
     return this.#slots.findIndex((s) => s.session.maxTokens >= maxTokens);
+  }
+
+  /** A claimed kept session back as the most recent, holding what it held. */
+  #return(session: Session, held: TokenHistory): void {
+    if (this.#closed || session.disposed) return session.dispose();
+    this.#slots.push({ session, held });
   }
 
   /**
@@ -243,13 +333,17 @@ export class PromptCache {
    * recently kept sessions beyond `slots`.
    */
   keep(session: Session, held: TokenHistory): void {
+    this.#out.delete(session);
     this.#slots = this.#slots.filter((s) => s.session !== session);
     if (this.#closed || session.disposed || held.ids.length === 0) {
       session.dispose();
       return;
     }
     this.#slots.push({ session, held: { ids: Array.from(held.ids), images: [...held.images] } });
-    while (this.#slots.length > this.#capacity) this.#slots.shift()!.session.dispose();
+    // Sessions out with generations running beside this one count too.
+    while (this.#slots.length && this.#total() > this.#capacity) {
+      this.#slots.shift()!.session.dispose();
+    }
   }
 
   /**

@@ -276,3 +276,78 @@ Deno.test("PromptCache with several slots serves the same question again after a
   cache.keep(again.session, history([...q, 60, 61]));
   assert.deepEqual(cache.peek(history([1, 2, 9, 9, 9, 9, 9, 9]), 10), { tokens: 0, images: 0 });
 });
+
+// Generations running at once (PipelineOptions.parallel) each hold a session of their own: a
+// claim takes its kept session out of the cache at once, before the images are encoded.
+Deno.test("PromptCache.claim() takes the kept session out, so a claim beside it gets another", async () => {
+  const { model, made } = fakeModel(100, 1000);
+  const cache = new PromptCache(model, { slots: 2 });
+  const a = await cache.take(history([1, 2, 3]), 10);
+  cache.keep(a.session, history([1, 2, 3, 4]));
+  const first = cache.claim(history([1, 2, 3, 4, 5]), 10);
+  assert.deepEqual(first.cached, { tokens: 3, images: 0 });
+  assert.equal(cache.heldSessions, 0, "out of the cache while claimed");
+  // The same conversation's next turn sent twice at once: the second cannot share the session.
+  const second = cache.claim(history([1, 2, 3, 4, 5]), 10);
+  assert.deepEqual(second.cached, { tokens: 0, images: 0 });
+  const [h1, h2] = await Promise.all([first.open(), second.open()]);
+  assert.equal(h1.session, made[0]);
+  assert.equal(h2.session, made[1]);
+  assert.equal(h2.session.maxTokens, 100, "a whole-context session: a slot was free");
+  assert.equal(cache.sessionsOut, 2);
+  await assert.rejects(first.open(), /already opened/);
+  cache.keep(h1.session, history([1, 2, 3, 4, 5, 6]));
+  cache.keep(h2.session, history([1, 2, 3, 4, 5, 7]));
+  assert.equal(cache.sessionsOut, 0);
+  assert.equal(cache.heldSessions, 2);
+  assert.deepEqual(made.map((s) => s.disposed), [false, false]);
+});
+
+Deno.test("PromptCache counts sessions out with generations against its slots", async () => {
+  const { model, made } = fakeModel(100, 1000);
+  const cache = new PromptCache(model, { slots: 2 });
+  const kept = await cache.take(history([1, 2]), 10);
+  cache.keep(kept.session, history([1, 2, 3]));
+  const running = await cache.take(history([5, 6]), 10); // out with a generation
+  assert.equal(made.length, 2);
+  // Two sessions exist: a third conversation takes the kept one rather than a third session.
+  const third = await cache.take(history([8, 9]), 10);
+  assert.equal(made.length, 2);
+  assert.equal(third.session, kept.session);
+  assert.deepEqual(third.cached, { tokens: 0, images: 0 });
+  // With both out, a fourth has nothing to take: a session of its own request's size, which is
+  // not kept beyond the slots when it ends.
+  const fourth = await cache.take(history([7]), 10);
+  assert.equal(made.length, 3);
+  assert.equal(fourth.session.maxTokens, 10);
+  cache.keep(running.session, history([5, 6, 0]));
+  cache.keep(third.session, history([8, 9, 0]));
+  cache.keep(fourth.session, history([7, 0]));
+  assert.equal(cache.heldSessions, 2);
+  // Kept while the two others were still out (three sessions, two slots): freed at once.
+  assert.deepEqual(made.map((s) => s.disposed), [false, true, false]);
+});
+
+Deno.test("PromptCache: a cancelled claim gives its kept session back, a new one makes nothing", async () => {
+  const { model, made } = fakeModel(100, 1000);
+  const cache = new PromptCache(model, { slots: 2 });
+  const a = await cache.take(history([1, 2, 3]), 10);
+  cache.keep(a.session, history([1, 2, 3, 4]));
+  const claim = cache.claim(history([1, 2, 3, 4, 5]), 10);
+  assert.equal(cache.heldSessions, 0);
+  claim.cancel();
+  claim.cancel();
+  assert.equal(cache.heldSessions, 1);
+  await assert.rejects(claim.open(), /already opened or cancelled/);
+  const again = await cache.take(history([1, 2, 3, 4, 5]), 10);
+  assert.equal(again.session, made[0]);
+  assert.deepEqual(again.cached, { tokens: 3, images: 0 }, "its rows still count");
+  cache.keep(again.session, history([1, 2, 3, 4, 5]));
+  // A claim for a new session, cancelled: no session was made, and its room is free again (a
+  // claim still holding it would leave the next conversation the kept session).
+  cache.claim(history([9, 9, 9]), 10).cancel();
+  assert.equal(made.length, 1);
+  const next = await cache.take(history([20, 21]), 10);
+  assert.equal(made.length, 2);
+  assert.equal(next.session, made[1]);
+});

@@ -272,6 +272,9 @@ export type GenerationEvent =
   }
   | { type: "done"; result: GenerationResult };
 
+/** The most generations a Pipeline runs at once (PipelineOptions.parallel, `QVQ_PARALLEL`). */
+export const MAX_PARALLEL = 64;
+
 /** Anything that can answer chat messages: the real pipeline, or a fake in server tests. */
 export interface ChatEngine {
   /** The id clients name in requests (e.g. "Qwen/QVQ-72B-Preview"). */
@@ -303,6 +306,11 @@ export interface ChatEngine {
   ): Promise<void>;
   /** The model's context in tokens (vLLM's `max_model_len`). Optional. */
   readonly maxContext?: number;
+  /**
+   * Generations it runs at once (Pipeline's `parallel`, at most {@link MAX_PARALLEL}): a server
+   * lets this many run and queues the rest. Optional: 1.
+   */
+  readonly parallel?: number;
   /**
    * How the model's weights are held (their float type, what is quantized): a server reports it
    * (Ollama's `quantization_level`, its start-up line). Optional.
