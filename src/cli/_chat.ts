@@ -21,12 +21,12 @@ import {
 } from "./_args.ts";
 import { generateOptions, SAMPLING_OPTIONS, videoFramePaths } from "./_generate.ts";
 
-const USAGE = `usage: qvq chat --model <dir|org/name> [options]
+const USAGE = `usage: qvq chat --model <dir|url|org/name> [options]
 
 Chat with a Qwen2-VL / QVQ model in the terminal; the answer streams as it is written.
 
 options:
-  --model <dir|id>          a model directory, or a Hugging Face hub id (downloaded and cached)
+  --model <dir|url|id>      model directory, URL, or Hugging Face hub id (downloaded and cached)
   --system <text>           a system prompt instead of the template's default ("": none)
   --max-tokens <n>          most tokens per answer (default: as many as the context holds,
                             up to 8192)
@@ -41,7 +41,7 @@ options:
   --stop-token-id <id>      also stop at this token id; repeat for several
   --logit-bias <id>=<bias>  add -100..100 to a token's logit (-100 bans it); repeat for several
   --stop-on-loop            stop an answer that keeps repeating itself (QVQ can reason in
-                            circles; the default, but with a format); --no-stop-on-loop: never
+                            circles; the default, except with a format); --no-stop-on-loop: never
   --dtype <f16|f32>         weight dtype on the GPU (default f16 where supported)
   --quant <q8|q4|f16>       quantize the decoder's matrices while loading: 8.5 / 4.5 bits per
                             weight; q4 costs more accuracy (BENCHMARKS.md); f16: none (default)

@@ -64,7 +64,7 @@ options:
   --stop-token-id <id>      also stop at this token id (vLLM's stop_token_ids); repeat for several
   --logit-bias <id>=<bias>  add -100..100 to a token's logit (OpenAI's logit_bias; -100 bans
                             it); repeat for several
-  --stop-on-loop            stop when the answer keeps repeating itself (the default, but with
+  --stop-on-loop            stop when the answer keeps repeating itself (the default, except with
                             --ignore-eos or a format); --no-stop-on-loop: never
   --ignore-eos              run past the end-of-sequence ids to --max-tokens (benchmarks)
   --dtype <f16|f32>         weight dtype on the GPU (default f16 where supported)
