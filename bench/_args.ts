@@ -59,6 +59,11 @@ export interface BenchOptions {
    * session's KV cache (the prompt cache) and, for comparison, whole.
    */
   followup: number;
+  /**
+   * After the decode, time this many generations decoding at once (PipelineOptions.parallel), each
+   * in a session of its own; 1: none.
+   */
+  parallel: number;
   /** Record each token's logprob and this many alternatives (the logprobs kernels), or none. */
   logprobs?: number;
   /**
@@ -99,6 +104,8 @@ const USAGE = `deno task bench [options]
                               "decode_profile" (µs per step by kernel variant) to the line
   --followup N                then time the next chat turn, N new prompt tokens (≥ 10), from
                               the KV cache the turn before left and whole; adds "followup"
+  --parallel N                then time N generations decoding at once, each in its own session
+                              (Pipeline's parallel; 2..64); adds "parallel"
   --logprobs N                decode with each token's logprob and N alternatives (0..20)
   --penalties                 decode with repetition, presence, frequency penalties and a
                               300-token logit bias on
@@ -121,6 +128,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     writeCheckpoint: false,
     profile: false,
     followup: 0,
+    parallel: 1,
     penalties: false,
     jsonMode: false,
     jsonSchema: false,
@@ -194,6 +202,10 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
         break;
       case "--followup":
         o.followup = int(flag, val(), 10);
+        break;
+      case "--parallel":
+        o.parallel = int(flag, val(), 2);
+        if (o.parallel > 64) bad(`--parallel must be 2 to 64, got ${o.parallel}`);
         break;
       case "--seed":
         o.seed = int(flag, val(), 0);

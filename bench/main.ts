@@ -121,6 +121,12 @@ export interface BenchResult {
    * from the KV cache the turn before left (`cached_tokens` of it reused: the prompt cache) and
    * whole (vision + prefill of every token, as without the cache).
    */
+  /**
+   * With --parallel N: N generations decoding at once, each with a session of its own, their
+   * batches taking turns on the GPU (the product's token pump, each awaiting its own readbacks):
+   * each one's rate and all of them together.
+   */
+  parallel?: { streams: number; each_tok_s: number[]; total_tok_s: number };
   followup?: {
     tokens: number;
     cached_tokens: number;
@@ -390,6 +396,9 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         const p = await profileStep(gpu, run.stepDispatches(), Math.min(steps, 8));
         profile = { step_us: round(1e6 / tokS, 1), ...p };
       }
+      const parallel = o.parallel > 1
+        ? await timeParallel(model, ids, encode, o, maxTokens, timed)
+        : undefined;
       const followup = o.followup > 0
         ? await timeFollowup(
           model,
@@ -435,6 +444,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
         ...(o.promptLogprobs !== undefined ? { prompt_logprobs: o.promptLogprobs } : {}),
         ...(profile ? { decode_profile: profile } : {}),
         ...(ttftProfile ? { ttft_profile: ttftProfile } : {}),
+        ...(parallel ? { parallel } : {}),
         ...(followup ? { followup } : {}),
       };
       run.dispose();
@@ -456,6 +466,72 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
     ...(loadGbS !== undefined ? { load_gb_s: round(loadGbS, 3) } : {}),
     ...last,
   };
+}
+
+/**
+ * `o.parallel` generations at once, as Pipeline's `parallel` runs them: as many sessions
+ * prefilled with the prompt, then their decode loops (the product's token pump, `steps` tokens in
+ * batches of o.stepsPerSubmit) side by side, each awaiting its own readbacks while the others'
+ * batches run. Each stream's rate counts its tokens after its first batch over the time from that
+ * batch's ids to its last (as the single run's decode_tok_s; with one batch, all of them over the
+ * whole time); all of them together, those tokens over the time from the earliest start to the
+ * last stream's end.
+ */
+async function timeParallel(
+  model: Qwen2VLModel,
+  ids: number[],
+  encode: () => ImageEmbeds | undefined,
+  o: BenchOptions,
+  maxTokens: number,
+  steps: number,
+): Promise<NonNullable<BenchResult["parallel"]>> {
+  const gpu = model.gpu;
+  const runs: { s: Session; run: SessionRun }[] = [];
+  try {
+    for (let i = 0; i < o.parallel; i++) {
+      const s = model.createSession(maxTokens);
+      runs.push({ s, run: undefined as unknown as SessionRun });
+      await s.ready();
+      const img = encode();
+      if (img) await gpuIdle(gpu);
+      await model.prefill(s, ids, img);
+      img?.destroy();
+      const run = new SessionRun(model, s, sampling(o));
+      runs[i].run = run;
+      record(gpu, run, 0, 1); // ring entry 0, from the prefill's logits
+    }
+    await readU32(gpu, runs[0].s.tokens, 1); // (waits for all the work submitted)
+    // With one batch a stream, its tokens over the whole time (readback included), as above.
+    const streams = await Promise.all(runs.map(async ({ s, run }) => {
+      const start = performance.now();
+      let firstAt = NaN, after = 0, all = 0;
+      const pump = {
+        first: 1,
+        total: steps,
+        firstBatch: o.stepsPerSubmit,
+        maxBatch: o.stepsPerSubmit,
+      };
+      for await (const got of pumpTokens(gpu, s.tokens, run.record.bind(run), pump)) {
+        all += got.length;
+        if (Number.isNaN(firstAt)) firstAt = performance.now();
+        else after += got.length;
+      }
+      const end = performance.now();
+      return after > 0 ? { from: firstAt, tokens: after, end } : { from: start, tokens: all, end };
+    }));
+    const from = Math.min(...streams.map((r) => r.from));
+    const to = Math.max(...streams.map((r) => r.end));
+    return {
+      streams: o.parallel,
+      each_tok_s: streams.map((r) => round(r.tokens / ((r.end - r.from) / 1000), 2)),
+      total_tok_s: round(streams.reduce((a, r) => a + r.tokens, 0) / ((to - from) / 1000), 2),
+    };
+  } finally {
+    for (const { s, run } of runs) {
+      run?.dispose();
+      s.dispose();
+    }
+  }
 }
 
 /**

@@ -49,6 +49,8 @@ Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
   assert.equal(parseArgs([]).promptLogprobs, undefined);
   assert.equal(parseArgs(["--prompt-logprobs", "1"]).promptLogprobs, 1);
   assert.equal(parseArgs(["--image", "56x56", "--video-frames", "3"]).videoFrames, 3);
+  assert.equal(parseArgs(["--parallel", "4"]).parallel, 4);
+  assert.equal(parseArgs([]).parallel, 1);
   for (
     const bad of [
       ["--shape", "gpt"],
@@ -60,6 +62,8 @@ Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
       ["--image", "56x56", "--video-frames", "0"],
       ["--new-tokens", "0"],
       ["--logprobs", "21"],
+      ["--parallel", "1"],
+      ["--parallel", "65"],
       ["--prompt-logprobs", "21"],
       ["--frobnicate"],
     ]
@@ -129,8 +133,11 @@ Deno.test("runBench() at the tiny shape: every number measured and plausible (f1
         "1",
         "--followup",
         "12",
-        // q4 also decodes with the logprobs kernels, every penalty on and in JSON mode.
-        ...(quant ? ["--logprobs", "5", "--penalties", "--json-mode"] : []),
+        // q4 also decodes with the logprobs kernels, every penalty on and in JSON mode; f16 times
+        // three generations at once too, in batches of 2 steps.
+        ...(quant
+          ? ["--logprobs", "5", "--penalties", "--json-mode"]
+          : ["--parallel", "3", "--steps-per-submit", "2"]),
       ]),
       dtype,
       quant,
@@ -149,6 +156,15 @@ Deno.test("runBench() at the tiny shape: every number measured and plausible (f1
       r.followup!.logit_diff < (quant ? 2e-2 : 2e-3),
       `logit_diff ${r.followup!.logit_diff}`,
     );
+    if (quant) {
+      assert.equal(r.parallel, undefined);
+    } else {
+      assert.equal(r.parallel?.streams, 3);
+      assert.equal(r.parallel?.each_tok_s.length, 3);
+      for (const v of [...r.parallel!.each_tok_s, r.parallel!.total_tok_s]) {
+        assert.ok(Number.isFinite(v) && v > 0, `parallel ${JSON.stringify(r.parallel)}`);
+      }
+    }
     assert.equal(r.quant, quant ?? dtype);
     // vision_quant only in a line whose run set it.
     assert.equal(r.vision_quant, quant ? "q8" : undefined);

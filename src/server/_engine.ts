@@ -26,6 +26,8 @@ export interface LoadEngineOptions {
    * true: one; see PipelineOptions.promptCache).
    */
   promptCache?: boolean | number;
+  /** Generations that run at once (default 1; see PipelineOptions.parallel). */
+  parallel?: number;
   /** Hub download settings (default: from HF_* environment variables). */
   download?: DownloadOptions;
   /**
@@ -70,6 +72,7 @@ export async function loadEngine(
     visionQuant: options.visionQuant,
     kvCacheDtype: options.kvCacheDtype,
     promptCache: options.promptCache,
+    parallel: options.parallel,
     modelId: fromHub ? model.replace(/@.*$/, "") : undefined,
     onProgress: sink
       ? (done, total) => {

@@ -19,6 +19,15 @@ Deno.test("loadEngine() passes quant to the model: its decoder matrices load as 
   }
 });
 
+Deno.test("loadEngine() passes parallel to the pipeline", async () => {
+  const engine = await loadEngine(TINY, { parallel: 3, progress: false });
+  try {
+    assert.equal(engine.parallel, 3);
+  } finally {
+    engine.dispose();
+  }
+});
+
 Deno.test("loadEngine() logs the weight upload to stderr by default, a line every 10 % where it is no terminal", async () => {
   // stderr as a log file: its writes caught here (in this process: a deno of its own would fetch
   // the configuration's npm packages, which the GPU machine cannot).

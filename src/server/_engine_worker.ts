@@ -54,6 +54,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
           modelId: p.modelId,
           about: {
             maxContext: p.maxContext,
+            parallel: p.parallel,
             defaultSystemPrompt: p.defaultSystemPrompt,
             weightTypes: p.weightTypes,
           },

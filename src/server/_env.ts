@@ -9,6 +9,7 @@ import { parseQuant, parseVisionQuant } from "../model/quantize.ts";
 import { checkKvDType } from "../../kernels/kv_cache.ts";
 import type { ServerOptions } from "./app.ts";
 import type { LoadEngineOptions } from "./_engine.ts";
+import { MAX_PARALLEL } from "../generate/types.ts";
 
 /** How a switch variable says on, and off (case-insensitive). */
 const ON = /^(1|true|yes|on)$/i;
@@ -56,6 +57,8 @@ export function modelFromEnv(env: Env, moduleUrl: string): string {
  * off turns the prompt cache off (PipelineOptions.promptCache; e.g. for a server whose users must
  * not learn, through `cached_tokens` or timing, how the previous request began); 1 / true / yes /
  * on or unset/empty: on, one conversation; a whole number N > 1: the last N conversations.
+ * `QVQ_PARALLEL`: N generations run at once (PipelineOptions.parallel; 1 to 64, default 1), each
+ * with a KV cache of its own, taking turns on the GPU.
  * `QVQ_WARMUP`: 0 / false / no / off: `warmUp: false`, no warm-up generation after loading (a
  * faster start, a slower first request; the server warms up otherwise); 1 / true / yes / on or
  * unset/empty: nothing said.
@@ -63,7 +66,10 @@ export function modelFromEnv(env: Env, moduleUrl: string): string {
  */
 export function loadOptionsFromEnv(
   env: Env,
-): Pick<LoadEngineOptions, "quant" | "visionQuant" | "kvCacheDtype" | "promptCache" | "warmUp"> {
+): Pick<
+  LoadEngineOptions,
+  "quant" | "visionQuant" | "kvCacheDtype" | "promptCache" | "parallel" | "warmUp"
+> {
   const parse = <T>(name: string, parser: (text: string) => T): T | undefined => {
     const text = env(name);
     if (text === undefined || text === "") return undefined;
@@ -85,6 +91,12 @@ export function loadOptionsFromEnv(
         "conversations to keep (2 to 1024)",
     );
   });
+  const parallel = parse("QVQ_PARALLEL", (v): number => {
+    if (/^[0-9]+$/.test(v) && Number(v) >= 1 && Number(v) <= MAX_PARALLEL) return Number(v);
+    throw new InvalidInputError(
+      `"${v}" is not a number of generations to run at once (1 to ${MAX_PARALLEL})`,
+    );
+  });
   const warmUp = parse("QVQ_WARMUP", (v): boolean => {
     const on = onOff(v);
     if (on !== undefined) return on;
@@ -98,6 +110,7 @@ export function loadOptionsFromEnv(
     ...(visionQuant ? { visionQuant } : {}),
     ...(kvCacheDtype ? { kvCacheDtype } : {}),
     ...(promptCache !== undefined && promptCache !== true ? { promptCache } : {}),
+    ...(parallel !== undefined && parallel !== 1 ? { parallel } : {}),
   };
 }
 
@@ -171,6 +184,8 @@ environment:
   QVQ_VISION_QUANT         q8: quantize the vision tower's weights (default f16: none)
   QVQ_KV_CACHE_DTYPE       f32 (default) or f16 (half the KV cache's memory)
   QVQ_PROMPT_CACHE         on (default: one conversation), N (the last N conversations) or off
+  QVQ_PARALLEL             N: requests that generate at once, each with a KV cache of its own
+                           and about 1/N of the speed (default 1: one at a time, others queue)
   QVQ_WARMUP               off: no warm-up generations after loading (default on)
   QVQ_API_KEY              require "Authorization: Bearer <key>" on /v1, /tokenize, /detokenize
                            and /api (default: no key)

@@ -192,6 +192,23 @@ Deno.test("loadOptionsFromEnv() reads QVQ_PROMPT_CACHE: 0/false/no/off turn the 
   }
 });
 
+Deno.test("loadOptionsFromEnv() reads QVQ_PARALLEL: generations at once, 1 (the default) to 64", () => {
+  assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_PARALLEL: "4" })), { parallel: 4 });
+  assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_PARALLEL: "64" })), { parallel: 64 });
+  for (const none of ["", "1"]) {
+    assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_PARALLEL: none })), {});
+  }
+  for (const bad of ["0", "65", "2.5", "-1", "two", "on"]) {
+    assert.throws(
+      () => loadOptionsFromEnv(vars({ QVQ_PARALLEL: bad })),
+      (e: Error) =>
+        e instanceof InvalidInputError &&
+        e.message ===
+          `QVQ_PARALLEL: "${bad}" is not a number of generations to run at once (1 to 64)`,
+    );
+  }
+});
+
 Deno.test("optionsFromEnv() reads QVQ_RESPONSE_STORE: a count of responses kept, 0 / off none, on or unset the default", () => {
   assert.deepEqual(optionsFromEnv(vars({ QVQ_RESPONSE_STORE: "50" })), {
     responseStore: { maxResponses: 50 },

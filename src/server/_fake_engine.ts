@@ -43,6 +43,8 @@ export interface FakeEngineOptions {
   defaultSystemPrompt?: string;
   /** How its weights are held (ChatEngine.weightTypes). Default: not said. */
   weightTypes?: WeightTypes;
+  /** Generations it says it runs at once (ChatEngine.parallel). Default: not said (1). */
+  parallel?: number;
   /**
    * Holds generation `call` (its index in {@link FakeEngine.calls}) before it writes token `k`
    * (from 0, after the prefill) where it returns a promise: the engine waits for it, or for the
@@ -189,6 +191,11 @@ export class FakeEngine implements ChatEngine {
   /** The scripted weight types ({@link FakeEngineOptions.weightTypes}). */
   get weightTypes(): WeightTypes | undefined {
     return this.#options.weightTypes;
+  }
+
+  /** The scripted generations at once ({@link FakeEngineOptions.parallel}). */
+  get parallel(): number | undefined {
+    return this.#options.parallel;
   }
 
   /** The scripted default system message ({@link FakeEngineOptions.defaultSystemPrompt}). */

@@ -31,7 +31,7 @@ class Histogram {
 
 /** What a scrape reads besides the counters: the queue's state now. */
 export interface QueueState {
-  running: boolean;
+  running: number;
   waiting: number;
 }
 
@@ -126,8 +126,8 @@ export class Metrics {
     const out: string[] = [];
     const help = (name: string, type: string, text: string) =>
       out.push(`# HELP ${name} ${text}`, `# TYPE ${name} ${type}`);
-    help("qvq:num_requests_running", "gauge", "Requests generating now (0 or 1: one at a time).");
-    out.push(`qvq:num_requests_running${this.#labels()} ${queue.running ? 1 : 0}`);
+    help("qvq:num_requests_running", "gauge", "Requests generating now.");
+    out.push(`qvq:num_requests_running${this.#labels()} ${queue.running}`);
     help(
       "qvq:num_requests_waiting",
       "gauge",

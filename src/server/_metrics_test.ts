@@ -21,7 +21,7 @@ function value(text: string, key: string): number {
 Deno.test("Metrics renders vLLM-named counters, gauges and cumulative histograms in the text format", () => {
   const m = new Metrics();
   m.model = 'a"b';
-  const empty = m.render({ running: false, waiting: 0 });
+  const empty = m.render({ running: 0, waiting: 0 });
   assert.equal(value(empty, 'qvq:generation_tokens_total{model_name="a\\"b"}'), 0);
   assert.ok(!empty.includes("qvq:request_success_total{")); // no reason seen yet
   m.finished(result("stop", 11, 100)); // 10 decoded tokens in 0.1 s: 0.01 s each
@@ -32,9 +32,9 @@ Deno.test("Metrics renders vLLM-named counters, gauges and cumulative histograms
   m.response("/v1/chat/completions", 200);
   m.response("/v1/chat/completions", 200);
   m.response("/v1/chat/completions", 400);
-  const text = m.render({ running: true, waiting: 3 });
+  const text = m.render({ running: 2, waiting: 3 });
   const l = 'model_name="a\\"b"';
-  assert.equal(value(text, `qvq:num_requests_running{${l}}`), 1);
+  assert.equal(value(text, `qvq:num_requests_running{${l}}`), 2);
   assert.equal(value(text, `qvq:num_requests_waiting{${l}}`), 3);
   assert.equal(value(text, `qvq:request_success_total{${l},finished_reason="stop"}`), 1);
   assert.equal(value(text, `qvq:request_success_total{${l},finished_reason="length"}`), 1);
@@ -77,7 +77,7 @@ Deno.test("Metrics counts responses from before the model loaded under its name,
   m.response("/health", 503); // while loading: no name yet
   m.model = "qwen";
   m.response("/health", 503);
-  const text = m.render({ running: false, waiting: 0 });
+  const text = m.render({ running: 0, waiting: 0 });
   assert.equal(
     value(text, 'qvq:http_responses_total{model_name="qwen",route="/health",status="503"}'),
     2,

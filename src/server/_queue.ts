@@ -1,7 +1,8 @@
 /**
- * A FIFO queue in front of the engine: one generation runs at a time (the GPU holds one KV cache
- * and is saturated by one decode loop), the others wait their turn in arrival order, and once
- * `maxWaiting` requests wait, new ones are turned away instead of piling up.
+ * A FIFO queue in front of the engine: as many generations run at once as the engine runs
+ * (ChatEngine.parallel; one by default: the GPU is saturated by one decode loop), the others wait
+ * their turn in arrival order, and once `maxWaiting` requests wait, new ones are turned away
+ * instead of piling up.
  * @module
  */
 
@@ -19,27 +20,45 @@ interface Waiter {
   grant(): void;
 }
 
-/** Serialises generations in arrival order. */
+/** Lets generations run, `places()` at once, in arrival order. */
 export class GenerationQueue {
   #waiters: Waiter[] = [];
-  #running = false;
+  #running = 0;
 
-  /** @param maxWaiting requests allowed to wait while one runs; more are refused. */
-  constructor(readonly maxWaiting: number) {}
+  /**
+   * @param maxWaiting requests allowed to wait while the places are taken; more are refused.
+   * @param places generations that run at once (read at each turn: the engine says once loaded;
+   *   call {@link admit} when it grows)
+   */
+  constructor(readonly maxWaiting: number, readonly places: () => number = () => 1) {}
 
-  /** Requests waiting (not counting the running one). */
+  /** Requests waiting (not counting those running). */
   get waiting(): number {
     return this.#waiters.length;
   }
 
   /** True when {@link enter} would turn a request away now. */
   get full(): boolean {
-    return this.#running && this.#waiters.length >= this.maxWaiting;
+    return !this.#room() && this.#waiters.length >= this.maxWaiting;
   }
 
-  /** True while a generation holds the engine. */
-  get running(): boolean {
+  /** Generations holding the engine. */
+  get running(): number {
     return this.#running;
+  }
+
+  /** True when a request entering now would run at once. */
+  get free(): boolean {
+    return this.#room() && this.#waiters.length === 0;
+  }
+
+  /** Grants the turns that {@link places} has room for now (after it grew). */
+  admit(): void {
+    while (this.#waiters.length && this.#room()) this.#waiters.shift()!.grant();
+  }
+
+  #room(): boolean {
+    return this.#running < Math.max(1, this.places());
   }
 
   /**
@@ -54,7 +73,7 @@ export class GenerationQueue {
     const waiter: Waiter = {
       grant: () => {
         state = "running";
-        this.#running = true;
+        this.#running++;
         signal?.removeEventListener("abort", onAbort);
         resolve();
       },
@@ -72,8 +91,8 @@ export class GenerationQueue {
     const release = () => {
       if (state === "running") {
         state = "done";
-        this.#running = false;
-        this.#waiters.shift()?.grant();
+        this.#running--;
+        this.admit();
       } else if (state === "waiting") {
         state = "done";
         leave();
@@ -86,7 +105,7 @@ export class GenerationQueue {
     if (signal?.aborted) {
       state = "done";
       reject(signal.reason);
-    } else if (!this.#running) {
+    } else if (this.free) {
       waiter.grant();
     } else {
       this.#waiters.push(waiter);

@@ -6,7 +6,7 @@ Deno.test("GenerationQueue grants turns one at a time in arrival order", async (
   const order: string[] = [];
   const a = queue.enter()!, b = queue.enter()!, c = queue.enter()!;
   assert.deepEqual([a.position(), b.position(), c.position()], [0, 1, 2]);
-  assert.equal(queue.running, true);
+  assert.equal(queue.running, 1);
   assert.equal(queue.waiting, 2);
   b.ready.then(() => order.push("b"));
   c.ready.then(() => order.push("c"));
@@ -23,7 +23,7 @@ Deno.test("GenerationQueue grants turns one at a time in arrival order", async (
   await c.ready;
   c.release();
   assert.deepEqual(order, ["b", "c"]);
-  assert.equal(queue.running, false);
+  assert.equal(queue.running, 0);
   assert.equal(queue.waiting, 0);
 });
 
@@ -50,17 +50,42 @@ Deno.test("GenerationQueue drops a waiter whose signal aborts and rejects its re
   first.release();
   await last.ready;
   quitter.release(); // harmless after abort
-  assert.equal(queue.running, true);
+  assert.equal(queue.running, 1);
   last.release();
-  assert.equal(queue.running, false);
+  assert.equal(queue.running, 0);
 });
 
 Deno.test("GenerationQueue rejects at once for an already aborted signal without taking the turn", async () => {
   const queue = new GenerationQueue(4);
   const ticket = queue.enter(AbortSignal.abort(new Error("gone")))!;
   await assert.rejects(ticket.ready, /gone/);
-  assert.equal(queue.running, false);
+  assert.equal(queue.running, 0);
   const next = queue.enter()!;
   await next.ready;
   next.release();
+});
+
+Deno.test("GenerationQueue runs places() generations at once, and admits more when places() grows", async () => {
+  let places = 1;
+  const queue = new GenerationQueue(1, () => places);
+  const a = queue.enter()!, b = queue.enter()!;
+  assert.equal(queue.running, 1);
+  assert.equal(queue.full, true);
+  // The engine loaded and says it runs two at once: the waiting one goes now.
+  places = 2;
+  assert.equal(queue.full, false);
+  queue.admit();
+  await b.ready;
+  assert.deepEqual([queue.running, queue.waiting, b.position()], [2, 0, 0]);
+  assert.equal(queue.free, false);
+  const c = queue.enter()!, d = queue.enter();
+  assert.equal(d, undefined, "both places taken and one waiting: full");
+  assert.equal(c.position(), 1);
+  a.release();
+  await c.ready;
+  assert.equal(queue.running, 2);
+  b.release();
+  c.release();
+  assert.equal(queue.running, 0);
+  assert.equal(queue.free, true);
 });

@@ -404,7 +404,8 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
   /** The names a request may give `e`: the one it is served as first, then its own id. */
   const namesOf = (e: ChatEngine): string[] =>
     alias ? [...new Set([alias, e.modelId])] : [e.modelId];
-  const queue = new GenerationQueue(settings.maxQueue);
+  // As many run at once as the engine runs (its `parallel`), known once it has loaded.
+  const queue = new GenerationQueue(settings.maxQueue, () => holder.known?.parallel ?? 1);
   const responses = new ResponseStore(settings.responseStore);
   const metrics = new Metrics();
   if (alias) metrics.model = alias; // known before the model loads
@@ -421,7 +422,10 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
   // it while they use it (src/server/_engine_holder.ts).
   const holder = new EngineHolder(engine);
   // Reported by /health and by each request where it fails.
-  holder.first.then((e) => (metrics.model = nameOf(e)), () => {});
+  holder.first.then((e) => {
+    metrics.model = nameOf(e);
+    queue.admit(); // those that queued while it loaded, as many as it runs at once
+  }, () => {});
   /**
    * The engine as last loaded, for what it says of itself (its names, context, weights): loaded or
    * not, once it has loaded once (not counted among the requests waiting for the model).
@@ -535,7 +539,12 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
     return c.json({
       status: "ok",
       model: nameOf(loaded),
-      queue: { running: queue.running, waiting: queue.waiting, max: queue.maxWaiting },
+      queue: {
+        running: queue.running,
+        parallel: queue.places(),
+        waiting: queue.waiting,
+        max: queue.maxWaiting,
+      },
     });
   });
 
@@ -626,7 +635,7 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
     signal: AbortSignal,
   ): Promise<(options: GenerateOptions) => AsyncIterable<GenerationEvent>> => {
     // Decoded pixels go to the engine where the request will run at once (no second decode).
-    const idle = () => !queue.running && queue.waiting === 0;
+    const idle = () => queue.free;
     // A request that will wait is checked first — a bad format, a prompt over the context: a
     // 400 now, not a 200 whose stream fails (or a 400 that waits out the queue) at its turn.
     // So is one with images, from their sizes as their headers give them, before any is decoded

@@ -461,6 +461,28 @@ Deno.test("POST /v1/completions refuses what it cannot serve, naming the field",
   assert.equal((await first).status, 200);
 });
 
+Deno.test("an engine that runs 2 generations at once gets 2 requests at once, the third queued", async () => {
+  const go = gate();
+  const { app, fake } = setup({ parallel: 2, hold: (k) => (k === 0 ? go.promise : undefined) });
+  const asks = ["one", "two", "three"].map((text) =>
+    post(app, { ...hello, messages: [{ role: "user", content: text }] })
+  );
+  await waitFor(() => fake.calls.length === 2, "two requests generating");
+  const health = await (await app.request("/health")).json();
+  assert.deepEqual(health.queue, { running: 2, parallel: 2, waiting: 1, max: 16 });
+  const metrics = await (await app.request("/metrics")).text();
+  assert.match(metrics, /\nqvq:num_requests_running\{[^}]*\} 2\n/);
+  assert.match(metrics, /\nqvq:num_requests_waiting\{[^}]*\} 1\n/);
+  assert.equal(fake.calls.length, 2, "the third waits for a place");
+  go.open();
+  const answers = await Promise.all(asks.map(async (r) => (await (await r).json())));
+  assert.deepEqual(
+    answers.map((a) => a.choices[0].message.content),
+    ["one", "two", "three"].map((t) => `I see 0 images. You said: ${t}`),
+  );
+  assert.equal(fake.maxActive, 2);
+});
+
 Deno.test("stream: true without include_usage sends no usage field and no usage chunk", async () => {
   const data = await sseData(await post(setup().app, { ...hello, stream: true }));
   const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
@@ -982,7 +1004,7 @@ Deno.test("GET /health says loading until the engine promise resolves, then ok w
   assert.deepEqual(await (await app.request("/health")).json(), {
     status: "ok",
     model: MODEL,
-    queue: { running: false, waiting: 0, max: 16 },
+    queue: { running: 0, parallel: 1, waiting: 0, max: 16 },
   });
 });
 

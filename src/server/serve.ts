@@ -77,7 +77,8 @@ function load(): Promise<WorkerEngine> {
       const name = options.servedModelName;
       const as = name && name !== e.modelId ? ` as "${name}"` : "";
       console.error(
-        `qvq: serving ${e.modelId}${as} (from ${model}; ${describeWeights(e.weightTypes)})`,
+        `qvq: serving ${e.modelId}${as} (from ${model}; ${describeWeights(e.weightTypes)}` +
+          `${(e.parallel ?? 1) > 1 ? `; ${e.parallel} requests at once` : ""})`,
       );
       // A model that can answer no more (its GPU device lost) ends the server, as vLLM's dead
       // engine does, so a supervisor (systemd, a container's restart policy) starts a new one. The

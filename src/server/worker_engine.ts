@@ -87,9 +87,11 @@ export type FromWorker =
  * How the worker loads the model: the Pipeline's weight options, and data-only hub and progress
  * settings (no sinks or signals cross threads).
  */
-export interface WorkerLoadOptions
-  extends
-    Pick<PipelineOptions, "dtype" | "quant" | "visionQuant" | "kvCacheDtype" | "promptCache"> {
+export interface WorkerLoadOptions extends
+  Pick<
+    PipelineOptions,
+    "dtype" | "quant" | "visionQuant" | "kvCacheDtype" | "promptCache" | "parallel"
+  > {
   /**
    * Progress of the download and weight upload on stderr: a bar on a terminal, a line every 10 %
    * in a log (default true).
@@ -189,7 +191,7 @@ class Mailbox {
 /** What a worker's pipeline tells of itself once loaded, for its {@link WorkerEngine}. */
 export type WorkerEngineAbout = Pick<
   ChatEngine,
-  "maxContext" | "defaultSystemPrompt" | "weightTypes"
+  "maxContext" | "defaultSystemPrompt" | "weightTypes" | "parallel"
 >;
 
 /**
@@ -207,6 +209,7 @@ export function describeWeights(w: WeightTypes | undefined): string {
 export class WorkerEngine implements ChatEngine {
   readonly modelId: string;
   readonly maxContext: number | undefined;
+  readonly parallel: number | undefined;
   readonly defaultSystemPrompt: string | undefined;
   readonly weightTypes: WeightTypes | undefined;
   readonly #worker: Worker;
@@ -224,7 +227,7 @@ export class WorkerEngine implements ChatEngine {
   /**
    * Relays to `worker`, which has loaded `modelId` (make one with {@link loadWorkerEngine});
    * `thread` is the entry of its thread that the worker reported; `about`, what its pipeline
-   * said of itself (its context, default system message and weight types).
+   * said of itself (its context, generations at once, default system message and weight types).
    */
   constructor(
     worker: Worker,
@@ -235,6 +238,7 @@ export class WorkerEngine implements ChatEngine {
     this.#worker = worker;
     this.modelId = modelId;
     this.maxContext = about.maxContext;
+    this.parallel = about.parallel;
     this.defaultSystemPrompt = about.defaultSystemPrompt;
     this.weightTypes = about.weightTypes;
     this.#thread = thread;

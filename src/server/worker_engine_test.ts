@@ -48,8 +48,10 @@ Deno.test("loadWorkerEngine() answers as the pipeline on this thread does, image
     role: "user",
     content: [{ type: "image", image }, { type: "text", text: "What is in the image?" }],
   }];
-  const here = await loadEngine(TINY_DIR, { progress: false });
-  const worker = await loadWorkerEngine(TINY_DIR, { progress: false });
+  // Two generations at once, here and there (the option crosses: with one place there, its
+  // prompt cache's one session would serve the image prompt's start, cachedTokens 14 not 0).
+  const here = await loadEngine(TINY_DIR, { progress: false, parallel: 2 });
+  const worker = await loadWorkerEngine(TINY_DIR, { progress: false, parallel: 2 });
   try {
     assert.equal(worker.modelId, here.modelId);
     for (const messages of [TEXT, withImage]) {
@@ -75,6 +77,8 @@ Deno.test("loadWorkerEngine() answers as the pipeline on this thread does, image
     await assert.rejects(worker.checkPrompt(""), /the prompt is empty/);
     // tokenize / detokenize and the context cross as the pipeline's here.
     assert.equal(worker.maxContext, here.maxContext);
+    assert.equal(worker.parallel, 2);
+    assert.equal(here.parallel, 2);
     assert.equal(worker.defaultSystemPrompt, "You are a helpful assistant.");
     assert.equal(worker.defaultSystemPrompt, here.defaultSystemPrompt);
     assert.deepEqual(worker.weightTypes, here.weightTypes);
