@@ -34,6 +34,20 @@ export interface Io {
   err(text: string): void | Promise<void>;
   /** Standard input (default: the process's stdin). */
   stdin?(): ReadableStream<Uint8Array>;
+  /** Whether standard input is a terminal (default: whether the process's is, without `stdin`). */
+  stdinIsTerminal?(): boolean;
+}
+
+/**
+ * Standard input as text. On a terminal a line on stderr first says what to type and how to end
+ * it: `qvq tokenize` without a pipe (or `--prompt -`) would otherwise wait in silence.
+ */
+export async function readStdin(io: Io, what: string): Promise<string> {
+  if (io.stdinIsTerminal?.() ?? (!io.stdin && Deno.stdin.isTerminal())) {
+    const end = Deno.build.os === "windows" ? "Ctrl+Z, then Enter" : "Ctrl+D";
+    await io.err(`(reading ${what} from the terminal; end it with ${end})\n`);
+  }
+  return await new Response(io.stdin?.() ?? Deno.stdin.readable).text();
 }
 
 /** stdout could not be written (a full disk, a closed file): said in a line, exit 1. */

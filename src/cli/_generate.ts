@@ -20,6 +20,7 @@ import {
   onInterrupt,
   parseCommand,
   readImageFile,
+  readStdin,
   requireString,
   stringList,
   UsageError,
@@ -372,7 +373,7 @@ export async function generateCommand(args: string[], io: Io): Promise<number> {
   // --prompt -: the text read from stdin (a file, a pipe), as llama.cpp's -f reads a file; a chat
   // message without the one line end `echo` or an editor leaves (a raw prompt is kept as it is).
   if (v.prompt === "-") {
-    const text = await new Response(io.stdin?.() ?? Deno.stdin.readable).text();
+    const text = await readStdin(io, "the prompt");
     v.prompt = v.raw ? text : text.replace(/\r?\n$/, "");
   }
   // The raw prompt, or the chat messages (their images read before the model loads).

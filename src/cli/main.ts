@@ -5,7 +5,7 @@
  * @module
  */
 import { QvqError } from "../errors.ts";
-import { type Io, parseCommand, requireModelDir, stdio, UsageError } from "./_args.ts";
+import { type Io, parseCommand, readStdin, requireModelDir, stdio, UsageError } from "./_args.ts";
 
 /** One subcommand: what it does (for the overview) and how to run it. */
 interface Command {
@@ -63,7 +63,12 @@ async function tokenizeLike(args: string[], io: Io, decode: boolean): Promise<nu
   if (!decode && v["skip-special-tokens"]) {
     throw new UsageError("--skip-special-tokens applies to detokenize only", TOKENIZE_USAGE);
   }
-  const stdin = await new Response(io.stdin?.() ?? Deno.stdin.readable).text();
+  const stdin = await readStdin(
+    io,
+    decode
+      ? "a JSON array of id arrays, e.g. [[9707]],"
+      : 'a JSON array of strings, e.g. ["Hello"],',
+  );
   const t = await import("./_tokenize.ts");
   await io.out(
     decode

@@ -743,3 +743,35 @@ Deno.test("qvq generate --prompt - reads the prompt from stdin, as --prompt give
   assert.equal(a.usage.promptTokens, b.usage.promptTokens);
   assert.ok(a.usage.promptTokens > 20);
 });
+
+Deno.test("qvq tokenize and generate --prompt - say what they wait for when stdin is a terminal", async () => {
+  // Without a pipe they read the terminal: once in silence, as if hung.
+  const run = async (args: string[], terminal: boolean, stdin: string) => {
+    let out = "", err = "";
+    const code = await main(args, {
+      out: (t) => void (out += t),
+      err: (t) => void (err += t),
+      stdin: () => new Blob([stdin]).stream(),
+      stdinIsTerminal: () => terminal,
+    });
+    return { code, out, err };
+  };
+  const typed = await run(["tokenize", "--model", TINY_DIR], true, '["Hello"]');
+  assert.equal(typed.code, 0, typed.err);
+  assert.equal(typed.out.trim(), "[[9707]]");
+  assert.match(typed.err, /^\(reading a JSON array of strings, .* end it with Ctrl\+[DZ]/);
+  const ids = await run(["detokenize", "--model", TINY_DIR], true, "[[9707]]");
+  assert.match(ids.err, /^\(reading a JSON array of id arrays, /);
+  const piped = await run(["tokenize", "--model", TINY_DIR], false, '["Hello"]');
+  assert.equal(piped.err, "");
+  // --prompt -: read (and said) before the model loads; a missing --model is refused before both.
+  const prompt = await run(["generate", "--prompt", "-"], true, "hi");
+  assert.equal(prompt.code, 2);
+  assert.match(prompt.err, /^error: --model is required/);
+  const reading = await run(
+    ["generate", "--model", "/nonexistent/dir", "--prompt", "-"],
+    true,
+    "hi",
+  );
+  assert.match(reading.err, /^\(reading the prompt from the terminal; end it with Ctrl\+[DZ]/);
+});
