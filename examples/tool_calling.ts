@@ -16,7 +16,15 @@ const client = new OpenAI({
   baseURL: Deno.args[0] ?? "http://localhost:8000/v1",
   apiKey: Deno.env.get("QVQ_API_KEY") ?? "not-needed",
 });
-const [model] = (await client.models.list()).data;
+// The first request: where no server answers, say so (the client's own error is "Connection error.").
+const models = await client.models.list().catch((e) => {
+  if (!(e instanceof OpenAI.APIConnectionError)) throw e;
+  console.error(
+    `cannot reach ${client.baseURL}: is the server running? Start it with deno task serve`,
+  );
+  Deno.exit(1);
+});
+const [model] = models.data;
 
 const tools: OpenAI.Chat.ChatCompletionTool[] = [{
   type: "function",

@@ -227,6 +227,30 @@ Deno.test("the server of deno task serve answers examples/curl.sh and examples/o
   assert.equal(typeof JSON.parse(answer.match(/^answer: (.*)$/)![1]), "string");
 });
 
+Deno.test("examples/openai_client.ts and tool_calling.ts say so where no server answers", async () => {
+  // Run before `deno task serve`, they ended on the openai client's "Connection error." and its
+  // stack, the address refused three causes down.
+  const free = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const base = `http://127.0.0.1:${free.addr.port}/v1`;
+  free.close();
+  for (const example of ["openai_client", "tool_calling"]) {
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `examples/${example}.ts`, base],
+      cwd: ROOT,
+      env: { ...ENV, NO_COLOR: "1" },
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(stderr);
+    assert.equal(code, 1, err);
+    assert.equal(
+      err,
+      `cannot reach ${base}: is the server running? Start it with deno task serve\n`,
+      example,
+    );
+  }
+});
+
 Deno.test("examples/serve.ts mounts the API in its own app under deno serve", async () => {
   await using s = await server(
     ["serve", "-A", "--port", "0", "examples/serve.ts"],
