@@ -303,16 +303,21 @@ export async function readImageFile(path: string, what = "image"): Promise<Check
     throw new InvalidInputError(`cannot read ${what} "${path}": ${(e as Error).message}`);
   }
   if (!bytes.length) throw new InvalidInputError(`${what} "${path}" is an empty file`);
-  return await checkImageFile(bytes, path);
+  return await checkImageFile(bytes, path, what);
 }
 
 /**
  * An image file's bytes, decoded once to check them — the CLI checks every image before the model
- * loads (a GIF found after QVQ-72B's tens of GB had loaded cost minutes) — its path named where
- * they do not decode or the processor would refuse its size. The pixels are dropped: the pipeline decodes again when it runs, and a
- * long video's frames held decoded (or a chat's images, in its history) would take gigabytes.
+ * loads (a GIF found after QVQ-72B's tens of GB had loaded cost minutes) — its path named, as
+ * `what` (an image, a video frame), where they do not decode or the processor would refuse its
+ * size. The pixels are dropped: the pipeline decodes again when it runs, and a long video's frames
+ * held decoded (or a chat's images, in its history) would take gigabytes.
  */
-export async function checkImageFile(bytes: Uint8Array, path: string): Promise<CheckedImage> {
+export async function checkImageFile(
+  bytes: Uint8Array,
+  path: string,
+  what = "image",
+): Promise<CheckedImage> {
   try {
     const { width, height } = await decodeImage(bytes);
     // What the processor would refuse of its size (an aspect ratio over 200), as the server checks.
@@ -320,7 +325,7 @@ export async function checkImageFile(bytes: Uint8Array, path: string): Promise<C
     return { bytes, width, height };
   } catch (e) {
     if (!(e instanceof InvalidInputError)) throw e;
-    throw new InvalidInputError(`image "${path}": ${e.message}`);
+    throw new InvalidInputError(`${what} "${path}": ${e.message}`);
   }
 }
 

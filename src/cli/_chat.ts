@@ -127,14 +127,15 @@ export async function runChat(
       const path = media[2].trim().replace(/^(["'])(.*)\1$/, "$2");
       try {
         // Checked now: a file that is no image is refused here, not with the next message.
-        const read = async (f: string) => checkImageFile(await io.readFile(f), f);
+        const read = async (f: string, what?: string) =>
+          checkImageFile(await io.readFile(f), f, what);
         if (media[1] === "image") {
           attached.push({ type: "image", image: (await read(path)).bytes });
           await io.err(`(attached ${path}; it goes with your next message)\n`);
         } else {
           const frames = await videoFramePaths(path);
           const video = [];
-          for (const f of frames) video.push(await read(f)); // one decoded at a time
+          for (const f of frames) video.push(await read(f, "video frame")); // one decoded at a time
           checkFrameSizes(video, frames);
           attached.push({ type: "video", video: video.map((f) => f.bytes) });
           await io.err(

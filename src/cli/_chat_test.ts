@@ -75,7 +75,7 @@ Deno.test("runChat() attaches a /video of frames (a list or a directory) beside 
     for (const k of [1, 2, 10]) await Deno.writeFile(`${dir}/f${k}.png`, PNG);
     const io = pipe(
       `/video ${PNG_PATH},${PNG_PATH}\n/image ${PNG_PATH}\n/video ${dir}\nWhat changed?\n` +
-        `/video ${dir}/none\n`,
+        `/video ${dir}/none\n/video ${dir}/clip.webm\n`,
     );
     await runChat(engine, io);
     assert.deepEqual(engine.calls[0].messages, [{
@@ -94,6 +94,8 @@ Deno.test("runChat() attaches a /video of frames (a list or a directory) beside 
     const err = io.stderr.join("");
     assert.match(err, /attached a video of 3 frames/);
     assert.match(err, /error: cannot read video ".*\/none"/);
+    // A video file where its frames go: said to be one, with how to extract its frames.
+    assert.match(err, /clip\.webm: a video file, where qvq takes a video's frames .*ffmpeg -i /);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -118,8 +118,15 @@ export async function promptMessages(v: Values, usage: string): Promise<ChatMess
 }
 
 /**
+ * A video file's name (its container's extension; an animated GIF too), which `--video` is given
+ * in place of its frames: refused by name, before its bytes (up to gigabytes) are read.
+ */
+const VIDEO_FILE = /\.(mp4|m4v|mov|webm|mkv|avi|wmv|flv|mpe?g|3gp|ogv|gif)$/i;
+
+/**
  * The frame files of a `--video`: its comma-separated paths, or the PNG, JPEG and WebP files of
- * a directory sorted by name, numbers by value (f2.jpg before f10.jpg).
+ * a directory sorted by name, numbers by value (f2.jpg before f10.jpg). A video file given alone
+ * ({@link VIDEO_FILE}) is refused saying how to extract its frames.
  */
 export async function videoFramePaths(arg: string): Promise<string[]> {
   let dir = false;
@@ -128,7 +135,16 @@ export async function videoFramePaths(arg: string): Promise<string[]> {
   } catch {
     // not one path: a list of frames
   }
-  if (!dir) return checkFrameCount(arg, arg.split(",").filter((p) => p !== ""));
+  if (!dir) {
+    const paths = arg.split(",").filter((p) => p !== "");
+    if (paths.length === 1 && VIDEO_FILE.test(paths[0])) {
+      throw new InvalidInputError(
+        `--video ${arg}: a video file, where qvq takes a video's frames (image files): extract ` +
+          `them first, e.g. ffmpeg -i "${arg}" -vf fps=2 frames/%04d.jpg, then --video frames`,
+      );
+    }
+    return checkFrameCount(arg, paths);
+  }
   const names: string[] = [];
   for await (const e of Deno.readDir(arg)) {
     if (e.isFile && /\.(png|jpe?g|webp)$/i.test(e.name)) names.push(e.name);

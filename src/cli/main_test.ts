@@ -509,6 +509,33 @@ Deno.test("videoFramePaths() lists a directory's frames by name, numbers by valu
       `${dir}/f10.png`,
     ]);
     assert.deepEqual(await videoFramePaths("a.png,b.png,"), ["a.png", "b.png"]);
+    assert.deepEqual(await videoFramePaths(`${dir}/f10.png`), [`${dir}/f10.png`]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("qvq generate --video refuses a video file, saying how to extract its frames, and names a frame that is no image as a video frame", async () => {
+  // A video file where its frames go, the first thing a user tries: it was refused as an image
+  // ("unsupported image format (unknown signature) … convert other formats first").
+  const clip = new URL("../../tests/fixtures/video/clip.webm", import.meta.url).pathname;
+  const model = ["generate", "--model", "/nonexistent/model", "--prompt", "hi"];
+  for (const video of [clip, "/nonexistent/holiday.MP4"]) {
+    const r = await cli([...model, "--video", video]);
+    assert.equal(r.code, 1, r.err);
+    assert.equal(
+      r.err,
+      `error: --video ${video}: a video file, where qvq takes a video's frames (image files): ` +
+        `extract them first, e.g. ffmpeg -i "${video}" -vf fps=2 frames/%04d.jpg, then --video ` +
+        `frames\n`,
+    );
+  }
+  const dir = await Deno.makeTempDir();
+  try {
+    const { text } = await badImageFiles(dir);
+    const frame = await cli([...model, "--video", `${PNG0},${text}`]);
+    assert.equal(frame.code, 1, frame.err);
+    assert.match(frame.err, /^error: video frame ".*notes\.png": /);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
