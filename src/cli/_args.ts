@@ -3,6 +3,8 @@
  * mistake turned into a {@link UsageError} that carries the command's usage text (exit code 2).
  * @module
  */
+import { relative } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { InvalidInputError, QvqError } from "../errors.ts";
 import {
@@ -134,11 +136,30 @@ function joinNegativeValues(args: string[], options: Record<string, OptionSpec>)
   return out;
 }
 
-/** The value of required string option `--name`. */
+/** The value of required string option `--name` (a missing `--model` names the bundled one). */
 export function requireString(v: Values, name: string, usage: string): string {
   const s = v[name];
-  if (typeof s !== "string" || s === "") throw new UsageError(`--${name} is required`, usage);
+  if (typeof s !== "string" || s === "") {
+    throw new UsageError(`--${name} is required${name === "model" ? tinyModelHint() : ""}`, usage);
+  }
   return s;
+}
+
+/**
+ * Where this is a checkout, the bundled tiny model as a `--model` to try (a newcomer has no model
+ * directory yet, and the server's default is not the CLI's); else nothing.
+ */
+function tinyModelHint(): string {
+  const url = new URL("../../tests/fixtures/tiny-qwen2vl", import.meta.url);
+  try {
+    if (url.protocol !== "file:" || !Deno.statSync(url).isDirectory) return "";
+  } catch {
+    return "";
+  }
+  const absolute = fileURLToPath(url);
+  const fromHere = relative(Deno.cwd(), absolute);
+  const path = fromHere.length < absolute.length ? fromHere : absolute;
+  return ` (to try qvq without a model: --model ${path}, a tiny one with random weights)`;
 }
 
 /**

@@ -118,13 +118,26 @@ Deno.test("main() follows a usage error with the command's synopsis, not its who
     assert.match(
       r.err,
       new RegExp(
-        `^error: --(model|prompt) is required\\n\\nusage: qvq [^\\n]*\\n(.+\\n)*` +
+        `^error: --(model|prompt) is required[^\\n]*\\n\\nusage: qvq [^\\n]*\\n(.+\\n)*` +
           `\\nRun "qvq ${command} --help" for its options\\.\\n$`,
       ),
     );
     assert.match(r.err, new RegExp(`qvq ${command} --model`));
     assert.ok(r.err.trimEnd().split("\n").length <= 6, r.err);
     assert.doesNotMatch(r.err, /options:|--max-tokens/);
+  }
+});
+
+Deno.test("main() names the bundled tiny model where --model is missing", async () => {
+  // The README's commands read `--model <dir>`; a newcomer has no model directory yet.
+  for (const args of [["generate", "--prompt", "hi"], ["chat"], ["tokenize"]]) {
+    const r = await cli(args);
+    assert.equal(r.code, 2);
+    const path = r.err.match(
+      /^error: --model is required \(to try qvq without a model: --model (\S+), a tiny one with random weights\)\n/,
+    )?.[1];
+    assert.equal(path, "tests/fixtures/tiny-qwen2vl", r.err); // relative to the repository root
+    assert.ok(Deno.statSync(`${path}/config.json`).isFile);
   }
 });
 
