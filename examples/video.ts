@@ -19,12 +19,25 @@ const [
   question = "What happens in this video?",
 ] = Deno.args;
 
+// A video file, or a path that is not there, where the frames' directory goes: said, not thrown.
+if (!(await Deno.stat(dir).then((s) => s.isDirectory, () => false))) {
+  console.error(
+    `${dir} is not a directory of frames: extract a video's first, e.g. ` +
+      `ffmpeg -i clip.mp4 -vf fps=2 frames/%04d.jpg, then pass frames`,
+  );
+  Deno.exit(1);
+}
+
 // The directory's images, by name (numbers by value: f2 before f10); for the fixture, video0_f*.
 const names: string[] = [];
 for await (const e of Deno.readDir(dir)) {
   if (/\.(png|jpe?g|webp)$/i.test(e.name) && (Deno.args[1] || e.name.startsWith("video0_f"))) {
     names.push(e.name);
   }
+}
+if (!names.length) {
+  console.error(`${dir} holds no PNG, JPEG or WebP frames`);
+  Deno.exit(1);
 }
 names.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
 const frames = await Promise.all(names.map((n) => Deno.readFile(`${dir}/${n}`)));

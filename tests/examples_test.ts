@@ -114,6 +114,34 @@ Deno.test("examples/video.ts answers about the fixture's five frames as transfor
   assert.equal(out, `${ref.generated_text}\n[length: 5 frames, 18 video tokens, 12 tokens]\n`);
 });
 
+Deno.test("examples/video.ts says so where its frames directory is a video file, missing or empty", async () => {
+  // Given a video file, the first thing a user tries, it ended on an uncaught NotADirectory.
+  const empty = await Deno.makeTempDir();
+  try {
+    const clip = fileURLToPath(new URL("./fixtures/video/clip.webm", import.meta.url));
+    for (
+      const [dir, message] of [
+        [clip, `${clip} is not a directory of frames: extract a video's first, e.g. ffmpeg -i `],
+        ["/nonexistent/frames", "/nonexistent/frames is not a directory of frames: "],
+        [empty, `${empty} holds no PNG, JPEG or WebP frames\n`],
+      ]
+    ) {
+      const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "examples/video.ts", TINY_DIR, dir],
+        cwd: ROOT,
+        env: { ...ENV, NO_COLOR: "1" },
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      const err = new TextDecoder().decode(stderr);
+      assert.equal(code, 1, err);
+      assert.ok(err.startsWith(message), err);
+    }
+  } finally {
+    await Deno.remove(empty);
+  }
+});
+
 Deno.test("examples/structured_output.ts answers with a whole instance of its schema, within its bounds", async () => {
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "examples/structured_output.ts"],
