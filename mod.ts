@@ -15,8 +15,17 @@
  * qvq.dispose();
  * ```
  *
- * @example Serve it to OpenAI clients (`deno serve main.ts`)
+ * @example Load a model from the Hugging Face hub
  * ```ts ignore
+ * import { Pipeline, resolveModel } from "@qvq/webgpu";
+ * // Pipeline.load takes a directory or a URL; resolveModel downloads a hub id into the Hugging
+ * // Face cache first (HF_HOME, HF_TOKEN, HF_HUB_OFFLINE as huggingface_hub reads them).
+ * const qvq = await Pipeline.load(await resolveModel("Qwen/Qwen2-VL-2B-Instruct"));
+ * ```
+ *
+ * @example Serve it to OpenAI clients (`deno serve -A --host 127.0.0.1 main.ts`)
+ * ```ts ignore
+ * // deno serve listens on every interface unless told --host: there is no API key by default.
  * import { createApp, Pipeline } from "@qvq/webgpu";
  * export default createApp(await Pipeline.load("./Qwen2-VL-2B-Instruct"));
  * ```
