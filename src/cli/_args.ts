@@ -182,11 +182,19 @@ export async function requireModelDir(v: Values, usage: string): Promise<string>
 }
 
 /**
- * The required `--name` output path, its directory checked before any work (a missing one would
- * otherwise fail only after the model has run).
+ * The required `--name` output path, checked before any work — its directory there, the path no
+ * directory itself (either would otherwise fail only after the model has run).
  */
 export async function requireOutPath(v: Values, name: string, usage: string): Promise<string> {
   const path = requireString(v, name, usage);
+  if (await Deno.stat(path).then((s) => s.isDirectory, () => false)) {
+    throw new UsageError(
+      `--${name}: "${path}" is a directory; name the file to write (e.g. ${
+        path.replace(/\/+$/, "")
+      }/out.safetensors)`,
+      usage,
+    );
+  }
   const slash = path.lastIndexOf("/");
   const dir = slash < 0 ? "." : slash === 0 ? "/" : path.slice(0, slash);
   const isDir = await Deno.stat(dir).then((s) => s.isDirectory, () => false);

@@ -85,6 +85,15 @@ Deno.test("main() answers bad usage with the command's usage and exit code 2", a
       ["preprocess", "--model", TINY_DIR, "--image", "a.png", "--out", "/nonexistent-dir/p.st"],
       /--out: cannot write .*is not a directory/,
     ],
+    // A directory as --out: refused before the model runs (it failed at the write, after it).
+    [
+      ["logits", "--model", TINY_DIR, "--prompt", "hi", "--out", "src/"],
+      /--out: "src\/" is a directory; name the file to write \(e\.g\. src\/out\.safetensors\)/,
+    ],
+    [
+      ["preprocess", "--model", TINY_DIR, "--image", "a.png", "--out", "."],
+      /--out: "\." is a directory/,
+    ],
     [["preprocess", "--model", TINY_DIR, "--out", "x.safetensors"], /at least one --image/],
     [["tokenize"], /--model is required/],
     // A model directory that is not there is said to be missing (not its first file).
