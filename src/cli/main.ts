@@ -28,7 +28,7 @@ const COMMANDS: Record<string, Command> = {
     run: async (a, io) => (await import("./_preprocess.ts")).preprocessCommand(a, io),
   },
   generate: {
-    summary: "answer a prompt (with images), streaming the text",
+    summary: "answer a prompt (with images, videos), streaming the text",
     run: async (a, io) => (await import("./_generate.ts")).generateCommand(a, io),
   },
   logits: {
