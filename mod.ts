@@ -152,5 +152,6 @@ export {
   ModelFileError,
   NoChatTemplateError,
   QvqError,
+  SamplingError,
   SchemaError,
 } from "./src/errors.ts";

@@ -13,14 +13,21 @@
  * ```
  * @module
  */
-import { SERVE_USAGE, serveArgs } from "./_env.ts";
+import { loadOptionsFromEnv, optionsFromEnv, SERVE_USAGE, serveArgs } from "./_env.ts";
 
 /** The usage's first line, after an error. */
 const USAGE = `${SERVE_USAGE.split("\n")[0]}   (deno task serve --help for more)`;
 
 let args;
 try {
-  args = serveArgs(Deno.args, (name) => Deno.env.get(name));
+  const env = (name: string) => Deno.env.get(name);
+  args = serveArgs(Deno.args, env);
+  // The environment's settings too, before listening: a bad one is an error line and exit 2, not a
+  // "listening" line and then the error (src/server/serve.ts reads them again, the same way).
+  if (!args.help) {
+    optionsFromEnv(env);
+    loadOptionsFromEnv(env);
+  }
 } catch (error) {
   console.error(`error: ${(error as Error).message}\n${USAGE}`);
   Deno.exit(2);
