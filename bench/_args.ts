@@ -64,6 +64,8 @@ export interface BenchOptions {
    * in a session of its own; 1: none.
    */
   parallel: number;
+  /** Products of 2–16 rows on the tiled kernels, not the row GEMV over all rows (to compare). */
+  noXRows: boolean;
   /** Record each token's logprob and this many alternatives (the logprobs kernels), or none. */
   logprobs?: number;
   /**
@@ -104,6 +106,8 @@ const USAGE = `deno task bench [options]
                               "decode_profile" (µs per step by kernel variant) to the line
   --followup N                then time the next chat turn, N new prompt tokens (≥ 10), from
                               the KV cache the turn before left and whole; adds "followup"
+  --no-xrows                  products of 2..16 rows (short prompts, follow-ups) on the tiled
+                              GEMMs, not the row GEMV over all rows (kernels/linear.ts; to compare)
   --parallel N                then time N generations decoding at once, each in its own session
                               (Pipeline's parallel; 2..64); adds "parallel"
   --logprobs N                decode with each token's logprob and N alternatives (0..20)
@@ -129,6 +133,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     profile: false,
     followup: 0,
     parallel: 1,
+    noXRows: false,
     penalties: false,
     jsonMode: false,
     jsonSchema: false,
@@ -202,6 +207,9 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
         break;
       case "--followup":
         o.followup = int(flag, val(), 10);
+        break;
+      case "--no-xrows":
+        o.noXRows = true;
         break;
       case "--parallel":
         o.parallel = int(flag, val(), 2);

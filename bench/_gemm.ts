@@ -9,8 +9,11 @@
  *
  *   deno run -A bench/_gemm.ts [--dtypes f16,q8,q4] [--variants linear,gemmq,gemmq:8x2x2x2]
  *     [--shapes vision,7b,72b] [--labels qkv,fc1] [--ms 256,700 [--only-ms]] [--target-ms 60] [--out file.jsonl] [--small]
- * Variants: linear (linear() as callers get it: f16 the pipelined tile, maybe split, by
- * gemmKernel(); q8 linear_q's dequantize + GEMM; q4 gemmQ, kernels/linear_q.ts PREFILL_INT8),
+ * Variants: linear (linear() as callers get it: f16 the row GEMV over all rows of x at m ≤
+ * GEMV_XROWS_MAX, else the pipelined tile, maybe split, by gemmKernel(); q8 linear_q's
+ * dequantize + GEMM; q4 gemmQ, kernels/linear_q.ts PREFILL_INT8), tiled (f16: linear() with
+ * gemvXRows false), xrows[-rN][-uN][-wN] (f16: the row GEMV over m rows with that many weight
+ * rows a workgroup, units a step, threads),
  * tile4 / tile8 (f16: linear()'s tile override), pipe[-sN][-half][-noload] (f16: the pipelined
  * tile; sN: split k N ways; half: 64 × 128 tiles; noload: no global loads after the first k step
  * — wrong results, its err column shows by how much — to time the loop without memory), gemmq (q8/q4: kernels/gemm.ts
@@ -50,6 +53,23 @@ type Make = (gpu: Gpu, y: BufferArg, x: BufferArg, w: Weight, m: number) => Disp
 function variantOf(name: string, dtype: string): Make | null {
   const q = dtype !== "f16";
   if (name === "linear") return (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m });
+  if (name === "tiled") {
+    // linear()'s tiled choice where a few rows would take the row GEMV (XROWS).
+    return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { gemvXRows: false });
+  }
+  if (name.startsWith("xrows")) {
+    // xrows[-rN][-uN][-wN]: the row GEMV over m rows of x with N weight rows a workgroup, N units
+    // a step written out, N threads.
+    const t: Partial<LinearTuning> = {};
+    for (const o of name.split("-").slice(1)) {
+      const v = Number(o.slice(1));
+      if (o[0] === "r") t.gemvRows = v;
+      else if (o[0] === "u") t.gemvUnroll = v;
+      else if (o[0] === "w") t.gemvWg = v;
+      else throw new Error(`unknown xrows option ${o} in ${name}`);
+    }
+    return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, t);
+  }
   if (name === "tile4" || name === "tile8") {
     const tile = name === "tile4" ? 4 : 8;
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile });

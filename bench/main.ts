@@ -44,6 +44,7 @@ import { type BenchOptions, parseArgs, SHAPES } from "./_args.ts";
 import { writeSyntheticCheckpoint } from "./_checkpoint.ts";
 import { profileStep, profileSubmits, type StepProfile } from "./_profile.ts";
 import { writeDecodeState } from "../kernels/state.ts";
+import { LINEAR_CHOICE } from "../kernels/linear.ts";
 import { maxAbsDiff } from "../src/ref/_random.ts";
 
 /** H100 SXM HBM3 bandwidth: the issue's card, and the roofline of any card not named below. */
@@ -127,6 +128,8 @@ export interface BenchResult {
    * each one's rate and all of them together.
    */
   parallel?: { streams: number; each_tok_s: number[]; total_tok_s: number };
+  /** With --no-xrows: products of 2–16 rows ran the tiled GEMMs (kernels/linear.ts LINEAR_CHOICE). */
+  no_xrows?: boolean;
   followup?: {
     tokens: number;
     cached_tokens: number;
@@ -202,6 +205,17 @@ function promptIds(cfg: Qwen2VLConfig, n: number, imageTokens: number): number[]
 
 /** Runs the benchmark described by `o`. */
 export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResult> {
+  LINEAR_CHOICE.xrows = !o.noXRows;
+  try {
+    const r = await benchShape(o, gpuIn);
+    return o.noXRows ? { ...r, no_xrows: true } : r;
+  } finally {
+    LINEAR_CHOICE.xrows = true;
+  }
+}
+
+/** {@link runBench} with linear()'s kernel choices set. */
+async function benchShape(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResult> {
   const json = await shapeConfig(o.shape);
   const cfg = parseConfig(json, o.shape);
   const gpu = gpuIn ?? await requestGpu();

@@ -50,6 +50,8 @@ Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
   assert.equal(parseArgs(["--prompt-logprobs", "1"]).promptLogprobs, 1);
   assert.equal(parseArgs(["--image", "56x56", "--video-frames", "3"]).videoFrames, 3);
   assert.equal(parseArgs(["--parallel", "4"]).parallel, 4);
+  assert.equal(parseArgs(["--no-xrows"]).noXRows, true);
+  assert.equal(parseArgs([]).noXRows, false);
   assert.equal(parseArgs([]).parallel, 1);
   for (
     const bad of [

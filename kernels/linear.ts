@@ -90,6 +90,12 @@ export interface LinearTuning {
   /** GEMV over f16 weights with k % 8 == 0 reads 16 bytes (8 halves) per load. */
   gemvPack8: boolean;
   /**
+   * At 1 < m ≤ {@link GEMV_XROWS_MAX}, the row GEMV over all m rows of x at once
+   * (kernels/linear.wgsl XROWS) rather than a tiled GEMM. Default true; false (benchmarks): the
+   * tiled kernels.
+   */
+  gemvXRows?: boolean;
+  /**
    * gemvRows path with pack8: units of x a loop step takes, the step written out with all its
    * loads first (kernels/linear.wgsl STEPS; the same sums in the same order, bit-equal on
    * lavapipe). Default 1: the plain loop; {@link gemvVariantTuning} sets 4 or 2 for decode.
@@ -152,6 +158,39 @@ export function gemvVariantTuning(norm: boolean, silu: boolean): Partial<LinearT
   if (norm) return { gemvWg: 64, gemvRows: 4, gemvUnroll: 4 };
   if (silu) return { gemvWg: 256, gemvRows: 4 };
   return { gemvUnroll: 2 };
+}
+
+/** linear()'s kernel choices that benchmarks switch off to compare (bench/main.ts --no-xrows). */
+export const LINEAR_CHOICE = {
+  /** At 1 < m ≤ {@link GEMV_XROWS_MAX}, the row GEMV over all rows of x (else the tiled kernels). */
+  xrows: true,
+};
+
+/**
+ * The most rows of x a row GEMV takes at once (kernels/linear.wgsl XROWS); from m = 2 to this, an
+ * f16 / f32 linear without a tuning override runs it instead of a tiled GEMM. One 7B layer's four
+ * products (qkv, o, gate_up, down; f16; ms; bench/_gemm.ts --shapes 7b --ms 2,4,8,12,16
+ * --only-ms, H200, 2026-11-30 14:50 UTC), the tiled kernel as gemmKernel() picks it → this one at
+ * {@link gemvXRowsTuning}'s: m = 2 1.195 → 0.150, 4 1.226 → 0.205, 8 1.223 → 0.288, 12 1.236 →
+ * 0.529, 16 1.228 → 0.765 (the m = 1 GEMV: 0.135). Past 16 rows the tiled kernel's time stays
+ * while this one's grows with m.
+ */
+export const GEMV_XROWS_MAX = 16;
+
+/**
+ * The row GEMV's tuning over m rows of x (XROWS), from the H200 sweep of {@link GEMV_XROWS_MAX}:
+ * fewer threads a workgroup than at m = 1 (each holds rows · m accumulators and 2 · m vec4 of x a
+ * unit), 2 units a step written out (the plain loop indexes arrays of x and spills: 2.6–9.8× slower
+ * at 8–16 rows). Per layer at 2 / 4 / 8 / 12 / 16 rows, ms: {64, 2 rows} 0.150 / 0.205 / 0.438 /
+ * 0.592 / 0.820; {32, 4 rows} – / 0.276 / 0.288 / – / –; {64, 4 rows} 0.167 / 0.219 / 0.367 / 0.529 /
+ * 0.765; {128, 4 rows} 0.159 / 0.222 / 0.439 / 0.711 / 1.149; {256, 2 rows} (the m = 1 default)
+ * 0.182 / 0.294 / 0.592 / – / 2.060.
+ */
+export function gemvXRowsTuning(m: number): Partial<LinearTuning> {
+  if (!LINEAR_CHOICE.xrows) return { gemvXRows: false };
+  if (m <= 4) return { gemvWg: 64, gemvRows: 2, gemvUnroll: 2 };
+  if (m <= 8) return { gemvWg: 32, gemvRows: 4, gemvUnroll: 2 };
+  return { gemvWg: 64, gemvRows: 4, gemvUnroll: 2 };
 }
 
 /** Below this many loads per weight row, an m = 1 linear takes the small-k GEMV path. */
@@ -411,7 +450,12 @@ export function linear(
     );
   }
   checkLinearCall("linear", y, x, w, bias, s);
-  const t = { ...LINEAR_TUNING, ...gemvVariantTuning(norm !== undefined, silu), ...tuning };
+  const few = m > 1 && m <= GEMV_XROWS_MAX;
+  const t = {
+    ...LINEAR_TUNING,
+    ...(few ? gemvXRowsTuning(m) : gemvVariantTuning(norm !== undefined, silu)),
+    ...tuning,
+  };
   const tile = t.tile ?? (m >= 128 ? 8 : 4);
   if (
     !(t.gemvWg >= 4 && t.gemvWg <= gpu.limits.maxComputeInvocationsPerWorkgroup &&
@@ -425,7 +469,11 @@ export function linear(
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
-  const gemv = m === 1;
+  // A few rows of x (1 < m ≤ GEMV_XROWS_MAX): the row GEMV over all of them at once, where its
+  // partial sums fit the workgroup's memory (GEMV below covers both).
+  const xrows = few && t.gemvXRows !== false && t.pipe === undefined && t.tile === undefined &&
+    xrowsFit(gpu, m, t.gemvRows, t.gemvWg);
+  const gemv = m === 1 || xrows;
   // Without a kernel override (tile / pipe), m ≥ 128 picks tile 8 or PIPE (and its split-k) by
   // shape.
   if (!gemv && t.pipe === undefined && t.tile === undefined) {
@@ -444,7 +492,9 @@ export function linear(
   // The small-k path shuffles within TPR lanes of one subgroup: it needs the minimum size.
   const sgMin = gpu.features.subgroups ? gpu.adapterInfo.subgroupMinSize : undefined;
   // The rope epilogue pairs rows inside a workgroup: the gemvRows path with 2 rows, at any k.
-  const tpr = gemv ? (rk ? t.gemvWg : t.gemvTpr ?? gemvThreadsPerRow(loads, t.gemvWg, sgMin)) : 0;
+  const tpr = gemv
+    ? (rk || xrows ? t.gemvWg : t.gemvTpr ?? gemvThreadsPerRow(loads, t.gemvWg, sgMin))
+    : 0;
   const smallK = gemv && tpr < t.gemvWg;
   // The gemvRows path sums whole subgroups: each must divide gemvWg.
   const subgroups = gemv && gpu.features.subgroups &&
@@ -480,6 +530,8 @@ export function linear(
       QGELU: s.activation === "quick_gelu",
       ACC: s.accumulate === true,
       GEMV: gemv,
+      XROWS: xrows,
+      ...(xrows ? { XR: m } : {}),
       SUBGROUPS: subgroups,
       ...(!gemv ? { TILE8: tile === 8 } : smallK ? { WG: t.gemvWg, TPR: tpr } : {
         WG: t.gemvWg,
@@ -488,7 +540,15 @@ export function linear(
       }),
     },
     code: steps
-      ? { GEMV_STEPS: gemvSteps(rowsPerGroup, t.gemvUnroll!, t.gemvWg, rk !== undefined) }
+      ? {
+        GEMV_STEPS: gemvSteps(
+          rowsPerGroup,
+          t.gemvUnroll!,
+          t.gemvWg,
+          rk !== undefined,
+          xrows ? m : 1,
+        ),
+      }
       : {},
   });
   return w.chunks.map((c) => {
@@ -512,11 +572,30 @@ export function linear(
 }
 
 /**
- * The gemvRows path's loop written out (kernels/linear.wgsl STEPS, pack8): `rows` named
- * accumulators, `unroll` units of x a step (unit j + u · wg, clamped to the row and masked past
- * it), every x and weight load of a step before its products, then the sums into `acc`.
+ * Whether the row GEMV over m rows of x (kernels/linear.wgsl XROWS) fits: one thread per output of
+ * a workgroup (rows · m ≤ wg) to sum it, and their partials in workgroup memory — a partial per
+ * subgroup of 4 lanes or more, or (without subgroups) per thread.
  */
-function gemvSteps(rows: number, unroll: number, wg: number, rope: boolean): string {
+function xrowsFit(gpu: Gpu, m: number, rows: number, wg: number): boolean {
+  const slots = rows * m;
+  const partials = slots * (gpu.features.subgroups ? wg / 4 : wg) * 4;
+  return slots <= wg && partials <= gpu.limits.maxComputeWorkgroupStorageSize;
+}
+
+/**
+ * The gemvRows path's loop written out (kernels/linear.wgsl STEPS, pack8): `rows` named
+ * accumulators (× `xrows` rows of x, XROWS), `unroll` units of x a step (unit j + u · wg, clamped
+ * to the row and masked past it), every x and weight load of a step before its products, then the
+ * sums into `acc` (slot r · xrows + i).
+ */
+function gemvSteps(
+  rows: number,
+  unroll: number,
+  wg: number,
+  rope: boolean,
+  xrows = 1,
+): string {
+  if (xrows > 1) return gemvXRowsSteps(rows, unroll, wg, xrows);
   const R = Array.from({ length: rows }, (_, r) => r);
   const U = Array.from({ length: unroll }, (_, u) => u);
   const half = (q: string, a: string, b: string) =>
@@ -543,6 +622,42 @@ function gemvSteps(rows: number, unroll: number, wg: number, rope: boolean): str
     ),
     "}",
     ...R.map((r) => `acc[${r}] = a${r};`),
+  ].join("\n  ");
+}
+
+/**
+ * {@link gemvSteps} over `xrows` rows of x (XROWS): accumulator (r, i) adds its products in the
+ * order the one-row loop adds row r's, x row i read through kernels/linear.wgsl's xr().
+ */
+function gemvXRowsSteps(rows: number, unroll: number, wg: number, xrows: number): string {
+  const R = Array.from({ length: rows }, (_, r) => r);
+  const U = Array.from({ length: unroll }, (_, u) => u);
+  const I = Array.from({ length: xrows }, (_, i) => i);
+  const RI = R.flatMap((r) => I.map((i) => [r, i] as const));
+  const half = (q: string, a: string, b: string) =>
+    `vec4<f32>(unpack2x16float(${q}.${a}), unpack2x16float(${q}.${b}))`;
+  return [
+    ...RI.map(([r, i]) => `var a${r}_${i} = 0.0;`),
+    ...R.map((r) => `let wr${r} = min(r0 + ${r}u, p.rows - 1u) * kv;`),
+    `for (var j = lid; j < kv; j += ${unroll * wg}u) {`,
+    ...U.map((u) =>
+      `  let ok${u} = j + ${u * wg}u < kv; let c${u} = min(j + ${u * wg}u, kv - 1u);`
+    ),
+    ...U.flatMap((u) =>
+      I.map((i) =>
+        `  let xa${u}_${i} = xr(${i}u, 2u * c${u}, ok${u}); ` +
+        `let xb${u}_${i} = xr(${i}u, 2u * c${u} + 1u, ok${u});`
+      )
+    ),
+    ...U.flatMap((u) => R.map((r) => `  let q${u}_${r} = w[wr${r} + c${u}];`)),
+    ...U.flatMap((u) =>
+      RI.map(([r, i]) =>
+        `  a${r}_${i} += select(0.0, dot(${half(`q${u}_${r}`, "x", "y")}, xa${u}_${i}) + ` +
+        `dot(${half(`q${u}_${r}`, "z", "w")}, xb${u}_${i}), ok${u});`
+      )
+    ),
+    "}",
+    ...RI.map(([r, i]) => `acc[${r * xrows + i}] = a${r}_${i};`),
   ].join("\n  ");
 }
 

@@ -207,12 +207,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #else
 const ROWS: u32 = {{ROWS}}u;
 
-// Values reduced over the workgroup: the ROWS dot products (+ Σx² with NORM, in slot ROWS).
+// #if XROWS (1 < m ≤ kernels/linear.ts GEMV_XROWS_MAX; no NORM, SILU or ROPE): all XR = m rows of
+// x at once — each weight element loaded once serves XR dot products (a prefill of a few tokens,
+// the prompt cache's rerun of a prompt's last two rows), where the tiled kernels' 64-row tiles
+// computed mostly padding rows. Output (x row i, chunk row r0 + r) is slot r · XR + i, its products
+// added in the order of the m = 1 GEMV's (so each row's bits are what it alone would get).
+#if XROWS
+const XR: u32 = {{XR}}u;
+#else
+const XR: u32 = 1u;
+#endif
+// Values reduced over the workgroup: the ROWS · XR dot products (+ Σx² with NORM, in slot ROWS).
 #if NORM
 const SLOTS: u32 = ROWS + 1u;
 #else
-const SLOTS: u32 = ROWS;
+const SLOTS: u32 = ROWS * XR;
 #endif
+
+// x element idx (XV units) of x row i, or 0 where `ok` is false (a unit of a written-out step past
+// k, idx clamped in bounds by the caller).
+fn xr(i: u32, idx: u32, ok: bool) -> XV { return select(XV(0.0), x[i * (p.k / XW) + idx], ok); }
 
 #if SUBGROUPS
 // One partial per (slot, subgroup); subgroups have at least 4 lanes.
@@ -235,14 +249,38 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let g = wid.x + wid.y * 65535u;
   let r0 = g * ROWS;  // first chunk row of this workgroup
   let kv = p.k / V;
-  var acc: array<f32, ROWS>;
+  var acc: array<f32, ROWS * XR>;
 #if STEPS
   // #if STEPS (PACK8): the loop below written out by the builder (kernels/linear.ts gemvSteps),
   // UNROLL units of x a step with all their loads issued before any product, into named
   // accumulators: the same products added in the same order (a unit past k adds 0).
   {{GEMV_STEPS}}
 #else
-  for (var r = 0u; r < ROWS; r++) { acc[r] = 0.0; }
+  for (var r = 0u; r < ROWS * XR; r++) { acc[r] = 0.0; }
+#if XROWS
+  // Each weight element is loaded once and used for XR rows of x.
+  for (var j = lid; j < kv; j += WG) {
+    var xa: array<XV, XR>;
+#if PACK8
+    var xb: array<XV, XR>;
+    for (var i = 0u; i < XR; i++) { xa[i] = xr(i, 2u * j, true); xb[i] = xr(i, 2u * j + 1u, true); }
+#else
+    for (var i = 0u; i < XR; i++) { xa[i] = xr(i, j, true); }
+#endif
+    for (var r = 0u; r < ROWS; r++) {
+      let row = min(r0 + r, p.rows - 1u);
+#if PACK8
+      let q = w[row * kv + j];
+      let wa = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+      let wb = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+      for (var i = 0u; i < XR; i++) { acc[r * XR + i] += dot(wa, xa[i]) + dot(wb, xb[i]); }
+#else
+      let wv = XV(w[row * kv + j]);
+      for (var i = 0u; i < XR; i++) { acc[r * XR + i] += dot_xw(wv, xa[i]); }
+#endif
+    }
+  }
+#else
   // Each x element is loaded once and used for ROWS weight rows. Rows past the chunk's end read
   // the last row again (in bounds, branch-free) and are not stored.
   for (var j = lid; j < kv; j += WG) {
@@ -269,9 +307,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
 #endif
+#endif
 #if SUBGROUPS
   let nsg = WG / sg_size;
-  for (var r = 0u; r < ROWS; r++) {
+  for (var r = 0u; r < ROWS * XR; r++) {
     let s = subgroupAdd(acc[r]);
     if (sg_lane == 0u) { red[r * (WG / 4u) + lid / sg_size] = s; }
   }
@@ -280,6 +319,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (sg_lane == 0u) { red[ROWS * (WG / 4u) + lid / sg_size] = s2; }
 #endif
   workgroupBarrier();
+#if XROWS
+  if (lid < SLOTS && r0 + lid / XR < p.rows) {
+    var t = 0.0;
+    for (var i = 0u; i < nsg; i++) { t += red[lid * (WG / 4u) + i]; }
+    store(lid % XR, r0 + lid / XR, t);
+  }
+#else
   if (lid < ROWS && r0 + lid < p.rows) {
 #if NORM
     var q = 0.0;
@@ -299,8 +345,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     store(0u, r0 + lid, t);
 #endif
   }
+#endif
 #else
-  for (var r = 0u; r < ROWS; r++) { red[r * WG + lid] = acc[r]; }
+  for (var r = 0u; r < ROWS * XR; r++) { red[r * WG + lid] = acc[r]; }
 #if NORM
   red[ROWS * WG + lid] = ss;
 #endif
@@ -317,7 +364,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #if ROPE
   if (lid == 0u) { store_rope(g, red[0], red[WG]); }
 #else
+#if XROWS
+  if (lid < SLOTS && r0 + lid / XR < p.rows) { store(lid % XR, r0 + lid / XR, red[lid * WG]); }
+#else
   if (lid < ROWS && r0 + lid < p.rows) { store(0u, r0 + lid, red[lid * WG]); }
+#endif
 #endif
 #endif
 }

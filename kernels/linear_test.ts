@@ -16,8 +16,11 @@ import {
   GEMM_SPLITS,
   gemmKernel,
   gemmTime,
+  GEMV_XROWS_MAX,
   gemvThreadsPerRow,
+  gemvXRowsTuning,
   linear,
+  LINEAR_CHOICE,
   type LinearTuning,
   normLinear,
   siluMulLinear,
@@ -332,6 +335,78 @@ Deno.test("linear() over a weight split into several chunks gives the same bits 
   }
 });
 
+// A few rows of x (1 < m ≤ GEMV_XROWS_MAX) take the row GEMV over all of them at once: each
+// output adds its products in the order the m = 1 GEMV of the same tuning adds them, so every row
+// is bit-equal to that row alone — with bias, accumulate, a weight in chunks, past the subgroup
+// reduction or not.
+Deno.test("linear() at 1 < m ≤ GEMV_XROWS_MAX gives each row the bits of m = 1 at its tuning", async () => {
+  const gpu = await sharedGpu();
+  const noSub = new Gpu(gpu.device, gpu.adapterInfo, { ...gpu.features, subgroups: false });
+  const rng = seeded(27);
+  // k: 128 loads a row or more (the row GEMV at m = 1, not the small-k one): f16 16-byte loads
+  // (k = 1048: 131 units, a masked tail step) and f32 vec4 loads (k = 520).
+  for (
+    const [dtype, k, m, g] of [
+      ["f16", 1048, 2, gpu],
+      ["f16", 1048, GEMV_XROWS_MAX, gpu],
+      ["f32", 520, 5, gpu],
+      ["f16", 1048, 3, noSub],
+    ] as const
+  ) {
+    const n = 45;
+    const x = randn(rng, m * k), wData = randn(rng, n * k, 1 / Math.sqrt(k));
+    const bias = randn(rng, n), y0 = randn(rng, m * n);
+    const one = uploadWeight(gpu, wData, n, k, dtype, "w");
+    const split = uploadWeight(gpu, wData, n, k, dtype, "w", 7 * k * (dtype === "f16" ? 2 : 4));
+    const byRow = [];
+    for (let i = 0; i < m; i++) {
+      const row = (a: Float32Array, w: number) => a.slice(i * w, (i + 1) * w);
+      byRow.push(...await runLinear(g, row(x, k), one.w, bias, 1, row(y0, n), gemvXRowsTuning(m)));
+    }
+    const want = Float32Array.from(byRow);
+    const what = `${dtype} ${m}x${n}x${k}${g === noSub ? " no subgroups" : ""}`;
+    assert.deepEqual(await runLinear(g, x, one.w, bias, m, y0), want, what);
+    assert.deepEqual(await runLinear(g, x, split.w, bias, m, y0), want, `${what}, in chunks`);
+    const ref = linearRef(x, one.held, bias, m, n, k).map((v, i) => v + y0[i]);
+    assertClose(want, ref, TOL, `${what} vs ref`);
+    // The tiled kernel it replaces agrees to rounding.
+    assertClose(await runLinear(g, x, one.w, bias, m, y0, { gemvXRows: false }), ref, TOL, what);
+    destroyWeight(one.w);
+    destroyWeight(split.w);
+  }
+});
+
+Deno.test("linear() picks the row GEMV over all rows from m = 2 to GEMV_XROWS_MAX, the tiled kernels past it or when switched off", async () => {
+  const gpu = await sharedGpu();
+  const { w } = uploadWeight(gpu, new Float32Array(64 * 256), 64, 256, "f16", "w");
+  const keyAt = (m: number) => {
+    const ds = linear(
+      gpu,
+      createStorage(gpu, m * 64 * 4),
+      createStorage(gpu, m * 256 * 4),
+      w,
+      null,
+      {
+        m,
+      },
+    );
+    const key = ds[0].variant.key;
+    ds.forEach((d) => d.destroy());
+    return key;
+  };
+  assert.match(keyAt(2), /XR=2,XROWS/);
+  assert.match(keyAt(GEMV_XROWS_MAX), new RegExp(`XR=${GEMV_XROWS_MAX},XROWS`));
+  assert.doesNotMatch(keyAt(1), /XROWS/);
+  assert.doesNotMatch(keyAt(GEMV_XROWS_MAX + 1), /XROWS|GEMV/);
+  LINEAR_CHOICE.xrows = false;
+  try {
+    assert.doesNotMatch(keyAt(2), /XROWS|GEMV/);
+  } finally {
+    LINEAR_CHOICE.xrows = true;
+  }
+  destroyWeight(w);
+});
+
 Deno.test("linear() handles more rows than one grid dimension holds (lm_head-sized n)", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(15);
@@ -400,6 +475,14 @@ Deno.test("linear() gives the same results for every kernel variant and tuning",
     ["pipelined, 3 rows", gpu, { pipe: true }, 3],
     ["pipelined, split k 2", gpu, { pipe: true, splitK: 2 }, 130],
     ["pipelined, 64-row tiles", gpu, { pipe: true, half: true }, 37],
+    // The row GEMV over a few rows of x at once (XROWS), and the tiled kernel it replaces there.
+    ["3 rows of x at once", gpu, {}, 3],
+    ["16 rows of x, 4 weight rows a group", gpu, { gemvRows: 4 }, 16],
+    ["5 rows of x, no subgroups, 1 weight row", noSub, { gemvRows: 1 }, 5],
+    ["7 rows of x, vec4<f16> loads", gpu, { gemvPack8: false }, 7],
+    ["4 rows of x, written out 3 units a step", gpu, { gemvUnroll: 3 }, 4],
+    ["2 rows of x, the plain loop", gpu, { gemvUnroll: 1 }, 2],
+    ["5 rows, tiled (gemvXRows false)", gpu, { gemvXRows: false }, 5],
   ];
   for (const [n, k] of [[47, 40], [130, 1176], [133, 37]]) {
     for (const [name, g, tuning, m] of variants) {

@@ -211,9 +211,16 @@ export class VisionTower {
     // only the images it has not seen. (P's tiles fill the GPU wherever the time matters.) The
     // blocks' own GEMMs (k ≥ 1024 at the real widths) still split by P, for speed: there an
     // image's rows alone and beside others agree to f32 rounding (a review: proj 6.4e-6), and
-    // the int8 tower's GEMM tiles small passes (≤ 64 patches) otherwise.
+    // the int8 tower's GEMM tiles small passes (≤ 64 patches) otherwise. Nor do a few patches
+    // (an image of 16 alone, its merger's 4 rows) take the row GEMV that products of up to 16 rows
+    // run elsewhere (kernels/linear.ts GEMV_XROWS_MAX): it sums in another order than the tiled
+    // kernel the same image beside others takes.
+    const tiled = { gemvXRows: false };
     const ds: Dispatch[] = [
-      ...linear(gpu, x, pv, w.matrix("vision.patch_embed"), null, { m: P }, { splitK: 1 }),
+      ...linear(gpu, x, pv, w.matrix("vision.patch_embed"), null, { m: P }, {
+        splitK: 1,
+        ...tiled,
+      }),
     ];
     for (let i = 0; i < v.depth; i++) {
       // The GPU starts on the first blocks while the CPU builds the rest.
@@ -224,7 +231,7 @@ export class VisionTower {
         ...linear(gpu, qkv, h, w.matrix(k + "qkv"), w.vector(k + "qkv_bias"), {
           m: P,
           int8x: int8(k + "qkv"),
-        }),
+        }, tiled),
         // q heads then k heads are contiguous at the row's start: one call rotates both.
         rope(gpu, qkv, pos, table, { seq: P, heads: 2 * v.numHeads, stride: 3 * E, offset: 0 }),
         ...attention(
@@ -240,19 +247,19 @@ export class VisionTower {
           m: P,
           accumulate: true,
           int8x: int8(k + "proj"),
-        }),
+        }, tiled),
         layerNorm(gpu, h, x, w.vector(k + "norm2.weight"), w.vector(k + "norm2.bias"), ln),
         // quick_gelu in fc1's epilogue: one pass over the (P, M) activations fewer.
         ...linear(gpu, f, h, w.matrix(k + "fc1"), w.vector(k + "fc1_bias"), {
           m: P,
           activation: "quick_gelu",
           int8x: int8(k + "fc1"),
-        }),
+        }, tiled),
         ...linear(gpu, x, f, w.matrix(k + "fc2"), w.vector(k + "fc2_bias"), {
           m: P,
           accumulate: true,
           int8x: int8(k + "fc2"),
-        }),
+        }, tiled),
       );
     }
     // Patches come in 2×2 merge-block order, so 4 consecutive rows of h are one merged token.
@@ -268,12 +275,12 @@ export class VisionTower {
       ...linear(gpu, m1, h, w.matrix("vision.merger.fc1"), w.vector("vision.merger.fc1_bias"), {
         m: merged,
         int8x: int8("vision.merger.fc1"),
-      }),
+      }, tiled),
       gelu(gpu, m1, m1, merged * D),
       ...linear(gpu, out, m1, w.matrix("vision.merger.fc2"), w.vector("vision.merger.fc2_bias"), {
         m: merged,
         int8x: int8("vision.merger.fc2"),
-      }),
+      }, tiled),
     );
     submit(gpu, ds, "vision");
     if (!scratch) { for (const b of [pv, pos, cu, x, h, qkv, o, f, m1]) b.destroy(); }
