@@ -15,7 +15,9 @@
  * still image repeated over `temporal_patch_size` frames.
  * A video ({@link VideoInput}: its frames) is preprocessed as `Qwen2VLVideoProcessor` does with
  * frame sampling off: every frame resized to the size smart_resize gives the first, the frames
- * paired into temporal patches (an odd last one repeated), `[t, h, w]` with t = ⌈frames / 2⌉.
+ * paired into temporal patches (an odd last one repeated), `[t, h, w]` with t = ⌈frames / 2⌉;
+ * where the runtime has worker threads (Deno, Node), its temporal patches are made on a pool of
+ * them, several at once (src/_frame_pool.ts), to the same pixel values.
  *
  * PNG, WebP and JPEG pixels equal PIL's exactly, so inputs give transformers' values bit for
  * bit. JPEG is decoded with libjpeg-turbo's own arithmetic as Pillow 13 runs it (ISLOW IDCT,
@@ -41,6 +43,7 @@
  */
 import { loadWasm, wasm } from "./_wasm.ts";
 import { ContextLengthError, InvalidInputError, ModelFileError, type QvqError } from "./errors.ts";
+import { sharedFramePool } from "./_frame_pool.ts";
 
 /** The settings of preprocessor_config.json that shape the output. */
 export interface ImageProcessorConfig {
@@ -422,7 +425,12 @@ function checkDecoded(image: unknown, what: string): void {
 export async function decodeImage(bytes: Uint8Array): Promise<DecodedImage> {
   checkBytes(bytes, "The image");
   await loadWasm();
-  const img = call("", () => wasm.imgDecode(bytes));
+  return call("", () => decodeRgb(bytes));
+}
+
+/** decodeImage() once the wasm is loaded, its errors wasm's. */
+function decodeRgb(bytes: Uint8Array): DecodedImage {
+  const img = wasm.imgDecode(bytes);
   try {
     return { width: img.width, height: img.height, data: img.takeData() };
   } finally {
@@ -489,6 +497,12 @@ export interface PreprocessOptions {
    * holding every image's pixel values (up to ~300 MB each at the default max_pixels) first.
    */
   maxImageTokens?: number;
+  /**
+   * Where a video's frames are resized: on these threads, several at once
+   * ({@link sharedFramePool} by default, where the runtime has worker threads), or on this one,
+   * one after another, where null. The pixel values are the same either way.
+   */
+  framePool?: FramePool | null;
 }
 
 /**
@@ -524,11 +538,13 @@ export async function preprocessImages(
   }
   await loadWasm();
   const settings = wasmConfig(config, "config");
-  const videoSettings = video && images.some(isVideo) ? wasmConfig(video, "videoConfig") : settings;
   try {
-    return preprocessEach(images, settings, videoSettings, video ?? config, config, options);
+    if (video && images.some(isVideo)) wasmConfig(video, "videoConfig").free(); // its errors first
+    const pool = images.some(isVideo)
+      ? (options.framePool === undefined ? sharedFramePool() : options.framePool ?? undefined)
+      : undefined;
+    return await preprocessEach(images, settings, video ?? config, config, options, pool);
   } finally {
-    if (videoSettings !== settings) videoSettings.free();
     settings.free();
   }
 }
@@ -616,7 +632,7 @@ function ownBounds(
 }
 
 /** An image's or a video's output: its grid and its rows of pixel values (in parts). */
-interface Patches {
+export interface Patches {
   grid: GridThw;
   values: Float32Array[];
 }
@@ -631,36 +647,84 @@ function freeQuietly(x: { free(): void }): void {
 }
 
 /**
- * One video's patches: each frame decoded (when bytes) and fed to the wasm patcher in turn, each
- * temporal patch's rows moved out of wasm's memory as soon as it is made. From frame 0 the
+ * One video's patches, its frames resized on `pool`'s threads where given (see
+ * {@link patchOnPool}), else here one after another ({@link patchFrames}). From frame 0 the
  * video's size is known: `tokenRoom` refuses (ContextLengthError) a video that would not fit
- * before the other frames are decoded.
+ * before the other frames are resized.
  */
-function preprocessVideo(
+async function preprocessVideo(
   video: VideoInput,
-  settings: wasm.ImgConfig,
   config: ImageProcessorConfig,
   what: string,
   tokenRoom: (tokens: number) => void,
+  pool: FramePool | undefined,
+): Promise<Patches> {
+  const own = ownBounds(video, config, what) ?? config;
+  const room = (grid: GridThw) => tokenRoom(imageTokenCount(grid, config.mergeSize));
+  const total = video.frames.length;
+  if (!pool) return patchFrames(video.frames, { start: 0, total }, own, what, room);
+  return await patchOnPool(pool, video.frames, own, what, room);
+}
+
+/** Where a run of a video's frames lies in it: see {@link patchFrames}. */
+export interface FrameRun {
+  /** The index of the run's first frame in the video. */
+  start: number;
+  /** Frames in the whole video (its grid's t is ⌈total / temporalPatchSize⌉). */
+  total: number;
+  /**
+   * Frame 0's size, which every frame must have, for a run that does not start at frame 0 (one
+   * that does holds frame 0 itself).
+   */
+  first?: ImageSize;
+}
+
+/**
+ * A run of a video's frames patchified with `config` (the video's own bounds applied): `frames`
+ * are the video's from `run.start` on — whole temporal patches, unless the run ends the video (its
+ * last patch then repeats its last frame). Each frame is decoded (when bytes) and fed to the wasm
+ * patcher in turn, each temporal patch's rows moved out of wasm's memory as soon as it is made;
+ * `onGrid` hears the video's grid once the run's first frame is in (it may throw, to stop there).
+ * Throws what the whole video's preprocessing throws at the run's first bad frame, in the same
+ * words. The serial path runs it on the whole video; a {@link FramePool}'s workers on a temporal
+ * patch each (src/_frame_worker.ts). Not part of the module's API (mod.ts).
+ */
+export function patchFrames(
+  frames: readonly (Uint8Array | DecodedImage)[],
+  run: FrameRun,
+  config: ImageProcessorConfig,
+  what: string,
+  onGrid: (grid: GridThw) => void,
 ): Patches {
-  const own = ownBounds(video, config, what);
-  const ownSettings = own ? wasmConfig(own, what) : undefined;
+  const settings = wasmConfig(config, what);
   let v: wasm.ImgVideo;
   try {
-    v = call(`${what}: `, () => new wasm.ImgVideo(ownSettings ?? settings));
+    v = call(`${what}: `, () => new wasm.ImgVideo(settings));
   } finally {
-    if (ownSettings) freeQuietly(ownSettings); // the patcher holds its own copy
+    freeQuietly(settings); // the patcher holds its own copy
   }
+  const { start, total, first } = run;
+  // The patcher checks each frame's size against its own first frame; a run after frame 0 checks
+  // against frame 0's here, in the patcher's words (wasm/crates/image/src/error.rs, FrameSize).
+  const push = (f: Uint8Array | DecodedImage, k: number) => {
+    if (!first) return f instanceof Uint8Array ? v.push(f) : v.pushRgb(f.data, f.width, f.height);
+    const { width, height, data } = f instanceof Uint8Array ? decodeRgb(f) : f;
+    if (width !== first.width || height !== first.height) {
+      throw new InvalidInputError(
+        `video frame ${k} is ${width}x${height} pixels but frame 0 is ` +
+          `${first.width}x${first.height}: every frame of a video must have the same size ` +
+          "(resize or crop them alike)",
+      );
+    }
+    v.pushRgb(data, width, height);
+  };
   const values: Float32Array[] = [];
   try {
-    video.frames.forEach((f, k) => {
-      call(
-        `${what}, frame ${k}: `,
-        () => f instanceof Uint8Array ? v.push(f) : v.pushRgb(f.data, f.width, f.height),
-      );
-      if (k === 0) {
-        const [t, h, w] = v.gridFor(video.frames.length);
-        tokenRoom(imageTokenCount([t, h, w], config.mergeSize));
+    frames.forEach((f, i) => {
+      call(`${what}, frame ${start + i}: `, () => push(f, start + i));
+      if (i === 0) {
+        const [t, h, w] = v.gridFor(total);
+        onGrid([t, h, w]);
       }
       const rows = v.takePixelValues();
       if (rows.length) values.push(rows);
@@ -675,6 +739,109 @@ function preprocessVideo(
     }
   } finally {
     freeQuietly(v);
+  }
+}
+
+/** A job for a {@link FramePool}: {@link patchFrames} of `frames`, a run of a video's frames. */
+export interface FrameJob {
+  frames: readonly (Uint8Array | DecodedImage)[];
+  run: FrameRun;
+  config: ImageProcessorConfig;
+  what: string;
+}
+
+/**
+ * A {@link FrameJob}'s answer: the video's grid once the run's first frame was in, the run's rows
+ * (in parts), and the error that stopped it, if one did (after the grid, where the first frame
+ * was in).
+ */
+export interface FrameAnswer {
+  grid?: GridThw;
+  values: Float32Array[];
+  error?: Error;
+}
+
+/**
+ * Threads that resize a video's frames ({@link patchFrames}), `size` jobs at once: the shared one
+ * of src/_frame_pool.ts by default, where the runtime has worker threads.
+ */
+export interface FramePool {
+  /** How many jobs run at once. */
+  readonly size: number;
+  /** A job's answer; rejects only where the thread failed (ended, past its time limit). */
+  patch(job: FrameJob): Promise<FrameAnswer>;
+}
+
+/**
+ * A video's patches made on `pool`: a job a temporal patch ({@link patchFrames} of its frames),
+ * `pool.size` at once, so a video's frames are resized in parallel and off this thread (an engine
+ * thread's decode loop goes on meanwhile). The rows are the serial path's exactly — a temporal
+ * patch's rows depend on its own frames alone, and they follow one another in order — and so is
+ * the error: answers are taken in frame order, the room checked after frame 0's, the first error
+ * thrown, and no job starts after one failed. Frame 0's size (its header's, for bytes) goes with
+ * every later job; where frame 0's header does not read (it will not decode either), one job takes
+ * the whole video, which fails as the serial path does.
+ */
+async function patchOnPool(
+  pool: FramePool,
+  frames: readonly (Uint8Array | DecodedImage)[],
+  config: ImageProcessorConfig,
+  what: string,
+  room: (grid: GridThw) => void,
+): Promise<Patches> {
+  const total = frames.length, step = config.temporalPatchSize;
+  const first = await frameSize(frames[0]);
+  const starts = first ? Array.from({ length: Math.ceil(total / step) }, (_, j) => j * step) : [0];
+  const answers = starts.map(() => Promise.withResolvers<FrameAnswer>());
+  let next = 0, stop = false;
+  const lane = async () => {
+    while (!stop && next < starts.length) {
+      const j = next++, start = starts[j];
+      const job: FrameJob = {
+        frames: frames.slice(start, starts[j + 1] ?? total),
+        run: { start, total, ...(start > 0 ? { first } : {}) },
+        config,
+        what,
+      };
+      let answer: FrameAnswer = await pool.patch(job).catch((error) => ({ values: [], error }));
+      if (j === 0 && answer.grid) {
+        try {
+          room(answer.grid); // before the job's own error (a bad frame 1), as the serial path
+        } catch (error) {
+          answer = { ...answer, error: error as Error };
+        }
+      }
+      if (answer.error) stop = true;
+      answers[j].resolve(answer);
+    }
+  };
+  for (let i = 0; i < Math.min(pool.size, starts.length); i++) lane();
+  // The rows go into one array as they come, sized from frame 0's grid: no 90 MB copy at the end
+  // (8 frames of 1280 × 720 took 60–90 ms to join on the 2-core VM, holding this thread).
+  let grid: GridThw | undefined, rows: Float32Array | undefined, at = 0;
+  try {
+    for (const [j, { promise }] of answers.entries()) {
+      const answer = await promise;
+      if (answer.error) throw answer.error;
+      if (j === 0) {
+        const [t, h, w] = grid = answer.grid!;
+        rows = new Float32Array(t * h * w * 3 * step * config.patchSize ** 2);
+      }
+      for (const part of answer.values) rows!.set(part, (at += part.length) - part.length);
+    }
+  } finally {
+    stop = true; // the jobs in flight end unheard
+  }
+  return { grid: grid!, values: [rows!] };
+}
+
+/** A frame's size: decoded pixels' own, bytes' from their header; undefined where it does not read. */
+async function frameSize(frame: Uint8Array | DecodedImage): Promise<ImageSize | undefined> {
+  if (!(frame instanceof Uint8Array)) return { width: frame.width, height: frame.height };
+  try {
+    return await imageSize(frame);
+  } catch (e) {
+    if (!(e instanceof InvalidInputError)) throw e;
   }
 }
 
@@ -833,14 +1000,14 @@ async function sizeOf(
 }
 
 /** The images preprocessed with `settings` (see preprocessImages), their patches concatenated. */
-function preprocessEach(
+async function preprocessEach(
   images: readonly (Uint8Array | DecodedImage | VideoInput)[],
   settings: wasm.ImgConfig,
-  videoSettings: wasm.ImgConfig,
   videoConfig: ImageProcessorConfig,
   config: ImageProcessorConfig,
   options: PreprocessOptions,
-): PreprocessedImages {
+  pool: FramePool | undefined,
+): Promise<PreprocessedImages> {
   const parts: Float32Array[] = [];
   const gridThw: GridThw[] = [];
   const mergeSize = videoConfig.mergeSize;
@@ -861,7 +1028,7 @@ function preprocessEach(
       if (grid) room(imageTokenCount(grid, mergeSize));
     }
     const out = isVideo(image)
-      ? preprocessVideo(image, videoSettings, videoConfig, `Image ${i} (a video)`, room)
+      ? await preprocessVideo(image, videoConfig, `Image ${i} (a video)`, room, pool)
       : preprocessOne(image, settings, `Image ${i}`);
     const more = imageTokenCount(out.grid, mergeSize);
     room(more);

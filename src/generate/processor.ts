@@ -16,6 +16,7 @@ import {
   type PreprocessOptions,
 } from "../image.ts";
 import { ModelFileError } from "../errors.ts";
+import { sharedFramePool } from "../_frame_pool.ts";
 import type { ModelSource } from "../model_files.ts";
 import { parseConfig, type Qwen2VLConfig } from "../model/config.ts";
 import { Tokenizer } from "../tokenizer.ts";
@@ -138,7 +139,9 @@ export class ChatProcessor {
    * Reads config.json (unless given, already parsed), the chat template (chat_template.json,
    * chat_template.jinja or tokenizer_config.json; none is no error: the tokenizer still serves raw
    * prompts, and {@link prepare} says what is missing), the image and video settings
-   * ({@link loadProcessorConfigs}) and the tokenizer (unless given) from a model location.
+   * ({@link loadProcessorConfigs}) and the tokenizer (unless given) from a model location. With a
+   * template, starts the shared frame pool's workers ({@link sharedFramePool}), which resize a
+   * video's frames.
    */
   static async load(
     src: ModelSource,
@@ -155,6 +158,8 @@ export class ChatProcessor {
       await optionalJson(PROCESSOR_FILE),
     );
     const { image: imageConfig, video: videoConfig } = await loadProcessorConfigs(src);
+    // Videos need a template: its frame pool's workers start now, beside the model's loading.
+    if (template) sharedFramePool()?.warm().catch(() => {}); // a failure fails the first video
     return new ChatProcessor(
       template,
       tokenizer ?? await Tokenizer.load(src),
@@ -177,7 +182,11 @@ export class ChatProcessor {
     if (!this.template) throw noChatTemplate();
     const text = this.template.render(messages, options);
     const images = collectImages(messages);
-    const settings = { maxImageTokens: options.maxImageTokens, videoConfig: this.videoConfig };
+    const settings = {
+      maxImageTokens: options.maxImageTokens,
+      videoConfig: this.videoConfig,
+      framePool: options.framePool,
+    };
     const only = options.gridsOnly;
     const { pixelValues, gridThw } = !images.length
       ? { pixelValues: new Float32Array(0), gridThw: [] as GridThw[] }

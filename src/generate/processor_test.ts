@@ -3,6 +3,8 @@ import { InvalidInputError, ModelFileError, NoChatTemplateError } from "../error
 import { openModelSource } from "../model_files.ts";
 import { readVideoCases, TINY_DIR, tinyWithoutTemplate } from "../model/_fixture.ts";
 import { ChatTemplate } from "./chat_template.ts";
+import type { FramePool } from "../image.ts";
+import { FrameWorkers } from "../_frame_pool.ts";
 import { ChatProcessor } from "./processor.ts";
 import type { ChatMessage } from "./types.ts";
 
@@ -51,6 +53,31 @@ Deno.test("ChatProcessor.prepare() gives transformers' input_ids for videos, alo
     assert.deepEqual(Array.from(p.inputIds), Array.from(c.inputIds), c.name);
     assert.deepEqual(p.gridThw, [...c.imageGridThw, c.videoGridThw], c.name);
     assert.equal(p.imageTokens, count(p.inputIds, PAD) + count(p.inputIds, VIDEO_PAD), c.name);
+  }
+});
+
+Deno.test("ChatProcessor.prepare() resizes a video's frames on the framePool it is given, to the serial path's pixel values", async () => {
+  const workers = new FrameWorkers({ workers: 2 });
+  try {
+    const starts: number[] = [];
+    const pool: FramePool = {
+      size: workers.size,
+      patch: (job) => (starts.push(job.run.start), workers.patch(job)),
+    };
+    for (const c of await readVideoCases()) {
+      const serial = await proc.prepare(videoCaseMessages(c), { framePool: null });
+      const pooled = await proc.prepare(videoCaseMessages(c), { framePool: pool });
+      assert.deepEqual(Array.from(pooled.inputIds), Array.from(c.inputIds), c.name);
+      assert.deepEqual(pooled.gridThw, serial.gridThw, c.name);
+      assert.deepEqual(
+        new Uint32Array(pooled.pixelValues.buffer),
+        new Uint32Array(serial.pixelValues.buffer),
+        c.name,
+      );
+    }
+    assert.deepEqual(starts, [0, 2, 4, 0]); // video0's 5 frames, video1's 2
+  } finally {
+    workers.close();
   }
 });
 

@@ -6,13 +6,9 @@
  */
 import { parentPort } from "node:worker_threads";
 import { decodeImage } from "../image.ts";
-import { wasm } from "../_wasm.ts";
+import { sendError, type SentError, wasmMemoryBytes, type WorkerAnswer } from "../_worker_pool.ts";
 
-/**
- * A request: decode the file in `bytes`, answer under `id`. Shared memory, not a Uint8Array:
- * node:worker_threads took 0.6–0.9 s to deliver a 2.6 MB Uint8Array to this thread in Deno 2.9.6
- * (copied or transferred), a SharedArrayBuffer 5–7 ms (2026-11-29).
- */
+/** A request: decode the file in `bytes` (shared memory: see WorkerPool.run), answer under `id`. */
 export interface DecodeRequest {
   id: number;
   bytes: SharedArrayBuffer;
@@ -23,33 +19,16 @@ export interface DecodeRequest {
  * which never shrinks (the pool retires a worker that a large image grew).
  */
 export type DecodeAnswer =
-  & { id: number; memoryBytes: number }
-  & (
-    | { width: number; height: number; data: Uint8Array }
-    | { error: { name: string; message: string } }
-  );
-
-/** The wasm instance's memory now (0 before a first decode loaded it). */
-function memoryBytes(): number {
-  try {
-    return (wasm.stMemory() as WebAssembly.Memory).buffer.byteLength;
-  } catch {
-    return 0;
-  }
-}
+  & WorkerAnswer
+  & ({ width: number; height: number; data: Uint8Array } | { error: SentError });
 
 parentPort!.on("message", async ({ id, bytes }: DecodeRequest) => {
   try {
     const { width, height, data } = await decodeImage(new Uint8Array(bytes));
-    const answer: DecodeAnswer = { id, width, height, data, memoryBytes: memoryBytes() };
+    const answer: DecodeAnswer = { id, width, height, data, memoryBytes: wasmMemoryBytes() };
     parentPort!.postMessage(answer, [data.buffer as ArrayBuffer]);
   } catch (e) {
-    const error = e instanceof Error ? e : new Error(String(e));
-    const answer: DecodeAnswer = {
-      id,
-      error: { name: error.name, message: error.message },
-      memoryBytes: memoryBytes(),
-    };
+    const answer: DecodeAnswer = { id, error: sendError(e), memoryBytes: wasmMemoryBytes() };
     parentPort!.postMessage(answer);
   }
 });
