@@ -501,6 +501,7 @@ export interface PreprocessOptions {
    * Where a video's frames are resized: on these threads, several at once
    * ({@link sharedFramePool} by default, where the runtime has worker threads), or on this one,
    * one after another, where null. The pixel values are the same either way.
+   * @internal the pool's job and answer types are qvq's own (src/_frame_pool.ts, tests)
    */
   framePool?: FramePool | null;
 }
