@@ -434,97 +434,185 @@ export function cachedRefusals(): number {
   return refusedCache.size;
 }
 
-function cachedDfa(kind: string, value: unknown, compile: () => Dfa): Dfa {
-  let key: string | undefined;
+/** The cache key of a format's compile (undefined: not JSON — a cycle, a BigInt). */
+function formatKey(job: FormatJob): string | undefined {
   try {
-    key = `${kind}:${JSON.stringify(value)}`;
+    return `${job.kind}:${JSON.stringify(job.value)}`;
   } catch {
-    // Not JSON (a cycle, a BigInt): the compiler says what is wrong with it.
+    return undefined; // the compiler says what is wrong with it
   }
+}
+
+/** Moves `key` to the most recent end of `cache`. */
+function touch<V>(cache: Map<string, V>, key: string, v: V): V {
+  cache.delete(key);
+  cache.set(key, v);
+  return v;
+}
+
+function cachedDfa(job: FormatJob): Dfa {
+  const key = formatKey(job);
   const hit = key === undefined ? undefined : dfaCache.get(key);
-  if (hit) {
-    dfaCache.delete(key!);
-    dfaCache.set(key!, hit);
-    return hit;
-  }
+  if (hit) return touch(dfaCache, key!, hit);
   const refused = key === undefined ? undefined : refusedCache.get(key);
   if (refused) {
-    refusedCache.delete(key!);
-    refusedCache.set(key!, refused);
+    touch(refusedCache, key!, refused);
     throw new refused.error(refused.message); // a fresh error: callers may add to its message
   }
   let dfa: Dfa;
   try {
-    dfa = compile();
+    dfa = compileFormat(job);
   } catch (e) {
     if (key !== undefined && e instanceof InvalidInputError) {
-      refusedCache.set(key, {
-        error: e.constructor as new (message: string) => Error,
-        message: e.message,
-      });
-      if (refusedCache.size > REFUSED_CACHE_ENTRIES) {
-        refusedCache.delete(refusedCache.keys().next().value!);
-      }
+      remember(key, { error: e.constructor as new (message: string) => Error, message: e.message });
     }
     throw e;
   }
-  if (key !== undefined) {
-    dfaCache.set(key, dfa);
-    let bytes = 0;
-    for (const d of dfaCache.values()) bytes += d.next.byteLength;
-    for (const [k, d] of dfaCache) {
-      if (bytes <= DFA_CACHE_BYTES || k === key) break;
-      dfaCache.delete(k);
-      bytes -= d.next.byteLength;
-    }
-  }
+  if (key !== undefined) remember(key, dfa);
   return dfa;
 }
 
-/** What responseFormat holds the answer to (undefined: nothing), a schema compiled. */
-function responseFormatField(v: unknown): ResolvedOptions["constraint"] {
-  if (v === undefined || v === "text") return undefined;
-  if (v === "json_object") return "json_object";
+/** Keeps a compiled DFA or a refusal under `key`, within the caches' bounds. */
+function remember(
+  key: string,
+  v: Dfa | { error: new (message: string) => Error; message: string },
+): void {
+  if (!("next" in v)) {
+    refusedCache.set(key, v);
+    if (refusedCache.size > REFUSED_CACHE_ENTRIES) {
+      refusedCache.delete(refusedCache.keys().next().value!);
+    }
+    return;
+  }
+  dfaCache.set(key, v);
+  let bytes = 0;
+  for (const d of dfaCache.values()) bytes += d.next.byteLength;
+  for (const [k, d] of dfaCache) {
+    if (bytes <= DFA_CACHE_BYTES || k === key) break;
+    dfaCache.delete(k);
+    bytes -= d.next.byteLength;
+  }
+}
+
+/**
+ * What a responseFormat's automaton is compiled from: a JSON schema (with the span a `freeAfter`
+ * leaves free), a choice list or a regular expression — plain data, so another thread can compile
+ * it ({@link precompileFormat}).
+ */
+export type FormatJob =
+  | { kind: "schema"; value: unknown }
+  | { kind: "schema+free"; value: [unknown, { after: string; until?: string }] }
+  | { kind: "choice"; value: unknown }
+  | { kind: "regex"; value: unknown };
+
+/**
+ * Compiles `job` (on any thread: src/server/_format_worker.ts runs it beside the engine).
+ * @throws SchemaError / InvalidInputError, as the compilers refuse it
+ */
+export function compileFormat(job: FormatJob): Dfa {
+  switch (job.kind) {
+    case "schema":
+      return schemaDfa(job.value);
+    case "schema+free":
+      return schemaDfa(job.value[0], job.value[1]);
+    case "choice":
+      return choiceDfa(job.value);
+    case "regex":
+      return regexDfa(job.value);
+  }
+}
+
+/**
+ * The compile a responseFormat needs (undefined: JSON mode, text, or none).
+ * @throws InvalidInputError for a malformed responseFormat (not its schema: the compiler checks that)
+ */
+function formatJob(v: unknown): FormatJob | undefined {
+  if (v === undefined || v === "text" || v === "json_object") return undefined;
   if (typeof v === "object" && v !== null && !Array.isArray(v)) {
     const keys = Object.keys(v);
-    try {
-      const free = ["freeAfter", "freeUntil"];
-      if (
-        keys.includes("jsonSchema") && keys.every((k) => k === "jsonSchema" || free.includes(k))
-      ) {
-        const { jsonSchema: schema, freeAfter, freeUntil } = v as Record<string, unknown>;
-        for (const [name, x] of [["freeAfter", freeAfter], ["freeUntil", freeUntil]] as const) {
-          if (x !== undefined && (typeof x !== "string" || x === "")) {
-            throw new InvalidInputError(
-              `responseFormat.${name} must be a non-empty string, got ${preview(x)}`,
-            );
-          }
+    const free = ["freeAfter", "freeUntil"];
+    if (keys.includes("jsonSchema") && keys.every((k) => k === "jsonSchema" || free.includes(k))) {
+      const { jsonSchema: schema, freeAfter, freeUntil } = v as Record<string, unknown>;
+      for (const [name, x] of [["freeAfter", freeAfter], ["freeUntil", freeUntil]] as const) {
+        if (x !== undefined && (typeof x !== "string" || x === "")) {
+          throw new InvalidInputError(
+            `responseFormat.${name} must be a non-empty string, got ${preview(x)}`,
+          );
         }
-        if (freeUntil !== undefined && freeAfter === undefined) {
-          throw new InvalidInputError("responseFormat.freeUntil needs freeAfter");
-        }
-        if (freeAfter === undefined) return cachedDfa("schema", schema, () => schemaDfa(schema));
-        const span = { after: freeAfter as string, until: freeUntil as string | undefined };
-        return cachedDfa("schema+free", [schema, span], () => schemaDfa(schema, span));
       }
-      if (keys.length === 1 && keys[0] === "choice") {
-        const choice = (v as { choice: unknown }).choice;
-        return cachedDfa("choice", choice, () => choiceDfa(choice));
+      if (freeUntil !== undefined && freeAfter === undefined) {
+        throw new InvalidInputError("responseFormat.freeUntil needs freeAfter");
       }
-      if (keys.length === 1 && keys[0] === "regex") {
-        const regex = (v as { regex: unknown }).regex;
-        return cachedDfa("regex", regex, () => regexDfa(regex));
-      }
-    } catch (e) {
-      // Named as the option, which the server's errors turn into its request field.
-      if (e instanceof SchemaError) throw new SchemaError(`responseFormat: ${e.message}`);
-      throw e;
+      if (freeAfter === undefined) return { kind: "schema", value: schema };
+      const span = { after: freeAfter as string, until: freeUntil as string | undefined };
+      return { kind: "schema+free", value: [schema, span] };
+    }
+    if (keys.length === 1 && keys[0] === "choice") {
+      return { kind: "choice", value: (v as { choice: unknown }).choice };
+    }
+    if (keys.length === 1 && keys[0] === "regex") {
+      return { kind: "regex", value: (v as { regex: unknown }).regex };
     }
   }
   throw new InvalidInputError(
     `responseFormat must be "text", "json_object", { jsonSchema: <schema>[, freeAfter] }, { choice: ` +
       `[<strings>] } or { regex: <pattern> }, got ${preview(v)}`,
   );
+}
+
+/** What another thread's compile of a {@link FormatJob} gave: its DFA, or its refusal. */
+export type CompiledFormat = { dfa: Dfa } | { error: { name: string; message: string } };
+
+/** The refusals a compile may give, by class name (others are not cached: bugs, not answers). */
+const REFUSALS: Record<string, new (message: string) => Error> = {
+  SchemaError,
+  InvalidInputError,
+};
+
+/**
+ * Compiles the automaton of `options.responseFormat` with `compile` — another thread, so a long
+ * compile (a pattern-heavy schema: seconds) holds neither the engine's thread nor the decode loops
+ * on it — into the cache {@link resolveOptions} reads, where it is not there yet; resolveOptions
+ * then finds it (or its refusal) at once. Does nothing for a malformed or uncachable format (the
+ * options' own check says what is wrong), or where `compile` fails (the format compiles where it
+ * is resolved, as without).
+ */
+export async function precompileFormat(
+  options: unknown,
+  compile: (job: FormatJob) => Promise<CompiledFormat>,
+): Promise<void> {
+  if (typeof options !== "object" || options === null) return;
+  let job: FormatJob | undefined;
+  try {
+    job = formatJob((options as { responseFormat?: unknown }).responseFormat);
+  } catch {
+    return;
+  }
+  const key = job && formatKey(job);
+  if (!job || key === undefined || dfaCache.has(key) || refusedCache.has(key)) return;
+  let done: CompiledFormat;
+  try {
+    done = await compile(job);
+  } catch {
+    return;
+  }
+  if ("dfa" in done) return remember(key, done.dfa);
+  const error = REFUSALS[done.error.name];
+  if (error) remember(key, { error, message: done.error.message });
+}
+
+/** What responseFormat holds the answer to (undefined: nothing), a schema compiled. */
+function responseFormatField(v: unknown): ResolvedOptions["constraint"] {
+  if (v === "json_object") return "json_object";
+  const job = formatJob(v);
+  if (!job) return undefined;
+  try {
+    return cachedDfa(job);
+  } catch (e) {
+    // Named as the option, which the server's errors turn into its request field.
+    if (e instanceof SchemaError) throw new SchemaError(`responseFormat: ${e.message}`);
+    throw e;
+  }
 }
 
 /**

@@ -2,8 +2,12 @@ import assert from "node:assert/strict";
 import { InvalidInputError, ModelFileError, SchemaError } from "../errors.ts";
 import {
   cachedRefusals,
+  type CompiledFormat,
+  compileFormat,
   DEFAULT_MAX_NEW_TOKENS,
+  type FormatJob,
   parseGenerationConfig,
+  precompileFormat,
   resolveOptions,
 } from "./options.ts";
 import { dfaAccepts } from "./_automaton.ts";
@@ -300,4 +304,69 @@ Deno.test("a refused schema is refused again from the cache: the same error clas
   assert.equal(errors[1].message, errors[0].message);
   assert.match(errors[0].message, /backreferences are not supported/);
   assert.notEqual(errors[1], errors[0]);
+});
+
+// The server's engine compiles formats on another thread (src/server/_format_compiler.ts): what
+// that thread gives lands in the cache resolveOptions reads.
+Deno.test("precompileFormat() puts another thread's DFA or refusal where resolveOptions() finds it", async () => {
+  const unique = () => `precompiled ${Math.random()}`;
+  const jobs: FormatJob[] = [];
+  const compile = (job: FormatJob): Promise<CompiledFormat> => {
+    jobs.push(job);
+    return Promise.resolve({ dfa: compileFormat(job) });
+  };
+  const schema = { type: "object", properties: { a: { type: "integer" } }, description: unique() };
+  const responseFormat = { jsonSchema: schema };
+  await precompileFormat({ responseFormat }, compile);
+  assert.deepEqual(jobs, [{ kind: "schema", value: schema }]);
+  const dfa = resolveOptions({ responseFormat }, QVQ).constraint;
+  assert.ok(typeof dfa === "object" && dfaAccepts(dfa, '{"a": 12}'));
+  // Compiled once: already there, precompile asks for nothing, resolve compiles nothing.
+  await precompileFormat({ responseFormat }, compile);
+  assert.equal(jobs.length, 1);
+  assert.equal(resolveOptions({ responseFormat }, QVQ).constraint, dfa);
+  // freeAfter's span, a choice list and a regex are keyed as resolveOptions keys them.
+  for (
+    const format of [
+      { jsonSchema: schema, freeAfter: "<tool_call>" },
+      { choice: ["yes", unique()] },
+      { regex: `(a|b)${Math.floor(Math.random() * 1e9)}` },
+    ]
+  ) {
+    const n: number = jobs.length;
+    const options = { responseFormat: format };
+    await precompileFormat(options, compile);
+    assert.equal(jobs.length, n + 1, JSON.stringify(format));
+    const c = resolveOptions(options, QVQ).constraint;
+    await precompileFormat(options, compile);
+    assert.equal(jobs.length, n + 1, "cached: not compiled again");
+    assert.equal(resolveOptions(options, QVQ).constraint, c);
+  }
+  // A refusal, named by its class: resolveOptions refuses as if it had compiled it.
+  const refused = { jsonSchema: { type: "string", description: unique() } };
+  const before = cachedRefusals();
+  await precompileFormat(
+    { responseFormat: refused },
+    () => Promise.resolve({ error: { name: "SchemaError", message: "refused over there" } }),
+  );
+  assert.equal(cachedRefusals(), before + 1);
+  assert.throws(
+    () => resolveOptions({ responseFormat: refused }, QVQ),
+    (e: Error) => e instanceof SchemaError && e.message === "responseFormat: refused over there",
+  );
+  // Nothing asked for a malformed format, JSON mode or none; a failed compile (a thread that died)
+  // or an error that is no refusal leaves it to resolveOptions, which compiles it here.
+  const never = () => Promise.reject(new Error("asked"));
+  for (const responseFormat of [undefined, "json_object", { jsonSchema: {}, freeUntil: "x" }, 7]) {
+    await precompileFormat({ responseFormat }, never);
+  }
+  await precompileFormat(undefined, never);
+  const later = { jsonSchema: { type: "boolean", description: unique() } };
+  await precompileFormat({ responseFormat: later }, never);
+  await precompileFormat(
+    { responseFormat: later },
+    () => Promise.resolve({ error: { name: "TypeError", message: "a bug" } }),
+  );
+  const own = resolveOptions({ responseFormat: later }, QVQ).constraint;
+  assert.ok(typeof own === "object" && dfaAccepts(own, "true"));
 });

@@ -10,6 +10,8 @@ import { loadEngine } from "./_engine.ts";
 import type { Pipeline } from "../pipeline.ts";
 import { describeError, type FromWorker, type ToWorker, type WorkerCall } from "./worker_engine.ts";
 import { currentThread } from "./_thread.ts";
+import { precompileFormat } from "../generate/options.ts";
+import { FormatCompiler } from "./_format_compiler.ts";
 
 let pipeline: Pipeline | undefined;
 /** The generations running or queued here, by id: aborted on the main thread's word. */
@@ -18,6 +20,8 @@ const running = new Map<number, AbortController>();
 const settled = new Set<Promise<void>>();
 
 const post = (message: FromWorker) => self.postMessage(message);
+/** responseFormat automata, compiled off this thread (the decode loops run on it). */
+const formats = new FormatCompiler();
 
 // First, so the host can wait for this thread to end before it lets the process exit.
 post({ type: "thread", entry: currentThread() });
@@ -27,6 +31,7 @@ async function generate(id: number, message: Extract<ToWorker, { type: "generate
   if (message.aborted) abort.abort();
   running.set(id, abort);
   try {
+    await precompileFormat(message.options, formats.compile);
     const options = { ...message.options, signal: abort.signal };
     const input = message.input;
     const events = "messages" in input
@@ -82,8 +87,11 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
 };
 
 /** The pipeline's answer to a quick call. */
-function call(c: WorkerCall): Promise<unknown> {
+async function call(c: WorkerCall): Promise<unknown> {
   const p = pipeline!;
+  if (c.method === "checkPrompt" || c.method === "checkChat") {
+    await precompileFormat(c.args[1], formats.compile);
+  }
   if (c.method === "checkPrompt") return p.checkPrompt(...c.args);
   if (c.method === "checkChat") return p.checkChat(...c.args);
   if (c.method === "tokenize") return p.tokenize(...c.args);
@@ -93,6 +101,7 @@ function call(c: WorkerCall): Promise<unknown> {
 /** Ends every generation, frees the GPU, tells the main thread and exits. */
 async function close() {
   for (const abort of running.values()) abort.abort();
+  formats.close();
   await Promise.allSettled(settled);
   pipeline?.dispose();
   post({ type: "closed" });

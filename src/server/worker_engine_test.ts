@@ -18,6 +18,7 @@ import {
   InvalidInputError,
   ModelFileError,
   QvqError,
+  SchemaError,
 } from "../errors.ts";
 import type {
   ChatEngine,
@@ -72,6 +73,26 @@ Deno.test("loadWorkerEngine() answers as the pipeline on this thread does, image
     assert.equal(rawGot.text, rawWant.text);
     assert.deepEqual(rawGot.result.usage, rawWant.result.usage);
     await assert.rejects(answer(worker, "", raw), InvalidInputError);
+    // A schema compiled on the worker's compiling thread (src/server/_format_compiler.ts) holds
+    // the answer as the one compiled here; a refused one is refused alike, before queueing too.
+    const schema = {
+      type: "object",
+      properties: { a: { type: "integer", minimum: 1, maximum: 9 } },
+      required: ["a"],
+    };
+    const held = { maxNewTokens: 12, temperature: 0, responseFormat: { jsonSchema: schema } };
+    const heldWant = await answer(here, TEXT, held);
+    const heldGot = await answer(worker, TEXT, held);
+    assert.equal(heldGot.text, heldWant.text);
+    assert.equal(heldGot.result.finishReason, heldWant.result.finishReason);
+    const bad = { responseFormat: { jsonSchema: { type: "string", pattern: "(q)\\1" } } };
+    const refusal = await here.checkChat(TEXT, bad).then(() => undefined, (e: Error) => e);
+    assert.ok(refusal instanceof SchemaError);
+    await assert.rejects(
+      worker.checkChat(TEXT, bad),
+      (e: Error) => e instanceof SchemaError && e.message === refusal.message,
+    );
+    await assert.rejects(answer(worker, TEXT, bad), SchemaError);
     // checkPrompt() asks the worker without queueing: the classes cross back.
     await worker.checkPrompt("The sea is", raw);
     await assert.rejects(worker.checkPrompt(""), /the prompt is empty/);
