@@ -211,26 +211,29 @@ export class PromptCache {
     // device that refused one more) — one of this request's size, not kept beyond the slots.
     const whole = this.#total() < this.#capacity;
     this.#claims++;
-    let state: "claimed" | "opened" | "cancelled" = "claimed";
-    const end = () => {
-      const was = state;
-      if (was === "claimed") this.#claims--;
-      return was;
-    };
+    let state: "claimed" | "opening" | "opened" | "cancelled" = "claimed";
     return {
       cached: chosen?.cached ?? none,
       open: async () => {
-        if (end() !== "claimed") {
+        if (state !== "claimed") {
           throw new InvalidInputError("PromptCache: this claim was already opened or cancelled");
         }
-        state = "opened";
-        if (session) return this.#handOut(session, chosen!.cached);
-        session = await this.#create(maxTokens, whole);
-        return this.#handOut(session, none);
+        state = "opening";
+        // The claim holds its room until the session is out (counted there): a new session's
+        // allocation is awaited, and a claim or keep() beside it meanwhile must see the room taken.
+        try {
+          if (session) return this.#handOut(session, chosen!.cached);
+          session = await this.#create(maxTokens, whole);
+          return this.#handOut(session, none);
+        } finally {
+          state = "opened";
+          this.#claims--;
+        }
       },
       cancel: () => {
-        if (end() !== "claimed") return;
+        if (state !== "claimed") return;
         state = "cancelled";
+        this.#claims--;
         if (session) this.#return(session, chosen!.held);
       },
     };

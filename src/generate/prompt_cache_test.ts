@@ -351,3 +351,33 @@ Deno.test("PromptCache: a cancelled claim gives its kept session back, a new one
   assert.equal(made.length, 2);
   assert.equal(next.session, made[1]);
 });
+
+// A claim opened holds its room until its session is out: while a new session's allocation is
+// checked (open() awaits it), a generation that ends beside it and a third that claims then see
+// the room taken — the third reuses the kept session rather than making one past the slots.
+Deno.test("PromptCache: an opening claim still counts against the slots while its session is made", async () => {
+  const { model, made } = fakeModel(100, 1000);
+  const gate = Promise.withResolvers<void>();
+  const create = model.createSession.bind(model);
+  let first = true;
+  model.createSession = (maxTokens: number) => {
+    const s = create(maxTokens);
+    if (first) {
+      first = false;
+      const ready = s.ready.bind(s);
+      s.ready = () => gate.promise.then(ready);
+    }
+    return s;
+  };
+  const cache = new PromptCache(model, { slots: 2 });
+  const opening = cache.claim(history([1, 2, 3]), 10).open(); // its allocation not yet checked
+  const b = await cache.take(history([17, 18, 19]), 10);
+  cache.keep(b.session, history([17, 18, 19, 20]));
+  const c = await cache.claim(history([30, 31, 32]), 10).open();
+  assert.equal(made.length, 2, "no third session: the opening claim holds the second slot");
+  assert.equal(c.session, b.session);
+  gate.resolve();
+  const a = await opening;
+  assert.equal(a.session, made[0]);
+  assert.equal(cache.sessionsOut, 2);
+});
