@@ -33,6 +33,18 @@ async function run(command: string, args: string[], env: Record<string, string> 
   return { out, err };
 }
 
+/** `deno run -A` of an example that should fail: its exit code and stderr (no colours). */
+async function failing(args: string[]) {
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", ...args],
+    cwd: ROOT,
+    env: { ...ENV, NO_COLOR: "1" },
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  return { code, err: new TextDecoder().decode(stderr) };
+}
+
 /** Starts a server process and waits for the address it prints (http://…, no trailing slash). */
 async function spawnServer(args: string[], listening: RegExp) {
   const child = new Deno.Command(Deno.execPath(), {
@@ -126,14 +138,7 @@ Deno.test("examples/video.ts says so where its frames directory is a video file,
         [empty, `${empty} holds no PNG, JPEG or WebP frames\n`],
       ]
     ) {
-      const { code, stderr } = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", "examples/video.ts", TINY_DIR, dir],
-        cwd: ROOT,
-        env: { ...ENV, NO_COLOR: "1" },
-        stdout: "null",
-        stderr: "piped",
-      }).output();
-      const err = new TextDecoder().decode(stderr);
+      const { code, err } = await failing(["examples/video.ts", TINY_DIR, dir]);
       assert.equal(code, 1, err);
       assert.ok(err.startsWith(message), err);
     }
@@ -262,14 +267,7 @@ Deno.test("examples/openai_client.ts and tool_calling.ts say so where no server 
   const base = `http://127.0.0.1:${free.addr.port}/v1`;
   free.close();
   for (const example of ["openai_client", "tool_calling"]) {
-    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `examples/${example}.ts`, base],
-      cwd: ROOT,
-      env: { ...ENV, NO_COLOR: "1" },
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    const err = new TextDecoder().decode(stderr);
+    const { code, err } = await failing([`examples/${example}.ts`, base]);
     assert.equal(code, 1, err);
     assert.equal(
       err,
