@@ -574,11 +574,14 @@ export function linear(
 /**
  * Whether the row GEMV over m rows of x (kernels/linear.wgsl XROWS) fits: one thread per output of
  * a workgroup (rows · m ≤ wg) to sum it, and their partials in workgroup memory — a partial per
- * subgroup of 4 lanes or more, or (without subgroups) per thread.
+ * subgroup of 4 lanes or more where it sums subgroups (as {@link linear} decides: every subgroup
+ * size the adapter may use divides wg), else per thread.
  */
 function xrowsFit(gpu: Gpu, m: number, rows: number, wg: number): boolean {
   const slots = rows * m;
-  const partials = slots * (gpu.features.subgroups ? wg / 4 : wg) * 4;
+  const bySubgroup = gpu.features.subgroups &&
+    (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= wg;
+  const partials = slots * (bySubgroup ? wg / 4 : wg) * 4;
   return slots <= wg && partials <= gpu.limits.maxComputeWorkgroupStorageSize;
 }
 

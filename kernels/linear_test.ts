@@ -376,6 +376,43 @@ Deno.test("linear() at 1 < m ≤ GEMV_XROWS_MAX gives each row the bits of m = 1
   }
 });
 
+// Where the adapter's subgroups may be wider than the workgroup, the row GEMV sums through
+// workgroup memory a partial per thread, not per subgroup: a tuning whose partials do not fit
+// there takes the tiled kernel (it asked 64 KiB of workgroup memory, past the limit; lavapipe
+// runs it all the same, a GPU's driver need not).
+Deno.test("linear() at a few rows of x sizes the row GEMV's partials as the kernel it builds sums them", async () => {
+  const gpu = await sharedGpu();
+  const info = gpu.adapterInfo;
+  const wide = new Gpu(gpu.device, {
+    vendor: info.vendor,
+    architecture: info.architecture,
+    device: info.device,
+    description: info.description,
+    subgroupMinSize: info.subgroupMinSize,
+    subgroupMaxSize: 1024, // wider than any workgroup below: no subgroup reduction
+  } as GPUAdapterInfo, gpu.features);
+  const m = GEMV_XROWS_MAX, k = 256, n = 8;
+  const tuning = { gemvWg: 256, gemvRows: 4 };
+  const limit = gpu.limits.maxComputeWorkgroupStorageSize;
+  // Per thread the partials overflow the workgroup memory; per subgroup of 4 they would fit.
+  assert.ok(m * 4 * 256 * 4 > limit && m * 4 * 64 * 4 <= limit, `limit ${limit}`);
+  const rng = seeded(31);
+  const x = randn(rng, m * k), wData = randn(rng, n * k, 1 / Math.sqrt(k));
+  const { w, held } = uploadWeight(gpu, wData, n, k, "f16", "w");
+  try {
+    const ds = linear(wide, createStorage(gpu, m * n * 4), createStorage(gpu, m * k * 4), w, null, {
+      m,
+    }, tuning);
+    const key = ds[0].variant.key;
+    ds.forEach((d) => d.destroy());
+    assert.doesNotMatch(key, /XROWS/, key);
+    const got = await runLinear(wide, x, w, null, m, undefined, tuning);
+    assertClose(got, linearRef(x, held, null, m, n, k), TOL, "f16 16 rows, wide subgroups");
+  } finally {
+    destroyWeight(w);
+  }
+});
+
 Deno.test("linear() picks the row GEMV over all rows from m = 2 to GEMV_XROWS_MAX, the tiled kernels past it or when switched off", async () => {
   const gpu = await sharedGpu();
   const { w } = uploadWeight(gpu, new Float32Array(64 * 256), 64, 256, "f16", "w");
