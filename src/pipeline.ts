@@ -117,14 +117,18 @@ export interface PipelineOptions {
    */
   promptCache?: boolean | number;
   /**
-   * Generations that run at once (default 1): each with a KV cache of its own (a prompt cache
-   * session: the prompt cache keeps at least this many), their decode batches taking turns on
-   * the GPU — each runs at about 1 / N of the speed one alone does (the rate all of them make
-   * together stays one generation's; nothing is batched), so a short answer is not kept waiting
-   * behind a long one. Those beyond wait their turn, in call order. Memory: each needs a KV cache
-   * for the whole context, which load() does not plan for beyond the first (QVQ-72B at 8192
-   * tokens: 5.4 GB each with the f32 cache); a generation the device cannot hold fails with a
-   * GpuError. vLLM's and llama.cpp's concurrent requests, Ollama's OLLAMA_NUM_PARALLEL.
+   * Generations that run at once (default 1): each with a KV cache of its own — with the prompt
+   * cache on, a session of it for the whole context (the cache keeps at least this many), else one
+   * of the request's size — their decode batches taking turns on the GPU: each runs at about 1 / N
+   * of the speed one alone does, all of them together at about one generation's rate (a little
+   * more: one's batch runs while another's tokens are read back; nothing is batched), so a short
+   * answer is not kept waiting behind a long one. Those beyond wait their turn, in call order.
+   * Memory: load() plans for one KV cache (QVQ-72B at 8192 tokens: 5.4 GB each with the f32
+   * cache), and one generation's vision tower may run beside the others' caches (alone, a
+   * generation runs it before it allocates a new one); where the device refuses a whole-context
+   * session, the prompt cache keeps fewer and a generation takes one of its request's size; one
+   * the device cannot hold even so fails with a GpuError. vLLM's and llama.cpp's concurrent
+   * requests, Ollama's OLLAMA_NUM_PARALLEL.
    */
   parallel?: number;
   /** Called as weights stream to the GPU. */
