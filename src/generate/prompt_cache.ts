@@ -139,7 +139,7 @@ export class PromptCache {
   #slots: Slot[] = [];
   /** Sessions handed out (opened claims) and not yet kept: disposed ones no longer count. */
   readonly #out = new Set<Session>();
-  /** Claims not yet opened or cancelled: each holds room for a session. */
+  /** Claims whose session is not yet out (opening ones too) nor cancelled: each holds room. */
   #claims = 0;
   /** Sessions at most, kept and out: the option, lowered when the device refused one more. */
   #capacity: number;
