@@ -211,7 +211,10 @@ const ROWS: u32 = {{ROWS}}u;
 // x at once — each weight element loaded once serves XR dot products (a prefill of a few tokens,
 // the prompt cache's rerun of a prompt's last two rows), where the tiled kernels' 64-row tiles
 // computed mostly padding rows. Output (x row i, chunk row r0 + r) is slot r · XR + i, its products
-// added in the order of the m = 1 GEMV's (so each row's bits are what it alone would get).
+// added in the order the m = 1 GEMV of the same WG adds them: a row's bits are what it alone would
+// get at that tuning (kernels/linear.ts gemvXRowsTuning: WG follows m, and is not the decode
+// GEMV's), not the tiled kernels' that a longer chunk's rows take (≈ 2e-7 of the largest logit
+// apart: a prompt cache's rerun of a prompt's last rows does not give an uncached prefill's bits).
 #if XROWS
 const XR: u32 = {{XR}}u;
 #else
