@@ -570,26 +570,50 @@ const REFUSALS: Record<string, new (message: string) => Error> = {
 };
 
 /**
+ * The {@link precompileFormat} calls under way, by their format's key: a call for a format being
+ * compiled waits for that compile rather than queueing one more (requests sent together with one
+ * schema — a client's parallel calls, a request's check and its run — each compiled it again, the
+ * last waiting for them all, where on one thread the first's cached DFA served the others).
+ */
+const compiling = new Map<string, Promise<void>>();
+
+/**
  * Compiles the automaton of `options.responseFormat` with `compile` — another thread, so a long
  * compile (a pattern-heavy schema: seconds) holds neither the engine's thread nor the decode loops
  * on it — into the cache {@link resolveOptions} reads, where it is not there yet; resolveOptions
  * then finds it (or its refusal) at once. Does nothing for a malformed or uncachable format (the
  * options' own check says what is wrong), or where `compile` fails (the format compiles where it
- * is resolved, as without).
+ * is resolved, as without). A call for a format whose compile is under way waits for that one.
  */
-export async function precompileFormat(
+export function precompileFormat(
   options: unknown,
   compile: (job: FormatJob) => Promise<CompiledFormat>,
 ): Promise<void> {
-  if (typeof options !== "object" || options === null) return;
+  if (typeof options !== "object" || options === null) return Promise.resolve();
   let job: FormatJob | undefined;
   try {
     job = formatJob((options as { responseFormat?: unknown }).responseFormat);
   } catch {
-    return;
+    return Promise.resolve();
   }
   const key = job && formatKey(job);
-  if (!job || key === undefined || dfaCache.has(key) || refusedCache.has(key)) return;
+  if (!job || key === undefined || dfaCache.has(key) || refusedCache.has(key)) {
+    return Promise.resolve();
+  }
+  let done = compiling.get(key);
+  if (!done) {
+    done = compileInto(key, job, compile).finally(() => compiling.delete(key));
+    compiling.set(key, done);
+  }
+  return done;
+}
+
+/** {@link precompileFormat}'s compile of `job`, its DFA or refusal kept under `key`. */
+async function compileInto(
+  key: string,
+  job: FormatJob,
+  compile: (job: FormatJob) => Promise<CompiledFormat>,
+): Promise<void> {
   let done: CompiledFormat;
   try {
     done = await compile(job);

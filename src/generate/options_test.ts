@@ -370,3 +370,38 @@ Deno.test("precompileFormat() puts another thread's DFA or refusal where resolve
   const own = resolveOptions({ responseFormat: later }, QVQ).constraint;
   assert.ok(typeof own === "object" && dfaAccepts(own, "true"));
 });
+
+Deno.test("precompileFormat() compiles a format once while it compiles: calls at the same time wait for that one", async () => {
+  // Requests sent together with one schema (a client's n parallel calls, a check and its run)
+  // each queued a compile of their own on the compiling thread, the last waiting for them all.
+  const schema = { type: "integer", description: `together ${Math.random()}` };
+  const options = { responseFormat: { jsonSchema: schema } };
+  let compiles = 0;
+  const { promise: held, resolve: release } = Promise.withResolvers<void>();
+  const compile = async (job: FormatJob): Promise<CompiledFormat> => {
+    compiles++;
+    await held;
+    return { dfa: compileFormat(job) };
+  };
+  const all = Promise.all([1, 2, 3].map(() => precompileFormat(options, compile)));
+  let settled = false;
+  all.then(() => settled = true);
+  await Promise.resolve();
+  assert.equal(compiles, 1);
+  release();
+  await all;
+  assert.ok(settled);
+  assert.equal(compiles, 1);
+  const dfa = resolveOptions(options, QVQ).constraint;
+  assert.ok(typeof dfa === "object" && dfaAccepts(dfa, "42"));
+  // Done: the next compile of it, were it evicted, is a fresh one (a failure is not kept either).
+  const failed = {
+    responseFormat: { jsonSchema: { type: "null", description: `${Math.random()}` } },
+  };
+  let tries = 0;
+  const fail = () => (tries++, Promise.reject(new Error("the thread died")));
+  await Promise.all([precompileFormat(failed, fail), precompileFormat(failed, fail)]);
+  assert.equal(tries, 1);
+  await precompileFormat(failed, fail);
+  assert.equal(tries, 2);
+});
