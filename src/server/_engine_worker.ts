@@ -12,6 +12,7 @@ import { describeError, type FromWorker, type ToWorker, type WorkerCall } from "
 import { currentThread } from "./_thread.ts";
 import { precompileFormat } from "../generate/options.ts";
 import { FormatCompiler } from "./_format_compiler.ts";
+import { EngineClosedError } from "../errors.ts";
 
 let pipeline: Pipeline | undefined;
 /** The generations running or queued here, by id: aborted on the main thread's word. */
@@ -22,6 +23,19 @@ const settled = new Set<Promise<void>>();
 const post = (message: FromWorker) => self.postMessage(message);
 /** responseFormat automata, compiled off this thread (the decode loops run on it). */
 const formats = new FormatCompiler();
+/** Set by {@link close}: nothing more starts here. */
+let closing = false;
+
+/**
+ * Compiles the responseFormat of `options` on the compiling thread, first. Closed meanwhile (its
+ * compile then failed): the EngineClosedError the host has already given, not the compile on this
+ * thread that resolving the options would run — seconds each before the GPU is freed, for answers
+ * no one reads.
+ */
+async function precompile(options: unknown): Promise<void> {
+  await precompileFormat(options, formats.compile);
+  if (closing) throw new EngineClosedError("the engine was disposed");
+}
 
 // First, so the host can wait for this thread to end before it lets the process exit.
 post({ type: "thread", entry: currentThread() });
@@ -31,7 +45,7 @@ async function generate(id: number, message: Extract<ToWorker, { type: "generate
   if (message.aborted) abort.abort();
   running.set(id, abort);
   try {
-    await precompileFormat(message.options, formats.compile);
+    await precompile(message.options);
     const options = { ...message.options, signal: abort.signal };
     const input = message.input;
     const events = "messages" in input
@@ -90,7 +104,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
 async function call(c: WorkerCall): Promise<unknown> {
   const p = pipeline!;
   if (c.method === "checkPrompt" || c.method === "checkChat") {
-    await precompileFormat(c.args[1], formats.compile);
+    await precompile(c.args[1]);
   }
   if (c.method === "checkPrompt") return p.checkPrompt(...c.args);
   if (c.method === "checkChat") return p.checkChat(...c.args);
@@ -100,6 +114,7 @@ async function call(c: WorkerCall): Promise<unknown> {
 
 /** Ends every generation, frees the GPU, tells the main thread and exits. */
 async function close() {
+  closing = true;
   for (const abort of running.values()) abort.abort();
   formats.close();
   await Promise.allSettled(settled);

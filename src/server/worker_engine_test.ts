@@ -446,3 +446,54 @@ Deno.test("a server given loadWorkerEngine() unloads it on Ollama's keep_alive 0
     }
   }
 });
+
+Deno.test("the engine's worker, disposed while formats wait for its compiling thread, does not compile them itself: their generation and check end as closed", async () => {
+  // The real worker, spoken to directly: what it answers once the host has stopped listening.
+  const worker = new Worker(new URL("./_engine_worker.ts", import.meta.url).href, {
+    type: "module",
+  });
+  const got: FromWorker[] = [];
+  let wake = () => {};
+  worker.onmessage = (e: MessageEvent<FromWorker>) => {
+    got.push(e.data);
+    wake();
+  };
+  const until = async (type: FromWorker["type"]) => {
+    while (!got.some((m) => m.type === type)) await new Promise<void>((r) => wake = r);
+  };
+  worker.postMessage({ type: "load", model: TINY_DIR, options: { progress: false } });
+  await until("loaded");
+  // A pattern that takes most of a second to compile. The dispose comes before the compiling
+  // thread has started: the compile fails, and the engine's thread compiled it in its place —
+  // seconds more before the GPU is freed, several such requests each in turn, for answers that
+  // no one reads (the host has ended their streams).
+  const responseFormat = {
+    jsonSchema: { type: "string", pattern: "[a-z0-9 ]{0,60}(,[a-z0-9 ]{0,60}){0,8}" },
+  };
+  worker.postMessage({
+    type: "generate",
+    id: 1,
+    input: { messages: TEXT },
+    options: { responseFormat, maxNewTokens: 4 },
+  });
+  worker.postMessage({
+    type: "call",
+    id: 2,
+    method: "checkChat",
+    args: [TEXT, { responseFormat }, undefined],
+  });
+  worker.postMessage({ type: "dispose" });
+  await until("closed");
+  // The generation's error; the check's (not awaited by the close) may come after "closed", or
+  // not at all — never a compiled check's value, nor an aborted answer's events.
+  const answers = got.filter((m) => "id" in m);
+  assert.deepEqual(
+    answers.filter((m) => m.type !== "error" || m.id !== 2).map((m) => [
+      m.type,
+      "id" in m && m.id,
+      m.type === "error" && m.error.name,
+    ]),
+    [["error", 1, "EngineClosedError"]],
+    JSON.stringify(answers),
+  );
+});
