@@ -463,8 +463,9 @@ Deno.test("the engine's worker, disposed while formats wait for its compiling th
   };
   worker.postMessage({ type: "load", model: TINY_DIR, options: { progress: false } });
   await until("loaded");
-  // A pattern that takes most of a second to compile. The dispose comes before the compiling
-  // thread has started: the compile fails, and the engine's thread compiled it in its place —
+  // A pattern that takes most of a second to compile. The dispose comes before its compile has
+  // ended (the thread it runs on is not even ready): the compile fails, and the engine's thread
+  // compiled it in its place —
   // seconds more before the GPU is freed, several such requests each in turn, for answers that
   // no one reads (the host has ended their streams).
   const responseFormat = {
