@@ -4,7 +4,7 @@
  *   deno run -A examples/video.ts [model] [frames directory] [question]
  *
  * qvq decodes no video files: extract the frames first, e.g. at the 2 a second Qwen samples,
- *   ffmpeg -i clip.mp4 -vf fps=2 frames/%04d.jpg
+ *   mkdir frames && ffmpeg -i clip.mp4 -vf fps=2 frames/%04d.jpg
  * By default QVQ_MODEL, else the bundled tiny model (random weights: it proves the pipeline, not the answers) and
  * the five frames of tests/fixtures/video.
  */
@@ -23,7 +23,7 @@ const [
 if (!(await Deno.stat(dir).then((s) => s.isDirectory, () => false))) {
   console.error(
     `${dir} is not a directory of frames: extract a video's first, e.g. ` +
-      `ffmpeg -i clip.mp4 -vf fps=2 frames/%04d.jpg, then pass frames`,
+      `mkdir frames && ffmpeg -i clip.mp4 -vf fps=2 frames/%04d.jpg, then pass frames`,
   );
   Deno.exit(1);
 }

@@ -133,7 +133,12 @@ Deno.test("examples/video.ts says so where its frames directory is a video file,
     const clip = fileURLToPath(new URL("./fixtures/video/clip.webm", import.meta.url));
     for (
       const [dir, message] of [
-        [clip, `${clip} is not a directory of frames: extract a video's first, e.g. ffmpeg -i `],
+        [
+          clip,
+          // ffmpeg writes into no missing directory: the line to copy makes it first.
+          `${clip} is not a directory of frames: extract a video's first, e.g. mkdir frames && ` +
+          "ffmpeg -i clip.mp4 -vf fps=2 frames/%04d.jpg, then pass frames\n",
+        ],
         ["/nonexistent/frames", "/nonexistent/frames is not a directory of frames: "],
         [empty, `${empty} holds no PNG, JPEG or WebP frames\n`],
       ]

@@ -53,8 +53,8 @@ options:
 in the chat:
   /image <path>   attach an image (PNG, JPEG, WebP) to your next message
   /video <frames> attach a video to your next message: a directory of its frames (sorted by
-                  name) or the frame files, comma-separated (e.g. from ffmpeg -i in.mp4
-                  -vf fps=2 frames/%04d.jpg)
+                  name) or the frame files, comma-separated (e.g. from mkdir frames &&
+                  ffmpeg -i in.mp4 -vf fps=2 frames/%04d.jpg)
   /reset          forget the conversation
   /exit           quit (also Ctrl+D); Ctrl+C stops the current answer
 `;
@@ -133,7 +133,7 @@ export async function runChat(
           attached.push({ type: "image", image: (await read(path)).bytes });
           await io.err(`(attached ${path}; it goes with your next message)\n`);
         } else {
-          const frames = await videoFramePaths(path);
+          const frames = await videoFramePaths(path, "/video");
           const video = [];
           for (const f of frames) video.push(await read(f, "video frame")); // one decoded at a time
           checkFrameSizes(video, frames);

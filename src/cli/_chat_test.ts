@@ -96,6 +96,13 @@ Deno.test("runChat() attaches a /video of frames (a list or a directory) beside 
     assert.match(err, /error: cannot read video ".*\/none"/);
     // A video file where its frames go: said to be one, with how to extract its frames.
     assert.match(err, /clip\.webm: a video file, where qvq takes a video's frames .*ffmpeg -i /);
+    // Named as the chat's command, not generate's flag; ffmpeg writes into no missing directory,
+    // so the line to copy makes it first.
+    assert.match(
+      err,
+      /error: cannot read video ".*clip\.webm": \/video .*clip\.webm: .* e\.g\. mkdir frames && ffmpeg -i ".*clip\.webm" -vf fps=2 frames\/%04d\.jpg, then \/video frames\n/,
+    );
+    assert.doesNotMatch(err, /--video/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

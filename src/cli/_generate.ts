@@ -43,7 +43,7 @@ options:
   --video <frames>          a video as its frames, in order: image files of one size, comma-
                             separated, or a directory of them (sorted by name); repeat for
                             several (after the images). Extract an MP4's frames first, e.g.
-                            ffmpeg -i in.mp4 -vf fps=2 frames/%04d.jpg
+                            mkdir frames && ffmpeg -i in.mp4 -vf fps=2 frames/%04d.jpg
   --system <text>           a system prompt instead of the template's default ("": none)
   --raw                     continue --prompt as it is, without the chat template (special
                             tokens in it recognised; no --image, --video or --system):
@@ -126,9 +126,10 @@ const VIDEO_FILE = /\.(mp4|m4v|mov|webm|mkv|avi|wmv|flv|mpe?g|3gp|ogv|gif)$/i;
 /**
  * The frame files of a `--video`: its comma-separated paths, or the PNG, JPEG and WebP files of
  * a directory sorted by name, numbers by value (f2.jpg before f10.jpg). A video file given alone
- * ({@link VIDEO_FILE}) is refused saying how to extract its frames.
+ * ({@link VIDEO_FILE}) is refused saying how to extract its frames. `name`: how the user gave it
+ * (`--video`, or chat's `/video`), as the refusals name it.
  */
-export async function videoFramePaths(arg: string): Promise<string[]> {
+export async function videoFramePaths(arg: string, name = "--video"): Promise<string[]> {
   let dir = false;
   try {
     dir = (await Deno.stat(arg)).isDirectory;
@@ -138,30 +139,32 @@ export async function videoFramePaths(arg: string): Promise<string[]> {
   if (!dir) {
     const paths = arg.split(",").filter((p) => p !== "");
     if (paths.length === 1 && VIDEO_FILE.test(paths[0])) {
+      // ffmpeg writes no frames into a directory that is not there: it is made first.
       throw new InvalidInputError(
-        `--video ${arg}: a video file, where qvq takes a video's frames (image files): extract ` +
-          `them first, e.g. ffmpeg -i "${arg}" -vf fps=2 frames/%04d.jpg, then --video frames`,
+        `${name} ${arg}: a video file, where qvq takes a video's frames (image files): extract ` +
+          `them first, e.g. mkdir frames && ffmpeg -i "${arg}" -vf fps=2 frames/%04d.jpg, then ` +
+          `${name} frames`,
       );
     }
-    return checkFrameCount(arg, paths);
+    return checkFrameCount(arg, paths, name);
   }
   const names: string[] = [];
   for await (const e of Deno.readDir(arg)) {
     if (e.isFile && /\.(png|jpe?g|webp)$/i.test(e.name)) names.push(e.name);
   }
   if (!names.length) {
-    throw new InvalidInputError(`--video ${arg}: the directory has no PNG, JPEG or WebP frames`);
+    throw new InvalidInputError(`${name} ${arg}: the directory has no PNG, JPEG or WebP frames`);
   }
   // Numbers in names in numeric order: f2.png before f10.png (as zero-padded names sort anyway).
   names.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
-  return checkFrameCount(arg, names.map((n) => `${arg.replace(/\/$/, "")}/${n}`));
+  return checkFrameCount(arg, names.map((n) => `${arg.replace(/\/$/, "")}/${n}`), name);
 }
 
 /** The frames of a video, refused where they are more than the model takes (before any is read). */
-function checkFrameCount(arg: string, paths: string[]): string[] {
+function checkFrameCount(arg: string, paths: string[], name: string): string[] {
   if (paths.length > MAX_VIDEO_FRAMES) {
     throw new InvalidInputError(
-      `--video ${arg}: ${paths.length} frames, more than a video's ${MAX_VIDEO_FRAMES}; ` +
+      `${name} ${arg}: ${paths.length} frames, more than a video's ${MAX_VIDEO_FRAMES}; ` +
         `extract fewer (e.g. ffmpeg -vf fps=1)`,
     );
   }

@@ -548,8 +548,8 @@ Deno.test("qvq generate --video refuses a video file, saying how to extract its 
     assert.equal(
       r.err,
       `error: --video ${video}: a video file, where qvq takes a video's frames (image files): ` +
-        `extract them first, e.g. ffmpeg -i "${video}" -vf fps=2 frames/%04d.jpg, then --video ` +
-        `frames\n`,
+        `extract them first, e.g. mkdir frames && ffmpeg -i "${video}" -vf fps=2 ` +
+        `frames/%04d.jpg, then --video frames\n`,
     );
   }
   const dir = await Deno.makeTempDir();
