@@ -78,8 +78,8 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
             weightTypes: p.weightTypes,
           },
         });
-        // Its thread ready for the first request with a format (not on a load that failed:
-        // the host terminates this worker then, and a thread started here would live on).
+        // Its thread ready for the first request with a format (not on a load that failed: no
+        // request comes, and the host terminates this worker).
         formats.start();
         // The generations running fail with it on their own; the host learns it here, at once.
         p.model.gpu.whenLost.then((error) => post({ type: "failed", error: describeError(error) }));
