@@ -1,9 +1,10 @@
 /**
- * Worker threads that resize a video's frames (src/image.ts's patchFrames, a temporal patch a
- * job). On the thread that prepared the prompt — a server's engine thread, whose decode loop and
- * every call it answers waited meanwhile — 8 decoded 1280 × 720 frames took 0.29–0.58 s to resize
- * one after another on the 2-core development VM (35–75 ms a frame, 2026-11-30); here they are
- * resized several at once, and that thread only waits. Frames and answers cross threads as
+ * Worker threads that resize images and a video's frames (src/image.ts's patchImage, an image a
+ * job; patchFrames, a temporal patch a job). On the thread that prepared the prompt — a server's
+ * engine thread, whose decode loop and every call it answers waited meanwhile — 8 decoded
+ * 1280 × 720 frames took 0.29–0.58 s to resize one after another on the 2-core development VM
+ * (35–75 ms a frame, 2026-11-30), a 4032 × 3024 photo ≈ 0.5 s; here they are resized several at
+ * once, and that thread only waits. Images, frames and answers cross threads as
  * src/_worker_pool.ts says.
  * @module
  */
@@ -14,10 +15,12 @@ import type {
   FramePool,
   FrameRun,
   GridThw,
+  ImageJob,
   ImageProcessorConfig,
 } from "./image.ts";
 import {
   canStartWorker,
+  copySliced,
   receivedError,
   type SentError,
   type WorkerAnswer,
@@ -39,13 +42,24 @@ export interface FrameRequest {
   what: string;
 }
 
+/** An {@link ImageJob} as it crosses to a worker, answered under `id`. */
+export interface ImageRequest {
+  id: number;
+  image: SentFrame;
+  config: ImageProcessorConfig;
+  what: string;
+}
+
 /** A warm-up: the worker loads its wasm and answers with no rows. */
 export interface WarmRequest {
   id: number;
   warm: true;
 }
 
-/** A worker's answer to a {@link FrameRequest} (the rows' buffers transferred). */
+/**
+ * A worker's answer to a {@link FrameRequest} or an {@link ImageRequest} (the rows' buffers
+ * transferred).
+ */
 export type FrameReply = WorkerAnswer & {
   grid?: GridThw;
   values: Float32Array[];
@@ -53,8 +67,8 @@ export type FrameReply = WorkerAnswer & {
 };
 
 /**
- * Longest a job (a temporal patch: two frames) may take: two 8192 × 8192 frames, the largest
- * decoded, resize in seconds; a worker that has not answered in a minute is stuck.
+ * Longest a job (a temporal patch: two frames; an image) may take: two 8192 × 8192 frames, the
+ * largest decoded, resize in seconds; a worker that has not answered in a minute is stuck.
  */
 export const FRAME_TIMEOUT_MS = 60_000;
 
@@ -76,16 +90,43 @@ export function defaultFrameWorkers(): number {
 /** The workers' module. */
 const FRAME_WORKER = new URL("./_frame_worker.ts", import.meta.url);
 
-/** `bytes` copied into shared memory (see WorkerPool.run). */
-function shared(bytes: Uint8Array): SharedArrayBuffer {
+/** `bytes` copied into shared memory (see WorkerPool.run), a slice a turn of the event loop. */
+async function shared(bytes: Uint8Array): Promise<SharedArrayBuffer> {
   const buffer = new SharedArrayBuffer(bytes.length);
-  new Uint8Array(buffer).set(bytes);
+  await copySliced(new Uint8Array(buffer), bytes);
   return buffer;
 }
 
-function sent(frame: Uint8Array | DecodedImage): SentFrame {
-  if (frame instanceof Uint8Array) return { bytes: shared(frame) };
-  return { rgb: shared(frame.data), width: frame.width, height: frame.height };
+/**
+ * The settings the processor reads, alone: a caller's object may hold more — a function, which
+ * the structured clone refuses — and the serial path reads only these.
+ */
+function sentConfig(c: ImageProcessorConfig): ImageProcessorConfig {
+  const { patchSize, temporalPatchSize, mergeSize, minPixels, maxPixels, rescaleFactor } = c;
+  const [imageMean, imageStd] = [c.imageMean, c.imageStd].map((x) => Array.from(x)) as [
+    ImageProcessorConfig["imageMean"],
+    ImageProcessorConfig["imageStd"],
+  ];
+  return {
+    patchSize,
+    temporalPatchSize,
+    mergeSize,
+    minPixels,
+    maxPixels,
+    imageMean,
+    imageStd,
+    ...(rescaleFactor === undefined ? {} : { rescaleFactor }),
+  };
+}
+
+async function sent(frame: Uint8Array | DecodedImage): Promise<SentFrame> {
+  if (frame instanceof Uint8Array) return { bytes: await shared(frame) };
+  return { rgb: await shared(frame.data), width: frame.width, height: frame.height };
+}
+
+/** A worker's reply as the caller takes it: its error as qvq's class (see receivedError). */
+function answer({ grid, values, error }: FrameReply): FrameAnswer {
+  return { grid, values, ...(error ? { error: receivedError(error) } : {}) };
 }
 
 /** A {@link FramePool} of worker threads, each started when it is first needed. */
@@ -131,10 +172,23 @@ export class FrameWorkers implements FramePool {
 
   /** patchFrames() of the job's frames, on a worker. */
   async patch({ frames, run, config, what }: FrameJob): Promise<FrameAnswer> {
-    const request: Omit<FrameRequest, "id"> = { frames: frames.map(sent), run, config, what };
-    const reply = await this.#pool.run<FrameReply>(request, `resizing ${what}'s frames`);
-    const { grid, values, error } = reply;
-    return { grid, values, ...(error ? { error: receivedError(error) } : {}) };
+    const request: Omit<FrameRequest, "id"> = {
+      frames: await Promise.all(frames.map(sent)),
+      run,
+      config: sentConfig(config),
+      what,
+    };
+    return answer(await this.#pool.run<FrameReply>(request, `resizing ${what}'s frames`));
+  }
+
+  /** patchImage() of the job's image, on a worker. */
+  async image({ image, config, what }: ImageJob): Promise<FrameAnswer> {
+    const request: Omit<ImageRequest, "id"> = {
+      image: await sent(image),
+      config: sentConfig(config),
+      what,
+    };
+    return answer(await this.#pool.run<FrameReply>(request, `resizing ${what}`));
   }
 
   /** Ends the workers; jobs in flight fail. */
@@ -148,8 +202,8 @@ let pool: FrameWorkers | undefined;
 /**
  * The thread's frame pool, made on first use; undefined where the runtime has no worker threads
  * (a browser) or may not start one from its module (Deno without the read permission for it):
- * there a video's frames are resized on the calling thread. Its idle workers do not keep the
- * process alive.
+ * there images and a video's frames are resized on the calling thread. Its idle workers do not
+ * keep the process alive.
  */
 export function sharedFramePool(): FrameWorkers | undefined {
   if (!pool && workerThreads() && canStartWorker(FRAME_WORKER)) pool = new FrameWorkers();

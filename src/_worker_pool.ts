@@ -81,6 +81,30 @@ export function wasmMemoryBytes(): number {
 }
 
 /**
+ * Bytes copied in one turn of the event loop by {@link copySliced}: a 4032 × 3024 photo's 36 MB
+ * of pixels held the thread 25–30 ms copied in one piece on the 2-core VM (the new memory's first
+ * touch, mostly), 4 MiB ≈ 3 ms (2026-11-30).
+ */
+export const COPY_SLICE_BYTES = 4 * 2 ** 20;
+
+/**
+ * `from` copied into `to` at `at`, a {@link COPY_SLICE_BYTES} slice a turn of the event loop: the
+ * thread that hands a pool its work and takes the answers — an engine's, whose decode loops run on
+ * it — is not held for the whole copy of a large image's pixels or rows.
+ */
+export async function copySliced<T extends Uint8Array | Float32Array>(
+  to: T,
+  from: T,
+  at = 0,
+): Promise<void> {
+  const step = COPY_SLICE_BYTES / from.BYTES_PER_ELEMENT;
+  for (let i = 0; i < from.length; i += step) {
+    if (i > 0) await new Promise((resolve) => setTimeout(resolve, 0));
+    to.set(from.subarray(i, i + step), at + i);
+  }
+}
+
+/**
  * The URL a worker module is started from. node:worker_threads starts file: and data: URLs only:
  * from a package served over http(s) (JSR), a data: module that imports it.
  */
@@ -147,7 +171,8 @@ export class WorkerPool {
   /**
    * Sends `message` (given an id) to a worker, `transfer`'s buffers moved there; resolves with its
    * answer, or rejects with an Error where the job took more than the time limit (`task` names
-   * it: "decoding an image took more than … ms"), the worker ended or the pool was closed. Bytes
+   * it: "decoding an image took more than … ms"), the worker ended or the pool was closed, or
+   * with what postMessage threw where the message cannot cross (a DataCloneError). Bytes
    * for the worker are best in a SharedArrayBuffer: node:worker_threads took 0.6–0.9 s to deliver
    * a 2.6 MB Uint8Array to a worker in Deno 2.9.6 (copied or transferred), a SharedArrayBuffer
    * 5–7 ms; the answers' transferred buffers come back at once (2026-11-29).
@@ -171,7 +196,13 @@ export class WorkerPool {
         timer,
       });
       worker.ref(); // a job in flight keeps the process
-      worker.postMessage({ ...message, id }, transfer);
+      try {
+        worker.postMessage({ ...message, id }, transfer);
+      } catch (e) {
+        // Not sent (a DataCloneError): no entry left to hold the process, then time out.
+        this.#take(id);
+        reject(e);
+      }
     });
   }
 

@@ -15,9 +15,9 @@
  * still image repeated over `temporal_patch_size` frames.
  * A video ({@link VideoInput}: its frames) is preprocessed as `Qwen2VLVideoProcessor` does with
  * frame sampling off: every frame resized to the size smart_resize gives the first, the frames
- * paired into temporal patches (an odd last one repeated), `[t, h, w]` with t = ⌈frames / 2⌉;
- * where the runtime has worker threads (Deno, Node), its temporal patches are made on a pool of
- * them, several at once (src/_frame_pool.ts), to the same pixel values.
+ * paired into temporal patches (an odd last one repeated), `[t, h, w]` with t = ⌈frames / 2⌉.
+ * Where the runtime has worker threads (Deno, Node), the images and a video's temporal patches
+ * are made on a pool of them, several at once (src/_frame_pool.ts), to the same pixel values.
  *
  * PNG, WebP and JPEG pixels equal PIL's exactly, so inputs give transformers' values bit for
  * bit. JPEG is decoded with libjpeg-turbo's own arithmetic as Pillow 13 runs it (ISLOW IDCT,
@@ -44,6 +44,7 @@
 import { loadWasm, wasm } from "./_wasm.ts";
 import { ContextLengthError, InvalidInputError, ModelFileError, type QvqError } from "./errors.ts";
 import { sharedFramePool } from "./_frame_pool.ts";
+import { copySliced } from "./_worker_pool.ts";
 
 /** The settings of preprocessor_config.json that shape the output. */
 export interface ImageProcessorConfig {
@@ -498,9 +499,10 @@ export interface PreprocessOptions {
    */
   maxImageTokens?: number;
   /**
-   * Where a video's frames are resized: on these threads, several at once
-   * ({@link sharedFramePool} by default, where the runtime has worker threads), or on this one,
-   * one after another, where null. The pixel values are the same either way.
+   * Where images and a video's frames are resized: on these threads, several at once (a job an
+   * image, a temporal patch of a video; {@link sharedFramePool} by default, where the runtime has
+   * worker threads), or on this one, one after another, where null. The pixel values and the
+   * errors are the same either way.
    * @internal the pool's job and answer types are qvq's own (src/_frame_pool.ts, tests)
    */
   framePool?: FramePool | null;
@@ -541,7 +543,7 @@ export async function preprocessImages(
   const settings = wasmConfig(config, "config");
   try {
     if (video && images.some(isVideo)) wasmConfig(video, "videoConfig").free(); // its errors first
-    const pool = images.some(isVideo)
+    const pool = images.length
       ? (options.framePool === undefined ? sharedFramePool() : options.framePool ?? undefined)
       : undefined;
     return await preprocessEach(images, settings, video ?? config, config, options, pool);
@@ -762,15 +764,28 @@ export interface FrameAnswer {
   error?: Error;
 }
 
+/** A job for a {@link FramePool}: {@link patchImage} of a still image. */
+export interface ImageJob {
+  image: Uint8Array | DecodedImage;
+  config: ImageProcessorConfig;
+  what: string;
+}
+
 /**
- * Threads that resize a video's frames ({@link patchFrames}), `size` jobs at once: the shared one
- * of src/_frame_pool.ts by default, where the runtime has worker threads.
+ * Threads that resize images ({@link patchImage}) and a video's frames ({@link patchFrames}),
+ * `size` jobs at once: the shared one of src/_frame_pool.ts by default, where the runtime has
+ * worker threads.
  */
 export interface FramePool {
   /** How many jobs run at once. */
   readonly size: number;
   /** A job's answer; rejects only where the thread failed (ended, past its time limit). */
   patch(job: FrameJob): Promise<FrameAnswer>;
+  /**
+   * A still image's answer (its grid and rows, or the error that refused it); rejects only where
+   * the thread failed.
+   */
+  image(job: ImageJob): Promise<FrameAnswer>;
 }
 
 /**
@@ -828,7 +843,10 @@ async function patchOnPool(
         const [t, h, w] = grid = answer.grid!;
         rows = new Float32Array(t * h * w * 3 * step * config.patchSize ** 2);
       }
-      for (const part of answer.values) rows!.set(part, (at += part.length) - part.length);
+      for (const part of answer.values) {
+        await copySliced(rows!, part, at); // a slice a turn: this thread is an engine's
+        at += part.length;
+      }
     }
   } finally {
     stop = true; // the jobs in flight end unheard
@@ -843,6 +861,23 @@ async function frameSize(frame: Uint8Array | DecodedImage): Promise<ImageSize | 
     return await imageSize(frame);
   } catch (e) {
     if (!(e instanceof InvalidInputError)) throw e;
+  }
+}
+
+/**
+ * A still image's patches with `config`, as the serial path makes them ({@link preprocessOne}): a
+ * {@link FramePool}'s workers run it (src/_frame_worker.ts). Not part of the module's API (mod.ts).
+ */
+export function patchImage(
+  image: Uint8Array | DecodedImage,
+  config: ImageProcessorConfig,
+  what: string,
+): Patches {
+  const settings = wasmConfig(config, "config");
+  try {
+    return preprocessOne(image, settings, what);
+  } finally {
+    freeQuietly(settings);
   }
 }
 
@@ -1000,7 +1035,13 @@ async function sizeOf(
   return sizes[0];
 }
 
-/** The images preprocessed with `settings` (see preprocessImages), their patches concatenated. */
+/**
+ * The images preprocessed with `settings` (see preprocessImages), their patches concatenated: on
+ * `pool` where given (still images a job each, several at once: {@link stillsOnPool}; a video's
+ * temporal patches: {@link patchOnPool}), else here one after another. Either way an image is
+ * taken in order with the image tokens of those before it, and refused as soon as they would not
+ * fit: decoded pixels before they are resized, bytes once their grid is known.
+ */
 async function preprocessEach(
   images: readonly (Uint8Array | DecodedImage | VideoInput)[],
   settings: wasm.ImgConfig,
@@ -1012,31 +1053,36 @@ async function preprocessEach(
   const parts: Float32Array[] = [];
   const gridThw: GridThw[] = [];
   const mergeSize = videoConfig.mergeSize;
+  const most = options.maxImageTokens;
+  const layout = pool && rowsAhead(images, config, most);
+  const stills = pool && stillsOnPool(pool, images, config, most, layout);
   let tokens = 0;
-  for (const [i, image] of images.entries()) {
-    // Throws once the images so far and `more` tokens would not fit the context.
-    const room = (more: number) => checkRoom(i, image, tokens + more, options.maxImageTokens);
-    // Decoded pixels tell their grid before they are resized: refused then, not after (a size
-    // smartResize refuses is left for the preprocessing to refuse in its words).
-    if (!isVideo(image) && !(image instanceof Uint8Array)) {
-      const grid = (() => {
-        try {
-          return gridOf(image, image, config, videoConfig, `Image ${i}`);
-        } catch (e) {
-          if (!(e instanceof InvalidInputError)) throw e;
-        }
-      })();
-      if (grid) room(imageTokenCount(grid, mergeSize));
+  try {
+    for (const [i, image] of images.entries()) {
+      // Throws once the images so far and `more` tokens would not fit the context.
+      const room = (more: number) => checkRoom(i, image, tokens + more, most);
+      let out: Patches;
+      if (isVideo(image)) {
+        out = await preprocessVideo(image, videoConfig, `Image ${i} (a video)`, room, pool);
+      } else if (stills) {
+        out = await stills.take(i, tokens);
+      } else {
+        // Decoded pixels tell their grid before they are resized: refused then, not after (a size
+        // smartResize refuses is left for the preprocessing to refuse in its words).
+        const ahead = image instanceof Uint8Array ? undefined : gridAhead(image, i, config);
+        if (ahead) room(imageTokenCount(ahead, mergeSize));
+        out = preprocessOne(image, settings, `Image ${i}`);
+      }
+      const more = imageTokenCount(out.grid, mergeSize);
+      room(more);
+      tokens += more;
+      gridThw.push(out.grid);
+      parts.push(...out.values);
     }
-    const out = isVideo(image)
-      ? await preprocessVideo(image, videoConfig, `Image ${i} (a video)`, room, pool)
-      : preprocessOne(image, settings, `Image ${i}`);
-    const more = imageTokenCount(out.grid, mergeSize);
-    room(more);
-    tokens += more;
-    gridThw.push(out.grid);
-    parts.push(...out.values);
+  } finally {
+    stills?.stop(); // after a failure no job starts; those in flight end unheard
   }
+  if (laidOut(parts, layout)) return { pixelValues: layout!.rows, gridThw };
   if (parts.length === 1) return { pixelValues: parts[0], gridThw };
   const pixelValues = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
   let offset = 0;
@@ -1045,4 +1091,190 @@ async function preprocessEach(
     offset += p.length;
   }
   return { pixelValues, gridThw };
+}
+
+/**
+ * A still image's grid, known before it is resized: decoded pixels' exactly, bytes' from their
+ * header (what {@link imageSize} reads; the wasm loaded); undefined where the size is refused —
+ * or, for bytes, does not read —, which the preprocessing then refuses in its words.
+ */
+function gridAhead(
+  image: Uint8Array | DecodedImage,
+  i: number,
+  config: ImageProcessorConfig,
+): GridThw | undefined {
+  let size: ImageSize = image as DecodedImage;
+  if (image instanceof Uint8Array) {
+    try {
+      const [width, height] = wasm.imgSize(image);
+      size = { width, height };
+    } catch {
+      return undefined;
+    }
+  }
+  try {
+    return gridOf(image, size, config, config, `Image ${i}`);
+  } catch (e) {
+    if (!(e instanceof InvalidInputError)) throw e;
+  }
+}
+
+/** Where each image's rows go in one array made ahead: see {@link rowsAhead}. */
+interface RowLayout {
+  /** (Σ t·h·w, 3 · temporalPatchSize · patchSize²) f32 */
+  rows: Float32Array;
+  /** Image i's first value in `rows`, and (at i + 1) where its next begins. */
+  at: number[];
+}
+
+/**
+ * One array for the rows of several still images, where each one's grid is known ahead
+ * ({@link gridAhead}) and together they fit `most` image tokens: a pool's answers are copied in as
+ * they come, a slice a turn of the event loop ({@link copySliced}), rather than joined at the end
+ * in one (4 images of 1280 × 960 make 118 MB: 80–110 ms on the 2-core VM, 2026-11-30). Undefined where not
+ * (a video among them, a grid not known, too many tokens, no memory for it): then they are joined.
+ */
+function rowsAhead(
+  images: readonly (Uint8Array | DecodedImage | VideoInput)[],
+  config: ImageProcessorConfig,
+  most: number | undefined,
+): RowLayout | undefined {
+  if (images.length < 2) return undefined;
+  const row = 3 * config.temporalPatchSize * config.patchSize ** 2;
+  const at = [0];
+  let tokens = 0;
+  for (const [i, image] of images.entries()) {
+    if (isVideo(image)) return undefined;
+    const grid = gridAhead(image, i, config);
+    if (!grid) return undefined;
+    tokens += imageTokenCount(grid, config.mergeSize);
+    at.push(at[i] + patchCount([grid]) * row);
+  }
+  if (most !== undefined && tokens > most) return undefined;
+  try {
+    return { rows: new Float32Array(at[images.length]), at };
+  } catch {
+    return undefined; // past the memory an array may have: each image's rows apart, as here
+  }
+}
+
+/** Whether `parts` are `layout`'s rows, in order: all of them, nothing to join. */
+function laidOut(parts: readonly Float32Array[], layout: RowLayout | undefined): boolean {
+  return !!layout && parts.length === layout.at.length - 1 &&
+    parts.every((p, i) =>
+      p.buffer === layout.rows.buffer && p.byteOffset === layout.at[i] * 4 &&
+      p.length === layout.at[i + 1] - layout.at[i]
+    );
+}
+
+/**
+ * `answer` (image `j`'s) with its rows copied into `layout`'s, where they are the size laid out
+ * for them: its values, a view of them there. (Else as it came: they are joined at the end.)
+ */
+async function placed(answer: FrameAnswer, j: number, layout: RowLayout): Promise<FrameAnswer> {
+  const { at, rows } = layout;
+  const length = answer.values.reduce((n, part) => n + part.length, 0);
+  if (length !== at[j + 1] - at[j]) return answer;
+  let offset = at[j];
+  for (const part of answer.values) {
+    await copySliced(rows, part, offset);
+    offset += part.length;
+  }
+  return { ...answer, values: [rows.subarray(at[j], at[j + 1])] };
+}
+
+/** The still images of a request in the making on a {@link FramePool}: see {@link stillsOnPool}. */
+interface StillsOnPool {
+  /**
+   * Image `i`'s patches (`tokens`: the image tokens of the images before it, all taken), or the
+   * error that refused it.
+   */
+  take(i: number, tokens: number): Promise<Patches>;
+  /** Starts no more jobs. */
+  stop(): void;
+}
+
+/**
+ * A request's still images resized on `pool`, a job an image ({@link patchImage}), up to
+ * `pool.size` at once, so that several images are resized in parallel and off this thread. Jobs
+ * start in image order, none past a video the caller has not reached (it runs the video itself);
+ * the caller takes the answers in order, checks the room as the serial path does and throws the
+ * first error, so the pixel values and the error are the serial path's. Under `most` image
+ * tokens, a job starts only where the images up to it fit by what is known ahead
+ * ({@link gridAhead}: exact for decoded pixels, the header's size for bytes); where they would
+ * not, or it is not known, it waits until the caller has taken every image before it, and then
+ * decoded pixels over the room are refused before they are resized, as on the serial path (bytes
+ * are resized, as there: whether they decode decides the error). No job starts after one failed.
+ */
+function stillsOnPool(
+  pool: FramePool,
+  images: readonly (Uint8Array | DecodedImage | VideoInput)[],
+  config: ImageProcessorConfig,
+  most: number | undefined,
+  layout: RowLayout | undefined,
+): StillsOnPool {
+  const answers = images.map(() => Promise.withResolvers<FrameAnswer>());
+  const ahead: (number | undefined)[] = []; // the tokens of each image started, as known ahead
+  let next = 0, inFlight = 0, stopped = false;
+  let taken = 0, tokens = 0; // the caller's: images taken, and their image tokens
+  const fits = (j: number, own: number | undefined) => {
+    if (most === undefined) return true;
+    let sum = tokens + (own ?? NaN);
+    for (let k = taken; k < j; k++) sum += ahead[k] ?? NaN;
+    return sum <= most; // false where one is not known (NaN)
+  };
+  const fill = () => {
+    while (!stopped && next < images.length && inFlight < pool.size) {
+      const j = next, image = images[j];
+      if (isVideo(image)) {
+        if (j >= taken) return; // the caller runs it when it gets there
+        next++;
+        continue;
+      }
+      const grid = most === undefined ? undefined : gridAhead(image, j, config);
+      const own = grid && imageTokenCount(grid, config.mergeSize);
+      if (!fits(j, own)) {
+        if (j > taken) return; // again once the caller has taken the images before it
+        // Decoded pixels over the room, counted exactly now: refused before they are resized.
+        if (!(image instanceof Uint8Array) && own !== undefined) {
+          try {
+            checkRoom(j, image, tokens + own, most);
+          } catch (error) {
+            stopped = true;
+            answers[j].resolve({ values: [], error: error as Error });
+            return;
+          }
+        }
+      }
+      next++;
+      inFlight++;
+      ahead[j] = own;
+      const job: ImageJob = { image, config, what: `Image ${j}` };
+      Promise.try(() => pool.image(job))
+        .catch((error: Error) => ({ values: [], error }))
+        .then(async (answer: FrameAnswer) => {
+          inFlight--;
+          if (answer.error) stopped = true;
+          fill();
+          // Once stopped the request fails: its rows are not copied.
+          answers[j].resolve(
+            layout && !stopped
+              ? await placed(answer, j, layout).catch((error: Error) => ({ values: [], error }))
+              : answer,
+          );
+        });
+    }
+  };
+  return {
+    async take(i, before) {
+      [taken, tokens] = [i, before];
+      fill();
+      const { grid, values, error } = await answers[i].promise;
+      if (error) throw error;
+      return { grid: grid!, values };
+    },
+    stop() {
+      stopped = true;
+    },
+  };
 }

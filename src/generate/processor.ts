@@ -140,8 +140,8 @@ export class ChatProcessor {
    * chat_template.jinja or tokenizer_config.json; none is no error: the tokenizer still serves raw
    * prompts, and {@link prepare} says what is missing), the image and video settings
    * ({@link loadProcessorConfigs}) and the tokenizer (unless given) from a model location. With a
-   * template, starts the shared frame pool's workers ({@link sharedFramePool}), which resize a
-   * video's frames.
+   * template, starts the shared frame pool's workers ({@link sharedFramePool}), which resize
+   * images and a video's frames.
    */
   static async load(
     src: ModelSource,
@@ -158,8 +158,8 @@ export class ChatProcessor {
       await optionalJson(PROCESSOR_FILE),
     );
     const { image: imageConfig, video: videoConfig } = await loadProcessorConfigs(src);
-    // Videos need a template: its frame pool's workers start now, beside the model's loading.
-    if (template) sharedFramePool()?.warm().catch(() => {}); // a failure fails the first video
+    // Images need a template: the frame pool's workers start now, beside the model's loading.
+    if (template) sharedFramePool()?.warm().catch(() => {}); // a failure fails the first image
     return new ChatProcessor(
       template,
       tokenizer ?? await Tokenizer.load(src),

@@ -63,6 +63,7 @@ Deno.test("ChatProcessor.prepare() resizes a video's frames on the framePool it 
     const pool: FramePool = {
       size: workers.size,
       patch: (job) => (starts.push(job.run.start), workers.patch(job)),
+      image: (job) => workers.image(job),
     };
     for (const c of await readVideoCases()) {
       const serial = await proc.prepare(videoCaseMessages(c), { framePool: null });
