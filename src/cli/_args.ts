@@ -325,6 +325,14 @@ export interface CheckedImage {
  * undecodable one is an InvalidInputError naming the path.
  */
 export async function readImageFile(path: string, what = "image"): Promise<CheckedImage> {
+  // A video file given as an image: refused by name, before its bytes (gigabytes) are read.
+  if (VIDEO_CONTAINER.test(path)) {
+    throw new InvalidInputError(
+      `${what} "${path}" is a video file, where an image (PNG, JPEG, WebP) goes: give a video's ` +
+        `frames with --video (chat: /video), extracted first, e.g. mkdir frames && ffmpeg -i ` +
+        `"${path}" -vf fps=2 frames/%04d.jpg`,
+    );
+  }
   let bytes: Uint8Array;
   try {
     bytes = await Deno.readFile(path);
@@ -334,6 +342,9 @@ export async function readImageFile(path: string, what = "image"): Promise<Check
   if (!bytes.length) throw new InvalidInputError(`${what} "${path}" is an empty file`);
   return await checkImageFile(bytes, path, what);
 }
+
+/** A video container's file name (an animated GIF is refused as an image format instead). */
+const VIDEO_CONTAINER = /\.(mp4|m4v|mov|webm|mkv|avi|wmv|flv|mpe?g|3gp|ogv)$/i;
 
 /**
  * An image file's bytes, decoded once to check them — the CLI checks every image before the model

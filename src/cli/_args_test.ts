@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { parseCommand, UsageError } from "./_args.ts";
+import { InvalidInputError } from "../errors.ts";
+import { parseCommand, readImageFile, UsageError } from "./_args.ts";
 
 const options = {
   prompt: { type: "string" },
@@ -30,4 +31,20 @@ Deno.test("parseCommand() still refuses a forgotten value followed by an option"
     );
   }
   assert.throws(() => parse("--prompt", "hi", "there"), /unexpected argument "there"/);
+});
+
+Deno.test("readImageFile() refuses a video file by its name, before reading it, saying how to give its frames", async () => {
+  // The file does not exist: a refusal that read it first would say it cannot be read.
+  for (const what of ["image", "video frame"]) {
+    await assert.rejects(
+      readImageFile("/nonexistent/clip.MP4", what),
+      (e: Error) =>
+        e instanceof InvalidInputError &&
+        e.message.startsWith(`${what} "/nonexistent/clip.MP4" is a video file, where an image`) &&
+        e.message.includes("--video (chat: /video)") &&
+        e.message.includes('mkdir frames && ffmpeg -i "/nonexistent/clip.MP4" -vf fps=2'),
+    );
+  }
+  // Other names are read as before.
+  await assert.rejects(readImageFile("/nonexistent/cat.png"), /cannot read image/);
 });
