@@ -188,9 +188,23 @@ export const GEMV_XROWS_MAX = 16;
  */
 export function gemvXRowsTuning(m: number): Partial<LinearTuning> {
   if (!LINEAR_CHOICE.xrows) return { gemvXRows: false };
-  if (m <= 4) return { gemvWg: 64, gemvRows: 2, gemvUnroll: 2 };
-  if (m <= 8) return { gemvWg: 32, gemvRows: 4, gemvUnroll: 2 };
+  const bucket = xrowsBucket(m);
+  if (bucket <= 4) return { gemvWg: 64, gemvRows: 2, gemvUnroll: 2 };
+  if (bucket <= 8) return { gemvWg: 32, gemvRows: 4, gemvUnroll: 2 };
   return { gemvWg: 64, gemvRows: 4, gemvUnroll: 2 };
+}
+
+/**
+ * The rows of x the row GEMV computes for m (kernels/linear.wgsl XR): the power of two ≥ m, from
+ * 2 to {@link GEMV_XROWS_MAX} — one set of pipelines a bucket, not a row count. Compiling a row
+ * count's four 7B products took the H200 155 ms at 2 rows, 331 at 5, 504 at 8, 818 at 12 and 1069
+ * at 16, at first use (2026-11-30 16:12 UTC, .devq probe: linear() built per m, then again): every
+ * row count a server's short prompts came in would have paid that once; four buckets are what
+ * the server's warm-up compiles (src/server/_warmup.ts). Rows past m cost their products: the
+ * bucket's time in the table above (3 rows as 4, 9 as 16).
+ */
+export function xrowsBucket(m: number): number {
+  return Math.min(GEMV_XROWS_MAX, Math.max(2, 2 ** Math.ceil(Math.log2(m))));
 }
 
 /** Below this many loads per weight row, an m = 1 linear takes the small-k GEMV path. */
@@ -472,7 +486,7 @@ export function linear(
   // A few rows of x (1 < m ≤ GEMV_XROWS_MAX): the row GEMV over all of them at once, where its
   // partial sums fit the workgroup's memory (GEMV below covers both).
   const xrows = few && t.gemvXRows !== false && t.pipe === undefined && t.tile === undefined &&
-    xrowsFit(gpu, m, t.gemvRows, t.gemvWg);
+    xrowsFit(gpu, xrowsBucket(m), t.gemvRows, t.gemvWg);
   const gemv = m === 1 || xrows;
   // Without a kernel override (tile / pipe), m ≥ 128 picks tile 8 or PIPE (and its split-k) by
   // shape.
@@ -531,7 +545,7 @@ export function linear(
       ACC: s.accumulate === true,
       GEMV: gemv,
       XROWS: xrows,
-      ...(xrows ? { XR: m } : {}),
+      ...(xrows ? { XR: xrowsBucket(m) } : {}),
       SUBGROUPS: subgroups,
       ...(!gemv ? { TILE8: tile === 8 } : smallK ? { WG: t.gemvWg, TPR: tpr } : {
         WG: t.gemvWg,
@@ -546,7 +560,7 @@ export function linear(
           t.gemvUnroll!,
           t.gemvWg,
           rk !== undefined,
-          xrows ? m : 1,
+          xrows ? xrowsBucket(m) : 1,
         ),
       }
       : {},

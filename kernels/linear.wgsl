@@ -207,8 +207,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #else
 const ROWS: u32 = {{ROWS}}u;
 
-// #if XROWS (1 < m ≤ kernels/linear.ts GEMV_XROWS_MAX; no NORM, SILU or ROPE): all XR = m rows of
-// x at once — each weight element loaded once serves XR dot products (a prefill of a few tokens,
+// #if XROWS (1 < m ≤ kernels/linear.ts GEMV_XROWS_MAX; no NORM, SILU or ROPE): all m rows of x at
+// once, XR ≥ m of them computed (XR: m's bucket, 2, 4, 8 or 16 — a set of pipelines a bucket, not
+// a row count: each took the H200 0.15–1.07 s to compile at first use; rows past m read row m − 1
+// again and are not stored) — each weight element loaded once serves XR dot products (a prefill of a few tokens,
 // the prompt cache's rerun of a prompt's last two rows), where the tiled kernels' 64-row tiles
 // computed mostly padding rows. Output (x row i, chunk row r0 + r) is slot r · XR + i, its products
 // added in the order the m = 1 GEMV of the same WG adds them: a row's bits are what it alone would
@@ -229,7 +231,9 @@ const SLOTS: u32 = ROWS * XR;
 
 // x element idx (XV units) of x row i, or 0 where `ok` is false (a unit of a written-out step past
 // k, idx clamped in bounds by the caller).
-fn xr(i: u32, idx: u32, ok: bool) -> XV { return select(XV(0.0), x[i * (p.k / XW) + idx], ok); }
+fn xr(i: u32, idx: u32, ok: bool) -> XV {
+  return select(XV(0.0), x[min(i, p.m - 1u) * (p.k / XW) + idx], ok);
+}
 
 #if SUBGROUPS
 // One partial per (slot, subgroup); subgroups have at least 4 lanes.
@@ -323,7 +327,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
   workgroupBarrier();
 #if XROWS
-  if (lid < SLOTS && r0 + lid / XR < p.rows) {
+  if (lid < SLOTS && lid % XR < p.m && r0 + lid / XR < p.rows) {
     var t = 0.0;
     for (var i = 0u; i < nsg; i++) { t += red[lid * (WG / 4u) + i]; }
     store(lid % XR, r0 + lid / XR, t);
@@ -368,7 +372,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (lid == 0u) { store_rope(g, red[0], red[WG]); }
 #else
 #if XROWS
-  if (lid < SLOTS && r0 + lid / XR < p.rows) { store(lid % XR, r0 + lid / XR, red[lid * WG]); }
+  if (lid < SLOTS && lid % XR < p.m && r0 + lid / XR < p.rows) {
+    store(lid % XR, r0 + lid / XR, red[lid * WG]);
+  }
 #else
   if (lid < ROWS && r0 + lid < p.rows) { store(0u, r0 + lid, red[lid * WG]); }
 #endif

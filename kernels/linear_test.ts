@@ -24,6 +24,7 @@ import {
   type LinearTuning,
   normLinear,
   siluMulLinear,
+  xrowsBucket,
 } from "./linear.ts";
 import { run } from "./_kernel.ts";
 import { productRunner, ropeKvCase, uploadWeight } from "./_test_utils.ts";
@@ -432,6 +433,11 @@ Deno.test("linear() picks the row GEMV over all rows from m = 2 to GEMV_XROWS_MA
     return key;
   };
   assert.match(keyAt(2), /XR=2,XROWS/);
+  // A bucket a power of two (pipelines compiled per bucket, not per row count).
+  assert.match(keyAt(3), /XR=4,XROWS/);
+  assert.match(keyAt(5), /XR=8,XROWS/);
+  assert.match(keyAt(9), /XR=16,XROWS/);
+  assert.deepEqual([2, 3, 4, 5, 8, 9, 16].map(xrowsBucket), [2, 4, 4, 8, 8, 16, 16]);
   assert.match(keyAt(GEMV_XROWS_MAX), new RegExp(`XR=${GEMV_XROWS_MAX},XROWS`));
   assert.doesNotMatch(keyAt(1), /XROWS/);
   assert.doesNotMatch(keyAt(GEMV_XROWS_MAX + 1), /XROWS|GEMV/);

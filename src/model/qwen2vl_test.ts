@@ -361,3 +361,36 @@ Deno.test("prefill() from cached.tokens continues a session's prompt: the logits
     model.dispose();
   }
 });
+
+Deno.test("compilePrefill() compiles what a prefill of those rows takes, runs nothing, and refuses bad row counts", async () => {
+  const gpu = await sharedGpu();
+  const model = await Qwen2VLModel.load(SYNTHETIC_DIR, { gpu, dtype: "f32", maxContext: 32 });
+  try {
+    // A 20-row prefill first (the tiled kernels; the embedding, the last row's head): then only
+    // what a few rows take differently is left.
+    const first = model.createSession(21);
+    await model.prefill(first, Array.from({ length: 20 }, (_, i) => 100 + i));
+    first.dispose();
+    model.compilePrefill([3, 13]);
+    const compiled = gpu.pipelineCount;
+    // A prefill of 3 rows, then of 13: nothing left to compile (a bucket each).
+    for (const n of [3, 13]) {
+      const s = model.createSession(n + 1);
+      try {
+        await model.prefill(s, Array.from({ length: n }, (_, i) => 100 + i));
+        assert.equal(gpu.pipelineCount, compiled, `a ${n}-row prefill`);
+      } finally {
+        s.dispose();
+      }
+    }
+    for (const rows of [[0], [2.5], [32]]) {
+      assert.throws(
+        () => model.compilePrefill(rows),
+        (e: Error) =>
+          e instanceof InvalidInputError && /row counts must be whole numbers/.test(e.message),
+      );
+    }
+  } finally {
+    model.dispose();
+  }
+});

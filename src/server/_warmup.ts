@@ -10,6 +10,7 @@ import type { Pipeline } from "../pipeline.ts";
 import type { ChatMessage, GenerateOptions, GenerationEvent } from "../generate/types.ts";
 import { ContextLengthError } from "../errors.ts";
 import { encodePng } from "../_png.ts";
+import { GEMV_XROWS_MAX } from "../../kernels/linear.ts";
 
 /**
  * The warm-up's image sizes: 644 × 476 (391 image tokens, the issue's benchmark image) and 800 ×
@@ -18,8 +19,12 @@ import { encodePng } from "../_png.ts";
  */
 export const WARMUP_SIZES: readonly (readonly [number, number])[] = [[644, 476], [800, 600]];
 
+/** The row counts whose prefill pipelines the warm-up compiles (kernels/linear.ts xrowsBucket). */
+export const XROWS_BUCKETS: readonly number[] = [2, 4, 8, GEMV_XROWS_MAX];
+
 /**
- * Runs the paths a server's first requests take, 2 new tokens each (greedy): one image and a
+ * Runs the paths a server's first requests take — the prefill pipelines of 2–16 rows compiled
+ * ({@link XROWS_BUCKETS}), then generations of 2 new tokens each (greedy): one image and a
  * question (the vision tower, a prefill in one chunk), an image of each size (both attention
  * tilings, a prefill of two chunks), and that conversation's next turn (a short prefill after the
  * prompt cache's prefix), the last two with logprobs, and two short text answers in JSON mode and
@@ -30,6 +35,10 @@ export const WARMUP_SIZES: readonly (readonly [number, number])[] = [[644, 476],
  */
 export async function warmUp(pipeline: Pipeline): Promise<void> {
   try {
+    // Prompts (and follow-ups) of 2–16 new tokens: the few-row GEMV's pipelines, one set a bucket
+    // (kernels/linear.ts xrowsBucket; 0.15–1.1 s each at first use on the H200).
+    const model = pipeline.model;
+    model.compilePrefill(XROWS_BUCKETS.filter((n) => n < model.maxContext));
     if (pipeline.processor.template) await warmUpChat(pipeline);
     else await warmUpRaw(pipeline);
   } catch (e) {

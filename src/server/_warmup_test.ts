@@ -53,6 +53,12 @@ Deno.test("loadEngine({ warmUp }) compiles what a first image request needs and 
       assert.equal(result!.usage.cachedTokens, 0, "the warm-up's prompts were not cached");
       await engine.clearPromptCache();
     }
+    // Short raw prompts, 2 to 16 tokens (a prefill of that many rows: the few-row GEMV's
+    // buckets): nothing left to compile either.
+    for (const n of [2, 3, 5, 9, 16]) {
+      for await (const _ of engine.complete(Array(n).fill(9707), { maxNewTokens: 2 }));
+      assert.equal(engine.model.gpu.pipelineCount, compiled, `a ${n}-token prompt`);
+    }
   } finally {
     engine.dispose();
   }
