@@ -653,6 +653,7 @@ export class Qwen2VLModel {
    */
   compilePrefill(rows: readonly number[]): void {
     this.#alive();
+    if (rows.length === 0) return; // (a context too short for any: the warm-up asks for none)
     const gpu = this.gpu, t = this.config.text;
     const most = Math.max(...rows);
     if (!rows.every((n) => Number.isInteger(n) && n >= 1) || most + 1 > this.maxContext) {

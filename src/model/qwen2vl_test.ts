@@ -383,6 +383,8 @@ Deno.test("compilePrefill() compiles what a prefill of those rows takes, runs no
         s.dispose();
       }
     }
+    model.compilePrefill([]); // nothing to compile: no error
+    assert.equal(gpu.pipelineCount, compiled);
     for (const rows of [[0], [2.5], [32]]) {
       assert.throws(
         () => model.compilePrefill(rows),
