@@ -603,7 +603,9 @@ function xrowsFit(gpu: Gpu, m: number, rows: number, wg: number): boolean {
  * The gemvRows path's loop written out (kernels/linear.wgsl STEPS, pack8): `rows` named
  * accumulators (× `xrows` rows of x, XROWS), `unroll` units of x a step (unit j + u · wg, clamped
  * to the row and masked past it), every x and weight load of a step before its products, then the
- * sums into `acc` (slot r · xrows + i).
+ * sums into `acc` (slot r · xrows + i). Accumulator (r, i) adds its products in the order the
+ * one-row loop adds row r's; one row of x is read through kernels/linear.wgsl's xm() (its fused
+ * norm or silu · mul), several through xr().
  */
 function gemvSteps(
   rows: number,
@@ -612,58 +614,27 @@ function gemvSteps(
   rope: boolean,
   xrows = 1,
 ): string {
-  if (xrows > 1) return gemvXRowsSteps(rows, unroll, wg, xrows);
-  const R = Array.from({ length: rows }, (_, r) => r);
-  const U = Array.from({ length: unroll }, (_, u) => u);
-  const half = (q: string, a: string, b: string) =>
-    `vec4<f32>(unpack2x16float(${q}.${a}), unpack2x16float(${q}.${b}))`;
-  return [
-    ...R.map((r) =>
-      `var a${r} = 0.0; let wr${r} = ${
-        rope ? `rope_row(g, ${r}u)` : `min(r0 + ${r}u, p.rows - 1u)`
-      } * kv;`
-    ),
-    `for (var j = lid; j < kv; j += ${unroll * wg}u) {`,
-    ...U.map((u) =>
-      `  let ok${u} = j + ${u * wg}u < kv; let c${u} = min(j + ${u * wg}u, kv - 1u);`
-    ),
-    ...U.map((u) =>
-      `  let xa${u} = xm(2u * c${u}, ok${u}); let xb${u} = xm(2u * c${u} + 1u, ok${u});`
-    ),
-    ...U.flatMap((u) => R.map((r) => `  let q${u}_${r} = w[wr${r} + c${u}];`)),
-    ...U.flatMap((u) =>
-      R.map((r) =>
-        `  a${r} += select(0.0, dot(${half(`q${u}_${r}`, "x", "y")}, xa${u}) + ` +
-        `dot(${half(`q${u}_${r}`, "z", "w")}, xb${u}), ok${u});`
-      )
-    ),
-    "}",
-    ...R.map((r) => `acc[${r}] = a${r};`),
-  ].join("\n  ");
-}
-
-/**
- * {@link gemvSteps} over `xrows` rows of x (XROWS): accumulator (r, i) adds its products in the
- * order the one-row loop adds row r's, x row i read through kernels/linear.wgsl's xr().
- */
-function gemvXRowsSteps(rows: number, unroll: number, wg: number, xrows: number): string {
   const R = Array.from({ length: rows }, (_, r) => r);
   const U = Array.from({ length: unroll }, (_, u) => u);
   const I = Array.from({ length: xrows }, (_, i) => i);
   const RI = R.flatMap((r) => I.map((i) => [r, i] as const));
   const half = (q: string, a: string, b: string) =>
     `vec4<f32>(unpack2x16float(${q}.${a}), unpack2x16float(${q}.${b}))`;
+  const x = (i: number, idx: string, ok: string) =>
+    xrows === 1 ? `xm(${idx}, ${ok})` : `xr(${i}u, ${idx}, ${ok})`;
   return [
     ...RI.map(([r, i]) => `var a${r}_${i} = 0.0;`),
-    ...R.map((r) => `let wr${r} = min(r0 + ${r}u, p.rows - 1u) * kv;`),
+    ...R.map((r) =>
+      `let wr${r} = ${rope ? `rope_row(g, ${r}u)` : `min(r0 + ${r}u, p.rows - 1u)`} * kv;`
+    ),
     `for (var j = lid; j < kv; j += ${unroll * wg}u) {`,
     ...U.map((u) =>
       `  let ok${u} = j + ${u * wg}u < kv; let c${u} = min(j + ${u * wg}u, kv - 1u);`
     ),
     ...U.flatMap((u) =>
       I.map((i) =>
-        `  let xa${u}_${i} = xr(${i}u, 2u * c${u}, ok${u}); ` +
-        `let xb${u}_${i} = xr(${i}u, 2u * c${u} + 1u, ok${u});`
+        `  let xa${u}_${i} = ${x(i, `2u * c${u}`, `ok${u}`)}; ` +
+        `let xb${u}_${i} = ${x(i, `2u * c${u} + 1u`, `ok${u}`)};`
       )
     ),
     ...U.flatMap((u) => R.map((r) => `  let q${u}_${r} = w[wr${r} + c${u}];`)),
