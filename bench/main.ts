@@ -500,18 +500,20 @@ async function timeParallel(
   steps: number,
 ): Promise<NonNullable<BenchResult["parallel"]>> {
   const gpu = model.gpu;
+  // Sessions, and the runs over them once prefilled (each freed however the timing ends).
+  const sessions: Session[] = [];
   const runs: { s: Session; run: SessionRun }[] = [];
   try {
     for (let i = 0; i < o.parallel; i++) {
       const s = model.createSession(maxTokens);
-      runs.push({ s, run: undefined as unknown as SessionRun });
+      sessions.push(s);
       await s.ready();
       const img = encode();
       if (img) await gpuIdle(gpu);
       await model.prefill(s, ids, img);
       img?.destroy();
       const run = new SessionRun(model, s, sampling(o));
-      runs[i].run = run;
+      runs.push({ s, run });
       record(gpu, run, 0, 1); // ring entry 0, from the prefill's logits
     }
     await readU32(gpu, runs[0].s.tokens, 1); // (waits for all the work submitted)
@@ -541,10 +543,8 @@ async function timeParallel(
       total_tok_s: round(streams.reduce((a, r) => a + r.tokens, 0) / ((to - from) / 1000), 2),
     };
   } finally {
-    for (const { s, run } of runs) {
-      run?.dispose();
-      s.dispose();
-    }
+    for (const { run } of runs) run.dispose();
+    for (const s of sessions) s.dispose();
   }
 }
 
