@@ -1,7 +1,8 @@
 // Row gather: y[i] = table[ids[i]], for the ids that fall in this chunk of the table (rows
 // [p.row_start, p.row_start + p.rows)); one workgroup per output row. Ids at or past p.vocab
 // (the table's total rows) give a zero row from the last chunk's dispatch.
-// #if F16: the table is f16. #if AT (decode): one row, id = tokens[state.step] (kernels/state.wgsl).
+// #if F16: the table is f16. #if AT (decode): one row, id = tokens[state.step] (kernels/state.wgsl),
+// written to row p.y_row of y (batched decode: row r is session r's token; 0 otherwise).
 
 #if F16
 alias WV = f16;
@@ -14,7 +15,7 @@ alias WV = f32;
 #include decode_state
 @group(0) @binding(1) var<storage, read> state: DecodeState;
 @group(0) @binding(2) var<storage, read> table: array<WV>;     // (p.rows, p.cols) this chunk
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;  // (1, p.cols) f32
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;  // (> p.y_row, p.cols) f32
 #else
 @group(0) @binding(0) var<storage, read> ids: array<u32>;      // (p.n) u32
 @group(0) @binding(1) var<storage, read> table: array<WV>;     // (p.rows, p.cols) this chunk
@@ -33,7 +34,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #else
   let id = ids[i];
 #endif
-  let out = i * p.cols;
+  let out = (p.y_row + i) * p.cols;
   if (id >= p.row_start && id < p.row_start + p.rows) {
     let src = (id - p.row_start) * p.cols;
     for (var c = lid; c < p.cols; c += WG) { y[out + c] = f32(table[src + c]); }

@@ -7,6 +7,8 @@ import { embedding as embeddingRef } from "../src/ref/embedding.ts";
 import { randn, seeded } from "../src/ref/_random.ts";
 import { embedding, embeddingAt } from "./embedding.ts";
 import { run } from "./_kernel.ts";
+import { createDecodeState } from "./state.ts";
+import { InvalidInputError } from "../src/errors.ts";
 import { uploadWeight } from "./_test_utils.ts";
 
 // A gather copies values: results must equal the (f16-rounded) table rows exactly.
@@ -87,12 +89,71 @@ Deno.test("embeddingAt() gathers tokens[state.step] and follows state changes", 
   destroyWeight(w);
 });
 
+Deno.test("embeddingAt() with row writes that row of y and leaves the others as they were", async () => {
+  const gpu = await sharedGpu();
+  const vocab = 40, cols = 20, rows = 3, sentinel = 7;
+  // 7 rows per chunk: the ids fall in different chunks, so every chunk's dispatch must keep to
+  // the row (a chunk that does not hold the id writes nothing).
+  const { w, held } = uploadWeight(
+    gpu,
+    randn(seeded(34), vocab * cols),
+    vocab,
+    cols,
+    "f16",
+    "table",
+    7 * cols * 2,
+  );
+  const ids = [3, 39, 7, 21];
+  const tokens = uploadArray(gpu, new Uint32Array(ids));
+  const state = uploadArray(gpu, new Uint32Array([10, 10, 1, 0]));
+  for (const [row, step] of [[2, 1], [1, 3], [0, 2]]) {
+    const y = uploadArray(gpu, new Float32Array(rows * cols).fill(sentinel));
+    gpu.device.queue.writeBuffer(state, 8, new Uint32Array([step]));
+    const ds = embeddingAt(gpu, y, tokens, state, w, { row });
+    run(gpu, ds);
+    const got = await readF32(gpu, y);
+    const want = new Float32Array(rows * cols).fill(sentinel);
+    want.set(embeddingRef(held, new Uint32Array([ids[step]]), cols), row * cols);
+    assert.deepEqual(got, want, `row ${row}, step ${step}`);
+    y.destroy();
+    ds.forEach((d) => d.destroy());
+  }
+  [tokens, state].forEach((b) => b.destroy());
+  destroyWeight(w);
+});
+
 Deno.test("embedding() rejects buffers too small for the shape", async () => {
   const gpu = await sharedGpu();
   const w = createWeight(gpu, 8, 4, "f32", "t");
   const ids = createStorage(gpu, 8), y = createStorage(gpu, 2 * 4 * 4);
   assert.throws(() => embedding(gpu, y, ids, w, { n: 3 }), /ids buffer/);
-  assert.throws(() => embeddingAt(gpu, y, ids, createStorage(gpu, 8), w), /state buffer/);
-  [ids, y].forEach((b) => b.destroy());
+  const state = createStorage(gpu, 8);
+  assert.throws(() => embeddingAt(gpu, y, ids, state, w), /state buffer/);
+  [ids, y, state].forEach((b) => b.destroy());
+  destroyWeight(w);
+});
+
+Deno.test("embeddingAt() rejects a y too small for the row and a row that is no index", async () => {
+  const gpu = await sharedGpu();
+  const w = createWeight(gpu, 8, 4, "f32", "t");
+  // y holds 2 rows of 4: rows 0 and 1 fit, row 2 does not.
+  const tokens = createStorage(gpu, 8),
+    state = createDecodeState(gpu),
+    y = createStorage(gpu, 2 * 4 * 4);
+  embeddingAt(gpu, y, tokens, state, w, { row: 1 }).forEach((d) => d.destroy());
+  assert.throws(
+    () => embeddingAt(gpu, y, tokens, state, w, { row: 2 }),
+    (e) =>
+      e instanceof InvalidInputError &&
+      /y buffer .* holds 32 bytes but the shape needs 48/.test(e.message),
+  );
+  for (const row of [-1, 0.5]) {
+    assert.throws(
+      () => embeddingAt(gpu, y, tokens, state, w, { row }),
+      InvalidInputError,
+      `row ${row}`,
+    );
+  }
+  [tokens, state, y].forEach((b) => b.destroy());
   destroyWeight(w);
 });
