@@ -8,7 +8,14 @@ import type { Gpu } from "../src/gpu/device.ts";
 import { uploadArray } from "../src/gpu/buffers.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import type { RopeTable } from "../src/ref/rope.ts";
-import { type BufferArg, ceilDiv, Dispatch, type KernelVariant, variant } from "./_kernel.ts";
+import {
+  type BufferArg,
+  ceilDiv,
+  checkSize,
+  Dispatch,
+  type KernelVariant,
+  variant,
+} from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import { checkKvCaches, kvDefines, type KvDType } from "./kv_cache.ts";
 import { grid2d } from "./_grid.ts";
@@ -25,6 +32,7 @@ const Params = defineParams({
   npos: "u32",
   kv_heads: "u32", // KV only: the last kv_heads rotated heads are K
   max_rows: "u32", // KV only: rows of the cache
+  x_base: "u32", // KV only: element of x where the token's row starts (row · stride)
 });
 const WG = 256;
 
@@ -99,7 +107,7 @@ function pack(
   t: GpuRopeTable,
   s: RopeShape,
   what: string,
-  kv = { kvHeads: 0, maxTokens: 0 },
+  kv: { kvHeads: number; maxTokens: number; row?: number } = { kvHeads: 0, maxTokens: 0 },
 ): ArrayBuffer {
   const headDim = 2 * t.half;
   const stride = s.stride ?? s.heads * headDim, offset = s.offset ?? 0;
@@ -118,6 +126,7 @@ function pack(
     npos: t.npos,
     kv_heads: kv.kvHeads,
     max_rows: kv.maxTokens,
+    x_base: (kv.row ?? 0) * stride,
   });
 }
 
@@ -177,13 +186,19 @@ export interface RopeKvShape {
   maxTokens: number;
   /** The cache's element type (default f32). */
   dtype?: KvDType;
+  /**
+   * Row of x holding the token (default 0): batched decode, x (rows, stride) with row r session
+   * r's token. The cache row written is still state.cache_len.
+   */
+  row?: number;
 }
 
 /**
  * The decode step's {@link ropeAt} and {@link kvWriteAt} in one dispatch: rotates the q and k
- * heads of x's one row in place by state.position, and writes the rotated K and the V that follows
- * the rotated heads to row state.cache_len of the cache.
- * @param x (stride) f32: [q heads | k heads | v heads] from `offset`
+ * heads of x's row `s.row` (default 0) in place by state.position, and writes the rotated K and
+ * the V that follows the rotated heads to row state.cache_len of the cache; x's other rows are left
+ * as they are.
+ * @param x (rows, stride) f32, rows > `s.row`: [q heads | k heads | v heads] from `offset`
  * @param k (maxTokens, kvHeads · head_dim) f32 key cache
  * @param v (maxTokens, kvHeads · head_dim) f32 value cache
  * @param state the decode state (kernels/state.ts)
@@ -197,7 +212,10 @@ export function ropeKvWriteAt(
   t: GpuRopeTable,
   s: RopeKvShape,
 ): Dispatch {
-  const headDim = 2 * t.half, offset = s.offset ?? 0;
+  const headDim = 2 * t.half, offset = s.offset ?? 0, row = s.row ?? 0;
+  if (!Number.isInteger(row) || row < 0) {
+    throw new InvalidInputError(`ropeKvWriteAt: row must be a non-negative integer, got ${row}`);
+  }
   if (!(s.kvHeads >= 1 && s.kvHeads <= s.heads)) {
     throw new InvalidInputError(
       `ropeKvWriteAt: kvHeads ${s.kvHeads} must be in 1..heads ${s.heads}`,
@@ -210,6 +228,7 @@ export function ropeKvWriteAt(
         `column ${offset} overrun the row stride ${s.stride}`,
     );
   }
+  checkSize("x", x, (row + 1) * s.stride * 4);
   checkKvCaches(k, v, s.maxTokens, width, s.dtype);
   const sh = { heads: s.heads, stride: s.stride, offset, seq: 1 };
   return new Dispatch(

@@ -5,7 +5,9 @@
 // #if DECODE: one token whose position on every axis is state.position (text decode).
 // #if KV (with DECODE): also the decode KV-cache write (kernels/kv_cache.wgsl) fused in: the last
 // p.kv_heads rotated heads are K, written rotated to kc at row state.cache_len, and p.kv_heads ·
-// 2 · half more threads copy V (the columns right after the rotated heads) to vc.
+// 2 · half more threads copy V (the columns right after the rotated heads) to vc. The token is
+// x's row from element p.x_base (row · stride; batched decode's row r is session r's token, 0
+// otherwise).
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;   // (seq, stride) f32; heads at [offset, offset + heads·2·half)
 @group(0) @binding(1) var<storage, read> table: array<f32>;     // (2, npos, half) f32: cos rows, then sin rows
@@ -36,7 +38,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (g >= pairs) {
     let c = g - pairs;
     if (c < kvw && in_cache) {
-      vc[state.cache_len * kvw + c] = KV1(x[p.offset + p.heads * 2u * p.half + c]);
+      vc[state.cache_len * kvw + c] = KV1(x[p.x_base + p.offset + p.heads * 2u * p.half + c]);
     }
     return;
   }
@@ -56,7 +58,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let row = min(position, p.npos - 1u);
   let c = table[row * p.half + i];
   let s = table[(p.npos + row) * p.half + i];
-  let base = t * p.stride + p.offset + h * 2u * p.half + i;
+  let base = p.x_base + t * p.stride + p.offset + h * 2u * p.half + i;
   let a = x[base];
   let b = x[base + p.half];
   let ra = a * c - b * s;

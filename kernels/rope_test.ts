@@ -199,3 +199,82 @@ Deno.test("ropeKvWriteAt() rotates q and k like ropeAt() and writes rotated K an
   b.destroy();
   gt.destroy();
 });
+
+// Batched decode: x holds one token a row (3 rows here, each with its own random values); the
+// call for row r must rotate that row alone, read its K and V from it, and leave the other rows
+// bit for bit as they were. The cache side is as for row 0: K/V at row state.cache_len.
+Deno.test("ropeKvWriteAt() with row rotates and caches that row of x and leaves the other rows as they were", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(15);
+  const t = mropeTable(16, 1e6, [2, 3, 3], 64), gt = uploadRopeTable(gpu, t);
+  const q = 4, kv = 2, headDim = 16, heads = q + kv, width = kv * headDim, maxTokens = 10;
+  const rows = 3, offset = 8, stride = offset + (heads + kv) * headDim + 8;
+  for (const dtype of ["f32", "f16"] as const) {
+    for (const [row, cacheLen, pos] of [[2, 5, 33], [1, 0, 7], [0, 9, 60]]) {
+      const x = randn(rng, rows * stride);
+      const k0 = cacheValues(randn(rng, maxTokens * width), dtype),
+        v0 = cacheValues(randn(rng, maxTokens * width), dtype);
+      const state = createDecodeState(gpu);
+      writeDecodeState(gpu, state, { cacheLen, position: pos, step: 3 });
+      const bx = uploadArray(gpu, x),
+        bk = uploadArray(gpu, cacheArray(k0, dtype)),
+        bv = uploadArray(gpu, cacheArray(v0, dtype));
+      const s = { heads, kvHeads: kv, stride, offset, dtype };
+      const d = ropeKvWriteAt(gpu, bx, bk, bv, state, gt, { ...s, maxTokens, row });
+      run(gpu, [d]);
+      const kWant = k0.slice(), vWant = v0.slice();
+      const rowWant = ropeKvWrite(
+        x.slice(row * stride, (row + 1) * stride),
+        pos,
+        t,
+        s,
+        kWant,
+        vWant,
+        cacheLen,
+      );
+      const what = `row ${row} of ${rows}, cache_len ${cacheLen}, ${dtype} cache`;
+      const got = await readF32(gpu, bx);
+      assertClose(got.subarray(row * stride, (row + 1) * stride), rowWant, TOL, `${what}: x row`);
+      for (let r = 0; r < rows; r++) {
+        if (r === row) continue;
+        const span = [r * stride, (r + 1) * stride] as const;
+        assert.deepEqual(got.subarray(...span), x.subarray(...span), `${what}: x row ${r} kept`);
+      }
+      assertCache(await readKvCache(gpu, bk, dtype), kWant, dtype, TOL, `${what}: k cache`);
+      assert.deepEqual(
+        await readKvCache(gpu, bv, dtype),
+        cacheValues(vWant, dtype),
+        `${what}: v cache`,
+      );
+      assert.notDeepEqual(kWant, k0, `${what}: the reference wrote K`);
+      [bx, bk, bv, state].forEach((b) => b.destroy());
+      d.destroy();
+    }
+  }
+  gt.destroy();
+});
+
+Deno.test("ropeKvWriteAt() rejects an x too small for the row and a row that is no index", async () => {
+  const gpu = await sharedGpu();
+  const gt = uploadRopeTable(gpu, mropeTable(16, 1e6, [2, 3, 3], 64));
+  const stride = 64, s = { heads: 3, kvHeads: 1, stride, maxTokens: 4 };
+  // x holds 2 rows: rows 0 and 1 fit, row 2 does not.
+  const x = createStorage(gpu, 2 * stride * 4), kv = createStorage(gpu, 4 * 16 * 4);
+  const state = createDecodeState(gpu);
+  ropeKvWriteAt(gpu, x, kv, kv, state, gt, { ...s, row: 1 }).destroy();
+  assert.throws(
+    () => ropeKvWriteAt(gpu, x, kv, kv, state, gt, { ...s, row: 2 }),
+    (e) =>
+      e instanceof InvalidInputError &&
+      /x buffer .* holds 512 bytes but the shape needs 768/.test(e.message),
+  );
+  for (const row of [-1, 1.5]) {
+    assert.throws(
+      () => ropeKvWriteAt(gpu, x, kv, kv, state, gt, { ...s, row }),
+      InvalidInputError,
+      `row ${row}`,
+    );
+  }
+  [x, kv, state].forEach((b) => b.destroy());
+  gt.destroy();
+});
