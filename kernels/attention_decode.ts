@@ -44,8 +44,9 @@ import {
   resolveHeads,
 } from "./attention.ts";
 
-// The heads' fields (kernels/attention.ts), then the most splits a call may use.
-const Params = defineParams({ ...HEAD_PARAMS, nsplit: "u32" });
+// The heads' fields (kernels/attention.ts; q_off includes the query row's row · q_stride), the most
+// splits a call may use, and the vec4 where the output row starts (row · heads · head_dim / 4).
+const Params = defineParams({ ...HEAD_PARAMS, nsplit: "u32", out_off: "u32" });
 
 /** Workgroup size (WG in the shader). */
 const WG = 256;
@@ -89,6 +90,12 @@ export interface DecodeAttentionShape extends AttentionHeads {
    * more blocks, so fewer splits for the same number of workgroups.
    */
   headBlock?: number;
+  /**
+   * Row of q and of out (default 0): batched decode, where row r of q (q.stride elements a row)
+   * is session r's token and its result goes to row r of out, (rows, heads · headDim); out's
+   * other rows are left as they are.
+   */
+  row?: number;
 }
 
 /**
@@ -363,8 +370,8 @@ function kernelOf(
  * keys are split over several workgroups per head block, each writing partial softmax sums, and
  * the last to finish merges them. The split size follows the context length read from the
  * state, so the same Dispatch serves every step.
- * @param out (1, heads · headDim) f32
- * @param q (1, ·) this step's queries after rope
+ * @param out (rows, heads · headDim) f32, rows > `s.row`; the call writes row `s.row` (default 0)
+ * @param q (rows, q.stride) this step's queries after rope, read from row `s.row`
  * @param k (maxTokens, ·) the layer's K cache
  * @param v (maxTokens, ·) the layer's V cache
  * @param state decode state (kernels/state.ts)
@@ -387,6 +394,12 @@ export function decodeAttention(
   const mb = s.mergeBatch ?? 8, hd4 = r.headDim / 4;
   // kernelOf takes the largest head block ≤ this that fits the adapter's workgroup memory.
   const kern = kernelOf(gpu, s, headBlock(s), hd4, mb);
+  const row = s.row ?? 0, [qStride4, qOff4] = r.q, width = r.heads * r.headDim;
+  if (!Number.isInteger(row) || row < 0) {
+    throw new InvalidInputError(`decodeAttention: row must be a non-negative integer, got ${row}`);
+  }
+  checkSize("decodeAttention out", out, (row + 1) * width * 4);
+  checkSize("decodeAttention q", q.buffer, 16 * (row * qStride4 + qOff4) + width * 4);
   const vt = variant(gpu, {
     family: "attention_decode",
     entry: kern.entry,
@@ -402,7 +415,12 @@ export function decodeAttention(
     },
     code: kern.code,
   });
-  const params = Params.pack({ ...headParams(r), nsplit });
+  const params = Params.pack({
+    ...headParams(r),
+    q_off: qOff4 + row * qStride4,
+    nsplit,
+    out_off: row * width / 4,
+  });
   return [
     new Dispatch(
       gpu,

@@ -2,7 +2,9 @@
 // (flash-decoding, one dispatch), softmax in f32. Heads are HD wide (a define; HD % 16 == 0);
 // grouped-query attention: query head h reads KV head h / group (transformers' repeat_kv). q, k
 // and v are rows of wider buffers (a fused qkv row, the KV cache), read as vec4 through a row
-// stride and a column offset, both in vec4 units.
+// stride and a column offset, both in vec4 units. The output goes to out from vec4 p.out_off (batched
+// decode: row r of q and of out is session r's token, p.q_off and p.out_off include the row; 0
+// otherwise).
 //
 // The keys 0..n-1 (n = cache_len + 1) are cut into ns ≤ p.nsplit splits of `len` keys (a multiple
 // of CHUNK); one workgroup per (split, block of GROUP query heads sharing one KV head), so each
@@ -54,13 +56,13 @@ const KS: u32 = HD4 + 1u;       // padded K row stride, vec4 (odd: conflict-free
 const NKV: u32 = CHUNK * HD4;   // vec4 of one chunk's K (and of its V); ≤ 4 · WG
 #endif
 
-@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;          // (1, q_stride) f32
+@group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;          // (rows, q_stride) f32
 #include kv_types
 @group(0) @binding(1) var<storage, read> k: array<KV4>;                // (max_tokens, k_stride) f32 (f16 #if KV16)
 @group(0) @binding(2) var<storage, read> v: array<KV4>;                // (max_tokens, v_stride) f32 (f16 #if KV16)
 @group(0) @binding(3) var<storage, read> state: DecodeState;
 @group(0) @binding(4) var<storage, read_write> scratch: array<atomic<u32>>; // layout below
-@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;  // (1, heads·HD) f32
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;  // (rows, heads·HD) f32
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
 // Scratch, in u32 words (f32 bits): acc (heads, nsplit, HD) unnormalised Σ p·v of each split;
@@ -95,7 +97,7 @@ fn finish_split(lid: u32, block: u32, split: u32, ns: u32, acc: vec4<f32>, l: f3
   let r = lid / HD4;
   let d = lid % HD4;
   if (ns == 1u) {             // the whole context in this workgroup: normalise and write
-    if (lid < GROUP * HD4) { out[h0 * HD4 + lid] = acc / l; }
+    if (lid < GROUP * HD4) { out[p.out_off + h0 * HD4 + lid] = acc / l; }
     return;
   }
   if (lid < GROUP * HD4) {
@@ -133,7 +135,7 @@ fn finish_split(lid: u32, block: u32, split: u32, ns: u32, acc: vec4<f32>, l: f3
     for (var sp = 0u; sp < ns; sp += {{MB}}u) {
       {{MERGE}}
     }
-    out[h0 * HD4 + lid] = a / lt;
+    out[p.out_off + h0 * HD4 + lid] = a / lt;
   }
 }
 

@@ -125,6 +125,127 @@ Deno.test("decodeAttention() at cache_len n-1 equals the prefill result of query
   state.destroy();
 });
 
+// Batched decode: q holds one token a row (3 rows of a fused qkv-like row, each its own random
+// values) and out one result a row. The call for row r must read row r's query and write row r
+// of out alone, the other rows keeping their sentinel bit for bit — in both kernels, through the
+// one-split write and the merge's, with the query at column 0 or further along the row.
+Deno.test("decodeAttention() with row reads that row of q, writes that row of out and leaves the others as they were", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(24);
+  const maxTokens = 400, rows = 3, sentinel = 7;
+  const state = createDecodeState(gpu);
+  const tiled = { kernel: "tiled" } as const;
+  // [headDim, heads, kvHeads, n, q column offset, options]: the tiny model's 2 / 1 heads of 16
+  // (a 128-byte output row) first.
+  const cases: [number, number, number, number, number, Partial<DecodeAttentionShape>][] = [
+    [16, 2, 1, 37, 0, {}],
+    [16, 2, 1, 37, 0, { splits: 1 }],
+    [16, 2, 1, 37, 16, { ...tiled, splits: 3 }],
+    [16, 2, 1, 37, 0, { ...tiled, splits: 1 }],
+    [128, 7, 1, 300, 128, {}],
+    [80, 4, 2, 37, 0, { ...tiled, splits: 5, mergeBatch: 4 }],
+  ];
+  for (const [i, [headDim, heads, kvHeads, n, qOff, opts]] of cases.entries()) {
+    const kvWidth = kvHeads * headDim, width = heads * headDim;
+    const stride = qOff + (heads + 2 * kvHeads) * headDim;
+    const cache: KvDType = i % 2 ? "f16" : "f32";
+    const kc = cacheValues(randn(rng, maxTokens * kvWidth), cache),
+      vc = cacheValues(randn(rng, maxTokens * kvWidth), cache);
+    const q = randn(rng, rows * stride);
+    const [bq, bk, bv] = [q, cacheArray(kc, cache), cacheArray(vc, cache)].map((a) =>
+      uploadArray(gpu, a)
+    );
+    for (const row of [2, 1, 0]) {
+      const s: DecodeAttentionShape = { headDim, heads, kvHeads, maxTokens, ...opts, row };
+      const out = uploadArray(gpu, new Float32Array(rows * width).fill(sentinel));
+      const scratch = createStorage(gpu, decodeAttentionScratchBytes(s));
+      const ds = decodeAttention(
+        gpu,
+        out,
+        { buffer: bq, stride, offset: qOff },
+        { buffer: bk, dtype: cache },
+        { buffer: bv, dtype: cache },
+        state,
+        scratch,
+        s,
+      );
+      const lanes = opts.kernel !== "tiled";
+      assert.equal(
+        ds[0].variant.key.split("[")[0],
+        `attention_decode.decode${lanes ? "_lanes" : ""}`,
+        `kernel for case ${i}`,
+      );
+      const qRow = q.subarray(row * stride + qOff, row * stride + qOff + width);
+      for (const len of [n, Math.min(n + 130, maxTokens)]) {
+        writeDecodeState(gpu, state, { cacheLen: len - 1, position: len - 1, step: 0 });
+        run(gpu, ds);
+        const want = attentionRef(
+          qRow,
+          kc.subarray(0, len * kvWidth),
+          vc.subarray(0, len * kvWidth),
+          { seq: 1, heads, kvHeads, headDim, offset: len - 1 },
+        );
+        const what = `case ${i} hd=${headDim} ${heads}/${kvHeads} row ${row} len=${len} ${cache} ` +
+          JSON.stringify(opts);
+        const got = await readF32(gpu, out);
+        assertClose(got.subarray(row * width, (row + 1) * width), want, TOL, what);
+        for (let r = 0; r < rows; r++) {
+          if (r === row) continue;
+          assert.deepEqual(
+            got.subarray(r * width, (r + 1) * width),
+            new Float32Array(width).fill(sentinel),
+            `${what}: out row ${r} kept`,
+          );
+        }
+      }
+      [out, scratch].forEach((b) => b.destroy());
+      ds.forEach((d) => d.destroy());
+    }
+    [bq, bk, bv].forEach((b) => b.destroy());
+  }
+  state.destroy();
+});
+
+Deno.test("decodeAttention() rejects an out or q too small for the row and a row that is no index", async () => {
+  const gpu = await sharedGpu();
+  const s = { headDim: 16, heads: 2, kvHeads: 1, maxTokens: 16 };
+  const width = 32, stride = 64; // q: fused rows of 2 + 2 · 1 heads of 16
+  // out and q hold 2 rows: rows 0 and 1 fit, row 2 does not.
+  const out = createStorage(gpu, 2 * width * 4), q = createStorage(gpu, 2 * stride * 4);
+  const [k, v] = [0, 1].map(() => createStorage(gpu, s.maxTokens * 16 * 4));
+  const bigOut = createStorage(gpu, 3 * width * 4), state = createDecodeState(gpu);
+  const scratch = createStorage(gpu, decodeAttentionScratchBytes(s));
+  const call = (o: GPUBuffer, row: number) =>
+    decodeAttention(
+      gpu,
+      o,
+      { buffer: q, stride },
+      { buffer: k },
+      { buffer: v },
+      state,
+      scratch,
+      { ...s, row },
+    );
+  call(out, 1).forEach((d) => d.destroy());
+  assert.throws(
+    () => call(out, 2),
+    (e) =>
+      e instanceof InvalidInputError &&
+      /out buffer .* holds 256 bytes but the shape needs 384/.test(e.message),
+  );
+  // Row 2 of q starts at element 128: q needs 128 + 32 elements, it holds 128.
+  assert.throws(
+    () => call(bigOut, 2),
+    (e) =>
+      e instanceof InvalidInputError &&
+      /q buffer .* holds 512 bytes but the shape needs 640/.test(e.message),
+  );
+  for (const row of [-1, 0.5]) {
+    assert.throws(() => call(bigOut, row), InvalidInputError, `row ${row}`);
+  }
+  [out, q, k, v, bigOut, state, scratch].forEach((b) => b.destroy());
+});
+
 Deno.test("decodeAttention() refuses a lanes tiling the head does not divide into", async () => {
   const gpu = await sharedGpu();
   const s = {
