@@ -64,6 +64,11 @@ export interface BenchOptions {
    * in a session of its own; 1: none.
    */
   parallel: number;
+  /**
+   * With parallel: each generation in a decode loop of its own, taking turns on the GPU, not one
+   * loop stepping all of them as one batch (src/generate/decode_batcher.ts; to compare).
+   */
+  noBatch: boolean;
   /** Products of 2–16 rows on the tiled kernels, not the row GEMV over all rows (to compare). */
   noXRows: boolean;
   /** Record each token's logprob and this many alternatives (the logprobs kernels), or none. */
@@ -110,6 +115,8 @@ const USAGE = `deno task bench [options]
                               GEMMs, not the row GEMV over all rows (kernels/linear.ts; to compare)
   --parallel N                then time N generations decoding at once, each in its own session
                               (Pipeline's parallel; 2..64); adds "parallel"
+  --no-batch                  with --parallel: each generation's own decode loop, taking turns,
+                              not one loop stepping them as one batch (to compare)
   --logprobs N                decode with each token's logprob and N alternatives (0..20)
   --penalties                 decode with repetition, presence, frequency penalties and a
                               300-token logit bias on
@@ -133,6 +140,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     profile: false,
     followup: 0,
     parallel: 1,
+    noBatch: false,
     noXRows: false,
     penalties: false,
     jsonMode: false,
@@ -210,6 +218,9 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
         break;
       case "--no-xrows":
         o.noXRows = true;
+        break;
+      case "--no-batch":
+        o.noBatch = true;
         break;
       case "--parallel":
         o.parallel = int(flag, val(), 2);

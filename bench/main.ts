@@ -40,11 +40,12 @@ import { schemaDfa } from "../src/generate/json_schema.ts";
 import { uploadTokenTable } from "../kernels/grammar.ts";
 import { Tokenizer } from "../src/tokenizer.ts";
 import { pumpTokens } from "../src/generate/token_pump.ts";
+import { DecodeBatcher } from "../src/generate/decode_batcher.ts";
 import { type BenchOptions, parseArgs, SHAPES } from "./_args.ts";
 import { writeSyntheticCheckpoint } from "./_checkpoint.ts";
 import { profileStep, profileSubmits, type StepProfile } from "./_profile.ts";
 import { writeDecodeState } from "../kernels/state.ts";
-import { LINEAR_CHOICE } from "../kernels/linear.ts";
+import { GEMV_XROWS_MAX, LINEAR_CHOICE } from "../kernels/linear.ts";
 import { maxAbsDiff } from "../src/ref/_random.ts";
 
 /** H100 SXM HBM3 bandwidth: the issue's card, and the roofline of any card not named below. */
@@ -123,11 +124,12 @@ export interface BenchResult {
    * whole (vision + prefill of every token, as without the cache).
    */
   /**
-   * With --parallel N: N generations decoding at once, each with a session of its own, their
-   * batches taking turns on the GPU (the product's token pump, each awaiting its own readbacks):
-   * each one's rate and all of them together.
+   * With --parallel N: N generations decoding at once, each with a session of its own — one
+   * decode loop stepping them as one batch (`batched`: src/generate/decode_batcher.ts, where the
+   * weights allow it), or with --no-batch their own token pumps' batches taking turns on the GPU,
+   * each awaiting its own readbacks: each one's rate and all of them together.
    */
-  parallel?: { streams: number; each_tok_s: number[]; total_tok_s: number };
+  parallel?: { streams: number; batched: boolean; each_tok_s: number[]; total_tok_s: number };
   /** With --no-xrows: products of 2–16 rows ran the tiled GEMMs (kernels/linear.ts LINEAR_CHOICE). */
   no_xrows?: boolean;
   followup?: {
@@ -503,6 +505,7 @@ async function timeParallel(
   // Sessions, and the runs over them once prefilled (each freed however the timing ends).
   const sessions: Session[] = [];
   const runs: { s: Session; run: SessionRun }[] = [];
+  let batcher: DecodeBatcher | undefined;
   try {
     for (let i = 0; i < o.parallel; i++) {
       const s = model.createSession(maxTokens);
@@ -517,17 +520,22 @@ async function timeParallel(
       record(gpu, run, 0, 1); // ring entry 0, from the prefill's logits
     }
     await readU32(gpu, runs[0].s.tokens, 1); // (waits for all the work submitted)
+    const pump = { first: 1, total: steps };
+    const batched = !o.noBatch && model.batchesDecode(Math.min(o.parallel, GEMV_XROWS_MAX));
+    batcher = batched
+      ? new DecodeBatcher(model, { firstBatch: o.stepsPerSubmit, maxBatch: o.stepsPerSubmit })
+      : undefined;
     // With one batch a stream, its tokens over the whole time (readback included), as above.
     const streams = await Promise.all(runs.map(async ({ s, run }) => {
       const start = performance.now();
       let firstAt = NaN, after = 0, all = 0;
-      const pump = {
-        first: 1,
-        total: steps,
-        firstBatch: o.stepsPerSubmit,
-        maxBatch: o.stepsPerSubmit,
-      };
-      for await (const got of pumpTokens(gpu, s.tokens, run.record.bind(run), pump)) {
+      const batches = batcher ? batcher.pump(run, pump) : pumpTokens(
+        gpu,
+        s.tokens,
+        run.record.bind(run),
+        { ...pump, firstBatch: o.stepsPerSubmit, maxBatch: o.stepsPerSubmit },
+      );
+      for await (const got of batches) {
         all += got.length;
         if (Number.isNaN(firstAt)) firstAt = performance.now();
         else after += got.length;
@@ -539,10 +547,12 @@ async function timeParallel(
     const to = Math.max(...streams.map((r) => r.end));
     return {
       streams: o.parallel,
+      batched,
       each_tok_s: streams.map((r) => round(r.tokens / ((r.end - r.from) / 1000), 2)),
       total_tok_s: round(streams.reduce((a, r) => a + r.tokens, 0) / ((to - from) / 1000), 2),
     };
   } finally {
+    batcher?.dispose();
     for (const { run } of runs) run.dispose();
     for (const s of sessions) s.dispose();
   }

@@ -35,6 +35,7 @@ import { FifoLock } from "./generate/fifo_lock.ts";
 import { contextRoom, runGeneration, tokenBudget } from "./generate/generate.ts";
 import { LoopDetector, type LoopDetectorOptions } from "./generate/loop_detector.ts";
 import { PromptCache } from "./generate/prompt_cache.ts";
+import { DecodeBatcher } from "./generate/decode_batcher.ts";
 import {
   type GenerationConfig,
   parseGenerationConfig,
@@ -121,8 +122,10 @@ export interface PipelineOptions {
    * cache on, a session of it for the whole context (the cache keeps at least this many), else one
    * of the request's size — their decode batches taking turns on the GPU: each runs at about 1 / N
    * of the speed one alone does, all of them together at about one generation's rate (a little
-   * more: one's batch runs while another's tokens are read back; nothing is batched), so a short
-   * answer is not kept waiting behind a long one. Those beyond wait their turn, in call order.
+   * more: one's batch runs while another's tokens are read back), so a short answer is not kept
+   * waiting behind a long one — and with float weights (f16 / f32) their decode steps run as one
+   * batch (see {@link batchDecode}): together several times one's rate. Those beyond wait their
+   * turn, in call order.
    * Memory: load() plans for one KV cache (QVQ-72B at 8192 tokens: 5.4 GB each with the f32
    * cache), and one generation's vision tower may run beside the others' caches (alone, a
    * generation runs it before it allocates a new one); where the device refuses a whole-context
@@ -131,6 +134,17 @@ export interface PipelineOptions {
    * requests, Ollama's OLLAMA_NUM_PARALLEL.
    */
   parallel?: number;
+  /**
+   * With {@link parallel} > 1, whether the generations running at once decode as one batch where
+   * the model's weights allow it (default true): one decode loop steps all of them, their tokens
+   * the rows of one pass, each weight read once for all (src/generate/decode_batcher.ts) — as
+   * vLLM's and llama.cpp's servers batch their requests. Float weights only (f16 / f32: q4 / q8
+   * products of a few rows are not faster than one after another yet); up to 16 rows a batch.
+   * A generation's logits then differ from its run alone by float rounding (≈ 1e-7 of the
+   * largest: the few-row products' tuning follows the batch's size). false: each generation
+   * decodes in a loop of its own, taking turns on the GPU.
+   */
+  batchDecode?: boolean;
   /** Called as weights stream to the GPU. */
   onProgress?: (doneBytes: number, totalBytes: number) => void;
 }
@@ -146,6 +160,7 @@ const LOAD_OPTION_KEYS: Record<keyof PipelineOptions, true> = {
   loopDetection: true,
   promptCache: true,
   parallel: true,
+  batchDecode: true,
   onProgress: true,
 };
 
@@ -172,6 +187,8 @@ export class Pipeline implements ChatEngine {
   readonly #lock: FifoLock;
   readonly #loop: LoopDetectorOptions;
   readonly #cache: PromptCache | undefined;
+  /** The decode loop the generations running at once share, where they batch (PipelineOptions.batchDecode). */
+  readonly #batcher: DecodeBatcher | undefined;
   /** Aborted by dispose(): ends the generation in progress and those queued. */
   readonly #closing = new AbortController();
   /** The vocabulary's bytes on the GPU, made by the first request with a responseFormat. */
@@ -198,6 +215,7 @@ export class Pipeline implements ChatEngine {
     loop: LoopDetectorOptions,
     promptCache: boolean | number,
     parallel: number,
+    batchDecode: boolean,
   ) {
     this.modelId = modelId;
     this.model = model;
@@ -205,6 +223,9 @@ export class Pipeline implements ChatEngine {
     this.generationConfig = generationConfig;
     this.#loop = loop;
     this.#lock = new FifoLock(parallel);
+    this.#batcher = batchDecode && parallel > 1 && model.batchesDecode(2)
+      ? new DecodeBatcher(model)
+      : undefined;
     // A session for each generation running, kept afterwards for the conversations' next turns.
     this.#cache = promptCache === false || promptCache === 0 ? undefined : new PromptCache(model, {
       slots: Math.max(promptCache === true ? 1 : promptCache, parallel),
@@ -214,6 +235,11 @@ export class Pipeline implements ChatEngine {
   /** Generations that run at once (load's `parallel`); those beyond wait their turn. */
   get parallel(): number {
     return this.#lock.places;
+  }
+
+  /** Whether the generations running at once decode as one batch (load's `batchDecode`). */
+  get batchDecode(): boolean {
+    return this.#batcher !== undefined;
   }
 
   /** The model's tokenizer. */
@@ -373,6 +399,10 @@ export class Pipeline implements ChatEngine {
           `got ${preview(parallel)}`,
       );
     }
+    const batchDecode = opts.batchDecode ?? true;
+    if (typeof batchDecode !== "boolean") {
+      throw new InvalidInputError(`batchDecode must be true or false, got ${preview(batchDecode)}`);
+    }
     if (opts.onProgress !== undefined && typeof opts.onProgress !== "function") {
       throw new InvalidInputError(
         `onProgress must be a function (doneBytes, totalBytes) => void, got ${typeof opts
@@ -400,6 +430,7 @@ export class Pipeline implements ChatEngine {
         opts.loopDetection ?? {},
         promptCache,
         parallel,
+        batchDecode,
       );
     } catch (e) {
       model?.dispose(); // its GPU memory, were it loaded
@@ -686,6 +717,7 @@ export class Pipeline implements ChatEngine {
       yield* runGeneration(this.model, this.tokenizer, prompt, o, {
         loopDetector: () => new LoopDetector(loop),
         promptCache: this.#cache,
+        ...(this.#batcher ? { batcher: this.#batcher } : {}),
         ...(o.constraint ? { grammar: { table: this.#tokenTable(), start } } : {}),
       });
     } catch (e) {
@@ -797,6 +829,7 @@ export class Pipeline implements ChatEngine {
     this.#closing.abort();
     const free = () => {
       this.#cache?.close();
+      this.#batcher?.dispose();
       this.#byteTable?.offsets.destroy();
       this.#byteTable?.bytes.destroy();
       this.model.dispose();

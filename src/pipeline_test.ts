@@ -462,6 +462,9 @@ Deno.test("Pipeline with parallel 2 runs two generations at once, each answer wh
   try {
     assert.equal(one.parallel, 1);
     assert.equal(two.parallel, 2);
+    // Float weights: the two decode in one loop, as one batch (src/generate/decode_batcher.ts).
+    assert.equal(one.batchDecode, false);
+    assert.equal(two.batchDecode, true);
     const long = { maxNewTokens: 40, temperature: 0, ignoreEos: true, stopOnLoop: false };
     const short = { maxNewTokens: 2, temperature: 0 };
     const run = async (p: Pipeline, chats: ChatMessage[][]) => {
@@ -766,6 +769,11 @@ Deno.test("Pipeline.load() refuses a bad promptCache, parallel, onProgress or an
       `parallel ${parallel}`,
     );
   }
+  await assert.rejects(
+    () => Pipeline.load(TINY_DIR, { parallel: 2, batchDecode: "yes" as unknown as boolean }),
+    (e: Error) =>
+      e instanceof InvalidInputError && /batchDecode must be true or false/.test(e.message),
+  );
   await assert.rejects(
     () => Pipeline.load(TINY_DIR, { onProgress: "x" as unknown as () => void }),
     (e: Error) => e instanceof InvalidInputError && /onProgress must be a function/.test(e.message),

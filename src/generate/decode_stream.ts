@@ -11,6 +11,7 @@ import { LoopDetector } from "./loop_detector.ts";
 import type { ResolvedOptions } from "./options.ts";
 import { StopStringFilter } from "./stop_strings.ts";
 import { type BatchRecorder, type PumpOptions, pumpTokens } from "./token_pump.ts";
+import type { BatchRun, DecodeBatcher } from "./decode_batcher.ts";
 import type {
   FinishReason,
   GenerationEvent,
@@ -110,6 +111,17 @@ export interface DecodeStreamOptions {
    * every stop id ends the answer.
    */
   format?: Pick<FormatTracker, "push">;
+  /**
+   * The decode loop the generations running at once share (src/generate/decode_batcher.ts): the
+   * run (then a {@link BatchRun}: a SessionRun) decodes in it instead of a token pump of its own.
+   */
+  batcher?: DecodeBatcher;
+}
+
+function isBatchRun(run: DecodeRun): run is DecodeRun & BatchRun {
+  const r = run as Partial<BatchRun>;
+  return r.session !== undefined && typeof r.recordFirst === "function" &&
+    typeof r.recordSampling === "function";
 }
 
 /**
@@ -147,17 +159,25 @@ export async function* decodeStream(
     return ev;
   };
 
-  const batches = pumpTokens(
-    run.gpu,
-    run.ring,
-    (enc, first, count) => run.record(enc, first, count),
-    {
-      ...extra.pump,
-      total: options.maxNewTokens,
-      signal,
-      side: lp && logprobSide(lp, (rs, first) => rs.forEach((r, j) => records[first + j] = r)),
-    },
-  );
+  const side = lp &&
+    logprobSide(lp, (rs, first) => rs.forEach((r, j) => records[first + j] = r));
+  const total = options.maxNewTokens;
+  let batches: AsyncGenerator<Uint32Array, void, undefined>;
+  if (extra.batcher) {
+    if (!isBatchRun(run)) {
+      throw new TypeError(
+        "decodeStream: a batcher decodes SessionRuns only (the run has no session)",
+      );
+    }
+    batches = extra.batcher.pump(run, { total, first: start, signal, side });
+  } else {
+    batches = pumpTokens(
+      run.gpu,
+      run.ring,
+      (enc, first, count) => run.record(enc, first, count),
+      { ...extra.pump, total, signal, side },
+    );
+  }
   // Resolves when the signal aborts, so a long batch does not delay the cancellation.
   let onAbort = () => {};
   const aborted = new Promise<"abort">((resolve) => {
@@ -165,7 +185,15 @@ export async function* decodeStream(
     signal?.addEventListener("abort", onAbort, { once: true });
   });
   // Set while a batch is awaited; return() on the pump then waits for it, so on abort we do not.
-  let waiting = false;
+  let waiting = false, closed = false;
+  // Stops the pump as soon as the answer ends (a consumer slow to take the last text must not
+  // keep a shared decode loop stepping this generation).
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    const closing = batches.return(undefined).catch(() => {});
+    if (!waiting) await closing;
+  };
   try {
     while (finish === null) {
       if (signal?.aborted) {
@@ -211,11 +239,13 @@ export async function* decodeStream(
         else if (completion >= options.maxNewTokens) finish = "length";
         if (finish !== null) break;
       }
+      if (finish !== null) await close(); // before the consumer takes the answer's last text
       if (delta || pending.length) {
         text += delta;
         yield withLogprobs(delta);
       }
     }
+    await close();
     // The decoder's pending bytes and the text held back for a possible stop string belong to
     // the answer unless a stop string was found.
     let tail = filter.push(decoder.flush()).text;
@@ -226,8 +256,7 @@ export async function* decodeStream(
     }
   } finally {
     signal?.removeEventListener("abort", onAbort);
-    const closing = batches.return(undefined).catch(() => {});
-    if (!waiting) await closing;
+    await close();
   }
   const end = performance.now();
   const first = Number.isNaN(firstAt) ? end : firstAt;

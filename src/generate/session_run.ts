@@ -168,23 +168,53 @@ export class SessionRun implements DecodeRun {
     if (this.#disposed) throw new InvalidInputError("SessionRun.record: this run was disposed");
     const pass = encoder.beginComputePass({ label: `decode ${first}..${first + count}` });
     let i = first;
-    const g = this.#grammar;
     if (i === 0 && count > 0) {
-      g?.mask.encode(pass);
-      this.#first.encode(pass);
-      this.#lp?.first.encode(pass);
-      g?.first.encode(pass);
+      this.recordFirst(pass);
       i++;
     }
     for (; i < first + count; i++) {
       this.#model.encodeDecodeStep(pass, this.#session);
-      g?.mask.encode(pass);
-      this.#next.encode(pass);
-      this.#lp?.next.encode(pass);
-      g?.next.encode(pass);
-      this.#advance.encode(pass);
+      this.recordSampling(pass);
     }
     pass.end();
+  }
+
+  /** The session this run samples from. */
+  get session(): Session {
+    return this.#session;
+  }
+
+  /** Whether dispose() was called. */
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /**
+   * Records ring entry 0: the sampler (and its logprobs, and the format's mask and advance) over
+   * the prefill's logits.
+   */
+  recordFirst(pass: GPUComputePassEncoder): void {
+    if (this.#disposed) throw new InvalidInputError("SessionRun.record: this run was disposed");
+    const g = this.#grammar;
+    g?.mask.encode(pass);
+    this.#first.encode(pass);
+    this.#lp?.first.encode(pass);
+    g?.first.encode(pass);
+  }
+
+  /**
+   * Records what follows a decode step of the session (its own `encodeDecodeStep`, or its row of a
+   * DecodeBatch, having written session.logits): the sampler writing the next ring entry, its
+   * logprobs, the format's mask and advance, and the decode state's advance.
+   */
+  recordSampling(pass: GPUComputePassEncoder): void {
+    if (this.#disposed) throw new InvalidInputError("SessionRun.record: this run was disposed");
+    const g = this.#grammar;
+    g?.mask.encode(pass);
+    this.#next.encode(pass);
+    this.#lp?.next.encode(pass);
+    g?.next.encode(pass);
+    this.#advance.encode(pass);
   }
 
   /**

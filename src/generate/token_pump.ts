@@ -117,26 +117,8 @@ export async function* pumpTokens(
   const maxBatch = Math.max(1, options.maxBatch ?? DEFAULT_MAX_BATCH);
   const batchMs = options.batchMs ?? DEFAULT_BATCH_MS,
     now = options.now ?? (() => performance.now());
-  if (
-    !Number.isInteger(total) || total < 0 || !Number.isInteger(start) || start < 0 ||
-    (start + total) * 4 > ring.size
-  ) {
-    throw new RangeError(
-      `pumpTokens: entries ${start} + ${total} do not fit the ring of ${ring.size / 4} tokens`,
-    );
-  }
+  checkPump("pumpTokens", ring, start, total, options.side);
   const side = options.side;
-  if (side && !(side.entryBytes > 0 && side.entryBytes % 4 === 0)) {
-    throw new RangeError(
-      `pumpTokens: side entries must be whole u32 words, got ${side.entryBytes} bytes`,
-    );
-  }
-  if (side && (start + total) * side.entryBytes > side.buffer.size) {
-    throw new RangeError(
-      `pumpTokens: entries ${start} + ${total} do not fit the side ring of ` +
-        `${Math.floor(side.buffer.size / side.entryBytes)} entries`,
-    );
-  }
   // Staging: the batch's ids, then (from maxBatch · 4) its side entries.
   const sideAt = maxBatch * 4;
   const free: GPUBuffer[] = [];
@@ -209,7 +191,39 @@ export async function* pumpTokens(
   }
 }
 
+/**
+ * Throws a RangeError unless ring entries [start, start + total) fit the ring (and the side ring).
+ * @param what the caller, for the message
+ */
+export function checkPump(
+  what: string,
+  ring: GPUBuffer,
+  start: number,
+  total: number,
+  side?: SideRing,
+): void {
+  if (
+    !Number.isInteger(total) || total < 0 || !Number.isInteger(start) || start < 0 ||
+    (start + total) * 4 > ring.size
+  ) {
+    throw new RangeError(
+      `${what}: entries ${start} + ${total} do not fit the ring of ${ring.size / 4} tokens`,
+    );
+  }
+  if (side && !(side.entryBytes > 0 && side.entryBytes % 4 === 0)) {
+    throw new RangeError(
+      `${what}: side entries must be whole u32 words, got ${side.entryBytes} bytes`,
+    );
+  }
+  if (side && (start + total) * side.entryBytes > side.buffer.size) {
+    throw new RangeError(
+      `${what}: entries ${start} + ${total} do not fit the side ring of ` +
+        `${Math.floor(side.buffer.size / side.entryBytes)} entries`,
+    );
+  }
+}
+
 /** Resolves after one turn of the event loop (I/O and timers run): a 0 ms timer. */
-function turnEventLoop(): Promise<void> {
+export function turnEventLoop(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }

@@ -396,6 +396,58 @@ export function decodeAttend(
   return { ropeKv, attention };
 }
 
+/** What {@link batchAttend} reads of a session: its KV cache, decode state and attention scratch. */
+export interface BatchRowSession {
+  /** Per layer K and V, (maxTokens, kvHeads · headDim). */
+  readonly cache: readonly LayerCache[];
+  /** Rows of its KV cache. */
+  readonly maxTokens: number;
+  /** Its DecodeState (kernels/state.wgsl). */
+  readonly state: GPUBuffer;
+  /** {@link decodeAttentionScratchBytes} bytes, shared by its layers. */
+  readonly attnScratch: GPUBuffer;
+}
+
+/**
+ * Batched decode's attention for layer `layer`: row r of b.qkv is session r's token, rotated by
+ * its own state.position, its K/V written at its own state.cache_len, its query attending over
+ * its own cache into row r of b.attn — a rope + KV write and an attention dispatch a session (the
+ * products around them run once over all rows).
+ */
+export function batchAttend(
+  gpu: Gpu,
+  t: TextConfig,
+  b: DecoderBuffers,
+  sessions: readonly BatchRowSession[],
+  layer: number,
+  table: GpuRopeTable,
+): Dispatch[] {
+  const l = qkvLayout(t);
+  return sessions.flatMap((s, row) => {
+    const c = s.cache[layer];
+    return [
+      ropeKvWriteAt(gpu, b.qkv, c.k, c.v, s.state, table, {
+        heads: l.ropeHeads,
+        kvHeads: t.numKvHeads,
+        stride: l.stride,
+        maxTokens: s.maxTokens,
+        dtype: c.dtype,
+        row,
+      }),
+      ...decodeAttention(
+        gpu,
+        b.attn,
+        { buffer: b.qkv, stride: l.stride },
+        { buffer: c.k, dtype: c.dtype },
+        { buffer: c.v, dtype: c.dtype },
+        s.state,
+        s.attnScratch,
+        { ...l.heads, maxTokens: s.maxTokens, row },
+      ),
+    ];
+  });
+}
+
 /**
  * Final norm and lm_head over m rows of `x` (already the rows to score).
  *

@@ -1,0 +1,215 @@
+import assert from "node:assert/strict";
+import { InvalidInputError } from "../errors.ts";
+import { sharedGpu } from "../gpu/device.ts";
+import { Qwen2VLModel } from "../model/qwen2vl.ts";
+import { TINY_DIR } from "../model/_fixture.ts";
+import { seeded } from "../ref/_random.ts";
+import { GREEDY } from "../../kernels/sample.ts";
+import { logprobSide, type TokenLogprobRecord } from "../../kernels/logprobs.ts";
+import { type BatchModel, DecodeBatcher } from "./decode_batcher.ts";
+import { pumpTokens } from "./token_pump.ts";
+import { SessionRun } from "./session_run.ts";
+import { decodeStream } from "./decode_stream.ts";
+import { parseGenerationConfig, resolveOptions } from "./options.ts";
+
+const gpu = await sharedGpu();
+const CONTEXT = 48;
+const model = await Qwen2VLModel.load(TINY_DIR, { gpu, dtype: "f32", maxContext: CONTEXT });
+const rnd = seeded(11);
+const PROMPTS = [4, 9, 2, 6].map((n) => Array.from({ length: n }, () => Math.floor(rnd() * 2000)));
+
+/** A SessionRun over a session prefilled with prompt i (greedy; with logprobs where asked). */
+async function runOf(i: number, top?: number): Promise<SessionRun> {
+  const s = model.createSession(CONTEXT);
+  await model.prefill(s, PROMPTS[i]);
+  return new SessionRun(model, s, GREEDY, top);
+}
+
+function free(run: SessionRun): void {
+  const s = run.session;
+  run.dispose();
+  s.dispose();
+}
+
+/** The ids (and logprob records) prompt i gives alone, through pumpTokens: the reference. */
+async function alone(i: number, total: number, top?: number) {
+  const run = await runOf(i, top);
+  const ids: number[] = [], records: TokenLogprobRecord[] = [];
+  const side = run.logprobs &&
+    logprobSide(run.logprobs, (rs, first) => rs.forEach((r, j) => records[first + j] = r));
+  for await (const got of pumpTokens(gpu, run.ring, run.record.bind(run), { total, side })) {
+    ids.push(...got);
+  }
+  free(run);
+  return { ids, records };
+}
+
+/** The model, counting the batches made (their sizes). */
+function counting(made: number[]): BatchModel {
+  return {
+    gpu,
+    batchesDecode: (n) => model.batchesDecode(n),
+    createDecodeBatch: (sessions) => {
+      made.push(sessions.length);
+      return model.createDecodeBatch(sessions);
+    },
+    encodeDecodeStep: (pass, s) => model.encodeDecodeStep(pass, s),
+  };
+}
+
+/** Drains a pump into ids, calling `each` after every batch (it may return true to stop). */
+async function drain(
+  pump: AsyncGenerator<Uint32Array, void, undefined>,
+  each?: (ids: number[]) => boolean | void,
+): Promise<number[]> {
+  const ids: number[] = [];
+  for await (const got of pump) {
+    ids.push(...got);
+    if (each?.(ids)) break;
+  }
+  return ids;
+}
+
+Deno.test("DecodeBatcher: generations decoding at once each get the ids they get alone, as one batch", async () => {
+  const totals = [9, 5, 12];
+  const want = await Promise.all(totals.map((t, i) => alone(i, t)));
+  const made: number[] = [];
+  const batcher = new DecodeBatcher(counting(made), { maxBatch: 4 });
+  const runs = await Promise.all(totals.map((_, i) => runOf(i)));
+  try {
+    const got = await Promise.all(
+      runs.map((run, i) => drain(batcher.pump(run, { total: totals[i] }))),
+    );
+    got.forEach((ids, i) => assert.deepEqual(ids, want[i].ids, `generation ${i}`));
+    // All three stepped as one batch, then two once the shortest ended, then the last alone.
+    assert.deepEqual(made, [3, 2]);
+    assert.equal(batcher.members, 0);
+  } finally {
+    runs.forEach(free);
+    batcher.dispose();
+  }
+});
+
+Deno.test("DecodeBatcher: a generation joining one under way, and one leaving early, leave the others' ids as alone", async () => {
+  const want = [await alone(0, 14), await alone(1, 6), await alone(3, 10)];
+  const made: number[] = [];
+  const batcher = new DecodeBatcher(counting(made), { maxBatch: 2 });
+  const runs = [await runOf(0), await runOf(1), await runOf(3)];
+  try {
+    let joined: Promise<number[]> | undefined;
+    const leaver = drain(batcher.pump(runs[2], { total: 10 }), (ids) => ids.length >= 3);
+    const first = drain(batcher.pump(runs[0], { total: 14 }), (ids) => {
+      // The second joins after the first has four tokens.
+      if (ids.length >= 4) joined ??= drain(batcher.pump(runs[1], { total: 6 }));
+    });
+    const [a, c] = await Promise.all([first, leaver]);
+    assert.deepEqual(a, want[0].ids);
+    assert.ok(joined);
+    assert.deepEqual(await joined, want[1].ids);
+    // The one that left got the first ids of its own answer.
+    assert.ok(c.length >= 3 && c.length < 10, `${c.length}`);
+    assert.deepEqual(c, want[2].ids.slice(0, c.length));
+    assert.ok(made.includes(2), `batches ${made}`);
+  } finally {
+    runs.forEach(free);
+    batcher.dispose();
+  }
+});
+
+Deno.test("DecodeBatcher: logprob records come with the ids as through pumpTokens, and an aborted one ends alone", async () => {
+  const want = await alone(2, 7, 2);
+  const batcher = new DecodeBatcher(counting([]), { maxBatch: 4 });
+  const runs = [await runOf(2, 2), await runOf(1)];
+  try {
+    const records: TokenLogprobRecord[] = [];
+    const side = logprobSide(
+      runs[0].logprobs!,
+      (rs, first) => rs.forEach((r, j) => records[first + j] = r),
+    );
+    const abort = new AbortController();
+    const [ids, other] = await Promise.all([
+      drain(batcher.pump(runs[0], { total: 7, side })),
+      drain(batcher.pump(runs[1], { total: 30, signal: abort.signal }), (got) => {
+        if (got.length >= 2) abort.abort();
+      }),
+    ]);
+    assert.deepEqual(ids, want.ids);
+    assert.equal(records.length, 7);
+    records.forEach((r, i) => {
+      assert.equal(r.id, want.records[i].id);
+      assert.ok(Math.abs(r.logprob - want.records[i].logprob) < 1e-5, `record ${i}`);
+      assert.deepEqual(r.top.map((t) => t.id), want.records[i].top.map((t) => t.id));
+    });
+    // The aborted one stopped long before its 30 (its batches after the abort were not read).
+    assert.ok(other.length >= 2 && other.length < 30, `${other.length}`);
+  } finally {
+    runs.forEach(free);
+    batcher.dispose();
+  }
+});
+
+Deno.test("DecodeBatcher: a run disposed while its consumer waits leaves; bad budgets, a session twice and a disposed batcher are refused", async () => {
+  const batcher = new DecodeBatcher(counting([]));
+  const runs = [await runOf(0), await runOf(1)];
+  try {
+    await assert.rejects(() => drain(batcher.pump(runs[0], { total: CONTEXT + 1 })), RangeError);
+    const pump = batcher.pump(runs[0], { total: 20 });
+    assert.equal((await pump.next()).value?.length, 1); // ring entry 0 alone: the first cycle
+    const twice = batcher.pump(runs[0], { total: 3 });
+    await assert.rejects(() => twice.next(), /already decodes/);
+    // Disposing the run ends its generation at the loop's next cycle: the wait returns.
+    const waiting = pump.next();
+    runs[0].dispose();
+    for (let r = await waiting; !r.done; r = await pump.next()) { /* batches in flight */ }
+    assert.equal(batcher.members, 0);
+    // An empty budget yields nothing and never joins.
+    assert.deepEqual(await drain(batcher.pump(runs[1], { total: 0 })), []);
+    batcher.dispose();
+    await assert.rejects(() => batcher.pump(runs[1], { total: 2 }).next(), InvalidInputError);
+  } finally {
+    runs[0].session.dispose();
+    free(runs[1]);
+  }
+});
+
+Deno.test("decodeStream() through a batcher leaves the loop when its answer ends, before its consumer takes the last text", async () => {
+  const batcher = new DecodeBatcher(counting([]), { maxBatch: 2 });
+  const runs = [await runOf(0), await runOf(1)];
+  try {
+    const config = parseGenerationConfig({ eos_token_id: [] });
+    const stats = {
+      promptTokens: 4,
+      imageTokens: 0,
+      cachedTokens: 0,
+      visionMs: 0,
+      prefillStart: 0,
+    };
+    const decoder = { push: (id: number) => `<${id}>`, flush: () => "" };
+    const stream = (i: number, maxNewTokens: number) =>
+      decodeStream(runs[i], resolveOptions({ maxNewTokens }, config), decoder, stats, { batcher });
+    const long = (async () => {
+      let text = "";
+      for await (const e of stream(1, 16)) if (e.type === "delta") text += e.text;
+      return text;
+    })();
+    const short = stream(0, 5);
+    let text = "";
+    for (let r = await short.next(); !r.done; r = await short.next()) {
+      if (r.value.type !== "delta") continue;
+      text += r.value.text;
+      if (text.split("<").length - 1 === 5) break; // the last text, its "done" not taken
+    }
+    // The short one left (its 5 tokens read) though its consumer holds its stream: only the
+    // long one steps on.
+    assert.equal(batcher.members, 1);
+    const want = await alone(0, 5);
+    assert.equal(text, want.ids.map((id) => `<${id}>`).join(""));
+    assert.equal((await long).split("<").length - 1, 16);
+    const last = await short.next();
+    assert.ok(!last.done && last.value.type === "done");
+    assert.equal(last.value.result.usage.completionTokens, 5);
+  } finally {
+    runs.forEach(free);
+    batcher.dispose();
+  }
+});
