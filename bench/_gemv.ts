@@ -23,6 +23,11 @@
  * 2); --kinds o,down: only those kinds' sweeps (none: no sweep);
  * --tunings JSON: that list instead of the xpu sweep's; --chains 0: no chains;
  * --model 72b: QVQ-72B's shapes (hidden 8192, intermediate 29568) instead of 7B's.
+ * 4. Few rows (--xrows 2,4,8,16): every kind at m rows of x (batched decode, short prompts) as
+ *    linear() runs it — q8/q4 the few-row GEMV (kernels/linear_q.ts gemvQXRowsTuning), f16
+ *    kernels/linear.ts's — against the old m > 1 path (LINEAR_CHOICE.xrows off, bench/main.ts
+ *    --no-xrows) and m = 1; --xrows-tunings '[{"wg":64,"tpr":16,"rows":4,"xpUnroll":1}]' adds
+ *    few-row tunings to time. With --sweep 0 --chains 0 --prefill 0: that alone.
  *
  *   deno run -A bench/_gemv.ts [--layers 28] [--dtypes f16,q8,q4] [--sweep 1|0|prep] [--unroll 2,4]
  *     [--model 7b|72b] [--prefill 478] [--out file.jsonl]
@@ -40,7 +45,7 @@ import {
   type LinearQTuning,
   preparedXBytes,
 } from "../kernels/linear_q.ts";
-import { linear, type LinearShape, type LinearTuning } from "../kernels/linear.ts";
+import { linear, LINEAR_CHOICE, type LinearShape, type LinearTuning } from "../kernels/linear.ts";
 import { type Dispatch, run } from "../kernels/_kernel.ts";
 import { gemvResident } from "../kernels/gemv.ts";
 import { msPerRep, randomWeight } from "./_timing.ts";
@@ -177,6 +182,10 @@ const SWEEP_EMIT: Partial<LinearQTuning>[] = [
 const XPUS = [2, 4, 8];
 const onlyKinds = opt("--kinds", "").split(",").filter((k) => k);
 const chains = opt("--chains", "1") !== "0";
+// --xrows 2,4,8,16: products of that many rows of x (section 4); --xrows-tunings JSON: few-row
+// tunings (LinearQTuning: wg, tpr, rows, xpUnroll) to time beside the default.
+const xrowsMs = opt("--xrows", "").split(",").filter((v) => v).map(Number);
+const xrowsTunings: Partial<LinearQTuning>[] = JSON.parse(opt("--xrows-tunings", "[]"));
 const SWEEP_XPU: Partial<LinearQTuning>[] = args.includes("--tunings")
   ? JSON.parse(opt("--tunings", "[]"))
   : [
@@ -275,6 +284,63 @@ for (const dtype of dtypes) {
         await timeTuning("sweep-xpu", kind, t, (w) => linearQ(gpu, y, x, w, null, s, t));
       }
     }
+  }
+  if (xrowsMs.length) {
+    // --xrows: each kind's chain at m rows of x, as linear() runs it (1 < m ≤ 16: the few-row
+    // GEMV), the old m > 1 path (LINEAR_CHOICE.xrows off, as bench/main.ts --no-xrows: q4 the int8
+    // GEMM, q8 dequantize + the f16 GEMM, f16 the tiled GEMM), --xrows-tunings' few-row tunings
+    // (q8 / q4), and m = 1 (the default GEMV, plain x) for scale.
+    const xm = Math.max(...xrowsMs);
+    const px = createStorage(gpu, xm * I * 4, "px"), py = createStorage(gpu, xm * V * 4, "py");
+    run(gpu, [fill(gpu, px, { count: xm * I, dtype: "f32", seed: 4, scale: 1 })]);
+    const old = (f: () => Dispatch[]) => {
+      LINEAR_CHOICE.xrows = false;
+      try {
+        return f();
+      } finally {
+        LINEAR_CHOICE.xrows = true;
+      }
+    };
+    for (const [kind] of KINDS) {
+      if (onlyKinds.length && !onlyKinds.includes(kind)) continue;
+      const one = await timeTuning(
+        "xrows",
+        kind,
+        { m: 1 },
+        (w) => linear(gpu, py, px, w, null, { m: 1 }),
+      );
+      for (const m of xrowsMs) {
+        const few = await timeTuning(
+          "xrows",
+          kind,
+          { m, path: "xrows" },
+          (w) => linear(gpu, py, px, w, null, { m }),
+        );
+        const was = await timeTuning(
+          "xrows",
+          kind,
+          { m, path: "old" },
+          (w) => old(() => linear(gpu, py, px, w, null, { m })),
+        );
+        for (const t of dtype === "f16" ? [] : xrowsTunings) {
+          await timeTuning(
+            "xrows",
+            kind,
+            { m, ...t },
+            (w) => linearQ(gpu, py, px, w, null, { m }, t),
+          );
+        }
+        if (one && few && was) {
+          console.log(
+            `XROWS ${dtype} ${kind} m=${m}: ${few.toFixed(3)} ms (${
+              (few / one).toFixed(2)
+            }× m = 1), ` +
+              `old path ${was.toFixed(3)} ms (${(was / one).toFixed(2)}×)`,
+          );
+        }
+      }
+    }
+    [px, py].forEach((b) => b.destroy());
   }
   // The decode step's GEMV chain, in layer order; emit: as emitShape().
   const chain = (

@@ -456,7 +456,10 @@ export function linear(
         `${norm ? " with norm" : ""}${silu ? " with siluMul" : ""}${rk ? " with ropeKv" : ""}`,
     );
   }
-  if (isQuant(w.dtype)) return linearQ(gpu, y, x, w, bias, s); // q8/q4: kernels/linear_q.ts
+  if (isQuant(w.dtype)) {
+    // q8/q4: kernels/linear_q.ts (a caller's gemvXRows: false keeps m > 1 off its few-row GEMV)
+    return linearQ(gpu, y, x, w, bias, s, tuning.gemvXRows === false ? { gemvXRows: false } : {});
+  }
   if (s.emit || s.prepared) {
     throw new InvalidInputError(
       `linear: emit / prepared x need a q8 / q4 weight, got ${w.dtype} (check canEmitX() / ` +

@@ -57,11 +57,14 @@ import { grid2d } from "./_grid.ts";
 import {
   canEmitX,
   checkLinearCall,
+  GEMV_XROWS_MAX,
   linear,
+  LINEAR_CHOICE,
   type LinearShape,
   ropeKvDefines,
   type RopeKvEpilogue,
   ropeKvParams,
+  xrowsBucket,
 } from "./linear.ts";
 import { gemmQ, gemmQFits } from "./gemm.ts";
 
@@ -82,6 +85,9 @@ const Params = defineParams({
   kvw: "u32",
   max_rows: "u32",
   npos: "u32",
+  // Few-row GEMV (XROWS) and its PREPX pass only: rows of x, u32 words per prepared x row.
+  m: "u32",
+  xs: "u32",
 });
 
 /** GEMV shape knobs of {@link linearQ}; benchmarks sweep them, callers use the defaults. */
@@ -118,6 +124,13 @@ export interface LinearQTuning {
    * through workgroup memory; default) or 1 (a thread quantizes a whole block).
    */
   prepThreads?: 1 | 8;
+  /**
+   * At 1 < m ≤ GEMV_XROWS_MAX (kernels/linear.ts): the few-row GEMV ({@link gemvQXRowsTuning})
+   * rather than the int8 GEMM (q4) or dequantize + f16 GEMM (q8). Default true (with
+   * kernels/linear.ts LINEAR_CHOICE.xrows); false: the old path (benchmarks, the vision tower).
+   * At m > 1 the tuning's wg, tpr, rows and xpUnroll shape the few-row GEMV.
+   */
+  gemvXRows?: boolean;
 }
 
 /**
@@ -282,6 +295,99 @@ export function xpSteps(u: number, rows: number, staged = false): string {
   return lines.map((l) => `  ${pad}${l}`).join("\n");
 }
 
+/**
+ * The few-row GEMV's accumulation (WGSL for kernels/linear_q.wgsl's XR_STEPS): named accumulators
+ * acc{r}_{i} for weight row r of the row group and x row i (< xr), a loop over `u` units a step
+ * (unit i of a step is j + i · TPR; every weight load of the step, then every x row's loads and
+ * products), then a plain loop over the rest, and the accumulators into `acc` (slot r · xr + i).
+ * Each accumulator adds its units' terms in unit order, as m = 1's acc[r]: the same sums.
+ */
+export function xrowsSteps(u: number, rows: number, xr: number): string {
+  const R = [...Array(rows).keys()], I = [...Array(xr).keys()];
+  const lines: string[] = [];
+  for (const r of R) {
+    lines.push(
+      `let row${r} = min(rgi * ROWS + ${r}u, p.rows - 1u);`,
+      `let base${r} = row${r} * units * CV;`,
+      `let sbase${r} = row${r} * p.groups;`,
+    );
+  }
+  for (const i of I) lines.push(`let xo${i} = xrow(${i}u);`);
+  for (const r of R) for (const i of I) lines.push(`var acc${r}_${i} = 0.0;`);
+  const step = (n: number): string[] => {
+    const U = [...Array(n).keys()];
+    const b: string[] = [];
+    for (const k of U) b.push(`let j${k} = j + ${k}u * TPR;`);
+    for (const r of R) {
+      for (const k of U) {
+        b.push(
+          `let c${r}_${k} = unit_codes(base${r} + CV * j${k});`,
+          `let s${r}_${k} = scale(sbase${r} + j${k});`,
+        );
+      }
+    }
+    for (const i of I) {
+      for (const k of U) {
+        b.push(
+          `let xa${i}_${k} = xp[xo${i} + 2u * j${k}];`,
+          `let xb${i}_${k} = xp[xo${i} + 2u * j${k} + 1u];`,
+          `let xv${i}_${k} = xp[xo${i} + 2u * units + (j${k} >> 1u)];`,
+          `let sx${i}_${k} = bitcast<vec2<f32>>(select(xv${i}_${k}.xy, xv${i}_${k}.zw, ` +
+            `(j${k} & 1u) == 1u));`,
+        );
+      }
+      for (const r of R) {
+        for (const k of U) {
+          b.push(
+            `acc${r}_${i} += s${r}_${k} * sx${i}_${k}.x * ` +
+              `codes_dot(c${r}_${k}, xa${i}_${k}, xb${i}_${k}, sx${i}_${k}.y);`,
+          );
+        }
+      }
+    }
+    return b.map((l) => `  ${l}`);
+  };
+  lines.push("var j = t;");
+  if (u > 1) {
+    lines.push(`for (; j + ${u - 1}u * TPR < units; j += ${u}u * TPR) {`, ...step(u), "}");
+  }
+  lines.push("for (; j < units; j += TPR) {", ...step(1), "}");
+  for (const r of R) for (const i of I) lines.push(`acc[${r * xr + i}u] = acc${r}_${i};`);
+  return lines.map((l) => `  ${l}`).join("\n");
+}
+
+/**
+ * Default tuning of the few-row GEMV (kernels/linear_q.wgsl XROWS) over a q8 / q4 (n, k) weight
+ * for m rows of x (1 < m ≤ GEMV_XROWS_MAX; by m's bucket, kernels/linear.ts xrowsBucket).
+ * UNTUNED on a real GPU (lavapipe-tested only; to sweep on the H200 with bench/_gemv.ts
+ * --xrows): threads per row as the m = 1 GEMV's prepared-x shapes pick them (32 for long rows,
+ * 8 from n = 16384, else 16, at most the row's groups); 2 weight rows a row group and 2 units a
+ * step at ≤ 4 rows of x, 4 weight rows and 1 unit from 8 on (each x block loaded from L1 serves
+ * `rows` weight rows: at 16 rows of x, x is 48 bytes a unit and row against a q4 unit's 16);
+ * fewer threads a workgroup as the accumulators (rows · bucket) grow.
+ */
+export function gemvQXRowsTuning(
+  _dtype: QuantDType,
+  n: number,
+  k: number,
+  m: number,
+): LinearQTuning {
+  const groups = k / 32, xr = xrowsBucket(m);
+  let tpr = groups > GEMV_LONG_UNITS ? 32 : n >= 16384 ? 8 : 16;
+  tpr = Math.min(tpr, 2 ** Math.floor(Math.log2(Math.max(1, groups))));
+  const few = xr <= 4;
+  return {
+    wg: few ? 256 : xr <= 8 ? 128 : 64,
+    tpr,
+    rows: few ? 2 : 4,
+    unroll: false,
+    tile: 1,
+    xq: true,
+    prep: true,
+    xpUnroll: few ? 2 : 1,
+  };
+}
+
 /** Weight rows one GEMV workgroup computes under tuning `t`. */
 function rowsPerWorkgroup(t: LinearQTuning): number {
   return (t.wg / t.tpr) * t.rows;
@@ -352,7 +458,15 @@ function checkQuant(w: Weight, what: string): QuantDType {
 function chunkParams(
   w: Weight,
   c: WeightChunk,
-  extra: { n?: number; row0?: number; eps?: number; tile?: number; rk?: RopeKvEpilogue } = {},
+  extra: {
+    n?: number;
+    row0?: number;
+    eps?: number;
+    tile?: number;
+    rk?: RopeKvEpilogue;
+    m?: number;
+    xs?: number;
+  } = {},
 ) {
   const { scalesOffset } = quantLayout(c.rows, w.cols, w.dtype as QuantDType);
   const rk = extra.rk;
@@ -367,6 +481,8 @@ function chunkParams(
     eps: extra.eps ?? 0,
     tile: extra.tile ?? 0,
     ...ropeKvParams(rk),
+    m: extra.m ?? 1,
+    xs: extra.xs ?? 0,
   });
 }
 
@@ -393,19 +509,26 @@ export function linearQ(
   if ((s.emit || s.prepared) && m !== 1) {
     throw new InvalidInputError(`linearQ: emit / prepared x need m = 1, got m = ${m}`);
   }
+  const { gemvXRows, ...gemvTuning } = tuning;
   if (m > 1) {
+    // A few rows of x: the few-row GEMV, unless switched off (the vision tower's int8x, its
+    // {gemvXRows: false}, LINEAR_CHOICE.xrows) or it does not fit this device.
+    const few = !s.int8x && gemvXRows !== false && LINEAR_CHOICE.xrows &&
+      m <= GEMV_XROWS_MAX && s.activation === undefined && !s.ropeKv;
+    const t = few ? xrowsTuningFit(gpu, q, w, m, gemvTuning) : null;
+    if (t) return xrowsLinear(gpu, y, x, w, bias, s, t);
     // The int8 dot-product GEMM (kernels/gemm.ts) where the caller asks for it (s.int8x: the
     // vision tower of visionQuant), or the dtype takes it and x fits its scratch.
     if (s.int8x || (PREFILL_INT8[q] && gemmQFits(gpu, m, w.cols))) {
       return gemmQ(gpu, y, x, w, bias, s);
     }
-    return dequantLinear(gpu, y, x, w, bias, s);
+    return dequantLinear(gpu, y, x, w, bias, s, gemvXRows === false);
   }
   // An explicit tuning (benchmarks, tests) runs staged x unless it asks for prep; x given
   // prepared (s.prepared) is read as prep would write it, with no pass.
   const given = s.prepared;
   const d = gemvQTuning(q, w.rows, w.cols, tuning.xq, given !== undefined);
-  const t = Object.keys(tuning).length === 0 ? d : { ...d, prep: false, ...tuning };
+  const t = Object.keys(gemvTuning).length === 0 ? d : { ...d, prep: false, ...gemvTuning };
   if (given) {
     if (!t.xq) {
       throw new InvalidInputError(`linearQ: prepared x needs int8 x, tuning ${JSON.stringify(t)}`);
@@ -446,10 +569,7 @@ export function linearQ(
   ) {
     throw new InvalidInputError(`linearQ: bad tuning ${JSON.stringify(t)}`);
   }
-  // Shuffles need each row group inside one subgroup; subgroupAdd needs whole subgroups per group.
-  const sg = gpu.features.subgroups;
-  const xor = sg && t.tpr > 1 && t.tpr <= (gpu.adapterInfo.subgroupMinSize ?? 0);
-  const add = sg && !xor && (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= t.tpr;
+  const { xor, add } = reduction(gpu, t.tpr);
   const prep = t.prep === true;
   if (prep && !t.xq) {
     throw new InvalidInputError(`linearQ: tuning ${JSON.stringify(t)}: prep needs xq`);
@@ -551,6 +671,136 @@ export function linearQ(
   ];
 }
 
+/** Bytes of the per-device prepared-x buffer of the few-row GEMV: 16 rows of k up to 93 k. */
+const XROWS_PREP_BYTES = 2 << 20;
+const preparedXRows = deviceScratch("linear_q.prepared_xrows");
+
+/**
+ * How a GEMV with `tpr` threads a row group reduces them: shuffles need each row group inside one
+ * subgroup; subgroupAdd needs whole subgroups per group; else a tree over workgroup memory.
+ */
+function reduction(gpu: Gpu, tpr: number): { xor: boolean; add: boolean } {
+  const sg = gpu.features.subgroups;
+  const xor = sg && tpr > 1 && tpr <= (gpu.adapterInfo.subgroupMinSize ?? 0);
+  const add = sg && !xor && (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= tpr;
+  return { xor, add };
+}
+
+/**
+ * The few-row GEMV's tuning for m rows of x over `w` ({@link gemvQXRowsTuning} under `over`),
+ * or null where it cannot run on this device: its partial sums past the workgroup memory, the
+ * prepared rows past their buffer. A bad explicit tuning throws.
+ */
+function xrowsTuningFit(
+  gpu: Gpu,
+  q: QuantDType,
+  w: Weight,
+  m: number,
+  over: Partial<LinearQTuning>,
+): LinearQTuning | null {
+  const t = { ...gemvQXRowsTuning(q, w.rows, w.cols, m), ...over };
+  const pow2 = (v: number) => Number.isInteger(v) && v >= 1 && (v & (v - 1)) === 0;
+  const u = t.xpUnroll ?? 1;
+  if (
+    !(pow2(t.wg) && t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup) ||
+    !(pow2(t.tpr) && t.tpr <= t.wg) || !(Number.isInteger(t.rows) && t.rows >= 1) ||
+    !(Number.isInteger(u) && u >= 1)
+  ) {
+    throw new InvalidInputError(`linearQ: bad few-row tuning ${JSON.stringify(t)}`);
+  }
+  const slots = t.rows * xrowsBucket(m);
+  const { xor, add } = reduction(gpu, t.tpr);
+  const shared = 4 * (add ? slots * t.wg / 4 : xor ? 0 : slots * t.wg);
+  if (shared > gpu.limits.maxComputeWorkgroupStorageSize) return null;
+  if (m * preparedXBytes(w.cols) > Math.min(XROWS_PREP_BYTES, gpu.maxBinding)) return null;
+  return t;
+}
+
+/**
+ * 1 < m ≤ GEMV_XROWS_MAX: one PREPX pass quantizes the m rows of x (each as the m = 1 GEMV's
+ * PREPX would), then per chunk the few-row GEMV (kernels/linear_q.wgsl XROWS) over all of them.
+ */
+function xrowsLinear(
+  gpu: Gpu,
+  y: BufferArg,
+  x: BufferArg,
+  w: Weight,
+  bias: BufferArg | null,
+  s: LinearShape,
+  t: LinearQTuning,
+): Dispatch[] {
+  const { m } = s, q = w.dtype as QuantDType, xr = xrowsBucket(m);
+  const xs = preparedXBytes(w.cols) / 4; // u32 words per prepared row (whole vec4)
+  const xp = preparedXRows(gpu, Math.min(XROWS_PREP_BYTES, gpu.maxBinding));
+  const { xor, add } = reduction(gpu, t.tpr);
+  const prep = new Dispatch(
+    gpu,
+    variant(gpu, {
+      family: "linear_q",
+      entry: "prep",
+      bindings: ["read", "read_write"],
+      params: Params,
+      defines: {
+        GEMV: true,
+        PREPX: true,
+        PREP8: true,
+        XPO: true,
+        QVEC: true,
+        XQ: true,
+        XROWS: true,
+        Q4: q === "q4",
+        Y_BINDING: 1,
+        WG: 64,
+        TPR: 1,
+        ROWS: 1,
+        TILE: 1,
+      },
+    }),
+    [x, xp],
+    chunkParams(w, w.chunks[0], { m, xs }),
+    grid2d(ceilDiv(m * (w.cols / 32), 8)),
+  );
+  const u = t.xpUnroll ?? 1;
+  const v = variant(gpu, {
+    family: "linear_q",
+    entry: "main",
+    bindings: [...(bias ? ["read" as const] : []), "read", "read", "read_write"],
+    params: Params,
+    defines: {
+      GEMV: true,
+      XROWS: true,
+      XR: xr,
+      XQ: true,
+      XP: true,
+      Q4: q === "q4",
+      BIAS: bias !== null,
+      ACC: s.accumulate === true,
+      Y_BINDING: bias ? 3 : 2,
+      XOR: xor,
+      ADD: add,
+      TREE: !xor && !add,
+      WG: t.wg,
+      TPR: t.tpr,
+      ROWS: t.rows,
+      TILE: 1,
+      XPU: u,
+    },
+    code: { XR_STEPS: xrowsSteps(u, t.rows, xr) },
+  });
+  return [
+    prep,
+    ...w.chunks.map((c) =>
+      new Dispatch(
+        gpu,
+        v,
+        [xp, c.buffer, ...(bias ? [bias] : []), y],
+        chunkParams(w, c, { m, xs }),
+        grid2d(ceilDiv(c.rows, rowsPerWorkgroup(t))),
+      )
+    ),
+  ];
+}
+
 /** The PREPX pass: x (normed by nw without 1 / rms, or silu(gate) · up) as int8 blocks into xp. */
 function prepareX(
   gpu: Gpu,
@@ -593,7 +843,10 @@ function prepareX(
   );
 }
 
-/** m > 1: per slice of rows, dequantize into the scratch, then the f16 tiled GEMM on that slice. */
+/**
+ * m > 1: per slice of rows, dequantize into the scratch, then the f16 GEMM on that slice (at m ≤
+ * GEMV_XROWS_MAX kernels/linear.ts's few-row GEMV unless `noXRows`).
+ */
 function dequantLinear(
   gpu: Gpu,
   y: BufferArg,
@@ -601,6 +854,7 @@ function dequantLinear(
   w: Weight,
   bias: BufferArg | null,
   s: LinearShape,
+  noXRows: boolean,
 ): Dispatch[] {
   const buf = dequantScratch(gpu, Math.min(DEQUANT_SCRATCH_BYTES, gpu.maxBinding));
   const max = sliceRows(gpu, w.cols, DEQUANT_SCRATCH_BYTES);
@@ -615,7 +869,7 @@ function dequantLinear(
         cols: w.cols,
         chunks: [{ buffer: buf, rowStart: c.rowStart + r, rows: n }],
       };
-      out.push(...linear(gpu, y, x, view, bias, s));
+      out.push(...linear(gpu, y, x, view, bias, s, noXRows ? { gemvXRows: false } : {}));
       r += n;
     }
   }

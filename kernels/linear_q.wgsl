@@ -6,8 +6,9 @@
 //   byte b carries element 8i + b in its low nibble and 8i + 4 + b in its high nibble, so the low
 //   nibbles are one vec4 of elements and the high nibbles the next.
 // #else (q8): codes are int8 in [-127, 127], element 4i + b in byte b of word i.
-// Entry points, one per variant: GEMV (m = 1: y = x · wᵀ (+ bias) (+ y if ACC)), DEQUANT (chunk rows
-// to f16 pairs, for the tiled GEMM of prefill/vision), QUANTIZE (f16 pairs to codes + scales).
+// Entry points, one per variant: GEMV (m = 1: y = x · wᵀ (+ bias) (+ y if ACC); with XROWS 2–16
+// rows of x at once), DEQUANT (chunk rows to f16 pairs, for the tiled GEMM of prefill/vision),
+// QUANTIZE (f16 pairs to codes + scales).
 
 #if Q4
 const QMAX: f32 = 7.0;
@@ -183,6 +184,11 @@ fn quant_vec(v: array<vec4<f32>, 8>, ss: f32) -> QBlock {
 #endif
 
 #if XPO
+#if XROWS
+var<private> xo: u32;  // PREPX over m rows of x (XROWS): this thread's x row's first word in xpo
+#else
+const xo: u32 = 0u;
+#endif
 var<workgroup> e_max: array<f32, CQ>;  // per slot (block, vec4 of it): max |v|
 var<workgroup> e_ss: array<f32, CQ>;   // Σ x²
 var<workgroup> e_sum: array<i32, CQ>;  // Σ codes
@@ -208,7 +214,7 @@ fn coop_quant(live: bool, slot: u32, gb: u32, nb: u32, ok: bool, v: vec4<f32>, s
   let fe = frexp(amax);
   let ex = max(select(fe.exp - 6, fe.exp - 7, fe.fract <= 0.9921875), -120);
   let c = vec4<i32>(round(v * ldexp(1.0, -ex)));
-  if (ok) { xpo[8u * gb + j] = pack4xI8(c); }
+  if (ok) { xpo[xo + 8u * gb + j] = pack4xI8(c); }
   if (live) { e_sum[slot] = c.x + c.y + c.z + c.w; }
   workgroupBarrier();
   if (ok && j == 0u) {
@@ -218,9 +224,9 @@ fn coop_quant(live: bool, slot: u32, gb: u32, nb: u32, ok: bool, v: vec4<f32>, s
       sum += e_sum[l0 + t];
       s2 += e_ss[l0 + t];
     }
-    xpo[8u * nb + 2u * gb] = bitcast<u32>(ldexp(1.0, ex));
-    xpo[8u * nb + 2u * gb + 1u] = bitcast<u32>(f32(sum));
-    xpo[10u * nb + gb] = bitcast<u32>(s2);
+    xpo[xo + 8u * nb + 2u * gb] = bitcast<u32>(ldexp(1.0, ex));
+    xpo[xo + 8u * nb + 2u * gb + 1u] = bitcast<u32>(f32(sum));
+    xpo[xo + 10u * nb + gb] = bitcast<u32>(s2);
   }
   workgroupBarrier();  // the slots are reused by the next round
 }
@@ -287,15 +293,27 @@ const CQ: u32 = 64u;
 @compute @workgroup_size(64)
 fn prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let nb = p.k / 32u;
+#if XROWS
+  // Blocks of all p.m rows of x in a row: block g of the dispatch is block b of x row g / nb,
+  // prepared at word p.xs of each row.
+  let g = (wid.x + wid.y * 65535u) * 8u + lid / 8u;
+  let xr = min(g / nb, p.m - 1u);
+  let b = g - (g / nb) * nb;
+  let ok = g < p.m * nb;
+  xo = xr * p.xs;
+  let i = xr * (p.k / 4u) + 8u * min(b, nb - 1u) + lid % 8u;  // x vec4
+#else
   let b = (wid.x + wid.y * 65535u) * 8u + lid / 8u;
+  let ok = b < nb;
   let i = 8u * min(b, nb - 1u) + lid % 8u;  // x vec4
+#endif
 #if NORM
   let e = x[i];
   let ss = dot(e, e);
 #else
   let ss = 0.0;
 #endif
-  coop_quant(true, lid, b, nb, b < nb, xn(i), ss);
+  coop_quant(true, lid, b, nb, ok, xn(i), ss);
 }
 #else
 const CQ: u32 = 1u;  // (coop_quant unused)
@@ -464,6 +482,7 @@ fn store_pair(rgi: u32, q: u32, a: f32, b: f32, rs: f32) {
 }
 #endif
 
+#ifnot XROWS
 #if ADD
 // One partial per (row of the workgroup, subgroup of its row group); subgroups have ≥ 4 lanes.
 var<workgroup> red: array<f32, WG / TPR * ROWS * (TPR / 4u)>;
@@ -657,6 +676,126 @@ fn main(
   emit_blocks(wid.x + wid.y * 65535u, lid);
 #endif
 }
+#else
+// #if XROWS (1 < m ≤ 16 rows of x; with XQ and XP; BIAS and ACC, no NORM, SILU, ROPE or EMIT):
+// the few-row GEMV, the prepared-x GEMV over all m rows of x at once. One PREPX pass quantized every row of x into its own block list (x row i's words
+// from i · p.xs); each weight unit a thread loads — its codes unpacked once (unit_codes), its
+// scale — serves XR x rows (XR: m's bucket, 2, 4, 8 or 16; rows past p.m read row p.m − 1 again
+// and are not stored), so a product of 2 rows streams the weights once, as m = 1 does.
+// Accumulator (chunk row r of the row group, x row i) is slot r · XR + i. Each adds its units'
+// terms in the order m = 1's acc[r] adds them (units t, t + TPR, … of the thread), each term the
+// same expression (scale · 2^e · the exact integer block dot), and is reduced across the row
+// group as m = 1 reduces a row (XOR / ADD / TREE with the same TPR): a row's result has the bits
+// the m = 1 int8-x GEMV with the same TPR gives that row alone. XR_STEPS (kernels/linear_q.ts
+// xrowsSteps()) is the loop written out over rows, x rows and XPU units a step (named
+// accumulators: an indexed array of XR · ROWS of them would spill).
+const XR: u32 = {{XR}}u;
+const SLOTS: u32 = ROWS * XR;
+
+// A weight unit's codes as 8 words of int8 (Q4: nibbles, code + 8), loaded and unpacked once for
+// every x row: block_dot's operands.
+struct Codes { c0: vec4<u32>, c1: vec4<u32> }
+fn unit_codes(i: u32) -> Codes {
+#if Q4
+  let q = w[i];
+  let m = 0x0f0f0f0fu;
+  return Codes(vec4<u32>(q.x & m, (q.x >> 4u) & m, q.y & m, (q.y >> 4u) & m),
+    vec4<u32>(q.z & m, (q.z >> 4u) & m, q.w & m, (q.w >> 4u) & m));
+#else
+  return Codes(w[i], w[i + 1u]);
+#endif
+}
+
+// block_dot() from loaded codes: the same integer sum (exact in any order), the same f32 value.
+fn codes_dot(c: Codes, a: vec4<u32>, b: vec4<u32>, sum: f32) -> f32 {
+  let d = dot4I8Packed(c.c0.x, a.x) + dot4I8Packed(c.c0.y, a.y) + dot4I8Packed(c.c0.z, a.z) +
+    dot4I8Packed(c.c0.w, a.w) + dot4I8Packed(c.c1.x, b.x) + dot4I8Packed(c.c1.y, b.y) +
+    dot4I8Packed(c.c1.z, b.z) + dot4I8Packed(c.c1.w, b.w);
+#if Q4
+  return f32(d) - 8.0 * sum;
+#else
+  return f32(d);
+#endif
+}
+
+// The first vec4 of x row i's prepared blocks (rows past p.m: row p.m − 1).
+fn xrow(i: u32) -> u32 { return min(i, p.m - 1u) * (p.xs / 4u); }
+
+// Stores slot `slot` (chunk row r, x row i) of row group rgi from its dot product: y row i, with
+// bias and the old y as finish() adds them (not past the chunk or p.m).
+fn put_xr(rgi: u32, slot: u32, acc: f32) {
+  let c = rgi * ROWS + slot / XR;
+  let i = slot % XR;
+  if (c >= p.rows || i >= p.m) { return; }
+  let col = p.row_start + c;
+  var v = acc;
+#if BIAS
+  v += bias[col];
+#endif
+#if ACC
+  v += y[i * p.n + col];
+#endif
+  y[i * p.n + col] = v;
+}
+
+#if ADD
+// One partial per (slot of the workgroup, subgroup of its row group); subgroups have ≥ 4 lanes.
+var<workgroup> red: array<f32, WG / TPR * SLOTS * (TPR / 4u)>;
+#endif
+#if TREE
+var<workgroup> red: array<f32, SLOTS * WG>;
+#endif
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+#if ADD
+  @builtin(subgroup_size) sg_size: u32,
+  @builtin(subgroup_invocation_id) sg_lane: u32,
+#endif
+) {
+  let t = lid % TPR;         // lane within the row group
+  let rg = lid / TPR;        // row group within the workgroup
+  let rgi = (wid.x + wid.y * 65535u) * GROUPS_PER_WG + rg;  // its index in the dispatch
+  let units = p.k / UNIT;
+  var acc: array<f32, SLOTS>;
+{{XR_STEPS}}
+  // The reductions of m = 1's main, over SLOTS values instead of ROWS.
+#if XOR
+  for (var s = TPR / 2u; s > 0u; s = s >> 1u) {
+    for (var r = 0u; r < SLOTS; r++) { acc[r] += subgroupShuffleXor(acc[r], s); }
+  }
+  if (t == 0u) {
+    for (var r = 0u; r < SLOTS; r++) { put_xr(rgi, r, acc[r]); }
+  }
+#endif
+#if ADD
+  let per = TPR / sg_size;
+  for (var r = 0u; r < SLOTS; r++) {
+    let s = subgroupAdd(acc[r]);
+    if (sg_lane == 0u) { red[(rg * SLOTS + r) * (TPR / 4u) + t / sg_size] = s; }
+  }
+  workgroupBarrier();
+  for (var r = t; r < SLOTS; r += TPR) {
+    var v = 0.0;
+    for (var i = 0u; i < per; i++) { v += red[(rg * SLOTS + r) * (TPR / 4u) + i]; }
+    put_xr(rgi, r, v);
+  }
+#endif
+#if TREE
+  for (var r = 0u; r < SLOTS; r++) { red[r * WG + lid] = acc[r]; }
+  workgroupBarrier();
+  for (var s = TPR / 2u; s > 0u; s = s >> 1u) {
+    if (t < s) {
+      for (var r = 0u; r < SLOTS; r++) { red[r * WG + lid] += red[r * WG + lid + s]; }
+    }
+    workgroupBarrier();
+  }
+  for (var r = t; r < SLOTS; r += TPR) { put_xr(rgi, r, red[r * WG + lid - t]); }
+#endif
+}
+#endif
 #endif
 #endif
 

@@ -28,6 +28,7 @@ import {
   fillQuantRows,
   GEMV_WIDE,
   gemvQTuning,
+  gemvQXRowsTuning,
   linearQ,
   type LinearQTuning,
   PREFILL_INT8,
@@ -35,7 +36,15 @@ import {
   readQuantWeight,
   writeQuantRows,
 } from "./linear_q.ts";
-import { linear, type LinearShape, normLinear, siluMulLinear } from "./linear.ts";
+import {
+  GEMV_XROWS_MAX,
+  linear,
+  LINEAR_CHOICE,
+  type LinearShape,
+  normLinear,
+  siluMulLinear,
+  xrowsBucket,
+} from "./linear.ts";
 import { run } from "./_kernel.ts";
 import { ropeKvCase } from "./_test_utils.ts";
 import { gemmQ } from "./gemm.ts";
@@ -168,17 +177,20 @@ Deno.test("linearQ() matches the reference product with the dequantized weight",
   for (const dtype of DTYPES) {
     for (const [m, n, k] of SHAPES) {
       const { w } = makeQuant(gpu, n, k, dtype, m * n + k);
-      const int8Gemm = m > 1 && PREFILL_INT8[dtype];
+      // 1 < m ≤ GEMV_XROWS_MAX: the few-row GEMV (int8 x per row, as m = 1's int8-x GEMV).
+      const xrows = m > 1 && m <= GEMV_XROWS_MAX;
+      const int8Gemm = m > 1 && !xrows && PREFILL_INT8[dtype];
       // The dequantizing m > 1 path multiplies by d · code rounded to f16 (its scratch is f16).
-      const held = dequantRef(await readQuantWeight(gpu, w), m > 1 && !int8Gemm);
+      const held = dequantRef(await readQuantWeight(gpu, w), m > 1 && !xrows && !int8Gemm);
       const x0 = randn(rng, m * k), bias = randn(rng, n), y0 = randn(rng, m * n);
       // m = 1 multiplies by d · code exactly, with x as int8 where the default GEMV holds it so
-      // (gemvQTuning): exact against the reference. m > 1 runs, for q4, kernels/gemm.ts's int8
-      // GEMM (x per row and group of 32 to int8 with step max|x| / 127, tested against its own
-      // reference in kernels/gemm_test.ts): here within that rounding's bound, Σ |w| · step / 2
-      // per output (a code may round the other way where x / step sits within an ulp of a half);
-      // q8 dequantizes and runs the f32 GEMM: within TOL.
-      const xq = m === 1 && gemvQTuning(dtype, n, k).xq;
+      // (gemvQTuning), and so does the few-row GEMV at 2–16 rows (k % 32 == 0: quantizing all of
+      // x at once quantizes each row's blocks): exact against the reference. Past 16 rows it
+      // runs, for q4, kernels/gemm.ts's int8 GEMM (x per row and group of 32 to int8 with step
+      // max|x| / 127, tested against its own reference in kernels/gemm_test.ts): here within
+      // that rounding's bound, Σ |w| · step / 2 per output (a code may round the other way where
+      // x / step sits within an ulp of a half); q8 dequantizes and runs the f32 GEMM: within TOL.
+      const xq = xrows || m === 1 && gemvQTuning(dtype, n, k).xq;
       const x = xq ? quantizeActivations(x0).values : x0;
       const bound = new Float32Array(m * n);
       if (int8Gemm) {
@@ -396,6 +408,152 @@ Deno.test("linearQ() with prepared x or xpUnroll gives the staged int8-x GEMV's 
       bnw.destroy();
       destroyWeight(w);
     }
+  }
+});
+
+// The few-row GEMV (1 < m ≤ GEMV_XROWS_MAX): all m rows of x in one product, each row as the m =
+// 1 int8-x GEMV computes it. Shapes: n not a multiple of any tuning's rows a workgroup, k of 3 and
+// 5 groups and 7B's 3584 (112 units: not a multiple of tpr · 2), several chunks; every bucket (2 to
+// 16; rows past m in the bucket masked).
+const XROWS_MS = [2, 3, 5, 8, 13, 16];
+const XROWS_SHAPES: [number, number, number | undefined][] = [
+  [37, 96, undefined],
+  [45, 160, 12 * 160],
+  [9, 3584, undefined],
+];
+
+/** Runs linear() (or linearQ() with `tuning`) at m rows; returns y and the dispatches' keys. */
+async function runXRows(
+  gpu: Gpu,
+  w: Weight,
+  x: Float32Array,
+  m: number,
+  bias: Float32Array | null,
+  y0: Float32Array | null,
+  tuning?: Partial<LinearQTuning>,
+): Promise<{ y: Float32Array; keys: string[] }> {
+  const n = w.rows;
+  const bx = uploadArray(gpu, x), bb = bias ? uploadArray(gpu, bias) : null;
+  const by = y0 ? uploadArray(gpu, y0) : createStorage(gpu, m * n * 4);
+  const s = { m, accumulate: y0 !== null };
+  const ds = tuning ? linearQ(gpu, by, bx, w, bb, s, tuning) : linear(gpu, by, bx, w, bb, s);
+  run(gpu, ds);
+  const y = await readF32(gpu, by, m * n);
+  const keys = ds.map((d) => d.variant.key);
+  [bx, bb, by].forEach((b) => b?.destroy());
+  ds.forEach((d) => d.destroy());
+  return { y, keys };
+}
+
+Deno.test("linear() at 1 < m ≤ GEMV_XROWS_MAX runs the few-row GEMV: each row the int8-x GEMV's reference product, bias and accumulate", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(41);
+  for (const dtype of DTYPES) {
+    for (const [n, k, maxChunk] of XROWS_SHAPES) {
+      const { w } = makeQuant(gpu, n, k, dtype, n * k + 1, maxChunk);
+      if (maxChunk) assert.ok(w.chunks.length >= 3, "several chunks");
+      const held = dequantRef(await readQuantWeight(gpu, w));
+      for (const m of XROWS_MS) {
+        const x = randn(rng, m * k), bias = randn(rng, n), y0 = randn(rng, m * n);
+        // Each row's blocks to int8 as the m = 1 GEMV's PREPX does (blocks never cross rows).
+        const qx = quantizeActivations(x).values;
+        // Bias / accumulate: two of the four combinations a row count, all four over two counts.
+        const opts = [[null, null], [bias, y0], [bias, null], [null, y0]] as const;
+        for (const [b, acc] of XROWS_MS.indexOf(m) % 2 ? opts.slice(2) : opts.slice(0, 2)) {
+          const { y, keys } = await runXRows(gpu, w, x, m, b, acc);
+          const what = `${dtype} m=${m} ${n}x${k} bias=${b !== null} acc=${acc !== null}`;
+          // One PREPX pass over the m rows, then one few-row GEMV of m's bucket per chunk.
+          assert.equal(keys.length, 1 + w.chunks.length, what);
+          assert.match(keys[0], /^linear_q\.prep\[.*XROWS/, what);
+          for (const key of keys.slice(1)) {
+            assert.match(
+              key,
+              new RegExp(`^linear_q\\.main\\[.*XR=${xrowsBucket(m)},.*XROWS`),
+              what,
+            );
+          }
+          assertClose(y, linearRef(qx, held, b, m, n, k, acc ?? undefined), TOL, what);
+        }
+      }
+      destroyWeight(w);
+    }
+  }
+});
+
+Deno.test("linearQ() few-row GEMV gives each row the bits of the m = 1 int8-x GEMV at its threads per row", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(43);
+  // Every reduction on lavapipe (8-lane subgroups): tpr 1 and 8..8-sized 16 the tree or subgroup
+  // adds, tpr 4 shuffles, 32 adds whole subgroups; rows per group 1 to 3, 1 to 3 units a step;
+  // {} the default.
+  const tunings: Partial<LinearQTuning>[] = [
+    {},
+    { wg: 64, tpr: 1, rows: 3, xpUnroll: 1 },
+    { wg: 64, tpr: 4, rows: 3, xpUnroll: 3 },
+    { wg: 64, tpr: 16, rows: 1, xpUnroll: 2 },
+    { wg: 128, tpr: 32, rows: 2, xpUnroll: 1 },
+  ];
+  for (const dtype of DTYPES) {
+    for (const [n, k, maxChunk] of [[37, 160, undefined], [19, 3584, 8 * 3584]] as const) {
+      const { w } = makeQuant(gpu, n, k, dtype, n + k, maxChunk);
+      for (const m of [2, 5, 16]) {
+        const x = randn(rng, m * k), bias = randn(rng, n), y0 = randn(rng, m * n);
+        for (const over of tunings) {
+          const t = { ...gemvQXRowsTuning(dtype, n, k, m), ...over };
+          const what = `${dtype} m=${m} ${n}x${k} ${JSON.stringify(over)}`;
+          const { y, keys } = await runXRows(gpu, w, x, m, bias, y0, over);
+          assert.match(keys[1], /XROWS/, what);
+          // Row i alone through the m = 1 prepared-x GEMV with the same threads per row (its
+          // rows, unroll and workgroup size do not change a row's sums).
+          const one = { wg: t.wg, tpr: t.tpr, rows: t.rows, xq: true, prep: true, xpUnroll: 2 };
+          for (let i = 0; i < m; i++) {
+            const row = (v: Float32Array, len: number) => v.slice(i * len, (i + 1) * len);
+            const alone = await runXRows(gpu, w, row(x, k), 1, bias, row(y0, n), one);
+            assert.doesNotMatch(alone.keys[1], /XROWS/);
+            assert.deepEqual(row(y, n), alone.y, `${what} row ${i}`);
+          }
+        }
+      }
+      destroyWeight(w);
+    }
+  }
+});
+
+Deno.test("linear() keeps m > 1 off the few-row GEMV past GEMV_XROWS_MAX, with int8x, gemvXRows false or LINEAR_CHOICE.xrows off", async () => {
+  const gpu = await sharedGpu();
+  const n = 24, k = 64;
+  for (const dtype of DTYPES) {
+    const { w } = makeQuant(gpu, n, k, dtype, 5);
+    // The few-row GEMV's passes (q8's old path at m ≤ 16 runs kernels/linear.wgsl's XROWS on the
+    // dequantized rows: not these).
+    const few = /linear_q\.(main|prep)\[[^\]]*XROWS/;
+    const keys = (m: number, s: Partial<LinearShape> = {}, t?: { gemvXRows: false }) => {
+      const x = createStorage(gpu, m * k * 4), y = createStorage(gpu, m * n * 4);
+      const ds = linear(gpu, y, x, w, null, { m, ...s }, t);
+      const out = ds.map((d) => d.variant.key).join(" ");
+      ds.forEach((d) => d.destroy());
+      [x, y].forEach((b) => b.destroy());
+      return out;
+    };
+    assert.match(keys(2), /^linear_q\.prep\[.*XROWS.* linear_q\.main\[.*XR=2,XROWS/);
+    assert.match(keys(3), /linear_q\.main\[[^\]]*XR=4,XROWS/);
+    assert.match(
+      keys(GEMV_XROWS_MAX),
+      new RegExp(`linear_q\\.main\\[[^\\]]*XR=${xrowsBucket(GEMV_XROWS_MAX)},XROWS`),
+    );
+    assert.doesNotMatch(keys(1), few);
+    assert.doesNotMatch(keys(GEMV_XROWS_MAX + 1), few);
+    // The vision tower's int8 GEMM, and its {gemvXRows: false}.
+    assert.match(keys(5, { int8x: true }), /^gemm/);
+    assert.doesNotMatch(keys(5, { int8x: true }), /XROWS/);
+    assert.doesNotMatch(keys(5, {}, { gemvXRows: false }), /XROWS/);
+    LINEAR_CHOICE.xrows = false; // bench --no-xrows
+    try {
+      assert.doesNotMatch(keys(5), few);
+    } finally {
+      LINEAR_CHOICE.xrows = true;
+    }
+    destroyWeight(w);
   }
 });
 
