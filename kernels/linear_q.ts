@@ -8,10 +8,16 @@
  *
  * Decode (m = 1) runs a GEMV (design in kernels/linear_q.wgsl) with RMSNorm / silu · mul fused
  * like the f16 one (same dispatch count per step); the decoder takes kernels/gemv.ts's resident-x
- * GEMV for every q8 one instead (7B q8 180 → 211 tok/s, H200). Prefill and vision (m > 1) run, for q4,
- * kernels/gemm.ts's int8 GEMM ({@link PREFILL_INT8}); q8 (and any x too large for gemmQ's scratch)
- * dequantizes balanced row slices into an f16 scratch and runs the f16 GEMM of kernels/linear.ts —
- * unless the call sets LinearShape.int8x (the q8 vision tower of visionQuant): then the int8 GEMM.
+ * GEMV for every q8 one instead (7B q8 180 → 211 tok/s, H200). A few rows of x (1 < m ≤
+ * GEMV_XROWS_MAX = 16: batched decode, short prompts, follow-ups) run the few-row GEMV: one PREPX
+ * pass quantizes each row of x as m = 1 does, then the prepared-x GEMV over all m rows at once,
+ * each weight unit loaded and unpacked once for all of them (kernels/linear_q.wgsl XROWS,
+ * {@link gemvQXRowsTuning}; each row's bits are the m = 1 prepared-x GEMV's at the same threads
+ * per row; q8 too takes int8 x there, as it does not at m = 1 by default: {@link GEMV_XQ}).
+ * Longer prefill and vision (m > 1) run, for q4, kernels/gemm.ts's int8 GEMM
+ * ({@link PREFILL_INT8}); q8 (and any x too large for gemmQ's scratch) dequantizes balanced row
+ * slices into an f16 scratch and runs the f16 GEMM of kernels/linear.ts — unless the call sets
+ * LinearShape.int8x (the q8 vision tower of visionQuant): then the int8 GEMM (at any m).
  *
  * GEMV performance (bench/_gemv.ts: 28 layers × qkv, o, gate_up, down + lm_head of 7B, each its
  * own weight; ms per token's 113 GEMVs, plain x / as the decode step fuses them), 2026-11-28:

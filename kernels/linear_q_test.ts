@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { type Gpu, sharedGpu } from "../src/gpu/device.ts";
-import { createStorage, readBytes, readF32, uploadArray } from "../src/gpu/buffers.ts";
+import { createStorage, readBytes, readF32, uploadArray, writeArray } from "../src/gpu/buffers.ts";
 import {
   createWeight,
   destroyWeight,
@@ -18,6 +18,7 @@ import {
 } from "../src/ref/linear.ts";
 import { dequantize as dequantRef, quantize, quantizeActivations } from "../src/ref/linear_q.ts";
 import { siluMul } from "../src/ref/elementwise.ts";
+import { rmsNorm } from "../src/ref/norm.ts";
 import { quantizeX } from "../src/ref/gemm_q.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
 import { fill } from "./fill.ts";
@@ -618,6 +619,50 @@ Deno.test("normLinear() / siluMulLinear() fuse into one quantized GEMV per chunk
   [...dn, ...ds].forEach((d) => d.destroy());
   [bx, bnw, by, h].forEach((b) => b.destroy());
   destroyWeight(w);
+});
+
+// The decoder at 2–16 rows (qkv / gate_up / lm_head through normLinear, down through
+// siluMulLinear, o / down accumulating): a separate rmsNorm / siluMul pass, then the few-row GEMV.
+// The GPU's normed / silu'd x may differ from the reference's in an ulp, moving an int8 code by
+// one: the check is the int8 bound around the f32-x product, per row (xqBound of its steps).
+Deno.test("normLinear() / siluMulLinear() at 1 < m ≤ 16 run their pass, then the few-row GEMV", async () => {
+  const gpu = await sharedGpu();
+  const [n, k, m, eps] = [40, 96, 5, 1e-6];
+  const rng = seeded(17);
+  for (const dtype of DTYPES) {
+    const { w } = makeQuant(gpu, n, k, dtype, 7, 16 * k);
+    const held = dequantRef(await readQuantWeight(gpu, w));
+    const x = randn(rng, 2 * m * k), nw = randn(rng, k, 1), bias = randn(rng, n);
+    const y0 = randn(rng, m * n);
+    const bx = uploadArray(gpu, x), bnw = uploadArray(gpu, nw), bb = uploadArray(gpu, bias);
+    const by = uploadArray(gpu, y0), h = createStorage(gpu, 2 * m * k * 4);
+    const dn = normLinear(gpu, by, bx, h, bnw, w, bb, { m, eps, accumulate: true });
+    const ds = siluMulLinear(gpu, by, bx, h, w, null, { m, accumulate: true });
+    for (const d of [dn, ds]) {
+      assert.equal(d.length, 2 + w.chunks.length, "the pass, PREPX, a GEMV per chunk");
+      for (const v of d.slice(2)) assert.match(v.variant.key, /^linear_q\.main\[.*XR=8,XROWS/);
+    }
+    /** y0 + (each row's product) within the int8 bound of `v`'s rows, the f32-x reference. */
+    const check = async (v: Float32Array, b: Float32Array | null, what: string) => {
+      const got = await readF32(gpu, by, m * n);
+      const want = linearRef(v, held, b, m, n, k, y0);
+      const bound = new Float32Array(m * n);
+      for (let i = 0; i < m; i++) {
+        const steps = quantizeActivations(v.subarray(i * k, (i + 1) * k)).steps;
+        bound.set(xqBound(held, steps, n, k), i * n);
+      }
+      assertWithin(got, want, bound, `${dtype} ${what}`);
+    };
+    run(gpu, dn);
+    const x0 = x.subarray(0, m * k);
+    await check(rmsNorm(x0, nw, m, k, eps), bias, "norm + bias + acc");
+    writeArray(gpu, by, y0);
+    run(gpu, ds);
+    await check(siluMul(x, m, k), null, "silu + acc");
+    [...dn, ...ds].forEach((d) => d.destroy());
+    [bx, bnw, bb, by, h].forEach((b) => b.destroy());
+    destroyWeight(w);
+  }
 });
 
 Deno.test("linearQ() refuses a fused norm or siluMul at m > 1", async () => {
