@@ -164,6 +164,16 @@ export const GEMV_PREP: Readonly<Record<QuantDType, boolean>> = { q4: true, q8: 
 export const PREFILL_INT8: Readonly<Record<QuantDType, boolean>> = { q4: true, q8: false };
 
 /**
+ * Whether 1 < m ≤ GEMV_XROWS_MAX products of a dtype run the few-row GEMV ({@link
+ * gemvQXRowsTuning}; int8 x per row). q4: its int8 GEMM (PREFILL_INT8) took int8 x there already.
+ * q8: yes, though its old path (dequantize + f16 GEMM) kept x in f32 and int8 x moved the tiny
+ * model's q8 logits past their measured bound in prefill and decode ({@link PREFILL_INT8},
+ * {@link GEMV_XQ}): a q8 model's short prompts (2–16 tokens) and prompt-cache reruns of a
+ * prompt's last rows now take that error; set false to keep them exact in x.
+ */
+export const GEMV_XROWS: Record<QuantDType, boolean> = { q4: true, q8: true };
+
+/**
  * Defaults of the wide int8-x GEMVs (n and k ≥ 8192: QVQ-72B's qkv, o, gate_up, down, lm_head;
  * no 7B shape, which keep the plain loop: not measured with it); benchmarks switch them to compare.
  * H200, bench/_gemv.ts --model 72b --layers 8 --sweep xpu (ms per 8 layers; run to run ±5–10 %):
@@ -519,7 +529,7 @@ export function linearQ(
   if (m > 1) {
     // A few rows of x: the few-row GEMV, unless switched off (the vision tower's int8x, its
     // {gemvXRows: false}, LINEAR_CHOICE.xrows) or it does not fit this device.
-    const few = !s.int8x && gemvXRows !== false && LINEAR_CHOICE.xrows &&
+    const few = GEMV_XROWS[q] && !s.int8x && gemvXRows !== false && LINEAR_CHOICE.xrows &&
       m <= GEMV_XROWS_MAX && s.activation === undefined && !s.ropeKv;
     const t = few ? xrowsTuningFit(gpu, q, w, m, gemvTuning) : null;
     if (t) return xrowsLinear(gpu, y, x, w, bias, s, t);

@@ -28,6 +28,7 @@ import {
   emitKeepsTuning,
   fillQuantRows,
   GEMV_WIDE,
+  GEMV_XROWS,
   gemvQTuning,
   gemvQXRowsTuning,
   linearQ,
@@ -520,7 +521,7 @@ Deno.test("linearQ() few-row GEMV gives each row the bits of the m = 1 int8-x GE
   }
 });
 
-Deno.test("linear() keeps m > 1 off the few-row GEMV past GEMV_XROWS_MAX, with int8x, gemvXRows false or LINEAR_CHOICE.xrows off", async () => {
+Deno.test("linear() keeps m > 1 off the few-row GEMV past GEMV_XROWS_MAX, with int8x, gemvXRows false, LINEAR_CHOICE.xrows or GEMV_XROWS[dtype] off", async () => {
   const gpu = await sharedGpu();
   const n = 24, k = 64;
   for (const dtype of DTYPES) {
@@ -553,6 +554,12 @@ Deno.test("linear() keeps m > 1 off the few-row GEMV past GEMV_XROWS_MAX, with i
       assert.doesNotMatch(keys(5), few);
     } finally {
       LINEAR_CHOICE.xrows = true;
+    }
+    GEMV_XROWS[dtype] = false; // the dtype's switch
+    try {
+      assert.doesNotMatch(keys(5), few);
+    } finally {
+      GEMV_XROWS[dtype] = true;
     }
     destroyWeight(w);
   }
