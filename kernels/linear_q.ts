@@ -376,21 +376,20 @@ export function xrowsSteps(u: number, rows: number, xr: number): string {
  * Default tuning of the few-row GEMV (kernels/linear_q.wgsl XROWS) over a q8 / q4 (n, k) weight
  * for m rows of x (1 < m ≤ GEMV_XROWS_MAX; by m's bucket, kernels/linear.ts xrowsBucket).
  * UNTUNED on a real GPU (lavapipe-tested only; to sweep on the H200 with bench/_gemv.ts
- * --xrows): threads per row as the m = 1 GEMV's prepared-x shapes pick them (32 for long rows,
- * 8 from n = 16384, else 16, at most the row's groups); 2 weight rows a row group and 2 units a
+ * --xrows): threads per row (tpr) as the m = 1 int8-x GEMV's default for the shape ({@link
+ * gemvQTuning} with xq), so each row sums as m = 1 sums it: a q4 product's rows have m = 1's bits
+ * where x is the same (not through a fused norm); 2 weight rows a row group and 2 units a
  * step at ≤ 4 rows of x, 4 weight rows and 1 unit from 8 on (each x block loaded from L1 serves
  * `rows` weight rows: at 16 rows of x, x is 48 bytes a unit and row against a q4 unit's 16);
  * fewer threads a workgroup as the accumulators (rows · bucket) grow.
  */
 export function gemvQXRowsTuning(
-  _dtype: QuantDType,
+  dtype: QuantDType,
   n: number,
   k: number,
   m: number,
 ): LinearQTuning {
-  const groups = k / 32, xr = xrowsBucket(m);
-  let tpr = groups > GEMV_LONG_UNITS ? 32 : n >= 16384 ? 8 : 16;
-  tpr = Math.min(tpr, 2 ** Math.floor(Math.log2(Math.max(1, groups))));
+  const xr = xrowsBucket(m), tpr = gemvQTuning(dtype, n, k, true).tpr;
   const few = xr <= 4;
   return {
     wg: few ? 256 : xr <= 8 ? 128 : 64,
