@@ -165,13 +165,13 @@ export const PREFILL_INT8: Readonly<Record<QuantDType, boolean>> = { q4: true, q
 
 /**
  * Whether 1 < m ≤ GEMV_XROWS_MAX products of a dtype run the few-row GEMV ({@link
- * gemvQXRowsTuning}; int8 x per row). q4: its int8 GEMM (PREFILL_INT8) took int8 x there already.
- * q8: yes, though its old path (dequantize + f16 GEMM) kept x in f32 and int8 x moved the tiny
- * model's q8 logits past their measured bound in prefill and decode ({@link PREFILL_INT8},
- * {@link GEMV_XQ}): a q8 model's short prompts (2–16 tokens) and prompt-cache reruns of a
- * prompt's last rows now take that error; set false to keep them exact in x.
+ * gemvQXRowsTuning}; int8 x per row). q4: yes — its int8 GEMM (PREFILL_INT8) took int8 x there
+ * already. q8: no — its path (dequantize + the f16 few-row GEMV) keeps x in f32, as its decode
+ * GEMVs do: int8 x doubled q8's logit error ({@link PREFILL_INT8}; the tiny model's batched decode
+ * step 0.27–0.33 → 0.47–0.70 max |Δ logit| against f32 weights, lavapipe 2026-11-30). Tests and
+ * benchmarks switch it on to compare.
  */
-export const GEMV_XROWS: Record<QuantDType, boolean> = { q4: true, q8: true };
+export const GEMV_XROWS: Record<QuantDType, boolean> = { q4: true, q8: false };
 
 /**
  * Defaults of the wide int8-x GEMVs (n and k ≥ 8192: QVQ-72B's qkv, o, gate_up, down, lm_head;

@@ -180,7 +180,7 @@ Deno.test("linearQ() matches the reference product with the dequantized weight",
     for (const [m, n, k] of SHAPES) {
       const { w } = makeQuant(gpu, n, k, dtype, m * n + k);
       // 1 < m ≤ GEMV_XROWS_MAX: the few-row GEMV (int8 x per row, as m = 1's int8-x GEMV).
-      const xrows = m > 1 && m <= GEMV_XROWS_MAX;
+      const xrows = m > 1 && m <= GEMV_XROWS_MAX && GEMV_XROWS[dtype];
       const int8Gemm = m > 1 && !xrows && PREFILL_INT8[dtype];
       // The dequantizing m > 1 path multiplies by d · code rounded to f16 (its scratch is f16).
       const held = dequantRef(await readQuantWeight(gpu, w), m > 1 && !xrows && !int8Gemm);
@@ -424,6 +424,20 @@ const XROWS_SHAPES: [number, number, number | undefined][] = [
   [9, 3584, undefined],
 ];
 
+/**
+ * Runs `body` with the few-row GEMV on for every dtype (GEMV_XROWS: q8's is off in the product,
+ * its x kept in f32 — the kernel is tested for both), then restores the switches.
+ */
+async function withXRowsOn(body: () => Promise<void>): Promise<void> {
+  const saved = { ...GEMV_XROWS };
+  GEMV_XROWS.q4 = GEMV_XROWS.q8 = true;
+  try {
+    await body();
+  } finally {
+    Object.assign(GEMV_XROWS, saved);
+  }
+}
+
 /** Runs linear() (or linearQ() with `tuning`) at m rows; returns y and the dispatches' keys. */
 async function runXRows(
   gpu: Gpu,
@@ -447,120 +461,140 @@ async function runXRows(
   return { y, keys };
 }
 
-Deno.test("linear() at 1 < m ≤ GEMV_XROWS_MAX runs the few-row GEMV: each row the int8-x GEMV's reference product, bias and accumulate", async () => {
-  const gpu = await sharedGpu();
-  const rng = seeded(41);
-  for (const dtype of DTYPES) {
-    for (const [n, k, maxChunk] of XROWS_SHAPES) {
-      const { w } = makeQuant(gpu, n, k, dtype, n * k + 1, maxChunk);
-      if (maxChunk) assert.ok(w.chunks.length >= 3, "several chunks");
-      const held = dequantRef(await readQuantWeight(gpu, w));
-      for (const m of XROWS_MS) {
-        const x = randn(rng, m * k), bias = randn(rng, n), y0 = randn(rng, m * n);
-        // Each row's blocks to int8 as the m = 1 GEMV's PREPX does (blocks never cross rows).
-        const qx = quantizeActivations(x).values;
-        // Bias / accumulate: two of the four combinations a row count, all four over two counts.
-        const opts = [[null, null], [bias, y0], [bias, null], [null, y0]] as const;
-        for (const [b, acc] of XROWS_MS.indexOf(m) % 2 ? opts.slice(2) : opts.slice(0, 2)) {
-          const { y, keys } = await runXRows(gpu, w, x, m, b, acc);
-          const what = `${dtype} m=${m} ${n}x${k} bias=${b !== null} acc=${acc !== null}`;
-          // One PREPX pass over the m rows, then one few-row GEMV of m's bucket per chunk.
-          assert.equal(keys.length, 1 + w.chunks.length, what);
-          assert.match(keys[0], /^linear_q\.prep\[.*XROWS/, what);
-          for (const key of keys.slice(1)) {
-            assert.match(
-              key,
-              new RegExp(`^linear_q\\.main\\[.*XR=${xrowsBucket(m)},.*XROWS`),
-              what,
-            );
+Deno.test("linear() at 1 < m ≤ GEMV_XROWS_MAX runs the few-row GEMV: each row the int8-x GEMV's reference product, bias and accumulate", () =>
+  withXRowsOn(async () => {
+    const gpu = await sharedGpu();
+    const rng = seeded(41);
+    for (const dtype of DTYPES) {
+      for (const [n, k, maxChunk] of XROWS_SHAPES) {
+        const { w } = makeQuant(gpu, n, k, dtype, n * k + 1, maxChunk);
+        if (maxChunk) assert.ok(w.chunks.length >= 3, "several chunks");
+        const held = dequantRef(await readQuantWeight(gpu, w));
+        for (const m of XROWS_MS) {
+          const x = randn(rng, m * k), bias = randn(rng, n), y0 = randn(rng, m * n);
+          // Each row's blocks to int8 as the m = 1 GEMV's PREPX does (blocks never cross rows).
+          const qx = quantizeActivations(x).values;
+          // Bias / accumulate: two of the four combinations a row count, all four over two counts.
+          const opts = [[null, null], [bias, y0], [bias, null], [null, y0]] as const;
+          for (const [b, acc] of XROWS_MS.indexOf(m) % 2 ? opts.slice(2) : opts.slice(0, 2)) {
+            const { y, keys } = await runXRows(gpu, w, x, m, b, acc);
+            const what = `${dtype} m=${m} ${n}x${k} bias=${b !== null} acc=${acc !== null}`;
+            // One PREPX pass over the m rows, then one few-row GEMV of m's bucket per chunk.
+            assert.equal(keys.length, 1 + w.chunks.length, what);
+            assert.match(keys[0], /^linear_q\.prep\[.*XROWS/, what);
+            for (const key of keys.slice(1)) {
+              assert.match(
+                key,
+                new RegExp(`^linear_q\\.main\\[.*XR=${xrowsBucket(m)},.*XROWS`),
+                what,
+              );
+            }
+            assertClose(y, linearRef(qx, held, b, m, n, k, acc ?? undefined), TOL, what);
           }
-          assertClose(y, linearRef(qx, held, b, m, n, k, acc ?? undefined), TOL, what);
         }
+        destroyWeight(w);
+      }
+    }
+  }));
+
+Deno.test("linearQ() few-row GEMV gives each row the bits of the m = 1 int8-x GEMV at its threads per row", () =>
+  withXRowsOn(async () => {
+    const gpu = await sharedGpu();
+    const rng = seeded(43);
+    // Every reduction on lavapipe (8-lane subgroups): tpr 1 and 8..8-sized 16 the tree or subgroup
+    // adds, tpr 4 shuffles, 32 adds whole subgroups; rows per group 1 to 3, 1 to 3 units a step;
+    // {} the default.
+    const tunings: Partial<LinearQTuning>[] = [
+      {},
+      { wg: 64, tpr: 1, rows: 3, xpUnroll: 1 },
+      { wg: 64, tpr: 4, rows: 3, xpUnroll: 3 },
+      { wg: 64, tpr: 16, rows: 1, xpUnroll: 2 },
+      { wg: 128, tpr: 32, rows: 2, xpUnroll: 1 },
+    ];
+    for (const dtype of DTYPES) {
+      for (const [n, k, maxChunk] of [[37, 160, undefined], [19, 3584, 8 * 3584]] as const) {
+        const { w } = makeQuant(gpu, n, k, dtype, n + k, maxChunk);
+        for (const m of [2, 5, 16]) {
+          const x = randn(rng, m * k), bias = randn(rng, n), y0 = randn(rng, m * n);
+          for (const over of tunings) {
+            const t = { ...gemvQXRowsTuning(dtype, n, k, m), ...over };
+            const what = `${dtype} m=${m} ${n}x${k} ${JSON.stringify(over)}`;
+            const { y, keys } = await runXRows(gpu, w, x, m, bias, y0, over);
+            assert.match(keys[1], /XROWS/, what);
+            // Row i alone through the m = 1 prepared-x GEMV with the same threads per row (its
+            // rows, unroll and workgroup size do not change a row's sums).
+            const one = { wg: t.wg, tpr: t.tpr, rows: t.rows, xq: true, prep: true, xpUnroll: 2 };
+            for (let i = 0; i < m; i++) {
+              const row = (v: Float32Array, len: number) => v.slice(i * len, (i + 1) * len);
+              const alone = await runXRows(gpu, w, row(x, k), 1, bias, row(y0, n), one);
+              assert.doesNotMatch(alone.keys[1], /XROWS/);
+              assert.deepEqual(row(y, n), alone.y, `${what} row ${i}`);
+            }
+          }
+        }
+        destroyWeight(w);
+      }
+    }
+  }));
+
+Deno.test("linear() keeps m > 1 off the few-row GEMV past GEMV_XROWS_MAX, with int8x, gemvXRows false, LINEAR_CHOICE.xrows or GEMV_XROWS[dtype] off", () =>
+  withXRowsOn(async () => {
+    const gpu = await sharedGpu();
+    const n = 24, k = 64;
+    for (const dtype of DTYPES) {
+      const { w } = makeQuant(gpu, n, k, dtype, 5);
+      // The few-row GEMV's passes (q8's old path at m ≤ 16 runs kernels/linear.wgsl's XROWS on the
+      // dequantized rows: not these).
+      const few = /linear_q\.(main|prep)\[[^\]]*XROWS/;
+      const keys = (m: number, s: Partial<LinearShape> = {}, t?: { gemvXRows: false }) => {
+        const x = createStorage(gpu, m * k * 4), y = createStorage(gpu, m * n * 4);
+        const ds = linear(gpu, y, x, w, null, { m, ...s }, t);
+        const out = ds.map((d) => d.variant.key).join(" ");
+        ds.forEach((d) => d.destroy());
+        [x, y].forEach((b) => b.destroy());
+        return out;
+      };
+      assert.match(keys(2), /^linear_q\.prep\[.*XROWS.* linear_q\.main\[.*XR=2,XROWS/);
+      assert.match(keys(3), /linear_q\.main\[[^\]]*XR=4,XROWS/);
+      assert.match(
+        keys(GEMV_XROWS_MAX),
+        new RegExp(`linear_q\\.main\\[[^\\]]*XR=${xrowsBucket(GEMV_XROWS_MAX)},XROWS`),
+      );
+      assert.doesNotMatch(keys(1), few);
+      assert.doesNotMatch(keys(GEMV_XROWS_MAX + 1), few);
+      // The vision tower's int8 GEMM, and its {gemvXRows: false}.
+      assert.match(keys(5, { int8x: true }), /^gemm/);
+      assert.doesNotMatch(keys(5, { int8x: true }), /XROWS/);
+      assert.doesNotMatch(keys(5, {}, { gemvXRows: false }), /XROWS/);
+      LINEAR_CHOICE.xrows = false; // bench --no-xrows
+      try {
+        assert.doesNotMatch(keys(5), few);
+      } finally {
+        LINEAR_CHOICE.xrows = true;
+      }
+      GEMV_XROWS[dtype] = false; // the dtype's switch
+      try {
+        assert.doesNotMatch(keys(5), few);
+      } finally {
+        GEMV_XROWS[dtype] = true;
       }
       destroyWeight(w);
     }
-  }
-});
+  }));
 
-Deno.test("linearQ() few-row GEMV gives each row the bits of the m = 1 int8-x GEMV at its threads per row", async () => {
+Deno.test("by default q4's products of 2–16 rows take the few-row int8-x GEMV, q8's keep x in f32", async () => {
   const gpu = await sharedGpu();
-  const rng = seeded(43);
-  // Every reduction on lavapipe (8-lane subgroups): tpr 1 and 8..8-sized 16 the tree or subgroup
-  // adds, tpr 4 shuffles, 32 adds whole subgroups; rows per group 1 to 3, 1 to 3 units a step;
-  // {} the default.
-  const tunings: Partial<LinearQTuning>[] = [
-    {},
-    { wg: 64, tpr: 1, rows: 3, xpUnroll: 1 },
-    { wg: 64, tpr: 4, rows: 3, xpUnroll: 3 },
-    { wg: 64, tpr: 16, rows: 1, xpUnroll: 2 },
-    { wg: 128, tpr: 32, rows: 2, xpUnroll: 1 },
-  ];
+  assert.deepEqual(GEMV_XROWS, { q4: true, q8: false });
   for (const dtype of DTYPES) {
-    for (const [n, k, maxChunk] of [[37, 160, undefined], [19, 3584, 8 * 3584]] as const) {
-      const { w } = makeQuant(gpu, n, k, dtype, n + k, maxChunk);
-      for (const m of [2, 5, 16]) {
-        const x = randn(rng, m * k), bias = randn(rng, n), y0 = randn(rng, m * n);
-        for (const over of tunings) {
-          const t = { ...gemvQXRowsTuning(dtype, n, k, m), ...over };
-          const what = `${dtype} m=${m} ${n}x${k} ${JSON.stringify(over)}`;
-          const { y, keys } = await runXRows(gpu, w, x, m, bias, y0, over);
-          assert.match(keys[1], /XROWS/, what);
-          // Row i alone through the m = 1 prepared-x GEMV with the same threads per row (its
-          // rows, unroll and workgroup size do not change a row's sums).
-          const one = { wg: t.wg, tpr: t.tpr, rows: t.rows, xq: true, prep: true, xpUnroll: 2 };
-          for (let i = 0; i < m; i++) {
-            const row = (v: Float32Array, len: number) => v.slice(i * len, (i + 1) * len);
-            const alone = await runXRows(gpu, w, row(x, k), 1, bias, row(y0, n), one);
-            assert.doesNotMatch(alone.keys[1], /XROWS/);
-            assert.deepEqual(row(y, n), alone.y, `${what} row ${i}`);
-          }
-        }
-      }
-      destroyWeight(w);
-    }
-  }
-});
-
-Deno.test("linear() keeps m > 1 off the few-row GEMV past GEMV_XROWS_MAX, with int8x, gemvXRows false, LINEAR_CHOICE.xrows or GEMV_XROWS[dtype] off", async () => {
-  const gpu = await sharedGpu();
-  const n = 24, k = 64;
-  for (const dtype of DTYPES) {
-    const { w } = makeQuant(gpu, n, k, dtype, 5);
-    // The few-row GEMV's passes (q8's old path at m ≤ 16 runs kernels/linear.wgsl's XROWS on the
-    // dequantized rows: not these).
-    const few = /linear_q\.(main|prep)\[[^\]]*XROWS/;
-    const keys = (m: number, s: Partial<LinearShape> = {}, t?: { gemvXRows: false }) => {
-      const x = createStorage(gpu, m * k * 4), y = createStorage(gpu, m * n * 4);
-      const ds = linear(gpu, y, x, w, null, { m, ...s }, t);
-      const out = ds.map((d) => d.variant.key).join(" ");
-      ds.forEach((d) => d.destroy());
-      [x, y].forEach((b) => b.destroy());
-      return out;
-    };
-    assert.match(keys(2), /^linear_q\.prep\[.*XROWS.* linear_q\.main\[.*XR=2,XROWS/);
-    assert.match(keys(3), /linear_q\.main\[[^\]]*XR=4,XROWS/);
-    assert.match(
-      keys(GEMV_XROWS_MAX),
-      new RegExp(`linear_q\\.main\\[[^\\]]*XR=${xrowsBucket(GEMV_XROWS_MAX)},XROWS`),
-    );
-    assert.doesNotMatch(keys(1), few);
-    assert.doesNotMatch(keys(GEMV_XROWS_MAX + 1), few);
-    // The vision tower's int8 GEMM, and its {gemvXRows: false}.
-    assert.match(keys(5, { int8x: true }), /^gemm/);
-    assert.doesNotMatch(keys(5, { int8x: true }), /XROWS/);
-    assert.doesNotMatch(keys(5, {}, { gemvXRows: false }), /XROWS/);
-    LINEAR_CHOICE.xrows = false; // bench --no-xrows
-    try {
-      assert.doesNotMatch(keys(5), few);
-    } finally {
-      LINEAR_CHOICE.xrows = true;
-    }
-    GEMV_XROWS[dtype] = false; // the dtype's switch
-    try {
-      assert.doesNotMatch(keys(5), few);
-    } finally {
-      GEMV_XROWS[dtype] = true;
-    }
+    const { w } = makeQuant(gpu, 24, 64, dtype, 7);
+    const x = createStorage(gpu, 5 * 64 * 4), y = createStorage(gpu, 5 * 24 * 4);
+    const ds = linear(gpu, y, x, w, null, { m: 5 });
+    const keys = ds.map((d) => d.variant.key).join(" ");
+    if (dtype === "q4") assert.match(keys, /linear_q\.main\[[^\]]*XR=8,XROWS/);
+    // q8: dequantized rows into the f16 scratch, then the float few-row GEMV over f32 x.
+    else assert.match(keys, /^linear_q\.main\[DEQUANT\] linear\.main\[[^\]]*XROWS/);
+    ds.forEach((d) => d.destroy());
+    [x, y].forEach((b) => b.destroy());
     destroyWeight(w);
   }
 });
@@ -632,45 +666,46 @@ Deno.test("normLinear() / siluMulLinear() fuse into one quantized GEMV per chunk
 // siluMulLinear, o / down accumulating): a separate rmsNorm / siluMul pass, then the few-row GEMV.
 // The GPU's normed / silu'd x may differ from the reference's in an ulp, moving an int8 code by
 // one: the check is the int8 bound around the f32-x product, per row (xqBound of its steps).
-Deno.test("normLinear() / siluMulLinear() at 1 < m ≤ 16 run their pass, then the few-row GEMV", async () => {
-  const gpu = await sharedGpu();
-  const [n, k, m, eps] = [40, 96, 5, 1e-6];
-  const rng = seeded(17);
-  for (const dtype of DTYPES) {
-    const { w } = makeQuant(gpu, n, k, dtype, 7, 16 * k);
-    const held = dequantRef(await readQuantWeight(gpu, w));
-    const x = randn(rng, 2 * m * k), nw = randn(rng, k, 1), bias = randn(rng, n);
-    const y0 = randn(rng, m * n);
-    const bx = uploadArray(gpu, x), bnw = uploadArray(gpu, nw), bb = uploadArray(gpu, bias);
-    const by = uploadArray(gpu, y0), h = createStorage(gpu, 2 * m * k * 4);
-    const dn = normLinear(gpu, by, bx, h, bnw, w, bb, { m, eps, accumulate: true });
-    const ds = siluMulLinear(gpu, by, bx, h, w, null, { m, accumulate: true });
-    for (const d of [dn, ds]) {
-      assert.equal(d.length, 2 + w.chunks.length, "the pass, PREPX, a GEMV per chunk");
-      for (const v of d.slice(2)) assert.match(v.variant.key, /^linear_q\.main\[.*XR=8,XROWS/);
-    }
-    /** y0 + (each row's product) within the int8 bound of `v`'s rows, the f32-x reference. */
-    const check = async (v: Float32Array, b: Float32Array | null, what: string) => {
-      const got = await readF32(gpu, by, m * n);
-      const want = linearRef(v, held, b, m, n, k, y0);
-      const bound = new Float32Array(m * n);
-      for (let i = 0; i < m; i++) {
-        const steps = quantizeActivations(v.subarray(i * k, (i + 1) * k)).steps;
-        bound.set(xqBound(held, steps, n, k), i * n);
+Deno.test("normLinear() / siluMulLinear() at 1 < m ≤ 16 run their pass, then the few-row GEMV", () =>
+  withXRowsOn(async () => {
+    const gpu = await sharedGpu();
+    const [n, k, m, eps] = [40, 96, 5, 1e-6];
+    const rng = seeded(17);
+    for (const dtype of DTYPES) {
+      const { w } = makeQuant(gpu, n, k, dtype, 7, 16 * k);
+      const held = dequantRef(await readQuantWeight(gpu, w));
+      const x = randn(rng, 2 * m * k), nw = randn(rng, k, 1), bias = randn(rng, n);
+      const y0 = randn(rng, m * n);
+      const bx = uploadArray(gpu, x), bnw = uploadArray(gpu, nw), bb = uploadArray(gpu, bias);
+      const by = uploadArray(gpu, y0), h = createStorage(gpu, 2 * m * k * 4);
+      const dn = normLinear(gpu, by, bx, h, bnw, w, bb, { m, eps, accumulate: true });
+      const ds = siluMulLinear(gpu, by, bx, h, w, null, { m, accumulate: true });
+      for (const d of [dn, ds]) {
+        assert.equal(d.length, 2 + w.chunks.length, "the pass, PREPX, a GEMV per chunk");
+        for (const v of d.slice(2)) assert.match(v.variant.key, /^linear_q\.main\[.*XR=8,XROWS/);
       }
-      assertWithin(got, want, bound, `${dtype} ${what}`);
-    };
-    run(gpu, dn);
-    const x0 = x.subarray(0, m * k);
-    await check(rmsNorm(x0, nw, m, k, eps), bias, "norm + bias + acc");
-    writeArray(gpu, by, y0);
-    run(gpu, ds);
-    await check(siluMul(x, m, k), null, "silu + acc");
-    [...dn, ...ds].forEach((d) => d.destroy());
-    [bx, bnw, bb, by, h].forEach((b) => b.destroy());
-    destroyWeight(w);
-  }
-});
+      /** y0 + (each row's product) within the int8 bound of `v`'s rows, the f32-x reference. */
+      const check = async (v: Float32Array, b: Float32Array | null, what: string) => {
+        const got = await readF32(gpu, by, m * n);
+        const want = linearRef(v, held, b, m, n, k, y0);
+        const bound = new Float32Array(m * n);
+        for (let i = 0; i < m; i++) {
+          const steps = quantizeActivations(v.subarray(i * k, (i + 1) * k)).steps;
+          bound.set(xqBound(held, steps, n, k), i * n);
+        }
+        assertWithin(got, want, bound, `${dtype} ${what}`);
+      };
+      run(gpu, dn);
+      const x0 = x.subarray(0, m * k);
+      await check(rmsNorm(x0, nw, m, k, eps), bias, "norm + bias + acc");
+      writeArray(gpu, by, y0);
+      run(gpu, ds);
+      await check(siluMul(x, m, k), null, "silu + acc");
+      [...dn, ...ds].forEach((d) => d.destroy());
+      [bx, bnw, bb, by, h].forEach((b) => b.destroy());
+      destroyWeight(w);
+    }
+  }));
 
 Deno.test("linearQ() refuses a fused norm or siluMul at m > 1", async () => {
   const gpu = await sharedGpu();

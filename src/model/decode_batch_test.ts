@@ -7,6 +7,7 @@ import { run } from "../../kernels/_kernel.ts";
 import { assertClose, seeded } from "../ref/_random.ts";
 import { Qwen2VLModel, type Session } from "./qwen2vl.ts";
 import { TINY_DIR } from "./_fixture.ts";
+import { LINEAR_CHOICE } from "../../kernels/linear.ts";
 
 const gpu = await sharedGpu();
 const CONTEXT = 40;
@@ -29,9 +30,15 @@ async function prefilled(model: Qwen2VLModel, ps: number[][], first: number[]): 
   return out;
 }
 
-for (const dtype of ["f32", "f16"] as const) {
-  Deno.test(`createDecodeBatch() (${dtype}): each row's step gives the logits and state of that session's own step, twice (the second reading the K/V the first wrote)`, async () => {
-    const model = await Qwen2VLModel.load(TINY_DIR, { gpu, dtype, maxContext: CONTEXT });
+// Float weights: against each session's own step (the few-row products sum in another order than
+// the one-row GEMVs: within f32 rounding). q4: the one-row step fuses the norm into its int8
+// quantization of x where the batch runs a norm pass first — the same math, but a code can round
+// the other way (≈ 0.5 of logits ≈ 28 on this 32-wide model, as far from f32 weights as the
+// step's own: src/model/quantize_test.ts) — so against the same session stepped in a batch of two
+// beside another (a row's bits do not depend on its batch: kernels/linear_q.ts few-row GEMV).
+for (const [dtype, quant] of [["f32"], ["f16"], ["f16", "q4"]] as const) {
+  Deno.test(`createDecodeBatch() (${quant ?? dtype}): each row's step gives the logits and state of that session's ${quant ? "row in another batch" : "own step"}, twice (the second reading the K/V the first wrote)`, async () => {
+    const model = await Qwen2VLModel.load(TINY_DIR, { gpu, dtype, quant, maxContext: CONTEXT });
     try {
       assert.equal(model.batchesDecode(3), true);
       // Prompts of different lengths: each row rotates, writes and attends at its own position.
@@ -39,22 +46,28 @@ for (const dtype of ["f32", "f16"] as const) {
       const alone = await prefilled(model, ps, first);
       const rows = await prefilled(model, ps, first);
       const batch = model.createDecodeBatch(rows);
+      // q4: each reference session in a batch of two, beside a session of another prompt.
+      const pads = quant ? await prefilled(model, prompts([3, 3, 3], 9), [5, 6, 7]) : [];
+      const pairs = pads.map((p, i) => model.createDecodeBatch([p, alone[i]]));
       try {
         assert.deepEqual(batch.sessions, rows);
         for (const [step, ids] of [[1, second], [2, first]] as const) {
           const enc = gpu.device.createCommandEncoder();
           const pass = enc.beginComputePass();
-          for (const s of alone) {
-            model.encodeDecodeStep(pass, s);
+          alone.forEach((s, i) => {
+            if (quant) pairs[i].encode(pass);
+            else model.encodeDecodeStep(pass, s);
             advance(gpu, s.state).encode(pass);
-          }
+          });
+          for (const p of pads) advance(gpu, p.state).encode(pass);
           batch.encode(pass);
           for (const s of rows) advance(gpu, s.state).encode(pass);
           pass.end();
           gpu.device.queue.submit([enc.finish()]);
           for (let i = 0; i < 3; i++) {
             const want = await readF32(gpu, alone[i].logits);
-            assertClose(await readF32(gpu, rows[i].logits), want, 1e-5, `step ${step} row ${i}`);
+            const tol = quant ? 0 : 1e-5;
+            assertClose(await readF32(gpu, rows[i].logits), want, tol, `step ${step} row ${i}`);
             assert.deepEqual(
               await readDecodeState(gpu, rows[i].state),
               await readDecodeState(gpu, alone[i].state),
@@ -62,14 +75,15 @@ for (const dtype of ["f32", "f16"] as const) {
             // The next ring entry the step reads: a new token for each.
             writeArray(gpu, alone[i].tokens, new Uint32Array([ids[i]]), step * 4);
             writeArray(gpu, rows[i].tokens, new Uint32Array([ids[i]]), step * 4);
+            if (quant) writeArray(gpu, pads[i].tokens, new Uint32Array([ids[i]]), step * 4);
           }
         }
         // The rows' logits differ (each session its own history), so a row mix-up shows.
         const l0 = await readF32(gpu, rows[0].logits), l1 = await readF32(gpu, rows[1].logits);
         assert.ok(l0.some((v, i) => Math.abs(v - l1[i]) > 1e-3));
       } finally {
-        batch.destroy();
-        for (const s of [...alone, ...rows]) s.dispose();
+        for (const b of [batch, ...pairs]) b.destroy();
+        for (const s of [...alone, ...rows, ...pads]) s.dispose();
       }
     } finally {
       model.dispose();
@@ -77,15 +91,10 @@ for (const dtype of ["f32", "f16"] as const) {
   });
 }
 
-Deno.test("createDecodeBatch() refuses what it cannot batch: one session, 17, a session twice, a disposed or foreign one, q4 weights", async () => {
+Deno.test("createDecodeBatch() refuses what it cannot batch: one session, 17, a session twice, a disposed or foreign one, q8 weights, the few-row GEMVs off", async () => {
   const model = await Qwen2VLModel.load(TINY_DIR, { gpu, dtype: "f32", maxContext: CONTEXT });
   const other = await Qwen2VLModel.load(TINY_DIR, { gpu, dtype: "f32", maxContext: CONTEXT });
-  const q4 = await Qwen2VLModel.load(TINY_DIR, {
-    gpu,
-    dtype: "f32",
-    quant: "q4",
-    maxContext: CONTEXT,
-  });
+  const q8 = await Qwen2VLModel.load(TINY_DIR, { gpu, quant: "q8", maxContext: CONTEXT });
   const made: Session[] = [];
   const mk = (m: Qwen2VLModel) => {
     const s = m.createSession(8);
@@ -98,13 +107,22 @@ Deno.test("createDecodeBatch() refuses what it cannot batch: one session, 17, a 
     assert.equal(model.batchesDecode(16), true);
     assert.equal(model.batchesDecode(17), false);
     assert.equal(model.batchesDecode(2.5), false);
-    assert.equal(q4.batchesDecode(2), false);
     assert.throws(() => model.createDecodeBatch([a]), InvalidInputError);
     const many = Array.from({ length: 17 }, () => mk(model));
     assert.throws(() => model.createDecodeBatch(many), /17 sessions cannot decode as one batch/);
     assert.throws(() => model.createDecodeBatch([a, a]), /given once/);
     assert.throws(() => model.createDecodeBatch([a, mk(other)]), /of this model/);
-    assert.throws(() => q4.createDecodeBatch([mk(q4), mk(q4)]), /float weights/);
+    // q8 (its products of a few rows dequantize, keeping x in f32) and products of a few rows
+    // on the tiled kernels cost as much as many: no batching then.
+    assert.equal(q8.batchesDecode(2), false);
+    assert.throws(() => q8.createDecodeBatch([mk(q8), mk(q8)]), /f16 \/ f32 \/ q4 weights/);
+    LINEAR_CHOICE.xrows = false;
+    try {
+      assert.equal(model.batchesDecode(2), false);
+      assert.throws(() => model.createDecodeBatch([a, b]), /with the few-row GEMVs on/);
+    } finally {
+      LINEAR_CHOICE.xrows = true;
+    }
     const c = mk(model);
     c.dispose();
     assert.throws(() => model.createDecodeBatch([b, c]), /live session/);
@@ -121,6 +139,6 @@ Deno.test("createDecodeBatch() refuses what it cannot batch: one session, 17, a 
     run(gpu, []);
   } finally {
     for (const s of made) s.dispose();
-    for (const m of [model, other, q4]) m.dispose();
+    for (const m of [model, other, q8]) m.dispose();
   }
 });

@@ -52,6 +52,7 @@ import { imageTokenCount } from "../image.ts";
 import { Session } from "./session.ts";
 import { DecodeBatch } from "./decode_batch.ts";
 import { GEMV_XROWS_MAX, LINEAR_CHOICE } from "../../kernels/linear.ts";
+import { GEMV_XROWS } from "../../kernels/linear_q.ts";
 import { isQuant } from "../gpu/tensor.ts";
 import { type ImageEmbeds, submit, submitBefore, VisionTower } from "./vision.ts";
 import {
@@ -447,9 +448,10 @@ export class Qwen2VLModel {
   /**
    * Whether `n` sessions' decode steps can run as the rows of one pass
    * ({@link createDecodeBatch}) faster than one after another: 2 ≤ n ≤ GEMV_XROWS_MAX
-   * (kernels/linear.ts) and float weights, whose products of a few rows take the few-row GEMV
-   * (H200, 7B f16: 1.1× one row's time at 2 rows, 2.1× at 8). Products of a few q4 / q8 rows run
-   * the int8 GEMM or a dequantization instead (4.4× one GEMV at 2 rows): there, no.
+   * (kernels/linear.ts), where the products of a few rows take the few-row GEMVs
+   * (LINEAR_CHOICE.xrows; H200, 7B f16: 1.1× one row's time at 2 rows, 2.1× at 8): f16 / f32 and
+   * q4 weights (kernels/linear_q.ts GEMV_XROWS). Without them — the tiled GEMMs, q4's int8 GEMM
+   * (4.4× one GEMV at 2 rows), q8's dequantization (its x kept in f32) — no.
    */
   batchesDecode(n: number): boolean {
     if (!(Number.isInteger(n) && n >= 2 && n <= GEMV_XROWS_MAX && LINEAR_CHOICE.xrows)) {
@@ -459,7 +461,10 @@ export class Qwen2VLModel {
     for (let i = 0; i < t.numLayers; i++) {
       for (const m of ["qkv", "o", "gate_up", "down"]) names.push(`text.layers.${i}.${m}`);
     }
-    return names.every((name) => !isQuant(this.#w.matrix(name).dtype));
+    return names.every((name) => {
+      const d = this.#w.matrix(name).dtype;
+      return !isQuant(d) || GEMV_XROWS[d];
+    });
   }
 
   /**
@@ -474,8 +479,8 @@ export class Qwen2VLModel {
     const n = sessions.length;
     if (!this.batchesDecode(n)) {
       throw new InvalidInputError(
-        `createDecodeBatch: ${n} sessions cannot decode as one batch on this model (2 to ` +
-          `${GEMV_XROWS_MAX} sessions, float weights: check batchesDecode())`,
+        `createDecodeBatch: ${n} sessions cannot decode as one batch (2 to ${GEMV_XROWS_MAX} ` +
+          "sessions, f16 / f32 / q4 weights with the few-row GEMVs on: check batchesDecode())",
       );
     }
     if (
