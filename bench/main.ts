@@ -129,7 +129,14 @@ export interface BenchResult {
    * weights allow it), or with --no-batch their own token pumps' batches taking turns on the GPU,
    * each awaiting its own readbacks: each one's rate and all of them together.
    */
-  parallel?: { streams: number; batched: boolean; each_tok_s: number[]; total_tok_s: number };
+  parallel?: {
+    streams: number;
+    batched: boolean;
+    each_tok_s: number[];
+    total_tok_s: number;
+    /** With --profile and batched: one batch step's dispatches (up to 16 rows) timed alone. */
+    batch_profile?: StepProfile;
+  };
   /** With --no-xrows: products of 2–16 rows ran the tiled GEMMs (kernels/linear.ts LINEAR_CHOICE). */
   no_xrows?: boolean;
   followup?: {
@@ -545,9 +552,20 @@ async function timeParallel(
     }));
     const from = Math.min(...streams.map((r) => r.from));
     const to = Math.max(...streams.map((r) => r.end));
+    let profile: StepProfile | undefined;
+    if (batched && o.profile) {
+      // (no sampler or advance among them: each run times the same step again)
+      const batch = model.createDecodeBatch(sessions.slice(0, GEMV_XROWS_MAX));
+      try {
+        profile = await profileStep(gpu, batch.dispatches, 4);
+      } finally {
+        batch.destroy();
+      }
+    }
     return {
       streams: o.parallel,
       batched,
+      ...(profile ? { batch_profile: profile } : {}),
       each_tok_s: streams.map((r) => round(r.tokens / ((r.end - r.from) / 1000), 2)),
       total_tok_s: round(streams.reduce((a, r) => a + r.tokens, 0) / ((to - from) / 1000), 2),
     };
