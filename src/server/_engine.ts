@@ -28,6 +28,8 @@ export interface LoadEngineOptions {
   promptCache?: boolean | number;
   /** Generations that run at once (default 1; see PipelineOptions.parallel). */
   parallel?: number;
+  /** Whether those decode as one batch (default true; see PipelineOptions.batchDecode). */
+  batchDecode?: boolean;
   /** Hub download settings (default: from HF_* environment variables). */
   download?: DownloadOptions;
   /**
@@ -73,6 +75,7 @@ export async function loadEngine(
     kvCacheDtype: options.kvCacheDtype,
     promptCache: options.promptCache,
     parallel: options.parallel,
+    batchDecode: options.batchDecode,
     modelId: fromHub ? model.replace(/@.*$/, "") : undefined,
     onProgress: sink
       ? (done, total) => {

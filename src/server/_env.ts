@@ -58,7 +58,9 @@ export function modelFromEnv(env: Env, moduleUrl: string): string {
  * not learn, through `cached_tokens` or timing, how the previous request began); 1 / true / yes /
  * on or unset/empty: on, one conversation; a whole number N > 1: the last N conversations.
  * `QVQ_PARALLEL`: N generations run at once (PipelineOptions.parallel; 1 to 64, default 1), each
- * with a KV cache of its own, taking turns on the GPU.
+ * with a KV cache of its own, decoding as one batch (f16 / q4 weights) or taking turns on the
+ * GPU. `QVQ_BATCH_DECODE`: 0 / false / no / off — they take turns (PipelineOptions.batchDecode
+ * false); 1 / true / yes / on or unset/empty: nothing said (batched where the weights allow).
  * `QVQ_WARMUP`: 0 / false / no / off: `warmUp: false`, no warm-up generation after loading (a
  * faster start, a slower first request; the server warms up otherwise); 1 / true / yes / on or
  * unset/empty: nothing said.
@@ -68,7 +70,7 @@ export function loadOptionsFromEnv(
   env: Env,
 ): Pick<
   LoadEngineOptions,
-  "quant" | "visionQuant" | "kvCacheDtype" | "promptCache" | "parallel" | "warmUp"
+  "quant" | "visionQuant" | "kvCacheDtype" | "promptCache" | "parallel" | "batchDecode" | "warmUp"
 > {
   const parse = <T>(name: string, parser: (text: string) => T): T | undefined => {
     const text = env(name);
@@ -97,13 +99,15 @@ export function loadOptionsFromEnv(
       `"${v}" is not a number of generations to run at once (1 to ${MAX_PARALLEL})`,
     );
   });
-  const warmUp = parse("QVQ_WARMUP", (v): boolean => {
+  const onOrOff = (v: string): boolean => {
     const on = onOff(v);
     if (on !== undefined) return on;
     throw new InvalidInputError(
       `"${v}" is neither on (1, true, yes, on) nor off (0, false, no, off)`,
     );
-  });
+  };
+  const warmUp = parse("QVQ_WARMUP", onOrOff);
+  const batchDecode = parse("QVQ_BATCH_DECODE", onOrOff);
   return {
     ...(warmUp === false ? { warmUp } : {}),
     ...(quant ? { quant } : {}),
@@ -111,6 +115,7 @@ export function loadOptionsFromEnv(
     ...(kvCacheDtype ? { kvCacheDtype } : {}),
     ...(promptCache !== undefined && promptCache !== true ? { promptCache } : {}),
     ...(parallel !== undefined && parallel !== 1 ? { parallel } : {}),
+    ...(batchDecode === false ? { batchDecode } : {}),
   };
 }
 
@@ -184,8 +189,10 @@ environment:
   QVQ_VISION_QUANT         q8: quantize the vision tower's weights (default f16: none)
   QVQ_KV_CACHE_DTYPE       f32 (default) or f16 (half the KV cache's memory)
   QVQ_PROMPT_CACHE         on (default: one conversation), N (the last N conversations) or off
-  QVQ_PARALLEL             N: requests that generate at once, each with a KV cache of its own
-                           and about 1/N of the speed (default 1: one at a time, others queue)
+  QVQ_PARALLEL             N: requests that generate at once, each with a KV cache of its own,
+                           decoding as one batch (default 1: one at a time, others queue)
+  QVQ_BATCH_DECODE         off: those take turns on the GPU, not one batch (default on; q8
+                           weights always take turns)
   QVQ_WARMUP               off: no warm-up generations after loading (default on)
   QVQ_API_KEY              require "Authorization: Bearer <key>" on /v1, /tokenize, /detokenize
                            and /api (default: no key)

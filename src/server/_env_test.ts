@@ -209,6 +209,22 @@ Deno.test("loadOptionsFromEnv() reads QVQ_PARALLEL: generations at once, 1 (the 
   }
 });
 
+Deno.test("loadOptionsFromEnv() reads QVQ_BATCH_DECODE: off takes turns, on/empty/unset say nothing, others fail", () => {
+  for (const off of ["0", "off", "false", "NO"]) {
+    assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_BATCH_DECODE: off })), { batchDecode: false });
+  }
+  for (const on of ["1", "on", "yes", ""]) {
+    assert.deepEqual(loadOptionsFromEnv(vars({ QVQ_BATCH_DECODE: on })), {});
+  }
+  assert.throws(
+    () => loadOptionsFromEnv(vars({ QVQ_BATCH_DECODE: "batched" })),
+    (e: Error) =>
+      e instanceof InvalidInputError &&
+      e.message ===
+        'QVQ_BATCH_DECODE: "batched" is neither on (1, true, yes, on) nor off (0, false, no, off)',
+  );
+});
+
 Deno.test("optionsFromEnv() reads QVQ_RESPONSE_STORE: a count of responses kept, 0 / off none, on or unset the default", () => {
   assert.deepEqual(optionsFromEnv(vars({ QVQ_RESPONSE_STORE: "50" })), {
     responseStore: { maxResponses: 50 },
