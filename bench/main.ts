@@ -136,6 +136,8 @@ export interface BenchResult {
     total_tok_s: number;
     /** With --profile and batched: one batch step's dispatches (up to 16 rows) timed alone. */
     batch_profile?: StepProfile;
+    /** Batched: CPU ms to build a DecodeBatch of the sessions (up to 16; its dispatches). */
+    batch_build_ms?: number;
   };
   /** With --no-xrows: products of 2–16 rows ran the tiled GEMMs (kernels/linear.ts LINEAR_CHOICE). */
   no_xrows?: boolean;
@@ -552,12 +554,14 @@ async function timeParallel(
     }));
     const from = Math.min(...streams.map((r) => r.from));
     const to = Math.max(...streams.map((r) => r.end));
-    let profile: StepProfile | undefined;
-    if (batched && o.profile) {
-      // (no sampler or advance among them: each run times the same step again)
+    let profile: StepProfile | undefined, buildMs: number | undefined;
+    if (batched) {
+      const t0 = performance.now();
       const batch = model.createDecodeBatch(sessions.slice(0, GEMV_XROWS_MAX));
+      buildMs = performance.now() - t0;
       try {
-        profile = await profileStep(gpu, batch.dispatches, 4);
+        // (no sampler or advance among them: each run times the same step again)
+        if (o.profile) profile = await profileStep(gpu, batch.dispatches, 4);
       } finally {
         batch.destroy();
       }
@@ -566,6 +570,7 @@ async function timeParallel(
       streams: o.parallel,
       batched,
       ...(profile ? { batch_profile: profile } : {}),
+      ...(buildMs !== undefined ? { batch_build_ms: round(buildMs, 1) } : {}),
       each_tok_s: streams.map((r) => round(r.tokens / ((r.end - r.from) / 1000), 2)),
       total_tok_s: round(streams.reduce((a, r) => a + r.tokens, 0) / ((to - from) / 1000), 2),
     };

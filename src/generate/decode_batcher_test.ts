@@ -44,14 +44,18 @@ async function alone(i: number, total: number, top?: number) {
   return { ids, records };
 }
 
-/** The model, counting the batches made (their sizes). */
-function counting(made: number[]): BatchModel {
+/**
+ * The model, noting the batches made: "rows/sessions" (an empty row is a member's that left or
+ * does not step), once for a run of cycles alike.
+ */
+function counting(made: string[]): BatchModel {
   return {
     gpu,
     batchesDecode: (n) => model.batchesDecode(n),
-    createDecodeBatch: (sessions) => {
-      made.push(sessions.length);
-      return model.createDecodeBatch(sessions);
+    createDecodeBatch: (rows) => {
+      const note = `${rows.length}/${rows.filter((s) => s).length}`;
+      if (made.at(-1) !== note) made.push(note);
+      return model.createDecodeBatch(rows);
     },
     encodeDecodeStep: (pass, s) => model.encodeDecodeStep(pass, s),
   };
@@ -73,7 +77,7 @@ async function drain(
 Deno.test("DecodeBatcher: generations decoding at once each get the ids they get alone, as one batch", async () => {
   const totals = [9, 5, 12];
   const want = await Promise.all(totals.map((t, i) => alone(i, t)));
-  const made: number[] = [];
+  const made: string[] = [];
   const batcher = new DecodeBatcher(counting(made), { maxBatch: 4 });
   const runs = await Promise.all(totals.map((_, i) => runOf(i)));
   try {
@@ -81,8 +85,9 @@ Deno.test("DecodeBatcher: generations decoding at once each get the ids they get
       runs.map((run, i) => drain(batcher.pump(run, { total: totals[i] }))),
     );
     got.forEach((ids, i) => assert.deepEqual(ids, want[i].ids, `generation ${i}`));
-    // All three stepped as one batch, then two once the shortest ended, then the last alone.
-    assert.deepEqual(made, [3, 2]);
+    // All three stepped as one batch; once the shortest (row 1) ended, the other two in their
+    // rows 0 and 2; then the last alone (its own step).
+    assert.deepEqual(made, ["3/3", "3/2"]);
     assert.equal(batcher.members, 0);
   } finally {
     runs.forEach(free);
@@ -92,7 +97,7 @@ Deno.test("DecodeBatcher: generations decoding at once each get the ids they get
 
 Deno.test("DecodeBatcher: a generation joining one under way, and one leaving early, leave the others' ids as alone", async () => {
   const want = [await alone(0, 14), await alone(1, 6), await alone(3, 10)];
-  const made: number[] = [];
+  const made: string[] = [];
   const batcher = new DecodeBatcher(counting(made), { maxBatch: 2 });
   const runs = [await runOf(0), await runOf(1), await runOf(3)];
   try {
@@ -109,7 +114,9 @@ Deno.test("DecodeBatcher: a generation joining one under way, and one leaving ea
     // The one that left got the first ids of its own answer.
     assert.ok(c.length >= 3 && c.length < 10, `${c.length}`);
     assert.deepEqual(c, want[2].ids.slice(0, c.length));
-    assert.ok(made.includes(2), `batches ${made}`);
+    // The leaver (row 0) and the first (row 1) as one batch; the one joining later takes the
+    // leaver's row.
+    assert.ok(made.includes("2/2"), `batches ${made}`);
   } finally {
     runs.forEach(free);
     batcher.dispose();

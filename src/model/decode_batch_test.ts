@@ -45,12 +45,15 @@ for (const [dtype, quant] of [["f32"], ["f16"], ["f16", "q4"]] as const) {
       const ps = prompts([5, 11, 2], 7), first = [17, 404, 9], second = [3, 250, 77];
       const alone = await prefilled(model, ps, first);
       const rows = await prefilled(model, ps, first);
-      const batch = model.createDecodeBatch(rows);
+      // Row 1 empty (a session that left): its products run on whatever it holds.
+      const layout = [rows[0], undefined, rows[1], rows[2]];
+      const batch = model.createDecodeBatch(layout);
       // q4: each reference session in a batch of two, beside a session of another prompt.
       const pads = quant ? await prefilled(model, prompts([3, 3, 3], 9), [5, 6, 7]) : [];
       const pairs = pads.map((p, i) => model.createDecodeBatch([p, alone[i]]));
       try {
         assert.deepEqual(batch.sessions, rows);
+        assert.deepEqual(batch.rows, layout);
         for (const [step, ids] of [[1, second], [2, first]] as const) {
           const enc = gpu.device.createCommandEncoder();
           const pass = enc.beginComputePass();
@@ -78,6 +81,10 @@ for (const [dtype, quant] of [["f32"], ["f16"], ["f16", "q4"]] as const) {
             if (quant) writeArray(gpu, pads[i].tokens, new Uint32Array([ids[i]]), step * 4);
           }
         }
+        // A batch of the same rows again is made of what the first one built.
+        const again = model.createDecodeBatch(layout);
+        assert.ok(again.dispatches.every((d, i) => d === batch.dispatches[i]));
+        assert.equal(rows[2].batchRows.size, 1);
         // The rows' logits differ (each session its own history), so a row mix-up shows.
         const l0 = await readF32(gpu, rows[0].logits), l1 = await readF32(gpu, rows[1].logits);
         assert.ok(l0.some((v, i) => Math.abs(v - l1[i]) > 1e-3));
@@ -111,6 +118,7 @@ Deno.test("createDecodeBatch() refuses what it cannot batch: one session, 17, a 
     const many = Array.from({ length: 17 }, () => mk(model));
     assert.throws(() => model.createDecodeBatch(many), /17 sessions cannot decode as one batch/);
     assert.throws(() => model.createDecodeBatch([a, a]), /given once/);
+    assert.throws(() => model.createDecodeBatch([undefined, undefined]), /at least one/);
     assert.throws(() => model.createDecodeBatch([a, mk(other)]), /of this model/);
     // q8 (its products of a few rows dequantize, keeping x in f32) and products of a few rows
     // on the tiled kernels cost as much as many: no batching then.

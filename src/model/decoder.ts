@@ -181,6 +181,24 @@ export function layerDispatches(
   m: number,
   attend: Dispatch[] | DecodeAttention,
 ): Dispatch[] {
+  const p = layerParts(gpu, t, w, layer, b, m, attend);
+  return [...p.qkv, ...p.attention, ...p.rest];
+}
+
+/**
+ * {@link layerDispatches} in its three parts: the qkv projection (with the rope + KV write where
+ * `attend` fuses it), the attention, and o_proj + the MLP. Batched decode runs one attention per
+ * session between the other two (`attend`: []).
+ */
+export function layerParts(
+  gpu: Gpu,
+  t: TextConfig,
+  w: GpuWeights,
+  layer: number,
+  b: DecoderBuffers,
+  m: number,
+  attend: Dispatch[] | DecodeAttention,
+): { qkv: Dispatch[]; attention: Dispatch[]; rest: Dispatch[] } {
   const k = `text.layers.${layer}.`;
   const nw = w.vector(k + "input_norm"),
     qkvW = w.matrix(k + "qkv"),
@@ -252,9 +270,7 @@ export function layerDispatches(
     ];
     attention = attend.attention;
   }
-  return [
-    ...qkv,
-    ...attention,
+  const rest = [
     ...accumulate(b.x, b.attn, oW, oEmit),
     ...(resident
       ? [
@@ -279,6 +295,7 @@ export function layerDispatches(
         }),
       ]),
   ];
+  return { qkv, attention, rest };
 }
 
 /**
@@ -396,7 +413,7 @@ export function decodeAttend(
   return { ropeKv, attention };
 }
 
-/** What {@link batchAttend} reads of a session: its KV cache, decode state and attention scratch. */
+/** What {@link rowAttend} reads of a session: its KV cache, decode state and attention scratch. */
 export interface BatchRowSession {
   /** Per layer K and V, (maxTokens, kvHeads · headDim). */
   readonly cache: readonly LayerCache[];
@@ -409,43 +426,41 @@ export interface BatchRowSession {
 }
 
 /**
- * Batched decode's attention for layer `layer`: row r of b.qkv is session r's token, rotated by
- * its own state.position, its K/V written at its own state.cache_len, its query attending over
- * its own cache into row r of b.attn — a rope + KV write and an attention dispatch a session (the
- * products around them run once over all rows).
+ * Batched decode's attention for layer `layer` of the session at row `row`: row `row` of b.qkv is
+ * its token, rotated by its own state.position, its K/V written at its own state.cache_len, its
+ * query attending over its own cache into row `row` of b.attn — a rope + KV write and an
+ * attention dispatch a session (the products around them run once over all rows).
  */
-export function batchAttend(
+export function rowAttend(
   gpu: Gpu,
   t: TextConfig,
   b: DecoderBuffers,
-  sessions: readonly BatchRowSession[],
+  s: BatchRowSession,
   layer: number,
   table: GpuRopeTable,
+  row: number,
 ): Dispatch[] {
-  const l = qkvLayout(t);
-  return sessions.flatMap((s, row) => {
-    const c = s.cache[layer];
-    return [
-      ropeKvWriteAt(gpu, b.qkv, c.k, c.v, s.state, table, {
-        heads: l.ropeHeads,
-        kvHeads: t.numKvHeads,
-        stride: l.stride,
-        maxTokens: s.maxTokens,
-        dtype: c.dtype,
-        row,
-      }),
-      ...decodeAttention(
-        gpu,
-        b.attn,
-        { buffer: b.qkv, stride: l.stride },
-        { buffer: c.k, dtype: c.dtype },
-        { buffer: c.v, dtype: c.dtype },
-        s.state,
-        s.attnScratch,
-        { ...l.heads, maxTokens: s.maxTokens, row },
-      ),
-    ];
-  });
+  const l = qkvLayout(t), c = s.cache[layer];
+  return [
+    ropeKvWriteAt(gpu, b.qkv, c.k, c.v, s.state, table, {
+      heads: l.ropeHeads,
+      kvHeads: t.numKvHeads,
+      stride: l.stride,
+      maxTokens: s.maxTokens,
+      dtype: c.dtype,
+      row,
+    }),
+    ...decodeAttention(
+      gpu,
+      b.attn,
+      { buffer: b.qkv, stride: l.stride },
+      { buffer: c.k, dtype: c.dtype },
+      { buffer: c.v, dtype: c.dtype },
+      s.state,
+      s.attnScratch,
+      { ...l.heads, maxTokens: s.maxTokens, row },
+    ),
+  ];
 }
 
 /**

@@ -40,17 +40,19 @@ import {
 } from "../../kernels/mod.ts";
 import { parseConfig, type Qwen2VLConfig } from "./config.ts";
 import {
-  batchAttend,
   createDecoderBuffers,
   decodeAttend,
+  type DecoderBuffers,
   headDispatches,
   layerDispatches,
+  layerParts,
   prefillAttend,
+  rowAttend,
 } from "./decoder.ts";
 import { getRopeIndex, type GridThw } from "./rope_index.ts";
 import { imageTokenCount } from "../image.ts";
 import { Session } from "./session.ts";
-import { DecodeBatch } from "./decode_batch.ts";
+import { type BatchProducts, DecodeBatch, type RowParts } from "./decode_batch.ts";
 import { GEMV_XROWS_MAX, LINEAR_CHOICE } from "../../kernels/linear.ts";
 import { GEMV_XROWS } from "../../kernels/linear_q.ts";
 import { isQuant } from "../gpu/tensor.ts";
@@ -248,6 +250,11 @@ export class Qwen2VLModel {
   readonly #ownsGpu: boolean;
   /** Sessions this model created (createDecodeBatch takes only those). */
   readonly #sessions = new WeakSet<Session>();
+  /**
+   * Batched decode's activations, (GEMV_XROWS_MAX, ·) each, and (GEMV_XROWS_MAX, vocab) f32
+   * logits, with the products of a step over n of their rows, per n: made on first use, kept.
+   */
+  #batch?: { buffers: DecoderBuffers; logits: GPUBuffer; products: Map<number, BatchProducts> };
   #disposed = false;
 
   private constructor(
@@ -469,14 +476,17 @@ export class Qwen2VLModel {
 
   /**
    * The decode step of several sessions as one batch ({@link DecodeBatch}): a step of each,
-   * recorded by `batch.encode(pass)`, their tokens the rows of one set of products. Building it
-   * costs ≈ 0.1 ms of CPU a dispatch (a 7B batch of two: ≈ 310); keep it while its sessions stay.
-   * @throws InvalidInputError unless {@link batchesDecode} says yes for their count, or where a
-   *   session is disposed, of another model, or given twice
+   * recorded by `batch.encode(pass)`, session `rows[r]`'s token in row r of one set of products
+   * (undefined: an empty row, whose products nothing reads). What it runs is built on first use
+   * and kept — the products per row count, each session's dispatches per row (≈ 0.1 ms of CPU a
+   * dispatch: 7B ≈ 6 ms a session, QVQ-72B ≈ 16) — so keep a session at its row while it stays.
+   * @throws InvalidInputError unless {@link batchesDecode} says yes for the row count, or where
+   *   a session is disposed, of another model, or given twice, or no row holds one
    */
-  createDecodeBatch(sessions: readonly Session[]): DecodeBatch {
+  createDecodeBatch(rows: readonly (Session | undefined)[]): DecodeBatch {
     this.#alive();
-    const n = sessions.length;
+    const n = rows.length;
+    const sessions = rows.filter((s) => s !== undefined);
     if (!this.batchesDecode(n)) {
       throw new InvalidInputError(
         `createDecodeBatch: ${n} sessions cannot decode as one batch (2 to ${GEMV_XROWS_MAX} ` +
@@ -484,30 +494,51 @@ export class Qwen2VLModel {
       );
     }
     if (
-      new Set(sessions).size !== n || sessions.some((s) => s.disposed || !this.#sessions.has(s))
+      sessions.length === 0 || new Set(sessions).size !== sessions.length ||
+      sessions.some((s) => s.disposed || !this.#sessions.has(s))
     ) {
       throw new InvalidInputError(
-        "createDecodeBatch: each session must be a live session of this model, given once",
+        "createDecodeBatch: each session must be a live session of this model, given once " +
+          "(and at least one)",
       );
     }
     const gpu = this.gpu, t = this.config.text;
-    const b = createDecoderBuffers(gpu, t, n, "batch");
-    const logits = createStorage(gpu, n * t.vocabSize * 4, "batch.logits"); // (n, vocab) f32
-    const embed = this.#w.matrix("text.embed");
-    const ds: Dispatch[] = sessions.flatMap((s, row) =>
-      embeddingAt(gpu, b.x, s.tokens, s.state, embed, { row })
-    );
-    for (let i = 0; i < t.numLayers; i++) {
-      const attend = batchAttend(gpu, t, b, sessions, i, this.#rope);
-      ds.push(...layerDispatches(gpu, t, this.#w, i, b, n, attend));
+    const st = this.#batch ??= {
+      buffers: createDecoderBuffers(gpu, t, GEMV_XROWS_MAX, "batch"),
+      logits: createStorage(gpu, GEMV_XROWS_MAX * t.vocabSize * 4, "batch.logits"),
+      products: new Map(),
+    };
+    let products = st.products.get(n);
+    if (!products) {
+      const qkv: Dispatch[][] = [], rest: Dispatch[][] = [];
+      for (let i = 0; i < t.numLayers; i++) {
+        const p = layerParts(gpu, t, this.#w, i, st.buffers, n, []);
+        qkv.push(p.qkv);
+        rest.push(p.rest);
+      }
+      const head = headDispatches(gpu, t, this.#w, st.logits, st.buffers.h, st.buffers.x, n);
+      st.products.set(n, products = { qkv, rest, head });
     }
-    ds.push(...headDispatches(gpu, t, this.#w, logits, b.h, b.x, n));
-    ds.push(
-      ...sessions.map((s, row) =>
-        copyRows(gpu, s.logits, logits, { n: 1, cols: t.vocabSize, srcRow: row })
+    const parts = rows.map((s, row) => {
+      if (!s) return undefined;
+      let p = s.batchRows.get(row);
+      if (!p) s.batchRows.set(row, p = this.#rowParts(s, row));
+      return p;
+    });
+    return new DecodeBatch(rows, products, parts);
+  }
+
+  /** A session's dispatches at a row of the batch activations ({@link createDecodeBatch}). */
+  #rowParts(s: Session, row: number): RowParts {
+    const gpu = this.gpu, t = this.config.text, st = this.#batch!, b = st.buffers;
+    return {
+      embed: embeddingAt(gpu, b.x, s.tokens, s.state, this.#w.matrix("text.embed"), { row }),
+      attend: Array.from(
+        { length: t.numLayers },
+        (_, i) => rowAttend(gpu, t, b, s, i, this.#rope, row),
       ),
-    );
-    return new DecodeBatch(sessions, ds, [b, logits]);
+      copy: copyRows(gpu, s.logits, st.logits, { n: 1, cols: t.vocabSize, srcRow: row }),
+    };
   }
 
   /**
@@ -783,6 +814,14 @@ export class Qwen2VLModel {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    const b = this.#batch;
+    if (b) {
+      for (const p of b.products.values()) {
+        for (const d of [...p.qkv.flat(), ...p.rest.flat(), ...p.head]) d.destroy();
+      }
+      b.buffers.destroy();
+      b.logits.destroy();
+    }
     this.#vision.destroy();
     this.#rope.destroy();
     this.#w.destroy();

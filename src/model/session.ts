@@ -15,6 +15,7 @@ import {
 } from "../../kernels/mod.ts";
 import type { TextConfig } from "./config.ts";
 import { createDecoderBuffers, type DecoderBuffers, type LayerCache } from "./decoder.ts";
+import type { RowParts } from "./decode_batch.ts";
 
 /**
  * Created by `Qwen2VLModel.createSession(maxTokens)`. After `prefill`, the GPU holds the prompt's
@@ -56,6 +57,11 @@ export class Session {
    * out; on first use (the first decode batch) the prefill is already running.
    */
   buildDecode: () => Dispatch[] = () => [];
+  /**
+   * @internal Batched decode: this session's dispatches at a row of its model's batch
+   * activations, by row (src/model/decode_batch.ts), built on first use there and kept.
+   */
+  readonly batchRows: Map<number, RowParts> = new Map();
   #decode: Dispatch[] | undefined;
   readonly #allocError: Promise<GPUError | null>;
   #disposed = false;
@@ -138,6 +144,10 @@ export class Session {
     this.#disposed = true;
     for (const d of this.#decode ?? []) d.destroy();
     this.#decode = undefined;
+    for (const r of this.batchRows.values()) {
+      for (const d of [...r.embed, ...r.attend.flat(), r.copy]) d.destroy();
+    }
+    this.batchRows.clear();
     for (const c of this.cache) {
       c.k.destroy();
       c.v.destroy();
