@@ -29,7 +29,8 @@ export const XROWS_BUCKETS: readonly number[] = [2, 4, 8, GEMV_XROWS_MAX];
  * tilings, a prefill of two chunks), and that conversation's next turn (a short prefill after the
  * prompt cache's prefix), the last two with logprobs, and two short text answers in JSON mode and
  * held to a schema — for a model without a chat template, raw prompts of those kinds, without
- * images (no request can carry one); then clears the prompt cache, so the warm-up leaves nothing
+ * images (no request can carry one) —, and where generations at once decode as one batch, two
+ * raw prompts together; then clears the prompt cache, so the warm-up leaves nothing
  * a client could reuse. A model whose context cannot hold a warm-up prompt stops the warm-up
  * there (what is left compiles at first use).
  */
@@ -41,6 +42,13 @@ export async function warmUp(pipeline: Pipeline): Promise<void> {
     model.compilePrefill(XROWS_BUCKETS.filter((n) => n < model.maxContext));
     if (pipeline.processor.template) await warmUpChat(pipeline);
     else await warmUpRaw(pipeline);
+    // Generations at once decoding as one batch (its rope + KV write and the products of its
+    // rows' count): two raw prompts together.
+    if (pipeline.batchDecode) {
+      await Promise.all(
+        ["Say yes.", "Say no."].map((p) => drain(pipeline.complete(p, greedy({})))),
+      );
+    }
   } catch (e) {
     if (!(e instanceof ContextLengthError)) throw e;
   } finally {

@@ -71,6 +71,26 @@ Deno.test("loadEngine({ warmUp }) compiles what a first image request needs and 
   }
 });
 
+Deno.test("loadEngine({ warmUp, parallel: 2 }) also compiles what generations decoding as one batch take", async () => {
+  const engine = await loadEngine(TINY, { progress: false, warmUp: true, parallel: 2 });
+  try {
+    assert.equal(engine.batchDecode, true);
+    const compiled = engine.model.gpu.pipelineCount;
+    const ends = await Promise.all([0, 1].map(async (i) => {
+      let r: GenerationResult | undefined;
+      const chat = [{ role: "user" as const, content: `Question ${i}?` }];
+      for await (const ev of engine.generate(chat, { maxNewTokens: 6, temperature: 0 })) {
+        if (ev.type === "done") r = ev.result;
+      }
+      return r!.usage.completionTokens;
+    }));
+    assert.deepEqual(ends, [6, 6]);
+    assert.equal(engine.model.gpu.pipelineCount, compiled, "nothing compiled for the batch");
+  } finally {
+    engine.dispose();
+  }
+});
+
 Deno.test("warmUp() stops where the model's context cannot hold its prompt, and still leaves no cache", async () => {
   // 600 tokens hold the first warm-up prompt (one 644 × 476 image), not the second (two images).
   const pipeline = await Pipeline.load(TINY, { maxContext: 600 });
