@@ -53,7 +53,7 @@ import { getRopeIndex, type GridThw } from "./rope_index.ts";
 import { imageTokenCount } from "../image.ts";
 import { Session } from "./session.ts";
 import { type BatchProducts, DecodeBatch, type RowParts } from "./decode_batch.ts";
-import { GEMV_XROWS_MAX, LINEAR_CHOICE } from "../../kernels/linear.ts";
+import { GEMV_XROWS_MAX, LINEAR_CHOICE, xrowsBucket } from "../../kernels/linear.ts";
 import { GEMV_XROWS } from "../../kernels/linear_q.ts";
 import { isQuant } from "../gpu/tensor.ts";
 import { type ImageEmbeds, submit, submitBefore, VisionTower } from "./vision.ts";
@@ -252,7 +252,8 @@ export class Qwen2VLModel {
   readonly #sessions = new WeakSet<Session>();
   /**
    * Batched decode's activations, (GEMV_XROWS_MAX, ·) each, and (GEMV_XROWS_MAX, vocab) f32
-   * logits, with the products of a step over n of their rows, per n: made on first use, kept.
+   * logits, with the products of a step over m of their rows, per bucket m (2, 4, 8, 16): made on
+   * first use, kept.
    */
   #batch?: { buffers: DecoderBuffers; logits: GPUBuffer; products: Map<number, BatchProducts> };
   #disposed = false;
@@ -508,16 +509,19 @@ export class Qwen2VLModel {
       logits: createStorage(gpu, GEMV_XROWS_MAX * t.vocabSize * 4, "batch.logits"),
       products: new Map(),
     };
-    let products = st.products.get(n);
+    // The products run over n's bucket of rows (kernels/linear.ts xrowsBucket: the few-row
+    // GEMVs compute that many anyway), so a model builds at most four sets of them.
+    const m = xrowsBucket(n);
+    let products = st.products.get(m);
     if (!products) {
       const qkv: Dispatch[][] = [], rest: Dispatch[][] = [];
       for (let i = 0; i < t.numLayers; i++) {
-        const p = layerParts(gpu, t, this.#w, i, st.buffers, n, []);
+        const p = layerParts(gpu, t, this.#w, i, st.buffers, m, []);
         qkv.push(p.qkv);
         rest.push(p.rest);
       }
-      const head = headDispatches(gpu, t, this.#w, st.logits, st.buffers.h, st.buffers.x, n);
-      st.products.set(n, products = { qkv, rest, head });
+      const head = headDispatches(gpu, t, this.#w, st.logits, st.buffers.h, st.buffers.x, m);
+      st.products.set(m, products = { qkv, rest, head });
     }
     const parts = rows.map((s, row) => {
       if (!s) return undefined;
