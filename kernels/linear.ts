@@ -57,7 +57,7 @@ import { defineParams } from "./_params.ts";
 import type { Defines } from "./_preprocess.ts";
 import { checkKvCaches, kvDefines, type KvDType } from "./kv_cache.ts";
 import { grid2d } from "./_grid.ts";
-import { GEMV_PREP, GEMV_XQ, linearQ } from "./linear_q.ts";
+import { GEMV_PREP, GEMV_XQ, linearQ, linearQFewRows } from "./linear_q.ts";
 import { rmsNorm } from "./norm.ts";
 import { siluMul } from "./elementwise.ts";
 import type { GpuRopeTable } from "./rope.ts";
@@ -248,13 +248,15 @@ export interface LinearShape {
   int8x?: boolean;
   /**
    * RMS-normalise x on load (a fused Qwen2RMSNorm): y = rmsNorm(x) · w · wᵀ (+ bias) (+ y), with
-   * `weight` (k) f32 and `eps` as in kernels/norm.ts. Only for m = 1 (decode);
-   * elsewhere the caller runs {@link rmsNorm} first — see {@link normLinear}.
+   * `weight` (k) f32 and `eps` as in kernels/norm.ts. Only for m = 1 (decode) and a few rows of x
+   * on the few-row GEMV ({@link fusesXTransform}); elsewhere the caller runs {@link rmsNorm} first
+   * — see {@link normLinear}.
    */
   norm?: { weight: BufferArg; eps: number };
   /**
    * x is (m, 2k) f32 rows [gate | up] and the linear reads silu(gate) · up (a fused
-   * {@link siluMul}). Only for m = 1, not with `norm` — see {@link siluMulLinear}.
+   * {@link siluMul}). Only for m = 1 and a few rows of x on the few-row GEMV
+   * ({@link fusesXTransform}), not with `norm` — see {@link siluMulLinear}.
    */
   siluMul?: boolean;
   /**
@@ -388,16 +390,17 @@ export function checkLinearCall(
   if (!Number.isInteger(m) || m < 1) {
     throw new InvalidInputError(`${what}: m must be a positive integer, got ${m}`);
   }
-  if (norm && m !== 1) {
+  if (norm && m > GEMV_XROWS_MAX) {
     throw new InvalidInputError(
-      `${what}: a fused norm needs m = 1, got m = ${m}, ${w.dtype}; ` +
-        "use normLinear(), which runs a separate rmsNorm there",
+      `${what}: a fused norm needs m = 1 or the few-row GEMV (m ≤ ${GEMV_XROWS_MAX}), got m = ` +
+        `${m}, ${w.dtype}; use normLinear(), which runs a separate rmsNorm there`,
     );
   }
-  if (silu && (m !== 1 || norm)) {
+  if (silu && (m > GEMV_XROWS_MAX || norm)) {
     throw new InvalidInputError(
-      `${what}: a fused siluMul needs m = 1 and no norm, got m = ${m}, ${w.dtype}` +
-        `${norm ? ", norm" : ""}; use siluMulLinear(), which runs a separate siluMul there`,
+      `${what}: a fused siluMul needs m = 1 or the few-row GEMV (m ≤ ${GEMV_XROWS_MAX}) and no ` +
+        `norm, got m = ${m}, ${w.dtype}${norm ? ", norm" : ""}; use siluMulLinear(), which runs ` +
+        "a separate siluMul there",
     );
   }
   checkSize("x", x, m * w.cols * (silu ? 2 : 1) * 4);
@@ -489,7 +492,14 @@ export function linear(
   // A few rows of x (1 < m ≤ GEMV_XROWS_MAX): the row GEMV over all of them at once, where its
   // partial sums fit the workgroup's memory (GEMV below covers both).
   const xrows = few && t.gemvXRows !== false && t.pipe === undefined && t.tile === undefined &&
-    xrowsFit(gpu, xrowsBucket(m), t.gemvRows, t.gemvWg);
+    xrowsFit(gpu, xrowsBucket(m), t.gemvRows, t.gemvWg, norm !== undefined);
+  if (m > 1 && !xrows && (norm || silu)) {
+    throw new InvalidInputError(
+      `linear: a fused ${norm ? "norm" : "siluMul"} at m = ${m} needs the few-row GEMV, which ` +
+        `does not run here (tuning ${JSON.stringify(tuning)}; check fusesXTransform()); use ` +
+        `${norm ? "normLinear()" : "siluMulLinear()"}, which runs a separate pass there`,
+    );
+  }
   const gemv = m === 1 || xrows;
   // Without a kernel override (tile / pipe), m ≥ 128 picks tile 8 or PIPE (and its split-k) by
   // shape.
@@ -564,6 +574,7 @@ export function linear(
           t.gemvWg,
           rk !== undefined,
           xrows ? xrowsBucket(m) : 1,
+          norm !== undefined,
         ),
       }
       : {},
@@ -590,16 +601,37 @@ export function linear(
 
 /**
  * Whether the row GEMV over m rows of x (kernels/linear.wgsl XROWS) fits: one thread per output of
- * a workgroup (rows · m ≤ wg) to sum it, and their partials in workgroup memory — a partial per
- * subgroup of 4 lanes or more where it sums subgroups (as {@link linear} decides: every subgroup
- * size the adapter may use divides wg), else per thread.
+ * a workgroup (rows · m ≤ wg) to sum it, and the partials of its slots (the outputs, and with a
+ * fused `norm` one Σx² a row of x) in workgroup memory — a partial per subgroup of 4 lanes or more
+ * where it sums subgroups (as {@link linear} decides: every subgroup size the adapter may use
+ * divides wg), else per thread.
  */
-function xrowsFit(gpu: Gpu, m: number, rows: number, wg: number): boolean {
-  const slots = rows * m;
+function xrowsFit(gpu: Gpu, m: number, rows: number, wg: number, norm = false): boolean {
+  const outs = rows * m, slots = outs + (norm ? m : 0);
   const bySubgroup = gpu.features.subgroups &&
     (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= wg;
   const partials = slots * (bySubgroup ? wg / 4 : wg) * 4;
-  return slots <= wg && partials <= gpu.limits.maxComputeWorkgroupStorageSize;
+  return outs <= wg && partials <= gpu.limits.maxComputeWorkgroupStorageSize;
+}
+
+/**
+ * Whether {@link linear} over `w` at m rows fuses a `norm` (else a `siluMul`) into its product
+ * (kernels/linear.wgsl / linear_q.wgsl NORM, SILU), as {@link normLinear} and
+ * {@link siluMulLinear} ask before passing it: at m = 1 always; at 1 < m ≤ GEMV_XROWS_MAX where
+ * the few-row GEMV runs — over f16 / f32 weights the row GEMV of m's bucket where it fits
+ * ({@link xrowsFit}, counting the norm's slots), over q4 linear_q.ts's few-row int8-x GEMV (its
+ * prepared rows normed / silu'd), over q8 the float row GEMV on the dequantized rows; elsewhere
+ * (longer m, the switches off, a device it does not fit) not.
+ */
+export function fusesXTransform(gpu: Gpu, w: Weight, m: number, norm: boolean): boolean {
+  if (m === 1) return true;
+  if (!(m > 1 && m <= GEMV_XROWS_MAX && LINEAR_CHOICE.xrows)) return false;
+  if (isQuant(w.dtype)) {
+    const path = linearQFewRows(gpu, w, m, norm);
+    if (path !== "dequant") return path === "xrows";
+  }
+  const t = { ...LINEAR_TUNING, ...gemvXRowsTuning(m) };
+  return xrowsFit(gpu, xrowsBucket(m), t.gemvRows, t.gemvWg, norm);
 }
 
 /**
@@ -608,7 +640,9 @@ function xrowsFit(gpu: Gpu, m: number, rows: number, wg: number): boolean {
  * to the row and masked past it), every x and weight load of a step before its products, then the
  * sums into `acc` (slot r · xrows + i). Accumulator (r, i) adds its products in the order the
  * one-row loop adds row r's; one row of x is read through kernels/linear.wgsl's xm() (its fused
- * norm or silu · mul), several through xr().
+ * norm or silu · mul), several through xr() — with `norm` (XROWS NORM) each row's raw x, whose
+ * squares named sums s{i} add in xm()'s order (slot rows · xrows + i of `acc`) before it is
+ * multiplied by the norm weight.
  */
 function gemvSteps(
   rows: number,
@@ -616,6 +650,7 @@ function gemvSteps(
   wg: number,
   rope: boolean,
   xrows = 1,
+  norm = false,
 ): string {
   const R = Array.from({ length: rows }, (_, r) => r);
   const U = Array.from({ length: unroll }, (_, u) => u);
@@ -625,8 +660,12 @@ function gemvSteps(
     `vec4<f32>(unpack2x16float(${q}.${a}), unpack2x16float(${q}.${b}))`;
   const x = (i: number, idx: string, ok: string) =>
     xrows === 1 ? `xm(${idx}, ${ok})` : `xr(${i}u, ${idx}, ${ok})`;
+  // XROWS NORM: raw x as ra / rb, the products' operands xa / xb = raw ∘ nw.
+  const rn = xrows > 1 && norm;
+  const [ra, rb] = rn ? ["ra", "rb"] : ["xa", "xb"];
   return [
     ...RI.map(([r, i]) => `var a${r}_${i} = 0.0;`),
+    ...(rn ? I.map((i) => `var s${i} = 0.0;`) : []),
     ...R.map((r) =>
       `let wr${r} = ${rope ? `rope_row(g, ${r}u)` : `min(r0 + ${r}u, p.rows - 1u)`} * kv;`
     ),
@@ -636,11 +675,20 @@ function gemvSteps(
     ),
     ...U.flatMap((u) =>
       I.map((i) =>
-        `  let xa${u}_${i} = ${x(i, `2u * c${u}`, `ok${u}`)}; ` +
-        `let xb${u}_${i} = ${x(i, `2u * c${u} + 1u`, `ok${u}`)};`
+        `  let ${ra}${u}_${i} = ${x(i, `2u * c${u}`, `ok${u}`)}; ` +
+        `let ${rb}${u}_${i} = ${x(i, `2u * c${u} + 1u`, `ok${u}`)};`
       )
     ),
+    ...(rn ? U.map((u) => `  let na${u} = nw[2u * c${u}]; let nb${u} = nw[2u * c${u} + 1u];`) : []),
     ...U.flatMap((u) => R.map((r) => `  let q${u}_${r} = w[wr${r} + c${u}];`)),
+    ...(rn
+      ? U.flatMap((u) =>
+        I.map((i) =>
+          `  s${i} += dot(ra${u}_${i}, ra${u}_${i}); s${i} += dot(rb${u}_${i}, rb${u}_${i}); ` +
+          `let xa${u}_${i} = ra${u}_${i} * na${u}; let xb${u}_${i} = rb${u}_${i} * nb${u};`
+        )
+      )
+      : []),
     ...U.flatMap((u) =>
       RI.map(([r, i]) =>
         `  a${r}_${i} += select(0.0, dot(${half(`q${u}_${r}`, "x", "y")}, xa${u}_${i}) + ` +
@@ -649,6 +697,7 @@ function gemvSteps(
     ),
     "}",
     ...RI.map(([r, i]) => `acc[${r * xrows + i}] = a${r}_${i};`),
+    ...(rn ? I.map((i) => `acc[${rows * xrows + i}] = s${i};`) : []),
   ].join("\n  ");
 }
 
@@ -923,8 +972,9 @@ function pipeLinear(
 
 /**
  * y = rmsNorm(x) · nw · wᵀ (+ bias) (+ y when `s.accumulate`): one fused dispatch per weight chunk
- * where {@link linear}'s `norm` applies (m = 1, any weight dtype), else {@link rmsNorm} into `h`
- * then {@link linear} from `h`.
+ * (q4: the prepared-x pass, then that) where {@link linear}'s `norm` applies — m = 1, any weight
+ * dtype, or a few rows of x on the few-row GEMV ({@link fusesXTransform}: batched decode, short
+ * prompts) — else {@link rmsNorm} into `h` then {@link linear} from `h`.
  * @param y (m, w.rows) f32
  * @param x (m, w.cols) f32
  * @param h (m, w.cols) f32 scratch for the normed x (untouched when fused)
@@ -950,7 +1000,7 @@ export function normLinear(
   },
 ): Dispatch[] {
   const { m, eps, accumulate, prepared, emit } = s;
-  if (m === 1) {
+  if (fusesXTransform(gpu, w, m, true)) {
     const p = { ...(prepared ? { prepared } : {}), ...(emit ? { emit } : {}) };
     return linear(gpu, y, x, w, bias, { m, accumulate, norm: { weight: nw, eps }, ...p });
   }
@@ -962,8 +1012,9 @@ export function normLinear(
 
 /**
  * y = (silu(gate) · up) · wᵀ (+ bias) (+ y when `s.accumulate`) from gateUp rows [gate | up]: one
- * fused dispatch per weight chunk where {@link linear}'s `siluMul` applies (m = 1, any weight dtype),
- * else {@link siluMul} into `act` then {@link linear} from `act`.
+ * fused dispatch per weight chunk (q4: the prepared-x pass, then that) where {@link linear}'s
+ * `siluMul` applies — m = 1, any weight dtype, or a few rows on the few-row GEMV
+ * ({@link fusesXTransform}) — else {@link siluMul} into `act` then {@link linear} from `act`.
  * @param y (m, w.rows) f32
  * @param gateUp (m, 2 · w.cols) f32
  * @param act (m, w.cols) f32 scratch for silu(gate) · up (untouched when fused)
@@ -982,7 +1033,7 @@ export function siluMulLinear(
   s: { m: number; accumulate?: boolean; emit?: LinearShape["emit"]; prepared?: BufferArg },
 ): Dispatch[] {
   const { m, accumulate, emit, prepared } = s;
-  if (m === 1) {
+  if (fusesXTransform(gpu, w, m, false)) {
     return linear(gpu, y, gateUp, w, bias, {
       m,
       accumulate,

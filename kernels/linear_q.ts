@@ -10,7 +10,9 @@
  * like the f16 one (same dispatch count per step); the decoder takes kernels/gemv.ts's resident-x
  * GEMV for every q8 one instead (7B q8 180 → 211 tok/s, H200). A few rows of x (1 < m ≤
  * GEMV_XROWS_MAX = 16: batched decode, short prompts, follow-ups) run the few-row GEMV: one PREPX
- * pass quantizes each row of x as m = 1 does, then the prepared-x GEMV over all m rows at once,
+ * pass quantizes each row of x as m = 1 does (with a fused norm x ∘ nw and its Σx², with silu · mul
+ * silu(gate) · up, as m = 1's PREPX: normLinear / siluMulLinear run no pass of their own there),
+ * then the prepared-x GEMV over all m rows at once (each row times its 1 / rms with the norm),
  * each weight unit loaded and unpacked once for all of them (kernels/linear_q.wgsl XROWS,
  * {@link gemvQXRowsTuning}; each row's bits are the m = 1 prepared-x GEMV's at the same threads
  * per row; q8 too takes int8 x there, as it does not at m = 1 by default: {@link GEMV_XQ}).
@@ -526,17 +528,20 @@ export function linearQ(
   }
   const { gemvXRows, ...gemvTuning } = tuning;
   if (m > 1) {
-    // A few rows of x: the few-row GEMV, unless switched off (the vision tower's int8x, its
-    // {gemvXRows: false}, LINEAR_CHOICE.xrows) or it does not fit this device.
-    const few = GEMV_XROWS[q] && !s.int8x && gemvXRows !== false && LINEAR_CHOICE.xrows &&
-      m <= GEMV_XROWS_MAX && s.activation === undefined && !s.ropeKv;
-    const t = few ? xrowsTuningFit(gpu, q, w, m, gemvTuning) : null;
-    if (t) return xrowsLinear(gpu, y, x, w, bias, s, t);
-    // The int8 dot-product GEMM (kernels/gemm.ts) where the caller asks for it (s.int8x: the
-    // vision tower of visionQuant), or the dtype takes it and x fits its scratch.
-    if (s.int8x || (PREFILL_INT8[q] && gemmQFits(gpu, m, w.cols))) {
+    const { path, t } = manyRowsPath(gpu, q, w, s, gemvTuning, gemvXRows);
+    if (path === "xrows") return xrowsLinear(gpu, y, x, w, bias, s, t!);
+    if (path === "gemm") {
+      if (norm || silu) {
+        throw new InvalidInputError(
+          `linearQ: a fused ${norm ? "norm" : "siluMul"} at m = ${m} needs the few-row GEMV, ` +
+            `which does not run here (${q}${s.int8x ? ", int8x" : ""}; check ` +
+            "kernels/linear.ts fusesXTransform()); use normLinear() / siluMulLinear()",
+        );
+      }
       return gemmQ(gpu, y, x, w, bias, s);
     }
+    // (a fused norm / siluMul rides into the float few-row GEMV, which refuses it where it does
+    // not run)
     return dequantLinear(gpu, y, x, w, bias, s, gemvXRows === false);
   }
   // An explicit tuning (benchmarks, tests) runs staged x unless it asks for prep; x given
@@ -686,6 +691,46 @@ export function linearQ(
   ];
 }
 
+/**
+ * How {@link linearQ} runs m > 1 rows of x over `w`: "xrows" the few-row GEMV (with its tuning `t`),
+ * unless switched off (the vision tower's int8x, its {gemvXRows: false}, LINEAR_CHOICE.xrows,
+ * GEMV_XROWS[dtype]) or it does not fit this device; else "gemm" the int8 dot-product GEMM
+ * (kernels/gemm.ts) where the caller asks for it (s.int8x: the vision tower of visionQuant) or the
+ * dtype takes it and x fits its scratch; else "dequant" (dequantize + the float product).
+ */
+function manyRowsPath(
+  gpu: Gpu,
+  q: QuantDType,
+  w: Weight,
+  s: LinearShape,
+  gemvTuning: Partial<LinearQTuning>,
+  gemvXRows?: boolean,
+): { path: "xrows" | "gemm" | "dequant"; t?: LinearQTuning } {
+  const { m } = s;
+  const few = GEMV_XROWS[q] && !s.int8x && gemvXRows !== false && LINEAR_CHOICE.xrows &&
+    m <= GEMV_XROWS_MAX && s.activation === undefined && !s.ropeKv;
+  const t = few ? xrowsTuningFit(gpu, q, w, m, gemvTuning, s.norm !== undefined) : null;
+  if (t) return { path: "xrows", t };
+  if (s.int8x || (PREFILL_INT8[q] && gemmQFits(gpu, m, w.cols))) return { path: "gemm" };
+  return { path: "dequant" };
+}
+
+/**
+ * How {@link linearQ} runs m > 1 rows of x over q8 / q4 weight `w` by default, with a fused norm
+ * (`norm`) or not: kernels/linear.ts fusesXTransform() asks, as the few-row GEMV fuses the norm /
+ * silu · mul into its prepared rows (and the dequantized path into the float few-row GEMV).
+ */
+export function linearQFewRows(
+  gpu: Gpu,
+  w: Weight,
+  m: number,
+  norm: boolean,
+): "xrows" | "gemm" | "dequant" {
+  const q = checkQuant(w, "linearQFewRows");
+  const s = { m, ...(norm ? { norm: { weight: null!, eps: 0 } } : {}) };
+  return manyRowsPath(gpu, q, w, s, {}).path;
+}
+
 /** Bytes of the per-device prepared-x buffer of the few-row GEMV: 16 rows of k up to 93 k. */
 const XROWS_PREP_BYTES = 2 << 20;
 const preparedXRows = deviceScratch("linear_q.prepared_xrows");
@@ -703,8 +748,9 @@ function reduction(gpu: Gpu, tpr: number): { xor: boolean; add: boolean } {
 
 /**
  * The few-row GEMV's tuning for m rows of x over `w` ({@link gemvQXRowsTuning} under `over`),
- * or null where it cannot run on this device: its partial sums past the workgroup memory, the
- * prepared rows past their buffer. A bad explicit tuning throws.
+ * or null where it cannot run on this device: its partial sums (with a fused `norm`, and each x
+ * row's Σx² over the workgroup) past the workgroup memory, the prepared rows past their buffer. A
+ * bad explicit tuning throws.
  */
 function xrowsTuningFit(
   gpu: Gpu,
@@ -712,6 +758,7 @@ function xrowsTuningFit(
   w: Weight,
   m: number,
   over: Partial<LinearQTuning>,
+  norm = false,
 ): LinearQTuning | null {
   const t = { ...gemvQXRowsTuning(q, w.rows, w.cols, m), ...over };
   const pow2 = (v: number) => Number.isInteger(v) && v >= 1 && (v & (v - 1)) === 0;
@@ -725,7 +772,8 @@ function xrowsTuningFit(
   }
   const slots = t.rows * xrowsBucket(m);
   const { xor, add } = reduction(gpu, t.tpr);
-  const shared = 4 * (add ? slots * t.wg / 4 : xor ? 0 : slots * t.wg);
+  const shared = 4 * (add ? slots * t.wg / 4 : xor ? 0 : slots * t.wg) +
+    (norm ? 4 * xrowsBucket(m) * t.wg : 0);
   if (shared > gpu.limits.maxComputeWorkgroupStorageSize) return null;
   if (m * preparedXBytes(w.cols) > Math.min(XROWS_PREP_BYTES, gpu.maxBinding)) return null;
   return t;
@@ -733,7 +781,9 @@ function xrowsTuningFit(
 
 /**
  * 1 < m ≤ GEMV_XROWS_MAX: one PREPX pass quantizes the m rows of x (each as the m = 1 GEMV's
- * PREPX would), then per chunk the few-row GEMV (kernels/linear_q.wgsl XROWS) over all of them.
+ * PREPX would: with s.norm x ∘ nw and each block's Σx², with s.siluMul silu(gate) · up of the rows
+ * [gate | up]), then per chunk the few-row GEMV (kernels/linear_q.wgsl XROWS) over all of them
+ * (with s.norm each x row's outputs times its 1 / rms, from its blocks' Σx²).
  */
 function xrowsLinear(
   gpu: Gpu,
@@ -744,7 +794,8 @@ function xrowsLinear(
   s: LinearShape,
   t: LinearQTuning,
 ): Dispatch[] {
-  const { m } = s, q = w.dtype as QuantDType, xr = xrowsBucket(m);
+  const { m, norm } = s, q = w.dtype as QuantDType, xr = xrowsBucket(m);
+  const silu = s.siluMul === true;
   const xs = preparedXBytes(w.cols) / 4; // u32 words per prepared row (whole vec4)
   const xp = preparedXRows(gpu, Math.min(XROWS_PREP_BYTES, gpu.maxBinding));
   const { xor, add } = reduction(gpu, t.tpr);
@@ -753,7 +804,7 @@ function xrowsLinear(
     variant(gpu, {
       family: "linear_q",
       entry: "prep",
-      bindings: ["read", "read_write"],
+      bindings: [...(norm ? ["read" as const] : []), "read", "read_write"],
       params: Params,
       defines: {
         GEMV: true,
@@ -764,14 +815,17 @@ function xrowsLinear(
         XQ: true,
         XROWS: true,
         Q4: q === "q4",
-        Y_BINDING: 1,
+        NORM: norm !== undefined,
+        SILU: silu,
+        ...(norm ? { NW_BINDING: 1 } : {}),
+        Y_BINDING: norm ? 2 : 1,
         WG: 64,
         TPR: 1,
         ROWS: 1,
         TILE: 1,
       },
     }),
-    [x, xp],
+    [x, ...(norm ? [norm.weight] : []), xp],
     chunkParams(w, w.chunks[0], { m, xs }),
     grid2d(ceilDiv(m * (w.cols / 32), 8)),
   );
@@ -790,6 +844,7 @@ function xrowsLinear(
       Q4: q === "q4",
       BIAS: bias !== null,
       ACC: s.accumulate === true,
+      NORM: norm !== undefined,
       Y_BINDING: bias ? 3 : 2,
       XOR: xor,
       ADD: add,
@@ -809,7 +864,7 @@ function xrowsLinear(
         gpu,
         v,
         [xp, c.buffer, ...(bias ? [bias] : []), y],
-        chunkParams(w, c, { m, xs }),
+        chunkParams(w, c, { m, xs, eps: norm?.eps ?? 0 }),
         grid2d(ceilDiv(c.rows, rowsPerWorkgroup(t))),
       )
     ),

@@ -124,7 +124,15 @@ fn codes_hi(q: u32) -> vec4<f32> {
 #endif
 
 #if NORM
+#if XROWS
+#if PREPX
 var<workgroup> nred: array<f32, WG>;
+#else
+var<workgroup> nred: array<f32, XR * WG>;  // the few-row GEMV: x row i's shares at [i · WG, (i + 1) · WG)
+#endif
+#else
+var<workgroup> nred: array<f32, WG>;
+#endif
 
 // 1 / rms from each thread's share ss of Σ x² (a tree over workgroup memory). Called by every
 // thread of the workgroup in uniform control flow.
@@ -295,13 +303,18 @@ fn prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let nb = p.k / 32u;
 #if XROWS
   // Blocks of all p.m rows of x in a row: block g of the dispatch is block b of x row g / nb,
-  // prepared at word p.xs of each row.
+  // prepared at word p.xs of each row. SILU: x rows are [gate | up], 2k wide.
   let g = (wid.x + wid.y * 65535u) * 8u + lid / 8u;
   let xr = min(g / nb, p.m - 1u);
   let b = g - (g / nb) * nb;
   let ok = g < p.m * nb;
   xo = xr * p.xs;
-  let i = xr * (p.k / 4u) + 8u * min(b, nb - 1u) + lid % 8u;  // x vec4
+  let c = 8u * min(b, nb - 1u) + lid % 8u;  // x vec4 within the row (the norm weight's)
+#if SILU
+  let i = xr * (p.k / 2u) + c;  // x vec4
+#else
+  let i = xr * (p.k / 4u) + c;  // x vec4
+#endif
 #else
   let b = (wid.x + wid.y * 65535u) * 8u + lid / 8u;
   let ok = b < nb;
@@ -313,7 +326,15 @@ fn prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #else
   let ss = 0.0;
 #endif
+#if XROWS
+#if NORM
+  coop_quant(true, lid, b, nb, ok, x[i] * nw[c], ss);
+#else
   coop_quant(true, lid, b, nb, ok, xn(i), ss);
+#endif
+#else
+  coop_quant(true, lid, b, nb, ok, xn(i), ss);
+#endif
 }
 #else
 const CQ: u32 = 1u;  // (coop_quant unused)
@@ -677,7 +698,8 @@ fn main(
 #endif
 }
 #else
-// #if XROWS (1 < m ≤ 16 rows of x; with XQ and XP; BIAS and ACC, no NORM, SILU, ROPE or EMIT):
+// #if XROWS (1 < m ≤ 16 rows of x; with XQ and XP; BIAS, ACC and NORM, no ROPE or EMIT; SILU
+// only in its PREPX pass, which prepares silu(gate) · up of each row [gate | up]):
 // the few-row GEMV, the prepared-x GEMV over all m rows of x at once. One PREPX pass quantized every row of x into its own block list (x row i's words
 // from i · p.xs); each weight unit a thread loads — its codes unpacked once (unit_codes), its
 // scale — serves XR x rows (XR: m's bucket, 2, 4, 8 or 16; rows past p.m read row p.m − 1 again
@@ -689,6 +711,10 @@ fn main(
 // the m = 1 int8-x GEMV with the same TPR gives that row alone. XR_STEPS (kernels/linear_q.ts
 // xrowsSteps()) is the loop written out over rows, x rows and XPU units a step (named
 // accumulators: an indexed array of XR · ROWS of them would spill).
+// #if NORM: the PREPX pass prepared each row's x ∘ nw and its blocks' Σx²; each x row's Σx² is
+// summed over the workgroup as m = 1's prepared-x GEMV sums its one row's (a thread's blocks lid,
+// lid + WG, …, then a tree in nred), and its outputs are scaled by its 1 / rms before bias and the
+// old y (finish()'s order): a row's bits are m = 1's fused norm product's at the same WG and TPR.
 const XR: u32 = {{XR}}u;
 const SLOTS: u32 = ROWS * XR;
 
@@ -728,7 +754,11 @@ fn put_xr(rgi: u32, slot: u32, acc: f32) {
   let i = slot % XR;
   if (c >= p.rows || i >= p.m) { return; }
   let col = p.row_start + c;
+#if NORM
+  var v = acc * inverseSqrt(nred[i * WG] / f32(p.k) + p.eps);
+#else
   var v = acc;
+#endif
 #if BIAS
   v += bias[col];
 #endif
@@ -760,7 +790,28 @@ fn main(
   let rgi = (wid.x + wid.y * 65535u) * GROUPS_PER_WG + rg;  // its index in the dispatch
   let units = p.k / UNIT;
   var acc: array<f32, SLOTS>;
+#if NORM
+  // This thread's share of each x row's Σx²: its blocks' sums (word 10 nb + b of the row).
+  for (var i = 0u; i < XR; i++) {
+    var ss = 0.0;
+    for (var b = lid; b < units; b += WG) {
+      let o = 4u * xrow(i) + 10u * units + b;
+      ss += bitcast<f32>(xp[o >> 2u][o & 3u]);
+    }
+    nred[i * WG + lid] = ss;
+  }
+#endif
 {{XR_STEPS}}
+#if NORM
+  // Each row's shares summed as m = 1's inv_rms() sums its one row's: nred[i · WG] is row i's Σx².
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (lid < s) {
+      for (var i = 0u; i < XR; i++) { nred[i * WG + lid] += nred[i * WG + lid + s]; }
+    }
+    workgroupBarrier();
+  }
+#endif
   // The reductions of m = 1's main, over SLOTS values instead of ROWS.
 #if XOR
   for (var s = TPR / 2u; s > 0u; s = s >> 1u) {

@@ -18,7 +18,6 @@ import {
 } from "../src/ref/linear.ts";
 import { dequantize as dequantRef, quantize, quantizeActivations } from "../src/ref/linear_q.ts";
 import { siluMul } from "../src/ref/elementwise.ts";
-import { rmsNorm } from "../src/ref/norm.ts";
 import { quantizeX } from "../src/ref/gemm_q.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
 import { fill } from "./fill.ts";
@@ -53,6 +52,8 @@ import { gemmQ } from "./gemm.ts";
 import { mropeTable } from "../src/ref/rope.ts";
 import type { KvDType } from "./kv_cache.ts";
 import { uploadRopeTable } from "./rope.ts";
+import { rmsNorm as rmsNormPass } from "./norm.ts";
+import { siluMul as siluMulPass } from "./elementwise.ts";
 
 // Same bound as kernels/linear_test.ts: f32 sums in another order than the f64 reference.
 const TOL = 1e-5;
@@ -662,65 +663,190 @@ Deno.test("normLinear() / siluMulLinear() fuse into one quantized GEMV per chunk
   destroyWeight(w);
 });
 
-// The decoder at 2–16 rows (qkv / gate_up / lm_head through normLinear, down through
-// siluMulLinear, o / down accumulating): a separate rmsNorm / siluMul pass, then the few-row GEMV.
-// The GPU's normed / silu'd x may differ from the reference's in an ulp, moving an int8 code by
-// one: the check is the int8 bound around the f32-x product, per row (xqBound of its steps).
-Deno.test("normLinear() / siluMulLinear() at 1 < m ≤ 16 run their pass, then the few-row GEMV", () =>
-  withXRowsOn(async () => {
-    const gpu = await sharedGpu();
-    const [n, k, m, eps] = [40, 96, 5, 1e-6];
-    const rng = seeded(17);
-    for (const dtype of DTYPES) {
-      const { w } = makeQuant(gpu, n, k, dtype, 7, 16 * k);
-      const held = dequantRef(await readQuantWeight(gpu, w));
-      const x = randn(rng, 2 * m * k), nw = randn(rng, k, 1), bias = randn(rng, n);
-      const y0 = randn(rng, m * n);
-      const bx = uploadArray(gpu, x), bnw = uploadArray(gpu, nw), bb = uploadArray(gpu, bias);
-      const by = uploadArray(gpu, y0), h = createStorage(gpu, 2 * m * k * 4);
-      const dn = normLinear(gpu, by, bx, h, bnw, w, bb, { m, eps, accumulate: true });
-      const ds = siluMulLinear(gpu, by, bx, h, w, null, { m, accumulate: true });
-      for (const d of [dn, ds]) {
-        assert.equal(d.length, 2 + w.chunks.length, "the pass, PREPX, a GEMV per chunk");
-        for (const v of d.slice(2)) assert.match(v.variant.key, /^linear_q\.main\[.*XR=8,XROWS/);
-      }
-      /** y0 + (each row's product) within the int8 bound of `v`'s rows, the f32-x reference. */
-      const check = async (v: Float32Array, b: Float32Array | null, what: string) => {
-        const got = await readF32(gpu, by, m * n);
-        const want = linearRef(v, held, b, m, n, k, y0);
-        const bound = new Float32Array(m * n);
-        for (let i = 0; i < m; i++) {
-          const steps = quantizeActivations(v.subarray(i * k, (i + 1) * k)).steps;
-          bound.set(xqBound(held, steps, n, k), i * n);
+// The decoder's products at 2–16 rows (batched decode, short prompts) as it calls them: qkv
+// (normLinear with bias), gate_up (normLinear), down (siluMulLinear accumulating into the residual).
+// q4: ONE PREPX pass over the m rows prepares x ∘ nw with its blocks' Σx² (down: silu(gate) · up
+// of the rows [gate | up]), then ONE few-row GEMV per weight chunk scales each x row's outputs by
+// its 1 / rms — no rmsNorm / silu_mul pass (the dispatch list is checked: it cannot fall back
+// unseen). Shapes: k of 3 and 5 groups, 7B's 3584 (112 units: not a multiple of tpr · 2), weights
+// in chunks; every bucket. Per row: the norm against the reference of the int8 x it holds
+// (quantizeActivations(x ∘ nw) · wᵀ · 1 / rms + bias; TOL), silu · mul within the int8 bound around
+// the f32-x product (the GPU's exp may move a code by one), and both with the bits of m = 1's fused
+// product over that row alone at the few-row GEMV's workgroup and threads a row (its prepared x
+// and its sums are the same). The unfused path (rmsNorm, then the GEMV) quantizes rmsNorm(x) ∘ nw
+// instead of x ∘ nw, so it differs by int8 rounding, not f32 rounding: logged, and within the same
+// int8 bound.
+Deno.test("normLinear() / siluMulLinear() at 1 < m ≤ 16 fuse into the q4 few-row GEMV: one PREPX pass, one GEMV per chunk, m = 1's bits", async () => {
+  const gpu = await sharedGpu();
+  const eps = 1e-6;
+  const rng = seeded(17);
+  const worstUnfused = { norm: 0, silu: 0 };
+  for (
+    const [n, k, maxChunk] of [[40, 96, 16 * 96], [24, 3584, 8 * 3584], [
+      37,
+      160,
+      undefined,
+    ]] as const
+  ) {
+    const { w } = makeQuant(gpu, n, k, "q4", n + k, maxChunk);
+    const held = dequantRef(await readQuantWeight(gpu, w));
+    const nw = randn(rng, k, 1), bias = randn(rng, n);
+    const bnw = uploadArray(gpu, nw), bb = uploadArray(gpu, bias);
+    for (const m of [2, 3, 5, 8, 16]) {
+      const t = gemvQXRowsTuning("q4", n, k, m);
+      for (const kind of ["qkv", "gate_up", "down"] as const) {
+        const silu = kind === "down", b = kind === "qkv" ? bias : null;
+        const xw = silu ? 2 * k : k;
+        const x = randn(rng, m * xw, 2), y0 = silu ? randn(rng, m * n) : null;
+        const bx = uploadArray(gpu, x), h = createStorage(gpu, m * k * 4);
+        const by = y0 ? uploadArray(gpu, y0) : createStorage(gpu, m * n * 4);
+        const ds = silu
+          ? siluMulLinear(gpu, by, bx, h, w, null, { m, accumulate: true })
+          : normLinear(gpu, by, bx, h, bnw, w, b ? bb : null, { m, eps });
+        const what = `q4 ${kind} m=${m} ${n}x${k}`;
+        const keys = ds.map((d) => d.variant.key);
+        assert.equal(keys.length, 1 + w.chunks.length, `${what}: ${keys}`);
+        assert.match(
+          keys[0],
+          new RegExp(`^linear_q\\.prep\\[.*${silu ? "SILU" : "NORM"}.*XROWS`),
+          what,
+        );
+        for (const key of keys.slice(1)) {
+          assert.match(key, new RegExp(`^linear_q\\.main\\[.*XR=${xrowsBucket(m)},XROWS`), what);
+          assert.equal(/NORM/.test(key), !silu, `${what}: ${key}`);
         }
-        assertWithin(got, want, bound, `${dtype} ${what}`);
-      };
-      run(gpu, dn);
-      const x0 = x.subarray(0, m * k);
-      await check(rmsNorm(x0, nw, m, k, eps), bias, "norm + bias + acc");
-      writeArray(gpu, by, y0);
-      run(gpu, ds);
-      await check(siluMul(x, m, k), null, "silu + acc");
-      [...dn, ...ds].forEach((d) => d.destroy());
-      [bx, bnw, bb, by, h].forEach((b) => b.destroy());
-      destroyWeight(w);
+        run(gpu, ds);
+        const got = await readF32(gpu, by, m * n);
+        ds.forEach((d) => d.destroy());
+        for (let i = 0; i < m; i++) {
+          const xi = x.slice(i * xw, (i + 1) * xw), gi = got.slice(i * n, (i + 1) * n);
+          const yi = y0 ? y0.slice(i * n, (i + 1) * n) : undefined;
+          const how = `${what} row ${i}`;
+          if (silu) {
+            const steps = quantizeActivations(siluMul(xi, 1, k)).steps;
+            const want = siluMulLinearRef(xi, held, null, 1, n, k, yi);
+            assertWithin(gi, want, xqBound(held, steps, n, k), how);
+          } else {
+            const xnw = quantizeActivations(xi.map((v, j) => v * nw[j])).values;
+            const want = linearRef(xnw, held, null, 1, n, k).map((v, j) =>
+              v * invRms(xi, eps) + (b ? b[j] : 0)
+            );
+            assertClose(gi, want, TOL, how);
+          }
+          if (i !== 0 && i !== m - 1) continue;
+          // m = 1's fused product over row i alone, at this workgroup and threads a row.
+          const bxi = uploadArray(gpu, xi);
+          const byi = yi ? uploadArray(gpu, yi) : createStorage(gpu, n * 4);
+          const one = linearQ(gpu, byi, bxi, w, b ? bb : null, {
+            m: 1,
+            accumulate: silu,
+            ...(silu ? { siluMul: true } : { norm: { weight: bnw, eps } }),
+          }, { wg: t.wg, tpr: t.tpr, rows: t.rows, xq: true, prep: true, xpUnroll: 2 });
+          run(gpu, one);
+          assert.deepEqual(gi, await readF32(gpu, byi, n), `${how} vs m = 1`);
+          one.forEach((d) => d.destroy());
+          [bxi, byi].forEach((v) => v.destroy());
+        }
+        // The unfused path: the pass into h, then the few-row GEMV from h.
+        if (y0) writeArray(gpu, by, y0);
+        const un = [
+          silu
+            ? siluMulPass(gpu, h, bx, { rows: m, cols: k })
+            : rmsNormPass(gpu, h, bx, bnw, { rows: m, cols: k, eps }),
+          ...linear(gpu, by, h, w, b ? bb : null, { m, accumulate: silu }),
+        ];
+        run(gpu, un);
+        const unfused = await readF32(gpu, by, m * n);
+        un.forEach((d) => d.destroy());
+        let e = 0, sc = 1;
+        for (let j = 0; j < got.length; j++) {
+          e = Math.max(e, Math.abs(got[j] - unfused[j]));
+          sc = Math.max(sc, Math.abs(unfused[j]));
+        }
+        const f = silu ? "silu" : "norm";
+        worstUnfused[f] = Math.max(worstUnfused[f], e / sc);
+        [bx, h, by].forEach((v) => v.destroy());
+      }
     }
-  }));
+    [bnw, bb].forEach((v) => v.destroy());
+    destroyWeight(w);
+  }
+  console.log(
+    `q4 fused few-row products vs the unfused passes, max |Δ| / max|y|: norm ` +
+      `${worstUnfused.norm.toExponential(2)} (int8 x rounding: x ∘ nw against rmsNorm(x) ∘ nw), ` +
+      `silu · mul ${worstUnfused.silu.toExponential(2)}`,
+  );
+});
 
-Deno.test("linearQ() refuses a fused norm or siluMul at m > 1", async () => {
+// q8 at 2–16 rows keeps its path — its rows dequantized into the f16 scratch, then the float row
+// GEMV over f32 x — and the norm / silu · mul ride into that GEMV (kernels/linear.wgsl XROWS NORM /
+// SILU): one dequantize and one fused GEMV per slice, no rmsNorm / silu_mul pass, as the f32
+// reference with the f16-rounded dequantized weight.
+Deno.test("normLinear() / siluMulLinear() at 1 < m ≤ 16 over q8 fuse into the float row GEMV on the dequantized rows", async () => {
+  const gpu = await sharedGpu();
+  assert.equal(GEMV_XROWS.q8, false);
+  const eps = 1e-6, n = 40, k = 3584;
+  const rng = seeded(19);
+  const { w } = makeQuant(gpu, n, k, "q8", 3, 16 * k);
+  const held = dequantRef(await readQuantWeight(gpu, w), true);
+  const nw = randn(rng, k, 1), bias = randn(rng, n);
+  const bnw = uploadArray(gpu, nw), bb = uploadArray(gpu, bias);
+  for (const m of [2, 5, 16]) {
+    for (const silu of [false, true]) {
+      const x = randn(rng, m * k * (silu ? 2 : 1), 2), y0 = randn(rng, m * n);
+      const bx = uploadArray(gpu, x), h = createStorage(gpu, m * k * 4), by = uploadArray(gpu, y0);
+      const ds = silu
+        ? siluMulLinear(gpu, by, bx, h, w, null, { m, accumulate: true })
+        : normLinear(gpu, by, bx, h, bnw, w, bb, { m, eps, accumulate: true });
+      const what = `q8 m=${m} ${silu ? "silu" : "norm"}`;
+      const keys = ds.map((d) => d.variant.key);
+      assert.equal(keys.length, 2 * w.chunks.length, `${what}: ${keys}`);
+      for (let c = 0; c < w.chunks.length; c++) {
+        assert.match(keys[2 * c], /^linear_q\.main\[DEQUANT/, what);
+        assert.match(
+          keys[2 * c + 1],
+          new RegExp(`^linear\\.main\\[.*${silu ? "SILU" : "NORM"}.*XROWS`),
+          what,
+        );
+      }
+      run(gpu, ds);
+      const want = silu
+        ? siluMulLinearRef(x, held, null, m, n, k, y0)
+        : normLinearRef(x, nw, eps, held, bias, m, n, k, y0);
+      assertClose(await readF32(gpu, by, m * n), want, TOL, what);
+      ds.forEach((d) => d.destroy());
+      [bx, h, by].forEach((v) => v.destroy());
+    }
+  }
+  [bnw, bb].forEach((v) => v.destroy());
+  destroyWeight(w);
+});
+
+Deno.test("linearQ() refuses a fused norm or siluMul at m > 1 where the few-row GEMV does not run", async () => {
   const gpu = await sharedGpu();
   const w = createWeight(gpu, 4, 64, "q4", "w");
-  const b = createStorage(gpu, 2 * 2 * 64 * 4);
+  const b = createStorage(gpu, 17 * 2 * 64 * 4), y = createStorage(gpu, 17 * 4 * 4);
+  const norm = { weight: createStorage(gpu, 64 * 4), eps: 1e-6 };
   assert.throws(
-    () => linearQ(gpu, createStorage(gpu, 64), b, w, null, { m: 2, siluMul: true }),
-    /m = 1/,
+    () => linearQ(gpu, y, b, w, null, { m: 17, siluMul: true }),
+    /m = 1 or the few-row GEMV/,
   );
+  assert.throws(() => linearQ(gpu, y, b, w, null, { m: 17, norm }), /m = 1 or the few-row GEMV/);
+  // The int8 GEMM (int8x, the dtype's few-row GEMV off) takes no fused norm.
   assert.throws(
-    () =>
-      linearQ(gpu, createStorage(gpu, 64), b, w, null, { m: 2, norm: { weight: b, eps: 1e-6 } }),
-    /m = 1/,
+    () => linearQ(gpu, y, b, w, null, { m: 2, norm, int8x: true }),
+    /needs the few-row GEMV/,
   );
-  b.destroy();
+  GEMV_XROWS.q4 = false;
+  try {
+    assert.throws(
+      () => linearQ(gpu, y, b, w, null, { m: 2, siluMul: true }),
+      /needs the few-row GEMV/,
+    );
+  } finally {
+    GEMV_XROWS.q4 = true;
+  }
+  [b, y, norm.weight].forEach((v) => v.destroy());
   destroyWeight(w);
 });
 
