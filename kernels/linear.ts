@@ -164,6 +164,19 @@ export function gemvVariantTuning(norm: boolean, silu: boolean): Partial<LinearT
 export const LINEAR_CHOICE = {
   /** At 1 < m ≤ {@link GEMV_XROWS_MAX}, the row GEMV over all rows of x (else the tiled kernels). */
   xrows: true,
+  /**
+   * At 1 < m ≤ {@link GEMV_XROWS_MAX}, {@link normLinear} fuses the norm into the few-row GEMV
+   * ({@link fusesXTransform}); false: a separate rmsNorm pass first (the path before the fusion). UNMEASURED
+   * on a real GPU: kept switchable to compare.
+   */
+  xrowsNorm: true,
+  /**
+   * The same for {@link siluMulLinear}'s silu · mul. UNMEASURED: over f16 / f32 weights every
+   * workgroup recomputes silu(gate) · up of all m rows (m · k exp + division each, as m = 1 does
+   * for its one row), which may cost more than the separate pass at 16 rows of 7B's k = 18944;
+   * over q4 it is computed once, in the prepared-x pass.
+   */
+  xrowsSiluMul: true,
 };
 
 /**
@@ -621,11 +634,13 @@ function xrowsFit(gpu: Gpu, m: number, rows: number, wg: number, norm = false): 
  * the few-row GEMV runs — over f16 / f32 weights the row GEMV of m's bucket where it fits
  * ({@link xrowsFit}, counting the norm's slots), over q4 linear_q.ts's few-row int8-x GEMV (its
  * prepared rows normed / silu'd), over q8 the float row GEMV on the dequantized rows; elsewhere
- * (longer m, the switches off, a device it does not fit) not.
+ * (longer m, the switches off — {@link LINEAR_CHOICE} xrows, xrowsNorm, xrowsSiluMul — a device
+ * it does not fit) not.
  */
 export function fusesXTransform(gpu: Gpu, w: Weight, m: number, norm: boolean): boolean {
   if (m === 1) return true;
   if (!(m > 1 && m <= GEMV_XROWS_MAX && LINEAR_CHOICE.xrows)) return false;
+  if (!(norm ? LINEAR_CHOICE.xrowsNorm : LINEAR_CHOICE.xrowsSiluMul)) return false;
   if (isQuant(w.dtype)) {
     const path = linearQFewRows(gpu, w, m, norm);
     if (path !== "dequant") return path === "xrows";

@@ -698,6 +698,20 @@ Deno.test("normLinear() fuses at m = 1 and at a few rows, runs rmsNorm then line
     const fused = m <= GEMV_XROWS_MAX;
     assert.equal(ds.length, fused ? 1 : 2, `m=${m}: ${ds.map((d) => d.variant.key)}`);
     if (!fused) assert.match(ds[0].variant.key, /^norm\./);
+    if (m > 1 && fused) {
+      // Switched off (bench comparisons): the pass, then the row GEMV.
+      LINEAR_CHOICE.xrowsNorm = false;
+      try {
+        const off = normLinear(gpu, by, bx, h, bnw, w, bb, { m, eps });
+        assert.match(
+          off.map((d) => d.variant.key).join(" "),
+          /^norm\.main.* linear\.main\[.*XROWS/,
+        );
+        off.forEach((d) => d.destroy());
+      } finally {
+        LINEAR_CHOICE.xrowsNorm = true;
+      }
+    }
     run(gpu, ds);
     const got = await readF32(gpu, by, m * n);
     assertClose(got, normLinearRef(x, nw, eps, held, bias, m, n, k), TOL, `m=${m}`);
@@ -736,6 +750,19 @@ Deno.test("siluMulLinear() fuses at m = 1 and at a few rows, runs siluMul then l
     const fused = m <= GEMV_XROWS_MAX;
     assert.equal(ds.length, fused ? 1 : 2, `m=${m}: ${ds.map((d) => d.variant.key)}`);
     if (!fused) assert.match(ds[0].variant.key, /^elementwise\.silu_mul\[/);
+    if (m > 1 && fused) {
+      LINEAR_CHOICE.xrowsSiluMul = false;
+      try {
+        const off = siluMulLinear(gpu, by, bgu, act, w, null, { m, accumulate: true });
+        assert.match(
+          off.map((d) => d.variant.key).join(" "),
+          /^elementwise\.silu_mul.* linear\.main\[.*XROWS/,
+        );
+        off.forEach((d) => d.destroy());
+      } finally {
+        LINEAR_CHOICE.xrowsSiluMul = true;
+      }
+    }
     run(gpu, ds);
     const got = await readF32(gpu, by, m * n);
     assertClose(got, siluMulLinearRef(gu, held, null, m, n, k, y0), TOL, `m=${m}`);
