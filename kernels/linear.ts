@@ -166,8 +166,8 @@ export const LINEAR_CHOICE = {
   xrows: true,
   /**
    * At 1 < m ≤ {@link GEMV_XROWS_MAX}, {@link normLinear} fuses the norm into the few-row GEMV
-   * ({@link fusesXTransform}); false: a separate rmsNorm pass first (the path before the fusion). UNMEASURED
-   * on a real GPU: kept switchable to compare.
+   * ({@link fusesXTransform}); false: a separate rmsNorm pass first (the path before the
+   * fusion). UNMEASURED on a real GPU: kept switchable to compare.
    */
   xrowsNorm: true,
   /**
