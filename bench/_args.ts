@@ -71,6 +71,10 @@ export interface BenchOptions {
   noBatch: boolean;
   /** Products of 2–16 rows on the tiled kernels, not the row GEMV over all rows (to compare). */
   noXRows: boolean;
+  /** Products of 2–16 rows with their RMSNorm as a pass of its own, not fused (to compare). */
+  noXRowsNorm: boolean;
+  /** Products of 2–16 rows with their silu · mul as a pass of its own, not fused (to compare). */
+  noXRowsSilu: boolean;
   /** Record each token's logprob and this many alternatives (the logprobs kernels), or none. */
   logprobs?: number;
   /**
@@ -113,6 +117,8 @@ const USAGE = `deno task bench [options]
                               the KV cache the turn before left and whole; adds "followup"
   --no-xrows                  products of 2..16 rows (short prompts, follow-ups) on the tiled
                               GEMMs, not the row GEMV over all rows (kernels/linear.ts; to compare)
+  --no-xrows-norm             their RMSNorm as a pass of its own, not fused into them (to compare)
+  --no-xrows-silu             their silu · mul as a pass of its own, not fused (to compare)
   --parallel N                then time N generations decoding at once, each in its own session
                               (Pipeline's parallel; 2..64); adds "parallel"
   --no-batch                  with --parallel: each generation's own decode loop, taking turns,
@@ -142,6 +148,8 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     parallel: 1,
     noBatch: false,
     noXRows: false,
+    noXRowsNorm: false,
+    noXRowsSilu: false,
     penalties: false,
     jsonMode: false,
     jsonSchema: false,
@@ -218,6 +226,12 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
         break;
       case "--no-xrows":
         o.noXRows = true;
+        break;
+      case "--no-xrows-norm":
+        o.noXRowsNorm = true;
+        break;
+      case "--no-xrows-silu":
+        o.noXRowsSilu = true;
         break;
       case "--no-batch":
         o.noBatch = true;

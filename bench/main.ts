@@ -144,6 +144,9 @@ export interface BenchResult {
   };
   /** With --no-xrows: products of 2–16 rows ran the tiled GEMMs (kernels/linear.ts LINEAR_CHOICE). */
   no_xrows?: boolean;
+  /** With --no-xrows-norm / --no-xrows-silu: those products' norm / silu · mul ran as passes. */
+  no_xrows_norm?: boolean;
+  no_xrows_silu?: boolean;
   followup?: {
     tokens: number;
     cached_tokens: number;
@@ -220,11 +223,18 @@ function promptIds(cfg: Qwen2VLConfig, n: number, imageTokens: number): number[]
 /** Runs the benchmark described by `o`. */
 export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResult> {
   LINEAR_CHOICE.xrows = !o.noXRows;
+  LINEAR_CHOICE.xrowsNorm = !o.noXRowsNorm;
+  LINEAR_CHOICE.xrowsSiluMul = !o.noXRowsSilu;
   try {
     const r = await benchShape(o, gpuIn);
-    return o.noXRows ? { ...r, no_xrows: true } : r;
+    return {
+      ...r,
+      ...(o.noXRows ? { no_xrows: true } : {}),
+      ...(o.noXRowsNorm ? { no_xrows_norm: true } : {}),
+      ...(o.noXRowsSilu ? { no_xrows_silu: true } : {}),
+    };
   } finally {
-    LINEAR_CHOICE.xrows = true;
+    LINEAR_CHOICE.xrows = LINEAR_CHOICE.xrowsNorm = LINEAR_CHOICE.xrowsSiluMul = true;
   }
 }
 

@@ -167,16 +167,24 @@ export const LINEAR_CHOICE = {
   /**
    * At 1 < m ≤ {@link GEMV_XROWS_MAX}, {@link normLinear} fuses the norm into the few-row GEMV
    * ({@link fusesXTransform}); false: a separate rmsNorm pass first (the path before the
-   * fusion). UNMEASURED on a real GPU: kept switchable to compare.
+   * fusion). Over q4 it rides in the prepared-x pass: QVQ-72B q4, two generations decoding as one
+   * batch, 76.0 → 87.8 tok/s together (H200, 2026-11-30 18:27 UTC, bench/main.ts --parallel 2
+   * against --no-xrows-norm).
    */
   xrowsNorm: true,
   /**
-   * The same for {@link siluMulLinear}'s silu · mul. UNMEASURED: over f16 / f32 weights every
-   * workgroup recomputes silu(gate) · up of all m rows (m · k exp + division each, as m = 1 does
-   * for its one row), which may cost more than the separate pass at 16 rows of 7B's k = 18944;
-   * over q4 it is computed once, in the prepared-x pass.
+   * The same for {@link siluMulLinear}'s silu · mul (q4: computed once, in the prepared-x pass;
+   * QVQ-72B q4 at 2 rows 86.7 → 87.8 tok/s).
    */
   xrowsSiluMul: true,
+  /**
+   * Whether those fusions also run in the float row GEMV (f16 / f32 weights, and q8's dequantized
+   * rows): default false — there every workgroup redoes the transform of all m rows of x (the
+   * norm's squares and weights; silu's exp and division) beside m · rows products a step, and
+   * the separate passes cost less (H200 18:27, 7B f16 decoding as one batch: 2 rows 306.0 tok/s
+   * with both passes, 301.9 with the norm fused, 280.3 with both; 8 rows 607.1, 580.3, 457.3).
+   */
+  xrowsFloatFuse: false,
 };
 
 /**
@@ -631,11 +639,11 @@ function xrowsFit(gpu: Gpu, m: number, rows: number, wg: number, norm = false): 
  * Whether {@link linear} over `w` at m rows fuses a `norm` (else a `siluMul`) into its product
  * (kernels/linear.wgsl / linear_q.wgsl NORM, SILU), as {@link normLinear} and
  * {@link siluMulLinear} ask before passing it: at m = 1 always; at 1 < m ≤ GEMV_XROWS_MAX where
- * the few-row GEMV runs — over f16 / f32 weights the row GEMV of m's bucket where it fits
- * ({@link xrowsFit}, counting the norm's slots), over q4 linear_q.ts's few-row int8-x GEMV (its
- * prepared rows normed / silu'd), over q8 the float row GEMV on the dequantized rows; elsewhere
- * (longer m, the switches off — {@link LINEAR_CHOICE} xrows, xrowsNorm, xrowsSiluMul — a device
- * it does not fit) not.
+ * the few-row GEMV runs — over q4 linear_q.ts's few-row int8-x GEMV (its prepared rows normed /
+ * silu'd), and with {@link LINEAR_CHOICE}.xrowsFloatFuse (off: slower, measured) over f16 / f32
+ * weights the row GEMV of m's bucket where it fits ({@link xrowsFit}, counting the norm's slots)
+ * and over q8 the float row GEMV on the dequantized rows; elsewhere (longer m, the switches off —
+ * xrows, xrowsNorm, xrowsSiluMul — a device it does not fit) not.
  */
 export function fusesXTransform(gpu: Gpu, w: Weight, m: number, norm: boolean): boolean {
   if (m === 1) return true;
@@ -645,6 +653,7 @@ export function fusesXTransform(gpu: Gpu, w: Weight, m: number, norm: boolean): 
     const path = linearQFewRows(gpu, w, m, norm);
     if (path !== "dequant") return path === "xrows";
   }
+  if (!LINEAR_CHOICE.xrowsFloatFuse) return false;
   const t = { ...LINEAR_TUNING, ...gemvXRowsTuning(m) };
   return xrowsFit(gpu, xrowsBucket(m), t.gemvRows, t.gemvWg, norm);
 }

@@ -12,6 +12,7 @@ import {
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
 import { quickGelu as quickGeluRef } from "../src/ref/elementwise.ts";
 import {
+  fusesXTransform,
   GEMM_SPLIT_MAX_BYTES,
   GEMM_SPLITS,
   gemmKernel,
@@ -28,7 +29,7 @@ import {
   siluMulLinear,
   xrowsBucket,
 } from "./linear.ts";
-import { run } from "./_kernel.ts";
+import { type Dispatch, run } from "./_kernel.ts";
 import { productRunner, ropeKvCase, uploadWeight } from "./_test_utils.ts";
 import { mropeTable } from "../src/ref/rope.ts";
 import type { KvDType } from "./kv_cache.ts";
@@ -684,110 +685,150 @@ for (const fuse of ["norm", "siluMul"] as const) {
   });
 }
 
-Deno.test("normLinear() fuses at m = 1 and at a few rows, runs rmsNorm then linear past GEMV_XROWS_MAX, all as the reference", async () => {
+Deno.test("by default the float row GEMV over a few rows runs the norm and silu · mul as passes before it (faster on the H200)", async () => {
   const gpu = await sharedGpu();
-  const rng = seeded(20);
-  const n = 45, k = 64, eps = 1e-5;
-  const { w, held } = uploadWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16", "w");
-  for (const m of [1, 5, GEMV_XROWS_MAX + 1]) {
-    const x = randn(rng, m * k, 2), nw = randn(rng, k).map((v) => v + 1), bias = randn(rng, n);
-    const bx = uploadArray(gpu, x, "x"), bnw = uploadArray(gpu, nw, "nw");
-    const bb = uploadArray(gpu, bias, "bias");
-    const h = createStorage(gpu, m * k * 4, "h"), by = createStorage(gpu, m * n * 4, "y");
-    const ds = normLinear(gpu, by, bx, h, bnw, w, bb, { m, eps });
-    const fused = m <= GEMV_XROWS_MAX;
-    assert.equal(ds.length, fused ? 1 : 2, `m=${m}: ${ds.map((d) => d.variant.key)}`);
-    if (!fused) assert.match(ds[0].variant.key, /^norm\./);
-    if (m > 1 && fused) {
-      // Switched off (bench comparisons): the pass, then the row GEMV.
-      LINEAR_CHOICE.xrowsNorm = false;
-      try {
-        const off = normLinear(gpu, by, bx, h, bnw, w, bb, { m, eps });
-        assert.match(
-          off.map((d) => d.variant.key).join(" "),
-          /^norm\.main.* linear\.main\[.*XROWS/,
-        );
-        off.forEach((d) => d.destroy());
-      } finally {
-        LINEAR_CHOICE.xrowsNorm = true;
-      }
-    }
-    run(gpu, ds);
-    const got = await readF32(gpu, by, m * n);
-    assertClose(got, normLinearRef(x, nw, eps, held, bias, m, n, k), TOL, `m=${m}`);
-    [bx, bnw, bb, h, by].forEach((b) => b.destroy());
+  assert.equal(LINEAR_CHOICE.xrowsFloatFuse, false);
+  const n = 24, k = 64, m = 5;
+  const { w } = uploadWeight(gpu, randn(seeded(3), n * k), n, k, "f16", "w");
+  const x = createStorage(gpu, m * 2 * k * 4), y = createStorage(gpu, m * n * 4);
+  const h = createStorage(gpu, m * k * 4), nw = createStorage(gpu, k * 4);
+  const keys = (ds: Dispatch[]) => {
+    const out = ds.map((d) => d.variant.key).join(" ");
     ds.forEach((d) => d.destroy());
-  }
-  const y = createStorage(gpu, 17 * n * 4), x = createStorage(gpu, 17 * k * 4);
-  const nw = createStorage(gpu, k * 4);
-  assert.throws(
-    () => linear(gpu, y, x, w, null, { m: 17, norm: { weight: nw, eps } }),
-    /fused norm needs m = 1 or the few-row GEMV/,
+    return out;
+  };
+  assert.match(
+    keys(normLinear(gpu, y, x, h, nw, w, null, { m, eps: 1e-6 })),
+    /^norm\.main\[\S*\] linear\.main\[[^\]]*XROWS/,
   );
-  // A few rows off the row GEMV (tiled kernels): no fused norm there.
-  assert.throws(
-    () => linear(gpu, y, x, w, null, { m: 2, norm: { weight: nw, eps } }, { gemvXRows: false }),
-    /needs the few-row GEMV/,
+  assert.match(
+    keys(siluMulLinear(gpu, y, x, h, w, null, { m })),
+    /^elementwise\.silu_mul\S* linear\.main\[[^\]]*XROWS/,
   );
-  assert.throws(
-    () => linear(gpu, y, x, w, null, { m: 1, norm: { weight: createStorage(gpu, 4), eps } }),
-    /norm weight buffer/,
-  );
-  [y, x, nw].forEach((b) => b.destroy());
+  assert.equal(fusesXTransform(gpu, w, m, true), false);
+  [x, y, h, nw].forEach((b) => b.destroy());
   destroyWeight(w);
 });
 
-Deno.test("siluMulLinear() fuses at m = 1 and at a few rows, runs siluMul then linear past GEMV_XROWS_MAX, all as the reference", async () => {
-  const gpu = await sharedGpu();
-  const rng = seeded(22);
-  const n = 45, k = 64;
-  const { w, held } = uploadWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16", "w");
-  for (const m of [1, 5, GEMV_XROWS_MAX + 1]) {
-    const gu = randn(rng, m * 2 * k, 2), y0 = randn(rng, m * n);
-    const bgu = uploadArray(gpu, gu, "gate_up"), by = uploadArray(gpu, y0, "y");
-    const act = createStorage(gpu, m * k * 4, "act");
-    const ds = siluMulLinear(gpu, by, bgu, act, w, null, { m, accumulate: true });
-    const fused = m <= GEMV_XROWS_MAX;
-    assert.equal(ds.length, fused ? 1 : 2, `m=${m}: ${ds.map((d) => d.variant.key)}`);
-    if (!fused) assert.match(ds[0].variant.key, /^elementwise\.silu_mul\[/);
-    if (m > 1 && fused) {
-      LINEAR_CHOICE.xrowsSiluMul = false;
-      try {
-        const off = siluMulLinear(gpu, by, bgu, act, w, null, { m, accumulate: true });
-        assert.match(
-          off.map((d) => d.variant.key).join(" "),
-          /^elementwise\.silu_mul.* linear\.main\[.*XROWS/,
-        );
-        off.forEach((d) => d.destroy());
-      } finally {
-        LINEAR_CHOICE.xrowsSiluMul = true;
-      }
-    }
-    run(gpu, ds);
-    const got = await readF32(gpu, by, m * n);
-    assertClose(got, siluMulLinearRef(gu, held, null, m, n, k, y0), TOL, `m=${m}`);
-    [bgu, by, act].forEach((b) => b.destroy());
-    ds.forEach((d) => d.destroy());
+/**
+ * Runs `body` with the float row GEMV's fused norm / silu · mul on (LINEAR_CHOICE.xrowsFloatFuse:
+ * off in the product, slower there on the H200 — the kernel is tested all the same).
+ */
+async function withFloatFuse(body: () => Promise<void>): Promise<void> {
+  LINEAR_CHOICE.xrowsFloatFuse = true;
+  try {
+    await body();
+  } finally {
+    LINEAR_CHOICE.xrowsFloatFuse = false;
   }
-  const y = createStorage(gpu, 17 * n * 4), x = createStorage(gpu, 17 * 2 * k * 4);
-  assert.throws(
-    () => linear(gpu, y, x, w, null, { m: 17, siluMul: true }),
-    /fused siluMul needs m = 1 or the few-row GEMV/,
-  );
-  assert.throws(
-    () => linear(gpu, y, x, w, null, { m: 2, siluMul: true }, { gemvXRows: false }),
-    /needs the few-row GEMV/,
-  );
-  const nw = createStorage(gpu, k * 4);
-  assert.throws(
-    () => linear(gpu, y, x, w, null, { m: 1, siluMul: true, norm: { weight: nw, eps: 1e-6 } }),
-    /no norm/,
-  );
-  // x must hold [gate | up]: 2k floats.
-  assert.throws(() => linear(gpu, y, nw, w, null, { m: 1, siluMul: true }), /x buffer/);
-  [y, x, nw].forEach((b) => b.destroy());
-  destroyWeight(w);
-});
+}
+
+Deno.test("normLinear() fuses at m = 1 and at a few rows, runs rmsNorm then linear past GEMV_XROWS_MAX, all as the reference", () =>
+  withFloatFuse(async () => {
+    const gpu = await sharedGpu();
+    const rng = seeded(20);
+    const n = 45, k = 64, eps = 1e-5;
+    const { w, held } = uploadWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16", "w");
+    for (const m of [1, 5, GEMV_XROWS_MAX + 1]) {
+      const x = randn(rng, m * k, 2), nw = randn(rng, k).map((v) => v + 1), bias = randn(rng, n);
+      const bx = uploadArray(gpu, x, "x"), bnw = uploadArray(gpu, nw, "nw");
+      const bb = uploadArray(gpu, bias, "bias");
+      const h = createStorage(gpu, m * k * 4, "h"), by = createStorage(gpu, m * n * 4, "y");
+      const ds = normLinear(gpu, by, bx, h, bnw, w, bb, { m, eps });
+      const fused = m <= GEMV_XROWS_MAX;
+      assert.equal(ds.length, fused ? 1 : 2, `m=${m}: ${ds.map((d) => d.variant.key)}`);
+      if (!fused) assert.match(ds[0].variant.key, /^norm\./);
+      if (m > 1 && fused) {
+        // Switched off (bench comparisons): the pass, then the row GEMV.
+        LINEAR_CHOICE.xrowsNorm = false;
+        try {
+          const off = normLinear(gpu, by, bx, h, bnw, w, bb, { m, eps });
+          assert.match(
+            off.map((d) => d.variant.key).join(" "),
+            /^norm\.main.* linear\.main\[.*XROWS/,
+          );
+          off.forEach((d) => d.destroy());
+        } finally {
+          LINEAR_CHOICE.xrowsNorm = true;
+        }
+      }
+      run(gpu, ds);
+      const got = await readF32(gpu, by, m * n);
+      assertClose(got, normLinearRef(x, nw, eps, held, bias, m, n, k), TOL, `m=${m}`);
+      [bx, bnw, bb, h, by].forEach((b) => b.destroy());
+      ds.forEach((d) => d.destroy());
+    }
+    const y = createStorage(gpu, 17 * n * 4), x = createStorage(gpu, 17 * k * 4);
+    const nw = createStorage(gpu, k * 4);
+    assert.throws(
+      () => linear(gpu, y, x, w, null, { m: 17, norm: { weight: nw, eps } }),
+      /fused norm needs m = 1 or the few-row GEMV/,
+    );
+    // A few rows off the row GEMV (tiled kernels): no fused norm there.
+    assert.throws(
+      () => linear(gpu, y, x, w, null, { m: 2, norm: { weight: nw, eps } }, { gemvXRows: false }),
+      /needs the few-row GEMV/,
+    );
+    assert.throws(
+      () => linear(gpu, y, x, w, null, { m: 1, norm: { weight: createStorage(gpu, 4), eps } }),
+      /norm weight buffer/,
+    );
+    [y, x, nw].forEach((b) => b.destroy());
+    destroyWeight(w);
+  }));
+
+Deno.test("siluMulLinear() fuses at m = 1 and at a few rows, runs siluMul then linear past GEMV_XROWS_MAX, all as the reference", () =>
+  withFloatFuse(async () => {
+    const gpu = await sharedGpu();
+    const rng = seeded(22);
+    const n = 45, k = 64;
+    const { w, held } = uploadWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16", "w");
+    for (const m of [1, 5, GEMV_XROWS_MAX + 1]) {
+      const gu = randn(rng, m * 2 * k, 2), y0 = randn(rng, m * n);
+      const bgu = uploadArray(gpu, gu, "gate_up"), by = uploadArray(gpu, y0, "y");
+      const act = createStorage(gpu, m * k * 4, "act");
+      const ds = siluMulLinear(gpu, by, bgu, act, w, null, { m, accumulate: true });
+      const fused = m <= GEMV_XROWS_MAX;
+      assert.equal(ds.length, fused ? 1 : 2, `m=${m}: ${ds.map((d) => d.variant.key)}`);
+      if (!fused) assert.match(ds[0].variant.key, /^elementwise\.silu_mul\[/);
+      if (m > 1 && fused) {
+        LINEAR_CHOICE.xrowsSiluMul = false;
+        try {
+          const off = siluMulLinear(gpu, by, bgu, act, w, null, { m, accumulate: true });
+          assert.match(
+            off.map((d) => d.variant.key).join(" "),
+            /^elementwise\.silu_mul.* linear\.main\[.*XROWS/,
+          );
+          off.forEach((d) => d.destroy());
+        } finally {
+          LINEAR_CHOICE.xrowsSiluMul = true;
+        }
+      }
+      run(gpu, ds);
+      const got = await readF32(gpu, by, m * n);
+      assertClose(got, siluMulLinearRef(gu, held, null, m, n, k, y0), TOL, `m=${m}`);
+      [bgu, by, act].forEach((b) => b.destroy());
+      ds.forEach((d) => d.destroy());
+    }
+    const y = createStorage(gpu, 17 * n * 4), x = createStorage(gpu, 17 * 2 * k * 4);
+    assert.throws(
+      () => linear(gpu, y, x, w, null, { m: 17, siluMul: true }),
+      /fused siluMul needs m = 1 or the few-row GEMV/,
+    );
+    assert.throws(
+      () => linear(gpu, y, x, w, null, { m: 2, siluMul: true }, { gemvXRows: false }),
+      /needs the few-row GEMV/,
+    );
+    const nw = createStorage(gpu, k * 4);
+    assert.throws(
+      () => linear(gpu, y, x, w, null, { m: 1, siluMul: true, norm: { weight: nw, eps: 1e-6 } }),
+      /no norm/,
+    );
+    // x must hold [gate | up]: 2k floats.
+    assert.throws(() => linear(gpu, y, nw, w, null, { m: 1, siluMul: true }), /x buffer/);
+    [y, x, nw].forEach((b) => b.destroy());
+    destroyWeight(w);
+  }));
 
 /** Largest |a − b| over max(1, max|b|). */
 function relErr(a: Float32Array, b: Float32Array): number {
@@ -810,113 +851,115 @@ function relErr(a: Float32Array, b: Float32Array): number {
 // the unfused passes (rmsNorm / siluMul, then the row GEMV: the same bound), and with the bits of
 // m = 1's fused product at the row GEMV's tuning (same threads a workgroup: the same sums in the
 // same order) — and at m = 1's own decode tuning where its workgroup is as large.
-Deno.test("normLinear() / siluMulLinear() at 1 < m ≤ GEMV_XROWS_MAX fuse into one row-GEMV dispatch per chunk, as the reference and m = 1", async () => {
-  const gpu = await sharedGpu();
-  const rng = seeded(29);
-  const eps = 1e-6;
-  let worstRef = 0, worstUnfused = 0, worstOne = 0;
-  for (
-    const [dtype, n, k] of [
-      ["f16", 30, 3584],
-      ["f16", 45, 1048],
-      ["f32", 33, 520],
-      ["f32", 21, 202],
-    ] as const
-  ) {
-    const chunkBytes = (n / 3) * k * (dtype === "f16" ? 2 : 4);
-    const { w, held } = uploadWeight(
-      gpu,
-      randn(rng, n * k, 1 / Math.sqrt(k)),
-      n,
-      k,
-      dtype,
-      "w",
-      chunkBytes,
-    );
-    assert.equal(w.chunks.length, 3);
-    const nw = randn(rng, k, 0.5).map((v) => v + 1), bnw = uploadArray(gpu, nw, "nw");
-    const bias = randn(rng, n), bb = uploadArray(gpu, bias, "bias");
-    for (const m of [2, 3, 5, 8, 16]) {
-      for (const kind of ["qkv", "gate_up", "down"] as const) {
-        const silu = kind === "down";
-        const xw = silu ? 2 * k : k;
-        const x = silu ? randn(rng, m * xw, 2) : randn(rng, m * xw, 3);
-        const y0 = silu ? randn(rng, m * n, 2) : undefined;
-        const b = kind === "qkv" ? bias : null;
-        const bx = uploadArray(gpu, x, "x"), h = createStorage(gpu, m * k * 4, "h");
-        const by = y0 ? uploadArray(gpu, y0, "y") : createStorage(gpu, m * n * 4, "y");
-        const ds = silu
-          ? siluMulLinear(gpu, by, bx, h, w, null, { m, accumulate: true })
-          : normLinear(gpu, by, bx, h, bnw, w, b ? bb : null, { m, eps });
-        const what = `${dtype} ${kind} m=${m} ${n}x${k}`;
-        assert.equal(ds.length, w.chunks.length, `${what}: ${ds.map((d) => d.variant.key)}`);
-        const fuse = silu ? "SILU" : "NORM";
-        for (const d of ds) {
-          assert.match(
-            d.variant.key,
-            new RegExp(`^linear\\.main\\[.*${fuse}.*XR=${xrowsBucket(m)},XROWS`),
-            what,
-          );
-        }
-        run(gpu, ds);
-        const got = await readF32(gpu, by, m * n);
-        ds.forEach((d) => d.destroy());
-        const want = silu
-          ? siluMulLinearRef(x, held, null, m, n, k, y0)
-          : normLinearRef(x, nw, eps, held, b, m, n, k);
-        assertClose(got, want, TOL, `${what} vs ref`);
-        worstRef = Math.max(worstRef, relErr(got, want));
-        // The unfused path: the pass into h, then the row GEMV from h.
-        if (y0) writeArray(gpu, by, y0);
-        const un = [
-          silu ? siluMulPass(gpu, h, bx, { rows: m, cols: k }) : rmsNormPass(gpu, h, bx, bnw, {
-            rows: m,
-            cols: k,
-            eps,
-          }),
-          ...linear(gpu, by, h, w, b ? bb : null, { m, accumulate: silu }),
-        ];
-        run(gpu, un);
-        const unfused = await readF32(gpu, by, m * n);
-        un.forEach((d) => d.destroy());
-        assertClose(got, unfused, TOL, `${what} vs unfused`);
-        worstUnfused = Math.max(worstUnfused, relErr(got, unfused));
-        // The first and last row alone through m = 1's fused product: at the row GEMV's tuning the
-        // same bits; at m = 1's own (the decode step's) too where its threads a workgroup are the
-        // same (the norm's 64 at buckets 2, 4, 16), else within TOL.
-        for (const i of [0, m - 1]) {
-          const row = (a: Float32Array, len: number) => a.slice(i * len, (i + 1) * len);
-          for (const tuning of [gemvXRowsTuning(m), undefined]) {
-            const bxi = uploadArray(gpu, row(x, xw), "x1");
-            const byi = y0 ? uploadArray(gpu, row(y0, n), "y1") : createStorage(gpu, n * 4, "y1");
-            const one = linear(gpu, byi, bxi, w, b ? bb : null, {
-              m: 1,
-              accumulate: silu,
-              ...(silu ? { siluMul: true } : { norm: { weight: bnw, eps } }),
-            }, tuning);
-            run(gpu, one);
-            const alone = await readF32(gpu, byi, n);
-            const own = tuning ?? { ...LINEAR_TUNING, ...gemvVariantTuning(!silu, silu) };
-            const how = `${what} row ${i} vs m = 1 at ${JSON.stringify(own)}`;
-            if (own.gemvWg === gemvXRowsTuning(m).gemvWg) assert.deepEqual(row(got, n), alone, how);
-            else assertClose(row(got, n), alone, TOL, how);
-            if (!tuning) worstOne = Math.max(worstOne, relErr(row(got, n), alone));
-            one.forEach((d) => d.destroy());
-            [bxi, byi].forEach((v) => v.destroy());
+Deno.test("normLinear() / siluMulLinear() at 1 < m ≤ GEMV_XROWS_MAX fuse into one row-GEMV dispatch per chunk, as the reference and m = 1", () =>
+  withFloatFuse(async () => {
+    const gpu = await sharedGpu();
+    const rng = seeded(29);
+    const eps = 1e-6;
+    let worstRef = 0, worstUnfused = 0, worstOne = 0;
+    for (
+      const [dtype, n, k] of [
+        ["f16", 30, 3584],
+        ["f16", 45, 1048],
+        ["f32", 33, 520],
+        ["f32", 21, 202],
+      ] as const
+    ) {
+      const chunkBytes = (n / 3) * k * (dtype === "f16" ? 2 : 4);
+      const { w, held } = uploadWeight(
+        gpu,
+        randn(rng, n * k, 1 / Math.sqrt(k)),
+        n,
+        k,
+        dtype,
+        "w",
+        chunkBytes,
+      );
+      assert.equal(w.chunks.length, 3);
+      const nw = randn(rng, k, 0.5).map((v) => v + 1), bnw = uploadArray(gpu, nw, "nw");
+      const bias = randn(rng, n), bb = uploadArray(gpu, bias, "bias");
+      for (const m of [2, 3, 5, 8, 16]) {
+        for (const kind of ["qkv", "gate_up", "down"] as const) {
+          const silu = kind === "down";
+          const xw = silu ? 2 * k : k;
+          const x = silu ? randn(rng, m * xw, 2) : randn(rng, m * xw, 3);
+          const y0 = silu ? randn(rng, m * n, 2) : undefined;
+          const b = kind === "qkv" ? bias : null;
+          const bx = uploadArray(gpu, x, "x"), h = createStorage(gpu, m * k * 4, "h");
+          const by = y0 ? uploadArray(gpu, y0, "y") : createStorage(gpu, m * n * 4, "y");
+          const ds = silu
+            ? siluMulLinear(gpu, by, bx, h, w, null, { m, accumulate: true })
+            : normLinear(gpu, by, bx, h, bnw, w, b ? bb : null, { m, eps });
+          const what = `${dtype} ${kind} m=${m} ${n}x${k}`;
+          assert.equal(ds.length, w.chunks.length, `${what}: ${ds.map((d) => d.variant.key)}`);
+          const fuse = silu ? "SILU" : "NORM";
+          for (const d of ds) {
+            assert.match(
+              d.variant.key,
+              new RegExp(`^linear\\.main\\[.*${fuse}.*XR=${xrowsBucket(m)},XROWS`),
+              what,
+            );
           }
+          run(gpu, ds);
+          const got = await readF32(gpu, by, m * n);
+          ds.forEach((d) => d.destroy());
+          const want = silu
+            ? siluMulLinearRef(x, held, null, m, n, k, y0)
+            : normLinearRef(x, nw, eps, held, b, m, n, k);
+          assertClose(got, want, TOL, `${what} vs ref`);
+          worstRef = Math.max(worstRef, relErr(got, want));
+          // The unfused path: the pass into h, then the row GEMV from h.
+          if (y0) writeArray(gpu, by, y0);
+          const un = [
+            silu ? siluMulPass(gpu, h, bx, { rows: m, cols: k }) : rmsNormPass(gpu, h, bx, bnw, {
+              rows: m,
+              cols: k,
+              eps,
+            }),
+            ...linear(gpu, by, h, w, b ? bb : null, { m, accumulate: silu }),
+          ];
+          run(gpu, un);
+          const unfused = await readF32(gpu, by, m * n);
+          un.forEach((d) => d.destroy());
+          assertClose(got, unfused, TOL, `${what} vs unfused`);
+          worstUnfused = Math.max(worstUnfused, relErr(got, unfused));
+          // The first and last row alone through m = 1's fused product: at the row GEMV's tuning the
+          // same bits; at m = 1's own (the decode step's) too where its threads a workgroup are the
+          // same (the norm's 64 at buckets 2, 4, 16), else within TOL.
+          for (const i of [0, m - 1]) {
+            const row = (a: Float32Array, len: number) => a.slice(i * len, (i + 1) * len);
+            for (const tuning of [gemvXRowsTuning(m), undefined]) {
+              const bxi = uploadArray(gpu, row(x, xw), "x1");
+              const byi = y0 ? uploadArray(gpu, row(y0, n), "y1") : createStorage(gpu, n * 4, "y1");
+              const one = linear(gpu, byi, bxi, w, b ? bb : null, {
+                m: 1,
+                accumulate: silu,
+                ...(silu ? { siluMul: true } : { norm: { weight: bnw, eps } }),
+              }, tuning);
+              run(gpu, one);
+              const alone = await readF32(gpu, byi, n);
+              const own = tuning ?? { ...LINEAR_TUNING, ...gemvVariantTuning(!silu, silu) };
+              const how = `${what} row ${i} vs m = 1 at ${JSON.stringify(own)}`;
+              if (own.gemvWg === gemvXRowsTuning(m).gemvWg) {
+                assert.deepEqual(row(got, n), alone, how);
+              } else assertClose(row(got, n), alone, TOL, how);
+              if (!tuning) worstOne = Math.max(worstOne, relErr(row(got, n), alone));
+              one.forEach((d) => d.destroy());
+              [bxi, byi].forEach((v) => v.destroy());
+            }
+          }
+          [bx, h, by].forEach((v) => v.destroy());
         }
-        [bx, h, by].forEach((v) => v.destroy());
       }
+      [bnw, bb].forEach((v) => v.destroy());
+      destroyWeight(w);
     }
-    [bnw, bb].forEach((v) => v.destroy());
-    destroyWeight(w);
-  }
-  console.log(
-    `fused few-row norm / silu·mul: max |Δ| / max|y| ${worstRef.toExponential(2)} vs the f64 ` +
-      `reference, ${worstUnfused.toExponential(2)} vs the unfused passes, ` +
-      `${worstOne.toExponential(2)} vs m = 1's fused product at its decode tuning`,
-  );
-});
+    console.log(
+      `fused few-row norm / silu·mul: max |Δ| / max|y| ${worstRef.toExponential(2)} vs the f64 ` +
+        `reference, ${worstUnfused.toExponential(2)} vs the unfused passes, ` +
+        `${worstOne.toExponential(2)} vs m = 1's fused product at its decode tuning`,
+    );
+  }));
 
 // The written-out loop with the fused norm and silu · mul over several rows of x gives the plain
 // loop's bits (XROWS STEPS against its loop): units of a row a step 1 (the loop) and 2, 3.
