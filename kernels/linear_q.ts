@@ -377,13 +377,18 @@ export function xrowsSteps(u: number, rows: number, xr: number): string {
 /**
  * Default tuning of the few-row GEMV (kernels/linear_q.wgsl XROWS) over a q8 / q4 (n, k) weight
  * for m rows of x (1 < m ≤ GEMV_XROWS_MAX; by m's bucket, kernels/linear.ts xrowsBucket).
- * UNTUNED on a real GPU (lavapipe-tested only; to sweep on the H200 with bench/_gemv.ts
- * --xrows): threads per row (tpr) as the m = 1 int8-x GEMV's default for the shape ({@link
- * gemvQTuning} with xq), so each row sums as m = 1 sums it: a q4 product's rows have m = 1's bits
- * where x is the same (not through a fused norm); 2 weight rows a row group and 2 units a
- * step at ≤ 4 rows of x, 4 weight rows and 1 unit from 8 on (each x block loaded from L1 serves
- * `rows` weight rows: at 16 rows of x, x is 48 bytes a unit and row against a q4 unit's 16);
- * fewer threads a workgroup as the accumulators (rows · bucket) grow.
+ * Threads per row (tpr) follow the shape only, never m, so that a row's bits do not depend on the
+ * rows beside it (batched decode: src/model/decode_batch.ts): at QVQ-72B's widths (n and k ≥
+ * 8192) 16, 32 for rows more than twice as long as n is wide (down_proj), 4 weight rows a row
+ * group, 8 · tpr threads a workgroup at up to 4 rows of x; elsewhere the m = 1 int8-x GEMV's
+ * tpr for the shape ({@link gemvQTuning} with xq: a row then sums as m = 1 sums it), 2 weight rows
+ * and 256 threads; 2 units a step. From 8 rows of x on: 4 weight rows, 1 unit a step, fewer
+ * threads as the accumulators (rows · bucket) grow (128 at 8, 64 at 16).
+ * H200, 2026-11-30 17:58 UTC (bench/_gemv.ts --xrows 2,4 --xrows-tunings, ms per 8 QVQ-72B
+ * layers at 2 / 4 rows; the m = 1 defaults before): qkv 0.246 / 0.363 → 0.231 / 0.286, o 0.212 /
+ * 0.295 → 0.212 / 0.263, gate_up 0.803 / 1.280 → 0.788 / 1.132, down 0.591 / 0.920 → 0.414 /
+ * 0.586, lm_head 0.268 / 0.404 → 0.212 / 0.317. 7B's shapes had no tuning better on every kind
+ * and both row counts (their best differed by kind and m, within 5–15 % of these defaults).
  */
 export function gemvQXRowsTuning(
   dtype: QuantDType,
@@ -391,12 +396,13 @@ export function gemvQXRowsTuning(
   k: number,
   m: number,
 ): LinearQTuning {
-  const xr = xrowsBucket(m), tpr = gemvQTuning(dtype, n, k, true).tpr;
-  const few = xr <= 4;
+  const xr = xrowsBucket(m), few = xr <= 4;
+  const wide = n >= 8192 && k >= 8192;
+  const tpr = wide ? (k > 2 * n ? 32 : 16) : gemvQTuning(dtype, n, k, true).tpr;
   return {
-    wg: few ? 256 : xr <= 8 ? 128 : 64,
+    wg: few ? (wide ? 8 * tpr : 256) : xr <= 8 ? 128 : 64,
     tpr,
-    rows: few ? 2 : 4,
+    rows: few && !wide ? 2 : 4,
     unroll: false,
     tile: 1,
     xq: true,

@@ -934,6 +934,39 @@ Deno.test("gemvQTuning() picks the swept best per 7B kind and never more threads
   assert.deepEqual(gemvQTuning("q8", 37888, 3584, true).tpr, 8);
 });
 
+Deno.test("gemvQXRowsTuning(): threads per row by shape alone (a row's bits whatever the batch), QVQ-72B's as swept", () => {
+  const shapes: [number, number][] = [
+    [10240, 8192],
+    [8192, 8192],
+    [59136, 8192],
+    [8192, 29568],
+    [
+      152064,
+      8192,
+    ],
+    [4608, 3584],
+    [3584, 18944],
+    [37888, 3584],
+    [96, 64],
+  ];
+  for (const [n, k] of shapes) {
+    const tprs = new Set(
+      Array.from({ length: 15 }, (_, i) => gemvQXRowsTuning("q4", n, k, i + 2).tpr),
+    );
+    assert.equal(tprs.size, 1, `${n}×${k}`);
+  }
+  // QVQ-72B's widths (H200 sweep): 16 threads a row, 32 for down_proj's long rows; 4 weight rows.
+  const pick = (n: number, k: number, m: number) => {
+    const t = gemvQXRowsTuning("q4", n, k, m);
+    return [t.wg, t.tpr, t.rows, t.xpUnroll];
+  };
+  assert.deepEqual(pick(10240, 8192, 2), [128, 16, 4, 2]);
+  assert.deepEqual(pick(8192, 29568, 3), [256, 32, 4, 2]);
+  assert.deepEqual(pick(8192, 29568, 16), [64, 32, 4, 1]);
+  // Elsewhere m = 1's threads per row.
+  assert.equal(gemvQXRowsTuning("q4", 4608, 3584, 2).tpr, gemvQTuning("q4", 4608, 3584, true).tpr);
+});
+
 Deno.test("balancedSlices() cuts rows into the fewest near-equal slices within the scratch", () => {
   // 7B down_proj fits: one slice; gate_up in a smaller scratch: three near-equal slices, no tail.
   assert.deepEqual(balancedSlices(3584, 7084), [3584]);
