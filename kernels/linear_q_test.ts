@@ -511,6 +511,9 @@ Deno.test("linearQ() few-row GEMV gives each row the bits of the m = 1 int8-x GE
       { wg: 64, tpr: 4, rows: 3, xpUnroll: 3 },
       { wg: 64, tpr: 16, rows: 1, xpUnroll: 2 },
       { wg: 128, tpr: 32, rows: 2, xpUnroll: 1 },
+      // QVQ-72B's defaults (gemvQXRowsTuning at n and k ≥ 8192).
+      { wg: 128, tpr: 16, rows: 4, xpUnroll: 2 },
+      { wg: 256, tpr: 32, rows: 4, xpUnroll: 2 },
     ];
     for (const dtype of DTYPES) {
       for (const [n, k, maxChunk] of [[37, 160, undefined], [19, 3584, 8 * 3584]] as const) {
@@ -776,6 +779,41 @@ Deno.test("normLinear() / siluMulLinear() at 1 < m ≤ 16 fuse into the q4 few-r
       `${worstUnfused.norm.toExponential(2)} (int8 x rounding: x ∘ nw against rmsNorm(x) ∘ nw), ` +
       `silu · mul ${worstUnfused.silu.toExponential(2)}`,
   );
+});
+
+Deno.test("the q4 few-row GEMV with a fused norm at QVQ-72B's tunings gives each row m = 1's fused bits", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(19), eps = 1e-6, n = 24, k = 3584, m = 3;
+  const { w } = makeQuant(gpu, n, k, "q4", 77);
+  const nw = uploadArray(gpu, randn(rng, k, 1)), bias = uploadArray(gpu, randn(rng, n));
+  const x = randn(rng, m * k, 2);
+  for (const t of [{ wg: 128, tpr: 16, rows: 4 }, { wg: 256, tpr: 32, rows: 4 }]) {
+    const bx = uploadArray(gpu, x), by = createStorage(gpu, m * n * 4);
+    const ds = linearQ(gpu, by, bx, w, bias, { m, norm: { weight: nw, eps } }, {
+      ...t,
+      xpUnroll: 2,
+    });
+    assert.match(ds.at(-1)!.variant.key, new RegExp(`NORM.*TPR=${t.tpr},WG=${t.wg}.*XROWS`));
+    run(gpu, ds);
+    const got = await readF32(gpu, by, m * n);
+    for (let i = 0; i < m; i++) {
+      const bxi = uploadArray(gpu, x.slice(i * k, (i + 1) * k)), byi = createStorage(gpu, n * 4);
+      const one = linearQ(gpu, byi, bxi, w, bias, { m: 1, norm: { weight: nw, eps } }, {
+        ...t,
+        xq: true,
+        prep: true,
+        xpUnroll: 2,
+      });
+      run(gpu, one);
+      assert.deepEqual(got.slice(i * n, (i + 1) * n), await readF32(gpu, byi, n), `row ${i}`);
+      one.forEach((d) => d.destroy());
+      [bxi, byi].forEach((b) => b.destroy());
+    }
+    ds.forEach((d) => d.destroy());
+    [bx, by].forEach((b) => b.destroy());
+  }
+  [nw, bias].forEach((b) => b.destroy());
+  destroyWeight(w);
 });
 
 // q8 at 2–16 rows keeps its path — its rows dequantized into the f16 scratch, then the float row
