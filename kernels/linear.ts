@@ -168,20 +168,20 @@ export const LINEAR_CHOICE = {
    * At 1 < m ≤ {@link GEMV_XROWS_MAX}, {@link normLinear} fuses the norm into the few-row GEMV
    * ({@link fusesXTransform}); false: a separate rmsNorm pass first (the path before the
    * fusion). Over q4 it rides in the prepared-x pass: QVQ-72B q4, two generations decoding as one
-   * batch, 76.0 → 87.8 tok/s together (H200, 2026-11-30 18:27 UTC, bench/main.ts --parallel 2
-   * against --no-xrows-norm).
+   * batch, 76.0 tok/s together with --no-xrows-norm, 87.8 fused (H200, 2026-11-30, runs ending
+   * 18:17 and 18:15 UTC, bench/main.ts --parallel 2; the q4 tuning of 4b15038 came after).
    */
   xrowsNorm: true,
   /**
    * The same for {@link siluMulLinear}'s silu · mul (q4: computed once, in the prepared-x pass;
-   * QVQ-72B q4 at 2 rows 86.7 → 87.8 tok/s).
+   * QVQ-72B q4 at 2 rows 86.7 with --no-xrows-silu, 87.8 fused: within run-to-run noise).
    */
   xrowsSiluMul: true,
   /**
    * Whether those fusions also run in the float row GEMV (f16 / f32 weights, and q8's dequantized
    * rows): default false — there every workgroup redoes the transform of all m rows of x (the
    * norm's squares and weights; silu's exp and division) beside m · rows products a step, and
-   * the separate passes cost less (H200 18:27, 7B f16 decoding as one batch: 2 rows 306.0 tok/s
+   * the separate passes cost less (H200, run ending 18:17 UTC, 7B f16 decoding as one batch: 2 rows 306.0 tok/s
    * with both passes, 301.9 with the norm fused, 280.3 with both; 8 rows 607.1, 580.3, 457.3).
    */
   xrowsFloatFuse: false,

@@ -384,7 +384,7 @@ export function xrowsSteps(u: number, rows: number, xr: number): string {
  * tpr for the shape ({@link gemvQTuning} with xq: a row then sums as m = 1 sums it), 2 weight rows
  * and 256 threads; 2 units a step. From 8 rows of x on: 4 weight rows, 1 unit a step, fewer
  * threads as the accumulators (rows · bucket) grow (128 at 8, 64 at 16).
- * H200, 2026-11-30 17:58 UTC (bench/_gemv.ts --xrows 2,4 --xrows-tunings, ms per 8 QVQ-72B
+ * H200, 2026-11-30, run ending 17:45 UTC (bench/_gemv.ts --xrows 2,4 --xrows-tunings, ms per 8 QVQ-72B
  * layers at 2 / 4 rows; the m = 1 defaults before): qkv 0.246 / 0.363 → 0.231 / 0.286, o 0.212 /
  * 0.295 → 0.212 / 0.263, gate_up 0.803 / 1.280 → 0.788 / 1.132, down 0.591 / 0.920 → 0.414 /
  * 0.586, lm_head 0.268 / 0.404 → 0.212 / 0.317. 7B's shapes had no tuning better on every kind
