@@ -105,8 +105,11 @@ interface Member {
   /** Next ring entry to record, and to hand over. */
   recorded: number;
   delivered: number;
-  /** Batches of ids read back, not yet taken. */
-  queue: Uint32Array[];
+  /**
+   * Batches read back, not yet taken: ring entries [first, first + ids.length), with their side
+   * ring's words (handed to side.take by the pump, as its ids are yielded).
+   */
+  queue: { first: number; ids: Uint32Array; side?: Uint32Array }[];
   error?: unknown;
   left: boolean;
   /** Wakes its consumer (a batch, an error, the end). */
@@ -214,9 +217,11 @@ export class DecodeBatcher {
     options.signal?.addEventListener("abort", onAbort, { once: true });
     try {
       while (true) {
-        const ids = m.queue.shift();
-        if (ids) {
-          yield ids;
+        const batch = m.queue.shift();
+        if (batch) {
+          // (in the consumer's turn, as pumpTokens: a take() that throws fails this generation)
+          if (batch.side) m.side?.take(batch.side, batch.first, batch.ids.length);
+          yield batch.ids;
           continue;
         }
         if (m.error !== undefined) throw m.error;
@@ -420,10 +425,11 @@ export class DecodeBatcher {
         reads.forEach(({ p }, i) => {
           const m = p.m;
           if (m.left) return;
-          if (m.side) {
-            m.side.take(new Uint32Array(data[i], (this.#maxBatch + 1) * 4), p.first, p.count);
-          }
-          m.queue.push(new Uint32Array(data[i], 0, p.count));
+          m.queue.push({
+            first: p.first,
+            ids: new Uint32Array(data[i], 0, p.count),
+            ...(m.side ? { side: new Uint32Array(data[i], (this.#maxBatch + 1) * 4) } : {}),
+          });
           m.delivered = p.first + p.count;
           m.wake?.();
         });

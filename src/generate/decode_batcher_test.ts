@@ -220,3 +220,27 @@ Deno.test("decodeStream() through a batcher leaves the loop when its answer ends
     batcher.dispose();
   }
 });
+
+Deno.test("DecodeBatcher: a side ring's take() that throws fails its own generation only, when its ids are taken", async () => {
+  const want = await alone(1, 9);
+  const batcher = new DecodeBatcher(counting([]), { maxBatch: 4 });
+  const runs = [await runOf(2, 2), await runOf(1)];
+  try {
+    let taken = 0;
+    const side = logprobSide(runs[0].logprobs!, () => {
+      if (++taken === 2) throw new Error("take failed");
+    });
+    const [bad, other] = await Promise.allSettled([
+      drain(batcher.pump(runs[0], { total: 9, side })),
+      drain(batcher.pump(runs[1], { total: 9 })),
+    ]);
+    assert.equal(bad.status, "rejected");
+    assert.match(String((bad as PromiseRejectedResult).reason), /take failed/);
+    assert.equal(other.status, "fulfilled");
+    assert.deepEqual((other as PromiseFulfilledResult<number[]>).value, want.ids);
+    assert.equal(batcher.members, 0);
+  } finally {
+    runs.forEach(free);
+    batcher.dispose();
+  }
+});
