@@ -224,8 +224,10 @@ export class DecodeBatcher {
           yield batch.ids;
           continue;
         }
+        // (every entry read: a later cycle's error, or the run disposed since, is not this one's)
+        if (m.delivered >= m.end) return;
         if (m.error !== undefined) throw m.error;
-        if (m.delivered >= m.end || this.#gone(m)) return;
+        if (this.#gone(m)) return;
         await new Promise<void>((resolve) => m.wake = resolve);
         m.wake = undefined;
       }

@@ -6,7 +6,7 @@ import { TINY_DIR } from "../model/_fixture.ts";
 import { seeded } from "../ref/_random.ts";
 import { GREEDY } from "../../kernels/sample.ts";
 import { logprobSide, type TokenLogprobRecord } from "../../kernels/logprobs.ts";
-import { type BatchModel, DecodeBatcher } from "./decode_batcher.ts";
+import { type BatchModel, type BatchRun, DecodeBatcher } from "./decode_batcher.ts";
 import { pumpTokens } from "./token_pump.ts";
 import { SessionRun } from "./session_run.ts";
 import { decodeStream } from "./decode_stream.ts";
@@ -215,6 +215,46 @@ Deno.test("decodeStream() through a batcher leaves the loop when its answer ends
     const last = await short.next();
     assert.ok(!last.done && last.value.type === "done");
     assert.equal(last.value.result.usage.completionTokens, 5);
+  } finally {
+    runs.forEach(free);
+    batcher.dispose();
+  }
+});
+
+/** `run` as a BatchRun whose recordSampling throws once `fail.now` is set. */
+function failing(run: SessionRun, fail: { now: boolean }): BatchRun {
+  return {
+    get session() {
+      return run.session;
+    },
+    ring: run.ring,
+    get disposed() {
+      return run.disposed;
+    },
+    recordFirst: (pass) => run.recordFirst(pass),
+    recordSampling: (pass) => {
+      if (fail.now) throw new Error("recording failed");
+      run.recordSampling(pass);
+    },
+  };
+}
+
+Deno.test("DecodeBatcher: a generation whose ids were all read ends whole when a later cycle fails", async () => {
+  const want = await alone(0, 2);
+  const batcher = new DecodeBatcher(counting([]), { maxBatch: 4 });
+  const runs = [await runOf(0), await runOf(1)];
+  try {
+    const fail = { now: false };
+    const short = batcher.pump(runs[0], { total: 2 });
+    const ids = [...(await short.next()).value ?? []]; // joined; its last ids not taken yet
+    const long = drain(batcher.pump(failing(runs[1], fail), { total: 30 }), (got) => {
+      // By the long one's third id the short one's two were read back (one step each).
+      if (got.length >= 3) fail.now = true;
+    });
+    await assert.rejects(long, /recording failed/);
+    for await (const got of short) ids.push(...got);
+    assert.deepEqual(ids, want.ids);
+    assert.equal(batcher.members, 0);
   } finally {
     runs.forEach(free);
     batcher.dispose();
