@@ -321,13 +321,26 @@ export class DecodeBatcher {
     const steppers = this.#steppers(new Set(stepping));
     const enc = this.#model.gpu.device.createCommandEncoder({ label: `decode batch ×${steps}` });
     const pass = enc.beginComputePass({ label: `decode batch ×${steps}` });
-    for (const m of fresh) m.run.recordFirst(pass);
+    // A member whose own recording throws ends with that error and records nothing more; its
+    // row of the batch steps on this cycle (rows are independent), its entries are not read.
+    const failed = new Set<Member>();
+    const record = (m: Member, what: () => void) => {
+      if (failed.has(m)) return;
+      try {
+        what();
+      } catch (error) {
+        failed.add(m);
+        m.error = error;
+        m.wake?.();
+      }
+    };
+    for (const m of fresh) record(m, () => m.run.recordFirst(pass));
     for (let i = 0; i < steps; i++) {
       for (const step of steppers) step(pass);
-      for (const m of stepping) m.run.recordSampling(pass);
+      for (const m of stepping) record(m, () => m.run.recordSampling(pass));
     }
     pass.end();
-    const parts = active.map((m) => {
+    const parts = active.filter((m) => !failed.has(m)).map((m) => {
       const count = (fresh.has(m) ? 1 : 0) + (stepping.includes(m) ? steps : 0);
       let staging = m.free.pop();
       if (!staging) {

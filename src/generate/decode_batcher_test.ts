@@ -284,3 +284,26 @@ Deno.test("DecodeBatcher: a side ring's take() that throws fails its own generat
     batcher.dispose();
   }
 });
+
+Deno.test("DecodeBatcher: a generation whose recording throws fails alone; the others decode on", async () => {
+  const want = await alone(1, 12);
+  const batcher = new DecodeBatcher(counting([]), { maxBatch: 4 });
+  const runs = [await runOf(0), await runOf(1)];
+  try {
+    const fail = { now: false };
+    const [bad, other] = await Promise.allSettled([
+      drain(batcher.pump(failing(runs[0], fail), { total: 12 }), (got) => {
+        if (got.length >= 2) fail.now = true;
+      }),
+      drain(batcher.pump(runs[1], { total: 12 })),
+    ]);
+    assert.equal(bad.status, "rejected");
+    assert.match(String((bad as PromiseRejectedResult).reason), /recording failed/);
+    assert.equal(other.status, "fulfilled");
+    assert.deepEqual((other as PromiseFulfilledResult<number[]>).value, want.ids);
+    assert.equal(batcher.members, 0);
+  } finally {
+    runs.forEach(free);
+    batcher.dispose();
+  }
+});
