@@ -12,14 +12,17 @@
  *   (A new generation steps in its first cycle only beside others under way: alone, its first
  *   cycle is entry 0 only, so its first token comes as soon as from pumpTokens.)
  *
- * K doubles from 1, as pumpTokens' batches do, while a cycle's GPU time stays under `batchMs`, and
- * starts again at 1 when a generation joins (its first tokens come soon), and is at most the steps
- * left to the generation with the fewest. Generations join and leave between cycles. One that
- * leaves (its consumer stopped, its signal aborted, its run disposed) is dropped from the next
- * cycle; the cycle already submitted runs on, as pumpTokens' does. Each keeps its row of a batch
- * while it stays — what it runs there is built once, on the session — and a newcomer takes the
- * first free row (up to maxRows a batch; more make another): joining costs the CPU only its own
- * dispatches' making the first time (7B ≈ 6 ms, QVQ-72B ≈ 16 ms), not the whole batch's.
+ * K doubles from `firstBatch` (default 1), as pumpTokens' batches do, while a cycle's GPU time
+ * stays under `batchMs`, and starts again there when a generation joins (its first tokens come
+ * soon), and is at most the steps left to the generation with the fewest. Generations join and
+ * leave between cycles. One that leaves (its consumer stopped, its signal aborted, its run
+ * disposed) is dropped from the next cycle; the cycle already submitted runs on, as pumpTokens'
+ * does. Errors: one whose own recording throws (or whose side ring's take() does) ends with that
+ * error alone; a failed readback (a lost device) or batch ends every one whose entries are not all
+ * read. Each keeps its row of a batch while it stays — what it runs there is built once, on the
+ * session — and a newcomer takes the first free row (up to maxRows a batch; more make another):
+ * joining costs the CPU only its own dispatches' making the first time (7B ≈ 6 ms, QVQ-72B ≈
+ * 16 ms), not the whole batch's.
  *
  * Rows of a batch are independent: a generation's tokens do not depend on the others', though the
  * few-row GEMV's tuning follows the batch's size, so its logits are not the bits of its step alone
@@ -30,6 +33,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { createReadback, readMapped } from "../gpu/buffers.ts";
 import { InvalidInputError } from "../errors.ts";
+import { GEMV_XROWS_MAX } from "../../kernels/linear.ts";
 import type { Session } from "../model/session.ts";
 import {
   checkPump,
@@ -153,7 +157,6 @@ export class DecodeBatcher {
   #size: number;
   #stepMs = NaN;
   #loop: Promise<void> | undefined;
-  /** DecodeBatches by their sessions (in row order), kept while those stay in the loop. */
   /**
    * The members' rows, in batches of at most maxRows: a member keeps its row while it stays (its
    * dispatches at that row are built once), a newcomer takes the first free one; undefined: free.
@@ -167,7 +170,7 @@ export class DecodeBatcher {
     this.#firstBatch = Math.max(1, Math.min(options.firstBatch ?? 1, this.#maxBatch));
     this.#batchMs = options.batchMs ?? DEFAULT_BATCH_MS;
     this.#now = options.now ?? (() => performance.now());
-    this.#maxRows = options.maxRows ?? 16;
+    this.#maxRows = options.maxRows ?? GEMV_XROWS_MAX;
     this.#size = this.#firstBatch;
   }
 
@@ -454,7 +457,8 @@ export class DecodeBatcher {
         await turnEventLoop();
       }
     } catch (error) {
-      // (the device is lost or the recording failed: every member ends with the error)
+      // (a readback failed — the device is lost — or making a batch failed: every member ends
+      // with the error)
       const parts = [...running?.parts ?? [], ...next?.parts ?? []];
       for (const m of new Set([...this.#members, ...parts.map((p) => p.m)])) {
         m.error = error;

@@ -194,7 +194,9 @@ export class SessionRun implements DecodeRun {
    * the prefill's logits.
    */
   recordFirst(pass: GPUComputePassEncoder): void {
-    if (this.#disposed) throw new InvalidInputError("SessionRun.record: this run was disposed");
+    if (this.#disposed) {
+      throw new InvalidInputError("SessionRun.recordFirst: this run was disposed");
+    }
     const g = this.#grammar;
     g?.mask.encode(pass);
     this.#first.encode(pass);
@@ -208,7 +210,9 @@ export class SessionRun implements DecodeRun {
    * logprobs, the format's mask and advance, and the decode state's advance.
    */
   recordSampling(pass: GPUComputePassEncoder): void {
-    if (this.#disposed) throw new InvalidInputError("SessionRun.record: this run was disposed");
+    if (this.#disposed) {
+      throw new InvalidInputError("SessionRun.recordSampling: this run was disposed");
+    }
     const g = this.#grammar;
     g?.mask.encode(pass);
     this.#next.encode(pass);
