@@ -8,17 +8,19 @@
  * for its own sampler.
  *
  * What a batch runs is built once and kept: the model's activations for up to GEMV_XROWS_MAX rows
- * with the products over n of them (per n), and each session's dispatches at a row (per row, on
- * the session). A batch only puts them in order, so making one for another set of sessions costs
+ * with the products over n rows (per bucket of n: 2, 4, 8, 16 — the few-row GEMVs compute a
+ * bucket's rows anyway), and each session's dispatches at a row (per row, on the session). A batch only puts them in order, so making one for another set of sessions costs
  * nothing once its sessions have been at those rows (building a 7B batch of eight whole took
  * 91 ms of CPU on the H200's host, 2026-11-30: a session joining or leaving stalled every stream
  * that long). A row may be left empty (a session that left, or one not stepping now): its
  * products run on whatever the row holds, and nothing reads them.
  *
  * Rows are computed independently: a session's logits do not depend on what the other rows hold,
- * though the float few-row GEMV's tuning follows the batch's size, so they are not the bits of the
- * session's step alone (≈ 1e-7 of the largest logit apart; q4's rows are the same bits in any
- * batch).
+ * though the float few-row GEMV's tuning follows the bucket, so they are not the bits of the
+ * session's step alone (≈ 1e-7 of the largest logit apart). q4's rows are the same bits in any
+ * batch, but not the single step's: that one fuses the norm into its int8 quantization of x, the
+ * batch quantizes the normed x (a code can round the other way: ≈ 0.5 of logits ≈ 28 on the
+ * tiny test model, as far from f32 weights as the single step).
  * @module
  */
 import { InvalidInputError } from "../errors.ts";

@@ -248,6 +248,8 @@ export class Qwen2VLModel {
   readonly #rope: GpuRopeTable;
   readonly #chunk: number;
   readonly #ownsGpu: boolean;
+  /** The decoder's matrices' element types (batchesDecode). */
+  #textDtypes?: Set<WeightDType | QuantDType>;
   /** Sessions this model created (createDecodeBatch takes only those). */
   readonly #sessions = new WeakSet<Session>();
   /**
@@ -465,14 +467,15 @@ export class Qwen2VLModel {
     if (!(Number.isInteger(n) && n >= 2 && n <= GEMV_XROWS_MAX && LINEAR_CHOICE.xrows)) {
       return false;
     }
-    const t = this.config.text, names = ["text.lm_head"];
-    for (let i = 0; i < t.numLayers; i++) {
-      for (const m of ["qkv", "o", "gate_up", "down"]) names.push(`text.layers.${i}.${m}`);
-    }
-    return names.every((name) => {
-      const d = this.#w.matrix(name).dtype;
-      return !isQuant(d) || GEMV_XROWS[d];
-    });
+    // (the decoder's matrix dtypes, looked up once: the batcher asks every cycle)
+    const dtypes = this.#textDtypes ??= (() => {
+      const t = this.config.text, names = ["text.lm_head"];
+      for (let i = 0; i < t.numLayers; i++) {
+        for (const m of ["qkv", "o", "gate_up", "down"]) names.push(`text.layers.${i}.${m}`);
+      }
+      return new Set(names.map((name) => this.#w.matrix(name).dtype));
+    })();
+    return [...dtypes].every((d) => !isQuant(d) || GEMV_XROWS[d]);
   }
 
   /**
