@@ -141,11 +141,9 @@ export interface PipelineOptions {
    * vLLM's and llama.cpp's servers batch their requests. f16 / f32 and q4 weights (their few-row
    * GEMVs); q8 weights take turns (kernels/linear_q.ts GEMV_XROWS: its few-row int8-x GEMV doubled
    * the logit error); up to 16 rows a batch. A generation's logits then differ from its run alone
-   * by float rounding (f16 / f32: ≈ 1e-7 of the largest, the few-row products' tuning following
-   * the batch's size) or, with q4, by its int8 rounding of x (the batched step normalizes x before
-   * quantizing it, the single step after: ≈ 0.5 of logits ≈ 28 on the tiny test model, no further
-   * from f32 weights than the single step). false: each generation decodes in a loop of its own,
-   * taking turns on the GPU.
+   * by float rounding (≈ 1e-7 of the largest: the few-row products sum in another order; q4's
+   * rows at the tiny test model's width are the single step's bits). false: each generation
+   * decodes in a loop of its own, taking turns on the GPU.
    */
   batchDecode?: boolean;
   /** Called as weights stream to the GPU. */

@@ -18,9 +18,9 @@
  * Rows are computed independently: a session's logits do not depend on what the other rows hold,
  * though the float few-row GEMV's tuning follows the bucket, so they are not the bits of the
  * session's step alone (≈ 1e-7 of the largest logit apart). q4's rows are the same bits in any
- * batch, but not the single step's: that one fuses the norm into its int8 quantization of x, the
- * batch quantizes the normed x (a code can round the other way: ≈ 0.5 of logits ≈ 28 on the
- * tiny test model, as far from f32 weights as the single step).
+ * batch (threads per row by shape: kernels/linear_q.ts gemvQXRowsTuning), and the single step's
+ * where those threads per row are its own (the tiny test model: every product; QVQ-72B's widths
+ * sum some products in another order: f32 rounding apart).
  * @module
  */
 import { InvalidInputError } from "../errors.ts";

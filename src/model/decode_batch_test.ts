@@ -30,14 +30,12 @@ async function prefilled(model: Qwen2VLModel, ps: number[][], first: number[]): 
   return out;
 }
 
-// Float weights: against each session's own step (the few-row products sum in another order than
-// the one-row GEMVs: within f32 rounding). q4: the one-row step fuses the norm into its int8
-// quantization of x where the batch runs a norm pass first — the same math, but a code can round
-// the other way (≈ 0.5 of logits ≈ 28 on this 32-wide model, as far from f32 weights as the
-// step's own: src/model/quantize_test.ts) — so against the same session stepped in a batch of two
-// beside another (a row's bits do not depend on its batch: kernels/linear_q.ts few-row GEMV).
+// Against each session's own step: the few-row products sum in another order than the one-row
+// GEMVs (within f32 rounding; q4's at this width in the same order: the same bits). q4 also against
+// the same session stepped in a batch of two beside another: a q4 row's bits do not depend on its
+// batch (kernels/linear_q.ts gemvQXRowsTuning: threads per row by shape alone).
 for (const [dtype, quant] of [["f32"], ["f16"], ["f16", "q4"]] as const) {
-  Deno.test(`createDecodeBatch() (${quant ?? dtype}): each row's step gives the logits and state of that session's ${quant ? "row in another batch" : "own step"}, twice (the second reading the K/V the first wrote)`, async () => {
+  Deno.test(`createDecodeBatch() (${quant ?? dtype}): each row's step gives the logits and state of that session's own step${quant ? " and, exactly, of its row in another batch" : ""}, twice (the second reading the K/V the first wrote)`, async () => {
     const model = await Qwen2VLModel.load(TINY_DIR, { gpu, dtype, quant, maxContext: CONTEXT });
     try {
       assert.equal(model.batchesDecode(3), true);
@@ -48,29 +46,27 @@ for (const [dtype, quant] of [["f32"], ["f16"], ["f16", "q4"]] as const) {
       // Row 1 empty (a session that left): its products run on whatever it holds.
       const layout = [rows[0], undefined, rows[1], rows[2]];
       const batch = model.createDecodeBatch(layout);
-      // q4: each reference session in a batch of two, beside a session of another prompt.
+      // q4: the sessions again (twins), each in a batch of two beside one of another prompt.
+      const twins = quant ? await prefilled(model, ps, first) : [];
       const pads = quant ? await prefilled(model, prompts([3, 3, 3], 9), [5, 6, 7]) : [];
-      const pairs = pads.map((p, i) => model.createDecodeBatch([p, alone[i]]));
+      const pairs = pads.map((p, i) => model.createDecodeBatch([p, twins[i]]));
       try {
         assert.deepEqual(batch.sessions, rows);
         assert.deepEqual(batch.rows, layout);
         for (const [step, ids] of [[1, second], [2, first]] as const) {
           const enc = gpu.device.createCommandEncoder();
           const pass = enc.beginComputePass();
-          alone.forEach((s, i) => {
-            if (quant) pairs[i].encode(pass);
-            else model.encodeDecodeStep(pass, s);
-            advance(gpu, s.state).encode(pass);
-          });
-          for (const p of pads) advance(gpu, p.state).encode(pass);
+          for (const s of alone) model.encodeDecodeStep(pass, s);
+          for (const b of pairs) b.encode(pass);
+          for (const s of [...alone, ...twins, ...pads]) advance(gpu, s.state).encode(pass);
           batch.encode(pass);
           for (const s of rows) advance(gpu, s.state).encode(pass);
           pass.end();
           gpu.device.queue.submit([enc.finish()]);
           for (let i = 0; i < 3; i++) {
-            const want = await readF32(gpu, alone[i].logits);
-            const tol = quant ? 0 : 1e-5;
-            assertClose(await readF32(gpu, rows[i].logits), want, tol, `step ${step} row ${i}`);
+            const got = await readF32(gpu, rows[i].logits);
+            assertClose(got, await readF32(gpu, alone[i].logits), 1e-5, `step ${step} row ${i}`);
+            if (quant) assert.deepEqual(got, await readF32(gpu, twins[i].logits));
             assert.deepEqual(
               await readDecodeState(gpu, rows[i].state),
               await readDecodeState(gpu, alone[i].state),
@@ -78,7 +74,9 @@ for (const [dtype, quant] of [["f32"], ["f16"], ["f16", "q4"]] as const) {
             // The next ring entry the step reads: a new token for each.
             writeArray(gpu, alone[i].tokens, new Uint32Array([ids[i]]), step * 4);
             writeArray(gpu, rows[i].tokens, new Uint32Array([ids[i]]), step * 4);
-            if (quant) writeArray(gpu, pads[i].tokens, new Uint32Array([ids[i]]), step * 4);
+            for (const s of quant ? [twins[i], pads[i]] : []) {
+              writeArray(gpu, s.tokens, new Uint32Array([ids[i]]), step * 4);
+            }
           }
         }
         // A batch of the same rows again is made of what the first one built.
@@ -94,7 +92,7 @@ for (const [dtype, quant] of [["f32"], ["f16"], ["f16", "q4"]] as const) {
         assert.ok(l0.some((v, i) => Math.abs(v - l1[i]) > 1e-3));
       } finally {
         for (const b of [batch, ...pairs]) b.destroy();
-        for (const s of [...alone, ...rows, ...pads]) s.dispose();
+        for (const s of [...alone, ...rows, ...twins, ...pads]) s.dispose();
       }
     } finally {
       model.dispose();
