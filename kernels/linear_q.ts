@@ -382,13 +382,18 @@ export function xrowsSteps(u: number, rows: number, xr: number): string {
  * 8192) 16, 32 for rows more than twice as long as n is wide (down_proj), 4 weight rows a row
  * group, 8 · tpr threads a workgroup at up to 4 rows of x; elsewhere the m = 1 int8-x GEMV's
  * tpr for the shape ({@link gemvQTuning} with xq: a row then sums as m = 1 sums it), 2 weight rows
- * and 256 threads; 2 units a step. From 8 rows of x on: 4 weight rows, 1 unit a step, fewer
- * threads as the accumulators (rows · bucket) grow (128 at 8, 64 at 16).
+ * and 256 threads; 2 units a step. From 8 rows of x on: 4 weight rows; at QVQ-72B's widths 64
+ * threads and 2 units a step at 8 rows, 128 and 1 at 16; elsewhere 1 unit a step and 128 threads
+ * at 8, 64 at 16 (not swept).
  * H200, 2026-11-30, run ending 17:45 UTC (bench/_gemv.ts --xrows 2,4 --xrows-tunings, ms per 8 QVQ-72B
  * layers at 2 / 4 rows; the m = 1 defaults before): qkv 0.246 / 0.363 → 0.231 / 0.286, o 0.212 /
  * 0.295 → 0.212 / 0.263, gate_up 0.803 / 1.280 → 0.788 / 1.132, down 0.591 / 0.920 → 0.414 /
- * 0.586, lm_head 0.268 / 0.404 → 0.212 / 0.317. 7B's shapes had no tuning better on every kind
- * and both row counts (their best differed by kind and m, within 5–15 % of these defaults).
+ * 0.586, lm_head 0.268 / 0.404 → 0.212 / 0.317; at 8 / 16 rows (run ending 18:37 UTC, threads per
+ * row kept) qkv 0.657 / 1.014 → 0.435 / 0.739, o 0.570 / 0.665 → 0.384 / 0.662, gate_up 2.246 /
+ * 3.648 → 1.962 / 3.600, down 1.302 / 2.154 → 1.288 (64 threads, 1 unit: not the default's
+ * 2) / 2.169 (±5 % run to run), lm_head 0.730 / 1.102 → 0.611 / 1.097. 7B's shapes had no
+ * tuning better on every kind and both row counts (their best differed by kind and m, within
+ * 5–15 % of these defaults).
  */
 export function gemvQXRowsTuning(
   dtype: QuantDType,
@@ -399,15 +404,16 @@ export function gemvQXRowsTuning(
   const xr = xrowsBucket(m), few = xr <= 4;
   const wide = n >= 8192 && k >= 8192;
   const tpr = wide ? (k > 2 * n ? 32 : 16) : gemvQTuning(dtype, n, k, true).tpr;
+  const wg = few ? (wide ? 8 * tpr : 256) : wide ? (xr <= 8 ? 64 : 128) : xr <= 8 ? 128 : 64;
   return {
-    wg: few ? (wide ? 8 * tpr : 256) : xr <= 8 ? 128 : 64,
+    wg,
     tpr,
     rows: few && !wide ? 2 : 4,
     unroll: false,
     tile: 1,
     xq: true,
     prep: true,
-    xpUnroll: few ? 2 : 1,
+    xpUnroll: few || (wide && xr <= 8) ? 2 : 1,
   };
 }
 
