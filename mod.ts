@@ -125,6 +125,7 @@ export {
   type PlanModelOptions,
   type PrefillOptions,
   type PrefillResult,
+  DecodeBatch,
   Qwen2VLModel,
   Session,
 } from "./src/model/qwen2vl.ts";

@@ -75,7 +75,7 @@ export class DecodeBatch {
     return this.rows.filter((s) => s !== undefined);
   }
 
-  /** Dispatches of one step, in recording order (for profilers and tests). */
+  /** @internal Dispatches of one step, in recording order (for profilers and tests). */
   get dispatches(): Dispatch[] {
     const p = this.#products, parts = this.#parts.filter((r) => r !== undefined);
     return this.#list ??= [
