@@ -811,36 +811,7 @@ function xrowsLinear(
   const xs = preparedXBytes(w.cols) / 4; // u32 words per prepared row (whole vec4)
   const xp = preparedXRows(gpu, Math.min(XROWS_PREP_BYTES, gpu.maxBinding));
   const { xor, add } = reduction(gpu, t.tpr);
-  const prep = new Dispatch(
-    gpu,
-    variant(gpu, {
-      family: "linear_q",
-      entry: "prep",
-      bindings: [...(norm ? ["read" as const] : []), "read", "read_write"],
-      params: Params,
-      defines: {
-        GEMV: true,
-        PREPX: true,
-        PREP8: true,
-        XPO: true,
-        QVEC: true,
-        XQ: true,
-        XROWS: true,
-        Q4: q === "q4",
-        NORM: norm !== undefined,
-        SILU: silu,
-        ...(norm ? { NW_BINDING: 1 } : {}),
-        Y_BINDING: norm ? 2 : 1,
-        WG: 64,
-        TPR: 1,
-        ROWS: 1,
-        TILE: 1,
-      },
-    }),
-    [x, ...(norm ? [norm.weight] : []), xp],
-    chunkParams(w, w.chunks[0], { m, xs }),
-    grid2d(ceilDiv(m * (w.cols / 32), 8)),
-  );
+  const prep = prepareX(gpu, xp, x, w, norm, silu, 8, { m, xs });
   const u = t.xpUnroll ?? 1;
   const v = variant(gpu, {
     family: "linear_q",
@@ -883,7 +854,10 @@ function xrowsLinear(
   ];
 }
 
-/** The PREPX pass: x (normed by nw without 1 / rms, or silu(gate) · up) as int8 blocks into xp. */
+/**
+ * The PREPX pass: x (normed by nw without 1 / rms, or silu(gate) · up) as int8 blocks into xp —
+ * with `rows`, each of x's m rows into its own `xs` words of xp (the few-row GEMV's).
+ */
 function prepareX(
   gpu: Gpu,
   xp: GPUBuffer,
@@ -892,6 +866,7 @@ function prepareX(
   norm: LinearShape["norm"],
   silu: boolean,
   threads: 1 | 8,
+  rows?: { m: number; xs: number },
 ): Dispatch {
   const v = variant(gpu, {
     family: "linear_q",
@@ -905,6 +880,7 @@ function prepareX(
       XPO: true,
       QVEC: true,
       XQ: true,
+      ...(rows ? { XROWS: true } : {}),
       Q4: w.dtype === "q4",
       NORM: norm !== undefined,
       SILU: silu,
@@ -916,12 +892,13 @@ function prepareX(
       TILE: 1,
     },
   });
+  const blocks = (rows?.m ?? 1) * (w.cols / 32);
   return new Dispatch(
     gpu,
     v,
     [x, ...(norm ? [norm.weight] : []), xp],
-    chunkParams(w, w.chunks[0]),
-    grid2d(ceilDiv(w.cols / 32, threads === 8 ? 8 : 64)),
+    chunkParams(w, w.chunks[0], rows ?? {}),
+    grid2d(ceilDiv(blocks, threads === 8 ? 8 : 64)),
   );
 }
 
