@@ -176,3 +176,21 @@ export function ropeKvCase(
     },
   };
 }
+
+/**
+ * Runs `body` with `target`'s fields set to `values` (module switches such as
+ * kernels/linear.ts LINEAR_CHOICE), restoring what they were however it ends.
+ */
+export async function withSettings<T extends object>(
+  target: T,
+  values: Partial<T>,
+  body: () => Promise<void>,
+): Promise<void> {
+  const saved = { ...target };
+  Object.assign(target, values);
+  try {
+    await body();
+  } finally {
+    Object.assign(target, saved);
+  }
+}

@@ -47,7 +47,7 @@ import {
   xrowsBucket,
 } from "./linear.ts";
 import { run } from "./_kernel.ts";
-import { ropeKvCase } from "./_test_utils.ts";
+import { ropeKvCase, withSettings } from "./_test_utils.ts";
 import { gemmQ } from "./gemm.ts";
 import { mropeTable } from "../src/ref/rope.ts";
 import type { KvDType } from "./kv_cache.ts";
@@ -429,15 +429,8 @@ const XROWS_SHAPES: [number, number, number | undefined][] = [
  * Runs `body` with the few-row GEMV on for every dtype (GEMV_XROWS: q8's is off in the product,
  * its x kept in f32 — the kernel is tested for both), then restores the switches.
  */
-async function withXRowsOn(body: () => Promise<void>): Promise<void> {
-  const saved = { ...GEMV_XROWS };
-  GEMV_XROWS.q4 = GEMV_XROWS.q8 = true;
-  try {
-    await body();
-  } finally {
-    Object.assign(GEMV_XROWS, saved);
-  }
-}
+const withXRowsOn = (body: () => Promise<void>) =>
+  withSettings(GEMV_XROWS, { q4: true, q8: true }, body);
 
 /** Runs linear() (or linearQ() with `tuning`) at m rows; returns y and the dispatches' keys. */
 async function runXRows(
@@ -816,23 +809,17 @@ Deno.test("the q4 few-row GEMV with a fused norm at QVQ-72B's tunings gives each
   destroyWeight(w);
 });
 
-// q8 at 2–16 rows keeps its path — its rows dequantized into the f16 scratch, then the float row
-// GEMV over f32 x — and the norm / silu · mul ride into that GEMV (kernels/linear.wgsl XROWS NORM /
-// SILU): one dequantize and one fused GEMV per slice, no rmsNorm / silu_mul pass, as the f32
-// reference with the f16-rounded dequantized weight.
 /**
  * Runs `body` with the float row GEMV's fused norm / silu · mul on (LINEAR_CHOICE.xrowsFloatFuse:
  * off in the product, slower there on the H200 — the kernel is tested all the same).
  */
-async function withFloatFuse(body: () => Promise<void>): Promise<void> {
-  LINEAR_CHOICE.xrowsFloatFuse = true;
-  try {
-    await body();
-  } finally {
-    LINEAR_CHOICE.xrowsFloatFuse = false;
-  }
-}
+const withFloatFuse = (body: () => Promise<void>) =>
+  withSettings(LINEAR_CHOICE, { xrowsFloatFuse: true }, body);
 
+// q8 at 2–16 rows keeps its path — its rows dequantized into the f16 scratch, then the float row
+// GEMV over f32 x — and the norm / silu · mul ride into that GEMV (kernels/linear.wgsl XROWS NORM /
+// SILU): one dequantize and one fused GEMV per slice, no rmsNorm / silu_mul pass, as the f32
+// reference with the f16-rounded dequantized weight.
 Deno.test("normLinear() / siluMulLinear() at 1 < m ≤ 16 over q8 fuse into the float row GEMV on the dequantized rows", () =>
   withFloatFuse(async () => {
     const gpu = await sharedGpu();

@@ -30,7 +30,7 @@ import {
   xrowsBucket,
 } from "./linear.ts";
 import { type Dispatch, run } from "./_kernel.ts";
-import { productRunner, ropeKvCase, uploadWeight } from "./_test_utils.ts";
+import { productRunner, ropeKvCase, uploadWeight, withSettings } from "./_test_utils.ts";
 import { mropeTable } from "../src/ref/rope.ts";
 import type { KvDType } from "./kv_cache.ts";
 import { uploadRopeTable } from "./rope.ts";
@@ -714,14 +714,8 @@ Deno.test("by default the float row GEMV over a few rows runs the norm and silu 
  * Runs `body` with the float row GEMV's fused norm / silu · mul on (LINEAR_CHOICE.xrowsFloatFuse:
  * off in the product, slower there on the H200 — the kernel is tested all the same).
  */
-async function withFloatFuse(body: () => Promise<void>): Promise<void> {
-  LINEAR_CHOICE.xrowsFloatFuse = true;
-  try {
-    await body();
-  } finally {
-    LINEAR_CHOICE.xrowsFloatFuse = false;
-  }
-}
+const withFloatFuse = (body: () => Promise<void>) =>
+  withSettings(LINEAR_CHOICE, { xrowsFloatFuse: true }, body);
 
 Deno.test("normLinear() fuses at m = 1 and at a few rows, runs rmsNorm then linear past GEMV_XROWS_MAX, all as the reference", () =>
   withFloatFuse(async () => {
