@@ -17,7 +17,9 @@
  * soon), and is at most the steps left to the generation with the fewest. Generations join and
  * leave between cycles. One that leaves (its consumer stopped, its signal aborted, its run
  * disposed) is dropped from the next cycle; the cycle already submitted runs on, as pumpTokens'
- * does. Errors: one whose own recording throws (or whose side ring's take() does) ends with that
+ * does. One whose consumer has not taken its last batch read back sits out the cycles until it
+ * does (pumpTokens records a batch only after the one before was taken): a slow client's answer
+ * does not run on past a stop it has not read. Errors: one whose own recording throws (or whose side ring's take() does) ends with that
  * error alone; a failed readback (a lost device) or batch ends every one whose entries are not all
  * read. Each keeps its row of a batch while it stays — what it runs there is built once, on the
  * session — and a newcomer takes the first free row (up to maxRows a batch; more make another):
@@ -213,9 +215,7 @@ export class DecodeBatcher {
     this.#seat(m);
     this.#version++;
     this.#size = this.#firstBatch;
-    // Started after this turn's code: generations joining together (a server's requests
-    // arriving at once) step together from the first cycle.
-    this.#loop ??= Promise.resolve().then(() => this.#run());
+    this.#start();
     const onAbort = () => m.wake?.();
     options.signal?.addEventListener("abort", onAbort, { once: true });
     try {
@@ -225,6 +225,8 @@ export class DecodeBatcher {
           // (in the consumer's turn, as pumpTokens: a take() that throws fails this generation)
           if (batch.side) m.side?.take(batch.side, batch.first, batch.ids.length);
           yield batch.ids;
+          // Taken: a member held back for it steps again (the loop may have ended meanwhile).
+          if (m.queue.length === 0) this.#start();
           continue;
         }
         // (every entry read: a later cycle's error, or the run disposed since, is not this one's)
@@ -238,6 +240,14 @@ export class DecodeBatcher {
       options.signal?.removeEventListener("abort", onAbort);
       this.#leave(m);
     }
+  }
+
+  /**
+   * Starts the loop where it is not running: after this turn's code, so that generations joining
+   * together (a server's requests arriving at once) step together from the first cycle.
+   */
+  #start(): void {
+    this.#loop ??= Promise.resolve().then(() => this.#run());
   }
 
   /** pump() refuses afterwards. Call once no generation runs. */
@@ -307,7 +317,12 @@ export class DecodeBatcher {
     // (a member gone without leaving — its run disposed while its consumer waits — is woken to
     // see it)
     for (const m of this.#members) if (this.#gone(m)) m.wake?.();
-    const active = this.#members.filter((m) => !this.#gone(m) && m.recorded < m.end);
+    // A member whose consumer has not taken its last batch steps no further until it does (as
+    // pumpTokens records a batch only after the one before was taken): a slow client's answer,
+    // past a stop it has not read yet, does not run on to its whole budget.
+    const active = this.#members.filter((m) =>
+      !this.#gone(m) && m.recorded < m.end && m.queue.length === 0
+    );
     if (active.length === 0) return undefined;
     const fresh = new Set(active.filter((m) => m.recorded === 0));
     // Model steps each member has left after this cycle's entry 0.

@@ -307,3 +307,55 @@ Deno.test("DecodeBatcher: a generation whose recording throws fails alone; the o
     batcher.dispose();
   }
 });
+
+Deno.test("DecodeBatcher: a generation whose consumer holds a batch steps no further until it takes it; the others go on, and it then ends whole", async () => {
+  const want = [await alone(0, 40), await alone(1, 40)];
+  const batcher = new DecodeBatcher(counting([]), { maxBatch: 2 });
+  const runs = [await runOf(0), await runOf(1)];
+  try {
+    // Counts the steps recorded for the held generation.
+    const steps = { n: 0 };
+    const counted: BatchRun = {
+      get session() {
+        return runs[0].session;
+      },
+      ring: runs[0].ring,
+      get disposed() {
+        return runs[0].disposed;
+      },
+      recordFirst: (pass) => runs[0].recordFirst(pass),
+      recordSampling: (pass) => {
+        steps.n++;
+        runs[0].recordSampling(pass);
+      },
+    };
+    const held = batcher.pump(counted, { total: 40 });
+    const first = (await held.next()).value!;
+    // The other decodes all of its answer while the first one's consumer holds on.
+    assert.deepEqual(await drain(batcher.pump(runs[1], { total: 40 })), want[1].ids);
+    // Held: one batch read back and waiting, one more in flight at the most (maxBatch 2 each).
+    assert.ok(steps.n <= first.length + 4, `${steps.n} steps recorded while held`);
+    // Taken again (the loop had ended meanwhile: it starts again), it ends with its own answer
+    // (a loop that did not start again would leave it waiting: failed after 30 s, not hung).
+    const ids = [...first];
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stuck = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("the held generation never resumed")), 30_000);
+    });
+    try {
+      await Promise.race([
+        (async () => {
+          for await (const got of held) ids.push(...got);
+        })(),
+        stuck,
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+    assert.deepEqual(ids, want[0].ids);
+    assert.equal(steps.n, 39);
+  } finally {
+    runs.forEach(free);
+    batcher.dispose();
+  }
+});
