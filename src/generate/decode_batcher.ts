@@ -134,10 +134,12 @@ interface Part {
   staging: GPUBuffer;
 }
 
-/** A recorded cycle: its command buffer, the membership it was recorded for, its parts. */
+/**
+ * A recorded cycle: its command buffer and parts. (None waits between its recording and its
+ * submit: a generation cannot leave or join in between.)
+ */
 interface Cycle {
   commands: GPUCommandBuffer;
-  version: number;
   steps: number;
   parts: Part[];
 }
@@ -154,8 +156,6 @@ export class DecodeBatcher {
   readonly #now: () => number;
   readonly #maxRows: number;
   #members: Member[] = [];
-  /** Bumped when a generation joins or leaves: a cycle recorded before is recorded again. */
-  #version = 0;
   #size: number;
   #stepMs = NaN;
   #loop: Promise<void> | undefined;
@@ -213,7 +213,6 @@ export class DecodeBatcher {
     if (total === 0) return;
     this.#members.push(m);
     this.#seat(m);
-    this.#version++;
     this.#size = this.#firstBatch;
     this.#start();
     const onAbort = () => m.wake?.();
@@ -294,7 +293,6 @@ export class DecodeBatcher {
     const i = this.#members.indexOf(m);
     if (i >= 0) this.#members.splice(i, 1);
     this.#unseat(m);
-    this.#version++;
     this.#release(m);
   }
 
@@ -381,7 +379,7 @@ export class DecodeBatcher {
       m.inflight++;
       return part;
     });
-    return { commands: enc.finish(), version: this.#version, steps, parts };
+    return { commands: enc.finish(), steps, parts };
   }
 
   /**
@@ -402,16 +400,6 @@ export class DecodeBatcher {
         this.#model.encodeDecodeStep(pass, s)
       );
     });
-  }
-
-  /** Undoes a recorded cycle that will not be submitted: its entries are recorded again. */
-  #drop(c: Cycle): void {
-    for (const p of c.parts) {
-      p.m.recorded = p.first;
-      p.m.inflight--;
-      p.m.free.push(p.staging);
-      this.#release(p.m);
-    }
   }
 
   /** The loop: runs while any member has entries to record or read (see the module doc). */
@@ -436,10 +424,6 @@ export class DecodeBatcher {
           // Deno waits for the GPU inside the first of these calls (src/generate/token_pump.ts).
           return { p, bytes, mapped: p.staging.mapAsync(GPUMapMode.READ, 0, bytes) };
         });
-        if (next && next.version !== this.#version) {
-          this.#drop(next); // (nothing ran between: cannot happen, but never submit a stale one)
-          next = undefined;
-        }
         if (next) gpu.device.queue.submit([next.commands]);
         const t = this.#now();
         if (!Number.isNaN(since) && running.steps > 0) this.#stepMs = (t - since) / running.steps;
