@@ -128,7 +128,10 @@ fn codes_hi(q: u32) -> vec4<f32> {
 #if PREPX
 var<workgroup> nred: array<f32, WG>;
 #else
-var<workgroup> nred: array<f32, XR * WG>;  // the few-row GEMV: x row i's shares at [i · WG, (i + 1) · WG)
+// The few-row GEMV: x row i's NL lanes of Σx² at [i · NL, (i + 1) · NL) (NL: kernels/linear_q.ts
+// XROWS_NORM_LANES, whatever WG is).
+const NL: u32 = {{NL}}u;
+var<workgroup> nred: array<f32, XR * NL>;
 #endif
 #else
 var<workgroup> nred: array<f32, WG>;
@@ -712,9 +715,11 @@ fn main(
 // xrowsSteps()) is the loop written out over rows, x rows and XPU units a step (named
 // accumulators: an indexed array of XR · ROWS of them would spill).
 // #if NORM: the PREPX pass prepared each row's x ∘ nw and its blocks' Σx²; each x row's Σx² is
-// summed over the workgroup as m = 1's prepared-x GEMV sums its one row's (a thread's blocks lid,
-// lid + WG, …, then a tree in nred), and its outputs are scaled by its 1 / rms before bias and the
-// old y (finish()'s order): a row's bits are m = 1's fused norm product's at the same WG and TPR.
+// summed over NL lanes whatever WG is (WG follows m's bucket: summed over the workgroup, a row's
+// 1 / rms would depend on the rows beside it) as m = 1's prepared-x GEMV sums its one row's over
+// its WG threads (lane v's blocks v, v + NL, …, then a tree in nred; its default WG is NL), and
+// its outputs are scaled by its 1 / rms before bias and the old y (finish()'s order): a row's bits
+// are m = 1's fused norm product's at WG = NL (where k / 32 ≤ NL: any WG ≥ k / 32) and the same TPR.
 const XR: u32 = {{XR}}u;
 const SLOTS: u32 = ROWS * XR;
 
@@ -755,7 +760,7 @@ fn put_xr(rgi: u32, slot: u32, acc: f32) {
   if (c >= p.rows || i >= p.m) { return; }
   let col = p.row_start + c;
 #if NORM
-  var v = acc * inverseSqrt(nred[i * WG] / f32(p.k) + p.eps);
+  var v = acc * inverseSqrt(nred[i * NL] / f32(p.k) + p.eps);
 #else
   var v = acc;
 #endif
@@ -791,23 +796,25 @@ fn main(
   let units = p.k / UNIT;
   var acc: array<f32, SLOTS>;
 #if NORM
-  // This thread's share of each x row's Σx²: its blocks' sums (word 10 nb + b of the row).
+  // Lanes lid, lid + WG, … < NL of each x row's Σx²: a lane's blocks' sums (word 10 nb + b of the row).
   for (var i = 0u; i < XR; i++) {
-    var ss = 0.0;
-    for (var b = lid; b < units; b += WG) {
-      let o = 4u * xrow(i) + 10u * units + b;
-      ss += bitcast<f32>(xp[o >> 2u][o & 3u]);
+    for (var l = lid; l < NL; l += WG) {
+      var ss = 0.0;
+      for (var b = l; b < units; b += NL) {
+        let o = 4u * xrow(i) + 10u * units + b;
+        ss += bitcast<f32>(xp[o >> 2u][o & 3u]);
+      }
+      nred[i * NL + l] = ss;
     }
-    nred[i * WG + lid] = ss;
   }
 #endif
 {{XR_STEPS}}
 #if NORM
-  // Each row's shares summed as m = 1's inv_rms() sums its one row's: nred[i · WG] is row i's Σx².
+  // Each row's NL lanes summed as m = 1's inv_rms() sums its WG threads': nred[i · NL] is row i's Σx².
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (lid < s) {
-      for (var i = 0u; i < XR; i++) { nred[i * WG + lid] += nred[i * WG + lid + s]; }
+  for (var s = NL / 2u; s > 0u; s = s >> 1u) {
+    for (var l = lid; l < s; l += WG) {
+      for (var i = 0u; i < XR; i++) { nred[i * NL + l] += nred[i * NL + l + s]; }
     }
     workgroupBarrier();
   }

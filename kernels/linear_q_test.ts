@@ -36,6 +36,7 @@ import {
   preparedXBytes,
   readQuantWeight,
   writeQuantRows,
+  XROWS_NORM_LANES,
 } from "./linear_q.ts";
 import {
   GEMV_XROWS_MAX,
@@ -730,14 +731,22 @@ Deno.test("normLinear() / siluMulLinear() at 1 < m ≤ 16 fuse into the q4 few-r
             assertClose(gi, want, TOL, how);
           }
           if (i !== 0 && i !== m - 1) continue;
-          // m = 1's fused product over row i alone, at this workgroup and threads a row.
+          // m = 1's fused product over row i alone, at these threads a row (and the workgroup
+          // over whose threads the few-row GEMV sums Σx²).
           const bxi = uploadArray(gpu, xi);
           const byi = yi ? uploadArray(gpu, yi) : createStorage(gpu, n * 4);
           const one = linearQ(gpu, byi, bxi, w, b ? bb : null, {
             m: 1,
             accumulate: silu,
             ...(silu ? { siluMul: true } : { norm: { weight: bnw, eps } }),
-          }, { wg: t.wg, tpr: t.tpr, rows: t.rows, xq: true, prep: true, xpUnroll: 2 });
+          }, {
+            wg: XROWS_NORM_LANES,
+            tpr: t.tpr,
+            rows: t.rows,
+            xq: true,
+            prep: true,
+            xpUnroll: 2,
+          });
           run(gpu, one);
           assert.deepEqual(gi, await readF32(gpu, byi, n), `${how} vs m = 1`);
           one.forEach((d) => d.destroy());
@@ -804,6 +813,36 @@ Deno.test("the q4 few-row GEMV with a fused norm at QVQ-72B's tunings gives each
     }
     ds.forEach((d) => d.destroy());
     [bx, by].forEach((b) => b.destroy());
+  }
+  [nw, bias].forEach((b) => b.destroy());
+  destroyWeight(w);
+});
+
+// The batch's rows must not change with the rows beside them (src/model/decode_batch.ts): the
+// few-row GEMV's workgroup size follows m's bucket, so each x row's Σx² may not be summed over
+// the workgroup's threads. k = 8192 (256 blocks: more than the smallest bucket's 64 threads).
+Deno.test("normLinear() over q4 gives a row the same bits at every row count (and m = 1's default)", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(23), eps = 1e-6, n = 24, k = 8192;
+  const { w } = makeQuant(gpu, n, k, "q4", 91);
+  const nw = uploadArray(gpu, randn(rng, k, 1)), bias = uploadArray(gpu, randn(rng, n));
+  // Row 0's values over a wide range of magnitudes, so Σx² in another order rounds otherwise.
+  const x0 = randn(rng, k, 1).map((v, i) => v * 2 ** ((i * 7) % 13 - 6));
+  let first: Float32Array | undefined;
+  for (const m of [1, 2, 3, 5, 9, 16]) {
+    const x = new Float32Array(m * k);
+    x.set(x0);
+    x.set(randn(rng, (m - 1) * k, 3), k);
+    const bx = uploadArray(gpu, x), h = createStorage(gpu, m * k * 4);
+    const by = createStorage(gpu, m * n * 4);
+    const ds = normLinear(gpu, by, bx, h, nw, w, bias, { m, eps });
+    if (m > 1) assert.match(ds.at(-1)!.variant.key, /NORM.*XROWS/);
+    run(gpu, ds);
+    const row0 = await readF32(gpu, by, n);
+    ds.forEach((d) => d.destroy());
+    [bx, h, by].forEach((b) => b.destroy());
+    if (first) assert.deepEqual(row0, first, `m = ${m} (bucket ${xrowsBucket(m)}) vs m = 1`);
+    else first = row0;
   }
   [nw, bias].forEach((b) => b.destroy());
   destroyWeight(w);
