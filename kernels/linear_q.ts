@@ -770,8 +770,8 @@ function reduction(gpu: Gpu, tpr: number): { xor: boolean; add: boolean } {
 /**
  * The few-row GEMV's tuning for m rows of x over `w` ({@link gemvQXRowsTuning} under `over`),
  * or null where it cannot run on this device: its partial sums (with a fused `norm`, and each x
- * row's Σx² over {@link XROWS_NORM_LANES} lanes) past the workgroup memory, the prepared rows past their buffer. A
- * bad explicit tuning throws.
+ * row's Σx² over {@link XROWS_NORM_LANES} lanes) past the workgroup memory, the prepared rows
+ * past their buffer. A bad explicit tuning throws.
  */
 function xrowsTuningFit(
   gpu: Gpu,

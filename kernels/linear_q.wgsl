@@ -719,7 +719,8 @@ fn main(
 // 1 / rms would depend on the rows beside it) as m = 1's prepared-x GEMV sums its one row's over
 // its WG threads (lane v's blocks v, v + NL, …, then a tree in nred; its default WG is NL), and
 // its outputs are scaled by its 1 / rms before bias and the old y (finish()'s order): a row's bits
-// are m = 1's fused norm product's at WG = NL (where k / 32 ≤ NL: any WG ≥ k / 32) and the same TPR.
+// are m = 1's fused norm product's at WG = NL (where k / 32 ≤ NL: any WG ≥ k / 32) and the same
+// TPR.
 const XR: u32 = {{XR}}u;
 const SLOTS: u32 = ROWS * XR;
 
