@@ -747,7 +747,8 @@ export function linearQFewRows(
  * Lanes over which the few-row GEMV sums each x row's Σx² with a fused norm (kernels/linear_q.wgsl
  * XROWS NORM), whatever its workgroup size: that follows m's bucket ({@link gemvQXRowsTuning}),
  * and summed over the workgroup's threads a row's 1 / rms — so its bits — changed with the rows
- * beside it (a batched decode row at 9–16 rows against 2–8). 256: the m = 1 prepared-x GEMV's
+ * beside it (a batched decode row at 9–16 rows against 2–8). A thread sums NL / wg lanes' first
+ * tree levels itself: workgroup memory and barriers as before. 256: the m = 1 prepared-x GEMV's
  * workgroup ({@link gemvQTuning}), whose Σx² order a row then keeps.
  */
 export const XROWS_NORM_LANES = 256;
@@ -770,7 +771,7 @@ function reduction(gpu: Gpu, tpr: number): { xor: boolean; add: boolean } {
 /**
  * The few-row GEMV's tuning for m rows of x over `w` ({@link gemvQXRowsTuning} under `over`),
  * or null where it cannot run on this device: its partial sums (with a fused `norm`, and each x
- * row's Σx² over {@link XROWS_NORM_LANES} lanes) past the workgroup memory, the prepared rows
+ * row's Σx² over the workgroup) past the workgroup memory, the prepared rows
  * past their buffer. A bad explicit tuning throws.
  */
 function xrowsTuningFit(
@@ -794,7 +795,7 @@ function xrowsTuningFit(
   const slots = t.rows * xrowsBucket(m);
   const { xor, add } = reduction(gpu, t.tpr);
   const shared = 4 * (add ? slots * t.wg / 4 : xor ? 0 : slots * t.wg) +
-    (norm ? 4 * xrowsBucket(m) * XROWS_NORM_LANES : 0);
+    (norm ? 4 * xrowsBucket(m) * t.wg : 0);
   if (shared > gpu.limits.maxComputeWorkgroupStorageSize) return null;
   if (m * preparedXBytes(w.cols) > Math.min(XROWS_PREP_BYTES, gpu.maxBinding)) return null;
   return t;
@@ -837,7 +838,7 @@ function xrowsLinear(
       BIAS: bias !== null,
       ACC: s.accumulate === true,
       NORM: norm !== undefined,
-      ...(norm ? { NL: XROWS_NORM_LANES } : {}),
+      ...(norm ? { NL: XROWS_NORM_LANES, NLT: Math.max(1, XROWS_NORM_LANES / t.wg) } : {}),
       Y_BINDING: bias ? 3 : 2,
       XOR: xor,
       ADD: add,

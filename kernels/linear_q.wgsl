@@ -128,10 +128,12 @@ fn codes_hi(q: u32) -> vec4<f32> {
 #if PREPX
 var<workgroup> nred: array<f32, WG>;
 #else
-// The few-row GEMV: x row i's NL lanes of Σx² at [i · NL, (i + 1) · NL) (NL: kernels/linear_q.ts
-// XROWS_NORM_LANES, whatever WG is).
+// The few-row GEMV: x row i's Σx² over NL lanes (kernels/linear_q.ts XROWS_NORM_LANES, whatever
+// WG is), NLT = max(NL / WG, 1) of them a thread; after the thread's own tree levels, its sums at
+// [i · WG, (i + 1) · WG).
 const NL: u32 = {{NL}}u;
-var<workgroup> nred: array<f32, XR * NL>;
+const NLT: u32 = {{NLT}}u;
+var<workgroup> nred: array<f32, XR * WG>;
 #endif
 #else
 var<workgroup> nred: array<f32, WG>;
@@ -717,7 +719,8 @@ fn main(
 // #if NORM: the PREPX pass prepared each row's x ∘ nw and its blocks' Σx²; each x row's Σx² is
 // summed over NL lanes whatever WG is (WG follows m's bucket: summed over the workgroup, a row's
 // 1 / rms would depend on the rows beside it) as m = 1's prepared-x GEMV sums its one row's over
-// its WG threads (lane v's blocks v, v + NL, …, then a tree in nred; its default WG is NL), and
+// its WG threads (lane v's blocks v, v + NL, …, then a tree over the lanes — its levels ≥ WG in a
+// thread's registers, the rest in nred; the m = 1 default WG is NL), and
 // its outputs are scaled by its 1 / rms before bias and the old y (finish()'s order): a row's bits
 // are m = 1's fused norm product's at WG = NL (where k / 32 ≤ NL: any WG ≥ k / 32) and the same
 // TPR.
@@ -761,7 +764,7 @@ fn put_xr(rgi: u32, slot: u32, acc: f32) {
   if (c >= p.rows || i >= p.m) { return; }
   let col = p.row_start + c;
 #if NORM
-  var v = acc * inverseSqrt(nred[i * NL] / f32(p.k) + p.eps);
+  var v = acc * inverseSqrt(nred[i * WG] / f32(p.k) + p.eps);
 #else
   var v = acc;
 #endif
@@ -797,25 +800,35 @@ fn main(
   let units = p.k / UNIT;
   var acc: array<f32, SLOTS>;
 #if NORM
-  // Lanes lid, lid + WG, … < NL of each x row's Σx²: a lane's blocks' sums (word 10 nb + b of the row).
+  // Lanes lid + c · WG (c < NLT) of each x row's Σx²: a lane's blocks' sums (word 10 nb + b of the
+  // row; lanes ≥ NL hold 0), then the tree levels s ≥ WG (lane l + s into lane l < s) in registers.
   for (var i = 0u; i < XR; i++) {
-    for (var l = lid; l < NL; l += WG) {
+    var ls: array<f32, NLT>;
+    for (var c = 0u; c < NLT; c++) {
+      let l = lid + c * WG;
       var ss = 0.0;
-      for (var b = l; b < units; b += NL) {
-        let o = 4u * xrow(i) + 10u * units + b;
-        ss += bitcast<f32>(xp[o >> 2u][o & 3u]);
+      if (l < NL) {
+        for (var b = l; b < units; b += NL) {
+          let o = 4u * xrow(i) + 10u * units + b;
+          ss += bitcast<f32>(xp[o >> 2u][o & 3u]);
+        }
       }
-      nred[i * NL + l] = ss;
+      ls[c] = ss;
     }
+    for (var s = NLT / 2u; s > 0u; s = s >> 1u) {
+      for (var c = 0u; c < s; c++) { ls[c] += ls[c + s]; }
+    }
+    nred[i * WG + lid] = ls[0];
   }
 #endif
 {{XR_STEPS}}
 #if NORM
-  // Each row's NL lanes summed as m = 1's inv_rms() sums its WG threads': nred[i · NL] is row i's Σx².
+  // The tree's levels s < WG as m = 1's inv_rms() (levels past NL add 0s): nred[i · WG] is row
+  // i's Σx².
   workgroupBarrier();
-  for (var s = NL / 2u; s > 0u; s = s >> 1u) {
-    for (var l = lid; l < s; l += WG) {
-      for (var i = 0u; i < XR; i++) { nred[i * NL + l] += nred[i * NL + l + s]; }
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (lid < s) {
+      for (var i = 0u; i < XR; i++) { nred[i * WG + lid] += nred[i * WG + lid + s]; }
     }
     workgroupBarrier();
   }

@@ -844,6 +844,17 @@ Deno.test("normLinear() over q4 gives a row the same bits at every row count (an
     if (first) assert.deepEqual(row0, first, `m = ${m} (bucket ${xrowsBucket(m)}) vs m = 1`);
     else first = row0;
   }
+  // A workgroup wider than the lanes (its threads past them add 0s).
+  const m = 3, x = new Float32Array(m * k);
+  x.set(x0);
+  x.set(randn(rng, (m - 1) * k, 3), k);
+  const bx = uploadArray(gpu, x), by = createStorage(gpu, m * n * 4);
+  const ds = linearQ(gpu, by, bx, w, bias, { m, norm: { weight: nw, eps } }, { wg: 512 });
+  assert.match(ds.at(-1)!.variant.key, /NORM.*WG=512.*XROWS/);
+  run(gpu, ds);
+  assert.deepEqual(await readF32(gpu, by, n), first, "512 threads vs m = 1");
+  ds.forEach((d) => d.destroy());
+  [bx, by].forEach((b) => b.destroy());
   [nw, bias].forEach((b) => b.destroy());
   destroyWeight(w);
 });
