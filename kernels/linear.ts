@@ -181,8 +181,9 @@ export const LINEAR_CHOICE = {
    * Whether those fusions also run in the float row GEMV (f16 / f32 weights, and q8's dequantized
    * rows): default false — there every workgroup redoes the transform of all m rows of x (the
    * norm's squares and weights; silu's exp and division) beside m · rows products a step, and
-   * the separate passes cost less (H200, run ending 18:17 UTC, 7B f16 decoding as one batch: 2 rows 306.0 tok/s
-   * with both passes, 301.9 with the norm fused, 280.3 with both; 8 rows 607.1, 580.3, 457.3).
+   * the separate passes cost less (H200, run ending 18:17 UTC, 7B f16 decoding as one batch: 2
+   * rows 306.0 tok/s with both passes, 301.9 with the norm fused, 280.3 with both; 8 rows 607.1,
+   * 580.3, 457.3).
    */
   xrowsFloatFuse: false,
 };

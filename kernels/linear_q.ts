@@ -15,7 +15,8 @@
  * then the prepared-x GEMV over all m rows at once (each row times its 1 / rms with the norm),
  * each weight unit loaded and unpacked once for all of them (kernels/linear_q.wgsl XROWS,
  * {@link gemvQXRowsTuning}; each row's bits are the m = 1 prepared-x GEMV's at the same threads
- * per row; q8 too takes int8 x there, as it does not at m = 1 by default: {@link GEMV_XQ}).
+ * per row). q4 only by default ({@link GEMV_XROWS}): q8 would take int8 x there, which doubled its
+ * logit error, so its few rows keep the dequantizing path below, x in f32.
  * Longer prefill and vision (m > 1) run, for q4, kernels/gemm.ts's int8 GEMM
  * ({@link PREFILL_INT8}); q8 (and any x too large for gemmQ's scratch) dequantizes balanced row
  * slices into an f16 scratch and runs the f16 GEMM of kernels/linear.ts — unless the call sets
@@ -385,8 +386,8 @@ export function xrowsSteps(u: number, rows: number, xr: number): string {
  * and 256 threads; 2 units a step. From 8 rows of x on: 4 weight rows; at QVQ-72B's widths 64
  * threads and 2 units a step at 8 rows, 128 and 1 at 16; elsewhere 1 unit a step and 128 threads
  * at 8, 64 at 16 (not swept).
- * H200, 2026-11-30, run ending 17:45 UTC (bench/_gemv.ts --xrows 2,4 --xrows-tunings, ms per 8 QVQ-72B
- * layers at 2 / 4 rows; the m = 1 defaults before): qkv 0.246 / 0.363 → 0.231 / 0.286, o 0.212 /
+ * H200, 2026-11-30, run ending 17:45 UTC (bench/_gemv.ts --xrows 2,4 --xrows-tunings, ms per 8
+ * QVQ-72B layers at 2 / 4 rows; the m = 1 defaults before): qkv 0.246 / 0.363 → 0.231 / 0.286, o 0.212 /
  * 0.295 → 0.212 / 0.263, gate_up 0.803 / 1.280 → 0.788 / 1.132, down 0.591 / 0.920 → 0.414 /
  * 0.586, lm_head 0.268 / 0.404 → 0.212 / 0.317; at 8 / 16 rows (run ending 18:37 UTC, threads per
  * row kept) qkv 0.657 / 1.014 → 0.435 / 0.739, o 0.570 / 0.665 → 0.384 / 0.662, gate_up 2.246 /
@@ -540,7 +541,7 @@ export function linearQ(
   }
   const { gemvXRows, ...gemvTuning } = tuning;
   if (m > 1) {
-    const { path, t } = manyRowsPath(gpu, q, w, s, gemvTuning, gemvXRows);
+    const { path, t } = manyRowsPath(gpu, q, w, s, s.norm !== undefined, gemvTuning, gemvXRows);
     if (path === "xrows") return xrowsLinear(gpu, y, x, w, bias, s, t!);
     if (path === "gemm") {
       if (norm || silu) {
@@ -714,14 +715,15 @@ function manyRowsPath(
   gpu: Gpu,
   q: QuantDType,
   w: Weight,
-  s: LinearShape,
+  s: Pick<LinearShape, "m" | "int8x" | "activation" | "ropeKv">,
+  norm: boolean,
   gemvTuning: Partial<LinearQTuning>,
   gemvXRows?: boolean,
 ): { path: "xrows" | "gemm" | "dequant"; t?: LinearQTuning } {
   const { m } = s;
   const few = GEMV_XROWS[q] && !s.int8x && gemvXRows !== false && LINEAR_CHOICE.xrows &&
     m <= GEMV_XROWS_MAX && s.activation === undefined && !s.ropeKv;
-  const t = few ? xrowsTuningFit(gpu, q, w, m, gemvTuning, s.norm !== undefined) : null;
+  const t = few ? xrowsTuningFit(gpu, q, w, m, gemvTuning, norm) : null;
   if (t) return { path: "xrows", t };
   if (s.int8x || (PREFILL_INT8[q] && gemmQFits(gpu, m, w.cols))) return { path: "gemm" };
   return { path: "dequant" };
@@ -738,9 +740,7 @@ export function linearQFewRows(
   m: number,
   norm: boolean,
 ): "xrows" | "gemm" | "dequant" {
-  const q = checkQuant(w, "linearQFewRows");
-  const s = { m, ...(norm ? { norm: { weight: null!, eps: 0 } } : {}) };
-  return manyRowsPath(gpu, q, w, s, {}).path;
+  return manyRowsPath(gpu, checkQuant(w, "linearQFewRows"), w, { m }, norm, {}).path;
 }
 
 /**

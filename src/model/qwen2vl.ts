@@ -482,7 +482,7 @@ export class Qwen2VLModel {
    * The decode step of several sessions as one batch ({@link DecodeBatch}): a step of each,
    * recorded by `batch.encode(pass)`, session `rows[r]`'s token in row r of one set of products
    * (undefined: an empty row, whose products nothing reads). What it runs is built on first use
-   * and kept — the products per row count, each session's dispatches per row (≈ 0.1 ms of CPU a
+   * and kept — the products per bucket of rows (2, 4, 8, 16), each session's dispatches per row (≈ 0.1 ms of CPU a
    * dispatch: 7B ≈ 6 ms a session, QVQ-72B ≈ 16) — so keep a session at its row while it stays.
    * @throws InvalidInputError unless {@link batchesDecode} says yes for the row count, or where
    *   a session is disposed, of another model, or given twice, or no row holds one
