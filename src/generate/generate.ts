@@ -79,25 +79,32 @@ export async function* runGeneration(
     const scoring = o.promptLogprobs !== undefined;
     claim = cache?.claim(history, S + o.maxNewTokens);
     const peeked = (!scoring && claim?.cached) || none;
-    const cachedGrids = prompt.gridThw.slice(0, peeked.images);
-    if (prompt.gridThw.length > peeked.images) {
+    // The images past the first `from`, which the cache does not hold: their rows of pixel values
+    // are the last ones.
+    const encode = async (from: number) => {
+      if (prompt.gridThw.length <= from) return;
       const t0 = performance.now();
-      // The images the cache does not hold: their rows of pixel values are the last ones.
       const cols = prompt.pixelValues.length / patchCount(prompt.gridThw);
+      images?.destroy();
       images = model.encodeImages(
-        prompt.pixelValues.subarray(patchCount(cachedGrids) * cols),
-        prompt.gridThw.slice(peeked.images),
+        prompt.pixelValues.subarray(patchCount(prompt.gridThw.slice(0, from)) * cols),
+        prompt.gridThw.slice(from),
       );
       // The GPU's time for the tower (gpuIdle: Deno waits inside the call and settles at once;
       // onSubmittedWorkDone() would resolve 10 ms later, a sleep the prefill need not sit out).
       await gpuIdle(gpu);
-      visionMs = performance.now() - t0;
-    }
+      visionMs += performance.now() - t0;
+    };
+    await encode(peeked.images);
     const hit = claim
       ? await claim.open()
       : { session: model.createSession(S + o.maxNewTokens), cached: peeked };
     session = hit.session;
     const cached = scoring ? none : hit.cached;
+    // Fewer than claimed where the running generation whose rows it was to copy ended meanwhile
+    // (PromptCache.share): the images it held are encoded now.
+    if (cached.images < peeked.images) await encode(cached.images);
+    const cachedGrids = prompt.gridThw.slice(0, cached.images);
     // Scoring prefills from row 0, rewriting what the session held of the prompt with the same
     // rows: those stay valid whether or not it is stopped part way.
     heldRows = hit.cached.tokens;
@@ -119,6 +126,8 @@ export async function* runGeneration(
       return yield* aborted(S, prompt.imageTokens, visionMs, cached.tokens);
     }
     heldRows = S;
+    // Running generations may copy these rows from now on (n choices, the same prompt at once).
+    cache?.share(session, history);
     images?.destroy();
     images = undefined;
     const held = grammar(o, hooks.grammar);

@@ -107,6 +107,21 @@ interface Slot {
   held: TokenHistory;
 }
 
+/** What {@link PromptCache.claim} chose for a prompt. */
+interface Choice {
+  /** The kept session taken (its index in the slots); none: a new one. */
+  index?: number;
+  /** What that kept session's rows hold. */
+  held?: TokenHistory;
+  /** Prompt tokens (and images) the claim will hold once opened. */
+  cached: { tokens: number; images: number };
+  /**
+   * A session out with a generation whose rows [0, cached.tokens) are copied in on open (see
+   * {@link PromptCache.share}), and what the taken kept session held of the prompt without them.
+   */
+  donor?: { session: Session; held: TokenHistory; own: { tokens: number; images: number } };
+}
+
 /**
  * A prompt's hold on the cache, taken before its images are encoded ({@link PromptCache.claim}):
  * the kept session it continues (taken out of the cache, so a generation running beside it cannot
@@ -139,6 +154,8 @@ export class PromptCache {
   #slots: Slot[] = [];
   /** Sessions handed out (opened claims) and not yet kept: disposed ones no longer count. */
   readonly #out = new Set<Session>();
+  /** Sessions out whose rows hold a prefilled prompt, which they keep while out ({@link share}). */
+  readonly #shared = new Map<Session, TokenHistory>();
   /** Claims whose session is not yet out (opening ones too) nor cancelled: each holds room. */
   #claims = 0;
   /** Sessions at most, kept and out: the option, lowered when the device refused one more. */
@@ -204,9 +221,11 @@ export class PromptCache {
   claim(prompt: TokenHistory, maxTokens: number): CacheClaim {
     const none = { tokens: 0, images: 0 };
     const chosen = this.#choose(prompt, maxTokens);
-    let session = chosen && this.#slots.splice(chosen.index, 1)[0].session;
+    let session = chosen?.index !== undefined
+      ? this.#slots.splice(chosen.index, 1)[0].session
+      : undefined;
     // At capacity with no kept session large enough: the least recent one's memory is freed.
-    if (!chosen && this.#total() >= this.#capacity) this.#slots.shift()?.session.dispose();
+    if (!session && this.#total() >= this.#capacity) this.#slots.shift()?.session.dispose();
     // Still none: every session is out with a generation (slots lowered below `parallel` by a
     // device that refused one more) — one of this request's size, not kept beyond the slots.
     const whole = this.#total() < this.#capacity;
@@ -222,9 +241,23 @@ export class PromptCache {
         // The claim holds its room until the session is out (counted there): a new session's
         // allocation is awaited, and a claim or keep() beside it meanwhile must see the room taken.
         try {
-          if (session) return this.#handOut(session, chosen!.cached);
-          session = await this.#create(maxTokens, whole);
-          return this.#handOut(session, none);
+          const donor = chosen?.donor;
+          if (!donor) {
+            if (session) return this.#handOut(session, chosen!.cached);
+            session = await this.#create(maxTokens, whole);
+            return this.#handOut(session, none);
+          }
+          // The donor's rows, copied at once (synchronously: it cannot be kept and its rows
+          // rewritten by another claim meanwhile) — where it still holds them.
+          const copy = (s: Session) => {
+            const ok = !donor.session.disposed && this.#shared.get(donor.session) === donor.held;
+            if (ok) s.copyRows(donor.session, chosen!.cached.tokens);
+            return ok;
+          };
+          if (session) return this.#handOut(session, copy(session) ? chosen!.cached : donor.own);
+          let copied = false;
+          session = await this.#create(maxTokens, whole, (s) => copied = copy(s));
+          return this.#handOut(session, copied ? chosen!.cached : none);
         } finally {
           state = "opened";
           this.#claims--;
@@ -234,18 +267,27 @@ export class PromptCache {
         if (state !== "claimed") return;
         state = "cancelled";
         this.#claims--;
-        if (session) this.#return(session, chosen!.held);
+        if (session) this.#return(session, chosen!.held!);
       },
     };
   }
 
-  /** A new session for `maxTokens`: `whole`, the whole context where it fits (see {@link claim}). */
-  async #create(maxTokens: number, whole: boolean): Promise<Session> {
+  /**
+   * A new session for `maxTokens`: `whole`, the whole context where it fits (see {@link claim}).
+   * `made` is called with each new session as soon as it is made (before its allocation is known
+   * to have worked); a kept session taken instead is not passed to it.
+   */
+  async #create(
+    maxTokens: number,
+    whole: boolean,
+    made: (s: Session) => void = () => {},
+  ): Promise<Session> {
     const full = Math.max(maxTokens, this.#model.maxContext);
     if (whole && full > maxTokens && !this.#fullFailed) {
       let session: Session | undefined;
       try {
         session = this.#model.createSession(full);
+        made(session);
         await session.ready();
         return session;
       } catch (e) {
@@ -263,7 +305,9 @@ export class PromptCache {
         }
       }
     }
-    return this.#model.createSession(maxTokens);
+    const session = this.#model.createSession(maxTokens);
+    made(session);
+    return session;
   }
 
   #handOut(session: Session, cached: { tokens: number; images: number }): CacheHit {
@@ -290,14 +334,17 @@ export class PromptCache {
     return this.#choose(prompt, maxTokens)?.cached ?? { tokens: 0, images: 0 };
   }
 
-  /** The kept session {@link claim} takes for `prompt` (undefined: a new one). */
-  #choose(prompt: TokenHistory, maxTokens: number) {
+  /**
+   * The kept session {@link claim} takes for `prompt` (undefined: a new one), and a session out
+   * with a generation whose prefilled prompt shares more of this one than it (see {@link share}),
+   * to copy from.
+   */
+  #choose(prompt: TokenHistory, maxTokens: number): Choice | undefined {
     this.#slots = this.#slots.filter((s) => !s.session.disposed);
     const c = this.#model.config;
-    const prefix = (s: Slot) => reusablePrefix(s.held, prompt, [c.imageTokenId, c.videoTokenId]);
-    let best:
-      | { index: number; held: TokenHistory; cached: { tokens: number; images: number } }
-      | undefined;
+    const pads = [c.imageTokenId, c.videoTokenId];
+    const prefix = (s: Slot) => reusablePrefix(s.held, prompt, pads);
+    let best: Choice | undefined;
     this.#slots.forEach((slot, index) => {
       if (slot.session.maxTokens < maxTokens) return;
       const cached = prefix(slot);
@@ -312,11 +359,29 @@ export class PromptCache {
       if (cached.tokens === 0 || (2 * cached.tokens < slot.held.ids.length && !contained)) return;
       if (!best || cached.tokens >= best.cached.tokens) best = { index, held: slot.held, cached };
     });
-    if (best || this.#total() < this.#capacity) return best;
-    const index = this.#leastRecent(maxTokens);
-    if (index < 0) return undefined;
-    const slot = this.#slots[index];
-    return { index, held: slot.held, cached: prefix(slot) };
+    let taken = best;
+    if (!taken && this.#total() >= this.#capacity) {
+      const index = this.#leastRecent(maxTokens);
+      const slot = this.#slots[index];
+      if (slot) taken = { index, held: slot.held, cached: prefix(slot) };
+    }
+    // Whatever it takes, a running generation's rows may serve more of the prompt. Only where
+    // they hold all of its images: the vision tower then does not run beside a new session
+    // (claim()'s memory plan), and the copy never waits for it.
+    const own = taken?.cached ?? { tokens: 0, images: 0 };
+    let donor: Choice["donor"], cached = own;
+    for (const [session, held] of this.#shared) {
+      if (session.disposed) {
+        this.#shared.delete(session);
+        continue;
+      }
+      const p = reusablePrefix(held, prompt, pads);
+      if (p.tokens > cached.tokens && p.images === prompt.images.length) {
+        donor = { session, held, own };
+        cached = p;
+      }
+    }
+    return donor ? { ...taken, cached, donor } : taken;
   }
 
   /** The least recently kept session of at least `maxTokens` (its index; −1 when none is). */
@@ -337,6 +402,7 @@ export class PromptCache {
    */
   keep(session: Session, held: TokenHistory): void {
     this.#out.delete(session);
+    this.#shared.delete(session);
     this.#slots = this.#slots.filter((s) => s.session !== session);
     if (this.#closed || session.disposed || held.ids.length === 0) {
       session.dispose();
@@ -350,11 +416,25 @@ export class PromptCache {
   }
 
   /**
+   * Says that `session`, out with a generation ({@link CacheClaim.open}), has prefilled the prompt
+   * `held` — rows [0, held.ids.length) of its KV cache, which it does not rewrite while out (its
+   * decode steps write the rows after them). Until it is kept, a prompt that shares more of it
+   * (all of its images among it) than the session its claim takes holds gets those rows copied in
+   * ({@link Session.copyRows}): the prompt of `n` choices, or the same question asked twice at
+   * once, prefills once — vLLM's prefix sharing between running requests.
+   */
+  share(session: Session, held: TokenHistory): void {
+    if (!this.#out.has(session) || session.disposed || this.#closed) return;
+    this.#shared.set(session, { ids: Array.from(held.ids), images: [...held.images] });
+  }
+
+  /**
    * Frees the kept sessions and keeps none from now on (a generation still running when its
    * pipeline is disposed then frees its own).
    */
   close(): void {
     this.#closed = true;
+    this.#shared.clear();
     this.clear();
   }
 

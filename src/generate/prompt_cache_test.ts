@@ -104,6 +104,8 @@ Deno.test("imageKeys() tells images apart by their pixels and grid", () => {
  */
 function fakeModel(maxContext: number, fits: number, live = Infinity) {
   const made: { maxTokens: number; disposed: boolean }[] = [];
+  /** Session.copyRows() calls: [to, from, rows]. */
+  const copies: [unknown, unknown, number][] = [];
   const model = {
     maxContext,
     config: { imageTokenId: PAD },
@@ -111,6 +113,9 @@ function fakeModel(maxContext: number, fits: number, live = Infinity) {
       const s = {
         maxTokens,
         disposed: false,
+        copyRows(from: unknown, rows: number) {
+          copies.push([s, from, rows]);
+        },
         ready: () =>
           maxTokens > fits || made.filter((m) => !m.disposed).length > live
             ? Promise.reject(new GpuError("out of memory"))
@@ -123,7 +128,7 @@ function fakeModel(maxContext: number, fits: number, live = Infinity) {
       return s;
     },
   };
-  return { model: model as unknown as Qwen2VLModel, made };
+  return { model: model as unknown as Qwen2VLModel, made, copies };
 }
 
 Deno.test("PromptCache.take() makes one session for the whole context and reuses it in place", async () => {
@@ -380,4 +385,122 @@ Deno.test("PromptCache: an opening claim still counts against the slots while it
   const a = await opening;
   assert.equal(a.session, made[0]);
   assert.equal(cache.sessionsOut, 2);
+});
+
+Deno.test("PromptCache.share(): a prompt no kept session continues copies a running generation's prompt rows", async () => {
+  const { model, made, copies } = fakeModel(100, 1000);
+  const cache = new PromptCache(model, { slots: 4 });
+  const prompt = history([1, A, 2, 3]); // ids 1 9 9 9 2 3
+  const running = await cache.take(prompt, 10);
+  // Not yet prefilled: nothing to copy.
+  const early = cache.claim(prompt, 10);
+  assert.deepEqual(early.cached, { tokens: 0, images: 0 });
+  early.cancel();
+  cache.share(running.session, prompt);
+  // The same prompt at once (n choices): its rows but the last two, the image among them.
+  const same = cache.claim(prompt, 10);
+  assert.deepEqual(same.cached, { tokens: 4, images: 1 });
+  assert.equal(copies.length, 0, "copied on open, not on claim");
+  const hit = await same.open();
+  assert.equal(hit.session, made[1], "a new session (the cancelled claim above made none)");
+  assert.deepEqual(hit.cached, { tokens: 4, images: 1 });
+  assert.deepEqual(copies, [[made[1], made[0], 4]]);
+  // A text-only prompt sharing its start: the shared text rows.
+  const text = cache.claim(history([1, 7, 7, 7]), 10);
+  assert.deepEqual(text.cached, { tokens: 1, images: 0 });
+  text.cancel();
+  // One with an image the running one does not hold: no copy (its tower runs before a session
+  // is made), as if nothing were shared.
+  const other = cache.claim(history([1, A, 2, 3, B, 5]), 10);
+  assert.deepEqual(other.cached, { tokens: 0, images: 0 });
+  other.cancel();
+  // Kept: no longer shared, but kept and continued as before.
+  cache.keep(running.session, history([1, A, 2, 3, 4]));
+  const next = cache.claim(history([1, A, 2, 3, 4, 5]), 10);
+  assert.deepEqual(next.cached, { tokens: 6, images: 1 });
+  assert.equal((await next.open()).session, made[0]);
+  assert.equal(copies.length, 1);
+  // A session not out with a generation (kept) is not taken as shared.
+  cache.keep(hit.session, history([5]));
+  cache.share(hit.session, prompt);
+  assert.deepEqual(cache.claim(prompt, 10).cached, { tokens: 0, images: 0 });
+});
+
+Deno.test("PromptCache.share(): a kept session continued beats a copy; at capacity the least recent one is the copy's target", async () => {
+  const { model, made, copies } = fakeModel(100, 1000);
+  const cache = new PromptCache(model, { slots: 2 });
+  const prompt = history([1, 2, 3, 4, 5, 6]);
+  const kept = await cache.take(history([7, 8, 9]), 10);
+  cache.keep(kept.session, history([7, 8, 9, 0]));
+  const running = await cache.take(prompt, 10);
+  assert.notEqual(running.session, kept.session);
+  cache.share(running.session, prompt);
+  // Two sessions, two slots: the kept one (sharing nothing) gets the running one's rows.
+  const claim = cache.claim(prompt, 10);
+  assert.deepEqual(claim.cached, { tokens: 4, images: 0 });
+  const hit = await claim.open();
+  assert.equal(hit.session, kept.session);
+  assert.deepEqual(copies, [[kept.session, running.session, 4]]);
+  assert.equal(made.length, 2);
+  cache.keep(hit.session, history([1, 2, 3, 4, 5, 6, 10]));
+  // Now a kept session continues the prompt: it is taken, nothing copied.
+  const again = cache.claim(prompt, 10);
+  assert.deepEqual(again.cached, { tokens: 4, images: 0 });
+  assert.equal((await again.open()).session, kept.session);
+  assert.equal(copies.length, 1);
+});
+
+Deno.test("PromptCache.share(): a claim whose running generation ended before it opened holds what it holds without it", async () => {
+  const { model, made, copies } = fakeModel(100, 1000);
+  const cache = new PromptCache(model, { slots: 2 });
+  const prompt = history([1, 2, 3, 4, 5, 6]);
+  const running = await cache.take(prompt, 10);
+  cache.share(running.session, prompt);
+  const claim = cache.claim(prompt, 10);
+  assert.deepEqual(claim.cached, { tokens: 4, images: 0 });
+  cache.keep(running.session, history([1, 2, 3, 9]));
+  const hit = await claim.open();
+  assert.deepEqual(
+    hit.cached,
+    { tokens: 0, images: 0 },
+    "nothing copied: its rows may be rewritten",
+  );
+  assert.equal(hit.session, made[1]);
+  assert.equal(copies.length, 0);
+  // Disposed (a failed generation) likewise; at capacity the kept session it takes (the least
+  // recent, sharing nothing) opens with its own rows.
+  cache.keep(hit.session, history([1, 2, 3, 4, 8]));
+  const other = await cache.take(history([8, 8, 3, 7, 7, 7, 7]), 10);
+  assert.equal(other.session, made[0], "the least recent kept session, at capacity");
+  cache.share(other.session, history([8, 8, 3, 7, 7, 7, 7]));
+  const third = cache.claim(history([8, 8, 3, 7, 7, 7, 5, 5]), 10);
+  assert.deepEqual(third.cached, { tokens: 6, images: 0 });
+  other.session.dispose();
+  const got = await third.open();
+  assert.equal(got.session, made[1]);
+  assert.deepEqual(got.cached, { tokens: 0, images: 0 });
+  assert.equal(copies.length, 0);
+});
+
+Deno.test("PromptCache.share(): the kept session a prompt continues gets a running generation's rows where they serve more", async () => {
+  const { model, made, copies } = fakeModel(100, 1000);
+  const cache = new PromptCache(model, { slots: 4 });
+  const a = await cache.take(history([1, 2, 3, 4]), 10);
+  cache.keep(a.session, history([1, 2, 3, 4, 5]));
+  const running = await cache.take(history([1, 2, 6, 6, 6, 6, 6]), 10);
+  cache.share(running.session, history([1, 2, 6, 6, 6, 6, 6]));
+  // Four tokens kept against two running: the kept session, nothing copied.
+  const kept = cache.claim(history([1, 2, 3, 4, 5, 6, 7]), 10);
+  assert.deepEqual(kept.cached, { tokens: 5, images: 0 });
+  const k = await kept.open();
+  assert.equal(k.session, a.session);
+  assert.equal(copies.length, 0);
+  cache.keep(k.session, history([1, 2, 6, 9]));
+  // Three kept (a continuation: 3 of 4) against six running: the kept one, the running rows in.
+  const both = cache.claim(history([1, 2, 6, 6, 6, 6, 6, 8, 8]), 10);
+  assert.deepEqual(both.cached, { tokens: 7, images: 0 });
+  const b = await both.open();
+  assert.equal(b.session, a.session);
+  assert.deepEqual(copies, [[a.session, running.session, 7]]);
+  assert.equal(made.length, 2);
 });

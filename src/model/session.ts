@@ -64,6 +64,9 @@ export class Session {
   readonly batchRows: Map<number, RowParts> = new Map();
   #decode: Dispatch[] | undefined;
   readonly #allocError: Promise<GPUError | null>;
+  readonly #gpu: Gpu;
+  /** Bytes of one token's K (or V) row in a layer: kvHeads · headDim · the KV element size. */
+  readonly #rowBytes: number;
   #disposed = false;
 
   /** @internal use Qwen2VLModel.createSession */
@@ -86,6 +89,8 @@ export class Session {
     }
     this.maxTokens = maxTokens;
     this.kvCacheDtype = kvCacheDtype;
+    this.#gpu = gpu;
+    this.#rowBytes = kvd * elem;
     gpu.device.pushErrorScope("out-of-memory");
     this.state = createDecodeState(gpu, "session.state");
     this.tokens = createStorage(gpu, maxTokens * 4, "session.tokens");
@@ -131,6 +136,41 @@ export class Session {
     if (this.#disposed) throw new InvalidInputError("this session was disposed; create a new one");
     this.#decode ??= this.buildDecode();
     return this.#decode;
+  }
+
+  /**
+   * Copies K and V rows [0, rows) of every layer from `from`, a session of the same model, into
+   * this one (GPU copies, queued now: after the work `from`'s rows came from, before any later).
+   * A prompt's rows depend only on the tokens up to them, so a session given another's rows of a
+   * shared prompt prefix prefills only the rest (the prompt cache's copy for a prompt that a
+   * running generation has prefilled: OpenAI's `n` choices, the same question asked at once).
+   * @throws InvalidInputError for a disposed session, one of another shape or KV dtype, or
+   *   `rows` outside 0..min(maxTokens)
+   */
+  copyRows(from: Session, rows: number): void {
+    if (this.#disposed || from.#disposed) {
+      throw new InvalidInputError("copyRows: a session was disposed; create a new one");
+    }
+    if (
+      from.cache.length !== this.cache.length || from.#rowBytes !== this.#rowBytes ||
+      from.kvCacheDtype !== this.kvCacheDtype || from.#gpu !== this.#gpu
+    ) {
+      throw new InvalidInputError(
+        "copyRows: the sessions are of different models (layers, KV row size or dtype, device)",
+      );
+    }
+    const most = Math.min(this.maxTokens, from.maxTokens);
+    if (!Number.isInteger(rows) || rows < 0 || rows > most) {
+      throw new InvalidInputError(`copyRows: rows must be an integer in 0..${most}, got ${rows}`);
+    }
+    if (rows === 0 || from === this) return;
+    const bytes = rows * this.#rowBytes;
+    const enc = this.#gpu.device.createCommandEncoder({ label: "session.copy_rows" });
+    this.cache.forEach((c, i) => {
+      enc.copyBufferToBuffer(from.cache[i].k, 0, c.k, 0, bytes);
+      enc.copyBufferToBuffer(from.cache[i].v, 0, c.v, 0, bytes);
+    });
+    this.#gpu.device.queue.submit([enc.finish()]);
   }
 
   /** Whether dispose() was called. */

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { GpuError, InvalidInputError } from "../errors.ts";
 import { sharedGpu } from "../gpu/device.ts";
+import { readF32, writeArray } from "../gpu/buffers.ts";
 import { parseConfig } from "./config.ts";
 import { PRESETS } from "./presets.ts";
 import { Session } from "./session.ts";
@@ -64,4 +65,41 @@ Deno.test("Session builds its decode step on first use, once, and dispose() free
     throw new Error("built");
   };
   u.dispose();
+});
+
+Deno.test("Session.copyRows() copies K and V rows [0, rows) of every layer, and nothing past them", async () => {
+  const gpu = await sharedGpu();
+  const t = parseConfig(JSON.parse(await Deno.readTextFile(`${TINY_DIR}config.json`))).text;
+  const row = t.numKvHeads * t.headDim; // f32 values a row
+  const from = new Session(gpu, t, 12, "f32"), to = new Session(gpu, t, 20, "f32");
+  // Every value of the source distinct; the destination's all −1.
+  from.cache.forEach((c, i) => {
+    for (const [j, b] of [c.k, c.v].entries()) {
+      writeArray(gpu, b, Float32Array.from({ length: 12 * row }, (_, x) => i * 1e4 + j * 5e3 + x));
+    }
+  });
+  for (const c of to.cache) {
+    for (const b of [c.k, c.v]) writeArray(gpu, b, new Float32Array(20 * row).fill(-1));
+  }
+  to.copyRows(from, 5);
+  for (const [i, c] of to.cache.entries()) {
+    for (const [j, b] of [c.k, c.v].entries()) {
+      const got = await readF32(gpu, b);
+      for (let x = 0; x < 20 * row; x++) {
+        assert.equal(
+          got[x],
+          x < 5 * row ? i * 1e4 + j * 5e3 + x : -1,
+          `layer ${i} ${j ? "v" : "k"} [${x}]`,
+        );
+      }
+    }
+  }
+  assert.throws(() => to.copyRows(from, 13), /rows must be an integer in 0\.\.12, got 13/);
+  assert.throws(() => to.copyRows(from, 1.5), InvalidInputError);
+  const half = new Session(gpu, t, 12, "f16");
+  assert.throws(() => half.copyRows(from, 2), /different models/);
+  half.dispose();
+  from.dispose();
+  assert.throws(() => to.copyRows(from, 2), /disposed/);
+  to.dispose();
 });
