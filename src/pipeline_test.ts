@@ -500,6 +500,33 @@ Deno.test("Pipeline with parallel 2 runs two generations at once, each answer wh
   }
 });
 
+// The same image prompt asked again while its first answer runs (the server's `n` choices): the
+// second copies the running session's prompt rows (PromptCache.share) — no vision tower, a prefill
+// of its last two tokens — and, greedy, answers the same.
+Deno.test("Pipeline with parallel 2: a prompt asked while the same one runs copies its prefilled rows", async () => {
+  const gpu = (await pipeline).model.gpu;
+  const p = await Pipeline.load(TINY_DIR, { gpu, dtype: "f32", maxContext: 128, parallel: 2 });
+  try {
+    const chat = await case0();
+    const o = { maxNewTokens: 12, temperature: 0, ignoreEos: true, stopOnLoop: false };
+    const first = p.generate(chat, o);
+    const ev = await first.next(); // its first text: prefilled
+    assert.equal(ev.done, false);
+    const second = await p.chat(chat, o);
+    let done: GenerationResult | undefined;
+    for await (const e of first) if (e.type === "done") done = e.result;
+    assert.ok(done);
+    assert.equal(done.usage.cachedTokens, 0);
+    assert.ok(done.timings.visionMs > 0);
+    assert.equal(second.usage.cachedTokens, second.usage.promptTokens - 2);
+    assert.equal(second.timings.visionMs, 0, "no vision tower: the image's rows were copied");
+    assert.equal(second.text, done.text);
+    assert.equal(second.usage.completionTokens, 12);
+  } finally {
+    p.dispose();
+  }
+});
+
 function commonPrefix(a: number[], b: number[]): number {
   let n = 0;
   while (n < a.length && n < b.length && a[n] === b[n]) n++;
