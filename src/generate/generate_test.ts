@@ -208,6 +208,47 @@ Deno.test("runGeneration() aborted mid-prefill reports the prompt tokens the cac
   }
 });
 
+// A claim on rows a running generation holds (PromptCache.share) skips the tower for the images
+// among them; where that generation ended before the claim opened, the claim holds less, and the
+// images it no longer holds are encoded then.
+Deno.test("runGeneration() encodes the images a claim holds fewer of once opened than it claimed", async () => {
+  const m = await chunked; // case 0 (an image, 20 tokens) fits its 64-token context
+  const prompt = await promptOf(0);
+  const options = { maxNewTokens: 3, temperature: 0 };
+  const run = async (promptCache?: PromptCache) => {
+    let result: GenerationResult | undefined;
+    for await (
+      const e of runGeneration(m, await tokenizer, prompt, resolveOptions(options, CONFIG), {
+        ...(promptCache ? { promptCache } : {}),
+      })
+    ) {
+      if (e.type === "done") result = e.result;
+    }
+    assert.ok(result);
+    return result;
+  };
+  const alone = await run();
+  const kept: Session[] = [];
+  const shared: number[] = [];
+  const none = { tokens: 0, images: 0 };
+  const cache = {
+    claim: () => ({
+      cached: { tokens: prompt.inputIds.length - 2, images: 1 }, // what the vanished donor held
+      open: () => Promise.resolve({ session: m.createSession(64), cached: none }),
+      cancel: () => {},
+    }),
+    share: (_: Session, held: { ids: ArrayLike<number> }) => shared.push(held.ids.length),
+    keep: (s: Session) => kept.push(s),
+  } as unknown as PromptCache;
+  const result = await run(cache);
+  assert.equal(result.usage.cachedTokens, 0);
+  assert.ok(result.timings.visionMs > 0, "the image encoded after all");
+  assert.equal(result.text, alone.text);
+  assert.deepEqual(shared, [prompt.inputIds.length], "shared once prefilled");
+  assert.equal(kept.length, 1);
+  kept[0].dispose();
+});
+
 Deno.test("runGeneration(): a q4 prompt one token past a prefill chunk answers the same again from the prompt cache", async () => {
   // 9 tokens in 8-token chunks: 7 + 2 (a one-token last chunk would run the decode's GEMV, whose
   // int8 activations round otherwise than the 2-row rerun of the cache's — a helper found a
