@@ -194,8 +194,9 @@ export function logprobEntries(entries: readonly TokenLogprob[]): object[] {
 
 /**
  * The usage and timings of `n` choices of one prompt (OpenAI's `n`): the prompt counted once (the
- * first choice's, which ran it), the completions' tokens and the times summed, the decode rate
- * over them all.
+ * first choice's, which ran it), the completions' tokens and the times summed (choices that ran at
+ * once: their times overlap), the decode rate their tokens over their summed decode times (at
+ * once: a choice's mean rate, not the request's).
  */
 export function combinedResult(results: readonly GenerationResult[]): GenerationResult {
   const [first] = results;

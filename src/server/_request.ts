@@ -77,7 +77,10 @@ export interface ChatRequest {
   stream: boolean;
   /** `stream_options.include_usage`: send a last chunk with usage and empty choices. */
   includeUsage: boolean;
-  /** OpenAI's `n`: answers to generate, one after the other (1..{@link MAX_CHOICES}). */
+  /**
+   * OpenAI's `n`: answers to generate (1..{@link MAX_CHOICES}), at once on the engine's free
+   * places, else one after the other (src/server/app.ts turnEvents).
+   */
   n: number;
   /**
    * The field that set `options.responseFormat` (response_format, or vLLM's guided_json,
@@ -88,7 +91,7 @@ export interface ChatRequest {
   tools?: ToolRequest;
 }
 
-/** Most choices (`n`) a request may ask for: each is a whole generation, run in turn. */
+/** Most choices (`n`) a request may ask for: each is a whole generation. */
 export const MAX_CHOICES = 8;
 
 type Json = Record<string, unknown>;

@@ -204,10 +204,16 @@ function follow(clientSignal: AbortSignal, abort: AbortController): () => void {
 }
 
 /**
- * The engine's events of `n` choices, one generation after the other, once the ticket's turn
- * comes; the turn is given back however they end. With a seed, choice i samples with seed ± i
- * (the same request, the same answers); without, each draws its own. An aborted choice ends them.
- * `onEnd` is called once they have ended (the request's hold on the engine given back).
+ * The engine's events of `n` choices once the ticket's turn comes, each tagged with its index;
+ * the turns are given back however they end. Choice 0 runs first; once its first event has come
+ * (its prompt prefilled), the others run beside it on the places `more` gives — a place taken only
+ * while no other request waits (GenerationQueue.free) — and one after another on those: where the
+ * engine runs several generations at once they decode together (one batch where it batches), each
+ * prefilling only its prompt's last tokens from the running choice's rows (PromptCache.share).
+ * Events of one choice come in order, those of different choices interleaved. With a seed, choice
+ * i samples with seed ± i (the same request, the same answers); without, each draws its own. An
+ * aborted choice ends them; an error ends the others (aborted) and is thrown. `onEnd` is called
+ * once they have ended (the request's hold on the engine given back).
  */
 async function* turnEvents(
   ticket: Ticket,
@@ -216,7 +222,15 @@ async function* turnEvents(
   n: number,
   onTurn: () => void = () => {},
   onEnd: () => void = () => {},
+  more: () => Ticket | undefined = () => undefined,
 ): AsyncGenerator<{ index: number; event: GenerationEvent }> {
+  const tickets = [ticket];
+  // Ends the other choices when one fails or the consumer leaves.
+  const stop = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
+  type Lane = AsyncGenerator<{ index: number; event: GenerationEvent }>;
+  const lanes = new Set<Lane>();
+  const pending = new Map<Lane, Promise<{ lane: Lane; r: IteratorResult<unknown> }>>();
   try {
     await ticket.ready;
     onTurn();
@@ -224,24 +238,57 @@ async function* turnEvents(
     // prompt again would run all of it again, past the prompt cache.
     let prompt: PromptEcho | undefined;
     const { echo: _, promptLogprobs: __, ...unscored } = options;
-    for (let index = 0; index < n; index++) {
+    let next = 0;
+    const choice = async function* (index: number) {
       const s = options.seed;
       const seed = s === undefined
         ? {}
         : { seed: s + index <= Number.MAX_SAFE_INTEGER ? s + index : s - index };
-      const reuse = prompt;
-      if (reuse) yield { index, event: { type: "delta", text: "", prompt: reuse } };
-      for await (const event of start({ ...(reuse ? unscored : options), ...seed })) {
-        if (event.type === "done") {
-          if (index === 0) prompt = event.result.prompt;
-          if (reuse) event.result.prompt = reuse;
-        }
+      const reuse = index > 0 ? prompt : undefined;
+      if (reuse) yield { index, event: { type: "delta", text: "", prompt: reuse } as const };
+      for await (const event of start({ ...(index > 0 ? unscored : options), ...seed, signal })) {
+        if (index === 0) prompt ??= event.type === "done" ? event.result.prompt : event.prompt;
+        if (event.type === "done" && reuse) event.result.prompt = reuse;
         yield { index, event };
-        if (event.type === "done" && event.result.finishReason === "abort") return;
       }
+    };
+    // Choices one after another on a place; `own` gives it back at the end (not the request's).
+    const lane = async function* (own?: Ticket): Lane {
+      try {
+        for (let index = next++; index < n; index = next++) yield* choice(index);
+      } finally {
+        own?.release();
+      }
+    };
+    const pull = (l: Lane) => {
+      lanes.add(l);
+      pending.set(l, l.next().then((r) => ({ lane: l, r })));
+    };
+    pull(lane());
+    let spread = n === 1;
+    while (pending.size) {
+      const { lane: l, r } = await Promise.race(pending.values());
+      pending.delete(l);
+      if (r.done) continue;
+      const item = r.value as { index: number; event: GenerationEvent };
+      if (!spread) {
+        // Choice 0 has begun: its prompt's rows are there to copy.
+        spread = true;
+        for (let t; next < n && pending.size + 1 < n && (t = more());) {
+          tickets.push(t);
+          pull(lane(t));
+        }
+      }
+      yield item;
+      if (item.event.type === "done" && item.event.result.finishReason === "abort") return;
+      pull(l);
     }
   } finally {
-    ticket.release();
+    // Whatever still runs (an abort, an error, the consumer gone) stops, and is closed (a lane
+    // pulled now closes once its next event has come: soon, aborted).
+    stop.abort();
+    await Promise.allSettled([...lanes].map((l) => l.return(undefined)));
+    for (const t of tickets) t.release(); // (the lanes' own are released already)
     onEnd();
   }
 }
@@ -1095,6 +1142,7 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
           request.n,
           () => metrics.queued(since()),
           lease.release,
+          () => (queue.free ? queue.enter(abort.signal) : undefined),
         ),
         metrics,
         since,
@@ -1115,13 +1163,15 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
       }
       const firstToken = Promise.withResolvers<void>();
       const whole = (async () => {
-        const results: GenerationResult[] = [];
-        for await (const { event } of events) {
+        // By index: choices running at once end in any order.
+        const byIndex: GenerationResult[] = [];
+        for await (const { index, event } of events) {
           if (event.type === "delta") firstToken.resolve();
-          if (event.type === "done") results.push(event.result);
+          if (event.type === "done") byIndex[index] = event.result;
         }
         if (abort.signal.aborted) return undefined;
         // Fewer than n only where a choice was aborted (the engine closing): the choices so far.
+        const results = byIndex.filter((r) => r !== undefined);
         if (!results.length) throw new Error("the engine's stream ended without a result");
         return format.whole(header, results);
       })();
@@ -1270,10 +1320,11 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
             if (event.text || event.logprobs?.length || event.prompt) emit(chunks.delta(event));
           } else {
             emit(chunks.finish(event.result));
-            results.push(event.result);
+            results[index] = event.result; // by index: choices at once end in any order
           }
         }
-        if (format.usage && usage.include && results.length) send(format.usage(header, results));
+        const ended = results.filter((r) => r !== undefined);
+        if (format.usage && usage.include && ended.length) send(format.usage(header, ended));
         if (!format.typed && !format.ndjson) send("[DONE]");
       } catch (error) {
         if (signal.aborted) return;

@@ -1534,6 +1534,123 @@ Deno.test("n choices: generated one after the other, seed + i each, usage summed
   );
 });
 
+// An engine that runs several generations at once runs a request's choices beside each other:
+// choice 0 first, the others once its first token has come (its prompt prefilled: a pipeline's
+// prompt cache copies its rows to them), on places no waiting request wants.
+Deno.test("n choices on an engine that runs 3 at once: the others start after choice 0's first token, answered by index", async () => {
+  const zero = gate(), rest = gate();
+  const { app, fake } = setup({
+    parallel: 3,
+    // Choice 0 (call 0) waits after its first token until the others have ended; they wait at
+    // their first until the test has looked.
+    hold: (
+      k,
+      call,
+    ) => (k === 1 && call === 0 ? zero.promise : k === 0 && call > 0 ? rest.promise : undefined),
+  });
+  const asked = post(app, { ...hello, n: 3, seed: 7, max_tokens: 2 });
+  await waitFor(() => fake.calls.length === 3, "the three choices running");
+  assert.equal(fake.active, 3);
+  assert.deepEqual(fake.calls.map((c) => c.options.seed), [7, 8, 9]);
+  const health = await (await app.request("/health")).json();
+  assert.deepEqual(health.queue, { running: 3, parallel: 3, waiting: 0, max: 16 });
+  rest.open();
+  await waitFor(() => fake.calls[1].closed && fake.calls[2].closed, "choices 1 and 2 ended");
+  // Their places are given back as they end, not with the request.
+  assert.equal((await (await app.request("/health")).json()).queue.running, 1);
+  zero.open();
+  const json = await (await asked).json();
+  assert.deepEqual(json.choices.map((c: { index: number }) => c.index), [0, 1, 2]);
+  assert.equal(json.usage.completion_tokens, 6);
+  assert.equal(fake.maxActive, 3);
+  assert.equal((await (await app.request("/health")).json()).queue.running, 0);
+});
+
+Deno.test("n choices take only the places no waiting request wants, and stream interleaved by index", async () => {
+  const go = gate();
+  const { app, fake } = setup({
+    parallel: 3,
+    hold: (k, call) => (call === 0 && k === 0 ? go.promise : undefined),
+  });
+  // One request holds a place; a request for 3 choices gets the other two: two lanes.
+  const holding = post(app, { ...hello, messages: [{ role: "user", content: "first" }] });
+  await waitFor(() => fake.calls.length === 1, "the first request running");
+  const data = await sseData(
+    await post(app, {
+      ...hello,
+      n: 3,
+      max_tokens: 2,
+      stream: true,
+      stream_options: { include_usage: true },
+    }),
+  );
+  assert.equal(fake.maxActive, 3, "the holding request and two choices");
+  const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+  const byChoice = [0, 1, 2].map((i) =>
+    chunks.filter((c) => c.choices[0]?.index === i).map((c) => {
+      const ch = c.choices[0];
+      return ch.delta.role ?? ch.delta.content ?? ch.finish_reason;
+    })
+  );
+  assert.deepEqual(byChoice, [0, 1, 2].map(() => ["assistant", "I", " see", "length"]));
+  assert.equal(chunks.at(-1).usage.completion_tokens, 6);
+  go.open();
+  assert.equal((await holding).status, 200);
+  // With every place taken, a request's choices run one after another on its own.
+  const hold2 = gate();
+  const busy = setup({
+    parallel: 2,
+    hold: (k, call) => (call <= 1 && k === 0 ? hold2.promise : undefined),
+  });
+  const a = post(busy.app, { ...hello, messages: [{ role: "user", content: "a" }] });
+  await waitFor(() => busy.fake.calls.length === 1, "a running");
+  const b = post(busy.app, { ...hello, n: 2, max_tokens: 1 });
+  await waitFor(() => busy.fake.calls.length === 2, "b's first choice running");
+  const c = post(busy.app, { ...hello, messages: [{ role: "user", content: "c" }] });
+  await waitFor(
+    async () => (await (await busy.app.request("/health")).json()).queue.waiting === 1,
+    "c waiting",
+  );
+  hold2.open();
+  const answers = await Promise.all([a, b, c].map(async (r) => await (await r).json()));
+  assert.equal(answers[1].choices.length, 2);
+  assert.equal(busy.fake.maxActive, 2);
+});
+
+Deno.test("n choices at once: a client gone or a failing choice ends them all and gives every place back", async () => {
+  // Gone: the three held mid-answer, the client leaves.
+  const never = gate();
+  const { app, fake } = setup({ parallel: 3, hold: (k) => (k === 1 ? never.promise : undefined) });
+  const gone = new AbortController();
+  const asked = Promise.resolve(app.request("/v1/chat/completions", {
+    method: "POST",
+    body: JSON.stringify({ ...hello, n: 3, stream: true }),
+    signal: gone.signal,
+  }));
+  await waitFor(() => fake.calls.length === 3, "the three choices running");
+  gone.abort();
+  await asked.then((r) => r.body?.cancel()).catch(() => {});
+  await waitFor(() => fake.calls.every((c) => c.closed), "every choice closed");
+  await waitFor(
+    async () => (await (await app.request("/health")).json()).queue.running === 0,
+    "every place given back",
+  );
+  never.open();
+  // Failing: every choice throws after its first token; the request fails once, all closed.
+  const failing = setup({
+    parallel: 3,
+    error: new Error("the GPU fell over"),
+    failAfterTokens: 1,
+  });
+  const r = await post(failing.app, { ...hello, n: 3, max_tokens: 4 });
+  assert.equal(r.status, 500);
+  assert.match((await r.json()).error.message, /server had an error/);
+  assert.equal(failing.fake.calls.length, 3, "the others had begun");
+  await waitFor(() => failing.fake.calls.every((c) => c.closed), "every choice closed");
+  const health = await (await failing.app.request("/health")).json();
+  assert.equal(health.queue.running, 0);
+});
+
 Deno.test("echo's edges: max_tokens 0 against max_completion_tokens, prompt_logprobs and chat echo refused, an engine that ignores echo", async () => {
   const { app, fake } = setup();
   const completions = (a: typeof app, body: object) =>
