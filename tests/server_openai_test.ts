@@ -755,6 +755,52 @@ Deno.test("the openai client's responses.create gets transformers' greedy answer
   }
 });
 
+// n choices on an engine that runs 3 generations at once: they run together (the others copying
+// choice 0's prompt rows, decoding with it as one batch), and each answers what it would alone.
+Deno.test("the openai client's n choices on the tiny model running 3 at once: each transformers' answer, or seed + i's alone", async () => {
+  const { ref, image } = await referenceCase0();
+  const engine = await loadEngine(TINY, { progress: false, parallel: 3 });
+  try {
+    assert.equal(engine.batchDecode, true);
+    await using s = serve(engine);
+    const greedy = await s.client.chat.completions.create({
+      model: "tiny-qwen2vl",
+      messages: [{
+        role: "user",
+        content: [
+          { type: "image_url", image_url: { url: `data:image/png;base64,${image.toBase64()}` } },
+          { type: "text", text: ref.prompt },
+        ],
+      }],
+      max_tokens: ref.generated_ids.length,
+      temperature: 0,
+      n: 3,
+      stop_on_loop: false,
+    } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming);
+    assert.deepEqual(
+      greedy.choices.map((c) => [c.index, c.message.content]),
+      [0, 1, 2].map((i) => [i, ref.generated_text]),
+    );
+    assert.equal(greedy.usage?.completion_tokens, 3 * ref.generated_ids.length);
+    const sampled = {
+      model: "tiny-qwen2vl",
+      prompt: "The sea is",
+      temperature: 1,
+      max_tokens: 4,
+      stop_on_loop: false,
+    } as OpenAI.CompletionCreateParamsNonStreaming;
+    const three = await s.client.completions.create({ ...sampled, n: 3, seed: 3 });
+    const alone = [];
+    for (const seed of [3, 4, 5]) {
+      alone.push((await s.client.completions.create({ ...sampled, seed })).choices[0].text);
+    }
+    assert.deepEqual(three.choices.map((c) => c.text), alone);
+    assert.ok(new Set(alone).size > 1, `the draws differ: ${JSON.stringify(alone)}`);
+  } finally {
+    engine.dispose();
+  }
+});
+
 Deno.test("the openai client gets transformers' greedy answer to an image and a video (its frames as data URLs)", async () => {
   const dir = new URL("./fixtures/video/", import.meta.url);
   const cases = JSON.parse(await Deno.readTextFile(new URL("cases.json", dir))).cases;
