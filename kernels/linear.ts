@@ -177,15 +177,6 @@ export const LINEAR_CHOICE = {
    * QVQ-72B q4 at 2 rows 86.7 with --no-xrows-silu, 87.8 fused: within run-to-run noise).
    */
   xrowsSiluMul: true,
-  /**
-   * Whether those fusions also run in the float row GEMV (f16 / f32 weights, and q8's dequantized
-   * rows): default false — there every workgroup redoes the transform of all m rows of x (the
-   * norm's squares and weights; silu's exp and division) beside m · rows products a step, and
-   * the separate passes cost less (H200, run ending 18:17 UTC, 7B f16 decoding as one batch: 2
-   * rows 306.0 tok/s with both passes, 301.9 with the norm fused, 280.3 with both; 8 rows 607.1,
-   * 580.3, 457.3).
-   */
-  xrowsFloatFuse: false,
 };
 
 /**
@@ -514,12 +505,14 @@ export function linear(
   // A few rows of x (1 < m ≤ GEMV_XROWS_MAX): the row GEMV over all of them at once, where its
   // partial sums fit the workgroup's memory (GEMV below covers both).
   const xrows = few && t.gemvXRows !== false && t.pipe === undefined && t.tile === undefined &&
-    xrowsFit(gpu, xrowsBucket(m), t.gemvRows, t.gemvWg, norm !== undefined);
-  if (m > 1 && !xrows && (norm || silu)) {
+    xrowsFit(gpu, xrowsBucket(m), t.gemvRows, t.gemvWg);
+  // The float kernels fuse a norm / silu · mul at m = 1 only (a fused one in the float few-row
+  // GEMV ran slower than the separate passes on the H200, and was removed).
+  if (m > 1 && (norm || silu)) {
     throw new InvalidInputError(
-      `linear: a fused ${norm ? "norm" : "siluMul"} at m = ${m} needs the few-row GEMV, which ` +
-        `does not run here (tuning ${JSON.stringify(tuning)}; check fusesXTransform()); use ` +
-        `${norm ? "normLinear()" : "siluMulLinear()"}, which runs a separate pass there`,
+      `linear: a fused ${norm ? "norm" : "siluMul"} at m = ${m} over ${w.dtype} weights is not ` +
+        `run (check fusesXTransform()); use ${norm ? "normLinear()" : "siluMulLinear()"}, which ` +
+        "runs a separate pass there",
     );
   }
   const gemv = m === 1 || xrows;
@@ -596,7 +589,6 @@ export function linear(
           t.gemvWg,
           rk !== undefined,
           xrows ? xrowsBucket(m) : 1,
-          norm !== undefined,
         ),
       }
       : {},
@@ -623,16 +615,15 @@ export function linear(
 
 /**
  * Whether the row GEMV over m rows of x (kernels/linear.wgsl XROWS) fits: one thread per output of
- * a workgroup (rows · m ≤ wg) to sum it, and the partials of its slots (the outputs, and with a
- * fused `norm` one Σx² a row of x) in workgroup memory — a partial per subgroup of 4 lanes or more
- * where it sums subgroups (as {@link linear} decides: every subgroup size the adapter may use
- * divides wg), else per thread.
+ * a workgroup (rows · m ≤ wg) to sum it, and the partials of its outputs in workgroup memory — a
+ * partial per subgroup of 4 lanes or more where it sums subgroups (as {@link linear} decides:
+ * every subgroup size the adapter may use divides wg), else per thread.
  */
-function xrowsFit(gpu: Gpu, m: number, rows: number, wg: number, norm = false): boolean {
-  const outs = rows * m, slots = outs + (norm ? m : 0);
+function xrowsFit(gpu: Gpu, m: number, rows: number, wg: number): boolean {
+  const outs = rows * m;
   const bySubgroup = gpu.features.subgroups &&
     (gpu.adapterInfo.subgroupMaxSize ?? Infinity) <= wg;
-  const partials = slots * (bySubgroup ? wg / 4 : wg) * 4;
+  const partials = outs * (bySubgroup ? wg / 4 : wg) * 4;
   return outs <= wg && partials <= gpu.limits.maxComputeWorkgroupStorageSize;
 }
 
@@ -640,23 +631,16 @@ function xrowsFit(gpu: Gpu, m: number, rows: number, wg: number, norm = false): 
  * Whether {@link linear} over `w` at m rows fuses a `norm` (else a `siluMul`) into its product
  * (kernels/linear.wgsl / linear_q.wgsl NORM, SILU), as {@link normLinear} and
  * {@link siluMulLinear} ask before passing it: at m = 1 always; at 1 < m ≤ GEMV_XROWS_MAX where
- * the few-row GEMV runs — over q4 linear_q.ts's few-row int8-x GEMV (its prepared rows normed /
- * silu'd), and with {@link LINEAR_CHOICE}.xrowsFloatFuse (off: slower, measured) over f16 / f32
- * weights the row GEMV of m's bucket where it fits ({@link xrowsFit}, counting the norm's slots)
- * and over q8 the float row GEMV on the dequantized rows; elsewhere (longer m, the switches off —
- * xrows, xrowsNorm, xrowsSiluMul — a device it does not fit) not.
+ * linear_q.ts's few-row GEMV runs over a q8 / q4 weight (its x rows normed / silu'd as it reads
+ * them); elsewhere (f16 / f32 weights — there a fused transform ran slower than its own pass on
+ * the H200 —, longer m, the switches off — xrows, xrowsNorm, xrowsSiluMul — a device it does
+ * not fit) not.
  */
 export function fusesXTransform(gpu: Gpu, w: Weight, m: number, norm: boolean): boolean {
   if (m === 1) return true;
   if (!(m > 1 && m <= GEMV_XROWS_MAX && LINEAR_CHOICE.xrows)) return false;
   if (!(norm ? LINEAR_CHOICE.xrowsNorm : LINEAR_CHOICE.xrowsSiluMul)) return false;
-  if (isQuant(w.dtype)) {
-    const path = linearQFewRows(gpu, w, m, norm);
-    if (path !== "dequant") return path === "xrows";
-  }
-  if (!LINEAR_CHOICE.xrowsFloatFuse) return false;
-  const t = { ...LINEAR_TUNING, ...gemvXRowsTuning(m) };
-  return xrowsFit(gpu, xrowsBucket(m), t.gemvRows, t.gemvWg, norm);
+  return isQuant(w.dtype) && linearQFewRows(gpu, w, m, norm) === "xrows";
 }
 
 /**
@@ -665,18 +649,9 @@ export function fusesXTransform(gpu: Gpu, w: Weight, m: number, norm: boolean): 
  * to the row and masked past it), every x and weight load of a step before its products, then the
  * sums into `acc` (slot r · xrows + i). Accumulator (r, i) adds its products in the order the
  * one-row loop adds row r's; one row of x is read through kernels/linear.wgsl's xm() (its fused
- * norm or silu · mul), several through xr() — with `norm` (XROWS NORM) each row's raw x, whose
- * squares named sums s{i} add in xm()'s order (slot rows · xrows + i of `acc`) before it is
- * multiplied by the norm weight.
+ * norm or silu · mul), several through xr().
  */
-function gemvSteps(
-  rows: number,
-  unroll: number,
-  wg: number,
-  rope: boolean,
-  xrows = 1,
-  norm = false,
-): string {
+function gemvSteps(rows: number, unroll: number, wg: number, rope: boolean, xrows = 1): string {
   const R = Array.from({ length: rows }, (_, r) => r);
   const U = Array.from({ length: unroll }, (_, u) => u);
   const I = Array.from({ length: xrows }, (_, i) => i);
@@ -685,12 +660,8 @@ function gemvSteps(
     `vec4<f32>(unpack2x16float(${q}.${a}), unpack2x16float(${q}.${b}))`;
   const x = (i: number, idx: string, ok: string) =>
     xrows === 1 ? `xm(${idx}, ${ok})` : `xr(${i}u, ${idx}, ${ok})`;
-  // XROWS NORM: raw x as ra / rb, the products' operands xa / xb = raw ∘ nw.
-  const rn = xrows > 1 && norm;
-  const [ra, rb] = rn ? ["ra", "rb"] : ["xa", "xb"];
   return [
     ...RI.map(([r, i]) => `var a${r}_${i} = 0.0;`),
-    ...(rn ? I.map((i) => `var s${i} = 0.0;`) : []),
     ...R.map((r) =>
       `let wr${r} = ${rope ? `rope_row(g, ${r}u)` : `min(r0 + ${r}u, p.rows - 1u)`} * kv;`
     ),
@@ -700,20 +671,11 @@ function gemvSteps(
     ),
     ...U.flatMap((u) =>
       I.map((i) =>
-        `  let ${ra}${u}_${i} = ${x(i, `2u * c${u}`, `ok${u}`)}; ` +
-        `let ${rb}${u}_${i} = ${x(i, `2u * c${u} + 1u`, `ok${u}`)};`
+        `  let xa${u}_${i} = ${x(i, `2u * c${u}`, `ok${u}`)}; ` +
+        `let xb${u}_${i} = ${x(i, `2u * c${u} + 1u`, `ok${u}`)};`
       )
     ),
-    ...(rn ? U.map((u) => `  let na${u} = nw[2u * c${u}]; let nb${u} = nw[2u * c${u} + 1u];`) : []),
     ...U.flatMap((u) => R.map((r) => `  let q${u}_${r} = w[wr${r} + c${u}];`)),
-    ...(rn
-      ? U.flatMap((u) =>
-        I.map((i) =>
-          `  s${i} += dot(ra${u}_${i}, ra${u}_${i}); s${i} += dot(rb${u}_${i}, rb${u}_${i}); ` +
-          `let xa${u}_${i} = ra${u}_${i} * na${u}; let xb${u}_${i} = rb${u}_${i} * nb${u};`
-        )
-      )
-      : []),
     ...U.flatMap((u) =>
       RI.map(([r, i]) =>
         `  a${r}_${i} += select(0.0, dot(${half(`q${u}_${r}`, "x", "y")}, xa${u}_${i}) + ` +
@@ -722,7 +684,6 @@ function gemvSteps(
     ),
     "}",
     ...RI.map(([r, i]) => `acc[${r * xrows + i}] = a${r}_${i};`),
-    ...(rn ? I.map((i) => `acc[${rows * xrows + i}] = s${i};`) : []),
   ].join("\n  ");
 }
 

@@ -11,14 +11,13 @@
 // enables it only when every subgroup size the adapter may use divides WG (with TPR: is ≥ TPR).
 // #if PACK8 (GEMV only, f16, k % 8 == 0): w is read 8 halves at a time as vec4<u32> (16-byte
 // loads) and unpacked with unpack2x16float; needs no shader-f16.
-// #if NORM (GEMV only, XROWS too): x is RMS-normed on load (a fused Qwen2RMSNorm before the linear):
+// #if NORM (GEMV only, not XROWS): x is RMS-normed on load (a fused Qwen2RMSNorm before the linear):
 // y = inv_rms · (w · (x ∘ nw)ᵀ) (+ bias) (+ y), inv_rms = 1 / sqrt(mean(x²) + p.eps). The threads
 // of a row (group) cover all of k between them, so each adds up the x² of the x elements it loads
 // for its dot products anyway, and Σx² rides along in the dot products' reduction as one more
 // value: no extra pass over x (a separate pass per workgroup re-read x — as many bytes as the
 // weights with 2 rows of 7 KiB per workgroup — and made the 7B decode step's GEMVs 38 % slower on
-// the H200), and every row group of the dispatch reduces the same values in the same order. With
-// XROWS one Σx² a row of x, each a reduction slot of its own, and each output scaled by its row's.
+// the H200), and every row group of the dispatch reduces the same values in the same order.
 // #if ROPE (GEMV ROWS path, ROWS = 2, not ACC, one weight chunk): the fused q/k/v projection of a
 // decode step with kernels/rope.wgsl's DECODE KV pass as its epilogue. A workgroup computes a rotary
 // pair — rows i and i + half of one of the first p.rot_rows rows (q heads, then k heads) — so it
@@ -26,7 +25,7 @@
 // a time. q, k, v all land in y (attention reads q there); k and v also go to the KV cache row
 // state.cache_len (dropped past p.max_rows, as in rope.wgsl). Saves the rope dispatch and its round
 // trip through y: ~7 µs per layer on the H200.
-// #if SILU (GEMV only, XROWS too): x is (2k) f32 [gate | up] (XROWS: m such rows) and the linear
+// #if SILU (GEMV only, not XROWS): x is (2k) f32 [gate | up] and the linear
 // reads silu(gate) · up (the MLP's act_fn(gate_proj(x)) * up_proj(x) fused into down_proj), as
 // kernels/elementwise.wgsl's silu_mul.
 
@@ -209,7 +208,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #else
 const ROWS: u32 = {{ROWS}}u;
 
-// #if XROWS (1 < m ≤ kernels/linear.ts GEMV_XROWS_MAX; NORM or SILU, no ROPE): all m rows of x at
+// #if XROWS (1 < m ≤ kernels/linear.ts GEMV_XROWS_MAX; no NORM, SILU or ROPE): all m rows of x at
 // once, XR ≥ m of them computed (XR: m's bucket, 2, 4, 8 or 16 — a set of pipelines a bucket, not
 // a row count: each took the H200 0.15–1.07 s to compile at first use; rows past m read row m − 1
 // again and are not stored) — each weight element loaded once serves XR dot products (a prefill of a few tokens,
@@ -219,39 +218,23 @@ const ROWS: u32 = {{ROWS}}u;
 // get at that tuning (kernels/linear.ts gemvXRowsTuning: WG follows m, and is not the decode
 // GEMV's), not the tiled kernels' that a longer chunk's rows take (≈ 2e-7 of the largest logit
 // apart: a prompt cache's rerun of a prompt's last rows does not give an uncached prefill's bits).
-// With NORM each x row's Σx² is summed as m = 1 sums its one row's (slot ROWS · XR + i, its
-// elements' squares added as they are loaded, in the same order) and its outputs scaled by its
-// 1 / rms in store(): a row's bits are m = 1's fused norm product's at the same WG. With SILU x
-// row i is [gate | up] (2k wide), read as silu(gate) · up as xm() reads it.
+// (A fused norm / silu · mul here ran slower than their own passes on the H200 and was removed:
+// kernels/linear.ts normLinear / siluMulLinear run those passes first.)
 #if XROWS
 const XR: u32 = {{XR}}u;
 #else
 const XR: u32 = 1u;
 #endif
-// Values reduced over the workgroup: the ROWS · XR dot products (+ Σx² with NORM, in slot ROWS;
-// XROWS: one a row of x, in slots ROWS · XR + i).
+// Values reduced over the workgroup: the ROWS · XR dot products (+ Σx² with NORM, in slot ROWS).
 #if NORM
-#if XROWS
-const SLOTS: u32 = ROWS * XR + XR;
-#else
 const SLOTS: u32 = ROWS + 1u;
-#endif
 #else
 const SLOTS: u32 = ROWS * XR;
 #endif
 
-// x element idx (XV units) of x row i, or 0 where `ok` is false (a unit of a written-out step past
-// k, idx clamped in bounds by the caller). NORM: the raw x (the caller adds its square to the row's
-// Σx² and multiplies by the norm weight); SILU: silu(gate) · up of the row's [gate | up], as xm().
-#if SILU
 #if XROWS
-fn xr(i: u32, idx: u32, ok: bool) -> XV {
-  let o = min(i, p.m - 1u) * (2u * p.k / XW) + idx;
-  let g = select(XV(0.0), x[o], ok);
-  return g / (XV(1.0) + exp(-g)) * x[o + p.k / XW];
-}
-#endif
-#else
+// x element idx (XV units) of x row i, or 0 where `ok` is false (a unit of a written-out step past
+// k, idx clamped in bounds by the caller).
 fn xr(i: u32, idx: u32, ok: bool) -> XV {
   return select(XV(0.0), x[min(i, p.m - 1u) * (p.k / XW) + idx], ok);
 }
@@ -278,11 +261,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let g = wid.x + wid.y * 65535u;
   let r0 = g * ROWS;  // first chunk row of this workgroup
   let kv = p.k / V;
-#if XROWS
-  var acc: array<f32, SLOTS>;  // NORM: x row i's Σx² in slot ROWS · XR + i
-#else
   var acc: array<f32, ROWS * XR>;
-#endif
 #if STEPS
   // #if STEPS (PACK8): the loop below written out by the builder (kernels/linear.ts gemvSteps),
   // UNROLL units of x a step with all their loads issued before any product, into named
@@ -290,30 +269,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   {{GEMV_STEPS}}
 #else
 #if XROWS
-  for (var r = 0u; r < SLOTS; r++) { acc[r] = 0.0; }
+  for (var r = 0u; r < ROWS * XR; r++) { acc[r] = 0.0; }
   // Each weight element is loaded once and used for XR rows of x.
   for (var j = lid; j < kv; j += WG) {
     var xa: array<XV, XR>;
 #if PACK8
     var xb: array<XV, XR>;
     for (var i = 0u; i < XR; i++) { xa[i] = xr(i, 2u * j, true); xb[i] = xr(i, 2u * j + 1u, true); }
-#if NORM
-    // Each row's Σx² (its squares in m = 1's order: xa, then xb), then x ∘ nw.
-    for (var i = 0u; i < XR; i++) {
-      acc[ROWS * XR + i] += dot(xa[i], xa[i]);
-      acc[ROWS * XR + i] += dot(xb[i], xb[i]);
-      xa[i] = xa[i] * nw[2u * j];
-      xb[i] = xb[i] * nw[2u * j + 1u];
-    }
-#endif
 #else
     for (var i = 0u; i < XR; i++) { xa[i] = xr(i, j, true); }
-#if NORM
-    for (var i = 0u; i < XR; i++) {
-      acc[ROWS * XR + i] += dot_xw(xa[i], xa[i]);
-      xa[i] = xa[i] * nw[j];
-    }
-#endif
 #endif
     for (var r = 0u; r < ROWS; r++) {
       let row = min(r0 + r, p.rows - 1u);
@@ -359,12 +323,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 #if SUBGROUPS
   let nsg = WG / sg_size;
-#if XROWS
-  for (var r = 0u; r < SLOTS; r++) {
-    let s = subgroupAdd(acc[r]);
-    if (sg_lane == 0u) { red[r * (WG / 4u) + lid / sg_size] = s; }
-  }
-#else
   for (var r = 0u; r < ROWS * XR; r++) {
     let s = subgroupAdd(acc[r]);
     if (sg_lane == 0u) { red[r * (WG / 4u) + lid / sg_size] = s; }
@@ -373,16 +331,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let s2 = subgroupAdd(ss);
   if (sg_lane == 0u) { red[ROWS * (WG / 4u) + lid / sg_size] = s2; }
 #endif
-#endif
   workgroupBarrier();
 #if XROWS
   if (lid < ROWS * XR && lid % XR < p.m && r0 + lid / XR < p.rows) {
-#if NORM
-    // x row lid % XR's Σx², summed as m = 1 sums its one row's.
-    var q = 0.0;
-    for (var i = 0u; i < nsg; i++) { q += red[(ROWS * XR + lid % XR) * (WG / 4u) + i]; }
-    set_inv_rms(q);
-#endif
     var t = 0.0;
     for (var i = 0u; i < nsg; i++) { t += red[lid * (WG / 4u) + i]; }
     store(lid % XR, r0 + lid / XR, t);
@@ -409,13 +360,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
 #endif
 #else
-#if XROWS
-  for (var r = 0u; r < SLOTS; r++) { red[r * WG + lid] = acc[r]; }
-#else
   for (var r = 0u; r < ROWS * XR; r++) { red[r * WG + lid] = acc[r]; }
 #if NORM
   red[ROWS * WG + lid] = ss;
-#endif
 #endif
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s = s >> 1u) {
@@ -424,19 +371,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
   }
-#ifnot XROWS
 #if NORM
   set_inv_rms(red[ROWS * WG]);
-#endif
 #endif
 #if ROPE
   if (lid == 0u) { store_rope(g, red[0], red[WG]); }
 #else
 #if XROWS
   if (lid < ROWS * XR && lid % XR < p.m && r0 + lid / XR < p.rows) {
-#if NORM
-    set_inv_rms(red[(ROWS * XR + lid % XR) * WG]);
-#endif
     store(lid % XR, r0 + lid / XR, red[lid * WG]);
   }
 #else

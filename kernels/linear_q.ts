@@ -543,18 +543,14 @@ export function linearQ(
   if (m > 1) {
     const { path, t } = manyRowsPath(gpu, q, w, s, s.norm !== undefined, gemvTuning, gemvXRows);
     if (path === "xrows") return xrowsLinear(gpu, y, x, w, bias, s, t!);
-    if (path === "gemm") {
-      if (norm || silu) {
-        throw new InvalidInputError(
-          `linearQ: a fused ${norm ? "norm" : "siluMul"} at m = ${m} needs the few-row GEMV, ` +
-            `which does not run here (${q}${s.int8x ? ", int8x" : ""}; check ` +
-            "kernels/linear.ts fusesXTransform()); use normLinear() / siluMulLinear()",
-        );
-      }
-      return gemmQ(gpu, y, x, w, bias, s);
+    if (norm || silu) {
+      throw new InvalidInputError(
+        `linearQ: a fused ${norm ? "norm" : "siluMul"} at m = ${m} needs the few-row GEMV, ` +
+          `which does not run here (${q}${s.int8x ? ", int8x" : ""}; check ` +
+          "kernels/linear.ts fusesXTransform()); use normLinear() / siluMulLinear()",
+      );
     }
-    // (a fused norm / siluMul rides into the float few-row GEMV, which refuses it where it does
-    // not run)
+    if (path === "gemm") return gemmQ(gpu, y, x, w, bias, s);
     return dequantLinear(gpu, y, x, w, bias, s, gemvXRows === false);
   }
   // An explicit tuning (benchmarks, tests) runs staged x unless it asks for prep; x given

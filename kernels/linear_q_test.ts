@@ -859,60 +859,6 @@ Deno.test("normLinear() over q4 gives a row the same bits at every row count (an
   destroyWeight(w);
 });
 
-/**
- * Runs `body` with the float row GEMV's fused norm / silu · mul on (LINEAR_CHOICE.xrowsFloatFuse:
- * off in the product, slower there on the H200 — the kernel is tested all the same).
- */
-const withFloatFuse = (body: () => Promise<void>) =>
-  withSettings(LINEAR_CHOICE, { xrowsFloatFuse: true }, body);
-
-// q8 at 2–16 rows keeps its path — its rows dequantized into the f16 scratch, then the float row
-// GEMV over f32 x — and the norm / silu · mul ride into that GEMV (kernels/linear.wgsl XROWS NORM /
-// SILU): one dequantize and one fused GEMV per slice, no rmsNorm / silu_mul pass, as the f32
-// reference with the f16-rounded dequantized weight.
-Deno.test("normLinear() / siluMulLinear() at 1 < m ≤ 16 over q8 fuse into the float row GEMV on the dequantized rows", () =>
-  withFloatFuse(async () => {
-    const gpu = await sharedGpu();
-    assert.equal(GEMV_XROWS.q8, false);
-    const eps = 1e-6, n = 40, k = 3584;
-    const rng = seeded(19);
-    const { w } = makeQuant(gpu, n, k, "q8", 3, 16 * k);
-    const held = dequantRef(await readQuantWeight(gpu, w), true);
-    const nw = randn(rng, k, 1), bias = randn(rng, n);
-    const bnw = uploadArray(gpu, nw), bb = uploadArray(gpu, bias);
-    for (const m of [2, 5, 16]) {
-      for (const silu of [false, true]) {
-        const x = randn(rng, m * k * (silu ? 2 : 1), 2), y0 = randn(rng, m * n);
-        const bx = uploadArray(gpu, x),
-          h = createStorage(gpu, m * k * 4),
-          by = uploadArray(gpu, y0);
-        const ds = silu
-          ? siluMulLinear(gpu, by, bx, h, w, null, { m, accumulate: true })
-          : normLinear(gpu, by, bx, h, bnw, w, bb, { m, eps, accumulate: true });
-        const what = `q8 m=${m} ${silu ? "silu" : "norm"}`;
-        const keys = ds.map((d) => d.variant.key);
-        assert.equal(keys.length, 2 * w.chunks.length, `${what}: ${keys}`);
-        for (let c = 0; c < w.chunks.length; c++) {
-          assert.match(keys[2 * c], /^linear_q\.main\[DEQUANT/, what);
-          assert.match(
-            keys[2 * c + 1],
-            new RegExp(`^linear\\.main\\[.*${silu ? "SILU" : "NORM"}.*XROWS`),
-            what,
-          );
-        }
-        run(gpu, ds);
-        const want = silu
-          ? siluMulLinearRef(x, held, null, m, n, k, y0)
-          : normLinearRef(x, nw, eps, held, bias, m, n, k, y0);
-        assertClose(await readF32(gpu, by, m * n), want, TOL, what);
-        ds.forEach((d) => d.destroy());
-        [bx, h, by].forEach((v) => v.destroy());
-      }
-    }
-    [bnw, bb].forEach((v) => v.destroy());
-    destroyWeight(w);
-  }));
-
 Deno.test("linearQ() refuses a fused norm or siluMul at m > 1 where the few-row GEMV does not run", async () => {
   const gpu = await sharedGpu();
   const w = createWeight(gpu, 4, 64, "q4", "w");

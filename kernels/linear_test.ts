@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { sharedGpu } from "../src/gpu/device.ts";
-import { createStorage, readF32, uploadArray, writeArray } from "../src/gpu/buffers.ts";
+import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
 import { createWeight, destroyWeight } from "../src/gpu/tensor.ts";
 import { Gpu } from "../src/gpu/device.ts";
 import { InvalidInputError } from "../src/errors.ts";
@@ -19,24 +19,20 @@ import {
   gemmTime,
   GEMV_XROWS_MAX,
   gemvThreadsPerRow,
-  gemvVariantTuning,
   gemvXRowsTuning,
   linear,
   LINEAR_CHOICE,
-  LINEAR_TUNING,
   type LinearTuning,
   normLinear,
   siluMulLinear,
   xrowsBucket,
 } from "./linear.ts";
 import { type Dispatch, run } from "./_kernel.ts";
-import { productRunner, ropeKvCase, uploadWeight, withSettings } from "./_test_utils.ts";
+import { productRunner, ropeKvCase, uploadWeight } from "./_test_utils.ts";
 import { mropeTable } from "../src/ref/rope.ts";
 import type { KvDType } from "./kv_cache.ts";
 import { uploadRopeTable } from "./rope.ts";
 import { createDecodeState } from "./state.ts";
-import { rmsNorm as rmsNormPass } from "./norm.ts";
-import { siluMul as siluMulPass } from "./elementwise.ts";
 
 // The GPU sums k f32 products sequentially per thread (in another order than the f64
 // reference): the rounding error grows like √k · 2⁻²⁴ · |partial sums| — measured up to 1.1e-6 of
@@ -685,9 +681,8 @@ for (const fuse of ["norm", "siluMul"] as const) {
   });
 }
 
-Deno.test("by default the float row GEMV over a few rows runs the norm and silu · mul as passes before it (faster on the H200)", async () => {
+Deno.test("the float row GEMV over a few rows fuses no norm or silu · mul: normLinear() / siluMulLinear() run their pass before it, linear() refuses them", async () => {
   const gpu = await sharedGpu();
-  assert.equal(LINEAR_CHOICE.xrowsFloatFuse, false);
   const n = 24, k = 64, m = 5;
   const { w } = uploadWeight(gpu, randn(seeded(3), n * k), n, k, "f16", "w");
   const x = createStorage(gpu, m * 2 * k * 4), y = createStorage(gpu, m * n * 4);
@@ -706,285 +701,134 @@ Deno.test("by default the float row GEMV over a few rows runs the norm and silu 
     /^elementwise\.silu_mul\S* linear\.main\[[^\]]*XROWS/,
   );
   assert.equal(fusesXTransform(gpu, w, m, true), false);
+  assert.equal(fusesXTransform(gpu, w, m, false), false);
+  assert.throws(
+    () => linear(gpu, y, x, w, null, { m, norm: { weight: nw, eps: 1e-6 } }),
+    /fused norm at m = 5 over f16 weights is not run/,
+  );
+  assert.throws(
+    () => linear(gpu, y, x, w, null, { m, siluMul: true }),
+    /fused siluMul at m = 5 over f16 weights is not run/,
+  );
   [x, y, h, nw].forEach((b) => b.destroy());
   destroyWeight(w);
 });
 
-/**
- * Runs `body` with the float row GEMV's fused norm / silu · mul on (LINEAR_CHOICE.xrowsFloatFuse:
- * off in the product, slower there on the H200 — the kernel is tested all the same).
- */
-const withFloatFuse = (body: () => Promise<void>) =>
-  withSettings(LINEAR_CHOICE, { xrowsFloatFuse: true }, body);
-
-Deno.test("normLinear() fuses at m = 1 and at a few rows, runs rmsNorm then linear past GEMV_XROWS_MAX, all as the reference", () =>
-  withFloatFuse(async () => {
-    const gpu = await sharedGpu();
-    const rng = seeded(20);
-    const n = 45, k = 64, eps = 1e-5;
-    const { w, held } = uploadWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16", "w");
-    for (const m of [1, 5, GEMV_XROWS_MAX + 1]) {
-      const x = randn(rng, m * k, 2), nw = randn(rng, k).map((v) => v + 1), bias = randn(rng, n);
-      const bx = uploadArray(gpu, x, "x"), bnw = uploadArray(gpu, nw, "nw");
-      const bb = uploadArray(gpu, bias, "bias");
-      const h = createStorage(gpu, m * k * 4, "h"), by = createStorage(gpu, m * n * 4, "y");
-      const ds = normLinear(gpu, by, bx, h, bnw, w, bb, { m, eps });
-      const fused = m <= GEMV_XROWS_MAX;
-      assert.equal(ds.length, fused ? 1 : 2, `m=${m}: ${ds.map((d) => d.variant.key)}`);
-      if (!fused) assert.match(ds[0].variant.key, /^norm\./);
-      if (m > 1 && fused) {
-        // Switched off (bench comparisons): the pass, then the row GEMV.
-        LINEAR_CHOICE.xrowsNorm = false;
-        try {
-          const off = normLinear(gpu, by, bx, h, bnw, w, bb, { m, eps });
-          assert.match(
-            off.map((d) => d.variant.key).join(" "),
-            /^norm\.main.* linear\.main\[.*XROWS/,
-          );
-          off.forEach((d) => d.destroy());
-        } finally {
-          LINEAR_CHOICE.xrowsNorm = true;
-        }
-      }
-      run(gpu, ds);
-      const got = await readF32(gpu, by, m * n);
-      assertClose(got, normLinearRef(x, nw, eps, held, bias, m, n, k), TOL, `m=${m}`);
-      [bx, bnw, bb, h, by].forEach((b) => b.destroy());
-      ds.forEach((d) => d.destroy());
-    }
-    const y = createStorage(gpu, 17 * n * 4), x = createStorage(gpu, 17 * k * 4);
-    const nw = createStorage(gpu, k * 4);
-    assert.throws(
-      () => linear(gpu, y, x, w, null, { m: 17, norm: { weight: nw, eps } }),
-      /fused norm needs m = 1 or the few-row GEMV/,
-    );
-    // A few rows off the row GEMV (tiled kernels): no fused norm there.
-    assert.throws(
-      () => linear(gpu, y, x, w, null, { m: 2, norm: { weight: nw, eps } }, { gemvXRows: false }),
-      /needs the few-row GEMV/,
-    );
-    assert.throws(
-      () => linear(gpu, y, x, w, null, { m: 1, norm: { weight: createStorage(gpu, 4), eps } }),
-      /norm weight buffer/,
-    );
-    [y, x, nw].forEach((b) => b.destroy());
-    destroyWeight(w);
-  }));
-
-Deno.test("siluMulLinear() fuses at m = 1 and at a few rows, runs siluMul then linear past GEMV_XROWS_MAX, all as the reference", () =>
-  withFloatFuse(async () => {
-    const gpu = await sharedGpu();
-    const rng = seeded(22);
-    const n = 45, k = 64;
-    const { w, held } = uploadWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16", "w");
-    for (const m of [1, 5, GEMV_XROWS_MAX + 1]) {
-      const gu = randn(rng, m * 2 * k, 2), y0 = randn(rng, m * n);
-      const bgu = uploadArray(gpu, gu, "gate_up"), by = uploadArray(gpu, y0, "y");
-      const act = createStorage(gpu, m * k * 4, "act");
-      const ds = siluMulLinear(gpu, by, bgu, act, w, null, { m, accumulate: true });
-      const fused = m <= GEMV_XROWS_MAX;
-      assert.equal(ds.length, fused ? 1 : 2, `m=${m}: ${ds.map((d) => d.variant.key)}`);
-      if (!fused) assert.match(ds[0].variant.key, /^elementwise\.silu_mul\[/);
-      if (m > 1 && fused) {
-        LINEAR_CHOICE.xrowsSiluMul = false;
-        try {
-          const off = siluMulLinear(gpu, by, bgu, act, w, null, { m, accumulate: true });
-          assert.match(
-            off.map((d) => d.variant.key).join(" "),
-            /^elementwise\.silu_mul.* linear\.main\[.*XROWS/,
-          );
-          off.forEach((d) => d.destroy());
-        } finally {
-          LINEAR_CHOICE.xrowsSiluMul = true;
-        }
-      }
-      run(gpu, ds);
-      const got = await readF32(gpu, by, m * n);
-      assertClose(got, siluMulLinearRef(gu, held, null, m, n, k, y0), TOL, `m=${m}`);
-      [bgu, by, act].forEach((b) => b.destroy());
-      ds.forEach((d) => d.destroy());
-    }
-    const y = createStorage(gpu, 17 * n * 4), x = createStorage(gpu, 17 * 2 * k * 4);
-    assert.throws(
-      () => linear(gpu, y, x, w, null, { m: 17, siluMul: true }),
-      /fused siluMul needs m = 1 or the few-row GEMV/,
-    );
-    assert.throws(
-      () => linear(gpu, y, x, w, null, { m: 2, siluMul: true }, { gemvXRows: false }),
-      /needs the few-row GEMV/,
-    );
-    const nw = createStorage(gpu, k * 4);
-    assert.throws(
-      () => linear(gpu, y, x, w, null, { m: 1, siluMul: true, norm: { weight: nw, eps: 1e-6 } }),
-      /no norm/,
-    );
-    // x must hold [gate | up]: 2k floats.
-    assert.throws(() => linear(gpu, y, nw, w, null, { m: 1, siluMul: true }), /x buffer/);
-    [y, x, nw].forEach((b) => b.destroy());
-    destroyWeight(w);
-  }));
-
-/** Largest |a − b| over max(1, max|b|). */
-function relErr(a: Float32Array, b: Float32Array): number {
-  let e = 0, s = 1;
-  for (let i = 0; i < a.length; i++) {
-    e = Math.max(e, Math.abs(a[i] - b[i]));
-    s = Math.max(s, Math.abs(b[i]));
+Deno.test("normLinear() over f16 fuses at m = 1, runs rmsNorm then linear at a few rows and past GEMV_XROWS_MAX, all as the reference", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(20);
+  const n = 45, k = 64, eps = 1e-5;
+  const { w, held } = uploadWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16", "w");
+  for (const m of [1, 5, GEMV_XROWS_MAX + 1]) {
+    const x = randn(rng, m * k, 2), nw = randn(rng, k).map((v) => v + 1), bias = randn(rng, n);
+    const bx = uploadArray(gpu, x, "x"), bnw = uploadArray(gpu, nw, "nw");
+    const bb = uploadArray(gpu, bias, "bias");
+    const h = createStorage(gpu, m * k * 4, "h"), by = createStorage(gpu, m * n * 4, "y");
+    const ds = normLinear(gpu, by, bx, h, bnw, w, bb, { m, eps });
+    const fused = m === 1;
+    assert.equal(ds.length, fused ? 1 : 2, `m=${m}: ${ds.map((d) => d.variant.key)}`);
+    if (!fused) assert.match(ds[0].variant.key, /^norm\./);
+    run(gpu, ds);
+    const got = await readF32(gpu, by, m * n);
+    assertClose(got, normLinearRef(x, nw, eps, held, bias, m, n, k), TOL, `m=${m}`);
+    [bx, bnw, bb, h, by].forEach((b) => b.destroy());
+    ds.forEach((d) => d.destroy());
   }
-  return e / s;
-}
+  const y = createStorage(gpu, 17 * n * 4), x = createStorage(gpu, 17 * k * 4);
+  const nw = createStorage(gpu, k * 4);
+  assert.throws(
+    () => linear(gpu, y, x, w, null, { m: 17, norm: { weight: nw, eps } }),
+    /fused norm needs m = 1 or the few-row GEMV/,
+  );
+  // A few rows, on the row GEMV or off it (tiled kernels): no fused norm over f16.
+  assert.throws(
+    () => linear(gpu, y, x, w, null, { m: 2, norm: { weight: nw, eps } }),
+    /fused norm at m = 2 over f16 weights is not run/,
+  );
+  assert.throws(
+    () => linear(gpu, y, x, w, null, { m: 2, norm: { weight: nw, eps } }, { gemvXRows: false }),
+    /fused norm at m = 2 over f16 weights is not run/,
+  );
+  assert.throws(
+    () => linear(gpu, y, x, w, null, { m: 1, norm: { weight: createStorage(gpu, 4), eps } }),
+    /norm weight buffer/,
+  );
+  [y, x, nw].forEach((b) => b.destroy());
+  destroyWeight(w);
+});
 
-// The decoder's products at 2–16 rows (batched decode, short prompts) as it calls them: qkv
-// (normLinear with bias), gate_up (normLinear), down (siluMulLinear accumulating into the residual)
-// — the norm / silu · mul fused into the row GEMV (kernels/linear.wgsl XROWS with NORM / SILU), ONE
-// dispatch per weight chunk (no rmsNorm / silu_mul pass: it cannot fall back unseen). Shapes: 7B's
-// k = 3584 (f16: 448 units, 16-byte loads written out 2 a step), k = 1048 (131 units: a masked
-// tail step), k = 520 (f32 vec4 loads, the plain loop), k = 202 (not a multiple of 4: scalar
-// loads); weights in 3 chunks; every bucket. Each row against the CPU reference (TOL: the fused
-// norm scales the dot product by 1 / rms instead of each x element, one f32 rounding more), against
-// the unfused passes (rmsNorm / siluMul, then the row GEMV: the same bound), and with the bits of
-// m = 1's fused product at the row GEMV's tuning (same threads a workgroup: the same sums in the
-// same order) — and at m = 1's own decode tuning where its workgroup is as large.
-Deno.test("normLinear() / siluMulLinear() at 1 < m ≤ GEMV_XROWS_MAX fuse into one row-GEMV dispatch per chunk, as the reference and m = 1", () =>
-  withFloatFuse(async () => {
-    const gpu = await sharedGpu();
-    const rng = seeded(29);
-    const eps = 1e-6;
-    let worstRef = 0, worstUnfused = 0, worstOne = 0;
-    for (
-      const [dtype, n, k] of [
-        ["f16", 30, 3584],
-        ["f16", 45, 1048],
-        ["f32", 33, 520],
-        ["f32", 21, 202],
-      ] as const
-    ) {
-      const chunkBytes = (n / 3) * k * (dtype === "f16" ? 2 : 4);
-      const { w, held } = uploadWeight(
-        gpu,
-        randn(rng, n * k, 1 / Math.sqrt(k)),
-        n,
-        k,
-        dtype,
-        "w",
-        chunkBytes,
-      );
-      assert.equal(w.chunks.length, 3);
-      const nw = randn(rng, k, 0.5).map((v) => v + 1), bnw = uploadArray(gpu, nw, "nw");
-      const bias = randn(rng, n), bb = uploadArray(gpu, bias, "bias");
-      for (const m of [2, 3, 5, 8, 16]) {
-        for (const kind of ["qkv", "gate_up", "down"] as const) {
-          const silu = kind === "down";
-          const xw = silu ? 2 * k : k;
-          const x = silu ? randn(rng, m * xw, 2) : randn(rng, m * xw, 3);
-          const y0 = silu ? randn(rng, m * n, 2) : undefined;
-          const b = kind === "qkv" ? bias : null;
-          const bx = uploadArray(gpu, x, "x"), h = createStorage(gpu, m * k * 4, "h");
-          const by = y0 ? uploadArray(gpu, y0, "y") : createStorage(gpu, m * n * 4, "y");
-          const ds = silu
-            ? siluMulLinear(gpu, by, bx, h, w, null, { m, accumulate: true })
-            : normLinear(gpu, by, bx, h, bnw, w, b ? bb : null, { m, eps });
-          const what = `${dtype} ${kind} m=${m} ${n}x${k}`;
-          assert.equal(ds.length, w.chunks.length, `${what}: ${ds.map((d) => d.variant.key)}`);
-          const fuse = silu ? "SILU" : "NORM";
-          for (const d of ds) {
-            assert.match(
-              d.variant.key,
-              new RegExp(`^linear\\.main\\[.*${fuse}.*XR=${xrowsBucket(m)},XROWS`),
-              what,
-            );
-          }
-          run(gpu, ds);
-          const got = await readF32(gpu, by, m * n);
-          ds.forEach((d) => d.destroy());
-          const want = silu
-            ? siluMulLinearRef(x, held, null, m, n, k, y0)
-            : normLinearRef(x, nw, eps, held, b, m, n, k);
-          assertClose(got, want, TOL, `${what} vs ref`);
-          worstRef = Math.max(worstRef, relErr(got, want));
-          // The unfused path: the pass into h, then the row GEMV from h.
-          if (y0) writeArray(gpu, by, y0);
-          const un = [
-            silu ? siluMulPass(gpu, h, bx, { rows: m, cols: k }) : rmsNormPass(gpu, h, bx, bnw, {
-              rows: m,
-              cols: k,
-              eps,
-            }),
-            ...linear(gpu, by, h, w, b ? bb : null, { m, accumulate: silu }),
-          ];
-          run(gpu, un);
-          const unfused = await readF32(gpu, by, m * n);
-          un.forEach((d) => d.destroy());
-          assertClose(got, unfused, TOL, `${what} vs unfused`);
-          worstUnfused = Math.max(worstUnfused, relErr(got, unfused));
-          // The first and last row alone through m = 1's fused product: at the row GEMV's tuning the
-          // same bits; at m = 1's own (the decode step's) too where its threads a workgroup are the
-          // same (the norm's 64 at buckets 2, 4, 16), else within TOL.
-          for (const i of [0, m - 1]) {
-            const row = (a: Float32Array, len: number) => a.slice(i * len, (i + 1) * len);
-            for (const tuning of [gemvXRowsTuning(m), undefined]) {
-              const bxi = uploadArray(gpu, row(x, xw), "x1");
-              const byi = y0 ? uploadArray(gpu, row(y0, n), "y1") : createStorage(gpu, n * 4, "y1");
-              const one = linear(gpu, byi, bxi, w, b ? bb : null, {
-                m: 1,
-                accumulate: silu,
-                ...(silu ? { siluMul: true } : { norm: { weight: bnw, eps } }),
-              }, tuning);
-              run(gpu, one);
-              const alone = await readF32(gpu, byi, n);
-              const own = tuning ?? { ...LINEAR_TUNING, ...gemvVariantTuning(!silu, silu) };
-              const how = `${what} row ${i} vs m = 1 at ${JSON.stringify(own)}`;
-              if (own.gemvWg === gemvXRowsTuning(m).gemvWg) {
-                assert.deepEqual(row(got, n), alone, how);
-              } else assertClose(row(got, n), alone, TOL, how);
-              if (!tuning) worstOne = Math.max(worstOne, relErr(row(got, n), alone));
-              one.forEach((d) => d.destroy());
-              [bxi, byi].forEach((v) => v.destroy());
-            }
-          }
-          [bx, h, by].forEach((v) => v.destroy());
-        }
-      }
-      [bnw, bb].forEach((v) => v.destroy());
-      destroyWeight(w);
-    }
-    console.log(
-      `fused few-row norm / silu·mul: max |Δ| / max|y| ${worstRef.toExponential(2)} vs the f64 ` +
-        `reference, ${worstUnfused.toExponential(2)} vs the unfused passes, ` +
-        `${worstOne.toExponential(2)} vs m = 1's fused product at its decode tuning`,
-    );
-  }));
+Deno.test("siluMulLinear() over f16 fuses at m = 1, runs siluMul then linear at a few rows and past GEMV_XROWS_MAX, all as the reference", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(22);
+  const n = 45, k = 64;
+  const { w, held } = uploadWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16", "w");
+  for (const m of [1, 5, GEMV_XROWS_MAX + 1]) {
+    const gu = randn(rng, m * 2 * k, 2), y0 = randn(rng, m * n);
+    const bgu = uploadArray(gpu, gu, "gate_up"), by = uploadArray(gpu, y0, "y");
+    const act = createStorage(gpu, m * k * 4, "act");
+    const ds = siluMulLinear(gpu, by, bgu, act, w, null, { m, accumulate: true });
+    const fused = m === 1;
+    assert.equal(ds.length, fused ? 1 : 2, `m=${m}: ${ds.map((d) => d.variant.key)}`);
+    if (!fused) assert.match(ds[0].variant.key, /^elementwise\.silu_mul\[/);
+    run(gpu, ds);
+    const got = await readF32(gpu, by, m * n);
+    assertClose(got, siluMulLinearRef(gu, held, null, m, n, k, y0), TOL, `m=${m}`);
+    [bgu, by, act].forEach((b) => b.destroy());
+    ds.forEach((d) => d.destroy());
+  }
+  const y = createStorage(gpu, 17 * n * 4), x = createStorage(gpu, 17 * 2 * k * 4);
+  assert.throws(
+    () => linear(gpu, y, x, w, null, { m: 17, siluMul: true }),
+    /fused siluMul needs m = 1 or the few-row GEMV/,
+  );
+  assert.throws(
+    () => linear(gpu, y, x, w, null, { m: 2, siluMul: true }),
+    /fused siluMul at m = 2 over f16 weights is not run/,
+  );
+  assert.throws(
+    () => linear(gpu, y, x, w, null, { m: 2, siluMul: true }, { gemvXRows: false }),
+    /fused siluMul at m = 2 over f16 weights is not run/,
+  );
+  const nw = createStorage(gpu, k * 4);
+  assert.throws(
+    () => linear(gpu, y, x, w, null, { m: 1, siluMul: true, norm: { weight: nw, eps: 1e-6 } }),
+    /no norm/,
+  );
+  // x must hold [gate | up]: 2k floats.
+  assert.throws(() => linear(gpu, y, nw, w, null, { m: 1, siluMul: true }), /x buffer/);
+  [y, x, nw].forEach((b) => b.destroy());
+  destroyWeight(w);
+});
 
-// The written-out loop with the fused norm and silu · mul over several rows of x gives the plain
-// loop's bits (XROWS STEPS against its loop): units of a row a step 1 (the loop) and 2, 3.
-Deno.test("linear()'s row GEMV over a few rows written out gives the plain loop's bits with a fused norm or silu · mul", async () => {
+// The written-out loop over several rows of x gives the plain loop's bits (XROWS STEPS against its
+// loop): units of a row a step 1 (the loop) and 2, 3, with bias and accumulate.
+Deno.test("linear()'s row GEMV over a few rows written out gives the plain loop's bits", async () => {
   const gpu = await sharedGpu();
   const rng = seeded(30);
-  const n = 20, k = 3584, eps = 1e-6;
+  const n = 20, k = 3584;
   const { w } = uploadWeight(gpu, randn(rng, n * k, 1 / Math.sqrt(k)), n, k, "f16", "w");
-  const bnw = uploadArray(gpu, randn(rng, k, 0.5).map((v) => v + 1));
+  const bb = uploadArray(gpu, randn(rng, n));
   for (const m of [3, 16]) {
-    for (const silu of [false, true]) {
-      const bx = uploadArray(gpu, randn(rng, m * k * (silu ? 2 : 1), 2));
-      const out: Float32Array[] = [];
-      for (const gemvUnroll of [1, 2, 3]) {
-        const by = createStorage(gpu, m * n * 4);
-        const ds = linear(gpu, by, bx, w, null, {
-          m,
-          ...(silu ? { siluMul: true } : { norm: { weight: bnw, eps } }),
-        }, { ...gemvXRowsTuning(m), gemvUnroll });
-        assert.equal(/STEPS/.test(ds[0].variant.key), gemvUnroll > 1, ds[0].variant.key);
-        run(gpu, ds);
-        out.push(await readF32(gpu, by));
-        ds.forEach((d) => d.destroy());
-        by.destroy();
-      }
-      assert.deepEqual(out[1], out[0], `m=${m} silu=${silu}, 2 units a step`);
-      assert.deepEqual(out[2], out[0], `m=${m} silu=${silu}, 3 units a step`);
-      bx.destroy();
+    const bx = uploadArray(gpu, randn(rng, m * k, 2)), y0 = randn(rng, m * n);
+    const out: Float32Array[] = [];
+    for (const gemvUnroll of [1, 2, 3]) {
+      const by = uploadArray(gpu, y0);
+      const ds = linear(gpu, by, bx, w, bb, { m, accumulate: true }, {
+        ...gemvXRowsTuning(m),
+        gemvUnroll,
+      });
+      assert.equal(/STEPS/.test(ds[0].variant.key), gemvUnroll > 1, ds[0].variant.key);
+      assert.match(ds[0].variant.key, /XROWS/);
+      run(gpu, ds);
+      out.push(await readF32(gpu, by));
+      ds.forEach((d) => d.destroy());
+      by.destroy();
     }
+    assert.deepEqual(out[1], out[0], `m=${m}, 2 units a step`);
+    assert.deepEqual(out[2], out[0], `m=${m}, 3 units a step`);
+    bx.destroy();
   }
-  bnw.destroy();
+  bb.destroy();
   destroyWeight(w);
 });
 
