@@ -207,7 +207,8 @@ function follow(clientSignal: AbortSignal, abort: AbortController): () => void {
  * The engine's events of `n` choices once the ticket's turn comes, each tagged with its index;
  * the turns are given back however they end. Choice 0 runs first; once its first event has come
  * (its prompt prefilled), the others run beside it on the places `more` gives — a place taken only
- * while no other request waits (GenerationQueue.free) — and one after another on those: where the
+ * while no other request waits (GenerationQueue.free), asked at each event while choices are left
+ * to begin — and one after another on those and the request's own: where the
  * engine runs several generations at once they decode together (one batch where it batches), each
  * prefilling only its prompt's last tokens from the running choice's rows (PromptCache.share).
  * Events of one choice come in order, those of different choices interleaved. With a seed, choice
@@ -265,19 +266,16 @@ async function* turnEvents(
       pending.set(l, l.next().then((r) => ({ lane: l, r })));
     };
     pull(lane());
-    let spread = n === 1;
     while (pending.size) {
       const { lane: l, r } = await Promise.race(pending.values());
       pending.delete(l);
       if (r.done) continue;
       const item = r.value as { index: number; event: GenerationEvent };
-      if (!spread) {
-        // Choice 0 has begun: its prompt's rows are there to copy.
-        spread = true;
-        for (let t; next < n && pending.size + 1 < n && (t = more());) {
-          tickets.push(t);
-          pull(lane(t));
-        }
+      // Once choice 0 has begun (its prompt's rows there to copy), the choices not begun take the
+      // places free now, at each event: also those another request gives back meanwhile.
+      for (let t; next < n && (t = more());) {
+        tickets.push(t);
+        pull(lane(t));
       }
       yield item;
       if (item.event.type === "done" && item.event.result.finishReason === "abort") return;

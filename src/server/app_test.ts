@@ -1617,6 +1617,35 @@ Deno.test("n choices take only the places no waiting request wants, and stream i
   assert.equal(busy.fake.maxActive, 2);
 });
 
+Deno.test("n choices take a place another request gives back while they run", async () => {
+  const [other, zero, one] = [gate(), gate(), gate()];
+  const { app, fake } = setup({
+    parallel: 3,
+    // call 0: another request; 1, 2, 3: choices 0, 1, 2.
+    hold: (k, call) =>
+      call === 0 && k === 0
+        ? other.promise
+        : (call === 1 || call === 2) && k === 1
+        ? zero.promise
+        : call === 2 && k === 0
+        ? one.promise
+        : undefined,
+  });
+  const x = post(app, { ...hello, messages: [{ role: "user", content: "x" }] });
+  await waitFor(() => fake.calls.length === 1, "the other request running");
+  const asked = post(app, { ...hello, n: 3, max_tokens: 2 });
+  await waitFor(() => fake.calls.length === 3, "choices 0 and 1 running");
+  assert.equal(fake.active, 3, "every place taken: choice 2 waits for one of the two");
+  other.open();
+  assert.equal((await x).status, 200);
+  one.open(); // choice 1's first token: the place the other request gave back is free
+  await waitFor(() => fake.calls.length === 4, "choice 2 running");
+  assert.deepEqual(fake.calls.slice(1, 3).map((c) => c.closed), [false, false], "beside 0, 1");
+  zero.open();
+  const json = await (await asked).json();
+  assert.deepEqual(json.choices.map((c: { index: number }) => c.index), [0, 1, 2]);
+});
+
 Deno.test("n choices at once: a client gone or a failing choice ends them all and gives every place back", async () => {
   // Gone: the three held mid-answer, the client leaves.
   const never = gate();
