@@ -206,7 +206,22 @@ async function referenceCase0() {
   const image = await Deno.readFile(
     new URL(`./fixtures/tiny-qwen2vl/reference/${ref.images[0]}`, import.meta.url),
   );
-  return { cases, ref, image };
+  // The reference's question, greedy, as many tokens as it ran (all 12 steps: its text does
+  // repeat itself, so no loop stop).
+  const request = {
+    model: "tiny-qwen2vl",
+    messages: [{
+      role: "user",
+      content: [
+        { type: "image_url", image_url: { url: `data:image/png;base64,${image.toBase64()}` } },
+        { type: "text", text: ref.prompt },
+      ],
+    }],
+    max_tokens: ref.generated_ids.length,
+    temperature: 0,
+    stop_on_loop: false,
+  } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming;
+  return { cases, ref, image, request };
 }
 
 Deno.test("a model without a chat template: /v1/completions answers, a chat is a 400 no_chat_template saying to send a raw prompt", async () => {
@@ -282,23 +297,10 @@ Deno.test("QVQ-72B-Preview's template: tools (auto) are described after its own 
 });
 
 Deno.test("the openai client gets transformers' greedy answer from the tiny model, streamed or not", async () => {
-  const { cases, ref, image } = await referenceCase0();
+  const { cases, ref, image, request: params } = await referenceCase0();
   const engine = await loadEngine(TINY, { progress: false });
   try {
     await using s = serve(engine);
-    const params = {
-      model: "tiny-qwen2vl",
-      messages: [{
-        role: "user",
-        content: [
-          { type: "image_url", image_url: { url: `data:image/png;base64,${image.toBase64()}` } },
-          { type: "text", text: ref.prompt },
-        ],
-      }],
-      max_tokens: ref.generated_ids.length,
-      temperature: 0,
-      stop_on_loop: false, // the reference runs all 12 steps; its text does repeat itself
-    } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming;
     const completion = await s.client.chat.completions.create(params);
     assert.equal(completion.choices[0].message.content, ref.generated_text);
     assert.equal(completion.choices[0].finish_reason, "length");
@@ -758,25 +760,12 @@ Deno.test("the openai client's responses.create gets transformers' greedy answer
 // n choices on an engine that runs 3 generations at once: they run together (the others copying
 // choice 0's prompt rows, decoding with it as one batch), and each answers what it would alone.
 Deno.test("the openai client's n choices on the tiny model running 3 at once: each transformers' answer, or seed + i's alone", async () => {
-  const { ref, image } = await referenceCase0();
+  const { ref, request } = await referenceCase0();
   const engine = await loadEngine(TINY, { progress: false, parallel: 3 });
   try {
     assert.equal(engine.batchDecode, true);
     await using s = serve(engine);
-    const greedy = await s.client.chat.completions.create({
-      model: "tiny-qwen2vl",
-      messages: [{
-        role: "user",
-        content: [
-          { type: "image_url", image_url: { url: `data:image/png;base64,${image.toBase64()}` } },
-          { type: "text", text: ref.prompt },
-        ],
-      }],
-      max_tokens: ref.generated_ids.length,
-      temperature: 0,
-      n: 3,
-      stop_on_loop: false,
-    } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming);
+    const greedy = await s.client.chat.completions.create({ ...request, n: 3 });
     assert.deepEqual(
       greedy.choices.map((c) => [c.index, c.message.content]),
       [0, 1, 2].map((i) => [i, ref.generated_text]),
