@@ -4,7 +4,8 @@
  * finish), the split size following the context length on the GPU so one Dispatch serves every
  * step. Two kernels: "lanes" (the default with subgroups: key slots of a few lanes, K/V straight
  * to registers) and "tiled" (chunks of keys staged in workgroup memory; the fallback). Prefill and
- * vision attention are kernels/attention.ts.
+ * vision attention are kernels/attention.ts. {@link decodeAttentionRopeKv}: either kernel with the
+ * step's rope + KV-cache write folded in (batched decode, whose products have no rope epilogue).
  *
  * History (bench/_attention.ts, then bench/_attention_decode.ts; t(2R) − t(R) per call in a chain
  * of calls, so the chain's dispatch floor, 2.5–4.6 µs, is inside every number):
@@ -35,7 +36,8 @@ import { InvalidInputError } from "../src/errors.ts";
 import { balancedTree, type BufferArg, ceilDiv, checkSize, Dispatch, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
 import type { Defines } from "./_preprocess.ts";
-import { kvDefines } from "./kv_cache.ts";
+import { kvDefines, kvElementBytes } from "./kv_cache.ts";
+import type { GpuRopeTable } from "./rope.ts";
 import {
   type AttentionHeads,
   HEAD_PARAMS,
@@ -46,7 +48,14 @@ import {
 
 // The heads' fields (kernels/attention.ts; q_off includes the query row's row · q_stride), the most
 // splits a call may use, and the vec4 where the output row starts (row · heads · head_dim / 4).
-const Params = defineParams({ ...HEAD_PARAMS, nsplit: "u32", out_off: "u32" });
+// #if ROPE (decodeAttentionRopeKv) also the rope table's rows and the cache's rows (0 otherwise).
+const Params = defineParams({
+  ...HEAD_PARAMS,
+  nsplit: "u32",
+  out_off: "u32",
+  npos: "u32",
+  max_rows: "u32",
+});
 
 /** Workgroup size (WG in the shader). */
 const WG = 256;
@@ -221,7 +230,7 @@ function lanesTiling(gpu: Gpu, s: DecodeAttentionShape, group: number): LanesTil
  * registers for GROUP heads × vl vec4 columns of queries and Σ p·v, `keys` K/V rows of vl vec4
  * in flight, and the steps over them.
  */
-function lanesCode(t: LanesTiling, hd4: number): Record<string, string> {
+function lanesCode(t: LanesTiling, hd4: number, rope: boolean): Record<string, string> {
   const vl = hd4 / t.lanes, slots = WG / t.lanes;
   const R = range(t.group), C = range(vl), U = range(t.keys), S = range(slots);
   const grid = (f: (r: number, c: number) => string, rs = R) =>
@@ -236,19 +245,29 @@ function lanesCode(t: LanesTiling, hd4: number): Record<string, string> {
   return {
     L_DECL: [
       grid((r, c) =>
-        `let q${r}_${c} = q[p.q_off + (h0 + ${r}u) * HD4 + ln + ${c * t.lanes}u] * p.scale;`
+        rope
+          ? `let q${r}_${c} = rope_col(p.q_off + (h0 + ${r}u) * HD4, ln + ${
+            c * t.lanes
+          }u) * p.scale;`
+          : `let q${r}_${c} = q[p.q_off + (h0 + ${r}u) * HD4 + ln + ${c * t.lanes}u] * p.scale;`
       ),
       grid((r, c) => `var a${r}_${c} = vec4<f32>(0.0);`),
       R.map((r) => `var m${r} = NEG; var l${r} = 0.0;`).join(" "),
       grid((u, c) => `var kk${u}_${c}: KV4; var vv${u}_${c}: KV4;`, U),
     ].join("\n  "),
-    L_FETCH: U.map((u) =>
-      `let row${u} = min(jf + ${u * slots}u, end - 1u); ` +
-      C.map((c) =>
+    // (rope: key `last` is this token's, from q's row)
+    L_FETCH: U.map((u) => {
+      const loads = C.map((c) =>
         `kk${u}_${c} = k[row${u} * p.k_stride + kb + ${c * t.lanes}u]; ` +
         `vv${u}_${c} = v[row${u} * p.v_stride + vb + ${c * t.lanes}u];`
-      ).join(" ")
-    ).join(" "),
+      ).join(" ");
+      const fresh = C.map((c) =>
+        `kk${u}_${c} = fresh_k(kvh, ln + ${c * t.lanes}u); ` +
+        `vv${u}_${c} = fresh_v(kvh, ln + ${c * t.lanes}u);`
+      ).join(" ");
+      return `let row${u} = min(jf + ${u * slots}u, end - 1u); ` +
+        (rope ? `if (row${u} == last) { ${fresh} } else { ${loads} }` : loads);
+    }).join(" "),
     L_TAKE: grid((u, c) => `let ck${u}_${c} = kk${u}_${c}; let cv${u}_${c} = vv${u}_${c};`, U),
     L_STEP: [
       U.map((u) => `let ok${u} = j + ${u * slots}u < end;`).join(" "),
@@ -344,6 +363,7 @@ function kernelOf(
   group: number,
   hd4: number,
   mb: number,
+  rope: boolean,
 ): { entry: string; group: number; defines: Defines; code: Record<string, string> } {
   const lt = lanesTiling(gpu, s, group);
   if (lt) {
@@ -352,7 +372,7 @@ function kernelOf(
       group: lt.group,
       defines: { LANES: true, L: lt.lanes, U: lt.keys, HR: lt.heads },
       // The tiled kernel's placeholders too: the preprocessor fills every {{…}} of the file.
-      code: { ...lanesCode(lt, hd4), ...innerLoops(hd4, 32, true, mb) },
+      code: { ...lanesCode(lt, hd4, rope), ...innerLoops(hd4, 32, true, mb) },
     };
   }
   const t = tiling(gpu, s, group), unroll = s.unroll ?? true;
@@ -388,22 +408,95 @@ export function decodeAttention(
   scratch: BufferArg,
   s: DecodeAttentionShape,
 ): Dispatch[] {
-  const r = resolveHeads("decodeAttention", s, q, k, v, true);
+  return build("decodeAttention", gpu, out, q, k, v, state, scratch, s);
+}
+
+/**
+ * {@link decodeAttention} with the step's rope + KV-cache write (kernels/rope.ts ropeKvWriteAt)
+ * folded in, for batched decode, whose qkv products have no rope epilogue: row `s.row` of `qkv`
+ * holds this token's query heads, key heads and value heads, unrotated, one after another from
+ * qkv.offset (a fused qkv row). The dispatch rotates the query and the key by state.position —
+ * the bits ropeKvWriteAt would compute — attends with this token's key and value as key
+ * state.cache_len (not read from the cache), and writes them, as ropeKvWriteAt does, to cache row
+ * state.cache_len (not at or past `s.maxTokens`). qkv itself is left as it is (unrotated). The
+ * result is ropeKvWriteAt then decodeAttention, bit for bit, in one dispatch instead of two.
+ * @param out (rows, heads · headDim) f32, rows > `s.row`; the call writes row `s.row` (default 0)
+ * @param qkv (rows, qkv.stride) f32: [q heads | k heads | v heads] from qkv.offset in row `s.row`
+ * @param k (maxTokens, ·) the layer's K cache; row state.cache_len is written
+ * @param v (maxTokens, ·) the layer's V cache; row state.cache_len is written
+ * @param table the rope table (kernels/rope.ts uploadRopeTable), half = headDim / 2
+ * @returns the dispatches of one call (one)
+ */
+export function decodeAttentionRopeKv(
+  gpu: Gpu,
+  out: BufferArg,
+  qkv: HeadRows,
+  k: HeadRows,
+  v: HeadRows,
+  state: BufferArg,
+  scratch: BufferArg,
+  table: GpuRopeTable,
+  s: DecodeAttentionShape,
+): Dispatch[] {
+  return build("decodeAttentionRopeKv", gpu, out, qkv, k, v, state, scratch, s, table);
+}
+
+function build(
+  what: string,
+  gpu: Gpu,
+  out: BufferArg,
+  q: HeadRows,
+  k: HeadRows,
+  v: HeadRows,
+  state: BufferArg,
+  scratch: BufferArg,
+  s: DecodeAttentionShape,
+  table?: GpuRopeTable,
+): Dispatch[] {
+  const r = resolveHeads(what, s, q, k, v, true);
   const nsplit = splitsOf(s);
-  checkSize("decodeAttention scratch", scratch, decodeAttentionScratchBytes(s));
+  checkSize(`${what} scratch`, scratch, decodeAttentionScratchBytes(s));
   const mb = s.mergeBatch ?? 8, hd4 = r.headDim / 4;
   // kernelOf takes the largest head block ≤ this that fits the adapter's workgroup memory.
-  const kern = kernelOf(gpu, s, headBlock(s), hd4, mb);
+  const kern = kernelOf(gpu, s, headBlock(s), hd4, mb, table !== undefined);
   const row = s.row ?? 0, [qStride4, qOff4] = r.q, width = r.heads * r.headDim;
   if (!Number.isInteger(row) || row < 0) {
-    throw new InvalidInputError(`decodeAttention: row must be a non-negative integer, got ${row}`);
+    throw new InvalidInputError(`${what}: row must be a non-negative integer, got ${row}`);
   }
-  checkSize("decodeAttention out", out, (row + 1) * width * 4);
-  checkSize("decodeAttention q", q.buffer, 16 * (row * qStride4 + qOff4) + width * 4);
+  // With the rope: the row's k and v heads follow its q heads.
+  const rowWidth = table ? width + 2 * r.kvHeads * r.headDim : width;
+  if (table) {
+    if (2 * table.half !== r.headDim) {
+      throw new InvalidInputError(
+        `${what}: the rope table rotates heads of ${2 * table.half}, not head_dim ${r.headDim}`,
+      );
+    }
+    if (4 * qOff4 + rowWidth > 4 * qStride4) {
+      throw new InvalidInputError(
+        `${what}: ${r.heads} q, ${r.kvHeads} k and ${r.kvHeads} v heads of ${r.headDim} from ` +
+          `column ${4 * qOff4} overrun the qkv row stride ${4 * qStride4}`,
+      );
+    }
+    // The cache rows written: row maxTokens − 1 at most.
+    const bytes = kvElementBytes(r.kv);
+    checkSize(`${what} k cache`, k.buffer, s.maxTokens * 4 * r.k[0] * bytes);
+    checkSize(`${what} v cache`, v.buffer, s.maxTokens * 4 * r.v[0] * bytes);
+  }
+  checkSize(`${what} out`, out, (row + 1) * width * 4);
+  checkSize(`${what} q`, q.buffer, 16 * (row * qStride4 + qOff4) + rowWidth * 4);
+  const access = table ? "read_write" : "read";
   const vt = variant(gpu, {
     family: "attention_decode",
     entry: kern.entry,
-    bindings: ["read", "read", "read", "read", "read_write", "read_write"],
+    bindings: [
+      "read",
+      access,
+      access,
+      "read",
+      "read_write",
+      "read_write",
+      ...(table ? ["read"] as const : []),
+    ],
     params: Params,
     defines: {
       HD: r.headDim,
@@ -412,6 +505,7 @@ export function decodeAttention(
       MB: mb,
       ...kvDefines(r.kv),
       ...kern.defines,
+      ROPE: table !== undefined,
     },
     code: kern.code,
   });
@@ -420,12 +514,14 @@ export function decodeAttention(
     q_off: qOff4 + row * qStride4,
     nsplit,
     out_off: row * width / 4,
+    npos: table?.npos ?? 0,
+    max_rows: table ? s.maxTokens : 0,
   });
   return [
     new Dispatch(
       gpu,
       vt,
-      [q.buffer, k.buffer, v.buffer, state, scratch, out],
+      [q.buffer, k.buffer, v.buffer, state, scratch, out, ...(table ? [table.table] : [])],
       params,
       [nsplit, r.heads / kern.group],
     ),

@@ -37,6 +37,16 @@
 // slots merge (log-sum-exp, through workgroup memory, HR heads at a time) at the split's end. The
 // tiled kernel reads each K/V element GROUP times from workgroup memory and meets four barriers a
 // chunk: it is bound by workgroup-memory bandwidth and phase latency, not by the cache's bytes.
+//
+// #if ROPE (either entry; batched decode, kernels/attention_decode.ts decodeAttentionRopeKv): the
+// decode step's rope + KV-cache write (kernels/rope.wgsl's DECODE KV variant) folded in. q's row
+// holds this token's query heads, then its key heads, then its value heads (a fused qkv row),
+// unrotated: the query and the key are rotated here by state.position (rope_col, the same table
+// entries and formula as kernels/rope.wgsl, so the same bits), and key cache_len — this token's —
+// is that key and value, rounded to the cache's type as a cache write would, taken from q's row
+// rather than the cache: no workgroup reads the cache row this dispatch writes. Split 0 of the
+// first head block of each KV head writes that KV head's rotated K and its V to cache row
+// cache_len (dropped at or past p.max_rows), one vec4 a thread.
 
 #include decode_state
 
@@ -58,12 +68,57 @@ const NKV: u32 = CHUNK * HD4;   // vec4 of one chunk's K (and of its V); ≤ 4 �
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;          // (rows, q_stride) f32
 #include kv_types
+#if ROPE
+@group(0) @binding(1) var<storage, read_write> k: array<KV4>;          // (max_tokens, k_stride) f32 (f16 #if KV16)
+@group(0) @binding(2) var<storage, read_write> v: array<KV4>;          // (max_tokens, v_stride) f32 (f16 #if KV16)
+#else
 @group(0) @binding(1) var<storage, read> k: array<KV4>;                // (max_tokens, k_stride) f32 (f16 #if KV16)
 @group(0) @binding(2) var<storage, read> v: array<KV4>;                // (max_tokens, v_stride) f32 (f16 #if KV16)
+#endif
 @group(0) @binding(3) var<storage, read> state: DecodeState;
 @group(0) @binding(4) var<storage, read_write> scratch: array<atomic<u32>>; // layout below
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;  // (rows, heads·HD) f32
+#if ROPE
+@group(0) @binding(6) var<storage, read> table: array<vec4<f32>>;      // (2, npos, HD / 2) f32: cos rows, then sin rows
+#endif
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
+
+#if ROPE
+const H4: u32 = HD4 / 2u;       // vec4 of a rotary half (HD / 2 pairs (i, i + HD / 2))
+
+// Vec4 column col of the head whose first vec4 is q[base], rotated by state.position: kernels/
+// rope.wgsl's a·cos − b·sin below the half, b·cos + a·sin above it, a and b the pair's elements.
+fn rope_col(base: u32, col: u32) -> vec4<f32> {
+  let i = col % H4;
+  // Positions past the table would read another row; clamp so the read stays in bounds.
+  let row = min(state.position, p.npos - 1u);
+  let c = table[row * H4 + i];
+  let s = table[(p.npos + row) * H4 + i];
+  let a = q[base + i];
+  let b = q[base + H4 + i];
+  if (col < H4) { return a * c - b * s; }
+  return b * c + a * s;
+}
+
+// This token's key (rotated) and value, vec4 column col of KV head kvh, as the cache holds them.
+fn fresh_k(kvh: u32, col: u32) -> KV4 { return KV4(rope_col(p.q_off + (p.heads + kvh) * HD4, col)); }
+fn fresh_v(kvh: u32, col: u32) -> KV4 {
+  return KV4(q[p.q_off + (p.heads + p.heads / p.group + kvh) * HD4 + col]);
+}
+
+// Cache row cache_len of KV head h0 / group, by split 0 of the head's first block: thread lid <
+// HD4 writes K column lid, HD4 ≤ lid < 2 · HD4 V column lid − HD4 (2 · HD4 ≤ WG as HD ≤ 512).
+fn write_fresh(lid: u32, split: u32, h0: u32) {
+  if (split != 0u || h0 % p.group != 0u || state.cache_len >= p.max_rows) { return; }
+  let kvh = h0 / p.group;
+  if (lid < HD4) {
+    k[state.cache_len * p.k_stride + p.k_off + kvh * HD4 + lid] = fresh_k(kvh, lid);
+  } else if (lid < 2u * HD4) {
+    let c = lid - HD4;
+    v[state.cache_len * p.v_stride + p.v_off + kvh * HD4 + c] = fresh_v(kvh, c);
+  }
+}
+#endif
 
 // Scratch, in u32 words (f32 bits): acc (heads, nsplit, HD) unnormalised Σ p·v of each split;
 // stats (heads, nsplit, 2): the split's max score m and Σ exp(s − m); then one arrival counter per
@@ -182,6 +237,11 @@ fn decode_lanes(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
   if (sp.start >= sp.n) { return; }   // split past the context: not counted, not merged
   let h0 = wid.y * GROUP;
   let end = sp.end;
+#if ROPE
+  write_fresh(lid, wid.x, h0);
+  let kvh = h0 / p.group;
+  let last = sp.n - 1u;       // this token's key: from q's row, not the cache
+#endif
   let slot = lid / L;
   let ln = lid % L;
   let kb = p.k_off + h0 / p.group * HD4 + ln;  // this lane's first vec4 of a K row
@@ -228,6 +288,9 @@ var<workgroup> m_sm: array<f32, GROUP>;             // running max per head
 var<private> lid_: u32;
 var<private> kbase_: u32;
 var<private> vbase_: u32;
+#if ROPE
+var<private> kvh_: u32;     // the block's KV head
+#endif
 var<private> k0: vec4<f32>;
 var<private> k1: vec4<f32>;
 var<private> k2: vec4<f32>;
@@ -239,11 +302,20 @@ var<private> v3: vec4<f32>;
 
 // Cache row of tile element idx of the chunk from c0, clamped to the split's last key (rows past
 // `end` get p = 0, so any finite value will do), and its vec4 column.
+// #if ROPE key cache_len is this token's, from q's row.
 fn k_at(c0: u32, end: u32, idx: u32) -> vec4<f32> {
-  return vec4<f32>(k[min(c0 + idx / HD4, end - 1u) * p.k_stride + kbase_ + idx % HD4]);
+  let row = min(c0 + idx / HD4, end - 1u);
+#if ROPE
+  if (row == state.cache_len) { return vec4<f32>(fresh_k(kvh_, idx % HD4)); }
+#endif
+  return vec4<f32>(k[row * p.k_stride + kbase_ + idx % HD4]);
 }
 fn v_at(c0: u32, end: u32, idx: u32) -> vec4<f32> {
-  return vec4<f32>(v[min(c0 + idx / HD4, end - 1u) * p.v_stride + vbase_ + idx % HD4]);
+  let row = min(c0 + idx / HD4, end - 1u);
+#if ROPE
+  if (row == state.cache_len) { return vec4<f32>(fresh_v(kvh_, idx % HD4)); }
+#endif
+  return vec4<f32>(v[row * p.v_stride + vbase_ + idx % HD4]);
 }
 
 // Issues this thread's loads of the chunk from c0 (all of them before any is used).
@@ -319,12 +391,20 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let start = sp.start;
   if (start >= sp.n) { return; }   // split past the context: not counted, not merged
   let end = sp.end;
+#if ROPE
+  kvh_ = h0 / p.group;
+  write_fresh(lid, wid.x, h0);
+#endif
 
   // The first chunk's loads, then this thread's query element (stored into qs with the chunk),
   // so the two reads' latencies overlap (GROUP · HD4 ≤ WG: one per thread).
   fetch_chunk(start, end);
   var qv = vec4<f32>(0.0);
+#if ROPE
+  if (lid < GROUP * HD4) { qv = rope_col(p.q_off + (h0 + lid / HD4) * HD4, lid % HD4) * p.scale; }
+#else
   if (lid < GROUP * HD4) { qv = q[p.q_off + h0 * HD4 + lid] * p.scale; }
+#endif
   // Scores: thread (rs, j) for lid < GROUP · CHUNK. Σ p·v: thread (r, d) for lid < GROUP · HD4.
   let rs = lid / CHUNK;
   let j = lid % CHUNK;

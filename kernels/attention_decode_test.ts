@@ -1,15 +1,18 @@
 import { type Gpu, sharedGpu } from "../src/gpu/device.ts";
-import { cacheArray, cacheValues } from "../src/ref/kv_cache.ts";
+import { assertCache, cacheArray, cacheValues } from "../src/ref/kv_cache.ts";
 import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
 import { attention as attentionRef } from "../src/ref/attention.ts";
 import { assertClose, randn, seeded } from "../src/ref/_random.ts";
 import { causalAttention } from "./attention.ts";
 import {
   decodeAttention,
+  decodeAttentionRopeKv,
   decodeAttentionScratchBytes,
   type DecodeAttentionShape,
 } from "./attention_decode.ts";
-import type { KvDType } from "./kv_cache.ts";
+import { type KvDType, readKvCache } from "./kv_cache.ts";
+import { mropeTable, ropeKvWrite } from "../src/ref/rope.ts";
+import { ropeKvWriteAt, uploadRopeTable } from "./rope.ts";
 import { createDecodeState, writeDecodeState } from "./state.ts";
 import { run } from "./_kernel.ts";
 import assert from "node:assert/strict";
@@ -341,3 +344,203 @@ async function decodeMatchesPrefill(gpu: Gpu, cache: KvDType): Promise<void> {
   assertClose(await readF32(gpu, dec), last, TOL, `decode vs prefill, ${cache} cache`);
   [bq, bk, bv, pre, dec, scratch, state].forEach((b) => b.destroy());
 }
+
+/** An M-RoPE table for head_dim hd (Qwen2-VL's section proportions: 1/4, 3/8, 3/8 of hd/2). */
+function ropeTableFor(hd: number, npos: number) {
+  const half = hd / 2;
+  return mropeTable(hd, 1e6, [half / 4, (3 * half) / 8, (3 * half) / 8], npos);
+}
+
+/** The bits of f32 values (widened f16 included): equal arrays of these are equal bit for bit. */
+const bits = (x: Float32Array) => new Uint32Array(x.buffer, x.byteOffset, x.length);
+
+// Batched decode's fused rope + KV write + attention against the two dispatches it replaces,
+// ropeKvWriteAt() then decodeAttention() at the same row: the same output, the same cache row, bit
+// for bit; the qkv row left unrotated, the other cache rows and out rows as they were. And against
+// the plain loops: src/ref/rope.ts ropeKvWrite() (rope + cache write) then the attention reference
+// over the cache read back (its row cache_len checked against the reference first: an f16 row may
+// round one ulp of f32 apart to the neighbouring f16 value, which the attention would then carry).
+// Cache lengths 0 (this token's key the only one), mid-split, maxTokens − 1 (the last row), and
+// maxTokens (the write dropped, the attention over the full cache and this token: only the fused
+// path reads no row past the cache, so only the reference there). Both kernels, GQA groups of 1
+// to 7 with head blocks that split a group (only the group's first block writes), f16 and f32
+// caches, several splits, the qkv row from column 0 or further along, a position past the table.
+Deno.test("decodeAttentionRopeKv() equals ropeKvWriteAt() then decodeAttention() bit for bit, and the rope + cache write + attention references", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(25);
+  const rows = 3, sentinel = 7, npos = 300;
+  const tiled = { kernel: "tiled" } as const;
+  // [headDim, heads, kvHeads, maxTokens, qkv column offset, options]
+  const cases: [number, number, number, number, number, Partial<DecodeAttentionShape>][] = [
+    [16, 2, 1, 40, 0, {}],
+    [16, 2, 1, 40, 16, tiled],
+    [128, 7, 1, 200, 0, {}],
+    [128, 8, 2, 150, 0, { ...tiled, headBlock: 2 }],
+    [64, 6, 2, 120, 32, { headBlock: 1, splits: 3 }],
+    [80, 4, 2, 130, 0, { ...tiled, splits: 5, chunk: 16 }],
+    [32, 4, 4, 100, 0, { lanes: 4, keysPerStep: 4 }],
+    [128, 4, 1, 64, 0, { splits: 1 }],
+    [32, 6, 2, 90, 0, { ...tiled, splits: 1, chunk: 8 }],
+  ];
+  for (const [i, [headDim, heads, kvHeads, maxTokens, off, opts]] of cases.entries()) {
+    const cache: KvDType = i % 2 ? "f16" : "f32";
+    const kvWidth = kvHeads * headDim, width = heads * headDim;
+    const stride = off + width + 2 * kvWidth + 8;
+    const t = ropeTableFor(headDim, npos), gt = uploadRopeTable(gpu, t);
+    const state = createDecodeState(gpu);
+    const row = i % rows;
+    for (const len of [0, Math.floor(maxTokens / 2) + 1, maxTokens - 1, maxTokens]) {
+      const position = len === maxTokens ? npos + 5 : len + 17; // past the table: clamped
+      writeDecodeState(gpu, state, { cacheLen: len, position, step: 0 });
+      const qkv = randn(rng, rows * stride);
+      const k0 = cacheValues(randn(rng, maxTokens * kvWidth), cache),
+        v0 = cacheValues(randn(rng, maxTokens * kvWidth), cache);
+      const s: DecodeAttentionShape = { headDim, heads, kvHeads, maxTokens, ...opts, row };
+      const what = `case ${i} hd=${headDim} ${heads}/${kvHeads} row ${row} cache_len ${len} ` +
+        `${cache} ${JSON.stringify(opts)}`;
+      // The two ways, each on its own copies.
+      const run2 = async (fused: boolean) => {
+        const bx = uploadArray(gpu, qkv),
+          bk = uploadArray(gpu, cacheArray(k0, cache)),
+          bv = uploadArray(gpu, cacheArray(v0, cache));
+        const out = uploadArray(gpu, new Float32Array(rows * width).fill(sentinel));
+        const scratch = createStorage(gpu, decodeAttentionScratchBytes(s));
+        const k = { buffer: bk, dtype: cache }, v = { buffer: bv, dtype: cache };
+        const q = { buffer: bx, stride, offset: off };
+        const ds = fused ? decodeAttentionRopeKv(gpu, out, q, k, v, state, scratch, gt, s) : [
+          ropeKvWriteAt(gpu, bx, bk, bv, state, gt, {
+            heads: heads + kvHeads,
+            kvHeads,
+            stride,
+            offset: off,
+            maxTokens,
+            dtype: cache,
+            row,
+          }),
+          ...decodeAttention(gpu, out, q, k, v, state, scratch, s),
+        ];
+        const lanes = opts.kernel !== "tiled";
+        assert.equal(
+          ds[ds.length - 1].variant.key.split("[")[0],
+          `attention_decode.decode${lanes ? "_lanes" : ""}`,
+          `${what}: kernel`,
+        );
+        if (fused) {
+          assert.equal(ds.length, 1, `${what}: one dispatch`);
+          assert.match(ds[0].variant.key, /[[,]ROPE[,\]]/);
+        }
+        run(gpu, ds);
+        const got = {
+          out: await readF32(gpu, out),
+          k: await readKvCache(gpu, bk, cache),
+          v: await readKvCache(gpu, bv, cache),
+          qkv: await readF32(gpu, bx),
+        };
+        [bx, bk, bv, out, scratch].forEach((b) => b.destroy());
+        ds.forEach((d) => d.destroy());
+        return got;
+      };
+      const got = await run2(true);
+      // qkv is only read; out's other rows and the cache's other rows are as they were.
+      assert.deepEqual(bits(got.qkv), bits(qkv), `${what}: qkv untouched`);
+      for (let r = 0; r < rows; r++) {
+        if (r === row) continue;
+        assert.deepEqual(
+          got.out.subarray(r * width, (r + 1) * width),
+          new Float32Array(width).fill(sentinel),
+          `${what}: out row ${r} kept`,
+        );
+      }
+      for (const [name, c, c0] of [["k", got.k, k0], ["v", got.v, v0]] as const) {
+        for (let j = 0; j < maxTokens; j++) {
+          if (j === len) continue;
+          assert.deepEqual(
+            bits(c.subarray(j * kvWidth, (j + 1) * kvWidth)),
+            bits(c0.subarray(j * kvWidth, (j + 1) * kvWidth)),
+            `${what}: ${name} cache row ${j} kept`,
+          );
+        }
+      }
+      // The references: rope + cache write, then the attention over the cache as written.
+      const kWant = k0.slice(), vWant = v0.slice();
+      const xRot = ropeKvWrite(
+        qkv.subarray(row * stride, (row + 1) * stride),
+        position >= npos ? npos - 1 : position,
+        t,
+        { heads: heads + kvHeads, kvHeads, stride, offset: off },
+        kWant,
+        vWant,
+        len,
+      );
+      assertCache(got.k, kWant, cache, 1e-6, `${what}: k cache`);
+      assert.deepEqual(bits(got.v), bits(cacheValues(vWant, cache)), `${what}: v cache`);
+      const kc = got.k.slice(), vc = got.v.slice();
+      if (len === maxTokens) {
+        // No row to write: the fresh key and value enter the attention only.
+        const kFresh = xRot.subarray(off + width, off + width + kvWidth);
+        const vFresh = xRot.subarray(off + width + kvWidth, off + width + 2 * kvWidth);
+        const kAll = new Float32Array((len + 1) * kvWidth), vAll = kAll.slice();
+        kAll.set(kc);
+        vAll.set(vc);
+        kAll.set(cacheValues(kFresh, cache), len * kvWidth);
+        vAll.set(cacheValues(vFresh, cache), len * kvWidth);
+        const want = attentionRef(xRot.subarray(off, off + width), kAll, vAll, {
+          seq: 1,
+          heads,
+          kvHeads,
+          headDim,
+          offset: len,
+        });
+        assertClose(got.out.subarray(row * width, (row + 1) * width), want, TOL, `${what}: out`);
+        continue;
+      }
+      const want = attentionRef(
+        xRot.subarray(off, off + width),
+        kc.subarray(0, (len + 1) * kvWidth),
+        vc.subarray(0, (len + 1) * kvWidth),
+        { seq: 1, heads, kvHeads, headDim, offset: len },
+      );
+      assertClose(got.out.subarray(row * width, (row + 1) * width), want, TOL, `${what}: out`);
+      // The two dispatches it replaces: the same bits.
+      const old = await run2(false);
+      assert.deepEqual(bits(got.out), bits(old.out), `${what}: out as the two dispatches'`);
+      assert.deepEqual(bits(got.k), bits(old.k), `${what}: k cache as ropeKvWriteAt's`);
+      assert.deepEqual(bits(got.v), bits(old.v), `${what}: v cache as ropeKvWriteAt's`);
+    }
+    state.destroy();
+    gt.destroy();
+  }
+});
+
+Deno.test("decodeAttentionRopeKv() refuses a rope table of another head_dim, a row without its k and v heads, and a cache too small to write", async () => {
+  const gpu = await sharedGpu();
+  const s = { headDim: 16, heads: 2, kvHeads: 1, maxTokens: 16 };
+  const t16 = uploadRopeTable(gpu, ropeTableFor(16, 32)),
+    t32 = uploadRopeTable(gpu, ropeTableFor(32, 32));
+  const out = createStorage(gpu, 32 * 4),
+    qkv = createStorage(gpu, 64 * 4),
+    state = createDecodeState(gpu),
+    scratch = createStorage(gpu, decodeAttentionScratchBytes(s));
+  const [k, v, small] = [16 * 16, 16 * 16, 15 * 16].map((n) => createStorage(gpu, n * 4));
+  const call = (stride: number, t = t16, kc = k) =>
+    decodeAttentionRopeKv(
+      gpu,
+      out,
+      { buffer: qkv, stride },
+      { buffer: kc },
+      { buffer: v },
+      state,
+      scratch,
+      t,
+      s,
+    );
+  call(64).forEach((d) => d.destroy());
+  assert.throws(() => call(64, t32), /rotates heads of 32, not head_dim 16/);
+  assert.throws(() => call(48), /overrun the qkv row stride 48/);
+  assert.throws(
+    () => call(64, t16, small),
+    /k cache buffer .* holds 960 bytes but the shape needs 1024/,
+  );
+  [out, qkv, state, scratch, k, v, small].forEach((b) => b.destroy());
+  [t16, t32].forEach((t) => t.destroy());
+});
