@@ -26,8 +26,12 @@
  * 4. Few rows (--xrows 2,4,8,16): every kind at m rows of x (batched decode, short prompts) as
  *    linear() runs it — q8/q4 the few-row GEMV (kernels/linear_q.ts gemvQXRowsTuning), f16
  *    kernels/linear.ts's — against the old m > 1 path (LINEAR_CHOICE.xrows off, bench/main.ts
- *    --no-xrows) and m = 1; --xrows-tunings '[{"wg":64,"tpr":16,"rows":4,"xpUnroll":1}]' adds
- *    few-row tunings to time. With --sweep 0 --chains 0 --prefill 0: that alone.
+ *    --no-xrows), the dtype's few-row GEMV off (GEMV_XROWS: q8 dequantize + the f16 few-row GEMV,
+ *    its default before the f32-x few-row GEMV; q4 the int8 GEMM) and m = 1;
+ *    --xrows-tunings '[{"wg":64,"tpr":16,"rows":4,"xpUnroll":1}]' adds few-row tunings to time
+ *    (q8: its f32-x tuning's fields; '[{"xq":true}]' times q8 on the int8-x few-row GEMV). With
+ *    --sweep 0 --chains 0 --prefill 0: that alone, e.g. `deno run -A bench/_gemv.ts --dtypes q8
+ *    --sweep 0 --chains 0 --prefill 0 --xrows 2,4,8,16`.
  *
  *   deno run -A bench/_gemv.ts [--layers 28] [--dtypes f16,q8,q4] [--sweep 1|0|prep] [--unroll 2,4]
  *     [--model 7b|72b] [--prefill 478] [--out file.jsonl]
@@ -40,6 +44,7 @@ import { fill } from "../kernels/fill.ts";
 import {
   dequantize,
   GEMV_WIDE,
+  GEMV_XROWS,
   gemvQTuning,
   linearQ,
   type LinearQTuning,
@@ -322,6 +327,21 @@ for (const dtype of dtypes) {
           { m, path: "old" },
           (w) => old(() => linear(gpu, py, px, w, null, { m })),
         );
+        // The dtype's few-row GEMV off (GEMV_XROWS), the rest as linear() runs it.
+        const off = dtype === "f16" ? undefined : await timeTuning(
+          "xrows",
+          kind,
+          { m, path: "dtype-off" },
+          (w) => {
+            const q = dtype as QuantDType, was = GEMV_XROWS[q];
+            GEMV_XROWS[q] = false;
+            try {
+              return linear(gpu, py, px, w, null, { m });
+            } finally {
+              GEMV_XROWS[q] = was;
+            }
+          },
+        );
         for (const t of dtype === "f16" ? [] : xrowsTunings) {
           await timeTuning(
             "xrows",
@@ -335,7 +355,10 @@ for (const dtype of dtypes) {
             `XROWS ${dtype} ${kind} m=${m}: ${few.toFixed(3)} ms (${
               (few / one).toFixed(2)
             }× m = 1), ` +
-              `old path ${was.toFixed(3)} ms (${(was / one).toFixed(2)}×)`,
+              `old path ${was.toFixed(3)} ms (${(was / one).toFixed(2)}×)` +
+              (off
+                ? `, ${dtype}'s few-row GEMV off ${off.toFixed(3)} ms (${(off / one).toFixed(2)}×)`
+                : ""),
           );
         }
       }

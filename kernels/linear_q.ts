@@ -15,8 +15,9 @@
  * then the prepared-x GEMV over all m rows at once (each row times its 1 / rms with the norm),
  * each weight unit loaded and unpacked once for all of them (kernels/linear_q.wgsl XROWS,
  * {@link gemvQXRowsTuning}; each row's bits are the m = 1 prepared-x GEMV's at the same threads
- * per row). q4 only by default ({@link GEMV_XROWS}): q8 would take int8 x there, which doubled its
- * logit error, so its few rows keep the dequantizing path below, x in f32.
+ * per row) — for q4; q8's few rows keep x in f32 ({@link GEMV_XROWS_F32}: int8 x doubled its logit
+ * error), staged in workgroup memory as its m = 1 f32-x GEMV stages it, the norm / silu · mul
+ * applied there, each weight unit read once for all rows (each row's bits that GEMV's).
  * Longer prefill and vision (m > 1) run, for q4, kernels/gemm.ts's int8 GEMM
  * ({@link PREFILL_INT8}); q8 (and any x too large for gemmQ's scratch) dequantizes balanced row
  * slices into an f16 scratch and runs the f16 GEMM of kernels/linear.ts — unless the call sets
@@ -168,13 +169,20 @@ export const PREFILL_INT8: Readonly<Record<QuantDType, boolean>> = { q4: true, q
 
 /**
  * Whether 1 < m ≤ GEMV_XROWS_MAX products of a dtype run the few-row GEMV ({@link
- * gemvQXRowsTuning}; int8 x per row). q4: yes — its int8 GEMM (PREFILL_INT8) took int8 x there
- * already. q8: no — its path (dequantize + the f16 few-row GEMV) keeps x in f32, as its decode
- * GEMVs do: int8 x doubled q8's logit error ({@link PREFILL_INT8}; the tiny model's batched decode
- * step 0.27–0.33 → 0.47–0.70 max |Δ logit| against f32 weights, lavapipe 2026-11-30). Tests and
- * benchmarks switch it on to compare.
+ * gemvQXRowsTuning}) rather than q4's int8 GEMM (PREFILL_INT8) or q8's dequantize + the f16
+ * few-row GEMV (3× the bytes read); both yes. Tests and benchmarks switch it off to compare.
  */
-export const GEMV_XROWS: Record<QuantDType, boolean> = { q4: true, q8: false };
+export const GEMV_XROWS: Record<QuantDType, boolean> = { q4: true, q8: true };
+
+/**
+ * Whether a dtype's few-row GEMV keeps x in f32 (kernels/linear_q.wgsl XROWS without XP: x staged
+ * in workgroup memory, a row's bits the m = 1 f32-x GEMV's) rather than int8 per row (a PREPX pass,
+ * a row's bits the m = 1 int8-x GEMV's). q4 int8: its int8 GEMM took int8 x there already. q8 f32,
+ * as its decode GEMVs keep it: int8 x doubled q8's logit error ({@link PREFILL_INT8}; the tiny
+ * model's batched decode step 0.27–0.33 → 0.47–0.70 max |Δ logit| against f32 weights, lavapipe
+ * 2026-11-30). Tests switch it to compare.
+ */
+export const GEMV_XROWS_F32: Record<QuantDType, boolean> = { q4: false, q8: true };
 
 /**
  * Defaults of the wide int8-x GEMVs (n and k ≥ 8192: QVQ-72B's qkv, o, gate_up, down, lm_head;
@@ -376,8 +384,60 @@ export function xrowsSteps(u: number, rows: number, xr: number): string {
 }
 
 /**
+ * The f32-x few-row GEMV's body (WGSL for kernels/linear_q.wgsl's XF_STEPS): named accumulators
+ * acc{r}_{i} (weight row r of the row group, x row i < xr); per x tile of p.tile units (m = 1's
+ * tiles), rounds of SUB units: the rows' units staged (x rows past p.m are not: their slots are not
+ * stored), then each unit j of the thread (t, t + TPR, … of the tile, as m = 1's loop takes them):
+ * its weight vec4 and scale per row, once, and each x row's term scale · unit_dot() — m = 1's
+ * expression — added in unit order; last the accumulators into `acc` (slot r · xr + i).
+ */
+export function xrowsF32Steps(rows: number, xr: number): string {
+  const R = [...Array(rows).keys()], I = [...Array(xr).keys()];
+  const lines: string[] = [];
+  for (const r of R) {
+    lines.push(
+      `let row${r} = min(rgi * ROWS + ${r}u, p.rows - 1u);`,
+      `let base${r} = row${r} * units;`,
+      `let sbase${r} = row${r} * p.groups;`,
+    );
+  }
+  for (const r of R) for (const i of I) lines.push(`var acc${r}_${i} = 0.0;`);
+  lines.push(
+    "let nx = min(p.m, XR);  // x rows staged",
+    "for (var u0 = 0u; u0 < units; u0 += p.tile) {",
+    "  let tu = min(p.tile, units - u0);",
+    "  for (var s0 = 0u; s0 < tu; s0 += SUB) {",
+    "    let su = min(SUB, tu - s0);",
+    "    workgroupBarrier();  // the previous round is consumed",
+    "    for (var e = lid; e < nx * su * UV; e += WG) {",
+    "      let i = e / (su * UV);",
+    "      let v = e - i * (su * UV);",
+    "      xs[(i * SUB + v / UV) * (UV + 1u) + v % UV] = xr(i, (u0 + s0) * UV + v);",
+    "    }",
+    "    workgroupBarrier();",
+    "    for (var j = s0 + t; j < s0 + su; j += TPR) {",
+    "      let g = (u0 + j) * UNIT / 32u;",
+  );
+  for (const r of R) {
+    lines.push(
+      `      let q${r} = w[base${r} + u0 + j];`,
+      `      let d${r} = scale(sbase${r} + g);`,
+    );
+  }
+  for (const i of I) {
+    lines.push(`      let x${i} = load_x(${i}u * SUB + j - s0);`);
+    for (const r of R) lines.push(`      acc${r}_${i} += d${r} * unit_dot(q${r}, x${i});`);
+  }
+  lines.push("    }", "  }", "}");
+  for (const r of R) for (const i of I) lines.push(`acc[${r * xr + i}u] = acc${r}_${i};`);
+  return lines.map((l) => `  ${l}`).join("\n");
+}
+
+/**
  * Default tuning of the few-row GEMV (kernels/linear_q.wgsl XROWS) over a q8 / q4 (n, k) weight
- * for m rows of x (1 < m ≤ GEMV_XROWS_MAX; by m's bucket, kernels/linear.ts xrowsBucket).
+ * for m rows of x (1 < m ≤ GEMV_XROWS_MAX; by m's bucket, kernels/linear.ts xrowsBucket), with x
+ * in f32 where `f32` ({@link GEMV_XROWS_F32}: q8) — then the m = 1 f32-x GEMV's threads and tile,
+ * weight rows by bucket — else int8:
  * Threads per row (tpr) follow the shape only, never m, so that a row's bits do not depend on the
  * rows beside it (batched decode: src/model/decode_batch.ts): at QVQ-72B's widths (n and k ≥
  * 8192) 16, 32 for rows more than twice as long as n is wide (down_proj), 4 weight rows a row
@@ -401,8 +461,16 @@ export function gemvQXRowsTuning(
   n: number,
   k: number,
   m: number,
+  f32 = GEMV_XROWS_F32[dtype],
 ): LinearQTuning {
   const xr = xrowsBucket(m), few = xr <= 4;
+  if (f32) {
+    // f32 x (q8): m = 1's default f32-x GEMV (its workgroup, threads per row and x tile, so a row
+    // sums — and with a fused norm sums its Σx² — as there), 4 weight rows a row group up to 8 rows
+    // of x, 2 at 16 (not measured).
+    const one = gemvQTuning(dtype, n, k, false);
+    return { ...one, rows: xr <= 8 ? 4 : 2, unroll: false, xq: false };
+  }
   const wide = n >= 8192 && k >= 8192;
   const tpr = wide ? (k > 2 * n ? 32 : 16) : gemvQTuning(dtype, n, k, true).tpr;
   const wg = few ? (wide ? 8 * tpr : 256) : wide ? (xr <= 8 ? 64 : 128) : xr <= 8 ? 128 : 64;
@@ -416,6 +484,14 @@ export function gemvQXRowsTuning(
     prep: true,
     xpUnroll: few || (wide && xr <= 8) ? 2 : 1,
   };
+}
+
+/**
+ * The x tile of a GEMV over `units` units a row at most `most` a tile: equal tiles (k = 3584 in q4:
+ * 2 × 56 units rather than 64 + 48).
+ */
+function equalTile(units: number, most: number): number {
+  return Math.ceil(units / Math.ceil(units / most));
 }
 
 /** Weight rows one GEMV workgroup computes under tuning `t`. */
@@ -614,9 +690,7 @@ export function linearQ(
         `device's ${gpu.limits.maxComputeWorkgroupStorageSize}`,
     );
   }
-  // Equal tiles (k = 3584 in q4: 2 × 56 units rather than 64 + 48).
-  const units = w.cols / (uv * 4);
-  const tile = Math.ceil(units / Math.ceil(units / t.tile));
+  const tile = equalTile(w.cols / (uv * 4), t.tile);
   const pre: Dispatch[] = [];
   let gx = x;
   if (given) gx = given;
@@ -727,16 +801,18 @@ function manyRowsPath(
 
 /**
  * How {@link linearQ} runs m > 1 rows of x over q8 / q4 weight `w` by default, with a fused norm
- * (`norm`) or not: kernels/linear.ts fusesXTransform() asks, as the few-row GEMV fuses the norm /
- * silu · mul into its prepared rows (and the dequantized path into the float few-row GEMV).
+ * (`norm`) or not (under `tuning`, a few-row GEMV tuning: tests): kernels/linear.ts
+ * fusesXTransform() asks, as the few-row GEMV fuses the norm / silu · mul (into q4's prepared rows,
+ * into q8's staged f32 x) and no other path does.
  */
 export function linearQFewRows(
   gpu: Gpu,
   w: Weight,
   m: number,
   norm: boolean,
+  tuning: Partial<LinearQTuning> = {},
 ): "xrows" | "gemm" | "dequant" {
-  return manyRowsPath(gpu, checkQuant(w, "linearQFewRows"), w, { m }, norm, {}).path;
+  return manyRowsPath(gpu, checkQuant(w, "linearQFewRows"), w, { m }, norm, tuning).path;
 }
 
 /**
@@ -778,16 +854,18 @@ function xrowsTuningFit(
   over: Partial<LinearQTuning>,
   norm = false,
 ): LinearQTuning | null {
-  const t = { ...gemvQXRowsTuning(q, w.rows, w.cols, m), ...over };
+  const f32 = over.xq === undefined ? GEMV_XROWS_F32[q] : !over.xq;
+  const t = { ...gemvQXRowsTuning(q, w.rows, w.cols, m, f32), ...over };
   const pow2 = (v: number) => Number.isInteger(v) && v >= 1 && (v & (v - 1)) === 0;
   const u = t.xpUnroll ?? 1;
   if (
     !(pow2(t.wg) && t.wg <= gpu.limits.maxComputeInvocationsPerWorkgroup) ||
     !(pow2(t.tpr) && t.tpr <= t.wg) || !(Number.isInteger(t.rows) && t.rows >= 1) ||
-    !(Number.isInteger(u) && u >= 1)
+    !(Number.isInteger(u) && u >= 1) || !(Number.isInteger(t.tile) && t.tile >= 1)
   ) {
     throw new InvalidInputError(`linearQ: bad few-row tuning ${JSON.stringify(t)}`);
   }
+  if (!t.xq) return xrowsSub(gpu, q, w, t, m, norm) > 0 ? t : null;
   const slots = t.rows * xrowsBucket(m);
   const { xor, add } = reduction(gpu, t.tpr);
   const shared = 4 * (add ? slots * t.wg / 4 : xor ? 0 : slots * t.wg) +
@@ -795,6 +873,49 @@ function xrowsTuningFit(
   if (shared > gpu.limits.maxComputeWorkgroupStorageSize) return null;
   if (m * preparedXBytes(w.cols) > Math.min(XROWS_PREP_BYTES, gpu.maxBinding)) return null;
   return t;
+}
+
+/**
+ * {@link reduction} for the f32-x few-row GEMV: with one thread a row group (tpr 1: nothing to
+ * reduce) the XOR variant, whose shuffle loop is empty, rather than a tree whose partials (rows ·
+ * rows of x · wg) would take the workgroup memory its x needs (the tiny test model's k = 32).
+ */
+function xrowsReduction(gpu: Gpu, tpr: number): { xor: boolean; add: boolean } {
+  return tpr === 1 && gpu.features.subgroups ? { xor: true, add: false } : reduction(gpu, tpr);
+}
+
+/** Workgroup memory the f32-x few-row GEMV's x prefers to stay within (a round of SUB units). */
+const XROWS_F32_X_BYTES = 16 << 10;
+
+/** Σx² trees the f32-x few-row GEMV with a fused norm runs at once (kernels/linear_q.wgsl NRB). */
+function xrowsNormRounds(xr: number): number {
+  return Math.min(xr, 4);
+}
+
+/**
+ * The f32-x few-row GEMV's x units of each row staged a round (kernels/linear_q.wgsl SUB) under
+ * tuning `t` for m rows: a multiple of t.tpr (so a thread's units stay m = 1's), within
+ * {@link XROWS_F32_X_BYTES} where one tpr fits there, else within the workgroup memory beside the
+ * reduction's and the norm's arrays, no more than a tile's; 0 where not even tpr units fit.
+ */
+function xrowsSub(
+  gpu: Gpu,
+  q: QuantDType,
+  w: Weight,
+  t: LinearQTuning,
+  m: number,
+  norm: boolean,
+): number {
+  const xr = xrowsBucket(m), slots = t.rows * xr, uv = q === "q4" ? 8 : 4;
+  const { xor, add } = xrowsReduction(gpu, t.tpr);
+  const other = 4 * (add ? slots * t.wg / 4 : xor ? 0 : slots * t.wg) +
+    (norm ? 4 * (xrowsNormRounds(xr) * t.wg + xr) : 0);
+  const room = gpu.limits.maxComputeWorkgroupStorageSize - other;
+  const round = 16 * (uv + 1) * xr * t.tpr; // bytes of tpr units of every row, padded
+  const sub = t.tpr * Math.floor(Math.min(XROWS_F32_X_BYTES, room) / round) ||
+    t.tpr * Math.floor(room / round);
+  const tile = equalTile(w.cols / (uv * 4), t.tile);
+  return Math.max(0, Math.min(sub, t.tpr * Math.ceil(tile / t.tpr)));
 }
 
 /**
@@ -814,6 +935,7 @@ function xrowsLinear(
 ): Dispatch[] {
   const { m, norm } = s, q = w.dtype as QuantDType, xr = xrowsBucket(m);
   const silu = s.siluMul === true;
+  if (!t.xq) return xrowsF32Linear(gpu, y, x, w, bias, s, t);
   const xs = preparedXBytes(w.cols) / 4; // u32 words per prepared row (whole vec4)
   const xp = preparedXRows(gpu, Math.min(XROWS_PREP_BYTES, gpu.maxBinding));
   const { xor, add } = reduction(gpu, t.tpr);
@@ -859,6 +981,67 @@ function xrowsLinear(
       )
     ),
   ];
+}
+
+/**
+ * 1 < m ≤ GEMV_XROWS_MAX with f32 x (q8): per chunk the few-row GEMV (kernels/linear_q.wgsl XROWS
+ * without XP) over the m rows of x as they are — with s.norm each row's x ∘ nw and outputs times
+ * its 1 / rms, with s.siluMul silu(gate) · up of the rows [gate | up], as m = 1's f32-x GEMV reads
+ * its one row — each row's terms and sums in that GEMV's order at the same tuning's tpr and tile.
+ */
+function xrowsF32Linear(
+  gpu: Gpu,
+  y: BufferArg,
+  x: BufferArg,
+  w: Weight,
+  bias: BufferArg | null,
+  s: LinearShape,
+  t: LinearQTuning,
+): Dispatch[] {
+  const { m, norm } = s, q = w.dtype as QuantDType, xr = xrowsBucket(m);
+  const silu = s.siluMul === true;
+  const sub = xrowsSub(gpu, q, w, t, m, norm !== undefined);
+  const uv = q === "q4" ? 8 : 4;
+  const { xor, add } = xrowsReduction(gpu, t.tpr);
+  // Bindings: x, w, [bias], [norm weight], y.
+  const extra = [...(bias ? [bias] : []), ...(norm ? [norm.weight] : [])];
+  const v = variant(gpu, {
+    family: "linear_q",
+    entry: "main",
+    bindings: [...extra.map(() => "read" as const), "read", "read", "read_write"],
+    params: Params,
+    defines: {
+      GEMV: true,
+      XROWS: true,
+      XR: xr,
+      Q4: q === "q4",
+      BIAS: bias !== null,
+      ACC: s.accumulate === true,
+      NORM: norm !== undefined,
+      SILU: silu,
+      ...(norm ? { NW_BINDING: 1 + extra.length, NRB: xrowsNormRounds(xr) } : {}),
+      Y_BINDING: 2 + extra.length,
+      XOR: xor,
+      ADD: add,
+      TREE: !xor && !add,
+      WG: t.wg,
+      TPR: t.tpr,
+      ROWS: t.rows,
+      TILE: xr * sub,
+      SUB: sub,
+    },
+    code: { XF_STEPS: xrowsF32Steps(t.rows, xr) },
+  });
+  const tile = equalTile(w.cols / (uv * 4), t.tile);
+  return w.chunks.map((c) =>
+    new Dispatch(
+      gpu,
+      v,
+      [x, c.buffer, ...extra, y],
+      chunkParams(w, c, { m, tile, eps: norm?.eps ?? 0 }),
+      grid2d(ceilDiv(c.rows, rowsPerWorkgroup(t))),
+    )
+  );
 }
 
 /**

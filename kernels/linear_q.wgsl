@@ -128,12 +128,19 @@ fn codes_hi(q: u32) -> vec4<f32> {
 #if PREPX
 var<workgroup> nred: array<f32, WG>;
 #else
+#if XP
 // The few-row GEMV: x row i's Σx² over NL lanes (kernels/linear_q.ts XROWS_NORM_LANES, whatever
 // WG is), NLT = max(NL / WG, 1) of them a thread; after the thread's own tree levels, its sums at
 // [i · WG, (i + 1) · WG).
 const NL: u32 = {{NL}}u;
 const NLT: u32 = {{NLT}}u;
 var<workgroup> nred: array<f32, XR * WG>;
+#else
+// The f32-x few-row GEMV: NRB x rows' Σx² trees at a time (row_norms()), then each row's 1 / rms.
+const NRB: u32 = {{NRB}}u;
+var<workgroup> nred: array<f32, NRB * WG>;
+var<workgroup> xrs: array<f32, XR>;
+#endif
 #endif
 #else
 var<workgroup> nred: array<f32, WG>;
@@ -486,6 +493,7 @@ fn emit_blocks(wgi: u32, lid: u32) {
 }
 #endif
 
+#ifnot XROWS
 // Stores row r of row group rgi from its dot product (not past the chunk).
 fn put(rgi: u32, r: u32, acc: f32, rs: f32) {
   let c = chunk_row(rgi, r);
@@ -496,6 +504,7 @@ fn put(rgi: u32, r: u32, acc: f32, rs: f32) {
   ev[(rgi % GROUPS_PER_WG) * ROWS + r] = v;
 #endif
 }
+#endif
 
 #if ROPE
 // Stores row pair q (< ROWS / 2) of row group rgi from its dot products a, b: rotated if a rotary
@@ -508,13 +517,146 @@ fn store_pair(rgi: u32, q: u32, a: f32, b: f32, rs: f32) {
 }
 #endif
 
-#ifnot XROWS
+#if XROWS
+// #if XROWS (1 < m ≤ 16 rows of x; BIAS, ACC, NORM and (f32 x) SILU, no ROPE or EMIT): the
+// few-row GEMV over all m rows of x at once. Each weight unit a thread loads serves XR x rows (XR:
+// m's bucket, 2, 4, 8 or 16; rows past p.m are computed on whatever x they read and not stored),
+// so a product of 2 rows streams the weights once, as m = 1 does. Accumulator (chunk row r of the
+// row group, x row i) is slot r · XR + i. Each adds its units' terms in the order m = 1's acc[r]
+// adds them (units t, t + TPR, … of the thread), each term the same expression, and is reduced
+// across the row group as m = 1 reduces a row (main's XOR / ADD / TREE over NACC slots, same
+// TPR): a row's result has the bits the m = 1 GEMV of the same x precision and TPR gives that row
+// alone. The loops are written out (named accumulators: an indexed array of XR · ROWS of them
+// would spill) by kernels/linear_q.ts — XR_STEPS (xrowsSteps()) or XF_STEPS (xrowsF32Steps()).
+// #if XP (int8 x, with XQ): one PREPX pass quantized every row of x into its own block list (x row
+// i's words from i · p.xs; with SILU silu(gate) · up of each row [gate | up]); a weight unit's
+// codes are unpacked once (unit_codes) for all x rows, each term scale · 2^e · the exact integer
+// block dot.
+// #if NORM (XP): the PREPX pass prepared each row's x ∘ nw and its blocks' Σx²; each x row's Σx² is
+// summed over NL lanes whatever WG is (WG follows m's bucket: summed over the workgroup, a row's
+// 1 / rms would depend on the rows beside it) as m = 1's prepared-x GEMV sums its one row's over
+// its WG threads (lane v's blocks v, v + NL, …, then a tree over the lanes — its levels ≥ WG in a
+// thread's registers, the rest in nred; the m = 1 default WG is NL), and
+// its outputs are scaled by its 1 / rms before bias and the old y (finish()'s order): a row's bits
+// are m = 1's fused norm product's at WG = NL (where k / 32 ≤ NL: any WG ≥ k / 32) and the same
+// TPR.
+// #else (f32 x, q8: kernels/linear_q.ts GEMV_XROWS_F32): x stays f32, staged in workgroup memory as
+// the m = 1 f32-x GEMV stages it — x units of p.tile a tile, padded — but SUB units of every row a
+// round (the rows' whole tiles do not fit: SUB a multiple of TPR, so a thread still takes units t,
+// t + TPR, … of each tile), the norm weight / silu · mul applied while staging (xn()'s expressions).
+// With NORM each x row's Σx² is summed by thread and tile as m = 1 sums its one row's (WG is m = 1's)
+// and reduced by the same tree over workgroup memory, NRB rows a round (row_norms()).
+const XR: u32 = {{XR}}u;
+
+#if XP
+// A weight unit's codes as 8 words of int8 (Q4: nibbles, code + 8), loaded and unpacked once for
+// every x row: block_dot's operands.
+struct Codes { c0: vec4<u32>, c1: vec4<u32> }
+fn unit_codes(i: u32) -> Codes {
+#if Q4
+  let q = w[i];
+  let m = 0x0f0f0f0fu;
+  return Codes(vec4<u32>(q.x & m, (q.x >> 4u) & m, q.y & m, (q.y >> 4u) & m),
+    vec4<u32>(q.z & m, (q.z >> 4u) & m, q.w & m, (q.w >> 4u) & m));
+#else
+  return Codes(w[i], w[i + 1u]);
+#endif
+}
+
+// block_dot() from loaded codes: the same integer sum (exact in any order), the same f32 value.
+fn codes_dot(c: Codes, a: vec4<u32>, b: vec4<u32>, sum: f32) -> f32 {
+  let d = dot4I8Packed(c.c0.x, a.x) + dot4I8Packed(c.c0.y, a.y) + dot4I8Packed(c.c0.z, a.z) +
+    dot4I8Packed(c.c0.w, a.w) + dot4I8Packed(c.c1.x, b.x) + dot4I8Packed(c.c1.y, b.y) +
+    dot4I8Packed(c.c1.z, b.z) + dot4I8Packed(c.c1.w, b.w);
+#if Q4
+  return f32(d) - 8.0 * sum;
+#else
+  return f32(d);
+#endif
+}
+
+// The first vec4 of x row i's prepared blocks (rows past p.m: row p.m − 1).
+fn xrow(i: u32) -> u32 { return min(i, p.m - 1u) * (p.xs / 4u); }
+
+#if NORM
+// x row i's 1 / rms, from its Σx² in nred[i · WG].
+fn row_rs(i: u32) -> f32 { return inverseSqrt(nred[i * WG] / f32(p.k) + p.eps); }
+#endif
+#else
+const SUB: u32 = {{SUB}}u;  // x units of each row staged a round
+
+// x row i's vec4 v (rows past p.m: row p.m − 1) as the product reads it, as xn() reads m = 1's:
+// times the norm weight (1 / rms applied in put()), or silu(gate) · up of the row [gate | up].
+fn xr(i: u32, v: u32) -> vec4<f32> {
+#if SILU
+  let o = min(i, p.m - 1u) * (p.k / 2u) + v;
+  let g = x[o];
+  return g / (vec4<f32>(1.0) + exp(-g)) * x[o + p.k / 4u];
+#else
+  let e = x[min(i, p.m - 1u) * (p.k / 4u) + v];
+#if NORM
+  return e * nw[v];
+#else
+  return e;
+#endif
+#endif
+}
+
+#if NORM
+// Each x row's 1 / rms from every thread's share ss of its Σx²: m = 1's inv_rms() tree, NRB rows a
+// round. Called by every thread of the workgroup in uniform control flow.
+fn row_norms(lid: u32, ss: array<f32, XR>) {
+  for (var i0 = 0u; i0 < XR; i0 += NRB) {
+    for (var b = 0u; b < NRB; b++) { nred[b * WG + lid] = ss[i0 + b]; }
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+      if (lid < s) {
+        for (var b = 0u; b < NRB; b++) { nred[b * WG + lid] += nred[b * WG + lid + s]; }
+      }
+      workgroupBarrier();
+    }
+    if (lid < NRB) { xrs[i0 + lid] = inverseSqrt(nred[lid * WG] / f32(p.k) + p.eps); }
+    workgroupBarrier();
+  }
+}
+
+fn row_rs(i: u32) -> f32 { return xrs[i]; }
+#endif
+#endif
+
+// Stores slot `slot` (chunk row r, x row i) of row group rgi from its dot product: y row i, times
+// the row's 1 / rms (NORM), with bias and the old y as finish() adds them (not past the chunk or
+// p.m). (`rs`: main's 1, as m = 1's put() takes it.)
+fn put(rgi: u32, slot: u32, acc: f32, rs: f32) {
+  let c = rgi * ROWS + slot / XR;
+  let i = slot % XR;
+  if (c >= p.rows || i >= p.m) { return; }
+  let col = p.row_start + c;
+#if NORM
+  var v = acc * row_rs(i);
+#else
+  var v = acc;
+#endif
+#if BIAS
+  v += bias[col];
+#endif
+#if ACC
+  v += y[i * p.n + col];
+#endif
+  y[i * p.n + col] = v;
+}
+
+const NACC: u32 = ROWS * XR;  // accumulators a thread: SLOTS
+#else
+const NACC: u32 = ROWS;
+#endif
 #if ADD
-// One partial per (row of the workgroup, subgroup of its row group); subgroups have ≥ 4 lanes.
-var<workgroup> red: array<f32, WG / TPR * ROWS * (TPR / 4u)>;
+// One partial per (accumulator of the workgroup, subgroup of its row group); subgroups have ≥ 4
+// lanes.
+var<workgroup> red: array<f32, WG / TPR * NACC * (TPR / 4u)>;
 #endif
 #if TREE
-var<workgroup> red: array<f32, ROWS * WG>;
+var<workgroup> red: array<f32, NACC * WG>;
 #endif
 
 @compute @workgroup_size(WG)
@@ -530,6 +672,63 @@ fn main(
   let rg = lid / TPR;        // row group within the workgroup
   let rgi = (wid.x + wid.y * 65535u) * GROUPS_PER_WG + rg;  // its index in the dispatch
   let units = p.k / UNIT;
+#if XROWS
+#if XP
+  var acc: array<f32, NACC>;
+#if NORM
+  // Lanes lid + c · WG (c < NLT) of each x row's Σx²: a lane's blocks' sums (word 10 nb + b of the
+  // row; lanes ≥ NL hold 0), then the tree levels s ≥ WG (lane l + s into lane l < s) in registers.
+  for (var i = 0u; i < XR; i++) {
+    var ls: array<f32, NLT>;
+    for (var c = 0u; c < NLT; c++) {
+      let l = lid + c * WG;
+      var ss = 0.0;
+      if (l < NL) {
+        for (var b = l; b < units; b += NL) {
+          let o = 4u * xrow(i) + 10u * units + b;
+          ss += bitcast<f32>(xp[o >> 2u][o & 3u]);
+        }
+      }
+      ls[c] = ss;
+    }
+    for (var s = NLT / 2u; s > 0u; s = s >> 1u) {
+      for (var c = 0u; c < s; c++) { ls[c] += ls[c + s]; }
+    }
+    nred[i * WG + lid] = ls[0];
+  }
+#endif
+{{XR_STEPS}}
+#if NORM
+  // The tree's levels s < WG as m = 1's inv_rms() (levels past NL add 0s): nred[i · WG] is row
+  // i's Σx².
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (lid < s) {
+      for (var i = 0u; i < XR; i++) { nred[i * WG + lid] += nred[i * WG + lid + s]; }
+    }
+    workgroupBarrier();
+  }
+#endif
+#else
+  var acc: array<f32, NACC>;
+#if NORM
+  // Each x row's Σx², thread lid's share as m = 1's (its vec4 lid, lid + WG, … of each tile).
+  var ssr: array<f32, XR>;
+  for (var u0 = 0u; u0 < units; u0 += p.tile) {
+    let tu = min(p.tile, units - u0);
+    for (var v = lid; v < tu * UV; v += WG) {
+      for (var i = 0u; i < XR; i++) {
+        let e = x[min(i, p.m - 1u) * (p.k / 4u) + u0 * UV + v];
+        ssr[i] += dot(e, e);
+      }
+    }
+  }
+  row_norms(lid, ssr);
+#endif
+{{XF_STEPS}}
+#endif
+  let f = 1.0;  // (each x row's 1 / rms: put())
+#else
   // Rows past the chunk's end read the last row again (in bounds) and are not stored.
   var ss = 0.0;  // NORM: this thread's share of Σ x²
 #if XQ
@@ -637,26 +836,28 @@ fn main(
 #else
   let f = 1.0;
 #endif
+#endif
+  // Reductions: slot r of each thread summed over its row group.
 #if XOR
   // TPR aligned lanes of one subgroup (1D workgroups split into subgroups of consecutive
   // invocations), closed under lane ^ s for s < TPR.
   for (var s = TPR / 2u; s > 0u; s = s >> 1u) {
-    for (var r = 0u; r < ROWS; r++) { acc[r] += subgroupShuffleXor(acc[r], s); }
+    for (var r = 0u; r < NACC; r++) { acc[r] += subgroupShuffleXor(acc[r], s); }
   }
   if (t == 0u) {
 #if ROPE
     for (var q = 0u; q < ROWS / 2u; q++) { store_pair(rgi, q, acc[2u * q], acc[2u * q + 1u], f); }
 #else
-    for (var r = 0u; r < ROWS; r++) { put(rgi, r, acc[r], f); }
+    for (var r = 0u; r < NACC; r++) { put(rgi, r, acc[r], f); }
 #endif
   }
 #endif
 #if ADD
   // A row group is TPR / sg_size whole subgroups.
   let per = TPR / sg_size;
-  for (var r = 0u; r < ROWS; r++) {
+  for (var r = 0u; r < NACC; r++) {
     let s = subgroupAdd(acc[r]);
-    if (sg_lane == 0u) { red[(rg * ROWS + r) * (TPR / 4u) + t / sg_size] = s; }
+    if (sg_lane == 0u) { red[(rg * NACC + r) * (TPR / 4u) + t / sg_size] = s; }
   }
   workgroupBarrier();
 #if ROPE
@@ -672,19 +873,19 @@ fn main(
   }
 #else
   // Lanes t store rows t, t + TPR, ... (ROWS may exceed TPR).
-  for (var r = t; r < ROWS; r += TPR) {
+  for (var r = t; r < NACC; r += TPR) {
     var v = 0.0;
-    for (var i = 0u; i < per; i++) { v += red[(rg * ROWS + r) * (TPR / 4u) + i]; }
+    for (var i = 0u; i < per; i++) { v += red[(rg * NACC + r) * (TPR / 4u) + i]; }
     put(rgi, r, v, f);
   }
 #endif
 #endif
 #if TREE
-  for (var r = 0u; r < ROWS; r++) { red[r * WG + lid] = acc[r]; }
+  for (var r = 0u; r < NACC; r++) { red[r * WG + lid] = acc[r]; }
   workgroupBarrier();
   for (var s = TPR / 2u; s > 0u; s = s >> 1u) {
     if (t < s) {
-      for (var r = 0u; r < ROWS; r++) { red[r * WG + lid] += red[r * WG + lid + s]; }
+      for (var r = 0u; r < NACC; r++) { red[r * WG + lid] += red[r * WG + lid + s]; }
     }
     workgroupBarrier();
   }
@@ -693,7 +894,7 @@ fn main(
     store_pair(rgi, q, red[2u * q * WG + lid - t], red[(2u * q + 1u) * WG + lid - t], f);
   }
 #else
-  for (var r = t; r < ROWS; r += TPR) { put(rgi, r, red[r * WG + lid - t], f); }
+  for (var r = t; r < NACC; r += TPR) { put(rgi, r, red[r * WG + lid - t], f); }
 #endif
 #endif
 #if EMIT
@@ -702,172 +903,6 @@ fn main(
   emit_blocks(wid.x + wid.y * 65535u, lid);
 #endif
 }
-#else
-// #if XROWS (1 < m ≤ 16 rows of x; with XQ and XP; BIAS, ACC and NORM, no ROPE or EMIT; SILU
-// only in its PREPX pass, which prepares silu(gate) · up of each row [gate | up]):
-// the few-row GEMV, the prepared-x GEMV over all m rows of x at once. One PREPX pass quantized every row of x into its own block list (x row i's words
-// from i · p.xs); each weight unit a thread loads — its codes unpacked once (unit_codes), its
-// scale — serves XR x rows (XR: m's bucket, 2, 4, 8 or 16; rows past p.m read row p.m − 1 again
-// and are not stored), so a product of 2 rows streams the weights once, as m = 1 does.
-// Accumulator (chunk row r of the row group, x row i) is slot r · XR + i. Each adds its units'
-// terms in the order m = 1's acc[r] adds them (units t, t + TPR, … of the thread), each term the
-// same expression (scale · 2^e · the exact integer block dot), and is reduced across the row
-// group as m = 1 reduces a row (XOR / ADD / TREE with the same TPR): a row's result has the bits
-// the m = 1 int8-x GEMV with the same TPR gives that row alone. XR_STEPS (kernels/linear_q.ts
-// xrowsSteps()) is the loop written out over rows, x rows and XPU units a step (named
-// accumulators: an indexed array of XR · ROWS of them would spill).
-// #if NORM: the PREPX pass prepared each row's x ∘ nw and its blocks' Σx²; each x row's Σx² is
-// summed over NL lanes whatever WG is (WG follows m's bucket: summed over the workgroup, a row's
-// 1 / rms would depend on the rows beside it) as m = 1's prepared-x GEMV sums its one row's over
-// its WG threads (lane v's blocks v, v + NL, …, then a tree over the lanes — its levels ≥ WG in a
-// thread's registers, the rest in nred; the m = 1 default WG is NL), and
-// its outputs are scaled by its 1 / rms before bias and the old y (finish()'s order): a row's bits
-// are m = 1's fused norm product's at WG = NL (where k / 32 ≤ NL: any WG ≥ k / 32) and the same
-// TPR.
-const XR: u32 = {{XR}}u;
-const SLOTS: u32 = ROWS * XR;
-
-// A weight unit's codes as 8 words of int8 (Q4: nibbles, code + 8), loaded and unpacked once for
-// every x row: block_dot's operands.
-struct Codes { c0: vec4<u32>, c1: vec4<u32> }
-fn unit_codes(i: u32) -> Codes {
-#if Q4
-  let q = w[i];
-  let m = 0x0f0f0f0fu;
-  return Codes(vec4<u32>(q.x & m, (q.x >> 4u) & m, q.y & m, (q.y >> 4u) & m),
-    vec4<u32>(q.z & m, (q.z >> 4u) & m, q.w & m, (q.w >> 4u) & m));
-#else
-  return Codes(w[i], w[i + 1u]);
-#endif
-}
-
-// block_dot() from loaded codes: the same integer sum (exact in any order), the same f32 value.
-fn codes_dot(c: Codes, a: vec4<u32>, b: vec4<u32>, sum: f32) -> f32 {
-  let d = dot4I8Packed(c.c0.x, a.x) + dot4I8Packed(c.c0.y, a.y) + dot4I8Packed(c.c0.z, a.z) +
-    dot4I8Packed(c.c0.w, a.w) + dot4I8Packed(c.c1.x, b.x) + dot4I8Packed(c.c1.y, b.y) +
-    dot4I8Packed(c.c1.z, b.z) + dot4I8Packed(c.c1.w, b.w);
-#if Q4
-  return f32(d) - 8.0 * sum;
-#else
-  return f32(d);
-#endif
-}
-
-// The first vec4 of x row i's prepared blocks (rows past p.m: row p.m − 1).
-fn xrow(i: u32) -> u32 { return min(i, p.m - 1u) * (p.xs / 4u); }
-
-// Stores slot `slot` (chunk row r, x row i) of row group rgi from its dot product: y row i, with
-// bias and the old y as finish() adds them (not past the chunk or p.m).
-fn put_xr(rgi: u32, slot: u32, acc: f32) {
-  let c = rgi * ROWS + slot / XR;
-  let i = slot % XR;
-  if (c >= p.rows || i >= p.m) { return; }
-  let col = p.row_start + c;
-#if NORM
-  var v = acc * inverseSqrt(nred[i * WG] / f32(p.k) + p.eps);
-#else
-  var v = acc;
-#endif
-#if BIAS
-  v += bias[col];
-#endif
-#if ACC
-  v += y[i * p.n + col];
-#endif
-  y[i * p.n + col] = v;
-}
-
-#if ADD
-// One partial per (slot of the workgroup, subgroup of its row group); subgroups have ≥ 4 lanes.
-var<workgroup> red: array<f32, WG / TPR * SLOTS * (TPR / 4u)>;
-#endif
-#if TREE
-var<workgroup> red: array<f32, SLOTS * WG>;
-#endif
-
-@compute @workgroup_size(WG)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-#if ADD
-  @builtin(subgroup_size) sg_size: u32,
-  @builtin(subgroup_invocation_id) sg_lane: u32,
-#endif
-) {
-  let t = lid % TPR;         // lane within the row group
-  let rg = lid / TPR;        // row group within the workgroup
-  let rgi = (wid.x + wid.y * 65535u) * GROUPS_PER_WG + rg;  // its index in the dispatch
-  let units = p.k / UNIT;
-  var acc: array<f32, SLOTS>;
-#if NORM
-  // Lanes lid + c · WG (c < NLT) of each x row's Σx²: a lane's blocks' sums (word 10 nb + b of the
-  // row; lanes ≥ NL hold 0), then the tree levels s ≥ WG (lane l + s into lane l < s) in registers.
-  for (var i = 0u; i < XR; i++) {
-    var ls: array<f32, NLT>;
-    for (var c = 0u; c < NLT; c++) {
-      let l = lid + c * WG;
-      var ss = 0.0;
-      if (l < NL) {
-        for (var b = l; b < units; b += NL) {
-          let o = 4u * xrow(i) + 10u * units + b;
-          ss += bitcast<f32>(xp[o >> 2u][o & 3u]);
-        }
-      }
-      ls[c] = ss;
-    }
-    for (var s = NLT / 2u; s > 0u; s = s >> 1u) {
-      for (var c = 0u; c < s; c++) { ls[c] += ls[c + s]; }
-    }
-    nred[i * WG + lid] = ls[0];
-  }
-#endif
-{{XR_STEPS}}
-#if NORM
-  // The tree's levels s < WG as m = 1's inv_rms() (levels past NL add 0s): nred[i · WG] is row
-  // i's Σx².
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (lid < s) {
-      for (var i = 0u; i < XR; i++) { nred[i * WG + lid] += nred[i * WG + lid + s]; }
-    }
-    workgroupBarrier();
-  }
-#endif
-  // The reductions of m = 1's main, over SLOTS values instead of ROWS.
-#if XOR
-  for (var s = TPR / 2u; s > 0u; s = s >> 1u) {
-    for (var r = 0u; r < SLOTS; r++) { acc[r] += subgroupShuffleXor(acc[r], s); }
-  }
-  if (t == 0u) {
-    for (var r = 0u; r < SLOTS; r++) { put_xr(rgi, r, acc[r]); }
-  }
-#endif
-#if ADD
-  let per = TPR / sg_size;
-  for (var r = 0u; r < SLOTS; r++) {
-    let s = subgroupAdd(acc[r]);
-    if (sg_lane == 0u) { red[(rg * SLOTS + r) * (TPR / 4u) + t / sg_size] = s; }
-  }
-  workgroupBarrier();
-  for (var r = t; r < SLOTS; r += TPR) {
-    var v = 0.0;
-    for (var i = 0u; i < per; i++) { v += red[(rg * SLOTS + r) * (TPR / 4u) + i]; }
-    put_xr(rgi, r, v);
-  }
-#endif
-#if TREE
-  for (var r = 0u; r < SLOTS; r++) { red[r * WG + lid] = acc[r]; }
-  workgroupBarrier();
-  for (var s = TPR / 2u; s > 0u; s = s >> 1u) {
-    if (t < s) {
-      for (var r = 0u; r < SLOTS; r++) { red[r * WG + lid] += red[r * WG + lid + s]; }
-    }
-    workgroupBarrier();
-  }
-  for (var r = t; r < SLOTS; r += TPR) { put_xr(rgi, r, red[r * WG + lid - t]); }
-#endif
-}
-#endif
 #endif
 #endif
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type Gpu, sharedGpu } from "../src/gpu/device.ts";
+import { Gpu, sharedGpu } from "../src/gpu/device.ts";
 import { createStorage, readBytes, readF32, uploadArray, writeArray } from "../src/gpu/buffers.ts";
 import {
   createWeight,
@@ -28,9 +28,11 @@ import {
   fillQuantRows,
   GEMV_WIDE,
   GEMV_XROWS,
+  GEMV_XROWS_F32,
   gemvQTuning,
   gemvQXRowsTuning,
   linearQ,
+  linearQFewRows,
   type LinearQTuning,
   PREFILL_INT8,
   preparedXBytes,
@@ -39,6 +41,7 @@ import {
   XROWS_NORM_LANES,
 } from "./linear_q.ts";
 import {
+  fusesXTransform,
   GEMV_XROWS_MAX,
   linear,
   LINEAR_CHOICE,
@@ -181,7 +184,8 @@ Deno.test("linearQ() matches the reference product with the dequantized weight",
   for (const dtype of DTYPES) {
     for (const [m, n, k] of SHAPES) {
       const { w } = makeQuant(gpu, n, k, dtype, m * n + k);
-      // 1 < m ≤ GEMV_XROWS_MAX: the few-row GEMV (int8 x per row, as m = 1's int8-x GEMV).
+      // 1 < m ≤ GEMV_XROWS_MAX: the few-row GEMV (q4: int8 x per row, as m = 1's int8-x GEMV;
+      // q8: f32 x).
       const xrows = m > 1 && m <= GEMV_XROWS_MAX && GEMV_XROWS[dtype];
       const int8Gemm = m > 1 && !xrows && PREFILL_INT8[dtype];
       // The dequantizing m > 1 path multiplies by d · code rounded to f16 (its scratch is f16).
@@ -194,7 +198,7 @@ Deno.test("linearQ() matches the reference product with the dequantized weight",
       // max|x| / 127, tested against its own reference in kernels/gemm_test.ts): here within
       // that rounding's bound, Σ |w| · step / 2 per output (a code may round the other way where
       // x / step sits within an ulp of a half); q8 dequantizes and runs the f32 GEMM: within TOL.
-      const xq = xrows || m === 1 && gemvQTuning(dtype, n, k).xq;
+      const xq = xrows ? !GEMV_XROWS_F32[dtype] : m === 1 && gemvQTuning(dtype, n, k).xq;
       const x = xq ? quantizeActivations(x0).values : x0;
       const bound = new Float32Array(m * n);
       if (int8Gemm) {
@@ -427,11 +431,16 @@ const XROWS_SHAPES: [number, number, number | undefined][] = [
 ];
 
 /**
- * Runs `body` with the few-row GEMV on for every dtype (GEMV_XROWS: q8's is off in the product,
- * its x kept in f32 — the kernel is tested for both), then restores the switches.
+ * Runs `body` with the few-row int8-x GEMV on for every dtype (GEMV_XROWS, GEMV_XROWS_F32: q8's
+ * few-row GEMV keeps x in f32 in the product — its int8-x kernel is tested all the same), then
+ * restores the switches.
  */
 const withXRowsOn = (body: () => Promise<void>) =>
-  withSettings(GEMV_XROWS, { q4: true, q8: true }, body);
+  withSettings(
+    GEMV_XROWS,
+    { q4: true, q8: true },
+    () => withSettings(GEMV_XROWS_F32, { q4: false, q8: false }, body),
+  );
 
 /** Runs linear() (or linearQ() with `tuning`) at m rows; returns y and the dispatches' keys. */
 async function runXRows(
@@ -535,6 +544,132 @@ Deno.test("linearQ() few-row GEMV gives each row the bits of the m = 1 int8-x GE
     }
   }));
 
+// q8's few-row GEMV keeps x in f32 (GEMV_XROWS_F32): x staged in workgroup memory a round of SUB
+// units of every row, each row's terms as the m = 1 f32-x GEMV adds them. Against the plain-loop
+// reference (exact dequantized weight, f32 x; TOL as the m = 1 GEMV's), and row by row against that
+// GEMV at the same workgroup, threads per row and x tile: the same bits — with bias and
+// accumulate, a fused norm (x rms ≈ 3: a missing 1 / rms fails by far) or silu · mul, weights in
+// chunks, every bucket, and tunings reaching each reduction (lavapipe's 8-lane subgroups: tpr 1
+// and, without subgroups, the tree; 4 shuffles; 16 / 32 subgroup adds), tiles not a multiple of
+// tpr, rows per group not dividing n, rounds shorter than a tile (SUB < the tile at 16 rows).
+Deno.test("linearQ() q8 few-row f32-x GEMV: each row the m = 1 f32-x GEMV's bits at its tuning, and the reference, with bias, accumulate, a fused norm or silu · mul", async () => {
+  const gpu = await sharedGpu();
+  const noSub = new Gpu(gpu.device, gpu.adapterInfo, { ...gpu.features, subgroups: false });
+  assert.equal(GEMV_XROWS_F32.q8, true);
+  const rng = seeded(47);
+  const eps = 1e-6;
+  const tunings: [Gpu, Partial<LinearQTuning>][] = [
+    [gpu, {}],
+    [gpu, { wg: 64, tpr: 4, rows: 3, tile: 5 }],
+    [gpu, { wg: 64, tpr: 16, rows: 1, tile: 40 }],
+    [gpu, { wg: 128, tpr: 32, rows: 2 }],
+    [noSub, { wg: 64, tpr: 8, rows: 2, tile: 7 }],
+    [gpu, { wg: 64, tpr: 1, rows: 3, tile: 3 }],
+  ];
+  let rounds = 0, skipped = 0;
+  for (const [n, k, maxChunk] of XROWS_SHAPES) {
+    const { w } = makeQuant(gpu, n, k, "q8", 3 * n + k, maxChunk);
+    const held = dequantRef(await readQuantWeight(gpu, w));
+    const nw = randn(rng, k, 0.5).map((v) => v + 1), bnw = uploadArray(gpu, nw);
+    for (const [mi, m] of XROWS_MS.entries()) {
+      for (const [ti, [g, over]] of tunings.entries()) {
+        // Fusions and bias / accumulate by turns over row counts and tunings.
+        const kind = (["plain", "norm", "silu"] as const)[(mi + ti) % 3];
+        const withBias = (mi + ti) % 2 === 0, acc = (mi + ti) % 4 < 2;
+        const xw = kind === "silu" ? 2 * k : k;
+        const x = randn(rng, m * xw, kind === "norm" ? 3 : 1);
+        const bias = withBias ? randn(rng, n) : null, y0 = acc ? randn(rng, m * n) : null;
+        const s: LinearShape = {
+          m,
+          accumulate: acc,
+          ...(kind === "norm" ? { norm: { weight: bnw, eps } } : {}),
+          ...(kind === "silu" ? { siluMul: true } : {}),
+        };
+        const t = { ...gemvQXRowsTuning("q8", n, k, m), ...over };
+        if (linearQFewRows(g, w, m, kind === "norm", over) !== "xrows") {
+          // 16 rows × tpr 32 units (40 KiB) past lavapipe's 32 KiB of workgroup memory.
+          assert.ok(t.tpr * 16 * 80 > g.limits.maxComputeWorkgroupStorageSize, `${m} ${t.tpr}`);
+          skipped++;
+          continue;
+        }
+        const what = `q8 m=${m} ${n}x${k} ${kind} ${JSON.stringify(over)}${
+          g === noSub ? " no subgroups" : ""
+        } bias=${withBias} acc=${acc}`;
+        const run1 = async (xs: Float32Array, rows: number, y: Float32Array | null, tu: object) => {
+          const bx = uploadArray(gpu, xs), bb = bias ? uploadArray(gpu, bias) : null;
+          const by = y ? uploadArray(gpu, y) : createStorage(gpu, rows * n * 4);
+          const ds = linearQ(g, by, bx, w, bb, { ...s, m: rows }, tu);
+          run(gpu, ds);
+          const out = { y: await readF32(gpu, by, rows * n), keys: ds.map((d) => d.variant.key) };
+          [bx, bb, by].forEach((b) => b?.destroy());
+          ds.forEach((d) => d.destroy());
+          return out;
+        };
+        const got = await run1(x, m, y0, over);
+        // One few-row f32-x GEMV per chunk: no PREPX, no dequantize, no norm / silu pass.
+        assert.equal(got.keys.length, w.chunks.length, `${what}: ${got.keys}`);
+        for (const key of got.keys) {
+          assert.match(key, new RegExp(`^linear_q\\.main\\[.*XR=${xrowsBucket(m)},XROWS`), what);
+          assert.doesNotMatch(key, /XP|XQ/, what);
+        }
+        const sub = Number(/SUB=(\d+)/.exec(got.keys[0])![1]);
+        if (sub < Math.ceil(k / 16 / Math.ceil(k / 16 / t.tile))) rounds++;
+        const xRef = kind === "silu" ? siluMul(x, m, k) : x;
+        const want = kind === "norm"
+          ? normLinearRef(x, nw, eps, held, bias, m, n, k, y0 ?? undefined)
+          : linearRef(xRef, held, bias, m, n, k, y0 ?? undefined);
+        assertClose(got.y, want, TOL, `${what} vs ref`);
+        // Each row alone through the m = 1 f32-x GEMV at the same workgroup, tpr and tile.
+        const one = { wg: t.wg, tpr: t.tpr, rows: 1, tile: t.tile, xq: false, unroll: false };
+        for (const i of new Set([0, Math.floor(m / 2), m - 1])) {
+          const row = (v: Float32Array, len: number) => v.slice(i * len, (i + 1) * len);
+          const alone = await run1(row(x, xw), 1, y0 ? row(y0, n) : null, one);
+          assert.doesNotMatch(alone.keys[0], /XROWS|XQ/);
+          assert.deepEqual(row(got.y, n), alone.y, `${what} row ${i} vs m = 1`);
+        }
+      }
+    }
+    bnw.destroy();
+    destroyWeight(w);
+  }
+  // Some products staged their rows in rounds shorter than a tile.
+  assert.ok(rounds > 0, "no product took rounds shorter than its tile");
+  console.log(`q8 few-row f32-x: ${skipped} products past the workgroup memory (the default path)`);
+});
+
+Deno.test("by default q4's products of 2–16 rows take the few-row int8-x GEMV, q8's the few-row f32-x GEMV", async () => {
+  const gpu = await sharedGpu();
+  assert.deepEqual(GEMV_XROWS, { q4: true, q8: true });
+  assert.deepEqual(GEMV_XROWS_F32, { q4: false, q8: true });
+  // One group a row (the tiny model's k = 32: one thread a row group) at every bucket: the f32-x
+  // GEMV needs no reduction there, so its partials do not crowd its x out of workgroup memory.
+  if (gpu.features.subgroups) {
+    const { w } = makeQuant(gpu, 64, 32, "q8", 9);
+    for (const m of [2, 4, 8, 16]) assert.equal(linearQFewRows(gpu, w, m, true), "xrows", `m=${m}`);
+    destroyWeight(w);
+  }
+  for (const dtype of DTYPES) {
+    const { w } = makeQuant(gpu, 24, 64, dtype, 7);
+    for (const norm of [false, true]) {
+      assert.equal(linearQFewRows(gpu, w, 5, norm), "xrows", `${dtype} norm=${norm}`);
+      assert.equal(fusesXTransform(gpu, w, 5, norm), true, `${dtype} norm=${norm}`);
+    }
+    const x = createStorage(gpu, 5 * 64 * 4), y = createStorage(gpu, 5 * 24 * 4);
+    const ds = linear(gpu, y, x, w, null, { m: 5 });
+    const keys = ds.map((d) => d.variant.key).join(" ");
+    if (dtype === "q4") {
+      assert.match(keys, /^linear_q\.prep\[.*XROWS.* linear_q\.main\[[^\]]*XP.*XR=8,XROWS/);
+    } else {
+      // q8: one product over f32 x, no prepared rows or dequantized scratch.
+      assert.match(keys, /^linear_q\.main\[[^\]]*XR=8,XROWS[^\]]*\]$/);
+      assert.doesNotMatch(keys, /XP|XQ|DEQUANT|prep/);
+    }
+    ds.forEach((d) => d.destroy());
+    [x, y].forEach((b) => b.destroy());
+    destroyWeight(w);
+  }
+});
+
 Deno.test("linear() keeps m > 1 off the few-row GEMV past GEMV_XROWS_MAX, with int8x, gemvXRows false, LINEAR_CHOICE.xrows or GEMV_XROWS[dtype] off", () =>
   withXRowsOn(async () => {
     const gpu = await sharedGpu();
@@ -579,23 +714,6 @@ Deno.test("linear() keeps m > 1 off the few-row GEMV past GEMV_XROWS_MAX, with i
       destroyWeight(w);
     }
   }));
-
-Deno.test("by default q4's products of 2–16 rows take the few-row int8-x GEMV, q8's keep x in f32", async () => {
-  const gpu = await sharedGpu();
-  assert.deepEqual(GEMV_XROWS, { q4: true, q8: false });
-  for (const dtype of DTYPES) {
-    const { w } = makeQuant(gpu, 24, 64, dtype, 7);
-    const x = createStorage(gpu, 5 * 64 * 4), y = createStorage(gpu, 5 * 24 * 4);
-    const ds = linear(gpu, y, x, w, null, { m: 5 });
-    const keys = ds.map((d) => d.variant.key).join(" ");
-    if (dtype === "q4") assert.match(keys, /linear_q\.main\[[^\]]*XR=8,XROWS/);
-    // q8: dequantized rows into the f16 scratch, then the float few-row GEMV over f32 x.
-    else assert.match(keys, /^linear_q\.main\[DEQUANT\] linear\.main\[[^\]]*XROWS/);
-    ds.forEach((d) => d.destroy());
-    [x, y].forEach((b) => b.destroy());
-    destroyWeight(w);
-  }
-});
 
 Deno.test("int8 x moves a 7B-width q4 / q8 GEMV as much as its rounding noise predicts", async () => {
   const gpu = await sharedGpu();

@@ -17,10 +17,12 @@
  *
  * Rows are computed independently: a session's logits do not depend on what the other rows hold,
  * though the float few-row GEMV's tuning follows the bucket, so they are not the bits of the
- * session's step alone (≈ 1e-7 of the largest logit apart). q4's rows are the same bits in any
- * batch (threads per row by shape: kernels/linear_q.ts gemvQXRowsTuning), and the single step's
- * where those threads per row are its own (the tiny test model: every product; QVQ-72B's widths
- * sum some products in another order: f32 rounding apart).
+ * session's step alone (≈ 1e-7 of the largest logit apart). q4's and q8's rows are the same bits
+ * in any batch (threads per row by shape: kernels/linear_q.ts gemvQXRowsTuning); q4's the single
+ * step's where those threads per row are its own (the tiny test model: every product; QVQ-72B's
+ * widths sum some products in another order: f32 rounding apart); q8's (f32 x) are the m = 1
+ * f32-x GEMV's bits, while q8's single step runs kernels/gemv.ts's resident-x GEMV: f32 rounding
+ * apart.
  * @module
  */
 import { InvalidInputError } from "../errors.ts";

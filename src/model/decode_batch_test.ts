@@ -8,6 +8,7 @@ import { assertClose, seeded } from "../ref/_random.ts";
 import { Qwen2VLModel, type Session } from "./qwen2vl.ts";
 import { TINY_DIR } from "./_fixture.ts";
 import { LINEAR_CHOICE } from "../../kernels/linear.ts";
+import { GEMV_XROWS } from "../../kernels/linear_q.ts";
 
 const gpu = await sharedGpu();
 const CONTEXT = 40;
@@ -31,10 +32,12 @@ async function prefilled(model: Qwen2VLModel, ps: number[][], first: number[]): 
 }
 
 // Against each session's own step: the few-row products sum in another order than the one-row
-// GEMVs (within f32 rounding; q4's at this width in the same order: the same bits). q4 also against
-// the same session stepped in a batch of two beside another: a q4 row's bits do not depend on its
-// batch (kernels/linear_q.ts gemvQXRowsTuning: threads per row by shape alone).
-for (const [dtype, quant] of [["f32"], ["f16"], ["f16", "q4"]] as const) {
+// GEMVs (within f32 rounding; q4's at this width in the same order: the same bits; q8's single
+// step runs kernels/gemv.ts's resident-x GEMV, its few rows linear_q's f32-x GEMV: rounding
+// apart). q4 and q8 also against the same session stepped in a batch of two beside another: a
+// quantized row's bits do not depend on its batch (kernels/linear_q.ts gemvQXRowsTuning: threads
+// per row, workgroup and x tile by shape alone).
+for (const [dtype, quant] of [["f32"], ["f16"], ["f16", "q4"], ["f16", "q8"]] as const) {
   Deno.test(`createDecodeBatch() (${quant ?? dtype}): each row's step gives the logits and state of that session's own step${quant ? " and, exactly, of its row in another batch" : ""}, twice (the second reading the K/V the first wrote)`, async () => {
     const model = await Qwen2VLModel.load(TINY_DIR, { gpu, dtype, quant, maxContext: CONTEXT });
     try {
@@ -100,7 +103,7 @@ for (const [dtype, quant] of [["f32"], ["f16"], ["f16", "q4"]] as const) {
   });
 }
 
-Deno.test("createDecodeBatch() refuses what it cannot batch: one session, 17, a session twice, a disposed or foreign one, q8 weights, the few-row GEMVs off", async () => {
+Deno.test("createDecodeBatch() refuses what it cannot batch: one session, 17, a session twice, a disposed or foreign one, q8 weights with q8's few-row GEMV off, the few-row GEMVs off", async () => {
   const model = await Qwen2VLModel.load(TINY_DIR, { gpu, dtype: "f32", maxContext: CONTEXT });
   const other = await Qwen2VLModel.load(TINY_DIR, { gpu, dtype: "f32", maxContext: CONTEXT });
   const q8 = await Qwen2VLModel.load(TINY_DIR, { gpu, quant: "q8", maxContext: CONTEXT });
@@ -122,10 +125,19 @@ Deno.test("createDecodeBatch() refuses what it cannot batch: one session, 17, a 
     assert.throws(() => model.createDecodeBatch([a, a]), /given once/);
     assert.throws(() => model.createDecodeBatch([undefined, undefined]), /at least one/);
     assert.throws(() => model.createDecodeBatch([a, mk(other)]), /of this model/);
-    // q8 (its products of a few rows dequantize, keeping x in f32) and products of a few rows
-    // on the tiled kernels cost as much as many: no batching then.
-    assert.equal(q8.batchesDecode(2), false);
-    assert.throws(() => q8.createDecodeBatch([mk(q8), mk(q8)]), /f16 \/ f32 \/ q4 weights/);
+    // q8 batches on its few-row GEMV; with it off (its products of a few rows dequantize) and
+    // with products of a few rows on the tiled kernels they cost as much as many: no batching.
+    assert.equal(q8.batchesDecode(2), true);
+    GEMV_XROWS.q8 = false;
+    try {
+      assert.equal(q8.batchesDecode(2), false);
+      assert.throws(
+        () => q8.createDecodeBatch([mk(q8), mk(q8)]),
+        /few-row GEMVs on for the weights/,
+      );
+    } finally {
+      GEMV_XROWS.q8 = true;
+    }
     LINEAR_CHOICE.xrows = false;
     try {
       assert.equal(model.batchesDecode(2), false);

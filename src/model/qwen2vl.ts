@@ -459,9 +459,9 @@ export class Qwen2VLModel {
    * Whether `n` sessions' decode steps can run as the rows of one pass
    * ({@link createDecodeBatch}) faster than one after another: 2 ≤ n ≤ GEMV_XROWS_MAX
    * (kernels/linear.ts), where the products of a few rows take the few-row GEMVs
-   * (LINEAR_CHOICE.xrows; H200, 7B f16: 1.1× one row's time at 2 rows, 2.1× at 8): f16 / f32 and
-   * q4 weights (kernels/linear_q.ts GEMV_XROWS). Without them — the tiled GEMMs, q4's int8 GEMM
-   * (4.4× one GEMV at 2 rows), q8's dequantization (its x kept in f32) — no.
+   * (LINEAR_CHOICE.xrows; H200, 7B f16: 1.1× one row's time at 2 rows, 2.1× at 8): f16 / f32, q4
+   * (int8 x) and q8 (f32 x) weights (kernels/linear_q.ts GEMV_XROWS, GEMV_XROWS_F32). Without
+   * them — the tiled GEMMs, q4's int8 GEMM (4.4× one GEMV at 2 rows), q8's dequantization — no.
    */
   batchesDecode(n: number): boolean {
     if (!(Number.isInteger(n) && n >= 2 && n <= GEMV_XROWS_MAX && LINEAR_CHOICE.xrows)) {
@@ -494,7 +494,7 @@ export class Qwen2VLModel {
     if (!this.batchesDecode(n)) {
       throw new InvalidInputError(
         `createDecodeBatch: ${n} sessions cannot decode as one batch (2 to ${GEMV_XROWS_MAX} ` +
-          "sessions, f16 / f32 / q4 weights with the few-row GEMVs on: check batchesDecode())",
+          "sessions, with the few-row GEMVs on for the weights' dtypes: check batchesDecode())",
       );
     }
     if (
