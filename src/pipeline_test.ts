@@ -527,6 +527,27 @@ Deno.test("Pipeline with parallel 2: a prompt asked while the same one runs copi
   }
 });
 
+// The same image prompt three times at once: the first encodes the image and prefills, the others
+// wait for its prefill and copy its rows — and answer as it does.
+Deno.test("Pipeline with parallel 3: the same prompt asked three times at once is prefilled once", async () => {
+  const gpu = (await pipeline).model.gpu;
+  const p = await Pipeline.load(TINY_DIR, { gpu, dtype: "f32", maxContext: 128, parallel: 3 });
+  try {
+    const chat = await case0();
+    const o = { maxNewTokens: 6, temperature: 0, ignoreEos: true, stopOnLoop: false };
+    const results = await Promise.all([0, 1, 2].map(() => p.chat(chat, o)));
+    const [S] = results.map((r) => r.usage.promptTokens);
+    assert.deepEqual(
+      results.map((r) => r.usage.cachedTokens).sort((a, b) => a - b),
+      [0, S - 2, S - 2],
+    );
+    assert.equal(results.filter((r) => r.timings.visionMs > 0).length, 1, "one vision tower");
+    assert.deepEqual(results.map((r) => r.text), results.map(() => results[0].text));
+  } finally {
+    p.dispose();
+  }
+});
+
 function commonPrefix(a: number[], b: number[]): number {
   let n = 0;
   while (n < a.length && n < b.length && a[n] === b[n]) n++;

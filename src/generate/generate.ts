@@ -97,7 +97,7 @@ export async function* runGeneration(
     };
     await encode(peeked.images);
     const hit = claim
-      ? await claim.open()
+      ? await claim.open(o.signal)
       : { session: model.createSession(S + o.maxNewTokens), cached: peeked };
     session = hit.session;
     const cached = scoring ? none : hit.cached;

@@ -116,10 +116,29 @@ interface Choice {
   /** Prompt tokens (and images) the claim will hold once opened. */
   cached: { tokens: number; images: number };
   /**
-   * A session out with a generation whose rows [0, cached.tokens) are copied in on open (see
-   * {@link PromptCache.share}), and what the taken kept session held of the prompt without them.
+   * Where rows [0, cached.tokens) are copied from on open: a session out with a generation that
+   * holds its prompt (see {@link PromptCache.share}), or a claim's prompt on its way into one, whose
+   * prefill open waits for — and what the taken kept session held of the prompt without them.
    */
-  donor?: { session: Session; held: TokenHistory; own: { tokens: number; images: number } };
+  donor?: {
+    session?: Session;
+    prefill?: Prefill;
+    own: { tokens: number; images: number };
+  };
+}
+
+/**
+ * A claim's prompt on its way into its session's rows: claimed, opened, then prefilled
+ * ({@link PromptCache.share}).
+ */
+interface Prefill {
+  readonly held: TokenHistory;
+  /** Its session, once the claim is opened. */
+  session?: Session;
+  /** Resolves with the session once it holds `held` (shared), or undefined once it never will. */
+  readonly ready: Promise<Session | undefined>;
+  /** Settles `ready` (the first call counts) and forgets the prefill. */
+  settle(session: Session | undefined): void;
 }
 
 /**
@@ -132,9 +151,11 @@ export interface CacheClaim {
   readonly cached: { tokens: number; images: number };
   /**
    * The claimed session, or a new one (see {@link PromptCache.take}): the caller's until it gives
-   * it back with {@link PromptCache.keep} or disposes it.
+   * it back with {@link PromptCache.keep} or disposes it. Where its rows come from a prompt still
+   * prefilling beside it, it waits for that prefill (with `signal` aborted: no longer, and holds
+   * what it holds without them).
    */
-  open(): Promise<CacheHit>;
+  open(signal?: AbortSignal): Promise<CacheHit>;
   /**
    * Gives the claim up unopened: a claimed kept session goes back to the cache, holding what it
    * held. Idempotent; does nothing after open().
@@ -156,6 +177,8 @@ export class PromptCache {
   readonly #out = new Set<Session>();
   /** Sessions out whose rows hold a prefilled prompt, which they keep while out ({@link share}). */
   readonly #shared = new Map<Session, TokenHistory>();
+  /** Claims' prompts not yet prefilled (nor given up). */
+  readonly #prefills = new Set<Prefill>();
   /** Claims whose session is not yet out (opening ones too) nor cancelled: each holds room. */
   #claims = 0;
   /** Sessions at most, kept and out: the option, lowered when the device refused one more. */
@@ -230,10 +253,16 @@ export class PromptCache {
     // device that refused one more) — one of this request's size, not kept beyond the slots.
     const whole = this.#total() < this.#capacity;
     this.#claims++;
+    const mine = this.#prefill(prompt);
     let state: "claimed" | "opening" | "opened" | "cancelled" = "claimed";
+    const hand = (s: Session, cached: { tokens: number; images: number }) => {
+      mine.session = s;
+      s.whenDisposed.then(() => mine.settle(undefined));
+      return this.#handOut(s, cached);
+    };
     return {
       cached: chosen?.cached ?? none,
-      open: async () => {
+      open: async (signal?: AbortSignal) => {
         if (state !== "claimed") {
           throw new InvalidInputError("PromptCache: this claim was already opened or cancelled");
         }
@@ -243,21 +272,27 @@ export class PromptCache {
         try {
           const donor = chosen?.donor;
           if (!donor) {
-            if (session) return this.#handOut(session, chosen!.cached);
+            if (session) return hand(session, chosen!.cached);
             session = await this.#create(maxTokens, whole);
-            return this.#handOut(session, none);
+            return hand(session, none);
           }
+          const from = donor.session ?? await settled(donor.prefill!.ready, signal);
           // The donor's rows, copied at once (synchronously: it cannot be kept and its rows
           // rewritten by another claim meanwhile) — where it still holds them.
           const copy = (s: Session) => {
-            const ok = !donor.session.disposed && this.#shared.get(donor.session) === donor.held;
-            if (ok) s.copyRows(donor.session, chosen!.cached.tokens);
+            const held = from && !from.disposed ? this.#shared.get(from) : undefined;
+            const ok = held !== undefined &&
+              reusablePrefix(held, prompt, this.#pads()).tokens >= chosen!.cached.tokens;
+            if (ok) s.copyRows(from!, chosen!.cached.tokens);
             return ok;
           };
-          if (session) return this.#handOut(session, copy(session) ? chosen!.cached : donor.own);
+          if (session) return hand(session, copy(session) ? chosen!.cached : donor.own);
           let copied = false;
           session = await this.#create(maxTokens, whole, (s) => copied = copy(s));
-          return this.#handOut(session, copied ? chosen!.cached : none);
+          return hand(session, copied ? chosen!.cached : none);
+        } catch (e) {
+          mine.settle(undefined);
+          throw e;
         } finally {
           state = "opened";
           this.#claims--;
@@ -267,9 +302,31 @@ export class PromptCache {
         if (state !== "claimed") return;
         state = "cancelled";
         this.#claims--;
+        mine.settle(undefined);
         if (session) this.#return(session, chosen!.held!);
       },
     };
+  }
+
+  /** A claim's prompt, registered until it is prefilled or given up ({@link Prefill}). */
+  #prefill(prompt: TokenHistory): Prefill {
+    const { promise, resolve } = Promise.withResolvers<Session | undefined>();
+    const p: Prefill = {
+      held: prompt,
+      ready: promise,
+      settle: (session) => {
+        this.#prefills.delete(p);
+        resolve(session);
+      },
+    };
+    this.#prefills.add(p);
+    return p;
+  }
+
+  /** The model's image and video pad ids. */
+  #pads(): number[] {
+    const c = this.#model.config;
+    return [c.imageTokenId, c.videoTokenId];
   }
 
   /**
@@ -341,8 +398,7 @@ export class PromptCache {
    */
   #choose(prompt: TokenHistory, maxTokens: number): Choice | undefined {
     this.#slots = this.#slots.filter((s) => !s.session.disposed);
-    const c = this.#model.config;
-    const pads = [c.imageTokenId, c.videoTokenId];
+    const pads = this.#pads();
     const prefix = (s: Slot) => reusablePrefix(s.held, prompt, pads);
     let best: Choice | undefined;
     this.#slots.forEach((slot, index) => {
@@ -365,9 +421,11 @@ export class PromptCache {
       const slot = this.#slots[index];
       if (slot) taken = { index, held: slot.held, cached: prefix(slot) };
     }
-    // Whatever it takes, a running generation's rows may serve more of the prompt. Only where
-    // they hold all of its images: the vision tower then does not run beside a new session
-    // (claim()'s memory plan), and the copy never waits for it.
+    // Whatever it takes, a running generation's rows may serve more of the prompt, or those of a
+    // prompt prefilling now where this one shares at least half of it (it waits for that prefill,
+    // which runs on the GPU before its own would anyway). Only where they hold all of its images:
+    // the vision tower then does not run beside a new session (claim()'s memory plan), and the
+    // copy never waits for it.
     const own = taken?.cached ?? { tokens: 0, images: 0 };
     let donor: Choice["donor"], cached = own;
     for (const [session, held] of this.#shared) {
@@ -377,7 +435,18 @@ export class PromptCache {
       }
       const p = reusablePrefix(held, prompt, pads);
       if (p.tokens > cached.tokens && p.images === prompt.images.length) {
-        donor = { session, held, own };
+        donor = { session, own };
+        cached = p;
+      }
+    }
+    for (const prefill of this.#prefills) {
+      if (prefill.session?.disposed) continue;
+      const p = reusablePrefix(prefill.held, prompt, pads);
+      if (
+        p.tokens > cached.tokens && p.images === prompt.images.length &&
+        2 * p.tokens >= prefill.held.ids.length
+      ) {
+        donor = { prefill, own };
         cached = p;
       }
     }
@@ -403,6 +472,7 @@ export class PromptCache {
   keep(session: Session, held: TokenHistory): void {
     this.#out.delete(session);
     this.#shared.delete(session);
+    for (const p of this.#prefills) if (p.session === session) p.settle(undefined);
     this.#slots = this.#slots.filter((s) => s.session !== session);
     if (this.#closed || session.disposed || held.ids.length === 0) {
       session.dispose();
@@ -420,12 +490,16 @@ export class PromptCache {
    * `held` — rows [0, held.ids.length) of its KV cache, which it does not rewrite while out (its
    * decode steps write the rows after them). Until it is kept, a prompt that shares more of it
    * (all of its images among it) than the session its claim takes holds gets those rows copied in
-   * ({@link Session.copyRows}): the prompt of `n` choices, or the same question asked twice at
-   * once, prefills once — vLLM's prefix sharing between running requests.
+   * ({@link Session.copyRows}); a claim made while the prompt is still on its way (claimed, its
+   * images encoding, prefilling) and sharing at least half of it waits for this call — or for the
+   * generation's end without it (kept, disposed, its claim cancelled). So the prompt of `n`
+   * choices, or the same question asked several times at once, is encoded and prefilled once:
+   * vLLM's prefix sharing between running requests.
    */
   share(session: Session, held: TokenHistory): void {
     if (!this.#out.has(session) || session.disposed || this.#closed) return;
     this.#shared.set(session, { ids: Array.from(held.ids), images: [...held.images] });
+    for (const p of this.#prefills) if (p.session === session) p.settle(session);
   }
 
   /**
@@ -435,6 +509,7 @@ export class PromptCache {
   close(): void {
     this.#closed = true;
     this.#shared.clear();
+    for (const p of this.#prefills) p.settle(undefined);
     this.clear();
   }
 
@@ -443,4 +518,18 @@ export class PromptCache {
     for (const s of this.#slots) s.session.dispose();
     this.#slots = [];
   }
+}
+
+/** `ready`'s value, or undefined as soon as `signal` aborts. */
+function settled<T>(ready: Promise<T>, signal?: AbortSignal): Promise<T | undefined> {
+  if (!signal) return ready;
+  if (signal.aborted) return Promise.resolve(undefined);
+  return new Promise((resolve) => {
+    const gone = () => resolve(undefined);
+    signal.addEventListener("abort", gone, { once: true });
+    ready.then((v) => {
+      signal.removeEventListener("abort", gone);
+      resolve(v);
+    });
+  });
 }

@@ -110,9 +110,11 @@ function fakeModel(maxContext: number, fits: number, live = Infinity) {
     maxContext,
     config: { imageTokenId: PAD },
     createSession(maxTokens: number) {
+      const gone = Promise.withResolvers<void>();
       const s = {
         maxTokens,
         disposed: false,
+        whenDisposed: gone.promise,
         copyRows(from: unknown, rows: number) {
           copies.push([s, from, rows]);
         },
@@ -122,6 +124,7 @@ function fakeModel(maxContext: number, fits: number, live = Infinity) {
             : Promise.resolve(),
         dispose() {
           s.disposed = true;
+          gone.resolve();
         },
       };
       made.push(s);
@@ -292,10 +295,15 @@ Deno.test("PromptCache.claim() takes the kept session out, so a claim beside it 
   const first = cache.claim(history([1, 2, 3, 4, 5]), 10);
   assert.deepEqual(first.cached, { tokens: 3, images: 0 });
   assert.equal(cache.heldSessions, 0, "out of the cache while claimed");
-  // The same conversation's next turn sent twice at once: the second cannot share the session.
+  // The same conversation's next turn sent twice at once: the second cannot share the session,
+  // but gets its rows once the first has prefilled them.
   const second = cache.claim(history([1, 2, 3, 4, 5]), 10);
-  assert.deepEqual(second.cached, { tokens: 0, images: 0 });
-  const [h1, h2] = await Promise.all([first.open(), second.open()]);
+  assert.deepEqual(second.cached, { tokens: 3, images: 0 });
+  const waiting = second.open();
+  const h1 = await first.open();
+  cache.share(h1.session, history([1, 2, 3, 4, 5]));
+  const h2 = await waiting;
+  assert.deepEqual(h2.cached, { tokens: 3, images: 0 });
   assert.equal(h1.session, made[0]);
   assert.equal(h2.session, made[1]);
   assert.equal(h2.session.maxTokens, 100, "a whole-context session: a slot was free");
@@ -392,9 +400,9 @@ Deno.test("PromptCache.share(): a prompt no kept session continues copies a runn
   const cache = new PromptCache(model, { slots: 4 });
   const prompt = history([1, A, 2, 3]); // ids 1 9 9 9 2 3
   const running = await cache.take(prompt, 10);
-  // Not yet prefilled: nothing to copy.
+  // Not yet prefilled: a claim would wait for it (see the tests below); given up here.
   const early = cache.claim(prompt, 10);
-  assert.deepEqual(early.cached, { tokens: 0, images: 0 });
+  assert.deepEqual(early.cached, { tokens: 4, images: 1 });
   early.cancel();
   cache.share(running.session, prompt);
   // The same prompt at once (n choices): its rows but the last two, the image among them.
@@ -418,8 +426,10 @@ Deno.test("PromptCache.share(): a prompt no kept session continues copies a runn
   cache.keep(running.session, history([1, A, 2, 3, 4]));
   const next = cache.claim(history([1, A, 2, 3, 4, 5]), 10);
   assert.deepEqual(next.cached, { tokens: 6, images: 1 });
-  assert.equal((await next.open()).session, made[0]);
+  const continued = await next.open();
+  assert.equal(continued.session, made[0]);
   assert.equal(copies.length, 1);
+  continued.session.dispose(); // (its generation failed: no claim waits for its prefill)
   // A session not out with a generation (kept) is not taken as shared.
   cache.keep(hit.session, history([5]));
   cache.share(hit.session, prompt);
@@ -503,4 +513,72 @@ Deno.test("PromptCache.share(): the kept session a prompt continues gets a runni
   assert.equal(b.session, a.session);
   assert.deepEqual(copies, [[a.session, running.session, 7]]);
   assert.equal(made.length, 2);
+});
+
+Deno.test("PromptCache: a claim beside one whose prompt it shares waits for that prefill and copies its rows", async () => {
+  const { model, made, copies } = fakeModel(100, 1000);
+  const cache = new PromptCache(model, { slots: 4 });
+  const prompt = history([1, A, 2, 3]);
+  // Both claimed before either is opened (their images being decoded, say).
+  const first = cache.claim(prompt, 10);
+  const second = cache.claim(prompt, 10);
+  assert.deepEqual(first.cached, { tokens: 0, images: 0 });
+  assert.deepEqual(second.cached, { tokens: 4, images: 1 }, "what the first will hold");
+  let opened = false;
+  const waiting = second.open().then((hit) => (opened = true, hit));
+  const a = await first.open();
+  await Promise.resolve();
+  assert.equal(opened, false, "waits for the first's prefill");
+  cache.share(a.session, prompt);
+  const b = await waiting;
+  assert.deepEqual(b.cached, { tokens: 4, images: 1 });
+  assert.deepEqual(copies, [[b.session, a.session, 4]]);
+  assert.equal(made.length, 2);
+  // A prompt that shares less than half of the one prefilling does not wait for it.
+  const c = cache.claim(history([5, 6, 7, 8, 9, 10]), 10);
+  for (const [ids, tokens] of [[[5, 6, 7, 1, 1], 3], [[5, 6, 1, 1, 1], 0]] as const) {
+    const d = cache.claim(history([...ids]), 10);
+    assert.deepEqual(d.cached, { tokens, images: 0 }, ids.join(" "));
+    d.cancel();
+  }
+  c.cancel();
+});
+
+Deno.test("PromptCache: a claim waiting on a prefill that never comes opens with what it holds without it", async () => {
+  const { model, copies } = fakeModel(100, 1000);
+  const cache = new PromptCache(model, { slots: 8 });
+  const prompt = history([1, 2, 3, 4, 5, 6]);
+  const giveUp = async (end: (claim: ReturnType<PromptCache["claim"]>, s?: unknown) => void) => {
+    const first = cache.claim(prompt, 10);
+    const second = cache.claim(prompt, 10);
+    assert.deepEqual(second.cached, { tokens: 4, images: 0 });
+    const waiting = second.open();
+    end(first);
+    const hit = await waiting;
+    assert.deepEqual(hit.cached, { tokens: 0, images: 0 });
+    hit.session.dispose(); // (its generation's end: no later claim waits on it)
+  };
+  // Cancelled unopened (its vision tower failed); opened and kept unshared (its prefill aborted);
+  // opened and disposed (its generation failed).
+  await giveUp((c) => c.cancel());
+  await giveUp(async (c) => cache.keep((await c.open()).session, history([1, 2])));
+  await giveUp(async (c) => (await c.open()).session.dispose());
+  // Its own signal aborted while it waits.
+  const first = cache.claim(prompt, 10);
+  const second = cache.claim(prompt, 10);
+  const gone = new AbortController();
+  const waiting = second.open(gone.signal);
+  gone.abort();
+  const hit = await waiting;
+  assert.deepEqual(hit.cached, { tokens: 0, images: 0 });
+  hit.session.dispose();
+  first.cancel();
+  assert.equal(copies.length, 0);
+  // Closed: every wait ends.
+  const third = cache.claim(prompt, 10);
+  const fourth = cache.claim(prompt, 10);
+  const w = fourth.open();
+  cache.close();
+  assert.deepEqual((await w).cached, { tokens: 0, images: 0 });
+  third.cancel();
 });

@@ -65,6 +65,7 @@ export class Session {
   #decode: Dispatch[] | undefined;
   readonly #allocError: Promise<GPUError | null>;
   readonly #gpu: Gpu;
+  readonly #disposal = Promise.withResolvers<void>();
   /** Bytes of one token's K (or V) row in a layer: kvHeads · headDim · the KV element size. */
   readonly #rowBytes: number;
   #disposed = false;
@@ -178,10 +179,16 @@ export class Session {
     return this.#disposed;
   }
 
+  /** Resolves once dispose() is called (whoever calls it). */
+  get whenDisposed(): Promise<void> {
+    return this.#disposal.promise;
+  }
+
   /** Frees the session's GPU memory. */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    this.#disposal.resolve();
     for (const d of this.#decode ?? []) d.destroy();
     this.#decode = undefined;
     for (const r of this.batchRows.values()) {

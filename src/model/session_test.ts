@@ -21,8 +21,12 @@ Deno.test("Session allocates a KV cache per layer and frees it on dispose()", as
   h.dispose();
   assert.equal(s.tokens.size, 400);
   assert.equal(s.logits.size, 151936 * 4);
+  let told = false;
+  s.whenDisposed.then(() => told = true);
   s.dispose();
   assert.equal(s.disposed, true);
+  await s.whenDisposed;
+  assert.ok(told);
   await assert.rejects(() => s.ready(), InvalidInputError);
   s.dispose(); // twice is harmless
 });
