@@ -77,7 +77,8 @@ export async function* runGeneration(
     // whole-context KV cache. Scoring the prompt runs all of it: the cache serves none.
     const none = { tokens: 0, images: 0 };
     const scoring = o.promptLogprobs !== undefined;
-    claim = cache?.claim(history, S + o.maxNewTokens);
+    // (Scoring runs all of the prompt: rows copied from another session would not serve.)
+    claim = cache?.claim(history, S + o.maxNewTokens, { copy: !scoring });
     const peeked = (!scoring && claim?.cached) || none;
     // The images past the first `from`, which the cache does not hold: their rows of pixel values
     // are the last ones.

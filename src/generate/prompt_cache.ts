@@ -239,11 +239,16 @@ export class PromptCache {
    * the vision tower never runs beside a newly allocated whole-context cache. Where the device
    * cannot hold a whole-context session: no more sessions (a kept one serves, from row 0), or,
    * with none kept, a session of `maxTokens` (its allocation error, if that fails too, surfaces
-   * in prefill).
+   * in prefill). Rows of another generation's prompt are copied in where they serve more (see
+   * {@link share}), unless `options.copy` is false (a prompt to be scored, which runs whole).
    */
-  claim(prompt: TokenHistory, maxTokens: number): CacheClaim {
+  claim(
+    prompt: TokenHistory,
+    maxTokens: number,
+    options: { copy?: boolean } = {},
+  ): CacheClaim {
     const none = { tokens: 0, images: 0 };
-    const chosen = this.#choose(prompt, maxTokens);
+    const chosen = this.#choose(prompt, maxTokens, options.copy ?? true);
     let session = chosen?.index !== undefined
       ? this.#slots.splice(chosen.index, 1)[0].session
       : undefined;
@@ -388,7 +393,7 @@ export class PromptCache {
    * whatever it shares.
    */
   peek(prompt: TokenHistory, maxTokens: number): { tokens: number; images: number } {
-    return this.#choose(prompt, maxTokens)?.cached ?? { tokens: 0, images: 0 };
+    return this.#choose(prompt, maxTokens, true)?.cached ?? { tokens: 0, images: 0 };
   }
 
   /**
@@ -396,7 +401,7 @@ export class PromptCache {
    * with a generation whose prefilled prompt shares more of this one than it (see {@link share}),
    * to copy from.
    */
-  #choose(prompt: TokenHistory, maxTokens: number): Choice | undefined {
+  #choose(prompt: TokenHistory, maxTokens: number, copy: boolean): Choice | undefined {
     this.#slots = this.#slots.filter((s) => !s.session.disposed);
     const pads = this.#pads();
     const prefix = (s: Slot) => reusablePrefix(s.held, prompt, pads);
@@ -427,6 +432,7 @@ export class PromptCache {
     // the vision tower then does not run beside a new session (claim()'s memory plan), and the
     // copy never waits for it.
     const own = taken?.cached ?? { tokens: 0, images: 0 };
+    if (!copy) return taken;
     let donor: Choice["donor"], cached = own;
     for (const [session, held] of this.#shared) {
       if (session.disposed) {

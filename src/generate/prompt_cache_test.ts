@@ -406,6 +406,9 @@ Deno.test("PromptCache.share(): a prompt no kept session continues copies a runn
   early.cancel();
   cache.share(running.session, prompt);
   // The same prompt at once (n choices): its rows but the last two, the image among them.
+  const scoring = cache.claim(prompt, 10, { copy: false });
+  assert.deepEqual(scoring.cached, { tokens: 0, images: 0 }, "a prompt to score copies nothing");
+  scoring.cancel();
   const same = cache.claim(prompt, 10);
   assert.deepEqual(same.cached, { tokens: 4, images: 1 });
   assert.equal(copies.length, 0, "copied on open, not on claim");
