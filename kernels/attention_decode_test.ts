@@ -2,7 +2,7 @@ import { type Gpu, sharedGpu } from "../src/gpu/device.ts";
 import { assertCache, cacheArray, cacheValues } from "../src/ref/kv_cache.ts";
 import { createStorage, readF32, uploadArray } from "../src/gpu/buffers.ts";
 import { attention as attentionRef } from "../src/ref/attention.ts";
-import { assertClose, randn, seeded } from "../src/ref/_random.ts";
+import { assertClose, assertSameBits, randn, seeded } from "../src/ref/_random.ts";
 import { causalAttention } from "./attention.ts";
 import {
   decodeAttention,
@@ -351,9 +351,6 @@ function ropeTableFor(hd: number, npos: number) {
   return mropeTable(hd, 1e6, [half / 4, (3 * half) / 8, (3 * half) / 8], npos);
 }
 
-/** The bits of f32 values (widened f16 included): equal arrays of these are equal bit for bit. */
-const bits = (x: Float32Array) => new Uint32Array(x.buffer, x.byteOffset, x.length);
-
 // Batched decode's fused rope + KV write + attention against the two dispatches it replaces,
 // ropeKvWriteAt() then decodeAttention() at the same row: the same output, the same cache row, bit
 // for bit; the qkv row left unrotated, the other cache rows and out rows as they were. And against
@@ -442,7 +439,7 @@ Deno.test("decodeAttentionRopeKv() equals ropeKvWriteAt() then decodeAttention()
       };
       const got = await run2(true);
       // qkv is only read; out's other rows and the cache's other rows are as they were.
-      assert.deepEqual(bits(got.qkv), bits(qkv), `${what}: qkv untouched`);
+      assertSameBits(got.qkv, qkv, `${what}: qkv untouched`);
       for (let r = 0; r < rows; r++) {
         if (r === row) continue;
         assert.deepEqual(
@@ -454,9 +451,9 @@ Deno.test("decodeAttentionRopeKv() equals ropeKvWriteAt() then decodeAttention()
       for (const [name, c, c0] of [["k", got.k, k0], ["v", got.v, v0]] as const) {
         for (let j = 0; j < maxTokens; j++) {
           if (j === len) continue;
-          assert.deepEqual(
-            bits(c.subarray(j * kvWidth, (j + 1) * kvWidth)),
-            bits(c0.subarray(j * kvWidth, (j + 1) * kvWidth)),
+          assertSameBits(
+            c.subarray(j * kvWidth, (j + 1) * kvWidth),
+            c0.subarray(j * kvWidth, (j + 1) * kvWidth),
             `${what}: ${name} cache row ${j} kept`,
           );
         }
@@ -473,7 +470,7 @@ Deno.test("decodeAttentionRopeKv() equals ropeKvWriteAt() then decodeAttention()
         len,
       );
       assertCache(got.k, kWant, cache, 1e-6, `${what}: k cache`);
-      assert.deepEqual(bits(got.v), bits(cacheValues(vWant, cache)), `${what}: v cache`);
+      assertSameBits(got.v, cacheValues(vWant, cache), `${what}: v cache`);
       const kc = got.k.slice(), vc = got.v.slice();
       if (len === maxTokens) {
         // No row to write: the fresh key and value enter the attention only.
@@ -503,9 +500,9 @@ Deno.test("decodeAttentionRopeKv() equals ropeKvWriteAt() then decodeAttention()
       assertClose(got.out.subarray(row * width, (row + 1) * width), want, TOL, `${what}: out`);
       // The two dispatches it replaces: the same bits.
       const old = await run2(false);
-      assert.deepEqual(bits(got.out), bits(old.out), `${what}: out as the two dispatches'`);
-      assert.deepEqual(bits(got.k), bits(old.k), `${what}: k cache as ropeKvWriteAt's`);
-      assert.deepEqual(bits(got.v), bits(old.v), `${what}: v cache as ropeKvWriteAt's`);
+      assertSameBits(got.out, old.out, `${what}: out as the two dispatches'`);
+      assertSameBits(got.k, old.k, `${what}: k cache as ropeKvWriteAt's`);
+      assertSameBits(got.v, old.v, `${what}: v cache as ropeKvWriteAt's`);
     }
     state.destroy();
     gt.destroy();

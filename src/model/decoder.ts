@@ -13,6 +13,7 @@ import {
   canFuseRopeKv,
   causalAttention,
   decodeAttention,
+  decodeAttentionRopeKv,
   emitKeepsTuning,
   GEMV_EVERY,
   gemvResident,
@@ -140,6 +141,13 @@ export const DECODER_FUSION = {
    * fused), o_proj, down_proj and lm_head too.
    */
   residentGemv: true,
+  /**
+   * Batched decode's attention ({@link rowAttend}) rotates q and k and writes the K/V itself
+   * (kernels/attention_decode.ts decodeAttentionRopeKv): one dispatch a session and layer, where
+   * off a ropeKvWriteAt dispatch runs before each (the same bits either way). Read when a session's
+   * dispatches at a batch row are first built (Qwen2VLModel.createDecodeBatch keeps them).
+   */
+  rowRopeKv: true,
 };
 
 /** A layer's KV cache: K and V of (maxTokens, kvHeads · headDim) `dtype`. */
@@ -428,8 +436,11 @@ export interface BatchRowSession {
 /**
  * Batched decode's attention for layer `layer` of the session at row `row`: row `row` of b.qkv is
  * its token, rotated by its own state.position, its K/V written at its own state.cache_len, its
- * query attending over its own cache into row `row` of b.attn — a rope + KV write and an
- * attention dispatch a session (the products around them run once over all rows).
+ * query attending over its own cache into row `row` of b.attn — one dispatch a session
+ * (decodeAttentionRopeKv, the rope + KV write folded into the attention; b.qkv stays unrotated:
+ * nothing after the attention reads it) or, {@link DECODER_FUSION}.rowRopeKv off, a ropeKvWriteAt
+ * dispatch (rotating b.qkv's row in place) then the attention. The products around them run once
+ * over all rows.
  */
 export function rowAttend(
   gpu: Gpu,
@@ -441,6 +452,19 @@ export function rowAttend(
   row: number,
 ): Dispatch[] {
   const l = qkvLayout(t), c = s.cache[layer];
+  if (DECODER_FUSION.rowRopeKv) {
+    return decodeAttentionRopeKv(
+      gpu,
+      b.attn,
+      { buffer: b.qkv, stride: l.stride },
+      { buffer: c.k, dtype: c.dtype },
+      { buffer: c.v, dtype: c.dtype },
+      s.state,
+      s.attnScratch,
+      table,
+      { ...l.heads, maxTokens: s.maxTokens, row },
+    );
+  }
   return [
     ropeKvWriteAt(gpu, b.qkv, c.k, c.v, s.state, table, {
       heads: l.ropeHeads,

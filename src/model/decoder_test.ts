@@ -1,7 +1,7 @@
 import { sharedGpu } from "../gpu/device.ts";
 import { createStorage, readF32, uploadArray, writeArray } from "../gpu/buffers.ts";
 import { createWeight, writeWeightRows } from "../gpu/tensor.ts";
-import { assertClose, randn, seeded } from "../ref/_random.ts";
+import { assertClose, assertSameBits, randn, seeded } from "../ref/_random.ts";
 import { linear as linearRef } from "../ref/linear.ts";
 import { rmsNorm as rmsNormRef } from "../ref/norm.ts";
 import { mropeTransformers } from "../ref/rope.ts";
@@ -33,6 +33,7 @@ import { cacheValues } from "../ref/kv_cache.ts";
 import assert from "node:assert/strict";
 import { syntheticModel } from "./synthetic.ts";
 import { TINY_DIR } from "./_fixture.ts";
+import { Qwen2VLModel } from "./qwen2vl.ts";
 
 // The released models' head size and M-RoPE split, with GQA, at a small width.
 const T: TextConfig = {
@@ -305,5 +306,64 @@ for (const quant of [undefined, "q8"] as const) {
     assert.equal(on.keys.length, off.keys.length, "decode dispatches");
     assertClose(on.all, off.all, 1e-5, "logits of every prompt position");
     model.dispose();
+  });
+}
+
+// Batched decode with each session's rope + KV write folded into its attention
+// (DECODER_FUSION.rowRopeKv, kernels/attention_decode.ts decodeAttentionRopeKv) against the
+// ropeKvWriteAt + decodeAttention pair it replaces: one dispatch fewer a session and layer, and the
+// same logits bit for bit (the kernel computes the pair's bits), at rows of different positions,
+// over two steps (the second attends over the K/V the first wrote), f32 and f16 KV caches.
+for (const kvCacheDtype of ["f32", "f16"] as const) {
+  Deno.test(`rowAttend() with DECODER_FUSION.rowRopeKv gives the two-dispatch batch's logits bit for bit in one dispatch a session and layer (${kvCacheDtype} KV cache)`, async () => {
+    const gpu = await sharedGpu();
+    const model = await Qwen2VLModel.load(TINY_DIR, {
+      gpu,
+      dtype: "f32",
+      maxContext: 40,
+      kvCacheDtype,
+    });
+    const prompts = [[5, 17, 300, 9, 11], [42, 8], [7, 7, 7, 7, 7, 7, 7, 7, 7, 1]];
+    const saved = { ...DECODER_FUSION };
+    const pass = async (rowRopeKv: boolean) => {
+      Object.assign(DECODER_FUSION, { rowRopeKv });
+      const sessions = [];
+      try {
+        for (const [i, p] of prompts.entries()) {
+          const s = model.createSession(40);
+          await model.prefill(s, p);
+          writeArray(gpu, s.tokens, new Uint32Array([100 + i, 200 + i, 300 + i]));
+          sessions.push(s);
+        }
+        // (rowAttend runs as the batch is made: the switch is read then)
+        const batch = model.createDecodeBatch([sessions[0], undefined, sessions[1], sessions[2]]);
+        const n = batch.dispatches.length, logits: Float32Array[] = [];
+        for (let step = 0; step < 2; step++) {
+          const enc = gpu.device.createCommandEncoder(), cp = enc.beginComputePass();
+          batch.encode(cp);
+          for (const s of sessions) advance(gpu, s.state).encode(cp);
+          cp.end();
+          gpu.device.queue.submit([enc.finish()]);
+          for (const s of sessions) logits.push(await readF32(gpu, s.logits));
+        }
+        batch.destroy();
+        return { n, logits };
+      } finally {
+        Object.assign(DECODER_FUSION, saved);
+        sessions.forEach((s) => s.dispose());
+      }
+    };
+    try {
+      const on = await pass(true), off = await pass(false);
+      assert.equal(on.n, off.n - prompts.length * model.config.text.numLayers, "dispatches");
+      for (const [i, l] of on.logits.entries()) {
+        const what = `step ${i / prompts.length | 0} session ${i % prompts.length}`;
+        assertSameBits(l, off.logits[i], `${what}: logits`);
+      }
+      // The sessions' logits differ, so a mixed-up row would show.
+      assert.ok(on.logits[0].some((v, i) => Math.abs(v - on.logits[1][i]) > 1e-3));
+    } finally {
+      model.dispose();
+    }
   });
 }

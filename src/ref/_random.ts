@@ -61,3 +61,27 @@ export function assertClose(
     }) > ${tol} × ${scale}`,
   );
 }
+
+/**
+ * Asserts that got and want hold the same f32 bits everywhere (f16 values widened included),
+ * naming the first index that differs and how many do (a deepEqual of large arrays spends its
+ * time and memory on the diff instead).
+ */
+export function assertSameBits(got: Float32Array, want: Float32Array, what = ""): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  const a = new Uint32Array(got.buffer, got.byteOffset, got.length),
+    b = new Uint32Array(want.buffer, want.byteOffset, want.length);
+  let first = -1, n = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] !== b[i]) {
+      if (first < 0) first = i;
+      n++;
+    }
+  }
+  assert.ok(
+    n === 0,
+    `${what}: ${n} of ${a.length} values differ in their bits, the first at [${first}] (got ${
+      got[first]
+    }, want ${want[first]})`,
+  );
+}
