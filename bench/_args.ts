@@ -75,6 +75,11 @@ export interface BenchOptions {
   noXRowsNorm: boolean;
   /** Products of 2–16 rows with their silu · mul as a pass of its own, not fused (to compare). */
   noXRowsSilu: boolean;
+  /**
+   * Batched decode with each session's rope + KV write as a dispatch of its own before its
+   * attention, not folded into it (src/model/decoder.ts DECODER_FUSION.rowRopeKv; to compare).
+   */
+  noFusedRowAttend: boolean;
   /** Record each token's logprob and this many alternatives (the logprobs kernels), or none. */
   logprobs?: number;
   /**
@@ -119,6 +124,8 @@ const USAGE = `deno task bench [options]
                               GEMMs, not the row GEMV over all rows (kernels/linear.ts; to compare)
   --no-xrows-norm             their RMSNorm as a pass of its own, not fused into them (to compare)
   --no-xrows-silu             their silu · mul as a pass of its own, not fused (to compare)
+  --no-fused-row-attend       with --parallel, batched: each session's rope + KV write as a
+                              dispatch of its own before its attention, not folded in (to compare)
   --parallel N                then time N generations decoding at once, each in its own session
                               (Pipeline's parallel; 2..64); adds "parallel"
   --no-batch                  with --parallel: each generation's own decode loop, taking turns,
@@ -150,6 +157,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
     noXRows: false,
     noXRowsNorm: false,
     noXRowsSilu: false,
+    noFusedRowAttend: false,
     penalties: false,
     jsonMode: false,
     jsonSchema: false,
@@ -232,6 +240,9 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
         break;
       case "--no-xrows-silu":
         o.noXRowsSilu = true;
+        break;
+      case "--no-fused-row-attend":
+        o.noFusedRowAttend = true;
         break;
       case "--no-batch":
         o.noBatch = true;

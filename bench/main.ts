@@ -24,6 +24,7 @@ import type { ImageEmbeds } from "../src/model/vision.ts";
 import type { GridThw } from "../src/model/rope_index.ts";
 import { syntheticModel } from "../src/model/synthetic.ts";
 import type { WeightPlan } from "../src/model/weights.ts";
+import { DECODER_FUSION } from "../src/model/decoder.ts";
 import { DEFAULT_IMAGE_PROCESSOR_CONFIG, smartResize } from "../src/image.ts";
 import {
   GREEDY,
@@ -147,6 +148,8 @@ export interface BenchResult {
   /** With --no-xrows-norm / --no-xrows-silu: those products' norm / silu · mul ran as passes. */
   no_xrows_norm?: boolean;
   no_xrows_silu?: boolean;
+  /** With --no-fused-row-attend: batched decode ran each session's rope + KV write as a dispatch. */
+  no_fused_row_attend?: boolean;
   followup?: {
     tokens: number;
     cached_tokens: number;
@@ -225,6 +228,7 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
   LINEAR_CHOICE.xrows = !o.noXRows;
   LINEAR_CHOICE.xrowsNorm = !o.noXRowsNorm;
   LINEAR_CHOICE.xrowsSiluMul = !o.noXRowsSilu;
+  DECODER_FUSION.rowRopeKv = !o.noFusedRowAttend;
   try {
     const r = await benchShape(o, gpuIn);
     return {
@@ -232,9 +236,11 @@ export async function runBench(o: BenchOptions, gpuIn?: Gpu): Promise<BenchResul
       ...(o.noXRows ? { no_xrows: true } : {}),
       ...(o.noXRowsNorm ? { no_xrows_norm: true } : {}),
       ...(o.noXRowsSilu ? { no_xrows_silu: true } : {}),
+      ...(o.noFusedRowAttend ? { no_fused_row_attend: true } : {}),
     };
   } finally {
     LINEAR_CHOICE.xrows = LINEAR_CHOICE.xrowsNorm = LINEAR_CHOICE.xrowsSiluMul = true;
+    DECODER_FUSION.rowRopeKv = true;
   }
 }
 

@@ -52,6 +52,8 @@ Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
   assert.equal(parseArgs(["--parallel", "4"]).parallel, 4);
   assert.equal(parseArgs(["--no-xrows"]).noXRows, true);
   assert.equal(parseArgs([]).noXRows, false);
+  assert.equal(parseArgs(["--no-fused-row-attend"]).noFusedRowAttend, true);
+  assert.equal(parseArgs([]).noFusedRowAttend, false);
   assert.equal(parseArgs([]).parallel, 1);
   for (
     const bad of [
