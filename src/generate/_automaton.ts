@@ -577,6 +577,126 @@ export function decimalRange(nfa: Nfa, lo?: Decimal, hi?: Decimal): Frag {
   return nfa.alt(parts);
 }
 
+/**
+ * Most units of its last decimal place a `multipleOf` may be (2.5 is 25 tenths, 1000 is 1000
+ * ones): {@link multipleDfa} builds a table of that many remainders before merging those no
+ * digits tell apart, so this bounds its work (100,000: about a tenth of a second of one core).
+ */
+export const MAX_MULTIPLE_UNITS = 100_000;
+/**
+ * Most states {@link multipleDfa}'s automaton may have: a quarter of a schema's
+ * ({@link MAX_DFA_STATES}), leaving room for the bounds it is intersected with and the rest.
+ */
+export const MAX_MULTIPLE_STATES = MAX_DFA_STATES / 4;
+
+/**
+ * The remainders by `a` of whole numbers read digit by digit (most significant first: r → 10r + d),
+ * those that no digits to come tell apart merged (Moore's partition refinement): divisibility by
+ * 1000 needs 4 classes (how many of the last three digits are 0), by 7 all 7.
+ * @returns `of[r]`, the class of remainder r; `next[c · 10 + d]`, the class after digit d
+ */
+function remainderClasses(a: number): { classes: number; of: Int32Array; next: Int32Array } {
+  const of = new Int32Array(a).map((_, r) => (r === 0 ? 0 : 1));
+  let classes = a === 1 ? 1 : 2;
+  for (let changed = true; changed;) {
+    changed = false;
+    // Split each class by the class digit d leads to, one digit at a time (a key per pair).
+    for (let d = 0; d < 10; d++) {
+      const ids = new Map<number, number>();
+      const refined = new Int32Array(a);
+      for (let r = 0; r < a; r++) {
+        const key = of[r] * classes + of[(r * 10 + d) % a];
+        let id = ids.get(key);
+        if (id === undefined) ids.set(key, id = ids.size);
+        refined[r] = id;
+      }
+      if (ids.size !== classes) changed = true;
+      of.set(refined);
+      classes = ids.size;
+    }
+  }
+  const next = new Int32Array(classes * 10);
+  for (let r = 0; r < a; r++) {
+    for (let d = 0; d < 10; d++) next[of[r] * 10 + d] = of[(r * 10 + d) % a];
+  }
+  return { classes, of, next };
+}
+
+/**
+ * The DFA of the JSON numbers written without an exponent, `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, whose
+ * value is a whole multiple of `a`·10^-`k` (`a` ≥ 1 and `k` ≥ 0 whole: 2.5 is 25·10^-1; 0.01 is
+ * 1·10^-2): the value times 10^k, an integer, leaves no remainder by `a`. Its digits are read
+ * through the k-th fraction digit, each state a class of the remainder so far
+ * ({@link remainderClasses}) beside how many fraction digits are read; a number ending before
+ * the k-th is read as padded with zeros, and a fraction digit past the k-th must be 0 (`5.50`
+ * is a multiple of 0.5; `5.05` of 0.5 is not, and of 0.05 it is). The sign changes nothing:
+ * "-0" is 0. Intersect it with a number's grammar and bounds for a `multipleOf`.
+ * @throws SchemaError (naming `what`) where `a` is past {@link MAX_MULTIPLE_UNITS} or the
+ * automaton past {@link MAX_MULTIPLE_STATES}; RangeError where `a` or `k` is not as above
+ */
+export function multipleDfa(a: number, k: number, what: string): Dfa {
+  if (a > MAX_MULTIPLE_UNITS) {
+    throw new SchemaError(
+      `${what} is ${a} units of its last decimal place: up to ${MAX_MULTIPLE_UNITS} are ` +
+        "supported (the automaton tracks the remainder of the digits read): use a smaller " +
+        "multipleOf, or leave it out and say it in the prompt",
+    );
+  }
+  if (!Number.isInteger(a) || a < 1 || !Number.isSafeInteger(k) || k < 0) {
+    throw new RangeError(`multipleDfa(): a ${a} and k ${k} must be whole, a ≥ 1, k ≥ 0`);
+  }
+  // Per class: the whole part (int), a point just read (dot), then f fraction slots — slot j
+  // after j digits, the last also after any more (zeros only, past the k-th).
+  const f = Math.max(k, 1), per = f + 2;
+  const tooMany = (states: number, classes: number, least = "") =>
+    new SchemaError(
+      `${what} needs ${least}${states} automaton states (${classes} remainders by ${a}, through ${k} ` +
+        `fraction digits): up to ${MAX_MULTIPLE_STATES} are supported: use a multipleOf with ` +
+        "fewer digits (2s and 5s cost least: 0.01, 250), or leave it out and say it in the prompt",
+    );
+  // Remainders by a's factor prime to 10 are told apart by some digits to come, each: at least
+  // that many classes, refused before the table is built.
+  let odd = a;
+  while (odd % 2 === 0) odd /= 2;
+  while (odd % 5 === 0) odd /= 5;
+  if (3 + odd * per > MAX_MULTIPLE_STATES) throw tooMany(3 + odd * per, odd, "at least ");
+  const { classes, of, next: step } = remainderClasses(a);
+  const states = 3 + classes * per;
+  if (states > MAX_MULTIPLE_STATES) throw tooMany(states, classes);
+  const [START, MINUS, ZERO] = [0, 1, 2];
+  const int = (c: number) => 3 + c * per, dot = (c: number) => int(c) + 1;
+  const frac = (c: number, j: number) => int(c) + 1 + j; // j from 1 to f
+  // The class after `n` more zeros: whether the value, padded to k fraction digits, is a multiple.
+  const zeros = (c: number, n: number) => {
+    for (let i = 0; i < n; i++) c = step[c * 10];
+    return c;
+  };
+  const ok = of[0];
+  const next = new Uint32Array(states * 256).fill(DFA_NONE);
+  const accept = new Uint8Array(states);
+  const digit = (s: number, d: number, t: number) => (next[s * 256 + 0x30 + d] = t);
+  next[START * 256 + 0x2d] = MINUS;
+  for (const s of [START, MINUS]) {
+    digit(s, 0, ZERO);
+    for (let d = 1; d <= 9; d++) digit(s, d, int(of[d % a]));
+  }
+  next[ZERO * 256 + 0x2e] = dot(ok);
+  accept[ZERO] = zeros(ok, k) === ok ? 1 : 0;
+  for (let c = 0; c < classes; c++) {
+    for (let d = 0; d <= 9; d++) digit(int(c), d, int(step[c * 10 + d]));
+    next[int(c) * 256 + 0x2e] = dot(c);
+    accept[int(c)] = zeros(c, k) === ok ? 1 : 0;
+    // The j-th fraction digit from slot j − 1 (dot: slot 0): counted through the k-th, then 0s.
+    for (let j = 1; j <= f + 1; j++) {
+      const from = j === 1 ? dot(c) : frac(c, j - 1);
+      if (j <= k) { for (let d = 0; d <= 9; d++) digit(from, d, frac(step[c * 10 + d], j)); }
+      else digit(from, 0, frac(c, f));
+    }
+    for (let j = 1; j <= f; j++) accept[frac(c, j)] = zeros(c, Math.max(k - j, 0)) === ok ? 1 : 0;
+  }
+  return prune({ states, next, accept }, what);
+}
+
 export const utf8 = new TextEncoder();
 
 /** The short escapes of a JSON string: the byte after `\`, the code point it stands for. */

@@ -1,11 +1,15 @@
 import assert from "node:assert/strict";
 import { seeded } from "../ref/_random.ts";
+import { SchemaError } from "../errors.ts";
 import {
   determinize,
   dfaAccepts,
   embed,
   hexSequences,
   intersect,
+  MAX_MULTIPLE_STATES,
+  MAX_MULTIPLE_UNITS,
+  multipleDfa,
   Nfa,
   utf8Sequences,
 } from "./_automaton.ts";
@@ -142,4 +146,89 @@ Deno.test("intersect() accepts what both accept; embed() joins a DFA into an NFA
     () => intersect(both, determinize(nfa, c.start, c.end, "c"), "both and c"),
     /both and c matches nothing/,
   );
+});
+
+/** Whether decimal text `t` (`-?d+(.d+)?`) is a whole multiple of a · 10^-k: exactly, in BigInts. */
+function isMultipleText(t: string, a: number, k: number): boolean {
+  const [int, frac = ""] = t.replace(/^-/, "").split(".");
+  const scale = Math.max(frac.length, k);
+  return BigInt(int + frac.padEnd(scale, "0")) % (BigInt(a) * 10n ** BigInt(scale - k)) === 0n;
+}
+
+/** n · 10^-k as JSON writes a decimal: `-?int(.frac)?`, the fraction k digits (none for k 0). */
+function scaledText(n: bigint, k: number): string {
+  const digits = (n < 0n ? -n : n).toString().padStart(k + 1, "0");
+  const int = digits.slice(0, digits.length - k), frac = digits.slice(digits.length - k);
+  return (n < 0n ? "-" : "") + int + (k ? "." + frac : "");
+}
+
+Deno.test("multipleDfa() accepts exactly the multiples of a · 10^-k, in every spelling without exponent", () => {
+  const rand = seeded(11);
+  // A random decimal spelling: digits biased to 0 and 5, so that multiples come up often.
+  const digit = () => "00000512346789"[Math.floor(rand() * 14)];
+  const spelling = () => {
+    const int = rand() < 0.3 ? "0" : String(1 + Math.floor(rand() * (rand() < 0.5 ? 30 : 30000)));
+    const frac = Array.from({ length: Math.floor(rand() * 6) }, digit).join("");
+    return (rand() < 0.4 ? "-" : "") + int + (frac ? "." + frac : "");
+  };
+  const as = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 16, 25, 40, 64, 75, 125, 1000, 1024, 4096];
+  for (const a of as) {
+    for (const k of [0, 1, 2, 3]) {
+      const dfa = multipleDfa(a, k, "m");
+      const at = `${a} · 10^-${k}`;
+      for (let x = -1000; x <= 1000; x++) {
+        const t = String(x);
+        assert.equal(dfaAccepts(dfa, t), isMultipleText(t, a, k), `${t} of ${at}`);
+      }
+      for (let i = 0; i < 300; i++) {
+        const t = spelling();
+        assert.equal(dfaAccepts(dfa, t), isMultipleText(t, a, k), `${t} of ${at}`);
+      }
+      // Every multiple, as written and with a zero more in its fraction.
+      for (let n = -200n; n <= 200n; n++) {
+        const t = scaledText(n * BigInt(a), k);
+        assert.ok(dfaAccepts(dfa, t), `${t} of ${at}`);
+        assert.ok(dfaAccepts(dfa, t + (k ? "0" : ".0")), `${t}0 of ${at}`);
+      }
+      assert.ok(dfaAccepts(dfa, "-0") && dfaAccepts(dfa, "0.000"), at);
+      for (const t of ["", "-", "01", "-01", "00", "0.", "-.0", ".0", "+0", "--0", "0e0", "0E1"]) {
+        assert.ok(!dfaAccepts(dfa, t), `${t} of ${at}`);
+      }
+    }
+  }
+});
+
+Deno.test("multipleDfa() merges remainders no digit tells apart, and refuses past its budgets", () => {
+  // Divisibility by 1000 needs 4 classes (how many of the last three digits are 0), by 7 all 7;
+  // each class a whole part, a point and max(k, 1) fraction states, beside start, "-" and "0".
+  assert.equal(multipleDfa(1000, 0, "m").states, 3 + 4 * 3);
+  assert.equal(multipleDfa(7, 0, "m").states, 3 + 7 * 3);
+  assert.equal(multipleDfa(1, 2, "m").states, 3 + 1 * 4);
+  assert.ok(multipleDfa(MAX_MULTIPLE_UNITS, 0, "m").states < 30);
+  const refused: [() => unknown, RegExp | ErrorConstructor][] = [
+    [
+      () => multipleDfa(MAX_MULTIPLE_UNITS + 1, 0, "schema.multipleOf 100001"),
+      /^schema\.multipleOf 100001 is 100001 units of its last decimal place: up to 100000/,
+    ],
+    [
+      () => multipleDfa(9999, 0, "m"),
+      new RegExp(
+        `^m needs at least 30000 automaton states \\(9999 remainders by 9999, through 0 ` +
+          `fraction digits\\): up to ${MAX_MULTIPLE_STATES} are supported`,
+      ),
+    ],
+    // 2^16: few digits prime to 10, but its last 16 digits tell thousands of classes apart.
+    [() => multipleDfa(65536, 0, "m"), /^m needs \d+ automaton states \(\d+ remainders by 65536/],
+    [() => multipleDfa(0, 0, "m"), RangeError],
+    [() => multipleDfa(2.5, 0, "m"), RangeError],
+    [() => multipleDfa(5, -1, "m"), RangeError],
+  ];
+  for (const [f, why] of refused) {
+    assert.throws(
+      f,
+      (e) =>
+        why instanceof RegExp ? e instanceof SchemaError && why.test(e.message) : e instanceof why,
+      String(why),
+    );
+  }
 });
