@@ -419,7 +419,10 @@ export function decodeAttention(
  * the bits ropeKvWriteAt would compute — attends with this token's key and value as key
  * state.cache_len (not read from the cache), and writes them, as ropeKvWriteAt does, to cache row
  * state.cache_len (not at or past `s.maxTokens`). qkv itself is left as it is (unrotated). The
- * result is ropeKvWriteAt then decodeAttention, bit for bit, in one dispatch instead of two.
+ * result is ropeKvWriteAt then decodeAttention's, in one dispatch instead of two: bit for bit on
+ * lavapipe (kernels/attention_decode_test.ts), as the rotation is the same expression on the same
+ * values; a compiler that contracted a·cos − b·sin into an FMA in one kernel and not the other
+ * would move the rotated values by an ulp.
  * @param out (rows, heads · headDim) f32, rows > `s.row`; the call writes row `s.row` (default 0)
  * @param qkv (rows, qkv.stride) f32: [q heads | k heads | v heads] from qkv.offset in row `s.row`
  * @param k (maxTokens, ·) the layer's K cache; row state.cache_len is written

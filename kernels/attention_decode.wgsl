@@ -42,7 +42,7 @@
 // decode step's rope + KV-cache write (kernels/rope.wgsl's DECODE KV variant) folded in. q's row
 // holds this token's query heads, then its key heads, then its value heads (a fused qkv row),
 // unrotated: the query and the key are rotated here by state.position (rope_col, the same table
-// entries and formula as kernels/rope.wgsl, so the same bits), and key cache_len — this token's —
+// entries and expression as kernels/rope.wgsl, so the same bits), and key cache_len — this token's —
 // is that key and value, rounded to the cache's type as a cache write would, taken from q's row
 // rather than the cache: no workgroup reads the cache row this dispatch writes. Split 0 of the
 // first head block of each KV head writes that KV head's rotated K and its V to cache row

@@ -144,7 +144,7 @@ export const DECODER_FUSION = {
   /**
    * Batched decode's attention ({@link rowAttend}) rotates q and k and writes the K/V itself
    * (kernels/attention_decode.ts decodeAttentionRopeKv): one dispatch a session and layer, where
-   * off a ropeKvWriteAt dispatch runs before each (the same bits either way). Read when a session's
+   * off a ropeKvWriteAt dispatch runs before each (the same bits on lavapipe). Read when a session's
    * dispatches at a batch row are first built (Qwen2VLModel.createDecodeBatch keeps them).
    */
   rowRopeKv: true,
