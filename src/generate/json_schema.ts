@@ -20,19 +20,26 @@
  * `items` false or absent, no more are written), `minimum` / `maximum` / `exclusiveMinimum` / `exclusiveMaximum` on
  * integers and numbers (numbers or draft 4's booleans, whole or not, within ±(2^53 − 1); a bounded
  * `number` is written without an exponent, `-?int(.digits)?`, its decimal value held to the bounds
- * exactly, digit by digit), `minLength` / `maxLength` on strings (code points; `minLength` ≤
+ * exactly, digit by digit), `multipleOf` on integers and numbers (above 0; its exact decimal, the
+ * shortest that reads back as its double — 0.1 is a tenth, not the double's 0.1000…055 — and the
+ * answer's decimal value a whole multiple of it, as a decimal reader (pydantic's Decimal, Python's
+ * int) sees it: a validator that divides doubles may differ, jsonschema's 0.07 / 0.01 being
+ * 7.000000000000001; written without an exponent, fraction digits past the multipleOf's own 0s,
+ * `5.50` for 0.5; intersected with the bounds; {@link multipleDfa}'s remainder automaton up to a
+ * quarter of the state budget: 7 takes 24 states, 0.01 seven, a multipleOf of many digits prime to
+ * 10 such as 9999, or of over 100,000 units of its last decimal place, is refused), `minLength` / `maxLength` on strings (code points; `minLength` ≤
  * {@link MAX_STRING_LENGTH}, and a larger `maxLength` holds the answer to
  * {@link MAX_STRING_LENGTH}: shorter, still valid), `pattern` on strings (an ECMA-262 regex found
  * anywhere in the decoded value unless anchored, whatever escapes spell it:
  * src/generate/regex.ts jsonStringDfa, its syntax there), `format` on strings for the formats of
  * {@link FORMATS} (others stay annotations), a string's length, pattern and format intersected,
- * `enum` and `const` (beside a `type`, bounds, a pattern or a format: its members of that type
- * and within them), `anyOf` / `oneOf` (with the keywords beside them merged into each branch,
+ * `enum` and `const` (beside a `type`, bounds, a multipleOf, a pattern or a format: its members of
+ * that type and within them), `anyOf` / `oneOf` (with the keywords beside them merged into each branch,
  * where the branch does not set them too), `allOf` of one schema, `$ref` into `$defs` /
  * `definitions` (not recursive, nothing beside it), `nullable` (also null); annotations (`title`,
  * `description`, an unknown `format`, `default`, `discriminator`, …) are ignored. oneOf compiles
  * as anyOf: where its branches overlap, an answer two of them allow (which breaks its "exactly
- * one") is not refused. Anything else — a pattern's backreferences or lookarounds, `multipleOf`,
+ * one") is not refused. Anything else — a pattern's backreferences or lookarounds,
  * a part that allows any value, keywords that would have to be intersected, a schema past the
  * automaton's budgets (src/generate/_automaton.ts) or {@link MAX_SCHEMA_DEPTH} levels — is refused
  * with SchemaError: the answer could not be held to it.
@@ -50,6 +57,7 @@ import {
   type Frag,
   intersect,
   MAX_DFA_STATES,
+  multipleDfa,
   Nfa,
   utf8,
 } from "./_automaton.ts";
@@ -227,6 +235,7 @@ const KNOWN = new Set([
   "maximum",
   "exclusiveMinimum",
   "exclusiveMaximum",
+  "multipleOf",
   "minLength",
   "maxLength",
   "pattern",
@@ -341,7 +350,7 @@ class SchemaCompiler {
         // Say only what the schema has: a type, or bounds, a pattern, a format beside it.
         const what = [
           ...(types ? [`of its type ${preview(schema.type)}`] : []),
-          "within its bounds, pattern and format",
+          "within its bounds, multipleOf, pattern and format",
         ].join(" and ");
         throw new SchemaError(`${path}: no value of its ${way} is ${what}`);
       }
@@ -413,13 +422,21 @@ class SchemaCompiler {
         return this.#string(schema, path);
       case "integer": {
         const [lo, hi] = integerBounds(schema, path);
-        return lo === -Infinity && hi === Infinity ? nfa.number(true) : nfa.integer(lo, hi);
+        return this.#multiples(
+          schema,
+          type,
+          path,
+          (n) => lo === -Infinity && hi === Infinity ? n.number(true) : n.integer(lo, hi),
+        );
       }
       case "number": {
         const bounds = numberBounds(schema, path);
-        return bounds.lo || bounds.hi
-          ? boundedNumber(nfa, schema, path, bounds)
-          : nfa.number(false);
+        return this.#multiples(
+          schema,
+          type,
+          path,
+          (n) => bounds.lo || bounds.hi ? boundedNumber(n, schema, path, bounds) : n.number(false),
+        );
       }
       case "boolean":
         return nfa.alt([nfa.literal(utf8.encode("true")), nfa.literal(utf8.encode("false"))]);
@@ -431,6 +448,43 @@ class SchemaCompiler {
         return this.#object(schema, path, depth);
     }
     throw new SchemaError(`${path}.type ${preview(type)} is not a JSON schema type`);
+  }
+
+  /**
+   * An integer's or a number's values (`values(nfa)`: their grammar and bounds), held to the
+   * schema's `multipleOf` where it has one: both compiled on their own and intersected
+   * ({@link multipleDfa}: written without an exponent, fraction digits past the multipleOf's
+   * own 0s), then embedded.
+   */
+  #multiples(schema: Schema, type: string, path: string, values: (nfa: Nfa) => Frag): Frag {
+    const step = multipleOf(schema, path);
+    if (!step) return values(this.nfa);
+    const nfa = new Nfa();
+    const f = values(nfa);
+    const dfa = multipleDfa(Number(step.units), step.k, `${path}.multipleOf ${preview(step.x)}`);
+    const bounds = boundsText(schema);
+    try {
+      return embed(
+        this.nfa,
+        intersect(determinize(nfa, f.start, f.end, path), dfa, `${path}.multipleOf`),
+      );
+    } catch (e) {
+      if (!(e instanceof SchemaError)) throw e;
+      if (/matches nothing/.test(e.message)) {
+        throw new SchemaError(
+          `${path}: no ${type === "integer" ? "integer " : ""}multiple of ${preview(step.x)} ` +
+            `is within its bounds (${bounds})`,
+        );
+      }
+      if (/too large/.test(e.message)) {
+        throw new SchemaError(
+          `${path}: multipleOf ${preview(step.x)}${bounds && ` within its bounds (${bounds})`} ` +
+            `is too large to compile (over ${MAX_DFA_STATES} states): a multipleOf of fewer ` +
+            "digits, or bounds of fewer digits, make it smaller",
+        );
+      }
+      throw e;
+    }
   }
 
   /**
@@ -805,15 +859,21 @@ class SchemaCompiler {
 
 /** Keywords that bound a number's value. */
 const NUMBER_BOUNDS = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
-/** Keywords that bound a number's value or a string's length: beside an enum, they filter it. */
-const VALUE_BOUNDS = [...NUMBER_BOUNDS, "minLength", "maxLength", "pattern"];
+/**
+ * Keywords that bound a number's value (or make it a multiple) or a string's length: beside an
+ * enum, they filter it.
+ */
+const VALUE_BOUNDS = [...NUMBER_BOUNDS, "multipleOf", "minLength", "maxLength", "pattern"];
 
 /** Whether `format` names one the compiler holds strings to ({@link FORMATS}). */
 function heldFormat(format: unknown): format is string {
   return typeof format === "string" && Object.hasOwn(FORMATS, format);
 }
 
-/** Whether JSON value `v` is within `schema`'s bounds on numbers and string lengths. */
+/**
+ * Whether JSON value `v` is within `schema`'s bounds on numbers and string lengths, and a
+ * number a multiple of its `multipleOf` (exactly: {@link isMultiple}).
+ */
 function withinBounds(v: unknown, schema: Schema, path: string): boolean {
   if (typeof v === "string") {
     const n = [...v].length; // code points, as JSON Schema counts
@@ -836,9 +896,42 @@ function withinBounds(v: unknown, schema: Schema, path: string): boolean {
     schema.exclusiveMinimum === true,
     schema.exclusiveMaximum === true,
   ];
+  const step = multipleOf(schema, path);
   return (min === undefined || (strictMin ? v > min : v >= min)) &&
     (max === undefined || (strictMax ? v < max : v <= max)) &&
-    (exMin === undefined || v > exMin) && (exMax === undefined || v < exMax);
+    (exMin === undefined || v > exMin) && (exMax === undefined || v < exMax) &&
+    (!step || isMultiple(v, step));
+}
+
+/** A `multipleOf` exactly: `units` · 10^-`k`, as written (`x`). */
+interface Step {
+  x: number;
+  units: bigint;
+  k: number;
+}
+
+/**
+ * A schema's `multipleOf` (undefined: none) as its exact decimal: that of the shortest decimal
+ * that reads back as its double (String(x)), so 0.1 is 1 · 10^-1 — the number as written, not
+ * the double's 0.1000000000000000055….
+ * @throws SchemaError for a multipleOf that is not a finite number above 0
+ */
+function multipleOf(schema: Schema, path: string): Step | undefined {
+  const x = schema.multipleOf;
+  if (x === undefined) return undefined;
+  if (typeof x !== "number" || !Number.isFinite(x) || x <= 0) {
+    throw new SchemaError(`${path}.multipleOf must be a number above 0, got ${preview(x)}`);
+  }
+  const { int, frac } = shortestDecimal(x, `${path}.multipleOf`);
+  return { x, units: BigInt(int + frac), k: frac.length };
+}
+
+/** Whether number `v` is a whole multiple of `step`, exactly (both as their shortest decimals). */
+function isMultiple(v: number, step: Step): boolean {
+  const { int, frac } = shortestDecimal(v, "a value");
+  const scale = Math.max(frac.length, step.k);
+  return BigInt(int + frac.padEnd(scale, "0")) % (step.units * 10n ** BigInt(scale - step.k)) ===
+    0n;
 }
 
 /** A number's lower and upper bound: the tighter of each kind (an exclusive one on a tie). */

@@ -3,6 +3,7 @@ import { seeded } from "../ref/_random.ts";
 import { DFA_NONE, dfaAccepts, dfaWalk } from "./_automaton.ts";
 import { choiceDfa, FORMATS, MAX_STRING_LENGTH, MAX_UNROLLED, schemaDfa } from "./json_schema.ts";
 import { SchemaError } from "../errors.ts";
+import { compileFormat, parseGenerationConfig, resolveOptions } from "./options.ts";
 
 const utf8 = new TextEncoder();
 
@@ -614,9 +615,9 @@ Deno.test("schemaDfa() holds integers to minimum / maximum / exclusive bounds ex
     [{ type: "integer", exclusiveMinimum: 1.2, exclusiveMaximum: 1.8 }, /no integer is within/],
     [
       { enum: [1, 2], minimum: 3 },
-      /: no value of its enum is within its bounds, pattern and format$/,
+      /: no value of its enum is within its bounds, multipleOf, pattern and format$/,
     ],
-    [{ type: "integer", multipleOf: 2 }, /"multipleOf" is not supported/],
+    [{ type: "integer", multipleOf: 0 }, /schema\.multipleOf must be a number above 0, got 0/],
   ];
   for (const [schema, message] of refused) {
     assert.throws(
@@ -1311,4 +1312,265 @@ Deno.test("schemaDfa(): propertyNames with only a format holds the keys to it (i
     propertyNames: { format: "made-up", description: "a key" },
   });
   assert.ok(dfaAccepts(any, '{"x":1}'));
+});
+
+/** Whether decimal text `t` (`-?d+(.d+)?`) is a whole multiple of `m`'s decimal: exact BigInts. */
+function isMultipleText(t: string, m: number): boolean {
+  const [mi, mf = ""] = String(m).split(".");
+  const [int, frac = ""] = t.replace(/^-/, "").split(".");
+  const scale = Math.max(frac.length, mf.length);
+  const step = BigInt(mi + mf) * 10n ** BigInt(scale - mf.length);
+  return BigInt(int + frac.padEnd(scale, "0")) % step === 0n;
+}
+
+/** Whether decimal text `t` is within numeric `bounds` (draft 6's), compared exactly. */
+function inBoundsText(t: string, b: Record<string, number>): boolean {
+  const c = (k: string) => compareExact(t, String(b[k]));
+  return (b.minimum === undefined || c("minimum") >= 0) &&
+    (b.maximum === undefined || c("maximum") <= 0) &&
+    (b.exclusiveMinimum === undefined || c("exclusiveMinimum") > 0) &&
+    (b.exclusiveMaximum === undefined || c("exclusiveMaximum") < 0);
+}
+
+Deno.test("schemaDfa() holds integers to multipleOf exactly, within their bounds", () => {
+  const bounds: Record<string, number>[] = [
+    {},
+    { minimum: 10, maximum: 100 },
+    { exclusiveMinimum: -50, maximum: 49 },
+    { minimum: -1000, exclusiveMaximum: -3 },
+    { maximum: 0 },
+  ];
+  for (const m of [1, 2, 3, 5, 7, 10, 12, 25, 100, 0.5, 2.5]) {
+    for (const b of bounds) {
+      const schema = { type: "integer", multipleOf: m, ...b };
+      const dfa = schemaDfa(schema);
+      for (let x = -1000; x <= 1000; x++) {
+        const t = String(x);
+        assert.equal(
+          dfaAccepts(dfa, t),
+          inRange(x, b) && isMultipleText(t, m),
+          `${t} ${JSON.stringify(schema)}`,
+        );
+      }
+      // Past a double's digits, exactly; never a fraction or an exponent (not JSON integers here).
+      for (const t of ["7" + "0".repeat(20), "7".repeat(21), "-" + "5".repeat(19) + "0"]) {
+        assert.equal(
+          dfaAccepts(dfa, t),
+          inBoundsText(t, b) && isMultipleText(t, m),
+          `${t} ${JSON.stringify(schema)}`,
+        );
+      }
+      for (const t of ["0.0", "14.0", "1e1", "0e0", "-", "", "07", "+7"]) {
+        assert.ok(!dfaAccepts(dfa, t), `${t} ${JSON.stringify(schema)}`);
+      }
+      assert.equal(dfaAccepts(dfa, "-0"), inRange(0, b), JSON.stringify(schema));
+    }
+  }
+  // The brief's case: exactly 14, 21, …, 98.
+  const sevens = schemaDfa({ type: "integer", minimum: 10, maximum: 100, multipleOf: 7 });
+  const taken = [];
+  for (let x = -1000; x <= 1000; x++) if (dfaAccepts(sevens, String(x))) taken.push(x);
+  assert.deepEqual(taken, [14, 21, 28, 35, 42, 49, 56, 63, 70, 77, 84, 91, 98]);
+});
+
+Deno.test("schemaDfa() holds numbers to a decimal multipleOf exactly, however the value is spelt", () => {
+  const rand = seeded(17);
+  const digit = () => "0000055123456789"[Math.floor(rand() * 16)];
+  const spelling = () => {
+    const int = rand() < 0.3 ? "0" : String(1 + Math.floor(rand() * (rand() < 0.6 ? 20 : 3000)));
+    const frac = Array.from({ length: Math.floor(rand() * 6) }, digit).join("");
+    const exp = rand() < 0.15 ? ["e0", "E1", "e-2", "e+1"][Math.floor(rand() * 4)] : "";
+    return (rand() < 0.4 ? "-" : "") + int + (frac ? "." + frac : "") + exp;
+  };
+  const bounds: Record<string, number>[] = [
+    {},
+    { minimum: 0, maximum: 10 },
+    { exclusiveMinimum: -2.5, exclusiveMaximum: 7.5 },
+    { minimum: -0.35, maximum: 12.25 },
+  ];
+  for (const m of [0.01, 0.5, 2.5, 0.1, 0.3, 1.5, 0.25, 0.001, 5, 1]) {
+    const [, mf = ""] = String(m).split(".");
+    for (const b of bounds) {
+      const schema = { type: "number", multipleOf: m, ...b };
+      const dfa = schemaDfa(schema);
+      const at = JSON.stringify(schema);
+      for (let i = 0; i < 1500; i++) {
+        const t = spelling();
+        const want = !/e/i.test(t) && inBoundsText(t, b) && isMultipleText(t, m);
+        assert.equal(dfaAccepts(dfa, t), want, `${t} ${at}`);
+      }
+      // Every multiple n · m from -30 to 30 within the bounds is written (as JSON writes it,
+      // and with its fraction padded by a 0), and none out of them.
+      for (let n = -30 * 10 ** mf.length; n <= 30 * 10 ** mf.length; n++) {
+        const scaled = BigInt(n) * BigInt(String(m).replace(".", ""));
+        const digits = (scaled < 0n ? -scaled : scaled).toString().padStart(mf.length + 1, "0");
+        const cut = digits.length - mf.length;
+        const t = (scaled < 0n ? "-" : "") + digits.slice(0, cut) +
+          (mf ? "." + digits.slice(cut) : "");
+        if (!isMultipleText(t, m)) continue;
+        assert.equal(dfaAccepts(dfa, t), inBoundsText(t, b), `${t} ${at}`);
+        assert.equal(dfaAccepts(dfa, t + (mf ? "0" : ".0")), inBoundsText(t, b), `${t}0 ${at}`);
+      }
+    }
+  }
+  // Decimals a double does not hold: the multipleOf as written (0.3 / 0.1 is 2.9999999999999996
+  // in doubles, 0.07 / 0.01 is 7.000000000000001), the answer's digits as written.
+  const tenths = schemaDfa({ type: "number", multipleOf: 0.1 });
+  assert.deepEqual(
+    ["0.3", "0.7", "-2.9", "0.30", "0.35", "0.01", "1e-1"].map((t) => dfaAccepts(tenths, t)),
+    [true, true, true, true, false, false, false],
+  );
+  const cents = schemaDfa({ type: "number", multipleOf: 0.01, minimum: 0 });
+  assert.deepEqual(
+    ["0.07", "19.99", "1.005", "1.000", "-0.01", "0"].map((t) => dfaAccepts(cents, t)),
+    [true, true, false, true, false, true],
+  );
+  // A whole multipleOf on a number: its fraction 0s only.
+  const fives = schemaDfa({ type: "number", multipleOf: 5 });
+  assert.deepEqual(
+    ["10", "10.0", "-15.000", "0.0", "10.5", "12", "1e1", "5E0"].map((t) => dfaAccepts(fives, t)),
+    [true, true, true, true, false, false, false, false],
+  );
+});
+
+Deno.test("schemaDfa(): multipleOf beside enum / const, anyOf, nullable and $ref, as other number keywords", () => {
+  // Beside an enum it keeps the members that are multiples (exactly); other types stay.
+  const kept = schemaDfa({ enum: [0, 3, 4.5, 5, -15, 0.3, "x", null], multipleOf: 1.5 });
+  assert.deepEqual(
+    ["0", "3", "4.5", "5", "-15", "0.3", '"x"', "null"].map((t) => dfaAccepts(kept, t)),
+    [true, true, true, false, true, false, true, true],
+  );
+  assert.ok(dfaAccepts(schemaDfa({ const: 0.3, multipleOf: 0.1 }), "0.3"));
+  // Merged into each branch of an anyOf; a list of types holds only its numbers to it.
+  const merged = schemaDfa({
+    multipleOf: 5,
+    anyOf: [{ type: "integer" }, { type: "number", minimum: 0.5 }],
+  });
+  assert.deepEqual(
+    ["10", "-10", "5.0", "-5.0", "12", "2.5"].map((t) => dfaAccepts(merged, t)),
+    [true, true, true, false, false, false],
+  );
+  const mixed = schemaDfa({ type: ["integer", "string", "null"], multipleOf: 3, nullable: true });
+  assert.deepEqual(
+    ["9", "10", '"10"', "null"].map((t) => dfaAccepts(mixed, t)),
+    [true, false, true, true],
+  );
+  // As pydantic writes a condecimal(multiple_of=Decimal("0.01")): a number branch or a string.
+  const price = schemaDfa({
+    type: "object",
+    properties: {
+      price: { anyOf: [{ type: "number", multipleOf: 0.01 }, { type: "string" }] },
+      n: { type: "integer", multipleOf: 5, exclusiveMinimum: 0 },
+    },
+    required: ["price", "n"],
+  });
+  assert.deepEqual(
+    [
+      '{"price": 19.99, "n": 5}',
+      '{"price":"19.999","n":10}',
+      '{"price": 19.999, "n": 5}',
+      '{"price": 1, "n": 0}',
+    ]
+      .map((t) => dfaAccepts(price, t)),
+    [true, true, false, false],
+  );
+  const refused: [unknown, RegExp][] = [
+    [{ const: 5, multipleOf: 2 }, /no value of its const is within its bounds, multipleOf/],
+    [
+      { multipleOf: 5, anyOf: [{ type: "integer", multipleOf: 3 }] },
+      /anyOf\[0\] sets "multipleOf", which is also set beside anyOf/,
+    ],
+    [
+      { $defs: { n: { type: "integer" } }, $ref: "#/$defs/n", multipleOf: 2 },
+      /"\$ref" beside multipleOf is not supported/,
+    ],
+    [{ multipleOf: 2 }, /schema has no type, enum or const/],
+  ];
+  for (const [schema, message] of refused) {
+    assert.throws(
+      () => schemaDfa(schema),
+      (e) => e instanceof SchemaError && message.test(e.message),
+      JSON.stringify(schema),
+    );
+  }
+});
+
+Deno.test("schemaDfa() refuses a multipleOf it cannot hold an answer to, saying what to do", () => {
+  const SAFE = Number.MAX_SAFE_INTEGER;
+  const refused: [unknown, RegExp][] = [
+    [{ type: "integer", multipleOf: 0 }, /^schema\.multipleOf must be a number above 0, got 0$/],
+    [{ type: "number", multipleOf: -0.5 }, /must be a number above 0, got -0\.5$/],
+    [{ type: "number", multipleOf: "5" }, /must be a number above 0, got "5"$/],
+    [{ type: "number", multipleOf: Infinity }, /must be a number above 0/],
+    [{ type: "number", multipleOf: NaN }, /must be a number above 0/],
+    [{ type: "number", multipleOf: true }, /must be a number above 0, got true$/],
+    [{ enum: [1, 2], multipleOf: 0 }, /schema\.multipleOf must be a number above 0/],
+    [
+      { type: "object", properties: { n: { type: "integer", multipleOf: 9999 } } },
+      /^schema\.properties\.n\.multipleOf 9999 needs at least 30000 automaton states .*: up to 4096 are supported: use a multipleOf with fewer digits/,
+    ],
+    [
+      { type: "integer", multipleOf: 1e21 },
+      /^schema\.multipleOf 1e\+21 is 1e\+21 units of its last decimal place: up to 100000/,
+    ],
+    [
+      { type: "number", multipleOf: 0.000123457 },
+      /^schema\.multipleOf 0\.000123457 is 123457 units of its last decimal place/,
+    ],
+    [
+      { type: "integer", minimum: 1, maximum: 6, multipleOf: 7 },
+      /^schema: no integer multiple of 7 is within its bounds \(minimum 1, maximum 6\)$/,
+    ],
+    [
+      { type: "integer", minimum: 1, maximum: 4, multipleOf: 2.5 },
+      /^schema: no integer multiple of 2\.5 is within its bounds/,
+    ],
+    [
+      { type: "number", exclusiveMinimum: 0, exclusiveMaximum: 0.5, multipleOf: 0.5 },
+      /^schema: no multiple of 0\.5 is within its bounds \(exclusiveMinimum 0, exclusiveMaximum 0\.5\)$/,
+    ],
+    [
+      { type: "integer", minimum: -SAFE, maximum: SAFE, multipleOf: 1361 },
+      /^schema: multipleOf 1361 within its bounds \(minimum -9007199254740991, maximum 9007199254740991\) is too large to compile \(over 16384 states\)/,
+    ],
+  ];
+  for (const [schema, message] of refused) {
+    assert.throws(
+      () => schemaDfa(schema),
+      (e) => e instanceof SchemaError && message.test(e.message),
+      String(message),
+    );
+  }
+  // What fits: a multipleOf of many 2s and 5s, a coprime one of four digits alone.
+  assert.ok(schemaDfa({ type: "integer", multipleOf: 100000, minimum: 0 }).states < 30);
+  assert.ok(schemaDfa({ type: "integer", multipleOf: 1361 }).states < 1400);
+});
+
+Deno.test("compileFormat() and resolveOptions() hold a response_format schema's multipleOf, and name a refused one", () => {
+  const schema = {
+    type: "object",
+    properties: {
+      qty: { type: "integer", multipleOf: 5 },
+      price: { type: "number", multipleOf: 0.01 },
+    },
+    required: ["qty", "price"],
+  };
+  const dfa = compileFormat({ kind: "schema", value: schema });
+  assert.ok(dfaAccepts(dfa, '{"qty": 15, "price": 4.99}'));
+  assert.ok(!dfaAccepts(dfa, '{"qty": 12, "price": 4.99}'));
+  assert.ok(!dfaAccepts(dfa, '{"qty": 15, "price": 4.999}'));
+  const config = parseGenerationConfig({ eos_token_id: [2] });
+  const held = resolveOptions({ responseFormat: { jsonSchema: schema } }, config).constraint;
+  assert.ok(typeof held === "object" && dfaAccepts(held, '{"qty":-5,"price":0.1}'));
+  const bad = {
+    ...schema,
+    properties: { ...schema.properties, qty: { type: "integer", multipleOf: 0 } },
+  };
+  assert.throws(
+    () => resolveOptions({ responseFormat: { jsonSchema: bad } }, config),
+    (e) =>
+      e instanceof SchemaError &&
+      e.message ===
+        "responseFormat: schema.properties.qty.multipleOf must be a number above 0, got 0",
+  );
 });
