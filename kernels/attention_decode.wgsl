@@ -100,10 +100,21 @@ fn rope_col(base: u32, col: u32) -> vec4<f32> {
   return b * c + a * s;
 }
 
+// x rounded to the cache's type. f16: through pack2x16float, not KV4(x) — the H200's compiler
+// dropped a KV4(x) widened again at once (an f16 cache's fresh key read its f32 value: 4.6e-4
+// off at 1.41), where a cache write and read round.
+fn as_kv(x: vec4<f32>) -> KV4 {
+#if KV16
+  return KV4(vec4<f32>(unpack2x16float(pack2x16float(x.xy)), unpack2x16float(pack2x16float(x.zw))));
+#else
+  return x;
+#endif
+}
+
 // This token's key (rotated) and value, vec4 column col of KV head kvh, as the cache holds them.
-fn fresh_k(kvh: u32, col: u32) -> KV4 { return KV4(rope_col(p.q_off + (p.heads + kvh) * HD4, col)); }
+fn fresh_k(kvh: u32, col: u32) -> KV4 { return as_kv(rope_col(p.q_off + (p.heads + kvh) * HD4, col)); }
 fn fresh_v(kvh: u32, col: u32) -> KV4 {
-  return KV4(q[p.q_off + (p.heads + p.heads / p.group + kvh) * HD4 + col]);
+  return as_kv(q[p.q_off + (p.heads + p.heads / p.group + kvh) * HD4 + col]);
 }
 
 // Cache row cache_len of KV head h0 / group, by split 0 of the head's first block: thread lid <

@@ -1105,6 +1105,16 @@ Deno.test("gemvQXRowsTuning(): threads per row by shape alone (a row's bits what
   assert.deepEqual(pick(8192, 29568, 16), [128, 32, 4, 1]);
   // Elsewhere m = 1's threads per row.
   assert.equal(gemvQXRowsTuning("q4", 4608, 3584, 2).tpr, gemvQTuning("q4", 4608, 3584, true).tpr);
+  // q8 (f32 x): m = 1's f32-x threads per row in every bucket; 4 weight rows, 2 at 16 rows of x
+  // with 8 threads a row (7B gate_up; the H200 sweep: down_proj's 16 rows 12.7 → 8.6 ms).
+  for (const [n, k] of shapes) {
+    const tprs = new Set(
+      Array.from({ length: 15 }, (_, i) => gemvQXRowsTuning("q8", n, k, i + 2).tpr),
+    );
+    assert.deepEqual([...tprs], [gemvQTuning("q8", n, k, false).tpr], `q8 ${n}×${k}`);
+  }
+  assert.deepEqual([2, 8, 16].map((m) => gemvQXRowsTuning("q8", 37888, 3584, m).rows), [4, 4, 2]);
+  assert.deepEqual([2, 8, 16].map((m) => gemvQXRowsTuning("q8", 3584, 18944, m).rows), [4, 4, 4]);
 });
 
 Deno.test("balancedSlices() cuts rows into the fewest near-equal slices within the scratch", () => {
