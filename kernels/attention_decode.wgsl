@@ -100,16 +100,29 @@ fn rope_col(base: u32, col: u32) -> vec4<f32> {
   return b * c + a * s;
 }
 
-// x rounded to the cache's type. f16: through pack2x16float, not KV4(x) — the H200's compiler
-// dropped a KV4(x) widened again at once (an f16 cache's fresh key read its f32 value: 4.6e-4
-// off at 1.41), where a cache write and read round.
+// x rounded to the cache's type, as a cache write and read round it. f16: in integer arithmetic —
+// on the H200 a KV4(x) widened again at once, and unpack2x16float(pack2x16float(x)) too, kept x's
+// f32 value (an f16 cache's fresh value read 4.6e-4 off at 1.41; kernels/attention_decode_test.ts).
 fn as_kv(x: vec4<f32>) -> KV4 {
 #if KV16
-  return KV4(vec4<f32>(unpack2x16float(pack2x16float(x.xy)), unpack2x16float(pack2x16float(x.zw))));
+  return KV4(vec4<f32>(f16_round(x.x), f16_round(x.y), f16_round(x.z), f16_round(x.w)));
 #else
   return x;
 #endif
 }
+
+#if KV16
+// The f16 nearest x (ties to even) as an f32: 10 mantissa bits kept in f16's normal range, steps
+// of 2^-24 below it (x · 2^24 and the product back are exact there, round() ties to even), ±inf
+// from 65520 on.
+fn f16_round(x: f32) -> f32 {
+  let a = abs(x);
+  if (a < 6.103515625e-5) { return round(x * 16777216.0) * 5.9604644775390625e-8; }
+  if (a >= 65520.0) { return x * 3.0e38; }  // (overflows to ±inf: no infinite constant in WGSL)
+  let b = bitcast<u32>(x);
+  return bitcast<f32>((b + 0xfffu + ((b >> 13u) & 1u)) & 0xffffe000u);
+}
+#endif
 
 // This token's key (rotated) and value, vec4 column col of KV head kvh, as the cache holds them.
 fn fresh_k(kvh: u32, col: u32) -> KV4 { return as_kv(rope_col(p.q_off + (p.heads + kvh) * HD4, col)); }

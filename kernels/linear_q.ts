@@ -465,11 +465,18 @@ export function gemvQXRowsTuning(
 ): LinearQTuning {
   const xr = xrowsBucket(m), few = xr <= 4;
   if (f32) {
-    // f32 x (q8): m = 1's default f32-x GEMV (its workgroup, threads per row and x tile, so a row
-    // sums — and with a fused norm sums its Σx² — as there, in any bucket), 4 weight rows a row
-    // group; 2 at 16 rows of x with 8 threads a row (H200, 7B q8, ms per 28 layers at 16 rows,
-    // 4 rows / 2: gate_up 11.27 / 9.02, down 8.58 / 12.73, o 2.09 / 2.78, qkv 3.89 / 3.91).
+    // f32 x (q8): m = 1's default f32-x GEMV (its workgroup and x tile; its threads per row but
+    // for short rows below), the same in every bucket, so a row sums — and with a fused norm sums
+    // its Σx² — alike whatever the batch; 4 weight rows a row group, 2 at 16 rows of x with 8
+    // threads a row (H200 sweeps, 2026-11-30, 7B q8, ms per 28 layers at 16 rows, 4 rows / 2:
+    // gate_up 11.27 / 9.02, down 8.58 / 12.73).
     const one = gemvQTuning(dtype, n, k, false);
+    // 7B's qkv and o (few short rows): 16 threads a row (whatever the bucket), one weight row a
+    // group, two at 16 rows (qkv / o at 2, 4, 8 rows: 0.55 / 0.49, 0.73 / 0.65, 1.37 / 1.15 ms
+    // against 0.69 / 0.53, 0.97 / 0.79, 2.26 / 1.22 on m = 1's threads).
+    if (n < 8192 && k >= 1024 && k <= 4096) {
+      return { ...one, tpr: 16, rows: xr <= 8 ? 1 : 2, unroll: false, xq: false };
+    }
     return { ...one, rows: xr <= 8 || one.tpr > 8 ? 4 : 2, unroll: false, xq: false };
   }
   const wide = n >= 8192 && k >= 8192;
