@@ -123,7 +123,7 @@ export interface PipelineOptions {
    * of the request's size — their decode batches taking turns on the GPU: each runs at about 1 / N
    * of the speed one alone does, all of them together at about one generation's rate (a little
    * more: one's batch runs while another's tokens are read back), so a short answer is not kept
-   * waiting behind a long one — and with f16 / f32 or q4 weights (not q8) their decode steps run
+   * waiting behind a long one — and with f16 / f32, q4 or q8 weights their decode steps run
    * as one batch (see {@link batchDecode}): together several times one's rate. Those beyond wait their
    * turn, in call order.
    * Memory: load() plans for one KV cache (QVQ-72B at 8192 tokens: 5.4 GB each with the f32
@@ -138,12 +138,12 @@ export interface PipelineOptions {
    * With {@link parallel} > 1, whether the generations running at once decode as one batch where
    * the model's weights allow it (default true): one decode loop steps all of them, their tokens
    * the rows of one pass, each weight read once for all (src/generate/decode_batcher.ts) — as
-   * vLLM's and llama.cpp's servers batch their requests. f16 / f32 and q4 weights (their few-row
-   * GEMVs); q8 weights take turns (kernels/linear_q.ts GEMV_XROWS: its few-row int8-x GEMV doubled
-   * the logit error); up to 16 rows a batch. A generation's logits then differ from its run alone
-   * by float rounding (≈ 1e-7 of the largest: the few-row products sum in another order; q4's
-   * rows at the tiny test model's width are the single step's bits). false: each generation
-   * decodes in a loop of its own, taking turns on the GPU.
+   * vLLM's and llama.cpp's servers batch their requests. f16 / f32, q4 and q8 weights (their
+   * few-row GEMVs; q8's keeps x in f32, kernels/linear_q.ts GEMV_XROWS_F32); up to 16 rows a
+   * batch. A generation's logits then differ from its run alone by float rounding (≈ 1e-7 of the
+   * largest: the few-row products sum in another order; q4's rows at the tiny test model's width
+   * are the single step's bits; q8's ≈ 9e-6 of 33 there). false: each generation decodes in a
+   * loop of its own, taking turns on the GPU.
    */
   batchDecode?: boolean;
   /** Called as weights stream to the GPU. */

@@ -3,9 +3,10 @@
  * activations is session r's token; the products (qkv, o, gate_up, down, lm_head) run once over
  * all rows — each weight element read once for all of them (kernels/linear.wgsl XROWS,
  * kernels/linear_q.wgsl's few-row GEMV), which is what a decode step's time is made of — while the
- * embedding, the rope + KV write and the attention run a dispatch per session over its own token
- * ring, decode state and KV cache, and each session's logits row is copied into its own `logits`
- * for its own sampler.
+ * embedding and the attention (the rope + KV write folded in: kernels/attention_decode.ts
+ * decodeAttentionRopeKv; DECODER_FUSION.rowRopeKv off: a dispatch of its own) run a dispatch per
+ * session over its own token ring, decode state and KV cache, and each session's logits row is
+ * copied into its own `logits` for its own sampler.
  *
  * What a batch runs is built once and kept: the model's activations for up to GEMV_XROWS_MAX rows
  * with the products over n rows (per bucket of n: 2, 4, 8, 16 — the few-row GEMVs compute a
@@ -43,7 +44,7 @@ export interface BatchProducts {
 export interface RowParts {
   /** Its token's embedding into the row. */
   embed: Dispatch[];
-  /** Per layer, its rope + KV write and attention. */
+  /** Per layer, its attention with the rope + KV write (or the two: DECODER_FUSION.rowRopeKv). */
   attend: Dispatch[][];
   /** The row's logits into session.logits. */
   copy: Dispatch;

@@ -483,7 +483,7 @@ export class Qwen2VLModel {
    * recorded by `batch.encode(pass)`, session `rows[r]`'s token in row r of one set of products
    * (undefined: an empty row, whose products nothing reads). What it runs is built on first use
    * and kept — the products per bucket of rows (2, 4, 8, 16), each session's dispatches per row (≈ 0.1 ms of CPU a
-   * dispatch: 7B ≈ 6 ms a session, QVQ-72B ≈ 16) — so keep a session at its row while it stays.
+   * dispatch: a session's embedding, an attention a layer and its logits copy) — so keep a session at its row while it stays.
    * @throws InvalidInputError unless {@link batchesDecode} says yes for the row count, or where
    *   a session is disposed, of another model, or given twice, or no row holds one
    */

@@ -191,8 +191,7 @@ environment:
   QVQ_PROMPT_CACHE         on (default: one conversation), N (the last N conversations) or off
   QVQ_PARALLEL             N: requests that generate at once, each with a KV cache of its own,
                            decoding as one batch (default 1: one at a time, others queue)
-  QVQ_BATCH_DECODE         off: those take turns on the GPU, not one batch (default on; q8
-                           weights always take turns)
+  QVQ_BATCH_DECODE         off: those take turns on the GPU, not one batch (default on)
   QVQ_WARMUP               off: no warm-up generations after loading (default on)
   QVQ_API_KEY              require "Authorization: Bearer <key>" on /v1, /tokenize, /detokenize
                            and /api (default: no key)

@@ -42,8 +42,8 @@ export async function warmUp(pipeline: Pipeline): Promise<void> {
     model.compilePrefill(XROWS_BUCKETS.filter((n) => n < model.maxContext));
     if (pipeline.processor.template) await warmUpChat(pipeline);
     else await warmUpRaw(pipeline);
-    // Generations at once decoding as one batch (its rope + KV write and the products of its
-    // rows' count): two raw prompts together.
+    // Generations at once decoding as one batch (its attention with the rope + KV write folded in,
+    // and the products of its rows' count): two raw prompts together.
     if (pipeline.batchDecode) {
       await Promise.all(
         ["Say yes.", "Say no."].map((p) => drain(pipeline.complete(p, greedy({})))),
