@@ -452,18 +452,11 @@ export function rowAttend(
   row: number,
 ): Dispatch[] {
   const l = qkvLayout(t), c = s.cache[layer];
+  const q = { buffer: b.qkv, stride: l.stride };
+  const k = { buffer: c.k, dtype: c.dtype }, v = { buffer: c.v, dtype: c.dtype };
+  const shape = { ...l.heads, maxTokens: s.maxTokens, row };
   if (DECODER_FUSION.rowRopeKv) {
-    return decodeAttentionRopeKv(
-      gpu,
-      b.attn,
-      { buffer: b.qkv, stride: l.stride },
-      { buffer: c.k, dtype: c.dtype },
-      { buffer: c.v, dtype: c.dtype },
-      s.state,
-      s.attnScratch,
-      table,
-      { ...l.heads, maxTokens: s.maxTokens, row },
-    );
+    return decodeAttentionRopeKv(gpu, b.attn, q, k, v, s.state, s.attnScratch, table, shape);
   }
   return [
     ropeKvWriteAt(gpu, b.qkv, c.k, c.v, s.state, table, {
@@ -474,16 +467,7 @@ export function rowAttend(
       dtype: c.dtype,
       row,
     }),
-    ...decodeAttention(
-      gpu,
-      b.attn,
-      { buffer: b.qkv, stride: l.stride },
-      { buffer: c.k, dtype: c.dtype },
-      { buffer: c.v, dtype: c.dtype },
-      s.state,
-      s.attnScratch,
-      { ...l.heads, maxTokens: s.maxTokens, row },
-    ),
+    ...decodeAttention(gpu, b.attn, q, k, v, s.state, s.attnScratch, shape),
   ];
 }
 
