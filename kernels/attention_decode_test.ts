@@ -509,6 +509,66 @@ Deno.test("decodeAttentionRopeKv() equals ropeKvWriteAt() then decodeAttention()
   }
 });
 
+// The fresh value enters the attention as an f16 cache holds it, rounded in integer arithmetic
+// (attention_decode.wgsl f16_round: the H200's compiler kept x's f32 value through an f16 round
+// trip): at cache_len 0 it is the only key, so the output is that value — ties to even, subnormal
+// steps of 2^-24, the top of f16's range — bit for bit as Float16Array rounds it.
+Deno.test("decodeAttentionRopeKv() with an f16 cache takes the fresh value at its f16 rounding: ties, subnormals, the range's top", async () => {
+  const gpu = await sharedGpu();
+  const headDim = 16, t = ropeTableFor(headDim, 8), gt = uploadRopeTable(gpu, t);
+  const v = Float32Array.from([
+    1.4136004447937012,
+    1 + 2 ** -11,
+    1 + 3 * 2 ** -11,
+    6e-8,
+    1e-5,
+    -3.1e-5,
+    6.1e-5,
+    65504,
+    65519,
+    -0.33333334,
+    2 ** -25,
+    3 * 2 ** -25,
+    1000.3,
+    -2.5e-3,
+    0.1,
+    -7.777,
+  ]);
+  const want = Float32Array.from(Float16Array.from(v));
+  assert.equal(want[1], 1); // (a tie to even, down)
+  assert.equal(want[2], 1 + 2 ** -9); // (a tie to even, up)
+  assert.equal(want[10], 0);
+  assert.equal(want[11], 2 ** -23);
+  const state = createDecodeState(gpu);
+  writeDecodeState(gpu, state, { cacheLen: 0, position: 3, step: 0 });
+  for (const opts of [{}, { kernel: "tiled" as const }]) {
+    const qkv = new Float32Array(3 * headDim);
+    qkv.set(randn(seeded(3), 2 * headDim));
+    qkv.set(v, 2 * headDim);
+    const s: DecodeAttentionShape = { headDim, heads: 1, kvHeads: 1, maxTokens: 4, ...opts };
+    const bx = uploadArray(gpu, qkv), out = createStorage(gpu, headDim * 4);
+    const bk = createStorage(gpu, 4 * headDim * 2), bv = createStorage(gpu, 4 * headDim * 2);
+    const scratch = createStorage(gpu, decodeAttentionScratchBytes(s));
+    const ds = decodeAttentionRopeKv(
+      gpu,
+      out,
+      { buffer: bx, stride: 3 * headDim },
+      { buffer: bk, dtype: "f16" },
+      { buffer: bv, dtype: "f16" },
+      state,
+      scratch,
+      gt,
+      s,
+    );
+    run(gpu, ds);
+    assertSameBits(await readF32(gpu, out), want, `${JSON.stringify(opts)}: out`);
+    const cached = await readKvCache(gpu, bv, "f16");
+    assertSameBits(cached.subarray(0, headDim), want, `${JSON.stringify(opts)}: v cache row 0`);
+    [bx, out, bk, bv, scratch].forEach((b) => b.destroy());
+    ds.forEach((d) => d.destroy());
+  }
+});
+
 Deno.test("decodeAttentionRopeKv() refuses a rope table of another head_dim, a row without its k and v heads, and a cache too small to write", async () => {
   const gpu = await sharedGpu();
   const s = { headDim: 16, heads: 2, kvHeads: 1, maxTokens: 16 };
