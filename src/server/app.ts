@@ -603,7 +603,8 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
   if (settings.cors !== false) {
     const allow = cors({
       origin: settings.cors === true ? "*" : settings.cors,
-      allowMethods: ["GET", "POST", "OPTIONS"],
+      // DELETE: /v1/responses/{id} (the openai client's responses.delete() from a browser).
+      allowMethods: ["GET", "POST", "DELETE", "OPTIONS"],
       // No allowHeaders: the preflight allows the headers the browser asks for, as vLLM's
       // ["*"] and llama.cpp's "*" do. A fixed list blocked the openai npm client in a browser,
       // which sends X-Stainless-* headers with every request.

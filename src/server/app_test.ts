@@ -949,6 +949,16 @@ Deno.test("/v1 answers browsers from other origins (CORS), before the API key; c
   for (const h of ["authorization", "content-type", "x-stainless-os", "x-stainless-retry-count"]) {
     assert.ok(allowed.includes(h), `${h} allowed: ${allowed}`);
   }
+  // DELETE /v1/responses/{id} is served: its preflight must allow the method.
+  const del = await app.request("/v1/responses/resp_x", {
+    method: "OPTIONS",
+    headers: { origin: "http://elsewhere.test", "access-control-request-method": "DELETE" },
+  });
+  assert.equal(del.status, 204);
+  assert.ok(
+    (del.headers.get("access-control-allow-methods") ?? "").split(",").includes("DELETE"),
+    del.headers.get("access-control-allow-methods") ?? "none",
+  );
   const ok = await post(app, hello, { authorization: "Bearer sk-test", origin: "http://x.test" });
   assert.equal(ok.status, 200);
   assert.equal(ok.headers.get("access-control-allow-origin"), "*");
