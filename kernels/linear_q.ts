@@ -63,6 +63,7 @@ import { type Quantized, unpack } from "../src/ref/linear_q.ts";
 import { InvalidInputError } from "../src/errors.ts";
 import { type BufferArg, ceilDiv, checkSize, Dispatch, run, variant } from "./_kernel.ts";
 import { defineParams } from "./_params.ts";
+import type { Defines } from "./_preprocess.ts";
 import { grid2d } from "./_grid.ts";
 import {
   canEmitX,
@@ -927,6 +928,35 @@ function xrowsSub(
 }
 
 /**
+ * The defines both few-row GEMVs (int8 x: XP, f32 x) share: the GEMV's few-row entry over xr rows
+ * of x, the weight's dtype, bias / accumulate / norm, the reduction and the tuning's shape.
+ */
+function xrowsDefines(
+  q: QuantDType,
+  xr: number,
+  bias: BufferArg | null,
+  s: LinearShape,
+  { xor, add }: { xor: boolean; add: boolean },
+  t: LinearQTuning,
+): Defines {
+  return {
+    GEMV: true,
+    XROWS: true,
+    XR: xr,
+    Q4: q === "q4",
+    BIAS: bias !== null,
+    ACC: s.accumulate === true,
+    NORM: s.norm !== undefined,
+    XOR: xor,
+    ADD: add,
+    TREE: !xor && !add,
+    WG: t.wg,
+    TPR: t.tpr,
+    ROWS: t.rows,
+  };
+}
+
+/**
  * 1 < m ≤ GEMV_XROWS_MAX: one PREPX pass quantizes the m rows of x (each as the m = 1 GEMV's
  * PREPX would: with s.norm x ∘ nw and each block's Σx², with s.siluMul silu(gate) · up of the rows
  * [gate | up]), then per chunk the few-row GEMV (kernels/linear_q.wgsl XROWS) over all of them
@@ -946,7 +976,6 @@ function xrowsLinear(
   if (!t.xq) return xrowsF32Linear(gpu, y, x, w, bias, s, t);
   const xs = preparedXBytes(w.cols) / 4; // u32 words per prepared row (whole vec4)
   const xp = preparedXRows(gpu, Math.min(XROWS_PREP_BYTES, gpu.maxBinding));
-  const { xor, add } = reduction(gpu, t.tpr);
   const prep = prepareX(gpu, xp, x, w, norm, silu, 8, { m, xs });
   const u = t.xpUnroll ?? 1;
   const v = variant(gpu, {
@@ -955,23 +984,11 @@ function xrowsLinear(
     bindings: [...(bias ? ["read" as const] : []), "read", "read", "read_write"],
     params: Params,
     defines: {
-      GEMV: true,
-      XROWS: true,
-      XR: xr,
+      ...xrowsDefines(q, xr, bias, s, reduction(gpu, t.tpr), t),
       XQ: true,
       XP: true,
-      Q4: q === "q4",
-      BIAS: bias !== null,
-      ACC: s.accumulate === true,
-      NORM: norm !== undefined,
       ...(norm ? { NL: XROWS_NORM_LANES, NLT: Math.max(1, XROWS_NORM_LANES / t.wg) } : {}),
       Y_BINDING: bias ? 3 : 2,
-      XOR: xor,
-      ADD: add,
-      TREE: !xor && !add,
-      WG: t.wg,
-      TPR: t.tpr,
-      ROWS: t.rows,
       TILE: 1,
       XPU: u,
     },
@@ -1010,7 +1027,6 @@ function xrowsF32Linear(
   const silu = s.siluMul === true;
   const sub = xrowsSub(gpu, q, w, t, m, norm !== undefined);
   const uv = q === "q4" ? 8 : 4;
-  const { xor, add } = xrowsReduction(gpu, t.tpr);
   // Bindings: x, w, [bias], [norm weight], y.
   const extra = [...(bias ? [bias] : []), ...(norm ? [norm.weight] : [])];
   const v = variant(gpu, {
@@ -1019,22 +1035,10 @@ function xrowsF32Linear(
     bindings: [...extra.map(() => "read" as const), "read", "read", "read_write"],
     params: Params,
     defines: {
-      GEMV: true,
-      XROWS: true,
-      XR: xr,
-      Q4: q === "q4",
-      BIAS: bias !== null,
-      ACC: s.accumulate === true,
-      NORM: norm !== undefined,
+      ...xrowsDefines(q, xr, bias, s, xrowsReduction(gpu, t.tpr), t),
       SILU: silu,
       ...(norm ? { NW_BINDING: 1 + extra.length, NRB: xrowsNormRounds(xr) } : {}),
       Y_BINDING: 2 + extra.length,
-      XOR: xor,
-      ADD: add,
-      TREE: !xor && !add,
-      WG: t.wg,
-      TPR: t.tpr,
-      ROWS: t.rows,
       TILE: xr * sub,
       SUB: sub,
     },
