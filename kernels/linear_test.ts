@@ -183,6 +183,79 @@ Deno.test("linear()'s pipelined tiled GEMM matches the reference for every optio
   }
 });
 
+// The pipelined kernel's taller tiles (tuning.tall: 192 × 128 and 256 × 128, k steps of 8), with
+// loads two steps ahead and one (ahead: 1), over shapes none of whose m, n, k is a multiple of a
+// tile or of 16: m = 200 / 300 / 520 over one to three row tiles of either (rows 192.. of a
+// 256-row tile: a thread's fourth block row), n = 130 over two column tiles, k = 200 and 1176 an odd
+// number of 8-k steps (25, 147: the loop runs two a iteration), k = 100 a last step of 4, odd k
+// and n (scalar loads); f32 and f16 weights; bias and accumulate; weights in chunks of 7 (or 6)
+// rows or whole; split k on two cases (whole steps of 16 are whole steps of 8). TOL as above.
+Deno.test("linear()'s tall pipelined tiles (tuning.tall 3 and 4) match the reference, with bias, accumulate, chunks and split k", async () => {
+  const gpu = await sharedGpu();
+  const rng = seeded(31);
+  const shapes: [number, number, number][] = [
+    [3, 47, 33],
+    [200, 130, 200],
+    [300, 45, 100],
+    [37, 67, 1176],
+    [520, 19, 81],
+  ];
+  for (const dtype of ["f32", "f16"] as const) {
+    for (const [i, [m, n, k]] of shapes.entries()) {
+      for (const tall of [3, 4] as const) {
+        const turn = i + tall + (dtype === "f16" ? 1 : 0);
+        const tuning: Partial<LinearTuning> = {
+          tall,
+          ahead: turn % 2 ? 1 : 2,
+          splitK: i === 1 && dtype === "f32" ? 2 : i === 3 && dtype === "f16" ? 3 : 1,
+        };
+        const x = randn(rng, m * k), bias = (i + tall) % 2 ? null : randn(rng, n);
+        const y0 = (i + tall) % 3 ? randn(rng, m * n, 5) : undefined;
+        // Chunks of 7 rows (6 for f16 at odd k: alignment) on the even shapes; the others whole,
+        // so output columns 64.. of a tile (a thread's second block column) are computed too.
+        const chunk = i % 2 ? undefined : 7 * k * (dtype === "f16" ? 2 : 4);
+        const { w, held } = uploadWeight(
+          gpu,
+          randn(rng, n * k, 1 / Math.sqrt(k)),
+          n,
+          k,
+          dtype,
+          "w",
+          chunk,
+        );
+        const got = await runLinear(gpu, x, w, bias, m, y0, tuning);
+        assertClose(
+          got,
+          linearRef(x, held, bias, m, n, k, y0),
+          TOL,
+          `${dtype} ${m}x${n}x${k} ${JSON.stringify(tuning)} bias=${!!bias} acc=${!!y0} ` +
+            `chunks=${!!chunk}`,
+        );
+        destroyWeight(w);
+      }
+    }
+  }
+  // Combinations it does not run: a named error, not a silent fallback.
+  const { w } = uploadWeight(gpu, randn(rng, 8 * 8), 8, 8, "f16", "w");
+  const [bx, by] = [createStorage(gpu, 256), createStorage(gpu, 256)];
+  for (
+    const t of [{ tall: 4, half: true }, { tall: 3, pipe: false }, { tall: 4, tile: 8 }] as const
+  ) {
+    assert.throws(
+      () => linear(gpu, by, bx, w, null, { m: 2 }, t),
+      (e: Error) => e instanceof InvalidInputError && /tall pipelined tiles/.test(e.message),
+    );
+  }
+  for (const t of [{ tall: 2 }, { tall: 3, ahead: 3 }]) {
+    assert.throws(
+      () => linear(gpu, by, bx, w, null, { m: 2 }, t as Partial<LinearTuning>),
+      /bad tuning/,
+    );
+  }
+  [bx, by].forEach((b) => b.destroy());
+  destroyWeight(w);
+});
+
 // What gemmKernel() encodes: PIPE at m ≥ 128, its k split where gemmTime() (one workgroup an SM,
 // a fixed cost a workgroup, the sum pass) is least within GEMM_SPLIT_MAX_BYTES of partials — the
 // split counts measured best on the H200 (2026-11-28 12:21): 7B at 478 rows qkv in 4–5 (0.56
