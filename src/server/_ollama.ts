@@ -577,19 +577,35 @@ function ollamaCalls(calls: ChatCall[]): Json[] | undefined {
 /**
  * An answer's message fields from its content and the calls read from it: calls whose arguments
  * are not a JSON object stay text (the answer's own words from the first call on), as Ollama
- * leaves a call it cannot parse.
+ * leaves a call it cannot parse, and so does a call without arguments in an answer `cut` at its
+ * length. `whole`: the answer's whole content (`content` is the part not streamed yet).
  */
-function messageFields(content: string, calls: ChatCall[], text: string): Json {
+function messageFields(
+  content: string,
+  calls: ChatCall[],
+  text: string,
+  whole: string,
+  cut: boolean,
+): Json {
   if (!calls.length) return { role: "assistant", content };
-  const parsed = ollamaCalls(calls);
-  if (!parsed) return { role: "assistant", content: content + callsText(text) };
+  // Cut off (num_predict) before its arguments were written, the last call is no call: "{}" would
+  // have the client run it without them.
+  const unfinished = cut && calls[calls.length - 1].function.arguments.trim() === "";
+  const parsed = unfinished ? undefined : ollamaCalls(calls);
+  if (!parsed) return { role: "assistant", content: content + callsText(text, whole) };
   return { role: "assistant", content, tool_calls: parsed };
 }
 
-/** The answer's text from its first tool call on. */
-function callsText(text: string): string {
+/**
+ * The answer's text from its first tool call on — from the end of `content` (the text before the
+ * call, its trailing whitespace trimmed), so the whitespace between them stays ("Hm.\n✿FUNCTION✿",
+ * not "Hm.✿FUNCTION✿").
+ */
+function callsText(text: string, content: string): string {
   const at = text.indexOf(QWEN_FUNCTION_MARK);
-  return at < 0 ? "" : text.slice(at);
+  if (at < 0) return "";
+  const before = content ? text.lastIndexOf(content, at) : -1;
+  return text.slice(before < 0 ? at : before + content.length);
 }
 
 /** `logprobs` where asked for: Ollama's entries are OpenAI's. */
@@ -614,13 +630,25 @@ export function ollamaChatFormat(
     },
     reader: () => {
       const reader = deltaReader(mode);
+      let pushed = ""; // the content read so far, streamed or not
       return {
-        push: (text) => (reader.push(text)?.content ?? "") as string,
+        push: (text) => {
+          const content = (reader.push(text)?.content ?? "") as string;
+          pushed += content;
+          return content;
+        },
         last: (r, shown) => {
           const { delta } = reader.end();
           const calls = (delta.tool_calls ?? []) as ChatCall[];
+          const rest = (delta.content ?? "") as string;
           return {
-            message: messageFields(shown + ((delta.content ?? "") as string), calls, r.text),
+            message: messageFields(
+              shown + rest,
+              calls,
+              r.text,
+              pushed + rest,
+              r.finishReason === "length",
+            ),
           };
         },
       };

@@ -388,12 +388,30 @@ Deno.test("ollamaChatFormat: tool calls with object arguments at the end; unpars
     arguments: { zoom: 2 },
   }]);
 
+  // The answer's own words, the newline before the call kept; streamed, the same text in all.
   const broken = `Hm.\n${QWEN_FUNCTION_MARK}: look\n✿ARGS✿: zoom twice`;
   const b = format.whole(completionHeader("m"), [result(broken)]) as Record<string, unknown>;
-  assert.deepEqual(b.message, {
-    role: "assistant",
-    content: `Hm.${QWEN_FUNCTION_MARK}: look\n✿ARGS✿: zoom twice`,
-  });
+  assert.deepEqual(b.message, { role: "assistant", content: broken });
+  const s = format.chunks(completionHeader("m"), { include: false }, 0);
+  const sent = (s.delta({ type: "delta", text: broken }) as { message: { content: string } })
+    .message.content;
+  const end = s.finish(result(broken)) as { message: Record<string, unknown> };
+  assert.equal(sent + end.message.content, broken);
+  assert.equal(end.message.tool_calls, undefined);
+
+  // Cut at num_predict after a call's name, before its arguments: text, not a call of {}; a call
+  // with no arguments that ended (its ✿RESULT✿) is one.
+  const named = `Hm.\n${QWEN_FUNCTION_MARK}: look`;
+  const cut = format.whole(completionHeader("m"), [result(named, { finishReason: "length" })]);
+  assert.deepEqual((cut as Record<string, unknown>).message, { role: "assistant", content: named });
+  const ended = format.whole(completionHeader("m"), [result(named)]) as {
+    message: { tool_calls: { function: unknown }[] };
+  };
+  assert.deepEqual(ended.message.tool_calls.map((c) => c.function), [{
+    index: 0,
+    name: "look",
+    arguments: {},
+  }]);
 });
 
 Deno.test("ollama formats carry logprobs with the text they belong to", () => {
