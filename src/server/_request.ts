@@ -640,9 +640,12 @@ export function parseDetokenizeRequest(json: unknown): { model?: string; tokens:
   return { model: body.model as string | undefined, tokens: ids };
 }
 
-/** A body whose `model`, where given, is a non-empty string (the caller checks it names the engine's). */
+/**
+ * A body whose `model`, where given, is a non-empty string (the caller checks it names the
+ * engine's); an empty one, as none, is for the served model (vLLM's `if not model_name`).
+ */
 function optionalModel(json: unknown): Json {
-  if (isObject(json) && (json.model === undefined || json.model === null)) {
+  if (isObject(json) && (json.model === undefined || json.model === null || json.model === "")) {
     const { model: _, ...rest } = json;
     return rest;
   }

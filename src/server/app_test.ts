@@ -2394,9 +2394,15 @@ Deno.test("a body nested past 256 levels is a 400 at once (deeper ones once hung
   assert.deepEqual(fake.calls[0].options.responseFormat, { jsonSchema: deep });
 });
 
-Deno.test("a request without model (or with null) is for the served model, as vLLM and llama.cpp's server take it", async () => {
+Deno.test('a request without model (or with null or "") is for the served model, as vLLM and llama.cpp\'s server take it', async () => {
   const { app, fake } = setup();
-  for (const body of [{ messages: hello.messages }, { model: null, messages: hello.messages }]) {
+  for (
+    const body of [
+      { messages: hello.messages },
+      { model: null, messages: hello.messages },
+      { model: "", messages: hello.messages }, // a client left without a name: vLLM serves it
+    ]
+  ) {
     const r = await post(app, body);
     assert.equal(r.status, 200, JSON.stringify(body));
     assert.equal((await r.json()).model, MODEL);
@@ -2407,7 +2413,13 @@ Deno.test("a request without model (or with null) is for the served model, as vL
   });
   assert.equal(text.status, 200);
   assert.equal((await text.json()).model, MODEL);
-  assert.equal(fake.calls.length, 3);
+  const empty = await app.request("/v1/responses", {
+    method: "POST",
+    body: JSON.stringify({ model: "", input: "a", max_output_tokens: 2 }),
+  });
+  assert.equal(empty.status, 200);
+  assert.equal((await empty.json()).model, MODEL);
+  assert.equal(fake.calls.length, 5);
 });
 
 Deno.test("POST /v1/completions says what is wrong with a prompt of ids: empty, or which id", async () => {
