@@ -14,11 +14,8 @@
  * dequantize + GEMM; q4 gemmQ, kernels/linear_q.ts PREFILL_INT8), tiled (f16: linear() with
  * gemvXRows false), xrows[-rN][-uN][-wN] (f16: the row GEMV over m rows with that many weight
  * rows a workgroup, units a step, threads),
- * tile4 / tile8 (f16: linear()'s tile override),
- * pipe[-tall3|-tall4][-ahead1|-ahead2][-sN][-half][-noload] (f16: the pipelined tile; tall3 /
- * tall4: 192 × 128 / 256 × 128 tiles, 12 × 8 / 16 × 8 outputs a thread, k steps of 8
- * (kernels/linear.wgsl TALL); ahead1: loads one k step ahead instead of two; sN: split k N ways;
- * half: 64 × 128 tiles; noload: no global loads after the first k step
+ * tile4 / tile8 (f16: linear()'s tile override), pipe[-sN][-half][-noload] (f16: the pipelined
+ * tile; sN: split k N ways; half: 64 × 128 tiles; noload: no global loads after the first k step
  * — wrong results, its err column shows by how much — to time the loop without memory), gemmq (q8/q4: kernels/gemm.ts
  * gemmQ() with its default tuning and split, kernels/gemm.ts gemmQChoice), gemmq1 (the default
  * tiling single-buffered), gemmq:TDxRMxRNxG or gemmq:RMxRNxG (that tuning; td 16), -sN after it:
@@ -78,13 +75,11 @@ function variantOf(name: string, dtype: string): Make | null {
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, { tile });
   }
   if (name.startsWith("pipe")) {
-    // pipe[-tall3|-tall4][-aheadN][-sN][-half][-noload]: the pipelined tile, 192 × 128 or
-    // 256 × 128 (TALL), loads N k steps ahead, split k N ways, 64 × 128, without global loads.
+    // pipe[-sN][-half][-noload]: the pipelined tile, split k N ways, 64 × 128, without global
+    // loads.
     const o = name.split("-").slice(1);
     const split = o.find((s) => /^s\d+$/.test(s));
-    const tall = o.find((s) => s === "tall3" || s === "tall4");
-    const ahead = o.find((s) => s === "ahead1" || s === "ahead2");
-    if (o.some((s) => s !== "noload" && s !== "half" && s !== split && s !== tall && s !== ahead)) {
+    if (o.some((s) => s !== "noload" && s !== "half" && s !== split)) {
       throw new Error(`unknown pipe option in ${name}`);
     }
     const tuning: Partial<LinearTuning> = {
@@ -92,8 +87,6 @@ function variantOf(name: string, dtype: string): Make | null {
       half: o.includes("half"),
       noLoad: o.includes("noload"),
       splitK: split ? Number(split.slice(1)) : 1,
-      ...(tall ? { tall: tall === "tall3" ? 3 : 4 } as const : {}),
-      ...(ahead ? { ahead: ahead === "ahead1" ? 1 : 2 } as const : {}),
     };
     return q ? null : (gpu, y, x, w, m) => linear(gpu, y, x, w, null, { m }, tuning);
   }
@@ -116,8 +109,7 @@ function variantOf(name: string, dtype: string): Make | null {
     return q ? (gpu, y, x, w, m) => gemmQ(gpu, y, x, w, null, { m }, t) : null;
   }
   throw new Error(
-    `unknown variant ${name}; known: linear, tile4, tile8, ` +
-      "pipe[-tall3|-tall4][-ahead1|-ahead2][-sN][-half][-noload], " +
+    `unknown variant ${name}; known: linear, tile4, tile8, pipe[-sN][-half][-noload], ` +
       "gemmq, gemmq1, gemmq:[TDx]RMxRNxG[-sN][-narrow]",
   );
 }

@@ -38,11 +38,6 @@
  *   `for`). Removed after one H100 run (2026-11-28 07:28) where none beat PIPE on any of 16
  *   vision / 7B shapes: a single-buffered k-step-32 kernel (25–36 % slower), 64-row tiles
  *   (70–80 % slower), 8 × 4-thread warps and loads after the products.
- *   Taller pipelined tiles ({@link LinearTuning.tall}: 192 × 128 or 256 × 128, each thread 12 × 8
- *   or 16 × 8 outputs, k steps of 8) use each float read from workgroup memory in 4.8 / 5.33 FMAs
- *   against PIPE's 4, the ratio an SM needs to be bound by its FMAs rather than by those reads
- *   (BENCHMARKS.md, the float tower's attention); benchmarks only until timed (bench/_gemm.ts
- *   pipe-tall3 / pipe-tall4), gemmKernel() does not choose them.
  * @module
  */
 import type { Gpu } from "../src/gpu/device.ts";
@@ -137,18 +132,6 @@ export interface LinearTuning {
   /** Benchmarks only, WRONG results: the pipelined kernel without global loads after the first k
    * step (what the loads cost). */
   noLoad?: boolean;
-  /**
-   * Pipelined, benchmarks for now: a taller tile of this many 64-row blocks, 192 × 128 (3) or
-   * 256 × 128 (4) outputs, each thread 12 × 8 or 16 × 8 of them, k steps of 8
-   * (kernels/linear.wgsl TALL: 4.8 / 5.33 FMAs per float read from workgroup memory, PIPE's 4).
-   * Implies `pipe`; not with `half` or `pipe: false`. Default: none (PIPE's 128 × 128).
-   */
-  tall?: 3 | 4;
-  /**
-   * Pipelined: k steps the global loads run ahead of the products, 2 (default: kernels/linear.wgsl
-   * PIPE) or 1 (AHEAD1: one raw block of 16 registers in flight rather than two).
-   */
-  ahead?: 1 | 2;
 }
 
 /** Default {@link LinearTuning}. */
@@ -515,20 +498,10 @@ export function linear(
       !(t.gemvTpr >= 1 && t.gemvTpr <= t.gemvWg && (t.gemvTpr & (t.gemvTpr - 1)) === 0)) ||
     (t.tile !== undefined && t.tile !== 4 && t.tile !== 8) ||
     (t.splitK !== undefined && !(Number.isInteger(t.splitK) && t.splitK >= 1)) ||
-    (t.gemvUnroll !== undefined && !(Number.isInteger(t.gemvUnroll) && t.gemvUnroll >= 1)) ||
-    (t.tall !== undefined && t.tall !== 3 && t.tall !== 4) ||
-    (t.ahead !== undefined && t.ahead !== 1 && t.ahead !== 2)
+    (t.gemvUnroll !== undefined && !(Number.isInteger(t.gemvUnroll) && t.gemvUnroll >= 1))
   ) {
     throw new InvalidInputError(`linear: bad tuning ${JSON.stringify(t)}`);
   }
-  if (t.tall !== undefined && (t.half || t.pipe === false || t.tile !== undefined)) {
-    throw new InvalidInputError(
-      `linear: tall pipelined tiles (tuning.tall ${t.tall}) are the pipelined kernel at 64·tall ` +
-        `× 128: not with half, pipe: false or tile, got ${JSON.stringify(t)}`,
-    );
-  }
-  // tall is a pipelined tile: the kernel override, as pipe.
-  if (t.tall !== undefined) t.pipe = true;
   // A few rows of x (1 < m ≤ GEMV_XROWS_MAX): the row GEMV over all of them at once, where its
   // partial sums fit the workgroup's memory (GEMV below covers both).
   const xrows = few && t.gemvXRows !== false && t.pipe === undefined && t.tile === undefined &&
@@ -930,8 +903,6 @@ function pipeLinear(
 ): Dispatch[] {
   const { m } = s;
   const k = w.cols;
-  // Output rows of a tile: 64 (HALF), 64 · tall (TALL) or 128.
-  const bm = t.half ? 64 : t.tall ? 64 * t.tall : 128;
   const kspan = pipeKSpan(k, t.splitK ?? 1);
   const splits = ceilDiv(k, kspan);
   const split = splits > 1;
@@ -955,9 +926,6 @@ function pipeLinear(
       ...common,
       PIPE: true,
       HALF: t.half === true,
-      TALL: t.tall !== undefined,
-      MB4: t.tall === 4,
-      AHEAD1: t.ahead === 1,
       NOLOAD: t.noLoad === true,
       SPLITK: split,
       BIAS: !split && bias !== null,
@@ -977,7 +945,7 @@ function pipeLinear(
       kspan,
       splits,
     });
-    const grid = [ceilDiv(c.rows, 128), ceilDiv(m, bm), splits] as const;
+    const grid = [ceilDiv(c.rows, 128), ceilDiv(m, t.half ? 64 : 128), splits] as const;
     return chunkGemm(gpu, gemm, [x, c.buffer], params, grid, y, bias, {
       ...s,
       n: w.rows,

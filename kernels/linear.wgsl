@@ -495,55 +495,15 @@ fn ld_w(row: u32, k: u32) -> vec4<f32> {
 // at 16 and 40 rows took the same time, H200 2026-11-28 22:51). Threads 0–63 load x blocks,
 // 64–191 w blocks, the rest load a w block again and store nothing (branch-free loads). A 64 ×
 // 256 tile of the full tile's 64 accumulators a thread ran 2.5–5× slower (23:05).
-// #if TALL: a taller tile, 64·MB × 128 (MB = 3, or 4 #if MB4: 192 × 128 or 256 × 128), thread
-// (tx, ty) owning the MB × 2 blocks at rows ib·64 + ty·4 (ib < MB), columns jb·64 + tx·4 (jb < 2):
-// a k reads MB + 2 vec4 of shared memory for 32·MB FMAs — 4.8 FMAs a float at MB = 3, 5.33 at 4,
-// against PIPE's 4 (an SM reads ≈ 128 bytes a clock of workgroup memory and does 128 FMAs a clock:
-// BENCHMARKS.md "Why the float tower's attention stops at 23 TFLOP/s"), so the shared reads are
-// no longer as busy as the FMA units. k steps of BK = 8 rather than 16: a step is then
-// (BM + BN) / 4 · BK / 4 = 192 (MB4) or 160 loader blocks, one per thread as in PIPE (threads
-// 0 .. BM/2 − 1 load x blocks, the next 64 w blocks, the rest load a w block again and store
-// nothing, as in HALF), where BK = 16 would give 384 / 320 blocks for 256 threads — some holding
-// two, 16 more registers a step in flight — and padded double-buffered tiles of 50 KB at MB4, past
-// the 48 KiB of workgroup memory. At BK = 8: As 2 · 8 · (BM/4 + 1) · 16 B = 16640 B (MB4) / 12544
-// (MB3), Bs 2 · 8 · 33 · 16 = 8448: 24.5 / 20.5 KiB; the padding still puts a quarter warp's
-// stores (k rows 0 and 4, 4 row blocks) on 8 distinct 16-byte banks (4 · 65 and 4 · 49 vec4 ≡ 4
-// mod 8). The FMAs a thread does between two barriers (8 k × 32·MB: 1024 at MB4, 768 at MB3) stay
-// near PIPE's (16 k × 64 = 1024). What it costs: twice the barriers, global loads and shared
-// stores per k as PIPE (a thread stores 4 vec4 a step against 8 · (MB + 2) read: 1/12 at MB4,
-// PIPE's 1/16), and f16 w rows read 8 bytes a lane (half a 32-byte sector a step; the other half
-// is the next step's, likely from L1).
-// Registers (per thread, the estimate to check against the driver's ≈ 255 before it spills):
-// accumulators 32·MB (128 at MB4, 96 at MB3), one k's shared reads 4·(MB + 2) (24 / 20), the raw
-// blocks in flight 16 a step (one 4 × 4 block as vec4<u32>: 32 two steps ahead, 16 with AHEAD1),
-// indices and addresses ≈ 20 (MB + 2 clamped shared columns, 4 loader rows, k, kend, the tile's
-// origin): ≈ 204 at MB4 two steps ahead, 188 one step ahead; ≈ 168 / 152 at MB3. Larger
-// per-thread tiles tried before (HALF's note above: 64 × 256; BENCHMARKS.md: the flash attention's
-// 8 query rows) ran 1.7–5× slower, past what the driver keeps in registers.
-// #if AHEAD1: loads issued one k step ahead (blk_v alone: loaded before a step's products, stored
-// after them) instead of two — 16 registers fewer. A step's products (≥ 768 FMAs a thread, ≈ 1500
-// clocks an SM) still cover the ≈ 600–800 clocks of a global load.
 // #if NOLOAD (benchmarks only, wrong results): every k step reuses the first step's loads — the
 // kernel without global memory traffic, to measure what the loads cost.
 #if HALF
 const BM: u32 = 64u;
 #else
-#if TALL
-#if MB4
-const BM: u32 = 256u;
-#else
-const BM: u32 = 192u;
-#endif
-#else
 const BM: u32 = 128u;
 #endif
-#endif
 const BN: u32 = 128u;
-#if TALL
-const BK: u32 = 8u;
-#else
 const BK: u32 = 16u;
-#endif
 // Indexed per dimension (not flattened), so the bounds clamps WebGPU adds to every workgroup
 // array index fold: buffer and k clamps are constants, the column clamp invariant.
 var<workgroup> As: array<array<array<vec4<f32>, BM / 4u + 1u>, BK>, 2>;  // [buffer][k][m / 4] of x, padded
@@ -553,9 +513,8 @@ var<workgroup> Bs: array<array<array<vec4<f32>, BN / 4u + 1u>, BK>, 2>;  // [buf
 struct Blk { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> }
 struct Raw { r0: vec4<u32>, r1: vec4<u32>, r2: vec4<u32>, r3: vec4<u32> }
 
-// Loader block b (< rows; TALL: < rows / 2, as BK = 8) of a tile of `rows` rows (64 or 128; TALL
-// 192 or 256 too): (first row, first k) = (4·rb, 4·kb). Two neighbouring lanes read one 32-byte
-// sector of a row.
+// Loader block b (< rows) of a tile of `rows` rows (64 or 128): (first row, first k) = (4·rb,
+// 4·kb). Two neighbouring lanes read one 32-byte sector of a row.
 fn blk(b: u32, rows: u32) -> vec2<u32> {
   return vec2(4u * ((b / 2u) % (rows / 4u)), 4u * (b % 2u + 2u * (b / (rows / 2u))));
 }
@@ -599,15 +558,6 @@ var<private> loader: bool;  // stores its block (threads below 192)
 var<private> c10: mat4x4<f32>;
 var<private> c11: mat4x4<f32>;
 #endif
-#if TALL
-var<private> loader: bool;  // stores its block (threads below BM / 2 + 64)
-var<private> c20: mat4x4<f32>;
-var<private> c21: mat4x4<f32>;
-#if MB4
-var<private> c30: mat4x4<f32>;
-var<private> c31: mat4x4<f32>;
-#endif
-#endif
 var<private> tx: u32;
 var<private> ty: u32;
 
@@ -618,15 +568,8 @@ fn set_role(lid: u32, m0: u32, n0: u32) {
   loader = lid < BM + BN;
   pos = blk(select(lid, (lid - BM) % BN, w_role), select(BM, BN, w_role));
 #else
-#if TALL
-  // BM / 2 x blocks (4 rows × 4 k of the 8-k step), then BN / 2 w blocks, then w blocks again.
-  w_role = lid >= BM / 2u;
-  loader = lid < BM / 2u + BN / 2u;
-  pos = blk(select(lid, (lid - BM / 2u) % (BN / 2u), w_role), select(BM, BN, w_role));
-#else
   w_role = lid >= 128u;
   pos = blk(lid % 128u, 128u);
-#endif
 #endif
   rows = blk_rows(select(m0, n0, w_role) + pos.x, select(p.m, p.rows, w_role) - 1u);
 }
@@ -657,9 +600,6 @@ fn put_step(buf: u32, b: Raw, k0: u32) {
 #if HALF
   if (!loader) { return; }
 #endif
-#if TALL
-  if (!loader) { return; }
-#endif
   let k = k0 + pos.y;
   let t = transpose(mat4x4(cvt(b.r0, k), cvt(b.r1, k), cvt(b.r2, k), cvt(b.r3, k)));
   let c = pos.x / 4u;
@@ -688,49 +628,25 @@ fn mac(buf: u32, k: u32) {
   c10 = outer_acc(c10, a1, b0);
   c11 = outer_acc(c11, a1, b1);
 #endif
-#if TALL
-  let a2 = As[buf][k][32u + ty];
-  c20 = outer_acc(c20, a2, b0);
-  c21 = outer_acc(c21, a2, b1);
-#if MB4
-  let a3 = As[buf][k][48u + ty];
-  c30 = outer_acc(c30, a3, b0);
-  c31 = outer_acc(c31, a3, b1);
-#endif
-#endif
 }
 
-// The products of one k step (BK = 16; TALL: 8) from shared buffer buf.
+// The products of one k step (BK = 16) from shared buffer buf.
 fn products(buf: u32) {
   mac(buf, 0u); mac(buf, 1u); mac(buf, 2u); mac(buf, 3u);
   mac(buf, 4u); mac(buf, 5u); mac(buf, 6u); mac(buf, 7u);
-#ifnot TALL
   mac(buf, 8u); mac(buf, 9u); mac(buf, 10u); mac(buf, 11u);
   mac(buf, 12u); mac(buf, 13u); mac(buf, 14u); mac(buf, 15u);
-#endif
 }
 
 // The blocks in flight, two steps ahead: blk_v for the steps of buffer 0, blk_w for those of
-// buffer 1 (AHEAD1: blk_v alone, the next step's).
+// buffer 1.
 var<private> blk_v: Raw;
-#ifnot AHEAD1
 var<private> blk_w: Raw;
-#endif
 
 // One k step from k0 (< kend) in buffer cur (a literal at each call): the loads of the step after
 // next into this buffer's block, this one's products, the next step's stores (loaded a step ago)
 // into the other buffer (last read in the step before, which ended at a barrier), a barrier.
-// AHEAD1: the next step's loads, this one's products, then those loads' stores.
 fn step(k0: u32, kend: u32, cur: u32) {
-#if AHEAD1
-#ifnot NOLOAD
-  blk_v = load_step(select(k0, k0 + BK, k0 + BK < kend));  // branch-free: the last step reloads
-#endif
-  products(cur);
-  if (k0 + BK < kend) {
-    if (cur == 0u) { put_step(1u, blk_v, k0 + BK); } else { put_step(0u, blk_v, k0 + BK); }
-  }
-#else
 #ifnot NOLOAD
   let k2 = select(k0, k0 + 2u * BK, k0 + 2u * BK < kend);  // branch-free: the last steps reload
   if (cur == 0u) { blk_v = load_step(k2); } else { blk_w = load_step(k2); }
@@ -739,7 +655,6 @@ fn step(k0: u32, kend: u32, cur: u32) {
   if (k0 + BK < kend) {
     if (cur == 0u) { put_step(1u, blk_w, k0 + BK); } else { put_step(0u, blk_v, k0 + BK); }
   }
-#endif
   workgroupBarrier();
 }
 
@@ -759,9 +674,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
   set_role(lid, m0, n0);
   blk_v = load_step(kbeg);
-#ifnot AHEAD1
   blk_w = load_step(select(kbeg, kbeg + BK, kbeg + BK < kend));
-#endif
   put_step(0u, blk_v, kbeg);
   workgroupBarrier();
   for (var k0 = kbeg; k0 < kend; k0 += 2u * BK) {
@@ -774,14 +687,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #ifnot HALF
   store_block(m0 + 64u + ty * 4u, n0 + tx * 4u, c10);
   store_block(m0 + 64u + ty * 4u, n0 + 64u + tx * 4u, c11);
-#endif
-#if TALL
-  store_block(m0 + 128u + ty * 4u, n0 + tx * 4u, c20);
-  store_block(m0 + 128u + ty * 4u, n0 + 64u + tx * 4u, c21);
-#if MB4
-  store_block(m0 + 192u + ty * 4u, n0 + tx * 4u, c30);
-  store_block(m0 + 192u + ty * 4u, n0 + 64u + tx * 4u, c31);
-#endif
 #endif
 }
 
