@@ -18,8 +18,9 @@ export interface StoredResponse {
   response: Json;
   /**
    * The whole conversation it answered, as input items: a `previous_response_id`'s conversation
-   * expanded, then the request's `input` (item references expanded). `instructions` are not
-   * among them: OpenAI does not carry them over to a response that follows.
+   * expanded, then the request's `input` (item references expanded), each item with an id
+   * (`GET /v1/responses/{id}/input_items` lists them). `instructions` are not among them: OpenAI
+   * does not carry them over to a response that follows.
    */
   input: Json[];
   /** Its output items (messages, function calls), each with its `id`. */

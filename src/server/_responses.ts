@@ -7,7 +7,8 @@
  * continue it (`previous_response_id`: its whole conversation, then the new input — its
  * `instructions` not carried over, as OpenAI does not) or name its items (`item_reference`, which
  * the Vercel AI SDK sends for an earlier answer); one no longer kept is a 400 saying to send the
- * whole conversation.
+ * whole conversation. `GET /v1/responses/{id}/input_items` lists a stored response's conversation
+ * ({@link inputItemsList}).
  *
  * What it takes: `input` as a string or as items — messages (`input_text`, `input_image` with an
  * `image_url`, an assistant's `output_text`), `function_call` and `function_call_output` —,
@@ -742,5 +743,95 @@ export function responsesFormat(
     },
     streamError: (http) =>
       event("error", { code: http.code, message: http.message, param: http.param }),
+  };
+}
+
+/** The id prefix of an input item of `type` (OpenAI's: `msg_`, `fc_`, …). */
+function itemPrefix(type: unknown): string {
+  if (type === "function_call") return "fc";
+  if (type === "function_call_output") return "fco";
+  return "msg";
+}
+
+/**
+ * The conversation `responseId` answered, to keep: each item without an id (the client's own
+ * items, whose ids were dropped) given one of the server's — `msg_` / `fc_` / `fco_`, the
+ * response's hex, `_in` and the item's place — so `GET /v1/responses/{id}/input_items` lists
+ * each under an id, a later response that carries it on (previous_response_id) keeps that id, and
+ * an item reference may name it, as with OpenAI. Items that have one (a previous response's,
+ * an item reference's) keep theirs.
+ */
+export function withItemIds(conversation: Json[], responseId: string): Json[] {
+  const hex = responseId.slice(responseId.indexOf("_") + 1);
+  return conversation.map((item, k) =>
+    typeof item.id === "string"
+      ? item
+      : { id: `${itemPrefix(item.type ?? "message")}_${hex}_in${k}`, ...item }
+  );
+}
+
+/**
+ * An input item as OpenAI lists it: a message (its `type` given where the client left it out)
+ * with its content as parts — a string as one `input_text` part (`output_text` for an
+ * assistant's).
+ */
+function listedItem(item: Json): Json {
+  const type = item.type ?? "message";
+  if (type !== "message") return item;
+  const content = typeof item.content === "string"
+    ? [{
+      type: item.role === "assistant" ? "output_text" : "input_text",
+      text: item.content,
+      ...(item.role === "assistant" ? { annotations: [] } : {}),
+    }]
+    : item.content;
+  return { ...item, type, content };
+}
+
+/**
+ * `GET /v1/responses/{id}/input_items`: a stored response's input items (its whole conversation:
+ * the items of the responses it followed, then its own input) as OpenAI's list object, a page of
+ * them as `query` asks — `limit` (1–100, default 20), `order` (`asc` or `desc`, the default:
+ * newest first) and `after` (the id of the item the page follows). Throws a 400 naming the query
+ * parameter that is malformed, or an `after` that is none of the response's items.
+ */
+export function inputItemsList(
+  input: Json[],
+  query: { limit?: string; order?: string; after?: string },
+): Json {
+  let limit = 20;
+  if (query.limit !== undefined) {
+    limit = Number(query.limit);
+    if (!/^\d+$/.test(query.limit) || limit < 1 || limit > 100) {
+      throw badRequest(
+        "limit",
+        `limit must be an integer from 1 to 100; got ${JSON.stringify(query.limit)}.`,
+      );
+    }
+  }
+  const order = query.order ?? "desc";
+  if (order !== "asc" && order !== "desc") {
+    throw badRequest("order", `order must be "asc" or "desc"; got ${JSON.stringify(order)}.`);
+  }
+  const items = order === "asc" ? [...input] : [...input].reverse();
+  let start = 0;
+  if (query.after !== undefined) {
+    const at = items.findIndex((item) => item.id === query.after);
+    if (at < 0) {
+      throw badRequest(
+        "after",
+        `after: no input item of this response has id '${query.after}'; give the id of an ` +
+          `item listed (a page's last_id), or leave after out for the first page.`,
+      );
+    }
+    start = at + 1;
+  }
+  const data = items.slice(start, start + limit).map(listedItem);
+  return {
+    object: "list",
+    data,
+    first_id: data.length ? data[0].id : null,
+    last_id: data.length ? data.at(-1)!.id : null,
+    has_more: start + limit < items.length,
   };
 }

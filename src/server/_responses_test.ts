@@ -659,3 +659,116 @@ Deno.test("POST /v1/responses: an input item sent under a stored item's id does 
   assert.equal(gone.body.error.code, "item_not_found");
   assert.equal((await app.request(`/v1/responses/${forger.id}`)).status, 200);
 });
+
+Deno.test("GET /v1/responses/{id}/input_items lists the stored conversation as OpenAI's list, paged by limit, order and after", async () => {
+  const { app, fake } = setup();
+  const one = await (await respond(app, {
+    model: MODEL,
+    input: "One",
+    instructions: "Be brief.",
+  })).json();
+  const two = await (await respond(app, {
+    model: MODEL,
+    previous_response_id: one.id,
+    input: [
+      { role: "developer", content: "Mind the tone." },
+      { type: "message", role: "user", content: [{ type: "input_text", text: "Two" }] },
+    ],
+  })).json();
+  const list = async (id: string, query = "") => {
+    const r = await app.request(`/v1/responses/${id}/input_items${query}`);
+    return { status: r.status, body: await r.json() };
+  };
+  const first = await list(one.id);
+  assert.equal(first.status, 200);
+  const userOne = {
+    id: `msg_${one.id.slice(5)}_in0`,
+    type: "message",
+    role: "user",
+    content: [{ type: "input_text", text: "One" }],
+  };
+  assert.deepEqual(first.body, {
+    object: "list",
+    data: [userOne],
+    first_id: userOne.id,
+    last_id: userOne.id,
+    has_more: false,
+  });
+  // The second: the first's conversation (its ids kept), its answer, then its own input; newest
+  // first by default.
+  const all = await list(two.id, "?order=asc");
+  const hex = two.id.slice(5);
+  assert.deepEqual(all.body.data.map((i: { id: string }) => i.id), [
+    userOne.id,
+    one.output[0].id,
+    `msg_${hex}_in2`,
+    `msg_${hex}_in3`,
+  ]);
+  assert.deepEqual(all.body.data[1], one.output[0]);
+  assert.deepEqual(all.body.data[2].content, [{ type: "input_text", text: "Mind the tone." }]);
+  assert.equal(all.body.data[2].role, "developer");
+  const desc = await list(two.id);
+  assert.deepEqual(desc.body.data, [...all.body.data].reverse());
+  // Pages: limit, then after the page's last id.
+  const page1 = await list(two.id, "?limit=3");
+  assert.deepEqual(page1.body.data, desc.body.data.slice(0, 3));
+  assert.equal(page1.body.has_more, true);
+  assert.equal(page1.body.first_id, desc.body.data[0].id);
+  const page2 = await list(two.id, `?limit=3&after=${page1.body.last_id}`);
+  assert.deepEqual(page2.body.data, desc.body.data.slice(3));
+  assert.equal(page2.body.has_more, false);
+  const asc2 = await list(two.id, `?order=asc&limit=2&after=${userOne.id}`);
+  assert.deepEqual(asc2.body.data, all.body.data.slice(1, 3));
+  assert.equal(asc2.body.has_more, true);
+  // The stored ids are no prompt text: the conversation reaches the engine as before.
+  assert.deepEqual(fake.calls[1].messages, [
+    { role: "user", content: "One" },
+    { role: "assistant", content: "I see 0 images. You said: One" },
+    { role: "system", content: "Mind the tone." },
+    { role: "user", content: [{ type: "text", text: "Two" }] },
+  ]);
+  // An input item may be named by an item reference, as an output item may.
+  const ref = await respond(app, {
+    model: MODEL,
+    input: [{ type: "item_reference", id: userOne.id }],
+  });
+  assert.equal(ref.status, 200);
+  assert.deepEqual(fake.calls.at(-1)!.messages, [{ role: "user", content: "One" }]);
+  // Malformed queries are 400s naming the parameter; an unknown response a 404 as GET's.
+  for (
+    const [query, param] of [
+      ["?limit=0", "limit"],
+      ["?limit=101", "limit"],
+      ["?limit=x", "limit"],
+      ["?order=up", "order"],
+      ["?after=msg_nope", "after"],
+    ]
+  ) {
+    const r = await list(two.id, query);
+    assert.equal(r.status, 400, query);
+    assert.equal(r.body.error.param, param, query);
+  }
+  const missing = await list("resp_nope");
+  const got = await app.request("/v1/responses/resp_nope");
+  assert.equal(missing.status, 404);
+  assert.deepEqual(missing.body, await got.json());
+  // A response not stored has none to list.
+  const unkept = await (await respond(app, { model: MODEL, input: "x", store: false })).json();
+  assert.equal((await list(unkept.id)).status, 404);
+});
+
+Deno.test("GET /v1/responses/{id}/input_items needs the API key, as GET /v1/responses/{id} does", async () => {
+  const app = createApp(new FakeEngine(), { apiKey: "sk-test" });
+  const auth = { authorization: "Bearer sk-test", "content-type": "application/json" };
+  const r = await app.request("/v1/responses", {
+    method: "POST",
+    headers: auth,
+    body: JSON.stringify({ model: MODEL, input: "Hi" }),
+  });
+  const { id } = await r.json();
+  const without = await app.request(`/v1/responses/${id}/input_items`);
+  assert.equal(without.status, 401);
+  const withKey = await app.request(`/v1/responses/${id}/input_items`, { headers: auth });
+  assert.equal(withKey.status, 200);
+  assert.equal((await withKey.json()).data.length, 1);
+});

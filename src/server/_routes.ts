@@ -13,6 +13,8 @@ const LISTED_FIRST = [
   "/v1/chat/completions",
   "/v1/completions",
   "/v1/responses",
+  "/v1/responses/:id",
+  "/v1/responses/:id/input_items",
   "/v1/models",
   "/v1/models/:id{.+}",
   "/tokenize",

@@ -1,7 +1,8 @@
 /**
  * The OpenAI-compatible HTTP API as a Hono app: `POST /v1/chat/completions` (streaming or not,
  * text and images), `POST /v1/completions` (a raw prompt, as vLLM's), `POST /v1/responses`
- * (OpenAI's Responses API; the responses kept in memory, `GET`/`DELETE /v1/responses/{id}`),
+ * (OpenAI's Responses API; the responses kept in memory, `GET`/`DELETE /v1/responses/{id}`,
+ * `GET /v1/responses/{id}/input_items`),
  * `GET /v1/models`, vLLM's `POST /tokenize` and `/detokenize`, Ollama's API (`POST /api/chat`,
  * `/api/generate`, `GET /api/tags`, …: src/server/_ollama.ts), `GET /health`, and a chat web
  * page at `/`.
@@ -65,7 +66,13 @@ import {
   sizeMessages,
   type TextCompletionRequest,
 } from "./_request.ts";
-import { chatBodyOfResponses, responsesError, responsesFormat } from "./_responses.ts";
+import {
+  chatBodyOfResponses,
+  inputItemsList,
+  responsesError,
+  responsesFormat,
+  withItemIds,
+} from "./_responses.ts";
 import {
   loadedObject,
   modelEntry,
@@ -728,7 +735,11 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
     }
     const keep = echo.store
       ? (response: Record<string, unknown>) =>
-        responses.put({ response, input: conversation, output: response.output as [] })
+        responses.put({
+          response,
+          input: withItemIds(conversation, response.id as string),
+          output: response.output as [],
+        })
       : undefined;
     const format = responsesFormat(request.tools, echo, sources, keep);
     return await answer(c.req.raw, request, format, prepareChat(request));
@@ -749,6 +760,14 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
     const stored = responses.get(id);
     if (!stored) throw responseNotFound(id);
     return c.json(stored.response);
+  });
+  // OpenAI's list of a stored response's input items (the openai client's
+  // responses.inputItems.list(id)), a page of them as limit, order and after ask.
+  app.get("/v1/responses/:id/input_items", (c) => {
+    const id = c.req.param("id");
+    const stored = responses.get(id);
+    if (!stored) throw responseNotFound(id);
+    return c.json(inputItemsList(stored.input, c.req.query()));
   });
   // delete() says whether it held the id: nothing is read back (parsed) to find out.
   app.delete("/v1/responses/:id", (c) => {
@@ -1440,6 +1459,7 @@ const ROUTES = [
 /** The route of `path` (under any prefix the app is mounted at), for metrics. */
 function routeOf(path: string): string {
   if (/\/v1\/models\/./.test(path)) return "/v1/models/:model";
+  if (/\/v1\/responses\/[^/]+\/input_items\/?$/.test(path)) return "/v1/responses/:id/input_items";
   if (/\/v1\/responses\/./.test(path)) return "/v1/responses/:id";
   return ROUTES.find((r) => path.endsWith(r)) ?? (path.endsWith("/") ? "/" : "other");
 }

@@ -1116,6 +1116,8 @@ Deno.test("unknown routes are JSON 404s naming the method and path and listing w
         "POST /v1/chat/completions",
         "POST /v1/completions",
         "POST /v1/responses",
+        "GET/DELETE /v1/responses/{id}",
+        "GET /v1/responses/{id}/input_items",
         "GET /v1/models",
         "POST /tokenize",
         "POST /detokenize",
