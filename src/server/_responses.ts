@@ -15,8 +15,9 @@
  * `instructions`, `max_output_tokens`, `temperature`, `top_p`, `text.format` (text, JSON mode,
  * `json_schema`), function `tools` with `tool_choice` and `parallel_tool_calls`, `top_logprobs`
  * with `include: ["message.output_text.logprobs"]`, `stream`, `metadata`, and the chat endpoint's
- * sampling extensions (`seed`, `stop`, `top_k`, …), `store`, `previous_response_id` and
- * `item_reference` items. `conversation`, `background`, stored prompts and hosted tools are a 400
+ * sampling extensions (`seed`, `stop`, `top_k`, …), `store`, `previous_response_id`,
+ * `item_reference` items and `truncation` (`"auto"`: a conversation over the context loses its
+ * oldest items until it fits, as Ollama's `truncate` has it). `conversation`, `background`, stored prompts and hosted tools are a 400
  * saying so.
  * @module
  */
@@ -48,6 +49,12 @@ export interface ResponsesEcho {
   text: { format: unknown };
   metadata: unknown;
   user: string | null;
+  /**
+   * `truncation`: "auto" drops the conversation's oldest items (never instructions, system or
+   * developer messages, nor the last item) until it fits the context with the answer's budget;
+   * "disabled" (the default) refuses a conversation over the context.
+   */
+  truncation: "auto" | "disabled";
   /**
    * Whether the response is kept (in the store), for `previous_response_id` and item references:
    * until it is answered (`response.created`), whether it may be.
@@ -178,6 +185,13 @@ export function chatBodyOfResponses(
     if (topLogprobs !== undefined) chat.top_logprobs = topLogprobs;
   }
   const user = optionalString(json, "user");
+  const truncation = json.truncation ?? "disabled";
+  if (truncation !== "auto" && truncation !== "disabled") {
+    throw badRequest(
+      "truncation",
+      `truncation must be "auto" or "disabled"; got ${JSON.stringify(json.truncation)}.`,
+    );
+  }
   return {
     chat,
     sources,
@@ -195,6 +209,7 @@ export function chatBodyOfResponses(
       },
       metadata: json.metadata ?? null,
       user: user ?? null,
+      truncation,
       // Kept unless asked not to (OpenAI's default), where its conversation fits in the store at
       // all; the answer's store is then the store's word (responsesFormat's keep).
       store: keeps !== undefined && json.store !== false &&
@@ -610,7 +625,6 @@ function responseObject(
     output: result ? outputItems(header, result, tools, done!.status) : [],
     ...echo,
     reasoning: null,
-    truncation: "disabled",
     usage: result ? usageOf(result) : null,
   };
 }

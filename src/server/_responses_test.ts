@@ -4,6 +4,7 @@ import { createApp } from "./app.ts";
 import { FakeEngine, type FakeEngineOptions } from "./_fake_engine.ts";
 import { chatBodyOfResponses, responsesError } from "./_responses.ts";
 import { badRequest, type HttpError } from "./_errors.ts";
+import { ContextLengthError } from "../errors.ts";
 
 const PNG = await Deno.readFile(
   new URL("../../tests/fixtures/tiny-qwen2vl/reference/case0_0.png", import.meta.url),
@@ -771,4 +772,57 @@ Deno.test("GET /v1/responses/{id}/input_items needs the API key, as GET /v1/resp
   const withKey = await app.request(`/v1/responses/${id}/input_items`, { headers: auth });
   assert.equal(withKey.status, 200);
   assert.equal((await withKey.json()).data.length, 1);
+});
+
+Deno.test('POST /v1/responses truncation "auto": the oldest items go until the conversation fits, instructions and the last turn kept; "disabled" refuses it', async () => {
+  // A context that holds 3 messages besides the system ones.
+  const refuse = (messages: { role: string }[]) =>
+    messages.filter((m) => m.role !== "system").length > 3
+      ? new ContextLengthError("the prompt and its answer exceed the context")
+      : undefined;
+  const { app, fake } = setup({ refuse });
+  const input = [
+    { role: "user", content: "u1" },
+    { role: "assistant", content: "a1" },
+    { role: "developer", content: "Mind the tone." },
+    { role: "user", content: "u2" },
+    { role: "assistant", content: "a2" },
+    { role: "user", content: "u3" },
+  ];
+  const disabled = await respond(app, { model: MODEL, input, instructions: "Be brief." });
+  assert.equal(disabled.status, 400);
+  assert.equal((await disabled.json()).error.code, "context_length_exceeded");
+  const refused = await respond(app, { model: MODEL, input, truncation: "off" });
+  assert.equal(refused.status, 400);
+  assert.equal((await refused.json()).error.param, "truncation");
+  for (const stream of [false, true]) {
+    const r = await respond(app, {
+      model: MODEL,
+      input,
+      instructions: "Be brief.",
+      truncation: "auto",
+      stream,
+    });
+    assert.equal(r.status, 200);
+    const body = stream ? (await events(r)).at(-1)!.data.response : await r.json();
+    assert.equal(body.status, "completed");
+    assert.equal(body.truncation, "auto");
+    assert.deepEqual(fake.calls.at(-1)!.messages, [
+      { role: "system", content: "Be brief." },
+      { role: "system", content: "Mind the tone." },
+      { role: "user", content: "u2" },
+      { role: "assistant", content: "a2" },
+      { role: "user", content: "u3" },
+    ]);
+    // The response keeps the whole conversation: a later one truncates it again.
+    const items = await (await app.request(`/v1/responses/${body.id}/input_items`)).json();
+    assert.equal(items.data.length, input.length);
+  }
+  // One that fits is not cut; the default echoes "disabled".
+  const short = await (await respond(app, { model: MODEL, input: "Hi", truncation: "auto" }))
+    .json();
+  assert.equal(short.truncation, "auto");
+  assert.deepEqual(fake.calls.at(-1)!.messages, [{ role: "user", content: "Hi" }]);
+  const plain = await (await respond(app, { model: MODEL, input: "Hi" })).json();
+  assert.equal(plain.truncation, "disabled");
 });

@@ -733,6 +733,8 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
     } catch (error) {
       throw responsesError(error, sources);
     }
+    const truncated = { truncate: echo.truncation === "auto", body: chat, sources };
+    const parse = (body: Record<string, unknown>) => parseChatRequest(body, limits());
     const keep = echo.store
       ? (response: Record<string, unknown>) =>
         responses.put({
@@ -742,7 +744,11 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
         })
       : undefined;
     const format = responsesFormat(request.tools, echo, sources, keep);
-    return await answer(c.req.raw, request, format, prepareChat(request));
+    return await answer(c.req.raw, request, format, async (e, signal) => {
+      // truncation "auto": the conversation's oldest items go until it fits (as Ollama's).
+      const kept = await fitted(e, truncated, parse, request, signal);
+      return await prepareChat(kept.request, kept.checked)(e, signal);
+    });
   });
 
   /** OpenAI's 404 for a response id the store does not hold. */
@@ -831,15 +837,17 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
   }
 
   /**
-   * Ollama's truncation (its `truncate`, on by default): a conversation over the context loses its
-   * oldest messages until it fits (withoutOldest), the fewest found by bisection, each try counted
-   * by the engine from its images' headers (`checked`: the request returned was, so the check
-   * before its turn need not run again). Nothing fits, or the engine cannot count: as it is (the
-   * engine's refusal then says why).
+   * Truncation — Ollama's (its `truncate`, on by default) and the Responses API's
+   * (`truncation: "auto"`): a chat request body (`o.body`) over the context loses its oldest
+   * messages, never a system message nor the last one, until it fits with its answer's budget
+   * (withoutOldest), the fewest found by bisection, each try counted by the engine from its
+   * images' headers (`checked`: the request returned was, so the check before its turn need not
+   * run again); `o.sources` (where each message came from, for errors) are cut alike. Nothing
+   * fits, or the engine cannot count: as it is (the engine's refusal then says why).
    */
   async function fitted(
     e: ChatEngine,
-    o: OllamaRequest,
+    o: { truncate: boolean; body: Record<string, unknown>; sources: unknown[] },
     parse: (body: Record<string, unknown>) => ChatRequest,
     full: ChatRequest,
     signal: AbortSignal,
