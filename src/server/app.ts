@@ -135,10 +135,9 @@ export interface ServerOptions {
   /** Serve the chat page at `/`. Default true. */
   webPage?: boolean;
   /**
-   * Cross-origin access to /v1, /tokenize, /detokenize and /api for web apps served elsewhere (CORS):
-   * true lets any origin in, as
-   * llama.cpp's server and vLLM do by default; a list, only those origins; false, none (no CORS
-   * headers). Default true.
+   * Cross-origin access to every route (the API, /health, /metrics) for web apps served elsewhere
+   * (CORS), `Retry-After` exposed to them: true lets any origin in, as llama.cpp's server and vLLM
+   * do by default; a list, only those origins; false, none (no CORS headers). Default true.
    */
   cors?: boolean | string[];
   /**
@@ -516,6 +515,29 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
       await next();
       metrics.response(routeOf(c.req.path), c.res.status);
     });
+  }
+
+  // CORS on every route — /health and /metrics too, as vLLM's and llama.cpp's servers have it (a
+  // web dashboard polls them) — and on the 404s and 405s; before the API key check: a browser's
+  // preflight carries no Authorization header.
+  if (settings.cors !== false) {
+    app.use(
+      "*",
+      cors({
+        origin: settings.cors === true ? "*" : settings.cors,
+        // DELETE: /v1/responses/{id} (the openai client's responses.delete() from a browser).
+        allowMethods: ["GET", "POST", "DELETE", "OPTIONS"],
+        // No allowHeaders: the preflight allows the headers the browser asks for, as vLLM's
+        // ["*"] and llama.cpp's "*" do. A fixed list blocked the openai npm client in a browser,
+        // which sends X-Stainless-* headers with every request.
+        // Retry-After (a 429's or 503's) readable by a browser's client, to wait that long.
+        exposeHeaders: ["Retry-After"],
+        maxAge: 600,
+      }),
+    );
+  }
+
+  if (settings.metrics) {
     app.get(
       "/metrics",
       (c) =>
@@ -606,19 +628,6 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
 
   // The API: /v1, vLLM's /tokenize and /detokenize beside it, and Ollama's /api.
   const API = ["/v1/*", "/tokenize", "/detokenize", "/api/*"];
-  // Before the API key check: a browser's preflight carries no Authorization header.
-  if (settings.cors !== false) {
-    const allow = cors({
-      origin: settings.cors === true ? "*" : settings.cors,
-      // DELETE: /v1/responses/{id} (the openai client's responses.delete() from a browser).
-      allowMethods: ["GET", "POST", "DELETE", "OPTIONS"],
-      // No allowHeaders: the preflight allows the headers the browser asks for, as vLLM's
-      // ["*"] and llama.cpp's "*" do. A fixed list blocked the openai npm client in a browser,
-      // which sends X-Stainless-* headers with every request.
-      maxAge: 600,
-    });
-    for (const path of API) app.use(path, allow);
-  }
 
   if (settings.apiKey !== undefined) {
     const key = settings.apiKey;

@@ -978,6 +978,45 @@ Deno.test("/v1 answers browsers from other origins (CORS), before the API key; c
     ),
     null,
   );
+  // Every route, /health and /metrics too (vLLM's and llama.cpp's are), and the 404s; as the
+  // option says: a listed origin, none for cors: false.
+  for (const path of ["/health", "/metrics", "/nope"]) {
+    const origin = { origin: "http://a.test" };
+    const any = await app.request(path, { headers: origin });
+    assert.equal(any.headers.get("access-control-allow-origin"), "*", path);
+    const pre = await app.request(path, {
+      method: "OPTIONS",
+      headers: { ...origin, "access-control-request-method": "GET" },
+    });
+    assert.equal(pre.status, 204, path);
+    assert.equal(pre.headers.get("access-control-allow-origin"), "*", path);
+    const only = await listed.request(path, { headers: origin });
+    assert.equal(only.headers.get("access-control-allow-origin"), "http://a.test", path);
+    const other = await listed.request(path, { headers: { origin: "http://b.test" } });
+    assert.equal(other.headers.get("access-control-allow-origin"), null, path);
+    const none = await off.request(path, { headers: origin });
+    assert.equal(none.headers.get("access-control-allow-origin"), null, path);
+  }
+});
+
+Deno.test("CORS exposes Retry-After, so a browser's client reads it on a 503 (queue full) or 429", async () => {
+  const go = gate();
+  const { app } = setup({ hold: () => go.promise }, { maxQueue: 0, retryAfterSeconds: 3 });
+  const origin = { origin: "http://elsewhere.test" };
+  const running = post(app, hello, origin);
+  await waitFor(
+    async () => (await (await app.request("/health")).json()).queue.running === 1,
+    "the first request running",
+  );
+  const refused = await post(app, hello, origin);
+  assert.equal(refused.status, 503);
+  assert.equal(refused.headers.get("retry-after"), "3");
+  assert.equal(refused.headers.get("access-control-allow-origin"), "*");
+  const exposed = (refused.headers.get("access-control-expose-headers") ?? "").toLowerCase();
+  assert.ok(exposed.split(/,\s*/).includes("retry-after"), exposed);
+  await refused.body?.cancel();
+  go.open();
+  assert.equal((await running).status, 200);
 });
 
 Deno.test("GET /health says loading until the engine promise resolves, then ok with the queue", async () => {

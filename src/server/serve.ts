@@ -20,7 +20,7 @@
  * - `QVQ_MAX_QUEUE`: requests that may wait for the model (default 16)
  * - `QVQ_ALLOW_REMOTE_IMAGES=1`: fetch http(s) image URLs (public addresses only)
  * - `QVQ_METRICS=0`: no Prometheus metrics at `/metrics` (served by default, without the key)
- * - `QVQ_CORS`: cross-origin access to the API (/v1, /tokenize, /detokenize, /api) — any origin by
+ * - `QVQ_CORS`: cross-origin access to every route (the API, /health, /metrics) — any origin by
  *   default; `off`, or a comma-separated list of origins
  * - `QVQ_SERVED_MODEL_NAME`: the name the model is served as (vLLM's `--served-model-name`);
  *   requests may give it or the model's id
