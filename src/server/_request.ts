@@ -326,6 +326,21 @@ function parsePart(part: unknown, param: string, role: string, anyRole = false):
     }
     return { type: "text", text: part.text };
   }
+  // An assistant's refusal, as OpenAI's answers carry it (a conversation replayed from there):
+  // its text is the assistant's, as OpenAI and vLLM take it.
+  if (part.type === "refusal") {
+    if (role !== "assistant") {
+      throw badRequest(
+        `${param}.type`,
+        `${param}: a refusal part is an assistant's; a "${role}" message sends its text as ` +
+          `{"type": "text", "text": …}.`,
+      );
+    }
+    if (typeof part.refusal !== "string") {
+      throw badRequest(`${param}.refusal`, `${param}.refusal must be a string.`, "invalid_type");
+    }
+    return { type: "text", text: part.refusal };
+  }
   // Also as OpenAI and vLLM take it, the URL itself as image_url, and as Qwen's model cards write
   // it (qwen-vl-utils), {"type": "image", "image": URL}.
   if (part.type === "image_url" || part.type === "image") {
@@ -407,9 +422,8 @@ function parsePart(part: unknown, param: string, role: string, anyRole = false):
   }
   throw badRequest(
     `${param}.type`,
-    `${param}.type must be "text", "image_url" (or "image") or "video"; got ${
-      JSON.stringify(part.type)
-    }.`,
+    `${param}.type must be "text", "image_url" (or "image"), "video" or (an assistant's) ` +
+      `"refusal"; got ${JSON.stringify(part.type)}.`,
   );
 }
 
@@ -490,6 +504,17 @@ function parseMessage(message: unknown, i: number, imagesInAnyRole = false): Req
   }
   const content = message.content;
   if (typeof content === "string") return { role, content, ...extra };
+  const refusal = message.refusal;
+  if (refusal !== undefined && refusal !== null) {
+    if (role !== "assistant") {
+      throw badRequest(`${param}.refusal`, `${param}.refusal: only assistant messages refuse.`);
+    }
+    if (typeof refusal !== "string") {
+      throw badRequest(`${param}.refusal`, `${param}.refusal must be a string.`, "invalid_type");
+    }
+    // OpenAI's answer that refused has no content but its refusal: that is what it said.
+    if (content === undefined || content === null) return { role, content: refusal, ...extra };
+  }
   // OpenAI's assistant message that only calls tools has no content.
   if ((content === undefined || content === null) && extra.toolCalls) {
     return { role, content: "", ...extra };

@@ -376,3 +376,45 @@ Deno.test("parseChatRequest() takes images in any message with imagesInAnyRole (
   const first = system.messages[0].content as { type: string }[];
   assert.deepEqual(first.map((p) => p.type), ["image_url", "text", "text"]);
 });
+
+Deno.test("parseChatRequest() takes an assistant's refusal replayed from OpenAI — a refusal part, or refusal without content — as its text", () => {
+  const request = parseChatRequest({
+    model: "m",
+    messages: [
+      { role: "user", content: "a" },
+      { role: "assistant", content: [{ type: "refusal", refusal: "I can't help with that." }] },
+      { role: "user", content: "b" },
+      { role: "assistant", content: null, refusal: "No." },
+      { role: "user", content: "c" },
+      { role: "assistant", refusal: "Still no." },
+      { role: "user", content: "d" },
+      // Content given, it is the text; refusal beside it changes nothing.
+      { role: "assistant", content: "Yes.", refusal: null },
+      { role: "user", content: "e" },
+    ],
+  }, LIMITS);
+  assert.deepEqual(request.messages.filter((m) => m.role === "assistant"), [
+    { role: "assistant", content: [{ type: "text", text: "I can't help with that." }] },
+    { role: "assistant", content: "No." },
+    { role: "assistant", content: "Still no." },
+    { role: "assistant", content: "Yes." },
+  ]);
+  for (
+    const [message, param] of [
+      [
+        { role: "user", content: [{ type: "refusal", refusal: "x" }] },
+        "messages[0].content[0].type",
+      ],
+      [
+        { role: "assistant", content: [{ type: "refusal", refusal: 5 }] },
+        "messages[0].content[0].refusal",
+      ],
+      [{ role: "assistant", refusal: 5 }, "messages[0].refusal"],
+      [{ role: "user", content: null, refusal: "x" }, "messages[0].refusal"],
+    ] as const
+  ) {
+    const e = refusal({ model: "m", messages: [message, { role: "user", content: "q" }] });
+    assert.equal(e.status, 400, JSON.stringify(message));
+    assert.equal(e.param, param, JSON.stringify(message));
+  }
+});

@@ -374,7 +374,7 @@ function message(item: Json, at: string): Json {
   if (!Array.isArray(content)) {
     throw badRequest(`${at}.content`, `${at}.content must be a string or an array of parts.`);
   }
-  if (role === "assistant") return { role, content: partsText(content, `${at}.content`) };
+  if (role === "assistant") return { role, content: partsText(content, `${at}.content`, true) };
   return { role, content: content.map((p, j) => chatPart(p, `${at}.content[${j}]`)) };
 }
 
@@ -404,10 +404,19 @@ function chatPart(part: unknown, at: string): Json {
   }
 }
 
-/** The text of parts that are all text (an assistant's earlier answer, a tool's output). */
-function partsText(parts: unknown, at: string): string {
+/**
+ * The text of parts that are all text (an assistant's earlier answer, a tool's output); an
+ * assistant's `refusal` parts (`refusals`: OpenAI's answers carry them) are its text too.
+ */
+function partsText(parts: unknown, at: string, refusals = false): string {
   if (!Array.isArray(parts)) throw badRequest(at, `${at} must be a string or an array of parts.`);
   return parts.map((p, j) => {
+    if (refusals && isObject(p) && p.type === "refusal") {
+      if (typeof p.refusal !== "string") {
+        throw badRequest(`${at}[${j}].refusal`, `${at}[${j}].refusal must be a string.`);
+      }
+      return p.refusal;
+    }
     if (
       !isObject(p) || !["output_text", "input_text", "text"].includes(p.type as string) ||
       typeof p.text !== "string"

@@ -826,3 +826,30 @@ Deno.test('POST /v1/responses truncation "auto": the oldest items go until the c
   const plain = await (await respond(app, { model: MODEL, input: "Hi" })).json();
   assert.equal(plain.truncation, "disabled");
 });
+
+Deno.test("POST /v1/responses takes an assistant's refusal part (an OpenAI answer replayed) as its text", async () => {
+  const { app, fake } = setup();
+  const r = await respond(app, {
+    model: MODEL,
+    input: [
+      { role: "user", content: "a" },
+      {
+        type: "message",
+        role: "assistant",
+        content: [{ type: "refusal", refusal: "I can't help with that." }],
+      },
+      { role: "user", content: "b" },
+    ],
+  });
+  assert.equal(r.status, 200);
+  assert.deepEqual(fake.calls[0].messages[1], {
+    role: "assistant",
+    content: "I can't help with that.",
+  });
+  const bad = await respond(app, {
+    model: MODEL,
+    input: [{ role: "assistant", content: [{ type: "refusal", refusal: 5 }] }],
+  });
+  assert.equal(bad.status, 400);
+  assert.equal((await bad.json()).error.param, "input[0].content[0].refusal");
+});
