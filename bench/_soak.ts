@@ -5,10 +5,11 @@
  * sampled or greedy, JSON mode, logprobs, legacy completions scoring their prompt (echo), bursts
  * of the same image prompt at once (one prefill shared), malformed requests, and clients that
  * leave mid-answer. Every answer is checked (status, choices and indices, finish reasons, usage
- * within max_tokens, JSON mode's JSON, a stream's [DONE]); afterwards the server must go idle,
- * the GPU buffers not destroyed must come back to what they were after the warm-up (the prompt
- * cache cleared both times), and a greedy request must give the tokens it gave before the soak.
- * Prints one JSON line: requests by kind and outcome, failures, tokens, live GPU bytes.
+ * within max_tokens, JSON mode's JSON, a stream's [DONE]) and the server must log no error
+ * (`server_errors`); afterwards it must go idle, the GPU buffers not destroyed must come back to
+ * what they were after the warm-up (the prompt cache cleared both times), and a greedy request
+ * must give the tokens it gave before the soak. Prints one JSON line: requests by kind and
+ * outcome, failures, the server's errors, tokens, live GPU bytes.
  *
  *   deno run -A --v8-flags=--expose-gc bench/_soak.ts --model DIR --image FILE [--image2 FILE]
  *     [--clients 8] [--seconds 60] [--rounds 2] [--parallel 4] [--quant q4|q8] [--max-tokens 160]
@@ -63,6 +64,16 @@ const liveBytes = () => {
   let n = 0;
   for (const { ref, size } of live.values()) if (ref.deref()) n += size;
   return n;
+};
+
+// What the server logs as errors (an internal error's stack, a stream's failure line): none is
+// expected — a client leaving is not an error of the server's.
+const logged: string[] = [];
+const consoleError = console.error;
+console.error = (...data: unknown[]) => {
+  const text = data.map((d) => d instanceof Error ? d.stack ?? String(d) : String(d)).join(" ");
+  if (logged.length < 10) logged.push(text.slice(0, 2000));
+  consoleError(...data);
 };
 
 // xorshift32, one stream per client.
@@ -356,6 +367,7 @@ console.log(JSON.stringify({
   load_s: Math.round(loadS * 100) / 100,
   tally,
   failures,
+  server_errors: logged,
   completion_tokens: completionTokens,
   tok_s: Math.round(completionTokens / soakS * 10) / 10,
   idle: perRound.every((r) => r.idle),
