@@ -24,6 +24,44 @@ const CODINGS = new Set([
   "pack200-gzip",
 ]);
 
+/** Status for a request whose client left before it was answered (nginx's convention). */
+export const CLIENT_CLOSED = 499;
+
+/**
+ * What a failure to read `request`'s body is answered with: a 499 where its client went away
+ * (nothing logged), else the failure as it is (the body limit's 413).
+ */
+export function bodyReadError(request: Request, error: unknown): unknown {
+  return connectionGone(request, error) ? clientClosed() : error;
+}
+
+/**
+ * Whether reading `request`'s body failed because its client went away (the connection closed
+ * mid-body: Deno's BadResource, a reset, an early end), not because the body broke a rule (the
+ * body limit's error passes through as it is).
+ */
+function connectionGone(request: Request, error: unknown): boolean {
+  const e = Deno.errors;
+  return request.signal.aborted || error instanceof e.BadResource ||
+    error instanceof e.ConnectionReset || error instanceof e.ConnectionAborted ||
+    error instanceof e.UnexpectedEof || error instanceof e.Interrupted || error instanceof e.Http;
+}
+
+/**
+ * A request whose client left while its body was read: answered with nginx's 499, which nobody
+ * reads — and not a 500 the server logs as its own failure (a soak with clients leaving under load
+ * logged `BadResource: Cannot read body as underlying resource unavailable` stacks).
+ */
+function clientClosed(): HttpError {
+  return new HttpError(
+    CLIENT_CLOSED,
+    "The client closed the connection before its request body arrived.",
+    "invalid_request_error",
+    null,
+    "client_closed_request",
+  );
+}
+
 /**
  * The body of `request` parsed as JSON: a 400 where it is not JSON or nests too deeply, a 415
  * where it is compressed (the server reads bodies as they come; a gzipped one was refused as
@@ -45,7 +83,12 @@ export async function readJson(request: Request): Promise<unknown> {
       "unsupported_content_encoding",
     );
   }
-  const text = await request.text();
+  let text: string;
+  try {
+    text = await request.text();
+  } catch (error) {
+    throw bodyReadError(request, error);
+  }
   let body: unknown;
   try {
     body = JSON.parse(text);

@@ -79,3 +79,35 @@ Deno.test("readJson() reads the body as it is under a Content-Encoding that name
     (e) => e instanceof HttpError && e.status === 400 && e.code === "invalid_json",
   );
 });
+
+// A client that leaves mid-body (the soak's clients leaving under load on the H200): Deno's read
+// fails with BadResource, which is a 499 nobody reads, not an internal error; any other read
+// failure (the body limit's) passes through as it is.
+Deno.test("readJson() answers a body its client stopped sending with a 499, and passes other read failures through", async () => {
+  const failing = (error: Error) =>
+    new Request("http://x/", {
+      method: "POST",
+      body: new ReadableStream({
+        start(c) {
+          c.enqueue(new TextEncoder().encode('{"a":'));
+          c.error(error);
+        },
+      }),
+    });
+  for (
+    const error of [
+      new Deno.errors.BadResource("Cannot read body as underlying resource unavailable"),
+      new Deno.errors.ConnectionReset("reset"),
+      new Deno.errors.UnexpectedEof("eof"),
+    ]
+  ) {
+    await assert.rejects(
+      readJson(failing(error)),
+      (e) =>
+        e instanceof HttpError && e.status === 499 && e.code === "client_closed_request" &&
+        /closed the connection/.test(e.message),
+    );
+  }
+  const other = new RangeError("over the body limit");
+  await assert.rejects(readJson(failing(other)), (e) => e === other);
+});

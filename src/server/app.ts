@@ -90,7 +90,7 @@ import {
   withoutOldest,
 } from "./_ollama.ts";
 import { sseResponse } from "./_sse.ts";
-import { readJson } from "./_json.ts";
+import { bodyReadError, CLIENT_CLOSED, readJson } from "./_json.ts";
 import { Metrics } from "./_metrics.ts";
 import { ResponseStore, type ResponseStoreLimits } from "./_response_store.ts";
 import { ImageDecoder } from "./_decoder.ts";
@@ -185,9 +185,6 @@ const DEFAULTS: Settings = {
   cors: true,
   metrics: true,
 };
-
-/** Status for a response whose client already left (nginx's convention); nobody reads it. */
-const CLIENT_CLOSED = 499;
 
 /** Constant-time string comparison, so response timing does not reveal the key. */
 function sameKey(given: string, expected: string): boolean {
@@ -673,7 +670,7 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
     return c.json(modelObject(e));
   });
 
-  const limitBody = bodyLimit({
+  const bodyLimited = bodyLimit({
     maxSize: settings.maxBodyBytes,
     onError: () => {
       throw new HttpError(
@@ -685,6 +682,15 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
       );
     },
   });
+  // A body without a length is read here, by the limit: its client leaving midway is a 499 as in
+  // readJson (and what the handler throws passes through as it is: readJson's are answered).
+  const limitBody: MiddlewareHandler = async (c, next) => {
+    try {
+      return await bodyLimited(c, next);
+    } catch (error) {
+      throw bodyReadError(c.req.raw, error);
+    }
+  };
 
   /**
    * What a chat request does before its turn: its images fetched and decoded (a bad image is a

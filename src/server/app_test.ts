@@ -3116,3 +3116,31 @@ Deno.test("a server given its engine (not a way to load it) says it keeps its mo
   assert.equal(ps[0].expires_at, "2318-01-01T00:00:00Z");
   assert.equal((await (await app.request("/health")).json()).status, "ok");
 });
+
+Deno.test("a client gone while its request body was read is no error of the server's: nothing logged", async () => {
+  const { app } = setup();
+  const logged: string[] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) => void logged.push(args.map(String).join(" "));
+  try {
+    for (const path of ["/v1/chat/completions", "/v1/completions", "/api/chat"]) {
+      const res = await app.request(path, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: new ReadableStream({
+          start(c) {
+            c.enqueue(new TextEncoder().encode('{"model":'));
+            c.error(
+              new Deno.errors.BadResource("Cannot read body as underlying resource unavailable"),
+            );
+          },
+        }),
+      });
+      assert.equal(res.status, 499, path);
+      await res.body?.cancel();
+    }
+    assert.deepEqual(logged, []);
+  } finally {
+    console.error = original;
+  }
+});
