@@ -33,6 +33,35 @@ pub fn dimensions(bytes: &[u8]) -> Result<(usize, usize), ImageError> {
     Ok((info.width as usize, info.height as usize))
 }
 
+/// Deflate writes at most 258 bytes for 2 bits (a length code and a distance code of one bit
+/// each), so a file inflates to at most 1032 times its size. A header announcing more pixel data
+/// than that is a truncated file or a bomb (PIL refuses a truncated image too): refused before
+/// the pixel buffers exist, which could otherwise reach hundreds of MB for a 100-byte file.
+const MAX_INFLATE_RATIO: u64 = 1032;
+
+fn check_data_fits(
+    file_len: usize,
+    width: u32,
+    height: u32,
+    color: ColorType,
+    depth: BitDepth,
+) -> Result<(), ImageError> {
+    // The pixels' bits alone (without the filter bytes that precede each row).
+    let bits = width as u64 * height as u64 * color.samples() as u64 * depth as u8 as u64;
+    let need = bits / 8;
+    let most = file_len as u64 * MAX_INFLATE_RATIO;
+    if need <= most {
+        return Ok(());
+    }
+    Err(ImageError::Corrupt {
+        format: "PNG",
+        detail: format!(
+            "the header announces {width}x{height} pixels ({need} bytes of image data) but the \
+             file's {file_len} bytes inflate to at most {most}"
+        ),
+    })
+}
+
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let mut decoder = Decoder::new(Cursor::new(bytes));
     let (width, height, color, depth) = {
@@ -40,6 +69,7 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
         (info.width, info.height, info.color_type, info.bit_depth)
     };
     check_dimensions(Format::Png, width as u64, height as u64)?;
+    check_data_fits(bytes.len(), width, height, color, depth)?;
     // The png crate's own allocation limit (64 MiB by default) would refuse large images that
     // our pixel limit allows; 8 bytes per pixel covers 16-bit RGBA.
     decoder.set_limits(png::Limits {
@@ -53,6 +83,20 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
         Transformations::EXPAND
     });
     let mut reader = decoder.read_info().map_err(corrupt)?;
+    // The png crate (0.18.1) slices a 3-byte entry off a palette's last bytes when expanding it,
+    // and panics where they are fewer: a PLTE chunk must hold whole RGB entries.
+    if let Some(palette) = reader.info().palette.as_deref()
+        && color == ColorType::Indexed
+        && palette.len() % 3 != 0
+    {
+        return Err(ImageError::Corrupt {
+            format: "PNG",
+            detail: format!(
+                "the PLTE chunk holds {} bytes, not a whole number of 3-byte RGB entries",
+                palette.len()
+            ),
+        });
+    }
     // The tRNS key's low byte of each sample, as PIL keeps it (the png crate already keeps those
     // alone below 16 bits).
     let trns_low: Option<Vec<u8>> = reader.info().trns.as_ref().map(|t| {
@@ -126,4 +170,76 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
         }
     };
     Ok(RgbImage::new(width, height, rgb))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_announcing_more_data_than_the_file_can_hold_is_refused_before_allocating() {
+        // Found by tests/fuzz.rs: a 182-byte PNG whose IHDR (CRC fixed) announced 65535 x 768
+        // RGBA made the png crate's output buffer 201 MB, allocated before the data ran out.
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        png.extend_from_slice(&[0, 0, 0xff, 0xff, 0, 0, 3, 0, 8, 6, 0, 0, 0]);
+        let mut crc = !0u32;
+        for &b in &png[12..29] {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    0xEDB8_8320 ^ (crc >> 1)
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        png.extend_from_slice(&(!crc).to_be_bytes());
+        png.extend_from_slice(&[0; 148]);
+        let err = decode(&png).unwrap_err().to_string();
+        assert!(err.contains("announces 65535x768 pixels"), "{err}");
+        // The bound itself: 1032 bytes of pixels a byte of file.
+        assert!(check_data_fits(100, 1032, 100, ColorType::Grayscale, BitDepth::Eight).is_ok());
+        assert!(check_data_fits(100, 1033, 100, ColorType::Grayscale, BitDepth::Eight).is_err());
+        assert!(check_data_fits(100, 8256, 100, ColorType::Indexed, BitDepth::One).is_ok());
+    }
+
+    #[test]
+    fn a_palette_of_partial_entries_is_refused_not_a_panic() {
+        // Found by tests/fuzz.rs: a 1 x 1 palette PNG whose PLTE holds 4 bytes (an entry and a
+        // byte) made the png crate panic ("range end index 3 out of range for slice of length 1").
+        let chunk = |kind: &[u8], data: &[u8]| {
+            let mut c = (data.len() as u32).to_be_bytes().to_vec();
+            c.extend_from_slice(kind);
+            c.extend_from_slice(data);
+            let mut crc = !0u32;
+            for &b in &c[4..] {
+                crc ^= b as u32;
+                for _ in 0..8 {
+                    crc = if crc & 1 != 0 {
+                        0xEDB8_8320 ^ (crc >> 1)
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            c.extend_from_slice(&(!crc).to_be_bytes());
+            c
+        };
+        let file = |plte: &[u8]| {
+            let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+            png.extend(chunk(b"IHDR", &[0, 0, 0, 1, 0, 0, 0, 1, 8, 3, 0, 0, 0]));
+            png.extend(chunk(b"PLTE", plte));
+            // zlib of the one row: filter 0, index 0.
+            png.extend(chunk(
+                b"IDAT",
+                &[0x78, 0x01, 0x63, 0x60, 0x00, 0x00, 0x00, 0x02, 0x00, 0x01],
+            ));
+            png.extend(chunk(b"IEND", &[]));
+            png
+        };
+        let err = decode(&file(&[10, 20, 30, 40])).unwrap_err().to_string();
+        assert!(err.contains("PLTE chunk holds 4 bytes"), "{err}");
+        // With whole entries the same file decodes.
+        assert_eq!(decode(&file(&[10, 20, 30])).unwrap().data, [10, 20, 30]);
+    }
 }

@@ -1,0 +1,490 @@
+//! Deterministic mutation fuzzing of the decoders' public entry points ([`decode`],
+//! [`dimensions`], [`preprocess`]) on hostile bytes: every input must give `Ok` or `Err`, never a
+//! panic (a trap in WebAssembly, which can leave the module unusable), never a hang, and never an
+//! allocation far beyond what the file's size justifies.
+//!
+//! The seeds are the small PNG, JPEG and WebP files of tests/fixtures/images (with and without
+//! EXIF / XMP metadata); each case applies one to four mutations that know the container's layout
+//! (PNG chunks with their CRCs recomputed, so the mutation reaches the decoder; JPEG segments;
+//! WebP's RIFF chunks). A failure names the seed file, the case's RNG seed and its mutations, and
+//! writes the input to the target directory. `cargo test --release -- --ignored` runs many more.
+
+use qvq_image::{ProcessorConfig, decode, dimensions, preprocess};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+// ---- the largest single allocation of this thread, per case ----
+
+struct Counting;
+
+thread_local! {
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note(bytes: usize) {
+    let _ = LARGEST.try_with(|l| l.set(l.get().max(bytes)));
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+// ---- a small deterministic PRNG ----
+
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+    fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+}
+
+// ---- container layouts ----
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Png,
+    Jpeg,
+    WebP,
+}
+
+/// A chunk or segment: where its length field is and where its data is.
+#[derive(Clone, Copy, Debug)]
+struct Part {
+    start: usize,
+    len_at: usize,
+    len_size: usize,
+    big_endian: bool,
+    data: (usize, usize),
+    end: usize,
+}
+
+fn parts(kind: Kind, b: &[u8]) -> Vec<Part> {
+    let mut out = Vec::new();
+    match kind {
+        Kind::Png => {
+            let mut i = 8;
+            while i + 12 <= b.len() {
+                let n = u32::from_be_bytes(b[i..i + 4].try_into().unwrap()) as usize;
+                let end = i.saturating_add(12).saturating_add(n);
+                if end > b.len() {
+                    break;
+                }
+                out.push(Part {
+                    start: i,
+                    len_at: i,
+                    len_size: 4,
+                    big_endian: true,
+                    data: (i + 8, i + 8 + n),
+                    end,
+                });
+                i = end;
+            }
+        }
+        Kind::Jpeg => {
+            let mut i = 2;
+            while i + 4 <= b.len() && b[i] == 0xff {
+                let m = b[i + 1];
+                if m == 0xd9 || (0xd0..=0xd7).contains(&m) || m == 0x01 {
+                    i += 2;
+                    continue;
+                }
+                let n = u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
+                let end = i + 2 + n;
+                if n < 2 || end > b.len() {
+                    break;
+                }
+                out.push(Part {
+                    start: i,
+                    len_at: i + 2,
+                    len_size: 2,
+                    big_endian: true,
+                    data: (i + 4, end),
+                    end,
+                });
+                if m == 0xda {
+                    break; // entropy-coded data follows
+                }
+                i = end;
+            }
+        }
+        Kind::WebP => {
+            let mut i = 12;
+            while i + 8 <= b.len() {
+                let n = u32::from_le_bytes(b[i + 4..i + 8].try_into().unwrap()) as usize;
+                let end = i.saturating_add(8).saturating_add(n).saturating_add(n & 1);
+                if end > b.len() {
+                    break;
+                }
+                out.push(Part {
+                    start: i,
+                    len_at: i + 4,
+                    len_size: 4,
+                    big_endian: false,
+                    data: (i + 8, i + 8 + n),
+                    end,
+                });
+                i = end;
+            }
+        }
+    }
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// Recomputes each PNG chunk's CRC, so the mutated chunk reaches the decoder.
+fn fix_png_crcs(b: &mut [u8]) {
+    for p in parts(Kind::Png, b) {
+        let crc = crc32(&b[p.start + 4..p.data.1]);
+        b[p.data.1..p.data.1 + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+}
+
+/// Sets the RIFF size to the file's.
+fn fix_riff_size(b: &mut [u8]) {
+    if b.len() >= 8 {
+        let n = (b.len() - 8) as u32;
+        b[4..8].copy_from_slice(&n.to_le_bytes());
+    }
+}
+
+fn write_len(b: &mut [u8], p: &Part, v: u64) {
+    let bytes = v.to_be_bytes();
+    let field = &bytes[8 - p.len_size..];
+    let dst = &mut b[p.len_at..p.len_at + p.len_size];
+    dst.copy_from_slice(field);
+    if !p.big_endian {
+        dst.reverse();
+    }
+}
+
+const INTERESTING: [u64; 10] = [
+    0,
+    1,
+    2,
+    0x7f,
+    0xff,
+    0x7fff,
+    0xffff,
+    0x7fff_ffff,
+    0x8000_0000,
+    0xffff_ffff,
+];
+
+/// One mutation of `b`; returns its description.
+fn mutate(kind: Kind, b: &mut Vec<u8>, rng: &mut Rng) -> String {
+    let ps = parts(kind, b);
+    // Positions in the headers (before the entropy / compressed data) matter most.
+    let header_end = ps.last().map_or(b.len(), |p| p.end).max(1).min(b.len());
+    let pos = |rng: &mut Rng, len: usize| {
+        if rng.below(3) > 0 {
+            rng.below(header_end)
+        } else {
+            rng.below(len)
+        }
+    };
+    if b.is_empty() {
+        b.push(rng.byte());
+        return "push".into();
+    }
+    match rng.below(11) {
+        0 => {
+            let i = pos(rng, b.len());
+            let bit = rng.below(8);
+            b[i] ^= 1 << bit;
+            format!("flip bit {bit} of byte {i}")
+        }
+        1 => {
+            let i = pos(rng, b.len());
+            let v = [0x00, 0xff, 0x80, 0x7f, 0x01, rng.byte()][rng.below(6)];
+            b[i] = v;
+            format!("byte {i} = {v:#04x}")
+        }
+        2 => {
+            let at = rng.below(b.len());
+            b.truncate(at);
+            format!("truncate at {at}")
+        }
+        3 | 4 if !ps.is_empty() => {
+            let p = ps[rng.below(ps.len())];
+            let v = INTERESTING[rng.below(INTERESTING.len())];
+            let v = match rng.below(4) {
+                0 => v,
+                1 => (p.data.1 - p.data.0) as u64 + 1,
+                2 => (p.data.1 - p.data.0) as u64 ^ (1 << rng.below(8 * p.len_size)),
+                _ => ((p.data.1 - p.data.0) as u64).wrapping_sub(1),
+            };
+            let v = v & (u64::MAX >> (64 - 8 * p.len_size));
+            write_len(b, &p, v);
+            format!("length of part at {} = {v:#x}", p.start)
+        }
+        5 if !ps.is_empty() => {
+            let p = ps[rng.below(ps.len())];
+            let copy = b[p.start..p.end].to_vec();
+            let at = ps[rng.below(ps.len())].start;
+            b.splice(at..at, copy);
+            format!("duplicate part at {} before {at}", p.start)
+        }
+        6 if ps.len() > 1 => {
+            let p = ps[rng.below(ps.len())];
+            b.drain(p.start..p.end);
+            format!("remove part at {}", p.start)
+        }
+        7 if !ps.is_empty() => {
+            // A 1-, 2- or 4-byte field in a part's data set to an extreme value.
+            let p = ps[rng.below(ps.len())];
+            let n = [1, 2, 4][rng.below(3)];
+            if p.data.1 - p.data.0 < n {
+                return "nothing".into();
+            }
+            let i = p.data.0 + rng.below(p.data.1 - p.data.0 - n + 1);
+            let v = INTERESTING[rng.below(INTERESTING.len())];
+            let bytes = v.to_be_bytes();
+            let mut field = bytes[8 - n..].to_vec();
+            if kind == Kind::WebP {
+                field.reverse();
+            }
+            b[i..i + n].copy_from_slice(&field);
+            format!("{n}-byte field at {i} = {v:#x}")
+        }
+        8 => {
+            let i = pos(rng, b.len());
+            let n = 1 + rng.below(16);
+            let junk: Vec<u8> = (0..n).map(|_| rng.byte()).collect();
+            b.splice(i..i, junk);
+            format!("insert {n} random bytes at {i}")
+        }
+        9 => {
+            let i = rng.below(b.len());
+            let n = (1 + rng.below(64)).min(b.len() - i);
+            b.drain(i..i + n);
+            format!("delete {n} bytes at {i}")
+        }
+        _ => {
+            let i = pos(rng, b.len());
+            let n = (1 + rng.below(8)).min(b.len() - i);
+            for x in &mut b[i..i + n] {
+                *x = rng.byte();
+            }
+            format!("randomize {n} bytes at {i}")
+        }
+    }
+}
+
+// ---- running a case ----
+
+/// Each entry point, in debug mode, may take this long on one of the small seeds.
+const CASE_LIMIT: Duration = Duration::from_secs(3);
+
+/// The largest allocation a case may make: the pixel buffers a file's headers justify stay well
+/// below this for the seeds (tens of pixels); a mutated header announcing a larger image must be
+/// refused, or be backed by data, before its buffers exist.
+fn allocation_limit(input_len: usize) -> usize {
+    // 1032: deflate's largest ratio; 32: a 1-bit palette pixel expanded to RGBA.
+    (64 << 20).max(input_len * 1032 * 32)
+}
+
+fn seeds() -> Vec<(String, Kind, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../tests/fixtures/images");
+    let mut out = Vec::new();
+    for dir in ["decode", "orientation", "bad"] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files {
+            let kind = match f.extension().and_then(|e| e.to_str()) {
+                Some("png") => Kind::Png,
+                Some("jpg") => Kind::Jpeg,
+                Some("webp") => Kind::WebP,
+                _ => continue,
+            };
+            let bytes = std::fs::read(&f).unwrap();
+            if bytes.len() > 8000 {
+                continue;
+            }
+            out.push((
+                format!("{dir}/{}", f.file_name().unwrap().to_str().unwrap()),
+                kind,
+                bytes,
+            ));
+        }
+    }
+    out
+}
+
+/// Runs every entry point on `bytes`; Err(why) on a panic, a hang or an oversized allocation.
+fn run(bytes: &[u8], preprocess_too: bool) -> Result<(), String> {
+    let start = Instant::now();
+    LARGEST.with(|l| l.set(0));
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let _ = dimensions(bytes);
+        if let Ok(img) = decode(bytes)
+            && preprocess_too
+            && img.width * img.height < 1 << 16
+        {
+            let _ = preprocess(bytes, &ProcessorConfig::default());
+        }
+    }));
+    let (elapsed, largest) = (start.elapsed(), LARGEST.with(Cell::get));
+    if let Err(p) = outcome {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        return Err(format!("panicked: {msg}"));
+    }
+    if elapsed > CASE_LIMIT {
+        return Err(format!("took {elapsed:?}"));
+    }
+    // A simple (not VP8X) WebP file may hold a huge image in a few bytes (a lossless one of a
+    // single colour codes each pixel in no bits), so its buffers are allowed up to its declared
+    // size (at most qvq_image::MAX_DECODED_PIXELS), RGBA and an RGB copy; everywhere else, a
+    // buffer must be justified by the file's size.
+    let mut limit = allocation_limit(bytes.len());
+    if bytes.get(12..16).is_some_and(|c| c != b"VP8X")
+        && let Ok((w, h)) = dimensions(bytes)
+    {
+        limit = limit.max(w * h * 8);
+    }
+    if largest > limit {
+        return Err(format!(
+            "allocated {largest} bytes at once for {} bytes of input",
+            bytes.len()
+        ));
+    }
+    Ok(())
+}
+
+fn silence_panics() {
+    std::panic::set_hook(Box::new(|_| {}));
+}
+
+fn report(failures: &[String]) {
+    let _ = std::panic::take_hook(); // the default hook again, to show the failures
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures[..failures.len().min(20)].join("\n")
+    );
+}
+
+fn save(name: &str, bytes: &[u8]) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/fuzz-failures");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(name.replace('/', "_"));
+    let _ = std::fs::write(&path, bytes);
+    path.display().to_string()
+}
+
+/// `cases` mutated inputs from each seed file, RNG seeds `first..first + cases`.
+fn fuzz(first: u64, cases: u64) {
+    silence_panics();
+    let mut failures = Vec::new();
+    for (name, kind, seed) in seeds() {
+        for s in first..first + cases {
+            let mut rng = Rng::new(s ^ crc32(name.as_bytes()) as u64);
+            let mut b = seed.clone();
+            let mut steps = Vec::new();
+            for _ in 0..1 + rng.below(4) {
+                steps.push(mutate(kind, &mut b, &mut rng));
+            }
+            match kind {
+                Kind::Png if rng.below(8) > 0 => fix_png_crcs(&mut b),
+                Kind::WebP if rng.below(2) > 0 => fix_riff_size(&mut b),
+                _ => {}
+            }
+            if let Err(why) = run(&b, s % 16 == 0) {
+                let path = save(&format!("{name}.{s}"), &b);
+                failures.push(format!(
+                    "{name} seed {s} [{}]: {why} (input: {path})",
+                    steps.join("; ")
+                ));
+            }
+        }
+    }
+    report(&failures);
+}
+
+#[test]
+fn mutated_images_give_errors_not_panics() {
+    fuzz(0, 60);
+}
+
+#[test]
+#[ignore = "minutes: cargo test --release -p qvq-image --test fuzz -- --ignored"]
+fn mutated_images_give_errors_not_panics_long() {
+    fuzz(1_000_000, 20_000);
+}
+
+#[test]
+fn truncated_images_give_errors_not_panics() {
+    silence_panics();
+    let mut failures = Vec::new();
+    for (name, _, seed) in seeds() {
+        // Every offset through the headers, then a stride through the rest.
+        let step = (seed.len() / 150).max(1);
+        let mut at = 0;
+        while at < seed.len() {
+            if let Err(why) = run(&seed[..at], false) {
+                failures.push(format!("{name} cut at {at}: {why}"));
+            }
+            at += if at < 400 { 1 } else { step };
+        }
+    }
+    report(&failures);
+}
