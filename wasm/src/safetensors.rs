@@ -63,7 +63,7 @@ impl StConverter {
             .ok_or_else(|| JsError::new(&format!("unknown target \"{to}\"")))?;
         let out = self
             .inner
-            .convert(f, t, src, to_u64(first_element, "first_element")? as usize)
+            .convert(f, t, src, to_u64(first_element, "first_element")?)
             .map_err(|e| JsError::new(&e.to_string()))?;
         Ok(out.len())
     }

@@ -50,7 +50,7 @@ pub enum ConvertError {
     /// No conversion from this dtype to this target (e.g. F32 → i32, or any U8 tensor).
     Unsupported { from: DType, to: Target },
     /// An I64 element does not fit in i32.
-    OutOfRange { index: usize, value: i64 },
+    OutOfRange { index: u64, value: i64 },
     /// `src`/`dst` lengths do not describe the same number of elements.
     Length {
         from: DType,
@@ -158,7 +158,10 @@ fn map<const I: usize, const O: usize>(src: &[u8], dst: &mut [u8], f: impl Fn([u
 fn i64_to_i32(src: &[u8], dst: &mut [u8]) -> Result<(), ConvertError> {
     for (index, (s, d)) in src.chunks_exact(8).zip(dst.chunks_exact_mut(4)).enumerate() {
         let value = i64::from_le_bytes(s.try_into().expect("8 bytes"));
-        let v = i32::try_from(value).map_err(|_| ConvertError::OutOfRange { index, value })?;
+        let v = i32::try_from(value).map_err(|_| ConvertError::OutOfRange {
+            index: index as u64,
+            value,
+        })?;
         d.copy_from_slice(&v.to_le_bytes());
     }
     Ok(())

@@ -38,13 +38,15 @@ impl Converter {
         from: DType,
         to: Target,
         src: &[u8],
-        first_element: usize,
+        first_element: u64,
     ) -> Result<&[u8], ConvertError> {
         let n = src.len() / from.size() * to.size();
         self.out.resize(n, 0);
         convert(from, to, src, &mut self.out).map_err(|e| match e {
             ConvertError::OutOfRange { index, value } => ConvertError::OutOfRange {
-                index: index + first_element,
+                // u64 and saturating: no overflow whatever the caller passes (a wasm32 usize
+                // would have cut an offset past 2^32 elements).
+                index: index.saturating_add(first_element),
                 value,
             },
             e => e,
@@ -88,6 +90,37 @@ mod tests {
             e,
             ConvertError::OutOfRange {
                 index: 1001,
+                value: 1 << 40
+            }
+        );
+    }
+
+    #[test]
+    fn converter_names_an_element_past_usize_without_overflowing() {
+        // Found by tests/fuzz.rs: a first_element near the top of the range overflowed
+        // ("attempt to add with overflow"), and the wasm layer cut it to 32 bits first.
+        let src: Vec<u8> = [7i64, 1 << 40]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let mut c = Converter::new();
+        let e = c
+            .convert(DType::I64, Target::I32, &src, 1 << 40)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ConvertError::OutOfRange {
+                index: (1 << 40) + 1,
+                value: 1 << 40
+            }
+        );
+        let e = c
+            .convert(DType::I64, Target::I32, &src, u64::MAX)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ConvertError::OutOfRange {
+                index: u64::MAX,
                 value: 1 << 40
             }
         );
