@@ -80,6 +80,18 @@ impl Tokenizer {
         let v = &t.model.vocab.0;
         let mut vocab = Vocab::with_capacity(v.len(), v.iter().map(|(s, _)| s.len()).sum());
         for (token, id) in v {
+            // The tables are indexed by id (some 30 bytes an id): an id far past the others,
+            // up to 2^32 - 1, would make a few-byte file allocate up to 128 GiB (and overflow
+            // wasm32's usize). A real vocab numbers its tokens from 0, each entry taking
+            // several bytes of the file, so its ids stay below the file's size.
+            if *id as u64 >= json.len() as u64 {
+                return Err(model_file(format!(
+                    "tokenizer.json's vocab gives {token:?} the id {id}, past what a file of {} \
+                     bytes can number (its {} tokens should have ids from 0): the file is corrupt",
+                    json.len(),
+                    v.len()
+                )));
+            }
             if !vocab.insert(token, *id) {
                 let other = vocab.token(*id).map(str::to_string);
                 return Err(model_file(match other {
@@ -236,9 +248,13 @@ impl Tokenizer {
         out: &mut Vec<u8>,
     ) -> Result<(), Error> {
         let Some(Some((a, b))) = self.decode_spans.get(id as usize) else {
+            // (A tokenizer.json may have no tokens at all: no last id to name.)
+            let ids = match self.vocab_size().checked_sub(1) {
+                Some(last) => format!("ids run from 0 to {last}"),
+                None => "the tokenizer has no tokens".to_string(),
+            };
             return Err(Error::InvalidInput(format!(
-                "token id {id} is not in the vocabulary (ids run from 0 to {}); pass ids this tokenizer produced",
-                self.vocab_size() - 1
+                "token id {id} is not in the vocabulary ({ids}); pass ids this tokenizer produced"
             )));
         };
         if !(skip_special && self.special[id as usize]) {

@@ -221,3 +221,40 @@ fn from_json_rejects_bad_files_with_clear_errors() {
     let bad_merge = json.replacen(r#"["Ġ", "Ġ"]"#, r#"["Ġ", "nope"]"#, 1);
     assert!(err(&bad_merge).contains("\"nope\""));
 }
+
+#[test]
+fn from_json_refuses_a_vocab_id_past_the_file_before_allocating_for_it() {
+    // Found by tests/fuzz.rs: the id tables are indexed by id, so `"!": 4294967295` made a
+    // 6 MB file ask for 32 GiB and abort the process (wasm32: overflow, then a trap).
+    let json = std::str::from_utf8(tokenizer_json()).unwrap();
+    for id in [u32::MAX as u64, 1 << 31, json.len() as u64 + 100] {
+        let bad = json.replacen(r#""!": 0"#, &format!(r#""!": {id}"#), 1);
+        assert_ne!(bad, json);
+        match Tokenizer::from_json(bad.as_bytes()) {
+            Err(Error::ModelFile(m)) => {
+                assert!(
+                    m.contains(&format!("gives \"!\" the id {id}, past what a file")),
+                    "{m}"
+                )
+            }
+            Err(e) => panic!("wrong kind: {e}"),
+            Ok(_) => panic!("accepted id {id}"),
+        }
+    }
+}
+
+#[test]
+fn decode_with_an_empty_vocab_is_an_error_not_an_overflow() {
+    // Found by tests/fuzz.rs: with no tokens at all, naming the last id subtracted 1 from 0.
+    let mut t: Value = serde_json::from_slice(tokenizer_json()).unwrap();
+    t["model"]["vocab"] = serde_json::json!({});
+    t["model"]["merges"] = serde_json::json!([]);
+    t["added_tokens"] = serde_json::json!([]);
+    let tok = Tokenizer::from_json(&serde_json::to_vec(&t).unwrap()).unwrap();
+    assert_eq!(tok.vocab_size(), 0);
+    match tok.decode(&[0], false) {
+        Err(Error::InvalidInput(m)) => assert!(m.contains("the tokenizer has no tokens"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(StreamDecoder::new(false).push(&tok, 7).is_err());
+}
