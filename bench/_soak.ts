@@ -12,8 +12,8 @@
  * outcome, failures, the server's errors, tokens, live GPU bytes.
  *
  *   deno run -A --v8-flags=--expose-gc bench/_soak.ts --model DIR --image FILE [--image2 FILE]
- *     [--clients 8] [--seconds 60] [--rounds 2] [--parallel 4] [--quant q4|q8] [--max-tokens 160]
- *     [--seed 1] [--no-batch]
+ *     [--clients 8] [--seconds 60 | --requests N] [--rounds 2] [--parallel 4] [--quant q4|q8]
+ *     [--max-tokens 160] [--seed 1] [--no-batch]
  *
  * `live_gpu_bytes`: after the warm-up, then after each round of `--seconds` (scratch buffers grown
  * for shapes first met in a round stay: a leak keeps growing round after round).
@@ -38,6 +38,8 @@ const images = [opt("--image"), opt("--image2", opt("--image"))].map((f) =>
 );
 const clients = Number(opt("--clients", "8"));
 const seconds = Number(opt("--seconds", "60"));
+// --requests N: each client sends N requests a round (a burst counts once), whatever they take.
+const requests = Number(opt("--requests", "0"));
 const parallel = Number(opt("--parallel", "4"));
 const maxTokens = Number(opt("--max-tokens", "160"));
 const quant = opt("--quant", "f16");
@@ -346,7 +348,7 @@ for (let round = 0; round < rounds; round++) {
   const until = performance.now() + seconds * 1000;
   await Promise.all(Array.from({ length: clients }, async (_, c) => {
     const r = rng(seed * 7919 + round * 104729 + c);
-    while (performance.now() < until) {
+    for (let i = 0; requests ? i < requests : performance.now() < until; i++) {
       try {
         await one(r);
       } catch (e) {
@@ -360,6 +362,7 @@ const soakS = (performance.now() - t1) / 1000;
 const after = await greedy();
 console.log(JSON.stringify({
   clients,
+  requests,
   seconds: Math.round(soakS),
   parallel,
   batch: p.batchDecode,
