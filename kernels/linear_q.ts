@@ -734,7 +734,7 @@ export function linearQ(
     ],
     params: Params,
     defines: {
-      GEMV: true,
+      ...gemvDefines(q, bias, s, { xor, add }, t),
       EMIT: emit !== undefined,
       XPO: emit !== undefined,
       QVEC: t.xq || emit !== undefined,
@@ -743,20 +743,10 @@ export function linearQ(
         ? emitSilu ? { EO_BINDING: yb + 1 } : { EW_BINDING: yb + 1, EO_BINDING: yb + 2 }
         : {}),
       ...ropeKvDefines(rk, yb),
-      Q4: q === "q4",
-      BIAS: bias !== null,
-      ACC: s.accumulate === true,
-      NORM: norm !== undefined,
       SILU: silu && !prep,
       XP: prep,
       ...(norm && !prep ? { NW_BINDING: 2 + extra.length - 1 } : {}),
       Y_BINDING: yb,
-      XOR: xor,
-      ADD: add,
-      TREE: !xor && !add,
-      WG: t.wg,
-      TPR: t.tpr,
-      ROWS: t.rows,
       UNROLL2: t.unroll,
       TILE: t.tile,
       XQ: t.xq,
@@ -928,12 +918,11 @@ function xrowsSub(
 }
 
 /**
- * The defines both few-row GEMVs (int8 x: XP, f32 x) share: the GEMV's few-row entry over xr rows
- * of x, the weight's dtype, bias / accumulate / norm, the reduction and the tuning's shape.
+ * The defines every GEMV entry (m = 1, the few-row ones over int8 or f32 x) shares: the weight's
+ * dtype, bias / accumulate / norm, the reduction and the tuning's shape.
  */
-function xrowsDefines(
+function gemvDefines(
   q: QuantDType,
-  xr: number,
   bias: BufferArg | null,
   s: LinearShape,
   { xor, add }: { xor: boolean; add: boolean },
@@ -941,8 +930,6 @@ function xrowsDefines(
 ): Defines {
   return {
     GEMV: true,
-    XROWS: true,
-    XR: xr,
     Q4: q === "q4",
     BIAS: bias !== null,
     ACC: s.accumulate === true,
@@ -984,7 +971,9 @@ function xrowsLinear(
     bindings: [...(bias ? ["read" as const] : []), "read", "read", "read_write"],
     params: Params,
     defines: {
-      ...xrowsDefines(q, xr, bias, s, reduction(gpu, t.tpr), t),
+      ...gemvDefines(q, bias, s, reduction(gpu, t.tpr), t),
+      XROWS: true,
+      XR: xr,
       XQ: true,
       XP: true,
       ...(norm ? { NL: XROWS_NORM_LANES, NLT: Math.max(1, XROWS_NORM_LANES / t.wg) } : {}),
@@ -1035,7 +1024,9 @@ function xrowsF32Linear(
     bindings: [...extra.map(() => "read" as const), "read", "read", "read_write"],
     params: Params,
     defines: {
-      ...xrowsDefines(q, xr, bias, s, xrowsReduction(gpu, t.tpr), t),
+      ...gemvDefines(q, bias, s, xrowsReduction(gpu, t.tpr), t),
+      XROWS: true,
+      XR: xr,
       SILU: silu,
       ...(norm ? { NW_BINDING: 1 + extra.length, NRB: xrowsNormRounds(xr) } : {}),
       Y_BINDING: 2 + extra.length,
