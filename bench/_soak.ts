@@ -13,7 +13,7 @@
  *
  *   deno run -A --v8-flags=--expose-gc bench/_soak.ts --model DIR --image FILE [--image2 FILE]
  *     [--clients 8] [--seconds 60 | --requests N] [--rounds 2] [--parallel 4] [--quant q4|q8]
- *     [--max-tokens 160] [--seed 1] [--no-batch]
+ *     [--max-tokens 160] [--seed 1] [--no-batch] [--worker] [--max-queue 64]
  *
  * `live_gpu_bytes`: after the warm-up, then after each round of `--seconds` (scratch buffers grown
  * for shapes first met in a round stay: a leak keeps growing round after round).
@@ -23,6 +23,7 @@
  */
 import { Pipeline } from "../src/pipeline.ts";
 import { createApp } from "../src/server/app.ts";
+import { loadWorkerEngine } from "../src/server/worker_engine.ts";
 
 const args = Deno.args;
 const opt = (name: string, def?: string): string => {
@@ -91,14 +92,22 @@ const rng = (seed: number) => {
   };
 };
 
-const t0 = performance.now();
-const p = await Pipeline.load(opt("--model"), {
+// --worker: the model on a worker thread, as `deno serve` runs it (src/server/serve.ts): its GPU
+// buffers and prompt cache are the worker's, so live_gpu_bytes and the greedy check are null, and
+// what the worker logs goes to stderr, not into server_errors.
+const inWorker = args.includes("--worker");
+const loadOptions = {
   parallel,
   batchDecode: !args.includes("--no-batch"),
   ...(quant === "f16" ? {} : { quant: quant as "q4" | "q8" }),
-});
+};
+const t0 = performance.now();
+const p = inWorker ? undefined : await Pipeline.load(opt("--model"), loadOptions);
+const worker = inWorker ? await loadWorkerEngine(opt("--model"), loadOptions) : undefined;
+const engine = p ?? worker!;
 const loadS = (performance.now() - t0) / 1000;
-const app = createApp(p, { maxQueue: 64 });
+// --max-queue N: requests that may wait (past it a 503, counted as refused).
+const app = createApp(engine, { maxQueue: Number(opt("--max-queue", "64")) });
 const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, app.fetch);
 const base = `http://127.0.0.1:${server.addr.port}`;
 
@@ -111,7 +120,7 @@ const note = (kind: string, outcome: Outcome, why?: string) => {
   if (why && failures.length < 20) failures.push(`${kind}: ${why}`);
 };
 
-// A 429 (the queue full): counted, its body dropped.
+// A 503 (the queue full): counted, its body dropped.
 const refused = async (kind: string, res: Response) => {
   await res.body?.cancel();
   note(kind, "refused");
@@ -198,7 +207,7 @@ async function one(r: () => number): Promise<void> {
     const timer = leave ? setTimeout(() => ac.abort(), leave) : undefined;
     try {
       const res = await post("/v1/chat/completions", {
-        model: p.modelId,
+        model: engine.modelId,
         messages: [userMessage(r, "Describe it.")],
         stream: true,
         stream_options: { include_usage: true },
@@ -206,7 +215,7 @@ async function one(r: () => number): Promise<void> {
         max_tokens: max,
         ...sample,
       }, ac.signal);
-      if (res.status === 429) return await refused("stream", res);
+      if (res.status === 503) return await refused("stream", res);
       if (res.status !== 200) return note("stream", "fail", `${res.status} ${await res.text()}`);
       const why = await checkStream(res, n, max);
       note("stream", why ? "fail" : "ok", why || undefined);
@@ -221,7 +230,7 @@ async function one(r: () => number): Promise<void> {
     const n = 1 + Math.floor(r() * 2);
     const json = r() < 0.3;
     const res = await post("/v1/chat/completions", {
-      model: p.modelId,
+      model: engine.modelId,
       messages: [userMessage(r, json ? "Answer in JSON." : "What is it?")],
       n,
       max_tokens: max,
@@ -229,21 +238,21 @@ async function one(r: () => number): Promise<void> {
       ...(r() < 0.3 ? { logprobs: true, top_logprobs: 3 } : {}),
       ...sample,
     });
-    if (res.status === 429) return await refused("whole", res);
+    if (res.status === 503) return await refused("whole", res);
     if (res.status !== 200) return note("whole", "fail", `${res.status} ${await res.text()}`);
     const why = checkWhole(await res.json(), n, max, json);
     note("whole", why ? "fail" : "ok", why || undefined);
   } else if (x < 0.75) {
     // Legacy completion scoring its prompt.
     const res = await post("/v1/completions", {
-      model: p.modelId,
+      model: engine.modelId,
       prompt: "The quick brown fox jumps over the lazy dog",
       echo: true,
       logprobs: 2,
       max_tokens: Math.floor(r() * 4),
       temperature: 0,
     });
-    if (res.status === 429) return await refused("score", res);
+    if (res.status === 503) return await refused("score", res);
     const j = await res.json();
     const lp = j.choices?.[0]?.logprobs;
     const ok = res.status === 200 && lp?.tokens?.length > 0 && lp.token_logprobs[0] === null;
@@ -264,12 +273,12 @@ async function one(r: () => number): Promise<void> {
     };
     const all = await Promise.all([0, 1, 2].map(async () => {
       const res = await post("/v1/chat/completions", {
-        model: p.modelId,
+        model: engine.modelId,
         messages: [msg],
         max_tokens: max,
         ...sample,
       });
-      if (res.status === 429) {
+      if (res.status === 503) {
         await res.body?.cancel();
         return "refused";
       }
@@ -284,9 +293,9 @@ async function one(r: () => number): Promise<void> {
   } else {
     // Malformed: no messages, a broken image, an unknown role: a 400 each.
     const bodies = [
-      { model: p.modelId },
+      { model: engine.modelId },
       {
-        model: p.modelId,
+        model: engine.modelId,
         messages: [{
           role: "user",
           content: [{
@@ -295,7 +304,7 @@ async function one(r: () => number): Promise<void> {
           }],
         }],
       },
-      { model: p.modelId, messages: [{ role: "wizard", content: "hi" }] },
+      { model: engine.modelId, messages: [{ role: "wizard", content: "hi" }] },
     ];
     const res = await post("/v1/chat/completions", bodies[Math.floor(r() * bodies.length)]);
     const j = await res.json();
@@ -310,7 +319,7 @@ async function one(r: () => number): Promise<void> {
 
 const greedy = async () => {
   const res = await post("/v1/chat/completions", {
-    model: p.modelId,
+    model: engine.modelId,
     messages: [userMessage(() => 0.5, "Describe the picture in detail.")],
     max_tokens: 48,
     temperature: 0,
@@ -336,7 +345,7 @@ const settle = async () => {
       /qvq:num_requests_waiting\{[^}]*\} 0\b/.test(m);
     if (!idle) await new Promise((r) => setTimeout(r, 200));
   }
-  await p.clearPromptCache();
+  await p?.clearPromptCache();
   (globalThis as { gc?: () => void }).gc?.();
   await new Promise((r) => setTimeout(r, 100)); // finalizers run
   return { idle, bytes: liveBytes() };
@@ -365,7 +374,8 @@ console.log(JSON.stringify({
   requests,
   seconds: Math.round(soakS),
   parallel,
-  batch: p.batchDecode,
+  batch: loadOptions.batchDecode,
+  worker: inWorker,
   quant,
   load_s: Math.round(loadS * 100) / 100,
   tally,
@@ -374,8 +384,10 @@ console.log(JSON.stringify({
   completion_tokens: completionTokens,
   tok_s: Math.round(completionTokens / soakS * 10) / 10,
   idle: perRound.every((r) => r.idle),
-  same_greedy_answer: before === after,
-  live_gpu_bytes: { baseline, rounds: perRound.map((r) => r.bytes) },
+  same_greedy_answer: p ? before === after : null,
+  live_gpu_bytes: p ? { baseline, rounds: perRound.map((r) => r.bytes) } : null,
 }));
 await server.shutdown();
-p.dispose();
+p?.dispose();
+worker?.dispose();
+await worker?.closed;
