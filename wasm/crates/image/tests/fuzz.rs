@@ -9,72 +9,15 @@
 //! WebP's RIFF chunks). A failure names the seed file, the case's RNG seed and its mutations, and
 //! writes the input to the target directory. `cargo test --release -- --ignored` runs many more.
 
+use qvq_fuzz_support::{
+    Rng, crc32, delete, flip_bit, guarded, insert_random, mutations, randomize, report, set_byte,
+    silence_panics, truncate,
+};
 use qvq_image::{ProcessorConfig, decode, dimensions, preprocess};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-// ---- the largest single allocation of this thread, per case ----
-
-struct Counting;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(bytes: usize) {
-    let _ = LARGEST.try_with(|l| l.set(l.get().max(bytes)));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static COUNTING: Counting = Counting;
-
-// ---- a small deterministic PRNG ----
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-}
+qvq_fuzz_support::counting_allocator!();
 
 // ---- container layouts ----
 
@@ -168,21 +111,6 @@ fn parts(kind: Kind, b: &[u8]) -> Vec<Part> {
     out
 }
 
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c ^= b as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
-}
-
 /// Recomputes each PNG chunk's CRC, so the mutated chunk reaches the decoder.
 fn fix_png_crcs(b: &mut [u8]) {
     for p in parts(Kind::Png, b) {
@@ -241,21 +169,14 @@ fn mutate(kind: Kind, b: &mut Vec<u8>, rng: &mut Rng) -> String {
     match rng.below(11) {
         0 => {
             let i = pos(rng, b.len());
-            let bit = rng.below(8);
-            b[i] ^= 1 << bit;
-            format!("flip bit {bit} of byte {i}")
+            flip_bit(b, i, rng)
         }
         1 => {
             let i = pos(rng, b.len());
             let v = [0x00, 0xff, 0x80, 0x7f, 0x01, rng.byte()][rng.below(6)];
-            b[i] = v;
-            format!("byte {i} = {v:#04x}")
+            set_byte(b, i, v)
         }
-        2 => {
-            let at = rng.below(b.len());
-            b.truncate(at);
-            format!("truncate at {at}")
-        }
+        2 => truncate(b, rng),
         3 | 4 if !ps.is_empty() => {
             let p = ps[rng.below(ps.len())];
             let v = INTERESTING[rng.below(INTERESTING.len())];
@@ -300,24 +221,12 @@ fn mutate(kind: Kind, b: &mut Vec<u8>, rng: &mut Rng) -> String {
         }
         8 => {
             let i = pos(rng, b.len());
-            let n = 1 + rng.below(16);
-            let junk: Vec<u8> = (0..n).map(|_| rng.byte()).collect();
-            b.splice(i..i, junk);
-            format!("insert {n} random bytes at {i}")
+            insert_random(b, i, rng, 16)
         }
-        9 => {
-            let i = rng.below(b.len());
-            let n = (1 + rng.below(64)).min(b.len() - i);
-            b.drain(i..i + n);
-            format!("delete {n} bytes at {i}")
-        }
+        9 => delete(b, rng, 64),
         _ => {
             let i = pos(rng, b.len());
-            let n = (1 + rng.below(8)).min(b.len() - i);
-            for x in &mut b[i..i + n] {
-                *x = rng.byte();
-            }
-            format!("randomize {n} bytes at {i}")
+            randomize(b, i, rng, 8)
         }
     }
 }
@@ -368,9 +277,7 @@ fn seeds(dirs: &[&str]) -> Vec<(String, Kind, Vec<u8>)> {
 /// Runs every entry point on `bytes`: Ok(whether it decoded), or Err(why) on a panic, a hang or
 /// an oversized allocation.
 fn run(bytes: &[u8], preprocess_too: bool) -> Result<bool, String> {
-    let start = Instant::now();
-    LARGEST.with(|l| l.set(0));
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
+    let (decoded, largest) = guarded(CASE_LIMIT, || {
         let _ = dimensions(bytes);
         let decoded = decode(bytes);
         if let Ok(img) = &decoded
@@ -380,22 +287,7 @@ fn run(bytes: &[u8], preprocess_too: bool) -> Result<bool, String> {
             let _ = preprocess(bytes, &ProcessorConfig::default());
         }
         decoded.is_ok()
-    }));
-    let (elapsed, largest) = (start.elapsed(), LARGEST.with(Cell::get));
-    let decoded = match outcome {
-        Ok(decoded) => decoded,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            return Err(format!("panicked: {msg}"));
-        }
-    };
-    if elapsed > CASE_LIMIT {
-        return Err(format!("took {elapsed:?}"));
-    }
+    })?;
     // A simple (not VP8X) WebP file may hold a huge image in a few bytes (a lossless one of a
     // single colour codes each pixel in no bits), so its buffers are allowed up to its declared
     // size (at most qvq_image::MAX_DECODED_PIXELS), RGBA and an RGB copy; everywhere else, a
@@ -414,20 +306,6 @@ fn run(bytes: &[u8], preprocess_too: bool) -> Result<bool, String> {
         ));
     }
     Ok(decoded)
-}
-
-fn silence_panics() {
-    std::panic::set_hook(Box::new(|_| {}));
-}
-
-fn report(failures: &[String]) {
-    let _ = std::panic::take_hook(); // the default hook again, to show the failures
-    assert!(
-        failures.is_empty(),
-        "{} failing cases:\n{}",
-        failures.len(),
-        failures[..failures.len().min(20)].join("\n")
-    );
 }
 
 fn save(name: &str, bytes: &[u8]) -> String {
@@ -451,10 +329,7 @@ fn fuzz(dirs: &[&str], first: u64, cases: u64) {
         for s in first..first + cases {
             let mut rng = Rng::new(s ^ crc32(name.as_bytes()) as u64);
             let mut b = seed.clone();
-            let mut steps = Vec::new();
-            for _ in 0..1 + rng.below(4) {
-                steps.push(mutate(kind, &mut b, &mut rng));
-            }
+            let steps = mutations(&mut b, &mut rng, 4, |b, rng| mutate(kind, b, rng));
             match kind {
                 Kind::Png if rng.below(8) > 0 => fix_png_crcs(&mut b),
                 Kind::WebP if rng.below(2) > 0 => fix_riff_size(&mut b),

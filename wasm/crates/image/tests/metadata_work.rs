@@ -3,47 +3,17 @@
 //! whatever the metadata holds.
 
 use qvq_image::dimensions;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use qvq_fuzz_support::allocated;
 use std::sync::OnceLock;
 
-/// The system allocator, counting the bytes each thread asks of it.
-struct Counting;
-
-thread_local! {
-    static ALLOCATED: Cell<usize> = const { Cell::new(0) };
-}
-
-fn count(bytes: usize) {
-    let _ = ALLOCATED.try_with(|a| a.set(a.get() + bytes));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static COUNTING: Counting = Counting;
+// The system allocator, counting the bytes each thread asks of it.
+qvq_fuzz_support::counting_allocator!();
 
 /// `dimensions(bytes)` and the bytes it allocated.
 fn dimensions_allocating(bytes: &[u8]) -> ((usize, usize), usize) {
-    let before = ALLOCATED.with(Cell::get);
+    let before = allocated();
     let size = dimensions(bytes).unwrap();
-    (size, ALLOCATED.with(Cell::get) - before)
+    (size, allocated() - before)
 }
 
 const MIB: usize = 1 << 20;

@@ -3,33 +3,12 @@
 //! never a panic (a trap in WebAssembly), never a hang. Failures name the seed and mutations.
 //! `cargo test --release -p qvq-safetensors --test fuzz -- --ignored` runs many more cases.
 
+use qvq_fuzz_support::{
+    Rng, copy_span, delete, flip_bit, guarded, insert_piece, mutations, replace_number, report,
+    set_byte, silence_panics, truncate,
+};
 use qvq_safetensors::{Converter, DType, Target, header_length, parse_header};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::{Duration, Instant};
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-}
+use std::time::Duration;
 
 /// A valid header of three tensors and metadata, and the data length it describes.
 fn valid_header() -> (String, u64) {
@@ -84,58 +63,19 @@ fn mutate(b: &mut Vec<u8>, rng: &mut Rng) -> String {
     match rng.below(9) {
         0 => {
             let i = rng.below(b.len());
-            let bit = rng.below(8);
-            b[i] ^= 1 << bit;
-            format!("flip bit {bit} of byte {i}")
+            flip_bit(b, i, rng)
         }
-        1 => {
-            let at = rng.below(b.len());
-            b.truncate(at);
-            format!("truncate at {at}")
-        }
-        2 | 3 => {
-            // Replace a number with an extreme one.
-            let starts: Vec<usize> = (0..b.len())
-                .filter(|&i| b[i].is_ascii_digit() && (i == 0 || !b[i - 1].is_ascii_digit()))
-                .collect();
-            if starts.is_empty() {
-                return "no number".into();
-            }
-            let s = *rng.pick(&starts);
-            let mut e = s;
-            while e < b.len() && b[e].is_ascii_digit() {
-                e += 1;
-            }
-            let n = *rng.pick(&NUMBERS);
-            b.splice(s..e, n.bytes());
-            format!("number at {s} = {n}")
-        }
-        4 => {
-            let i = rng.below(b.len() + 1);
-            let j = *rng.pick(&JUNK);
-            b.splice(i..i, j.bytes());
-            format!("insert {j:?} at {i}")
-        }
-        5 => {
-            // Duplicate a span (a tensor entry, a key, an array item...).
-            let i = rng.below(b.len());
-            let n = (1 + rng.below(80)).min(b.len() - i);
-            let copy = b[i..i + n].to_vec();
-            let at = rng.below(b.len() + 1);
-            b.splice(at..at, copy);
-            format!("copy {n} bytes at {i} to {at}")
-        }
-        6 => {
-            let i = rng.below(b.len());
-            let n = (1 + rng.below(20)).min(b.len() - i);
-            b.drain(i..i + n);
-            format!("delete {n} bytes at {i}")
-        }
+        1 => truncate(b, rng),
+        // Replace a number with an extreme one.
+        2 | 3 => replace_number(b, rng, &NUMBERS),
+        4 => insert_piece(b, rng, &JUNK),
+        // Duplicate a span (a tensor entry, a key, an array item...).
+        5 => copy_span(b, rng, 80),
+        6 => delete(b, rng, 20),
         7 => {
             let i = rng.below(b.len());
             let v = *rng.pick(&[0x00, 0xff, 0x80, 0xc3, 0xed, 0xf4, b'"', b'\\', b'\n']);
-            b[i] = v;
-            format!("byte {i} = {v:#04x}")
+            set_byte(b, i, v)
         }
         _ => {
             // Swap a dtype for another (or an unknown one).
@@ -161,45 +101,19 @@ fn mutate(b: &mut Vec<u8>, rng: &mut Rng) -> String {
 
 const CASE_LIMIT: Duration = Duration::from_secs(2);
 
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
-}
-
 fn check(what: &str, f: impl FnOnce()) -> Result<(), String> {
-    let start = Instant::now();
-    catch_unwind(AssertUnwindSafe(f))
-        .map_err(|p| format!("{what} panicked: {}", panic_message(p)))?;
-    let t = start.elapsed();
-    if t > CASE_LIMIT {
-        return Err(format!("{what} took {t:?}"));
-    }
+    guarded(CASE_LIMIT, f).map_err(|why| format!("{what} {why}"))?;
     Ok(())
 }
 
-fn report(failures: &[String]) {
-    let _ = std::panic::take_hook();
-    assert!(
-        failures.is_empty(),
-        "{} failing cases:\n{}",
-        failures.len(),
-        failures[..failures.len().min(20)].join("\n")
-    );
-}
-
 fn fuzz_headers(first: u64, cases: u64) {
-    std::panic::set_hook(Box::new(|_| {}));
+    silence_panics();
     let (valid, data_len) = valid_header();
     let mut failures = Vec::new();
     for s in first..first + cases {
         let mut rng = Rng::new(s);
         let mut b = valid.clone().into_bytes();
-        let mut steps = Vec::new();
-        for _ in 0..1 + rng.below(4) {
-            steps.push(mutate(&mut b, &mut rng));
-        }
+        let steps = mutations(&mut b, &mut rng, 4, mutate);
         let natural = 8 + b.len() as u64 + data_len;
         let random = rng.next();
         let file_size = *rng.pick(&[
@@ -252,7 +166,7 @@ fn mutated_headers_give_errors_not_panics_long() {
 
 #[test]
 fn hostile_headers_are_refused_quickly() {
-    std::panic::set_hook(Box::new(|_| {}));
+    silence_panics();
     let mut failures = Vec::new();
     let many_keys = |n: usize| {
         let mut h = String::from("{");
@@ -295,7 +209,7 @@ fn hostile_headers_are_refused_quickly() {
 
 #[test]
 fn converter_takes_any_bytes() {
-    std::panic::set_hook(Box::new(|_| {}));
+    silence_panics();
     let dtypes = [
         DType::Bool,
         DType::U8,

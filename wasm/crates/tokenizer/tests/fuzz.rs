@@ -5,71 +5,17 @@
 //! allocation far beyond the input's size. Failures name the seed and mutations.
 //! `cargo test --release -p qvq-tokenizer --test fuzz -- --ignored` runs many more cases.
 
+use qvq_fuzz_support::{
+    Rng, copy_span, delete, flip_bit, guarded, insert_piece, mutations, replace_number, report,
+    set_byte, silence_panics, truncate,
+};
 use qvq_tokenizer::{StreamDecoder, Tokenizer};
 use serde_json::{Value, json};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-// ---- the largest single allocation of this thread ----
-
-struct Counting;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(bytes: usize) {
-    let _ = LARGEST.try_with(|l| l.set(l.get().max(bytes)));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static COUNTING: Counting = Counting;
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-}
+qvq_fuzz_support::counting_allocator!();
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../tests/fixtures")
@@ -173,56 +119,17 @@ fn mutate(b: &mut Vec<u8>, rng: &mut Rng) -> String {
     match rng.below(9) {
         0 => {
             let i = rng.below(b.len());
-            let bit = rng.below(8);
-            b[i] ^= 1 << bit;
-            format!("flip bit {bit} of byte {i}")
+            flip_bit(b, i, rng)
         }
-        1 => {
-            let at = rng.below(b.len());
-            b.truncate(at);
-            format!("truncate at {at}")
-        }
-        2..=4 => {
-            let starts: Vec<usize> = (0..b.len())
-                .filter(|&i| b[i].is_ascii_digit() && (i == 0 || !b[i - 1].is_ascii_digit()))
-                .collect();
-            if starts.is_empty() {
-                return "no number".into();
-            }
-            let s = *rng.pick(&starts);
-            let mut e = s;
-            while e < b.len() && b[e].is_ascii_digit() {
-                e += 1;
-            }
-            let n = *rng.pick(&NUMBERS);
-            b.splice(s..e, n.bytes());
-            format!("number at {s} = {n}")
-        }
-        5 => {
-            let i = rng.below(b.len() + 1);
-            let j = *rng.pick(&JUNK);
-            b.splice(i..i, j.bytes());
-            format!("insert {j:?} at {i}")
-        }
-        6 => {
-            let i = rng.below(b.len());
-            let n = (1 + rng.below(60)).min(b.len() - i);
-            let copy = b[i..i + n].to_vec();
-            let at = rng.below(b.len() + 1);
-            b.splice(at..at, copy);
-            format!("copy {n} bytes at {i} to {at}")
-        }
-        7 => {
-            let i = rng.below(b.len());
-            let n = (1 + rng.below(30)).min(b.len() - i);
-            b.drain(i..i + n);
-            format!("delete {n} bytes at {i}")
-        }
+        1 => truncate(b, rng),
+        2..=4 => replace_number(b, rng, &NUMBERS),
+        5 => insert_piece(b, rng, &JUNK),
+        6 => copy_span(b, rng, 60),
+        7 => delete(b, rng, 30),
         _ => {
             let i = rng.below(b.len());
             let v = *rng.pick(&[0x00, 0xff, 0x80, 0xc3, 0xed, b'"', b'\\', b' ', b'0']);
-            b[i] = v;
-            format!("byte {i} = {v:#04x}")
+            set_byte(b, i, v)
         }
     }
 }
@@ -300,37 +207,13 @@ fn exercise(t: &Tokenizer, rng: &mut Rng) {
 
 const CASE_LIMIT: Duration = Duration::from_secs(3);
 
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
-}
-
 /// Runs `f`; Err(why) on a panic, a hang, or an allocation past `max_alloc` bytes.
 fn check(max_alloc: usize, f: impl FnOnce()) -> Result<(), String> {
-    let start = Instant::now();
-    LARGEST.with(|l| l.set(0));
-    catch_unwind(AssertUnwindSafe(f)).map_err(|p| format!("panicked: {}", panic_message(p)))?;
-    let t = start.elapsed();
-    if t > CASE_LIMIT {
-        return Err(format!("took {t:?}"));
-    }
-    let largest = LARGEST.with(Cell::get);
+    let ((), largest) = guarded(CASE_LIMIT, f)?;
     if largest > max_alloc {
         return Err(format!("allocated {largest} bytes at once"));
     }
     Ok(())
-}
-
-fn report(failures: &[String]) {
-    let _ = std::panic::take_hook();
-    assert!(
-        failures.is_empty(),
-        "{} failing cases:\n{}",
-        failures.len(),
-        failures[..failures.len().min(20)].join("\n")
-    );
 }
 
 /// A loaded tokenizer's tables: a few dozen bytes a token at most, whatever its ids, over the
@@ -340,17 +223,14 @@ fn load_limit(json_len: usize) -> usize {
 }
 
 fn fuzz_loading(first: u64, cases: u64) {
-    std::panic::set_hook(Box::new(|_| {}));
+    silence_panics();
     let valid = small_json();
     let decoder_json = br#"{"400": {"content": "<|endoftext|>", "special": true}, "404": {"content": "<x>", "lstrip": true, "normalized": true}}"#;
     let mut failures = Vec::new();
     for s in first..first + cases {
         let mut rng = Rng::new(s);
         let mut b = valid.clone().into_bytes();
-        let mut steps = Vec::new();
-        for _ in 0..1 + rng.below(3) {
-            steps.push(mutate(&mut b, &mut rng));
-        }
+        let mut steps = mutations(&mut b, &mut rng, 3, mutate);
         let mut extra = decoder_json.to_vec();
         if rng.below(2) == 0 {
             steps.push(format!(
@@ -384,7 +264,7 @@ fn mutated_tokenizer_json_gives_errors_not_panics_long() {
 
 #[test]
 fn loading_refuses_hostile_ids_without_huge_tables() {
-    std::panic::set_hook(Box::new(|_| {}));
+    silence_panics();
     let valid = small_json();
     let mut failures = Vec::new();
     for id in [
@@ -435,7 +315,7 @@ fn loading_refuses_hostile_ids_without_huge_tables() {
 }
 
 fn fuzz_text(first: u64, cases: u64) {
-    std::panic::set_hook(Box::new(|_| {}));
+    silence_panics();
     let t = real_tokenizer();
     let mut failures = Vec::new();
     for s in first..first + cases {
@@ -460,7 +340,7 @@ fn arbitrary_text_and_ids_encode_and_decode_long() {
 
 #[test]
 fn long_runs_encode_in_linear_time() {
-    std::panic::set_hook(Box::new(|_| {}));
+    silence_panics();
     let t = real_tokenizer();
     let mut failures = Vec::new();
     // 64 KiB of each: quadratic work in any stage would take minutes.

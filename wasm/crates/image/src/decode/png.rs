@@ -175,6 +175,7 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use qvq_fuzz_support::crc32;
 
     #[test]
     fn a_header_announcing_more_data_than_the_file_can_hold_is_refused_before_allocating() {
@@ -182,18 +183,8 @@ mod tests {
         // RGBA made the png crate's output buffer 201 MB, allocated before the data ran out.
         let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
         png.extend_from_slice(&[0, 0, 0xff, 0xff, 0, 0, 3, 0, 8, 6, 0, 0, 0]);
-        let mut crc = !0u32;
-        for &b in &png[12..29] {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    0xEDB8_8320 ^ (crc >> 1)
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        png.extend_from_slice(&(!crc).to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png.extend_from_slice(&crc.to_be_bytes());
         png.extend_from_slice(&[0; 148]);
         let err = decode(&png).unwrap_err().to_string();
         assert!(err.contains("announces 65535x768 pixels"), "{err}");
@@ -211,18 +202,8 @@ mod tests {
             let mut c = (data.len() as u32).to_be_bytes().to_vec();
             c.extend_from_slice(kind);
             c.extend_from_slice(data);
-            let mut crc = !0u32;
-            for &b in &c[4..] {
-                crc ^= b as u32;
-                for _ in 0..8 {
-                    crc = if crc & 1 != 0 {
-                        0xEDB8_8320 ^ (crc >> 1)
-                    } else {
-                        crc >> 1
-                    };
-                }
-            }
-            c.extend_from_slice(&(!crc).to_be_bytes());
+            let crc = crc32(&c[4..]);
+            c.extend_from_slice(&crc.to_be_bytes());
             c
         };
         let file = |plte: &[u8]| {
