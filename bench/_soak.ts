@@ -120,10 +120,12 @@ const note = (kind: string, outcome: Outcome, why?: string) => {
   if (why && failures.length < 20) failures.push(`${kind}: ${why}`);
 };
 
-// A 503 (the queue full): counted, its body dropped.
+// A 503 (the queue full): counted, its body dropped, and a pause before the client's next
+// request (a client hammering at once would make the soak a test of refusals alone).
 const refused = async (kind: string, res: Response) => {
   await res.body?.cancel();
   note(kind, "refused");
+  await new Promise((r) => setTimeout(r, 250));
 };
 
 const post = (path: string, body: unknown, signal?: AbortSignal) =>
@@ -280,6 +282,7 @@ async function one(r: () => number): Promise<void> {
       });
       if (res.status === 503) {
         await res.body?.cancel();
+        await new Promise((r) => setTimeout(r, 250));
         return "refused";
       }
       return res.status === 200
@@ -307,6 +310,9 @@ async function one(r: () => number): Promise<void> {
       { model: engine.modelId, messages: [{ role: "wizard", content: "hi" }] },
     ];
     const res = await post("/v1/chat/completions", bodies[Math.floor(r() * bodies.length)]);
+    // A full queue turns a request away before its images are decoded: the broken image's 400
+    // comes once there is room.
+    if (res.status === 503) return await refused("bad", res);
     const j = await res.json();
     const ok = res.status === 400 && typeof j.error?.message === "string";
     note(
