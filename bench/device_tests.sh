@@ -16,7 +16,7 @@ SKIP=(
   src/bundle/build_test.ts src/cli/_chat_test.ts src/cli/main_test.ts src/server/_decoder_test.ts
   src/server/main_test.ts
   tests/examples_test.ts tests/publish_test.ts tests/remote_import_test.ts
-  tests/server_openai_test.ts tests/web_test.ts
+  tests/server_openai_test.ts tests/server_soak_test.ts tests/web_test.ts
 )
 files=$(find kernels src tests bench -name '*_test.ts' | sort | grep -vxF -f <(printf '%s\n' "${SKIP[@]}"))
 if [ "${1:-}" = "--list" ]; then
