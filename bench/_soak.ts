@@ -3,8 +3,8 @@
  * Deno.serve (the model in this process, `parallel` generations at once, batched), each sending a
  * seeded random mix — streamed and whole chats with one of two images or none, `n` up to 3,
  * sampled or greedy, JSON mode, logprobs, legacy completions scoring their prompt (echo), bursts
- * of the same image prompt at once (one prefill shared), malformed requests, and clients that
- * leave mid-answer. Every answer is checked (status, choices and indices, finish reasons, usage
+ * of the same image prompt at once (one prefill shared), Ollama's /api/chat (NDJSON or whole),
+ * stored Responses read back by id, malformed requests, and clients that leave mid-answer. Every answer is checked (status, choices and indices, finish reasons, usage
  * within max_tokens, JSON mode's JSON, a stream's [DONE]) and the server must log no error
  * (`server_errors`); afterwards it must go idle, the GPU buffers not destroyed must come back to
  * what they were after the warm-up (the prompt cache cleared both times), and a greedy request
@@ -201,7 +201,7 @@ async function one(r: () => number): Promise<void> {
   const x = r();
   const max = 1 + Math.floor(r() * maxTokens);
   const sample = r() < 0.5 ? { temperature: 0.8, seed: Math.floor(r() * 1e6) } : { temperature: 0 };
-  if (x < 0.35) {
+  if (x < 0.3) {
     // Streamed chat, maybe several choices, maybe left mid-answer.
     const n = 1 + Math.floor(r() * 3);
     const leave = r() < 0.3 ? 50 + r() * 1500 : 0;
@@ -227,7 +227,7 @@ async function one(r: () => number): Promise<void> {
     } finally {
       clearTimeout(timer);
     }
-  } else if (x < 0.65) {
+  } else if (x < 0.52) {
     // Whole chat: JSON mode or logprobs sometimes.
     const n = 1 + Math.floor(r() * 2);
     const json = r() < 0.3;
@@ -244,7 +244,7 @@ async function one(r: () => number): Promise<void> {
     if (res.status !== 200) return note("whole", "fail", `${res.status} ${await res.text()}`);
     const why = checkWhole(await res.json(), n, max, json);
     note("whole", why ? "fail" : "ok", why || undefined);
-  } else if (x < 0.75) {
+  } else if (x < 0.6) {
     // Legacy completion scoring its prompt.
     const res = await post("/v1/completions", {
       model: engine.modelId,
@@ -264,7 +264,7 @@ async function one(r: () => number): Promise<void> {
       ok ? undefined : `${res.status} ${JSON.stringify(j).slice(0, 160)}`,
     );
     if (ok) completionTokens += j.usage.completion_tokens;
-  } else if (x < 0.88) {
+  } else if (x < 0.72) {
     // A burst of one image prompt at once: one prefill shared.
     const msg = {
       role: "user",
@@ -293,6 +293,71 @@ async function one(r: () => number): Promise<void> {
       if (why === "refused") note("burst", "refused");
       else note("burst", why ? "fail" : "ok", why || undefined);
     }
+  } else if (x < 0.8) {
+    // Ollama's /api/chat, its image as base64, streamed as NDJSON or whole.
+    const stream = r() < 0.5;
+    const withImage = r() < 0.5;
+    const res = await post("/api/chat", {
+      model: engine.modelId,
+      messages: [{
+        role: "user",
+        content: "What is shown?",
+        ...(withImage ? { images: [images[0].slice(images[0].indexOf(",") + 1)] } : {}),
+      }],
+      stream,
+      options: { num_predict: max, ...sample },
+    });
+    if (res.status === 503) return await refused("ollama", res);
+    if (res.status !== 200) return note("ollama", "fail", `${res.status} ${await res.text()}`);
+    const lines = (await res.text()).trim().split("\n").map((l) => JSON.parse(l));
+    const last = lines.at(-1);
+    const why = lines.some((l) => l.error)
+      ? `error line ${JSON.stringify(lines.find((l) => l.error))}`
+      : !stream && lines.length !== 1
+      ? `${lines.length} lines, not streamed`
+      : last?.done !== true || !["stop", "length"].includes(last.done_reason)
+      ? `last line ${JSON.stringify(last).slice(0, 160)}`
+      : !(last.eval_count <= max)
+      ? `eval_count ${last.eval_count} over ${max}`
+      : "";
+    if (!why) completionTokens += last.eval_count;
+    note("ollama", why ? "fail" : "ok", why || undefined);
+  } else if (x < 0.9) {
+    // The Responses API, stored, then read back by id.
+    const stream = r() < 0.5;
+    const budget = Math.max(16, max);
+    const res = await post("/v1/responses", {
+      model: engine.modelId,
+      input: [{
+        role: "user",
+        content: [{ type: "input_text", text: "Describe it." }, {
+          type: "input_image",
+          image_url: images[1],
+        }],
+      }],
+      max_output_tokens: budget,
+      stream,
+      ...sample,
+    });
+    if (res.status === 503) return await refused("responses", res);
+    if (res.status !== 200) return note("responses", "fail", `${res.status} ${await res.text()}`);
+    let response: { id: string; status: string; usage: { output_tokens: number } } | undefined;
+    if (stream) {
+      const events = (await res.text()).split("\n\n").filter((e) => e.includes("data: "));
+      const last = events.at(-1) ?? "";
+      response = JSON.parse(last.slice(last.indexOf("data: ") + 6)).response;
+    } else response = await res.json();
+    const got = response && await fetch(`${base}/v1/responses/${response.id}`);
+    const stored = got?.status === 200 ? await got.json() : undefined;
+    const why = !response || !["completed", "incomplete"].includes(response.status)
+      ? `status ${response?.status}`
+      : !(response.usage.output_tokens <= budget)
+      ? `${response.usage.output_tokens} tokens over ${budget}`
+      : stored?.id !== response.id
+      ? `GET /v1/responses/${response.id}: ${got?.status}`
+      : "";
+    if (!why) completionTokens += response!.usage.output_tokens;
+    note("responses", why ? "fail" : "ok", why || undefined);
   } else {
     // Malformed: no messages, a broken image, an unknown role: a 400 each.
     const bodies = [

@@ -1,9 +1,10 @@
 /**
  * bench/_soak.ts at the tiny model's scale: three clients at once against a listening server (two
  * generations at once, batched), two rounds of a seeded mix of streams (some left mid-answer),
- * whole chats with `n`, JSON mode and logprobs, scoring, bursts of one image prompt, malformed
- * requests. What a concurrency bug breaks: an answer's shape or budget, an error the server logs,
- * a generation left running, GPU buffers lost round after round, the same greedy answer's bits.
+ * whole chats with `n`, JSON mode and logprobs, scoring, bursts of one image prompt, Ollama's
+ * /api/chat, stored Responses read back, malformed requests. What a concurrency bug breaks: an
+ * answer's shape or budget, an error the server logs, a generation left running, GPU buffers lost
+ * round after round, the same greedy answer's bits.
  */
 import assert from "node:assert/strict";
 
@@ -26,7 +27,7 @@ Deno.test("the server soaked by clients at once: every answer whole, nothing log
       "--clients",
       "3",
       "--requests",
-      "5",
+      "8",
       "--rounds",
       "2",
       "--max-tokens",
@@ -44,8 +45,12 @@ Deno.test("the server soaked by clients at once: every answer whole, nothing log
   const r = JSON.parse(text(out.stdout).trim().split("\n").at(-1)!);
   const tally = r.tally as Record<string, Record<string, number>>;
   const sent = Object.values(tally).reduce((n, t) => n + t.ok + t.left + t.refused + t.fail, 0);
-  // 3 clients × 5 requests × 2 rounds (a burst is three), plus the warm-up's four.
-  assert.ok(sent >= 34, JSON.stringify(tally));
+  // 3 clients × 8 requests × 2 rounds (a burst is three), plus the warm-up's four; the seeds
+  // (fixed) give every kind of request at least once.
+  assert.ok(sent >= 52, JSON.stringify(tally));
+  const kinds = ["stream", "whole", "score", "burst", "ollama", "responses", "bad"];
+  assert.deepEqual(Object.keys(tally).sort(), kinds.sort());
+  assert.ok(kinds.every((k) => tally[k].ok > 0), JSON.stringify(tally));
   assert.deepEqual(r.failures, []);
   assert.ok(Object.values(tally).every((t) => t.fail === 0), JSON.stringify(tally));
   assert.deepEqual(r.server_errors, []);
