@@ -295,3 +295,20 @@ export function parseArgs(argv: readonly string[]): BenchOptions {
   }
   return o;
 }
+
+/**
+ * The `--name value` reader of the smaller bench scripts (bench/_e2e.ts, _choices.ts, _soak.ts):
+ * `opt(name, def)` is the value after `name` in `args`, else `def`; with neither, an error naming
+ * the script and the option.
+ */
+export function optionReader(
+  script: string,
+  args: readonly string[] = Deno.args,
+): (name: string, def?: string) => string {
+  return (name, def) => {
+    const i = args.indexOf(name);
+    const v = i >= 0 ? args[i + 1] : def;
+    if (v === undefined) throw new InvalidInputError(`${script}: ${name} is required`);
+    return v;
+  };
+}

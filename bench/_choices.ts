@@ -13,14 +13,10 @@
  */
 import { Pipeline } from "../src/pipeline.ts";
 import { createApp } from "../src/server/app.ts";
+import { optionReader } from "./_args.ts";
 
 const args = Deno.args;
-const opt = (name: string, def?: string): string => {
-  const i = args.indexOf(name);
-  const v = i >= 0 ? args[i + 1] : def;
-  if (v === undefined) throw new Error(`bench/_choices.ts: ${name} is required`);
-  return v;
-};
+const opt = optionReader("bench/_choices.ts", args);
 const image = await Deno.readFile(opt("--image"));
 const quant = opt("--quant", "f16") as "f16" | "q8" | "q4";
 const n = Number(opt("--n", "4"));

@@ -32,14 +32,10 @@ import type {
   GenerateOptions,
   GenerationResult,
 } from "../src/generate/types.ts";
+import { optionReader } from "./_args.ts";
 
 const args = Deno.args;
-const opt = (name: string, def?: string): string => {
-  const i = args.indexOf(name);
-  const v = i >= 0 ? args[i + 1] : def;
-  if (v === undefined) throw new Error(`bench/_e2e.ts: ${name} is required`);
-  return v;
-};
+const opt = optionReader("bench/_e2e.ts", args);
 const image = await Deno.readFile(opt("--image"));
 const quant = opt("--quant", "f16") as "f16" | "q8" | "q4";
 const maxNewTokens = Number(opt("--max-tokens", "256"));

@@ -24,14 +24,10 @@
 import { Pipeline } from "../src/pipeline.ts";
 import { createApp } from "../src/server/app.ts";
 import { loadWorkerEngine } from "../src/server/worker_engine.ts";
+import { optionReader } from "./_args.ts";
 
 const args = Deno.args;
-const opt = (name: string, def?: string): string => {
-  const i = args.indexOf(name);
-  const v = i >= 0 ? args[i + 1] : def;
-  if (v === undefined) throw new Error(`bench/_soak.ts: ${name} is required`);
-  return v;
-};
+const opt = optionReader("bench/_soak.ts", args);
 const dataUrl = (bytes: Uint8Array) =>
   `data:${bytes[0] === 0x89 ? "image/png" : "image/jpeg"};base64,${bytes.toBase64()}`;
 const images = [opt("--image"), opt("--image2", opt("--image"))].map((f) =>

@@ -11,7 +11,7 @@ import {
   H200_BYTES_PER_S,
   runBench,
 } from "./main.ts";
-import { parseArgs } from "./_args.ts";
+import { optionReader, parseArgs } from "./_args.ts";
 
 Deno.test("parseArgs() reads the issue's options and refuses bad ones", () => {
   const o = parseArgs([
@@ -270,5 +270,16 @@ Deno.test("runBench() refuses a --max-context the prompt, answer and follow-up d
       e instanceof InvalidInputError &&
       e.message.startsWith("--max-context 16 is below the 23 tokens this run needs") &&
       e.message.includes("a 10-token follow-up"),
+  );
+});
+
+Deno.test("optionReader() gives the value after a name, the default without it, and names a missing one", () => {
+  const opt = optionReader("bench/x.ts", ["--a", "1", "--b", "two"]);
+  assert.equal(opt("--a"), "1");
+  assert.equal(opt("--b", "3"), "two");
+  assert.equal(opt("--c", "3"), "3");
+  assert.throws(
+    () => opt("--c"),
+    (e) => e instanceof InvalidInputError && /bench\/x.ts: --c is required/.test(e.message),
   );
 });
