@@ -759,11 +759,8 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
         })
       : undefined;
     const format = responsesFormat(request.tools, echo, sources, keep);
-    return await answer(c.req.raw, request, format, async (e, signal) => {
-      // truncation "auto": the conversation's oldest items go until it fits (as Ollama's).
-      const kept = await fitted(e, truncated, parse, request, signal);
-      return await prepareChat(kept.request, kept.checked)(e, signal);
-    });
+    // truncation "auto": the conversation's oldest items go until it fits (as Ollama's).
+    return await answer(c.req.raw, request, format, prepareFitted(truncated, parse, request));
   });
 
   /** OpenAI's 404 for a response id the store does not hold. */
@@ -906,6 +903,18 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
     return { request: best.r, checked: true };
   }
 
+  /** prepareChat() of what {@link fitted} keeps of `full` (truncated before its turn). */
+  function prepareFitted(
+    o: Parameters<typeof fitted>[1],
+    parse: (body: Record<string, unknown>) => ChatRequest,
+    full: ChatRequest,
+  ): ReturnType<typeof prepareChat> {
+    return async (e, signal) => {
+      const kept = await fitted(e, o, parse, full, signal);
+      return await prepareChat(kept.request, kept.checked)(e, signal);
+    };
+  }
+
   /**
    * Ollama's request without messages (no prompt): the model loaded (again, where it was
    * unloaded) — or, with keep_alive 0, unloaded, freeing the GPU: at once where no request holds
@@ -941,10 +950,13 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
     const parse = (body: Record<string, unknown>) => ollamaParsed(parseChatRequest, o, body);
     const request = parse(o.body);
     const format = ollamaChatFormat(o.model, request.tools?.mode, o.sources);
-    return await answer(c.req.raw, request, format, async (e, signal) => {
-      const kept = await fitted(e, o, parse, request, signal);
-      return await prepareChat(kept.request, kept.checked)(e, signal);
-    }, o.keepAlive === 0);
+    return await answer(
+      c.req.raw,
+      request,
+      format,
+      prepareFitted(o, parse, request),
+      o.keepAlive === 0,
+    );
   });
 
   app.post("/api/generate", limitBody, async (c) => {
