@@ -24,6 +24,7 @@
 import { Pipeline } from "../src/pipeline.ts";
 import { createApp } from "../src/server/app.ts";
 import { loadWorkerEngine } from "../src/server/worker_engine.ts";
+import { seeded } from "../src/ref/_random.ts";
 import { optionReader } from "./_args.ts";
 
 const args = Deno.args;
@@ -73,19 +74,6 @@ console.error = (...data: unknown[]) => {
   const text = data.map((d) => d instanceof Error ? d.stack ?? String(d) : String(d)).join(" ");
   if (logged.length < 10) logged.push(text.slice(0, 2000));
   consoleError(...data);
-};
-
-// xorshift32, one stream per client.
-const rng = (seed: number) => {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 2 ** 32;
-  };
 };
 
 // --worker: the model on a worker thread, as `deno serve` runs it (src/server/serve.ts): its GPU
@@ -276,18 +264,14 @@ async function one(r: () => number): Promise<void> {
         max_tokens: max,
         ...sample,
       });
-      if (res.status === 503) {
-        await res.body?.cancel();
-        await new Promise((r) => setTimeout(r, 250));
-        return "refused";
-      }
+      if (res.status === 503) return await refused("burst", res);
       return res.status === 200
         ? checkWhole(await res.json(), 1, max, false)
         : `${res.status} ${await res.text()}`;
     }));
+    // (undefined: refused, noted already)
     for (const why of all) {
-      if (why === "refused") note("burst", "refused");
-      else note("burst", why ? "fail" : "ok", why || undefined);
+      if (why !== undefined) note("burst", why ? "fail" : "ok", why || undefined);
     }
   } else if (x < 0.8) {
     // Ollama's /api/chat, its image as base64, streamed as NDJSON or whole.
@@ -397,7 +381,7 @@ const greedy = async () => {
 };
 // Warm-up: shaders of one and of several at once.
 const before = await greedy();
-await Promise.all([0, 1, 2, 3].map((i) => one(rng(1000 + i))));
+await Promise.all([0, 1, 2, 3].map((i) => one(seeded(1000 + i))));
 
 const seed = Number(opt("--seed", "1"));
 const rounds = Number(opt("--rounds", "2"));
@@ -423,7 +407,7 @@ const t1 = performance.now();
 for (let round = 0; round < rounds; round++) {
   const until = performance.now() + seconds * 1000;
   await Promise.all(Array.from({ length: clients }, async (_, c) => {
-    const r = rng(seed * 7919 + round * 104729 + c);
+    const r = seeded(seed * 7919 + round * 104729 + c);
     for (let i = 0; requests ? i < requests : performance.now() < until; i++) {
       try {
         await one(r);
