@@ -17,8 +17,8 @@
  * with `include: ["message.output_text.logprobs"]`, `stream`, `metadata`, and the chat endpoint's
  * sampling extensions (`seed`, `stop`, `top_k`, …), `store`, `previous_response_id`,
  * `item_reference` items and `truncation` (`"auto"`: a conversation over the context loses its
- * oldest items until it fits, as Ollama's `truncate` has it). `conversation`, `background`, stored prompts and hosted tools are a 400
- * saying so.
+ * oldest items until it fits, as Ollama's `truncate` has it). `conversation`, `background`,
+ * stored prompts and hosted tools are a 400 saying so.
  * @module
  */
 import type { GenerationResult } from "../generate/types.ts";
