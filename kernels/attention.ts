@@ -346,18 +346,11 @@ function flashCode(headDim: number, t: FlashTuning, int8: boolean): Record<strin
  * rows (#if INT8S; {@link visionAttentionInt8}), at rk 4 without `outer`.
  */
 function flashLayout(headDim: number, t: FlashTuning, int8 = false) {
-  const hd4 = headDim / 4, bq = 4 * t.ty, bk = t.rk * t.tx, wg = t.tx * t.ty;
-  // vec4 output columns a thread; where tx does not divide head_dim / 4, the last block is
-  // padding past head_dim (#if OPAD).
-  const cv = Math.ceil(hd4 / t.tx), pad = cv * t.tx !== hd4;
-  if (
-    !Number.isInteger(t.tx) || t.tx < 1 || cv > 5 || (t.rk !== 4 && t.rk !== 8) || hd4 % 4 ||
-    (pad && (t.outer || int8))
-  ) {
+  const hd4 = headDim / 4, cv = hd4 / t.tx, bq = 4 * t.ty, bk = t.rk * t.tx, wg = t.tx * t.ty;
+  if (!Number.isInteger(cv) || cv > 5 || (t.rk !== 4 && t.rk !== 8) || hd4 % 4) {
     throw new InvalidInputError(
-      `attention: flash tiling ${JSON.stringify(t)} does not fit head_dim ${headDim} (needs at ` +
-        `most 5 vec4 columns a thread, ceil(head_dim / 4 / tx), rk 4 or 8, and tx dividing ` +
-        `head_dim / 4 with outer or int8 S)`,
+      `attention: flash tiling ${JSON.stringify(t)} does not divide head_dim ${headDim} ` +
+        `(needs (head_dim/4) % tx = 0 with at most 5 vec4 columns a thread, rk 4 or 8)`,
     );
   }
   if (t.blocked && (t.tx < 8 || t.ty % 4)) {
@@ -371,10 +364,8 @@ function flashLayout(headDim: number, t: FlashTuning, int8 = false) {
       `attention: int8 Q·Kᵀ runs the flash tiling at rk 4 without outer, not ${JSON.stringify(t)}`,
     );
   }
-  // kv rows hold a K row or a V row with its padding (cv · tx vec4), odd so rows fall on distinct
-  // banks.
-  const sq = Math.max(hd4, cv * t.tx) | 1, groups = Math.ceil(bk * hd4 / wg / 4);
-  const qst = int8 ? qw4(headDim) : t.compact ? hd4 : hd4 | 1, ps = t.compact ? t.ty : t.ty + 1;
+  const sq = hd4 | 1, groups = Math.ceil(bk * hd4 / wg / 4);
+  const qst = int8 ? qw4(headDim) : t.compact ? hd4 : sq, ps = t.compact ? t.ty : t.ty + 1;
   const defines: Record<string, boolean | number | string> = {
     FLASH: true,
     TX: t.tx,
@@ -391,7 +382,6 @@ function flashLayout(headDim: number, t: FlashTuning, int8 = false) {
     LOOPS: t.loops,
     INT8S: int8,
     BLOCKED: t.blocked,
-    OPAD: pad,
   };
   defines.OCOLS = cv;
   defines.GROUPS = groups;
@@ -411,11 +401,7 @@ function flashLayout(headDim: number, t: FlashTuning, int8 = false) {
       // The output register blocks o_c, c < cv (OCOLS keys them).
       PV_O: cs.map((c) => `o${c} = outer_acc(o${c}, pj, kv[j][tx_ + ${c}u * TX]);`).join(" "),
       SCALE_O: cs.map((c) => `o${c} = scale_cols(o${c}, a);`).join(" "),
-      // (A padded last block stores only its columns below head_dim.)
-      STORE_O: cs.map((c) => {
-        const st = `store_row(i, col + ${c}u * TX, o${c}[r] * inv);`;
-        return pad && c === cv - 1 ? `if (tx_ + ${c}u * TX < HD4) { ${st} }` : st;
-      }).join(" "),
+      STORE_O: cs.map((c) => `store_row(i, col + ${c}u * TX, o${c}[r] * inv);`).join(" "),
     },
   };
 }

@@ -200,15 +200,7 @@ fn store_row(i: u32, col: u32, x: vec4<f32>) {
 // a named private.
 const TX: u32 = {{TX}}u;       // threads along keys (S) and along vec4 columns (O)
 const TY: u32 = {{TY}}u;       // threads along queries, 4 rows each
-// vec4 output columns per thread (1 ..= 5): blocks o0 .. o{CV-1}. #if OPAD TX does not divide
-// HD4: the last block runs past head_dim into V rows padded with zeros to CV·TX vec4 (VW4), and
-// is not stored there. What for: a workgroup of a multiple of 4 warps (TX = 8 at head_dim 80:
-// 128 threads), on the guess that an SM's four schedulers take a workgroup's warps i ≡ s (mod 4)
-// and the default's 5 warps leave one of them twice the others' work (bench/reg_probe.ts
-// occupancy). Measured on the H200 (2026-12-01): 7.09 ms against the default's 5.78 at 5120
-// patches — dropped (BENCHMARKS.md, "Measured and dropped: 128-thread flash tiles").
-const CV: u32 = (HD4 + TX - 1u) / TX;
-const VW4: u32 = CV * TX;
+const CV: u32 = HD4 / TX;      // vec4 output columns per thread (1 ..= 5): blocks o0 .. o{CV-1}
 const RK: u32 = {{RK}}u;       // keys per thread and tile: 4, or 8 #if RK8
 const BQ: u32 = 4u * TY;
 const BK: u32 = RK * TX;
@@ -448,13 +440,7 @@ fn s_scaled() -> mat4x4<f32> {
     vec4<f32>(ia2) * (dq.z * dk), vec4<f32>(ia3) * (dq.w * dk));
 }
 #else
-// (#if OPAD the Q tile's loads run past it: 4·WG does not divide BQ·HD4.)
-fn st_q(idx: u32, x: vec4<f32>) {
-#if OPAD
-  if (idx >= BQ * HD4) { return; }
-#endif
-  qs[idx / HD4][idx % HD4] = x;
-}
+fn st_q(idx: u32, x: vec4<f32>) { qs[idx / HD4][idx % HD4] = x; }
 
 // s + (q · key e for the 4 keys e) as FMA chains: column i of kt is component i of the 4 keys
 // (the dot product form spends an extra add per 4 FMAs).
@@ -607,13 +593,6 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     st_q(n + 3u * WG, x3);
   }
 #endif
-#endif
-#if OPAD
-  // The V rows' padding (vec4 HD4 .. VW4 − 1 of every kv row): zero once; K and V tiles are
-  // stored below HD4.
-  for (var n = lid; n < BK * (VW4 - HD4); n += WG) {
-    kv[n / (VW4 - HD4)][HD4 + n % (VW4 - HD4)] = vec4<f32>(0.0);
-  }
 #endif
   load_tile(false, lo_t, hi_t);
   store_tile(false);
