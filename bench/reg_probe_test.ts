@@ -3,11 +3,14 @@ import assert from "node:assert/strict";
 // The probe's kernels are WGSL written by string templates that only the GPU machine runs: its
 // --check mode validates every one (createShaderModule, no pipeline: lavapipe would compile the
 // written-out loops for minutes), so a template broken by an edit fails here rather than there.
+// (--no-config: the probe imports no packages, and the GPU machine, which runs this suite too,
+// reaches no registry.)
 Deno.test("bench/reg_probe.ts: every probe kernel is valid WGSL", async () => {
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "-A",
+      "--no-config",
       "--no-check",
       new URL("./reg_probe.ts", import.meta.url).pathname,
       "--check",
