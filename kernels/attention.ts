@@ -246,7 +246,10 @@ export type PrefillOptions = Partial<PrefillTuning> & { flash?: Partial<FlashTun
  * - vision 5120 patches: {ty: 12} 7.67–7.68 ms with loops → 6.76–6.91 written out; {ty: 16}
  *   written out 5.95–6.03 ms (22.4 TFLOP/s; with loops 8.29, S alone a loop 6.77, P·V alone
  *   7.31; COMPACT 6.08–6.18; EARLY, VLATE within noise; ty 14 7.02, ty 10 8.40, ty 8 10.5,
- *   {tx: 5, rk: 8} 9.83–13.8); 1564: 737–740 → 721–741 µs at ty 12 or 16.
+ *   {tx: 5, rk: 8} 9.83–13.8); 1564: 737–740 → 721–741 µs at ty 12 or 16. Later (2026-12-01
+ *   03:20, BENCHMARKS.md "Where the float tower's time goes, probed"): 128 threads, {tx: 8} with
+ *   the last output block padded (commit 9c39949, reverted), 7.09 against 5.78 ms; S and P·V
+ *   take ≈ 2.3 ms each of the 5.74, the rest 1.1.
  * - written out, {ty: 16} runs three workgroups an SM, bound by registers, not by its 48.5 KB:
  *   1536 patches (384 workgroups) 541–544 µs, 1600 (400, more than 3 · 132) 720–727 µs; so 1564
  *   patches (400) takes two waves, and 5120 (1280) 3.2. VLATE does not change that.
