@@ -1,6 +1,8 @@
 /**
  * Response objects in OpenAI's chat completion format: the full `chat.completion` and the
  * `chat.completion.chunk`s of a stream; and the legacy `text_completion` of `/v1/completions`.
+ * A stream's chunks carry `usage: null` with `stream_options.include_usage`, the usage so far with
+ * vLLM's `continuous_usage_stats` too ({@link RunningUsage}), before a last chunk of usage alone.
  * Shapes follow OpenAI's API reference (as typed in openai-node,
  * src/resources/chat/completions/completions.ts, Apache-2.0).
  *
@@ -72,8 +74,11 @@ export interface Format {
   inputError(error: unknown): HttpError | undefined;
   /** The whole response: a choice a result (OpenAI's `n`). */
   whole(header: CompletionHeader, results: GenerationResult[]): object;
-  /** Choice `index`'s events of a stream. */
-  chunks(header: CompletionHeader, usage: { include: boolean }, index: number): {
+  /**
+   * Choice `index`'s events of a stream. `usage`: shared by the stream's chunks, its `result` the
+   * usage so far where every chunk carries it (vLLM's continuous_usage_stats).
+   */
+  chunks(header: CompletionHeader, usage: StreamUsage, index: number): {
     /** What is sent before any text, at once (a queued client sees its stream begin). */
     open(): Events;
     /** A delta's events; none where it shows nothing. */
@@ -95,6 +100,69 @@ export interface Format {
 
 /** A delta event of a generation. */
 export type Delta = Extract<GenerationEvent, { type: "delta" }>;
+
+/**
+ * What a stream's chunks say of usage: with `include`, a `usage` field — null, or where `result`
+ * is set its counts (every chunk's, with vLLM's continuous_usage_stats).
+ */
+export interface StreamUsage {
+  include: boolean;
+  result?: Pick<GenerationResult, "usage">;
+}
+
+/**
+ * The running counts an engine may put on a delta (`usage`, as GenerationResult's: its
+ * generation's so far, the completion's tokens including any held back for a stop string).
+ */
+export function deltaUsage(event: Delta): GenerationResult["usage"] | undefined {
+  const u = (event as { usage?: unknown }).usage;
+  if (typeof u !== "object" || u === null) return undefined;
+  const { promptTokens, completionTokens, imageTokens = 0, cachedTokens = 0 } = u as Record<
+    string,
+    unknown
+  >;
+  const counts = [promptTokens, completionTokens, imageTokens, cachedTokens];
+  if (!counts.every((x) => Number.isSafeInteger(x) && (x as number) >= 0)) return undefined;
+  return {
+    promptTokens: promptTokens as number,
+    completionTokens: completionTokens as number,
+    imageTokens: imageTokens as number,
+    cachedTokens: cachedTokens as number,
+  };
+}
+
+/**
+ * The usage so far of a stream's `n` choices (vLLM's continuous_usage_stats), as
+ * {@link combinedResult} counts a finished request's: the prompt once (the lowest choice's that
+ * reported it), the completions' tokens summed. A choice's counts come from its finished result,
+ * or from the engine's running counts on its deltas ({@link deltaUsage}); a choice not begun has
+ * written none. Unknown (undefined) before the prompt's count is known, and while a choice has
+ * written tokens the engine did not count.
+ */
+export class RunningUsage {
+  /** By choice: its counts so far; null where it wrote tokens without them. */
+  readonly #choices = new Map<number, GenerationResult["usage"] | null>();
+
+  /** Takes choice `index`'s `event` into the counts. */
+  push(index: number, event: GenerationEvent): void {
+    if (event.type === "done") {
+      this.#choices.set(index, event.result.usage);
+      return;
+    }
+    const counts = deltaUsage(event);
+    if (counts) this.#choices.set(index, counts);
+    else if (event.text || event.logprobs?.length) this.#choices.set(index, null);
+  }
+
+  /** The request's usage so far; undefined where not known. */
+  get current(): Pick<GenerationResult, "usage"> | undefined {
+    const known = [...this.#choices].sort(([a], [b]) => a - b).map(([, u]) => u);
+    if (!known.length || known.includes(null)) return undefined;
+    const all = known as GenerationResult["usage"][];
+    const completionTokens = all.reduce((sum, u) => sum + u.completionTokens, 0);
+    return { usage: { ...all[0], completionTokens } };
+  }
+}
 
 /** How a streamed chat answer's text becomes its chunks' deltas. */
 export interface DeltaReader {
@@ -150,7 +218,7 @@ export function openAIFinishReason(reason: FinishReason): "stop" | "length" {
 }
 
 /** Usage in OpenAI's shape. */
-export function usageOf(result: GenerationResult): Usage {
+export function usageOf(result: Pick<GenerationResult, "usage">): Usage {
   const { promptTokens, completionTokens, imageTokens, cachedTokens } = result.usage;
   return {
     prompt_tokens: promptTokens,
@@ -332,7 +400,7 @@ export function chunkObject(
       finish?: { finish_reason?: string; stop_reason?: null };
     }
     | null,
-  usage?: { include: boolean; result?: GenerationResult },
+  usage?: StreamUsage,
 ): object {
   const body = choice &&
     { delta: choice.delta, logprobs: logprobsObject(choice.logprobs), ...choice.finish };
@@ -348,7 +416,7 @@ function chunk(
   object: string,
   body: Record<string, unknown> | null,
   result: GenerationResult | undefined,
-  usage: { include: boolean; result?: GenerationResult } | undefined,
+  usage: StreamUsage | undefined,
   index = 0,
 ): object {
   const c: Record<string, unknown> = { ...header, object };
@@ -459,7 +527,7 @@ export function textChunkObject(
   choice:
     | { text: string; logprobs?: TextLogprobs | null; result?: GenerationResult; index?: number }
     | null,
-  usage?: { include: boolean; result?: GenerationResult },
+  usage?: StreamUsage,
 ): object {
   const body = choice && { text: choice.text, logprobs: choice.logprobs ?? null };
   return chunk(header, "text_completion", body, choice?.result, usage, choice?.index);

@@ -1,13 +1,16 @@
 import assert from "node:assert/strict";
-import type { GenerationResult } from "../generate/types.ts";
+import type { GenerationEvent, GenerationResult } from "../generate/types.ts";
 import {
   chunkObject,
+  combinedResult,
   completionHeader,
   completionObject,
   logprobsObject,
   openAIFinishReason,
+  RunningUsage,
   textLogprobsObject,
   TextOffsets,
+  usageOf,
 } from "./_openai.ts";
 
 const RESULT: GenerationResult = {
@@ -112,4 +115,58 @@ Deno.test("textLogprobsObject(): offsets in code points from the bytes; a token'
   const offsets = new TextOffsets();
   const parts = [entries.slice(0, 1), entries.slice(1, 3), entries.slice(3)];
   assert.deepEqual(parts.flatMap((p) => textLogprobsObject(p, offsets)!.text_offset), [0, 0, 1, 3]);
+});
+
+Deno.test("RunningUsage: the usage so far of n choices, as combinedResult counts the finished request", () => {
+  const counts = (promptTokens: number, completionTokens: number, cachedTokens = 0) => ({
+    promptTokens,
+    completionTokens,
+    imageTokens: 4,
+    cachedTokens,
+  });
+  // An engine's running counts on its deltas (not in GenerationEvent's type: read structurally).
+  const delta = (text: string, usage?: object) =>
+    ({ type: "delta", text, ...(usage ? { usage } : {}) }) as GenerationEvent;
+  const done = (usage: GenerationResult["usage"]) =>
+    ({ type: "done", result: { ...RESULT, usage } }) as GenerationEvent;
+  const running = new RunningUsage();
+  assert.equal(running.current, undefined); // nothing known yet
+  running.push(0, delta("", counts(30, 0))); // the prompt run (an echo's delta)
+  assert.deepEqual(usageOf(running.current!), {
+    prompt_tokens: 30,
+    completion_tokens: 0,
+    total_tokens: 30,
+    prompt_tokens_details: { cached_tokens: 0, image_tokens: 4 },
+  });
+  running.push(0, delta("a", counts(30, 1)));
+  running.push(0, delta(" b", counts(30, 3))); // two tokens, one held for a stop string before
+  assert.equal(usageOf(running.current!).completion_tokens, 3);
+  // Choice 1 begun: its tokens added, the prompt still choice 0's (counted once).
+  running.push(1, delta("x", counts(30, 1, 29)));
+  assert.deepEqual(usageOf(running.current!), {
+    prompt_tokens: 30,
+    completion_tokens: 4,
+    total_tokens: 34,
+    prompt_tokens_details: { cached_tokens: 0, image_tokens: 4 },
+  });
+  // Finished: the results' counts (a stop id counted there, on no delta).
+  const results = [{ ...RESULT, usage: counts(30, 4) }, { ...RESULT, usage: counts(30, 2, 29) }];
+  running.push(0, done(results[0].usage));
+  running.push(1, done(results[1].usage));
+  assert.deepEqual(running.current!.usage, combinedResult(results).usage);
+  assert.deepEqual(usageOf(running.current!), usageOf(combinedResult(results)));
+  // Tokens written without counts (an engine that keeps none) leave the usage unknown until that
+  // choice's result; a delta of no tokens (an echoed prompt's, without counts) does not.
+  const uncounted = new RunningUsage();
+  uncounted.push(0, delta("a", counts(30, 1)));
+  uncounted.push(1, delta(""));
+  assert.equal(usageOf(uncounted.current!).completion_tokens, 1);
+  uncounted.push(1, delta("b"));
+  assert.equal(uncounted.current, undefined);
+  uncounted.push(1, done(counts(30, 5)));
+  assert.equal(usageOf(uncounted.current!).completion_tokens, 6);
+  // Counts that are no counts are none.
+  const bad = new RunningUsage();
+  bad.push(0, delta("a", { promptTokens: -1, completionTokens: 1 }));
+  assert.equal(bad.current, undefined);
 });

@@ -78,6 +78,11 @@ export interface ChatRequest {
   /** `stream_options.include_usage`: send a last chunk with usage and empty choices. */
   includeUsage: boolean;
   /**
+   * vLLM's `stream_options.continuous_usage_stats` with `include_usage`: every chunk carries the
+   * usage so far (absent: only the last chunk's, as OpenAI streams it).
+   */
+  continuousUsage?: true;
+  /**
    * OpenAI's `n`: answers to generate (1..{@link MAX_CHOICES}), at once on the engine's free
    * places, else one after the other (src/server/app.ts turnEvents).
    */
@@ -1058,7 +1063,10 @@ function parseSampling(
   body: Json,
   limits: RequestLimits,
   { chat = false, tools }: { chat?: boolean; tools?: ToolRequest } = {},
-): Pick<ChatRequest, "options" | "stream" | "includeUsage" | "n" | "formatField"> {
+): Pick<
+  ChatRequest,
+  "options" | "stream" | "includeUsage" | "continuousUsage" | "n" | "formatField"
+> {
   refuseUnsupported(body, { withTools: chat });
   const n = optionalNumber(body, "n", { integer: true, min: 1, max: MAX_CHOICES }) ?? 1;
   const maxTokens = optionalNumber(body, "max_tokens", {
@@ -1092,6 +1100,13 @@ function parseSampling(
   const responseFormat = format?.value;
   const includeUsage = isObject(streamOptions) &&
     (optionalBoolean(streamOptions, "include_usage", "stream_options.include_usage") ?? false);
+  // vLLM's: checked either way, acted on only with include_usage (as vLLM does).
+  const continuous = isObject(streamOptions) &&
+    optionalBoolean(
+        streamOptions,
+        "continuous_usage_stats",
+        "stream_options.continuous_usage_stats",
+      ) === true;
   const options: ChatRequest["options"] = {
     maxNewTokens: maxCompletion ?? maxTokens,
     temperature: optionalNumber(body, "temperature", { min: 0, max: 2 }),
@@ -1125,7 +1140,14 @@ function parseSampling(
   for (const key of Object.keys(options) as (keyof typeof options)[]) {
     if (options[key] === undefined) delete options[key];
   }
-  return { options, stream, includeUsage, n, ...(format ? { formatField: format.field } : {}) };
+  return {
+    options,
+    stream,
+    includeUsage,
+    ...(includeUsage && continuous ? { continuousUsage: true as const } : {}),
+    n,
+    ...(format ? { formatField: format.field } : {}),
+  };
 }
 
 /** Throws a 400 naming the first frame whose size differs from frame 0's. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { HttpError } from "./_errors.ts";
-import { loadMessages, parseChatRequest } from "./_request.ts";
+import { loadMessages, parseChatRequest, parseCompletionRequest } from "./_request.ts";
 import { encodePng } from "../_png.ts";
 
 const LIMITS = { stopOnLoop: true, maxImages: 2 };
@@ -417,4 +417,40 @@ Deno.test("parseChatRequest() takes an assistant's refusal replayed from OpenAI 
     assert.equal(e.status, 400, JSON.stringify(message));
     assert.equal(e.param, param, JSON.stringify(message));
   }
+});
+
+Deno.test("parseChatRequest() and parseCompletionRequest() take vLLM's stream_options.continuous_usage_stats: a boolean, acted on only with include_usage", () => {
+  const stream = (options: unknown) => ({ ...base, stream: true, stream_options: options });
+  const both = { include_usage: true, continuous_usage_stats: true };
+  assert.equal(parseChatRequest(stream(both), LIMITS).continuousUsage, true);
+  const prompt = { model: "m", prompt: "hi", stream: true, stream_options: both };
+  assert.equal(parseCompletionRequest(prompt, LIMITS).continuousUsage, true);
+  // Without include_usage (or with it false, or continuous false): nothing, as vLLM.
+  for (
+    const options of [
+      { continuous_usage_stats: true },
+      { include_usage: false, continuous_usage_stats: true },
+      { include_usage: true, continuous_usage_stats: false },
+      { include_usage: true, continuous_usage_stats: null },
+    ]
+  ) {
+    const request = parseChatRequest(stream(options), LIMITS);
+    assert.ok(!("continuousUsage" in request), JSON.stringify(options));
+  }
+  for (const bad of ["yes", 1, {}]) {
+    const error = refusal(stream({ include_usage: true, continuous_usage_stats: bad }));
+    assert.equal(error.status, 400);
+    assert.equal(error.param, "stream_options.continuous_usage_stats");
+    assert.match(error.message, /must be true or false/);
+  }
+  // Checked without include_usage too.
+  assert.equal(
+    refusal(stream({ continuous_usage_stats: "y" })).param,
+    "stream_options.continuous_usage_stats",
+  );
+  // Not streaming: stream_options refused, as with include_usage.
+  assert.equal(
+    refusal({ ...base, stream_options: both }).param,
+    "stream_options",
+  );
 });

@@ -43,7 +43,9 @@ import {
   type Echo,
   type Events,
   type Format,
+  RunningUsage,
   shownResult,
+  type StreamUsage,
   textChunkObject,
   textCompletionObject,
   textLogprobsObject,
@@ -364,9 +366,16 @@ function textFormat(echo?: Echo): Format {
       results.forEach((r) => echoed(r.prompt !== undefined, r));
       return textCompletionObject(header, results, echo);
     },
-    chunks: (header, usage, index) => {
+    chunks: (header, running, index) => {
       const offsets = new TextOffsets();
       let prompted = false;
+      // The usage so far as shownResult reports it: with echo.only no completion tokens.
+      const shown = (): StreamUsage => {
+        const r = running.result;
+        return echo?.only && r
+          ? { ...running, result: { usage: { ...r.usage, completionTokens: 0 } } }
+          : running;
+      };
       return {
         open: () => undefined,
         delta: (ev) => {
@@ -379,7 +388,7 @@ function textFormat(echo?: Echo): Format {
           return textChunkObject(
             header,
             { text, logprobs: textLogprobsObject(entries, offsets), index },
-            usage,
+            shown(),
           );
         },
         finish: (result) => {
@@ -387,7 +396,7 @@ function textFormat(echo?: Echo): Format {
           return textChunkObject(
             header,
             { text: "", result: shownResult(result, echo), index },
-            usage,
+            shown(),
           );
         },
       };
@@ -1138,7 +1147,7 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
     raw: Request,
     request: Pick<
       ChatRequest,
-      "model" | "options" | "stream" | "includeUsage" | "n" | "formatField"
+      "model" | "options" | "stream" | "includeUsage" | "continuousUsage" | "n" | "formatField"
     >,
     endpoint: Format,
     prepare: (
@@ -1209,10 +1218,8 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
         await within(first, Math.min(STREAM_GRACE_MS, settings.keepAliveMs));
         streaming = true;
         const failed = failure(raw, format, "the stream ended on an error event");
-        return streamCompletion(header, format, events, first, request.includeUsage, abort, {
-          detach,
-          failed,
-        });
+        const usage = { include: request.includeUsage, continuous: !!request.continuousUsage };
+        return streamCompletion(header, format, events, first, usage, abort, { detach, failed });
       }
       const firstToken = Promise.withResolvers<void>();
       const whole = (async () => {
@@ -1339,14 +1346,16 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
     format: Format,
     events: AsyncGenerator<{ index: number; event: GenerationEvent }>,
     first: Promise<IteratorResult<{ index: number; event: GenerationEvent }>>,
-    includeUsage: boolean,
+    asked: { include: boolean; continuous: boolean },
     abort: AbortController,
     ends: {
       detach: () => void;
       failed: (error: unknown) => { http: HttpError; line: string };
     },
   ): Response {
-    const usage = { include: includeUsage };
+    // Shared by every chunk; with continuous_usage_stats its result is the usage so far.
+    const usage: StreamUsage = { include: asked.include };
+    const running = asked.include && asked.continuous ? new RunningUsage() : undefined;
     // Each choice's chunks, made (and opened) at its first event; every finished one's result.
     const choices: ReturnType<Format["chunks"]>[] = [];
     const results: GenerationResult[] = [];
@@ -1366,7 +1375,12 @@ export function createApp(engine: EngineSource, options: ServerOptions = {}): Ho
         open(0); // at once: a client waiting in the queue sees its stream begin
         for (let next = await first; !next.done && !signal.aborted; next = await events.next()) {
           const { index, event } = next.value;
+          // Opened with the usage before its event (a role chunk carries no tokens).
           const chunks = choices[index] ?? open(index);
+          if (running) {
+            running.push(index, event);
+            usage.result = running.current;
+          }
           if (event.type === "delta") {
             // With logprobs a delta may carry tokens but no text yet (held for a stop string);
             // an echoed prompt comes on a delta of its own.

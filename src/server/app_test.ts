@@ -3144,3 +3144,95 @@ Deno.test("a client gone while its request body was read is no error of the serv
     console.error = original;
   }
 });
+
+Deno.test("stream_options.continuous_usage_stats (vLLM's): every chunk carries the usage so far, the last one the final usage chunk's; counted by n's choices together", async () => {
+  // An engine that counts its tokens as it writes them, on its deltas (`usage`, as a result's):
+  // the fake writes a token a delta.
+  class Counting extends FakeEngine {
+    override async *generate(
+      messages: ChatMessage[],
+      options: GenerateOptions = {},
+    ): AsyncGenerator<GenerationEvent> {
+      let completionTokens = 0;
+      for await (const event of super.generate(messages, options)) {
+        if (event.type === "done") {
+          yield event;
+          continue;
+        }
+        if (!event.prompt) completionTokens++;
+        const usage = { promptTokens: 10, completionTokens, imageTokens: 0, cachedTokens: 0 };
+        yield { ...event, usage } as GenerationEvent;
+      }
+    }
+  }
+  const app = createApp(new Counting());
+  const stream_options = { include_usage: true, continuous_usage_stats: true };
+  const chat = await sseData(await post(app, { ...hello, n: 2, stream: true, stream_options }));
+  const completion = await sseData(
+    await app.request("/v1/completions", {
+      method: "POST",
+      body: JSON.stringify({ model: MODEL, prompt: "Hi you", n: 2, stream: true, stream_options }),
+    }),
+  );
+  for (
+    const [data, shown] of [[chat, (c: any) => c.delta.content], [
+      completion,
+      (c: any) => c.text,
+    ]] as const
+  ) {
+    assert.equal(data.at(-1), "[DONE]");
+    const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+    const final = chunks.at(-1);
+    assert.deepEqual(final.choices, []);
+    assert.deepEqual(final.usage, {
+      prompt_tokens: 10,
+      completion_tokens: 16,
+      total_tokens: 26,
+      prompt_tokens_details: { cached_tokens: 0, image_tokens: 0 },
+    });
+    const running = chunks.slice(0, -1);
+    // Chat's first chunk (the role) goes out before the engine has run the prompt: not known.
+    if (data === chat) assert.equal(running.shift().usage, null);
+    assert.ok(running.length >= 18); // 16 tokens' chunks, 2 finishes
+    let completionTokens = 0;
+    for (const c of running) {
+      assert.equal(c.choices.length, 1);
+      // Each chunk's count goes up by the tokens it carries (a token a non-empty text here).
+      if (shown(c.choices[0])) completionTokens++;
+      assert.deepEqual(c.usage, {
+        prompt_tokens: 10,
+        completion_tokens: completionTokens,
+        total_tokens: 10 + completionTokens,
+        prompt_tokens_details: { cached_tokens: 0, image_tokens: 0 },
+      });
+    }
+    assert.equal(completionTokens, 16);
+    assert.deepEqual(running.at(-1).usage, final.usage);
+  }
+});
+
+Deno.test("stream_options.continuous_usage_stats: without include_usage nothing; with an engine that counts no tokens as it writes them, null until each choice's finish, which has its exact counts", async () => {
+  const { app } = setup();
+  const only = await sseData(
+    await post(app, { ...hello, stream: true, stream_options: { continuous_usage_stats: true } }),
+  );
+  const plain = only.slice(0, -1).map((d) => JSON.parse(d));
+  assert.ok(plain.every((c) => !("usage" in c) && c.choices.length === 1));
+  const stream_options = { include_usage: true, continuous_usage_stats: true };
+  const data = await sseData(await post(app, { ...hello, n: 2, stream: true, stream_options }));
+  const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+  const final = chunks.at(-1);
+  assert.equal(final.usage.completion_tokens, 16);
+  const finishes = chunks.filter((c) => c.choices[0]?.finish_reason);
+  assert.equal(finishes.length, 2);
+  // The first choice to finish (one after the other: the fake runs one at a time) has its 8
+  // tokens, the other none yet.
+  const [first, last] = finishes;
+  assert.deepEqual(first.usage, { ...final.usage, completion_tokens: 8, total_tokens: 18 });
+  assert.deepEqual(last.usage, final.usage);
+  assert.ok(chunks.slice(0, -1).every((c) => "usage" in c));
+  const deltas = chunks.filter((c) => c.choices[0]?.delta?.content);
+  assert.ok(deltas.length >= 16);
+  // A token written by a choice whose finish has not come is not counted: its usage not known.
+  assert.ok(deltas.some((c) => c.usage === null));
+});
