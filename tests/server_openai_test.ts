@@ -312,6 +312,29 @@ Deno.test("the openai client gets transformers' greedy answer from the tiny mode
     for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
     assert.equal(text, ref.generated_text);
 
+    // vLLM's continuous_usage_stats: the engine's counts on every chunk with text, growing a
+    // token a chunk here (one token a chunk), the last the final usage chunk's.
+    const counted = await s.client.chat.completions.create({
+      ...params,
+      stream: true,
+      stream_options: { include_usage: true, continuous_usage_stats: true } as {
+        include_usage: boolean;
+      },
+    });
+    const seen: number[] = [];
+    let last: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of counted) {
+      if (chunk.choices[0]?.delta.content) {
+        assert.equal(chunk.usage?.prompt_tokens, ref.seq_len);
+        seen.push(chunk.usage!.completion_tokens);
+      }
+      if (!chunk.choices.length) last = chunk.usage;
+      else if (chunk.usage) assert.ok(chunk.usage.completion_tokens >= (seen.at(-1) ?? 0));
+    }
+    assert.ok(seen.length > 1 && seen.every((n, i) => i === 0 || n > seen[i - 1]), `${seen}`);
+    assert.ok(seen.at(-1)! <= ref.generated_ids.length);
+    assert.equal(last?.completion_tokens, ref.generated_ids.length);
+
     // With logprobs, streamed: one entry a token, greedy's choice the most likely of its three.
     const lp = await s.client.chat.completions.create({
       ...params,

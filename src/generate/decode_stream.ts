@@ -95,6 +95,12 @@ export interface PromptStats {
   prompt?: PromptEcho;
 }
 
+/** The usage a generation with `stats` has counted once `completionTokens` answer tokens are read. */
+export function usageOf(stats: PromptStats, completionTokens: number): GenerationResult["usage"] {
+  const { promptTokens, imageTokens, cachedTokens } = stats;
+  return { promptTokens, completionTokens, imageTokens, cachedTokens };
+}
+
 /** Options of {@link decodeStream} beyond the generation options. */
 export interface DecodeStreamOptions {
   /** Batch schedule (tests); the total comes from options.maxNewTokens, the side ring from the run. */
@@ -153,8 +159,9 @@ export async function* decodeStream(
   let pending: TokenLogprob[] = [];
   const allLogprobs: TokenLogprob[] = [];
   const text_ = extra.tokenText ?? ((id: number) => ({ token: String(id), bytes: [] }));
+  // A delta of text `t`, with the logprobs read since the last one and the counts so far.
   const withLogprobs = (t: string): GenerationEvent => {
-    const ev: GenerationEvent = { type: "delta", text: t };
+    const ev: GenerationEvent = { type: "delta", text: t, usage: usageOf(stats, completion) };
     if (lp) [ev.logprobs, pending] = [pending, []];
     return ev;
   };
@@ -265,12 +272,7 @@ export async function* decodeStream(
     finishReason: finish ?? "abort",
     ...(stopReason !== undefined ? { stopReason } : {}),
     text,
-    usage: {
-      promptTokens: stats.promptTokens,
-      completionTokens: completion,
-      imageTokens: stats.imageTokens,
-      cachedTokens: stats.cachedTokens,
-    },
+    usage: usageOf(stats, completion),
     timings: {
       visionMs: stats.visionMs,
       prefillMs: first - stats.prefillStart,

@@ -75,7 +75,13 @@ async function collect(
   opts: GenerateOptions,
   onDelta?: (d: string, ac: AbortController) => void,
   format?: DecodeStreamOptions["format"],
-): Promise<{ deltas: string[]; result: GenerationResult; batches: number; ids: number[] }> {
+): Promise<{
+  deltas: string[];
+  result: GenerationResult;
+  batches: number;
+  ids: number[];
+  usages: (GenerationResult["usage"] | undefined)[];
+}> {
   const run = await fakeRun(script);
   const ac = new AbortController();
   const options = resolveOptions(
@@ -83,6 +89,7 @@ async function collect(
     CONFIG,
   );
   const deltas: string[] = [];
+  const usages: (GenerationResult["usage"] | undefined)[] = [];
   const ids: number[] = [];
   let result: GenerationResult | undefined;
   const stats = {
@@ -101,13 +108,14 @@ async function collect(
   ) {
     if (ev.type === "delta") {
       deltas.push(ev.text);
+      usages.push(ev.usage);
       onDelta?.(ev.text, ac);
     } else result = ev.result;
   }
   run.dispose();
   assert.ok(result, "a done event ends the stream");
   assert.equal(result.text, deltas.join(""), "the final text is the concatenated deltas");
-  return { deltas, result, batches: run.batches, ids };
+  return { deltas, result, batches: run.batches, ids, usages };
 }
 
 Deno.test('decodeStream() streams every token up to the budget and ends with "length"', async () => {
@@ -347,4 +355,27 @@ Deno.test("decodeStream() names what the caller asked for that stopped it (stopR
   const text = await collect([1, 2, 3, 4, 5, 6], { stop: ["nope", "</a>", "o w"] });
   assert.equal(text.result.stopReason, "o w"); // the earliest in the text
   assert.equal((await collect([1, 2], {})).result.stopReason, undefined); // length
+});
+
+Deno.test("decodeStream() puts the counts so far on every delta, the last the result's", async () => {
+  const prompt = { promptTokens: 10, imageTokens: 4, cachedTokens: 3 };
+  // Batches of 1, 2, 3 tokens: a delta each.
+  const a = await collect([1, 2, 6, 6, 2, 1], {});
+  assert.deepEqual(
+    a.usages,
+    [1, 3, 6].map((completionTokens) => ({ ...prompt, completionTokens })),
+  );
+  assert.deepEqual(a.usages.at(-1), a.result.usage);
+  // A stop id counts where it ends the answer (as in the result), on the delta of its batch.
+  const b = await collect([1, 2, EOS, 6], {});
+  assert.deepEqual(b.deltas, ["Hello", " world"]);
+  assert.deepEqual(b.usages.map((u) => u?.completionTokens), [1, 3]);
+  assert.deepEqual(b.usages.at(-1), b.result.usage);
+  // Text held back for a stop string: the tokens read count before their text is out.
+  const c = await collect([1, 3, 4, 6, 2, 1], { stop: [" </b>"] });
+  assert.deepEqual(c.usages.at(-1), c.result.usage);
+  assert.equal(c.result.usage.completionTokens, 6);
+  for (let i = 1; i < c.usages.length; i++) {
+    assert.ok(c.usages[i]!.completionTokens >= c.usages[i - 1]!.completionTokens);
+  }
 });

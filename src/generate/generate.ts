@@ -11,7 +11,12 @@ import { gpuIdle } from "../gpu/buffers.ts";
 import { patchCount } from "../image.ts";
 import type { ImageEmbeds, Qwen2VLModel, Session } from "../model/qwen2vl.ts";
 import type { Tokenizer } from "../tokenizer.ts";
-import { decodeStream, type DecodeStreamOptions, skipUnknownIds } from "./decode_stream.ts";
+import {
+  decodeStream,
+  type DecodeStreamOptions,
+  skipUnknownIds,
+  usageOf,
+} from "./decode_stream.ts";
 import type { ResolvedOptions } from "./options.ts";
 import type { PreparedPrompt } from "./prompt.ts";
 import { type CacheClaim, imageKeys, type PromptCache } from "./prompt_cache.ts";
@@ -152,7 +157,15 @@ export async function* runGeneration(
       o.logprobs ? o.topLogprobs : undefined,
       held,
     );
-    if (echo) yield { type: "delta", text: "", prompt: echo };
+    const stats = {
+      promptTokens: S,
+      imageTokens: prompt.imageTokens,
+      cachedTokens: cached.tokens,
+      visionMs,
+      prefillStart,
+      prompt: echo,
+    };
+    if (echo) yield { type: "delta", text: "", prompt: echo, usage: usageOf(stats, 0) };
     const texts = tokenTexts(tokenizer);
     // The format's state on the host too: a stop id is text where the answer may not end.
     const format = held &&
@@ -162,14 +175,7 @@ export async function* runGeneration(
         held.endIds,
         (id) => texts(id).bytes,
       );
-    return yield* decodeStream(run, o, skipUnknownIds(decoder, tokenizer.vocabSize), {
-      promptTokens: S,
-      imageTokens: prompt.imageTokens,
-      cachedTokens: cached.tokens,
-      visionMs,
-      prefillStart,
-      prompt: echo,
-    }, {
+    return yield* decodeStream(run, o, skipUnknownIds(decoder, tokenizer.vocabSize), stats, {
       ...hooks,
       ids: generated,
       ...(o.logprobs ? { tokenText: texts } : {}),

@@ -269,6 +269,12 @@ export type GenerationEvent =
      * text) as soon as the prompt has run, before any answer text.
      */
     prompt?: PromptEcho;
+    /**
+     * The counts so far, as the result's `usage` will count them: the prompt's, and the answer
+     * tokens read up to this delta (tokens held back for a stop string count, as in the result:
+     * vLLM's `continuous_usage_stats`). Absent from engines that do not count as they go.
+     */
+    usage?: GenerationResult["usage"];
   }
   | { type: "done"; result: GenerationResult };
 

@@ -111,31 +111,10 @@ export interface StreamUsage {
 }
 
 /**
- * The running counts an engine may put on a delta (`usage`, as GenerationResult's: its
- * generation's so far, the completion's tokens including any held back for a stop string).
- */
-export function deltaUsage(event: Delta): GenerationResult["usage"] | undefined {
-  const u = (event as { usage?: unknown }).usage;
-  if (typeof u !== "object" || u === null) return undefined;
-  const { promptTokens, completionTokens, imageTokens = 0, cachedTokens = 0 } = u as Record<
-    string,
-    unknown
-  >;
-  const counts = [promptTokens, completionTokens, imageTokens, cachedTokens];
-  if (!counts.every((x) => Number.isSafeInteger(x) && (x as number) >= 0)) return undefined;
-  return {
-    promptTokens: promptTokens as number,
-    completionTokens: completionTokens as number,
-    imageTokens: imageTokens as number,
-    cachedTokens: cachedTokens as number,
-  };
-}
-
-/**
  * The usage so far of a stream's `n` choices (vLLM's continuous_usage_stats), as
  * {@link combinedResult} counts a finished request's: the prompt once (the lowest choice's that
  * reported it), the completions' tokens summed. A choice's counts come from its finished result,
- * or from the engine's running counts on its deltas ({@link deltaUsage}); a choice not begun has
+ * or from the engine's running counts on its deltas (`usage`); a choice not begun has
  * written none. Unknown (undefined) before the prompt's count is known, and while a choice has
  * written tokens the engine did not count.
  */
@@ -149,8 +128,7 @@ export class RunningUsage {
       this.#choices.set(index, event.result.usage);
       return;
     }
-    const counts = deltaUsage(event);
-    if (counts) this.#choices.set(index, counts);
+    if (event.usage) this.#choices.set(index, event.usage);
     else if (event.text || event.logprobs?.length) this.#choices.set(index, null);
   }
 
