@@ -5,7 +5,8 @@
  * may name it (`previous_response_id`), name one of its items (`{"type": "item_reference"}`), or
  * read and delete it (`GET` / `DELETE /v1/responses/{id}`). vLLM keeps such a store in memory too
  * (opt-in, unbounded); this one is bounded: the least recently used responses go first, past a
- * count or a size (their JSON, images' data URLs included, kept as strings: 2 bytes a character).
+ * count or a size (their JSON, images' data URLs included, kept as strings: 2 bytes a character;
+ * an item with an id held and counted once, however many of its responses' parts have it).
  * Nothing survives a restart.
  * @module
  */
@@ -56,27 +57,23 @@ export function jsonBytes(value: unknown): number {
  * A stored response as the store holds it: each part as ONE JSON string, parsed when used. The
  * client's objects themselves are not kept: thousands of small ones (an item's extra fields)
  * take many times their JSON's size on the heap, so the bound would not bound the memory.
+ *
+ * An item the store holds under its id (its own JSON, {@link HeldItem}) is not held again in a
+ * part: the part's JSON has the item's id (a string: an item is an object) where the item was —
+ * the input's items (each has an id), the output's, and the response object's `output` (the same
+ * items again) — and get() puts the item back. An item that is not the one held under its id (a
+ * second item of that id) stays in the part's JSON.
  */
 interface Held {
   response: string;
   input: string;
   output: string;
-  /** What it counts for: its strings' bytes (its items' own JSON counted apart, once each). */
+  /** Whether `response`'s `output` is an array of items (objects), held as the parts are. */
+  itemsOut: boolean;
+  /** What it counts for: its strings' bytes (the items held apart counted there, once each). */
   bytes: number;
   /** The ids of its items, each once. */
   ids: Set<string>;
-}
-
-/**
- * A stored response's items by id, as JSON: the last item of each id, an output item over an
- * input item.
- */
-function itemsById(r: StoredResponse): Map<string, string> {
-  const items = new Map<string, string>();
-  for (const item of [...r.input, ...r.output]) {
-    if (typeof item.id === "string") items.set(item.id, JSON.stringify(item));
-  }
-  return items;
 }
 
 /**
@@ -142,16 +139,51 @@ export class ResponseStore {
     const id = stored.response.id as string;
     this.delete(id);
     if (!this.enabled) return false;
-    const [response, input, output] = [stored.response, stored.input, stored.output]
-      .map((part) => JSON.stringify(part));
+    const jsonOf = new Map<Json, string>(); // each item object's JSON, made once
+    const json = (item: Json) => {
+      let made = jsonOf.get(item);
+      if (made === undefined) jsonOf.set(item, made = JSON.stringify(item));
+      return made;
+    };
+    // Each item with an id, as its JSON: the last of each id (an output item over an input item).
+    const items = new Map<string, string>();
+    for (const item of [...stored.input, ...stored.output]) {
+      if (typeof item.id === "string") items.set(item.id, json(item));
+    }
+    // An item as a part holds it: its id where it is the item held under that id once this
+    // response is kept (the first holder's where one is), else the item.
+    const slot = (item: Json): Json | string =>
+      typeof item.id === "string" &&
+        (this.#items.get(item.id)?.json ?? items.get(item.id)) === json(item)
+        ? item.id
+        : item;
+    const { response: object } = stored;
+    const itemsOut = Array.isArray(object.output) &&
+      object.output.every((item) => typeof item === "object" && item !== null);
+    const [response, input, output] = [
+      itemsOut ? { ...object, output: (object.output as Json[]).map(slot) } : object,
+      stored.input.map(slot),
+      stored.output.map(slot),
+    ].map((part) => JSON.stringify(part));
     const bytes = (response.length + input.length + output.length) * BYTES_PER_CHAR;
-    const items = itemsById(stored);
+    // What it holds alone (its items held already too: once the others go, it holds them) is
+    // within maxBytes, so the others going makes room for it; what it adds is its new items.
+    let itemBytes = 0;
     let newItemBytes = 0;
     for (const [item, json] of items) {
-      if (!this.#items.has(item)) newItemBytes += json.length * BYTES_PER_CHAR;
+      const held = this.#items.get(item);
+      itemBytes += (held?.json ?? json).length * BYTES_PER_CHAR;
+      if (!held) newItemBytes += json.length * BYTES_PER_CHAR;
     }
-    if (bytes + newItemBytes > this.maxBytes) return false;
-    this.#responses.set(id, { response, input, output, bytes, ids: new Set(items.keys()) });
+    if (bytes + itemBytes > this.maxBytes) return false;
+    this.#responses.set(id, {
+      response,
+      input,
+      output,
+      itemsOut,
+      bytes,
+      ids: new Set(items.keys()),
+    });
     this.#bytes += bytes + newItemBytes;
     for (const [item, json] of items) {
       const held = this.#items.get(item);
@@ -171,10 +203,15 @@ export class ResponseStore {
     if (!entry) return undefined;
     this.#responses.delete(id);
     this.#responses.set(id, entry);
+    // An id where an item was: the item held under it (held while this response is).
+    const items = (part: unknown[]): Json[] =>
+      part.map((item) => typeof item === "string" ? JSON.parse(this.#items.get(item)!.json) : item);
+    const response = JSON.parse(entry.response);
+    if (entry.itemsOut) response.output = items(response.output);
     return {
-      response: JSON.parse(entry.response),
-      input: JSON.parse(entry.input),
-      output: JSON.parse(entry.output),
+      response,
+      input: items(JSON.parse(entry.input)),
+      output: items(JSON.parse(entry.output)),
     };
   }
 
