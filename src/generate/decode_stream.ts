@@ -96,7 +96,10 @@ export interface PromptStats {
 }
 
 /** The usage a generation with `stats` has counted once `completionTokens` answer tokens are read. */
-export function usageOf(stats: PromptStats, completionTokens: number): GenerationResult["usage"] {
+export function usageSoFar(
+  stats: PromptStats,
+  completionTokens: number,
+): GenerationResult["usage"] {
   const { promptTokens, imageTokens, cachedTokens } = stats;
   return { promptTokens, completionTokens, imageTokens, cachedTokens };
 }
@@ -161,7 +164,7 @@ export async function* decodeStream(
   const text_ = extra.tokenText ?? ((id: number) => ({ token: String(id), bytes: [] }));
   // A delta of text `t`, with the logprobs read since the last one and the counts so far.
   const withLogprobs = (t: string): GenerationEvent => {
-    const ev: GenerationEvent = { type: "delta", text: t, usage: usageOf(stats, completion) };
+    const ev: GenerationEvent = { type: "delta", text: t, usage: usageSoFar(stats, completion) };
     if (lp) [ev.logprobs, pending] = [pending, []];
     return ev;
   };
@@ -272,7 +275,7 @@ export async function* decodeStream(
     finishReason: finish ?? "abort",
     ...(stopReason !== undefined ? { stopReason } : {}),
     text,
-    usage: usageOf(stats, completion),
+    usage: usageSoFar(stats, completion),
     timings: {
       visionMs: stats.visionMs,
       prefillMs: first - stats.prefillStart,

@@ -15,7 +15,7 @@ import {
   decodeStream,
   type DecodeStreamOptions,
   skipUnknownIds,
-  usageOf,
+  usageSoFar,
 } from "./decode_stream.ts";
 import type { ResolvedOptions } from "./options.ts";
 import type { PreparedPrompt } from "./prompt.ts";
@@ -165,7 +165,7 @@ export async function* runGeneration(
       prefillStart,
       prompt: echo,
     };
-    if (echo) yield { type: "delta", text: "", prompt: echo, usage: usageOf(stats, 0) };
+    if (echo) yield { type: "delta", text: "", prompt: echo, usage: usageSoFar(stats, 0) };
     const texts = tokenTexts(tokenizer);
     // The format's state on the host too: a stop id is text where the answer may not end.
     const format = held &&
